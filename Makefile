@@ -1,0 +1,38 @@
+# Tollgate: edge auth sidecar (authproxy) + core API (coreapi).
+# The two set-up commands are `make run` and `make test`; see README.md.
+
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TESTFLAGS   ?=
+BIN         := bin
+
+.PHONY: all build test test-short bench lint fmt run clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./coreapi/cmd/... ./authproxy/cmd/...
+
+## test: every test of every module, against a real PostgreSQL (see scripts/with-postgres.sh)
+test:
+	scripts/with-postgres.sh $(GO) test -count=1 -timeout 15m $(TESTFLAGS) work
+
+## bench: Go micro-benchmarks of the hot paths, then the load harness
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./authproxy/...
+	scripts/with-postgres.sh $(GO) run ./deploy/loadtest $(BENCHFLAGS)
+
+lint:
+	$(GO) vet work
+	$(GO) run $(STATICCHECK) ./shared/... ./migrations/... ./coreapi/... ./authproxy/... ./deploy/...
+	@test -z "$$(gofmt -l shared migrations coreapi authproxy deploy)" || { gofmt -l shared migrations coreapi authproxy deploy; echo 'gofmt needed'; exit 1; }
+
+fmt:
+	gofmt -w shared migrations coreapi authproxy deploy
+
+## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, authproxy)
+run:
+	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(GO) run ./deploy/cmd/stack
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs a command with DATABASE_URL pointing at a reachable PostgreSQL:
+#   1. $DATABASE_URL when set;
+#   2. else 127.0.0.1:5432 (user postgres) when it accepts connections;
+#   3. else a throwaway cluster (initdb + pg_ctl) on a random port, as a
+#      non-root user, in a temp dir removed on exit. With PG_PERSIST_DIR set,
+#      the cluster lives there instead and is kept (used by `make run`).
+# Usage: scripts/with-postgres.sh COMMAND [ARGS...]
+set -euo pipefail
+
+log() { printf 'with-postgres: %s\n' "$*" >&2; }
+
+tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+if [[ -n "${DATABASE_URL:-}" ]]; then
+	log "using DATABASE_URL from the environment"
+	exec "$@"
+fi
+
+if tcp_open 127.0.0.1 5432; then
+	export DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	log "using PostgreSQL at 127.0.0.1:5432"
+	exec "$@"
+fi
+
+find_bin() {
+	local name=$1 dir
+	if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
+	for dir in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /opt/homebrew/bin /usr/local/opt/postgresql*/bin; do
+		[[ -x "$dir/$name" ]] && { echo "$dir/$name"; return; }
+	done
+	return 1
+}
+
+INITDB=$(find_bin initdb) && PG_CTL=$(find_bin pg_ctl) || {
+	cat >&2 <<'MSG'
+with-postgres: no PostgreSQL is reachable and none can be started here.
+  Either set DATABASE_URL=postgres://USER@HOST:PORT/DB?sslmode=disable,
+  or install the server binaries (initdb, pg_ctl), for example:
+    Debian/Ubuntu:  sudo apt-get install postgresql
+    Fedora:         sudo dnf install postgresql-server
+    macOS:          brew install postgresql@16
+MSG
+	exit 1
+}
+
+RUN_AS=()
+if [[ $(id -u) -eq 0 ]]; then
+	# initdb refuses to run as root; use an unprivileged account.
+	for u in postgres nobody; do
+		if id "$u" >/dev/null 2>&1; then RUN_AS=(runuser -u "$u" --); break; fi
+	done
+	[[ ${#RUN_AS[@]} -gt 0 ]] || { log "running as root and no 'postgres' or 'nobody' user exists"; exit 1; }
+fi
+
+if [[ -n "${PG_PERSIST_DIR:-}" ]]; then
+	mkdir -p "$PG_PERSIST_DIR"
+	BASE=$(cd "$PG_PERSIST_DIR" && pwd)
+	KEEP=1
+else
+	BASE=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-pg.XXXXXX")
+	KEEP=0
+fi
+PGDATA="$BASE/data"
+chmod 755 "$BASE"
+[[ ${#RUN_AS[@]} -gt 0 ]] && chown "${RUN_AS[2]}" "$BASE"
+
+port_file="$BASE/port"
+if [[ -f "$port_file" ]]; then
+	PORT=$(cat "$port_file")
+else
+	for _ in $(seq 1 50); do
+		PORT=$(( (RANDOM % 20000) + 30000 ))
+		tcp_open 127.0.0.1 "$PORT" || break
+	done
+	echo "$PORT" >"$port_file"
+fi
+
+cleanup() {
+	"${RUN_AS[@]}" "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	[[ $KEEP -eq 1 ]] || rm -rf "$BASE"
+}
+trap cleanup EXIT INT TERM
+
+if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
+	log "initialising a local cluster in $PGDATA"
+	"${RUN_AS[@]}" "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
+		{ cat "$BASE/initdb.log" >&2; exit 1; }
+fi
+log "starting PostgreSQL on 127.0.0.1:$PORT"
+"${RUN_AS[@]}" "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
+	-o "-c listen_addresses=127.0.0.1 -p $PORT -k $BASE -c fsync=off -c max_connections=300" start >/dev/null ||
+	{ cat "$BASE/postgres.log" >&2; exit 1; }
+
+export DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"
+set +e
+"$@"
+rc=$?
+exit $rc

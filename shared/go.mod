@@ -1,0 +1,3 @@
+module github.com/tollgate-auth/tollgate/shared
+
+go 1.26.0

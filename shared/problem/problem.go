@@ -1,0 +1,115 @@
+// Package problem is the RFC 9457 problem+json error body used by both
+// services, with a stable machine-readable code and the request id.
+package problem
+
+import "encoding/json"
+
+// ContentType is the media type of a problem body.
+const ContentType = "application/problem+json"
+
+// Problem is an RFC 9457 problem details object.
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Instance  string `json:"instance,omitempty"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+	// Errors lists per-field validation failures, when there are any.
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError names one invalid field of a request body or query.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// Error makes a Problem usable as an error value.
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return p.Code + ": " + p.Detail
+	}
+	return p.Code
+}
+
+// New returns a problem with the given status, code and detail. Title is
+// the code's registered title, or the HTTP status text.
+func New(status int, code, detail string) *Problem {
+	return &Problem{
+		Type:   "about:blank",
+		Title:  title(status),
+		Status: status,
+		Code:   code,
+		Detail: detail,
+	}
+}
+
+// With returns a copy of p carrying a request id and instance path.
+func (p *Problem) With(requestID, instance string) *Problem {
+	q := *p
+	q.RequestID = requestID
+	q.Instance = instance
+	return &q
+}
+
+// JSON encodes the problem; it never fails for this type.
+func (p *Problem) JSON() []byte {
+	b, _ := json.Marshal(p)
+	return b
+}
+
+// Common codes, shared so clients can switch on them.
+const (
+	CodeBadRequest        = "bad_request"
+	CodeValidation        = "validation_failed"
+	CodeInvalidToken      = "invalid_token"
+	CodeUnauthenticated   = "unauthenticated"
+	CodeInsufficientScope = "insufficient_scope"
+	CodeForbidden         = "forbidden"
+	CodeNotFound          = "not_found"
+	CodeMethodNotAllowed  = "method_not_allowed"
+	CodeConflict          = "conflict"
+	CodeBodyTooLarge      = "body_too_large"
+	CodeUnsupportedMedia  = "unsupported_media_type"
+	CodeTooManyRequests   = "too_many_requests"
+	CodeUpstreamDown      = "upstream_unavailable"
+	CodeUnavailable       = "unavailable"
+	CodeInternal          = "internal"
+	CodeBadPath           = "bad_path"
+)
+
+func title(status int) string {
+	switch status {
+	case 400:
+		return "Bad Request"
+	case 401:
+		return "Unauthorized"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 405:
+		return "Method Not Allowed"
+	case 409:
+		return "Conflict"
+	case 413:
+		return "Content Too Large"
+	case 415:
+		return "Unsupported Media Type"
+	case 422:
+		return "Unprocessable Content"
+	case 429:
+		return "Too Many Requests"
+	case 500:
+		return "Internal Server Error"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	}
+	return "Error"
+}

@@ -1,0 +1,48 @@
+// Package requestid accepts a client's X-Request-Id when it is a sane token
+// and otherwise generates one.
+package requestid
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+)
+
+// Header is the request id header name.
+const Header = "X-Request-Id"
+
+// MaxLen is the longest client-supplied id that is kept.
+const MaxLen = 128
+
+// Valid reports whether s is acceptable as a request id: 1..MaxLen
+// characters from [A-Za-z0-9._:-]. Anything else (spaces, quotes, control
+// characters that could forge log lines) is replaced.
+func Valid(s string) bool {
+	if len(s) == 0 || len(s) > MaxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// New returns a random 128-bit id, hex encoded.
+func New() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// From returns s if it is Valid, else a new id.
+func From(s string) string {
+	if Valid(s) {
+		return s
+	}
+	return New()
+}
