@@ -5,6 +5,7 @@
 #   3. else a throwaway cluster (initdb + pg_ctl) on a random port, as a
 #      non-root user, in a temp dir removed on exit. With PG_PERSIST_DIR set,
 #      the cluster lives there instead and is kept (used by `make run`).
+#      PG_LOCAL=1 skips steps 1 and 2 and always uses a local cluster.
 # Usage: scripts/with-postgres.sh COMMAND [ARGS...]
 set -euo pipefail
 
@@ -12,12 +13,12 @@ log() { printf 'with-postgres: %s\n' "$*" >&2; }
 
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-if [[ -n "${DATABASE_URL:-}" ]]; then
+if [[ -n "${DATABASE_URL:-}" && "${PG_LOCAL:-}" != 1 ]]; then
 	log "using DATABASE_URL from the environment"
 	exec "$@"
 fi
 
-if tcp_open 127.0.0.1 5432; then
+if [[ "${PG_LOCAL:-}" != 1 ]] && tcp_open 127.0.0.1 5432; then
 	export DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	log "using PostgreSQL at 127.0.0.1:5432"
 	exec "$@"
