@@ -1,0 +1,250 @@
+package keys
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+func verifyWith(t *testing.T, jwks []byte, token []byte) error {
+	t.Helper()
+	set, err := jwk.Parse(jwks)
+	if err != nil {
+		t.Fatalf("parse jwks: %v", err)
+	}
+	_, err = jws.Verify(token, jws.WithKeySet(set, jws.WithRequireKid(true)))
+	return err
+}
+
+func TestGenerateLoadSign(t *testing.T) {
+	for _, alg := range []string{AlgEdDSA, AlgES256, AlgRS256} {
+		t.Run(alg, func(t *testing.T) {
+			dir := t.TempDir()
+			kid, err := Generate(dir, alg, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+			if err != nil {
+				t.Fatalf("Generate: %v", err)
+			}
+			if !regexp.MustCompile(`^20260102T030405Z-[0-9a-f]{8}$`).MatchString(kid) {
+				t.Errorf("kid = %q, want <yyyymmddThhmmssZ>-<8 hex>", kid)
+			}
+			fi, err := os.Stat(filepath.Join(dir, kid+".pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode().Perm(); got != 0o600 {
+				t.Errorf("key file mode = %v, want 0600", got)
+			}
+			r, err := Load(dir, alg)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			tok, err := r.Sign([]byte(`{"sub":"u1"}`))
+			if err != nil {
+				t.Fatalf("Sign: %v", err)
+			}
+			msg, err := jws.Parse(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := msg.Signatures()[0].ProtectedHeaders()
+			if h.KeyID() != kid || h.Type() != TokenType || string(h.Algorithm()) != alg {
+				t.Errorf("header kid=%q typ=%q alg=%q, want %q %q %q", h.KeyID(), h.Type(), h.Algorithm(), kid, TokenType, alg)
+			}
+			if err := verifyWith(t, r.JWKS(), tok); err != nil {
+				t.Errorf("token does not verify with the JWKS: %v", err)
+			}
+			assertPublicOnly(t, r.JWKS(), alg)
+		})
+	}
+}
+
+// assertPublicOnly fails if any key of the document carries a private
+// member (RFC 7518 §6: d, p, q, dp, dq, qi, oth, k).
+func assertPublicOnly(t *testing.T, doc []byte, alg string) {
+	t.Helper()
+	var v struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if err := json.Unmarshal(doc, &v); err != nil {
+		t.Fatalf("jwks is not JSON: %v", err)
+	}
+	if len(v.Keys) == 0 {
+		t.Fatal("jwks has no keys")
+	}
+	for _, k := range v.Keys {
+		for _, private := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
+			if _, ok := k[private]; ok {
+				t.Errorf("jwks key %v carries private member %q", k["kid"], private)
+			}
+		}
+		if k["use"] != "sig" || k["kid"] == nil || k["alg"] == nil {
+			t.Errorf("jwks key = %v, want kid, alg and use=sig", k)
+		}
+	}
+	if alg != "" && v.Keys[len(v.Keys)-1]["alg"] != alg {
+		t.Errorf("alg = %v, want %s", v.Keys[len(v.Keys)-1]["alg"], alg)
+	}
+}
+
+func TestRotation(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	oldKid, err := Generate(dir, AlgEdDSA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTok, err := r.Sign([]byte(`{"sub":"old"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newKid, err := Generate(dir, AlgEdDSA, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != newKid {
+		t.Errorf("signing kid after adding a key = %q, want the newest %q", got, newKid)
+	}
+	if got := r.KeyIDs(); len(got) != 2 {
+		t.Errorf("published kids = %v, want both", got)
+	}
+	if err := verifyWith(t, r.JWKS(), oldTok); err != nil {
+		t.Errorf("token of the old key no longer verifies after a key was added: %v", err)
+	}
+	newTok, err := r.Sign([]byte(`{"sub":"new"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyWith(t, r.JWKS(), newTok); err != nil {
+		t.Errorf("token of the new key: %v", err)
+	}
+
+	if err := os.Remove(filepath.Join(dir, oldKid+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyWith(t, r.JWKS(), oldTok); err == nil {
+		t.Error("token of a removed key still verifies with the JWKS")
+	}
+	if err := verifyWith(t, r.JWKS(), newTok); err != nil {
+		t.Errorf("token of the remaining key: %v", err)
+	}
+}
+
+func TestSigningKeyFollowsAlg(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ed, _ := Generate(dir, AlgEdDSA, t0)
+	if _, err := Generate(dir, AlgES256, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != ed {
+		t.Errorf("signing kid = %q, want the EdDSA key %q", got, ed)
+	}
+	if got := len(r.KeyIDs()); got != 2 {
+		t.Errorf("published %d keys, want 2", got)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	write := func(t *testing.T, name, body string) string {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	tests := []struct {
+		name string
+		dir  func(t *testing.T) string
+		alg  string
+		want string
+	}{
+		{"empty dir", func(t *testing.T) string { return t.TempDir() }, AlgEdDSA, "no signing key"},
+		{"missing dir", func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope") }, AlgEdDSA, "no signing key"},
+		{"not pem", func(t *testing.T) string { return write(t, "k.pem", "hello") }, AlgEdDSA, "PKCS#8"},
+		{"bad der", func(t *testing.T) string {
+			return write(t, "k.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+		}, AlgEdDSA, "parse pkcs8"},
+		{"bad kid", func(t *testing.T) string {
+			dir := t.TempDir()
+			kid, _ := Generate(dir, AlgEdDSA, time.Now())
+			_ = os.Rename(filepath.Join(dir, kid+".pem"), filepath.Join(dir, "a b.pem"))
+			return dir
+		}, AlgEdDSA, "file name"},
+		{"bad alg", func(t *testing.T) string { return t.TempDir() }, "HS256", "unsupported"},
+		{"no key of alg", func(t *testing.T) string {
+			dir := t.TempDir()
+			_, _ = Generate(dir, AlgEdDSA, time.Now())
+			return dir
+		}, AlgES256, "no ES256 key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.dir(t), tt.alg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := Generate(t.TempDir(), "none", time.Now()); !errors.Is(err, ErrUnsupportedAlg) {
+		t.Errorf("Generate(none) = %v, want ErrUnsupportedAlg", err)
+	}
+}
+
+func TestReloadKeepsKeysOnError(t *testing.T) {
+	dir := t.TempDir()
+	kid, _ := Generate(dir, AlgEdDSA, time.Now())
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "zzz.pem"), []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err == nil {
+		t.Fatal("Reload of a dir with a broken key succeeded")
+	}
+	if got := r.SigningKeyID(); got != kid {
+		t.Errorf("signing kid after failed reload = %q, want %q", got, kid)
+	}
+}
+
+func BenchmarkSign(b *testing.B) {
+	dir := b.TempDir()
+	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(`{"iss":"http://localhost:8080","aud":"tollgate","sub":"0b0c6b8e-5e0a-4a57-9c36-0c0b7d4fb0a1","tid":"0b0c6b8e-5e0a-4a57-9c36-0c0b7d4fb0a2","sid":"0b0c6b8e-5e0a-4a57-9c36-0c0b7d4fb0a3","tv":0,"iat":1,"nbf":1,"exp":901,"jti":"x"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.Sign(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
