@@ -1,0 +1,213 @@
+// Package password hashes and verifies passwords with argon2id (OWASP
+// parameters: 19 MiB memory, 2 passes, 1 lane) in the PHC string format
+// $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>.
+//
+// Hashing is deliberately expensive in memory and CPU, so a Hasher bounds
+// how many hashes run at once, and rejects over-long input before doing any
+// work.
+package password
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// Limits on a password, in bytes and characters.
+const (
+	MaxBytes = 1024
+	MinChars = 8
+)
+
+// Errors.
+var (
+	// ErrTooLong means a password longer than MaxBytes; it is refused
+	// before hashing.
+	ErrTooLong = fmt.Errorf("password must be at most %d bytes", MaxBytes)
+	// ErrTooShort means a new password of fewer than MinChars characters.
+	ErrTooShort = fmt.Errorf("password must be at least %d characters", MinChars)
+	// ErrInvalidHash means a stored hash that is not a valid argon2id PHC string.
+	ErrInvalidHash = errors.New("invalid password hash")
+)
+
+// Params are argon2id cost parameters.
+type Params struct {
+	Memory  uint32 // KiB
+	Time    uint32
+	Threads uint8
+	SaltLen uint32
+	KeyLen  uint32
+}
+
+// OWASP is the OWASP Password Storage Cheat Sheet's first argon2id choice.
+var OWASP = Params{Memory: 19 * 1024, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+// Hasher hashes and verifies passwords, at most a bounded number at once.
+type Hasher struct {
+	p     Params
+	sem   chan struct{}
+	dummy func() string
+}
+
+// New returns a Hasher using p that runs at most concurrency hashes at once
+// (0 means GOMAXPROCS): with 19 MiB per hash, an unbounded burst of logins
+// would otherwise exhaust memory.
+func New(p Params, concurrency int) *Hasher {
+	if concurrency <= 0 {
+		concurrency = runtime.GOMAXPROCS(0)
+	}
+	return &Hasher{p: p, sem: make(chan struct{}, concurrency), dummy: sync.OnceValue(func() string {
+		// A hash of a random password with the same parameters: verifying
+		// against it costs what verifying a real account does.
+		var rnd [32]byte
+		_, _ = rand.Read(rnd[:])
+		return encode(p, rnd[:16], argon2.IDKey(rnd[16:], rnd[:16], p.Time, p.Memory, p.Threads, p.KeyLen))
+	})}
+}
+
+// Params returns the parameters new hashes use.
+func (h *Hasher) Params() Params { return h.p }
+
+// CheckNew validates a password a user is choosing.
+func CheckNew(pw string) error {
+	if len(pw) > MaxBytes {
+		return ErrTooLong
+	}
+	if utf8.RuneCountInString(pw) < MinChars {
+		return ErrTooShort
+	}
+	return nil
+}
+
+func (h *Hasher) acquire(ctx context.Context) error {
+	select {
+	case h.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for hash slot: %w", ctx.Err())
+	}
+}
+
+func (h *Hasher) release() { <-h.sem }
+
+// Hash returns the PHC string of pw with a fresh random salt.
+func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
+	if len(pw) > MaxBytes {
+		return "", ErrTooLong
+	}
+	salt := make([]byte, h.p.SaltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("read salt: %w", err)
+	}
+	if err := h.acquire(ctx); err != nil {
+		return "", err
+	}
+	key := argon2.IDKey([]byte(pw), salt, h.p.Time, h.p.Memory, h.p.Threads, h.p.KeyLen)
+	h.release()
+	return encode(h.p, salt, key), nil
+}
+
+// Verify reports whether pw matches the PHC string encoded. An empty
+// encoded (unknown account, or one without a password) is checked against
+// a dummy hash so it costs the same and never matches.
+func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (bool, error) {
+	if len(pw) > MaxBytes {
+		return false, ErrTooLong
+	}
+	dummy := encoded == ""
+	if dummy {
+		encoded = h.dummy()
+	}
+	p, salt, want, err := decode(encoded)
+	if err != nil {
+		return false, err
+	}
+	if err := h.acquire(ctx); err != nil {
+		return false, err
+	}
+	got := argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+	h.release()
+	return subtle.ConstantTimeCompare(got, want) == 1 && !dummy, nil
+}
+
+// NeedsRehash reports whether encoded was made with other parameters than
+// the Hasher's.
+func (h *Hasher) NeedsRehash(encoded string) bool {
+	p, salt, key, err := decode(encoded)
+	if err != nil {
+		return true
+	}
+	return p.Memory != h.p.Memory || p.Time != h.p.Time || p.Threads != h.p.Threads ||
+		uint32(len(salt)) != h.p.SaltLen || uint32(len(key)) != h.p.KeyLen
+}
+
+var b64 = base64.RawStdEncoding
+
+func encode(p Params, salt, key []byte) string {
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.Memory, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+// Bounds on parameters read back from storage, so a corrupt row cannot make
+// one verification allocate gigabytes.
+const (
+	maxMemory = 1 << 20 // 1 GiB in KiB
+	maxTime   = 100
+)
+
+func decode(s string) (Params, []byte, []byte, error) {
+	var p Params
+	parts := strings.Split(s, "$")
+	// "", "argon2id", "v=19", "m=..,t=..,p=..", salt, hash
+	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
+		return p, nil, nil, ErrInvalidHash
+	}
+	if parts[2] != "v="+strconv.Itoa(argon2.Version) {
+		return p, nil, nil, fmt.Errorf("%w: version %q", ErrInvalidHash, parts[2])
+	}
+	for _, kv := range strings.Split(parts[3], ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return p, nil, nil, ErrInvalidHash
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return p, nil, nil, fmt.Errorf("%w: %s", ErrInvalidHash, kv)
+		}
+		switch k {
+		case "m":
+			p.Memory = uint32(n)
+		case "t":
+			p.Time = uint32(n)
+		case "p":
+			if n > 255 {
+				return p, nil, nil, ErrInvalidHash
+			}
+			p.Threads = uint8(n)
+		default:
+			return p, nil, nil, fmt.Errorf("%w: parameter %q", ErrInvalidHash, k)
+		}
+	}
+	if p.Memory == 0 || p.Memory > maxMemory || p.Time == 0 || p.Time > maxTime || p.Threads == 0 {
+		return p, nil, nil, fmt.Errorf("%w: parameters out of range", ErrInvalidHash)
+	}
+	salt, err := b64.DecodeString(parts[4])
+	if err != nil || len(salt) < 8 {
+		return p, nil, nil, fmt.Errorf("%w: salt", ErrInvalidHash)
+	}
+	key, err := b64.DecodeString(parts[5])
+	if err != nil || len(key) < 16 {
+		return p, nil, nil, fmt.Errorf("%w: key", ErrInvalidHash)
+	}
+	p.SaltLen, p.KeyLen = uint32(len(salt)), uint32(len(key))
+	return p, salt, key, nil
+}

@@ -1,0 +1,146 @@
+package password
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// cheap keeps unit tests fast; the format and logic do not depend on cost.
+var cheap = Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+func TestHashVerify(t *testing.T) {
+	ctx := context.Background()
+	h := New(cheap, 2)
+	enc, err := h.Hash(ctx, "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(enc, "$argon2id$v=19$m=64,t=1,p=1$") {
+		t.Errorf("hash = %q, want PHC argon2id with the parameters", enc)
+	}
+	enc2, _ := h.Hash(ctx, "correct horse battery")
+	if enc == enc2 {
+		t.Error("two hashes of one password are equal: salt not random")
+	}
+	tests := []struct {
+		pw   string
+		want bool
+	}{
+		{"correct horse battery", true},
+		{"correct horse batter", false},
+		{"", false},
+		{"Correct horse battery", false},
+	}
+	for _, tt := range tests {
+		got, err := h.Verify(ctx, tt.pw, enc)
+		if err != nil || got != tt.want {
+			t.Errorf("Verify(%q) = %v, %v; want %v", tt.pw, got, err, tt.want)
+		}
+	}
+}
+
+func TestOWASPFormat(t *testing.T) {
+	h := New(OWASP, 1)
+	enc, err := h.Hash(context.Background(), "password123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(enc, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Errorf("hash = %q, want OWASP parameters m=19456,t=2,p=1", enc)
+	}
+	if h.NeedsRehash(enc) {
+		t.Error("NeedsRehash of a fresh hash = true")
+	}
+	if !New(cheap, 1).NeedsRehash(enc) {
+		t.Error("NeedsRehash with other parameters = false")
+	}
+}
+
+func TestDummyNeverMatches(t *testing.T) {
+	h := New(cheap, 1)
+	for _, pw := range []string{"", "x", "password"} {
+		ok, err := h.Verify(context.Background(), pw, "")
+		if err != nil || ok {
+			t.Errorf("Verify(%q, no hash) = %v, %v; want false, nil", pw, ok, err)
+		}
+	}
+}
+
+func TestTooLongRejectedBeforeHashing(t *testing.T) {
+	// Huge parameters: if the 1 MB password were hashed the test would
+	// allocate 1 GiB and take seconds; the length check must come first.
+	h := New(Params{Memory: 1 << 20, Time: 50, Threads: 1, SaltLen: 16, KeyLen: 32}, 1)
+	pw := strings.Repeat("a", 1<<20)
+	if _, err := h.Hash(context.Background(), pw); !errors.Is(err, ErrTooLong) {
+		t.Errorf("Hash(1 MB) error = %v, want ErrTooLong", err)
+	}
+	if _, err := h.Verify(context.Background(), pw, "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5"); !errors.Is(err, ErrTooLong) {
+		t.Errorf("Verify(1 MB) error = %v, want ErrTooLong", err)
+	}
+	if err := CheckNew(pw); !errors.Is(err, ErrTooLong) {
+		t.Errorf("CheckNew(1 MB) = %v, want ErrTooLong", err)
+	}
+}
+
+func TestCheckNew(t *testing.T) {
+	tests := []struct {
+		pw   string
+		want error
+	}{
+		{"short", ErrTooShort},
+		{"ééééééé", ErrTooShort}, // 7 characters, 14 bytes
+		{"eightchr", nil},
+		{strings.Repeat("a", MaxBytes), nil},
+		{strings.Repeat("a", MaxBytes+1), ErrTooLong},
+	}
+	for _, tt := range tests {
+		if got := CheckNew(tt.pw); !errors.Is(got, tt.want) {
+			t.Errorf("CheckNew(%d bytes) = %v, want %v", len(tt.pw), got, tt.want)
+		}
+	}
+}
+
+func TestInvalidHash(t *testing.T) {
+	h := New(cheap, 1)
+	for _, enc := range []string{
+		"plain",
+		"$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5",
+		"$argon2id$v=16$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5",
+		"$argon2id$v=19$m=99999999,t=1,p=1$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5",
+		"$argon2id$v=19$m=64,t=1,p=0$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5",
+		"$argon2id$v=19$m=64,t=1,x=1$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5",
+		"$argon2id$v=19$m=64,t=1,p=1$!!$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5",
+	} {
+		if _, err := h.Verify(context.Background(), "pw", enc); !errors.Is(err, ErrInvalidHash) {
+			t.Errorf("Verify(%q) error = %v, want ErrInvalidHash", enc, err)
+		}
+	}
+}
+
+func TestContextCancelledWhileWaiting(t *testing.T) {
+	h := New(cheap, 1)
+	h.sem <- struct{}{} // occupy the only slot
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := h.Hash(ctx, "password123"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Hash with a cancelled context and no free slot = %v, want context.Canceled", err)
+	}
+}
+
+// BenchmarkVerifyOWASP is the cost of one password login's hash check.
+func BenchmarkVerifyOWASP(b *testing.B) {
+	ctx := context.Background()
+	h := New(OWASP, 1)
+	enc, err := h.Hash(ctx, "correct horse battery staple")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, err := h.Verify(ctx, "correct horse battery staple", enc); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
