@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+const (
+	issuer   = "http://localhost:8080"
+	audience = "tollgate"
+	benchURI = "/api/v1/bench"
+)
+
+type harness struct {
+	o      options
+	out    io.Writer
+	root   string
+	work   string
+	bin    string
+	hmac   string
+	nats   *server.Server
+	procs  []*proc
+	fdMax  uint64
+	minter *minter
+
+	upstreamAddr, bareAddr string
+	proxyAddr, proxyAdmin  string
+	proxy                  *proc
+	stack                  *stack // nil with -skip-stack
+	tenant                 string
+	warmUsers, manyUsers   []user
+}
+
+func newHarness(ctx context.Context, o options, out io.Writer) (*harness, error) {
+	h := &harness{o: o, out: out}
+	var err error
+	if h.root, err = repoRoot(); err != nil {
+		return nil, err
+	}
+	if h.fdMax, err = raiseFileLimit(); err != nil {
+		return nil, fmt.Errorf("raise file limit: %w", err)
+	}
+	if h.work, err = os.MkdirTemp("", "tollgate-loadtest-"); err != nil {
+		return nil, err
+	}
+	h.bin = filepath.Join(h.work, "bin")
+	h.logf("building binaries into %s", h.bin)
+	if err := buildBinaries(ctx, h.root, h.bin); err != nil {
+		return nil, err
+	}
+	h.hmac = randomKey()
+	h.nats, err = server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	go h.nats.Start()
+	if !h.nats.ReadyForConnections(10 * time.Second) {
+		return nil, fmt.Errorf("embedded nats not ready")
+	}
+	return h, nil
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "loadtest: "+format+"\n", args...)
+}
+
+func (h *harness) close() {
+	for i := len(h.procs) - 1; i >= 0; i-- {
+		h.procs[i].stop()
+	}
+	if h.stack != nil {
+		h.stack.close()
+	}
+	if h.nats != nil {
+		h.nats.Shutdown()
+	}
+	if os.Getenv("LOADTEST_KEEP") == "" {
+		_ = os.RemoveAll(h.work)
+	} else {
+		h.logf("kept %s", h.work)
+	}
+}
+
+func (h *harness) start(name string, env []string, bin string, args ...string) (*proc, error) {
+	p, err := startProc(name, h.work, env, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	h.procs = append(h.procs, p)
+	return p, nil
+}
+
+func (h *harness) proxyEnv(listen, admin, upstream string) []string {
+	return []string{
+		"PROXY_LISTEN_ADDR=" + listen,
+		"PROXY_ADMIN_ADDR=" + admin,
+		"UPSTREAM_URL=http://" + upstream,
+		"IDENTITY_HMAC_KEY=" + h.hmac,
+		"NATS_URL=" + h.nats.ClientURL(),
+		"TOKEN_ISSUER=" + issuer,
+		"TOKEN_AUDIENCE=" + audience,
+		"LOG_LEVEL=warn",
+		"PROXY_PPROF=true",
+	}
+}
+
+// startSynthetic starts the upstream, the bare proxy and an authproxy in
+// front of the upstream (which serves the harness's JWKS and projections).
+func (h *harness) startSynthetic(ctx context.Context) error {
+	var err error
+	if h.minter, err = newMinter(issuer, audience); err != nil {
+		return err
+	}
+	jwks, err := jwksOf(h.minter.key)
+	if err != nil {
+		return err
+	}
+	jwksFile := filepath.Join(h.work, "jwks.json")
+	if err := os.WriteFile(jwksFile, jwks, 0o600); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	h.upstreamAddr, h.bareAddr = freeAddr(), freeAddr()
+	h.proxyAddr, h.proxyAdmin = freeAddr(), freeAddr()
+	if _, err := h.start("upstream", nil, self, "-serve", "upstream", "-addr", h.upstreamAddr, "-jwks", jwksFile, "-hmac", h.hmac); err != nil {
+		return err
+	}
+	if _, err := h.start("bareproxy", nil, self, "-serve", "bare", "-addr", h.bareAddr, "-upstream", h.upstreamAddr); err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, "http://"+h.upstreamAddr+"/.well-known/jwks.json", 20*time.Second); err != nil {
+		return err
+	}
+	if h.proxy, err = h.start("authproxy", h.proxyEnv(h.proxyAddr, h.proxyAdmin, h.upstreamAddr), filepath.Join(h.bin, "authproxy")); err != nil {
+		return err
+	}
+	for _, u := range []string{"http://" + h.bareAddr + benchURI, "http://" + h.proxyAdmin + "/readyz"} {
+		if err := waitHTTP(ctx, u, 30*time.Second); err != nil {
+			return fmt.Errorf("%w (logs in %s)", err, h.work)
+		}
+	}
+	h.tenant = uuid.NewString()
+	mk := func(n int) []user {
+		us := make([]user, n)
+		for i := range us {
+			us[i] = user{id: uuid.NewString(), tenant: h.tenant, session: uuid.NewString()}
+		}
+		return us
+	}
+	h.warmUsers, h.manyUsers = mk(h.o.users), mk(h.o.manyUsers)
+	return nil
+}
+
+// tokenLoad returns a request function cycling over pre-rendered requests
+// so that over a run every request is used about equally.
+func cycle(reqs [][]byte, conns int) func(w, i int) []byte {
+	n := len(reqs)
+	return func(w, i int) []byte { return reqs[(w+i*conns)%n] }
+}
+
+// once returns a request function that hands out every request once; when
+// they run out it wraps around and counts the reuses.
+func once(reqs [][]byte, reused *atomic.Int64) func(w, i int) []byte {
+	var next atomic.Int64
+	n := int64(len(reqs))
+	return func(w, i int) []byte {
+		k := next.Add(1) - 1
+		if k >= n {
+			reused.Add(1)
+		}
+		return reqs[k%n]
+	}
+}
+
+func render(host, path string, tokens []string) [][]byte {
+	out := make([][]byte, len(tokens))
+	for i, t := range tokens {
+		out[i] = rawGET(host, path, t)
+	}
+	return out
+}
+
+func (h *harness) measure(ctx context.Context, name, addr string, conns int, req func(w, i int) []byte) row {
+	h.logf("row %-40s %5d conns ...", name, conns)
+	r := load{addr: addr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200}.run(ctx)
+	h.logf("row %-40s %5d conns: %8.0f req/s p50 %v p99 %v errors %d %s", name, conns, r.RPS, r.P50, r.P99, r.Errors, r.FirstErr)
+	return row{name: name, conns: conns, res: r}
+}
+
+func (h *harness) runAll(ctx context.Context) (*report, error) {
+	rep := &report{
+		date:    time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		machine: fmt.Sprintf("%d cores (GOMAXPROCS %d), %s, %s/%s, %s", runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version()),
+		opts:    h.o,
+		fdLimit: h.fdMax,
+	}
+	if err := h.startSynthetic(ctx); err != nil {
+		return nil, err
+	}
+	h.logf("minting tokens")
+	warmTokens, err := h.minter.mintAll(h.warmUsers, len(h.warmUsers))
+	if err != nil {
+		return nil, err
+	}
+	// Cold: every request a never-seen token (same users, new jti).
+	coldN := 150000
+	if h.o.duration < 5*time.Second {
+		coldN = 30000
+	}
+	coldTokens, err := h.minter.mintAll(h.warmUsers, coldN)
+	if err != nil {
+		return nil, err
+	}
+	manyTokens, err := h.minter.mintAll(h.manyUsers, len(h.manyUsers))
+	if err != nil {
+		return nil, err
+	}
+	noAuth := [][]byte{rawGET("bench", benchURI, "")}
+	warmReqs := render("bench", benchURI, warmTokens)
+	manyReqs := render("bench", benchURI, manyTokens)
+	coldReqs := render("bench", benchURI, coldTokens)
+	admin := "http://" + h.proxyAdmin + "/metrics"
+
+	c, hc := h.o.conns, h.o.highConns
+	rep.add(h.measure(ctx, "direct fasthttp upstream", h.upstreamAddr, c, cycle(noAuth, c)))
+	rep.add(h.measure(ctx, "bare Fiber proxy", h.bareAddr, c, cycle(noAuth, c)))
+	before := scrape(admin)
+	w := h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, c, cycle(warmReqs, c))
+	after := scrape(admin)
+	w.counters = proxyCounters(before, after, w.res.Requests)
+	rep.add(w)
+
+	var reused atomic.Int64
+	before = scrape(admin)
+	cold := h.measure(ctx, "authproxy cold (every token new)", h.proxyAddr, c, once(coldReqs, &reused))
+	after = scrape(admin)
+	cold.counters = proxyCounters(before, after, cold.res.Requests)
+	if n := reused.Load(); n > 0 {
+		cold.note = fmt.Sprintf("%d requests reused a token (pool of %d exhausted)", n, len(coldReqs))
+	}
+	rep.add(cold)
+
+	// Trends.
+	rep.addTrend(h.measure(ctx, "direct fasthttp upstream", h.upstreamAddr, hc, cycle(noAuth, hc)))
+	rep.addTrend(h.measure(ctx, "bare Fiber proxy", h.bareAddr, hc, cycle(noAuth, hc)))
+	rep.addTrend(h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, hc, cycle(warmReqs, hc)))
+	// Many users: one unmeasured pass fills the caches first.
+	h.logf("filling caches with %d users", len(manyReqs))
+	load{addr: h.proxyAddr, conns: c, warmup: 0, duration: time.Duration(len(manyReqs)/2000+2) * time.Second, request: once(manyReqs, new(atomic.Int64)), want: 200}.run(ctx)
+	before = scrape(admin)
+	m := h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.manyUsers)), h.proxyAddr, c, cycle(manyReqs, c))
+	after = scrape(admin)
+	m.counters = proxyCounters(before, after, m.res.Requests)
+	rep.addTrend(m)
+
+	if h.o.profile > 0 {
+		rep.profile = h.profileProxy(ctx, warmReqs)
+	}
+
+	if !h.o.skipStack {
+		if err := h.runStack(ctx, rep); err != nil {
+			return nil, fmt.Errorf("full stack: %w", err)
+		}
+	}
+
+	rep.held = h.holdConns(ctx, warmReqs)
+	return rep, nil
+}
+
+// proxyCounters turns two scrapes of authproxy's metrics into per-request
+// numbers. Metric names are looked up by fragment and reported.
+func proxyCounters(before, after sample, requests int64) []counter {
+	if requests == 0 {
+		return nil
+	}
+	var out []counter
+	per := func(label, name string) {
+		if name == "" {
+			out = append(out, counter{label: label, metric: "(metric not found)", value: -1})
+			return
+		}
+		out = append(out, counter{label: label, metric: name, value: delta(before, after, name) / float64(requests)})
+	}
+	per("signature verifications / request", after.find("verif", "total"))
+	per("projection fetches / request", after.find("projection", "fetch", "total"))
+	for _, cache := range []string{"token", "projection"} {
+		hits, misses := after.find("cache", "hit", "total"), after.find("cache", "miss", "total")
+		if hits == "" || misses == "" {
+			continue
+		}
+		h := after.labelled(hits, cache) - before.labelled(hits, cache)
+		m := after.labelled(misses, cache) - before.labelled(misses, cache)
+		if h+m > 0 {
+			out = append(out, counter{label: cache + " cache hit ratio", metric: hits + "/" + misses, value: h / (h + m)})
+		}
+	}
+	return out
+}
+
+// profileProxy records a CPU profile of authproxy under warm load and
+// returns `go tool pprof -top` output (10 nodes).
+func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		load{addr: h.proxyAddr, conns: h.o.conns, duration: h.o.profile + 2*time.Second, request: cycle(warmReqs, h.o.conns), want: 200}.run(ctx)
+	}()
+	defer func() { <-done }()
+	time.Sleep(time.Second)
+	file := filepath.Join(h.work, "authproxy.cpu.pprof")
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", h.proxyAdmin, int(h.o.profile.Seconds()))
+	if err := fetchTo(ctx, url, file, h.o.profile+30*time.Second); err != nil {
+		return "profile unavailable: " + err.Error()
+	}
+	top := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=10", filepath.Join(h.bin, "authproxy"), file)
+	b, err := top.CombinedOutput()
+	if err != nil {
+		return "pprof failed: " + err.Error() + "\n" + string(b)
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// heldResult is the outcome of holding many keep-alive connections open
+// through authproxy, each sending a request per interval.
+type heldResult struct {
+	target, established int
+	requests, errors    int64
+	firstErr            string
+	p50, p99, max       time.Duration
+	rssKB               int64
+	rssIdleKB           int64
+	hold, interval      time.Duration
+}
+
+func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
+	n, hold, every := h.o.heldConns, h.o.hold, h.o.heldInterval
+	res := &heldResult{target: n, hold: hold, interval: every, rssIdleKB: rssKB(h.proxy.pid())}
+	h.logf("holding %d connections for %s", n, hold)
+	var (
+		wg          sync.WaitGroup
+		mu          sync.Mutex
+		all         []uint32
+		established atomic.Int64
+		requests    atomic.Int64
+		errs        atomic.Int64
+		firstErr    atomic.Value
+	)
+	fail := func(err error) {
+		errs.Add(1)
+		firstErr.CompareAndSwap(nil, err.Error())
+	}
+	rampEnd := time.Now().Add(10 * time.Second)
+	deadline := rampEnd.Add(hold)
+	sem := make(chan struct{}, 256) // dials in flight
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sem <- struct{}{}
+			conn, err := net.DialTimeout("tcp", h.proxyAddr, 10*time.Second)
+			<-sem
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer conn.Close()
+			established.Add(1)
+			br := bufio.NewReaderSize(conn, 4096)
+			var resp fasthttp.Response
+			lat := make([]uint32, 0, int(hold/every)+2)
+			// Spread the first request of each connection over the interval.
+			time.Sleep(time.Until(rampEnd) + time.Duration(rand.Int64N(int64(every))))
+			for k := 0; time.Now().Before(deadline) && ctx.Err() == nil; k++ {
+				start := time.Now()
+				_ = conn.SetDeadline(start.Add(10 * time.Second))
+				_, err := conn.Write(reqs[(i+k)%len(reqs)])
+				if err == nil {
+					resp.Reset()
+					err = resp.Read(br)
+				}
+				requests.Add(1)
+				if err != nil {
+					fail(err)
+					return
+				}
+				if resp.StatusCode() != 200 {
+					fail(&statusErr{resp.StatusCode()})
+				}
+				lat = append(lat, uint32(time.Since(start).Microseconds()))
+				time.Sleep(every - time.Since(start))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}(i)
+	}
+	// Sample RSS while every connection is open.
+	go func() {
+		time.Sleep(time.Until(rampEnd) + hold/2)
+		r := rssKB(h.proxy.pid())
+		mu.Lock()
+		res.rssKB = r
+		mu.Unlock()
+	}()
+	wg.Wait()
+	res.established = int(established.Load())
+	res.requests, res.errors = requests.Load(), errs.Load()
+	if v := firstErr.Load(); v != nil {
+		res.firstErr = v.(string)
+	}
+	res.p50, res.p99, res.max = percentiles(all)
+	h.logf("held %d/%d connections: %d requests, %d errors, p99 %v, proxy RSS %d KB", res.established, n, res.requests, res.errors, res.p99, res.rssKB)
+	return res
+}
+
+type statusErr struct{ code int }
+
+func (e *statusErr) Error() string { return "status " + fasthttp.StatusMessage(e.code) }

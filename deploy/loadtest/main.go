@@ -1,0 +1,174 @@
+// Command loadtest is the load harness behind `make bench`. It starts every
+// target itself on loopback — a direct fasthttp upstream, a bare Fiber
+// reverse proxy, authproxy (warm and cold), and the full stack (authproxy +
+// coreapi + PostgreSQL + NATS) — drives each with the same closed-loop
+// generator in one run, and writes docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	duration, warmup time.Duration
+	conns, highConns int
+	users, manyUsers int
+	heldConns        int
+	hold             time.Duration
+	heldInterval     time.Duration
+	trials           int
+	out              string
+	skipStack        bool
+	profile          time.Duration
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	var o options
+	serve := fs.String("serve", "", "internal: run a target (upstream|bare) instead of the harness")
+	addr := fs.String("addr", "", "internal: listen address for -serve")
+	upstream := fs.String("upstream", "", "internal: upstream address for -serve bare")
+	jwksFile := fs.String("jwks", "", "internal: JWKS file for -serve upstream")
+	hmacKey := fs.String("hmac", "", "internal: identity HMAC key for -serve upstream")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per row")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up per row")
+	fs.IntVar(&o.conns, "conns", 64, "connections of the main rows")
+	fs.IntVar(&o.highConns, "high-conns", 1024, "connections of the trend rows")
+	fs.IntVar(&o.users, "users", 1000, "distinct users of the warm rows")
+	fs.IntVar(&o.manyUsers, "many-users", 100000, "distinct users of the 'many users' trend row")
+	fs.IntVar(&o.heldConns, "held-conns", 10000, "concurrent keep-alive connections of the concurrency test")
+	fs.DurationVar(&o.hold, "hold", 60*time.Second, "how long the concurrency test holds its connections")
+	fs.DurationVar(&o.heldInterval, "held-interval", 2*time.Second, "each held connection sends one request per interval")
+	fs.IntVar(&o.trials, "trials", 200, "invalidation latency trials")
+	fs.DurationVar(&o.profile, "profile", 10*time.Second, "CPU profile length of authproxy under warm load (0: none)")
+	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root ('' for none)")
+	fs.BoolVar(&o.skipStack, "skip-stack", false, "skip the full-stack rows (no PostgreSQL needed)")
+	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch *serve {
+	case "upstream":
+		return serveUpstream(ctx, *addr, *jwksFile, *hmacKey)
+	case "bare":
+		return serveBareProxy(ctx, *addr, *upstream)
+	case "":
+	default:
+		return fmt.Errorf("unknown -serve %q", *serve)
+	}
+	if *quick {
+		o.duration, o.warmup = 2*time.Second, time.Second
+		o.manyUsers, o.heldConns, o.hold, o.trials, o.profile = 5000, 500, 5*time.Second, 20, 3*time.Second
+		o.out = ""
+	}
+	cmdline := "go run ./deploy/loadtest " + strings.Join(args, " ")
+	h, err := newHarness(ctx, o, stdout)
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	rep, err := h.runAll(ctx)
+	if err != nil {
+		return err
+	}
+	rep.command = strings.TrimSpace(cmdline)
+	text := rep.markdown()
+	fmt.Fprintln(stdout)
+	fmt.Fprint(stdout, text)
+	if o.out != "" {
+		path := filepath.Join(h.root, o.out)
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nwrote %s\n", path)
+	}
+	return nil
+}
+
+// repoRoot walks up from the working directory to the directory holding go.work.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.work not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func buildBinaries(ctx context.Context, root, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out+"/", "./authproxy/cmd/authproxy", "./coreapi/cmd/coreapi")
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build binaries: %w", err)
+	}
+	return nil
+}
+
+func raiseFileLimit() (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	want := uint64(200000)
+	if lim.Max < want {
+		lim.Max = want // root may raise the hard limit; others keep theirs
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}); err == nil {
+			return want, nil
+		}
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return 0, err
+		}
+	}
+	lim.Cur = min(lim.Max, want)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	return lim.Cur, nil
+}
+
+func randomKey() string {
+	return base64.StdEncoding.EncodeToString([]byte(randHex(16))) // 32 random hex chars = 32 bytes
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return runtime.GOARCH
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+type counter struct {
+	label, metric string
+	value         float64 // -1: not measured
+}
+
+type row struct {
+	name     string
+	conns    int
+	res      result
+	counters []counter
+	note     string
+}
+
+type latencies struct {
+	values   []time.Duration // sorted
+	timeouts int
+}
+
+func (l *latencies) pct(q float64) time.Duration {
+	if len(l.values) == 0 {
+		return 0
+	}
+	return l.values[int(q*float64(len(l.values)-1))]
+}
+
+type report struct {
+	command, date, machine string
+	opts                   options
+	fdLimit                uint64
+	rows, trends           []row
+	invalidation           *latencies
+	held                   *heldResult
+	profile                string
+}
+
+func (r *report) add(x row)      { r.rows = append(r.rows, x) }
+func (r *report) addTrend(x row) { r.trends = append(r.trends, x) }
+
+func (r *report) find(rows []row, prefix string, conns int) *row {
+	for i := range rows {
+		if strings.HasPrefix(rows[i].name, prefix) && (conns == 0 || rows[i].conns == conns) {
+			return &rows[i]
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# Benchmarks\n\n")
+	w("Produced by `make bench` (the load harness in `deploy/loadtest`). Every target runs on loopback on\n")
+	w("the same machine as the load generator, so generator, proxy and upstream share the cores: read\n")
+	w("ratios measured side by side in this one run, not absolute numbers.\n\n")
+	w("- date: %s\n- machine: %s\n- command: `%s`\n", r.date, r.machine, r.command)
+	w("- closed loop: each connection sends its next request when the previous response is read;\n")
+	w("  %s warm-up then %s measured per row; file-descriptor limit %d\n\n", r.opts.warmup, r.opts.duration, r.fdLimit)
+
+	w("## Throughput and latency (%d connections)\n\n", r.opts.conns)
+	w("| target | req/s | p50 | p99 | errors |\n|---|---:|---:|---:|---:|\n")
+	for _, x := range r.rows {
+		w("| %s | %.0f | %s | %s | %d |\n", x.name, x.res.RPS, ms(x.res.P50), ms(x.res.P99), x.res.Errors)
+	}
+	for _, x := range r.rows {
+		if x.res.FirstErr != "" || x.note != "" {
+			w("\n- %s: %s %s", x.name, x.note, x.res.FirstErr)
+		}
+	}
+	w("\n\n## Ratios\n\n| ratio | value | goal |\n|---|---:|---|\n")
+	bare, warm := r.find(r.rows, "bare Fiber proxy", 0), r.find(r.rows, "authproxy warm", 0)
+	if bare != nil && warm != nil && bare.res.RPS > 0 {
+		ratio := warm.res.RPS / bare.res.RPS
+		w("| authproxy warm ÷ bare proxy throughput | %.2f | ≥ 0.85: %s |\n", ratio, verdict(ratio >= 0.85))
+		added := warm.res.P99 - bare.res.P99
+		w("| p99 added by authproxy (warm p99 − bare p99) | %s | ≤ 0.3 ms: %s |\n", ms(added), verdict(added <= 300*time.Microsecond))
+	}
+	cold := r.find(r.rows, "authproxy cold", 0)
+	if cold != nil && warm != nil && warm.res.RPS > 0 {
+		w("| authproxy cold ÷ warm throughput | %.2f | (cost of one signature verification per request) |\n", cold.res.RPS/warm.res.RPS)
+	}
+	full, direct := r.find(r.rows, "full stack GET /users/me", 0), r.find(r.rows, "coreapi direct", 0)
+	if full != nil && direct != nil && direct.res.RPS > 0 {
+		w("| full stack ÷ coreapi direct (pre-signed headers), GET /users/me | %.2f | |\n", full.res.RPS/direct.res.RPS)
+	}
+
+	w("\n## Per-request counters (from the services' /metrics)\n\n| row | counter | value | metric |\n|---|---|---:|---|\n")
+	for _, x := range append(append([]row{}, r.rows...), r.trends...) {
+		for _, c := range x.counters {
+			v := "not measured"
+			if c.value >= 0 {
+				v = fmt.Sprintf("%.4g", c.value)
+			}
+			w("| %s (%d conns) | %s | %s | `%s` |\n", x.name, x.conns, c.label, v, c.metric)
+		}
+	}
+	w("\nGoals: 0 signature verifications and 0 auth DB queries (projection fetches) per warm request;\n")
+	w("exactly 1 DB query per `GET /users/me` at coreapi.\n")
+
+	if l := r.invalidation; l != nil {
+		w("\n## Invalidation latency\n\nFrom the 2xx of `DELETE /api/v1/users/{id}/roles/admin` (through the proxy) to that user's\n")
+		w("first 403 at the proxy, %d trials (%d did not turn within 5 s):\n\n", len(l.values), l.timeouts)
+		if len(l.values) > 0 {
+			w("| p50 | p99 | max | goal p99 < 50 ms |\n|---:|---:|---:|---|\n| %s | %s | %s | %s |\n",
+				ms(l.pct(0.5)), ms(l.pct(0.99)), ms(l.values[len(l.values)-1]), verdict(l.pct(0.99) < 50*time.Millisecond && l.timeouts == 0))
+		}
+	}
+	if hr := r.held; hr != nil {
+		w("\n## Concurrency and memory\n\n%d keep-alive connections opened to authproxy (warm tokens), held %s, each sending one\n", hr.target, hr.hold)
+		w("request every %s:\n\n", hr.interval)
+		w("| established | requests | errors | p50 | p99 | max | proxy RSS idle | proxy RSS at %d conns |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n", hr.target)
+		w("| %d | %d | %d | %s | %s | %s | %.1f MiB | %.1f MiB |\n", hr.established, hr.requests, hr.errors, ms(hr.p50), ms(hr.p99), ms(hr.max),
+			float64(hr.rssIdleKB)/1024, float64(hr.rssKB)/1024)
+		if hr.firstErr != "" {
+			w("\nfirst error: %s\n", hr.firstErr)
+		}
+	}
+	if len(r.trends) > 0 {
+		w("\n## Trends\n\nHow each row's cost grows with connections and distinct users.\n\n| target | conns | req/s | p50 | p99 | errors | vs. main row |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, x := range r.trends {
+			base := r.find(r.rows, x.name, 0)
+			rel := ""
+			if base == nil {
+				base = r.find(r.rows, strings.SplitN(x.name, " (", 2)[0], 0)
+			}
+			if base != nil && base.res.RPS > 0 {
+				rel = fmt.Sprintf("%.2f× (%s, %d conns)", x.res.RPS/base.res.RPS, base.name, base.conns)
+			}
+			w("| %s | %d | %.0f | %s | %s | %d | %s |\n", x.name, x.conns, x.res.RPS, ms(x.res.P50), ms(x.res.P99), x.res.Errors, rel)
+		}
+	}
+	if r.profile != "" {
+		w("\n## Where authproxy spends CPU under warm load (pprof top 10)\n\n```\n%s\n```\n", r.profile)
+	}
+	return b.String()
+}

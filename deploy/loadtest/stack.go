@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tollgate-auth/tollgate/migrations"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// stack is the real system: coreapi + authproxy + PostgreSQL + NATS.
+type stack struct {
+	adminURL, dbName, dbURL string
+	pool                    *pgxpool.Pool
+	coreAddr, coreAdmin     string
+	proxyAddr, proxyAdmin   string
+	owner                   session
+	users                   []user // seeded members (role: member)
+	minter                  *minter
+}
+
+type session struct {
+	token, userID, tenantID string
+}
+
+func (s *stack) close() {
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.dbName == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if c, err := pgx.Connect(ctx, s.adminURL); err == nil {
+		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{s.dbName}.Sanitize()+" WITH (FORCE)")
+		_ = c.Close(ctx)
+	}
+}
+
+func (h *harness) setupStack(ctx context.Context) (*stack, error) {
+	s := &stack{adminURL: os.Getenv("DATABASE_URL")}
+	h.stack = s
+	if s.adminURL == "" {
+		s.adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	admin, err := pgx.Connect(ctx, s.adminURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL (run through `make bench`, or use -skip-stack): %w", err)
+	}
+	s.dbName = "bench_" + randHex(6)
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{s.dbName}.Sanitize())
+	_ = admin.Close(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create database: %w", err)
+	}
+	u, _ := url.Parse(s.adminURL)
+	u.Path = "/" + s.dbName
+	s.dbURL = u.String()
+	cfg, err := pgx.ParseConfig(s.dbURL)
+	if err != nil {
+		return nil, err
+	}
+	sqldb := stdlib.OpenDB(*cfg)
+	err = migrations.Up(ctx, sqldb)
+	_ = sqldb.Close()
+	if err != nil {
+		return nil, err
+	}
+	if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
+		return nil, err
+	}
+
+	keys := filepath.Join(h.work, "keys")
+	gen := exec.CommandContext(ctx, filepath.Join(h.bin, "coreapi"), "keys", "generate", "-dir", keys)
+	if out, err := gen.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("coreapi keys generate: %w: %s", err, out)
+	}
+	if s.minter, err = minterFromDir(keys, issuer, audience); err != nil {
+		return nil, err
+	}
+	s.coreAddr, s.coreAdmin = freeAddr(), freeAddr()
+	s.proxyAddr, s.proxyAdmin = freeAddr(), freeAddr()
+	coreEnv := []string{
+		"COREAPI_LISTEN_ADDR=" + s.coreAddr,
+		"COREAPI_ADMIN_ADDR=" + s.coreAdmin,
+		"DATABASE_URL=" + s.dbURL,
+		"IDENTITY_HMAC_KEY=" + h.hmac,
+		"NATS_URL=" + h.nats.ClientURL(),
+		"SIGNING_KEYS_DIR=" + keys,
+		"TOKEN_ISSUER=" + issuer,
+		"TOKEN_AUDIENCE=" + audience,
+		"LOG_LEVEL=warn",
+	}
+	if _, err := h.start("coreapi", coreEnv, filepath.Join(h.bin, "coreapi"), "serve"); err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+s.coreAdmin+"/readyz", 30*time.Second); err != nil {
+		return nil, fmt.Errorf("%w (logs in %s)", err, h.work)
+	}
+	if _, err := h.start("authproxy-stack", h.proxyEnv(s.proxyAddr, s.proxyAdmin, s.coreAddr), filepath.Join(h.bin, "authproxy")); err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+s.proxyAdmin+"/readyz", 30*time.Second); err != nil {
+		return nil, fmt.Errorf("%w (logs in %s)", err, h.work)
+	}
+
+	// The owner signs up through the proxy like a real client.
+	body := fmt.Sprintf(`{"email":"owner-%s@example.com","password":"correct horse battery staple","tenant_name":"Bench Inc","display_name":"Owner"}`, randHex(4))
+	status, resp, err := httpDo("POST", "http://"+s.proxyAddr+"/api/v1/auth/signup", "", []byte(body))
+	if err != nil || status/100 != 2 {
+		return nil, fmt.Errorf("signup: status %d err %v: %s", status, err, truncate(resp, 300))
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(resp, &tok); err != nil || tok.AccessToken == "" {
+		return nil, fmt.Errorf("signup response: %s", truncate(resp, 300))
+	}
+	claims, err := jwtClaims(tok.AccessToken)
+	if err != nil {
+		return nil, err
+	}
+	s.owner = session{token: tok.AccessToken, userID: claims.Sub, tenantID: claims.Tid}
+
+	// Members, inserted directly: a password login per member would only
+	// measure argon2. The harness signs their tokens with coreapi's key.
+	const q = `
+WITH u AS (
+    INSERT INTO users (email, display_name)
+    SELECT 'bench-' || g || '-' || $3 || '@example.com', 'Bench User ' || g FROM generate_series(1, $1) g
+    RETURNING id
+), m AS (
+    INSERT INTO memberships (tenant_id, user_id) SELECT $2, id FROM u RETURNING user_id
+)
+INSERT INTO membership_roles (tenant_id, user_id, role_id)
+SELECT $2, m.user_id, r.id FROM m JOIN roles r ON r.tenant_id = $2 AND r.name = 'member'
+RETURNING user_id`
+	rows, err := s.pool.Query(ctx, q, h.o.users, s.owner.tenantID, randHex(4))
+	if err != nil {
+		return nil, fmt.Errorf("seed members: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("seed members: %w", err)
+	}
+	if len(ids) != h.o.users {
+		return nil, fmt.Errorf("seed members: %d rows, want %d (is the 'member' role missing?)", len(ids), h.o.users)
+	}
+	for _, id := range ids {
+		s.users = append(s.users, user{id: id, tenant: s.owner.tenantID, session: uuid.NewString()})
+	}
+	return s, nil
+}
+
+func (h *harness) runStack(ctx context.Context, rep *report) error {
+	s, err := h.setupStack(ctx)
+	if err != nil {
+		return err
+	}
+	tokens, err := s.minter.mintAll(s.users, len(s.users))
+	if err != nil {
+		return err
+	}
+	meReqs := render("stack", "/api/v1/users/me", tokens)
+	listReqs := [][]byte{rawGET("stack", "/api/v1/users?limit=50", s.owner.token)}
+	proxyMetrics, coreMetrics := "http://"+s.proxyAdmin+"/metrics", "http://"+s.coreAdmin+"/metrics"
+	c := h.o.conns
+
+	measureStack := func(name, addr string, conns int, req func(w, i int) []byte) row {
+		pb, cb := scrape(proxyMetrics), scrape(coreMetrics)
+		r := h.measure(ctx, name, addr, conns, req)
+		pa, ca := scrape(proxyMetrics), scrape(coreMetrics)
+		r.counters = append(proxyCounters(pb, pa, r.res.Requests), coreCounters(cb, ca)...)
+		return r
+	}
+	rep.add(measureStack(fmt.Sprintf("full stack GET /users/me (%d users)", len(s.users)), s.proxyAddr, c, cycle(meReqs, c)))
+	rep.add(measureStack("full stack GET /users?limit=50 (roles joined)", s.proxyAddr, c, cycle(listReqs, c)))
+
+	// coreapi alone, with identity headers signed by the harness: what the
+	// proxy hop costs on top of the core.
+	key, _ := identity.ParseKey(h.hmac)
+	signer, _ := identity.NewSigner(key, 0)
+	var signed atomic.Pointer[[][]byte]
+	resign := func() {
+		reqs := make([][]byte, len(s.users))
+		ts := time.Now().UnixMilli()
+		for i, u := range s.users {
+			id := identity.Identity{UserID: u.id, TenantID: u.tenant, SessionID: u.session, Roles: []string{"member"}, Permissions: []string{"tenant:read"}}
+			reqs[i] = rawSigned(s.coreAddr, "/api/v1/users/me", ts, signer.Sign(ts, "GET", "/api/v1/users/me", id), id)
+		}
+		signed.Store(&reqs)
+	}
+	resign()
+	stopResign := make(chan struct{})
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopResign:
+				return
+			case <-t.C:
+				resign()
+			}
+		}
+	}()
+	n := len(s.users)
+	direct := measureStack("coreapi direct GET /users/me (pre-signed headers)", s.coreAddr, c, func(w, i int) []byte {
+		return (*signed.Load())[(w+i*c)%n]
+	})
+	close(stopResign)
+	rep.add(direct)
+	rep.addTrend(measureStack(fmt.Sprintf("full stack GET /users/me (%d users)", len(s.users)), s.proxyAddr, h.o.highConns, cycle(meReqs, h.o.highConns)))
+
+	rep.invalidation, err = h.invalidationTrials(ctx, s, tokens[0])
+	return err
+}
+
+// coreCounters reports DB round trips per request from coreapi's
+// db_queries_per_request histogram.
+func coreCounters(before, after sample) []counter {
+	sum, count := after.find("db_queries", "_sum"), after.find("db_queries", "_count")
+	if sum == "" || count == "" {
+		return []counter{{label: "DB queries / request (coreapi)", metric: "(metric not found)", value: -1}}
+	}
+	n := delta(before, after, count)
+	if n == 0 {
+		return nil
+	}
+	return []counter{{label: "DB queries / request (coreapi)", metric: strings.TrimSuffix(sum, "_sum"), value: delta(before, after, sum) / n}}
+}
+
+// invalidationTrials measures, trials times, the time from the 2xx of a
+// role revoke (through the proxy) to the first 403 of that user's next
+// requests at the proxy.
+func (h *harness) invalidationTrials(ctx context.Context, s *stack, memberToken string) (*latencies, error) {
+	target := s.users[0].id
+	base := "http://" + s.proxyAddr
+	roleURL := base + "/api/v1/users/" + target + "/roles/admin"
+	probe := base + "/api/v1/users?limit=1" // needs users:read, which only the admin role grants here
+	res := &latencies{}
+	h.logf("invalidation: %d trials", h.o.trials)
+	for i := 0; i < h.o.trials; i++ {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if st, b, err := httpDo("PUT", roleURL, s.owner.token, nil); err != nil || st/100 != 2 {
+			return nil, fmt.Errorf("grant admin: status %d err %v: %s", st, err, truncate(b, 300))
+		}
+		if _, err := pollStatus(probe, memberToken, 200, 5*time.Second); err != nil {
+			return nil, fmt.Errorf("after grant: %w", err)
+		}
+		st, b, err := httpDo("DELETE", roleURL, s.owner.token, nil)
+		if err != nil || st/100 != 2 {
+			return nil, fmt.Errorf("revoke admin: status %d err %v: %s", st, err, truncate(b, 300))
+		}
+		d, err := pollStatus(probe, memberToken, 403, 5*time.Second)
+		if err != nil {
+			res.timeouts++
+			continue
+		}
+		res.values = append(res.values, d)
+	}
+	slices.Sort(res.values)
+	return res, nil
+}
+
+// pollStatus sends GET url until it answers want, returning how long that took.
+func pollStatus(url, token string, want int, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	last := 0
+	for time.Since(start) < timeout {
+		st, _, err := httpDo("GET", url, token, nil)
+		if err == nil && st == want {
+			return time.Since(start), nil
+		}
+		last = st
+	}
+	return 0, fmt.Errorf("GET %s: still %d after %s, want %d", url, last, timeout, want)
+}
+
+var client = &fasthttp.Client{MaxConnsPerHost: 64, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+
+func httpDo(method, url, token string, body []byte) (int, []byte, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(method)
+	req.SetRequestURI(url)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.SetContentType("application/json")
+		req.SetBody(body)
+	}
+	if err := client.Do(req, resp); err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode(), bytes.Clone(resp.Body()), nil
+}
+
+type jwtClaimSet struct {
+	Sub string `json:"sub"`
+	Tid string `json:"tid"`
+	Sid string `json:"sid"`
+}
+
+// jwtClaims reads (does not verify) a token's payload: the harness only
+// needs the ids coreapi put there.
+func jwtClaims(tok string) (jwtClaimSet, error) {
+	var c jwtClaimSet
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return c, fmt.Errorf("not a JWS compact token")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return c, err
+	}
+	return c, json.Unmarshal(b, &c)
+}
+
+func rawSigned(host, path string, ts int64, sig string, id identity.Identity) []byte {
+	var b []byte
+	b = append(b, "GET "+path+" HTTP/1.1\r\nHost: "+host+"\r\n"...)
+	b = append(b, identity.HeaderUserID+": "+id.UserID+"\r\n"...)
+	b = append(b, identity.HeaderTenantID+": "+id.TenantID+"\r\n"...)
+	b = append(b, identity.HeaderSessionID+": "+id.SessionID+"\r\n"...)
+	b = append(b, identity.HeaderRoles+": "+identity.JoinList(id.Roles)+"\r\n"...)
+	b = append(b, identity.HeaderPermissions+": "+identity.JoinList(id.Permissions)+"\r\n"...)
+	b = append(b, identity.HeaderTimestamp+": "+strconv.FormatInt(ts, 10)+"\r\n"...)
+	b = append(b, identity.HeaderSignature+": "+sig+"\r\n\r\n"...)
+	return b
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// benchBody is what the upstream answers on every application route: a
+// small JSON document, like a typical API read.
+var benchBody = []byte(`{"id":"0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001","email":"user@example.com","display_name":"Bench User","roles":["member"]}`)
+
+// serveUpstream runs the fasthttp upstream used by the direct, bare-proxy
+// and authproxy rows. It also stands in for coreapi towards authproxy: it
+// serves the JWKS of the harness's signing key and projections for every
+// seeded user (checking the proxy's HMAC signature, as coreapi does).
+func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
+	jwksDoc, err := os.ReadFile(jwksFile)
+	if err != nil {
+		return fmt.Errorf("read jwks: %w", err)
+	}
+	key, err := identity.ParseKey(hmacKey)
+	if err != nil {
+		return err
+	}
+	signer, err := identity.NewSigner(key, 0)
+	if err != nil {
+		return err
+	}
+	projPrefix := []byte(identity.ProjectionPath + "/")
+	handler := func(c *fasthttp.RequestCtx) {
+		path := c.Path()
+		switch {
+		case bytes.Equal(path, []byte("/.well-known/jwks.json")):
+			c.SetContentType("application/json")
+			c.SetBody(jwksDoc)
+		case bytes.HasPrefix(path, projPrefix):
+			err := signer.Verify(time.Now(), string(c.Request.Header.Peek(identity.HeaderTimestamp)),
+				string(c.Request.Header.Peek(identity.HeaderSignature)), string(c.Method()),
+				string(c.RequestURI()), identity.Identity{})
+			if err != nil {
+				c.Error("bad signature", fasthttp.StatusUnauthorized)
+				return
+			}
+			uid := string(path[len(projPrefix):])
+			tid := string(c.QueryArgs().Peek("tenant_id"))
+			p := identity.Projection{
+				UserID: uid, TenantID: tid, Email: "u@example.com",
+				UserStatus: "active", MembershipStatus: "active", TenantStatus: "active",
+				Roles: []string{"member"}, Permissions: []string{"tenant:read"},
+			}
+			b, _ := json.Marshal(p)
+			c.SetContentType("application/json")
+			c.SetBody(b)
+		default:
+			c.SetContentType("application/json")
+			c.SetBody(benchBody)
+		}
+	}
+	srv := &fasthttp.Server{Handler: handler, Name: "upstream", IdleTimeout: 120 * time.Second, Concurrency: 1 << 20}
+	return serveUntil(ctx, srv, addr)
+}
+
+// serveBareProxy runs the baseline: a Fiber app forwarding every request
+// over one fasthttp HostClient, doing nothing else. It is what authproxy
+// would cost with zero auth work.
+func serveBareProxy(ctx context.Context, addr, upstream string) error {
+	hc := &fasthttp.HostClient{
+		Addr:                upstream,
+		MaxConns:            4096,
+		MaxIdleConnDuration: 60 * time.Second,
+		ReadTimeout:         10 * time.Second,
+		WriteTimeout:        10 * time.Second,
+	}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, Concurrency: 1 << 20, IdleTimeout: 120 * time.Second})
+	app.All("/*", func(c *fiber.Ctx) error {
+		req := c.Request()
+		req.Header.Del(fiber.HeaderConnection)
+		req.SetHost(upstream)
+		if err := hc.Do(req, c.Response()); err != nil {
+			return fiber.NewError(fiber.StatusBadGateway, err.Error())
+		}
+		c.Response().Header.Del(fiber.HeaderConnection)
+		return nil
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); _ = app.Shutdown() }()
+	return app.Listener(ln)
+}
+
+func serveUntil(ctx context.Context, srv *fasthttp.Server, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); _ = srv.Shutdown() }()
+	return srv.Serve(ln)
+}
+
+// proc is a child process of the harness (a target server).
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func startProc(name, logDir string, env []string, bin string, args ...string) (*proc, error) {
+	lf, err := os.Create(logDir + "/" + name + ".log")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = lf
+	cmd.Stderr = lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return &proc{name: name, cmd: cmd, log: lf}, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+	p.log.Close()
+}
+
+// rssKB reads a process's resident set size from /proc.
+func rssKB(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// waitHTTP polls url until it answers 200 or the deadline passes.
+func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		status, body, err := fasthttp.GetTimeout(nil, url, time.Second)
+		if err == nil && status == 200 {
+			return nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("status %d: %s", status, truncate(body, 200))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready after %s: %s", url, timeout, last)
+}
+
+// freeAddr returns a free loopback address.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err) // loopback listen failing means nothing here can work
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// jwksOf renders the public JWKS of a private jwk.Key.
+func jwksOf(priv jwk.Key) ([]byte, error) {
+	pub, err := priv.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(pub); err != nil {
+		return nil, err
+	}
+	return json.Marshal(set)
+}
