@@ -260,7 +260,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	rep.addTrend(h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, hc, cycle(warmReqs, hc)))
 	// Many users: one unmeasured pass fills the caches first.
 	h.logf("filling caches with %d users", len(manyReqs))
-	load{addr: h.proxyAddr, conns: c, warmup: 0, duration: time.Duration(len(manyReqs)/2000+2) * time.Second, request: once(manyReqs, new(atomic.Int64)), want: 200}.run(ctx)
+	load{addr: h.proxyAddr, conns: c, warmup: 0, duration: time.Duration(len(manyReqs)/4000+2) * time.Second, request: once(manyReqs, new(atomic.Int64)), want: 200}.run(ctx)
 	before = scrape(admin)
 	m := h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.manyUsers)), h.proxyAddr, c, cycle(manyReqs, c))
 	after = scrape(admin)
