@@ -1,0 +1,1023 @@
+package k8s
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/kustomize/api/krusty"
+	kustypes "sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	baseDir        = "base"
+	deploymentName = "tollgate"
+	proxyName      = "authproxy"
+	coreName       = "coreapi"
+	placeholder    = "REPLACE-ME"
+)
+
+// Defaults of the services when the variable is unset (the brief's contract).
+var defaultAddr = map[string]string{
+	"PROXY_LISTEN_ADDR":   ":8080",
+	"PROXY_ADMIN_ADDR":    ":9090",
+	"COREAPI_LISTEN_ADDR": "127.0.0.1:8081",
+	"COREAPI_ADMIN_ADDR":  "127.0.0.1:9091",
+}
+
+// bundle is a set of typed Kubernetes objects.
+type bundle struct {
+	Deployments     []*appsv1.Deployment
+	Services        []*corev1.Service
+	ConfigMaps      []*corev1.ConfigMap
+	Secrets         []*corev1.Secret
+	ServiceAccounts []*corev1.ServiceAccount
+	NetworkPolicies []*networkingv1.NetworkPolicy
+	PDBs            []*policyv1.PodDisruptionBudget
+	HPAs            []*autoscalingv2.HorizontalPodAutoscaler
+	Jobs            []*batchv1.Job
+}
+
+func decodeAs[T any](doc []byte, list *[]*T) error {
+	v := new(T)
+	if err := yaml.UnmarshalStrict(doc, v); err != nil {
+		return err
+	}
+	*list = append(*list, v)
+	return nil
+}
+
+// add decodes one YAML document strictly (unknown or duplicate fields are
+// errors) into the typed object for its apiVersion and kind.
+func (b *bundle) add(doc []byte) error {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return fmt.Errorf("read apiVersion/kind: %w", err)
+	}
+	var err error
+	switch tm.APIVersion + " " + tm.Kind {
+	case "apps/v1 Deployment":
+		err = decodeAs(doc, &b.Deployments)
+	case "v1 Service":
+		err = decodeAs(doc, &b.Services)
+	case "v1 ConfigMap":
+		err = decodeAs(doc, &b.ConfigMaps)
+	case "v1 Secret":
+		err = decodeAs(doc, &b.Secrets)
+	case "v1 ServiceAccount":
+		err = decodeAs(doc, &b.ServiceAccounts)
+	case "networking.k8s.io/v1 NetworkPolicy":
+		err = decodeAs(doc, &b.NetworkPolicies)
+	case "policy/v1 PodDisruptionBudget":
+		err = decodeAs(doc, &b.PDBs)
+	case "autoscaling/v2 HorizontalPodAutoscaler":
+		err = decodeAs(doc, &b.HPAs)
+	case "batch/v1 Job":
+		err = decodeAs(doc, &b.Jobs)
+	default:
+		return fmt.Errorf("unexpected object %q %q", tm.APIVersion, tm.Kind)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", tm.Kind, err)
+	}
+	return nil
+}
+
+func (b *bundle) deepCopy() *bundle {
+	c := &bundle{}
+	for _, o := range b.Deployments {
+		c.Deployments = append(c.Deployments, o.DeepCopy())
+	}
+	for _, o := range b.Services {
+		c.Services = append(c.Services, o.DeepCopy())
+	}
+	for _, o := range b.ConfigMaps {
+		c.ConfigMaps = append(c.ConfigMaps, o.DeepCopy())
+	}
+	for _, o := range b.Secrets {
+		c.Secrets = append(c.Secrets, o.DeepCopy())
+	}
+	for _, o := range b.ServiceAccounts {
+		c.ServiceAccounts = append(c.ServiceAccounts, o.DeepCopy())
+	}
+	for _, o := range b.NetworkPolicies {
+		c.NetworkPolicies = append(c.NetworkPolicies, o.DeepCopy())
+	}
+	for _, o := range b.PDBs {
+		c.PDBs = append(c.PDBs, o.DeepCopy())
+	}
+	for _, o := range b.HPAs {
+		c.HPAs = append(c.HPAs, o.DeepCopy())
+	}
+	for _, o := range b.Jobs {
+		c.Jobs = append(c.Jobs, o.DeepCopy())
+	}
+	return c
+}
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// splitDocs splits a multi-document YAML file, dropping empty documents.
+func splitDocs(data []byte) [][]byte {
+	var docs [][]byte
+	for _, d := range docSep.Split(string(data), -1) {
+		var probe map[string]any
+		if err := yaml.Unmarshal([]byte(d), &probe); err == nil && len(probe) == 0 {
+			continue
+		}
+		docs = append(docs, []byte(d))
+	}
+	return docs
+}
+
+// render builds the kustomization at dir and decodes its output strictly.
+func render(fsys filesys.FileSystem, dir string) (*bundle, error) {
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	b := &bundle{}
+	for _, r := range rm.Resources() {
+		y, err := r.AsYAML()
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", r.CurId(), err)
+		}
+		if err := b.add(y); err != nil {
+			return nil, fmt.Errorf("rendered %s: %w", r.CurId(), err)
+		}
+	}
+	return b, nil
+}
+
+func renderBase(t *testing.T) *bundle {
+	t.Helper()
+	b, err := render(filesys.MakeFsOnDisk(), baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestManifestsDecodeStrictly decodes every committed manifest file with the
+// k8s.io/api types, rejecting unknown fields, and checks that the
+// kustomization lists exactly the manifest files present.
+func TestManifestsDecodeStrictly(t *testing.T) {
+	entries, err := os.ReadDir(baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".yaml" || e.Name() == "kustomization.yaml" {
+			continue
+		}
+		files = append(files, e.Name())
+		t.Run(e.Name(), func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(baseDir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			docs := splitDocs(data)
+			if len(docs) == 0 {
+				t.Fatal("no documents")
+			}
+			var b bundle
+			for i, d := range docs {
+				if err := b.add(d); err != nil {
+					t.Errorf("document %d: %v", i, err)
+				}
+			}
+		})
+	}
+
+	data, err := os.ReadFile(filepath.Join(baseDir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kustypes.Kustomization
+	if err := yaml.UnmarshalStrict(data, &k); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	got := slices.Sorted(slices.Values(k.Resources))
+	if !slices.Equal(got, files) {
+		t.Errorf("kustomization resources = %v, want every manifest file %v", got, files)
+	}
+}
+
+func TestStrictDecodeRejectsUnknownFields(t *testing.T) {
+	doc := []byte(`apiVersion: v1
+kind: Service
+metadata: {name: x}
+spec:
+  ports: [{port: 80, targetPrt: http}]
+`)
+	var b bundle
+	if err := b.add(doc); err == nil {
+		t.Fatal("a misspelt field decoded without error")
+	}
+	if err := b.add([]byte("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")); err == nil {
+		t.Fatal("an unexpected kind decoded without error")
+	}
+}
+
+// TestBaseInvariants renders the base and checks every invariant.
+func TestBaseInvariants(t *testing.T) {
+	b := renderBase(t)
+	for _, v := range check(b) {
+		t.Error(v)
+	}
+	// Objects the issue asks for.
+	counts := map[string]int{
+		"Deployment": len(b.Deployments), "Service": len(b.Services), "ConfigMap": len(b.ConfigMaps),
+		"Secret": len(b.Secrets), "ServiceAccount": len(b.ServiceAccounts),
+		"NetworkPolicy": len(b.NetworkPolicies), "PodDisruptionBudget": len(b.PDBs),
+		"HorizontalPodAutoscaler": len(b.HPAs), "Job": len(b.Jobs),
+	}
+	for kind, n := range counts {
+		if n == 0 {
+			t.Errorf("rendered base has no %s", kind)
+		}
+	}
+}
+
+// TestCommittedSecretsArePlaceholders keeps real key material out of git.
+func TestCommittedSecretsArePlaceholders(t *testing.T) {
+	b := renderBase(t)
+	for _, s := range b.Secrets {
+		if len(s.Data) > 0 {
+			t.Errorf("Secret %s: has data; use stringData placeholders", s.Name)
+		}
+		for k, v := range s.StringData {
+			if !strings.Contains(v, placeholder) || strings.Contains(v, "-----BEGIN") {
+				t.Errorf("Secret %s key %s: value is not a %s placeholder", s.Name, k, placeholder)
+			}
+		}
+	}
+}
+
+// TestInvariantsCatchBreakage proves each check fails on a deliberately
+// broken copy of the rendered base.
+func TestInvariantsCatchBreakage(t *testing.T) {
+	base := renderBase(t)
+	if v := check(base); len(v) != 0 {
+		t.Fatalf("base is not clean: %v", v)
+	}
+	tests := []struct {
+		name   string
+		mutate func(t *testing.T, b *bundle)
+		want   string
+	}{
+		{"coreapi on all interfaces", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "COREAPI_LISTEN_ADDR", "0.0.0.0:8081")
+		}, "not loopback"},
+		{"coreapi on an empty host", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			setEnv(c, "COREAPI_LISTEN_ADDR", ":8081")
+		}, "not loopback"},
+		{"coreapi declares its API port", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Ports = append(c.Ports, corev1.ContainerPort{Name: "api", ContainerPort: 8081})
+		}, "declares its API port"},
+		{"service targets coreapi by number", func(t *testing.T, b *bundle) {
+			b.Services[0].Spec.Ports[0].TargetPort = intstr.FromInt32(8081)
+		}, "Service tollgate port http targets"},
+		{"service targets coreapi admin by name", func(t *testing.T, b *bundle) {
+			b.Services[0].Spec.Ports = append(b.Services[0].Spec.Ports,
+				corev1.ServicePort{Name: "core", Port: 9091, TargetPort: intstr.FromString("core-admin")})
+		}, "targets coreapi"},
+		{"service targets proxy admin", func(t *testing.T, b *bundle) {
+			b.Services[0].Spec.Ports[0].TargetPort = intstr.FromString("admin")
+		}, "not the proxy port"},
+		{"no service for the pod", func(t *testing.T, b *bundle) {
+			b.Services[0].Spec.Selector = map[string]string{"app": "other"}
+		}, "no Service selects"},
+		{"host network", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.HostNetwork = true
+		}, "hostNetwork"},
+		{"host port", func(t *testing.T, b *bundle) {
+			ctr(t, b, proxyName).Ports[0].HostPort = 8080
+		}, "hostPort"},
+		{"upstream not on loopback", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, proxyName), "UPSTREAM_URL", "http://coreapi:8081")
+		}, "UPSTREAM_URL"},
+		{"readiness probe on the API port", func(t *testing.T, b *bundle) {
+			ctr(t, b, proxyName).ReadinessProbe.HTTPGet.Port = intstr.FromString("http")
+		}, "probe"},
+		{"liveness probe on coreapi API port", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).LivenessProbe.HTTPGet.Port = intstr.FromInt32(8081)
+		}, "not its admin port"},
+		{"http probe against a loopback admin", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "COREAPI_ADMIN_ADDR", "127.0.0.1:9091")
+		}, "cannot reach"},
+		{"missing readiness probe", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).ReadinessProbe = nil
+		}, "no readiness probe"},
+		{"database password in a ConfigMap", func(t *testing.T, b *bundle) {
+			b.ConfigMaps[0].Data["DATABASE_URL"] = "postgres://app:hunter2@db:5432/app"
+		}, "secret-looking value"},
+		{"client secret in a ConfigMap", func(t *testing.T, b *bundle) {
+			b.ConfigMaps[0].Data["OIDC_GOOGLE_CLIENT_SECRET"] = "x"
+		}, "secret-looking key"},
+		{"HMAC key as a literal env value", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.Env = append(c.Env, corev1.EnvVar{Name: "IDENTITY_HMAC_KEY", Value: "c2VjcmV0"})
+		}, "secret-looking key"},
+		{"PEM in a ConfigMap", func(t *testing.T, b *bundle) {
+			b.ConfigMaps[0].Data["RULES"] = "-----BEGIN PRIVATE KEY-----\nabc"
+		}, "secret-looking value"},
+		{"writable root filesystem", func(t *testing.T, b *bundle) {
+			ctr(t, b, proxyName).SecurityContext.ReadOnlyRootFilesystem = new(false)
+		}, "readOnlyRootFilesystem"},
+		{"privilege escalation left to default in the Job", func(t *testing.T, b *bundle) {
+			b.Jobs[0].Spec.Template.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = nil
+		}, "allowPrivilegeEscalation"},
+		{"capabilities kept", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).SecurityContext.Capabilities.Drop = nil
+		}, "drop ALL"},
+		{"capability added", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).SecurityContext.Capabilities.Add = []corev1.Capability{"NET_BIND_SERVICE"}
+		}, "adds capabilities"},
+		{"may run as root", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.SecurityContext.RunAsNonRoot = nil
+			ctr(t, b, coreName).SecurityContext.RunAsNonRoot = nil
+		}, "runAsNonRoot"},
+		{"runs as uid 0", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).SecurityContext.RunAsUser = new(int64(0))
+		}, "uid 0"},
+		{"privileged", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).SecurityContext.Privileged = new(true)
+		}, "privileged"},
+		{"no seccomp profile", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.SecurityContext.SeccompProfile = nil
+			ctr(t, b, proxyName).SecurityContext.SeccompProfile = nil
+		}, "seccomp"},
+		{"service account token mounted", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.AutomountServiceAccountToken = nil
+			b.ServiceAccounts[0].AutomountServiceAccountToken = nil
+		}, "service account token"},
+		{"no memory limit", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).Resources.Limits = nil
+		}, "memory limit"},
+		{"no NetworkPolicy", func(t *testing.T, b *bundle) {
+			b.NetworkPolicies = nil
+		}, "no NetworkPolicy"},
+		{"NetworkPolicy rule without ports", func(t *testing.T, b *bundle) {
+			np := b.NetworkPolicies[0]
+			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{})
+		}, "every port"},
+		{"NetworkPolicy admits coreapi", func(t *testing.T, b *bundle) {
+			np := b.NetworkPolicies[0]
+			p := intstr.FromInt32(8081)
+			np.Spec.Ingress[0].Ports = append(np.Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Port: &p})
+		}, "coreapi's API port"},
+		{"NetworkPolicy admits admin ports from anywhere", func(t *testing.T, b *bundle) {
+			b.NetworkPolicies[0].Spec.Ingress[1].From = nil
+		}, "from anywhere"},
+		{"NetworkPolicy admits a port range", func(t *testing.T, b *bundle) {
+			np := b.NetworkPolicies[0]
+			np.Spec.Ingress[0].Ports[0].EndPort = new(int32(9000))
+		}, "range"},
+		{"proxy mounts the signing keys", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "signing-keys", MountPath: "/keys"})
+		}, "signing keys"},
+		{"coreapi without the HMAC key file", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "identity-hmac" })
+		}, "IDENTITY_HMAC_KEY_FILE"},
+		{"replicas fixed next to an HPA", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Replicas = new(int32(3))
+		}, "replicas"},
+		{"HPA targets nothing", func(t *testing.T, b *bundle) {
+			b.HPAs[0].Spec.ScaleTargetRef.Name = "other"
+		}, "no HorizontalPodAutoscaler"},
+		{"PDB selects nothing", func(t *testing.T, b *bundle) {
+			b.PDBs[0].Spec.Selector.MatchLabels = map[string]string{"app": "other"}
+		}, "no PodDisruptionBudget"},
+		{"no migration Job", func(t *testing.T, b *bundle) {
+			b.Jobs = nil
+		}, "migrate up"},
+		{"missing ConfigMap", func(t *testing.T, b *bundle) {
+			b.ConfigMaps = nil
+		}, "missing ConfigMap"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := base.deepCopy()
+			tt.mutate(t, b)
+			got := check(b)
+			for _, v := range got {
+				if strings.Contains(v, tt.want) {
+					return
+				}
+			}
+			t.Fatalf("check() = %q, want a violation containing %q", got, tt.want)
+		})
+	}
+}
+
+// TestOverlayBreakageIsCaught renders an overlay that patches the base the
+// way a careless change would, through kustomize itself, and expects the
+// invariants to reject it.
+func TestOverlayBreakageIsCaught(t *testing.T) {
+	fsys := filesys.MakeFsInMemory()
+	entries, err := os.ReadDir(baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(baseDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fsys.WriteFile(path.Join("/k/base", e.Name()), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	overlay := `apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../base]
+patches:
+  - target: {kind: Service, name: tollgate}
+    patch: |
+      - op: replace
+        path: /spec/ports/0/targetPort
+        value: 8081
+  - patch: |
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: tollgate}
+      spec:
+        template:
+          spec:
+            containers:
+              - name: coreapi
+                env:
+                  - {name: COREAPI_LISTEN_ADDR, value: "0.0.0.0:8081"}
+`
+	if err := fsys.WriteFile("/k/broken/kustomization.yaml", []byte(overlay)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := render(fsys, "/k/broken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(check(b), "\n")
+	for _, want := range []string{"targets", "not loopback"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("violations of the broken overlay:\n%s\nwant one containing %q", got, want)
+		}
+	}
+}
+
+func ctr(t *testing.T, b *bundle, name string) *corev1.Container {
+	t.Helper()
+	for i := range b.Deployments[0].Spec.Template.Spec.Containers {
+		if c := &b.Deployments[0].Spec.Template.Spec.Containers[i]; c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no container %q", name)
+	return nil
+}
+
+func setEnv(c *corev1.Container, name, value string) {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			c.Env[i] = corev1.EnvVar{Name: name, Value: value}
+			return
+		}
+	}
+	c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
+}
+
+// --- invariants ---
+
+type violations []string
+
+func (v *violations) addf(format string, a ...any) { *v = append(*v, fmt.Sprintf(format, a...)) }
+
+// check returns every invariant the bundle breaks; none means it is sound.
+func check(b *bundle) []string {
+	var v violations
+	var dep *appsv1.Deployment
+	for _, d := range b.Deployments {
+		if d.Name == deploymentName {
+			dep = d
+		}
+	}
+	if dep == nil {
+		v.addf("no Deployment %q", deploymentName)
+		return v
+	}
+	pod := &dep.Spec.Template.Spec
+	podLabels := labels.Set(dep.Spec.Template.Labels)
+	var proxy, core *corev1.Container
+	var names []string
+	for i := range pod.Containers {
+		c := &pod.Containers[i]
+		names = append(names, c.Name)
+		switch c.Name {
+		case proxyName:
+			proxy = c
+		case coreName:
+			core = c
+		}
+	}
+	if len(pod.Containers) != 2 || proxy == nil || core == nil {
+		v.addf("Deployment %s: containers %v, want exactly %s and %s", dep.Name, names, proxyName, coreName)
+		return v
+	}
+	if sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector); err != nil || !sel.Matches(podLabels) {
+		v.addf("Deployment %s: selector does not match its pod template", dep.Name)
+	}
+
+	proxyEnv := b.env(&v, proxy)
+	coreEnv := b.env(&v, core)
+	_, proxyPort := addr(&v, proxyEnv, "PROXY_LISTEN_ADDR")
+	proxyAdminHost, proxyAdmin := addr(&v, proxyEnv, "PROXY_ADMIN_ADDR")
+	coreHost, corePort := addr(&v, coreEnv, "COREAPI_LISTEN_ADDR")
+	coreAdminHost, coreAdmin := addr(&v, coreEnv, "COREAPI_ADMIN_ADDR")
+
+	// coreapi is reachable only from inside the pod.
+	if !isLoopback(coreHost) {
+		v.addf("coreapi: COREAPI_LISTEN_ADDR host %q is not loopback", coreHost)
+	}
+	if pod.HostNetwork {
+		v.addf("pod: hostNetwork puts loopback on the node; coreapi would be shared with every host process")
+	}
+	for _, p := range core.Ports {
+		if p.ContainerPort == corePort {
+			v.addf("coreapi: declares its API port %d as a containerPort", corePort)
+		}
+	}
+	for _, c := range pod.Containers {
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				v.addf("%s: hostPort %d bypasses the Service and the NetworkPolicy", c.Name, p.HostPort)
+			}
+		}
+	}
+	if httpPort, ok := namedPort(proxy, "http"); !ok || httpPort != proxyPort {
+		v.addf("authproxy: containerPort named http = %d, want PROXY_LISTEN_ADDR port %d", httpPort, proxyPort)
+	}
+	if u, err := url.Parse(proxyEnv["UPSTREAM_URL"]); err != nil || !isLoopback(u.Hostname()) || u.Port() != fmt.Sprint(corePort) {
+		v.addf("authproxy: UPSTREAM_URL %q is not coreapi's loopback address 127.0.0.1:%d", proxyEnv["UPSTREAM_URL"], corePort)
+	}
+	if proxyAdmin == proxyPort || coreAdmin == corePort || coreAdmin == proxyPort {
+		v.addf("pod: admin ports (%d, %d) must differ from the API ports (%d, %d)", proxyAdmin, coreAdmin, proxyPort, corePort)
+	}
+
+	// The Service reaches the proxy port and nothing else.
+	selected := 0
+	for _, s := range b.Services {
+		if len(s.Spec.Selector) == 0 || !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
+			continue
+		}
+		selected++
+		for _, sp := range s.Spec.Ports {
+			tp := sp.TargetPort
+			if tp.Type == intstr.Int && tp.IntVal == 0 {
+				tp = intstr.FromInt32(sp.Port)
+			}
+			owner, num := resolvePort(pod, tp)
+			switch {
+			case owner == coreName || num == corePort || num == coreAdmin:
+				v.addf("Service %s port %s targets coreapi (%s)", s.Name, sp.Name, tp.String())
+			case owner != proxyName || num != proxyPort:
+				v.addf("Service %s port %s targets %s, not the proxy port %d", s.Name, sp.Name, tp.String(), proxyPort)
+			}
+		}
+	}
+	if selected == 0 {
+		v.addf("no Service selects the pod")
+	}
+
+	// Probes hit the admin ports.
+	checkProbes(&v, proxy, proxyAdmin, proxyAdminHost)
+	checkProbes(&v, core, coreAdmin, coreAdminHost)
+
+	// Secrets: never in ConfigMaps or literal env values.
+	for _, cm := range b.ConfigMaps {
+		for k, val := range cm.Data {
+			if secretKey(k) {
+				v.addf("ConfigMap %s: secret-looking key %s", cm.Name, k)
+			}
+			if secretValue(val) {
+				v.addf("ConfigMap %s: secret-looking value under %s", cm.Name, k)
+			}
+		}
+	}
+	templates := map[string]*corev1.PodTemplateSpec{"Deployment/" + dep.Name: &dep.Spec.Template}
+	for _, j := range b.Jobs {
+		templates["Job/"+j.Name] = &j.Spec.Template
+	}
+	for owner, tpl := range templates {
+		checkPod(&v, b, owner, &tpl.Spec)
+	}
+
+	// Key material: the HMAC key file for both, signing keys for coreapi only.
+	for _, c := range []*corev1.Container{proxy, core} {
+		env := proxyEnv
+		if c == core {
+			env = coreEnv
+		}
+		if f := env["IDENTITY_HMAC_KEY_FILE"]; f == "" || !secretMounted(pod, c, path.Dir(f)) {
+			v.addf("%s: IDENTITY_HMAC_KEY_FILE %q is not inside a mounted Secret", c.Name, f)
+		}
+	}
+	if d := coreEnv["SIGNING_KEYS_DIR"]; d == "" || !secretMounted(pod, core, d) {
+		v.addf("coreapi: SIGNING_KEYS_DIR %q is not a mounted Secret", coreEnv["SIGNING_KEYS_DIR"])
+	}
+	signingVolumes := map[string]bool{}
+	for _, m := range core.VolumeMounts {
+		if m.MountPath == coreEnv["SIGNING_KEYS_DIR"] {
+			signingVolumes[m.Name] = true
+		}
+	}
+	for _, m := range proxy.VolumeMounts {
+		if signingVolumes[m.Name] {
+			v.addf("authproxy: mounts the signing keys (volume %s); private keys belong to coreapi only", m.Name)
+		}
+	}
+
+	// NetworkPolicy: the proxy port from anywhere; admin ports only from
+	// selected namespaces/pods; nothing else.
+	policies := 0
+	for _, np := range b.NetworkPolicies {
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || !sel.Matches(podLabels) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			continue
+		}
+		policies++
+		for i, rule := range np.Spec.Ingress {
+			if len(rule.Ports) == 0 {
+				v.addf("NetworkPolicy %s rule %d: no ports, admits every port", np.Name, i)
+			}
+			for _, p := range rule.Ports {
+				if p.EndPort != nil {
+					v.addf("NetworkPolicy %s rule %d: admits a port range", np.Name, i)
+				}
+				if p.Port == nil {
+					v.addf("NetworkPolicy %s rule %d: a port entry without a port admits every port", np.Name, i)
+					continue
+				}
+				_, num := resolvePort(pod, *p.Port)
+				switch {
+				case num == corePort:
+					v.addf("NetworkPolicy %s rule %d: admits coreapi's API port %d", np.Name, i, num)
+				case num == proxyPort:
+				case num == proxyAdmin || num == coreAdmin:
+					if !restrictedPeers(rule.From) {
+						v.addf("NetworkPolicy %s rule %d: admin port %d admitted from anywhere", np.Name, i, num)
+					}
+				default:
+					v.addf("NetworkPolicy %s rule %d: admits port %s", np.Name, i, p.Port.String())
+				}
+			}
+		}
+	}
+	if policies == 0 {
+		v.addf("no NetworkPolicy restricts ingress to the pod")
+	}
+
+	// Availability objects point at this workload.
+	pdbs := 0
+	for _, p := range b.PDBs {
+		if sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector); err == nil && sel.Matches(podLabels) {
+			pdbs++
+		}
+	}
+	if pdbs == 0 {
+		v.addf("no PodDisruptionBudget selects the pod")
+	}
+	hpas := 0
+	for _, h := range b.HPAs {
+		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == dep.Name {
+			hpas++
+		}
+	}
+	if hpas == 0 {
+		v.addf("no HorizontalPodAutoscaler targets Deployment %s", dep.Name)
+	} else if dep.Spec.Replicas != nil {
+		v.addf("Deployment %s: sets replicas although an HPA owns the count (every apply would reset it)", dep.Name)
+	}
+
+	// The migration Job runs the coreapi image.
+	migrates := false
+	for _, j := range b.Jobs {
+		for _, c := range j.Spec.Template.Spec.Containers {
+			if c.Image == core.Image && slices.Equal(c.Args, []string{"migrate", "up"}) {
+				migrates = true
+			}
+		}
+	}
+	if !migrates {
+		v.addf("no Job runs `coreapi migrate up` with image %s", core.Image)
+	}
+	return v
+}
+
+// env resolves a container's environment from its ConfigMap references and
+// literal values; secret references resolve to "<secret>".
+func (b *bundle) env(v *violations, c *corev1.Container) map[string]string {
+	env := map[string]string{}
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef == nil {
+			continue
+		}
+		var cm *corev1.ConfigMap
+		for _, m := range b.ConfigMaps {
+			if m.Name == ef.ConfigMapRef.Name {
+				cm = m
+			}
+		}
+		if cm == nil {
+			v.addf("%s: envFrom references missing ConfigMap %s", c.Name, ef.ConfigMapRef.Name)
+			continue
+		}
+		for k, val := range cm.Data {
+			env[ef.Prefix+k] = val
+		}
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil {
+			env[e.Name] = "<secret>"
+			continue
+		}
+		env[e.Name] = e.Value
+	}
+	return env
+}
+
+// addr parses a listen address from env (or its default) into host and port.
+func addr(v *violations, env map[string]string, name string) (string, int32) {
+	s, ok := env[name]
+	if !ok {
+		s = defaultAddr[name]
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		v.addf("%s=%q: %v", name, s, err)
+		return "", 0
+	}
+	var n int32
+	if _, err := fmt.Sscan(port, &n); err != nil || n <= 0 {
+		v.addf("%s=%q: bad port", name, s)
+	}
+	return host, n
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func namedPort(c *corev1.Container, name string) (int32, bool) {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort, true
+		}
+	}
+	return 0, false
+}
+
+// resolvePort maps a port (number or name) to the container that declares
+// it and its number. A number no container declares resolves to ("", n).
+func resolvePort(pod *corev1.PodSpec, p intstr.IntOrString) (string, int32) {
+	for _, c := range pod.Containers {
+		for _, cp := range c.Ports {
+			if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+				return c.Name, cp.ContainerPort
+			}
+		}
+	}
+	if p.Type == intstr.Int {
+		return "", p.IntVal
+	}
+	return "", 0
+}
+
+func checkProbes(v *violations, c *corev1.Container, admin int32, adminHost string) {
+	if c.LivenessProbe == nil {
+		v.addf("%s: no liveness probe", c.Name)
+	}
+	if c.ReadinessProbe == nil {
+		v.addf("%s: no readiness probe", c.Name)
+	}
+	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe} {
+		if p == nil {
+			continue
+		}
+		var port *intstr.IntOrString
+		switch {
+		case p.HTTPGet != nil:
+			port = &p.HTTPGet.Port
+		case p.TCPSocket != nil:
+			port = &p.TCPSocket.Port
+		case p.GRPC != nil:
+			port = new(intstr.FromInt32(p.GRPC.Port))
+		case p.Exec != nil:
+			continue // runs inside the container; reaches loopback
+		}
+		if port == nil {
+			v.addf("%s: %s probe has no handler", c.Name, kind)
+			continue
+		}
+		num := port.IntVal
+		if port.Type == intstr.String {
+			var ok bool
+			if num, ok = namedPort(c, port.StrVal); !ok {
+				v.addf("%s: %s probe port %q is not declared by the container", c.Name, kind, port.StrVal)
+				continue
+			}
+		}
+		if num != admin {
+			v.addf("%s: %s probe targets port %d, not its admin port %d", c.Name, kind, num, admin)
+		}
+		if isLoopback(adminHost) {
+			v.addf("%s: %s probe comes from the kubelet and cannot reach an admin port bound to %s", c.Name, kind, adminHost)
+		}
+	}
+}
+
+func checkPod(v *violations, b *bundle, owner string, pod *corev1.PodSpec) {
+	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+		v.addf("%s: shares host namespaces", owner)
+	}
+	automount := pod.AutomountServiceAccountToken
+	if automount == nil {
+		for _, sa := range b.ServiceAccounts {
+			if sa.Name == pod.ServiceAccountName {
+				automount = sa.AutomountServiceAccountToken
+			}
+		}
+	}
+	if automount == nil || *automount {
+		v.addf("%s: the service account token is mounted; the pod never calls the API server", owner)
+	}
+	psc := pod.SecurityContext
+	if psc == nil {
+		psc = &corev1.PodSecurityContext{}
+	}
+	all := append(slices.Clone(pod.InitContainers), pod.Containers...)
+	for _, c := range all {
+		name := owner + " container " + c.Name
+		sc := c.SecurityContext
+		if sc == nil {
+			sc = &corev1.SecurityContext{}
+		}
+		nonRoot := sc.RunAsNonRoot
+		if nonRoot == nil {
+			nonRoot = psc.RunAsNonRoot
+		}
+		if nonRoot == nil || !*nonRoot {
+			v.addf("%s: runAsNonRoot is not true", name)
+		}
+		if uid := sc.RunAsUser; (uid != nil && *uid == 0) || (uid == nil && psc.RunAsUser != nil && *psc.RunAsUser == 0) {
+			v.addf("%s: runs as uid 0", name)
+		}
+		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			v.addf("%s: readOnlyRootFilesystem is not true", name)
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			v.addf("%s: allowPrivilegeEscalation is not false", name)
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			v.addf("%s: privileged", name)
+		}
+		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			v.addf("%s: capabilities do not drop ALL", name)
+		} else if len(sc.Capabilities.Add) > 0 {
+			v.addf("%s: adds capabilities %v", name, sc.Capabilities.Add)
+		}
+		sp := sc.SeccompProfile
+		if sp == nil {
+			sp = psc.SeccompProfile
+		}
+		if sp == nil || (sp.Type != corev1.SeccompProfileTypeRuntimeDefault && sp.Type != corev1.SeccompProfileTypeLocalhost) {
+			v.addf("%s: no RuntimeDefault seccomp profile", name)
+		}
+		if _, ok := c.Resources.Requests[corev1.ResourceCPU]; !ok {
+			v.addf("%s: no cpu request", name)
+		}
+		if _, ok := c.Resources.Requests[corev1.ResourceMemory]; !ok {
+			v.addf("%s: no memory request", name)
+		}
+		if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+			v.addf("%s: no memory limit", name)
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil {
+				continue
+			}
+			if secretKey(e.Name) {
+				v.addf("%s: secret-looking key %s set as a literal env value", name, e.Name)
+			}
+			if secretValue(e.Value) {
+				v.addf("%s: secret-looking value in env %s", name, e.Name)
+			}
+		}
+	}
+}
+
+// secretMounted reports whether dir is (or lies under) a mount of a Secret
+// volume in container c.
+func secretMounted(pod *corev1.PodSpec, c *corev1.Container, dir string) bool {
+	for _, m := range c.VolumeMounts {
+		if dir != m.MountPath && !strings.HasPrefix(dir, strings.TrimSuffix(m.MountPath, "/")+"/") {
+			continue
+		}
+		for _, vol := range pod.Volumes {
+			if vol.Name == m.Name && vol.Secret != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func restrictedPeers(from []networkingv1.NetworkPolicyPeer) bool {
+	if len(from) == 0 {
+		return false
+	}
+	for _, p := range from {
+		if p.IPBlock != nil || (p.NamespaceSelector == nil && p.PodSelector == nil) {
+			return false
+		}
+		if p.NamespaceSelector != nil && len(p.NamespaceSelector.MatchLabels) == 0 && len(p.NamespaceSelector.MatchExpressions) == 0 {
+			return false // {} selects every namespace
+		}
+	}
+	return true
+}
+
+// Words that make a variable name secret-looking, and final words that name
+// something about a secret (where it is, how long it lives) rather than one.
+var (
+	secretWords = []string{"SECRET", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "CREDENTIALS", "KEY", "TOKEN", "APIKEY", "DSN"}
+	safeLast    = []string{"FILE", "DIR", "PATH", "TTL", "ISSUER", "AUDIENCE", "GRACE", "ALG"}
+)
+
+func secretKey(name string) bool {
+	words := strings.FieldsFunc(strings.ToUpper(name), func(r rune) bool { return r == '_' || r == '-' || r == '.' })
+	if len(words) == 0 || slices.Contains(safeLast, words[len(words)-1]) {
+		return false
+	}
+	for _, w := range words {
+		if slices.Contains(secretWords, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func secretValue(val string) bool {
+	if strings.Contains(val, "-----BEGIN") || strings.Contains(strings.ToLower(val), "password=") {
+		return true
+	}
+	for _, f := range strings.FieldsFunc(val, func(r rune) bool { return r == ' ' || r == ',' || r == '\n' }) {
+		if !strings.Contains(f, "://") {
+			continue
+		}
+		if u, err := url.Parse(f); err == nil && u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Guard against a silently empty render: the rendered Deployment must carry
+// the images set in the kustomization.
+func TestImagesAreSet(t *testing.T) {
+	b := renderBase(t)
+	for _, c := range b.Deployments[0].Spec.Template.Spec.Containers {
+		if !strings.HasPrefix(c.Image, "ghcr.io/tollgate-auth/") {
+			t.Errorf("container %s image = %q, want the kustomization's image", c.Name, c.Image)
+		}
+	}
+}
