@@ -1,0 +1,203 @@
+// Package headers cleans the request headers a client sent before anything
+// else reads them: hop-by-hop headers and those named in Connection are
+// removed, every identity header (identity.IsIdentityHeader) is removed,
+// and X-Forwarded-* / Forwarded are kept only from trusted peers. It also
+// parses the bearer token strictly.
+package headers
+
+import (
+	"bytes"
+	"errors"
+	"unsafe"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/valyala/fasthttp"
+)
+
+// hopByHop are the RFC 9110 §7.6.1 connection-specific fields plus the
+// legacy ones proxies are expected to drop.
+var hopByHop = [...]string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func isHopByHop(name []byte) bool {
+	for _, h := range hopByHop {
+		if equalFold(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsForwarded reports whether name is Forwarded or starts with X-Forwarded-.
+func IsForwarded(name []byte) bool {
+	const p = "x-forwarded-"
+	if equalFold(name, "forwarded") {
+		return true
+	}
+	return len(name) >= len(p) && equalFold(name[:len(p)], p)
+}
+
+// maxDeletes bounds the names collected in one pass without allocating; a
+// request with more offending headers is cleaned in further passes.
+const maxDeletes = 16
+
+// Sanitize removes from h, in this order: the headers named in Connection,
+// the hop-by-hop headers, every identity header, and (unless trustForwarded)
+// X-Forwarded-* and Forwarded. It reports whether the client asked for the
+// connection to be closed, since removing Connection forgets that.
+func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn bool) {
+	closeConn = h.ConnectionClose()
+	// Names listed in Connection first: they may name anything.
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		forEachToken(v, func(tok []byte) {
+			// A client may not use Connection to drop the fields that
+			// frame the request.
+			if !equalFold(tok, "close") && !equalFold(tok, "keep-alive") && !equalFold(tok, "host") &&
+				!equalFold(tok, "content-length") && !equalFold(tok, "content-type") {
+				h.DelBytes(tok)
+			}
+		})
+	}
+	for {
+		var names [maxDeletes][]byte
+		var buf [maxDeletes * 64]byte
+		n, used, more := 0, 0, false
+		for k := range h.All() {
+			if !isHopByHop(k) && !identity.IsIdentityHeader(b2s(k)) && (trustForwarded || !IsForwarded(k)) {
+				continue
+			}
+			if n == maxDeletes {
+				more = true
+				break
+			}
+			// Copy: deleting while iterating would move the backing store.
+			if used+len(k) <= len(buf) {
+				names[n] = append(buf[used:used:len(buf)], k...)
+				used += len(k)
+			} else {
+				names[n] = append([]byte(nil), k...)
+			}
+			n++
+		}
+		for _, k := range names[:n] {
+			h.DelBytes(k)
+		}
+		if !more {
+			break
+		}
+	}
+	return closeConn
+}
+
+// forEachToken calls f for each comma-separated, space-trimmed token of v.
+func forEachToken(v []byte, f func([]byte)) {
+	for len(v) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			tok, v = v, nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) > 0 {
+			f(tok)
+		}
+	}
+}
+
+// Bearer parsing errors.
+var (
+	ErrNoToken  = errors.New("headers: no bearer token")
+	ErrMultiple = errors.New("headers: more than one Authorization header")
+	ErrScheme   = errors.New("headers: Authorization scheme is not Bearer")
+	ErrMalform  = errors.New("headers: malformed bearer token")
+	ErrTooLarge = errors.New("headers: bearer token too large")
+)
+
+// Bearer returns the token of the request's single "Authorization: Bearer
+// <token>" header (scheme case-insensitive, one space, RFC 6750 b64token
+// characters, at most maxLen bytes). The returned slice aliases h: copy it
+// before keeping it.
+func Bearer(h *fasthttp.RequestHeader, maxLen int) ([]byte, error) {
+	all := h.PeekAll(fasthttp.HeaderAuthorization)
+	switch len(all) {
+	case 0:
+		return nil, ErrNoToken
+	case 1:
+	default:
+		return nil, ErrMultiple
+	}
+	return ParseBearer(all[0], maxLen)
+}
+
+// ParseBearer parses one Authorization header value.
+func ParseBearer(v []byte, maxLen int) ([]byte, error) {
+	const scheme = "bearer "
+	if len(v) < len(scheme) || !equalFold(v[:len(scheme)], scheme) {
+		switch {
+		case len(v) == 0:
+			return nil, ErrNoToken
+		case equalFold(v, "bearer"):
+			return nil, ErrMalform
+		}
+		return nil, ErrScheme
+	}
+	tok := v[len(scheme):]
+	if len(tok) == 0 {
+		return nil, ErrMalform
+	}
+	if len(tok) > maxLen {
+		return nil, ErrTooLarge
+	}
+	i := 0
+	for ; i < len(tok); i++ {
+		c := tok[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' {
+			continue
+		}
+		break
+	}
+	if i == 0 {
+		return nil, ErrMalform
+	}
+	for ; i < len(tok); i++ {
+		if tok[i] != '=' {
+			return nil, ErrMalform
+		}
+	}
+	return tok, nil
+}
+
+// b2s views b as a string without copying; the result must not outlive b.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// equalFold compares ASCII case-insensitively and reads '_' as '-', the way
+// CGI-style upstreams map header names, so "X_Forwarded_For" or
+// "Transfer_Encoding" cannot slip past a check for the dashed name.
+func equalFold(a []byte, s string) bool {
+	if len(a) != len(s) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		c, d := a[i], s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if d >= 'A' && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c == '_' {
+			c = '-'
+		}
+		if d == '_' {
+			d = '-'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}

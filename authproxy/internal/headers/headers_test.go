@@ -1,0 +1,203 @@
+package headers
+
+import (
+	"bufio"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/valyala/fasthttp"
+)
+
+func parse(t testing.TB, raw string) *fasthttp.Request {
+	t.Helper()
+	var req fasthttp.Request
+	if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatalf("read request: %v", err)
+	}
+	return &req
+}
+
+func names(h *fasthttp.RequestHeader) map[string]string {
+	m := map[string]string{}
+	for k, v := range h.All() {
+		m[strings.ToLower(string(k))] = string(v)
+	}
+	return m
+}
+
+func TestSanitize(t *testing.T) {
+	raw := "GET /api/v1/users/me HTTP/1.1\r\n" +
+		"Host: example.com\r\n" +
+		"X-Auth-User-Id: evil\r\n" +
+		"x-auth-tenant-id: evil\r\n" +
+		"X_Auth_Roles: owner\r\n" +
+		"X-AUTH-SIGNATURE: v1=x\r\n" +
+		"Connection: keep-alive, X-Custom-Hop\r\n" +
+		"X-Custom-Hop: 1\r\n" +
+		"Keep-Alive: timeout=5\r\n" +
+		"Proxy-Authorization: Basic x\r\n" +
+		"Te: trailers\r\n" +
+		"Upgrade: websocket\r\n" +
+		"X-Forwarded-For: 1.2.3.4\r\n" +
+		"X_Forwarded_Host: evil\r\n" +
+		"Forwarded: for=1.2.3.4\r\n" +
+		"X-Authorization-Note: kept\r\n" +
+		"Authorization: Bearer abc\r\n" +
+		"Accept: */*\r\n\r\n"
+	for _, trust := range []bool{false, true} {
+		req := parse(t, raw)
+		closeConn := Sanitize(&req.Header, trust)
+		if closeConn {
+			t.Errorf("trust=%v: closeConn = true, want false", trust)
+		}
+		got := names(&req.Header)
+		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
+			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade"} {
+			if _, ok := got[gone]; ok {
+				t.Errorf("trust=%v: header %q survived", trust, gone)
+			}
+		}
+		for _, kept := range []string{"host", "x-authorization-note", "authorization", "accept"} {
+			if _, ok := got[kept]; !ok {
+				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
+			}
+		}
+		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded"} {
+			if _, ok := got[fwd]; ok != trust {
+				t.Errorf("trust=%v: header %q present = %v, want %v", trust, fwd, ok, trust)
+			}
+		}
+	}
+}
+
+func TestSanitizeConnectionClose(t *testing.T) {
+	req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Auth-User-Id, Host, Content-Length\r\n\r\n")
+	if !Sanitize(&req.Header, false) {
+		t.Fatal("closeConn = false, want true")
+	}
+	if string(req.Header.Host()) != "a" {
+		t.Fatalf("Host = %q: Connection must not remove it", req.Header.Host())
+	}
+}
+
+func TestSanitizeManyIdentityHeaders(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("GET / HTTP/1.1\r\nHost: a\r\n")
+	for i := 0; i < 3*maxDeletes+1; i++ {
+		b.WriteString("X-Auth-H" + strings.Repeat("x", i) + ": 1\r\n")
+	}
+	b.WriteString("\r\n")
+	req := parse(t, b.String())
+	Sanitize(&req.Header, false)
+	for k := range req.Header.All() {
+		if identity.IsIdentityHeader(string(k)) {
+			t.Fatalf("identity header %q survived", k)
+		}
+	}
+}
+
+func TestBearer(t *testing.T) {
+	tests := []struct {
+		name, headers string
+		want          string
+		err           error
+	}{
+		{"ok", "Authorization: Bearer abc.def-ghi_~+/==\r\n", "abc.def-ghi_~+/==", nil},
+		{"lower scheme", "Authorization: bearer abc\r\n", "abc", nil},
+		{"upper scheme", "Authorization: BEARER abc\r\n", "abc", nil},
+		{"missing", "", "", ErrNoToken},
+		{"two headers", "Authorization: Bearer abc\r\nAuthorization: Bearer abc\r\n", "", ErrMultiple},
+		{"basic", "Authorization: Basic abc\r\n", "", ErrScheme},
+		{"no space", "Authorization: Bearerabc\r\n", "", ErrScheme},
+		{"empty token", "Authorization: Bearer \r\n", "", ErrMalform},
+		{"two spaces", "Authorization: Bearer  abc\r\n", "", ErrMalform},
+		{"comma", "Authorization: Bearer a,b\r\n", "", ErrMalform},
+		{"padding inside", "Authorization: Bearer a=b\r\n", "", ErrMalform},
+		{"only padding", "Authorization: Bearer ==\r\n", "", ErrMalform},
+		{"too large", "Authorization: Bearer " + strings.Repeat("a", 65) + "\r\n", "", ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\n"+tt.headers+"\r\n")
+			got, err := Bearer(&req.Header, 64)
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("Bearer() error = %v, want %v", err, tt.err)
+			}
+			if string(got) != tt.want {
+				t.Fatalf("Bearer() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzSanitize: whatever headers a client sends, no identity header, no
+// hop-by-hop header and (untrusted) no forwarding header survives, and
+// other headers not named in Connection are kept.
+func FuzzSanitize(f *testing.F) {
+	f.Add("X-Auth-User-Id", "evil", "X-Other", "")
+	f.Add("x_auth_user_id", "evil", "X-Other", "x-other")
+	f.Add("X-Forwarded-For", "1.1.1.1", "Te", "close")
+	f.Add("Accept", "x", "X-AUTH-", "keep-alive, accept")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, conn string) {
+		raw := "GET / HTTP/1.1\r\nHost: a\r\n" + k1 + ": " + v1 + "\r\n" + k2 + ": v\r\n"
+		if conn != "" {
+			raw += "Connection: " + conn + "\r\n"
+		}
+		raw += "\r\n"
+		var req fasthttp.Request
+		if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			return // not a request a server would accept
+		}
+		before := names(&req.Header)
+		Sanitize(&req.Header, false)
+		after := names(&req.Header)
+		for k := range after {
+			kb := []byte(k)
+			if identity.IsIdentityHeader(k) || isHopByHop(kb) || IsForwarded(kb) {
+				t.Fatalf("header %q survived (raw %q)", k, raw)
+			}
+		}
+		named := strings.ToLower(conn)
+		for k := range before {
+			kb := []byte(k)
+			if identity.IsIdentityHeader(k) || isHopByHop(kb) || IsForwarded(kb) || strings.Contains(named, k) {
+				continue
+			}
+			if _, ok := after[k]; !ok {
+				t.Fatalf("unrelated header %q removed (raw %q)", k, raw)
+			}
+		}
+	})
+}
+
+func FuzzParseBearer(f *testing.F) {
+	f.Add("Bearer abc")
+	f.Add("bearer a.b.c")
+	f.Add("Basic x")
+	f.Add("Bearer  a=")
+	f.Fuzz(func(t *testing.T, v string) {
+		tok, err := ParseBearer([]byte(v), 4096)
+		if err != nil {
+			if tok != nil {
+				t.Fatalf("ParseBearer(%q) returned %q with error %v", v, tok, err)
+			}
+			return
+		}
+		if len(tok) == 0 || len(tok) > 4096 || !strings.EqualFold(v[:7], "bearer ") || v[7:] != string(tok) {
+			t.Fatalf("ParseBearer(%q) = %q", v, tok)
+		}
+		if strings.ContainsAny(string(tok), " ,;\"\\\r\n\t") {
+			t.Fatalf("ParseBearer(%q) = %q: bad character accepted", v, tok)
+		}
+	})
+}
+
+func BenchmarkSanitize(b *testing.B) {
+	req := parse(b, "GET /api/v1/users/me HTTP/1.1\r\nHost: example.com\r\nAuthorization: Bearer abc\r\nAccept: */*\r\nUser-Agent: x\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		Sanitize(&req.Header, false)
+	}
+}

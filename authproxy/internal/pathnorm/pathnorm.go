@@ -1,0 +1,143 @@
+// Package pathnorm puts a request path into the one canonical form that the
+// proxy matches its rules against and forwards: unreserved characters
+// percent-decoded, every other escape upper-cased, dot segments resolved
+// (including encoded ones), duplicate and trailing slashes removed. Paths
+// that could be read differently by the upstream (an encoded '/', a '\',
+// a NUL or another control character, a broken escape) are refused.
+package pathnorm
+
+import "errors"
+
+// Errors returned by Append. Each means "answer 400, forward nothing".
+var (
+	ErrNotAbsolute  = errors.New("pathnorm: path does not start with '/'")
+	ErrBadEscape    = errors.New("pathnorm: malformed percent escape")
+	ErrEncodedSlash = errors.New("pathnorm: encoded '/' or '\\'")
+	ErrBackslash    = errors.New("pathnorm: '\\' in path")
+	ErrControl      = errors.New("pathnorm: NUL or control character in path")
+)
+
+const hexUpper = "0123456789ABCDEF"
+
+// Append appends the normalized form of the raw (still percent-encoded)
+// path to dst and returns the extended buffer. On error dst is returned
+// unchanged in length.
+func Append(dst, raw []byte) ([]byte, error) {
+	if len(raw) == 0 || raw[0] != '/' {
+		return dst, ErrNotAbsolute
+	}
+	start := len(dst)
+	// Pass 1: decode unreserved escapes, canonicalise the others, escape
+	// bytes that are not allowed raw in a path.
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(raw) {
+				return dst[:start], ErrBadEscape
+			}
+			hi, ok1 := unhex(raw[i+1])
+			lo, ok2 := unhex(raw[i+2])
+			if !ok1 || !ok2 {
+				return dst[:start], ErrBadEscape
+			}
+			v := hi<<4 | lo
+			switch {
+			case v == '/' || v == '\\':
+				return dst[:start], ErrEncodedSlash
+			case v < 0x20 || v == 0x7f:
+				return dst[:start], ErrControl
+			case isUnreserved(v):
+				dst = append(dst, v)
+			default:
+				dst = append(dst, '%', hexUpper[v>>4], hexUpper[v&15])
+			}
+			i += 2
+		case c == '\\':
+			return dst[:start], ErrBackslash
+		case c < 0x20 || c == 0x7f:
+			return dst[:start], ErrControl
+		case isPathChar(c):
+			dst = append(dst, c)
+		default:
+			dst = append(dst, '%', hexUpper[c>>4], hexUpper[c&15])
+		}
+	}
+	// Pass 2, in place: resolve segments. The output is never longer than
+	// the decoded input, so writing behind the read position is safe.
+	buf := dst[start:]
+	w := 0 // write position in buf
+	r := 0
+	for r < len(buf) {
+		// buf[r] == '/' here; skip runs of slashes.
+		for r < len(buf) && buf[r] == '/' {
+			r++
+		}
+		if r == len(buf) {
+			break
+		}
+		end := r
+		for end < len(buf) && buf[end] != '/' {
+			end++
+		}
+		seg := buf[r:end]
+		switch {
+		case len(seg) == 1 && seg[0] == '.':
+		case len(seg) == 2 && seg[0] == '.' && seg[1] == '.':
+			// Drop the last written segment.
+			for w > 0 && buf[w-1] != '/' {
+				w--
+			}
+			if w > 0 {
+				w-- // the slash before it
+			}
+		default:
+			buf[w] = '/'
+			w++
+			w += copy(buf[w:], seg)
+		}
+		r = end
+	}
+	if w == 0 {
+		buf[0] = '/'
+		w = 1
+	}
+	return dst[:start+w], nil
+}
+
+// String is Append for callers that want a string (tests, cold paths).
+func String(raw string) (string, error) {
+	b, err := Append(nil, []byte(raw))
+	return string(b), err
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// isUnreserved is RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~".
+func isUnreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// isPathChar reports whether c may appear unescaped in a normalized path:
+// unreserved, sub-delims, ':', '@' and '/'.
+func isPathChar(c byte) bool {
+	if isUnreserved(c) {
+		return true
+	}
+	switch c {
+	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', ':', '@', '/':
+		return true
+	}
+	return false
+}

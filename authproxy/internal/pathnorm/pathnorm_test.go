@@ -1,0 +1,129 @@
+package pathnorm
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestString(t *testing.T) {
+	tests := []struct {
+		in, want string
+		err      error
+	}{
+		{"/", "/", nil},
+		{"/api/v1/users/me", "/api/v1/users/me", nil},
+		{"/api/v1/users/me/", "/api/v1/users/me", nil},
+		{"//api/v1/users/me", "/api/v1/users/me", nil},
+		{"/api//v1///users/me", "/api/v1/users/me", nil},
+		{"/api/v1/auth/../users/me", "/api/v1/users/me", nil},
+		{"/api/v1/auth/%2e%2e/users/me", "/api/v1/users/me", nil},
+		{"/api/v1/auth/%2E%2E/users/me", "/api/v1/users/me", nil},
+		{"/api/v1/auth/.%2e/users/me", "/api/v1/users/me", nil},
+		{"/api/v1/./users/./me", "/api/v1/users/me", nil},
+		{"/api/v1/users/me/..", "/api/v1/users", nil},
+		{"/../../etc/passwd", "/etc/passwd", nil},
+		{"/..", "/", nil},
+		{"/.", "/", nil},
+		{"/%61pi/v1", "/api/v1", nil},
+		{"/api/%7euser", "/api/~user", nil},
+		{"/api/a%20b", "/api/a%20b", nil},
+		{"/api/a b", "/api/a%20b", nil},
+		{"/api/a%3a", "/api/a%3A", nil},
+		{"/api/caf\xc3\xa9", "/api/caf%C3%A9", nil},
+		{"/api/%25", "/api/%25", nil},
+		{"/api/%252e%252e", "/api/%252e%252e", nil},
+		{"/api/a:b@c!$&'()*+,;=", "/api/a:b@c!$&'()*+,;=", nil},
+		{"/api/v1/auth%2f..%2fusers/me", "", ErrEncodedSlash},
+		{"/api/v1/auth%2F..%2Fusers/me", "", ErrEncodedSlash},
+		{"/api/v1%5cusers", "", ErrEncodedSlash},
+		{"/api\\v1", "", ErrBackslash},
+		{"/api/%00", "", ErrControl},
+		{"/api/\x00", "", ErrControl},
+		{"/api/%0a", "", ErrControl},
+		{"/api/%7f", "", ErrControl},
+		{"/api/%", "", ErrBadEscape},
+		{"/api/%4", "", ErrBadEscape},
+		{"/api/%zz", "", ErrBadEscape},
+		{"api/v1", "", ErrNotAbsolute},
+		{"", "", ErrNotAbsolute},
+		{"*", "", ErrNotAbsolute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := String(tt.in)
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("String(%q) error = %v, want %v", tt.in, err, tt.err)
+			}
+			if err == nil && got != tt.want {
+				t.Fatalf("String(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAppendKeepsPrefix(t *testing.T) {
+	dst := []byte("prefix:")
+	out, err := Append(dst, []byte("/a/../b"))
+	if err != nil || string(out) != "prefix:/b" {
+		t.Fatalf("Append = %q, %v; want %q", out, err, "prefix:/b")
+	}
+	out, err = Append(dst, []byte("/a%2fb"))
+	if err == nil || string(out) != "prefix:" {
+		t.Fatalf("Append on error = %q, %v; want prefix kept and an error", out, err)
+	}
+}
+
+// FuzzNormalize checks the invariants the proxy relies on: the output is
+// canonical (normalizing it again changes nothing), starts with '/', holds no
+// dot segment, empty segment, backslash, control byte, or encoded slash,
+// backslash or unreserved character.
+func FuzzNormalize(f *testing.F) {
+	for _, s := range []string{"/", "/api/v1/users/me", "//a/../b", "/%2e%2e/%2f", "/a%5c", "/%00", "/a/./b/", "/%41%7e%zz", "/caf\xc3\xa9 x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, err := String(in)
+		if err != nil {
+			return
+		}
+		again, err := String(out)
+		if err != nil || again != out {
+			t.Fatalf("not idempotent: %q -> %q -> %q (%v)", in, out, again, err)
+		}
+		if out[0] != '/' {
+			t.Fatalf("%q -> %q: not absolute", in, out)
+		}
+		if out != "/" && strings.HasSuffix(out, "/") {
+			t.Fatalf("%q -> %q: trailing slash", in, out)
+		}
+		for _, seg := range strings.Split(out[1:], "/") {
+			if out != "/" && (seg == "" || seg == "." || seg == "..") {
+				t.Fatalf("%q -> %q: segment %q left", in, out, seg)
+			}
+		}
+		for i := 0; i < len(out); i++ {
+			c := out[i]
+			if c == '\\' || c < 0x20 || c >= 0x7f {
+				t.Fatalf("%q -> %q: byte %#x left", in, out, c)
+			}
+			if c == '%' {
+				v, _ := unhex(out[i+1])
+				w, _ := unhex(out[i+2])
+				b := v<<4 | w
+				if b == '/' || b == '\\' || isUnreserved(b) || b < 0x20 {
+					t.Fatalf("%q -> %q: escape %q left", in, out, out[i:i+3])
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkAppend(b *testing.B) {
+	raw := []byte("/api/v1/users/0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001/roles/admin")
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = Append(buf[:0], raw)
+	}
+}
