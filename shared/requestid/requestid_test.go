@@ -12,7 +12,8 @@ func TestFrom(t *testing.T) {
 			t.Errorf("From(%q) = %q, want a fresh 32-char id", bad, got)
 		}
 	}
-	if New() == New() {
-		t.Fatal("two ids collided")
+	a, b := New(), New()
+	if a == b {
+		t.Fatalf("two ids collided: %q", a)
 	}
 }
