@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// ensureSigningKey makes sure dir holds at least one *.pem signing key,
+// generating one with `coreapi keys generate` otherwise. It reports whether
+// it created one.
+func ensureSigningKey(ctx context.Context, coreapi, dir string, logs io.Writer) (bool, error) {
+	pems, err := filepath.Glob(filepath.Join(dir, "*.pem"))
+	if err != nil {
+		return false, fmt.Errorf("signing keys: %w", err)
+	}
+	if len(pems) > 0 {
+		return false, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("signing keys: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, coreapi, "keys", "generate", "-dir", dir)
+	out := newPrefixWriter(logs, "keys      | ")
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	out.Flush()
+	if err != nil {
+		return false, fmt.Errorf("coreapi keys generate: %w", err)
+	}
+	if pems, _ := filepath.Glob(filepath.Join(dir, "*.pem")); len(pems) == 0 {
+		return false, fmt.Errorf("coreapi keys generate wrote no *.pem into %s", dir)
+	}
+	return true, nil
+}
+
+// ensureHMACKey makes sure path holds a valid identity HMAC key (base64 of
+// 32 random bytes, mode 0600), creating it if absent. An existing file that
+// does not parse is an error and is left untouched: deleting it would break
+// nothing here, but it may be a key someone meant to keep.
+func ensureHMACKey(path string) (bool, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if _, err := identity.ParseKey(string(b)); err != nil {
+			return false, fmt.Errorf("%s: %w (fix or delete the file)", path, err)
+		}
+		return false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("identity key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, fmt.Errorf("identity key: %w", err)
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return false, fmt.Errorf("identity key: %w", err)
+	}
+	text := base64.StdEncoding.EncodeToString(key[:]) + "\n"
+	// O_EXCL: never overwrite a file that appeared since the read.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("identity key: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		os.Remove(path)
+		return false, fmt.Errorf("identity key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return false, fmt.Errorf("identity key: %w", err)
+	}
+	return true, nil
+}

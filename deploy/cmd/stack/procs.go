@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the migrations
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tollgate-auth/tollgate/migrations"
+)
+
+// child is one service process whose output is forwarded line by line with
+// its name as a prefix.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	out  *prefixWriter
+	done chan struct{} // closed when the process has exited
+	err  error         // the exit error; read after done is closed
+}
+
+func startChild(logger *slog.Logger, name, path string, args, env []string, logs io.Writer) (*child, error) {
+	out := newPrefixWriter(logs, fmt.Sprintf("%-9s | ", name))
+	cmd := exec.Command(path, args...)
+	cmd.Env = env
+	cmd.Stdout = out
+	cmd.Stderr = out
+	// Its own process group: a terminal's Ctrl-C reaches only this runner,
+	// which then stops the children in order.
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		out.Flush()
+		close(c.done)
+	}()
+	logger.Info("started", "service", name, "pid", cmd.Process.Pid)
+	return c, nil
+}
+
+func (c *child) exitErr() error {
+	<-c.done
+	if c.err == nil {
+		return errors.New("exit status 0")
+	}
+	return c.err
+}
+
+// stop sends SIGTERM, waits up to timeout, then kills.
+func (c *child) stop(logger *slog.Logger, timeout time.Duration) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		logger.Info("stopped", "service", c.name)
+	case <-t.C:
+		logger.Warn("did not stop in time; killing", "service", c.name, "timeout", timeout)
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// waitReady polls url until it answers 200, the child exits, ctx ends or
+// timeout passes.
+func waitReady(ctx context.Context, url string, timeout time.Duration, c *child) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("readiness request: %w", err)
+		}
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-c.done:
+			return fmt.Errorf("exited before becoming ready: %w", c.exitErr())
+		case <-ctx.Done():
+			return fmt.Errorf("not ready at %s: %w", url, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// portsFree fails, naming every busy address, when a service port is taken
+// (most often by a stack still running in another terminal).
+func portsFree(addrs ...string) error {
+	var busy []string
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			busy = append(busy, a)
+			continue
+		}
+		l.Close()
+	}
+	if len(busy) > 0 {
+		return fmt.Errorf("ports in use: %s (is another stack running?)", strings.Join(busy, ", "))
+	}
+	return nil
+}
+
+// build compiles both services into dir.
+func build(ctx context.Context, root, dir string, logs io.Writer) error {
+	gobin := os.Getenv("GO")
+	if gobin == "" {
+		gobin = "go"
+	}
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", dir+string(os.PathSeparator), "./coreapi/cmd/coreapi", "./authproxy/cmd/authproxy")
+	cmd.Dir = root
+	out := newPrefixWriter(logs, "go build  | ")
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	out.Flush()
+	if err != nil {
+		return fmt.Errorf("build coreapi and authproxy: %w", err)
+	}
+	return nil
+}
+
+// migrate applies pending migrations, waiting up to wait for the database
+// to accept connections.
+func migrate(ctx context.Context, dbURL string, wait time.Duration) error {
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer db.Close()
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		err = db.PingContext(pctx)
+		if err == nil {
+			break
+		}
+		select {
+		case <-pctx.Done():
+			return fmt.Errorf("database unreachable: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err := migrations.Up(ctx, db); err != nil {
+		return err
+	}
+	return nil
+}
+
+// startNATS runs an in-process NATS server on 127.0.0.1:4222, or on a random
+// port when 4222 is taken.
+func startNATS() (*server.Server, error) {
+	port := 4222
+	if l, err := net.Listen("tcp", "127.0.0.1:4222"); err != nil {
+		port = server.RANDOM_PORT
+	} else {
+		l.Close()
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "tollgate-stack",
+		Host:       "127.0.0.1",
+		Port:       port,
+		NoSigs:     true,
+		NoLog:      true,
+		HTTPPort:   0,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("nats: not ready after 10s")
+	}
+	return ns, nil
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// prefixWriter writes whole lines to w, each preceded by prefix. A partial
+// line is held until its newline arrives, Flush is called, or it grows past
+// maxLine.
+type prefixWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix []byte
+	buf    []byte
+}
+
+const maxLine = 64 << 10
+
+func newPrefixWriter(w io.Writer, prefix string) *prefixWriter {
+	return &prefixWriter{w: w, prefix: []byte(prefix)}
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if err := p.emit(p.buf[:i+1]); err != nil {
+			return len(b), err
+		}
+		p.buf = p.buf[i+1:]
+	}
+	if len(p.buf) > maxLine {
+		if err := p.emit(append(p.buf, '\n')); err != nil {
+			return len(b), err
+		}
+		p.buf = p.buf[:0]
+	}
+	if len(p.buf) == 0 {
+		p.buf = nil // release the backing array between bursts
+	}
+	return len(b), nil
+}
+
+// Flush writes a held partial line, newline-terminated.
+func (p *prefixWriter) Flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) > 0 {
+		_ = p.emit(append(p.buf, '\n'))
+		p.buf = nil
+	}
+}
+
+func (p *prefixWriter) emit(line []byte) error {
+	out := make([]byte, 0, len(p.prefix)+len(line))
+	out = append(append(out, p.prefix...), line...)
+	_, err := p.w.Write(out)
+	return err
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// demo is what the seed created or found.
+type demo struct {
+	TenantID string
+	AdminID  string
+	MemberID string
+}
+
+// apiError is a non-2xx answer of the public API.
+type apiError struct {
+	Status int
+	Body   string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("status %d: %s", e.Status, strings.TrimSpace(e.Body))
+}
+
+type apiClient struct {
+	base  string
+	http  *http.Client
+	token string
+}
+
+// do sends body as JSON (when non-nil) and decodes a 2xx JSON answer into out.
+func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read body: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %w", method, path, &apiError{Status: resp.StatusCode, Body: string(data)})
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: decode: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TenantID    string `json:"tenant_id"`
+}
+
+type userResponse struct {
+	ID       string `json:"id"`
+	Email    string `json:"email"`
+	TenantID string `json:"tenant_id"`
+}
+
+func statusOf(err error) int {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.Status
+	}
+	return 0
+}
+
+// seed makes sure the demo admin (owner of the demo tenant) and a demo member
+// exist, through the public API only: it logs in, or signs up on the first
+// run, then adds the member unless already there.
+func seed(ctx context.Context, base string, o options) (demo, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	c := &apiClient{base: base, http: &http.Client{Timeout: 15 * time.Second}}
+	var d demo
+
+	var tok tokenResponse
+	err := c.do(ctx, http.MethodPost, "/api/v1/auth/token", map[string]string{
+		"grant_type": "password", "email": o.email, "password": o.password,
+	}, &tok)
+	switch s := statusOf(err); {
+	case err == nil:
+	case s == http.StatusBadRequest || s == http.StatusUnauthorized:
+		// First run: no such user yet.
+		err = c.do(ctx, http.MethodPost, "/api/v1/auth/signup", map[string]string{
+			"email": o.email, "password": o.password, "tenant_name": o.tenant, "display_name": "Demo Admin",
+		}, &tok)
+		if err != nil {
+			return d, fmt.Errorf("%w (if the demo admin exists with another password, pass -password or remove .data)", err)
+		}
+	default:
+		return d, err
+	}
+	if tok.AccessToken == "" {
+		return d, errors.New("token response without access_token")
+	}
+	c.token = tok.AccessToken
+
+	var me userResponse
+	if err := c.do(ctx, http.MethodGet, "/api/v1/users/me", nil, &me); err != nil {
+		return d, err
+	}
+	d.AdminID, d.TenantID = me.ID, me.TenantID
+	if d.TenantID == "" {
+		d.TenantID = tok.TenantID
+	}
+
+	var member userResponse
+	err = c.do(ctx, http.MethodPost, "/api/v1/users", map[string]any{
+		"email": o.memberEmail, "password": o.password, "display_name": "Demo Member", "roles": []string{"member"},
+	}, &member)
+	switch {
+	case err == nil:
+		d.MemberID = member.ID
+	case statusOf(err) == http.StatusConflict:
+		id, err := findUser(ctx, c, o.memberEmail)
+		if err != nil {
+			return d, err
+		}
+		d.MemberID = id
+	default:
+		return d, err
+	}
+	if d.MemberID == "" {
+		return d, errors.New("no id for the demo member")
+	}
+	return d, nil
+}
+
+// findUser pages through the tenant's users for email.
+func findUser(ctx context.Context, c *apiClient, email string) (string, error) {
+	cursor := ""
+	for range 100 {
+		var page struct {
+			Data       []userResponse `json:"data"`
+			NextCursor string         `json:"next_cursor"`
+		}
+		q := url.Values{"limit": {"100"}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		if err := c.do(ctx, http.MethodGet, "/api/v1/users?"+q.Encode(), nil, &page); err != nil {
+			return "", err
+		}
+		for _, u := range page.Data {
+			if strings.EqualFold(u.Email, email) {
+				return u.ID, nil
+			}
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	return "", fmt.Errorf("user %s not found in the demo tenant", email)
+}
+
+// printTour writes the copy-paste curl tour.
+func printTour(w io.Writer, d demo, o options, natsURL string) {
+	api := strings.Replace(localURL(o.proxyAddr), "127.0.0.1", "localhost", 1)
+	metrics := strings.Replace(localURL(o.proxyAdmin), "127.0.0.1", "localhost", 1)
+	fmt.Fprintf(w, `
+Tollgate is running.
+  authproxy  %[1]s (admin %[9]s)   ->   coreapi %[10]s (admin %[11]s)
+  NATS       %[2]s
+  demo       tenant %[3]s
+             admin  %[4]s / %[5]s (owner)
+             member %[6]s (id %[7]s)
+
+# 1. Sign up a tenant of your own (creates the tenant and its owner)
+curl -s %[1]s/api/v1/auth/signup -H 'content-type: application/json' \
+  -d '{"email":"you@example.com","password":"a long passphrase 42","tenant_name":"Acme"}'
+
+# 2. Get a token as the demo admin
+TOKEN=$(curl -s %[1]s/api/v1/auth/token -H 'content-type: application/json' \
+  -d '{"grant_type":"password","email":"%[4]s","password":"%[5]s","tenant_id":"%[3]s"}' \
+  | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+
+# 3. Who am I (roles and permissions come from the proxy's cached projection)
+curl -s %[1]s/api/v1/users/me -H "authorization: Bearer $TOKEN"
+
+# 4. Grant the admin role to the demo member, and look at them
+curl -s -o /dev/null -w '%%{http_code}\n' -X PUT %[1]s/api/v1/users/%[7]s/roles/admin -H "authorization: Bearer $TOKEN"
+curl -s %[1]s/api/v1/users/%[7]s -H "authorization: Bearer $TOKEN"
+
+# 5. Revoke it again (the proxy's cache entry for the member is evicted over NATS)
+curl -s -o /dev/null -w '%%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[7]s/roles/admin -H "authorization: Bearer $TOKEN"
+
+# A forged identity header without a token gets 401: the proxy strips it
+curl -s -i %[1]s/api/v1/users/me -H 'X-Auth-User-Id: %[8]s'
+
+# Metrics
+curl -s %[9]s/metrics | grep -v '^#' | head
+
+Ctrl-C stops everything.
+`, api, natsURL, d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, d.AdminID, metrics, o.coreAddr, o.coreAdmin)
+}

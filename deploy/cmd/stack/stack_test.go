@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+func TestEnsureHMACKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "identity.key")
+
+	created, err := ensureHMACKey(path)
+	if err != nil || !created {
+		t.Fatalf("first ensureHMACKey = %v, %v; want true, nil", created, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Mode().Perm(); got != 0o600 {
+		t.Errorf("mode = %o, want 600", got)
+	}
+	first, _ := os.ReadFile(path)
+	key, err := identity.LoadKey("", path)
+	if err != nil {
+		t.Fatalf("LoadKey: %v", err)
+	}
+	if len(key) != 32 {
+		t.Errorf("key length = %d, want 32", len(key))
+	}
+
+	created, err = ensureHMACKey(path)
+	if err != nil || created {
+		t.Fatalf("second ensureHMACKey = %v, %v; want false, nil", created, err)
+	}
+	if again, _ := os.ReadFile(path); !bytes.Equal(again, first) {
+		t.Error("second run changed the key")
+	}
+
+	other := filepath.Join(dir, "other.key")
+	created2, _ := ensureHMACKey(other)
+	k2, _ := os.ReadFile(other)
+	if !created2 || bytes.Equal(k2, first) {
+		t.Error("two fresh keys are equal")
+	}
+}
+
+func TestEnsureHMACKeyKeepsABadFile(t *testing.T) {
+	for name, content := range map[string]string{
+		"short":      "c2hvcnQ=\n",
+		"not base64": "this is not a key!\n",
+		"empty":      "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "identity.key")
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := ensureHMACKey(path)
+			if err == nil || !strings.Contains(err.Error(), path) {
+				t.Fatalf("ensureHMACKey(bad) = %v, want an error naming the file", err)
+			}
+			if got, _ := os.ReadFile(path); string(got) != content {
+				t.Errorf("file changed to %q", got)
+			}
+		})
+	}
+}
+
+func TestPrefixWriter(t *testing.T) {
+	var out bytes.Buffer
+	w := newPrefixWriter(&out, "svc | ")
+	for _, chunk := range []string{"one\ntw", "o\n", "three", "\nfour"} {
+		if n, err := w.Write([]byte(chunk)); err != nil || n != len(chunk) {
+			t.Fatalf("Write(%q) = %d, %v", chunk, n, err)
+		}
+	}
+	want := "svc | one\nsvc | two\nsvc | three\n"
+	if got := out.String(); got != want {
+		t.Fatalf("before flush got %q, want %q", got, want)
+	}
+	w.Flush()
+	want += "svc | four\n"
+	if got := out.String(); got != want {
+		t.Fatalf("after flush got %q, want %q", got, want)
+	}
+
+	out.Reset()
+	long := strings.Repeat("x", maxLine+1)
+	_, _ = w.Write([]byte(long))
+	if got := out.String(); got != "svc | "+long+"\n" {
+		t.Fatalf("an over-long partial line was held (got %d bytes)", len(got))
+	}
+}
+
+func TestPortsFree(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	err = portsFree(addr)
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("portsFree(busy) = %v, want an error naming %s", err, addr)
+	}
+	l.Close()
+	if err := portsFree(addr); err != nil {
+		t.Fatalf("portsFree(free) = %v", err)
+	}
+}
+
+func TestLocalURL(t *testing.T) {
+	tests := map[string]string{
+		":8080":          "http://127.0.0.1:8080",
+		"0.0.0.0:9090":   "http://127.0.0.1:9090",
+		"127.0.0.1:8081": "http://127.0.0.1:8081",
+		"[::]:8080":      "http://127.0.0.1:8080",
+		"[::1]:8080":     "http://[::1]:8080",
+	}
+	for in, want := range tests {
+		if got := localURL(in); got != want {
+			t.Errorf("localURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestEmbeddedNATS starts two embedded servers (the second cannot have the
+// same port) and round-trips a message through each.
+func TestEmbeddedNATS(t *testing.T) {
+	var urls []string
+	for range 2 {
+		ns, err := startNATS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		urls = append(urls, ns.ClientURL())
+
+		nc, err := nats.Connect(ns.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := nc.SubscribeSync("auth.invalidate.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Publish("auth.invalidate.all", []byte(`{"at":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no message through %s: %v", ns.ClientURL(), err)
+		}
+		if string(msg.Data) != `{"at":1}` {
+			t.Errorf("got %q", msg.Data)
+		}
+		nc.Close()
+	}
+	if urls[0] == urls[1] {
+		t.Fatalf("both servers at %s", urls[0])
+	}
+}
+
+// TestMigrateTwice applies the migrations to a fresh database twice: the
+// second run of `make run` must find nothing to do and not fail.
+func TestMigrateTwice(t *testing.T) {
+	dbURL := freshDatabase(t)
+	for i := range 2 {
+		if err := migrate(context.Background(), dbURL, 30*time.Second); err != nil {
+			t.Fatalf("migrate #%d: %v", i+1, err)
+		}
+	}
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM information_schema.tables WHERE table_name = 'users'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("users table count = %d, %v; want 1", n, err)
+	}
+}
+
+func TestMigrateUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	err = migrate(context.Background(), "postgres://postgres@"+addr+"/x?sslmode=disable&connect_timeout=1", 500*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "database unreachable") {
+		t.Fatalf("migrate(unreachable) = %v, want a database unreachable error", err)
+	}
+}
+
+// adminURL is the server tests create databases on (as coreapi's dbtest).
+func adminURL() string {
+	if u := os.Getenv("DATABASE_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// freshDatabase creates an empty database and drops it after the test. An
+// unreachable server fails the test.
+func freshDatabase(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, adminURL())
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL (set DATABASE_URL or use `make test`): %v", err)
+	}
+	defer admin.Close(ctx)
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	name := "stack_" + hex.EncodeToString(rnd[:])
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, adminURL())
+		if err != nil {
+			t.Errorf("drop %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(adminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
