@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+)
+
+// keysCmd is `coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]`.
+func keysCmd(_ context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "generate" {
+		return fmt.Errorf("keys: want `keys generate -dir DIR [-alg EdDSA|ES256|RS256]`")
+	}
+	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
+	dir := fs.String("dir", getenv("SIGNING_KEYS_DIR"), "directory of the signing keys (default $SIGNING_KEYS_DIR)")
+	alg := fs.String("alg", "EdDSA", "key algorithm: EdDSA, ES256 or RS256")
+	if err := parseFlags(fs, args[1:], stdout); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return fmt.Errorf("keys generate: -dir is required")
+	}
+	kid, err := keys.Generate(*dir, *alg, time.Now())
+	if err != nil {
+		return fmt.Errorf("keys generate: %w", err)
+	}
+	_, err = fmt.Fprintln(stdout, kid)
+	return err
+}

@@ -1,0 +1,68 @@
+// Command coreapi is Tollgate's core API: tenants, users, roles, sign-in and
+// the internal projection endpoint, behind authproxy.
+//
+//	coreapi [serve] [-check-config]
+//	coreapi migrate up|down|status [-all]
+//	coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "coreapi:", err)
+		os.Exit(1)
+	}
+}
+
+// command is one subcommand; args exclude its name.
+type command func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error
+
+// commands lists the subcommands. Add one by adding an entry here and its
+// function in its own file of this package.
+func commands() map[string]command {
+	return map[string]command{
+		"serve":   serve,
+		"migrate": migrate,
+		"keys":    keysCmd, // keys.go
+	}
+}
+
+// run is the whole program, testable: args without the program name,
+// getenv for configuration, stdout for logs and command output.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	name := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		name, args = args[0], args[1:]
+	}
+	cmd, ok := commands()[name]
+	if !ok {
+		return fmt.Errorf("unknown command %q (want serve, migrate or keys)", name)
+	}
+	return cmd(ctx, args, getenv, stdout)
+}
+
+// errUsage is returned by flag parsing with -h.
+var errUsage = errors.New("usage")
+
+func parseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
+	fs.SetOutput(out)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errUsage
+		}
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	checkOnly := fs.Bool("check-config", false, "validate the configuration, print it with secrets masked, and exit")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	if *checkOnly {
+		_, err := fmt.Fprint(stdout, cfg.String(), "configuration ok\n")
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log.Info("starting", "config", cfg)
+
+	pool, err := pgtrace.NewPool(ctx, cfg.DatabaseURL, pgtrace.PoolOptions{MaxConns: cfg.DBMaxConns, ExecMode: cfg.ExecMode()})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	signer, err := identity.NewSigner(cfg.IdentityKey, identity.DefaultWindow)
+	if err != nil {
+		return fmt.Errorf("identity signer: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	opts := httpapi.Options{
+		Logger:         log,
+		Pool:           pool,
+		Signer:         signer,
+		CursorKey:      httpapi.DeriveCursorKey(cfg.IdentityKey),
+		Registerer:     reg,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		AccessTokenTTL: cfg.AccessTokenTTL,
+	}
+	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
+	// it sets opts.Passwords, appends to opts.Register and
+	// opts.ErrorMappers, and starts its background workers on g below.
+	bg, err := wireSignIn(ctx, cfg, log, pool, reg, &opts)
+	if err != nil {
+		return err
+	}
+
+	srv, err := httpapi.New(opts)
+	if err != nil {
+		return err
+	}
+	admin := httpapi.NewAdmin(pool, reg)
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("listen admin: %w", err)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ln) })
+	g.Go(func() error { return admin.Serve(adminLn) })
+	for _, w := range bg {
+		g.Go(func() error { return w(gctx) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		return shutdown(log, cfg.ShutdownTimeout, admin, srv)
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("stopped")
+	return err
+}
+
+// shutdown marks the service not ready, drains the public server within
+// the deadline, then stops the admin server. The pool closes after.
+func shutdown(log *slog.Logger, timeout time.Duration, admin *httpapi.Admin, srv *httpapi.Server) error {
+	log.Info("shutting down", "timeout", timeout)
+	admin.SetNotReady()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := srv.Shutdown(ctx)
+	if aerr := admin.Shutdown(ctx); err == nil {
+		err = aerr
+	}
+	return err
+}

@@ -1,0 +1,347 @@
+// Package apitest runs the real coreapi HTTP server on 127.0.0.1:0 against a
+// fresh PostgreSQL database for tests in other packages, with a client that
+// signs identity headers the way authproxy does, per-request query
+// accounting, seeding helpers, and validation of every response against the
+// OpenAPI document.
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+)
+
+// Key is the identity HMAC key of every test server.
+var key = []byte("apitest-identity-key-0123456789abcdef")
+
+// Key returns the identity HMAC key the test server trusts.
+func Key() []byte { return bytes.Clone(key) }
+
+// Options adjust the test server.
+type Options struct {
+	// Configure edits the server options before the server is built (add
+	// Register hooks, ErrorMappers, Passwords, MaxBodyBytes...).
+	Configure func(*httpapi.Options)
+	// AllowUndocumented skips OpenAPI validation of routes the document
+	// does not describe (instead of failing the test).
+	AllowUndocumented bool
+}
+
+// Env is one running test server.
+type Env struct {
+	DB       *dbtest.DB
+	Server   *httpapi.Server
+	URL      string // http://127.0.0.1:port
+	Signer   *identity.Signer
+	Registry *prometheus.Registry
+	Client   *http.Client
+
+	validator  *openapi.Validator
+	allowUndoc bool
+	mu         sync.Mutex
+	stats      map[string]httpapi.RequestStats
+}
+
+// Start creates a database, starts the server on a random loopback port,
+// and stops both when the test ends.
+func Start(t testing.TB, o Options) *Env {
+	t.Helper()
+	db := dbtest.New(t)
+	// A second pool with the query tracer: dbtest's pool is for seeding.
+	pool, err := pgtrace.NewPool(context.Background(), db.URL, pgtrace.PoolOptions{MaxConns: 8})
+	if err != nil {
+		t.Fatalf("apitest: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	signer, err := identity.NewSigner(key, identity.DefaultWindow)
+	if err != nil {
+		t.Fatalf("apitest: %v", err)
+	}
+	v, err := openapi.NewValidator()
+	if err != nil {
+		t.Fatalf("apitest: openapi document: %v", err)
+	}
+	e := &Env{
+		DB: db, Signer: signer, Registry: prometheus.NewRegistry(),
+		Client:     &http.Client{Timeout: 30 * time.Second},
+		validator:  v,
+		allowUndoc: o.AllowUndocumented,
+		stats:      map[string]httpapi.RequestStats{},
+	}
+	opts := httpapi.Options{
+		Logger:     slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Pool:       pool,
+		Signer:     signer,
+		CursorKey:  httpapi.DeriveCursorKey(key),
+		Registerer: e.Registry,
+		Observe: func(s httpapi.RequestStats) {
+			e.mu.Lock()
+			e.stats[s.RequestID] = s
+			e.mu.Unlock()
+		},
+	}
+	if o.Configure != nil {
+		o.Configure(&opts)
+	}
+	srv, err := httpapi.New(opts)
+	if err != nil {
+		t.Fatalf("apitest: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("apitest: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("apitest: shutdown: %v", err)
+		}
+		<-done
+	})
+	e.Server = srv
+	e.URL = "http://" + ln.Addr().String()
+	return e
+}
+
+// Request is one HTTP request to the test server.
+type Request struct {
+	Method string
+	Path   string // path and query, e.g. "/api/v1/users?limit=5"
+	// Body is sent as JSON unless it is []byte or string (sent as is).
+	Body        any
+	ContentType string // default application/json when Body is set
+	Header      http.Header
+	// As signs the identity headers for this caller (nil: no identity).
+	As *identity.Identity
+	// Service signs an empty identity (internal endpoints).
+	Service bool
+	// SignedAt overrides the signature time (zero: now).
+	SignedAt time.Time
+	// SignPath overrides the path+query that is signed (to test forgery).
+	SignPath string
+}
+
+// Response is the server's answer plus what the server did for it.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	// Stats is the server-side record of this request (queries,
+	// transactions, route).
+	Stats httpapi.RequestStats
+}
+
+// JSON decodes the body into v, failing the test on error.
+func (r Response) JSON(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// Problem decodes a problem+json body.
+func (r Response) Problem(t testing.TB) problem.Problem {
+	t.Helper()
+	if ct := r.Header.Get("Content-Type"); ct != problem.ContentType {
+		t.Fatalf("content type %q, want %s; body %s", ct, problem.ContentType, r.Body)
+	}
+	var p problem.Problem
+	r.JSON(t, &p)
+	return p
+}
+
+// Do sends req and validates the response against the OpenAPI document.
+func (e *Env) Do(t testing.TB, req Request) Response {
+	t.Helper()
+	var body io.Reader
+	var raw []byte
+	switch b := req.Body.(type) {
+	case nil:
+	case []byte:
+		raw = b
+	case string:
+		raw = []byte(b)
+	default:
+		var err error
+		if raw, err = json.Marshal(b); err != nil {
+			t.Fatalf("encode body: %v", err)
+		}
+	}
+	if req.Body != nil {
+		body = bytes.NewReader(raw)
+	}
+	hr, err := http.NewRequest(req.Method, e.URL+req.Path, body)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	for k, vs := range req.Header {
+		hr.Header[k] = vs
+	}
+	if req.Body != nil {
+		ct := req.ContentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		hr.Header.Set("Content-Type", ct)
+	}
+	rid := hr.Header.Get(requestid.Header)
+	if rid == "" {
+		rid = requestid.New()
+		hr.Header.Set(requestid.Header, rid)
+	}
+	if req.As != nil || req.Service {
+		var id identity.Identity
+		if req.As != nil {
+			id = *req.As
+		}
+		e.sign(hr, id, req)
+	}
+	resp, err := e.Client.Do(hr)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.Path, err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", req.Method, req.Path, err)
+	}
+	out := Response{Status: resp.StatusCode, Header: resp.Header, Body: rb}
+	e.mu.Lock()
+	out.Stats = e.stats[rid]
+	e.mu.Unlock()
+
+	if err := e.validator.ValidateResponse(hr, raw, resp.StatusCode, resp.Header, rb); err != nil {
+		if !(e.allowUndoc && openapi.IsUndocumented(err)) {
+			t.Errorf("%s %s -> %d: response does not match the OpenAPI document: %v\nbody: %s",
+				req.Method, req.Path, resp.StatusCode, err, rb)
+		}
+	}
+	return out
+}
+
+func (e *Env) sign(hr *http.Request, id identity.Identity, req Request) {
+	at := req.SignedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	ts := at.UnixMilli()
+	path := req.SignPath
+	if path == "" {
+		path = hr.URL.RequestURI()
+	}
+	h := hr.Header
+	if id.UserID != "" {
+		h.Set(identity.HeaderUserID, id.UserID)
+	}
+	if id.TenantID != "" {
+		h.Set(identity.HeaderTenantID, id.TenantID)
+	}
+	if id.SessionID != "" {
+		h.Set(identity.HeaderSessionID, id.SessionID)
+	}
+	if len(id.Roles) > 0 {
+		h.Set(identity.HeaderRoles, identity.JoinList(id.Roles))
+	}
+	if len(id.Permissions) > 0 {
+		h.Set(identity.HeaderPermissions, identity.JoinList(id.Permissions))
+	}
+	h.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	h.Set(identity.HeaderSignature, e.Signer.Sign(ts, hr.Method, path, id))
+}
+
+// Get is Do for a GET as caller.
+func (e *Env) Get(t testing.TB, as *identity.Identity, path string) Response {
+	t.Helper()
+	return e.Do(t, Request{Method: http.MethodGet, Path: path, As: as})
+}
+
+// Send is Do for a request with a JSON body (nil: none) as caller.
+func (e *Env) Send(t testing.TB, as *identity.Identity, method, path string, body any) Response {
+	t.Helper()
+	return e.Do(t, Request{Method: method, Path: path, Body: body, As: as})
+}
+
+// --- seeding ---
+
+// Tx runs fn in a transaction on the seeding pool.
+func (e *Env) Tx(t testing.TB, fn func(tx pgx.Tx) error) {
+	t.Helper()
+	if err := pgx.BeginFunc(context.Background(), e.DB.Pool, fn); err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+}
+
+// SeedTenant creates a tenant with its built-in roles.
+func (e *Env) SeedTenant(t testing.TB, name string) tenants.Tenant {
+	t.Helper()
+	var ten tenants.Tenant
+	e.Tx(t, func(tx pgx.Tx) error {
+		var err error
+		ten, err = tenants.Create(context.Background(), tx, name)
+		return err
+	})
+	return ten
+}
+
+// SeedUser creates a user (no password) and returns its id.
+func (e *Env) SeedUser(t testing.TB, email, displayName string) string {
+	t.Helper()
+	const q = `INSERT INTO users (email, display_name) VALUES ($1, $2) RETURNING id::text`
+	var id string
+	if err := e.DB.Pool.QueryRow(context.Background(), q, email, displayName).Scan(&id); err != nil {
+		t.Fatalf("seed user: %v", err)
+	}
+	return id
+}
+
+// SeedMember makes a user a member of a tenant with roles.
+func (e *Env) SeedMember(t testing.TB, tenantID, userID string, roleNames ...string) {
+	t.Helper()
+	e.Tx(t, func(tx pgx.Tx) error {
+		return tenants.AddMember(context.Background(), tx, tenantID, userID, roleNames...)
+	})
+}
+
+// SeedUserIn creates a user who is a member of tenantID with roles, and
+// returns the identity authproxy would forward for them.
+func (e *Env) SeedUserIn(t testing.TB, tenantID, email string, roleNames ...string) identity.Identity {
+	t.Helper()
+	uid := e.SeedUser(t, email, "")
+	e.SeedMember(t, tenantID, uid, roleNames...)
+	return e.IdentityOf(t, uid, tenantID)
+}
+
+// IdentityOf builds the identity authproxy would forward for a user in a
+// tenant, from the current projection.
+func (e *Env) IdentityOf(t testing.TB, userID, tenantID string) identity.Identity {
+	t.Helper()
+	p, err := projection.NewStore(e.DB.Pool, 15*time.Minute).Get(context.Background(), userID, tenantID)
+	if err != nil {
+		t.Fatalf("identity of %s in %s: %v", userID, tenantID, err)
+	}
+	return identity.Identity{UserID: p.UserID, TenantID: p.TenantID, Roles: p.Roles, Permissions: p.Permissions}
+}

@@ -1,0 +1,130 @@
+// Package audit records who changed what in a tenant (written in the same
+// transaction as the change) and lists those records newest first.
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Event is one audit record to write.
+type Event struct {
+	TenantID    string
+	ActorUserID string // empty for system actions
+	Action      string // e.g. "user.role_granted"
+	TargetType  string // "user", "role", "tenant"
+	TargetID    string
+	Data        any // marshalled to JSON; nil means {}
+	RequestID   string
+}
+
+const qInsert = `
+INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
+VALUES ($1, NULLIF($2, '')::uuid, $3, $4, $5, $6, $7)`
+
+func args(e Event) ([]any, error) {
+	data := []byte("{}")
+	if e.Data != nil {
+		b, err := json.Marshal(e.Data)
+		if err != nil {
+			return nil, fmt.Errorf("marshal audit data: %w", err)
+		}
+		data = b
+	}
+	return []any{e.TenantID, e.ActorUserID, e.Action, e.TargetType, e.TargetID, data, e.RequestID}, nil
+}
+
+// Write inserts e inside the caller's transaction.
+func Write(ctx context.Context, tx pgx.Tx, e Event) error {
+	a, err := args(e)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, qInsert, a...); err != nil {
+		return fmt.Errorf("write audit event: %w", err)
+	}
+	return nil
+}
+
+// Queue adds the insert of e to a batch sent inside the caller's transaction.
+func Queue(b *pgx.Batch, e Event) error {
+	a, err := args(e)
+	if err != nil {
+		return err
+	}
+	b.Queue(qInsert, a...)
+	return nil
+}
+
+// Record is one stored audit event.
+type Record struct {
+	ID          int64           `json:"id"`
+	ActorUserID *string         `json:"actor_user_id"`
+	Action      string          `json:"action"`
+	TargetType  string          `json:"target_type"`
+	TargetID    string          `json:"target_id"`
+	Data        json.RawMessage `json:"data"`
+	RequestID   string          `json:"request_id"`
+	CreatedAt   time.Time       `json:"created_at"`
+	Total       int64           `json:"-"`
+}
+
+// Store reads audit events.
+type Store struct {
+	db Querier
+}
+
+// Querier is what Store needs from a pool.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// NewStore returns a Store reading through db.
+func NewStore(db Querier) *Store { return &Store{db: db} }
+
+// ListParams selects a page: events with id below BeforeID (0 = newest),
+// at most Limit of them.
+type ListParams struct {
+	TenantID     string
+	BeforeID     int64
+	Limit        int
+	IncludeTotal bool
+}
+
+// List returns up to p.Limit events, newest first, in one query. With
+// IncludeTotal, every record carries the tenant's total event count.
+func (s *Store) List(ctx context.Context, p ListParams) ([]Record, error) {
+	const q = `
+SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at, 0::bigint AS total
+FROM audit_events
+WHERE tenant_id = $1 AND ($2::bigint = 0 OR id < $2)
+ORDER BY id DESC
+LIMIT $3`
+	const qTotal = `
+SELECT * FROM (
+    SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at,
+           count(*) OVER () AS total
+    FROM audit_events
+    WHERE tenant_id = $1
+) a
+WHERE ($2::bigint = 0 OR id < $2)
+ORDER BY id DESC
+LIMIT $3`
+	sql := q
+	if p.IncludeTotal {
+		sql = qTotal
+	}
+	rows, err := s.db.Query(ctx, sql, p.TenantID, p.BeforeID, p.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit events: %w", err)
+	}
+	recs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Record])
+	if err != nil {
+		return nil, fmt.Errorf("list audit events: %w", err)
+	}
+	return recs, nil
+}

@@ -1,0 +1,441 @@
+// Package config loads coreapi's configuration from the environment
+// (12-factor), applies defaults, and validates it, reporting every problem at
+// once. Secrets are masked whenever the configuration is printed or logged.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// Defaults of the optional settings.
+const (
+	DefaultListenAddr        = "127.0.0.1:8081"
+	DefaultAdminAddr         = "127.0.0.1:9091"
+	DefaultNATSURL           = "nats://127.0.0.1:4222"
+	DefaultTokenIssuer       = "http://localhost:8080"
+	DefaultTokenAudience     = "tollgate"
+	DefaultAccessTokenTTL    = 15 * time.Minute
+	DefaultRefreshTokenTTL   = 720 * time.Hour
+	DefaultRefreshReuseGrace = 10 * time.Second
+	DefaultSigningAlg        = "EdDSA"
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultShutdownTimeout   = 15 * time.Second
+	MinDBMaxConns            = 8
+)
+
+// ExecModes maps DB_EXEC_MODE values to pgx exec modes. cache_statement is
+// the default; the others exist for PgBouncer in transaction mode.
+var execModes = map[string]pgx.QueryExecMode{
+	"cache_statement": pgx.QueryExecModeCacheStatement,
+	"cache_describe":  pgx.QueryExecModeCacheDescribe,
+	"describe_exec":   pgx.QueryExecModeDescribeExec,
+	"exec":            pgx.QueryExecModeExec,
+	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+}
+
+// SigningAlgs are the accepted values of SIGNING_ALG.
+var signingAlgs = []string{"EdDSA", "ES256", "RS256"}
+
+// OIDCProvider is one configured OpenID Connect provider.
+type OIDCProvider struct {
+	Name         string // lower-case, as listed in OIDC_PROVIDERS; used in routes
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	RedirectURL  string
+	Scopes       []string
+}
+
+// LogValue masks the client secret.
+func (p OIDCProvider) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("name", p.Name),
+		slog.String("issuer", p.Issuer),
+		slog.String("client_id", p.ClientID),
+		slog.String("client_secret", mask(p.ClientSecret)),
+		slog.String("redirect_url", p.RedirectURL),
+		slog.String("scopes", strings.Join(p.Scopes, " ")),
+	)
+}
+
+// Config is coreapi's whole configuration.
+type Config struct {
+	ListenAddr  string
+	AdminAddr   string
+	DatabaseURL string
+	DBMaxConns  int32
+	DBExecMode  string
+	// IdentityKey is the decoded HMAC key shared with authproxy.
+	IdentityKey []byte
+	// IdentityKeyFile is where the key came from, if it came from a file.
+	IdentityKeyFile string
+	NATSURL         string
+
+	TokenIssuer       string
+	TokenAudience     string
+	AccessTokenTTL    time.Duration
+	RefreshTokenTTL   time.Duration
+	RefreshReuseGrace time.Duration
+	SigningKeysDir    string
+	SigningAlg        string
+	OIDCProviders     []OIDCProvider
+
+	MaxBodyBytes    int
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+}
+
+// ExecMode returns the pgx exec mode named by DBExecMode.
+func (c Config) ExecMode() pgx.QueryExecMode {
+	if m, ok := execModes[c.DBExecMode]; ok {
+		return m
+	}
+	return pgx.QueryExecModeCacheStatement
+}
+
+// Load reads the configuration through getenv (os.Getenv in production)
+// and validates it. The error lists every problem found, one per line.
+func Load(getenv func(string) string) (Config, error) {
+	l := loader{getenv: getenv}
+	c := Config{
+		ListenAddr:      l.str("COREAPI_LISTEN_ADDR", DefaultListenAddr),
+		AdminAddr:       l.str("COREAPI_ADMIN_ADDR", DefaultAdminAddr),
+		DatabaseURL:     l.str("DATABASE_URL", ""),
+		DBExecMode:      l.str("DB_EXEC_MODE", "cache_statement"),
+		IdentityKeyFile: l.str("IDENTITY_HMAC_KEY_FILE", ""),
+		NATSURL:         l.str("NATS_URL", DefaultNATSURL),
+		TokenIssuer:     l.str("TOKEN_ISSUER", DefaultTokenIssuer),
+		TokenAudience:   l.str("TOKEN_AUDIENCE", DefaultTokenAudience),
+		SigningKeysDir:  l.str("SIGNING_KEYS_DIR", ""),
+		SigningAlg:      l.str("SIGNING_ALG", DefaultSigningAlg),
+
+		AccessTokenTTL:    l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
+		RefreshTokenTTL:   l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
+		RefreshReuseGrace: l.duration("REFRESH_REUSE_GRACE", DefaultRefreshReuseGrace),
+		ShutdownTimeout:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		MaxBodyBytes:      l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
+	}
+	defaultConns := max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)
+	c.DBMaxConns = int32(l.integer("DB_MAX_CONNS", defaultConns))
+
+	if err := c.LogLevel.UnmarshalText([]byte(l.str("LOG_LEVEL", "info"))); err != nil {
+		l.fail("LOG_LEVEL: want debug, info, warn or error, got %q", getenv("LOG_LEVEL"))
+	}
+
+	keyText := getenv("IDENTITY_HMAC_KEY")
+	if key, err := identity.LoadKey(keyText, c.IdentityKeyFile); err != nil {
+		l.fail("IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE: %v", err)
+	} else {
+		c.IdentityKey = key
+	}
+
+	if c.DatabaseURL == "" {
+		l.fail("DATABASE_URL: required")
+	} else if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
+		l.fail("DATABASE_URL: not a valid connection string")
+	}
+	if c.DBMaxConns < MinDBMaxConns {
+		l.fail("DB_MAX_CONNS: %d is below the minimum of %d", c.DBMaxConns, MinDBMaxConns)
+	}
+	if _, ok := execModes[c.DBExecMode]; !ok {
+		l.fail("DB_EXEC_MODE: want cache_statement, cache_describe, describe_exec, exec or simple_protocol, got %q", c.DBExecMode)
+	}
+	l.addr("COREAPI_LISTEN_ADDR", c.ListenAddr)
+	l.addr("COREAPI_ADMIN_ADDR", c.AdminAddr)
+	l.url("NATS_URL", c.NATSURL, "nats", "tls")
+	l.url("TOKEN_ISSUER", c.TokenIssuer, "http", "https")
+	if c.TokenAudience == "" {
+		l.fail("TOKEN_AUDIENCE: must not be empty")
+	}
+	l.positive("ACCESS_TOKEN_TTL", c.AccessTokenTTL)
+	l.positive("REFRESH_TOKEN_TTL", c.RefreshTokenTTL)
+	if c.RefreshReuseGrace < 0 {
+		l.fail("REFRESH_REUSE_GRACE: must not be negative")
+	}
+	if c.RefreshTokenTTL > 0 && c.AccessTokenTTL > c.RefreshTokenTTL {
+		l.fail("ACCESS_TOKEN_TTL: %s is longer than REFRESH_TOKEN_TTL %s", c.AccessTokenTTL, c.RefreshTokenTTL)
+	}
+	l.positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	if c.MaxBodyBytes < 1024 {
+		l.fail("MAX_BODY_BYTES: %d is below the minimum of 1024", c.MaxBodyBytes)
+	}
+	if c.SigningKeysDir == "" {
+		l.fail("SIGNING_KEYS_DIR: required (create keys with `coreapi keys generate -dir DIR`)")
+	}
+	validAlg := false
+	for _, a := range signingAlgs {
+		validAlg = validAlg || a == c.SigningAlg
+	}
+	if !validAlg {
+		l.fail("SIGNING_ALG: want EdDSA, ES256 or RS256, got %q", c.SigningAlg)
+	}
+	c.OIDCProviders = l.oidc()
+
+	if len(l.problems) > 0 {
+		return c, &Error{Problems: l.problems}
+	}
+	return c, nil
+}
+
+// Error lists every configuration problem found.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// DatabaseURLFrom returns DATABASE_URL for commands that need nothing else
+// (migrate).
+func DatabaseURLFrom(getenv func(string) string) (string, error) {
+	u := getenv("DATABASE_URL")
+	if u == "" {
+		return "", errors.New("DATABASE_URL: required")
+	}
+	if _, err := pgx.ParseConfig(u); err != nil {
+		return "", errors.New("DATABASE_URL: not a valid connection string")
+	}
+	return u, nil
+}
+
+// String renders the configuration with secrets masked.
+func (c Config) String() string {
+	var b strings.Builder
+	row := func(k, v string) { fmt.Fprintf(&b, "%s=%s\n", k, v) }
+	row("COREAPI_LISTEN_ADDR", c.ListenAddr)
+	row("COREAPI_ADMIN_ADDR", c.AdminAddr)
+	row("DATABASE_URL", redactURL(c.DatabaseURL))
+	row("DB_MAX_CONNS", strconv.Itoa(int(c.DBMaxConns)))
+	row("DB_EXEC_MODE", c.DBExecMode)
+	row("IDENTITY_HMAC_KEY", mask(string(c.IdentityKey)))
+	row("IDENTITY_HMAC_KEY_FILE", c.IdentityKeyFile)
+	row("NATS_URL", redactURL(c.NATSURL))
+	row("TOKEN_ISSUER", c.TokenIssuer)
+	row("TOKEN_AUDIENCE", c.TokenAudience)
+	row("ACCESS_TOKEN_TTL", c.AccessTokenTTL.String())
+	row("REFRESH_TOKEN_TTL", c.RefreshTokenTTL.String())
+	row("REFRESH_REUSE_GRACE", c.RefreshReuseGrace.String())
+	row("SIGNING_KEYS_DIR", c.SigningKeysDir)
+	row("SIGNING_ALG", c.SigningAlg)
+	names := make([]string, len(c.OIDCProviders))
+	for i, p := range c.OIDCProviders {
+		names[i] = p.Name
+	}
+	row("OIDC_PROVIDERS", strings.Join(names, ","))
+	for _, p := range c.OIDCProviders {
+		pre := "OIDC_" + strings.ToUpper(p.Name) + "_"
+		row(pre+"ISSUER", p.Issuer)
+		row(pre+"CLIENT_ID", p.ClientID)
+		row(pre+"CLIENT_SECRET", mask(p.ClientSecret))
+		row(pre+"REDIRECT_URL", p.RedirectURL)
+		row(pre+"SCOPES", strings.Join(p.Scopes, " "))
+	}
+	row("MAX_BODY_BYTES", strconv.Itoa(c.MaxBodyBytes))
+	row("SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String())
+	row("LOG_LEVEL", strings.ToLower(c.LogLevel.String()))
+	return b.String()
+}
+
+// LogValue renders the configuration for slog with secrets masked.
+func (c Config) LogValue() slog.Value {
+	provs := make([]slog.Attr, len(c.OIDCProviders))
+	for i, p := range c.OIDCProviders {
+		provs[i] = slog.Attr{Key: p.Name, Value: p.LogValue()}
+	}
+	return slog.GroupValue(
+		slog.String("listen_addr", c.ListenAddr),
+		slog.String("admin_addr", c.AdminAddr),
+		slog.String("database_url", redactURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", int(c.DBMaxConns)),
+		slog.String("db_exec_mode", c.DBExecMode),
+		slog.String("identity_hmac_key", mask(string(c.IdentityKey))),
+		slog.String("nats_url", redactURL(c.NATSURL)),
+		slog.String("token_issuer", c.TokenIssuer),
+		slog.String("token_audience", c.TokenAudience),
+		slog.Duration("access_token_ttl", c.AccessTokenTTL),
+		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
+		slog.Duration("refresh_reuse_grace", c.RefreshReuseGrace),
+		slog.String("signing_keys_dir", c.SigningKeysDir),
+		slog.String("signing_alg", c.SigningAlg),
+		slog.Attr{Key: "oidc_providers", Value: slog.GroupValue(provs...)},
+		slog.Int("max_body_bytes", c.MaxBodyBytes),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("log_level", c.LogLevel.String()),
+	)
+}
+
+func mask(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "********"
+}
+
+func redactURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		// Key/value connection strings may hold a password anywhere.
+		return "********"
+	}
+	return u.Redacted()
+}
+
+type loader struct {
+	getenv   func(string) string
+	problems []string
+}
+
+func (l *loader) fail(format string, args ...any) {
+	l.problems = append(l.problems, fmt.Sprintf(format, args...))
+}
+
+func (l *loader) str(name, def string) string {
+	if v := strings.TrimSpace(l.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (l *loader) duration(name string, def time.Duration) time.Duration {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		l.fail("%s: want a duration like 15m or 10s, got %q", name, v)
+		return def
+	}
+	return d
+}
+
+func (l *loader) integer(name string, def int) int {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n > 1<<30 {
+		l.fail("%s: want an integer, got %q", name, v)
+		return def
+	}
+	return n
+}
+
+func (l *loader) positive(name string, d time.Duration) {
+	if d <= 0 {
+		l.fail("%s: must be positive", name)
+	}
+}
+
+func (l *loader) addr(name, v string) {
+	if _, port, err := net.SplitHostPort(v); err != nil {
+		l.fail("%s: want host:port, got %q", name, v)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		l.fail("%s: bad port in %q", name, v)
+	}
+}
+
+func (l *loader) url(name, v string, schemes ...string) {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		l.fail("%s: want an absolute URL, got %q", name, v)
+		return
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return
+		}
+	}
+	l.fail("%s: scheme %q not one of %s", name, u.Scheme, strings.Join(schemes, ", "))
+}
+
+func (l *loader) oidc() []OIDCProvider {
+	list := strings.TrimSpace(l.getenv("OIDC_PROVIDERS"))
+	if list == "" {
+		return nil
+	}
+	var out []OIDCProvider
+	seen := map[string]bool{}
+	for _, raw := range strings.Split(list, ",") {
+		name := strings.ToLower(strings.TrimSpace(raw))
+		if name == "" {
+			continue
+		}
+		if !validProviderName(name) {
+			l.fail("OIDC_PROVIDERS: provider name %q: want [a-z0-9_], starting with a letter", name)
+			continue
+		}
+		if seen[name] {
+			l.fail("OIDC_PROVIDERS: %q listed twice", name)
+			continue
+		}
+		seen[name] = true
+		pre := "OIDC_" + strings.ToUpper(name) + "_"
+		p := OIDCProvider{
+			Name:         name,
+			Issuer:       l.str(pre+"ISSUER", ""),
+			ClientID:     l.str(pre+"CLIENT_ID", ""),
+			ClientSecret: l.str(pre+"CLIENT_SECRET", ""),
+			RedirectURL:  l.str(pre+"REDIRECT_URL", ""),
+			Scopes:       strings.Fields(strings.ReplaceAll(l.str(pre+"SCOPES", "openid email profile"), ",", " ")),
+		}
+		if p.Issuer == "" {
+			l.fail("%sISSUER: required for provider %q", pre, name)
+		} else {
+			l.url(pre+"ISSUER", p.Issuer, "http", "https")
+		}
+		if p.ClientID == "" {
+			l.fail("%sCLIENT_ID: required for provider %q", pre, name)
+		}
+		if p.ClientSecret == "" {
+			l.fail("%sCLIENT_SECRET: required for provider %q", pre, name)
+		}
+		if p.RedirectURL == "" {
+			l.fail("%sREDIRECT_URL: required for provider %q", pre, name)
+		} else {
+			l.url(pre+"REDIRECT_URL", p.RedirectURL, "http", "https")
+		}
+		hasOpenID := false
+		for _, s := range p.Scopes {
+			hasOpenID = hasOpenID || s == "openid"
+		}
+		if !hasOpenID {
+			l.fail("%sSCOPES: must include openid", pre)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func validProviderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+		case (c >= '0' && c <= '9') || c == '_':
+			if i == 0 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return len(s) > 0 && len(s) <= 32
+}

@@ -1,0 +1,72 @@
+package httpapi
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Pinger is what readiness checks: the database pool.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Admin is the operations server: /healthz (the process is alive),
+// /readyz (the database answers and shutdown has not begun) and /metrics.
+type Admin struct {
+	srv      *http.Server
+	db       Pinger
+	stopping atomic.Bool
+}
+
+// NewAdmin builds the admin server; gatherer is the registry /metrics
+// serves.
+func NewAdmin(db Pinger, gatherer prometheus.Gatherer) *Admin {
+	a := &Admin{db: db}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", a.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return a
+}
+
+func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if a.stopping.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("shutting down\n"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.db.Ping(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("database unreachable\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// SetNotReady makes /readyz fail from now on (the first step of shutdown,
+// so load balancers stop sending before the listener closes).
+func (a *Admin) SetNotReady() { a.stopping.Store(true) }
+
+// Serve serves on ln until Shutdown.
+func (a *Admin) Serve(ln net.Listener) error {
+	if err := a.srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops the admin server, waiting for requests until ctx expires.
+func (a *Admin) Shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }

@@ -1,0 +1,91 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+)
+
+// domainErrors maps the domain packages' sentinel errors to HTTP; this and
+// handleError are the only places that know about statuses for them.
+func domainProblem(err error) *problem.Problem {
+	table := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{users.ErrNotFound, 404, problem.CodeNotFound},
+		{roles.ErrNotFound, 404, problem.CodeNotFound},
+		{tenants.ErrNotFound, 404, problem.CodeNotFound},
+		{projection.ErrNotFound, 404, problem.CodeNotFound},
+		{users.ErrAlreadyMember, 409, "already_member"},
+		{users.ErrExistingUserPassword, 409, "user_exists"},
+		{users.ErrLastOwner, 409, "last_owner"},
+		{roles.ErrNameTaken, 409, "role_name_taken"},
+		{roles.ErrBuiltin, 409, "builtin_role"},
+		{roles.ErrEscalation, 403, problem.CodeForbidden},
+		{tenants.ErrUnknownRole, 422, problem.CodeValidation},
+		{users.ErrNoHasher, 501, "not_implemented"},
+	}
+	for _, e := range table {
+		if errors.Is(err, e.err) {
+			return problem.New(e.status, e.code, e.err.Error())
+		}
+	}
+	return nil
+}
+
+// handleError is the Fiber ErrorHandler: every error leaving a handler or
+// middleware becomes an application/problem+json response here.
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	p := s.toProblem(c, err)
+	rid := RequestIDOf(c)
+	if rid == "" { // errors raised before the middleware ran (e.g. 413)
+		rid = requestid.New()
+		c.Set(requestid.Header, rid)
+	}
+	p = p.With(rid, c.Path())
+	c.Set(fiber.HeaderContentType, problem.ContentType)
+	return c.Status(p.Status).Send(p.JSON())
+}
+
+func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
+	var p *problem.Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	for _, m := range s.mappers {
+		if p := m(err); p != nil {
+			return p
+		}
+	}
+	if p := domainProblem(err); p != nil {
+		return p
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		switch fe.Code {
+		case fiber.StatusNotFound:
+			return problem.New(fe.Code, problem.CodeNotFound, "no such route")
+		case fiber.StatusMethodNotAllowed:
+			return problem.New(fe.Code, problem.CodeMethodNotAllowed, "method not allowed on this route")
+		case fiber.StatusRequestEntityTooLarge:
+			return problem.New(fe.Code, problem.CodeBodyTooLarge, "request body is larger than the limit")
+		case fiber.StatusUnsupportedMediaType:
+			return problem.New(fe.Code, problem.CodeUnsupportedMedia, fe.Message)
+		}
+		if fe.Code < 500 {
+			return problem.New(fe.Code, problem.CodeBadRequest, http.StatusText(fe.Code))
+		}
+	}
+	s.log.Error("request failed", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
+	return problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
+}

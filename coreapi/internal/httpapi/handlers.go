@@ -1,0 +1,520 @@
+package httpapi
+
+import (
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+func (s *Server) routes(rt Routes) {
+	p := rt.Protected
+	p.Get("/users/me", s.getMe)
+	p.Patch("/users/me", s.patchMe)
+	p.Get("/users/me/tenants", s.listMyTenants)
+
+	p.Get("/tenant", RequirePermission(roles.TenantRead), s.getTenant)
+	p.Patch("/tenant", RequirePermission(roles.TenantWrite), s.patchTenant)
+
+	p.Get("/users", RequirePermission(roles.UsersRead), s.listUsers)
+	p.Post("/users", RequirePermission(roles.UsersWrite), s.createUser)
+	p.Get("/users/:id", RequirePermission(roles.UsersRead), s.getUser)
+	p.Patch("/users/:id", RequirePermission(roles.UsersWrite), s.patchUser)
+	p.Delete("/users/:id", RequirePermission(roles.UsersWrite), s.deleteUser)
+	p.Put("/users/:id/roles/:role", RequirePermission(roles.UsersWrite), s.grantRole)
+	p.Delete("/users/:id/roles/:role", RequirePermission(roles.UsersWrite), s.revokeRole)
+
+	p.Get("/roles", RequirePermission(roles.RolesRead), s.listRoles)
+	p.Post("/roles", RequirePermission(roles.RolesWrite), s.createRole)
+	p.Patch("/roles/:id", RequirePermission(roles.RolesWrite), s.patchRole)
+	p.Delete("/roles/:id", RequirePermission(roles.RolesWrite), s.deleteRole)
+
+	p.Get("/audit-events", RequirePermission(roles.AuditRead), s.listAudit)
+
+	rt.Internal.Get("/projections/:user_id", s.getProjection)
+}
+
+func actor(c *fiber.Ctx) roles.Actor {
+	id := IdentityOf(c)
+	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: RequestIDOf(c)}
+}
+
+// --- self ---
+
+func (s *Server) getMe(c *fiber.Ctx) error {
+	id := IdentityOf(c)
+	me, err := s.users.Me(c.UserContext(), id.UserID, id.TenantID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(me)
+}
+
+type patchMeBody struct {
+	DisplayName *string `json:"display_name"`
+}
+
+func (s *Server) patchMe(c *fiber.Ctx) error {
+	var b patchMeBody
+	if err := DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v checks
+	v.require(b.DisplayName != nil, "display_name", "required")
+	if b.DisplayName != nil {
+		v.length("display_name", *b.DisplayName, 0, users.MaxDisplayName)
+	}
+	if err := v.err(); err != nil {
+		return err
+	}
+	id := IdentityOf(c)
+	me, err := s.users.UpdateMe(c.UserContext(), id.UserID, id.TenantID, strings.TrimSpace(*b.DisplayName), RequestIDOf(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(me)
+}
+
+type timeKey struct {
+	T  int64  `json:"t"` // unix microseconds
+	ID string `json:"id"`
+}
+
+func (s *Server) listMyTenants(c *fiber.Ctx) error {
+	pq, err := parsePage(c)
+	if err != nil {
+		return err
+	}
+	id := IdentityOf(c)
+	lp := tenants.ListParams{UserID: id.UserID, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
+	if pq.cursor != "" {
+		var k timeKey
+		if err := s.cursor.decode("my-tenants", id.UserID, pq.cursor, &k); err != nil {
+			return err
+		}
+		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
+	}
+	rows, err := s.tenants.ListForUser(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(page(rows, pq, func(m tenants.Membership) (string, int64) {
+		return s.cursor.encode("my-tenants", id.UserID, timeKey{T: m.JoinedAt.UnixMicro(), ID: m.ID}), m.Total
+	}))
+}
+
+// page trims the extra row fetched to detect a next page and builds the
+// list response; next returns the cursor after a row and its total.
+func page[T any](rows []T, pq pageQuery, next func(T) (string, int64)) listResponse[T] {
+	out := listResponse[T]{Data: rows}
+	if out.Data == nil {
+		out.Data = []T{}
+	}
+	if len(rows) > pq.limit {
+		out.Data = rows[:pq.limit]
+		cur, _ := next(out.Data[pq.limit-1])
+		out.NextCursor = &cur
+	}
+	if pq.includeTotal {
+		var total int64
+		if len(out.Data) > 0 {
+			_, total = next(out.Data[0])
+		}
+		out.Total = &total
+	}
+	return out
+}
+
+// --- tenant ---
+
+func (s *Server) getTenant(c *fiber.Ctx) error {
+	t, err := s.tenants.Get(c.UserContext(), IdentityOf(c).TenantID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+func (s *Server) patchTenant(c *fiber.Ctx) error {
+	var b tenants.Patch
+	if err := DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v checks
+	if b.Name != nil {
+		n := strings.TrimSpace(*b.Name)
+		b.Name = &n
+		v.length("name", n, 1, tenants.MaxName)
+	}
+	if b.Status != nil {
+		v.require(*b.Status == tenants.StatusActive || *b.Status == tenants.StatusSuspended, "status", "active or suspended")
+	}
+	v.require(b.Name != nil || b.Status != nil, "(body)", "nothing to change")
+	if err := v.err(); err != nil {
+		return err
+	}
+	t, err := s.tenants.Update(c.UserContext(), IdentityOf(c).TenantID, actor(c), b)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+// --- users ---
+
+func (s *Server) listUsers(c *fiber.Ctx) error {
+	pq, err := parsePage(c)
+	if err != nil {
+		return err
+	}
+	tid := IdentityOf(c).TenantID
+	lp := users.ListParams{TenantID: tid, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
+	if pq.cursor != "" {
+		var k timeKey
+		if err := s.cursor.decode("users", tid, pq.cursor, &k); err != nil {
+			return err
+		}
+		if _, err := uuid.Parse(k.ID); err != nil {
+			return errBadCursor
+		}
+		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
+	}
+	rows, err := s.users.List(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(page(rows, pq, func(m users.Member) (string, int64) {
+		return s.cursor.encode("users", tid, timeKey{T: m.CreatedAt.UnixMicro(), ID: m.ID}), m.Total
+	}))
+}
+
+func (s *Server) getUser(c *fiber.Ctx) error {
+	uid, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	m, err := s.users.Get(c.UserContext(), IdentityOf(c).TenantID, uid)
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+type createUserBody struct {
+	Email       string   `json:"email"`
+	Password    *string  `json:"password"`
+	DisplayName *string  `json:"display_name"`
+	Roles       []string `json:"roles"`
+}
+
+// MaxPassword bounds passwords (hashing cost grows with length).
+const (
+	minPassword = 8
+	maxPassword = 256
+)
+
+func validEmail(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && a.Name == ""
+}
+
+func (s *Server) createUser(c *fiber.Ctx) error {
+	var b createUserBody
+	if err := DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v checks
+	b.Email = strings.TrimSpace(b.Email)
+	v.length("email", b.Email, 1, users.MaxEmail)
+	if b.Email != "" && len(b.Email) <= users.MaxEmail {
+		v.require(validEmail(b.Email), "email", "not an email address")
+	}
+	n := users.NewMember{Email: b.Email, Roles: users.SortedUnique(b.Roles)}
+	if b.Password != nil {
+		v.length("password", *b.Password, minPassword, maxPassword)
+		n.Password = *b.Password
+	}
+	if b.DisplayName != nil {
+		n.DisplayName = strings.TrimSpace(*b.DisplayName)
+		v.length("display_name", n.DisplayName, 0, users.MaxDisplayName)
+	}
+	v.require(len(b.Roles) <= 32, "roles", "at most 32 roles")
+	for _, r := range b.Roles {
+		if !roles.ValidName(r) {
+			v.add("roles", "invalid role name")
+			break
+		}
+	}
+	if err := v.err(); err != nil {
+		return err
+	}
+	m, err := s.users.Create(c.UserContext(), IdentityOf(c).TenantID, actor(c), n)
+	if err != nil {
+		return err
+	}
+	c.Location("/api/v1/users/" + m.ID)
+	return c.Status(fiber.StatusCreated).JSON(m)
+}
+
+type patchUserBody struct {
+	Status *string `json:"status"`
+}
+
+func (s *Server) patchUser(c *fiber.Ctx) error {
+	uid, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	var b patchUserBody
+	if err := DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v checks
+	v.require(b.Status != nil, "status", "required")
+	if b.Status != nil {
+		v.require(*b.Status == users.StatusActive || *b.Status == users.StatusDisabled, "status", "active or disabled")
+	}
+	if err := v.err(); err != nil {
+		return err
+	}
+	m, err := s.users.Update(c.UserContext(), IdentityOf(c).TenantID, uid, actor(c), users.Patch{Status: b.Status})
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+func (s *Server) deleteUser(c *fiber.Ctx) error {
+	uid, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	if err := s.users.Remove(c.UserContext(), IdentityOf(c).TenantID, uid, actor(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func roleParam(c *fiber.Ctx) (string, error) {
+	r := c.Params("role")
+	if !roles.ValidName(r) {
+		return "", problem.New(fiber.StatusNotFound, problem.CodeNotFound, roles.ErrNotFound.Error())
+	}
+	return strings.Clone(r), nil
+}
+
+func (s *Server) grantRole(c *fiber.Ctx) error {
+	uid, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	role, err := roleParam(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.users.GrantRole(c.UserContext(), IdentityOf(c).TenantID, uid, role, actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+func (s *Server) revokeRole(c *fiber.Ctx) error {
+	uid, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	role, err := roleParam(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.users.RevokeRole(c.UserContext(), IdentityOf(c).TenantID, uid, role, actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+// --- roles ---
+
+type nameKey struct {
+	Name string `json:"n"`
+}
+
+func (s *Server) listRoles(c *fiber.Ctx) error {
+	pq, err := parsePage(c)
+	if err != nil {
+		return err
+	}
+	tid := IdentityOf(c).TenantID
+	lp := roles.ListParams{TenantID: tid, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
+	if pq.cursor != "" {
+		var k nameKey
+		if err := s.cursor.decode("roles", tid, pq.cursor, &k); err != nil {
+			return err
+		}
+		lp.AfterName = k.Name
+	}
+	rows, err := s.roles.List(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(page(rows, pq, func(r roles.Role) (string, int64) {
+		return s.cursor.encode("roles", tid, nameKey{Name: r.Name}), r.Total
+	}))
+}
+
+func checkPermissions(v *checks, field string, perms []string) {
+	v.require(len(perms) <= 64, field, "too many permissions")
+	for _, p := range perms {
+		if !roles.ValidPermission(p) {
+			v.add(field, "unknown permission (want one of "+strings.Join(roles.AllPermissions(), ", ")+")")
+			return
+		}
+	}
+}
+
+type createRoleBody struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Permissions []string `json:"permissions"`
+}
+
+func (s *Server) createRole(c *fiber.Ctx) error {
+	var b createRoleBody
+	if err := DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v checks
+	v.require(roles.ValidName(b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
+	v.length("description", b.Description, 0, roles.MaxDescription)
+	checkPermissions(&v, "permissions", b.Permissions)
+	if err := v.err(); err != nil {
+		return err
+	}
+	perms := users.SortedUnique(b.Permissions)
+	if perms == nil {
+		perms = []string{}
+	}
+	r, err := s.roles.Create(c.UserContext(), IdentityOf(c).TenantID, actor(c),
+		roles.Definition{Name: b.Name, Description: b.Description, Permissions: perms})
+	if err != nil {
+		return err
+	}
+	c.Location("/api/v1/roles/" + r.ID)
+	return c.Status(fiber.StatusCreated).JSON(r)
+}
+
+func (s *Server) patchRole(c *fiber.Ctx) error {
+	rid, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	var b roles.Patch
+	if err := DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v checks
+	if b.Name != nil {
+		v.require(roles.ValidName(*b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
+	}
+	if b.Description != nil {
+		v.length("description", *b.Description, 0, roles.MaxDescription)
+	}
+	if b.Permissions != nil {
+		checkPermissions(&v, "permissions", *b.Permissions)
+		p := users.SortedUnique(*b.Permissions)
+		if p == nil {
+			p = []string{}
+		}
+		b.Permissions = &p
+	}
+	v.require(b.Name != nil || b.Description != nil || b.Permissions != nil, "(body)", "nothing to change")
+	if err := v.err(); err != nil {
+		return err
+	}
+	r, err := s.roles.Update(c.UserContext(), IdentityOf(c).TenantID, rid, actor(c), b)
+	if err != nil {
+		return err
+	}
+	return c.JSON(r)
+}
+
+func (s *Server) deleteRole(c *fiber.Ctx) error {
+	rid, err := pathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	if err := s.roles.Delete(c.UserContext(), IdentityOf(c).TenantID, rid, actor(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// --- audit ---
+
+type idKey struct {
+	ID int64 `json:"id"`
+}
+
+func (s *Server) listAudit(c *fiber.Ctx) error {
+	pq, err := parsePage(c)
+	if err != nil {
+		return err
+	}
+	tid := IdentityOf(c).TenantID
+	lp := audit.ListParams{TenantID: tid, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
+	if pq.cursor != "" {
+		var k idKey
+		if err := s.cursor.decode("audit", tid, pq.cursor, &k); err != nil {
+			return err
+		}
+		if k.ID <= 0 {
+			return errBadCursor
+		}
+		lp.BeforeID = k.ID
+	}
+	rows, err := s.audit.List(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(page(rows, pq, func(r audit.Record) (string, int64) {
+		return s.cursor.encode("audit", tid, idKey{ID: r.ID}), r.Total
+	}))
+}
+
+// --- internal ---
+
+func (s *Server) getProjection(c *fiber.Ctx) error {
+	uid, err := pathUUID(c, "user_id")
+	if err != nil {
+		return err
+	}
+	tid := c.Query("tenant_id")
+	if !isUUID(tid) {
+		return problem.New(fiber.StatusBadRequest, "invalid_id", "tenant_id must be a UUID")
+	}
+	p, err := s.projector.Get(c.UserContext(), uid, strings.ToLower(tid))
+	if err != nil {
+		return err
+	}
+	if p.Roles == nil {
+		p.Roles = []string{}
+	}
+	if p.Permissions == nil {
+		p.Permissions = []string{}
+	}
+	if p.RevokedSessions == nil {
+		p.RevokedSessions = []string{}
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(p)
+}

@@ -1,0 +1,50 @@
+package httpapi
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	duration *prometheus.HistogramVec
+	queries  prometheus.Histogram
+	rejected *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "http_request_duration_seconds",
+			Help:    "Time from the first middleware to the response, by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method", "route", "status"}),
+		queries: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "db_queries_per_request",
+			Help:    "Database round trips made while serving one request.",
+			Buckets: []float64{0, 1, 2, 3, 5, 8, 13},
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "identity_rejected_total",
+			Help: "Requests refused because of their identity headers, by reason.",
+		}, []string{"reason"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(method, route string, status int, d time.Duration, queries int64) {
+	m.duration.WithLabelValues(method, route, strconv.Itoa(status)).Observe(d.Seconds())
+	m.queries.Observe(float64(queries))
+}
+
+func (m *metrics) identityRejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }

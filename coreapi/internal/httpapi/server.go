@@ -1,0 +1,229 @@
+// Package httpapi is coreapi's HTTP layer: the Fiber server, its middleware
+// (request id, access log with db_queries, body limit, identity-header
+// verification, permission checks), the single error handler that turns
+// errors into problem+json, the JSON handlers of the tenant API, and the
+// admin server (/healthz, /readyz, /metrics).
+//
+// Other packages add routes through Options.Register; see Routes.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// Options configure a Server. Logger, Pool, Signer and CursorKey are
+// required.
+type Options struct {
+	Logger *slog.Logger
+	Pool   *pgxpool.Pool
+	// Signer verifies the identity headers authproxy adds.
+	Signer *identity.Signer
+	// CursorKey authenticates pagination cursors; derive it from the
+	// identity key with DeriveCursorKey.
+	CursorKey []byte
+	// Registerer receives the HTTP metrics; nil means none are exported.
+	Registerer prometheus.Registerer
+	// MaxBodyBytes bounds request bodies (413 above it); 0 means 1 MiB.
+	MaxBodyBytes int
+	// AccessTokenTTL bounds the revoked sessions listed in projections.
+	AccessTokenTTL time.Duration
+	// Passwords hashes passwords of members created with one (POST /users).
+	Passwords users.PasswordHasher
+	// Now is the clock used to check identity timestamps; nil means
+	// time.Now.
+	Now func() time.Time
+
+	// Register adds routes of other packages (sign-in, JWKS, sessions...).
+	// Each is called once, after the tenant API's routes are in place.
+	Register []func(Routes)
+	// ErrorMappers turn errors of other packages into problems; the first
+	// non-nil answer wins. They run before the built-in mapping.
+	ErrorMappers []func(error) *problem.Problem
+	// Observe, if set, is called once per request after the response is
+	// ready (tests use it to count queries per request).
+	Observe func(RequestStats)
+}
+
+// RequestStats describes one finished request.
+type RequestStats struct {
+	RequestID    string
+	Method       string
+	Route        string
+	Status       int
+	Duration     time.Duration
+	Queries      int64
+	Transactions int64
+}
+
+// Routes are the route groups offered to Options.Register hooks.
+//
+//   - Public: under /api/v1, no identity needed (signup, token, OAuth
+//     callbacks). Register e.g. Public.Post("/auth/token", h).
+//   - Protected: under /api/v1, a verified identity with a user and tenant is
+//     required (401 otherwise); read it with IdentityOf(c). Add
+//     RequirePermission(p) in front of a handler for a permission check.
+//   - Root: at /, no identity (e.g. /.well-known/jwks.json).
+//   - Internal: under /internal/v1, signed with an empty identity (the
+//     proxy's service calls).
+//
+// Handlers return errors: *problem.Problem, the domain errors mapped in
+// errors.go, or anything mapped by Options.ErrorMappers.
+type Routes struct {
+	Public    *Group
+	Protected *Group
+	Root      *Group
+	Internal  *Group
+}
+
+// Server is coreapi's public HTTP server.
+type Server struct {
+	app       *fiber.App
+	log       *slog.Logger
+	signer    *identity.Signer
+	now       func() time.Time
+	cursor    cursorCodec
+	metrics   *metrics
+	observe   func(RequestStats)
+	mappers   []func(error) *problem.Problem
+	users     *users.Store
+	tenants   *tenants.Store
+	roles     *roles.Store
+	audit     *audit.Store
+	projector *projection.Store
+	stopping  atomic.Bool
+}
+
+// New builds the server and its routes.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil || o.Pool == nil || o.Signer == nil || len(o.CursorKey) == 0 {
+		return nil, errors.New("httpapi: Logger, Pool, Signer and CursorKey are required")
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.AccessTokenTTL <= 0 {
+		o.AccessTokenTTL = 15 * time.Minute
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		log:       o.Logger,
+		signer:    o.Signer,
+		now:       o.Now,
+		cursor:    cursorCodec{key: o.CursorKey},
+		metrics:   m,
+		observe:   o.Observe,
+		mappers:   o.ErrorMappers,
+		users:     users.NewStore(o.Pool, o.Passwords),
+		tenants:   tenants.NewStore(o.Pool),
+		roles:     roles.NewStore(o.Pool),
+		audit:     audit.NewStore(o.Pool),
+		projector: projection.NewStore(o.Pool, o.AccessTokenTTL),
+	}
+	s.app = fiber.New(fiber.Config{
+		AppName:               "coreapi",
+		BodyLimit:             o.MaxBodyBytes,
+		ErrorHandler:          s.handleError,
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		// Longer than authproxy's idle timeout, so the proxy closes first.
+		IdleTimeout:       120 * time.Second,
+		ReadBufferSize:    16 << 10,
+		StrictRouting:     false,
+		CaseSensitive:     true,
+		UnescapePath:      false,
+		EnablePrintRoutes: false,
+	})
+	s.app.Use(s.requestID, s.accessLog, s.recover)
+
+	rt := Routes{
+		Public:    &Group{r: s.app.Group("/api/v1")},
+		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.requireIdentity}},
+		Root:      &Group{r: s.app},
+		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.requireServiceSignature}},
+	}
+	rt.Root.Get("/openapi.json", func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderContentType, "application/json")
+		c.Set(fiber.HeaderCacheControl, "public, max-age=300")
+		return c.Send(openapi.Document())
+	})
+	s.routes(rt)
+	for _, reg := range o.Register {
+		reg(rt)
+	}
+	return s, nil
+}
+
+// App exposes the Fiber app (for in-process tests and extra middleware).
+func (s *Server) App() *fiber.App { return s.app }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.app.Listener(ln); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx expires.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopping.Store(true)
+	if err := s.app.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// Group registers routes under a prefix with middleware that runs only for
+// those routes (unlike fiber's Group, whose middleware applies to every
+// path under the prefix, including other groups' routes).
+type Group struct {
+	r  fiber.Router
+	mw []fiber.Handler
+}
+
+func (g *Group) chain(h []fiber.Handler) []fiber.Handler {
+	out := make([]fiber.Handler, 0, len(g.mw)+len(h))
+	return append(append(out, g.mw...), h...)
+}
+
+// Get registers a GET (and HEAD) route.
+func (g *Group) Get(path string, h ...fiber.Handler) { g.r.Get(path, g.chain(h)...) }
+
+// Post registers a POST route.
+func (g *Group) Post(path string, h ...fiber.Handler) { g.r.Post(path, g.chain(h)...) }
+
+// Put registers a PUT route.
+func (g *Group) Put(path string, h ...fiber.Handler) { g.r.Put(path, g.chain(h)...) }
+
+// Patch registers a PATCH route.
+func (g *Group) Patch(path string, h ...fiber.Handler) { g.r.Patch(path, g.chain(h)...) }
+
+// Delete registers a DELETE route.
+func (g *Group) Delete(path string, h ...fiber.Handler) { g.r.Delete(path, g.chain(h)...) }

@@ -1,0 +1,62 @@
+// Package outbox is the transactional outbox: Write stores invalidation
+// events in the same transaction as the change they announce, and the relay
+// publishes them to NATS after commit, so none is lost if the process dies.
+package outbox
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Row is one pending invalidation: a NATS subject (built with
+// shared/invalidation: UserSubject, TenantSubject or SubjectAll) and the
+// reason that goes into the published invalidation.Event.
+type Row struct {
+	Subject string
+	Reason  string
+}
+
+// The payload is the invalidation.Event body minus its final commit time:
+// {"reason": ..., "at": unix ms}. "at" is the statement clock at insert,
+// which precedes the commit by at most the rest of the transaction; the
+// relay may overwrite it with the row's publication-time knowledge.
+const qInsert = `
+INSERT INTO outbox (subject, payload)
+SELECT s, jsonb_build_object('reason', r, 'at', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+FROM unnest($1::text[], $2::text[]) AS u(s, r)`
+
+// Write inserts rows into the outbox inside the caller's transaction, in
+// one statement, so they commit or roll back with the change they announce.
+// Writing no rows sends nothing.
+func Write(ctx context.Context, tx pgx.Tx, rows ...Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	subjects, reasons := split(rows)
+	if _, err := tx.Exec(ctx, qInsert, subjects, reasons); err != nil {
+		return fmt.Errorf("write outbox: %w", err)
+	}
+	return nil
+}
+
+// Queue adds the same insert to a batch that the caller sends inside its
+// transaction (one round trip for several statements).
+func Queue(b *pgx.Batch, rows ...Row) {
+	if len(rows) == 0 {
+		return
+	}
+	subjects, reasons := split(rows)
+	b.Queue(qInsert, subjects, reasons)
+}
+
+func split(rows []Row) (subjects, reasons []string) {
+	subjects = make([]string, len(rows))
+	reasons = make([]string, len(rows))
+	for i, r := range rows {
+		subjects[i] = r.Subject
+		reasons[i] = r.Reason
+	}
+	return subjects, reasons
+}

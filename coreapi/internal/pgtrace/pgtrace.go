@@ -1,0 +1,105 @@
+// Package pgtrace counts database round trips per request. The HTTP layer
+// puts a Counter into the request's context; the pgx tracer installed on the
+// pool adds to it for every query, batch and transaction begun with that
+// context. The access log reports the count as db_queries.
+package pgtrace
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Counter accumulates the statements sent on behalf of one request. It is
+// safe for concurrent use.
+type Counter struct {
+	queries atomic.Int64
+	txs     atomic.Int64
+}
+
+// Queries is the number of round trips: each query, each Exec (including a
+// transaction's begin and commit) and each batch counts once.
+func (c *Counter) Queries() int64 { return c.queries.Load() }
+
+// Transactions is the number of transactions begun.
+func (c *Counter) Transactions() int64 { return c.txs.Load() }
+
+type ctxKey struct{}
+
+// WithCounter returns a context that carries c.
+func WithCounter(ctx context.Context, c *Counter) context.Context {
+	return context.WithValue(ctx, ctxKey{}, c)
+}
+
+// FromContext returns the context's counter, or nil.
+func FromContext(ctx context.Context) *Counter {
+	c, _ := ctx.Value(ctxKey{}).(*Counter)
+	return c
+}
+
+// Tracer is a pgx QueryTracer and BatchTracer that adds to the Counter in
+// the query's context. A batch is one round trip, so it counts once.
+type Tracer struct{}
+
+// TraceQueryStart counts a query (and a transaction when it is a BEGIN).
+func (Tracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if c := FromContext(ctx); c != nil {
+		c.queries.Add(1)
+		if isBegin(data.SQL) {
+			c.txs.Add(1)
+		}
+	}
+	return ctx
+}
+
+// TraceQueryEnd does nothing.
+func (Tracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TraceBatchStart counts the batch as one round trip.
+func (Tracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	if c := FromContext(ctx); c != nil {
+		c.queries.Add(1)
+	}
+	return ctx
+}
+
+// TraceBatchQuery does nothing: the batch was counted once.
+func (Tracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+// TraceBatchEnd does nothing.
+func (Tracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+func isBegin(sql string) bool {
+	return len(sql) >= 5 && strings.EqualFold(sql[:5], "begin")
+}
+
+// PoolOptions are the pool settings that come from configuration.
+type PoolOptions struct {
+	MaxConns int32
+	ExecMode pgx.QueryExecMode
+}
+
+// NewPool opens a pgx pool on url with the tracer installed. It does not
+// wait for the database: readiness reports that.
+func NewPool(ctx context.Context, url string, o PoolOptions) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if o.MaxConns > 0 {
+		cfg.MaxConns = o.MaxConns
+	}
+	if o.ExecMode != 0 {
+		cfg.ConnConfig.DefaultQueryExecMode = o.ExecMode
+	}
+	cfg.ConnConfig.Tracer = Tracer{}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", err)
+	}
+	return pool, nil
+}

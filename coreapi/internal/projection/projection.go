@@ -1,0 +1,68 @@
+// Package projection builds the small per-(user, tenant) auth projection
+// that authproxy caches: statuses, role names, flattened permissions, token
+// version and recently revoked sessions, in one query.
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// ErrNotFound: the user has no membership in the tenant (or either is
+// unknown).
+var ErrNotFound = errors.New("no membership for this user and tenant")
+
+// Store loads projections.
+type Store struct {
+	pool *pgxpool.Pool
+	// revokedWithin is how far back revoked sessions are listed: the
+	// access-token lifetime, after which their tokens are dead anyway.
+	revokedWithin time.Duration
+}
+
+// NewStore returns a Store; revokedWithin is the access-token TTL.
+func NewStore(pool *pgxpool.Pool, revokedWithin time.Duration) *Store {
+	return &Store{pool: pool, revokedWithin: revokedWithin}
+}
+
+// Get returns the projection of userID in tenantID in one query.
+func (s *Store) Get(ctx context.Context, userID, tenantID string) (identity.Projection, error) {
+	const q = `
+SELECT u.id::text, m.tenant_id::text, u.email, u.status, m.status, t.status,
+       ARRAY(SELECT r.name FROM membership_roles mr
+             JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+             WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+             ORDER BY r.name),
+       ARRAY(SELECT DISTINCT p FROM membership_roles mr
+             JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+             CROSS JOIN LATERAL unnest(r.permissions) AS p
+             WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+             ORDER BY p),
+       u.token_version,
+       ARRAY(SELECT s.id::text FROM sessions s
+             WHERE s.user_id = u.id AND s.revoked_at IS NOT NULL
+               AND s.revoked_at > now() - make_interval(secs => $3)
+             ORDER BY s.id)
+FROM memberships m
+JOIN users u ON u.id = m.user_id
+JOIN tenants t ON t.id = m.tenant_id
+WHERE m.tenant_id = $2 AND m.user_id = $1`
+	var p identity.Projection
+	err := s.pool.QueryRow(ctx, q, userID, tenantID, s.revokedWithin.Seconds()).Scan(
+		&p.UserID, &p.TenantID, &p.Email, &p.UserStatus, &p.MembershipStatus, &p.TenantStatus,
+		&p.Roles, &p.Permissions, &p.TokenVersion, &p.RevokedSessions)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return identity.Projection{}, ErrNotFound
+	}
+	if err != nil {
+		return identity.Projection{}, fmt.Errorf("load projection: %w", err)
+	}
+	return p, nil
+}

@@ -1,0 +1,247 @@
+// Package tenants stores tenants: creation with their built-in roles (used
+// by signup), reads, updates, and the list of a user's tenants.
+package tenants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// Statuses.
+const (
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+)
+
+// MaxName is the longest tenant name, in characters.
+const MaxName = 200
+
+// Errors.
+var (
+	// ErrNotFound: no such tenant.
+	ErrNotFound = errors.New("tenant not found")
+	// ErrAlreadyMember: the user already belongs to the tenant.
+	ErrAlreadyMember = errors.New("user is already a member of this tenant")
+	// ErrUnknownRole: a role name that the tenant does not have.
+	ErrUnknownRole = errors.New("unknown role")
+)
+
+// Tenant is one stored tenant.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+const tenantCols = `id::text, name, status, created_at, updated_at`
+
+// Create inserts a tenant together with its built-in roles (owner, admin,
+// member), in one statement inside the caller's transaction. Signup calls
+// it, then AddMember(ctx, tx, t.ID, userID, roles.Owner).
+func Create(ctx context.Context, tx pgx.Tx, name string) (Tenant, error) {
+	const q = `
+WITH t AS (
+    INSERT INTO tenants (name) VALUES ($1)
+    RETURNING ` + tenantCols + `
+), r AS (
+    INSERT INTO roles (tenant_id, name, description, permissions, builtin)
+    SELECT t.id::uuid, d.name, d.description, d.permissions, true
+    FROM t, jsonb_to_recordset($2::jsonb) AS d(name text, description text, permissions text[])
+)
+SELECT * FROM t`
+	defs, err := json.Marshal(roles.Builtin())
+	if err != nil {
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	rows, _ := tx.Query(ctx, q, name, defs)
+	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Tenant])
+	if err != nil {
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	return t, nil
+}
+
+// AddMember makes userID an active member of tenantID holding the named
+// roles, in one statement inside the caller's transaction. It returns
+// ErrAlreadyMember or ErrUnknownRole (nothing is written then, once the
+// caller rolls back). It writes neither audit nor outbox rows: the caller
+// knows why the member is added.
+func AddMember(ctx context.Context, tx pgx.Tx, tenantID, userID string, roleNames ...string) error {
+	const q = `
+WITH m AS (
+    INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, user_id
+), g AS (
+    INSERT INTO membership_roles (tenant_id, user_id, role_id)
+    SELECT m.tenant_id, m.user_id, r.id
+    FROM m JOIN roles r ON r.tenant_id = m.tenant_id AND r.name = ANY($3::text[])
+    RETURNING role_id
+)
+SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM g)`
+	if roleNames == nil {
+		roleNames = []string{}
+	}
+	var added, granted int
+	if err := tx.QueryRow(ctx, q, tenantID, userID, roleNames).Scan(&added, &granted); err != nil {
+		return fmt.Errorf("add member: %w", err)
+	}
+	if added == 0 {
+		return ErrAlreadyMember
+	}
+	if granted != len(uniq(roleNames)) {
+		return ErrUnknownRole
+	}
+	return nil
+}
+
+func uniq(s []string) map[string]bool {
+	m := make(map[string]bool, len(s))
+	for _, v := range s {
+		m[v] = true
+	}
+	return m
+}
+
+// Store reads and updates tenants.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store on pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Get returns the tenant.
+func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
+	const q = `SELECT ` + tenantCols + ` FROM tenants WHERE id = $1`
+	rows, _ := s.pool.Query(ctx, q, id)
+	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Tenant])
+	if err != nil {
+		return Tenant{}, fmt.Errorf("get tenant: %w", mapErr(err))
+	}
+	return t, nil
+}
+
+// Patch is a partial update; nil fields are left alone.
+type Patch struct {
+	Name   *string `json:"name,omitempty"`
+	Status *string `json:"status,omitempty"`
+}
+
+// Update changes the tenant; a status change is announced on the tenant's
+// invalidation subject (every projection in it carries the tenant status).
+func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (Tenant, error) {
+	const q = `
+WITH old AS (SELECT status FROM tenants WHERE id = $1 FOR UPDATE)
+UPDATE tenants t SET
+    name = COALESCE($2, t.name),
+    status = COALESCE($3, t.status),
+    updated_at = now()
+FROM old
+WHERE t.id = $1
+RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, old.status`
+	var t Tenant
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var oldStatus string
+		err := tx.QueryRow(ctx, q, id, p.Name, p.Status).Scan(&t.ID, &t.Name, &t.Status, &t.CreatedAt, &t.UpdatedAt, &oldStatus)
+		if err != nil {
+			return mapErr(err)
+		}
+		if err := audit.Write(ctx, tx, audit.Event{
+			TenantID: id, ActorUserID: actor.UserID, Action: "tenant.updated",
+			TargetType: "tenant", TargetID: id, Data: p, RequestID: actor.RequestID,
+		}); err != nil {
+			return err
+		}
+		if oldStatus != t.Status {
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant." + t.Status})
+		}
+		return nil
+	})
+	if err != nil {
+		return Tenant{}, fmt.Errorf("update tenant: %w", err)
+	}
+	return t, nil
+}
+
+// Membership is one of a user's tenants, with the user's roles in it.
+type Membership struct {
+	ID               string    `json:"id"`
+	Name             string    `json:"name"`
+	Status           string    `json:"status"`
+	MembershipStatus string    `json:"membership_status"`
+	Roles            []string  `json:"roles"`
+	JoinedAt         time.Time `json:"joined_at"`
+	Total            int64     `json:"-"`
+}
+
+// ListParams selects a page of a user's tenants ordered by join time.
+type ListParams struct {
+	UserID       string
+	After        time.Time // join time of the last row of the previous page
+	AfterID      string
+	Limit        int
+	IncludeTotal bool
+}
+
+// ListForUser returns a page of the user's tenants, each with the user's
+// roles, in one query.
+func (s *Store) ListForUser(ctx context.Context, p ListParams) ([]Membership, error) {
+	const q = `
+SELECT t.id::text, t.name, t.status, m.status, ` + rolesOf + `, m.created_at, m.total
+FROM (
+    SELECT tenant_id, user_id, status, created_at,
+           CASE WHEN $4 THEN count(*) OVER () ELSE 0 END AS total
+    FROM memberships
+    WHERE user_id = $1
+) m
+JOIN tenants t ON t.id = m.tenant_id
+WHERE (m.created_at, m.tenant_id) > ($2, $3::uuid)
+ORDER BY m.created_at, m.tenant_id
+LIMIT $5`
+	after, afterID := p.After, p.AfterID
+	if afterID == "" {
+		after, afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
+	}
+	rows, err := s.pool.Query(ctx, q, p.UserID, after, afterID, p.IncludeTotal, p.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants of user: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Membership])
+	if err != nil {
+		return nil, fmt.Errorf("list tenants of user: %w", err)
+	}
+	return out, nil
+}
+
+// rolesOf is the sorted role names of membership m.
+const rolesOf = `ARRAY(
+    SELECT r.name FROM membership_roles mr
+    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+    ORDER BY r.name)`
+
+func mapErr(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23503" {
+		return ErrNotFound
+	}
+	return err
+}

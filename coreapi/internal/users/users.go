@@ -1,0 +1,565 @@
+// Package users stores users as members of a tenant: the caller's own
+// profile, the tenant's member list, adding and removing members, and
+// granting and revoking roles. Every change is one transaction that also
+// writes an audit row and, when the proxy's cached projection changes, an
+// outbox row.
+package users
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// Statuses of users and memberships.
+const (
+	StatusActive   = "active"
+	StatusDisabled = "disabled"
+)
+
+// Field limits (mirror the schema's CHECK constraints).
+const (
+	MaxEmail       = 320
+	MaxDisplayName = 200
+)
+
+// Errors.
+var (
+	// ErrNotFound: no such user in this tenant.
+	ErrNotFound = errors.New("user not found")
+	// ErrAlreadyMember: the user already belongs to this tenant.
+	ErrAlreadyMember = errors.New("user is already a member of this tenant")
+	// ErrExistingUserPassword: a password was given for an email that
+	// already has an account; a tenant admin cannot set it.
+	ErrExistingUserPassword = errors.New("a user with this email exists; add them without a password")
+	// ErrLastOwner: the change would leave the tenant without an active owner.
+	ErrLastOwner = errors.New("the tenant must keep at least one active owner")
+	// ErrNoHasher: a password was given but no password hasher is configured.
+	ErrNoHasher = errors.New("password hashing is not configured")
+)
+
+// Member is a user seen from one tenant.
+type Member struct {
+	ID          string    `json:"id"`
+	Email       string    `json:"email"`
+	DisplayName string    `json:"display_name"`
+	Status      string    `json:"status"`      // membership status in this tenant
+	UserStatus  string    `json:"user_status"` // the account's global status
+	Roles       []string  `json:"roles"`
+	CreatedAt   time.Time `json:"created_at"` // when they joined the tenant
+	UpdatedAt   time.Time `json:"updated_at"`
+	Total       int64     `json:"-"`
+}
+
+// Me is the caller's own profile in the current tenant.
+type Me struct {
+	ID               string    `json:"id"`
+	Email            string    `json:"email"`
+	DisplayName      string    `json:"display_name"`
+	Status           string    `json:"status"`
+	TenantID         string    `json:"tenant_id"`
+	MembershipStatus string    `json:"membership_status"`
+	Roles            []string  `json:"roles"`
+	Permissions      []string  `json:"permissions"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// PasswordHasher turns a password into a stored hash (argon2id in
+// production); declared here because Create is its user.
+type PasswordHasher interface {
+	Hash(ctx context.Context, password string) (string, error)
+}
+
+// Store reads and writes members.
+type Store struct {
+	pool   *pgxpool.Pool
+	hasher PasswordHasher
+}
+
+// NewStore returns a Store on pool; hasher may be nil when no member is ever
+// created with a password.
+func NewStore(pool *pgxpool.Pool, hasher PasswordHasher) *Store {
+	return &Store{pool: pool, hasher: hasher}
+}
+
+// rolesOf is the sorted role names of membership m; permsOf the sorted
+// union of their permissions.
+const (
+	rolesOf = `ARRAY(
+    SELECT r.name FROM membership_roles mr
+    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+    ORDER BY r.name)`
+	permsOf = `ARRAY(
+    SELECT DISTINCT p FROM membership_roles mr
+    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+    CROSS JOIN LATERAL unnest(r.permissions) AS p
+    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+    ORDER BY p)`
+	memberCols = `u.id::text, u.email, u.display_name, m.status, u.status, ` + rolesOf + `, m.created_at, GREATEST(m.updated_at, u.updated_at)`
+)
+
+// Me returns the caller's profile in tenantID, in one query.
+func (s *Store) Me(ctx context.Context, userID, tenantID string) (Me, error) {
+	const q = `
+SELECT u.id::text, u.email, u.display_name, u.status, m.tenant_id::text, m.status,
+       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at
+FROM memberships m JOIN users u ON u.id = m.user_id
+WHERE m.tenant_id = $1 AND m.user_id = $2`
+	rows, _ := s.pool.Query(ctx, q, tenantID, userID)
+	me, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Me])
+	if err != nil {
+		return Me{}, fmt.Errorf("get me: %w", mapErr(err))
+	}
+	return me, nil
+}
+
+// UpdateMe changes the caller's display name. The projection does not carry
+// it, so nothing is invalidated.
+func (s *Store) UpdateMe(ctx context.Context, userID, tenantID, displayName, requestID string) (Me, error) {
+	const qUpdate = `
+UPDATE users SET display_name = $2, updated_at = now()
+WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
+	const qGet = `
+SELECT u.id::text, u.email, u.display_name, u.status, m.tenant_id::text, m.status,
+       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at
+FROM memberships m JOIN users u ON u.id = m.user_id
+WHERE m.tenant_id = $1 AND m.user_id = $2`
+	var me Me
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, qUpdate, userID, displayName, tenantID)
+		if err != nil {
+			return mapErr(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		if err := audit.Write(ctx, tx, audit.Event{
+			TenantID: tenantID, ActorUserID: userID, Action: "user.profile_updated",
+			TargetType: "user", TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
+		}); err != nil {
+			return err
+		}
+		rows, _ := tx.Query(ctx, qGet, tenantID, userID)
+		me, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Me])
+		return mapErr(err)
+	})
+	if err != nil {
+		return Me{}, fmt.Errorf("update me: %w", err)
+	}
+	return me, nil
+}
+
+// ListParams selects a page of members ordered by join time then id.
+type ListParams struct {
+	TenantID     string
+	After        time.Time
+	AfterID      string // empty: first page
+	Limit        int
+	IncludeTotal bool
+}
+
+// List returns a page of the tenant's members, each with its role names, in
+// one query (the roles come from a correlated subquery over the primary key
+// of membership_roles: no per-member round trip).
+func (s *Store) List(ctx context.Context, p ListParams) ([]Member, error) {
+	const q = `
+SELECT ` + memberCols + `, 0::bigint
+FROM (
+    SELECT tenant_id, user_id, status, created_at, updated_at
+    FROM memberships
+    WHERE tenant_id = $1 AND (created_at, user_id) > ($2, $3::uuid)
+    ORDER BY created_at, user_id
+    LIMIT $4
+) m
+JOIN users u ON u.id = m.user_id
+ORDER BY m.created_at, m.user_id`
+	// With a total, the window runs over the whole tenant before the keyset
+	// filter, so the count is of every member, not of the rest.
+	const qTotal = `
+SELECT ` + memberCols + `, m.total
+FROM (
+    SELECT * FROM (
+        SELECT tenant_id, user_id, status, created_at, updated_at, count(*) OVER () AS total
+        FROM memberships
+        WHERE tenant_id = $1
+    ) w
+    WHERE (created_at, user_id) > ($2, $3::uuid)
+    ORDER BY created_at, user_id
+    LIMIT $4
+) m
+JOIN users u ON u.id = m.user_id
+ORDER BY m.created_at, m.user_id`
+	sql := q
+	if p.IncludeTotal {
+		sql = qTotal
+	}
+	after, afterID := p.After, p.AfterID
+	if afterID == "" {
+		after, afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
+	}
+	rows, err := s.pool.Query(ctx, sql, p.TenantID, after, afterID, p.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Member])
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	return out, nil
+}
+
+const qGetMember = `
+SELECT ` + memberCols + `, 0::bigint
+FROM memberships m JOIN users u ON u.id = m.user_id
+WHERE m.tenant_id = $1 AND m.user_id = $2`
+
+// Get returns one member of the tenant, in one query.
+func (s *Store) Get(ctx context.Context, tenantID, userID string) (Member, error) {
+	rows, _ := s.pool.Query(ctx, qGetMember, tenantID, userID)
+	m, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Member])
+	if err != nil {
+		return Member{}, fmt.Errorf("get member: %w", mapErr(err))
+	}
+	return m, nil
+}
+
+func getTx(ctx context.Context, tx pgx.Tx, tenantID, userID string) (Member, error) {
+	rows, _ := tx.Query(ctx, qGetMember, tenantID, userID)
+	m, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Member])
+	return m, mapErr(err)
+}
+
+// NewMember is the body of POST /users.
+type NewMember struct {
+	Email       string
+	Password    string // optional; only for a user that does not exist yet
+	DisplayName string
+	Roles       []string // defaults to member
+}
+
+// Create adds a member to the tenant, creating the user if the email is new.
+func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n NewMember) (Member, error) {
+	const qFind = `SELECT id::text FROM users WHERE lower(email) = lower($1)`
+	const qInsert = `
+INSERT INTO users (email, display_name, password_hash) VALUES ($1, $2, $3)
+ON CONFLICT ((lower(email))) DO NOTHING
+RETURNING id::text`
+	const qRolePerms = `
+SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(r.permissions) p
+WHERE r.tenant_id = $1 AND r.name = ANY($2::text[])`
+	if len(n.Roles) == 0 {
+		n.Roles = []string{roles.Member}
+	}
+	var hash *string
+	if n.Password != "" {
+		if s.hasher == nil {
+			return Member{}, ErrNoHasher
+		}
+		h, err := s.hasher.Hash(ctx, n.Password)
+		if err != nil {
+			return Member{}, fmt.Errorf("create member: %w", err)
+		}
+		hash = &h
+	}
+	var m Member
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var perms []string
+		if err := tx.QueryRow(ctx, qRolePerms, tenantID, n.Roles).Scan(&perms); err != nil {
+			return err
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
+		}
+		var userID string
+		created := true
+		err := tx.QueryRow(ctx, qInsert, n.Email, n.DisplayName, hash).Scan(&userID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			created = false
+			if hash != nil {
+				return ErrExistingUserPassword
+			}
+			err = tx.QueryRow(ctx, qFind, n.Email).Scan(&userID)
+		}
+		if err != nil {
+			return mapErr(err)
+		}
+		if err := tenants.AddMember(ctx, tx, tenantID, userID, n.Roles...); err != nil {
+			if errors.Is(err, tenants.ErrAlreadyMember) {
+				return ErrAlreadyMember
+			}
+			return err
+		}
+		if err := audit.Write(ctx, tx, audit.Event{
+			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.added",
+			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
+			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": created},
+		}); err != nil {
+			return err
+		}
+		// The proxy may hold a "no membership" answer for this user.
+		if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
+			return err
+		}
+		m, err = getTx(ctx, tx, tenantID, userID)
+		return err
+	})
+	if err != nil {
+		return Member{}, fmt.Errorf("create member: %w", err)
+	}
+	return m, nil
+}
+
+// lockOwners serialises every change that can remove an owner in a tenant,
+// so two concurrent removals cannot both see "another owner remains".
+// NO KEY UPDATE does not block foreign-key checks against the tenant.
+const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
+
+// qTarget reads the target member's status, whether it is an active owner,
+// the union of its roles' permissions, and whether another active owner
+// exists.
+const qTarget = `
+SELECT m.status,
+       EXISTS (SELECT 1 FROM membership_roles mr JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+               WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id AND r.builtin AND r.name = 'owner'),
+       ` + permsOf + `,
+       EXISTS (SELECT 1 FROM membership_roles mr
+               JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+               JOIN memberships o ON o.tenant_id = mr.tenant_id AND o.user_id = mr.user_id
+               JOIN users ou ON ou.id = o.user_id
+               WHERE mr.tenant_id = m.tenant_id AND mr.user_id <> m.user_id
+                 AND r.builtin AND r.name = 'owner' AND o.status = 'active' AND ou.status = 'active')
+FROM memberships m
+WHERE m.tenant_id = $1 AND m.user_id = $2
+FOR NO KEY UPDATE OF m`
+
+type target struct {
+	status     string
+	owner      bool
+	perms      []string
+	otherOwner bool
+}
+
+func lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID string) (target, error) {
+	if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
+		return target{}, err
+	}
+	var t target
+	err := tx.QueryRow(ctx, qTarget, tenantID, userID).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner)
+	return t, mapErr(err)
+}
+
+// Patch is a partial update of a member; nil fields are left alone.
+type Patch struct {
+	Status *string `json:"status,omitempty"` // membership status: active or disabled
+}
+
+// Update changes a member's status in the tenant. Disabling the last active
+// owner is refused.
+func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Actor, p Patch) (Member, error) {
+	const q = `UPDATE memberships SET status = $3, updated_at = now() WHERE tenant_id = $1 AND user_id = $2`
+	var m Member
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		t, err := lockTarget(ctx, tx, tenantID, userID)
+		if err != nil {
+			return err
+		}
+		if p.Status != nil && *p.Status != t.status {
+			if !a.Covers(t.perms) {
+				return roles.ErrEscalation
+			}
+			if *p.Status != StatusActive && t.owner && !t.otherOwner {
+				return ErrLastOwner
+			}
+			if _, err := tx.Exec(ctx, q, tenantID, userID, *p.Status); err != nil {
+				return err
+			}
+			if err := audit.Write(ctx, tx, audit.Event{
+				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.updated",
+				TargetType: "user", TargetID: userID, Data: p, RequestID: a.RequestID,
+			}); err != nil {
+				return err
+			}
+			if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member." + *p.Status}); err != nil {
+				return err
+			}
+		}
+		m, err = getTx(ctx, tx, tenantID, userID)
+		return err
+	})
+	if err != nil {
+		return Member{}, fmt.Errorf("update member: %w", err)
+	}
+	return m, nil
+}
+
+// Remove takes the user out of the tenant (the account itself stays).
+// Removing the last active owner is refused.
+func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
+	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		t, err := lockTarget(ctx, tx, tenantID, userID)
+		if err != nil {
+			return err
+		}
+		if !a.Covers(t.perms) {
+			return roles.ErrEscalation
+		}
+		if t.owner && t.status == StatusActive && !t.otherOwner {
+			return ErrLastOwner
+		}
+		if _, err := tx.Exec(ctx, q, tenantID, userID); err != nil {
+			return err
+		}
+		if err := audit.Write(ctx, tx, audit.Event{
+			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.removed",
+			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
+		}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.removed"})
+	})
+	if err != nil {
+		return fmt.Errorf("remove member: %w", err)
+	}
+	return nil
+}
+
+const qRole = `SELECT id::text, builtin, permissions FROM roles WHERE tenant_id = $1 AND name = $2`
+
+// GrantRole gives the member the named role. Granting a role the member
+// already holds changes nothing and writes nothing. The actor must hold
+// every permission of the role.
+func (s *Store) GrantRole(ctx context.Context, tenantID, userID, roleName string, a roles.Actor) (Member, error) {
+	const q = `
+INSERT INTO membership_roles (tenant_id, user_id, role_id) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING`
+	var m Member
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := getTx(ctx, tx, tenantID, userID); err != nil {
+			return err
+		}
+		var roleID string
+		var builtin bool
+		var perms []string
+		if err := tx.QueryRow(ctx, qRole, tenantID, roleName).Scan(&roleID, &builtin, &perms); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return roles.ErrNotFound
+			}
+			return err
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
+		}
+		tag, err := tx.Exec(ctx, q, tenantID, userID, roleID)
+		if err != nil {
+			return mapErr(err)
+		}
+		if tag.RowsAffected() > 0 {
+			if err := audit.Write(ctx, tx, audit.Event{
+				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_granted",
+				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
+			}); err != nil {
+				return err
+			}
+			if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.granted"}); err != nil {
+				return err
+			}
+		}
+		m, err = getTx(ctx, tx, tenantID, userID)
+		return err
+	})
+	if err != nil {
+		return Member{}, fmt.Errorf("grant role: %w", err)
+	}
+	return m, nil
+}
+
+// RevokeRole takes the named role from the member; revoking a role the
+// member does not hold changes nothing. Taking owner from the last active
+// owner is refused.
+func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName string, a roles.Actor) (Member, error) {
+	const q = `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2 AND role_id = $3`
+	var m Member
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		t, err := lockTarget(ctx, tx, tenantID, userID)
+		if err != nil {
+			return err
+		}
+		var roleID string
+		var builtin bool
+		var perms []string
+		if err := tx.QueryRow(ctx, qRole, tenantID, roleName).Scan(&roleID, &builtin, &perms); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return roles.ErrNotFound
+			}
+			return err
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
+		}
+		if builtin && roleName == roles.Owner && t.owner && t.status == StatusActive && !t.otherOwner {
+			return ErrLastOwner
+		}
+		tag, err := tx.Exec(ctx, q, tenantID, userID, roleID)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() > 0 {
+			if err := audit.Write(ctx, tx, audit.Event{
+				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_revoked",
+				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
+			}); err != nil {
+				return err
+			}
+			if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.revoked"}); err != nil {
+				return err
+			}
+		}
+		m, err = getTx(ctx, tx, tenantID, userID)
+		return err
+	})
+	if err != nil {
+		return Member{}, fmt.Errorf("revoke role: %w", err)
+	}
+	return m, nil
+}
+
+// SortedUnique is a helper for callers validating role lists.
+func SortedUnique(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23503": // foreign key: the tenant or user vanished
+			return ErrNotFound
+		case "23505":
+			return ErrAlreadyMember
+		}
+	}
+	return err
+}
