@@ -1,0 +1,610 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// allPermissions is what the built-in owner role grants.
+var allPermissions = []string{"tenant:read", "tenant:write", "users:read", "users:write", "roles:read", "roles:write", "audit:read"}
+
+// propagation bounds how long the suite waits for a change made through one
+// instance to show at another. It is a deadline for polling, not a target:
+// the revocation test measures the real figure.
+const propagation = 5 * time.Second
+
+func TestSignupTokenAndMeThroughEitherProxy(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		signupVia, loginVia *service
+	}{
+		{"signup via A, password grant via B", sys.proxyA, sys.proxyB},
+		{"signup via B, password grant via A", sys.proxyB, sys.proxyA},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			owner := signup(t, tc.signupVia)
+			tok := login(t, tc.loginVia, owner)
+			c := claimsOf(t, tok.AccessToken)
+			if c.Sub != owner.UserID || c.Tid != owner.TenantID {
+				t.Fatalf("password grant token: sub %q tid %q, want %q %q", c.Sub, c.Tid, owner.UserID, owner.TenantID)
+			}
+			if c.Sid == claimsOf(t, owner.Tokens.AccessToken).Sid {
+				t.Errorf("password grant reused the signup session %q; want a new session", c.Sid)
+			}
+			for _, p := range []*service{sys.proxyA, sys.proxyB} {
+				for i, at := range []string{owner.Tokens.AccessToken, tok.AccessToken} {
+					got := me(t, p, at)
+					if got.ID != owner.UserID || !strings.EqualFold(got.Email, owner.Email) || got.TenantID != owner.TenantID {
+						t.Errorf("%s token %d: /users/me = %+v, want id %s email %s tenant %s", p.name, i, got, owner.UserID, owner.Email, owner.TenantID)
+					}
+					if !slices.Contains(got.Roles, "owner") || !hasAll(got.Permissions, allPermissions...) {
+						t.Errorf("%s token %d: roles %v permissions %v, want owner with %v", p.name, i, got.Roles, got.Permissions, allPermissions)
+					}
+				}
+			}
+		})
+	}
+
+	owner := signup(t, sys.proxyA)
+	t.Run("bad credentials", func(t *testing.T) {
+		wrong := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", map[string]string{
+			"grant_type": "password", "email": owner.Email, "password": "not the password",
+		})
+		unknown := call(t, "POST", sys.proxyA.url("/api/v1/auth/token"), "", map[string]string{
+			"grant_type": "password", "email": "nobody-" + randToken(4) + "@example.com", "password": "not the password",
+		})
+		pw, pu := expectProblem(t, wrong, http.StatusUnauthorized), expectProblem(t, unknown, http.StatusUnauthorized)
+		if pw.Code != pu.Code || pw.Detail != pu.Detail {
+			t.Errorf("wrong password answers %q/%q, unknown account %q/%q: want the same answer", pw.Code, pw.Detail, pu.Code, pu.Detail)
+		}
+	})
+	t.Run("bad requests get problems", func(t *testing.T) {
+		for _, tc := range []struct {
+			name   string
+			method string
+			path   string
+			token  string
+			body   any
+			want   int
+		}{
+			{"no token", "GET", "/api/v1/users/me", "", nil, http.StatusUnauthorized},
+			{"garbage token", "GET", "/api/v1/users/me", "not.a.jwt", nil, http.StatusUnauthorized},
+			{"signup with malformed JSON", "POST", "/api/v1/auth/signup", "", `{"email":`, http.StatusBadRequest},
+			{"signup without password", "POST", "/api/v1/auth/signup", "", map[string]string{"email": "x-" + randToken(4) + "@example.com", "tenant_name": "X"}, http.StatusBadRequest},
+			{"unknown grant type", "POST", "/api/v1/auth/token", "", map[string]string{"grant_type": "magic"}, http.StatusBadRequest},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				for _, p := range []*service{sys.proxyA, sys.proxyB} {
+					r := call(t, tc.method, p.url(tc.path), tc.token, tc.body)
+					expectProblem(t, r, tc.want)
+					if tc.want == http.StatusUnauthorized && !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer") {
+						t.Errorf("%s: WWW-Authenticate %q, want a Bearer challenge", r, r.Header.Get("WWW-Authenticate"))
+					}
+				}
+			})
+		}
+	})
+	t.Run("client-sent identity headers are ignored", func(t *testing.T) {
+		other := signup(t, sys.proxyB)
+		req, _ := http.NewRequest("GET", sys.proxyA.url("/api/v1/users/me"), nil)
+		req.Header.Set("Authorization", "Bearer "+owner.Tokens.AccessToken)
+		req.Header.Set("X-Auth-User-Id", other.UserID)
+		req.Header.Set("X-Auth-Tenant-Id", other.TenantID)
+		req.Header.Set("X_Auth_Permissions", "tenant:write")
+		resp, err := apiClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		r := reply{Method: "GET", URL: req.URL.String(), Status: resp.StatusCode, Header: resp.Header, Body: body}
+		expect(t, r, http.StatusOK)
+		if got := decode[meBody](t, r); got.ID != owner.UserID || got.TenantID != owner.TenantID {
+			t.Errorf("/users/me with forged identity headers: id %q tenant %q, want the token's %q %q", got.ID, got.TenantID, owner.UserID, owner.TenantID)
+		}
+	})
+}
+
+// TestRoleRevokeReachesOtherProxy revokes a role through proxy/core A and
+// measures how long the user's requests through proxy B keep succeeding.
+func TestRoleRevokeReachesOtherProxy(t *testing.T) {
+	const trials = 20
+	owner := signup(t, sys.proxyA)
+	m := addMember(t, owner, sys.proxyA, "member", "admin")
+	roleURL := sys.proxyA.url("/api/v1/users/" + m.UserID + "/roles/admin")
+	// GET /users needs users:read, which the admin role grants and member does not.
+	probeB := sys.proxyB.url("/api/v1/users?limit=1")
+
+	var lat []time.Duration
+	for i := range trials {
+		if i > 0 {
+			r := call(t, "PUT", roleURL, owner.Tokens.AccessToken, nil)
+			if r.Status/100 != 2 {
+				t.Fatalf("trial %d: grant admin: %s", i, r)
+			}
+		}
+		mustWaitStatus(t, "GET", probeB, m.Tokens.AccessToken, http.StatusOK, propagation)
+		// A second request, so that proxy B serves it from its caches.
+		expect(t, call(t, "GET", probeB, m.Tokens.AccessToken, nil), http.StatusOK)
+
+		r := call(t, "DELETE", roleURL, owner.Tokens.AccessToken, nil)
+		if r.Status/100 != 2 {
+			t.Fatalf("trial %d: revoke admin: %s", i, r)
+		}
+		d, got, err := waitStatus("GET", probeB, m.Tokens.AccessToken, http.StatusForbidden, propagation, 0)
+		if err != nil {
+			t.Fatalf("trial %d: after the revoke through A, proxy B: %v", i, err)
+		}
+		if i == 0 {
+			expectProblem(t, got, http.StatusForbidden)
+		}
+		lat = append(lat, d)
+	}
+	slices.Sort(lat)
+	p50, p90, worst := lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)-1]
+	t.Logf("revocation through A → 403 at proxy B, %d trials: min %v p50 %v p90 %v max %v", trials, lat[0], p50, p90, worst)
+	if p50 > 100*time.Millisecond {
+		t.Errorf("median revocation-to-403 latency %v, want within 100ms", p50)
+	}
+
+	// The revoke took only the admin role: the user is still a member.
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		got := me(t, p, m.Tokens.AccessToken)
+		if slices.Contains(got.Roles, "admin") || !slices.Contains(got.Roles, "member") {
+			t.Errorf("%s: roles after revoke %v, want member without admin", p.name, got.Roles)
+		}
+		expectProblem(t, call(t, "GET", p.url("/api/v1/users?limit=1"), m.Tokens.AccessToken, nil), http.StatusForbidden)
+	}
+}
+
+func TestLogoutGlobal(t *testing.T) {
+	owner := signup(t, sys.proxyA)
+	second := login(t, sys.proxyB, owner)
+	tokens := []string{owner.Tokens.AccessToken, second.AccessToken}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		for _, tok := range tokens {
+			me(t, p, tok) // both sessions live and cached at both proxies
+		}
+	}
+
+	r := call(t, "POST", sys.proxyA.url("/api/v1/auth/logout"), owner.Tokens.AccessToken, map[string]string{"scope": "global"})
+	if r.Status/100 != 2 {
+		t.Fatalf("logout global: %s", r)
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		for i, tok := range tokens {
+			_, got := mustWaitStatus(t, "GET", p.url("/api/v1/users/me"), tok, http.StatusUnauthorized, propagation)
+			expectProblem(t, got, http.StatusUnauthorized)
+			if h := got.Header.Get("WWW-Authenticate"); !strings.Contains(h, `error="invalid_token"`) {
+				t.Errorf("%s, session %d after logout: WWW-Authenticate %q, want error=\"invalid_token\"", p.name, i, h)
+			}
+		}
+	}
+	for i, rt := range []string{owner.Tokens.RefreshToken, second.RefreshToken} {
+		r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", map[string]string{"grant_type": "refresh_token", "refresh_token": rt})
+		if r.Status != http.StatusBadRequest && r.Status != http.StatusUnauthorized {
+			t.Errorf("refresh of session %d after global logout: %s, want 400 or 401", i, r)
+		} else {
+			checkProblem(t, r)
+		}
+	}
+	// Logging out everywhere does not lock the account.
+	again := login(t, sys.proxyB, owner)
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		if got := me(t, p, again.AccessToken); got.ID != owner.UserID {
+			t.Errorf("%s: /users/me after a new login: id %q, want %q", p.name, got.ID, owner.UserID)
+		}
+	}
+}
+
+// TestOAuthStartedOnCoreAFinishedOnCoreB starts an OIDC login through proxy A
+// (so core A stores the state, PKCE verifier and nonce) and delivers the
+// provider's callback to proxy B (core B), which must find that state in the
+// shared database, redeem the code with the verifier and check the nonce.
+func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
+	u := oidcUser{Subject: "sub-" + randToken(6), Email: "oidc-" + randToken(5) + "@example.com", Name: "Oidc User"}
+	sys.oidc.loginAs(u)
+	t.Cleanup(func() {
+		for _, p := range sys.oidc.takeProblems() {
+			t.Errorf("fake provider rejected a request from coreapi: %s", p)
+		}
+	})
+
+	start := call(t, "GET", sys.proxyA.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize"), "", nil)
+	if start.Status != http.StatusFound && start.Status != http.StatusSeeOther && start.Status != http.StatusTemporaryRedirect {
+		t.Fatalf("authorize through A: %s, want a redirect to the provider", start)
+	}
+	loc := start.Header.Get("Location")
+	if !strings.HasPrefix(loc, sys.oidc.issuer()+"/authorize?") {
+		t.Fatalf("authorize through A redirects to %q, want the provider's authorization endpoint", loc)
+	}
+	atProvider := call(t, "GET", loc, "", nil)
+	if atProvider.Status != http.StatusFound {
+		t.Fatalf("provider authorize: %s (problems: %v)", atProvider, sys.oidc.takeProblems())
+	}
+	q := sys.oidc.lastAuthorize()
+	if q.Get("code_challenge_method") != "S256" || q.Get("nonce") == "" || q.Get("state") == "" {
+		t.Errorf("authorization request %v lacks PKCE S256, nonce or state", q)
+	}
+	callback := atProvider.Header.Get("Location")
+	if !strings.HasPrefix(callback, sys.oidc.redirectURL+"?") {
+		t.Fatalf("provider redirects to %q, want proxy B's callback %s", callback, sys.oidc.redirectURL)
+	}
+
+	done := call(t, "GET", callback, "", nil)
+	tok := oauthTokens(t, done)
+	c := claimsOf(t, tok)
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		got := me(t, p, tok)
+		if got.ID != c.Sub || !strings.EqualFold(got.Email, u.Email) {
+			t.Errorf("%s: /users/me after OIDC login = %+v, want id %s email %s", p.name, got, c.Sub, u.Email)
+		}
+	}
+
+	t.Run("state is consumed once", func(t *testing.T) {
+		for _, p := range []*service{sys.proxyB, sys.proxyA} {
+			r := call(t, "GET", strings.Replace(callback, sys.proxyB.addr, p.addr, 1), "", nil)
+			if r.Status < 400 || r.Status >= 500 {
+				t.Errorf("replayed callback through %s: %s, want 4xx", p.name, r)
+				continue
+			}
+			checkProblem(t, r)
+		}
+	})
+	t.Run("unknown state", func(t *testing.T) {
+		cb, _ := url.Parse(callback)
+		q := cb.Query()
+		q.Set("state", randToken(16))
+		cb.RawQuery = q.Encode()
+		r := call(t, "GET", cb.String(), "", nil)
+		if r.Status < 400 || r.Status >= 500 {
+			t.Fatalf("callback with an unknown state: %s, want 4xx", r)
+		}
+		checkProblem(t, r)
+	})
+	t.Run("second login links the same user", func(t *testing.T) {
+		r := call(t, "GET", sys.proxyB.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize"), "", nil)
+		if r.Status/100 != 3 {
+			t.Fatalf("authorize through B: %s", r)
+		}
+		back := call(t, "GET", r.Header.Get("Location"), "", nil)
+		if back.Status != http.StatusFound {
+			t.Fatalf("provider authorize: %s", back)
+		}
+		tok2 := oauthTokens(t, call(t, "GET", back.Header.Get("Location"), "", nil))
+		if got := claimsOf(t, tok2).Sub; got != c.Sub {
+			t.Errorf("second OIDC login of the same subject signed in user %q, want %q", got, c.Sub)
+		}
+	})
+}
+
+// oauthTokens extracts the access token from the end of an OIDC login: a
+// JSON token response, or a redirect carrying the tokens in its fragment or
+// query.
+func oauthTokens(t *testing.T, r reply) string {
+	t.Helper()
+	switch {
+	case r.Status == http.StatusOK:
+		tr := decode[tokenResponse](t, r)
+		tr.check(t, r)
+		return tr.AccessToken
+	case r.Status/100 == 3:
+		loc, err := url.Parse(r.Header.Get("Location"))
+		if err != nil {
+			t.Fatalf("%s: Location: %v", r, err)
+		}
+		vals, _ := url.ParseQuery(loc.Fragment)
+		if vals.Get("access_token") == "" {
+			vals = loc.Query()
+		}
+		if vals.Get("access_token") == "" {
+			t.Fatalf("%s: redirect to %q carries no access_token", r, loc)
+		}
+		return vals.Get("access_token")
+	default:
+		t.Fatalf("OIDC callback: %s, want tokens", r)
+		return ""
+	}
+}
+
+// TestRefreshRotationAcrossInstances sends the same refresh token to proxy A
+// and proxy B at once: both must succeed with the same successor (neither
+// request logs the user out), and reuse after the grace window must revoke
+// the session everywhere.
+func TestRefreshRotationAcrossInstances(t *testing.T) {
+	owner := signup(t, sys.proxyA)
+	sid := claimsOf(t, owner.Tokens.AccessToken).Sid
+	refresh := func(p *service, rt string) (reply, error) {
+		return send("POST", p.url("/api/v1/auth/token"), "", map[string]string{"grant_type": "refresh_token", "refresh_token": rt})
+	}
+
+	rt := owner.Tokens.RefreshToken
+	first := rt
+	var live []string // access tokens of the session
+	for round := range 3 {
+		var wg sync.WaitGroup
+		var replies [2]reply
+		var errs [2]error
+		gate := make(chan struct{})
+		for i, p := range []*service{sys.proxyA, sys.proxyB} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				replies[i], errs[i] = refresh(p, rt)
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		var got [2]tokenResponse
+		for i := range replies {
+			if errs[i] != nil {
+				t.Fatalf("round %d, request %d: %v", round, i, errs[i])
+			}
+			expect(t, replies[i], http.StatusOK)
+			got[i] = decode[tokenResponse](t, replies[i])
+			got[i].check(t, replies[i])
+			if s := claimsOf(t, got[i].AccessToken).Sid; s != sid {
+				t.Errorf("round %d: refreshed token has sid %q, want the session's %q", round, s, sid)
+			}
+			live = append(live, got[i].AccessToken)
+		}
+		if got[0].RefreshToken != got[1].RefreshToken {
+			t.Fatalf("round %d: concurrent refreshes through A and B returned different successors", round)
+		}
+		if got[0].RefreshToken == rt {
+			t.Fatalf("round %d: refresh token not rotated", round)
+		}
+		rt = got[0].RefreshToken
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		for _, at := range live {
+			me(t, p, at)
+		}
+	}
+
+	// Waiting out the grace window is the behaviour under test here, not a
+	// synchronisation.
+	time.Sleep(refreshGrace + 500*time.Millisecond)
+	r, err := refresh(sys.proxyB, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != http.StatusBadRequest && r.Status != http.StatusUnauthorized {
+		t.Fatalf("reuse of a rotated refresh token after the grace window: %s, want 400 or 401", r)
+	}
+	checkProblem(t, r)
+	// Reuse means theft: the whole session is revoked, its newest refresh
+	// token and its access tokens included.
+	r, err = refresh(sys.proxyA, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != http.StatusBadRequest && r.Status != http.StatusUnauthorized {
+		t.Errorf("newest refresh token of a session revoked for reuse: %s, want 400 or 401", r)
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		for _, at := range append(live, owner.Tokens.AccessToken) {
+			mustWaitStatus(t, "GET", p.url("/api/v1/users/me"), at, http.StatusUnauthorized, propagation)
+		}
+	}
+}
+
+// TestCoreKilled kills core A: proxy A must answer tokens it has not cached
+// with 503 problem+json and Retry-After, within its upstream timeout; once
+// core A is back, proxy A serves again without being restarted.
+func TestCoreKilled(t *testing.T) {
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if sys.coreA.child.exited() {
+			if err := sys.coreA.start(ctx); err != nil {
+				t.Errorf("restart core A: %v", err)
+			}
+		}
+	})
+	owner := signup(t, sys.proxyB) // neither token nor projection cached at proxy A
+	proxyPid := sys.proxyA.child.pid()
+
+	sys.coreA.kill()
+	r, err := send("GET", sys.proxyA.url("/api/v1/users/me"), owner.Tokens.AccessToken, nil)
+	if err != nil {
+		t.Fatalf("proxy A with core A dead: %v (after %v)", err, r.Elapsed)
+	}
+	expectProblem(t, r, http.StatusServiceUnavailable)
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra <= 0 {
+		t.Errorf("%s: Retry-After %q, want a positive number of seconds", r, r.Header.Get("Retry-After"))
+	}
+	if r.Elapsed > upstreamTimeout+time.Second {
+		t.Errorf("503 took %v, want within the upstream timeout %v", r.Elapsed, upstreamTimeout)
+	}
+	// The other instance is unaffected.
+	if got := me(t, sys.proxyB, owner.Tokens.AccessToken); got.ID != owner.UserID {
+		t.Errorf("proxy B: id %q, want %q", got.ID, owner.UserID)
+	}
+
+	if err := sys.coreA.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, got := mustWaitStatus(t, "GET", sys.proxyA.url("/api/v1/users/me"), owner.Tokens.AccessToken, http.StatusOK, 15*time.Second)
+	if m := decode[meBody](t, got); m.ID != owner.UserID {
+		t.Errorf("proxy A after core A restart: id %q, want %q", m.ID, owner.UserID)
+	}
+	if sys.proxyA.child.exited() || sys.proxyA.child.pid() != proxyPid {
+		t.Errorf("proxy A was restarted or died (pid %d, was %d)", sys.proxyA.child.pid(), proxyPid)
+	}
+}
+
+// TestCoreHung stops core A (SIGSTOP: connections are accepted by the kernel,
+// nothing answers): proxy A must give up within its upstream timeout with a
+// problem, not hang, and recover when core A continues.
+func TestCoreHung(t *testing.T) {
+	owner := signup(t, sys.proxyB)
+	pid := sys.coreA.child.pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	r, err := send("GET", sys.proxyA.url("/api/v1/users/me"), owner.Tokens.AccessToken, nil)
+	resume()
+	if err != nil {
+		t.Fatalf("proxy A with core A hung: %v after %v", err, r.Elapsed)
+	}
+	if r.Status != http.StatusServiceUnavailable && r.Status != http.StatusGatewayTimeout {
+		t.Errorf("%s: want 503 or 504", r)
+	}
+	checkProblem(t, r)
+	if r.Elapsed > upstreamTimeout+2*time.Second {
+		t.Errorf("proxy A answered after %v, want within the upstream timeout %v", r.Elapsed, upstreamTimeout)
+	}
+	mustWaitStatus(t, "GET", sys.proxyA.url("/api/v1/users/me"), owner.Tokens.AccessToken, http.StatusOK, 15*time.Second)
+}
+
+// TestNATSRestart shuts NATS down and starts it again on the same port:
+// a change made while it was down must reach both proxies, and so must
+// changes made after it came back.
+func TestNATSRestart(t *testing.T) {
+	owner := signup(t, sys.proxyA)
+	m := addMember(t, owner, sys.proxyA, "member", "admin")
+	roleA := sys.proxyA.url("/api/v1/users/" + m.UserID + "/roles/admin")
+	roleB := sys.proxyB.url("/api/v1/users/" + m.UserID + "/roles/admin")
+	probe := func(p *service) string { return p.url("/api/v1/users?limit=1") }
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		expect(t, call(t, "GET", probe(p), m.Tokens.AccessToken, nil), http.StatusOK)
+	}
+	clients := sys.nats.NumClients()
+	if clients < 4 {
+		t.Fatalf("NATS has %d clients, want at least 4 (two cores, two proxies)", clients)
+	}
+	t.Cleanup(func() {
+		if sys.nats == nil {
+			if err := sys.startNATS(); err != nil {
+				t.Errorf("restart NATS: %v", err)
+			}
+		}
+	})
+
+	sys.stopNATS()
+	r := call(t, "DELETE", roleA, owner.Tokens.AccessToken, nil)
+	if r.Status/100 != 2 {
+		t.Fatalf("revoke while NATS is down: %s", r)
+	}
+	if err := sys.startNATS(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for sys.nats.NumClients() < clients {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d NATS clients reconnected after 30s", sys.nats.NumClients(), clients)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		mustWaitStatus(t, "GET", probe(p), m.Tokens.AccessToken, http.StatusForbidden, propagation)
+	}
+
+	// After the restart, invalidations flow again both ways: a grant through
+	// A must lift the cached 403 at both proxies, a revoke through B restore it.
+	if r := call(t, "PUT", roleA, owner.Tokens.AccessToken, nil); r.Status/100 != 2 {
+		t.Fatalf("grant after NATS restart: %s", r)
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		mustWaitStatus(t, "GET", probe(p), m.Tokens.AccessToken, http.StatusOK, propagation)
+	}
+	if r := call(t, "DELETE", roleB, owner.Tokens.AccessToken, nil); r.Status/100 != 2 {
+		t.Fatalf("revoke through B after NATS restart: %s", r)
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		mustWaitStatus(t, "GET", probe(p), m.Tokens.AccessToken, http.StatusForbidden, propagation)
+	}
+}
+
+// TestPostgresRestart stops PostgreSQL: requests that need it fail with a
+// problem within the timeout; once it is back, every service recovers
+// without a restart, including the outbox relay that carries invalidations.
+func TestPostgresRestart(t *testing.T) {
+	ctx := context.Background()
+	owner := signup(t, sys.proxyA)
+	m := addMember(t, owner, sys.proxyA, "member", "admin")
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		me(t, p, owner.Tokens.AccessToken)
+		expect(t, call(t, "GET", p.url("/api/v1/users?limit=1"), m.Tokens.AccessToken, nil), http.StatusOK)
+	}
+	pids := map[string]int{}
+	for _, s := range []*service{sys.coreA, sys.coreB, sys.proxyA, sys.proxyB} {
+		pids[s.name] = s.child.pid()
+	}
+	t.Cleanup(func() {
+		if sys.pg.child == nil {
+			if err := sys.pg.start(ctx); err != nil {
+				t.Errorf("restart postgres: %v", err)
+			}
+		}
+	})
+
+	if err := sys.pg.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, method, path string
+		token              string
+		body               any
+		via                *service
+	}{
+		{"read through A", "GET", "/api/v1/users/me", owner.Tokens.AccessToken, nil, sys.proxyA},
+		{"list through B", "GET", "/api/v1/users?limit=5", owner.Tokens.AccessToken, nil, sys.proxyB},
+		{"password grant through A", "POST", "/api/v1/auth/token", "", map[string]string{"grant_type": "password", "email": owner.Email, "password": owner.Password}, sys.proxyA},
+		{"refresh through B", "POST", "/api/v1/auth/token", "", map[string]string{"grant_type": "refresh_token", "refresh_token": owner.Tokens.RefreshToken}, sys.proxyB},
+	} {
+		t.Run("down/"+tc.name, func(t *testing.T) {
+			r, err := send(tc.method, tc.via.url(tc.path), tc.token, tc.body)
+			if err != nil {
+				t.Fatalf("%v after %v", err, r.Elapsed)
+			}
+			if r.Status < 500 {
+				t.Fatalf("%s: want 5xx while PostgreSQL is down", r)
+			}
+			checkProblem(t, r)
+			if r.Elapsed > 10*time.Second {
+				t.Errorf("%s took %v, want a prompt failure", r, r.Elapsed)
+			}
+		})
+	}
+
+	if err := sys.pg.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		mustWaitStatus(t, "GET", p.url("/api/v1/users/me"), owner.Tokens.AccessToken, http.StatusOK, 20*time.Second)
+		mustWaitStatus(t, "GET", p.url("/api/v1/users?limit=5"), owner.Tokens.AccessToken, http.StatusOK, 20*time.Second)
+	}
+	login(t, sys.proxyB, owner)
+	// Writes commit and their invalidations still reach the proxies.
+	r := call(t, "DELETE", sys.proxyB.url("/api/v1/users/"+m.UserID+"/roles/admin"), owner.Tokens.AccessToken, nil)
+	if r.Status/100 != 2 {
+		t.Fatalf("revoke after PostgreSQL restart: %s", r)
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		mustWaitStatus(t, "GET", p.url("/api/v1/users?limit=1"), m.Tokens.AccessToken, http.StatusForbidden, propagation)
+	}
+	for _, s := range []*service{sys.coreA, sys.coreB, sys.proxyA, sys.proxyB} {
+		if s.child.exited() || s.child.pid() != pids[s.name] {
+			t.Errorf("%s was restarted or died during the PostgreSQL restart", s.name)
+		}
+	}
+}

@@ -1,0 +1,386 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Settings the suite gives the services.
+const (
+	issuer       = "http://localhost:8080"
+	audience     = "tollgate"
+	oidcProvider = "test"
+	oidcClientID = "tollgate-e2e"
+	// refreshGrace is REFRESH_REUSE_GRACE for the suite: short, so that reuse
+	// after the grace window can be exercised without a long wait.
+	refreshGrace = time.Second
+	// upstreamTimeout bounds how long a proxy waits for coreapi.
+	upstreamTimeout = 3 * time.Second
+)
+
+// sys is the running system, set up once by TestMain for every test.
+var sys *system
+
+// system is the real stack under test: one PostgreSQL cluster, one NATS
+// server, a fake OIDC provider, two coreapi and two authproxy processes.
+type system struct {
+	root, work, bin string
+	hmacKey         string
+	keysDir         string
+	pg              *pgCluster
+	natsOpts        *server.Options
+	nats            *server.Server
+	oidc            *fakeOIDC
+	coreA, coreB    *service
+	proxyA, proxyB  *service
+}
+
+// service is one coreapi or authproxy process, restartable on the same
+// addresses.
+type service struct {
+	name        string
+	bin         string
+	args        []string
+	env         []string
+	addr, admin string // host:port of the public and admin listeners
+	logPath     string
+	child       *child
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s, err := setup(ctx)
+	if s != nil {
+		defer s.close()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: set-up: %v\n", err)
+		if s != nil {
+			s.dumpLogs()
+		}
+		return 1
+	}
+	sys = s
+	code := m.Run()
+	if code != 0 {
+		s.dumpLogs()
+	}
+	return code
+}
+
+func setup(ctx context.Context) (*system, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "tollgate-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	s := &system{root: root, work: work, bin: filepath.Join(work, "bin")}
+
+	if err := buildBinaries(ctx, root, s.bin); err != nil {
+		return s, err
+	}
+
+	pgPort, err := freePort()
+	if err != nil {
+		return s, err
+	}
+	pgBase := filepath.Join(work, "pg")
+	if err := os.Mkdir(pgBase, 0o755); err != nil {
+		return s, err
+	}
+	if s.pg, err = newPGCluster(ctx, pgBase, pgPort); err != nil {
+		return s, fmt.Errorf("postgres: %w", err)
+	}
+	migrate := exec.CommandContext(ctx, filepath.Join(s.bin, "coreapi"), "migrate", "up")
+	migrate.Env = append(os.Environ(), "DATABASE_URL="+s.pg.URL())
+	if out, err := migrate.CombinedOutput(); err != nil {
+		return s, fmt.Errorf("coreapi migrate up: %w\n%s", err, out)
+	}
+
+	natsPort, err := freePort()
+	if err != nil {
+		return s, err
+	}
+	s.natsOpts = &server.Options{Host: "127.0.0.1", Port: natsPort, NoLog: true, NoSigs: true}
+	if err := s.startNATS(); err != nil {
+		return s, err
+	}
+
+	s.keysDir = filepath.Join(work, "keys")
+	gen := exec.CommandContext(ctx, filepath.Join(s.bin, "coreapi"), "keys", "generate", "-dir", s.keysDir)
+	if out, err := gen.CombinedOutput(); err != nil {
+		return s, fmt.Errorf("coreapi keys generate: %w\n%s", err, out)
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	s.hmacKey = base64.StdEncoding.EncodeToString(key)
+
+	if s.oidc, err = newFakeOIDC(oidcClientID, randToken(24)); err != nil {
+		return s, fmt.Errorf("fake oidc: %w", err)
+	}
+
+	addrs := make([]string, 8)
+	for i := range addrs {
+		p, err := freePort()
+		if err != nil {
+			return s, err
+		}
+		addrs[i] = "127.0.0.1:" + strconv.Itoa(p)
+	}
+	s.coreA = s.newCore("coreapi-a", addrs[0], addrs[1])
+	s.coreB = s.newCore("coreapi-b", addrs[2], addrs[3])
+	s.proxyA = s.newProxy("authproxy-a", addrs[4], addrs[5], s.coreA)
+	s.proxyB = s.newProxy("authproxy-b", addrs[6], addrs[7], s.coreB)
+	// The OAuth redirect URL of both cores is proxy B's callback, so a flow
+	// started through proxy A (core A) always finishes on core B.
+	s.oidc.redirectURL = "http://" + s.proxyB.addr + "/api/v1/auth/oauth/" + oidcProvider + "/callback"
+	for _, c := range []*service{s.coreA, s.coreB} {
+		c.env = append(c.env,
+			"OIDC_PROVIDERS="+oidcProvider,
+			"OIDC_TEST_ISSUER="+s.oidc.issuer(),
+			"OIDC_TEST_CLIENT_ID="+oidcClientID,
+			"OIDC_TEST_CLIENT_SECRET="+s.oidc.clientSecret,
+			"OIDC_TEST_REDIRECT_URL="+s.oidc.redirectURL,
+		)
+	}
+	for _, svc := range []*service{s.coreA, s.coreB, s.proxyA, s.proxyB} {
+		if err := svc.start(ctx); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func (s *system) newCore(name, addr, admin string) *service {
+	return &service{
+		name: name, bin: filepath.Join(s.bin, "coreapi"), args: []string{"serve"},
+		addr: addr, admin: admin, logPath: filepath.Join(s.work, name+".log"),
+		env: []string{
+			"COREAPI_LISTEN_ADDR=" + addr,
+			"COREAPI_ADMIN_ADDR=" + admin,
+			"DATABASE_URL=" + s.pg.URL(),
+			"DB_MAX_CONNS=8",
+			"IDENTITY_HMAC_KEY=" + s.hmacKey,
+			"NATS_URL=" + s.natsURL(),
+			"SIGNING_KEYS_DIR=" + s.keysDir,
+			"TOKEN_ISSUER=" + issuer,
+			"TOKEN_AUDIENCE=" + audience,
+			"REFRESH_REUSE_GRACE=" + refreshGrace.String(),
+			"SHUTDOWN_TIMEOUT=5s",
+			"LOG_LEVEL=info",
+		},
+	}
+}
+
+func (s *system) newProxy(name, addr, admin string, core *service) *service {
+	return &service{
+		name: name, bin: filepath.Join(s.bin, "authproxy"),
+		addr: addr, admin: admin, logPath: filepath.Join(s.work, name+".log"),
+		env: []string{
+			"PROXY_LISTEN_ADDR=" + addr,
+			"PROXY_ADMIN_ADDR=" + admin,
+			"UPSTREAM_URL=http://" + core.addr,
+			"IDENTITY_HMAC_KEY=" + s.hmacKey,
+			"NATS_URL=" + s.natsURL(),
+			"TOKEN_ISSUER=" + issuer,
+			"TOKEN_AUDIENCE=" + audience,
+			"UPSTREAM_TIMEOUT=" + upstreamTimeout.String(),
+			"LOG_LEVEL=info",
+		},
+	}
+}
+
+func (s *system) natsURL() string {
+	return "nats://" + net.JoinHostPort(s.natsOpts.Host, strconv.Itoa(s.natsOpts.Port))
+}
+
+// startNATS starts the in-process NATS server on its fixed port.
+func (s *system) startNATS() error {
+	opts := *s.natsOpts
+	ns, err := server.NewServer(&opts)
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return fmt.Errorf("nats on port %d not ready after 10s", s.natsOpts.Port)
+	}
+	s.nats = ns
+	return nil
+}
+
+func (s *system) stopNATS() {
+	if s.nats != nil {
+		s.nats.Shutdown()
+		s.nats.WaitForShutdown()
+		s.nats = nil
+	}
+}
+
+// close stops every child, NATS, the fake provider and PostgreSQL, and
+// removes the work directory.
+func (s *system) close() {
+	for _, svc := range []*service{s.proxyA, s.proxyB, s.coreA, s.coreB} {
+		if svc != nil {
+			svc.stop()
+		}
+	}
+	s.stopNATS()
+	if s.oidc != nil {
+		s.oidc.close()
+	}
+	if s.pg != nil {
+		if err := s.pg.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		}
+	}
+	if os.Getenv("E2E_KEEP") != "" {
+		fmt.Fprintf(os.Stderr, "e2e: kept %s\n", s.work)
+		return
+	}
+	_ = os.RemoveAll(s.work)
+}
+
+// dumpLogs prints the tail of every service log, for a failed run.
+func (s *system) dumpLogs() {
+	for _, svc := range []*service{s.coreA, s.coreB, s.proxyA, s.proxyB} {
+		if svc == nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "---- %s (last 25 lines of %s)\n%s\n", svc.name, svc.logPath, tail(svc.logPath, 25))
+	}
+	if s.pg != nil {
+		fmt.Fprintf(os.Stderr, "---- postgres (last 15 lines)\n%s\n", tail(s.pg.logPath, 15))
+	}
+}
+
+// start runs the service and waits for its /readyz.
+func (v *service) start(ctx context.Context) error {
+	lf, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(v.bin, v.args...)
+	cmd.Env = append(os.Environ(), v.env...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	// Pdeathsig: the child dies with the test binary, even on a crash.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if v.child, err = startChild(v.name, cmd, lf); err != nil {
+		return err
+	}
+	return v.waitReady(ctx, 30*time.Second)
+}
+
+func (v *service) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	url := "http://" + v.admin + "/readyz"
+	last := "no answer"
+	for time.Now().Before(deadline) {
+		if v.child.exited() {
+			return fmt.Errorf("%s exited during start-up (%v):\n%s", v.name, v.child.err, tail(v.logPath, 30))
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := probeClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = "status " + strconv.Itoa(resp.StatusCode)
+		} else {
+			last = err.Error()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: %s not ready after %s (%s):\n%s", v.name, url, timeout, last, tail(v.logPath, 30))
+}
+
+// stop asks the service to shut down (SIGTERM) and kills it if it hangs.
+func (v *service) stop() {
+	if v.child == nil {
+		return
+	}
+	if err := v.child.signalAndWait(syscall.SIGTERM, 10*time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+	}
+}
+
+// kill ends the service with SIGKILL: no shutdown, no draining.
+func (v *service) kill() {
+	if v.child != nil {
+		v.child.kill()
+	}
+}
+
+func (v *service) url(path string) string { return "http://" + v.addr + path }
+
+// repoRoot walks up from the working directory to the directory holding go.work.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.work not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func buildBinaries(ctx context.Context, root, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out+string(filepath.Separator),
+		"./coreapi/cmd/coreapi", "./authproxy/cmd/authproxy")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

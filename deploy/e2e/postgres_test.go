@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// pgCluster is a throwaway PostgreSQL cluster owned by the suite. It runs the
+// postmaster as a direct child process (not daemonised by pg_ctl) so that it
+// dies with the test binary even when the binary is killed, and so that the
+// suite can stop and start it without disturbing any other test package.
+type pgCluster struct {
+	base     string // parent of the data directory, removed by the suite
+	data     string
+	port     int
+	postgres string // path of the postgres binary
+	cred     *syscall.Credential
+	child    *child
+	logPath  string
+}
+
+// installHint is printed when no PostgreSQL server binaries can be found.
+const installHint = `the end-to-end suite needs the PostgreSQL server binaries (initdb, postgres) to run
+a cluster of its own that it can restart. Install them, for example:
+    Debian/Ubuntu:  apt-get install postgresql
+    Fedora:         dnf install postgresql-server
+    macOS:          brew install postgresql@16
+(they are looked up on PATH and in /usr/lib/postgresql/*/bin)`
+
+// findPGBin returns the directory holding initdb and postgres.
+func findPGBin() (string, error) {
+	var dirs []string
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			dirs = append(dirs, filepath.Dir(r))
+		}
+		dirs = append(dirs, filepath.Dir(p))
+	}
+	versioned, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	// Newest major version first ("9.6" < "15" numerically).
+	sort.Slice(versioned, func(i, j int) bool {
+		return pgMajor(versioned[i]) > pgMajor(versioned[j])
+	})
+	dirs = append(dirs, versioned...)
+	dirs = append(dirs, "/usr/local/pgsql/bin")
+	for _, d := range dirs {
+		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
+			return d, nil
+		}
+	}
+	return "", errors.New(installHint)
+}
+
+func pgMajor(binDir string) float64 {
+	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+	return v
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+// unprivileged returns the credential to run PostgreSQL with when the suite
+// runs as root (initdb and postgres refuse to run as root), else nil.
+func unprivileged() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	for _, name := range []string{"postgres", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+	}
+	return nil, errors.New("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL as")
+}
+
+// newPGCluster runs initdb in base/data and starts the cluster on port.
+func newPGCluster(ctx context.Context, base string, port int) (*pgCluster, error) {
+	bin, err := findPGBin()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := unprivileged()
+	if err != nil {
+		return nil, err
+	}
+	c := &pgCluster{
+		base:     base,
+		data:     filepath.Join(base, "data"),
+		port:     port,
+		postgres: filepath.Join(bin, "postgres"),
+		cred:     cred,
+		logPath:  filepath.Join(base, "postgres.log"),
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(base, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("chown %s: %w", base, err)
+		}
+	}
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", c.data, "-U", "postgres",
+		"--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+	initdb.Dir = base
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	if err := c.start(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// URL is the connection string of the cluster's postgres database.
+func (c *pgCluster) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+}
+
+// start runs the postmaster and waits until it accepts connections.
+func (c *pgCluster) start(ctx context.Context) error {
+	lf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.postgres, "-D", c.data,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "port="+strconv.Itoa(c.port),
+		"-c", "unix_socket_directories=",
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=200")
+	cmd.Dir = c.base
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Pdeathsig: syscall.SIGKILL}
+	ch, err := startChild("postgres", cmd, lf)
+	if err != nil {
+		return err
+	}
+	c.child = ch
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		if ch.exited() {
+			return fmt.Errorf("postgres exited during start-up:\n%s", tail(c.logPath, 30))
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, err := pgx.Connect(cctx, c.URL())
+		if err == nil {
+			_ = conn.Close(cctx)
+			cancel()
+			return nil
+		}
+		cancel()
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("postgres not accepting connections after 30s: %v\n%s", last, tail(c.logPath, 30))
+}
+
+// stop shuts the cluster down in "fast" mode (SIGINT: roll back open
+// transactions, disconnect clients), as `pg_ctl stop -m fast` does.
+func (c *pgCluster) stop() error {
+	if c.child == nil {
+		return nil
+	}
+	err := c.child.signalAndWait(syscall.SIGINT, 30*time.Second)
+	c.child = nil
+	return err
+}
+
+// restart is `pg_ctl restart -m fast` without the daemon.
+func (c *pgCluster) restart(ctx context.Context) error {
+	if err := c.stop(); err != nil {
+		return err
+	}
+	return c.start(ctx)
+}
