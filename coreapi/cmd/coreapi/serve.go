@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -58,6 +59,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Registerer:     reg,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		AccessTokenTTL: cfg.AccessTokenTTL,
+		Passwords:      password.New(password.OWASP, 0),
 	}
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
 	// it sets opts.Passwords, appends to opts.Register and

@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -101,6 +102,8 @@ func Start(t testing.TB, o Options) *Env {
 			e.mu.Unlock()
 		},
 	}
+	// Cheap parameters: tests hash many passwords; the format is the same.
+	opts.Passwords = password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
 	if o.Configure != nil {
 		o.Configure(&opts)
 	}

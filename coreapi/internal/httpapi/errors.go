@@ -33,7 +33,6 @@ func domainProblem(err error) *problem.Problem {
 		{roles.ErrBuiltin, 409, "builtin_role"},
 		{roles.ErrEscalation, 403, problem.CodeForbidden},
 		{tenants.ErrUnknownRole, 422, problem.CodeValidation},
-		{users.ErrNoHasher, 501, "not_implemented"},
 	}
 	for _, e := range table {
 		if errors.Is(err, e.err) {

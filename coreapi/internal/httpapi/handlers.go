@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -215,12 +216,6 @@ type createUserBody struct {
 	Roles       []string `json:"roles"`
 }
 
-// MaxPassword bounds passwords (hashing cost grows with length).
-const (
-	minPassword = 8
-	maxPassword = 256
-)
-
 func validEmail(s string) bool {
 	a, err := mail.ParseAddress(s)
 	return err == nil && a.Address == s && a.Name == ""
@@ -239,7 +234,9 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	}
 	n := users.NewMember{Email: b.Email, Roles: users.SortedUnique(b.Roles)}
 	if b.Password != nil {
-		v.length("password", *b.Password, minPassword, maxPassword)
+		if err := password.CheckNew(*b.Password); err != nil {
+			v.add("password", err.Error())
+		}
 		n.Password = *b.Password
 	}
 	if b.DisplayName != nil {

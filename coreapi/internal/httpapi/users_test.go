@@ -1,0 +1,410 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+type memberList struct {
+	Data       []users.Member `json:"data"`
+	NextCursor *string        `json:"next_cursor"`
+	Total      *int64         `json:"total"`
+}
+
+func TestMe(t *testing.T) {
+	w := newWorld(t)
+	r := w.e.Get(t, &w.admin, "/api/v1/users/me")
+	wantStatus(t, r, 200)
+	var me users.Me
+	r.JSON(t, &me)
+	if me.ID != w.admin.UserID || me.TenantID != w.a || me.Email != "admin@acme.test" {
+		t.Fatalf("me = %+v", me)
+	}
+	if !equal(me.Roles, []string{"admin"}) {
+		t.Errorf("roles = %v, want [admin]", me.Roles)
+	}
+	if want := []string{"audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"}; !equal(me.Permissions, want) {
+		t.Errorf("permissions = %v, want %v", me.Permissions, want)
+	}
+
+	r = w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/me", map[string]any{"display_name": "  Ada  "})
+	wantStatus(t, r, 200)
+	r.JSON(t, &me)
+	if me.DisplayName != "Ada" {
+		t.Errorf("display_name = %q, want Ada", me.DisplayName)
+	}
+	if got := auditActions(t, w.e, w.a); !equal(got, []string{"user.profile_updated"}) {
+		t.Errorf("audit = %v", got)
+	}
+	if got := outboxSubjects(t, w.e); len(got) != 0 {
+		t.Errorf("a display name change wrote outbox rows %v; the projection does not carry it", got)
+	}
+
+	t.Run("not a member of the identity's tenant", func(t *testing.T) {
+		forged := w.admin
+		forged.TenantID = w.b
+		wantProblem(t, w.e.Get(t, &forged, "/api/v1/users/me"), 404, "not_found")
+	})
+}
+
+func TestMyTenants(t *testing.T) {
+	w := newWorld(t)
+	w.e.SeedMember(t, w.b, w.admin.UserID, "member")
+	r := w.e.Get(t, &w.admin, "/api/v1/users/me/tenants?limit=1&include_total=true")
+	wantStatus(t, r, 200)
+	var l struct {
+		Data       []tenants.Membership `json:"data"`
+		NextCursor *string              `json:"next_cursor"`
+		Total      *int64               `json:"total"`
+	}
+	r.JSON(t, &l)
+	if len(l.Data) != 1 || l.Data[0].ID != w.a || !equal(l.Data[0].Roles, []string{"admin"}) || l.NextCursor == nil || l.Total == nil || *l.Total != 2 {
+		t.Fatalf("page 1 = %s", r.Body)
+	}
+	r = w.e.Get(t, &w.admin, "/api/v1/users/me/tenants?limit=1&cursor="+*l.NextCursor)
+	wantStatus(t, r, 200)
+	l.NextCursor, l.Total = nil, nil
+	r.JSON(t, &l)
+	if len(l.Data) != 1 || l.Data[0].ID != w.b || l.Data[0].Name != "Bravo" || !equal(l.Data[0].Roles, []string{"member"}) || l.NextCursor != nil || l.Total != nil {
+		t.Fatalf("page 2 = %s", r.Body)
+	}
+}
+
+func TestListUsersPagination(t *testing.T) {
+	w := newWorld(t)
+	for i := range 7 {
+		w.e.SeedUserIn(t, w.a, fmt.Sprintf("u%d@acme.test", i), "member")
+	}
+	// 3 + 7 members in A; B's owner must never appear.
+	var seen []string
+	cursor := ""
+	pages := 0
+	for {
+		path := "/api/v1/users?limit=4&include_total=true"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		r := w.e.Get(t, &w.admin, path)
+		wantStatus(t, r, 200)
+		var l memberList
+		r.JSON(t, &l)
+		pages++
+		if l.Total == nil || *l.Total != 10 {
+			t.Fatalf("page %d total = %v, want 10", pages, l.Total)
+		}
+		for _, m := range l.Data {
+			seen = append(seen, m.Email)
+			if len(m.Roles) != 1 {
+				t.Errorf("%s roles = %v", m.Email, m.Roles)
+			}
+		}
+		if l.NextCursor == nil {
+			break
+		}
+		cursor = *l.NextCursor
+		if pages > 5 {
+			t.Fatal("pagination does not end")
+		}
+	}
+	if pages != 3 || len(seen) != 10 {
+		t.Fatalf("pages = %d, members = %d (%v); want 3 pages, 10 members", pages, len(seen), seen)
+	}
+	uniq := map[string]bool{}
+	for _, s := range seen {
+		if uniq[s] {
+			t.Errorf("%s listed twice", s)
+		}
+		uniq[s] = true
+		if strings.HasSuffix(s, "@bravo.test") {
+			t.Errorf("tenant B's member %s listed in A", s)
+		}
+	}
+	if seen[0] != "owner@acme.test" {
+		t.Errorf("first member = %s, want the oldest (owner@acme.test)", seen[0])
+	}
+
+	r := w.e.Get(t, &w.admin, "/api/v1/users")
+	var l memberList
+	r.JSON(t, &l)
+	if l.Total != nil || l.NextCursor != nil || len(l.Data) != 10 {
+		t.Errorf("default page: total %v, next %v, %d members", l.Total, l.NextCursor, len(l.Data))
+	}
+}
+
+func TestCursorTampering(t *testing.T) {
+	w := newWorld(t)
+	r := w.e.Get(t, &w.owner, "/api/v1/users?limit=1")
+	var l memberList
+	r.JSON(t, &l)
+	if l.NextCursor == nil {
+		t.Fatal("no next cursor")
+	}
+	good := *l.NextCursor
+	payload, mac, _ := strings.Cut(good, ".")
+	flipped := []byte(payload)
+	flipped[2] ^= 1
+	rOther := w.e.Get(t, &w.ownerB, "/api/v1/roles?limit=1")
+	var rl struct {
+		NextCursor *string `json:"next_cursor"`
+	}
+	rOther.JSON(t, &rl)
+
+	tests := []struct {
+		name, as, cursor string
+	}{
+		{"payload altered", "a", string(flipped) + "." + mac},
+		{"mac altered", "a", payload + "." + strings.Repeat("A", len(mac))},
+		{"no mac", "a", payload},
+		{"garbage", "a", "%%%"},
+		{"cursor of another tenant", "b", good},
+		{"cursor of another list", "a", *rl.NextCursor},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			as := &w.owner
+			if tt.as == "b" {
+				as = &w.ownerB
+			}
+			r := w.e.Get(t, as, "/api/v1/users?limit=1&cursor="+tt.cursor)
+			wantProblem(t, r, 400, "invalid_cursor")
+		})
+	}
+	t.Run("untampered", func(t *testing.T) {
+		wantStatus(t, w.e.Get(t, &w.owner, "/api/v1/users?limit=1&cursor="+good), 200)
+	})
+	t.Run("bad limit", func(t *testing.T) {
+		for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe"} {
+			wantProblem(t, w.e.Get(t, &w.owner, "/api/v1/users?"+q), 400, "invalid_query")
+		}
+	})
+}
+
+func TestCrossTenantIDs(t *testing.T) {
+	w := newWorld(t)
+	bUser := w.ownerB.UserID
+	var roleB struct {
+		Data []struct{ ID string } `json:"data"`
+	}
+	w.e.Get(t, &w.ownerB, "/api/v1/roles").JSON(t, &roleB)
+	bRole := roleB.Data[0].ID
+	tests := []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/api/v1/users/" + bUser, nil},
+		{"PATCH", "/api/v1/users/" + bUser, map[string]any{"status": "disabled"}},
+		{"DELETE", "/api/v1/users/" + bUser, nil},
+		{"PUT", "/api/v1/users/" + bUser + "/roles/member", nil},
+		{"DELETE", "/api/v1/users/" + bUser + "/roles/owner", nil},
+		{"PATCH", "/api/v1/roles/" + bRole, map[string]any{"description": "mine now"}},
+		{"DELETE", "/api/v1/roles/" + bRole, nil},
+		{"GET", "/api/v1/users/00000000-0000-0000-0000-000000000000", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			r := w.e.Send(t, &w.owner, tt.method, tt.path, tt.body)
+			wantProblem(t, r, 404, "not_found")
+			if strings.Contains(string(r.Body), "bravo") {
+				t.Errorf("404 body leaks tenant B's data: %s", r.Body)
+			}
+		})
+	}
+	// Nothing in B changed.
+	r := w.e.Get(t, &w.ownerB, "/api/v1/users/"+bUser)
+	wantStatus(t, r, 200)
+	var m users.Member
+	r.JSON(t, &m)
+	if m.Status != "active" || !equal(m.Roles, []string{"owner"}) {
+		t.Fatalf("B's owner changed: %+v", m)
+	}
+	if got := auditActions(t, w.e, w.b); len(got) != 0 {
+		t.Errorf("B audit = %v", got)
+	}
+}
+
+func TestInvalidUUIDs(t *testing.T) {
+	w := newWorld(t)
+	for _, p := range []string{
+		"GET /api/v1/users/not-a-uuid",
+		"GET /api/v1/users/0000000-0000-0000-0000-0000000000000",
+		"PATCH /api/v1/users/123",
+		"DELETE /api/v1/users/xyz",
+		"PUT /api/v1/users/xyz/roles/member",
+		"PATCH /api/v1/roles/1",
+		"DELETE /api/v1/roles/%20",
+		"GET /internal/v1/projections/nope?tenant_id=" + w.a,
+	} {
+		method, path, _ := strings.Cut(p, " ")
+		t.Run(p, func(t *testing.T) {
+			var body any
+			if method == "PATCH" {
+				body = map[string]any{"status": "active"}
+			}
+			as := &w.owner
+			if strings.HasPrefix(path, "/internal") {
+				as = nil
+			}
+			r := w.e.Do(t, apitestReq(method, path, body, as, as == nil))
+			wantProblem(t, r, 400, "invalid_id")
+		})
+	}
+	t.Run("tenant_id not a uuid", func(t *testing.T) {
+		r := w.e.Do(t, apitestReq("GET", "/internal/v1/projections/"+w.owner.UserID+"?tenant_id=acme", nil, nil, true))
+		wantProblem(t, r, 400, "invalid_id")
+	})
+}
+
+func TestCreateUser(t *testing.T) {
+	w := newWorld(t)
+	r := w.e.Send(t, &w.admin, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "display_name": "New", "roles": []string{"member", "admin"}})
+	wantStatus(t, r, 201)
+	var m users.Member
+	r.JSON(t, &m)
+	if m.Email != "new@acme.test" || m.DisplayName != "New" || !equal(m.Roles, []string{"admin", "member"}) || m.Status != "active" {
+		t.Fatalf("created = %+v", m)
+	}
+	if loc := r.Header.Get("Location"); loc != "/api/v1/users/"+m.ID {
+		t.Errorf("Location = %q", loc)
+	}
+
+	// An existing account (B's owner) joins A with the default role.
+	r = w.e.Send(t, &w.admin, "POST", "/api/v1/users", map[string]any{"email": "OWNER@bravo.test"})
+	wantStatus(t, r, 201)
+	r.JSON(t, &m)
+	if m.ID != w.ownerB.UserID || !equal(m.Roles, []string{"member"}) {
+		t.Fatalf("existing user joined as %+v", m)
+	}
+
+	tests := []struct {
+		name   string
+		as     string
+		body   map[string]any
+		status int
+		code   string
+	}{
+		{"already a member", "admin", map[string]any{"email": "member@acme.test"}, 409, "already_member"},
+		{"password for an existing account", "admin", map[string]any{"email": "owner@acme.test", "password": "long enough pw"}, 409, "user_exists"},
+		{"unknown role", "admin", map[string]any{"email": "x1@acme.test", "roles": []string{"wizard"}}, 422, "validation_failed"},
+		{"admin grants owner", "admin", map[string]any{"email": "x2@acme.test", "roles": []string{"owner"}}, 403, "forbidden"},
+		{"bad email", "admin", map[string]any{"email": "not an email"}, 422, "validation_failed"},
+		{"missing email", "admin", map[string]any{"display_name": "x"}, 422, "validation_failed"},
+		{"short password", "admin", map[string]any{"email": "x3@acme.test", "password": "short"}, 422, "validation_failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := auditActions(t, w.e, w.a)
+			r := w.e.Send(t, &w.admin, "POST", "/api/v1/users", tt.body)
+			wantProblem(t, r, tt.status, tt.code)
+			if after := auditActions(t, w.e, w.a); len(after) != len(before) {
+				t.Errorf("a refused create wrote audit rows: %v", after[len(before):])
+			}
+		})
+	}
+	var n int
+	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE email LIKE 'x%@acme.test'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("refused creates left %d users (err %v)", n, err)
+	}
+	if got, want := outboxSubjects(t, w.e), []string{invalidation.UserSubject(m.ID)}; len(got) != 2 || got[1] != want[0] {
+		t.Errorf("outbox = %v, want 2 rows ending with %v", got, want)
+	}
+}
+
+func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
+	w := newWorld(t)
+	mid := w.member.UserID
+	base := "/api/v1/users/" + mid + "/roles/"
+
+	r := w.e.Send(t, &w.admin, "PUT", base+"admin", nil)
+	wantStatus(t, r, 200)
+	var m users.Member
+	r.JSON(t, &m)
+	if !equal(m.Roles, []string{"admin", "member"}) {
+		t.Fatalf("after grant roles = %v", m.Roles)
+	}
+	// Idempotent: a second grant writes nothing.
+	wantStatus(t, w.e.Send(t, &w.admin, "PUT", base+"admin", nil), 200)
+	if got, want := outboxSubjects(t, w.e), []string{invalidation.UserSubject(mid)}; !equal(got, want) {
+		t.Fatalf("outbox after grants = %v, want %v", got, want)
+	}
+	r = w.e.Send(t, &w.admin, "DELETE", base+"admin", nil)
+	wantStatus(t, r, 200)
+	r.JSON(t, &m)
+	if !equal(m.Roles, []string{"member"}) {
+		t.Fatalf("after revoke roles = %v", m.Roles)
+	}
+	if got := outboxSubjects(t, w.e); len(got) != 2 || got[1] != invalidation.UserSubject(mid) {
+		t.Fatalf("outbox after revoke = %v", got)
+	}
+	wantProblem(t, w.e.Send(t, &w.admin, "PUT", base+"nonexistent", nil), 404, "not_found")
+	wantProblem(t, w.e.Send(t, &w.admin, "PUT", base+"Bad%20Name", nil), 404, "not_found")
+	// Escalation: an admin cannot hand out owner.
+	wantProblem(t, w.e.Send(t, &w.admin, "PUT", base+"owner", nil), 403, "forbidden")
+
+	oid := w.owner.UserID
+	t.Run("last owner", func(t *testing.T) {
+		before := outboxSubjects(t, w.e)
+		for _, c := range []struct {
+			method, path string
+			body         any
+		}{
+			{"DELETE", "/api/v1/users/" + oid + "/roles/owner", nil},
+			{"DELETE", "/api/v1/users/" + oid, nil},
+			{"PATCH", "/api/v1/users/" + oid, map[string]any{"status": "disabled"}},
+		} {
+			r := w.e.Send(t, &w.owner, c.method, c.path, c.body)
+			wantProblem(t, r, 409, "last_owner")
+		}
+		if got := outboxSubjects(t, w.e); len(got) != len(before) {
+			t.Errorf("refused changes wrote outbox rows: %v", got[len(before):])
+		}
+		r := w.e.Get(t, &w.owner, "/api/v1/users/"+oid)
+		r.JSON(t, &m)
+		if !equal(m.Roles, []string{"owner"}) || m.Status != "active" {
+			t.Fatalf("owner changed: %+v", m)
+		}
+	})
+	t.Run("with a second owner the first can leave", func(t *testing.T) {
+		wantStatus(t, w.e.Send(t, &w.owner, "PUT", base+"owner", nil), 200)
+		wantStatus(t, w.e.Send(t, &w.owner, "DELETE", "/api/v1/users/"+oid+"/roles/owner", nil), 200)
+		wantStatus(t, w.e.Send(t, &w.owner, "DELETE", "/api/v1/users/"+oid, nil), 204)
+		wantProblem(t, w.e.Get(t, &w.admin, "/api/v1/users/"+oid), 404, "not_found")
+		// The new sole owner is protected in turn.
+		newOwner := w.e.IdentityOf(t, mid, w.a)
+		wantProblem(t, w.e.Send(t, &newOwner, "DELETE", "/api/v1/users/"+mid, nil), 409, "last_owner")
+	})
+}
+
+func TestDisableAndRemoveMember(t *testing.T) {
+	w := newWorld(t)
+	mid := w.member.UserID
+	r := w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"})
+	wantStatus(t, r, 200)
+	var m users.Member
+	r.JSON(t, &m)
+	if m.Status != "disabled" || m.UserStatus != "active" {
+		t.Fatalf("after disable: %+v", m)
+	}
+	// Same status again: nothing written.
+	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"}), 200)
+	wantStatus(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+mid, nil), 204)
+	wantProblem(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+mid, nil), 404, "not_found")
+	want := []string{invalidation.UserSubject(mid), invalidation.UserSubject(mid)}
+	if got := outboxSubjects(t, w.e); !equal(got, want) {
+		t.Fatalf("outbox = %v, want %v", got, want)
+	}
+	if got, want := auditActions(t, w.e, w.a), []string{"member.updated", "member.removed"}; !equal(got, want) {
+		t.Fatalf("audit = %v, want %v", got, want)
+	}
+	// The account still exists (removal is from the tenant only).
+	var n int
+	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE id = $1`, mid).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("user rows = %d, %v", n, err)
+	}
+	// An admin cannot remove an owner (the owner has tenant:write).
+	wantProblem(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+w.owner.UserID, nil), 403, "forbidden")
+}
