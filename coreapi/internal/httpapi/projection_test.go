@@ -1,0 +1,76 @@
+package httpapi_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+func TestProjection(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	uid := w.admin.UserID
+	var recent, old, live string
+	const qs = `INSERT INTO sessions (user_id, tenant_id, expires_at, revoked_at) VALUES ($1, $2, now() + interval '1 day', now() - $3::interval) RETURNING id::text`
+	if err := w.e.DB.Pool.QueryRow(ctx, qs, uid, w.a, "1 minute").Scan(&recent); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.e.DB.Pool.QueryRow(ctx, qs, uid, w.a, "1 hour").Scan(&old); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 day') RETURNING id::text`, uid, w.a).Scan(&live); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.e.DB.Pool.Exec(ctx, `UPDATE users SET token_version = 7 WHERE id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	get := func(user, tenant string) apitest.Response {
+		return w.e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + user + "?tenant_id=" + tenant, Service: true})
+	}
+	r := get(uid, w.a)
+	wantStatus(t, r, 200)
+	if r.Stats.Queries != 1 {
+		t.Errorf("projection took %d queries, want 1", r.Stats.Queries)
+	}
+	var p identity.Projection
+	r.JSON(t, &p)
+	want := identity.Projection{
+		UserID: uid, TenantID: w.a, Email: "admin@acme.test", UserStatus: "active", MembershipStatus: "active",
+		TenantStatus: "active", Roles: []string{"admin"}, TokenVersion: 7, RevokedSessions: []string{recent},
+		Permissions: []string{"audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"},
+	}
+	if p.UserID != want.UserID || p.TenantID != want.TenantID || p.Email != want.Email || p.UserStatus != want.UserStatus ||
+		p.MembershipStatus != want.MembershipStatus || p.TenantStatus != want.TenantStatus || p.TokenVersion != want.TokenVersion ||
+		!equal(p.Roles, want.Roles) || !equal(p.Permissions, want.Permissions) || !equal(p.RevokedSessions, want.RevokedSessions) {
+		t.Fatalf("projection = %+v\nwant         %+v", p, want)
+	}
+	if !p.Active() {
+		t.Error("projection not active")
+	}
+
+	// Changes show up at once.
+	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/users/"+uid, map[string]any{"status": "disabled"}), 200)
+	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", map[string]any{"status": "suspended"}), 200)
+	get(uid, w.a).JSON(t, &p)
+	if p.MembershipStatus != "disabled" || p.TenantStatus != "suspended" || p.Active() {
+		t.Fatalf("after disable+suspend: %+v", p)
+	}
+
+	t.Run("no membership", func(t *testing.T) {
+		wantProblem(t, get(uid, w.b), 404, "not_found")
+	})
+	t.Run("unknown user", func(t *testing.T) {
+		wantProblem(t, get("00000000-0000-0000-0000-000000000000", w.a), 404, "not_found")
+	})
+	t.Run("empty lists are arrays", func(t *testing.T) {
+		r := get(w.member.UserID, w.a)
+		wantStatus(t, r, 200)
+		var raw map[string]any
+		r.JSON(t, &raw)
+		if rs, ok := raw["revoked_sessions"].([]any); !ok || len(rs) != 0 {
+			t.Fatalf("revoked_sessions = %#v, want []", raw["revoked_sessions"])
+		}
+	})
+}

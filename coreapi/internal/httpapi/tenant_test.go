@@ -1,0 +1,99 @@
+package httpapi_test
+
+import (
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+func TestTenant(t *testing.T) {
+	w := newWorld(t)
+	r := w.e.Get(t, &w.member, "/api/v1/tenant")
+	wantStatus(t, r, 200)
+	var ten tenants.Tenant
+	r.JSON(t, &ten)
+	if ten.ID != w.a || ten.Name != "Acme" || ten.Status != "active" {
+		t.Fatalf("tenant = %+v", ten)
+	}
+	r = w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", map[string]any{"name": "Acme Corp"})
+	wantStatus(t, r, 200)
+	r.JSON(t, &ten)
+	if ten.Name != "Acme Corp" {
+		t.Fatalf("renamed = %+v", ten)
+	}
+	if got := outboxSubjects(t, w.e); len(got) != 0 {
+		t.Fatalf("a rename wrote outbox rows: %v", got)
+	}
+	r = w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", map[string]any{"status": "suspended"})
+	wantStatus(t, r, 200)
+	r.JSON(t, &ten)
+	if ten.Status != "suspended" {
+		t.Fatalf("suspended = %+v", ten)
+	}
+	if got, want := outboxSubjects(t, w.e), []string{invalidation.TenantSubject(w.a)}; !equal(got, want) {
+		t.Fatalf("outbox = %v, want %v", got, want)
+	}
+	var payload struct {
+		Reason string `json:"reason"`
+		At     int64  `json:"at"`
+	}
+	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT payload->>'reason', (payload->>'at')::bigint FROM outbox`).Scan(&payload.Reason, &payload.At); err != nil {
+		t.Fatal(err)
+	}
+	if payload.Reason != "tenant.suspended" || payload.At <= 0 {
+		t.Fatalf("payload = %+v", payload)
+	}
+	for _, bad := range []map[string]any{{"status": "deleted"}, {"name": ""}, {}, {"name": longString(201)}} {
+		wantProblem(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", bad), 422, "validation_failed")
+	}
+	// B is untouched.
+	w.e.Get(t, &w.ownerB, "/api/v1/tenant").JSON(t, &ten)
+	if ten.Name != "Bravo" || ten.Status != "active" {
+		t.Fatalf("B = %+v", ten)
+	}
+}
+
+func TestAuditEvents(t *testing.T) {
+	w := newWorld(t)
+	for _, name := range []string{"alpha", "beta", "gamma"} {
+		wantStatus(t, w.e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": name}), 201)
+	}
+	wantStatus(t, w.e.Send(t, &w.ownerB, "POST", "/api/v1/roles", map[string]any{"name": "other"}), 201)
+	var l struct {
+		Data       []audit.Record `json:"data"`
+		NextCursor *string        `json:"next_cursor"`
+		Total      *int64         `json:"total"`
+	}
+	r := w.e.Do(t, apitestReq("GET", "/api/v1/audit-events?limit=2&include_total=true", nil, &w.admin, false))
+	wantStatus(t, r, 200)
+	r.JSON(t, &l)
+	if len(l.Data) != 2 || l.NextCursor == nil || l.Total == nil || *l.Total != 3 {
+		t.Fatalf("page 1 = %s", r.Body)
+	}
+	if l.Data[0].ID <= l.Data[1].ID || l.Data[0].Action != "role.created" || l.Data[0].ActorUserID == nil || *l.Data[0].ActorUserID != w.owner.UserID {
+		t.Fatalf("page 1 order/actor = %s", r.Body)
+	}
+	first := l.Data[0].RequestID
+	if first == "" {
+		t.Error("audit row lacks the request id")
+	}
+	cursor := *l.NextCursor
+	l.NextCursor, l.Total = nil, nil
+	w.e.Get(t, &w.admin, "/api/v1/audit-events?limit=2&cursor="+cursor).JSON(t, &l)
+	if len(l.Data) != 1 || l.NextCursor != nil {
+		t.Fatalf("page 2 = %+v", l)
+	}
+	if string(l.Data[0].Data) != `{"name":"alpha","description":"","permissions":[]}` {
+		t.Errorf("data = %s", l.Data[0].Data)
+	}
+}
+
+func longString(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 'x'
+	}
+	return string(b)
+}
