@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+)
+
+var testKey = base64.StdEncoding.EncodeToString([]byte("main-test-identity-key-0123456789abcdef"))
+
+func TestCheckConfig(t *testing.T) {
+	env := map[string]string{
+		"DATABASE_URL":      "postgres://app:hunter2@db:5432/tollgate",
+		"IDENTITY_HMAC_KEY": testKey,
+		"SIGNING_KEYS_DIR":  t.TempDir(),
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-check-config"}, envOf(env), &out); err != nil {
+		t.Fatalf("check-config: %v", err)
+	}
+	s := out.String()
+	if !strings.Contains(s, "configuration ok") || !strings.Contains(s, "COREAPI_LISTEN_ADDR=127.0.0.1:8081") {
+		t.Errorf("output:\n%s", s)
+	}
+	for _, secret := range []string{"hunter2", testKey} {
+		if strings.Contains(s, secret) {
+			t.Errorf("output leaks %q:\n%s", secret, s)
+		}
+	}
+
+	env["DB_MAX_CONNS"] = "2"
+	env["ACCESS_TOKEN_TTL"] = "forever"
+	delete(env, "DATABASE_URL")
+	err := run(context.Background(), []string{"serve", "-check-config"}, envOf(env), &out)
+	if err == nil {
+		t.Fatal("bad configuration accepted")
+	}
+	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "ACCESS_TOKEN_TTL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not report %s: %v", want, err)
+		}
+	}
+	if err := run(context.Background(), []string{"frobnicate"}, envOf(env), &out); err == nil {
+		t.Error("unknown command accepted")
+	}
+}
+
+// syncBuffer is the log sink of the server under test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestServeAndShutdown starts the real binary's run on random ports, checks
+// the public and admin servers, then cancels (SIGTERM) and expects a clean
+// exit.
+func TestServeAndShutdown(t *testing.T) {
+	db := dbtest.New(t)
+	keysDir := t.TempDir()
+	var out syncBuffer
+	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &out); err != nil {
+		t.Fatalf("keys generate: %v", err)
+	}
+	env := map[string]string{
+		"DATABASE_URL":        db.URL,
+		"IDENTITY_HMAC_KEY":   testKey,
+		"SIGNING_KEYS_DIR":    keysDir,
+		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
+		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT":    "5s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+
+	var addr, admin string
+	deadline := time.Now().Add(20 * time.Second)
+	for addr == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line in the log:\n%s", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			var l struct {
+				Msg       string `json:"msg"`
+				Addr      string `json:"addr"`
+				AdminAddr string `json:"admin_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+				addr, admin = l.Addr, l.AdminAddr
+			}
+		}
+	}
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("http://" + admin + "/healthz"); code != 200 {
+		t.Errorf("healthz = %d", code)
+	}
+	if code, body := get("http://" + admin + "/readyz"); code != 200 {
+		t.Errorf("readyz = %d %s", code, body)
+	}
+	if code, body := get("http://" + addr + "/openapi.json"); code != 200 || !strings.Contains(body, `"openapi"`) {
+		t.Errorf("openapi.json = %d", code)
+	}
+	if code, _ := get("http://" + addr + "/api/v1/users/me"); code != 401 {
+		t.Errorf("unsigned /users/me = %d, want 401", code)
+	}
+	code, metrics := get("http://" + admin + "/metrics")
+	for _, m := range []string{"http_request_duration_seconds", "db_queries_per_request", "go_goroutines"} {
+		if code != 200 || !strings.Contains(metrics, m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("run after cancel = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if !strings.Contains(out.String(), `"msg":"stopped"`) {
+		t.Errorf("no stopped line:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `"db_queries":0`) {
+		t.Errorf("access log lacks db_queries:\n%s", out.String())
+	}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func tableCount(t *testing.T, db *dbtest.DB) int {
+	t.Helper()
+	var n int
+	const q = `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> 'goose_db_version'`
+	if err := db.Pool.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestMigrateUpDownUp runs the migrate subcommand: the schema comes down
+// completely and goes back up.
+func TestMigrateUpDownUp(t *testing.T) {
+	db := dbtest.New(t) // already migrated up
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	if n := tableCount(t, db); n != 11 {
+		t.Fatalf("after up: %d tables, want 11", n)
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "down", "-all"}, env, &out); err != nil {
+		t.Fatalf("migrate down: %v", err)
+	}
+	if n := tableCount(t, db); n != 0 {
+		t.Fatalf("after down: %d tables, want 0", n)
+	}
+	if !strings.Contains(out.String(), "pending") {
+		t.Errorf("status after down does not show pending migrations:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"migrate", "up"}, env, &out); err != nil {
+		t.Fatalf("migrate up again: %v", err)
+	}
+	if n := tableCount(t, db); n != 11 {
+		t.Fatalf("after up again: %d tables, want 11", n)
+	}
+	if strings.Contains(out.String(), "pending") || !strings.Contains(out.String(), "00001") {
+		t.Errorf("status after up:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"migrate", "status"}, env, &out); err != nil || !strings.Contains(out.String(), "applied") {
+		t.Fatalf("migrate status = %v:\n%s", err, out.String())
+	}
+	for _, bad := range [][]string{{"migrate"}, {"migrate", "sideways"}} {
+		if err := run(ctx, bad, env, &out); err == nil {
+			t.Errorf("run(%v) accepted", bad)
+		}
+	}
+	if err := run(ctx, []string{"migrate", "status"}, envOf(nil), &out); err == nil || !strings.Contains(err.Error(), "DATABASE_URL") {
+		t.Errorf("migrate without DATABASE_URL = %v", err)
+	}
+}
+
+// TestIndexes lists the indexes the queries rely on, and checks that every
+// foreign key is covered by an index that starts with its columns.
+func TestIndexes(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	want := map[string]string{
+		"users_email_lower_key":           "users (lower(email)): sign-in and POST /users lookups",
+		"memberships_pkey":                "memberships (tenant_id, user_id): member get, projection",
+		"memberships_user_id_idx":         "memberships (user_id): a user's tenants",
+		"memberships_tenant_created_idx":  "memberships (tenant_id, created_at, user_id): member keyset pages",
+		"roles_tenant_name_key":           "roles (tenant_id, name): role by name, keyset pages",
+		"roles_tenant_id_id_key":          "roles (tenant_id, id): membership_roles FK target",
+		"membership_roles_pkey":           "membership_roles (tenant_id, user_id, role_id): roles of a member",
+		"membership_roles_role_idx":       "membership_roles (tenant_id, role_id): role deletion cascade",
+		"membership_roles_user_idx":       "membership_roles (user_id)",
+		"identities_provider_subject_key": "identities (provider, subject): OIDC login",
+		"identities_user_id_idx":          "identities (user_id)",
+		"sessions_user_created_idx":       "sessions (user_id, created_at, id): a user's sessions",
+		"sessions_tenant_id_idx":          "sessions (tenant_id)",
+		"sessions_user_revoked_idx":       "sessions (user_id, revoked_at) partial: projection revoked list",
+		"sessions_expires_at_idx":         "sessions (expires_at): sweeping",
+		"refresh_tokens_token_hash_key":   "refresh_tokens (token_hash): refresh",
+		"refresh_tokens_session_id_idx":   "refresh_tokens (session_id)",
+		"refresh_tokens_parent_id_idx":    "refresh_tokens (parent_id)",
+		"refresh_tokens_replaced_by_idx":  "refresh_tokens (replaced_by)",
+		"refresh_tokens_expires_at_idx":   "refresh_tokens (expires_at): sweeping",
+		"oauth_states_pkey":               "oauth_states (state_hash): consume once",
+		"oauth_states_expires_at_idx":     "oauth_states (expires_at): sweeping",
+		"oauth_states_tenant_id_idx":      "oauth_states (tenant_id)",
+		"outbox_pending_idx":              "outbox (id) WHERE published_at IS NULL: relay",
+		"outbox_published_at_idx":         "outbox (published_at): pruning",
+		"audit_events_tenant_id_idx":      "audit_events (tenant_id, id DESC): audit keyset pages",
+		"audit_events_actor_user_id_idx":  "audit_events (actor_user_id)",
+	}
+	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		have[n] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for name, why := range want {
+		if !have[name] {
+			t.Errorf("missing index %s (%s)", name, why)
+		}
+	}
+
+	// Every foreign key's columns are the leading columns of some index.
+	const q = `
+SELECT c.conrelid::regclass::text, c.conname
+FROM pg_constraint c
+WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_index i
+    WHERE i.indrelid = c.conrelid
+      AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
+      AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)`
+	// The check itself must see an unindexed foreign key.
+	if _, err := db.Pool.Exec(ctx, `CREATE TABLE fk_probe (user_id uuid REFERENCES users (id))`); err != nil {
+		t.Fatal(err)
+	}
+	var probe []string
+	rows, err = db.Pool.Query(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var table, fk string
+		if err := rows.Scan(&table, &fk); err != nil {
+			t.Fatal(err)
+		}
+		probe = append(probe, table)
+	}
+	if len(probe) != 1 || probe[0] != "fk_probe" {
+		t.Fatalf("unindexed-FK query found %v, want [fk_probe]", probe)
+	}
+	if _, err := db.Pool.Exec(ctx, `DROP TABLE fk_probe`); err != nil {
+		t.Fatal(err)
+	}
+
+	rows, err = db.Pool.Query(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var table, fk string
+		if err := rows.Scan(&table, &fk); err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("foreign key %s on %s has no index starting with its columns", fk, table)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,57 @@
+package pgtrace
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+)
+
+func TestCounter(t *testing.T) {
+	db := dbtest.New(t)
+	pool, err := NewPool(context.Background(), db.URL, PoolOptions{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	c := &Counter{}
+	ctx := WithCounter(context.Background(), c)
+
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if c.Queries() != 1 || c.Transactions() != 0 {
+		t.Fatalf("after one query: %d queries, %d tx", c.Queries(), c.Transactions())
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT 1`)
+	b.Queue(`SELECT 2`)
+	b.Queue(`SELECT 3`)
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Queries() != 2 {
+		t.Fatalf("a batch of 3 counted as %d round trips, want 1", c.Queries()-1)
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT 1`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// begin + select + commit
+	if c.Queries() != 5 || c.Transactions() != 1 {
+		t.Fatalf("after a transaction: %d queries, %d tx; want 5, 1", c.Queries(), c.Transactions())
+	}
+	// Without a counter in the context nothing is counted (and nothing fails).
+	if err := pool.QueryRow(context.Background(), `SELECT 1`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if c.Queries() != 5 {
+		t.Fatalf("a query without the counter was counted")
+	}
+}
