@@ -1,0 +1,430 @@
+// Package sessions stores sign-in sessions and their refresh tokens.
+//
+// A refresh token is 32 random bytes, base64url-encoded; only its SHA-256
+// is stored. Each use rotates it: one conditional UPDATE (… WHERE
+// replaced_by IS NULL) decides which request wins, and the successor's
+// value is derived from the presented token and the successor's row id
+// (HMAC-SHA256 keyed by the presented token), so requests that lose the race
+// inside the grace window get the very same successor without any plaintext
+// being stored. Presenting an already-rotated token after the grace window
+// is treated as theft: the whole session is revoked.
+package sessions
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// Errors returned by Rotate. All mean "this refresh token is no good"; they
+// are distinct for logs and tests, not for clients.
+var (
+	ErrInvalidToken = errors.New("refresh token is malformed or unknown")
+	ErrExpired      = errors.New("refresh token expired")
+	ErrRevoked      = errors.New("session revoked")
+	ErrReused       = errors.New("refresh token reused after rotation; session revoked")
+	ErrInactive     = errors.New("user, membership or tenant is not active")
+	ErrNotFound     = errors.New("session not found")
+)
+
+// Revocation reasons stored in sessions.revoked_reason.
+const (
+	ReasonLogout         = "logout"
+	ReasonLogoutGlobal   = "logout_global"
+	ReasonRevoked        = "revoked_by_user"
+	ReasonPasswordChange = "password_changed"
+	ReasonReuse          = "refresh_token_reuse"
+)
+
+const tokenBytes = 32
+
+// DB is what the store needs for single statements: a pool or a transaction.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Store is the sessions and refresh-token store.
+type Store struct {
+	pool  *pgxpool.Pool
+	ttl   time.Duration // refresh token (and idle session) lifetime
+	grace time.Duration // concurrent-refresh window
+}
+
+// New returns a Store. ttl is the refresh-token lifetime, grace the window in
+// which an already-rotated token still yields its successor.
+func New(pool *pgxpool.Pool, ttl, grace time.Duration) *Store {
+	return &Store{pool: pool, ttl: ttl, grace: grace}
+}
+
+// Session is one stored session.
+type Session struct {
+	ID            string     `db:"id"`
+	UserID        string     `db:"user_id"`
+	TenantID      string     `db:"tenant_id"`
+	UserAgent     string     `db:"user_agent"`
+	IP            string     `db:"ip"`
+	CreatedAt     time.Time  `db:"created_at"`
+	LastUsedAt    time.Time  `db:"last_used_at"`
+	ExpiresAt     time.Time  `db:"expires_at"`
+	RevokedAt     *time.Time `db:"revoked_at"`
+	RevokedReason *string    `db:"revoked_reason"`
+}
+
+// Issued names a session and a refresh token for it.
+type Issued struct {
+	SessionID    string
+	RefreshToken string
+}
+
+// newToken returns a fresh random token and its stored hash.
+func newToken() (string, []byte, error) {
+	var raw [tokenBytes]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", nil, fmt.Errorf("read random: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw[:])
+	return tok, Hash(tok), nil
+}
+
+// Hash is the stored form of a token.
+func Hash(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// decode checks a presented token's shape before any database work.
+func decode(token string) ([]byte, bool) {
+	if len(token) != base64.RawURLEncoding.EncodedLen(tokenBytes) {
+		return nil, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) != tokenBytes {
+		return nil, false
+	}
+	return raw, true
+}
+
+// successor derives the token that replaces parent in the row successorID.
+// Only someone holding parent AND knowing the (never exposed) row id can
+// compute it.
+func successor(parentRaw []byte, successorID uuid.UUID) string {
+	m := hmac.New(sha256.New, parentRaw)
+	m.Write([]byte("tollgate refresh successor v1"))
+	m.Write(successorID[:])
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func secs(d time.Duration) float64 { return d.Seconds() }
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// Create inserts a session of userID bound to tenantID with its first
+// refresh token, through q (usually the caller's transaction), in one
+// round trip.
+func (s *Store) Create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string) (Issued, error) {
+	const qCreate = `
+WITH s AS (
+    INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at)
+    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $6))
+    RETURNING id
+)
+INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
+SELECT id, $5, now() + make_interval(secs => $6) FROM s
+RETURNING session_id`
+	tok, hash, err := newToken()
+	if err != nil {
+		return Issued{}, err
+	}
+	var sid string
+	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip(userAgent, 512), clip(ip, 64), hash, secs(s.ttl)).Scan(&sid); err != nil {
+		return Issued{}, fmt.Errorf("create session: %w", err)
+	}
+	return Issued{SessionID: sid, RefreshToken: tok}, nil
+}
+
+// Rotation is the outcome of a successful refresh.
+type Rotation struct {
+	SessionID    string
+	UserID       string
+	TenantID     string
+	TokenVersion int64
+	RefreshToken string // the successor
+}
+
+type lookup struct {
+	ID           uuid.UUID
+	SessionID    string
+	ReplacedBy   *uuid.UUID
+	InGrace      bool
+	TokenExpired bool
+	UserID       string
+	TenantID     string
+	SessionDead  bool // revoked
+	SessionExpd  bool
+	Active       bool
+	TokenVersion int64
+}
+
+// Rotate exchanges a refresh token for its successor. See the package
+// comment for the concurrency and reuse rules.
+func (s *Store) Rotate(ctx context.Context, token string) (Rotation, error) {
+	const qLookup = `
+SELECT rt.id, rt.session_id, rt.replaced_by,
+       coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
+       rt.expires_at <= now(),
+       s.user_id, s.tenant_id, s.revoked_at IS NOT NULL, s.expires_at <= now(),
+       (u.status = 'active' AND coalesce(m.status, '') = 'active' AND t.status = 'active'),
+       u.token_version
+FROM refresh_tokens rt
+JOIN sessions s ON s.id = rt.session_id
+JOIN users u ON u.id = s.user_id
+JOIN tenants t ON t.id = s.tenant_id
+LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id
+WHERE rt.token_hash = $1`
+	raw, ok := decode(token)
+	if !ok {
+		return Rotation{}, ErrInvalidToken
+	}
+	var l lookup
+	err := s.pool.QueryRow(ctx, qLookup, Hash(token), secs(s.grace)).Scan(
+		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.TokenExpired,
+		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Rotation{}, ErrInvalidToken
+	}
+	if err != nil {
+		return Rotation{}, fmt.Errorf("look up refresh token: %w", err)
+	}
+	switch {
+	case l.SessionDead:
+		return Rotation{}, ErrRevoked
+	case l.TokenExpired || l.SessionExpd:
+		return Rotation{}, ErrExpired
+	case !l.Active:
+		return Rotation{}, ErrInactive
+	}
+	r := Rotation{SessionID: l.SessionID, UserID: l.UserID, TenantID: l.TenantID, TokenVersion: l.TokenVersion}
+
+	if l.ReplacedBy == nil {
+		next, won, err := s.rotate(ctx, l.ID, raw)
+		if err != nil {
+			return Rotation{}, err
+		}
+		if won {
+			r.RefreshToken = next
+			return r, nil
+		}
+		// Lost the race to a concurrent refresh: read who won.
+		const qReread = `
+SELECT replaced_by, coalesce(rotated_at > now() - make_interval(secs => $2), false)
+FROM refresh_tokens WHERE id = $1`
+		if err := s.pool.QueryRow(ctx, qReread, l.ID, secs(s.grace)).Scan(&l.ReplacedBy, &l.InGrace); err != nil {
+			return Rotation{}, fmt.Errorf("reread refresh token: %w", err)
+		}
+		if l.ReplacedBy == nil { // the session was reissued meanwhile
+			return Rotation{}, ErrExpired
+		}
+	}
+	if l.InGrace {
+		r.RefreshToken = successor(raw, *l.ReplacedBy)
+		return r, nil
+	}
+	if err := s.revokeForReuse(ctx, l.SessionID, l.UserID); err != nil {
+		return Rotation{}, err
+	}
+	return Rotation{}, ErrReused
+}
+
+// rotate marks parent replaced and inserts its successor in one statement;
+// won is false when another request rotated parent first.
+func (s *Store) rotate(ctx context.Context, parent uuid.UUID, parentRaw []byte) (string, bool, error) {
+	// The UPDATE's WHERE replaced_by IS NULL is the arbiter: under
+	// concurrent refreshes exactly one statement changes the row; the others
+	// wait for its lock, re-check the condition and match nothing, so their
+	// INSERT and session UPDATE see an empty CTE and do nothing.
+	const qRotate = `
+WITH parent AS (
+    UPDATE refresh_tokens SET replaced_by = $2, rotated_at = now()
+    WHERE id = $1 AND replaced_by IS NULL
+    RETURNING id, session_id
+), child AS (
+    INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, expires_at)
+    SELECT $2, session_id, $3, id, now() + make_interval(secs => $4) FROM parent
+    RETURNING session_id
+)
+UPDATE sessions SET last_used_at = now(), expires_at = now() + make_interval(secs => $4)
+WHERE id = (SELECT session_id FROM child)
+RETURNING id`
+	childID, err := uuid.NewRandom()
+	if err != nil {
+		return "", false, fmt.Errorf("new token id: %w", err)
+	}
+	next := successor(parentRaw, childID)
+	var sid string
+	err = s.pool.QueryRow(ctx, qRotate, parent, childID, Hash(next), secs(s.ttl)).Scan(&sid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("rotate refresh token: %w", err)
+	}
+	return next, true, nil
+}
+
+func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		n, err := s.Revoke(ctx, tx, userID, sessionID, ReasonReuse)
+		if err != nil || n == 0 {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "session_revoked"})
+	})
+}
+
+// Revoke revokes one session of userID; it reports how many sessions it
+// revoked (0: unknown, not the user's, or already revoked). The caller
+// writes the outbox row in the same transaction.
+func (s *Store) Revoke(ctx context.Context, q DB, userID, sessionID, reason string) (int64, error) {
+	const qRevoke = `
+UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
+	if _, err := uuid.Parse(sessionID); err != nil {
+		return 0, nil
+	}
+	tag, err := q.Exec(ctx, qRevoke, sessionID, userID, reason)
+	if err != nil {
+		return 0, fmt.Errorf("revoke session: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// RevokeAll revokes every live session of userID except keep (may be "").
+func (s *Store) RevokeAll(ctx context.Context, q DB, userID, keep, reason string) (int64, error) {
+	const qRevokeAll = `
+UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+  AND id IS DISTINCT FROM NULLIF($2, '')::uuid`
+	tag, err := q.Exec(ctx, qRevokeAll, userID, keep, reason)
+	if err != nil {
+		return 0, fmt.Errorf("revoke sessions: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Reissue ends every live refresh token of a live session and issues a new
+// one (after switch-tenant or a password change). ErrNotFound if the
+// session is not userID's or is revoked.
+func (s *Store) Reissue(ctx context.Context, q DB, userID, sessionID string) (string, error) {
+	const qReissue = `
+WITH old AS (
+    UPDATE refresh_tokens SET expires_at = now()
+    WHERE session_id = $1 AND replaced_by IS NULL AND expires_at > now()
+)
+INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
+SELECT id, $3, now() + make_interval(secs => $4) FROM sessions
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+RETURNING id`
+	if _, err := uuid.Parse(sessionID); err != nil {
+		return "", ErrNotFound
+	}
+	tok, hash, err := newToken()
+	if err != nil {
+		return "", err
+	}
+	var id string
+	err = q.QueryRow(ctx, qReissue, sessionID, userID, hash, secs(s.ttl)).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("reissue refresh token: %w", err)
+	}
+	return tok, nil
+}
+
+// MoveTenant binds a live session of userID to tenantID.
+func (s *Store) MoveTenant(ctx context.Context, q DB, userID, sessionID, tenantID string) error {
+	const qMove = `
+UPDATE sessions SET tenant_id = $3, last_used_at = now()
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
+	if _, err := uuid.Parse(sessionID); err != nil {
+		return ErrNotFound
+	}
+	tag, err := q.Exec(ctx, qMove, sessionID, userID, tenantID)
+	if err != nil {
+		return fmt.Errorf("move session: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// List returns userID's live sessions, newest first, at most limit of them,
+// starting after the (created_at, id) cursor position when after is set.
+func (s *Store) List(ctx context.Context, userID string, limit int, after *Cursor) ([]Session, error) {
+	const qList = `
+SELECT id, user_id, tenant_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, revoked_reason
+FROM sessions
+WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $4`
+	var (
+		at *time.Time
+		id *string
+	)
+	if after != nil {
+		at, id = &after.CreatedAt, &after.ID
+	}
+	rows, err := s.pool.Query(ctx, qList, userID, at, id, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[Session])
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return list, nil
+}
+
+// Cursor is a keyset position in a List.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// Sweep deletes sessions (and, by cascade, their refresh tokens) that
+// expired or were revoked more than keep ago. Revoked sessions must outlive
+// the access-token lifetime so the projection still lists them.
+func (s *Store) Sweep(ctx context.Context, keep time.Duration) (int64, error) {
+	const qSweep = `
+DELETE FROM sessions
+WHERE expires_at < now() - make_interval(secs => $1)
+   OR revoked_at < now() - make_interval(secs => $1)`
+	tag, err := s.pool.Exec(ctx, qSweep, secs(keep))
+	if err != nil {
+		return 0, fmt.Errorf("sweep sessions: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

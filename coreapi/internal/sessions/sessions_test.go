@@ -1,0 +1,382 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+type fixture struct {
+	pool   *pgxpool.Pool
+	store  *Store
+	user   string
+	tenant string
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	db := dbtest.New(t)
+	f := &fixture{pool: db.Pool, store: New(db.Pool, time.Hour, 10*time.Second)}
+	f.user, f.tenant = addMember(t, db.Pool, "a@example.com")
+	return f
+}
+
+func addMember(t *testing.T, pool *pgxpool.Pool, email string) (user, tenant string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := pool.QueryRow(ctx, `INSERT INTO tenants (name) VALUES ('t') RETURNING id`).Scan(&tenant); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO users (email) VALUES ($1) RETURNING id`, email).Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, tenant, user); err != nil {
+		t.Fatal(err)
+	}
+	return user, tenant
+}
+
+func (f *fixture) create(t *testing.T) Issued {
+	t.Helper()
+	is, err := f.store.Create(context.Background(), f.pool, f.user, f.tenant, "ua", "127.0.0.1")
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return is
+}
+
+func (f *fixture) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	if _, err := f.pool.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (f *fixture) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := f.pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func TestCreateStoresOnlyHash(t *testing.T) {
+	f := setup(t)
+	is := f.create(t)
+	if len(is.RefreshToken) != 43 {
+		t.Errorf("token length = %d, want 43 (32 bytes base64url)", len(is.RefreshToken))
+	}
+	if n := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2`, Hash(is.RefreshToken), is.SessionID); n != 1 {
+		t.Errorf("rows with the token's SHA-256 = %d, want 1", n)
+	}
+	if n := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE position(convert_to($1, 'UTF8') in token_hash) > 0`, is.RefreshToken); n != 0 {
+		t.Error("plaintext token found in storage")
+	}
+}
+
+func TestRotate(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	r, err := f.store.Rotate(ctx, is.RefreshToken)
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if r.RefreshToken == is.RefreshToken || len(r.RefreshToken) != 43 {
+		t.Errorf("successor = %q, want a new 43-char token", r.RefreshToken)
+	}
+	if r.SessionID != is.SessionID || r.UserID != f.user || r.TenantID != f.tenant || r.TokenVersion != 0 {
+		t.Errorf("rotation = %+v, want session %s user %s tenant %s tv 0", r, is.SessionID, f.user, f.tenant)
+	}
+	// The successor rotates in turn.
+	r2, err := f.store.Rotate(ctx, r.RefreshToken)
+	if err != nil {
+		t.Fatalf("Rotate successor: %v", err)
+	}
+	if r2.RefreshToken == r.RefreshToken {
+		t.Error("second rotation returned the same token")
+	}
+	if n := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE session_id = $1`, is.SessionID); n != 3 {
+		t.Errorf("tokens in the chain = %d, want 3", n)
+	}
+}
+
+// TestConcurrentRefreshSameSuccessor: 20 clients (say, browser tabs)
+// refresh with the same token at once; all succeed with one successor and
+// nobody is logged out.
+func TestConcurrentRefreshSameSuccessor(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	const n = 20
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		got   = make([]Rotation, n)
+		errs  = make([]error, n)
+	)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			got[i], errs[i] = f.store.Rotate(ctx, is.RefreshToken)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("refresh %d: %v", i, errs[i])
+		}
+		if got[i].RefreshToken != got[0].RefreshToken {
+			t.Errorf("refresh %d successor differs from refresh 0's", i)
+		}
+	}
+	if c := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE session_id = $1`, is.SessionID); c != 2 {
+		t.Errorf("tokens in the session = %d, want 2 (one rotation)", c)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, is.SessionID); c != 1 {
+		t.Error("session revoked by concurrent refreshes")
+	}
+	if _, err := f.store.Rotate(ctx, got[0].RefreshToken); err != nil {
+		t.Errorf("the shared successor does not refresh: %v", err)
+	}
+}
+
+func TestReuseAfterGraceRevokesSession(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	r, err := f.store.Rotate(ctx, is.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Inside the grace window the old token yields the same successor.
+	again, err := f.store.Rotate(ctx, is.RefreshToken)
+	if err != nil || again.RefreshToken != r.RefreshToken {
+		t.Fatalf("reuse within grace = %v, %v; want the same successor", again.RefreshToken == r.RefreshToken, err)
+	}
+	// Move the rotation out of the grace window.
+	f.exec(t, `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, Hash(is.RefreshToken))
+	if _, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrReused) {
+		t.Fatalf("reuse after grace = %v, want ErrReused", err)
+	}
+	var reason string
+	if err := f.pool.QueryRow(ctx, `SELECT revoked_reason FROM sessions WHERE id = $1 AND revoked_at IS NOT NULL`, is.SessionID).Scan(&reason); err != nil {
+		t.Fatalf("session not revoked: %v", err)
+	}
+	if reason != ReasonReuse {
+		t.Errorf("revoked_reason = %q, want %q", reason, ReasonReuse)
+	}
+	if c := f.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(f.user)); c != 1 {
+		t.Errorf("outbox rows for the user = %d, want 1", c)
+	}
+	if _, err := f.store.Rotate(ctx, r.RefreshToken); !errors.Is(err, ErrRevoked) {
+		t.Errorf("successor after the session was revoked = %v, want ErrRevoked", err)
+	}
+}
+
+func TestRotateRejects(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T) string
+		want    error
+	}{
+		{"empty", func(*testing.T) string { return "" }, ErrInvalidToken},
+		{"malformed", func(*testing.T) string { return "not-a-token" }, ErrInvalidToken},
+		{"bad base64 of the right length", func(*testing.T) string { return "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" }, ErrInvalidToken},
+		{"unknown", func(*testing.T) string { tok, _, _ := newToken(); return tok }, ErrInvalidToken},
+		{"expired token", func(t *testing.T) string {
+			is := f.create(t)
+			f.exec(t, `UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE session_id = $1`, is.SessionID)
+			return is.RefreshToken
+		}, ErrExpired},
+		{"expired session", func(t *testing.T) string {
+			is := f.create(t)
+			f.exec(t, `UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1`, is.SessionID)
+			return is.RefreshToken
+		}, ErrExpired},
+		{"revoked session", func(t *testing.T) string {
+			is := f.create(t)
+			if n, err := f.store.Revoke(ctx, f.pool, f.user, is.SessionID, ReasonLogout); n != 1 || err != nil {
+				t.Fatalf("Revoke = %d, %v", n, err)
+			}
+			return is.RefreshToken
+		}, ErrRevoked},
+		{"disabled user", func(t *testing.T) string {
+			u, tn := addMember(t, f.pool, "disabled@example.com")
+			is, err := f.store.Create(ctx, f.pool, u, tn, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.exec(t, `UPDATE users SET status = 'disabled' WHERE id = $1`, u)
+			return is.RefreshToken
+		}, ErrInactive},
+		{"removed from tenant", func(t *testing.T) string {
+			u, tn := addMember(t, f.pool, "removed@example.com")
+			is, err := f.store.Create(ctx, f.pool, u, tn, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.exec(t, `DELETE FROM memberships WHERE user_id = $1`, u)
+			return is.RefreshToken
+		}, ErrInactive},
+		{"suspended tenant", func(t *testing.T) string {
+			u, tn := addMember(t, f.pool, "suspended@example.com")
+			is, err := f.store.Create(ctx, f.pool, u, tn, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.exec(t, `UPDATE tenants SET status = 'suspended' WHERE id = $1`, tn)
+			return is.RefreshToken
+		}, ErrInactive},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := tt.prepare(t)
+			if _, err := f.store.Rotate(ctx, tok); !errors.Is(err, tt.want) {
+				t.Errorf("Rotate = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestReissueAndMove(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	_, other := addMember(t, f.pool, "b@example.com")
+	f.exec(t, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, other, f.user)
+
+	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		if err := f.store.MoveTenant(ctx, tx, f.user, is.SessionID, other); err != nil {
+			return err
+		}
+		tok, err := f.store.Reissue(ctx, tx, f.user, is.SessionID)
+		is.RefreshToken = tok
+		return err
+	})
+	if err != nil {
+		t.Fatalf("move + reissue: %v", err)
+	}
+	r, err := f.store.Rotate(ctx, is.RefreshToken)
+	if err != nil {
+		t.Fatalf("Rotate reissued token: %v", err)
+	}
+	if r.TenantID != other {
+		t.Errorf("tenant after move = %s, want %s", r.TenantID, other)
+	}
+	if c := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE session_id = $1 AND replaced_by IS NULL AND expires_at > now()`, is.SessionID); c != 1 {
+		t.Errorf("live tokens in the session = %d, want 1", c)
+	}
+	if _, err := f.store.Reissue(ctx, f.pool, "00000000-0000-0000-0000-000000000000", is.SessionID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Reissue by another user = %v, want ErrNotFound", err)
+	}
+	if err := f.store.MoveTenant(ctx, f.pool, f.user, "nope", other); !errors.Is(err, ErrNotFound) {
+		t.Errorf("MoveTenant(bad id) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestReissueEndsOldToken(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	if _, err := f.store.Reissue(ctx, f.pool, f.user, is.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrExpired) {
+		t.Errorf("old token after reissue = %v, want ErrExpired", err)
+	}
+}
+
+func TestRevokeAllListSweep(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	var ids []string
+	for range 5 {
+		ids = append(ids, f.create(t).SessionID)
+	}
+	other, otherTenant := addMember(t, f.pool, "c@example.com")
+	if _, err := f.store.Create(ctx, f.pool, other, otherTenant, "", ""); err != nil {
+		t.Fatal(err)
+	}
+
+	// Keyset pages of 2: 5 sessions, newest first.
+	var seen []string
+	var cur *Cursor
+	for page := 0; ; page++ {
+		list, err := f.store.List(ctx, f.user, 2, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range list {
+			if s.UserID != f.user {
+				t.Errorf("listed another user's session %s", s.ID)
+			}
+			seen = append(seen, s.ID)
+		}
+		if len(list) < 2 || page > 5 {
+			break
+		}
+		last := list[len(list)-1]
+		cur = &Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	if len(seen) != 5 {
+		t.Errorf("listed %d sessions, want 5", len(seen))
+	}
+
+	n, err := f.store.RevokeAll(ctx, f.pool, f.user, ids[0], ReasonPasswordChange)
+	if err != nil || n != 4 {
+		t.Fatalf("RevokeAll = %d, %v; want 4", n, err)
+	}
+	list, err := f.store.List(ctx, f.user, 10, nil)
+	if err != nil || len(list) != 1 || list[0].ID != ids[0] {
+		t.Errorf("after RevokeAll keep: %d sessions, %v; want only %s", len(list), err, ids[0])
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, other); c != 1 {
+		t.Error("RevokeAll touched another user's session")
+	}
+	if n, _ := f.store.Revoke(ctx, f.pool, other, ids[0], ReasonRevoked); n != 0 {
+		t.Error("a user revoked another user's session")
+	}
+
+	f.exec(t, `UPDATE sessions SET revoked_at = now() - interval '2 hours' WHERE id = $1`, ids[1])
+	swept, err := f.store.Sweep(ctx, time.Hour)
+	if err != nil || swept != 1 {
+		t.Errorf("Sweep = %d, %v; want 1", swept, err)
+	}
+}
+
+// BenchmarkRotate is the database cost of one refresh (lookup + rotation).
+func BenchmarkRotate(b *testing.B) {
+	ctx := context.Background()
+	db := dbtest.New(b)
+	var tenant, user string
+	_ = db.Pool.QueryRow(ctx, `INSERT INTO tenants (name) VALUES ('t') RETURNING id`).Scan(&tenant)
+	_ = db.Pool.QueryRow(ctx, `INSERT INTO users (email) VALUES ('b@example.com') RETURNING id`).Scan(&user)
+	_, _ = db.Pool.Exec(ctx, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, tenant, user)
+	s := New(db.Pool, time.Hour, 10*time.Second)
+	is, err := s.Create(ctx, db.Pool, user, tenant, "", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := is.RefreshToken
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := s.Rotate(ctx, tok)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok = r.RefreshToken
+	}
+}
