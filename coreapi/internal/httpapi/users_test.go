@@ -7,6 +7,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -407,4 +408,45 @@ func TestDisableAndRemoveMember(t *testing.T) {
 	}
 	// An admin cannot remove an owner (the owner has tenant:write).
 	wantProblem(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+w.owner.UserID, nil), 403, "forbidden")
+}
+
+// TestLastOwnerRace: two owners take owner from each other at the same
+// moment; the tenant lock lets exactly one through.
+func TestLastOwnerRace(t *testing.T) {
+	w := newWorld(t)
+	current := w.owner
+	const q = `SELECT mr.user_id::text FROM membership_roles mr JOIN roles r ON r.id = mr.role_id WHERE mr.tenant_id = $1 AND r.name = 'owner'`
+	for round := range 10 {
+		second := w.e.SeedUserIn(t, w.a, fmt.Sprintf("owner2-%d@acme.test", round), "owner")
+		statuses := make(chan int, 2)
+		start := make(chan struct{})
+		for _, c := range []struct{ as, target identity.Identity }{{current, second}, {second, current}} {
+			go func() {
+				<-start
+				r := w.e.Send(t, &c.as, "DELETE", "/api/v1/users/"+c.target.UserID+"/roles/owner", nil)
+				statuses <- r.Status
+			}()
+		}
+		close(start)
+		a, b := <-statuses, <-statuses
+		if !((a == 200 && b == 409) || (a == 409 && b == 200)) {
+			t.Fatalf("round %d: statuses %d and %d, want one 200 and one 409", round, a, b)
+		}
+		var owners []string
+		rows, err := w.e.DB.Pool.Query(t.Context(), q, w.a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			owners = append(owners, id)
+		}
+		if len(owners) != 1 {
+			t.Fatalf("round %d: owners %v, want exactly 1", round, owners)
+		}
+		current = w.e.IdentityOf(t, owners[0], w.a)
+	}
 }
