@@ -31,6 +31,11 @@ func main() {
 	stderr := &lockedWriter{w: os.Stderr}
 	logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("component", "stack")
 	if err := run(ctx, logger, os.Args[1:], os.Stdout, stderr); err != nil {
+		if ctx.Err() != nil {
+			// Ctrl-C during start-up: everything started has been stopped.
+			logger.Info("interrupted", "during", err.Error())
+			return
+		}
 		logger.Error("stack stopped", "err", err)
 		stop()
 		os.Exit(1)

@@ -188,41 +188,50 @@ func findUser(ctx context.Context, c *apiClient, email string) (string, error) {
 
 // printTour writes the copy-paste curl tour.
 func printTour(w io.Writer, d demo, o options, natsURL string) {
-	api := strings.Replace(localURL(o.proxyAddr), "127.0.0.1", "localhost", 1)
-	metrics := strings.Replace(localURL(o.proxyAdmin), "127.0.0.1", "localhost", 1)
 	fmt.Fprintf(w, `
 Tollgate is running.
-  authproxy  %[1]s (admin %[9]s)   ->   coreapi %[10]s (admin %[11]s)
-  NATS       %[2]s
-  demo       tenant %[3]s
-             admin  %[4]s / %[5]s (owner)
-             member %[6]s (id %[7]s)
+  authproxy  %[1]s (admin %[2]s)   ->   coreapi %[3]s (admin %[4]s)
+  NATS       %[5]s
+  demo       tenant %[6]s
+             admin  %[7]s / %[8]s (owner)
+             member %[9]s (id %[10]s)
+%[11]s
+Ctrl-C stops everything.
+`, publicURL(o.proxyAddr), publicURL(o.proxyAdmin), o.coreAddr, o.coreAdmin, natsURL,
+		d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, tourScript(d, o))
+}
 
+// publicURL is localURL spelled the way a person types it.
+func publicURL(addr string) string {
+	return strings.Replace(localURL(addr), "127.0.0.1", "localhost", 1)
+}
+
+// tourScript is the tour's shell commands; the stack's test runs them.
+func tourScript(d demo, o options) string {
+	return fmt.Sprintf(`
 # 1. Sign up a tenant of your own (creates the tenant and its owner)
 curl -s %[1]s/api/v1/auth/signup -H 'content-type: application/json' \
-  -d '{"email":"you@example.com","password":"a long passphrase 42","tenant_name":"Acme"}'
+  -d '{"email":"you@example.com","password":"a long passphrase 42","tenant_name":"Acme"}'; echo
 
 # 2. Get a token as the demo admin
 TOKEN=$(curl -s %[1]s/api/v1/auth/token -H 'content-type: application/json' \
-  -d '{"grant_type":"password","email":"%[4]s","password":"%[5]s","tenant_id":"%[3]s"}' \
+  -d '{"grant_type":"password","email":"%[2]s","password":"%[3]s","tenant_id":"%[4]s"}' \
   | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 
 # 3. Who am I (roles and permissions come from the proxy's cached projection)
-curl -s %[1]s/api/v1/users/me -H "authorization: Bearer $TOKEN"
+curl -s %[1]s/api/v1/users/me -H "authorization: Bearer $TOKEN"; echo
 
 # 4. Grant the admin role to the demo member, and look at them
-curl -s -o /dev/null -w '%%{http_code}\n' -X PUT %[1]s/api/v1/users/%[7]s/roles/admin -H "authorization: Bearer $TOKEN"
-curl -s %[1]s/api/v1/users/%[7]s -H "authorization: Bearer $TOKEN"
+curl -s -o /dev/null -w 'grant %%{http_code}\n' -X PUT %[1]s/api/v1/users/%[5]s/roles/admin -H "authorization: Bearer $TOKEN"
+curl -s %[1]s/api/v1/users/%[5]s -H "authorization: Bearer $TOKEN"; echo
 
 # 5. Revoke it again (the proxy's cache entry for the member is evicted over NATS)
-curl -s -o /dev/null -w '%%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[7]s/roles/admin -H "authorization: Bearer $TOKEN"
+curl -s -o /dev/null -w 'revoke %%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[5]s/roles/admin -H "authorization: Bearer $TOKEN"
 
 # A forged identity header without a token gets 401: the proxy strips it
-curl -s -i %[1]s/api/v1/users/me -H 'X-Auth-User-Id: %[8]s'
+curl -s -o /dev/null -w 'forged %%{http_code}\n' %[1]s/api/v1/users/me -H 'X-Auth-User-Id: %[6]s'
 
 # Metrics
-curl -s %[9]s/metrics | grep -v '^#' | head
-
-Ctrl-C stops everything.
-`, api, natsURL, d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, d.AdminID, metrics, o.coreAddr, o.coreAdmin)
+curl -s %[7]s/metrics | grep '^authproxy_' | head
+`, publicURL(o.proxyAddr), o.email, o.password, d.TenantID, d.MemberID, d.AdminID, publicURL(o.proxyAdmin))
 }

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// signalWriter records everything written and closes ready when marker
+// first appears.
+type signalWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	marker string
+	ready  chan struct{}
+	once   sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.marker) {
+		w.once.Do(func() { close(w.ready) })
+	}
+	return len(p), nil
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestRunTwice runs the real stack (building the real binaries) on free
+// ports against a fresh database, runs the printed curl tour through sh,
+// stops it as Ctrl-C would, and does it all again on the same data
+// directory: the second run must reuse keys, database and demo users.
+func TestRunTwice(t *testing.T) {
+	for _, tool := range []string{"sh", "curl", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the curl tour needs %s: %v", tool, err)
+		}
+	}
+	t.Setenv("DATABASE_URL", freshDatabase(t))
+	t.Setenv("NATS_URL", "")
+	os.Unsetenv("NATS_URL")
+	t.Setenv("IDENTITY_HMAC_KEY", "")
+	os.Unsetenv("IDENTITY_HMAC_KEY")
+	data := t.TempDir()
+
+	var firstKey []byte
+	var firstDemo demo
+	for i := range 2 {
+		addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
+		args := []string{
+			"-data", data,
+			"-core-addr", addrs[0], "-core-admin-addr", addrs[1],
+			"-proxy-addr", addrs[2], "-proxy-admin-addr", addrs[3],
+			"-ready-timeout", "120s",
+		}
+		o, err := parseFlags(args, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout := &signalWriter{marker: "Ctrl-C stops everything.", ready: make(chan struct{})}
+		logs := &signalWriter{marker: "\x00", ready: make(chan struct{})}
+		logger := slog.New(slog.NewJSONHandler(logs, nil))
+
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, logger, args, stdout, logs) }()
+
+		select {
+		case <-stdout.ready:
+		case err := <-done:
+			cancel()
+			t.Fatalf("run #%d returned before the tour: %v\nlogs:\n%s", i+1, err, logs)
+		case <-time.After(5 * time.Minute):
+			cancel()
+			t.Fatalf("run #%d: no tour after 5 minutes\nlogs:\n%s", i+1, logs)
+		}
+
+		d := demoFromTour(t, stdout.String())
+		out, err := exec.Command("sh", "-c", tourScript(d, o)).CombinedOutput()
+		if err != nil {
+			t.Errorf("run #%d: tour: %v\n%s", i+1, err, out)
+		}
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`"email":"admin@example.com"`),
+			regexp.MustCompile(`(?m)^grant 2\d\d$`),
+			regexp.MustCompile(`(?m)^revoke 2\d\d$`),
+			regexp.MustCompile(`(?m)^forged 401$`),
+			regexp.MustCompile(`(?m)^authproxy_`),
+		} {
+			if !want.Match(out) {
+				t.Errorf("run #%d: tour output lacks %s:\n%s", i+1, want, out)
+			}
+		}
+
+		cancel() // as SIGINT/SIGTERM would
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run #%d: stop: %v\nlogs:\n%s", i+1, err, logs)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("run #%d: did not stop within a minute", i+1)
+		}
+		if err := portsFree(addrs...); err != nil {
+			t.Fatalf("run #%d: after stop: %v", i+1, err)
+		}
+
+		pems, _ := filepath.Glob(filepath.Join(data, "keys", "*.pem"))
+		if len(pems) != 1 {
+			t.Errorf("run #%d: %d signing keys, want 1 (created once, then reused)", i+1, len(pems))
+		}
+		key, err := os.ReadFile(filepath.Join(data, "identity.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			firstKey = key
+		} else if !bytes.Equal(key, firstKey) {
+			t.Error("second run replaced the HMAC key")
+		}
+		if i == 0 {
+			firstDemo = d
+		} else if d != firstDemo {
+			t.Errorf("second run seeded %+v, want the first run's %+v", d, firstDemo)
+		}
+	}
+}
+
+var (
+	tenantRe = regexp.MustCompile(`demo\s+tenant (\S+)`)
+	memberRe = regexp.MustCompile(`member \S+ \(id ([^)]+)\)`)
+	adminRe  = regexp.MustCompile(`X-Auth-User-Id: ([^']+)'`)
+)
+
+// demoFromTour reads the demo ids back from the printed tour.
+func demoFromTour(t *testing.T, tour string) demo {
+	t.Helper()
+	var d demo
+	for re, dst := range map[*regexp.Regexp]*string{tenantRe: &d.TenantID, memberRe: &d.MemberID, adminRe: &d.AdminID} {
+		m := re.FindStringSubmatch(tour)
+		if m == nil {
+			t.Fatalf("tour lacks %s:\n%s", re, tour)
+		}
+		*dst = m[1]
+	}
+	if d.TenantID == "" || d.MemberID == "" || d.AdminID == "" {
+		t.Fatal(errors.New("empty demo id in the tour"))
+	}
+	return d
+}
