@@ -1,0 +1,68 @@
+// Command authproxy is Tollgate's edge sidecar: it verifies bearer tokens,
+// authorizes requests from cached user projections, and forwards them to
+// coreapi with signed identity headers.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/app"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "authproxy:", err)
+		os.Exit(1)
+	}
+}
+
+// run wires the proxy and serves until ctx ends.
+func run(ctx context.Context, args []string, getenv func(string) (string, bool), stdout *os.File) error {
+	fs := flag.NewFlagSet("authproxy", flag.ContinueOnError)
+	checkConfig := fs.Bool("check-config", false, "validate the configuration (and rules file), print it with secrets masked, and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	rs, err := rules.Load(cfg.RulesFile)
+	if err != nil {
+		return fmt.Errorf("config: RULES_FILE: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if *checkConfig {
+		log.Info("configuration ok", "config", cfg)
+		return nil
+	}
+	log.Info("starting", "config", cfg)
+	a, err := app.New(cfg, rs, log, app.Hooks{})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		a.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		ln.Close()
+		a.Close()
+		return fmt.Errorf("listen admin: %w", err)
+	}
+	return a.Serve(ctx, ln, adminLn)
+}

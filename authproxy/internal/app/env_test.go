@@ -1,0 +1,307 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+const (
+	userID    = "11111111-1111-4111-8111-111111111111"
+	tenantID  = "22222222-2222-4222-8222-222222222222"
+	sessionID = "33333333-3333-4333-8333-333333333333"
+)
+
+// clock is the injected clock: real time plus an offset tests advance.
+type clock struct{ off atomic.Int64 }
+
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+
+type env struct {
+	t      *testing.T
+	core   *testenv.Core
+	nats   *testenv.NATS
+	app    *App
+	addr   string
+	admin  string
+	key    *testenv.Key
+	clock  *clock
+	client *http.Client
+	done   chan error
+	cancel context.CancelFunc
+}
+
+type envOpt struct {
+	vars      map[string]string
+	rules     string
+	noPublish bool
+}
+
+func defaultProjection() identity.Projection {
+	return identity.Projection{UserID: userID, TenantID: tenantID, Email: "a@example.com",
+		UserStatus: "active", MembershipStatus: "active", TenantStatus: "active",
+		Roles: []string{"member"}, Permissions: []string{"tenant:read"}, TokenVersion: 0}
+}
+
+func start(t *testing.T, o envOpt) *env {
+	t.Helper()
+	e := &env{t: t, clock: &clock{}, done: make(chan error, 1)}
+	e.core = testenv.NewCore(t)
+	e.nats = testenv.StartNATS(t)
+	e.key = testenv.NewKey(t, "20260101T000000Z-0000aaaa", jwa.EdDSA)
+	if !o.noPublish {
+		e.core.Publish(e.key)
+	}
+	e.core.SetProjection(defaultProjection())
+	vars := map[string]string{
+		"PROXY_LISTEN_ADDR":     "127.0.0.1:0",
+		"PROXY_ADMIN_ADDR":      "127.0.0.1:0",
+		"UPSTREAM_URL":          e.core.URL(),
+		"IDENTITY_HMAC_KEY":     testenv.HMACKeyText,
+		"NATS_URL":              e.nats.URL(),
+		"JWKS_REFETCH_COOLDOWN": "1m",
+		"ACCESS_LOG":            "false",
+		"LOG_LEVEL":             "warn",
+		"MAX_BODY_BYTES":        "65536",
+	}
+	if o.rules != "" {
+		p := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(p, []byte(o.rules), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vars["RULES_FILE"] = p
+	}
+	for k, v := range o.vars {
+		vars[k] = v
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.Load(cfg.RulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(testLogOut(), nil))
+	a, err := New(cfg, rs, log, Hooks{Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app = a
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr, e.admin = ln.Addr().String(), aln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	go func() { e.done <- a.Serve(ctx, ln, aln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-e.done:
+		case <-time.After(20 * time.Second):
+			t.Error("Serve did not return after cancel")
+		}
+	})
+	e.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	if !o.noPublish {
+		testenv.Eventually(t, "proxy ready", a.Ready)
+		testenv.Eventually(t, "nats connected", func() bool { return a.Subscriber != nil && a.Subscriber.Connected() })
+	}
+	return e
+}
+
+// token mints a valid token for the default user with mod applied.
+func (e *env) token(mod func(testenv.Claims)) string {
+	c := testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID)
+	if mod != nil {
+		mod(c)
+	}
+	return testenv.Sign(e.t, e.key, c, nil)
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+	prob   problem.Problem
+}
+
+func (e *env) do(method, path, token string, hdr map[string]string) result {
+	e.t.Helper()
+	req, err := http.NewRequest(method, "http://"+e.addr+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		req.Header[k] = []string{v} // exact name, not canonicalised
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	r := result{status: resp.StatusCode, header: resp.Header, body: body}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), problem.ContentType) {
+		if err := json.Unmarshal(body, &r.prob); err != nil {
+			e.t.Fatalf("problem body %q: %v", body, err)
+		}
+	}
+	return r
+}
+
+// raw sends a request written byte for byte and returns the response.
+func (e *env) raw(req string) result {
+	e.t.Helper()
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	r := result{status: resp.StatusCode, header: resp.Header, body: body}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), problem.ContentType) {
+		_ = json.Unmarshal(body, &r.prob)
+	}
+	return r
+}
+
+func (e *env) publish(subject string) {
+	e.t.Helper()
+	nc, err := nats.Connect(e.nats.URL())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer nc.Close()
+	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Reason: "test"})
+	if err := nc.Publish(subject, b); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// publishAndWait publishes and waits until the proxy has applied the event.
+func (e *env) publishAndWait(subject string) {
+	e.t.Helper()
+	before := e.invalidations()
+	e.publish(subject)
+	testenv.Eventually(e.t, "invalidation applied", func() bool { return e.invalidations() > before })
+}
+
+func (e *env) invalidations() float64 {
+	var n float64
+	for _, k := range []string{"user", "tenant", "all", "unknown"} {
+		n += testutil.ToFloat64(e.app.Metrics.Invalidations.WithLabelValues(k))
+	}
+	return n
+}
+
+func (e *env) verifications() float64 {
+	return testutil.ToFloat64(e.app.Metrics.VerifyOK) + testutil.ToFloat64(e.app.Metrics.VerifyFailed)
+}
+
+func (e *env) wantStatus(r result, want int) {
+	e.t.Helper()
+	if r.status != want {
+		e.t.Fatalf("status = %d, want %d (body %s)", r.status, want, r.body)
+	}
+}
+
+// wantProblem checks an error answer's status, code, request id and, for
+// 401/403, the WWW-Authenticate challenge.
+func (e *env) wantProblem(r result, status int, code string) {
+	e.t.Helper()
+	e.wantStatus(r, status)
+	if r.prob.Code != code {
+		e.t.Fatalf("problem code = %q, want %q (body %s)", r.prob.Code, code, r.body)
+	}
+	if r.prob.RequestID == "" || r.prob.RequestID != r.header.Get("X-Request-Id") {
+		e.t.Fatalf("problem request_id = %q, header %q", r.prob.RequestID, r.header.Get("X-Request-Id"))
+	}
+	wa := r.header.Get("WWW-Authenticate")
+	switch {
+	case status == 401 && code == problem.CodeInvalidToken && wa != `Bearer error="invalid_token"`:
+		e.t.Fatalf("WWW-Authenticate = %q, want Bearer error=\"invalid_token\"", wa)
+	case status == 403 && wa != `Bearer error="insufficient_scope"`:
+		e.t.Fatalf("WWW-Authenticate = %q, want Bearer error=\"insufficient_scope\"", wa)
+	case status == 401 && code == problem.CodeUnauthenticated && !strings.HasPrefix(wa, "Bearer"):
+		e.t.Fatalf("WWW-Authenticate = %q, want a Bearer challenge", wa)
+	}
+}
+
+// wantNothingForwarded fails if the echo route saw any request.
+func (e *env) wantNothingForwarded() {
+	e.t.Helper()
+	if got := e.core.Received(); len(got) != 0 {
+		e.t.Fatalf("upstream received %d requests, want none: %+v", len(got), got[0].URI)
+	}
+}
+
+// wantSigned checks that the last forwarded request carried a valid
+// signature over the identity of the default user.
+func (e *env) wantSigned() testenv.Received {
+	e.t.Helper()
+	r := e.core.Last(e.t)
+	if !r.Signed || r.VerifyErr != nil {
+		e.t.Fatalf("upstream signature: signed=%v err=%v", r.Signed, r.VerifyErr)
+	}
+	if r.Identity.UserID != userID || r.Identity.TenantID != tenantID || r.Identity.SessionID != sessionID {
+		e.t.Fatalf("identity = %+v", r.Identity)
+	}
+	return r
+}
+
+// with returns a copy of e reporting to t (for subtests).
+func (e *env) with(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
+func testLogOut() io.Writer {
+	if os.Getenv("PROXY_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}

@@ -1,0 +1,584 @@
+package app
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+func TestProtectedRequestForwardedSigned(t *testing.T) {
+	e := start(t, envOpt{})
+	r := e.do("GET", "/api/v1/users/me?x=1&y=%2F", e.token(nil), nil)
+	e.wantStatus(r, 200)
+	got := e.wantSigned()
+	if got.URI != "/api/v1/users/me?x=1&y=%2F" {
+		t.Fatalf("forwarded URI = %q", got.URI)
+	}
+	if strings.Join(got.Identity.Roles, ",") != "member" || strings.Join(got.Identity.Permissions, ",") != "tenant:read" {
+		t.Fatalf("roles/permissions = %v %v", got.Identity.Roles, got.Identity.Permissions)
+	}
+	if got.Headers["X-Forwarded-For"][0] != "127.0.0.1" || got.Headers["X-Forwarded-Proto"][0] != "http" {
+		t.Fatalf("forwarded headers = %v", got.Headers)
+	}
+	if got.Headers["X-Request-Id"][0] != r.header.Get("X-Request-Id") {
+		t.Fatalf("request id upstream %v, response %q", got.Headers["X-Request-Id"], r.header.Get("X-Request-Id"))
+	}
+}
+
+// Item 12: client identity headers never reach the upstream, on public and
+// protected routes, whatever their spelling.
+func TestClientIdentityHeadersStripped(t *testing.T) {
+	e := start(t, envOpt{})
+	spellings := []string{"X-Auth-User-Id", "x-auth-user-id", "X_Auth_User_Id", "X-AUTH-ROLES", "x_auth_signature"}
+	routes := []struct {
+		name, method, path string
+		token              bool
+	}{
+		{"public", "POST", "/api/v1/auth/token", false},
+		{"protected", "GET", "/api/v1/users/me", true},
+	}
+	for _, rt := range routes {
+		for _, name := range spellings {
+			t.Run(rt.name+"/"+name, func(t *testing.T) {
+				e.core.Reset()
+				req := rt.method + " " + rt.path + " HTTP/1.1\r\nHost: x\r\n" + name + ": evil\r\nContent-Length: 0\r\n"
+				if rt.token {
+					req += "Authorization: Bearer " + e.token(nil) + "\r\n"
+				}
+				r := e.raw(req + "Connection: close\r\n\r\n")
+				e.wantStatus(r, 200)
+				got := e.core.Last(t)
+				for k, vs := range got.Headers {
+					for _, v := range vs {
+						if v == "evil" {
+							t.Fatalf("client header %s: %s reached the upstream", k, v)
+						}
+					}
+				}
+				if rt.token {
+					e.wantSigned()
+				} else if got.Signed {
+					t.Fatal("public request carries identity headers")
+				}
+			})
+		}
+	}
+}
+
+// Item 12: Connection cannot be used to remove the injected headers.
+func TestConnectionCannotRemoveInjectedHeaders(t *testing.T) {
+	e := start(t, envOpt{})
+	r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + e.token(nil) +
+		"\r\nConnection: X-Auth-User-Id, X-Auth-Signature, x-auth-timestamp, X-Custom\r\nX-Custom: hop\r\n\r\n")
+	e.wantStatus(r, 200)
+	got := e.wantSigned()
+	if _, ok := got.Headers["X-Custom"]; ok {
+		t.Fatal("header named in Connection was forwarded")
+	}
+	if _, ok := got.Headers["Connection"]; ok && strings.Contains(strings.ToLower(got.Headers["Connection"][0]), "x-auth") {
+		t.Fatalf("client Connection header forwarded: %v", got.Headers["Connection"])
+	}
+}
+
+// Item 12: forged and invalid tokens are refused with 401 invalid_token and
+// never forwarded.
+func TestRejectedTokens(t *testing.T) {
+	e := start(t, envOpt{})
+	now := time.Now()
+	good := func() testenv.Claims { return testenv.DefaultClaims(now, userID, tenantID, sessionID) }
+	with := func(k string, v any) testenv.Claims { c := good(); c[k] = v; return c }
+	pubBytes := []byte(e.key.Public.(ed25519.PublicKey))
+	attacker := testenv.NewKey(t, e.key.Kid, jwa.EdDSA) // same kid, other key
+	tests := []struct {
+		name  string
+		token func() string
+	}{
+		{"alg none", func() string {
+			return testenv.Unsigned(t, testenv.Header{"alg": "none", "typ": "at+jwt", "kid": e.key.Kid}, good(), "")
+		}},
+		{"alg none with signature part", func() string {
+			return testenv.Unsigned(t, testenv.Header{"alg": "none", "typ": "at+jwt", "kid": e.key.Kid}, good(), "AAAA")
+		}},
+		{"HS256 signed with the public key", func() string {
+			k := &testenv.Key{Kid: e.key.Kid, Alg: jwa.HS256, Private: pubBytes}
+			return testenv.Sign(t, k, good(), nil)
+		}},
+		{"other key under the same kid", func() string { return testenv.Sign(t, attacker, good(), nil) }},
+		{"unknown kid", func() string {
+			return testenv.Sign(t, testenv.NewKey(t, "20990101T000000Z-ffffffff", jwa.EdDSA), good(), nil)
+		}},
+		{"kid with path characters", func() string {
+			return testenv.Sign(t, e.key, good(), testenv.Header{"kid": "../../etc/passwd"})
+		}},
+		{"kid with slash", func() string { return testenv.Sign(t, e.key, good(), testenv.Header{"kid": "a/b"}) }},
+		{"expired", func() string {
+			return testenv.Sign(t, e.key, with("exp", now.Add(-2*time.Minute).Unix()), nil)
+		}},
+		{"nbf in the future", func() string {
+			return testenv.Sign(t, e.key, with("nbf", now.Add(5*time.Minute).Unix()), nil)
+		}},
+		{"iat in the future", func() string {
+			c := good()
+			c["iat"], c["nbf"], c["exp"] = now.Add(5*time.Minute).Unix(), now.Unix(), now.Add(10*time.Minute).Unix()
+			return testenv.Sign(t, e.key, c, nil)
+		}},
+		{"wrong iss", func() string { return testenv.Sign(t, e.key, with("iss", "https://evil.example"), nil) }},
+		{"wrong aud", func() string { return testenv.Sign(t, e.key, with("aud", "other"), nil) }},
+		{"wrong aud list", func() string { return testenv.Sign(t, e.key, with("aud", []string{"a", "b"}), nil) }},
+		{"wrong typ", func() string { return testenv.Sign(t, e.key, good(), testenv.Header{"typ": "JWT"}) }},
+		{"no typ", func() string { return testenv.Sign(t, e.key, good(), testenv.Header{"typ": nil}) }},
+		{"lifetime too long", func() string {
+			return testenv.Sign(t, e.key, with("exp", now.Add(48*time.Hour).Unix()), nil)
+		}},
+		{"missing tid", func() string { c := good(); delete(c, "tid"); return testenv.Sign(t, e.key, c, nil) }},
+		{"missing tv", func() string { c := good(); delete(c, "tv"); return testenv.Sign(t, e.key, c, nil) }},
+		{"fractional tv", func() string { return testenv.Sign(t, e.key, with("tv", 1.5), nil) }},
+		{"sub with path characters", func() string { return testenv.Sign(t, e.key, with("sub", "../x"), nil) }},
+		{"crit header", func() string {
+			return testenv.Sign(t, e.key, good(), testenv.Header{"crit": []string{"exp"}, "exp": 1})
+		}},
+		{"oversized", func() string {
+			return testenv.Sign(t, e.key, with("pad", strings.Repeat("a", 5000)), nil)
+		}},
+		{"garbage base64", func() string { return "@@@.###.$$$" }},
+		{"bad base64 segments", func() string { return "eyJhbGciOi.eyJzdWIi.AAAA" }},
+		{"two segments", func() string { p := strings.Split(e.token(nil), "."); return p[0] + "." + p[1] }},
+		{"tampered payload", func() string {
+			p := strings.Split(e.token(nil), ".")
+			c := good()
+			c["sub"] = "44444444-4444-4444-8444-444444444444"
+			forged := strings.Split(testenv.Unsigned(t, testenv.Header{}, c, ""), ".")[1]
+			return p[0] + "." + forged + "." + p[2]
+		}},
+		{"tampered signature", func() string {
+			tok := e.token(nil)
+			last := tok[len(tok)-2]
+			repl := byte('A')
+			if last == 'A' {
+				repl = 'B'
+			}
+			return tok[:len(tok)-2] + string(repl) + tok[len(tok)-1:]
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e.core.Reset()
+			tok := tt.token()
+			r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n")
+			e := e.with(t)
+			e.wantProblem(r, 401, problem.CodeInvalidToken)
+			e.wantNothingForwarded()
+			// A second try is refused too (negative cache or re-check).
+			r = e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n")
+			e.wantProblem(r, 401, problem.CodeInvalidToken)
+			e.wantNothingForwarded()
+		})
+	}
+}
+
+func TestAuthorizationHeaderShapes(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	tests := []struct {
+		name, headers string
+		status        int
+		code          string
+	}{
+		{"two Authorization headers", "Authorization: Bearer " + tok + "\r\nAuthorization: Bearer " + tok + "\r\n", 401, problem.CodeInvalidToken},
+		{"missing", "", 401, problem.CodeUnauthenticated},
+		{"basic scheme", "Authorization: Basic dXNlcjpwYXNz\r\n", 401, problem.CodeUnauthenticated},
+		{"empty bearer", "Authorization: Bearer\r\n", 401, problem.CodeInvalidToken},
+		{"lower-case scheme", "Authorization: bearer " + tok + "\r\n", 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\n" + tt.headers + "Connection: close\r\n\r\n")
+			if tt.status == 200 {
+				e.wantStatus(r, 200)
+				e.wantSigned()
+				return
+			}
+			e.wantProblem(r, tt.status, tt.code)
+			e.wantNothingForwarded()
+		})
+	}
+}
+
+// Item 12: path tricks cannot reach a protected route without a token, and
+// the forwarded path is the normalized one.
+func TestPathTricks(t *testing.T) {
+	e := start(t, envOpt{})
+	tests := []struct {
+		path   string
+		status int
+	}{
+		{"/api/v1/auth/../users/me", 401},
+		{"//api/v1/users/me", 401},
+		{"/api/v1/auth/%2e%2e/users/me", 401},
+		{"/api/v1/auth/%2E%2E/users/me", 401},
+		{"/api/v1/auth/.%2e/users/me", 401},
+		{"/api/v1/auth/token/../../users/me", 401},
+		{"/api/v1/auth/oauth/x/authorize/../../../../users/me", 401},
+		{"/api/v1/auth/%2f../users/me", 400},
+		{"/api/v1/auth%2F..%2Fusers/me", 400},
+		{"/api/v1/auth/..%2fusers/me", 400},
+		{"/api/v1/auth/..%5cusers/me", 400},
+		{"/api/v1/users/me%00", 400},
+		{"/api/v1/auth/%zz", 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			for _, method := range []string{"GET", "POST"} {
+				r := e.raw(method + " " + tt.path + " HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+				if tt.status == 400 {
+					e.wantProblem(r, 400, problem.CodeBadPath)
+				} else {
+					e.wantProblem(r, 401, problem.CodeUnauthenticated)
+				}
+				e.wantNothingForwarded()
+			}
+		})
+	}
+	t.Run("normalized path is forwarded and signed", func(t *testing.T) {
+		e := e.with(t)
+		e.core.Reset()
+		r := e.raw("GET //api/v1/./auth/%2e%2e/users/%6de/?q=%2e%2e HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + e.token(nil) + "\r\nConnection: close\r\n\r\n")
+		e.wantStatus(r, 200)
+		got := e.wantSigned()
+		if got.URI != "/api/v1/users/me?q=%2e%2e" {
+			t.Fatalf("forwarded URI = %q, want /api/v1/users/me?q=%%2e%%2e", got.URI)
+		}
+	})
+}
+
+// coreapi's internal endpoints are never reachable through the proxy.
+func TestInternalNeverForwarded(t *testing.T) {
+	e := start(t, envOpt{rules: "rules:\n  - path: /**\n    access: protected\n"})
+	tok := e.token(nil)
+	before := e.core.ProjectionFetches.Load()
+	// Warm the projection so later fetch counts are exact.
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	before = e.core.ProjectionFetches.Load()
+	for _, p := range []string{
+		"/internal/v1/projections/" + userID + "?tenant_id=" + tenantID,
+		"/INTERNAL/v1/projections/" + userID,
+		"/%69nternal/v1/projections/" + userID,
+		"/api/../internal/v1/projections/" + userID,
+		"//internal/v1/projections/" + userID,
+		"/internal",
+	} {
+		for _, withToken := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s token=%v", p, withToken), func(t *testing.T) {
+				e := e.with(t)
+				e.core.Reset()
+				tk := ""
+				if withToken {
+					tk = tok
+				}
+				r := e.do("GET", p, tk, nil)
+				e.wantProblem(r, 404, problem.CodeNotFound)
+				e.wantNothingForwarded()
+				if n := e.core.ProjectionFetches.Load(); n != before {
+					t.Fatalf("projection endpoint reached through the proxy (%d fetches, want %d)", n, before)
+				}
+			})
+		}
+	}
+}
+
+func TestRoutesOutsideAPIAre404(t *testing.T) {
+	e := start(t, envOpt{})
+	for _, p := range []string{"/", "/metrics", "/admin", "/apiv1/users", "/.well-known/other"} {
+		t.Run(p, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			e.wantProblem(e.do("GET", p, e.token(nil), nil), 404, problem.CodeNotFound)
+			e.wantNothingForwarded()
+		})
+	}
+	t.Run("public jwks is forwarded", func(t *testing.T) {
+		e := e.with(t)
+		e.wantStatus(e.do("GET", "/.well-known/jwks.json", "", nil), 200)
+	})
+}
+
+// Item 6: each token is verified once, however many requests carry it.
+func TestTokenVerifiedOnce(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	before := e.verifications()
+	var wg sync.WaitGroup
+	errs := make(chan string, 32)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/users/me", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := e.client.Do(req)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				errs <- fmt.Sprint("status ", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for range 10 {
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	}
+	if got := e.verifications() - before; got != 1 {
+		t.Fatalf("verifications = %v for one token, want 1", got)
+	}
+	// A different token is verified once more.
+	e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), nil), 200)
+	if got := e.verifications() - before; got != 2 {
+		t.Fatalf("verifications = %v for two tokens, want 2", got)
+	}
+}
+
+// Item 6: exp is re-checked on every cache hit.
+func TestExpRecheckedOnHit(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(func(c testenv.Claims) { c["exp"] = time.Now().Add(2 * time.Minute).Unix() })
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	n := e.verifications()
+	e.clock.Advance(3 * time.Minute) // past exp + leeway, within the cache TTL cap
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+	if e.verifications() != n {
+		t.Fatal("expired cached token was verified again instead of refused on the hit")
+	}
+}
+
+// Item 5: keys removed upstream stop verifying, cached tokens included; an
+// unknown kid causes one shared refetch, then a cooldown.
+func TestKeyRotation(t *testing.T) {
+	e := start(t, envOpt{})
+	old := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", old, nil), 200)
+
+	// A new key appears upstream: tokens naming it trigger one refetch.
+	k2 := testenv.NewKey(t, "20260201T000000Z-0000bbbb", jwa.ES256)
+	e.core.Publish(e.key, k2)
+	e.clock.Advance(2 * time.Minute) // past the cooldown since the start-up fetch
+	fetches := e.core.JWKSFetches.Load()
+	var wg sync.WaitGroup
+	statuses := make(chan string, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok := testenv.Sign(t, k2, testenv.DefaultClaims(time.Now().Add(2*time.Minute), userID, tenantID, sessionID), nil)
+			req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/users/me", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := e.client.Do(req)
+			if err != nil {
+				statuses <- err.Error()
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				statuses <- fmt.Sprintf("status %d: %s", resp.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		t.Fatalf("token of the new key: %s, want 200", s)
+	}
+	if got := e.core.JWKSFetches.Load() - fetches; got != 1 {
+		t.Fatalf("JWKS refetches = %d, want 1", got)
+	}
+	// Another unknown kid within the cooldown: refused without a fetch.
+	k3 := testenv.NewKey(t, "20260301T000000Z-0000cccc", jwa.EdDSA)
+	e.core.Publish(e.key, k2, k3)
+	tok3 := testenv.Sign(t, k3, testenv.DefaultClaims(time.Now().Add(2*time.Minute), userID, tenantID, sessionID), nil)
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok3, nil), 401, problem.CodeInvalidToken)
+	if got := e.core.JWKSFetches.Load() - fetches; got != 1 {
+		t.Fatalf("JWKS fetches during cooldown = %d, want 1", got)
+	}
+
+	// The old key is removed upstream: its cached token stops working.
+	e.core.Publish(k2)
+	if err := e.app.Keys.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.wantProblem(e.do("GET", "/api/v1/users/me", old, nil), 401, problem.CodeInvalidToken)
+}
+
+func TestDecisions(t *testing.T) {
+	rulesFile := `
+rules:
+  - methods: [GET]
+    path: /api/v1/users
+    access: protected
+    permissions: [users:read]
+`
+	tests := []struct {
+		name   string
+		mod    func(p *identity.Projection)
+		claims func(c testenv.Claims)
+		path   string
+		status int
+		code   string
+	}{
+		{"allowed", nil, nil, "/api/v1/users/me", 200, ""},
+		{"user disabled", func(p *identity.Projection) { p.UserStatus = "disabled" }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"membership suspended", func(p *identity.Projection) { p.MembershipStatus = "suspended" }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"tenant suspended", func(p *identity.Projection) { p.TenantStatus = "suspended" }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"token version bumped", func(p *identity.Projection) { p.TokenVersion = 1 }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"newer token version", func(p *identity.Projection) { p.TokenVersion = 1 }, func(c testenv.Claims) { c["tv"] = 1 }, "/api/v1/users/me", 200, ""},
+		{"session revoked", func(p *identity.Projection) { p.RevokedSessions = []string{sessionID} }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"missing permission", nil, nil, "/api/v1/users", 403, problem.CodeInsufficientScope},
+		{"granted permission", func(p *identity.Projection) { p.Permissions = []string{"users:read"} }, nil, "/api/v1/users", 200, ""},
+		{"no membership", func(p *identity.Projection) { p.UserID = "gone" }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+	}
+	e := start(t, envOpt{rules: rulesFile})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			p := defaultProjection()
+			if tt.mod != nil {
+				tt.mod(&p)
+			}
+			e.core.DeleteProjection(userID, tenantID)
+			e.core.SetProjection(p)
+			e.publishAndWait("auth.invalidate.all")
+			r := e.do("GET", tt.path, e.token(tt.claims), nil)
+			if tt.status == 200 {
+				e.wantStatus(r, 200)
+				e.wantSigned()
+				return
+			}
+			e.wantProblem(r, tt.status, tt.code)
+			e.wantNothingForwarded()
+		})
+	}
+}
+
+func TestUpstreamUnreachable(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	e.core.Shutdown()
+	r := e.do("GET", "/api/v1/users/me", tok, nil)
+	e.wantProblem(r, 503, problem.CodeUpstreamDown)
+	if r.header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	r = e.do("POST", "/api/v1/auth/token", "", nil)
+	e.wantProblem(r, 503, problem.CodeUpstreamDown)
+}
+
+func TestBodyLimit(t *testing.T) {
+	e := start(t, envOpt{})
+	req, _ := http.NewRequest("POST", "http://"+e.addr+"/api/v1/auth/token", strings.NewReader(strings.Repeat("a", 70000)))
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Fatalf("status = %d, want 413", resp.StatusCode)
+	}
+	e.wantNothingForwarded()
+	e.wantStatus(e.do("POST", "/api/v1/auth/token", "", nil), 200)
+}
+
+func TestForwardedHeadersTrust(t *testing.T) {
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprint("trusted=", trusted), func(t *testing.T) {
+			vars := map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{vars: vars})
+			e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), map[string]string{
+				"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X_Forwarded_Host": "evil", "Forwarded": "for=1.2.3.4",
+			}), 200)
+			got := e.core.Last(t).Headers
+			wantXFF, wantProto := "127.0.0.1", "http"
+			if trusted {
+				wantXFF, wantProto = "203.0.113.7, 127.0.0.1", "https"
+			}
+			if g := strings.Join(got["X-Forwarded-For"], ","); g != wantXFF {
+				t.Fatalf("X-Forwarded-For = %q, want %q", g, wantXFF)
+			}
+			if g := strings.Join(got["X-Forwarded-Proto"], ","); g != wantProto {
+				t.Fatalf("X-Forwarded-Proto = %q, want %q", g, wantProto)
+			}
+			_, fwd := got["Forwarded"]
+			if fwd != trusted {
+				t.Fatalf("Forwarded present = %v, want %v", fwd, trusted)
+			}
+		})
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	e := start(t, envOpt{})
+	r := e.do("GET", "/api/v1/users/me", e.token(nil), map[string]string{"X-Request-Id": "abc-123"})
+	if r.header.Get("X-Request-Id") != "abc-123" || e.core.Last(t).Headers["X-Request-Id"][0] != "abc-123" {
+		t.Fatalf("request id not propagated: %q", r.header.Get("X-Request-Id"))
+	}
+	r = e.do("GET", "/api/v1/users/me", e.token(nil), map[string]string{"X-Request-Id": "bad id\"<>"})
+	if id := r.header.Get("X-Request-Id"); id == "" || strings.ContainsAny(id, " \"<>") {
+		t.Fatalf("bad request id kept: %q", id)
+	}
+}
+
+// Item 9: the response is streamed: the client gets the first chunk while
+// the upstream is still blocked before writing the rest.
+func TestResponseStreamed(t *testing.T) {
+	e := start(t, envOpt{})
+	gate := make(chan struct{})
+	e.core.StreamGate.Store(&gate)
+	req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token(nil))
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, testenv.StreamChunk)
+	got := make(chan error, 1)
+	go func() { _, err := io.ReadFull(resp.Body, first); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(gate)
+		t.Fatal("first chunk not delivered while upstream waits: response is buffered")
+	}
+	close(gate)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || len(rest) != testenv.StreamChunk {
+		t.Fatalf("rest = %d bytes, %v; want %d", len(rest), err, testenv.StreamChunk)
+	}
+}

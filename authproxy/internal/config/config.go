@@ -1,0 +1,293 @@
+// Package config reads the proxy's configuration from the environment
+// (12-factor), applies defaults, and reports every problem at once. The
+// HMAC key never appears in output.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// Config is the whole proxy configuration.
+type Config struct {
+	ListenAddr string
+	AdminAddr  string
+
+	UpstreamURL  *url.URL
+	JWKSURL      string
+	HMACKey      []byte `json:"-"`
+	NATSURL      string
+	Issuer       string
+	Audience     string
+	Algs         []string
+	RulesFile    string
+	TrustedCIDRs []netip.Prefix
+
+	TokenCacheSize      int64
+	TokenCacheMaxTTL    time.Duration
+	NegativeCacheTTL    time.Duration
+	Leeway              time.Duration
+	TokenMaxLifetime    time.Duration
+	MaxTokenBytes       int
+	ProjectionCacheSize int64
+	ProjectionCacheTTL  time.Duration
+	MaxStaleness        time.Duration
+	JWKSRefresh         time.Duration
+	JWKSCooldown        time.Duration
+
+	UpstreamTimeout     time.Duration
+	UpstreamMaxConns    int
+	UpstreamMaxConnWait time.Duration
+	UpstreamIdleTimeout time.Duration
+	ProjectionTimeout   time.Duration
+	MaxBodyBytes        int
+	ReadTimeout         time.Duration
+	WriteTimeout        time.Duration
+	IdleTimeout         time.Duration
+	ShutdownTimeout     time.Duration
+	LogLevel            slog.Level
+	AccessLog           bool
+}
+
+// Var documents one environment variable.
+type Var struct {
+	Name, Default, Help string
+}
+
+// Vars lists every variable, in the order of the README table.
+var Vars = []Var{
+	{"PROXY_LISTEN_ADDR", ":8080", "public listen address"},
+	{"PROXY_ADMIN_ADDR", ":9090", "admin listen address (/healthz, /readyz, /metrics)"},
+	{"UPSTREAM_URL", "http://127.0.0.1:8081", "coreapi base URL (http, host:port)"},
+	{"JWKS_URL", "UPSTREAM_URL + /.well-known/jwks.json", "key set URL"},
+	{"IDENTITY_HMAC_KEY", "", "base64 HMAC key (>= 32 bytes) for identity headers; or"},
+	{"IDENTITY_HMAC_KEY_FILE", "", "file holding that key"},
+	{"NATS_URL", "nats://127.0.0.1:4222", "NATS for invalidation events"},
+	{"TOKEN_ISSUER", "http://localhost:8080", "required iss"},
+	{"TOKEN_AUDIENCE", "tollgate", "required aud"},
+	{"TOKEN_ALGS", "EdDSA,ES256,RS256", "allowed signature algorithms (each key is pinned to its own alg)"},
+	{"RULES_FILE", "", "optional YAML route rules, evaluated before the defaults"},
+	{"TRUSTED_PROXY_CIDRS", "", "comma list of CIDRs whose X-Forwarded-* headers are kept"},
+	{"TOKEN_CACHE_SIZE", "100000", "verified-token cache entries"},
+	{"TOKEN_CACHE_MAX_TTL", "5m", "cap on a cached token's TTL (it never outlives exp)"},
+	{"NEGATIVE_CACHE_TTL", "10s", "how long a rejected token is remembered"},
+	{"TOKEN_LEEWAY", "30s", "clock skew allowed on exp, nbf, iat"},
+	{"TOKEN_MAX_LIFETIME", "1h", "longest accepted exp - iat"},
+	{"MAX_TOKEN_BYTES", "4096", "longest accepted bearer token"},
+	{"PROJECTION_CACHE_SIZE", "100000", "projection cache entries"},
+	{"PROJECTION_CACHE_TTL", "5m", "projection TTL (invalidations evict sooner)"},
+	{"MAX_STALENESS", "30s", "how long cached projections are trusted while NATS is down"},
+	{"JWKS_REFRESH_INTERVAL", "5m", "background key set refresh"},
+	{"JWKS_REFETCH_COOLDOWN", "10s", "minimum time between refetches for unknown kids"},
+	{"UPSTREAM_TIMEOUT", "30s", "read/write timeout of a forwarded request"},
+	{"UPSTREAM_MAX_CONNS", "1024", "connections to coreapi"},
+	{"UPSTREAM_MAX_CONN_WAIT", "2s", "wait for a free upstream connection before 503"},
+	{"UPSTREAM_IDLE_TIMEOUT", "5s", "keep-alive idle time; keep below coreapi's idle timeout"},
+	{"PROJECTION_TIMEOUT", "2s", "timeout of a projection fetch"},
+	{"MAX_BODY_BYTES", "1048576", "largest request body (413 above)"},
+	{"READ_TIMEOUT", "30s", "client read timeout"},
+	{"WRITE_TIMEOUT", "30s", "client write timeout"},
+	{"IDLE_TIMEOUT", "60s", "client keep-alive idle timeout"},
+	{"SHUTDOWN_TIMEOUT", "15s", "drain deadline on SIGTERM"},
+	{"LOG_LEVEL", "info", "debug, info, warn, error"},
+	{"ACCESS_LOG", "true", "one JSON log line per request"},
+}
+
+// Load reads the configuration through getenv (os.LookupEnv in main).
+func Load(getenv func(string) (string, bool)) (*Config, error) {
+	p := parser{getenv: getenv}
+	c := &Config{}
+	c.ListenAddr = p.addr("PROXY_LISTEN_ADDR", ":8080")
+	c.AdminAddr = p.addr("PROXY_ADMIN_ADDR", ":9090")
+	up := p.str("UPSTREAM_URL", "http://127.0.0.1:8081")
+	if u, err := url.Parse(up); err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		p.fail("UPSTREAM_URL", up, "want http://host:port with no path (coreapi is on loopback)")
+	} else {
+		if u.Port() == "" {
+			u.Host = net.JoinHostPort(u.Hostname(), "80")
+		}
+		u.Path = ""
+		c.UpstreamURL = u
+	}
+	c.JWKSURL = p.str("JWKS_URL", "")
+	if c.JWKSURL == "" && c.UpstreamURL != nil {
+		c.JWKSURL = c.UpstreamURL.String() + "/.well-known/jwks.json"
+	} else if u, err := url.Parse(c.JWKSURL); c.JWKSURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		p.fail("JWKS_URL", c.JWKSURL, "want an absolute http(s) URL")
+	}
+	keyVal, _ := getenv("IDENTITY_HMAC_KEY")
+	keyFile, _ := getenv("IDENTITY_HMAC_KEY_FILE")
+	if k, err := identity.LoadKey(keyVal, keyFile); err != nil {
+		p.errs = append(p.errs, fmt.Errorf("IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE: %w", err))
+	} else {
+		c.HMACKey = k
+	}
+	c.NATSURL = p.str("NATS_URL", "nats://127.0.0.1:4222")
+	if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" {
+		p.fail("NATS_URL", c.NATSURL, "want nats://host:port")
+	}
+	c.Issuer = p.str("TOKEN_ISSUER", "http://localhost:8080")
+	c.Audience = p.str("TOKEN_AUDIENCE", "tollgate")
+	for _, a := range strings.Split(p.str("TOKEN_ALGS", "EdDSA,ES256,RS256"), ",") {
+		a = strings.TrimSpace(a)
+		switch a {
+		case "EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
+			c.Algs = append(c.Algs, a)
+		default:
+			p.fail("TOKEN_ALGS", a, "want asymmetric JWS algorithms (EdDSA, ES256, RS256, ...)")
+		}
+	}
+	c.RulesFile = p.str("RULES_FILE", "")
+	for _, s := range strings.Split(p.str("TRUSTED_PROXY_CIDRS", ""), ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		pf, err := netip.ParsePrefix(s)
+		if err != nil {
+			p.fail("TRUSTED_PROXY_CIDRS", s, "want CIDRs like 10.0.0.0/8")
+			continue
+		}
+		c.TrustedCIDRs = append(c.TrustedCIDRs, pf.Masked())
+	}
+	c.TokenCacheSize = int64(p.intv("TOKEN_CACHE_SIZE", 100000, 1))
+	c.TokenCacheMaxTTL = p.dur("TOKEN_CACHE_MAX_TTL", 5*time.Minute, time.Second)
+	c.NegativeCacheTTL = p.dur("NEGATIVE_CACHE_TTL", 10*time.Second, 0)
+	c.Leeway = p.dur("TOKEN_LEEWAY", 30*time.Second, 0)
+	c.TokenMaxLifetime = p.dur("TOKEN_MAX_LIFETIME", time.Hour, time.Minute)
+	c.MaxTokenBytes = p.intv("MAX_TOKEN_BYTES", 4096, 256)
+	c.ProjectionCacheSize = int64(p.intv("PROJECTION_CACHE_SIZE", 100000, 1))
+	c.ProjectionCacheTTL = p.dur("PROJECTION_CACHE_TTL", 5*time.Minute, time.Second)
+	c.MaxStaleness = p.dur("MAX_STALENESS", 30*time.Second, 0)
+	c.JWKSRefresh = p.dur("JWKS_REFRESH_INTERVAL", 5*time.Minute, time.Second)
+	c.JWKSCooldown = p.dur("JWKS_REFETCH_COOLDOWN", 10*time.Second, 0)
+	c.UpstreamTimeout = p.dur("UPSTREAM_TIMEOUT", 30*time.Second, time.Millisecond)
+	c.UpstreamMaxConns = p.intv("UPSTREAM_MAX_CONNS", 1024, 1)
+	c.UpstreamMaxConnWait = p.dur("UPSTREAM_MAX_CONN_WAIT", 2*time.Second, time.Millisecond)
+	c.UpstreamIdleTimeout = p.dur("UPSTREAM_IDLE_TIMEOUT", 5*time.Second, time.Millisecond)
+	c.ProjectionTimeout = p.dur("PROJECTION_TIMEOUT", 2*time.Second, time.Millisecond)
+	c.MaxBodyBytes = p.intv("MAX_BODY_BYTES", 1<<20, 1)
+	c.ReadTimeout = p.dur("READ_TIMEOUT", 30*time.Second, time.Millisecond)
+	c.WriteTimeout = p.dur("WRITE_TIMEOUT", 30*time.Second, time.Millisecond)
+	c.IdleTimeout = p.dur("IDLE_TIMEOUT", 60*time.Second, time.Millisecond)
+	c.ShutdownTimeout = p.dur("SHUTDOWN_TIMEOUT", 15*time.Second, time.Millisecond)
+	lvl := p.str("LOG_LEVEL", "info")
+	if err := c.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
+		p.fail("LOG_LEVEL", lvl, "want debug, info, warn or error")
+	}
+	c.AccessLog = p.boolv("ACCESS_LOG", true)
+	if len(p.errs) > 0 {
+		return nil, fmt.Errorf("config: %w", errors.Join(p.errs...))
+	}
+	return c, nil
+}
+
+// LogValue prints the configuration with the key masked.
+func (c *Config) LogValue() slog.Value {
+	cidrs := make([]string, len(c.TrustedCIDRs))
+	for i, p := range c.TrustedCIDRs {
+		cidrs[i] = p.String()
+	}
+	return slog.GroupValue(
+		slog.String("listen_addr", c.ListenAddr), slog.String("admin_addr", c.AdminAddr),
+		slog.String("upstream_url", c.UpstreamURL.String()), slog.String("jwks_url", c.JWKSURL),
+		slog.String("identity_hmac_key", "*****"), slog.String("nats_url", maskURL(c.NATSURL)),
+		slog.String("token_issuer", c.Issuer), slog.String("token_audience", c.Audience),
+		slog.String("token_algs", strings.Join(c.Algs, ",")), slog.String("rules_file", c.RulesFile),
+		slog.String("trusted_proxy_cidrs", strings.Join(cidrs, ",")),
+		slog.Int64("token_cache_size", c.TokenCacheSize), slog.Duration("token_cache_max_ttl", c.TokenCacheMaxTTL),
+		slog.Duration("negative_cache_ttl", c.NegativeCacheTTL), slog.Duration("token_leeway", c.Leeway),
+		slog.Duration("token_max_lifetime", c.TokenMaxLifetime), slog.Int("max_token_bytes", c.MaxTokenBytes),
+		slog.Int64("projection_cache_size", c.ProjectionCacheSize), slog.Duration("projection_cache_ttl", c.ProjectionCacheTTL),
+		slog.Duration("max_staleness", c.MaxStaleness), slog.Duration("jwks_refresh_interval", c.JWKSRefresh),
+		slog.Duration("jwks_refetch_cooldown", c.JWKSCooldown), slog.Duration("upstream_timeout", c.UpstreamTimeout),
+		slog.Int("upstream_max_conns", c.UpstreamMaxConns), slog.Duration("upstream_max_conn_wait", c.UpstreamMaxConnWait),
+		slog.Duration("upstream_idle_timeout", c.UpstreamIdleTimeout), slog.Duration("projection_timeout", c.ProjectionTimeout),
+		slog.Int("max_body_bytes", c.MaxBodyBytes), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("log_level", c.LogLevel.String()), slog.Bool("access_log", c.AccessLog),
+	)
+}
+
+// maskURL hides a password in a URL.
+func maskURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "*****")
+	}
+	return u.String()
+}
+
+type parser struct {
+	getenv func(string) (string, bool)
+	errs   []error
+}
+
+func (p *parser) fail(name, val, want string) {
+	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, val, want))
+}
+
+func (p *parser) str(name, def string) string {
+	if v, ok := p.getenv(name); ok && strings.TrimSpace(v) != "" {
+		return strings.TrimSpace(v)
+	}
+	return def
+}
+
+func (p *parser) addr(name, def string) string {
+	v := p.str(name, def)
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		p.fail(name, v, "want host:port or :port")
+	}
+	return v
+}
+
+func (p *parser) dur(name string, def, min time.Duration) time.Duration {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < min {
+		p.fail(name, v, fmt.Sprintf("want a duration >= %s like 30s", min))
+		return def
+	}
+	return d
+}
+
+func (p *parser) intv(name string, def, min int) int {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min {
+		p.fail(name, v, fmt.Sprintf("want an integer >= %d", min))
+		return def
+	}
+	return n
+}
+
+func (p *parser) boolv(name string, def bool) bool {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, v, "want true or false")
+		return def
+	}
+	return b
+}

@@ -1,0 +1,73 @@
+package config
+
+import (
+	"bytes"
+	"encoding/base64"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+var key = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ListenAddr != ":8080" || c.AdminAddr != ":9090" {
+		t.Errorf("addrs = %s %s", c.ListenAddr, c.AdminAddr)
+	}
+	if c.UpstreamURL.String() != "http://127.0.0.1:8081" || c.JWKSURL != "http://127.0.0.1:8081/.well-known/jwks.json" {
+		t.Errorf("upstream = %s jwks = %s", c.UpstreamURL, c.JWKSURL)
+	}
+	if c.Issuer != "http://localhost:8080" || c.Audience != "tollgate" || c.MaxStaleness != 30*time.Second {
+		t.Errorf("issuer/audience/staleness = %s %s %s", c.Issuer, c.Audience, c.MaxStaleness)
+	}
+	if c.MaxBodyBytes != 1<<20 || c.NATSURL != "nats://127.0.0.1:4222" || !c.AccessLog {
+		t.Errorf("body/nats/access = %d %s %v", c.MaxBodyBytes, c.NATSURL, c.AccessLog)
+	}
+}
+
+func TestAllProblemsReported(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"PROXY_LISTEN_ADDR":   "nonsense",
+		"UPSTREAM_URL":        "https://x/y",
+		"TOKEN_ALGS":          "HS256,none",
+		"TRUSTED_PROXY_CIDRS": "10.0.0.0/8,banana",
+		"TOKEN_CACHE_MAX_TTL": "forever",
+		"MAX_TOKEN_BYTES":     "-1",
+		"LOG_LEVEL":           "loud",
+		"ACCESS_LOG":          "perhaps",
+	}))
+	if err == nil {
+		t.Fatal("Load accepted bad config")
+	}
+	for _, want := range []string{"PROXY_LISTEN_ADDR", "UPSTREAM_URL", "IDENTITY_HMAC_KEY", "HS256", "none",
+		"banana", "TOKEN_CACHE_MAX_TTL", "MAX_TOKEN_BYTES", "LOG_LEVEL", "ACCESS_LOG"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestKeyMasked(t *testing.T) {
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "NATS_URL": "nats://u:secretpw@h:4222"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+	out := buf.String()
+	if strings.Contains(out, key) || strings.Contains(out, "secretpw") || !strings.Contains(out, "*****") {
+		t.Fatalf("secrets not masked: %s", out)
+	}
+	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": "short"})); err == nil || strings.Contains(err.Error(), "short\"") {
+		t.Fatalf("short key: %v", err)
+	}
+}

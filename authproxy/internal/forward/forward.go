@@ -1,0 +1,87 @@
+// Package forward sends an authorized request to coreapi over one reused
+// fasthttp HostClient and streams the response back: the request line is
+// exactly the normalized path plus the original query, which is also what
+// the identity signature covers.
+package forward
+
+import (
+	"errors"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Options configure the upstream client.
+type Options struct {
+	Addr        string // host:port of coreapi
+	MaxConns    int
+	MaxConnWait time.Duration
+	IdleTimeout time.Duration // keep below coreapi's idle timeout
+	Timeout     time.Duration // read and write timeout per request
+	MaxBody     int
+}
+
+// NewHostClient returns the client used for forwarded requests: responses
+// are streamed, paths are sent verbatim (they are already normalized), and
+// every wait is bounded.
+func NewHostClient(o Options) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:                          o.Addr,
+		Name:                          "tollgate-authproxy",
+		NoDefaultUserAgentHeader:      true,
+		MaxConns:                      o.MaxConns,
+		MaxConnWaitTimeout:            o.MaxConnWait,
+		MaxIdleConnDuration:           o.IdleTimeout,
+		ReadTimeout:                   o.Timeout,
+		WriteTimeout:                  o.Timeout,
+		DisablePathNormalizing:        true,
+		DisableHeaderNamesNormalizing: false,
+		StreamResponseBody:            true,
+		MaxResponseBodySize: 0, // streamed: no limit on what coreapi sends
+	}
+}
+
+// NewInternalClient returns the buffered client for the proxy's own calls
+// (projection fetches).
+func NewInternalClient(o Options) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:                     o.Addr,
+		Name:                     "tollgate-authproxy",
+		NoDefaultUserAgentHeader: true,
+		MaxConns:                 max(o.MaxConns/4, 16),
+		MaxConnWaitTimeout:       o.MaxConnWait,
+		MaxIdleConnDuration:      o.IdleTimeout,
+		ReadTimeout:              o.Timeout,
+		WriteTimeout:             o.Timeout,
+		DisablePathNormalizing:   true,
+		MaxResponseBodySize:      1 << 20,
+	}
+}
+
+// Failure is how a forwarding error is answered.
+type Failure int
+
+// Failures.
+const (
+	Unavailable Failure = iota // 503, coreapi down or saturated
+	Timeout                    // 504
+	BadGateway                 // 502
+)
+
+// Classify maps a client error to a failure and a metric label.
+func Classify(err error) (Failure, string) {
+	var op *net.OpError
+	switch {
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return Unavailable, "no_free_conns"
+	case errors.Is(err, fasthttp.ErrDialTimeout):
+		return Unavailable, "dial_timeout"
+	case errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &op) && op.Op == "dial":
+		return Unavailable, "connect"
+	case errors.Is(err, fasthttp.ErrTimeout):
+		return Timeout, "timeout"
+	}
+	return BadGateway, "transport"
+}

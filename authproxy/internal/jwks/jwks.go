@@ -1,0 +1,322 @@
+// Package jwks keeps the proxy's copy of coreapi's JSON Web Key Set: fetched
+// at start (readiness waits for it), refreshed in the background, and
+// refetched at most once per cooldown, singleflighted, when a token names an
+// unknown key id. Each usable key is pinned to the algorithm it declares, so
+// a token can only be verified with the algorithm its key was published for.
+package jwks
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"golang.org/x/sync/singleflight"
+)
+
+// Errors of Lookup.
+var (
+	ErrBadKid     = errors.New("jwks: malformed key id")
+	ErrUnknownKid = errors.New("jwks: unknown key id")
+	ErrNotLoaded  = errors.New("jwks: key set not loaded")
+)
+
+// maxBody bounds a JWKS response.
+const maxBody = 1 << 20
+
+// Key is one usable verification key.
+type Key struct {
+	Kid    string
+	Alg    jwa.SignatureAlgorithm
+	Public any // ed25519.PublicKey, *ecdsa.PublicKey or *rsa.PublicKey
+	thumb  string
+}
+
+// Set is an immutable snapshot of the key set.
+type Set struct {
+	Keys      map[string]*Key
+	FetchedAt time.Time
+}
+
+// Options configure a Client.
+type Options struct {
+	URL      string
+	Algs     []string      // allowed algorithms, e.g. EdDSA, ES256, RS256
+	Interval time.Duration // background refresh
+	Cooldown time.Duration // minimum time between unknown-kid refetches
+	Timeout  time.Duration // per fetch
+	HTTP     *http.Client  // nil: a client with Timeout
+	Now      func() time.Time
+}
+
+// Client holds the current key set.
+type Client struct {
+	opt     Options
+	algs    map[jwa.SignatureAlgorithm]bool
+	log     *slog.Logger
+	m       *metrics.Metrics
+	cur     atomic.Pointer[Set]
+	last    atomic.Int64 // unix nanos of the last fetch attempt
+	sf      singleflight.Group
+	loaded  chan struct{}
+	loadedF atomic.Bool
+}
+
+// New returns a Client; call Run to load and refresh the set.
+func New(opt Options, log *slog.Logger, m *metrics.Metrics) *Client {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.HTTP == nil {
+		opt.HTTP = &http.Client{Timeout: opt.Timeout}
+	}
+	c := &Client{opt: opt, algs: map[jwa.SignatureAlgorithm]bool{}, log: log, m: m, loaded: make(chan struct{})}
+	for _, a := range opt.Algs {
+		c.algs[jwa.SignatureAlgorithm(a)] = true
+	}
+	return c
+}
+
+// Ready reports whether a key set with at least one key is loaded.
+func (c *Client) Ready() bool {
+	s := c.cur.Load()
+	return s != nil && len(s.Keys) > 0
+}
+
+// Loaded is closed once the first fetch has succeeded.
+func (c *Client) Loaded() <-chan struct{} { return c.loaded }
+
+// Current returns the current snapshot (nil before the first fetch).
+func (c *Client) Current() *Set { return c.cur.Load() }
+
+// Age is the time since the current set was fetched.
+func (c *Client) Age() time.Duration {
+	s := c.cur.Load()
+	if s == nil {
+		return 0
+	}
+	return c.opt.Now().Sub(s.FetchedAt)
+}
+
+// ValidKid reports whether kid is a sane key id: 1..128 characters from
+// [A-Za-z0-9._:-], not "." or "..". Anything else (path characters
+// included) is refused before any lookup or refetch.
+func ValidKid(kid string) bool {
+	if kid == "" || len(kid) > 128 || kid == "." || kid == ".." {
+		return false
+	}
+	for i := 0; i < len(kid); i++ {
+		c := kid[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Lookup returns the key for kid. An unknown kid triggers one refetch,
+// shared by all concurrent callers and at most once per cooldown.
+func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
+	if !ValidKid(kid) {
+		return nil, ErrBadKid
+	}
+	if s := c.cur.Load(); s != nil {
+		if k := s.Keys[kid]; k != nil {
+			return k, nil
+		}
+	}
+	c.m.UnknownKids.Inc()
+	// Always join the flight: a caller arriving while a refetch is running
+	// waits for it instead of being refused by the cooldown it started.
+	_, err, _ := c.sf.Do("refresh", func() (any, error) {
+		if c.opt.Now().Sub(time.Unix(0, c.last.Load())) < c.opt.Cooldown {
+			return nil, nil
+		}
+		return nil, c.fetch(context.WithoutCancel(ctx))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("refresh jwks for kid: %w", err)
+	}
+	s := c.cur.Load()
+	if s == nil {
+		return nil, ErrNotLoaded
+	}
+	if k := s.Keys[kid]; k != nil {
+		return k, nil
+	}
+	return nil, ErrUnknownKid
+}
+
+// Run loads the set (retrying with backoff until it succeeds) and then
+// refreshes it every Interval until ctx ends.
+func (c *Client) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		_, err, _ := c.sf.Do("refresh", func() (any, error) { return nil, c.fetch(ctx) })
+		wait := c.opt.Interval
+		if err != nil {
+			c.log.Warn("jwks fetch", "err", err, "url", c.opt.URL, "retry_in", backoff.String())
+			wait = backoff
+			backoff = min(backoff*2, 5*time.Second, c.opt.Interval)
+		} else {
+			backoff = 100 * time.Millisecond
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh fetches the set now.
+func (c *Client) Refresh(ctx context.Context) error {
+	_, err, _ := c.sf.Do("refresh", func() (any, error) { return nil, c.fetch(ctx) })
+	return err
+}
+
+func (c *Client) fetch(ctx context.Context) error {
+	c.last.Store(c.opt.Now().UnixNano())
+	s, err := c.download(ctx)
+	if err != nil {
+		c.m.JWKSFetches.WithLabelValues("error").Inc()
+		return err
+	}
+	c.m.JWKSFetches.WithLabelValues("ok").Inc()
+	c.m.JWKSKeys.Set(float64(len(s.Keys)))
+	c.cur.Store(s)
+	if len(s.Keys) == 0 {
+		c.log.Warn("jwks has no usable key", "url", c.opt.URL)
+	} else if c.loadedF.CompareAndSwap(false, true) {
+		close(c.loaded)
+	}
+	return nil
+}
+
+func (c *Client) download(ctx context.Context) (*Set, error) {
+	if c.opt.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opt.Timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.opt.URL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("jwks request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.opt.HTTP.Do(req)
+	if err != nil {
+		c.m.UpstreamErrors.WithLabelValues("jwks", "transport").Inc()
+		return nil, fmt.Errorf("get jwks: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		c.m.UpstreamErrors.WithLabelValues("jwks", "status").Inc()
+		return nil, fmt.Errorf("get jwks: status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("read jwks: %w", err)
+	}
+	if len(body) > maxBody {
+		return nil, errors.New("read jwks: body larger than 1 MiB")
+	}
+	return c.parse(body)
+}
+
+func (c *Client) parse(body []byte) (*Set, error) {
+	set, err := jwk.Parse(body)
+	if err != nil {
+		return nil, fmt.Errorf("parse jwks: %w", err)
+	}
+	prev := c.cur.Load()
+	s := &Set{Keys: make(map[string]*Key, set.Len()), FetchedAt: c.opt.Now()}
+	for i := 0; i < set.Len(); i++ {
+		jk, _ := set.Key(i)
+		k, err := c.usable(jk)
+		if err != nil {
+			c.log.Warn("jwks key skipped", "kid", jk.KeyID(), "err", err)
+			continue
+		}
+		if _, dup := s.Keys[k.Kid]; dup {
+			// Two keys under one kid: neither can be trusted to be the one meant.
+			c.log.Warn("jwks duplicate kid skipped", "kid", k.Kid)
+			s.Keys[k.Kid] = nil
+			continue
+		}
+		// Keep the old pointer for an unchanged key, so tokens cached
+		// against it stay valid across refreshes.
+		if prev != nil {
+			if old := prev.Keys[k.Kid]; old != nil && old.thumb == k.thumb && old.Alg == k.Alg {
+				k = old
+			}
+		}
+		s.Keys[k.Kid] = k
+	}
+	for kid, k := range s.Keys {
+		if k == nil {
+			delete(s.Keys, kid)
+		}
+	}
+	return s, nil
+}
+
+func (c *Client) usable(jk jwk.Key) (*Key, error) {
+	kid := jk.KeyID()
+	if !ValidKid(kid) {
+		return nil, ErrBadKid
+	}
+	if u := jk.KeyUsage(); u != "" && u != "sig" {
+		return nil, fmt.Errorf("use %q is not sig", u)
+	}
+	alg := jwa.SignatureAlgorithm(jk.Algorithm().String())
+	if alg == "" {
+		return nil, errors.New("no alg: keys must declare their algorithm")
+	}
+	if !c.algs[alg] {
+		return nil, fmt.Errorf("alg %q not allowed", alg)
+	}
+	var raw any
+	if err := jk.Raw(&raw); err != nil {
+		return nil, fmt.Errorf("raw key: %w", err)
+	}
+	ok := false
+	switch pk := raw.(type) {
+	case ed25519.PublicKey:
+		ok = alg == jwa.EdDSA && len(pk) == ed25519.PublicKeySize
+	case *ecdsa.PublicKey:
+		ok = alg == jwa.ES256 && pk.Curve == elliptic.P256() ||
+			alg == jwa.ES384 && pk.Curve == elliptic.P384() ||
+			alg == jwa.ES512 && pk.Curve == elliptic.P521()
+	case *rsa.PublicKey:
+		ok = (alg == jwa.RS256 || alg == jwa.RS384 || alg == jwa.RS512 || alg == jwa.PS256 ||
+			alg == jwa.PS384 || alg == jwa.PS512) && pk.N.BitLen() >= 2048
+	default:
+		return nil, fmt.Errorf("key type %T is not a public signature key", raw)
+	}
+	if !ok {
+		return nil, fmt.Errorf("key type %T does not fit alg %s", raw, alg)
+	}
+	tp, err := jk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("thumbprint: %w", err)
+	}
+	return &Key{Kid: kid, Alg: alg, Public: raw, thumb: string(tp)}, nil
+}

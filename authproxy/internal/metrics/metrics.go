@@ -1,0 +1,129 @@
+// Package metrics defines the proxy's Prometheus metrics on a registry of
+// its own (no global state), with the label values of the hot path resolved
+// once so that recording a request does not allocate.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Cache names used as the "cache" label.
+const (
+	CacheToken      = "token"
+	CacheNegative   = "token_negative"
+	CacheProjection = "projection"
+)
+
+// Metrics holds every metric the proxy records.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requestDuration *prometheus.HistogramVec
+	byClass         [6]prometheus.Observer // index status/100
+
+	AuthDuration      prometheus.Histogram
+	Verifications     *prometheus.CounterVec // result
+	VerifyOK          prometheus.Counter
+	VerifyFailed      prometheus.Counter
+	cacheHits         *prometheus.CounterVec
+	cacheMisses       *prometheus.CounterVec
+	cacheEvictions    *prometheus.CounterVec
+	UnknownKids       prometheus.Counter
+	JWKSFetches       *prometheus.CounterVec // result
+	JWKSKeys          prometheus.Gauge
+	Invalidations     *prometheus.CounterVec // kind
+	InvalidationLag   prometheus.Histogram
+	UpstreamErrors    *prometheus.CounterVec // target, kind
+	ProjectionFetches *prometheus.CounterVec // result
+	NATSConnected     prometheus.Gauge
+	Decisions         *prometheus.CounterVec // outcome
+}
+
+// CacheCounters are one cache's hit/miss/eviction counters.
+type CacheCounters struct {
+	Hits, Misses, Evictions prometheus.Counter
+}
+
+// New creates and registers the metrics, plus the Go and process collectors.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fast := []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		Registry: r,
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "authproxy_request_duration_seconds", Help: "Whole request time at the proxy, by status class.", Buckets: fast,
+		}, []string{"code"}),
+		AuthDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "authproxy_auth_duration_seconds", Help: "Time to authenticate and authorize a protected request (token, projection, decision).", Buckets: fast,
+		}),
+		Verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_token_verifications_total", Help: "Token signature verifications performed (cache misses only).",
+		}, []string{"result"}),
+		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_cache_hits_total", Help: "Cache hits by cache.",
+		}, []string{"cache"}),
+		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_cache_misses_total", Help: "Cache misses by cache.",
+		}, []string{"cache"}),
+		cacheEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_cache_evictions_total", Help: "Entries evicted for space or expiry, by cache.",
+		}, []string{"cache"}),
+		UnknownKids: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_jwks_unknown_kid_total", Help: "Tokens naming a key id not in the key set.",
+		}),
+		JWKSFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_jwks_fetches_total", Help: "JWKS fetches by result.",
+		}, []string{"result"}),
+		JWKSKeys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_jwks_keys", Help: "Usable keys in the current key set.",
+		}),
+		Invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_invalidations_received_total", Help: "Invalidation events received, by kind.",
+		}, []string{"kind"}),
+		InvalidationLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "authproxy_invalidation_lag_seconds", Help: "Receipt time minus the event's commit time.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30},
+		}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_upstream_errors_total", Help: "Errors talking to coreapi, by call and kind.",
+		}, []string{"target", "kind"}),
+		ProjectionFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_projection_fetches_total", Help: "Projection fetches from coreapi, by result.",
+		}, []string{"result"}),
+		NATSConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_nats_connected", Help: "1 while the invalidation subscription is connected.",
+		}),
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_decisions_total", Help: "Access decisions by outcome.",
+		}, []string{"outcome"}),
+	}
+	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
+		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
+		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)
+	for i, c := range []string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"} {
+		m.byClass[i] = m.requestDuration.WithLabelValues(c)
+	}
+	m.VerifyOK = m.Verifications.WithLabelValues("ok")
+	m.VerifyFailed = m.Verifications.WithLabelValues("invalid")
+	return m
+}
+
+// ObserveRequest records one request's duration (seconds) by status class.
+func (m *Metrics) ObserveRequest(status int, seconds float64) {
+	i := status / 100
+	if i < 0 || i >= len(m.byClass) {
+		i = 0
+	}
+	m.byClass[i].Observe(seconds)
+}
+
+// Cache returns the counters of the named cache.
+func (m *Metrics) Cache(name string) CacheCounters {
+	return CacheCounters{
+		Hits:      m.cacheHits.WithLabelValues(name),
+		Misses:    m.cacheMisses.WithLabelValues(name),
+		Evictions: m.cacheEvictions.WithLabelValues(name),
+	}
+}

@@ -1,0 +1,144 @@
+// Package natsinv applies coreapi's invalidation events (NATS subjects
+// auth.invalidate.user.<id>, .tenant.<id>, .all) to the proxy's caches. It
+// reconnects forever; while disconnected the caches trust entries only for
+// a bounded staleness, and on reconnect everything is purged because events
+// may have been missed.
+package natsinv
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// Target is what invalidations act on (the projection cache).
+type Target interface {
+	InvalidateUser(id string)
+	InvalidateTenant(id string)
+	InvalidateAll()
+	Disconnected(at time.Time)
+	Reconnected()
+}
+
+// Subscriber owns the NATS connection.
+type Subscriber struct {
+	nc  *nats.Conn
+	t   Target
+	log *slog.Logger
+	m   *metrics.Metrics
+	now func() time.Time
+}
+
+// Options configure Connect.
+type Options struct {
+	URL           string
+	ReconnectWait time.Duration
+	Now           func() time.Time
+}
+
+// Connect connects (retrying in the background if NATS is not up yet) and
+// subscribes. Until the first connection the target is in bounded-staleness
+// mode.
+func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscriber, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ReconnectWait <= 0 {
+		o.ReconnectWait = 250 * time.Millisecond
+	}
+	s := &Subscriber{t: t, log: log, m: m, now: o.Now}
+	t.Disconnected(o.Now())
+	nc, err := nats.Connect(o.URL,
+		nats.Name("tollgate-authproxy"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(o.ReconnectWait),
+		nats.ReconnectJitter(50*time.Millisecond, 250*time.Millisecond),
+		nats.ConnectHandler(func(*nats.Conn) {
+			log.Info("nats connected")
+			s.connected()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+			m.NATSConnected.Set(0)
+			t.Disconnected(s.now())
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			log.Info("nats reconnected; purging caches")
+			s.connected()
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	if _, err := nc.Subscribe(invalidation.SubjectWildcard, s.handle); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectWildcard, err)
+	}
+	s.nc = nc
+	if nc.IsConnected() {
+		s.connected()
+	}
+	return s, nil
+}
+
+func (s *Subscriber) connected() {
+	s.m.NATSConnected.Set(1)
+	s.t.Reconnected()
+}
+
+func (s *Subscriber) handle(msg *nats.Msg) {
+	kind, id := invalidation.Parse(msg.Subject)
+	var ev invalidation.Event
+	if len(msg.Data) > 0 {
+		if err := json.Unmarshal(msg.Data, &ev); err != nil {
+			// The subject alone says what to drop; the body is informational.
+			s.log.Warn("invalidation body", "subject", msg.Subject, "err", err)
+		}
+	}
+	switch kind {
+	case invalidation.KindUser:
+		s.t.InvalidateUser(id)
+		s.m.Invalidations.WithLabelValues("user").Inc()
+	case invalidation.KindTenant:
+		s.t.InvalidateTenant(id)
+		s.m.Invalidations.WithLabelValues("tenant").Inc()
+	case invalidation.KindAll:
+		s.t.InvalidateAll()
+		s.m.Invalidations.WithLabelValues("all").Inc()
+	default:
+		s.m.Invalidations.WithLabelValues("unknown").Inc()
+		s.log.Warn("invalidation subject not understood", "subject", msg.Subject)
+		return
+	}
+	if ev.At > 0 {
+		lag := s.now().Sub(time.UnixMilli(ev.At))
+		s.m.InvalidationLag.Observe(max(lag, 0).Seconds())
+	}
+}
+
+// Connected reports whether the connection is up.
+func (s *Subscriber) Connected() bool { return s.nc.IsConnected() }
+
+// Close drains the subscription and waits (up to timeout) for the
+// connection to close.
+func (s *Subscriber) Close(timeout time.Duration) error {
+	closed := make(chan struct{})
+	s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := s.nc.Drain(); err != nil {
+		s.nc.Close()
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(timeout):
+		s.nc.Close()
+	}
+	return nil
+}

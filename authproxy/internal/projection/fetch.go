@@ -1,0 +1,92 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/valyala/fasthttp"
+)
+
+// HTTPFetcher fetches projections from coreapi's internal endpoint,
+// authenticating with identity headers over an empty Identity.
+type HTTPFetcher struct {
+	hc      *fasthttp.HostClient
+	host    string
+	signer  *identity.Signer
+	timeout time.Duration
+	m       *metrics.Metrics
+	now     func() time.Time
+}
+
+// NewHTTPFetcher returns a fetcher using hc (which must buffer bodies).
+func NewHTTPFetcher(hc *fasthttp.HostClient, host string, signer *identity.Signer, timeout time.Duration, m *metrics.Metrics) *HTTPFetcher {
+	return &HTTPFetcher{hc: hc, host: host, signer: signer, timeout: timeout, m: m, now: time.Now}
+}
+
+// maxProjection bounds a projection body.
+const maxProjection = 1 << 20
+
+// Fetch implements Fetcher.
+func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID string) (*identity.Projection, error) {
+	pq := identity.ProjectionPath + "/" + url.PathEscape(userID) + "?tenant_id=" + url.QueryEscape(tenantID)
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(fasthttp.MethodGet)
+	req.SetRequestURI(pq)
+	req.Header.SetHost(f.host)
+	req.Header.Set("Accept", "application/json")
+	if requestID != "" {
+		req.Header.Set("X-Request-Id", requestID)
+	}
+	ts := f.now().UnixMilli()
+	req.Header.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(identity.HeaderSignature, f.signer.Sign(ts, fasthttp.MethodGet, pq, identity.Identity{}))
+	timeout := f.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if err := f.hc.DoTimeout(req, resp, timeout); err != nil {
+		f.m.UpstreamErrors.WithLabelValues("projection", errKind(err)).Inc()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	switch code := resp.StatusCode(); {
+	case code == fasthttp.StatusOK:
+	case code == fasthttp.StatusNotFound:
+		return nil, ErrNoMembership
+	case code >= 500:
+		f.m.UpstreamErrors.WithLabelValues("projection", "status_5xx").Inc()
+		return nil, fmt.Errorf("%w: status %d", ErrUnavailable, code)
+	default:
+		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
+		return nil, fmt.Errorf("%w: status %d", ErrUpstream, code)
+	}
+	body := resp.Body()
+	if len(body) > maxProjection {
+		return nil, fmt.Errorf("%w: body too large", ErrUpstream)
+	}
+	var p identity.Projection
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, fmt.Errorf("%w: decode: %w", ErrUpstream, err)
+	}
+	return &p, nil
+}
+
+// errKind classifies a transport error for the upstream_errors metric.
+func errKind(err error) string {
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout):
+		return "timeout"
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return "no_free_conns"
+	}
+	return "transport"
+}

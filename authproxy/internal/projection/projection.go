@@ -1,0 +1,227 @@
+// Package projection caches each user's auth projection per (user, tenant)
+// and keeps the cache honest against invalidation events.
+//
+// Every entry records the generation counters it was fetched under: one
+// for the user's stripe, one for the tenant's stripe (fixed arrays of
+// counters, so memory does not grow with users) and a global one. An
+// invalidation bumps a counter; a hit whose recorded generations differ
+// from the current ones is a miss. The counters are read before a fetch and
+// checked before the result is stored, so a fill that raced an invalidation
+// is never kept, and the singleflight key includes them, so no request
+// arriving after an invalidation joins a fetch started before it.
+//
+// While the invalidation feed is down, an entry is trusted only for a
+// bounded time past max(fetch time, disconnect time); on reconnect
+// everything is purged.
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"golang.org/x/sync/singleflight"
+)
+
+// Errors of Get.
+var (
+	// ErrNoMembership: coreapi knows no membership of the user in the tenant.
+	ErrNoMembership = errors.New("projection: no membership")
+	// ErrUnavailable: coreapi could not be reached or answered 5xx.
+	ErrUnavailable = errors.New("projection: coreapi unavailable")
+	// ErrUpstream: coreapi answered something unusable.
+	ErrUpstream = errors.New("projection: bad answer from coreapi")
+)
+
+// stripes is the number of generation counters per dimension.
+const stripes = 1024
+
+// Fetcher loads one projection from coreapi.
+type Fetcher interface {
+	Fetch(ctx context.Context, userID, tenantID, requestID string) (*identity.Projection, error)
+}
+
+// Entry is a cached projection with its header values prepared. Shared by
+// all requests: never modify it.
+type Entry struct {
+	Sub, Tid  string
+	P         *identity.Projection
+	Roles     string // comma list, as forwarded
+	Perms     string
+	err       error // ErrNoMembership for a remembered 404
+	gens      [3]uint64
+	fetchedAt int64 // unix nanos
+}
+
+// Options configure a Cache.
+type Options struct {
+	Size         int64
+	TTL          time.Duration // positive entries
+	NegativeTTL  time.Duration // remembered "no membership"
+	MaxStaleness time.Duration // trust while the invalidation feed is down
+	Now          func() time.Time
+}
+
+// Cache is the projection cache.
+type Cache struct {
+	opt    Options
+	f      Fetcher
+	cache  *ristretto.Cache[uint64, *Entry]
+	seed   maphash.Seed
+	user   [stripes]atomic.Uint64
+	tenant [stripes]atomic.Uint64
+	global atomic.Uint64
+	down   atomic.Int64 // unix nanos of the disconnect; 0 while connected
+	sf     singleflight.Group
+	cc     metrics.CacheCounters
+	m      *metrics.Metrics
+}
+
+// New returns a Cache reading through f.
+func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Size <= 0 {
+		opt.Size = 100_000
+	}
+	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection)}
+	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
+		NumCounters:        10 * opt.Size,
+		MaxCost:            opt.Size,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+		OnEvict:            func(*ristretto.Item[*Entry]) { c.cc.Evictions.Inc() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("projection cache: %w", err)
+	}
+	c.cache = rc
+	return c, nil
+}
+
+// Close stops the cache's goroutines.
+func (c *Cache) Close() { c.cache.Close() }
+
+func (c *Cache) stripe(id string) int { return int(maphash.String(c.seed, id) % stripes) }
+
+func (c *Cache) key(sub, tid string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	h.WriteString(sub)
+	h.WriteByte(0)
+	h.WriteString(tid)
+	return h.Sum64()
+}
+
+func (c *Cache) gens(sub, tid string) [3]uint64 {
+	return [3]uint64{c.user[c.stripe(sub)].Load(), c.tenant[c.stripe(tid)].Load(), c.global.Load()}
+}
+
+// fresh applies the bounded staleness while the feed is down.
+func (c *Cache) fresh(e *Entry, now int64) bool {
+	down := c.down.Load()
+	if down == 0 {
+		return true
+	}
+	return now-max(e.fetchedAt, down) <= int64(c.opt.MaxStaleness)
+}
+
+// Get returns the projection of sub in tid, from the cache or coreapi.
+// requestID is propagated to coreapi on a miss.
+func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, error) {
+	k := c.key(sub, tid)
+	g := c.gens(sub, tid)
+	if e, ok := c.cache.Get(k); ok && e.Sub == sub && e.Tid == tid && e.gens == g && c.fresh(e, c.opt.Now().UnixNano()) {
+		c.cc.Hits.Inc()
+		if e.err != nil {
+			return nil, e.err
+		}
+		return e, nil
+	}
+	c.cc.Misses.Inc()
+	fk := sub + "\x00" + tid + "\x00" + strconv.FormatUint(g[0], 36) + "." + strconv.FormatUint(g[1], 36) + "." + strconv.FormatUint(g[2], 36)
+	res, err, _ := c.sf.Do(fk, func() (any, error) {
+		fetchedAt := c.opt.Now().UnixNano()
+		p, err := c.f.Fetch(context.WithoutCancel(ctx), sub, tid, requestID)
+		var e *Entry
+		ttl := c.opt.TTL
+		switch {
+		case err == nil:
+			if e, err = newEntry(sub, tid, p); err != nil {
+				c.m.ProjectionFetches.WithLabelValues("bad").Inc()
+				return nil, err
+			}
+			c.m.ProjectionFetches.WithLabelValues("ok").Inc()
+		case errors.Is(err, ErrNoMembership):
+			c.m.ProjectionFetches.WithLabelValues("not_found").Inc()
+			e = &Entry{Sub: sub, Tid: tid, err: ErrNoMembership}
+			ttl = c.opt.NegativeTTL
+		default:
+			c.m.ProjectionFetches.WithLabelValues("error").Inc()
+			return nil, err
+		}
+		e.gens, e.fetchedAt = g, fetchedAt
+		// Keep the result only if nothing was invalidated meanwhile.
+		if c.gens(sub, tid) == g && ttl > 0 {
+			c.cache.SetWithTTL(k, e, 1, ttl)
+			c.cache.Wait()
+		}
+		return e, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	e := res.(*Entry)
+	if e.err != nil {
+		return nil, e.err
+	}
+	return e, nil
+}
+
+func newEntry(sub, tid string, p *identity.Projection) (*Entry, error) {
+	if p.UserID != sub || p.TenantID != tid {
+		return nil, fmt.Errorf("%w: projection for %s/%s, asked %s/%s", ErrUpstream, p.UserID, p.TenantID, sub, tid)
+	}
+	for _, l := range [][]string{p.Roles, p.Permissions} {
+		for _, v := range l {
+			if v == "" || strings.ContainsAny(v, ",\r\n") {
+				return nil, fmt.Errorf("%w: list value %q", ErrUpstream, v)
+			}
+		}
+	}
+	return &Entry{Sub: sub, Tid: tid, P: p, Roles: identity.JoinList(p.Roles), Perms: identity.JoinList(p.Permissions)}, nil
+}
+
+// InvalidateUser makes every entry of the user a miss.
+func (c *Cache) InvalidateUser(id string) { c.user[c.stripe(id)].Add(1) }
+
+// InvalidateTenant makes every entry of the tenant a miss.
+func (c *Cache) InvalidateTenant(id string) { c.tenant[c.stripe(id)].Add(1) }
+
+// InvalidateAll makes every entry a miss and frees them.
+func (c *Cache) InvalidateAll() {
+	c.global.Add(1)
+	c.cache.Clear()
+}
+
+// Disconnected records that the invalidation feed went down at t; from
+// then on entries are trusted only for MaxStaleness.
+func (c *Cache) Disconnected(t time.Time) {
+	c.down.CompareAndSwap(0, t.UnixNano())
+}
+
+// Reconnected purges everything (events may have been missed) and ends the
+// bounded-staleness mode.
+func (c *Cache) Reconnected() {
+	c.InvalidateAll()
+	c.down.Store(0)
+}

@@ -1,0 +1,427 @@
+// Package server is the proxy's HTTP layer: the Fiber app with its
+// middleware in a fixed order (request id and access log/timing outermost,
+// then header hygiene, then path normalization), the authorization handler
+// that ties the token verifier, projection cache and rules together, and the
+// admin endpoints.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+	"github.com/valyala/fasthttp"
+)
+
+// Verifier verifies bearer tokens.
+type Verifier interface {
+	Verify(ctx context.Context, token []byte) (*tokens.Claims, error)
+}
+
+// Projections returns the projection of a user in a tenant.
+type Projections interface {
+	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+}
+
+// Deps are what the app needs; all are required.
+type Deps struct {
+	Log          *slog.Logger
+	Metrics      *metrics.Metrics
+	Rules        *rules.Set
+	Verifier     Verifier
+	Projections  Projections
+	Signer       *identity.Signer
+	Upstream     *fasthttp.HostClient
+	TrustedCIDRs []netip.Prefix
+	Now          func() time.Time
+}
+
+// Options are the app's limits.
+type Options struct {
+	MaxBodyBytes  int
+	MaxTokenBytes int
+	ReadTimeout   time.Duration
+	WriteTimeout  time.Duration
+	IdleTimeout   time.Duration
+	AccessLog     bool
+}
+
+// Server is the public app.
+type Server struct {
+	d        Deps
+	o        Options
+	app      *fiber.App
+	pool     sync.Pool // of *state
+	draining atomic.Bool
+}
+
+// state is the per-request scratch space, pooled so that a warm request
+// allocates almost nothing.
+type state struct {
+	start     time.Time
+	reqID     []byte
+	path      []byte
+	uri       []byte
+	sig       []byte
+	ts        []byte
+	closeConn bool
+	trusted   bool
+	route     string
+	outcome   string
+}
+
+const stateKey = "tollgate.state"
+
+// New builds the app.
+func New(d Deps, o Options) *Server {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	s := &Server{d: d, o: o}
+	s.pool.New = func() any {
+		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), uri: make([]byte, 0, 512),
+			sig: make([]byte, 0, 64), ts: make([]byte, 0, 20)}
+	}
+	s.app = fiber.New(fiber.Config{
+		AppName:                      "tollgate-authproxy",
+		DisableStartupMessage:        true,
+		BodyLimit:                    o.MaxBodyBytes,
+		ReadTimeout:                  o.ReadTimeout,
+		WriteTimeout:                 o.WriteTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		ReadBufferSize:               16 << 10, // a 4 KiB token plus ordinary headers
+		Network:                      fiber.NetworkTCP,
+		DisablePreParseMultipartForm: true,
+		ErrorHandler:                 s.errorHandler,
+	})
+	// Order matters: timing and request id outermost, then hygiene, then
+	// normalization; rules and authorization see only the clean request.
+	s.app.Use(s.observe, s.hygiene, s.normalize, s.authorize)
+	return s
+}
+
+// App is the Fiber app (tests drive app.Handler() directly).
+func (s *Server) App() *fiber.App { return s.app }
+
+// Drain makes new requests on kept-alive connections close them, ahead of
+// ShutdownWithContext.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// observe is the outermost middleware: request id, timing, access log,
+// and the single place where errors become responses.
+func (s *Server) observe(c *fiber.Ctx) error {
+	st := s.pool.Get().(*state)
+	st.start = s.d.Now()
+	st.route, st.outcome, st.closeConn, st.trusted = "", "", false, false
+	h := &c.Request().Header
+	if in := h.Peek(requestid.Header); requestid.Valid(b2s(in)) {
+		st.reqID = append(st.reqID[:0], in...)
+	} else {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		st.reqID = hex.AppendEncode(st.reqID[:0], b[:])
+	}
+	c.Locals(stateKey, st)
+	err := c.Next()
+	if err != nil {
+		s.render(c, st, err)
+	}
+	// Set last: forwarding replaces the whole response.
+	c.Response().Header.SetBytesV(requestid.Header, st.reqID)
+	if st.closeConn || s.draining.Load() {
+		c.Response().SetConnectionClose()
+	}
+	status := c.Response().StatusCode()
+	d := s.d.Now().Sub(st.start)
+	s.d.Metrics.ObserveRequest(status, d.Seconds())
+	if s.o.AccessLog {
+		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
+			slog.String("request_id", b2s(st.reqID)),
+			slog.String("method", b2s(c.Request().Header.Method())),
+			slog.String("path", b2s(st.path)),
+			slog.Int("status", status),
+			slog.Int64("duration_us", d.Microseconds()),
+			slog.String("route", st.route),
+			slog.String("outcome", st.outcome),
+			slog.String("remote_ip", c.Context().RemoteIP().String()),
+		)
+	}
+	c.Locals(stateKey, nil)
+	s.pool.Put(st)
+	return nil
+}
+
+func (s *Server) hygiene(c *fiber.Ctx) error {
+	st := c.Locals(stateKey).(*state)
+	st.trusted = s.trusted(c)
+	st.closeConn = headers.Sanitize(&c.Request().Header, st.trusted)
+	return c.Next()
+}
+
+func (s *Server) trusted(c *fiber.Ctx) bool {
+	if len(s.d.TrustedCIDRs) == 0 {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(c.Context().RemoteIP())
+	if !ok {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.d.TrustedCIDRs {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) normalize(c *fiber.Ctx) error {
+	st := c.Locals(stateKey).(*state)
+	p, err := pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
+	st.path = p
+	if err != nil {
+		return &httpError{status: 400, code: problem.CodeBadPath, detail: "path not accepted: " + err.Error()}
+	}
+	return c.Next()
+}
+
+// authorize matches the rules and, for protected routes, authenticates and
+// authorizes the request; then it forwards.
+func (s *Server) authorize(c *fiber.Ctx) error {
+	st := c.Locals(stateKey).(*state)
+	h := &c.Request().Header
+	rule := s.d.Rules.Match(h.Method(), st.path)
+	st.route = rule.Pattern()
+	switch rule.Access {
+	case rules.Public:
+		st.outcome = "public"
+		return s.forward(c, st, nil, nil)
+	case rules.Protected:
+	default:
+		st.outcome = "no_route"
+		return errNotFound
+	}
+	t0 := s.d.Now()
+	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
+	if err != nil {
+		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
+			st.outcome = "no_token"
+			return errNoToken
+		}
+		st.outcome = "bad_token"
+		return invalidToken("malformed Authorization header")
+	}
+	claims, err := s.d.Verifier.Verify(c.Context(), tok)
+	if err != nil {
+		st.outcome = "bad_token"
+		if errors.Is(err, tokens.ErrKeysUnavailable) {
+			return unavailable("signing keys not loaded")
+		}
+		return invalidToken(err.Error())
+	}
+	e, err := s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID))
+	if err != nil {
+		st.outcome = "projection"
+		switch {
+		case errors.Is(err, projection.ErrNoMembership):
+			return invalidToken("no membership in the token's tenant")
+		case errors.Is(err, projection.ErrUnavailable):
+			s.d.Log.Warn("projection fetch", "err", err, "request_id", string(st.reqID))
+			return unavailable("identity service unavailable")
+		}
+		s.d.Log.Error("projection fetch", "err", err, "request_id", string(st.reqID))
+		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
+	}
+	out := decide.Decide(claims, e, rule.Permissions)
+	s.d.Metrics.AuthDuration.Observe(s.d.Now().Sub(t0).Seconds())
+	st.outcome = out.String()
+	switch out {
+	case decide.Allow:
+	case decide.DenyScope:
+		return errScope
+	default:
+		return invalidToken(denyDetail[out])
+	}
+	return s.forward(c, st, claims, e)
+}
+
+var denyDetail = map[decide.Outcome]string{
+	decide.DenyInactive:       "user, membership or tenant not active",
+	decide.DenyTokenVersion:   "token revoked",
+	decide.DenySessionRevoked: "session revoked",
+}
+
+// forward rewrites the request line to the normalized path, adds the
+// forwarding and (for protected routes) signed identity headers, and
+// streams coreapi's answer back.
+func (s *Server) forward(c *fiber.Ctx, st *state, cl *tokens.Claims, e *projection.Entry) error {
+	req := c.Request()
+	h := &req.Header
+	st.uri = append(st.uri[:0], st.path...)
+	if q := req.URI().QueryString(); len(q) > 0 {
+		st.uri = append(st.uri, '?')
+		st.uri = append(st.uri, q...)
+	}
+	req.SetRequestURIBytes(st.uri)
+	s.setForwarded(c, st)
+	h.SetBytesV(requestid.Header, st.reqID)
+	if cl != nil {
+		now := s.d.Now().UnixMilli()
+		id := identity.Identity{UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid, Roles: e.P.Roles, Permissions: e.P.Permissions}
+		st.ts = strconv.AppendInt(st.ts[:0], now, 10)
+		st.sig = s.d.Signer.AppendSignature(st.sig[:0], now, b2s(h.Method()), b2s(st.uri), id)
+		h.Set(identity.HeaderUserID, cl.Sub)
+		h.Set(identity.HeaderTenantID, cl.Tid)
+		h.Set(identity.HeaderSessionID, cl.Sid)
+		h.Set(identity.HeaderRoles, e.Roles)
+		h.Set(identity.HeaderPermissions, e.Perms)
+		h.SetBytesV(identity.HeaderTimestamp, st.ts)
+		h.SetBytesV(identity.HeaderSignature, st.sig)
+	}
+	resp := c.Response()
+	if err := s.d.Upstream.Do(req, resp); err != nil {
+		resp.Reset()
+		kind, label := forward.Classify(err)
+		s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
+		s.d.Log.Warn("forward", "err", err, "request_id", string(st.reqID))
+		switch kind {
+		case forward.Unavailable:
+			return unavailable("upstream unavailable")
+		case forward.Timeout:
+			return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
+		}
+		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
+	}
+	return nil
+}
+
+// setForwarded writes X-Forwarded-For/-Proto/-Host. From an untrusted peer
+// the client's values were removed by hygiene; from a trusted one they are
+// extended.
+func (s *Server) setForwarded(c *fiber.Ctx, st *state) {
+	h := &c.Request().Header
+	ctx := c.Context()
+	var ipb [64]byte
+	ipStr := appendIP(ipb[:0], ctx.RemoteIP())
+	if prior := h.Peek("X-Forwarded-For"); st.trusted && len(prior) > 0 {
+		v := make([]byte, 0, len(prior)+2+len(ipStr))
+		v = append(append(append(v, prior...), ", "...), ipStr...)
+		h.SetBytesV("X-Forwarded-For", v)
+	} else {
+		h.SetBytesV("X-Forwarded-For", ipStr)
+	}
+	if !st.trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
+		if ctx.IsTLS() {
+			h.Set("X-Forwarded-Proto", "https")
+		} else {
+			h.Set("X-Forwarded-Proto", "http")
+		}
+	}
+	if !st.trusted || len(h.Peek("X-Forwarded-Host")) == 0 {
+		h.SetBytesV("X-Forwarded-Host", h.Host())
+	}
+}
+
+func appendIP(dst []byte, ip []byte) []byte {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return append(dst, "unknown"...)
+	}
+	return a.Unmap().AppendTo(dst)
+}
+
+// httpError is an error that knows its HTTP answer.
+type httpError struct {
+	status     int
+	code       string
+	detail     string
+	wwwAuth    string
+	retryAfter bool
+}
+
+func (e *httpError) Error() string { return e.code + ": " + e.detail }
+
+var (
+	errNotFound = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
+	errNoToken  = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
+		wwwAuth: `Bearer realm="tollgate"`}
+	errScope = &httpError{status: 403, code: problem.CodeInsufficientScope, detail: "missing a required permission",
+		wwwAuth: `Bearer error="insufficient_scope"`}
+)
+
+func invalidToken(detail string) *httpError {
+	return &httpError{status: 401, code: problem.CodeInvalidToken, detail: detail, wwwAuth: `Bearer error="invalid_token"`}
+}
+
+func unavailable(detail string) *httpError {
+	return &httpError{status: 503, code: problem.CodeUpstreamDown, detail: detail, retryAfter: true}
+}
+
+// render writes err as problem+json. It is the one place statuses are set
+// for errors.
+func (s *Server) render(c *fiber.Ctx, st *state, err error) {
+	var he *httpError
+	if !errors.As(err, &he) {
+		var fe *fiber.Error
+		switch {
+		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge:
+			he = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
+		case errors.As(err, &fe) && fe.Code < 500:
+			he = &httpError{status: fe.Code, code: problem.CodeBadRequest, detail: fe.Message}
+		default:
+			s.d.Log.Error("request", "err", err)
+			he = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
+		}
+	}
+	reqID := ""
+	path := ""
+	if st != nil {
+		reqID, path = string(st.reqID), string(st.path)
+	}
+	p := problem.New(he.status, he.code, he.detail).With(reqID, path)
+	resp := c.Response()
+	resp.SetStatusCode(he.status)
+	resp.Header.SetContentType(problem.ContentType)
+	if he.wwwAuth != "" {
+		resp.Header.Set(fiber.HeaderWWWAuthenticate, he.wwwAuth)
+	}
+	if he.retryAfter {
+		resp.Header.Set(fiber.HeaderRetryAfter, "1")
+	}
+	resp.SetBodyRaw(p.JSON())
+}
+
+// errorHandler catches errors raised outside the middleware chain (for
+// example a body over the limit, refused before any handler runs).
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	st, _ := c.Locals(stateKey).(*state)
+	if st == nil {
+		id := requestid.New()
+		c.Response().Header.Set(requestid.Header, id)
+		st = &state{reqID: []byte(id)}
+	}
+	s.render(c, st, err)
+	return nil
+}
+
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

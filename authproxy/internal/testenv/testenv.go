@@ -1,0 +1,413 @@
+// Package testenv provides the real parts the proxy's tests run against: a
+// stand-in for coreapi (a real HTTP server serving a JWKS, the internal
+// projection endpoint with signature checks, and an echo route that records
+// and verifies the identity headers it receives), signing keys and tokens
+// made with jwx, and an in-process NATS server. It is imported only by
+// tests.
+package testenv
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// HMACKey is the identity key shared by the proxy under test and Core.
+var HMACKey = []byte("tollgate-test-key-0123456789abcdef!!")
+
+// HMACKeyText is HMACKey as IDENTITY_HMAC_KEY text.
+var HMACKeyText = base64.StdEncoding.EncodeToString(HMACKey)
+
+// Issuer and Audience of test tokens.
+const (
+	Issuer   = "http://localhost:8080"
+	Audience = "tollgate"
+)
+
+// Key is a signing key.
+type Key struct {
+	Kid     string
+	Alg     jwa.SignatureAlgorithm
+	Private any
+	Public  any
+}
+
+// NewKey generates a key for alg (EdDSA, ES256 or RS256).
+func NewKey(t testing.TB, kid string, alg jwa.SignatureAlgorithm) *Key {
+	t.Helper()
+	k := &Key{Kid: kid, Alg: alg}
+	switch alg {
+	case jwa.EdDSA:
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Private, k.Public = priv, pub
+	case jwa.ES256:
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Private, k.Public = priv, &priv.PublicKey
+	case jwa.RS256:
+		priv, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Private, k.Public = priv, &priv.PublicKey
+	default:
+		t.Fatalf("unsupported alg %s", alg)
+	}
+	return k
+}
+
+// JWK returns the public JWK of k.
+func (k *Key) JWK(t testing.TB) jwk.Key {
+	t.Helper()
+	j, err := jwk.FromRaw(k.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = j.Set(jwk.KeyIDKey, k.Kid)
+	_ = j.Set(jwk.AlgorithmKey, k.Alg)
+	_ = j.Set(jwk.KeyUsageKey, "sig")
+	return j
+}
+
+// Claims of a test token; zero fields get sane defaults from Mint.
+type Claims map[string]any
+
+// Header overrides of a test token.
+type Header map[string]any
+
+// DefaultClaims returns valid claims for user/tenant/session at now.
+func DefaultClaims(now time.Time, sub, tid, sid string) Claims {
+	return Claims{"iss": Issuer, "aud": Audience, "sub": sub, "tid": tid, "sid": sid, "tv": 0,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(15 * time.Minute).Unix(), "jti": newID()}
+}
+
+// Sign signs claims with k, header typ at+jwt and kid k.Kid unless hdr
+// overrides them (a nil value removes a header).
+func Sign(t testing.TB, k *Key, c Claims, hdr Header) string {
+	t.Helper()
+	payload, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := jws.NewHeaders()
+	_ = h.Set(jws.KeyIDKey, k.Kid)
+	_ = h.Set(jws.TypeKey, "at+jwt")
+	for name, v := range hdr {
+		if v == nil {
+			_ = h.Remove(name)
+			continue
+		}
+		_ = h.Set(name, v)
+	}
+	tok, err := jws.Sign(payload, jws.WithKey(k.Alg, k.Private, jws.WithProtectedHeaders(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(tok)
+}
+
+// Unsigned builds a compact token with the given header and claims and a
+// raw signature part, for forgeries jwx refuses to make (alg none, HS256
+// with a public key, tampered payloads).
+func Unsigned(t testing.TB, hdr Header, c Claims, sig string) string {
+	t.Helper()
+	hb, _ := json.Marshal(hdr)
+	cb, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(hb) + "." + base64.RawURLEncoding.EncodeToString(cb) + "." + sig
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%x", b)
+}
+
+// Received is what the echo route saw.
+type Received struct {
+	Method, URI string
+	Headers     map[string][]string // canonical name -> values
+	Identity    identity.Identity
+	VerifyErr   error
+	Signed      bool
+}
+
+// Core stands in for coreapi.
+type Core struct {
+	Addr   string
+	signer *identity.Signer
+	app    *fiber.App
+
+	mu          sync.Mutex
+	keys        []*Key
+	projections map[string]*identity.Projection
+	received    []Received
+	jwksStatus  int
+
+	// ProjectionFetches counts authenticated projection requests.
+	ProjectionFetches atomic.Int64
+	// JWKSFetches counts key set requests.
+	JWKSFetches atomic.Int64
+	// ProjectionGate, when set, is received from before a projection is
+	// answered: the test decides when a fetch completes.
+	ProjectionGate atomic.Pointer[chan struct{}]
+	// StreamGate, when set, holds the second chunk of /api/v1/stream.
+	StreamGate atomic.Pointer[chan struct{}]
+	// ProjectionStarted, when set, gets a value when a projection fetch
+	// starts waiting at the gate.
+	ProjectionStarted atomic.Pointer[chan struct{}]
+}
+
+// NewCore starts a Core on 127.0.0.1:0; it stops with the test.
+func NewCore(t testing.TB) *Core {
+	t.Helper()
+	s, err := identity.NewSigner(HMACKey, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Core{signer: s, projections: map[string]*identity.Projection{}, jwksStatus: 200}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, ReadBufferSize: 16 << 10})
+	app.Get("/.well-known/jwks.json", c.jwks)
+	app.Get(identity.ProjectionPath+"/:user", c.projection)
+	app.Get("/api/v1/stream", c.stream)
+	app.All("/*", c.echo)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Addr = ln.Addr().String()
+	c.app = app
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.ShutdownWithTimeout(2 * time.Second) })
+	return c
+}
+
+// URL is the Core's base URL.
+func (c *Core) URL() string { return "http://" + c.Addr }
+
+// Shutdown stops the Core (to test an unreachable coreapi).
+func (c *Core) Shutdown() { _ = c.app.ShutdownWithTimeout(2 * time.Second) }
+
+// Publish sets the keys served in the JWKS.
+func (c *Core) Publish(keys ...*Key) {
+	c.mu.Lock()
+	c.keys = keys
+	c.mu.Unlock()
+}
+
+// SetJWKSStatus makes the JWKS endpoint answer with status (200 = normal).
+func (c *Core) SetJWKSStatus(status int) {
+	c.mu.Lock()
+	c.jwksStatus = status
+	c.mu.Unlock()
+}
+
+// SetProjection stores the projection served for p.UserID in p.TenantID.
+func (c *Core) SetProjection(p identity.Projection) {
+	c.mu.Lock()
+	c.projections[p.UserID+"/"+p.TenantID] = &p
+	c.mu.Unlock()
+}
+
+// DeleteProjection removes a membership.
+func (c *Core) DeleteProjection(user, tenant string) {
+	c.mu.Lock()
+	delete(c.projections, user+"/"+tenant)
+	c.mu.Unlock()
+}
+
+// Received returns a copy of what the echo route has seen.
+func (c *Core) Received() []Received {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Received(nil), c.received...)
+}
+
+// Last returns the last echo request (fails the test if none).
+func (c *Core) Last(t testing.TB) Received {
+	t.Helper()
+	r := c.Received()
+	if len(r) == 0 {
+		t.Fatal("upstream received nothing")
+	}
+	return r[len(r)-1]
+}
+
+// Reset forgets received requests.
+func (c *Core) Reset() {
+	c.mu.Lock()
+	c.received = nil
+	c.mu.Unlock()
+}
+
+func (c *Core) jwks(ctx *fiber.Ctx) error {
+	c.JWKSFetches.Add(1)
+	c.mu.Lock()
+	keys, status := c.keys, c.jwksStatus
+	c.mu.Unlock()
+	if status != 200 {
+		return ctx.SendStatus(status)
+	}
+	set := jwk.NewSet()
+	for _, k := range keys {
+		j, err := jwk.FromRaw(k.Public)
+		if err != nil {
+			return err
+		}
+		_ = j.Set(jwk.KeyIDKey, k.Kid)
+		_ = j.Set(jwk.AlgorithmKey, k.Alg)
+		_ = j.Set(jwk.KeyUsageKey, "sig")
+		_ = set.AddKey(j)
+	}
+	return ctx.JSON(set)
+}
+
+func (c *Core) projection(ctx *fiber.Ctx) error {
+	err := c.signer.Verify(time.Now(), ctx.Get(identity.HeaderTimestamp), ctx.Get(identity.HeaderSignature),
+		ctx.Method(), ctx.OriginalURL(), identity.Identity{})
+	if err != nil {
+		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
+	}
+	c.ProjectionFetches.Add(1)
+	if started := c.ProjectionStarted.Load(); started != nil {
+		*started <- struct{}{}
+	}
+	if gate := c.ProjectionGate.Load(); gate != nil {
+		<-*gate
+	}
+	c.mu.Lock()
+	p, ok := c.projections[ctx.Params("user")+"/"+ctx.Query("tenant_id")]
+	var cp identity.Projection
+	if ok {
+		cp = *p
+	}
+	c.mu.Unlock()
+	if !ok {
+		ctx.Set("Content-Type", "application/problem+json")
+		return ctx.Status(404).SendString(`{"type":"about:blank","title":"Not Found","status":404,"code":"not_found"}`)
+	}
+	return ctx.JSON(cp)
+}
+
+// StreamChunk is the size of each of the two chunks /api/v1/stream sends.
+const StreamChunk = 64 << 10
+
+// stream sends one chunk, waits for StreamGate (if set), then sends the
+// second: a proxy that buffers whole responses cannot deliver the first
+// chunk before the gate opens.
+func (c *Core) stream(ctx *fiber.Ctx) error {
+	gate := c.StreamGate.Load()
+	ctx.Set("Content-Type", "application/octet-stream")
+	chunk := []byte(strings.Repeat("x", StreamChunk))
+	ctx.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		_, _ = w.Write(chunk)
+		_ = w.Flush()
+		if gate != nil {
+			<-*gate
+		}
+		_, _ = w.Write(chunk)
+		_ = w.Flush()
+	})
+	return nil
+}
+
+func (c *Core) echo(ctx *fiber.Ctx) error {
+	r := Received{Method: ctx.Method(), URI: string(ctx.Request().Header.RequestURI()), Headers: map[string][]string{}}
+	for k, v := range ctx.Request().Header.All() {
+		name := string(k)
+		r.Headers[name] = append(r.Headers[name], string(v))
+	}
+	h := ctx.Get
+	if ts := h(identity.HeaderTimestamp); ts != "" || h(identity.HeaderSignature) != "" {
+		r.Signed = true
+		r.Identity = identity.Identity{UserID: h(identity.HeaderUserID), TenantID: h(identity.HeaderTenantID),
+			SessionID: h(identity.HeaderSessionID), Roles: identity.SplitList(h(identity.HeaderRoles)),
+			Permissions: identity.SplitList(h(identity.HeaderPermissions))}
+		r.VerifyErr = c.signer.Verify(time.Now(), ts, h(identity.HeaderSignature), ctx.Method(), ctx.OriginalURL(), r.Identity)
+	}
+	c.mu.Lock()
+	c.received = append(c.received, r)
+	c.mu.Unlock()
+	return ctx.JSON(fiber.Map{"ok": true, "uri": r.URI})
+}
+
+// NATS is an in-process NATS server on a random port that can be stopped
+// and restarted on the same port.
+type NATS struct {
+	t    testing.TB
+	Port int
+	srv  *natsserver.Server
+}
+
+// StartNATS starts a NATS server on 127.0.0.1 and a random port.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	n := &NATS{t: t, Port: -1}
+	n.Start()
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// URL is the client URL.
+func (n *NATS) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(n.Port) }
+
+// Start (re)starts the server on n.Port (-1: random, remembered).
+func (n *NATS) Start() {
+	n.t.Helper()
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: n.Port, NoLog: true, NoSigs: true, MaxControlLine: 4096}
+	s, err := natsserver.NewServer(opts)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		n.t.Fatal("nats server not ready")
+	}
+	n.srv = s
+	n.Port = s.Addr().(*net.TCPAddr).Port
+}
+
+// Stop shuts the server down.
+func (n *NATS) Stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		n.srv = nil
+	}
+}
+
+// Eventually polls cond until it holds or the deadline passes.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,365 @@
+// Package tokens verifies access tokens once and remembers the result.
+//
+// A verified token is cached (ristretto) under the first 8 bytes of its
+// SHA-256 digest, and the entry holds the full 32-byte digest, compared on
+// every hit, so a 64-bit collision can never hand one token another's
+// claims. exp and nbf are re-checked on every hit, and so is the key: a
+// token whose key left the key set is verified again (and fails). Bad
+// tokens are remembered briefly (negative cache). Concurrent first sightings
+// of one token share a single verification (singleflight).
+package tokens
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/jwks"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"golang.org/x/sync/singleflight"
+)
+
+// Verification errors. All but ErrKeysUnavailable mean "invalid token".
+var (
+	ErrMalformed       = errors.New("token: malformed")
+	ErrTooLarge        = errors.New("token: too large")
+	ErrHeader          = errors.New("token: forbidden or malformed header")
+	ErrType            = errors.New("token: typ is not at+jwt")
+	ErrAlg             = errors.New("token: algorithm not allowed for this key")
+	ErrKid             = errors.New("token: unknown or malformed kid")
+	ErrSignature       = errors.New("token: bad signature")
+	ErrIssuer          = errors.New("token: wrong issuer")
+	ErrAudience        = errors.New("token: wrong audience")
+	ErrExpired         = errors.New("token: expired")
+	ErrNotYetValid     = errors.New("token: not yet valid")
+	ErrIssuedInFuture  = errors.New("token: issued in the future")
+	ErrLifetime        = errors.New("token: lifetime too long")
+	ErrClaims          = errors.New("token: missing or malformed claims")
+	ErrKeysUnavailable = errors.New("token: key set unavailable")
+)
+
+// Claims are the verified contents of an access token. They are shared by
+// every request carrying the token: never modify them.
+type Claims struct {
+	Sub, Tid, Sid, Jti string
+	TV                 int64
+	Exp, Nbf, Iat      int64 // unix seconds; Nbf 0 when absent
+	Key                *jwks.Key
+}
+
+// KeySource is the key set the verifier reads.
+type KeySource interface {
+	Lookup(ctx context.Context, kid string) (*jwks.Key, error)
+	Current() *jwks.Set
+}
+
+// Options configure a Verifier.
+type Options struct {
+	Issuer, Audience string
+	Algs             []string
+	Leeway           time.Duration
+	MaxLifetime      time.Duration
+	MaxTokenBytes    int
+	CacheSize        int64
+	MaxTTL           time.Duration // cap on a positive entry's TTL
+	NegativeTTL      time.Duration
+	Now              func() time.Time
+}
+
+type entry struct {
+	digest [sha256.Size]byte
+	claims *Claims // nil: negative entry
+	err    error
+}
+
+// Verifier verifies tokens and caches the outcome.
+type Verifier struct {
+	opt   Options
+	algs  map[string]bool
+	keys  KeySource
+	cache *ristretto.Cache[uint64, *entry]
+	sf    singleflight.Group
+	m     *metrics.Metrics
+	pos   metrics.CacheCounters
+	neg   metrics.CacheCounters
+}
+
+// New returns a Verifier; Close releases its cache.
+func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.CacheSize <= 0 {
+		opt.CacheSize = 100_000
+	}
+	v := &Verifier{opt: opt, keys: keys, m: m, algs: map[string]bool{},
+		pos: m.Cache(metrics.CacheToken), neg: m.Cache(metrics.CacheNegative)}
+	for _, a := range opt.Algs {
+		v.algs[a] = true
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+		NumCounters:        10 * opt.CacheSize,
+		MaxCost:            opt.CacheSize,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+		OnEvict:            func(*ristretto.Item[*entry]) { v.pos.Evictions.Inc() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("token cache: %w", err)
+	}
+	v.cache = c
+	return v, nil
+}
+
+// Close stops the cache's goroutines.
+func (v *Verifier) Close() { v.cache.Close() }
+
+// Purge drops every cached outcome.
+func (v *Verifier) Purge() { v.cache.Clear() }
+
+// Verify returns the claims of a valid token. token may alias request
+// memory: it is not kept.
+func (v *Verifier) Verify(ctx context.Context, token []byte) (*Claims, error) {
+	if len(token) > v.opt.MaxTokenBytes {
+		return nil, ErrTooLarge
+	}
+	d := sha256.Sum256(token)
+	k := binary.LittleEndian.Uint64(d[:8])
+	if e, ok := v.cache.Get(k); ok && e.digest == d {
+		if e.claims == nil {
+			v.neg.Hits.Inc()
+			return nil, e.err
+		}
+		if err := v.recheck(e.claims); err == nil {
+			v.pos.Hits.Inc()
+			return e.claims, nil
+		} else if !errors.Is(err, ErrKid) {
+			v.pos.Hits.Inc()
+			return nil, err
+		}
+		// The key left the set: verify again, which will refuse it.
+	}
+	v.pos.Misses.Inc()
+	res, err, _ := v.sf.Do(string(d[:]), func() (any, error) {
+		c, err := v.verify(ctx, token)
+		now := v.opt.Now()
+		switch {
+		case err == nil:
+			ttl := min(time.Unix(c.Exp, 0).Add(v.opt.Leeway).Sub(now), v.opt.MaxTTL)
+			if ttl > 0 {
+				v.cache.SetWithTTL(k, &entry{digest: d, claims: c}, 1, ttl)
+				v.cache.Wait()
+			}
+		case errors.Is(err, ErrKeysUnavailable):
+			// Not the token's fault: do not remember.
+		default:
+			v.cache.SetWithTTL(k, &entry{digest: d, err: err}, 1, v.opt.NegativeTTL)
+			v.cache.Wait()
+		}
+		return c, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*Claims), nil
+}
+
+// recheck applies the time-dependent checks and the key-still-published
+// check to cached claims.
+func (v *Verifier) recheck(c *Claims) error {
+	now := v.opt.Now()
+	if err := v.checkTimes(now, c.Exp, c.Nbf, c.Iat); err != nil {
+		return err
+	}
+	s := v.keys.Current()
+	if s == nil || s.Keys[c.Key.Kid] != c.Key {
+		return ErrKid
+	}
+	return nil
+}
+
+func (v *Verifier) checkTimes(now time.Time, exp, nbf, iat int64) error {
+	lw := v.opt.Leeway
+	if !now.Before(time.Unix(exp, 0).Add(lw)) {
+		return ErrExpired
+	}
+	if nbf != 0 && now.Before(time.Unix(nbf, 0).Add(-lw)) {
+		return ErrNotYetValid
+	}
+	if now.Before(time.Unix(iat, 0).Add(-lw)) {
+		return ErrIssuedInFuture
+	}
+	return nil
+}
+
+type header struct {
+	Alg  string          `json:"alg"`
+	Kid  string          `json:"kid"`
+	Typ  string          `json:"typ"`
+	Crit json.RawMessage `json:"crit"`
+	B64  json.RawMessage `json:"b64"`
+	JKU  json.RawMessage `json:"jku"`
+	JWK  json.RawMessage `json:"jwk"`
+	X5U  json.RawMessage `json:"x5u"`
+	X5C  json.RawMessage `json:"x5c"`
+}
+
+type payload struct {
+	Iss string          `json:"iss"`
+	Aud json.RawMessage `json:"aud"`
+	Sub string          `json:"sub"`
+	Tid string          `json:"tid"`
+	Sid string          `json:"sid"`
+	Jti string          `json:"jti"`
+	TV  *json.Number    `json:"tv"`
+	Exp *json.Number    `json:"exp"`
+	Nbf *json.Number    `json:"nbf"`
+	Iat *json.Number    `json:"iat"`
+}
+
+// verify does the full check of a token not seen before.
+func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
+	parts := bytes.Split(token, []byte{'.'})
+	if len(parts) != 3 || len(parts[0]) == 0 || len(parts[1]) == 0 || len(parts[2]) == 0 {
+		return nil, ErrMalformed
+	}
+	hb, err := base64.RawURLEncoding.Strict().DecodeString(string(parts[0]))
+	if err != nil {
+		return nil, ErrMalformed
+	}
+	var h header
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return nil, ErrMalformed
+	}
+	if h.Crit != nil || h.B64 != nil || h.JKU != nil || h.JWK != nil || h.X5U != nil || h.X5C != nil {
+		return nil, ErrHeader
+	}
+	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
+		return nil, ErrType
+	}
+	if !v.algs[h.Alg] {
+		return nil, ErrAlg
+	}
+	if !jwks.ValidKid(h.Kid) {
+		return nil, ErrKid
+	}
+	key, err := v.keys.Lookup(ctx, h.Kid)
+	switch {
+	case errors.Is(err, jwks.ErrNotLoaded):
+		return nil, ErrKeysUnavailable
+	case err != nil:
+		return nil, ErrKid
+	}
+	// The algorithm is the key's, never the token's choice.
+	if jwa.SignatureAlgorithm(h.Alg) != key.Alg {
+		return nil, ErrAlg
+	}
+	body, err := jws.Verify(token, jws.WithKey(key.Alg, key.Public))
+	if err != nil {
+		v.m.VerifyFailed.Inc()
+		return nil, ErrSignature
+	}
+	v.m.VerifyOK.Inc()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var p payload
+	if err := dec.Decode(&p); err != nil {
+		return nil, ErrClaims
+	}
+	if p.Iss != v.opt.Issuer {
+		return nil, ErrIssuer
+	}
+	if !hasAudience(p.Aud, v.opt.Audience) {
+		return nil, ErrAudience
+	}
+	c := &Claims{Sub: p.Sub, Tid: p.Tid, Sid: p.Sid, Jti: p.Jti, Key: key}
+	var ok bool
+	if c.Exp, ok = numericDate(p.Exp); !ok {
+		return nil, ErrClaims
+	}
+	if c.Iat, ok = numericDate(p.Iat); !ok {
+		return nil, ErrClaims
+	}
+	if p.Nbf != nil {
+		if c.Nbf, ok = numericDate(p.Nbf); !ok {
+			return nil, ErrClaims
+		}
+	}
+	if p.TV == nil {
+		return nil, ErrClaims
+	}
+	if c.TV, err = p.TV.Int64(); err != nil || c.TV < 0 {
+		return nil, ErrClaims
+	}
+	if !ValidID(c.Sub) || !ValidID(c.Tid) || !ValidID(c.Sid) {
+		return nil, ErrClaims
+	}
+	if c.Exp <= c.Iat || time.Duration(c.Exp-c.Iat)*time.Second > v.opt.MaxLifetime {
+		return nil, ErrLifetime
+	}
+	if err := v.checkTimes(v.opt.Now(), c.Exp, c.Nbf, c.Iat); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func numericDate(n *json.Number) (int64, bool) {
+	if n == nil {
+		return 0, false
+	}
+	f, err := n.Float64()
+	if err != nil || f <= 0 || f > math.MaxInt32*4 || math.IsNaN(f) {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+func hasAudience(raw json.RawMessage, want string) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return one == want
+	}
+	var many []string
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return false
+	}
+	for _, a := range many {
+		if a == want {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidID reports whether s is a sane id claim (user, tenant, session): 1..128
+// characters from [A-Za-z0-9._-]. Ids travel in a URL path and in signed
+// headers, so nothing else is accepted.
+func ValidID(s string) bool {
+	if s == "" || len(s) > 128 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
