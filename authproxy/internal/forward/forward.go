@@ -39,7 +39,7 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		DisablePathNormalizing:        true,
 		DisableHeaderNamesNormalizing: false,
 		StreamResponseBody:            true,
-		MaxResponseBodySize: 0, // streamed: no limit on what coreapi sends
+		MaxResponseBodySize:           0, // streamed: no limit on what coreapi sends
 	}
 }
 

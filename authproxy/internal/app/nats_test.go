@@ -1,0 +1,157 @@
+package app
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// Item 12: after a user or session event, that user's token gets 401 or
+// 403 on the next request.
+func TestInvalidationEvents(t *testing.T) {
+	rulesFile := "rules:\n  - methods: [GET]\n    path: /api/v1/users\n    access: protected\n    permissions: [users:read]\n"
+	tests := []struct {
+		name    string
+		subject string
+		change  func(p *identity.Projection)
+		path    string
+		status  int
+		code    string
+	}{
+		{"session revoked (user event)", invalidation.UserSubject(userID),
+			func(p *identity.Projection) { p.RevokedSessions = []string{sessionID} }, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"password changed: token version (user event)", invalidation.UserSubject(userID),
+			func(p *identity.Projection) { p.TokenVersion = 5 }, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"user disabled (user event)", invalidation.UserSubject(userID),
+			func(p *identity.Projection) { p.UserStatus = "disabled" }, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"role revoked (user event)", invalidation.UserSubject(userID),
+			func(p *identity.Projection) { p.Permissions = []string{"tenant:read"} }, "/api/v1/users", 403, problem.CodeInsufficientScope},
+		{"tenant suspended (tenant event)", invalidation.TenantSubject(tenantID),
+			func(p *identity.Projection) { p.TenantStatus = "suspended" }, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+		{"everything (all event)", invalidation.SubjectAll,
+			func(p *identity.Projection) { p.MembershipStatus = "disabled" }, "/api/v1/users/me", 401, problem.CodeInvalidToken},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, envOpt{rules: rulesFile})
+			p := defaultProjection()
+			p.Permissions = []string{"tenant:read", "users:read"}
+			e.core.SetProjection(p)
+			tok := e.token(nil)
+			e.wantStatus(e.do("GET", tt.path, tok, nil), 200)
+			e.wantStatus(e.do("GET", tt.path, tok, nil), 200) // cached
+			tt.change(&p)
+			e.core.SetProjection(p)
+			// Without an event the cached projection still answers.
+			e.wantStatus(e.do("GET", tt.path, tok, nil), 200)
+			e.publishAndWait(tt.subject)
+			e.core.Reset()
+			e.wantProblem(e.do("GET", tt.path, tok, nil), tt.status, tt.code)
+			e.wantNothingForwarded()
+		})
+	}
+	t.Run("event for another user keeps the entry", func(t *testing.T) {
+		e := start(t, envOpt{})
+		tok := e.token(nil)
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+		n := e.core.ProjectionFetches.Load()
+		e.publishAndWait(invalidation.UserSubject("someone-else-entirely"))
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+		// A stripe collision could cost one refetch; the other user's event
+		// must not be able to cause more than that.
+		if got := e.core.ProjectionFetches.Load() - n; got > 1 {
+			t.Fatalf("projection fetches = %d, want at most 1", got)
+		}
+	})
+}
+
+// Item 7: an invalidation arriving during a slow fetch must not leave a
+// stale entry behind.
+func TestInvalidationDuringSlowFetch(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	gate := make(chan struct{})
+	started := make(chan struct{}, 1)
+	e.core.ProjectionGate.Store(&gate)
+	e.core.ProjectionStarted.Store(&started)
+	first := make(chan result, 1)
+	go func() { first <- e.do("GET", "/api/v1/users/me", tok, nil) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("projection fetch did not start")
+	}
+	// While coreapi is answering the old projection, the session is revoked
+	// and the event arrives.
+	p := defaultProjection()
+	p.RevokedSessions = []string{sessionID}
+	e.core.ProjectionStarted.Store(nil)
+	e.publishAndWait(invalidation.UserSubject(userID))
+	e.core.ProjectionGate.Store(nil)
+	close(gate) // the old answer goes out (it was read before the change)
+	if r := <-first; r.status != 200 {
+		t.Fatalf("first request: %d", r.status)
+	}
+	e.core.SetProjection(p)
+	e.core.Reset()
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+	e.wantNothingForwarded()
+	if n := e.core.ProjectionFetches.Load(); n != 2 {
+		t.Fatalf("projection fetches = %d, want 2 (the raced fill must not be cached)", n)
+	}
+}
+
+// Item 10: while NATS is down, entries are trusted for MAX_STALENESS only;
+// on reconnect everything is purged; the subscription comes back.
+func TestNATSOutage(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s"}})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	fetches := func() int64 { return e.core.ProjectionFetches.Load() }
+	if fetches() != 1 {
+		t.Fatalf("fetches = %d, want 1", fetches())
+	}
+
+	e.nats.Stop()
+	testenv.Eventually(t, "nats disconnected", func() bool { return !e.app.Subscriber.Connected() })
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if fetches() != 1 {
+		t.Fatalf("fetches within staleness = %d, want 1 (cached)", fetches())
+	}
+	e.clock.Advance(31 * time.Second)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if fetches() != 2 {
+		t.Fatalf("fetches after staleness bound = %d, want 2", fetches())
+	}
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if fetches() != 2 {
+		t.Fatalf("fresh entry refetched: %d fetches, want 2", fetches())
+	}
+
+	// An event published while the proxy is disconnected is lost; the
+	// purge on reconnect covers it.
+	p := defaultProjection()
+	p.RevokedSessions = []string{sessionID}
+	e.core.SetProjection(p)
+	e.nats.Start() // same port
+	testenv.Eventually(t, "nats reconnected", func() bool { return e.app.Subscriber.Connected() })
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+	if fetches() != 3 {
+		t.Fatalf("fetches after reconnect = %d, want 3 (purged)", fetches())
+	}
+
+	// The subscription is back: events apply again.
+	e.core.SetProjection(defaultProjection())
+	e.publishAndWait(invalidation.UserSubject(userID))
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	// And with the feed up, staleness no longer expires entries.
+	e.clock.Advance(time.Minute)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if fetches() != 4 {
+		t.Fatalf("fetches = %d, want 4", fetches())
+	}
+}
