@@ -30,7 +30,7 @@ import (
 var (
 	ErrBadKid     = errors.New("jwks: malformed key id")
 	ErrUnknownKid = errors.New("jwks: unknown key id")
-	ErrNotLoaded  = errors.New("jwks: key set not loaded")
+	ErrNotLoaded  = errors.New("jwks: key set not loaded or not refreshable")
 )
 
 // maxBody bounds a JWKS response.
@@ -150,7 +150,9 @@ func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 		return nil, c.fetch(context.WithoutCancel(ctx))
 	})
 	if err != nil {
-		return nil, fmt.Errorf("refresh jwks for kid: %w", err)
+		// Whether the kid is genuinely new cannot be known: unavailable,
+		// not invalid.
+		return nil, fmt.Errorf("%w: refresh for kid: %w", ErrNotLoaded, err)
 	}
 	s := c.cur.Load()
 	if s == nil {

@@ -105,6 +105,16 @@ func New() *Metrics {
 	for i, c := range []string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"} {
 		m.byClass[i] = m.requestDuration.WithLabelValues(c)
 	}
+	// Export the error series at zero so that rates and alerts work from
+	// the start.
+	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"},
+		{"forward", "transport"}, {"projection", "transport"}, {"projection", "timeout"}, {"projection", "status_5xx"},
+		{"jwks", "transport"}, {"jwks", "status"}} {
+		m.UpstreamErrors.WithLabelValues(tk[0], tk[1])
+	}
+	for _, k := range []string{"user", "tenant", "all"} {
+		m.Invalidations.WithLabelValues(k)
+	}
 	m.VerifyOK = m.Verifications.WithLabelValues("ok")
 	m.VerifyFailed = m.Verifications.WithLabelValues("invalid")
 	return m

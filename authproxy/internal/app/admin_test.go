@@ -1,0 +1,142 @@
+package app
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Item 1: /readyz waits for the key set; /healthz is up at once.
+func TestReadinessWaitsForJWKS(t *testing.T) {
+	e := start(t, envOpt{noPublish: true})
+	e.core.SetJWKSStatus(500)
+	testenv.Eventually(t, "admin up", func() bool {
+		c, err := net.Dial("tcp", e.admin)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	if code, _ := get(t, "http://"+e.admin+"/healthz"); code != 200 {
+		t.Fatalf("healthz = %d, want 200", code)
+	}
+	if code, _ := get(t, "http://"+e.admin+"/readyz"); code != 503 {
+		t.Fatalf("readyz without keys = %d, want 503", code)
+	}
+	// Protected requests cannot succeed without keys: 503, not 401.
+	tok := e.token(nil)
+	r := e.do("GET", "/api/v1/users/me", tok, nil)
+	e.wantStatus(r, 503)
+	e.core.SetJWKSStatus(200)
+	e.core.Publish(e.key)
+	testenv.Eventually(t, "ready", func() bool { code, _ := get(t, "http://"+e.admin+"/readyz"); return code == 200 })
+	e.clock.Advance(2 * time.Minute) // past the refetch cooldown
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+}
+
+// Item 11: the metrics the runbook relies on are exported.
+func TestMetricsExported(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	e.do("GET", "/api/v1/users/me", "garbage.token.x", nil)
+	e.publishAndWait("auth.invalidate.user.x")
+	_, body := get(t, "http://"+e.admin+"/metrics")
+	for _, want := range []string{
+		`authproxy_request_duration_seconds_count{code="2xx"} 2`,
+		`authproxy_request_duration_seconds_count{code="4xx"} 1`,
+		"authproxy_auth_duration_seconds_count 2",
+		`authproxy_token_verifications_total{result="ok"} 1`,
+		`authproxy_cache_hits_total{cache="token"} 1`,
+		`authproxy_cache_misses_total{cache="token"} 2`,
+		`authproxy_cache_hits_total{cache="projection"} 1`,
+		`authproxy_cache_misses_total{cache="projection"} 1`,
+		`authproxy_cache_evictions_total{cache="projection"}`,
+		"authproxy_jwks_age_seconds",
+		"authproxy_jwks_unknown_kid_total",
+		`authproxy_invalidations_received_total{kind="user"} 1`,
+		"authproxy_invalidation_lag_seconds_count 1",
+		"authproxy_upstream_errors_total",
+		"authproxy_nats_connected 1",
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestUpstreamErrorsCounted(t *testing.T) {
+	e := start(t, envOpt{})
+	e.core.Shutdown()
+	e.do("POST", "/api/v1/auth/token", "", nil)
+	_, body := get(t, "http://"+e.admin+"/metrics")
+	if !strings.Contains(body, `authproxy_upstream_errors_total{kind="connect",target="forward"} 1`) {
+		t.Fatalf("upstream error not counted:\n%s", grep(body, "upstream_errors"))
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// Item 1: shutdown marks the proxy not ready, lets an in-flight request
+// finish, and returns.
+func TestGracefulShutdown(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	gate := make(chan struct{})
+	e.core.StreamGate.Store(&gate)
+	req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	e.cancel()
+	testenv.Eventually(t, "not ready", func() bool { return !e.app.Ready() })
+	close(gate)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || len(b) != 2*testenv.StreamChunk {
+		t.Fatalf("in-flight response: %d bytes, %v", len(b), err)
+	}
+	select {
+	case err := <-e.done:
+		if err != nil {
+			t.Fatalf("Serve returned %v", err)
+		}
+		e.done <- nil // for the cleanup
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if _, err := net.DialTimeout("tcp", e.addr, time.Second); err == nil {
+		t.Fatal("still accepting connections after shutdown")
+	}
+	_ = context.Background()
+}
