@@ -1,0 +1,275 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// Channel is the PostgreSQL NOTIFY channel the outbox trigger signals.
+const Channel = "outbox"
+
+// MsgIDHeader carries the outbox row id on every published message, so a
+// consumer (or a JetStream stream) can drop the rare duplicate: delivery is
+// at least once.
+const MsgIDHeader = "Nats-Msg-Id"
+
+// ErrNATSDown means the relay's NATS connection is not connected; rows stay
+// pending and are retried.
+var ErrNATSDown = errors.New("nats not connected")
+
+// RelayOptions tune a Relay; zero values take the defaults.
+type RelayOptions struct {
+	// Batch is the most rows published per transaction (default 256).
+	Batch int
+	// Poll is the fallback interval when no notification arrives (LISTEN
+	// unavailable, e.g. behind PgBouncer in transaction mode, or NATS was
+	// down) (default 1s).
+	Poll time.Duration
+	// Retain is how long published rows are kept before pruning (default 1h).
+	Retain time.Duration
+	// PruneEvery is the pruning interval (default 1m).
+	PruneEvery time.Duration
+	// FlushTimeout bounds the wait for NATS to confirm a batch (default 5s).
+	FlushTimeout time.Duration
+}
+
+func (o *RelayOptions) defaults() {
+	if o.Batch <= 0 {
+		o.Batch = 256
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.Retain <= 0 {
+		o.Retain = time.Hour
+	}
+	if o.PruneEvery <= 0 {
+		o.PruneEvery = time.Minute
+	}
+	if o.FlushTimeout <= 0 {
+		o.FlushTimeout = 5 * time.Second
+	}
+}
+
+// Relay publishes committed outbox rows to NATS. Any number of relays (one
+// per replica) can run against one database: each batch is claimed with
+// FOR UPDATE SKIP LOCKED and marked published in the same transaction, so
+// two relays never publish the same row at the same time, and a relay that
+// dies mid-batch releases its rows to the others.
+type Relay struct {
+	pool *pgxpool.Pool
+	nc   *nats.Conn
+	log  *slog.Logger
+	o    RelayOptions
+	wake chan struct{}
+
+	published atomic.Int64
+	failures  atomic.Int64
+}
+
+// NewRelay returns a relay publishing through nc. The caller owns nc
+// (connect it with reconnects enabled; drain it after Run returns).
+func NewRelay(pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger, o RelayOptions) *Relay {
+	o.defaults()
+	return &Relay{pool: pool, nc: nc, log: log, o: o, wake: make(chan struct{}, 1)}
+}
+
+// RelayStats counts what a relay did since it started.
+type RelayStats struct {
+	Published int64 // rows published and marked
+	Failures  int64 // batches that could not be published
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() RelayStats {
+	return RelayStats{Published: r.published.Load(), Failures: r.failures.Load()}
+}
+
+// Wake asks the relay to look for pending rows now (e.g. from a NATS
+// reconnect handler). It never blocks.
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run publishes pending rows until ctx ends: at start, on every
+// notification, on every poll tick, and prunes old published rows.
+func (r *Relay) Run(ctx context.Context) error {
+	go r.listen(ctx)
+	poll := time.NewTicker(r.o.Poll)
+	defer poll.Stop()
+	prune := time.NewTicker(r.o.PruneEvery)
+	defer prune.Stop()
+	for {
+		if err := r.Drain(ctx); err != nil && ctx.Err() == nil {
+			r.failures.Add(1)
+			r.log.Warn("outbox relay", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.wake:
+		case <-poll.C:
+		case <-prune.C:
+			if n, err := r.Prune(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("outbox prune", "err", err)
+			} else if n > 0 {
+				r.log.Debug("outbox pruned", "rows", n)
+			}
+		}
+	}
+}
+
+// listen holds a dedicated connection LISTENing on Channel and wakes the
+// loop on each notification; on error it reconnects with backoff while the
+// poll ticker keeps rows flowing.
+func (r *Relay) listen(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := r.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("outbox listen", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (r *Relay) listenOnce(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	r.Wake() // rows committed while we were not listening
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		r.Wake()
+	}
+}
+
+// Drain publishes batches until no pending row is left (or one fails).
+func (r *Relay) Drain(ctx context.Context) error {
+	for {
+		n, err := r.PublishBatch(ctx)
+		if err != nil {
+			return err
+		}
+		if n < r.o.Batch {
+			return nil
+		}
+	}
+}
+
+type pending struct {
+	ID        int64
+	Subject   string
+	Payload   []byte
+	CreatedAt time.Time
+}
+
+// PublishBatch claims up to Batch pending rows, publishes them, waits for
+// NATS to confirm, and marks them published, all in one transaction. If
+// anything fails the transaction rolls back and the rows stay pending.
+func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
+	const (
+		qClaim = `
+SELECT id, subject, payload, created_at FROM outbox
+WHERE published_at IS NULL
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+		qMark = `UPDATE outbox SET published_at = now() WHERE id = ANY($1)`
+	)
+	if !r.nc.IsConnected() {
+		return 0, ErrNATSDown
+	}
+	var n int
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, qClaim, r.o.Batch)
+		batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pending, error) {
+			var p pending
+			err := row.Scan(&p.ID, &p.Subject, &p.Payload, &p.CreatedAt)
+			return p, err
+		})
+		if err != nil {
+			return fmt.Errorf("claim outbox rows: %w", err)
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		ids := make([]int64, len(batch))
+		for i, p := range batch {
+			ids[i] = p.ID
+			msg := &nats.Msg{Subject: p.Subject, Data: body(p), Header: nats.Header{}}
+			msg.Header.Set(MsgIDHeader, strconv.FormatInt(p.ID, 10))
+			if err := r.nc.PublishMsg(msg); err != nil {
+				return fmt.Errorf("publish %s: %w", p.Subject, err)
+			}
+		}
+		// Core NATS has no per-message ack; a flush round trip proves the
+		// server has received everything published before it.
+		if err := r.nc.FlushTimeout(r.o.FlushTimeout); err != nil {
+			return fmt.Errorf("flush nats: %w", err)
+		}
+		if _, err := tx.Exec(ctx, qMark, ids); err != nil {
+			return fmt.Errorf("mark published: %w", err)
+		}
+		n = len(batch)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	r.published.Add(int64(n))
+	return n, nil
+}
+
+// body is the invalidation.Event for a row; "at" defaults to the row's
+// creation time when the writer did not set it.
+func body(p pending) []byte {
+	var ev invalidation.Event
+	if err := json.Unmarshal(p.Payload, &ev); err != nil || ev.At == 0 {
+		ev.At = p.CreatedAt.UnixMilli()
+	}
+	b, _ := json.Marshal(ev)
+	return b
+}
+
+// Prune deletes rows published more than Retain ago.
+func (r *Relay) Prune(ctx context.Context) (int64, error) {
+	const q = `DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)`
+	tag, err := r.pool.Exec(ctx, q, r.o.Retain.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("prune outbox: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -1,0 +1,331 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// startNATS runs a real nats-server in-process on 127.0.0.1 (port -1 picks
+// a free one), optionally with JetStream storing in storeDir.
+func startNATS(t *testing.T, port int, storeDir string) *server.Server {
+	t.Helper()
+	opts := &server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true}
+	if storeDir != "" {
+		opts.JetStream, opts.StoreDir = true, storeDir
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+func connect(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatalf("nats connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
+
+func startRelay(t *testing.T, pool *pgxpool.Pool, nc *nats.Conn, o RelayOptions) *Relay {
+	t.Helper()
+	r := NewRelay(pool, nc, quiet(), o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	})
+	return r
+}
+
+// insert commits rows through the package's own writer.
+func insert(t *testing.T, pool *pgxpool.Pool, rows ...Row) {
+	t.Helper()
+	if err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+		return Write(context.Background(), tx, rows...)
+	}); err != nil {
+		t.Fatalf("insert outbox rows: %v", err)
+	}
+}
+
+func pendingCount(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// collector records every message on the invalidation subjects by row id.
+type collector struct {
+	mu   sync.Mutex
+	seen map[string]int
+	msgs []*nats.Msg
+}
+
+func collect(t *testing.T, url string) *collector {
+	t.Helper()
+	c := &collector{seen: map[string]int{}}
+	nc := connect(t, url)
+	if _, err := nc.Subscribe(invalidation.SubjectWildcard, func(m *nats.Msg) {
+		c.mu.Lock()
+		c.seen[m.Header.Get(MsgIDHeader)]++
+		c.msgs = append(c.msgs, m)
+		c.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *collector) distinct() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}
+
+func TestRelayPublishesEvent(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	// Poll an hour: only LISTEN/NOTIFY (or the wake-up that follows
+	// LISTEN) can deliver within the test.
+	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: time.Hour})
+
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: "logout_global"})
+	eventually(t, "the first event arrives", func() bool { return c.distinct() == 1 })
+	insert(t, db.Pool, Row{Subject: invalidation.TenantSubject("t1"), Reason: "tenant_suspended"})
+	eventually(t, "the second event arrives", func() bool { return c.distinct() == 2 })
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.msgs[0]
+	if m.Subject != invalidation.UserSubject("u1") {
+		t.Errorf("subject = %q, want %q", m.Subject, invalidation.UserSubject("u1"))
+	}
+	var ev invalidation.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		t.Fatalf("body %s: %v", m.Data, err)
+	}
+	if ev.Reason != "logout_global" || ev.At <= 0 || time.Since(time.UnixMilli(ev.At)) > time.Minute {
+		t.Errorf("event = %+v, want reason logout_global and a recent at", ev)
+	}
+	if got := pendingCount(t, db.Pool); got != 0 {
+		t.Errorf("pending rows = %d, want 0", got)
+	}
+}
+
+// TestRelayDeliversAfterNATSOutage: an event committed while NATS is down
+// stays pending and is delivered once NATS is back. A JetStream stream
+// records what reaches the server, so nothing depends on when a subscriber
+// reconnects.
+func TestRelayDeliversAfterNATSOutage(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	store := t.TempDir()
+	ns := startNATS(t, -1, store)
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := ns.ClientURL()
+	js, err := jetstream.New(connect(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "INV", Subjects: []string{invalidation.SubjectWildcard}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	relayConn := connect(t, url)
+	r := startRelay(t, db.Pool, relayConn, RelayOptions{Poll: 20 * time.Millisecond})
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	eventually(t, "the relay sees NATS down", func() bool { return !relayConn.IsConnected() })
+
+	subject := invalidation.UserSubject("outage")
+	insert(t, db.Pool, Row{Subject: subject, Reason: "password_changed"})
+	failures := r.Stats().Failures
+	eventually(t, "the relay tries and fails to publish", func() bool { return r.Stats().Failures > failures+1 })
+	if got := pendingCount(t, db.Pool); got != 1 {
+		t.Fatalf("pending rows while NATS is down = %d, want 1", got)
+	}
+
+	ns2 := startNATS(t, port, store)
+	eventually(t, "the row is published after NATS is back", func() bool { return pendingCount(t, db.Pool) == 0 })
+
+	js2, err := jetstream.New(connect(t, ns2.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js2.Stream(ctx, "INV")
+	if err != nil {
+		t.Fatalf("stream after restart: %v", err)
+	}
+	msg, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		t.Fatalf("event not delivered to NATS: %v", err)
+	}
+	var ev invalidation.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Reason != "password_changed" {
+		t.Errorf("delivered event = %s (%v), want reason password_changed", msg.Data, err)
+	}
+}
+
+// TestTwoRelaysNeverPublishTheSameRow runs two relays with small batches
+// against rows committed concurrently: every row arrives exactly once.
+func TestTwoRelaysNeverPublishTheSameRow(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	o := RelayOptions{Batch: 7, Poll: 10 * time.Millisecond}
+	r1 := startRelay(t, db.Pool, connect(t, ns.ClientURL()), o)
+	r2 := startRelay(t, db.Pool, connect(t, ns.ClientURL()), o)
+
+	const writers, perWriter = 10, 40
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				insert(t, db.Pool, Row{Subject: invalidation.UserSubject(strconv.Itoa(w*perWriter + i)), Reason: "test"})
+			}
+		})
+	}
+	wg.Wait()
+	const total = writers * perWriter
+	eventually(t, "every row is published", func() bool { return pendingCount(t, db.Pool) == 0 && c.distinct() == total })
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, n := range c.seen {
+		if n != 1 {
+			t.Errorf("row %s published %d times, want once", id, n)
+		}
+	}
+	s1, s2 := r1.Stats(), r2.Stats()
+	if s1.Published+s2.Published != total {
+		t.Errorf("relays marked %d + %d rows, want %d in total", s1.Published, s2.Published, total)
+	}
+	t.Logf("relay 1 published %d, relay 2 published %d", s1.Published, s2.Published)
+}
+
+// TestRowCommittedBeforeCrashIsDelivered: a process commits a change and
+// dies before publishing, while a relay of its own holds the row locked
+// mid-batch; a relay started later delivers it.
+func TestRowCommittedBeforeCrashIsDelivered(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("crash"), Reason: "session_revoked"})
+	// The dying relay: claims the row, then its connection drops without
+	// COMMIT.
+	conn, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claimed int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT id FROM outbox WHERE published_at IS NULL FOR UPDATE SKIP LOCKED) s`).Scan(&claimed); err != nil || claimed != 1 {
+		t.Fatalf("claim = %d, %v", claimed, err)
+	}
+	// While it holds the lock, another relay's batch skips the row.
+	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{})
+	if n, err := r.PublishBatch(ctx); err != nil || n != 0 {
+		t.Fatalf("batch while the row is locked = %d, %v; want 0 (skipped)", n, err)
+	}
+	if err := conn.PgConn().Close(ctx); err != nil { // abrupt: no COMMIT, no ROLLBACK
+		t.Fatal(err)
+	}
+
+	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond})
+	eventually(t, "the row is delivered by the later relay", func() bool { return c.distinct() == 1 && pendingCount(t, db.Pool) == 0 })
+}
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	insert(t, db.Pool, Row{Subject: "auth.invalidate.all", Reason: "a"}, Row{Subject: "auth.invalidate.all", Reason: "b"}, Row{Subject: "auth.invalidate.all", Reason: "c"})
+	if _, err := db.Pool.Exec(ctx, `UPDATE outbox SET published_at = now() - interval '2 hours' WHERE payload->>'reason' = 'a'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE outbox SET published_at = now() - interval '1 minute' WHERE payload->>'reason' = 'b'`); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{Retain: time.Hour})
+	n, err := r.Prune(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want 1 (only the row published 2h ago)", n, err)
+	}
+	var left []string
+	rows, _ := db.Pool.Query(ctx, `SELECT payload->>'reason' FROM outbox ORDER BY id`)
+	left, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(left) != 2 || left[0] != "b" || left[1] != "c" {
+		t.Errorf("rows left = %v, %v; want [b c]", left, err)
+	}
+}
+
+func TestPublishBatchNATSDown(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	nc := connect(t, ns.ClientURL())
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	eventually(t, "the client sees NATS down", func() bool { return !nc.IsConnected() })
+	insert(t, db.Pool, Row{Subject: "auth.invalidate.all", Reason: "x"})
+	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{})
+	if _, err := r.PublishBatch(context.Background()); err == nil {
+		t.Fatal("PublishBatch with NATS down succeeded")
+	}
+	if got := pendingCount(t, db.Pool); got != 1 {
+		t.Errorf("pending rows = %d, want 1", got)
+	}
+}
