@@ -29,8 +29,10 @@ const (
 	// refreshGrace is REFRESH_REUSE_GRACE for the suite: short, so that reuse
 	// after the grace window can be exercised without a long wait.
 	refreshGrace = time.Second
-	// upstreamTimeout bounds how long a proxy waits for coreapi.
-	upstreamTimeout = 3 * time.Second
+	// upstreamTimeout bounds how long a proxy waits for coreapi to answer a
+	// forwarded request, projectionTimeout for a projection fetch.
+	upstreamTimeout   = 3 * time.Second
+	projectionTimeout = 2 * time.Second
 )
 
 // sys is the running system, set up once by TestMain for every test.
@@ -98,6 +100,11 @@ func setup(ctx context.Context) (*system, error) {
 		return nil, err
 	}
 	s := &system{root: root, work: work, bin: filepath.Join(work, "bin")}
+	// PostgreSQL runs as an unprivileged user when the suite runs as root:
+	// it must be able to traverse the work directory to reach its own.
+	if err := os.Chmod(work, 0o711); err != nil {
+		return s, err
+	}
 
 	if err := buildBinaries(ctx, root, s.bin); err != nil {
 		return s, err
@@ -208,6 +215,7 @@ func (s *system) newProxy(name, addr, admin string, core *service) *service {
 			"TOKEN_ISSUER=" + issuer,
 			"TOKEN_AUDIENCE=" + audience,
 			"UPSTREAM_TIMEOUT=" + upstreamTimeout.String(),
+			"PROJECTION_TIMEOUT=" + projectionTimeout.String(),
 			"LOG_LEVEL=info",
 		},
 	}
