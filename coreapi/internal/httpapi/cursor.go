@@ -54,7 +54,7 @@ func (cc cursorCodec) decode(list, scope, s string, v any) error {
 	if !ok || len(s) > 1024 {
 		return errBadCursor
 	}
-	enc := base64.RawURLEncoding
+	enc := base64.RawURLEncoding.Strict() // one accepted spelling per cursor
 	payload, err1 := enc.DecodeString(p)
 	tag, err2 := enc.DecodeString(t)
 	if err1 != nil || err2 != nil || !hmac.Equal(tag, cc.mac(list, scope, payload)) {
