@@ -31,8 +31,6 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // outboxSubjects returns the subjects written to the outbox so far, in order.
 func outboxSubjects(t *testing.T, e *apitest.Env) []string {
 	t.Helper()

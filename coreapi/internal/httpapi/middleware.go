@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -191,5 +190,3 @@ func pathUUID(c *fiber.Ctx, name string) (string, error) {
 	}
 	return u.String(), nil
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
