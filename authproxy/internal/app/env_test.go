@@ -39,7 +39,7 @@ func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c
 func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	core   *testenv.Core
 	nats   *testenv.NATS
 	app    *App
@@ -64,7 +64,7 @@ func defaultProjection() identity.Projection {
 		Roles: []string{"member"}, Permissions: []string{"tenant:read"}, TokenVersion: 0}
 }
 
-func start(t *testing.T, o envOpt) *env {
+func start(t testing.TB, o envOpt) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{}, done: make(chan error, 1)}
 	e.core = testenv.NewCore(t)

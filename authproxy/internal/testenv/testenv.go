@@ -194,6 +194,8 @@ func NewCore(t testing.TB) *Core {
 	app.Get("/.well-known/jwks.json", c.jwks)
 	app.Get(identity.ProjectionPath+"/:user", c.projection)
 	app.Get("/api/v1/stream", c.stream)
+	// A static answer that records nothing, for benchmarks.
+	app.Get("/api/v1/bench", func(ctx *fiber.Ctx) error { return ctx.SendString(`{"ok":true}`) })
 	app.All("/*", c.echo)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+)
+
+func envFrom(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func stdoutFile(t *testing.T) (*os.File, func() string) {
+	p := filepath.Join(t.TempDir(), "out")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, func() string { f.Close(); b, _ := os.ReadFile(p); return string(b) }
+}
+
+func TestCheckConfig(t *testing.T) {
+	out, read := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{"IDENTITY_HMAC_KEY": testenv.HMACKeyText}), out)
+	if err != nil {
+		t.Fatalf("run -check-config = %v", err)
+	}
+	s := read()
+	if !strings.Contains(s, "configuration ok") || strings.Contains(s, testenv.HMACKeyText) {
+		t.Fatalf("output = %s", s)
+	}
+}
+
+func TestCheckConfigReportsEverything(t *testing.T) {
+	out, _ := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+		"UPSTREAM_URL": "ftp://x", "MAX_STALENESS": "soon", "IDENTITY_HMAC_KEY": "c2hvcnQ=",
+	}), out)
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, want := range []string{"UPSTREAM_URL", "MAX_STALENESS", "IDENTITY_HMAC_KEY"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %s: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "c2hvcnQ=") {
+		t.Errorf("error leaks the key: %v", err)
+	}
+}
+
+func TestCheckConfigBadRules(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(p, []byte("rules: [{path: /internal/**, access: public}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+		"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "RULES_FILE": p}), out)
+	if err == nil || !strings.Contains(err.Error(), "internal") {
+		t.Fatalf("run = %v, want a rules error about /internal", err)
+	}
+}

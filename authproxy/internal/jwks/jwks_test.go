@@ -1,0 +1,175 @@
+package jwks
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+)
+
+func pub(t *testing.T, raw any, kid string, alg jwa.KeyAlgorithm, use string) map[string]any {
+	t.Helper()
+	k, err := jwk.FromRaw(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = k.Set(jwk.KeyIDKey, kid)
+	if alg != nil {
+		_ = k.Set(jwk.AlgorithmKey, alg)
+	}
+	if use != "" {
+		_ = k.Set(jwk.KeyUsageKey, use)
+	}
+	b, _ := json.Marshal(k)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+// serve starts a real HTTP server answering the JWKS in *body.
+func serve(t *testing.T, body *atomic.Value, hits *atomic.Int64) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body.Load().([]byte))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func newClient(url string, now func() time.Time) *Client {
+	return New(Options{URL: url, Algs: []string{"EdDSA", "ES256", "RS256"}, Interval: time.Hour, Cooldown: time.Minute,
+		Timeout: 5 * time.Second, Now: now}, slog.New(slog.NewJSONHandler(io.Discard, nil)), metrics.New())
+}
+
+func TestOnlyUsableKeysKept(t *testing.T) {
+	good := testenv.NewKey(t, "good", jwa.EdDSA)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	dup := testenv.NewKey(t, "dup", jwa.EdDSA)
+	dup2 := testenv.NewKey(t, "dup", jwa.EdDSA)
+	keys := []map[string]any{
+		pub(t, good.Public, "good", jwa.EdDSA, "sig"),
+		pub(t, ec.Public(), "ec-good", jwa.ES256, ""),
+		pub(t, ec.Public(), "no-alg", nil, "sig"),
+		pub(t, ec.Public(), "wrong-alg", jwa.RS256, "sig"),
+		pub(t, ec384.Public(), "wrong-curve", jwa.ES256, "sig"),
+		pub(t, []byte("0123456789abcdef0123456789abcdef"), "oct", jwa.HS256, "sig"),
+		pub(t, ec.Public(), "enc-use", jwa.ES256, "enc"),
+		pub(t, small.Public(), "rsa-1024", jwa.RS256, "sig"),
+		pub(t, ec.Public(), "../etc/passwd", jwa.ES256, "sig"),
+		pub(t, ec, "private", jwa.ES256, "sig"),
+		pub(t, dup.Public, "dup", jwa.EdDSA, "sig"),
+		pub(t, dup2.Public, "dup", jwa.EdDSA, "sig"),
+	}
+	b, _ := json.Marshal(map[string]any{"keys": keys})
+	var body atomic.Value
+	body.Store(b)
+	var hits atomic.Int64
+	c := newClient(serve(t, &body, &hits), time.Now)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Current().Keys
+	if len(got) != 2 || got["good"] == nil || got["ec-good"] == nil {
+		names := []string{}
+		for k := range got {
+			names = append(names, k)
+		}
+		t.Fatalf("usable keys = %v, want [good ec-good]", names)
+	}
+	if got["good"].Alg != jwa.EdDSA || got["ec-good"].Alg != jwa.ES256 {
+		t.Fatalf("algs = %s %s", got["good"].Alg, got["ec-good"].Alg)
+	}
+}
+
+func TestLookupRefetchAndCooldown(t *testing.T) {
+	k1 := testenv.NewKey(t, "k1", jwa.EdDSA)
+	k2 := testenv.NewKey(t, "k2", jwa.EdDSA)
+	set := func(ks ...*testenv.Key) []byte {
+		var l []map[string]any
+		for _, k := range ks {
+			l = append(l, pub(t, k.Public, k.Kid, k.Alg, "sig"))
+		}
+		b, _ := json.Marshal(map[string]any{"keys": l})
+		return b
+	}
+	var body atomic.Value
+	body.Store(set(k1))
+	var hits atomic.Int64
+	var off atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(off.Load())) }
+	c := newClient(serve(t, &body, &hits), now)
+	ctx := context.Background()
+	if _, err := c.Lookup(ctx, "k1"); !errors.Is(err, ErrNotLoaded) && err != nil {
+		t.Fatalf("lookup before load: %v", err)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("lookup before load fetched %d times, want 1", hits.Load())
+	}
+	body.Store(set(k1, k2))
+	if _, err := c.Lookup(ctx, "k2"); !errors.Is(err, ErrUnknownKid) {
+		t.Fatalf("k2 within cooldown = %v, want ErrUnknownKid", err)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("fetched during cooldown: %d", hits.Load())
+	}
+	off.Store(int64(2 * time.Minute))
+	if k, err := c.Lookup(ctx, "k2"); err != nil || k.Kid != "k2" {
+		t.Fatalf("k2 after cooldown = %v, %v", k, err)
+	}
+	if _, err := c.Lookup(ctx, "../k2"); !errors.Is(err, ErrBadKid) {
+		t.Fatalf("path kid = %v, want ErrBadKid", err)
+	}
+	if hits.Load() != 2 {
+		t.Fatalf("fetches = %d, want 2", hits.Load())
+	}
+	// An unchanged key keeps its identity across refreshes (cached tokens
+	// stay valid); a removed one disappears.
+	before := c.Current().Keys["k1"]
+	body.Store(set(k1))
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.Current().Keys["k1"] != before {
+		t.Fatal("unchanged key replaced by a new pointer")
+	}
+	if c.Current().Keys["k2"] != nil {
+		t.Fatal("removed key still present")
+	}
+}
+
+func TestBadJWKSKeepsOldSet(t *testing.T) {
+	k1 := testenv.NewKey(t, "k1", jwa.EdDSA)
+	b, _ := json.Marshal(map[string]any{"keys": []any{pub(t, k1.Public, "k1", jwa.EdDSA, "sig")}})
+	var body atomic.Value
+	body.Store(b)
+	var hits atomic.Int64
+	c := newClient(serve(t, &body, &hits), time.Now)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	body.Store([]byte("{not json"))
+	if err := c.Refresh(context.Background()); err == nil {
+		t.Fatal("bad JWKS accepted")
+	}
+	if c.Current().Keys["k1"] == nil || !c.Ready() {
+		t.Fatal("bad JWKS dropped the previous set")
+	}
+}

@@ -1,0 +1,181 @@
+package tokens
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/jwks"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+)
+
+type fixture struct {
+	v   *Verifier
+	m   *metrics.Metrics
+	key *testenv.Key
+}
+
+func newFixture(t testing.TB, negTTL time.Duration) *fixture {
+	t.Helper()
+	core := testenv.NewCore(t)
+	key := testenv.NewKey(t, "k1", jwa.EdDSA)
+	core.Publish(key)
+	m := metrics.New()
+	algs := []string{"EdDSA", "ES256", "RS256"}
+	kc := jwks.New(jwks.Options{URL: core.URL() + "/.well-known/jwks.json", Algs: algs, Interval: time.Hour,
+		Cooldown: time.Hour, Timeout: 5 * time.Second}, slog.New(slog.NewJSONHandler(io.Discard, nil)), m)
+	if err := kc.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v, err := New(Options{Issuer: testenv.Issuer, Audience: testenv.Audience, Algs: algs, Leeway: 30 * time.Second,
+		MaxLifetime: time.Hour, MaxTokenBytes: 4096, CacheSize: 1000, MaxTTL: 5 * time.Minute, NegativeTTL: negTTL}, kc, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	return &fixture{v: v, m: m, key: key}
+}
+
+func (f *fixture) mint(t testing.TB, sub string) []byte {
+	return []byte(testenv.Sign(t, f.key, testenv.DefaultClaims(time.Now(), sub, "t1", "s1"), nil))
+}
+
+func (f *fixture) verifications() float64 {
+	return testutil.ToFloat64(f.m.VerifyOK) + testutil.ToFloat64(f.m.VerifyFailed)
+}
+
+// The cache is indexed by 64 bits of the digest, but a hit must match the
+// whole digest: an entry planted under another token's index is ignored.
+func TestCacheHitComparesFullDigest(t *testing.T) {
+	f := newFixture(t, time.Second)
+	victim := f.mint(t, "victim")
+	c, err := f.v.Verify(context.Background(), victim)
+	if err != nil || c.Sub != "victim" {
+		t.Fatalf("Verify(victim) = %+v, %v", c, err)
+	}
+	// Plant the victim's claims under the index of an attacker's token,
+	// as a 64-bit collision would.
+	attacker := []byte("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+	d := sha256.Sum256(attacker)
+	k := binary.LittleEndian.Uint64(d[:8])
+	vd := sha256.Sum256(victim)
+	f.v.cache.Set(k, &entry{digest: vd, claims: c}, 1)
+	f.v.cache.Wait()
+	if got, ok := f.v.cache.Get(k); !ok || got.claims != c {
+		t.Fatal("planted entry not in cache; the test would prove nothing")
+	}
+	if got, err := f.v.Verify(context.Background(), attacker); err == nil {
+		t.Fatalf("colliding token accepted as %q", got.Sub)
+	}
+}
+
+func TestNegativeCache(t *testing.T) {
+	f := newFixture(t, 100*time.Millisecond)
+	bad := f.mint(t, "u")
+	bad[len(bad)-3] ^= 1 // break the signature
+	if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
+		t.Fatalf("Verify(bad) = %v, want ErrSignature", err)
+	}
+	n := f.verifications()
+	for range 5 {
+		if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
+			t.Fatalf("Verify(bad) again = %v, want ErrSignature", err)
+		}
+	}
+	if got := f.verifications(); got != n {
+		t.Fatalf("bad token verified %v more times within the negative TTL, want 0", got-n)
+	}
+	// After the negative TTL the token is looked at again.
+	testenv.Eventually(t, "negative entry expires", func() bool {
+		_, _ = f.v.Verify(context.Background(), bad)
+		return f.verifications() > n
+	})
+}
+
+func TestVerifyTypesAndAlgorithms(t *testing.T) {
+	f := newFixture(t, time.Second)
+	now := time.Now()
+	for _, typ := range []string{"at+jwt", "AT+JWT", "application/at+jwt"} {
+		tok := testenv.Sign(t, f.key, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"typ": typ})
+		if _, err := f.v.Verify(context.Background(), []byte(tok)); err != nil {
+			t.Errorf("typ %q refused: %v", typ, err)
+		}
+	}
+	// A valid ES256 signature under an EdDSA key's kid: alg pinned to the key.
+	es := testenv.NewKey(t, "k1", jwa.ES256)
+	tok := testenv.Sign(t, es, testenv.DefaultClaims(now, "u", "t", "s"), nil)
+	if _, err := f.v.Verify(context.Background(), []byte(tok)); !errors.Is(err, ErrAlg) {
+		t.Fatalf("alg mismatch = %v, want ErrAlg", err)
+	}
+	// aud as a list containing the audience is accepted.
+	c := testenv.DefaultClaims(now, "u", "t", "s")
+	c["aud"] = []string{"other", testenv.Audience}
+	if _, err := f.v.Verify(context.Background(), []byte(testenv.Sign(t, f.key, c, nil))); err != nil {
+		t.Fatalf("aud list: %v", err)
+	}
+	// Leeway: expired 10 s ago is still inside a 30 s leeway.
+	c = testenv.DefaultClaims(now.Add(-15*time.Minute-10*time.Second), "u", "t", "s")
+	if _, err := f.v.Verify(context.Background(), []byte(testenv.Sign(t, f.key, c, nil))); err != nil {
+		t.Fatalf("within leeway: %v", err)
+	}
+	c = testenv.DefaultClaims(now.Add(-15*time.Minute-time.Minute), "u", "t", "s")
+	if _, err := f.v.Verify(context.Background(), []byte(testenv.Sign(t, f.key, c, nil))); !errors.Is(err, ErrExpired) {
+		t.Fatalf("beyond leeway: %v, want ErrExpired", err)
+	}
+}
+
+func TestValidID(t *testing.T) {
+	for s, want := range map[string]bool{"abc-DEF_1.2": true, "": false, "..": false, "a/b": false, "a b": false,
+		"a\nb": false, string(make([]byte, 129)): false, "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001": true} {
+		if got := ValidID(s); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func BenchmarkWarmVerify(b *testing.B) {
+	f := newFixture(b, time.Second)
+	tok := f.mint(b, "u")
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.v.Verify(context.Background(), tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkColdVerify: every token new (signature verification, claims,
+// cache fill).
+func BenchmarkColdVerify(b *testing.B) {
+	f := newFixture(b, time.Second)
+	const n = 2000
+	toks := make([][]byte, n)
+	for i := range toks {
+		toks[i] = f.mint(b, "u"+strconv.Itoa(i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%n == 0 && i > 0 {
+			b.StopTimer()
+			f.v.Purge()
+			f.v.cache.Wait()
+			b.StartTimer()
+		}
+		if _, err := f.v.Verify(context.Background(), toks[i%n]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
