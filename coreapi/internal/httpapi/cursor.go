@@ -66,6 +66,20 @@ func (cc cursorCodec) decode(list, scope, s string, v any) error {
 	return nil
 }
 
+// Cursors makes and checks pagination cursors for lists that other
+// packages add (Routes.Cursors). list names the list and scope what it is
+// scoped to (a tenant or user id): a cursor only decodes for the same pair.
+type Cursors struct {
+	cc cursorCodec
+}
+
+// Encode returns an opaque cursor holding v (JSON-encoded).
+func (c *Cursors) Encode(list, scope string, v any) string { return c.cc.encode(list, scope, v) }
+
+// Decode checks a cursor and unpacks it into v; a malformed, altered or
+// foreign cursor is a 400 problem with code invalid_cursor.
+func (c *Cursors) Decode(list, scope, s string, v any) error { return c.cc.decode(list, scope, s, v) }
+
 // Page limits.
 const (
 	defaultLimit = 50

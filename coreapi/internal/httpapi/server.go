@@ -86,12 +86,14 @@ type RequestStats struct {
 //     proxy's service calls).
 //
 // Handlers return errors: *problem.Problem, the domain errors mapped in
-// errors.go, or anything mapped by Options.ErrorMappers.
+// errors.go, or anything mapped by Options.ErrorMappers. Lists should page
+// with Cursors so every cursor is opaque and tamper-evident.
 type Routes struct {
 	Public    *Group
 	Protected *Group
 	Root      *Group
 	Internal  *Group
+	Cursors   *Cursors
 }
 
 // Server is coreapi's public HTTP server.
@@ -166,6 +168,7 @@ func New(o Options) (*Server, error) {
 		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.requireIdentity}},
 		Root:      &Group{r: s.app},
 		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.requireServiceSignature}},
+		Cursors:   &Cursors{cc: s.cursor},
 	}
 	rt.Root.Get("/openapi.json", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "application/json")

@@ -1,0 +1,72 @@
+package httpapi_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+var errTeapot = errors.New("teapot")
+
+// TestRegisterHook: routes added by another package get the same
+// middleware, identity and error handling as the built-in ones.
+func TestRegisterHook(t *testing.T) {
+	e := apitest.Start(t, apitest.Options{AllowUndocumented: true, Configure: func(o *httpapi.Options) {
+		o.ErrorMappers = append(o.ErrorMappers, func(err error) *problem.Problem {
+			if errors.Is(err, errTeapot) {
+				return problem.New(fiber.StatusTeapot, "teapot", "short and stout")
+			}
+			return nil
+		})
+		o.Register = append(o.Register, func(rt httpapi.Routes) {
+			rt.Public.Get("/x/public", func(c *fiber.Ctx) error { return c.SendString("public") })
+			rt.Protected.Get("/x/protected", func(c *fiber.Ctx) error { return c.SendString(httpapi.IdentityOf(c).UserID) })
+			rt.Protected.Get("/x/admin", httpapi.RequirePermission("users:write"), func(c *fiber.Ctx) error { return c.SendString("ok") })
+			rt.Root.Get("/.well-known/x", func(c *fiber.Ctx) error { return c.SendString("root") })
+			rt.Internal.Get("/x", func(c *fiber.Ctx) error { return c.SendString("internal") })
+			rt.Public.Get("/x/teapot", func(c *fiber.Ctx) error { return errTeapot })
+			rt.Public.Get("/x/cursor", func(c *fiber.Ctx) error {
+				var v struct{ N int }
+				if cur := c.Query("cursor"); cur != "" {
+					if err := rt.Cursors.Decode("x", "scope", cur, &v); err != nil {
+						return err
+					}
+					return c.JSON(v)
+				}
+				return c.SendString(rt.Cursors.Encode("x", "scope", struct{ N int }{42}))
+			})
+		})
+	}})
+	ten := e.SeedTenant(t, "Acme")
+	member := e.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+
+	r := e.Get(t, nil, "/api/v1/x/public")
+	if r.Status != 200 || string(r.Body) != "public" {
+		t.Fatalf("public = %d %s", r.Status, r.Body)
+	}
+	wantProblem(t, e.Get(t, nil, "/api/v1/x/protected"), 401, "unauthenticated")
+	r = e.Get(t, &member, "/api/v1/x/protected")
+	if r.Status != 200 || string(r.Body) != member.UserID {
+		t.Fatalf("protected = %d %s", r.Status, r.Body)
+	}
+	wantProblem(t, e.Get(t, &member, "/api/v1/x/admin"), 403, "forbidden")
+	if r := e.Get(t, nil, "/.well-known/x"); r.Status != 200 {
+		t.Fatalf("root = %d", r.Status)
+	}
+	wantProblem(t, e.Get(t, nil, "/internal/v1/x"), 401, "unauthenticated")
+	if r := e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/x", Service: true}); r.Status != 200 {
+		t.Fatalf("internal = %d", r.Status)
+	}
+	wantProblem(t, e.Get(t, nil, "/api/v1/x/teapot"), 418, "teapot")
+	cur := string(e.Get(t, nil, "/api/v1/x/cursor").Body)
+	r = e.Get(t, nil, "/api/v1/x/cursor?cursor="+cur)
+	if r.Status != 200 || string(r.Body) != `{"N":42}` {
+		t.Fatalf("cursor round trip = %d %s", r.Status, r.Body)
+	}
+	wantProblem(t, e.Get(t, nil, "/api/v1/x/cursor?cursor=x"+cur), 400, "invalid_cursor")
+}
