@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,14 +73,43 @@ func TestMetricsExported(t *testing.T) {
 		`authproxy_cache_evictions_total{cache="projection"}`,
 		"authproxy_jwks_age_seconds",
 		"authproxy_jwks_unknown_kid_total",
-		`authproxy_invalidations_received_total{kind="user"} 1`,
-		"authproxy_invalidation_lag_seconds_count 1",
 		"authproxy_upstream_errors_total",
 		"authproxy_nats_connected 1",
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+	for _, name := range []string{`authproxy_invalidations_received_total{kind="user"}`, "authproxy_invalidation_lag_seconds_count"} {
+		if v := metricValue(body, name); v < 1 {
+			t.Errorf("%s = %v, want >= 1", name, v)
+		}
+	}
+}
+
+func metricValue(body, name string) float64 {
+	for _, l := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(l, name+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		vars := map[string]string{}
+		if on {
+			vars["PROXY_PPROF"] = "true"
+		}
+		e := start(t, envOpt{vars: vars})
+		code, _ := get(t, "http://"+e.admin+"/debug/pprof/cmdline")
+		if want := map[bool]int{false: 404, true: 200}[on]; code != want {
+			t.Fatalf("PROXY_PPROF=%v: /debug/pprof/cmdline = %d, want %d", on, code, want)
 		}
 	}
 }

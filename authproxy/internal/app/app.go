@@ -116,7 +116,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer cancelBg()
 	go a.Keys.Run(bg)
 
-	admin := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: server.Admin(a.Metrics.Registry, a.Ready)}
+	admin := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: server.Admin(a.Metrics.Registry, a.Ready, a.cfg.Pprof)}
 	errc := make(chan error, 2)
 	go func() {
 		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

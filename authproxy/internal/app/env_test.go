@@ -225,8 +225,19 @@ func (e *env) publish(subject string) {
 func (e *env) publishAndWait(subject string) {
 	e.t.Helper()
 	before := e.invalidations()
-	e.publish(subject)
-	testenv.Eventually(e.t, "invalidation applied", func() bool { return e.invalidations() > before })
+	// Republish until applied: right after a (re)connect the server may not
+	// have the proxy's subscription yet. Invalidations are idempotent.
+	last := time.Time{}
+	testenv.Eventually(e.t, "invalidation applied", func() bool {
+		if e.invalidations() > before {
+			return true
+		}
+		if time.Since(last) > 200*time.Millisecond {
+			e.publish(subject)
+			last = time.Now()
+		}
+		return false
+	})
 }
 
 func (e *env) invalidations() float64 {

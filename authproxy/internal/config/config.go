@@ -56,6 +56,7 @@ type Config struct {
 	ShutdownTimeout     time.Duration
 	LogLevel            slog.Level
 	AccessLog           bool
+	Pprof               bool
 }
 
 // Var documents one environment variable.
@@ -100,6 +101,7 @@ var Vars = []Var{
 	{"SHUTDOWN_TIMEOUT", "15s", "drain deadline on SIGTERM"},
 	{"LOG_LEVEL", "info", "debug, info, warn, error"},
 	{"ACCESS_LOG", "true", "one JSON log line per request"},
+	{"PROXY_PPROF", "false", "serve /debug/pprof/ on the admin port"},
 }
 
 // Load reads the configuration through getenv (os.LookupEnv in main).
@@ -185,6 +187,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		p.fail("LOG_LEVEL", lvl, "want debug, info, warn or error")
 	}
 	c.AccessLog = p.boolv("ACCESS_LOG", true)
+	c.Pprof = p.boolv("PROXY_PPROF", false)
 	if len(p.errs) > 0 {
 		return nil, fmt.Errorf("config: %w", errors.Join(p.errs...))
 	}
@@ -213,7 +216,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.Int("upstream_max_conns", c.UpstreamMaxConns), slog.Duration("upstream_max_conn_wait", c.UpstreamMaxConnWait),
 		slog.Duration("upstream_idle_timeout", c.UpstreamIdleTimeout), slog.Duration("projection_timeout", c.ProjectionTimeout),
 		slog.Int("max_body_bytes", c.MaxBodyBytes), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
-		slog.String("log_level", c.LogLevel.String()), slog.Bool("access_log", c.AccessLog),
+		slog.String("log_level", c.LogLevel.String()), slog.Bool("access_log", c.AccessLog), slog.Bool("proxy_pprof", c.Pprof),
 	)
 }
 

@@ -83,6 +83,11 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	}
 	s.nc = nc
 	if nc.IsConnected() {
+		// Make sure the server has the subscription before calling the
+		// feed live.
+		if err := nc.FlushTimeout(2 * time.Second); err != nil {
+			log.Warn("nats flush", "err", err)
+		}
 		s.connected()
 	}
 	return s, nil
