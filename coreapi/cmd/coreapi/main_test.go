@@ -143,7 +143,7 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Errorf("unsigned /users/me = %d, want 401", code)
 	}
 	code, metrics := get("http://" + admin + "/metrics")
-	for _, m := range []string{"http_request_duration_seconds", "db_queries_per_request", "go_goroutines"} {
+	for _, m := range []string{"http_request_duration_seconds", "db_queries_per_request", "go_goroutines", "db_pool_max_conns"} {
 		if code != 200 || !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)
 		}

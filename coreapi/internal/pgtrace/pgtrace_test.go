@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 )
@@ -53,5 +54,35 @@ func TestCounter(t *testing.T) {
 	}
 	if c.Queries() != 5 {
 		t.Fatalf("a query without the counter was counted")
+	}
+}
+
+func TestPoolCollector(t *testing.T) {
+	db := dbtest.New(t)
+	pool, err := NewPool(context.Background(), db.URL, PoolOptions{MaxConns: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(context.Background(), `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewPoolCollector(pool))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		if m.GetGauge() != nil {
+			got[mf.GetName()] = m.GetGauge().GetValue()
+		} else {
+			got[mf.GetName()] = m.GetCounter().GetValue()
+		}
+	}
+	if got["db_pool_max_conns"] != 9 || got["db_pool_acquires_total"] < 1 || got["db_pool_conns"] < 1 {
+		t.Fatalf("metrics = %v", got)
 	}
 }
