@@ -77,11 +77,12 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.Int64("db_queries", counter.Queries()),
 		slog.Int64("db_transactions", counter.Transactions()),
+		slog.Int64("db_prepares", counter.Prepares()),
 	)
 	if s.observe != nil {
 		s.observe(RequestStats{
 			RequestID: RequestIDOf(c), Method: method, Route: route, Status: status,
-			Duration: d, Queries: counter.Queries(), Transactions: counter.Transactions(),
+			Duration: d, Queries: counter.Queries(), Transactions: counter.Transactions(), Prepares: counter.Prepares(),
 		})
 	}
 	return nil

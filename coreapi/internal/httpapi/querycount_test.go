@@ -65,7 +65,7 @@ SELECT $1, m.user_id, x.id FROM m, (SELECT id FROM r UNION ALL SELECT id FROM ro
 			if r.Stats.Queries != 1 || r.Stats.Transactions != 0 {
 				t.Errorf("%s: %d queries, %d transactions; want 1, 0", rd.name, r.Stats.Queries, r.Stats.Transactions)
 			}
-			t.Logf("%-28s queries=%d", rd.name, r.Stats.Queries)
+			t.Logf("%-28s queries=%d prepares=%d", rd.name, r.Stats.Queries, r.Stats.Prepares)
 			if rd.rows >= 0 {
 				var l struct {
 					Data []map[string]any `json:"data"`

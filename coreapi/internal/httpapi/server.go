@@ -70,8 +70,9 @@ type RequestStats struct {
 	Route        string
 	Status       int
 	Duration     time.Duration
-	Queries      int64
+	Queries      int64 // statements and batches sent (see pgtrace.Counter)
 	Transactions int64
+	Prepares     int64 // statement-cache misses (an extra round trip each)
 }
 
 // Routes are the route groups offered to Options.Register hooks.

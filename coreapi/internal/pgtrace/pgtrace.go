@@ -17,8 +17,9 @@ import (
 // Counter accumulates the statements sent on behalf of one request. It is
 // safe for concurrent use.
 type Counter struct {
-	queries atomic.Int64
-	txs     atomic.Int64
+	queries  atomic.Int64
+	txs      atomic.Int64
+	prepares atomic.Int64
 }
 
 // Queries is the number of round trips: each query, each Exec (including a
@@ -27,6 +28,11 @@ func (c *Counter) Queries() int64 { return c.queries.Load() }
 
 // Transactions is the number of transactions begun.
 func (c *Counter) Transactions() int64 { return c.txs.Load() }
+
+// Prepares is the number of statements prepared on the server: with the
+// statement cache, the first use of a statement on a connection costs one
+// extra round trip; after that it is 0.
+func (c *Counter) Prepares() int64 { return c.prepares.Load() }
 
 type ctxKey struct{}
 
@@ -41,8 +47,9 @@ func FromContext(ctx context.Context) *Counter {
 	return c
 }
 
-// Tracer is a pgx QueryTracer and BatchTracer that adds to the Counter in
-// the query's context. A batch is one round trip, so it counts once.
+// Tracer is a pgx QueryTracer, BatchTracer and PrepareTracer that adds to
+// the Counter in the query's context. A batch is one round trip, so it
+// counts once.
 type Tracer struct{}
 
 // TraceQueryStart counts a query (and a transaction when it is a BEGIN).
@@ -72,6 +79,19 @@ func (Tracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryDat
 
 // TraceBatchEnd does nothing.
 func (Tracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// TracePrepareStart does nothing: whether the statement was already
+// prepared is known only at the end.
+func (Tracer) TracePrepareStart(ctx context.Context, _ *pgx.Conn, _ pgx.TracePrepareStartData) context.Context {
+	return ctx
+}
+
+// TracePrepareEnd counts a prepare that went to the server.
+func (Tracer) TracePrepareEnd(ctx context.Context, _ *pgx.Conn, data pgx.TracePrepareEndData) {
+	if c := FromContext(ctx); c != nil && !data.AlreadyPrepared {
+		c.prepares.Add(1)
+	}
+}
 
 func isBegin(sql string) bool {
 	return len(sql) >= 5 && strings.EqualFold(sql[:5], "begin")

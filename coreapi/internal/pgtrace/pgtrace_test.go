@@ -12,7 +12,7 @@ import (
 
 func TestCounter(t *testing.T) {
 	db := dbtest.New(t)
-	pool, err := NewPool(context.Background(), db.URL, PoolOptions{MaxConns: 2})
+	pool, err := NewPool(context.Background(), db.URL, PoolOptions{MaxConns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,8 +24,15 @@ func TestCounter(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if c.Queries() != 1 || c.Transactions() != 0 {
-		t.Fatalf("after one query: %d queries, %d tx", c.Queries(), c.Transactions())
+	if c.Queries() != 1 || c.Transactions() != 0 || c.Prepares() != 1 {
+		t.Fatalf("after one query: %d queries, %d tx, %d prepares; want 1, 0, 1", c.Queries(), c.Transactions(), c.Prepares())
+	}
+	// The same statement again on a one-connection pool is cached.
+	if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if c.Queries() != 2 || c.Prepares() != 1 {
+		t.Fatalf("after a cached query: %d queries, %d prepares; want 2, 1", c.Queries(), c.Prepares())
 	}
 	b := &pgx.Batch{}
 	b.Queue(`SELECT 1`)
@@ -34,8 +41,8 @@ func TestCounter(t *testing.T) {
 	if err := pool.SendBatch(ctx, b).Close(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Queries() != 2 {
-		t.Fatalf("a batch of 3 counted as %d round trips, want 1", c.Queries()-1)
+	if c.Queries() != 3 {
+		t.Fatalf("a batch of 3 counted as %d round trips, want 1", c.Queries()-2)
 	}
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `SELECT 1`)
@@ -45,14 +52,14 @@ func TestCounter(t *testing.T) {
 		t.Fatal(err)
 	}
 	// begin + select + commit
-	if c.Queries() != 5 || c.Transactions() != 1 {
-		t.Fatalf("after a transaction: %d queries, %d tx; want 5, 1", c.Queries(), c.Transactions())
+	if c.Queries() != 6 || c.Transactions() != 1 {
+		t.Fatalf("after a transaction: %d queries, %d tx; want 6, 1", c.Queries(), c.Transactions())
 	}
 	// Without a counter in the context nothing is counted (and nothing fails).
 	if err := pool.QueryRow(context.Background(), `SELECT 1`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if c.Queries() != 5 {
+	if c.Queries() != 6 {
 		t.Fatalf("a query without the counter was counted")
 	}
 }
