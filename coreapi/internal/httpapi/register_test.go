@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/gofiber/fiber/v2"
@@ -30,6 +31,8 @@ func TestRegisterHook(t *testing.T) {
 			rt.Root.Get("/.well-known/x", func(c *fiber.Ctx) error { return c.SendString("root") })
 			rt.Internal.Get("/x", func(c *fiber.Ctx) error { return c.SendString("internal") })
 			rt.Public.Get("/x/teapot", func(c *fiber.Ctx) error { return errTeapot })
+			rt.Public.Get("/x/panic", func(c *fiber.Ctx) error { panic("boom") })
+			rt.Public.Get("/x/fail", func(c *fiber.Ctx) error { return errors.New("database on fire") })
 			rt.Public.Get("/x/cursor", func(c *fiber.Ctx) error {
 				var v struct{ N int }
 				if cur := c.Query("cursor"); cur != "" {
@@ -63,6 +66,16 @@ func TestRegisterHook(t *testing.T) {
 		t.Fatalf("internal = %d", r.Status)
 	}
 	wantProblem(t, e.Get(t, nil, "/api/v1/x/teapot"), 418, "teapot")
+	wantProblem(t, e.Get(t, nil, "/api/v1/x/panic"), 500, "internal")
+	r = e.Get(t, nil, "/api/v1/x/fail")
+	wantProblem(t, r, 500, "internal")
+	if strings.Contains(string(r.Body), "fire") {
+		t.Errorf("500 body leaks the internal error: %s", r.Body)
+	}
+	// The server still serves after a panic.
+	if r := e.Get(t, nil, "/api/v1/x/public"); r.Status != 200 {
+		t.Fatalf("after panic: %d", r.Status)
+	}
 	cur := string(e.Get(t, nil, "/api/v1/x/cursor").Body)
 	r = e.Get(t, nil, "/api/v1/x/cursor?cursor="+cur)
 	if r.Status != 200 || string(r.Body) != `{"N":42}` {
