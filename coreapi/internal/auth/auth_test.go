@@ -1,0 +1,706 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+const (
+	issuer   = "http://localhost:8080"
+	audience = "tollgate"
+	pw       = "correct horse battery"
+)
+
+// cheap argon2 parameters keep the suite fast; the benchmarks use OWASP's.
+var cheap = password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+type env struct {
+	*apitest.Env
+	ring   *keys.Ring
+	keyDir string
+	svc    *auth.Service
+}
+
+func start(t testing.TB, p password.Params) *env {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keys.Load(dir, keys.AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{ring: ring, keyDir: dir}
+	e.Env = apitest.Start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+		h := password.New(p, 0)
+		o.Passwords = h
+		svc, err := auth.New(auth.Options{
+			Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
+			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
+			Issuer:   issuer, Audience: audience, AccessTTL: 15 * time.Minute,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.svc = svc
+		o.Register = append(o.Register, svc.Register)
+	}})
+	return e
+}
+
+type tokens struct {
+	AccessToken  string          `json:"access_token"`
+	TokenType    string          `json:"token_type"`
+	ExpiresIn    int64           `json:"expires_in"`
+	RefreshToken string          `json:"refresh_token"`
+	TenantID     string          `json:"tenant_id"`
+	User         json.RawMessage `json:"user"`
+	Tenant       json.RawMessage `json:"tenant"`
+}
+
+func (e *env) signup(t testing.TB, email, tenant string) tokens {
+	t.Helper()
+	r := e.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+		map[string]string{"email": email, "password": pw, "tenant_name": tenant, "display_name": "D"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("signup %s: %d %s", email, r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	return tk
+}
+
+func (e *env) token(t testing.TB, body any) apitest.Response {
+	t.Helper()
+	return e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", body)
+}
+
+func (e *env) login(t testing.TB, email string) tokens {
+	t.Helper()
+	r := e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
+	if r.Status != http.StatusOK {
+		t.Fatalf("login %s: %d %s", email, r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	return tk
+}
+
+func (e *env) refresh(t testing.TB, rt string) apitest.Response {
+	t.Helper()
+	return e.token(t, map[string]string{"grant_type": "refresh_token", "refresh_token": rt})
+}
+
+// verify checks the access token against the served JWKS the way authproxy
+// does and returns its claims.
+func (e *env) verify(t testing.TB, tok string) jwt.Token {
+	t.Helper()
+	r := e.Get(t, nil, auth.JWKSPath)
+	if r.Status != http.StatusOK {
+		t.Fatalf("jwks: %d", r.Status)
+	}
+	set, err := jwk.Parse(r.Body)
+	if err != nil {
+		t.Fatalf("jwks: %v", err)
+	}
+	parsed, err := jwt.Parse([]byte(tok), jwt.WithKeySet(set, jws.WithRequireKid(true)),
+		jwt.WithIssuer(issuer), jwt.WithAudience(audience), jwt.WithValidate(true))
+	if err != nil {
+		t.Fatalf("access token does not verify: %v", err)
+	}
+	return parsed
+}
+
+// claims decodes the token payload without verification.
+func claims(t testing.TB, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token has %d parts", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (e *env) identityFor(t testing.TB, tk tokens) *identity.Identity {
+	t.Helper()
+	c := claims(t, tk.AccessToken)
+	id := e.IdentityOf(t, c["sub"].(string), c["tid"].(string))
+	id.SessionID = c["sid"].(string)
+	return &id
+}
+
+func (e *env) count(t testing.TB, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := e.DB.Pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func TestSignupIssuesContractTokens(t *testing.T) {
+	e := start(t, cheap)
+	before := time.Now().Unix()
+	tk := e.signup(t, "owner@example.com", "Acme")
+
+	if tk.TokenType != "Bearer" || tk.ExpiresIn != 900 || tk.RefreshToken == "" || tk.TenantID == "" {
+		t.Errorf("token response = %+v", tk)
+	}
+	var user struct{ ID, Email string }
+	var tenant struct{ ID, Name string }
+	_ = json.Unmarshal(tk.User, &user)
+	_ = json.Unmarshal(tk.Tenant, &tenant)
+	if user.Email != "owner@example.com" || tenant.Name != "Acme" || tenant.ID != tk.TenantID {
+		t.Errorf("user %+v tenant %+v, want owner@example.com in Acme (%s)", user, tenant, tk.TenantID)
+	}
+
+	parsed := e.verify(t, tk.AccessToken)
+	if parsed.Subject() != user.ID {
+		t.Errorf("sub = %q, want %q", parsed.Subject(), user.ID)
+	}
+	c := claims(t, tk.AccessToken)
+	var names []string
+	for k := range c {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if got, want := strings.Join(names, ","), "aud,exp,iat,iss,jti,nbf,sid,sub,tid,tv"; got != want {
+		t.Errorf("claims = %s, want exactly %s", got, want)
+	}
+	if c["tid"] != tk.TenantID || c["tv"] != float64(0) || c["aud"] != audience || c["iss"] != issuer {
+		t.Errorf("claims = %v", c)
+	}
+	iat, exp := int64(c["iat"].(float64)), int64(c["exp"].(float64))
+	if exp-iat != 900 || iat < before || c["nbf"] != c["iat"] {
+		t.Errorf("iat %d nbf %v exp %d, want exp = iat + 900 and nbf = iat", iat, c["nbf"], exp)
+	}
+	msg, err := jws.Parse([]byte(tk.AccessToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := msg.Signatures()[0].ProtectedHeaders()
+	if h.Type() != "at+jwt" || h.KeyID() != e.ring.SigningKeyID() || h.Algorithm() != "EdDSA" {
+		t.Errorf("header typ=%q kid=%q alg=%q", h.Type(), h.KeyID(), h.Algorithm())
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND user_id = $2 AND tenant_id = $3`, c["sid"], user.ID, tk.TenantID); n != 1 {
+		t.Errorf("session named by sid not found")
+	}
+	// The owner can use the tenant API right away.
+	me := e.Get(t, e.identityFor(t, tk), "/api/v1/users/me")
+	if me.Status != http.StatusOK || !strings.Contains(string(me.Body), `"owner"`) {
+		t.Errorf("GET /users/me as the new owner: %d %s", me.Status, me.Body)
+	}
+
+	if r := e.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+		map[string]string{"email": "OWNER@example.com", "password": pw, "tenant_name": "Again"}); r.Status != http.StatusConflict || r.Problem(t).Code != "email_taken" {
+		t.Errorf("second signup with the same email: %d %s", r.Status, r.Body)
+	}
+	if n := e.count(t, `SELECT count(*) FROM tenants`); n != 1 {
+		t.Errorf("tenants after a rejected signup = %d, want 1", n)
+	}
+}
+
+func TestJWKS(t *testing.T) {
+	e := start(t, cheap)
+	r := e.Get(t, nil, auth.JWKSPath)
+	if r.Status != http.StatusOK {
+		t.Fatalf("status %d", r.Status)
+	}
+	if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=300" {
+		t.Errorf("Cache-Control = %q", cc)
+	}
+	var doc struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	r.JSON(t, &doc)
+	if len(doc.Keys) != 1 || doc.Keys[0]["kid"] != e.ring.SigningKeyID() {
+		t.Fatalf("keys = %v", doc.Keys)
+	}
+	for _, priv := range []string{"d", "p", "q", "dp", "dq", "qi", "k"} {
+		if _, ok := doc.Keys[0][priv]; ok {
+			t.Errorf("JWKS carries private member %q", priv)
+		}
+	}
+}
+
+func TestPasswordGrantJSONAndForm(t *testing.T) {
+	e := start(t, cheap)
+	su := e.signup(t, "a@example.com", "A")
+	tk := e.login(t, "A@Example.com") // email is case-insensitive
+	if tk.TenantID != su.TenantID {
+		t.Errorf("tenant = %s, want %s", tk.TenantID, su.TenantID)
+	}
+	e.verify(t, tk.AccessToken)
+
+	form := url.Values{"grant_type": {"password"}, "username": {"a@example.com"}, "password": {pw}, "tenant_id": {su.TenantID}}
+	r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: form.Encode(),
+		ContentType: "application/x-www-form-urlencoded"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("form password grant: %d %s", r.Status, r.Body)
+	}
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", cc)
+	}
+	var ftk tokens
+	r.JSON(t, &ftk)
+	e.verify(t, ftk.AccessToken)
+
+	form = url.Values{"grant_type": {"refresh_token"}, "refresh_token": {ftk.RefreshToken}}
+	r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: form.Encode(),
+		ContentType: "application/x-www-form-urlencoded"})
+	if r.Status != http.StatusOK {
+		t.Errorf("form refresh grant: %d %s", r.Status, r.Body)
+	}
+	// Each login is its own session.
+	if n := e.count(t, `SELECT count(*) FROM sessions`); n != 3 {
+		t.Errorf("sessions = %d, want 3", n)
+	}
+}
+
+func TestRefreshRotates(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "r@example.com", "R")
+	r := e.refresh(t, tk.RefreshToken)
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", r.Status, r.Body)
+	}
+	var next tokens
+	r.JSON(t, &next)
+	if next.RefreshToken == tk.RefreshToken {
+		t.Error("refresh token not rotated")
+	}
+	a, b := claims(t, tk.AccessToken), claims(t, next.AccessToken)
+	if a["sid"] != b["sid"] || a["sub"] != b["sub"] || a["tid"] != b["tid"] || a["jti"] == b["jti"] {
+		t.Errorf("claims before %v after %v: want same sid/sub/tid, new jti", a, b)
+	}
+	e.verify(t, next.AccessToken)
+}
+
+// TestConcurrentRefreshOverHTTP: 20 clients refresh with one token at the
+// same moment; all get 200 and the same successor; nobody is logged out.
+func TestConcurrentRefreshOverHTTP(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "c@example.com", "C")
+	const n = 20
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		got   = make([]tokens, n)
+		codes = make([]int, n)
+	)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			r := e.refresh(t, tk.RefreshToken)
+			codes[i] = r.Status
+			_ = json.Unmarshal(r.Body, &got[i])
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if codes[i] != http.StatusOK {
+			t.Fatalf("refresh %d: status %d", i, codes[i])
+		}
+		if got[i].RefreshToken != got[0].RefreshToken {
+			t.Errorf("refresh %d got another successor", i)
+		}
+	}
+	if r := e.refresh(t, got[0].RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("successor refresh: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "b@example.com", "B")
+	huge := strings.Repeat("x", 1_000_000)
+
+	revoked := e.login(t, "b@example.com")
+	if r := e.Send(t, e.identityFor(t, revoked), http.MethodPost, "/api/v1/auth/logout", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Status, r.Body)
+	}
+	expired := e.login(t, "b@example.com")
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1`, sessions.Hash(expired.RefreshToken)); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name   string
+		path   string
+		body   any
+		ct     string
+		status int
+		code   string
+		noDB   bool // rejected before any query (and before any hashing)
+	}{
+		{"wrong password", "/api/v1/auth/token", map[string]string{"grant_type": "password", "email": "b@example.com", "password": "wrong password"}, "", 400, "invalid_grant", false},
+		{"unknown account", "/api/v1/auth/token", map[string]string{"grant_type": "password", "email": "nobody@example.com", "password": "wrong password"}, "", 400, "invalid_grant", false},
+		{"unknown grant_type", "/api/v1/auth/token", map[string]string{"grant_type": "client_credentials"}, "", 400, "unsupported_grant_type", true},
+		{"missing grant_type", "/api/v1/auth/token", map[string]string{"email": "b@example.com"}, "", 400, "invalid_request", true},
+		{"missing password", "/api/v1/auth/token", map[string]string{"grant_type": "password", "email": "b@example.com"}, "", 400, "invalid_request", true},
+		{"missing email", "/api/v1/auth/token", map[string]string{"grant_type": "password", "password": "x"}, "", 400, "invalid_request", true},
+		{"missing refresh_token", "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token"}, "", 400, "invalid_request", true},
+		{"1 MB password at login", "/api/v1/auth/token", map[string]string{"grant_type": "password", "email": "b@example.com", "password": huge}, "", 400, "invalid_request", true},
+		{"1 MB password at signup", "/api/v1/auth/signup", map[string]string{"email": "n@example.com", "password": huge, "tenant_name": "N"}, "", 422, "validation_failed", true},
+		{"bad tenant_id", "/api/v1/auth/token", map[string]string{"grant_type": "password", "email": "b@example.com", "password": pw, "tenant_id": "nope"}, "", 400, "invalid_request", true},
+		{"malformed refresh token", "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": "garbage"}, "", 400, "invalid_grant", true},
+		{"unknown refresh token", "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": strings.Repeat("A", 43)}, "", 400, "invalid_grant", false},
+		{"expired refresh token", "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": expired.RefreshToken}, "", 400, "invalid_grant", false},
+		{"revoked refresh token", "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": revoked.RefreshToken}, "", 400, "invalid_grant", false},
+		{"malformed JSON", "/api/v1/auth/token", `{"grant_type":`, "", 400, "malformed_json", true},
+		{"text/plain", "/api/v1/auth/token", "grant_type=password", "text/plain", 415, "unsupported_media_type", true},
+		{"signup missing fields", "/api/v1/auth/signup", map[string]string{}, "", 422, "validation_failed", true},
+		{"signup short password", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "short", "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"signup bad email", "/api/v1/auth/signup", map[string]string{"email": "not an email", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"signup unknown field", "/api/v1/auth/signup", map[string]any{"email": "s@example.com", "password": pw, "tenant_name": "S", "admin": true}, "", 400, "unknown_field", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: tt.path, Body: tt.body, ContentType: tt.ct})
+			if r.Status != tt.status {
+				t.Fatalf("status = %d, want %d; body %s", r.Status, tt.status, r.Body)
+			}
+			if p := r.Problem(t); p.Code != tt.code || p.Detail == "" && p.Title == "" {
+				t.Errorf("code = %q, want %q (detail %q)", p.Code, tt.code, p.Detail)
+			}
+			if tt.noDB && r.Stats.Queries != 0 {
+				t.Errorf("ran %d queries, want the request refused before any", r.Stats.Queries)
+			}
+		})
+	}
+	// Nothing was lost: the account still signs in, its first session works.
+	e.login(t, "b@example.com")
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("refresh after bad input: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestUnknownAccountLooksLikeWrongPassword(t *testing.T) {
+	e := start(t, cheap)
+	e.signup(t, "k@example.com", "K")
+	wrong := e.token(t, map[string]string{"grant_type": "password", "email": "k@example.com", "password": "nope nope"}).Problem(t)
+	unknown := e.token(t, map[string]string{"grant_type": "password", "email": "x@example.com", "password": "nope nope"}).Problem(t)
+	if wrong.Status != unknown.Status || wrong.Code != unknown.Code || wrong.Detail != unknown.Detail || wrong.Title != unknown.Title {
+		t.Errorf("wrong password %+v vs unknown account %+v", wrong, unknown)
+	}
+}
+
+func TestLockoutBackoff(t *testing.T) {
+	e := start(t, cheap)
+	e.signup(t, "l@example.com", "L")
+	bad := map[string]string{"grant_type": "password", "email": "l@example.com", "password": "wrong password"}
+	for i := range auth.DefaultLockout.Threshold {
+		if r := e.token(t, bad); r.Status != http.StatusBadRequest {
+			t.Fatalf("attempt %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	for _, body := range []map[string]string{bad, {"grant_type": "password", "email": "l@example.com", "password": pw}} {
+		r := e.token(t, body)
+		if r.Status != http.StatusTooManyRequests {
+			t.Fatalf("attempt while locked: %d %s", r.Status, r.Body)
+		}
+		if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 {
+			t.Errorf("Retry-After = %q, want a positive number of seconds", r.Header.Get("Retry-After"))
+		}
+		if p := r.Problem(t); p.Code != "too_many_requests" {
+			t.Errorf("code = %q", p.Code)
+		}
+	}
+	// The count lives in PostgreSQL, shared by every replica.
+	if n := e.count(t, `SELECT failed_logins FROM users WHERE email = 'l@example.com'`); n != auth.DefaultLockout.Threshold {
+		t.Errorf("failed_logins = %d, want %d", n, auth.DefaultLockout.Threshold)
+	}
+	// Once the lock has passed, the right password works and resets the count.
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET locked_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	e.login(t, "l@example.com")
+	if n := e.count(t, `SELECT failed_logins FROM users WHERE email = 'l@example.com'`); n != 0 {
+		t.Errorf("failed_logins after success = %d, want 0", n)
+	}
+}
+
+func TestLogoutLocal(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "o@example.com", "O")
+	other := e.login(t, "o@example.com")
+	id := e.identityFor(t, tk)
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout", Body: map[string]string{"scope": "local"}, As: id}); r.Status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Status, r.Body)
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("refresh of a logged-out session: %d", r.Status)
+	}
+	if r := e.refresh(t, other.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("the other session was affected: %d", r.Status)
+	}
+	// The projection lists the revoked session for the proxy.
+	r := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + id.UserID + "?tenant_id=" + id.TenantID, Service: true})
+	var p identity.Projection
+	r.JSON(t, &p)
+	if !p.SessionRevoked(id.SessionID) || p.TokenVersion != 0 {
+		t.Errorf("projection = %+v, want session %s revoked and tv 0", p, id.SessionID)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
+		t.Errorf("outbox rows = %d, want 1", n)
+	}
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=everywhere", As: e.identityFor(t, other)}); r.Status != http.StatusUnprocessableEntity {
+		t.Errorf("bad scope: %d", r.Status)
+	}
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout"}); r.Status != http.StatusUnauthorized {
+		t.Errorf("logout without identity: %d", r.Status)
+	}
+}
+
+func TestLogoutGlobal(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "g@example.com", "G")
+	other := e.login(t, "g@example.com")
+	id := e.identityFor(t, tk)
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=global", As: id}); r.Status != http.StatusNoContent {
+		t.Fatalf("logout global: %d %s", r.Status, r.Body)
+	}
+	for _, rt := range []string{tk.RefreshToken, other.RefreshToken} {
+		if r := e.refresh(t, rt); r.Status != http.StatusBadRequest {
+			t.Errorf("refresh after global logout: %d", r.Status)
+		}
+	}
+	if n := e.count(t, `SELECT token_version FROM users WHERE id = $1`, id.UserID); n != 1 {
+		t.Errorf("token_version = %d, want 1", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'logout_global'`, invalidation.UserSubject(id.UserID)); n != 1 {
+		t.Errorf("outbox rows = %d, want 1", n)
+	}
+	// A new login carries the new token version.
+	if c := claims(t, e.login(t, "g@example.com").AccessToken); c["tv"] != float64(1) {
+		t.Errorf("tv after global logout = %v, want 1", c["tv"])
+	}
+}
+
+func TestSwitchTenant(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "s@example.com", "First")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	stranger := e.SeedTenant(t, "Stranger")
+
+	r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": stranger.ID})
+	if r.Status != http.StatusForbidden {
+		t.Errorf("switch to a tenant without membership: %d %s", r.Status, r.Body)
+	}
+	r = e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID})
+	if r.Status != http.StatusOK {
+		t.Fatalf("switch: %d %s", r.Status, r.Body)
+	}
+	var sw tokens
+	r.JSON(t, &sw)
+	c := e.verify(t, sw.AccessToken)
+	if tid, _ := c.Get("tid"); tid != second.ID || sw.TenantID != second.ID {
+		t.Errorf("tid = %v, want %s", tid, second.ID)
+	}
+	if sid, _ := c.Get("sid"); sid != id.SessionID {
+		t.Errorf("sid = %v, want the same session %s", sid, id.SessionID)
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("pre-switch refresh token still works: %d", r.Status)
+	}
+	r = e.refresh(t, sw.RefreshToken)
+	var after tokens
+	r.JSON(t, &after)
+	if r.Status != http.StatusOK || after.TenantID != second.ID {
+		t.Errorf("refresh after switch: %d tenant %s, want %s", r.Status, after.TenantID, second.ID)
+	}
+	for _, body := range []any{map[string]string{"tenant_id": "x"}, map[string]string{}} {
+		if r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", body); r.Status != http.StatusUnprocessableEntity {
+			t.Errorf("switch %v: %d", body, r.Status)
+		}
+	}
+}
+
+func TestSessionsListAndRevoke(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "m@example.com", "M")
+	id := e.identityFor(t, tk)
+	var others []tokens
+	for range 3 {
+		others = append(others, e.login(t, "m@example.com"))
+	}
+	intruder := e.signup(t, "i@example.com", "I")
+
+	type list struct {
+		Data []struct {
+			ID      string `json:"id"`
+			Current bool   `json:"current"`
+		} `json:"data"`
+		NextCursor *string `json:"next_cursor"`
+	}
+	var all []string
+	current := 0
+	path := "/api/v1/users/me/sessions?limit=3"
+	for range 3 {
+		r := e.Get(t, id, path)
+		if r.Status != http.StatusOK {
+			t.Fatalf("list: %d %s", r.Status, r.Body)
+		}
+		var l list
+		r.JSON(t, &l)
+		for _, s := range l.Data {
+			all = append(all, s.ID)
+			if s.Current {
+				current++
+				if s.ID != id.SessionID {
+					t.Errorf("current = %s, want %s", s.ID, id.SessionID)
+				}
+			}
+		}
+		if l.NextCursor == nil {
+			break
+		}
+		path = "/api/v1/users/me/sessions?limit=3&cursor=" + url.QueryEscape(*l.NextCursor)
+	}
+	if len(all) != 4 || current != 1 {
+		t.Errorf("listed %d sessions (%d current), want 4 (1 current)", len(all), current)
+	}
+
+	victim := claims(t, others[0].AccessToken)["sid"].(string)
+	if r := e.Send(t, e.identityFor(t, intruder), http.MethodDelete, "/api/v1/users/me/sessions/"+victim, nil); r.Status != http.StatusNotFound {
+		t.Errorf("another user's session: %d", r.Status)
+	}
+	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/"+victim, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/"+victim, nil); r.Status != http.StatusNotFound {
+		t.Errorf("revoke twice: %d", r.Status)
+	}
+	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/not-a-uuid", nil); r.Status != http.StatusBadRequest {
+		t.Errorf("bad id: %d", r.Status)
+	}
+	if r := e.refresh(t, others[0].RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("refresh of a revoked session: %d", r.Status)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(id.UserID)); n != 1 {
+		t.Errorf("outbox rows = %d, want 1", n)
+	}
+	if r := e.Get(t, id, "/api/v1/users/me/sessions?cursor=%21%21"); r.Status != http.StatusBadRequest {
+		t.Errorf("bad cursor: %d", r.Status)
+	}
+	if r := e.Get(t, id, "/api/v1/users/me/sessions?limit=0"); r.Status != http.StatusBadRequest {
+		t.Errorf("bad limit: %d", r.Status)
+	}
+}
+
+func TestPasswordChange(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "p@example.com", "P")
+	other := e.login(t, "p@example.com")
+	id := e.identityFor(t, tk)
+	const newPW = "a brand new password"
+
+	r := e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": "wrong one", "new_password": newPW})
+	if r.Status != http.StatusForbidden {
+		t.Fatalf("wrong current password: %d %s", r.Status, r.Body)
+	}
+	r = e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "short"})
+	if r.Status != http.StatusUnprocessableEntity {
+		t.Errorf("short new password: %d", r.Status)
+	}
+	r = e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": strings.Repeat("y", 1_000_000)})
+	if r.Status != http.StatusUnprocessableEntity || r.Stats.Queries != 0 {
+		t.Errorf("1 MB new password: %d after %d queries, want 422 before any", r.Status, r.Stats.Queries)
+	}
+	r = e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": newPW})
+	if r.Status != http.StatusOK {
+		t.Fatalf("change: %d %s", r.Status, r.Body)
+	}
+	var fresh tokens
+	r.JSON(t, &fresh)
+	if c := claims(t, fresh.AccessToken); c["tv"] != float64(1) || c["sid"] != id.SessionID {
+		t.Errorf("fresh token claims = %v, want tv 1 and the same session", c)
+	}
+	if r := e.refresh(t, other.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("other session survived the password change: %d", r.Status)
+	}
+	if r := e.refresh(t, fresh.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("this session's new refresh token: %d", r.Status)
+	}
+	if r := e.token(t, map[string]string{"grant_type": "password", "email": "p@example.com", "password": pw}); r.Status != http.StatusBadRequest {
+		t.Errorf("old password still works: %d", r.Status)
+	}
+	if r := e.token(t, map[string]string{"grant_type": "password", "email": "p@example.com", "password": newPW}); r.Status != http.StatusOK {
+		t.Errorf("new password: %d %s", r.Status, r.Body)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'password_changed'`, invalidation.UserSubject(id.UserID)); n != 1 {
+		t.Errorf("outbox rows = %d, want 1", n)
+	}
+}
+
+// TestKeyRotationThroughJWKS: after a key is added, tokens of the old key
+// still verify with the served JWKS and new tokens use the new key; once
+// the old key is removed, its tokens stop verifying.
+func TestKeyRotationThroughJWKS(t *testing.T) {
+	e := start(t, cheap)
+	old := e.signup(t, "k@example.com", "K")
+	oldKid := e.ring.SigningKeyID()
+	newKid, err := keys.Generate(e.keyDir, keys.AlgEdDSA, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ring.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	e.verify(t, old.AccessToken)
+	fresh := e.login(t, "k@example.com")
+	msg, _ := jws.Parse([]byte(fresh.AccessToken))
+	if kid := msg.Signatures()[0].ProtectedHeaders().KeyID(); kid != newKid {
+		t.Errorf("new token kid = %s, want the newest key %s", kid, newKid)
+	}
+	if err := os.Remove(filepath.Join(e.keyDir, oldKid+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ring.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	set, err := jwk.Parse(e.Get(t, nil, auth.JWKSPath).Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwt.Parse([]byte(old.AccessToken), jwt.WithKeySet(set, jws.WithRequireKid(true))); err == nil {
+		t.Error("token of a removed key still verifies with the served JWKS")
+	}
+	e.verify(t, fresh.AccessToken)
+}

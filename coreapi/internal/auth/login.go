@@ -1,0 +1,138 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+)
+
+// Problems of the token endpoint. Codes follow RFC 6749 §5.2 error names.
+var (
+	errBadCredentials  = problem.New(400, "invalid_grant", "invalid email or password")
+	errPasswordTooLong = problem.New(400, "invalid_request", password.ErrTooLong.Error())
+)
+
+func tooManyAttempts(retryAfter int) *problem.Problem {
+	return problem.New(429, problem.CodeTooManyRequests,
+		"too many failed sign-in attempts; retry after "+strconv.Itoa(retryAfter)+" s")
+}
+
+// retryAfterError carries the Retry-After seconds of a 429.
+type retryAfterError struct {
+	*problem.Problem
+	seconds int
+}
+
+func (e *retryAfterError) Unwrap() error { return e.Problem }
+
+type account struct {
+	UserID       string
+	Hash         string
+	Status       string
+	TokenVersion int64
+	Failed       int
+	RetryAfter   int     // seconds the account is still locked, 0 if not
+	TenantID     *string // the membership the sign-in lands in
+}
+
+// passwordLogin checks email/password (with lockout) and returns the grant
+// subject and tenant; it does not create the session.
+func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID string) (account, error) {
+	const qAccount = `
+SELECT u.id::text, coalesce(u.password_hash, ''), u.status, u.token_version, u.failed_logins,
+       greatest(ceil(extract(epoch FROM u.locked_until - now())), 0)::int,
+       (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+        WHERE m.user_id = u.id AND m.status = 'active' AND t.status = 'active'
+          AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
+        ORDER BY m.created_at, m.tenant_id LIMIT 1)
+FROM users u
+WHERE lower(u.email) = lower($1)`
+	if len(pw) > password.MaxBytes {
+		return account{}, errPasswordTooLong
+	}
+	var tid *string
+	if tenantID != "" {
+		tid = &tenantID
+	}
+	var a account
+	err := s.pool.QueryRow(ctx, qAccount, email, tid).Scan(
+		&a.UserID, &a.Hash, &a.Status, &a.TokenVersion, &a.Failed, &a.RetryAfter, &a.TenantID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Same work and same answer as a wrong password.
+		if _, err := s.passwords.Verify(ctx, pw, ""); err != nil {
+			return account{}, err
+		}
+		return account{}, errBadCredentials
+	}
+	if err != nil {
+		return account{}, fmt.Errorf("load account: %w", err)
+	}
+	if a.RetryAfter > 0 {
+		return account{}, &retryAfterError{tooManyAttempts(a.RetryAfter), a.RetryAfter}
+	}
+	ok, err := s.passwords.Verify(ctx, pw, a.Hash)
+	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
+		return account{}, err
+	}
+	if !ok {
+		if err := s.recordFailure(ctx, a.UserID); err != nil {
+			return account{}, err
+		}
+		return account{}, errBadCredentials
+	}
+	if a.Failed > 0 {
+		if err := s.resetFailures(ctx, a.UserID); err != nil {
+			return account{}, err
+		}
+	}
+	if a.Status != "active" {
+		return account{}, problem.New(403, "user_disabled", "this account is disabled")
+	}
+	if a.TenantID == nil {
+		if tenantID != "" {
+			return account{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
+		}
+		return account{}, problem.New(403, "no_membership", "this account has no active membership in any tenant")
+	}
+	return a, nil
+}
+
+// recordFailure counts a failed attempt and, from the threshold on, locks
+// the account for an exponentially growing time. One statement: every
+// SET expression sees the row before the update, so concurrent failures
+// serialise on the row lock and each counts.
+func (s *Service) recordFailure(ctx context.Context, userID string) error {
+	const qFail = `
+WITH n AS (
+    SELECT id, CASE WHEN last_failed_login > now() - make_interval(secs => $2)
+                    THEN failed_logins + 1 ELSE 1 END AS v
+    FROM users WHERE id = $1 FOR UPDATE
+)
+UPDATE users u SET
+    failed_logins = n.v,
+    last_failed_login = now(),
+    locked_until = CASE WHEN n.v >= $3
+                        THEN now() + make_interval(secs => least($4 * power(2, n.v - $3), $5))
+                        ELSE u.locked_until END
+FROM n WHERE u.id = n.id`
+	l := s.lockout
+	_, err := s.pool.Exec(ctx, qFail, userID, l.Window.Seconds(), l.Threshold, l.Base.Seconds(), l.Max.Seconds())
+	if err != nil {
+		return fmt.Errorf("record failed login: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) resetFailures(ctx context.Context, userID string) error {
+	const qReset = `UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1`
+	if _, err := s.pool.Exec(ctx, qReset, userID); err != nil {
+		return fmt.Errorf("reset failed logins: %w", err)
+	}
+	return nil
+}
