@@ -2,22 +2,111 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 )
 
 // worker is a background loop run until ctx ends (e.g. the outbox relay).
 type worker func(ctx context.Context) error
+
+// Background intervals of the sign-in part.
+const (
+	keysReloadEvery   = 30 * time.Second // picks up keys rotated in the mounted Secret
+	sessionSweepEvery = 10 * time.Minute
+	natsDrainTimeout  = 5 * time.Second
+)
 
 // wireSignIn connects the sign-in part (routes, password hasher, error
 // mapping, outbox relay) to the server options. It is owned by the sign-in
 // code; the tenant API needs nothing from it.
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
 	reg prometheus.Registerer, opts *httpapi.Options) ([]worker, error) {
-	return nil, nil
+	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	log.Info("signing keys loaded", "kids", ring.KeyIDs(), "signing_kid", ring.SigningKeyID())
+	hasher := password.New(password.OWASP, 0)
+	opts.Passwords = hasher
+	store := sessions.New(pool, cfg.RefreshTokenTTL, cfg.RefreshReuseGrace)
+	svc, err := auth.New(auth.Options{
+		Logger: log, Pool: pool, Keys: ring, Passwords: hasher, Sessions: store,
+		Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, AccessTTL: cfg.AccessTokenTTL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	opts.Register = append(opts.Register, svc.Register)
+
+	relayWorker, err := startRelay(cfg, log, pool)
+	if err != nil {
+		return nil, err
+	}
+	workers := []worker{
+		relayWorker,
+		func(ctx context.Context) error { ring.Watch(ctx, keysReloadEvery, log); return nil },
+		// Revoked sessions must outlive the access-token TTL: the
+		// projection lists them so the proxy refuses their tokens.
+		func(ctx context.Context) error {
+			return svc.SweepSessions(ctx, sessionSweepEvery, cfg.AccessTokenTTL+24*time.Hour)
+		},
+	}
+	return workers, nil
+}
+
+// startRelay connects to NATS (retrying in the background, so coreapi
+// starts while NATS is down) and returns the outbox relay as a worker that
+// drains the connection when it stops.
+func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (worker, error) {
+	// The connect handlers may run before the relay exists.
+	var ready atomic.Pointer[outbox.Relay]
+	wake := func() {
+		if r := ready.Load(); r != nil {
+			r.Wake()
+		}
+	}
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("coreapi outbox relay"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.ConnectHandler(func(*nats.Conn) { log.Info("nats connected"); wake() }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected"); wake() }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	relay := outbox.NewRelay(pool, nc, log, outbox.RelayOptions{})
+	ready.Store(relay)
+	run := func(ctx context.Context) error {
+		err := relay.Run(ctx)
+		closed := make(chan struct{})
+		nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if nc.IsConnected() && nc.Drain() == nil {
+			select {
+			case <-closed:
+			case <-time.After(natsDrainTimeout):
+				nc.Close()
+			}
+		} else {
+			nc.Close()
+		}
+		return err
+	}
+	return run, nil
 }
