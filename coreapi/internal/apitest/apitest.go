@@ -44,6 +44,9 @@ type Options struct {
 	// Configure edits the server options before the server is built (add
 	// Register hooks, ErrorMappers, Passwords, MaxBodyBytes...).
 	Configure func(*httpapi.Options)
+	// ExecMode is the pgx exec mode of the server's pool (0: the default,
+	// cache_statement); the PgBouncer-friendly modes are tested with it.
+	ExecMode pgx.QueryExecMode
 	// AllowUndocumented skips OpenAPI validation of routes the document
 	// does not describe (instead of failing the test).
 	AllowUndocumented bool
@@ -70,7 +73,7 @@ func Start(t testing.TB, o Options) *Env {
 	t.Helper()
 	db := dbtest.New(t)
 	// A second pool with the query tracer: dbtest's pool is for seeding.
-	pool, err := pgtrace.NewPool(context.Background(), db.URL, pgtrace.PoolOptions{MaxConns: 8})
+	pool, err := pgtrace.NewPool(context.Background(), db.URL, pgtrace.PoolOptions{MaxConns: 8, ExecMode: o.ExecMode})
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}
@@ -90,8 +93,14 @@ func Start(t testing.TB, o Options) *Env {
 		allowUndoc: o.AllowUndocumented,
 		stats:      map[string]httpapi.RequestStats{},
 	}
+	logs := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
 	opts := httpapi.Options{
-		Logger:     slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Pool:       pool,
 		Signer:     signer,
 		CursorKey:  httpapi.DeriveCursorKey(key),
@@ -350,4 +359,22 @@ func (e *Env) IdentityOf(t testing.TB, userID, tenantID string) identity.Identit
 		t.Fatalf("identity of %s in %s: %v", userID, tenantID, err)
 	}
 	return identity.Identity{UserID: p.UserID, TenantID: p.TenantID, Roles: p.Roles, Permissions: p.Permissions}
+}
+
+// syncBuffer collects the server's log; it is printed when a test fails.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

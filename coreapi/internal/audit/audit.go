@@ -24,7 +24,7 @@ type Event struct {
 
 const qInsert = `
 INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
-VALUES ($1, NULLIF($2, '')::uuid, $3, $4, $5, $6, $7)`
+VALUES ($1, NULLIF($2, '')::uuid, $3, $4, $5, $6::jsonb, $7)`
 
 func args(e Event) ([]any, error) {
 	data := []byte("{}")
@@ -35,7 +35,9 @@ func args(e Event) ([]any, error) {
 		}
 		data = b
 	}
-	return []any{e.TenantID, e.ActorUserID, e.Action, e.TargetType, e.TargetID, data, e.RequestID}, nil
+	// A string, not []byte: in the exec and simple-protocol modes (PgBouncer)
+	// []byte would be sent as bytea.
+	return []any{e.TenantID, e.ActorUserID, e.Action, e.TargetType, e.TargetID, string(data), e.RequestID}, nil
 }
 
 // Write inserts e inside the caller's transaction.
