@@ -67,7 +67,7 @@ SELECT * FROM t`
 	if err != nil {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
-	rows, _ := tx.Query(ctx, q, name, defs)
+	rows, _ := tx.Query(ctx, q, name, string(defs)) // text, not bytea, in every exec mode
 	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Tenant])
 	if err != nil {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
