@@ -47,6 +47,8 @@ type Options struct {
 	// ExecMode is the pgx exec mode of the server's pool (0: the default,
 	// cache_statement); the PgBouncer-friendly modes are tested with it.
 	ExecMode pgx.QueryExecMode
+	// Coverage, if set, records the operations and statuses validated.
+	Coverage *Coverage
 	// AllowUndocumented skips OpenAPI validation of routes the document
 	// does not describe (instead of failing the test).
 	AllowUndocumented bool
@@ -62,6 +64,7 @@ type Env struct {
 	Client   *http.Client
 
 	validator  *openapi.Validator
+	coverage   *Coverage
 	allowUndoc bool
 	mu         sync.Mutex
 	stats      map[string]httpapi.RequestStats
@@ -91,6 +94,7 @@ func Start(t testing.TB, o Options) *Env {
 		Client:     &http.Client{Timeout: 30 * time.Second},
 		validator:  v,
 		allowUndoc: o.AllowUndocumented,
+		coverage:   o.Coverage,
 		stats:      map[string]httpapi.RequestStats{},
 	}
 	logs := &syncBuffer{}
@@ -249,7 +253,11 @@ func (e *Env) Do(t testing.TB, req Request) Response {
 	out.Stats = e.stats[rid]
 	e.mu.Unlock()
 
-	if err := e.validator.ValidateResponse(hr, raw, resp.StatusCode, resp.Header, rb); err != nil {
+	op, err := e.validator.ValidateResponse(hr, raw, resp.StatusCode, resp.Header, rb)
+	if err == nil && e.coverage != nil {
+		e.coverage.record(op, resp.StatusCode)
+	}
+	if err != nil {
 		if !((e.allowUndoc || req.Undocumented) && openapi.IsUndocumented(err)) {
 			t.Errorf("%s %s -> %d: response does not match the OpenAPI document: %v\nbody: %s",
 				req.Method, req.Path, resp.StatusCode, err, rb)
@@ -377,4 +385,41 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Coverage records which documented operations the tests exercised with a
+// response that matched the document, and with which statuses.
+type Coverage struct {
+	mu   sync.Mutex
+	seen map[string]map[int]bool
+}
+
+// NewCoverage returns an empty record.
+func NewCoverage() *Coverage { return &Coverage{seen: map[string]map[int]bool{}} }
+
+func (c *Coverage) record(op string, status int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen[op] == nil {
+		c.seen[op] = map[int]bool{}
+	}
+	c.seen[op][status] = true
+}
+
+// WithoutSuccess returns the operations among ops that no test saw answer
+// with a 2xx status.
+func (c *Coverage) WithoutSuccess(ops []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, op := range ops {
+		ok := false
+		for s := range c.seen[op] {
+			ok = ok || (s >= 200 && s < 300)
+		}
+		if !ok {
+			out = append(out, op)
+		}
+	}
+	return out
 }

@@ -73,7 +73,7 @@ func TestBadBodies(t *testing.T) {
 }
 
 func TestBodyTooLarge(t *testing.T) {
-	e := apitest.Start(t, apitest.Options{Configure: func(o *httpapi.Options) { o.MaxBodyBytes = 4096 }})
+	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) { o.MaxBodyBytes = 4096 }})
 	ten := e.SeedTenant(t, "Acme")
 	owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
 	big := `{"display_name": "` + strings.Repeat("x", 5000) + `"}`

@@ -18,7 +18,7 @@ import (
 // route (request id, access log, identity verification, permission check)
 // around a handler that does nothing, in process.
 func BenchmarkProtectedRoute(b *testing.B) {
-	e := apitest.Start(b, apitest.Options{Configure: func(o *httpapi.Options) {
+	e := start(b, apitest.Options{Configure: func(o *httpapi.Options) {
 		o.Register = append(o.Register, func(rt httpapi.Routes) {
 			rt.Protected.Get("/bench", httpapi.RequirePermission("users:read"), func(c *fiber.Ctx) error {
 				return c.SendStatus(fiber.StatusNoContent)
@@ -55,7 +55,7 @@ func BenchmarkProtectedRoute(b *testing.B) {
 // BenchmarkGetMe is GET /api/v1/users/me over loopback HTTP against
 // PostgreSQL: one signed request, one query.
 func BenchmarkGetMe(b *testing.B) {
-	e := apitest.Start(b, apitest.Options{})
+	e := start(b, apitest.Options{})
 	ten := e.SeedTenant(b, "Acme")
 	me := e.SeedUserIn(b, ten.ID, "me@acme.test", "admin")
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}

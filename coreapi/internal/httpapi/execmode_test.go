@@ -22,7 +22,7 @@ func TestExecModes(t *testing.T) {
 	}
 	for name, mode := range modes {
 		t.Run(name, func(t *testing.T) {
-			e := apitest.Start(t, apitest.Options{ExecMode: mode})
+			e := start(t, apitest.Options{ExecMode: mode})
 			ten := e.SeedTenant(t, "Acme")
 			owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
 			for _, email := range []string{"a@acme.test", "b@acme.test", "c@acme.test"} {

@@ -20,7 +20,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	e := apitest.Start(t, apitest.Options{})
+	e := start(t, apitest.Options{})
 	w := &world{e: e}
 	w.a = e.SeedTenant(t, "Acme").ID
 	w.b = e.SeedTenant(t, "Bravo").ID

@@ -17,7 +17,7 @@ var errTeapot = errors.New("teapot")
 // TestRegisterHook: routes added by another package get the same
 // middleware, identity and error handling as the built-in ones.
 func TestRegisterHook(t *testing.T) {
-	e := apitest.Start(t, apitest.Options{AllowUndocumented: true, Configure: func(o *httpapi.Options) {
+	e := start(t, apitest.Options{AllowUndocumented: true, Configure: func(o *httpapi.Options) {
 		o.ErrorMappers = append(o.ErrorMappers, func(err error) *problem.Problem {
 			if errors.Is(err, errTeapot) {
 				return problem.New(fiber.StatusTeapot, "teapot", "short and stout")
@@ -82,4 +82,18 @@ func TestRegisterHook(t *testing.T) {
 		t.Fatalf("cursor round trip = %d %s", r.Status, r.Body)
 	}
 	wantProblem(t, e.Get(t, nil, "/api/v1/x/cursor?cursor=x"+cur), 400, "invalid_cursor")
+}
+
+func TestOpenAPIServed(t *testing.T) {
+	e := start(t, apitest.Options{})
+	r := e.Get(t, nil, "/openapi.json")
+	wantStatus(t, r, 200)
+	var doc struct {
+		OpenAPI string         `json:"openapi"`
+		Paths   map[string]any `json:"paths"`
+	}
+	r.JSON(t, &doc)
+	if doc.OpenAPI != "3.1.0" || doc.Paths["/api/v1/users/{id}/roles/{role}"] == nil {
+		t.Fatalf("served document: openapi %q, %d paths", doc.OpenAPI, len(doc.Paths))
+	}
 }

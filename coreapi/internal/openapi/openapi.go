@@ -56,14 +56,16 @@ func IsUndocumented(err error) bool { return errors.Is(err, ErrUndocumented) }
 
 // ValidateResponse checks that the document describes req's route and that
 // the status, headers and body of the response match it. reqBody is the
-// body that was sent (req.Body may already be consumed).
-func (v *Validator) ValidateResponse(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) error {
+// body that was sent (req.Body may already be consumed). It returns the
+// operation id of the route when the route was found.
+func (v *Validator) ValidateResponse(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) (string, error) {
 	r := req.Clone(context.Background())
 	r.Body = io.NopCloser(bytes.NewReader(reqBody))
 	route, params, err := v.router.FindRoute(r)
 	if err != nil {
-		return fmt.Errorf("%w: %s %s: %v", ErrUndocumented, req.Method, req.URL.Path, err)
+		return "", fmt.Errorf("%w: %s %s: %v", ErrUndocumented, req.Method, req.URL.Path, err)
 	}
+	op := route.Operation.OperationID
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{
 			Request: r, PathParams: params, Route: route,
@@ -76,8 +78,16 @@ func (v *Validator) ValidateResponse(req *http.Request, reqBody []byte, status i
 			MultiError:            true,
 		},
 	}
-	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		return err
+	return op, openapi3filter.ValidateResponse(context.Background(), in)
+}
+
+// Operations returns every operation id in the document.
+func (v *Validator) Operations() []string {
+	var out []string
+	for _, item := range v.doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			out = append(out, op.OperationID)
+		}
 	}
-	return nil
+	return out
 }

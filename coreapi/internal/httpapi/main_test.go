@@ -1,0 +1,53 @@
+package httpapi_test
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
+)
+
+// coverage collects, across the package's tests, which documented
+// operations answered with a response matching the OpenAPI document.
+var coverage = apitest.NewCoverage()
+
+func start(t testing.TB, o apitest.Options) *apitest.Env {
+	t.Helper()
+	o.Coverage = coverage
+	return apitest.Start(t, o)
+}
+
+// signInOperations are documented here but served by the sign-in routes,
+// which have their own tests.
+var signInOperations = []string{"getJWKS", "signup", "token", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback"}
+
+// TestMain fails the run when a full run of the tests leaves an operation
+// of the tenant API without a successful, document-conforming response.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if code != 0 || flag.Lookup("test.run").Value.String() != "" || testing.Short() {
+		os.Exit(code)
+	}
+	v, err := openapi.NewValidator()
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	var ops []string
+	for _, op := range v.Operations() {
+		if !slices.Contains(signInOperations, op) {
+			ops = append(ops, op)
+		}
+	}
+	if missing := coverage.WithoutSuccess(ops); len(missing) > 0 {
+		slices.Sort(missing)
+		fmt.Printf("FAIL: documented operations never validated with a 2xx response: %v\n", missing)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
