@@ -1,0 +1,183 @@
+package oauth_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+)
+
+// fakeIDP is a minimal OpenID Connect provider on loopback: discovery,
+// an authorization endpoint that approves at once (as the configured user)
+// and redirects back, a token endpoint that checks the client, the
+// redirect_uri and PKCE, and a JWKS.
+type fakeIDP struct {
+	t        testing.TB
+	URL      string
+	clientID string
+	secret   string
+	key      jwk.Key
+	pub      jwk.Set
+
+	mu    sync.Mutex
+	codes map[string]grant
+	// What the next approval says about the user.
+	Subject, Email, Name string
+	Verified             bool
+	// NonceOverride, when set, replaces the nonce in issued ID tokens.
+	NonceOverride string
+	Exchanges     int
+}
+
+type grant struct {
+	nonce, challenge, redirect, subject, email, name string
+	verified                                         bool
+}
+
+func newFakeIDP(t testing.TB) *fakeIDP {
+	t.Helper()
+	raw, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := jwk.FromRaw(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = key.Set(jwk.KeyIDKey, "idp-key")
+	_ = key.Set(jwk.AlgorithmKey, jwa.RS256)
+	pubKey, _ := jwk.PublicKeyOf(key)
+	pub := jwk.NewSet()
+	_ = pub.AddKey(pubKey)
+	f := &fakeIDP{t: t, clientID: "tollgate-client", secret: "s3cret", key: key, pub: pub, codes: map[string]grant{},
+		Subject: "idp-user-1", Email: "oidc@example.com", Name: "Oidc User", Verified: true}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.URL = "http://" + ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", f.discovery)
+	mux.HandleFunc("GET /authorize", f.authorize)
+	mux.HandleFunc("POST /token", f.token)
+	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(f.pub)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return f
+}
+
+func (f *fakeIDP) discovery(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"issuer":                                f.URL,
+		"authorization_endpoint":                f.URL + "/authorize",
+		"token_endpoint":                        f.URL + "/token",
+		"jwks_uri":                              f.URL + "/jwks",
+		"response_types_supported":              []string{"code"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+		"code_challenge_methods_supported":      []string{"S256"},
+	})
+}
+
+func (f *fakeIDP) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("client_id") != f.clientID || q.Get("response_type") != "code" || q.Get("code_challenge_method") != "S256" {
+		http.Error(w, "bad authorization request", http.StatusBadRequest)
+		return
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	code := base64.RawURLEncoding.EncodeToString(b[:])
+	f.mu.Lock()
+	f.codes[code] = grant{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"),
+		subject: f.Subject, email: f.Email, name: f.Name, verified: f.Verified}
+	f.mu.Unlock()
+	back, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil {
+		http.Error(w, "bad redirect_uri", http.StatusBadRequest)
+		return
+	}
+	bq := back.Query()
+	bq.Set("code", code)
+	bq.Set("state", q.Get("state"))
+	back.RawQuery = bq.Encode()
+	http.Redirect(w, r, back.String(), http.StatusFound)
+}
+
+func (f *fakeIDP) tokenError(w http.ResponseWriter, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code})
+}
+
+func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		f.tokenError(w, "invalid_request")
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if id != f.clientID || secret != f.secret {
+		f.tokenError(w, "invalid_client")
+		return
+	}
+	code := r.PostForm.Get("code")
+	f.mu.Lock()
+	g, found := f.codes[code]
+	delete(f.codes, code) // single use
+	f.Exchanges++
+	override := f.NonceOverride
+	f.mu.Unlock()
+	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+	switch {
+	case r.PostForm.Get("grant_type") != "authorization_code" || !found:
+		f.tokenError(w, "invalid_grant")
+		return
+	case base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge:
+		f.tokenError(w, "invalid_grant") // PKCE failed
+		return
+	case r.PostForm.Get("redirect_uri") != g.redirect:
+		f.tokenError(w, "invalid_grant")
+		return
+	}
+	nonce := g.nonce
+	if override != "" {
+		nonce = override
+	}
+	now := time.Now()
+	tok, err := jwt.NewBuilder().Issuer(f.URL).Audience([]string{f.clientID}).Subject(g.subject).
+		IssuedAt(now).Expiration(now.Add(5*time.Minute)).
+		Claim("nonce", nonce).Claim("email", g.email).Claim("email_verified", g.verified).Claim("name", g.name).Build()
+	if err != nil {
+		f.t.Errorf("fake idp: %v", err)
+		return
+	}
+	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.key))
+	if err != nil {
+		f.t.Errorf("fake idp: %v", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"access_token": "idp-access", "token_type": "Bearer", "expires_in": 300, "id_token": string(signed),
+	})
+}

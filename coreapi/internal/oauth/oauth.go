@@ -1,0 +1,467 @@
+// Package oauth signs users in through generic OpenID Connect providers
+// (authorization code flow with PKCE S256 and a nonce).
+//
+// The flow's state lives in PostgreSQL (oauth_states), not in memory: a
+// flow started on one coreapi replica finishes on any other. Only the
+// SHA-256 of the state value is stored; the row expires after 10 minutes,
+// is consumed once with DELETE … RETURNING, and expired rows are swept.
+// A provider subject is linked to a user through the identities table.
+package oauth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/oauth2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// StateTTL is how long a started sign-in may take.
+const StateTTL = 10 * time.Minute
+
+// Options configure a Service.
+type Options struct {
+	Logger    *slog.Logger
+	Pool      *pgxpool.Pool
+	Providers []config.OIDCProvider
+	Auth      *auth.Service
+	Sessions  *sessions.Store
+	// HTTPClient talks to the providers; nil means a client with a 10 s
+	// timeout.
+	HTTPClient *http.Client
+}
+
+// Service serves the authorize and callback routes.
+type Service struct {
+	log       *slog.Logger
+	pool      *pgxpool.Pool
+	auth      *auth.Service
+	sessions  *sessions.Store
+	client    *http.Client
+	providers map[string]*provider
+}
+
+// provider is one configured OIDC provider. Discovery runs on first use
+// (and again after a failure), so coreapi starts while a provider is down.
+type provider struct {
+	cfg config.OIDCProvider
+
+	mu       sync.Mutex
+	oauth    *oauth2.Config
+	verifier *oidc.IDTokenVerifier
+}
+
+// New returns a Service for the configured providers.
+func New(o Options) (*Service, error) {
+	if o.Logger == nil || o.Pool == nil || o.Auth == nil || o.Sessions == nil {
+		return nil, errors.New("oauth: Logger, Pool, Auth and Sessions are required")
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: o.HTTPClient,
+		providers: make(map[string]*provider, len(o.Providers))}
+	for _, p := range o.Providers {
+		s.providers[p.Name] = &provider{cfg: p}
+	}
+	return s, nil
+}
+
+// discover returns the provider's OAuth2 config and ID token verifier.
+func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.oauth != nil {
+		return p.oauth, p.verifier, nil
+	}
+	// Not the request context: the provider keeps this context to fetch
+	// its signing keys later.
+	ctx := oidc.ClientContext(context.Background(), s.client)
+	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
+	}
+	scopes := p.cfg.Scopes
+	if !contains(scopes, oidc.ScopeOpenID) {
+		scopes = append([]string{oidc.ScopeOpenID}, scopes...)
+	}
+	p.oauth = &oauth2.Config{
+		ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret,
+		Endpoint: op.Endpoint(), RedirectURL: p.cfg.RedirectURL, Scopes: scopes,
+	}
+	p.verifier = op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
+	return p.oauth, p.verifier, nil
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Register adds the OAuth routes (an httpapi.Options.Register hook).
+func (s *Service) Register(rt httpapi.Routes) {
+	rt.Public.Get("/auth/oauth/:provider/authorize", s.authorize)
+	rt.Public.Get("/auth/oauth/:provider/callback", s.callback)
+}
+
+func (s *Service) lookup(c *fiber.Ctx) (*provider, error) {
+	p, ok := s.providers[c.Params("provider")]
+	if !ok {
+		return nil, problem.New(fiber.StatusNotFound, "unknown_provider", "no such sign-in provider")
+	}
+	return p, nil
+}
+
+func random() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+func hashState(state string) []byte {
+	h := sha256.Sum256([]byte(state))
+	return h[:]
+}
+
+var errDiscovery = problem.New(fiber.StatusBadGateway, "provider_unavailable", "the sign-in provider cannot be reached")
+
+func (s *Service) authorize(c *fiber.Ctx) error {
+	p, err := s.lookup(c)
+	if err != nil {
+		return err
+	}
+	var tenantID *string
+	if v := c.Query("tenant_id"); v != "" {
+		if !validUUID(v) {
+			return problem.New(fiber.StatusBadRequest, "invalid_request", "tenant_id must be a UUID")
+		}
+		t := strings.Clone(v)
+		tenantID = &t
+	}
+	oc, _, err := s.discover(p)
+	if err != nil {
+		s.log.Warn("oidc discovery", "provider", p.cfg.Name, "err", err)
+		return errDiscovery
+	}
+	state, err := random()
+	if err != nil {
+		return err
+	}
+	nonce, err := random()
+	if err != nil {
+		return err
+	}
+	verifier := oauth2.GenerateVerifier()
+	const q = `
+INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))`
+	if _, err := s.pool.Exec(c.UserContext(), q, hashState(state), p.cfg.Name, verifier, nonce,
+		oc.RedirectURL, tenantID, StateTTL.Seconds()); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
+			return problem.New(fiber.StatusBadRequest, "invalid_request", "unknown tenant_id")
+		}
+		return fmt.Errorf("store oauth state: %w", err)
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Redirect(oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), fiber.StatusFound)
+}
+
+func validUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if r != '-' {
+				return false
+			}
+		case (r < '0' || r > '9') && (r < 'a' || r > 'f') && (r < 'A' || r > 'F'):
+			return false
+		}
+	}
+	return true
+}
+
+type flow struct {
+	Verifier    string
+	Nonce       string
+	RedirectURI string
+	TenantID    *string
+	Live        bool
+}
+
+var (
+	errBadState     = problem.New(fiber.StatusBadRequest, "invalid_state", "unknown or already used sign-in state; start again")
+	errExpiredState = problem.New(fiber.StatusBadRequest, "expired_state", "the sign-in took too long; start again")
+)
+
+// consume deletes the state row and returns it: a state works once.
+func (s *Service) consume(ctx context.Context, providerName, state string) (flow, error) {
+	const q = `
+DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2
+RETURNING code_verifier, nonce, redirect_uri, tenant_id::text, expires_at > now()`
+	var f flow
+	err := s.pool.QueryRow(ctx, q, hashState(state), providerName).Scan(&f.Verifier, &f.Nonce, &f.RedirectURI, &f.TenantID, &f.Live)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return flow{}, errBadState
+	}
+	if err != nil {
+		return flow{}, fmt.Errorf("consume oauth state: %w", err)
+	}
+	if !f.Live {
+		return flow{}, errExpiredState
+	}
+	return f, nil
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (s *Service) callback(c *fiber.Ctx) error {
+	p, err := s.lookup(c)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	ctx := c.UserContext()
+	state := strings.Clone(c.Query("state"))
+	if state == "" || len(state) > 512 {
+		return problem.New(fiber.StatusBadRequest, "invalid_request", "state is required")
+	}
+	if perr := c.Query("error"); perr != "" {
+		// The provider ended the flow (user denied, ...): the state is
+		// spent either way.
+		if _, err := s.consume(ctx, p.cfg.Name, state); err != nil && !isProblem(err) {
+			return err
+		}
+		detail := "the provider refused the sign-in: " + clip(strings.Clone(perr), 100)
+		if d := c.Query("error_description"); d != "" {
+			detail += " (" + clip(strings.Clone(d), 200) + ")"
+		}
+		return problem.New(fiber.StatusBadRequest, "provider_error", detail)
+	}
+	code := strings.Clone(c.Query("code"))
+	if code == "" {
+		return problem.New(fiber.StatusBadRequest, "invalid_request", "code is required")
+	}
+	f, err := s.consume(ctx, p.cfg.Name, state)
+	if err != nil {
+		return err
+	}
+	oc, verifier, err := s.discover(p)
+	if err != nil {
+		s.log.Warn("oidc discovery", "provider", p.cfg.Name, "err", err)
+		return errDiscovery
+	}
+	octx := context.WithValue(oidc.ClientContext(ctx, s.client), oauth2.HTTPClient, s.client)
+	tok, err := oc.Exchange(octx, code, oauth2.VerifierOption(f.Verifier), oauth2.SetAuthURLParam("redirect_uri", f.RedirectURI))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+			return problem.New(fiber.StatusBadRequest, "invalid_code", "the provider rejected the authorization code")
+		}
+		s.log.Warn("oidc code exchange", "provider", p.cfg.Name, "err", err)
+		return problem.New(fiber.StatusBadGateway, "provider_error", "the code exchange with the provider failed")
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the provider returned no ID token")
+	}
+	idt, err := verifier.Verify(octx, raw)
+	if err != nil {
+		s.log.Warn("oidc id token", "provider", p.cfg.Name, "err", err)
+		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the provider's ID token did not verify")
+	}
+	if idt.Nonce != f.Nonce {
+		return problem.New(fiber.StatusBadRequest, "nonce_mismatch", "the ID token was not issued for this sign-in")
+	}
+	var cl struct {
+		Email         string `json:"email"`
+		EmailVerified *bool  `json:"email_verified"`
+		Name          string `json:"name"`
+	}
+	if err := idt.Claims(&cl); err != nil {
+		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the ID token's claims are malformed")
+	}
+	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
+	ip := strings.Clone(c.IP())
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	in := signIn{Provider: p.cfg.Name, Subject: idt.Subject, Email: strings.TrimSpace(cl.Email),
+		Verified: cl.EmailVerified != nil && *cl.EmailVerified, Name: cl.Name,
+		TenantID: f.TenantID, UserAgent: ua, IP: ip, RequestID: rid}
+	g, err := s.signIn(ctx, in)
+	if err != nil {
+		return err
+	}
+	resp, err := s.auth.Issue(g)
+	if err != nil {
+		return err
+	}
+	return c.JSON(resp)
+}
+
+func isProblem(err error) bool {
+	var p *problem.Problem
+	return errors.As(err, &p)
+}
+
+type signIn struct {
+	Provider, Subject, Email, Name string
+	Verified                       bool
+	TenantID                       *string
+	UserAgent, IP, RequestID       string
+}
+
+// signIn finds or creates the user of a verified provider identity, picks
+// the tenant and opens a session, in one transaction.
+func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
+	const (
+		qIdentity = `SELECT user_id::text FROM identities WHERE provider = $1 AND subject = $2`
+		qByEmail  = `SELECT id::text FROM users WHERE lower(email) = lower($1)`
+		qLink     = `INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, $2, $3, NULLIF($4, ''))`
+		qTenant   = `
+SELECT m.tenant_id::text, u.status, u.token_version
+FROM users u
+JOIN memberships m ON m.user_id = u.id AND m.status = 'active'
+JOIN tenants t ON t.id = m.tenant_id AND t.status = 'active'
+WHERE u.id = $1 AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
+ORDER BY m.created_at, m.tenant_id
+LIMIT 1`
+	)
+	var g auth.Grant
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, qIdentity, in.Provider, in.Subject).Scan(&g.UserID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			if in.Email == "" || !in.Verified {
+				return problem.New(fiber.StatusForbidden, "email_not_verified",
+					"the provider did not vouch for an email address; this account cannot be created or linked")
+			}
+			err = tx.QueryRow(ctx, qByEmail, in.Email).Scan(&g.UserID)
+			if errors.Is(err, pgx.ErrNoRows) {
+				if g.UserID, err = s.createAccount(ctx, tx, in); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return fmt.Errorf("find user by email: %w", err)
+			}
+			if _, err := tx.Exec(ctx, qLink, g.UserID, in.Provider, in.Subject, in.Email); err != nil {
+				return fmt.Errorf("link identity: %w", err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("find identity: %w", err)
+		}
+		var status string
+		err = tx.QueryRow(ctx, qTenant, g.UserID, in.TenantID).Scan(&g.TenantID, &status, &g.TokenVersion)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return problem.New(fiber.StatusForbidden, "no_membership", "no active membership in the requested tenant")
+		}
+		if err != nil {
+			return fmt.Errorf("pick tenant: %w", err)
+		}
+		if status != "active" {
+			return problem.New(fiber.StatusForbidden, "user_disabled", "this account is disabled")
+		}
+		issued, err := s.sessions.Create(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP)
+		if err != nil {
+			return err
+		}
+		g.SessionID, g.RefreshToken = issued.SessionID, issued.RefreshToken
+		return nil
+	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		// A concurrent first sign-in of the same identity or email won.
+		return auth.Grant{}, problem.New(fiber.StatusConflict, problem.CodeConflict, "a concurrent sign-in created this account; try again")
+	}
+	if err != nil {
+		return auth.Grant{}, err
+	}
+	return g, nil
+}
+
+// createAccount creates a user (without a password) and a personal tenant
+// it owns, like a signup.
+func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
+	const qNewUser = `INSERT INTO users (email, display_name) VALUES ($1, $2) RETURNING id::text`
+	name := clip(strings.TrimSpace(in.Name), 200)
+	var uid string
+	if err := tx.QueryRow(ctx, qNewUser, clip(in.Email, 320), name).Scan(&uid); err != nil {
+		return "", fmt.Errorf("create user: %w", err)
+	}
+	tenantName := name
+	if tenantName == "" {
+		tenantName = in.Email
+	}
+	t, err := tenants.Create(ctx, tx, clip(tenantName, 200))
+	if err != nil {
+		return "", err
+	}
+	if err := tenants.AddMember(ctx, tx, t.ID, uid, roles.Owner); err != nil {
+		return "", err
+	}
+	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: uid, Action: "tenant.created",
+		TargetType: "tenant", TargetID: t.ID, Data: map[string]string{"via": "oauth:" + in.Provider}, RequestID: in.RequestID})
+	return uid, err
+}
+
+// Sweep deletes expired states.
+func (s *Service) Sweep(ctx context.Context) (int64, error) {
+	const q = `DELETE FROM oauth_states WHERE expires_at < now()`
+	tag, err := s.pool.Exec(ctx, q)
+	if err != nil {
+		return 0, fmt.Errorf("sweep oauth states: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// RunSweeper sweeps expired states every interval until ctx ends.
+func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweep oauth states", "err", err)
+		} else if n > 0 {
+			s.log.Debug("swept oauth states", "rows", n)
+		}
+	}
+}
