@@ -582,3 +582,31 @@ func TestResponseStreamed(t *testing.T) {
 		t.Fatalf("rest = %d bytes, %v; want %d", len(rest), err, testenv.StreamChunk)
 	}
 }
+
+// A projection coreapi should never send (another user's, or list values
+// that would make the signed headers ambiguous) is refused with 502.
+func TestBadProjectionRefused(t *testing.T) {
+	e := start(t, envOpt{})
+	tests := []struct {
+		name string
+		mod  func(p *identity.Projection)
+	}{
+		{"comma in a role", func(p *identity.Projection) { p.Roles = []string{"a,owner"} }},
+		{"newline in a permission", func(p *identity.Projection) { p.Permissions = []string{"users:read\nx"} }},
+		{"empty role", func(p *identity.Projection) { p.Roles = []string{""} }},
+		{"other tenant", func(p *identity.Projection) { p.TenantID = "other" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			p := defaultProjection()
+			tt.mod(&p)
+			// Served under the requested key whatever the body says.
+			e.core.SetProjectionAt(userID, tenantID, p)
+			e.publishAndWait("auth.invalidate.all")
+			e.wantProblem(e.do("GET", "/api/v1/users/me", e.token(nil), nil), 502, problem.CodeUpstreamDown)
+			e.wantNothingForwarded()
+		})
+	}
+}

@@ -10,8 +10,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -142,7 +144,7 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		st.reqID = hex.AppendEncode(st.reqID[:0], b[:])
 	}
 	c.Locals(stateKey, st)
-	err := c.Next()
+	err := s.next(c)
 	if err != nil {
 		s.render(c, st, err)
 	}
@@ -169,6 +171,19 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	c.Locals(stateKey, nil)
 	s.pool.Put(st)
 	return nil
+}
+
+// next runs the rest of the chain, turning a panic into a 500 so that one
+// bad request cannot take the sidecar down.
+func (s *Server) next(c *fiber.Ctx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.d.Log.Error("panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.Response().Reset()
+			err = errPanic
+		}
+	}()
+	return c.Next()
 }
 
 func (s *Server) hygiene(c *fiber.Ctx) error {
@@ -362,6 +377,7 @@ type httpError struct {
 func (e *httpError) Error() string { return e.code + ": " + e.detail }
 
 var (
+	errPanic    = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
 	errNotFound = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
 	errNoToken  = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
 		wwwAuth: `Bearer realm="tollgate"`}

@@ -235,6 +235,13 @@ func (c *Core) SetProjection(p identity.Projection) {
 	c.mu.Unlock()
 }
 
+// SetProjectionAt serves p for (user, tenant), whatever p says.
+func (c *Core) SetProjectionAt(user, tenant string, p identity.Projection) {
+	c.mu.Lock()
+	c.projections[user+"/"+tenant] = &p
+	c.mu.Unlock()
+}
+
 // DeleteProjection removes a membership.
 func (c *Core) DeleteProjection(user, tenant string) {
 	c.mu.Lock()
