@@ -12,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 // allPermissions is what the built-in owner role grants.
@@ -62,7 +66,11 @@ func TestSignupTokenAndMeThroughEitherProxy(t *testing.T) {
 		unknown := call(t, "POST", sys.proxyA.url("/api/v1/auth/token"), "", map[string]string{
 			"grant_type": "password", "email": "nobody-" + randToken(4) + "@example.com", "password": "not the password",
 		})
-		pw, pu := expectProblem(t, wrong, http.StatusUnauthorized), expectProblem(t, unknown, http.StatusUnauthorized)
+		// RFC 6749 5.2: a bad resource-owner credential is invalid_grant, 400.
+		pw, pu := expectProblem(t, wrong, http.StatusBadRequest), expectProblem(t, unknown, http.StatusBadRequest)
+		if pw.Code != "invalid_grant" {
+			t.Errorf("wrong password: code %q, want invalid_grant", pw.Code)
+		}
 		if pw.Code != pu.Code || pw.Detail != pu.Detail {
 			t.Errorf("wrong password answers %q/%q, unknown account %q/%q: want the same answer", pw.Code, pw.Detail, pu.Code, pu.Detail)
 		}
@@ -79,7 +87,8 @@ func TestSignupTokenAndMeThroughEitherProxy(t *testing.T) {
 			{"no token", "GET", "/api/v1/users/me", "", nil, http.StatusUnauthorized},
 			{"garbage token", "GET", "/api/v1/users/me", "not.a.jwt", nil, http.StatusUnauthorized},
 			{"signup with malformed JSON", "POST", "/api/v1/auth/signup", "", `{"email":`, http.StatusBadRequest},
-			{"signup without password", "POST", "/api/v1/auth/signup", "", map[string]string{"email": "x-" + randToken(4) + "@example.com", "tenant_name": "X"}, http.StatusBadRequest},
+			{"signup without password", "POST", "/api/v1/auth/signup", "", map[string]string{"email": "x-" + randToken(4) + "@example.com", "tenant_name": "X"}, http.StatusUnprocessableEntity},
+			{"signup with a bad email", "POST", "/api/v1/auth/signup", "", map[string]string{"email": "not-an-email", "password": testPassword, "tenant_name": "X"}, http.StatusUnprocessableEntity},
 			{"unknown grant type", "POST", "/api/v1/auth/token", "", map[string]string{"grant_type": "magic"}, http.StatusBadRequest},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -124,7 +133,24 @@ func TestRoleRevokeReachesOtherProxy(t *testing.T) {
 	// GET /users needs users:read, which the admin role grants and member does not.
 	probeB := sys.proxyB.url("/api/v1/users?limit=1")
 
-	var lat []time.Duration
+	// The suite also listens on NATS, to tell the relay's share of the
+	// latency (commit → event) from the proxy's (event → 403).
+	nc, err := nats.Connect(sys.natsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	events := make(chan time.Time, 64)
+	sub, err := nc.Subscribe(invalidation.UserSubject(m.UserID), func(*nats.Msg) { events <- time.Now() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	var lat, evLat []time.Duration
 	for i := range trials {
 		if i > 0 {
 			r := call(t, "PUT", roleURL, owner.Tokens.AccessToken, nil)
@@ -136,7 +162,11 @@ func TestRoleRevokeReachesOtherProxy(t *testing.T) {
 		// A second request, so that proxy B serves it from its caches.
 		expect(t, call(t, "GET", probeB, m.Tokens.AccessToken, nil), http.StatusOK)
 
+		for len(events) > 0 { // the grant's event
+			<-events
+		}
 		r := call(t, "DELETE", roleURL, owner.Tokens.AccessToken, nil)
+		revoked := time.Now()
 		if r.Status/100 != 2 {
 			t.Fatalf("trial %d: revoke admin: %s", i, r)
 		}
@@ -148,7 +178,15 @@ func TestRoleRevokeReachesOtherProxy(t *testing.T) {
 			expectProblem(t, got, http.StatusForbidden)
 		}
 		lat = append(lat, d)
+		select {
+		case at := <-events:
+			evLat = append(evLat, at.Sub(revoked))
+		case <-time.After(propagation):
+			t.Fatalf("trial %d: no event on %s after the revoke", i, invalidation.UserSubject(m.UserID))
+		}
 	}
+	slices.Sort(evLat)
+	t.Logf("revoke 2xx → event on NATS (negative: before the 2xx reached the client): p50 %v max %v", evLat[len(evLat)/2], evLat[len(evLat)-1])
 	slices.Sort(lat)
 	p50, p90, worst := lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)-1]
 	t.Logf("revocation through A → 403 at proxy B, %d trials: min %v p50 %v p90 %v max %v", trials, lat[0], p50, p90, worst)
