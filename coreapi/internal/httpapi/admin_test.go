@@ -15,6 +15,7 @@ import (
 )
 
 func TestAdminReadiness(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	pool, err := pgxpool.New(context.Background(), db.URL)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 )
 
 func TestBadBodies(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	type tc struct {
 		name        string
@@ -73,6 +74,7 @@ func TestBadBodies(t *testing.T) {
 }
 
 func TestBodyTooLarge(t *testing.T) {
+	t.Parallel()
 	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) { o.MaxBodyBytes = 4096 }})
 	ten := e.SeedTenant(t, "Acme")
 	owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
@@ -89,6 +91,7 @@ func TestBodyTooLarge(t *testing.T) {
 }
 
 func TestUnknownRouteAndMethod(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	e := w.e
 	wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/nope", As: &w.owner, Undocumented: true}), 404, "not_found")

@@ -6,6 +6,7 @@ import (
 )
 
 func TestCursorRoundTripAndBinding(t *testing.T) {
+	t.Parallel()
 	cc := cursorCodec{key: DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef"))}
 	type key struct {
 		T  int64  `json:"t"`

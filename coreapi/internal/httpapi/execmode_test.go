@@ -13,6 +13,7 @@ import (
 // PgBouncer-friendly modes (no server-side prepared statements) work with
 // every query's parameter types.
 func TestExecModes(t *testing.T) {
+	t.Parallel()
 	modes := map[string]pgx.QueryExecMode{
 		"cache_statement": pgx.QueryExecModeCacheStatement,
 		"cache_describe":  pgx.QueryExecModeCacheDescribe,

@@ -11,6 +11,7 @@ import (
 )
 
 func TestIdentityRejected(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	e := w.e
 	other, err := identity.NewSigner([]byte("another-key-of-enough-length-0123456789"), 0)
@@ -66,6 +67,7 @@ func TestIdentityRejected(t *testing.T) {
 }
 
 func TestInternalProjectionAuth(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	path := identity.ProjectionPath + "/" + w.member.UserID + "?tenant_id=" + w.a
 	t.Run("service signature", func(t *testing.T) {
@@ -87,6 +89,7 @@ func TestInternalProjectionAuth(t *testing.T) {
 }
 
 func TestPermissions(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	uid := w.owner.UserID
 	tests := []struct {

@@ -9,6 +9,7 @@ import (
 )
 
 func TestProjection(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	uid := w.admin.UserID

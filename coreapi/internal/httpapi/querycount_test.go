@@ -12,6 +12,7 @@ import (
 // TestReadsAreOneQuery: every read endpoint makes exactly one database
 // round trip, whatever the page holds.
 func TestReadsAreOneQuery(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	// 500 more members of A, each holding member plus a custom role.
@@ -119,6 +120,7 @@ SELECT $1, m.user_id, x.id FROM m, (SELECT id FROM r UNION ALL SELECT id FROM ro
 // TestWritesAreOneTransaction: every write endpoint runs in exactly one
 // transaction.
 func TestWritesAreOneTransaction(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	uid := w.member.UserID
 	var created struct {

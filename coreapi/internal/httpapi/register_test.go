@@ -17,6 +17,7 @@ var errTeapot = errors.New("teapot")
 // TestRegisterHook: routes added by another package get the same
 // middleware, identity and error handling as the built-in ones.
 func TestRegisterHook(t *testing.T) {
+	t.Parallel()
 	e := start(t, apitest.Options{AllowUndocumented: true, Configure: func(o *httpapi.Options) {
 		o.ErrorMappers = append(o.ErrorMappers, func(err error) *problem.Problem {
 			if errors.Is(err, errTeapot) {
@@ -85,6 +86,7 @@ func TestRegisterHook(t *testing.T) {
 }
 
 func TestOpenAPIServed(t *testing.T) {
+	t.Parallel()
 	e := start(t, apitest.Options{})
 	r := e.Get(t, nil, "/openapi.json")
 	wantStatus(t, r, 200)

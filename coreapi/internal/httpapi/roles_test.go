@@ -15,6 +15,7 @@ type roleList struct {
 }
 
 func TestRolesCRUD(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	r := w.e.Get(t, &w.admin, "/api/v1/roles?include_total=true")
 	wantStatus(t, r, 200)
@@ -88,6 +89,7 @@ func TestRolesCRUD(t *testing.T) {
 }
 
 func TestRolesRefused(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	var l roleList
 	w.e.Get(t, &w.owner, "/api/v1/roles").JSON(t, &l)

@@ -9,6 +9,7 @@ import (
 )
 
 func TestTenant(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	r := w.e.Get(t, &w.member, "/api/v1/tenant")
 	wantStatus(t, r, 200)
@@ -56,6 +57,7 @@ func TestTenant(t *testing.T) {
 }
 
 func TestAuditEvents(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	for _, name := range []string{"alpha", "beta", "gamma"} {
 		wantStatus(t, w.e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": name}), 201)

@@ -18,6 +18,7 @@ type memberList struct {
 }
 
 func TestMe(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	r := w.e.Get(t, &w.admin, "/api/v1/users/me")
 	wantStatus(t, r, 200)
@@ -54,6 +55,7 @@ func TestMe(t *testing.T) {
 }
 
 func TestMyTenants(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.e.SeedMember(t, w.b, w.admin.UserID, "member")
 	r := w.e.Get(t, &w.admin, "/api/v1/users/me/tenants?limit=1&include_total=true")
@@ -77,6 +79,7 @@ func TestMyTenants(t *testing.T) {
 }
 
 func TestListUsersPagination(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	for i := range 7 {
 		w.e.SeedUserIn(t, w.a, fmt.Sprintf("u%d@acme.test", i), "member")
@@ -138,6 +141,7 @@ func TestListUsersPagination(t *testing.T) {
 }
 
 func TestCursorTampering(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	r := w.e.Get(t, &w.owner, "/api/v1/users?limit=1")
 	var l memberList
@@ -186,6 +190,7 @@ func TestCursorTampering(t *testing.T) {
 }
 
 func TestCrossTenantIDs(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	bUser := w.ownerB.UserID
 	var roleB struct {
@@ -229,6 +234,7 @@ func TestCrossTenantIDs(t *testing.T) {
 }
 
 func TestInvalidUUIDs(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	for _, p := range []string{
 		"GET /api/v1/users/not-a-uuid",
@@ -261,6 +267,7 @@ func TestInvalidUUIDs(t *testing.T) {
 }
 
 func TestCreateUser(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	r := w.e.Send(t, &w.admin, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "display_name": "New", "roles": []string{"member", "admin"}})
 	wantStatus(t, r, 201)
@@ -316,6 +323,7 @@ func TestCreateUser(t *testing.T) {
 }
 
 func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	mid := w.member.UserID
 	base := "/api/v1/users/" + mid + "/roles/"
@@ -381,6 +389,7 @@ func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
 }
 
 func TestDisableAndRemoveMember(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	mid := w.member.UserID
 	r := w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"})
@@ -413,6 +422,7 @@ func TestDisableAndRemoveMember(t *testing.T) {
 // TestLastOwnerRace: two owners take owner from each other at the same
 // moment; the tenant lock lets exactly one through.
 func TestLastOwnerRace(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	current := w.owner
 	const q = `SELECT mr.user_id::text FROM membership_roles mr JOIN roles r ON r.id = mr.role_id WHERE mr.tenant_id = $1 AND r.name = 'owner'`
