@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -27,6 +28,7 @@ type worker func(ctx context.Context) error
 const (
 	keysReloadEvery   = 30 * time.Second // picks up keys rotated in the mounted Secret
 	sessionSweepEvery = 10 * time.Minute
+	oauthSweepEvery   = time.Minute
 	natsDrainTimeout  = 5 * time.Second
 )
 
@@ -50,7 +52,11 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	if err != nil {
 		return nil, err
 	}
-	opts.Register = append(opts.Register, svc.Register)
+	oidc, err := oauth.New(oauth.Options{Logger: log, Pool: pool, Providers: cfg.OIDCProviders, Auth: svc, Sessions: store})
+	if err != nil {
+		return nil, err
+	}
+	opts.Register = append(opts.Register, svc.Register, oidc.Register)
 
 	relayWorker, err := startRelay(cfg, log, pool)
 	if err != nil {
@@ -64,6 +70,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		func(ctx context.Context) error {
 			return svc.SweepSessions(ctx, sessionSweepEvery, cfg.AccessTokenTTL+24*time.Hour)
 		},
+		func(ctx context.Context) error { return oidc.RunSweeper(ctx, oauthSweepEvery) },
 	}
 	return workers, nil
 }

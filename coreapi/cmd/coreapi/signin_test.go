@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// TestSignInWiring runs the real serve command with an in-process NATS:
+// signup and sign-in over HTTP, the JWKS, and a global logout whose outbox
+// row reaches NATS through the relay.
+func TestSignInWiring(t *testing.T) {
+	db := dbtest.New(t)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	events := make(chan *nats.Msg, 16)
+	if _, err := nc.ChanSubscribe(invalidation.SubjectWildcard, events); err != nil {
+		t.Fatal(err)
+	}
+
+	keysDir := t.TempDir()
+	var out syncBuffer
+	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir, "-alg", "ES256"}, envOf(nil), &out); err != nil {
+		t.Fatalf("keys generate: %v", err)
+	}
+	env := map[string]string{
+		"DATABASE_URL":        db.URL,
+		"IDENTITY_HMAC_KEY":   testKey,
+		"SIGNING_KEYS_DIR":    keysDir,
+		"SIGNING_ALG":         "ES256",
+		"NATS_URL":            ns.ClientURL(),
+		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
+		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT":    "5s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+	addr := waitListening(t, &out, done)
+	base := "http://" + addr
+
+	post := func(path, body string, hdr http.Header) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	code, body := post("/api/v1/auth/signup", `{"email":"w@example.com","password":"a long password","tenant_name":"W"}`, nil)
+	if code != http.StatusCreated {
+		t.Fatalf("signup: %d %s", code, body)
+	}
+	var su struct {
+		AccessToken string `json:"access_token"`
+		TenantID    string `json:"tenant_id"`
+		User        struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	_ = json.Unmarshal(body, &su)
+	if code, body := post("/api/v1/auth/token", `{"grant_type":"password","email":"w@example.com","password":"a long password"}`, nil); code != http.StatusOK {
+		t.Fatalf("password grant: %d %s", code, body)
+	}
+	resp, err := http.Get(base + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(jwks, []byte(`"ES256"`)) {
+		t.Errorf("jwks: %d %s", resp.StatusCode, jwks)
+	}
+
+	key, err := identity.ParseKey(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := identity.NewSigner(key, identity.DefaultWindow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := identity.Identity{UserID: su.User.ID, TenantID: su.TenantID}
+	path := "/api/v1/auth/logout?scope=global"
+	ts := time.Now().UnixMilli()
+	hdr := http.Header{}
+	hdr.Set(identity.HeaderUserID, id.UserID)
+	hdr.Set(identity.HeaderTenantID, id.TenantID)
+	hdr.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	hdr.Set(identity.HeaderSignature, signer.Sign(ts, http.MethodPost, path, id))
+	req, _ := http.NewRequest(http.MethodPost, base+path, nil)
+	req.Header = hdr
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout global: %d", resp.StatusCode)
+	}
+
+	want := invalidation.UserSubject(su.User.ID)
+	deadline := time.After(20 * time.Second)
+	for got := false; !got; {
+		select {
+		case m := <-events:
+			var ev invalidation.Event
+			_ = json.Unmarshal(m.Data, &ev)
+			got = m.Subject == want && ev.Reason == "logout_global"
+		case <-deadline:
+			t.Fatalf("no logout_global event on %s", want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("run after cancel = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
+
+// waitListening reads the server's address from its "listening" log line.
+func waitListening(t *testing.T, out *syncBuffer, done chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			var l struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+				return l.Addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line in the log:\n%s", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
