@@ -458,6 +458,7 @@ func TestCoreKilled(t *testing.T) {
 		t.Fatalf("proxy A with core A dead: %v (after %v)", err, r.Elapsed)
 	}
 	expectProblem(t, r, http.StatusServiceUnavailable)
+	t.Logf("core A dead: proxy A answered %d in %v", r.Status, r.Elapsed)
 	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra <= 0 {
 		t.Errorf("%s: Retry-After %q, want a positive number of seconds", r, r.Header.Get("Retry-After"))
 	}
@@ -507,6 +508,7 @@ func TestCoreHung(t *testing.T) {
 		t.Errorf("%s: want 503 or 504", r)
 	}
 	checkProblem(t, r)
+	t.Logf("core A hung: proxy A answered %d in %v", r.Status, r.Elapsed)
 	if r.Elapsed > upstreamTimeout+2*time.Second {
 		t.Errorf("proxy A answered after %v, want within the upstream timeout %v", r.Elapsed, upstreamTimeout)
 	}
@@ -617,7 +619,8 @@ func TestPostgresRestart(t *testing.T) {
 			if r.Status < 500 {
 				t.Fatalf("%s: want 5xx while PostgreSQL is down", r)
 			}
-			checkProblem(t, r)
+			pr := checkProblem(t, r)
+			t.Logf("while PostgreSQL is down: %s %s → %d %s in %v", tc.method, tc.path, r.Status, pr.Code, r.Elapsed)
 			if r.Elapsed > 10*time.Second {
 				t.Errorf("%s took %v, want a prompt failure", r, r.Elapsed)
 			}
