@@ -610,3 +610,68 @@ func TestBadProjectionRefused(t *testing.T) {
 		})
 	}
 }
+
+// Item 9: a slow upstream is cut off by UPSTREAM_TIMEOUT (504), and waiting
+// for a free upstream connection is bounded by UPSTREAM_MAX_CONN_WAIT (503).
+func TestUpstreamBoundedWaits(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{
+		"UPSTREAM_TIMEOUT": "300ms", "UPSTREAM_MAX_CONNS": "1", "UPSTREAM_MAX_CONN_WAIT": "200ms",
+	}})
+	tok := e.token(nil)
+	gate := make(chan struct{})
+	e.core.SlowGate.Store(&gate)
+	defer close(gate)
+	t.Run("timeout", func(t *testing.T) {
+		e := e.with(t)
+		e.wantProblem(e.do("GET", "/api/v1/slow", tok, nil), 504, problem.CodeUpstreamDown)
+	})
+	t.Run("no free connection", func(t *testing.T) {
+		e := e.with(t)
+		started := make(chan result, 1)
+		go func() { started <- e.do("GET", "/api/v1/slow", tok, nil) }()
+		// The only connection is busy (or being torn down after the first
+		// timeout); a second request must not wait beyond the bound.
+		var r result
+		testenv.Eventually(t, "a 503 for want of a connection", func() bool {
+			r = e.do("GET", "/api/v1/users/me", tok, nil)
+			return r.status == 503
+		})
+		e.wantProblem(r, 503, problem.CodeUpstreamDown)
+		if r.header.Get("Retry-After") == "" {
+			t.Fatal("503 without Retry-After")
+		}
+		<-started
+	})
+}
+
+// Item 2: request id and timing are outermost: a request refused by a
+// later middleware (normalization) still gets a request id and is timed.
+func TestObserveIsOutermost(t *testing.T) {
+	e := start(t, envOpt{})
+	before := metricCount(t, e, `authproxy_request_duration_seconds_count{code="4xx"}`)
+	r := e.raw("GET /api/%2fx HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-1\r\nConnection: close\r\n\r\n")
+	e.wantProblem(r, 400, problem.CodeBadPath)
+	if r.prob.RequestID != "trace-1" {
+		t.Fatalf("request_id = %q, want trace-1", r.prob.RequestID)
+	}
+	if got := metricCount(t, e, `authproxy_request_duration_seconds_count{code="4xx"}`); got != before+1 {
+		t.Fatalf("4xx requests timed = %v, want %v", got, before+1)
+	}
+}
+
+func metricCount(t *testing.T, e *env, name string) float64 {
+	t.Helper()
+	_, body := get(t, "http://"+e.admin+"/metrics")
+	return metricValue(body, name)
+}
+
+// Item 5: the background refresh alone drops keys removed upstream.
+func TestBackgroundRefreshDropsKeys(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"JWKS_REFRESH_INTERVAL": "1s"}})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	e.core.Publish(testenv.NewKey(t, "20260401T000000Z-0000dddd", jwa.EdDSA))
+	testenv.Eventually(t, "token of a removed key refused", func() bool {
+		return e.do("GET", "/api/v1/users/me", tok, nil).status == 401
+	})
+}

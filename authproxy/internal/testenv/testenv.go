@@ -175,6 +175,8 @@ type Core struct {
 	// ProjectionGate, when set, is received from before a projection is
 	// answered: the test decides when a fetch completes.
 	ProjectionGate atomic.Pointer[chan struct{}]
+	// SlowGate, when set, holds /api/v1/slow's answer until closed.
+	SlowGate atomic.Pointer[chan struct{}]
 	// StreamGate, when set, holds the second chunk of /api/v1/stream.
 	StreamGate atomic.Pointer[chan struct{}]
 	// ProjectionStarted, when set, gets a value when a projection fetch
@@ -194,6 +196,7 @@ func NewCore(t testing.TB) *Core {
 	app.Get("/.well-known/jwks.json", c.jwks)
 	app.Get(identity.ProjectionPath+"/:user", c.projection)
 	app.Get("/api/v1/stream", c.stream)
+	app.Get("/api/v1/slow", c.slow)
 	// A static answer that records nothing, for benchmarks.
 	app.Get("/api/v1/bench", func(ctx *fiber.Ctx) error { return ctx.SendString(`{"ok":true}`) })
 	app.All("/*", c.echo)
@@ -320,6 +323,17 @@ func (c *Core) projection(ctx *fiber.Ctx) error {
 		return ctx.Status(404).SendString(`{"type":"about:blank","title":"Not Found","status":404,"code":"not_found"}`)
 	}
 	return ctx.JSON(cp)
+}
+
+// slow answers once SlowGate is closed (at most 10 s).
+func (c *Core) slow(ctx *fiber.Ctx) error {
+	if gate := c.SlowGate.Load(); gate != nil {
+		select {
+		case <-*gate:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	return ctx.SendString("slow")
 }
 
 // StreamChunk is the size of each of the two chunks /api/v1/stream sends.

@@ -179,3 +179,26 @@ func BenchmarkColdVerify(b *testing.B) {
 		}
 	}
 }
+
+// Item 6: the verifier keeps nothing that aliases the caller's buffer
+// (Fiber reuses request memory): scribbling over it after Verify changes
+// no cached claims.
+func TestClaimsDoNotAliasInput(t *testing.T) {
+	f := newFixture(t, time.Second)
+	orig := f.mint(t, "user-1")
+	buf := append([]byte(nil), orig...)
+	c1, err := f.v.Verify(context.Background(), buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range buf {
+		buf[i] = 'A'
+	}
+	c2, err := f.v.Verify(context.Background(), orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2 != c1 || c2.Sub != "user-1" || c2.Tid != "t1" || c2.Sid != "s1" {
+		t.Fatalf("cached claims changed with the input buffer: %+v", c2)
+	}
+}
