@@ -152,13 +152,8 @@ func ParseBearer(v []byte, maxLen int) ([]byte, error) {
 		return nil, ErrTooLarge
 	}
 	i := 0
-	for ; i < len(tok); i++ {
-		c := tok[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' {
-			continue
-		}
-		break
+	for i < len(tok) && b64token[tok[i]] {
+		i++
 	}
 	if i == 0 {
 		return nil, ErrMalform
@@ -173,6 +168,15 @@ func ParseBearer(v []byte, maxLen int) ([]byte, error) {
 
 // b2s views b as a string without copying; the result must not outlive b.
 func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// b64token marks the RFC 6750 b64token characters (before any '=').
+var b64token = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'
+	}
+	return t
+}()
 
 // equalFold compares ASCII case-insensitively and reads '_' as '-', the way
 // CGI-style upstreams map header names, so "X_Forwarded_For" or
