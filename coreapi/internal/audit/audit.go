@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 )
 
 // Event is one audit record to write.
@@ -129,4 +131,21 @@ LIMIT $3`
 		return nil, fmt.Errorf("list audit events: %w", err)
 	}
 	return recs, nil
+}
+
+// WriteWith inserts e and the outbox rows announcing the same change inside
+// the caller's transaction, in one round trip.
+func WriteWith(ctx context.Context, tx pgx.Tx, e Event, rows ...outbox.Row) error {
+	if len(rows) == 0 {
+		return Write(ctx, tx, e)
+	}
+	b := &pgx.Batch{}
+	if err := Queue(b, e); err != nil {
+		return err
+	}
+	outbox.Queue(b, rows...)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write audit event and outbox: %w", err)
+	}
+	return nil
 }

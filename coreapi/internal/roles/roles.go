@@ -239,16 +239,15 @@ RETURNING ` + roleCols
 		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role]); err != nil {
 			return mapErr(err)
 		}
-		if err := audit.Write(ctx, tx, audit.Event{
+		// Holders' projections carry the role's name and permissions.
+		var announce []outbox.Row
+		if r.Name != old.Name || !slices.Equal(r.Permissions, old.Permissions) {
+			announce = append(announce, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.updated"})
+		}
+		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: "role.updated",
 			TargetType: "role", TargetID: roleID, Data: p, RequestID: a.RequestID,
-		}); err != nil {
-			return err
-		}
-		if r.Name != old.Name || !slices.Equal(r.Permissions, old.Permissions) {
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.updated"})
-		}
-		return nil
+		}, announce...)
 	})
 	if err != nil {
 		return Role{}, fmt.Errorf("update role: %w", err)
@@ -278,13 +277,10 @@ FOR UPDATE`
 		if _, err := tx.Exec(ctx, qDelete, tenantID, roleID); err != nil {
 			return mapErr(err)
 		}
-		if err := audit.Write(ctx, tx, audit.Event{
+		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: "role.deleted",
 			TargetType: "role", TargetID: roleID, Data: map[string]any{"name": old.Name}, RequestID: a.RequestID,
-		}); err != nil {
-			return err
-		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.deleted"})
+		}, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.deleted"})
 	})
 	if err != nil {
 		return fmt.Errorf("delete role: %w", err)

@@ -161,16 +161,14 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, old.status`
 		if err != nil {
 			return mapErr(err)
 		}
-		if err := audit.Write(ctx, tx, audit.Event{
+		var rows []outbox.Row
+		if oldStatus != t.Status {
+			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant." + t.Status})
+		}
+		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: id, ActorUserID: actor.UserID, Action: "tenant.updated",
 			TargetType: "tenant", TargetID: id, Data: p, RequestID: actor.RequestID,
-		}); err != nil {
-			return err
-		}
-		if oldStatus != t.Status {
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant." + t.Status})
-		}
-		return nil
+		}, rows...)
 	})
 	if err != nil {
 		return Tenant{}, fmt.Errorf("update tenant: %w", err)

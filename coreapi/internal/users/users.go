@@ -303,15 +303,12 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[])`
 			}
 			return err
 		}
-		if err := audit.Write(ctx, tx, audit.Event{
+		// The proxy may hold a "no membership" answer for this user.
+		if err := audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.added",
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
 			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": created},
-		}); err != nil {
-			return err
-		}
-		// The proxy may hold a "no membership" answer for this user.
-		if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
+		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
 			return err
 		}
 		m, err = getTx(ctx, tx, tenantID, userID)
@@ -387,13 +384,10 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			if _, err := tx.Exec(ctx, q, tenantID, userID, *p.Status); err != nil {
 				return err
 			}
-			if err := audit.Write(ctx, tx, audit.Event{
+			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.updated",
 				TargetType: "user", TargetID: userID, Data: p, RequestID: a.RequestID,
-			}); err != nil {
-				return err
-			}
-			if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member." + *p.Status}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member." + *p.Status}); err != nil {
 				return err
 			}
 		}
@@ -424,13 +418,10 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		if _, err := tx.Exec(ctx, q, tenantID, userID); err != nil {
 			return err
 		}
-		if err := audit.Write(ctx, tx, audit.Event{
+		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.removed",
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
-		}); err != nil {
-			return err
-		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.removed"})
+		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.removed"})
 	})
 	if err != nil {
 		return fmt.Errorf("remove member: %w", err)
@@ -469,13 +460,10 @@ ON CONFLICT DO NOTHING`
 			return mapErr(err)
 		}
 		if tag.RowsAffected() > 0 {
-			if err := audit.Write(ctx, tx, audit.Event{
+			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_granted",
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
-			}); err != nil {
-				return err
-			}
-			if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.granted"}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.granted"}); err != nil {
 				return err
 			}
 		}
@@ -519,13 +507,10 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 			return err
 		}
 		if tag.RowsAffected() > 0 {
-			if err := audit.Write(ctx, tx, audit.Event{
+			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_revoked",
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
-			}); err != nil {
-				return err
-			}
-			if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.revoked"}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.revoked"}); err != nil {
 				return err
 			}
 		}
