@@ -144,3 +144,21 @@ func BenchmarkVerifyOWASP(b *testing.B) {
 		}
 	}
 }
+
+// FuzzDecode: stored hashes of any shape never panic, and accepted ones
+// have parameters within bounds.
+func FuzzDecode(f *testing.F) {
+	enc, _ := New(cheap, 1).Hash(context.Background(), "password123")
+	for _, s := range []string{enc, "", "$", "$argon2id$v=19$m=1,t=1,p=1$$", "$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, salt, key, err := decode(s)
+		if err != nil {
+			return
+		}
+		if p.Memory == 0 || p.Memory > maxMemory || p.Time == 0 || p.Time > maxTime || p.Threads == 0 || len(salt) < 8 || len(key) < 16 {
+			t.Errorf("decode(%q) accepted out-of-range parameters %+v", s, p)
+		}
+	})
+}

@@ -2,7 +2,9 @@ package sessions
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -379,4 +381,22 @@ func BenchmarkRotate(b *testing.B) {
 		}
 		tok = r.RefreshToken
 	}
+}
+
+// FuzzDecode: no input panics, and only 43-char base64url strings of 32
+// bytes are accepted (and round-trip).
+func FuzzDecode(f *testing.F) {
+	tok, _, _ := newToken()
+	for _, s := range []string{tok, "", "a", strings.Repeat("A", 43), strings.Repeat("/", 43), tok + "="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		raw, ok := decode(s)
+		if !ok {
+			return
+		}
+		if len(raw) != tokenBytes || base64.RawURLEncoding.EncodeToString(raw) != s {
+			t.Errorf("decode(%q) accepted a non-canonical token", s)
+		}
+	})
 }
