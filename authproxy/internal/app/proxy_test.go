@@ -675,3 +675,10 @@ func TestBackgroundRefreshDropsKeys(t *testing.T) {
 		return e.do("GET", "/api/v1/users/me", tok, nil).status == 401
 	})
 }
+
+func TestHTTP10WithoutHost(t *testing.T) {
+	e := start(t, envOpt{})
+	r := e.raw("GET /api/v1/users/me HTTP/1.0\r\nAuthorization: Bearer " + e.token(nil) + "\r\n\r\n")
+	e.wantStatus(r, 200)
+	e.wantSigned()
+}

@@ -298,6 +298,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, cl *tokens.Claims, e *projecti
 		st.uri = append(st.uri, q...)
 	}
 	req.SetRequestURIBytes(st.uri)
+	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
+		h.SetHost(s.d.Upstream.Addr)
+	}
 	s.setForwarded(c, st)
 	h.SetBytesV(requestid.Header, st.reqID)
 	if cl != nil {
