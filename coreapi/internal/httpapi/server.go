@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -112,7 +111,6 @@ type Server struct {
 	roles     *roles.Store
 	audit     *audit.Store
 	projector *projection.Store
-	stopping  atomic.Bool
 }
 
 // New builds the server and its routes.
@@ -197,7 +195,6 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits for in-flight requests
 // until ctx expires.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopping.Store(true)
 	if err := s.app.ShutdownWithContext(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
