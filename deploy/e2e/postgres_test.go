@@ -189,11 +189,3 @@ func (c *pgCluster) stop() error {
 	c.child = nil
 	return err
 }
-
-// restart is `pg_ctl restart -m fast` without the daemon.
-func (c *pgCluster) restart(ctx context.Context) error {
-	if err := c.stop(); err != nil {
-		return err
-	}
-	return c.start(ctx)
-}
