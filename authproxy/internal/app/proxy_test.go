@@ -682,3 +682,17 @@ func TestHTTP10WithoutHost(t *testing.T) {
 	e.wantStatus(r, 200)
 	e.wantSigned()
 }
+
+func TestMethods(t *testing.T) {
+	e := start(t, envOpt{})
+	for _, m := range []string{"HEAD", "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		t.Run(m, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			e.wantStatus(e.do(m, "/api/v1/users/me", e.token(nil), nil), 200)
+			if got := e.wantSigned(); got.Method != m {
+				t.Fatalf("upstream method = %s, want %s", got.Method, m)
+			}
+		})
+	}
+}

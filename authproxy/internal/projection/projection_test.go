@@ -1,0 +1,124 @@
+package projection
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+type fixture struct {
+	c    *Cache
+	core *testenv.Core
+	now  atomic.Int64 // unix nanos
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{core: testenv.NewCore(t)}
+	f.now.Store(time.Now().UnixNano())
+	signer, err := identity.NewSigner(testenv.HMACKey, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	hc := forward.NewInternalClient(forward.Options{Addr: f.core.Addr, MaxConns: 16, MaxConnWait: time.Second,
+		IdleTimeout: time.Second, Timeout: 2 * time.Second})
+	f.c, err = New(Options{Size: 100, TTL: time.Hour, NegativeTTL: time.Hour, MaxStaleness: 30 * time.Second,
+		Now: func() time.Time { return time.Unix(0, f.now.Load()) }},
+		NewHTTPFetcher(hc, f.core.Addr, signer, 2*time.Second, m), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.c.Close)
+	for _, u := range []string{"u1", "u2"} {
+		f.core.SetProjection(identity.Projection{UserID: u, TenantID: "t1", UserStatus: "active",
+			MembershipStatus: "active", TenantStatus: "active", Roles: []string{"member"}})
+	}
+	return f
+}
+
+func (f *fixture) advance(d time.Duration) { f.now.Add(int64(d)) }
+
+func (f *fixture) get(t *testing.T, user string) {
+	t.Helper()
+	if _, err := f.c.Get(context.Background(), user, "t1", "rid"); err != nil {
+		t.Fatalf("Get(%s): %v", user, err)
+	}
+}
+
+func (f *fixture) wantFetches(t *testing.T, n int64) {
+	t.Helper()
+	if got := f.core.ProjectionFetches.Load(); got != n {
+		t.Fatalf("fetches = %d, want %d", got, n)
+	}
+}
+
+// While the feed is down an entry is trusted until MaxStaleness past the
+// later of its fetch and the disconnect.
+func TestStalenessWhileDisconnected(t *testing.T) {
+	f := newFixture(t)
+	f.get(t, "u1") // fetched before the disconnect
+	f.wantFetches(t, 1)
+	f.c.Disconnected(time.Unix(0, f.now.Load()))
+	f.advance(20 * time.Second)
+	f.get(t, "u1")
+	f.get(t, "u2") // fetched 20 s into the outage
+	f.wantFetches(t, 2)
+	f.advance(15 * time.Second) // 35 s since the disconnect, 15 s since u2's fetch
+	f.get(t, "u1")
+	f.wantFetches(t, 3) // u1: too old
+	f.get(t, "u2")
+	f.wantFetches(t, 3) // u2: still within 30 s of its fetch
+	f.advance(16 * time.Second)
+	f.get(t, "u2")
+	f.wantFetches(t, 4)
+	// Reconnect purges everything and ends the bound.
+	f.c.Reconnected()
+	f.get(t, "u1")
+	f.get(t, "u2")
+	f.wantFetches(t, 6)
+	f.advance(10 * time.Minute)
+	f.get(t, "u1")
+	f.get(t, "u2")
+	f.wantFetches(t, 6)
+}
+
+func TestInvalidationScopes(t *testing.T) {
+	f := newFixture(t)
+	f.get(t, "u1")
+	f.get(t, "u2")
+	f.wantFetches(t, 2)
+	f.c.InvalidateUser("u1")
+	f.get(t, "u1")
+	f.wantFetches(t, 3)
+	f.c.InvalidateTenant("t1")
+	f.get(t, "u1")
+	f.get(t, "u2")
+	f.wantFetches(t, 5)
+	f.c.InvalidateAll()
+	f.get(t, "u1")
+	f.wantFetches(t, 6)
+}
+
+func TestNoMembershipRemembered(t *testing.T) {
+	f := newFixture(t)
+	for range 3 {
+		if _, err := f.c.Get(context.Background(), "nobody", "t1", ""); err != ErrNoMembership {
+			t.Fatalf("Get(nobody) = %v, want ErrNoMembership", err)
+		}
+	}
+	f.wantFetches(t, 1)
+	// Adding the membership comes with a user event.
+	f.core.SetProjection(identity.Projection{UserID: "nobody", TenantID: "t1", UserStatus: "active",
+		MembershipStatus: "active", TenantStatus: "active"})
+	f.c.InvalidateUser("nobody")
+	if _, err := f.c.Get(context.Background(), "nobody", "t1", ""); err != nil {
+		t.Fatalf("after the event: %v", err)
+	}
+}
