@@ -56,7 +56,7 @@ func start(t testing.TB, p password.Params) *env {
 		t.Fatal(err)
 	}
 	e := &env{ring: ring, keyDir: dir}
-	e.Env = apitest.Start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
 		h := password.New(p, 0)
 		o.Passwords = h
 		svc, err := auth.New(auth.Options{

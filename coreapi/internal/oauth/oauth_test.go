@@ -71,7 +71,7 @@ func start(t *testing.T) *env {
 		}
 		o.Register = append(o.Register, a.Register, svc.Register)
 	}
-	x.Env = apitest.Start(t, apitest.Options{Configure: x.configure})
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: x.configure})
 	x.Client.CheckRedirect = x.noFollow.CheckRedirect
 	return x
 }
