@@ -79,3 +79,28 @@ func BenchmarkGetMe(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkProjection is the proxy's cache-miss call: the internal
+// projection endpoint over loopback HTTP, one query.
+func BenchmarkProjection(b *testing.B) {
+	e := start(b, apitest.Options{})
+	ten := e.SeedTenant(b, "Acme")
+	me := e.SeedUserIn(b, ten.ID, "me@acme.test", "admin")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	path := identity.ProjectionPath + "/" + me.UserID + "?tenant_id=" + ten.ID
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest("GET", e.URL+path, nil)
+		ts := time.Now().UnixMilli()
+		req.Header.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
+		req.Header.Set(identity.HeaderSignature, e.Signer.Sign(ts, "GET", path, identity.Identity{}))
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+}
