@@ -131,3 +131,36 @@ func BenchmarkMatch(b *testing.B) {
 		s.Match(m, p)
 	}
 }
+
+// The shipped example file parses and says what coreapi enforces.
+func TestExampleFile(t *testing.T) {
+	s, err := Load("../../rules.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		method, path string
+		access       Access
+		perms        string
+	}{
+		{"GET", "/api/v1/users/me", Protected, ""},
+		{"PATCH", "/api/v1/users/me", Protected, ""},
+		{"GET", "/api/v1/users/me/sessions", Protected, ""},
+		{"DELETE", "/api/v1/users/me/sessions/abc", Protected, ""},
+		{"GET", "/api/v1/users", Protected, "users:read"},
+		{"POST", "/api/v1/users", Protected, "users:write"},
+		{"GET", "/api/v1/users/u1", Protected, "users:read"},
+		{"DELETE", "/api/v1/users/u1", Protected, "users:write"},
+		{"PUT", "/api/v1/users/u1/roles/admin", Protected, "users:write"},
+		{"PATCH", "/api/v1/tenant", Protected, "tenant:write"},
+		{"PATCH", "/api/v1/roles/r1", Protected, "roles:write"},
+		{"GET", "/api/v1/audit-events", Protected, "audit:read"},
+		{"POST", "/api/v1/auth/token", Public, ""},
+	}
+	for _, tt := range tests {
+		r := s.Match([]byte(tt.method), []byte(tt.path))
+		if r.Access != tt.access || strings.Join(r.Permissions, ",") != tt.perms {
+			t.Errorf("%s %s = %v %v, want %v [%s]", tt.method, tt.path, r.Access, r.Permissions, tt.access, tt.perms)
+		}
+	}
+}
