@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -58,7 +59,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	}
 	opts.Register = append(opts.Register, svc.Register, oidc.Register)
 
-	relayWorker, err := startRelay(cfg, log, pool)
+	relayWorker, err := startRelay(cfg, log, pool, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +79,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 // startRelay connects to NATS (retrying in the background, so coreapi
 // starts while NATS is down) and returns the outbox relay as a worker that
 // drains the connection when it stops.
-func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (worker, error) {
+func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg prometheus.Registerer) (worker, error) {
 	// The connect handlers may run before the relay exists.
 	var ready atomic.Pointer[outbox.Relay]
 	wake := func() {
@@ -100,6 +101,28 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (worker
 	}
 	relay := outbox.NewRelay(pool, nc, log, outbox.RelayOptions{})
 	ready.Store(relay)
+	if reg != nil {
+		err := errors.Join(
+			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "outbox_published_total", Help: "Outbox rows published to NATS by this replica.",
+			}, func() float64 { return float64(relay.Stats().Published) })),
+			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "outbox_publish_failures_total", Help: "Outbox batches that could not be published (NATS down, database error).",
+			}, func() float64 { return float64(relay.Stats().Failures) })),
+			reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "nats_connected", Help: "1 while the outbox relay's NATS connection is up.",
+			}, func() float64 {
+				if nc.IsConnected() {
+					return 1
+				}
+				return 0
+			})),
+		)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("register relay metrics: %w", err)
+		}
+	}
 	run := func(ctx context.Context) error {
 		err := relay.Run(ctx)
 		closed := make(chan struct{})

@@ -147,6 +147,11 @@ func TestSignInWiring(t *testing.T) {
 		}
 	}
 
+	metrics := waitMetric(t, out.String(), "outbox_published_total")
+	if !strings.Contains(metrics, "nats_connected 1") {
+		t.Errorf("metrics lack nats_connected 1")
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -181,5 +186,40 @@ func waitListening(t *testing.T, out *syncBuffer, done chan error) string {
 			t.Fatalf("run returned early: %v\n%s", err, out.String())
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// waitMetric polls the admin /metrics until name has a non-zero value and
+// returns the page.
+func waitMetric(t *testing.T, log, name string) string {
+	t.Helper()
+	var admin string
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		var l struct {
+			Msg       string `json:"msg"`
+			AdminAddr string `json:"admin_addr"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+			admin = l.AdminAddr
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok && v != "0" {
+				return string(b)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s stays 0:\n%s", name, b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

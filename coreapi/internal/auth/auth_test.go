@@ -704,3 +704,26 @@ func TestKeyRotationThroughJWKS(t *testing.T) {
 	}
 	e.verify(t, fresh.AccessToken)
 }
+
+func TestLoginUpgradesOldHash(t *testing.T) {
+	e := start(t, cheap)
+	e.signup(t, "old@example.com", "Old")
+	weaker := cheap
+	weaker.Memory = cheap.Memory / 2
+	old, err := password.New(weaker, 1).Hash(context.Background(), pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET password_hash = $1`, old); err != nil {
+		t.Fatal(err)
+	}
+	e.login(t, "old@example.com")
+	var got string
+	if err := e.DB.Pool.QueryRow(context.Background(), `SELECT password_hash FROM users`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if want := "$argon2id$v=19$m=" + strconv.Itoa(int(cheap.Memory)) + ","; !strings.HasPrefix(got, want) {
+		t.Errorf("hash after login = %q, want upgraded to %q...", got, want)
+	}
+	e.login(t, "old@example.com") // and the upgraded hash verifies
+}

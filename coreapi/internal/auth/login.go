@@ -91,6 +91,13 @@ WHERE lower(u.email) = lower($1)`
 			return account{}, err
 		}
 	}
+	if s.passwords.NeedsRehash(a.Hash) {
+		// Parameters were raised since this hash was made: upgrade it now,
+		// while the plaintext is at hand.
+		if err := s.rehash(ctx, a.UserID, a.Hash, pw); err != nil {
+			s.log.Warn("password rehash", "user_id", a.UserID, "err", err)
+		}
+	}
 	if a.Status != "active" {
 		return account{}, problem.New(403, "user_disabled", "this account is disabled")
 	}
@@ -133,6 +140,18 @@ func (s *Service) resetFailures(ctx context.Context, userID string) error {
 	const qReset = `UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1`
 	if _, err := s.pool.Exec(ctx, qReset, userID); err != nil {
 		return fmt.Errorf("reset failed logins: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) rehash(ctx context.Context, userID, oldHash, pw string) error {
+	const q = `UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2`
+	h, err := s.passwords.Hash(ctx, pw)
+	if err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, q, userID, oldHash, h); err != nil {
+		return fmt.Errorf("store rehashed password: %w", err)
 	}
 	return nil
 }
