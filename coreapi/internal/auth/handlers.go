@@ -159,6 +159,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 		return err
 	}
 	resp.User, resp.Tenant = user, tenant
+	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(fiber.StatusCreated).JSON(resp)
 }
 

@@ -114,10 +114,19 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer poll.Stop()
 	prune := time.NewTicker(r.o.PruneEvery)
 	defer prune.Stop()
+	failing := false
 	for {
-		if err := r.Drain(ctx); err != nil && ctx.Err() == nil {
+		err := r.Drain(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			r.failures.Add(1)
-			r.log.Warn("outbox relay", "err", err)
+			if !failing { // log the outage once, not on every poll
+				r.log.Warn("outbox relay cannot publish; rows stay pending", "err", err)
+				failing = true
+			}
+		case err == nil && failing:
+			r.log.Info("outbox relay publishing again")
+			failing = false
 		}
 		select {
 		case <-ctx.Done():
