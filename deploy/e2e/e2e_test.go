@@ -455,6 +455,8 @@ func TestCoreKilled(t *testing.T) {
 		}
 	})
 	owner := signup(t, sys.proxyB) // neither token nor projection cached at proxy A
+	warm := signup(t, sys.proxyA)  // token and projection cached at proxy A
+	me(t, sys.proxyA, warm.Tokens.AccessToken)
 	proxyPid := sys.proxyA.child.pid()
 
 	sys.coreA.kill()
@@ -469,6 +471,12 @@ func TestCoreKilled(t *testing.T) {
 	}
 	if r.Elapsed > upstreamTimeout+time.Second {
 		t.Errorf("503 took %v, want within the upstream timeout %v", r.Elapsed, upstreamTimeout)
+	}
+	// A cached identity does not help: the request itself has nowhere to go.
+	r = call(t, "GET", sys.proxyA.url("/api/v1/users/me"), warm.Tokens.AccessToken, nil)
+	expectProblem(t, r, http.StatusServiceUnavailable)
+	if r.Elapsed > upstreamTimeout+time.Second {
+		t.Errorf("503 for a cached token took %v, want within the upstream timeout %v", r.Elapsed, upstreamTimeout)
 	}
 	// The other instance is unaffected.
 	if got := me(t, sys.proxyB, owner.Tokens.AccessToken); got.ID != owner.UserID {

@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +52,7 @@ type system struct {
 	oidc            *fakeOIDC
 	coreA, coreB    *service
 	proxyA, proxyB  *service
+	closeOnce       sync.Once
 }
 
 // service is one coreapi or authproxy process, restartable on the same
@@ -69,9 +72,12 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// An interrupt stops the stack and removes its files before exiting.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	setupCtx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
-	s, err := setup(ctx)
+	s, err := setup(setupCtx)
 	if s != nil {
 		defer s.close()
 	}
@@ -83,6 +89,17 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	sys = s
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "e2e: interrupted: stopping the stack")
+			s.close()
+			os.Exit(130)
+		case <-finished:
+		}
+	}()
 	code := m.Run()
 	if code != 0 {
 		s.dumpLogs()
@@ -252,6 +269,10 @@ func (s *system) stopNATS() {
 // close stops every child, NATS, the fake provider and PostgreSQL, and
 // removes the work directory.
 func (s *system) close() {
+	s.closeOnce.Do(s.closeAll)
+}
+
+func (s *system) closeAll() {
 	for _, svc := range []*service{s.proxyA, s.proxyB, s.coreA, s.coreB} {
 		if svc != nil {
 			svc.stop()
