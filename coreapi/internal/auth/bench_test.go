@@ -13,13 +13,17 @@ import (
 // post sends a JSON token request straight through the HTTP client (no
 // OpenAPI validation in the measured loop).
 func post(b *testing.B, e *env, body []byte) []byte {
+	return postWant(b, e, body, http.StatusOK)
+}
+
+func postWant(b *testing.B, e *env, body []byte, want int) []byte {
 	resp, err := e.Client.Post(e.URL+"/api/v1/auth/token", "application/json", bytes.NewReader(body))
 	if err != nil {
 		b.Fatal(err)
 	}
 	out, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != want {
 		b.Fatalf("status %d: %s", resp.StatusCode, out)
 	}
 	return out
@@ -51,5 +55,17 @@ func BenchmarkTokenRefreshGrant(b *testing.B) {
 			b.Fatal(err)
 		}
 		rt = tk.RefreshToken
+	}
+}
+
+// BenchmarkTokenUnknownAccount is a password login for an email with no
+// account: it hashes against a dummy, so it costs what a real login's hash
+// check costs (compare with BenchmarkTokenPasswordGrant).
+func BenchmarkTokenUnknownAccount(b *testing.B) {
+	e := start(b, password.OWASP)
+	body, _ := json.Marshal(map[string]string{"grant_type": "password", "email": "nobody@example.com", "password": pw})
+	b.ReportAllocs()
+	for b.Loop() {
+		postWant(b, e, body, http.StatusBadRequest)
 	}
 }
