@@ -727,3 +727,36 @@ func TestLoginUpgradesOldHash(t *testing.T) {
 	}
 	e.login(t, "old@example.com") // and the upgraded hash verifies
 }
+
+// TestRefreshReuseAfterGraceRevokesSession: an old refresh token presented
+// after the grace window is treated as stolen: the session ends (successor
+// included), the proxy learns it through the projection and an event.
+func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "reuse@example.com", "R")
+	id := e.identityFor(t, tk)
+	r := e.refresh(t, tk.RefreshToken)
+	var next tokens
+	r.JSON(t, &next)
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh: %d", r.Status)
+	}
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, sessions.Hash(tk.RefreshToken)); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Fatalf("reuse after grace: %d %s", r.Status, r.Body)
+	}
+	if r := e.refresh(t, next.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("successor after reuse detection: %d, want 400", r.Status)
+	}
+	pr := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + id.UserID + "?tenant_id=" + id.TenantID, Service: true})
+	var p identity.Projection
+	pr.JSON(t, &p)
+	if !p.SessionRevoked(id.SessionID) {
+		t.Errorf("projection does not list session %s as revoked: %+v", id.SessionID, p)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
+		t.Errorf("outbox rows = %d, want 1", n)
+	}
+}
