@@ -760,3 +760,56 @@ func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 }
+
+func TestPasswordGrantTenantChoice(t *testing.T) {
+	e := start(t, cheap)
+	first := e.signup(t, "two@example.com", "First")
+	uid := claims(t, first.AccessToken)["sub"].(string)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, uid, "member")
+	stranger := e.SeedTenant(t, "Stranger")
+
+	grant := func(tenant string) apitest.Response {
+		body := map[string]string{"grant_type": "password", "email": "two@example.com", "password": pw}
+		if tenant != "" {
+			body["tenant_id"] = tenant
+		}
+		return e.token(t, body)
+	}
+	tests := []struct {
+		name, tenant string
+		status       int
+		wantTenant   string
+		code         string
+	}{
+		{"default is the oldest membership", "", 200, first.TenantID, ""},
+		{"explicit tenant", second.ID, 200, second.ID, ""},
+		{"tenant without membership", stranger.ID, 403, "", "forbidden"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := grant(tt.tenant)
+			if r.Status != tt.status {
+				t.Fatalf("status %d %s, want %d", r.Status, r.Body, tt.status)
+			}
+			if tt.status == 200 {
+				var tk tokens
+				r.JSON(t, &tk)
+				if tk.TenantID != tt.wantTenant || claims(t, tk.AccessToken)["tid"] != tt.wantTenant {
+					t.Errorf("tenant = %s, want %s", tk.TenantID, tt.wantTenant)
+				}
+			} else if c := r.Problem(t).Code; c != tt.code {
+				t.Errorf("code = %q, want %q", c, tt.code)
+			}
+		})
+	}
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET status = 'disabled' WHERE id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	if r := grant(""); r.Status != http.StatusForbidden || r.Problem(t).Code != "user_disabled" {
+		t.Errorf("disabled user: %d %s", r.Status, r.Body)
+	}
+	if r := e.refresh(t, first.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("refresh of a disabled user: %d", r.Status)
+	}
+}
