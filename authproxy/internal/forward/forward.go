@@ -40,7 +40,21 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: false,
 		StreamResponseBody:            true,
 		MaxResponseBodySize:           0, // streamed: no limit on what coreapi sends
+		RetryIfErr:                    retryIfErr,
 	}
+}
+
+// retryIfErr keeps fasthttp's retry of idempotent requests (e.g. on a
+// keep-alive connection coreapi has just closed) but never retries a
+// timeout: by default fasthttp retries those too, up to five attempts, so a
+// hung coreapi held a GET for five times UPSTREAM_TIMEOUT.
+func retryIfErr(req *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
+	var ne net.Error
+	if errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
+		return false, false
+	}
+	h := &req.Header
+	return false, h.IsGet() || h.IsHead() || h.IsPut()
 }
 
 // NewInternalClient returns the buffered client for the proxy's own calls
