@@ -1,8 +1,11 @@
 package keys
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -246,5 +249,31 @@ func BenchmarkSign(b *testing.B) {
 		if _, err := r.Sign(payload); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestWatchPicksUpNewKey(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Watch(ctx, 5*time.Millisecond, slog.New(slog.NewJSONHandler(io.Discard, nil))); close(done) }()
+	defer func() { cancel(); <-done }()
+	newKid, err := Generate(dir, AlgEdDSA, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.SigningKeyID() != newKid {
+		if time.Now().After(deadline) {
+			t.Fatalf("signing kid = %s, want %s after Watch", r.SigningKeyID(), newKid)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
