@@ -496,10 +496,14 @@ func TestCoreKilled(t *testing.T) {
 }
 
 // TestCoreHung stops core A (SIGSTOP: connections are accepted by the kernel,
-// nothing answers): proxy A must give up within its upstream timeout with a
-// problem, not hang, and recover when core A continues.
+// nothing answers): proxy A must give up within its timeouts with a problem,
+// not hang, and recover when core A continues. An uncached identity waits
+// for the projection fetch (PROJECTION_TIMEOUT), a cached one for the
+// forwarded request (UPSTREAM_TIMEOUT).
 func TestCoreHung(t *testing.T) {
-	owner := signup(t, sys.proxyB)
+	cold := signup(t, sys.proxyB) // unknown to proxy A
+	warm := signup(t, sys.proxyA)
+	me(t, sys.proxyA, warm.Tokens.AccessToken)
 	pid := sys.coreA.child.pid()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -512,20 +516,46 @@ func TestCoreHung(t *testing.T) {
 		}
 	}
 	t.Cleanup(resume)
-	r, err := send("GET", sys.proxyA.url("/api/v1/users/me"), owner.Tokens.AccessToken, nil)
+
+	cases := []struct {
+		name    string
+		token   string
+		timeout time.Duration
+	}{
+		{"uncached identity", cold.Tokens.AccessToken, projectionTimeout},
+		{"cached identity", warm.Tokens.AccessToken, upstreamTimeout},
+	}
+	var wg sync.WaitGroup
+	replies := make([]reply, len(cases))
+	errs := make([]error, len(cases))
+	for i, tc := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i], errs[i] = send("GET", sys.proxyA.url("/api/v1/users/me"), tc.token, nil)
+		}()
+	}
+	wg.Wait()
 	resume()
-	if err != nil {
-		t.Fatalf("proxy A with core A hung: %v after %v", err, r.Elapsed)
+	for i, tc := range cases {
+		r := replies[i]
+		if errs[i] != nil {
+			t.Errorf("%s, core A hung: %v after %v", tc.name, errs[i], r.Elapsed)
+			continue
+		}
+		if r.Status != http.StatusServiceUnavailable && r.Status != http.StatusGatewayTimeout {
+			t.Errorf("%s: %s, want 503 or 504", tc.name, r)
+			continue
+		}
+		checkProblem(t, r)
+		t.Logf("core A hung, %s: proxy A answered %d in %v", tc.name, r.Status, r.Elapsed)
+		if r.Elapsed > tc.timeout+time.Second {
+			t.Errorf("%s: proxy A answered after %v, want within its %v timeout", tc.name, r.Elapsed, tc.timeout)
+		}
 	}
-	if r.Status != http.StatusServiceUnavailable && r.Status != http.StatusGatewayTimeout {
-		t.Errorf("%s: want 503 or 504", r)
+	for _, a := range []account{cold, warm} {
+		mustWaitStatus(t, "GET", sys.proxyA.url("/api/v1/users/me"), a.Tokens.AccessToken, http.StatusOK, 15*time.Second)
 	}
-	checkProblem(t, r)
-	t.Logf("core A hung: proxy A answered %d in %v", r.Status, r.Elapsed)
-	if r.Elapsed > upstreamTimeout+2*time.Second {
-		t.Errorf("proxy A answered after %v, want within the upstream timeout %v", r.Elapsed, upstreamTimeout)
-	}
-	mustWaitStatus(t, "GET", sys.proxyA.url("/api/v1/users/me"), owner.Tokens.AccessToken, http.StatusOK, 15*time.Second)
 }
 
 // TestNATSRestart shuts NATS down and starts it again on the same port:
@@ -661,4 +691,60 @@ func TestPostgresRestart(t *testing.T) {
 			t.Errorf("%s was restarted or died during the PostgreSQL restart", s.name)
 		}
 	}
+}
+
+// TestPostgresHung freezes PostgreSQL (SIGSTOP to every server process: the
+// kernel still accepts connections, nothing answers). Requests must fail
+// within the proxy's upstream timeout rather than hang, and succeed again
+// once PostgreSQL continues, with nothing restarted.
+func TestPostgresHung(t *testing.T) {
+	owner := signup(t, sys.proxyA)
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		me(t, p, owner.Tokens.AccessToken)
+	}
+	if err := sys.pg.signalAll(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := sys.pg.signalAll(syscall.SIGCONT); err != nil {
+				t.Errorf("resume postgres: %v", err)
+			}
+		}
+	}
+	t.Cleanup(resume)
+
+	var wg sync.WaitGroup
+	var replies [2]reply
+	var errs [2]error
+	for i, p := range []*service{sys.proxyA, sys.proxyB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i], errs[i] = send("GET", p.url("/api/v1/users/me"), owner.Tokens.AccessToken, nil)
+		}()
+	}
+	wg.Wait()
+	resume()
+	for i, r := range replies {
+		if errs[i] != nil {
+			t.Errorf("request %d with PostgreSQL frozen: %v after %v", i, errs[i], r.Elapsed)
+			continue
+		}
+		if r.Status < 500 {
+			t.Errorf("%s: want 5xx while PostgreSQL is frozen", r)
+			continue
+		}
+		pr := checkProblem(t, r)
+		t.Logf("while PostgreSQL is frozen: %s → %d %s in %v", r.URL, r.Status, pr.Code, r.Elapsed)
+		if r.Elapsed > upstreamTimeout+2*time.Second {
+			t.Errorf("%s took %v, want within the upstream timeout %v", r, r.Elapsed, upstreamTimeout)
+		}
+	}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		mustWaitStatus(t, "GET", p.url("/api/v1/users/me"), owner.Tokens.AccessToken, http.StatusOK, 20*time.Second)
+	}
+	login(t, sys.proxyA, owner)
 }

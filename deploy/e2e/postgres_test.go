@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -188,4 +190,52 @@ func (c *pgCluster) stop() error {
 	err := c.child.signalAndWait(syscall.SIGINT, 30*time.Second)
 	c.child = nil
 	return err
+}
+
+// pids returns the postmaster's pid and those of its children (backends and
+// auxiliary processes), read from /proc.
+func (c *pgCluster) pids() ([]int, error) {
+	if c.child == nil {
+		return nil, errors.New("postgres is not running")
+	}
+	root := c.child.pid()
+	out := []int{root}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(root) {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// signalAll sends sig to the postmaster and its children.
+func (c *pgCluster) signalAll(sig syscall.Signal) error {
+	pids, err := c.pids()
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("signal %d: %w", pid, err)
+		}
+	}
+	return nil
 }
