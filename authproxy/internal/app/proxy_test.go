@@ -696,3 +696,17 @@ func TestMethods(t *testing.T) {
 		})
 	}
 }
+
+// The bearer token is not forwarded on protected routes (the signed
+// identity replaces it); on public routes the request is left alone.
+func TestAuthorizationNotForwarded(t *testing.T) {
+	e := start(t, envOpt{})
+	e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), nil), 200)
+	if a, ok := e.wantSigned().Headers["Authorization"]; ok {
+		t.Fatalf("Authorization forwarded on a protected route: %v", a)
+	}
+	e.wantStatus(e.raw("POST /api/v1/auth/token HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Y2xpZW50OnNlY3JldA==\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), 200)
+	if a := e.core.Last(t).Headers["Authorization"]; len(a) != 1 || a[0] != "Basic Y2xpZW50OnNlY3JldA==" {
+		t.Fatalf("public route Authorization = %v", a)
+	}
+}

@@ -81,6 +81,7 @@ type Server struct {
 // allocates almost nothing.
 type state struct {
 	start     time.Time
+	authAt    time.Time
 	reqID     []byte
 	path      []byte
 	uri       []byte
@@ -268,7 +269,8 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
 	out := decide.Decide(claims, e, rule.Permissions)
-	s.d.Metrics.AuthDuration.Observe(s.d.Now().Sub(t0).Seconds())
+	st.authAt = s.d.Now() // also the signature's timestamp
+	s.d.Metrics.AuthDuration.Observe(st.authAt.Sub(t0).Seconds())
 	st.outcome = out.String()
 	switch out {
 	case decide.Allow:
@@ -304,17 +306,22 @@ func (s *Server) forward(c *fiber.Ctx, st *state, cl *tokens.Claims, e *projecti
 	s.setForwarded(c, st)
 	h.SetBytesV(requestid.Header, st.reqID)
 	if cl != nil {
-		now := s.d.Now().UnixMilli()
+		now := st.authAt.UnixMilli()
 		id := identity.Identity{UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid, Roles: e.P.Roles, Permissions: e.P.Permissions}
 		st.ts = strconv.AppendInt(st.ts[:0], now, 10)
 		st.sig = s.d.Signer.AppendSignature(st.sig[:0], now, b2s(h.Method()), b2s(st.uri), id)
-		h.Set(identity.HeaderUserID, cl.Sub)
-		h.Set(identity.HeaderTenantID, cl.Tid)
-		h.Set(identity.HeaderSessionID, cl.Sid)
-		h.Set(identity.HeaderRoles, e.Roles)
-		h.Set(identity.HeaderPermissions, e.Perms)
-		h.SetBytesV(identity.HeaderTimestamp, st.ts)
-		h.SetBytesV(identity.HeaderSignature, st.sig)
+		// coreapi never reads the token: the signed identity replaces it,
+		// and the token stays out of coreapi's logs.
+		h.Del(fiber.HeaderAuthorization)
+		// Add, not Set: hygiene removed every client X-Auth-* header, so
+		// there is nothing to replace and no need to scan for it.
+		h.Add(identity.HeaderUserID, cl.Sub)
+		h.Add(identity.HeaderTenantID, cl.Tid)
+		h.Add(identity.HeaderSessionID, cl.Sid)
+		h.Add(identity.HeaderRoles, e.Roles)
+		h.Add(identity.HeaderPermissions, e.Perms)
+		h.AddBytesV(identity.HeaderTimestamp, st.ts)
+		h.AddBytesV(identity.HeaderSignature, st.sig)
 	}
 	resp := c.Response()
 	if err := s.d.Upstream.Do(req, resp); err != nil {
