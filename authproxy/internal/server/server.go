@@ -75,6 +75,8 @@ type Server struct {
 	app      *fiber.App
 	pool     sync.Pool // of *state
 	draining atomic.Bool
+	idPrefix string
+	idSeq    atomic.Uint64
 }
 
 // state is the per-request scratch space, pooled so that a warm request
@@ -100,7 +102,9 @@ func New(d Deps, o Options) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &Server{d: d, o: o}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	s := &Server{d: d, o: o, idPrefix: hex.EncodeToString(b[:]) + "-"}
 	s.pool.New = func() any {
 		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), uri: make([]byte, 0, 512),
 			sig: make([]byte, 0, 64), ts: make([]byte, 0, 20)}
@@ -140,9 +144,9 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if in := h.Peek(requestid.Header); requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
 	} else {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		st.reqID = hex.AppendEncode(st.reqID[:0], b[:])
+		// Unique, not secret: a random per-process prefix and a counter.
+		st.reqID = append(st.reqID[:0], s.idPrefix...)
+		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Add(1), 36)
 	}
 	c.Locals(stateKey, st)
 	err := s.next(c)
@@ -348,21 +352,28 @@ func (s *Server) setForwarded(c *fiber.Ctx, st *state) {
 	ctx := c.Context()
 	var ipb [64]byte
 	ipStr := appendIP(ipb[:0], ctx.RemoteIP())
-	if prior := h.Peek("X-Forwarded-For"); st.trusted && len(prior) > 0 {
+	proto := "http"
+	if ctx.IsTLS() {
+		proto = "https"
+	}
+	if !st.trusted {
+		// hygiene removed the client's X-Forwarded-*: append, no rescans.
+		h.AddBytesV("X-Forwarded-For", ipStr)
+		h.Add("X-Forwarded-Proto", proto)
+		h.AddBytesV("X-Forwarded-Host", h.Host())
+		return
+	}
+	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
 		v := make([]byte, 0, len(prior)+2+len(ipStr))
 		v = append(append(append(v, prior...), ", "...), ipStr...)
 		h.SetBytesV("X-Forwarded-For", v)
 	} else {
 		h.SetBytesV("X-Forwarded-For", ipStr)
 	}
-	if !st.trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
-		if ctx.IsTLS() {
-			h.Set("X-Forwarded-Proto", "https")
-		} else {
-			h.Set("X-Forwarded-Proto", "http")
-		}
+	if len(h.Peek("X-Forwarded-Proto")) == 0 {
+		h.Set("X-Forwarded-Proto", proto)
 	}
-	if !st.trusted || len(h.Peek("X-Forwarded-Host")) == 0 {
+	if len(h.Peek("X-Forwarded-Host")) == 0 {
 		h.SetBytesV("X-Forwarded-Host", h.Host())
 	}
 }
