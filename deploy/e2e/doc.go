@@ -1,5 +1,27 @@
 // Package e2e runs the real coreapi and authproxy binaries, two of each, against one
 // PostgreSQL cluster and one NATS server, and checks the behaviour that only shows up with
 // more than one instance: cross-instance invalidation, OAuth flows that start on one core and
-// finish on another, refresh rotation races, and recovery from a dead core, NATS or database.
+// finish on another, refresh rotation races, and recovery from a dead or hung core, a NATS
+// restart, and a stopped or frozen database.
+//
+// The package holds only tests. TestMain builds both binaries from the workspace root (found
+// by walking up to go.work) and starts, all on 127.0.0.1:
+//
+//   - a PostgreSQL cluster of its own (initdb + postgres in a temp dir, on a random port),
+//     so that tests can stop, start and freeze it without disturbing other packages; when the
+//     suite runs as root, PostgreSQL runs as the "postgres" (or "nobody") user. DATABASE_URL
+//     is not used. Missing server binaries fail the suite with what to install;
+//   - an in-process NATS server on a fixed free port, so it can be restarted on that port;
+//   - a fake OpenID Connect provider (discovery, JWKS, authorize, token with PKCE checks and
+//     an RS256 ID token) standing in for the outside party;
+//   - coreapi A and B, migrated with `coreapi migrate up`, keys from `coreapi keys generate`,
+//     with a 1 s REFRESH_REUSE_GRACE and OIDC redirects to proxy B's callback;
+//   - authproxy A (in front of core A) and B (in front of core B), with a 3 s
+//     UPSTREAM_TIMEOUT and a 2 s PROJECTION_TIMEOUT.
+//
+// Every child dies with the test binary (Pdeathsig), is stopped when the suite ends or is
+// interrupted, and the temp dir is removed; set E2E_KEEP=1 to keep it (service logs are
+// there). On failure the tail of every service log is printed.
+//
+//	go test -count=1 -v ./deploy/e2e
 package e2e
