@@ -282,7 +282,7 @@ func TestIgnoreFileTrimsContext(t *testing.T) {
 		".data/identity.key":                   true,
 		"bin/coreapi":                          true,
 		"coreapi/internal/users/users_test.go": true,
-		"deploy/k8s/base/secret.yaml":          true,
+		"deploy/k8s/base/deployment.yaml":      true,
 		"go.work":                              false,
 		"shared/identity/identity.go":          false,
 		"migrations/sql/00001_schema.sql":      false,

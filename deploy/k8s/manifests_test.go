@@ -1,6 +1,8 @@
 package k8s
 
 import (
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -25,6 +28,8 @@ import (
 	kustypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 const (
@@ -262,14 +267,135 @@ func TestBaseInvariants(t *testing.T) {
 // TestCommittedSecretsArePlaceholders keeps real key material out of git.
 func TestCommittedSecretsArePlaceholders(t *testing.T) {
 	b := renderBase(t)
+	if len(b.Secrets) != 3 {
+		t.Fatalf("%d Secrets, want 3 (identity HMAC key, signing keys, database)", len(b.Secrets))
+	}
 	for _, s := range b.Secrets {
-		if len(s.Data) > 0 {
-			t.Errorf("Secret %s: has data; use stringData placeholders", s.Name)
+		values := map[string]string{}
+		for k, v := range s.Data {
+			values[k] = string(v)
 		}
 		for k, v := range s.StringData {
+			values[k] = v
+		}
+		if len(values) == 0 {
+			t.Errorf("Secret %s: empty", s.Name)
+		}
+		for k, v := range values {
 			if !strings.Contains(v, placeholder) || strings.Contains(v, "-----BEGIN") {
 				t.Errorf("Secret %s key %s: value is not a %s placeholder", s.Name, k, placeholder)
 			}
+			// A placeholder must fail where the service reads it, so that a
+			// pod deployed with it stops at start-up.
+			var err error
+			switch {
+			case k == "identity.key":
+				_, err = identity.ParseKey(v)
+			case k == "url":
+				_, err = pgx.ParseConfig(v)
+			case strings.HasSuffix(k, ".pem"):
+				if blk, _ := pem.Decode([]byte(v)); blk != nil {
+					err = nil
+				} else {
+					err = errors.New("no PEM block")
+				}
+			default:
+				t.Errorf("Secret %s: unexpected key %s", s.Name, k)
+				continue
+			}
+			if err == nil {
+				t.Errorf("Secret %s key %s: placeholder %q parses as a real value", s.Name, k, v)
+			}
+		}
+	}
+}
+
+// TestDocumentedOverlay renders the production overlay shown in
+// docs/operations.md, with made-up secret files, and checks that it keeps
+// every invariant, replaces every placeholder, and gives the replaced
+// Secrets new names (so that applying it rolls the pods).
+func TestDocumentedOverlay(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n# overlays/prod/kustomization.yaml\n(.*?)```").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/operations.md has no overlays/prod/kustomization.yaml example")
+	}
+	fsys := filesys.MakeFsInMemory()
+	copyBase(t, fsys, "/k/base")
+	files := map[string]string{
+		"kustomization.yaml":                         string(m[1]),
+		"secrets/identity.key":                       "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0=\n",
+		"secrets/keys/20260101T000000Z-1a2b3c4d.pem": "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+		"secrets/database-url":                       "postgres://app:pw@db:5432/app?sslmode=verify-full",
+	}
+	for name, content := range files {
+		if err := fsys.WriteFile(path.Join("/k/overlays/prod", name), []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := render(fsys, "/k/overlays/prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range check(b) {
+		t.Error(v)
+	}
+	base := renderBase(t)
+	baseNames := map[string]bool{}
+	for _, s := range base.Secrets {
+		baseNames[s.Name] = true
+	}
+	mounted := map[string]bool{}
+	for _, vol := range b.Deployments[0].Spec.Template.Spec.Volumes {
+		if vol.Secret != nil {
+			mounted[vol.Secret.SecretName] = true
+		}
+	}
+	for _, s := range b.Secrets {
+		if baseNames[s.Name] {
+			t.Errorf("Secret %s kept the base's name: applying the overlay would not roll the pods", s.Name)
+		}
+		for k, v := range s.Data {
+			if strings.Contains(string(v), placeholder) {
+				t.Errorf("Secret %s key %s: placeholder left in the overlay", s.Name, k)
+			}
+		}
+		if s.Namespace != "tollgate" {
+			t.Errorf("Secret %s namespace = %q, want tollgate", s.Name, s.Namespace)
+		}
+	}
+	for name := range mounted {
+		found := false
+		for _, s := range b.Secrets {
+			found = found || s.Name == name
+		}
+		if !found {
+			t.Errorf("the Deployment mounts Secret %s, which the overlay does not render", name)
+		}
+	}
+	for _, c := range b.Deployments[0].Spec.Template.Spec.Containers {
+		if !strings.HasPrefix(c.Image, "registry.example.com/tollgate/") {
+			t.Errorf("container %s image %s, want the overlay's", c.Name, c.Image)
+		}
+	}
+}
+
+func copyBase(t *testing.T, fsys filesys.FileSystem, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(baseDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fsys.WriteFile(path.Join(dir, e.Name()), data); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -440,19 +566,7 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 // invariants to reject it.
 func TestOverlayBreakageIsCaught(t *testing.T) {
 	fsys := filesys.MakeFsInMemory()
-	entries, err := os.ReadDir(baseDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(baseDir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := fsys.WriteFile(path.Join("/k/base", e.Name()), data); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyBase(t, fsys, "/k/base")
 	overlay := `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources: [../base]
