@@ -496,6 +496,10 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			b.Deployments[0].Spec.Template.Spec.SecurityContext.SeccompProfile = nil
 			ctr(t, b, proxyName).SecurityContext.SeccompProfile = nil
 		}, "seccomp"},
+		{"host path volume", func(t *testing.T, b *bundle) {
+			pod := &b.Deployments[0].Spec.Template.Spec
+			pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
+		}, "volume host"},
 		{"service account token mounted", func(t *testing.T, b *bundle) {
 			b.Deployments[0].Spec.Template.Spec.AutomountServiceAccountToken = nil
 			b.ServiceAccounts[0].AutomountServiceAccountToken = nil
@@ -991,6 +995,13 @@ func checkPod(v *violations, b *bundle, owner string, pod *corev1.PodSpec) {
 	}
 	if automount == nil || *automount {
 		v.addf("%s: the service account token is mounted; the pod never calls the API server", owner)
+	}
+	// The volume types the "restricted" Pod Security Standard allows that
+	// this pod has any use for; hostPath above all is out.
+	for _, vol := range pod.Volumes {
+		if vol.Secret == nil && vol.ConfigMap == nil && vol.EmptyDir == nil && vol.Projected == nil && vol.DownwardAPI == nil {
+			v.addf("%s: volume %s is not a secret, configMap, emptyDir, projected or downwardAPI volume", owner, vol.Name)
+		}
 	}
 	psc := pod.SecurityContext
 	if psc == nil {
