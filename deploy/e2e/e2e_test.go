@@ -294,6 +294,14 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 	}
 
 	t.Run("state is consumed once", func(t *testing.T) {
+		// A replayed state must be refused before any code exchange: the
+		// provider sees no second token request.
+		calls := sys.oidc.tokenRequests()
+		defer func() {
+			if got := sys.oidc.tokenRequests(); got != calls {
+				t.Errorf("replayed callbacks made %d token requests to the provider, want 0", got-calls)
+			}
+		}()
 		for _, p := range []*service{sys.proxyB, sys.proxyA} {
 			r := call(t, "GET", strings.Replace(callback, sys.proxyB.addr, p.addr, 1), "", nil)
 			if r.Status < 400 || r.Status >= 500 {
@@ -304,6 +312,7 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 		}
 	})
 	t.Run("unknown state", func(t *testing.T) {
+		calls := sys.oidc.tokenRequests()
 		cb, _ := url.Parse(callback)
 		q := cb.Query()
 		q.Set("state", randToken(16))
@@ -313,6 +322,9 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 			t.Fatalf("callback with an unknown state: %s, want 4xx", r)
 		}
 		checkProblem(t, r)
+		if got := sys.oidc.tokenRequests(); got != calls {
+			t.Errorf("a callback with an unknown state made %d token requests to the provider, want 0", got-calls)
+		}
 	})
 	t.Run("second login links the same user", func(t *testing.T) {
 		r := call(t, "GET", sys.proxyB.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize"), "", nil)
@@ -508,6 +520,7 @@ func TestCoreHung(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	stoppedAt := time.Now()
 	resumed := false
 	resume := func() {
 		if !resumed {
@@ -544,7 +557,10 @@ func TestCoreHung(t *testing.T) {
 			continue
 		}
 		if r.Status != http.StatusServiceUnavailable && r.Status != http.StatusGatewayTimeout {
-			t.Errorf("%s: %s, want 503 or 504", tc.name, r)
+			id := r.Header.Get("X-Request-Id")
+			t.Errorf("%s: %s after %v, want 503 or 504 (core A pid %d, stopped at %v); logs of request %s:\n%s\n%s",
+				tc.name, r, r.Elapsed, pid, stoppedAt.Format(time.RFC3339Nano), id,
+				grepLog(sys.proxyA.logPath, id), grepLog(sys.coreA.logPath, id))
 			continue
 		}
 		checkProblem(t, r)

@@ -32,11 +32,12 @@ type fakeOIDC struct {
 	key          jwk.Key // private, with kid and alg
 	jwks         []byte
 
-	mu       sync.Mutex
-	next     oidcUser            // who the next /authorize logs in
-	codes    map[string]oidcCode // issued, not yet redeemed
-	problems []string            // protocol violations seen from the client
-	lastAuth url.Values          // query of the last /authorize request
+	mu         sync.Mutex
+	next       oidcUser            // who the next /authorize logs in
+	codes      map[string]oidcCode // issued, not yet redeemed
+	problems   []string            // protocol violations seen from the client
+	lastAuth   url.Values          // query of the last /authorize request
+	tokenCalls int                 // requests to /token
 }
 
 type oidcUser struct {
@@ -176,7 +177,17 @@ func (p *fakeOIDC) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// tokenRequests returns how many requests /token has received.
+func (p *fakeOIDC) tokenRequests() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tokenCalls
+}
+
 func (p *fakeOIDC) token(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	p.tokenCalls++
+	p.mu.Unlock()
 	if err := r.ParseForm(); err != nil {
 		p.problem(w, 400, "invalid_request", "form: %v", err)
 		return
