@@ -56,7 +56,7 @@ func New() *Metrics {
 			Name: "authproxy_request_duration_seconds", Help: "Whole request time at the proxy, by status class.", Buckets: fast,
 		}, []string{"code"}),
 		AuthDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "authproxy_auth_duration_seconds", Help: "Time to authenticate and authorize a protected request (token, projection, decision).", Buckets: fast,
+			Name: "authproxy_auth_duration_seconds", Help: "Time from the start of a protected request to its access decision (hygiene, token, projection, decision).", Buckets: fast,
 		}),
 		Verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_token_verifications_total", Help: "Token signature verifications performed (cache misses only).",
