@@ -228,11 +228,18 @@ type meBody struct {
 	Permissions []string `json:"permissions"`
 }
 
+// me fetches GET /users/me and checks that the answer is about the token's
+// own user and tenant: an answer meant for another request would show here.
 func me(t testing.TB, via *service, token string) meBody {
 	t.Helper()
 	r := call(t, "GET", via.url("/api/v1/users/me"), token, nil)
 	expect(t, r, http.StatusOK)
-	return decode[meBody](t, r)
+	m := decode[meBody](t, r)
+	if c := claimsOf(t, token); m.ID != c.Sub || m.TenantID != c.Tid {
+		t.Fatalf("%s via %s: /users/me answered for user %s tenant %s, the token is user %s tenant %s (request id %s)",
+			r, via.name, m.ID, m.TenantID, c.Sub, c.Tid, r.Header.Get("X-Request-Id"))
+	}
+	return m
 }
 
 // claims are the access-token claims the suite reads. The token is not

@@ -517,10 +517,6 @@ func TestCoreHung(t *testing.T) {
 	warm := signup(t, sys.proxyA)
 	me(t, sys.proxyA, warm.Tokens.AccessToken)
 	pid := sys.coreA.child.pid()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stoppedAt := time.Now()
 	resumed := false
 	resume := func() {
 		if !resumed {
@@ -529,6 +525,10 @@ func TestCoreHung(t *testing.T) {
 		}
 	}
 	t.Cleanup(resume)
+	if err := stopProcess(pid, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stoppedAt := time.Now()
 
 	cases := []struct {
 		name    string
@@ -718,9 +718,6 @@ func TestPostgresHung(t *testing.T) {
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		me(t, p, owner.Tokens.AccessToken)
 	}
-	if err := sys.pg.signalAll(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
 	resumed := false
 	resume := func() {
 		if !resumed {
@@ -731,6 +728,9 @@ func TestPostgresHung(t *testing.T) {
 		}
 	}
 	t.Cleanup(resume)
+	if err := sys.pg.stopAll(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	var wg sync.WaitGroup
 	var replies [2]reply

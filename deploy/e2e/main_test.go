@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -127,10 +129,12 @@ func setup(ctx context.Context) (*system, error) {
 		return s, err
 	}
 
-	pgPort, err := freePort()
+	// PostgreSQL, NATS, and the public and admin ports of four services.
+	ports, err := freePorts(10)
 	if err != nil {
 		return s, err
 	}
+	pgPort, natsPort := ports[0], ports[1]
 	pgBase := filepath.Join(work, "pg")
 	if err := os.Mkdir(pgBase, 0o755); err != nil {
 		return s, err
@@ -144,10 +148,6 @@ func setup(ctx context.Context) (*system, error) {
 		return s, fmt.Errorf("coreapi migrate up: %w\n%s", err, out)
 	}
 
-	natsPort, err := freePort()
-	if err != nil {
-		return s, err
-	}
 	s.natsOpts = &server.Options{Host: "127.0.0.1", Port: natsPort, NoLog: true, NoSigs: true}
 	if err := s.startNATS(); err != nil {
 		return s, err
@@ -168,11 +168,7 @@ func setup(ctx context.Context) (*system, error) {
 
 	addrs := make([]string, 8)
 	for i := range addrs {
-		p, err := freePort()
-		if err != nil {
-			return s, err
-		}
-		addrs[i] = "127.0.0.1:" + strconv.Itoa(p)
+		addrs[i] = "127.0.0.1:" + strconv.Itoa(ports[2+i])
 	}
 	s.coreA = s.newCore("coreapi-a", addrs[0], addrs[1])
 	s.coreB = s.newCore("coreapi-b", addrs[2], addrs[3])
@@ -398,14 +394,57 @@ func buildBinaries(ctx context.Context, root, out string) error {
 	return nil
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freePorts returns n distinct loopback TCP ports that were free a moment
+// ago. They are taken below the kernel's ephemeral range when it can, so
+// that no outgoing connection borrows one while a service on it is down
+// (the suite restarts core A, NATS and PostgreSQL on their ports).
+func freePorts(n int) ([]int, error) {
+	lo, hi := 20000, ephemeralLow()
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	var ports []int
+	try := func(port int) {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			return
+		}
+		held = append(held, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	if hi-lo >= 1000 {
+		start := lo + mrand.IntN(hi-lo)
+		for i := 0; i < hi-lo && len(ports) < n; i++ {
+			try(lo + (start-lo+i)%(hi-lo))
+		}
+	}
+	for tries := 0; len(ports) < n && tries < 10*n; tries++ {
+		try(0) // any port: the kernel never hands out one that is held
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("found %d free loopback ports, want %d", len(ports), n)
+	}
+	return ports, nil
+}
+
+// ephemeralLow is the low end of the kernel's ephemeral port range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
 }
 
 func randToken(n int) string {

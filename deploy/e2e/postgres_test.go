@@ -226,6 +226,24 @@ func (c *pgCluster) pids() ([]int, error) {
 	return out, nil
 }
 
+// stopAll freezes the postmaster and its children (SIGSTOP) and waits until
+// every one of them is stopped.
+func (c *pgCluster) stopAll(timeout time.Duration) error {
+	pids, err := c.pids()
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := stopProcess(pid, timeout); err != nil {
+			if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(serr) {
+				continue // a backend that exited meanwhile
+			}
+			return err
+		}
+	}
+	return nil
+}
+
 // signalAll sends sig to the postmaster and its children.
 func (c *pgCluster) signalAll(sig syscall.Signal) error {
 	pids, err := c.pids()
