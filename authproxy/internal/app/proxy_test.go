@@ -710,3 +710,15 @@ func TestAuthorizationNotForwarded(t *testing.T) {
 		t.Fatalf("public route Authorization = %v", a)
 	}
 }
+
+// A token whose kid is unknown during the refetch cooldown is not
+// remembered as bad: once the key is fetched it works at once.
+func TestUnknownKidNotNegativelyCached(t *testing.T) {
+	e := start(t, envOpt{})
+	k2 := testenv.NewKey(t, "20260501T000000Z-0000eeee", jwa.EdDSA)
+	tok := testenv.Sign(t, k2, testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken) // within the cooldown
+	e.core.Publish(e.key, k2)
+	e.clock.Advance(2 * time.Minute)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+}

@@ -161,8 +161,10 @@ func (v *Verifier) Verify(ctx context.Context, token []byte) (*Claims, error) {
 				v.cache.SetWithTTL(k, &entry{digest: d, claims: c}, 1, ttl)
 				v.cache.Wait()
 			}
-		case errors.Is(err, ErrKeysUnavailable):
-			// Not the token's fault: do not remember.
+		case errors.Is(err, ErrKeysUnavailable), errors.Is(err, ErrKid):
+			// Not (necessarily) the token's fault: an unknown kid may be a
+			// key coreapi has just started to use, known after the next
+			// refetch. Do not remember.
 		default:
 			v.cache.SetWithTTL(k, &entry{digest: d, err: err}, 1, v.opt.NegativeTTL)
 			v.cache.Wait()
