@@ -79,7 +79,15 @@ func (id Identity) Has(p string) bool {
 type Signer struct {
 	key    []byte
 	window time.Duration
-	macs   sync.Pool // of hash.Hash; hmac.New allocates ~1 KB
+	macs   sync.Pool // of *macState; hmac.New allocates ~1 KB
+}
+
+// macState is a pooled HMAC with a buffer for the canonical string, so
+// signing and verifying do not allocate.
+type macState struct {
+	h     hash.Hash
+	canon []byte
+	sum   []byte
 }
 
 // NewSigner returns a Signer for key. window <= 0 selects DefaultWindow.
@@ -93,17 +101,21 @@ func NewSigner(key []byte, window time.Duration) (*Signer, error) {
 	k := make([]byte, len(key))
 	copy(k, key)
 	s := &Signer{key: k, window: window}
-	s.macs.New = func() any { return hmac.New(sha256.New, s.key) }
+	s.macs.New = func() any { return &macState{h: hmac.New(sha256.New, s.key), canon: make([]byte, 0, 512), sum: make([]byte, 0, sha256.Size)} }
 	return s, nil
 }
 
-// mac computes the HMAC of canon into dst using a pooled hash.
-func (s *Signer) mac(dst, canon []byte) []byte {
-	h := s.macs.Get().(hash.Hash)
-	h.Reset()
-	h.Write(canon)
-	dst = h.Sum(dst)
-	s.macs.Put(h)
+// mac appends the HMAC of the canonical string of the arguments to dst.
+func (s *Signer) mac(dst []byte, ts int64, method, pathQuery string, id Identity) []byte {
+	m := s.macs.Get().(*macState)
+	m.canon = AppendCanonical(m.canon[:0], ts, method, pathQuery, id)
+	m.h.Reset()
+	m.h.Write(m.canon)
+	m.sum = m.h.Sum(m.sum[:0])
+	dst = append(dst, m.sum...)
+	if cap(m.canon) <= 64<<10 { // don't keep huge buffers from odd requests
+		s.macs.Put(m)
+	}
 	return dst
 }
 
@@ -163,12 +175,10 @@ func (s *Signer) Sign(ts int64, method, pathQuery string, id Identity) string {
 // AppendSignature is Sign appending to dst, for callers that avoid
 // allocations on a hot path.
 func (s *Signer) AppendSignature(dst []byte, ts int64, method, pathQuery string, id Identity) []byte {
-	var cbuf [512]byte
-	canon := AppendCanonical(cbuf[:0], ts, method, pathQuery, id)
 	var sum [sha256.Size]byte
 	dst = append(dst, Version...)
 	dst = append(dst, '=')
-	return base64.RawURLEncoding.AppendEncode(dst, s.mac(sum[:0], canon))
+	return base64.RawURLEncoding.AppendEncode(dst, s.mac(sum[:0], ts, method, pathQuery, id))
 }
 
 // Verify checks a signature and timestamp header pair (as received) against
@@ -200,10 +210,8 @@ func (s *Signer) Verify(now time.Time, timestamp, signature, method, pathQuery s
 	if skew > s.window.Milliseconds() || -skew > s.window.Milliseconds() {
 		return ErrExpired
 	}
-	var cbuf [512]byte
-	canon := AppendCanonical(cbuf[:0], ts, method, pathQuery, id)
 	var sum [sha256.Size]byte
-	if !hmac.Equal(s.mac(sum[:0], canon), got[:]) {
+	if !hmac.Equal(s.mac(sum[:0], ts, method, pathQuery, id), got[:]) {
 		return ErrSignature
 	}
 	return nil
