@@ -102,6 +102,25 @@ func TestSignupTokenAndMeThroughEitherProxy(t *testing.T) {
 			})
 		}
 	})
+	t.Run("request id reaches the core", func(t *testing.T) {
+		id := "e2e-" + randToken(8)
+		req, _ := http.NewRequest("GET", sys.proxyB.url("/api/v1/users/me"), nil)
+		req.Header.Set("Authorization", "Bearer "+owner.Tokens.AccessToken)
+		req.Header.Set("X-Request-Id", id)
+		resp, err := apiClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Request-Id") != id {
+			t.Fatalf("status %d, X-Request-Id %q; want 200 echoing %q", resp.StatusCode, resp.Header.Get("X-Request-Id"), id)
+		}
+		for _, svc := range []*service{sys.proxyB, sys.coreB} {
+			if grepLog(svc.logPath, id) == "" {
+				t.Errorf("%s logged nothing for request id %s", svc.name, id)
+			}
+		}
+	})
 	t.Run("client-sent identity headers are ignored", func(t *testing.T) {
 		other := signup(t, sys.proxyB)
 		req, _ := http.NewRequest("GET", sys.proxyA.url("/api/v1/users/me"), nil)
