@@ -26,6 +26,9 @@ type load struct {
 	request func(w, i int) []byte
 	// want is the expected status code; anything else counts as an error.
 	want int
+	// onStart and onEnd, if set, run when the measured window opens and
+	// closes (e.g. to scrape counters so warm-up work is not counted).
+	onStart, onEnd func()
 }
 
 // result is what one run measured, during the measured window only.
@@ -131,11 +134,17 @@ func (l load) run(ctx context.Context) result {
 		}(w)
 	}
 	sleepCtx(ctx, l.warmup)
+	if l.onStart != nil {
+		l.onStart()
+	}
 	measuring.Store(true)
 	start := time.Now()
 	sleepCtx(ctx, l.duration)
 	measuring.Store(false)
 	elapsed := time.Since(start)
+	if l.onEnd != nil {
+		l.onEnd()
+	}
 	stop.Store(true)
 	wg.Wait()
 

@@ -194,9 +194,34 @@ func render(host, path string, tokens []string) [][]byte {
 	return out
 }
 
+// scrapers lists metrics endpoints to sample at the edges of a row's
+// measured window, so that counters exclude warm-up.
+type scrapers struct {
+	proxy, core   string
+	before, after [2]sample
+}
+
+func (s *scrapers) start() {
+	if s == nil {
+		return
+	}
+	s.before = [2]sample{scrape(s.proxy), scrape(s.core)}
+}
+
+func (s *scrapers) end() {
+	if s == nil {
+		return
+	}
+	s.after = [2]sample{scrape(s.proxy), scrape(s.core)}
+}
+
 func (h *harness) measure(ctx context.Context, name, addr string, conns int, req func(w, i int) []byte) row {
+	return h.measureWith(ctx, name, addr, conns, req, nil)
+}
+
+func (h *harness) measureWith(ctx context.Context, name, addr string, conns int, req func(w, i int) []byte, sc *scrapers) row {
 	h.logf("row %-40s %5d conns ...", name, conns)
-	r := load{addr: addr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200}.run(ctx)
+	r := load{addr: addr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: sc.start, onEnd: sc.end}.run(ctx)
 	h.logf("row %-40s %5d conns: %8.0f req/s p50 %v p99 %v errors %d %s", name, conns, r.RPS, r.P50, r.P99, r.Errors, r.FirstErr)
 	return row{name: name, conns: conns, res: r}
 }
@@ -238,17 +263,14 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	c, hc := h.o.conns, h.o.highConns
 	rep.add(h.measure(ctx, "direct fasthttp upstream", h.upstreamAddr, c, cycle(noAuth, c)))
 	rep.add(h.measure(ctx, "bare Fiber proxy", h.bareAddr, c, cycle(noAuth, c)))
-	before := scrape(admin)
-	w := h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, c, cycle(warmReqs, c))
-	after := scrape(admin)
-	w.counters = proxyCounters(before, after, w.res.Requests)
+	sc := &scrapers{proxy: admin}
+	w := h.measureWith(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, c, cycle(warmReqs, c), sc)
+	w.counters = proxyCounters(sc.before[0], sc.after[0], w.res.Requests)
 	rep.add(w)
 
 	var reused atomic.Int64
-	before = scrape(admin)
-	cold := h.measure(ctx, "authproxy cold (every token new)", h.proxyAddr, c, once(coldReqs, &reused))
-	after = scrape(admin)
-	cold.counters = proxyCounters(before, after, cold.res.Requests)
+	cold := h.measureWith(ctx, "authproxy cold (every token new)", h.proxyAddr, c, once(coldReqs, &reused), sc)
+	cold.counters = proxyCounters(sc.before[0], sc.after[0], cold.res.Requests)
 	if n := reused.Load(); n > 0 {
 		cold.note = fmt.Sprintf("%d requests reused a token (pool of %d exhausted)", n, len(coldReqs))
 	}
@@ -261,10 +283,8 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// Many users: one unmeasured pass fills the caches first.
 	h.logf("filling caches with %d users", len(manyReqs))
 	load{addr: h.proxyAddr, conns: c, warmup: 0, duration: time.Duration(len(manyReqs)/4000+2) * time.Second, request: once(manyReqs, new(atomic.Int64)), want: 200}.run(ctx)
-	before = scrape(admin)
-	m := h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.manyUsers)), h.proxyAddr, c, cycle(manyReqs, c))
-	after = scrape(admin)
-	m.counters = proxyCounters(before, after, m.res.Requests)
+	m := h.measureWith(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.manyUsers)), h.proxyAddr, c, cycle(manyReqs, c), sc)
+	m.counters = proxyCounters(sc.before[0], sc.after[0], m.res.Requests)
 	rep.addTrend(m)
 
 	if h.o.profile > 0 {

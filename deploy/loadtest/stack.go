@@ -186,10 +186,12 @@ func (h *harness) runStack(ctx context.Context, rep *report) error {
 	c := h.o.conns
 
 	measureStack := func(name, addr string, conns int, req func(w, i int) []byte) row {
-		pb, cb := scrape(proxyMetrics), scrape(coreMetrics)
-		r := h.measure(ctx, name, addr, conns, req)
-		pa, ca := scrape(proxyMetrics), scrape(coreMetrics)
-		r.counters = append(proxyCounters(pb, pa, r.res.Requests), coreCounters(cb, ca)...)
+		sc := &scrapers{proxy: proxyMetrics, core: coreMetrics}
+		r := h.measureWith(ctx, name, addr, conns, req, sc)
+		if addr == s.proxyAddr {
+			r.counters = proxyCounters(sc.before[0], sc.after[0], r.res.Requests)
+		}
+		r.counters = append(r.counters, coreCounters(sc.before[1], sc.after[1])...)
 		return r
 	}
 	rep.add(measureStack(fmt.Sprintf("full stack GET /users/me (%d users)", len(s.users)), s.proxyAddr, c, cycle(meReqs, c)))
