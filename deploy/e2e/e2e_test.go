@@ -694,8 +694,11 @@ func TestPostgresRestart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v after %v", err, r.Elapsed)
 			}
-			if r.Status < 500 {
-				t.Fatalf("%s: want 5xx while PostgreSQL is down", r)
+			if r.Status != http.StatusServiceUnavailable {
+				t.Fatalf("%s: want 503 while PostgreSQL is down", r)
+			}
+			if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra <= 0 {
+				t.Errorf("%s: Retry-After %q, want a positive number of seconds", r, r.Header.Get("Retry-After"))
 			}
 			pr := checkProblem(t, r)
 			t.Logf("while PostgreSQL is down: %s %s → %d %s in %v", tc.method, tc.path, r.Status, pr.Code, r.Elapsed)

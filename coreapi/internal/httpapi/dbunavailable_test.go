@@ -1,0 +1,50 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func TestDBUnavailable(t *testing.T) {
+	// A real connection error: nothing listens on this port.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, connErr := pgx.Connect(context.Background(), "postgres://postgres@"+addr+"/postgres?connect_timeout=2")
+	if connErr == nil {
+		t.Fatal("connect to a closed port succeeded")
+	}
+
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connect refused", fmt.Errorf("get me: %w", connErr), true},
+		{"admin shutdown", fmt.Errorf("q: %w", &pgconn.PgError{Code: "57P01"}), true},
+		{"connection exception", &pgconn.PgError{Code: "08006"}, true},
+		{"reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, true},
+		{"deadline", fmt.Errorf("acquire: %w", context.DeadlineExceeded), true},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+		{"syntax error", &pgconn.PgError{Code: "42601"}, false},
+		{"no rows", pgx.ErrNoRows, false},
+		{"other", errors.New("boom"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := dbUnavailable(tt.err); got != tt.want {
+				t.Fatalf("dbUnavailable(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
