@@ -19,8 +19,9 @@ test:
 
 ## bench: Go micro-benchmarks of the hot paths, then the load harness
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./authproxy/...
-	scripts/with-postgres.sh $(GO) run ./deploy/loadtest $(BENCHFLAGS)
+	@mkdir -p $(BIN)
+	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./authproxy/... | tee $(BIN)/gobench.txt
+	scripts/with-postgres.sh $(GO) run ./deploy/loadtest -gobench $(BIN)/gobench.txt $(BENCHFLAGS)
 
 lint:
 	$(GO) vet work

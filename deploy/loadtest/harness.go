@@ -233,6 +233,19 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 		opts:    h.o,
 		fdLimit: h.fdMax,
 	}
+	if h.o.gobench != "" {
+		b, err := os.ReadFile(h.o.gobench)
+		if err != nil {
+			return nil, fmt.Errorf("read -gobench: %w", err)
+		}
+		var keep []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "Benchmark") || strings.HasPrefix(line, "pkg:") || strings.HasPrefix(line, "cpu:") {
+				keep = append(keep, line)
+			}
+		}
+		rep.gobench = strings.Join(keep, "\n")
+	}
 	if err := h.startSynthetic(ctx); err != nil {
 		return nil, err
 	}

@@ -32,7 +32,12 @@ type options struct {
 	out              string
 	skipStack        bool
 	profile          time.Duration
+	gobench          string
 }
+
+// analysisMarker starts the hand-written part of the report, which a run
+// keeps: the numbers above it are regenerated, the reading of them is not.
+const analysisMarker = "<!-- analysis: kept across runs -->"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -63,6 +68,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.trials, "trials", 200, "invalidation latency trials")
 	fs.DurationVar(&o.profile, "profile", 10*time.Second, "CPU profile length of authproxy under warm load (0: none)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root ('' for none)")
+	fs.StringVar(&o.gobench, "gobench", "", "file with `go test -bench` output to include in the report")
 	fs.BoolVar(&o.skipStack, "skip-stack", false, "skip the full-stack rows (no PostgreSQL needed)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +104,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprint(stdout, text)
 	if o.out != "" {
 		path := filepath.Join(h.root, o.out)
+		// Hand-written analysis below the marker survives a new run.
+		if old, err := os.ReadFile(path); err == nil {
+			if i := strings.Index(string(old), analysisMarker); i >= 0 {
+				text += "\n" + string(old[i:])
+			}
+		}
 		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 			return err
 		}

@@ -39,6 +39,7 @@ type report struct {
 	invalidation           *latencies
 	held                   *heldResult
 	profile                string
+	gobench                string
 }
 
 func (r *report) add(x row)      { r.rows = append(r.rows, x) }
@@ -144,6 +145,12 @@ func (r *report) markdown() string {
 			}
 			w("| %s | %d | %.0f | %s | %s | %d | %s |\n", x.name, x.conns, x.res.RPS, ms(x.res.P50), ms(x.res.P99), x.res.Errors, rel)
 		}
+	}
+	if r.gobench != "" {
+		w("\n## Go micro-benchmarks of the hot paths (`go test -bench`, same run)\n\n")
+		w("`BenchmarkWarmRequest` is a whole warm request through authproxy's handler to a loopback\n")
+		w("upstream; `BenchmarkBareForward` the same harness with a plain forwarder. Goal: a warm\n")
+		w("request allocates ≤ 2 KB/op.\n\n```\n%s\n```\n", r.gobench)
 	}
 	if r.profile != "" {
 		w("\n## Where authproxy spends CPU under warm load (pprof top 10)\n\n```\n%s\n```\n", r.profile)

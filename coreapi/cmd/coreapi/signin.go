@@ -38,7 +38,7 @@ const (
 // code; the tenant API needs nothing from it.
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
 	reg prometheus.Registerer, opts *httpapi.Options) ([]worker, error) {
-	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg)
+	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation))
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}

@@ -30,6 +30,7 @@ const (
 	DefaultRefreshTokenTTL   = 720 * time.Hour
 	DefaultRefreshReuseGrace = 10 * time.Second
 	DefaultSigningAlg        = "EdDSA"
+	DefaultKeyActivation     = 5 * time.Minute
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultShutdownTimeout   = 15 * time.Second
 	MinDBMaxConns            = 8
@@ -90,7 +91,10 @@ type Config struct {
 	RefreshReuseGrace time.Duration
 	SigningKeysDir    string
 	SigningAlg        string
-	OIDCProviders     []OIDCProvider
+	// SigningKeyActivation is how old a generated key must be before it
+	// signs; until then it is only published in the JWKS.
+	SigningKeyActivation time.Duration
+	OIDCProviders        []OIDCProvider
 
 	MaxBodyBytes    int
 	ShutdownTimeout time.Duration
@@ -124,6 +128,7 @@ func Load(getenv func(string) string) (Config, error) {
 		AccessTokenTTL:    l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
 		RefreshTokenTTL:   l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
 		RefreshReuseGrace: l.duration("REFRESH_REUSE_GRACE", DefaultRefreshReuseGrace),
+		SigningKeyActivation: l.duration("SIGNING_KEY_ACTIVATION_DELAY", DefaultKeyActivation),
 		ShutdownTimeout:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		MaxBodyBytes:      l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
 	}
@@ -170,6 +175,9 @@ func Load(getenv func(string) string) (Config, error) {
 	l.positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 	if c.MaxBodyBytes < 1024 {
 		l.fail("MAX_BODY_BYTES: %d is below the minimum of 1024", c.MaxBodyBytes)
+	}
+	if c.SigningKeyActivation < 0 {
+		l.fail("SIGNING_KEY_ACTIVATION_DELAY: must not be negative")
 	}
 	if c.SigningKeysDir == "" {
 		l.fail("SIGNING_KEYS_DIR: required (create keys with `coreapi keys generate -dir DIR`)")
@@ -230,6 +238,7 @@ func (c Config) String() string {
 	row("REFRESH_REUSE_GRACE", c.RefreshReuseGrace.String())
 	row("SIGNING_KEYS_DIR", c.SigningKeysDir)
 	row("SIGNING_ALG", c.SigningAlg)
+	row("SIGNING_KEY_ACTIVATION_DELAY", c.SigningKeyActivation.String())
 	names := make([]string, len(c.OIDCProviders))
 	for i, p := range c.OIDCProviders {
 		names[i] = p.Name
@@ -270,6 +279,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("refresh_reuse_grace", c.RefreshReuseGrace),
 		slog.String("signing_keys_dir", c.SigningKeysDir),
 		slog.String("signing_alg", c.SigningAlg),
+		slog.Duration("signing_key_activation_delay", c.SigningKeyActivation),
 		slog.Attr{Key: "oidc_providers", Value: slog.GroupValue(provs...)},
 		slog.Int("max_body_bytes", c.MaxBodyBytes),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),

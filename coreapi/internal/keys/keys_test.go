@@ -254,7 +254,7 @@ func BenchmarkSign(b *testing.B) {
 
 func TestWatchPicksUpNewKey(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
+	if _, err := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	r, err := Load(dir, AlgEdDSA)
@@ -265,7 +265,7 @@ func TestWatchPicksUpNewKey(t *testing.T) {
 	done := make(chan struct{})
 	go func() { r.Watch(ctx, 5*time.Millisecond, slog.New(slog.NewJSONHandler(io.Discard, nil))); close(done) }()
 	defer func() { cancel(); <-done }()
-	newKid, err := Generate(dir, AlgEdDSA, time.Now().Add(time.Hour))
+	newKid, err := Generate(dir, AlgEdDSA, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,5 +275,86 @@ func TestWatchPicksUpNewKey(t *testing.T) {
 			t.Fatalf("signing kid = %s, want %s after Watch", r.SigningKeyID(), newKid)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestActivationDelay(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	oldKid, err := Generate(dir, AlgEdDSA, t0.Add(-30*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKid, err := Generate(dir, AlgEdDSA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(time.Minute)
+	r, err := Load(dir, AlgEdDSA, WithActivationDelay(5*time.Minute), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != oldKid {
+		t.Fatalf("1 min after creation: signing kid = %s, want the old %s", got, oldKid)
+	}
+	if ids := r.KeyIDs(); len(ids) != 2 {
+		t.Fatalf("published kids = %v, want both (the new key is published before it signs)", ids)
+	}
+	tok, err := r.Sign([]byte(`{"sub":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyWith(t, r.JWKS(), tok); err != nil {
+		t.Fatalf("token from the old key: %v", err)
+	}
+
+	now = t0.Add(5 * time.Minute)
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != newKid {
+		t.Fatalf("5 min after creation: signing kid = %s, want the new %s", got, newKid)
+	}
+}
+
+func TestActivationDelayFreshInstall(t *testing.T) {
+	// The only key is too young to be active: it signs anyway, or a new
+	// installation could not issue tokens for the first minutes.
+	dir := t.TempDir()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	kid, err := Generate(dir, AlgEdDSA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA, WithActivationDelay(time.Hour), WithClock(func() time.Time { return t0 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != kid {
+		t.Fatalf("signing kid = %s, want %s", got, kid)
+	}
+}
+
+func TestKidWithoutTimeIsActive(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if _, err := Generate(dir, AlgEdDSA, t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// An operator-named key (no time in its kid) sorts after the generated
+	// one and is active at once.
+	kid, err := Generate(dir, AlgEdDSA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, kid+".pem"), filepath.Join(dir, "zz-manual.pem")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA, WithActivationDelay(time.Hour), WithClock(func() time.Time { return t0 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != "zz-manual" {
+		t.Fatalf("signing kid = %s, want zz-manual", got)
 	}
 }
