@@ -101,7 +101,9 @@ func NewSigner(key []byte, window time.Duration) (*Signer, error) {
 	k := make([]byte, len(key))
 	copy(k, key)
 	s := &Signer{key: k, window: window}
-	s.macs.New = func() any { return &macState{h: hmac.New(sha256.New, s.key), canon: make([]byte, 0, 512), sum: make([]byte, 0, sha256.Size)} }
+	s.macs.New = func() any {
+		return &macState{h: hmac.New(sha256.New, s.key), canon: make([]byte, 0, 512), sum: make([]byte, 0, sha256.Size)}
+	}
 	return s, nil
 }
 

@@ -125,12 +125,12 @@ func Load(getenv func(string) string) (Config, error) {
 		SigningKeysDir:  l.str("SIGNING_KEYS_DIR", ""),
 		SigningAlg:      l.str("SIGNING_ALG", DefaultSigningAlg),
 
-		AccessTokenTTL:    l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
-		RefreshTokenTTL:   l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
-		RefreshReuseGrace: l.duration("REFRESH_REUSE_GRACE", DefaultRefreshReuseGrace),
+		AccessTokenTTL:       l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
+		RefreshTokenTTL:      l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
+		RefreshReuseGrace:    l.duration("REFRESH_REUSE_GRACE", DefaultRefreshReuseGrace),
 		SigningKeyActivation: l.duration("SIGNING_KEY_ACTIVATION_DELAY", DefaultKeyActivation),
-		ShutdownTimeout:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
-		MaxBodyBytes:      l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
+		ShutdownTimeout:      l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		MaxBodyBytes:         l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
 	}
 	defaultConns := max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)
 	c.DBMaxConns = int32(l.integer("DB_MAX_CONNS", defaultConns))
