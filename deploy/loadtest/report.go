@@ -145,6 +145,12 @@ func (r *report) markdown() string {
 			}
 			w("| %s | %d | %.0f | %s | %s | %d | %s |\n", x.name, x.conns, x.res.RPS, ms(x.res.P50), ms(x.res.P99), x.res.Errors, rel)
 		}
+		for _, x := range r.trends {
+			if x.note != "" || x.res.FirstErr != "" {
+				w("\n- %s: %s %s", x.name, x.note, x.res.FirstErr)
+			}
+		}
+		w("\n")
 	}
 	if r.gobench != "" {
 		w("\n## Go micro-benchmarks of the hot paths (`go test -bench`, same run)\n\n")
