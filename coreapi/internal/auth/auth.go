@@ -154,6 +154,20 @@ func (s *Service) Issue(g Grant) (TokenResponse, error) {
 
 // SweepSessions deletes sessions that ended more than keep ago, every
 // interval, until ctx ends.
+// SweepLoginFailures deletes the failed-login records of unknown addresses
+// whose counting window and lock have both passed.
+func (s *Service) SweepLoginFailures(ctx context.Context) (int64, error) {
+	const q = `
+DELETE FROM login_failures
+WHERE last_failed_login < now() - make_interval(secs => $1)
+  AND (locked_until IS NULL OR locked_until < now())`
+	tag, err := s.pool.Exec(ctx, q, s.lockout.Window.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("sweep login failures: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 func (s *Service) SweepSessions(ctx context.Context, every, keep time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -167,6 +181,11 @@ func (s *Service) SweepSessions(ctx context.Context, every, keep time.Duration) 
 			s.log.Warn("sweep sessions", "err", err)
 		} else if n > 0 {
 			s.log.Info("swept sessions", "rows", n)
+		}
+		if n, err := s.SweepLoginFailures(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweep login failures", "err", err)
+		} else if n > 0 {
+			s.log.Info("swept login failures", "rows", n)
 		}
 	}
 }

@@ -454,6 +454,48 @@ func TestLockoutBackoff(t *testing.T) {
 	}
 }
 
+// TestLockoutUnknownAccount: an address with no account locks out after the
+// same number of failures, with the same 429, so a lockout does not reveal
+// which addresses have accounts.
+func TestLockoutUnknownAccount(t *testing.T) {
+	e := start(t, cheap)
+	bad := map[string]string{"grant_type": "password", "email": "Nobody@Example.com", "password": "wrong password"}
+	for i := range auth.DefaultLockout.Threshold {
+		r := e.token(t, bad)
+		if r.Status != http.StatusBadRequest {
+			t.Fatalf("attempt %d: %d %s", i+1, r.Status, r.Body)
+		}
+		if p := r.Problem(t); p.Code != "invalid_grant" {
+			t.Fatalf("attempt %d: code %q, want invalid_grant (as for a wrong password)", i+1, p.Code)
+		}
+	}
+	// Another spelling of the same address is the same counter.
+	r := e.token(t, map[string]string{"grant_type": "password", "email": " nobody@example.COM", "password": "x"})
+	if r.Status != http.StatusTooManyRequests {
+		t.Fatalf("attempt while locked: %d %s", r.Status, r.Body)
+	}
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Errorf("Retry-After = %q, want a positive number of seconds", r.Header.Get("Retry-After"))
+	}
+	if p := r.Problem(t); p.Code != "too_many_requests" {
+		t.Errorf("code = %q", p.Code)
+	}
+	if n := e.count(t, `SELECT failed_logins FROM login_failures`); n != auth.DefaultLockout.Threshold {
+		t.Errorf("failed_logins = %d, want %d", n, auth.DefaultLockout.Threshold)
+	}
+	if n := e.count(t, `SELECT count(*) FROM login_failures WHERE position('nobody' in encode(email_hash, 'escape')) > 0`); n != 0 {
+		t.Error("login_failures stores the address")
+	}
+	// Expired records are swept.
+	if _, err := e.DB.Pool.Exec(context.Background(),
+		`UPDATE login_failures SET locked_until = now() - interval '1 second', last_failed_login = now() - interval '1 day'`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.svc.SweepLoginFailures(context.Background()); err != nil || n != 1 {
+		t.Fatalf("SweepLoginFailures = %d, %v; want 1 row", n, err)
+	}
+}
+
 func TestLogoutLocal(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "o@example.com", "O")

@@ -2,9 +2,11 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -64,11 +66,8 @@ WHERE lower(u.email) = lower($1)`
 	err := s.pool.QueryRow(ctx, qAccount, email, tid).Scan(
 		&a.UserID, &a.Hash, &a.Status, &a.TokenVersion, &a.Failed, &a.RetryAfter, &a.TenantID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		// Same work and same answer as a wrong password.
-		if _, err := s.passwords.Verify(ctx, pw, ""); err != nil {
-			return account{}, err
-		}
-		return account{}, errBadCredentials
+		// Same work and same answers as a wrong password, lockout included.
+		return account{}, s.unknownAccount(ctx, email, pw)
 	}
 	if err != nil {
 		return account{}, fmt.Errorf("load account: %w", err)
@@ -134,6 +133,68 @@ FROM n WHERE u.id = n.id`
 		return fmt.Errorf("record failed login: %w", err)
 	}
 	return nil
+}
+
+// unknownAccount answers a sign-in for an address with no account exactly
+// as for an account with a wrong password: a dummy hash is verified, and
+// failures count towards the same lockout, in login_failures.
+func (s *Service) unknownAccount(ctx context.Context, email, pw string) error {
+	const qLocked = `
+SELECT greatest(ceil(extract(epoch FROM locked_until - now())), 0)::int
+FROM login_failures WHERE email_hash = $1`
+	key := emailKey(email)
+	var wait int
+	err := s.pool.QueryRow(ctx, qLocked, key).Scan(&wait)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("load login failures: %w", err)
+	}
+	if wait > 0 {
+		return &retryAfterError{tooManyAttempts(wait), wait}
+	}
+	if _, err := s.passwords.Verify(ctx, pw, ""); err != nil {
+		return err
+	}
+	if err := s.recordUnknownFailure(ctx, key); err != nil {
+		return err
+	}
+	return errBadCredentials
+}
+
+// recordUnknownFailure is recordFailure for login_failures: the row is
+// created if needed, then updated under its lock, in one round trip.
+func (s *Service) recordUnknownFailure(ctx context.Context, key []byte) error {
+	const qEnsure = `INSERT INTO login_failures (email_hash) VALUES ($1) ON CONFLICT DO NOTHING`
+	const qFail = `
+WITH n AS (
+    SELECT email_hash, CASE WHEN last_failed_login > now() - make_interval(secs => $2)
+                            THEN failed_logins + 1 ELSE 1 END AS v
+    FROM login_failures WHERE email_hash = $1 FOR UPDATE
+)
+UPDATE login_failures f SET
+    failed_logins = n.v,
+    last_failed_login = now(),
+    locked_until = CASE WHEN n.v >= $3
+                        THEN now() + make_interval(secs => least($4 * power(2, n.v - $3), $5))
+                        ELSE f.locked_until END
+FROM n WHERE f.email_hash = n.email_hash`
+	l := s.lockout
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(qEnsure, key)
+		b.Queue(qFail, key, l.Window.Seconds(), l.Threshold, l.Base.Seconds(), l.Max.Seconds())
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("record failed login: %w", err)
+	}
+	return nil
+}
+
+// emailKey is how login_failures names an address: the SHA-256 of its
+// trimmed, lower-cased form (users.email is unique on lower(email)).
+func emailKey(email string) []byte {
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(email))))
+	return sum[:]
 }
 
 func (s *Service) resetFailures(ctx context.Context, userID string) error {
