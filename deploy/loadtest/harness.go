@@ -299,6 +299,10 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	}
 	rep.add(cold)
 
+	// Paired rounds: bare and warm alternate, so that drift in what else
+	// the machine does hits both; the report quotes the median ratio.
+	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs)
+
 	// Trends.
 	rep.addTrend(h.measure(ctx, "direct fasthttp upstream", h.upstreamAddr, hc, cycle(noAuth, hc)))
 	rep.addTrend(h.measure(ctx, "bare Fiber proxy", h.bareAddr, hc, cycle(noAuth, hc)))
@@ -384,4 +388,22 @@ func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
 		return "pprof failed: " + err.Error() + "\n" + string(b)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// pairedRound is one bare-proxy run immediately followed by one authproxy
+// warm run with the same settings.
+type pairedRound struct{ bare, warm result }
+
+func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte) []pairedRound {
+	const rounds = 5
+	c := h.o.conns
+	d := max(h.o.duration/2, time.Second)
+	out := make([]pairedRound, 0, rounds)
+	for i := 0; i < rounds && ctx.Err() == nil; i++ {
+		b := load{addr: h.bareAddr, conns: c, warmup: time.Second, duration: d, request: cycle(noAuth, c), want: 200}.run(ctx)
+		w := load{addr: h.proxyAddr, conns: c, warmup: time.Second, duration: d, request: cycle(warmReqs, c), want: 200}.run(ctx)
+		h.logf("paired round %d: bare %.0f req/s p99 %v, warm %.0f req/s p99 %v, ratio %.2f", i+1, b.RPS, b.P99, w.RPS, w.P99, w.RPS/b.RPS)
+		out = append(out, pairedRound{bare: b, warm: w})
+	}
+	return out
 }

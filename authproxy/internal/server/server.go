@@ -161,7 +161,9 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	status := c.Response().StatusCode()
 	d := s.d.Now().Sub(st.start)
 	s.d.Metrics.ObserveRequest(status, d.Seconds())
-	if s.o.AccessLog {
+	// Checked first: the attributes below would be built (and allocate)
+	// even when the level drops the record.
+	if s.o.AccessLog && s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
 		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
 			slog.String("request_id", b2s(st.reqID)),
 			slog.String("method", b2s(c.Request().Header.Method())),
