@@ -33,7 +33,8 @@ fmt:
 
 ## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, authproxy)
 run:
-	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(GO) run ./deploy/cmd/stack
+	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
+	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack
 
 clean:
 	rm -rf $(BIN)
