@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
 )
 
 // Settings the suite gives the services.
@@ -110,7 +111,7 @@ func runSuite(m *testing.M) int {
 }
 
 func setup(ctx context.Context) (*system, error) {
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return nil, err
 	}
@@ -365,24 +366,6 @@ func (v *service) kill() {
 }
 
 func (v *service) url(path string) string { return "http://" + v.addr + path }
-
-// repoRoot walks up from the working directory to the directory holding go.work.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.work not found above the working directory")
-		}
-		dir = parent
-	}
-}
 
 func buildBinaries(ctx context.Context, root, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out+string(filepath.Separator),

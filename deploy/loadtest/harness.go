@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
 )
 
 // bigCacheEnv sizes a second authproxy's caches for the many-users row:
@@ -50,7 +52,7 @@ type harness struct {
 func newHarness(ctx context.Context, o options, out io.Writer) (*harness, error) {
 	h := &harness{o: o, out: out}
 	var err error
-	if h.root, err = repoRoot(); err != nil {
+	if h.root, err = repo.Root(); err != nil {
 		return nil, err
 	}
 	if h.fdMax, err = raiseFileLimit(); err != nil {

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
 )
 
 func main() {
@@ -89,7 +91,7 @@ func parseFlags(args []string, root string) (options, error) {
 }
 
 func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writer, logs io.Writer) error {
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return err
 	}
@@ -235,22 +237,4 @@ func environ(drop ...string) []string {
 		}
 	}
 	return env
-}
-
-// repoRoot walks up from the working directory to the one holding go.work.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.work above the working directory: run from the repository")
-		}
-		dir = parent
-	}
 }
