@@ -135,7 +135,7 @@ func raiseFileLimit() (uint64, error) {
 	}
 	want := uint64(200000)
 	if lim.Max < want {
-		lim.Max = want // root may raise the hard limit; others keep theirs
+		// Root may raise the hard limit; others keep theirs.
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}); err == nil {
 			return want, nil
 		}

@@ -44,6 +44,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"refresh ttl", c.RefreshTokenTTL, 720 * time.Hour},
 		{"grace", c.RefreshReuseGrace, 10 * time.Second},
 		{"alg", c.SigningAlg, "EdDSA"},
+		{"key activation", c.SigningKeyActivation, 5 * time.Minute},
 		{"body", c.MaxBodyBytes, 1 << 20},
 		{"shutdown", c.ShutdownTimeout, 15 * time.Second},
 		{"exec mode", c.ExecMode(), pgx.QueryExecModeCacheStatement},
@@ -61,16 +62,17 @@ func TestLoadDefaults(t *testing.T) {
 
 func TestLoadReportsEveryProblem(t *testing.T) {
 	m := map[string]string{
-		"DB_MAX_CONNS":        "3",
-		"DB_EXEC_MODE":        "turbo",
-		"ACCESS_TOKEN_TTL":    "soon",
-		"REFRESH_TOKEN_TTL":   "-1h",
-		"SIGNING_ALG":         "HS256",
-		"MAX_BODY_BYTES":      "ten",
-		"LOG_LEVEL":           "chatty",
-		"COREAPI_LISTEN_ADDR": "8081",
-		"NATS_URL":            "http://x:4222",
-		"OIDC_PROVIDERS":      "google,Bad-Name",
+		"DB_MAX_CONNS":                 "3",
+		"DB_EXEC_MODE":                 "turbo",
+		"ACCESS_TOKEN_TTL":             "soon",
+		"REFRESH_TOKEN_TTL":            "-1h",
+		"SIGNING_ALG":                  "HS256",
+		"SIGNING_KEY_ACTIVATION_DELAY": "-1m",
+		"MAX_BODY_BYTES":               "ten",
+		"LOG_LEVEL":                    "chatty",
+		"COREAPI_LISTEN_ADDR":          "8081",
+		"NATS_URL":                     "http://x:4222",
+		"OIDC_PROVIDERS":               "google,Bad-Name",
 	}
 	_, err := Load(env(m))
 	var ce *Error
@@ -79,7 +81,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	}
 	want := []string{
 		"DATABASE_URL", "IDENTITY_HMAC_KEY", "SIGNING_KEYS_DIR", "DB_MAX_CONNS", "DB_EXEC_MODE",
-		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "MAX_BODY_BYTES", "LOG_LEVEL",
+		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "MAX_BODY_BYTES", "LOG_LEVEL",
 		"COREAPI_LISTEN_ADDR", "NATS_URL", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
 		"OIDC_GOOGLE_CLIENT_SECRET", "OIDC_GOOGLE_REDIRECT_URL", "bad-name",
 	}
