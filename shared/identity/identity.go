@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"hash"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,22 +59,25 @@ var (
 // empty Identity (all fields zero) is used to authenticate the proxy's own
 // calls to coreapi's internal endpoints.
 type Identity struct {
+	// Principal is the kind of caller (PrincipalUser, ...); v2 only.
+	Principal   string
 	UserID      string
 	TenantID    string
 	SessionID   string
 	Roles       []string
 	Permissions []string
+	// EmailVerified, AMR (authentication methods, e.g. "pwd", "otp") and
+	// AuthTime (unix seconds of the sign-in; 0 unknown) are v2 only.
+	EmailVerified bool
+	AMR           []string
+	AuthTime      int64
+	// KeyID is set by Verifier.Verify to the id of the key that verified
+	// the signature; it is not part of what a signer is given.
+	KeyID string
 }
 
 // Has reports whether the identity carries the permission p.
-func (id Identity) Has(p string) bool {
-	for _, q := range id.Permissions {
-		if q == p {
-			return true
-		}
-	}
-	return false
-}
+func (id Identity) Has(p string) bool { return slices.Contains(id.Permissions, p) }
 
 // Signer signs and verifies identity headers with one HMAC key.
 type Signer struct {

@@ -25,6 +25,9 @@ type Projection struct {
 	Roles            []string `json:"roles"`
 	Permissions      []string `json:"permissions"`
 	TokenVersion     int64    `json:"token_version"`
+	// EmailVerified is whether the user proved control of Email; route
+	// rules may require it, and it travels as X-Auth-Email-Verified.
+	EmailVerified bool `json:"email_verified"`
 	// RevokedSessions lists the ids of this user's sessions revoked within
 	// the last access-token lifetime: tokens naming them are refused at once.
 	RevokedSessions []string `json:"revoked_sessions"`

@@ -1,0 +1,379 @@
+package identity
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Header names added by identity headers v2 (the v1 names above keep their
+// meaning).
+const (
+	HeaderKeyID         = "X-Auth-Key-Id"
+	HeaderPrincipal     = "X-Auth-Principal"
+	HeaderEmailVerified = "X-Auth-Email-Verified"
+	HeaderAMR           = "X-Auth-Amr"
+	HeaderAuthTime      = "X-Auth-Auth-Time"
+	HeaderClientIP      = "X-Auth-Client-Ip"
+	// HeaderRequestID is the request id the signature binds; it is the
+	// ordinary request-id header, not an X-Auth-* one.
+	HeaderRequestID = "X-Request-Id"
+)
+
+// VersionV2 prefixes the v2 canonical string and signature ("v2=...").
+const VersionV2 = "v2"
+
+// Principal kinds carried in X-Auth-Principal.
+const (
+	PrincipalUser      = "user"
+	PrincipalAPIKey    = "api_key"
+	PrincipalService   = "service"
+	PrincipalAnonymous = "anonymous"
+)
+
+// EmptyBodySHA256 is the digest signed for a request without a body.
+var EmptyBodySHA256 = sha256.Sum256(nil)
+
+// Errors of the v2 verifier beyond those shared with v1.
+var (
+	ErrUnknownKey = errors.New("identity: unknown key id")
+	ErrVersion    = errors.New("identity: unsupported signature version")
+	ErrKeyID      = errors.New("identity: key id must be 1-64 of [A-Za-z0-9._-]")
+)
+
+// Key is one named HMAC key. Every upstream has its own: an app's key can
+// sign nothing that coreapi (which holds only the core key) accepts.
+type Key struct {
+	ID     string
+	Secret []byte
+}
+
+// String hides the secret.
+func (k Key) String() string { return k.ID + ":***" }
+
+// ValidKeyID reports whether id may name a key: 1 to 64 bytes of
+// [A-Za-z0-9._-], so it never needs escaping in a header or the canonical
+// string.
+func ValidKeyID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseKeys parses a key list: entries "id:base64" separated by commas,
+// spaces or newlines (a mounted Secret may hold one per line). The first
+// entry is the one a signer uses; verifiers accept them all. Ids must be
+// unique.
+func ParseKeys(text string) ([]Key, error) {
+	fields := strings.FieldsFunc(text, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' })
+	if len(fields) == 0 {
+		return nil, errors.New("identity keys: empty")
+	}
+	keys := make([]Key, 0, len(fields))
+	seen := map[string]bool{}
+	for i, f := range fields {
+		id, secret, ok := strings.Cut(f, ":")
+		if !ok {
+			return nil, fmt.Errorf("identity keys: entry %d: want id:base64", i+1)
+		}
+		if !ValidKeyID(id) {
+			return nil, fmt.Errorf("identity keys: entry %d: %w", i+1, ErrKeyID)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("identity keys: key id %q listed twice", id)
+		}
+		seen[id] = true
+		b, err := ParseKey(secret)
+		if err != nil {
+			return nil, fmt.Errorf("identity keys: entry %d (%s): %w", i+1, id, err)
+		}
+		keys = append(keys, Key{ID: id, Secret: b})
+	}
+	return keys, nil
+}
+
+// LoadKeys returns the key list from value if it is set, else from the file
+// at path.
+func LoadKeys(value, path string) ([]Key, error) {
+	switch {
+	case value != "" && path != "":
+		return nil, errors.New("identity keys: set either the keys or the keys file, not both")
+	case value != "":
+		return ParseKeys(value)
+	case path != "":
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("identity keys: %w", err)
+		}
+		return ParseKeys(string(b))
+	}
+	return nil, errors.New("identity keys: not configured")
+}
+
+// Request is the per-request tail of the v2 canonical string: what binds a
+// signature to one request.
+type Request struct {
+	Timestamp  int64  // unix milliseconds
+	RequestID  string // the forwarded X-Request-Id
+	ClientIP   string // the forwarded X-Auth-Client-Ip
+	Method     string
+	PathQuery  string // the forwarded path and query, exactly as sent
+	BodySHA256 [sha256.Size]byte
+}
+
+// BoolString renders X-Auth-Email-Verified.
+func BoolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+// FormatAuthTime renders X-Auth-Auth-Time: unix seconds, or "" when
+// unknown (t <= 0).
+func FormatAuthTime(t int64) string {
+	if t <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(t, 10)
+}
+
+// AppendIdentityBlock appends the identity block of the v2 canonical string:
+// "v2\n" and the ten identity fields, each followed by '\n'. It depends only
+// on the key and the identity, so a proxy can keep the HMAC state after it
+// per cached token and hash only the request tail.
+func AppendIdentityBlock(dst []byte, keyID string, id *Identity) []byte {
+	dst = append(dst, VersionV2...)
+	dst = append(dst, '\n')
+	dst = append(append(dst, keyID...), '\n')
+	dst = append(append(dst, id.Principal...), '\n')
+	dst = append(append(dst, id.UserID...), '\n')
+	dst = append(append(dst, id.TenantID...), '\n')
+	dst = append(append(dst, id.SessionID...), '\n')
+	dst = append(appendList(dst, id.Roles), '\n')
+	dst = append(appendList(dst, id.Permissions), '\n')
+	dst = append(append(dst, BoolString(id.EmailVerified)...), '\n')
+	dst = append(appendList(dst, id.AMR), '\n')
+	if id.AuthTime > 0 {
+		dst = strconv.AppendInt(dst, id.AuthTime, 10)
+	}
+	return append(dst, '\n')
+}
+
+// AppendRequestTail appends the request tail of the v2 canonical string:
+// timestamp, request id, client IP, method, path+query and the lower-case hex
+// SHA-256 of the body, separated by '\n', with no final newline.
+func AppendRequestTail(dst []byte, r *Request) []byte {
+	dst = append(strconv.AppendInt(dst, r.Timestamp, 10), '\n')
+	dst = append(append(dst, r.RequestID...), '\n')
+	dst = append(append(dst, r.ClientIP...), '\n')
+	dst = append(append(dst, r.Method...), '\n')
+	dst = append(append(dst, r.PathQuery...), '\n')
+	return hex.AppendEncode(dst, r.BodySHA256[:])
+}
+
+// AppendCanonicalV2 appends the whole v2 canonical string.
+func AppendCanonicalV2(dst []byte, keyID string, id *Identity, r *Request) []byte {
+	return AppendRequestTail(AppendIdentityBlock(dst, keyID, id), r)
+}
+
+// KeySigner signs v2 identity headers with one key and verifies them against
+// it. It is safe for concurrent use.
+type KeySigner struct {
+	key  Key
+	macs sync.Pool // of *macState
+}
+
+// NewKeySigner returns a signer for k.
+func NewKeySigner(k Key) (*KeySigner, error) {
+	if !ValidKeyID(k.ID) {
+		return nil, ErrKeyID
+	}
+	if len(k.Secret) < MinKeyLen {
+		return nil, ErrShortKey
+	}
+	s := &KeySigner{key: Key{ID: k.ID, Secret: append([]byte(nil), k.Secret...)}}
+	s.macs.New = func() any {
+		return &macState{h: hmac.New(sha256.New, s.key.Secret), canon: make([]byte, 0, 512), sum: make([]byte, 0, sha256.Size)}
+	}
+	return s, nil
+}
+
+// KeyID is the id sent in X-Auth-Key-Id.
+func (s *KeySigner) KeyID() string { return s.key.ID }
+
+// NewMAC returns a fresh HMAC-SHA256 keyed with this signer's secret, for
+// callers that keep hash state (see AppendIdentityBlock).
+func (s *KeySigner) NewMAC() hash.Hash { return hmac.New(sha256.New, s.key.Secret) }
+
+func (s *KeySigner) mac(dst []byte, id *Identity, r *Request) []byte {
+	m := s.macs.Get().(*macState)
+	m.canon = AppendCanonicalV2(m.canon[:0], s.key.ID, id, r)
+	m.h.Reset()
+	m.h.Write(m.canon)
+	m.sum = m.h.Sum(m.sum[:0])
+	dst = append(dst, m.sum...)
+	if cap(m.canon) <= 64<<10 {
+		s.macs.Put(m)
+	}
+	return dst
+}
+
+// AppendSignature appends the X-Auth-Signature value ("v2=" +
+// base64url(HMAC)) for the identity and request to dst.
+func (s *KeySigner) AppendSignature(dst []byte, id *Identity, r *Request) []byte {
+	var sum [sha256.Size]byte
+	dst = append(dst, VersionV2...)
+	dst = append(dst, '=')
+	return base64.RawURLEncoding.AppendEncode(dst, s.mac(sum[:0], id, r))
+}
+
+// Sign returns the X-Auth-Signature value for the identity and request.
+func (s *KeySigner) Sign(id *Identity, r *Request) string {
+	var buf [64]byte
+	return string(s.AppendSignature(buf[:0], id, r))
+}
+
+// Verifier checks v2 signatures against a list of keys (current and
+// retired ones during a rotation) within a timestamp window.
+type Verifier struct {
+	keys   map[string]*KeySigner
+	window time.Duration
+}
+
+// NewVerifier returns a verifier accepting signatures made with any of keys.
+// window <= 0 selects DefaultWindow.
+func NewVerifier(keys []Key, window time.Duration) (*Verifier, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("identity: no verification keys")
+	}
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	v := &Verifier{keys: make(map[string]*KeySigner, len(keys)), window: window}
+	for _, k := range keys {
+		s, err := NewKeySigner(k)
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", k.ID, err)
+		}
+		if _, dup := v.keys[k.ID]; dup {
+			return nil, fmt.Errorf("key %q listed twice", k.ID)
+		}
+		v.keys[k.ID] = s
+	}
+	return v, nil
+}
+
+// Window is the accepted timestamp skew.
+func (v *Verifier) Window() time.Duration { return v.window }
+
+// Headers reads one request header by its canonical name; "" when absent.
+// net/http's Header.Get and a fasthttp Peek wrapper both fit.
+type Headers func(name string) string
+
+// Verify checks the v2 identity headers of one request at time now and
+// returns the identity they assert. method, pathQuery and bodySHA256 are
+// the request as received; the request id and client IP come from the
+// headers. It returns an error (one of the package's sentinels) unless the
+// signature is authentic under one of the verifier's keys and the
+// timestamp lies within the window.
+func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, bodySHA256 [sha256.Size]byte) (Identity, error) {
+	sig, ts := get(HeaderSignature), get(HeaderTimestamp)
+	if sig == "" || ts == "" {
+		return Identity{}, ErrMissing
+	}
+	if !strings.HasPrefix(sig, VersionV2+"=") {
+		if strings.HasPrefix(sig, Version+"=") {
+			return Identity{}, ErrVersion
+		}
+		return Identity{}, ErrMalformed
+	}
+	var got [sha256.Size]byte
+	enc := sig[len(VersionV2)+1:]
+	if base64.RawURLEncoding.DecodedLen(len(enc)) != sha256.Size {
+		return Identity{}, ErrMalformed
+	}
+	if n, err := base64.RawURLEncoding.Decode(got[:], []byte(enc)); err != nil || n != sha256.Size {
+		return Identity{}, ErrMalformed
+	}
+	tsv, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || tsv <= 0 || len(ts) > 16 {
+		return Identity{}, ErrMalformed
+	}
+	signer, ok := v.keys[get(HeaderKeyID)]
+	if !ok {
+		return Identity{}, ErrUnknownKey
+	}
+	id := Identity{
+		Principal:   get(HeaderPrincipal),
+		UserID:      get(HeaderUserID),
+		TenantID:    get(HeaderTenantID),
+		SessionID:   get(HeaderSessionID),
+		Roles:       SplitList(get(HeaderRoles)),
+		Permissions: SplitList(get(HeaderPermissions)),
+		AMR:         SplitList(get(HeaderAMR)),
+	}
+	switch get(HeaderEmailVerified) {
+	case "true":
+		id.EmailVerified = true
+	case "false":
+	default:
+		return Identity{}, ErrMalformed
+	}
+	if at := get(HeaderAuthTime); at != "" {
+		if id.AuthTime, err = strconv.ParseInt(at, 10, 64); err != nil || id.AuthTime <= 0 || at[0] == '+' || at[0] == '0' {
+			return Identity{}, ErrMalformed
+		}
+	}
+	switch id.Principal {
+	case PrincipalUser, PrincipalAPIKey, PrincipalService, PrincipalAnonymous:
+	default:
+		return Identity{}, ErrMalformed
+	}
+	r := Request{Timestamp: tsv, RequestID: get(HeaderRequestID), ClientIP: get(HeaderClientIP), Method: method, PathQuery: pathQuery, BodySHA256: bodySHA256}
+	if hasNewlineV2(&id, &r) {
+		return Identity{}, ErrMalformed
+	}
+	skew := now.UnixMilli() - tsv
+	if w := v.window.Milliseconds(); skew > w || -skew > w {
+		return Identity{}, ErrExpired
+	}
+	var sum [sha256.Size]byte
+	if !hmac.Equal(signer.mac(sum[:0], &id, &r), got[:]) {
+		return Identity{}, ErrSignature
+	}
+	id.KeyID = signer.key.ID
+	return id, nil
+}
+
+func hasNewlineV2(id *Identity, r *Request) bool {
+	for _, s := range [...]string{id.Principal, id.UserID, id.TenantID, id.SessionID, r.RequestID, r.ClientIP, r.Method, r.PathQuery} {
+		if strings.ContainsAny(s, "\n\r") {
+			return true
+		}
+	}
+	for _, l := range [][]string{id.Roles, id.Permissions, id.AMR} {
+		for _, v := range l {
+			if v == "" || strings.ContainsAny(v, "\n\r,") {
+				return true
+			}
+		}
+	}
+	return false
+}
