@@ -1,6 +1,8 @@
 package fiberid_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net"
@@ -135,6 +137,22 @@ func TestAccepts(t *testing.T) {
 	}
 	if first.UserID != bob.UserID || first.TenantID != bob.TenantID || first.Roles[0] != "member" || first.RequestID != "rid-7" {
 		t.Fatalf("kept identity changed under the handler: %+v", first)
+	}
+}
+
+// A compressed body is verified as sent (the proxy signs the bytes it
+// forwards); the handler still reads it decoded.
+func TestCompressedBody(t *testing.T) {
+	base := serve(t, nil)
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	_, _ = w.Write([]byte(`{"text":"squeezed"}`))
+	_ = w.Close()
+	r := req(t, signer(t, appKey), bob, time.Now(), "POST", base+"/echo", gz.String())
+	r.Header.Set("Content-Encoding", "gzip")
+	status, b, _ := do(t, r)
+	if status != 200 || !strings.Contains(string(b), `squeezed`) {
+		t.Fatalf("gzip body: %d %s", status, b)
 	}
 }
 
