@@ -13,7 +13,7 @@
 //
 //	keys, err := verify.KeysFromEnv(os.Getenv)
 //	v, err := verify.New(verify.Config{Keys: keys})
-//	mux.Handle("POST /notes", verify.RequirePermission("notes:write")(createNote))
+//	mux.Handle("POST /notes", verify.RequirePermission("notes:write")(http.HandlerFunc(createNote)))
 //	srv := &http.Server{Handler: v.Middleware(mux)}
 //
 //	func createNote(w http.ResponseWriter, r *http.Request) {
@@ -21,9 +21,12 @@
 //		... id.UserID, id.TenantID ...
 //	}
 //
-// Unsigned, forged, stale or replayed requests get 401 problem+json; a
-// missing permission gets 403 with code insufficient_scope. The Fiber
-// adapter lives in package fiberid, so that net/http users do not compile
+// Unsigned, forged or stale requests, and signatures moved onto another
+// request (other method, path, body, client IP or request id), get 401
+// problem+json; a missing permission gets 403 with code insufficient_scope.
+// The same request replayed unchanged within the window verifies: a service
+// that must not apply a write twice deduplicates on Identity.RequestID. The
+// Fiber adapter lives in package fiberid, so that net/http users do not compile
 // Fiber.
 package verify
 
