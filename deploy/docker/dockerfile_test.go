@@ -24,6 +24,15 @@ import (
 var images = map[string]string{
 	"coreapi.Dockerfile":   "coreapi",
 	"authproxy.Dockerfile": "authproxy",
+	"notes.Dockerfile":     "notes",
+}
+
+// mainPackage is the package that builds a binary.
+func mainPackage(bin string) string {
+	if bin == "notes" {
+		return "./deploy/examples/notes/cmd/notes"
+	}
+	return "./" + bin + "/cmd/" + bin
 }
 
 const repoRoot = "../.."
@@ -182,7 +191,7 @@ func TestImagesAreStaticNonRootMinimal(t *testing.T) {
 					buildCmd = r
 				}
 			}
-			for _, want := range []string{"-trimpath", `-ldflags="-s -w"`, "./" + bin + "/cmd/" + bin} {
+			for _, want := range []string{"-trimpath", `-ldflags="-s -w"`, mainPackage(bin)} {
 				if !strings.Contains(buildCmd, want) {
 					t.Errorf("go build command %q lacks %s", buildCmd, want)
 				}
@@ -289,6 +298,9 @@ func TestIgnoreFileTrimsContext(t *testing.T) {
 		"coreapi/cmd/coreapi/main.go":          false,
 		"authproxy/go.sum":                     false,
 		"deploy/go.mod":                        false,
+		"deploy/examples/notes/notes.go":       false,
+		"deploy/examples/notes/notes_test.go":  true,
+		"deploy/k8s/sidecar_test.go":           true,
 	}
 	for p, want := range tests {
 		got, err := ignore.MatchesOrParentMatches(p)

@@ -1,6 +1,10 @@
 // Package k8s holds the Kubernetes manifests of Tollgate (a kustomize base
-// under base/) and, in its tests, the invariants they must keep: coreapi is
-// never reachable from outside its pod, the Service and the NetworkPolicy
-// admit the proxy port only, probes hit the admin ports, no secret sits in a
-// ConfigMap, and every container runs non-root on a read-only filesystem.
+// under base/, and overlays/app-sidecar, an example of authproxy as a native
+// sidecar of your own service) and, in its tests, the invariants they must
+// keep: coreapi is never reachable from outside its pod except, in the
+// sidecar overlay, its API port from pods that run authproxy; the Services
+// and the NetworkPolicies admit the proxy ports only; an app listens on
+// loopback behind its sidecar and never holds the core key; probes hit the
+// admin ports; no secret sits in a ConfigMap; and every container runs
+// non-root on a read-only filesystem.
 package k8s

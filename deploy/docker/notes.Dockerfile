@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1.7
+# The example notes service (deploy/examples/notes), the app container of
+# deploy/k8s/overlays/app-sidecar: static, non-root, distroless. Build from
+# the repository root:
+#   docker build -f deploy/docker/notes.Dockerfile -t registry.example.com/notes:0.1.0 .
+
+ARG GO_VERSION=1.26
+
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
+ARG TARGETOS
+ARG TARGETARCH
+WORKDIR /src
+ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+
+# Module files first, so the download layer survives source edits. The
+# workspace needs every module's go.mod, not its sources.
+COPY go.work go.work.sum ./
+COPY shared/go.mod shared/go.sum shared/
+COPY migrations/go.mod migrations/go.sum migrations/
+COPY coreapi/go.mod coreapi/go.sum coreapi/
+COPY authproxy/go.mod authproxy/go.sum authproxy/
+COPY deploy/go.mod deploy/go.sum deploy/
+RUN --mount=type=cache,target=/go/pkg/mod \
+    cd deploy && go mod download
+
+COPY shared/ shared/
+COPY deploy/examples/notes/ deploy/examples/notes/
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    go build -trimpath -ldflags="-s -w" -o /out/notes ./deploy/examples/notes/cmd/notes
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/notes /notes
+USER 65532:65532
+# 8082: the API, bound to loopback behind the authproxy sidecar; 9092: admin.
+EXPOSE 8082 9092
+ENTRYPOINT ["/notes"]

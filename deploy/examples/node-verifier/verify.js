@@ -1,0 +1,60 @@
+// Verifier of Tollgate identity headers v2 in plain Node (no dependencies),
+// following docs/identity-headers.md. verify() takes Node's req.headers
+// (lower-case names), the method, the path+query as received (req.url), the
+// raw body (Buffer), a Map of key id -> secret (Buffer) and the clock (ms).
+// Run as a program it checks every test vector: node verify.js vectors.json
+'use strict';
+const crypto = require('node:crypto');
+
+const PRINCIPALS = ['user', 'api_key', 'service', 'anonymous'];
+const fail = (code) => { throw Object.assign(new Error(code), { code }); };
+
+function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000) {
+  const get = (name) => h[name] || '';
+  const sig = get('x-auth-signature'), ts = get('x-auth-timestamp');
+  if (!sig || !ts) fail('missing');
+  if (!sig.startsWith('v2=')) fail(sig.startsWith('v1=') ? 'version' : 'malformed');
+  const mac = sig.slice(3);
+  if (!/^[A-Za-z0-9_-]{43}$/.test(mac) || !/^[1-9][0-9]{0,15}$/.test(ts)) fail('malformed');
+  const keyId = get('x-auth-key-id');
+  if (!keys.has(keyId)) fail('unknown_key');
+  const ev = get('x-auth-email-verified'), at = get('x-auth-auth-time');
+  if (!['true', 'false'].includes(ev) || !/^([1-9][0-9]*)?$/.test(at)) fail('malformed');
+  if (!PRINCIPALS.includes(get('x-auth-principal'))) fail('malformed');
+  const lists = ['x-auth-roles', 'x-auth-permissions', 'x-auth-amr'].map(get);
+  if (lists.some((l) => l !== '' && l.split(',').includes(''))) fail('malformed');
+  const fields = [
+    'v2', keyId, get('x-auth-principal'), get('x-auth-user-id'), get('x-auth-tenant-id'), get('x-auth-session-id'),
+    ...lists.slice(0, 2), ev, lists[2], at,
+    ts, get('x-request-id'), get('x-auth-client-ip'), method, pathQuery,
+    crypto.createHash('sha256').update(body).digest('hex'),
+  ];
+  if (fields.some((f) => /[\r\n]/.test(f))) fail('malformed');
+  if (Math.abs(nowMs - Number(ts)) > windowMs) fail('expired');
+  const want = crypto.createHmac('sha256', keys.get(keyId)).update(fields.join('\n')).digest();
+  if (!crypto.timingSafeEqual(want, Buffer.from(mac, 'base64url'))) fail('signature');
+  return { principal: fields[2], userId: fields[3], tenantId: fields[4], canonical: fields.join('\n') };
+}
+
+if (require.main === module) {
+  let failed = 0;
+  const check = (name, want, run) => {
+    let got = 'valid';
+    try { run(); } catch (e) { got = e.code || String(e); }
+    console.log(`${got === want ? 'ok  ' : 'FAIL'} ${name}: ${got}${got === want ? '' : `, want ${want}`}`);
+    if (got !== want) failed++;
+  };
+  for (const v of JSON.parse(require('node:fs').readFileSync(process.argv[2], 'utf8'))) {
+    const keys = new Map([[v.key_id, Buffer.from(v.key_secret_base64, 'base64')]]);
+    const h = Object.fromEntries(Object.entries(v.headers).map(([k, x]) => [k.toLowerCase(), x]));
+    h['x-auth-signature'] = v.signature;
+    const body = Buffer.from(v.body, 'utf8');
+    check(v.name, v.valid ? 'valid' : v.error, () => {
+      if (verify(h, v.method, v.path_query, body, keys, v.now_ms).canonical !== v.canonical) fail('canonical differs');
+    });
+    if (v.valid) check(`${v.name}, body changed`, 'signature', () => verify(h, v.method, v.path_query, Buffer.concat([body, Buffer.from(' ')]), keys, v.now_ms));
+  }
+  console.log(failed ? `${failed} failed` : 'all vectors pass');
+  process.exit(failed ? 1 : 0);
+}
+module.exports = { verify };

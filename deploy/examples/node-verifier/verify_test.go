@@ -1,0 +1,200 @@
+package nodeverifier
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/verify"
+)
+
+const vectorsPath = "../../../shared/identity/testdata/v2_vectors.json"
+
+// vector is the shape of an entry of v2_vectors.json (see
+// docs/identity-headers.md).
+type vector struct {
+	Name      string            `json:"name"`
+	KeyID     string            `json:"key_id"`
+	KeySecret string            `json:"key_secret_base64"`
+	Method    string            `json:"method"`
+	PathQuery string            `json:"path_query"`
+	Body      string            `json:"body"`
+	Headers   map[string]string `json:"headers"`
+	NowMs     int64             `json:"now_ms"`
+	Canonical string            `json:"canonical"`
+	Signature string            `json:"signature"`
+	Valid     bool              `json:"valid"`
+	Error     string            `json:"error,omitempty"`
+}
+
+// runNode runs verify.js on a vectors file and returns its exit error and
+// output. A machine without node fails the test: the check is part of the
+// contract, not optional.
+func runNode(t *testing.T, vectorsFile string) (string, error) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not on PATH: install Node.js 18 or newer (e.g. `apt-get install nodejs`); "+
+			"this test runs deploy/examples/node-verifier/verify.js against the identity-header test vectors: %v", err)
+	}
+	out, err := exec.Command(node, "verify.js", vectorsFile).CombinedOutput()
+	return string(out), err
+}
+
+func readVectors(t *testing.T, path string) []vector {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	if err := json.Unmarshal(b, &vs); err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+func writeVectors(t *testing.T, vs []vector) string {
+	t.Helper()
+	b, err := json.Marshal(vs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "vectors.json")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// wantAllOK checks that node passed and reported every vector (and the
+// body-changed variant of each valid one) as ok.
+func wantAllOK(t *testing.T, vs []vector, out string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("verify.js failed (%v):\n%s", err, out)
+	}
+	for _, v := range vs {
+		names := []string{v.Name}
+		if v.Valid {
+			names = append(names, v.Name+", body changed")
+		}
+		for _, n := range names {
+			if !strings.Contains(out, "ok   "+n+": ") {
+				t.Errorf("verify.js did not report %q as ok:\n%s", n, out)
+			}
+		}
+	}
+}
+
+func TestNodeVerifierPassesTheVectors(t *testing.T) {
+	vs := readVectors(t, vectorsPath)
+	if len(vs) == 0 {
+		t.Fatal("no vectors")
+	}
+	out, err := runNode(t, vectorsPath)
+	wantAllOK(t, vs, out, err)
+}
+
+// TestNodeVerifierCatchesWrongVectors corrupts the vectors in ways a
+// correct verifier must notice, so the check above cannot pass vacuously.
+func TestNodeVerifierCatchesWrongVectors(t *testing.T) {
+	base := readVectors(t, vectorsPath)
+	cases := map[string]func(v *vector){
+		"signature of another request": func(v *vector) { v.PathQuery += "&x=1" },
+		"expected error flipped":       func(v *vector) { v.Valid, v.Error = false, "expired" },
+		"canonical string differs":     func(v *vector) { v.Canonical += "\n" },
+		"other client IP":              func(v *vector) { v.Headers["X-Auth-Client-Ip"] = "192.0.2.1" },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			vs := readVectors(t, vectorsPath)
+			mutate(&vs[0])
+			if !base[0].Valid {
+				t.Fatal("the first vector should be a valid one")
+			}
+			out, err := runNode(t, writeVectors(t, vs))
+			if err == nil || !strings.Contains(out, "FAIL "+vs[0].Name) {
+				t.Fatalf("verify.js accepted a corrupted vector (err %v):\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestNodeVerifierAgreesWithGoSigner signs varied requests with the Go
+// signer (as authproxy does) and has node verify them: principals, empty
+// and long lists, IPv6 client addresses, encoded paths, control characters
+// in bodies (the vector format carries bodies as UTF-8 text).
+func TestNodeVerifierAgreesWithGoSigner(t *testing.T) {
+	key := identity.Key{ID: "app-notes.2026-12_a", Secret: []byte("0123456789abcdef0123456789abcdefXYZ")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1796000012345)
+	type input struct {
+		id           identity.Identity
+		method, url  string
+		body, ip     string
+		skew         time.Duration
+		valid        bool
+		wantErrorFor string
+	}
+	ids := []identity.Identity{
+		{},
+		{Principal: identity.PrincipalAPIKey, UserID: "u-1", TenantID: "t-1", Permissions: []string{"notes:read"}},
+		{Principal: identity.PrincipalService, TenantID: "t-2", Roles: []string{"svc"}, Permissions: []string{"a:b", "c:d", "e:f"}},
+		{Principal: identity.PrincipalUser, UserID: "u-2", TenantID: "t-3", SessionID: "s-9", Roles: []string{"owner", "admin", "member"},
+			Permissions: []string{"tenant:read", "tenant:write", "notes:read"}, EmailVerified: true, AMR: []string{"pwd", "otp"}, AuthTime: 1795999000},
+	}
+	var ins []input
+	for i, id := range ids {
+		ins = append(ins,
+			input{id: id, method: "GET", url: "/notes?limit=5&q=%C3%A9", ip: "2001:db8::7", valid: true},
+			input{id: id, method: "POST", url: "/notes", body: `{"text":"` + strings.Repeat("ü", i*50) + `"}`, ip: "198.51.100.9", valid: true},
+			input{id: id, method: "DELETE", url: "/notes/a%2Fb", body: "\x00\x10 control\tcharacters\r\n", ip: "10.1.2.3", skew: 29 * time.Second, valid: true},
+			input{id: id, method: "GET", url: "/notes", ip: "10.1.2.3", skew: -31 * time.Second, wantErrorFor: "expired"},
+		)
+	}
+	var vs []vector
+	for i, in := range ins {
+		r, err := http.NewRequest(in.method, "http://app"+in.url, strings.NewReader(in.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(identity.HeaderClientIP, in.ip)
+		r.Header.Set(identity.HeaderRequestID, fmt.Sprintf("go-%d", i))
+		if err := verify.Sign(r, s, in.id, now.Add(in.skew)); err != nil {
+			t.Fatal(err)
+		}
+		v := vector{Name: fmt.Sprintf("go-signed %d %s %s", i, in.method, in.url), KeyID: key.ID,
+			KeySecret: base64.StdEncoding.EncodeToString(key.Secret), Method: in.method, PathQuery: r.URL.RequestURI(),
+			Body: in.body, Headers: map[string]string{}, NowMs: now.UnixMilli(), Signature: r.Header.Get(identity.HeaderSignature),
+			Valid: in.valid, Error: in.wantErrorFor}
+		for name := range r.Header {
+			if name != identity.HeaderSignature {
+				v.Headers[name] = r.Header.Get(name)
+			}
+		}
+		// The canonical string the Go side signed, from the exported builder.
+		id := in.id
+		if id.Principal == "" { // what verify.Sign signs for an empty one
+			id.Principal = identity.PrincipalAnonymous
+		}
+		v.Canonical = string(identity.AppendCanonicalV2(nil, key.ID, &id, &identity.Request{
+			Timestamp: now.Add(in.skew).UnixMilli(), RequestID: fmt.Sprintf("go-%d", i), ClientIP: in.ip,
+			Method: in.method, PathQuery: r.URL.RequestURI(), BodySHA256: sha256.Sum256([]byte(in.body))}))
+		vs = append(vs, v)
+	}
+	out, err := runNode(t, writeVectors(t, vs))
+	wantAllOK(t, vs, out, err)
+}

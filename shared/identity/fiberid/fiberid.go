@@ -1,0 +1,145 @@
+// Package fiberid is the Fiber adapter of package verify: a handler that
+// accepts a request only when authproxy signed it and stores the caller's
+// verify.Identity for the handlers after it.
+//
+//	v, err := verify.New(verify.Config{Keys: keys})
+//	app.Use(fiberid.New(v))
+//	app.Post("/notes", fiberid.RequirePermission("notes:write"), createNote)
+//
+//	func createNote(c *fiber.Ctx) error {
+//		id := fiberid.MustFrom(c)
+//		...
+//	}
+//
+// Errors answer problem+json directly (401 unsigned, 403
+// insufficient_scope, 413 body too large), whatever the app's ErrorHandler.
+// The identity's strings are copies: they stay valid after the handler
+// returns, unlike what c.Get returns.
+package fiberid
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/verify"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+)
+
+type localsKey struct{}
+
+var (
+	errUnsigned = problem.New(http.StatusUnauthorized, problem.CodeUnauthenticated, "missing or invalid identity signature")
+	errTooLarge = problem.New(http.StatusRequestEntityTooLarge, problem.CodeBodyTooLarge, "request body too large")
+)
+
+// New returns a handler that verifies the identity headers of every
+// request (signature, timestamp window, body digest) and then calls the
+// next handler, with the identity available through From. The body is the
+// one fasthttp read (bounded by the app's BodyLimit); one over the
+// verifier's MaxBodyBytes is 413.
+func New(v *verify.Verifier) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		get := func(name string) string { return c.Get(name) }
+		if !verify.Signed(get) {
+			return write(c, errUnsigned)
+		}
+		// The body as sent: c.Body() would decode a Content-Encoding, but
+		// the proxy signed the bytes it forwarded.
+		body := c.Request().Body()
+		if int64(len(body)) > v.MaxBodyBytes() {
+			return write(c, errTooLarge)
+		}
+		id, err := v.Check(get, c.Method(), c.OriginalURL(), body)
+		if err != nil {
+			return write(c, errUnsigned)
+		}
+		owned := clone(&id)
+		c.Locals(localsKey{}, owned)
+		c.SetUserContext(verify.NewContext(c.UserContext(), owned))
+		return c.Next()
+	}
+}
+
+// clone copies every string out of fasthttp's buffers (one allocation for
+// all of them).
+func clone(id *verify.Identity) *verify.Identity {
+	n := 0
+	for _, s := range [...]string{id.Principal, id.UserID, id.TenantID, id.SessionID, id.ClientIP, id.RequestID, id.KeyID} {
+		n += len(s)
+	}
+	for _, l := range [...][]string{id.Roles, id.Permissions, id.AMR} {
+		for _, s := range l {
+			n += len(s)
+		}
+	}
+	var b strings.Builder
+	b.Grow(n)
+	own := func(s string) string {
+		start := b.Len()
+		b.WriteString(s)
+		return b.String()[start:]
+	}
+	ownList := func(l []string) []string {
+		if len(l) == 0 {
+			return nil
+		}
+		out := make([]string, len(l))
+		for i, s := range l {
+			out[i] = own(s)
+		}
+		return out
+	}
+	return &verify.Identity{
+		Principal: own(id.Principal), UserID: own(id.UserID), TenantID: own(id.TenantID), SessionID: own(id.SessionID),
+		Roles: ownList(id.Roles), Permissions: ownList(id.Permissions), EmailVerified: id.EmailVerified,
+		AMR: ownList(id.AMR), AuthTime: id.AuthTime, ClientIP: own(id.ClientIP), RequestID: own(id.RequestID), KeyID: own(id.KeyID),
+	}
+}
+
+// From returns the verified identity of the request, and whether New ran.
+func From(c *fiber.Ctx) (*verify.Identity, bool) {
+	id, ok := c.Locals(localsKey{}).(*verify.Identity)
+	return id, ok
+}
+
+// MustFrom is From for handlers behind New; it panics when New did not run,
+// a wiring mistake.
+func MustFrom(c *fiber.Ctx) *verify.Identity {
+	id, ok := From(c)
+	if !ok {
+		panic("fiberid: no identity; is the handler behind fiberid.New?")
+	}
+	return id
+}
+
+// RequirePermission returns a handler that lets a request through only if
+// the verified caller is signed in (401 otherwise) and holds every one of
+// perms (403 insufficient_scope otherwise). It must run after New.
+func RequirePermission(perms ...string) fiber.Handler {
+	perms = slices.Clone(perms)
+	return func(c *fiber.Ctx) error {
+		id, _ := From(c)
+		if p := verify.Authorize(id, perms...); p != nil {
+			return write(c, p)
+		}
+		return c.Next()
+	}
+}
+
+func write(c *fiber.Ctx, p *problem.Problem) error {
+	rid := c.Get(identity.HeaderRequestID)
+	if !requestid.Valid(rid) {
+		rid = ""
+	}
+	body := p.With(rid, c.Path()).JSON()
+	c.Set(fiber.HeaderContentType, problem.ContentType)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentLength, strconv.Itoa(len(body)))
+	return c.Status(p.Status).Send(body)
+}

@@ -1,0 +1,254 @@
+package fiberid_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/fiberid"
+	"github.com/tollgate-auth/tollgate/shared/identity/verify"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+var (
+	appKey   = identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	retired  = identity.Key{ID: "app-notes-old", Secret: []byte("abcdef0123456789abcdef0123456789")}
+	otherKey = identity.Key{ID: "core", Secret: []byte("cccccccccccccccccccccccccccccccc")}
+	bob      = identity.Identity{Principal: identity.PrincipalUser, UserID: "user-bob", TenantID: "tenant-1", SessionID: "sess-1",
+		Roles: []string{"member"}, Permissions: []string{"notes:read"}, EmailVerified: true, AMR: []string{"pwd"}, AuthTime: 1796000000}
+)
+
+func newApp(t testing.TB, kept chan<- *verify.Identity) *fiber.App {
+	t.Helper()
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey, retired}, MaxBodyBytes: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(fiberid.New(v))
+	handler := func(c *fiber.Ctx) error {
+		id := fiberid.MustFrom(c)
+		if ctxID, ok := verify.FromContext(c.UserContext()); !ok || ctxID != id {
+			return c.Status(500).SendString("identity not in the user context")
+		}
+		if kept != nil {
+			kept <- id
+		}
+		return c.JSON(fiber.Map{"identity": id, "body": string(c.Body())})
+	}
+	app.All("/echo", handler)
+	app.Post("/notes", fiberid.RequirePermission("notes:write"), handler)
+	return app
+}
+
+func serve(t *testing.T, kept chan<- *verify.Identity) string {
+	t.Helper()
+	app := newApp(t, kept)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	return "http://" + ln.Addr().String()
+}
+
+func signer(t testing.TB, k identity.Key) *identity.KeySigner {
+	t.Helper()
+	s, err := identity.NewKeySigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func req(t testing.TB, s *identity.KeySigner, id identity.Identity, at time.Time, method, url, body string) *http.Request {
+	t.Helper()
+	r, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body == "" {
+		r.Body, r.ContentLength = http.NoBody, 0
+	}
+	r.Header.Set("X-Request-Id", "rid-7")
+	if s != nil {
+		if err := verify.Sign(r, s, id, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+func do(t *testing.T, r *http.Request) (int, []byte, http.Header) {
+	t.Helper()
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b, res.Header
+}
+
+func TestAccepts(t *testing.T) {
+	kept := make(chan *verify.Identity, 4)
+	base := serve(t, kept)
+	for _, k := range []identity.Key{appKey, retired} {
+		status, b, _ := do(t, req(t, signer(t, k), bob, time.Now(), "PUT", base+"/echo?a=1&b=%20", `{"text":"hi"}`))
+		if status != 200 {
+			t.Fatalf("key %s: %d %s", k.ID, status, b)
+		}
+		var got struct {
+			Identity verify.Identity
+			Body     string
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		id := got.Identity
+		if got.Body != `{"text":"hi"}` || id.UserID != bob.UserID || id.TenantID != bob.TenantID || id.SessionID != bob.SessionID ||
+			id.Principal != "user" || !id.EmailVerified || strings.Join(id.Roles, ",") != "member" || strings.Join(id.AMR, ",") != "pwd" ||
+			!id.Has("notes:read") || id.AuthTime.Unix() != bob.AuthTime || id.ClientIP != "127.0.0.1" || id.RequestID != "rid-7" || id.KeyID != k.ID {
+			t.Fatalf("key %s: handler saw %+v", k.ID, got)
+		}
+	}
+	// The identity kept past the handler is a copy, not fasthttp's reused
+	// buffers: requests with other values do not change it.
+	first := <-kept
+	<-kept
+	other := bob
+	other.UserID, other.TenantID, other.Roles = "user-zzz", "tenant-9", []string{"xxxxxx"}
+	for range 2 {
+		if status, b, _ := do(t, req(t, signer(t, appKey), other, time.Now(), "GET", base+"/echo", "")); status != 200 {
+			t.Fatalf("%d %s", status, b)
+		}
+		<-kept
+	}
+	if first.UserID != bob.UserID || first.TenantID != bob.TenantID || first.Roles[0] != "member" || first.RequestID != "rid-7" {
+		t.Fatalf("kept identity changed under the handler: %+v", first)
+	}
+}
+
+// A compressed body is verified as sent (the proxy signs the bytes it
+// forwards); the handler still reads it decoded.
+func TestCompressedBody(t *testing.T) {
+	base := serve(t, nil)
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	_, _ = w.Write([]byte(`{"text":"squeezed"}`))
+	_ = w.Close()
+	r := req(t, signer(t, appKey), bob, time.Now(), "POST", base+"/echo", gz.String())
+	r.Header.Set("Content-Encoding", "gzip")
+	status, b, _ := do(t, r)
+	if status != 200 || !strings.Contains(string(b), `squeezed`) {
+		t.Fatalf("gzip body: %d %s", status, b)
+	}
+}
+
+func TestRejects(t *testing.T) {
+	base := serve(t, nil)
+	app, core := signer(t, appKey), signer(t, otherKey)
+	now := time.Now()
+	writer := bob
+	writer.Permissions = []string{"notes:read", "notes:write"}
+	cases := []struct {
+		name   string
+		req    func() *http.Request
+		status int
+		code   string
+	}{
+		{"missing", func() *http.Request { return req(t, nil, bob, now, "GET", base+"/echo", "") }, 401, problem.CodeUnauthenticated},
+		{"bad signature", func() *http.Request {
+			r := req(t, app, bob, now, "GET", base+"/echo", "")
+			r.Header.Set(identity.HeaderSignature, "v2=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+			return r
+		}, 401, problem.CodeUnauthenticated},
+		{"unknown key", func() *http.Request { return req(t, core, bob, now, "GET", base+"/echo", "") }, 401, problem.CodeUnauthenticated},
+		{"clock 31 s off", func() *http.Request { return req(t, app, bob, now.Add(-31*time.Second), "GET", base+"/echo", "") }, 401, problem.CodeUnauthenticated},
+		{"body changed", func() *http.Request {
+			r := req(t, app, bob, now, "POST", base+"/echo", `{"text":"a"}`)
+			r.Body = io.NopCloser(strings.NewReader(`{"text":"b"}`))
+			return r
+		}, 401, problem.CodeUnauthenticated},
+		{"replayed with another path", func() *http.Request {
+			r := req(t, app, bob, now, "GET", base+"/echo", "")
+			r2 := req(t, nil, bob, now, "GET", base+"/echo/", "")
+			r2.Header = r.Header.Clone()
+			return r2
+		}, 401, problem.CodeUnauthenticated},
+		{"permission added by the client", func() *http.Request {
+			r := req(t, app, bob, now, "POST", base+"/notes", `{}`)
+			r.Header.Set(identity.HeaderPermissions, "notes:read,notes:write")
+			return r
+		}, 401, problem.CodeUnauthenticated},
+		{"body over the limit", func() *http.Request {
+			return req(t, app, bob, now, "POST", base+"/echo", strings.Repeat("x", 65))
+		}, 413, problem.CodeBodyTooLarge},
+		{"missing permission", func() *http.Request { return req(t, app, bob, now, "POST", base+"/notes", `{}`) }, 403, problem.CodeInsufficientScope},
+		{"anonymous on a permission route", func() *http.Request {
+			return req(t, app, identity.Identity{}, now, "POST", base+"/notes", `{}`)
+		}, 401, problem.CodeUnauthenticated},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, b, h := do(t, tc.req())
+			var p problem.Problem
+			if err := json.Unmarshal(b, &p); err != nil || status != tc.status || p.Code != tc.code || p.RequestID != "rid-7" ||
+				h.Get("Content-Type") != problem.ContentType {
+				t.Fatalf("got %d %s %s (%v), want %d %s", status, h.Get("Content-Type"), b, err, tc.status, tc.code)
+			}
+		})
+	}
+	if status, b, _ := do(t, req(t, app, writer, now, "POST", base+"/notes", `{}`)); status != 200 {
+		t.Fatalf("writer: %d %s", status, b)
+	}
+}
+
+// The handler's cost per request in-process: verify a signed GET, copy the
+// identity, call the next handler.
+func BenchmarkNew(b *testing.B) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	app := fiber.New()
+	app.Use(fiberid.New(v))
+	app.Get("/echo", func(c *fiber.Ctx) error {
+		if _, ok := fiberid.From(c); !ok {
+			return c.SendStatus(500)
+		}
+		return c.SendStatus(200)
+	})
+	h := app.Handler()
+	r, _ := http.NewRequest("GET", "http://x/echo?limit=5", nil)
+	r.Header.Set("X-Request-Id", "rid-1")
+	if err := verify.Sign(r, signer(b, appKey), bob, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	var fr fasthttp.Request
+	fr.Header.SetMethod("GET")
+	fr.SetRequestURI("/echo?limit=5")
+	for k := range r.Header {
+		fr.Header.Set(k, r.Header.Get(k))
+	}
+	var ctx fasthttp.RequestCtx
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Init(&fr, nil, nil)
+		h(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package verify
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+)
+
+// Sign adds the identity headers v2 for id to r, signed by s at time now,
+// as authproxy would: for an app's tests, and for tools that call an app
+// directly. It reads r's body to hash it and puts it back. The request id
+// and client IP are taken from r's X-Request-Id and X-Auth-Client-Ip when
+// set (otherwise a new id and 127.0.0.1). An empty Principal means
+// anonymous without a user id and user with one.
+func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time.Time) error {
+	sum := identity.EmptyBodySHA256
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := io.ReadAll(r.Body)
+		_ = r.Body.Close()
+		if err != nil {
+			return err
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if len(b) > 0 {
+			sum = sha256.Sum256(b)
+		}
+	}
+	if id.Principal == "" {
+		id.Principal = identity.PrincipalAnonymous
+		if id.UserID != "" {
+			id.Principal = identity.PrincipalUser
+		}
+	}
+	rid := r.Header.Get(identity.HeaderRequestID)
+	if rid == "" {
+		rid = requestid.New()
+	}
+	ip := r.Header.Get(identity.HeaderClientIP)
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	req := identity.Request{Timestamp: now.UnixMilli(), RequestID: rid, ClientIP: ip, Method: r.Method,
+		PathQuery: r.URL.RequestURI(), BodySHA256: sum}
+	h := r.Header
+	set := func(name, value string) {
+		if value == "" {
+			h.Del(name)
+			return
+		}
+		h.Set(name, value)
+	}
+	set(identity.HeaderKeyID, s.KeyID())
+	set(identity.HeaderPrincipal, id.Principal)
+	set(identity.HeaderUserID, id.UserID)
+	set(identity.HeaderTenantID, id.TenantID)
+	set(identity.HeaderSessionID, id.SessionID)
+	set(identity.HeaderRoles, identity.JoinList(id.Roles))
+	set(identity.HeaderPermissions, identity.JoinList(id.Permissions))
+	set(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
+	set(identity.HeaderAMR, identity.JoinList(id.AMR))
+	set(identity.HeaderAuthTime, identity.FormatAuthTime(id.AuthTime))
+	set(identity.HeaderClientIP, req.ClientIP)
+	set(identity.HeaderRequestID, req.RequestID)
+	set(identity.HeaderTimestamp, strconv.FormatInt(req.Timestamp, 10))
+	set(identity.HeaderSignature, s.Sign(&id, &req))
+	return nil
+}

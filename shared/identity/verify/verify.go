@@ -1,0 +1,358 @@
+// Package verify is the app side of Tollgate's identity headers: net/http
+// middleware that accepts a request only when authproxy signed it (identity
+// headers v2, see docs/identity-headers.md), and hands the handler a typed
+// Identity of the caller.
+//
+// A service behind authproxy never sees a token. The proxy verifies the
+// bearer, looks up the caller's roles and permissions, and forwards the
+// request with X-Auth-* headers signed (HMAC-SHA256) with the key of this
+// upstream. The middleware checks that signature against the app's key list
+// (TOLLGATE_IDENTITY_KEYS, "id:base64[,id:base64...]"), the timestamp window
+// (30 s), and the SHA-256 of the body, which it reads (bounded) and restores
+// for the handler:
+//
+//	keys, err := verify.KeysFromEnv(os.Getenv)
+//	v, err := verify.New(verify.Config{Keys: keys})
+//	mux.Handle("POST /notes", verify.RequirePermission("notes:write")(http.HandlerFunc(createNote)))
+//	srv := &http.Server{Handler: v.Middleware(mux)}
+//
+//	func createNote(w http.ResponseWriter, r *http.Request) {
+//		id := verify.MustFromContext(r.Context())
+//		... id.UserID, id.TenantID ...
+//	}
+//
+// Unsigned, forged or stale requests, and signatures moved onto another
+// request (other method, path, body, client IP or request id), get 401
+// problem+json; a missing permission gets 403 with code insufficient_scope.
+// The same request replayed unchanged within the window verifies: a service
+// that must not apply a write twice deduplicates on Identity.RequestID. The
+// Fiber adapter lives in package fiberid, so that net/http users do not compile
+// Fiber.
+package verify
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+)
+
+// The environment variables of the key list (the value, or a file holding
+// it, e.g. a mounted Secret); see KeysFromEnv.
+const (
+	EnvKeys     = "TOLLGATE_IDENTITY_KEYS"
+	EnvKeysFile = "TOLLGATE_IDENTITY_KEYS_FILE"
+)
+
+// DefaultMaxBodyBytes bounds the body the middleware reads to hash it; the
+// proxy's own default MAX_BODY_BYTES is 1 MiB.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Identity is the verified caller of one request.
+type Identity struct {
+	// Principal is the kind of caller: identity.PrincipalUser,
+	// PrincipalAPIKey, PrincipalService or PrincipalAnonymous (a public or
+	// optional route called without a token).
+	Principal string
+	UserID    string
+	TenantID  string
+	SessionID string
+	// Roles are the caller's role names in the tenant; Permissions the
+	// flattened permissions they grant ("notes:read", ...).
+	Roles       []string
+	Permissions []string
+	// EmailVerified reports whether the user's address is confirmed.
+	EmailVerified bool
+	// AMR lists the authentication methods of the sign-in ("pwd", "otp").
+	AMR []string
+	// AuthTime is when the user signed in; zero when unknown.
+	AuthTime time.Time
+	// ClientIP is the address of the client as the proxy saw it.
+	ClientIP string
+	// RequestID is the request's X-Request-Id, which the signature binds.
+	RequestID string
+	// KeyID is the id of the key that verified the signature.
+	KeyID string
+}
+
+// Has reports whether the caller holds permission p.
+func (id *Identity) Has(p string) bool { return slices.Contains(id.Permissions, p) }
+
+// Anonymous reports whether the request came without a token (a public or
+// optional route).
+func (id *Identity) Anonymous() bool { return id.Principal == identity.PrincipalAnonymous }
+
+// Config configures a Verifier.
+type Config struct {
+	// Keys are the accepted keys: the upstream's current key and, during a
+	// rotation, the previous one. Required.
+	Keys []identity.Key
+	// Window is the accepted clock skew of the signed timestamp; 0 selects
+	// identity.DefaultWindow (30 s).
+	Window time.Duration
+	// MaxBodyBytes bounds the body read to hash it; a longer body is 413.
+	// 0 selects DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Logger receives one debug line per rejected request (the reason);
+	// nil logs nothing.
+	Logger *slog.Logger
+	// Now is the clock; nil selects time.Now.
+	Now func() time.Time
+}
+
+// Verifier checks the identity headers of requests.
+type Verifier struct {
+	v       *identity.Verifier
+	maxBody int64
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New returns a Verifier for cfg.
+func New(cfg Config) (*Verifier, error) {
+	iv, err := identity.NewVerifier(cfg.Keys, cfg.Window)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	v := &Verifier{v: iv, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, now: cfg.Now}
+	if v.maxBody <= 0 {
+		v.maxBody = DefaultMaxBodyBytes
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	return v, nil
+}
+
+// KeysFromEnv reads the key list from TOLLGATE_IDENTITY_KEYS or the file
+// named by TOLLGATE_IDENTITY_KEYS_FILE (one of them); getenv is usually
+// os.Getenv.
+func KeysFromEnv(getenv func(string) string) ([]identity.Key, error) {
+	keys, err := identity.LoadKeys(getenv(EnvKeys), getenv(EnvKeysFile))
+	if err != nil {
+		return nil, fmt.Errorf("%s / %s: %w", EnvKeys, EnvKeysFile, err)
+	}
+	return keys, nil
+}
+
+// MaxBodyBytes is the longest body the verifier reads.
+func (v *Verifier) MaxBodyBytes() int64 { return v.maxBody }
+
+// Problems the middleware answers with. A rejected signature is never
+// explained to the caller (the reason goes to the log): it is either a
+// misconfiguration or an attack.
+var (
+	errUnsigned = problem.New(http.StatusUnauthorized, problem.CodeUnauthenticated, "missing or invalid identity signature")
+	errTooLarge = problem.New(http.StatusRequestEntityTooLarge, problem.CodeBodyTooLarge, "request body too large")
+	errAnon     = problem.New(http.StatusUnauthorized, problem.CodeUnauthenticated, "this route needs a signed-in caller")
+)
+
+// Check verifies the identity headers of one request as received: get
+// reads a header, method and pathQuery are the request line's method and
+// request-target (path and query exactly as sent), body the whole body. It
+// returns the identity, or an error wrapping one of identity's sentinels
+// (ErrMissing, ErrMalformed, ErrExpired, ErrSignature, ErrUnknownKey,
+// ErrVersion). Adapters for other frameworks build on it; the strings of
+// the result alias what get returned.
+func (v *Verifier) Check(get identity.Headers, method, pathQuery string, body []byte) (Identity, error) {
+	sum := identity.EmptyBodySHA256
+	if len(body) > 0 {
+		sum = sha256.Sum256(body)
+	}
+	id, err := v.v.Verify(v.now(), get, method, pathQuery, sum)
+	if err != nil {
+		return Identity{}, err
+	}
+	out := Identity{
+		Principal: id.Principal, UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID,
+		Roles: id.Roles, Permissions: id.Permissions, EmailVerified: id.EmailVerified, AMR: id.AMR,
+		ClientIP: get(identity.HeaderClientIP), RequestID: get(identity.HeaderRequestID), KeyID: id.KeyID,
+	}
+	if id.AuthTime > 0 {
+		out.AuthTime = time.Unix(id.AuthTime, 0)
+	}
+	return out, nil
+}
+
+// Signed reports whether a request carries a signature at all; the
+// middleware answers 401 before reading the body of one that does not.
+func Signed(get identity.Headers) bool {
+	return get(identity.HeaderSignature) != "" && get(identity.HeaderTimestamp) != ""
+}
+
+// Reason names a verification error for logs and metrics: missing,
+// malformed, expired, signature, unknown_key, version.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, identity.ErrMissing):
+		return "missing"
+	case errors.Is(err, identity.ErrExpired):
+		return "expired"
+	case errors.Is(err, identity.ErrSignature):
+		return "signature"
+	case errors.Is(err, identity.ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(err, identity.ErrVersion):
+		return "version"
+	}
+	return "malformed"
+}
+
+// Middleware verifies every request before next sees it: a request without
+// a valid signature gets 401 problem+json, a body over MaxBodyBytes 413.
+// The verified Identity is in the request's context (FromContext) and the
+// body is readable again.
+func (v *Verifier) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		get := r.Header.Get
+		if !Signed(get) {
+			v.reject(w, r, identity.ErrMissing)
+			return
+		}
+		body, err := v.readBody(r)
+		if err != nil {
+			if errors.Is(err, errBodyTooLarge) {
+				WriteProblem(w, r, errTooLarge)
+				return
+			}
+			WriteProblem(w, r, problem.New(http.StatusBadRequest, problem.CodeBadRequest, "could not read the request body"))
+			return
+		}
+		id, err := v.Check(get, r.Method, requestTarget(r), body)
+		if err != nil {
+			v.reject(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), &id)))
+	})
+}
+
+func (v *Verifier) reject(w http.ResponseWriter, r *http.Request, err error) {
+	if v.log != nil {
+		v.log.LogAttrs(r.Context(), slog.LevelDebug, "identity rejected",
+			slog.String("reason", Reason(err)), slog.String("path", r.URL.Path))
+	}
+	WriteProblem(w, r, errUnsigned)
+}
+
+var errBodyTooLarge = errors.New("verify: body too large")
+
+// readBody reads the whole body, at most maxBody bytes, and puts it back
+// on r for the handler.
+func (v *Verifier) readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if r.ContentLength > v.maxBody {
+		return nil, errBodyTooLarge
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, v.maxBody+1))
+	_ = r.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if n > v.maxBody {
+		return nil, errBodyTooLarge
+	}
+	b := buf.Bytes()
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return b, nil
+}
+
+// requestTarget is the path and query exactly as the request line carried
+// them, which is what the proxy signed.
+func requestTarget(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI
+	}
+	return r.URL.RequestURI() // a request built in-process, without a request line
+}
+
+type ctxKey struct{}
+
+// NewContext returns ctx carrying id.
+func NewContext(ctx context.Context, id *Identity) context.Context {
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+// FromContext returns the verified identity of the request whose context
+// ctx is, and whether there is one.
+func FromContext(ctx context.Context) (*Identity, bool) {
+	id, ok := ctx.Value(ctxKey{}).(*Identity)
+	return id, ok
+}
+
+// MustFromContext is FromContext for handlers behind the middleware; it
+// panics when the middleware did not run, a wiring mistake.
+func MustFromContext(ctx context.Context) *Identity {
+	id, ok := FromContext(ctx)
+	if !ok {
+		panic("verify: no identity in the context; is the handler behind Verifier.Middleware?")
+	}
+	return id
+}
+
+// Authorize decides whether id may proceed when the route needs perms (all
+// of them): nil, or the problem to answer (401 for an anonymous caller, 403
+// insufficient_scope for a caller who lacks one).
+func Authorize(id *Identity, perms ...string) *problem.Problem {
+	if id == nil || id.Anonymous() {
+		return errAnon
+	}
+	for _, p := range perms {
+		if !id.Has(p) {
+			return problem.New(http.StatusForbidden, problem.CodeInsufficientScope, "requires permission "+p)
+		}
+	}
+	return nil
+}
+
+// RequirePermission returns middleware that lets a request through only if
+// the verified caller is signed in and holds every one of perms. It must
+// run behind Verifier.Middleware. With no perms it requires a signed-in
+// (not anonymous) caller.
+func RequirePermission(perms ...string) func(http.Handler) http.Handler {
+	perms = slices.Clone(perms)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, _ := FromContext(r.Context())
+			if p := Authorize(id, perms...); p != nil {
+				WriteProblem(w, r, p)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// WriteProblem answers with p as application/problem+json, carrying the
+// request's id (when it is a sane one) and path.
+func WriteProblem(w http.ResponseWriter, r *http.Request, p *problem.Problem) {
+	rid := r.Header.Get(requestid.Header)
+	if !requestid.Valid(rid) {
+		rid = ""
+	}
+	body := p.With(rid, r.URL.Path).JSON()
+	h := w.Header()
+	h.Set("Content-Type", problem.ContentType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(body)
+}
