@@ -49,4 +49,6 @@ func parseSeq(id string) (int, bool) {
 }
 
 // ms renders a duration in milliseconds with two decimals.
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms" }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
+}
