@@ -30,8 +30,8 @@ bench:
 ## (apt-get install -y nats-server). SCALEFLAGS=-subscribers=10,100 for a short run.
 bench-scale:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./coreapi/cmd/coreapi ./authproxy/cmd/scalesim
-	scripts/with-postgres.sh $(BIN)/scalesim -coreapi $(BIN)/coreapi -out $(BIN)/scale.md $(SCALEFLAGS)
+	$(GO) build -o $(BIN)/ ./coreapi/cmd/coreapi ./authproxy/cmd/authproxy ./authproxy/cmd/scalesim
+	scripts/with-postgres.sh $(BIN)/scalesim -coreapi $(BIN)/coreapi -authproxy $(BIN)/authproxy -out $(BIN)/scale.md $(SCALEFLAGS)
 
 lint:
 	$(GO) vet work

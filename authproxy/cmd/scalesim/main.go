@@ -39,7 +39,9 @@ type options struct {
 	subscribers, rates []int
 	duration           time.Duration
 	cluster            bool
-	fanout, storm      bool
+	fanout, storm, cpu bool
+	authproxy          string
+	cpuDuration        time.Duration
 	proxies, perProxy  int
 	users, maxFetches  int
 	coreapi, out       string
@@ -60,7 +62,10 @@ func parse(args []string) (*options, error) {
 	fs.IntVar(&o.users, "users", 1000, "storm: members seeded in coreapi's database")
 	fs.IntVar(&o.maxFetches, "max-fetches", 64, "storm: PROJECTION_MAX_FETCHES of each proxy")
 	fs.BoolVar(&o.unguarded, "unguarded", true, "storm: also run with coreapi's projection bound lifted, for comparison")
-	fs.StringVar(&o.coreapi, "coreapi", "bin/coreapi", "storm: the coreapi program")
+	fs.StringVar(&o.coreapi, "coreapi", "bin/coreapi", "storm and cpu: the coreapi program")
+	fs.BoolVar(&o.cpu, "cpu", true, "measure CPU per request of authproxy, coreapi and PostgreSQL (from /proc)")
+	fs.StringVar(&o.authproxy, "authproxy", "bin/authproxy", "cpu: the authproxy program")
+	fs.DurationVar(&o.cpuDuration, "cpu-duration", 5*time.Second, "cpu: measuring time per row")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -72,7 +77,7 @@ func parse(args []string) (*options, error) {
 	if o.rates, err = ints(*rates); err != nil {
 		return nil, fmt.Errorf("-rates: %w", err)
 	}
-	if o.duration <= 0 || o.proxies < 1 || o.perProxy < 1 || o.users < 1 || o.maxFetches < 1 {
+	if o.duration <= 0 || o.cpuDuration <= 0 || o.proxies < 1 || o.perProxy < 1 || o.users < 1 || o.maxFetches < 1 {
 		return nil, errors.New("-duration, -proxies, -users-per-proxy, -users and -max-fetches must be positive")
 	}
 	return o, nil
@@ -144,11 +149,11 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 		fmt.Fprintln(w)
 	}
 
+	admin := os.Getenv("DATABASE_URL")
+	if admin == "" {
+		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
 	if o.storm {
-		admin := os.Getenv("DATABASE_URL")
-		if admin == "" {
-			admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-		}
 		c, err := scalesim.StartCluster(bin, work, 1)
 		if err != nil {
 			return err
@@ -185,6 +190,11 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, strings.Join(notes, "\n"))
 	}
+	if o.cpu {
+		if err := measureCPU(ctx, o, bin, work, admin, w); err != nil {
+			return err
+		}
+	}
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(report.String()), 0o644); err != nil {
 			return err
@@ -204,4 +214,36 @@ func raiseFileLimit(log *slog.Logger) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		log.Warn("raise open-file limit", "err", err)
 	}
+}
+
+// measureCPU runs the per-request CPU rows: projection fetches straight to
+// coreapi, then warm reads and writes through a real authproxy.
+func measureCPU(ctx context.Context, o *options, natsBin, work, admin string, w io.Writer) error {
+	c, err := scalesim.StartCluster(natsBin, work, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	core, err := scalesim.StartCore(ctx, scalesim.CoreConfig{Bin: o.coreapi, AdminURL: admin, Dir: work, NATSURL: c.URLs()[0], Users: o.users})
+	if err != nil {
+		return err
+	}
+	defer core.Stop()
+	proj, err := scalesim.MeasureProjections(ctx, core, 16, o.cpuDuration)
+	if err != nil {
+		return err
+	}
+	proxy, err := scalesim.StartProxy(o.authproxy, work, c.URLs()[0], core)
+	if err != nil {
+		return err
+	}
+	defer proxy.Stop()
+	stack, err := scalesim.MeasureStack(ctx, core, proxy, 8, 32, o.cpuDuration)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "## CPU per request\n\nClosed loop for %s per row; CPU of each process from /proc (PostgreSQL: the backends of coreapi's pool). The load generator runs in this process and shares the cores.\n\n", o.cpuDuration)
+	scalesim.WriteCPU(w, append([]*scalesim.CPURow{proj}, stack...))
+	fmt.Fprintln(w)
+	return nil
 }
