@@ -262,4 +262,3 @@ func WriteCPU(w io.Writer, rows []*CPURow) {
 			us(r.PerRequest(r.Proxy+r.Core+r.PG)))
 	}
 }
-
