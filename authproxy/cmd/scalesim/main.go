@@ -238,12 +238,21 @@ func measureCPU(ctx context.Context, o *options, natsBin, work, admin string, w 
 		return err
 	}
 	defer proxy.Stop()
+	rss0, err := proxy.RSS()
+	if err != nil {
+		return err
+	}
 	stack, err := scalesim.MeasureStack(ctx, core, proxy, 8, 32, o.cpuDuration)
+	if err != nil {
+		return err
+	}
+	rss1, err := proxy.RSS()
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "## CPU per request\n\nClosed loop for %s per row; CPU of each process from /proc (PostgreSQL: the backends of coreapi's pool). The load generator runs in this process and shares the cores.\n\n", o.cpuDuration)
 	scalesim.WriteCPU(w, append([]*scalesim.CPURow{proj}, stack...))
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nauthproxy resident memory: %.1f MiB when ready (keys loaded, caches empty), %.1f MiB after the rows (8 tokens and projections cached, 32 connections).\n\n",
+		float64(rss0)/(1<<20), float64(rss1)/(1<<20))
 	return nil
 }

@@ -153,6 +153,9 @@ func StartProxy(bin, dir, natsURL string, core *Core) (*Proxy, error) {
 	}
 }
 
+// RSS is the proxy's resident set size.
+func (p *Proxy) RSS() (int64, error) { return ProcessRSS(p.cmd.Process.Pid) }
+
 // Stop ends the proxy.
 func (p *Proxy) Stop() {
 	if p.cmd.Process != nil {

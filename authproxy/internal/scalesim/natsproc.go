@@ -259,3 +259,33 @@ func freePort() int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// ProcessRSS is a process's resident set size, from /proc/<pid>/status.
+func ProcessRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("process rss: %w", err)
+	}
+	return parseStatusRSS(string(b))
+}
+
+// parseStatusRSS reads the VmRSS line ("VmRSS:   12345 kB") of a
+// /proc/<pid>/status text, in bytes.
+func parseStatusRSS(status string) (int64, error) {
+	for _, line := range strings.Split(status, "\n") {
+		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("process rss: bad VmRSS line %q", line)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 {
+			return 0, fmt.Errorf("process rss: bad VmRSS line %q", line)
+		}
+		return kb << 10, nil
+	}
+	return 0, errors.New("process rss: no VmRSS line")
+}

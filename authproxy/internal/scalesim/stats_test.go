@@ -144,3 +144,18 @@ func TestWarmUserID(t *testing.T) {
 		t.Fatalf("a measured id parsed as a warm-up")
 	}
 }
+
+func TestParseStatusRSS(t *testing.T) {
+	got, err := parseStatusRSS("Name:\tauthproxy\nVmPeak:\t  999 kB\nVmRSS:\t   2048 kB\nThreads:\t9\n")
+	if err != nil || got != 2<<20 {
+		t.Fatalf("parseStatusRSS = %d, %v, want 2 MiB", got, err)
+	}
+	for _, bad := range []string{"", "Name: x\n", "VmRSS:\t12 MB\n", "VmRSS:\t-1 kB\n", "VmRSS:\n"} {
+		if _, err := parseStatusRSS(bad); err == nil {
+			t.Errorf("parseStatusRSS(%q) accepted", bad)
+		}
+	}
+	if n, err := ProcessRSS(os.Getpid()); err != nil || n <= 0 {
+		t.Fatalf("ProcessRSS(self) = %d, %v", n, err)
+	}
+}
