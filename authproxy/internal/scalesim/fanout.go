@@ -195,7 +195,9 @@ func Fanout(ctx context.Context, c *Cluster, cfg FanoutConfig, log *slog.Logger)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if err := pub.Flush(); err != nil {
+	// Far past what the machine can deliver, the server takes long to
+	// answer the flush's ping: wait for it rather than abort the row.
+	if err := pub.FlushTimeout(2 * time.Minute); err != nil {
 		return nil, fmt.Errorf("publisher flush: %w", err)
 	}
 	res.Published = total
