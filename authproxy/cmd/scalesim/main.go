@@ -182,6 +182,9 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 			if env != nil {
 				label = "coreapi projection bound lifted (" + strings.Join(env, " ") + ")"
 			}
+			if res.FirstFailure != "" {
+				label += "; first error that left a proxy cold: " + res.FirstFailure
+			}
 			notes = append(notes, fmt.Sprintf("- row %d: %s", len(rows), label))
 		}
 		fmt.Fprintf(w, "## Cold-start storm\n\n%d proxies start at the same instant against one coreapi (%d members seeded), each loading the JWKS, connecting to NATS and then serving the first requests of %d distinct users at once.\n\n",

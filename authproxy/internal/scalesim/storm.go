@@ -44,6 +44,7 @@ type StormResult struct {
 	EmptyAcquires   float64 // pool acquires that had to wait
 	CoreCPU, PGCPU  time.Duration
 	NATSConnected   time.Duration // until every proxy's NATS connection was up
+	FirstFailure    string        // the first error that left a proxy cold
 }
 
 type stormProxy struct {
@@ -145,6 +146,11 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 
 	users := core.Users
 	var retries atomic.Int64
+	var firstFailure atomic.Pointer[string]
+	fail := func(err error) {
+		msg := err.Error()
+		firstFailure.CompareAndSwap(nil, &msg)
+	}
 	warm := make([]time.Duration, cfg.Proxies)
 	natsUp := make([]time.Duration, cfg.Proxies)
 	var wg sync.WaitGroup
@@ -166,6 +172,7 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 			select {
 			case <-p.keys.Loaded():
 			case <-sctx.Done():
+				fail(errors.New("key set not loaded before the storm's timeout"))
 				warm[i] = -1
 				return
 			}
@@ -183,6 +190,7 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 							return
 						}
 						if !errors.Is(err, projection.ErrUnavailable) || sctx.Err() != nil {
+							fail(err)
 							failed.Store(true)
 							return
 						}
@@ -238,6 +246,9 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 	}
 	res.NATSConnected = Summarize(up).Max
 	res.Retries = retries.Load()
+	if f := firstFailure.Load(); f != nil {
+		res.FirstFailure = *f
+	}
 	const projRoute = `route="/internal/v1/projections/:user_id"`
 	d := func(name string, labels ...string) float64 {
 		return metricSum(after, name, labels...) - metricSum(before, name, labels...)
