@@ -240,11 +240,7 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 		ok = append(ok, w)
 	}
 	res.Warm = Summarize(ok)
-	var up []time.Duration
-	for _, d := range natsUp {
-		up = append(up, d)
-	}
-	res.NATSConnected = Summarize(up).Max
+	res.NATSConnected = Summarize(natsUp).Max
 	res.Retries = retries.Load()
 	if f := firstFailure.Load(); f != nil {
 		res.FirstFailure = *f
