@@ -115,9 +115,9 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 	var report strings.Builder
 	w := io.MultiWriter(stdout, &report)
 	host, _ := os.Hostname()
-	fmt.Fprintf(w, "# Scale simulation\n\n- date: %s\n- machine: %d cores (GOMAXPROCS %d), %s/%s, %s, host %s\n- nats-server: %s\n- command: `%s`\n\n",
+	fmt.Fprintf(w, "# Scale simulation\n\n- date: %s\n- machine: %d cores (GOMAXPROCS %d), %s/%s, %s, host %s\n- load average at start: %s\n- nats-server: %s\n- command: `%s`\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH,
-		runtime.Version(), host, bin, "scalesim "+strings.Join(args, " "))
+		runtime.Version(), host, loadAvg(), bin, "scalesim "+strings.Join(args, " "))
 
 	if o.fanout {
 		sizes := []int{1}
@@ -198,6 +198,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 			return err
 		}
 	}
+	fmt.Fprintf(w, "Load average at the end: %s. Other work on the machine shares the cores: compare rows of one run, not runs.\n", loadAvg())
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(report.String()), 0o644); err != nil {
 			return err
@@ -258,4 +259,17 @@ func measureCPU(ctx context.Context, o *options, natsBin, work, admin string, w 
 	fmt.Fprintf(w, "\nauthproxy resident memory: %.1f MiB when ready (keys loaded, caches empty), %.1f MiB after the rows (8 tokens and projections cached, 32 connections).\n\n",
 		float64(rss0)/(1<<20), float64(rss1)/(1<<20))
 	return nil
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages, from /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }

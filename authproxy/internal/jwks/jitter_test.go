@@ -38,8 +38,8 @@ func TestJitterBounds(t *testing.T) {
 
 // TestRefreshIsJittered starts two clients at the same instant against a
 // real server, one drawing the lowest jitter and one the highest: their
-// background refreshes come ≈ 20 % of the interval apart instead of
-// together.
+// background refreshes come ≈ 20 % of the interval apart (300 ms) instead
+// of together.
 func TestRefreshIsJittered(t *testing.T) {
 	k := testenv.NewKey(t, "k1", jwa.EdDSA)
 	body, _ := json.Marshal(map[string]any{"keys": []any{pub(t, k.Public, "k1", jwa.EdDSA, "sig")}})
@@ -56,7 +56,7 @@ func TestRefreshIsJittered(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	const interval = time.Second
+	const interval = 1500 * time.Millisecond
 	for name, f := range map[string]float64{"low": 0, "high": 0.999} {
 		c := New(Options{URL: srv.URL + "?c=" + name, Algs: []string{"EdDSA"}, Interval: interval, Cooldown: time.Minute,
 			Timeout: 5 * time.Second, Rand: func() float64 { return f }}, slog.New(slog.NewJSONHandler(io.Discard, nil)), metrics.New())
@@ -71,7 +71,7 @@ func TestRefreshIsJittered(t *testing.T) {
 	defer mu.Unlock()
 	low := seen["low"][1].Sub(seen["low"][0])
 	high := seen["high"][1].Sub(seen["high"][0])
-	if low < 850*time.Millisecond || high < 1050*time.Millisecond || high-low < 100*time.Millisecond {
-		t.Fatalf("refresh after %s (lowest jitter) and %s (highest): want ≈ 0.9 s and ≈ 1.1 s", low, high)
+	if low < 1350*time.Millisecond || high < 1650*time.Millisecond || high-low < 100*time.Millisecond {
+		t.Fatalf("refresh after %s (lowest jitter) and %s (highest): want ≈ 1.35 s and ≈ 1.65 s", low, high)
 	}
 }
