@@ -6,7 +6,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 BIN         := bin
 
-.PHONY: all build test test-short bench lint fmt run clean
+.PHONY: all build test test-short bench bench-scale lint fmt run clean
 
 all: build
 
@@ -17,11 +17,21 @@ build:
 test:
 	scripts/with-postgres.sh $(GO) test -count=1 -timeout 15m $(TESTFLAGS) work
 
-## bench: Go micro-benchmarks of the hot paths, then the load harness
+## bench: Go micro-benchmarks of the hot paths, then the load harness (one proxy, one
+## coreapi; for fleets of proxies, NATS fan-out and cold-start storms see bench-scale)
 bench:
 	@mkdir -p $(BIN)
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./authproxy/... | tee $(BIN)/gobench.txt
 	scripts/with-postgres.sh $(GO) run ./deploy/loadtest -gobench $(BIN)/gobench.txt $(BENCHFLAGS)
+
+## bench-scale: invalidation fan-out from a real nats-server (one node, then a 3-node cluster)
+## to 10/100/1,000 simulated proxies at 10/100/1,000 events/s, and 1,000 proxies restarting at
+## once against a real coreapi (docs/scaling.md). Needs Debian's nats-server
+## (apt-get install -y nats-server). SCALEFLAGS=-subscribers=10,100 for a short run.
+bench-scale:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./coreapi/cmd/coreapi ./authproxy/cmd/authproxy ./authproxy/cmd/scalesim
+	scripts/with-postgres.sh $(BIN)/scalesim -coreapi $(BIN)/coreapi -authproxy $(BIN)/authproxy -out $(BIN)/scale.md $(SCALEFLAGS)
 
 lint:
 	$(GO) vet work

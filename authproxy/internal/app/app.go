@@ -78,7 +78,7 @@ func New(cfg *config.Config, rs *rules.Set, log *slog.Logger, h Hooks) (*App, er
 		return nil, err
 	}
 	a.Projections, err = projection.New(projection.Options{Size: cfg.ProjectionCacheSize, TTL: cfg.ProjectionCacheTTL,
-		NegativeTTL: cfg.NegativeCacheTTL, MaxStaleness: cfg.MaxStaleness, Now: h.Now},
+		NegativeTTL: cfg.NegativeCacheTTL, MaxStaleness: cfg.MaxStaleness, MaxFetches: cfg.ProjectionMaxFetches, Now: h.Now},
 		projection.NewHTTPFetcher(a.upstream.internal, cfg.UpstreamURL.Host, signer, cfg.ProjectionTimeout, m), m)
 	if err != nil {
 		a.Verifier.Close()

@@ -57,6 +57,9 @@ type Config struct {
 	LogLevel            slog.Level
 	AccessLog           bool
 	Pprof               bool
+
+	// Fleet guards.
+	ProjectionMaxFetches int
 }
 
 // Var documents one environment variable.
@@ -102,6 +105,7 @@ var Vars = []Var{
 	{"LOG_LEVEL", "info", "debug, info, warn, error"},
 	{"ACCESS_LOG", "true", "one JSON log line per request"},
 	{"PROXY_PPROF", "false", "serve /debug/pprof/ on the admin port"},
+	{"PROJECTION_MAX_FETCHES", "64", "projection fetches in flight at once; a miss beyond it gets 503 + Retry-After"},
 }
 
 // Load reads the configuration through getenv (os.LookupEnv in main).
@@ -188,6 +192,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	}
 	c.AccessLog = p.boolv("ACCESS_LOG", true)
 	c.Pprof = p.boolv("PROXY_PPROF", false)
+	c.ProjectionMaxFetches = p.intv("PROJECTION_MAX_FETCHES", 64, 1)
 	if len(p.errs) > 0 {
 		return nil, fmt.Errorf("config: %w", errors.Join(p.errs...))
 	}
@@ -217,6 +222,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.Duration("upstream_idle_timeout", c.UpstreamIdleTimeout), slog.Duration("projection_timeout", c.ProjectionTimeout),
 		slog.Int("max_body_bytes", c.MaxBodyBytes), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel.String()), slog.Bool("access_log", c.AccessLog), slog.Bool("proxy_pprof", c.Pprof),
+		slog.Int("projection_max_fetches", c.ProjectionMaxFetches),
 	)
 }
 

@@ -71,3 +71,25 @@ func TestKeyMasked(t *testing.T) {
 		t.Fatalf("short key: %v", err)
 	}
 }
+
+func TestProjectionMaxFetches(t *testing.T) {
+	for _, tt := range []struct {
+		val  string
+		want int
+		ok   bool
+	}{{"", 64, true}, {"8", 8, true}, {"0", 0, false}, {"-3", 0, false}, {"many", 0, false}} {
+		m := map[string]string{"IDENTITY_HMAC_KEY": key}
+		if tt.val != "" {
+			m["PROJECTION_MAX_FETCHES"] = tt.val
+		}
+		c, err := Load(env(m))
+		switch {
+		case tt.ok && err != nil:
+			t.Errorf("PROJECTION_MAX_FETCHES=%q: %v", tt.val, err)
+		case tt.ok && c.ProjectionMaxFetches != tt.want:
+			t.Errorf("PROJECTION_MAX_FETCHES=%q: got %d, want %d", tt.val, c.ProjectionMaxFetches, tt.want)
+		case !tt.ok && (err == nil || !strings.Contains(err.Error(), "PROJECTION_MAX_FETCHES")):
+			t.Errorf("PROJECTION_MAX_FETCHES=%q: err = %v, want it refused", tt.val, err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,7 @@ type Options struct {
 	Timeout  time.Duration // per fetch
 	HTTP     *http.Client  // nil: a client with Timeout
 	Now      func() time.Time
+	Rand     func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
 }
 
 // Client holds the current key set.
@@ -78,6 +80,9 @@ type Client struct {
 func New(opt Options, log *slog.Logger, m *metrics.Metrics) *Client {
 	if opt.Now == nil {
 		opt.Now = time.Now
+	}
+	if opt.Rand == nil {
+		opt.Rand = rand.Float64
 	}
 	if opt.HTTP == nil {
 		opt.HTTP = &http.Client{Timeout: opt.Timeout}
@@ -164,16 +169,17 @@ func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 	return nil, ErrUnknownKid
 }
 
-// Run loads the set (retrying with backoff until it succeeds) and then
-// refreshes it every Interval until ctx ends.
+// Run loads the set (retrying with jittered exponential backoff until it
+// succeeds) and then refreshes it about every Interval (±10 %, jittered)
+// until ctx ends.
 func (c *Client) Run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
 		_, err, _ := c.sf.Do("refresh", func() (any, error) { return nil, c.fetch(ctx) })
-		wait := c.opt.Interval
+		wait := spread(c.opt.Interval, c.opt.Rand())
 		if err != nil {
-			c.log.Warn("jwks fetch", "err", err, "url", c.opt.URL, "retry_in", backoff.String())
-			wait = backoff
+			wait = halfJitter(backoff, c.opt.Rand())
+			c.log.Warn("jwks fetch", "err", err, "url", c.opt.URL, "retry_in", wait.String())
 			backoff = min(backoff*2, 5*time.Second, c.opt.Interval)
 		} else {
 			backoff = 100 * time.Millisecond

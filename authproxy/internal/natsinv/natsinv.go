@@ -7,8 +7,10 @@ package natsinv
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +30,7 @@ type Target interface {
 // Subscriber owns the NATS connection.
 type Subscriber struct {
 	nc  *nats.Conn
+	sub *nats.Subscription
 	t   Target
 	log *slog.Logger
 	m   *metrics.Metrics
@@ -37,8 +40,11 @@ type Subscriber struct {
 // Options configure Connect.
 type Options struct {
 	URL           string
-	ReconnectWait time.Duration
+	ReconnectWait time.Duration // first reconnect wait (doubling, jittered)
+	MaxReconnect  time.Duration // cap on the reconnect wait
 	Now           func() time.Time
+	Rand          func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
+	PendingLimit  int            // events buffered before dropping; 0: the client's default (512k)
 }
 
 // Connect connects (retrying in the background if NATS is not up yet) and
@@ -51,14 +57,21 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	if o.ReconnectWait <= 0 {
 		o.ReconnectWait = 250 * time.Millisecond
 	}
+	if o.MaxReconnect <= 0 {
+		o.MaxReconnect = 5 * time.Second
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
 	s := &Subscriber{t: t, log: log, m: m, now: o.Now}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(o.ReconnectWait),
-		nats.ReconnectJitter(50*time.Millisecond, 250*time.Millisecond),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return reconnectDelay(attempts, o.ReconnectWait, o.MaxReconnect, o.Rand())
+		}),
 		nats.ConnectHandler(func(*nats.Conn) {
 			log.Info("nats connected")
 			s.connected()
@@ -73,13 +86,30 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			s.connected()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				// Events were dropped: which entries they named is unknown.
+				log.Warn("nats slow consumer: invalidations dropped; purging caches")
+				t.InvalidateAll()
+				return
+			}
+			log.Warn("nats", "err", err)
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect nats: %w", err)
 	}
-	if _, err := nc.Subscribe(invalidation.SubjectWildcard, s.handle); err != nil {
+	sub, err := nc.Subscribe(invalidation.SubjectWildcard, s.handle)
+	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectWildcard, err)
+	}
+	s.sub = sub
+	if o.PendingLimit > 0 {
+		if err := sub.SetPendingLimits(o.PendingLimit, -1); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("pending limits: %w", err)
+		}
 	}
 	s.nc = nc
 	if nc.IsConnected() {
@@ -126,6 +156,13 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 		lag := s.now().Sub(time.UnixMilli(ev.At))
 		s.m.InvalidationLag.Observe(max(lag, 0).Seconds())
 	}
+}
+
+// Dropped is the number of invalidations this client discarded because it
+// fell behind (a slow consumer); each one means a purge is due.
+func (s *Subscriber) Dropped() int {
+	n, _ := s.sub.Dropped()
+	return n
 }
 
 // Connected reports whether the connection is up.

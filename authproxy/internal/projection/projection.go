@@ -39,6 +39,9 @@ var (
 	ErrUnavailable = errors.New("projection: coreapi unavailable")
 	// ErrUpstream: coreapi answered something unusable.
 	ErrUpstream = errors.New("projection: bad answer from coreapi")
+	// ErrOverloaded: MaxFetches fetches are already in flight. It wraps
+	// ErrUnavailable (the client is told to retry: 503, Retry-After).
+	ErrOverloaded = fmt.Errorf("%w: too many projection fetches in flight", ErrUnavailable)
 )
 
 // stripes is the number of generation counters per dimension.
@@ -67,7 +70,11 @@ type Options struct {
 	TTL          time.Duration // positive entries
 	NegativeTTL  time.Duration // remembered "no membership"
 	MaxStaleness time.Duration // trust while the invalidation feed is down
-	Now          func() time.Time
+	// MaxFetches bounds concurrent fetches (distinct misses; requests for
+	// the same entry share one); a miss beyond it fails at once with
+	// ErrOverloaded rather than piling onto a struggling coreapi. 0: no bound.
+	MaxFetches int
+	Now        func() time.Time
 }
 
 // Cache is the projection cache.
@@ -81,6 +88,7 @@ type Cache struct {
 	global atomic.Uint64
 	down   atomic.Int64 // unix nanos of the disconnect; 0 while connected
 	sf     singleflight.Group
+	slots  chan struct{} // nil: no bound on fetches
 	cc     metrics.CacheCounters
 	m      *metrics.Metrics
 }
@@ -94,6 +102,9 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 		opt.Size = 100_000
 	}
 	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection)}
+	if opt.MaxFetches > 0 {
+		c.slots = make(chan struct{}, opt.MaxFetches)
+	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
 		NumCounters:        10 * opt.Size,
 		MaxCost:            opt.Size,
@@ -150,6 +161,15 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 	c.cc.Misses.Inc()
 	fk := sub + "\x00" + tid + "\x00" + strconv.FormatUint(g[0], 36) + "." + strconv.FormatUint(g[1], 36) + "." + strconv.FormatUint(g[2], 36)
 	res, err, _ := c.sf.Do(fk, func() (any, error) {
+		if c.slots != nil {
+			select {
+			case c.slots <- struct{}{}:
+				defer func() { <-c.slots }()
+			default:
+				c.m.ProjectionFetches.WithLabelValues("overloaded").Inc()
+				return nil, ErrOverloaded
+			}
+		}
 		fetchedAt := c.opt.Now().UnixNano()
 		p, err := c.f.Fetch(context.WithoutCancel(ctx), sub, tid, requestID)
 		var e *Entry

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -120,5 +121,59 @@ func TestNoMembershipRemembered(t *testing.T) {
 	f.c.InvalidateUser("nobody")
 	if _, err := f.c.Get(context.Background(), "nobody", "t1", ""); err != nil {
 		t.Fatalf("after the event: %v", err)
+	}
+}
+
+// Beyond MaxFetches distinct fetches in flight a miss fails at once with
+// ErrOverloaded (an ErrUnavailable: the client retries), while a request
+// for an entry already being fetched joins that fetch.
+func TestMaxFetches(t *testing.T) {
+	core := testenv.NewCore(t)
+	signer, err := identity.NewSigner(testenv.HMACKey, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	hc := forward.NewInternalClient(forward.Options{Addr: core.Addr, MaxConns: 16, MaxConnWait: time.Second,
+		IdleTimeout: time.Second, Timeout: 5 * time.Second})
+	c, err := New(Options{Size: 100, TTL: time.Hour, NegativeTTL: time.Hour, MaxFetches: 2},
+		NewHTTPFetcher(hc, core.Addr, signer, 5*time.Second, m), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		core.SetProjection(identity.Projection{UserID: u, TenantID: "t1", UserStatus: "active",
+			MembershipStatus: "active", TenantStatus: "active", Roles: []string{"member"}})
+	}
+	gate, started := make(chan struct{}), make(chan struct{}, 4)
+	core.ProjectionGate.Store(&gate)
+	core.ProjectionStarted.Store(&started)
+
+	errs := make(chan error, 3)
+	for _, u := range []string{"u1", "u2", "u1"} {
+		go func() {
+			_, err := c.Get(context.Background(), u, "t1", "")
+			errs <- err
+		}()
+		if u == "u2" {
+			<-started
+			<-started
+		}
+	}
+	if _, err := c.Get(context.Background(), "u3", "t1", ""); !errors.Is(err, ErrOverloaded) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("third distinct fetch: err = %v, want ErrOverloaded (an ErrUnavailable)", err)
+	}
+	if got := core.ProjectionFetches.Load(); got != 2 {
+		t.Fatalf("fetches at coreapi = %d, want 2", got)
+	}
+	close(gate)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("fetch in flight (or joined to one): %v", err)
+		}
+	}
+	if _, err := c.Get(context.Background(), "u3", "t1", ""); err != nil {
+		t.Fatalf("after the fetches finished: %v", err)
 	}
 }

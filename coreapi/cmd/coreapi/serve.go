@@ -61,6 +61,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		AccessTokenTTL: cfg.AccessTokenTTL,
 		Passwords:      password.New(password.OWASP, 0),
+
+		ProjectionMaxInFlight: cfg.ProjectionMaxInFlight,
+		ProjectionMaxWait:     cfg.ProjectionMaxWait,
+	}
+	if opts.ProjectionMaxWait == 0 {
+		opts.ProjectionMaxWait = -1 // PROJECTION_MAX_WAIT=0: refuse at once
 	}
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
 	// it sets opts.Passwords, appends to opts.Register and

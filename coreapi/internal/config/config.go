@@ -78,6 +78,11 @@ type Config struct {
 	DatabaseURL string
 	DBMaxConns  int32
 	DBExecMode  string
+	// ProjectionMaxInFlight bounds concurrent projection fetches (default:
+	// DBMaxConns); ProjectionMaxWait is how long one more waits for a slot
+	// before a 503 with Retry-After.
+	ProjectionMaxInFlight int
+	ProjectionMaxWait     time.Duration
 	// IdentityKey is the decoded HMAC key shared with authproxy.
 	IdentityKey []byte
 	// IdentityKeyFile is where the key came from, if it came from a file.
@@ -134,6 +139,14 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	defaultConns := max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)
 	c.DBMaxConns = int32(l.integer("DB_MAX_CONNS", defaultConns))
+	c.ProjectionMaxInFlight = l.integer("PROJECTION_MAX_INFLIGHT", int(c.DBMaxConns))
+	c.ProjectionMaxWait = l.duration("PROJECTION_MAX_WAIT", 100*time.Millisecond)
+	if c.ProjectionMaxInFlight < 1 {
+		l.fail("PROJECTION_MAX_INFLIGHT: %d is below the minimum of 1", c.ProjectionMaxInFlight)
+	}
+	if c.ProjectionMaxWait < 0 {
+		l.fail("PROJECTION_MAX_WAIT: must not be negative")
+	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(l.str("LOG_LEVEL", "info"))); err != nil {
 		l.fail("LOG_LEVEL: want debug, info, warn or error, got %q", getenv("LOG_LEVEL"))
@@ -228,6 +241,8 @@ func (c Config) String() string {
 	row("DATABASE_URL", redactURL(c.DatabaseURL))
 	row("DB_MAX_CONNS", strconv.Itoa(int(c.DBMaxConns)))
 	row("DB_EXEC_MODE", c.DBExecMode)
+	row("PROJECTION_MAX_INFLIGHT", strconv.Itoa(c.ProjectionMaxInFlight))
+	row("PROJECTION_MAX_WAIT", c.ProjectionMaxWait.String())
 	row("IDENTITY_HMAC_KEY", mask(string(c.IdentityKey)))
 	row("IDENTITY_HMAC_KEY_FILE", c.IdentityKeyFile)
 	row("NATS_URL", redactURL(c.NATSURL))
@@ -270,6 +285,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("database_url", redactURL(c.DatabaseURL)),
 		slog.Int("db_max_conns", int(c.DBMaxConns)),
 		slog.String("db_exec_mode", c.DBExecMode),
+		slog.Int("projection_max_inflight", c.ProjectionMaxInFlight),
+		slog.Duration("projection_max_wait", c.ProjectionMaxWait),
 		slog.String("identity_hmac_key", mask(string(c.IdentityKey))),
 		slog.String("nats_url", redactURL(c.NATSURL)),
 		slog.String("token_issuer", c.TokenIssuer),

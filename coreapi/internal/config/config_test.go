@@ -49,6 +49,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"shutdown", c.ShutdownTimeout, 15 * time.Second},
 		{"exec mode", c.ExecMode(), pgx.QueryExecModeCacheStatement},
 		{"key len", len(c.IdentityKey), 32},
+		{"projection in flight", c.ProjectionMaxInFlight, int(c.DBMaxConns)},
+		{"projection wait", c.ProjectionMaxWait, 100 * time.Millisecond},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -73,6 +75,8 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"COREAPI_LISTEN_ADDR":          "8081",
 		"NATS_URL":                     "http://x:4222",
 		"OIDC_PROVIDERS":               "google,Bad-Name",
+		"PROJECTION_MAX_INFLIGHT":      "0",
+		"PROJECTION_MAX_WAIT":          "-1s",
 	}
 	_, err := Load(env(m))
 	var ce *Error
@@ -84,6 +88,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "MAX_BODY_BYTES", "LOG_LEVEL",
 		"COREAPI_LISTEN_ADDR", "NATS_URL", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
 		"OIDC_GOOGLE_CLIENT_SECRET", "OIDC_GOOGLE_REDIRECT_URL", "bad-name",
+		"PROJECTION_MAX_INFLIGHT", "PROJECTION_MAX_WAIT",
 	}
 	msg := err.Error()
 	for _, w := range want {

@@ -499,6 +499,12 @@ func (s *Server) getProjection(c *fiber.Ctx) error {
 	if !isUUID(tid) {
 		return problem.New(fiber.StatusBadRequest, "invalid_id", "tenant_id must be a UUID")
 	}
+	if !s.projLimit.acquire(c.UserContext()) {
+		s.metrics.shed("projection")
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "too many projection fetches in flight; retry shortly")
+	}
+	defer s.projLimit.release()
 	p, err := s.projector.Get(c.UserContext(), uid, strings.ToLower(tid))
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	queries  prometheus.Histogram
 	rejected *prometheus.CounterVec
+	shedded  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,11 +31,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "identity_rejected_total",
 			Help: "Requests refused because of their identity headers, by reason.",
 		}, []string{"reason"}),
+		shedded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "overload_shed_total",
+			Help: "Requests answered 503 because too many of their kind were in flight, by kind.",
+		}, []string{"kind"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected} {
+	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -48,3 +53,5 @@ func (m *metrics) observe(method, route string, status int, d time.Duration, que
 }
 
 func (m *metrics) identityRejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+func (m *metrics) shed(kind string) { m.shedded.WithLabelValues(kind).Inc() }

@@ -50,6 +50,13 @@ type Options struct {
 	// Now is the clock used to check identity timestamps; nil means
 	// time.Now.
 	Now func() time.Time
+	// ProjectionMaxInFlight bounds concurrent projection fetches (the
+	// proxies' cache misses); 0 means the pool's MaxConns. One more waits
+	// up to ProjectionMaxWait (0: 100 ms; negative: not at all) for a slot
+	// and is then answered 503 with Retry-After, so a fleet of cold proxies
+	// meets quick refusals instead of an unbounded queue on the pool.
+	ProjectionMaxInFlight int
+	ProjectionMaxWait     time.Duration
 
 	// Register adds routes of other packages (sign-in, JWKS, sessions...).
 	// Each is called once, after the tenant API's routes are in place.
@@ -111,6 +118,7 @@ type Server struct {
 	roles     *roles.Store
 	audit     *audit.Store
 	projector *projection.Store
+	projLimit *limiter
 }
 
 // New builds the server and its routes.
@@ -126,6 +134,12 @@ func New(o Options) (*Server, error) {
 	}
 	if o.AccessTokenTTL <= 0 {
 		o.AccessTokenTTL = 15 * time.Minute
+	}
+	if o.ProjectionMaxInFlight <= 0 {
+		o.ProjectionMaxInFlight = int(o.Pool.Config().MaxConns)
+	}
+	if o.ProjectionMaxWait == 0 {
+		o.ProjectionMaxWait = 100 * time.Millisecond
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -144,6 +158,7 @@ func New(o Options) (*Server, error) {
 		roles:     roles.NewStore(o.Pool),
 		audit:     audit.NewStore(o.Pool),
 		projector: projection.NewStore(o.Pool, o.AccessTokenTTL),
+		projLimit: newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",

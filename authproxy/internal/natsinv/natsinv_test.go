@@ -1,0 +1,164 @@
+package natsinv
+
+import (
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+func TestReconnectDelay(t *testing.T) {
+	base, limit := 250*time.Millisecond, 5*time.Second
+	tests := []struct {
+		attempts int
+		f        float64
+		want     time.Duration
+	}{
+		{1, 0, 125 * time.Millisecond},
+		{1, 0.5, 187500 * time.Microsecond},
+		{2, 0, 250 * time.Millisecond},
+		{3, 0, 500 * time.Millisecond},
+		{5, 0, 2 * time.Second},
+		{6, 0, 2500 * time.Millisecond}, // capped at 5 s
+		{100, 0, 2500 * time.Millisecond},
+		{100, 0.999999, 5 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := reconnectDelay(tt.attempts, base, limit, tt.f); got < tt.want-10*time.Microsecond || got > tt.want {
+			t.Errorf("reconnectDelay(%d, f=%v) = %s, want %s", tt.attempts, tt.f, got, tt.want)
+		}
+	}
+}
+
+// recorder passes events to a real projection cache and notes when they
+// arrived.
+type recorder struct {
+	*projection.Cache
+	mu          sync.Mutex
+	users       []string
+	reconnected []time.Time
+	purges      int
+	block       chan struct{}
+}
+
+func (r *recorder) InvalidateAll() {
+	r.Cache.InvalidateAll()
+	r.mu.Lock()
+	r.purges++
+	r.mu.Unlock()
+}
+
+func (r *recorder) count() (reconnects, purges int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reconnected), r.purges
+}
+
+func (r *recorder) InvalidateUser(id string) {
+	if r.block != nil {
+		<-r.block
+	}
+	r.Cache.InvalidateUser(id)
+	r.mu.Lock()
+	r.users = append(r.users, id)
+	r.mu.Unlock()
+}
+
+func (r *recorder) Reconnected() {
+	r.Cache.Reconnected()
+	r.mu.Lock()
+	r.reconnected = append(r.reconnected, time.Now())
+	r.mu.Unlock()
+}
+
+func newRecorder(t *testing.T) *recorder {
+	c, err := projection.New(projection.Options{Size: 100, TTL: time.Minute, MaxStaleness: time.Second}, nil, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return &recorder{Cache: c}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
+
+// TestReconnectWaitsTheJitteredDelay restarts a real NATS server: the
+// subscriber's first attempt comes after the drawn delay (here fixed at
+// the bottom of its window), not at once and not after the client's
+// built-in 2 s default.
+func TestReconnectWaitsTheJitteredDelay(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := newRecorder(t)
+	s, err := Connect(Options{URL: n.URL(), ReconnectWait: 600 * time.Millisecond, MaxReconnect: time.Second,
+		Rand: func() float64 { return 0 }}, r, quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	testenv.Eventually(t, "connected", s.Connected)
+	before, _ := r.count()
+	n.Stop()
+	down := time.Now()
+	n.Start()
+	testenv.Eventually(t, "reconnected", func() bool {
+		n, _ := r.count()
+		return n > before
+	})
+	r.mu.Lock()
+	took := r.reconnected[before].Sub(down)
+	r.mu.Unlock()
+	if took < 300*time.Millisecond || took > 1800*time.Millisecond {
+		t.Fatalf("reconnected %s after the restart, want ≈ 300 ms (the delay drawn for the first attempt)", took)
+	}
+}
+
+// TestDroppedCountsSlowConsumerLosses blocks the cache while more events
+// arrive than the pending limit: the excess is dropped and counted, and the
+// cache is purged because what the lost events named is unknown.
+func TestDroppedCountsSlowConsumerLosses(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := newRecorder(t)
+	r.block = make(chan struct{})
+	s, err := Connect(Options{URL: n.URL(), PendingLimit: 10}, r, quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	pub, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	const sent = 50
+	for i := range sent {
+		if err := pub.Publish(invalidation.UserSubject("u"+string(rune('a'+i%26))), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "drops", func() bool { return s.Dropped() > 0 })
+	close(r.block)
+	// Connecting purges through Reconnected, not InvalidateAll: any purge
+	// counted here is the slow consumer's.
+	testenv.Eventually(t, "a purge for the slow consumer", func() bool {
+		_, p := r.count()
+		return p > 0
+	})
+	testenv.Eventually(t, "the rest applied", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.users)+s.Dropped() == sent
+	})
+	if d := s.Dropped(); d < sent-11 {
+		t.Errorf("dropped %d of %d with a pending limit of 10, want at least %d", d, sent, sent-11)
+	}
+}
