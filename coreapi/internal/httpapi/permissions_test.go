@@ -22,7 +22,7 @@ permissions:
     description: Create notes
 `
 
-func mustCatalog(t *testing.T, text string) *permissions.Catalog {
+func mustCatalog(t testing.TB, text string) *permissions.Catalog {
 	t.Helper()
 	c, err := permissions.Parse([]byte(text), "test")
 	if err != nil {
