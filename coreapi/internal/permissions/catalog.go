@@ -56,11 +56,15 @@ func IsBuiltin(name string) bool {
 // nameRE is the syntax of every permission: resource:action, lower case.
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]*:[a-z][a-z0-9-]*$`)
 
-// Limits of a catalog entry and of the whole catalog.
+// Limits of a catalog entry and of the whole catalog. MaxListBytes bounds
+// every name joined with commas (built-ins included): the owner's
+// X-Auth-Permissions header carries them all, and it must stay well inside
+// the header buffers of the proxy, coreapi and the apps.
 const (
 	MaxName        = 100
 	MaxDescription = 500
-	MaxEntries     = 1000
+	MaxEntries     = 500
+	MaxListBytes   = 8 << 10
 )
 
 // ValidName reports whether s has the syntax of a permission name.

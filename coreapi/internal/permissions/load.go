@@ -129,8 +129,12 @@ func Parse(data []byte, source string) (*Catalog, error) {
 			out = append(out, Entry{Name: d.Name, Description: desc, MemberDefault: d.MemberDefault})
 		}
 	}
+	c := newCatalog(out)
+	if n := len(strings.Join(c.Names(), ",")); n > MaxListBytes {
+		problems = append(problems, fmt.Sprintf("the permission names take %d bytes joined with commas, at most %d: the owner's X-Auth-Permissions header carries them all", n, MaxListBytes))
+	}
 	if len(problems) > 0 {
 		return nil, &Error{Source: source, Problems: problems}
 	}
-	return newCatalog(out), nil
+	return c, nil
 }

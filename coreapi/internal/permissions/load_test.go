@@ -134,8 +134,31 @@ func TestParseTooMany(t *testing.T) {
 	for i := range MaxEntries + 1 {
 		b.WriteString("- {name: r" + strings.Repeat("x", i%7) + "-" + itoa(i) + ":read, description: x}\n")
 	}
-	if _, err := Parse([]byte(b.String()), "test"); err == nil || !strings.Contains(err.Error(), "at most 1000") {
+	if _, err := Parse([]byte(b.String()), "test"); err == nil || !strings.Contains(err.Error(), "501 permissions declared, at most 500") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestParseHeaderBudget: every name travels in the owner's
+// X-Auth-Permissions header, so their joined length is bounded.
+func TestParseHeaderBudget(t *testing.T) {
+	entries := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString("- {name: " + "resource-" + itoa(i) + ":" + strings.Repeat("a", 60) + ", description: x}\n")
+		}
+		return b.String()
+	}
+	// 110 names of ~72 bytes fit; 130 do not.
+	c, err := Parse([]byte(entries(110)), "test")
+	if err != nil {
+		t.Fatalf("110 long names: %v", err)
+	}
+	if n := len(strings.Join(c.Names(), ",")); n > MaxListBytes {
+		t.Fatalf("accepted %d bytes", n)
+	}
+	if _, err := Parse([]byte(entries(130)), "test"); err == nil || !strings.Contains(err.Error(), "X-Auth-Permissions header") {
+		t.Fatalf("130 long names: %v", err)
 	}
 }
 
