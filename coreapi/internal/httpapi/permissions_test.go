@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -217,4 +219,40 @@ func rolesByName(t *testing.T, w *world) map[string]roles.Role {
 		out[r.Name] = r
 	}
 	return out
+}
+
+// TestCatalogUnderEveryExecMode: the catalog is bound as array literals
+// sent as text; every DB_EXEC_MODE (PgBouncer-friendly ones included)
+// reads them the same way.
+func TestCatalogUnderEveryExecMode(t *testing.T) {
+	t.Parallel()
+	cat := mustCatalog(t, notesCatalog)
+	for name, mode := range map[string]pgx.QueryExecMode{
+		"cache_statement": pgx.QueryExecModeCacheStatement,
+		"cache_describe":  pgx.QueryExecModeCacheDescribe,
+		"describe_exec":   pgx.QueryExecModeDescribeExec,
+		"exec":            pgx.QueryExecModeExec,
+		"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := start(t, apitest.Options{ExecMode: mode, Configure: func(o *httpapi.Options) { o.Catalog = cat }})
+			ten := e.SeedTenant(t, "Acme")
+			owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
+			member := e.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+			wantStatus(t, e.Send(t, &owner, "POST", "/api/v1/roles", map[string]any{"name": "writer", "permissions": []string{"notes:write"}}), 201)
+			wantStatus(t, e.Send(t, &owner, "PUT", "/api/v1/users/"+member.UserID+"/roles/writer", nil), 200)
+			r := e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + member.UserID + "?tenant_id=" + ten.ID, Service: true})
+			wantStatus(t, r, 200)
+			var p identity.Projection
+			r.JSON(t, &p)
+			if want := []string{"notes:read", "notes:write", "tenant:read"}; !equal(p.Permissions, want) {
+				t.Fatalf("projection permissions = %v, want %v", p.Permissions, want)
+			}
+			var me users.Me
+			e.Get(t, &owner, "/api/v1/users/me").JSON(t, &me)
+			if !equal(me.Permissions, cat.Names()) {
+				t.Fatalf("owner holds %v, want %v", me.Permissions, cat.Names())
+			}
+		})
+	}
 }

@@ -26,7 +26,7 @@ type Store struct {
 	pool *pgxpool.Pool
 	// all and member are the live catalog's permissions and the member
 	// role's, bound to the query as $4 and $5.
-	all, member []string
+	all, member string
 	// revokedWithin is how far back revoked sessions are listed: the
 	// access-token lifetime, after which their tokens are dead anyway.
 	revokedWithin time.Duration

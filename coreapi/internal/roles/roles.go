@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -98,9 +99,16 @@ func PermissionsSQL(r, all, member string) string {
 }
 
 // CatalogArgs returns the two query arguments PermissionsSQL's placeholders
-// stand for: every permission of c, and the member role's.
-func CatalogArgs(c *permissions.Catalog) (all, member []string) {
-	return c.Names(), c.MemberNames()
+// stand for: every permission of c, and the member role's, as PostgreSQL
+// array literals. pgx sends a string argument as text as it is, so binding
+// them costs no encoding per query (names need no quoting: their syntax
+// admits neither commas, braces, quotes nor spaces).
+func CatalogArgs(c *permissions.Catalog) (all, member string) {
+	return arrayLiteral(c.Names()), arrayLiteral(c.MemberNames())
+}
+
+func arrayLiteral(names []string) string {
+	return "{" + strings.Join(names, ",") + "}"
 }
 
 // Name rules (mirrors the roles.name CHECK constraint).

@@ -91,7 +91,7 @@ type Store struct {
 	catalog *permissions.Catalog
 	// all and member are the catalog's permissions and the member role's,
 	// bound as $3 and $4 of the queries that use permsOf.
-	all, member []string
+	all, member string
 }
 
 // NewStore returns a Store on pool; hasher may be nil when no member is ever
