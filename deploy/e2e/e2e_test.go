@@ -19,7 +19,7 @@ import (
 )
 
 // allPermissions is what the built-in owner role grants.
-var allPermissions = []string{"tenant:read", "tenant:write", "users:read", "users:write", "roles:read", "roles:write", "audit:read"}
+var allPermissions = []string{"tenant:read", "tenant:write", "users:read", "users:write", "roles:read", "roles:write", "audit:read", "api-keys:write"}
 
 // propagation bounds how long the suite waits for a change made through one
 // instance to show at another. It is a deadline for polling, not a target:

@@ -29,8 +29,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	db := dbtest.New(t) // already migrated up
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	ctx := context.Background()
-	// The data model of 00001 plus login_failures (00002).
-	const tables = 12
+	// The data model of 00001 plus login_failures (00002) and
+	// permission_catalog (00005).
+	const tables = 13
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
@@ -103,6 +104,7 @@ func TestIndexes(t *testing.T) {
 		"audit_events_actor_user_id_idx":       "audit_events (actor_user_id)",
 		"login_failures_pkey":                  "login_failures (email_hash): unknown-address lockout",
 		"login_failures_last_failed_login_idx": "login_failures (last_failed_login): sweeping",
+		"permission_catalog_pkey":              "permission_catalog (id): the one stored catalog hash",
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
 	if err != nil {

@@ -61,6 +61,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		AccessTokenTTL: cfg.AccessTokenTTL,
 		Passwords:      password.New(password.OWASP, 0),
+		Catalog:        cfg.Catalog,
 
 		ProjectionMaxInFlight: cfg.ProjectionMaxInFlight,
 		ProjectionMaxWait:     cfg.ProjectionMaxWait,
@@ -75,6 +76,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+
+	bg = append(bg, recordCatalog(cfg.Catalog, pool, log))
 
 	srv, err := httpapi.New(opts)
 	if err != nil {

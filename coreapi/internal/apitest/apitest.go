@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -68,6 +69,7 @@ type Env struct {
 	allowUndoc bool
 	mu         sync.Mutex
 	stats      map[string]httpapi.RequestStats
+	catalog    *permissions.Catalog // the server's (nil: built-in)
 }
 
 // Start creates a database, starts the server on a random loopback port,
@@ -120,6 +122,7 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Configure != nil {
 		o.Configure(&opts)
 	}
+	e.catalog = opts.Catalog
 	srv, err := httpapi.New(opts)
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
@@ -359,10 +362,10 @@ func (e *Env) SeedUserIn(t testing.TB, tenantID, email string, roleNames ...stri
 }
 
 // IdentityOf builds the identity authproxy would forward for a user in a
-// tenant, from the current projection.
+// tenant, from the current projection under the server's catalog.
 func (e *Env) IdentityOf(t testing.TB, userID, tenantID string) identity.Identity {
 	t.Helper()
-	p, err := projection.NewStore(e.DB.Pool, 15*time.Minute).Get(context.Background(), userID, tenantID)
+	p, err := projection.NewStore(e.DB.Pool, 15*time.Minute, e.catalog).Get(context.Background(), userID, tenantID)
 	if err != nil {
 		t.Fatalf("identity of %s in %s: %v", userID, tenantID, err)
 	}

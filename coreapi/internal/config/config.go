@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -101,6 +102,14 @@ type Config struct {
 	SigningKeyActivation time.Duration
 	OIDCProviders        []OIDCProvider
 
+	// PermissionsFile is where the permission catalog came from, if from a
+	// file; PermissionsText is the PERMISSIONS variable.
+	PermissionsFile string
+	PermissionsText string
+	// Catalog is the validated permission catalog: the built-ins plus what
+	// PERMISSIONS_FILE or PERMISSIONS declares.
+	Catalog *permissions.Catalog
+
 	MaxBodyBytes    int
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
@@ -129,6 +138,8 @@ func Load(getenv func(string) string) (Config, error) {
 		TokenAudience:   l.str("TOKEN_AUDIENCE", DefaultTokenAudience),
 		SigningKeysDir:  l.str("SIGNING_KEYS_DIR", ""),
 		SigningAlg:      l.str("SIGNING_ALG", DefaultSigningAlg),
+		PermissionsFile: l.str("PERMISSIONS_FILE", ""),
+		PermissionsText: strings.TrimSpace(getenv("PERMISSIONS")),
 
 		AccessTokenTTL:       l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
 		RefreshTokenTTL:      l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
@@ -203,6 +214,18 @@ func Load(getenv func(string) string) (Config, error) {
 		l.fail("SIGNING_ALG: want EdDSA, ES256 or RS256, got %q", c.SigningAlg)
 	}
 	c.OIDCProviders = l.oidc()
+	if cat, err := permissions.Load(c.PermissionsText, c.PermissionsFile); err != nil {
+		var pe *permissions.Error
+		if errors.As(err, &pe) {
+			for _, p := range pe.Problems {
+				l.fail("%s: %s", pe.Source, p)
+			}
+		} else {
+			l.fail("%v", err)
+		}
+	} else {
+		c.Catalog = cat
+	}
 
 	if len(l.problems) > 0 {
 		return c, &Error{Problems: l.problems}
@@ -267,6 +290,17 @@ func (c Config) String() string {
 		row(pre+"REDIRECT_URL", p.RedirectURL)
 		row(pre+"SCOPES", strings.Join(p.Scopes, " "))
 	}
+	row("PERMISSIONS_FILE", c.PermissionsFile)
+	row("PERMISSIONS", c.PermissionsText)
+	if c.Catalog != nil {
+		var declared []string
+		for _, e := range c.Catalog.Entries() {
+			if !e.Builtin {
+				declared = append(declared, e.Name)
+			}
+		}
+		fmt.Fprintf(&b, "# permission catalog: %d declared [%s], hash %s\n", len(declared), strings.Join(declared, " "), c.Catalog.Hash())
+	}
 	row("MAX_BODY_BYTES", strconv.Itoa(c.MaxBodyBytes))
 	row("SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String())
 	row("LOG_LEVEL", strings.ToLower(c.LogLevel.String()))
@@ -298,10 +332,19 @@ func (c Config) LogValue() slog.Value {
 		slog.String("signing_alg", c.SigningAlg),
 		slog.Duration("signing_key_activation_delay", c.SigningKeyActivation),
 		slog.Attr{Key: "oidc_providers", Value: slog.GroupValue(provs...)},
+		slog.String("permissions_file", c.PermissionsFile),
+		slog.String("permissions_catalog_hash", catalogHash(c.Catalog)),
 		slog.Int("max_body_bytes", c.MaxBodyBytes),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel.String()),
 	)
+}
+
+func catalogHash(c *permissions.Catalog) string {
+	if c == nil {
+		return ""
+	}
+	return c.Hash()
 }
 
 func mask(s string) string {

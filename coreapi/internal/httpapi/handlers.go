@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/mail"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -39,6 +41,11 @@ func (s *Server) routes(rt Routes) {
 	p.Delete("/roles/:id", RequirePermission(roles.RolesWrite), s.deleteRole)
 
 	p.Get("/audit-events", RequirePermission(roles.AuditRead), s.listAudit)
+
+	// The vocabulary is the deployment's, the same for every tenant, and
+	// every member needs it (e.g. to choose the permissions of their own
+	// API keys): any verified identity may read it.
+	p.Get("/permissions", s.listPermissions)
 
 	rt.Internal.Get("/projections/:user_id", s.getProjection)
 }
@@ -369,13 +376,18 @@ func (s *Server) listRoles(c *fiber.Ctx) error {
 	}))
 }
 
-func checkPermissions(v *checks, field string, perms []string) {
-	v.require(len(perms) <= 64, field, "too many permissions")
-	for _, p := range perms {
-		if !roles.ValidPermission(p) {
-			v.add(field, "unknown permission (want one of "+strings.Join(roles.AllPermissions(), ", ")+")")
-			return
+// checkPermissions accepts only permissions of the live catalog, naming
+// every one that is not.
+func (s *Server) checkPermissions(v *checks, field string, perms []string) {
+	if len(perms) > 64 {
+		v.add(field, "too many permissions (at most 64)")
+		return
+	}
+	for _, p := range s.catalog.Unknown(perms) {
+		if len(p) > permissions.MaxName {
+			p = p[:permissions.MaxName] + "..."
 		}
+		v.add(field, fmt.Sprintf("unknown permission %q: not in the permission catalog (GET /api/v1/permissions lists it)", p))
 	}
 }
 
@@ -393,7 +405,7 @@ func (s *Server) createRole(c *fiber.Ctx) error {
 	var v checks
 	v.require(roles.ValidName(b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
 	v.length("description", b.Description, 0, roles.MaxDescription)
-	checkPermissions(&v, "permissions", b.Permissions)
+	s.checkPermissions(&v, "permissions", b.Permissions)
 	if err := v.err(); err != nil {
 		return err
 	}
@@ -427,7 +439,7 @@ func (s *Server) patchRole(c *fiber.Ctx) error {
 		v.length("description", *b.Description, 0, roles.MaxDescription)
 	}
 	if b.Permissions != nil {
-		checkPermissions(&v, "permissions", *b.Permissions)
+		s.checkPermissions(&v, "permissions", *b.Permissions)
 		p := users.SortedUnique(*b.Permissions)
 		if p == nil {
 			p = []string{}
@@ -454,6 +466,16 @@ func (s *Server) deleteRole(c *fiber.Ctx) error {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// --- permissions ---
+
+type permissionList struct {
+	Data []permissions.Entry `json:"data"`
+}
+
+func (s *Server) listPermissions(c *fiber.Ctx) error {
+	return c.JSON(permissionList{Data: s.catalog.Entries()})
 }
 
 // --- audit ---

@@ -113,7 +113,7 @@ func TestPermissions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			r := w.e.Send(t, &w.member, tt.method, tt.path, tt.body)
-			wantProblem(t, r, 403, "forbidden")
+			wantProblem(t, r, 403, "insufficient_scope")
 			if r.Stats.Queries != 0 {
 				t.Errorf("a refused request ran %d queries, want 0", r.Stats.Queries)
 			}
@@ -123,6 +123,6 @@ func TestPermissions(t *testing.T) {
 		wantStatus(t, w.e.Get(t, &w.member, "/api/v1/tenant"), 200)
 	})
 	t.Run("admin cannot write the tenant", func(t *testing.T) {
-		wantProblem(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/tenant", map[string]any{"name": "x"}), 403, "forbidden")
+		wantProblem(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/tenant", map[string]any{"name": "x"}), 403, "insufficient_scope")
 	})
 }

@@ -158,13 +158,14 @@ func reason(err error) string {
 	return "malformed"
 }
 
-// RequirePermission returns middleware that answers 403 unless the verified
-// identity holds perm. Use it after the identity middleware (Protected
-// routes).
+// RequirePermission returns middleware that answers 403 insufficient_scope
+// (the code the proxy and the SDK use for a missing permission) unless the
+// verified identity holds perm. Use it after the identity middleware
+// (Protected routes).
 func RequirePermission(perm string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		if !IdentityOf(c).Has(perm) {
-			return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "requires permission "+perm)
+			return problem.New(fiber.StatusForbidden, problem.CodeInsufficientScope, "requires permission "+perm)
 		}
 		return c.Next()
 	}

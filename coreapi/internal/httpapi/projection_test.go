@@ -40,7 +40,7 @@ func TestProjection(t *testing.T) {
 	want := identity.Projection{
 		UserID: uid, TenantID: w.a, Email: "admin@acme.test", UserStatus: "active", MembershipStatus: "active",
 		TenantStatus: "active", Roles: []string{"admin"}, TokenVersion: 7, RevokedSessions: []string{recent},
-		Permissions: []string{"audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"},
+		Permissions: []string{"api-keys:write", "audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"},
 	}
 	if p.UserID != want.UserID || p.TenantID != want.TenantID || p.Email != want.Email || p.UserStatus != want.UserStatus ||
 		p.MembershipStatus != want.MembershipStatus || p.TenantStatus != want.TenantStatus || p.TokenVersion != want.TokenVersion ||

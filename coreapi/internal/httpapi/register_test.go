@@ -58,7 +58,7 @@ func TestRegisterHook(t *testing.T) {
 	if r.Status != 200 || string(r.Body) != member.UserID {
 		t.Fatalf("protected = %d %s", r.Status, r.Body)
 	}
-	wantProblem(t, e.Get(t, &member, "/api/v1/x/admin"), 403, "forbidden")
+	wantProblem(t, e.Get(t, &member, "/api/v1/x/admin"), 403, "insufficient_scope")
 	if r := e.Get(t, nil, "/.well-known/x"); r.Status != 200 {
 		t.Fatalf("root = %d", r.Status)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -47,6 +48,10 @@ type Options struct {
 	AccessTokenTTL time.Duration
 	// Passwords hashes passwords of members created with one (POST /users).
 	Passwords users.PasswordHasher
+	// Catalog is the live permission catalog (nil: the built-in
+	// permissions only): what roles may hold, what built-in roles hold,
+	// and what GET /permissions lists.
+	Catalog *permissions.Catalog
 	// Now is the clock used to check identity timestamps; nil means
 	// time.Now.
 	Now func() time.Time
@@ -119,6 +124,7 @@ type Server struct {
 	audit     *audit.Store
 	projector *projection.Store
 	projLimit *limiter
+	catalog   *permissions.Catalog
 }
 
 // New builds the server and its routes.
@@ -141,6 +147,9 @@ func New(o Options) (*Server, error) {
 	if o.ProjectionMaxWait == 0 {
 		o.ProjectionMaxWait = 100 * time.Millisecond
 	}
+	if o.Catalog == nil {
+		o.Catalog = permissions.Builtin()
+	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		return nil, err
@@ -153,12 +162,13 @@ func New(o Options) (*Server, error) {
 		metrics:   m,
 		observe:   o.Observe,
 		mappers:   o.ErrorMappers,
-		users:     users.NewStore(o.Pool, o.Passwords),
+		users:     users.NewStore(o.Pool, o.Passwords, o.Catalog),
 		tenants:   tenants.NewStore(o.Pool),
-		roles:     roles.NewStore(o.Pool),
+		roles:     roles.NewStore(o.Pool, o.Catalog),
 		audit:     audit.NewStore(o.Pool),
-		projector: projection.NewStore(o.Pool, o.AccessTokenTTL),
 		projLimit: newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
+		projector: projection.NewStore(o.Pool, o.AccessTokenTTL, o.Catalog),
+		catalog:   o.Catalog,
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",

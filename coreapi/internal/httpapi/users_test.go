@@ -30,7 +30,7 @@ func TestMe(t *testing.T) {
 	if !equal(me.Roles, []string{"admin"}) {
 		t.Errorf("roles = %v, want [admin]", me.Roles)
 	}
-	if want := []string{"audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"}; !equal(me.Permissions, want) {
+	if want := []string{"api-keys:write", "audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"}; !equal(me.Permissions, want) {
 		t.Errorf("permissions = %v, want %v", me.Permissions, want)
 	}
 

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -22,15 +24,31 @@ var ErrNotFound = errors.New("no membership for this user and tenant")
 // Store loads projections.
 type Store struct {
 	pool *pgxpool.Pool
+	// all and member are the live catalog's permissions and the member
+	// role's, bound to the query as $4 and $5.
+	all, member string
 	// revokedWithin is how far back revoked sessions are listed: the
 	// access-token lifetime, after which their tokens are dead anyway.
 	revokedWithin time.Duration
 }
 
-// NewStore returns a Store; revokedWithin is the access-token TTL.
-func NewStore(pool *pgxpool.Pool, revokedWithin time.Duration) *Store {
-	return &Store{pool: pool, revokedWithin: revokedWithin}
+// NewStore returns a Store; revokedWithin is the access-token TTL, c the
+// live permission catalog (nil: the built-in one).
+func NewStore(pool *pgxpool.Pool, revokedWithin time.Duration, c *permissions.Catalog) *Store {
+	if c == nil {
+		c = permissions.Builtin()
+	}
+	all, member := roles.CatalogArgs(c)
+	return &Store{pool: pool, revokedWithin: revokedWithin, all: all, member: member}
 }
+
+// rolePerms is roles.PermissionsSQL("r", "$4::text[]", "$5::text[]") (a
+// test holds them equal), spelled out to keep the query a constant: built-in
+// roles follow the live catalog; the ANY($4) filter drops what a custom
+// role stored but the catalog no longer declares.
+const rolePerms = `CASE WHEN NOT r.builtin THEN r.permissions WHEN r.name = 'owner' THEN $4::text[]` +
+	` WHEN r.name = 'admin' THEN array_remove($4::text[], 'tenant:write') WHEN r.name = 'member' THEN $5::text[]` +
+	` ELSE '{}'::text[] END`
 
 // Get returns the projection of userID in tenantID in one query.
 func (s *Store) Get(ctx context.Context, userID, tenantID string) (identity.Projection, error) {
@@ -42,8 +60,8 @@ SELECT u.id::text, m.tenant_id::text, u.email, u.status, m.status, t.status,
              ORDER BY r.name),
        ARRAY(SELECT DISTINCT p FROM membership_roles mr
              JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
-             CROSS JOIN LATERAL unnest(r.permissions) AS p
-             WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+             CROSS JOIN LATERAL unnest(` + rolePerms + `) AS p
+             WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id AND p = ANY($4::text[])
              ORDER BY p),
        u.token_version,
        ARRAY(SELECT s.id::text FROM sessions s
@@ -55,7 +73,7 @@ JOIN users u ON u.id = m.user_id
 JOIN tenants t ON t.id = m.tenant_id
 WHERE m.tenant_id = $2 AND m.user_id = $1`
 	var p identity.Projection
-	err := s.pool.QueryRow(ctx, q, userID, tenantID, s.revokedWithin.Seconds()).Scan(
+	err := s.pool.QueryRow(ctx, q, userID, tenantID, s.revokedWithin.Seconds(), s.all, s.member).Scan(
 		&p.UserID, &p.TenantID, &p.Email, &p.UserStatus, &p.MembershipStatus, &p.TenantStatus,
 		&p.Roles, &p.Permissions, &p.TokenVersion, &p.RevokedSessions)
 	if errors.Is(err, pgx.ErrNoRows) {

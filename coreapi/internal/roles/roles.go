@@ -1,5 +1,6 @@
-// Package roles holds the permission vocabulary, the built-in roles every
-// tenant starts with, and the storage of a tenant's roles.
+// Package roles holds the built-in roles every tenant starts with, what a
+// role holds under the live permission catalog, and the storage of a
+// tenant's roles.
 package roles
 
 import (
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,18 +18,20 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
-// Permissions.
+// Built-in permissions (see package permissions for the catalog).
 const (
-	TenantRead  = "tenant:read"
-	TenantWrite = "tenant:write"
-	UsersRead   = "users:read"
-	UsersWrite  = "users:write"
-	RolesRead   = "roles:read"
-	RolesWrite  = "roles:write"
-	AuditRead   = "audit:read"
+	TenantRead   = permissions.TenantRead
+	TenantWrite  = permissions.TenantWrite
+	UsersRead    = permissions.UsersRead
+	UsersWrite   = permissions.UsersWrite
+	RolesRead    = permissions.RolesRead
+	RolesWrite   = permissions.RolesWrite
+	AuditRead    = permissions.AuditRead
+	APIKeysWrite = permissions.APIKeysWrite
 )
 
 // Built-in role names.
@@ -37,14 +41,6 @@ const (
 	Member = "member"
 )
 
-// AllPermissions returns every permission, in a stable order.
-func AllPermissions() []string {
-	return []string{TenantRead, TenantWrite, UsersRead, UsersWrite, RolesRead, RolesWrite, AuditRead}
-}
-
-// ValidPermission reports whether p is a known permission.
-func ValidPermission(p string) bool { return slices.Contains(AllPermissions(), p) }
-
 // Definition describes a role to create.
 type Definition struct {
 	Name        string   `json:"name"`
@@ -53,15 +49,66 @@ type Definition struct {
 }
 
 // Builtin returns the roles every tenant is created with: owner (every
-// permission), admin (all but tenant:write) and member (tenant:read).
+// permission), admin (all but tenant:write) and member (tenant:read). The
+// permissions stored with them are those of the built-in catalog and are
+// never read back: what a built-in role holds is computed from the live
+// catalog (EffectivePermissions, PermissionsSQL), so a catalog change
+// reaches every tenant without rewriting rows.
 func Builtin() []Definition {
-	all := AllPermissions()
-	admin := slices.DeleteFunc(slices.Clone(all), func(p string) bool { return p == TenantWrite })
+	c := permissions.Builtin()
 	return []Definition{
-		{Name: Owner, Description: "Full control of the tenant", Permissions: all},
-		{Name: Admin, Description: "Manages users and roles", Permissions: admin},
-		{Name: Member, Description: "Reads the tenant", Permissions: []string{TenantRead}},
+		{Name: Owner, Description: "Full control of the tenant", Permissions: c.Names()},
+		{Name: Admin, Description: "Manages users and roles", Permissions: c.AdminNames()},
+		{Name: Member, Description: "Reads the tenant", Permissions: c.MemberNames()},
 	}
+}
+
+// EffectivePermissions returns what a role holds under catalog c: for the
+// built-in owner every permission, for admin all but tenant:write, for
+// member tenant:read plus the member_default ones; for a custom role its
+// stored permissions that are still in the catalog. It agrees with
+// PermissionsSQL.
+func EffectivePermissions(c *permissions.Catalog, name string, builtin bool, stored []string) []string {
+	if !builtin {
+		return c.Known(stored)
+	}
+	switch name {
+	case Owner:
+		return slices.Clone(c.Names())
+	case Admin:
+		return slices.Clone(c.AdminNames())
+	case Member:
+		return slices.Clone(c.MemberNames())
+	}
+	return []string{}
+}
+
+// PermissionsSQL is the SQL expression of the permissions of role row r
+// before the catalog filter: all and member are placeholders (e.g.
+// "$3::text[]") bound to CatalogArgs. Callers that unnest it must keep
+// only the elements = ANY(all), which drops permissions a custom role
+// stored but the catalog no longer declares. The projection, the member
+// profile and the escalation checks all use it, so built-in roles follow
+// the live catalog in the same single query.
+func PermissionsSQL(r, all, member string) string {
+	return `CASE WHEN NOT ` + r + `.builtin THEN ` + r + `.permissions` +
+		` WHEN ` + r + `.name = '` + Owner + `' THEN ` + all +
+		` WHEN ` + r + `.name = '` + Admin + `' THEN array_remove(` + all + `, '` + TenantWrite + `')` +
+		` WHEN ` + r + `.name = '` + Member + `' THEN ` + member +
+		` ELSE '{}'::text[] END`
+}
+
+// CatalogArgs returns the two query arguments PermissionsSQL's placeholders
+// stand for: every permission of c, and the member role's, as PostgreSQL
+// array literals. pgx sends a string argument as text as it is, so binding
+// them costs no encoding per query (names need no quoting: their syntax
+// admits neither commas, braces, quotes nor spaces).
+func CatalogArgs(c *permissions.Catalog) (all, member string) {
+	return arrayLiteral(c.Names()), arrayLiteral(c.MemberNames())
+}
+
+func arrayLiteral(names []string) string {
+	return "{" + strings.Join(names, ",") + "}"
 }
 
 // Name rules (mirrors the roles.name CHECK constraint).
@@ -100,11 +147,24 @@ type Role struct {
 
 // Store reads and writes roles.
 type Store struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	catalog *permissions.Catalog
 }
 
-// NewStore returns a Store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// NewStore returns a Store on pool; roles are shown and checked under
+// catalog c (nil: the built-in catalog).
+func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
+	if c == nil {
+		c = permissions.Builtin()
+	}
+	return &Store{pool: pool, catalog: c}
+}
+
+// effective replaces the stored permissions of r by what it holds under
+// the live catalog.
+func (s *Store) effective(r *Role) {
+	r.Permissions = EffectivePermissions(s.catalog, r.Name, r.Builtin, r.Permissions)
+}
 
 // ListParams selects a page ordered by name: roles after AfterName.
 type ListParams struct {
@@ -143,6 +203,9 @@ LIMIT $3`
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Role])
 	if err != nil {
 		return nil, fmt.Errorf("list roles: %w", err)
+	}
+	for i := range out {
+		s.effective(&out[i])
 	}
 	return out, nil
 }
@@ -225,6 +288,7 @@ RETURNING ` + roleCols
 		if old.Builtin {
 			return ErrBuiltin
 		}
+		s.effective(&old)
 		// Changing a role's permissions needs the actor to hold both the old
 		// and the new ones: otherwise a role with more power than the actor
 		// could be reshaped by them.
@@ -239,6 +303,7 @@ RETURNING ` + roleCols
 		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role]); err != nil {
 			return mapErr(err)
 		}
+		s.effective(&r)
 		// Holders' projections carry the role's name and permissions.
 		var announce []outbox.Row
 		if r.Name != old.Name || !slices.Equal(r.Permissions, old.Permissions) {
@@ -271,6 +336,7 @@ FOR UPDATE`
 		if old.Builtin {
 			return ErrBuiltin
 		}
+		s.effective(&old)
 		if !a.Covers(old.Permissions) {
 			return ErrEscalation
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -85,19 +86,34 @@ type PasswordHasher interface {
 
 // Store reads and writes members.
 type Store struct {
-	pool   *pgxpool.Pool
-	hasher PasswordHasher
+	pool    *pgxpool.Pool
+	hasher  PasswordHasher
+	catalog *permissions.Catalog
+	// all and member are the catalog's permissions and the member role's,
+	// bound as $3 and $4 of the queries that use permsOf.
+	all, member string
 }
 
 // NewStore returns a Store on pool; hasher may be nil when no member is ever
-// created with a password.
-func NewStore(pool *pgxpool.Pool, hasher PasswordHasher) *Store {
-	return &Store{pool: pool, hasher: hasher}
+// created with a password; c is the live permission catalog (nil: the
+// built-in one).
+func NewStore(pool *pgxpool.Pool, hasher PasswordHasher, c *permissions.Catalog) *Store {
+	if c == nil {
+		c = permissions.Builtin()
+	}
+	all, member := roles.CatalogArgs(c)
+	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member}
 }
 
 // rolesOf is the sorted role names of membership m; permsOf the sorted
-// union of their permissions.
+// union of their permissions under the live catalog, bound as $3 (every
+// permission) and $4 (the member role's); rolePerms is
+// roles.PermissionsSQL("r", "$3::text[]", "$4::text[]") (a test holds them
+// equal), spelled out to keep the queries constants.
 const (
+	rolePerms = `CASE WHEN NOT r.builtin THEN r.permissions WHEN r.name = 'owner' THEN $3::text[]` +
+		` WHEN r.name = 'admin' THEN array_remove($3::text[], 'tenant:write') WHEN r.name = 'member' THEN $4::text[]` +
+		` ELSE '{}'::text[] END`
 	rolesOf = `ARRAY(
     SELECT r.name FROM membership_roles mr
     JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
@@ -106,8 +122,8 @@ const (
 	permsOf = `ARRAY(
     SELECT DISTINCT p FROM membership_roles mr
     JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
-    CROSS JOIN LATERAL unnest(r.permissions) AS p
-    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+    CROSS JOIN LATERAL unnest(` + rolePerms + `) AS p
+    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id AND p = ANY($3::text[])
     ORDER BY p)`
 	memberCols = `u.id::text, u.email, u.display_name, m.status, u.status, ` + rolesOf + `, m.created_at, GREATEST(m.updated_at, u.updated_at)`
 )
@@ -119,7 +135,7 @@ SELECT u.id::text, u.email, u.display_name, u.status, m.tenant_id::text, m.statu
        ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at
 FROM memberships m JOIN users u ON u.id = m.user_id
 WHERE m.tenant_id = $1 AND m.user_id = $2`
-	rows, _ := s.pool.Query(ctx, q, tenantID, userID)
+	rows, _ := s.pool.Query(ctx, q, tenantID, userID, s.all, s.member)
 	me, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Me])
 	if err != nil {
 		return Me{}, fmt.Errorf("get me: %w", mapErr(err))
@@ -153,7 +169,7 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 		}); err != nil {
 			return err
 		}
-		rows, _ := tx.Query(ctx, qGet, tenantID, userID)
+		rows, _ := tx.Query(ctx, qGet, tenantID, userID, s.all, s.member)
 		me, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Me])
 		return mapErr(err)
 	})
@@ -259,8 +275,8 @@ INSERT INTO users (email, display_name, password_hash) VALUES ($1, $2, $3)
 ON CONFLICT ((lower(email))) DO NOTHING
 RETURNING id::text`
 	const qRolePerms = `
-SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(r.permissions) p
-WHERE r.tenant_id = $1 AND r.name = ANY($2::text[])`
+SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + rolePerms + `) p
+WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	if len(n.Roles) == 0 {
 		n.Roles = []string{roles.Member}
 	}
@@ -278,7 +294,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[])`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var perms []string
-		if err := tx.QueryRow(ctx, qRolePerms, tenantID, n.Roles).Scan(&perms); err != nil {
+		if err := tx.QueryRow(ctx, qRolePerms, tenantID, n.Roles, s.all, s.member).Scan(&perms); err != nil {
 			return err
 		}
 		if !a.Covers(perms) {
@@ -350,12 +366,12 @@ type target struct {
 	otherOwner bool
 }
 
-func lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID string) (target, error) {
+func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID string) (target, error) {
 	if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
 		return target{}, err
 	}
 	var t target
-	err := tx.QueryRow(ctx, qTarget, tenantID, userID).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner)
+	err := tx.QueryRow(ctx, qTarget, tenantID, userID, s.all, s.member).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner)
 	return t, mapErr(err)
 }
 
@@ -370,7 +386,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 	const q = `UPDATE memberships SET status = $3, updated_at = now() WHERE tenant_id = $1 AND user_id = $2`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		t, err := lockTarget(ctx, tx, tenantID, userID)
+		t, err := s.lockTarget(ctx, tx, tenantID, userID)
 		if err != nil {
 			return err
 		}
@@ -405,7 +421,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		t, err := lockTarget(ctx, tx, tenantID, userID)
+		t, err := s.lockTarget(ctx, tx, tenantID, userID)
 		if err != nil {
 			return err
 		}
@@ -452,7 +468,7 @@ ON CONFLICT DO NOTHING`
 			}
 			return err
 		}
-		if !a.Covers(perms) {
+		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) {
 			return roles.ErrEscalation
 		}
 		tag, err := tx.Exec(ctx, q, tenantID, userID, roleID)
@@ -483,7 +499,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 	const q = `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2 AND role_id = $3`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		t, err := lockTarget(ctx, tx, tenantID, userID)
+		t, err := s.lockTarget(ctx, tx, tenantID, userID)
 		if err != nil {
 			return err
 		}
@@ -496,7 +512,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 			}
 			return err
 		}
-		if !a.Covers(perms) {
+		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) {
 			return roles.ErrEscalation
 		}
 		if builtin && roleName == roles.Owner && t.owner && t.status == StatusActive && !t.otherOwner {

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+const notesCatalog = "permissions:\n  - {name: notes:read, description: Read notes, member_default: true}\n  - {name: notes:write, description: Create notes}\n"
+
+func TestCheckConfigPermissions(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "permissions.yaml")
+	if err := os.WriteFile(file, []byte(notesCatalog), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"DATABASE_URL":      "postgres://app@db:5432/tollgate",
+		"IDENTITY_HMAC_KEY": testKey,
+		"SIGNING_KEYS_DIR":  t.TempDir(),
+		"PERMISSIONS_FILE":  file,
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-check-config"}, envOf(env), &out); err != nil {
+		t.Fatalf("check-config: %v", err)
+	}
+	if !strings.Contains(out.String(), "# permission catalog: 2 declared [notes:read notes:write]") {
+		t.Errorf("output lacks the catalog:\n%s", out.String())
+	}
+	if err := os.WriteFile(file, []byte("- {name: notes_read, description: x}\n- {name: roles:read, description: x}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"-check-config"}, envOf(env), &out)
+	for _, want := range []string{`"notes_read": name: want resource:action`, `"roles:read": name: a built-in permission cannot be redeclared`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("check-config with a bad catalog = %v, want it to report %s", err, want)
+		}
+	}
+}
+
+// TestServeRecordsCatalog runs the real serve command three times against
+// one database and a real NATS server: the first start records its catalog
+// and auth.invalidate.all goes out; a restart with the same catalog sends
+// nothing; a start with another catalog sends it again.
+func TestServeRecordsCatalog(t *testing.T) {
+	db := dbtest.New(t)
+	ns := natstest.Start(t, -1, "")
+	var all atomic.Int32
+	sub := natstest.Connect(t, ns.ClientURL())
+	if _, err := sub.Subscribe(invalidation.SubjectAll, func(*nats.Msg) { all.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	keysDir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &bytes.Buffer{}); err != nil {
+		t.Fatalf("keys generate: %v", err)
+	}
+	serveOnce := func(catalog string) (changed bool) {
+		t.Helper()
+		env := map[string]string{
+			"DATABASE_URL": db.URL, "IDENTITY_HMAC_KEY": testKey, "SIGNING_KEYS_DIR": keysDir,
+			"COREAPI_LISTEN_ADDR": "127.0.0.1:0", "COREAPI_ADMIN_ADDR": "127.0.0.1:0",
+			"NATS_URL": ns.ClientURL(), "PERMISSIONS": catalog, "SHUTDOWN_TIMEOUT": "5s",
+		}
+		var out syncBuffer
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("serve: %v", err)
+			}
+		}()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s := out.String()
+			if i := strings.Index(s, `"msg":"permission catalog recorded"`); i >= 0 && pendingRows(t, db) == 0 {
+				// Recorded, and the relay has published what it queued.
+				line := s[i:]
+				line = line[:strings.IndexByte(line, '\n')]
+				return strings.Contains(line, `"changed":true`)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no catalog line in the log:\n%s", s)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitAll := func(n int32) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for all.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("auth.invalidate.all received %d times, want %d", all.Load(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	if !serveOnce(notesCatalog) {
+		t.Fatal("first start did not record its catalog")
+	}
+	waitAll(1)
+	if serveOnce(notesCatalog) {
+		t.Fatal("a restart with the same catalog recorded a change")
+	}
+	if !serveOnce("- {name: notes:read, description: Read notes, member_default: true}\n") {
+		t.Fatal("a start with another catalog did not record it")
+	}
+	waitAll(2)
+	// Every outbox row is out: the restart with the same catalog queued
+	// none (two rows in all).
+	var rows int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.SubjectAll).Scan(&rows); err != nil || rows != 2 {
+		t.Fatalf("auth.invalidate.all outbox rows = %d, %v; want 2", rows, err)
+	}
+	var hash string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT hash FROM permission_catalog`).Scan(&hash); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := permissions.Parse([]byte("- {name: notes:read, description: Read notes, member_default: true}\n"), "test")
+	if hash != c.Hash() {
+		t.Fatalf("stored hash %s, want %s", hash, c.Hash())
+	}
+	if got := all.Load(); got != 2 {
+		t.Fatalf("auth.invalidate.all received %d times, want 2", got)
+	}
+}
+
+func pendingRows(t *testing.T, db *dbtest.DB) int {
+	t.Helper()
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,306 @@
+package permissions_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+const (
+	v1 = `
+permissions:
+  - {name: notes:read, description: Read notes, member_default: true}
+  - {name: notes:write, description: Create notes}
+`
+	// v2 drops notes:write.
+	v2 = `
+permissions:
+  - {name: notes:read, description: Read notes, member_default: true}
+`
+)
+
+func catalog(t *testing.T, text string) *permissions.Catalog {
+	t.Helper()
+	c, err := permissions.Parse([]byte(text), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// bus is a real NATS server with the outbox relay publishing to it and a
+// subscriber recording every auth.invalidate.all message.
+type bus struct {
+	mu  sync.Mutex
+	all []invalidation.Event
+}
+
+func startBus(t *testing.T, pool *pgxpool.Pool) *bus {
+	t.Helper()
+	ns := natstest.Start(t, -1, "")
+	b := &bus{}
+	sub := natstest.Connect(t, ns.ClientURL())
+	if _, err := sub.Subscribe(invalidation.SubjectWildcard, func(m *nats.Msg) {
+		if m.Subject != invalidation.SubjectAll {
+			return
+		}
+		var ev invalidation.Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Errorf("event %s: %v", m.Data, err)
+		}
+		b.mu.Lock()
+		b.all = append(b.all, ev)
+		b.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	relay := outbox.NewRelay(pool, natstest.Connect(t, ns.ClientURL()), slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		outbox.RelayOptions{Poll: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	})
+	return b
+}
+
+func (b *bus) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.all)
+}
+
+// waitAll waits until exactly n `all` messages arrived, and checks that no
+// more arrive while every outbox row is published.
+func (b *bus) waitAll(t *testing.T, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for b.count() < n || pending(t, pool) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d auth.invalidate.all messages (got %d, %d rows pending)", n, b.count(), pending(t, pool))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := b.count(); got != n {
+		t.Fatalf("auth.invalidate.all messages = %d, want %d", got, n)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, ev := range b.all {
+		if ev.Reason != permissions.ReasonCatalogChanged || ev.At <= 0 {
+			t.Errorf("event = %+v", ev)
+		}
+	}
+}
+
+func pending(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func storedHash(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var h string
+	if err := pool.QueryRow(context.Background(), `SELECT hash FROM permission_catalog`).Scan(&h); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func record(t *testing.T, pool *pgxpool.Pool, c *permissions.Catalog) bool {
+	t.Helper()
+	changed, err := permissions.Record(context.Background(), pool, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return changed
+}
+
+// TestRemovedPermissionLeavesEveryProjection: a custom role holding
+// notes:write and the member role's member_default notes:read reach the
+// projection; starting with a catalog without notes:write records it,
+// publishes auth.invalidate.all over real NATS, and the projection (and
+// the member's profile) no longer carries it, with no row rewritten.
+func TestRemovedPermissionLeavesEveryProjection(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	b := startBus(t, db.Pool)
+	cat1, cat2 := catalog(t, v1), catalog(t, v2)
+
+	var tenantID, userID string
+	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		ten, err := tenants.Create(ctx, tx, "Acme")
+		if err != nil {
+			return err
+		}
+		tenantID = ten.ID
+		if err := tx.QueryRow(ctx, `INSERT INTO users (email) VALUES ('m@acme.test') RETURNING id::text`).Scan(&userID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO roles (tenant_id, name, permissions) VALUES ($1, 'writer', '{notes:write}')`, tenantID); err != nil {
+			return err
+		}
+		return tenants.AddMember(ctx, tx, tenantID, userID, "member", "writer")
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	if !record(t, db.Pool, cat1) {
+		t.Fatal("first catalog not recorded as a change")
+	}
+	b.waitAll(t, db.Pool, 1)
+	p, err := projection.NewStore(db.Pool, time.Minute, cat1).Get(ctx, userID, tenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"notes:read", "notes:write", "tenant:read"}; !slices.Equal(p.Permissions, want) {
+		t.Fatalf("under v1: %v, want %v", p.Permissions, want)
+	}
+	if record(t, db.Pool, cat1) {
+		t.Fatal("the same catalog recorded again")
+	}
+
+	// A replica starts with v2.
+	if !record(t, db.Pool, cat2) {
+		t.Fatal("v2 not recorded as a change")
+	}
+	b.waitAll(t, db.Pool, 2)
+	if storedHash(t, db.Pool) != cat2.Hash() {
+		t.Fatal("stored hash is not v2's")
+	}
+	p, err = projection.NewStore(db.Pool, time.Minute, cat2).Get(ctx, userID, tenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"notes:read", "tenant:read"}; !slices.Equal(p.Permissions, want) || !slices.Equal(p.Roles, []string{"member", "writer"}) {
+		t.Fatalf("under v2: roles %v permissions %v, want permissions %v", p.Roles, p.Permissions, want)
+	}
+	me, err := users.NewStore(db.Pool, nil, cat2).Me(ctx, userID, tenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"notes:read", "tenant:read"}; !slices.Equal(me.Permissions, want) {
+		t.Fatalf("profile under v2: %v, want %v", me.Permissions, want)
+	}
+	// Nothing was rewritten: the role still stores notes:write, and a
+	// catalog that declares it again gives it back.
+	p, err = projection.NewStore(db.Pool, time.Minute, cat1).Get(ctx, userID, tenantID)
+	if err != nil || !slices.Contains(p.Permissions, "notes:write") {
+		t.Fatalf("under v1 again: %v, %v", p.Permissions, err)
+	}
+}
+
+// TestRolloutWithTwoCatalogs: replicas with different catalogs start
+// during a rollout. Every replica that stores a new catalog publishes
+// auth.invalidate.all; replicas starting together with the same new
+// catalog publish it once.
+func TestRolloutWithTwoCatalogs(t *testing.T) {
+	db := dbtest.New(t)
+	b := startBus(t, db.Pool)
+	old, next := catalog(t, v1), catalog(t, v2)
+
+	// The old version runs: three replicas start together.
+	if n := startTogether(t, db.Pool, old, old, old); n != 1 {
+		t.Fatalf("%d of 3 replicas with the first catalog recorded it, want 1", n)
+	}
+	b.waitAll(t, db.Pool, 1)
+
+	// The rollout: four new replicas start together.
+	if n := startTogether(t, db.Pool, next, next, next, next); n != 1 {
+		t.Fatalf("%d of 4 new replicas recorded the new catalog, want 1", n)
+	}
+	b.waitAll(t, db.Pool, 2)
+	if storedHash(t, db.Pool) != next.Hash() {
+		t.Fatal("stored hash is not the new catalog's")
+	}
+
+	// An old replica restarts mid-rollout: it stores its catalog and
+	// publishes; the next new replica to start stores the new one again
+	// and publishes, so the last start of the rollout leaves the new
+	// catalog recorded and the caches flushed after it.
+	if !record(t, db.Pool, old) {
+		t.Fatal("restarted old replica did not record its catalog")
+	}
+	b.waitAll(t, db.Pool, 3)
+	if !record(t, db.Pool, next) {
+		t.Fatal("new replica after the old restart did not record the new catalog")
+	}
+	b.waitAll(t, db.Pool, 4)
+
+	// Old and new replicas starting at the same moment: they take turns
+	// on the row, and each one that replaces the stored hash (at least
+	// one: both catalogs are among them) publishes once, whatever the
+	// order.
+	for range 5 {
+		before := b.count()
+		n := startTogether(t, db.Pool, old, next, next, old)
+		if n < 1 || n > 4 {
+			t.Fatalf("%d replicas recorded a change, want 1 to 4", n)
+		}
+		b.waitAll(t, db.Pool, before+n)
+		if h := storedHash(t, db.Pool); h != old.Hash() && h != next.Hash() {
+			t.Fatalf("stored hash %s is neither catalog's", h)
+		}
+	}
+	var rows int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM permission_catalog`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("permission_catalog rows = %d, %v; want 1", rows, err)
+	}
+}
+
+// startTogether records each catalog from its own goroutine at once and
+// returns how many recorded a change.
+func startTogether(t *testing.T, pool *pgxpool.Pool, cats ...*permissions.Catalog) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	changed := 0
+	gate := make(chan struct{})
+	for _, c := range cats {
+		wg.Go(func() {
+			<-gate
+			ok, err := permissions.Record(context.Background(), pool, c)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if ok {
+				mu.Lock()
+				changed++
+				mu.Unlock()
+			}
+		})
+	}
+	close(gate)
+	wg.Wait()
+	return changed
+}
