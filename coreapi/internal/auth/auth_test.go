@@ -386,6 +386,13 @@ func TestBadInput(t *testing.T) {
 		{"signup missing fields", "/api/v1/auth/signup", map[string]string{}, "", 422, "validation_failed", true},
 		{"signup short password", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "short", "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"signup bad email", "/api/v1/auth/signup", map[string]string{"email": "not an email", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"NUL in login email", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com\u0000","password":"x"}`, "", 400, "bad_request", true},
+		{"NUL in login password", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com","password":"a\u0000b"}`, "", 400, "bad_request", true},
+		{"NUL in form login", "/api/v1/auth/token", "grant_type=password&email=b%40example.com%00&password=x", "application/x-www-form-urlencoded", 400, "bad_request", true},
+		{"invalid UTF-8 in form login", "/api/v1/auth/token", "grant_type=password&email=b%40example.com&password=%ff%fe", "application/x-www-form-urlencoded", 400, "bad_request", true},
+		{"invalid UTF-8 in JSON login", "/api/v1/auth/token", "{\"grant_type\":\"password\",\"email\":\"b@example.com\",\"password\":\"\xff\"}", "", 400, "bad_request", true},
+		{"NUL in signup tenant name", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"T\u0000"}`, "", 400, "bad_request", true},
+		{"NUL in signup display name", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"T","display_name":"\u0000"}`, "", 400, "bad_request", true},
 		{"signup unknown field", "/api/v1/auth/signup", map[string]any{"email": "s@example.com", "password": pw, "tenant_name": "S", "admin": true}, "", 400, "unknown_field", true},
 	}
 	for _, tt := range tests {

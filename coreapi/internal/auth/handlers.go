@@ -206,6 +206,9 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
 	if ct == fiber.MIMEApplicationForm {
 		args := c.Request().PostArgs()
+		if err := httpapi.CheckForm(args); err != nil {
+			return req, err
+		}
 		get := func(k string) string { return string(args.Peek(k)) } // string() copies
 		req = tokenRequest{
 			GrantType: get("grant_type"), Email: get("email"), Username: get("username"),
