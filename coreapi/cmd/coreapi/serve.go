@@ -60,6 +60,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Registerer:     reg,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		AccessTokenTTL: cfg.AccessTokenTTL,
+		TokenMaxLeeway: cfg.TokenMaxLeeway,
 		Passwords:      password.New(password.OWASP, 0),
 	}
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:

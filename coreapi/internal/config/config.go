@@ -31,6 +31,7 @@ const (
 	DefaultRefreshReuseGrace = 10 * time.Second
 	DefaultSigningAlg        = "EdDSA"
 	DefaultKeyActivation     = 5 * time.Minute
+	DefaultTokenMaxLeeway    = time.Minute
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultShutdownTimeout   = 15 * time.Second
 	MinDBMaxConns            = 8
@@ -89,8 +90,12 @@ type Config struct {
 	AccessTokenTTL    time.Duration
 	RefreshTokenTTL   time.Duration
 	RefreshReuseGrace time.Duration
-	SigningKeysDir    string
-	SigningAlg        string
+	// TokenMaxLeeway is the largest TOKEN_LEEWAY any proxy of the
+	// deployment may use (the proxies refuse more): revoked sessions stay
+	// listed in projections for AccessTokenTTL + TokenMaxLeeway.
+	TokenMaxLeeway time.Duration
+	SigningKeysDir string
+	SigningAlg     string
 	// SigningKeyActivation is how old a generated key must be before it
 	// signs; until then it is only published in the JWKS.
 	SigningKeyActivation time.Duration
@@ -128,6 +133,7 @@ func Load(getenv func(string) string) (Config, error) {
 		AccessTokenTTL:       l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
 		RefreshTokenTTL:      l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
 		RefreshReuseGrace:    l.duration("REFRESH_REUSE_GRACE", DefaultRefreshReuseGrace),
+		TokenMaxLeeway:       l.duration("TOKEN_MAX_LEEWAY", DefaultTokenMaxLeeway),
 		SigningKeyActivation: l.duration("SIGNING_KEY_ACTIVATION_DELAY", DefaultKeyActivation),
 		ShutdownTimeout:      l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		MaxBodyBytes:         l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
@@ -168,6 +174,11 @@ func Load(getenv func(string) string) (Config, error) {
 	l.positive("REFRESH_TOKEN_TTL", c.RefreshTokenTTL)
 	if c.RefreshReuseGrace < 0 {
 		l.fail("REFRESH_REUSE_GRACE: must not be negative")
+	}
+	if c.TokenMaxLeeway < 0 {
+		l.fail("TOKEN_MAX_LEEWAY: must not be negative")
+	} else if c.TokenMaxLeeway > 10*time.Minute {
+		l.fail("TOKEN_MAX_LEEWAY: %s is more than 10m; fix the clocks instead", c.TokenMaxLeeway)
 	}
 	if c.RefreshTokenTTL > 0 && c.AccessTokenTTL > c.RefreshTokenTTL {
 		l.fail("ACCESS_TOKEN_TTL: %s is longer than REFRESH_TOKEN_TTL %s", c.AccessTokenTTL, c.RefreshTokenTTL)
@@ -236,6 +247,7 @@ func (c Config) String() string {
 	row("ACCESS_TOKEN_TTL", c.AccessTokenTTL.String())
 	row("REFRESH_TOKEN_TTL", c.RefreshTokenTTL.String())
 	row("REFRESH_REUSE_GRACE", c.RefreshReuseGrace.String())
+	row("TOKEN_MAX_LEEWAY", c.TokenMaxLeeway.String())
 	row("SIGNING_KEYS_DIR", c.SigningKeysDir)
 	row("SIGNING_ALG", c.SigningAlg)
 	row("SIGNING_KEY_ACTIVATION_DELAY", c.SigningKeyActivation.String())
@@ -277,6 +289,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),
 		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
 		slog.Duration("refresh_reuse_grace", c.RefreshReuseGrace),
+		slog.Duration("token_max_leeway", c.TokenMaxLeeway),
 		slog.String("signing_keys_dir", c.SigningKeysDir),
 		slog.String("signing_alg", c.SigningAlg),
 		slog.Duration("signing_key_activation_delay", c.SigningKeyActivation),

@@ -45,6 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"grace", c.RefreshReuseGrace, 10 * time.Second},
 		{"alg", c.SigningAlg, "EdDSA"},
 		{"key activation", c.SigningKeyActivation, 5 * time.Minute},
+		{"max leeway", c.TokenMaxLeeway, time.Minute},
 		{"body", c.MaxBodyBytes, 1 << 20},
 		{"shutdown", c.ShutdownTimeout, 15 * time.Second},
 		{"exec mode", c.ExecMode(), pgx.QueryExecModeCacheStatement},
@@ -68,6 +69,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"REFRESH_TOKEN_TTL":            "-1h",
 		"SIGNING_ALG":                  "HS256",
 		"SIGNING_KEY_ACTIVATION_DELAY": "-1m",
+		"TOKEN_MAX_LEEWAY":             "-5s",
 		"MAX_BODY_BYTES":               "ten",
 		"LOG_LEVEL":                    "chatty",
 		"COREAPI_LISTEN_ADDR":          "8081",
@@ -81,7 +83,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	}
 	want := []string{
 		"DATABASE_URL", "IDENTITY_HMAC_KEY", "SIGNING_KEYS_DIR", "DB_MAX_CONNS", "DB_EXEC_MODE",
-		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "MAX_BODY_BYTES", "LOG_LEVEL",
+		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "TOKEN_MAX_LEEWAY", "MAX_BODY_BYTES", "LOG_LEVEL",
 		"COREAPI_LISTEN_ADDR", "NATS_URL", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
 		"OIDC_GOOGLE_CLIENT_SECRET", "OIDC_GOOGLE_REDIRECT_URL", "bad-name",
 	}

@@ -45,6 +45,11 @@ type Options struct {
 	MaxBodyBytes int
 	// AccessTokenTTL bounds the revoked sessions listed in projections.
 	AccessTokenTTL time.Duration
+	// TokenMaxLeeway is the largest clock leeway a proxy may accept past
+	// exp (TOKEN_MAX_LEEWAY): revoked sessions stay listed for
+	// AccessTokenTTL + TokenMaxLeeway, so a revoked token cannot come back
+	// after a refetch while a proxy still accepts it.
+	TokenMaxLeeway time.Duration
 	// Passwords hashes passwords of members created with one (POST /users).
 	Passwords users.PasswordHasher
 	// Now is the clock used to check identity timestamps; nil means
@@ -143,7 +148,7 @@ func New(o Options) (*Server, error) {
 		tenants:   tenants.NewStore(o.Pool),
 		roles:     roles.NewStore(o.Pool),
 		audit:     audit.NewStore(o.Pool),
-		projector: projection.NewStore(o.Pool, o.AccessTokenTTL),
+		projector: projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0)),
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",

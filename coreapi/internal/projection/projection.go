@@ -23,11 +23,13 @@ var ErrNotFound = errors.New("no membership for this user and tenant")
 type Store struct {
 	pool *pgxpool.Pool
 	// revokedWithin is how far back revoked sessions are listed: the
-	// access-token lifetime, after which their tokens are dead anyway.
+	// access-token lifetime plus the largest leeway any proxy accepts past
+	// exp, after which their tokens are dead everywhere.
 	revokedWithin time.Duration
 }
 
-// NewStore returns a Store; revokedWithin is the access-token TTL.
+// NewStore returns a Store; revokedWithin is the access-token TTL plus
+// TOKEN_MAX_LEEWAY.
 func NewStore(pool *pgxpool.Pool, revokedWithin time.Duration) *Store {
 	return &Store{pool: pool, revokedWithin: revokedWithin}
 }
