@@ -1103,7 +1103,7 @@ func restrictedPeers(from []networkingv1.NetworkPolicyPeer) bool {
 // something about a secret (where it is, how long it lives) rather than one.
 var (
 	secretWords = []string{"SECRET", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "CREDENTIALS", "KEY", "TOKEN", "APIKEY", "DSN"}
-	safeLast    = []string{"FILE", "DIR", "PATH", "TTL", "ISSUER", "AUDIENCE", "GRACE", "ALG"}
+	safeLast    = []string{"FILE", "DIR", "PATH", "TTL", "ISSUER", "AUDIENCE", "GRACE", "ALG", "LEEWAY"}
 )
 
 func secretKey(name string) bool {
