@@ -29,8 +29,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	db := dbtest.New(t) // already migrated up
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	ctx := context.Background()
-	// The data model of 00001 plus login_failures (00002).
-	const tables = 12
+	// The data model of 00001, login_failures (00002), replaced by
+	// login_attempts, and oauth_handovers (00003).
+	const tables = 13
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
@@ -51,7 +52,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up again: %d tables, want %d", n, tables)
 	}
-	if strings.Contains(out.String(), "pending") || !strings.Contains(out.String(), "00001") || !strings.Contains(out.String(), "00002") {
+	if strings.Contains(out.String(), "pending") || !strings.Contains(out.String(), "00001") || !strings.Contains(out.String(), "00002") || !strings.Contains(out.String(), "00003") {
 		t.Errorf("status after up:\n%s", out.String())
 	}
 	out.Reset()
@@ -74,35 +75,39 @@ func TestIndexes(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
 	want := map[string]string{
-		"users_email_lower_key":                "users (lower(email)): sign-in and POST /users lookups",
-		"memberships_pkey":                     "memberships (tenant_id, user_id): member get, projection",
-		"memberships_user_id_idx":              "memberships (user_id): a user's tenants",
-		"memberships_tenant_created_idx":       "memberships (tenant_id, created_at, user_id): member keyset pages",
-		"roles_tenant_name_key":                "roles (tenant_id, name): role by name, keyset pages",
-		"roles_tenant_id_id_key":               "roles (tenant_id, id): membership_roles FK target",
-		"membership_roles_pkey":                "membership_roles (tenant_id, user_id, role_id): roles of a member",
-		"membership_roles_role_idx":            "membership_roles (tenant_id, role_id): role deletion cascade",
-		"membership_roles_user_idx":            "membership_roles (user_id)",
-		"identities_provider_subject_key":      "identities (provider, subject): OIDC login",
-		"identities_user_id_idx":               "identities (user_id)",
-		"sessions_user_created_idx":            "sessions (user_id, created_at, id): a user's sessions",
-		"sessions_tenant_id_idx":               "sessions (tenant_id)",
-		"sessions_user_revoked_idx":            "sessions (user_id, revoked_at) partial: projection revoked list",
-		"sessions_expires_at_idx":              "sessions (expires_at): sweeping",
-		"refresh_tokens_token_hash_key":        "refresh_tokens (token_hash): refresh",
-		"refresh_tokens_session_id_idx":        "refresh_tokens (session_id)",
-		"refresh_tokens_parent_id_idx":         "refresh_tokens (parent_id)",
-		"refresh_tokens_replaced_by_idx":       "refresh_tokens (replaced_by)",
-		"refresh_tokens_expires_at_idx":        "refresh_tokens (expires_at): sweeping",
-		"oauth_states_pkey":                    "oauth_states (state_hash): consume once",
-		"oauth_states_expires_at_idx":          "oauth_states (expires_at): sweeping",
-		"oauth_states_tenant_id_idx":           "oauth_states (tenant_id)",
-		"outbox_pending_idx":                   "outbox (id) WHERE published_at IS NULL: relay",
-		"outbox_published_at_idx":              "outbox (published_at): pruning",
-		"audit_events_tenant_id_idx":           "audit_events (tenant_id, id DESC): audit keyset pages",
-		"audit_events_actor_user_id_idx":       "audit_events (actor_user_id)",
-		"login_failures_pkey":                  "login_failures (email_hash): unknown-address lockout",
-		"login_failures_last_failed_login_idx": "login_failures (last_failed_login): sweeping",
+		"users_email_lower_key":           "users (lower(email)): sign-in and POST /users lookups",
+		"memberships_pkey":                "memberships (tenant_id, user_id): member get, projection",
+		"memberships_user_id_idx":         "memberships (user_id): a user's tenants",
+		"memberships_tenant_created_idx":  "memberships (tenant_id, created_at, user_id): member keyset pages",
+		"roles_tenant_name_key":           "roles (tenant_id, name): role by name, keyset pages",
+		"roles_tenant_id_id_key":          "roles (tenant_id, id): membership_roles FK target",
+		"membership_roles_pkey":           "membership_roles (tenant_id, user_id, role_id): roles of a member",
+		"membership_roles_role_idx":       "membership_roles (tenant_id, role_id): role deletion cascade",
+		"membership_roles_user_idx":       "membership_roles (user_id)",
+		"identities_provider_subject_key": "identities (provider, subject): OIDC login",
+		"identities_user_id_idx":          "identities (user_id)",
+		"sessions_user_created_idx":       "sessions (user_id, created_at, id): a user's sessions",
+		"sessions_tenant_id_idx":          "sessions (tenant_id)",
+		"sessions_user_revoked_idx":       "sessions (user_id, revoked_at) partial: projection revoked list",
+		"sessions_expires_at_idx":         "sessions (expires_at): sweeping",
+		"refresh_tokens_token_hash_key":   "refresh_tokens (token_hash): refresh",
+		"refresh_tokens_session_id_idx":   "refresh_tokens (session_id)",
+		"refresh_tokens_parent_id_idx":    "refresh_tokens (parent_id)",
+		"refresh_tokens_replaced_by_idx":  "refresh_tokens (replaced_by)",
+		"refresh_tokens_expires_at_idx":   "refresh_tokens (expires_at): sweeping",
+		"oauth_states_pkey":               "oauth_states (state_hash): consume once",
+		"oauth_states_expires_at_idx":     "oauth_states (expires_at): sweeping",
+		"oauth_states_tenant_id_idx":      "oauth_states (tenant_id)",
+		"outbox_pending_idx":              "outbox (id) WHERE published_at IS NULL: relay",
+		"outbox_published_at_idx":         "outbox (published_at): pruning",
+		"audit_events_tenant_id_idx":      "audit_events (tenant_id, id DESC): audit keyset pages",
+		"audit_events_actor_user_id_idx":  "audit_events (actor_user_id)",
+		"login_attempts_pkey":             "login_attempts (email_hash, client_ip): reserve a sign-in attempt",
+		"login_attempts_last_attempt_idx": "login_attempts (last_attempt): sweeping",
+		"oauth_handovers_pkey":            "oauth_handovers (code_hash): exchange once",
+		"oauth_handovers_user_id_idx":     "oauth_handovers (user_id)",
+		"oauth_handovers_session_id_idx":  "oauth_handovers (session_id)",
+		"oauth_handovers_expires_at_idx":  "oauth_handovers (expires_at): sweeping",
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
 	if err != nil {
