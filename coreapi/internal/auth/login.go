@@ -143,7 +143,7 @@ WHERE email_hash = $1 AND client_ip = $2`
 	return nil
 }
 
-// clientKey names a client in login_attempts; '' is the address's row.
+// clientKey names a client in login_attempts; ” is the address's row.
 func clientKey(ip string) string {
 	if ip == "" {
 		return "unknown"
