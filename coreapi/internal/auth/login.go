@@ -143,7 +143,8 @@ WHERE email_hash = $1 AND client_ip = $2`
 	return nil
 }
 
-// clientKey names a client in login_attempts; ” is the address's row.
+// clientKey names a client in login_attempts (the empty name is the
+// address's own row, so an unknown IP gets a name of its own).
 func clientKey(ip string) string {
 	if ip == "" {
 		return "unknown"
