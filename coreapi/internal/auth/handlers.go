@@ -183,6 +183,7 @@ type tokenRequest struct {
 	Password     string `json:"password"`
 	TenantID     string `json:"tenant_id"`
 	RefreshToken string `json:"refresh_token"`
+	Code         string `json:"code"`      // grant_type=oauth_handover
 	Scope        string `json:"scope"`     // accepted, ignored
 	ClientID     string `json:"client_id"` // accepted, ignored
 }
@@ -207,6 +208,7 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 		req = tokenRequest{
 			GrantType: get("grant_type"), Email: get("email"), Username: get("username"),
 			Password: get("password"), TenantID: get("tenant_id"), RefreshToken: get("refresh_token"),
+			Code: get("code"),
 		}
 		return req, nil
 	}
@@ -235,11 +237,13 @@ func (s *Service) token(c *fiber.Ctx) error {
 		resp, err = s.passwordGrant(c, req)
 	case "refresh_token":
 		resp, err = s.refreshGrant(c.UserContext(), req)
+	case "oauth_handover":
+		resp, err = s.handoverGrant(c.UserContext(), req)
 	case "":
-		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password or refresh_token"})
+		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password, refresh_token or oauth_handover"})
 	default:
 		return problem.New(fiber.StatusBadRequest, "unsupported_grant_type",
-			"grant_type must be password or refresh_token")
+			"grant_type must be password, refresh_token or oauth_handover")
 	}
 	if err != nil {
 		var ra *retryAfterError

@@ -32,6 +32,7 @@ const (
 	DefaultSigningAlg        = "EdDSA"
 	DefaultKeyActivation     = 5 * time.Minute
 	DefaultTokenMaxLeeway    = time.Minute
+	DefaultOAuthPerMinute    = 20
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultShutdownTimeout   = 15 * time.Second
 	MinDBMaxConns            = 8
@@ -100,6 +101,13 @@ type Config struct {
 	// signs; until then it is only published in the JWKS.
 	SigningKeyActivation time.Duration
 	OIDCProviders        []OIDCProvider
+	// OAuthReturnURLs are the app URLs an OAuth sign-in may hand its code
+	// back to (OAUTH_ALLOWED_RETURN_URLS); once set, return_to is
+	// required and must be one of them.
+	OAuthReturnURLs []string
+	// OAuthPerMinute bounds the sign-ins one client IP may start per
+	// minute (per replica).
+	OAuthPerMinute int
 
 	MaxBodyBytes    int
 	ShutdownTimeout time.Duration
@@ -137,6 +145,7 @@ func Load(getenv func(string) string) (Config, error) {
 		SigningKeyActivation: l.duration("SIGNING_KEY_ACTIVATION_DELAY", DefaultKeyActivation),
 		ShutdownTimeout:      l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		MaxBodyBytes:         l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
+		OAuthPerMinute:       l.integer("OAUTH_AUTHORIZE_PER_MINUTE", DefaultOAuthPerMinute),
 	}
 	defaultConns := max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)
 	c.DBMaxConns = int32(l.integer("DB_MAX_CONNS", defaultConns))
@@ -201,6 +210,10 @@ func Load(getenv func(string) string) (Config, error) {
 		l.fail("SIGNING_ALG: want EdDSA, ES256 or RS256, got %q", c.SigningAlg)
 	}
 	c.OIDCProviders = l.oidc()
+	c.OAuthReturnURLs = l.returnURLs()
+	if c.OAuthPerMinute < 1 {
+		l.fail("OAUTH_AUTHORIZE_PER_MINUTE: must be at least 1")
+	}
 
 	if len(l.problems) > 0 {
 		return c, &Error{Problems: l.problems}
@@ -264,6 +277,8 @@ func (c Config) String() string {
 		row(pre+"REDIRECT_URL", p.RedirectURL)
 		row(pre+"SCOPES", strings.Join(p.Scopes, " "))
 	}
+	row("OAUTH_ALLOWED_RETURN_URLS", strings.Join(c.OAuthReturnURLs, ","))
+	row("OAUTH_AUTHORIZE_PER_MINUTE", strconv.Itoa(c.OAuthPerMinute))
 	row("MAX_BODY_BYTES", strconv.Itoa(c.MaxBodyBytes))
 	row("SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String())
 	row("LOG_LEVEL", strings.ToLower(c.LogLevel.String()))
@@ -294,6 +309,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("signing_alg", c.SigningAlg),
 		slog.Duration("signing_key_activation_delay", c.SigningKeyActivation),
 		slog.Attr{Key: "oidc_providers", Value: slog.GroupValue(provs...)},
+		slog.String("oauth_allowed_return_urls", strings.Join(c.OAuthReturnURLs, ",")),
+		slog.Int("oauth_authorize_per_minute", c.OAuthPerMinute),
 		slog.Int("max_body_bytes", c.MaxBodyBytes),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel.String()),
@@ -387,6 +404,36 @@ func (l *loader) url(name, v string, schemes ...string) {
 		}
 	}
 	l.fail("%s: scheme %q not one of %s", name, u.Scheme, strings.Join(schemes, ", "))
+}
+
+// returnURLs reads OAUTH_ALLOWED_RETURN_URLS: absolute URLs without a
+// fragment, https unless the host is a loopback name (development).
+func (l *loader) returnURLs() []string {
+	var out []string
+	for _, raw := range strings.Split(l.getenv("OAUTH_ALLOWED_RETURN_URLS"), ",") {
+		v := strings.TrimSpace(raw)
+		if v == "" {
+			continue
+		}
+		u, err := url.Parse(v)
+		switch {
+		case err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(v, "#"):
+			l.fail("OAUTH_ALLOWED_RETURN_URLS: %q: want an absolute URL without credentials or fragment", v)
+		case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
+			l.fail("OAUTH_ALLOWED_RETURN_URLS: %q: want https (http only for localhost)", v)
+		default:
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (l *loader) oidc() []OIDCProvider {

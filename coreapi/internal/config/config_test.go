@@ -153,3 +153,46 @@ func TestIdentityKeyFile(t *testing.T) {
 		t.Fatal("both key and key file accepted")
 	}
 }
+
+func TestOAuthReturnURLs(t *testing.T) {
+	tests := []struct {
+		name  string
+		value string
+		want  []string
+		bad   string
+	}{
+		{"unset", "", nil, ""},
+		{"https and loopback http", " https://app.example.com/signed-in , http://localhost:3000/cb,http://127.0.0.1:5173/x", []string{"https://app.example.com/signed-in", "http://localhost:3000/cb", "http://127.0.0.1:5173/x"}, ""},
+		{"plain http elsewhere", "http://app.example.com/cb", nil, "want https"},
+		{"relative", "/signed-in", nil, "absolute URL"},
+		{"fragment", "https://app.example.com/cb#x", nil, "fragment"},
+		{"credentials", "https://u:p@app.example.com/cb", nil, "credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := minimal()
+			m["OAUTH_ALLOWED_RETURN_URLS"] = tt.value
+			c, err := Load(env(m))
+			if tt.bad != "" {
+				if err == nil || !strings.Contains(err.Error(), "OAUTH_ALLOWED_RETURN_URLS") || !strings.Contains(err.Error(), tt.bad) {
+					t.Fatalf("Load() = %v, want an error about %q", err, tt.bad)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(c.OAuthReturnURLs, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("OAuthReturnURLs = %q, want %q", c.OAuthReturnURLs, tt.want)
+			}
+			if c.OAuthPerMinute != DefaultOAuthPerMinute {
+				t.Errorf("OAuthPerMinute = %d, want the default %d", c.OAuthPerMinute, DefaultOAuthPerMinute)
+			}
+		})
+	}
+	m := minimal()
+	m["OAUTH_AUTHORIZE_PER_MINUTE"] = "0"
+	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "OAUTH_AUTHORIZE_PER_MINUTE") {
+		t.Errorf("OAUTH_AUTHORIZE_PER_MINUTE=0: %v", err)
+	}
+}
