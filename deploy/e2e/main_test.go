@@ -33,7 +33,7 @@ const (
 	// oauthReturnURL is the (imaginary) web app the OAuth callback hands
 	// its one-time code to.
 	oauthReturnURL = "http://localhost:3000/signed-in"
-	oidcClientID = "tollgate-e2e"
+	oidcClientID   = "tollgate-e2e"
 	// refreshGrace is REFRESH_REUSE_GRACE for the suite: short, so that reuse
 	// after the grace window can be exercised without a long wait.
 	refreshGrace = time.Second
