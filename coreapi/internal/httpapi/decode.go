@@ -57,20 +57,20 @@ func CheckString(s string) bool {
 // CheckForm answers 400 when a value of a form body (or query) is not
 // valid UTF-8 or holds a NUL byte, naming the field.
 func CheckForm(args *fasthttp.Args) error {
-	var bad string
-	args.VisitAll(func(k, v []byte) {
-		if bad != "" || (CheckString(string(k)) && CheckString(string(v))) {
-			return
+	for k, v := range args.All() {
+		if cleanBytes(k) && cleanBytes(v) {
+			continue
 		}
-		bad = "(body)"
-		if CheckString(string(k)) {
-			bad = string(k)
+		if cleanBytes(k) {
+			return badString(string(k))
 		}
-	})
-	if bad != "" {
-		return badString(bad)
+		return badString("(body)")
 	}
 	return nil
+}
+
+func cleanBytes(b []byte) bool {
+	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
 }
 
 func badString(field string) *problem.Problem {
