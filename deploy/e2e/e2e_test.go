@@ -268,48 +268,6 @@ func TestLogoutGlobal(t *testing.T) {
 	}
 }
 
-// TestConcurrentGuessesAcrossInstances sends 40 wrong passwords for one
-// account at once, half through proxy A (core A) and half through proxy B
-// (core B): the attempts are reserved in PostgreSQL in the statement that
-// checks the lock, so exactly the threshold (5) are evaluated whatever the
-// concurrency and the replica, and the rest are answered 429.
-func TestConcurrentGuessesAcrossInstances(t *testing.T) {
-	a := signup(t, sys.proxyA)
-	const n, threshold = 40, 5
-	statuses := make(chan int, n)
-	var wg sync.WaitGroup
-	gun := make(chan struct{})
-	for i := range n {
-		via := sys.proxyA
-		if i%2 == 1 {
-			via = sys.proxyB
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-gun
-			r, err := send("POST", via.url("/api/v1/auth/token"), "", map[string]string{
-				"grant_type": "password", "email": a.Email, "password": "wrong " + randToken(4)})
-			if err != nil {
-				t.Errorf("guess through %s: %v", via.name, err)
-				return
-			}
-			statuses <- r.Status
-		}()
-	}
-	close(gun)
-	wg.Wait()
-	close(statuses)
-	counts := map[int]int{}
-	for st := range statuses {
-		counts[st]++
-	}
-	if counts[http.StatusBadRequest] != threshold || counts[http.StatusTooManyRequests] != n-threshold {
-		t.Fatalf("%d concurrent guesses through two proxies: %v, want %d evaluated (400) and %d refused (429)",
-			n, counts, threshold, n-threshold)
-	}
-}
-
 // TestOAuthStartedOnCoreAFinishedOnCoreB starts an OIDC login through proxy A
 // (so core A stores the state, PKCE verifier, nonce and the hash of the
 // browser-binding cookie) and delivers the provider's callback to proxy B
@@ -881,4 +839,51 @@ func TestPostgresHung(t *testing.T) {
 		mustWaitStatus(t, "GET", p.url("/api/v1/users/me"), owner.Tokens.AccessToken, http.StatusOK, 20*time.Second)
 	}
 	login(t, sys.proxyA, owner)
+}
+
+// TestConcurrentGuessesAcrossInstances sends 40 wrong passwords for one
+// account at once, half through proxy A (core A) and half through proxy B
+// (core B): the attempts are reserved in PostgreSQL in the statement that
+// checks the lock, so exactly the threshold (5) are evaluated whatever the
+// concurrency and the replica, and the rest are answered 429.
+//
+// It is the last test of the file on purpose: the burst leaves each proxy
+// with a couple of dozen idle keep-alive connections to its core, and the
+// fault tests above (a killed or hung core) would then see 502s from stale
+// pooled connections instead of the 503 they expect.
+func TestConcurrentGuessesAcrossInstances(t *testing.T) {
+	a := signup(t, sys.proxyA)
+	const n, threshold = 40, 5
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	gun := make(chan struct{})
+	for i := range n {
+		via := sys.proxyA
+		if i%2 == 1 {
+			via = sys.proxyB
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gun
+			r, err := send("POST", via.url("/api/v1/auth/token"), "", map[string]string{
+				"grant_type": "password", "email": a.Email, "password": "wrong " + randToken(4)})
+			if err != nil {
+				t.Errorf("guess through %s: %v", via.name, err)
+				return
+			}
+			statuses <- r.Status
+		}()
+	}
+	close(gun)
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for st := range statuses {
+		counts[st]++
+	}
+	if counts[http.StatusBadRequest] != threshold || counts[http.StatusTooManyRequests] != n-threshold {
+		t.Fatalf("%d concurrent guesses through two proxies: %v, want %d evaluated (400) and %d refused (429)",
+			n, counts, threshold, n-threshold)
+	}
 }
