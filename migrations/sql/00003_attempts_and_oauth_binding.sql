@@ -42,11 +42,13 @@ DECLARE
     since timestamptz := now() - make_interval(secs => p_window);
     n     integer;
 BEGIN
+    -- Create or lock both rows (the no-op update takes the row lock, so the
+    -- sweeper cannot delete them under us), in one order for every caller:
+    -- the address row, then the pair.
     INSERT INTO login_attempts (email_hash, client_ip) VALUES (p_email, ''), (p_email, p_ip)
-    ON CONFLICT DO NOTHING;
-    -- One lock order for every caller: the address row, then the pair.
-    SELECT * INTO STRICT acct FROM login_attempts WHERE email_hash = p_email AND client_ip = '' FOR UPDATE;
-    SELECT * INTO STRICT pair FROM login_attempts WHERE email_hash = p_email AND client_ip = p_ip FOR UPDATE;
+    ON CONFLICT (email_hash, client_ip) DO UPDATE SET failures = login_attempts.failures;
+    SELECT * INTO STRICT acct FROM login_attempts WHERE email_hash = p_email AND client_ip = '';
+    SELECT * INTO STRICT pair FROM login_attempts WHERE email_hash = p_email AND client_ip = p_ip;
     IF pair.locked_until > now() THEN
         RETURN greatest(ceil(extract(epoch FROM pair.locked_until - now())), 1)::int;
     END IF;
