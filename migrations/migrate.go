@@ -5,14 +5,24 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"io/fs"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 )
 
 // NewProvider returns a goose provider over the embedded migrations for a
-// PostgreSQL database.
+// PostgreSQL database. Up and Down hold a session-level advisory lock
+// (pg_advisory_lock, per database) while they run, so several `coreapi
+// migrate up` started together (one init container per new pod) apply
+// each migration once: the others wait, then find nothing pending.
 func NewProvider(db *sql.DB) (*goose.Provider, error) {
-	p, err := goose.NewProvider(goose.DialectPostgres, db, mustSub(), goose.WithLogger(goose.NopLogger()))
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 600))
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, mustSub(), goose.WithLogger(goose.NopLogger()),
+		goose.WithSessionLocker(locker))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
@@ -67,3 +77,24 @@ func Status(ctx context.Context, db *sql.DB, w io.Writer) error {
 	}
 	return nil
 }
+
+// Latest is the highest migration version embedded: the schema this build
+// of coreapi needs.
+func Latest() int64 {
+	entries, err := fs.ReadDir(mustSub(), ".")
+	if err != nil {
+		panic(err) // the embedded directory always reads
+	}
+	var v int64
+	for _, e := range entries {
+		n, err := goose.NumericComponent(e.Name())
+		if err == nil && n > v {
+			v = n
+		}
+	}
+	return v
+}
+
+// VersionQuery returns the version of the schema a database is at (0 when
+// nothing is applied); it fails when the version table does not exist yet.
+const VersionQuery = `SELECT coalesce(max(version_id), 0) FROM goose_db_version WHERE is_applied`

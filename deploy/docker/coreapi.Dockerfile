@@ -2,7 +2,7 @@
 # coreapi: static, non-root, distroless. Build from the repository root:
 #   docker build -f deploy/docker/coreapi.Dockerfile -t tollgate/coreapi .
 # The same image runs `coreapi serve` (default), `coreapi migrate up` (the
-# migration Job) and `coreapi keys generate`.
+# pod's init container), `coreapi keys generate` and `coreapi tenants`.
 
 ARG GO_VERSION=1.26
 

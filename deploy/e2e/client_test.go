@@ -50,6 +50,11 @@ func (r reply) String() string {
 // send performs one request. body is nil, a string (sent as JSON), url.Values
 // (sent form-encoded) or any other value (JSON-encoded).
 func send(method, target, token string, body any) (reply, error) {
+	return sendWith(method, target, token, body, nil)
+}
+
+// sendWith is send with extra request headers (a browser's cookies).
+func sendWith(method, target, token string, body any, extra http.Header) (reply, error) {
 	var rd io.Reader
 	ctype := ""
 	switch b := body.(type) {
@@ -73,6 +78,9 @@ func send(method, target, token string, body any) (reply, error) {
 		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("Accept", "application/json")
+	for k, vs := range extra {
+		req.Header[k] = vs
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

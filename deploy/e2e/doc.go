@@ -15,7 +15,8 @@
 //   - a fake OpenID Connect provider (discovery, JWKS, authorize, token with PKCE checks and
 //     an RS256 ID token) standing in for the outside party;
 //   - coreapi A and B, migrated with `coreapi migrate up`, keys from `coreapi keys generate`,
-//     with a 1 s REFRESH_REUSE_GRACE and OIDC redirects to proxy B's callback;
+//     with a 1 s REFRESH_REUSE_GRACE, OIDC redirects to proxy B's callback and an
+//     OAUTH_ALLOWED_RETURN_URLS entry for the (imaginary) web app the callback hands its code to;
 //   - authproxy A (in front of core A) and B (in front of core B), with a 3 s
 //     UPSTREAM_TIMEOUT and a 2 s PROJECTION_TIMEOUT.
 //

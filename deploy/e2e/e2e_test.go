@@ -269,9 +269,12 @@ func TestLogoutGlobal(t *testing.T) {
 }
 
 // TestOAuthStartedOnCoreAFinishedOnCoreB starts an OIDC login through proxy A
-// (so core A stores the state, PKCE verifier and nonce) and delivers the
-// provider's callback to proxy B (core B), which must find that state in the
-// shared database, redeem the code with the verifier and check the nonce.
+// (so core A stores the state, PKCE verifier, nonce and the hash of the
+// browser-binding cookie) and delivers the provider's callback to proxy B
+// (core B), which must find that state in the shared database, accept it only
+// with the browser's cookie, redeem the code with the verifier, check the
+// nonce, and send the browser to the app's return_to with a one-time code that
+// the app exchanges (through either proxy) for tokens.
 func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 	u := oidcUser{Subject: "sub-" + randToken(6), Email: "oidc-" + randToken(5) + "@example.com", Name: "Oidc User"}
 	sys.oidc.loginAs(u)
@@ -281,29 +284,37 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 		}
 	})
 
-	start := call(t, "GET", sys.proxyA.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize"), "", nil)
-	if start.Status != http.StatusFound && start.Status != http.StatusSeeOther && start.Status != http.StatusTemporaryRedirect {
-		t.Fatalf("authorize through A: %s, want a redirect to the provider", start)
+	if r := call(t, "GET", sys.proxyA.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize"), "", nil); r.Status != http.StatusBadRequest {
+		t.Fatalf("authorize without return_to while an allow-list is set: %s, want 400", r)
 	}
-	loc := start.Header.Get("Location")
-	if !strings.HasPrefix(loc, sys.oidc.issuer()+"/authorize?") {
-		t.Fatalf("authorize through A redirects to %q, want the provider's authorization endpoint", loc)
-	}
-	atProvider := call(t, "GET", loc, "", nil)
-	if atProvider.Status != http.StatusFound {
-		t.Fatalf("provider authorize: %s (problems: %v)", atProvider, sys.oidc.takeProblems())
-	}
+	fl := startOAuth(t, sys.proxyA)
 	q := sys.oidc.lastAuthorize()
 	if q.Get("code_challenge_method") != "S256" || q.Get("nonce") == "" || q.Get("state") == "" {
 		t.Errorf("authorization request %v lacks PKCE S256, nonce or state", q)
 	}
-	callback := atProvider.Header.Get("Location")
+	callback := fl.callback
 	if !strings.HasPrefix(callback, sys.oidc.redirectURL+"?") {
 		t.Fatalf("provider redirects to %q, want proxy B's callback %s", callback, sys.oidc.redirectURL)
 	}
 
-	done := call(t, "GET", callback, "", nil)
-	tok := oauthTokens(t, done)
+	t.Run("callback without the browser's cookie", func(t *testing.T) {
+		// Whoever holds the callback URL but not the cookie gets nothing,
+		// and the provider is not asked.
+		calls := sys.oidc.tokenRequests()
+		r := call(t, "GET", callback, "", nil)
+		if r.Status != http.StatusBadRequest {
+			t.Fatalf("callback without the cookie: %s, want 400", r)
+		}
+		if p := checkProblem(t, r); p.Code != "state_not_bound" {
+			t.Errorf("code = %q, want state_not_bound", p.Code)
+		}
+		if got := sys.oidc.tokenRequests(); got != calls {
+			t.Errorf("an unbound callback made %d token requests to the provider, want 0", got-calls)
+		}
+	})
+
+	done := browserGet(t, callback, fl.cookie)
+	tok := exchangeHandover(t, sys.proxyA, done)
 	c := claimsOf(t, tok)
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		got := me(t, p, tok)
@@ -312,6 +323,14 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 		}
 	}
 
+	t.Run("hand-over code is used once", func(t *testing.T) {
+		loc, _ := url.Parse(done.Header.Get("Location"))
+		r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {loc.Query().Get("code")}})
+		if r.Status != http.StatusBadRequest {
+			t.Fatalf("second exchange of the code: %s, want 400", r)
+		}
+		checkProblem(t, r)
+	})
 	t.Run("state is consumed once", func(t *testing.T) {
 		// A replayed state must be refused before any code exchange: the
 		// provider sees no second token request.
@@ -322,7 +341,7 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 			}
 		}()
 		for _, p := range []*service{sys.proxyB, sys.proxyA} {
-			r := call(t, "GET", strings.Replace(callback, sys.proxyB.addr, p.addr, 1), "", nil)
+			r := browserGet(t, strings.Replace(callback, sys.proxyB.addr, p.addr, 1), fl.cookie)
 			if r.Status < 400 || r.Status >= 500 {
 				t.Errorf("replayed callback through %s: %s, want 4xx", p.name, r)
 				continue
@@ -336,7 +355,7 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 		q := cb.Query()
 		q.Set("state", randToken(16))
 		cb.RawQuery = q.Encode()
-		r := call(t, "GET", cb.String(), "", nil)
+		r := browserGet(t, cb.String(), fl.cookie)
 		if r.Status < 400 || r.Status >= 500 {
 			t.Fatalf("callback with an unknown state: %s, want 4xx", r)
 		}
@@ -346,48 +365,83 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 		}
 	})
 	t.Run("second login links the same user", func(t *testing.T) {
-		r := call(t, "GET", sys.proxyB.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize"), "", nil)
-		if r.Status/100 != 3 {
-			t.Fatalf("authorize through B: %s", r)
-		}
-		back := call(t, "GET", r.Header.Get("Location"), "", nil)
-		if back.Status != http.StatusFound {
-			t.Fatalf("provider authorize: %s", back)
-		}
-		tok2 := oauthTokens(t, call(t, "GET", back.Header.Get("Location"), "", nil))
+		fl2 := startOAuth(t, sys.proxyB)
+		tok2 := exchangeHandover(t, sys.proxyB, browserGet(t, fl2.callback, fl2.cookie))
 		if got := claimsOf(t, tok2).Sub; got != c.Sub {
 			t.Errorf("second OIDC login of the same subject signed in user %q, want %q", got, c.Sub)
 		}
 	})
 }
 
-// oauthTokens extracts the access token from the end of an OIDC login: a
-// JSON token response, or a redirect carrying the tokens in its fragment or
-// query.
-func oauthTokens(t *testing.T, r reply) string {
+// oauthFlow is a sign-in started by a browser: the binding cookie it got
+// and the callback URL the provider sent it back to.
+type oauthFlow struct {
+	cookie   *http.Cookie
+	callback string
+}
+
+// startOAuth starts a sign-in through p with the app's return_to and lets
+// the provider approve it.
+func startOAuth(t *testing.T, p *service) oauthFlow {
 	t.Helper()
-	switch {
-	case r.Status == http.StatusOK:
-		tr := decode[tokenResponse](t, r)
-		tr.check(t, r)
-		return tr.AccessToken
-	case r.Status/100 == 3:
-		loc, err := url.Parse(r.Header.Get("Location"))
-		if err != nil {
-			t.Fatalf("%s: Location: %v", r, err)
-		}
-		vals, _ := url.ParseQuery(loc.Fragment)
-		if vals.Get("access_token") == "" {
-			vals = loc.Query()
-		}
-		if vals.Get("access_token") == "" {
-			t.Fatalf("%s: redirect to %q carries no access_token", r, loc)
-		}
-		return vals.Get("access_token")
-	default:
-		t.Fatalf("OIDC callback: %s, want tokens", r)
-		return ""
+	start := call(t, "GET", p.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize?return_to="+url.QueryEscape(oauthReturnURL)), "", nil)
+	if start.Status != http.StatusFound {
+		t.Fatalf("authorize through %s: %s, want a redirect to the provider", p.name, start)
 	}
+	loc := start.Header.Get("Location")
+	if !strings.HasPrefix(loc, sys.oidc.issuer()+"/authorize?") {
+		t.Fatalf("authorize through %s redirects to %q, want the provider's authorization endpoint", p.name, loc)
+	}
+	var fl oauthFlow
+	for _, c := range (&http.Response{Header: start.Header}).Cookies() {
+		if strings.HasPrefix(c.Name, "__Host-") && c.Secure && c.HttpOnly && c.SameSite == http.SameSiteLaxMode {
+			fl.cookie = c
+		}
+	}
+	if fl.cookie == nil {
+		t.Fatalf("authorize through %s set no __Host- binding cookie (Secure, HttpOnly, SameSite=Lax): %v", p.name, start.Header.Values("Set-Cookie"))
+	}
+	atProvider := call(t, "GET", loc, "", nil)
+	if atProvider.Status != http.StatusFound {
+		t.Fatalf("provider authorize: %s (problems: %v)", atProvider, sys.oidc.takeProblems())
+	}
+	fl.callback = atProvider.Header.Get("Location")
+	return fl
+}
+
+// browserGet is a GET that carries a cookie, as the browser would.
+func browserGet(t *testing.T, target string, c *http.Cookie) reply {
+	t.Helper()
+	r, err := sendWith("GET", target, "", nil, http.Header{"Cookie": {c.Name + "=" + c.Value}})
+	if err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	return r
+}
+
+// exchangeHandover checks the end of an OIDC login (a redirect to the app's
+// return_to carrying a one-time code and no token) and exchanges the code
+// through p for an access token, as the app would.
+func exchangeHandover(t *testing.T, p *service, r reply) string {
+	t.Helper()
+	if r.Status != http.StatusFound {
+		t.Fatalf("OIDC callback: %s, want a redirect to the app", r)
+	}
+	loc, err := url.Parse(r.Header.Get("Location"))
+	if err != nil || loc.Scheme+"://"+loc.Host+loc.Path != oauthReturnURL {
+		t.Fatalf("%s: Location %q, want %s?code=...", r, r.Header.Get("Location"), oauthReturnURL)
+	}
+	if strings.Contains(loc.String(), "token") || strings.Contains(string(r.Body), "access_token") {
+		t.Fatalf("%s: a token travels in the redirect or page: %s", r, loc)
+	}
+	code := loc.Query().Get("code")
+	if code == "" {
+		t.Fatalf("%s: redirect carries no code", r)
+	}
+	ex := call(t, "POST", p.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {code}})
+	tr := decode[tokenResponse](t, ex)
+	tr.check(t, ex)
+	return tr.AccessToken
 }
 
 // TestRefreshRotationAcrossInstances sends the same refresh token to proxy A
@@ -785,4 +839,51 @@ func TestPostgresHung(t *testing.T) {
 		mustWaitStatus(t, "GET", p.url("/api/v1/users/me"), owner.Tokens.AccessToken, http.StatusOK, 20*time.Second)
 	}
 	login(t, sys.proxyA, owner)
+}
+
+// TestConcurrentGuessesAcrossInstances sends 40 wrong passwords for one
+// account at once, half through proxy A (core A) and half through proxy B
+// (core B): the attempts are reserved in PostgreSQL in the statement that
+// checks the lock, so exactly the threshold (5) are evaluated whatever the
+// concurrency and the replica, and the rest are answered 429.
+//
+// It is the last test of the file on purpose: the burst leaves each proxy
+// with a couple of dozen idle keep-alive connections to its core, and the
+// fault tests above (a killed or hung core) would then see 502s from stale
+// pooled connections instead of the 503 they expect.
+func TestConcurrentGuessesAcrossInstances(t *testing.T) {
+	a := signup(t, sys.proxyA)
+	const n, threshold = 40, 5
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	gun := make(chan struct{})
+	for i := range n {
+		via := sys.proxyA
+		if i%2 == 1 {
+			via = sys.proxyB
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gun
+			r, err := send("POST", via.url("/api/v1/auth/token"), "", map[string]string{
+				"grant_type": "password", "email": a.Email, "password": "wrong " + randToken(4)})
+			if err != nil {
+				t.Errorf("guess through %s: %v", via.name, err)
+				return
+			}
+			statuses <- r.Status
+		}()
+	}
+	close(gun)
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for st := range statuses {
+		counts[st]++
+	}
+	if counts[http.StatusBadRequest] != threshold || counts[http.StatusTooManyRequests] != n-threshold {
+		t.Fatalf("%d concurrent guesses through two proxies: %v, want %d evaluated (400) and %d refused (429)",
+			n, counts, threshold, n-threshold)
+	}
 }

@@ -30,7 +30,10 @@ const (
 	issuer       = "http://localhost:8080"
 	audience     = "tollgate"
 	oidcProvider = "test"
-	oidcClientID = "tollgate-e2e"
+	// oauthReturnURL is the (imaginary) web app the OAuth callback hands
+	// its one-time code to.
+	oauthReturnURL = "http://localhost:3000/signed-in"
+	oidcClientID   = "tollgate-e2e"
 	// refreshGrace is REFRESH_REUSE_GRACE for the suite: short, so that reuse
 	// after the grace window can be exercised without a long wait.
 	refreshGrace = time.Second
@@ -185,6 +188,7 @@ func setup(ctx context.Context) (*system, error) {
 			"OIDC_TEST_CLIENT_ID="+oidcClientID,
 			"OIDC_TEST_CLIENT_SECRET="+s.oidc.clientSecret,
 			"OIDC_TEST_REDIRECT_URL="+s.oidc.redirectURL,
+			"OAUTH_ALLOWED_RETURN_URLS="+oauthReturnURL,
 		)
 	}
 	for _, svc := range []*service{s.coreA, s.coreB, s.proxyA, s.proxyB} {

@@ -255,7 +255,7 @@ func TestBaseInvariants(t *testing.T) {
 		"Deployment": len(b.Deployments), "Service": len(b.Services), "ConfigMap": len(b.ConfigMaps),
 		"Secret": len(b.Secrets), "ServiceAccount": len(b.ServiceAccounts),
 		"NetworkPolicy": len(b.NetworkPolicies), "PodDisruptionBudget": len(b.PDBs),
-		"HorizontalPodAutoscaler": len(b.HPAs), "Job": len(b.Jobs),
+		"HorizontalPodAutoscaler": len(b.HPAs),
 	}
 	for kind, n := range counts {
 		if n == 0 {
@@ -473,8 +473,8 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"writable root filesystem", func(t *testing.T, b *bundle) {
 			ctr(t, b, proxyName).SecurityContext.ReadOnlyRootFilesystem = new(false)
 		}, "readOnlyRootFilesystem"},
-		{"privilege escalation left to default in the Job", func(t *testing.T, b *bundle) {
-			b.Jobs[0].Spec.Template.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = nil
+		{"privilege escalation left to default in the migration", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers[0].SecurityContext.AllowPrivilegeEscalation = nil
 		}, "allowPrivilegeEscalation"},
 		{"capabilities kept", func(t *testing.T, b *bundle) {
 			ctr(t, b, coreName).SecurityContext.Capabilities.Drop = nil
@@ -543,9 +543,21 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"PDB selects nothing", func(t *testing.T, b *bundle) {
 			b.PDBs[0].Spec.Selector.MatchLabels = map[string]string{"app": "other"}
 		}, "no PodDisruptionBudget"},
-		{"no migration Job", func(t *testing.T, b *bundle) {
-			b.Jobs = nil
+		{"no migration before the pod serves", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers = nil
 		}, "migrate up"},
+		{"migration with another image", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers[0].Image = "tollgate/coreapi:old"
+		}, "migrate up"},
+		{"migration as a fixed-name Job only", func(t *testing.T, b *bundle) {
+			init := b.Deployments[0].Spec.Template.Spec.InitContainers[0]
+			b.Deployments[0].Spec.Template.Spec.InitContainers = nil
+			b.Jobs = append(b.Jobs, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "tollgate-migrate"},
+				Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{init}}}}})
+		}, "migrate up"},
+		{"migration without the database", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers[0].Env = nil
+		}, "DATABASE_URL"},
 		{"missing ConfigMap", func(t *testing.T, b *bundle) {
 			b.ConfigMaps = nil
 		}, "missing ConfigMap"},
@@ -840,17 +852,26 @@ func check(b *bundle) []string {
 		v.addf("Deployment %s: sets replicas although an HPA owns the count (every apply would reset it)", dep.Name)
 	}
 
-	// The migration Job runs the coreapi image.
+	// Migrations run before a new pod serves: an init container of the
+	// pod runs `coreapi migrate up` (under an advisory lock) with the same
+	// coreapi image. A Job with a fixed name does not do: its template is
+	// immutable, so it is never re-run for a new release by itself.
 	migrates := false
-	for _, j := range b.Jobs {
-		for _, c := range j.Spec.Template.Spec.Containers {
-			if c.Image == core.Image && slices.Equal(c.Args, []string{"migrate", "up"}) {
-				migrates = true
-			}
+	for _, c := range pod.InitContainers {
+		if c.Image != core.Image || !slices.Equal(c.Args, []string{"migrate", "up"}) {
+			continue
+		}
+		migrates = true
+		hasDB := false
+		for _, e := range c.Env {
+			hasDB = hasDB || (e.Name == "DATABASE_URL" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil)
+		}
+		if !hasDB {
+			v.addf("init container %s: runs `coreapi migrate up` without DATABASE_URL from a Secret", c.Name)
 		}
 	}
 	if !migrates {
-		v.addf("no Job runs `coreapi migrate up` with image %s", core.Image)
+		v.addf("Deployment %s: no init container runs `coreapi migrate up` with image %s before the pod serves", dep.Name, core.Image)
 	}
 	return v
 }
@@ -1103,7 +1124,7 @@ func restrictedPeers(from []networkingv1.NetworkPolicyPeer) bool {
 // something about a secret (where it is, how long it lives) rather than one.
 var (
 	secretWords = []string{"SECRET", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "CREDENTIALS", "KEY", "TOKEN", "APIKEY", "DSN"}
-	safeLast    = []string{"FILE", "DIR", "PATH", "TTL", "ISSUER", "AUDIENCE", "GRACE", "ALG"}
+	safeLast    = []string{"FILE", "DIR", "PATH", "TTL", "ISSUER", "AUDIENCE", "GRACE", "ALG", "LEEWAY"}
 )
 
 func secretKey(name string) bool {

@@ -80,6 +80,21 @@ const (
 	CodeBadPath           = "bad_path"
 )
 
+// Codes of coreapi's hardened flows.
+const (
+	// CodeOperatorOnly: the change is an operator action (a coreapi
+	// command), not an API call (a tenant's status).
+	CodeOperatorOnly = "operator_only"
+	// CodeStateNotBound: an OAuth callback without the browser-binding
+	// cookie of the flow it claims to finish.
+	CodeStateNotBound = "state_not_bound"
+	// CodeReturnToNotAllowed: an OAuth return_to that is missing or not on
+	// OAUTH_ALLOWED_RETURN_URLS.
+	CodeReturnToNotAllowed = "return_to_not_allowed"
+	// CodeSchemaOutdated: the database schema is older than the code needs.
+	CodeSchemaOutdated = "schema_outdated"
+)
+
 func title(status int) string {
 	switch status {
 	case 400:

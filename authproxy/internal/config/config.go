@@ -36,6 +36,7 @@ type Config struct {
 	TokenCacheMaxTTL    time.Duration
 	NegativeCacheTTL    time.Duration
 	Leeway              time.Duration
+	MaxLeeway           time.Duration
 	TokenMaxLifetime    time.Duration
 	MaxTokenBytes       int
 	ProjectionCacheSize int64
@@ -84,7 +85,8 @@ var Vars = []Var{
 	{"TOKEN_CACHE_SIZE", "100000", "verified-token cache entries"},
 	{"TOKEN_CACHE_MAX_TTL", "5m", "cap on a cached token's TTL (it never outlives exp)"},
 	{"NEGATIVE_CACHE_TTL", "10s", "how long a rejected token is remembered"},
-	{"TOKEN_LEEWAY", "30s", "clock skew allowed on exp, nbf, iat"},
+	{"TOKEN_LEEWAY", "30s", "clock skew allowed on exp, nbf, iat (at most TOKEN_MAX_LEEWAY)"},
+	{"TOKEN_MAX_LEEWAY", "60s", "deployment-wide cap on TOKEN_LEEWAY; set the same value on coreapi"},
 	{"TOKEN_MAX_LIFETIME", "1h", "longest accepted exp - iat"},
 	{"MAX_TOKEN_BYTES", "4096", "longest accepted bearer token"},
 	{"PROJECTION_CACHE_SIZE", "100000", "projection cache entries"},
@@ -169,6 +171,13 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.TokenCacheMaxTTL = p.dur("TOKEN_CACHE_MAX_TTL", 5*time.Minute, time.Second)
 	c.NegativeCacheTTL = p.dur("NEGATIVE_CACHE_TTL", 10*time.Second, 0)
 	c.Leeway = p.dur("TOKEN_LEEWAY", 30*time.Second, 0)
+	// coreapi lists revoked sessions for the access-token TTL plus this
+	// cap; a larger leeway would accept a revoked token after it fell off
+	// that list.
+	c.MaxLeeway = p.dur("TOKEN_MAX_LEEWAY", time.Minute, 0)
+	if c.Leeway > c.MaxLeeway {
+		p.fail("TOKEN_LEEWAY", c.Leeway.String(), "want at most TOKEN_MAX_LEEWAY ("+c.MaxLeeway.String()+"), the leeway coreapi keeps revoked sessions listed for")
+	}
 	c.TokenMaxLifetime = p.dur("TOKEN_MAX_LIFETIME", time.Hour, time.Minute)
 	c.MaxTokenBytes = p.intv("MAX_TOKEN_BYTES", 4096, 256)
 	c.ProjectionCacheSize = int64(p.intv("PROJECTION_CACHE_SIZE", 100000, 1))
@@ -214,6 +223,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("trusted_proxy_cidrs", strings.Join(cidrs, ",")),
 		slog.Int64("token_cache_size", c.TokenCacheSize), slog.Duration("token_cache_max_ttl", c.TokenCacheMaxTTL),
 		slog.Duration("negative_cache_ttl", c.NegativeCacheTTL), slog.Duration("token_leeway", c.Leeway),
+		slog.Duration("token_max_leeway", c.MaxLeeway),
 		slog.Duration("token_max_lifetime", c.TokenMaxLifetime), slog.Int("max_token_bytes", c.MaxTokenBytes),
 		slog.Int64("projection_cache_size", c.ProjectionCacheSize), slog.Duration("projection_cache_ttl", c.ProjectionCacheTTL),
 		slog.Duration("max_staleness", c.MaxStaleness), slog.Duration("jwks_refresh_interval", c.JWKSRefresh),

@@ -93,3 +93,44 @@ func TestProjectionMaxFetches(t *testing.T) {
 		}
 	}
 }
+
+// TestLeewayCapped: TOKEN_LEEWAY may not exceed TOKEN_MAX_LEEWAY, the
+// deployment-wide cap coreapi keeps revoked sessions listed for.
+func TestLeewayCapped(t *testing.T) {
+	tests := []struct {
+		name      string
+		vars      map[string]string
+		ok        bool
+		leeway    time.Duration
+		maxLeeway time.Duration
+	}{
+		{"defaults", map[string]string{}, true, 30 * time.Second, time.Minute},
+		{"at the cap", map[string]string{"TOKEN_LEEWAY": "60s"}, true, time.Minute, time.Minute},
+		{"above the default cap", map[string]string{"TOKEN_LEEWAY": "61s"}, false, 0, 0},
+		{"above a lowered cap", map[string]string{"TOKEN_MAX_LEEWAY": "10s"}, false, 0, 0},
+		{"raised together", map[string]string{"TOKEN_LEEWAY": "2m", "TOKEN_MAX_LEEWAY": "2m"}, true, 2 * time.Minute, 2 * time.Minute},
+		{"zero both", map[string]string{"TOKEN_LEEWAY": "0s", "TOKEN_MAX_LEEWAY": "0s"}, true, 0, 0},
+		{"bad cap", map[string]string{"TOKEN_MAX_LEEWAY": "soon"}, false, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vars := map[string]string{"IDENTITY_HMAC_KEY": key}
+			for k, v := range tt.vars {
+				vars[k] = v
+			}
+			c, err := Load(env(vars))
+			if !tt.ok {
+				if err == nil || !strings.Contains(err.Error(), "TOKEN_") {
+					t.Fatalf("Load = %v, want an error naming the leeway", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Leeway != tt.leeway || c.MaxLeeway != tt.maxLeeway {
+				t.Errorf("leeway %s max %s, want %s %s", c.Leeway, c.MaxLeeway, tt.leeway, tt.maxLeeway)
+			}
+		})
+	}
+}

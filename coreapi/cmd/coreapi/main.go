@@ -4,6 +4,7 @@
 //	coreapi [serve] [-check-config]
 //	coreapi migrate up|down|status [-all]
 //	coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]
+//	coreapi tenants suspend|reactivate ID
 package main
 
 import (
@@ -35,7 +36,8 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":   serve,
 		"migrate": migrate,
-		"keys":    keysCmd, // keys.go
+		"keys":    keysCmd,    // keys.go
+		"tenants": tenantsCmd, // tenants.go
 	}
 }
 
@@ -48,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		return fmt.Errorf("unknown command %q (want serve, migrate or keys)", name)
+		return fmt.Errorf("unknown command %q (want serve, migrate, keys or tenants)", name)
 	}
 	return cmd(ctx, args, getenv, stdout)
 }

@@ -164,3 +164,33 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Errorf("access log lacks db_queries:\n%s", out.String())
 	}
 }
+
+// TestServeRefusesOldSchema: serve on a database one migration behind stops
+// at once and says what to run, instead of answering 500s.
+func TestServeRefusesOldSchema(t *testing.T) {
+	db := dbtest.New(t)
+	var out syncBuffer
+	if err := run(context.Background(), []string{"migrate", "down"}, envOf(map[string]string{"DATABASE_URL": db.URL}), &out); err != nil {
+		t.Fatalf("migrate down: %v", err)
+	}
+	keysDir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &out); err != nil {
+		t.Fatalf("keys generate: %v", err)
+	}
+	env := map[string]string{
+		"DATABASE_URL":        db.URL,
+		"IDENTITY_HMAC_KEY":   testKey,
+		"SIGNING_KEYS_DIR":    keysDir,
+		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
+		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"serve"}, envOf(env), &out)
+	if err == nil || !strings.Contains(err.Error(), "coreapi migrate up") {
+		t.Fatalf("serve on an old schema = %v, want a refusal naming `coreapi migrate up`\n%s", err, out.String())
+	}
+	if strings.Contains(out.String(), `"msg":"listening"`) {
+		t.Error("serve listened before refusing")
+	}
+}

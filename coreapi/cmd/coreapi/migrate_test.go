@@ -3,10 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"io/fs"
+	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
+	"github.com/tollgate-auth/tollgate/migrations"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -29,9 +38,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	db := dbtest.New(t) // already migrated up
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	ctx := context.Background()
-	// The data model of 00001 plus login_failures (00002) and
-	// permission_catalog (00005).
-	const tables = 13
+	// The data model of 00001, login_failures (00002), replaced by
+	// login_attempts, and oauth_handovers (00003), permission_catalog (00005).
+	const tables = 14
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
@@ -52,7 +61,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up again: %d tables, want %d", n, tables)
 	}
-	if strings.Contains(out.String(), "pending") || !strings.Contains(out.String(), "00001") || !strings.Contains(out.String(), "00002") {
+	if strings.Contains(out.String(), "pending") || !strings.Contains(out.String(), "00001") || !strings.Contains(out.String(), "00002") || !strings.Contains(out.String(), "00003") {
 		t.Errorf("status after up:\n%s", out.String())
 	}
 	out.Reset()
@@ -75,36 +84,40 @@ func TestIndexes(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
 	want := map[string]string{
-		"users_email_lower_key":                "users (lower(email)): sign-in and POST /users lookups",
-		"memberships_pkey":                     "memberships (tenant_id, user_id): member get, projection",
-		"memberships_user_id_idx":              "memberships (user_id): a user's tenants",
-		"memberships_tenant_created_idx":       "memberships (tenant_id, created_at, user_id): member keyset pages",
-		"roles_tenant_name_key":                "roles (tenant_id, name): role by name, keyset pages",
-		"roles_tenant_id_id_key":               "roles (tenant_id, id): membership_roles FK target",
-		"membership_roles_pkey":                "membership_roles (tenant_id, user_id, role_id): roles of a member",
-		"membership_roles_role_idx":            "membership_roles (tenant_id, role_id): role deletion cascade",
-		"membership_roles_user_idx":            "membership_roles (user_id)",
-		"identities_provider_subject_key":      "identities (provider, subject): OIDC login",
-		"identities_user_id_idx":               "identities (user_id)",
-		"sessions_user_created_idx":            "sessions (user_id, created_at, id): a user's sessions",
-		"sessions_tenant_id_idx":               "sessions (tenant_id)",
-		"sessions_user_revoked_idx":            "sessions (user_id, revoked_at) partial: projection revoked list",
-		"sessions_expires_at_idx":              "sessions (expires_at): sweeping",
-		"refresh_tokens_token_hash_key":        "refresh_tokens (token_hash): refresh",
-		"refresh_tokens_session_id_idx":        "refresh_tokens (session_id)",
-		"refresh_tokens_parent_id_idx":         "refresh_tokens (parent_id)",
-		"refresh_tokens_replaced_by_idx":       "refresh_tokens (replaced_by)",
-		"refresh_tokens_expires_at_idx":        "refresh_tokens (expires_at): sweeping",
-		"oauth_states_pkey":                    "oauth_states (state_hash): consume once",
-		"oauth_states_expires_at_idx":          "oauth_states (expires_at): sweeping",
-		"oauth_states_tenant_id_idx":           "oauth_states (tenant_id)",
-		"outbox_pending_idx":                   "outbox (id) WHERE published_at IS NULL: relay",
-		"outbox_published_at_idx":              "outbox (published_at): pruning",
-		"audit_events_tenant_id_idx":           "audit_events (tenant_id, id DESC): audit keyset pages",
-		"audit_events_actor_user_id_idx":       "audit_events (actor_user_id)",
-		"login_failures_pkey":                  "login_failures (email_hash): unknown-address lockout",
-		"login_failures_last_failed_login_idx": "login_failures (last_failed_login): sweeping",
-		"permission_catalog_pkey":              "permission_catalog (id): the one stored catalog hash",
+		"users_email_lower_key":           "users (lower(email)): sign-in and POST /users lookups",
+		"memberships_pkey":                "memberships (tenant_id, user_id): member get, projection",
+		"memberships_user_id_idx":         "memberships (user_id): a user's tenants",
+		"memberships_tenant_created_idx":  "memberships (tenant_id, created_at, user_id): member keyset pages",
+		"roles_tenant_name_key":           "roles (tenant_id, name): role by name, keyset pages",
+		"roles_tenant_id_id_key":          "roles (tenant_id, id): membership_roles FK target",
+		"membership_roles_pkey":           "membership_roles (tenant_id, user_id, role_id): roles of a member",
+		"membership_roles_role_idx":       "membership_roles (tenant_id, role_id): role deletion cascade",
+		"membership_roles_user_idx":       "membership_roles (user_id)",
+		"identities_provider_subject_key": "identities (provider, subject): OIDC login",
+		"identities_user_id_idx":          "identities (user_id)",
+		"sessions_user_created_idx":       "sessions (user_id, created_at, id): a user's sessions",
+		"sessions_tenant_id_idx":          "sessions (tenant_id)",
+		"sessions_user_revoked_idx":       "sessions (user_id, revoked_at) partial: projection revoked list",
+		"sessions_expires_at_idx":         "sessions (expires_at): sweeping",
+		"refresh_tokens_token_hash_key":   "refresh_tokens (token_hash): refresh",
+		"refresh_tokens_session_id_idx":   "refresh_tokens (session_id)",
+		"refresh_tokens_parent_id_idx":    "refresh_tokens (parent_id)",
+		"refresh_tokens_replaced_by_idx":  "refresh_tokens (replaced_by)",
+		"refresh_tokens_expires_at_idx":   "refresh_tokens (expires_at): sweeping",
+		"oauth_states_pkey":               "oauth_states (state_hash): consume once",
+		"oauth_states_expires_at_idx":     "oauth_states (expires_at): sweeping",
+		"oauth_states_tenant_id_idx":      "oauth_states (tenant_id)",
+		"outbox_pending_idx":              "outbox (id) WHERE published_at IS NULL: relay",
+		"outbox_published_at_idx":         "outbox (published_at): pruning",
+		"audit_events_tenant_id_idx":      "audit_events (tenant_id, id DESC): audit keyset pages",
+		"audit_events_actor_user_id_idx":  "audit_events (actor_user_id)",
+		"login_attempts_pkey":             "login_attempts (email_hash, client_ip): reserve a sign-in attempt",
+		"login_attempts_last_attempt_idx": "login_attempts (last_attempt): sweeping",
+		"oauth_handovers_pkey":            "oauth_handovers (code_hash): exchange once",
+		"oauth_handovers_user_id_idx":     "oauth_handovers (user_id)",
+		"oauth_handovers_session_id_idx":  "oauth_handovers (session_id)",
+		"oauth_handovers_expires_at_idx":  "oauth_handovers (expires_at): sweeping",
+		"permission_catalog_pkey":         "permission_catalog (id): the one stored catalog hash",
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
 	if err != nil {
@@ -174,5 +187,70 @@ WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMigrateUpConcurrently: several `coreapi migrate up` on one empty
+// database at once (the init containers of a rollout) all succeed and apply
+// each migration once, because they take turns under an advisory lock.
+func TestMigrateUpConcurrently(t *testing.T) {
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	name := "coreapi_migrate_race_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), dbtest.AdminURL())
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	})
+	u, err := url.Parse(dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	env := envOf(map[string]string{"DATABASE_URL": u.String()})
+
+	const n = 8
+	errs := make(chan error, n)
+	startGun := make(chan struct{})
+	for range n {
+		go func() {
+			<-startGun
+			errs <- run(ctx, []string{"migrate", "up"}, env, io.Discard)
+		}()
+	}
+	close(startGun)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent migrate up: %v", err)
+		}
+	}
+	pool, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := schema.Check(ctx, pool); err != nil {
+		t.Fatalf("schema after concurrent migrate up: %v", err)
+	}
+	var applied, distinct int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT version_id) FROM goose_db_version WHERE version_id > 0`).Scan(&applied, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	files, err := fs.Glob(migrations.FS, migrations.Dir+"/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != distinct || applied != len(files) {
+		t.Errorf("goose_db_version has %d rows for %d versions, want each of the %d migrations once", applied, distinct, len(files))
 	}
 }

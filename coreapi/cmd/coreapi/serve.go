@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -43,6 +44,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pool.Close()
+	// An older schema would answer requests with 500s: refuse to start and
+	// say what to run. An unreachable database is not a reason to refuse
+	// (readiness reports it until it answers).
+	if err := schema.Check(ctx, pool); errors.Is(err, schema.ErrOutdated) {
+		return err
+	} else if err != nil {
+		log.Warn("schema version not checked", "err", err)
+	}
 
 	signer, err := identity.NewSigner(cfg.IdentityKey, identity.DefaultWindow)
 	if err != nil {
@@ -60,6 +69,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Registerer:     reg,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		AccessTokenTTL: cfg.AccessTokenTTL,
+		TokenMaxLeeway: cfg.TokenMaxLeeway,
 		Passwords:      password.New(password.OWASP, 0),
 		Catalog:        cfg.Catalog,
 
@@ -84,6 +94,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	admin := httpapi.NewAdmin(pool, reg)
+	admin.SetSchemaCheck(func(ctx context.Context) error { return schema.Check(ctx, pool) })
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

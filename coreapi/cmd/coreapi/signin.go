@@ -53,7 +53,8 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	if err != nil {
 		return nil, err
 	}
-	oidc, err := oauth.New(oauth.Options{Logger: log, Pool: pool, Providers: cfg.OIDCProviders, Auth: svc, Sessions: store})
+	oidc, err := oauth.New(oauth.Options{Logger: log, Pool: pool, Providers: cfg.OIDCProviders, Auth: svc, Sessions: store,
+		AllowedReturnURLs: cfg.OAuthReturnURLs, AuthorizePerMinute: cfg.OAuthPerMinute})
 	if err != nil {
 		return nil, err
 	}

@@ -4,10 +4,11 @@
 // JWKS document. It issues access tokens (JWT, signed by keys.Ring) and
 // refresh tokens (sessions.Store); it never verifies a JWT itself.
 //
-// Failed password logins are counted per account in PostgreSQL (shared by
-// every replica) with exponential backoff: 429 plus Retry-After once the
-// account is locked. An unknown account gets the same answer as a wrong
-// password, after hashing against a dummy so it costs the same.
+// Password attempts are reserved in PostgreSQL (shared by every replica)
+// before the password is checked, per (address, client IP) with
+// exponential backoff and per address with a softer slowdown: 429 plus
+// Retry-After once locked. An unknown account gets the same answer as a
+// wrong password, after hashing against a dummy so it costs the same.
 package auth
 
 import (
@@ -27,21 +28,33 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 )
 
-// Lockout is the failed-login backoff policy.
+// Lockout is the failed-login backoff policy. Attempts are counted per
+// (address, client IP) and per address; see docs/security.md.
 type Lockout struct {
-	// Threshold is the failure count (within Window) from which the account
-	// is locked; the lock lasts Base·2^(failures−Threshold), at most Max.
+	// Threshold is the attempt count of one client (within Window) from
+	// which that client is locked out of the address; the lock lasts
+	// Base·2^(attempts−Threshold), at most Max. A correct password clears
+	// the client's count.
 	Threshold int
 	Base      time.Duration
 	Max       time.Duration
-	// Window: a failure more than Window after the previous one starts
+	// Window: an attempt more than Window after the previous one starts
 	// the count again.
 	Window time.Duration
+	// AccountThreshold is the attempt count of the address from every
+	// client (within Window) from which the address slows down: locked for
+	// Base·2^(attempts−AccountThreshold), at most AccountMax, but only for
+	// clients that already failed for it, so guessing from elsewhere cannot
+	// lock the owner out.
+	AccountThreshold int
+	AccountMax       time.Duration
 }
 
-// DefaultLockout locks after 5 failures in 15 minutes: 1 s, 2 s, 4 s, …
-// up to 15 minutes.
-var DefaultLockout = Lockout{Threshold: 5, Base: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute}
+// DefaultLockout: a client is locked after 5 attempts in 15 minutes for
+// 1 s, 2 s, 4 s, … up to 15 minutes; the address as a whole slows its
+// failing clients after 20 attempts, for at most a minute at a time.
+var DefaultLockout = Lockout{Threshold: 5, Base: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute,
+	AccountThreshold: 20, AccountMax: time.Minute}
 
 // Options configure a Service. All fields but Lockout are required.
 type Options struct {
@@ -80,6 +93,9 @@ func New(o Options) (*Service, error) {
 	}
 	if o.Lockout.Threshold <= 0 {
 		o.Lockout = DefaultLockout
+	}
+	if o.Lockout.AccountThreshold <= 0 {
+		o.Lockout.AccountThreshold, o.Lockout.AccountMax = DefaultLockout.AccountThreshold, DefaultLockout.AccountMax
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -152,22 +168,22 @@ func (s *Service) Issue(g Grant) (TokenResponse, error) {
 	}, nil
 }
 
-// SweepSessions deletes sessions that ended more than keep ago, every
-// interval, until ctx ends.
-// SweepLoginFailures deletes the failed-login records of unknown addresses
-// whose counting window and lock have both passed.
-func (s *Service) SweepLoginFailures(ctx context.Context) (int64, error) {
+// SweepLoginAttempts deletes attempt counts whose window and lock have
+// both passed.
+func (s *Service) SweepLoginAttempts(ctx context.Context) (int64, error) {
 	const q = `
-DELETE FROM login_failures
-WHERE last_failed_login < now() - make_interval(secs => $1)
+DELETE FROM login_attempts
+WHERE last_attempt < now() - make_interval(secs => $1)
   AND (locked_until IS NULL OR locked_until < now())`
 	tag, err := s.pool.Exec(ctx, q, s.lockout.Window.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("sweep login failures: %w", err)
+		return 0, fmt.Errorf("sweep login attempts: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }
 
+// SweepSessions deletes sessions that ended more than keep ago (and stale
+// sign-in attempt counts), every interval, until ctx ends.
 func (s *Service) SweepSessions(ctx context.Context, every, keep time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -182,10 +198,10 @@ func (s *Service) SweepSessions(ctx context.Context, every, keep time.Duration) 
 		} else if n > 0 {
 			s.log.Info("swept sessions", "rows", n)
 		}
-		if n, err := s.SweepLoginFailures(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweep login failures", "err", err)
+		if n, err := s.SweepLoginAttempts(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweep login attempts", "err", err)
 		} else if n > 0 {
-			s.log.Info("swept login failures", "rows", n)
+			s.log.Info("swept login attempts", "rows", n)
 		}
 	}
 }

@@ -386,6 +386,13 @@ func TestBadInput(t *testing.T) {
 		{"signup missing fields", "/api/v1/auth/signup", map[string]string{}, "", 422, "validation_failed", true},
 		{"signup short password", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "short", "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"signup bad email", "/api/v1/auth/signup", map[string]string{"email": "not an email", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"NUL in login email", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com\u0000","password":"x"}`, "", 400, "bad_request", true},
+		{"NUL in login password", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com","password":"a\u0000b"}`, "", 400, "bad_request", true},
+		{"NUL in form login", "/api/v1/auth/token", "grant_type=password&email=b%40example.com%00&password=x", "application/x-www-form-urlencoded", 400, "bad_request", true},
+		{"invalid UTF-8 in form login", "/api/v1/auth/token", "grant_type=password&email=b%40example.com&password=%ff%fe", "application/x-www-form-urlencoded", 400, "bad_request", true},
+		{"invalid UTF-8 in JSON login", "/api/v1/auth/token", "{\"grant_type\":\"password\",\"email\":\"b@example.com\",\"password\":\"\xff\"}", "", 400, "bad_request", true},
+		{"NUL in signup tenant name", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"T\u0000"}`, "", 400, "bad_request", true},
+		{"NUL in signup display name", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"T","display_name":"\u0000"}`, "", 400, "bad_request", true},
 		{"signup unknown field", "/api/v1/auth/signup", map[string]any{"email": "s@example.com", "password": pw, "tenant_name": "S", "admin": true}, "", 400, "unknown_field", true},
 	}
 	for _, tt := range tests {
@@ -440,17 +447,157 @@ func TestLockoutBackoff(t *testing.T) {
 			t.Errorf("code = %q", p.Code)
 		}
 	}
-	// The count lives in PostgreSQL, shared by every replica.
-	if n := e.count(t, `SELECT failed_logins FROM users WHERE email = 'l@example.com'`); n != auth.DefaultLockout.Threshold {
-		t.Errorf("failed_logins = %d, want %d", n, auth.DefaultLockout.Threshold)
+	// The count lives in PostgreSQL, shared by every replica; refused
+	// attempts are not counted.
+	if n := e.count(t, `SELECT failures FROM login_attempts WHERE client_ip <> ''`); n != auth.DefaultLockout.Threshold {
+		t.Errorf("failures = %d, want %d", n, auth.DefaultLockout.Threshold)
 	}
-	// Once the lock has passed, the right password works and resets the count.
-	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET locked_until = now() - interval '1 second'`); err != nil {
-		t.Fatal(err)
+	// Once the lock has passed, one more guess is allowed, and it locks
+	// again at once (for twice as long): no fresh round of guesses.
+	unlock := func() {
+		t.Helper()
+		if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE login_attempts SET locked_until = now() - interval '1 second'`); err != nil {
+			t.Fatal(err)
+		}
 	}
+	unlock()
+	if r := e.token(t, bad); r.Status != http.StatusBadRequest {
+		t.Fatalf("first attempt after the lock: %d %s", r.Status, r.Body)
+	}
+	r := e.token(t, bad)
+	if r.Status != http.StatusTooManyRequests {
+		t.Fatalf("second attempt after the lock: %d %s, want 429", r.Status, r.Body)
+	}
+	if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 2 {
+		t.Errorf("Retry-After after the 6th attempt = %d, want >= 2 (doubled)", ra)
+	}
+	// The right password works once unlocked and clears the client's count.
+	unlock()
 	e.login(t, "l@example.com")
-	if n := e.count(t, `SELECT failed_logins FROM users WHERE email = 'l@example.com'`); n != 0 {
-		t.Errorf("failed_logins after success = %d, want 0", n)
+	if n := e.count(t, `SELECT failures FROM login_attempts WHERE client_ip <> ''`); n != 0 {
+		t.Errorf("failures after success = %d, want 0", n)
+	}
+}
+
+// concurrentGuesses sends n wrong passwords for email at once from client
+// ip and returns how many were evaluated (400) and refused (429).
+func (e *env) concurrentGuesses(t *testing.T, path string, body func() any, as *identity.Identity, ip string, n int) (evaluated, refused int) {
+	t.Helper()
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	startGun := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-startGun
+			method := http.MethodPost
+			if as != nil {
+				method = http.MethodPut
+			}
+			r := e.Do(t, apitest.Request{Method: method, Path: path, Body: body(), As: as,
+				Header: http.Header{"X-Forwarded-For": {ip}}})
+			statuses <- r.Status
+		}()
+	}
+	close(startGun)
+	wg.Wait()
+	close(statuses)
+	for st := range statuses {
+		switch st {
+		case http.StatusBadRequest, http.StatusForbidden:
+			evaluated++
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Errorf("unexpected status %d", st)
+		}
+	}
+	return evaluated, refused
+}
+
+// TestLockoutConcurrentGuesses: 40 wrong passwords sent at once are not all
+// evaluated; exactly Threshold are, the rest get 429. The same for an
+// address with no account, and for the current-password check of
+// PUT /users/me/password.
+func TestLockoutConcurrentGuesses(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "c@example.com", "C")
+	const n = 40
+	limit := auth.DefaultLockout.Threshold
+	cases := []struct {
+		name string
+		path string
+		as   *identity.Identity
+		body func() any
+	}{
+		{"existing account", "/api/v1/auth/token", nil, func() any {
+			return map[string]string{"grant_type": "password", "email": "c@example.com", "password": "wrong password"}
+		}},
+		{"unknown address", "/api/v1/auth/token", nil, func() any {
+			return map[string]string{"grant_type": "password", "email": "ghost@example.com", "password": "wrong password"}
+		}},
+		{"current password", "/api/v1/users/me/password", e.identityFor(t, tk), func() any {
+			return map[string]string{"current_password": "wrong password", "new_password": "another long password"}
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ip := "198.51.100." + strconv.Itoa(i+1)
+			evaluated, refused := e.concurrentGuesses(t, tc.path, tc.body, tc.as, ip, n)
+			if evaluated != limit || refused != n-limit {
+				t.Fatalf("%d guesses at once: %d evaluated, %d refused; want %d evaluated, %d refused",
+					n, evaluated, refused, limit, n-limit)
+			}
+		})
+	}
+}
+
+// TestLockoutPerClient: an attacker who knows only the address locks out
+// their own client, not the owner's; the address-wide slowdown holds back
+// clients that failed, never a clean one.
+func TestLockoutPerClient(t *testing.T) {
+	e := start(t, cheap)
+	e.signup(t, "v@example.com", "V")
+	send := func(ip, password string) apitest.Response {
+		t.Helper()
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
+			Body:   map[string]string{"grant_type": "password", "email": "v@example.com", "password": password},
+			Header: http.Header{"X-Forwarded-For": {ip}}})
+	}
+	// The attacker exhausts one client's budget.
+	for i := range auth.DefaultLockout.Threshold {
+		if r := send("203.0.113.9", "guess "+strconv.Itoa(i)); r.Status != http.StatusBadRequest {
+			t.Fatalf("attacker guess %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	if r := send("203.0.113.9", "guess again"); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("attacker after the threshold: %d, want 429", r.Status)
+	}
+	// The owner, from their own client, still signs in.
+	if r := send("192.0.2.1", pw); r.Status != http.StatusOK {
+		t.Fatalf("owner from another client: %d %s, want 200", r.Status, r.Body)
+	}
+	// Many clients together reach the address-wide threshold: from then
+	// on a client that already failed is slowed down...
+	// Each fresh client gets its guess (it has not failed yet); past the
+	// threshold the address is locked for a few seconds.
+	fails := auth.DefaultLockout.Threshold + 1 // the attacker's counted attempts so far, plus the owner's
+	for i := 0; fails < auth.DefaultLockout.AccountThreshold+4; i++ {
+		ip := "203.0.113." + strconv.Itoa(20+i)
+		if r := send(ip, "guess"); r.Status != http.StatusBadRequest {
+			t.Fatalf("distributed guess %d from %s: %d %s", i, ip, r.Status, r.Body)
+		}
+		fails++
+	}
+	if r := send("203.0.113.20", "guess"); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("a failing client past the address-wide threshold: %d %s, want 429", r.Status, r.Body)
+	} else if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 || ra > int(auth.DefaultLockout.AccountMax/time.Second) {
+		t.Errorf("address-wide Retry-After = %d, want 1..%d s", ra, int(auth.DefaultLockout.AccountMax/time.Second))
+	}
+	// ...but a clean client is not: the owner is never locked out by others.
+	if r := send("192.0.2.77", pw); r.Status != http.StatusOK {
+		t.Fatalf("owner from a clean client during the slowdown: %d %s, want 200", r.Status, r.Body)
 	}
 }
 
@@ -480,19 +627,19 @@ func TestLockoutUnknownAccount(t *testing.T) {
 	if p := r.Problem(t); p.Code != "too_many_requests" {
 		t.Errorf("code = %q", p.Code)
 	}
-	if n := e.count(t, `SELECT failed_logins FROM login_failures`); n != auth.DefaultLockout.Threshold {
-		t.Errorf("failed_logins = %d, want %d", n, auth.DefaultLockout.Threshold)
+	if n := e.count(t, `SELECT failures FROM login_attempts WHERE client_ip <> ''`); n != auth.DefaultLockout.Threshold {
+		t.Errorf("failures = %d, want %d", n, auth.DefaultLockout.Threshold)
 	}
-	if n := e.count(t, `SELECT count(*) FROM login_failures WHERE position('nobody' in encode(email_hash, 'escape')) > 0`); n != 0 {
-		t.Error("login_failures stores the address")
+	if n := e.count(t, `SELECT count(*) FROM login_attempts WHERE position('nobody' in encode(email_hash, 'escape')) > 0`); n != 0 {
+		t.Error("login_attempts stores the address")
 	}
-	// Expired records are swept.
+	// Expired records are swept (the client's row and the address's row).
 	if _, err := e.DB.Pool.Exec(context.Background(),
-		`UPDATE login_failures SET locked_until = now() - interval '1 second', last_failed_login = now() - interval '1 day'`); err != nil {
+		`UPDATE login_attempts SET locked_until = now() - interval '1 second', last_attempt = now() - interval '1 day'`); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := e.svc.SweepLoginFailures(context.Background()); err != nil || n != 1 {
-		t.Fatalf("SweepLoginFailures = %d, %v; want 1 row", n, err)
+	if n, err := e.svc.SweepLoginAttempts(context.Background()); err != nil || n != 2 {
+		t.Fatalf("SweepLoginAttempts = %d, %v; want 2 rows", n, err)
 	}
 }
 

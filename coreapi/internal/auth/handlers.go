@@ -54,13 +54,7 @@ func (s *Service) jwks(c *fiber.Ctx) error {
 // client describes where a sign-in comes from (copied out of Fiber's
 // buffers).
 func client(c *fiber.Ctx) (ua, ip string) {
-	ua = strings.Clone(c.Get(fiber.HeaderUserAgent))
-	if ips := c.IPs(); len(ips) > 0 {
-		ip = strings.Clone(strings.TrimSpace(ips[0]))
-	} else {
-		ip = strings.Clone(c.IP())
-	}
-	return ua, ip
+	return strings.Clone(c.Get(fiber.HeaderUserAgent)), httpapi.ClientIP(c)
 }
 
 func validEmail(s string) bool {
@@ -189,6 +183,7 @@ type tokenRequest struct {
 	Password     string `json:"password"`
 	TenantID     string `json:"tenant_id"`
 	RefreshToken string `json:"refresh_token"`
+	Code         string `json:"code"`      // grant_type=oauth_handover
 	Scope        string `json:"scope"`     // accepted, ignored
 	ClientID     string `json:"client_id"` // accepted, ignored
 }
@@ -206,10 +201,14 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
 	if ct == fiber.MIMEApplicationForm {
 		args := c.Request().PostArgs()
+		if err := httpapi.CheckForm(args); err != nil {
+			return req, err
+		}
 		get := func(k string) string { return string(args.Peek(k)) } // string() copies
 		req = tokenRequest{
 			GrantType: get("grant_type"), Email: get("email"), Username: get("username"),
 			Password: get("password"), TenantID: get("tenant_id"), RefreshToken: get("refresh_token"),
+			Code: get("code"),
 		}
 		return req, nil
 	}
@@ -238,11 +237,13 @@ func (s *Service) token(c *fiber.Ctx) error {
 		resp, err = s.passwordGrant(c, req)
 	case "refresh_token":
 		resp, err = s.refreshGrant(c.UserContext(), req)
+	case "oauth_handover":
+		resp, err = s.handoverGrant(c.UserContext(), req)
 	case "":
-		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password or refresh_token"})
+		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password, refresh_token or oauth_handover"})
 	default:
 		return problem.New(fiber.StatusBadRequest, "unsupported_grant_type",
-			"grant_type must be password or refresh_token")
+			"grant_type must be password, refresh_token or oauth_handover")
 	}
 	if err != nil {
 		var ra *retryAfterError
@@ -282,11 +283,11 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		}
 	}
 	ctx := c.UserContext()
-	a, err := s.passwordLogin(ctx, email, req.Password, req.TenantID)
+	ua, ip := client(c)
+	a, err := s.passwordLogin(ctx, email, req.Password, req.TenantID, ip)
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	ua, ip := client(c)
 	issued, err := s.sessions.Create(ctx, s.pool, a.UserID, *a.TenantID, ua, ip)
 	if err != nil {
 		return TokenResponse{}, err
@@ -455,21 +456,23 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	const qLoad = `
-SELECT coalesce(password_hash, ''), greatest(ceil(extract(epoch FROM locked_until - now())), 0)::int, failed_logins
-FROM users WHERE id = $1`
-	var (
-		hash          string
-		retry, failed int
-	)
-	if err := s.pool.QueryRow(ctx, qLoad, id.UserID).Scan(&hash, &retry, &failed); errors.Is(err, pgx.ErrNoRows) {
+	const qLoad = `SELECT coalesce(password_hash, ''), email FROM users WHERE id = $1`
+	var hash, email string
+	if err := s.pool.QueryRow(ctx, qLoad, id.UserID).Scan(&hash, &email); errors.Is(err, pgx.ErrNoRows) {
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "user not found")
 	} else if err != nil {
 		return fmt.Errorf("load password: %w", err)
 	}
-	if retry > 0 {
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(retry))
-		return tooManyAttempts(retry)
+	// The current password is a password guess like a sign-in: the same
+	// counters (address and client), reserved before the check.
+	key, ip := emailKey(email), httpapi.ClientIP(c)
+	if err := s.reserve(ctx, key, ip); err != nil {
+		var ra *retryAfterError
+		if errors.As(err, &ra) {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
+			return ra.Problem
+		}
+		return err
 	}
 	// Accounts created through OAuth have no password: they cannot change
 	// one they never had (Verify against the dummy never matches).
@@ -478,18 +481,17 @@ FROM users WHERE id = $1`
 		return err
 	}
 	if !ok {
-		if err := s.recordFailure(ctx, id.UserID); err != nil {
-			return err
-		}
 		return problem.New(fiber.StatusForbidden, "invalid_current_password", "the current password is wrong")
+	}
+	if err := s.release(ctx, key, ip); err != nil {
+		return err
 	}
 	newHash, err := s.passwords.Hash(ctx, req.NewPassword)
 	if err != nil {
 		return err
 	}
 	const qUpdate = `
-UPDATE users SET password_hash = $2, token_version = token_version + 1,
-       failed_logins = 0, locked_until = NULL, updated_at = now()
+UPDATE users SET password_hash = $2, token_version = token_version + 1, updated_at = now()
 WHERE id = $1
 RETURNING token_version`
 	rid := strings.Clone(httpapi.RequestIDOf(c))

@@ -38,17 +38,15 @@ type account struct {
 	Hash         string
 	Status       string
 	TokenVersion int64
-	Failed       int
-	RetryAfter   int     // seconds the account is still locked, 0 if not
 	TenantID     *string // the membership the sign-in lands in
 }
 
 // passwordLogin checks email/password (with lockout) and returns the grant
-// subject and tenant; it does not create the session.
-func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID string) (account, error) {
+// subject and tenant; it does not create the session. ip is the client's
+// address (httpapi.ClientIP).
+func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip string) (account, error) {
 	const qAccount = `
-SELECT u.id::text, coalesce(u.password_hash, ''), u.status, u.token_version, u.failed_logins,
-       greatest(ceil(extract(epoch FROM u.locked_until - now())), 0)::int,
+SELECT u.id::text, coalesce(u.password_hash, ''), u.status, u.token_version,
        (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
         WHERE m.user_id = u.id AND m.status = 'active' AND t.status = 'active'
           AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
@@ -58,37 +56,40 @@ WHERE lower(u.email) = lower($1)`
 	if len(pw) > password.MaxBytes {
 		return account{}, errPasswordTooLong
 	}
+	// The attempt is counted before the password is looked at, in the
+	// statement that checks the lock: concurrent guesses cannot all pass
+	// a lock that the first of them is about to set.
+	key := emailKey(email)
+	if err := s.reserve(ctx, key, ip); err != nil {
+		return account{}, err
+	}
 	var tid *string
 	if tenantID != "" {
 		tid = &tenantID
 	}
 	var a account
 	err := s.pool.QueryRow(ctx, qAccount, email, tid).Scan(
-		&a.UserID, &a.Hash, &a.Status, &a.TokenVersion, &a.Failed, &a.RetryAfter, &a.TenantID)
+		&a.UserID, &a.Hash, &a.Status, &a.TokenVersion, &a.TenantID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		// Same work and same answers as a wrong password, lockout included.
-		return account{}, s.unknownAccount(ctx, email, pw)
+		// Same work and same answers as a wrong password, lockout included
+		// (the attempt was counted under the address's hash above).
+		if _, err := s.passwords.Verify(ctx, pw, ""); err != nil {
+			return account{}, err
+		}
+		return account{}, errBadCredentials
 	}
 	if err != nil {
 		return account{}, fmt.Errorf("load account: %w", err)
-	}
-	if a.RetryAfter > 0 {
-		return account{}, &retryAfterError{tooManyAttempts(a.RetryAfter), a.RetryAfter}
 	}
 	ok, err := s.passwords.Verify(ctx, pw, a.Hash)
 	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
 		return account{}, err
 	}
 	if !ok {
-		if err := s.recordFailure(ctx, a.UserID); err != nil {
-			return account{}, err
-		}
 		return account{}, errBadCredentials
 	}
-	if a.Failed > 0 {
-		if err := s.resetFailures(ctx, a.UserID); err != nil {
-			return account{}, err
-		}
+	if err := s.release(ctx, key, ip); err != nil {
+		return account{}, err
 	}
 	if s.passwords.NeedsRehash(a.Hash) {
 		// Parameters were raised since this hash was made: upgrade it now,
@@ -109,100 +110,55 @@ WHERE lower(u.email) = lower($1)`
 	return a, nil
 }
 
-// recordFailure counts a failed attempt and, from the threshold on, locks
-// the account for an exponentially growing time. One statement: every
-// SET expression sees the row before the update, so concurrent failures
-// serialise on the row lock and each counts.
-func (s *Service) recordFailure(ctx context.Context, userID string) error {
-	const qFail = `
-WITH n AS (
-    SELECT id, CASE WHEN last_failed_login > now() - make_interval(secs => $2)
-                    THEN failed_logins + 1 ELSE 1 END AS v
-    FROM users WHERE id = $1 FOR UPDATE
-)
-UPDATE users u SET
-    failed_logins = n.v,
-    last_failed_login = now(),
-    locked_until = CASE WHEN n.v >= $3
-                        THEN now() + make_interval(secs => least($4 * power(2, n.v - $3), $5))
-                        ELSE u.locked_until END
-FROM n WHERE u.id = n.id`
+// reserve counts one password attempt for the address (key) from the
+// client ip, or answers 429 with Retry-After when a lock applies (then
+// nothing is counted and the password must not be checked). The check and
+// the count are one statement (login_reserve, see migration 00003) under
+// the rows' locks, so at most Threshold attempts per client get past it
+// before the first lock, whatever the concurrency.
+func (s *Service) reserve(ctx context.Context, key []byte, ip string) error {
+	const q = `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`
 	l := s.lockout
-	_, err := s.pool.Exec(ctx, qFail, userID, l.Window.Seconds(), l.Threshold, l.Base.Seconds(), l.Max.Seconds())
-	if err != nil {
-		return fmt.Errorf("record failed login: %w", err)
-	}
-	return nil
-}
-
-// unknownAccount answers a sign-in for an address with no account exactly
-// as for an account with a wrong password: a dummy hash is verified, and
-// failures count towards the same lockout, in login_failures.
-func (s *Service) unknownAccount(ctx context.Context, email, pw string) error {
-	const qLocked = `
-SELECT greatest(ceil(extract(epoch FROM locked_until - now())), 0)::int
-FROM login_failures WHERE email_hash = $1`
-	key := emailKey(email)
 	var wait int
-	err := s.pool.QueryRow(ctx, qLocked, key).Scan(&wait)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("load login failures: %w", err)
+	err := s.pool.QueryRow(ctx, q, key, clientKey(ip), l.Window.Seconds(), l.Threshold, l.Base.Seconds(),
+		l.Max.Seconds(), l.AccountThreshold, l.AccountMax.Seconds()).Scan(&wait)
+	if err != nil {
+		return fmt.Errorf("reserve sign-in attempt: %w", err)
 	}
 	if wait > 0 {
 		return &retryAfterError{tooManyAttempts(wait), wait}
 	}
-	if _, err := s.passwords.Verify(ctx, pw, ""); err != nil {
-		return err
-	}
-	if err := s.recordUnknownFailure(ctx, key); err != nil {
-		return err
-	}
-	return errBadCredentials
+	return nil
 }
 
-// recordUnknownFailure is recordFailure for login_failures: the row is
-// created if needed, then updated under its lock, in one round trip.
-func (s *Service) recordUnknownFailure(ctx context.Context, key []byte) error {
-	const qEnsure = `INSERT INTO login_failures (email_hash) VALUES ($1) ON CONFLICT DO NOTHING`
-	const qFail = `
-WITH n AS (
-    SELECT email_hash, CASE WHEN last_failed_login > now() - make_interval(secs => $2)
-                            THEN failed_logins + 1 ELSE 1 END AS v
-    FROM login_failures WHERE email_hash = $1 FOR UPDATE
-)
-UPDATE login_failures f SET
-    failed_logins = n.v,
-    last_failed_login = now(),
-    locked_until = CASE WHEN n.v >= $3
-                        THEN now() + make_interval(secs => least($4 * power(2, n.v - $3), $5))
-                        ELSE f.locked_until END
-FROM n WHERE f.email_hash = n.email_hash`
-	l := s.lockout
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		b.Queue(qEnsure, key)
-		b.Queue(qFail, key, l.Window.Seconds(), l.Threshold, l.Base.Seconds(), l.Max.Seconds())
-		return tx.SendBatch(ctx, b).Close()
-	})
-	if err != nil {
-		return fmt.Errorf("record failed login: %w", err)
+// release clears the client's count after a correct password. The
+// address's own count is left to expire: it only slows clients that failed.
+func (s *Service) release(ctx context.Context, key []byte, ip string) error {
+	const q = `
+UPDATE login_attempts SET failures = 0, locked_until = NULL
+WHERE email_hash = $1 AND client_ip = $2`
+	if _, err := s.pool.Exec(ctx, q, key, clientKey(ip)); err != nil {
+		return fmt.Errorf("release sign-in attempt: %w", err)
 	}
 	return nil
 }
 
-// emailKey is how login_failures names an address: the SHA-256 of its
-// trimmed, lower-cased form (users.email is unique on lower(email)).
+// clientKey names a client in login_attempts (the empty name is the
+// address's own row, so an unknown IP gets a name of its own).
+func clientKey(ip string) string {
+	if ip == "" {
+		return "unknown"
+	}
+	return ip
+}
+
+// emailKey is how login_attempts names an address: the SHA-256 of its
+// trimmed, lower-cased form (users.email is unique on lower(email)). The
+// address itself is not stored, and an address with no account counts
+// exactly like one with an account.
 func emailKey(email string) []byte {
 	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(email))))
 	return sum[:]
-}
-
-func (s *Service) resetFailures(ctx context.Context, userID string) error {
-	const qReset = `UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1`
-	if _, err := s.pool.Exec(ctx, qReset, userID); err != nil {
-		return fmt.Errorf("reset failed logins: %w", err)
-	}
-	return nil
 }
 
 func (s *Service) rehash(ctx context.Context, userID, oldHash, pw string) error {

@@ -32,6 +32,8 @@ const (
 	DefaultRefreshReuseGrace = 10 * time.Second
 	DefaultSigningAlg        = "EdDSA"
 	DefaultKeyActivation     = 5 * time.Minute
+	DefaultTokenMaxLeeway    = time.Minute
+	DefaultOAuthPerMinute    = 20
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultShutdownTimeout   = 15 * time.Second
 	MinDBMaxConns            = 8
@@ -95,12 +97,23 @@ type Config struct {
 	AccessTokenTTL    time.Duration
 	RefreshTokenTTL   time.Duration
 	RefreshReuseGrace time.Duration
-	SigningKeysDir    string
-	SigningAlg        string
+	// TokenMaxLeeway is the largest TOKEN_LEEWAY any proxy of the
+	// deployment may use (the proxies refuse more): revoked sessions stay
+	// listed in projections for AccessTokenTTL + TokenMaxLeeway.
+	TokenMaxLeeway time.Duration
+	SigningKeysDir string
+	SigningAlg     string
 	// SigningKeyActivation is how old a generated key must be before it
 	// signs; until then it is only published in the JWKS.
 	SigningKeyActivation time.Duration
 	OIDCProviders        []OIDCProvider
+	// OAuthReturnURLs are the app URLs an OAuth sign-in may hand its code
+	// back to (OAUTH_ALLOWED_RETURN_URLS); once set, return_to is
+	// required and must be one of them.
+	OAuthReturnURLs []string
+	// OAuthPerMinute bounds the sign-ins one client IP may start per
+	// minute (per replica).
+	OAuthPerMinute int
 
 	// PermissionsFile is where the permission catalog came from, if from a
 	// file; PermissionsText is the PERMISSIONS variable.
@@ -144,9 +157,11 @@ func Load(getenv func(string) string) (Config, error) {
 		AccessTokenTTL:       l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
 		RefreshTokenTTL:      l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
 		RefreshReuseGrace:    l.duration("REFRESH_REUSE_GRACE", DefaultRefreshReuseGrace),
+		TokenMaxLeeway:       l.duration("TOKEN_MAX_LEEWAY", DefaultTokenMaxLeeway),
 		SigningKeyActivation: l.duration("SIGNING_KEY_ACTIVATION_DELAY", DefaultKeyActivation),
 		ShutdownTimeout:      l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		MaxBodyBytes:         l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
+		OAuthPerMinute:       l.integer("OAUTH_AUTHORIZE_PER_MINUTE", DefaultOAuthPerMinute),
 	}
 	defaultConns := max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)
 	c.DBMaxConns = int32(l.integer("DB_MAX_CONNS", defaultConns))
@@ -193,6 +208,11 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.RefreshReuseGrace < 0 {
 		l.fail("REFRESH_REUSE_GRACE: must not be negative")
 	}
+	if c.TokenMaxLeeway < 0 {
+		l.fail("TOKEN_MAX_LEEWAY: must not be negative")
+	} else if c.TokenMaxLeeway > 10*time.Minute {
+		l.fail("TOKEN_MAX_LEEWAY: %s is more than 10m; fix the clocks instead", c.TokenMaxLeeway)
+	}
 	if c.RefreshTokenTTL > 0 && c.AccessTokenTTL > c.RefreshTokenTTL {
 		l.fail("ACCESS_TOKEN_TTL: %s is longer than REFRESH_TOKEN_TTL %s", c.AccessTokenTTL, c.RefreshTokenTTL)
 	}
@@ -225,6 +245,10 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	} else {
 		c.Catalog = cat
+	}
+	c.OAuthReturnURLs = l.returnURLs()
+	if c.OAuthPerMinute < 1 {
+		l.fail("OAUTH_AUTHORIZE_PER_MINUTE: must be at least 1")
 	}
 
 	if len(l.problems) > 0 {
@@ -274,6 +298,7 @@ func (c Config) String() string {
 	row("ACCESS_TOKEN_TTL", c.AccessTokenTTL.String())
 	row("REFRESH_TOKEN_TTL", c.RefreshTokenTTL.String())
 	row("REFRESH_REUSE_GRACE", c.RefreshReuseGrace.String())
+	row("TOKEN_MAX_LEEWAY", c.TokenMaxLeeway.String())
 	row("SIGNING_KEYS_DIR", c.SigningKeysDir)
 	row("SIGNING_ALG", c.SigningAlg)
 	row("SIGNING_KEY_ACTIVATION_DELAY", c.SigningKeyActivation.String())
@@ -301,6 +326,8 @@ func (c Config) String() string {
 		}
 		fmt.Fprintf(&b, "# permission catalog: %d declared [%s], hash %s\n", len(declared), strings.Join(declared, " "), c.Catalog.Hash())
 	}
+	row("OAUTH_ALLOWED_RETURN_URLS", strings.Join(c.OAuthReturnURLs, ","))
+	row("OAUTH_AUTHORIZE_PER_MINUTE", strconv.Itoa(c.OAuthPerMinute))
 	row("MAX_BODY_BYTES", strconv.Itoa(c.MaxBodyBytes))
 	row("SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String())
 	row("LOG_LEVEL", strings.ToLower(c.LogLevel.String()))
@@ -328,12 +355,15 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),
 		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
 		slog.Duration("refresh_reuse_grace", c.RefreshReuseGrace),
+		slog.Duration("token_max_leeway", c.TokenMaxLeeway),
 		slog.String("signing_keys_dir", c.SigningKeysDir),
 		slog.String("signing_alg", c.SigningAlg),
 		slog.Duration("signing_key_activation_delay", c.SigningKeyActivation),
 		slog.Attr{Key: "oidc_providers", Value: slog.GroupValue(provs...)},
 		slog.String("permissions_file", c.PermissionsFile),
 		slog.String("permissions_catalog_hash", catalogHash(c.Catalog)),
+		slog.String("oauth_allowed_return_urls", strings.Join(c.OAuthReturnURLs, ",")),
+		slog.Int("oauth_authorize_per_minute", c.OAuthPerMinute),
 		slog.Int("max_body_bytes", c.MaxBodyBytes),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel.String()),
@@ -434,6 +464,36 @@ func (l *loader) url(name, v string, schemes ...string) {
 		}
 	}
 	l.fail("%s: scheme %q not one of %s", name, u.Scheme, strings.Join(schemes, ", "))
+}
+
+// returnURLs reads OAUTH_ALLOWED_RETURN_URLS: absolute URLs without a
+// fragment, https unless the host is a loopback name (development).
+func (l *loader) returnURLs() []string {
+	var out []string
+	for _, raw := range strings.Split(l.getenv("OAUTH_ALLOWED_RETURN_URLS"), ",") {
+		v := strings.TrimSpace(raw)
+		if v == "" {
+			continue
+		}
+		u, err := url.Parse(v)
+		switch {
+		case err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(v, "#"):
+			l.fail("OAUTH_ALLOWED_RETURN_URLS: %q: want an absolute URL without credentials or fragment", v)
+		case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
+			l.fail("OAUTH_ALLOWED_RETURN_URLS: %q: want https (http only for localhost)", v)
+		default:
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (l *loader) oidc() []OIDCProvider {

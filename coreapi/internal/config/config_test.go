@@ -45,6 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"grace", c.RefreshReuseGrace, 10 * time.Second},
 		{"alg", c.SigningAlg, "EdDSA"},
 		{"key activation", c.SigningKeyActivation, 5 * time.Minute},
+		{"max leeway", c.TokenMaxLeeway, time.Minute},
 		{"body", c.MaxBodyBytes, 1 << 20},
 		{"shutdown", c.ShutdownTimeout, 15 * time.Second},
 		{"exec mode", c.ExecMode(), pgx.QueryExecModeCacheStatement},
@@ -70,6 +71,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"REFRESH_TOKEN_TTL":            "-1h",
 		"SIGNING_ALG":                  "HS256",
 		"SIGNING_KEY_ACTIVATION_DELAY": "-1m",
+		"TOKEN_MAX_LEEWAY":             "-5s",
 		"MAX_BODY_BYTES":               "ten",
 		"LOG_LEVEL":                    "chatty",
 		"COREAPI_LISTEN_ADDR":          "8081",
@@ -85,7 +87,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	}
 	want := []string{
 		"DATABASE_URL", "IDENTITY_HMAC_KEY", "SIGNING_KEYS_DIR", "DB_MAX_CONNS", "DB_EXEC_MODE",
-		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "MAX_BODY_BYTES", "LOG_LEVEL",
+		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "TOKEN_MAX_LEEWAY", "MAX_BODY_BYTES", "LOG_LEVEL",
 		"COREAPI_LISTEN_ADDR", "NATS_URL", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
 		"OIDC_GOOGLE_CLIENT_SECRET", "OIDC_GOOGLE_REDIRECT_URL", "bad-name",
 		"PROJECTION_MAX_INFLIGHT", "PROJECTION_MAX_WAIT",
@@ -154,5 +156,48 @@ func TestIdentityKeyFile(t *testing.T) {
 	m["IDENTITY_HMAC_KEY"] = key
 	if _, err := Load(env(m)); err == nil {
 		t.Fatal("both key and key file accepted")
+	}
+}
+
+func TestOAuthReturnURLs(t *testing.T) {
+	tests := []struct {
+		name  string
+		value string
+		want  []string
+		bad   string
+	}{
+		{"unset", "", nil, ""},
+		{"https and loopback http", " https://app.example.com/signed-in , http://localhost:3000/cb,http://127.0.0.1:5173/x", []string{"https://app.example.com/signed-in", "http://localhost:3000/cb", "http://127.0.0.1:5173/x"}, ""},
+		{"plain http elsewhere", "http://app.example.com/cb", nil, "want https"},
+		{"relative", "/signed-in", nil, "absolute URL"},
+		{"fragment", "https://app.example.com/cb#x", nil, "fragment"},
+		{"credentials", "https://u:p@app.example.com/cb", nil, "credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := minimal()
+			m["OAUTH_ALLOWED_RETURN_URLS"] = tt.value
+			c, err := Load(env(m))
+			if tt.bad != "" {
+				if err == nil || !strings.Contains(err.Error(), "OAUTH_ALLOWED_RETURN_URLS") || !strings.Contains(err.Error(), tt.bad) {
+					t.Fatalf("Load() = %v, want an error about %q", err, tt.bad)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(c.OAuthReturnURLs, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("OAuthReturnURLs = %q, want %q", c.OAuthReturnURLs, tt.want)
+			}
+			if c.OAuthPerMinute != DefaultOAuthPerMinute {
+				t.Errorf("OAuthPerMinute = %d, want the default %d", c.OAuthPerMinute, DefaultOAuthPerMinute)
+			}
+		})
+	}
+	m := minimal()
+	m["OAUTH_AUTHORIZE_PER_MINUTE"] = "0"
+	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "OAUTH_AUTHORIZE_PER_MINUTE") {
+		t.Errorf("OAUTH_AUTHORIZE_PER_MINUTE=0: %v", err)
 	}
 }

@@ -17,12 +17,18 @@ type Pinger interface {
 }
 
 // Admin is the operations server: /healthz (the process is alive),
-// /readyz (the database answers and shutdown has not begun) and /metrics.
+// /readyz (the database answers, its schema is recent enough, and shutdown
+// has not begun) and /metrics.
 type Admin struct {
 	srv      *http.Server
 	db       Pinger
+	schema   func(context.Context) error
 	stopping atomic.Bool
 }
+
+// SetSchemaCheck makes /readyz also run check (schema.Check in serve) and
+// answer 503 with its error while it fails. Call before Serve.
+func (a *Admin) SetSchemaCheck(check func(context.Context) error) { a.schema = check }
 
 // NewAdmin builds the admin server; gatherer is the registry /metrics
 // serves.
@@ -52,6 +58,13 @@ func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("database unreachable\n"))
 		return
+	}
+	if a.schema != nil {
+		if err := a.schema(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(err.Error() + "\n"))
+			return
+		}
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -38,7 +40,101 @@ func DecodeJSON(c *fiber.Ctx, dst any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "unexpected data after the JSON value")
 	}
+	// The raw body is valid UTF-8, but an escape (\u0000) still decodes
+	// to a NUL that PostgreSQL refuses in text (SQLSTATE 22021).
+	if field, ok := cleanStrings(reflect.ValueOf(dst), ""); !ok {
+		return badString(field)
+	}
 	return nil
+}
+
+// CheckString reports whether s may be stored as text: valid UTF-8
+// without NUL bytes.
+func CheckString(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// CheckForm answers 400 when a value of a form body (or query) is not
+// valid UTF-8 or holds a NUL byte, naming the field.
+func CheckForm(args *fasthttp.Args) error {
+	for k, v := range args.All() {
+		if cleanBytes(k) && cleanBytes(v) {
+			continue
+		}
+		if cleanBytes(k) {
+			return badString(string(k))
+		}
+		return badString("(body)")
+	}
+	return nil
+}
+
+func cleanBytes(b []byte) bool {
+	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
+}
+
+func badString(field string) *problem.Problem {
+	p := problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "a string holds a NUL byte or invalid UTF-8")
+	p.Errors = []problem.FieldError{{Field: field, Message: "NUL bytes and invalid UTF-8 are not allowed"}}
+	return p
+}
+
+// cleanStrings walks a decoded value and reports the first string (by its
+// JSON path) that CheckString refuses.
+func cleanStrings(v reflect.Value, path string) (string, bool) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return "", true
+		}
+		return cleanStrings(v.Elem(), path)
+	case reflect.String:
+		if !CheckString(v.String()) {
+			if path == "" {
+				path = "(body)"
+			}
+			return path, false
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			if p, ok := cleanStrings(v.Field(i), join(path, name)); !ok {
+				return p, false
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			if p, ok := cleanStrings(v.Index(i), path); !ok {
+				return p, false
+			}
+		}
+	case reflect.Map:
+		it := v.MapRange()
+		for it.Next() {
+			if p, ok := cleanStrings(it.Key(), path); !ok {
+				return p, false
+			}
+			if p, ok := cleanStrings(it.Value(), path); !ok {
+				return p, false
+			}
+		}
+	}
+	return "", true
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 func decodeProblem(err error) *problem.Problem {

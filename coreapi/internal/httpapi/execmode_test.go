@@ -45,7 +45,8 @@ func TestExecModes(t *testing.T) {
 			wantStatus(t, e.Get(t, &owner, "/api/v1/roles?include_total=true"), 200)
 			wantStatus(t, e.Get(t, &owner, "/api/v1/audit-events?limit=2"), 200)
 			wantStatus(t, e.Get(t, &owner, "/api/v1/users/me/tenants"), 200)
-			wantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/tenant", map[string]any{"status": "suspended"}), 200)
+			wantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/tenant", map[string]any{"name": "Acme 2"}), 200)
+			suspend(t, e, ten.ID)
 			r := e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + target + "?tenant_id=" + ten.ID, Service: true})
 			wantStatus(t, r, 200)
 			var p identity.Projection

@@ -143,6 +143,9 @@ func page[T any](rows []T, pq pageQuery, next func(T) (string, int64)) listRespo
 
 // --- tenant ---
 
+var errStatusOperatorOnly = problem.New(fiber.StatusForbidden, problem.CodeOperatorOnly,
+	"a tenant's status is changed by an operator (coreapi tenants suspend|reactivate ID), not through the API")
+
 func (s *Server) getTenant(c *fiber.Ctx) error {
 	t, err := s.tenants.Get(c.UserContext(), IdentityOf(c).TenantID)
 	if err != nil {
@@ -156,16 +159,19 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &b); err != nil {
 		return err
 	}
+	if b.Status != nil {
+		// Suspending one's own tenant through the API had no way back (a
+		// suspended tenant's members cannot call the API): suspension and
+		// reactivation are operator actions.
+		return errStatusOperatorOnly
+	}
 	var v checks
 	if b.Name != nil {
 		n := strings.TrimSpace(*b.Name)
 		b.Name = &n
 		v.length("name", n, 1, tenants.MaxName)
 	}
-	if b.Status != nil {
-		v.require(*b.Status == tenants.StatusActive || *b.Status == tenants.StatusSuspended, "status", "active or suspended")
-	}
-	v.require(b.Name != nil || b.Status != nil, "(body)", "nothing to change")
+	v.require(b.Name != nil, "(body)", "nothing to change")
 	if err := v.err(); err != nil {
 		return err
 	}

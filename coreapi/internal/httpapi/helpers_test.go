@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -67,6 +69,15 @@ func auditActions(t *testing.T, e *apitest.Env, tenantID string) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// suspend suspends a tenant the way `coreapi tenants suspend` does.
+func suspend(t *testing.T, e *apitest.Env, tenantID string) {
+	t.Helper()
+	st := tenants.StatusSuspended
+	if _, err := tenants.NewStore(e.DB.Pool).Update(t.Context(), tenantID, roles.Actor{RequestID: "operator-test"}, tenants.Patch{Status: &st}); err != nil {
+		t.Fatalf("suspend %s: %v", tenantID, err)
+	}
 }
 
 func wantStatus(t *testing.T, r apitest.Response, want int) {

@@ -29,6 +29,19 @@ func RequestIDOf(c *fiber.Ctx) string {
 	return id
 }
 
+// ClientIP is the address of the client a request comes from, as every
+// per-client defence (sign-in lockout, rate limits) and the session records
+// see it: the first X-Forwarded-For entry, else the peer. It is the one
+// place that decides; the returned string is an owned copy.
+func ClientIP(c *fiber.Ctx) string {
+	if ips := c.IPs(); len(ips) > 0 {
+		if ip := strings.TrimSpace(ips[0]); ip != "" {
+			return strings.Clone(ip)
+		}
+	}
+	return strings.Clone(c.IP())
+}
+
 // IdentityOf returns the verified identity of a Protected route's caller.
 // Its strings are owned copies, safe to keep.
 func IdentityOf(c *fiber.Ctx) identity.Identity {

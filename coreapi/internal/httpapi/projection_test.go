@@ -3,8 +3,10 @@ package httpapi_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -53,7 +55,7 @@ func TestProjection(t *testing.T) {
 
 	// Changes show up at once.
 	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/users/"+uid, map[string]any{"status": "disabled"}), 200)
-	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", map[string]any{"status": "suspended"}), 200)
+	suspend(t, w.e, w.a)
 	get(uid, w.a).JSON(t, &p)
 	if p.MembershipStatus != "disabled" || p.TenantStatus != "suspended" || p.Active() {
 		t.Fatalf("after disable+suspend: %+v", p)
@@ -74,4 +76,36 @@ func TestProjection(t *testing.T) {
 			t.Fatalf("revoked_sessions = %#v, want []", raw["revoked_sessions"])
 		}
 	})
+}
+
+// TestProjectionListsRevokedForLeeway: a session revoked a little more than
+// one access-token lifetime ago is still listed while a proxy may accept
+// its token (exp + leeway), and drops off after TTL + TOKEN_MAX_LEEWAY.
+func TestProjectionListsRevokedForLeeway(t *testing.T) {
+	t.Parallel()
+	const ttl, leeway = 15 * time.Minute, time.Minute
+	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+		o.AccessTokenTTL, o.TokenMaxLeeway = ttl, leeway
+	}})
+	ten := e.SeedTenant(t, "Acme")
+	u := e.SeedUserIn(t, ten.ID, "u@acme.test", "member")
+	ctx := context.Background()
+	revoked := func(ago time.Duration) string {
+		const q = `INSERT INTO sessions (user_id, tenant_id, expires_at, revoked_at)
+VALUES ($1, $2, now() + interval '1 day', now() - make_interval(secs => $3)) RETURNING id::text`
+		var id string
+		if err := e.DB.Pool.QueryRow(ctx, q, u.UserID, ten.ID, ago.Seconds()).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	inLeeway := revoked(ttl + leeway/2)
+	revoked(ttl + leeway + 30*time.Second)
+	var p identity.Projection
+	r := e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + u.UserID + "?tenant_id=" + ten.ID, Service: true})
+	wantStatus(t, r, 200)
+	r.JSON(t, &p)
+	if !equal(p.RevokedSessions, []string{inLeeway}) {
+		t.Fatalf("revoked_sessions = %v, want only the one revoked within TTL + leeway (%s)", p.RevokedSessions, inLeeway)
+	}
 }

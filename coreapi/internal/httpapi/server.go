@@ -46,6 +46,11 @@ type Options struct {
 	MaxBodyBytes int
 	// AccessTokenTTL bounds the revoked sessions listed in projections.
 	AccessTokenTTL time.Duration
+	// TokenMaxLeeway is the largest clock leeway a proxy may accept past
+	// exp (TOKEN_MAX_LEEWAY): revoked sessions stay listed for
+	// AccessTokenTTL + TokenMaxLeeway, so a revoked token cannot come back
+	// after a refetch while a proxy still accepts it.
+	TokenMaxLeeway time.Duration
 	// Passwords hashes passwords of members created with one (POST /users).
 	Passwords users.PasswordHasher
 	// Catalog is the live permission catalog (nil: the built-in
@@ -167,7 +172,7 @@ func New(o Options) (*Server, error) {
 		roles:     roles.NewStore(o.Pool, o.Catalog),
 		audit:     audit.NewStore(o.Pool),
 		projLimit: newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
-		projector: projection.NewStore(o.Pool, o.AccessTokenTTL, o.Catalog),
+		projector: projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
 		catalog:   o.Catalog,
 	}
 	s.app = fiber.New(fiber.Config{

@@ -6,6 +6,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 func TestTenant(t *testing.T) {
@@ -27,12 +28,21 @@ func TestTenant(t *testing.T) {
 	if got := outboxSubjects(t, w.e); len(got) != 0 {
 		t.Fatalf("a rename wrote outbox rows: %v", got)
 	}
-	r = w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", map[string]any{"status": "suspended"})
-	wantStatus(t, r, 200)
-	r.JSON(t, &ten)
-	if ten.Status != "suspended" {
-		t.Fatalf("suspended = %+v", ten)
+	// A tenant's status is not the API's to change: an owner who suspended
+	// their own tenant would have no way back.
+	for _, body := range []map[string]any{{"status": "suspended"}, {"status": "active"}, {"name": "X", "status": "suspended"}} {
+		r = w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", body)
+		wantProblem(t, r, 403, problem.CodeOperatorOnly)
 	}
+	w.e.Get(t, &w.owner, "/api/v1/tenant").JSON(t, &ten)
+	if ten.Status != "active" || ten.Name != "Acme Corp" {
+		t.Fatalf("after refused status changes: %+v", ten)
+	}
+	if got := outboxSubjects(t, w.e); len(got) != 0 {
+		t.Fatalf("a refused status change wrote outbox rows: %v", got)
+	}
+	// The operator's suspension is announced on the tenant's subject.
+	suspend(t, w.e, w.a)
 	if got, want := outboxSubjects(t, w.e), []string{invalidation.TenantSubject(w.a)}; !equal(got, want) {
 		t.Fatalf("outbox = %v, want %v", got, want)
 	}
@@ -46,7 +56,7 @@ func TestTenant(t *testing.T) {
 	if payload.Reason != "tenant.suspended" || payload.At <= 0 {
 		t.Fatalf("payload = %+v", payload)
 	}
-	for _, bad := range []map[string]any{{"status": "deleted"}, {"name": ""}, {}, {"name": longString(201)}} {
+	for _, bad := range []map[string]any{{"name": ""}, {}, {"name": longString(201)}} {
 		wantProblem(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", bad), 422, "validation_failed")
 	}
 	// B is untouched.

@@ -97,8 +97,9 @@ func WithActivationDelay(d time.Duration) Option { return func(r *Ring) { r.acti
 func WithClock(now func() time.Time) Option { return func(r *Ring) { r.now = now } }
 
 // Load reads every *.pem file of dir. The newest (lexically greatest kid)
-// active key whose algorithm is alg signs (when no key of alg is active
-// yet, the newest one does); every key is published.
+// active key whose algorithm is alg signs; when no key of alg is active
+// yet, the oldest one does, so that for a given directory the signing kid
+// never moves backwards as the clock advances. Every key is published.
 func Load(dir, alg string, opts ...Option) (*Ring, error) {
 	if !validAlg(alg) {
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedAlg, alg)
@@ -181,7 +182,7 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time) (*set, er
 	}
 	sort.Strings(paths)
 	s := &set{}
-	var newest *Key
+	var oldest *Key
 	for _, p := range paths {
 		k, err := loadKey(p)
 		if err != nil {
@@ -191,13 +192,20 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time) (*set, er
 		if k.Alg != alg {
 			continue
 		}
-		newest = k // ascending order: the last one wins
+		if oldest == nil {
+			oldest = k // ascending order: the first one
+		}
 		if created, ok := kidTime(k.ID); !ok || !now.Before(created.Add(activation)) {
-			s.signer = k
+			s.signer = k // ascending order: the newest active key wins
 		}
 	}
 	if s.signer == nil {
-		s.signer = newest // nothing active yet (a fresh install): sign with what there is
+		// Nothing active yet (a fresh install, or quick rotations on one):
+		// the oldest key signs, the one every proxy has seen the longest.
+		// The newest would flip back to an older key as that one came of
+		// age; with the oldest, the signing kid only ever moves forward as
+		// time passes.
+		s.signer = oldest
 	}
 	if s.signer == nil {
 		return nil, fmt.Errorf("%w: no %s key in %s (create one with `coreapi keys generate -dir %s -alg %s`)", ErrNoKeys, alg, dir, dir, alg)

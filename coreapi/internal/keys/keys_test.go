@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -356,5 +357,62 @@ func TestKidWithoutTimeIsActive(t *testing.T) {
 	}
 	if got := r.SigningKeyID(); got != "zz-manual" {
 		t.Fatalf("signing kid = %s, want zz-manual", got)
+	}
+}
+
+// TestActivationNoFlipFlop: a fresh install rotated twice within the
+// activation delay. With a fake clock stepped every 30 s over the whole
+// period, the signing kid is decided by one rule (newest active key, else
+// the oldest key) and never moves back to a key it already left.
+func TestActivationNoFlipFlop(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const delay = 5 * time.Minute
+	a, err := Generate(dir, AlgEdDSA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Generate(dir, AlgEdDSA, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Generate(dir, AlgEdDSA, t0.Add(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	r, err := Load(dir, AlgEdDSA, WithActivationDelay(delay), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(at time.Time) string {
+		switch {
+		case !at.Before(t0.Add(2*time.Minute + delay)):
+			return c
+		case !at.Before(t0.Add(time.Minute + delay)):
+			return b
+		default:
+			return a // a until b is active: never b, then a, then b again
+		}
+	}
+	var seen []string
+	for step := time.Duration(0); step <= 10*time.Minute; step += 30 * time.Second {
+		now = t0.Add(step)
+		if err := r.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		got := r.SigningKeyID()
+		if got != want(now) {
+			t.Errorf("t0+%s: signing kid = %s, want %s", step, got, want(now))
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != got {
+			if slices.Contains(seen, got) {
+				t.Errorf("t0+%s: signing kid went back to %s (sequence %v)", step, got, seen)
+			}
+			seen = append(seen, got)
+		}
+	}
+	if !slices.Equal(seen, []string{a, b, c}) {
+		t.Errorf("signing kids over time = %v, want %v", seen, []string{a, b, c})
 	}
 }

@@ -5,6 +5,16 @@
 // flow started on one coreapi replica finishes on any other. Only the
 // SHA-256 of the state value is stored; the row expires after 10 minutes,
 // is consumed once with DELETE … RETURNING, and expired rows are swept.
+// The state is bound to the browser that started the flow: authorize sets
+// a random value in a __Host- cookie and stores its hash with the state;
+// the callback consumes the state only together with that cookie.
+// Starting a flow is rate-limited per client IP and the table is capped.
+//
+// The callback never hands out tokens: it opens the session and gives the
+// browser a one-time hand-over code (auth.CreateHandover), redirecting to
+// the app's allow-listed return_to?code=… (or answering {code} as JSON when
+// no OAUTH_ALLOWED_RETURN_URLS is set); the app exchanges the code with
+// grant_type=oauth_handover.
 // A provider subject is linked to a user through the identities table.
 package oauth
 
@@ -13,10 +23,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +54,19 @@ import (
 // StateTTL is how long a started sign-in may take.
 const StateTTL = 10 * time.Minute
 
+// Defaults of the abuse bounds of authorize.
+const (
+	DefaultAuthorizePerMinute = 20
+	DefaultMaxPendingStates   = 10000
+	// limiterKeys bounds the client addresses the rate limiter tracks.
+	limiterKeys = 100000
+)
+
+// CookiePrefix starts the name of the cookie that binds a state to the
+// browser; the rest of the name is derived from the state, so flows in
+// several tabs do not overwrite each other's cookie.
+const CookiePrefix = "__Host-tg_oauth_"
+
 // Options configure a Service.
 type Options struct {
 	Logger    *slog.Logger
@@ -51,6 +77,19 @@ type Options struct {
 	// HTTPClient talks to the providers; nil means a client with a 10 s
 	// timeout.
 	HTTPClient *http.Client
+	// AllowedReturnURLs (OAUTH_ALLOWED_RETURN_URLS): once set, authorize
+	// requires a return_to equal to one of them and the callback redirects
+	// there with the hand-over code; unset, return_to is refused and the
+	// callback answers {code} as JSON (development).
+	AllowedReturnURLs []string
+	// AuthorizePerMinute is how many sign-ins one client IP may start per
+	// minute on this replica; 0 means DefaultAuthorizePerMinute.
+	AuthorizePerMinute int
+	// MaxPendingStates caps the live rows of oauth_states; 0 means
+	// DefaultMaxPendingStates.
+	MaxPendingStates int
+	// Now is the rate limiter's clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Service serves the authorize and callback routes.
@@ -61,6 +100,9 @@ type Service struct {
 	sessions  *sessions.Store
 	client    *http.Client
 	providers map[string]*provider
+	returnTo  map[string]bool
+	limit     *limiter
+	maxStates int
 }
 
 // provider is one configured OIDC provider. Discovery runs on first use
@@ -81,8 +123,22 @@ func New(o Options) (*Service, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
+	if o.AuthorizePerMinute <= 0 {
+		o.AuthorizePerMinute = DefaultAuthorizePerMinute
+	}
+	if o.MaxPendingStates <= 0 {
+		o.MaxPendingStates = DefaultMaxPendingStates
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: o.HTTPClient,
-		providers: make(map[string]*provider, len(o.Providers))}
+		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{},
+		limit:     newLimiter(o.AuthorizePerMinute, time.Minute, limiterKeys, o.Now),
+		maxStates: o.MaxPendingStates}
+	for _, u := range o.AllowedReturnURLs {
+		s.returnTo[u] = true
+	}
 	for _, p := range o.Providers {
 		s.providers[p.Name] = &provider{cfg: p}
 	}
@@ -151,12 +207,64 @@ func hashState(state string) []byte {
 	return h[:]
 }
 
+// CookieName is the name of the cookie that binds state to the browser.
+func CookieName(state string) string {
+	return CookiePrefix + hex.EncodeToString(hashState(state)[:8])
+}
+
+// bindingCookie sets (or, with an empty value, clears) the binding cookie:
+// __Host- (Secure, Path=/, no Domain: this host only), HttpOnly, and
+// SameSite=Lax so that it comes back on the provider's top-level redirect
+// but not on cross-site subrequests.
+func bindingCookie(c *fiber.Ctx, state, value string) {
+	maxAge := int(StateTTL / time.Second)
+	if value == "" {
+		maxAge = -1
+	}
+	c.Cookie(&fiber.Cookie{Name: CookieName(state), Value: value, Path: "/", MaxAge: maxAge,
+		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode})
+}
+
+var (
+	errStateNotBound = problem.New(fiber.StatusBadRequest, problem.CodeStateNotBound,
+		"this sign-in was not started in this browser (its cookie is missing); start again")
+	errFull = problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable,
+		"too many sign-ins are in progress; retry in a minute")
+)
+
+// checkReturnTo validates a return_to against the allow-list: required
+// and exactly one of the listed URLs once the list is set, refused when
+// there is no list.
+func (s *Service) checkReturnTo(v string) error {
+	switch {
+	case len(s.returnTo) == 0 && v == "":
+		return nil
+	case len(s.returnTo) == 0:
+		return problem.New(fiber.StatusBadRequest, problem.CodeReturnToNotAllowed,
+			"return_to is not accepted: no OAUTH_ALLOWED_RETURN_URLS are configured")
+	case v == "":
+		return problem.New(fiber.StatusBadRequest, problem.CodeReturnToNotAllowed,
+			"return_to is required: one of the configured OAUTH_ALLOWED_RETURN_URLS")
+	case !s.returnTo[v]:
+		return problem.New(fiber.StatusBadRequest, problem.CodeReturnToNotAllowed,
+			"return_to is not one of the configured OAUTH_ALLOWED_RETURN_URLS")
+	}
+	return nil
+}
+
 var errDiscovery = problem.New(fiber.StatusBadGateway, "provider_unavailable", "the sign-in provider cannot be reached")
 
 func (s *Service) authorize(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
 	if err != nil {
 		return err
+	}
+	// Before any other work: a refused start costs no database access.
+	if ok, wait := s.limit.allow(httpapi.ClientIP(c)); !ok {
+		secs := max(int((wait+time.Second-1)/time.Second), 1)
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
+			"too many sign-ins started from this address; retry after "+strconv.Itoa(secs)+" s")
 	}
 	var tenantID *string
 	if v := c.Query("tenant_id"); v != "" {
@@ -165,6 +273,10 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 		}
 		t := strings.Clone(v)
 		tenantID = &t
+	}
+	returnTo := strings.Clone(c.Query("return_to"))
+	if err := s.checkReturnTo(returnTo); err != nil {
+		return err
 	}
 	oc, _, err := s.discover(p)
 	if err != nil {
@@ -179,18 +291,33 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	browser, err := random()
+	if err != nil {
+		return err
+	}
 	verifier := oauth2.GenerateVerifier()
+	// The row is written only while fewer than $10 flows are pending, so
+	// the table stays bounded whatever the number of clients.
 	const q = `
-INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))`
-	if _, err := s.pool.Exec(c.UserContext(), q, hashState(state), p.cfg.Name, verifier, nonce,
-		oc.RedirectURL, tenantID, StateTTL.Seconds()); err != nil {
+INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at,
+                          return_to, browser_hash)
+SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9
+WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now() LIMIT $10) live) < $10`
+	tag, err := s.pool.Exec(c.UserContext(), q, hashState(state), p.cfg.Name, verifier, nonce,
+		oc.RedirectURL, tenantID, StateTTL.Seconds(), returnTo, hashState(browser), s.maxStates)
+	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
 			return problem.New(fiber.StatusBadRequest, "invalid_request", "unknown tenant_id")
 		}
 		return fmt.Errorf("store oauth state: %w", err)
 	}
+	if tag.RowsAffected() == 0 {
+		s.log.Warn("oauth states full", "max", s.maxStates)
+		c.Set(fiber.HeaderRetryAfter, "60")
+		return errFull
+	}
+	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Redirect(oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), fiber.StatusFound)
 }
@@ -216,6 +343,7 @@ type flow struct {
 	Verifier    string
 	Nonce       string
 	RedirectURI string
+	ReturnTo    string
 	TenantID    *string
 	Live        bool
 }
@@ -225,13 +353,16 @@ var (
 	errExpiredState = problem.New(fiber.StatusBadRequest, "expired_state", "the sign-in took too long; start again")
 )
 
-// consume deletes the state row and returns it: a state works once.
-func (s *Service) consume(ctx context.Context, providerName, state string) (flow, error) {
+// consume deletes the state row and returns it: a state works once, and
+// only in the browser that holds its binding cookie (another browser's
+// cookie leaves the row alone).
+func (s *Service) consume(ctx context.Context, providerName, state, browser string) (flow, error) {
 	const q = `
-DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2
-RETURNING code_verifier, nonce, redirect_uri, tenant_id::text, expires_at > now()`
+DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2 AND browser_hash = $3
+RETURNING code_verifier, nonce, redirect_uri, return_to, tenant_id::text, expires_at > now()`
 	var f flow
-	err := s.pool.QueryRow(ctx, q, hashState(state), providerName).Scan(&f.Verifier, &f.Nonce, &f.RedirectURI, &f.TenantID, &f.Live)
+	err := s.pool.QueryRow(ctx, q, hashState(state), providerName, hashState(browser)).Scan(
+		&f.Verifier, &f.Nonce, &f.RedirectURI, &f.ReturnTo, &f.TenantID, &f.Live)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return flow{}, errBadState
 	}
@@ -262,12 +393,19 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if state == "" || len(state) > 512 {
 		return problem.New(fiber.StatusBadRequest, "invalid_request", "state is required")
 	}
+	// Login CSRF and stolen callback URLs: the state counts only in the
+	// browser that started the flow.
+	browser := strings.Clone(c.Cookies(CookieName(state)))
+	if browser == "" {
+		return errStateNotBound
+	}
 	if perr := c.Query("error"); perr != "" {
 		// The provider ended the flow (user denied, ...): the state is
 		// spent either way.
-		if _, err := s.consume(ctx, p.cfg.Name, state); err != nil && !isProblem(err) {
+		if _, err := s.consume(ctx, p.cfg.Name, state, browser); err != nil && !isProblem(err) {
 			return err
 		}
+		bindingCookie(c, state, "")
 		detail := "the provider refused the sign-in: " + clip(strings.Clone(perr), 100)
 		if d := c.Query("error_description"); d != "" {
 			detail += " (" + clip(strings.Clone(d), 200) + ")"
@@ -278,10 +416,11 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if code == "" {
 		return problem.New(fiber.StatusBadRequest, "invalid_request", "code is required")
 	}
-	f, err := s.consume(ctx, p.cfg.Name, state)
+	f, err := s.consume(ctx, p.cfg.Name, state, browser)
 	if err != nil {
 		return err
 	}
+	bindingCookie(c, state, "") // spent: the browser may forget it
 	oc, verifier, err := s.discover(p)
 	if err != nil {
 		s.log.Warn("oidc discovery", "provider", p.cfg.Name, "err", err)
@@ -318,7 +457,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the ID token's claims are malformed")
 	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
-	ip := strings.Clone(c.IP())
+	ip := httpapi.ClientIP(c)
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	in := signIn{Provider: p.cfg.Name, Subject: idt.Subject, Email: strings.TrimSpace(cl.Email),
 		Verified: cl.EmailVerified != nil && *cl.EmailVerified, Name: cl.Name,
@@ -327,11 +466,29 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	resp, err := s.auth.Issue(g)
+	// Tokens never go into a page or a URL: the browser carries a
+	// one-time code to the app, which exchanges it at the token endpoint.
+	handover, err := s.auth.CreateHandover(ctx, g.UserID, g.SessionID)
 	if err != nil {
 		return err
 	}
-	return c.JSON(resp)
+	if f.ReturnTo == "" { // no allow-list (development)
+		return c.JSON(Handover{Code: handover})
+	}
+	u, err := url.Parse(f.ReturnTo)
+	if err != nil {
+		return fmt.Errorf("stored return_to: %w", err)
+	}
+	q := u.Query()
+	q.Set("code", handover)
+	u.RawQuery = q.Encode()
+	c.Set(fiber.HeaderReferrerPolicy, "no-referrer")
+	return c.Redirect(u.String(), fiber.StatusFound)
+}
+
+// Handover is the callback's JSON answer when no return_to is configured.
+type Handover struct {
+	Code string `json:"code"`
 }
 
 func isProblem(err error) bool {
@@ -438,14 +595,15 @@ func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (stri
 	return uid, err
 }
 
-// Sweep deletes expired states.
+// Sweep deletes expired states and expired hand-over codes.
 func (s *Service) Sweep(ctx context.Context) (int64, error) {
 	const q = `DELETE FROM oauth_states WHERE expires_at < now()`
 	tag, err := s.pool.Exec(ctx, q)
 	if err != nil {
 		return 0, fmt.Errorf("sweep oauth states: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	n, err := s.auth.SweepHandovers(ctx)
+	return tag.RowsAffected() + n, err
 }
 
 // RunSweeper sweeps expired states every interval until ctx ends.

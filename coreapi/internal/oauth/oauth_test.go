@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // The public callback URL (through the proxy); tests replay its path and
@@ -38,7 +41,7 @@ type env struct {
 	noFollow  *http.Client
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T, opts ...func(*oauth.Options)) *env {
 	t.Helper()
 	idp := newFakeIDP(t)
 	dir := t.TempDir()
@@ -60,9 +63,13 @@ func start(t *testing.T) *env {
 		if err != nil {
 			t.Fatal(err)
 		}
-		svc, err := oauth.New(oauth.Options{Logger: o.Logger, Pool: o.Pool, Auth: a, Sessions: store,
+		oo := oauth.Options{Logger: o.Logger, Pool: o.Pool, Auth: a, Sessions: store,
 			Providers: []config.OIDCProvider{{Name: "fake", Issuer: idp.URL, ClientID: idp.clientID,
-				ClientSecret: idp.secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"}}}})
+				ClientSecret: idp.secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"}}}}
+		for _, f := range opts {
+			f(&oo)
+		}
+		svc, err := oauth.New(oo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,10 +116,24 @@ func (x *env) second(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
-// begin starts a sign-in and returns the provider URL coreapi redirects to.
-func (x *env) begin(t *testing.T, query string) *url.URL {
+// started is a sign-in begun by a browser: where the provider is, the
+// state, and the binding cookie the browser got.
+type started struct {
+	loc    *url.URL
+	state  string
+	cookie *http.Cookie
+}
+
+// begin starts a sign-in (as the browser at 192.0.2.1 unless the query
+// says otherwise through ip) and returns it.
+func (x *env) begin(t *testing.T, query string) started {
 	t.Helper()
-	r := x.Get(t, nil, "/api/v1/auth/oauth/fake/authorize"+query)
+	return x.beginFrom(t, query, "192.0.2.1")
+}
+
+func (x *env) beginFrom(t *testing.T, query, ip string) started {
+	t.Helper()
+	r := x.authorize(t, query, ip)
 	if r.Status != http.StatusFound {
 		t.Fatalf("authorize: %d %s", r.Status, r.Body)
 	}
@@ -120,14 +141,29 @@ func (x *env) begin(t *testing.T, query string) *url.URL {
 	if err != nil || !strings.HasPrefix(loc.String(), x.idp.URL+"/authorize?") {
 		t.Fatalf("Location = %q, want the provider's authorization endpoint", r.Header.Get("Location"))
 	}
-	return loc
+	st := started{loc: loc, state: loc.Query().Get("state")}
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.Name == oauth.CookieName(st.state) {
+			st.cookie = c
+		}
+	}
+	if st.cookie == nil {
+		t.Fatalf("authorize set no binding cookie %s: %v", oauth.CookieName(st.state), r.Header.Values("Set-Cookie"))
+	}
+	return st
+}
+
+func (x *env) authorize(t *testing.T, query, ip string) apitest.Response {
+	t.Helper()
+	return x.Do(t, apitest.Request{Method: http.MethodGet, Path: "/api/v1/auth/oauth/fake/authorize" + query,
+		Header: http.Header{"X-Forwarded-For": {ip}}})
 }
 
 // approve lets the provider approve and returns the callback path+query
 // it sends the browser back to.
-func (x *env) approve(t *testing.T, loc *url.URL) string {
+func (x *env) approve(t *testing.T, st started) string {
 	t.Helper()
-	resp, err := x.noFollow.Get(loc.String())
+	resp, err := x.noFollow.Get(st.loc.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +176,53 @@ func (x *env) approve(t *testing.T, loc *url.URL) string {
 		t.Fatalf("provider redirect = %q", resp.Header.Get("Location"))
 	}
 	return back.RequestURI()
+}
+
+// callback sends the browser back to coreapi with cookie (nil: none).
+func (x *env) callback(t *testing.T, path string, cookie *http.Cookie) apitest.Response {
+	t.Helper()
+	h := http.Header{}
+	if cookie != nil {
+		h.Set("Cookie", cookie.Name+"="+cookie.Value)
+	}
+	return x.Do(t, apitest.Request{Method: http.MethodGet, Path: path, Header: h})
+}
+
+// handover reads the hand-over code of a callback without return_to.
+func handover(t *testing.T, r apitest.Response) string {
+	t.Helper()
+	if r.Status != http.StatusOK {
+		t.Fatalf("callback: %d %s", r.Status, r.Body)
+	}
+	var h struct {
+		Code string `json:"code"`
+	}
+	r.JSON(t, &h)
+	if len(h.Code) != 43 {
+		t.Fatalf("callback body %s: want {code} with a 256-bit code", r.Body)
+	}
+	if strings.Contains(string(r.Body), "access_token") || strings.Contains(string(r.Body), "refresh_token") {
+		t.Fatalf("callback body carries tokens: %s", r.Body)
+	}
+	return h.Code
+}
+
+func (x *env) exchange(t *testing.T, code string) apitest.Response {
+	t.Helper()
+	return x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "oauth_handover", "code": code})
+}
+
+// finish completes a begun sign-in in its browser and exchanges the code.
+func (x *env) finish(t *testing.T, st started) tokens {
+	t.Helper()
+	code := handover(t, x.callback(t, x.approve(t, st), st.cookie))
+	r := x.exchange(t, code)
+	if r.Status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	return tk
 }
 
 type tokens struct {
@@ -173,8 +256,8 @@ func (x *env) count(t *testing.T, q string, args ...any) int {
 
 func TestHappyPath(t *testing.T) {
 	x := start(t)
-	loc := x.begin(t, "")
-	q := loc.Query()
+	st := x.begin(t, "")
+	q := st.loc.Query()
 	for _, k := range []string{"state", "nonce", "code_challenge"} {
 		if len(q.Get(k)) < 43 {
 			t.Errorf("%s = %q, want a 256-bit random value", k, q.Get(k))
@@ -184,6 +267,16 @@ func TestHappyPath(t *testing.T) {
 		q.Get("redirect_uri") != redirectURL || !strings.Contains(q.Get("scope"), "openid") {
 		t.Errorf("authorization request = %v", q)
 	}
+	// The binding cookie: __Host- (Secure, Path=/, no Domain), HttpOnly,
+	// SameSite=Lax, as long as the state lives; only its hash is stored.
+	c := st.cookie
+	if !strings.HasPrefix(c.Name, "__Host-") || !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode ||
+		c.Path != "/" || c.Domain != "" || c.MaxAge != int(oauth.StateTTL/time.Second) || len(c.Value) < 43 {
+		t.Errorf("binding cookie = %+v", c)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states WHERE browser_hash = sha256(convert_to($1, 'UTF8'))`, c.Value); n != 1 {
+		t.Error("browser binding not stored as the cookie value's SHA-256")
+	}
 	var ttl float64
 	if err := x.DB.Pool.QueryRow(context.Background(), `SELECT extract(epoch FROM expires_at - created_at) FROM oauth_states`).Scan(&ttl); err != nil {
 		t.Fatalf("state row: %v", err)
@@ -191,16 +284,29 @@ func TestHappyPath(t *testing.T) {
 	if ttl != oauth.StateTTL.Seconds() {
 		t.Errorf("state lifetime = %vs, want %v", ttl, oauth.StateTTL)
 	}
-	if n := x.count(t, `SELECT count(*) FROM oauth_states WHERE state_hash = sha256(convert_to($1, 'UTF8'))`, q.Get("state")); n != 1 {
+	if n := x.count(t, `SELECT count(*) FROM oauth_states WHERE state_hash = sha256(convert_to($1, 'UTF8'))`, st.state); n != 1 {
 		t.Error("state not stored as its SHA-256")
 	}
 
-	r := x.Get(t, nil, x.approve(t, loc))
-	if r.Status != http.StatusOK {
-		t.Fatalf("callback: %d %s", r.Status, r.Body)
+	r := x.callback(t, x.approve(t, st), st.cookie)
+	code := handover(t, r)
+	// The spent cookie is cleared.
+	cleared := false
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		cleared = cleared || (c.Name == st.cookie.Name && c.MaxAge < 0)
+	}
+	if !cleared {
+		t.Errorf("callback did not clear the binding cookie: %v", r.Header.Values("Set-Cookie"))
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_handovers WHERE code_hash = sha256(convert_to($1, 'UTF8')) AND expires_at <= now() + interval '60 seconds'`, code); n != 1 {
+		t.Error("hand-over code not stored as its SHA-256 with a 60 s lifetime")
+	}
+	ex := x.exchange(t, code)
+	if ex.Status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", ex.Status, ex.Body)
 	}
 	var tk tokens
-	r.JSON(t, &tk)
+	ex.JSON(t, &tk)
 	uid := sub(t, tk.AccessToken)
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE provider = 'fake' AND subject = 'idp-user-1' AND user_id = $1`, uid); n != 1 {
 		t.Error("identity not linked to the token's user")
@@ -211,13 +317,15 @@ func TestHappyPath(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
 		t.Errorf("state rows left = %d, want 0 (consumed)", n)
 	}
+	// The code works once.
+	if r := x.exchange(t, code); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Errorf("second exchange of a code: %d %s, want 400 invalid_grant", r.Status, r.Body)
+	}
 
 	// Signing in again finds the same user.
-	r = x.Get(t, nil, x.approve(t, x.begin(t, "")))
-	var again tokens
-	r.JSON(t, &again)
-	if r.Status != http.StatusOK || sub(t, again.AccessToken) != uid {
-		t.Errorf("second sign-in: %d, user %s, want %s", r.Status, sub(t, again.AccessToken), uid)
+	again := x.finish(t, x.begin(t, ""))
+	if sub(t, again.AccessToken) != uid {
+		t.Errorf("second sign-in: user %s, want %s", sub(t, again.AccessToken), uid)
 	}
 	// And its refresh token works with the token endpoint.
 	if rr := x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": again.RefreshToken}); rr.Status != http.StatusOK {
@@ -233,28 +341,67 @@ func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	}
 	var st tokens
 	su.JSON(t, &st)
-	r := x.Get(t, nil, x.approve(t, x.begin(t, "?tenant_id="+st.TenantID)))
-	var tk tokens
-	r.JSON(t, &tk)
-	if r.Status != http.StatusOK || sub(t, tk.AccessToken) != sub(t, st.AccessToken) || tk.TenantID != st.TenantID {
-		t.Errorf("sign-in of an existing email: %d user %s tenant %s, want %s %s", r.Status, sub(t, tk.AccessToken), tk.TenantID, sub(t, st.AccessToken), st.TenantID)
+	tk := x.finish(t, x.begin(t, "?tenant_id="+st.TenantID))
+	if sub(t, tk.AccessToken) != sub(t, st.AccessToken) || tk.TenantID != st.TenantID {
+		t.Errorf("sign-in of an existing email: user %s tenant %s, want %s %s", sub(t, tk.AccessToken), tk.TenantID, sub(t, st.AccessToken), st.TenantID)
 	}
 
 	x.idp.mu.Lock()
 	x.idp.Subject, x.idp.Email, x.idp.Verified = "other-subject", "unverified@example.com", false
 	x.idp.mu.Unlock()
-	if r := x.Get(t, nil, x.approve(t, x.begin(t, ""))); r.Status != http.StatusForbidden {
+	b := x.begin(t, "")
+	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusForbidden {
 		t.Errorf("unverified email: %d %s", r.Status, r.Body)
 	}
 }
 
+// TestStateBoundToBrowser: whoever holds a callback URL (code + state) but
+// not the browser's cookie cannot finish the sign-in (stolen callback URL),
+// and a prepared callback cannot log a victim into the attacker's account
+// (login CSRF): the victim's browser has no cookie for that state.
+func TestStateBoundToBrowser(t *testing.T) {
+	x := start(t)
+	victim := x.begin(t, "")
+	cb := x.approve(t, victim)
+
+	// No cookie at all: refused before any database or provider work.
+	r := x.callback(t, cb, nil)
+	if r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeStateNotBound {
+		t.Fatalf("callback without the cookie: %d %s, want 400 %s", r.Status, r.Body, problem.CodeStateNotBound)
+	}
+	if r.Stats.Queries != 0 {
+		t.Errorf("refused callback ran %d queries", r.Stats.Queries)
+	}
+	// The attacker's own binding value under the victim's cookie name.
+	attacker := x.begin(t, "")
+	forged := &http.Cookie{Name: victim.cookie.Name, Value: attacker.cookie.Value}
+	if r := x.callback(t, cb, forged); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_state" {
+		t.Fatalf("callback with another browser's cookie: %d %s, want 400 invalid_state", r.Status, r.Body)
+	}
+	// The provider error path is bound too.
+	if r := x.callback(t, "/api/v1/auth/oauth/fake/callback?error=access_denied&state="+url.QueryEscape(victim.state), nil); r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeStateNotBound {
+		t.Fatalf("provider error without the cookie: %d %s", r.Status, r.Body)
+	}
+	x.idp.mu.Lock()
+	exchanges := x.idp.Exchanges
+	x.idp.mu.Unlock()
+	if exchanges != 0 {
+		t.Errorf("code exchanges = %d, want 0 (unbound callbacks must not reach the provider)", exchanges)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions`); n != 0 {
+		t.Errorf("sessions = %d, want 0", n)
+	}
+	// The victim's own browser still finishes: the refused attempts did not
+	// spend the state.
+	handover(t, x.callback(t, cb, victim.cookie))
+}
+
 func TestReplayedState(t *testing.T) {
 	x := start(t)
-	cb := x.approve(t, x.begin(t, ""))
-	if r := x.Get(t, nil, cb); r.Status != http.StatusOK {
-		t.Fatalf("first callback: %d %s", r.Status, r.Body)
-	}
-	r := x.Get(t, nil, cb)
+	st := x.begin(t, "")
+	cb := x.approve(t, st)
+	handover(t, x.callback(t, cb, st.cookie))
+	r := x.callback(t, cb, st.cookie)
 	if r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_state" {
 		t.Errorf("replayed callback: %d %s", r.Status, r.Body)
 	}
@@ -268,11 +415,12 @@ func TestReplayedState(t *testing.T) {
 
 func TestExpiredState(t *testing.T) {
 	x := start(t)
-	cb := x.approve(t, x.begin(t, ""))
+	st := x.begin(t, "")
+	cb := x.approve(t, st)
 	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE oauth_states SET expires_at = now() - interval '1 second'`); err != nil {
 		t.Fatal(err)
 	}
-	r := x.Get(t, nil, cb)
+	r := x.callback(t, cb, st.cookie)
 	if r.Status != http.StatusBadRequest || r.Problem(t).Code != "expired_state" {
 		t.Errorf("expired state: %d %s", r.Status, r.Body)
 	}
@@ -286,7 +434,8 @@ func TestWrongNonce(t *testing.T) {
 	x.idp.mu.Lock()
 	x.idp.NonceOverride = "not-the-nonce-of-this-flow"
 	x.idp.mu.Unlock()
-	r := x.Get(t, nil, x.approve(t, x.begin(t, "")))
+	st := x.begin(t, "")
+	r := x.callback(t, x.approve(t, st), st.cookie)
 	if r.Status != http.StatusBadRequest || r.Problem(t).Code != "nonce_mismatch" {
 		t.Errorf("wrong nonce: %d %s", r.Status, r.Body)
 	}
@@ -297,8 +446,8 @@ func TestWrongNonce(t *testing.T) {
 
 func TestProviderErrorParam(t *testing.T) {
 	x := start(t)
-	state := x.begin(t, "").Query().Get("state")
-	r := x.Get(t, nil, "/api/v1/auth/oauth/fake/callback?error=access_denied&error_description=user+said+no&state="+url.QueryEscape(state))
+	st := x.begin(t, "")
+	r := x.callback(t, "/api/v1/auth/oauth/fake/callback?error=access_denied&error_description=user+said+no&state="+url.QueryEscape(st.state), st.cookie)
 	if r.Status != http.StatusBadRequest {
 		t.Fatalf("provider error: %d %s", r.Status, r.Body)
 	}
@@ -313,21 +462,141 @@ func TestProviderErrorParam(t *testing.T) {
 func TestFlowAcrossInstances(t *testing.T) {
 	x := start(t)
 	other := x.second(t)
-	cb := x.approve(t, x.begin(t, "")) // started on the first instance
-	resp, err := http.Get(other + cb)  // finished on the second
+	st := x.begin(t, "") // started on the first instance
+	req, err := http.NewRequest(http.MethodGet, other+x.approve(t, st), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.AddCookie(&http.Cookie{Name: st.cookie.Name, Value: st.cookie.Value})
+	resp, err := http.DefaultClient.Do(req) // finished on the second
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var tk tokens
-	if err := json.NewDecoder(resp.Body).Decode(&tk); err != nil || resp.StatusCode != http.StatusOK || tk.AccessToken == "" {
+	var h oauth.Handover
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || resp.StatusCode != http.StatusOK || h.Code == "" {
 		t.Fatalf("callback on the second instance: %d %v", resp.StatusCode, err)
+	}
+	// ... and the code is exchanged on the first.
+	if r := x.exchange(t, h.Code); r.Status != http.StatusOK {
+		t.Fatalf("exchange on the first instance: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestReturnTo: with OAUTH_ALLOWED_RETURN_URLS set, return_to is required
+// and checked; the callback redirects to it with a one-time code and never
+// puts a token in the URL or the page.
+func TestReturnTo(t *testing.T) {
+	const app = "https://app.example.com/signed-in?from=tollgate"
+	x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = []string{app, "http://localhost:3000/cb"} })
+	for _, tc := range []struct{ name, query string }{
+		{"missing", ""},
+		{"not listed", "?return_to=" + url.QueryEscape("https://evil.example/steal")},
+		{"prefix of a listed one", "?return_to=" + url.QueryEscape("https://app.example.com/signed-in")},
+		{"listed one plus a path", "?return_to=" + url.QueryEscape("http://localhost:3000/cb/../x")},
+	} {
+		r := x.authorize(t, tc.query, "192.0.2.5")
+		if r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeReturnToNotAllowed {
+			t.Errorf("return_to %s: %d %s, want 400 %s", tc.name, r.Status, r.Body, problem.CodeReturnToNotAllowed)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Fatalf("refused starts wrote %d state rows", n)
+	}
+	st := x.begin(t, "?return_to="+url.QueryEscape(app))
+	r := x.callback(t, x.approve(t, st), st.cookie)
+	if r.Status != http.StatusFound {
+		t.Fatalf("callback: %d %s, want 302 to return_to", r.Status, r.Body)
+	}
+	loc, err := url.Parse(r.Header.Get("Location"))
+	if err != nil || loc.Scheme+"://"+loc.Host+loc.Path != "https://app.example.com/signed-in" || loc.Query().Get("from") != "tollgate" {
+		t.Fatalf("Location = %q, want %s with the code added", r.Header.Get("Location"), app)
+	}
+	if strings.Contains(loc.RawQuery, "token") || strings.Contains(string(r.Body), "token") {
+		t.Errorf("tokens in the redirect: %s %s", loc, r.Body)
+	}
+	if r.Header.Get("Referrer-Policy") != "no-referrer" {
+		t.Errorf("Referrer-Policy = %q, want no-referrer", r.Header.Get("Referrer-Policy"))
+	}
+	code := loc.Query().Get("code")
+	ex := x.exchange(t, code)
+	if ex.Status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", ex.Status, ex.Body)
+	}
+	var tk tokens
+	ex.JSON(t, &tk)
+	if tk.AccessToken == "" || tk.RefreshToken == "" {
+		t.Fatalf("exchange gave %s", ex.Body)
+	}
+	if r := x.exchange(t, code); r.Status != http.StatusBadRequest {
+		t.Errorf("second exchange: %d, want 400", r.Status)
+	}
+}
+
+// TestReturnToWithoutAllowList: no list configured, a return_to is refused
+// (it could not be checked).
+func TestReturnToWithoutAllowList(t *testing.T) {
+	x := start(t)
+	r := x.authorize(t, "?return_to="+url.QueryEscape("https://app.example.com/cb"), "192.0.2.5")
+	if r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeReturnToNotAllowed {
+		t.Fatalf("return_to without a list: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestHandoverExchange: the code is single-use, lives 60 s, and dies with
+// its session.
+func TestHandoverExchange(t *testing.T) {
+	x := start(t)
+	code := func() string {
+		st := x.begin(t, "")
+		return handover(t, x.callback(t, x.approve(t, st), st.cookie))
+	}
+	expired := code()
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE oauth_handovers SET expires_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	revoked := code()
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE sessions SET revoked_at = now() WHERE id = (SELECT session_id FROM oauth_handovers WHERE code_hash = sha256(convert_to($1, 'UTF8')))`, revoked); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		body   any
+		ct     string
+		status int
+		code   string
+		noDB   bool
+	}{
+		{"missing code", map[string]string{"grant_type": "oauth_handover"}, "", 400, "invalid_request", true},
+		{"malformed code", map[string]string{"grant_type": "oauth_handover", "code": "short"}, "", 400, "invalid_grant", true},
+		{"not base64url", map[string]string{"grant_type": "oauth_handover", "code": strings.Repeat("!", 43)}, "", 400, "invalid_grant", true},
+		{"unknown code", map[string]string{"grant_type": "oauth_handover", "code": strings.Repeat("A", 43)}, "", 400, "invalid_grant", false},
+		{"expired code", map[string]string{"grant_type": "oauth_handover", "code": expired}, "", 400, "invalid_grant", false},
+		{"session revoked since", map[string]string{"grant_type": "oauth_handover", "code": revoked}, "", 400, "invalid_grant", false},
+		{"NUL in code (form)", "grant_type=oauth_handover&code=%00", "application/x-www-form-urlencoded", 400, "bad_request", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: tt.body, ContentType: tt.ct})
+			if r.Status != tt.status || r.Problem(t).Code != tt.code {
+				t.Fatalf("%d %s, want %d %s", r.Status, r.Body, tt.status, tt.code)
+			}
+			if tt.noDB && r.Stats.Queries != 0 {
+				t.Errorf("ran %d queries, want none", r.Stats.Queries)
+			}
+		})
+	}
+	// Form-encoded exchange works like JSON.
+	form := url.Values{"grant_type": {"oauth_handover"}, "code": {code()}}.Encode()
+	if r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: form, ContentType: "application/x-www-form-urlencoded"}); r.Status != http.StatusOK {
+		t.Fatalf("form exchange: %d %s", r.Status, r.Body)
 	}
 }
 
 func TestCallbackBadInput(t *testing.T) {
 	x := start(t)
-	state := x.begin(t, "").Query().Get("state")
+	st := x.begin(t, "")
+	state := st.state
 	tests := []struct {
 		name, path string
 		status     int
@@ -335,7 +604,7 @@ func TestCallbackBadInput(t *testing.T) {
 	}{
 		{"missing code", "/api/v1/auth/oauth/fake/callback?state=" + url.QueryEscape(state), 400, "invalid_request"},
 		{"missing state", "/api/v1/auth/oauth/fake/callback?code=abc", 400, "invalid_request"},
-		{"unknown state", "/api/v1/auth/oauth/fake/callback?code=abc&state=forged", 400, "invalid_state"},
+		{"unknown state", "/api/v1/auth/oauth/fake/callback?code=abc&state=forged", 400, "state_not_bound"},
 		{"unknown provider callback", "/api/v1/auth/oauth/nope/callback?code=abc&state=x", 404, "unknown_provider"},
 		{"unknown provider authorize", "/api/v1/auth/oauth/nope/authorize", 404, "unknown_provider"},
 		{"bad tenant_id", "/api/v1/auth/oauth/fake/authorize?tenant_id=zzz", 400, "invalid_request"},
@@ -343,7 +612,7 @@ func TestCallbackBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := x.Get(t, nil, tt.path)
+			r := x.callback(t, tt.path, st.cookie)
 			if r.Status != tt.status || r.Problem(t).Code != tt.code {
 				t.Errorf("%s: %d %s, want %d %s", tt.path, r.Status, r.Body, tt.status, tt.code)
 			}
@@ -353,10 +622,77 @@ func TestCallbackBadInput(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 1 {
 		t.Errorf("state rows = %d, want 1", n)
 	}
+	// A forged state with a cookie made for it is still unknown.
+	forged := &http.Cookie{Name: oauth.CookieName("forged"), Value: st.cookie.Value}
+	if r := x.callback(t, "/api/v1/auth/oauth/fake/callback?code=abc&state=forged", forged); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_state" {
+		t.Errorf("forged state: %d %s", r.Status, r.Body)
+	}
 	// A code the provider does not know.
-	r := x.Get(t, nil, "/api/v1/auth/oauth/fake/callback?code=bogus&state="+url.QueryEscape(state))
+	r := x.callback(t, "/api/v1/auth/oauth/fake/callback?code=bogus&state="+url.QueryEscape(state), st.cookie)
 	if r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_code" {
 		t.Errorf("bogus code: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestAuthorizeRateLimit: each client IP may start a bounded number of
+// sign-ins per minute; a refused start writes nothing.
+func TestAuthorizeRateLimit(t *testing.T) {
+	var (
+		mu  sync.Mutex
+		now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	x := start(t, func(o *oauth.Options) { o.AuthorizePerMinute = 3; o.Now = clock })
+	for i := range 3 {
+		if r := x.authorize(t, "", "203.0.113.7"); r.Status != http.StatusFound {
+			t.Fatalf("start %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	r := x.authorize(t, "", "203.0.113.7")
+	if r.Status != http.StatusTooManyRequests || r.Problem(t).Code != problem.CodeTooManyRequests {
+		t.Fatalf("start over the limit: %d %s, want 429", r.Status, r.Body)
+	}
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
+		t.Errorf("Retry-After = %q, want 1..60 s", r.Header.Get("Retry-After"))
+	}
+	if r.Stats.Queries != 0 {
+		t.Errorf("refused start ran %d queries, want none", r.Stats.Queries)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 3 {
+		t.Errorf("state rows = %d, want 3", n)
+	}
+	// Another address is not affected; the same one is again a minute later.
+	if r := x.authorize(t, "", "203.0.113.8"); r.Status != http.StatusFound {
+		t.Errorf("another address: %d %s", r.Status, r.Body)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	if r := x.authorize(t, "", "203.0.113.7"); r.Status != http.StatusFound {
+		t.Errorf("a minute later: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestAuthorizeTableBounded: the pending states are capped whatever the
+// number of client addresses, and expired ones are swept.
+func TestAuthorizeTableBounded(t *testing.T) {
+	x := start(t, func(o *oauth.Options) { o.MaxPendingStates = 2 })
+	x.beginFrom(t, "", "198.51.100.1")
+	x.beginFrom(t, "", "198.51.100.2")
+	r := x.authorize(t, "", "198.51.100.3")
+	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("start over the cap: %d %s, want 503 with Retry-After", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 2 {
+		t.Fatalf("state rows = %d, want the cap of 2", n)
+	}
+	// Expired rows neither count nor stay.
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE oauth_states SET expires_at = now() - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	x.beginFrom(t, "", "198.51.100.3")
+	if n, err := x.svc.Sweep(context.Background()); err != nil || n != 2 {
+		t.Fatalf("Sweep = %d, %v; want the 2 expired rows", n, err)
 	}
 }
 
@@ -373,5 +709,17 @@ func TestSweep(t *testing.T) {
 	}
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 1 {
 		t.Errorf("rows left = %d, want 1 (the live one)", n)
+	}
+	// Expired hand-over codes go too.
+	st := x.begin(t, "")
+	handover(t, x.callback(t, x.approve(t, st), st.cookie))
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE oauth_handovers SET expires_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := x.svc.Sweep(context.Background()); err != nil || n != 1 {
+		t.Errorf("Sweep of an expired code = %d, %v; want 1", n, err)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_handovers`); n != 0 {
+		t.Errorf("hand-over rows left = %d", n)
 	}
 }

@@ -28,12 +28,13 @@ type Store struct {
 	// role's, bound to the query as $4 and $5.
 	all, member string
 	// revokedWithin is how far back revoked sessions are listed: the
-	// access-token lifetime, after which their tokens are dead anyway.
+	// access-token lifetime plus the largest leeway any proxy accepts past
+	// exp, after which their tokens are dead everywhere.
 	revokedWithin time.Duration
 }
 
-// NewStore returns a Store; revokedWithin is the access-token TTL, c the
-// live permission catalog (nil: the built-in one).
+// NewStore returns a Store; revokedWithin is the access-token TTL plus
+// TOKEN_MAX_LEEWAY, c the live permission catalog (nil: the built-in one).
 func NewStore(pool *pgxpool.Pool, revokedWithin time.Duration, c *permissions.Catalog) *Store {
 	if c == nil {
 		c = permissions.Builtin()

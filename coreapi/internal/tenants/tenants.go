@@ -144,6 +144,8 @@ type Patch struct {
 
 // Update changes the tenant; a status change is announced on the tenant's
 // invalidation subject (every projection in it carries the tenant status).
+// The tenant API never passes a status: suspension and reactivation are
+// operator actions (SetStatus, from `coreapi tenants`).
 func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (Tenant, error) {
 	const q = `
 WITH old AS (SELECT status FROM tenants WHERE id = $1 FOR UPDATE)
@@ -165,8 +167,12 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, old.status`
 		if oldStatus != t.Status {
 			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant." + t.Status})
 		}
+		action := "tenant.updated"
+		if p.Name == nil && p.Status != nil {
+			action = map[string]string{StatusActive: "tenant.reactivated", StatusSuspended: "tenant.suspended"}[*p.Status]
+		}
 		return audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: id, ActorUserID: actor.UserID, Action: "tenant.updated",
+			TenantID: id, ActorUserID: actor.UserID, Action: action,
 			TargetType: "tenant", TargetID: id, Data: p, RequestID: actor.RequestID,
 		}, rows...)
 	})

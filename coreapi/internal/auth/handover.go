@@ -1,0 +1,102 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// HandoverTTL is how long the OAuth callback's hand-over code may wait for
+// its exchange (grant_type=oauth_handover).
+const HandoverTTL = 60 * time.Second
+
+// handoverLen is the length of a code: 32 random bytes, base64url.
+const handoverLen = 43
+
+var errBadHandover = problem.New(400, "invalid_grant", "unknown, used or expired hand-over code")
+
+// CreateHandover stores a one-time hand-over code for a session opened by
+// an external sign-in and returns it. Tokens are never put in a page or a
+// URL: the browser carries only this code back to the app, which exchanges
+// it with grant_type=oauth_handover (one use, HandoverTTL). Only the
+// code's SHA-256 is stored.
+func (s *Service) CreateHandover(ctx context.Context, userID, sessionID string) (string, error) {
+	const q = `
+INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random: %w", err)
+	}
+	code := base64.RawURLEncoding.EncodeToString(b[:])
+	if _, err := s.pool.Exec(ctx, q, handoverHash(code), userID, sessionID, HandoverTTL.Seconds()); err != nil {
+		return "", fmt.Errorf("store hand-over code: %w", err)
+	}
+	return code, nil
+}
+
+func handoverHash(code string) []byte {
+	h := sha256.Sum256([]byte(code))
+	return h[:]
+}
+
+// handoverGrant exchanges a hand-over code for the tokens of its session:
+// the code is consumed (DELETE … RETURNING) whatever happens next, and the
+// session gets a fresh refresh token (the one made at the callback was
+// never shown to anyone).
+func (s *Service) handoverGrant(ctx context.Context, req tokenRequest) (TokenResponse, error) {
+	const q = `
+WITH h AS (
+    DELETE FROM oauth_handovers WHERE code_hash = $1
+    RETURNING user_id, session_id, expires_at > now() AS live
+)
+SELECT h.user_id::text, h.session_id::text, s.tenant_id::text, u.token_version, h.live AND u.status = 'active'
+FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id`
+	if req.Code == "" {
+		return TokenResponse{}, invalidRequest("code is required", problem.FieldError{Field: "code", Message: "required"})
+	}
+	if len(req.Code) != handoverLen {
+		return TokenResponse{}, errBadHandover
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(req.Code); err != nil {
+		return TokenResponse{}, errBadHandover
+	}
+	var (
+		g  Grant
+		ok bool
+	)
+	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &g.TenantID, &g.TokenVersion, &ok)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
+		return TokenResponse{}, errBadHandover
+	}
+	if err != nil {
+		return TokenResponse{}, fmt.Errorf("consume hand-over code: %w", err)
+	}
+	g.RefreshToken, err = s.sessions.Reissue(ctx, s.pool, g.UserID, g.SessionID)
+	if errors.Is(err, sessions.ErrNotFound) { // signed out in between
+		return TokenResponse{}, errBadHandover
+	}
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return s.Issue(g)
+}
+
+// SweepHandovers deletes expired hand-over codes.
+func (s *Service) SweepHandovers(ctx context.Context) (int64, error) {
+	const q = `DELETE FROM oauth_handovers WHERE expires_at < now()`
+	tag, err := s.pool.Exec(ctx, q)
+	if err != nil {
+		return 0, fmt.Errorf("sweep hand-over codes: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
