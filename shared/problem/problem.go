@@ -78,6 +78,8 @@ const (
 	CodeUnavailable       = "unavailable"
 	CodeInternal          = "internal"
 	CodeBadPath           = "bad_path"
+	// CodeEmailUnverified: the route requires a verified email address.
+	CodeEmailUnverified = "email_unverified"
 )
 
 func title(status int) string {

@@ -22,7 +22,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{core: testenv.NewCore(t)}
 	f.now.Store(time.Now().UnixNano())
-	signer, err := identity.NewSigner(testenv.HMACKey, 0)
+	signer, err := identity.NewKeySigner(testenv.CoreKey)
 	if err != nil {
 		t.Fatal(err)
 	}
