@@ -66,5 +66,19 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		a.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
+	// SIGHUP reloads the rules file (it is also watched).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = a.ReloadRules() // logged and counted there
+			}
+		}
+	}()
 	return a.Serve(ctx, ln, adminLn)
 }

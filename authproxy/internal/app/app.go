@@ -5,11 +5,14 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +50,8 @@ type App struct {
 	internal     *fasthttp.HostClient // projections, from IDENTITY_URL
 	coreSigner   *identity.KeySigner
 	appSigners   map[string]*identity.KeySigner // by key id
+	reloadMu     sync.Mutex                     // one reload at a time
+	lastRules    [32]byte                       // SHA-256 of the rules file last read
 	shuttingDown atomic.Bool
 }
 
@@ -95,6 +100,11 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	router, err := a.newRouter(table, nil)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.RulesFile != "" {
+		if b, err := os.ReadFile(cfg.RulesFile); err == nil {
+			a.lastRules = sha256.Sum256(b)
+		}
 	}
 
 	a.Keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, Algs: cfg.Algs, Interval: cfg.JWKSRefresh,
@@ -179,6 +189,11 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	bg, cancelBg := context.WithCancel(ctx)
 	defer cancelBg()
 	go a.Keys.Run(bg)
+	if a.cfg.RulesFile != "" {
+		watching := make(chan struct{}, 1)
+		go a.watchRules(bg, watching)
+		<-watching
+	}
 
 	admin := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: server.Admin(a.Metrics.Registry, a.Ready, a.cfg.Pprof)}
 	errc := make(chan error, 2)

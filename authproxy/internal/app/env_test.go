@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ type env struct {
 	key    *testenv.Key
 	clock  *clock
 	client *http.Client
+	logs   *logBuffer
 	done   chan error
 	cancel context.CancelFunc
 }
@@ -56,6 +58,9 @@ type envOpt struct {
 	vars      map[string]string
 	rules     string
 	noPublish bool
+	// prepare runs once the stand-ins run, before the configuration is
+	// read; it may add variables.
+	prepare func(e *env, vars map[string]string)
 }
 
 func defaultProjection() identity.Projection {
@@ -66,7 +71,7 @@ func defaultProjection() identity.Projection {
 
 func start(t testing.TB, o envOpt) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{}, done: make(chan error, 1)}
+	e := &env{t: t, clock: &clock{}, done: make(chan error, 1), logs: &logBuffer{}}
 	e.core = testenv.NewCore(t)
 	e.up = testenv.NewApp(t)
 	e.nats = testenv.StartNATS(t)
@@ -97,6 +102,9 @@ func start(t testing.TB, o envOpt) *env {
 	for k, v := range o.vars {
 		vars[k] = e.appRules(v)
 	}
+	if o.prepare != nil {
+		o.prepare(e, vars)
+	}
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +113,7 @@ func start(t testing.TB, o envOpt) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(testLogOut(), nil))
+	log := slog.New(slog.NewJSONHandler(io.MultiWriter(testLogOut(), e.logs), nil))
 	a, err := New(cfg, table, log, Hooks{Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -351,6 +359,24 @@ func (e *env) with(t *testing.T) *env {
 	c := *e
 	c.t = t
 	return &c
+}
+
+// logBuffer keeps the proxy's log for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func testLogOut() io.Writer {

@@ -92,7 +92,7 @@ var Vars = []Var{
 	{"TOKEN_ISSUER", "http://localhost:8080", "required iss"},
 	{"TOKEN_AUDIENCE", "tollgate", "required aud"},
 	{"TOKEN_ALGS", "EdDSA,ES256,RS256", "allowed signature algorithms (each key is pinned to its own alg)"},
-	{"RULES_FILE", "", "optional YAML route table (upstreams and routes)"},
+	{"RULES_FILE", "", "optional YAML route table (upstreams and routes), reloaded on change and SIGHUP"},
 	{"TRUSTED_PROXY_CIDRS", "", "comma list of CIDRs whose X-Forwarded-* headers are kept and whose X-Forwarded-For names the client"},
 	{"TOKEN_CACHE_SIZE", "100000", "verified-token cache entries"},
 	{"TOKEN_CACHE_MAX_TTL", "5m", "cap on a cached token's TTL (it never outlives exp)"},

@@ -223,8 +223,11 @@ func newCore(t testing.TB, echoKey identity.Key) *Core {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, ReadBufferSize: 16 << 10})
 	app.Get("/.well-known/jwks.json", c.jwks)
 	app.Get(identity.ProjectionPath+"/:user", c.projection)
-	app.Get("/api/v1/users/stream", c.stream)
-	app.Get("/api/v1/users/slow", c.slow)
+	// The stream and slow routes under a core prefix and under an app's.
+	for _, p := range []string{"/api/v1/users", "/app"} {
+		app.Get(p+"/stream", c.stream)
+		app.Get(p+"/slow", c.slow)
+	}
 	// A static answer that records nothing, for benchmarks (under a core
 	// prefix and under an app's).
 	bench := func(ctx *fiber.Ctx) error { return ctx.SendString(`{"ok":true}`) }
