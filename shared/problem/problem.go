@@ -94,6 +94,8 @@ func title(status int) string {
 		return "Not Found"
 	case 405:
 		return "Method Not Allowed"
+	case 408:
+		return "Request Timeout"
 	case 409:
 		return "Conflict"
 	case 413:
@@ -104,6 +106,8 @@ func title(status int) string {
 		return "Unprocessable Content"
 	case 429:
 		return "Too Many Requests"
+	case 431:
+		return "Request Header Fields Too Large"
 	case 500:
 		return "Internal Server Error"
 	case 502:

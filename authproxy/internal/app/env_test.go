@@ -288,6 +288,10 @@ func (e *env) wantProblem(r result, status int, code string) {
 	if r.prob.RequestID == "" || r.prob.RequestID != r.header.Get("X-Request-Id") {
 		e.t.Fatalf("problem request_id = %q, header %q", r.prob.RequestID, r.header.Get("X-Request-Id"))
 	}
+	// Clients learn nothing about which check refused a token.
+	if code == problem.CodeInvalidToken && r.prob.Detail != "the access token is not valid" {
+		e.t.Fatalf("invalid_token detail = %q, want the one fixed description", r.prob.Detail)
+	}
 	wa := r.header.Get("WWW-Authenticate")
 	switch {
 	case status == 401 && code == problem.CodeInvalidToken && wa != `Bearer error="invalid_token"`:

@@ -2,6 +2,7 @@ package app
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -183,6 +184,17 @@ func TestRejectedTokens(t *testing.T) {
 			e.wantProblem(r, 401, problem.CodeInvalidToken)
 			e.wantNothingForwarded()
 		})
+	}
+	// The reasons the clients were not told are in the log.
+	reasons := map[string]bool{}
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var rec struct{ Msg, Reason string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "token refused" {
+			reasons[rec.Reason] = true
+		}
+	}
+	if len(reasons) < 8 {
+		t.Fatalf("distinct refusal reasons logged = %d (%v), want the detail of each check", len(reasons), reasons)
 	}
 }
 

@@ -3,6 +3,7 @@ package app
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -297,4 +298,81 @@ func TestAppHTTP10(t *testing.T) {
 	if h := e.up.Last(t).Headers["Host"]; len(h) != 1 || h[0] != strings.TrimPrefix(e.up.URL(), "http://") {
 		t.Fatalf("Host = %v", h)
 	}
+}
+
+// Trailers from clients are refused: fasthttp reads them into the request
+// header, where an upstream's Peek finds them like headers.
+func TestClientTrailersRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	tok := e.token(nil)
+	tests := []struct{ name, path, trailerHeader, trailer string }{
+		{"announced identity trailer to the app", "/notes/maybe", "Trailer: X-Auth-Roles\r\n", "X-Auth-Roles: owner\r\n"},
+		{"unannounced identity trailer to the app", "/notes/maybe", "", "X-Auth-User-Id: evil\r\n"},
+		{"underscore spelling", "/notes/maybe", "", "X_Auth_Permissions: notes:write\r\n"},
+		{"any trailer to core", "/api/v1/auth/token", "", "X-Custom: evil\r\n"},
+		{"announced only", "/api/v1/auth/token", "Trailer: X-Custom\r\n", ""},
+	}
+	for _, tt := range tests {
+		for _, auth := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/bearer=%v", tt.name, auth), func(t *testing.T) {
+				e := e.with(t)
+				e.reset()
+				req := "POST " + tt.path + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + tt.trailerHeader
+				if auth {
+					req += "Authorization: Bearer " + tok + "\r\n"
+				}
+				req += "Connection: close\r\n\r\n5\r\nhello\r\n0\r\n" + tt.trailer + "\r\n"
+				r := e.raw(req)
+				e.wantProblem(r, 400, problem.CodeBadRequest)
+				if strings.Contains(string(r.body), "evil") || strings.Contains(string(r.body), "owner") {
+					t.Fatalf("400 echoes the request: %s", r.body)
+				}
+				e.wantNothingForwarded()
+			})
+		}
+	}
+	t.Run("chunked without trailers is fine", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		r := e.raw("POST /notes/maybe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+		e.wantStatus(r, 200)
+		if got := e.up.Last(t); string(got.Body) != "hello" || got.VerifyErr != nil {
+			t.Fatalf("body %q, verify %v", got.Body, got.VerifyErr)
+		}
+	})
+}
+
+// Item 16: a logout or session revoke forwarded by this proxy takes effect
+// here at once, without waiting for the NATS event.
+func TestLocalEvictionOnSessionEnd(t *testing.T) {
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/api/v1/auth/logout"},
+		{"DELETE", "/api/v1/users/me/sessions/" + sessionID},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			e := start(t, envOpt{})
+			tok := e.token(nil)
+			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+			// coreapi commits the revocation; no event arrives.
+			p := defaultProjection()
+			p.RevokedSessions = []string{sessionID}
+			e.core.SetProjection(p)
+			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // cached, as expected
+			e.wantStatus(e.do(tc.method, tc.path, tok, nil), 200)
+			e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+		})
+	}
+	t.Run("other requests keep the cache", func(t *testing.T) {
+		e := start(t, envOpt{})
+		tok := e.token(nil)
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+		n := e.core.ProjectionFetches.Load()
+		for _, r := range [][2]string{{"GET", "/api/v1/auth/logout"}, {"DELETE", "/api/v1/users/me/sessions"},
+			{"DELETE", "/api/v1/users/me/sessions/" + sessionID + "/x"}, {"POST", "/api/v1/users/me"}} {
+			e.do(r[0], r[1], tok, nil)
+		}
+		if got := e.core.ProjectionFetches.Load(); got != n {
+			t.Fatalf("projection fetches %d -> %d: the cache was dropped", n, got)
+		}
+	})
 }

@@ -7,6 +7,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,8 +16,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"regexp"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +45,11 @@ type Verifier interface {
 	Verify(ctx context.Context, token []byte) (*tokens.Claims, error)
 }
 
-// Projections returns the projection of a user in a tenant.
+// Projections returns the projection of a user in a tenant, and forgets a
+// user's when the proxy itself saw a session end.
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+	InvalidateUser(id string)
 }
 
 // Deps are what the app needs; all but Now are required.
@@ -103,6 +108,7 @@ type state struct {
 	ip        []byte
 	closeConn bool
 	trusted   bool
+	unparsed  bool // refused before fasthttp read the request line
 	route     string
 	outcome   string
 }
@@ -157,9 +163,25 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // and the single place where errors become responses.
 func (s *Server) observe(c *fiber.Ctx) error {
 	st := s.pool.Get().(*state)
+	s.begin(c, st)
+	c.Locals(stateKey, st)
+	err := s.next(c)
+	if err != nil {
+		s.render(c, st, err)
+	}
+	s.finish(c, st)
+	c.Locals(stateKey, nil)
+	s.pool.Put(st)
+	return nil
+}
+
+// begin starts a request's timer and gives it its id.
+func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.start = s.d.Now()
 	st.route, st.outcome, st.closeConn, st.trusted = "", "", false, false
 	st.authAt = time.Time{}
+	st.path = st.path[:0]
+	st.unparsed = false
 	h := &c.Request().Header
 	if in := h.Peek(requestid.Header); requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
@@ -168,11 +190,11 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		st.reqID = append(st.reqID[:0], s.idPrefix...)
 		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Add(1), 36)
 	}
-	c.Locals(stateKey, st)
-	err := s.next(c)
-	if err != nil {
-		s.render(c, st, err)
-	}
+}
+
+// finish sets the request id and connection handling on the response, and
+// records the request in the metrics and the access log.
+func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Set last: forwarding replaces the whole response.
 	c.Response().Header.SetBytesV(requestid.Header, st.reqID)
 	if st.closeConn || s.draining.Load() {
@@ -195,9 +217,6 @@ func (s *Server) observe(c *fiber.Ctx) error {
 			slog.String("remote_ip", c.Context().RemoteIP().String()),
 		)
 	}
-	c.Locals(stateKey, nil)
-	s.pool.Put(st)
-	return nil
 }
 
 // next runs the rest of the chain, turning a panic into a 500 so that one
@@ -215,6 +234,10 @@ func (s *Server) next(c *fiber.Ctx) (err error) {
 
 func (s *Server) hygiene(c *fiber.Ctx) error {
 	st := c.Locals(stateKey).(*state)
+	if headers.HasTrailers(&c.Request().Header) {
+		st.outcome = "trailers"
+		return errTrailers
+	}
 	st.trusted = s.trusted(c)
 	st.closeConn = headers.Sanitize(&c.Request().Header, st.trusted)
 	return c.Next()
@@ -425,7 +448,28 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		}
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
 	}
+	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
+		// The revocation is committed; its event is still on its way over
+		// NATS. Forget the user's projections now, before answering, so
+		// the next request through this proxy already sees it.
+		s.d.Projections.InvalidateUser(cl.Sub)
+		s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
+	}
 	return nil
+}
+
+// endsSession reports whether a request to coreapi ends sessions: a logout,
+// or the revocation of one of the caller's sessions.
+func endsSession(method, path []byte) bool {
+	const sessions = "/api/v1/users/me/sessions/"
+	switch string(method) {
+	case fiber.MethodPost:
+		return strings.EqualFold(b2s(path), "/api/v1/auth/logout")
+	case fiber.MethodDelete:
+		return len(path) > len(sessions) && strings.EqualFold(b2s(path[:len(sessions)]), sessions) &&
+			bytes.IndexByte(path[len(sessions):], '/') < 0
+	}
+	return false
 }
 
 // clientIP appends the client's address: the peer's, or, when the peer is
@@ -522,6 +566,7 @@ func (e *httpError) Error() string { return e.code + ": " + e.detail }
 
 var (
 	errPanic    = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
+	errTrailers = &httpError{status: 400, code: problem.CodeBadRequest, detail: "request trailers are not accepted"}
 	errNotFound = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
 	errNoToken  = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
 		wwwAuth: `Bearer realm="tollgate"`}
@@ -539,7 +584,9 @@ func unavailable(detail string) *httpError {
 }
 
 // render writes err as problem+json. It is the one place statuses are set
-// for errors.
+// for errors. Client-facing details are fixed strings: errors raised while
+// parsing the request carry its raw bytes (headers, a bearer token), which
+// go to the log only.
 func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 	var he *httpError
 	if !errors.As(err, &he) {
@@ -547,19 +594,24 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		switch {
 		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge:
 			he = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
+		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestHeaderFieldsTooLarge:
+			he = &httpError{status: 431, code: problem.CodeBadRequest, detail: "request header fields too large"}
+		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestTimeout:
+			he = &httpError{status: 408, code: problem.CodeBadRequest, detail: "request timed out"}
 		case errors.As(err, &fe) && fe.Code < 500:
-			he = &httpError{status: fe.Code, code: problem.CodeBadRequest, detail: fe.Message}
+			s.d.Log.Info("request refused", "request_id", string(st.reqID), "status", fe.Code, "err", redact(fe.Message))
+			he = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed request"}
 		default:
-			s.d.Log.Error("request", "err", err)
+			s.d.Log.Error("request", "request_id", string(st.reqID), "err", redact(err.Error()))
 			he = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
 		}
+		st.outcome = "refused"
 	}
-	reqID := ""
-	path := ""
-	if st != nil {
-		reqID, path = string(st.reqID), string(st.path)
+	if len(st.path) == 0 && !st.unparsed {
+		// Refused before normalization: name the path if it is sound.
+		st.path, _ = pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	}
-	p := problem.New(he.status, he.code, he.detail).With(reqID, path)
+	p := problem.New(he.status, he.code, he.detail).With(string(st.reqID), string(st.path))
 	resp := c.Response()
 	resp.SetStatusCode(he.status)
 	resp.Header.SetContentType(problem.ContentType)
@@ -575,16 +627,35 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 	resp.SetBodyRaw(p.JSON())
 }
 
-// errorHandler catches errors raised outside the middleware chain (for
-// example a body over the limit, refused before any handler runs).
-func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
-	st, _ := c.Locals(stateKey).(*state)
-	if st == nil {
-		id := requestid.New()
-		c.Response().Header.Set(requestid.Header, id)
-		st = &state{reqID: []byte(id)}
+// bearerText matches credentials in a raw error that quotes the request.
+var bearerText = regexp.MustCompile(`(?i)(bearer|basic)\s+[^\s"\\]+`)
+
+// redact keeps credentials out of the log and bounds the line.
+func redact(s string) string {
+	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
+	if len(s) > 512 {
+		s = s[:512] + "..."
 	}
+	return s
+}
+
+// errorHandler answers requests refused before the middleware chain ran
+// (fasthttp could not read them: a body over the limit, headers too large,
+// malformed framing), with the same problem body, request id, instance,
+// metrics and access log as any other answer.
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	if st, _ := c.Locals(stateKey).(*state); st != nil {
+		s.render(c, st, err)
+		return nil
+	}
+	st := s.pool.Get().(*state)
+	s.begin(c, st)
+	// Headers too large or malformed: the request line was never read, and
+	// the path fasthttp reports is a default, not the client's.
+	st.unparsed = len(c.Request().Header.RawHeaders()) == 0
 	s.render(c, st, err)
+	s.finish(c, st)
+	s.pool.Put(st)
 	return nil
 }
 
