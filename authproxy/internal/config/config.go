@@ -165,7 +165,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.RulesFile = p.str("RULES_FILE", "")
 	if c.AppURL != "" {
 		if len(c.UpstreamKeys) == 0 {
-			p.errs = append(p.errs, errors.New("UPSTREAM_URL names an app (not IDENTITY_URL): set UPSTREAM_KEYS; the first key signs its requests"))
+			p.errs = append(p.errs, fmt.Errorf("UPSTREAM_URL %s differs from IDENTITY_URL %s, so it names an app: set UPSTREAM_KEYS (the first key signs its requests), or set IDENTITY_URL instead if it is coreapi", c.AppURL, c.IdentityURL))
 		}
 		if c.RulesFile != "" {
 			p.errs = append(p.errs, errors.New("UPSTREAM_URL as an app and RULES_FILE together: declare the app as an upstream in the rules file and unset UPSTREAM_URL"))
