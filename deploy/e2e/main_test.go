@@ -227,7 +227,7 @@ func (s *system) newProxy(name, addr, admin string, core *service) *service {
 		env: []string{
 			"PROXY_LISTEN_ADDR=" + addr,
 			"PROXY_ADMIN_ADDR=" + admin,
-			"UPSTREAM_URL=http://" + core.addr,
+			"IDENTITY_URL=http://" + core.addr,
 			"IDENTITY_HMAC_KEY=" + s.hmacKey,
 			"NATS_URL=" + s.natsURL(),
 			"TOKEN_ISSUER=" + issuer,

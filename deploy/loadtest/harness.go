@@ -112,7 +112,7 @@ func (h *harness) proxyEnv(listen, admin, upstream string) []string {
 	return []string{
 		"PROXY_LISTEN_ADDR=" + listen,
 		"PROXY_ADMIN_ADDR=" + admin,
-		"UPSTREAM_URL=http://" + upstream,
+		"IDENTITY_URL=http://" + upstream,
 		"IDENTITY_HMAC_KEY=" + h.hmac,
 		"NATS_URL=" + h.nats.ClientURL(),
 		"TOKEN_ISSUER=" + issuer,
@@ -152,11 +152,20 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	if err := waitHTTP(ctx, "http://"+h.upstreamAddr+"/.well-known/jwks.json", 20*time.Second); err != nil {
 		return err
 	}
-	if h.proxy, err = h.start("authproxy", h.proxyEnv(h.proxyAddr, h.proxyAdmin, h.upstreamAddr), filepath.Join(h.bin, "authproxy")); err != nil {
+	// The bench route is an app route: the upstream also stands in for an
+	// app, signed with its own key, as in front of any service.
+	rulesFile := filepath.Join(h.work, "rules.yaml")
+	rules := "upstreams:\n  bench:\n    url: http://" + h.upstreamAddr + "\n    key_id: bench\n" +
+		"routes:\n  - {prefix: " + benchURI + ", methods: [GET], upstream: bench, access: protected}\n"
+	if err := os.WriteFile(rulesFile, []byte(rules), 0o600); err != nil {
+		return err
+	}
+	appEnv := []string{"RULES_FILE=" + rulesFile, "UPSTREAM_KEYS=bench:" + randomKey()}
+	if h.proxy, err = h.start("authproxy", append(h.proxyEnv(h.proxyAddr, h.proxyAdmin, h.upstreamAddr), appEnv...), filepath.Join(h.bin, "authproxy")); err != nil {
 		return err
 	}
 	h.bigAddr, h.bigAdmin = freeAddr(), freeAddr()
-	bigEnv := append(h.proxyEnv(h.bigAddr, h.bigAdmin, h.upstreamAddr), bigCacheEnv...)
+	bigEnv := append(append(h.proxyEnv(h.bigAddr, h.bigAdmin, h.upstreamAddr), bigCacheEnv...), appEnv...)
 	if _, err := h.start("authproxy-bigcache", bigEnv, filepath.Join(h.bin, "authproxy")); err != nil {
 		return err
 	}

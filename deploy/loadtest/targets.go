@@ -26,7 +26,7 @@ var benchBody = []byte(`{"id":"0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001","email":"us
 // serveUpstream runs the fasthttp upstream used by the direct, bare-proxy
 // and authproxy rows. It also stands in for coreapi towards authproxy: it
 // serves the JWKS of the harness's signing key and projections for every
-// seeded user (checking the proxy's HMAC signature, as coreapi does).
+// seeded user (checking the proxy's v2 core-key signature, as coreapi does).
 func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 	jwksDoc, err := os.ReadFile(jwksFile)
 	if err != nil {
@@ -36,7 +36,7 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 	if err != nil {
 		return err
 	}
-	signer, err := identity.NewSigner(key, 0)
+	verifier, err := identity.NewVerifier([]identity.Key{{ID: "core", Secret: key}}, 0)
 	if err != nil {
 		return err
 	}
@@ -48,10 +48,9 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 			c.SetContentType("application/json")
 			c.SetBody(jwksDoc)
 		case bytes.HasPrefix(path, projPrefix):
-			err := signer.Verify(time.Now(), string(c.Request.Header.Peek(identity.HeaderTimestamp)),
-				string(c.Request.Header.Peek(identity.HeaderSignature)), string(c.Method()),
-				string(c.RequestURI()), identity.Identity{})
-			if err != nil {
+			get := func(name string) string { return string(c.Request.Header.Peek(name)) }
+			id, err := verifier.Verify(time.Now(), get, string(c.Method()), string(c.RequestURI()), identity.EmptyBodySHA256)
+			if err != nil || id.Principal != identity.PrincipalAnonymous {
 				c.Error("bad signature", fasthttp.StatusUnauthorized)
 				return
 			}

@@ -78,6 +78,8 @@ const (
 	CodeUnavailable       = "unavailable"
 	CodeInternal          = "internal"
 	CodeBadPath           = "bad_path"
+	// CodeEmailUnverified: the route requires a verified email address.
+	CodeEmailUnverified = "email_unverified"
 )
 
 // Codes of coreapi's hardened flows.
@@ -107,6 +109,8 @@ func title(status int) string {
 		return "Not Found"
 	case 405:
 		return "Method Not Allowed"
+	case 408:
+		return "Request Timeout"
 	case 409:
 		return "Conflict"
 	case 413:
@@ -117,6 +121,8 @@ func title(status int) string {
 		return "Unprocessable Content"
 	case 429:
 		return "Too Many Requests"
+	case 431:
+		return "Request Header Fields Too Large"
 	case 500:
 		return "Internal Server Error"
 	case 502:

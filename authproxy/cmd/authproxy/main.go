@@ -15,7 +15,6 @@ import (
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/app"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
-	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 )
 
 func main() {
@@ -39,17 +38,20 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	rs, err := rules.Load(cfg.RulesFile)
+	table, err := app.LoadRules(cfg)
 	if err != nil {
 		return fmt.Errorf("config: RULES_FILE: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if cfg.UpstreamURLSet {
+		log.Warn("UPSTREAM_URL is deprecated and goes away in the next release: set IDENTITY_URL for coreapi and declare apps in RULES_FILE")
+	}
 	if *checkConfig {
 		log.Info("configuration ok", "config", cfg)
 		return nil
 	}
 	log.Info("starting", "config", cfg)
-	a, err := app.New(cfg, rs, log, app.Hooks{})
+	a, err := app.New(cfg, table, log, app.Hooks{})
 	if err != nil {
 		return err
 	}
@@ -64,5 +66,19 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		a.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
+	// SIGHUP reloads the rules file (it is also watched).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = a.ReloadRules() // logged and counted there
+			}
+		}
+	}()
 	return a.Serve(ctx, ln, adminLn)
 }

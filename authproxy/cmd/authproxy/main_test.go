@@ -55,13 +55,38 @@ func TestCheckConfigReportsEverything(t *testing.T) {
 
 func TestCheckConfigBadRules(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(p, []byte("rules: [{path: /internal/**, access: public}]"), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte("upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\nroutes: [{prefix: /internal/x, upstream: notes, access: public}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+		"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "UPSTREAM_KEYS": testenv.AppKeysText, "RULES_FILE": p}), out)
+	if err == nil || !strings.Contains(err.Error(), "internal") {
+		t.Fatalf("run = %v, want a rules error about /internal", err)
+	}
+}
+
+func TestUpstreamURLDeprecated(t *testing.T) {
+	out, read := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+		"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "UPSTREAM_URL": "http://127.0.0.1:8081"}), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := read(); !strings.Contains(s, "UPSTREAM_URL is deprecated") {
+		t.Fatalf("no deprecation warning: %s", s)
+	}
+}
+
+func TestOldRulesFormatRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(p, []byte("rules:\n  - {path: /api/**, access: protected}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, _ := stdoutFile(t)
 	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
 		"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "RULES_FILE": p}), out)
-	if err == nil || !strings.Contains(err.Error(), "internal") {
-		t.Fatalf("run = %v, want a rules error about /internal", err)
+	if err == nil || !strings.Contains(err.Error(), "docs/operations.md#translating-a-rules-file-of-the-previous-format") {
+		t.Fatalf("run = %v, want a pointer to the translation", err)
 	}
 }

@@ -142,7 +142,7 @@ func TestGracefulShutdown(t *testing.T) {
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 	gate := make(chan struct{})
 	e.core.StreamGate.Store(&gate)
-	req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/stream", nil)
+	req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/users/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := e.client.Do(req)
 	if err != nil {

@@ -5,11 +5,14 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,26 +47,65 @@ type App struct {
 	Projections  *projection.Cache
 	Subscriber   *natsinv.Subscriber
 	Server       *server.Server
-	upstream     struct{ fwd, internal *fasthttp.HostClient }
+	internal     *fasthttp.HostClient // projections, from IDENTITY_URL
+	coreSigner   *identity.KeySigner
+	appSigners   map[string]*identity.KeySigner // by key id
+	reloadMu     sync.Mutex                     // one reload at a time
+	lastRules    [32]byte                       // SHA-256 of the rules file last read
 	shuttingDown atomic.Bool
 }
 
+// Env is what a rules file is validated against under cfg.
+func Env(cfg *config.Config) rules.Env {
+	env := rules.Env{CoreURL: cfg.IdentityURL.String()}
+	for _, k := range cfg.CoreKeys {
+		env.CoreKeyIDs = append(env.CoreKeyIDs, k.ID)
+	}
+	for _, k := range cfg.UpstreamKeys {
+		env.UpstreamKeyIDs = append(env.UpstreamKeyIDs, k.ID)
+	}
+	return env
+}
+
+// LoadRules returns the route table cfg describes: the rules file, the
+// deprecated UPSTREAM_URL alias, or the built-in routes alone.
+func LoadRules(cfg *config.Config) (*rules.Table, error) {
+	switch {
+	case cfg.RulesFile != "":
+		return rules.Load(cfg.RulesFile, Env(cfg))
+	case cfg.AppURL != "":
+		return rules.Alias(cfg.IdentityURL.String(), cfg.AppURL, cfg.UpstreamKeys[0].ID)
+	}
+	return rules.Core(cfg.IdentityURL.String())
+}
+
 // New builds every part; nothing listens until Serve.
-func New(cfg *config.Config, rs *rules.Set, log *slog.Logger, h Hooks) (*App, error) {
+func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*App, error) {
 	if h.Now == nil {
 		h.Now = time.Now
 	}
-	a := &App{cfg: cfg, now: h.Now, log: log, Metrics: metrics.New()}
+	a := &App{cfg: cfg, now: h.Now, log: log, Metrics: metrics.New(), appSigners: map[string]*identity.KeySigner{}}
 	m := a.Metrics
-	signer, err := identity.NewSigner(cfg.HMACKey, 0)
-	if err != nil {
+	var err error
+	if a.coreSigner, err = identity.NewKeySigner(cfg.CoreKeys[0]); err != nil {
 		return nil, fmt.Errorf("identity signer: %w", err)
 	}
-	fo := forward.Options{Addr: cfg.UpstreamURL.Host, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
-		IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.UpstreamTimeout, MaxBody: cfg.MaxBodyBytes}
-	a.upstream.fwd = forward.NewHostClient(fo)
-	fo.Timeout = cfg.ProjectionTimeout
-	a.upstream.internal = forward.NewInternalClient(fo)
+	for _, k := range cfg.UpstreamKeys {
+		if a.appSigners[k.ID], err = identity.NewKeySigner(k); err != nil {
+			return nil, fmt.Errorf("upstream key %s: %w", k.ID, err)
+		}
+	}
+	a.internal = forward.NewInternalClient(forward.Options{Addr: cfg.IdentityURL.Host, MaxConns: cfg.UpstreamMaxConns,
+		MaxConnWait: cfg.UpstreamMaxConnWait, IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.ProjectionTimeout})
+	router, err := a.newRouter(table, nil)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.RulesFile != "" {
+		if b, err := os.ReadFile(cfg.RulesFile); err == nil {
+			a.lastRules = sha256.Sum256(b)
+		}
+	}
 
 	a.Keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, Algs: cfg.Algs, Interval: cfg.JWKSRefresh,
 		Cooldown: cfg.JWKSCooldown, Timeout: 5 * time.Second, Now: h.Now}, log, m)
@@ -79,16 +121,48 @@ func New(cfg *config.Config, rs *rules.Set, log *slog.Logger, h Hooks) (*App, er
 	}
 	a.Projections, err = projection.New(projection.Options{Size: cfg.ProjectionCacheSize, TTL: cfg.ProjectionCacheTTL,
 		NegativeTTL: cfg.NegativeCacheTTL, MaxStaleness: cfg.MaxStaleness, MaxFetches: cfg.ProjectionMaxFetches, Now: h.Now},
-		projection.NewHTTPFetcher(a.upstream.internal, cfg.UpstreamURL.Host, signer, cfg.ProjectionTimeout, m), m)
+		projection.NewHTTPFetcher(a.internal, cfg.IdentityURL.Host, a.coreSigner, cfg.ProjectionTimeout, m), m)
 	if err != nil {
 		a.Verifier.Close()
 		return nil, err
 	}
-	a.Server = server.New(server.Deps{Log: log, Metrics: m, Rules: rs, Verifier: a.Verifier, Projections: a.Projections,
-		Signer: signer, Upstream: a.upstream.fwd, TrustedCIDRs: cfg.TrustedCIDRs},
+	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: a.Projections,
+		TrustedCIDRs: cfg.TrustedCIDRs},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog})
+	m.RulesGeneration.Set(1)
 	return a, nil
+}
+
+// newRouter binds a table to upstream clients and signers, reusing prev's
+// client of an upstream whose address is unchanged (its connections stay).
+func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, error) {
+	cfg := a.cfg
+	r := &server.Router{Table: t, Clients: make([]*fasthttp.HostClient, len(t.Upstreams)), Signers: make([]*identity.KeySigner, len(t.Upstreams))}
+	old := map[string]*fasthttp.HostClient{}
+	if prev != nil {
+		for _, c := range prev.Clients {
+			old[c.Addr] = c
+		}
+	}
+	for i, u := range t.Upstreams {
+		if c := old[u.Addr]; c != nil {
+			r.Clients[i] = c
+		} else {
+			r.Clients[i] = forward.NewHostClient(forward.Options{Addr: u.Addr, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
+				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.UpstreamTimeout, MaxBody: cfg.MaxBodyBytes})
+		}
+		if i == 0 {
+			r.Signers[i] = a.coreSigner
+			continue
+		}
+		s := a.appSigners[u.KeyID]
+		if s == nil {
+			return nil, fmt.Errorf("upstream %s: key_id %q not in UPSTREAM_KEYS", u.Name, u.KeyID)
+		}
+		r.Signers[i] = s
+	}
+	return r, nil
 }
 
 // Ready reports whether the proxy should receive traffic.
@@ -115,6 +189,11 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	bg, cancelBg := context.WithCancel(ctx)
 	defer cancelBg()
 	go a.Keys.Run(bg)
+	if a.cfg.RulesFile != "" {
+		watching := make(chan struct{}, 1)
+		go a.watchRules(bg, watching)
+		<-watching
+	}
 
 	admin := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: server.Admin(a.Metrics.Registry, a.Ready, a.cfg.Pprof)}
 	errc := make(chan error, 2)
@@ -150,7 +229,9 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	if err := admin.Shutdown(sctx); err != nil {
 		a.log.Warn("shutdown admin", "err", err)
 	}
-	a.upstream.fwd.CloseIdleConnections()
-	a.upstream.internal.CloseIdleConnections()
+	for _, c := range a.Server.Router().Clients {
+		c.CloseIdleConnections()
+	}
+	a.internal.CloseIdleConnections()
 	return runErr
 }

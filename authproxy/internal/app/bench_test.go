@@ -31,14 +31,21 @@ func runHandler(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request, 
 // handler (request id, hygiene, normalization, rules, cached token, cached
 // projection, decision, signing, forwarding to a real loopback upstream)
 // with both caches warm.
+// The app case routes through a rules file to an app upstream signed with
+// its own key, as in front of any service.
 func BenchmarkWarmRequest(b *testing.B) {
-	for _, accessLog := range []string{"false", "true"} {
-		b.Run("access_log="+accessLog, func(b *testing.B) {
+	for _, tc := range []struct{ name, accessLog, uri string }{
+		{"core/access_log=false", "false", "/api/v1/users/bench?limit=10"},
+		{"core/access_log=true", "true", "/api/v1/users/bench?limit=10"},
+		{"app/access_log=false", "false", "/bench?limit=10"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
 			// Logs go to io.Discard through the JSON handler: formatting
 			// is measured, the write is not.
-			e := start(b, envOpt{vars: map[string]string{"ACCESS_LOG": accessLog, "LOG_LEVEL": "info"}})
+			e := start(b, envOpt{vars: map[string]string{"ACCESS_LOG": tc.accessLog, "LOG_LEVEL": "info"},
+				rules: appUpstream + "routes:\n  - {prefix: /bench, methods: [GET], upstream: notes, access: protected, permissions: [tenant:read]}\n"})
 			req := &fasthttp.Request{}
-			req.SetRequestURI("/api/v1/bench?limit=10")
+			req.SetRequestURI(tc.uri)
 			req.Header.SetHost("proxy.local")
 			req.Header.Set("Authorization", "Bearer "+e.token(nil))
 			req.Header.Set("Accept", "application/json")
@@ -66,7 +73,7 @@ func BenchmarkBareForward(b *testing.B) {
 		}
 	}
 	req := &fasthttp.Request{}
-	req.SetRequestURI("/api/v1/bench?limit=10")
+	req.SetRequestURI("/api/v1/users/bench?limit=10")
 	req.Header.SetHost("proxy.local")
 	req.Header.Set("Authorization", "Bearer "+e.token(nil))
 	req.Header.Set("Accept", "application/json")

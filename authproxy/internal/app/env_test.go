@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
-	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -41,6 +41,7 @@ func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 type env struct {
 	t      testing.TB
 	core   *testenv.Core
+	up     *testenv.Core // the app upstream ("{{APP}}" in rules files)
 	nats   *testenv.NATS
 	app    *App
 	addr   string
@@ -48,6 +49,7 @@ type env struct {
 	key    *testenv.Key
 	clock  *clock
 	client *http.Client
+	logs   *logBuffer
 	done   chan error
 	cancel context.CancelFunc
 }
@@ -56,6 +58,9 @@ type envOpt struct {
 	vars      map[string]string
 	rules     string
 	noPublish bool
+	// prepare runs once the stand-ins run, before the configuration is
+	// read; it may add variables.
+	prepare func(e *env, vars map[string]string)
 }
 
 func defaultProjection() identity.Projection {
@@ -66,8 +71,9 @@ func defaultProjection() identity.Projection {
 
 func start(t testing.TB, o envOpt) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{}, done: make(chan error, 1)}
+	e := &env{t: t, clock: &clock{}, done: make(chan error, 1), logs: &logBuffer{}}
 	e.core = testenv.NewCore(t)
+	e.up = testenv.NewApp(t)
 	e.nats = testenv.StartNATS(t)
 	e.key = testenv.NewKey(t, "20260101T000000Z-0000aaaa", jwa.EdDSA)
 	if !o.noPublish {
@@ -77,8 +83,9 @@ func start(t testing.TB, o envOpt) *env {
 	vars := map[string]string{
 		"PROXY_LISTEN_ADDR":     "127.0.0.1:0",
 		"PROXY_ADMIN_ADDR":      "127.0.0.1:0",
-		"UPSTREAM_URL":          e.core.URL(),
+		"IDENTITY_URL":          e.core.URL(),
 		"IDENTITY_HMAC_KEY":     testenv.HMACKeyText,
+		"UPSTREAM_KEYS":         testenv.AppKeysText,
 		"NATS_URL":              e.nats.URL(),
 		"JWKS_REFETCH_COOLDOWN": "1m",
 		"ACCESS_LOG":            "false",
@@ -87,24 +94,27 @@ func start(t testing.TB, o envOpt) *env {
 	}
 	if o.rules != "" {
 		p := filepath.Join(t.TempDir(), "rules.yaml")
-		if err := os.WriteFile(p, []byte(o.rules), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(e.appRules(o.rules)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		vars["RULES_FILE"] = p
 	}
 	for k, v := range o.vars {
-		vars[k] = v
+		vars[k] = e.appRules(v)
+	}
+	if o.prepare != nil {
+		o.prepare(e, vars)
 	}
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := rules.Load(cfg.RulesFile)
+	table, err := LoadRules(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(testLogOut(), nil))
-	a, err := New(cfg, rs, log, Hooks{Now: e.clock.Now})
+	log := slog.New(slog.NewJSONHandler(io.MultiWriter(testLogOut(), e.logs), nil))
+	a, err := New(cfg, table, log, Hooks{Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +146,14 @@ func start(t testing.TB, o envOpt) *env {
 	}
 	return e
 }
+
+// appRules puts the app upstream's URL for "{{APP}}" in a rules file.
+func (e *env) appRules(text string) string {
+	return strings.ReplaceAll(text, "{{APP}}", e.up.URL())
+}
+
+// appUpstream declares the app upstream; rules files start with it.
+const appUpstream = "upstreams:\n  notes:\n    url: {{APP}}\n    key_id: app-notes\n"
 
 // token mints a valid token for the default user with mod applied.
 func (e *env) token(mod func(testenv.Claims)) string {
@@ -270,35 +288,72 @@ func (e *env) wantProblem(r result, status int, code string) {
 	if r.prob.RequestID == "" || r.prob.RequestID != r.header.Get("X-Request-Id") {
 		e.t.Fatalf("problem request_id = %q, header %q", r.prob.RequestID, r.header.Get("X-Request-Id"))
 	}
+	// Clients learn nothing about which check refused a token.
+	if code == problem.CodeInvalidToken && r.prob.Detail != "the access token is not valid" {
+		e.t.Fatalf("invalid_token detail = %q, want the one fixed description", r.prob.Detail)
+	}
 	wa := r.header.Get("WWW-Authenticate")
 	switch {
 	case status == 401 && code == problem.CodeInvalidToken && wa != `Bearer error="invalid_token"`:
 		e.t.Fatalf("WWW-Authenticate = %q, want Bearer error=\"invalid_token\"", wa)
-	case status == 403 && wa != `Bearer error="insufficient_scope"`:
+	case status == 403 && code == problem.CodeInsufficientScope && wa != `Bearer error="insufficient_scope"`:
 		e.t.Fatalf("WWW-Authenticate = %q, want Bearer error=\"insufficient_scope\"", wa)
 	case status == 401 && code == problem.CodeUnauthenticated && !strings.HasPrefix(wa, "Bearer"):
 		e.t.Fatalf("WWW-Authenticate = %q, want a Bearer challenge", wa)
 	}
 }
 
-// wantNothingForwarded fails if the echo route saw any request.
+// wantNothingForwarded fails if an echo route (core's or the app's) saw
+// any request.
 func (e *env) wantNothingForwarded() {
 	e.t.Helper()
-	if got := e.core.Received(); len(got) != 0 {
-		e.t.Fatalf("upstream received %d requests, want none: %+v", len(got), got[0].URI)
+	for _, up := range []*testenv.Core{e.core, e.up} {
+		if got := up.Received(); len(got) != 0 {
+			e.t.Fatalf("upstream received %d requests, want none: %+v", len(got), got[0].URI)
+		}
 	}
 }
 
-// wantSigned checks that the last forwarded request carried a valid
-// signature over the identity of the default user.
+// reset forgets what both upstreams received.
+func (e *env) reset() {
+	e.core.Reset()
+	e.up.Reset()
+}
+
+// wantSigned checks that the last request forwarded to core carried a
+// valid core-key signature over the identity of the default user.
 func (e *env) wantSigned() testenv.Received {
 	e.t.Helper()
-	r := e.core.Last(e.t)
+	return e.wantSignedAt(e.core, "core")
+}
+
+// wantSignedAt checks that up's last request carried a valid signature by
+// keyID over the identity of the default user.
+func (e *env) wantSignedAt(up *testenv.Core, keyID string) testenv.Received {
+	e.t.Helper()
+	r := up.Last(e.t)
 	if !r.Signed || r.VerifyErr != nil {
 		e.t.Fatalf("upstream signature: signed=%v err=%v", r.Signed, r.VerifyErr)
 	}
-	if r.Identity.UserID != userID || r.Identity.TenantID != tenantID || r.Identity.SessionID != sessionID {
-		e.t.Fatalf("identity = %+v", r.Identity)
+	if r.Identity.KeyID != keyID || r.Identity.Principal != identity.PrincipalUser ||
+		r.Identity.UserID != userID || r.Identity.TenantID != tenantID || r.Identity.SessionID != sessionID {
+		e.t.Fatalf("identity = %+v, want user %s signed by %s", r.Identity, userID, keyID)
+	}
+	return r
+}
+
+// wantAnonymousAt checks that up's last request carried a valid signature
+// by keyID over the anonymous identity.
+func (e *env) wantAnonymousAt(up *testenv.Core, keyID string) testenv.Received {
+	e.t.Helper()
+	r := up.Last(e.t)
+	if !r.Signed || r.VerifyErr != nil {
+		e.t.Fatalf("upstream signature: signed=%v err=%v", r.Signed, r.VerifyErr)
+	}
+	id := r.Identity
+	if id.KeyID != keyID || id.Principal != identity.PrincipalAnonymous || id.UserID != "" || id.TenantID != "" ||
+		id.SessionID != "" || len(id.Roles) != 0 || len(id.Permissions) != 0 || id.EmailVerified {
+		e.t.Fatalf("identity = %+v, want anonymous signed by %s", id, keyID)
 	}
 	return r
 }
@@ -308,6 +363,24 @@ func (e *env) with(t *testing.T) *env {
 	c := *e
 	c.t = t
 	return &c
+}
+
+// logBuffer keeps the proxy's log for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func testLogOut() io.Writer {

@@ -13,7 +13,7 @@ import (
 // Item 12: after a user or session event, that user's token gets 401 or
 // 403 on the next request.
 func TestInvalidationEvents(t *testing.T) {
-	rulesFile := "rules:\n  - methods: [GET]\n    path: /api/v1/users\n    access: protected\n    permissions: [users:read]\n"
+	rulesFile := appUpstream + "routes:\n  - prefix: /notes\n    methods: [GET]\n    upstream: notes\n    access: protected\n    permissions: [notes:read]\n"
 	tests := []struct {
 		name    string
 		subject string
@@ -29,7 +29,7 @@ func TestInvalidationEvents(t *testing.T) {
 		{"user disabled (user event)", invalidation.UserSubject(userID),
 			func(p *identity.Projection) { p.UserStatus = "disabled" }, "/api/v1/users/me", 401, problem.CodeInvalidToken},
 		{"role revoked (user event)", invalidation.UserSubject(userID),
-			func(p *identity.Projection) { p.Permissions = []string{"tenant:read"} }, "/api/v1/users", 403, problem.CodeInsufficientScope},
+			func(p *identity.Projection) { p.Permissions = []string{"tenant:read"} }, "/notes", 403, problem.CodeInsufficientScope},
 		{"tenant suspended (tenant event)", invalidation.TenantSubject(tenantID),
 			func(p *identity.Projection) { p.TenantStatus = "suspended" }, "/api/v1/users/me", 401, problem.CodeInvalidToken},
 		{"everything (all event)", invalidation.SubjectAll,
@@ -39,7 +39,7 @@ func TestInvalidationEvents(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := start(t, envOpt{rules: rulesFile})
 			p := defaultProjection()
-			p.Permissions = []string{"tenant:read", "users:read"}
+			p.Permissions = []string{"tenant:read", "notes:read"}
 			e.core.SetProjection(p)
 			tok := e.token(nil)
 			e.wantStatus(e.do("GET", tt.path, tok, nil), 200)
@@ -49,7 +49,7 @@ func TestInvalidationEvents(t *testing.T) {
 			// Without an event the cached projection still answers.
 			e.wantStatus(e.do("GET", tt.path, tok, nil), 200)
 			e.publishAndWait(tt.subject)
-			e.core.Reset()
+			e.reset()
 			e.wantProblem(e.do("GET", tt.path, tok, nil), tt.status, tt.code)
 			e.wantNothingForwarded()
 		})

@@ -2,6 +2,7 @@ package app
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -67,8 +68,8 @@ func TestClientIdentityHeadersStripped(t *testing.T) {
 				}
 				if rt.token {
 					e.wantSigned()
-				} else if got.Signed {
-					t.Fatal("public request carries identity headers")
+				} else {
+					e.wantAnonymousAt(e.core, "core")
 				}
 			})
 		}
@@ -184,6 +185,17 @@ func TestRejectedTokens(t *testing.T) {
 			e.wantNothingForwarded()
 		})
 	}
+	// The reasons the clients were not told are in the log.
+	reasons := map[string]bool{}
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var rec struct{ Msg, Reason string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "token refused" {
+			reasons[rec.Reason] = true
+		}
+	}
+	if len(reasons) < 8 {
+		t.Fatalf("distinct refusal reasons logged = %d (%v), want the detail of each check", len(reasons), reasons)
+	}
 }
 
 func TestAuthorizationHeaderShapes(t *testing.T) {
@@ -267,7 +279,8 @@ func TestPathTricks(t *testing.T) {
 
 // coreapi's internal endpoints are never reachable through the proxy.
 func TestInternalNeverForwarded(t *testing.T) {
-	e := start(t, envOpt{rules: "rules:\n  - path: /**\n    access: protected\n"})
+	// Even with an app catch-all behind "/".
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - prefix: /\n    upstream: notes\n    access: protected\n"})
 	tok := e.token(nil)
 	before := e.core.ProjectionFetches.Load()
 	// Warm the projection so later fetch counts are exact.
@@ -284,7 +297,7 @@ func TestInternalNeverForwarded(t *testing.T) {
 		for _, withToken := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s token=%v", p, withToken), func(t *testing.T) {
 				e := e.with(t)
-				e.core.Reset()
+				e.reset()
 				tk := ""
 				if withToken {
 					tk = tok
@@ -302,7 +315,7 @@ func TestInternalNeverForwarded(t *testing.T) {
 
 func TestRoutesOutsideAPIAre404(t *testing.T) {
 	e := start(t, envOpt{})
-	for _, p := range []string{"/", "/metrics", "/admin", "/apiv1/users", "/.well-known/other"} {
+	for _, p := range []string{"/", "/metrics", "/admin", "/apiv1/users", "/api", "/api/v1", "/api/v1/other", "/notes"} {
 		t.Run(p, func(t *testing.T) {
 			e := e.with(t)
 			e.core.Reset()
@@ -431,12 +444,16 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestDecisions(t *testing.T) {
-	rulesFile := `
-rules:
-  - methods: [GET]
-    path: /api/v1/users
+	rulesFile := appUpstream + `
+routes:
+  - prefix: /notes
+    upstream: notes
     access: protected
-    permissions: [users:read]
+    permissions: [notes:read]
+  - prefix: /notes/verified
+    upstream: notes
+    access: protected
+    require_verified_email: true
 `
 	tests := []struct {
 		name   string
@@ -453,15 +470,17 @@ rules:
 		{"token version bumped", func(p *identity.Projection) { p.TokenVersion = 1 }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
 		{"newer token version", func(p *identity.Projection) { p.TokenVersion = 1 }, func(c testenv.Claims) { c["tv"] = 1 }, "/api/v1/users/me", 200, ""},
 		{"session revoked", func(p *identity.Projection) { p.RevokedSessions = []string{sessionID} }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
-		{"missing permission", nil, nil, "/api/v1/users", 403, problem.CodeInsufficientScope},
-		{"granted permission", func(p *identity.Projection) { p.Permissions = []string{"users:read"} }, nil, "/api/v1/users", 200, ""},
+		{"missing permission", nil, nil, "/notes", 403, problem.CodeInsufficientScope},
+		{"granted permission", func(p *identity.Projection) { p.Permissions = []string{"notes:read"} }, nil, "/notes", 200, ""},
+		{"email not verified", nil, nil, "/notes/verified", 403, problem.CodeEmailUnverified},
+		{"email verified", func(p *identity.Projection) { p.EmailVerified = true }, nil, "/notes/verified", 200, ""},
 		{"no membership", func(p *identity.Projection) { p.UserID = "gone" }, nil, "/api/v1/users/me", 401, problem.CodeInvalidToken},
 	}
 	e := start(t, envOpt{rules: rulesFile})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := e.with(t)
-			e.core.Reset()
+			e.reset()
 			p := defaultProjection()
 			if tt.mod != nil {
 				tt.mod(&p)
@@ -472,7 +491,14 @@ rules:
 			r := e.do("GET", tt.path, e.token(tt.claims), nil)
 			if tt.status == 200 {
 				e.wantStatus(r, 200)
-				e.wantSigned()
+				up, key := e.core, "core"
+				if strings.HasPrefix(tt.path, "/notes") {
+					up, key = e.up, testenv.AppKey.ID
+				}
+				got := e.wantSignedAt(up, key)
+				if got.Identity.EmailVerified != p.EmailVerified {
+					t.Fatalf("X-Auth-Email-Verified = %v, want %v", got.Identity.EmailVerified, p.EmailVerified)
+				}
 				return
 			}
 			e.wantProblem(r, tt.status, tt.code)
@@ -557,7 +583,7 @@ func TestResponseStreamed(t *testing.T) {
 	e := start(t, envOpt{})
 	gate := make(chan struct{})
 	e.core.StreamGate.Store(&gate)
-	req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/stream", nil)
+	req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/users/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+e.token(nil))
 	resp, err := e.client.Do(req)
 	if err != nil {
@@ -623,12 +649,12 @@ func TestUpstreamBoundedWaits(t *testing.T) {
 	defer close(gate)
 	t.Run("timeout", func(t *testing.T) {
 		e := e.with(t)
-		e.wantProblem(e.do("GET", "/api/v1/slow", tok, nil), 504, problem.CodeUpstreamDown)
+		e.wantProblem(e.do("GET", "/api/v1/users/slow", tok, nil), 504, problem.CodeUpstreamDown)
 	})
 	t.Run("no free connection", func(t *testing.T) {
 		e := e.with(t)
 		started := make(chan result, 1)
-		go func() { started <- e.do("GET", "/api/v1/slow", tok, nil) }()
+		go func() { started <- e.do("GET", "/api/v1/users/slow", tok, nil) }()
 		// The only connection is busy (or being torn down after the first
 		// timeout); a second request must not wait beyond the bound.
 		var r result

@@ -1,9 +1,10 @@
 // Package config reads the proxy's configuration from the environment
-// (12-factor), applies defaults, and reports every problem at once. The
-// HMAC key never appears in output.
+// (12-factor), applies defaults, and reports every problem at once. No
+// identity key ever appears in output.
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,9 +23,19 @@ type Config struct {
 	ListenAddr string
 	AdminAddr  string
 
-	UpstreamURL  *url.URL
-	JWKSURL      string
-	HMACKey      []byte `json:"-"`
+	// IdentityURL is coreapi's internal base: JWKS, projections and the
+	// upstream of the built-in routes.
+	IdentityURL *url.URL
+	// AppURL is the deprecated UPSTREAM_URL when it names an app (not
+	// IdentityURL): one app upstream behind a protected catch-all.
+	AppURL string
+	// UpstreamURLSet reports a (deprecated) UPSTREAM_URL, warned at start.
+	UpstreamURLSet bool
+	JWKSURL        string
+	// CoreKeys sign requests to coreapi (the first one signs).
+	CoreKeys []identity.Key `json:"-"`
+	// UpstreamKeys are the apps' keys, named by the rules file's key_id.
+	UpstreamKeys []identity.Key `json:"-"`
 	NATSURL      string
 	Issuer       string
 	Audience     string
@@ -72,16 +83,21 @@ type Var struct {
 var Vars = []Var{
 	{"PROXY_LISTEN_ADDR", ":8080", "public listen address"},
 	{"PROXY_ADMIN_ADDR", ":9090", "admin listen address (/healthz, /readyz, /metrics)"},
-	{"UPSTREAM_URL", "http://127.0.0.1:8081", "coreapi base URL (http, host:port)"},
-	{"JWKS_URL", "UPSTREAM_URL + /.well-known/jwks.json", "key set URL"},
-	{"IDENTITY_HMAC_KEY", "", "base64 HMAC key (>= 32 bytes) for identity headers; or"},
-	{"IDENTITY_HMAC_KEY_FILE", "", "file holding that key"},
+	{"IDENTITY_URL", "http://127.0.0.1:8081", "coreapi's internal base URL (http, host:port): JWKS, projections, its routes"},
+	{"UPSTREAM_URL", "", "deprecated: an app's base URL behind a protected catch-all (ignored when equal to IDENTITY_URL)"},
+	{"JWKS_URL", "IDENTITY_URL + /.well-known/jwks.json", "key set URL"},
+	{"IDENTITY_KEYS", "", "core keys id:base64[,id:base64...] shared with coreapi; the first signs; or"},
+	{"IDENTITY_KEYS_FILE", "", "file holding that list"},
+	{"IDENTITY_HMAC_KEY", "", "legacy: one base64 core key (id core); or"},
+	{"IDENTITY_HMAC_KEY_FILE", "", "legacy: file holding that key"},
+	{"UPSTREAM_KEYS", "", "app keys id:base64[,...], named by the rules file's key_id; or"},
+	{"UPSTREAM_KEYS_FILE", "", "file holding that list"},
 	{"NATS_URL", "nats://127.0.0.1:4222", "NATS for invalidation events"},
 	{"TOKEN_ISSUER", "http://localhost:8080", "required iss"},
 	{"TOKEN_AUDIENCE", "tollgate", "required aud"},
 	{"TOKEN_ALGS", "EdDSA,ES256,RS256", "allowed signature algorithms (each key is pinned to its own alg)"},
-	{"RULES_FILE", "", "optional YAML route rules, evaluated before the defaults"},
-	{"TRUSTED_PROXY_CIDRS", "", "comma list of CIDRs whose X-Forwarded-* headers are kept"},
+	{"RULES_FILE", "", "optional YAML route table (upstreams and routes), reloaded on change and SIGHUP"},
+	{"TRUSTED_PROXY_CIDRS", "", "comma list of CIDRs whose X-Forwarded-* headers are kept and whose X-Forwarded-For names the client"},
 	{"TOKEN_CACHE_SIZE", "100000", "verified-token cache entries"},
 	{"TOKEN_CACHE_MAX_TTL", "5m", "cap on a cached token's TTL (it never outlives exp)"},
 	{"NEGATIVE_CACHE_TTL", "10s", "how long a rejected token is remembered"},
@@ -95,7 +111,7 @@ var Vars = []Var{
 	{"JWKS_REFRESH_INTERVAL", "5m", "background key set refresh"},
 	{"JWKS_REFETCH_COOLDOWN", "10s", "minimum time between refetches for unknown kids"},
 	{"UPSTREAM_TIMEOUT", "30s", "read/write timeout of a forwarded request"},
-	{"UPSTREAM_MAX_CONNS", "1024", "connections to coreapi"},
+	{"UPSTREAM_MAX_CONNS", "1024", "connections per upstream"},
 	{"UPSTREAM_MAX_CONN_WAIT", "2s", "wait for a free upstream connection before 503"},
 	{"UPSTREAM_IDLE_TIMEOUT", "5s", "keep-alive idle time; keep below coreapi's idle timeout"},
 	{"PROJECTION_TIMEOUT", "2s", "timeout of a projection fetch"},
@@ -116,28 +132,50 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c := &Config{}
 	c.ListenAddr = p.addr("PROXY_LISTEN_ADDR", ":8080")
 	c.AdminAddr = p.addr("PROXY_ADMIN_ADDR", ":9090")
-	up := p.str("UPSTREAM_URL", "http://127.0.0.1:8081")
-	if u, err := url.Parse(up); err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		p.fail("UPSTREAM_URL", up, "want http://host:port with no path (coreapi is on loopback)")
-	} else {
-		if u.Port() == "" {
-			u.Host = net.JoinHostPort(u.Hostname(), "80")
+	c.IdentityURL = p.baseURL("IDENTITY_URL", "http://127.0.0.1:8081")
+	if v := p.str("UPSTREAM_URL", ""); v != "" {
+		c.UpstreamURLSet = true
+		if u := p.baseURL("UPSTREAM_URL", v); u != nil && c.IdentityURL != nil && u.String() != c.IdentityURL.String() {
+			c.AppURL = u.String()
 		}
-		u.Path = ""
-		c.UpstreamURL = u
 	}
 	c.JWKSURL = p.str("JWKS_URL", "")
-	if c.JWKSURL == "" && c.UpstreamURL != nil {
-		c.JWKSURL = c.UpstreamURL.String() + "/.well-known/jwks.json"
+	if c.JWKSURL == "" && c.IdentityURL != nil {
+		c.JWKSURL = c.IdentityURL.String() + "/.well-known/jwks.json"
 	} else if u, err := url.Parse(c.JWKSURL); c.JWKSURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
 		p.fail("JWKS_URL", c.JWKSURL, "want an absolute http(s) URL")
 	}
-	keyVal, _ := getenv("IDENTITY_HMAC_KEY")
-	keyFile, _ := getenv("IDENTITY_HMAC_KEY_FILE")
-	if k, err := identity.LoadKey(keyVal, keyFile); err != nil {
-		p.errs = append(p.errs, fmt.Errorf("IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE: %w", err))
-	} else {
-		c.HMACKey = k
+	c.CoreKeys = p.coreKeys()
+	if v, f := p.str("UPSTREAM_KEYS", ""), p.str("UPSTREAM_KEYS_FILE", ""); v != "" || f != "" {
+		keys, err := identity.LoadKeys(v, f)
+		if err != nil {
+			p.errs = append(p.errs, fmt.Errorf("UPSTREAM_KEYS / UPSTREAM_KEYS_FILE: %w", err))
+		}
+		for _, k := range keys {
+			bad := false
+			for _, ck := range c.CoreKeys {
+				if k.ID == ck.ID || bytes.Equal(k.Secret, ck.Secret) {
+					p.errs = append(p.errs, fmt.Errorf("UPSTREAM_KEYS: key %q is also a core key (id or secret): an app must never hold a key coreapi accepts", k.ID))
+					bad = true
+				}
+			}
+			if len(k.Secret) < identity.MinKeyLen {
+				p.errs = append(p.errs, fmt.Errorf("UPSTREAM_KEYS: key %q: %w", k.ID, identity.ErrShortKey))
+				bad = true
+			}
+			if !bad {
+				c.UpstreamKeys = append(c.UpstreamKeys, k)
+			}
+		}
+	}
+	c.RulesFile = p.str("RULES_FILE", "")
+	if c.AppURL != "" {
+		if len(c.UpstreamKeys) == 0 {
+			p.errs = append(p.errs, fmt.Errorf("UPSTREAM_URL %s differs from IDENTITY_URL %s, so it names an app: set UPSTREAM_KEYS (the first key signs its requests), or set IDENTITY_URL instead if it is coreapi", c.AppURL, c.IdentityURL))
+		}
+		if c.RulesFile != "" {
+			p.errs = append(p.errs, errors.New("UPSTREAM_URL as an app and RULES_FILE together: declare the app as an upstream in the rules file and unset UPSTREAM_URL"))
+		}
 	}
 	c.NATSURL = p.str("NATS_URL", "nats://127.0.0.1:4222")
 	if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" {
@@ -154,7 +192,6 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 			p.fail("TOKEN_ALGS", a, "want asymmetric JWS algorithms (EdDSA, ES256, RS256, ...)")
 		}
 	}
-	c.RulesFile = p.str("RULES_FILE", "")
 	for _, s := range strings.Split(p.str("TRUSTED_PROXY_CIDRS", ""), ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {
@@ -216,8 +253,9 @@ func (c *Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("listen_addr", c.ListenAddr), slog.String("admin_addr", c.AdminAddr),
-		slog.String("upstream_url", c.UpstreamURL.String()), slog.String("jwks_url", c.JWKSURL),
-		slog.String("identity_hmac_key", "*****"), slog.String("nats_url", maskURL(c.NATSURL)),
+		slog.String("identity_url", c.IdentityURL.String()), slog.String("upstream_url", c.AppURL), slog.String("jwks_url", c.JWKSURL),
+		slog.String("identity_keys", keyIDs(c.CoreKeys)), slog.String("upstream_keys", keyIDs(c.UpstreamKeys)),
+		slog.String("nats_url", maskURL(c.NATSURL)),
 		slog.String("token_issuer", c.Issuer), slog.String("token_audience", c.Audience),
 		slog.String("token_algs", strings.Join(c.Algs, ",")), slog.String("rules_file", c.RulesFile),
 		slog.String("trusted_proxy_cidrs", strings.Join(cidrs, ",")),
@@ -234,6 +272,61 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()), slog.Bool("access_log", c.AccessLog), slog.Bool("proxy_pprof", c.Pprof),
 		slog.Int("projection_max_fetches", c.ProjectionMaxFetches),
 	)
+}
+
+// keyIDs lists key ids with their secrets masked.
+func keyIDs(keys []identity.Key) string {
+	s := make([]string, len(keys))
+	for i, k := range keys {
+		s[i] = k.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// coreKeys reads IDENTITY_KEYS(_FILE), or the legacy IDENTITY_HMAC_KEY(_FILE)
+// as one key with id core; setting both kinds is an error.
+func (p *parser) coreKeys() []identity.Key {
+	v, f := p.str("IDENTITY_KEYS", ""), p.str("IDENTITY_KEYS_FILE", "")
+	lv, lf := p.str("IDENTITY_HMAC_KEY", ""), p.str("IDENTITY_HMAC_KEY_FILE", "")
+	switch {
+	case (v != "" || f != "") && (lv != "" || lf != ""):
+		p.errs = append(p.errs, errors.New("IDENTITY_KEYS(_FILE) and the legacy IDENTITY_HMAC_KEY(_FILE) are both set: keep one"))
+		return nil
+	case v != "" || f != "":
+		keys, err := identity.LoadKeys(v, f)
+		if err != nil {
+			p.errs = append(p.errs, fmt.Errorf("IDENTITY_KEYS / IDENTITY_KEYS_FILE: %w", err))
+			return nil
+		}
+		for _, k := range keys {
+			if len(k.Secret) < identity.MinKeyLen {
+				p.errs = append(p.errs, fmt.Errorf("IDENTITY_KEYS: key %q: %w", k.ID, identity.ErrShortKey))
+				return nil
+			}
+		}
+		return keys
+	}
+	k, err := identity.LoadKey(lv, lf)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("IDENTITY_KEYS / IDENTITY_KEYS_FILE (or legacy IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE): %w", err))
+		return nil
+	}
+	return []identity.Key{{ID: "core", Secret: k}}
+}
+
+// baseURL parses an http://host:port base URL with no path.
+func (p *parser) baseURL(name, def string) *url.URL {
+	v := p.str(name, def)
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		p.fail(name, v, "want http://host:port with no path")
+		return nil
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "80")
+	}
+	u.Path = ""
+	return u
 }
 
 // maskURL hides a password in a URL.

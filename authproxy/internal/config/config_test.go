@@ -23,8 +23,11 @@ func TestDefaults(t *testing.T) {
 	if c.ListenAddr != ":8080" || c.AdminAddr != ":9090" {
 		t.Errorf("addrs = %s %s", c.ListenAddr, c.AdminAddr)
 	}
-	if c.UpstreamURL.String() != "http://127.0.0.1:8081" || c.JWKSURL != "http://127.0.0.1:8081/.well-known/jwks.json" {
-		t.Errorf("upstream = %s jwks = %s", c.UpstreamURL, c.JWKSURL)
+	if c.IdentityURL.String() != "http://127.0.0.1:8081" || c.JWKSURL != "http://127.0.0.1:8081/.well-known/jwks.json" {
+		t.Errorf("identity = %s jwks = %s", c.IdentityURL, c.JWKSURL)
+	}
+	if len(c.CoreKeys) != 1 || c.CoreKeys[0].ID != "core" || c.AppURL != "" || c.UpstreamURLSet {
+		t.Errorf("core keys = %v, app url = %q, upstream url set = %v", c.CoreKeys, c.AppURL, c.UpstreamURLSet)
 	}
 	if c.Issuer != "http://localhost:8080" || c.Audience != "tollgate" || c.MaxStaleness != 30*time.Second {
 		t.Errorf("issuer/audience/staleness = %s %s %s", c.Issuer, c.Audience, c.MaxStaleness)
@@ -64,7 +67,7 @@ func TestKeyMasked(t *testing.T) {
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
 	out := buf.String()
-	if strings.Contains(out, key) || strings.Contains(out, "secretpw") || !strings.Contains(out, "*****") {
+	if strings.Contains(out, key) || strings.Contains(out, "secretpw") || !strings.Contains(out, `"identity_keys":"core:***"`) {
 		t.Fatalf("secrets not masked: %s", out)
 	}
 	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": "short"})); err == nil || strings.Contains(err.Error(), "short\"") {
@@ -133,4 +136,75 @@ func TestLeewayCapped(t *testing.T) {
 			}
 		})
 	}
+}
+
+var key2 = base64.StdEncoding.EncodeToString([]byte("abcdef0123456789abcdef0123456789"))
+var key3 = base64.StdEncoding.EncodeToString([]byte("zyxwvuts0123456789abcdef01234567"))
+
+func TestKeys(t *testing.T) {
+	t.Run("IDENTITY_KEYS: first signs, all listed", func(t *testing.T) {
+		c, err := Load(env(map[string]string{"IDENTITY_KEYS": "k2:" + key2 + ",k1:" + key}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.CoreKeys) != 2 || c.CoreKeys[0].ID != "k2" || c.CoreKeys[1].ID != "k1" {
+			t.Fatalf("core keys = %v", c.CoreKeys)
+		}
+	})
+	bad := []struct {
+		name string
+		vars map[string]string
+		want string
+	}{
+		{"legacy and new together", map[string]string{"IDENTITY_KEYS": "k1:" + key, "IDENTITY_HMAC_KEY": key}, "both set"},
+		{"no core key", map[string]string{}, "IDENTITY_KEYS"},
+		{"short core key", map[string]string{"IDENTITY_KEYS": "k1:c2hvcnQ="}, "IDENTITY_KEYS"},
+		{"app key with a core id", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "core:" + key2}, "also a core key"},
+		{"app key with a core secret", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "app:" + key}, "also a core key"},
+		{"app key list malformed", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "nocolon"}, "UPSTREAM_KEYS"},
+		{"UPSTREAM_URL as an app without UPSTREAM_KEYS", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:9000"}, "set UPSTREAM_KEYS"},
+		{"UPSTREAM_URL as an app with a rules file", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:9000",
+			"UPSTREAM_KEYS": "app:" + key2, "RULES_FILE": "/x.yaml"}, "RULES_FILE together"},
+		{"IDENTITY_URL with a path", map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_URL": "http://core:8081/api"}, "IDENTITY_URL"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(env(tt.vars))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load = %v, want an error containing %q", err, tt.want)
+			}
+			for _, k := range []string{key, key2, key3} {
+				if strings.Contains(err.Error(), k) {
+					t.Fatalf("error leaks a key: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestUpstreamURLAlias(t *testing.T) {
+	t.Run("equal to IDENTITY_URL changes nothing", func(t *testing.T) {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:8081/"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.AppURL != "" || !c.UpstreamURLSet {
+			t.Fatalf("app url = %q, set = %v", c.AppURL, c.UpstreamURLSet)
+		}
+	})
+	t.Run("another URL is an app", func(t *testing.T) {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:18500",
+			"UPSTREAM_KEYS": "app:" + key2 + ",app2:" + key3}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.AppURL != "http://127.0.0.1:18500" || c.IdentityURL.String() != "http://127.0.0.1:8081" || len(c.UpstreamKeys) != 2 {
+			t.Fatalf("app url = %q, identity url = %s, upstream keys = %v", c.AppURL, c.IdentityURL, c.UpstreamKeys)
+		}
+		var buf bytes.Buffer
+		slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+		if strings.Contains(buf.String(), key2) || !strings.Contains(buf.String(), "app:***") {
+			t.Fatalf("keys not masked: %s", buf.String())
+		}
+	})
 }

@@ -1,24 +1,26 @@
-// Package decide makes the access decision for a protected request from the
-// verified token, the cached projection and the route's required
-// permissions. It is pure: no I/O, no clock, no allocation.
+// Package decide makes the access decision for a request with a verified
+// token from the token, the cached projection and the route's
+// requirements. It is pure: no I/O, no clock, no allocation.
 package decide
 
 import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 )
 
 // Outcome of a decision.
 type Outcome int
 
-// Outcomes. Everything but Allow and DenyScope means the token no longer
-// stands for a valid identity (401); DenyScope is 403.
+// Outcomes. Everything but Allow, DenyScope and DenyEmailUnverified means
+// the token no longer stands for a valid identity (401); those two are 403.
 const (
 	Allow Outcome = iota
 	DenyInactive
 	DenyTokenVersion
 	DenySessionRevoked
 	DenyScope
+	DenyEmailUnverified
 )
 
 // String is the outcome's metric label and problem detail key.
@@ -34,14 +36,17 @@ func (o Outcome) String() string {
 		return "session_revoked"
 	case DenyScope:
 		return "insufficient_scope"
+	case DenyEmailUnverified:
+		return "email_unverified"
 	}
 	return "unknown"
 }
 
 // Decide applies, in order: user, membership and tenant active; the token's
-// tv not older than the user's token_version; the session not revoked; and
-// every required permission granted.
-func Decide(c *tokens.Claims, e *projection.Entry, required []string) Outcome {
+// tv not older than the user's token_version; the session not revoked;
+// every permission the route requires granted; and the email verified if
+// the route requires it.
+func Decide(c *tokens.Claims, e *projection.Entry, r *rules.Route) Outcome {
 	p := e.P
 	if !p.Active() {
 		return DenyInactive
@@ -52,10 +57,13 @@ func Decide(c *tokens.Claims, e *projection.Entry, required []string) Outcome {
 	if p.SessionRevoked(c.Sid) {
 		return DenySessionRevoked
 	}
-	for _, perm := range required {
+	for _, perm := range r.Permissions {
 		if !p.HasPermission(perm) {
 			return DenyScope
 		}
+	}
+	if r.RequireVerifiedEmail && !p.EmailVerified {
+		return DenyEmailUnverified
 	}
 	return Allow
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -18,17 +19,21 @@ func TestDecide(t *testing.T) {
 		name     string
 		mod      func(p *identity.Projection, c *tokens.Claims)
 		required []string
+		verified bool
 		want     Outcome
 	}{
-		{"allow", nil, nil, Allow},
-		{"allow with permissions", nil, []string{"users:read", "tenant:read"}, Allow},
-		{"newer tv in token", func(_ *identity.Projection, c *tokens.Claims) { c.TV = 4 }, nil, Allow},
-		{"user disabled", func(p *identity.Projection, _ *tokens.Claims) { p.UserStatus = "disabled" }, nil, DenyInactive},
-		{"membership suspended", func(p *identity.Projection, _ *tokens.Claims) { p.MembershipStatus = "suspended" }, nil, DenyInactive},
-		{"tenant suspended", func(p *identity.Projection, _ *tokens.Claims) { p.TenantStatus = "suspended" }, nil, DenyInactive},
-		{"stale tv", func(_ *identity.Projection, c *tokens.Claims) { c.TV = 2 }, nil, DenyTokenVersion},
-		{"session revoked", func(_ *identity.Projection, c *tokens.Claims) { c.Sid = "s-old" }, nil, DenySessionRevoked},
-		{"missing permission", nil, []string{"users:read", "users:write"}, DenyScope},
+		{"allow", nil, nil, false, Allow},
+		{"allow with permissions", nil, []string{"users:read", "tenant:read"}, false, Allow},
+		{"newer tv in token", func(_ *identity.Projection, c *tokens.Claims) { c.TV = 4 }, nil, false, Allow},
+		{"user disabled", func(p *identity.Projection, _ *tokens.Claims) { p.UserStatus = "disabled" }, nil, false, DenyInactive},
+		{"membership suspended", func(p *identity.Projection, _ *tokens.Claims) { p.MembershipStatus = "suspended" }, nil, false, DenyInactive},
+		{"tenant suspended", func(p *identity.Projection, _ *tokens.Claims) { p.TenantStatus = "suspended" }, nil, false, DenyInactive},
+		{"stale tv", func(_ *identity.Projection, c *tokens.Claims) { c.TV = 2 }, nil, false, DenyTokenVersion},
+		{"session revoked", func(_ *identity.Projection, c *tokens.Claims) { c.Sid = "s-old" }, nil, false, DenySessionRevoked},
+		{"missing permission", nil, []string{"users:read", "users:write"}, false, DenyScope},
+		{"email unverified", nil, nil, true, DenyEmailUnverified},
+		{"email verified", func(p *identity.Projection, _ *tokens.Claims) { p.EmailVerified = true }, nil, true, Allow},
+		{"scope checked before email", nil, []string{"users:write"}, true, DenyScope},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -36,7 +41,7 @@ func TestDecide(t *testing.T) {
 			if tt.mod != nil {
 				tt.mod(p, &c)
 			}
-			if got := Decide(&c, &projection.Entry{P: p}, tt.required); got != tt.want {
+			if got := Decide(&c, &projection.Entry{P: p}, &rules.Route{Permissions: tt.required, RequireVerifiedEmail: tt.verified}); got != tt.want {
 				t.Fatalf("Decide() = %v, want %v", got, tt.want)
 			}
 		})

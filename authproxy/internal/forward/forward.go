@@ -1,7 +1,7 @@
-// Package forward sends an authorized request to coreapi over one reused
-// fasthttp HostClient and streams the response back: the request line is
-// exactly the normalized path plus the original query, which is also what
-// the identity signature covers.
+// Package forward sends an authorized request to its upstream (coreapi or
+// an app) over that upstream's reused fasthttp HostClient and streams the
+// response back: the request line is exactly the normalized path plus the
+// original query, which is also what the identity signature covers.
 package forward
 
 import (
@@ -79,7 +79,7 @@ type Failure int
 
 // Failures.
 const (
-	Unavailable Failure = iota // 503, coreapi down or saturated
+	Unavailable Failure = iota // 503, upstream down, unknown or saturated
 	Timeout                    // 504
 	BadGateway                 // 502
 )
@@ -87,7 +87,10 @@ const (
 // Classify maps a client error to a failure and a metric label.
 func Classify(err error) (Failure, string) {
 	var op *net.OpError
+	var dns *net.DNSError
 	switch {
+	case errors.As(err, &dns):
+		return Unavailable, "dns"
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return Unavailable, "no_free_conns"
 	case errors.Is(err, fasthttp.ErrDialTimeout):

@@ -91,6 +91,18 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn bool) {
 	return closeConn
 }
 
+// HasTrailers reports whether the client announced (Trailer) or sent a
+// trailer section. fasthttp keeps trailer fields beside the header fields,
+// outside what Sanitize iterates, and a Peek on either side of the proxy
+// finds them like headers; so requests with trailers are refused rather
+// than cleaned.
+func HasTrailers(h *fasthttp.RequestHeader) bool {
+	for range h.Trailers() {
+		return true
+	}
+	return len(h.Peek(fasthttp.HeaderTrailer)) > 0
+}
+
 // forEachToken calls f for each comma-separated, space-trimmed token of v.
 func forEachToken(v []byte, f func([]byte)) {
 	for len(v) > 0 {

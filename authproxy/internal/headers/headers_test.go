@@ -201,3 +201,27 @@ func BenchmarkSanitize(b *testing.B) {
 		Sanitize(&req.Header, false)
 	}
 }
+
+// Trailer fields live beside the headers in fasthttp: Sanitize's pass over
+// the headers does not see them, yet Peek finds them. HasTrailers is what
+// makes the proxy refuse such requests (announced or not).
+func TestTrailers(t *testing.T) {
+	tests := []struct {
+		name, raw string
+		want      bool
+	}{
+		{"announced and sent", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-Auth-Roles\r\n\r\n1\r\na\r\n0\r\nX-Auth-Roles: owner\r\n\r\n", true},
+		{"sent unannounced", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Auth-User-Id: evil\r\n\r\n", true},
+		{"announced only", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-Other\r\n\r\n1\r\na\r\n0\r\n\r\n", true},
+		{"chunked, no trailers", "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false},
+		{"plain", "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\na", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := parse(t, tt.raw)
+			if got := HasTrailers(&req.Header); got != tt.want {
+				t.Fatalf("HasTrailers = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

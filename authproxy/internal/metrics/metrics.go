@@ -38,6 +38,8 @@ type Metrics struct {
 	ProjectionFetches *prometheus.CounterVec // result
 	NATSConnected     prometheus.Gauge
 	Decisions         *prometheus.CounterVec // outcome
+	RulesGeneration   prometheus.Gauge
+	RulesReloadFailed prometheus.Counter
 }
 
 // CacheCounters are one cache's hit/miss/eviction counters.
@@ -98,7 +100,14 @@ func New() *Metrics {
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_decisions_total", Help: "Access decisions by outcome.",
 		}, []string{"outcome"}),
+		RulesGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_rules_generation", Help: "Route tables loaded: 1 at start, +1 per successful reload.",
+		}),
+		RulesReloadFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
+		}),
 	}
+	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed)
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
 		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)

@@ -15,18 +15,19 @@ import (
 )
 
 // HTTPFetcher fetches projections from coreapi's internal endpoint,
-// authenticating with identity headers over an empty Identity.
+// authenticating with v2 identity headers signed with the core key over an
+// anonymous identity.
 type HTTPFetcher struct {
 	hc      *fasthttp.HostClient
 	host    string
-	signer  *identity.Signer
+	signer  *identity.KeySigner
 	timeout time.Duration
 	m       *metrics.Metrics
 	now     func() time.Time
 }
 
 // NewHTTPFetcher returns a fetcher using hc (which must buffer bodies).
-func NewHTTPFetcher(hc *fasthttp.HostClient, host string, signer *identity.Signer, timeout time.Duration, m *metrics.Metrics) *HTTPFetcher {
+func NewHTTPFetcher(hc *fasthttp.HostClient, host string, signer *identity.KeySigner, timeout time.Duration, m *metrics.Metrics) *HTTPFetcher {
 	return &HTTPFetcher{hc: hc, host: host, signer: signer, timeout: timeout, m: m, now: time.Now}
 }
 
@@ -45,11 +46,16 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID str
 	req.Header.SetHost(f.host)
 	req.Header.Set("Accept", "application/json")
 	if requestID != "" {
-		req.Header.Set("X-Request-Id", requestID)
+		req.Header.Set(identity.HeaderRequestID, requestID)
 	}
 	ts := f.now().UnixMilli()
+	id := identity.Identity{Principal: identity.PrincipalAnonymous}
+	r := identity.Request{Timestamp: ts, RequestID: requestID, Method: fasthttp.MethodGet, PathQuery: pq, BodySHA256: identity.EmptyBodySHA256}
+	req.Header.Set(identity.HeaderKeyID, f.signer.KeyID())
+	req.Header.Set(identity.HeaderPrincipal, identity.PrincipalAnonymous)
+	req.Header.Set(identity.HeaderEmailVerified, "false")
 	req.Header.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
-	req.Header.Set(identity.HeaderSignature, f.signer.Sign(ts, fasthttp.MethodGet, pq, identity.Identity{}))
+	req.Header.Set(identity.HeaderSignature, f.signer.Sign(&id, &r))
 	timeout := f.timeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))

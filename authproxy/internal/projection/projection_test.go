@@ -23,7 +23,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{core: testenv.NewCore(t)}
 	f.now.Store(time.Now().UnixNano())
-	signer, err := identity.NewSigner(testenv.HMACKey, 0)
+	signer, err := identity.NewKeySigner(testenv.CoreKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestNoMembershipRemembered(t *testing.T) {
 // for an entry already being fetched joins that fetch.
 func TestMaxFetches(t *testing.T) {
 	core := testenv.NewCore(t)
-	signer, err := identity.NewSigner(testenv.HMACKey, 0)
+	signer, err := identity.NewKeySigner(testenv.CoreKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,27 +1,46 @@
-// Package rules decides, from the normalized path and the method alone,
-// whether a request is public, needs a token (and which permissions), or is
-// refused. Rules come from an optional YAML file, evaluated first, followed
-// by built-in defaults; the first match wins and no match means 404.
-// Paths under /internal are never reachable, whatever a file says.
+// Package rules is the proxy's route table: which upstream a request goes
+// to and what it needs to get there, decided from the normalized path and
+// the method alone.
+//
+// A table holds coreapi's built-in routes (upstream "core", attributes
+// fixed) and the routes of an optional YAML file, each a path prefix that
+// matches whole segments ("/notes" matches "/notes" and "/notes/x", never
+// "/notes-admin"). The longest matching prefix wins; if none of its routes
+// allows the method the answer is 405, never a fall-back to a shorter
+// prefix; no matching prefix is 404. Paths under /internal are never
+// routed. A file route can neither equal nor lie under a built-in prefix,
+// so no configuration can shadow coreapi's routes or send sign-in traffic
+// to an app.
 package rules
 
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
+	"regexp"
+	"slices"
+	"sort"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
 
-// Access is what a matching rule allows.
-type Access int
+// Access is what a route requires of the caller.
+type Access uint8
 
 // Access kinds.
 const (
-	Deny Access = iota
-	Public
+	// Public routes are forwarded with an anonymous identity; a bearer, if
+	// any, is not looked at.
+	Public Access = iota + 1
+	// Protected routes need a valid bearer token.
 	Protected
+	// Optional routes verify a bearer when one is sent (an invalid one is
+	// 401) and forward an anonymous identity otherwise.
+	Optional
 )
 
 func (a Access) String() string {
@@ -30,217 +49,493 @@ func (a Access) String() string {
 		return "public"
 	case Protected:
 		return "protected"
+	case Optional:
+		return "optional"
 	}
-	return "deny"
+	return "unknown"
 }
 
-// Spec is one rule as written in the rules file.
-type Spec struct {
-	// Methods the rule applies to; empty means every method. HEAD is
-	// matched by GET rules.
-	Methods []string `json:"methods,omitempty"`
-	// Path pattern: literal segments, "*" for exactly one segment, and a
-	// final "**" for any number of segments (including none).
-	Path string `json:"path"`
-	// Access: public, protected or deny.
-	Access string `json:"access"`
-	// Permissions all required (protected rules only).
+// CoreUpstream is the name of coreapi's upstream (IDENTITY_URL). It is
+// always upstream index 0 of a table.
+const CoreUpstream = "core"
+
+// TranslationDoc is where the translation of the previous rules format is
+// documented.
+const TranslationDoc = "docs/operations.md#translating-a-rules-file-of-the-previous-format"
+
+// ErrOldFormat refuses a file of the previous format (rules with path
+// globs, deny, replace_defaults).
+var ErrOldFormat = errors.New("rules file uses the previous format (rules:, path, deny, replace_defaults); translate it as " + TranslationDoc + " describes")
+
+// UpstreamSpec is one upstream as written in the rules file.
+type UpstreamSpec struct {
+	URL   string `json:"url"`
+	KeyID string `json:"key_id"`
+}
+
+// RouteSpec is one route as written in the rules file.
+type RouteSpec struct {
+	Prefix      string   `json:"prefix"`
+	Methods     []string `json:"methods,omitempty"`
+	Upstream    string   `json:"upstream"`
+	Access      string   `json:"access"`
 	Permissions []string `json:"permissions,omitempty"`
+	// Reserved for later work; parsed and validated now.
+	Websocket            bool   `json:"websocket,omitempty"`
+	StreamTimeout        string `json:"stream_timeout,omitempty"`
+	RequireVerifiedEmail bool   `json:"require_verified_email,omitempty"`
+	RequireMFA           bool   `json:"require_mfa,omitempty"`
+	MaxAuthAge           string `json:"max_auth_age,omitempty"`
 }
 
 // File is the rules file.
 type File struct {
-	// ReplaceDefaults drops the built-in rules; only the file's apply.
-	ReplaceDefaults bool   `json:"replace_defaults,omitempty"`
-	Rules           []Spec `json:"rules"`
+	Upstreams map[string]UpstreamSpec `json:"upstreams"`
+	Routes    []RouteSpec             `json:"routes"`
 }
 
-// Defaults are the built-in rules: the public endpoints of the API, then
-// everything else under /api protected.
-var defaultSpecs = []Spec{
-	{Methods: []string{"POST"}, Path: "/api/v1/auth/signup", Access: "public"},
-	{Methods: []string{"POST"}, Path: "/api/v1/auth/token", Access: "public"},
-	{Methods: []string{"GET"}, Path: "/api/v1/auth/oauth/*/authorize", Access: "public"},
-	{Methods: []string{"GET"}, Path: "/api/v1/auth/oauth/*/callback", Access: "public"},
-	{Methods: []string{"GET"}, Path: "/.well-known/jwks.json", Access: "public"},
-	{Methods: []string{"GET"}, Path: "/openapi.json", Access: "public"},
-	{Methods: []string{"GET"}, Path: "/api/v1/openapi.json", Access: "public"},
-	{Methods: []string{"GET"}, Path: "/api/v1/health", Access: "public"},
-	{Path: "/api/**", Access: "protected"},
+// Upstream is a compiled upstream.
+type Upstream struct {
+	Name  string
+	Addr  string // host:port
+	URL   string // http://host:port, for logs
+	KeyID string // "" for core: it is signed with the core key
 }
 
-// Rule is a compiled rule.
-type Rule struct {
-	Access      Access
-	Permissions []string
-	methods     uint16 // bit set of methodBits; 0 = any
-	segs        []string
-	tail        bool // pattern ended in "**"
-	pattern     string
+// Route is a compiled route. Shared by every request: never modify it.
+type Route struct {
+	Prefix   string
+	Upstream int // index into Table.Upstreams
+	Access   Access
+	// Permissions are all required (protected routes).
+	Permissions          []string
+	RequireVerifiedEmail bool
+	RequireMFA           bool
+	MaxAuthAge           time.Duration
+	Websocket            bool
+	StreamTimeout        time.Duration
+	// Core marks a built-in route.
+	Core    bool
+	methods uint16 // 0 = any
 }
 
-// Pattern is the rule's path pattern, for logs.
-func (r *Rule) Pattern() string { return r.pattern }
+// Group is every route of one prefix.
+type Group struct {
+	Prefix string
+	// Allow is the Allow header of a 405 for this prefix.
+	Allow  string
+	routes []*Route
+}
 
-var methodBits = map[string]uint16{
-	"GET": 1 << 0, "HEAD": 1 << 1, "POST": 1 << 2, "PUT": 1 << 3, "PATCH": 1 << 4,
-	"DELETE": 1 << 5, "OPTIONS": 1 << 6, "CONNECT": 1 << 7, "TRACE": 1 << 8,
+// Pick returns the route of g allowing method, or nil (405).
+func (g *Group) Pick(method []byte) *Route {
+	mb := methodBit(method)
+	for _, r := range g.routes {
+		if r.methods == 0 || r.methods&mb != 0 {
+			return r
+		}
+	}
+	return nil
+}
+
+// Table is an immutable route table.
+type Table struct {
+	// Upstreams by index; [0] is core.
+	Upstreams []Upstream
+	groups    map[string]*Group // lower-cased prefix
+	maxLen    int               // longest prefix
+	lens      []bool            // lens[n]: some prefix is n bytes long
+}
+
+// Env is what a file is validated against besides itself.
+type Env struct {
+	// CoreURL is IDENTITY_URL, the address of the core upstream.
+	CoreURL string
+	// UpstreamKeyIDs are the ids in UPSTREAM_KEYS.
+	UpstreamKeyIDs []string
+	// CoreKeyIDs are the ids of the core keys; an app may never use one.
+	CoreKeyIDs []string
+}
+
+var (
+	upstreamName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	permName     = regexp.MustCompile(`^[a-z][a-z0-9-]*:[a-z][a-z0-9-]*$`)
+)
+
+const (
+	bitGet = 1 << iota
+	bitHead
+	bitPost
+	bitPut
+	bitPatch
+	bitDelete
+	bitOptions
+	bitConnect
+	bitTrace
+	bitOther = 1 << 15
+)
+
+var methodNames = [...]struct {
+	name string
+	bit  uint16
+}{
+	{"GET", bitGet}, {"HEAD", bitHead}, {"POST", bitPost}, {"PUT", bitPut}, {"PATCH", bitPatch},
+	{"DELETE", bitDelete}, {"OPTIONS", bitOptions}, {"CONNECT", bitConnect}, {"TRACE", bitTrace},
 }
 
 func methodBit(m []byte) uint16 {
 	switch string(m) { // no allocation: the compiler special-cases this
 	case "GET":
-		return 1 << 0
+		return bitGet
 	case "HEAD":
-		return 1<<1 | 1<<0 // GET rules match HEAD
+		return bitHead
 	case "POST":
-		return 1 << 2
+		return bitPost
 	case "PUT":
-		return 1 << 3
+		return bitPut
 	case "PATCH":
-		return 1 << 4
+		return bitPatch
 	case "DELETE":
-		return 1 << 5
+		return bitDelete
 	case "OPTIONS":
-		return 1 << 6
+		return bitOptions
 	case "CONNECT":
-		return 1 << 7
+		return bitConnect
 	case "TRACE":
-		return 1 << 8
+		return bitTrace
 	}
-	return 1 << 15
+	return bitOther
 }
 
-// Set is an ordered list of compiled rules.
-type Set struct {
-	rules []Rule
-	deny  Rule
-	inner Rule
+// methodSet parses a methods list; GET also allows HEAD.
+func methodSet(ms []string) (uint16, error) {
+	var set uint16
+	var errs []error
+	for _, m := range ms {
+		b := methodBit([]byte(strings.ToUpper(m)))
+		if b == bitOther {
+			errs = append(errs, fmt.Errorf("unknown method %q", m))
+			continue
+		}
+		set |= b
+	}
+	if set&bitGet != 0 {
+		set |= bitHead
+	}
+	return set, errors.Join(errs...)
 }
 
-// Load reads the rules file at path ("" means defaults only).
-func Load(path string) (*Set, error) {
+func allowHeader(set uint16) string {
+	var names []string
+	for _, m := range methodNames {
+		if set&m.bit != 0 {
+			names = append(names, m.name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// coreSpec is one built-in route.
+type coreSpec struct {
+	prefix  string
+	methods []string
+	access  Access
+}
+
+// coreSpecs are coreapi's routes. Only the longest prefix counts, so the
+// protected catch-alls below cover whatever the public ones leave.
+var coreSpecs = []coreSpec{
+	{"/api/v1/auth/signup", []string{"POST"}, Public},
+	{"/api/v1/auth/token", []string{"POST"}, Public},
+	{"/api/v1/auth/oauth", []string{"GET"}, Public},
+	{"/api/v1/auth/verify-email", []string{"POST"}, Public},
+	// Resending the verification mail is the signed-in user's own act.
+	{"/api/v1/auth/verify-email/resend", nil, Protected},
+	{"/api/v1/auth/password", []string{"POST"}, Public},
+	// Client-authenticated (client id and secret in the request): coreapi
+	// authenticates the client itself.
+	{"/api/v1/auth/introspect", []string{"POST"}, Public},
+	{"/api/v1/auth/revoke", []string{"POST"}, Public},
+	{"/.well-known", []string{"GET"}, Public},
+	{"/openapi.json", []string{"GET"}, Public},
+	{"/api/v1/openapi.json", []string{"GET"}, Public},
+	{"/api/v1/health", []string{"GET"}, Public},
+	{"/verify-email", []string{"GET", "POST"}, Public},
+	{"/reset-password", []string{"GET", "POST"}, Public},
+	{"/accept-invitation", []string{"GET", "POST"}, Public},
+	{"/api/v1/invitations/accept", []string{"POST"}, Optional},
+	{"/api/v1/auth", nil, Protected},
+	{"/api/v1/users", nil, Protected},
+	{"/api/v1/tenant", nil, Protected},
+	{"/api/v1/roles", nil, Protected},
+	{"/api/v1/audit-events", nil, Protected},
+	{"/api/v1/invitations", nil, Protected},
+	{"/api/v1/permissions", nil, Protected},
+	{"/api/v1/api-keys", nil, Protected},
+	{"/api/v1/service-accounts", nil, Protected},
+}
+
+// reservedPrefixes are the prefixes no file route may equal or lie under.
+var reservedPrefixes = func() []string {
+	ps := []string{"/internal"}
+	for _, c := range coreSpecs {
+		ps = append(ps, c.prefix)
+	}
+	return ps
+}()
+
+// CorePrefixes lists the built-in prefixes (for docs and tests).
+func CorePrefixes() []string { return slices.Clone(reservedPrefixes[1:]) }
+
+// under reports whether p equals base or lies under it, by whole segments
+// and ignoring case.
+func under(p, base string) bool {
+	p, base = strings.ToLower(p), strings.ToLower(base)
+	return p == base || strings.HasPrefix(p, base+"/")
+}
+
+// ParseUpstreamURL checks an upstream URL (http://host:port, no path) and
+// returns its host:port.
+func ParseUpstreamURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+		return "", fmt.Errorf("url %q: want http://host:port with no path", s)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
+}
+
+// Core returns the table of the built-in routes only (no rules file).
+func Core(coreURL string) (*Table, error) {
+	return Compile(File{}, Env{CoreURL: coreURL})
+}
+
+// Alias returns the table of the deprecated UPSTREAM_URL pointing at an
+// app: the built-in routes plus a protected catch-all "/" to upstream
+// "app", signed with keyID.
+func Alias(coreURL, appURL, keyID string) (*Table, error) {
+	f := File{
+		Upstreams: map[string]UpstreamSpec{"app": {URL: appURL, KeyID: keyID}},
+		Routes:    []RouteSpec{{Prefix: "/", Upstream: "app", Access: "protected"}},
+	}
+	return Compile(f, Env{CoreURL: coreURL, UpstreamKeyIDs: []string{keyID}})
+}
+
+// Load reads and compiles the rules file at path ("" means the built-in
+// routes only).
+func Load(path string, env Env) (*Table, error) {
 	if path == "" {
-		return Compile(File{})
+		return Core(env.CoreURL)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
 	}
-	return Parse(b)
+	return Parse(b, env)
 }
 
-// Parse parses a rules file (YAML or JSON, unknown fields refused).
-func Parse(b []byte) (*Set, error) {
+// Parse parses a rules file (YAML or JSON, unknown fields refused) and
+// compiles it.
+func Parse(b []byte, env Env) (*Table, error) {
+	var probe map[string]any
+	if err := yaml.Unmarshal(b, &probe); err != nil {
+		return nil, fmt.Errorf("parse rules: %w", err)
+	}
+	if _, old := probe["rules"]; old {
+		return nil, ErrOldFormat
+	}
+	if _, old := probe["replace_defaults"]; old {
+		return nil, ErrOldFormat
+	}
 	var f File
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
 		return nil, fmt.Errorf("parse rules: %w", err)
 	}
-	return Compile(f)
+	return Compile(f, env)
 }
 
-// Compile validates f and returns the rule set, reporting every bad rule.
-func Compile(f File) (*Set, error) {
-	specs := f.Rules
-	if !f.ReplaceDefaults {
-		specs = append(append([]Spec(nil), f.Rules...), defaultSpecs...)
-	}
-	s := &Set{deny: Rule{Access: Deny, pattern: "(no rule)"}, inner: Rule{Access: Deny, pattern: "/internal/**"}}
+// Compile validates f against env and returns the table, reporting every
+// problem found.
+func Compile(f File, env Env) (*Table, error) {
 	var errs []error
-	for i, sp := range specs {
-		r, err := compile(sp)
+	coreAddr, err := ParseUpstreamURL(env.CoreURL)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("IDENTITY_URL: %w", err))
+	}
+	t := &Table{
+		Upstreams: []Upstream{{Name: CoreUpstream, Addr: coreAddr, URL: env.CoreURL}},
+		groups:    map[string]*Group{},
+	}
+	index := map[string]int{CoreUpstream: 0}
+	names := make([]string, 0, len(f.Upstreams))
+	for n := range f.Upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		u := f.Upstreams[n]
+		var uerrs []error
+		switch {
+		case n == CoreUpstream:
+			uerrs = append(uerrs, errors.New("the name core is reserved for coreapi (IDENTITY_URL)"))
+		case !upstreamName.MatchString(n):
+			uerrs = append(uerrs, errors.New("name: want lower-case letters, digits, '-' or '_'"))
+		}
+		addr, err := ParseUpstreamURL(u.URL)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("rule %d (%s): %w", i+1, sp.Path, err))
+			uerrs = append(uerrs, err)
+		}
+		switch {
+		case u.KeyID == "":
+			uerrs = append(uerrs, errors.New("key_id: required (an UPSTREAM_KEYS entry)"))
+		case slices.Contains(env.CoreKeyIDs, u.KeyID):
+			uerrs = append(uerrs, fmt.Errorf("key_id %q names a core key: an app must never hold a key coreapi accepts", u.KeyID))
+		case !slices.Contains(env.UpstreamKeyIDs, u.KeyID):
+			uerrs = append(uerrs, fmt.Errorf("key_id %q: not in UPSTREAM_KEYS", u.KeyID))
+		}
+		if len(uerrs) > 0 {
+			errs = append(errs, fmt.Errorf("upstream %q: %w", n, errors.Join(uerrs...)))
 			continue
 		}
-		s.rules = append(s.rules, r)
+		index[n] = len(t.Upstreams)
+		t.Upstreams = append(t.Upstreams, Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID})
+	}
+	for _, c := range coreSpecs {
+		set, _ := methodSet(c.methods)
+		_ = t.add(&Route{Prefix: c.prefix, Access: c.access, Core: true, methods: set}, "built-in route")
+	}
+	for i, sp := range f.Routes {
+		where := fmt.Sprintf("route %d (%s)", i+1, sp.Prefix)
+		r, err := compileRoute(sp, index)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		if err := t.add(r, where); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return s, nil
+	t.lens = make([]bool, t.maxLen+1)
+	for k, g := range t.groups {
+		t.lens[len(k)] = true
+		var set uint16
+		for _, r := range g.routes {
+			set |= r.methods
+		}
+		g.Allow = allowHeader(set)
+	}
+	return t, nil
 }
 
-func compile(sp Spec) (Rule, error) {
-	var r Rule
+// add puts r into its prefix group, refusing exact duplicates.
+func (t *Table) add(r *Route, where string) error {
+	key := strings.ToLower(r.Prefix)
+	g := t.groups[key]
+	if g == nil {
+		g = &Group{Prefix: r.Prefix}
+		t.groups[key] = g
+		t.maxLen = max(t.maxLen, len(key))
+	}
+	for _, o := range g.routes {
+		if o.methods == 0 || r.methods == 0 || o.methods&r.methods != 0 {
+			return fmt.Errorf("%s: duplicate of another route with prefix %s: routes sharing a prefix need disjoint, non-empty methods (here %s and %s)",
+				where, o.Prefix, methodsText(o.methods), methodsText(r.methods))
+		}
+	}
+	g.routes = append(g.routes, r)
+	return nil
+}
+
+func methodsText(set uint16) string {
+	if set == 0 {
+		return "any method"
+	}
+	return "[" + allowHeader(set) + "]"
+}
+
+func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
+	r := &Route{Prefix: sp.Prefix}
 	var errs []error
-	switch strings.ToLower(sp.Access) {
+	switch {
+	case !strings.HasPrefix(sp.Prefix, "/"):
+		errs = append(errs, errors.New("prefix must start with '/'"))
+	case strings.Contains(sp.Prefix, "*"):
+		errs = append(errs, errors.New("prefix is a literal path, not a glob: /notes covers /notes and everything under it ("+TranslationDoc+")"))
+	case sp.Prefix != "/" && strings.HasSuffix(sp.Prefix, "/"):
+		errs = append(errs, errors.New("prefix must not end with '/': it always matches whole segments"))
+	default:
+		for _, seg := range strings.Split(sp.Prefix[1:], "/") {
+			if sp.Prefix == "/" {
+				break
+			}
+			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "%\\?#; \t") {
+				errs = append(errs, fmt.Errorf("segment %q not allowed", seg))
+			}
+		}
+		for _, res := range reservedPrefixes {
+			if under(sp.Prefix, res) {
+				errs = append(errs, fmt.Errorf("prefix lies under the built-in %s: coreapi's routes cannot be shadowed", res))
+				break
+			}
+		}
+	}
+	set, err := methodSet(sp.Methods)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	r.methods = set
+	if sp.Upstream == "" {
+		errs = append(errs, errors.New("upstream: required"))
+	} else if sp.Upstream == CoreUpstream {
+		errs = append(errs, errors.New("upstream core: coreapi's routes are built in"))
+	} else if i, ok := index[sp.Upstream]; ok {
+		r.Upstream = i
+	} else {
+		errs = append(errs, fmt.Errorf("unknown upstream %q", sp.Upstream))
+	}
+	switch sp.Access {
 	case "public":
 		r.Access = Public
 	case "protected":
 		r.Access = Protected
-	case "deny":
-		r.Access = Deny
+	case "optional":
+		r.Access = Optional
 	default:
-		errs = append(errs, fmt.Errorf("access %q: want public, protected or deny", sp.Access))
-	}
-	for _, m := range sp.Methods {
-		bit, ok := methodBits[strings.ToUpper(m)]
-		if !ok {
-			errs = append(errs, fmt.Errorf("unknown method %q", m))
-		}
-		r.methods |= bit
-	}
-	if !strings.HasPrefix(sp.Path, "/") {
-		errs = append(errs, errors.New("path must start with '/'"))
-	} else {
-		parts := strings.Split(strings.Trim(sp.Path, "/"), "/")
-		if parts[0] == "" {
-			parts = nil
-		}
-		for i, p := range parts {
-			switch {
-			case p == "**" && i == len(parts)-1:
-				r.tail = true
-			case p == "**":
-				errs = append(errs, errors.New(`"**" only as the last segment`))
-			case p == "" || p == "." || p == ".." || strings.ContainsAny(p, "%\\?#"):
-				errs = append(errs, fmt.Errorf("segment %q not allowed", p))
-			default:
-				r.segs = append(r.segs, p)
-			}
-		}
-		if r.tail {
-			parts = parts[:len(parts)-1]
-		}
-		if len(parts) > 0 && parts[0] == "internal" && r.Access != Deny {
-			errs = append(errs, errors.New("/internal is never reachable through the proxy"))
-		}
+		errs = append(errs, fmt.Errorf("access %q: want public, protected or optional", sp.Access))
 	}
 	for _, p := range sp.Permissions {
-		if p == "" || strings.ContainsAny(p, ", \n\r") {
-			errs = append(errs, fmt.Errorf("permission %q not allowed", p))
+		if !permName.MatchString(p) {
+			errs = append(errs, fmt.Errorf("permission %q: want resource:action in lower case", p))
 		}
 	}
-	if len(sp.Permissions) > 0 && r.Access != Protected {
-		errs = append(errs, errors.New("permissions need access: protected"))
-	}
 	r.Permissions = sp.Permissions
-	r.pattern = sp.Path
+	needsIdentity := len(sp.Permissions) > 0 || sp.RequireVerifiedEmail || sp.RequireMFA || sp.MaxAuthAge != ""
+	if needsIdentity && r.Access != Protected && r.Access != 0 {
+		errs = append(errs, errors.New("permissions, require_verified_email, require_mfa and max_auth_age need access: protected"))
+	}
+	r.RequireVerifiedEmail, r.RequireMFA, r.Websocket = sp.RequireVerifiedEmail, sp.RequireMFA, sp.Websocket
+	if sp.StreamTimeout != "" {
+		if r.StreamTimeout, err = time.ParseDuration(sp.StreamTimeout); err != nil || r.StreamTimeout <= 0 {
+			errs = append(errs, fmt.Errorf("stream_timeout %q: want a positive duration like 10m", sp.StreamTimeout))
+		}
+	}
+	if sp.MaxAuthAge != "" {
+		if r.MaxAuthAge, err = time.ParseDuration(sp.MaxAuthAge); err != nil || r.MaxAuthAge <= 0 {
+			errs = append(errs, fmt.Errorf("max_auth_age %q: want a positive duration like 5m", sp.MaxAuthAge))
+		}
+	}
 	return r, errors.Join(errs...)
 }
 
-// Match returns the first rule matching the method and normalized path; a
-// request under /internal, or one no rule matches, gets a Deny rule. It
-// does not allocate.
-func (s *Set) Match(method, path []byte) *Rule {
-	if isInternal(path) {
-		return &s.inner
-	}
-	mb := methodBit(method)
-	for i := range s.rules {
-		r := &s.rules[i]
-		if r.methods != 0 && r.methods&mb == 0 {
-			continue
-		}
-		if r.match(path) {
-			return r
-		}
-	}
-	return &s.deny
-}
-
-func isInternal(path []byte) bool {
+// IsInternal reports whether a normalized path lies under /internal (any
+// case): never routed.
+func IsInternal(path []byte) bool {
 	const p = "/internal"
 	if len(path) < len(p) || !strings.EqualFold(string(path[:len(p)]), p) {
 		return false
@@ -248,26 +543,58 @@ func isInternal(path []byte) bool {
 	return len(path) == len(p) || path[len(p)] == '/'
 }
 
-func (r *Rule) match(path []byte) bool {
-	rest := path
-	if len(rest) > 0 && rest[0] == '/' {
-		rest = rest[1:]
+// Match returns the group of the longest prefix matching the normalized
+// path, or nil (404). scratch is a buffer the caller owns (the lower-cased
+// path is built in it); the grown buffer is returned for reuse. It does
+// not allocate once scratch is large enough.
+func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
+	if IsInternal(path) {
+		return nil, scratch
 	}
-	for _, seg := range r.segs {
-		if len(rest) == 0 {
-			return false
+	// No prefix is longer than maxLen: only that much (and the byte after
+	// it, to see a segment boundary) needs lower-casing.
+	n := min(len(path), t.maxLen+1)
+	lp := scratch[:0]
+	for _, c := range path[:n] {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
 		}
-		end := 0
-		for end < len(rest) && rest[end] != '/' {
-			end++
-		}
-		if seg != "*" && seg != string(rest[:end]) {
-			return false
-		}
-		rest = rest[end:]
-		if len(rest) > 0 {
-			rest = rest[1:]
+		lp = append(lp, c)
+	}
+	// Candidates from the longest down: the whole path (if no longer than
+	// the longest prefix), then each segment boundary, then "/".
+	end := len(lp)
+	if len(path) > t.maxLen {
+		end = t.maxLen
+		for end > 0 && lp[end] != '/' {
+			end--
 		}
 	}
-	return len(rest) == 0 || r.tail
+	for end > 0 {
+		if t.lens[end] {
+			if g := t.groups[string(lp[:end])]; g != nil {
+				return g, lp
+			}
+		}
+		end--
+		for end > 0 && lp[end] != '/' {
+			end--
+		}
+	}
+	return t.groups["/"], lp
+}
+
+// Routes returns every route, built-in ones first (for logs and tests).
+func (t *Table) Routes() []*Route {
+	var out []*Route
+	for _, g := range t.groups {
+		out = append(out, g.routes...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Core != out[j].Core {
+			return out[i].Core
+		}
+		return out[i].Prefix < out[j].Prefix
+	})
+	return out
 }

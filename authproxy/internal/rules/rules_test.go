@@ -1,166 +1,291 @@
 package rules
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-func TestDefaults(t *testing.T) {
-	s, err := Load("")
+const coreURL = "http://127.0.0.1:8081"
+
+var testEnv = Env{CoreURL: coreURL, UpstreamKeyIDs: []string{"app-notes", "app-other"}, CoreKeyIDs: []string{"core"}}
+
+// match returns the route for method and path, or nil with the HTTP status
+// of the refusal (404 or 405) and the Allow header.
+func match(tb testing.TB, t *Table, method, path string) (*Route, int, string) {
+	tb.Helper()
+	g, _ := t.Match([]byte(path), nil)
+	if g == nil {
+		return nil, 404, ""
+	}
+	r := g.Pick([]byte(method))
+	if r == nil {
+		return nil, 405, g.Allow
+	}
+	return r, 200, ""
+}
+
+func TestCoreRoutes(t *testing.T) {
+	tb, err := Load("", testEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(tb.Upstreams) != 1 || tb.Upstreams[0].Name != CoreUpstream || tb.Upstreams[0].Addr != "127.0.0.1:8081" {
+		t.Fatalf("upstreams = %+v", tb.Upstreams)
+	}
 	tests := []struct {
 		method, path string
-		want         Access
+		status       int
+		access       Access
 	}{
-		{"POST", "/api/v1/auth/signup", Public},
-		{"GET", "/api/v1/auth/signup", Protected},
-		{"POST", "/api/v1/auth/token", Public},
-		{"GET", "/api/v1/auth/oauth/google/authorize", Public},
-		{"HEAD", "/api/v1/auth/oauth/google/authorize", Public},
-		{"GET", "/api/v1/auth/oauth/google/callback", Public},
-		{"GET", "/api/v1/auth/oauth/google/x/callback", Protected},
-		{"GET", "/.well-known/jwks.json", Public},
-		{"GET", "/openapi.json", Public},
-		{"GET", "/api/v1/users/me", Protected},
-		{"DELETE", "/api/v1/users/123", Protected},
-		{"GET", "/api", Protected},
-		{"GET", "/apiv1", Deny},
-		{"GET", "/", Deny},
-		{"GET", "/internal/v1/projections/u", Deny},
-		{"GET", "/internal", Deny},
-		{"GET", "/INTERNAL/v1/projections/u", Deny},
-		{"GET", "/metrics", Deny},
-		{"BREW", "/api/v1/users", Protected},
+		{"POST", "/api/v1/auth/signup", 200, Public},
+		{"GET", "/api/v1/auth/signup", 405, 0},
+		{"POST", "/api/v1/auth/token", 200, Public},
+		{"GET", "/api/v1/auth/oauth/google/authorize", 200, Public},
+		{"HEAD", "/api/v1/auth/oauth/google/authorize", 200, Public},
+		{"GET", "/api/v1/auth/oauth/google/callback", 200, Public},
+		{"POST", "/api/v1/auth/logout", 200, Protected},
+		{"POST", "/api/v1/auth/verify-email", 200, Public},
+		{"POST", "/api/v1/auth/verify-email/resend", 200, Protected},
+		{"POST", "/api/v1/auth/password/forgot", 200, Public},
+		{"POST", "/api/v1/invitations/accept", 200, Optional},
+		{"GET", "/api/v1/invitations", 200, Protected},
+		{"GET", "/.well-known/jwks.json", 200, Public},
+		{"GET", "/.well-known/openid-configuration", 200, Public},
+		{"POST", "/.well-known/jwks.json", 405, 0},
+		{"GET", "/openapi.json", 200, Public},
+		{"GET", "/verify-email", 200, Public},
+		{"POST", "/reset-password", 200, Public},
+		{"GET", "/api/v1/users/me", 200, Protected},
+		{"DELETE", "/api/v1/users/123", 200, Protected},
+		{"BREW", "/api/v1/users", 200, Protected},
+		{"GET", "/API/V1/USERS/me", 200, Protected},
+		{"GET", "/api/v1/usersx", 404, 0},
+		{"GET", "/api", 404, 0},
+		{"GET", "/", 404, 0},
+		{"GET", "/internal/v1/projections/u", 404, 0},
+		{"GET", "/internal", 404, 0},
+		{"GET", "/INTERNAL/v1/projections/u", 404, 0},
+		{"GET", "/metrics", 404, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			if got := s.Match([]byte(tt.method), []byte(tt.path)).Access; got != tt.want {
-				t.Fatalf("Match(%s %s) = %v, want %v", tt.method, tt.path, got, tt.want)
+			r, status, _ := match(t, tb, tt.method, tt.path)
+			if status != tt.status || (r != nil && (r.Access != tt.access || !r.Core || r.Upstream != 0)) {
+				t.Fatalf("%s %s = %d %+v, want %d %v", tt.method, tt.path, status, r, tt.status, tt.access)
 			}
 		})
 	}
 }
 
-func TestFileRulesFirst(t *testing.T) {
-	yml := `
-rules:
-  - methods: [GET]
-    path: /api/v1/users
-    access: protected
-    permissions: [users:read]
-  - methods: [PATCH]
-    path: /api/v1/roles/*
-    access: protected
-    permissions: [roles:write]
-  - path: /api/v1/legacy/**
-    access: deny
-  - methods: [GET]
-    path: /status
-    access: public
+const notesFile = `
+upstreams:
+  notes: {url: "http://127.0.0.1:8082", key_id: app-notes}
+  other: {url: "http://10.0.0.9", key_id: app-other}
+routes:
+  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}
+  - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write], require_verified_email: true}
+  - {prefix: /notes/public, upstream: notes, access: optional}
+  - {prefix: /notes-admin, upstream: other, access: protected, permissions: [notes:admin], require_mfa: true, max_auth_age: 5m}
+  - {prefix: /events, methods: [GET], upstream: notes, access: protected, websocket: true, stream_timeout: 10m}
+  - {prefix: /, upstream: other, access: public}
+  - {prefix: /api/v1/invoices, upstream: other, access: protected}
 `
-	p := filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Load(p)
+
+func TestAppRoutes(t *testing.T) {
+	tb, err := Parse([]byte(notesFile), testEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := s.Match([]byte("GET"), []byte("/api/v1/users"))
-	if r.Access != Protected || len(r.Permissions) != 1 || r.Permissions[0] != "users:read" {
-		t.Fatalf("GET /api/v1/users = %v %v, want protected [users:read]", r.Access, r.Permissions)
+	up := func(r *Route) string { return tb.Upstreams[r.Upstream].Name }
+	tests := []struct {
+		method, path string
+		status       int
+		upstream     string
+		perms        string
+	}{
+		{"GET", "/notes", 200, "notes", "notes:read"},
+		{"HEAD", "/notes/1", 200, "notes", "notes:read"},
+		{"POST", "/notes", 200, "notes", "notes:write"},
+		// The longest prefix excludes the method: 405, never "/".
+		{"DELETE", "/notes/1", 405, "", ""},
+		// Whole segments: /notes-admin is not under /notes.
+		{"GET", "/notes-admin", 200, "other", "notes:admin"},
+		{"GET", "/notes-admin/x", 200, "other", "notes:admin"},
+		{"GET", "/notesx", 200, "other", ""},
+		{"GET", "/notes/public/x", 200, "notes", ""},
+		{"GET", "/NOTES/1", 200, "notes", "notes:read"},
+		{"GET", "/anything/else", 200, "other", ""},
+		{"GET", "/", 200, "other", ""},
+		{"GET", "/api/v1/invoices/7", 200, "other", ""},
+		// Core prefixes still win over the catch-all.
+		{"POST", "/api/v1/auth/token", 200, "core", ""},
+		{"GET", "/api/v1/auth/token", 405, "", ""},
+		// /internal is never routed, catch-all or not.
+		{"GET", "/internal/v1/projections/u", 404, "", ""},
 	}
-	if r := s.Match([]byte("PATCH"), []byte("/api/v1/roles/42")); r.Permissions[0] != "roles:write" {
-		t.Fatalf("PATCH role permissions = %v", r.Permissions)
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			r, status, allow := match(t, tb, tt.method, tt.path)
+			if status != tt.status {
+				t.Fatalf("status = %d, want %d", status, tt.status)
+			}
+			if status == 405 && allow == "" {
+				t.Fatal("405 without Allow")
+			}
+			if r != nil && (up(r) != tt.upstream || strings.Join(r.Permissions, ",") != tt.perms) {
+				t.Fatalf("route = %s %v, want %s [%s]", up(r), r.Permissions, tt.upstream, tt.perms)
+			}
+		})
 	}
-	if r := s.Match([]byte("GET"), []byte("/api/v1/legacy/a/b")); r.Access != Deny {
-		t.Fatalf("legacy = %v, want deny", r.Access)
+	if _, _, allow := match(t, tb, "DELETE", "/notes"); allow != "GET, HEAD, POST" {
+		t.Fatalf("Allow = %q", allow)
 	}
-	if r := s.Match([]byte("GET"), []byte("/api/v1/legacy")); r.Access != Deny {
-		t.Fatalf("legacy root = %v, want deny", r.Access)
+	r, _, _ := match(t, tb, "POST", "/notes")
+	if !r.RequireVerifiedEmail {
+		t.Fatal("require_verified_email lost")
 	}
-	if r := s.Match([]byte("GET"), []byte("/status")); r.Access != Public {
-		t.Fatalf("status = %v, want public", r.Access)
+	r, _, _ = match(t, tb, "GET", "/notes-admin")
+	if !r.RequireMFA || r.MaxAuthAge != 5*time.Minute {
+		t.Fatalf("require_mfa/max_auth_age = %v %v", r.RequireMFA, r.MaxAuthAge)
 	}
-	// Defaults still follow.
-	if r := s.Match([]byte("POST"), []byte("/api/v1/auth/signup")); r.Access != Public {
-		t.Fatalf("signup = %v, want public", r.Access)
+	r, _, _ = match(t, tb, "GET", "/events")
+	if !r.Websocket || r.StreamTimeout != 10*time.Minute {
+		t.Fatalf("websocket/stream_timeout = %v %v", r.Websocket, r.StreamTimeout)
+	}
+	if tb.Upstreams[2].Addr != "10.0.0.9:80" || tb.Upstreams[1].KeyID != "app-notes" {
+		t.Fatalf("upstreams = %+v", tb.Upstreams)
+	}
+	r, _, _ = match(t, tb, "GET", "/notes/public")
+	if r.Access != Optional {
+		t.Fatalf("access = %v", r.Access)
 	}
 }
 
 func TestBadFiles(t *testing.T) {
-	tests := map[string]string{
-		"unknown field":     "rules: [{path: /a, access: public, extra: 1}]",
-		"bad access":        "rules: [{path: /a, access: maybe}]",
-		"bad method":        "rules: [{path: /a, access: public, methods: [FETCH]}]",
-		"relative path":     "rules: [{path: a, access: public}]",
-		"internal public":   "rules: [{path: /internal/**, access: public}]",
-		"mid double star":   "rules: [{path: /a/**/b, access: public}]",
-		"dot segment":       "rules: [{path: /a/../b, access: public}]",
-		"perm on public":    "rules: [{path: /a, access: public, permissions: [x]}]",
-		"comma permission":  "rules: [{path: /a, access: protected, permissions: ['a,b']}]",
-		"not yaml":          "rules: [",
-		"escape in pattern": "rules: [{path: /a%2fb, access: public}]",
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\n"
+	tests := []struct{ name, body, want string }{
+		{"unknown field", ups + "routes: [{prefix: /a, upstream: notes, access: public, extra: 1}]", "unknown field"},
+		{"bad access", ups + "routes: [{prefix: /a, upstream: notes, access: maybe}]", "access"},
+		{"deny is gone", ups + "routes: [{prefix: /a, upstream: notes, access: deny}]", "access"},
+		{"bad method", ups + "routes: [{prefix: /a, upstream: notes, access: public, methods: [FETCH]}]", "FETCH"},
+		{"relative prefix", ups + "routes: [{prefix: a, upstream: notes, access: public}]", "start with"},
+		{"glob prefix", ups + "routes: [{prefix: /a/**, upstream: notes, access: public}]", "glob"},
+		{"trailing slash", ups + "routes: [{prefix: /a/, upstream: notes, access: public}]", "end with"},
+		{"dot segment", ups + "routes: [{prefix: /a/../b, upstream: notes, access: public}]", "segment"},
+		{"escape in prefix", ups + "routes: [{prefix: /a%2fb, upstream: notes, access: public}]", "segment"},
+		{"under /internal", ups + "routes: [{prefix: /internal/x, upstream: notes, access: public}]", "/internal"},
+		{"shadows /api/v1/auth", ups + "routes: [{prefix: /api/v1/auth, upstream: notes, access: public}]", "built-in /api/v1/auth"},
+		{"under /api/v1/auth", ups + "routes: [{prefix: /api/v1/auth/token, methods: [POST], upstream: notes, access: public}]", "cannot be shadowed"},
+		{"under a core prefix in another case", ups + "routes: [{prefix: /API/v1/Users/x, upstream: notes, access: public}]", "cannot be shadowed"},
+		{"under /.well-known", ups + "routes: [{prefix: /.well-known/jwks.json, upstream: notes, access: public}]", "cannot be shadowed"},
+		{"unknown upstream", ups + "routes: [{prefix: /a, upstream: nope, access: public}]", `unknown upstream "nope"`},
+		{"upstream core", ups + "routes: [{prefix: /a, upstream: core, access: public}]", "built in"},
+		{"declares core", "upstreams: {core: {url: 'http://x:1', key_id: app-notes}}\nroutes: []", "reserved"},
+		{"upstream with a path", "upstreams: {notes: {url: 'http://x:1/api', key_id: app-notes}}", "no path"},
+		{"https upstream", "upstreams: {notes: {url: 'https://x:1', key_id: app-notes}}", "http://"},
+		{"upstream without key", "upstreams: {notes: {url: 'http://x:1'}}", "key_id: required"},
+		{"key not in UPSTREAM_KEYS", "upstreams: {notes: {url: 'http://x:1', key_id: nokey}}", "not in UPSTREAM_KEYS"},
+		{"core key for an app", "upstreams: {notes: {url: 'http://x:1', key_id: core}}", "names a core key"},
+		{"perm on public", ups + "routes: [{prefix: /a, upstream: notes, access: public, permissions: [a:b]}]", "need access: protected"},
+		{"verified email on optional", ups + "routes: [{prefix: /a, upstream: notes, access: optional, require_verified_email: true}]", "need access: protected"},
+		{"bad permission syntax", ups + "routes: [{prefix: /a, upstream: notes, access: protected, permissions: ['Notes:Read']}]", "resource:action"},
+		{"comma permission", ups + "routes: [{prefix: /a, upstream: notes, access: protected, permissions: ['a:b,c:d']}]", "resource:action"},
+		{"bad stream_timeout", ups + "routes: [{prefix: /a, upstream: notes, access: protected, stream_timeout: soon}]", "stream_timeout"},
+		{"bad max_auth_age", ups + "routes: [{prefix: /a, upstream: notes, access: protected, max_auth_age: -1m}]", "max_auth_age"},
+		{"websocket not a bool", ups + "routes: [{prefix: /a, upstream: notes, access: protected, websocket: maybe}]", "websocket"},
+		{"duplicate without methods", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /a, upstream: notes, access: protected}]", "duplicate"},
+		{"duplicate overlapping methods", ups + "routes: [{prefix: /a, methods: [GET, POST], upstream: notes, access: public}, {prefix: /a, methods: [POST], upstream: notes, access: protected}]", "duplicate"},
+		{"duplicate by HEAD", ups + "routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, methods: [HEAD], upstream: notes, access: protected}]", "duplicate"},
+		{"duplicate by case", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /A, upstream: notes, access: public}]", "duplicate"},
+		{"one method-less beside methods", ups + "routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, upstream: notes, access: protected}]", "duplicate"},
+		{"not yaml", "routes: [", "parse rules"},
+		{"old format", "rules: [{path: /api/**, access: protected}]", "docs/operations.md"},
+		{"old format replace_defaults", "replace_defaults: true", "previous format"},
 	}
-	for name, body := range tests {
-		t.Run(name, func(t *testing.T) {
-			if _, err := Parse([]byte(body)); err == nil {
-				t.Fatalf("Parse(%q) accepted", body)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.body), testEnv)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse = %v, want an error containing %q", err, tt.want)
 			}
 		})
 	}
 	// Every problem is reported, not just the first.
-	_, err := Parse([]byte("rules: [{path: a, access: x}, {path: /b, access: y}]"))
-	if err == nil || !strings.Contains(err.Error(), "rule 1") || !strings.Contains(err.Error(), "rule 2") {
-		t.Fatalf("Parse() = %v, want errors for rules 1 and 2", err)
+	_, err := Parse([]byte(ups+"routes: [{prefix: a, upstream: notes, access: x}, {prefix: /b, upstream: zz, access: public}]"), testEnv)
+	if err == nil || !strings.Contains(err.Error(), "route 1") || !strings.Contains(err.Error(), "route 2") {
+		t.Fatalf("Parse() = %v, want errors for routes 1 and 2", err)
 	}
-	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), testEnv); err == nil {
 		t.Fatal("Load(missing) accepted")
+	}
+	// Disjoint methods on one prefix are fine.
+	if _, err := Parse([]byte(ups+"routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, methods: [POST, DELETE], upstream: notes, access: protected}]"), testEnv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAlias(t *testing.T) {
+	tb, err := Alias(coreURL, "http://127.0.0.1:18500", "app-notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, _ := match(t, tb, "GET", "/anything")
+	if r == nil || r.Access != Protected || tb.Upstreams[r.Upstream].Addr != "127.0.0.1:18500" || tb.Upstreams[r.Upstream].KeyID != "app-notes" {
+		t.Fatalf("route = %+v", r)
+	}
+	// Sign-in never goes to the app.
+	r, _, _ = match(t, tb, "POST", "/api/v1/auth/token")
+	if r == nil || r.Upstream != 0 || r.Access != Public {
+		t.Fatalf("token route = %+v", r)
 	}
 }
 
 func BenchmarkMatch(b *testing.B) {
-	s, _ := Load("")
-	m, p := []byte("GET"), []byte("/api/v1/users/me")
-	b.ReportAllocs()
-	for b.Loop() {
-		s.Match(m, p)
+	tb, err := Parse([]byte(notesFile), testEnv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range []string{"/api/v1/users/me", "/notes/123", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/0/1/2/3/4/5/6/7/8/9/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/0/1/2/3/4/5/6/7/8/9", "/nothing"} {
+		b.Run(p[:min(len(p), 20)], func(b *testing.B) {
+			m, path := []byte("GET"), []byte(p)
+			scratch := make([]byte, 0, 256)
+			b.ReportAllocs()
+			for b.Loop() {
+				var g *Group
+				g, scratch = tb.Match(path, scratch)
+				if g != nil {
+					g.Pick(m)
+				}
+			}
+		})
 	}
 }
 
-// The shipped example file parses and says what coreapi enforces.
+// The shipped example file parses and routes the example app.
 func TestExampleFile(t *testing.T) {
-	s, err := Load("../../rules.example.yaml")
+	tb, err := Load("../../rules.example.yaml", Env{CoreURL: coreURL, UpstreamKeyIDs: []string{"app-notes"}, CoreKeyIDs: []string{"core"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		method, path string
+		status       int
 		access       Access
 		perms        string
 	}{
-		{"GET", "/api/v1/users/me", Protected, ""},
-		{"PATCH", "/api/v1/users/me", Protected, ""},
-		{"GET", "/api/v1/users/me/sessions", Protected, ""},
-		{"DELETE", "/api/v1/users/me/sessions/abc", Protected, ""},
-		{"GET", "/api/v1/users", Protected, "users:read"},
-		{"POST", "/api/v1/users", Protected, "users:write"},
-		{"GET", "/api/v1/users/u1", Protected, "users:read"},
-		{"DELETE", "/api/v1/users/u1", Protected, "users:write"},
-		{"PUT", "/api/v1/users/u1/roles/admin", Protected, "users:write"},
-		{"PATCH", "/api/v1/tenant", Protected, "tenant:write"},
-		{"PATCH", "/api/v1/roles/r1", Protected, "roles:write"},
-		{"GET", "/api/v1/audit-events", Protected, "audit:read"},
-		{"POST", "/api/v1/auth/token", Public, ""},
+		{"GET", "/notes", 200, Protected, "notes:read"},
+		{"POST", "/notes", 200, Protected, "notes:write"},
+		{"PUT", "/notes/1", 405, 0, ""},
+		{"GET", "/notes/public", 200, Optional, ""},
+		{"GET", "/notes-admin", 404, 0, ""},
+		{"POST", "/api/v1/auth/token", 200, Public, ""},
 	}
 	for _, tt := range tests {
-		r := s.Match([]byte(tt.method), []byte(tt.path))
-		if r.Access != tt.access || strings.Join(r.Permissions, ",") != tt.perms {
-			t.Errorf("%s %s = %v %v, want %v [%s]", tt.method, tt.path, r.Access, r.Permissions, tt.access, tt.perms)
+		r, status, _ := match(t, tb, tt.method, tt.path)
+		if status != tt.status || (r != nil && (r.Access != tt.access || strings.Join(r.Permissions, ",") != tt.perms)) {
+			t.Errorf("%s %s = %d %+v, want %d %v [%s]", tt.method, tt.path, status, r, tt.status, tt.access, tt.perms)
 		}
 	}
 }

@@ -98,7 +98,7 @@ func closedLoop(ctx context.Context, name string, s cpuSampler, conns int, d tim
 // from coreapi with the proxy's own fetcher: the cost of one cache miss at
 // coreapi and PostgreSQL.
 func MeasureProjections(ctx context.Context, core *Core, conns int, d time.Duration) (*CPURow, error) {
-	signer, err := identity.NewSigner(core.HMACKey, 0)
+	signer, err := identity.NewKeySigner(identity.Key{ID: "core", Secret: core.HMACKey})
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func StartProxy(bin, dir, natsURL string, core *Core) (*Proxy, error) {
 	}
 	p.cmd = exec.Command(bin)
 	p.cmd.Env = append(os.Environ(), "PROXY_LISTEN_ADDR="+p.Addr, "PROXY_ADMIN_ADDR="+p.AdminAddr,
-		"UPSTREAM_URL=http://"+core.Addr, "IDENTITY_HMAC_KEY="+base64.StdEncoding.EncodeToString(core.HMACKey),
+		"IDENTITY_URL=http://"+core.Addr, "IDENTITY_HMAC_KEY="+base64.StdEncoding.EncodeToString(core.HMACKey),
 		"NATS_URL="+natsURL, "LOG_LEVEL=warn")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {

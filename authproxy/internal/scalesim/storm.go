@@ -66,7 +66,7 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 	}
 	res := &StormResult{StormConfig: cfg}
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	signer, err := identity.NewSigner(core.HMACKey, 0)
+	signer, err := identity.NewKeySigner(identity.Key{ID: "core", Secret: core.HMACKey})
 	if err != nil {
 		return nil, err
 	}

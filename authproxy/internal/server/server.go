@@ -1,20 +1,25 @@
 // Package server is the proxy's HTTP layer: the Fiber app with its
 // middleware in a fixed order (request id and access log/timing outermost,
 // then header hygiene, then path normalization), the authorization handler
-// that ties the token verifier, projection cache and rules together, and the
-// admin endpoints.
+// that ties the route table, token verifier and projection cache together,
+// forwarding with identity headers signed per upstream, and the admin
+// endpoints.
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"regexp"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,22 +45,31 @@ type Verifier interface {
 	Verify(ctx context.Context, token []byte) (*tokens.Claims, error)
 }
 
-// Projections returns the projection of a user in a tenant.
+// Projections returns the projection of a user in a tenant, and forgets a
+// user's when the proxy itself saw a session end.
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+	InvalidateUser(id string)
 }
 
-// Deps are what the app needs; all are required.
+// Deps are what the app needs; all but Now are required.
 type Deps struct {
 	Log          *slog.Logger
 	Metrics      *metrics.Metrics
-	Rules        *rules.Set
+	Router       *Router
 	Verifier     Verifier
 	Projections  Projections
-	Signer       *identity.Signer
-	Upstream     *fasthttp.HostClient
 	TrustedCIDRs []netip.Prefix
 	Now          func() time.Time
+}
+
+// Router is a route table with, per upstream, its client and the signer of
+// its identity headers. It is immutable; a reload swaps in a new one, and a
+// request keeps the one it started with.
+type Router struct {
+	Table   *rules.Table
+	Clients []*fasthttp.HostClient // by upstream index
+	Signers []*identity.KeySigner  // by upstream index
 }
 
 // Options are the app's limits.
@@ -74,6 +88,7 @@ type Server struct {
 	o        Options
 	app      *fiber.App
 	pool     sync.Pool // of *state
+	router   atomic.Pointer[Router]
 	draining atomic.Bool
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -86,11 +101,14 @@ type state struct {
 	authAt    time.Time
 	reqID     []byte
 	path      []byte
+	lpath     []byte // scratch of route matching
 	uri       []byte
 	sig       []byte
 	ts        []byte
+	ip        []byte
 	closeConn bool
 	trusted   bool
+	unparsed  bool // refused before fasthttp read the request line
 	route     string
 	outcome   string
 }
@@ -105,9 +123,10 @@ func New(d Deps, o Options) *Server {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	s := &Server{d: d, o: o, idPrefix: hex.EncodeToString(b[:]) + "-"}
+	s.router.Store(d.Router)
 	s.pool.New = func() any {
-		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), uri: make([]byte, 0, 512),
-			sig: make([]byte, 0, 64), ts: make([]byte, 0, 20)}
+		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), lpath: make([]byte, 0, 256),
+			uri: make([]byte, 0, 512), sig: make([]byte, 0, 64), ts: make([]byte, 0, 20), ip: make([]byte, 0, 64)}
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:                      "tollgate-authproxy",
@@ -130,6 +149,12 @@ func New(d Deps, o Options) *Server {
 // App is the Fiber app (tests drive app.Handler() directly).
 func (s *Server) App() *fiber.App { return s.app }
 
+// SetRouter swaps in a new router; requests already routed keep theirs.
+func (s *Server) SetRouter(r *Router) { s.router.Store(r) }
+
+// Router is the current router.
+func (s *Server) Router() *Router { return s.router.Load() }
+
 // Drain makes new requests on kept-alive connections close them, ahead of
 // ShutdownWithContext.
 func (s *Server) Drain() { s.draining.Store(true) }
@@ -138,8 +163,25 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // and the single place where errors become responses.
 func (s *Server) observe(c *fiber.Ctx) error {
 	st := s.pool.Get().(*state)
+	s.begin(c, st)
+	c.Locals(stateKey, st)
+	err := s.next(c)
+	if err != nil {
+		s.render(c, st, err)
+	}
+	s.finish(c, st)
+	c.Locals(stateKey, nil)
+	s.pool.Put(st)
+	return nil
+}
+
+// begin starts a request's timer and gives it its id.
+func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.start = s.d.Now()
 	st.route, st.outcome, st.closeConn, st.trusted = "", "", false, false
+	st.authAt = time.Time{}
+	st.path = st.path[:0]
+	st.unparsed = false
 	h := &c.Request().Header
 	if in := h.Peek(requestid.Header); requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
@@ -148,11 +190,11 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		st.reqID = append(st.reqID[:0], s.idPrefix...)
 		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Add(1), 36)
 	}
-	c.Locals(stateKey, st)
-	err := s.next(c)
-	if err != nil {
-		s.render(c, st, err)
-	}
+}
+
+// finish sets the request id and connection handling on the response, and
+// records the request in the metrics and the access log.
+func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Set last: forwarding replaces the whole response.
 	c.Response().Header.SetBytesV(requestid.Header, st.reqID)
 	if st.closeConn || s.draining.Load() {
@@ -175,9 +217,6 @@ func (s *Server) observe(c *fiber.Ctx) error {
 			slog.String("remote_ip", c.Context().RemoteIP().String()),
 		)
 	}
-	c.Locals(stateKey, nil)
-	s.pool.Put(st)
-	return nil
 }
 
 // next runs the rest of the chain, turning a panic into a 500 so that one
@@ -195,6 +234,10 @@ func (s *Server) next(c *fiber.Ctx) (err error) {
 
 func (s *Server) hygiene(c *fiber.Ctx) error {
 	st := c.Locals(stateKey).(*state)
+	if headers.HasTrailers(&c.Request().Header) {
+		st.outcome = "trailers"
+		return errTrailers
+	}
 	st.trusted = s.trusted(c)
 	st.closeConn = headers.Sanitize(&c.Request().Header, st.trusted)
 	return c.Next()
@@ -208,7 +251,10 @@ func (s *Server) trusted(c *fiber.Ctx) bool {
 	if !ok {
 		return false
 	}
-	a = a.Unmap()
+	return s.isTrusted(a.Unmap())
+}
+
+func (s *Server) isTrusted(a netip.Addr) bool {
 	for _, p := range s.d.TrustedCIDRs {
 		if p.Contains(a) {
 			return true
@@ -227,18 +273,31 @@ func (s *Server) normalize(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// authorize matches the rules and, for protected routes, authenticates and
-// authorizes the request; then it forwards.
+// authorize routes the request and, for protected routes (and optional
+// ones with a bearer), authenticates and authorizes it; then it forwards.
 func (s *Server) authorize(c *fiber.Ctx) error {
 	st := c.Locals(stateKey).(*state)
 	h := &c.Request().Header
-	rule := s.d.Rules.Match(h.Method(), st.path)
-	st.route = rule.Pattern()
-	switch rule.Access {
+	// One load: the request keeps this router to the end, whatever a
+	// reload swaps in meanwhile.
+	rt := s.router.Load()
+	var g *rules.Group
+	g, st.lpath = rt.Table.Match(st.path, st.lpath)
+	if g == nil {
+		st.outcome = "no_route"
+		return errNotFound
+	}
+	route := g.Pick(h.Method())
+	st.route = g.Prefix
+	if route == nil {
+		st.outcome = "method_not_allowed"
+		return &httpError{status: 405, code: problem.CodeMethodNotAllowed, detail: "method not allowed on this route", allow: g.Allow}
+	}
+	switch route.Access {
 	case rules.Public:
 		st.outcome = "public"
-		return s.forward(c, st, nil, nil)
-	case rules.Protected:
+		return s.forward(c, st, rt, route, nil, nil)
+	case rules.Optional, rules.Protected:
 	default:
 		st.outcome = "no_route"
 		return errNotFound
@@ -246,11 +305,16 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
 	if err != nil {
 		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
+			if route.Access == rules.Optional {
+				st.outcome = "anonymous"
+				return s.forward(c, st, rt, route, nil, nil)
+			}
 			st.outcome = "no_token"
 			return errNoToken
 		}
 		st.outcome = "bad_token"
-		return invalidToken("malformed Authorization header")
+		s.logInvalid(c, st, err)
+		return errInvalidToken
 	}
 	claims, err := s.d.Verifier.Verify(c.Context(), tok)
 	if err != nil {
@@ -258,14 +322,16 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		if errors.Is(err, tokens.ErrKeysUnavailable) {
 			return unavailable("signing keys not loaded")
 		}
-		return invalidToken(err.Error())
+		s.logInvalid(c, st, err)
+		return errInvalidToken
 	}
 	e, err := s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID))
 	if err != nil {
 		st.outcome = "projection"
 		switch {
 		case errors.Is(err, projection.ErrNoMembership):
-			return invalidToken("no membership in the token's tenant")
+			s.logInvalid(c, st, err)
+			return errInvalidToken
 		case errors.Is(err, projection.ErrUnavailable):
 			s.d.Log.Warn("projection fetch", "err", err, "request_id", string(st.reqID))
 			return unavailable("identity service unavailable")
@@ -273,7 +339,7 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		s.d.Log.Error("projection fetch", "err", err, "request_id", string(st.reqID))
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
-	out := decide.Decide(claims, e, rule.Permissions)
+	out := decide.Decide(claims, e, route)
 	// One clock read serves the auth duration (measured from the request's
 	// start: clock reads are not free) and the signature's timestamp.
 	st.authAt = s.d.Now()
@@ -283,10 +349,22 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	case decide.Allow:
 	case decide.DenyScope:
 		return errScope
+	case decide.DenyEmailUnverified:
+		return errEmailUnverified
 	default:
-		return invalidToken(denyDetail[out])
+		s.logInvalid(c, st, errors.New(denyDetail[out]))
+		return errInvalidToken
 	}
-	return s.forward(c, st, claims, e)
+	return s.forward(c, st, rt, route, claims, e)
+}
+
+// logInvalid logs why a token was refused: clients get one description
+// for every reason, so the detail lives only here.
+func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
+	if s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
+		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "token refused",
+			slog.String("request_id", b2s(st.reqID)), slog.String("reason", err.Error()))
+	}
 }
 
 var denyDetail = map[decide.Outcome]string{
@@ -296,11 +374,12 @@ var denyDetail = map[decide.Outcome]string{
 }
 
 // forward rewrites the request line to the normalized path, adds the
-// forwarding and (for protected routes) signed identity headers, and
-// streams coreapi's answer back.
-func (s *Server) forward(c *fiber.Ctx, st *state, cl *tokens.Claims, e *projection.Entry) error {
+// forwarding headers and the signed identity headers (an anonymous
+// identity when cl is nil), and streams the upstream's answer back.
+func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, cl *tokens.Claims, e *projection.Entry) error {
 	req := c.Request()
 	h := &req.Header
+	hc := rt.Clients[route.Upstream]
 	st.uri = append(st.uri[:0], st.path...)
 	if q := req.URI().QueryString(); len(q) > 0 {
 		st.uri = append(st.uri, '?')
@@ -308,34 +387,59 @@ func (s *Server) forward(c *fiber.Ctx, st *state, cl *tokens.Claims, e *projecti
 	}
 	req.SetRequestURIBytes(st.uri)
 	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
-		h.SetHost(s.d.Upstream.Addr)
+		h.SetHost(hc.Addr)
 	}
 	s.setForwarded(c, st)
 	h.SetBytesV(requestid.Header, st.reqID)
+	st.ip = s.clientIP(c, st, st.ip[:0])
+	if st.authAt.IsZero() {
+		st.authAt = s.d.Now()
+	}
+	now := st.authAt.UnixMilli()
+	id := identity.Identity{Principal: identity.PrincipalAnonymous}
 	if cl != nil {
-		now := st.authAt.UnixMilli()
-		id := identity.Identity{UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid, Roles: e.P.Roles, Permissions: e.P.Permissions}
-		st.ts = strconv.AppendInt(st.ts[:0], now, 10)
-		st.sig = s.d.Signer.AppendSignature(st.sig[:0], now, b2s(h.Method()), b2s(st.uri), id)
-		// coreapi never reads the token: the signed identity replaces it,
-		// and the token stays out of coreapi's logs.
+		id = identity.Identity{Principal: identity.PrincipalUser, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
+			Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
+		// The upstream never reads the token: the signed identity replaces
+		// it, and the token stays out of the upstream's logs.
 		h.Del(fiber.HeaderAuthorization)
-		// Add, not Set: hygiene removed every client X-Auth-* header, so
-		// there is nothing to replace and no need to scan for it.
+	}
+	rq := identity.Request{Timestamp: now, RequestID: b2s(st.reqID), ClientIP: b2s(st.ip), Method: b2s(h.Method()), PathQuery: b2s(st.uri)}
+	if body := req.Body(); len(body) > 0 {
+		rq.BodySHA256 = sha256.Sum256(body)
+	} else {
+		rq.BodySHA256 = identity.EmptyBodySHA256
+	}
+	signer := rt.Signers[route.Upstream]
+	st.ts = strconv.AppendInt(st.ts[:0], now, 10)
+	st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
+	// Add, not Set: hygiene removed every client X-Auth-* header, so there
+	// is nothing to replace and no need to scan for it.
+	h.Add(identity.HeaderKeyID, signer.KeyID())
+	h.Add(identity.HeaderPrincipal, id.Principal)
+	if cl != nil {
 		h.Add(identity.HeaderUserID, cl.Sub)
 		h.Add(identity.HeaderTenantID, cl.Tid)
 		h.Add(identity.HeaderSessionID, cl.Sid)
 		h.Add(identity.HeaderRoles, e.Roles)
 		h.Add(identity.HeaderPermissions, e.Perms)
-		h.AddBytesV(identity.HeaderTimestamp, st.ts)
-		h.AddBytesV(identity.HeaderSignature, st.sig)
+		if len(cl.AMR) > 0 {
+			h.Add(identity.HeaderAMR, identity.JoinList(cl.AMR))
+		}
+		if cl.AuthTime > 0 {
+			h.Add(identity.HeaderAuthTime, identity.FormatAuthTime(cl.AuthTime))
+		}
 	}
+	h.Add(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
+	h.AddBytesV(identity.HeaderClientIP, st.ip)
+	h.AddBytesV(identity.HeaderTimestamp, st.ts)
+	h.AddBytesV(identity.HeaderSignature, st.sig)
 	resp := c.Response()
-	if err := s.d.Upstream.Do(req, resp); err != nil {
+	if err := hc.Do(req, resp); err != nil {
 		resp.Reset()
 		kind, label := forward.Classify(err)
 		s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
-		s.d.Log.Warn("forward", "err", err, "request_id", string(st.reqID))
+		s.d.Log.Warn("forward", "err", err, "upstream", rt.Table.Upstreams[route.Upstream].Name, "request_id", string(st.reqID))
 		switch kind {
 		case forward.Unavailable:
 			return unavailable("upstream unavailable")
@@ -344,7 +448,66 @@ func (s *Server) forward(c *fiber.Ctx, st *state, cl *tokens.Claims, e *projecti
 		}
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
 	}
+	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
+		// The revocation is committed; its event is still on its way over
+		// NATS. Forget the user's projections now, before answering, so
+		// the next request through this proxy already sees it.
+		s.d.Projections.InvalidateUser(cl.Sub)
+		s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
+	}
 	return nil
+}
+
+// endsSession reports whether a request to coreapi ends sessions: a logout,
+// or the revocation of one of the caller's sessions.
+func endsSession(method, path []byte) bool {
+	const sessions = "/api/v1/users/me/sessions/"
+	switch string(method) {
+	case fiber.MethodPost:
+		return strings.EqualFold(b2s(path), "/api/v1/auth/logout")
+	case fiber.MethodDelete:
+		return len(path) > len(sessions) && strings.EqualFold(b2s(path[:len(sessions)]), sessions) &&
+			bytes.IndexByte(path[len(sessions):], '/') < 0
+	}
+	return false
+}
+
+// clientIP appends the client's address: the peer's, or, when the peer is
+// a trusted proxy, the rightmost X-Forwarded-For hop that is not itself a
+// trusted proxy (hops that do not parse end the walk).
+func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
+	peer, ok := netip.AddrFromSlice(c.Context().RemoteIP())
+	if !ok {
+		return append(dst, "unknown"...)
+	}
+	ip := peer.Unmap()
+	if st.trusted {
+		// setForwarded appended the (trusted) peer last: the walk passes it.
+		xff := c.Request().Header.Peek("X-Forwarded-For")
+		for end := len(xff); end > 0; {
+			i := end - 1
+			for i >= 0 && xff[i] != ',' {
+				i--
+			}
+			hop := xff[i+1 : end]
+			for len(hop) > 0 && (hop[0] == ' ' || hop[0] == '\t') {
+				hop = hop[1:]
+			}
+			for len(hop) > 0 && (hop[len(hop)-1] == ' ' || hop[len(hop)-1] == '\t') {
+				hop = hop[:len(hop)-1]
+			}
+			end = max(i, 0)
+			a, err := netip.ParseAddr(b2s(hop))
+			if err != nil {
+				break
+			}
+			ip = a.Unmap()
+			if !s.isTrusted(ip) {
+				break
+			}
+		}
+	}
+	return ip.AppendTo(dst)
 }
 
 // setForwarded writes X-Forwarded-For/-Proto/-Host. From an untrusted peer
@@ -395,6 +558,7 @@ type httpError struct {
 	code       string
 	detail     string
 	wwwAuth    string
+	allow      string
 	retryAfter bool
 }
 
@@ -402,23 +566,27 @@ func (e *httpError) Error() string { return e.code + ": " + e.detail }
 
 var (
 	errPanic    = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
+	errTrailers = &httpError{status: 400, code: problem.CodeBadRequest, detail: "request trailers are not accepted"}
 	errNotFound = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
 	errNoToken  = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
 		wwwAuth: `Bearer realm="tollgate"`}
 	errScope = &httpError{status: 403, code: problem.CodeInsufficientScope, detail: "missing a required permission",
 		wwwAuth: `Bearer error="insufficient_scope"`}
+	errEmailUnverified = &httpError{status: 403, code: problem.CodeEmailUnverified, detail: "this route requires a verified email address"}
+	// errInvalidToken is the one answer for every refused token: which
+	// check failed is logged, never told to the client.
+	errInvalidToken = &httpError{status: 401, code: problem.CodeInvalidToken, detail: "the access token is not valid",
+		wwwAuth: `Bearer error="invalid_token"`}
 )
-
-func invalidToken(detail string) *httpError {
-	return &httpError{status: 401, code: problem.CodeInvalidToken, detail: detail, wwwAuth: `Bearer error="invalid_token"`}
-}
 
 func unavailable(detail string) *httpError {
 	return &httpError{status: 503, code: problem.CodeUpstreamDown, detail: detail, retryAfter: true}
 }
 
 // render writes err as problem+json. It is the one place statuses are set
-// for errors.
+// for errors. Client-facing details are fixed strings: errors raised while
+// parsing the request carry its raw bytes (headers, a bearer token), which
+// go to the log only.
 func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 	var he *httpError
 	if !errors.As(err, &he) {
@@ -426,24 +594,32 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		switch {
 		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge:
 			he = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
+		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestHeaderFieldsTooLarge:
+			he = &httpError{status: 431, code: problem.CodeBadRequest, detail: "request header fields too large"}
+		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestTimeout:
+			he = &httpError{status: 408, code: problem.CodeBadRequest, detail: "request timed out"}
 		case errors.As(err, &fe) && fe.Code < 500:
-			he = &httpError{status: fe.Code, code: problem.CodeBadRequest, detail: fe.Message}
+			s.d.Log.Info("request refused", "request_id", string(st.reqID), "status", fe.Code, "err", redact(fe.Message))
+			he = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed request"}
 		default:
-			s.d.Log.Error("request", "err", err)
+			s.d.Log.Error("request", "request_id", string(st.reqID), "err", redact(err.Error()))
 			he = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
 		}
+		st.outcome = "refused"
 	}
-	reqID := ""
-	path := ""
-	if st != nil {
-		reqID, path = string(st.reqID), string(st.path)
+	if len(st.path) == 0 && !st.unparsed {
+		// Refused before normalization: name the path if it is sound.
+		st.path, _ = pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	}
-	p := problem.New(he.status, he.code, he.detail).With(reqID, path)
+	p := problem.New(he.status, he.code, he.detail).With(string(st.reqID), string(st.path))
 	resp := c.Response()
 	resp.SetStatusCode(he.status)
 	resp.Header.SetContentType(problem.ContentType)
 	if he.wwwAuth != "" {
 		resp.Header.Set(fiber.HeaderWWWAuthenticate, he.wwwAuth)
+	}
+	if he.allow != "" {
+		resp.Header.Set(fiber.HeaderAllow, he.allow)
 	}
 	if he.retryAfter {
 		resp.Header.Set(fiber.HeaderRetryAfter, "1")
@@ -451,16 +627,35 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 	resp.SetBodyRaw(p.JSON())
 }
 
-// errorHandler catches errors raised outside the middleware chain (for
-// example a body over the limit, refused before any handler runs).
-func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
-	st, _ := c.Locals(stateKey).(*state)
-	if st == nil {
-		id := requestid.New()
-		c.Response().Header.Set(requestid.Header, id)
-		st = &state{reqID: []byte(id)}
+// bearerText matches credentials in a raw error that quotes the request.
+var bearerText = regexp.MustCompile(`(?i)(bearer|basic)\s+[^\s"\\]+`)
+
+// redact keeps credentials out of the log and bounds the line.
+func redact(s string) string {
+	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
+	if len(s) > 512 {
+		s = s[:512] + "..."
 	}
+	return s
+}
+
+// errorHandler answers requests refused before the middleware chain ran
+// (fasthttp could not read them: a body over the limit, headers too large,
+// malformed framing), with the same problem body, request id, instance,
+// metrics and access log as any other answer.
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	if st, _ := c.Locals(stateKey).(*state); st != nil {
+		s.render(c, st, err)
+		return nil
+	}
+	st := s.pool.Get().(*state)
+	s.begin(c, st)
+	// Headers too large or malformed: the request line was never read, and
+	// the path fasthttp reports is a default, not the client's.
+	st.unparsed = len(c.Request().Header.RawHeaders()) == 0
 	s.render(c, st, err)
+	s.finish(c, st)
+	s.pool.Put(st)
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -32,11 +33,20 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
-// HMACKey is the identity key shared by the proxy under test and Core.
+// HMACKey is the core identity key shared by the proxy under test and Core.
 var HMACKey = []byte("tollgate-test-key-0123456789abcdef!!")
 
-// HMACKeyText is HMACKey as IDENTITY_HMAC_KEY text.
+// HMACKeyText is HMACKey as IDENTITY_HMAC_KEY text (legacy: key id core).
 var HMACKeyText = base64.StdEncoding.EncodeToString(HMACKey)
+
+// CoreKey is HMACKey under the id the legacy variable gives it.
+var CoreKey = identity.Key{ID: "core", Secret: HMACKey}
+
+// AppKey is the key of the app upstream in tests.
+var AppKey = identity.Key{ID: "app-notes", Secret: []byte("tollgate-app-key-notes-0123456789abcdef")}
+
+// AppKeysText is AppKey as UPSTREAM_KEYS text.
+var AppKeysText = AppKey.ID + ":" + base64.StdEncoding.EncodeToString(AppKey.Secret)
 
 // Issuer and Audience of test tokens.
 const (
@@ -151,16 +161,23 @@ func newID() string {
 type Received struct {
 	Method, URI string
 	Headers     map[string][]string // canonical name -> values
-	Identity    identity.Identity
-	VerifyErr   error
-	Signed      bool
+	Body        []byte
+	// Identity is what the v2 signature asserts (KeyID names the key
+	// that verified it), when VerifyErr is nil.
+	Identity  identity.Identity
+	VerifyErr error
+	Signed    bool
 }
 
-// Core stands in for coreapi.
+// Core stands in for coreapi, or (NewApp) for an app behind the proxy.
 type Core struct {
-	Addr   string
-	signer *identity.Signer
-	app    *fiber.App
+	Addr string
+	// echoV verifies what the echo route receives; coreV the proxy's own
+	// calls (core key only).
+	echoV, coreV *identity.Verifier
+	app          *fiber.App
+	// Skew is added to the clock the signatures are verified at.
+	Skew atomic.Int64
 
 	mu          sync.Mutex
 	keys        []*Key
@@ -175,30 +192,47 @@ type Core struct {
 	// ProjectionGate, when set, is received from before a projection is
 	// answered: the test decides when a fetch completes.
 	ProjectionGate atomic.Pointer[chan struct{}]
-	// SlowGate, when set, holds /api/v1/slow's answer until closed.
+	// SlowGate, when set, holds /api/v1/users/slow's answer until closed.
 	SlowGate atomic.Pointer[chan struct{}]
-	// StreamGate, when set, holds the second chunk of /api/v1/stream.
+	// StreamGate, when set, holds the second chunk of /api/v1/users/stream.
 	StreamGate atomic.Pointer[chan struct{}]
 	// ProjectionStarted, when set, gets a value when a projection fetch
 	// starts waiting at the gate.
 	ProjectionStarted atomic.Pointer[chan struct{}]
 }
 
-// NewCore starts a Core on 127.0.0.1:0; it stops with the test.
-func NewCore(t testing.TB) *Core {
+// NewCore starts a Core on 127.0.0.1:0 accepting the core key; it stops
+// with the test.
+func NewCore(t testing.TB) *Core { return newCore(t, CoreKey) }
+
+// NewApp starts a Core standing in for an app: its echo route accepts only
+// AppKey.
+func NewApp(t testing.TB) *Core { return newCore(t, AppKey) }
+
+func newCore(t testing.TB, echoKey identity.Key) *Core {
 	t.Helper()
-	s, err := identity.NewSigner(HMACKey, 0)
+	coreV, err := identity.NewVerifier([]identity.Key{CoreKey}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Core{signer: s, projections: map[string]*identity.Projection{}, jwksStatus: 200}
+	echoV, err := identity.NewVerifier([]identity.Key{echoKey}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Core{echoV: echoV, coreV: coreV, projections: map[string]*identity.Projection{}, jwksStatus: 200}
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, ReadBufferSize: 16 << 10})
 	app.Get("/.well-known/jwks.json", c.jwks)
 	app.Get(identity.ProjectionPath+"/:user", c.projection)
-	app.Get("/api/v1/stream", c.stream)
-	app.Get("/api/v1/slow", c.slow)
-	// A static answer that records nothing, for benchmarks.
-	app.Get("/api/v1/bench", func(ctx *fiber.Ctx) error { return ctx.SendString(`{"ok":true}`) })
+	// The stream and slow routes under a core prefix and under an app's.
+	for _, p := range []string{"/api/v1/users", "/app"} {
+		app.Get(p+"/stream", c.stream)
+		app.Get(p+"/slow", c.slow)
+	}
+	// A static answer that records nothing, for benchmarks (under a core
+	// prefix and under an app's).
+	bench := func(ctx *fiber.Ctx) error { return ctx.SendString(`{"ok":true}`) }
+	app.Get("/api/v1/users/bench", bench)
+	app.Get("/bench", bench)
 	app.All("/*", c.echo)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -298,9 +332,13 @@ func (c *Core) jwks(ctx *fiber.Ctx) error {
 	return ctx.JSON(set)
 }
 
+func (c *Core) now() time.Time { return time.Now().Add(time.Duration(c.Skew.Load())) }
+
 func (c *Core) projection(ctx *fiber.Ctx) error {
-	err := c.signer.Verify(time.Now(), ctx.Get(identity.HeaderTimestamp), ctx.Get(identity.HeaderSignature),
-		ctx.Method(), ctx.OriginalURL(), identity.Identity{})
+	id, err := c.coreV.Verify(c.now(), func(name string) string { return ctx.Get(name) }, ctx.Method(), ctx.OriginalURL(), sha256.Sum256(ctx.Body()))
+	if err == nil && (id.Principal != identity.PrincipalAnonymous || id.UserID != "") {
+		err = fmt.Errorf("projection fetch with identity %+v", id)
+	}
 	if err != nil {
 		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
 	}
@@ -359,18 +397,17 @@ func (c *Core) stream(ctx *fiber.Ctx) error {
 }
 
 func (c *Core) echo(ctx *fiber.Ctx) error {
-	r := Received{Method: ctx.Method(), URI: string(ctx.Request().Header.RequestURI()), Headers: map[string][]string{}}
+	r := Received{Method: ctx.Method(), URI: string(ctx.Request().Header.RequestURI()), Headers: map[string][]string{},
+		Body: append([]byte(nil), ctx.Body()...)}
 	for k, v := range ctx.Request().Header.All() {
 		name := string(k)
 		r.Headers[name] = append(r.Headers[name], string(v))
 	}
 	h := ctx.Get
-	if ts := h(identity.HeaderTimestamp); ts != "" || h(identity.HeaderSignature) != "" {
+	if h(identity.HeaderTimestamp) != "" || h(identity.HeaderSignature) != "" {
 		r.Signed = true
-		r.Identity = identity.Identity{UserID: h(identity.HeaderUserID), TenantID: h(identity.HeaderTenantID),
-			SessionID: h(identity.HeaderSessionID), Roles: identity.SplitList(h(identity.HeaderRoles)),
-			Permissions: identity.SplitList(h(identity.HeaderPermissions))}
-		r.VerifyErr = c.signer.Verify(time.Now(), ts, h(identity.HeaderSignature), ctx.Method(), ctx.OriginalURL(), r.Identity)
+		r.Identity, r.VerifyErr = c.echoV.Verify(c.now(), func(name string) string { return strings.Clone(h(name)) },
+			ctx.Method(), ctx.OriginalURL(), sha256.Sum256(ctx.Body()))
 	}
 	c.mu.Lock()
 	c.received = append(c.received, r)

@@ -55,7 +55,12 @@ type Claims struct {
 	Sub, Tid, Sid, Jti string
 	TV                 int64
 	Exp, Nbf, Iat      int64 // unix seconds; Nbf 0 when absent
-	Key                *jwks.Key
+	// AMR lists the authentication methods (amr claim; nil when absent)
+	// and AuthTime is the auth_time claim (0 when absent); both travel in
+	// the identity headers.
+	AMR      []string
+	AuthTime int64
+	Key      *jwks.Key
 }
 
 // KeySource is the key set the verifier reads.
@@ -228,6 +233,9 @@ type payload struct {
 	Exp *json.Number    `json:"exp"`
 	Nbf *json.Number    `json:"nbf"`
 	Iat *json.Number    `json:"iat"`
+	AMR []string        `json:"amr"`
+	// AuthTime is the sign-in time (unix seconds), when the token says.
+	AuthTime *json.Number `json:"auth_time"`
 }
 
 // verify does the full check of a token not seen before.
@@ -306,6 +314,17 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	}
 	if !ValidID(c.Sub) || !ValidID(c.Tid) || !ValidID(c.Sid) {
 		return nil, ErrClaims
+	}
+	for _, m := range p.AMR {
+		if !ValidID(m) {
+			return nil, ErrClaims
+		}
+	}
+	c.AMR = p.AMR
+	if p.AuthTime != nil {
+		if c.AuthTime, ok = numericDate(p.AuthTime); !ok || c.AuthTime <= 0 {
+			return nil, ErrClaims
+		}
 	}
 	if c.Exp <= c.Iat || time.Duration(c.Exp-c.Iat)*time.Second > v.opt.MaxLifetime {
 		return nil, ErrLifetime

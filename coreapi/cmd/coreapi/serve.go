@@ -65,6 +65,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Logger:         log,
 		Pool:           pool,
 		Signer:         signer,
+		IdentityKeys:   cfg.IdentityKeys,
 		CursorKey:      httpapi.DeriveCursorKey(cfg.IdentityKey),
 		Registerer:     reg,
 		MaxBodyBytes:   cfg.MaxBodyBytes,

@@ -90,7 +90,11 @@ type Config struct {
 	IdentityKey []byte
 	// IdentityKeyFile is where the key came from, if it came from a file.
 	IdentityKeyFile string
-	NATSURL         string
+	// IdentityKeys are the core keys v2 identity headers are verified
+	// against: IDENTITY_KEYS(_FILE), or the legacy key under the id core.
+	// IdentityKey is the first one's secret (v1 and cursors).
+	IdentityKeys []identity.Key
+	NATSURL      string
 
 	TokenIssuer       string
 	TokenAudience     string
@@ -179,10 +183,31 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 
 	keyText := getenv("IDENTITY_HMAC_KEY")
-	if key, err := identity.LoadKey(keyText, c.IdentityKeyFile); err != nil {
-		l.fail("IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE: %v", err)
-	} else {
-		c.IdentityKey = key
+	keysText, keysFile := l.str("IDENTITY_KEYS", ""), l.str("IDENTITY_KEYS_FILE", "")
+	switch {
+	case (keysText != "" || keysFile != "") && (keyText != "" || c.IdentityKeyFile != ""):
+		l.fail("IDENTITY_KEYS(_FILE) and the legacy IDENTITY_HMAC_KEY(_FILE) are both set: keep one")
+	case keysText != "" || keysFile != "":
+		keys, err := identity.LoadKeys(keysText, keysFile)
+		if err == nil {
+			for _, k := range keys {
+				if len(k.Secret) < identity.MinKeyLen {
+					err = fmt.Errorf("key %q: %w", k.ID, identity.ErrShortKey)
+				}
+			}
+		}
+		if err != nil {
+			l.fail("IDENTITY_KEYS / IDENTITY_KEYS_FILE: %v", err)
+		} else {
+			c.IdentityKeys, c.IdentityKey = keys, keys[0].Secret
+		}
+	default:
+		if key, err := identity.LoadKey(keyText, c.IdentityKeyFile); err != nil {
+			l.fail("IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE: %v", err)
+		} else {
+			c.IdentityKey = key
+			c.IdentityKeys = []identity.Key{{ID: "core", Secret: key}}
+		}
 	}
 
 	if c.DatabaseURL == "" {

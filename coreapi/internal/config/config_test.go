@@ -201,3 +201,31 @@ func TestOAuthReturnURLs(t *testing.T) {
 		t.Errorf("OAUTH_AUTHORIZE_PER_MINUTE=0: %v", err)
 	}
 }
+
+func TestIdentityKeys(t *testing.T) {
+	m := minimal()
+	c, err := Load(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.IdentityKeys) != 1 || c.IdentityKeys[0].ID != "core" || string(c.IdentityKeys[0].Secret) != string(c.IdentityKey) {
+		t.Fatalf("legacy key: identity keys = %v", c.IdentityKeys)
+	}
+	delete(m, "IDENTITY_HMAC_KEY")
+	m["IDENTITY_KEYS"] = "new:" + key + ",old:" + base64.StdEncoding.EncodeToString([]byte("another-core-key-0123456789abcdef!"))
+	if c, err = Load(env(m)); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.IdentityKeys) != 2 || c.IdentityKeys[0].ID != "new" || string(c.IdentityKey) != string(c.IdentityKeys[0].Secret) {
+		t.Fatalf("identity keys = %v", c.IdentityKeys)
+	}
+	m["IDENTITY_HMAC_KEY"] = key
+	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "both set") {
+		t.Fatalf("legacy and new keys together: %v", err)
+	}
+	delete(m, "IDENTITY_HMAC_KEY")
+	m["IDENTITY_KEYS"] = "short:c2hvcnQ="
+	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "IDENTITY_KEYS") {
+		t.Fatalf("short key: %v", err)
+	}
+}

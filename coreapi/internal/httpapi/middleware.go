@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -128,13 +129,37 @@ func readIdentity(c *fiber.Ctx) identity.Identity {
 	}
 }
 
+// isV2 reports whether the request carries a v2 signature.
+func isV2(c *fiber.Ctx) bool {
+	return strings.HasPrefix(c.Get(identity.HeaderSignature), identity.VersionV2+"=")
+}
+
+// verifyV2 checks v2 identity headers against the core keys, binding the
+// body digest; the identity's strings are owned copies.
+func (s *Server) verifyV2(c *fiber.Ctx) (identity.Identity, error) {
+	if s.v2 == nil {
+		return identity.Identity{}, identity.ErrVersion
+	}
+	get := func(name string) string { return strings.Clone(c.Get(name)) }
+	return s.v2.Verify(s.now(), get, c.Method(), c.OriginalURL(), sha256.Sum256(c.Body()))
+}
+
 // requireIdentity verifies the signed identity headers of a protected
 // route: a missing, forged or stale signature is 401. The user and tenant
 // must be UUIDs.
 func (s *Server) requireIdentity(c *fiber.Ctx) error {
-	id := readIdentity(c)
-	err := s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
-		c.Method(), c.OriginalURL(), id)
+	var id identity.Identity
+	var err error
+	if isV2(c) {
+		id, err = s.verifyV2(c)
+		if err == nil && id.Principal != identity.PrincipalUser {
+			err = identity.ErrMalformed
+		}
+	} else {
+		id = readIdentity(c)
+		err = s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
+			c.Method(), c.OriginalURL(), id)
+	}
 	if err != nil {
 		s.metrics.identityRejected(reason(err))
 		return errNoIdentity
@@ -150,8 +175,17 @@ func (s *Server) requireIdentity(c *fiber.Ctx) error {
 // requireServiceSignature verifies a signature over an empty identity:
 // the proxy's own calls to internal endpoints.
 func (s *Server) requireServiceSignature(c *fiber.Ctx) error {
-	err := s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
-		c.Method(), c.OriginalURL(), identity.Identity{})
+	var err error
+	if isV2(c) {
+		var id identity.Identity
+		id, err = s.verifyV2(c)
+		if err == nil && (id.Principal != identity.PrincipalAnonymous || id.UserID != "" || id.TenantID != "") {
+			err = identity.ErrMalformed
+		}
+	} else {
+		err = s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
+			c.Method(), c.OriginalURL(), identity.Identity{})
+	}
 	if err != nil {
 		s.metrics.identityRejected(reason(err))
 		return errNoIdentity

@@ -35,8 +35,10 @@ import (
 type Options struct {
 	Logger *slog.Logger
 	Pool   *pgxpool.Pool
-	// Signer verifies the identity headers authproxy adds.
+	// Signer verifies the v1 identity headers authproxy adds.
 	Signer *identity.Signer
+	// IdentityKeys, when set, verify v2 identity headers (the core keys).
+	IdentityKeys []identity.Key
 	// CursorKey authenticates pagination cursors; derive it from the
 	// identity key with DeriveCursorKey.
 	CursorKey []byte
@@ -118,6 +120,7 @@ type Server struct {
 	app       *fiber.App
 	log       *slog.Logger
 	signer    *identity.Signer
+	v2        *identity.Verifier // nil: v2 not accepted
 	now       func() time.Time
 	cursor    cursorCodec
 	metrics   *metrics
@@ -159,9 +162,16 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var v2 *identity.Verifier
+	if len(o.IdentityKeys) > 0 {
+		if v2, err = identity.NewVerifier(o.IdentityKeys, identity.DefaultWindow); err != nil {
+			return nil, fmt.Errorf("httpapi: identity keys: %w", err)
+		}
+	}
 	s := &Server{
 		log:       o.Logger,
 		signer:    o.Signer,
+		v2:        v2,
 		now:       o.Now,
 		cursor:    cursorCodec{key: o.CursorKey},
 		metrics:   m,

@@ -168,7 +168,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	proxyEnv := append(append(environ("DATABASE_URL"), common...),
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,
 		"PROXY_ADMIN_ADDR="+o.proxyAdmin,
-		"UPSTREAM_URL=http://"+o.coreAddr,
+		"IDENTITY_URL=http://"+o.coreAddr,
 	)
 
 	core, err := startChild(logger, "coreapi", filepath.Join(bin, "coreapi"), []string{"serve"}, coreEnv, logs)

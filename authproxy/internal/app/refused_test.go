@@ -1,0 +1,89 @@
+package app
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// 400 answers carry fixed details, never the request's bytes; 413 and 431
+// are full problem answers (request id, and the path as instance when the
+// request line could be read), access-logged and counted like any other.
+func TestRefusedRequests(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"ACCESS_LOG": "true"}})
+	tok := e.token(nil)
+	count4xx := func() int {
+		mfs, err := e.app.Metrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "authproxy_request_duration_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetValue() == "4xx" {
+						return int(m.GetHistogram().GetSampleCount())
+					}
+				}
+			}
+		}
+		return 0
+	}
+	tests := []struct {
+		name     string
+		req      string
+		status   int
+		code     string
+		instance string
+		secret   string
+	}{
+		{"malformed header line", "GET /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nX-Evil-Header-Without-Colon\r\nConnection: close\r\n\r\n",
+			400, problem.CodeBadRequest, "", "X-Evil"},
+		{"bad content length", "POST /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nContent-Length: 12x\r\nConnection: close\r\n\r\n",
+			400, problem.CodeBadRequest, "", "12x"},
+		{"headers too large", "GET /notes/public HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nX-Big: " + strings.Repeat("b", 20000) + "\r\nConnection: close\r\n\r\n",
+			431, problem.CodeBadRequest, "", "bbbb"},
+		{"body too large", "POST /notes/maybe HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-id-413\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n" + strings.Repeat("a", 70000),
+			413, problem.CodeBodyTooLarge, "/notes/maybe", "aaaa"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			before := count4xx()
+			r := e.raw(tt.req)
+			e.wantProblem(r, tt.status, tt.code)
+			body := string(r.body)
+			for _, leak := range []string{tok[:20], tt.secret, "buffer", "error when"} {
+				if strings.Contains(body, leak) {
+					t.Fatalf("answer echoes the request (%q): %s", leak, body)
+				}
+			}
+			if r.prob.Instance != tt.instance {
+				t.Fatalf("instance = %q, want %q", r.prob.Instance, tt.instance)
+			}
+			if tt.status == 413 && r.prob.RequestID != "client-id-413" {
+				t.Fatalf("request_id = %q, want the client's", r.prob.RequestID)
+			}
+			if got := count4xx(); got != before+1 {
+				t.Fatalf("4xx requests counted %d -> %d, want one more", before, got)
+			}
+			logged := false
+			for _, line := range strings.Split(e.logs.String(), "\n") {
+				logged = logged || strings.Contains(line, `"msg":"request"`) && strings.Contains(line, `"request_id":"`+r.prob.RequestID+`"`) &&
+					strings.Contains(line, `"status":`+strconv.Itoa(tt.status))
+			}
+			if !logged {
+				t.Fatalf("not access-logged: %s", e.logs.String())
+			}
+			e.wantNothingForwarded()
+		})
+	}
+	if strings.Contains(e.logs.String(), tok) {
+		t.Fatal("the bearer token reached the log")
+	}
+}

@@ -1,0 +1,162 @@
+package app
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+const (
+	rulesA = appUpstream + "routes:\n  - {prefix: /notes, methods: [GET], upstream: notes, access: public}\n  - {prefix: /app, upstream: notes, access: public}\n"
+	rulesB = appUpstream + "routes:\n  - {prefix: /notes, methods: [GET], upstream: notes, access: public}\n  - {prefix: /extra, upstream: notes, access: public}\n"
+)
+
+func (e *env) generation() float64 { return testutil.ToFloat64(e.app.Metrics.RulesGeneration) }
+func (e *env) reloadFailures() float64 {
+	return testutil.ToFloat64(e.app.Metrics.RulesReloadFailed)
+}
+
+// writeRules replaces the rules file the way an editor does: a new file
+// renamed over the old one.
+func (e *env) writeRules(text string) {
+	e.t.Helper()
+	p := e.app.cfg.RulesFile
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(e.appRules(text)), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func TestRulesReloadOnChange(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	if g := e.generation(); g != 1 {
+		t.Fatalf("generation = %v, want 1", g)
+	}
+	e.wantProblem(e.do("GET", "/extra", "", nil), 404, problem.CodeNotFound)
+	e.writeRules(rulesB)
+	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+	e.wantProblem(e.do("GET", "/app/x", "", nil), 404, problem.CodeNotFound)
+	if f := e.reloadFailures(); f != 0 {
+		t.Fatalf("reload failures = %v", f)
+	}
+}
+
+func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	for i, bad := range []string{
+		"routes: [", // YAML syntax error
+		appUpstream + "routes: [{prefix: /api/v1/auth, upstream: notes, access: public}]", // shadows core
+		"rules: [{path: /**, access: public}]",                                            // previous format
+	} {
+		e.writeRules(bad)
+		testenv.Eventually(t, "failure counted", func() bool { return e.reloadFailures() == float64(i+1) })
+		if g := e.generation(); g != 1 {
+			t.Fatalf("generation = %v after a bad file, want 1", g)
+		}
+		// The previous rules still serve.
+		e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+		e.wantProblem(e.do("GET", "/extra", "", nil), 404, problem.CodeNotFound)
+	}
+	// Every problem of a file is logged, each on its own.
+	e.writeRules(appUpstream + "routes:\n  - {prefix: /a, upstream: nope, access: public}\n  - {prefix: /b, upstream: notes, access: sometimes}\n")
+	testenv.Eventually(t, "failure counted", func() bool { return e.reloadFailures() == 4 })
+	testenv.Eventually(t, "problems logged", func() bool {
+		l := e.logs.String()
+		return strings.Contains(l, `unknown upstream \"nope\"`) && strings.Contains(l, `access \"sometimes\"`) &&
+			strings.Contains(l, "the previous rules stay in force")
+	})
+	e.writeRules(rulesB)
+	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+}
+
+func TestRulesReloadSIGHUPPath(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	// An explicit reload with unchanged content still swaps.
+	if err := e.app.ReloadRules(); err != nil {
+		t.Fatal(err)
+	}
+	if g := e.generation(); g != 2 {
+		t.Fatalf("generation = %v, want 2", g)
+	}
+	// A file that cannot be read is a failure that keeps the rules.
+	if err := os.Remove(e.app.cfg.RulesFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.app.ReloadRules(); err == nil {
+		t.Fatal("reload of a missing file succeeded")
+	}
+	if f := e.reloadFailures(); f < 1 {
+		t.Fatalf("reload failures = %v", f)
+	}
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+}
+
+// A Kubernetes ConfigMap volume updates by swapping a "..data" symlink:
+// the file the proxy names never changes itself.
+func TestRulesReloadConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
+		for name, text := range map[string]string{"..2026_01": rulesA, "..2026_02": rulesB} {
+			if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name, "rules.yaml"), []byte(e.appRules(text)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink("..2026_01", filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("..data/rules.yaml", filepath.Join(dir, "rules.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		vars["RULES_FILE"] = filepath.Join(dir, "rules.yaml")
+	}})
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	if err := os.Symlink("..2026_02", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+	e.wantProblem(e.do("GET", "/app/x", "", nil), 404, problem.CodeNotFound)
+}
+
+// A request in flight finishes on the rules it started with, even when a
+// reload removes its upstream.
+func TestRulesReloadInFlight(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	gate := make(chan struct{})
+	e.up.StreamGate.Store(&gate)
+	resp, err := e.client.Get("http://" + e.addr + "/app/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, testenv.StreamChunk)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	e.writeRules("routes: []\n")
+	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	e.wantProblem(e.do("GET", "/app/x", "", nil), 404, problem.CodeNotFound)
+	close(gate)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || len(rest) != testenv.StreamChunk || resp.StatusCode != http.StatusOK {
+		t.Fatalf("in-flight response: %d, %d bytes, %v", resp.StatusCode, len(rest), err)
+	}
+}

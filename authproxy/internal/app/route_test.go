@@ -1,0 +1,378 @@
+package app
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+const notesRules = appUpstream + `
+routes:
+  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}
+  - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write]}
+  - {prefix: /notes/public, methods: [GET], upstream: notes, access: public}
+  - {prefix: /notes/maybe, upstream: notes, access: optional}
+  - {prefix: /, methods: [GET], upstream: notes, access: public}
+`
+
+func notesProjection() identity.Projection {
+	p := defaultProjection()
+	p.Permissions = []string{"tenant:read", "notes:read"}
+	return p
+}
+
+func TestAppRouting(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+
+	t.Run("protected app route signed with the app key", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes?limit=5", tok, nil), 200)
+		got := e.wantSignedAt(e.up, testenv.AppKey.ID)
+		if got.URI != "/notes?limit=5" || got.Headers["Authorization"] != nil {
+			t.Fatalf("forwarded %s with Authorization %v", got.URI, got.Headers["Authorization"])
+		}
+		if strings.Join(got.Identity.Permissions, ",") != "tenant:read,notes:read" || got.Identity.EmailVerified {
+			t.Fatalf("identity = %+v", got.Identity)
+		}
+		if len(e.core.Received()) != 0 {
+			t.Fatal("app request reached core")
+		}
+	})
+	t.Run("the body is bound to the signature", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		p := notesProjection()
+		p.Permissions = append(p.Permissions, "notes:write")
+		e.core.SetProjection(p)
+		e.publishAndWait("auth.invalidate.all")
+		req, _ := http.NewRequest("POST", "http://"+e.addr+"/notes", strings.NewReader(`{"text":"hello"}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		e.wantStatus(result{status: resp.StatusCode}, 200)
+		got := e.wantSignedAt(e.up, testenv.AppKey.ID)
+		if string(got.Body) != `{"text":"hello"}` {
+			t.Fatalf("body = %q", got.Body)
+		}
+		// The same headers over another body do not verify.
+		v, _ := identity.NewVerifier([]identity.Key{testenv.AppKey}, 0)
+		get := func(n string) string {
+			if vs := got.Headers[http.CanonicalHeaderKey(n)]; len(vs) > 0 {
+				return vs[0]
+			}
+			return ""
+		}
+		if _, err := v.Verify(time.Now(), get, "POST", "/notes", sha256.Sum256([]byte(`{"text":"evil"}`))); !errors.Is(err, identity.ErrSignature) {
+			t.Fatalf("other body: %v, want ErrSignature", err)
+		}
+		e.core.SetProjection(notesProjection())
+		e.publishAndWait("auth.invalidate.all")
+	})
+	t.Run("public app route: anonymous, signed", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes/public/1", "", nil), 200)
+		got := e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+		if got.Identity.KeyID != testenv.AppKey.ID {
+			t.Fatalf("key = %s", got.Identity.KeyID)
+		}
+	})
+	t.Run("optional route without a bearer: anonymous", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes/maybe", "", nil), 200)
+		e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+	})
+	t.Run("optional route with a bearer: the user", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.do("DELETE", "/notes/maybe/1", tok, nil), 200)
+		e.wantSignedAt(e.up, testenv.AppKey.ID)
+	})
+	t.Run("optional route with an invalid bearer: 401", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantProblem(e.do("GET", "/notes/maybe", tok+"x", nil), 401, problem.CodeInvalidToken)
+		e.wantNothingForwarded()
+	})
+	t.Run("no bearer on a protected app route", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantProblem(e.do("GET", "/notes", "", nil), 401, problem.CodeUnauthenticated)
+		e.wantNothingForwarded()
+	})
+	t.Run("/notes-admin is not under /notes", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		// It falls to the public catch-all, never to /notes' protected
+		// route: the app sees an anonymous caller.
+		e.wantStatus(e.do("GET", "/notes-admin", tok, nil), 200)
+		e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+	})
+	t.Run("a method the longest route excludes: 405, no fall-back", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		r := e.do("DELETE", "/notes/1", tok, nil)
+		e.wantProblem(r, 405, problem.CodeMethodNotAllowed)
+		if got := r.header.Get("Allow"); got != "GET, HEAD, POST" {
+			t.Fatalf("Allow = %q", got)
+		}
+		// The catch-all "/" allows GET only; /notes/public allows GET: PUT
+		// there is 405 too, though "/" exists.
+		e.wantProblem(e.do("PUT", "/notes/public", tok, nil), 405, problem.CodeMethodNotAllowed)
+		e.wantNothingForwarded()
+	})
+	t.Run("core routes stay with core", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.do("POST", "/api/v1/auth/token", "", nil), 200)
+		e.wantAnonymousAt(e.core, "core")
+		if len(e.up.Received()) != 0 {
+			t.Fatal("sign-in reached the app")
+		}
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+		e.wantSigned()
+	})
+	t.Run("client-sent identity headers never reach the app", func(t *testing.T) {
+		e := e.with(t)
+		for _, name := range []string{"X-Auth-User-Id", "x-auth-roles", "X_Auth_Permissions", "X-Auth-Principal", "X-Auth-Key-Id", "X-Auth-Client-Ip", "X-Auth-Email-Verified"} {
+			for _, path := range []string{"/notes", "/notes/public"} {
+				e.reset()
+				req := "GET " + path + " HTTP/1.1\r\nHost: x\r\n" + name + ": evil\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n"
+				e.wantStatus(e.raw(req), 200)
+				got := e.up.Last(t)
+				for k, vs := range got.Headers {
+					for _, v := range vs {
+						if v == "evil" {
+							t.Fatalf("%s: client header %s reached the app", path, k)
+						}
+					}
+				}
+				if got.VerifyErr != nil {
+					t.Fatalf("%s: %v", path, got.VerifyErr)
+				}
+			}
+		}
+	})
+}
+
+func TestAppBodyLimit(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	p := notesProjection()
+	p.Permissions = append(p.Permissions, "notes:write")
+	e.core.SetProjection(p)
+	req, _ := http.NewRequest("POST", "http://"+e.addr+"/notes", strings.NewReader(strings.Repeat("a", 70000)))
+	req.Header.Set("Authorization", "Bearer "+e.token(nil))
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Fatalf("status = %d, want 413", resp.StatusCode)
+	}
+	e.wantNothingForwarded()
+}
+
+// The app's verifier refuses a request signed outside its window.
+func TestClockSkew(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	for _, tc := range []struct {
+		skew time.Duration
+		want error
+	}{
+		{29 * time.Second, nil}, {-29 * time.Second, nil},
+		{31 * time.Second, identity.ErrExpired}, {-31 * time.Second, identity.ErrExpired},
+	} {
+		e.reset()
+		e.up.Skew.Store(int64(tc.skew))
+		e.wantStatus(e.do("GET", "/notes", tok, nil), 200)
+		if got := e.up.Last(t).VerifyErr; !errors.Is(got, tc.want) {
+			t.Errorf("app clock %v off: verify = %v, want %v", tc.skew, got, tc.want)
+		}
+	}
+}
+
+func TestUpstreamDown(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct{ name, url string }{
+		{"nothing listening", "http://" + closed},
+		{"unknown host", "http://no-such-host.invalid:8082"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rules := "upstreams:\n  notes: {url: '" + tc.url + "', key_id: app-notes}\nroutes:\n  - {prefix: /notes, upstream: notes, access: public}\n"
+			e := start(t, envOpt{rules: rules})
+			r := e.do("GET", "/notes", "", nil)
+			e.wantProblem(r, 503, problem.CodeUpstreamDown)
+			host := strings.TrimPrefix(tc.url, "http://")
+			if strings.Contains(string(r.body), host) || strings.Contains(string(r.body), "dial") {
+				t.Fatalf("503 body tells internals: %s", r.body)
+			}
+			// Core is unaffected.
+			e.wantStatus(e.do("POST", "/api/v1/auth/token", "", nil), 200)
+		})
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	tests := []struct {
+		name, cidrs, xff, want string
+	}{
+		{"peer", "", "", "127.0.0.1"},
+		{"untrusted peer: X-Forwarded-For ignored", "10.0.0.0/8", "203.0.113.7", "127.0.0.1"},
+		{"trusted peer: rightmost untrusted hop", "127.0.0.0/8,10.0.0.0/8", "198.51.100.1, 203.0.113.7, 10.1.2.3", "203.0.113.7"},
+		{"trusted peer, every hop trusted", "127.0.0.0/8,10.0.0.0/8", "10.9.9.9", "10.9.9.9"},
+		{"trusted peer, garbage hop", "127.0.0.0/8", "203.0.113.7, not-an-ip", "127.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, envOpt{rules: notesRules, vars: map[string]string{"TRUSTED_PROXY_CIDRS": tt.cidrs}})
+			hdr := map[string]string{}
+			if tt.xff != "" {
+				hdr["X-Forwarded-For"] = tt.xff
+			}
+			e.wantStatus(e.do("GET", "/notes/public", "", hdr), 200)
+			got := e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+			if ip := got.Headers["X-Auth-Client-Ip"]; len(ip) != 1 || ip[0] != tt.want {
+				t.Fatalf("X-Auth-Client-Ip = %v, want %s", ip, tt.want)
+			}
+		})
+	}
+}
+
+// UPSTREAM_URL naming an app: one app upstream behind a protected
+// catch-all; JWKS, projections and sign-in stay with IDENTITY_URL.
+func TestUpstreamURLAlias(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_URL": "{{APP}}"}})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/anything/here", tok, nil), 200)
+	e.wantSignedAt(e.up, testenv.AppKey.ID)
+	e.wantProblem(e.do("GET", "/anything/here", "", nil), 401, problem.CodeUnauthenticated)
+	e.reset()
+	e.wantStatus(e.do("POST", "/api/v1/auth/token", "", nil), 200)
+	e.wantAnonymousAt(e.core, "core")
+	if len(e.up.Received()) != 0 {
+		t.Fatal("sign-in reached the app")
+	}
+	if e.up.ProjectionFetches.Load() != 0 || e.up.JWKSFetches.Load() != 0 {
+		t.Fatal("identity data fetched from the app")
+	}
+}
+
+// An HTTP/1.0 request without Host to an app names the app.
+func TestAppHTTP10(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "GET /notes/public HTTP/1.0\r\n\r\n")
+	b, _ := io.ReadAll(conn)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 200") && !strings.HasPrefix(string(b), "HTTP/1.0 200") {
+		t.Fatalf("response %q", b)
+	}
+	if h := e.up.Last(t).Headers["Host"]; len(h) != 1 || h[0] != strings.TrimPrefix(e.up.URL(), "http://") {
+		t.Fatalf("Host = %v", h)
+	}
+}
+
+// Trailers from clients are refused: fasthttp reads them into the request
+// header, where an upstream's Peek finds them like headers.
+func TestClientTrailersRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	tok := e.token(nil)
+	tests := []struct{ name, path, trailerHeader, trailer string }{
+		{"announced identity trailer to the app", "/notes/maybe", "Trailer: X-Auth-Roles\r\n", "X-Auth-Roles: owner\r\n"},
+		{"unannounced identity trailer to the app", "/notes/maybe", "", "X-Auth-User-Id: evil\r\n"},
+		{"underscore spelling", "/notes/maybe", "", "X_Auth_Permissions: notes:write\r\n"},
+		{"any trailer to core", "/api/v1/auth/token", "", "X-Custom: evil\r\n"},
+		{"announced only", "/api/v1/auth/token", "Trailer: X-Custom\r\n", ""},
+	}
+	for _, tt := range tests {
+		for _, auth := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/bearer=%v", tt.name, auth), func(t *testing.T) {
+				e := e.with(t)
+				e.reset()
+				req := "POST " + tt.path + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + tt.trailerHeader
+				if auth {
+					req += "Authorization: Bearer " + tok + "\r\n"
+				}
+				req += "Connection: close\r\n\r\n5\r\nhello\r\n0\r\n" + tt.trailer + "\r\n"
+				r := e.raw(req)
+				e.wantProblem(r, 400, problem.CodeBadRequest)
+				if strings.Contains(string(r.body), "evil") || strings.Contains(string(r.body), "owner") {
+					t.Fatalf("400 echoes the request: %s", r.body)
+				}
+				e.wantNothingForwarded()
+			})
+		}
+	}
+	t.Run("chunked without trailers is fine", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		r := e.raw("POST /notes/maybe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+		e.wantStatus(r, 200)
+		if got := e.up.Last(t); string(got.Body) != "hello" || got.VerifyErr != nil {
+			t.Fatalf("body %q, verify %v", got.Body, got.VerifyErr)
+		}
+	})
+}
+
+// Item 16: a logout or session revoke forwarded by this proxy takes effect
+// here at once, without waiting for the NATS event.
+func TestLocalEvictionOnSessionEnd(t *testing.T) {
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/api/v1/auth/logout"},
+		{"DELETE", "/api/v1/users/me/sessions/" + sessionID},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			e := start(t, envOpt{})
+			tok := e.token(nil)
+			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+			// coreapi commits the revocation; no event arrives.
+			p := defaultProjection()
+			p.RevokedSessions = []string{sessionID}
+			e.core.SetProjection(p)
+			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // cached, as expected
+			e.wantStatus(e.do(tc.method, tc.path, tok, nil), 200)
+			e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+		})
+	}
+	t.Run("other requests keep the cache", func(t *testing.T) {
+		e := start(t, envOpt{})
+		tok := e.token(nil)
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+		n := e.core.ProjectionFetches.Load()
+		for _, r := range [][2]string{{"GET", "/api/v1/auth/logout"}, {"DELETE", "/api/v1/users/me/sessions"},
+			{"DELETE", "/api/v1/users/me/sessions/" + sessionID + "/x"}, {"POST", "/api/v1/users/me"}} {
+			e.do(r[0], r[1], tok, nil)
+		}
+		if got := e.core.ProjectionFetches.Load(); got != n {
+			t.Fatalf("projection fetches %d -> %d: the cache was dropped", n, got)
+		}
+	})
+}
