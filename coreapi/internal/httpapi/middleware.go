@@ -1,9 +1,14 @@
 package httpapi
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,13 +31,6 @@ const (
 // RequestIDOf returns the request's id (set by the first middleware).
 func RequestIDOf(c *fiber.Ctx) string {
 	id, _ := c.Locals(keyRequestID).(string)
-	return id
-}
-
-// IdentityOf returns the verified identity of a Protected route's caller.
-// Its strings are owned copies, safe to keep.
-func IdentityOf(c *fiber.Ctx) identity.Identity {
-	id, _ := c.Locals(keyIdentity).(identity.Identity)
 	return id
 }
 
@@ -99,13 +97,163 @@ func (s *Server) recover(c *fiber.Ctx) (err error) {
 	return c.Next()
 }
 
-var (
-	errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenticated,
-		"missing or invalid identity signature")
+var errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenticated,
+	"missing or invalid identity signature")
+
+// errV1Refused: a v1 signature while IDENTITY_ACCEPT_V1 is false.
+var errV1Refused = errors.New("identity: v1 signatures are not accepted")
+
+// errReplay: a v2 signature that was already used.
+var errReplay = errors.New("identity: signature already used")
+
+// access is what a route group asks of the identity headers.
+type access int
+
+const (
+	// accessPublic: a signature is optional; when one is sent it must
+	// verify (its identity and client IP are then available).
+	accessPublic access = iota
+	// accessProtected: a verified, non-anonymous caller with a user and
+	// tenant.
+	accessProtected
+	// accessInternal: the proxy's own calls, signed with a core key over
+	// the anonymous, empty identity.
+	accessInternal
 )
 
-// readIdentity copies the identity headers out of fasthttp's buffers.
-func readIdentity(c *fiber.Ctx) identity.Identity {
+// verified is what the identity middleware stores for the handlers.
+type verified struct {
+	id       identity.Identity
+	clientIP string // the signed X-Auth-Client-Ip; "" for v1
+}
+
+// IdentityOf returns the verified identity of the caller: always set on
+// Protected routes; on Public routes it is the anonymous principal unless
+// the request carried a valid signature. Its strings are owned copies,
+// safe to keep.
+func IdentityOf(c *fiber.Ctx) identity.Identity {
+	if v, ok := c.Locals(keyIdentity).(*verified); ok {
+		return v.id
+	}
+	return identity.Identity{Principal: identity.PrincipalAnonymous}
+}
+
+// ClientIP is the one place coreapi learns where a request comes from (for
+// sessions, audit, lockout and rate limits): the X-Auth-Client-Ip of a
+// verified v2 signature, else the address of the connection's peer.
+// X-Forwarded-For and any other client-supplied header are never read:
+// only the proxy knows which hops to trust (TRUSTED_PROXY_CIDRS), and it
+// signs its answer. The string is an owned copy.
+func ClientIP(c *fiber.Ctx) string {
+	if v, ok := c.Locals(keyIdentity).(*verified); ok && v.clientIP != "" {
+		return v.clientIP
+	}
+	a, ok := netip.AddrFromSlice(c.Context().RemoteIP())
+	if !ok {
+		return ""
+	}
+	return a.Unmap().String()
+}
+
+// identityHeaders returns the middleware that verifies the identity headers
+// of a route group; a missing (where required), forged, stale or replayed
+// signature is 401.
+func (s *Server) identityHeaders(a access) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if a == accessPublic && len(c.Request().Header.Peek(identity.HeaderSignature)) == 0 {
+			return c.Next() // an unsigned public request: anonymous, peer address
+		}
+		v, err := s.verifyIdentity(c)
+		if err != nil {
+			s.metrics.identityRejected(reason(err))
+			return errNoIdentity
+		}
+		id := &v.id
+		switch a {
+		case accessProtected:
+			if id.Principal == identity.PrincipalAnonymous || !isUUID(id.UserID) || !isUUID(id.TenantID) ||
+				(id.SessionID != "" && !isUUID(id.SessionID)) {
+				s.metrics.identityRejected("bad_ids")
+				return errNoIdentity
+			}
+		case accessInternal:
+			if id.Principal != identity.PrincipalAnonymous || id.UserID != "" || id.TenantID != "" || id.SessionID != "" ||
+				len(id.Roles) > 0 || len(id.Permissions) > 0 {
+				s.metrics.identityRejected("not_service")
+				return errNoIdentity
+			}
+		}
+		c.Locals(keyIdentity, v)
+		return c.Next()
+	}
+}
+
+// verifyIdentity checks the signed identity headers of one request: v2
+// against the core keys, over the method, path and query as received and
+// the SHA-256 of the body as received, once only (replays are refused
+// within the window); v1 only while accepted (Options.AcceptV1).
+func (s *Server) verifyIdentity(c *fiber.Ctx) (*verified, error) {
+	sig := c.Get(identity.HeaderSignature)
+	if strings.HasPrefix(sig, identity.Version+"=") {
+		if s.v1 == nil {
+			return nil, errV1Refused
+		}
+		id := readIdentityV1(c)
+		if err := s.v1.Verify(s.now(), c.Get(identity.HeaderTimestamp), sig, c.Method(), c.OriginalURL(), id); err != nil {
+			return nil, err
+		}
+		id.Principal = identity.PrincipalAnonymous
+		if id.UserID != "" {
+			id.Principal = identity.PrincipalUser
+		}
+		return &verified{id: id}, nil
+	}
+	body := identity.EmptyBodySHA256
+	if b := c.Request().Body(); len(b) > 0 { // raw: c.Body() would decompress
+		body = sha256.Sum256(b)
+	}
+	id, err := s.verifier.Verify(s.now(), func(name string) string { return headerCopy(c, name) },
+		c.Method(), c.OriginalURL(), body)
+	if err != nil {
+		return nil, err
+	}
+	// The request id is what makes two identical requests' signatures
+	// differ; a signer that sends none cannot be told from a replay.
+	if len(c.Request().Header.Peek(identity.HeaderRequestID)) == 0 {
+		return nil, identity.ErrMalformed
+	}
+	ts, _ := strconv.ParseInt(c.Get(identity.HeaderTimestamp), 10, 64) // verified above
+	var mac [32]byte
+	if _, err := base64.RawURLEncoding.Decode(mac[:], []byte(sig[len(identity.VersionV2)+1:])); err != nil {
+		return nil, identity.ErrMalformed
+	}
+	if !s.replays.firstUse(replayKey(binary.LittleEndian.Uint64(mac[:8])), ts+s.verifier.Window().Milliseconds(), s.now().UnixMilli()) {
+		return nil, errReplay
+	}
+	// Principal is one of four constants (Verify checked); use them, not
+	// copies.
+	for _, p := range [...]string{identity.PrincipalUser, identity.PrincipalAPIKey, identity.PrincipalService, identity.PrincipalAnonymous} {
+		if id.Principal == p {
+			id.Principal = p
+		}
+	}
+	return &verified{id: id, clientIP: strings.Clone(c.Get(identity.HeaderClientIP))}, nil
+}
+
+// headerCopy reads a header for the v2 verifier, copying the values that
+// end up in the Identity out of fasthttp's buffers.
+func headerCopy(c *fiber.Ctx, name string) string {
+	v := c.Get(name)
+	switch name {
+	case identity.HeaderUserID, identity.HeaderTenantID, identity.HeaderSessionID,
+		identity.HeaderRoles, identity.HeaderPermissions, identity.HeaderAMR:
+		return strings.Clone(v)
+	}
+	return v
+}
+
+// readIdentityV1 copies the v1 identity headers out of fasthttp's buffers.
+func readIdentityV1(c *fiber.Ctx) identity.Identity {
 	return identity.Identity{
 		UserID:      strings.Clone(c.Get(identity.HeaderUserID)),
 		TenantID:    strings.Clone(c.Get(identity.HeaderTenantID)),
@@ -113,37 +261,6 @@ func readIdentity(c *fiber.Ctx) identity.Identity {
 		Roles:       identity.SplitList(strings.Clone(c.Get(identity.HeaderRoles))),
 		Permissions: identity.SplitList(strings.Clone(c.Get(identity.HeaderPermissions))),
 	}
-}
-
-// requireIdentity verifies the signed identity headers of a protected
-// route: a missing, forged or stale signature is 401. The user and tenant
-// must be UUIDs.
-func (s *Server) requireIdentity(c *fiber.Ctx) error {
-	id := readIdentity(c)
-	err := s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
-		c.Method(), c.OriginalURL(), id)
-	if err != nil {
-		s.metrics.identityRejected(reason(err))
-		return errNoIdentity
-	}
-	if !isUUID(id.UserID) || !isUUID(id.TenantID) || (id.SessionID != "" && !isUUID(id.SessionID)) {
-		s.metrics.identityRejected("bad_ids")
-		return errNoIdentity
-	}
-	c.Locals(keyIdentity, id)
-	return c.Next()
-}
-
-// requireServiceSignature verifies a signature over an empty identity:
-// the proxy's own calls to internal endpoints.
-func (s *Server) requireServiceSignature(c *fiber.Ctx) error {
-	err := s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
-		c.Method(), c.OriginalURL(), identity.Identity{})
-	if err != nil {
-		s.metrics.identityRejected(reason(err))
-		return errNoIdentity
-	}
-	return c.Next()
 }
 
 func reason(err error) string {
@@ -154,6 +271,12 @@ func reason(err error) string {
 		return "expired"
 	case errors.Is(err, identity.ErrSignature):
 		return "signature"
+	case errors.Is(err, identity.ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(err, errV1Refused):
+		return "v1_refused"
+	case errors.Is(err, errReplay):
+		return "replay"
 	}
 	return "malformed"
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
-	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // The public callback URL (through the proxy); tests replay its path and
@@ -85,11 +84,7 @@ func (x *env) second(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	signer, err := identity.NewSigner(apitest.Key(), identity.DefaultWindow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := httpapi.Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Pool: pool, Signer: signer,
+	o := httpapi.Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Pool: pool, IdentityKeys: apitest.Keys(),
 		CursorKey: httpapi.DeriveCursorKey(apitest.Key())}
 	x.configure(&o)
 	srv, err := httpapi.New(o)
