@@ -52,15 +52,10 @@ func (s *Service) jwks(c *fiber.Ctx) error {
 }
 
 // client describes where a sign-in comes from (copied out of Fiber's
-// buffers).
+// buffers). The address is httpapi.ClientIP's: the proxy's signed client
+// IP, never X-Forwarded-For.
 func client(c *fiber.Ctx) (ua, ip string) {
-	ua = strings.Clone(c.Get(fiber.HeaderUserAgent))
-	if ips := c.IPs(); len(ips) > 0 {
-		ip = strings.Clone(strings.TrimSpace(ips[0]))
-	} else {
-		ip = strings.Clone(c.IP())
-	}
-	return ua, ip
+	return strings.Clone(c.Get(fiber.HeaderUserAgent)), httpapi.ClientIP(c)
 }
 
 func validEmail(s string) bool {

@@ -370,3 +370,20 @@ func TestSweep(t *testing.T) {
 		t.Errorf("rows left = %d, want 1 (the live one)", n)
 	}
 }
+
+// TestCallbackClientIP: the session of an OAuth sign-in records the client
+// IP the proxy signed; a spoofed X-Forwarded-For changes nothing.
+func TestCallbackClientIP(t *testing.T) {
+	x := start(t)
+	spoof := http.Header{}
+	spoof.Set("X-Forwarded-For", "203.0.113.66")
+	r := x.Do(t, apitest.Request{Method: http.MethodGet, Path: x.approve(t, x.begin(t, "")), Header: spoof, ClientIP: "198.51.100.44"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("callback: %d %s", r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND ip = '198.51.100.44'`, sub(t, tk.AccessToken)); n != 1 {
+		t.Fatalf("sessions with the signed client IP = %d, want 1", n)
+	}
+}
