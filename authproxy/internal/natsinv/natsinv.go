@@ -1,5 +1,6 @@
 // Package natsinv applies coreapi's invalidation events (NATS subjects
-// auth.invalidate.user.<id>, .tenant.<id>, .all) to the proxy's caches. It
+// auth.invalidate.user.<id>, .tenant.<id>, .all) to the proxy's caches, and
+// its key-change events (auth.keys.changed) to the key set. It
 // reconnects forever; while disconnected the caches trust entries only for
 // a bounded staleness, and on reconnect everything is purged because events
 // may have been missed.
@@ -39,6 +40,9 @@ type Options struct {
 	URL           string
 	ReconnectWait time.Duration
 	Now           func() time.Time
+	// KeysChanged is called for each auth.keys.changed event (coreapi's
+	// signing keys changed): refetch the key set now. nil: not subscribed.
+	KeysChanged func()
 }
 
 // Connect connects (retrying in the background if NATS is not up yet) and
@@ -80,6 +84,12 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	if _, err := nc.Subscribe(invalidation.SubjectWildcard, s.handle); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectWildcard, err)
+	}
+	if o.KeysChanged != nil {
+		if _, err := nc.Subscribe(invalidation.SubjectKeysChanged, func(msg *nats.Msg) { s.keysChanged(msg, o.KeysChanged) }); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectKeysChanged, err)
+		}
 	}
 	s.nc = nc
 	if nc.IsConnected() {
@@ -125,6 +135,15 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 	if ev.At > 0 {
 		lag := s.now().Sub(time.UnixMilli(ev.At))
 		s.m.InvalidationLag.Observe(max(lag, 0).Seconds())
+	}
+}
+
+func (s *Subscriber) keysChanged(msg *nats.Msg, refetch func()) {
+	s.m.Invalidations.WithLabelValues("keys").Inc()
+	refetch()
+	var ev invalidation.Event
+	if json.Unmarshal(msg.Data, &ev) == nil && ev.At > 0 {
+		s.m.InvalidationLag.Observe(max(s.now().Sub(time.UnixMilli(ev.At)), 0).Seconds())
 	}
 }
 
