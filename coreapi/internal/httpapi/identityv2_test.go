@@ -297,6 +297,17 @@ func TestIdentityV2Refused(t *testing.T) {
 	t.Run("internal route with a user identity", func(t *testing.T) {
 		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", As: &id}), 401, "unauthenticated")
 	})
+	t.Run("internal route with an anonymous identity that claims more", func(t *testing.T) {
+		for _, claims := range []identity.Identity{
+			{Principal: identity.PrincipalAnonymous, EmailVerified: true},
+			{Principal: identity.PrincipalAnonymous, AMR: []string{"pwd"}},
+			{Principal: identity.PrincipalAnonymous, AuthTime: 1_700_000_000},
+			{Principal: identity.PrincipalAnonymous, Roles: []string{"owner"}},
+			{Principal: identity.PrincipalService},
+		} {
+			wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", As: &claims}), 401, "unauthenticated")
+		}
+	})
 	t.Run("internal route with the app key", func(t *testing.T) {
 		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", Service: true, SignWith: appKey}), 401, "unauthenticated")
 	})

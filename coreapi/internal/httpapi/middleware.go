@@ -178,7 +178,7 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 			}
 		case accessInternal:
 			if id.Principal != identity.PrincipalAnonymous || id.UserID != "" || id.TenantID != "" || id.SessionID != "" ||
-				len(id.Roles) > 0 || len(id.Permissions) > 0 {
+				len(id.Roles) > 0 || len(id.Permissions) > 0 || id.EmailVerified || len(id.AMR) > 0 || id.AuthTime != 0 {
 				s.metrics.identityRejected("not_service")
 				return errNoIdentity
 			}
@@ -224,7 +224,8 @@ func (s *Server) verifyIdentity(c *fiber.Ctx) (*verified, error) {
 	}
 	ts, _ := strconv.ParseInt(c.Get(identity.HeaderTimestamp), 10, 64) // verified above
 	var mac [32]byte
-	if _, err := base64.RawURLEncoding.Decode(mac[:], []byte(sig[len(identity.VersionV2)+1:])); err != nil {
+	enc := c.Request().Header.Peek(identity.HeaderSignature)[len(identity.VersionV2)+1:] // "v2=" checked above
+	if _, err := base64.RawURLEncoding.Decode(mac[:], enc); err != nil {
 		return nil, identity.ErrMalformed
 	}
 	if !s.replays.firstUse(replayKey(binary.LittleEndian.Uint64(mac[:8])), ts+s.verifier.Window().Milliseconds(), s.now().UnixMilli()) {
