@@ -6,7 +6,7 @@ import (
 )
 
 // DefaultReplayCacheSize is how many accepted signatures a replica
-// remembers when Options.ReplayCacheSize is 0: about 8 MB, enough for
+// remembers when Options.ReplayCacheSize is 0: about 14 MB, enough for
 // some 8,000 signed requests a second with the 30 s window before the
 // oldest are forgotten early.
 const DefaultReplayCacheSize = 1 << 18
