@@ -315,9 +315,9 @@ type headerSet struct {
 }
 
 func (hs *headerSet) read(h *fasthttp.RequestHeader) {
-	h.VisitAll(func(k, v []byte) {
+	for k, v := range h.All() {
 		if len(k) < len("X-Auth-Amr") || (k[0] != 'X' && k[0] != 'x') {
-			return
+			continue
 		}
 		if i := headerIndex(string(k)); i >= 0 && hs.raw[i] == nil {
 			hs.raw[i] = v
@@ -325,7 +325,7 @@ func (hs *headerSet) read(h *fasthttp.RequestHeader) {
 				hs.raw[i] = []byte{}
 			}
 		}
-	})
+	}
 }
 
 // get is the identity.Headers view of the set (unsafe strings: copy what
