@@ -194,7 +194,9 @@ func (r *report) markdown() string {
 		w("\n## Go micro-benchmarks of the hot paths (`go test -bench`, same run)\n\n")
 		w("`BenchmarkWarmRequest` is a whole warm request through authproxy's handler to a loopback\n")
 		w("upstream; `BenchmarkBareForward` the same harness with a plain forwarder. Goal: a warm\n")
-		w("request allocates ≤ 2 KB/op.\n\n```\n%s\n```\n", r.gobench)
+		w("request allocates ≤ 2 KB/op. `BenchmarkIdentityMiddleware` is coreapi's identity check alone,\n")
+		w("v1 against v2 (body digest, replay check; its v2 loop also signs, which `v2-sign-only`\n")
+		w("measures alone); `BenchmarkProtectedRoute` the whole middleware stack around an empty handler.\n\n```\n%s\n```\n", r.gobench)
 	}
 	if r.profile != "" {
 		w("\n## Where authproxy spends CPU under warm load (pprof top 10)\n\n```\n%s\n```\n", r.profile)

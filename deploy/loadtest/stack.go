@@ -197,39 +197,31 @@ func (h *harness) runStack(ctx context.Context, rep *report) error {
 	rep.add(measureStack(fmt.Sprintf("full stack GET /users/me (%d users)", len(s.users)), s.proxyAddr, c, cycle(meReqs, c)))
 	rep.add(measureStack("full stack GET /users?limit=50 (roles joined)", s.proxyAddr, c, cycle(listReqs, c)))
 
-	// coreapi alone, with identity headers signed by the harness: what the
-	// proxy hop costs on top of the core.
-	key, _ := identity.ParseKey(h.hmac)
-	signer, _ := identity.NewSigner(key, 0)
-	var signed atomic.Pointer[[][]byte]
-	resign := func() {
-		reqs := make([][]byte, len(s.users))
-		ts := time.Now().UnixMilli()
-		for i, u := range s.users {
-			id := identity.Identity{UserID: u.id, TenantID: u.tenant, SessionID: u.session, Roles: []string{"member"}, Permissions: []string{"tenant:read"}}
-			reqs[i] = rawSigned(s.coreAddr, "/api/v1/users/me", ts, signer.Sign(ts, "GET", "/api/v1/users/me", id), id)
-		}
-		signed.Store(&reqs)
+	// coreapi alone, with identity headers signed by the harness the way
+	// the proxy signs them (v2): what the proxy hop costs on top of the
+	// core. coreapi refuses a signature it has seen, so every request gets
+	// its own request id and is signed as it is sent.
+	key, err := identity.ParseKey(h.hmac)
+	if err != nil {
+		return err
 	}
-	resign()
-	stopResign := make(chan struct{})
-	go func() {
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopResign:
-				return
-			case <-t.C:
-				resign()
-			}
-		}
-	}()
+	// The stack gives coreapi IDENTITY_HMAC_KEY, which is the key "core".
+	signer, err := identity.NewKeySigner(identity.Key{ID: "core", Secret: key})
+	if err != nil {
+		return err
+	}
+	ids := make([]identity.Identity, len(s.users))
+	for i, u := range s.users {
+		ids[i] = identity.Identity{Principal: identity.PrincipalUser, UserID: u.id, TenantID: u.tenant, SessionID: u.session,
+			Roles: []string{"member"}, Permissions: []string{"tenant:read"}}
+	}
+	var seq atomic.Uint64
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	n := len(s.users)
-	direct := measureStack("coreapi direct GET /users/me (pre-signed headers)", s.coreAddr, c, func(w, i int) []byte {
-		return (*signed.Load())[(w+i*c)%n]
+	direct := measureStack("coreapi direct GET /users/me (v2-signed headers)", s.coreAddr, c, func(w, i int) []byte {
+		rid := "lt-" + run + "-" + strconv.FormatUint(seq.Add(1), 10)
+		return rawSignedV2(signer, s.coreAddr, "/api/v1/users/me", rid, &ids[(w+i*c)%n])
 	})
-	close(stopResign)
 	rep.add(direct)
 	rep.addTrend(measureStack(fmt.Sprintf("full stack GET /users/me (%d users)", len(s.users)), s.proxyAddr, h.o.highConns, cycle(meReqs, h.o.highConns)))
 
@@ -342,15 +334,33 @@ func jwtClaims(tok string) (jwtClaimSet, error) {
 	return c, json.Unmarshal(b, &c)
 }
 
-func rawSigned(host, path string, ts int64, sig string, id identity.Identity) []byte {
-	var b []byte
+// rawSignedV2 is a GET of path on host carrying the v2 identity headers
+// of id, signed now under request id rid.
+func rawSignedV2(signer *identity.KeySigner, host, path, rid string, id *identity.Identity) []byte {
+	const clientIP = "192.0.2.1"
+	r := identity.Request{Timestamp: time.Now().UnixMilli(), RequestID: rid, ClientIP: clientIP, Method: "GET",
+		PathQuery: path, BodySHA256: identity.EmptyBodySHA256}
+	b := make([]byte, 0, 1024)
+	hdr := func(name, v string) {
+		if v != "" {
+			b = append(append(append(append(b, name...), ": "...), v...), "\r\n"...)
+		}
+	}
 	b = append(b, "GET "+path+" HTTP/1.1\r\nHost: "+host+"\r\n"...)
-	b = append(b, identity.HeaderUserID+": "+id.UserID+"\r\n"...)
-	b = append(b, identity.HeaderTenantID+": "+id.TenantID+"\r\n"...)
-	b = append(b, identity.HeaderSessionID+": "+id.SessionID+"\r\n"...)
-	b = append(b, identity.HeaderRoles+": "+identity.JoinList(id.Roles)+"\r\n"...)
-	b = append(b, identity.HeaderPermissions+": "+identity.JoinList(id.Permissions)+"\r\n"...)
-	b = append(b, identity.HeaderTimestamp+": "+strconv.FormatInt(ts, 10)+"\r\n"...)
-	b = append(b, identity.HeaderSignature+": "+sig+"\r\n\r\n"...)
-	return b
+	hdr(identity.HeaderKeyID, signer.KeyID())
+	hdr(identity.HeaderPrincipal, id.Principal)
+	hdr(identity.HeaderUserID, id.UserID)
+	hdr(identity.HeaderTenantID, id.TenantID)
+	hdr(identity.HeaderSessionID, id.SessionID)
+	hdr(identity.HeaderRoles, identity.JoinList(id.Roles))
+	hdr(identity.HeaderPermissions, identity.JoinList(id.Permissions))
+	hdr(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
+	hdr(identity.HeaderAMR, identity.JoinList(id.AMR))
+	hdr(identity.HeaderAuthTime, identity.FormatAuthTime(id.AuthTime))
+	hdr(identity.HeaderClientIP, clientIP)
+	hdr(identity.HeaderRequestID, rid)
+	hdr(identity.HeaderTimestamp, strconv.FormatInt(r.Timestamp, 10))
+	b = append(b, identity.HeaderSignature+": "...)
+	b = signer.AppendSignature(b, id, &r)
+	return append(b, "\r\n\r\n"...)
 }

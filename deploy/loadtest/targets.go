@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -36,7 +37,14 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 	if err != nil {
 		return err
 	}
+	// The proxy signs its projection calls with its first core key, here
+	// IDENTITY_HMAC_KEY, which is the key "core": v2 (v1 from a proxy of
+	// the previous release).
 	verifier, err := identity.NewVerifier([]identity.Key{{ID: "core", Secret: key}}, 0)
+	if err != nil {
+		return err
+	}
+	v1, err := identity.NewSigner(key, 0)
 	if err != nil {
 		return err
 	}
@@ -48,9 +56,7 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 			c.SetContentType("application/json")
 			c.SetBody(jwksDoc)
 		case bytes.HasPrefix(path, projPrefix):
-			get := func(name string) string { return string(c.Request.Header.Peek(name)) }
-			id, err := verifier.Verify(time.Now(), get, string(c.Method()), string(c.RequestURI()), identity.EmptyBodySHA256)
-			if err != nil || id.Principal != identity.PrincipalAnonymous {
+			if !serviceSigned(c, verifier, v1) {
 				c.Error("bad signature", fasthttp.StatusUnauthorized)
 				return
 			}
@@ -71,6 +77,23 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 	}
 	srv := &fasthttp.Server{Handler: handler, Name: "upstream", IdleTimeout: 120 * time.Second, Concurrency: 1 << 20}
 	return serveUntil(ctx, srv, addr)
+}
+
+// serviceSigned reports whether a projection request carries the proxy's
+// service signature: the anonymous, empty identity under a core key, as
+// coreapi requires.
+func serviceSigned(c *fasthttp.RequestCtx, verifier *identity.Verifier, v1 *identity.Signer) bool {
+	get := func(name string) string { return string(c.Request.Header.Peek(name)) }
+	sig := get(identity.HeaderSignature)
+	if strings.HasPrefix(sig, identity.Version+"=") {
+		return v1.Verify(time.Now(), get(identity.HeaderTimestamp), sig, string(c.Method()), string(c.RequestURI()), identity.Identity{}) == nil
+	}
+	body := identity.EmptyBodySHA256
+	if b := c.Request.Body(); len(b) > 0 {
+		body = sha256.Sum256(b)
+	}
+	id, err := verifier.Verify(time.Now(), get, string(c.Method()), string(c.RequestURI()), body)
+	return err == nil && id.Principal == identity.PrincipalAnonymous && id.UserID == "" && id.TenantID == ""
 }
 
 // serveBareProxy runs the baseline: a Fiber app forwarding every request

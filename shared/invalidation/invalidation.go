@@ -1,5 +1,7 @@
 // Package invalidation names the NATS subjects and the event body coreapi
-// publishes when something the proxy caches changes.
+// publishes when something the proxy caches changes: a user, tenant or
+// everything (auth.invalidate.>), or coreapi's signing keys
+// (auth.keys.changed).
 package invalidation
 
 import "strings"
@@ -9,7 +11,16 @@ const (
 	SubjectPrefix   = "auth.invalidate."
 	SubjectWildcard = "auth.invalidate.>"
 	SubjectAll      = "auth.invalidate.all"
+	// SubjectKeysChanged announces that a coreapi's set of published
+	// signing keys changed (a key file added or removed): proxies refetch
+	// the JWKS at once, bypassing the unknown-kid cooldown, so tokens of a
+	// removed key stop verifying. It is outside auth.invalidate.>, so a
+	// proxy subscribes to it separately.
+	SubjectKeysChanged = "auth.keys.changed"
 )
+
+// ReasonKeysChanged is the Event reason published on SubjectKeysChanged.
+const ReasonKeysChanged = "keys_changed"
 
 // UserSubject is the subject invalidating every cached entry of one user.
 func UserSubject(userID string) string { return SubjectPrefix + "user." + userID }

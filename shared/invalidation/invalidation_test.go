@@ -15,6 +15,8 @@ func TestParse(t *testing.T) {
 		{"auth.invalidate.user.a.b", KindUnknown, ""},
 		{"auth.invalidate.session.x", KindUnknown, ""},
 		{"other.user.u1", KindUnknown, ""},
+		// Key changes are their own subject, not an invalidation.
+		{SubjectKeysChanged, KindUnknown, ""},
 	}
 	for _, tt := range tests {
 		k, id := Parse(tt.subject)

@@ -179,15 +179,19 @@ func (a *App) Close() {
 // not ready, drain with a deadline, NATS drained, caches closed.
 func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer a.Close()
-	sub, err := natsinv.Connect(natsinv.Options{URL: a.cfg.NATSURL, Now: a.now}, a.Projections, a.log, a.Metrics)
+	bg, cancelBg := context.WithCancel(ctx)
+	defer cancelBg()
+	sub, err := natsinv.Connect(natsinv.Options{URL: a.cfg.NATSURL, Now: a.now, KeysChanged: func() {
+		if err := a.Keys.KeysChanged(bg); err != nil {
+			a.log.Warn("jwks refetch after auth.keys.changed", "err", err)
+		}
+	}}, a.Projections, a.log, a.Metrics)
 	if err != nil {
 		ln.Close()
 		adminLn.Close()
 		return err
 	}
 	a.Subscriber = sub
-	bg, cancelBg := context.WithCancel(ctx)
-	defer cancelBg()
 	go a.Keys.Run(bg)
 	if a.cfg.RulesFile != "" {
 		watching := make(chan struct{}, 1)

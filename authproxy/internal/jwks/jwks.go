@@ -1,7 +1,8 @@
 // Package jwks keeps the proxy's copy of coreapi's JSON Web Key Set: fetched
 // at start (readiness waits for it), refreshed in the background, and
 // refetched at most once per cooldown, singleflighted, when a token names an
-// unknown key id. Each usable key is pinned to the algorithm it declares, so
+// unknown key id, and refetched at once when coreapi announces a change of
+// its keys (KeysChanged). Each usable key is pinned to the algorithm it declares, so
 // a token can only be verified with the algorithm its key was published for.
 package jwks
 
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,12 +67,18 @@ type Options struct {
 
 // Client holds the current key set.
 type Client struct {
-	opt     Options
-	algs    map[jwa.SignatureAlgorithm]bool
-	log     *slog.Logger
-	m       *metrics.Metrics
-	cur     atomic.Pointer[Set]
-	last    atomic.Int64 // unix nanos of the last fetch attempt
+	opt  Options
+	algs map[jwa.SignatureAlgorithm]bool
+	log  *slog.Logger
+	m    *metrics.Metrics
+	cur  atomic.Pointer[Set]
+	last atomic.Int64 // unix nanos of the last fetch attempt
+	// started numbers fetches; stored is the number of the fetch whose
+	// set is current. A fetch that started before another but finished
+	// after it must not put back the older set.
+	started atomic.Uint64
+	storeMu sync.Mutex
+	stored  uint64
 	sf      singleflight.Group
 	loaded  chan struct{}
 	loadedF atomic.Bool
@@ -200,7 +208,17 @@ func (c *Client) Refresh(ctx context.Context) error {
 	return err
 }
 
+// KeysChanged fetches the set at once, whatever the unknown-kid cooldown,
+// and without joining a fetch already under way (which may have read the
+// set before the change). Keys that left the set stop verifying as soon as
+// it returns: cached tokens are checked against the current set on every
+// hit. It is called when coreapi announces auth.keys.changed.
+func (c *Client) KeysChanged(ctx context.Context) error {
+	return c.fetch(ctx)
+}
+
 func (c *Client) fetch(ctx context.Context) error {
+	seq := c.started.Add(1)
 	c.last.Store(c.opt.Now().UnixNano())
 	s, err := c.download(ctx)
 	if err != nil {
@@ -208,8 +226,15 @@ func (c *Client) fetch(ctx context.Context) error {
 		return err
 	}
 	c.m.JWKSFetches.WithLabelValues("ok").Inc()
-	c.m.JWKSKeys.Set(float64(len(s.Keys)))
+	c.storeMu.Lock()
+	if seq < c.stored {
+		c.storeMu.Unlock()
+		return nil // a later fetch already stored a newer set
+	}
+	c.stored = seq
 	c.cur.Store(s)
+	c.storeMu.Unlock()
+	c.m.JWKSKeys.Set(float64(len(s.Keys)))
 	if len(s.Keys) == 0 {
 		c.log.Warn("jwks has no usable key", "url", c.opt.URL)
 	} else if c.loadedF.CompareAndSwap(false, true) {

@@ -173,3 +173,69 @@ func TestBadJWKSKeepsOldSet(t *testing.T) {
 		t.Fatal("bad JWKS dropped the previous set")
 	}
 }
+
+// TestKeysChanged: an announced change refetches at once, inside the
+// unknown-kid cooldown, without joining a fetch already under way; and
+// that older fetch, finishing last, does not put back the older set.
+func TestKeysChanged(t *testing.T) {
+	a := testenv.NewKey(t, "a", jwa.EdDSA)
+	b := testenv.NewKey(t, "b", jwa.EdDSA)
+	set := func(keys ...*testenv.Key) []byte {
+		var ks []map[string]any
+		for _, k := range keys {
+			ks = append(ks, pub(t, k.Public, k.Kid, k.Alg, "sig"))
+		}
+		out, _ := json.Marshal(map[string]any{"keys": ks})
+		return out
+	}
+	var body atomic.Value
+	body.Store(set(a))
+	var hits atomic.Int64
+	gate := make(chan struct{})
+	var blockNext atomic.Bool
+	entered := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		b := body.Load().([]byte) // read the set as of the request
+		if blockNext.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-gate
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(srv.URL, time.Now)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// An unknown kid starts the cooldown (one refetch, then none for a
+	// minute).
+	if _, err := c.Lookup(context.Background(), "unknown"); !errors.Is(err, ErrUnknownKid) {
+		t.Fatalf("lookup = %v", err)
+	}
+
+	// A background refresh reads the old set and is slow to finish.
+	blockNext.Store(true)
+	slow := make(chan error, 1)
+	go func() { slow <- c.Refresh(context.Background()) }()
+	<-entered
+	body.Store(set(b))
+	before := hits.Load()
+	if err := c.KeysChanged(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if hits.Load() == before {
+		t.Fatal("KeysChanged did not fetch (joined the running fetch, or the cooldown applied)")
+	}
+	if s := c.Current(); s.Keys["b"] == nil || s.Keys["a"] != nil {
+		t.Fatalf("after KeysChanged: keys %v, want only b", s.Keys)
+	}
+	close(gate)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Current(); s.Keys["b"] == nil || s.Keys["a"] != nil {
+		t.Fatalf("the older fetch finished last and put back %v, want only b", s.Keys)
+	}
+}

@@ -1,5 +1,6 @@
 // Package natsinv applies coreapi's invalidation events (NATS subjects
-// auth.invalidate.user.<id>, .tenant.<id>, .all) to the proxy's caches. It
+// auth.invalidate.user.<id>, .tenant.<id>, .all) to the proxy's caches, and
+// its key-change events (auth.keys.changed) to the key set. It
 // reconnects forever; while disconnected the caches trust entries only for
 // a bounded staleness, and on reconnect everything is purged because events
 // may have been missed.
@@ -45,6 +46,9 @@ type Options struct {
 	Now           func() time.Time
 	Rand          func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
 	PendingLimit  int            // events buffered before dropping; 0: the client's default (512k)
+	// KeysChanged is called for each auth.keys.changed event (coreapi's
+	// signing keys changed): refetch the key set now. nil: not subscribed.
+	KeysChanged func()
 }
 
 // Connect connects (retrying in the background if NATS is not up yet) and
@@ -111,6 +115,12 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			return nil, fmt.Errorf("pending limits: %w", err)
 		}
 	}
+	if o.KeysChanged != nil {
+		if _, err := nc.Subscribe(invalidation.SubjectKeysChanged, func(msg *nats.Msg) { s.keysChanged(msg, o.KeysChanged) }); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectKeysChanged, err)
+		}
+	}
 	s.nc = nc
 	if nc.IsConnected() {
 		// Make sure the server has the subscription before calling the
@@ -163,6 +173,15 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 func (s *Subscriber) Dropped() int {
 	n, _ := s.sub.Dropped()
 	return n
+}
+
+func (s *Subscriber) keysChanged(msg *nats.Msg, refetch func()) {
+	s.m.Invalidations.WithLabelValues("keys").Inc()
+	refetch()
+	var ev invalidation.Event
+	if json.Unmarshal(msg.Data, &ev) == nil && ev.At > 0 {
+		s.m.InvalidationLag.Observe(max(s.now().Sub(time.UnixMilli(ev.At)), 0).Seconds())
+	}
 }
 
 // Connected reports whether the connection is up.

@@ -153,7 +153,9 @@ func (v *Verifier) Verify(ctx context.Context, token []byte) (*Claims, error) {
 			v.pos.Hits.Inc()
 			return nil, err
 		}
-		// The key left the set: verify again, which will refuse it.
+		// The key left the set: evict, and verify again, which refuses
+		// it (or accepts it, should the key be back).
+		v.cache.Del(k)
 	}
 	v.pos.Misses.Inc()
 	res, err, _ := v.sf.Do(string(d[:]), func() (any, error) {

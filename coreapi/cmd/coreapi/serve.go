@@ -19,7 +19,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
-	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -53,26 +52,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn("schema version not checked", "err", err)
 	}
 
-	signer, err := identity.NewSigner(cfg.IdentityKey, identity.DefaultWindow)
-	if err != nil {
-		return fmt.Errorf("identity signer: %w", err)
+	if cfg.IdentityAcceptV1 {
+		log.Warn("accepting v1 identity signatures (IDENTITY_ACCEPT_V1=true): they bind neither the body nor a request id; " +
+			"set IDENTITY_ACCEPT_V1=false once every proxy sends v2 (the setting goes away in the next release)")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		pgtrace.NewPoolCollector(pool))
 
 	opts := httpapi.Options{
-		Logger:         log,
-		Pool:           pool,
-		Signer:         signer,
-		IdentityKeys:   cfg.IdentityKeys,
-		CursorKey:      httpapi.DeriveCursorKey(cfg.IdentityKey),
-		Registerer:     reg,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		AccessTokenTTL: cfg.AccessTokenTTL,
-		TokenMaxLeeway: cfg.TokenMaxLeeway,
-		Passwords:      password.New(password.OWASP, 0),
-		Catalog:        cfg.Catalog,
+		Logger:          log,
+		Pool:            pool,
+		IdentityKeys:    cfg.IdentityKeys,
+		AcceptV1:        cfg.IdentityAcceptV1,
+		ReplayCacheSize: cfg.IdentityReplayCacheSize,
+		CursorKey:       httpapi.DeriveCursorKey(cfg.IdentityKeys[0].Secret),
+		Registerer:      reg,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		AccessTokenTTL:  cfg.AccessTokenTTL,
+		Passwords:       password.New(password.OWASP, 0),
+		TokenMaxLeeway:  cfg.TokenMaxLeeway,
+		Catalog:         cfg.Catalog,
 
 		ProjectionMaxInFlight: cfg.ProjectionMaxInFlight,
 		ProjectionMaxWait:     cfg.ProjectionMaxWait,

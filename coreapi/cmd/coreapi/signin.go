@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 // worker is a background loop run until ctx ends (e.g. the outbox relay).
@@ -27,7 +32,7 @@ type worker func(ctx context.Context) error
 
 // Background intervals of the sign-in part.
 const (
-	keysReloadEvery   = 30 * time.Second // picks up keys rotated in the mounted Secret
+	keysReloadEvery   = 30 * time.Second // fallback: the directory is watched, and SIGHUP reloads
 	sessionSweepEvery = 10 * time.Minute
 	oauthSweepEvery   = time.Minute
 	natsDrainTimeout  = 5 * time.Second
@@ -64,9 +69,17 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	if err != nil {
 		return nil, err
 	}
+	// SIGHUP reloads the signing keys at once (registered here, before
+	// serving, so that a signal never finds the default action).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	workers := []worker{
 		relayWorker,
-		func(ctx context.Context) error { ring.Watch(ctx, keysReloadEvery, log); return nil },
+		func(ctx context.Context) error {
+			defer signal.Stop(hup)
+			ring.Watch(ctx, keys.WatchOptions{Every: keysReloadEvery, Reload: hup, Log: log, Changed: announceKeysChanged(pool)})
+			return nil
+		},
 		// Revoked sessions must outlive the access-token TTL: the
 		// projection lists them so the proxy refuses their tokens.
 		func(ctx context.Context) error {
@@ -75,6 +88,19 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		func(ctx context.Context) error { return oidc.RunSweeper(ctx, oauthSweepEvery) },
 	}
 	return workers, nil
+}
+
+// announceKeysChanged writes auth.keys.changed to the outbox, so that the
+// relay publishes it (and retries until NATS has it): proxies then refetch
+// the JWKS at once. Every replica announces its own change, because each
+// proxy fetches the JWKS from its own pod's coreapi, which may reload later
+// than another's.
+func announceKeysChanged(pool *pgxpool.Pool) func(ctx context.Context, kids []string) error {
+	return func(ctx context.Context, _ []string) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
+		})
+	}
 }
 
 // startRelay connects to NATS (retrying in the background, so coreapi

@@ -8,6 +8,7 @@ package apitest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -37,8 +38,18 @@ import (
 // Key is the identity HMAC key of every test server.
 var key = []byte("apitest-identity-key-0123456789abcdef")
 
-// Key returns the identity HMAC key the test server trusts.
+// KeyID is the id of the core key of every test server.
+const KeyID = "core"
+
+// DefaultClientIP is the X-Auth-Client-Ip signed when a request names none
+// (a documentation address, so that tests can tell it from the peer).
+const DefaultClientIP = "192.0.2.10"
+
+// Key returns the secret of the identity key the test server trusts.
 func Key() []byte { return bytes.Clone(key) }
+
+// Keys returns the core key list of the test server (the one key KeyID).
+func Keys() []identity.Key { return []identity.Key{{ID: KeyID, Secret: Key()}} }
 
 // Options adjust the test server.
 type Options struct {
@@ -53,13 +64,19 @@ type Options struct {
 	// AllowUndocumented skips OpenAPI validation of routes the document
 	// does not describe (instead of failing the test).
 	AllowUndocumented bool
+	// RefuseV1 starts the server with v1 signatures refused (by default
+	// they are accepted, as in production this release).
+	RefuseV1 bool
 }
 
 // Env is one running test server.
 type Env struct {
-	DB       *dbtest.DB
-	Server   *httpapi.Server
-	URL      string // http://127.0.0.1:port
+	DB     *dbtest.DB
+	Server *httpapi.Server
+	URL    string // http://127.0.0.1:port
+	// SignerV2 signs requests the way the proxy does (v2, core key).
+	SignerV2 *identity.KeySigner
+	// Signer is the legacy v1 signer (same secret), for Request.V1.
 	Signer   *identity.Signer
 	Registry *prometheus.Registry
 	Client   *http.Client
@@ -87,12 +104,16 @@ func Start(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}
+	signerV2, err := identity.NewKeySigner(Keys()[0])
+	if err != nil {
+		t.Fatalf("apitest: %v", err)
+	}
 	v, err := openapi.NewValidator()
 	if err != nil {
 		t.Fatalf("apitest: openapi document: %v", err)
 	}
 	e := &Env{
-		DB: db, Signer: signer, Registry: prometheus.NewRegistry(),
+		DB: db, Signer: signer, SignerV2: signerV2, Registry: prometheus.NewRegistry(),
 		Client:     &http.Client{Timeout: 30 * time.Second},
 		validator:  v,
 		allowUndoc: o.AllowUndocumented,
@@ -106,11 +127,12 @@ func Start(t testing.TB, o Options) *Env {
 		}
 	})
 	opts := httpapi.Options{
-		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Pool:       pool,
-		Signer:     signer,
-		CursorKey:  httpapi.DeriveCursorKey(key),
-		Registerer: e.Registry,
+		Logger:       slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Pool:         pool,
+		IdentityKeys: Keys(),
+		AcceptV1:     !o.RefuseV1,
+		CursorKey:    httpapi.DeriveCursorKey(key),
+		Registerer:   e.Registry,
 		Observe: func(s httpapi.RequestStats) {
 			e.mu.Lock()
 			e.stats[s.RequestID] = s
@@ -154,14 +176,28 @@ type Request struct {
 	Body        any
 	ContentType string // default application/json when Body is set
 	Header      http.Header
-	// As signs the identity headers for this caller (nil: no identity).
+	// As signs the identity headers for this caller; nil signs the
+	// anonymous identity, as the proxy does on public routes. A caller
+	// without a Principal is a "user" (or "anonymous" without a user id).
 	As *identity.Identity
-	// Service signs an empty identity (internal endpoints).
+	// Service signs the anonymous, empty identity (internal endpoints).
 	Service bool
+	// Unsigned sends no identity headers at all (a caller that bypassed
+	// the proxy, or a v1 proxy on a public route).
+	Unsigned bool
+	// V1 signs with the legacy v1 scheme instead of v2.
+	V1 bool
+	// ClientIP is the signed X-Auth-Client-Ip (default DefaultClientIP).
+	ClientIP string
 	// SignedAt overrides the signature time (zero: now).
 	SignedAt time.Time
 	// SignPath overrides the path+query that is signed (to test forgery).
 	SignPath string
+	// SignBody, if not nil, is the body whose digest is signed instead of
+	// the one sent (to test body binding).
+	SignBody []byte
+	// SignWith signs with another key (to test unknown or app keys).
+	SignWith *identity.KeySigner
 	// Undocumented marks a request to a route that is deliberately not in
 	// the OpenAPI document (unknown paths); it is then not validated.
 	Undocumented bool
@@ -235,12 +271,20 @@ func (e *Env) Do(t testing.TB, req Request) Response {
 		rid = requestid.New()
 		hr.Header.Set(requestid.Header, rid)
 	}
-	if req.As != nil || req.Service {
+	if !req.Unsigned {
 		var id identity.Identity
 		if req.As != nil {
 			id = *req.As
 		}
-		e.sign(hr, id, req)
+		if req.V1 {
+			e.sign(hr, id, req)
+		} else {
+			signed := raw
+			if req.SignBody != nil {
+				signed = req.SignBody
+			}
+			e.signV2(hr.Header, id, req, hr.Method, hr.URL.RequestURI(), signed)
+		}
 	}
 	resp, err := e.Client.Do(hr)
 	if err != nil {
@@ -297,6 +341,57 @@ func (e *Env) sign(hr *http.Request, id identity.Identity, req Request) {
 	}
 	h.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
 	h.Set(identity.HeaderSignature, e.Signer.Sign(ts, hr.Method, path, id))
+}
+
+// SignV2 adds the v2 identity headers the proxy would send for a request
+// (method, path+query, body) by caller id to h, which must hold the
+// request's X-Request-Id. Use it to build a request sent twice (replay).
+func (e *Env) SignV2(h http.Header, id identity.Identity, method, pathQuery string, body []byte) {
+	e.signV2(h, id, Request{}, method, pathQuery, body)
+}
+
+func (e *Env) signV2(h http.Header, id identity.Identity, req Request, method, pathQuery string, body []byte) {
+	at := req.SignedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	if req.SignPath != "" {
+		pathQuery = req.SignPath
+	}
+	if id.Principal == "" {
+		id.Principal = identity.PrincipalAnonymous
+		if id.UserID != "" {
+			id.Principal = identity.PrincipalUser
+		}
+	}
+	ip := req.ClientIP
+	if ip == "" {
+		ip = DefaultClientIP
+	}
+	signer := e.SignerV2
+	if req.SignWith != nil {
+		signer = req.SignWith
+	}
+	r := identity.Request{Timestamp: at.UnixMilli(), RequestID: h.Get(requestid.Header), ClientIP: ip,
+		Method: method, PathQuery: pathQuery, BodySHA256: sha256.Sum256(body)}
+	set := func(name, v string) {
+		if v != "" {
+			h.Set(name, v)
+		}
+	}
+	h.Set(identity.HeaderKeyID, signer.KeyID())
+	h.Set(identity.HeaderPrincipal, id.Principal)
+	set(identity.HeaderUserID, id.UserID)
+	set(identity.HeaderTenantID, id.TenantID)
+	set(identity.HeaderSessionID, id.SessionID)
+	set(identity.HeaderRoles, identity.JoinList(id.Roles))
+	set(identity.HeaderPermissions, identity.JoinList(id.Permissions))
+	h.Set(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
+	set(identity.HeaderAMR, identity.JoinList(id.AMR))
+	set(identity.HeaderAuthTime, identity.FormatAuthTime(id.AuthTime))
+	h.Set(identity.HeaderClientIP, ip)
+	h.Set(identity.HeaderTimestamp, strconv.FormatInt(r.Timestamp, 10))
+	h.Set(identity.HeaderSignature, signer.Sign(&id, &r))
 }
 
 // Get is Do for a GET as caller.

@@ -496,7 +496,7 @@ func (e *env) concurrentGuesses(t *testing.T, path string, body func() any, as *
 				method = http.MethodPut
 			}
 			r := e.Do(t, apitest.Request{Method: method, Path: path, Body: body(), As: as,
-				Header: http.Header{"X-Forwarded-For": {ip}}})
+				ClientIP: ip})
 			statuses <- r.Status
 		}()
 	}
@@ -563,7 +563,7 @@ func TestLockoutPerClient(t *testing.T) {
 		t.Helper()
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
 			Body:   map[string]string{"grant_type": "password", "email": "v@example.com", "password": password},
-			Header: http.Header{"X-Forwarded-For": {ip}}})
+			ClientIP: ip})
 	}
 	// The attacker exhausts one client's budget.
 	for i := range auth.DefaultLockout.Threshold {
@@ -1000,5 +1000,47 @@ func TestPasswordGrantTenantChoice(t *testing.T) {
 	}
 	if r := e.refresh(t, first.RefreshToken); r.Status != http.StatusBadRequest {
 		t.Errorf("refresh of a disabled user: %d", r.Status)
+	}
+}
+
+// TestSessionIPIgnoresForwardedFor: a session records the client IP the
+// proxy signed; a spoofed X-Forwarded-For (or Forwarded, X-Real-Ip)
+// changes nothing, signed or not (unsigned: the peer's address).
+func TestSessionIPIgnoresForwardedFor(t *testing.T) {
+	e := start(t, cheap)
+	spoof := http.Header{}
+	spoof.Set("X-Forwarded-For", "203.0.113.66")
+	spoof.Set("X-Real-Ip", "203.0.113.67")
+	spoof.Set("Forwarded", "for=203.0.113.68")
+	r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", Header: spoof, ClientIP: "198.51.100.23",
+		Body: map[string]string{"email": "ip@example.com", "password": pw, "tenant_name": "IP"}})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("signup: %d %s", r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	login := func(req apitest.Request) {
+		t.Helper()
+		req.Method, req.Path, req.Header = http.MethodPost, "/api/v1/auth/token", spoof
+		req.Body = map[string]string{"grant_type": "password", "email": "ip@example.com", "password": pw}
+		if r := e.Do(t, req); r.Status != http.StatusOK {
+			t.Fatalf("login: %d %s", r.Status, r.Body)
+		}
+	}
+	login(apitest.Request{ClientIP: "2001:db8::23"})
+	login(apitest.Request{Unsigned: true})
+	var l struct {
+		Data []struct {
+			IP string `json:"ip"`
+		} `json:"data"`
+	}
+	e.Get(t, e.identityFor(t, tk), "/api/v1/users/me/sessions").JSON(t, &l)
+	var ips []string
+	for _, s := range l.Data {
+		ips = append(ips, s.IP)
+	}
+	sort.Strings(ips)
+	if got, want := strings.Join(ips, " "), "127.0.0.1 198.51.100.23 2001:db8::23"; got != want {
+		t.Fatalf("session IPs = %s, want %s", got, want)
 	}
 }

@@ -52,7 +52,8 @@ func (s *Service) jwks(c *fiber.Ctx) error {
 }
 
 // client describes where a sign-in comes from (copied out of Fiber's
-// buffers).
+// buffers). The address is httpapi.ClientIP's: the proxy's signed client
+// IP, never X-Forwarded-For.
 func client(c *fiber.Ctx) (ua, ip string) {
 	return strings.Clone(c.Get(fiber.HeaderUserAgent)), httpapi.ClientIP(c)
 }

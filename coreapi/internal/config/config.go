@@ -37,6 +37,10 @@ const (
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultShutdownTimeout   = 15 * time.Second
 	MinDBMaxConns            = 8
+	DefaultReplayCacheSize   = 1 << 18
+	MinReplayCacheSize       = 1024
+	// LegacyIdentityKeyID names the key given as IDENTITY_HMAC_KEY(_FILE).
+	LegacyIdentityKeyID = "core"
 )
 
 // ExecModes maps DB_EXEC_MODE values to pgx exec modes. cache_statement is
@@ -86,15 +90,20 @@ type Config struct {
 	// before a 503 with Retry-After.
 	ProjectionMaxInFlight int
 	ProjectionMaxWait     time.Duration
-	// IdentityKey is the decoded HMAC key shared with authproxy.
-	IdentityKey []byte
-	// IdentityKeyFile is where the key came from, if it came from a file.
-	IdentityKeyFile string
-	// IdentityKeys are the core keys v2 identity headers are verified
-	// against: IDENTITY_KEYS(_FILE), or the legacy key under the id core.
-	// IdentityKey is the first one's secret (v1 and cursors).
+	// IdentityKeys are the core HMAC keys shared with the proxies (never
+	// with an app), from IDENTITY_KEYS(_FILE) or, as the one key "core",
+	// from the legacy IDENTITY_HMAC_KEY(_FILE). Every one verifies; the
+	// first is the v1 key and derives the cursor key.
 	IdentityKeys []identity.Key
-	NATSURL      string
+	// IdentityKeysFile is where the keys came from, if from a file.
+	IdentityKeysFile string
+	// IdentityAcceptV1 keeps accepting v1 identity signatures (no body or
+	// request binding); default true for this release only.
+	IdentityAcceptV1 bool
+	// IdentityReplayCacheSize bounds the signatures remembered to refuse
+	// replays (per replica).
+	IdentityReplayCacheSize int
+	NATSURL                 string
 
 	TokenIssuer       string
 	TokenAudience     string
@@ -149,7 +158,6 @@ func Load(getenv func(string) string) (Config, error) {
 		AdminAddr:       l.str("COREAPI_ADMIN_ADDR", DefaultAdminAddr),
 		DatabaseURL:     l.str("DATABASE_URL", ""),
 		DBExecMode:      l.str("DB_EXEC_MODE", "cache_statement"),
-		IdentityKeyFile: l.str("IDENTITY_HMAC_KEY_FILE", ""),
 		NATSURL:         l.str("NATS_URL", DefaultNATSURL),
 		TokenIssuer:     l.str("TOKEN_ISSUER", DefaultTokenIssuer),
 		TokenAudience:   l.str("TOKEN_AUDIENCE", DefaultTokenAudience),
@@ -166,6 +174,9 @@ func Load(getenv func(string) string) (Config, error) {
 		ShutdownTimeout:      l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		MaxBodyBytes:         l.integer("MAX_BODY_BYTES", DefaultMaxBodyBytes),
 		OAuthPerMinute:       l.integer("OAUTH_AUTHORIZE_PER_MINUTE", DefaultOAuthPerMinute),
+
+		IdentityAcceptV1:        l.boolean("IDENTITY_ACCEPT_V1", true),
+		IdentityReplayCacheSize: l.integer("IDENTITY_REPLAY_CACHE_SIZE", DefaultReplayCacheSize),
 	}
 	defaultConns := max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)
 	c.DBMaxConns = int32(l.integer("DB_MAX_CONNS", defaultConns))
@@ -182,32 +193,9 @@ func Load(getenv func(string) string) (Config, error) {
 		l.fail("LOG_LEVEL: want debug, info, warn or error, got %q", getenv("LOG_LEVEL"))
 	}
 
-	keyText := getenv("IDENTITY_HMAC_KEY")
-	keysText, keysFile := l.str("IDENTITY_KEYS", ""), l.str("IDENTITY_KEYS_FILE", "")
-	switch {
-	case (keysText != "" || keysFile != "") && (keyText != "" || c.IdentityKeyFile != ""):
-		l.fail("IDENTITY_KEYS(_FILE) and the legacy IDENTITY_HMAC_KEY(_FILE) are both set: keep one")
-	case keysText != "" || keysFile != "":
-		keys, err := identity.LoadKeys(keysText, keysFile)
-		if err == nil {
-			for _, k := range keys {
-				if len(k.Secret) < identity.MinKeyLen {
-					err = fmt.Errorf("key %q: %w", k.ID, identity.ErrShortKey)
-				}
-			}
-		}
-		if err != nil {
-			l.fail("IDENTITY_KEYS / IDENTITY_KEYS_FILE: %v", err)
-		} else {
-			c.IdentityKeys, c.IdentityKey = keys, keys[0].Secret
-		}
-	default:
-		if key, err := identity.LoadKey(keyText, c.IdentityKeyFile); err != nil {
-			l.fail("IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE: %v", err)
-		} else {
-			c.IdentityKey = key
-			c.IdentityKeys = []identity.Key{{ID: "core", Secret: key}}
-		}
+	c.IdentityKeys, c.IdentityKeysFile = l.identityKeys()
+	if c.IdentityReplayCacheSize < MinReplayCacheSize {
+		l.fail("IDENTITY_REPLAY_CACHE_SIZE: %d is below the minimum of %d", c.IdentityReplayCacheSize, MinReplayCacheSize)
 	}
 
 	if c.DatabaseURL == "" {
@@ -315,8 +303,10 @@ func (c Config) String() string {
 	row("DB_EXEC_MODE", c.DBExecMode)
 	row("PROJECTION_MAX_INFLIGHT", strconv.Itoa(c.ProjectionMaxInFlight))
 	row("PROJECTION_MAX_WAIT", c.ProjectionMaxWait.String())
-	row("IDENTITY_HMAC_KEY", mask(string(c.IdentityKey)))
-	row("IDENTITY_HMAC_KEY_FILE", c.IdentityKeyFile)
+	row("IDENTITY_KEYS", maskKeys(c.IdentityKeys))
+	row("IDENTITY_KEYS_FILE", c.IdentityKeysFile)
+	row("IDENTITY_ACCEPT_V1", strconv.FormatBool(c.IdentityAcceptV1))
+	row("IDENTITY_REPLAY_CACHE_SIZE", strconv.Itoa(c.IdentityReplayCacheSize))
 	row("NATS_URL", redactURL(c.NATSURL))
 	row("TOKEN_ISSUER", c.TokenIssuer)
 	row("TOKEN_AUDIENCE", c.TokenAudience)
@@ -373,7 +363,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("db_exec_mode", c.DBExecMode),
 		slog.Int("projection_max_inflight", c.ProjectionMaxInFlight),
 		slog.Duration("projection_max_wait", c.ProjectionMaxWait),
-		slog.String("identity_hmac_key", mask(string(c.IdentityKey))),
+		slog.String("identity_keys", maskKeys(c.IdentityKeys)),
+		slog.Bool("identity_accept_v1", c.IdentityAcceptV1),
+		slog.Int("identity_replay_cache_size", c.IdentityReplayCacheSize),
 		slog.String("nats_url", redactURL(c.NATSURL)),
 		slog.String("token_issuer", c.TokenIssuer),
 		slog.String("token_audience", c.TokenAudience),
@@ -400,6 +392,15 @@ func catalogHash(c *permissions.Catalog) string {
 		return ""
 	}
 	return c.Hash()
+}
+
+// maskKeys shows the key ids only: "core:***,next:***".
+func maskKeys(keys []identity.Key) string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.String()
+	}
+	return strings.Join(out, ",")
 }
 
 func mask(s string) string {
@@ -461,6 +462,47 @@ func (l *loader) integer(name string, def int) int {
 		return def
 	}
 	return n
+}
+
+func (l *loader) boolean(name string, def bool) bool {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		l.fail("%s: want true or false, got %q", name, v)
+		return def
+	}
+	return b
+}
+
+// identityKeys reads the core key list: IDENTITY_KEYS or IDENTITY_KEYS_FILE,
+// or the legacy IDENTITY_HMAC_KEY or IDENTITY_HMAC_KEY_FILE as one key with
+// id "core". Setting a new and a legacy variable together is an error:
+// which one wins would be a guess.
+func (l *loader) identityKeys() ([]identity.Key, string) {
+	keys, keysFile := l.getenv("IDENTITY_KEYS"), l.str("IDENTITY_KEYS_FILE", "")
+	legacy, legacyFile := l.getenv("IDENTITY_HMAC_KEY"), l.str("IDENTITY_HMAC_KEY_FILE", "")
+	switch {
+	case (keys != "" || keysFile != "") && (legacy != "" || legacyFile != ""):
+		l.fail("IDENTITY_KEYS / IDENTITY_HMAC_KEY: set the key list (IDENTITY_KEYS or IDENTITY_KEYS_FILE) or the legacy key (IDENTITY_HMAC_KEY or IDENTITY_HMAC_KEY_FILE), not both")
+	case keys != "" || keysFile != "":
+		list, err := identity.LoadKeys(keys, keysFile)
+		if err != nil {
+			l.fail("IDENTITY_KEYS / IDENTITY_KEYS_FILE: %v", err)
+			return nil, keysFile
+		}
+		return list, keysFile
+	default:
+		key, err := identity.LoadKey(legacy, legacyFile)
+		if err != nil {
+			l.fail("IDENTITY_KEYS / IDENTITY_HMAC_KEY: %v (set IDENTITY_KEYS=core:BASE64 or IDENTITY_KEYS_FILE)", err)
+			return nil, legacyFile
+		}
+		return []identity.Key{{ID: LegacyIdentityKeyID, Secret: key}}, legacyFile
+	}
+	return nil, ""
 }
 
 func (l *loader) positive(name string, d time.Duration) {

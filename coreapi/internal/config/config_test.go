@@ -49,7 +49,11 @@ func TestLoadDefaults(t *testing.T) {
 		{"body", c.MaxBodyBytes, 1 << 20},
 		{"shutdown", c.ShutdownTimeout, 15 * time.Second},
 		{"exec mode", c.ExecMode(), pgx.QueryExecModeCacheStatement},
-		{"key len", len(c.IdentityKey), 32},
+		{"keys", len(c.IdentityKeys), 1},
+		{"legacy key id", c.IdentityKeys[0].ID, "core"},
+		{"key len", len(c.IdentityKeys[0].Secret), 32},
+		{"accept v1", c.IdentityAcceptV1, true},
+		{"replay cache", c.IdentityReplayCacheSize, DefaultReplayCacheSize},
 		{"projection in flight", c.ProjectionMaxInFlight, int(c.DBMaxConns)},
 		{"projection wait", c.ProjectionMaxWait, 100 * time.Millisecond},
 	}
@@ -76,6 +80,8 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"LOG_LEVEL":                    "chatty",
 		"COREAPI_LISTEN_ADDR":          "8081",
 		"NATS_URL":                     "http://x:4222",
+		"IDENTITY_ACCEPT_V1":           "maybe",
+		"IDENTITY_REPLAY_CACHE_SIZE":   "10",
 		"OIDC_PROVIDERS":               "google,Bad-Name",
 		"PROJECTION_MAX_INFLIGHT":      "0",
 		"PROJECTION_MAX_WAIT":          "-1s",
@@ -88,7 +94,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	want := []string{
 		"DATABASE_URL", "IDENTITY_HMAC_KEY", "SIGNING_KEYS_DIR", "DB_MAX_CONNS", "DB_EXEC_MODE",
 		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "TOKEN_MAX_LEEWAY", "MAX_BODY_BYTES", "LOG_LEVEL",
-		"COREAPI_LISTEN_ADDR", "NATS_URL", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
+		"COREAPI_LISTEN_ADDR", "NATS_URL", "IDENTITY_ACCEPT_V1", "IDENTITY_REPLAY_CACHE_SIZE", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
 		"OIDC_GOOGLE_CLIENT_SECRET", "OIDC_GOOGLE_REDIRECT_URL", "bad-name",
 		"PROJECTION_MAX_INFLIGHT", "PROJECTION_MAX_WAIT",
 	}
@@ -203,29 +209,84 @@ func TestOAuthReturnURLs(t *testing.T) {
 }
 
 func TestIdentityKeys(t *testing.T) {
-	m := minimal()
-	c, err := Load(env(m))
-	if err != nil {
+	key2 := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	dir := t.TempDir()
+	listFile := filepath.Join(dir, "keys")
+	if err := os.WriteFile(listFile, []byte("next:"+key2+"\ncore:"+key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.IdentityKeys) != 1 || c.IdentityKeys[0].ID != "core" || string(c.IdentityKeys[0].Secret) != string(c.IdentityKey) {
-		t.Fatalf("legacy key: identity keys = %v", c.IdentityKeys)
-	}
-	delete(m, "IDENTITY_HMAC_KEY")
-	m["IDENTITY_KEYS"] = "new:" + key + ",old:" + base64.StdEncoding.EncodeToString([]byte("another-core-key-0123456789abcdef!"))
-	if c, err = Load(env(m)); err != nil {
+	legacyFile := filepath.Join(dir, "legacy")
+	if err := os.WriteFile(legacyFile, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.IdentityKeys) != 2 || c.IdentityKeys[0].ID != "new" || string(c.IdentityKey) != string(c.IdentityKeys[0].Secret) {
-		t.Fatalf("identity keys = %v", c.IdentityKeys)
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantIDs string // "" means a configuration error
+		wantErr string
+	}{
+		{"list", map[string]string{"IDENTITY_KEYS": "next:" + key2 + ",core:" + key}, "next,core", ""},
+		{"list file", map[string]string{"IDENTITY_KEYS_FILE": listFile}, "next,core", ""},
+		{"legacy value", map[string]string{"IDENTITY_HMAC_KEY": key}, "core", ""},
+		{"legacy file", map[string]string{"IDENTITY_HMAC_KEY_FILE": legacyFile}, "core", ""},
+		{"list and legacy", map[string]string{"IDENTITY_KEYS": "core:" + key, "IDENTITY_HMAC_KEY": key}, "", "not both"},
+		{"list file and legacy file", map[string]string{"IDENTITY_KEYS_FILE": listFile, "IDENTITY_HMAC_KEY_FILE": legacyFile}, "", "not both"},
+		{"list and list file", map[string]string{"IDENTITY_KEYS": "core:" + key, "IDENTITY_KEYS_FILE": listFile}, "", "not both"},
+		{"none", map[string]string{}, "", "not configured"},
+		{"entry without id", map[string]string{"IDENTITY_KEYS": key}, "", "id:base64"},
+		{"short secret", map[string]string{"IDENTITY_KEYS": "core:" + base64.StdEncoding.EncodeToString([]byte("short"))}, "", "at least 32"},
+		{"duplicate id", map[string]string{"IDENTITY_KEYS": "core:" + key + ",core:" + key2}, "", "twice"},
+		{"bad id", map[string]string{"IDENTITY_KEYS": "co/re:" + key}, "", "key id"},
+		{"missing file", map[string]string{"IDENTITY_KEYS_FILE": filepath.Join(dir, "absent")}, "", "no such file"},
 	}
-	m["IDENTITY_HMAC_KEY"] = key
-	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "both set") {
-		t.Fatalf("legacy and new keys together: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := minimal()
+			delete(m, "IDENTITY_HMAC_KEY")
+			for k, v := range tt.env {
+				m[k] = v
+			}
+			c, err := Load(env(m))
+			if tt.wantIDs == "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Load() = %v, want an error mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load() = %v", err)
+			}
+			ids := make([]string, len(c.IdentityKeys))
+			for i, k := range c.IdentityKeys {
+				ids[i] = k.ID
+			}
+			if got := strings.Join(ids, ","); got != tt.wantIDs {
+				t.Fatalf("key ids = %s, want %s", got, tt.wantIDs)
+			}
+			var b strings.Builder
+			logTo(&b, c)
+			for _, out := range []string{c.String(), b.String()} {
+				if strings.Contains(out, key) || strings.Contains(out, key2) || strings.Contains(out, "0123456789abcdef") {
+					t.Errorf("a key secret is printed:\n%s", out)
+				}
+				if !strings.Contains(out, tt.wantIDs[:strings.IndexByte(tt.wantIDs+",", ',')]+":***") {
+					t.Errorf("the key ids are not printed:\n%s", out)
+				}
+			}
+		})
 	}
-	delete(m, "IDENTITY_HMAC_KEY")
-	m["IDENTITY_KEYS"] = "short:c2hvcnQ="
-	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "IDENTITY_KEYS") {
-		t.Fatalf("short key: %v", err)
+}
+
+func TestIdentityAcceptV1(t *testing.T) {
+	for v, want := range map[string]bool{"": true, "true": true, "false": false, "0": false} {
+		m := minimal()
+		m["IDENTITY_ACCEPT_V1"] = v
+		c, err := Load(env(m))
+		if err != nil {
+			t.Fatalf("IDENTITY_ACCEPT_V1=%q: %v", v, err)
+		}
+		if c.IdentityAcceptV1 != want {
+			t.Errorf("IDENTITY_ACCEPT_V1=%q -> %v, want %v", v, c.IdentityAcceptV1, want)
+		}
 	}
 }

@@ -104,3 +104,32 @@ func equal(a, b []string) bool { return slices.Equal(a, b) }
 func apitestReq(method, path string, body any, as *identity.Identity, service bool) apitest.Request {
 	return apitest.Request{Method: method, Path: path, Body: body, As: as, Service: service}
 }
+
+// metricValue returns the value of the counter or gauge name whose labels
+// include the rendered pair label (e.g. `reason="replay"`); 0 when absent.
+func metricValue(t *testing.T, e *apitest.Env, name, label string) float64 {
+	t.Helper()
+	mfs, err := e.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				match = match || lp.GetName()+`="`+lp.GetValue()+`"` == label
+			}
+			if !match {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}

@@ -25,7 +25,9 @@ func TestIdentityRejected(t *testing.T) {
 		name string
 		req  apitest.Request
 	}{
-		{"no headers", apitest.Request{Method: "GET", Path: "/api/v1/users/me"}},
+		{"no headers", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Unsigned: true}},
+		{"anonymous", apitest.Request{Method: "GET", Path: "/api/v1/users/me"}},
+		{"anonymous principal with a user", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: withPrincipal(w.owner, identity.PrincipalAnonymous)}},
 		{"expired", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.owner, SignedAt: time.Now().Add(-31 * time.Second)}},
 		{"from the future", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.owner, SignedAt: time.Now().Add(31 * time.Second)}},
 		{"signed for another path", apitest.Request{Method: "GET", Path: "/api/v1/users", As: &w.owner, SignPath: "/api/v1/users/me"}},
@@ -48,7 +50,7 @@ func TestIdentityRejected(t *testing.T) {
 		h.Set(identity.HeaderRoles, identity.JoinList(w.owner.Roles))
 		h.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
 		h.Set(identity.HeaderSignature, other.Sign(ts, "GET", "/api/v1/users/me", w.owner))
-		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", Header: h}), 401, "unauthenticated")
+		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", Header: h, Unsigned: true}), 401, "unauthenticated")
 	})
 	t.Run("header changed after signing", func(t *testing.T) {
 		ts := time.Now().UnixMilli()
@@ -59,7 +61,7 @@ func TestIdentityRejected(t *testing.T) {
 		h.Set(identity.HeaderPermissions, identity.JoinList(elevated.Permissions)) // escalated
 		h.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
 		h.Set(identity.HeaderSignature, e.Signer.Sign(ts, "GET", "/api/v1/users", w.member))
-		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users", Header: h}), 401, "unauthenticated")
+		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users", Header: h, Unsigned: true}), 401, "unauthenticated")
 	})
 	t.Run("valid", func(t *testing.T) {
 		wantStatus(t, e.Get(t, &w.owner, "/api/v1/users/me"), 200)
@@ -74,7 +76,7 @@ func TestInternalProjectionAuth(t *testing.T) {
 		wantStatus(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, Service: true}), 200)
 	})
 	t.Run("no signature", func(t *testing.T) {
-		wantProblem(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path}), 401, "unauthenticated")
+		wantProblem(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, Unsigned: true}), 401, "unauthenticated")
 	})
 	t.Run("user identity instead of service", func(t *testing.T) {
 		wantProblem(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, As: &w.owner}), 401, "unauthenticated")
@@ -125,4 +127,9 @@ func TestPermissions(t *testing.T) {
 	t.Run("admin cannot write the tenant", func(t *testing.T) {
 		wantProblem(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/tenant", map[string]any{"name": "x"}), 403, "insufficient_scope")
 	})
+}
+
+func withPrincipal(id identity.Identity, p string) *identity.Identity {
+	id.Principal = p
+	return &id
 }

@@ -15,7 +15,7 @@ type metrics struct {
 	shedded  *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, error) {
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "http_request_duration_seconds",
@@ -39,7 +39,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded} {
+	evicted := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "identity_replay_cache_evictions_total",
+		Help: "Accepted signatures forgotten before their window ended because the replay cache was full (IDENTITY_REPLAY_CACHE_SIZE).",
+	}, func() float64 { return float64(replays.evicted.Load()) })
+	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, evicted} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

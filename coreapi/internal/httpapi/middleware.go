@@ -2,14 +2,20 @@ package httpapi
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -27,26 +33,6 @@ const (
 // RequestIDOf returns the request's id (set by the first middleware).
 func RequestIDOf(c *fiber.Ctx) string {
 	id, _ := c.Locals(keyRequestID).(string)
-	return id
-}
-
-// ClientIP is the address of the client a request comes from, as every
-// per-client defence (sign-in lockout, rate limits) and the session records
-// see it: the first X-Forwarded-For entry, else the peer. It is the one
-// place that decides; the returned string is an owned copy.
-func ClientIP(c *fiber.Ctx) string {
-	if ips := c.IPs(); len(ips) > 0 {
-		if ip := strings.TrimSpace(ips[0]); ip != "" {
-			return strings.Clone(ip)
-		}
-	}
-	return strings.Clone(c.IP())
-}
-
-// IdentityOf returns the verified identity of a Protected route's caller.
-// Its strings are owned copies, safe to keep.
-func IdentityOf(c *fiber.Ctx) identity.Identity {
-	id, _ := c.Locals(keyIdentity).(identity.Identity)
 	return id
 }
 
@@ -113,13 +99,248 @@ func (s *Server) recover(c *fiber.Ctx) (err error) {
 	return c.Next()
 }
 
-var (
-	errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenticated,
-		"missing or invalid identity signature")
+var errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenticated,
+	"missing or invalid identity signature")
+
+// errV1Refused: a v1 signature while IDENTITY_ACCEPT_V1 is false.
+var errV1Refused = errors.New("identity: v1 signatures are not accepted")
+
+// errReplay: a v2 signature that was already used.
+var errReplay = errors.New("identity: signature already used")
+
+// access is what a route group asks of the identity headers.
+type access int
+
+const (
+	// accessPublic: a signature is optional; when one is sent it must
+	// verify (its identity and client IP are then available).
+	accessPublic access = iota
+	// accessProtected: a verified, non-anonymous caller with a user and
+	// tenant.
+	accessProtected
+	// accessInternal: the proxy's own calls, signed with a core key over
+	// the anonymous, empty identity.
+	accessInternal
 )
 
-// readIdentity copies the identity headers out of fasthttp's buffers.
-func readIdentity(c *fiber.Ctx) identity.Identity {
+// verified is what the identity middleware stores for the handlers.
+type verified struct {
+	id       identity.Identity
+	clientIP string // the signed X-Auth-Client-Ip; "" for v1
+}
+
+// IdentityOf returns the verified identity of the caller: always set on
+// Protected routes; on Public routes it is the anonymous principal unless
+// the request carried a valid signature. Its strings are owned copies,
+// safe to keep.
+func IdentityOf(c *fiber.Ctx) identity.Identity {
+	if v, ok := c.Locals(keyIdentity).(*verified); ok {
+		return v.id
+	}
+	return identity.Identity{Principal: identity.PrincipalAnonymous}
+}
+
+// ClientIP is the one place coreapi learns where a request comes from (for
+// sessions, audit, lockout and rate limits): the X-Auth-Client-Ip of a
+// verified v2 signature, else the address of the connection's peer.
+// X-Forwarded-For and any other client-supplied header are never read:
+// only the proxy knows which hops to trust (TRUSTED_PROXY_CIDRS), and it
+// signs its answer. The string is an owned copy.
+func ClientIP(c *fiber.Ctx) string {
+	if v, ok := c.Locals(keyIdentity).(*verified); ok && v.clientIP != "" {
+		return v.clientIP
+	}
+	a, ok := netip.AddrFromSlice(c.Context().RemoteIP())
+	if !ok {
+		return ""
+	}
+	return a.Unmap().String()
+}
+
+// identityHeaders returns the middleware that verifies the identity headers
+// of a route group; a missing (where required), forged, stale or replayed
+// signature is 401.
+func (s *Server) identityHeaders(a access) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if a == accessPublic && len(c.Request().Header.Peek(identity.HeaderSignature)) == 0 {
+			return c.Next() // an unsigned public request: anonymous, peer address
+		}
+		v, err := s.verifyIdentity(c)
+		if err != nil {
+			s.metrics.identityRejected(reason(err))
+			return errNoIdentity
+		}
+		id := &v.id
+		switch a {
+		case accessProtected:
+			if id.Principal == identity.PrincipalAnonymous || !isUUID(id.UserID) || !isUUID(id.TenantID) ||
+				(id.SessionID != "" && !isUUID(id.SessionID)) {
+				s.metrics.identityRejected("bad_ids")
+				return errNoIdentity
+			}
+		case accessInternal:
+			if id.Principal != identity.PrincipalAnonymous || id.UserID != "" || id.TenantID != "" || id.SessionID != "" ||
+				len(id.Roles) > 0 || len(id.Permissions) > 0 || id.EmailVerified || len(id.AMR) > 0 || id.AuthTime != 0 {
+				s.metrics.identityRejected("not_service")
+				return errNoIdentity
+			}
+		}
+		c.Locals(keyIdentity, v)
+		return c.Next()
+	}
+}
+
+// verifyIdentity checks the signed identity headers of one request: v2
+// against the core keys, over the method, path and query as received and
+// the SHA-256 of the body as received, once only (replays are refused
+// within the window); v1 only while accepted (Options.AcceptV1).
+func (s *Server) verifyIdentity(c *fiber.Ctx) (*verified, error) {
+	sig := c.Get(identity.HeaderSignature)
+	if strings.HasPrefix(sig, identity.Version+"=") {
+		if s.v1 == nil {
+			return nil, errV1Refused
+		}
+		id := readIdentityV1(c)
+		if err := s.v1.Verify(s.now(), c.Get(identity.HeaderTimestamp), sig, c.Method(), c.OriginalURL(), id); err != nil {
+			return nil, err
+		}
+		id.Principal = identity.PrincipalAnonymous
+		if id.UserID != "" {
+			id.Principal = identity.PrincipalUser
+		}
+		return &verified{id: id}, nil
+	}
+	body := identity.EmptyBodySHA256
+	if b := c.Request().Body(); len(b) > 0 { // raw: c.Body() would decompress
+		body = sha256.Sum256(b)
+	}
+	var hs headerSet
+	hs.read(&c.Request().Header)
+	now := s.now()
+	id, err := s.verifier.Verify(now, hs.get, c.Method(), c.OriginalURL(), body)
+	if err != nil {
+		return nil, err
+	}
+	// The request id is what makes two identical requests' signatures
+	// differ; a signer that sends none cannot be told from a replay.
+	if hs.get(identity.HeaderRequestID) == "" {
+		return nil, identity.ErrMalformed
+	}
+	ts, _ := strconv.ParseInt(hs.get(identity.HeaderTimestamp), 10, 64) // verified above
+	var mac [32]byte
+	if _, err := base64.RawURLEncoding.Decode(mac[:], hs.raw[hdrSignature][len(identity.VersionV2)+1:]); err != nil { // "v2=" checked above
+		return nil, identity.ErrMalformed
+	}
+	if !s.replays.firstUse(replayKey(binary.LittleEndian.Uint64(mac[:8])), ts+s.verifier.Window().Milliseconds(), now.UnixMilli()) {
+		return nil, errReplay
+	}
+	// Copy what is kept out of fasthttp's buffers. Principal is one of
+	// four constants (Verify checked): use them, not copies.
+	for _, p := range [...]string{identity.PrincipalUser, identity.PrincipalAPIKey, identity.PrincipalService, identity.PrincipalAnonymous} {
+		if id.Principal == p {
+			id.Principal = p
+		}
+	}
+	id.UserID, id.TenantID, id.SessionID = strings.Clone(id.UserID), strings.Clone(id.TenantID), strings.Clone(id.SessionID)
+	for _, l := range [...][]string{id.Roles, id.Permissions, id.AMR} {
+		for i := range l {
+			l[i] = strings.Clone(l[i])
+		}
+	}
+	return &verified{id: id, clientIP: strings.Clone(hs.get(identity.HeaderClientIP))}, nil
+}
+
+// Indexes of the v2 identity headers in a headerSet.
+const (
+	hdrKeyID = iota
+	hdrPrincipal
+	hdrUserID
+	hdrTenantID
+	hdrSessionID
+	hdrRoles
+	hdrPermissions
+	hdrEmailVerified
+	hdrAMR
+	hdrAuthTime
+	hdrClientIP
+	hdrTimestamp
+	hdrSignature
+	hdrRequestID
+	hdrCount
+)
+
+// headerIndex maps a header name, as fasthttp stores it (normalized), to
+// its index; -1 for any other header.
+func headerIndex(name string) int {
+	switch name {
+	case identity.HeaderKeyID:
+		return hdrKeyID
+	case identity.HeaderPrincipal:
+		return hdrPrincipal
+	case identity.HeaderUserID:
+		return hdrUserID
+	case identity.HeaderTenantID:
+		return hdrTenantID
+	case identity.HeaderSessionID:
+		return hdrSessionID
+	case identity.HeaderRoles:
+		return hdrRoles
+	case identity.HeaderPermissions:
+		return hdrPermissions
+	case identity.HeaderEmailVerified:
+		return hdrEmailVerified
+	case identity.HeaderAMR:
+		return hdrAMR
+	case identity.HeaderAuthTime:
+		return hdrAuthTime
+	case identity.HeaderClientIP:
+		return hdrClientIP
+	case identity.HeaderTimestamp:
+		return hdrTimestamp
+	case identity.HeaderSignature:
+		return hdrSignature
+	case identity.HeaderRequestID:
+		return hdrRequestID
+	}
+	return -1
+}
+
+// headerSet holds the identity headers of one request, found in a single
+// pass over the headers: fasthttp's Peek normalizes the name and scans
+// every header on each call, which for fourteen headers costs more than
+// the HMAC. Values alias fasthttp's buffers; the first occurrence of a
+// header wins, as with Peek.
+type headerSet struct {
+	raw [hdrCount][]byte
+}
+
+func (hs *headerSet) read(h *fasthttp.RequestHeader) {
+	for k, v := range h.All() {
+		if len(k) < len("X-Auth-Amr") || (k[0] != 'X' && k[0] != 'x') {
+			continue
+		}
+		if i := headerIndex(string(k)); i >= 0 && hs.raw[i] == nil {
+			hs.raw[i] = v
+			if v == nil {
+				hs.raw[i] = []byte{}
+			}
+		}
+	}
+}
+
+// get is the identity.Headers view of the set (unsafe strings: copy what
+// is kept).
+func (hs *headerSet) get(name string) string {
+	if i := headerIndex(name); i >= 0 {
+		return unsafeString(hs.raw[i])
+	}
+	return ""
+}
+
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// readIdentityV1 copies the v1 identity headers out of fasthttp's buffers.
+func readIdentityV1(c *fiber.Ctx) identity.Identity {
 	return identity.Identity{
 		UserID:      strings.Clone(c.Get(identity.HeaderUserID)),
 		TenantID:    strings.Clone(c.Get(identity.HeaderTenantID)),
@@ -127,70 +348,6 @@ func readIdentity(c *fiber.Ctx) identity.Identity {
 		Roles:       identity.SplitList(strings.Clone(c.Get(identity.HeaderRoles))),
 		Permissions: identity.SplitList(strings.Clone(c.Get(identity.HeaderPermissions))),
 	}
-}
-
-// isV2 reports whether the request carries a v2 signature.
-func isV2(c *fiber.Ctx) bool {
-	return strings.HasPrefix(c.Get(identity.HeaderSignature), identity.VersionV2+"=")
-}
-
-// verifyV2 checks v2 identity headers against the core keys, binding the
-// body digest; the identity's strings are owned copies.
-func (s *Server) verifyV2(c *fiber.Ctx) (identity.Identity, error) {
-	if s.v2 == nil {
-		return identity.Identity{}, identity.ErrVersion
-	}
-	get := func(name string) string { return strings.Clone(c.Get(name)) }
-	return s.v2.Verify(s.now(), get, c.Method(), c.OriginalURL(), sha256.Sum256(c.Body()))
-}
-
-// requireIdentity verifies the signed identity headers of a protected
-// route: a missing, forged or stale signature is 401. The user and tenant
-// must be UUIDs.
-func (s *Server) requireIdentity(c *fiber.Ctx) error {
-	var id identity.Identity
-	var err error
-	if isV2(c) {
-		id, err = s.verifyV2(c)
-		if err == nil && id.Principal != identity.PrincipalUser {
-			err = identity.ErrMalformed
-		}
-	} else {
-		id = readIdentity(c)
-		err = s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
-			c.Method(), c.OriginalURL(), id)
-	}
-	if err != nil {
-		s.metrics.identityRejected(reason(err))
-		return errNoIdentity
-	}
-	if !isUUID(id.UserID) || !isUUID(id.TenantID) || (id.SessionID != "" && !isUUID(id.SessionID)) {
-		s.metrics.identityRejected("bad_ids")
-		return errNoIdentity
-	}
-	c.Locals(keyIdentity, id)
-	return c.Next()
-}
-
-// requireServiceSignature verifies a signature over an empty identity:
-// the proxy's own calls to internal endpoints.
-func (s *Server) requireServiceSignature(c *fiber.Ctx) error {
-	var err error
-	if isV2(c) {
-		var id identity.Identity
-		id, err = s.verifyV2(c)
-		if err == nil && (id.Principal != identity.PrincipalAnonymous || id.UserID != "" || id.TenantID != "") {
-			err = identity.ErrMalformed
-		}
-	} else {
-		err = s.signer.Verify(s.now(), c.Get(identity.HeaderTimestamp), c.Get(identity.HeaderSignature),
-			c.Method(), c.OriginalURL(), identity.Identity{})
-	}
-	if err != nil {
-		s.metrics.identityRejected(reason(err))
-		return errNoIdentity
-	}
-	return c.Next()
 }
 
 func reason(err error) string {
@@ -201,6 +358,12 @@ func reason(err error) string {
 		return "expired"
 	case errors.Is(err, identity.ErrSignature):
 		return "signature"
+	case errors.Is(err, identity.ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(err, errV1Refused):
+		return "v1_refused"
+	case errors.Is(err, errReplay):
+		return "replay"
 	}
 	return "malformed"
 }

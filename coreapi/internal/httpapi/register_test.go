@@ -62,7 +62,7 @@ func TestRegisterHook(t *testing.T) {
 	if r := e.Get(t, nil, "/.well-known/x"); r.Status != 200 {
 		t.Fatalf("root = %d", r.Status)
 	}
-	wantProblem(t, e.Get(t, nil, "/internal/v1/x"), 401, "unauthenticated")
+	wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/x", Unsigned: true}), 401, "unauthenticated")
 	if r := e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/x", Service: true}); r.Status != 200 {
 		t.Fatalf("internal = %d", r.Status)
 	}

@@ -30,17 +30,24 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-// Options configure a Server. Logger, Pool, Signer and CursorKey are
-// required.
+// Options configure a Server. Logger, Pool, IdentityKeys and CursorKey
+// are required.
 type Options struct {
 	Logger *slog.Logger
 	Pool   *pgxpool.Pool
-	// Signer verifies the v1 identity headers authproxy adds.
-	Signer *identity.Signer
-	// IdentityKeys, when set, verify v2 identity headers (the core keys).
+	// IdentityKeys are the core keys (shared with the proxies only) that
+	// v2 identity signatures are verified against; all of them are
+	// accepted, so a key can be rotated without downtime.
 	IdentityKeys []identity.Key
+	// AcceptV1 also accepts v1 signatures, made with the first key's
+	// secret, during the release that retires them (IDENTITY_ACCEPT_V1).
+	// v1 binds neither the body nor a request id.
+	AcceptV1 bool
+	// ReplayCacheSize bounds how many accepted v2 signatures are
+	// remembered to refuse replays; 0 means DefaultReplayCacheSize.
+	ReplayCacheSize int
 	// CursorKey authenticates pagination cursors; derive it from the
-	// identity key with DeriveCursorKey.
+	// first identity key with DeriveCursorKey.
 	CursorKey []byte
 	// Registerer receives the HTTP metrics; nil means none are exported.
 	Registerer prometheus.Registerer
@@ -96,13 +103,16 @@ type RequestStats struct {
 // Routes are the route groups offered to Options.Register hooks.
 //
 //   - Public: under /api/v1, no identity needed (signup, token, OAuth
-//     callbacks). Register e.g. Public.Post("/auth/token", h).
+//     callbacks). Register e.g. Public.Post("/auth/token", h). A signature,
+//     when sent (the v2 proxy signs every request), must verify; ClientIP(c)
+//     and IdentityOf(c) then report what it asserts.
 //   - Protected: under /api/v1, a verified identity with a user and tenant is
 //     required (401 otherwise); read it with IdentityOf(c). Add
 //     RequirePermission(p) in front of a handler for a permission check.
-//   - Root: at /, no identity (e.g. /.well-known/jwks.json).
-//   - Internal: under /internal/v1, signed with an empty identity (the
-//     proxy's service calls).
+//   - Root: at /, no identity checked at all (e.g. /.well-known/jwks.json);
+//     ClientIP(c) is the peer there.
+//   - Internal: under /internal/v1, signed with a core key over the
+//     anonymous, empty identity (the proxy's service calls).
 //
 // Handlers return errors: *problem.Problem, the domain errors mapped in
 // errors.go, or anything mapped by Options.ErrorMappers. Lists should page
@@ -119,8 +129,9 @@ type Routes struct {
 type Server struct {
 	app       *fiber.App
 	log       *slog.Logger
-	signer    *identity.Signer
-	v2        *identity.Verifier // nil: v2 not accepted
+	verifier  *identity.Verifier
+	v1        *identity.Signer // nil unless v1 is accepted
+	replays   *replayCache
 	now       func() time.Time
 	cursor    cursorCodec
 	metrics   *metrics
@@ -137,8 +148,18 @@ type Server struct {
 
 // New builds the server and its routes.
 func New(o Options) (*Server, error) {
-	if o.Logger == nil || o.Pool == nil || o.Signer == nil || len(o.CursorKey) == 0 {
-		return nil, errors.New("httpapi: Logger, Pool, Signer and CursorKey are required")
+	if o.Logger == nil || o.Pool == nil || len(o.IdentityKeys) == 0 || len(o.CursorKey) == 0 {
+		return nil, errors.New("httpapi: Logger, Pool, IdentityKeys and CursorKey are required")
+	}
+	verifier, err := identity.NewVerifier(o.IdentityKeys, identity.DefaultWindow)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: identity keys: %w", err)
+	}
+	var v1 *identity.Signer
+	if o.AcceptV1 {
+		if v1, err = identity.NewSigner(o.IdentityKeys[0].Secret, identity.DefaultWindow); err != nil {
+			return nil, fmt.Errorf("httpapi: v1 identity key: %w", err)
+		}
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
@@ -158,20 +179,16 @@ func New(o Options) (*Server, error) {
 	if o.Catalog == nil {
 		o.Catalog = permissions.Builtin()
 	}
-	m, err := newMetrics(o.Registerer)
+	replays := newReplayCache(o.ReplayCacheSize)
+	m, err := newMetrics(o.Registerer, replays)
 	if err != nil {
 		return nil, err
 	}
-	var v2 *identity.Verifier
-	if len(o.IdentityKeys) > 0 {
-		if v2, err = identity.NewVerifier(o.IdentityKeys, identity.DefaultWindow); err != nil {
-			return nil, fmt.Errorf("httpapi: identity keys: %w", err)
-		}
-	}
 	s := &Server{
 		log:       o.Logger,
-		signer:    o.Signer,
-		v2:        v2,
+		verifier:  verifier,
+		v1:        v1,
+		replays:   replays,
 		now:       o.Now,
 		cursor:    cursorCodec{key: o.CursorKey},
 		metrics:   m,
@@ -203,10 +220,10 @@ func New(o Options) (*Server, error) {
 	s.app.Use(s.requestID, s.accessLog, s.recover)
 
 	rt := Routes{
-		Public:    &Group{r: s.app.Group("/api/v1")},
-		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.requireIdentity}},
+		Public:    &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessPublic)}},
+		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessProtected)}},
 		Root:      &Group{r: s.app},
-		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.requireServiceSignature}},
+		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
 		Cursors:   &Cursors{cc: s.cursor},
 	}
 	rt.Root.Get("/openapi.json", func(c *fiber.Ctx) error {

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
@@ -328,26 +329,113 @@ func Generate(dir, alg string, now time.Time) (string, error) {
 	return kid, nil
 }
 
-// Watch reloads the directory every interval until ctx ends, so keys added
-// to or removed from a mounted Secret are picked up. A failed reload keeps
-// the previous keys and is logged.
-func (r *Ring) Watch(ctx context.Context, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	last := strings.Join(r.KeyIDs(), ",") + " " + r.SigningKeyID()
+// WatchOptions configure Watch.
+type WatchOptions struct {
+	// Every is the fallback poll interval (the file watch and Reload are
+	// the fast paths); 0 means 30 s.
+	Every time.Duration
+	// Reload, when it delivers, reloads at once (SIGHUP).
+	Reload <-chan os.Signal
+	// Changed is called after a reload that changed the set of published
+	// key ids (added or removed), with the new ids. An error is retried
+	// (every RetryEvery) until it succeeds, so a change is never lost
+	// while, say, the database is briefly unreachable.
+	Changed func(ctx context.Context, kids []string) error
+	// RetryEvery is the retry interval of a failed Changed; 0 means 1 s.
+	RetryEvery time.Duration
+	Log        *slog.Logger
+}
+
+// settle is how long Watch waits after a file event for the rest of the
+// change (a key written in several steps, a Secret's symlink swap) before
+// reloading.
+const settle = 20 * time.Millisecond
+
+// Watch keeps the ring in step with the directory until ctx ends: it
+// watches the directory (fsnotify: a key file added, removed or replaced,
+// including a mounted Secret's atomic symlink swap), reloads when told to
+// (o.Reload) and, as a fallback, every o.Every. A failed reload keeps the
+// previous keys and is logged. When the published key ids change, it calls
+// o.Changed. If the directory cannot be watched, it polls only.
+func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
+	if o.Every <= 0 {
+		o.Every = 30 * time.Second
+	}
+	if o.RetryEvery <= 0 {
+		o.RetryEvery = time.Second
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		o.Log.Warn("watch signing keys: polling only", "err", err, "every", o.Every.String())
+	} else {
+		defer w.Close()
+		if err := w.Add(r.dir); err != nil {
+			o.Log.Warn("watch signing keys: polling only", "dir", r.dir, "err", err, "every", o.Every.String())
+		} else {
+			events, errs = w.Events, w.Errors
+			o.Log.Info("watching signing keys", "dir", r.dir)
+		}
+	}
+	poll := time.NewTicker(o.Every)
+	defer poll.Stop()
+	var settleC, retryC <-chan time.Time
+	published := strings.Join(r.KeyIDs(), ",")
+	signing := r.SigningKeyID()
+	var pending []string // ids not yet announced through Changed
 	for {
+		reload := false
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		}
-		if err := r.Reload(); err != nil {
-			log.Error("reload signing keys", "err", err)
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			o.Log.Debug("signing keys dir event", "event", ev.String())
+			if settleC == nil {
+				settleC = time.After(settle)
+			}
 			continue
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			o.Log.Warn("watch signing keys", "err", err)
+			continue
+		case <-settleC:
+			settleC, reload = nil, true
+		case sig := <-o.Reload:
+			o.Log.Info("reloading signing keys", "signal", sig.String())
+			reload = true
+		case <-poll.C:
+			reload = true
+		case <-retryC:
+			retryC = nil
 		}
-		if now := strings.Join(r.KeyIDs(), ",") + " " + r.SigningKeyID(); now != last {
-			log.Info("signing keys changed", "kids", r.KeyIDs(), "signing_kid", r.SigningKeyID())
-			last = now
+		if reload {
+			if err := r.Reload(); err != nil {
+				o.Log.Error("reload signing keys", "err", err)
+			} else {
+				ids := r.KeyIDs()
+				if now := strings.Join(ids, ","); now != published || r.SigningKeyID() != signing {
+					o.Log.Info("signing keys changed", "kids", ids, "signing_kid", r.SigningKeyID())
+					if now != published {
+						pending = ids
+					}
+					published, signing = now, r.SigningKeyID()
+				}
+			}
+		}
+		if pending != nil && retryC == nil && o.Changed != nil {
+			if err := o.Changed(ctx, pending); err != nil {
+				o.Log.Error("announce signing keys change", "err", err, "retry_in", o.RetryEvery.String())
+				retryC = time.After(o.RetryEvery)
+			} else {
+				pending = nil
+			}
 		}
 	}
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,6 +256,60 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
+// eventually polls cond until it returns nil or d passes, and then fails
+// with its last error.
+func eventually(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// watch runs r.Watch until the test ends, and returns once the directory
+// watch is in place (Watch logs it), so that a change made after it is
+// seen by the watch and not left to the poll.
+func watch(t *testing.T, r *Ring, o WatchOptions) {
+	t.Helper()
+	var logs lockedBuffer
+	o.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Watch(ctx, o); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(logs.String(), "watching signing keys") {
+			return fmt.Errorf("watch not started; log: %s", logs.String())
+		}
+		return nil
+	})
+}
+
 func TestWatchPicksUpNewKey(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
@@ -262,21 +319,133 @@ func TestWatchPicksUpNewKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Watch(ctx, 5*time.Millisecond, slog.New(slog.NewJSONHandler(io.Discard, nil))); close(done) }()
-	defer func() { cancel(); <-done }()
+	watch(t, r, WatchOptions{Every: 5 * time.Millisecond})
 	newKid, err := Generate(dir, AlgEdDSA, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for r.SigningKeyID() != newKid {
-		if time.Now().After(deadline) {
-			t.Fatalf("signing kid = %s, want %s after Watch", r.SigningKeyID(), newKid)
+	eventually(t, 10*time.Second, func() error {
+		if got := r.SigningKeyID(); got != newKid {
+			return fmt.Errorf("signing kid = %s, want %s", got, newKid)
 		}
-		time.Sleep(5 * time.Millisecond)
+		return nil
+	})
+}
+
+// TestWatchFileEvents: with the poll out of the way (1 h), an added and a
+// removed key file are noticed within a second through the directory
+// watch, and each change of the published ids is announced once.
+func TestWatchFileEvents(t *testing.T) {
+	dir := t.TempDir()
+	oldKid, err := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
 	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	announced := make(chan []string, 16)
+	watch(t, r, WatchOptions{Every: time.Hour, Changed: func(_ context.Context, kids []string) error {
+		announced <- kids
+		return nil
+	}})
+	newKid, err := Generate(dir, AlgEdDSA, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(kids ...string) {
+		t.Helper()
+		select {
+		case got := <-announced:
+			if strings.Join(got, ",") != strings.Join(kids, ",") {
+				t.Fatalf("announced %v, want %v", got, kids)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("no announcement of %v within 1s", kids)
+		}
+	}
+	want(oldKid, newKid)
+	if err := os.Remove(filepath.Join(dir, oldKid+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	want(newKid)
+	if strings.Contains(string(r.JWKS()), oldKid) {
+		t.Fatalf("JWKS still publishes %s", oldKid)
+	}
+	select {
+	case got := <-announced:
+		t.Fatalf("extra announcement %v", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestWatchRetriesAnnouncement: a failed announcement (database down) is
+// retried until it succeeds; the change is not lost.
+func TestWatchRetriesAnnouncement(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	watch(t, r, WatchOptions{Every: time.Hour, RetryEvery: 10 * time.Millisecond, Changed: func(context.Context, []string) error {
+		if calls.Add(1) < 3 {
+			return errors.New("database unavailable")
+		}
+		return nil
+	}})
+	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if n := calls.Load(); n < 3 {
+			return fmt.Errorf("Changed called %d times, want 3 (two failures, then success)", n)
+		}
+		return nil
+	})
+	time.Sleep(50 * time.Millisecond) // several retry intervals: no further call
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("Changed called %d times after succeeding, want 3", n)
+	}
+}
+
+// TestWatchReloadSignal: a reload request (SIGHUP in coreapi) re-evaluates
+// the keys at once, even when no file changed: here a key's activation
+// time passed.
+func TestWatchReloadSignal(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Now().UTC().Truncate(time.Second)
+	oldKid, err := Generate(dir, AlgEdDSA, t0.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKid, err := Generate(dir, AlgEdDSA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now atomic.Int64
+	now.Store(t0.Add(time.Minute).UnixNano())
+	r, err := Load(dir, AlgEdDSA, WithActivationDelay(5*time.Minute), WithClock(func() time.Time { return time.Unix(0, now.Load()) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != oldKid {
+		t.Fatalf("signing kid = %s, want %s", got, oldKid)
+	}
+	reload := make(chan os.Signal, 1)
+	watch(t, r, WatchOptions{Every: time.Hour, Reload: reload})
+	now.Store(t0.Add(10 * time.Minute).UnixNano())
+	reload <- syscall.SIGHUP
+	eventually(t, time.Second, func() error {
+		if got := r.SigningKeyID(); got != newKid {
+			return fmt.Errorf("signing kid = %s, want %s after the reload", got, newKid)
+		}
+		return nil
+	})
 }
 
 func TestActivationDelay(t *testing.T) {

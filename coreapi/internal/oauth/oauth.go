@@ -457,7 +457,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the ID token's claims are malformed")
 	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
-	ip := httpapi.ClientIP(c)
+	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	in := signIn{Provider: p.cfg.Name, Subject: idt.Subject, Email: strings.TrimSpace(cl.Email),
 		Verified: cl.EmailVerified != nil && *cl.EmailVerified, Name: cl.Name,

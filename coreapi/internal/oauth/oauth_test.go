@@ -25,7 +25,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
-	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -92,11 +91,7 @@ func (x *env) second(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	signer, err := identity.NewSigner(apitest.Key(), identity.DefaultWindow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := httpapi.Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Pool: pool, Signer: signer,
+	o := httpapi.Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Pool: pool, IdentityKeys: apitest.Keys(),
 		CursorKey: httpapi.DeriveCursorKey(apitest.Key())}
 	x.configure(&o)
 	srv, err := httpapi.New(o)
@@ -156,7 +151,7 @@ func (x *env) beginFrom(t *testing.T, query, ip string) started {
 func (x *env) authorize(t *testing.T, query, ip string) apitest.Response {
 	t.Helper()
 	return x.Do(t, apitest.Request{Method: http.MethodGet, Path: "/api/v1/auth/oauth/fake/authorize" + query,
-		Header: http.Header{"X-Forwarded-For": {ip}}})
+		ClientIP: ip})
 }
 
 // approve lets the provider approve and returns the callback path+query
@@ -721,5 +716,25 @@ func TestSweep(t *testing.T) {
 	}
 	if n := x.count(t, `SELECT count(*) FROM oauth_handovers`); n != 0 {
 		t.Errorf("hand-over rows left = %d", n)
+	}
+}
+
+// TestCallbackClientIP: the session of an OAuth sign-in records the client
+// IP the proxy signed; a spoofed X-Forwarded-For changes nothing.
+func TestCallbackClientIP(t *testing.T) {
+	x := start(t)
+	spoof := http.Header{}
+	spoof.Set("X-Forwarded-For", "203.0.113.66")
+	st := x.begin(t, "")
+	spoof.Set("Cookie", st.cookie.Name+"="+st.cookie.Value)
+	code := handover(t, x.Do(t, apitest.Request{Method: http.MethodGet, Path: x.approve(t, st), Header: spoof, ClientIP: "198.51.100.44"}))
+	r := x.exchange(t, code)
+	if r.Status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND ip = '198.51.100.44'`, sub(t, tk.AccessToken)); n != 1 {
+		t.Fatalf("sessions with the signed client IP = %d, want 1", n)
 	}
 }
