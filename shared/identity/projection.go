@@ -16,9 +16,12 @@ const ProjectionPath = "/internal/v1/projections"
 // caches. It is everything the proxy needs to decide a request; the proxy
 // never loads a whole user.
 type Projection struct {
-	UserID           string   `json:"user_id"`
-	TenantID         string   `json:"tenant_id"`
-	Email            string   `json:"email"`
+	UserID   string `json:"user_id"`
+	TenantID string `json:"tenant_id"`
+	Email    string `json:"email"`
+	// EmailVerified: the user proved the address (route rules may
+	// require it).
+	EmailVerified    bool     `json:"email_verified"`
 	UserStatus       string   `json:"user_status"`
 	MembershipStatus string   `json:"membership_status"`
 	TenantStatus     string   `json:"tenant_status"`

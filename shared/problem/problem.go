@@ -78,6 +78,18 @@ const (
 	CodeUnavailable       = "unavailable"
 	CodeInternal          = "internal"
 	CodeBadPath           = "bad_path"
+
+	// Account lifecycle.
+	CodeEmailTaken          = "email_taken"
+	CodeEmailUnverified     = "email_unverified"
+	CodeAlreadyVerified     = "email_already_verified"
+	CodeLinkInvalid         = "link_invalid"
+	CodeLinkExpired         = "link_expired"
+	CodeInvitationMismatch  = "invitation_email_mismatch"
+	CodeInvitationPending   = "invitation_pending"
+	CodeInvitationNotActive = "invitation_not_pending"
+	CodeAccountExists       = "account_exists"
+	CodeVerifyBeforeLinking = "account_email_unverified"
 )
 
 func title(status int) string {

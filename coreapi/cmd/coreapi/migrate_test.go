@@ -29,8 +29,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	db := dbtest.New(t) // already migrated up
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	ctx := context.Background()
-	// The data model of 00001 plus login_failures (00002).
-	const tables = 12
+	// The data model of 00001, login_failures (00002), and action_tokens,
+	// invitations, mail_queue and rate_limits (00004).
+	const tables = 16
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}

@@ -58,6 +58,10 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		return nil, err
 	}
 	opts.Register = append(opts.Register, svc.Register, oidc.Register)
+	lifecycleWorkers, err := wireLifecycle(cfg, log, pool, reg, opts, svc, hasher)
+	if err != nil {
+		return nil, err
+	}
 
 	relayWorker, err := startRelay(cfg, log, pool, reg)
 	if err != nil {
@@ -73,7 +77,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		},
 		func(ctx context.Context) error { return oidc.RunSweeper(ctx, oauthSweepEvery) },
 	}
-	return workers, nil
+	return append(workers, lifecycleWorkers...), nil
 }
 
 // startRelay connects to NATS (retrying in the background, so coreapi

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
@@ -95,7 +96,7 @@ type userView struct {
 	DisplayName string `json:"display_name"`
 }
 
-var errEmailTaken = problem.New(fiber.StatusConflict, "email_taken", "an account with this email already exists")
+var errEmailTaken = problem.New(fiber.StatusConflict, problem.CodeEmailTaken, "an account with this email already exists")
 
 func (s *Service) signup(c *fiber.Ctx) error {
 	var req signupRequest
@@ -135,6 +136,9 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		user, err = createUser(ctx, tx, req.Email, req.DisplayName, hash)
 		if err != nil {
+			return err
+		}
+		if err := onetime.SendVerification(ctx, tx, user.ID, user.Email, user.DisplayName, false); err != nil {
 			return err
 		}
 		if tenant, err = tenants.Create(ctx, tx, req.TenantName); err != nil {
@@ -287,7 +291,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		return TokenResponse{}, err
 	}
 	ua, ip := client(c)
-	issued, err := s.sessions.Create(ctx, s.pool, a.UserID, *a.TenantID, ua, ip)
+	issued, err := s.sessions.CreateAt(ctx, s.pool, a.UserID, *a.TenantID, ua, ip, a.TokenVersion)
 	if err != nil {
 		return TokenResponse{}, err
 	}

@@ -134,6 +134,15 @@ func (s *Server) requireIdentity(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// optionalIdentity is requireIdentity for routes that also serve anonymous
+// callers: without identity headers the request goes on with none.
+func (s *Server) optionalIdentity(c *fiber.Ctx) error {
+	if c.Get(identity.HeaderSignature) == "" && c.Get(identity.HeaderUserID) == "" {
+		return c.Next()
+	}
+	return s.requireIdentity(c)
+}
+
 // requireServiceSignature verifies a signature over an empty identity:
 // the proxy's own calls to internal endpoints.
 func (s *Server) requireServiceSignature(c *fiber.Ctx) error {

@@ -81,6 +81,9 @@ type RequestStats struct {
 //   - Protected: under /api/v1, a verified identity with a user and tenant is
 //     required (401 otherwise); read it with IdentityOf(c). Add
 //     RequirePermission(p) in front of a handler for a permission check.
+//   - Optional: under /api/v1, a verified identity when the request carries
+//     one (IdentityOf(c).UserID is then set), none otherwise; a forged or
+//     stale one is 401 (accepting an invitation with or without a bearer).
 //   - Root: at /, no identity (e.g. /.well-known/jwks.json).
 //   - Internal: under /internal/v1, signed with an empty identity (the
 //     proxy's service calls).
@@ -91,6 +94,7 @@ type RequestStats struct {
 type Routes struct {
 	Public    *Group
 	Protected *Group
+	Optional  *Group
 	Root      *Group
 	Internal  *Group
 	Cursors   *Cursors
@@ -165,6 +169,7 @@ func New(o Options) (*Server, error) {
 	rt := Routes{
 		Public:    &Group{r: s.app.Group("/api/v1")},
 		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.requireIdentity}},
+		Optional:  &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.optionalIdentity}},
 		Root:      &Group{r: s.app},
 		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.requireServiceSignature}},
 		Cursors:   &Cursors{cc: s.cursor},
