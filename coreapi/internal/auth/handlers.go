@@ -138,9 +138,6 @@ func (s *Service) signup(c *fiber.Ctx) error {
 		if err != nil {
 			return err
 		}
-		if err := onetime.SendVerification(ctx, tx, user.ID, user.Email, user.DisplayName, false); err != nil {
-			return err
-		}
 		if tenant, err = tenants.Create(ctx, tx, req.TenantName); err != nil {
 			return err
 		}
@@ -148,6 +145,9 @@ func (s *Service) signup(c *fiber.Ctx) error {
 			return err
 		}
 		if issued, err = s.sessions.Create(ctx, tx, user.ID, tenant.ID, ua, ip); err != nil {
+			return err
+		}
+		if err := onetime.SendVerification(ctx, tx, user.ID, user.Email, user.DisplayName, false, rid); err != nil {
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{

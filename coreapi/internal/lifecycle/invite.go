@@ -202,6 +202,19 @@ func (s *Service) acceptInvitation(c *fiber.Ctx) error {
 	return done(c, PageAcceptInvitation, fiber.StatusOK, resp)
 }
 
+// usable refuses an invitation that can no longer be accepted.
+func usable(p invitations.Pending) error {
+	switch {
+	case p.Status == invitations.StatusRevoked:
+		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was withdrawn")
+	case p.Status != invitations.StatusPending:
+		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was already used")
+	case p.Expired:
+		return problem.New(fiber.StatusGone, problem.CodeLinkExpired, "the invitation has expired; ask for a new one")
+	}
+	return nil
+}
+
 func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error) {
 	ctx := c.UserContext()
 	id := httpapi.IdentityOf(c)
@@ -214,8 +227,11 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 	var email string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		p, err := invitations.Lock(ctx, tx, b.Token)
+		if err != nil {
+			return err
+		}
 		email = p.Email
-		return err
+		return usable(p)
 	})
 	if err != nil {
 		return auth.TokenResponse{}, err
@@ -259,13 +275,8 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 		if err != nil {
 			return err
 		}
-		switch {
-		case p.Status == invitations.StatusRevoked:
-			return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was withdrawn")
-		case p.Status != invitations.StatusPending:
-			return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was already used")
-		case p.Expired:
-			return problem.New(fiber.StatusGone, problem.CodeLinkExpired, "the invitation has expired; ask for a new one")
+		if err := usable(p); err != nil {
+			return err
 		}
 		names, ok, err := invitations.GrantableRoles(ctx, tx, p)
 		if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
@@ -56,7 +57,7 @@ var DefaultLimits = Limits{
 	Resend:           ratelimit.Limit{N: 3, Window: 15 * time.Minute},
 }
 
-// Options configure a Service; Limits may be zero (DefaultLimits).
+// Options configure a Service; a zero limit takes its DefaultLimits value.
 type Options struct {
 	Logger    *slog.Logger
 	Pool      *pgxpool.Pool
@@ -82,8 +83,17 @@ func New(o Options) (*Service, error) {
 	if o.Logger == nil || o.Pool == nil || o.Auth == nil || o.Passwords == nil {
 		return nil, errors.New("lifecycle: Logger, Pool, Auth and Passwords are required")
 	}
-	if o.Limits == (Limits{}) {
-		o.Limits = DefaultLimits
+	for _, l := range []struct {
+		got *ratelimit.Limit
+		def ratelimit.Limit
+	}{
+		{&o.Limits.ForgotPerAddress, DefaultLimits.ForgotPerAddress},
+		{&o.Limits.ForgotPerIP, DefaultLimits.ForgotPerIP},
+		{&o.Limits.Resend, DefaultLimits.Resend},
+	} {
+		if l.got.N <= 0 || l.got.Window <= 0 {
+			*l.got = l.def
+		}
 	}
 	return &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, passwords: o.Passwords,
 		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool)}, nil
@@ -204,24 +214,11 @@ func tooMany(c *fiber.Ctx, wait time.Duration, what string) error {
 	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")
 }
 
-// auditUser writes one audit event in every tenant the user belongs to
-// (account events have no single tenant).
+// auditUser writes one audit event about userID in every tenant the user
+// belongs to.
 func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestID string, data any) error {
-	const q = `
-INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
-SELECT m.tenant_id, NULLIF($2, '')::uuid, $3, 'user', $1, $4::jsonb, $5
-FROM memberships m WHERE m.user_id = $1`
-	b := []byte("{}")
-	if data != nil {
-		var err error
-		if b, err = json.Marshal(data); err != nil {
-			return fmt.Errorf("marshal audit data: %w", err)
-		}
-	}
-	if _, err := tx.Exec(ctx, q, userID, actorID, action, string(b), requestID); err != nil {
-		return fmt.Errorf("write audit events: %w", err)
-	}
-	return nil
+	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: actorID, Action: action,
+		TargetType: "user", TargetID: userID, Data: data, RequestID: requestID})
 }
 
 // Sweep deletes expired one-time tokens and old rate-limit counters.

@@ -134,10 +134,7 @@ FROM users u WHERE u.id = $1`
 		} else if verified {
 			return problem.New(fiber.StatusConflict, problem.CodeAlreadyVerified, "the email address is already verified")
 		}
-		if err := onetime.SendVerification(ctx, tx, id.UserID, to, name, change); err != nil {
-			return err
-		}
-		return auditUser(ctx, tx, id.UserID, id.UserID, "user.verification_sent", rid, map[string]string{"email": to})
+		return onetime.SendVerification(ctx, tx, id.UserID, to, name, change, rid)
 	})
 	if err != nil {
 		return err

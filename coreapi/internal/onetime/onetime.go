@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 )
 
@@ -125,9 +126,10 @@ func Revoke(ctx context.Context, tx pgx.Tx, userID string, ps ...Purpose) error 
 }
 
 // SendVerification issues a verify_email token for email and queues the
-// mail with its link, inside tx. Earlier verification tokens of the user
+// mail with its link, inside tx, and audits it in the user's tenants (call
+// it after the membership exists). Earlier verification tokens of the user
 // die: only the newest link works.
-func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName string, change bool) error {
+func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName string, change bool, requestID string) error {
 	if err := Revoke(ctx, tx, userID, VerifyEmail); err != nil {
 		return err
 	}
@@ -135,6 +137,11 @@ func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName
 	if err != nil {
 		return err
 	}
-	return mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindVerifyEmail, To: email, Token: raw,
+	err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindVerifyEmail, To: email, Token: raw,
 		Data: mail.Data{DisplayName: displayName, ExpiresAt: exp, EmailChange: change}})
+	if err != nil {
+		return err
+	}
+	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: userID, Action: "user.verification_sent",
+		TargetType: "user", TargetID: userID, RequestID: requestID, Data: map[string]any{"email": email, "email_change": change}})
 }

@@ -194,7 +194,7 @@ WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND u
 		if strings.EqualFold(current, newEmail) {
 			return ErrSameEmail
 		}
-		if err := onetime.SendVerification(ctx, tx, userID, newEmail, name, true); err != nil {
+		if err := onetime.SendVerification(ctx, tx, userID, newEmail, name, true, requestID); err != nil {
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{
@@ -359,7 +359,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[])`
 			return err
 		}
 		// The new account's owner has not proven the address yet.
-		if err := onetime.SendVerification(ctx, tx, userID, n.Email, n.DisplayName, false); err != nil {
+		if err := onetime.SendVerification(ctx, tx, userID, n.Email, n.DisplayName, false, a.RequestID); err != nil {
 			return err
 		}
 		// The proxy may hold a "no membership" answer for this user.
