@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
+	"github.com/tollgate-auth/tollgate/deploy/internal/rules"
 )
 
 // Settings the suite gives the services.
@@ -53,6 +54,8 @@ type system struct {
 	natsOpts        *server.Options
 	nats            *server.Server
 	oidc            *fakeOIDC
+	mail            *mailbox
+	rulesFile       string
 	coreA, coreB    *service
 	proxyA, proxyB  *service
 	closeOnce       sync.Once
@@ -167,6 +170,13 @@ func setup(ctx context.Context) (*system, error) {
 		return s, fmt.Errorf("fake oidc: %w", err)
 	}
 
+	if s.mail, err = startMailbox(); err != nil {
+		return s, fmt.Errorf("smtp: %w", err)
+	}
+	if s.rulesFile, err = rules.Write(work); err != nil {
+		return s, err
+	}
+
 	addrs := make([]string, 8)
 	for i := range addrs {
 		addrs[i] = "127.0.0.1:" + strconv.Itoa(ports[2+i])
@@ -185,6 +195,10 @@ func setup(ctx context.Context) (*system, error) {
 			"OIDC_TEST_CLIENT_ID="+oidcClientID,
 			"OIDC_TEST_CLIENT_SECRET="+s.oidc.clientSecret,
 			"OIDC_TEST_REDIRECT_URL="+s.oidc.redirectURL,
+			// Mailed links point at proxy A.
+			"SMTP_URL="+s.mail.url(),
+			"MAIL_FROM=Tollgate E2E <no-reply@e2e.local>",
+			"PUBLIC_BASE_URL=http://"+s.proxyA.addr,
 		)
 	}
 	for _, svc := range []*service{s.coreA, s.coreB, s.proxyA, s.proxyB} {
@@ -224,6 +238,7 @@ func (s *system) newProxy(name, addr, admin string, core *service) *service {
 			"PROXY_LISTEN_ADDR=" + addr,
 			"PROXY_ADMIN_ADDR=" + admin,
 			"UPSTREAM_URL=http://" + core.addr,
+			"RULES_FILE=" + s.rulesFile,
 			"IDENTITY_HMAC_KEY=" + s.hmacKey,
 			"NATS_URL=" + s.natsURL(),
 			"TOKEN_ISSUER=" + issuer,
@@ -278,6 +293,9 @@ func (s *system) closeAll() {
 	s.stopNATS()
 	if s.oidc != nil {
 		s.oidc.close()
+	}
+	if s.mail != nil {
+		s.mail.close()
 	}
 	if s.pg != nil {
 		if err := s.pg.stop(); err != nil {
