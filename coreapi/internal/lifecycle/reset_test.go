@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -97,6 +98,7 @@ func TestResetBadInput(t *testing.T) {
 		{"tampered", map[string]string{"token": tok + "x", "new_password": "long enough pw"}, 400, problem.CodeLinkInvalid},
 		{"no token", map[string]string{"new_password": "long enough pw"}, 422, problem.CodeValidation},
 		{"no password", map[string]string{"token": tok}, 422, problem.CodeValidation},
+		{"common password", map[string]string{"token": tok, "new_password": "Password123"}, 422, problem.CodeValidation},
 		{"too long password", map[string]any{"token": tok, "new_password": string(bytes.Repeat([]byte("a"), 1025))}, 422, problem.CodeValidation},
 		{"not an object", []byte(`["x"]`), 422, problem.CodeValidation},
 		{"malformed", []byte(`{"token":`), 400, "malformed_json"},
@@ -105,6 +107,12 @@ func TestResetBadInput(t *testing.T) {
 			wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", tt.body), tt.status, tt.code)
 		})
 	}
+	t.Run("the refusal says why", func(t *testing.T) {
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "QWERTYUIOP"})
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "new_password" || !strings.Contains(p.Errors[0].Message, "common") {
+			t.Errorf("common password refusal: %s", r.Body)
+		}
+	})
 	t.Run("forgot without address", func(t *testing.T) {
 		wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": " "}), 422, problem.CodeValidation)
 	})
