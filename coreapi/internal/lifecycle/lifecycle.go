@@ -147,11 +147,11 @@ func decode(c *fiber.Ctx, dst any) error {
 		return httpapi.DecodeJSON(c, dst)
 	}
 	m := map[string]string{}
-	c.Request().PostArgs().VisitAll(func(k, v []byte) {
+	for k, v := range c.Request().PostArgs().All() {
 		if len(v) > 0 {
 			m[string(k)] = string(v)
 		}
-	})
+	}
 	b, _ := json.Marshal(m)
 	if err := json.Unmarshal(b, dst); err != nil {
 		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "malformed form")
