@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/mail"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -60,6 +62,10 @@ func (s *Server) getMe(c *fiber.Ctx) error {
 	return c.JSON(me)
 }
 
+// emailChangesPerHour bounds the email changes (each mails a link) a
+// user may start.
+const emailChangesPerHour = 5
+
 type patchMeBody struct {
 	DisplayName *string `json:"display_name"`
 	// Email starts an email change: a link goes to the new address, and
@@ -88,6 +94,18 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 	id := IdentityOf(c)
 	ctx := c.UserContext()
 	if b.Email != nil {
+		// Each request mails someone: bounded per user.
+		ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("email-change", id.UserID),
+			ratelimit.Limit{N: emailChangesPerHour, Window: time.Hour})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			secs := int(wait/time.Second) + 1
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+			return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
+				"too many email changes requested; retry after "+strconv.Itoa(secs)+" s")
+		}
 		if err := s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, *b.Email, RequestIDOf(c)); err != nil {
 			return err
 		}

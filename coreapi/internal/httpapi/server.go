@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -115,6 +116,7 @@ type Server struct {
 	roles     *roles.Store
 	audit     *audit.Store
 	projector *projection.Store
+	limiter   *ratelimit.Limiter
 }
 
 // New builds the server and its routes.
@@ -148,6 +150,7 @@ func New(o Options) (*Server, error) {
 		roles:     roles.NewStore(o.Pool),
 		audit:     audit.NewStore(o.Pool),
 		projector: projection.NewStore(o.Pool, o.AccessTokenTTL),
+		limiter:   ratelimit.New(o.Pool),
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",

@@ -200,3 +200,20 @@ func TestEmailChange(t *testing.T) {
 		wantProblem(t, r, http.StatusUnprocessableEntity, problem.CodeValidation)
 	})
 }
+
+// Each email change mails someone: at most 5 an hour per user.
+func TestEmailChangeRateLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "kim@example.com")
+	for i := range 5 {
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "kim" + string(rune('a'+i)) + "@example.com"})
+		wantStatus(t, r, http.StatusAccepted)
+	}
+	r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "kimz@example.com"})
+	wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	// A display-name change is not limited.
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"display_name": "Kim"}), http.StatusOK)
+}
