@@ -84,9 +84,7 @@ func TestForgotResetEvictsSessionsAtBothProxies(t *testing.T) {
 	for _, old := range []string{a.Tokens.AccessToken, onB.AccessToken} {
 		for _, p := range []*service{sys.proxyA, sys.proxyB} {
 			took, _ := mustWaitStatus(t, "GET", p.url("/api/v1/users/me"), old, http.StatusUnauthorized, 2*time.Second)
-			if took > 50*time.Millisecond {
-				t.Logf("%s refused an old session %v after the reset answered", p.name, took)
-			}
+			t.Logf("%s refused an old session %v after the reset answered", p.name, took)
 		}
 	}
 	if r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", map[string]string{"grant_type": "refresh_token", "refresh_token": onB.RefreshToken}); r.Status == http.StatusOK {
