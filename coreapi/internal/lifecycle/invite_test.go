@@ -327,3 +327,27 @@ func TestMyInvitations(t *testing.T) {
 		t.Errorf("my invitations = %+v", list)
 	}
 }
+
+// CR/LF in a tenant name and a display name (both chosen by users) never
+// reach a mail header.
+func TestInvitationHeaderInjection(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "inj@example.com", "password": pw,
+		"tenant_name": "Acme\r\nBcc: evil@example.com", "display_name": "Ann\r\nX-Evil: 1"})
+	wantStatus(t, r, http.StatusCreated)
+	var tk tokens
+	r.JSON(t, &tk)
+	owner := x.identity(t, claimsOf(t, tk.AccessToken))
+	x.invite(t, owner, "target@example.com")
+	m := x.mail(t, "target@example.com", "Acme")
+	if len(m.Rcpt) != 1 || m.Header.Get("Bcc") != "" || m.Header.Get("X-Evil") != "" || strings.ContainsAny(m.Subject, "\r\n") {
+		t.Errorf("injected into the invitation mail: rcpt %v subject %q headers %v", m.Rcpt, m.Subject, m.Header)
+	}
+	for _, got := range x.smtp.Messages() {
+		for _, rc := range got.Rcpt {
+			if strings.Contains(rc, "evil") {
+				t.Errorf("a mail went to %s", rc)
+			}
+		}
+	}
+}
