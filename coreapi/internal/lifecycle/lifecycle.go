@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -146,10 +147,14 @@ func decode(c *fiber.Ctx, dst any) error {
 	if !isForm(c) {
 		return httpapi.DecodeJSON(c, dst)
 	}
+	vals, err := url.ParseQuery(string(c.Body()))
+	if err != nil {
+		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "malformed form")
+	}
 	m := map[string]string{}
-	for k, v := range c.Request().PostArgs().All() {
-		if len(v) > 0 {
-			m[string(k)] = string(v)
+	for k, v := range vals {
+		if len(v) > 0 && v[0] != "" {
+			m[k] = v[0]
 		}
 	}
 	b, _ := json.Marshal(m)
