@@ -1,7 +1,7 @@
 // Package mailtest runs a real SMTP server in the test process
 // (github.com/emersion/go-smtp) that keeps what it receives, so tests read
-// the mails coreapi really sent. It can be stopped and restarted on the
-// same port (mail server down) and told to refuse messages with a code
+// the mails coreapi really sent. It can be taken down and brought back on
+// the same port (mail server down) and told to refuse messages with a code
 // (4xx temporary, 5xx permanent).
 package mailtest
 
@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,8 +33,10 @@ type Message struct {
 type Server struct {
 	Addr string // host:port
 
+	srv  *smtp.Server
+	down atomic.Bool
+
 	mu     sync.Mutex
-	srv    *smtp.Server
 	msgs   []Message
 	refuse int // 0: accept; else the SMTP code DATA is answered with
 	notify chan struct{}
@@ -48,53 +51,40 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("mailtest: %v", err)
 	}
 	s.Addr = ln.Addr().String()
-	s.serve(ln)
-	t.Cleanup(s.Stop)
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{s: s}, nil }))
+	s.srv.Domain = "mailtest.local"
+	s.srv.ReadTimeout = 10 * time.Second
+	s.srv.WriteTimeout = 10 * time.Second
+	go func() { _ = s.srv.Serve(&gate{Listener: ln, down: &s.down}) }()
+	t.Cleanup(func() { _ = s.srv.Close() })
 	return s
 }
 
 // URL is the SMTP_URL of the server (plain SMTP, no STARTTLS offered).
 func (s *Server) URL() string { return "smtp://" + s.Addr }
 
-func (s *Server) serve(ln net.Listener) {
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{s: s}, nil }))
-	srv.Domain = "mailtest.local"
-	srv.ReadTimeout = 10 * time.Second
-	srv.WriteTimeout = 10 * time.Second
-	s.mu.Lock()
-	s.srv = srv
-	s.mu.Unlock()
-	go func() { _ = srv.Serve(ln) }()
+// Stop takes the server down: connections are dropped at once, before
+// the greeting, until Restart. The port stays reserved, so nothing else
+// can take it meanwhile.
+func (s *Server) Stop() { s.down.Store(true) }
+
+// Restart brings the server back on the same address.
+func (s *Server) Restart(testing.TB) { s.down.Store(false) }
+
+// gate drops every connection while down.
+type gate struct {
+	net.Listener
+	down *atomic.Bool
 }
 
-// Stop closes the server (connections are refused until Restart).
-func (s *Server) Stop() {
-	s.mu.Lock()
-	srv := s.srv
-	s.srv = nil
-	s.mu.Unlock()
-	if srv != nil {
-		_ = srv.Close()
-	}
-}
-
-// Restart listens again on the same address.
-func (s *Server) Restart(t testing.TB) {
-	t.Helper()
-	var (
-		ln  net.Listener
-		err error
-	)
-	for range 50 { // the old socket may linger for a moment
-		if ln, err = net.Listen("tcp", s.Addr); err == nil {
-			break
+func (g *gate) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil || !g.down.Load() {
+			return c, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		_ = c.Close()
 	}
-	if err != nil {
-		t.Fatalf("mailtest: restart: %v", err)
-	}
-	s.serve(ln)
 }
 
 // Refuse makes DATA answer code (e.g. 550 or 451); 0 accepts again.
