@@ -56,6 +56,7 @@ type system struct {
 	natsOpts        *server.Options
 	nats            *server.Server
 	oidc            *fakeOIDC
+	mail            *mailbox
 	coreA, coreB    *service
 	proxyA, proxyB  *service
 	closeOnce       sync.Once
@@ -170,6 +171,10 @@ func setup(ctx context.Context) (*system, error) {
 		return s, fmt.Errorf("fake oidc: %w", err)
 	}
 
+	if s.mail, err = startMailbox(); err != nil {
+		return s, fmt.Errorf("smtp: %w", err)
+	}
+
 	addrs := make([]string, 8)
 	for i := range addrs {
 		addrs[i] = "127.0.0.1:" + strconv.Itoa(ports[2+i])
@@ -189,6 +194,10 @@ func setup(ctx context.Context) (*system, error) {
 			"OIDC_TEST_CLIENT_SECRET="+s.oidc.clientSecret,
 			"OIDC_TEST_REDIRECT_URL="+s.oidc.redirectURL,
 			"OAUTH_ALLOWED_RETURN_URLS="+oauthReturnURL,
+			// Mailed links point at proxy A.
+			"SMTP_URL="+s.mail.url(),
+			"MAIL_FROM=Tollgate E2E <no-reply@e2e.local>",
+			"PUBLIC_BASE_URL=http://"+s.proxyA.addr,
 		)
 	}
 	for _, svc := range []*service{s.coreA, s.coreB, s.proxyA, s.proxyB} {
@@ -282,6 +291,9 @@ func (s *system) closeAll() {
 	s.stopNATS()
 	if s.oidc != nil {
 		s.oidc.close()
+	}
+	if s.mail != nil {
+		s.mail.close()
 	}
 	if s.pg != nil {
 		if err := s.pg.stop(); err != nil {

@@ -95,6 +95,17 @@ const (
 	CodeReturnToNotAllowed = "return_to_not_allowed"
 	// CodeSchemaOutdated: the database schema is older than the code needs.
 	CodeSchemaOutdated = "schema_outdated"
+
+	// Account lifecycle.
+	CodeEmailTaken          = "email_taken"
+	CodeAlreadyVerified     = "email_already_verified"
+	CodeLinkInvalid         = "link_invalid"
+	CodeLinkExpired         = "link_expired"
+	CodeInvitationMismatch  = "invitation_email_mismatch"
+	CodeInvitationPending   = "invitation_pending"
+	CodeInvitationNotActive = "invitation_not_pending"
+	CodeAccountExists       = "account_exists"
+	CodeVerifyBeforeLinking = "account_email_unverified"
 )
 
 func title(status int) string {

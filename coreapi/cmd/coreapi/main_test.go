@@ -142,8 +142,16 @@ func TestServeAndShutdown(t *testing.T) {
 	if code, _ := get("http://" + addr + "/api/v1/users/me"); code != 401 {
 		t.Errorf("unsigned /users/me = %d, want 401", code)
 	}
+	// Without SMTP_URL the mails go to the log, and the start says so.
+	if !strings.Contains(out.String(), "SMTP_URL is unset") {
+		t.Errorf("no warning about the unset SMTP_URL in the log:\n%s", out.String())
+	}
+	if code, body := get("http://" + addr + "/verify-email?token=x"); code != 200 || !strings.Contains(body, "<form") {
+		t.Errorf("verify page = %d", code)
+	}
 	code, metrics := get("http://" + admin + "/metrics")
-	for _, m := range []string{"http_request_duration_seconds", "db_queries_per_request", "go_goroutines", "db_pool_max_conns"} {
+	for _, m := range []string{"http_request_duration_seconds", "db_queries_per_request", "go_goroutines", "db_pool_max_conns",
+		"coreapi_mail_failures_total", "coreapi_mail_sent_total"} {
 		if code != 200 || !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)
 		}

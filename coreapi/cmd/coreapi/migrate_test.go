@@ -39,8 +39,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	ctx := context.Background()
 	// The data model of 00001, login_failures (00002), replaced by
-	// login_attempts, and oauth_handovers (00003), permission_catalog (00005).
-	const tables = 14
+	// login_attempts, and oauth_handovers (00003), action_tokens,
+	// invitations, mail_queue and rate_limits (00004), permission_catalog (00005).
+	const tables = 18
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
@@ -118,6 +119,21 @@ func TestIndexes(t *testing.T) {
 		"oauth_handovers_session_id_idx":  "oauth_handovers (session_id)",
 		"oauth_handovers_expires_at_idx":  "oauth_handovers (expires_at): sweeping",
 		"permission_catalog_pkey":         "permission_catalog (id): the one stored catalog hash",
+		"action_tokens_pkey":              "action_tokens (token_hash): consume a mailed token",
+		"action_tokens_user_purpose_idx":  "action_tokens (user_id, purpose, created_at): a user's tokens",
+		"action_tokens_expires_at_idx":    "action_tokens (expires_at): sweeping",
+		"invitations_pkey":                "invitations (id)",
+		"invitations_token_hash_key":      "invitations (token_hash): accept",
+		"invitations_pending_key":         "invitations (tenant_id, lower(email)) pending: one per address",
+		"invitations_tenant_created_idx":  "invitations (tenant_id, created_at, id): keyset pages",
+		"invitations_email_pending_idx":   "invitations (lower(email)) pending: my invitations",
+		"invitations_invited_by_idx":      "invitations (invited_by)",
+		"invitations_accepted_by_idx":     "invitations (accepted_by)",
+		"mail_queue_pkey":                 "mail_queue (id)",
+		"mail_queue_due_idx":              "mail_queue (next_attempt_at, id) pending: sender claim",
+		"mail_queue_sent_at_idx":          "mail_queue (sent_at) sent: pruning",
+		"rate_limits_pkey":                "rate_limits (key)",
+		"rate_limits_window_start_idx":    "rate_limits (window_start): sweeping",
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
 	if err != nil {

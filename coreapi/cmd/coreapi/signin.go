@@ -64,6 +64,10 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		return nil, err
 	}
 	opts.Register = append(opts.Register, svc.Register, oidc.Register)
+	lifecycleWorkers, err := wireLifecycle(cfg, log, pool, reg, opts, svc, hasher)
+	if err != nil {
+		return nil, err
+	}
 
 	relayWorker, err := startRelay(cfg, log, pool, reg)
 	if err != nil {
@@ -87,7 +91,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		},
 		func(ctx context.Context) error { return oidc.RunSweeper(ctx, oauthSweepEvery) },
 	}
-	return workers, nil
+	return append(workers, lifecycleWorkers...), nil
 }
 
 // announceKeysChanged writes auth.keys.changed to the outbox, so that the

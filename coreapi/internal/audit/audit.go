@@ -54,6 +54,24 @@ func Write(ctx context.Context, tx pgx.Tx, e Event) error {
 	return nil
 }
 
+// WriteForUser writes e once in every tenant userID belongs to (events of
+// an account, such as a password reset, have no single tenant); e.TenantID
+// is ignored.
+func WriteForUser(ctx context.Context, tx pgx.Tx, userID string, e Event) error {
+	const q = `
+INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
+SELECT m.tenant_id, NULLIF($2, '')::uuid, $3, $4, $5, $6::jsonb, $7
+FROM memberships m WHERE m.user_id = $1`
+	a, err := args(e)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, q, append([]any{userID}, a[1:]...)...); err != nil {
+		return fmt.Errorf("write audit events: %w", err)
+	}
+	return nil
+}
+
 // Queue adds the insert of e to a batch sent inside the caller's transaction.
 func Queue(b *pgx.Batch, e Event) error {
 	a, err := args(e)

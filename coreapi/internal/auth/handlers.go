@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
@@ -90,7 +91,7 @@ type userView struct {
 	DisplayName string `json:"display_name"`
 }
 
-var errEmailTaken = problem.New(fiber.StatusConflict, "email_taken", "an account with this email already exists")
+var errEmailTaken = problem.New(fiber.StatusConflict, problem.CodeEmailTaken, "an account with this email already exists")
 
 func (s *Service) signup(c *fiber.Ctx) error {
 	var req signupRequest
@@ -139,6 +140,9 @@ func (s *Service) signup(c *fiber.Ctx) error {
 			return err
 		}
 		if issued, err = s.sessions.Create(ctx, tx, user.ID, tenant.ID, ua, ip); err != nil {
+			return err
+		}
+		if err := onetime.SendVerification(ctx, tx, user.ID, user.Email, user.DisplayName, false, rid); err != nil {
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{
@@ -289,7 +293,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	issued, err := s.sessions.Create(ctx, s.pool, a.UserID, *a.TenantID, ua, ip)
+	issued, err := s.sessions.CreateAt(ctx, s.pool, a.UserID, *a.TenantID, ua, ip, a.TokenVersion)
 	if err != nil {
 		return TokenResponse{}, err
 	}

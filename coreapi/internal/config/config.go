@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	netmail "net/mail"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -36,6 +38,8 @@ const (
 	DefaultOAuthPerMinute    = 20
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultShutdownTimeout   = 15 * time.Second
+	DefaultMailFrom          = "Tollgate <no-reply@localhost>"
+	DefaultPublicBaseURL     = "http://localhost:8080"
 	MinDBMaxConns            = 8
 	DefaultReplayCacheSize   = 1 << 18
 	MinReplayCacheSize       = 1024
@@ -136,6 +140,16 @@ type Config struct {
 	// PERMISSIONS_FILE or PERMISSIONS declares.
 	Catalog *permissions.Catalog
 
+	// Mail. SMTPURL empty: mails go to the log (development only).
+	SMTPURL       string
+	MailFrom      string
+	PublicBaseURL string
+	// Link templates ({token} is replaced); empty: coreapi's own pages
+	// under PublicBaseURL.
+	VerifyEmailURL      string
+	ResetPasswordURL    string
+	AcceptInvitationURL string
+
 	MaxBodyBytes    int
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
@@ -165,6 +179,13 @@ func Load(getenv func(string) string) (Config, error) {
 		SigningAlg:      l.str("SIGNING_ALG", DefaultSigningAlg),
 		PermissionsFile: l.str("PERMISSIONS_FILE", ""),
 		PermissionsText: strings.TrimSpace(getenv("PERMISSIONS")),
+
+		SMTPURL:             l.str("SMTP_URL", ""),
+		MailFrom:            l.str("MAIL_FROM", DefaultMailFrom),
+		PublicBaseURL:       l.str("PUBLIC_BASE_URL", DefaultPublicBaseURL),
+		VerifyEmailURL:      l.str("VERIFY_EMAIL_URL", ""),
+		ResetPasswordURL:    l.str("RESET_PASSWORD_URL", ""),
+		AcceptInvitationURL: l.str("ACCEPT_INVITATION_URL", ""),
 
 		AccessTokenTTL:       l.duration("ACCESS_TOKEN_TTL", DefaultAccessTokenTTL),
 		RefreshTokenTTL:      l.duration("REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL),
@@ -263,6 +284,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.OAuthPerMinute < 1 {
 		l.fail("OAUTH_AUTHORIZE_PER_MINUTE: must be at least 1")
 	}
+	l.mail(c)
 
 	if len(l.problems) > 0 {
 		return c, &Error{Problems: l.problems}
@@ -343,6 +365,12 @@ func (c Config) String() string {
 	}
 	row("OAUTH_ALLOWED_RETURN_URLS", strings.Join(c.OAuthReturnURLs, ","))
 	row("OAUTH_AUTHORIZE_PER_MINUTE", strconv.Itoa(c.OAuthPerMinute))
+	row("SMTP_URL", redactURL(c.SMTPURL))
+	row("MAIL_FROM", c.MailFrom)
+	row("PUBLIC_BASE_URL", c.PublicBaseURL)
+	row("VERIFY_EMAIL_URL", c.VerifyEmailURL)
+	row("RESET_PASSWORD_URL", c.ResetPasswordURL)
+	row("ACCEPT_INVITATION_URL", c.AcceptInvitationURL)
 	row("MAX_BODY_BYTES", strconv.Itoa(c.MaxBodyBytes))
 	row("SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String())
 	row("LOG_LEVEL", strings.ToLower(c.LogLevel.String()))
@@ -381,6 +409,12 @@ func (c Config) LogValue() slog.Value {
 		slog.String("permissions_catalog_hash", catalogHash(c.Catalog)),
 		slog.String("oauth_allowed_return_urls", strings.Join(c.OAuthReturnURLs, ",")),
 		slog.Int("oauth_authorize_per_minute", c.OAuthPerMinute),
+		slog.String("smtp_url", redactURL(c.SMTPURL)),
+		slog.String("mail_from", c.MailFrom),
+		slog.String("public_base_url", c.PublicBaseURL),
+		slog.String("verify_email_url", c.VerifyEmailURL),
+		slog.String("reset_password_url", c.ResetPasswordURL),
+		slog.String("accept_invitation_url", c.AcceptInvitationURL),
 		slog.Int("max_body_bytes", c.MaxBodyBytes),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel.String()),
@@ -619,6 +653,45 @@ func (l *loader) oidc() []OIDCProvider {
 		out = append(out, p)
 	}
 	return out
+}
+
+// mail checks the mail settings (the SMTP URL and link templates are
+// parsed where they are used; the same checks run here so that every
+// problem is reported at start).
+func (l *loader) mail(c Config) {
+	if c.SMTPURL != "" {
+		if _, err := mail.ParseSMTPURL(c.SMTPURL); err != nil {
+			l.fail("SMTP_URL: %v", err)
+		}
+	}
+	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || strings.ContainsAny(c.MailFrom, "\r\n") || !mail.ValidAddress(a.Address) {
+		l.fail("MAIL_FROM: want an address like \"Tollgate <no-reply@example.com>\", got %q", c.MailFrom)
+	}
+	l.url("PUBLIC_BASE_URL", c.PublicBaseURL, "http", "https")
+	for name, v := range map[string]string{"VERIFY_EMAIL_URL": c.VerifyEmailURL,
+		"RESET_PASSWORD_URL": c.ResetPasswordURL, "ACCEPT_INVITATION_URL": c.AcceptInvitationURL} {
+		if v == "" {
+			continue
+		}
+		if err := mail.CheckLinkTemplate(v); err != nil {
+			l.fail("%s: %v", name, err)
+		}
+	}
+}
+
+// Links returns the mailed links' templates.
+func (c Config) Links() mail.Links {
+	l := mail.DefaultLinks(c.PublicBaseURL)
+	if c.VerifyEmailURL != "" {
+		l.VerifyEmail = c.VerifyEmailURL
+	}
+	if c.ResetPasswordURL != "" {
+		l.ResetPassword = c.ResetPasswordURL
+	}
+	if c.AcceptInvitationURL != "" {
+		l.AcceptInvitation = c.AcceptInvitationURL
+	}
+	return l
 }
 
 func validProviderName(s string) bool {

@@ -290,3 +290,52 @@ func TestIdentityAcceptV1(t *testing.T) {
 		}
 	}
 }
+
+func TestMailSettings(t *testing.T) {
+	c, err := Load(env(minimal()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SMTPURL != "" || c.MailFrom != DefaultMailFrom || c.PublicBaseURL != DefaultPublicBaseURL {
+		t.Errorf("mail defaults = %q %q %q", c.SMTPURL, c.MailFrom, c.PublicBaseURL)
+	}
+	if l := c.Links(); l.VerifyEmail != "http://localhost:8080/verify-email?token={token}" ||
+		l.ResetPassword != "http://localhost:8080/reset-password?token={token}" ||
+		l.AcceptInvitation != "http://localhost:8080/accept-invitation?token={token}" {
+		t.Errorf("default links = %+v", l)
+	}
+
+	m := minimal()
+	m["SMTP_URL"] = "smtp://mailer:hunter2@mail.example.com:587?starttls=required"
+	m["MAIL_FROM"] = "Acme <no-reply@acme.example>"
+	m["PUBLIC_BASE_URL"] = "https://auth.acme.example/"
+	m["RESET_PASSWORD_URL"] = "https://app.acme.example/reset?t={token}"
+	c, err = Load(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Links(); l.ResetPassword != "https://app.acme.example/reset?t={token}" || l.VerifyEmail != "https://auth.acme.example/verify-email?token={token}" {
+		t.Errorf("links = %+v", l)
+	}
+	if s := c.String(); strings.Contains(s, "hunter2") || !strings.Contains(s, "SMTP_URL=smtp://mailer:xxxxx@mail.example.com") {
+		t.Errorf("SMTP password not masked in:\n%s", s)
+	}
+
+	for name, bad := range map[string]map[string]string{
+		"SMTP_URL":              {"SMTP_URL": "http://mail.example.com"},
+		"MAIL_FROM":             {"MAIL_FROM": "no-reply@acme.example\r\nBcc: evil@example.com"},
+		"PUBLIC_BASE_URL":       {"PUBLIC_BASE_URL": "auth.acme.example"},
+		"VERIFY_EMAIL_URL":      {"VERIFY_EMAIL_URL": "https://app.acme.example/verify"},
+		"ACCEPT_INVITATION_URL": {"ACCEPT_INVITATION_URL": "/join?token={token}"},
+	} {
+		m := minimal()
+		for k, v := range bad {
+			m[k] = v
+		}
+		_, err := Load(env(m))
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s %q: Load() = %v, want a problem naming it", name, bad[name], err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -33,6 +34,13 @@ func domainProblem(err error) *problem.Problem {
 		{users.ErrAlreadyMember, 409, "already_member"},
 		{users.ErrExistingUserPassword, 409, "user_exists"},
 		{users.ErrLastOwner, 409, "last_owner"},
+		{users.ErrEmailTaken, 409, problem.CodeEmailTaken},
+		{invitations.ErrPending, 409, problem.CodeInvitationPending},
+		{invitations.ErrNotPending, 409, problem.CodeInvitationNotActive},
+		{invitations.ErrIsMember, 409, "already_member"},
+		{invitations.ErrNotFound, 404, problem.CodeNotFound},
+		{invitations.ErrUnknownRole, 422, problem.CodeValidation},
+		{users.ErrSameEmail, 422, problem.CodeValidation},
 		{roles.ErrNameTaken, 409, "role_name_taken"},
 		{roles.ErrBuiltin, 409, "builtin_role"},
 		{roles.ErrEscalation, 403, problem.CodeForbidden},

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"net/mail"
+	"strconv"
 	"strings"
 	"time"
 
@@ -10,8 +11,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -66,8 +69,15 @@ func (s *Server) getMe(c *fiber.Ctx) error {
 	return c.JSON(me)
 }
 
+// emailChangesPerHour bounds the email changes (each mails a link) a
+// user may start.
+const emailChangesPerHour = 5
+
 type patchMeBody struct {
 	DisplayName *string `json:"display_name"`
+	// Email starts an email change: a link goes to the new address, and
+	// the address changes when it is used.
+	Email *string `json:"email"`
 }
 
 func (s *Server) patchMe(c *fiber.Ctx) error {
@@ -76,17 +86,52 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		return err
 	}
 	var v checks
-	v.require(b.DisplayName != nil, "display_name", "required")
+	v.require(b.DisplayName != nil || b.Email != nil, "(body)", "display_name or email is required")
 	if b.DisplayName != nil {
 		v.length("display_name", *b.DisplayName, 0, users.MaxDisplayName)
+	}
+	if b.Email != nil {
+		e := strings.TrimSpace(*b.Email)
+		b.Email = &e
+		v.require(mailq.ValidAddress(e), "email", "not an email address")
 	}
 	if err := v.err(); err != nil {
 		return err
 	}
 	id := IdentityOf(c)
-	me, err := s.users.UpdateMe(c.UserContext(), id.UserID, id.TenantID, strings.TrimSpace(*b.DisplayName), RequestIDOf(c))
+	ctx := c.UserContext()
+	if b.Email != nil {
+		// Each request mails someone: bounded per user.
+		ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("email-change", id.UserID),
+			ratelimit.Limit{N: emailChangesPerHour, Window: time.Hour})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			secs := int(wait/time.Second) + 1
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+			return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
+				"too many email changes requested; retry after "+strconv.Itoa(secs)+" s")
+		}
+		if err := s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, *b.Email, RequestIDOf(c)); err != nil {
+			return err
+		}
+	}
+	var (
+		me  users.Me
+		err error
+	)
+	if b.DisplayName != nil {
+		me, err = s.users.UpdateMe(ctx, id.UserID, id.TenantID, strings.TrimSpace(*b.DisplayName), RequestIDOf(c))
+	} else {
+		me, err = s.users.Me(ctx, id.UserID, id.TenantID)
+	}
 	if err != nil {
 		return err
+	}
+	if b.Email != nil {
+		// The change waits for the link: say so.
+		return c.Status(fiber.StatusAccepted).JSON(me)
 	}
 	return c.JSON(me)
 }
@@ -266,9 +311,14 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	if err := v.err(); err != nil {
 		return err
 	}
-	m, err := s.users.Create(c.UserContext(), IdentityOf(c).TenantID, actor(c), n)
+	m, inv, err := s.users.Create(c.UserContext(), IdentityOf(c).TenantID, actor(c), n)
 	if err != nil {
 		return err
+	}
+	if inv != nil {
+		// The address has an account: it was invited, not added.
+		c.Location("/api/v1/invitations/" + inv.ID)
+		return c.Status(fiber.StatusAccepted).JSON(inv)
 	}
 	c.Location("/api/v1/users/" + m.ID)
 	return c.Status(fiber.StatusCreated).JSON(m)

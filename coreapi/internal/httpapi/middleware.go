@@ -121,6 +121,9 @@ const (
 	// accessInternal: the proxy's own calls, signed with a core key over
 	// the anonymous, empty identity.
 	accessInternal
+	// accessOptional: like accessPublic, but a signed user identity must
+	// name valid ids (routes that serve both anonymous callers and users).
+	accessOptional
 )
 
 // verified is what the identity middleware stores for the handlers.
@@ -162,7 +165,7 @@ func ClientIP(c *fiber.Ctx) string {
 // signature is 401.
 func (s *Server) identityHeaders(a access) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		if a == accessPublic && len(c.Request().Header.Peek(identity.HeaderSignature)) == 0 {
+		if (a == accessPublic || a == accessOptional) && len(c.Request().Header.Peek(identity.HeaderSignature)) == 0 {
 			return c.Next() // an unsigned public request: anonymous, peer address
 		}
 		v, err := s.verifyIdentity(c)
@@ -172,6 +175,12 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 		}
 		id := &v.id
 		switch a {
+		case accessOptional:
+			if id.Principal != identity.PrincipalAnonymous && (!isUUID(id.UserID) || !isUUID(id.TenantID) ||
+				(id.SessionID != "" && !isUUID(id.SessionID))) {
+				s.metrics.identityRejected("bad_ids")
+				return errNoIdentity
+			}
 		case accessProtected:
 			if id.Principal == identity.PrincipalAnonymous || !isUUID(id.UserID) || !isUUID(id.TenantID) ||
 				(id.SessionID != "" && !isUUID(id.SessionID)) {

@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -109,6 +110,10 @@ type RequestStats struct {
 //   - Protected: under /api/v1, a verified identity with a user and tenant is
 //     required (401 otherwise); read it with IdentityOf(c). Add
 //     RequirePermission(p) in front of a handler for a permission check.
+//   - Optional: under /api/v1, a verified identity when the request carries
+//     a user's (IdentityOf(c).UserID is then set), anonymous otherwise; a
+//     forged or stale signature is 401 (accepting an invitation with or
+//     without a bearer).
 //   - Root: at /, no identity checked at all (e.g. /.well-known/jwks.json);
 //     ClientIP(c) is the peer there.
 //   - Internal: under /internal/v1, signed with a core key over the
@@ -120,6 +125,7 @@ type RequestStats struct {
 type Routes struct {
 	Public    *Group
 	Protected *Group
+	Optional  *Group
 	Root      *Group
 	Internal  *Group
 	Cursors   *Cursors
@@ -144,6 +150,7 @@ type Server struct {
 	projector *projection.Store
 	projLimit *limiter
 	catalog   *permissions.Catalog
+	limiter   *ratelimit.Limiter
 }
 
 // New builds the server and its routes.
@@ -201,6 +208,7 @@ func New(o Options) (*Server, error) {
 		projLimit: newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
 		projector: projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
 		catalog:   o.Catalog,
+		limiter:   ratelimit.New(o.Pool),
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",
@@ -222,6 +230,7 @@ func New(o Options) (*Server, error) {
 	rt := Routes{
 		Public:    &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessPublic)}},
 		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessProtected)}},
+		Optional:  &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessOptional)}},
 		Root:      &Group{r: s.app},
 		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
 		Cursors:   &Cursors{cc: s.cursor},

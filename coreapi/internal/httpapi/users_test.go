@@ -280,12 +280,31 @@ func TestCreateUser(t *testing.T) {
 		t.Errorf("Location = %q", loc)
 	}
 
-	// An existing account (B's owner) joins A with the default role.
-	r = w.e.Send(t, &w.admin, "POST", "/api/v1/users", map[string]any{"email": "OWNER@bravo.test"})
-	wantStatus(t, r, 201)
-	r.JSON(t, &m)
-	if m.ID != w.ownerB.UserID || !equal(m.Roles, []string{"member"}) {
-		t.Fatalf("existing user joined as %+v", m)
+	// An existing account (B's owner) is not attached: it is invited, and
+	// the answer says nothing of the account (no id, name, status or
+	// memberships); a password given for it is ignored.
+	w.e.SeedUser(t, "solo@elsewhere.test", "Solo")
+	for _, body := range []map[string]any{{"email": "OWNER@bravo.test"}, {"email": "solo@elsewhere.test", "password": "long enough pw"}} {
+		r = w.e.Send(t, &w.admin, "POST", "/api/v1/users", body)
+		wantStatus(t, r, 202)
+		var got map[string]any
+		r.JSON(t, &got)
+		for _, leak := range []string{"user_id", "display_name", "user_status", "memberships"} {
+			if _, ok := got[leak]; ok {
+				t.Errorf("invitation answer carries %q: %s", leak, r.Body)
+			}
+		}
+		if got["status"] != "pending" || got["id"] == w.ownerB.UserID || strings.Contains(string(r.Body), w.ownerB.UserID) {
+			t.Errorf("answer for an existing account = %s", r.Body)
+		}
+	}
+	var joined int
+	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM memberships WHERE tenant_id = $1 AND user_id = $2`, w.a, w.ownerB.UserID).Scan(&joined); err != nil || joined != 0 {
+		t.Errorf("the existing account was attached without consent (%d memberships, err %v)", joined, err)
+	}
+	r = w.e.Get(t, &w.ownerB, "/api/v1/users/me/tenants")
+	if strings.Contains(string(r.Body), w.a) {
+		t.Errorf("tenant A appears in the invitee's tenants: %s", r.Body)
 	}
 
 	tests := []struct {
@@ -296,7 +315,7 @@ func TestCreateUser(t *testing.T) {
 		code   string
 	}{
 		{"already a member", "admin", map[string]any{"email": "member@acme.test"}, 409, "already_member"},
-		{"password for an existing account", "admin", map[string]any{"email": "owner@acme.test", "password": "long enough pw"}, 409, "user_exists"},
+		{"invited twice", "admin", map[string]any{"email": "owner@bravo.test"}, 409, "invitation_pending"},
 		{"unknown role", "admin", map[string]any{"email": "x1@acme.test", "roles": []string{"wizard"}}, 422, "validation_failed"},
 		{"admin grants owner", "admin", map[string]any{"email": "x2@acme.test", "roles": []string{"owner"}}, 403, "forbidden"},
 		{"bad email", "admin", map[string]any{"email": "not an email"}, 422, "validation_failed"},
@@ -317,8 +336,8 @@ func TestCreateUser(t *testing.T) {
 	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE email LIKE 'x%@acme.test'`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("refused creates left %d users (err %v)", n, err)
 	}
-	if got, want := outboxSubjects(t, w.e), []string{invalidation.UserSubject(m.ID)}; len(got) != 2 || got[1] != want[0] {
-		t.Errorf("outbox = %v, want 2 rows ending with %v", got, want)
+	if got, want := outboxSubjects(t, w.e), []string{invalidation.UserSubject(m.ID)}; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("outbox = %v, want %v (an invitation changes no projection)", got, want)
 	}
 }
 

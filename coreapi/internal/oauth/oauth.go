@@ -508,7 +508,7 @@ type signIn struct {
 func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 	const (
 		qIdentity = `SELECT user_id::text FROM identities WHERE provider = $1 AND subject = $2`
-		qByEmail  = `SELECT id::text FROM users WHERE lower(email) = lower($1)`
+		qByEmail  = `SELECT id::text, email_verified_at IS NOT NULL FROM users WHERE lower(email) = lower($1)`
 		qLink     = `INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, $2, $3, NULLIF($4, ''))`
 		qTenant   = `
 SELECT m.tenant_id::text, u.status, u.token_version
@@ -527,7 +527,14 @@ LIMIT 1`
 				return problem.New(fiber.StatusForbidden, "email_not_verified",
 					"the provider did not vouch for an email address; this account cannot be created or linked")
 			}
-			err = tx.QueryRow(ctx, qByEmail, in.Email).Scan(&g.UserID)
+			var verified bool
+			err = tx.QueryRow(ctx, qByEmail, in.Email).Scan(&g.UserID, &verified)
+			if err == nil && !verified {
+				// Whoever created that account never proved the address: it
+				// may not be the provider's user. Never enter it.
+				return problem.New(fiber.StatusConflict, problem.CodeVerifyBeforeLinking,
+					"an account with this email address exists but its address is not verified; verify it (or reset its password) and sign in again")
+			}
 			if errors.Is(err, pgx.ErrNoRows) {
 				if g.UserID, err = s.createAccount(ctx, tx, in); err != nil {
 					return err
@@ -573,7 +580,8 @@ LIMIT 1`
 // createAccount creates a user (without a password) and a personal tenant
 // it owns, like a signup.
 func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
-	const qNewUser = `INSERT INTO users (email, display_name) VALUES ($1, $2) RETURNING id::text`
+	// Only provider-verified addresses get here: the account starts verified.
+	const qNewUser = `INSERT INTO users (email, display_name, email_verified_at) VALUES ($1, $2, now()) RETURNING id::text`
 	name := clip(strings.TrimSpace(in.Name), 200)
 	var uid string
 	if err := tx.QueryRow(ctx, qNewUser, clip(in.Email, 320), name).Scan(&uid); err != nil {

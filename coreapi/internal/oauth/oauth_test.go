@@ -309,6 +309,10 @@ func TestHappyPath(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM memberships m JOIN membership_roles mr USING (tenant_id, user_id) WHERE m.user_id = $1 AND m.tenant_id = $2`, uid, tk.TenantID); n != 1 {
 		t.Error("new account has no owned tenant")
 	}
+	// The provider vouched for the address: the fresh account is verified.
+	if n := x.count(t, `SELECT count(*) FROM users WHERE id = $1 AND email_verified_at IS NOT NULL`, uid); n != 1 {
+		t.Error("an account created from a provider-verified email is not verified")
+	}
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
 		t.Errorf("state rows left = %d, want 0 (consumed)", n)
 	}
@@ -336,6 +340,23 @@ func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	}
 	var st tokens
 	su.JSON(t, &st)
+	// The address was never proven: the account is not entered (the
+	// takeover through linking), nothing is linked, no session opened.
+	first := x.begin(t, "?tenant_id="+st.TenantID)
+	r := x.callback(t, x.approve(t, first), first.cookie)
+	if r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeVerifyBeforeLinking {
+		t.Fatalf("sign-in for an unverified account's address: %d %s", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("%d identities linked to an unverified account", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, sub(t, st.AccessToken)); n != 1 {
+		t.Errorf("%d sessions of the account, want only the signup's", n)
+	}
+	// Once its owner proved the address, the provider's identity links.
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
+		t.Fatal(err)
+	}
 	tk := x.finish(t, x.begin(t, "?tenant_id="+st.TenantID))
 	if sub(t, tk.AccessToken) != sub(t, st.AccessToken) || tk.TenantID != st.TenantID {
 		t.Errorf("sign-in of an existing email: user %s tenant %s, want %s %s", sub(t, tk.AccessToken), tk.TenantID, sub(t, st.AccessToken), st.TenantID)

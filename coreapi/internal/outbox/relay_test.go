@@ -126,6 +126,10 @@ func TestRelayPublishesEvent(t *testing.T) {
 	insert(t, db.Pool, Row{Subject: invalidation.TenantSubject("t1"), Reason: "tenant_suspended"})
 	eventually(t, "the second event arrives", func() bool { return c.distinct() == 2 })
 
+	// The message can reach the collector before the relay commits its
+	// mark: wait for the mark, not just the message.
+	eventually(t, "the rows are marked published", func() bool { return pendingCount(t, db.Pool) == 0 })
+
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.msgs[0]
@@ -220,6 +224,13 @@ func TestTwoRelaysNeverPublishTheSameRow(t *testing.T) {
 	wg.Wait()
 	const total = writers * perWriter
 	eventually(t, "every row is published", func() bool { return pendingCount(t, db.Pool) == 0 && c.distinct() == total })
+
+	// A relay counts a row once its batch commits, which can come after
+	// the collector saw the message.
+	eventually(t, "both relays counted every row", func() bool {
+		s1, s2 := r1.Stats(), r2.Stats()
+		return s1.Published+s2.Published >= total
+	})
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

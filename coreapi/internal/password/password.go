@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	_ "embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -36,6 +37,8 @@ var (
 	ErrTooLong = fmt.Errorf("password must be at most %d bytes", MaxBytes)
 	// ErrTooShort means a new password of fewer than MinChars characters.
 	ErrTooShort = fmt.Errorf("password must be at least %d characters", MinChars)
+	// ErrCommon means a new password that is among the most common ones.
+	ErrCommon = errors.New("password is too common (it appears in lists of breached passwords); choose another")
 	// ErrInvalidHash means a stored hash that is not a valid argon2id PHC string.
 	ErrInvalidHash = errors.New("invalid password hash")
 )
@@ -78,7 +81,10 @@ func New(p Params, concurrency int) *Hasher {
 // Params returns the parameters new hashes use.
 func (h *Hasher) Params() Params { return h.p }
 
-// CheckNew validates a password a user is choosing.
+// CheckNew validates a password a user is choosing (NIST SP 800-63B): at
+// least MinChars characters, at most MaxBytes bytes, and not among the
+// most common passwords (case-insensitively). Passwords already set are
+// never checked again, so nobody is locked out by a policy change.
 func CheckNew(pw string) error {
 	if len(pw) > MaxBytes {
 		return ErrTooLong
@@ -86,8 +92,26 @@ func CheckNew(pw string) error {
 	if utf8.RuneCountInString(pw) < MinChars {
 		return ErrTooShort
 	}
+	if _, ok := common[strings.ToLower(pw)]; ok {
+		return ErrCommon
+	}
 	return nil
 }
+
+//go:embed common.txt
+var commonText string
+
+// common is the set of common passwords, lower-cased.
+var common = func() map[string]struct{} {
+	m := map[string]struct{}{}
+	for _, line := range strings.Split(commonText, "\n") {
+		line = strings.ToLower(strings.TrimSpace(line))
+		if line != "" && !strings.HasPrefix(line, "#") {
+			m[line] = struct{}{}
+		}
+	}
+	return m
+}()
 
 func (h *Hasher) acquire(ctx context.Context) error {
 	select {

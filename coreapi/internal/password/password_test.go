@@ -162,3 +162,27 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckNewRefusesCommonPasswords(t *testing.T) {
+	for _, pw := range []string{"password123", "PASSWORD123", "Qwertyuiop", "iloveyou1", "12345678", "P@ssw0rd"} {
+		if err := CheckNew(pw); !errors.Is(err, ErrCommon) {
+			t.Errorf("CheckNew(%q) = %v, want ErrCommon", pw, err)
+		}
+	}
+	for _, pw := range []string{"correct horse battery", "a long password", strings.Repeat("é", 8), strings.Repeat("x", 64), strings.Repeat("y", MaxBytes)} {
+		if err := CheckNew(pw); err != nil {
+			t.Errorf("CheckNew(%.20q) = %v, want accepted", pw, err)
+		}
+	}
+	if !strings.Contains(ErrCommon.Error(), "common") {
+		t.Errorf("the error does not say why: %v", ErrCommon)
+	}
+	if len(common) < 100 {
+		t.Errorf("only %d common passwords loaded", len(common))
+	}
+	for pw := range common {
+		if strings.HasPrefix(pw, "#") || pw != strings.ToLower(pw) {
+			t.Errorf("bad entry %q", pw)
+		}
+	}
+}

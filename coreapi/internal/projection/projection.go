@@ -54,7 +54,7 @@ const rolePerms = `CASE WHEN NOT r.builtin THEN r.permissions WHEN r.name = 'own
 // Get returns the projection of userID in tenantID in one query.
 func (s *Store) Get(ctx context.Context, userID, tenantID string) (identity.Projection, error) {
 	const q = `
-SELECT u.id::text, m.tenant_id::text, u.email, u.status, m.status, t.status,
+SELECT u.id::text, m.tenant_id::text, u.email, u.email_verified_at IS NOT NULL, u.status, m.status, t.status,
        ARRAY(SELECT r.name FROM membership_roles mr
              JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
              WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
@@ -75,7 +75,7 @@ JOIN tenants t ON t.id = m.tenant_id
 WHERE m.tenant_id = $2 AND m.user_id = $1`
 	var p identity.Projection
 	err := s.pool.QueryRow(ctx, q, userID, tenantID, s.revokedWithin.Seconds(), s.all, s.member).Scan(
-		&p.UserID, &p.TenantID, &p.Email, &p.UserStatus, &p.MembershipStatus, &p.TenantStatus,
+		&p.UserID, &p.TenantID, &p.Email, &p.EmailVerified, &p.UserStatus, &p.MembershipStatus, &p.TenantStatus,
 		&p.Roles, &p.Permissions, &p.TokenVersion, &p.RevokedSessions)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return identity.Projection{}, ErrNotFound

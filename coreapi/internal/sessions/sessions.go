@@ -140,12 +140,25 @@ func clip(s string, n int) string {
 
 // Create inserts a session of userID bound to tenantID with its first
 // refresh token, through q (usually the caller's transaction), in one
-// round trip.
+// round trip. The session is stamped with the user's current token
+// version.
 func (s *Store) Create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string) (Issued, error) {
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil)
+}
+
+// CreateAt is Create for a sign-in that checked credentials against token
+// version tv: if the version moved on meanwhile (a password reset raced
+// the sign-in), the session cannot be refreshed.
+func (s *Store) CreateAt(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv int64) (Issued, error) {
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, &tv)
+}
+
+func (s *Store) create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv *int64) (Issued, error) {
 	const qCreate = `
 WITH s AS (
-    INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at)
-    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $6))
+    INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version)
+    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $6),
+            coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1)))
     RETURNING id
 )
 INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
@@ -156,7 +169,7 @@ RETURNING session_id`
 		return Issued{}, err
 	}
 	var sid string
-	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip(userAgent, 512), clip(ip, 64), hash, secs(s.ttl)).Scan(&sid); err != nil {
+	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip(userAgent, 512), clip(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
 		return Issued{}, fmt.Errorf("create session: %w", err)
 	}
 	return Issued{SessionID: sid, RefreshToken: tok}, nil
@@ -192,7 +205,9 @@ func (s *Store) Rotate(ctx context.Context, token string) (Rotation, error) {
 SELECT rt.id, rt.session_id, rt.replaced_by,
        coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
        rt.expires_at <= now(),
-       s.user_id, s.tenant_id, s.revoked_at IS NOT NULL, s.expires_at <= now(),
+       s.user_id, s.tenant_id,
+       s.revoked_at IS NOT NULL OR coalesce(s.token_version < u.token_version, false),
+       s.expires_at <= now(),
        (u.status = 'active' AND coalesce(m.status, '') = 'active' AND t.status = 'active'),
        u.token_version
 FROM refresh_tokens rt
@@ -336,7 +351,10 @@ WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
 // session is not userID's or is revoked.
 func (s *Store) Reissue(ctx context.Context, q DB, userID, sessionID string) (string, error) {
 	const qReissue = `
-WITH old AS (
+WITH stamp AS (
+    UPDATE sessions SET token_version = (SELECT token_version FROM users WHERE id = $2)
+    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+), old AS (
     UPDATE refresh_tokens SET expires_at = now()
     WHERE session_id = $1 AND replaced_by IS NULL AND expires_at > now()
 )

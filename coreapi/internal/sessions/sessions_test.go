@@ -400,3 +400,44 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A sign-in that checked the password under token version N opens its
+// session after a reset moved the user to N+1 (the race): the session
+// cannot be refreshed. Reissue (password change keeps the caller's
+// session) restamps the session, so that one stays usable.
+func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.exec(t, `UPDATE users SET token_version = 1 WHERE id = $1`, f.user)
+	stale, err := f.store.CreateAt(ctx, f.pool, f.user, f.tenant, "ua", "ip", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Rotate(ctx, stale.RefreshToken); !errors.Is(err, ErrRevoked) {
+		t.Errorf("refresh of a session opened under an old token version = %v, want ErrRevoked", err)
+	}
+	current, err := f.store.CreateAt(ctx, f.pool, f.user, f.tenant, "ua", "ip", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Rotate(ctx, current.RefreshToken); err != nil {
+		t.Errorf("refresh of a current session: %v", err)
+	}
+	// Create stamps the current version; a bump then Reissue keeps it.
+	kept := f.create(t)
+	f.exec(t, `UPDATE users SET token_version = 2 WHERE id = $1`, f.user)
+	tok, err := f.store.Reissue(ctx, f.pool, f.user, kept.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := f.store.Rotate(ctx, tok); err != nil || r.TokenVersion != 2 {
+		t.Errorf("refresh after Reissue = %+v, %v; want token version 2", r, err)
+	}
+	// Sessions from before the column (NULL) are not checked.
+	legacy := f.create(t)
+	f.exec(t, `UPDATE sessions SET token_version = NULL WHERE id = $1`, legacy.SessionID)
+	f.exec(t, `UPDATE users SET token_version = 3 WHERE id = $1`, f.user)
+	if _, err := f.store.Rotate(ctx, legacy.RefreshToken); err != nil {
+		t.Errorf("refresh of a session without a stamp: %v", err)
+	}
+}

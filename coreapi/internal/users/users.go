@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
@@ -49,6 +52,10 @@ var (
 	ErrLastOwner = errors.New("the tenant must keep at least one active owner")
 	// ErrNoHasher: a password was given but no password hasher is configured.
 	ErrNoHasher = errors.New("password hashing is not configured")
+	// ErrEmailTaken: another account has this email address.
+	ErrEmailTaken = errors.New("an account with this email already exists")
+	// ErrSameEmail: an email change to the address the account has.
+	ErrSameEmail = errors.New("this is already the account's email address")
 )
 
 // Member is a user seen from one tenant.
@@ -68,6 +75,7 @@ type Member struct {
 type Me struct {
 	ID               string    `json:"id"`
 	Email            string    `json:"email"`
+	EmailVerified    bool      `json:"email_verified"`
 	DisplayName      string    `json:"display_name"`
 	Status           string    `json:"status"`
 	TenantID         string    `json:"tenant_id"`
@@ -131,7 +139,7 @@ const (
 // Me returns the caller's profile in tenantID, in one query.
 func (s *Store) Me(ctx context.Context, userID, tenantID string) (Me, error) {
 	const q = `
-SELECT u.id::text, u.email, u.display_name, u.status, m.tenant_id::text, m.status,
+SELECT u.id::text, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, m.tenant_id::text, m.status,
        ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at
 FROM memberships m JOIN users u ON u.id = m.user_id
 WHERE m.tenant_id = $1 AND m.user_id = $2`
@@ -150,7 +158,7 @@ func (s *Store) UpdateMe(ctx context.Context, userID, tenantID, displayName, req
 UPDATE users SET display_name = $2, updated_at = now()
 WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
 	const qGet = `
-SELECT u.id::text, u.email, u.display_name, u.status, m.tenant_id::text, m.status,
+SELECT u.id::text, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, m.tenant_id::text, m.status,
        ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at
 FROM memberships m JOIN users u ON u.id = m.user_id
 WHERE m.tenant_id = $1 AND m.user_id = $2`
@@ -177,6 +185,43 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 		return Me{}, fmt.Errorf("update me: %w", err)
 	}
 	return me, nil
+}
+
+// RequestEmailChange mails a verification link to newEmail; the address
+// changes only when the link is used (see package lifecycle). An address
+// that another account has is ErrEmailTaken.
+func (s *Store) RequestEmailChange(ctx context.Context, userID, tenantID, newEmail, requestID string) error {
+	const q = `
+SELECT u.email, u.display_name,
+       EXISTS (SELECT 1 FROM users o WHERE lower(o.email) = lower($2) AND o.id <> u.id)
+FROM users u
+WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			current, name string
+			taken         bool
+		)
+		if err := tx.QueryRow(ctx, q, userID, newEmail, tenantID).Scan(&current, &name, &taken); err != nil {
+			return mapErr(err)
+		}
+		if taken {
+			return ErrEmailTaken
+		}
+		if strings.EqualFold(current, newEmail) {
+			return ErrSameEmail
+		}
+		if err := onetime.SendVerification(ctx, tx, userID, newEmail, name, true, requestID); err != nil {
+			return err
+		}
+		return audit.Write(ctx, tx, audit.Event{
+			TenantID: tenantID, ActorUserID: userID, Action: "user.email_change_requested",
+			TargetType: "user", TargetID: userID, RequestID: requestID,
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("request email change: %w", err)
+	}
+	return nil
 }
 
 // ListParams selects a page of members ordered by join time then id.
@@ -267,9 +312,12 @@ type NewMember struct {
 	Roles       []string // defaults to member
 }
 
-// Create adds a member to the tenant, creating the user if the email is new.
-func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n NewMember) (Member, error) {
-	const qFind = `SELECT id::text FROM users WHERE lower(email) = lower($1)`
+// Create adds a member to the tenant, creating the user if the email is
+// new. For an address that already has an account nobody is added: an
+// invitation is created instead (returned, with a zero Member), which
+// that account's owner may accept. Nothing of the existing account leaks
+// into the answer, and a password given for it is ignored.
+func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n NewMember) (Member, *invitations.Invitation, error) {
 	const qInsert = `
 INSERT INTO users (email, display_name, password_hash) VALUES ($1, $2, $3)
 ON CONFLICT ((lower(email))) DO NOTHING
@@ -283,15 +331,18 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	var hash *string
 	if n.Password != "" {
 		if s.hasher == nil {
-			return Member{}, ErrNoHasher
+			return Member{}, nil, ErrNoHasher
 		}
 		h, err := s.hasher.Hash(ctx, n.Password)
 		if err != nil {
-			return Member{}, fmt.Errorf("create member: %w", err)
+			return Member{}, nil, fmt.Errorf("create member: %w", err)
 		}
 		hash = &h
 	}
-	var m Member
+	var (
+		m   Member
+		inv *invitations.Invitation
+	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var perms []string
 		if err := tx.QueryRow(ctx, qRolePerms, tenantID, n.Roles, s.all, s.member).Scan(&perms); err != nil {
@@ -301,14 +352,18 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 			return roles.ErrEscalation
 		}
 		var userID string
-		created := true
 		err := tx.QueryRow(ctx, qInsert, n.Email, n.DisplayName, hash).Scan(&userID)
 		if errors.Is(err, pgx.ErrNoRows) {
-			created = false
-			if hash != nil {
-				return ErrExistingUserPassword
+			// An account exists: its owner must consent.
+			i, err := invitations.Create(ctx, tx, tenantID, a, n.Email, n.Roles)
+			if errors.Is(err, invitations.ErrUnknownRole) {
+				return tenants.ErrUnknownRole
 			}
-			err = tx.QueryRow(ctx, qFind, n.Email).Scan(&userID)
+			if errors.Is(err, invitations.ErrIsMember) {
+				return ErrAlreadyMember
+			}
+			inv = &i
+			return err
 		}
 		if err != nil {
 			return mapErr(err)
@@ -319,11 +374,15 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 			}
 			return err
 		}
+		// The new account's owner has not proven the address yet.
+		if err := onetime.SendVerification(ctx, tx, userID, n.Email, n.DisplayName, false, a.RequestID); err != nil {
+			return err
+		}
 		// The proxy may hold a "no membership" answer for this user.
 		if err := audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.added",
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
-			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": created},
+			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": true},
 		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
 			return err
 		}
@@ -331,9 +390,9 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		return err
 	})
 	if err != nil {
-		return Member{}, fmt.Errorf("create member: %w", err)
+		return Member{}, nil, fmt.Errorf("create member: %w", err)
 	}
-	return m, nil
+	return m, inv, nil
 }
 
 // lockOwners serialises every change that can remove an owner in a tenant,

@@ -2,7 +2,8 @@
 // it applies the migrations to $DATABASE_URL, starts an embedded NATS server
 // (unless NATS_URL is set), creates development keys under .data/, builds and
 // starts coreapi (127.0.0.1:8081) and authproxy (:8080), seeds a demo tenant,
-// and prints a curl tour. Ctrl-C or SIGTERM stops everything in order.
+// starts Mailpit (SMTP 127.0.0.1:1025, UI 127.0.0.1:8025, built from the
+// module proxy into .data/) unless SMTP_URL is set, and prints a curl tour. Ctrl-C or SIGTERM stops everything in order.
 //
 // Every step is idempotent: running it again reuses the keys, the database
 // and the demo users.
@@ -55,8 +56,14 @@ type options struct {
 	coreAdmin   string
 	proxyAddr   string
 	proxyAdmin  string
-	readyWait   time.Duration
-	stopWait    time.Duration
+	// Mailpit's SMTP and web UI/API addresses (when SMTP_URL is unset).
+	mailSMTPAddr string
+	mailUIAddr   string
+	// mailUI is the Mailpit UI the tour points at; empty when mail goes
+	// to the user's SMTP_URL.
+	mailUI    string
+	readyWait time.Duration
+	stopWait  time.Duration
 }
 
 func parseFlags(args []string, root string) (options, error) {
@@ -73,6 +80,8 @@ func parseFlags(args []string, root string) (options, error) {
 	fs.StringVar(&o.coreAdmin, "core-admin-addr", "127.0.0.1:9091", "coreapi admin address")
 	fs.StringVar(&o.proxyAddr, "proxy-addr", ":8080", "authproxy listen address")
 	fs.StringVar(&o.proxyAdmin, "proxy-admin-addr", ":9090", "authproxy admin address")
+	fs.StringVar(&o.mailSMTPAddr, "mail-smtp-addr", "127.0.0.1:1025", "Mailpit SMTP address (unless SMTP_URL is set)")
+	fs.StringVar(&o.mailUIAddr, "mail-ui-addr", "127.0.0.1:8025", "Mailpit web UI and API address (unless SMTP_URL is set)")
 	fs.DurationVar(&o.readyWait, "ready-timeout", 90*time.Second, "how long each service may take to become ready")
 	fs.DurationVar(&o.stopWait, "stop-timeout", 20*time.Second, "how long each service may take to stop after SIGTERM before it is killed")
 	if err := fs.Parse(args); err != nil {
@@ -103,7 +112,13 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if dbURL == "" {
 		return errors.New("DATABASE_URL is unset: start the stack with `make run`, which finds or starts a PostgreSQL")
 	}
-	if err := portsFree(o.coreAddr, o.coreAdmin, o.proxyAddr, o.proxyAdmin); err != nil {
+	mp := planMail(os.Getenv("SMTP_URL"), o)
+	ports := []string{o.coreAddr, o.coreAdmin, o.proxyAddr, o.proxyAdmin}
+	if mp.mailpit {
+		ports = append(ports, mp.smtpAddr, mp.uiAddr)
+		o.mailUI = publicURL(mp.uiAddr)
+	}
+	if err := portsFree(ports...); err != nil {
 		return err
 	}
 
@@ -132,6 +147,23 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 			return err
 		}
 		logger.Info("identity hmac key", "file", hmacFile, "created", created)
+	}
+
+	if mp.mailpit {
+		logger.Info("building mailpit (about a minute the first time)", "version", mailpitVersion)
+		path, err := ensureMailpit(ctx, bin, logs)
+		if err != nil {
+			return err
+		}
+		mailpit, err := startChild(logger, "mailpit", path, mp.mailpitArgs(o.dataDir), environ(), logs)
+		if err != nil {
+			return err
+		}
+		defer mailpit.stop(logger, o.stopWait)
+		if err := waitReady(ctx, localURL(mp.uiAddr)+"/readyz", o.readyWait, mailpit); err != nil {
+			return fmt.Errorf("mailpit: %w", err)
+		}
+		logger.Info("mailpit ready", "smtp", mp.smtpAddr, "ui", o.mailUI)
 	}
 
 	natsURL := os.Getenv("NATS_URL")
@@ -163,7 +195,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"COREAPI_ADMIN_ADDR="+o.coreAdmin,
 		"DATABASE_URL="+dbURL,
 		"SIGNING_KEYS_DIR="+keysDir,
+		"SMTP_URL="+mp.smtpURL,
 	)
+	if os.Getenv("PUBLIC_BASE_URL") == "" {
+		// The mailed links open through the proxy.
+		coreEnv = append(coreEnv, "PUBLIC_BASE_URL="+publicURL(o.proxyAddr))
+	}
 	// The proxy never sees the database credentials.
 	proxyEnv := append(append(environ("DATABASE_URL"), common...),
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,

@@ -67,6 +67,11 @@ func TestRunTwice(t *testing.T) {
 	os.Unsetenv("NATS_URL")
 	t.Setenv("IDENTITY_HMAC_KEY", "")
 	os.Unsetenv("IDENTITY_HMAC_KEY")
+	// Mail goes to an in-process SMTP server (TestMailpit covers Mailpit).
+	catcher := startSMTPCatcher(t)
+	t.Setenv("SMTP_URL", "smtp://"+catcher.addr)
+	t.Setenv("PUBLIC_BASE_URL", "")
+	os.Unsetenv("PUBLIC_BASE_URL")
 	data := t.TempDir()
 
 	var firstKey []byte
@@ -112,11 +117,17 @@ func TestRunTwice(t *testing.T) {
 			regexp.MustCompile(`(?m)^revoke 2\d\d$`),
 			regexp.MustCompile(`(?m)^forged 401$`),
 			regexp.MustCompile(`(?m)^authproxy_`),
+			regexp.MustCompile(`(?m)^forgot 202$`),
 		} {
 			if !want.Match(out) {
 				t.Errorf("run #%d: tour output lacks %s:\n%s", i+1, want, out)
 			}
 		}
+
+		if !strings.Contains(stdout.String(), "sent to SMTP_URL") {
+			t.Errorf("run #%d: the tour does not say where the mail goes:\n%s", i+1, stdout)
+		}
+		waitMail(t, catcher, "admin@example.com Reset your password", i+1)
 
 		cancel() // as SIGINT/SIGTERM would
 		select {
@@ -149,6 +160,27 @@ func TestRunTwice(t *testing.T) {
 		} else if d != firstDemo {
 			t.Errorf("second run seeded %+v, want the first run's %+v", d, firstDemo)
 		}
+	}
+}
+
+// waitMail waits until the catcher has received n mails to "rcpt subject".
+func waitMail(t *testing.T, c *smtpCatcher, want string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := 0
+		for _, m := range c.received() {
+			if m == want {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d mails %q after 20s, want %d; received %v", got, want, n, c.received())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -195,10 +195,11 @@ Tollgate is running.
   demo       tenant %[6]s
              admin  %[7]s / %[8]s (owner)
              member %[9]s (id %[10]s)
+  mail       %[12]s
 %[11]s
 Ctrl-C stops everything.
 `, publicURL(o.proxyAddr), publicURL(o.proxyAdmin), o.coreAddr, o.coreAdmin, natsURL,
-		d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, tourScript(d, o))
+		d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, tourScript(d, o), mailWhere(o))
 }
 
 // publicURL is localURL spelled the way a person types it.
@@ -231,7 +232,31 @@ curl -s -o /dev/null -w 'revoke %%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[
 # A forged identity header without a token gets 401: the proxy strips it
 curl -s -o /dev/null -w 'forged %%{http_code}\n' %[1]s/api/v1/users/me -H 'X-Auth-User-Id: %[6]s'
 
+# 6. Forgot password: the answer is the same for every address; the reset
+#    link (and the verification link of step 1) is in the mail
+curl -s -o /dev/null -w 'forgot %%{http_code}\n' %[1]s/api/v1/auth/password/forgot \
+  -H 'content-type: application/json' -d '{"email":"%[2]s"}'
+%[8]s
 # Metrics
 curl -s %[7]s/metrics | grep '^authproxy_' | head
-`, publicURL(o.proxyAddr), o.email, o.password, d.TenantID, d.MemberID, d.AdminID, publicURL(o.proxyAdmin))
+`, publicURL(o.proxyAddr), o.email, o.password, d.TenantID, d.MemberID, d.AdminID, publicURL(o.proxyAdmin), readMail(o))
+}
+
+// mailWhere says in the tour where the mails go.
+func mailWhere(o options) string {
+	if o.mailUI != "" {
+		return "Mailpit " + o.mailUI + " (every mail the stack sends; SMTP " + o.mailSMTPAddr + ")"
+	}
+	return "sent to SMTP_URL (Mailpit not started)"
+}
+
+// readMail is the tour's last step: list the caught mails.
+func readMail(o options) string {
+	if o.mailUI == "" {
+		return ""
+	}
+	return fmt.Sprintf(`
+# Read the mails in the Mailpit UI at %[1]s, or through its API:
+sleep 2; curl -s %[1]s/api/v1/messages | grep -o '"Subject":"[^"]*"' | head
+`, o.mailUI)[1:]
 }

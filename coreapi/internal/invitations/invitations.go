@@ -1,0 +1,332 @@
+// Package invitations stores invitations into a tenant. An invitation
+// adds nobody: the invitee accepts it with the mailed token (proof of the
+// mailbox) and, for an existing account, that account's own credentials
+// (see package lifecycle). Creating one queues the mail in the same
+// transaction; roles are never above the inviter's, checked again at
+// accept.
+package invitations
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+)
+
+// TTL is how long an invitation can be accepted.
+const TTL = 7 * 24 * time.Hour
+
+// Statuses.
+const (
+	StatusPending  = "pending"
+	StatusAccepted = "accepted"
+	StatusRevoked  = "revoked"
+	StatusExpired  = "expired"
+)
+
+// Errors.
+var (
+	ErrNotFound    = errors.New("invitation not found")
+	ErrPending     = errors.New("this address already has a pending invitation to this tenant; resend it instead")
+	ErrNotPending  = errors.New("the invitation is no longer pending")
+	ErrIsMember    = errors.New("this address already belongs to a member of this tenant")
+	ErrUnknownRole = errors.New("unknown role")
+)
+
+// Invitation is one invitation as its tenant sees it.
+type Invitation struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	Roles     []string  `json:"roles"`
+	Status    string    `json:"status"`
+	ExpiresAt time.Time `json:"expires_at"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// cols reads an Invitation; a pending one past its expiry shows expired.
+const cols = `id::text, email, roles,
+    CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END,
+    expires_at, created_at`
+
+// Store reads and writes invitations.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store on pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Create invites email into tenantID with roles (default member) inside
+// tx, and queues the invitation mail.
+func Create(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
+	const (
+		qPrep = `
+SELECT t.name,
+       coalesce((SELECT display_name FROM users WHERE id = NULLIF($3, '')::uuid), ''),
+       (SELECT count(*) FROM roles r WHERE r.tenant_id = t.id AND r.name = ANY($4::text[])),
+       (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM roles r, unnest(r.permissions) p
+        WHERE r.tenant_id = t.id AND r.name = ANY($4::text[])),
+       EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
+               WHERE m.tenant_id = t.id AND lower(u.email) = lower($2))
+FROM tenants t WHERE t.id = $1`
+		qExpire = `
+UPDATE invitations SET status = 'expired', updated_at = now()
+WHERE tenant_id = $1 AND lower(email) = lower($2) AND status = 'pending' AND expires_at <= now()`
+		qInsert = `
+INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
+VALUES ($1, $2, $3, $4, NULLIF($5, '')::uuid, now() + make_interval(secs => $6))
+RETURNING ` + cols
+	)
+	if len(roleNames) == 0 {
+		roleNames = []string{roles.Member}
+	}
+	var (
+		tenantName, inviter string
+		known               int
+		perms               []string
+		member              bool
+	)
+	if err := tx.QueryRow(ctx, qPrep, tenantID, email, a.UserID, roleNames).Scan(&tenantName, &inviter, &known, &perms, &member); err != nil {
+		return Invitation{}, fmt.Errorf("prepare invitation: %w", err)
+	}
+	if known != len(roleNames) {
+		return Invitation{}, ErrUnknownRole
+	}
+	if !a.Covers(perms) {
+		return Invitation{}, roles.ErrEscalation
+	}
+	if member {
+		return Invitation{}, ErrIsMember
+	}
+	if _, err := tx.Exec(ctx, qExpire, tenantID, email); err != nil {
+		return Invitation{}, fmt.Errorf("expire invitations: %w", err)
+	}
+	raw, hash, err := onetime.New()
+	if err != nil {
+		return Invitation{}, err
+	}
+	rows, _ := tx.Query(ctx, qInsert, tenantID, email, roleNames, hash, a.UserID, TTL.Seconds())
+	inv, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Invitation])
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		return Invitation{}, ErrPending
+	}
+	if err != nil {
+		return Invitation{}, fmt.Errorf("create invitation: %w", err)
+	}
+	err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindInvitation, To: email, Token: raw,
+		Data: mail.Data{TenantName: tenantName, InviterName: inviter, ExpiresAt: inv.ExpiresAt}})
+	if err != nil {
+		return Invitation{}, err
+	}
+	err = audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: "invitation.created",
+		TargetType: "invitation", TargetID: inv.ID, RequestID: a.RequestID,
+		Data: map[string]any{"email": email, "roles": roleNames}})
+	return inv, err
+}
+
+// Create is the package-level Create in its own transaction.
+func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
+	var inv Invitation
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		inv, err = Create(ctx, tx, tenantID, a, email, roleNames)
+		return err
+	})
+	return inv, err
+}
+
+// Cursor is a position in a tenant's invitation list.
+type Cursor struct {
+	CreatedAt time.Time `json:"c"`
+	ID        string    `json:"i"`
+}
+
+// List returns up to limit invitations of the tenant after the cursor
+// (oldest first).
+func (s *Store) List(ctx context.Context, tenantID string, limit int, after *Cursor) ([]Invitation, error) {
+	const q = `
+SELECT ` + cols + ` FROM invitations
+WHERE tenant_id = $1 AND (created_at, id) > ($2, $3::uuid)
+ORDER BY created_at, id
+LIMIT $4`
+	at, id := time.Time{}, "00000000-0000-0000-0000-000000000000"
+	if after != nil {
+		at, id = after.CreatedAt, after.ID
+	}
+	rows, _ := s.pool.Query(ctx, q, tenantID, at, id, limit)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Invitation])
+	if err != nil {
+		return nil, fmt.Errorf("list invitations: %w", err)
+	}
+	return out, nil
+}
+
+// Revoke withdraws a pending invitation.
+func (s *Store) Revoke(ctx context.Context, tenantID, id string, a roles.Actor) error {
+	const q = `
+UPDATE invitations SET status = 'revoked', updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND status = 'pending'
+RETURNING email`
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var email string
+		err := tx.QueryRow(ctx, q, tenantID, id).Scan(&email)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return s.missing(ctx, tx, tenantID, id)
+		}
+		if err != nil {
+			return fmt.Errorf("revoke invitation: %w", err)
+		}
+		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: "invitation.revoked",
+			TargetType: "invitation", TargetID: id, RequestID: a.RequestID, Data: map[string]any{"email": email}})
+	})
+}
+
+// missing tells ErrNotFound from ErrNotPending.
+func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM invitations WHERE tenant_id = $1 AND id = $2)`, tenantID, id).Scan(&exists); err != nil {
+		return fmt.Errorf("find invitation: %w", err)
+	}
+	if exists {
+		return ErrNotPending
+	}
+	return ErrNotFound
+}
+
+// Resend gives a pending invitation a new token and expiry and mails it
+// again; the previous link dies.
+func (s *Store) Resend(ctx context.Context, tenantID, id string, a roles.Actor) (Invitation, error) {
+	const q = `
+UPDATE invitations i SET token_hash = $3, expires_at = now() + make_interval(secs => $4), updated_at = now()
+WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
+RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
+    coalesce((SELECT display_name FROM users WHERE id = NULLIF($5, '')::uuid), '')`
+	var inv Invitation
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		raw, hash, err := onetime.New()
+		if err != nil {
+			return err
+		}
+		var tenantName, inviter string
+		err = tx.QueryRow(ctx, q, tenantID, id, hash, TTL.Seconds(), a.UserID).Scan(
+			&inv.ID, &inv.Email, &inv.Roles, &inv.Status, &inv.ExpiresAt, &inv.CreatedAt, &tenantName, &inviter)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return s.missing(ctx, tx, tenantID, id)
+		}
+		if err != nil {
+			return fmt.Errorf("resend invitation: %w", err)
+		}
+		err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindInvitation, To: inv.Email, Token: raw,
+			Data: mail.Data{TenantName: tenantName, InviterName: inviter, ExpiresAt: inv.ExpiresAt}})
+		if err != nil {
+			return err
+		}
+		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: "invitation.resent",
+			TargetType: "invitation", TargetID: id, RequestID: a.RequestID})
+	})
+	return inv, err
+}
+
+// Mine is a pending invitation addressed to the caller.
+type Mine struct {
+	ID         string    `json:"id"`
+	TenantID   string    `json:"tenant_id"`
+	TenantName string    `json:"tenant_name"`
+	Roles      []string  `json:"roles"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// ForUser lists the live pending invitations addressed to userID's email
+// (at most 100, newest first).
+func (s *Store) ForUser(ctx context.Context, userID string) ([]Mine, error) {
+	const q = `
+SELECT i.id::text, i.tenant_id::text, t.name, i.roles, i.expires_at, i.created_at
+FROM users u
+JOIN invitations i ON lower(i.email) = lower(u.email) AND i.status = 'pending' AND i.expires_at > now()
+JOIN tenants t ON t.id = i.tenant_id
+WHERE u.id = $1
+ORDER BY i.created_at DESC, i.id
+LIMIT 100`
+	rows, _ := s.pool.Query(ctx, q, userID)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Mine])
+	if err != nil {
+		return nil, fmt.Errorf("list my invitations: %w", err)
+	}
+	return out, nil
+}
+
+// Pending is an invitation being accepted, locked in the caller's
+// transaction.
+type Pending struct {
+	ID        string
+	TenantID  string
+	Email     string
+	Roles     []string
+	Status    string
+	Expired   bool
+	InvitedBy *string
+}
+
+// ErrInvalidToken: no invitation has this token (never issued, replaced by
+// a resend, or tampered with).
+var ErrInvalidToken = errors.New("the invitation link is not valid")
+
+// Lock finds the invitation of a raw token and locks it (FOR UPDATE).
+func Lock(ctx context.Context, tx pgx.Tx, raw string) (Pending, error) {
+	const q = `
+SELECT id::text, tenant_id::text, email, roles, status, expires_at <= now(), invited_by::text
+FROM invitations WHERE token_hash = $1 FOR UPDATE`
+	if raw == "" || len(raw) > 200 {
+		return Pending{}, ErrInvalidToken
+	}
+	var p Pending
+	err := tx.QueryRow(ctx, q, onetime.Hash(raw)).Scan(&p.ID, &p.TenantID, &p.Email, &p.Roles, &p.Status, &p.Expired, &p.InvitedBy)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Pending{}, ErrInvalidToken
+	}
+	if err != nil {
+		return Pending{}, fmt.Errorf("find invitation: %w", err)
+	}
+	return p, nil
+}
+
+// GrantableRoles re-checks an invitation's roles at accept: the roles that
+// still exist, and whether the inviter (still an active member) holds
+// every permission they grant. An inviter who left or was demoted can no
+// longer hand out what the invitation names.
+func GrantableRoles(ctx context.Context, tx pgx.Tx, p Pending) ([]string, bool, error) {
+	const q = `
+SELECT ARRAY(SELECT r.name FROM roles r WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) ORDER BY r.name),
+       ARRAY(SELECT DISTINCT x FROM roles r, unnest(r.permissions) x WHERE r.tenant_id = $1 AND r.name = ANY($2::text[])),
+       ARRAY(SELECT DISTINCT x FROM memberships m
+             JOIN users u ON u.id = m.user_id AND u.status = 'active'
+             JOIN membership_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+             JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id, unnest(r.permissions) x
+             WHERE m.tenant_id = $1 AND m.user_id = $3::uuid AND m.status = 'active')`
+	var names, need, have []string
+	if err := tx.QueryRow(ctx, q, p.TenantID, p.Roles, p.InvitedBy).Scan(&names, &need, &have); err != nil {
+		return nil, false, fmt.Errorf("check invitation roles: %w", err)
+	}
+	ok := roles.Actor{Permissions: have}.Covers(need)
+	return names, ok, nil
+}
+
+// MarkAccepted records the accept.
+func MarkAccepted(ctx context.Context, tx pgx.Tx, id, userID string) error {
+	const q = `UPDATE invitations SET status = 'accepted', accepted_by = $2, updated_at = now() WHERE id = $1`
+	if _, err := tx.Exec(ctx, q, id, userID); err != nil {
+		return fmt.Errorf("accept invitation: %w", err)
+	}
+	return nil
+}

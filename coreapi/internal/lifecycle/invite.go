@@ -1,0 +1,350 @@
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+func actor(c *fiber.Ctx) roles.Actor {
+	id := httpapi.IdentityOf(c)
+	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c))}
+}
+
+type createInvitationBody struct {
+	Email string   `json:"email"`
+	Roles []string `json:"roles"`
+}
+
+func (s *Service) createInvitation(c *fiber.Ctx) error {
+	var b createInvitationBody
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	email := strings.TrimSpace(b.Email)
+	if !mail.ValidAddress(email) {
+		return validation("email", "not an email address")
+	}
+	if len(b.Roles) > 32 {
+		return validation("roles", "at most 32 roles")
+	}
+	for _, r := range b.Roles {
+		if !roles.ValidName(r) {
+			return validation("roles", "invalid role name")
+		}
+	}
+	inv, err := s.invitations.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), email, users.SortedUnique(b.Roles))
+	if err != nil {
+		return err
+	}
+	c.Location("/api/v1/invitations/" + inv.ID)
+	return c.Status(fiber.StatusCreated).JSON(inv)
+}
+
+type invitationList struct {
+	Data       []invitations.Invitation `json:"data"`
+	NextCursor *string                  `json:"next_cursor"`
+}
+
+func (s *Service) listInvitations(c *fiber.Ctx) error {
+	tid := httpapi.IdentityOf(c).TenantID
+	limit := 50
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 200 {
+			return problem.New(fiber.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
+		}
+		limit = n
+	}
+	var after *invitations.Cursor
+	if v := c.Query("cursor"); v != "" {
+		var k invitations.Cursor
+		if err := s.cursors.Decode("invitations", tid, v, &k); err != nil {
+			return err
+		}
+		if _, err := uuid.Parse(k.ID); err != nil {
+			return problem.New(fiber.StatusBadRequest, "invalid_cursor", "cursor is not one this list returned")
+		}
+		after = &k
+	}
+	rows, err := s.invitations.List(c.UserContext(), tid, limit+1, after)
+	if err != nil {
+		return err
+	}
+	out := invitationList{Data: rows}
+	if out.Data == nil {
+		out.Data = []invitations.Invitation{}
+	}
+	if len(rows) > limit {
+		out.Data = rows[:limit]
+		last := out.Data[limit-1]
+		cur := s.cursors.Encode("invitations", tid, invitations.Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
+		out.NextCursor = &cur
+	}
+	return c.JSON(out)
+}
+
+func invitationID(c *fiber.Ctx) (string, error) {
+	id, err := uuid.Parse(c.Params("id"))
+	if err != nil {
+		return "", problem.New(fiber.StatusNotFound, problem.CodeNotFound, invitations.ErrNotFound.Error())
+	}
+	return id.String(), nil
+}
+
+func (s *Service) revokeInvitation(c *fiber.Ctx) error {
+	id, err := invitationID(c)
+	if err != nil {
+		return err
+	}
+	if err := s.invitations.Revoke(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (s *Service) resendInvitation(c *fiber.Ctx) error {
+	id, err := invitationID(c)
+	if err != nil {
+		return err
+	}
+	inv, err := s.invitations.Resend(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(inv)
+}
+
+type myInvitations struct {
+	Data []invitations.Mine `json:"data"`
+}
+
+// myInvitations lists the pending invitations addressed to the caller,
+// once the caller has proven the address (else anyone who signed up with
+// someone else's address would see that person's invitations).
+func (s *Service) myInvitations(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	var verified bool
+	if err := s.pool.QueryRow(ctx, `SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1`, id.UserID).Scan(&verified); err != nil {
+		return fmt.Errorf("load user: %w", err)
+	}
+	if !verified {
+		return problem.New(fiber.StatusForbidden, problem.CodeEmailUnverified, "verify your email address to see the invitations sent to it")
+	}
+	list, err := s.invitations.ForUser(ctx, id.UserID)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []invitations.Mine{}
+	}
+	return c.JSON(myInvitations{Data: list})
+}
+
+type acceptBody struct {
+	Token       string  `json:"token"`
+	Password    *string `json:"password"`
+	DisplayName *string `json:"display_name"`
+}
+
+var (
+	errMismatch = problem.New(fiber.StatusForbidden, problem.CodeInvitationMismatch,
+		"this invitation was sent to another address than this account's")
+	errAccountExists = problem.New(fiber.StatusUnauthorized, problem.CodeAccountExists,
+		"an account has this address: accept signed in as it, or with its password")
+	errInviterCannotGrant = problem.New(fiber.StatusForbidden, problem.CodeForbidden,
+		"whoever sent this invitation can no longer grant its roles")
+)
+
+// acceptInvitation adds the invitee to the inviting tenant and opens a
+// session there. A new address gets an account (verified: the link proved
+// the mailbox); an existing account must be the caller (bearer) or give
+// its password, and its address must be the invited one.
+func (s *Service) acceptInvitation(c *fiber.Ctx) error {
+	var b acceptBody
+	if err := decode(c, &b); err != nil {
+		return formError(c, PageAcceptInvitation, "", err)
+	}
+	if b.Token == "" {
+		return formError(c, PageAcceptInvitation, "", validation("token", "required"))
+	}
+	if b.DisplayName != nil && len([]rune(*b.DisplayName)) > users.MaxDisplayName {
+		return formError(c, PageAcceptInvitation, b.Token, validation("display_name", "at most 200 characters"))
+	}
+	resp, err := s.accept(c, b)
+	if err != nil {
+		if secs, ok := auth.RetryAfter(err); ok {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+		}
+		return formError(c, PageAcceptInvitation, b.Token, err)
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return done(c, PageAcceptInvitation, fiber.StatusOK, resp)
+}
+
+// usable refuses an invitation that can no longer be accepted.
+func usable(p invitations.Pending) error {
+	switch {
+	case p.Status == invitations.StatusRevoked:
+		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was withdrawn")
+	case p.Status != invitations.StatusPending:
+		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was already used")
+	case p.Expired:
+		return problem.New(fiber.StatusGone, problem.CodeLinkExpired, "the invitation has expired; ask for a new one")
+	}
+	return nil
+}
+
+func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error) {
+	ctx := c.UserContext()
+	id := httpapi.IdentityOf(c)
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
+	ip := strings.Clone(clientIP(c))
+
+	// Look the invitation up first (unlocked) to know whose credentials
+	// to check; everything is checked again under the lock below.
+	var email string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		p, err := invitations.Lock(ctx, tx, b.Token)
+		if err != nil {
+			return err
+		}
+		email = p.Email
+		return usable(p)
+	})
+	if err != nil {
+		return auth.TokenResponse{}, err
+	}
+	const qAccount = `SELECT id::text, lower(email) = lower($2), status, token_version FROM users WHERE id = $1`
+	var (
+		userID string
+		tv     int64
+		hash   string // set for a new account
+	)
+	switch {
+	case id.UserID != "":
+		userID = id.UserID
+	default:
+		var exists bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))`, email).Scan(&exists); err != nil {
+			return auth.TokenResponse{}, fmt.Errorf("find account: %w", err)
+		}
+		switch {
+		case exists && (b.Password == nil || *b.Password == ""):
+			return auth.TokenResponse{}, errAccountExists
+		case exists:
+			if userID, _, err = s.auth.CheckPassword(ctx, email, *b.Password, ip); err != nil {
+				return auth.TokenResponse{}, err
+			}
+		default:
+			if b.Password == nil {
+				return auth.TokenResponse{}, validation("password", "required to create the account")
+			}
+			if err := password.CheckNew(*b.Password); err != nil {
+				return auth.TokenResponse{}, validation("password", err.Error())
+			}
+			if hash, err = s.passwords.Hash(ctx, *b.Password); err != nil {
+				return auth.TokenResponse{}, err
+			}
+		}
+	}
+	var g auth.Grant
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		p, err := invitations.Lock(ctx, tx, b.Token)
+		if err != nil {
+			return err
+		}
+		if err := usable(p); err != nil {
+			return err
+		}
+		names, ok, err := invitations.GrantableRoles(ctx, tx, p)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errInviterCannotGrant
+		}
+		created := false
+		if userID == "" {
+			name := ""
+			if b.DisplayName != nil {
+				name = strings.TrimSpace(*b.DisplayName)
+			}
+			const qNew = `
+INSERT INTO users (email, display_name, password_hash, email_verified_at) VALUES ($1, $2, $3, now())
+RETURNING id::text, token_version`
+			if err := tx.QueryRow(ctx, qNew, p.Email, name, hash).Scan(&userID, &tv); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && pe.Code == "23505" {
+					return errAccountExists // signed up meanwhile
+				}
+				return fmt.Errorf("create account: %w", err)
+			}
+			created = true
+		} else {
+			var (
+				same   bool
+				status string
+			)
+			if err := tx.QueryRow(ctx, qAccount+` FOR UPDATE`, userID, p.Email).Scan(&userID, &same, &status, &tv); err != nil {
+				return fmt.Errorf("load account: %w", err)
+			}
+			if !same {
+				return errMismatch
+			}
+			if status != "active" {
+				return problem.New(fiber.StatusForbidden, "user_disabled", "this account is disabled")
+			}
+			// The link reached the mailbox: the address is proven.
+			if _, err := tx.Exec(ctx, `UPDATE users SET email_verified_at = coalesce(email_verified_at, now()) WHERE id = $1`, userID); err != nil {
+				return fmt.Errorf("verify email: %w", err)
+			}
+		}
+		if err := tenants.AddMember(ctx, tx, p.TenantID, userID, names...); err != nil {
+			if errors.Is(err, tenants.ErrAlreadyMember) {
+				return problem.New(fiber.StatusConflict, "already_member", "this account is already a member of the tenant")
+			}
+			return err
+		}
+		if err := invitations.MarkAccepted(ctx, tx, p.ID, userID); err != nil {
+			return err
+		}
+		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: "invitation.accepted",
+			TargetType: "invitation", TargetID: p.ID, RequestID: rid,
+			Data: map[string]any{"email": p.Email, "roles": names, "user_created": created}},
+			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
+			return err
+		}
+		issued, err := s.auth.Sessions().CreateAt(ctx, tx, userID, p.TenantID, ua, ip, tv)
+		if err != nil {
+			return err
+		}
+		g = auth.Grant{UserID: userID, TenantID: p.TenantID, SessionID: issued.SessionID, TokenVersion: tv, RefreshToken: issued.RefreshToken}
+		return nil
+	})
+	if err != nil {
+		return auth.TokenResponse{}, err
+	}
+	return s.auth.Issue(g)
+}

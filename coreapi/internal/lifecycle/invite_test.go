@@ -1,0 +1,353 @@
+package lifecycle_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+type invitation struct {
+	ID     string   `json:"id"`
+	Email  string   `json:"email"`
+	Roles  []string `json:"roles"`
+	Status string   `json:"status"`
+}
+
+func (x *env) invite(t *testing.T, as identity.Identity, email string, roles ...string) invitation {
+	t.Helper()
+	body := map[string]any{"email": email}
+	if roles != nil {
+		body["roles"] = roles
+	}
+	r := x.Send(t, &as, http.MethodPost, "/api/v1/invitations", body)
+	wantStatus(t, r, http.StatusCreated)
+	var inv invitation
+	r.JSON(t, &inv)
+	return inv
+}
+
+func (x *env) accept(t *testing.T, as *identity.Identity, body map[string]string) (tokens, int, string) {
+	t.Helper()
+	r := x.Send(t, as, http.MethodPost, "/api/v1/invitations/accept", body)
+	if r.Status != http.StatusOK {
+		return tokens{}, r.Status, r.Problem(t).Code
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	return tk, r.Status, ""
+}
+
+func (x *env) isMember(t *testing.T, tenantID, email string) bool {
+	return x.count(t, `SELECT count(*) FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND lower(u.email) = lower($2)`, tenantID, email) == 1
+}
+
+func TestInviteNewAddress(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	inv := x.invite(t, owner.id, "newbie@example.com", "admin")
+	if inv.Status != "pending" || inv.Email != "newbie@example.com" || len(inv.Roles) != 1 || inv.Roles[0] != "admin" {
+		t.Fatalf("invitation = %+v", inv)
+	}
+	if x.isMember(t, owner.c.Tid, "newbie@example.com") {
+		t.Fatal("inviting added somebody")
+	}
+	m := x.mail(t, "newbie@example.com", "T of owner@acme.test")
+	if !strings.Contains(m.Raw, "http://localhost:8080/accept-invitation?token=") {
+		t.Fatalf("no accept link:\n%s", m.Raw)
+	}
+	// A new address needs a password for its account.
+	if _, st, code := x.accept(t, nil, map[string]string{"token": m.Token()}); st != 422 || code != problem.CodeValidation {
+		t.Errorf("accept without a password: %d %s", st, code)
+	}
+	tk, st, code := x.accept(t, nil, map[string]string{"token": m.Token(), "password": "newbie's password", "display_name": "Newbie"})
+	if st != 200 {
+		t.Fatalf("accept: %d %s", st, code)
+	}
+	c := claimsOf(t, tk.AccessToken)
+	if tk.TenantID != owner.c.Tid || c.Tid != owner.c.Tid {
+		t.Errorf("tokens for tenant %s, want the inviting %s", tk.TenantID, owner.c.Tid)
+	}
+	id := x.identity(t, c)
+	if got := x.me(t, account{id: id}); !got.EmailVerified || got.Email != "newbie@example.com" {
+		t.Errorf("new account: %+v; want verified (the link proved the mailbox)", got)
+	}
+	if len(id.Roles) != 1 || id.Roles[0] != "admin" {
+		t.Errorf("roles %v, want [admin]", id.Roles)
+	}
+	wantStatus(t, x.token(t, "newbie@example.com", "newbie's password"), 200)
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'invitation.accepted' AND tenant_id = $1`, owner.c.Tid); n != 1 {
+		t.Errorf("accept audited %d times", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(c.Sub)); n != 1 {
+		t.Errorf("%d invalidations for the new member", n)
+	}
+	// Used: a second accept fails.
+	if _, st, code := x.accept(t, nil, map[string]string{"token": m.Token(), "password": "whatever long"}); st != 410 || code != problem.CodeInvitationNotActive {
+		t.Errorf("second accept: %d %s", st, code)
+	}
+}
+
+// The attack: an owner adds an existing account to their tenant. It is
+// invited instead; only that account's owner can accept, with the link
+// and its own credentials.
+func TestInviteExistingAccountNeedsConsent(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	attacker := x.signup(t, "attacker@evil.test")
+	victim := x.signup(t, "victim@example.com")
+	x.flush(t)
+
+	r := x.Send(t, &attacker.id, http.MethodPost, "/api/v1/users", map[string]string{"email": "victim@example.com"})
+	wantStatus(t, r, http.StatusAccepted)
+	for _, leak := range []string{victim.c.Sub, "D victim@example.com", "user_status", victim.c.Tid} {
+		if strings.Contains(string(r.Body), leak) {
+			t.Errorf("the answer leaks %q: %s", leak, r.Body)
+		}
+	}
+	if x.isMember(t, attacker.c.Tid, "victim@example.com") {
+		t.Fatal("the victim was attached without consent")
+	}
+	tl := x.Get(t, &victim.id, "/api/v1/users/me/tenants")
+	if strings.Contains(string(tl.Body), attacker.c.Tid) {
+		t.Errorf("the attacker's tenant is in the victim's list: %s", tl.Body)
+	}
+	// Same address invited twice.
+	wantProblem(t, x.Send(t, &attacker.id, http.MethodPost, "/api/v1/invitations", map[string]string{"email": "VICTIM@example.com"}),
+		http.StatusConflict, problem.CodeInvitationPending)
+
+	tok := x.mail(t, "victim@example.com", "You are invited").Token()
+	// Existing account, no credentials: refused.
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok}); st != 401 || code != problem.CodeAccountExists {
+		t.Errorf("accept without credentials: %d %s", st, code)
+	}
+	// Wrong password: the sign-in answer (and it counts as a failure).
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "not the password"}); st != 400 || code != "invalid_grant" {
+		t.Errorf("accept with a wrong password: %d %s", st, code)
+	}
+	// Somebody else's bearer: the invited address is not theirs.
+	if _, st, code := x.accept(t, &attacker.id, map[string]string{"token": tok}); st != 403 || code != problem.CodeInvitationMismatch {
+		t.Errorf("accept as another account: %d %s", st, code)
+	}
+	if x.isMember(t, attacker.c.Tid, "victim@example.com") {
+		t.Fatal("a refused accept attached the victim")
+	}
+	// The victim, signed in, consents.
+	tk, st, code := x.accept(t, &victim.id, map[string]string{"token": tok})
+	if st != 200 || tk.TenantID != attacker.c.Tid {
+		t.Fatalf("the victim's accept: %d %s tenant %s", st, code, tk.TenantID)
+	}
+	if !x.isMember(t, attacker.c.Tid, "victim@example.com") {
+		t.Error("accepted but not a member")
+	}
+	if !x.me(t, victim).EmailVerified {
+		t.Error("accepting through the mailed link did not verify the address")
+	}
+}
+
+func TestInviteAcceptWithPassword(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "own@acme.test")
+	x.signup(t, "pat@example.com")
+	x.invite(t, owner.id, "pat@example.com")
+	tok := x.mail(t, "pat@example.com", "You are invited").Token()
+	tk, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw})
+	if st != 200 || tk.TenantID != owner.c.Tid {
+		t.Fatalf("accept with the account's password: %d %s", st, code)
+	}
+	id := x.identity(t, claimsOf(t, tk.AccessToken))
+	if len(id.Roles) != 1 || id.Roles[0] != "member" {
+		t.Errorf("roles %v, want the default [member]", id.Roles)
+	}
+}
+
+func TestInvitationLifecycle(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "boss@acme.test")
+	first := x.invite(t, owner.id, "a1@example.com")
+	x.invite(t, owner.id, "a2@example.com")
+	x.invite(t, owner.id, "a3@example.com")
+
+	t.Run("list pages", func(t *testing.T) {
+		r := x.Get(t, &owner.id, "/api/v1/invitations?limit=2")
+		wantStatus(t, r, 200)
+		var page struct {
+			Data       []invitation `json:"data"`
+			NextCursor *string      `json:"next_cursor"`
+		}
+		r.JSON(t, &page)
+		if len(page.Data) != 2 || page.NextCursor == nil || page.Data[0].ID != first.ID {
+			t.Fatalf("first page = %+v", page)
+		}
+		r = x.Get(t, &owner.id, "/api/v1/invitations?limit=2&cursor="+*page.NextCursor)
+		r.JSON(t, &page)
+		if len(page.Data) != 1 || page.NextCursor != nil || page.Data[0].Email != "a3@example.com" {
+			t.Errorf("second page = %+v", page)
+		}
+		wantProblem(t, x.Get(t, &owner.id, "/api/v1/invitations?cursor=forged"), 400, "invalid_cursor")
+		wantProblem(t, x.Get(t, &owner.id, "/api/v1/invitations?limit=0"), 400, "invalid_query")
+	})
+
+	t.Run("revoked before accept", func(t *testing.T) {
+		tok := x.mail(t, "a1@example.com", "invited").Token()
+		wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+first.ID, nil), http.StatusNoContent)
+		if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != 410 || code != problem.CodeInvitationNotActive {
+			t.Errorf("accept of a revoked invitation: %d %s", st, code)
+		}
+		wantProblem(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+first.ID, nil), 409, problem.CodeInvitationNotActive)
+		wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+first.ID+"/resend", nil), 409, problem.CodeInvitationNotActive)
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'invitation.revoked'`); n != 1 {
+			t.Errorf("revoke audited %d times", n)
+		}
+		// Revoked: the address can be invited again.
+		x.invite(t, owner.id, "a1@example.com")
+	})
+
+	t.Run("resend replaces the link", func(t *testing.T) {
+		old := x.mail(t, "a2@example.com", "invited").Token()
+		var inv invitation
+		r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+x.invitationID(t, "a2@example.com")+"/resend", nil)
+		wantStatus(t, r, 200)
+		r.JSON(t, &inv)
+		x.flush(t)
+		if n := x.mailsTo("a2@example.com"); n != 2 {
+			t.Fatalf("%d mails after resend, want 2", n)
+		}
+		if _, st, code := x.accept(t, nil, map[string]string{"token": old, "password": "a long password"}); st != 400 || code != problem.CodeLinkInvalid {
+			t.Errorf("accept with the replaced link: %d %s", st, code)
+		}
+		if _, st, code := x.accept(t, nil, map[string]string{"token": x.mail(t, "a2@example.com", "invited").Token(), "password": "a long password"}); st != 200 {
+			t.Errorf("accept with the new link: %d %s", st, code)
+		}
+	})
+
+	t.Run("expired", func(t *testing.T) {
+		tok := x.mail(t, "a3@example.com", "invited").Token()
+		x.exec(t, `UPDATE invitations SET expires_at = now() - interval '1 second' WHERE email = 'a3@example.com'`)
+		if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != 410 || code != problem.CodeLinkExpired {
+			t.Errorf("accept of an expired invitation: %d %s", st, code)
+		}
+		r := x.Get(t, &owner.id, "/api/v1/invitations?limit=200")
+		if !strings.Contains(string(r.Body), `"expired"`) {
+			t.Errorf("the expired invitation is not shown expired: %s", r.Body)
+		}
+		// An expired invitation does not block a new one.
+		x.invite(t, owner.id, "a3@example.com")
+	})
+
+	t.Run("tampered and unknown tokens", func(t *testing.T) {
+		for _, tok := range []string{"nope", strings.Repeat("x", 300)} {
+			if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != 400 || code != problem.CodeLinkInvalid {
+				t.Errorf("accept(%.10q): %d %s", tok, st, code)
+			}
+		}
+		if _, st, code := x.accept(t, nil, map[string]string{}); st != 422 || code != problem.CodeValidation {
+			t.Errorf("accept without a token: %d %s", st, code)
+		}
+	})
+
+	t.Run("bad requests", func(t *testing.T) {
+		member := x.SeedUserIn(t, owner.c.Tid, "plain@acme.test", "member")
+		admin := x.SeedUserIn(t, owner.c.Tid, "adm@acme.test", "admin")
+		for _, tt := range []struct {
+			name   string
+			as     identity.Identity
+			body   map[string]any
+			status int
+			code   string
+		}{
+			{"no users:write", member, map[string]any{"email": "z1@example.com"}, 403, problem.CodeInsufficientScope},
+			{"roles above the inviter's", admin, map[string]any{"email": "z2@example.com", "roles": []string{"owner"}}, 403, problem.CodeForbidden},
+			{"unknown role", owner.id, map[string]any{"email": "z3@example.com", "roles": []string{"wizard"}}, 422, problem.CodeValidation},
+			{"bad role name", owner.id, map[string]any{"email": "z3@example.com", "roles": []string{"Bad Name"}}, 422, problem.CodeValidation},
+			{"header injection", owner.id, map[string]any{"email": "z4@example.com\r\nBcc: evil@example.com"}, 422, problem.CodeValidation},
+			{"two addresses", owner.id, map[string]any{"email": "z5@example.com, evil@example.com"}, 422, problem.CodeValidation},
+			{"already a member", owner.id, map[string]any{"email": "plain@acme.test"}, 409, "already_member"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				wantProblem(t, x.Send(t, &tt.as, http.MethodPost, "/api/v1/invitations", tt.body), tt.status, tt.code)
+			})
+		}
+		wantProblem(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/not-a-uuid", nil), 404, problem.CodeNotFound)
+		wantProblem(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/00000000-0000-0000-0000-000000000001", nil), 404, problem.CodeNotFound)
+		// Another tenant's admin cannot see or touch these.
+		other := x.signup(t, "else@other.test")
+		wantProblem(t, x.Send(t, &other.id, http.MethodPost, "/api/v1/invitations/"+x.invitationID(t, "a3@example.com")+"/resend", nil), 404, problem.CodeNotFound)
+	})
+}
+
+func (x *env) invitationID(t *testing.T, email string) string {
+	t.Helper()
+	var id string
+	if err := x.DB.Pool.QueryRow(t.Context(), `SELECT id::text FROM invitations WHERE email = $1 AND status = 'pending'`, email).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// Roles are checked again at accept: an inviter demoted meanwhile can no
+// longer hand out what the invitation names.
+func TestInviteRolesRecheckedAtAccept(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	admin := x.SeedUserIn(t, owner.c.Tid, "adm@acme.test", "admin")
+	x.invite(t, admin, "newadmin@example.com", "admin")
+	x.exec(t, `DELETE FROM membership_roles mr USING roles r WHERE mr.role_id = r.id AND mr.user_id = $1 AND r.name = 'admin'`, admin.UserID)
+	tok := x.mail(t, "newadmin@example.com", "invited").Token()
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != 403 || code != problem.CodeForbidden {
+		t.Errorf("accept after the inviter was demoted: %d %s", st, code)
+	}
+	if x.isMember(t, owner.c.Tid, "newadmin@example.com") {
+		t.Error("joined anyway")
+	}
+}
+
+func TestMyInvitations(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	me := x.signup(t, "me@example.com")
+	x.invite(t, owner.id, "me@example.com")
+	// Unverified: someone who signed up with another's address must not
+	// read that person's invitations.
+	wantProblem(t, x.Get(t, &me.id, "/api/v1/users/me/invitations"), 403, problem.CodeEmailUnverified)
+	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE id = $1`, me.c.Sub)
+	r := x.Get(t, &me.id, "/api/v1/users/me/invitations")
+	wantStatus(t, r, 200)
+	var list struct {
+		Data []struct {
+			TenantID   string `json:"tenant_id"`
+			TenantName string `json:"tenant_name"`
+		} `json:"data"`
+	}
+	r.JSON(t, &list)
+	if len(list.Data) != 1 || list.Data[0].TenantID != owner.c.Tid || list.Data[0].TenantName != "T of o@acme.test" {
+		t.Errorf("my invitations = %+v", list)
+	}
+}
+
+// CR/LF in a tenant name and a display name (both chosen by users) never
+// reach a mail header.
+func TestInvitationHeaderInjection(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "inj@example.com", "password": pw,
+		"tenant_name": "Acme\r\nBcc: evil@example.com", "display_name": "Ann\r\nX-Evil: 1"})
+	wantStatus(t, r, http.StatusCreated)
+	var tk tokens
+	r.JSON(t, &tk)
+	owner := x.identity(t, claimsOf(t, tk.AccessToken))
+	x.invite(t, owner, "target@example.com")
+	m := x.mail(t, "target@example.com", "Acme")
+	if len(m.Rcpt) != 1 || m.Header.Get("Bcc") != "" || m.Header.Get("X-Evil") != "" || strings.ContainsAny(m.Subject, "\r\n") {
+		t.Errorf("injected into the invitation mail: rcpt %v subject %q headers %v", m.Rcpt, m.Subject, m.Header)
+	}
+	for _, got := range x.smtp.Messages() {
+		for _, rc := range got.Rcpt {
+			if strings.Contains(rc, "evil") {
+				t.Errorf("a mail went to %s", rc)
+			}
+		}
+	}
+}

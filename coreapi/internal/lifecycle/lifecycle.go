@@ -1,0 +1,250 @@
+// Package lifecycle is the account lifecycle HTTP surface: email
+// verification (POST /auth/verify-email, /auth/verify-email/resend),
+// password reset (/auth/password/forgot, /auth/password/reset),
+// invitations with consent (/invitations, /invitations/accept,
+// /users/me/invitations) and the minimal HTML pages the mailed links open
+// (/verify-email, /reset-password, /accept-invitation).
+//
+// Every change is one transaction that also writes its audit rows, its
+// outbox row (when the proxy's projection changes) and its mail (package
+// mail), so nothing is half done. Mailed tokens are single use and stored
+// hashed (packages onetime and invitations).
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// Limits are the rate limits of the mail-sending routes.
+type Limits struct {
+	// ForgotPerAddress: reset mails per address; above it the request is
+	// answered the same (202) but nothing is sent, so nobody can flood an
+	// inbox and the answer reveals nothing.
+	ForgotPerAddress ratelimit.Limit
+	// ForgotPerIP: forgot requests per client IP; above it 429.
+	ForgotPerIP ratelimit.Limit
+	// Resend: verification mails a user may ask for; above it 429.
+	Resend ratelimit.Limit
+}
+
+// DefaultLimits: 3 reset mails per address and hour, 20 forgot requests
+// per IP and hour, 3 verification resends per user and 15 minutes.
+var DefaultLimits = Limits{
+	ForgotPerAddress: ratelimit.Limit{N: 3, Window: time.Hour},
+	ForgotPerIP:      ratelimit.Limit{N: 20, Window: time.Hour},
+	Resend:           ratelimit.Limit{N: 3, Window: 15 * time.Minute},
+}
+
+// Options configure a Service; a zero limit takes its DefaultLimits value.
+type Options struct {
+	Logger    *slog.Logger
+	Pool      *pgxpool.Pool
+	Auth      *auth.Service
+	Passwords *password.Hasher
+	Limits    Limits
+}
+
+// Service serves the lifecycle routes.
+type Service struct {
+	log         *slog.Logger
+	pool        *pgxpool.Pool
+	auth        *auth.Service
+	passwords   *password.Hasher
+	limiter     *ratelimit.Limiter
+	limits      Limits
+	invitations *invitations.Store
+	cursors     *httpapi.Cursors
+}
+
+// New returns a Service.
+func New(o Options) (*Service, error) {
+	if o.Logger == nil || o.Pool == nil || o.Auth == nil || o.Passwords == nil {
+		return nil, errors.New("lifecycle: Logger, Pool, Auth and Passwords are required")
+	}
+	for _, l := range []struct {
+		got *ratelimit.Limit
+		def ratelimit.Limit
+	}{
+		{&o.Limits.ForgotPerAddress, DefaultLimits.ForgotPerAddress},
+		{&o.Limits.ForgotPerIP, DefaultLimits.ForgotPerIP},
+		{&o.Limits.Resend, DefaultLimits.Resend},
+	} {
+		if l.got.N <= 0 || l.got.Window <= 0 {
+			*l.got = l.def
+		}
+	}
+	return &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, passwords: o.Passwords,
+		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool)}, nil
+}
+
+// Register adds the routes (an httpapi.Options.Register hook).
+func (s *Service) Register(rt httpapi.Routes) {
+	s.cursors = rt.Cursors
+	rt.Public.Post("/auth/verify-email", s.verifyEmail)
+	rt.Protected.Post("/auth/verify-email/resend", s.resendVerification)
+	rt.Public.Post("/auth/password/forgot", s.forgotPassword)
+	rt.Public.Post("/auth/password/reset", s.resetPassword)
+
+	rt.Protected.Get("/invitations", httpapi.RequirePermission("users:write"), s.listInvitations)
+	rt.Protected.Post("/invitations", httpapi.RequirePermission("users:write"), s.createInvitation)
+	rt.Protected.Delete("/invitations/:id", httpapi.RequirePermission("users:write"), s.revokeInvitation)
+	rt.Protected.Post("/invitations/:id/resend", httpapi.RequirePermission("users:write"), s.resendInvitation)
+	rt.Protected.Get("/users/me/invitations", s.myInvitations)
+	rt.Optional.Post("/invitations/accept", s.acceptInvitation)
+
+	rt.Root.Get(PageVerifyEmail, s.pageVerifyEmail)
+	rt.Root.Get(PageResetPassword, s.pageResetPassword)
+	rt.Root.Get(PageAcceptInvitation, s.pageAcceptInvitation)
+}
+
+// MapError turns this package's domain errors into problems (an
+// httpapi.Options.ErrorMappers entry).
+func MapError(err error) *problem.Problem {
+	switch {
+	case errors.Is(err, onetime.ErrInvalid), errors.Is(err, invitations.ErrInvalidToken):
+		return problem.New(fiber.StatusBadRequest, problem.CodeLinkInvalid, err.Error())
+	case errors.Is(err, onetime.ErrExpired):
+		return problem.New(fiber.StatusBadRequest, problem.CodeLinkExpired, err.Error())
+	case errors.Is(err, mail.ErrBadAddress):
+		return problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "email: not a single plain address")
+	}
+	return nil
+}
+
+// --- request bodies: JSON, or a form posted by the pages ---
+
+func isForm(c *fiber.Ctx) bool {
+	mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	return mt == fiber.MIMEApplicationForm
+}
+
+// decode reads JSON strictly (httpapi.DecodeJSON) or a form with the same
+// field names.
+func decode(c *fiber.Ctx, dst any) error {
+	if !isForm(c) {
+		return httpapi.DecodeJSON(c, dst)
+	}
+	vals, err := url.ParseQuery(string(c.Body()))
+	if err != nil {
+		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "malformed form")
+	}
+	m := map[string]string{}
+	for k, v := range vals {
+		if len(v) > 0 && v[0] != "" {
+			m[k] = v[0]
+		}
+	}
+	b, _ := json.Marshal(m)
+	if err := json.Unmarshal(b, dst); err != nil {
+		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "malformed form")
+	}
+	return nil
+}
+
+// done answers a page's form with a redirect back to the page showing the
+// outcome (303, so the browser GETs it); API clients get v as JSON.
+func done(c *fiber.Ctx, page string, status int, v any) error {
+	if isForm(c) {
+		return c.Redirect(page+"?done=1", fiber.StatusSeeOther)
+	}
+	if v == nil {
+		return c.SendStatus(status)
+	}
+	return c.Status(status).JSON(v)
+}
+
+// formError sends a page's form back to the page with the error code; API
+// clients get the problem.
+func formError(c *fiber.Ctx, page, token string, err error) error {
+	if err == nil || !isForm(c) {
+		return err
+	}
+	code := problem.CodeInternal
+	var p *problem.Problem
+	if errors.As(err, &p) {
+		code = p.Code
+	} else if mp := MapError(err); mp != nil {
+		code = mp.Code
+	}
+	q := "?error=" + code
+	if token != "" && code != problem.CodeLinkInvalid && code != problem.CodeLinkExpired {
+		q += "&token=" + token
+	}
+	return c.Redirect(page+q, fiber.StatusSeeOther)
+}
+
+func validation(field, msg string) *problem.Problem {
+	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
+	p.Errors = []problem.FieldError{{Field: field, Message: msg}}
+	return p
+}
+
+// clientIP is the caller's address: the proxy's signed client IP (see
+// httpapi.ClientIP, the one place that decides).
+func clientIP(c *fiber.Ctx) string { return httpapi.ClientIP(c) }
+
+func tooMany(c *fiber.Ctx, wait time.Duration, what string) error {
+	secs := int(wait.Seconds() + 0.999)
+	if secs < 1 {
+		secs = 1
+	}
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")
+}
+
+// auditUser writes one audit event about userID in every tenant the user
+// belongs to.
+func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestID string, data any) error {
+	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: actorID, Action: action,
+		TargetType: "user", TargetID: userID, Data: data, RequestID: requestID})
+}
+
+// Sweep deletes expired one-time tokens and old rate-limit counters.
+func (s *Service) Sweep(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM action_tokens WHERE expires_at < now()`)
+	if err != nil {
+		return 0, fmt.Errorf("sweep tokens: %w", err)
+	}
+	n, err := s.limiter.Sweep(ctx, 24*time.Hour)
+	return tag.RowsAffected() + n, err
+}
+
+// RunSweeper sweeps every interval until ctx ends.
+func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweep lifecycle tokens", "err", err)
+		} else if n > 0 {
+			s.log.Debug("swept lifecycle tokens", "rows", n)
+		}
+	}
+}

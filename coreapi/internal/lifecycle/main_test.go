@@ -1,0 +1,272 @@
+package lifecycle_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+var coverage = apitest.NewCoverage()
+
+// operations are the documented operations this package serves.
+var operations = []string{"verifyEmail", "resendVerification", "forgotPassword", "resetPassword",
+	"listInvitations", "createInvitation", "revokeInvitation", "resendInvitation", "acceptInvitation",
+	"listMyInvitations", "pageVerifyEmail", "pageResetPassword", "pageAcceptInvitation"}
+
+// TestMain fails a full run that leaves one of the package's operations
+// without a successful, document-conforming response.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if code != 0 || flag.Lookup("test.run").Value.String() != "" || testing.Short() {
+		os.Exit(code)
+	}
+	if missing := coverage.WithoutSuccess(operations); len(missing) > 0 {
+		fmt.Printf("FAIL: lifecycle operations never validated with a 2xx response: %v\n", missing)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+const pw = "correct horse battery"
+
+var cheap = password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+type env struct {
+	*apitest.Env
+	smtp   *mailtest.Server
+	sender *mail.Sender
+}
+
+func start(t *testing.T, limits lifecycle.Limits) *env {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keys.Load(dir, keys.AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &env{smtp: mailtest.Start(t)}
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
+		h := password.New(cheap, 0)
+		o.Passwords = h
+		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
+			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
+			Issuer:   "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lc, err := lifecycle.New(lifecycle.Options{Logger: o.Logger, Pool: o.Pool, Auth: svc, Passwords: h, Limits: limits})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Register = append(o.Register, svc.Register, lc.Register)
+		o.ErrorMappers = append(o.ErrorMappers, lifecycle.MapError)
+	}})
+	// Show the pages' 303s instead of following them.
+	x.Client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	tr, err := mail.ParseSMTPURL(x.smtp.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.sender, err = mail.NewSender(mail.SenderOptions{Pool: x.DB.Pool, Transport: tr, From: "no-reply@example.com",
+		Links: mail.DefaultLinks("http://localhost:8080"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		BackoffBase: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// mail sends what is queued and returns the newest mail to rcpt whose
+// subject contains subject.
+func (x *env) mail(t *testing.T, rcpt, subject string) mailtest.Message {
+	t.Helper()
+	x.flush(t)
+	return x.smtp.WaitFor(t, rcpt, subject, 5*time.Second)
+}
+
+func (x *env) flush(t *testing.T) {
+	t.Helper()
+	for {
+		n, err := x.sender.SendDue(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// mailsTo counts the mails received for rcpt.
+func (x *env) mailsTo(rcpt string) int {
+	n := 0
+	for _, m := range x.smtp.Messages() {
+		for _, r := range m.Rcpt {
+			if strings.EqualFold(r, rcpt) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+type tokens struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	TenantID     string `json:"tenant_id"`
+}
+
+type claims struct {
+	Sub string `json:"sub"`
+	Tid string `json:"tid"`
+	Sid string `json:"sid"`
+	Tv  int64  `json:"tv"`
+}
+
+func claimsOf(t *testing.T, jwt string) claims {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", jwt)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c claims
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// account is a signed-up user with its tokens and the identity the proxy
+// would forward for them.
+type account struct {
+	email string
+	tok   tokens
+	c     claims
+	id    identity.Identity
+}
+
+func (x *env) signup(t *testing.T, email string) account {
+	t.Helper()
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+		map[string]string{"email": email, "password": pw, "tenant_name": "T of " + email, "display_name": "D " + email})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("signup %s: %d %s", email, r.Status, r.Body)
+	}
+	a := account{email: email}
+	r.JSON(t, &a.tok)
+	a.c = claimsOf(t, a.tok.AccessToken)
+	a.id = x.identity(t, a.c)
+	return a
+}
+
+func (x *env) identity(t *testing.T, c claims) identity.Identity {
+	t.Helper()
+	id := x.IdentityOf(t, c.Sub, c.Tid)
+	id.SessionID = c.Sid
+	return id
+}
+
+func (x *env) count(t *testing.T, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := x.DB.Pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func (x *env) exec(t *testing.T, q string, args ...any) {
+	t.Helper()
+	if _, err := x.DB.Pool.Exec(context.Background(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func wantProblem(t *testing.T, r apitest.Response, status int, code string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	if p := r.Problem(t); p.Code != code {
+		t.Fatalf("code %q, want %q; body %s", p.Code, code, r.Body)
+	}
+}
+
+func wantStatus(t *testing.T, r apitest.Response, status int) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
+	}
+}
+
+type me struct {
+	Email         string `json:"email"`
+	EmailVerified bool   `json:"email_verified"`
+}
+
+func (x *env) me(t *testing.T, a account) me {
+	t.Helper()
+	r := x.Get(t, &a.id, "/api/v1/users/me")
+	wantStatus(t, r, http.StatusOK)
+	var m me
+	r.JSON(t, &m)
+	return m
+}
+
+// projection fetches the proxy's view of a, as the proxy does.
+func (x *env) projection(t *testing.T, a account) identity.Projection {
+	t.Helper()
+	r := x.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + a.c.Sub + "?tenant_id=" + a.c.Tid, Service: true})
+	wantStatus(t, r, http.StatusOK)
+	var p identity.Projection
+	r.JSON(t, &p)
+	return p
+}
+
+func (x *env) token(t *testing.T, email, password string) apitest.Response {
+	t.Helper()
+	return x.Send(t, nil, http.MethodPost, "/api/v1/auth/token",
+		map[string]string{"grant_type": "password", "email": email, "password": password})
+}
+
+func form(kv ...string) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(kv); i += 2 {
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(kv[i] + "=" + kv[i+1])
+	}
+	return b.String()
+}
+
+func limit(n int) ratelimit.Limit { return ratelimit.Limit{N: n, Window: time.Hour} }

@@ -1,0 +1,127 @@
+package lifecycle
+
+import (
+	"bytes"
+	"html/template"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// Paths of the pages the mailed links open (public, at the root).
+const (
+	PageVerifyEmail      = "/verify-email"
+	PageResetPassword    = "/reset-password"
+	PageAcceptInvitation = "/accept-invitation"
+)
+
+// page is what the template shows: a form posting to Action (form
+// encoded, no JavaScript), or the outcome of the last post.
+type page struct {
+	Title   string
+	Action  string
+	Token   string
+	Done    bool
+	Sent    bool
+	Error   string
+	Message string
+	Fields  []field
+	Submit  string
+}
+
+type field struct {
+	Name, Label, Type, Autocomplete string
+	Required                        bool
+}
+
+var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem}
+label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem}button{margin-top:1rem;padding:.5rem 1rem}
+.error{color:#a00}</style></head>
+<body><h1>{{.Title}}</h1>
+{{if .Done}}<p>{{.Message}}</p>
+{{else}}{{if .Error}}<p class="error">{{.Error}}</p>{{end}}
+{{if .Sent}}<p>If an account has this address, a link to reset its password is on its way.</p>{{end}}
+<form method="post" action="{{.Action}}">
+{{if .Token}}<input type="hidden" name="token" value="{{.Token}}">{{end}}
+{{range .Fields}}<label for="{{.Name}}">{{.Label}}</label>
+<input id="{{.Name}}" name="{{.Name}}" type="{{.Type}}" autocomplete="{{.Autocomplete}}"{{if .Required}} required{{end}}>
+{{end}}<button type="submit">{{.Submit}}</button>
+</form>{{end}}
+</body></html>
+`))
+
+// errorText is what a page says for an error code the API answered.
+var errorText = map[string]string{
+	"link_invalid":               "This link is not valid: it was already used, replaced by a newer one, or mistyped.",
+	"link_expired":               "This link has expired. Ask for a new one.",
+	"validation_failed":          "Please check the fields: a password needs at least 8 characters.",
+	"email_taken":                "Another account has this email address.",
+	"account_exists":             "An account already has this address: enter its password to accept.",
+	"invalid_grant":              "The password is wrong.",
+	"invitation_not_pending":     "This invitation was withdrawn or already used.",
+	"invitation_email_mismatch":  "This invitation was sent to another address.",
+	"already_member":             "You are already a member.",
+	"too_many_requests":          "Too many attempts. Wait a little and try again.",
+	"forbidden":                  "This invitation can no longer be accepted.",
+	"user_disabled":              "This account is disabled.",
+	"unsupported_media_type":     "The form could not be read.",
+	"email_already_verified":     "The address is already verified.",
+	"internal":                   "Something went wrong. Try again later.",
+	"unavailable":                "Something went wrong. Try again later.",
+	"password_reset_unavailable": "Something went wrong. Try again later.",
+}
+
+func render(c *fiber.Ctx, p page) error {
+	p.Token = c.Query("token")
+	if len(p.Token) > 200 {
+		p.Token = ""
+	}
+	p.Done = c.Query("done") == "1"
+	p.Sent = c.Query("sent") == "1"
+	if code := c.Query("error"); code != "" {
+		if p.Error = errorText[code]; p.Error == "" {
+			p.Error = "Something went wrong (" + code + ")."
+		}
+	}
+	var buf bytes.Buffer
+	if err := pageTemplate.Execute(&buf, p); err != nil {
+		return err
+	}
+	// The token is in the URL: keep it out of Referer headers and caches;
+	// no script may run, forms may only post back here.
+	c.Set("Referrer-Policy", "no-referrer")
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	c.Set("X-Content-Type-Options", "nosniff")
+	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	return c.Send(buf.Bytes())
+}
+
+func (s *Service) pageVerifyEmail(c *fiber.Ctx) error {
+	return render(c, page{Title: "Confirm your email address", Action: "/api/v1/auth/verify-email",
+		Submit: "Confirm", Message: "Your email address is confirmed. You can close this page."})
+}
+
+func (s *Service) pageResetPassword(c *fiber.Ctx) error {
+	p := page{Title: "Reset your password", Action: "/api/v1/auth/password/reset", Submit: "Set the new password",
+		Message: "Your password is changed and every session was signed out. Sign in with the new password.",
+		Fields:  []field{{Name: "new_password", Label: "New password", Type: "password", Autocomplete: "new-password", Required: true}}}
+	if c.Query("token") == "" {
+		// No token: ask for the address to mail a link to.
+		p.Action, p.Submit = "/api/v1/auth/password/forgot", "Mail me a link"
+		p.Fields = []field{{Name: "email", Label: "Email address", Type: "email", Autocomplete: "email", Required: true}}
+	}
+	return render(c, p)
+}
+
+func (s *Service) pageAcceptInvitation(c *fiber.Ctx) error {
+	return render(c, page{Title: "Accept the invitation", Action: "/api/v1/invitations/accept", Submit: "Accept",
+		Message: "You joined. Sign in to start.",
+		Fields: []field{
+			{Name: "password", Label: "Password (of your account, or a new one if you have none)", Type: "password", Autocomplete: "current-password"},
+			{Name: "display_name", Label: "Your name (new accounts)", Type: "text", Autocomplete: "name"},
+		}})
+}

@@ -1,0 +1,122 @@
+package lifecycle_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+)
+
+func postForm(t *testing.T, x *env, path, body string) apitest.Response {
+	t.Helper()
+	return x.Do(t, apitest.Request{Method: http.MethodPost, Path: path, Body: body, ContentType: "application/x-www-form-urlencoded"})
+}
+
+func TestPages(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	for _, tt := range []struct{ path, action string }{
+		{"/verify-email?token=abc", `action="/api/v1/auth/verify-email"`},
+		{"/reset-password?token=abc", `action="/api/v1/auth/password/reset"`},
+		{"/reset-password", `action="/api/v1/auth/password/forgot"`},
+		{"/accept-invitation?token=abc", `action="/api/v1/invitations/accept"`},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			r := x.Get(t, nil, tt.path)
+			wantStatus(t, r, 200)
+			body := string(r.Body)
+			if !strings.Contains(body, tt.action) || !strings.Contains(body, `method="post"`) {
+				t.Errorf("no form posting to the API:\n%s", body)
+			}
+			if strings.Contains(tt.path, "token=abc") && !strings.Contains(body, `name="token" value="abc"`) {
+				t.Errorf("the token is not carried by the form:\n%s", body)
+			}
+			if strings.Contains(strings.ToLower(body), "<script") {
+				t.Error("the page has a script")
+			}
+			for h, want := range map[string]string{"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+				if got := r.Header.Get(h); got != want {
+					t.Errorf("%s = %q, want %q", h, got, want)
+				}
+			}
+			if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "form-action 'self'") {
+				t.Errorf("CSP = %q", csp)
+			}
+		})
+	}
+	t.Run("token is escaped", func(t *testing.T) {
+		r := x.Get(t, nil, `/verify-email?token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E`)
+		if strings.Contains(string(r.Body), "<script>") {
+			t.Errorf("token echoed unescaped:\n%s", r.Body)
+		}
+	})
+	t.Run("unknown error code is shown as text", func(t *testing.T) {
+		r := x.Get(t, nil, `/verify-email?error=%3Cb%3E`)
+		if strings.Contains(string(r.Body), "<b>") {
+			t.Errorf("error code echoed unescaped:\n%s", r.Body)
+		}
+	})
+}
+
+// The pages' forms work without JavaScript: a form post answers 303 back
+// to the page with the outcome.
+func TestPageForms(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	x.signup(t, "ivy@example.com")
+	tok := x.mail(t, "ivy@example.com", "Confirm").Token()
+
+	r := postForm(t, x, "/api/v1/auth/verify-email", form("token", "nope"))
+	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/verify-email?error=link_invalid" {
+		t.Errorf("bad token form: %d Location %q", r.Status, r.Header.Get("Location"))
+	}
+	r = postForm(t, x, "/api/v1/auth/verify-email", form("token", tok))
+	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/verify-email?done=1" {
+		t.Errorf("verify form: %d Location %q", r.Status, r.Header.Get("Location"))
+	}
+	if page := x.Get(t, nil, "/verify-email?done=1"); !strings.Contains(string(page.Body), "is confirmed") {
+		t.Errorf("done page:\n%s", page.Body)
+	}
+
+	r = postForm(t, x, "/api/v1/auth/password/forgot", form("email", "ivy%40example.com"))
+	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/reset-password?sent=1" {
+		t.Errorf("forgot form: %d Location %q", r.Status, r.Header.Get("Location"))
+	}
+	reset := x.mail(t, "ivy@example.com", "Reset").Token()
+	r = postForm(t, x, "/api/v1/auth/password/reset", form("token", reset, "new_password", "short"))
+	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || loc != "/reset-password?error=validation_failed&token="+reset {
+		t.Errorf("weak password form: %d Location %q", r.Status, loc)
+	}
+	r = postForm(t, x, "/api/v1/auth/password/reset", form("token", reset, "new_password", "a+much+better+one"))
+	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/reset-password?done=1" {
+		t.Errorf("reset form: %d Location %q", r.Status, r.Header.Get("Location"))
+	}
+	wantStatus(t, x.token(t, "ivy@example.com", "a much better one"), 200)
+}
+
+// Mail server down when the change happens: the request succeeds at once,
+// the mail waits in the queue and goes out when the server is back, and
+// the change's invalidation does not wait for it.
+func TestMailServerDown(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	x.smtp.Stop()
+	a := x.signup(t, "jo@example.com")
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "jo@example.com"}), 202)
+	if _, err := x.sender.SendDue(t.Context()); err != nil { // both attempts fail: the rows stay
+		t.Fatal(err)
+	}
+	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE status = 'pending' AND attempts = 1 AND token IS NOT NULL AND last_error IS NOT NULL`); n != 2 {
+		t.Fatalf("%d mails waiting after a failed attempt, want 2", n)
+	}
+	x.smtp.Restart(t)
+	x.exec(t, `UPDATE mail_queue SET next_attempt_at = now()`)
+	reset := x.mail(t, "jo@example.com", "Reset").Token()
+	x.smtp.Stop() // down again: the reset still takes effect at once
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "a new password"}), 204)
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE payload->>'reason' = 'password_reset' AND subject = 'auth.invalidate.user.'||$1`, a.c.Sub); n != 1 {
+		t.Errorf("the reset's invalidation is not in the outbox (%d rows)", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE status = 'sent'`); n != 2 {
+		t.Errorf("%d mails sent, want both", n)
+	}
+}

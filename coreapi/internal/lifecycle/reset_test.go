@@ -1,0 +1,207 @@
+package lifecycle_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+func TestForgotAndReset(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "eve@example.com")
+	second := x.token(t, "eve@example.com", pw) // a second session
+	wantStatus(t, second, 200)
+	var tv0 int64
+	if err := x.DB.Pool.QueryRow(context.Background(), `SELECT token_version FROM users WHERE id = $1`, a.c.Sub).Scan(&tv0); err != nil {
+		t.Fatal(err)
+	}
+
+	known := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "EVE@example.com"})
+	unknown := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "nobody@example.com"})
+	wantStatus(t, known, http.StatusAccepted)
+	wantStatus(t, unknown, http.StatusAccepted)
+	if !bytes.Equal(known.Body, unknown.Body) {
+		t.Errorf("forgot answers differ: %s vs %s", known.Body, unknown.Body)
+	}
+	x.flush(t)
+	if n := x.mailsTo("nobody@example.com"); n != 0 {
+		t.Errorf("%d mails to an address without an account", n)
+	}
+	first := x.mail(t, "eve@example.com", "Reset").Token()
+	// A second request: only its link works.
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "eve@example.com"}), 202)
+	x.flush(t)
+	tok := x.mail(t, "eve@example.com", "Reset").Token()
+	if tok == first {
+		t.Fatal("the second request mailed the same token")
+	}
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": first, "new_password": "the new password"}), 400, problem.CodeLinkInvalid)
+
+	// A weak password is refused and does not burn the token.
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "short"}), 422, problem.CodeValidation)
+
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "the new password"})
+	wantStatus(t, r, http.StatusNoContent)
+
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, a.c.Sub); n != 0 {
+		t.Errorf("%d sessions survived the reset", n)
+	}
+	p := x.projection(t, a)
+	if p.TokenVersion <= tv0 || !p.EmailVerified {
+		t.Errorf("projection after reset: token_version %d (was %d), verified %v", p.TokenVersion, tv0, p.EmailVerified)
+	}
+	if !p.SessionRevoked(a.c.Sid) {
+		t.Error("the signup's session is not listed as revoked")
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'password_reset'`, invalidation.UserSubject(a.c.Sub)); n != 1 {
+		t.Errorf("%d invalidations for the reset, want 1", n)
+	}
+	for _, action := range []string{"user.password_reset_requested", "user.password_reset"} {
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = $1 AND target_id = $2`, action, a.c.Sub); n == 0 {
+			t.Errorf("no audit %s", action)
+		}
+	}
+	// The old refresh token is dead; the old password no longer works, the
+	// new one does.
+	rr := x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": a.tok.RefreshToken})
+	wantProblem(t, rr, 400, "invalid_grant")
+	wantProblem(t, x.token(t, "eve@example.com", pw), 400, "invalid_grant")
+	wantStatus(t, x.token(t, "eve@example.com", "the new password"), 200)
+	// Single use.
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "yet another one"}), 400, problem.CodeLinkInvalid)
+}
+
+func TestResetBadInput(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	x.signup(t, "fay@example.com")
+	verify := x.mail(t, "fay@example.com", "Confirm").Token()
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "fay@example.com"}), 202)
+	tok := x.mail(t, "fay@example.com", "Reset").Token()
+	for _, tt := range []struct {
+		name   string
+		body   any
+		status int
+		code   string
+	}{
+		{"verification token", map[string]string{"token": verify, "new_password": "long enough pw"}, 400, problem.CodeLinkInvalid},
+		{"tampered", map[string]string{"token": tok + "x", "new_password": "long enough pw"}, 400, problem.CodeLinkInvalid},
+		{"no token", map[string]string{"new_password": "long enough pw"}, 422, problem.CodeValidation},
+		{"no password", map[string]string{"token": tok}, 422, problem.CodeValidation},
+		{"common password", map[string]string{"token": tok, "new_password": "Password123"}, 422, problem.CodeValidation},
+		{"too long password", map[string]any{"token": tok, "new_password": string(bytes.Repeat([]byte("a"), 1025))}, 422, problem.CodeValidation},
+		{"not an object", []byte(`["x"]`), 422, problem.CodeValidation},
+		{"malformed", []byte(`{"token":`), 400, "malformed_json"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", tt.body), tt.status, tt.code)
+		})
+	}
+	t.Run("the refusal says why", func(t *testing.T) {
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "QWERTYUIOP"})
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "new_password" || !strings.Contains(p.Errors[0].Message, "common") {
+			t.Errorf("common password refusal: %s", r.Body)
+		}
+	})
+	t.Run("forgot without address", func(t *testing.T) {
+		wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": " "}), 422, problem.CodeValidation)
+	})
+	t.Run("expired", func(t *testing.T) {
+		x.exec(t, `UPDATE action_tokens SET expires_at = now() - interval '1 second' WHERE purpose = 'password_reset'`)
+		wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+			map[string]string{"token": tok, "new_password": "long enough pw"}), 400, problem.CodeLinkExpired)
+	})
+}
+
+func TestForgotRateLimits(t *testing.T) {
+	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(2), ForgotPerIP: limit(4)})
+	x.signup(t, "gil@example.com")
+	var bodies [][]byte
+	for range 3 {
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "gil@example.com"})
+		wantStatus(t, r, http.StatusAccepted)
+		bodies = append(bodies, r.Body)
+	}
+	if !bytes.Equal(bodies[0], bodies[2]) {
+		t.Errorf("the over-limit answer differs: %s vs %s", bodies[2], bodies[0])
+	}
+	x.flush(t)
+	resets := 0
+	for _, m := range x.smtp.Messages() {
+		if m.Subject == "Reset your password" {
+			resets++
+		}
+	}
+	if resets != 2 {
+		t.Errorf("%d reset mails, want 2 (the per-address limit)", resets)
+	}
+	// Per client IP: the 5th request from this address is 429, whatever
+	// the email.
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "other@example.com"}), 202)
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "third@example.com"})
+	wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	// Another client IP (as forwarded by the proxy) is not limited.
+	r = x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/password/forgot",
+		Body: map[string]string{"email": "third@example.com"}, ClientIP: "192.0.2.7"})
+	wantStatus(t, r, http.StatusAccepted)
+}
+
+// A password reset racing a sign-in with the old password: whichever
+// wins, no session opened with the old password survives the reset, and
+// none can be refreshed.
+func TestResetRacingLogin(t *testing.T) {
+	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(100)})
+	a := x.signup(t, "hal@example.com")
+	for i := range 5 {
+		wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "hal@example.com"}), 202)
+		tok := x.mail(t, "hal@example.com", "Reset").Token()
+		newPW := "new password number " + string(rune('a'+i))
+		var (
+			wg    sync.WaitGroup
+			login apitest.Response
+			reset apitest.Response
+		)
+		wg.Add(2)
+		go func() { defer wg.Done(); login = x.token(t, "hal@example.com", currentPW(i)) }()
+		go func() {
+			defer wg.Done()
+			reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": newPW})
+		}()
+		wg.Wait()
+		wantStatus(t, reset, http.StatusNoContent)
+		if login.Status != http.StatusOK {
+			continue // the reset won outright
+		}
+		var tk tokens
+		login.JSON(t, &tk)
+		c := claimsOf(t, tk.AccessToken)
+		p := x.projection(t, a)
+		if c.Tv >= p.TokenVersion && !p.SessionRevoked(c.Sid) {
+			t.Fatalf("round %d: the racing sign-in's access token (tv %d, session %s) is still accepted (projection tv %d)", i, c.Tv, c.Sid, p.TokenVersion)
+		}
+		rr := x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken})
+		if rr.Status == http.StatusOK {
+			t.Fatalf("round %d: the racing sign-in's session can still be refreshed", i)
+		}
+	}
+}
+
+func currentPW(round int) string {
+	if round == 0 {
+		return pw
+	}
+	return "new password number " + string(rune('a'+round-1))
+}

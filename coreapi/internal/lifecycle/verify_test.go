@@ -1,0 +1,219 @@
+package lifecycle_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+func TestSignupVerification(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "ada@example.com")
+	if m := x.me(t, a); m.EmailVerified {
+		t.Fatal("a fresh signup is verified")
+	}
+	if x.projection(t, a).EmailVerified {
+		t.Fatal("the projection says verified before the link was used")
+	}
+	m := x.mail(t, "ada@example.com", "Confirm your email")
+	tok := m.Token()
+	if tok == "" || !strings.Contains(m.Raw, "http://localhost:8080/verify-email?token=") {
+		t.Fatalf("no verification link in:\n%s", m.Raw)
+	}
+	// The queue row no longer holds the raw token; the token row holds
+	// only its hash.
+	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE token IS NOT NULL`); n != 0 {
+		t.Errorf("%d mail rows still hold a raw token after sending", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE token_hash = sha256(convert_to($1, 'UTF8'))`, tok); n != 1 {
+		t.Error("the token is not stored as its SHA-256")
+	}
+
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok})
+	wantStatus(t, r, http.StatusOK)
+	if got := x.me(t, a); !got.EmailVerified || got.Email != "ada@example.com" {
+		t.Errorf("after verify: %+v", got)
+	}
+	if !x.projection(t, a).EmailVerified {
+		t.Error("projection not verified after verify")
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'email_verified'`, invalidation.UserSubject(a.c.Sub)); n != 1 {
+		t.Errorf("%d invalidations for the verification, want 1", n)
+	}
+	for _, action := range []string{"user.verification_sent", "user.email_verified"} {
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = $1 AND target_id = $2`, action, a.c.Sub); n != 1 {
+			t.Errorf("audit %s: %d rows, want 1", action, n)
+		}
+	}
+	// Single use.
+	r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok})
+	wantProblem(t, r, http.StatusBadRequest, problem.CodeLinkInvalid)
+}
+
+func TestVerifyBadTokens(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "bob@example.com")
+	tok := x.mail(t, "bob@example.com", "Confirm").Token()
+	last := byte('A')
+	if tok[len(tok)-1] == 'A' {
+		last = 'B'
+	}
+	tampered := tok[:len(tok)-1] + string(last)
+	if tampered == tok {
+		t.Fatal("tampering failed")
+	}
+	for _, tt := range []struct {
+		name, token string
+		status      int
+		code        string
+	}{
+		{"tampered", tampered, 400, problem.CodeLinkInvalid},
+		{"unknown", "nope", 400, problem.CodeLinkInvalid},
+		{"too long", strings.Repeat("a", 300), 400, problem.CodeLinkInvalid},
+		{"empty", "", 422, problem.CodeValidation},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tt.token})
+			wantProblem(t, r, tt.status, tt.code)
+		})
+	}
+	t.Run("not json", func(t *testing.T) {
+		r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/verify-email", Body: "token=x", ContentType: "text/plain"})
+		wantProblem(t, r, http.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia)
+	})
+	t.Run("unknown field", func(t *testing.T) {
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok, "email": "x@example.com"})
+		wantProblem(t, r, http.StatusBadRequest, "unknown_field")
+	})
+	t.Run("a reset token", func(t *testing.T) {
+		wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "bob@example.com"}), 202)
+		reset := x.mail(t, "bob@example.com", "Reset").Token()
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": reset})
+		wantProblem(t, r, http.StatusBadRequest, problem.CodeLinkInvalid)
+		// ... and the refused attempt did not burn it for its own purpose.
+		wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "another long one"}), 204)
+	})
+	t.Run("expired", func(t *testing.T) {
+		x.exec(t, `UPDATE action_tokens SET expires_at = now() - interval '1 second' WHERE purpose = 'verify_email'`)
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok})
+		wantProblem(t, r, http.StatusBadRequest, problem.CodeLinkExpired)
+	})
+	// The reset verified the address (the link reached it); the tampered,
+	// unknown and expired tokens changed nothing else.
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE payload->>'reason' = 'email_verified'`); n != 0 {
+		t.Errorf("a refused token verified something (%d rows)", n)
+	}
+	_ = a
+}
+
+func TestResendVerification(t *testing.T) {
+	x := start(t, lifecycle.Limits{Resend: limit(2)})
+	a := x.signup(t, "cy@example.com")
+	first := x.mail(t, "cy@example.com", "Confirm").Token()
+	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil)
+	wantStatus(t, r, http.StatusAccepted)
+	x.flush(t)
+	if n := x.mailsTo("cy@example.com"); n != 2 {
+		t.Fatalf("%d mails, want 2", n)
+	}
+	second := x.mail(t, "cy@example.com", "Confirm").Token()
+	if second == first {
+		t.Fatal("resend mailed the same token")
+	}
+	// Only the newest link works.
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": first}), 400, problem.CodeLinkInvalid)
+	// Rate limit: the second resend passes, the third is 429.
+	wantStatus(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusAccepted)
+	r = x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil)
+	wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	third := x.mail(t, "cy@example.com", "Confirm").Token()
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": third}), 200)
+	b := x.signup(t, "dee@example.com")
+	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE id = $1`, b.c.Sub)
+	wantProblem(t, x.Send(t, &b.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusConflict, problem.CodeAlreadyVerified)
+}
+
+func TestEmailChange(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "old@example.com")
+	other := x.signup(t, "taken@example.com")
+	// A reset link mailed to the old address, outstanding.
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "old@example.com"}), 202)
+	reset := x.mail(t, "old@example.com", "Reset").Token()
+
+	r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "new@example.com"})
+	wantStatus(t, r, http.StatusAccepted)
+	if m := x.me(t, a); m.Email != "old@example.com" {
+		t.Fatalf("the address changed before it was verified: %+v", m)
+	}
+	m := x.mail(t, "new@example.com", "Confirm")
+	if !strings.Contains(m.Raw, "change the email address") {
+		t.Errorf("not an email-change mail:\n%s", m.Raw)
+	}
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": m.Token()}), 200)
+	if got := x.me(t, a); got.Email != "new@example.com" || !got.EmailVerified {
+		t.Errorf("after verify: %+v", got)
+	}
+	if p := x.projection(t, a); p.Email != "new@example.com" || !p.EmailVerified {
+		t.Errorf("projection after the change: %+v", p)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.email_changed' AND target_id = $1`, a.c.Sub); n != 1 {
+		t.Errorf("email change audited %d times", n)
+	}
+	// The reset link of the old address died with it.
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": reset, "new_password": "brand new password"}), 400, problem.CodeLinkInvalid)
+
+	t.Run("address of another account", func(t *testing.T) {
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "TAKEN@example.com"})
+		wantProblem(t, r, http.StatusConflict, problem.CodeEmailTaken)
+	})
+	t.Run("taken between request and verify", func(t *testing.T) {
+		wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "race@example.com"}), 202)
+		tok := x.mail(t, "race@example.com", "Confirm").Token()
+		x.exec(t, `UPDATE users SET email = 'race@example.com' WHERE id = $1`, other.c.Sub)
+		wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok}), 409, problem.CodeEmailTaken)
+		if got := x.me(t, a); got.Email != "new@example.com" {
+			t.Errorf("address after the refused change: %s", got.Email)
+		}
+	})
+	for _, bad := range []string{"new@example.com\r\nBcc: evil@example.com", "Eve <e@example.com>", "not an address", "a@b.c, d@e.f"} {
+		t.Run("bad address "+strings.ReplaceAll(bad, "\r\n", `\r\n`), func(t *testing.T) {
+			r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": bad})
+			wantProblem(t, r, http.StatusUnprocessableEntity, problem.CodeValidation)
+		})
+	}
+	t.Run("same address", func(t *testing.T) {
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "NEW@example.com"})
+		wantProblem(t, r, http.StatusUnprocessableEntity, problem.CodeValidation)
+	})
+	t.Run("empty body", func(t *testing.T) {
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{})
+		wantProblem(t, r, http.StatusUnprocessableEntity, problem.CodeValidation)
+	})
+}
+
+// Each email change mails someone: at most 5 an hour per user.
+func TestEmailChangeRateLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "kim@example.com")
+	for i := range 5 {
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "kim" + string(rune('a'+i)) + "@example.com"})
+		wantStatus(t, r, http.StatusAccepted)
+	}
+	r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "kimz@example.com"})
+	wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	// A display-name change is not limited.
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"display_name": "Kim"}), http.StatusOK)
+}

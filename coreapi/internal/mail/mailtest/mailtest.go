@@ -1,0 +1,189 @@
+// Package mailtest runs a real SMTP server in the test process
+// (github.com/emersion/go-smtp) that keeps what it receives, so tests read
+// the mails coreapi really sent. It can be taken down and brought back on
+// the same port (mail server down) and told to refuse messages with a code
+// (4xx temporary, 5xx permanent).
+package mailtest
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/mail"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Message is one received mail.
+type Message struct {
+	From    string
+	Rcpt    []string
+	Header  mail.Header
+	Subject string
+	Raw     string // the whole DATA, headers and MIME parts
+}
+
+// Server is an in-process SMTP server on 127.0.0.1.
+type Server struct {
+	Addr string // host:port
+
+	srv  *smtp.Server
+	down atomic.Bool
+
+	mu     sync.Mutex
+	msgs   []Message
+	refuse int // 0: accept; else the SMTP code DATA is answered with
+	notify chan struct{}
+}
+
+// Start listens on a random loopback port until the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{notify: make(chan struct{}, 1)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("mailtest: %v", err)
+	}
+	s.Addr = ln.Addr().String()
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{s: s}, nil }))
+	s.srv.Domain = "mailtest.local"
+	s.srv.ReadTimeout = 10 * time.Second
+	s.srv.WriteTimeout = 10 * time.Second
+	go func() { _ = s.srv.Serve(&gate{Listener: ln, down: &s.down}) }()
+	t.Cleanup(func() { _ = s.srv.Close() })
+	return s
+}
+
+// URL is the SMTP_URL of the server (plain SMTP, no STARTTLS offered).
+func (s *Server) URL() string { return "smtp://" + s.Addr }
+
+// Stop takes the server down: connections are dropped at once, before
+// the greeting, until Restart. The port stays reserved, so nothing else
+// can take it meanwhile.
+func (s *Server) Stop() { s.down.Store(true) }
+
+// Restart brings the server back on the same address.
+func (s *Server) Restart(testing.TB) { s.down.Store(false) }
+
+// gate drops every connection while down.
+type gate struct {
+	net.Listener
+	down *atomic.Bool
+}
+
+func (g *gate) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil || !g.down.Load() {
+			return c, err
+		}
+		_ = c.Close()
+	}
+}
+
+// Refuse makes DATA answer code (e.g. 550 or 451); 0 accepts again.
+func (s *Server) Refuse(code int) {
+	s.mu.Lock()
+	s.refuse = code
+	s.mu.Unlock()
+}
+
+// Messages returns what was received so far.
+func (s *Server) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.msgs...)
+}
+
+// WaitFor waits until a message to rcpt whose subject contains subject
+// arrives (matching ones already received count) and returns the newest.
+func (s *Server) WaitFor(t testing.TB, rcpt, subject string, timeout time.Duration) Message {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		msgs := s.Messages()
+		for i := len(msgs) - 1; i >= 0; i-- {
+			m := msgs[i]
+			if strings.Contains(m.Subject, subject) && contains(m.Rcpt, rcpt) {
+				return m
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mailtest: no mail to %s about %q within %v; received %d", rcpt, subject, timeout, len(msgs))
+		}
+		select {
+		case <-s.notify:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+var tokenRE = regexp.MustCompile(`[?&]token=([A-Za-z0-9_%\-]+)`)
+
+// Token extracts the token of the first link in the plain-text part.
+func (m Message) Token() string {
+	body := strings.ReplaceAll(m.Raw, "=\r\n", "") // undo quoted-printable soft breaks
+	body = strings.ReplaceAll(body, "=3D", "=")
+	if sm := tokenRE.FindStringSubmatch(body); sm != nil {
+		return sm[1]
+	}
+	return ""
+}
+
+type session struct {
+	s    *Server
+	from string
+	rcpt []string
+}
+
+func (x *session) Reset()                                      { x.from, x.rcpt = "", nil }
+func (x *session) Logout() error                               { return nil }
+func (x *session) Mail(from string, _ *smtp.MailOptions) error { x.from = from; return nil }
+func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	x.rcpt = append(x.rcpt, to)
+	return nil
+}
+
+func (x *session) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	x.s.mu.Lock()
+	code := x.s.refuse
+	x.s.mu.Unlock()
+	if code != 0 {
+		return &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: "refused by the test"}
+	}
+	m := Message{From: x.from, Rcpt: append([]string(nil), x.rcpt...), Raw: string(b)}
+	if pm, err := mail.ReadMessage(strings.NewReader(string(b))); err == nil {
+		m.Header = pm.Header
+		dec := new(mimeDecoder)
+		m.Subject = dec.header(pm.Header.Get("Subject"))
+	} else {
+		return errors.New("unparsable message")
+	}
+	x.s.mu.Lock()
+	x.s.msgs = append(x.s.msgs, m)
+	x.s.mu.Unlock()
+	select {
+	case x.s.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}

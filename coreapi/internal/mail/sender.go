@@ -1,0 +1,246 @@
+package mail
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SenderOptions configure a Sender; zero durations and counts take the
+// defaults.
+type SenderOptions struct {
+	Pool      *pgxpool.Pool
+	Transport Transport
+	Links     Links
+	From      string // MAIL_FROM
+	// MessageIDHost is the domain of Message-IDs (default: the host of
+	// the verify link).
+	MessageIDHost string
+	Logger        *slog.Logger
+	// Registerer receives coreapi_mail_sent_total,
+	// coreapi_mail_failures_total and coreapi_mail_parked_total.
+	Registerer prometheus.Registerer
+
+	Batch       int           // rows claimed per round (default 16)
+	Poll        time.Duration // how often due rows are looked for (default 1s)
+	Lease       time.Duration // a claimed row is retried after this if its sender died (default 2m)
+	BackoffBase time.Duration // first retry delay, doubled per attempt (default 10s)
+	BackoffMax  time.Duration // longest retry delay (default 15m)
+	MaxAttempts int           // then the row is parked (default 12)
+	Retain      time.Duration // sent rows are pruned after this (default 7 days)
+}
+
+// Sender delivers queued mail. Any number of Senders (one per replica) may
+// run against one database.
+type Sender struct {
+	o       SenderOptions
+	sent    prometheus.Counter
+	failed  *prometheus.CounterVec
+	parked  prometheus.Counter
+	lastRun time.Time
+}
+
+// NewSender validates o and registers the metrics.
+func NewSender(o SenderOptions) (*Sender, error) {
+	if o.Pool == nil || o.Transport == nil || o.Logger == nil || o.From == "" {
+		return nil, errors.New("mail: Pool, Transport, Logger and From are required")
+	}
+	if o.Batch <= 0 {
+		o.Batch = 16
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.Lease <= 0 {
+		o.Lease = 2 * time.Minute
+	}
+	if o.BackoffBase <= 0 {
+		o.BackoffBase = 10 * time.Second
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = 15 * time.Minute
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 12
+	}
+	if o.Retain <= 0 {
+		o.Retain = 7 * 24 * time.Hour
+	}
+	if o.MessageIDHost == "" {
+		o.MessageIDHost = hostOf(o.Links.VerifyEmail)
+	}
+	s := &Sender{
+		o: o,
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coreapi_mail_sent_total", Help: "Mails handed to the mail server by this replica."}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coreapi_mail_failures_total", Help: "Failed mail deliveries by this replica (kind: temporary or permanent)."}, []string{"kind"}),
+		parked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coreapi_mail_parked_total", Help: "Mails parked (permanent failure or too many attempts) by this replica."}),
+	}
+	s.failed.WithLabelValues("temporary")
+	s.failed.WithLabelValues("permanent")
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.sent, s.failed, s.parked} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register mail metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Run sends due mail every Poll until ctx ends.
+func (s *Sender) Run(ctx context.Context) error {
+	t := time.NewTicker(s.o.Poll)
+	defer t.Stop()
+	for {
+		for {
+			n, err := s.SendDue(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.o.Logger.Warn("mail queue", "err", err)
+			}
+			if n < s.o.Batch || err != nil {
+				break
+			}
+		}
+		if time.Since(s.lastRun) > time.Hour {
+			s.lastRun = time.Now()
+			if n, err := s.Prune(ctx); err != nil && ctx.Err() == nil {
+				s.o.Logger.Warn("prune mail queue", "err", err)
+			} else if n > 0 {
+				s.o.Logger.Info("pruned mail queue", "rows", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type claimed struct {
+	ID       int64
+	Kind     string
+	To       string
+	Data     []byte
+	Token    *string
+	Attempts int
+}
+
+// SendDue claims up to Batch due rows and tries each once; it returns how
+// many it claimed. The claim is committed before sending (attempts counted,
+// next_attempt_at pushed by the lease), so no transaction stays open
+// during SMTP and a sender that dies mid-send leaves its rows to others.
+func (s *Sender) SendDue(ctx context.Context) (int, error) {
+	const qClaim = `
+UPDATE mail_queue q SET attempts = q.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+FROM (
+    SELECT id FROM mail_queue
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) c
+WHERE q.id = c.id
+RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts`
+	rows, err := s.o.Pool.Query(ctx, qClaim, s.o.Batch, s.o.Lease.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("claim mail: %w", err)
+	}
+	batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
+	if err != nil {
+		return 0, fmt.Errorf("claim mail: %w", err)
+	}
+	for _, m := range batch {
+		if err := s.deliver(ctx, m); err != nil {
+			return len(batch), err
+		}
+	}
+	return len(batch), nil
+}
+
+func (s *Sender) deliver(ctx context.Context, m claimed) error {
+	const (
+		qSent = `UPDATE mail_queue SET status = 'sent', sent_at = now(), token = NULL, last_error = NULL WHERE id = $1`
+		qFail = `
+UPDATE mail_queue SET last_error = $2,
+       next_attempt_at = now() + make_interval(secs => $3),
+       status = CASE WHEN $4 THEN 'parked' ELSE 'pending' END,
+       token  = CASE WHEN $4 THEN NULL ELSE token END
+WHERE id = $1`
+	)
+	var d Data
+	if err := json.Unmarshal(m.Data, &d); err != nil {
+		return fmt.Errorf("mail %d: data: %w", m.ID, err)
+	}
+	tok := ""
+	if m.Token != nil {
+		tok = *m.Token
+	}
+	out := Outgoing{From: s.o.From, MessageID: "mail-" + strconv.FormatInt(m.ID, 10) + "@" + s.o.MessageIDHost}
+	var sendErr error
+	if m.Token == nil {
+		// Only a row whose token was scrubbed (an earlier send that lost
+		// its acknowledgement) has none: the link would be dead.
+		sendErr = fmt.Errorf("%w: the token is gone", ErrPermanent)
+	} else if out.Rendered, sendErr = s.o.Links.Render(Kind(m.Kind), m.To, tok, d); sendErr != nil {
+		sendErr = fmt.Errorf("%w: render: %v", ErrPermanent, sendErr)
+	} else {
+		sendErr = s.o.Transport.Send(ctx, out)
+	}
+	if sendErr == nil {
+		if _, err := s.o.Pool.Exec(ctx, qSent, m.ID); err != nil {
+			return fmt.Errorf("mark mail %d sent: %w", m.ID, err)
+		}
+		s.sent.Inc()
+		return nil
+	}
+	permanent := errors.Is(sendErr, ErrPermanent)
+	park := permanent || m.Attempts >= s.o.MaxAttempts
+	if permanent {
+		s.failed.WithLabelValues("permanent").Inc()
+	} else {
+		s.failed.WithLabelValues("temporary").Inc()
+	}
+	delay := s.o.BackoffBase << min(m.Attempts-1, 30)
+	if delay > s.o.BackoffMax || delay <= 0 {
+		delay = s.o.BackoffMax
+	}
+	if park {
+		s.parked.Inc()
+		s.o.Logger.Error("mail parked", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", sendErr)
+	} else {
+		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", sendErr)
+	}
+	if _, err := s.o.Pool.Exec(ctx, qFail, m.ID, clip(sendErr.Error(), 1000), delay.Seconds(), park); err != nil {
+		return fmt.Errorf("record mail %d failure: %w", m.ID, err)
+	}
+	return nil
+}
+
+// Prune deletes sent rows older than Retain.
+func (s *Sender) Prune(ctx context.Context) (int64, error) {
+	const q = `DELETE FROM mail_queue WHERE status = 'sent' AND sent_at < now() - make_interval(secs => $1)`
+	tag, err := s.o.Pool.Exec(ctx, q, s.o.Retain.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("prune mail: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

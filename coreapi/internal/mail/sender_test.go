@@ -1,0 +1,345 @@
+package mail_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
+)
+
+type rig struct {
+	db   *dbtest.DB
+	smtp *mailtest.Server
+	s    *mail.Sender
+	reg  *prometheus.Registry
+}
+
+func newRig(t *testing.T, o mail.SenderOptions) *rig {
+	t.Helper()
+	r := &rig{db: dbtest.New(t), smtp: mailtest.Start(t), reg: prometheus.NewRegistry()}
+	tr, err := mail.ParseSMTPURL(r.smtp.URL() + "?starttls=off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Pool, o.Transport, o.From, o.Registerer = r.db.Pool, tr, "Tollgate <no-reply@example.com>", r.reg
+	o.Links = mail.DefaultLinks("http://localhost:8080")
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.BackoffBase == 0 {
+		o.BackoffBase = time.Millisecond
+	}
+	if r.s, err = mail.NewSender(o); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) enqueue(t *testing.T, msgs ...mail.Message) {
+	t.Helper()
+	err := pgx.BeginFunc(context.Background(), r.db.Pool, func(tx pgx.Tx) error {
+		for _, m := range msgs {
+			if err := mail.Enqueue(context.Background(), tx, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+type row struct {
+	Status   string
+	Attempts int
+	Token    *string
+	LastErr  *string
+}
+
+func (r *rig) rows(t *testing.T) []row {
+	t.Helper()
+	rows, _ := r.db.Pool.Query(context.Background(), `SELECT status, attempts, token, last_error FROM mail_queue ORDER BY id`)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// dueNow makes every pending row due (instead of waiting out the backoff).
+func (r *rig) dueNow(t *testing.T) {
+	t.Helper()
+	if _, err := r.db.Pool.Exec(context.Background(), `UPDATE mail_queue SET next_attempt_at = now() WHERE status = 'pending'`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rig) failures(kind string) float64 {
+	mfs, _ := r.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "coreapi_mail_failures_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}
+
+var verify = mail.Message{Kind: mail.KindVerifyEmail, To: "ada@example.com", Token: "tok_abc-123",
+	Data: mail.Data{DisplayName: "Ada", ExpiresAt: time.Now().Add(24 * time.Hour)}}
+
+func TestSendScrubsTheToken(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.enqueue(t, verify)
+	if n, err := r.s.SendDue(context.Background()); err != nil || n != 1 {
+		t.Fatalf("SendDue = %d, %v", n, err)
+	}
+	m := r.smtp.WaitFor(t, "ada@example.com", "Confirm your email", 5*time.Second)
+	if got := m.Token(); got != "tok_abc-123" {
+		t.Errorf("link token %q, want tok_abc-123; mail:\n%s", got, m.Raw)
+	}
+	if !strings.Contains(m.Raw, "http://localhost:8080/verify-email?token=") {
+		t.Errorf("no verify link in:\n%s", m.Raw)
+	}
+	if !strings.Contains(m.Raw, "text/html") || !strings.Contains(m.Raw, "text/plain") {
+		t.Errorf("want a plain-text and an HTML part:\n%s", m.Raw)
+	}
+	if id := m.Header.Get("Message-Id"); !strings.HasPrefix(id, "<mail-") {
+		t.Errorf("Message-ID %q, want one derived from the row", id)
+	}
+	rows := r.rows(t)
+	if len(rows) != 1 || rows[0].Status != "sent" || rows[0].Token != nil || rows[0].Attempts != 1 {
+		t.Errorf("row after send = %+v, want sent, 1 attempt, token NULL", rows)
+	}
+	if n, _ := r.s.SendDue(context.Background()); n != 0 {
+		t.Errorf("a sent row was claimed again")
+	}
+}
+
+func TestRolledBackChangeSendsNothing(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	err := pgx.BeginFunc(context.Background(), r.db.Pool, func(tx pgx.Tx) error {
+		if err := mail.Enqueue(context.Background(), tx, verify); err != nil {
+			return err
+		}
+		return errors.New("the change failed")
+	})
+	if err == nil {
+		t.Fatal("want the transaction to fail")
+	}
+	if n, err := r.s.SendDue(context.Background()); err != nil || n != 0 {
+		t.Errorf("SendDue = %d, %v; want nothing queued", n, err)
+	}
+}
+
+// Mail server down at send time: the row stays, is retried with backoff
+// and delivered once the server is back; nothing is lost.
+func TestServerDownThenBack(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.Stop()
+	r.enqueue(t, verify)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rows := r.rows(t)
+	if rows[0].Status != "pending" || rows[0].Attempts != 1 || rows[0].Token == nil || rows[0].LastErr == nil {
+		t.Fatalf("after a failed attempt: %+v; want pending, 1 attempt, token kept, error recorded", rows[0])
+	}
+	if got := r.failures("temporary"); got != 1 {
+		t.Errorf("temporary failures %v, want 1", got)
+	}
+	r.smtp.Restart(t)
+	r.dueNow(t)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.smtp.WaitFor(t, "ada@example.com", "Confirm", 5*time.Second)
+	if rows := r.rows(t); rows[0].Status != "sent" || rows[0].Attempts != 2 || rows[0].Token != nil {
+		t.Errorf("after the server came back: %+v", rows[0])
+	}
+}
+
+// SMTP 5xx: parked at once, counted, token scrubbed, not retried.
+func TestPermanentFailureParks(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.Refuse(550)
+	r.enqueue(t, verify)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rows := r.rows(t)
+	if rows[0].Status != "parked" || rows[0].Token != nil || rows[0].LastErr == nil || !strings.Contains(*rows[0].LastErr, "550") {
+		t.Fatalf("after a 550: %+v; want parked, token NULL, the 550 recorded", rows[0])
+	}
+	if got := r.failures("permanent"); got != 1 {
+		t.Errorf("permanent failures %v, want 1", got)
+	}
+	r.dueNow(t)
+	if n, _ := r.s.SendDue(context.Background()); n != 0 {
+		t.Error("a parked row was claimed again")
+	}
+}
+
+// A 4xx is temporary; after MaxAttempts the row is parked.
+func TestTooManyAttemptsParks(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{MaxAttempts: 3})
+	r.smtp.Refuse(451)
+	r.enqueue(t, verify)
+	for i := 1; i <= 3; i++ {
+		r.dueNow(t)
+		if n, err := r.s.SendDue(context.Background()); err != nil || n != 1 {
+			t.Fatalf("attempt %d: SendDue = %d, %v", i, n, err)
+		}
+	}
+	if rows := r.rows(t); rows[0].Status != "parked" || rows[0].Attempts != 3 {
+		t.Errorf("after 3 temporary failures: %+v; want parked", rows[0])
+	}
+	if got := r.failures("temporary"); got != 3 {
+		t.Errorf("temporary failures %v, want 3", got)
+	}
+}
+
+// Two senders on one queue (two replicas): every mail goes out once.
+func TestConcurrentSendersDeliverOnce(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{Batch: 3})
+	other, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: mustSMTP(t, r.smtp.URL()),
+		From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Batch: 3,
+		Links: mail.DefaultLinks("http://localhost:8080")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []mail.Message
+	for i := range 20 {
+		m := verify
+		m.To = "user" + string(rune('a'+i)) + "@example.com"
+		msgs = append(msgs, m)
+	}
+	r.enqueue(t, msgs...)
+	var wg sync.WaitGroup
+	for _, s := range []*mail.Sender{r.s, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n, err := s.SendDue(context.Background())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]int{}
+	for _, m := range r.smtp.Messages() {
+		got[m.Rcpt[0]]++
+	}
+	if len(got) != 20 {
+		t.Errorf("%d distinct recipients, want 20", len(got))
+	}
+	for k, n := range got {
+		if n != 1 {
+			t.Errorf("%s received %d copies", k, n)
+		}
+	}
+}
+
+func mustSMTP(t *testing.T, url string) *mail.SMTP {
+	t.Helper()
+	s, err := mail.ParseSMTPURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// CR/LF in an address is refused before it is queued; in a name it never
+// reaches a header.
+func TestHeaderInjection(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	for _, to := range []string{"a@example.com\r\nBcc: evil@example.com", "a@example.com\nBcc: evil@example.com",
+		"Eve <a@example.com>", "a@example.com, evil@example.com", "a@example.com;evil@example.com"} {
+		err := pgx.BeginFunc(context.Background(), r.db.Pool, func(tx pgx.Tx) error {
+			m := verify
+			m.To = to
+			return mail.Enqueue(context.Background(), tx, m)
+		})
+		if !errors.Is(err, mail.ErrBadAddress) {
+			t.Errorf("Enqueue(to %q) = %v, want ErrBadAddress", to, err)
+		}
+	}
+	inv := mail.Message{Kind: mail.KindInvitation, To: "bob@example.com", Token: "t1",
+		Data: mail.Data{TenantName: "Acme\r\nBcc: evil@example.com", InviterName: "Ann\r\nX-Evil: 1", ExpiresAt: time.Now().Add(time.Hour)}}
+	r.enqueue(t, inv)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := r.smtp.WaitFor(t, "bob@example.com", "Acme", 5*time.Second)
+	if len(m.Rcpt) != 1 || m.Header.Get("Bcc") != "" || m.Header.Get("X-Evil") != "" {
+		t.Errorf("injected header or recipient: rcpt %v, headers %v", m.Rcpt, m.Header)
+	}
+	if strings.ContainsAny(m.Subject, "\r\n") {
+		t.Errorf("subject %q has a line break", m.Subject)
+	}
+}
+
+func TestParseSMTPURL(t *testing.T) {
+	for _, ok := range []string{"smtp://127.0.0.1:1025", "smtp://user:pw@mail.example.com", "smtps://mail.example.com",
+		"smtp://mail.example.com:587?starttls=required", "smtp://h:25?starttls=off"} {
+		if _, err := mail.ParseSMTPURL(ok); err != nil {
+			t.Errorf("ParseSMTPURL(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "mail.example.com", "http://mail.example.com", "smtp://", "smtp://h:0",
+		"smtp://h:99999", "smtp://h:x", "smtp://h?starttls=maybe"} {
+		if _, err := mail.ParseSMTPURL(bad); err == nil {
+			t.Errorf("ParseSMTPURL(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLinks(t *testing.T) {
+	l := mail.Links{VerifyEmail: "https://app.example.com/confirm?t={token}", ResetPassword: "https://app.example.com/reset/{token}",
+		AcceptInvitation: "https://app.example.com/join?token={token}"}
+	got, err := l.Render(mail.KindPasswordReset, "a@example.com", "x+y/z", mail.Data{ExpiresAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got.Text, "https://app.example.com/reset/x%2By%2Fz") {
+		t.Errorf("reset link not from the template, or token unescaped:\n%s", got.Text)
+	}
+	if !strings.Contains(got.HTML, `href="https://app.example.com/reset/x%2By%2Fz"`) {
+		t.Errorf("html link:\n%s", got.HTML)
+	}
+	inv, err := l.Render(mail.KindInvitation, "a@example.com", "t", mail.Data{TenantName: "<b>Acme</b>", ExpiresAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(inv.HTML, "<b>Acme</b>") || !strings.Contains(inv.HTML, "&lt;b&gt;Acme&lt;/b&gt;") {
+		t.Errorf("tenant name not escaped in HTML:\n%s", inv.HTML)
+	}
+	for _, bad := range []string{"https://app.example.com/confirm", "/relative?t={token}", "ftp://x/{token}"} {
+		if mail.CheckLinkTemplate(bad) == nil {
+			t.Errorf("CheckLinkTemplate(%q) accepted", bad)
+		}
+	}
+}

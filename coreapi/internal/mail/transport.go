@@ -1,0 +1,143 @@
+package mail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+)
+
+// Outgoing is one rendered message with its envelope.
+type Outgoing struct {
+	Rendered
+	From string
+	// MessageID is stable per queue row, so a retry after a lost
+	// acknowledgement carries the same Message-ID (receivers can drop it).
+	MessageID string
+}
+
+// Transport delivers one message. An error wrapping ErrPermanent is not
+// retried.
+type Transport interface {
+	Send(ctx context.Context, m Outgoing) error
+}
+
+// ErrPermanent marks a delivery that retrying cannot fix (SMTP 5xx).
+var ErrPermanent = errors.New("permanent delivery failure")
+
+// SMTP sends over SMTP with github.com/wneessen/go-mail.
+type SMTP struct {
+	host string
+	opts []gomail.Option
+}
+
+// DefaultSMTPTimeout bounds connecting and each SMTP command.
+const DefaultSMTPTimeout = 10 * time.Second
+
+// ParseSMTPURL checks an SMTP_URL: smtp://[user:pass@]host[:port] (STARTTLS
+// when the server offers it; ?starttls=required refuses a server without
+// it, ?starttls=off never uses it) or smtps://… (implicit TLS, port 465 by
+// default).
+func ParseSMTPURL(raw string) (*SMTP, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" {
+		return nil, errors.New("want smtp://[user:password@]host[:port] or smtps://…")
+	}
+	s := &SMTP{host: u.Hostname(), opts: []gomail.Option{gomail.WithTimeout(DefaultSMTPTimeout)}}
+	port := 0
+	if p := u.Port(); p != "" {
+		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
+			return nil, errors.New("bad port")
+		}
+	}
+	switch u.Scheme {
+	case "smtp":
+		if port == 0 {
+			port = 587
+		}
+		policy := gomail.TLSOpportunistic
+		switch u.Query().Get("starttls") {
+		case "", "auto":
+		case "required":
+			policy = gomail.TLSMandatory
+		case "off":
+			policy = gomail.NoTLS
+		default:
+			return nil, errors.New("starttls: want auto, required or off")
+		}
+		s.opts = append(s.opts, gomail.WithTLSPortPolicy(policy))
+	case "smtps":
+		if port == 0 {
+			port = 465
+		}
+		s.opts = append(s.opts, gomail.WithSSL())
+	default:
+		return nil, fmt.Errorf("scheme %q: want smtp or smtps", u.Scheme)
+	}
+	s.opts = append(s.opts, gomail.WithPort(port))
+	if u.User != nil && u.User.Username() != "" {
+		pw, _ := u.User.Password()
+		s.opts = append(s.opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(u.User.Username()), gomail.WithPassword(pw))
+	}
+	return s, nil
+}
+
+// Send delivers m in its own SMTP session.
+func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
+	msg := gomail.NewMsg()
+	if err := msg.From(m.From); err != nil {
+		return fmt.Errorf("%w: from: %v", ErrPermanent, err)
+	}
+	if err := msg.To(m.To); err != nil {
+		return fmt.Errorf("%w: to: %v", ErrPermanent, err)
+	}
+	msg.Subject(m.Subject)
+	msg.SetMessageIDWithValue(m.MessageID)
+	msg.SetDate()
+	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+	c, err := gomail.NewClient(s.host, s.opts...)
+	if err != nil {
+		return fmt.Errorf("smtp client: %w", err)
+	}
+	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+		var se *gomail.SendError
+		if errors.As(err, &se) && se.ErrorCode() >= 500 && se.ErrorCode() < 600 {
+			return fmt.Errorf("%w: %v", ErrPermanent, err)
+		}
+		return fmt.Errorf("smtp send: %w", err)
+	}
+	return nil
+}
+
+// Log writes messages to the log instead of sending them (development,
+// when SMTP_URL is unset). The links are in the log: never use it where
+// others read the logs.
+type Log struct {
+	Logger *slog.Logger
+}
+
+// Send logs m.
+func (l Log) Send(_ context.Context, m Outgoing) error {
+	l.Logger.Info("mail (not sent: SMTP_URL is unset)", "to", m.To, "subject", m.Subject, "message_id", m.MessageID, "text", m.Text)
+	return nil
+}
+
+// hostOf is the host part of a URL, for Message-IDs.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" {
+		return "localhost"
+	}
+	if h, _, err := net.SplitHostPort(u.Host); err == nil {
+		return h
+	}
+	return u.Hostname()
+}

@@ -1,0 +1,147 @@
+// Package onetime issues and consumes the one-time tokens that mailed links
+// carry (email verification, password reset). A token is 32 random bytes,
+// base64url; only its SHA-256 is stored, with its purpose, user, the
+// address it proves and an expiry. Consuming deletes the row (single use),
+// so a reused token is simply unknown.
+package onetime
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+)
+
+// Purpose is what a token is for; a token of one purpose never serves
+// another.
+type Purpose string
+
+// Purposes.
+const (
+	VerifyEmail   Purpose = "verify_email"
+	PasswordReset Purpose = "password_reset"
+)
+
+// Lifetimes.
+const (
+	VerifyTTL = 24 * time.Hour
+	ResetTTL  = time.Hour
+)
+
+// Errors of Consume.
+var (
+	// ErrInvalid: unknown, already used, tampered with, or for another
+	// purpose.
+	ErrInvalid = errors.New("the link is not valid (already used, replaced, or mistyped)")
+	// ErrExpired: the token is known but past its expiry (it is deleted).
+	ErrExpired = errors.New("the link has expired; ask for a new one")
+)
+
+// Token is a consumed token.
+type Token struct {
+	UserID string
+	Email  string
+}
+
+// New returns a fresh raw token and its hash.
+func New() (raw string, hash []byte, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, fmt.Errorf("read random: %w", err)
+	}
+	raw = base64.RawURLEncoding.EncodeToString(b[:])
+	return raw, Hash(raw), nil
+}
+
+// Hash is how a token is stored and looked up.
+func Hash(raw string) []byte {
+	s := sha256.Sum256([]byte(raw))
+	return s[:]
+}
+
+// Issue stores a new token for userID proving email, inside tx, and
+// returns the raw token and its expiry.
+func Issue(ctx context.Context, tx pgx.Tx, p Purpose, userID, email string, ttl time.Duration) (string, time.Time, error) {
+	const q = `
+INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+RETURNING expires_at`
+	raw, hash, err := New()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	var exp time.Time
+	if err := tx.QueryRow(ctx, q, hash, string(p), userID, email, ttl.Seconds()).Scan(&exp); err != nil {
+		return "", time.Time{}, fmt.Errorf("issue %s token: %w", p, err)
+	}
+	return raw, exp, nil
+}
+
+// Consume deletes the token and returns what it proves; ErrInvalid or
+// ErrExpired otherwise. Call it in the transaction that acts on it, so a
+// failed action leaves the token usable.
+func Consume(ctx context.Context, tx pgx.Tx, p Purpose, raw string) (Token, error) {
+	const q = `
+DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2
+RETURNING user_id::text, email, expires_at <= now()`
+	if raw == "" || len(raw) > 200 {
+		return Token{}, ErrInvalid
+	}
+	var (
+		t       Token
+		expired bool
+	)
+	err := tx.QueryRow(ctx, q, Hash(raw), string(p)).Scan(&t.UserID, &t.Email, &expired)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Token{}, ErrInvalid
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("consume %s token: %w", p, err)
+	}
+	if expired {
+		return Token{}, ErrExpired
+	}
+	return t, nil
+}
+
+// Revoke deletes every token of userID for the given purposes.
+func Revoke(ctx context.Context, tx pgx.Tx, userID string, ps ...Purpose) error {
+	const q = `DELETE FROM action_tokens WHERE user_id = $1 AND purpose = ANY($2::text[])`
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = string(p)
+	}
+	if _, err := tx.Exec(ctx, q, userID, names); err != nil {
+		return fmt.Errorf("revoke tokens: %w", err)
+	}
+	return nil
+}
+
+// SendVerification issues a verify_email token for email and queues the
+// mail with its link, inside tx, and audits it in the user's tenants (call
+// it after the membership exists). Earlier verification tokens of the user
+// die: only the newest link works.
+func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName string, change bool, requestID string) error {
+	if err := Revoke(ctx, tx, userID, VerifyEmail); err != nil {
+		return err
+	}
+	raw, exp, err := Issue(ctx, tx, VerifyEmail, userID, email, VerifyTTL)
+	if err != nil {
+		return err
+	}
+	err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindVerifyEmail, To: email, Token: raw,
+		Data: mail.Data{DisplayName: displayName, ExpiresAt: exp, EmailChange: change}})
+	if err != nil {
+		return err
+	}
+	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: userID, Action: "user.verification_sent",
+		TargetType: "user", TargetID: userID, RequestID: requestID, Data: map[string]any{"email": email, "email_change": change}})
+}

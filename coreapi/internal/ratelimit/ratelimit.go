@@ -1,0 +1,70 @@
+// Package ratelimit counts hits per key in fixed windows stored in
+// PostgreSQL, so every replica shares the same counters. Keys are hashed
+// before they are stored: a limit on an email address keeps no address.
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Limit is at most N hits per Window.
+type Limit struct {
+	N      int
+	Window time.Duration
+}
+
+// Limiter checks and counts hits.
+type Limiter struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Limiter on pool.
+func New(pool *pgxpool.Pool) *Limiter { return &Limiter{pool: pool} }
+
+// Key hashes the parts of a limit key (e.g. "forgot", "addr", email).
+func Key(parts ...string) []byte {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return h.Sum(nil)
+}
+
+// Allow counts one hit on key and reports whether it is within l; when it
+// is not, retryAfter is the time left in the window. One statement: the
+// row lock serialises concurrent hits, so each is counted exactly once.
+func (r *Limiter) Allow(ctx context.Context, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
+	const q = `
+INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1)
+ON CONFLICT (key) DO UPDATE SET
+    window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN now() ELSE r.window_start END,
+    hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE r.hits + 1 END
+RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => $2) - now()), 0)::float8`
+	var (
+		hits int
+		left float64
+	)
+	if err := r.pool.QueryRow(ctx, q, key, l.Window.Seconds()).Scan(&hits, &left); err != nil {
+		return false, 0, fmt.Errorf("rate limit: %w", err)
+	}
+	if hits <= l.N {
+		return true, 0, nil
+	}
+	return false, time.Duration(left * float64(time.Second)), nil
+}
+
+// Sweep deletes counters whose window ended more than olderThan ago.
+func (r *Limiter) Sweep(ctx context.Context, olderThan time.Duration) (int64, error) {
+	const q = `DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)`
+	tag, err := r.pool.Exec(ctx, q, olderThan.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("sweep rate limits: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -1,0 +1,77 @@
+package ratelimit_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+)
+
+func TestAllowCountsPerKeyAndWindow(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	lim := ratelimit.Limit{N: 3, Window: time.Hour}
+	a, b := ratelimit.Key("forgot", "addr", "a@example.com"), ratelimit.Key("forgot", "addr", "b@example.com")
+	for i := 1; i <= 3; i++ {
+		ok, _, err := l.Allow(ctx, a, lim)
+		if err != nil || !ok {
+			t.Fatalf("hit %d = %v, %v; want allowed", i, ok, err)
+		}
+	}
+	ok, retry, err := l.Allow(ctx, a, lim)
+	if err != nil || ok {
+		t.Fatalf("4th hit = %v, %v; want refused", ok, err)
+	}
+	if retry <= 0 || retry > time.Hour {
+		t.Errorf("retry after %v, want within the hour window", retry)
+	}
+	if ok, _, err := l.Allow(ctx, b, lim); err != nil || !ok {
+		t.Errorf("another key = %v, %v; want allowed", ok, err)
+	}
+	// An ended window starts again.
+	if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = now() - interval '2 hours' WHERE key = $1`, a); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := l.Allow(ctx, a, lim); err != nil || !ok {
+		t.Errorf("after the window = %v, %v; want allowed", ok, err)
+	}
+	if n, err := l.Sweep(ctx, 0); err != nil || n != 2 {
+		t.Errorf("sweep = %d, %v; want 2 rows", n, err)
+	}
+}
+
+// Concurrent hits are each counted once: exactly N of them pass.
+func TestAllowConcurrent(t *testing.T) {
+	db := dbtest.New(t)
+	l := ratelimit.New(db.Pool)
+	lim := ratelimit.Limit{N: 5, Window: time.Hour}
+	key := ratelimit.Key("ip", "192.0.2.1")
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		allowed int
+	)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, _, err := l.Allow(context.Background(), key, lim)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != 5 {
+		t.Errorf("allowed %d of 20 concurrent hits, want 5", allowed)
+	}
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// Mailpit is the mail catcher `make run` starts unless SMTP_URL is set: a
+// program built from the Go module proxy (never a downloaded binary).
+const (
+	mailpitModule  = "github.com/axllent/mailpit"
+	mailpitVersion = "v1.33.1"
+)
+
+// mailPlan says where coreapi's mail goes.
+type mailPlan struct {
+	// mailpit: build and start Mailpit on smtpAddr (SMTP) and uiAddr (web
+	// UI and API); else mail goes to smtpURL as the user set it.
+	mailpit          bool
+	smtpAddr, uiAddr string
+	smtpURL          string
+}
+
+// planMail decides from SMTP_URL (userSMTP) and the flags.
+func planMail(userSMTP string, o options) mailPlan {
+	if userSMTP != "" {
+		return mailPlan{smtpURL: userSMTP}
+	}
+	// Mailpit offers no STARTTLS: plain SMTP on loopback.
+	return mailPlan{mailpit: true, smtpAddr: o.mailSMTPAddr, uiAddr: o.mailUIAddr,
+		smtpURL: "smtp://" + o.mailSMTPAddr + "?starttls=off"}
+}
+
+// mailpitArgs are Mailpit's flags: loopback only, no update check, the
+// mails kept in the data directory between runs.
+func (p mailPlan) mailpitArgs(dataDir string) []string {
+	return []string{"--smtp", p.smtpAddr, "--listen", p.uiAddr, "--disable-version-check",
+		"--database", filepath.Join(dataDir, "mailpit.db")}
+}
+
+// ensureMailpit builds Mailpit into dir once (about a minute the first
+// time) and returns the binary's path; a binary of this version already
+// there is reused.
+func ensureMailpit(ctx context.Context, dir string, logs io.Writer) (string, error) {
+	path := filepath.Join(dir, "mailpit-"+mailpitVersion)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(dir, "mailpit-build-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	gobin := os.Getenv("GO")
+	if gobin == "" {
+		gobin = "go"
+	}
+	// Outside the workspace: Mailpit is a program of its own, built from
+	// the module proxy at a pinned version.
+	cmd := exec.CommandContext(ctx, gobin, "install", mailpitModule+"@"+mailpitVersion)
+	cmd.Dir = tmp
+	cmd.Env = append(environ("GOBIN", "GOWORK"), "GOBIN="+tmp, "GOWORK=off")
+	out := newPrefixWriter(logs, "mailpit   | ")
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	out.Flush()
+	if err != nil {
+		return "", fmt.Errorf("build mailpit %s: %w", mailpitVersion, err)
+	}
+	if err := os.Rename(filepath.Join(tmp, "mailpit"), path); err != nil {
+		return "", fmt.Errorf("install mailpit: %w", err)
+	}
+	return path, nil
+}

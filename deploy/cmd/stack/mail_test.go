@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/smtp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+)
+
+func TestPlanMail(t *testing.T) {
+	o, err := parseFlags(nil, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := planMail("", o)
+	if !p.mailpit || p.smtpAddr != "127.0.0.1:1025" || p.uiAddr != "127.0.0.1:8025" || p.smtpURL != "smtp://127.0.0.1:1025?starttls=off" {
+		t.Errorf("without SMTP_URL: %+v; want Mailpit on 127.0.0.1:1025/8025", p)
+	}
+	args := strings.Join(p.mailpitArgs("/data"), " ")
+	for _, want := range []string{"--smtp 127.0.0.1:1025", "--listen 127.0.0.1:8025", "--disable-version-check", "--database /data/mailpit.db"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("mailpit args %q lack %q", args, want)
+		}
+	}
+	p = planMail("smtps://user:pw@mail.example.com", o)
+	if p.mailpit || p.smtpURL != "smtps://user:pw@mail.example.com" {
+		t.Errorf("with SMTP_URL: %+v; want no Mailpit and the user's URL", p)
+	}
+	o.mailSMTPAddr, o.mailUIAddr = "127.0.0.1:2525", "127.0.0.1:9025"
+	if p := planMail("", o); p.smtpAddr != "127.0.0.1:2525" || p.uiAddr != "127.0.0.1:9025" || !strings.Contains(p.smtpURL, "2525") {
+		t.Errorf("flags not used: %+v", p)
+	}
+}
+
+// TestMailpit builds Mailpit from the module proxy (as `make run` does),
+// runs it, delivers a mail over SMTP and reads it back through its API.
+func TestMailpit(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var logs strings.Builder
+	path, err := ensureMailpit(ctx, dir, &lockedWriter{w: &logs})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	if again, err := ensureMailpit(ctx, dir, io.Discard); err != nil || again != path {
+		t.Errorf("second ensure = %q, %v; want the built binary reused", again, err)
+	}
+	o := options{mailSMTPAddr: freeAddr(t), mailUIAddr: freeAddr(t)}
+	p := planMail("", o)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := startChild(logger, "mailpit", path, p.mailpitArgs(dir), environ(), &lockedWriter{w: &logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.stop(logger, 10*time.Second)
+	if err := waitReady(ctx, localURL(p.uiAddr)+"/readyz", time.Minute, c); err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	msg := "To: you@example.com\r\nFrom: no-reply@example.com\r\nSubject: Confirm your email address\r\n\r\nhttp://localhost:8080/verify-email?token=abc\r\n"
+	if err := smtp.SendMail(p.smtpAddr, nil, "no-reply@example.com", []string{"you@example.com"}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(localURL(p.uiAddr) + "/api/v1/messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Messages []struct {
+			Subject string `json:"Subject"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Messages) != 1 || list.Messages[0].Subject != "Confirm your email address" {
+		t.Errorf("Mailpit holds %+v, want the one mail sent", list.Messages)
+	}
+}
+
+// smtpCatcher is an in-process SMTP server (the stack test's SMTP_URL).
+type smtpCatcher struct {
+	addr string
+	srv  *gosmtp.Server
+	mu   sync.Mutex
+	got  []string // "rcpt subject"
+}
+
+func startSMTPCatcher(t *testing.T) *smtpCatcher {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &smtpCatcher{addr: ln.Addr().String()}
+	c.srv = gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) { return &catchSession{c: c}, nil }))
+	c.srv.Domain = "stack-test.local"
+	go func() { _ = c.srv.Serve(ln) }()
+	t.Cleanup(func() { _ = c.srv.Close() })
+	return c
+}
+
+func (c *smtpCatcher) received() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.got...)
+}
+
+type catchSession struct {
+	c    *smtpCatcher
+	rcpt []string
+}
+
+func (s *catchSession) Reset()                                 { s.rcpt = nil }
+func (s *catchSession) Logout() error                          { return nil }
+func (s *catchSession) Mail(string, *gosmtp.MailOptions) error { return nil }
+func (s *catchSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	s.rcpt = append(s.rcpt, to)
+	return nil
+}
+func (s *catchSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	subject := ""
+	for _, line := range strings.Split(string(b), "\r\n") {
+		if strings.HasPrefix(line, "Subject: ") {
+			subject = strings.TrimPrefix(line, "Subject: ")
+		}
+	}
+	s.c.mu.Lock()
+	for _, r := range s.rcpt {
+		s.c.got = append(s.c.got, r+" "+subject)
+	}
+	s.c.mu.Unlock()
+	return nil
+}
