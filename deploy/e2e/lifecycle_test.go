@@ -149,15 +149,8 @@ func TestLinkingTakeoverFails(t *testing.T) {
 	attacker := decode[tokenResponse](t, squat)
 
 	sys.oidc.loginAs(oidcUser{Subject: "sub-" + randToken(6), Email: victim, Name: "Victim"})
-	start := call(t, "GET", sys.proxyA.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize"), "", nil)
-	if start.Status/100 != 3 {
-		t.Fatalf("authorize: %s", start)
-	}
-	back := call(t, "GET", start.Header.Get("Location"), "", nil)
-	if back.Status != http.StatusFound {
-		t.Fatalf("provider authorize: %s", back)
-	}
-	done := call(t, "GET", back.Header.Get("Location"), "", nil)
+	fl := startOAuth(t, sys.proxyA)
+	done := browserGet(t, fl.callback, fl.cookie)
 	if done.Status == http.StatusOK || done.Status/100 == 3 {
 		t.Fatalf("the OIDC sign-in entered the squatted account: %s", done)
 	}
