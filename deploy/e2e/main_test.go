@@ -285,7 +285,12 @@ func (s *system) useNotes(p, notes *service, keys []identity.Key) error {
 		}
 		text = strings.Replace(text, from, to, 1)
 	}
-	path := filepath.Join(s.work, p.name+"-rules.yaml")
+	// A directory of its own: the proxy watches the file's directory.
+	dir := filepath.Join(s.work, p.name+"-rules")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "rules.yaml")
 	// Written beside and renamed: the watcher never reads half a file.
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
