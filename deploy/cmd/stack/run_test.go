@@ -133,6 +133,32 @@ func TestRunTwice(t *testing.T) {
 			}
 		}
 
+		// The README's tour, on this run's ports.
+		readme := readmeTour(t, map[string]string{
+			"localhost:8080": publicHost(o.proxyAddr), "localhost:8082": publicHost(o.notesAddr), "localhost:9090": publicHost(o.proxyAdmin),
+		})
+		out, err = exec.Command("sh", "-c", readme).CombinedOutput()
+		if err != nil {
+			t.Errorf("run #%d: README tour: %v\n%s", i+1, err, out)
+		}
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`"access_token":"`),                // signup
+			regexp.MustCompile(`"email":"admin@example.com"`),     // me
+			regexp.MustCompile(`(?m)^\{"data":\[`),                // member reads
+			regexp.MustCompile(`"code":"insufficient_scope"`),     // member may not write
+			regexp.MustCompile(`"permissions":\["notes:write"\]`), // role created
+			regexp.MustCompile(`(?m)^write after the grant 201$`),
+			regexp.MustCompile(`"text":"hello","author_id":"` + d.MemberID + `"`),
+			regexp.MustCompile(`(?m)^write after the revoke 403$`),
+			regexp.MustCompile(`(?m)^401\n401$`), // forged header, unsigned app request
+			regexp.MustCompile(`(?m)^authproxy_`),
+			regexp.MustCompile(`"keys":\[`),
+		} {
+			if !want.Match(out) {
+				t.Errorf("run #%d: README tour output lacks %s:\n%s", i+1, want, out)
+			}
+		}
+
 		cancel() // as SIGINT/SIGTERM would
 		select {
 		case err := <-done:
@@ -195,4 +221,32 @@ func demoFromTour(t *testing.T, tour string) demo {
 		t.Fatal(errors.New("empty demo id in the tour"))
 	}
 	return d
+}
+
+// readmeTour is the shell block of README.md's "A 60-second tour", with
+// addresses replaced.
+func readmeTour(t *testing.T, addrs map[string]string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "## A 60-second tour")
+	if !ok {
+		t.Fatal("README.md has no tour")
+	}
+	_, rest, ok = strings.Cut(rest, "```sh\n")
+	script, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md's tour has no sh block")
+	}
+	for from, to := range addrs {
+		script = strings.ReplaceAll(script, from, to)
+	}
+	return script
+}
+
+// publicHost is a listen address as the README spells it (localhost:port).
+func publicHost(addr string) string {
+	return strings.TrimPrefix(publicURL(addr), "http://")
 }
