@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -233,5 +235,54 @@ func TestDefaultsOnLoopback(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-database", "postgres", "-reset", "extra"}, t.TempDir()); err == nil {
 		t.Error("a stray argument was accepted")
+	}
+}
+
+// TestRunReset: `stack -reset` (make reset) drops the stack's database
+// and nothing else.
+func TestRunReset(t *testing.T) {
+	name := dropLater(t, "stack_"+randHex(6))
+	if _, _, err := ensureDatabase(context.Background(), adminURL(), name, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DATABASE_URL", adminURL())
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if err := run(context.Background(), logger, []string{"-reset", "-database", name, "-data", t.TempDir()}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if databaseExists(t, name) {
+		t.Fatal("database still there after -reset")
+	}
+	for _, reserved := range []string{"postgres", "template1"} {
+		err := run(context.Background(), logger, []string{"-reset", "-database", reserved, "-data", t.TempDir()}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "belongs to the server") {
+			t.Errorf("-reset -database %s = %v, want a refusal", reserved, err)
+		}
+	}
+}
+
+// TestRunFailsFastOnPermanentDatabaseError: the whole runner stops with
+// the server's message before building anything.
+func TestRunFailsFastOnPermanentDatabaseError(t *testing.T) {
+	u, err := url.Parse(adminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User("no_such_role_" + randHex(4))
+	t.Setenv("DATABASE_URL", u.String())
+	data := t.TempDir()
+	args := []string{"-data", data, "-database", "stack_" + randHex(6), "-ready-timeout", "2m",
+		"-core-addr", freeAddr(t), "-core-admin-addr", freeAddr(t), "-proxy-addr", freeAddr(t),
+		"-proxy-admin-addr", freeAddr(t), "-notes-addr", freeAddr(t), "-notes-admin-addr", freeAddr(t)}
+	start := time.Now()
+	err = run(context.Background(), slog.New(slog.NewJSONHandler(io.Discard, nil)), args, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "database refused") || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("run = %v, want the server's refusal", err)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("took %v: the permanent error was retried", d)
+	}
+	if _, err := os.Stat(filepath.Join(data, "bin")); err == nil {
+		t.Error("binaries were built before the database was checked")
 	}
 }
