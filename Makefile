@@ -6,7 +6,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 BIN         := bin
 
-.PHONY: all build test test-short bench bench-scale lint fmt run clean
+.PHONY: all build test test-short bench bench-scale lint fmt run reset clean
 
 all: build
 
@@ -42,10 +42,18 @@ lint:
 fmt:
 	gofmt -w shared migrations coreapi authproxy deploy
 
-## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, authproxy)
+## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, the example notes app,
+## authproxy), every port on 127.0.0.1, in a database `tollgate` of its own (created if missing)
 run:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
 	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack
+
+## reset: start from scratch: drop the stack's database `tollgate`, then remove .data/ (keys,
+## binaries, and the local PostgreSQL cluster when `make run` had to start one)
+reset:
+	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
+	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack -reset
+	rm -rf $(CURDIR)/.data
 
 clean:
 	rm -rf $(BIN)

@@ -1,8 +1,10 @@
 // Package e2e runs the real coreapi and authproxy binaries, two of each, against one
-// PostgreSQL cluster and one NATS server, and checks the behaviour that only shows up with
-// more than one instance: cross-instance invalidation, OAuth flows that start on one core and
-// finish on another, refresh rotation races, and recovery from a dead or hung core, a NATS
-// restart, and a stopped or frozen database.
+// PostgreSQL cluster and one NATS server, with the example notes app behind both proxies, and
+// checks the behaviour that only shows up with more than one instance: cross-instance
+// invalidation (of built-in and app permissions), OAuth flows that start on one core and
+// finish on another, refresh rotation races, app-key rotation under traffic, the separation
+// of app and core keys, and recovery from a dead or hung core, a NATS restart, and a stopped
+// or frozen database.
 //
 // The package holds only tests. TestMain builds both binaries from the workspace root (found
 // by walking up to go.work) and starts, all on 127.0.0.1:
@@ -17,8 +19,13 @@
 //   - coreapi A and B, migrated with `coreapi migrate up`, keys from `coreapi keys generate`,
 //     with a 1 s REFRESH_REUSE_GRACE, OIDC redirects to proxy B's callback and an
 //     OAUTH_ALLOWED_RETURN_URLS entry for the (imaginary) web app the callback hands its code to;
+//   - coreapi A and B load the example notes app's permission catalog
+//     (deploy/examples/notes/permissions.yaml);
+//   - one example notes app (deploy/examples/notes) with a fresh app key;
 //   - authproxy A (in front of core A) and B (in front of core B), with a 3 s
-//     UPSTREAM_TIMEOUT and a 2 s PROJECTION_TIMEOUT.
+//     UPSTREAM_TIMEOUT and a 2 s PROJECTION_TIMEOUT, each with its own copy of the example's
+//     rules.yaml (in a directory of its own) routing /notes to the one notes app, signed with
+//     the app's key (UPSTREAM_KEYS).
 //
 // Every child dies with the test binary (Pdeathsig), is stopped when the suite ends or is
 // interrupted, and the temp dir is removed; set E2E_KEEP=1 to keep it (service logs are

@@ -18,8 +18,9 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
-// allPermissions is what the built-in owner role grants.
-var allPermissions = []string{"tenant:read", "tenant:write", "users:read", "users:write", "roles:read", "roles:write", "audit:read", "api-keys:write"}
+// allPermissions is what the built-in owner role grants: the built-in
+// permissions and the catalog's (the example notes app's).
+var allPermissions = []string{"tenant:read", "tenant:write", "users:read", "users:write", "roles:read", "roles:write", "audit:read", "api-keys:write", "notes:read", "notes:write"}
 
 // propagation bounds how long the suite waits for a change made through one
 // instance to show at another. It is a deadline for polling, not a target:

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // Settings the suite gives the services.
@@ -52,6 +54,7 @@ type system struct {
 	root, work, bin string
 	hmacKey         string
 	keysDir         string
+	notesKeys       []identity.Key // the app key list, first = the one the proxies sign with
 	pg              *pgCluster
 	natsOpts        *server.Options
 	nats            *server.Server
@@ -59,6 +62,7 @@ type system struct {
 	mail            *mailbox
 	coreA, coreB    *service
 	proxyA, proxyB  *service
+	notes           *service // the example notes app behind both proxies
 	closeOnce       sync.Once
 }
 
@@ -134,8 +138,8 @@ func setup(ctx context.Context) (*system, error) {
 		return s, err
 	}
 
-	// PostgreSQL, NATS, and the public and admin ports of four services.
-	ports, err := freePorts(10)
+	// PostgreSQL, NATS, and the public and admin ports of five services.
+	ports, err := freePorts(12)
 	if err != nil {
 		return s, err
 	}
@@ -175,14 +179,21 @@ func setup(ctx context.Context) (*system, error) {
 		return s, fmt.Errorf("smtp: %w", err)
 	}
 
-	addrs := make([]string, 8)
+	addrs := make([]string, 10)
 	for i := range addrs {
 		addrs[i] = "127.0.0.1:" + strconv.Itoa(ports[2+i])
 	}
 	s.coreA = s.newCore("coreapi-a", addrs[0], addrs[1])
 	s.coreB = s.newCore("coreapi-b", addrs[2], addrs[3])
+	s.notesKeys = []identity.Key{newAppKey("app-notes")}
+	s.notes = s.newNotes("notes", addrs[8], addrs[9], s.notesKeys)
 	s.proxyA = s.newProxy("authproxy-a", addrs[4], addrs[5], s.coreA)
 	s.proxyB = s.newProxy("authproxy-b", addrs[6], addrs[7], s.coreB)
+	for _, p := range []*service{s.proxyA, s.proxyB} {
+		if err := s.useNotes(p, s.notes, s.notesKeys); err != nil {
+			return s, err
+		}
+	}
 	// The OAuth redirect URL of both cores is proxy B's callback, so a flow
 	// started through proxy A (core A) always finishes on core B.
 	s.oidc.redirectURL = "http://" + s.proxyB.addr + "/api/v1/auth/oauth/" + oidcProvider + "/callback"
@@ -200,7 +211,7 @@ func setup(ctx context.Context) (*system, error) {
 			"PUBLIC_BASE_URL=http://"+s.proxyA.addr,
 		)
 	}
-	for _, svc := range []*service{s.coreA, s.coreB, s.proxyA, s.proxyB} {
+	for _, svc := range []*service{s.coreA, s.coreB, s.notes, s.proxyA, s.proxyB} {
 		if err := svc.start(ctx); err != nil {
 			return s, err
 		}
@@ -223,6 +234,7 @@ func (s *system) newCore(name, addr, admin string) *service {
 			"TOKEN_ISSUER=" + issuer,
 			"TOKEN_AUDIENCE=" + audience,
 			"REFRESH_REUSE_GRACE=" + refreshGrace.String(),
+			"PERMISSIONS_FILE=" + filepath.Join(s.root, "deploy", "examples", "notes", "permissions.yaml"),
 			"SHUTDOWN_TIMEOUT=5s",
 			"LOG_LEVEL=info",
 		},
@@ -246,6 +258,81 @@ func (s *system) newProxy(name, addr, admin string, core *service) *service {
 			"LOG_LEVEL=info",
 		},
 	}
+}
+
+// newNotes is an example notes app process verifying with keys.
+func (s *system) newNotes(name, addr, admin string, keys []identity.Key) *service {
+	return &service{
+		name: name, bin: filepath.Join(s.bin, "notes"),
+		addr: addr, admin: admin, logPath: filepath.Join(s.work, name+".log"),
+		env: []string{
+			"NOTES_LISTEN_ADDR=" + addr,
+			"NOTES_ADMIN_ADDR=" + admin,
+			"TOLLGATE_IDENTITY_KEYS=" + keyList(keys),
+			"SHUTDOWN_TIMEOUT=5s",
+		},
+	}
+}
+
+// useNotes points proxy p's /notes routes at the app notes, signed with
+// the first of keys, by writing p's own rules file (the example's
+// rules.yaml with the app's URL and key id) and p's UPSTREAM_KEYS. A
+// running proxy reloads the rules file by itself; UPSTREAM_KEYS takes
+// effect at its next start.
+func (s *system) useNotes(p, notes *service, keys []identity.Key) error {
+	src, err := os.ReadFile(filepath.Join(s.root, "deploy", "examples", "notes", "rules.yaml"))
+	if err != nil {
+		return err
+	}
+	text := string(src)
+	for from, to := range map[string]string{
+		"url: http://127.0.0.1:8082": "url: http://" + notes.addr,
+		"key_id: app-notes":          "key_id: " + keys[0].ID,
+	} {
+		if !strings.Contains(text, from) {
+			return fmt.Errorf("example rules.yaml lacks %q", from)
+		}
+		text = strings.Replace(text, from, to, 1)
+	}
+	// A directory of its own: the proxy watches the file's directory.
+	dir := filepath.Join(s.work, p.name+"-rules")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "rules.yaml")
+	// Written beside and renamed: the watcher never reads half a file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	p.setEnv("RULES_FILE", path)
+	p.setEnv("UPSTREAM_KEYS", keyList(keys))
+	return nil
+}
+
+// setEnv sets k for the service's next start.
+func (v *service) setEnv(k, val string) {
+	v.env = slices.DeleteFunc(v.env, func(kv string) bool { return strings.HasPrefix(kv, k+"=") })
+	v.env = append(v.env, k+"="+val)
+}
+
+// newAppKey is a fresh app key with the given id.
+func newAppKey(id string) identity.Key {
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	return identity.Key{ID: id, Secret: secret}
+}
+
+// keyList is keys as "id:base64,..." (TOLLGATE_IDENTITY_KEYS, UPSTREAM_KEYS).
+func keyList(keys []identity.Key) string {
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k.ID + ":" + base64.StdEncoding.EncodeToString(k.Secret)
+	}
+	return strings.Join(parts, ",")
 }
 
 func (s *system) natsURL() string {
@@ -283,7 +370,7 @@ func (s *system) close() {
 }
 
 func (s *system) closeAll() {
-	for _, svc := range []*service{s.proxyA, s.proxyB, s.coreA, s.coreB} {
+	for _, svc := range []*service{s.proxyA, s.proxyB, s.notes, s.coreA, s.coreB} {
 		if svc != nil {
 			svc.stop()
 		}
@@ -309,7 +396,7 @@ func (s *system) closeAll() {
 
 // dumpLogs prints the tail of every service log, for a failed run.
 func (s *system) dumpLogs() {
-	for _, svc := range []*service{s.coreA, s.coreB, s.proxyA, s.proxyB} {
+	for _, svc := range []*service{s.coreA, s.coreB, s.notes, s.proxyA, s.proxyB} {
 		if svc == nil {
 			continue
 		}
@@ -385,7 +472,7 @@ func (v *service) url(path string) string { return "http://" + v.addr + path }
 
 func buildBinaries(ctx context.Context, root, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out+string(filepath.Separator),
-		"./coreapi/cmd/coreapi", "./authproxy/cmd/authproxy")
+		"./coreapi/cmd/coreapi", "./authproxy/cmd/authproxy", "./deploy/examples/notes/cmd/notes")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, b)

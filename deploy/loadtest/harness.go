@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // bigCacheEnv sizes a second authproxy's caches for the many-users row:
@@ -40,13 +42,15 @@ type harness struct {
 	fdMax  uint64
 	minter *minter
 
-	upstreamAddr, bareAddr string
-	proxyAddr, proxyAdmin  string
-	proxy                  *proc
-	bigAddr, bigAdmin      string // an authproxy with caches sized for the many-users row
-	stack                  *stack // nil with -skip-stack
-	tenant                 string
-	warmUsers, manyUsers   []user
+	upstreamAddr, bareAddr   string
+	notesAddr, bareNotesAddr string // the example app, and a bare proxy in front of it
+	notesKey                 identity.Key
+	proxyAddr, proxyAdmin    string
+	proxy                    *proc
+	bigAddr, bigAdmin        string // an authproxy with caches sized for the many-users row
+	stack                    *stack // nil with -skip-stack
+	tenant                   string
+	warmUsers, manyUsers     []user
 }
 
 func newHarness(ctx context.Context, o options, out io.Writer) (*harness, error) {
@@ -152,15 +156,35 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	if err := waitHTTP(ctx, "http://"+h.upstreamAddr+"/.well-known/jwks.json", 20*time.Second); err != nil {
 		return err
 	}
+	// The example notes app, verifying the identity headers with its own
+	// key, and a bare proxy in front of it for the baseline.
+	h.notesAddr, h.bareNotesAddr = freeAddr(), freeAddr()
+	notesAdmin := freeAddr()
+	keys, err := identity.ParseKeys("app-notes:" + randomKey())
+	if err != nil {
+		return err
+	}
+	h.notesKey = keys[0]
+	notesKeys := "app-notes:" + base64.StdEncoding.EncodeToString(h.notesKey.Secret)
+	if _, err := h.start("notes", []string{"NOTES_LISTEN_ADDR=" + h.notesAddr, "NOTES_ADMIN_ADDR=" + notesAdmin,
+		"TOLLGATE_IDENTITY_KEYS=" + notesKeys, "LOG_LEVEL=warn"}, filepath.Join(h.bin, "notes")); err != nil {
+		return err
+	}
+	if _, err := h.start("bareproxy-notes", nil, self, "-serve", "bare", "-addr", h.bareNotesAddr, "-upstream", h.notesAddr); err != nil {
+		return err
+	}
 	// The bench route is an app route: the upstream also stands in for an
-	// app, signed with its own key, as in front of any service.
+	// app, signed with its own key, as in front of any service. /notes is
+	// the example app's read route, as in its rules.yaml.
 	rulesFile := filepath.Join(h.work, "rules.yaml")
 	rules := "upstreams:\n  bench:\n    url: http://" + h.upstreamAddr + "\n    key_id: bench\n" +
-		"routes:\n  - {prefix: " + benchURI + ", methods: [GET], upstream: bench, access: protected}\n"
+		"  notes:\n    url: http://" + h.notesAddr + "\n    key_id: app-notes\n" +
+		"routes:\n  - {prefix: " + benchURI + ", methods: [GET], upstream: bench, access: protected}\n" +
+		"  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}\n"
 	if err := os.WriteFile(rulesFile, []byte(rules), 0o600); err != nil {
 		return err
 	}
-	appEnv := []string{"RULES_FILE=" + rulesFile, "UPSTREAM_KEYS=bench:" + randomKey()}
+	appEnv := []string{"RULES_FILE=" + rulesFile, "UPSTREAM_KEYS=bench:" + randomKey() + "," + notesKeys}
 	if h.proxy, err = h.start("authproxy", append(h.proxyEnv(h.proxyAddr, h.proxyAdmin, h.upstreamAddr), appEnv...), filepath.Join(h.bin, "authproxy")); err != nil {
 		return err
 	}
@@ -169,7 +193,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	if _, err := h.start("authproxy-bigcache", bigEnv, filepath.Join(h.bin, "authproxy")); err != nil {
 		return err
 	}
-	for _, u := range []string{"http://" + h.bareAddr + benchURI, "http://" + h.proxyAdmin + "/readyz", "http://" + h.bigAdmin + "/readyz"} {
+	for _, u := range []string{"http://" + h.bareAddr + benchURI, "http://" + h.proxyAdmin + "/readyz", "http://" + h.bigAdmin + "/readyz", "http://" + notesAdmin + "/readyz"} {
 		if err := waitHTTP(ctx, u, 30*time.Second); err != nil {
 			return fmt.Errorf("%w (logs in %s)", err, h.work)
 		}
@@ -309,6 +333,16 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 		cold.note = fmt.Sprintf("%d requests reused a token (pool of %d exhausted)", n, len(coldReqs))
 	}
 	rep.add(cold)
+
+	// The example app behind a bare proxy (requests pre-signed by the
+	// harness, as authproxy would sign them: the app verifies the same
+	// headers in both rows) and behind authproxy (bearer tokens), one
+	// right after the other.
+	rep.add(h.measureNotesBare(ctx, c))
+	nsc := &scrapers{proxy: admin}
+	nw := h.measureWith(ctx, fmt.Sprintf("%s (%d users)", notesWarmRow, len(h.warmUsers)), h.proxyAddr, c, cycle(render("bench", "/notes", warmTokens), c), nsc)
+	nw.counters = proxyCounters(nsc.before[0], nsc.after[0], nw.res.Requests)
+	rep.add(nw)
 
 	// Paired rounds: bare and warm alternate, so that drift in what else
 	// the machine does hits both; the report quotes the median ratio.

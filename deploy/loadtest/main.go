@@ -1,8 +1,9 @@
 // Command loadtest is the load harness behind `make bench`. It starts every
 // target itself on loopback — a direct fasthttp upstream, a bare Fiber
-// reverse proxy, authproxy (warm and cold), and the full stack (authproxy +
-// coreapi + PostgreSQL + NATS) — drives each with the same closed-loop
-// generator in one run, and writes docs/benchmarks.md.
+// reverse proxy, authproxy (warm and cold), the example notes app behind a
+// bare proxy and behind authproxy, and the full stack (authproxy + coreapi +
+// PostgreSQL + NATS) — drives each with the same closed-loop generator in
+// one run, and writes docs/benchmarks.md.
 package main
 
 import (
@@ -119,7 +120,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func buildBinaries(ctx context.Context, root, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out+"/", "./authproxy/cmd/authproxy", "./coreapi/cmd/coreapi")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out+"/", "./authproxy/cmd/authproxy", "./coreapi/cmd/coreapi", "./deploy/examples/notes/cmd/notes")
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

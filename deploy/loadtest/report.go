@@ -119,6 +119,11 @@ func (r *report) markdown() string {
 		added := warm.res.P99 - bare.res.P99
 		w("| p99 added by authproxy (warm p99 − bare p99), main rows above | %s | ≤ 0.3 ms: %s |\n", ms(added), verdict(added <= 300*time.Microsecond))
 	}
+	nBare, nWarm := r.find(r.rows, notesBareRow, 0), r.find(r.rows, notesWarmRow, 0)
+	if nBare != nil && nWarm != nil && nBare.res.RPS > 0 {
+		w("| notes app: authproxy warm ÷ bare proxy throughput, main rows above | %.2f | (the app verifies the same signed headers in both) |\n", nWarm.res.RPS/nBare.res.RPS)
+		w("| notes app: p99 added by authproxy (warm p99 − bare p99) | %s | |\n", ms(nWarm.res.P99-nBare.res.P99))
+	}
 	cold := r.find(r.rows, "authproxy cold", 0)
 	if cold != nil && warm != nil && warm.res.RPS > 0 {
 		w("| authproxy cold ÷ warm throughput | %.2f | (cost of one signature verification per request) |\n", cold.res.RPS/warm.res.RPS)

@@ -65,7 +65,7 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 			p := identity.Projection{
 				UserID: uid, TenantID: tid, Email: "u@example.com",
 				UserStatus: "active", MembershipStatus: "active", TenantStatus: "active",
-				Roles: []string{"member"}, Permissions: []string{"tenant:read"},
+				Roles: []string{"member"}, Permissions: []string{"tenant:read", "notes:read"},
 			}
 			b, _ := json.Marshal(p)
 			c.SetContentType("application/json")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -84,8 +85,10 @@ func problems(err error) []error {
 // watchRules reloads the rules file when it changes. It watches the file's
 // directory, not the file: editors replace files by rename, and a
 // Kubernetes ConfigMap volume swaps a "..data" symlink, neither of which a
-// watch on the file itself would see. A change whose content equals the
-// last one read is ignored.
+// watch on the file itself would see. Only events naming the file or a
+// ConfigMap's ".." entries count: another file in the directory written
+// all the time (a log beside the rules) must not keep postponing the
+// reload. A change whose content equals the last one read is ignored.
 func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 	defer close(ready)
 	w, err := fsnotify.NewWatcher()
@@ -94,7 +97,7 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 		return
 	}
 	defer w.Close()
-	dir := filepath.Dir(a.cfg.RulesFile)
+	dir, base := filepath.Dir(a.cfg.RulesFile), filepath.Base(a.cfg.RulesFile)
 	if err := w.Add(dir); err != nil {
 		a.log.Error("rules watch: not watching; reload with SIGHUP", "dir", dir, "err", err)
 		return
@@ -110,11 +113,13 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 				return
 			}
 			a.log.Warn("rules watch", "err", err)
-		case _, ok := <-w.Events:
+		case ev, ok := <-w.Events:
 			if !ok {
 				return
 			}
-			settle = time.After(reloadSettle)
+			if name := filepath.Base(ev.Name); name == base || strings.HasPrefix(name, "..") {
+				settle = time.After(reloadSettle)
+			}
 		case <-settle:
 			settle = nil
 			b, err := os.ReadFile(a.cfg.RulesFile)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
@@ -50,6 +51,34 @@ func TestRulesReloadOnChange(t *testing.T) {
 	if f := e.reloadFailures(); f != 0 {
 		t.Fatalf("reload failures = %v", f)
 	}
+}
+
+// TestRulesReloadBesideABusyFile: a file written without pause in the
+// rules file's directory (a log) does not hold the reload back.
+func TestRulesReloadBesideABusyFile(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	busy := filepath.Join(filepath.Dir(e.app.cfg.RulesFile), "service.log")
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.Create(busy)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(reloadSettle / 10):
+				_, _ = f.WriteString("a log line\n")
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	e.writeRules(rulesB)
+	testenv.Eventually(t, "generation 2 while the neighbour is written", func() bool { return e.generation() == 2 })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 }
 
 func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {

@@ -58,27 +58,65 @@ func ensureHMACKey(path string) (bool, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return false, fmt.Errorf("identity key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return false, fmt.Errorf("identity key: %w", err)
-	}
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
 		return false, fmt.Errorf("identity key: %w", err)
 	}
-	text := base64.StdEncoding.EncodeToString(key[:]) + "\n"
-	// O_EXCL: never overwrite a file that appeared since the read.
+	if err := writeNew(path, base64.StdEncoding.EncodeToString(key[:])+"\n"); err != nil {
+		return false, fmt.Errorf("identity key: %w", err)
+	}
+	return true, nil
+}
+
+// ensureAppKey makes sure path holds a valid key list for an app upstream
+// whose first key has id ("app-notes:base64", mode 0600), creating it with
+// a fresh 32-byte secret if absent. The same file is the app's
+// TOLLGATE_IDENTITY_KEYS_FILE and the proxy's UPSTREAM_KEYS_FILE. An
+// existing file that does not parse, or whose first key has another id,
+// is an error and is left untouched.
+func ensureAppKey(path, id string) (bool, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		keys, err := identity.ParseKeys(string(b))
+		if err != nil {
+			return false, fmt.Errorf("%s: %w (fix or delete the file)", path, err)
+		}
+		if len(keys) == 0 || keys[0].ID != id {
+			return false, fmt.Errorf("%s: the first key must have id %q (fix or delete the file)", path, id)
+		}
+		return false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("app key: %w", err)
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return false, fmt.Errorf("app key: %w", err)
+	}
+	if err := writeNew(path, id+":"+base64.StdEncoding.EncodeToString(key[:])+"\n"); err != nil {
+		return false, fmt.Errorf("app key: %w", err)
+	}
+	return true, nil
+}
+
+// writeNew creates path (and its directory) with mode 0600 and text; it
+// never overwrites a file (O_EXCL) and removes a half-written one.
+func writeNew(path, text string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return false, fmt.Errorf("identity key: %w", err)
+		return err
 	}
 	if _, err := f.WriteString(text); err != nil {
 		f.Close()
 		os.Remove(path)
-		return false, fmt.Errorf("identity key: %w", err)
+		return err
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(path)
-		return false, fmt.Errorf("identity key: %w", err)
+		return err
 	}
-	return true, nil
+	return nil
 }

@@ -1,12 +1,17 @@
 // Command stack runs the whole Tollgate stack on one machine, for `make run`:
-// it applies the migrations to $DATABASE_URL, starts an embedded NATS server
-// (unless NATS_URL is set), creates development keys under .data/, builds and
-// starts coreapi (127.0.0.1:8081) and authproxy (:8080), seeds a demo tenant,
-// starts Mailpit (SMTP 127.0.0.1:1025, UI 127.0.0.1:8025, built from the
-// module proxy into .data/) unless SMTP_URL is set, and prints a curl tour. Ctrl-C or SIGTERM stops everything in order.
+// on the PostgreSQL server of $DATABASE_URL it creates (if missing) and
+// migrates a database of its own, `tollgate` (never the server's `postgres`);
+// it starts an embedded NATS server (unless NATS_URL is set), creates
+// development keys under .data/, builds and starts coreapi (127.0.0.1:8081),
+// the example notes app (127.0.0.1:8082) and authproxy (127.0.0.1:8080) in
+// front of both, seeds a demo tenant, starts Mailpit (SMTP 127.0.0.1:1025, UI
+// 127.0.0.1:8025, built from the module proxy into .data/) unless SMTP_URL
+// is set, and prints a curl tour. Every port is
+// on 127.0.0.1 unless a flag says otherwise. Ctrl-C or SIGTERM stops
+// everything in order.
 //
 // Every step is idempotent: running it again reuses the keys, the database
-// and the demo users.
+// and the demo users. `stack -reset` (make reset) drops the database.
 package main
 
 import (
@@ -61,9 +66,13 @@ type options struct {
 	mailUIAddr   string
 	// mailUI is the Mailpit UI the tour points at; empty when mail goes
 	// to the user's SMTP_URL.
-	mailUI    string
-	readyWait time.Duration
-	stopWait  time.Duration
+	mailUI     string
+	notesAddr  string
+	notesAdmin string
+	database   string
+	reset      bool
+	readyWait  time.Duration
+	stopWait   time.Duration
 }
 
 func parseFlags(args []string, root string) (options, error) {
@@ -78,8 +87,12 @@ func parseFlags(args []string, root string) (options, error) {
 	// The defaults are the port contract; tests run stacks side by side.
 	fs.StringVar(&o.coreAddr, "core-addr", "127.0.0.1:8081", "coreapi listen address (loopback)")
 	fs.StringVar(&o.coreAdmin, "core-admin-addr", "127.0.0.1:9091", "coreapi admin address")
-	fs.StringVar(&o.proxyAddr, "proxy-addr", ":8080", "authproxy listen address")
-	fs.StringVar(&o.proxyAdmin, "proxy-admin-addr", ":9090", "authproxy admin address")
+	fs.StringVar(&o.proxyAddr, "proxy-addr", "127.0.0.1:8080", "authproxy listen address")
+	fs.StringVar(&o.proxyAdmin, "proxy-admin-addr", "127.0.0.1:9090", "authproxy admin address")
+	fs.StringVar(&o.notesAddr, "notes-addr", defaultNotesAddr, "example notes app listen address (loopback)")
+	fs.StringVar(&o.notesAdmin, "notes-admin-addr", "127.0.0.1:9092", "example notes app admin address")
+	fs.StringVar(&o.database, "database", "tollgate", "the stack's own database on the server of DATABASE_URL (created if missing)")
+	fs.BoolVar(&o.reset, "reset", false, "drop the stack's database and exit (make reset, which also removes .data/)")
 	fs.StringVar(&o.mailSMTPAddr, "mail-smtp-addr", "127.0.0.1:1025", "Mailpit SMTP address (unless SMTP_URL is set)")
 	fs.StringVar(&o.mailUIAddr, "mail-ui-addr", "127.0.0.1:8025", "Mailpit web UI and API address (unless SMTP_URL is set)")
 	fs.DurationVar(&o.readyWait, "ready-timeout", 90*time.Second, "how long each service may take to become ready")
@@ -108,12 +121,19 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	dbURL := os.Getenv("DATABASE_URL")
-	if dbURL == "" {
+	serverURL := os.Getenv("DATABASE_URL")
+	if serverURL == "" {
 		return errors.New("DATABASE_URL is unset: start the stack with `make run`, which finds or starts a PostgreSQL")
 	}
+	if o.reset {
+		if err := dropDatabase(ctx, serverURL, o.database, o.readyWait); err != nil {
+			return err
+		}
+		logger.Info("database dropped", "database", o.database)
+		return nil
+	}
 	mp := planMail(os.Getenv("SMTP_URL"), o)
-	ports := []string{o.coreAddr, o.coreAdmin, o.proxyAddr, o.proxyAdmin}
+	ports := []string{o.coreAddr, o.coreAdmin, o.proxyAddr, o.proxyAdmin, o.notesAddr, o.notesAdmin}
 	if mp.mailpit {
 		ports = append(ports, mp.smtpAddr, mp.uiAddr)
 		o.mailUI = publicURL(mp.uiAddr)
@@ -121,6 +141,11 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if err := portsFree(ports...); err != nil {
 		return err
 	}
+	dbURL, created, err := ensureDatabase(ctx, serverURL, o.database, o.readyWait)
+	if err != nil {
+		return err
+	}
+	logger.Info("database", "database", o.database, "created", created)
 
 	bin := filepath.Join(o.dataDir, "bin")
 	logger.Info("building binaries", "dir", bin)
@@ -134,7 +159,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	}
 
 	keysDir := filepath.Join(o.dataDir, "keys")
-	created, err := ensureSigningKey(ctx, filepath.Join(bin, "coreapi"), keysDir, logs)
+	created, err = ensureSigningKey(ctx, filepath.Join(bin, "coreapi"), keysDir, logs)
 	if err != nil {
 		return err
 	}
@@ -147,6 +172,16 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 			return err
 		}
 		logger.Info("identity hmac key", "file", hmacFile, "created", created)
+	}
+	appKeys := filepath.Join(o.dataDir, "app-notes.keys")
+	created, err = ensureAppKey(appKeys, notesKeyID)
+	if err != nil {
+		return err
+	}
+	logger.Info("app key", "file", appKeys, "id", notesKeyID, "created", created)
+	rulesFile, err := notesRules(root, o)
+	if err != nil {
+		return err
 	}
 
 	if mp.mailpit {
@@ -196,6 +231,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"DATABASE_URL="+dbURL,
 		"SIGNING_KEYS_DIR="+keysDir,
 		"SMTP_URL="+mp.smtpURL,
+		"PERMISSIONS_FILE="+filepath.Join(root, "deploy", "examples", "notes", "permissions.yaml"),
 	)
 	if os.Getenv("PUBLIC_BASE_URL") == "" {
 		// The mailed links open through the proxy.
@@ -206,22 +242,40 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,
 		"PROXY_ADMIN_ADDR="+o.proxyAdmin,
 		"IDENTITY_URL=http://"+o.coreAddr,
+		"RULES_FILE="+rulesFile,
+		"UPSTREAM_KEYS_FILE="+appKeys,
+	)
+	// The app holds its own key only: no core key, no database.
+	notesEnv := append(environ("DATABASE_URL", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
+		"NOTES_LISTEN_ADDR="+o.notesAddr,
+		"NOTES_ADMIN_ADDR="+o.notesAdmin,
+		"TOLLGATE_IDENTITY_KEYS_FILE="+appKeys,
 	)
 
 	core, err := startChild(logger, "coreapi", filepath.Join(bin, "coreapi"), []string{"serve"}, coreEnv, logs)
 	if err != nil {
 		return err
 	}
-	var proxy *child
+	var proxy, notes *child
 	defer func() {
-		// The proxy goes first so that no request reaches a stopped core.
+		// The proxy goes first so that no request reaches a stopped service.
 		if proxy != nil {
 			proxy.stop(logger, o.stopWait)
+		}
+		if notes != nil {
+			notes.stop(logger, o.stopWait)
 		}
 		core.stop(logger, o.stopWait)
 	}()
 	if err := waitReady(ctx, localURL(o.coreAdmin)+"/readyz", o.readyWait, core); err != nil {
 		return fmt.Errorf("coreapi: %w", err)
+	}
+	notes, err = startChild(logger, "notes", filepath.Join(bin, "notes"), nil, notesEnv, logs)
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, localURL(o.notesAdmin)+"/readyz", o.readyWait, notes); err != nil {
+		return fmt.Errorf("notes: %w", err)
 	}
 	proxy, err = startChild(logger, "authproxy", filepath.Join(bin, "authproxy"), nil, proxyEnv, logs)
 	if err != nil {
@@ -230,7 +284,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if err := waitReady(ctx, localURL(o.proxyAdmin)+"/readyz", o.readyWait, proxy); err != nil {
 		return fmt.Errorf("authproxy: %w", err)
 	}
-	logger.Info("stack ready", "proxy", localURL(o.proxyAddr), "core", o.coreAddr, "nats", natsURL)
+	logger.Info("stack ready", "proxy", localURL(o.proxyAddr), "core", o.coreAddr, "notes", o.notesAddr, "nats", natsURL)
 
 	if o.seed {
 		d, err := seed(ctx, localURL(o.proxyAddr), o)
@@ -248,7 +302,41 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		return fmt.Errorf("coreapi exited: %w", core.exitErr())
 	case <-proxy.done:
 		return fmt.Errorf("authproxy exited: %w", proxy.exitErr())
+	case <-notes.done:
+		return fmt.Errorf("notes exited: %w", notes.exitErr())
 	}
+}
+
+// The example app: its key id and the address its rules file names.
+const (
+	notesKeyID       = "app-notes"
+	defaultNotesAddr = "127.0.0.1:8082"
+)
+
+// notesRules is the proxy's RULES_FILE: the example's rules.yaml itself, or,
+// when the app listens elsewhere (-notes-addr), a copy in the data directory
+// with the upstream's URL changed to match.
+func notesRules(root string, o options) (string, error) {
+	src := filepath.Join(root, "deploy", "examples", "notes", "rules.yaml")
+	if o.notesAddr == defaultNotesAddr {
+		return src, nil
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", fmt.Errorf("notes rules: %w", err)
+	}
+	from, to := "url: http://"+defaultNotesAddr, "url: http://"+o.notesAddr
+	if !strings.Contains(string(b), from) {
+		return "", fmt.Errorf("notes rules: %s does not contain %q", src, from)
+	}
+	dst := filepath.Join(o.dataDir, "notes-rules.yaml")
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("notes rules: %w", err)
+	}
+	if err := os.WriteFile(dst, []byte(strings.ReplaceAll(string(b), from, to)), 0o600); err != nil {
+		return "", fmt.Errorf("notes rules: %w", err)
+	}
+	return dst, nil
 }
 
 // localURL is the http URL reaching a listen address from this machine

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +18,6 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the migrations
 	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/tollgate-auth/tollgate/migrations"
 )
 
 // child is one service process whose output is forwarded line by line with
@@ -131,47 +128,21 @@ func portsFree(addrs ...string) error {
 	return nil
 }
 
-// build compiles both services into dir.
+// build compiles both services and the example app into dir.
 func build(ctx context.Context, root, dir string, logs io.Writer) error {
 	gobin := os.Getenv("GO")
 	if gobin == "" {
 		gobin = "go"
 	}
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", dir+string(os.PathSeparator), "./coreapi/cmd/coreapi", "./authproxy/cmd/authproxy")
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", dir+string(os.PathSeparator),
+		"./coreapi/cmd/coreapi", "./authproxy/cmd/authproxy", "./deploy/examples/notes/cmd/notes")
 	cmd.Dir = root
 	out := newPrefixWriter(logs, "go build  | ")
 	cmd.Stdout, cmd.Stderr = out, out
 	err := cmd.Run()
 	out.Flush()
 	if err != nil {
-		return fmt.Errorf("build coreapi and authproxy: %w", err)
-	}
-	return nil
-}
-
-// migrate applies pending migrations, waiting up to wait for the database
-// to accept connections.
-func migrate(ctx context.Context, dbURL string, wait time.Duration) error {
-	db, err := sql.Open("pgx", dbURL)
-	if err != nil {
-		return fmt.Errorf("open database: %w", err)
-	}
-	defer db.Close()
-	pctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	for {
-		err = db.PingContext(pctx)
-		if err == nil {
-			break
-		}
-		select {
-		case <-pctx.Done():
-			return fmt.Errorf("database unreachable: %w", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	if err := migrations.Up(ctx, db); err != nil {
-		return err
+		return fmt.Errorf("build coreapi, authproxy and notes: %w", err)
 	}
 	return nil
 }

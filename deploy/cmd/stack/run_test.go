@@ -53,16 +53,21 @@ func freeAddr(t *testing.T) string {
 }
 
 // TestRunTwice runs the real stack (building the real binaries) on free
-// ports against a fresh database, runs the printed curl tour through sh,
-// stops it as Ctrl-C would, and does it all again on the same data
-// directory: the second run must reuse keys, database and demo users.
+// ports, in a database of its own that the stack creates on the server,
+// runs the printed curl tour through sh, stops it as Ctrl-C would, and
+// does it all again on the same data directory: the second run must reuse
+// keys, database and demo users, and the tour must pass again.
 func TestRunTwice(t *testing.T) {
 	for _, tool := range []string{"sh", "curl", "sed"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("the curl tour needs %s: %v", tool, err)
 		}
 	}
-	t.Setenv("DATABASE_URL", freshDatabase(t))
+	// DATABASE_URL names the server's own database, as `make run` finds it;
+	// the stack must work in a database of its own and leave that one alone.
+	t.Setenv("DATABASE_URL", adminURL())
+	dbName := dropLater(t, "stack_"+randHex(6))
+	before := tableCount(t, adminURL())
 	t.Setenv("NATS_URL", "")
 	os.Unsetenv("NATS_URL")
 	t.Setenv("IDENTITY_HMAC_KEY", "")
@@ -74,14 +79,15 @@ func TestRunTwice(t *testing.T) {
 	os.Unsetenv("PUBLIC_BASE_URL")
 	data := t.TempDir()
 
-	var firstKey []byte
+	var firstKey, firstAppKey []byte
 	var firstDemo demo
 	for i := range 2 {
-		addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
+		addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
 		args := []string{
-			"-data", data,
+			"-data", data, "-database", dbName,
 			"-core-addr", addrs[0], "-core-admin-addr", addrs[1],
 			"-proxy-addr", addrs[2], "-proxy-admin-addr", addrs[3],
+			"-notes-addr", addrs[4], "-notes-admin-addr", addrs[5],
 			"-ready-timeout", "120s",
 		}
 		o, err := parseFlags(args, "")
@@ -116,6 +122,15 @@ func TestRunTwice(t *testing.T) {
 			regexp.MustCompile(`(?m)^grant 2\d\d$`),
 			regexp.MustCompile(`(?m)^revoke 2\d\d$`),
 			regexp.MustCompile(`(?m)^forged 401$`),
+			regexp.MustCompile(`(?m)^member reads notes 200$`),
+			regexp.MustCompile(`(?m)"code":"insufficient_scope"[^\n]*\nmember writes a note 403$`),
+			regexp.MustCompile(`(?m)^create role 201$`),
+			regexp.MustCompile(`(?m)^grant role 2\d\d$`),
+			regexp.MustCompile(`(?m)^member writes a note after the grant 201$`),
+			regexp.MustCompile(`"text":"written by a note-writer"`),
+			regexp.MustCompile(`(?m)^revoke role 2\d\d$`),
+			regexp.MustCompile(`(?m)^member writes a note after the revoke 403$`),
+			regexp.MustCompile(`(?m)^notes direct 401$`),
 			regexp.MustCompile(`(?m)^authproxy_`),
 			regexp.MustCompile(`(?m)^forgot 202$`),
 		} {
@@ -128,6 +143,31 @@ func TestRunTwice(t *testing.T) {
 			t.Errorf("run #%d: the tour does not say where the mail goes:\n%s", i+1, stdout)
 		}
 		waitMail(t, catcher, "admin@example.com Reset your password", i+1)
+		// The README's tour, on this run's ports.
+		readme := readmeTour(t, map[string]string{
+			"localhost:8080": publicHost(o.proxyAddr), "localhost:8082": publicHost(o.notesAddr), "localhost:9090": publicHost(o.proxyAdmin),
+		})
+		out, err = exec.Command("sh", "-c", readme).CombinedOutput()
+		if err != nil {
+			t.Errorf("run #%d: README tour: %v\n%s", i+1, err, out)
+		}
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`"access_token":"`),                // signup
+			regexp.MustCompile(`"email":"admin@example.com"`),     // me
+			regexp.MustCompile(`(?m)^\{"data":\[`),                // member reads
+			regexp.MustCompile(`"code":"insufficient_scope"`),     // member may not write
+			regexp.MustCompile(`"permissions":\["notes:write"\]`), // role created
+			regexp.MustCompile(`(?m)^write after the grant 201$`),
+			regexp.MustCompile(`"text":"hello","author_id":"` + d.MemberID + `"`),
+			regexp.MustCompile(`(?m)^write after the revoke 403$`),
+			regexp.MustCompile(`(?m)^401\n401$`), // forged header, unsigned app request
+			regexp.MustCompile(`(?m)^authproxy_`),
+			regexp.MustCompile(`"keys":\[`),
+		} {
+			if !want.Match(out) {
+				t.Errorf("run #%d: README tour output lacks %s:\n%s", i+1, want, out)
+			}
+		}
 
 		cancel() // as SIGINT/SIGTERM would
 		select {
@@ -146,14 +186,21 @@ func TestRunTwice(t *testing.T) {
 		if len(pems) != 1 {
 			t.Errorf("run #%d: %d signing keys, want 1 (created once, then reused)", i+1, len(pems))
 		}
+		if got := tableCount(t, adminURL()); got != before {
+			t.Errorf("run #%d: the server's own database has %d tables, had %d: the stack wrote into it", i+1, got, before)
+		}
+		appKey, err := os.ReadFile(filepath.Join(data, "app-notes.keys"))
+		if err != nil || !strings.HasPrefix(string(appKey), "app-notes:") {
+			t.Errorf("run #%d: app key file: %q, %v", i+1, appKey, err)
+		}
 		key, err := os.ReadFile(filepath.Join(data, "identity.key"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			firstKey = key
-		} else if !bytes.Equal(key, firstKey) {
-			t.Error("second run replaced the HMAC key")
+			firstKey, firstAppKey = key, appKey
+		} else if !bytes.Equal(key, firstKey) || !bytes.Equal(appKey, firstAppKey) {
+			t.Error("second run replaced the HMAC key or the app key")
 		}
 		if i == 0 {
 			firstDemo = d
@@ -186,7 +233,7 @@ func waitMail(t *testing.T, c *smtpCatcher, want string, n int) {
 
 var (
 	tenantRe = regexp.MustCompile(`demo\s+tenant (\S+)`)
-	memberRe = regexp.MustCompile(`member \S+ \(id ([^)]+)\)`)
+	memberRe = regexp.MustCompile(`member \S+ / \S+ \(id ([^)]+)\)`)
 	adminRe  = regexp.MustCompile(`X-Auth-User-Id: ([^']+)'`)
 )
 
@@ -205,4 +252,32 @@ func demoFromTour(t *testing.T, tour string) demo {
 		t.Fatal(errors.New("empty demo id in the tour"))
 	}
 	return d
+}
+
+// readmeTour is the shell block of README.md's "A 60-second tour", with
+// addresses replaced.
+func readmeTour(t *testing.T, addrs map[string]string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "## A 60-second tour")
+	if !ok {
+		t.Fatal("README.md has no tour")
+	}
+	_, rest, ok = strings.Cut(rest, "```sh\n")
+	script, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md's tour has no sh block")
+	}
+	for from, to := range addrs {
+		script = strings.ReplaceAll(script, from, to)
+	}
+	return script
+}
+
+// publicHost is a listen address as the README spells it (localhost:port).
+func publicHost(addr string) string {
+	return strings.TrimPrefix(publicURL(addr), "http://")
 }

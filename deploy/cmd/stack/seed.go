@@ -191,15 +191,17 @@ func printTour(w io.Writer, d demo, o options, natsURL string) {
 	fmt.Fprintf(w, `
 Tollgate is running.
   authproxy  %[1]s (admin %[2]s)   ->   coreapi %[3]s (admin %[4]s)
+                                   ->   notes   %[12]s (example app, /notes)
   NATS       %[5]s
+  database   %[13]s
   demo       tenant %[6]s
              admin  %[7]s / %[8]s (owner)
-             member %[9]s (id %[10]s)
-  mail       %[12]s
+             member %[9]s / %[8]s (id %[10]s)
+  mail       %[14]s
 %[11]s
 Ctrl-C stops everything.
 `, publicURL(o.proxyAddr), publicURL(o.proxyAdmin), o.coreAddr, o.coreAdmin, natsURL,
-		d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, tourScript(d, o), mailWhere(o))
+		d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, tourScript(d, o), o.notesAddr, o.database, mailWhere(o))
 }
 
 // publicURL is localURL spelled the way a person types it.
@@ -207,17 +209,21 @@ func publicURL(addr string) string {
 	return strings.Replace(localURL(addr), "127.0.0.1", "localhost", 1)
 }
 
-// tourScript is the tour's shell commands; the stack's test runs them.
+// tourScript is the tour's shell commands; the stack's test runs them, twice
+// on the same database. Whatever it creates has a name unique to the run.
 func tourScript(d demo, o options) string {
 	return fmt.Sprintf(`
+RUN=$(date +%%s)-$$   # makes the names below unique, so the tour can run again
+
 # 1. Sign up a tenant of your own (creates the tenant and its owner)
 curl -s %[1]s/api/v1/auth/signup -H 'content-type: application/json' \
-  -d '{"email":"you@example.com","password":"a long passphrase 42","tenant_name":"Acme"}'; echo
+  -d '{"email":"you-'$RUN'@example.com","password":"a long passphrase 42","tenant_name":"Acme '$RUN'"}'; echo
 
 # 2. Get a token as the demo admin
-TOKEN=$(curl -s %[1]s/api/v1/auth/token -H 'content-type: application/json' \
-  -d '{"grant_type":"password","email":"%[2]s","password":"%[3]s","tenant_id":"%[4]s"}' \
-  | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+token() { curl -s %[1]s/api/v1/auth/token -H 'content-type: application/json' \
+  -d '{"grant_type":"password","email":"'$1'","password":"%[3]s","tenant_id":"%[4]s"}' \
+  | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
+TOKEN=$(token %[2]s)
 
 # 3. Who am I (roles and permissions come from the proxy's cached projection)
 curl -s %[1]s/api/v1/users/me -H "authorization: Bearer $TOKEN"; echo
@@ -229,17 +235,46 @@ curl -s %[1]s/api/v1/users/%[5]s -H "authorization: Bearer $TOKEN"; echo
 # 5. Revoke it again (the proxy's cache entry for the member is evicted over NATS)
 curl -s -o /dev/null -w 'revoke %%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[5]s/roles/admin -H "authorization: Bearer $TOKEN"
 
-# A forged identity header without a token gets 401: the proxy strips it
-curl -s -o /dev/null -w 'forged %%{http_code}\n' %[1]s/api/v1/users/me -H 'X-Auth-User-Id: %[6]s'
+# 6. The example notes app behind the same proxy. The member reads notes
+#    (notes:read is a member default) but may not write them (notes:write)
+MEMBER=$(token %[6]s)
+curl -s -o /dev/null -w 'member reads notes %%{http_code}\n' %[1]s/notes -H "authorization: Bearer $MEMBER"
+curl -s -w '\nmember writes a note %%{http_code}\n' %[1]s/notes -H "authorization: Bearer $MEMBER" \
+  -H 'content-type: application/json' -d '{"text":"hello"}'
 
-# 6. Forgot password: the answer is the same for every address; the reset
-#    link (and the verification link of step 1) is in the mail
+# 7. The admin creates a role holding notes:write and grants it to the member
+ROLE=note-writer-$RUN
+curl -s -o /dev/null -w 'create role %%{http_code}\n' %[1]s/api/v1/roles -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' -d '{"name":"'$ROLE'","permissions":["notes:write"]}'
+curl -s -o /dev/null -w 'grant role %%{http_code}\n' -X PUT %[1]s/api/v1/users/%[5]s/roles/$ROLE -H "authorization: Bearer $TOKEN"
+
+# 8. The member's same token now writes: the grant's invalidation reaches the
+#    proxy over NATS within milliseconds (status polls for up to 2 s)
+status() { want=$1; shift; for i in $(seq 40); do
+  s=$(curl -s -o /dev/null -w '%%{http_code}' "$@"); [ "$s" = "$want" ] && break; sleep 0.05; done; echo "$s"; }
+echo "member writes a note after the grant $(status 201 %[1]s/notes -H "authorization: Bearer $MEMBER" \
+  -H 'content-type: application/json' -d '{"text":"written by a note-writer"}')"
+curl -s %[1]s/notes -H "authorization: Bearer $MEMBER"; echo
+
+# 9. Revoke the role: the next write is refused again
+curl -s -o /dev/null -w 'revoke role %%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[5]s/roles/$ROLE -H "authorization: Bearer $TOKEN"
+echo "member writes a note after the revoke $(status 403 %[1]s/notes -H "authorization: Bearer $MEMBER" \
+  -H 'content-type: application/json' -d '{"text":"too late"}')"
+
+# A forged identity header without a token gets 401: the proxy strips it
+curl -s -o /dev/null -w 'forged %%{http_code}\n' %[1]s/api/v1/users/me -H 'X-Auth-User-Id: %[7]s'
+
+# The app answers nothing without the proxy's signature
+curl -s -o /dev/null -w 'notes direct %%{http_code}\n' %[9]s/notes
+
+# 10. Forgot password: the answer is the same for every address; the reset
+#     link (and the verification link of step 1) is in the mail
 curl -s -o /dev/null -w 'forgot %%{http_code}\n' %[1]s/api/v1/auth/password/forgot \
   -H 'content-type: application/json' -d '{"email":"%[2]s"}'
-%[8]s
+%[10]s
 # Metrics
-curl -s %[7]s/metrics | grep '^authproxy_' | head
-`, publicURL(o.proxyAddr), o.email, o.password, d.TenantID, d.MemberID, d.AdminID, publicURL(o.proxyAdmin), readMail(o))
+curl -s %[8]s/metrics | grep '^authproxy_' | head
+`, publicURL(o.proxyAddr), o.email, o.password, d.TenantID, d.MemberID, o.memberEmail, d.AdminID, publicURL(o.proxyAdmin), publicURL(o.notesAddr), readMail(o))
 }
 
 // mailWhere says in the tour where the mails go.

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// dropLater drops database name (if it exists then) when the test ends.
+func dropLater(t *testing.T, name string) string {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := dropDatabase(context.Background(), adminURL(), name, 30*time.Second); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// tableCount is the number of tables outside the system schemas of the
+// database at dbURL.
+func tableCount(t *testing.T, dbURL string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var n int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func databaseExists(t *testing.T, name string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, adminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var ok bool
+	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func TestDatabaseURL(t *testing.T) {
+	got, err := databaseURL("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "tollgate")
+	if err != nil || got != "postgres://postgres@127.0.0.1:5432/tollgate?sslmode=disable" {
+		t.Fatalf("databaseURL = %q, %v", got, err)
+	}
+	for _, bad := range []struct{ server, name, want string }{
+		{"postgres://h/postgres", "postgres", "belongs to the server"},
+		{"postgres://h/postgres", "Template1", "belongs to the server"},
+		{"postgres://h/postgres", "", "empty database name"},
+		{"mysql://h/x", "tollgate", "postgres:// URL"},
+		{"postgres://h:bad-port/x", "tollgate", "DATABASE_URL"},
+	} {
+		if _, err := databaseURL(bad.server, bad.name); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("databaseURL(%q, %q) = %v, want an error containing %q", bad.server, bad.name, err, bad.want)
+		}
+	}
+}
+
+// TestEnsureDatabase creates the stack's database once and finds it the
+// second time; dropDatabase removes it and is idempotent.
+func TestEnsureDatabase(t *testing.T) {
+	name := dropLater(t, "stack_"+randHex(6))
+	for i, wantCreated := range []bool{true, false} {
+		u, created, err := ensureDatabase(context.Background(), adminURL(), name, 30*time.Second)
+		if err != nil {
+			t.Fatalf("ensureDatabase #%d: %v", i+1, err)
+		}
+		if created != wantCreated {
+			t.Errorf("ensureDatabase #%d: created = %v, want %v", i+1, created, wantCreated)
+		}
+		if pu, _ := url.Parse(u); pu == nil || pu.Path != "/"+name {
+			t.Errorf("ensureDatabase #%d: URL %q does not name %s", i+1, u, name)
+		}
+	}
+	if !databaseExists(t, name) {
+		t.Fatal("database not created")
+	}
+	for range 2 {
+		if err := dropDatabase(context.Background(), adminURL(), name, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if databaseExists(t, name) {
+		t.Fatal("database not dropped")
+	}
+	if err := dropDatabase(context.Background(), adminURL(), "postgres", time.Second); err == nil {
+		t.Fatal("dropDatabase(postgres) succeeded")
+	}
+}
+
+// TestPermanentDatabaseErrors: an unknown database or role is the
+// server's final answer; the stack reports its message within seconds
+// instead of waiting the whole ready timeout.
+func TestPermanentDatabaseErrors(t *testing.T) {
+	server, err := url.Parse(adminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	noDB := *server
+	noDB.Path = "/no_such_db_" + randHex(4)
+	noRole := *server
+	noRole.User = url.User("no_such_role_" + randHex(4))
+	for name, tc := range map[string]struct {
+		run  func() error
+		want string
+	}{
+		"migrate, unknown database": {func() error { return migrate(context.Background(), noDB.String(), time.Minute) }, "does not exist"},
+		"ensure, unknown role": {func() error {
+			_, _, err := ensureDatabase(context.Background(), noRole.String(), "stack_"+randHex(6), time.Minute)
+			return err
+		}, "does not exist"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			err := tc.run()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "database refused") {
+				t.Fatalf("err = %v, want the server's message (%q)", err, tc.want)
+			}
+			// Functional, not a performance bound: waiting would take the minute.
+			if d := time.Since(start); d > 30*time.Second {
+				t.Fatalf("took %v: the permanent error was retried", d)
+			}
+		})
+	}
+}
+
+func TestEnsureAppKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "app-notes.keys")
+	created, err := ensureAppKey(path, "app-notes")
+	if err != nil || !created {
+		t.Fatalf("first ensureAppKey = %v, %v", created, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("stat = %v, %v; want mode 600", st, err)
+	}
+	first, _ := os.ReadFile(path)
+	keys, err := identity.LoadKeys("", path)
+	if err != nil || len(keys) != 1 || keys[0].ID != "app-notes" || len(keys[0].Secret) != 32 {
+		t.Fatalf("LoadKeys = %+v, %v", keys, err)
+	}
+	if created, err := ensureAppKey(path, "app-notes"); err != nil || created {
+		t.Fatalf("second ensureAppKey = %v, %v; want false, nil", created, err)
+	}
+	if again, _ := os.ReadFile(path); string(again) != string(first) {
+		t.Error("second run changed the key")
+	}
+	for name, content := range map[string]string{
+		"garbage":  "not a key list\n",
+		"other id": "app-other:" + strings.TrimPrefix(strings.TrimSpace(string(first)), "app-notes:") + "\n",
+		"empty":    "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "k")
+			if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ensureAppKey(p, "app-notes"); err == nil || !strings.Contains(err.Error(), p) {
+				t.Fatalf("ensureAppKey(%s) = %v, want an error naming the file", name, err)
+			}
+			if got, _ := os.ReadFile(p); string(got) != content {
+				t.Errorf("file changed to %q", got)
+			}
+		})
+	}
+}
+
+func TestNotesRules(t *testing.T) {
+	root := filepath.Join("..", "..", "..")
+	o, err := parseFlags(nil, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := notesRules(root, o)
+	if err != nil || got != filepath.Join(root, "deploy", "examples", "notes", "rules.yaml") {
+		t.Fatalf("default address: %q, %v; want the example's own rules.yaml", got, err)
+	}
+	o.dataDir, o.notesAddr = t.TempDir(), "127.0.0.1:18082"
+	got, err = notesRules(root, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(got)
+	if !strings.Contains(string(b), "url: http://127.0.0.1:18082") || strings.Contains(string(b), defaultNotesAddr) {
+		t.Fatalf("rewritten rules:\n%s", b)
+	}
+}
+
+// TestDefaultsOnLoopback: every port of `make run` is on 127.0.0.1, and the
+// database is the stack's own.
+func TestDefaultsOnLoopback(t *testing.T) {
+	o, err := parseFlags(nil, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{o.coreAddr, o.coreAdmin, o.proxyAddr, o.proxyAdmin, o.notesAddr, o.notesAdmin} {
+		if !strings.HasPrefix(a, "127.0.0.1:") {
+			t.Errorf("default address %q is not on loopback", a)
+		}
+	}
+	if o.database != "tollgate" {
+		t.Errorf("default database %q, want tollgate", o.database)
+	}
+	if _, err := parseFlags([]string{"-database", "postgres", "-reset", "extra"}, t.TempDir()); err == nil {
+		t.Error("a stray argument was accepted")
+	}
+}
+
+// TestRunReset: `stack -reset` (make reset) drops the stack's database
+// and nothing else.
+func TestRunReset(t *testing.T) {
+	name := dropLater(t, "stack_"+randHex(6))
+	if _, _, err := ensureDatabase(context.Background(), adminURL(), name, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DATABASE_URL", adminURL())
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if err := run(context.Background(), logger, []string{"-reset", "-database", name, "-data", t.TempDir()}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if databaseExists(t, name) {
+		t.Fatal("database still there after -reset")
+	}
+	for _, reserved := range []string{"postgres", "template1"} {
+		err := run(context.Background(), logger, []string{"-reset", "-database", reserved, "-data", t.TempDir()}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "belongs to the server") {
+			t.Errorf("-reset -database %s = %v, want a refusal", reserved, err)
+		}
+	}
+}
+
+// TestRunFailsFastOnPermanentDatabaseError: the whole runner stops with
+// the server's message before building anything.
+func TestRunFailsFastOnPermanentDatabaseError(t *testing.T) {
+	u, err := url.Parse(adminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User("no_such_role_" + randHex(4))
+	t.Setenv("DATABASE_URL", u.String())
+	data := t.TempDir()
+	args := []string{"-data", data, "-database", "stack_" + randHex(6), "-ready-timeout", "2m",
+		"-core-addr", freeAddr(t), "-core-admin-addr", freeAddr(t), "-proxy-addr", freeAddr(t),
+		"-proxy-admin-addr", freeAddr(t), "-notes-addr", freeAddr(t), "-notes-admin-addr", freeAddr(t)}
+	start := time.Now()
+	err = run(context.Background(), slog.New(slog.NewJSONHandler(io.Discard, nil)), args, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "database refused") || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("run = %v, want the server's refusal", err)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("took %v: the permanent error was retried", d)
+	}
+	if _, err := os.Stat(filepath.Join(data, "bin")); err == nil {
+		t.Error("binaries were built before the database was checked")
+	}
+}
