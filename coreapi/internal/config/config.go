@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -95,6 +96,10 @@ type Config struct {
 	// IdentityKey is the first one's secret (v1 and cursors).
 	IdentityKeys []identity.Key
 	NATSURL      string
+	// MFAKeys encrypt TOTP secrets at rest (MFA_ENCRYPTION_KEYS(_FILE),
+	// "id:base64" of 32 bytes each): the first seals, any opens. None: MFA
+	// enrolment answers 503.
+	MFAKeys []mfa.Key
 
 	TokenIssuer       string
 	TokenAudience     string
@@ -210,6 +215,12 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	}
 
+	if keys, err := mfa.LoadKeys(l.str("MFA_ENCRYPTION_KEYS", ""), l.str("MFA_ENCRYPTION_KEYS_FILE", "")); err != nil {
+		l.fail("MFA_ENCRYPTION_KEYS / MFA_ENCRYPTION_KEYS_FILE: %v", err)
+	} else {
+		c.MFAKeys = keys
+	}
+
 	if c.DatabaseURL == "" {
 		l.fail("DATABASE_URL: required")
 	} else if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
@@ -318,6 +329,7 @@ func (c Config) String() string {
 	row("IDENTITY_HMAC_KEY", mask(string(c.IdentityKey)))
 	row("IDENTITY_HMAC_KEY_FILE", c.IdentityKeyFile)
 	row("NATS_URL", redactURL(c.NATSURL))
+	row("MFA_ENCRYPTION_KEYS", mfaKeyIDs(c.MFAKeys))
 	row("TOKEN_ISSUER", c.TokenIssuer)
 	row("TOKEN_AUDIENCE", c.TokenAudience)
 	row("ACCESS_TOKEN_TTL", c.AccessTokenTTL.String())
@@ -375,6 +387,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("projection_max_wait", c.ProjectionMaxWait),
 		slog.String("identity_hmac_key", mask(string(c.IdentityKey))),
 		slog.String("nats_url", redactURL(c.NATSURL)),
+		slog.String("mfa_encryption_keys", mfaKeyIDs(c.MFAKeys)),
 		slog.String("token_issuer", c.TokenIssuer),
 		slog.String("token_audience", c.TokenAudience),
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),
@@ -400,6 +413,15 @@ func catalogHash(c *permissions.Catalog) string {
 		return ""
 	}
 	return c.Hash()
+}
+
+// mfaKeyIDs shows which MFA keys are configured, never their secrets.
+func mfaKeyIDs(keys []mfa.Key) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID + ":" + mask(string(k.Secret))
+	}
+	return strings.Join(ids, ",")
 }
 
 func mask(s string) string {

@@ -113,6 +113,9 @@ type Routes struct {
 	Root      *Group
 	Internal  *Group
 	Cursors   *Cursors
+	// Optional: under /api/v1, a verified identity when the request
+	// asserts a user (read it with OptionalIdentityOf), none otherwise.
+	Optional *Group
 }
 
 // Server is coreapi's public HTTP server.
@@ -205,6 +208,7 @@ func New(o Options) (*Server, error) {
 	rt := Routes{
 		Public:    &Group{r: s.app.Group("/api/v1")},
 		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.requireIdentity}},
+		Optional:  &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.optionalIdentity}},
 		Root:      &Group{r: s.app},
 		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.requireServiceSignature}},
 		Cursors:   &Cursors{cc: s.cursor},
