@@ -123,6 +123,25 @@ func TestTOTPEnrolment(t *testing.T) {
 	tk := e.signup(t, "enrol@example.com", "E")
 	as := e.identityFor(t, tk)
 
+	mfaFlags := func() (me, projected bool) {
+		t.Helper()
+		r := e.Get(t, as, "/api/v1/users/me")
+		var m struct {
+			MFAEnabled *bool `json:"mfa_enabled"`
+		}
+		r.JSON(t, &m)
+		pr := e.Do(t, apitest.Request{Method: http.MethodGet, Service: true,
+			Path: identity.ProjectionPath + "/" + as.UserID + "?tenant_id=" + as.TenantID})
+		var p identity.Projection
+		pr.JSON(t, &p)
+		if m.MFAEnabled == nil {
+			t.Fatalf("GET /users/me has no mfa_enabled: %s", r.Body)
+		}
+		return *m.MFAEnabled, p.MFAEnabled
+	}
+	if me, pj := mfaFlags(); me || pj {
+		t.Errorf("before enrolment: mfa_enabled me=%v projection=%v", me, pj)
+	}
 	// Nothing to confirm yet.
 	wantStatus(t, "confirm before enrolment", e.confirm(t, as, "123456"), http.StatusNotFound, "not_found")
 
@@ -166,6 +185,9 @@ func TestTOTPEnrolment(t *testing.T) {
 		if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE position($1::bytea IN code_hash) > 0`, []byte(c)); n != 0 {
 			t.Fatalf("recovery code %s stored in plain text", c)
 		}
+	}
+	if me, pj := mfaFlags(); !me || !pj {
+		t.Errorf("after enrolment: mfa_enabled me=%v projection=%v", me, pj)
 	}
 	wantStatus(t, "enrol while active", e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/totp", nil), http.StatusConflict, "conflict")
 	wantStatus(t, "confirm while active", e.confirm(t, as, codeAt(t, second.Secret, now)), http.StatusConflict, "conflict")
