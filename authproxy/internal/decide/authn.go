@@ -91,9 +91,14 @@ func coreStepUp(method, path string) bool {
 		if path == "/api/v1/users/me/mfa/totp" {
 			return true
 		}
-		// DELETE /api/v1/users/{id}: exactly one segment after /users.
-		id, ok := strings.CutPrefix(path, "/api/v1/users/")
-		return ok && id != "" && id != "me" && !strings.Contains(id, "/")
+		// DELETE /api/v1/users/{id} and /api/v1/users/{id}/mfa (an
+		// admin's reset of a member's second factor).
+		rest, ok := strings.CutPrefix(path, "/api/v1/users/")
+		if !ok {
+			return false
+		}
+		id, sub, _ := strings.Cut(rest, "/")
+		return id != "" && id != "me" && (sub == "" && !strings.HasSuffix(rest, "/") || sub == "mfa")
 	}
 	return false
 }

@@ -45,6 +45,7 @@ func TestAuthn(t *testing.T) {
 		{"core api key", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/api-keys", DenyStepUp, 300},
 		{"core own api key", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/api-keys", DenyStepUp, 300},
 		{"core delete user", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e", DenyStepUp, 300},
+		{"core reset member MFA", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/mfa", DenyStepUp, 300},
 		{"core delete role of user", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/roles/admin", Allow, 0},
 		{"core list api keys", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/api-keys", Allow, 0},
 		{"core read me", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/users/me", Allow, 0},

@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -618,4 +620,54 @@ func (s *Service) registerMFA(rt httpapi.Routes) {
 	rt.Protected.Post("/users/me/mfa/totp", s.enrolTOTP)
 	rt.Protected.Post("/users/me/mfa/totp/confirm", s.confirmTOTP)
 	rt.Protected.Delete("/users/me/mfa/totp", s.disableTOTP)
+	rt.Protected.Delete("/users/:id/mfa", httpapi.RequirePermission(roles.UsersWrite), s.resetMFA)
+}
+
+// resetMFA is a tenant admin's recovery of a member who lost their second
+// factor: the factor and recovery codes are deleted, every session of the
+// member is revoked (and its token version bumped), and it is audited. A
+// caller resets their own factor with DELETE /users/me/mfa/totp instead
+// (which needs the factor).
+func (s *Service) resetMFA(c *fiber.Ctx) error {
+	const qMember = `
+SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1)
+FROM memberships WHERE tenant_id = $2 AND user_id = $1`
+	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
+	id := httpapi.IdentityOf(c)
+	target, err := uuid.Parse(c.Params("id"))
+	if err != nil {
+		return problem.New(fiber.StatusBadRequest, "invalid_id", "id must be a UUID")
+	}
+	uid := target.String()
+	if uid == id.UserID {
+		return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "reset your own second factor with DELETE /users/me/mfa/totp")
+	}
+	ctx := c.UserContext()
+	var has bool
+	if err := s.pool.QueryRow(ctx, qMember, uid, id.TenantID).Scan(&has); errors.Is(err, pgx.ErrNoRows) {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no such member")
+	} else if err != nil {
+		return fmt.Errorf("load member: %w", err)
+	}
+	if !has {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "the member has no second factor")
+	}
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
+		n, err := s.sessions.RevokeAll(ctx, tx, uid, "", sessions.ReasonMFAReset)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, qBump, uid); err != nil {
+			return fmt.Errorf("bump token version: %w", err)
+		}
+		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+			Action: "user.mfa_reset", TargetType: "user", TargetID: uid,
+			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
+			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: "mfa_reset"})
+	})
+	if err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
 }

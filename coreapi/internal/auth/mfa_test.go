@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 type enrolment struct {
@@ -403,4 +404,54 @@ func TestStepUpRevokedSession(t *testing.T) {
 	r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: as,
 		SignPath: "/api/v1/other", Body: map[string]string{"grant_type": "mfa_otp", "code": "123456"}})
 	wantStatus(t, "forged identity", r, http.StatusUnauthorized, "unauthenticated")
+}
+
+func TestAdminResetsMemberMFA(t *testing.T) {
+	e := start(t, cheap)
+	owner := e.signup(t, "owner@example.com", "Acme")
+	ownerAs := e.identityFor(t, owner)
+	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+	en := e.enrol(t, &member)
+	wantStatus(t, "member confirms", e.confirm(t, &member, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+	ctx := context.Background()
+	if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour'), ($1, $2, now() + interval '1 hour')`,
+		member.UserID, owner.TenantID); err != nil {
+		t.Fatal(err)
+	}
+	other := e.signup(t, "other@example.com", "Other")
+	otherUser := claims(t, other.AccessToken)["sub"].(string)
+	reset := func(as *identity.Identity, id string) apitest.Response {
+		return e.Send(t, as, http.MethodDelete, "/api/v1/users/"+id+"/mfa", nil)
+	}
+	wantStatus(t, "member resets", reset(&member, member.UserID), http.StatusForbidden, "insufficient_scope")
+	wantStatus(t, "own factor", reset(ownerAs, ownerAs.UserID), http.StatusForbidden, "forbidden")
+	wantStatus(t, "bad id", reset(ownerAs, "not-a-uuid"), http.StatusBadRequest, "invalid_id")
+	wantStatus(t, "another tenant's user", reset(ownerAs, otherUser), http.StatusNotFound, "not_found")
+	var tvBefore int64
+	if err := e.DB.Pool.QueryRow(ctx, `SELECT token_version FROM users WHERE id = $1`, member.UserID).Scan(&tvBefore); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "reset", reset(ownerAs, member.UserID), http.StatusNoContent, "")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, member.UserID); n != 0 {
+		t.Error("the factor survived the reset")
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1`, member.UserID); n != 0 {
+		t.Error("recovery codes survived the reset")
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_reason = 'mfa_reset'`, member.UserID); n != 2 {
+		t.Errorf("%d sessions revoked for mfa_reset, want 2", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE id = $1 AND token_version = $2`, member.UserID, tvBefore+1); n != 1 {
+		t.Error("token version not bumped")
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_reset' AND target_id = $1 AND actor_user_id = $2 AND data->>'sessions_revoked' = '2'`,
+		member.UserID, ownerAs.UserID); n != 1 {
+		t.Errorf("%d user.mfa_reset audit events, want 1", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(member.UserID)); n < 2 {
+		t.Errorf("no invalidation for the reset member")
+	}
+	wantStatus(t, "reset again", reset(ownerAs, member.UserID), http.StatusNotFound, "not_found")
+	// The member can sign in with the password alone again and enrol anew.
+	e.enrol(t, &member)
 }

@@ -47,6 +47,7 @@ const (
 	ReasonRevoked        = "revoked_by_user"
 	ReasonPasswordChange = "password_changed"
 	ReasonReuse          = "refresh_token_reuse"
+	ReasonMFAReset       = "mfa_reset"
 )
 
 const tokenBytes = 32
