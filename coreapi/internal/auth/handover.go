@@ -82,6 +82,12 @@ FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id`
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("consume hand-over code: %w", err)
 	}
+	// A user with a second factor gives it here too: the external
+	// sign-in stands for the password, and the session it opened is
+	// replaced by the one the mfa_otp grant creates.
+	if err := s.externalSecondFactor(ctx, g); err != nil {
+		return TokenResponse{}, err
+	}
 	g.RefreshToken, err = s.sessions.Reissue(ctx, s.pool, g.UserID, g.SessionID)
 	if errors.Is(err, sessions.ErrNotFound) { // signed out in between
 		return TokenResponse{}, errBadHandover

@@ -291,6 +291,21 @@ func (s *Service) passwordSecondFactor(ctx context.Context, a account) error {
 	return s.challenge(ctx, a)
 }
 
+// externalSecondFactor is the OAuth hand-over's MFA hook: nil when the
+// user has no second factor; else the session the callback opened is
+// ended and the answer is mfa_required.
+func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
+	on, err := s.hasMFA(ctx, g.UserID)
+	if err != nil || !on {
+		return err
+	}
+	if _, err := s.sessions.Revoke(ctx, s.pool, g.UserID, g.SessionID, sessions.ReasonMFAPending); err != nil {
+		return err
+	}
+	tid := g.TenantID
+	return s.challenge(ctx, account{UserID: g.UserID, TenantID: &tid})
+}
+
 // mfaGrant is grant_type=mfa_otp: {mfa_token, code} finishes a sign-in;
 // with a bearer (a verified identity) and {code} it steps the caller's
 // session up.

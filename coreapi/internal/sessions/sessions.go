@@ -48,6 +48,7 @@ const (
 	ReasonPasswordChange = "password_changed"
 	ReasonReuse          = "refresh_token_reuse"
 	ReasonMFAReset       = "mfa_reset"
+	ReasonMFAPending     = "replaced_after_second_factor"
 )
 
 const tokenBytes = 32
