@@ -36,6 +36,9 @@ CREATE TABLE mfa_challenges (
     used_at     timestamptz
 );
 CREATE INDEX mfa_challenges_expires_at_idx ON mfa_challenges (expires_at);
+-- Deleting a user (a factor reset) or a tenant finds its challenges.
+CREATE INDEX mfa_challenges_user_id_idx ON mfa_challenges (user_id);
+CREATE INDEX mfa_challenges_tenant_id_idx ON mfa_challenges (tenant_id);
 
 -- How the session's holder last authenticated: access tokens carry these
 -- as amr / auth_time, and a refresh keeps them.

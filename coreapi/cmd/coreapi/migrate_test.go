@@ -39,8 +39,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	ctx := context.Background()
 	// The data model of 00001, login_failures (00002), replaced by
-	// login_attempts, and oauth_handovers (00003), permission_catalog (00005).
-	const tables = 14
+	// login_attempts, and oauth_handovers (00003), permission_catalog (00005),
+	// mfa_totp, mfa_recovery_codes and mfa_challenges (00007).
+	const tables = 17
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
