@@ -53,6 +53,7 @@ var sys *system
 type system struct {
 	root, work, bin string
 	hmacKey         string
+	mfaKey          string // MFA_ENCRYPTION_KEYS, shared by both cores
 	keysDir         string
 	notesKeys       []identity.Key // the app key list, first = the one the proxies sign with
 	pg              *pgCluster
@@ -170,6 +171,9 @@ func setup(ctx context.Context) (*system, error) {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	s.hmacKey = base64.StdEncoding.EncodeToString(key)
+	mk := make([]byte, 32)
+	_, _ = rand.Read(mk)
+	s.mfaKey = "e2e:" + base64.StdEncoding.EncodeToString(mk)
 
 	if s.oidc, err = newFakeOIDC(oidcClientID, randToken(24)); err != nil {
 		return s, fmt.Errorf("fake oidc: %w", err)
@@ -229,6 +233,7 @@ func (s *system) newCore(name, addr, admin string) *service {
 			"DATABASE_URL=" + s.pg.URL(),
 			"DB_MAX_CONNS=8",
 			"IDENTITY_HMAC_KEY=" + s.hmacKey,
+			"MFA_ENCRYPTION_KEYS=" + s.mfaKey,
 			"NATS_URL=" + s.natsURL(),
 			"SIGNING_KEYS_DIR=" + s.keysDir,
 			"TOKEN_ISSUER=" + issuer,

@@ -28,6 +28,12 @@ type Projection struct {
 	// EmailVerified is whether the user proved control of Email; route
 	// rules may require it, and it travels as X-Auth-Email-Verified.
 	EmailVerified bool `json:"email_verified"`
+	// MFAEnabled is whether the user has an active second factor: the
+	// built-in step-up routes require a fresh one only then.
+	MFAEnabled bool `json:"mfa_enabled"`
+	// TenantRequireMFA is the tenant's policy: a member without a second
+	// factor reaches only the enrolment routes.
+	TenantRequireMFA bool `json:"tenant_require_mfa"`
 	// RevokedSessions lists the ids of this user's sessions revoked within
 	// the last access-token lifetime: tokens naming them are refused at once.
 	RevokedSessions []string `json:"revoked_sessions"`

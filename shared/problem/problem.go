@@ -108,6 +108,23 @@ const (
 	CodeVerifyBeforeLinking = "account_email_unverified"
 )
 
+// Codes of multi-factor authentication.
+const (
+	// CodeMFARequired: the password was right; finish the sign-in with
+	// grant_type=mfa_otp and the mfa_token of the answer.
+	CodeMFARequired = "mfa_required"
+	// CodeInsufficientUserAuthentication (RFC 9470): the route needs a
+	// second factor, or a more recent one, than the token carries.
+	CodeInsufficientUserAuthentication = "insufficient_user_authentication"
+	// CodeMFAEnrollmentRequired: the tenant requires a second factor and
+	// the caller has none; only enrolment routes are open.
+	CodeMFAEnrollmentRequired = "mfa_enrollment_required"
+	// CodeInvalidMFACode: a wrong, reused or expired code.
+	CodeInvalidMFACode = "invalid_mfa_code"
+	// CodeMFAUnavailable: the server has no MFA_ENCRYPTION_KEYS.
+	CodeMFAUnavailable = "mfa_unavailable"
+)
+
 func title(status int) string {
 	switch status {
 	case 400:

@@ -38,6 +38,10 @@ func (o Outcome) String() string {
 		return "insufficient_scope"
 	case DenyEmailUnverified:
 		return "email_unverified"
+	case DenyMFAEnrollment:
+		return "mfa_enrollment_required"
+	case DenyStepUp:
+		return "insufficient_user_authentication"
 	}
 	return "unknown"
 }

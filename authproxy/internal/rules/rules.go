@@ -246,7 +246,9 @@ type coreSpec struct {
 // protected catch-alls below cover whatever the public ones leave.
 var coreSpecs = []coreSpec{
 	{"/api/v1/auth/signup", []string{"POST"}, Public},
-	{"/api/v1/auth/token", []string{"POST"}, Public},
+	// Optional: a bearer, when sent, is verified and forwarded (grant_type=
+	// mfa_otp steps that session up); without one the grants are public.
+	{"/api/v1/auth/token", []string{"POST"}, Optional},
 	{"/api/v1/auth/oauth", []string{"GET"}, Public},
 	{"/api/v1/auth/verify-email", []string{"POST"}, Public},
 	// Resending the verification mail is the signed-in user's own act.

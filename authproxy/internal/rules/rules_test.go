@@ -41,7 +41,7 @@ func TestCoreRoutes(t *testing.T) {
 	}{
 		{"POST", "/api/v1/auth/signup", 200, Public},
 		{"GET", "/api/v1/auth/signup", 405, 0},
-		{"POST", "/api/v1/auth/token", 200, Public},
+		{"POST", "/api/v1/auth/token", 200, Optional},
 		{"GET", "/api/v1/auth/oauth/google/authorize", 200, Public},
 		{"HEAD", "/api/v1/auth/oauth/google/authorize", 200, Public},
 		{"GET", "/api/v1/auth/oauth/google/callback", 200, Public},
@@ -237,7 +237,7 @@ func TestAlias(t *testing.T) {
 	}
 	// Sign-in never goes to the app.
 	r, _, _ = match(t, tb, "POST", "/api/v1/auth/token")
-	if r == nil || r.Upstream != 0 || r.Access != Public {
+	if r == nil || r.Upstream != 0 || r.Access != Optional {
 		t.Fatalf("token route = %+v", r)
 	}
 }
@@ -280,7 +280,7 @@ func TestExampleFile(t *testing.T) {
 		{"PUT", "/notes/1", 405, 0, ""},
 		{"GET", "/notes/public", 200, Optional, ""},
 		{"GET", "/notes-admin", 404, 0, ""},
-		{"POST", "/api/v1/auth/token", 200, Public, ""},
+		{"POST", "/api/v1/auth/token", 200, Optional, ""},
 	}
 	for _, tt := range tests {
 		r, status, _ := match(t, tb, tt.method, tt.path)

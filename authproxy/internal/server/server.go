@@ -345,6 +345,13 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	st.authAt = s.d.Now()
 	s.d.Metrics.AuthDuration.Observe(st.authAt.Sub(st.start).Seconds())
 	st.outcome = out.String()
+	if out == decide.Allow {
+		var maxAge int64
+		if out, maxAge = decide.Authn(claims, e, route, b2s(h.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
+			st.outcome = out.String()
+			return authnError(out, maxAge)
+		}
+	}
 	switch out {
 	case decide.Allow:
 	case decide.DenyScope:
@@ -578,6 +585,24 @@ var (
 	errInvalidToken = &httpError{status: 401, code: problem.CodeInvalidToken, detail: "the access token is not valid",
 		wwwAuth: `Bearer error="invalid_token"`}
 )
+
+// authnError answers an Authn refusal: 403 for the tenant's MFA policy,
+// 401 with the RFC 9470 challenge for a missing or stale second factor.
+func authnError(out decide.Outcome, maxAge int64) *httpError {
+	if out == decide.DenyMFAEnrollment {
+		return errMFAEnrollment
+	}
+	he := &httpError{status: 401, code: problem.CodeInsufficientUserAuthentication,
+		detail:  "this route needs a (more recent) second factor; step up with grant_type=mfa_otp",
+		wwwAuth: `Bearer error="insufficient_user_authentication", acr_values="mfa"`}
+	if maxAge > 0 {
+		he.wwwAuth += ", max_age=" + strconv.FormatInt(maxAge, 10)
+	}
+	return he
+}
+
+var errMFAEnrollment = &httpError{status: 403, code: problem.CodeMFAEnrollmentRequired,
+	detail: "this tenant requires a second factor: enrol at /api/v1/users/me/mfa/totp"}
 
 func unavailable(detail string) *httpError {
 	return &httpError{status: 503, code: problem.CodeUpstreamDown, detail: detail, retryAfter: true}

@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -51,9 +52,14 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	hasher := password.New(password.OWASP, 0)
 	opts.Passwords = hasher
 	store := sessions.New(pool, cfg.RefreshTokenTTL, cfg.RefreshReuseGrace)
+	sealer, err := mfaSealer(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	svc, err := auth.New(auth.Options{
 		Logger: log, Pool: pool, Keys: ring, Passwords: hasher, Sessions: store,
 		Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, AccessTTL: cfg.AccessTokenTTL,
+		MFA: sealer,
 	})
 	if err != nil {
 		return nil, err
@@ -170,4 +176,18 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		return err
 	}
 	return run, nil
+}
+
+// mfaSealer builds the sealer of TOTP secrets; without MFA_ENCRYPTION_KEYS
+// there is none and enrolment answers 503.
+func mfaSealer(cfg config.Config, log *slog.Logger) (*mfa.Sealer, error) {
+	if len(cfg.MFAKeys) == 0 {
+		log.Warn("MFA_ENCRYPTION_KEYS is not set: TOTP enrolment and sign-in with a second factor are unavailable")
+		return nil, nil
+	}
+	s, err := mfa.NewSealer(cfg.MFAKeys)
+	if err != nil {
+		return nil, fmt.Errorf("mfa keys: %w", err)
+	}
+	return s, nil
 }

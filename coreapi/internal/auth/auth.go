@@ -1,5 +1,7 @@
 // Package auth is coreapi's sign-in HTTP surface: signup, the token
-// endpoint (password and refresh_token grants, JSON or form-encoded),
+// endpoint (password, refresh_token, oauth_handover and mfa_otp grants,
+// JSON or form-encoded), TOTP second factors (enrolment, sign-in
+// challenges, step-up; see mfa.go),
 // logout, switch-tenant, the caller's sessions, password change, and the
 // JWKS document. It issues access tokens (JWT, signed by keys.Ring) and
 // refresh tokens (sessions.Store); it never verifies a JWT itself.
@@ -24,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 )
@@ -67,6 +70,11 @@ type Options struct {
 	Audience  string
 	AccessTTL time.Duration
 	Lockout   Lockout
+	// MFA seals TOTP secrets at rest; nil: MFA enrolment is unavailable
+	// (users who already have MFA cannot sign in until it is set again).
+	MFA *mfa.Sealer
+	// MFAIssuer names the service in authenticator apps (default Tollgate).
+	MFAIssuer string
 	// Now is the clock of token timestamps; nil means time.Now.
 	Now func() time.Time
 }
@@ -82,6 +90,8 @@ type Service struct {
 	audience  string
 	accessTTL time.Duration
 	lockout   Lockout
+	mfa       *mfa.Sealer
+	mfaIssuer string
 	now       func() time.Time
 }
 
@@ -100,9 +110,13 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MFAIssuer == "" {
+		o.MFAIssuer = "Tollgate"
+	}
 	return &Service{
 		log: o.Logger, pool: o.Pool, keys: o.Keys, passwords: o.Passwords, sessions: o.Sessions,
 		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, lockout: o.Lockout, now: o.Now,
+		mfa: o.MFA, mfaIssuer: o.MFAIssuer,
 	}, nil
 }
 
@@ -118,6 +132,12 @@ type Claims struct {
 	NotBefore    int64  `json:"nbf"`
 	Expires      int64  `json:"exp"`
 	ID           string `json:"jti"`
+	// AMR are the methods of the session's authentication ("pwd", "otp"),
+	// ACR its level ("pwd" or "mfa") and AuthTime when it happened (unix
+	// seconds): the session's, kept by a refresh.
+	AMR      []string `json:"amr"`
+	ACR      string   `json:"acr"`
+	AuthTime int64    `json:"auth_time"`
 }
 
 // Grant is what a token response is made from.
@@ -127,6 +147,10 @@ type Grant struct {
 	SessionID    string
 	TokenVersion int64
 	RefreshToken string
+	// AMR and AuthTime describe the session's authentication (see
+	// sessionAuth); nil AMR is a password sign-in happening now.
+	AMR      []string
+	AuthTime int64
 }
 
 // TokenResponse is the OAuth 2.0 token response (plus tenant_id; signup
@@ -149,11 +173,19 @@ func (s *Service) Issue(g Grant) (TokenResponse, error) {
 	}
 	now := s.now().Unix()
 	ttl := int64(s.accessTTL / time.Second)
+	amr, authTime := g.AMR, g.AuthTime
+	if amr == nil {
+		amr = amrPassword
+	}
+	if authTime == 0 {
+		authTime = now
+	}
 	payload, err := json.Marshal(Claims{
 		Issuer: s.issuer, Audience: s.audience,
 		Subject: g.UserID, TenantID: g.TenantID, SessionID: g.SessionID, TokenVersion: g.TokenVersion,
 		IssuedAt: now, NotBefore: now, Expires: now + ttl,
-		ID: base64.RawURLEncoding.EncodeToString(jti[:]),
+		ID:  base64.RawURLEncoding.EncodeToString(jti[:]),
+		AMR: amr, ACR: acrOf(amr), AuthTime: authTime,
 	})
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("encode claims: %w", err)
@@ -202,6 +234,11 @@ func (s *Service) SweepSessions(ctx context.Context, every, keep time.Duration) 
 			s.log.Warn("sweep login attempts", "err", err)
 		} else if n > 0 {
 			s.log.Info("swept login attempts", "rows", n)
+		}
+		if n, err := s.SweepChallenges(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweep mfa challenges", "err", err)
+		} else if n > 0 {
+			s.log.Info("swept mfa challenges", "rows", n)
 		}
 	}
 }

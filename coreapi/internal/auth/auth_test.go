@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -45,6 +46,22 @@ type env struct {
 	svc    *auth.Service
 }
 
+// mfaKeys is the MFA_ENCRYPTION_KEYS of the test servers.
+const mfaKeys = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+
+func testSealer(t testing.TB, text string) *mfa.Sealer {
+	t.Helper()
+	ks, err := mfa.ParseKeys(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := mfa.NewSealer(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func start(t testing.TB, p password.Params) *env {
 	t.Helper()
 	dir := t.TempDir()
@@ -63,6 +80,7 @@ func start(t testing.TB, p password.Params) *env {
 			Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
 			Issuer:   issuer, Audience: audience, AccessTTL: 15 * time.Minute,
+			MFA: testSealer(t, mfaKeys),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -197,7 +215,7 @@ func TestSignupIssuesContractTokens(t *testing.T) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	if got, want := strings.Join(names, ","), "aud,exp,iat,iss,jti,nbf,sid,sub,tid,tv"; got != want {
+	if got, want := strings.Join(names, ","), "acr,amr,aud,auth_time,exp,iat,iss,jti,nbf,sid,sub,tid,tv"; got != want {
 		t.Errorf("claims = %s, want exactly %s", got, want)
 	}
 	if c["tid"] != tk.TenantID || c["tv"] != float64(0) || c["aud"] != audience || c["iss"] != issuer {

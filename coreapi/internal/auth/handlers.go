@@ -36,12 +36,13 @@ const JWKSPath = "/.well-known/jwks.json"
 func (s *Service) Register(rt httpapi.Routes) {
 	rt.Root.Get(JWKSPath, s.jwks)
 	rt.Public.Post("/auth/signup", s.signup)
-	rt.Public.Post("/auth/token", s.token)
+	rt.Optional.Post("/auth/token", s.token)
 	rt.Protected.Post("/auth/logout", s.logout)
 	rt.Protected.Post("/auth/switch-tenant", s.switchTenant)
 	rt.Protected.Put("/users/me/password", s.changePassword)
 	rt.Protected.Get("/users/me/sessions", s.listSessions)
 	rt.Protected.Delete("/users/me/sessions/:id", s.revokeSession)
+	s.registerMFA(rt)
 }
 
 func (s *Service) jwks(c *fiber.Ctx) error {
@@ -188,7 +189,8 @@ type tokenRequest struct {
 	Password     string `json:"password"`
 	TenantID     string `json:"tenant_id"`
 	RefreshToken string `json:"refresh_token"`
-	Code         string `json:"code"`      // grant_type=oauth_handover
+	Code         string `json:"code"`      // grant_type=oauth_handover, mfa_otp
+	MFAToken     string `json:"mfa_token"` // grant_type=mfa_otp
 	Scope        string `json:"scope"`     // accepted, ignored
 	ClientID     string `json:"client_id"` // accepted, ignored
 }
@@ -213,7 +215,7 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 		req = tokenRequest{
 			GrantType: get("grant_type"), Email: get("email"), Username: get("username"),
 			Password: get("password"), TenantID: get("tenant_id"), RefreshToken: get("refresh_token"),
-			Code: get("code"),
+			Code: get("code"), MFAToken: get("mfa_token"),
 		}
 		return req, nil
 	}
@@ -244,13 +246,19 @@ func (s *Service) token(c *fiber.Ctx) error {
 		resp, err = s.refreshGrant(c.UserContext(), req)
 	case "oauth_handover":
 		resp, err = s.handoverGrant(c.UserContext(), req)
+	case "mfa_otp":
+		resp, err = s.mfaGrant(c, req)
 	case "":
-		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password, refresh_token or oauth_handover"})
+		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password, refresh_token, oauth_handover or mfa_otp"})
 	default:
 		return problem.New(fiber.StatusBadRequest, "unsupported_grant_type",
-			"grant_type must be password, refresh_token or oauth_handover")
+			"grant_type must be password, refresh_token, oauth_handover or mfa_otp")
 	}
 	if err != nil {
+		var mr *mfaRequiredError
+		if errors.As(err, &mr) {
+			return mr.render(c)
+		}
 		var ra *retryAfterError
 		if errors.As(err, &ra) {
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
@@ -293,6 +301,9 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if err != nil {
 		return TokenResponse{}, err
 	}
+	if err := s.passwordSecondFactor(ctx, a); err != nil {
+		return TokenResponse{}, err
+	}
 	issued, err := s.sessions.CreateAt(ctx, s.pool, a.UserID, *a.TenantID, ua, ip, a.TokenVersion)
 	if err != nil {
 		return TokenResponse{}, err
@@ -314,7 +325,7 @@ func (s *Service) refreshGrant(ctx context.Context, req tokenRequest) (TokenResp
 		return TokenResponse{}, err
 	}
 	return s.Issue(Grant{UserID: r.UserID, TenantID: r.TenantID, SessionID: r.SessionID,
-		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken})
+		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime})
 }
 
 // --- logout ---
@@ -406,8 +417,10 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
   AND m.status = 'active' AND t.status = 'active' AND u.status = 'active'`
 	ctx := c.UserContext()
 	var (
-		tv  int64
-		tok string
+		tv       int64
+		tok      string
+		amr      []string
+		authTime int64
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, qMember, id.UserID, tid).Scan(&tv); errors.Is(err, pgx.ErrNoRows) {
@@ -418,7 +431,10 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid.String()); err != nil {
 			return err
 		}
-		tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID)
+		if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
+			return err
+		}
+		amr, authTime, err = sessionAuth(ctx, tx, id.SessionID)
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
@@ -427,7 +443,8 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 	if err != nil {
 		return err
 	}
-	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid.String(), SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok})
+	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid.String(), SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+		AMR: amr, AuthTime: authTime})
 	if err != nil {
 		return err
 	}
@@ -501,8 +518,10 @@ WHERE id = $1
 RETURNING token_version`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var (
-		tv  int64
-		tok string
+		tv       int64
+		tok      string
+		amr      []string
+		authTime int64
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, qUpdate, id.UserID, newHash).Scan(&tv); err != nil {
@@ -513,6 +532,9 @@ RETURNING token_version`
 		}
 		if id.SessionID != "" {
 			if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
+				return err
+			}
+			if amr, authTime, err = sessionAuth(ctx, tx, id.SessionID); err != nil {
 				return err
 			}
 		}
@@ -533,7 +555,8 @@ RETURNING token_version`
 	}
 	// The token version moved on, so the caller's access token is stale;
 	// hand it fresh tokens for the session it keeps.
-	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok})
+	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+		AMR: amr, AuthTime: authTime})
 	if err != nil {
 		return err
 	}

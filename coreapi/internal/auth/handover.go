@@ -59,7 +59,8 @@ WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
     RETURNING user_id, session_id, expires_at > now() AS live
 )
-SELECT h.user_id::text, h.session_id::text, s.tenant_id::text, u.token_version, h.live AND u.status = 'active'
+SELECT h.user_id::text, h.session_id::text, s.tenant_id::text, u.token_version, h.live AND u.status = 'active',
+       s.amr, floor(extract(epoch FROM s.auth_time))::bigint
 FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id`
 	if req.Code == "" {
 		return TokenResponse{}, invalidRequest("code is required", problem.FieldError{Field: "code", Message: "required"})
@@ -74,12 +75,18 @@ FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id`
 		g  Grant
 		ok bool
 	)
-	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &g.TenantID, &g.TokenVersion, &ok)
+	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &g.TenantID, &g.TokenVersion, &ok, &g.AMR, &g.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
 		return TokenResponse{}, errBadHandover
 	}
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("consume hand-over code: %w", err)
+	}
+	// A user with a second factor gives it here too: the external
+	// sign-in stands for the password, and the session it opened is
+	// replaced by the one the mfa_otp grant creates.
+	if err := s.externalSecondFactor(ctx, g); err != nil {
+		return TokenResponse{}, err
 	}
 	g.RefreshToken, err = s.sessions.Reissue(ctx, s.pool, g.UserID, g.SessionID)
 	if errors.Is(err, sessions.ErrNotFound) { // signed out in between

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -108,6 +109,10 @@ type Config struct {
 	// replays (per replica).
 	IdentityReplayCacheSize int
 	NATSURL                 string
+	// MFAKeys encrypt TOTP secrets at rest (MFA_ENCRYPTION_KEYS(_FILE),
+	// "id:base64" of 32 bytes each): the first seals, any opens. None: MFA
+	// enrolment answers 503.
+	MFAKeys []mfa.Key
 
 	TokenIssuer       string
 	TokenAudience     string
@@ -217,6 +222,12 @@ func Load(getenv func(string) string) (Config, error) {
 	c.IdentityKeys, c.IdentityKeysFile = l.identityKeys()
 	if c.IdentityReplayCacheSize < MinReplayCacheSize {
 		l.fail("IDENTITY_REPLAY_CACHE_SIZE: %d is below the minimum of %d", c.IdentityReplayCacheSize, MinReplayCacheSize)
+	}
+
+	if keys, err := mfa.LoadKeys(l.str("MFA_ENCRYPTION_KEYS", ""), l.str("MFA_ENCRYPTION_KEYS_FILE", "")); err != nil {
+		l.fail("MFA_ENCRYPTION_KEYS / MFA_ENCRYPTION_KEYS_FILE: %v", err)
+	} else {
+		c.MFAKeys = keys
 	}
 
 	if c.DatabaseURL == "" {
@@ -330,6 +341,7 @@ func (c Config) String() string {
 	row("IDENTITY_ACCEPT_V1", strconv.FormatBool(c.IdentityAcceptV1))
 	row("IDENTITY_REPLAY_CACHE_SIZE", strconv.Itoa(c.IdentityReplayCacheSize))
 	row("NATS_URL", redactURL(c.NATSURL))
+	row("MFA_ENCRYPTION_KEYS", mfaKeyIDs(c.MFAKeys))
 	row("TOKEN_ISSUER", c.TokenIssuer)
 	row("TOKEN_AUDIENCE", c.TokenAudience)
 	row("ACCESS_TOKEN_TTL", c.AccessTokenTTL.String())
@@ -395,6 +407,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("identity_accept_v1", c.IdentityAcceptV1),
 		slog.Int("identity_replay_cache_size", c.IdentityReplayCacheSize),
 		slog.String("nats_url", redactURL(c.NATSURL)),
+		slog.String("mfa_encryption_keys", mfaKeyIDs(c.MFAKeys)),
 		slog.String("token_issuer", c.TokenIssuer),
 		slog.String("token_audience", c.TokenAudience),
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),
@@ -435,6 +448,15 @@ func maskKeys(keys []identity.Key) string {
 		out[i] = k.String()
 	}
 	return strings.Join(out, ",")
+}
+
+// mfaKeyIDs shows which MFA keys are configured, never their secrets.
+func mfaKeyIDs(keys []mfa.Key) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID + ":" + mask(string(k.Secret))
+	}
+	return strings.Join(ids, ",")
 }
 
 func mask(s string) string {

@@ -339,3 +339,30 @@ func TestMailSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestMFAKeys(t *testing.T) {
+	m := minimal()
+	c, err := Load(env(m))
+	if err != nil || c.MFAKeys != nil {
+		t.Fatalf("no MFA keys: %v %v", c.MFAKeys, err)
+	}
+	k1 := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	m["MFA_ENCRYPTION_KEYS"] = "new:" + k1 + ",old:" + base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	if c, err = Load(env(m)); err != nil || len(c.MFAKeys) != 2 || c.MFAKeys[0].ID != "new" {
+		t.Fatalf("MFA keys = %v, %v", c.MFAKeys, err)
+	}
+	if s := c.String(); strings.Contains(s, k1) || strings.Contains(s, "0123456789abcdef") || !strings.Contains(s, "MFA_ENCRYPTION_KEYS=new:") {
+		t.Errorf("String() shows MFA keys wrongly:\n%s", s)
+	}
+	for name, v := range map[string]string{"short": "a:c2hvcnQ=", "no id": k1, "twice": "a:" + k1 + ",a:" + k1} {
+		m["MFA_ENCRYPTION_KEYS"] = v
+		if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "MFA_ENCRYPTION_KEYS") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	m["MFA_ENCRYPTION_KEYS_FILE"] = "/nonexistent"
+	m["MFA_ENCRYPTION_KEYS"] = "a:" + k1
+	if _, err := Load(env(m)); err == nil {
+		t.Error("MFA_ENCRYPTION_KEYS and _FILE together accepted")
+	}
+}

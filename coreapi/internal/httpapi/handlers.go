@@ -216,7 +216,7 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 		b.Name = &n
 		v.length("name", n, 1, tenants.MaxName)
 	}
-	v.require(b.Name != nil, "(body)", "nothing to change")
+	v.require(b.Name != nil || b.RequireMFA != nil, "(body)", "nothing to change")
 	if err := v.err(); err != nil {
 		return err
 	}

@@ -27,7 +27,8 @@ var signInOperations = []string{"getJWKS", "signup", "token", "logout", "switchT
 	// package lifecycle's routes, checked by its own TestMain
 	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
 	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",
-	"pageVerifyEmail", "pageResetPassword", "pageAcceptInvitation"}
+	"pageVerifyEmail", "pageResetPassword", "pageAcceptInvitation",
+	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA"}
 
 // TestMain fails the run when a full run of the tests leaves an operation
 // of the tenant API without a successful, document-conforming response.

@@ -111,7 +111,7 @@ type RequestStats struct {
 //     required (401 otherwise); read it with IdentityOf(c). Add
 //     RequirePermission(p) in front of a handler for a permission check.
 //   - Optional: under /api/v1, a verified identity when the request carries
-//     a user's (IdentityOf(c).UserID is then set), anonymous otherwise; a
+//     a user's (read it with OptionalIdentityOf), anonymous otherwise; a
 //     forged or stale signature is 401 (accepting an invitation with or
 //     without a bearer).
 //   - Root: at /, no identity checked at all (e.g. /.well-known/jwks.json);

@@ -3,8 +3,10 @@ package httpapi_test
 import (
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -108,4 +110,51 @@ func longString(n int) string {
 		b[i] = 'x'
 	}
 	return string(b)
+}
+
+// TestTenantRequireMFA: the MFA policy is a tenant setting; switching it
+// invalidates every projection of the tenant (which carries it), and
+// setting it to what it already is announces nothing.
+func TestTenantRequireMFA(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	var ten tenants.Tenant
+	w.e.Get(t, &w.member, "/api/v1/tenant").JSON(t, &ten)
+	if ten.RequireMFA {
+		t.Fatal("a new tenant requires MFA")
+	}
+	wantProblem(t, w.e.Send(t, &w.member, "PATCH", "/api/v1/tenant", map[string]any{"require_mfa": true}), 403, problem.CodeInsufficientScope)
+	for _, bad := range []map[string]any{{"require_mfa": "yes"}, {"require_mfa": 1}} {
+		r := w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", bad)
+		if r.Status != 400 && r.Status != 422 {
+			t.Fatalf("require_mfa %v: %d %s", bad["require_mfa"], r.Status, r.Body)
+		}
+	}
+	r := w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", map[string]any{"require_mfa": true})
+	wantStatus(t, r, 200)
+	r.JSON(t, &ten)
+	if !ten.RequireMFA || ten.Name != "Acme" {
+		t.Fatalf("tenant = %+v", ten)
+	}
+	if got, want := outboxSubjects(t, w.e), []string{invalidation.TenantSubject(w.a)}; !equal(got, want) {
+		t.Fatalf("outbox = %v, want %v", got, want)
+	}
+	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/tenant", map[string]any{"require_mfa": true}), 200)
+	if got := outboxSubjects(t, w.e); len(got) != 1 {
+		t.Fatalf("an unchanged policy wrote outbox rows: %v", got)
+	}
+	pr := w.e.Do(t, apitest.Request{Method: "GET", Service: true,
+		Path: identity.ProjectionPath + "/" + w.member.UserID + "?tenant_id=" + w.a})
+	var p identity.Projection
+	pr.JSON(t, &p)
+	if !p.TenantRequireMFA || p.MFAEnabled {
+		t.Fatalf("projection: tenant_require_mfa %v mfa_enabled %v", p.TenantRequireMFA, p.MFAEnabled)
+	}
+	var n int
+	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM audit_events WHERE action = 'tenant.updated' AND data->>'require_mfa' = 'true'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("%d tenant.updated audit events with require_mfa, want 2", n)
+	}
 }

@@ -68,7 +68,9 @@ SELECT u.id::text, m.tenant_id::text, u.email, u.email_verified_at IS NOT NULL, 
        ARRAY(SELECT s.id::text FROM sessions s
              WHERE s.user_id = u.id AND s.revoked_at IS NOT NULL
                AND s.revoked_at > now() - make_interval(secs => $3)
-             ORDER BY s.id)
+             ORDER BY s.id),
+       EXISTS (SELECT 1 FROM mfa_totp f WHERE f.user_id = u.id AND f.status = 'active'),
+       t.require_mfa
 FROM memberships m
 JOIN users u ON u.id = m.user_id
 JOIN tenants t ON t.id = m.tenant_id
@@ -76,7 +78,8 @@ WHERE m.tenant_id = $2 AND m.user_id = $1`
 	var p identity.Projection
 	err := s.pool.QueryRow(ctx, q, userID, tenantID, s.revokedWithin.Seconds(), s.all, s.member).Scan(
 		&p.UserID, &p.TenantID, &p.Email, &p.EmailVerified, &p.UserStatus, &p.MembershipStatus, &p.TenantStatus,
-		&p.Roles, &p.Permissions, &p.TokenVersion, &p.RevokedSessions)
+		&p.Roles, &p.Permissions, &p.TokenVersion, &p.RevokedSessions,
+		&p.MFAEnabled, &p.TenantRequireMFA)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return identity.Projection{}, ErrNotFound
 	}

@@ -47,6 +47,8 @@ const (
 	ReasonRevoked        = "revoked_by_user"
 	ReasonPasswordChange = "password_changed"
 	ReasonReuse          = "refresh_token_reuse"
+	ReasonMFAReset       = "mfa_reset"
+	ReasonMFAPending     = "replaced_after_second_factor"
 )
 
 const tokenBytes = 32
@@ -182,6 +184,10 @@ type Rotation struct {
 	TenantID     string
 	TokenVersion int64
 	RefreshToken string // the successor
+	// AMR and AuthTime are the session's authentication (methods, unix
+	// seconds): a refresh keeps them.
+	AMR      []string
+	AuthTime int64
 }
 
 type lookup struct {
@@ -196,6 +202,8 @@ type lookup struct {
 	SessionExpd  bool
 	Active       bool
 	TokenVersion int64
+	AMR          []string
+	AuthTime     int64
 }
 
 // Rotate exchanges a refresh token for its successor. See the package
@@ -209,7 +217,7 @@ SELECT rt.id, rt.session_id, rt.replaced_by,
        s.revoked_at IS NOT NULL OR coalesce(s.token_version < u.token_version, false),
        s.expires_at <= now(),
        (u.status = 'active' AND coalesce(m.status, '') = 'active' AND t.status = 'active'),
-       u.token_version
+       u.token_version, s.amr, floor(extract(epoch FROM s.auth_time))::bigint
 FROM refresh_tokens rt
 JOIN sessions s ON s.id = rt.session_id
 JOIN users u ON u.id = s.user_id
@@ -223,7 +231,7 @@ WHERE rt.token_hash = $1`
 	var l lookup
 	err := s.pool.QueryRow(ctx, qLookup, Hash(token), secs(s.grace)).Scan(
 		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.TokenExpired,
-		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion)
+		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion, &l.AMR, &l.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Rotation{}, ErrInvalidToken
 	}
@@ -238,7 +246,8 @@ WHERE rt.token_hash = $1`
 	case !l.Active:
 		return Rotation{}, ErrInactive
 	}
-	r := Rotation{SessionID: l.SessionID, UserID: l.UserID, TenantID: l.TenantID, TokenVersion: l.TokenVersion}
+	r := Rotation{SessionID: l.SessionID, UserID: l.UserID, TenantID: l.TenantID, TokenVersion: l.TokenVersion,
+		AMR: l.AMR, AuthTime: l.AuthTime}
 
 	if l.ReplacedBy == nil {
 		next, won, err := s.rotate(ctx, l.ID, raw)

@@ -45,9 +45,12 @@ type Tenant struct {
 	Status    string    `json:"status"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// RequireMFA: members without a second factor reach only the
+	// enrolment routes (enforced at the proxy).
+	RequireMFA bool `json:"require_mfa"`
 }
 
-const tenantCols = `id::text, name, status, created_at, updated_at`
+const tenantCols = `id::text, name, status, created_at, updated_at, require_mfa`
 
 // Create inserts a tenant together with its built-in roles (owner, admin,
 // member), in one statement inside the caller's transaction. Signup calls
@@ -140,6 +143,8 @@ func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
 type Patch struct {
 	Name   *string `json:"name,omitempty"`
 	Status *string `json:"status,omitempty"`
+	// RequireMFA switches the tenant's MFA policy.
+	RequireMFA *bool `json:"require_mfa,omitempty"`
 }
 
 // Update changes the tenant; a status change is announced on the tenant's
@@ -148,24 +153,33 @@ type Patch struct {
 // operator actions (SetStatus, from `coreapi tenants`).
 func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (Tenant, error) {
 	const q = `
-WITH old AS (SELECT status FROM tenants WHERE id = $1 FOR UPDATE)
+WITH old AS (SELECT status, require_mfa FROM tenants WHERE id = $1 FOR UPDATE)
 UPDATE tenants t SET
     name = COALESCE($2, t.name),
     status = COALESCE($3, t.status),
+    require_mfa = COALESCE($4, t.require_mfa),
     updated_at = now()
 FROM old
 WHERE t.id = $1
-RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, old.status`
+RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mfa, old.status, old.require_mfa`
 	var t Tenant
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var oldStatus string
-		err := tx.QueryRow(ctx, q, id, p.Name, p.Status).Scan(&t.ID, &t.Name, &t.Status, &t.CreatedAt, &t.UpdatedAt, &oldStatus)
+		var (
+			oldStatus string
+			oldMFA    bool
+		)
+		err := tx.QueryRow(ctx, q, id, p.Name, p.Status, p.RequireMFA).Scan(&t.ID, &t.Name, &t.Status, &t.CreatedAt, &t.UpdatedAt,
+			&t.RequireMFA, &oldStatus, &oldMFA)
 		if err != nil {
 			return mapErr(err)
 		}
 		var rows []outbox.Row
-		if oldStatus != t.Status {
+		switch {
+		case oldStatus != t.Status:
 			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant." + t.Status})
+		case oldMFA != t.RequireMFA:
+			// Every projection in the tenant carries the policy.
+			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant.require_mfa"})
 		}
 		action := "tenant.updated"
 		if p.Name == nil && p.Status != nil {

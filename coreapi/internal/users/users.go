@@ -84,6 +84,8 @@ type Me struct {
 	Permissions      []string  `json:"permissions"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
+	// MFAEnabled: the user has an active second factor.
+	MFAEnabled bool `json:"mfa_enabled"`
 }
 
 // PasswordHasher turns a password into a stored hash (argon2id in
@@ -133,6 +135,7 @@ const (
     CROSS JOIN LATERAL unnest(` + rolePerms + `) AS p
     WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id AND p = ANY($3::text[])
     ORDER BY p)`
+	mfaEnabled = `EXISTS (SELECT 1 FROM mfa_totp f WHERE f.user_id = u.id AND f.status = 'active')`
 	memberCols = `u.id::text, u.email, u.display_name, m.status, u.status, ` + rolesOf + `, m.created_at, GREATEST(m.updated_at, u.updated_at)`
 )
 
@@ -140,7 +143,7 @@ const (
 func (s *Store) Me(ctx context.Context, userID, tenantID string) (Me, error) {
 	const q = `
 SELECT u.id::text, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, m.tenant_id::text, m.status,
-       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at
+       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at, ` + mfaEnabled + `
 FROM memberships m JOIN users u ON u.id = m.user_id
 WHERE m.tenant_id = $1 AND m.user_id = $2`
 	rows, _ := s.pool.Query(ctx, q, tenantID, userID, s.all, s.member)
@@ -159,7 +162,7 @@ UPDATE users SET display_name = $2, updated_at = now()
 WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
 	const qGet = `
 SELECT u.id::text, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, m.tenant_id::text, m.status,
-       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at
+       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at, ` + mfaEnabled + `
 FROM memberships m JOIN users u ON u.id = m.user_id
 WHERE m.tenant_id = $1 AND m.user_id = $2`
 	var me Me

@@ -1,0 +1,104 @@
+package decide
+
+import (
+	"strings"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+)
+
+// Outcomes of Authn.
+const (
+	// DenyMFAEnrollment: the tenant requires a second factor, the caller
+	// has none, and the route is not one of the enrolment routes (403
+	// mfa_enrollment_required).
+	DenyMFAEnrollment Outcome = iota + 100
+	// DenyStepUp: the route needs a second factor, or a more recent
+	// authentication, than the token carries (401
+	// insufficient_user_authentication, RFC 9470).
+	DenyStepUp
+)
+
+// CoreStepUpAge is the freshness of the second factor coreapi's sensitive
+// routes require of a user who has one.
+const CoreStepUpAge = 5 * time.Minute
+
+// AMR value of a one-time-password second factor.
+const amrOTP = "otp"
+
+// Authn is the authentication step, after Decide allowed the request: a
+// member of a tenant that requires MFA and who has none reaches only
+// /api/v1/users/me, /api/v1/users/me/mfa/... and /api/v1/auth/logout; a
+// route's require_mfa needs "otp" among the token's amr and max_auth_age an
+// auth_time no older than that. coreapi's password change, MFA disabling,
+// API-key creation and user deletion need a second factor within
+// CoreStepUpAge from users who have one. method and path are the request's
+// (the path normalized); now is unix seconds. It returns the outcome and,
+// for DenyStepUp, the max_age to announce (0: none).
+func Authn(c *tokens.Claims, e *projection.Entry, r *rules.Route, method, path string, now int64) (Outcome, int64) {
+	p := e.P
+	if p.TenantRequireMFA && !p.MFAEnabled && !enrolmentPath(path) {
+		return DenyMFAEnrollment, 0
+	}
+	needMFA, maxAge := r.RequireMFA, r.MaxAuthAge
+	if r.Core && p.MFAEnabled && coreStepUp(method, path) {
+		needMFA = true
+		if maxAge == 0 || maxAge > CoreStepUpAge {
+			maxAge = CoreStepUpAge
+		}
+	}
+	if !needMFA && maxAge == 0 {
+		return Allow, 0
+	}
+	age := int64(maxAge / time.Second)
+	if needMFA && !hasOTP(c.AMR) {
+		return DenyStepUp, age
+	}
+	if maxAge > 0 && (c.AuthTime <= 0 || now-c.AuthTime > age) {
+		return DenyStepUp, age
+	}
+	return Allow, 0
+}
+
+func hasOTP(amr []string) bool {
+	for _, m := range amr {
+		if m == amrOTP {
+			return true
+		}
+	}
+	return false
+}
+
+// enrolmentPath: the routes a member confined by the tenant's MFA policy
+// may use (and the token endpoint, public anyway, which an optional bearer
+// must not close).
+func enrolmentPath(path string) bool {
+	return path == "/api/v1/users/me" || path == "/api/v1/auth/logout" || path == "/api/v1/auth/token" ||
+		path == "/api/v1/users/me/mfa" || strings.HasPrefix(path, "/api/v1/users/me/mfa/")
+}
+
+// coreStepUp: coreapi's operations that need a fresh second factor from a
+// user who has one.
+func coreStepUp(method, path string) bool {
+	switch method {
+	case "PUT":
+		return path == "/api/v1/users/me/password"
+	case "POST":
+		return path == "/api/v1/api-keys" || path == "/api/v1/users/me/api-keys"
+	case "DELETE":
+		if path == "/api/v1/users/me/mfa/totp" {
+			return true
+		}
+		// DELETE /api/v1/users/{id} and /api/v1/users/{id}/mfa (an
+		// admin's reset of a member's second factor).
+		rest, ok := strings.CutPrefix(path, "/api/v1/users/")
+		if !ok {
+			return false
+		}
+		id, sub, _ := strings.Cut(rest, "/")
+		return id != "" && id != "me" && (sub == "" && !strings.HasSuffix(rest, "/") || sub == "mfa")
+	}
+	return false
+}

@@ -1,0 +1,86 @@
+package decide
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+func TestAuthn(t *testing.T) {
+	const now = 1_800_000_000
+	pwd := tokens.Claims{AMR: []string{"pwd"}, AuthTime: now - 60}
+	mfaFresh := tokens.Claims{AMR: []string{"pwd", "otp"}, AuthTime: now - 60}
+	mfaOld := tokens.Claims{AMR: []string{"pwd", "otp"}, AuthTime: now - 301}
+	noClaims := tokens.Claims{}
+	core := &rules.Route{Core: true}
+	app := &rules.Route{}
+	tests := []struct {
+		name         string
+		p            identity.Projection
+		c            tokens.Claims
+		r            *rules.Route
+		method, path string
+		want         Outcome
+		wantMaxAge   int64
+	}{
+		{"plain route", identity.Projection{}, pwd, app, "GET", "/notes", Allow, 0},
+		{"require_mfa without otp", identity.Projection{}, pwd, &rules.Route{RequireMFA: true}, "GET", "/notes", DenyStepUp, 0},
+		{"require_mfa with otp", identity.Projection{}, mfaOld, &rules.Route{RequireMFA: true}, "GET", "/notes", Allow, 0},
+		{"require_mfa, no amr claim", identity.Projection{}, noClaims, &rules.Route{RequireMFA: true}, "GET", "/notes", DenyStepUp, 0},
+		{"max_auth_age met", identity.Projection{}, pwd, &rules.Route{MaxAuthAge: 2 * time.Minute}, "GET", "/notes", Allow, 0},
+		{"max_auth_age exceeded", identity.Projection{}, pwd, &rules.Route{MaxAuthAge: 30 * time.Second}, "GET", "/notes", DenyStepUp, 30},
+		{"max_auth_age, no auth_time", identity.Projection{}, noClaims, &rules.Route{MaxAuthAge: time.Hour}, "GET", "/notes", DenyStepUp, 3600},
+		{"both, old otp", identity.Projection{}, mfaOld, &rules.Route{RequireMFA: true, MaxAuthAge: 5 * time.Minute}, "GET", "/notes", DenyStepUp, 300},
+		{"both, fresh otp", identity.Projection{}, mfaFresh, &rules.Route{RequireMFA: true, MaxAuthAge: 5 * time.Minute}, "GET", "/notes", Allow, 0},
+
+		{"core password change, user without MFA", identity.Projection{}, pwd, core, "PUT", "/api/v1/users/me/password", Allow, 0},
+		{"core password change, MFA user, password only", identity.Projection{MFAEnabled: true}, pwd, core, "PUT", "/api/v1/users/me/password", DenyStepUp, 300},
+		{"core password change, MFA user, old otp", identity.Projection{MFAEnabled: true}, mfaOld, core, "PUT", "/api/v1/users/me/password", DenyStepUp, 300},
+		{"core password change, MFA user, fresh otp", identity.Projection{MFAEnabled: true}, mfaFresh, core, "PUT", "/api/v1/users/me/password", Allow, 0},
+		{"core disable MFA", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/mfa/totp", DenyStepUp, 300},
+		{"core api key", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/api-keys", DenyStepUp, 300},
+		{"core own api key", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/api-keys", DenyStepUp, 300},
+		{"core delete user", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e", DenyStepUp, 300},
+		{"core reset member MFA", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/mfa", DenyStepUp, 300},
+		{"core delete role of user", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/roles/admin", Allow, 0},
+		{"core list api keys", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/api-keys", Allow, 0},
+		{"core read me", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/users/me", Allow, 0},
+		{"app route with a core-like path", identity.Projection{MFAEnabled: true}, pwd, app, "PUT", "/api/v1/users/me/password", Allow, 0},
+
+		{"policy, enrolled", identity.Projection{TenantRequireMFA: true, MFAEnabled: true}, mfaFresh, app, "GET", "/notes", Allow, 0},
+		{"policy, not enrolled, app", identity.Projection{TenantRequireMFA: true}, pwd, app, "GET", "/notes", DenyMFAEnrollment, 0},
+		{"policy, not enrolled, tenant", identity.Projection{TenantRequireMFA: true}, pwd, core, "GET", "/api/v1/tenant", DenyMFAEnrollment, 0},
+		{"policy, not enrolled, sessions", identity.Projection{TenantRequireMFA: true}, pwd, core, "GET", "/api/v1/users/me/sessions", DenyMFAEnrollment, 0},
+		{"policy, not enrolled, me", identity.Projection{TenantRequireMFA: true}, pwd, core, "GET", "/api/v1/users/me", Allow, 0},
+		{"policy, not enrolled, enrol", identity.Projection{TenantRequireMFA: true}, pwd, core, "POST", "/api/v1/users/me/mfa/totp", Allow, 0},
+		{"policy, not enrolled, confirm", identity.Projection{TenantRequireMFA: true}, pwd, core, "POST", "/api/v1/users/me/mfa/totp/confirm", Allow, 0},
+		{"policy, not enrolled, logout", identity.Projection{TenantRequireMFA: true}, pwd, core, "POST", "/api/v1/auth/logout", Allow, 0},
+		{"policy, not enrolled, look-alike", identity.Projection{TenantRequireMFA: true}, pwd, core, "GET", "/api/v1/users/me/mfax", DenyMFAEnrollment, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, c := tt.p, tt.c
+			got, age := Authn(&c, &projection.Entry{P: &p}, tt.r, tt.method, tt.path, now)
+			if got != tt.want || age != tt.wantMaxAge {
+				t.Fatalf("Authn() = %v, %d; want %v, %d", got, age, tt.want, tt.wantMaxAge)
+			}
+		})
+	}
+}
+
+func BenchmarkAuthn(b *testing.B) {
+	p := identity.Projection{MFAEnabled: true}
+	c := tokens.Claims{AMR: []string{"pwd", "otp"}, AuthTime: 1_800_000_000}
+	e := &projection.Entry{P: &p}
+	r := &rules.Route{Core: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		if o, _ := Authn(&c, e, r, "GET", "/api/v1/users/0b7e/roles", 1_800_000_010); o != Allow {
+			b.Fatal(o)
+		}
+	}
+}

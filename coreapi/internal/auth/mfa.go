@@ -1,0 +1,688 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// Second-factor policy.
+const (
+	// ChallengeTTL is how long an mfa_token waits for its code.
+	ChallengeTTL = 5 * time.Minute
+	// ChallengeAttempts is how many codes one mfa_token may try.
+	ChallengeAttempts = 5
+	// MFAMaxAge is how recent the second factor must be for disabling it
+	// (and for the built-in step-up routes at the proxy).
+	MFAMaxAge = 5 * time.Minute
+)
+
+// Authentication methods (RFC 8176) and levels carried by access tokens.
+const (
+	AMRPassword = "pwd"
+	AMROTP      = "otp"
+	ACRPassword = "pwd"
+	ACRMFA      = "mfa"
+)
+
+var (
+	amrPassword = []string{AMRPassword}
+	amrMFA      = []string{AMRPassword, AMROTP}
+)
+
+// acrOf is the level an authentication reaches: mfa with a second factor.
+func acrOf(amr []string) string {
+	if slices.Contains(amr, AMROTP) {
+		return ACRMFA
+	}
+	return ACRPassword
+}
+
+var (
+	errBadCode     = problem.New(fiber.StatusBadRequest, "invalid_grant", "the code is wrong, already used or expired")
+	errBadMFAToken = problem.New(fiber.StatusBadRequest, "invalid_grant",
+		"the mfa_token is unknown, used, expired or out of attempts")
+	errMFAUnavailable = problem.New(fiber.StatusServiceUnavailable, problem.CodeMFAUnavailable,
+		"second factors are not configured on this server (MFA_ENCRYPTION_KEYS)")
+)
+
+// insufficientAuth is the RFC 9470 refusal of an authentication that is
+// not strong or recent enough; the handler sets WWW-Authenticate.
+func insufficientAuth(c *fiber.Ctx, detail string) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=`+
+		strconv.Itoa(int(MFAMaxAge/time.Second)))
+	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)
+}
+
+// mfaKey names a user's second-factor guesses in login_attempts: the same
+// atomic lockout as passwords (login_reserve), under a key of their own so
+// a correct password never clears the count of wrong codes.
+func mfaKey(userID string) []byte {
+	sum := sha256.Sum256([]byte("mfa\x00" + userID))
+	return sum[:]
+}
+
+// sessionAuth reads how the session's holder authenticated.
+func sessionAuth(ctx context.Context, q sessions.DB, sessionID string) ([]string, int64, error) {
+	const qAuth = `SELECT amr, floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`
+	var (
+		amr []string
+		at  int64
+	)
+	if err := q.QueryRow(ctx, qAuth, sessionID).Scan(&amr, &at); err != nil {
+		return nil, 0, fmt.Errorf("read session authentication: %w", err)
+	}
+	return amr, at, nil
+}
+
+// setSessionAuth records a second factor given now for the session.
+func setSessionAuth(ctx context.Context, q sessions.DB, userID, sessionID string) (int64, error) {
+	const qSet = `
+UPDATE sessions SET amr = $3, auth_time = now()
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+RETURNING floor(extract(epoch FROM auth_time))::bigint`
+	var at int64
+	err := q.QueryRow(ctx, qSet, sessionID, userID, amrMFA).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, sessions.ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record second factor: %w", err)
+	}
+	return at, nil
+}
+
+// hasMFA reports whether the user has an active second factor.
+func (s *Service) hasMFA(ctx context.Context, userID string) (bool, error) {
+	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
+	var ok bool
+	if err := s.pool.QueryRow(ctx, q, userID).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check mfa: %w", err)
+	}
+	return ok, nil
+}
+
+// factorUse says what a second factor was and who gave it, for the audit.
+type factorUse struct {
+	userID, tenantID, actor, ip, requestID string
+}
+
+// checkTOTP matches code against the user's TOTP secret in the given
+// status (pending: confirming enrolment; active: a sign-in or step-up)
+// and consumes its time step, so the same code (or an older one) is never
+// accepted twice. A secret sealed under a retired key is resealed under
+// the current one. It returns false for a wrong, replayed or expired code.
+func (s *Service) checkTOTP(ctx context.Context, userID, code, status string) (bool, error) {
+	const qLoad = `SELECT key_id, secret_sealed FROM mfa_totp WHERE user_id = $1 AND status = $2`
+	const qConsume = `
+UPDATE mfa_totp SET last_step = $3,
+    key_id = coalesce($4, key_id), secret_sealed = coalesce($5, secret_sealed)
+WHERE user_id = $1 AND status = $2 AND (last_step IS NULL OR last_step < $3)`
+	if s.mfa == nil {
+		return false, errMFAUnavailable
+	}
+	var (
+		keyID  string
+		sealed []byte
+	)
+	err := s.pool.QueryRow(ctx, qLoad, userID, status).Scan(&keyID, &sealed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load totp secret: %w", err)
+	}
+	secret, err := s.mfa.Open(keyID, sealed, []byte(userID))
+	if err != nil {
+		return false, fmt.Errorf("open totp secret of user %s: %w", userID, err)
+	}
+	step, ok := mfa.Match(string(secret), code, s.now())
+	if !ok {
+		return false, nil
+	}
+	var newKey *string
+	var resealed []byte
+	if !s.mfa.Current(keyID) {
+		id, b, err := s.mfa.Seal(secret, []byte(userID))
+		if err != nil {
+			return false, err
+		}
+		newKey, resealed = &id, b
+	}
+	tag, err := s.pool.Exec(ctx, qConsume, userID, status, step, newKey, resealed)
+	if err != nil {
+		return false, fmt.Errorf("consume totp step: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// useRecoveryCode spends one of the user's recovery codes (at most once,
+// whatever the concurrency) and audits it.
+func (s *Service) useRecoveryCode(ctx context.Context, code string, u factorUse) (bool, error) {
+	const q = `
+UPDATE mfa_recovery_codes SET used_at = now()
+WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
+  AND EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')
+RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL)`
+	var ok bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var left int
+		err := tx.QueryRow(ctx, q, u.userID, mfa.HashRecovery(code)).Scan(&left)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("use recovery code: %w", err)
+		}
+		ok = true
+		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
+			Action: "user.mfa_recovery_code_used", TargetType: "user", TargetID: u.userID,
+			Data: map[string]any{"remaining": left}, RequestID: u.requestID})
+	})
+	return ok, err
+}
+
+// verifyFactor checks a second factor of an MFA user: a TOTP code or a
+// recovery code. Every attempt is reserved first in the same atomic
+// lockout as passwords (429 with Retry-After once locked); a failure is
+// audited. It returns errBadCode for a wrong, replayed or expired code.
+func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) error {
+	key := mfaKey(u.userID)
+	if err := s.reserve(ctx, key, u.ip); err != nil {
+		return err
+	}
+	code = strings.TrimSpace(code)
+	var (
+		ok  bool
+		err error
+	)
+	if mfa.LooksLikeRecovery(code) {
+		ok, err = s.useRecoveryCode(ctx, code, u)
+	} else {
+		ok, err = s.checkTOTP(ctx, u.userID, code, "active")
+	}
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := s.auditFailedCode(ctx, u); err != nil {
+			return err
+		}
+		return errBadCode
+	}
+	return s.release(ctx, key, u.ip)
+}
+
+func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
+			Action: "user.mfa_code_failed", TargetType: "user", TargetID: u.userID,
+			Data: map[string]string{"ip": u.ip}, RequestID: u.requestID})
+	})
+}
+
+// --- sign-in challenge ---
+
+// mfaRequiredError is the answer to a correct password of an MFA user:
+// 401 problem+json with code and error mfa_required and the mfa_token.
+type mfaRequiredError struct {
+	token string
+}
+
+func (e *mfaRequiredError) Error() string { return problem.CodeMFARequired }
+
+type mfaRequiredBody struct {
+	*problem.Problem
+	OAuthError string `json:"error"`
+	MFAToken   string `json:"mfa_token"`
+	ExpiresIn  int64  `json:"expires_in"`
+}
+
+func (e *mfaRequiredError) render(c *fiber.Ctx) error {
+	p := problem.New(fiber.StatusUnauthorized, problem.CodeMFARequired,
+		"a second factor is required: send grant_type=mfa_otp with this mfa_token and a code").
+		With(httpapi.RequestIDOf(c), c.Path())
+	c.Set(fiber.HeaderContentType, problem.ContentType)
+	return c.Status(fiber.StatusUnauthorized).JSON(mfaRequiredBody{Problem: p, OAuthError: problem.CodeMFARequired,
+		MFAToken: e.token, ExpiresIn: int64(ChallengeTTL / time.Second)}, problem.ContentType)
+}
+
+// challenge stores a sign-in waiting for its second factor and returns the
+// error that answers with its mfa_token.
+func (s *Service) challenge(ctx context.Context, a account) error {
+	const q = `
+INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
+	tok, hash, err := mfa.NewToken()
+	if err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, q, hash, a.UserID, *a.TenantID, ChallengeTTL.Seconds()); err != nil {
+		return fmt.Errorf("store mfa challenge: %w", err)
+	}
+	return &mfaRequiredError{token: tok}
+}
+
+// passwordSecondFactor is the password grant's MFA hook: nil when the user
+// has no second factor, else the mfa_required answer.
+func (s *Service) passwordSecondFactor(ctx context.Context, a account) error {
+	on, err := s.hasMFA(ctx, a.UserID)
+	if err != nil || !on {
+		return err
+	}
+	return s.challenge(ctx, a)
+}
+
+// externalSecondFactor is the OAuth hand-over's MFA hook: nil when the
+// user has no second factor; else the session the callback opened is
+// ended and the answer is mfa_required.
+func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
+	on, err := s.hasMFA(ctx, g.UserID)
+	if err != nil || !on {
+		return err
+	}
+	if _, err := s.sessions.Revoke(ctx, s.pool, g.UserID, g.SessionID, sessions.ReasonMFAPending); err != nil {
+		return err
+	}
+	tid := g.TenantID
+	return s.challenge(ctx, account{UserID: g.UserID, TenantID: &tid})
+}
+
+// mfaGrant is grant_type=mfa_otp: {mfa_token, code} finishes a sign-in;
+// with a bearer (a verified identity) and {code} it steps the caller's
+// session up.
+func (s *Service) mfaGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
+	if req.Code == "" {
+		return TokenResponse{}, invalidRequest("code is required", problem.FieldError{Field: "code", Message: "required: a TOTP or recovery code"})
+	}
+	if len(req.Code) > 64 {
+		return TokenResponse{}, errBadCode
+	}
+	if req.MFAToken == "" {
+		return s.stepUp(c, req)
+	}
+	ctx := c.UserContext()
+	ua, ip := client(c)
+	// Each try is claimed before the code is looked at: at most
+	// ChallengeAttempts codes per token, however many arrive at once.
+	const qClaim = `
+UPDATE mfa_challenges SET attempts = attempts + 1
+WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
+RETURNING user_id::text, tenant_id::text`
+	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
+	const qAccount = `
+SELECT u.token_version FROM users u
+JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
+JOIN tenants t ON t.id = m.tenant_id
+WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'`
+	hash := mfa.HashToken(req.MFAToken)
+	var userID, tenantID string
+	err := s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return TokenResponse{}, errBadMFAToken
+	}
+	if err != nil {
+		return TokenResponse{}, fmt.Errorf("claim mfa challenge: %w", err)
+	}
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}); err != nil {
+		return TokenResponse{}, err
+	}
+	var (
+		g  = Grant{UserID: userID, TenantID: tenantID, AMR: amrMFA}
+		sd sessions.Issued
+	)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, qUse, hash)
+		if err != nil {
+			return fmt.Errorf("use mfa challenge: %w", err)
+		}
+		if tag.RowsAffected() != 1 { // a concurrent code finished it first
+			return errBadMFAToken
+		}
+		if err := tx.QueryRow(ctx, qAccount, userID, tenantID).Scan(&g.TokenVersion); errors.Is(err, pgx.ErrNoRows) {
+			return problem.New(fiber.StatusForbidden, "user_disabled", "the account or its membership is no longer active")
+		} else if err != nil {
+			return fmt.Errorf("load account: %w", err)
+		}
+		if sd, err = s.sessions.Create(ctx, tx, userID, tenantID, ua, ip); err != nil {
+			return err
+		}
+		g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID)
+		return err
+	})
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	g.SessionID, g.RefreshToken = sd.SessionID, sd.RefreshToken
+	return s.Issue(g)
+}
+
+// stepUp: a caller with a valid session gives a code and gets a new
+// access token (and refresh token) for the same session, now with the
+// second factor and a fresh auth_time.
+func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
+	id, ok := httpapi.OptionalIdentityOf(c)
+	if !ok || id.SessionID == "" {
+		return TokenResponse{}, invalidRequest("mfa_token is required (or a bearer token to step up its session)",
+			problem.FieldError{Field: "mfa_token", Message: "required without a bearer"})
+	}
+	ctx := c.UserContext()
+	_, ip := client(c)
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	on, err := s.hasMFA(ctx, id.UserID)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	if !on {
+		return TokenResponse{}, problem.New(fiber.StatusBadRequest, "invalid_grant", "the caller has no second factor to step up with")
+	}
+	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}); err != nil {
+		return TokenResponse{}, err
+	}
+	const qTV = `SELECT token_version FROM users WHERE id = $1 AND status = 'active'`
+	g := Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID, AMR: amrMFA}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if g.AuthTime, err = setSessionAuth(ctx, tx, id.UserID, id.SessionID); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, qTV, id.UserID).Scan(&g.TokenVersion); err != nil {
+			return fmt.Errorf("load token version: %w", err)
+		}
+		g.RefreshToken, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID)
+		return err
+	})
+	if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {
+		return TokenResponse{}, problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+	}
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return s.Issue(g)
+}
+
+// SweepChallenges deletes sign-in challenges that expired.
+func (s *Service) SweepChallenges(ctx context.Context) (int64, error) {
+	const q = `DELETE FROM mfa_challenges WHERE expires_at < now()`
+	tag, err := s.pool.Exec(ctx, q)
+	if err != nil {
+		return 0, fmt.Errorf("sweep mfa challenges: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// --- enrolment ---
+
+type totpEnrolment struct {
+	Secret     string `json:"secret"`
+	OTPAuthURI string `json:"otpauth_uri"`
+}
+
+type totpConfirm struct {
+	Code string `json:"code"`
+}
+
+type recoveryCodes struct {
+	RecoveryCodes []string `json:"recovery_codes"`
+}
+
+var errMFAActive = problem.New(fiber.StatusConflict, problem.CodeConflict, "a second factor is already active; disable it first")
+
+// enrolTOTP starts (or restarts) TOTP enrolment: a new secret replaces a
+// pending one; an active factor is 409.
+func (s *Service) enrolTOTP(c *fiber.Ctx) error {
+	const qEmail = `SELECT email FROM users WHERE id = $1`
+	const qUpsert = `
+INSERT INTO mfa_totp (user_id, key_id, secret_sealed) VALUES ($1, $2, $3)
+ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, secret_sealed = EXCLUDED.secret_sealed,
+    last_step = NULL, created_at = now()
+WHERE mfa_totp.status = 'pending'`
+	if s.mfa == nil {
+		return errMFAUnavailable
+	}
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	var email string
+	if err := s.pool.QueryRow(ctx, qEmail, id.UserID).Scan(&email); errors.Is(err, pgx.ErrNoRows) {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "user not found")
+	} else if err != nil {
+		return fmt.Errorf("load user: %w", err)
+	}
+	secret, uri, err := mfa.NewSecret(s.mfaIssuer, email)
+	if err != nil {
+		return err
+	}
+	keyID, sealed, err := s.mfa.Seal([]byte(secret), []byte(id.UserID))
+	if err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, qUpsert, id.UserID, keyID, sealed)
+	if err != nil {
+		return fmt.Errorf("store totp secret: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return errMFAActive
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Status(fiber.StatusCreated).JSON(totpEnrolment{Secret: secret, OTPAuthURI: uri})
+}
+
+// confirmTOTP activates a pending TOTP factor with a code from it and hands
+// out the recovery codes (shown once, stored hashed). The caller's session
+// counts as having given the second factor now.
+func (s *Service) confirmTOTP(c *fiber.Ctx) error {
+	const qPending = `SELECT status FROM mfa_totp WHERE user_id = $1`
+	const qClear = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
+	const qCode = `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`
+	const qActivate = `UPDATE mfa_totp SET status = 'active', confirmed_at = now() WHERE user_id = $1 AND status = 'pending'`
+	id := httpapi.IdentityOf(c)
+	var req totpConfirm
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	req.Code = strings.TrimSpace(req.Code)
+	if req.Code == "" || len(req.Code) > 64 {
+		return validation([]problem.FieldError{{Field: "code", Message: "the 6-digit code from the authenticator"}})
+	}
+	ctx := c.UserContext()
+	var status string
+	if err := s.pool.QueryRow(ctx, qPending, id.UserID).Scan(&status); errors.Is(err, pgx.ErrNoRows) {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no TOTP enrolment in progress; POST /users/me/mfa/totp first")
+	} else if err != nil {
+		return fmt.Errorf("load totp: %w", err)
+	}
+	if status == "active" {
+		return errMFAActive
+	}
+	_, ip := client(c)
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	u := factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}
+	key := mfaKey(id.UserID)
+	if err := s.reserve(ctx, key, ip); err != nil {
+		return retryAfter(c, err)
+	}
+	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, "pending")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := s.auditFailedCode(ctx, u); err != nil {
+			return err
+		}
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidMFACode, "the code is wrong, already used or expired")
+	}
+	if err := s.release(ctx, key, ip); err != nil {
+		return err
+	}
+	codes, err := mfa.NewRecoveryCodes(mfa.RecoveryCodes)
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if tag, err := tx.Exec(ctx, qActivate, id.UserID); err != nil {
+			return fmt.Errorf("activate totp: %w", err)
+		} else if tag.RowsAffected() != 1 { // a concurrent confirmation won
+			return errMFAActive
+		}
+		if _, err := tx.Exec(ctx, qClear, id.UserID); err != nil {
+			return fmt.Errorf("clear recovery codes: %w", err)
+		}
+		b := &pgx.Batch{}
+		for _, code := range codes {
+			b.Queue(qCode, id.UserID, mfa.HashRecovery(code))
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("store recovery codes: %w", err)
+		}
+		if id.SessionID != "" {
+			if _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID); err != nil && !errors.Is(err, sessions.ErrNotFound) {
+				return err
+			}
+		}
+		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+			Action: "user.mfa_enabled", TargetType: "user", TargetID: id.UserID,
+			Data: map[string]string{"factor": "totp"}, RequestID: rid},
+			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_enabled"})
+	})
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(recoveryCodes{RecoveryCodes: codes})
+}
+
+// disableTOTP removes the caller's second factor; the session must have
+// given it within MFAMaxAge (step up first).
+func (s *Service) disableTOTP(c *fiber.Ctx) error {
+	const qFresh = `
+SELECT 'otp' = ANY (amr) AND auth_time > now() - make_interval(secs => $3)
+FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	on, err := s.hasMFA(ctx, id.UserID)
+	if err != nil {
+		return err
+	}
+	if !on {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
+	}
+	var fresh bool
+	if id.SessionID != "" {
+		if err := s.pool.QueryRow(ctx, qFresh, id.SessionID, id.UserID, MFAMaxAge.Seconds()).Scan(&fresh); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("check session authentication: %w", err)
+		}
+	}
+	if !fresh {
+		return insufficientAuth(c, "disabling the second factor needs one given in the last 5 minutes; step up with grant_type=mfa_otp")
+	}
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	if err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
+		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+			Action: "user.mfa_disabled", TargetType: "user", TargetID: id.UserID,
+			Data: map[string]string{"factor": "totp"}, RequestID: rid},
+			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_disabled"})
+	}); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// removeMFA deletes a user's factor and recovery codes and runs then in
+// the same transaction.
+func (s *Service) removeMFA(ctx context.Context, userID string, then func(pgx.Tx) error) error {
+	const qTOTP = `DELETE FROM mfa_totp WHERE user_id = $1`
+	const qCodes = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
+	const qChallenges = `DELETE FROM mfa_challenges WHERE user_id = $1`
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, q := range []string{qTOTP, qCodes, qChallenges} {
+			if _, err := tx.Exec(ctx, q, userID); err != nil {
+				return fmt.Errorf("remove second factor: %w", err)
+			}
+		}
+		return then(tx)
+	})
+}
+
+// retryAfter renders a lockout as 429 with Retry-After.
+func retryAfter(c *fiber.Ctx, err error) error {
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
+		return ra.Problem
+	}
+	return err
+}
+
+func (s *Service) registerMFA(rt httpapi.Routes) {
+	rt.Protected.Post("/users/me/mfa/totp", s.enrolTOTP)
+	rt.Protected.Post("/users/me/mfa/totp/confirm", s.confirmTOTP)
+	rt.Protected.Delete("/users/me/mfa/totp", s.disableTOTP)
+	rt.Protected.Delete("/users/:id/mfa", httpapi.RequirePermission(roles.UsersWrite), s.resetMFA)
+}
+
+// resetMFA is a tenant admin's recovery of a member who lost their second
+// factor: the factor and recovery codes are deleted, every session of the
+// member is revoked (and its token version bumped), and it is audited. A
+// caller resets their own factor with DELETE /users/me/mfa/totp instead
+// (which needs the factor).
+func (s *Service) resetMFA(c *fiber.Ctx) error {
+	const qMember = `
+SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1)
+FROM memberships WHERE tenant_id = $2 AND user_id = $1`
+	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
+	id := httpapi.IdentityOf(c)
+	target, err := uuid.Parse(c.Params("id"))
+	if err != nil {
+		return problem.New(fiber.StatusBadRequest, "invalid_id", "id must be a UUID")
+	}
+	uid := target.String()
+	if uid == id.UserID {
+		return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "reset your own second factor with DELETE /users/me/mfa/totp")
+	}
+	ctx := c.UserContext()
+	var has bool
+	if err := s.pool.QueryRow(ctx, qMember, uid, id.TenantID).Scan(&has); errors.Is(err, pgx.ErrNoRows) {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no such member")
+	} else if err != nil {
+		return fmt.Errorf("load member: %w", err)
+	}
+	if !has {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "the member has no second factor")
+	}
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
+		n, err := s.sessions.RevokeAll(ctx, tx, uid, "", sessions.ReasonMFAReset)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, qBump, uid); err != nil {
+			return fmt.Errorf("bump token version: %w", err)
+		}
+		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+			Action: "user.mfa_reset", TargetType: "user", TargetID: uid,
+			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
+			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: "mfa_reset"})
+	})
+	if err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}

@@ -1,0 +1,115 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+)
+
+func sealerOf(t *testing.T, text string) *mfa.Sealer {
+	t.Helper()
+	ks, err := mfa.ParseKeys(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := mfa.NewSealer(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestTOTPKeyRotation: a secret sealed under a key that is no longer first
+// still verifies, and is resealed under the first key when it is used, so
+// the old key can be dropped once every active secret has been used (or
+// never: a missing key is an error, never a silent mismatch).
+func TestTOTPKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	dir := t.TempDir()
+	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keys.Load(dir, keys.AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := func(id string, b byte) string {
+		return id + ":" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+b)), 32)))
+	}
+	svc := func(text string) *Service {
+		s, err := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pool: db.Pool, Keys: ring,
+			Passwords: password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0),
+			Sessions:  sessions.New(db.Pool, time.Hour, time.Second), Issuer: "i", Audience: "a", AccessTTL: time.Minute,
+			MFA: sealerOf(t, text)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var uid string
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, display_name) VALUES ('r@example.com', '') RETURNING id::text`).Scan(&uid); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := mfa.NewSecret("Tollgate", "r@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, sealed, err := sealerOf(t, k("k1", 1)).Seal([]byte(secret), []byte(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, $2, $3, 'active')`, uid, id, sealed); err != nil {
+		t.Fatal(err)
+	}
+	keyID := func() string {
+		var s string
+		if err := db.Pool.QueryRow(ctx, `SELECT key_id FROM mfa_totp WHERE user_id = $1`, uid).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	now := time.Now()
+	code := func(steps int) string {
+		c, err := mfa.Code(secret, now.Add(time.Duration(steps)*mfa.Period*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	// Only the new key: the old secret cannot be read.
+	if _, err := svc(k("k2", 2)).checkTOTP(ctx, uid, code(-1), "active"); !errors.Is(err, mfa.ErrUnknownKey) {
+		t.Fatalf("without k1: %v, want ErrUnknownKey", err)
+	}
+	// Rotated list: verifies with k1, reseals with k2.
+	ok, err := svc(k("k2", 2)+","+k("k1", 1)).checkTOTP(ctx, uid, code(-1), "active")
+	if err != nil || !ok {
+		t.Fatalf("rotated list: %v %v", ok, err)
+	}
+	if got := keyID(); got != "k2" {
+		t.Fatalf("key_id after use = %s, want k2", got)
+	}
+	// Now k1 can go.
+	ok, err = svc(k("k2", 2)).checkTOTP(ctx, uid, code(0), "active")
+	if err != nil || !ok {
+		t.Fatalf("k2 only, after reseal: %v %v", ok, err)
+	}
+	// The same code again (replay) and an older step are refused.
+	for _, c := range []string{code(0), code(-1)} {
+		if ok, err := svc(k("k2", 2)).checkTOTP(ctx, uid, c, "active"); ok || err != nil {
+			t.Fatalf("replayed/older code accepted: %v %v", ok, err)
+		}
+	}
+}

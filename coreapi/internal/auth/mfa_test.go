@@ -1,0 +1,457 @@
+package auth_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+type enrolment struct {
+	Secret     string `json:"secret"`
+	OTPAuthURI string `json:"otpauth_uri"`
+}
+
+func (e *env) enrol(t testing.TB, as *identity.Identity) enrolment {
+	t.Helper()
+	r := e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/totp", nil)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("enrol: %d %s", r.Status, r.Body)
+	}
+	var en enrolment
+	r.JSON(t, &en)
+	return en
+}
+
+// codeAt is what an authenticator app shows for secret at t.
+func codeAt(t testing.TB, secret string, at time.Time) string {
+	t.Helper()
+	c, err := mfa.Code(secret, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) confirm(t testing.TB, as *identity.Identity, code string) apitest.Response {
+	t.Helper()
+	return e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/totp/confirm", map[string]string{"code": code})
+}
+
+// mfaUser signs up, enrols and confirms; it returns the signup tokens, the
+// secret and the recovery codes. The confirmation used the current step.
+func (e *env) mfaUser(t testing.TB, email string) (tokens, string, []string) {
+	t.Helper()
+	tk := e.signup(t, email, "T "+email)
+	as := e.identityFor(t, tk)
+	en := e.enrol(t, as)
+	r := e.confirm(t, as, codeAt(t, en.Secret, time.Now()))
+	if r.Status != http.StatusOK {
+		t.Fatalf("confirm: %d %s", r.Status, r.Body)
+	}
+	var rc struct {
+		RecoveryCodes []string `json:"recovery_codes"`
+	}
+	r.JSON(t, &rc)
+	return tk, en.Secret, rc.RecoveryCodes
+}
+
+type mfaRequired struct {
+	Code      string `json:"code"`
+	Error     string `json:"error"`
+	MFAToken  string `json:"mfa_token"`
+	ExpiresIn int64  `json:"expires_in"`
+	Status    int    `json:"status"`
+}
+
+// challenge signs in with the password and expects mfa_required.
+func (e *env) challenge(t testing.TB, email string) string {
+	t.Helper()
+	r := e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
+	if r.Status != http.StatusUnauthorized {
+		t.Fatalf("password grant of an MFA user: %d %s, want 401", r.Status, r.Body)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("content type %q", ct)
+	}
+	var m mfaRequired
+	r.JSON(t, &m)
+	if m.Code != "mfa_required" || m.Error != "mfa_required" || m.MFAToken == "" || m.ExpiresIn != 300 || m.Status != 401 {
+		t.Fatalf("mfa_required body = %+v", m)
+	}
+	return m.MFAToken
+}
+
+func (e *env) mfaOTP(t testing.TB, mfaToken, code string) apitest.Response {
+	t.Helper()
+	return e.token(t, map[string]string{"grant_type": "mfa_otp", "mfa_token": mfaToken, "code": code})
+}
+
+func wantStatus(t testing.TB, what string, r apitest.Response, status int, code string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("%s: %d %s, want %d", what, r.Status, r.Body, status)
+	}
+	if code != "" {
+		if p := r.Problem(t); p.Code != code {
+			t.Fatalf("%s: code %q, want %q", what, p.Code, code)
+		}
+	}
+}
+
+func amrOf(t testing.TB, tok string) (amr []string, acr string, authTime int64) {
+	t.Helper()
+	c := claims(t, tok)
+	for _, v := range c["amr"].([]any) {
+		amr = append(amr, v.(string))
+	}
+	return amr, c["acr"].(string), int64(c["auth_time"].(float64))
+}
+
+func TestTOTPEnrolment(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "enrol@example.com", "E")
+	as := e.identityFor(t, tk)
+
+	mfaFlags := func() (me, projected bool) {
+		t.Helper()
+		r := e.Get(t, as, "/api/v1/users/me")
+		var m struct {
+			MFAEnabled *bool `json:"mfa_enabled"`
+		}
+		r.JSON(t, &m)
+		pr := e.Do(t, apitest.Request{Method: http.MethodGet, Service: true,
+			Path: identity.ProjectionPath + "/" + as.UserID + "?tenant_id=" + as.TenantID})
+		var p identity.Projection
+		pr.JSON(t, &p)
+		if m.MFAEnabled == nil {
+			t.Fatalf("GET /users/me has no mfa_enabled: %s", r.Body)
+		}
+		return *m.MFAEnabled, p.MFAEnabled
+	}
+	if me, pj := mfaFlags(); me || pj {
+		t.Errorf("before enrolment: mfa_enabled me=%v projection=%v", me, pj)
+	}
+	// Nothing to confirm yet.
+	wantStatus(t, "confirm before enrolment", e.confirm(t, as, "123456"), http.StatusNotFound, "not_found")
+
+	first := e.enrol(t, as)
+	if !strings.HasPrefix(first.OTPAuthURI, "otpauth://totp/Tollgate:enrol@example.com?") || !strings.Contains(first.OTPAuthURI, "secret="+first.Secret) {
+		t.Errorf("otpauth_uri = %s", first.OTPAuthURI)
+	}
+	// Enrolling again before confirming replaces the pending secret.
+	second := e.enrol(t, as)
+	if second.Secret == first.Secret {
+		t.Fatal("second enrolment returned the same secret")
+	}
+	var sealed []byte
+	if err := e.DB.Pool.QueryRow(context.Background(), `SELECT secret_sealed FROM mfa_totp`).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte(second.Secret)) {
+		t.Fatal("the TOTP secret is stored in plain text")
+	}
+	now := time.Now()
+	wantStatus(t, "code of the replaced secret", e.confirm(t, as, codeAt(t, first.Secret, now)), http.StatusBadRequest, "invalid_mfa_code")
+	for _, bad := range []string{"", strings.Repeat("1", 65)} {
+		wantStatus(t, "confirm "+strconv.Quote(bad), e.confirm(t, as, bad), http.StatusUnprocessableEntity, "validation_failed")
+	}
+	wantStatus(t, "code two steps ahead", e.confirm(t, as, codeAt(t, second.Secret, now.Add(70*time.Second))), http.StatusBadRequest, "invalid_mfa_code")
+	wantStatus(t, "letters", e.confirm(t, as, "abcdef"), http.StatusBadRequest, "invalid_mfa_code")
+
+	r := e.confirm(t, as, codeAt(t, second.Secret, now))
+	wantStatus(t, "confirm", r, http.StatusOK, "")
+	var rc struct {
+		RecoveryCodes []string `json:"recovery_codes"`
+	}
+	r.JSON(t, &rc)
+	if len(rc.RecoveryCodes) != 10 {
+		t.Fatalf("%d recovery codes, want 10", len(rc.RecoveryCodes))
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE used_at IS NULL`); n != 10 {
+		t.Errorf("%d stored recovery codes, want 10", n)
+	}
+	for _, c := range rc.RecoveryCodes {
+		if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE position($1::bytea IN code_hash) > 0`, []byte(c)); n != 0 {
+			t.Fatalf("recovery code %s stored in plain text", c)
+		}
+	}
+	if me, pj := mfaFlags(); !me || !pj {
+		t.Errorf("after enrolment: mfa_enabled me=%v projection=%v", me, pj)
+	}
+	wantStatus(t, "enrol while active", e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/totp", nil), http.StatusConflict, "conflict")
+	wantStatus(t, "confirm while active", e.confirm(t, as, codeAt(t, second.Secret, now)), http.StatusConflict, "conflict")
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_enabled'`); n != 1 {
+		t.Errorf("%d user.mfa_enabled audit events, want 1", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_code_failed'`); n != 3 {
+		t.Errorf("%d user.mfa_code_failed audit events, want 3 (the wrong codes)", n)
+	}
+	// Without an identity there is no enrolment.
+	wantStatus(t, "anonymous enrol", e.Send(t, nil, http.MethodPost, "/api/v1/users/me/mfa/totp", nil), http.StatusUnauthorized, "unauthenticated")
+}
+
+func TestMFASignIn(t *testing.T) {
+	e := start(t, cheap)
+	_, secret, codes := e.mfaUser(t, "m@example.com")
+
+	mt := e.challenge(t, "m@example.com")
+	// The code confirmed at enrolment was for this step: it is spent.
+	wantStatus(t, "code replayed from enrolment", e.mfaOTP(t, mt, codeAt(t, secret, time.Now())), http.StatusBadRequest, "invalid_grant")
+	// The next step's code (clock skew of one step) is accepted.
+	before := time.Now().Unix()
+	r := e.mfaOTP(t, mt, codeAt(t, secret, time.Now().Add(30*time.Second)))
+	wantStatus(t, "code of the next step", r, http.StatusOK, "")
+	var tk tokens
+	r.JSON(t, &tk)
+	e.verify(t, tk.AccessToken)
+	amr, acr, at := amrOf(t, tk.AccessToken)
+	if !slices.Equal(amr, []string{"pwd", "otp"}) || acr != "mfa" || at < before || at > time.Now().Unix() {
+		t.Errorf("amr %v acr %s auth_time %d", amr, acr, at)
+	}
+	// The mfa_token is single use.
+	wantStatus(t, "mfa_token used twice", e.mfaOTP(t, mt, codes[0]), http.StatusBadRequest, "invalid_grant")
+
+	// A refresh keeps the authentication as it was.
+	time.Sleep(1100 * time.Millisecond) // auth_time has second resolution
+	rr := e.refresh(t, tk.RefreshToken)
+	wantStatus(t, "refresh", rr, http.StatusOK, "")
+	var tk2 tokens
+	rr.JSON(t, &tk2)
+	amr2, acr2, at2 := amrOf(t, tk2.AccessToken)
+	if !slices.Equal(amr2, amr) || acr2 != acr || at2 != at {
+		t.Errorf("refresh changed the authentication: %v %s %d, was %v %s %d", amr2, acr2, at2, amr, acr, at)
+	}
+
+	// A recovery code works once.
+	r = e.mfaOTP(t, e.challenge(t, "m@example.com"), strings.ToUpper(codes[1]))
+	wantStatus(t, "recovery code", r, http.StatusOK, "")
+	wantStatus(t, "recovery code twice", e.mfaOTP(t, e.challenge(t, "m@example.com"), codes[1]), http.StatusBadRequest, "invalid_grant")
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_recovery_code_used' AND data->>'remaining' = '9'`); n != 1 {
+		t.Errorf("%d recovery-code audit events with 9 remaining, want 1", n)
+	}
+
+	// A password sign-in alone never yields tokens.
+	wantStatus(t, "no code", e.token(t, map[string]string{"grant_type": "mfa_otp", "mfa_token": mt}), http.StatusBadRequest, "invalid_request")
+	wantStatus(t, "no token, no bearer", e.token(t, map[string]string{"grant_type": "mfa_otp", "code": "123456"}), http.StatusBadRequest, "invalid_request")
+	wantStatus(t, "unknown token", e.mfaOTP(t, "mfa_nothing", "123456"), http.StatusBadRequest, "invalid_grant")
+	wantStatus(t, "long code", e.mfaOTP(t, e.challenge(t, "m@example.com"), strings.Repeat("1", 65)), http.StatusBadRequest, "invalid_grant")
+
+	// Form-encoded works the same.
+	fr := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ContentType: "application/x-www-form-urlencoded",
+		Body: "grant_type=mfa_otp&mfa_token=" + e.challenge(t, "m@example.com") + "&code=" + codes[2]})
+	wantStatus(t, "form-encoded", fr, http.StatusOK, "")
+}
+
+func TestMFAChallengeLimits(t *testing.T) {
+	e := start(t, cheap)
+	_, secret, _ := e.mfaUser(t, "lim@example.com")
+
+	t.Run("five attempts", func(t *testing.T) {
+		mt := e.challenge(t, "lim@example.com")
+		for i := range auth.ChallengeAttempts {
+			r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
+				Body:   map[string]string{"grant_type": "mfa_otp", "mfa_token": mt, "code": "000000"},
+				Header: http.Header{"X-Forwarded-For": {"198.51.100." + strconv.Itoa(10+i)}}})
+			wantStatus(t, "wrong code "+strconv.Itoa(i+1), r, http.StatusBadRequest, "invalid_grant")
+		}
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
+			Body:   map[string]string{"grant_type": "mfa_otp", "mfa_token": mt, "code": codeAt(t, secret, time.Now().Add(30*time.Second))},
+			Header: http.Header{"X-Forwarded-For": {"198.51.100.99"}}})
+		wantStatus(t, "right code after five wrong ones", r, http.StatusBadRequest, "invalid_grant")
+	})
+	t.Run("expired", func(t *testing.T) {
+		mt := e.challenge(t, "lim@example.com")
+		if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE mfa_challenges SET expires_at = now() - interval '1 second' WHERE token_hash = $1`, mfa.HashToken(mt)); err != nil {
+			t.Fatal(err)
+		}
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
+			Body:   map[string]string{"grant_type": "mfa_otp", "mfa_token": mt, "code": codeAt(t, secret, time.Now().Add(30*time.Second))},
+			Header: http.Header{"X-Forwarded-For": {"198.51.100.98"}}})
+		wantStatus(t, "expired mfa_token", r, http.StatusBadRequest, "invalid_grant")
+	})
+	t.Run("stored hashed", func(t *testing.T) {
+		mt := e.challenge(t, "lim@example.com")
+		if n := e.count(t, `SELECT count(*) FROM mfa_challenges WHERE token_hash = $1`, mfa.HashToken(mt)); n != 1 {
+			t.Errorf("challenge not stored under its hash")
+		}
+		if n := e.count(t, `SELECT count(*) FROM mfa_challenges WHERE position($1::bytea IN token_hash) > 0`, []byte(mt)); n != 0 {
+			t.Errorf("mfa_token stored in plain text")
+		}
+	})
+}
+
+// TestMFABruteForceParallel: wrong codes sent at once for one user from one
+// client are held by the password lockout: exactly Threshold are evaluated.
+func TestMFABruteForceParallel(t *testing.T) {
+	e := start(t, cheap)
+	tk, _, _ := e.mfaUser(t, "bf@example.com")
+	as := e.identityFor(t, tk)
+	const n = 30
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		statuses = map[int]int{}
+	)
+	gun := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gun
+			r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: as,
+				Body:   map[string]string{"grant_type": "mfa_otp", "code": "999999"},
+				Header: http.Header{"X-Forwarded-For": {"203.0.113.7"}}})
+			mu.Lock()
+			statuses[r.Status]++
+			mu.Unlock()
+		}()
+	}
+	close(gun)
+	wg.Wait()
+	limit := auth.DefaultLockout.Threshold
+	if statuses[http.StatusBadRequest] != limit || statuses[http.StatusTooManyRequests] != n-limit {
+		t.Fatalf("statuses %v; want %d evaluated (400) and %d refused (429)", statuses, limit, n-limit)
+	}
+}
+
+func TestStepUpAndDisable(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, codes := e.mfaUser(t, "s@example.com")
+	ctx := context.Background()
+	as := e.identityFor(t, tk)
+	del := func() apitest.Response {
+		return e.Send(t, as, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil)
+	}
+	// The second factor given at enrolment is too old ten minutes later.
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE sessions SET auth_time = now() - interval '10 minutes'`); err != nil {
+		t.Fatal(err)
+	}
+	r := del()
+	wantStatus(t, "disable with an old factor", r, http.StatusUnauthorized, "insufficient_user_authentication")
+	if got := r.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=300` {
+		t.Errorf("WWW-Authenticate = %q", got)
+	}
+
+	// Another session of the same user, signed in with both factors.
+	r = e.mfaOTP(t, e.challenge(t, "s@example.com"), codes[0])
+	wantStatus(t, "second session", r, http.StatusOK, "")
+	var other tokens
+	r.JSON(t, &other)
+	otherAs := e.identityFor(t, other)
+
+	// Step up the first session with a code: a new access token for the
+	// same session, with the second factor and a fresh auth_time.
+	r = e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
+	wantStatus(t, "step up", r, http.StatusOK, "")
+	var up tokens
+	r.JSON(t, &up)
+	amr, acr, at := amrOf(t, up.AccessToken)
+	if !slices.Equal(amr, []string{"pwd", "otp"}) || acr != "mfa" || time.Now().Unix()-at > 5 {
+		t.Errorf("stepped-up token: amr %v acr %s auth_time %d", amr, acr, at)
+	}
+	if got, want := claims(t, up.AccessToken)["sid"], as.SessionID; got != want {
+		t.Errorf("step-up sid = %v, want the same session %s", got, want)
+	}
+	// The other session is not stepped up by it.
+	var otherAT int64
+	if err := e.DB.Pool.QueryRow(ctx, `SELECT floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`, otherAs.SessionID).Scan(&otherAT); err != nil {
+		t.Fatal(err)
+	}
+	_, _, otherClaimAT := amrOf(t, other.AccessToken)
+	if otherAT != otherClaimAT {
+		t.Errorf("the other session's auth_time moved: %d, was %d", otherAT, otherClaimAT)
+	}
+
+	// Disable from the stepped-up session.
+	wantStatus(t, "disable after step-up", del(), http.StatusNoContent, "")
+	wantStatus(t, "disable again", del(), http.StatusNotFound, "not_found")
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes`); n != 0 {
+		t.Errorf("%d recovery codes left after disabling", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_disabled'`); n != 1 {
+		t.Errorf("%d user.mfa_disabled audit events, want 1", n)
+	}
+	// A plain password sign-in is enough again; its token says so.
+	amr, acr, _ = amrOf(t, e.login(t, "s@example.com").AccessToken)
+	if !slices.Equal(amr, []string{"pwd"}) || acr != "pwd" {
+		t.Errorf("password-only token: amr %v acr %s", amr, acr)
+	}
+	// Without a second factor there is nothing to step up with.
+	r = e.Send(t, otherAs, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": "123456"})
+	wantStatus(t, "step up without MFA", r, http.StatusBadRequest, "invalid_grant")
+}
+
+func TestStepUpRevokedSession(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "rv@example.com")
+	as := e.identityFor(t, tk)
+	wantStatus(t, "logout", e.Send(t, as, http.MethodPost, "/api/v1/auth/logout", nil), http.StatusNoContent, "")
+	r := e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
+	wantStatus(t, "step up of a revoked session", r, http.StatusUnauthorized, "invalid_token")
+	// A forged identity on the token endpoint is refused, not ignored.
+	r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: as,
+		SignPath: "/api/v1/other", Body: map[string]string{"grant_type": "mfa_otp", "code": "123456"}})
+	wantStatus(t, "forged identity", r, http.StatusUnauthorized, "unauthenticated")
+}
+
+func TestAdminResetsMemberMFA(t *testing.T) {
+	e := start(t, cheap)
+	owner := e.signup(t, "owner@example.com", "Acme")
+	ownerAs := e.identityFor(t, owner)
+	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+	en := e.enrol(t, &member)
+	wantStatus(t, "member confirms", e.confirm(t, &member, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+	ctx := context.Background()
+	if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour'), ($1, $2, now() + interval '1 hour')`,
+		member.UserID, owner.TenantID); err != nil {
+		t.Fatal(err)
+	}
+	other := e.signup(t, "other@example.com", "Other")
+	otherUser := claims(t, other.AccessToken)["sub"].(string)
+	reset := func(as *identity.Identity, id string) apitest.Response {
+		return e.Send(t, as, http.MethodDelete, "/api/v1/users/"+id+"/mfa", nil)
+	}
+	wantStatus(t, "member resets", reset(&member, member.UserID), http.StatusForbidden, "insufficient_scope")
+	wantStatus(t, "own factor", reset(ownerAs, ownerAs.UserID), http.StatusForbidden, "forbidden")
+	wantStatus(t, "bad id", reset(ownerAs, "not-a-uuid"), http.StatusBadRequest, "invalid_id")
+	wantStatus(t, "another tenant's user", reset(ownerAs, otherUser), http.StatusNotFound, "not_found")
+	var tvBefore int64
+	if err := e.DB.Pool.QueryRow(ctx, `SELECT token_version FROM users WHERE id = $1`, member.UserID).Scan(&tvBefore); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "reset", reset(ownerAs, member.UserID), http.StatusNoContent, "")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, member.UserID); n != 0 {
+		t.Error("the factor survived the reset")
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1`, member.UserID); n != 0 {
+		t.Error("recovery codes survived the reset")
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_reason = 'mfa_reset'`, member.UserID); n != 2 {
+		t.Errorf("%d sessions revoked for mfa_reset, want 2", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE id = $1 AND token_version = $2`, member.UserID, tvBefore+1); n != 1 {
+		t.Error("token version not bumped")
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_reset' AND target_id = $1 AND actor_user_id = $2 AND data->>'sessions_revoked' = '2'`,
+		member.UserID, ownerAs.UserID); n != 1 {
+		t.Errorf("%d user.mfa_reset audit events, want 1", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(member.UserID)); n < 2 {
+		t.Errorf("no invalidation for the reset member")
+	}
+	wantStatus(t, "reset again", reset(ownerAs, member.UserID), http.StatusNotFound, "not_found")
+	// The member can sign in with the password alone again and enrol anew.
+	e.enrol(t, &member)
+}

@@ -1,0 +1,53 @@
+package oauth_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+)
+
+// TestExternalSignInAsksForTheSecondFactor: an OIDC sign-in of a user with
+// MFA hands over no tokens: the exchange answers mfa_required, the
+// callback's session ends, and the mfa_otp grant opens a new one.
+func TestExternalSignInAsksForTheSecondFactor(t *testing.T) {
+	x := start(t)
+	first := x.finish(t, x.begin(t, ""))
+	uid := sub(t, first.AccessToken)
+	ctx := context.Background()
+	// The user has an active factor (the secret is never opened here: the
+	// code given is a recovery code).
+	if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, 'k', '\x00', 'active')`, uid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`, uid, mfa.HashRecovery("abcde-fghij")); err != nil {
+		t.Fatal(err)
+	}
+	st := x.begin(t, "")
+	code := handover(t, x.callback(t, x.approve(t, st), st.cookie))
+	r := x.exchange(t, code)
+	if r.Status != http.StatusUnauthorized {
+		t.Fatalf("exchange of an MFA user: %d %s, want 401", r.Status, r.Body)
+	}
+	var ch struct {
+		Code, Error string
+		MFAToken    string `json:"mfa_token"`
+	}
+	r.JSON(t, &ch)
+	if ch.Code != "mfa_required" || ch.Error != "mfa_required" || ch.MFAToken == "" {
+		t.Fatalf("exchange body %s", r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_reason = 'replaced_after_second_factor'`, uid); n != 1 {
+		t.Fatalf("%d callback sessions ended, want 1", n)
+	}
+	r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "mfa_token": ch.MFAToken, "code": "abcde-fghij"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("mfa_otp: %d %s", r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	if sub(t, tk.AccessToken) != uid {
+		t.Fatal("the second factor signed in someone else")
+	}
+}
