@@ -40,9 +40,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Verifier verifies bearer tokens.
+// Verifier verifies bearer tokens and caches the outcome by digest.
 type Verifier interface {
-	Verify(ctx context.Context, token []byte) (*tokens.Claims, error)
+	Cached(d *[sha256.Size]byte, now time.Time) (e *tokens.Entry, hit bool, err error)
+	VerifyEntry(ctx context.Context, token []byte, d *[sha256.Size]byte) (*tokens.Entry, error)
 }
 
 // Projections returns the projection of a user in a tenant, and forgets a
@@ -106,6 +107,7 @@ type state struct {
 	sig       []byte
 	ts        []byte
 	ip        []byte
+	digest    [sha256.Size]byte // of the bearer token
 	closeConn bool
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line
@@ -302,29 +304,11 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		st.outcome = "no_route"
 		return errNotFound
 	}
-	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
-	if err != nil {
-		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
-			if route.Access == rules.Optional {
-				st.outcome = "anonymous"
-				return s.forward(c, st, rt, route, nil, nil)
-			}
-			st.outcome = "no_token"
-			return errNoToken
-		}
-		st.outcome = "bad_token"
-		s.logInvalid(c, st, err)
-		return errInvalidToken
+	te, err := s.token(c, st, h, rt, route)
+	if te == nil {
+		return err
 	}
-	claims, err := s.d.Verifier.Verify(c.Context(), tok)
-	if err != nil {
-		st.outcome = "bad_token"
-		if errors.Is(err, tokens.ErrKeysUnavailable) {
-			return unavailable("signing keys not loaded")
-		}
-		s.logInvalid(c, st, err)
-		return errInvalidToken
-	}
+	claims := te.Claims()
 	e, err := s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID))
 	if err != nil {
 		st.outcome = "projection"
@@ -356,6 +340,54 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		return errInvalidToken
 	}
 	return s.forward(c, st, rt, route, claims, e)
+}
+
+// token returns the cache entry of the request's valid bearer token; or
+// nil and the error to answer (nil, nil: an optional route without a
+// token, already forwarded). A token whose digest hits the cache skips the
+// syntax check: only a token that passed it was ever cached.
+func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route) (*tokens.Entry, error) {
+	d := &st.digest // in the pooled state: a local would escape
+	raw, haveD := headers.BearerCandidate(h, s.o.MaxTokenBytes)
+	if haveD {
+		*d = tokens.Digest(raw)
+		te, hit, err := s.d.Verifier.Cached(d, st.start)
+		if hit {
+			if err != nil {
+				st.outcome = "bad_token"
+				s.logInvalid(c, st, err)
+				return nil, errInvalidToken
+			}
+			return te, nil
+		}
+	}
+	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
+	if err != nil {
+		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
+			if route.Access == rules.Optional {
+				st.outcome = "anonymous"
+				return nil, s.forward(c, st, rt, route, nil, nil)
+			}
+			st.outcome = "no_token"
+			return nil, errNoToken
+		}
+		st.outcome = "bad_token"
+		s.logInvalid(c, st, err)
+		return nil, errInvalidToken
+	}
+	if !haveD || len(tok) != len(raw) || unsafe.SliceData(tok) != unsafe.SliceData(raw) {
+		*d = tokens.Digest(tok)
+	}
+	te, err := s.d.Verifier.VerifyEntry(c.Context(), tok, d)
+	if err != nil {
+		st.outcome = "bad_token"
+		if errors.Is(err, tokens.ErrKeysUnavailable) {
+			return nil, unavailable("signing keys not loaded")
+		}
+		s.logInvalid(c, st, err)
+		return nil, errInvalidToken
+	}
+	return te, nil
 }
 
 // logInvalid logs why a token was refused: clients get one description
