@@ -50,7 +50,16 @@ type Verifier interface {
 // user's when the proxy itself saw a session end.
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+	// Valid reports whether an entry Get returned still stands at now.
+	Valid(e *projection.Entry, now time.Time) bool
 	InvalidateUser(id string)
+}
+
+// warm is what the server keeps on a cached token's entry: the projection
+// it was last authorized with (checked with Projections.Valid on each use,
+// so one cache lookup serves a warm request).
+type warm struct {
+	pe *projection.Entry
 }
 
 // Deps are what the app needs; all but Now are required.
@@ -309,7 +318,12 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		return err
 	}
 	claims := te.Claims()
-	e, err := s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID))
+	var e *projection.Entry
+	if w, _ := te.Aux().(*warm); w != nil && s.d.Projections.Valid(w.pe, st.start) {
+		e = w.pe
+	} else if e, err = s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID)); err == nil {
+		te.SetAux(&warm{pe: e})
+	}
 	if err != nil {
 		st.outcome = "projection"
 		switch {
