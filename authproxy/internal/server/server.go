@@ -57,9 +57,14 @@ type Projections interface {
 
 // warm is what the server keeps on a cached token's entry: the projection
 // it was last authorized with (checked with Projections.Valid on each use,
-// so one cache lookup serves a warm request).
+// so one cache lookup serves a warm request), the header values taken from
+// the token, and the signing state after the identity block for the
+// upstream key last used. It is immutable: a change replaces it.
 type warm struct {
-	pe *projection.Entry
+	pe       *projection.Entry
+	amr      string // X-Auth-Amr
+	authTime string // X-Auth-Auth-Time
+	mac      *identity.IdentityMAC
 }
 
 // Deps are what the app needs; all but Now are required.
@@ -318,11 +323,13 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		return err
 	}
 	claims := te.Claims()
-	var e *projection.Entry
-	if w, _ := te.Aux().(*warm); w != nil && s.d.Projections.Valid(w.pe, st.start) {
-		e = w.pe
-	} else if e, err = s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID)); err == nil {
-		te.SetAux(&warm{pe: e})
+	w, _ := te.Aux().(*warm)
+	if w == nil || !s.d.Projections.Valid(w.pe, st.start) {
+		var e *projection.Entry
+		if e, err = s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID)); err == nil {
+			w = &warm{pe: e, amr: identity.JoinList(claims.AMR), authTime: identity.FormatAuthTime(claims.AuthTime)}
+			te.SetAux(w)
+		}
 	}
 	if err != nil {
 		st.outcome = "projection"
@@ -337,7 +344,7 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		s.d.Log.Error("projection fetch", "err", err, "request_id", string(st.reqID))
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
-	out := decide.Decide(claims, e, route)
+	out := decide.Decide(claims, w.pe, route)
 	// One clock read serves the auth duration (measured from the request's
 	// start: clock reads are not free) and the signature's timestamp.
 	st.authAt = s.d.Now()
@@ -353,7 +360,7 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		s.logInvalid(c, st, errors.New(denyDetail[out]))
 		return errInvalidToken
 	}
-	return s.forward(c, st, rt, route, claims, e)
+	return s.forward(c, st, rt, route, te, w)
 }
 
 // token returns the cache entry of the request's valid bearer token; or
@@ -421,8 +428,13 @@ var denyDetail = map[decide.Outcome]string{
 
 // forward rewrites the request line to the normalized path, adds the
 // forwarding headers and the signed identity headers (an anonymous
-// identity when cl is nil), and streams the upstream's answer back.
-func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, cl *tokens.Claims, e *projection.Entry) error {
+// identity when te is nil; else the token's, with w attached to te), and
+// streams the upstream's answer back.
+func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, te *tokens.Entry, w *warm) error {
+	var cl *tokens.Claims
+	if te != nil {
+		cl = te.Claims()
+	}
 	req := c.Request()
 	h := &req.Header
 	hc := rt.Clients[route.Upstream]
@@ -442,14 +454,6 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		st.authAt = s.d.Now()
 	}
 	now := st.authAt.UnixMilli()
-	id := identity.Identity{Principal: identity.PrincipalAnonymous}
-	if cl != nil {
-		id = identity.Identity{Principal: identity.PrincipalUser, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
-			Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
-		// The upstream never reads the token: the signed identity replaces
-		// it, and the token stays out of the upstream's logs.
-		h.Del(fiber.HeaderAuthorization)
-	}
 	rq := identity.Request{Timestamp: now, RequestID: b2s(st.reqID), ClientIP: b2s(st.ip), Method: b2s(h.Method()), PathQuery: b2s(st.uri)}
 	if body := req.Body(); len(body) > 0 {
 		rq.BodySHA256 = sha256.Sum256(body)
@@ -458,25 +462,45 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	}
 	signer := rt.Signers[route.Upstream]
 	st.ts = strconv.AppendInt(st.ts[:0], now, 10)
-	st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
+	if cl == nil {
+		id := identity.Identity{Principal: identity.PrincipalAnonymous}
+		st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
+	} else {
+		if w.mac == nil || w.mac.Signer() != signer {
+			e := w.pe
+			id := identity.Identity{Principal: identity.PrincipalUser, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
+				Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
+			w = &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: signer.NewIdentityMAC(&id)}
+			te.SetAux(w)
+		}
+		st.sig = w.mac.AppendSignature(st.sig[:0], &rq)
+		// The upstream never reads the token: the signed identity replaces
+		// it, and the token stays out of the upstream's logs.
+		h.Del(fiber.HeaderAuthorization)
+	}
 	// Add, not Set: hygiene removed every client X-Auth-* header, so there
 	// is nothing to replace and no need to scan for it.
 	h.Add(identity.HeaderKeyID, signer.KeyID())
-	h.Add(identity.HeaderPrincipal, id.Principal)
-	if cl != nil {
+	emailVerified := false
+	if cl == nil {
+		h.Add(identity.HeaderPrincipal, identity.PrincipalAnonymous)
+	} else {
+		e := w.pe
+		emailVerified = e.P.EmailVerified
+		h.Add(identity.HeaderPrincipal, identity.PrincipalUser)
 		h.Add(identity.HeaderUserID, cl.Sub)
 		h.Add(identity.HeaderTenantID, cl.Tid)
 		h.Add(identity.HeaderSessionID, cl.Sid)
 		h.Add(identity.HeaderRoles, e.Roles)
 		h.Add(identity.HeaderPermissions, e.Perms)
-		if len(cl.AMR) > 0 {
-			h.Add(identity.HeaderAMR, identity.JoinList(cl.AMR))
+		if w.amr != "" {
+			h.Add(identity.HeaderAMR, w.amr)
 		}
-		if cl.AuthTime > 0 {
-			h.Add(identity.HeaderAuthTime, identity.FormatAuthTime(cl.AuthTime))
+		if w.authTime != "" {
+			h.Add(identity.HeaderAuthTime, w.authTime)
 		}
 	}
-	h.Add(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
+	h.Add(identity.HeaderEmailVerified, identity.BoolString(emailVerified))
 	h.AddBytesV(identity.HeaderClientIP, st.ip)
 	h.AddBytesV(identity.HeaderTimestamp, st.ts)
 	h.AddBytesV(identity.HeaderSignature, st.sig)
