@@ -447,6 +447,10 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
 		h.SetHost(hc.Addr)
 	}
+	// Every name written or looked up from here to the upstream call is a
+	// constant in canonical form (the form fasthttp stored the client's
+	// headers in): used as it is, not re-normalized on each call.
+	renorm := !h.DisableNormalizing()
 	s.setForwarded(c, st)
 	h.SetBytesV(requestid.Header, st.reqID)
 	st.ip = s.clientIP(c, st, st.ip[:0])
@@ -504,6 +508,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	h.AddBytesV(identity.HeaderClientIP, st.ip)
 	h.AddBytesV(identity.HeaderTimestamp, st.ts)
 	h.AddBytesV(identity.HeaderSignature, st.sig)
+	if renorm {
+		h.EnableNormalizing()
+	}
 	resp := c.Response()
 	if err := hc.Do(req, resp); err != nil {
 		resp.Reset()
