@@ -7,6 +7,12 @@
 // token whose key left the key set is verified again (and fails). Bad
 // tokens are remembered briefly (negative cache). Concurrent first sightings
 // of one token share a single verification (singleflight).
+//
+// A direct-mapped table of entry pointers sits in front of the cache, so a
+// warm token costs one atomic load and no admission-policy work; its
+// entries obey the same checks (full digest, the entry's own expiry, exp,
+// nbf, the key). An entry records its kid, and callers may attach state
+// derived from the token to it (SetAux), which lives and dies with it.
 package tokens
 
 import (
