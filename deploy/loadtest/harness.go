@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,7 @@ type harness struct {
 	notesKey                 identity.Key
 	proxyAddr, proxyAdmin    string
 	proxy                    *proc
+	bare                     *proc  // the bare proxy
 	bigAddr, bigAdmin        string // an authproxy with caches sized for the many-users row
 	stack                    *stack // nil with -skip-stack
 	tenant                   string
@@ -150,7 +152,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	if _, err := h.start("upstream", nil, self, "-serve", "upstream", "-addr", h.upstreamAddr, "-jwks", jwksFile, "-hmac", h.hmac); err != nil {
 		return err
 	}
-	if _, err := h.start("bareproxy", nil, self, "-serve", "bare", "-addr", h.bareAddr, "-upstream", h.upstreamAddr); err != nil {
+	if h.bare, err = h.start("bareproxy", nil, self, "-serve", "bare", "-addr", h.bareAddr, "-upstream", h.upstreamAddr); err != nil {
 		return err
 	}
 	if err := waitHTTP(ctx, "http://"+h.upstreamAddr+"/.well-known/jwks.json", 20*time.Second); err != nil {
@@ -326,6 +328,12 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	w.counters = proxyCounters(sc.before[0], sc.after[0], w.res.Requests)
 	rep.add(w)
 
+	// Paired rounds on the still fresh proxy, before the cold row's flood
+	// of one-time tokens fills its caches: bare and warm alternate, so that
+	// drift in what else the machine does hits both; the report quotes the
+	// medians.
+	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs)
+
 	var reused atomic.Int64
 	cold := h.measureWith(ctx, "authproxy cold (every token new)", h.proxyAddr, c, once(coldReqs, &reused), sc)
 	cold.counters = proxyCounters(sc.before[0], sc.after[0], cold.res.Requests)
@@ -343,10 +351,6 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	nw := h.measureWith(ctx, fmt.Sprintf("%s (%d users)", notesWarmRow, len(h.warmUsers)), h.proxyAddr, c, cycle(render("bench", "/notes", warmTokens), c), nsc)
 	nw.counters = proxyCounters(nsc.before[0], nsc.after[0], nw.res.Requests)
 	rep.add(nw)
-
-	// Paired rounds: bare and warm alternate, so that drift in what else
-	// the machine does hits both; the report quotes the median ratio.
-	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs)
 
 	// Trends.
 	rep.addTrend(h.measure(ctx, "direct fasthttp upstream", h.upstreamAddr, hc, cycle(noAuth, hc)))
@@ -436,19 +440,73 @@ func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
 }
 
 // pairedRound is one bare-proxy run immediately followed by one authproxy
-// warm run with the same settings.
-type pairedRound struct{ bare, warm result }
+// warm run with the same settings; bareCPU and warmCPU are each proxy
+// process's CPU time (utime+stime from /proc) per request over the
+// measured window, in µs (-1 when /proc could not be read).
+type pairedRound struct {
+	bare, warm       result
+	bareCPU, warmCPU float64
+}
 
 func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte) []pairedRound {
 	const rounds = 5
 	c := h.o.conns
 	d := max(h.o.duration/2, time.Second)
 	out := make([]pairedRound, 0, rounds)
+	run := func(addr string, p *proc, reqs [][]byte) (result, float64) {
+		var before, after time.Duration
+		var errB, errA error
+		r := load{addr: addr, conns: c, warmup: time.Second, duration: d, request: cycle(reqs, c), want: 200,
+			onStart: func() { before, errB = procCPU(p.pid()) }, onEnd: func() { after, errA = procCPU(p.pid()) }}.run(ctx)
+		if errB != nil || errA != nil || r.Requests == 0 {
+			return r, -1
+		}
+		return r, float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
+	}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
-		b := load{addr: h.bareAddr, conns: c, warmup: time.Second, duration: d, request: cycle(noAuth, c), want: 200}.run(ctx)
-		w := load{addr: h.proxyAddr, conns: c, warmup: time.Second, duration: d, request: cycle(warmReqs, c), want: 200}.run(ctx)
-		h.logf("paired round %d: bare %.0f req/s p99 %v, warm %.0f req/s p99 %v, ratio %.2f", i+1, b.RPS, b.P99, w.RPS, w.P99, w.RPS/b.RPS)
-		out = append(out, pairedRound{bare: b, warm: w})
+		var p pairedRound
+		p.bare, p.bareCPU = run(h.bareAddr, h.bare, noAuth)
+		p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
+		h.logf("paired round %d: bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req, ratio %.2f",
+			i+1, p.bare.RPS, p.bare.P99, p.bareCPU, p.warm.RPS, p.warm.P99, p.warmCPU, p.warm.RPS/p.bare.RPS)
+		out = append(out, p)
 	}
 	return out
+}
+
+// procCPU is the CPU time (user + system, every thread) process pid has
+// used so far, from /proc/<pid>/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseProcStatCPU(string(b))
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// parseProcStatCPU reads utime+stime (fields 14 and 15) of a
+// /proc/<pid>/stat line; the command name (field 2) may hold spaces and
+// parentheses, so fields are counted after its closing parenthesis.
+func parseProcStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("proc stat: no command name")
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("proc stat: %d fields after the command name", len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return 0, fmt.Errorf("proc stat: bad time %q", s)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }

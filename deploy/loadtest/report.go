@@ -44,6 +44,37 @@ type report struct {
 	paired                 []pairedRound
 }
 
+// pairedCPU returns the median CPU per request of each proxy over the
+// paired rounds where both were read.
+func (r *report) pairedCPU() (bare, warm float64, ok bool) {
+	var bs, ws []float64
+	for _, p := range r.paired {
+		if p.bareCPU >= 0 && p.warmCPU >= 0 {
+			bs, ws = append(bs, p.bareCPU), append(ws, p.warmCPU)
+		}
+	}
+	if len(bs) == 0 {
+		return 0, 0, false
+	}
+	return median(bs), median(ws), true
+}
+
+func median(v []float64) float64 {
+	v = append([]float64(nil), v...)
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+func cpuUS(v float64) string {
+	if v < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f µs", v)
+}
+
 // pairedMedians returns the median throughput ratio (warm ÷ bare) and the
 // median p99 difference over the paired rounds.
 func (r *report) pairedMedians() (ratio float64, addedP99 time.Duration) {
@@ -111,6 +142,10 @@ func (r *report) markdown() string {
 		ratio, added := r.pairedMedians()
 		w("| authproxy warm ÷ bare proxy throughput, median of %d paired rounds | %.2f | ≥ 0.85: %s |\n", len(r.paired), ratio, verdict(ratio >= 0.85))
 		w("| p99 added by authproxy, median of %d paired rounds | %s | ≤ 0.3 ms: %s |\n", len(r.paired), ms(added), verdict(added <= 300*time.Microsecond))
+		if bareCPU, warmCPU, ok := r.pairedCPU(); ok {
+			w("| authproxy − bare proxy CPU per request (µs, /proc utime+stime), median of %d paired rounds | %.1f (%.1f − %.1f) | ≤ 5: %s |\n",
+				len(r.paired), warmCPU-bareCPU, warmCPU, bareCPU, verdict(warmCPU-bareCPU <= 5))
+		}
 	}
 	bare, warm := r.find(r.rows, "bare Fiber proxy", 0), r.find(r.rows, "authproxy warm", 0)
 	if bare != nil && warm != nil && bare.res.RPS > 0 {
@@ -134,14 +169,16 @@ func (r *report) markdown() string {
 	}
 
 	if len(r.paired) > 0 {
-		w("\nPaired rounds (bare proxy, then authproxy warm, alternating; %d connections):\n\n", r.opts.conns)
-		w("| round | bare req/s | bare p99 | warm req/s | warm p99 | ratio |\n|---:|---:|---:|---:|---:|---:|\n")
+		w("\nPaired rounds (bare proxy, then authproxy warm, alternating; %d connections; run on the fresh proxy before the cold row; "+
+			"CPU per request is each proxy process's utime+stime from /proc over the measured window ÷ its requests; the bare proxy "+
+			"is configured like authproxy's defaults: limits, timeouts, read buffer, streamed responses):\n\n", r.opts.conns)
+		w("| round | bare req/s | bare p99 | bare CPU/req | warm req/s | warm p99 | warm CPU/req | ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, p := range r.paired {
 			ratio := 0.0
 			if p.bare.RPS > 0 {
 				ratio = p.warm.RPS / p.bare.RPS
 			}
-			w("| %d | %.0f | %s | %.0f | %s | %.2f |\n", i+1, p.bare.RPS, ms(p.bare.P99), p.warm.RPS, ms(p.warm.P99), ratio)
+			w("| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f |\n", i+1, p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU), p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio)
 		}
 	}
 	w("\n## Per-request counters (from the services' /metrics)\n\n| row | counter | value | metric |\n|---|---|---:|---|\n")

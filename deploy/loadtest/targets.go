@@ -99,15 +99,33 @@ func serviceSigned(c *fasthttp.RequestCtx, verifier *identity.Verifier, v1 *iden
 // serveBareProxy runs the baseline: a Fiber app forwarding every request
 // over one fasthttp HostClient, doing nothing else. It is what authproxy
 // would cost with zero auth work.
+// serveBareProxy is the baseline: a Fiber app forwarding every request
+// over a fasthttp HostClient, configured exactly like authproxy with its
+// defaults (server limits, timeouts and read buffer; client connection
+// limits, timeouts, verbatim paths and streamed responses), so that the
+// difference between the two is the auth work.
 func serveBareProxy(ctx context.Context, addr, upstream string) error {
 	hc := &fasthttp.HostClient{
-		Addr:                upstream,
-		MaxConns:            4096,
-		MaxIdleConnDuration: 60 * time.Second,
-		ReadTimeout:         10 * time.Second,
-		WriteTimeout:        10 * time.Second,
+		Addr:                     upstream,
+		NoDefaultUserAgentHeader: true,
+		MaxConns:                 1024,             // UPSTREAM_MAX_CONNS
+		MaxConnWaitTimeout:       2 * time.Second,  // UPSTREAM_MAX_CONN_WAIT
+		MaxIdleConnDuration:      5 * time.Second,  // UPSTREAM_IDLE_TIMEOUT
+		ReadTimeout:              30 * time.Second, // UPSTREAM_TIMEOUT
+		WriteTimeout:             30 * time.Second,
+		DisablePathNormalizing:   true,
+		StreamResponseBody:       true,
 	}
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, Concurrency: 1 << 20, IdleTimeout: 120 * time.Second})
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage:        true,
+		BodyLimit:                    1 << 20, // MAX_BODY_BYTES
+		ReadTimeout:                  30 * time.Second,
+		WriteTimeout:                 30 * time.Second,
+		IdleTimeout:                  60 * time.Second,
+		ReadBufferSize:               16 << 10,
+		Network:                      fiber.NetworkTCP,
+		DisablePreParseMultipartForm: true,
+	})
 	app.All("/*", func(c *fiber.Ctx) error {
 		req := c.Request()
 		req.Header.Del(fiber.HeaderConnection)

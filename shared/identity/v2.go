@@ -198,6 +198,9 @@ func AppendCanonicalV2(dst []byte, keyID string, id *Identity, r *Request) []byt
 type KeySigner struct {
 	key  Key
 	macs sync.Pool // of *macState
+	// The SHA-256 states after the key's HMAC pads, for IdentityMAC.
+	padOnce    sync.Once
+	ipad, opad []byte
 }
 
 // NewKeySigner returns a signer for k.

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -295,4 +297,62 @@ func BenchmarkV2Verify(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// An IdentityMAC signs exactly what AppendSignature signs, for keys shorter
+// and longer than the hash block, any identity and any request.
+func TestIdentityMACMatchesAppendSignature(t *testing.T) {
+	ids := []Identity{
+		{Principal: PrincipalAnonymous},
+		{Principal: PrincipalUser, UserID: "u1", TenantID: "t1", SessionID: "s1", Roles: []string{"admin", "member"},
+			Permissions: []string{"tenant:read", "users:write"}, EmailVerified: true, AMR: []string{"pwd", "otp"}, AuthTime: 1767225600},
+	}
+	reqs := []Request{
+		{Timestamp: 1767225600123, RequestID: "r1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/a?b=c", BodySHA256: EmptyBodySHA256},
+		{Timestamp: 1, RequestID: "", ClientIP: "::1", Method: "POST", PathQuery: "/" + strings.Repeat("x", 3000), BodySHA256: sha256.Sum256([]byte("body"))},
+	}
+	for _, secret := range [][]byte{bytes.Repeat([]byte{7}, MinKeyLen), bytes.Repeat([]byte{9}, 64), bytes.Repeat([]byte{5}, 100)} {
+		s, err := NewKeySigner(Key{ID: "k1", Secret: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range ids {
+			m := s.NewIdentityMAC(&ids[i])
+			for j := range reqs {
+				want := s.AppendSignature(nil, &ids[i], &reqs[j])
+				if got := m.AppendSignature([]byte("x"), &reqs[j]); string(got) != "x"+string(want) {
+					t.Fatalf("key %d bytes, id %d, req %d: %s, want %s", len(secret), i, j, got[1:], want)
+				}
+			}
+		}
+		// A state made for one identity does not sign another.
+		m := s.NewIdentityMAC(&ids[0])
+		if string(m.AppendSignature(nil, &reqs[0])) == string(s.AppendSignature(nil, &ids[1], &reqs[0])) {
+			t.Fatal("state of one identity signs another")
+		}
+	}
+}
+
+func BenchmarkIdentityMACSign(b *testing.B) {
+	s, err := NewKeySigner(Key{ID: "k1", Secret: bytes.Repeat([]byte{7}, MinKeyLen)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := Identity{Principal: PrincipalUser, UserID: "11111111-1111-4111-8111-111111111111", TenantID: "22222222-2222-4222-8222-222222222222",
+		SessionID: "33333333-3333-4333-8333-333333333333", Roles: []string{"member"}, Permissions: []string{"tenant:read"}}
+	r := Request{Timestamp: 1767225600123, RequestID: "0123456789abcdef-1", ClientIP: "127.0.0.1", Method: "GET", PathQuery: "/api/v1/users/me", BodySHA256: EmptyBodySHA256}
+	m := s.NewIdentityMAC(&id)
+	buf := make([]byte, 0, 64)
+	b.Run("kept-state", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = m.AppendSignature(buf[:0], &r)
+		}
+	})
+	b.Run("whole-string", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = s.AppendSignature(buf[:0], &id, &r)
+		}
+	})
 }

@@ -127,7 +127,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 		return nil, err
 	}
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: a.Projections,
-		TrustedCIDRs: cfg.TrustedCIDRs},
+		TrustedCIDRs: cfg.TrustedCIDRs, Now: h.Now},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog})
 	m.RulesGeneration.Set(1)

@@ -51,6 +51,30 @@ func TestAppRouting(t *testing.T) {
 			t.Fatal("app request reached core")
 		}
 	})
+	// The signing state kept per cached token belongs to one upstream key
+	// and one projection: one token alternating between upstreams is
+	// signed with each one's key, and a changed projection is signed anew.
+	t.Run("one token, two upstream keys, a changed projection", func(t *testing.T) {
+		e := e.with(t)
+		for i := range 3 {
+			e.reset()
+			e.wantStatus(e.do("GET", "/notes?i="+fmt.Sprint(i), tok, nil), 200)
+			e.wantSignedAt(e.up, testenv.AppKey.ID)
+			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+			e.wantSignedAt(e.core, testenv.CoreKey.ID)
+		}
+		p := notesProjection()
+		p.Roles = []string{"member", "auditor"}
+		e.core.SetProjection(p)
+		e.publishAndWait("auth.invalidate.all")
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes", tok, nil), 200)
+		if got := e.wantSignedAt(e.up, testenv.AppKey.ID); strings.Join(got.Identity.Roles, ",") != "member,auditor" {
+			t.Fatalf("roles after the change = %v", got.Identity.Roles)
+		}
+		e.core.SetProjection(notesProjection())
+		e.publishAndWait("auth.invalidate.all")
+	})
 	t.Run("the body is bound to the signature", func(t *testing.T) {
 		e := e.with(t)
 		e.reset()

@@ -144,6 +144,23 @@ func Bearer(h *fasthttp.RequestHeader, maxLen int) ([]byte, error) {
 	return ParseBearer(all[0], maxLen)
 }
 
+// BearerCandidate returns what follows "Bearer " in the request's single
+// Authorization header, without checking its characters, when it is at
+// most maxLen bytes: the key to look a token up by. Only a cache hit on
+// what it returns may skip Bearer; anything else goes through Bearer.
+func BearerCandidate(h *fasthttp.RequestHeader, maxLen int) ([]byte, bool) {
+	const scheme = "bearer "
+	all := h.PeekAll(fasthttp.HeaderAuthorization)
+	if len(all) != 1 {
+		return nil, false
+	}
+	v := all[0]
+	if len(v) <= len(scheme) || len(v)-len(scheme) > maxLen || !equalFold(v[:len(scheme)], scheme) {
+		return nil, false
+	}
+	return v[len(scheme):], true
+}
+
 // ParseBearer parses one Authorization header value.
 func ParseBearer(v []byte, maxLen int) ([]byte, error) {
 	const scheme = "bearer "

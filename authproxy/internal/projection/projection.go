@@ -61,7 +61,9 @@ type Entry struct {
 	Perms     string
 	err       error // ErrNoMembership for a remembered 404
 	gens      [3]uint64
+	us, ts    int   // the user's and the tenant's stripe
 	fetchedAt int64 // unix nanos
+	expires   int64 // unix nanos: fetchedAt + TTL
 }
 
 // Options configure a Cache.
@@ -137,13 +139,29 @@ func (c *Cache) gens(sub, tid string) [3]uint64 {
 	return [3]uint64{c.user[c.stripe(sub)].Load(), c.tenant[c.stripe(tid)].Load(), c.global.Load()}
 }
 
-// fresh applies the bounded staleness while the feed is down.
-func (c *Cache) fresh(e *Entry, now int64) bool {
+// fresh applies the bounded staleness while the feed is down; the clock is
+// read only then.
+func (c *Cache) fresh(e *Entry) bool {
 	down := c.down.Load()
 	if down == 0 {
 		return true
 	}
-	return now-max(e.fetchedAt, down) <= int64(c.opt.MaxStaleness)
+	return c.opt.Now().UnixNano()-max(e.fetchedAt, down) <= int64(c.opt.MaxStaleness)
+}
+
+// Valid reports whether e, an entry Get returned earlier, still stands at
+// now exactly as a cache hit would: within its TTL, no invalidation of its
+// user, its tenant or everything since it was fetched, and trusted while
+// the invalidation feed is down. A caller that keeps e (beside a cached
+// token) checks it with Valid instead of a second cache lookup; true
+// counts as a cache hit.
+func (c *Cache) Valid(e *Entry, now time.Time) bool {
+	if now.UnixNano() < e.expires &&
+		e.gens == [3]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), c.global.Load()} && c.fresh(e) {
+		c.cc.Hits.Inc()
+		return true
+	}
+	return false
 }
 
 // Get returns the projection of sub in tid, from the cache or coreapi.
@@ -151,7 +169,7 @@ func (c *Cache) fresh(e *Entry, now int64) bool {
 func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, error) {
 	k := c.key(sub, tid)
 	g := c.gens(sub, tid)
-	if e, ok := c.cache.Get(k); ok && e.Sub == sub && e.Tid == tid && e.gens == g && c.fresh(e, c.opt.Now().UnixNano()) {
+	if e, ok := c.cache.Get(k); ok && e.Sub == sub && e.Tid == tid && e.gens == g && c.fresh(e) {
 		c.cc.Hits.Inc()
 		if e.err != nil {
 			return nil, e.err
@@ -189,7 +207,8 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 			c.m.ProjectionFetches.WithLabelValues("error").Inc()
 			return nil, err
 		}
-		e.gens, e.fetchedAt = g, fetchedAt
+		e.gens, e.fetchedAt, e.expires = g, fetchedAt, fetchedAt+int64(ttl)
+		e.us, e.ts = c.stripe(sub), c.stripe(tid)
 		// Keep the result only if nothing was invalidated meanwhile.
 		if c.gens(sub, tid) == g && ttl > 0 {
 			c.cache.SetWithTTL(k, e, 1, ttl)

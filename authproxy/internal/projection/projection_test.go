@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,5 +176,48 @@ func TestMaxFetches(t *testing.T) {
 	}
 	if _, err := c.Get(context.Background(), "u3", "t1", ""); err != nil {
 		t.Fatalf("after the fetches finished: %v", err)
+	}
+}
+
+// Valid holds a kept entry to exactly what a cache hit would: every kind of
+// invalidation, the TTL and the bounded staleness while the feed is down.
+func TestValidFollowsInvalidation(t *testing.T) {
+	f := newFixture(t)
+	now := func() time.Time { return time.Unix(0, f.now.Load()) }
+	get := func() *Entry {
+		t.Helper()
+		e, err := f.c.Get(context.Background(), "u1", "t1", "rid")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f.c.Valid(e, now()) {
+			t.Fatal("fresh entry not valid")
+		}
+		return e
+	}
+	for name, invalidate := range map[string]func(){
+		"user":          func() { f.c.InvalidateUser("u1") },
+		"tenant":        func() { f.c.InvalidateTenant("t1") },
+		"all":           f.c.InvalidateAll,
+		"reconnect":     f.c.Reconnected,
+		"ttl":           func() { f.advance(time.Hour) },
+		"feed down 31s": func() { f.c.Disconnected(now()); f.advance(31 * time.Second) },
+	} {
+		e := get()
+		invalidate()
+		if f.c.Valid(e, now()) {
+			t.Errorf("%s: entry still valid", name)
+		}
+		f.c.Reconnected()
+	}
+	// Another user's invalidation (in another stripe) leaves it standing.
+	e := get()
+	other := "u2"
+	for i := 0; f.c.stripe(other) == f.c.stripe("u1"); i++ {
+		other = "u2-" + strconv.Itoa(i)
+	}
+	f.c.InvalidateUser(other)
+	if !f.c.Valid(e, now()) {
+		t.Fatal("entry invalidated by another user's event")
 	}
 }

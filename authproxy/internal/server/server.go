@@ -40,16 +40,31 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Verifier verifies bearer tokens.
+// Verifier verifies bearer tokens and caches the outcome by digest.
 type Verifier interface {
-	Verify(ctx context.Context, token []byte) (*tokens.Claims, error)
+	Cached(d *[sha256.Size]byte, now time.Time) (e *tokens.Entry, hit bool, err error)
+	VerifyEntry(ctx context.Context, token []byte, d *[sha256.Size]byte) (*tokens.Entry, error)
 }
 
 // Projections returns the projection of a user in a tenant, and forgets a
 // user's when the proxy itself saw a session end.
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+	// Valid reports whether an entry Get returned still stands at now.
+	Valid(e *projection.Entry, now time.Time) bool
 	InvalidateUser(id string)
+}
+
+// warm is what the server keeps on a cached token's entry: the projection
+// it was last authorized with (checked with Projections.Valid on each use,
+// so one cache lookup serves a warm request), the header values taken from
+// the token, and the signing state after the identity block for the
+// upstream key last used. It is immutable: a change replaces it.
+type warm struct {
+	pe       *projection.Entry
+	amr      string // X-Auth-Amr
+	authTime string // X-Auth-Auth-Time
+	mac      *identity.IdentityMAC
 }
 
 // Deps are what the app needs; all but Now are required.
@@ -106,6 +121,7 @@ type state struct {
 	sig       []byte
 	ts        []byte
 	ip        []byte
+	digest    [sha256.Size]byte // of the bearer token
 	closeConn bool
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line
@@ -302,30 +318,19 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		st.outcome = "no_route"
 		return errNotFound
 	}
-	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
-	if err != nil {
-		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
-			if route.Access == rules.Optional {
-				st.outcome = "anonymous"
-				return s.forward(c, st, rt, route, nil, nil)
-			}
-			st.outcome = "no_token"
-			return errNoToken
-		}
-		st.outcome = "bad_token"
-		s.logInvalid(c, st, err)
-		return errInvalidToken
+	te, err := s.token(c, st, h, rt, route)
+	if te == nil {
+		return err
 	}
-	claims, err := s.d.Verifier.Verify(c.Context(), tok)
-	if err != nil {
-		st.outcome = "bad_token"
-		if errors.Is(err, tokens.ErrKeysUnavailable) {
-			return unavailable("signing keys not loaded")
+	claims := te.Claims()
+	w, _ := te.Aux().(*warm)
+	if w == nil || !s.d.Projections.Valid(w.pe, st.start) {
+		var e *projection.Entry
+		if e, err = s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID)); err == nil {
+			w = &warm{pe: e, amr: identity.JoinList(claims.AMR), authTime: identity.FormatAuthTime(claims.AuthTime)}
+			te.SetAux(w)
 		}
-		s.logInvalid(c, st, err)
-		return errInvalidToken
 	}
-	e, err := s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID))
 	if err != nil {
 		st.outcome = "projection"
 		switch {
@@ -339,7 +344,7 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		s.d.Log.Error("projection fetch", "err", err, "request_id", string(st.reqID))
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
-	out := decide.Decide(claims, e, route)
+	out := decide.Decide(claims, w.pe, route)
 	// One clock read serves the auth duration (measured from the request's
 	// start: clock reads are not free) and the signature's timestamp.
 	st.authAt = s.d.Now()
@@ -347,7 +352,7 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	st.outcome = out.String()
 	if out == decide.Allow {
 		var maxAge int64
-		if out, maxAge = decide.Authn(claims, e, route, b2s(h.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
+		if out, maxAge = decide.Authn(claims, w.pe, route, b2s(h.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
 			st.outcome = out.String()
 			return authnError(out, maxAge)
 		}
@@ -362,7 +367,55 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		s.logInvalid(c, st, errors.New(denyDetail[out]))
 		return errInvalidToken
 	}
-	return s.forward(c, st, rt, route, claims, e)
+	return s.forward(c, st, rt, route, te, w)
+}
+
+// token returns the cache entry of the request's valid bearer token; or
+// nil and the error to answer (nil, nil: an optional route without a
+// token, already forwarded). A token whose digest hits the cache skips the
+// syntax check: only a token that passed it was ever cached.
+func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route) (*tokens.Entry, error) {
+	d := &st.digest // in the pooled state: a local would escape
+	raw, haveD := headers.BearerCandidate(h, s.o.MaxTokenBytes)
+	if haveD {
+		*d = tokens.Digest(raw)
+		te, hit, err := s.d.Verifier.Cached(d, st.start)
+		if hit {
+			if err != nil {
+				st.outcome = "bad_token"
+				s.logInvalid(c, st, err)
+				return nil, errInvalidToken
+			}
+			return te, nil
+		}
+	}
+	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
+	if err != nil {
+		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
+			if route.Access == rules.Optional {
+				st.outcome = "anonymous"
+				return nil, s.forward(c, st, rt, route, nil, nil)
+			}
+			st.outcome = "no_token"
+			return nil, errNoToken
+		}
+		st.outcome = "bad_token"
+		s.logInvalid(c, st, err)
+		return nil, errInvalidToken
+	}
+	if !haveD || len(tok) != len(raw) || unsafe.SliceData(tok) != unsafe.SliceData(raw) {
+		*d = tokens.Digest(tok)
+	}
+	te, err := s.d.Verifier.VerifyEntry(c.Context(), tok, d)
+	if err != nil {
+		st.outcome = "bad_token"
+		if errors.Is(err, tokens.ErrKeysUnavailable) {
+			return nil, unavailable("signing keys not loaded")
+		}
+		s.logInvalid(c, st, err)
+		return nil, errInvalidToken
+	}
+	return te, nil
 }
 
 // logInvalid logs why a token was refused: clients get one description
@@ -382,8 +435,13 @@ var denyDetail = map[decide.Outcome]string{
 
 // forward rewrites the request line to the normalized path, adds the
 // forwarding headers and the signed identity headers (an anonymous
-// identity when cl is nil), and streams the upstream's answer back.
-func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, cl *tokens.Claims, e *projection.Entry) error {
+// identity when te is nil; else the token's, with w attached to te), and
+// streams the upstream's answer back.
+func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, te *tokens.Entry, w *warm) error {
+	var cl *tokens.Claims
+	if te != nil {
+		cl = te.Claims()
+	}
 	req := c.Request()
 	h := &req.Header
 	hc := rt.Clients[route.Upstream]
@@ -396,6 +454,10 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
 		h.SetHost(hc.Addr)
 	}
+	// Every name written or looked up from here to the upstream call is a
+	// constant in canonical form (the form fasthttp stored the client's
+	// headers in): used as it is, not re-normalized on each call.
+	renorm := !h.DisableNormalizing()
 	s.setForwarded(c, st)
 	h.SetBytesV(requestid.Header, st.reqID)
 	st.ip = s.clientIP(c, st, st.ip[:0])
@@ -403,14 +465,6 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		st.authAt = s.d.Now()
 	}
 	now := st.authAt.UnixMilli()
-	id := identity.Identity{Principal: identity.PrincipalAnonymous}
-	if cl != nil {
-		id = identity.Identity{Principal: identity.PrincipalUser, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
-			Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
-		// The upstream never reads the token: the signed identity replaces
-		// it, and the token stays out of the upstream's logs.
-		h.Del(fiber.HeaderAuthorization)
-	}
 	rq := identity.Request{Timestamp: now, RequestID: b2s(st.reqID), ClientIP: b2s(st.ip), Method: b2s(h.Method()), PathQuery: b2s(st.uri)}
 	if body := req.Body(); len(body) > 0 {
 		rq.BodySHA256 = sha256.Sum256(body)
@@ -419,28 +473,51 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	}
 	signer := rt.Signers[route.Upstream]
 	st.ts = strconv.AppendInt(st.ts[:0], now, 10)
-	st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
+	if cl == nil {
+		id := identity.Identity{Principal: identity.PrincipalAnonymous}
+		st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
+	} else {
+		if w.mac == nil || w.mac.Signer() != signer {
+			e := w.pe
+			id := identity.Identity{Principal: identity.PrincipalUser, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
+				Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
+			w = &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: signer.NewIdentityMAC(&id)}
+			te.SetAux(w)
+		}
+		st.sig = w.mac.AppendSignature(st.sig[:0], &rq)
+		// The upstream never reads the token: the signed identity replaces
+		// it, and the token stays out of the upstream's logs.
+		h.Del(fiber.HeaderAuthorization)
+	}
 	// Add, not Set: hygiene removed every client X-Auth-* header, so there
 	// is nothing to replace and no need to scan for it.
 	h.Add(identity.HeaderKeyID, signer.KeyID())
-	h.Add(identity.HeaderPrincipal, id.Principal)
-	if cl != nil {
+	emailVerified := false
+	if cl == nil {
+		h.Add(identity.HeaderPrincipal, identity.PrincipalAnonymous)
+	} else {
+		e := w.pe
+		emailVerified = e.P.EmailVerified
+		h.Add(identity.HeaderPrincipal, identity.PrincipalUser)
 		h.Add(identity.HeaderUserID, cl.Sub)
 		h.Add(identity.HeaderTenantID, cl.Tid)
 		h.Add(identity.HeaderSessionID, cl.Sid)
 		h.Add(identity.HeaderRoles, e.Roles)
 		h.Add(identity.HeaderPermissions, e.Perms)
-		if len(cl.AMR) > 0 {
-			h.Add(identity.HeaderAMR, identity.JoinList(cl.AMR))
+		if w.amr != "" {
+			h.Add(identity.HeaderAMR, w.amr)
 		}
-		if cl.AuthTime > 0 {
-			h.Add(identity.HeaderAuthTime, identity.FormatAuthTime(cl.AuthTime))
+		if w.authTime != "" {
+			h.Add(identity.HeaderAuthTime, w.authTime)
 		}
 	}
-	h.Add(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
+	h.Add(identity.HeaderEmailVerified, identity.BoolString(emailVerified))
 	h.AddBytesV(identity.HeaderClientIP, st.ip)
 	h.AddBytesV(identity.HeaderTimestamp, st.ts)
 	h.AddBytesV(identity.HeaderSignature, st.sig)
+	if renorm {
+		h.EnableNormalizing()
+	}
 	resp := c.Response()
 	if err := hc.Do(req, resp); err != nil {
 		resp.Reset()

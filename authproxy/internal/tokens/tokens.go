@@ -7,6 +7,12 @@
 // token whose key left the key set is verified again (and fails). Bad
 // tokens are remembered briefly (negative cache). Concurrent first sightings
 // of one token share a single verification (singleflight).
+//
+// A direct-mapped table of entry pointers sits in front of the cache, so a
+// warm token costs one atomic load and no admission-policy work; its
+// entries obey the same checks (full digest, the entry's own expiry, exp,
+// nbf, the key). An entry records its kid, and callers may attach state
+// derived from the token to it (SetAux), which lives and dies with it.
 package tokens
 
 import (
@@ -20,6 +26,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -82,22 +89,49 @@ type Options struct {
 	Now              func() time.Time
 }
 
-type entry struct {
-	digest [sha256.Size]byte
-	claims *Claims // nil: negative entry
-	err    error
+// Entry is one cached outcome: the claims of a verified token, or the error
+// of a refused one. Shared by every request carrying the token: never
+// modify it, except through SetAux.
+type Entry struct {
+	digest  [sha256.Size]byte
+	claims  *Claims // nil: negative entry
+	err     error
+	expires int64 // unix nanos: the end of its time in the cache
+	// Kid is the signing key the claims were verified with ("" for a
+	// negative entry).
+	Kid string
+	aux atomic.Value
 }
+
+// Claims are the entry's verified claims.
+func (e *Entry) Claims() *Claims { return e.claims }
+
+// Aux is what the caller attached with SetAux (nil when nothing): state
+// derived from the token that lives and dies with its cache entry.
+func (e *Entry) Aux() any { return e.aux.Load() }
+
+// SetAux attaches v (always of one concrete type) to the entry.
+func (e *Entry) SetAux(v any) { e.aux.Store(v) }
+
+// hotMax bounds the front table (pointers, 8 bytes a slot).
+const hotMax = 1 << 16
 
 // Verifier verifies tokens and caches the outcome.
 type Verifier struct {
 	opt   Options
 	algs  map[string]bool
 	keys  KeySource
-	cache *ristretto.Cache[uint64, *entry]
-	sf    singleflight.Group
-	m     *metrics.Metrics
-	pos   metrics.CacheCounters
-	neg   metrics.CacheCounters
+	cache *ristretto.Cache[uint64, *Entry]
+	// hot is a direct-mapped table in front of the cache, indexed by
+	// digest bits: a hit there costs one atomic load and no admission
+	// policy work. A slot holds an entry that is also (or was until
+	// evicted) in the cache; its expiry is checked on every hit.
+	hot  []atomic.Pointer[Entry]
+	mask uint64
+	sf   singleflight.Group
+	m    *metrics.Metrics
+	pos  metrics.CacheCounters
+	neg  metrics.CacheCounters
 }
 
 // New returns a Verifier; Close releases its cache.
@@ -113,12 +147,17 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 	for _, a := range opt.Algs {
 		v.algs[a] = true
 	}
-	c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+	n := uint64(1)
+	for n < uint64(opt.CacheSize) && n < hotMax {
+		n <<= 1
+	}
+	v.hot, v.mask = make([]atomic.Pointer[Entry], n), n-1
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
 		NumCounters:        10 * opt.CacheSize,
 		MaxCost:            opt.CacheSize,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
-		OnEvict:            func(*ristretto.Item[*entry]) { v.pos.Evictions.Inc() },
+		OnEvict:            func(*ristretto.Item[*Entry]) { v.pos.Evictions.Inc() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("token cache: %w", err)
@@ -131,7 +170,53 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 func (v *Verifier) Close() { v.cache.Close() }
 
 // Purge drops every cached outcome.
-func (v *Verifier) Purge() { v.cache.Clear() }
+func (v *Verifier) Purge() {
+	v.cache.Clear()
+	for i := range v.hot {
+		v.hot[i].Store(nil)
+	}
+}
+
+// Digest is the cache's name of a token: its SHA-256. The cache never
+// holds the token itself.
+func Digest(token []byte) [sha256.Size]byte { return sha256.Sum256(token) }
+
+// Cached looks up the token with digest d at time now. hit is false when
+// the token must be verified (VerifyEntry); otherwise it returns the
+// entry of a valid token, or the error of a refused one (a remembered
+// failure, or the expiry found by re-checking the cached claims). A hit is
+// only ever the outcome for the very token that was verified (the whole
+// digest is compared), so a caller may skip its syntax checks on a hit.
+func (v *Verifier) Cached(d *[sha256.Size]byte, now time.Time) (e *Entry, hit bool, err error) {
+	slot := &v.hot[binary.LittleEndian.Uint64(d[8:16])&v.mask]
+	if e = slot.Load(); e == nil || e.digest != *d {
+		var ok bool
+		if e, ok = v.cache.Get(binary.LittleEndian.Uint64(d[:8])); !ok || e.digest != *d {
+			return nil, false, nil
+		}
+		slot.Store(e)
+	}
+	live := now.UnixNano() < e.expires
+	if e.claims == nil {
+		if !live {
+			return nil, false, nil
+		}
+		v.neg.Hits.Inc()
+		return nil, true, e.err
+	}
+	switch err := v.recheck(now, e.claims); {
+	case err == nil && live:
+		v.pos.Hits.Inc()
+		return e, true, nil
+	case err != nil && !errors.Is(err, ErrKid):
+		// Expired or not yet valid: refused without a new verification.
+		v.pos.Hits.Inc()
+		return nil, true, err
+	}
+	// The key left the set (a new verification will refuse the token), or
+	// the entry's time in the cache is over.
+	return nil, false, nil
+}
 
 // Verify returns the claims of a valid token. token may alias request
 // memory: it is not kept.
@@ -140,54 +225,56 @@ func (v *Verifier) Verify(ctx context.Context, token []byte) (*Claims, error) {
 		return nil, ErrTooLarge
 	}
 	d := sha256.Sum256(token)
-	k := binary.LittleEndian.Uint64(d[:8])
-	if e, ok := v.cache.Get(k); ok && e.digest == d {
-		if e.claims == nil {
-			v.neg.Hits.Inc()
-			return nil, e.err
-		}
-		if err := v.recheck(e.claims); err == nil {
-			v.pos.Hits.Inc()
-			return e.claims, nil
-		} else if !errors.Is(err, ErrKid) {
-			v.pos.Hits.Inc()
-			return nil, err
-		}
-		// The key left the set: evict, and verify again, which refuses
-		// it (or accepts it, should the key be back).
-		v.cache.Del(k)
+	e, hit, err := v.Cached(&d, v.opt.Now())
+	if !hit {
+		e, err = v.VerifyEntry(ctx, token, &d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e.claims, nil
+}
+
+// VerifyEntry verifies a token whose digest d missed the cache (Cached),
+// caches the outcome, and returns the entry of a valid token. Concurrent
+// calls for one token share one verification.
+func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Size]byte) (*Entry, error) {
+	if len(token) > v.opt.MaxTokenBytes {
+		return nil, ErrTooLarge
 	}
 	v.pos.Misses.Inc()
+	k := binary.LittleEndian.Uint64(d[:8])
 	res, err, _ := v.sf.Do(string(d[:]), func() (any, error) {
 		c, err := v.verify(ctx, token)
 		now := v.opt.Now()
 		switch {
 		case err == nil:
 			ttl := min(time.Unix(c.Exp, 0).Add(v.opt.Leeway).Sub(now), v.opt.MaxTTL)
+			e := &Entry{digest: *d, claims: c, expires: now.Add(ttl).UnixNano(), Kid: c.Key.Kid}
 			if ttl > 0 {
-				v.cache.SetWithTTL(k, &entry{digest: d, claims: c}, 1, ttl)
+				v.cache.SetWithTTL(k, e, 1, ttl)
 				v.cache.Wait()
 			}
+			return e, nil
 		case errors.Is(err, ErrKeysUnavailable), errors.Is(err, ErrKid):
 			// Not (necessarily) the token's fault: an unknown kid may be a
 			// key coreapi has just started to use, known after the next
 			// refetch. Do not remember.
 		default:
-			v.cache.SetWithTTL(k, &entry{digest: d, err: err}, 1, v.opt.NegativeTTL)
+			v.cache.SetWithTTL(k, &Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}, 1, v.opt.NegativeTTL)
 			v.cache.Wait()
 		}
-		return c, err
+		return nil, err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return res.(*Claims), nil
+	return res.(*Entry), nil
 }
 
 // recheck applies the time-dependent checks and the key-still-published
 // check to cached claims.
-func (v *Verifier) recheck(c *Claims) error {
-	now := v.opt.Now()
+func (v *Verifier) recheck(now time.Time, c *Claims) error {
 	if err := v.checkTimes(now, c.Exp, c.Nbf, c.Iat); err != nil {
 		return err
 	}

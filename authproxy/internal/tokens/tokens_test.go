@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,13 +69,55 @@ func TestCacheHitComparesFullDigest(t *testing.T) {
 	d := sha256.Sum256(attacker)
 	k := binary.LittleEndian.Uint64(d[:8])
 	vd := sha256.Sum256(victim)
-	f.v.cache.Set(k, &entry{digest: vd, claims: c}, 1)
+	planted := &Entry{digest: vd, claims: c, expires: time.Now().Add(time.Hour).UnixNano()}
+	f.v.cache.Set(k, planted, 1)
 	f.v.cache.Wait()
 	if got, ok := f.v.cache.Get(k); !ok || got.claims != c {
 		t.Fatal("planted entry not in cache; the test would prove nothing")
 	}
 	if got, err := f.v.Verify(context.Background(), attacker); err == nil {
 		t.Fatalf("colliding token accepted as %q", got.Sub)
+	}
+	// The same in the front table: a slot shared by two digests.
+	f.v.hot[binary.LittleEndian.Uint64(d[8:16])&f.v.mask].Store(planted)
+	if got, err := f.v.Verify(context.Background(), attacker); err == nil {
+		t.Fatalf("colliding token accepted from the front table as %q", got.Sub)
+	}
+}
+
+// A front-table hit is held to the entry's time in the cache and to the
+// token's exp like a cache hit, and Purge empties the front table too.
+func TestFrontTableExpiryAndPurge(t *testing.T) {
+	f := newFixture(t, time.Second)
+	var off atomic.Int64
+	f.v.opt.Now = func() time.Time { return time.Now().Add(time.Duration(off.Load())) }
+	tok := f.mint(t, "u")
+	d := Digest(tok)
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	slot := &f.v.hot[binary.LittleEndian.Uint64(d[8:16])&f.v.mask]
+	if _, hit, err := f.v.Cached(&d, f.v.opt.Now()); !hit || err != nil || slot.Load() == nil {
+		t.Fatalf("warm token: hit %v, err %v, slot %v", hit, err, slot.Load())
+	}
+	// Past the cache TTL (MaxTTL 5 min) but before exp: a miss, verified again.
+	if _, hit, _ := f.v.Cached(&d, time.Now().Add(6*time.Minute)); hit {
+		t.Fatal("entry past its cache TTL still hit")
+	}
+	// Past exp (15 min + 30 s leeway): refused even if an entry were live.
+	e := slot.Load()
+	e2 := &Entry{digest: e.digest, claims: e.claims, expires: time.Now().Add(time.Hour).UnixNano(), Kid: e.Kid}
+	slot.Store(e2)
+	if _, hit, err := f.v.Cached(&d, time.Now().Add(16*time.Minute)); !hit || !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired token: hit %v, err %v, want ErrExpired", hit, err)
+	}
+	f.v.Purge()
+	if slot.Load() != nil {
+		t.Fatal("Purge left the front table filled")
+	}
+	n := f.verifications()
+	if _, err := f.v.Verify(context.Background(), tok); err != nil || f.verifications() != n+1 {
+		t.Fatalf("after Purge: err %v, verifications +%v, want +1", err, f.verifications()-n)
 	}
 }
 

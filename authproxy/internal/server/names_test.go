@@ -1,0 +1,44 @@
+package server
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+	"github.com/valyala/fasthttp"
+)
+
+// forward writes and looks up these names with header normalization off:
+// each must already be in the canonical form fasthttp stores parsed client
+// headers in, or a lookup would miss a client's header and a write would
+// differ from a normalized one.
+func TestForwardHeaderNamesCanonical(t *testing.T) {
+	for _, name := range []string{
+		"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", requestid.Header, fiber.HeaderAuthorization,
+		identity.HeaderKeyID, identity.HeaderPrincipal, identity.HeaderUserID, identity.HeaderTenantID,
+		identity.HeaderSessionID, identity.HeaderRoles, identity.HeaderPermissions, identity.HeaderAMR,
+		identity.HeaderAuthTime, identity.HeaderEmailVerified, identity.HeaderClientIP, identity.HeaderTimestamp,
+		identity.HeaderSignature,
+	} {
+		var h fasthttp.RequestHeader
+		if err := h.Read(bufioReader("GET / HTTP/1.1\r\nHost: x\r\n" + toLowerASCII(name) + ": v\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		var stored string
+		for k := range h.All() {
+			if string(k) != "Host" {
+				stored = string(k)
+			}
+		}
+		if stored != name {
+			t.Errorf("%q is stored as %q when a client sends it", name, stored)
+		}
+	}
+}
+
+func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+func toLowerASCII(s string) string { return strings.ToLower(s) }

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestParseProcStatCPU(t *testing.T) {
+	// utime 250 and stime 50 ticks; the command name holds a space and
+	// parentheses, as a process may name itself.
+	line := "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 8 0 12345 1000000 500 18446744073709551615"
+	got, err := parseProcStatCPU(line)
+	if err != nil || got != 3*time.Second {
+		t.Fatalf("parseProcStatCPU = %v, %v; want 3s", got, err)
+	}
+	for name, bad := range map[string]string{
+		"no command name": "4242 S 1 2 3",
+		"too few fields":  "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250",
+		"not a number":    "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 2x0 50 0",
+		"negative":        "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 -1 50 0",
+	} {
+		if _, err := parseProcStatCPU(bad); err == nil {
+			t.Errorf("%s: accepted %q", name, bad)
+		}
+	}
+	// The harness's own process: a real /proc line parses.
+	if _, err := procCPU(os.Getpid()); err != nil {
+		t.Fatalf("procCPU(self): %v", err)
+	}
+}
+
+func TestPairedCPUMedians(t *testing.T) {
+	r := &report{paired: []pairedRound{{bareCPU: 20, warmCPU: 30}, {bareCPU: -1, warmCPU: 99}, {bareCPU: 22, warmCPU: 26}, {bareCPU: 18, warmCPU: 25}}}
+	bare, warm, ok := r.pairedCPU()
+	if !ok || bare != 20 || warm != 26 {
+		t.Fatalf("pairedCPU = %v, %v, %v; want 20, 26 (the unread round left out)", bare, warm, ok)
+	}
+	if _, _, ok := (&report{paired: []pairedRound{{bareCPU: -1, warmCPU: 1}}}).pairedCPU(); ok {
+		t.Fatal("no readable round reported as measured")
+	}
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# callgrind-warm.sh BENCH [N]: instructions per request of one benchmark of
+# authproxy/internal/app (e.g. 'WarmRequest/core/access_log=false' or
+# BareForward), counted by callgrind over exactly N requests after warm-up,
+# every thread included (handler, loopback upstream, runtime, GC).
+# Needs valgrind. Instruction counts do not depend on what else runs on the
+# machine, unlike time.
+set -euo pipefail
+bench=$1
+n=${2:-10000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go test -c -o "$tmp/app.test" "$root/authproxy/internal/app"
+cd "$root/authproxy/internal/app"
+# Go's asynchronous preemption signals upset callgrind's signal handling.
+GODEBUG=asyncpreemptoff=1 BENCH_SYNC="$tmp/sync" BENCH_SYNC_N=$n \
+	valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
+	"$tmp/app.test" -test.run='^$' -test.bench="^Benchmark${bench}\$" -test.benchtime=1x >"$tmp/log" 2>&1 &
+pid=$!
+until [ -e "$tmp/sync.ready" ]; do sleep 0.2; kill -0 $pid 2>/dev/null || { cat "$tmp/log" >&2; exit 1; }; done
+callgrind_control -z $pid >/dev/null 2>&1
+touch "$tmp/sync.go"
+until [ -e "$tmp/sync.done" ]; do sleep 0.2; done
+callgrind_control -d $pid >/dev/null 2>&1
+touch "$tmp/sync.end"
+wait $pid
+total=$(grep -h '^summary:\|^totals:' "$tmp"/cg.out.* | awk 'NR==1{print $2}')
+echo "$bench: $n requests, $total instructions, $((total / n)) per request"

@@ -1,0 +1,99 @@
+package identity
+
+import (
+	"crypto/sha256"
+	"encoding"
+	"encoding/base64"
+	"hash"
+	"sync"
+)
+
+// IdentityMAC is a signer's HMAC-SHA256 state after the identity block
+// (AppendIdentityBlock) of one identity: a proxy keeps one per cached token
+// and per upstream key, and signing a request then hashes only the request
+// tail. The state is as secret as the key. Safe for concurrent use.
+type IdentityMAC struct {
+	s     *KeySigner
+	inner []byte // marshaled SHA-256 state after K^ipad and the identity block
+}
+
+// padStates returns the marshaled SHA-256 states after the HMAC key's inner
+// and outer pads (RFC 2104).
+func padStates(secret []byte) (inner, outer []byte) {
+	k := secret
+	if len(k) > sha256.BlockSize {
+		s := sha256.Sum256(k)
+		k = s[:]
+	}
+	var pad [sha256.BlockSize]byte
+	state := func(x byte) []byte {
+		for i := range pad {
+			pad[i] = x
+			if i < len(k) {
+				pad[i] ^= k[i]
+			}
+		}
+		h := sha256.New()
+		h.Write(pad[:])
+		b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+		if err != nil {
+			panic("identity: sha256 state: " + err.Error())
+		}
+		return b
+	}
+	return state(0x36), state(0x5c)
+}
+
+// NewIdentityMAC returns the state after the identity block of id under
+// this signer's key.
+func (s *KeySigner) NewIdentityMAC(id *Identity) *IdentityMAC {
+	s.padOnce.Do(func() { s.ipad, s.opad = padStates(s.key.Secret) })
+	h := sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.ipad); err != nil {
+		panic("identity: sha256 state: " + err.Error())
+	}
+	h.Write(AppendIdentityBlock(make([]byte, 0, 256), s.key.ID, id))
+	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		panic("identity: sha256 state: " + err.Error())
+	}
+	return &IdentityMAC{s: s, inner: b}
+}
+
+// Signer is the signer the state belongs to.
+func (m *IdentityMAC) Signer() *KeySigner { return m.s }
+
+type tailState struct {
+	h    hash.Hash
+	tail []byte
+	sum  []byte
+}
+
+var tailStates = sync.Pool{New: func() any {
+	return &tailState{h: sha256.New(), tail: make([]byte, 0, 512), sum: make([]byte, 0, sha256.Size)}
+}}
+
+// AppendSignature appends the X-Auth-Signature value for r and the
+// identity m was made for: the same value as KeySigner.AppendSignature.
+func (m *IdentityMAC) AppendSignature(dst []byte, r *Request) []byte {
+	t := tailStates.Get().(*tailState)
+	u := t.h.(encoding.BinaryUnmarshaler)
+	if err := u.UnmarshalBinary(m.inner); err != nil {
+		panic("identity: sha256 state: " + err.Error())
+	}
+	t.tail = AppendRequestTail(t.tail[:0], r)
+	t.h.Write(t.tail)
+	t.sum = t.h.Sum(t.sum[:0])
+	if err := u.UnmarshalBinary(m.s.opad); err != nil {
+		panic("identity: sha256 state: " + err.Error())
+	}
+	t.h.Write(t.sum)
+	t.sum = t.h.Sum(t.sum[:0])
+	dst = append(dst, VersionV2...)
+	dst = append(dst, '=')
+	dst = base64.RawURLEncoding.AppendEncode(dst, t.sum)
+	if cap(t.tail) <= 64<<10 {
+		tailStates.Put(t)
+	}
+	return dst
+}
