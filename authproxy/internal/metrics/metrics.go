@@ -6,6 +6,8 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 // Cache names used as the "cache" label.
@@ -107,7 +109,15 @@ func New() *Metrics {
 			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
 		}),
 	}
-	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed)
+	build := prometheus.Labels{}
+	for i, v := range buildinfo.Read().Labels() {
+		build[buildinfo.LabelNames[i]] = v
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
+	})
+	buildInfo.Set(1)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, buildInfo)
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
 		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)

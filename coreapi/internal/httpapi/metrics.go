@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 type metrics struct {
@@ -43,7 +45,14 @@ func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, erro
 		Name: "identity_replay_cache_evictions_total",
 		Help: "Accepted signatures forgotten before their window ended because the replay cache was full (IDENTITY_REPLAY_CACHE_SIZE).",
 	}, func() float64 { return float64(replays.evicted.Load()) })
-	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, evicted} {
+	info := buildinfo.Read()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "coreapi_build_info",
+		Help:        "Always 1; its labels name the running build (version, revision, Go version).",
+		ConstLabels: buildLabels(info),
+	})
+	build.Set(1)
+	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, evicted, build} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -59,3 +68,12 @@ func (m *metrics) observe(method, route string, status int, d time.Duration, que
 func (m *metrics) identityRejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
 
 func (m *metrics) shed(kind string) { m.shedded.WithLabelValues(kind).Inc() }
+
+// buildLabels are the build_info gauge's labels.
+func buildLabels(in buildinfo.Info) prometheus.Labels {
+	l := prometheus.Labels{}
+	for i, v := range in.Labels() {
+		l[buildinfo.LabelNames[i]] = v
+	}
+	return l
+}
