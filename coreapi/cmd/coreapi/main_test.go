@@ -148,7 +148,7 @@ func TestServeAndShutdown(t *testing.T) {
 	if l := buildinfo.Read().Labels(); !strings.Contains(metrics, fmt.Sprintf(`coreapi_build_info{goversion=%q,revision=%q,version=%q} 1`, l[2], l[1], l[0])) {
 		t.Errorf("metrics lack coreapi_build_info with %v", l)
 	}
-	for _, m := range []string{"http_request_duration_seconds", "db_queries_per_request", "go_goroutines", "db_pool_max_conns"} {
+	for _, m := range []string{"coreapi_http_request_duration_seconds", "coreapi_db_queries_per_request", "go_goroutines", "coreapi_db_pool_max_conns"} {
 		if code != 200 || !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)
 		}
