@@ -23,7 +23,7 @@ func start(t testing.TB, o apitest.Options) *apitest.Env {
 
 // signInOperations are documented here but served by the sign-in routes,
 // which have their own tests.
-var signInOperations = []string{"getJWKS", "signup", "token", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback"}
+var signInOperations = []string{"getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback"}
 
 // TestMain fails the run when a full run of the tests leaves an operation
 // of the tenant API without a successful, document-conforming response.
