@@ -48,3 +48,19 @@ go_goroutines 7
 		t.Error("garbage parsed without error")
 	}
 }
+
+// TestUndocumented: a metric of the service the docs do not name is found;
+// named ones (bare or with labels) and other prefixes are not.
+func TestUndocumented(t *testing.T) {
+	body := "# HELP x_a_total A.\n# TYPE x_a_total counter\nx_a_total 1\n" +
+		"# HELP x_b_seconds B.\n# TYPE x_b_seconds gauge\nx_b_seconds{k=\"v\"} 1\n" +
+		"# HELP x_c C.\n# TYPE x_c gauge\nx_c 1\n" +
+		"# HELP go_goroutines G.\n# TYPE go_goroutines gauge\ngo_goroutines 1\n"
+	got, err := Undocumented(body, "| `x_a_total` | counter |\n| `x_b_seconds{k}` | gauge |\n`x_cc`", "x_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "x_c" {
+		t.Errorf("Undocumented = %v, want [x_c]", got)
+	}
+}
