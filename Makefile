@@ -10,8 +10,13 @@ BIN         := bin
 
 all: build
 
+# --version and the build_info gauges (docs/operations.md, "Versions and images").
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X github.com/tollgate-auth/tollgate/shared/buildinfo.version=$(VERSION) -X github.com/tollgate-auth/tollgate/shared/buildinfo.revision=$(REVISION)
+
 build:
-	$(GO) build -o $(BIN)/ ./coreapi/cmd/... ./authproxy/cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./coreapi/cmd/... ./authproxy/cmd/...
 
 ## test: every test of every module, against a real PostgreSQL (see scripts/with-postgres.sh)
 test:

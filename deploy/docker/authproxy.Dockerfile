@@ -3,10 +3,17 @@
 #   docker build -f deploy/docker/authproxy.Dockerfile -t tollgate/authproxy .
 
 ARG GO_VERSION=1.26
+# What the image is built from: the --version output, the build_info gauge
+# and the OCI labels. Release builds pass both, e.g.
+#   --build-arg VERSION=$(git describe --tags --always --dirty) --build-arg REVISION=$(git rev-parse HEAD)
+ARG VERSION=dev
+ARG REVISION=unknown
 
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
 ARG TARGETOS
 ARG TARGETARCH
+ARG VERSION
+ARG REVISION
 WORKDIR /src
 ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 
@@ -26,10 +33,18 @@ COPY authproxy/ authproxy/
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /out/authproxy ./authproxy/cmd/authproxy
+    go build -trimpath -ldflags="-s -w -X github.com/tollgate-auth/tollgate/shared/buildinfo.version=${VERSION} -X github.com/tollgate-auth/tollgate/shared/buildinfo.revision=${REVISION}" -o /out/authproxy ./authproxy/cmd/authproxy
 
-# Pin by digest in production (docker buildx imagetools inspect ...).
+# Base images are pinned by tag; pin them by digest in production (see
+# docs/operations.md, "Images": how to find and update the digests).
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION
+ARG REVISION
+LABEL org.opencontainers.image.title="authproxy" \
+      org.opencontainers.image.description="Tollgate authproxy: the edge sidecar that verifies tokens and signs identity headers" \
+      org.opencontainers.image.source="https://github.com/tollgate-auth/tollgate" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /out/authproxy /authproxy
 USER 65532:65532
 # 8080: the proxied API (the only port behind the Service); 9090: admin.

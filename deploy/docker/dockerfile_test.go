@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
@@ -47,11 +48,14 @@ type stage struct {
 	From  string
 	Name  string
 	Instr []instr
+	// Global holds the ARGs declared before the first FROM with their
+	// defaults (the same map in every stage of a file).
+	Global map[string]string
 }
 
 func parseDockerfile(r io.Reader) ([]stage, error) {
 	var stages []stage
-	var pre []instr // ARGs before the first FROM
+	global := map[string]string{} // ARGs before the first FROM
 	sc := bufio.NewScanner(r)
 	var cur strings.Builder
 	flush := func() error {
@@ -68,7 +72,7 @@ func parseDockerfile(r io.Reader) ([]stage, error) {
 			if len(f) == 0 {
 				return fmt.Errorf("FROM without an image")
 			}
-			st := stage{From: f[0]}
+			st := stage{From: f[0], Global: global}
 			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
 				st.Name = f[2]
 			}
@@ -79,7 +83,8 @@ func parseDockerfile(r io.Reader) ([]stage, error) {
 			if in.Cmd != "ARG" {
 				return fmt.Errorf("%s before FROM", in.Cmd)
 			}
-			pre = append(pre, in)
+			k, v, _ := strings.Cut(in.Args, "=")
+			global[k] = v
 			return nil
 		}
 		stages[len(stages)-1].Instr = append(stages[len(stages)-1].Instr, in)
@@ -191,7 +196,8 @@ func TestImagesAreStaticNonRootMinimal(t *testing.T) {
 					buildCmd = r
 				}
 			}
-			for _, want := range []string{"-trimpath", `-ldflags="-s -w"`, mainPackage(bin)} {
+			for _, want := range []string{"-trimpath", `-ldflags="-s -w `, mainPackage(bin),
+				"-X " + buildinfoPkg + ".version=${VERSION}", "-X " + buildinfoPkg + ".revision=${REVISION}"} {
 				if !strings.Contains(buildCmd, want) {
 					t.Errorf("go build command %q lacks %s", buildCmd, want)
 				}
@@ -228,11 +234,89 @@ func TestImagesAreStaticNonRootMinimal(t *testing.T) {
 					t.Errorf("final stage runs %s %s; it must only copy the binary", in.Cmd, in.Args)
 				}
 			}
+			checkBuildArgs(t, build, final)
+			checkBaseImage(t, build.From)
+			checkBaseImage(t, final.From)
+
 			eps := final.all("ENTRYPOINT")
 			if len(eps) != 1 || eps[0] != fmt.Sprintf(`["/%s"]`, bin) {
 				t.Errorf("ENTRYPOINT = %v, want exec form [\"/%s\"]", eps, bin)
 			}
 		})
+	}
+}
+
+const buildinfoPkg = "github.com/tollgate-auth/tollgate/shared/buildinfo"
+
+// ociLabel matches one key="value" pair of a LABEL instruction.
+var ociLabel = regexp.MustCompile(`([A-Za-z0-9._-]+)="([^"]*)"`)
+
+// checkBuildArgs: VERSION and REVISION are global ARGs with defaults,
+// declared again in the build stage (for -ldflags) and in the final stage
+// (for the labels), and the final stage carries the OCI labels.
+func checkBuildArgs(t *testing.T, build, final stage) {
+	t.Helper()
+	for _, a := range []string{"VERSION", "REVISION"} {
+		if final.Global[a] == "" {
+			t.Errorf("no global ARG %s=<default> before the first FROM", a)
+		}
+		for _, st := range []stage{build, final} {
+			if !slices.Contains(st.all("ARG"), a) {
+				t.Errorf("stage FROM %s does not declare ARG %s (it would be empty there)", st.From, a)
+			}
+		}
+	}
+	labels := map[string]string{}
+	for _, l := range final.all("LABEL") {
+		for _, m := range ociLabel.FindAllStringSubmatch(l, -1) {
+			labels[m[1]] = m[2]
+		}
+	}
+	for k, want := range map[string]string{
+		"org.opencontainers.image.version":  "${VERSION}",
+		"org.opencontainers.image.revision": "${REVISION}",
+		"org.opencontainers.image.source":   "https://github.com/tollgate-auth/tollgate",
+	} {
+		if labels[k] != want {
+			t.Errorf("LABEL %s = %q, want %q", k, labels[k], want)
+		}
+	}
+	for _, k := range []string{"org.opencontainers.image.title", "org.opencontainers.image.description"} {
+		if labels[k] == "" {
+			t.Errorf("LABEL %s missing", k)
+		}
+	}
+}
+
+// baseImage is name[:tag][@sha256:<64 hex>]; a digest, when given, must be
+// well formed (docs/operations.md, "Images", says how to pin and update).
+var baseImage = regexp.MustCompile(`^[a-z0-9.\-/]+(:[A-Za-z0-9_.${}\-]+)?(@sha256:[0-9a-f]{64})?$`)
+
+func checkBaseImage(t *testing.T, from string) {
+	t.Helper()
+	if from == "scratch" {
+		return
+	}
+	if !baseImage.MatchString(from) {
+		t.Errorf("FROM %s: want name:tag or name:tag@sha256:<64 hex digits>", from)
+	}
+}
+
+// TestBaseImageForm covers the FROM check on pinned and malformed forms.
+func TestBaseImageForm(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	for from, ok := range map[string]bool{
+		"gcr.io/distroless/static-debian12:nonroot":               true,
+		"gcr.io/distroless/static-debian12:nonroot@" + digest:     true,
+		"golang:${GO_VERSION}":                                    true,
+		"golang:${GO_VERSION}@" + digest:                          true,
+		"golang:1.26@sha256:abc":                                  false,
+		"golang:1.26@" + strings.ToUpper(digest):                  false,
+		"gcr.io/distroless/static-debian12:nonroot@md5:" + digest: false,
+	} {
+		if got := baseImage.MatchString(from); got != ok {
+			t.Errorf("%s: accepted = %v, want %v", from, got, ok)
+		}
 	}
 }
 
@@ -250,6 +334,12 @@ func TestBuildStageReplay(t *testing.T) {
 			src := filepath.Join(work, "src")
 			out := filepath.Join(work, "out")
 			env := append(os.Environ(), "GOWORK=", "TARGETOS=linux", "TARGETARCH="+runtime.GOARCH, "GOTOOLCHAIN=local")
+			for k, v := range build.Global {
+				env = append(env, k+"="+v)
+			}
+			// As `docker build --build-arg VERSION=... --build-arg REVISION=...`.
+			version, revision := "v0.0.0-replay", fmt.Sprintf("%x", time.Now().UnixNano())
+			env = append(env, "VERSION="+version, "REVISION="+revision)
 			for k, v := range build.envOf() {
 				env = append(env, k+"="+v)
 			}
@@ -278,6 +368,16 @@ func TestBuildStageReplay(t *testing.T) {
 				}
 			}
 			checkStatic(t, filepath.Join(out, bin))
+			// The image's binary reports the build arguments.
+			for _, flag := range []string{"--version", "-version"} {
+				got, err := exec.Command(filepath.Join(out, bin), flag).Output()
+				if err != nil {
+					t.Fatalf("%s %s: %v", bin, flag, err)
+				}
+				if want := fmt.Sprintf("%s %s (commit %s) %s\n", bin, version, revision, runtime.Version()); string(got) != want {
+					t.Errorf("%s %s = %q, want %q", bin, flag, got, want)
+				}
+			}
 		})
 	}
 }

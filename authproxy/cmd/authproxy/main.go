@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/app"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 func main() {
@@ -29,8 +30,12 @@ func main() {
 
 // run wires the proxy and serves until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) (string, bool), stdout *os.File) error {
+	if buildinfo.Requested(args) {
+		return buildinfo.Print(stdout, "authproxy")
+	}
 	fs := flag.NewFlagSet("authproxy", flag.ContinueOnError)
 	checkConfig := fs.Bool("check-config", false, "validate the configuration (and rules file), print it with secrets masked, and exit")
+	fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/scalesim"
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 func main() {
@@ -67,6 +68,7 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.authproxy, "authproxy", "bin/authproxy", "cpu: the authproxy program")
 	fs.DurationVar(&o.cpuDuration, "cpu-duration", 5*time.Second, "cpu: measuring time per row")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
+	fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -97,6 +99,9 @@ func ints(s string) ([]int, error) {
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	if buildinfo.Requested(args) {
+		return buildinfo.Print(stdout, "scalesim")
+	}
 	o, err := parse(args)
 	if err != nil {
 		return err

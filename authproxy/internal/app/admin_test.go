@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -61,9 +63,11 @@ func TestMetricsExported(t *testing.T) {
 	e.do("GET", "/api/v1/users/me", "garbage.token.x", nil)
 	e.publishAndWait("auth.invalidate.user.x")
 	_, body := get(t, "http://"+e.admin+"/metrics")
+	bl := buildinfo.Read().Labels()
 	for _, want := range []string{
-		`authproxy_request_duration_seconds_count{code="2xx"} 2`,
-		`authproxy_request_duration_seconds_count{code="4xx"} 1`,
+		fmt.Sprintf(`authproxy_build_info{goversion=%q,revision=%q,version=%q} 1`, bl[2], bl[1], bl[0]),
+		`authproxy_request_duration_seconds_count{code="200"} 2`,
+		`authproxy_request_duration_seconds_count{code="401"} 1`,
 		"authproxy_auth_duration_seconds_count 2",
 		`authproxy_token_verifications_total{result="ok"} 1`,
 		`authproxy_cache_hits_total{cache="token"} 1`,

@@ -23,13 +23,15 @@ func TestRefusedRequests(t *testing.T) {
 			if mf.GetName() != "authproxy_request_duration_seconds" {
 				continue
 			}
+			n := 0
 			for _, m := range mf.GetMetric() {
 				for _, l := range m.GetLabel() {
-					if l.GetValue() == "4xx" {
-						return int(m.GetHistogram().GetSampleCount())
+					if l.GetName() == "code" && len(l.GetValue()) == 3 && l.GetValue()[0] == '4' {
+						n += int(m.GetHistogram().GetSampleCount())
 					}
 				}
 			}
+			return n
 		}
 		return 0
 	}

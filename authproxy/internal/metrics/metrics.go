@@ -4,8 +4,13 @@
 package metrics
 
 import (
+	"strconv"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 // Cache names used as the "cache" label.
@@ -20,7 +25,10 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	requestDuration *prometheus.HistogramVec
-	byClass         [6]prometheus.Observer // index status/100
+	// byCode caches the observer of each status code (100-599; 0 holds
+	// anything else), created on the code's first request, so that only
+	// codes that happened are exported and recording does not allocate.
+	byCode [600]atomic.Pointer[observer]
 
 	AuthDuration      prometheus.Histogram
 	Verifications     *prometheus.CounterVec // result
@@ -42,6 +50,8 @@ type Metrics struct {
 	RulesReloadFailed prometheus.Counter
 }
 
+type observer struct{ prometheus.Observer }
+
 // CacheCounters are one cache's hit/miss/eviction counters.
 type CacheCounters struct {
 	Hits, Misses, Evictions prometheus.Counter
@@ -55,7 +65,7 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry: r,
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "authproxy_request_duration_seconds", Help: "Whole request time at the proxy, by status class.", Buckets: fast,
+			Name: "authproxy_request_duration_seconds", Help: "Whole request time at the proxy, by status code.", Buckets: fast,
 		}, []string{"code"}),
 		AuthDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "authproxy_auth_duration_seconds", Help: "Time from the start of a protected request to its access decision (hygiene, token, projection, decision).", Buckets: fast,
@@ -107,13 +117,18 @@ func New() *Metrics {
 			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
 		}),
 	}
-	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed)
+	build := prometheus.Labels{}
+	for i, v := range buildinfo.Read().Labels() {
+		build[buildinfo.LabelNames[i]] = v
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
+	})
+	buildInfo.Set(1)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, buildInfo)
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
 		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)
-	for i, c := range []string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"} {
-		m.byClass[i] = m.requestDuration.WithLabelValues(c)
-	}
 	// Export the error series at zero so that rates and alerts work from
 	// the start.
 	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"},
@@ -129,13 +144,18 @@ func New() *Metrics {
 	return m
 }
 
-// ObserveRequest records one request's duration (seconds) by status class.
+// ObserveRequest records one request's duration (seconds) by status code
+// (label code, e.g. "200"; a status outside 100-599 counts as "0").
 func (m *Metrics) ObserveRequest(status int, seconds float64) {
-	i := status / 100
-	if i < 0 || i >= len(m.byClass) {
-		i = 0
+	if status < 100 || status >= len(m.byCode) {
+		status = 0
 	}
-	m.byClass[i].Observe(seconds)
+	o := m.byCode[status].Load()
+	if o == nil {
+		o = &observer{m.requestDuration.WithLabelValues(strconv.Itoa(status))}
+		m.byCode[status].Store(o) // a racing twin stores the same child
+	}
+	o.Observe(seconds)
 }
 
 // Cache returns the counters of the named cache.

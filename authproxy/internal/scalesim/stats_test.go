@@ -102,27 +102,27 @@ func TestNodeArgs(t *testing.T) {
 }
 
 func TestMetricSum(t *testing.T) {
-	text := `# HELP http_request_duration_seconds x
-# TYPE http_request_duration_seconds histogram
-http_request_duration_seconds_bucket{method="GET",route="/p",status="200",le="0.1"} 9
-http_request_duration_seconds_count{method="GET",route="/p",status="200"} 10
-http_request_duration_seconds_count{method="GET",route="/p",status="503"} 3
-http_request_duration_seconds_count{method="GET",route="/q",status="503"} 4
-db_pool_max_conns 8
-db_pool_max_conns_other 99
-overload_shed_total{kind="projection"} 2.5e+01
+	text := `# HELP coreapi_http_request_duration_seconds x
+# TYPE coreapi_http_request_duration_seconds histogram
+coreapi_http_request_duration_seconds_bucket{method="GET",route="/p",code="200",le="0.1"} 9
+coreapi_http_request_duration_seconds_count{method="GET",route="/p",code="200"} 10
+coreapi_http_request_duration_seconds_count{method="GET",route="/p",code="503"} 3
+coreapi_http_request_duration_seconds_count{method="GET",route="/q",code="503"} 4
+coreapi_db_pool_max_conns 8
+coreapi_db_pool_max_conns_other 99
+coreapi_overload_shed_total{kind="projection"} 2.5e+01
 `
 	tests := []struct {
 		name   string
 		labels []string
 		want   float64
 	}{
-		{"http_request_duration_seconds_count", nil, 17},
-		{"http_request_duration_seconds_count", []string{`route="/p"`}, 13},
-		{"http_request_duration_seconds_count", []string{`route="/p"`, `status="503"`}, 3},
-		{"http_request_duration_seconds_count", []string{`status="50"`}, 0},
-		{"db_pool_max_conns", nil, 8},
-		{"overload_shed_total", []string{`kind="projection"`}, 25},
+		{"coreapi_http_request_duration_seconds_count", nil, 17},
+		{"coreapi_http_request_duration_seconds_count", []string{`route="/p"`}, 13},
+		{"coreapi_http_request_duration_seconds_count", []string{`route="/p"`, `code="503"`}, 3},
+		{"coreapi_http_request_duration_seconds_count", []string{`code="50"`}, 0},
+		{"coreapi_db_pool_max_conns", nil, 8},
+		{"coreapi_overload_shed_total", []string{`kind="projection"`}, 25},
 		{"missing", nil, 0},
 	}
 	for _, tt := range tests {

@@ -38,8 +38,8 @@ type StormResult struct {
 	CoreProjections float64 // projection requests answered 200
 	Core503         float64 // projection requests answered 503
 	CoreShed        float64 // of those, refused by PROJECTION_MAX_INFLIGHT
-	PoolMax         float64 // coreapi's db_pool_max_conns
-	PoolPeak        float64 // highest db_pool_acquired_conns sampled
+	PoolMax         float64 // coreapi's coreapi_db_pool_max_conns
+	PoolPeak        float64 // highest coreapi_db_pool_acquired_conns sampled
 	PGConnsPeak     int     // highest count of coreapi's backends sampled
 	EmptyAcquires   float64 // pool acquires that had to wait
 	CoreCPU, PGCPU  time.Duration
@@ -134,7 +134,7 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 			case <-t.C:
 			}
 			if text, err := core.Metrics(); err == nil {
-				if v := int64(metricSum(text, "db_pool_acquired_conns")); v > poolPeak.Load() {
+				if v := int64(metricSum(text, "coreapi_db_pool_acquired_conns")); v > poolPeak.Load() {
 					poolPeak.Store(v)
 				}
 			}
@@ -249,12 +249,12 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 	d := func(name string, labels ...string) float64 {
 		return metricSum(after, name, labels...) - metricSum(before, name, labels...)
 	}
-	res.CoreJWKS = d("http_request_duration_seconds_count", `route="/.well-known/jwks.json"`)
-	res.CoreProjections = d("http_request_duration_seconds_count", projRoute, `status="200"`)
-	res.Core503 = d("http_request_duration_seconds_count", projRoute, `status="503"`)
-	res.CoreShed = d("overload_shed_total", `kind="projection"`)
-	res.EmptyAcquires = d("db_pool_empty_acquires_total")
-	res.PoolMax = metricSum(after, "db_pool_max_conns")
+	res.CoreJWKS = d("coreapi_http_request_duration_seconds_count", `route="/.well-known/jwks.json"`)
+	res.CoreProjections = d("coreapi_http_request_duration_seconds_count", projRoute, `code="200"`)
+	res.Core503 = d("coreapi_http_request_duration_seconds_count", projRoute, `code="503"`)
+	res.CoreShed = d("coreapi_overload_shed_total", `kind="projection"`)
+	res.EmptyAcquires = d("coreapi_db_pool_empty_acquires_total")
+	res.PoolMax = metricSum(after, "coreapi_db_pool_max_conns")
 	res.PoolPeak = float64(poolPeak.Load())
 	res.PGConnsPeak = int(pgPeak.Load())
 	res.CoreCPU = coreCPU1 - coreCPU0

@@ -5,6 +5,7 @@
 //	coreapi migrate up|down|status [-all]
 //	coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]
 //	coreapi tenants suspend|reactivate ID
+//	coreapi --version
 package main
 
 import (
@@ -16,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 func main() {
@@ -44,6 +47,9 @@ func commands() map[string]command {
 // run is the whole program, testable: args without the program name,
 // getenv for configuration, stdout for logs and command output.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if buildinfo.Requested(args) {
+		return buildinfo.Print(stdout, "coreapi")
+	}
 	name := "serve"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		name, args = args[0], args[1:]

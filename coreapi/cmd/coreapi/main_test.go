@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 var testKey = base64.StdEncoding.EncodeToString([]byte("main-test-identity-key-0123456789abcdef"))
@@ -150,7 +152,10 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Errorf("verify page = %d", code)
 	}
 	code, metrics := get("http://" + admin + "/metrics")
-	for _, m := range []string{"http_request_duration_seconds", "db_queries_per_request", "go_goroutines", "db_pool_max_conns",
+	if l := buildinfo.Read().Labels(); !strings.Contains(metrics, fmt.Sprintf(`coreapi_build_info{goversion=%q,revision=%q,version=%q} 1`, l[2], l[1], l[0])) {
+		t.Errorf("metrics lack coreapi_build_info with %v", l)
+	}
+	for _, m := range []string{"coreapi_http_request_duration_seconds", "coreapi_db_queries_per_request", "go_goroutines", "coreapi_db_pool_max_conns",
 		"coreapi_mail_failures_total", "coreapi_mail_sent_total"} {
 		if code != 200 || !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)

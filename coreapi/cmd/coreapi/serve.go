@@ -24,6 +24,7 @@ import (
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	checkOnly := fs.Bool("check-config", false, "validate the configuration, print it with secrets masked, and exit")
+	fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}

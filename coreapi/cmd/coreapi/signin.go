@@ -141,13 +141,13 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 	if reg != nil {
 		err := errors.Join(
 			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "outbox_published_total", Help: "Outbox rows published to NATS by this replica.",
+				Name: "coreapi_outbox_published_total", Help: "Outbox rows published to NATS by this replica.",
 			}, func() float64 { return float64(relay.Stats().Published) })),
 			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "outbox_publish_failures_total", Help: "Outbox batches that could not be published (NATS down, database error).",
+				Name: "coreapi_outbox_publish_failures_total", Help: "Outbox batches that could not be published (NATS down, database error).",
 			}, func() float64 { return float64(relay.Stats().Failures) })),
 			reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "nats_connected", Help: "1 while the outbox relay's NATS connection is up.",
+				Name: "coreapi_nats_connected", Help: "1 while the outbox relay's NATS connection is up.",
 			}, func() float64 {
 				if nc.IsConnected() {
 					return 1

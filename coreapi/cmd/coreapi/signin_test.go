@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -147,9 +149,17 @@ func TestSignInWiring(t *testing.T) {
 		}
 	}
 
-	metrics := waitMetric(t, out.String(), "outbox_published_total")
-	if !strings.Contains(metrics, "nats_connected 1") {
-		t.Errorf("metrics lack nats_connected 1")
+	metrics := waitMetric(t, out.String(), "coreapi_outbox_published_total")
+	if !strings.Contains(metrics, "coreapi_nats_connected 1") {
+		t.Errorf("metrics lack coreapi_nats_connected 1")
+	}
+	// The whole registry of `serve` (runtime, pool, relay, HTTP) passes
+	// promlint and the naming conventions.
+	apitest.LintMetrics(t, metrics, "coreapi_")
+	if doc, err := os.ReadFile("../../../docs/operations.md"); err != nil {
+		t.Fatal(err)
+	} else if missing, err := apitest.Undocumented(metrics, string(doc), "coreapi_"); err != nil || len(missing) > 0 {
+		t.Errorf("metrics not documented in docs/operations.md: %v %v", missing, err)
 	}
 
 	cancel()

@@ -219,8 +219,8 @@ func TestIdentityV2Replay(t *testing.T) {
 			t.Errorf("the replay ran %d queries", r.Stats.Queries)
 		}
 	})
-	if got := metricValue(t, e, "identity_rejected_total", `reason="replay"`); got != 3 {
-		t.Errorf("identity_rejected_total{reason=replay} = %v, want 3 (a replay with another body fails the signature)", got)
+	if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="replay"`); got != 3 {
+		t.Errorf("coreapi_identity_rejected_total{reason=replay} = %v, want 3 (a replay with another body fails the signature)", got)
 	}
 }
 
@@ -311,8 +311,8 @@ func TestIdentityV2Refused(t *testing.T) {
 	t.Run("internal route with the app key", func(t *testing.T) {
 		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", Service: true, SignWith: appKey}), 401, "unauthenticated")
 	})
-	if got := metricValue(t, e, "identity_rejected_total", `reason="unknown_key"`); got < 3 {
-		t.Errorf("identity_rejected_total{reason=unknown_key} = %v, want >= 3", got)
+	if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="unknown_key"`); got < 3 {
+		t.Errorf("coreapi_identity_rejected_total{reason=unknown_key} = %v, want >= 3", got)
 	}
 }
 
@@ -373,8 +373,8 @@ func TestIdentityV1Grace(t *testing.T) {
 				bad := reqs["protected"]
 				bad.SignPath = "/api/v1/echo/public"
 				wantProblem(t, e.Do(t, bad), 401, "unauthenticated")
-			} else if got := metricValue(t, e, "identity_rejected_total", `reason="v1_refused"`); got != 4 {
-				t.Errorf("identity_rejected_total{reason=v1_refused} = %v, want 4", got)
+			} else if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="v1_refused"`); got != 4 {
+				t.Errorf("coreapi_identity_rejected_total{reason=v1_refused} = %v, want 4", got)
 			}
 			// v2 works either way.
 			wantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/echo/protected", As: &id}), 200)

@@ -23,7 +23,7 @@ func start(t testing.TB, o apitest.Options) *apitest.Env {
 
 // signInOperations are documented here but served by the sign-in routes,
 // which have their own tests.
-var signInOperations = []string{"getJWKS", "signup", "token", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback",
+var signInOperations = []string{"getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback",
 	// package lifecycle's routes, checked by its own TestMain
 	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
 	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",

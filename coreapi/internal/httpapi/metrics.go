@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 type metrics struct {
 	duration *prometheus.HistogramVec
-	queries  prometheus.Histogram
+	queries  *prometheus.HistogramVec
 	rejected *prometheus.CounterVec
 	shedded  *prometheus.CounterVec
 }
@@ -18,21 +20,21 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, error) {
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "http_request_duration_seconds",
-			Help:    "Time from the first middleware to the response, by route.",
+			Name:    "coreapi_http_request_duration_seconds",
+			Help:    "Time from the first middleware to the response, by method, route template and status code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"method", "route", "status"}),
-		queries: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "db_queries_per_request",
-			Help:    "Database round trips made while serving one request.",
+		}, []string{"method", "route", "code"}),
+		queries: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "coreapi_db_queries_per_request",
+			Help:    "Database round trips made while serving one request, by route template.",
 			Buckets: []float64{0, 1, 2, 3, 5, 8, 13},
-		}),
+		}, []string{"route"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "identity_rejected_total",
+			Name: "coreapi_identity_rejected_total",
 			Help: "Requests refused because of their identity headers, by reason.",
 		}, []string{"reason"}),
 		shedded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "overload_shed_total",
+			Name: "coreapi_overload_shed_total",
 			Help: "Requests answered 503 because too many of their kind were in flight, by kind.",
 		}, []string{"kind"}),
 	}
@@ -40,10 +42,17 @@ func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, erro
 		return m, nil
 	}
 	evicted := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "identity_replay_cache_evictions_total",
+		Name: "coreapi_identity_replay_cache_evictions_total",
 		Help: "Accepted signatures forgotten before their window ended because the replay cache was full (IDENTITY_REPLAY_CACHE_SIZE).",
 	}, func() float64 { return float64(replays.evicted.Load()) })
-	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, evicted} {
+	info := buildinfo.Read()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "coreapi_build_info",
+		Help:        "Always 1; its labels name the running build (version, revision, Go version).",
+		ConstLabels: buildLabels(info),
+	})
+	build.Set(1)
+	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, evicted, build} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -53,9 +62,18 @@ func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, erro
 
 func (m *metrics) observe(method, route string, status int, d time.Duration, queries int64) {
 	m.duration.WithLabelValues(method, route, strconv.Itoa(status)).Observe(d.Seconds())
-	m.queries.Observe(float64(queries))
+	m.queries.WithLabelValues(route).Observe(float64(queries))
 }
 
 func (m *metrics) identityRejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
 
 func (m *metrics) shed(kind string) { m.shedded.WithLabelValues(kind).Inc() }
+
+// buildLabels are the build_info gauge's labels.
+func buildLabels(in buildinfo.Info) prometheus.Labels {
+	l := prometheus.Labels{}
+	for i, v := range in.Labels() {
+		l[buildinfo.LabelNames[i]] = v
+	}
+	return l
+}

@@ -93,9 +93,22 @@ func TestOpenAPIServed(t *testing.T) {
 	var doc struct {
 		OpenAPI string         `json:"openapi"`
 		Paths   map[string]any `json:"paths"`
+		Servers []struct {
+			URL string `json:"url"`
+		} `json:"servers"`
 	}
 	r.JSON(t, &doc)
 	if doc.OpenAPI != "3.1.0" || doc.Paths["/api/v1/users/{id}/roles/{role}"] == nil {
 		t.Fatalf("served document: openapi %q, %d paths", doc.OpenAPI, len(doc.Paths))
+	}
+	if len(doc.Servers) != 1 || doc.Servers[0].URL != "/" {
+		t.Errorf("served document: servers %+v, want one, /", doc.Servers)
+	}
+	// The projection route is for authproxy only: described in the internal
+	// document, not in the public one (its conformance is still checked).
+	for p := range doc.Paths {
+		if strings.HasPrefix(p, "/internal/") {
+			t.Errorf("served document describes the internal route %s", p)
+		}
 	}
 }

@@ -1,8 +1,13 @@
 package openapi
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 func TestDocumentLoadsAndValidates(t *testing.T) {
@@ -14,5 +19,102 @@ func TestDocumentLoadsAndValidates(t *testing.T) {
 	}
 	if err := json.Unmarshal(Document(), &d); err != nil || d.OpenAPI != "3.1.0" {
 		t.Fatalf("openapi = %q, %v; want 3.1.0", d.OpenAPI, err)
+	}
+}
+
+// TestPublicDocument: the served document validates on its own, names its
+// server, and holds no internal route or scheme; the internal document
+// adds exactly the internal routes.
+func TestPublicDocument(t *testing.T) {
+	pub, err := openapi3.NewLoader().LoadFromData(Document())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Validate(context.Background()); err != nil {
+		t.Fatalf("public document alone: %v", err)
+	}
+	if len(pub.Servers) == 0 || pub.Servers[0].URL == "" {
+		t.Error("public document has no servers")
+	}
+	for path := range pub.Paths.Map() {
+		if strings.HasPrefix(path, "/internal/") {
+			t.Errorf("public document describes %s", path)
+		}
+	}
+	if _, ok := pub.Components.SecuritySchemes["serviceSignature"]; ok {
+		t.Error("public document defines the internal serviceSignature scheme")
+	}
+	merged, err := Internal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := openapi3.NewLoader().LoadFromData(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var internal []string
+	for path := range all.Paths.Map() {
+		if pub.Paths.Find(path) == nil {
+			internal = append(internal, path)
+		}
+	}
+	if len(internal) != 1 || internal[0] != "/internal/v1/projections/{user_id}" {
+		t.Errorf("internal paths = %v, want the projection route", internal)
+	}
+	if op := all.Paths.Find("/internal/v1/projections/{user_id}").Get; op == nil || op.OperationID != "getProjection" {
+		t.Error("merged document lacks getProjection")
+	}
+}
+
+// TestEnumsAndConstsTyped: every enum and const says its type (generators
+// make an untyped enum an interface{}).
+func TestEnumsAndConstsTyped(t *testing.T) {
+	merged, err := Internal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d any
+	if err := json.Unmarshal(merged, &d); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	var walk func(v any, at string)
+	walk = func(v any, at string) {
+		switch v := v.(type) {
+		case map[string]any:
+			_, enum := v["enum"]
+			_, cnst := v["const"]
+			if enum || cnst {
+				n++
+				if _, ok := v["type"]; !ok {
+					t.Errorf("%s: enum or const without type", at)
+				}
+			}
+			for k, c := range v {
+				walk(c, at+"/"+k)
+			}
+		case []any:
+			for i, c := range v {
+				walk(c, fmt.Sprintf("%s/%d", at, i))
+			}
+		}
+	}
+	walk(d, "#")
+	if n == 0 {
+		t.Fatal("no enum found: the walk is broken")
+	}
+}
+
+// TestMergeRefusesDuplicates: internal.json cannot redefine a public name.
+func TestMergeRefusesDuplicates(t *testing.T) {
+	dst := map[string]any{"paths": map[string]any{"/a": 1}}
+	if err := mergeInto(dst, "paths", map[string]any{"/a": 2}); err == nil {
+		t.Error("duplicate path merged")
+	}
+	if err := mergeInto(dst, "paths", []any{}); err == nil {
+		t.Error("non-object merged")
+	}
+	if err := mergeInto(dst, "schemas", map[string]any{"X": 1}); err != nil || dst["schemas"].(map[string]any)["X"] != 1 {
+		t.Errorf("new section: %v %v", err, dst)
 	}
 }

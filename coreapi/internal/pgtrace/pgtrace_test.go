@@ -89,7 +89,7 @@ func TestPoolCollector(t *testing.T) {
 			got[mf.GetName()] = m.GetCounter().GetValue()
 		}
 	}
-	if got["db_pool_max_conns"] != 9 || got["db_pool_acquires_total"] < 1 || got["db_pool_conns"] < 1 {
+	if got["coreapi_db_pool_max_conns"] != 9 || got["coreapi_db_pool_acquires_total"] < 1 || got["coreapi_db_pool_conns"] < 1 {
 		t.Fatalf("metrics = %v", got)
 	}
 }

@@ -20,15 +20,15 @@ func NewPoolCollector(pool *pgxpool.Pool) *PoolCollector {
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
 	return &PoolCollector{
 		pool:           pool,
-		total:          d("db_pool_conns", "Connections in the pool."),
-		idle:           d("db_pool_idle_conns", "Idle connections."),
-		acquired:       d("db_pool_acquired_conns", "Connections in use."),
-		constructing:   d("db_pool_constructing_conns", "Connections being opened."),
-		max:            d("db_pool_max_conns", "Pool size limit."),
-		acquires:       d("db_pool_acquires_total", "Successful acquires."),
-		emptyAcquires:  d("db_pool_empty_acquires_total", "Acquires that had to wait for a connection."),
-		canceled:       d("db_pool_canceled_acquires_total", "Acquires abandoned because their context ended."),
-		acquireSeconds: d("db_pool_acquire_seconds_total", "Time spent acquiring connections."),
+		total:          d("coreapi_db_pool_conns", "Connections in the pool."),
+		idle:           d("coreapi_db_pool_idle_conns", "Idle connections."),
+		acquired:       d("coreapi_db_pool_acquired_conns", "Connections in use."),
+		constructing:   d("coreapi_db_pool_constructing_conns", "Connections being opened."),
+		max:            d("coreapi_db_pool_max_conns", "Pool size limit."),
+		acquires:       d("coreapi_db_pool_acquires_total", "Successful acquires."),
+		emptyAcquires:  d("coreapi_db_pool_empty_acquires_total", "Acquires that had to wait for a connection."),
+		canceled:       d("coreapi_db_pool_canceled_acquires_total", "Acquires abandoned because their context ended."),
+		acquireSeconds: d("coreapi_db_pool_acquire_seconds_total", "Time spent acquiring connections."),
 	}
 }
 

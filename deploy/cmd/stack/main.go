@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
 func main() {
@@ -97,6 +98,7 @@ func parseFlags(args []string, root string) (options, error) {
 	fs.StringVar(&o.mailUIAddr, "mail-ui-addr", "127.0.0.1:8025", "Mailpit web UI and API address (unless SMTP_URL is set)")
 	fs.DurationVar(&o.readyWait, "ready-timeout", 90*time.Second, "how long each service may take to become ready")
 	fs.DurationVar(&o.stopWait, "stop-timeout", 20*time.Second, "how long each service may take to stop after SIGTERM before it is killed")
+	fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -113,6 +115,9 @@ func parseFlags(args []string, root string) (options, error) {
 }
 
 func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writer, logs io.Writer) error {
+	if buildinfo.Requested(args) {
+		return buildinfo.Print(stdout, "stack")
+	}
 	root, err := repo.Root()
 	if err != nil {
 		return err

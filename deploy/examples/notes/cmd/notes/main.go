@@ -8,7 +8,8 @@
 //	LOG_LEVEL                    info             debug logs every rejected signature
 //	SHUTDOWN_TIMEOUT             10s              drain time on SIGTERM
 //
-// `notes -check-config` validates the configuration and exits.
+// `notes -check-config` validates the configuration and exits; `notes --version`
+// prints the version, commit and Go version.
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/deploy/examples/notes"
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
 )
@@ -34,7 +36,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if buildinfo.Requested(os.Args[1:]) {
+		_ = buildinfo.Print(os.Stdout, "notes")
+		return
+	}
 	check := flag.Bool("check-config", false, "validate the configuration and exit")
+	flag.Bool("version", false, "print the version, commit and Go version, and exit")
 	flag.Parse()
 	if err := run(ctx, os.Getenv, *check, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "notes:", err)

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/shared/buildinfo"
+)
+
+// TestVersion: --version starts nothing (no database, build or NATS).
+func TestVersion(t *testing.T) {
+	want := buildinfo.Read().String("stack") + "\n"
+	if !strings.HasSuffix(want, " "+runtime.Version()+"\n") {
+		t.Fatalf("version line %q", want)
+	}
+	t.Setenv("DATABASE_URL", "")
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"-no-seed", "--version"}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), slog.New(slog.DiscardHandler), args, &out, io.Discard); err != nil {
+			t.Errorf("run %v = %v", args, err)
+		}
+		if out.String() != want {
+			t.Errorf("run %v printed %q, want %q", args, out.String(), want)
+		}
+	}
+}
