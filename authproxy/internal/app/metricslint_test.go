@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/metricslint"
 )
 
 // TestMetricsLint: the proxy's live /metrics, after allowed, refused and
@@ -19,10 +19,10 @@ func TestMetricsLint(t *testing.T) {
 	e.do("GET", "/api/v1/users/me", "garbage.token.x", nil)
 	e.publishAndWait("auth.invalidate.user.x")
 	_, body := get(t, "http://"+e.admin+"/metrics")
-	testenv.LintMetrics(t, body, "authproxy_")
+	metricslint.LintMetrics(t, body, "authproxy_")
 	if doc, err := os.ReadFile("../../../docs/operations.md"); err != nil {
 		t.Fatal(err)
-	} else if missing, err := testenv.Undocumented(body, string(doc), "authproxy_"); err != nil || len(missing) > 0 {
+	} else if missing, err := metricslint.Undocumented(body, string(doc), "authproxy_"); err != nil || len(missing) > 0 {
 		t.Errorf("metrics not documented in docs/operations.md: %v %v", missing, err)
 	}
 	for _, want := range []string{`authproxy_request_duration_seconds_count{code="200"} 1`, `authproxy_request_duration_seconds_count{code="401"} 2`} {

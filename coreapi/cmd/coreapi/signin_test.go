@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/metricslint"
 )
 
 // TestSignInWiring runs the real serve command with an in-process NATS:
@@ -155,10 +155,10 @@ func TestSignInWiring(t *testing.T) {
 	}
 	// The whole registry of `serve` (runtime, pool, relay, HTTP) passes
 	// promlint and the naming conventions.
-	apitest.LintMetrics(t, metrics, "coreapi_")
+	metricslint.LintMetrics(t, metrics, "coreapi_")
 	if doc, err := os.ReadFile("../../../docs/operations.md"); err != nil {
 		t.Fatal(err)
-	} else if missing, err := apitest.Undocumented(metrics, string(doc), "coreapi_"); err != nil || len(missing) > 0 {
+	} else if missing, err := metricslint.Undocumented(metrics, string(doc), "coreapi_"); err != nil || len(missing) > 0 {
 		t.Errorf("metrics not documented in docs/operations.md: %v %v", missing, err)
 	}
 

@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
+	"github.com/tollgate-auth/tollgate/shared/metricslint"
 )
 
 // TestMetricsLint: coreapi's /metrics, after requests of several routes
@@ -51,10 +52,10 @@ func TestMetricsLint(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	body := string(b)
-	apitest.LintMetrics(t, body, "coreapi_")
+	metricslint.LintMetrics(t, body, "coreapi_")
 	if doc, err := os.ReadFile("../../../docs/operations.md"); err != nil {
 		t.Fatal(err)
-	} else if missing, err := apitest.Undocumented(body, string(doc), "coreapi_"); err != nil || len(missing) > 0 {
+	} else if missing, err := metricslint.Undocumented(body, string(doc), "coreapi_"); err != nil || len(missing) > 0 {
 		t.Errorf("metrics not documented in docs/operations.md: %v %v", missing, err)
 	}
 	for _, want := range []string{

@@ -1,4 +1,7 @@
-package testenv
+// Package metricslint checks a Prometheus /metrics exposition against the rules of
+// `promtool check metrics` and the conventions both Tollgate services follow;
+// their tests lint their live endpoints with it.
+package metricslint
 
 import (
 	"fmt"
