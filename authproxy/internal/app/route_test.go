@@ -129,6 +129,28 @@ func TestAppRouting(t *testing.T) {
 		e.wantStatus(e.do("DELETE", "/notes/maybe/1", tok, nil), 200)
 		e.wantSignedAt(e.up, testenv.AppKey.ID)
 	})
+	// The token endpoint's grants carry their own credentials: a stale or
+	// broken bearer a client attaches to every request must not stop a
+	// refresh or a sign-in. It is dropped, and the request goes on as
+	// anonymous (any other optional route refuses it, below).
+	t.Run("token endpoint with a bad bearer: anonymous", func(t *testing.T) {
+		e := e.with(t)
+		expired := e.token(func(c testenv.Claims) {
+			past := time.Now().Add(-time.Hour)
+			c["iat"], c["nbf"], c["exp"] = past.Add(-time.Minute).Unix(), past.Add(-time.Minute).Unix(), past.Unix()
+		})
+		for _, bad := range []string{tok + "x", expired, "not-a-jwt"} {
+			e.reset()
+			e.wantStatus(e.do("POST", "/api/v1/auth/token", bad, nil), 200)
+			got := e.wantAnonymousAt(e.core, testenv.CoreKey.ID)
+			if got.Headers["Authorization"] != nil {
+				t.Fatalf("the refused bearer was forwarded: %v", got.Headers["Authorization"])
+			}
+		}
+		e.reset()
+		e.wantStatus(e.do("POST", "/api/v1/auth/token", tok, nil), 200)
+		e.wantSignedAt(e.core, testenv.CoreKey.ID)
+	})
 	t.Run("optional route with an invalid bearer: 401", func(t *testing.T) {
 		e := e.with(t)
 		e.reset()

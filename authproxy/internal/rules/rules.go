@@ -115,8 +115,14 @@ type Route struct {
 	Websocket            bool
 	StreamTimeout        time.Duration
 	// Core marks a built-in route.
-	Core    bool
-	methods uint16 // 0 = any
+	Core bool
+	// IgnoreBadBearer (the token endpoint only): a bearer that does not
+	// verify, or whose session or membership is no longer valid, is
+	// dropped and the request forwarded as anonymous. Its grants carry
+	// their own credentials, and a client that attaches a stale access
+	// token to every request must still be able to refresh or sign in.
+	IgnoreBadBearer bool
+	methods         uint16 // 0 = any
 }
 
 // Group is every route of one prefix.
@@ -242,13 +248,16 @@ type coreSpec struct {
 	access  Access
 }
 
+// TokenPath is coreapi's token endpoint (see Route.IgnoreBadBearer).
+const TokenPath = "/api/v1/auth/token"
+
 // coreSpecs are coreapi's routes. Only the longest prefix counts, so the
 // protected catch-alls below cover whatever the public ones leave.
 var coreSpecs = []coreSpec{
 	{"/api/v1/auth/signup", []string{"POST"}, Public},
 	// Optional: a bearer, when sent, is verified and forwarded (grant_type=
 	// mfa_otp steps that session up); without one the grants are public.
-	{"/api/v1/auth/token", []string{"POST"}, Optional},
+	{TokenPath, []string{"POST"}, Optional},
 	{"/api/v1/auth/oauth", []string{"GET"}, Public},
 	{"/api/v1/auth/verify-email", []string{"POST"}, Public},
 	// Resending the verification mail is the signed-in user's own act.
@@ -407,7 +416,8 @@ func Compile(f File, env Env) (*Table, error) {
 	}
 	for _, c := range coreSpecs {
 		set, _ := methodSet(c.methods)
-		_ = t.add(&Route{Prefix: c.prefix, Access: c.access, Core: true, methods: set}, "built-in route")
+		_ = t.add(&Route{Prefix: c.prefix, Access: c.access, Core: true, methods: set,
+			IgnoreBadBearer: c.prefix == TokenPath}, "built-in route")
 	}
 	for i, sp := range f.Routes {
 		where := fmt.Sprintf("route %d (%s)", i+1, sp.Prefix)

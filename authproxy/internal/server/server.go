@@ -320,6 +320,9 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	}
 	te, err := s.token(c, st, h, rt, route)
 	if te == nil {
+		if err == errInvalidToken && route.IgnoreBadBearer {
+			return s.forwardAnonymous(c, st, rt, route)
+		}
 		return err
 	}
 	claims := te.Claims()
@@ -336,6 +339,9 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		switch {
 		case errors.Is(err, projection.ErrNoMembership):
 			s.logInvalid(c, st, err)
+			if route.IgnoreBadBearer {
+				return s.forwardAnonymous(c, st, rt, route)
+			}
 			return errInvalidToken
 		case errors.Is(err, projection.ErrUnavailable):
 			s.d.Log.Warn("projection fetch", "err", err, "request_id", string(st.reqID))
@@ -365,9 +371,20 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		return errEmailUnverified
 	default:
 		s.logInvalid(c, st, errors.New(denyDetail[out]))
+		if route.IgnoreBadBearer {
+			return s.forwardAnonymous(c, st, rt, route)
+		}
 		return errInvalidToken
 	}
 	return s.forward(c, st, rt, route, te, w)
+}
+
+// forwardAnonymous forwards a request whose bearer was refused as an
+// anonymous one, on a route that asks for it (Route.IgnoreBadBearer).
+func (s *Server) forwardAnonymous(c *fiber.Ctx, st *state, rt *Router, route *rules.Route) error {
+	st.outcome = "anonymous_bad_bearer"
+	c.Request().Header.Del(fiber.HeaderAuthorization)
+	return s.forward(c, st, rt, route, nil, nil)
 }
 
 // token returns the cache entry of the request's valid bearer token; or
