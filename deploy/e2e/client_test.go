@@ -231,6 +231,7 @@ func addMember(t testing.TB, owner account, via *service, roles ...string) accou
 type meBody struct {
 	ID          string   `json:"id"`
 	Email       string   `json:"email"`
+	DisplayName string   `json:"display_name"`
 	TenantID    string   `json:"tenant_id"`
 	Roles       []string `json:"roles"`
 	Permissions []string `json:"permissions"`

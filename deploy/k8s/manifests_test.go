@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -267,8 +268,8 @@ func TestBaseInvariants(t *testing.T) {
 // TestCommittedSecretsArePlaceholders keeps real key material out of git.
 func TestCommittedSecretsArePlaceholders(t *testing.T) {
 	b := renderBase(t)
-	if len(b.Secrets) != 3 {
-		t.Fatalf("%d Secrets, want 3 (identity HMAC key, signing keys, database)", len(b.Secrets))
+	if len(b.Secrets) != 4 {
+		t.Fatalf("%d Secrets, want 4 (identity HMAC key, signing keys, MFA keys, database)", len(b.Secrets))
 	}
 	for _, s := range b.Secrets {
 		values := map[string]string{}
@@ -293,6 +294,8 @@ func TestCommittedSecretsArePlaceholders(t *testing.T) {
 				_, err = identity.ParseKey(v)
 			case k == "url":
 				_, err = pgx.ParseConfig(v)
+			case k == "mfa.keys":
+				err = mfaKeys(v)
 			case strings.HasSuffix(k, ".pem"):
 				if blk, _ := pem.Decode([]byte(v)); blk != nil {
 					err = nil
@@ -330,6 +333,7 @@ func TestDocumentedOverlay(t *testing.T) {
 		"secrets/identity.key":                       "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0=\n",
 		"secrets/keys/20260101T000000Z-1a2b3c4d.pem": "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
 		"secrets/database-url":                       "postgres://app:pw@db:5432/app?sslmode=verify-full",
+		"secrets/mfa.keys":                           "mfa1:" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")) + "\n",
 	}
 	for name, content := range files {
 		if err := fsys.WriteFile(path.Join("/k/overlays/prod", name), []byte(content)); err != nil {
@@ -534,6 +538,21 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			c := ctr(t, b, coreName)
 			c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "identity-hmac" })
 		}, "IDENTITY_HMAC_KEY_FILE"},
+		{"coreapi without the MFA key file", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "mfa-keys" })
+		}, "MFA_ENCRYPTION_KEYS_FILE"},
+		{"coreapi without MFA_ENCRYPTION_KEYS_FILE", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "MFA_ENCRYPTION_KEYS_FILE" })
+		}, "MFA_ENCRYPTION_KEYS_FILE"},
+		{"proxy mounts the MFA keys", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "mfa-keys", MountPath: "/mfa"})
+		}, "MFA keys"},
+		{"MFA keys in the identity key's Secret", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "MFA_ENCRYPTION_KEYS_FILE", "/var/run/secrets/tollgate/identity/mfa.keys")
+		}, "MFA keys"},
 		{"replicas fixed next to an HPA", func(t *testing.T, b *bundle) {
 			b.Deployments[0].Spec.Replicas = new(int32(3))
 		}, "replicas"},
@@ -777,6 +796,30 @@ func check(b *bundle) []string {
 	}
 	if d := coreEnv["SIGNING_KEYS_DIR"]; d == "" || !secretMounted(pod, core, d) {
 		v.addf("coreapi: SIGNING_KEYS_DIR %q is not a mounted Secret", coreEnv["SIGNING_KEYS_DIR"])
+	}
+	// The MFA keys: a Secret of their own, mounted into coreapi only.
+	mfaFile := coreEnv["MFA_ENCRYPTION_KEYS_FILE"]
+	if mfaFile == "" || !secretMounted(pod, core, path.Dir(mfaFile)) {
+		v.addf("coreapi: MFA_ENCRYPTION_KEYS_FILE %q is not inside a mounted Secret (MFA would answer 503)", mfaFile)
+	}
+	mfaVolumes := map[string]bool{}
+	for _, m := range core.VolumeMounts {
+		if mfaFile != "" && (path.Dir(mfaFile) == m.MountPath || strings.HasPrefix(mfaFile, strings.TrimSuffix(m.MountPath, "/")+"/")) {
+			mfaVolumes[m.Name] = true
+		}
+	}
+	for _, m := range core.VolumeMounts {
+		if mfaVolumes[m.Name] && (m.MountPath == path.Dir(coreEnv["IDENTITY_HMAC_KEY_FILE"]) || m.MountPath == coreEnv["SIGNING_KEYS_DIR"]) {
+			v.addf("coreapi: the MFA keys share volume %s with other key material; they need a Secret of their own", m.Name)
+		}
+	}
+	for _, m := range proxy.VolumeMounts {
+		if mfaVolumes[m.Name] {
+			v.addf("authproxy: mounts the MFA keys (volume %s); they belong to coreapi only", m.Name)
+		}
+	}
+	if proxyEnv["MFA_ENCRYPTION_KEYS"] != "" || proxyEnv["MFA_ENCRYPTION_KEYS_FILE"] != "" {
+		v.addf("authproxy: has MFA keys in its environment; they belong to coreapi only")
 	}
 	signingVolumes := map[string]bool{}
 	for _, m := range core.VolumeMounts {
@@ -1166,4 +1209,22 @@ func TestImagesAreSet(t *testing.T) {
 			t.Errorf("container %s image = %q, want the kustomization's image", c.Name, c.Image)
 		}
 	}
+}
+
+// mfaKeys checks a value the way coreapi reads MFA_ENCRYPTION_KEYS: a list
+// of "id:base64" whose secrets are 32 bytes each.
+func mfaKeys(v string) error {
+	keys, err := identity.ParseKeys(v)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return errors.New("no key")
+	}
+	for _, k := range keys {
+		if len(k.Secret) != 32 {
+			return fmt.Errorf("key %s: %d bytes, want 32", k.ID, len(k.Secret))
+		}
+	}
+	return nil
 }

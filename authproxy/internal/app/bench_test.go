@@ -58,10 +58,14 @@ func runHandler(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request, 
 // The app case routes through a rules file to an app upstream signed with
 // its own key, as in front of any service.
 func BenchmarkWarmRequest(b *testing.B) {
-	for _, tc := range []struct{ name, accessLog, uri string }{
-		{"core/access_log=false", "false", "/api/v1/users/bench?limit=10"},
-		{"core/access_log=true", "true", "/api/v1/users/bench?limit=10"},
-		{"app/access_log=false", "false", "/bench?limit=10"},
+	for _, tc := range []struct {
+		name, accessLog, uri string
+		xff                  bool // an X-Forwarded-For from the (untrusted) peer
+	}{
+		{"core/access_log=false", "false", "/api/v1/users/bench?limit=10", false},
+		{"core/access_log=true", "true", "/api/v1/users/bench?limit=10", false},
+		{"app/access_log=false", "false", "/bench?limit=10", false},
+		{"core/untrusted_xff", "false", "/api/v1/users/bench?limit=10", true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			// Logs go to io.Discard through the JSON handler: formatting
@@ -74,6 +78,9 @@ func BenchmarkWarmRequest(b *testing.B) {
 			req.Header.Set("Authorization", "Bearer "+e.token(nil))
 			req.Header.Set("Accept", "application/json")
 			req.Header.Set("User-Agent", "bench")
+			if tc.xff {
+				req.Header.Set("X-Forwarded-For", "203.0.113.7")
+			}
 			h := e.app.Server.App().Handler()
 			var ctx fasthttp.RequestCtx
 			ctx.Init(req, benchRemote, nil)

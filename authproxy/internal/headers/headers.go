@@ -46,8 +46,10 @@ const maxDeletes = 16
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, and (unless trustForwarded)
 // X-Forwarded-* and Forwarded. It reports whether the client asked for the
-// connection to be closed, since removing Connection forgets that.
-func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn bool) {
+// connection to be closed, since removing Connection forgets that, and
+// whether it removed an X-Forwarded-For (only ever from an untrusted peer:
+// a sign that TRUSTED_PROXY_CIDRS may be missing a load balancer).
+func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppedXFF bool) {
 	closeConn = h.ConnectionClose()
 	// Names listed in Connection first: they may name anything.
 	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
@@ -67,6 +69,9 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn bool) {
 		for k := range h.All() {
 			if !isHopByHop(k) && !identity.IsIdentityHeader(b2s(k)) && (trustForwarded || !IsForwarded(k)) {
 				continue
+			}
+			if !trustForwarded && equalFold(k, "x-forwarded-for") {
+				droppedXFF = true
 			}
 			if n == maxDeletes {
 				more = true
@@ -88,7 +93,7 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn bool) {
 			break
 		}
 	}
-	return closeConn
+	return closeConn, droppedXFF
 }
 
 // HasTrailers reports whether the client announced (Trailer) or sent a

@@ -48,9 +48,12 @@ func TestSanitize(t *testing.T) {
 		"Accept: */*\r\n\r\n"
 	for _, trust := range []bool{false, true} {
 		req := parse(t, raw)
-		closeConn := Sanitize(&req.Header, trust)
+		closeConn, droppedXFF := Sanitize(&req.Header, trust)
 		if closeConn {
 			t.Errorf("trust=%v: closeConn = true, want false", trust)
+		}
+		if droppedXFF != !trust {
+			t.Errorf("trust=%v: droppedXFF = %v, want %v", trust, droppedXFF, !trust)
 		}
 		got := names(&req.Header)
 		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
@@ -74,11 +77,36 @@ func TestSanitize(t *testing.T) {
 
 func TestSanitizeConnectionClose(t *testing.T) {
 	req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Auth-User-Id, Host, Content-Length\r\n\r\n")
-	if !Sanitize(&req.Header, false) {
-		t.Fatal("closeConn = false, want true")
+	if closeConn, droppedXFF := Sanitize(&req.Header, false); !closeConn || droppedXFF {
+		t.Fatalf("Sanitize = %v, %v; want true, false", closeConn, droppedXFF)
 	}
 	if string(req.Header.Host()) != "a" {
 		t.Fatalf("Host = %q: Connection must not remove it", req.Header.Host())
+	}
+}
+
+// TestSanitizeReportsDroppedXFF: only an X-Forwarded-For removed from an
+// untrusted peer is reported, whatever its spelling; other forwarded
+// headers are not.
+func TestSanitizeReportsDroppedXFF(t *testing.T) {
+	for _, tt := range []struct {
+		name, headers string
+		trust, want   bool
+	}{
+		{"none", "Accept: */*\r\n", false, false},
+		{"x-forwarded-for", "X-Forwarded-For: 1.2.3.4\r\n", false, true},
+		{"lower case", "x-forwarded-for: 1.2.3.4\r\n", false, true},
+		{"underscores", "X_Forwarded_For: 1.2.3.4\r\n", false, true},
+		{"trusted peer", "X-Forwarded-For: 1.2.3.4\r\n", true, false},
+		{"other forwarded headers", "X-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\nX-Forwarded-Host: a\r\n", false, false},
+		{"prefix only", "X-Forwarded-Foreign: 1\r\n", false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\n"+tt.headers+"\r\n")
+			if _, got := Sanitize(&req.Header, tt.trust); got != tt.want {
+				t.Fatalf("droppedXFF = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 

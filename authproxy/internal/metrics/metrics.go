@@ -48,6 +48,7 @@ type Metrics struct {
 	Decisions         *prometheus.CounterVec // outcome
 	RulesGeneration   prometheus.Gauge
 	RulesReloadFailed prometheus.Counter
+	UntrustedXFF      prometheus.Counter
 }
 
 type observer struct{ prometheus.Observer }
@@ -116,6 +117,9 @@ func New() *Metrics {
 		RulesReloadFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
 		}),
+		UntrustedXFF: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_untrusted_forwarded_for_total", Help: "Requests that carried X-Forwarded-For from a peer outside TRUSTED_PROXY_CIDRS (header dropped, the peer taken as the client).",
+		}),
 	}
 	build := prometheus.Labels{}
 	for i, v := range buildinfo.Read().Labels() {
@@ -125,7 +129,7 @@ func New() *Metrics {
 		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
 	})
 	buildInfo.Set(1)
-	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, buildInfo)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo)
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
 		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)

@@ -107,7 +107,13 @@ type Server struct {
 	draining atomic.Bool
 	idPrefix string
 	idSeq    atomic.Uint64
+	// xffWarnAt is when (unix ns) the next untrusted-X-Forwarded-For
+	// warning may be logged.
+	xffWarnAt atomic.Int64
 }
+
+// xffWarnEvery spaces the untrusted-X-Forwarded-For warnings.
+const xffWarnEvery = time.Minute
 
 // state is the per-request scratch space, pooled so that a warm request
 // allocates almost nothing.
@@ -255,8 +261,28 @@ func (s *Server) hygiene(c *fiber.Ctx) error {
 		return errTrailers
 	}
 	st.trusted = s.trusted(c)
-	st.closeConn = headers.Sanitize(&c.Request().Header, st.trusted)
+	var droppedXFF bool
+	st.closeConn, droppedXFF = headers.Sanitize(&c.Request().Header, st.trusted)
+	if droppedXFF {
+		s.untrustedXFF(c, st)
+	}
 	return c.Next()
+}
+
+// untrustedXFF counts a request whose X-Forwarded-For came from a peer
+// outside TRUSTED_PROXY_CIDRS and, the first time and then at most once
+// per xffWarnEvery, says so in the log: behind a load balancer or ingress
+// that is not listed, every client shares the balancer's address, and
+// coreapi's lockout and rate limits key on it.
+func (s *Server) untrustedXFF(c *fiber.Ctx, st *state) {
+	s.d.Metrics.UntrustedXFF.Inc()
+	now := st.start.UnixNano()
+	next := s.xffWarnAt.Load()
+	if now < next || !s.xffWarnAt.CompareAndSwap(next, now+int64(xffWarnEvery)) {
+		return
+	}
+	s.d.Log.Warn("X-Forwarded-For from a peer outside TRUSTED_PROXY_CIDRS ignored: the peer's address is taken as the client IP; if this peer is a load balancer or ingress, set TRUSTED_PROXY_CIDRS to include it (repeated at most once a minute; authproxy_untrusted_forwarded_for_total counts every such request)",
+		"peer", c.Context().RemoteIP().String())
 }
 
 func (s *Server) trusted(c *fiber.Ctx) bool {

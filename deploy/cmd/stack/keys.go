@@ -99,6 +99,45 @@ func ensureAppKey(path, id string) (bool, error) {
 	return true, nil
 }
 
+// mfaKeyID is the id of the MFA encryption key the stack creates.
+const mfaKeyID = "mfa1"
+
+// ensureMFAKey makes sure path holds a valid MFA_ENCRYPTION_KEYS list
+// ("id:base64" of 32 random bytes, mode 0600), creating it with a fresh
+// key if absent. coreapi encrypts TOTP secrets at rest with it, so it must
+// survive restarts: a new key would make every enrolled factor unusable.
+// An existing file that does not parse, or holds a secret of another
+// length than 32 bytes (AES-256), is an error and is left untouched.
+func ensureMFAKey(path string) (bool, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		keys, err := identity.ParseKeys(string(b))
+		if err == nil && len(keys) == 0 {
+			err = errors.New("no key")
+		}
+		for _, k := range keys {
+			if err == nil && len(k.Secret) != 32 {
+				err = fmt.Errorf("key %s has %d bytes, want 32", k.ID, len(k.Secret))
+			}
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w (fix or delete the file; deleting it makes enrolled second factors unusable)", path, err)
+		}
+		return false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("mfa key: %w", err)
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return false, fmt.Errorf("mfa key: %w", err)
+	}
+	if err := writeNew(path, mfaKeyID+":"+base64.StdEncoding.EncodeToString(key[:])+"\n"); err != nil {
+		return false, fmt.Errorf("mfa key: %w", err)
+	}
+	return true, nil
+}
+
 // writeNew creates path (and its directory) with mode 0600 and text; it
 // never overwrites a file (O_EXCL) and removes a half-written one.
 func writeNew(path, text string) error {

@@ -2,7 +2,8 @@
 // on the PostgreSQL server of $DATABASE_URL it creates (if missing) and
 // migrates a database of its own, `tollgate` (never the server's `postgres`);
 // it starts an embedded NATS server (unless NATS_URL is set), creates
-// development keys under .data/, builds and starts coreapi (127.0.0.1:8081),
+// development keys under .data/ (signing keys, the identity HMAC key, the
+// notes app's key and the MFA encryption key), builds and starts coreapi (127.0.0.1:8081),
 // the example notes app (127.0.0.1:8082) and authproxy (127.0.0.1:8080) in
 // front of both, seeds a demo tenant, starts Mailpit (SMTP 127.0.0.1:1025, UI
 // 127.0.0.1:8025, built from the module proxy into .data/) unless SMTP_URL
@@ -184,6 +185,15 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		return err
 	}
 	logger.Info("app key", "file", appKeys, "id", notesKeyID, "created", created)
+	mfaKeys := filepath.Join(o.dataDir, "mfa.keys")
+	userMFAKeys := os.Getenv("MFA_ENCRYPTION_KEYS") != "" || os.Getenv("MFA_ENCRYPTION_KEYS_FILE") != ""
+	if !userMFAKeys {
+		created, err := ensureMFAKey(mfaKeys)
+		if err != nil {
+			return err
+		}
+		logger.Info("mfa encryption key", "file", mfaKeys, "created", created)
+	}
 	rulesFile, err := notesRules(root, o)
 	if err != nil {
 		return err
@@ -238,12 +248,15 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"SMTP_URL="+mp.smtpURL,
 		"PERMISSIONS_FILE="+filepath.Join(root, "deploy", "examples", "notes", "permissions.yaml"),
 	)
+	if !userMFAKeys {
+		coreEnv = append(coreEnv, "MFA_ENCRYPTION_KEYS_FILE="+mfaKeys)
+	}
 	if os.Getenv("PUBLIC_BASE_URL") == "" {
 		// The mailed links open through the proxy.
 		coreEnv = append(coreEnv, "PUBLIC_BASE_URL="+publicURL(o.proxyAddr))
 	}
 	// The proxy never sees the database credentials.
-	proxyEnv := append(append(environ("DATABASE_URL"), common...),
+	proxyEnv := append(append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE"), common...),
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,
 		"PROXY_ADMIN_ADDR="+o.proxyAdmin,
 		"IDENTITY_URL=http://"+o.coreAddr,
@@ -251,7 +264,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"UPSTREAM_KEYS_FILE="+appKeys,
 	)
 	// The app holds its own key only: no core key, no database.
-	notesEnv := append(environ("DATABASE_URL", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
+	notesEnv := append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
 		"NOTES_LISTEN_ADDR="+o.notesAddr,
 		"NOTES_ADMIN_ADDR="+o.notesAdmin,
 		"TOLLGATE_IDENTITY_KEYS_FILE="+appKeys,

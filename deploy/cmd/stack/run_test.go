@@ -72,6 +72,10 @@ func TestRunTwice(t *testing.T) {
 	os.Unsetenv("NATS_URL")
 	t.Setenv("IDENTITY_HMAC_KEY", "")
 	os.Unsetenv("IDENTITY_HMAC_KEY")
+	for _, k := range []string{"MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
 	// Mail goes to an in-process SMTP server (TestMailpit covers Mailpit).
 	catcher := startSMTPCatcher(t)
 	t.Setenv("SMTP_URL", "smtp://"+catcher.addr)
@@ -79,7 +83,8 @@ func TestRunTwice(t *testing.T) {
 	os.Unsetenv("PUBLIC_BASE_URL")
 	data := t.TempDir()
 
-	var firstKey, firstAppKey []byte
+	var firstKey, firstAppKey, firstMFAKey []byte
+	var mfaU mfaUser
 	var firstDemo demo
 	for i := range 2 {
 		addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
@@ -169,6 +174,13 @@ func TestRunTwice(t *testing.T) {
 			}
 		}
 
+		// MFA works in the stack (MFA_ENCRYPTION_KEYS_FILE is set), and a
+		// factor enrolled in the first run still opens in the second.
+		if i == 1 {
+			signInWithTOTP(t, publicURL(o.proxyAddr), mfaU, i+1)
+		}
+		mfaU = enrolMFA(t, publicURL(o.proxyAddr), i+1)
+
 		cancel() // as SIGINT/SIGTERM would
 		select {
 		case err := <-done:
@@ -197,10 +209,14 @@ func TestRunTwice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		mfaKey, err := os.ReadFile(filepath.Join(data, "mfa.keys"))
+		if err != nil || !strings.HasPrefix(string(mfaKey), mfaKeyID+":") {
+			t.Errorf("run #%d: MFA key file: %q, %v", i+1, mfaKey, err)
+		}
 		if i == 0 {
-			firstKey, firstAppKey = key, appKey
-		} else if !bytes.Equal(key, firstKey) || !bytes.Equal(appKey, firstAppKey) {
-			t.Error("second run replaced the HMAC key or the app key")
+			firstKey, firstAppKey, firstMFAKey = key, appKey, mfaKey
+		} else if !bytes.Equal(key, firstKey) || !bytes.Equal(appKey, firstAppKey) || !bytes.Equal(mfaKey, firstMFAKey) {
+			t.Error("second run replaced the HMAC key, the app key or the MFA key")
 		}
 		if i == 0 {
 			firstDemo = d

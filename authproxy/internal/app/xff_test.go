@@ -1,0 +1,89 @@
+package app
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// xffWarnings are the log lines warning about an untrusted X-Forwarded-For.
+func xffWarnings(e *env) []string {
+	var out []string
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, "X-Forwarded-For from a peer outside TRUSTED_PROXY_CIDRS") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// Issue 11 item 11: a request carrying X-Forwarded-For from a peer outside
+// TRUSTED_PROXY_CIDRS is counted every time and warned about the first
+// time, then at most once a minute; the warning names the peer and the
+// setting. Requests without the header, and from trusted peers, are not.
+func TestUntrustedForwardedForWarned(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}})
+	const counter = "authproxy_untrusted_forwarded_for_total"
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if n := metricCount(t, e, counter); n != 0 {
+		t.Fatalf("%s = %v after a request without X-Forwarded-For, want 0", counter, n)
+	}
+	if w := xffWarnings(e); len(w) != 0 {
+		t.Fatalf("warned without X-Forwarded-For: %v", w)
+	}
+
+	xff := map[string]string{"X-Forwarded-For": "203.0.113.7"}
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, xff), 200)
+	w := xffWarnings(e)
+	if len(w) != 1 {
+		t.Fatalf("%d warnings after the first request with X-Forwarded-For, want 1:\n%s", len(w), e.logs)
+	}
+	if !strings.Contains(w[0], `"peer":"127.0.0.1"`) || !strings.Contains(w[0], "set TRUSTED_PROXY_CIDRS") {
+		t.Fatalf("the warning names neither the peer nor the setting: %s", w[0])
+	}
+	// The header was not believed: the client IP is the peer.
+	if got := e.core.Last(t).Headers["X-Auth-Client-Ip"]; len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Fatalf("X-Auth-Client-Ip = %v, want the peer 127.0.0.1", got)
+	}
+
+	// Within the minute: counted, not warned again (the public route and
+	// the lower-case spelling included).
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, xff), 200)
+	e.wantStatus(e.do("POST", "/api/v1/auth/token", "", map[string]string{"x-forwarded-for": "198.51.100.1"}), 200)
+	e.clock.Advance(59 * time.Second)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, xff), 200)
+	if w := xffWarnings(e); len(w) != 1 {
+		t.Fatalf("%d warnings within a minute, want 1", len(w))
+	}
+	if n := metricCount(t, e, counter); n != 4 {
+		t.Fatalf("%s = %v, want 4", counter, n)
+	}
+	// A minute after the first warning: one more.
+	e.clock.Advance(2 * time.Second)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, xff), 200)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, xff), 200)
+	if w := xffWarnings(e); len(w) != 2 {
+		t.Fatalf("%d warnings a minute later, want 2", len(w))
+	}
+	// Requests without the header change nothing.
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if n := metricCount(t, e, counter); n != 6 {
+		t.Fatalf("%s = %v, want 6", counter, n)
+	}
+}
+
+func TestTrustedForwardedForNotWarned(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, map[string]string{"X-Forwarded-For": "203.0.113.7"}), 200)
+	if got := e.core.Last(t).Headers["X-Auth-Client-Ip"]; len(got) != 1 || got[0] != "203.0.113.7" {
+		t.Fatalf("X-Auth-Client-Ip = %v, want the forwarded client", got)
+	}
+	if w := xffWarnings(e); len(w) != 0 {
+		t.Fatalf("warned about a trusted peer: %v", w)
+	}
+	if n := metricCount(t, e, "authproxy_untrusted_forwarded_for_total"); n != 0 {
+		t.Fatalf("counted a trusted peer: %v", n)
+	}
+}
