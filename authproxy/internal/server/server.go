@@ -33,6 +33,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -61,6 +62,8 @@ type Deps struct {
 	Projections  Projections
 	TrustedCIDRs []netip.Prefix
 	Now          func() time.Time
+	// Streams carries WebSocket upgrades and stream routes; nil: none.
+	Streams *streams.Manager
 }
 
 // Router is a route table with, per upstream, its client and the signer of
@@ -109,6 +112,8 @@ type state struct {
 	closeConn bool
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line
+	upgrade   headers.Upgrade
+	wsBearer  bool // Authorization came from Sec-WebSocket-Protocol
 	route     string
 	outcome   string
 }
@@ -182,6 +187,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.authAt = time.Time{}
 	st.path = st.path[:0]
 	st.unparsed = false
+	st.upgrade, st.wsBearer = headers.UpgradeNone, false
 	h := &c.Request().Header
 	if in := h.Peek(requestid.Header); requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
@@ -237,6 +243,9 @@ func (s *Server) hygiene(c *fiber.Ctx) error {
 	if headers.HasTrailers(&c.Request().Header) {
 		st.outcome = "trailers"
 		return errTrailers
+	}
+	if err := s.upgradeHygiene(c, st); err != nil {
+		return err
 	}
 	st.trusted = s.trusted(c)
 	st.closeConn = headers.Sanitize(&c.Request().Header, st.trusted)
@@ -403,6 +412,8 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		// The upstream never reads the token: the signed identity replaces
 		// it, and the token stays out of the upstream's logs.
 		h.Del(fiber.HeaderAuthorization)
+	} else if st.wsBearer { // a public route: the bearer was never needed
+		h.Del(fiber.HeaderAuthorization)
 	}
 	rq := identity.Request{Timestamp: now, RequestID: b2s(st.reqID), ClientIP: b2s(st.ip), Method: b2s(h.Method()), PathQuery: b2s(st.uri)}
 	if body := req.Body(); len(body) > 0 {
@@ -434,6 +445,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	h.AddBytesV(identity.HeaderClientIP, st.ip)
 	h.AddBytesV(identity.HeaderTimestamp, st.ts)
 	h.AddBytesV(identity.HeaderSignature, st.sig)
+	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
+		return s.stream(c, st, route, hc.Addr, cl)
+	}
 	resp := c.Response()
 	if err := hc.Do(req, resp); err != nil {
 		resp.Reset()
