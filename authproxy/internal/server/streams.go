@@ -55,7 +55,8 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string
 	var err error
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket {
 		req := c.Request()
-		if !req.Header.IsGet() || len(req.Body()) > 0 || req.Header.ContentLength() != 0 {
+		// ContentLength: -1 chunked, -2 none (fasthttp's identity body).
+		if !req.Header.IsGet() || len(req.Body()) > 0 || req.Header.ContentLength() > 0 || req.Header.ContentLength() == -1 {
 			st.outcome = "bad_upgrade"
 			return errUpgradeRequest
 		}

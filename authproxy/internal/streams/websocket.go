@@ -142,6 +142,11 @@ func (s *splice) run(cli net.Conn) {
 	go func() {
 		s.clientToUpstream()
 		close(done)
+		// The client is gone or half-closed: the upstream gets CloseWait
+		// to send its last frames.
+		t := time.AfterFunc(s.m.o.CloseWait, func() { s.c.Close(ReasonClient) })
+		<-s.c.closed
+		t.Stop()
 	}()
 	reason := s.upstreamToClient()
 	if r := s.c.Reason(); r != "" {
@@ -157,6 +162,7 @@ func (s *splice) run(cli net.Conn) {
 	<-done
 	cli.Close()
 	s.m.release(s.c, reason)
+	s.c.Close(reason) // ends the goroutine above
 }
 
 // upstreamToClient relays until the upstream ends, the client fails or the
