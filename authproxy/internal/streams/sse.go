@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 
 	"github.com/valyala/fasthttp"
 )
@@ -62,53 +65,80 @@ func (m *Manager) ServeStream(r Request) error {
 	}
 	_ = up.SetDeadline(time.Time{})
 	ic.idle = r.Route.StreamTimeout
-	raw := ctx.Conn()
-	// Closing the connection ends the blocked read at once.
-	m.start(c, func(string) { up.Close() })
-	body := resp.BodyStream()
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		reason := ReasonUpstream
-		defer func() {
-			up.Close()
-			_ = resp.CloseBodyStream()
-			fasthttp.ReleaseResponse(resp)
-			m.release(c, reason)
-		}()
-		bp := m.buf()
-		defer m.put(bp)
-		buf := *bp
-		for {
-			if c.Reason() != "" {
-				return
-			}
-			n, err := body.Read(buf)
-			if n > 0 {
-				_ = raw.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					reason = ReasonClient
-					return
-				}
-				if werr := w.Flush(); werr != nil {
-					reason = ReasonClient
-					return
-				}
-				m.m.down.Add(float64(n))
-			}
-			if err == nil {
-				continue
-			}
-			switch {
-			case c.Reason() != "":
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				reason = ReasonIdle
-			case errors.Is(err, io.EOF):
-			default:
-				reason = ReasonError
-			}
-			return
-		}
+	// The proxy writes the answer itself on the hijacked connection, so
+	// that the headers leave at once (fasthttp holds them until the first
+	// body bytes) and every read is its own flushed chunk. The connection
+	// closes after the stream.
+	h := &ctx.Response.Header
+	h.SetContentLength(-1)
+	h.SetConnectionClose()
+	h.Set(requestid.Header, r.RequestID)
+	head := h.AppendBytes(nil)
+	m.start(c, func(string) { up.Close() }) // ends the blocked read at once
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(cli net.Conn) {
+		reason := m.relayStream(c, cli, resp.BodyStream(), head)
+		up.Close()
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		cli.Close()
+		m.release(c, reason)
 	})
 	return nil
+}
+
+// relayStream writes head, then each read of body as a chunk, then the
+// last chunk; it returns why it ended.
+func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte) string {
+	_ = cli.SetDeadline(time.Time{})
+	// A client that goes away is noticed even while the upstream is
+	// silent: it sends nothing else on this connection.
+	go func() {
+		var b [1]byte
+		_, _ = cli.Read(b[:])
+		c.Close(ReasonClient)
+	}()
+	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
+	if _, err := cli.Write(head); err != nil {
+		return ReasonClient
+	}
+	bp := m.buf()
+	defer m.put(bp)
+	buf := *bp
+	chunk := make([]byte, 0, 16+len(buf))
+	reason := ReasonUpstream
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			chunk = strconv.AppendInt(chunk[:0], int64(n), 16)
+			chunk = append(append(append(chunk, "\r\n"...), buf[:n]...), "\r\n"...)
+			_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
+			if _, werr := cli.Write(chunk); werr != nil {
+				c.Close(ReasonClient)
+				return ReasonClient
+			}
+			m.m.down.Add(float64(n))
+		}
+		if err == nil {
+			continue
+		}
+		switch {
+		case c.Reason() != "":
+			reason = c.Reason()
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			reason = ReasonIdle
+		case errors.Is(err, io.EOF):
+		default:
+			reason = ReasonError
+		}
+		break
+	}
+	// A clean end, whatever the reason: an EventSource reconnects (and is
+	// authorized anew).
+	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
+	_, _ = cli.Write([]byte("0\r\n\r\n"))
+	c.Close(reason)
+	return reason
 }
 
 // idleConn sets a read deadline of idle before each read once idle is set,
