@@ -133,12 +133,12 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 		}
 		break
 	}
+	c.Close(reason) // first: the client's own close after the end is no reason
 	// A clean end, whatever the reason: an EventSource reconnects (and is
 	// authorized anew).
 	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
 	_, _ = cli.Write([]byte("0\r\n\r\n"))
-	c.Close(reason)
-	return reason
+	return c.Reason()
 }
 
 // idleConn sets a read deadline of idle before each read once idle is set,
