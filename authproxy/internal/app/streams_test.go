@@ -102,9 +102,14 @@ func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		a.mu.Lock()
-		a.conn = append(a.conn, c)
-		a.mu.Unlock()
+		if r.URL.Path == "/notes/ws/linger" {
+			// Never closes its end: the proxy must not wait for it.
+			a.mu.Lock()
+			a.conn = append(a.conn, c)
+			a.mu.Unlock()
+		} else {
+			defer c.Close()
+		}
 		if r.URL.Path == "/notes/ws/flood" {
 			msg := make([]byte, 256<<10)
 			for {
@@ -352,7 +357,7 @@ func TestWebSocketPassthrough(t *testing.T) {
 		testenv.Eventually(t, "refused upgrade not counted open", func() bool { return e.app.Streams.Open() == 0 })
 	})
 	t.Run("client going away ends the splice", func(t *testing.T) {
-		c, _, err := e.dialWS("/notes/ws", bearer(tok))
+		c, _, err := e.dialWS("/notes/ws/linger", bearer(tok))
 		if err != nil {
 			t.Fatal(err)
 		}
