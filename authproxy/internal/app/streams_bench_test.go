@@ -110,7 +110,7 @@ func startDecodingRelay(b *testing.B, upstream string) string {
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		up, _, err := websocket.DefaultDialer.Dial(upstream, nil)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer up.Close()

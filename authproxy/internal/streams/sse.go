@@ -37,7 +37,7 @@ func (m *Manager) ServeStream(r Request) error {
 	// One request per connection: the stream owns it to the end.
 	ctx.Request.Header.SetConnectionClose()
 	bw := bufio.NewWriterSize(up, 4<<10)
-	if err := ctx.Request.Write(bw); err == nil {
+	if err = ctx.Request.Write(bw); err == nil {
 		err = bw.Flush()
 	}
 	if err != nil {
