@@ -562,7 +562,7 @@ func TestLockoutPerClient(t *testing.T) {
 	send := func(ip, password string) apitest.Response {
 		t.Helper()
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
-			Body:   map[string]string{"grant_type": "password", "email": "v@example.com", "password": password},
+			Body:     map[string]string{"grant_type": "password", "email": "v@example.com", "password": password},
 			ClientIP: ip})
 	}
 	// The attacker exhausts one client's budget.
