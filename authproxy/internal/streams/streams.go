@@ -162,6 +162,12 @@ func (c *Conn) Close(reason string) {
 // reserve counts a new stream against the caps; the returned Conn must be
 // registered or released.
 func (m *Manager) reserve(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string) (*Conn, error) {
+	if cl != nil {
+		// A copy: the stream outlives the request, the verifier's cached
+		// claims may not.
+		cp := *cl
+		cl = &cp
+	}
 	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, rt: rt, reqID: reqID, closed: make(chan struct{})}
 	m.mu.Lock()
 	defer m.mu.Unlock()
