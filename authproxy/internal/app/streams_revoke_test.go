@@ -215,6 +215,36 @@ func TestStreamsClosedOnRevocation(t *testing.T) {
 			t.Fatalf("close = %d %q", code, text)
 		}
 	})
+	t.Run("token version bumped: closed", func(t *testing.T) {
+		defer restore()
+		c, _, err := e.dialWS("/notes/ws", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		p := notesProjection()
+		p.TokenVersion = 1
+		e.core.SetProjection(p)
+		e.publish("auth.invalidate.user." + userID)
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "token_version" {
+			t.Fatalf("close = %d %q", code, text)
+		}
+	})
+	t.Run("user deactivated, seen through invalidate.all: closed", func(t *testing.T) {
+		defer restore()
+		c, _, err := e.dialWS("/notes/ws", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		p := notesProjection()
+		p.UserStatus = "disabled"
+		e.core.SetProjection(p)
+		e.publish("auth.invalidate.all")
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "inactive" {
+			t.Fatalf("close = %d %q", code, text)
+		}
+	})
 	t.Run("token expiry closes the connection", func(t *testing.T) {
 		short := e.token(func(c testenv.Claims) { c["exp"] = time.Now().Add(1500 * time.Millisecond).Unix() })
 		c, _, err := e.dialWS("/notes/ws", bearer(short))
