@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -76,7 +77,13 @@ func (m *Manager) ServeStream(r Request) error {
 	head := h.AppendBytes(nil)
 	m.start(c, func(string) { up.Close() }) // ends the blocked read at once
 	ctx.HijackSetNoResponse(true)
+	var started atomic.Bool
+	m.watchHijack(c, &started, up)
 	ctx.Hijack(func(cli net.Conn) {
+		if !started.CompareAndSwap(false, true) {
+			cli.Close()
+			return
+		}
 		reason := m.relayStream(c, cli, resp.BodyStream(), head)
 		up.Close()
 		_ = resp.CloseBodyStream()

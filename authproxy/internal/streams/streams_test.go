@@ -5,7 +5,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
@@ -111,5 +114,37 @@ func TestCaps(t *testing.T) {
 	}
 	if _, err := m.reserve("sse", "/x", bob, rt, "r6"); err != nil {
 		t.Fatalf("after a release: %v", err)
+	}
+}
+
+// A stream whose hijack never runs (its client vanished before the answer
+// was written) is forgotten and its upstream connection closed.
+func TestHijackNeverRun(t *testing.T) {
+	m := New(Options{HandshakeTimeout: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	c, err := m.reserve("websocket", "/x", &tokens.Claims{Sub: "a", Tid: "t"}, &rules.Route{}, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, peer := net.Pipe()
+	defer peer.Close()
+	var started atomic.Bool
+	m.watchHijack(c, &started, up)
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := peer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("upstream side: %v, want closed", err)
+	}
+	if m.Open() != 0 {
+		t.Fatalf("open = %d", m.Open())
+	}
+	// A hijack that runs in time is left alone.
+	c, _ = m.reserve("websocket", "/x", nil, &rules.Route{}, "r2")
+	up2, peer2 := net.Pipe()
+	defer peer2.Close()
+	var started2 atomic.Bool
+	started2.Store(true)
+	m.watchHijack(c, &started2, up2)
+	time.Sleep(60 * time.Millisecond)
+	if m.Open() != 1 {
+		t.Fatalf("open = %d, want the started stream kept", m.Open())
 	}
 }

@@ -63,6 +63,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	s := &splice{m: m, c: c, up: up, upr: br, raw: raw, idle: r.Route.StreamTimeout}
 	s.last.Store(m.o.Now().UnixNano())
 	m.start(c, s.shutdown)
+	m.watchHijack(c, &s.started, up)
 	ctx.Hijack(s.run)
 	return nil
 }
@@ -106,7 +107,9 @@ type splice struct {
 	cli  net.Conn      // the hijacked client connection (reads buffered bytes first)
 	idle time.Duration // stream_timeout: the longest silence both ways; 0 none
 	last atomic.Int64  // unix nanos of the last byte either way
-	mu   sync.Mutex    // cli, set once run starts
+	// started is set when the hijack handler runs.
+	started atomic.Bool
+	mu      sync.Mutex // cli, set once run starts
 }
 
 // shutdown wakes both copy loops: the upstream read returns at once (the
@@ -131,6 +134,10 @@ func (s *splice) closed() bool {
 
 // run is the hijack handler: fasthttp has written the 101.
 func (s *splice) run(cli net.Conn) {
+	if !s.started.CompareAndSwap(false, true) {
+		cli.Close() // given up on (watchHijack)
+		return
+	}
 	s.mu.Lock()
 	s.cli = cli
 	s.mu.Unlock()
@@ -328,3 +335,15 @@ func (f *frames) feed(p []byte) {
 
 // boundary reports whether the stream stands between two frames.
 func (f *frames) boundary() bool { return f.hn == 0 && f.remain == 0 }
+
+// watchHijack forgets c (and closes its upstream connection) if fasthttp
+// never runs the hijack handler: the answer could not be written to a
+// client that went away meanwhile.
+func (m *Manager) watchHijack(c *Conn, started *atomic.Bool, up net.Conn) {
+	time.AfterFunc(m.o.HandshakeTimeout, func() {
+		if started.CompareAndSwap(false, true) {
+			up.Close()
+			m.release(c, ReasonClient)
+		}
+	})
+}
