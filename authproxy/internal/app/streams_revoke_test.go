@@ -317,3 +317,34 @@ func TestStreamsEndOnShutdown(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 }
+
+// A rules reload reaches open streams: a route that now needs a permission
+// the caller lacks closes them (insufficient_scope), one that no longer
+// allows WebSockets closes them (route_changed), an unchanged one keeps
+// them.
+func TestStreamsRerouteOnReload(t *testing.T) {
+	e, a := startStreams(t, nil)
+	tok := e.token(nil)
+	dial := func(path string) *websocket.Conn {
+		c, _, err := e.dialWS(path, bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	ws, open, kept := dial("/notes/ws"), dial("/notes/open-ws"), dial("/notes/ws/x")
+	gen := e.generation()
+	e.writeRules(a.rules("")[:strings.Index(a.rules(""), "routes:\n")] + "routes:\n" +
+		"  - {prefix: /notes/ws/x, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:write], websocket: true}\n" +
+		"  - {prefix: /notes/open-ws, methods: [GET], upstream: notes, access: public}\n")
+	testenv.Eventually(t, "reloaded", func() bool { return e.generation() > gen })
+	if code, text := wantClosed(t, ws, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
+		t.Fatalf("tightened route: close = %d %q", code, text)
+	}
+	if code, text := wantClosed(t, open, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+		t.Fatalf("route without websocket: close = %d %q", code, text)
+	}
+	echo(t, kept, "unchanged")
+}

@@ -51,7 +51,8 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string
 	if s.d.Streams == nil {
 		return unavailable("streams not enabled")
 	}
-	r := streams.Request{Ctx: c.Context(), Addr: addr, Route: route, Claims: cl, RequestID: string(st.reqID)}
+	r := streams.Request{Ctx: c.Context(), Addr: addr, Route: route, Claims: cl, RequestID: string(st.reqID),
+		Path: string(st.path), Method: string(c.Request().Header.Method())}
 	var err error
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket {
 		req := c.Request()

@@ -33,6 +33,10 @@ const (
 	ReasonTokenExpired = "token_expired" // the access token expired
 	ReasonShutdown     = "shutdown"      // the proxy is stopping
 	ReasonError        = "error"         // a transport error
+	// ReasonRouteChanged: a rules reload no longer routes the stream the
+	// way it was opened (route gone, websocket or stream_timeout dropped,
+	// no longer open to an anonymous caller).
+	ReasonRouteChanged = "route_changed"
 	// Access withdrawn: the decision outcomes (decide.Outcome.String())
 	// inactive, token_version, session_revoked, insufficient_scope,
 	// email_unverified, and "no_membership".
@@ -133,7 +137,9 @@ type Conn struct {
 	kind     string // "websocket" | "sse"
 	route    string
 	claims   *tokens.Claims // nil: anonymous
-	rt       *rules.Route
+	rt       atomic.Pointer[rules.Route]
+	path     string // normalized, for rerouting after a reload
+	method   string
 	reqID    string
 	expiry   *time.Timer
 	once     sync.Once
@@ -162,13 +168,18 @@ func (c *Conn) Close(reason string) {
 // reserve counts a new stream against the caps; the returned Conn must be
 // registered or released.
 func (m *Manager) reserve(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string) (*Conn, error) {
+	return m.reserveAt(kind, route, cl, rt, reqID, "", "")
+}
+
+func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID, path, method string) (*Conn, error) {
 	if cl != nil {
 		// A copy: the stream outlives the request, the verifier's cached
 		// claims may not.
 		cp := *cl
 		cl = &cp
 	}
-	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, rt: rt, reqID: reqID, closed: make(chan struct{})}
+	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: path, method: method, closed: make(chan struct{})}
+	c.rt.Store(rt)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -318,10 +329,36 @@ func (m *Manager) decide(c *Conn) string {
 		m.log.Warn("stream recheck", "err", err, "request_id", c.reqID)
 		return ""
 	}
-	if out := decide.Decide(c.claims, e, c.rt); out != decide.Allow {
+	if out := decide.Decide(c.claims, e, c.rt.Load()); out != decide.Allow {
 		return out.String()
 	}
 	return ""
+}
+
+// Reroute applies a reloaded route table to the open streams: each is
+// matched again by its path and method; one the table no longer routes
+// the way it was opened is closed (route_changed), the others take their
+// new route and are decided again (permissions may have changed).
+func (m *Manager) Reroute(t *rules.Table) {
+	var keep []*Conn
+	for _, c := range m.snapshot(nil, "") {
+		if c.path == "" {
+			continue
+		}
+		var r *rules.Route
+		if g, _ := t.Match([]byte(c.path), nil); g != nil {
+			r = g.Pick([]byte(c.method))
+		}
+		switch {
+		case r == nil, c.kind == "websocket" && !r.Websocket, c.kind == "sse" && r.StreamTimeout == 0,
+			c.claims == nil && r.Access != rules.Public && r.Access != rules.Optional:
+			c.Close(ReasonRouteChanged)
+			continue
+		}
+		c.rt.Store(r)
+		keep = append(keep, c)
+	}
+	m.recheck(keep)
 }
 
 // Drain refuses new streams, closes the open ones (WebSocket close 1001,

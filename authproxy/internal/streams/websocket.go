@@ -25,6 +25,9 @@ type Request struct {
 	Route     *rules.Route
 	Claims    *tokens.Claims // nil: anonymous (never re-evaluated)
 	RequestID string
+	// Path (normalized) and Method route the stream again after a rules
+	// reload.
+	Path, Method string
 }
 
 // maxRefusalBody bounds the body of an upstream's refusal of an upgrade.
@@ -42,7 +45,7 @@ const maxRefusalBody = 1 << 20
 // access is withdrawn or the token expires, 1001 on shutdown or idleness)
 // between two frames.
 func (m *Manager) ServeWebSocket(r Request) error {
-	c, err := m.reserve("websocket", r.Route.Prefix, r.Claims, r.Route, r.RequestID)
+	c, err := m.reserveAt("websocket", r.Route.Prefix, r.Claims, r.Route, r.RequestID, r.Path, r.Method)
 	if err != nil {
 		return err
 	}
