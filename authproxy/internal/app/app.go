@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/server"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/valyala/fasthttp"
@@ -46,6 +47,7 @@ type App struct {
 	Verifier     *tokens.Verifier
 	Projections  *projection.Cache
 	Subscriber   *natsinv.Subscriber
+	Streams      *streams.Manager
 	Server       *server.Server
 	internal     *fasthttp.HostClient // projections, from IDENTITY_URL
 	coreSigner   *identity.KeySigner
@@ -126,8 +128,14 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 		a.Verifier.Close()
 		return nil, err
 	}
-	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: a.Projections,
-		TrustedCIDRs: cfg.TrustedCIDRs, Now: h.Now},
+	a.Streams = streams.New(streams.Options{MaxConns: cfg.StreamMaxConns, MaxPerUser: cfg.StreamMaxPerUser,
+		BufferBytes: cfg.StreamBufferBytes, DialTimeout: cfg.UpstreamMaxConnWait, HandshakeTimeout: cfg.UpstreamTimeout,
+		WriteTimeout: cfg.WriteTimeout, Now: h.Now}, a.Projections, log, m.Registry)
+	// The streams see every eviction the cache sees: NATS events and the
+	// server's own after a logout.
+	inv := streams.Invalidator{Target: a.Projections, Streams: a.Streams}
+	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv,
+		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: h.Now},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog})
 	m.RulesGeneration.Set(1)
@@ -185,7 +193,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		if err := a.Keys.KeysChanged(bg); err != nil {
 			a.log.Warn("jwks refetch after auth.keys.changed", "err", err)
 		}
-	}}, a.Projections, a.log, a.Metrics)
+	}}, streams.Invalidator{Target: a.Projections, Streams: a.Streams}, a.log, a.Metrics)
 	if err != nil {
 		ln.Close()
 		adminLn.Close()
@@ -223,6 +231,13 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	a.Server.Drain()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
 	defer cancel()
+	// Open streams first: a close frame (or the end of the event stream)
+	// each, and a bounded wait for them to go.
+	dctx, dcancel := context.WithTimeout(sctx, a.cfg.StreamDrain)
+	if err := a.Streams.Drain(dctx); err != nil {
+		a.log.Warn("streams still open after the drain window", "open", a.Streams.Open())
+	}
+	dcancel()
 	if err := a.Server.App().ShutdownWithContext(sctx); err != nil {
 		a.log.Warn("shutdown", "err", err)
 	}

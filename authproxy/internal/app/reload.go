@@ -54,6 +54,7 @@ func (a *App) swap(t *rules.Table) error {
 		return err
 	}
 	a.Server.SetRouter(r)
+	a.Streams.Reroute(t)
 	a.Metrics.RulesGeneration.Inc()
 	// Clients no longer used keep serving the requests in flight; only
 	// their idle connections go.

@@ -72,6 +72,12 @@ type Config struct {
 
 	// Fleet guards.
 	ProjectionMaxFetches int
+
+	// Long-lived connections (WebSockets, stream routes).
+	StreamMaxConns    int
+	StreamMaxPerUser  int
+	StreamBufferBytes int
+	StreamDrain       time.Duration
 }
 
 // Var documents one environment variable.
@@ -124,6 +130,10 @@ var Vars = []Var{
 	{"ACCESS_LOG", "true", "one JSON log line per request"},
 	{"PROXY_PPROF", "false", "serve /debug/pprof/ on the admin port"},
 	{"PROJECTION_MAX_FETCHES", "64", "projection fetches in flight at once; a miss beyond it gets 503 + Retry-After"},
+	{"STREAM_MAX_CONNS", "10000", "open WebSockets and streamed responses per proxy (503 beyond); 0 no cap"},
+	{"STREAM_MAX_PER_USER", "100", "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},
+	{"STREAM_BUFFER_BYTES", "8192", "relay buffer per direction of a long-lived connection"},
+	{"STREAM_DRAIN_TIMEOUT", "5s", "on SIGTERM, how long open streams get to end after their close frame"},
 }
 
 // Load reads the configuration through getenv (os.LookupEnv in main).
@@ -232,6 +242,10 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.WriteTimeout = p.dur("WRITE_TIMEOUT", 30*time.Second, time.Millisecond)
 	c.IdleTimeout = p.dur("IDLE_TIMEOUT", 60*time.Second, time.Millisecond)
 	c.ShutdownTimeout = p.dur("SHUTDOWN_TIMEOUT", 15*time.Second, time.Millisecond)
+	c.StreamMaxConns = p.intv("STREAM_MAX_CONNS", 10000, 0)
+	c.StreamMaxPerUser = p.intv("STREAM_MAX_PER_USER", 100, 0)
+	c.StreamBufferBytes = p.intv("STREAM_BUFFER_BYTES", 8192, 1024)
+	c.StreamDrain = p.dur("STREAM_DRAIN_TIMEOUT", 5*time.Second, time.Millisecond)
 	lvl := p.str("LOG_LEVEL", "info")
 	if err := c.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
 		p.fail("LOG_LEVEL", lvl, "want debug, info, warn or error")

@@ -239,3 +239,99 @@ func equalFold(a []byte, s string) bool {
 	}
 	return true
 }
+
+// Upgrade is what a request's Upgrade header asks for.
+type Upgrade uint8
+
+// Upgrades.
+const (
+	UpgradeNone      Upgrade = iota
+	UpgradeWebSocket         // Upgrade: websocket with Connection: upgrade
+	UpgradeH2C               // Upgrade lists h2c: always refused
+	UpgradeOther             // anything else: stripped like any hop-by-hop header
+)
+
+// UpgradeOf reads the upgrade a request asks for; call it before Sanitize,
+// which removes the headers it reads.
+func UpgradeOf(h *fasthttp.RequestHeader) Upgrade {
+	var ws, h2c, any bool
+	for _, v := range h.PeekAll("Upgrade") {
+		forEachToken(v, func(tok []byte) {
+			any = true
+			if i := bytes.IndexByte(tok, '/'); i >= 0 { // protocol/version
+				tok = tok[:i]
+			}
+			switch {
+			case equalFold(tok, "websocket"):
+				ws = true
+			case equalFold(tok, "h2c"):
+				h2c = true
+			}
+		})
+	}
+	if h2c {
+		return UpgradeH2C
+	}
+	if !any {
+		return UpgradeNone
+	}
+	if ws {
+		conn := false
+		for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+			forEachToken(v, func(tok []byte) {
+				if equalFold(tok, "upgrade") {
+					conn = true
+				}
+			})
+		}
+		if conn {
+			return UpgradeWebSocket
+		}
+	}
+	return UpgradeOther
+}
+
+// ProtocolBearerPrefix marks the access token among the offered WebSocket
+// subprotocols, for browsers that cannot set Authorization on a
+// WebSocket: "Sec-WebSocket-Protocol: chat, bearer.<token>".
+const ProtocolBearerPrefix = "bearer."
+
+// TakeProtocolBearer removes every "bearer.<token>" element from the
+// request's Sec-WebSocket-Protocol (the header goes when nothing else is
+// left) and returns the first token, copied; nil when there was none.
+func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
+	const name = "Sec-WebSocket-Protocol"
+	all := h.PeekAll(name)
+	if len(all) == 0 {
+		return nil
+	}
+	var tok []byte
+	found := false
+	kept := make([]byte, 0, 64)
+	for _, v := range all {
+		forEachToken(v, func(p []byte) {
+			if len(p) >= len(ProtocolBearerPrefix) && equalFold(p[:len(ProtocolBearerPrefix)], ProtocolBearerPrefix) {
+				if !found {
+					tok = append([]byte(nil), p[len(ProtocolBearerPrefix):]...)
+				}
+				found = true
+				return
+			}
+			if len(kept) > 0 {
+				kept = append(kept, ", "...)
+			}
+			kept = append(kept, p...)
+		})
+	}
+	if !found {
+		return nil
+	}
+	h.Del(name)
+	if len(kept) > 0 {
+		h.SetBytesV(name, kept)
+	}
+	if tok == nil {
+		tok = []byte{}
+	}
+	return tok
+}

@@ -253,3 +253,82 @@ func TestTrailers(t *testing.T) {
 		})
 	}
 }
+
+func TestUpgradeOf(t *testing.T) {
+	tests := []struct {
+		name string
+		hdrs [][2]string
+		want Upgrade
+	}{
+		{"none", nil, UpgradeNone},
+		{"websocket", [][2]string{{"Connection", "Upgrade"}, {"Upgrade", "websocket"}}, UpgradeWebSocket},
+		{"case and lists", [][2]string{{"Connection", "keep-alive, UPGRADE"}, {"Upgrade", "WebSocket"}}, UpgradeWebSocket},
+		{"websocket without Connection: upgrade", [][2]string{{"Upgrade", "websocket"}}, UpgradeOther},
+		{"h2c", [][2]string{{"Connection", "Upgrade, HTTP2-Settings"}, {"Upgrade", "h2c"}}, UpgradeH2C},
+		{"h2c without Connection", [][2]string{{"Upgrade", "h2c"}}, UpgradeH2C},
+		{"h2c among others wins", [][2]string{{"Connection", "Upgrade"}, {"Upgrade", "websocket, h2c"}}, UpgradeH2C},
+		{"h2c in a second header", [][2]string{{"Connection", "Upgrade"}, {"Upgrade", "websocket"}, {"Upgrade", "h2c"}}, UpgradeH2C},
+		{"versioned", [][2]string{{"Connection", "upgrade"}, {"Upgrade", "websocket/13"}}, UpgradeWebSocket},
+		{"other protocol", [][2]string{{"Connection", "upgrade"}, {"Upgrade", "IRC/6.9"}}, UpgradeOther},
+		{"empty Upgrade", [][2]string{{"Connection", "upgrade"}, {"Upgrade", " , "}}, UpgradeNone},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h fasthttp.RequestHeader
+			for _, kv := range tc.hdrs {
+				h.Add(kv[0], kv[1])
+			}
+			if got := UpgradeOf(&h); got != tc.want {
+				t.Fatalf("UpgradeOf = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTakeProtocolBearer(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []string
+		tok     string // "-": none
+		rest    string // "": header removed
+		present bool
+	}{
+		{"absent", nil, "-", "", false},
+		{"no bearer kept as is", []string{"chat, superchat"}, "-", "chat, superchat", true},
+		{"bearer and app protocol", []string{"chat, bearer.abc.def"}, "abc.def", "chat", true},
+		{"bearer alone: header removed", []string{"bearer.abc"}, "abc", "", false},
+		{"prefix case-insensitive", []string{"Bearer.abc, chat"}, "abc", "chat", true},
+		{"every bearer removed, first taken", []string{"bearer.one", "chat, bearer.two"}, "one", "chat", true},
+		{"empty token", []string{"bearer., chat"}, "", "chat", true},
+		{"bearer without dot is a protocol", []string{"bearer, chat"}, "-", "bearer, chat", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h fasthttp.RequestHeader
+			for _, v := range tc.in {
+				h.Add("Sec-WebSocket-Protocol", v)
+			}
+			tok := TakeProtocolBearer(&h)
+			switch {
+			case tc.tok == "-" && tok != nil:
+				t.Fatalf("token = %q, want none", tok)
+			case tc.tok != "-" && (tok == nil || string(tok) != tc.tok):
+				t.Fatalf("token = %q, want %q", tok, tc.tok)
+			}
+			all := h.PeekAll("Sec-WebSocket-Protocol")
+			if !tc.present {
+				if len(all) != 0 {
+					t.Fatalf("header left: %q", all)
+				}
+				return
+			}
+			var got []string
+			for _, v := range all {
+				got = append(got, string(v))
+			}
+			if strings.Join(got, ", ") != tc.rest {
+				t.Fatalf("header = %q, want %q", got, tc.rest)
+			}
+		})
+	}
+}

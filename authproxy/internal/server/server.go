@@ -33,6 +33,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -76,6 +77,8 @@ type Deps struct {
 	Projections  Projections
 	TrustedCIDRs []netip.Prefix
 	Now          func() time.Time
+	// Streams carries WebSocket upgrades and stream routes; nil: none.
+	Streams *streams.Manager
 }
 
 // Router is a route table with, per upstream, its client and the signer of
@@ -131,6 +134,8 @@ type state struct {
 	closeConn bool
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line
+	upgrade   headers.Upgrade
+	wsBearer  bool // Authorization came from Sec-WebSocket-Protocol
 	route     string
 	outcome   string
 }
@@ -204,6 +209,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.authAt = time.Time{}
 	st.path = st.path[:0]
 	st.unparsed = false
+	st.upgrade, st.wsBearer = headers.UpgradeNone, false
 	h := &c.Request().Header
 	if in := h.Peek(requestid.Header); requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
@@ -259,6 +265,9 @@ func (s *Server) hygiene(c *fiber.Ctx) error {
 	if headers.HasTrailers(&c.Request().Header) {
 		st.outcome = "trailers"
 		return errTrailers
+	}
+	if err := s.upgradeHygiene(c, st); err != nil {
+		return err
 	}
 	st.trusted = s.trusted(c)
 	var droppedXFF bool
@@ -519,6 +528,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if cl == nil {
 		id := identity.Identity{Principal: identity.PrincipalAnonymous}
 		st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
+		if st.wsBearer { // a public route: the bearer was never needed
+			h.Del(fiber.HeaderAuthorization)
+		}
 	} else {
 		if w.mac == nil || w.mac.Signer() != signer {
 			e := w.pe
@@ -560,6 +572,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	h.AddBytesV(identity.HeaderSignature, st.sig)
 	if renorm {
 		h.EnableNormalizing()
+	}
+	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
+		return s.stream(c, st, route, hc.Addr, cl)
 	}
 	resp := c.Response()
 	if err := hc.Do(req, resp); err != nil {

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -19,11 +20,13 @@ type rulesFile struct {
 		KeyID string `json:"key_id"`
 	} `json:"upstreams"`
 	Routes []struct {
-		Prefix      string   `json:"prefix"`
-		Methods     []string `json:"methods"`
-		Upstream    string   `json:"upstream"`
-		Access      string   `json:"access"`
-		Permissions []string `json:"permissions"`
+		Prefix        string   `json:"prefix"`
+		Methods       []string `json:"methods"`
+		Upstream      string   `json:"upstream"`
+		Access        string   `json:"access"`
+		Permissions   []string `json:"permissions"`
+		Websocket     bool     `json:"websocket"`
+		StreamTimeout string   `json:"stream_timeout"`
 	} `json:"routes"`
 }
 
@@ -56,21 +59,29 @@ func TestRulesFile(t *testing.T) {
 	if len(f.Upstreams) != 1 || !ok || up.URL != "http://127.0.0.1:8082" || up.KeyID != "app-notes" {
 		t.Fatalf("upstreams = %+v, want notes → http://127.0.0.1:8082 with key_id app-notes", f.Upstreams)
 	}
-	type route struct{ methods, perms string }
+	type route struct {
+		methods, perms string
+		websocket      bool
+		streamTimeout  string
+	}
 	got := map[string]route{}
 	for _, r := range f.Routes {
-		if r.Prefix != "/notes" || r.Upstream != "notes" || r.Access != "protected" {
-			t.Errorf("route %+v: want prefix /notes, upstream notes, access protected", r)
+		if !strings.HasPrefix(r.Prefix, "/notes") || r.Upstream != "notes" || r.Access != "protected" {
+			t.Errorf("route %+v: want prefix /notes..., upstream notes, access protected", r)
 		}
 		if len(r.Methods) == 0 {
 			t.Errorf("route %+v: no methods", r)
 			continue
 		}
-		got[r.Prefix+" "+r.Methods[0]] = route{methods: joined(r.Methods), perms: joined(r.Permissions)}
+		got[r.Prefix+" "+r.Methods[0]] = route{methods: joined(r.Methods), perms: joined(r.Permissions),
+			websocket: r.Websocket, streamTimeout: r.StreamTimeout}
 	}
 	want := map[string]route{
 		"/notes GET":  {methods: "GET,HEAD", perms: notes.PermRead},
 		"/notes POST": {methods: "POST", perms: notes.PermWrite},
+		// Longer than the heartbeat, so a healthy stream is never cut.
+		"/notes/events GET": {methods: "GET", perms: notes.PermRead, streamTimeout: "60s"},
+		"/notes/ws GET":     {methods: "GET", perms: notes.PermRead, websocket: true},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("routes = %+v, want %+v", got, want)
@@ -79,6 +90,9 @@ func TestRulesFile(t *testing.T) {
 		if got[k] != w {
 			t.Errorf("route %s = %+v, want %+v", k, got[k], w)
 		}
+	}
+	if d, err := time.ParseDuration(got["/notes/events GET"].streamTimeout); err != nil || d <= notes.Heartbeat {
+		t.Errorf("stream_timeout %v (%v) must exceed the heartbeat %v", d, err, notes.Heartbeat)
 	}
 }
 

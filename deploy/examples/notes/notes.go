@@ -4,6 +4,12 @@
 //
 //	GET  /notes         notes:read   → 200 {"data": [note, ...]} of the caller's tenant
 //	POST /notes {text}  notes:write  → 201 note, author and tenant from the identity
+//	GET  /notes/events  notes:read   → text/event-stream: "event: note" + "data: <note>" per
+//	                                   note created in the tenant from then on
+//	GET  /notes/ws      notes:read   → WebSocket echoing each message
+//
+// The proxy closes the two streams when the caller loses access (see
+// rules.yaml for their routes).
 //
 // A note is {id, text, author_id, tenant_id, created_at}. Errors are
 // problem+json. The proxy's rules for it are in rules.yaml beside this
@@ -55,10 +61,38 @@ type Note struct {
 type Store struct {
 	mu    sync.RWMutex
 	notes map[string][]Note // tenant id → notes, oldest first
+	subs  map[string]map[chan Note]struct{}
 }
 
 // NewStore returns an empty store.
-func NewStore() *Store { return &Store{notes: map[string][]Note{}} }
+func NewStore() *Store {
+	return &Store{notes: map[string][]Note{}, subs: map[string]map[chan Note]struct{}{}}
+}
+
+// subBuffer is how many notes a subscriber may lag behind before it is
+// dropped (its channel closed: the client reconnects).
+const subBuffer = 64
+
+// Subscribe returns a channel of the notes added to the tenant from now
+// on, and the function that ends the subscription. The channel is closed
+// when the subscriber falls subBuffer notes behind.
+func (s *Store) Subscribe(tenantID string) (<-chan Note, func()) {
+	ch := make(chan Note, subBuffer)
+	s.mu.Lock()
+	if s.subs[tenantID] == nil {
+		s.subs[tenantID] = map[chan Note]struct{}{}
+	}
+	s.subs[tenantID][ch] = struct{}{}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.subs[tenantID][ch]; ok {
+			delete(s.subs[tenantID], ch)
+			close(ch)
+		}
+	}
+}
 
 // ErrTenantFull is returned by Add when a tenant holds MaxNotesPerTenant notes.
 var ErrTenantFull = errors.New("notes: tenant holds the maximum number of notes")
@@ -78,6 +112,14 @@ func (s *Store) Add(n Note) error {
 		return ErrTenantFull
 	}
 	s.notes[n.TenantID] = append(s.notes[n.TenantID], n)
+	for ch := range s.subs[n.TenantID] {
+		select {
+		case ch <- n:
+		default: // too slow: dropped
+			delete(s.subs[n.TenantID], ch)
+			close(ch)
+		}
+	}
 	return nil
 }
 
@@ -102,6 +144,8 @@ func Handler(v *verify.Verifier, store *Store, now func() time.Time) http.Handle
 			verify.WriteProblem(w, r, problem.New(http.StatusMethodNotAllowed, problem.CodeMethodNotAllowed, r.Method+" is not allowed on /notes"))
 		}
 	})
+	mux.Handle("GET /notes/events", verify.RequirePermission(PermRead)(http.HandlerFunc(h.events)))
+	mux.Handle("GET /notes/ws", verify.RequirePermission(PermRead)(http.HandlerFunc(h.echo)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		verify.WriteProblem(w, r, problem.New(http.StatusNotFound, problem.CodeNotFound, "no such route"))
 	})

@@ -1,0 +1,350 @@
+package app
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// sse opens an event stream through the proxy.
+type sse struct {
+	resp *http.Response
+	r    *bufio.Reader
+}
+
+func (e *env) openSSE(t *testing.T, path, tok string) *sse {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+e.addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream answer %d %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	return &sse{resp: resp, r: bufio.NewReader(resp.Body)}
+}
+
+// next reads one event's data within d.
+func (s *sse) next(t *testing.T, d time.Duration) string {
+	t.Helper()
+	type res struct {
+		data string
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		var data string
+		for {
+			line, err := s.r.ReadString('\n')
+			if err != nil {
+				ch <- res{err: err}
+				return
+			}
+			line = strings.TrimRight(line, "\n")
+			if v, ok := strings.CutPrefix(line, "data: "); ok {
+				data = v
+			}
+			if line == "" && data != "" {
+				ch <- res{data: data}
+				return
+			}
+		}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("event stream: %v", r.err)
+		}
+		return r.data
+	case <-time.After(d):
+		t.Fatalf("no event within %v: held back", d)
+	}
+	return ""
+}
+
+// wantEnd waits for the end of the stream (clean: EOF).
+func (s *sse) wantEnd(t *testing.T, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ch := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, s.r); ch <- err }()
+	select {
+	case err := <-ch:
+		if err != nil {
+			t.Fatalf("stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(d):
+		t.Fatalf("stream still open after %v", d)
+	}
+	return time.Since(start)
+}
+
+func TestStreamRouteFlushedAndNotCutByTimeouts(t *testing.T) {
+	e, a := startStreams(t, map[string]string{"UPSTREAM_TIMEOUT": "300ms", "WRITE_TIMEOUT": "300ms", "READ_TIMEOUT": "300ms"})
+	s := e.openSSE(t, "/notes/events", e.token(nil))
+	if got := a.last(t); got.verifyErr != nil || got.identity.UserID != userID {
+		t.Fatalf("app saw %+v, %v", got.identity, got.verifyErr)
+	}
+	a.events <- `{"id":1}`
+	if got := s.next(t, 5*time.Second); got != `{"id":1}` {
+		t.Fatalf("event = %q", got)
+	}
+	// Silent for longer than every request timeout, shorter than the
+	// route's stream_timeout (2s).
+	time.Sleep(900 * time.Millisecond)
+	a.events <- `{"id":2}`
+	if got := s.next(t, 5*time.Second); got != `{"id":2}` {
+		t.Fatalf("event = %q", got)
+	}
+	if open := metricCount(t, e, `authproxy_streams_open{kind="sse",route="/notes/events"}`); open != 1 {
+		t.Fatalf("open streams metric = %v", open)
+	}
+	// Silent beyond stream_timeout: the proxy ends it.
+	d := s.wantEnd(t, 10*time.Second)
+	if d < time.Second {
+		t.Fatalf("ended after %v, before stream_timeout", d)
+	}
+	testenv.Eventually(t, "closed as idle", func() bool {
+		return metricCount(t, e, `authproxy_streams_closed_total{kind="sse",reason="idle"}`) == 1
+	})
+}
+
+func TestStreamsClosedOnRevocation(t *testing.T) {
+	e, _ := startStreams(t, nil)
+	tok := e.token(nil)
+	restore := func() {
+		e.core.SetProjection(notesProjection())
+		e.publishAndWait("auth.invalidate.user." + userID)
+	}
+
+	t.Run("permission removed: WebSocket closed 1008", func(t *testing.T) {
+		defer restore()
+		var lat []time.Duration
+		for i := 0; i < 20; i++ {
+			c, _, err := e.dialWS("/notes/ws", bearer(tok))
+			if err != nil {
+				t.Fatal(err)
+			}
+			echo(t, c, "x")
+			p := notesProjection()
+			p.Permissions = []string{"tenant:read"}
+			e.core.SetProjection(p)
+			start := time.Now()
+			e.publish("auth.invalidate.user." + userID)
+			code, text := wantClosed(t, c, 5*time.Second)
+			lat = append(lat, time.Since(start))
+			c.Close()
+			if code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
+				t.Fatalf("close = %d %q", code, text)
+			}
+			restore()
+		}
+		slices.Sort(lat)
+		t.Logf("event published -> close frame read, 20 trials: p50 %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
+	})
+	t.Run("unchanged access keeps the stream", func(t *testing.T) {
+		c, _, err := e.dialWS("/notes/ws", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		e.publishAndWait("auth.invalidate.user." + userID)
+		e.publishAndWait("auth.invalidate.tenant." + tenantID)
+		time.Sleep(200 * time.Millisecond)
+		echo(t, c, "still here")
+	})
+	t.Run("session revoked: event stream ended", func(t *testing.T) {
+		defer restore()
+		s := e.openSSE(t, "/notes/events", tok)
+		p := notesProjection()
+		p.RevokedSessions = []string{sessionID}
+		e.core.SetProjection(p)
+		e.publish("auth.invalidate.user." + userID)
+		t.Logf("stream ended %v after the event", s.wantEnd(t, 5*time.Second))
+	})
+	t.Run("tenant suspended: all its streams closed", func(t *testing.T) {
+		defer restore()
+		c1, _, err := e.dialWS("/notes/ws", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c1.Close()
+		c2, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		s := e.openSSE(t, "/notes/events", tok)
+		p := notesProjection()
+		p.TenantStatus = "suspended"
+		e.core.SetProjection(p)
+		e.publish("auth.invalidate.tenant." + tenantID)
+		for _, c := range []*websocket.Conn{c1, c2} {
+			if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "inactive" {
+				t.Fatalf("close = %d %q", code, text)
+			}
+		}
+		s.wantEnd(t, 5*time.Second)
+	})
+	t.Run("logout through this proxy closes at once, without the event", func(t *testing.T) {
+		defer restore()
+		c, _, err := e.dialWS("/notes/ws", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// coreapi has committed the logout; its event never comes here.
+		p := notesProjection()
+		p.RevokedSessions = []string{sessionID}
+		e.core.SetProjection(p)
+		e.wantStatus(e.do("POST", "/api/v1/auth/logout", tok, nil), 200)
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "session_revoked" {
+			t.Fatalf("close = %d %q", code, text)
+		}
+	})
+	t.Run("token version bumped: closed", func(t *testing.T) {
+		defer restore()
+		c, _, err := e.dialWS("/notes/ws", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		p := notesProjection()
+		p.TokenVersion = 1
+		e.core.SetProjection(p)
+		e.publish("auth.invalidate.user." + userID)
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "token_version" {
+			t.Fatalf("close = %d %q", code, text)
+		}
+	})
+	t.Run("user deactivated, seen through invalidate.all: closed", func(t *testing.T) {
+		defer restore()
+		c, _, err := e.dialWS("/notes/ws", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		p := notesProjection()
+		p.UserStatus = "disabled"
+		e.core.SetProjection(p)
+		e.publish("auth.invalidate.all")
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "inactive" {
+			t.Fatalf("close = %d %q", code, text)
+		}
+	})
+	t.Run("token expiry closes the connection", func(t *testing.T) {
+		short := e.token(func(c testenv.Claims) { c["exp"] = time.Now().Add(1500 * time.Millisecond).Unix() })
+		c, _, err := e.dialWS("/notes/ws", bearer(short))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		echo(t, c, "x")
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "token_expired" {
+			t.Fatalf("close = %d %q", code, text)
+		}
+	})
+	if n := metricCount(t, e, `authproxy_streams_closed_total{kind="websocket",reason="insufficient_scope"}`); n != 20 {
+		t.Errorf("closed for insufficient_scope = %v, want 20", n)
+	}
+	if n := metricCount(t, e, `authproxy_streams_bytes_total{direction="to_client"}`); n == 0 {
+		t.Error("no bytes relayed counted")
+	}
+}
+
+func TestStreamLimits(t *testing.T) {
+	t.Run("per user: 429", func(t *testing.T) {
+		e, _ := startStreams(t, map[string]string{"STREAM_MAX_PER_USER": "1"})
+		c, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, resp, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
+		if err == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("second stream = %v, %v; want 429", err, resp)
+		}
+		// Freed when the first goes.
+		c.Close()
+		testenv.Eventually(t, "slot freed", func() bool { return e.app.Streams.Open() == 0 })
+		c, _, err = e.dialWS("/notes/ws", bearer(e.token(nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	})
+	t.Run("per proxy: 503", func(t *testing.T) {
+		e, _ := startStreams(t, map[string]string{"STREAM_MAX_CONNS": "1", "STREAM_MAX_PER_USER": "0"})
+		s := e.openSSE(t, "/notes/events", e.token(nil))
+		_ = s
+		r := e.do("GET", "/notes/ws", e.token(nil), map[string]string{"Connection": "Upgrade", "Upgrade": "websocket",
+			"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+		e.wantProblem(r, 503, problem.CodeUnavailable)
+		// Plain requests are not streams: never capped.
+		e.wantStatus(e.do("GET", "/notes", e.token(nil), nil), 200)
+	})
+}
+
+func TestStreamsEndOnShutdown(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"STREAM_DRAIN_TIMEOUT": "3s"})
+	c, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := e.openSSE(t, "/notes/events", e.token(nil))
+	e.cancel()
+	if code, text := wantClosed(t, c, 5*time.Second); code != websocket.CloseGoingAway || text != "shutdown" {
+		t.Fatalf("close = %d %q", code, text)
+	}
+	s.wantEnd(t, 5*time.Second)
+	select {
+	case err := <-e.done:
+		e.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+// A rules reload reaches open streams: a route that now needs a permission
+// the caller lacks closes them (insufficient_scope), one that no longer
+// allows WebSockets closes them (route_changed), an unchanged one keeps
+// them.
+func TestStreamsRerouteOnReload(t *testing.T) {
+	e, a := startStreams(t, nil)
+	tok := e.token(nil)
+	dial := func(path string) *websocket.Conn {
+		c, _, err := e.dialWS(path, bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	ws, open, kept := dial("/notes/ws"), dial("/notes/open-ws"), dial("/notes/ws/x")
+	gen := e.generation()
+	e.writeRules(a.rules("")[:strings.Index(a.rules(""), "routes:\n")] + "routes:\n" +
+		"  - {prefix: /notes/ws/x, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:write], websocket: true}\n" +
+		"  - {prefix: /notes/open-ws, methods: [GET], upstream: notes, access: public}\n")
+	testenv.Eventually(t, "reloaded", func() bool { return e.generation() > gen })
+	if code, text := wantClosed(t, ws, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
+		t.Fatalf("tightened route: close = %d %q", code, text)
+	}
+	if code, text := wantClosed(t, open, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+		t.Fatalf("route without websocket: close = %d %q", code, text)
+	}
+	echo(t, kept, "unchanged")
+}

@@ -1,0 +1,434 @@
+package app
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// streamApp is an upstream app with WebSocket and event-stream routes: it
+// verifies the identity headers of every request with the app key and
+// records what it got.
+type streamApp struct {
+	t    testing.TB
+	addr string
+	v    *identity.Verifier
+
+	mu   sync.Mutex
+	got  []streamSeen
+	conn []*websocket.Conn
+
+	// events is what /notes/events sends, one write per value; closing it
+	// ends the stream.
+	events chan string
+	// flood, when set, makes /notes/ws/flood write without end, counting
+	// the bytes the proxy accepted.
+	flooded atomic.Int64
+}
+
+type streamSeen struct {
+	path      string
+	header    http.Header
+	identity  identity.Identity
+	verifyErr error
+}
+
+func newStreamApp(t testing.TB) *streamApp {
+	t.Helper()
+	v, err := identity.NewVerifier([]identity.Key{testenv.AppKey}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &streamApp{t: t, v: v, events: make(chan string, 16)}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.addr = ln.Addr().String()
+	srv := &http.Server{Handler: a, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		a.mu.Lock()
+		for _, c := range a.conn {
+			c.Close()
+		}
+		a.mu.Unlock()
+	})
+	return a
+}
+
+func (a *streamApp) rules(extra string) string {
+	return "upstreams:\n  notes:\n    url: http://" + a.addr + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/open-ws, methods: [GET], upstream: notes, access: public, websocket: true}\n" +
+		"  - {prefix: /notes/events, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], stream_timeout: 2s}\n" +
+		"  - {prefix: /notes, methods: [GET, POST], upstream: notes, access: protected, permissions: [notes:read]}\n" + extra
+}
+
+func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	get := func(n string) string { return r.Header.Get(n) }
+	body, _ := io.ReadAll(r.Body)
+	id, err := a.v.Verify(time.Now(), get, r.Method, r.URL.RequestURI(), sha256Sum(body))
+	a.mu.Lock()
+	a.got = append(a.got, streamSeen{path: r.URL.Path, header: r.Header.Clone(), identity: id, verifyErr: err})
+	a.mu.Unlock()
+	switch {
+	case r.URL.Path == "/notes/ws/refuse":
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, "not for you")
+	case strings.HasPrefix(r.URL.Path, "/notes/ws") || strings.HasPrefix(r.URL.Path, "/notes/open-ws"):
+		if !websocket.IsWebSocketUpgrade(r) {
+			_, _ = io.WriteString(w, "plain")
+			return
+		}
+		up := websocket.Upgrader{Subprotocols: []string{"chat"}}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		if r.URL.Path == "/notes/ws/linger" {
+			// Never closes its end: the proxy must not wait for it.
+			a.mu.Lock()
+			a.conn = append(a.conn, c)
+			a.mu.Unlock()
+		} else {
+			defer c.Close()
+		}
+		if r.URL.Path == "/notes/ws/flood" {
+			msg := make([]byte, 256<<10)
+			for {
+				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+				if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+					return
+				}
+				a.flooded.Add(int64(len(msg)))
+			}
+		}
+		for {
+			mt, p, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(mt, p); err != nil {
+				return
+			}
+		}
+	case r.URL.Path == "/notes/events":
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case ev, ok := <-a.events:
+				if !ok {
+					return
+				}
+				if _, err := fmt.Fprintf(w, "event: note\ndata: %s\n\n", ev); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	default:
+		_, _ = io.WriteString(w, "plain")
+	}
+}
+
+func (a *streamApp) last(t testing.TB) streamSeen {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.got) == 0 {
+		t.Fatal("nothing reached the app")
+	}
+	return a.got[len(a.got)-1]
+}
+
+func (a *streamApp) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.got)
+}
+
+func sha256Sum(b []byte) [32]byte {
+	if len(b) == 0 {
+		return identity.EmptyBodySHA256
+	}
+	return sha256.Sum256(b)
+}
+
+func startStreams(t *testing.T, vars map[string]string) (*env, *streamApp) {
+	t.Helper()
+	a := newStreamApp(t)
+	e := start(t, envOpt{rules: a.rules(""), vars: vars})
+	e.core.SetProjection(notesProjection())
+	return e, a
+}
+
+func (e *env) dialWS(path string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: nil}
+	return d.Dial("ws://"+e.addr+path, hdr)
+}
+
+func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+
+func echo(t *testing.T, c *websocket.Conn, msg string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	_, p, err := c.ReadMessage()
+	if err != nil || string(p) != msg {
+		t.Fatalf("echo = %q, %v; want %q", p, err, msg)
+	}
+}
+
+// wantClosed waits for the proxy's close frame and returns its code and
+// text.
+func wantClosed(t *testing.T, c *websocket.Conn, within time.Duration) (int, string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(within))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Text
+		}
+		t.Fatalf("read = %v, want a close frame", err)
+	}
+}
+
+func TestWebSocketPassthrough(t *testing.T) {
+	e, a := startStreams(t, nil)
+	tok := e.token(nil)
+
+	t.Run("bearer in Authorization: spliced, signed", func(t *testing.T) {
+		c, resp, err := e.dialWS("/notes/ws?room=1", bearer(tok))
+		if err != nil {
+			t.Fatalf("dial: %v (%v)", err, resp)
+		}
+		defer c.Close()
+		echo(t, c, "hello")
+		echo(t, c, strings.Repeat("x", 100<<10)) // larger than a relay buffer
+		got := a.last(t)
+		if got.verifyErr != nil || got.identity.UserID != userID || got.identity.KeyID != testenv.AppKey.ID {
+			t.Fatalf("app saw %+v, %v", got.identity, got.verifyErr)
+		}
+		if got.header.Get("Authorization") != "" || got.path != "/notes/ws" {
+			t.Fatalf("app got Authorization %q on %s", got.header.Get("Authorization"), got.path)
+		}
+	})
+	t.Run("bearer as a subprotocol: taken out before the app", func(t *testing.T) {
+		h := http.Header{"Sec-WebSocket-Protocol": {"chat, bearer." + tok}}
+		c, resp, err := e.dialWS("/notes/ws", h)
+		if err != nil {
+			t.Fatalf("dial: %v (%v)", err, resp)
+		}
+		defer c.Close()
+		if c.Subprotocol() != "chat" {
+			t.Fatalf("subprotocol = %q", c.Subprotocol())
+		}
+		echo(t, c, "hi")
+		got := a.last(t)
+		if got.verifyErr != nil || got.identity.UserID != userID {
+			t.Fatalf("app saw %+v, %v", got.identity, got.verifyErr)
+		}
+		if p := got.header.Values("Sec-WebSocket-Protocol"); len(p) != 1 || p[0] != "chat" {
+			t.Fatalf("app got Sec-WebSocket-Protocol %q", p)
+		}
+		if got.header.Get("Authorization") != "" {
+			t.Fatal("the subprotocol bearer reached the app as Authorization")
+		}
+	})
+	t.Run("a bearer subprotocol on a public route never reaches the app", func(t *testing.T) {
+		h := http.Header{"Sec-WebSocket-Protocol": {"chat, bearer." + tok}}
+		c, _, err := e.dialWS("/notes/open-ws", h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		echo(t, c, "x")
+		got := a.last(t)
+		if got.header.Get("Authorization") != "" || strings.Contains(fmt.Sprint(got.header), tok) {
+			t.Fatalf("token reached the app: %v", got.header)
+		}
+		if got.identity.Principal != identity.PrincipalAnonymous || got.verifyErr != nil {
+			t.Fatalf("identity = %+v, %v", got.identity, got.verifyErr)
+		}
+	})
+	t.Run("no token: 401, nothing forwarded", func(t *testing.T) {
+		n := a.count()
+		_, resp, err := e.dialWS("/notes/ws", nil)
+		if err == nil || resp == nil || resp.StatusCode != 401 {
+			t.Fatalf("dial = %v, %v; want 401", err, resp)
+		}
+		if a.count() != n {
+			t.Fatal("refused upgrade reached the app")
+		}
+	})
+	t.Run("missing permission: 403", func(t *testing.T) {
+		p := notesProjection()
+		p.Permissions = []string{"tenant:read"}
+		e.core.SetProjection(p)
+		e.publishAndWait("auth.invalidate.user." + userID)
+		defer func() {
+			e.core.SetProjection(notesProjection())
+			e.publishAndWait("auth.invalidate.user." + userID)
+		}()
+		_, resp, err := e.dialWS("/notes/ws", bearer(tok))
+		if err == nil || resp == nil || resp.StatusCode != 403 {
+			t.Fatalf("dial = %v, %v; want 403", err, resp)
+		}
+	})
+	t.Run("identity headers smuggled in the upgrade are replaced", func(t *testing.T) {
+		h := bearer(tok)
+		h.Set("X-Auth-User-Id", "evil")
+		h.Set("X-Auth-Permissions", "admin:all")
+		c, _, err := e.dialWS("/notes/ws", h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got := a.last(t)
+		if got.verifyErr != nil || got.header.Values("X-Auth-User-Id")[0] != userID || len(got.header.Values("X-Auth-User-Id")) != 1 ||
+			strings.Contains(got.header.Get("X-Auth-Permissions"), "admin") {
+			t.Fatalf("app got %v (%v)", got.header, got.verifyErr)
+		}
+	})
+	t.Run("upgrade on a route without websocket: plain request, never spliced", func(t *testing.T) {
+		_, resp, err := e.dialWS("/notes/other", bearer(tok))
+		if !errors.Is(err, websocket.ErrBadHandshake) || resp.StatusCode != 200 {
+			t.Fatalf("dial = %v, %v; want a plain 200", err, resp)
+		}
+		got := a.last(t)
+		if got.header.Get("Upgrade") != "" || strings.Contains(strings.ToLower(got.header.Get("Connection")), "upgrade") {
+			t.Fatalf("upgrade headers reached the app: %v", got.header)
+		}
+	})
+	t.Run("Upgrade: h2c refused", func(t *testing.T) {
+		n := a.count()
+		r := e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok +
+			"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+		e.wantProblem(r, 400, problem.CodeBadRequest)
+		if a.count() != n {
+			t.Fatal("h2c request reached the app")
+		}
+	})
+	t.Run("upgrade with a body refused", func(t *testing.T) {
+		n := a.count()
+		r := e.raw("GET /notes/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok +
+			"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 5\r\n\r\nhello")
+		e.wantProblem(r, 400, problem.CodeBadRequest)
+		if a.count() != n {
+			t.Fatal("upgrade with a body reached the app")
+		}
+	})
+	t.Run("upstream refusing the upgrade: its answer passed through", func(t *testing.T) {
+		_, resp, err := e.dialWS("/notes/ws/refuse", bearer(tok))
+		if !errors.Is(err, websocket.ErrBadHandshake) || resp.StatusCode != 403 {
+			t.Fatalf("dial = %v, %v; want the app's 403", err, resp)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "not for you" {
+			t.Fatalf("body = %q", b)
+		}
+		testenv.Eventually(t, "refused upgrade not counted open", func() bool { return e.app.Streams.Open() == 0 })
+	})
+	t.Run("client going away ends the splice", func(t *testing.T) {
+		c, _, err := e.dialWS("/notes/ws/linger", bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, c, "x")
+		if e.app.Streams.Open() != 1 {
+			t.Fatalf("open = %d", e.app.Streams.Open())
+		}
+		c.UnderlyingConn().Close()
+		testenv.Eventually(t, "stream released", func() bool { return e.app.Streams.Open() == 0 })
+	})
+}
+
+// A client that never reads holds the upstream back (TCP backpressure
+// through fixed buffers): the proxy does not buffer what the upstream
+// sends.
+func TestWebSocketClientNeverReads(t *testing.T) {
+	e, a := startStreams(t, map[string]string{"STREAM_BUFFER_BYTES": "8192"})
+	c, _, err := e.dialWS("/notes/ws/flood", bearer(e.token(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Let the upstream write until it blocks.
+	var prev int64 = -1
+	testenv.Eventually(t, "upstream blocked", func() bool {
+		time.Sleep(300 * time.Millisecond)
+		n := a.flooded.Load()
+		stalled := n == prev
+		prev = n
+		return stalled
+	})
+	// Socket buffers on three hops hold a few MiB at most; anything like
+	// the whole flood would mean the proxy buffers.
+	if n := a.flooded.Load(); n > 48<<20 {
+		t.Fatalf("upstream wrote %d MiB to a client that reads nothing", n>>20)
+	}
+	t.Logf("upstream wrote %d KiB before blocking", a.flooded.Load()>>10)
+}
+
+// A half-closed client (FIN after its last frame) still gets the answer
+// to what it sent.
+func TestWebSocketHalfClose(t *testing.T) {
+	e, _ := startStreams(t, nil)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(conn, "GET /notes/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e.token(nil)+
+		"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Logf("%s", b)
+		t.Fatalf("handshake = %v, %v", resp, err)
+	}
+	// One masked text frame "ping", then FIN.
+	frame := []byte{0x81, 0x84, 1, 2, 3, 4, 'p' ^ 1, 'i' ^ 2, 'n' ^ 3, 'g' ^ 4}
+	if _, err := conn.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(br, got); err != nil {
+		t.Fatalf("echo after half-close: %v", err)
+	}
+	if got[0] != 0x81 || got[1] != 4 || string(got[2:]) != "ping" {
+		t.Fatalf("echo frame = %x", got)
+	}
+}

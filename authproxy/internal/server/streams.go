@@ -1,0 +1,88 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+var (
+	errH2C            = &httpError{status: 400, code: problem.CodeBadRequest, detail: "Upgrade: h2c is not supported"}
+	errUpgradeRequest = &httpError{status: 400, code: problem.CodeBadRequest,
+		detail: "a WebSocket upgrade is a GET without a body"}
+	errStreamsProxy = &httpError{status: 503, code: problem.CodeUnavailable, detail: "too many open streams on this proxy", retryAfter: true}
+	errStreamsUser  = &httpError{status: 429, code: problem.CodeTooManyRequests, detail: "too many open streams for this user", retryAfter: true}
+)
+
+// upgradeHygiene runs before the headers are sanitized (which removes
+// Upgrade): it notes a WebSocket upgrade, refuses h2c, and takes a bearer
+// offered as a WebSocket subprotocol ("bearer.<token>") out of
+// Sec-WebSocket-Protocol, on every request, so that it never reaches an
+// upstream; on a WebSocket upgrade without Authorization it becomes the
+// request's bearer.
+func (s *Server) upgradeHygiene(c *fiber.Ctx, st *state) error {
+	h := &c.Request().Header
+	st.upgrade = headers.UpgradeOf(h)
+	if st.upgrade == headers.UpgradeH2C {
+		st.outcome = "h2c"
+		return errH2C
+	}
+	tok := headers.TakeProtocolBearer(h)
+	if tok != nil && st.upgrade == headers.UpgradeWebSocket && len(h.PeekAll(fiber.HeaderAuthorization)) == 0 {
+		h.Set(fiber.HeaderAuthorization, "Bearer "+string(tok))
+		st.wsBearer = true
+	}
+	return nil
+}
+
+// stream hands a WebSocket upgrade (on a route with websocket: true) or a
+// request of a route with a stream_timeout to the streams manager; the
+// request is authorized and signed.
+func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string, cl *tokens.Claims) error {
+	if st.wsBearer {
+		c.Request().Header.Del(fiber.HeaderAuthorization)
+	}
+	if s.d.Streams == nil {
+		return unavailable("streams not enabled")
+	}
+	r := streams.Request{Ctx: c.Context(), Addr: addr, Route: route, Claims: cl, RequestID: string(st.reqID),
+		Path: string(st.path), Method: string(c.Request().Header.Method())}
+	var err error
+	if st.upgrade == headers.UpgradeWebSocket && route.Websocket {
+		req := c.Request()
+		// ContentLength: -1 chunked, -2 none (fasthttp's identity body).
+		if !req.Header.IsGet() || len(req.Body()) > 0 || req.Header.ContentLength() > 0 || req.Header.ContentLength() == -1 {
+			st.outcome = "bad_upgrade"
+			return errUpgradeRequest
+		}
+		err = s.d.Streams.ServeWebSocket(r)
+	} else {
+		err = s.d.Streams.ServeStream(r)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, streams.ErrDraining):
+		return unavailable("shutting down")
+	case errors.Is(err, streams.ErrProxyLimit):
+		return errStreamsProxy
+	case errors.Is(err, streams.ErrUserLimit):
+		return errStreamsUser
+	case errors.Is(err, streams.ErrDial):
+		s.d.Metrics.UpstreamErrors.WithLabelValues("stream", "connect").Inc()
+		return unavailable("upstream unavailable")
+	}
+	kind, label := forward.Classify(err)
+	s.d.Metrics.UpstreamErrors.WithLabelValues("stream", label).Inc()
+	s.d.Log.Warn("stream", "err", err, "request_id", string(st.reqID))
+	if kind == forward.Timeout {
+		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
+	}
+	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
+}

@@ -1,0 +1,163 @@
+package streams
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+
+	"github.com/valyala/fasthttp"
+)
+
+// ServeStream forwards a request of a route with a stream_timeout over a
+// connection of its own and streams the answer: every read from the
+// upstream is flushed to the client at once (server-sent events are never
+// held back), a silence longer than stream_timeout ends it, and the
+// proxy's request and write timeouts do not apply once the headers have
+// arrived. Closing it (revocation, token expiry, shutdown) ends the
+// response cleanly (the last chunk), which an EventSource sees as the end
+// of the stream.
+func (m *Manager) ServeStream(r Request) error {
+	c, err := m.reserveAt("sse", r.Route.Prefix, r.Claims, r.Route, r.RequestID, r.Path, r.Method)
+	if err != nil {
+		return err
+	}
+	up, err := m.dial(r.Addr)
+	if err != nil {
+		m.release(c, ReasonError)
+		return err
+	}
+	ctx := r.Ctx
+	_ = up.SetDeadline(m.o.Now().Add(m.o.HandshakeTimeout))
+	// One request per connection: the stream owns it to the end.
+	ctx.Request.Header.SetConnectionClose()
+	bw := bufio.NewWriterSize(up, 4<<10)
+	if err = ctx.Request.Write(bw); err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		up.Close()
+		m.release(c, ReasonError)
+		return errors.Join(ErrUpstream, err)
+	}
+	ic := &idleConn{Conn: up}
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = true
+	resp.SkipBody = ctx.IsHead()
+	if err := resp.Read(bufio.NewReaderSize(ic, 4<<10)); err != nil {
+		fasthttp.ReleaseResponse(resp)
+		up.Close()
+		m.release(c, ReasonError)
+		return errors.Join(ErrUpstream, err)
+	}
+	resp.Header.CopyTo(&ctx.Response.Header)
+	ctx.Response.Header.ResetConnectionClose()
+	if resp.SkipBody {
+		fasthttp.ReleaseResponse(resp)
+		up.Close()
+		m.release(c, ReasonUpstream)
+		return nil
+	}
+	_ = up.SetDeadline(time.Time{})
+	ic.idle = r.Route.StreamTimeout
+	// The proxy writes the answer itself on the hijacked connection, so
+	// that the headers leave at once (fasthttp holds them until the first
+	// body bytes) and every read is its own flushed chunk. The connection
+	// closes after the stream.
+	h := &ctx.Response.Header
+	h.SetContentLength(-1)
+	h.SetConnectionClose()
+	h.Set(requestid.Header, r.RequestID)
+	head := h.AppendBytes(nil)
+	m.start(c, func(string) { up.Close() }) // ends the blocked read at once
+	ctx.HijackSetNoResponse(true)
+	var started atomic.Bool
+	m.watchHijack(c, &started, up)
+	ctx.Hijack(func(cli net.Conn) {
+		if !started.CompareAndSwap(false, true) {
+			cli.Close()
+			return
+		}
+		reason := m.relayStream(c, cli, resp.BodyStream(), head)
+		up.Close()
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		cli.Close()
+		m.release(c, reason)
+	})
+	return nil
+}
+
+// relayStream writes head, then each read of body as a chunk, then the
+// last chunk; it returns why it ended.
+func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte) string {
+	_ = cli.SetDeadline(time.Time{})
+	// A client that goes away is noticed even while the upstream is
+	// silent: it sends nothing else on this connection.
+	go func() {
+		var b [1]byte
+		_, _ = cli.Read(b[:])
+		c.Close(ReasonClient)
+	}()
+	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
+	if _, err := cli.Write(head); err != nil {
+		return ReasonClient
+	}
+	bp := m.buf()
+	defer m.put(bp)
+	buf := *bp
+	chunk := make([]byte, 0, 16+len(buf))
+	reason := ReasonUpstream
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			chunk = strconv.AppendInt(chunk[:0], int64(n), 16)
+			chunk = append(append(append(chunk, "\r\n"...), buf[:n]...), "\r\n"...)
+			_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
+			if _, werr := cli.Write(chunk); werr != nil {
+				c.Close(ReasonClient)
+				return ReasonClient
+			}
+			m.m.down.Add(float64(n))
+		}
+		if err == nil {
+			continue
+		}
+		switch {
+		case c.Reason() != "":
+			reason = c.Reason()
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			reason = ReasonIdle
+		case errors.Is(err, io.EOF):
+		default:
+			reason = ReasonError
+		}
+		break
+	}
+	c.Close(reason) // first: the client's own close after the end is no reason
+	// A clean end, whatever the reason: an EventSource reconnects (and is
+	// authorized anew).
+	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
+	_, _ = cli.Write([]byte("0\r\n\r\n"))
+	return c.Reason()
+}
+
+// idleConn sets a read deadline of idle before each read once idle is set,
+// so only a silence longer than idle times out.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if c.idle > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	return c.Conn.Read(p)
+}

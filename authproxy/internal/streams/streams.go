@@ -1,0 +1,472 @@
+// Package streams carries the proxy's long-lived connections: WebSocket
+// upgrades spliced to the upstream after its 101, and streamed responses
+// (server-sent events) of routes with a stream_timeout, flushed as they
+// arrive. It keeps an index of the open ones by user, session and tenant so
+// that an invalidation (or a local logout) re-evaluates them and closes
+// those no longer allowed, enforces the per-proxy and per-user caps, closes
+// a connection when its access token expires, and ends them all on
+// shutdown.
+package streams
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+)
+
+// Close reasons: the "reason" label of the closed-streams metric, and the
+// text of a WebSocket close frame.
+const (
+	ReasonClient       = "client"        // the client went away
+	ReasonUpstream     = "upstream"      // the upstream ended it
+	ReasonIdle         = "idle"          // nothing for stream_timeout
+	ReasonTokenExpired = "token_expired" // the access token expired
+	ReasonShutdown     = "shutdown"      // the proxy is stopping
+	ReasonError        = "error"         // a transport error
+	// ReasonRouteChanged: a rules reload no longer routes the stream the
+	// way it was opened (route gone, websocket or stream_timeout dropped,
+	// no longer open to an anonymous caller).
+	ReasonRouteChanged = "route_changed"
+	// Access withdrawn: the decision outcomes (decide.Outcome.String())
+	// inactive, token_version, session_revoked, insufficient_scope,
+	// email_unverified, and "no_membership".
+	ReasonNoMembership = "no_membership"
+)
+
+// Errors Serve returns before anything was sent to the client.
+var (
+	// ErrProxyLimit: the proxy holds MaxConns streams (503).
+	ErrProxyLimit = errors.New("streams: proxy stream limit reached")
+	// ErrUserLimit: the user holds MaxPerUser streams here (429).
+	ErrUserLimit = errors.New("streams: per-user stream limit reached")
+	// ErrDraining: the proxy is shutting down (503).
+	ErrDraining = errors.New("streams: shutting down")
+	// ErrDial: the upstream could not be reached (503).
+	ErrDial = errors.New("streams: upstream unreachable")
+	// ErrUpstream: the upstream broke the exchange before answering (502).
+	ErrUpstream = errors.New("streams: upstream failed")
+)
+
+// Projections is the projection cache (re-evaluation reads through it; an
+// invalidation has already made the entry a miss).
+type Projections interface {
+	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+}
+
+// Options configure a Manager.
+type Options struct {
+	MaxConns    int           // per proxy; 0: no limit
+	MaxPerUser  int           // per user on this proxy; 0: no limit
+	BufferBytes int           // per direction and connection
+	DialTimeout time.Duration // upstream connect
+	// HandshakeTimeout bounds the upstream's answer to the upgrade or the
+	// headers of a streamed response.
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds one write to the client.
+	WriteTimeout time.Duration
+	// CloseWait is how long a closed WebSocket waits for the client to
+	// answer the close frame before the connection is dropped.
+	CloseWait time.Duration
+	Now       func() time.Time
+}
+
+// Manager holds the open streams.
+type Manager struct {
+	o     Options
+	log   *slog.Logger
+	proj  Projections
+	m     *metricSet
+	mu    sync.Mutex
+	all   map[*Conn]struct{}
+	users map[string]map[*Conn]struct{}
+	tens  map[string]map[*Conn]struct{}
+	sess  map[string]map[*Conn]struct{}
+	drain atomic.Bool
+	done  chan struct{} // closed when draining and the last stream ends
+	pool  sync.Pool     // of *[]byte, BufferBytes each
+	seq   atomic.Uint64
+}
+
+// New returns a Manager registering its metrics on reg.
+func New(o Options, proj Projections, log *slog.Logger, reg prometheus.Registerer) *Manager {
+	if o.BufferBytes <= 0 {
+		o.BufferBytes = 8 << 10
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 30 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.CloseWait <= 0 {
+		o.CloseWait = time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	m := &Manager{o: o, log: log, proj: proj, m: newMetrics(reg), all: map[*Conn]struct{}{},
+		users: map[string]map[*Conn]struct{}{}, tens: map[string]map[*Conn]struct{}{}, sess: map[string]map[*Conn]struct{}{},
+		done: make(chan struct{})}
+	m.pool.New = func() any { b := make([]byte, o.BufferBytes); return &b }
+	return m
+}
+
+// Open counts the open streams.
+func (m *Manager) Open() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.all)
+}
+
+// Conn is one open stream. Its identity fields never change.
+type Conn struct {
+	id       uint64
+	kind     string // "websocket" | "sse"
+	route    string
+	claims   *tokens.Claims // nil: anonymous
+	rt       atomic.Pointer[rules.Route]
+	path     string // normalized, for rerouting after a reload
+	method   string
+	reqID    string
+	expiry   *time.Timer
+	once     sync.Once
+	closed   chan struct{} // closed by Close
+	reason   atomic.Pointer[string]
+	shutdown func(reason string) // ends the transport (set before register)
+}
+
+// Reason is why the connection was closed ("" while open).
+func (c *Conn) Reason() string {
+	if p := c.reason.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Close ends the stream for reason (first call wins).
+func (c *Conn) Close(reason string) {
+	c.once.Do(func() {
+		c.reason.Store(&reason)
+		close(c.closed)
+		c.shutdown(reason)
+	})
+}
+
+// reserve counts a new stream against the caps; the returned Conn must be
+// registered or released.
+func (m *Manager) reserve(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string) (*Conn, error) {
+	return m.reserveAt(kind, route, cl, rt, reqID, "", "")
+}
+
+func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID, path, method string) (*Conn, error) {
+	if cl != nil {
+		// A copy: the stream outlives the request, the verifier's cached
+		// claims may not.
+		cp := *cl
+		cl = &cp
+	}
+	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: path, method: method, closed: make(chan struct{})}
+	c.rt.Store(rt)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.drain.Load():
+		return nil, ErrDraining
+	case m.o.MaxConns > 0 && len(m.all) >= m.o.MaxConns:
+		m.m.refused.WithLabelValues("proxy_limit").Inc()
+		return nil, ErrProxyLimit
+	case cl != nil && m.o.MaxPerUser > 0 && len(m.users[cl.Sub]) >= m.o.MaxPerUser:
+		m.m.refused.WithLabelValues("user_limit").Inc()
+		return nil, ErrUserLimit
+	}
+	m.all[c] = struct{}{}
+	if cl != nil {
+		add(m.users, cl.Sub, c)
+		add(m.tens, cl.Tid, c)
+		if cl.Sid != "" {
+			add(m.sess, cl.Sid, c)
+		}
+	}
+	m.m.open.WithLabelValues(kind, route).Inc()
+	return c, nil
+}
+
+// start arms the token-expiry close once the transport can be closed.
+func (m *Manager) start(c *Conn, shutdown func(string)) {
+	c.shutdown = shutdown
+	if c.claims != nil && c.claims.Exp > 0 {
+		d := time.Unix(c.claims.Exp, 0).Sub(m.o.Now())
+		c.expiry = time.AfterFunc(max(d, 0), func() { c.Close(ReasonTokenExpired) })
+	}
+}
+
+// release forgets c; reason labels the closed-streams metric.
+func (m *Manager) release(c *Conn, reason string) {
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	if r := c.Reason(); r != "" {
+		reason = r
+	}
+	m.mu.Lock()
+	if _, ok := m.all[c]; !ok {
+		m.mu.Unlock()
+		return
+	}
+	delete(m.all, c)
+	if cl := c.claims; cl != nil {
+		del(m.users, cl.Sub, c)
+		del(m.tens, cl.Tid, c)
+		if cl.Sid != "" {
+			del(m.sess, cl.Sid, c)
+		}
+	}
+	last := len(m.all) == 0 && m.drain.Load()
+	m.mu.Unlock()
+	m.m.open.WithLabelValues(c.kind, c.route).Dec()
+	m.m.closed.WithLabelValues(c.kind, reason).Inc()
+	if last {
+		m.closeDone()
+	}
+}
+
+func (m *Manager) closeDone() {
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
+}
+
+func add(idx map[string]map[*Conn]struct{}, k string, c *Conn) {
+	s := idx[k]
+	if s == nil {
+		s = map[*Conn]struct{}{}
+		idx[k] = s
+	}
+	s[c] = struct{}{}
+}
+
+func del(idx map[string]map[*Conn]struct{}, k string, c *Conn) {
+	if s := idx[k]; s != nil {
+		delete(s, c)
+		if len(s) == 0 {
+			delete(idx, k)
+		}
+	}
+}
+
+func (m *Manager) snapshot(idx map[string]map[*Conn]struct{}, k string) []*Conn {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var src map[*Conn]struct{}
+	if idx == nil {
+		src = m.all
+	} else {
+		src = idx[k]
+	}
+	out := make([]*Conn, 0, len(src))
+	for c := range src {
+		out = append(out, c)
+	}
+	return out
+}
+
+// RecheckUser re-evaluates the user's streams (the projection cache has
+// already dropped the user's entries).
+func (m *Manager) RecheckUser(id string) { m.recheck(m.snapshot(m.users, id)) }
+
+// RecheckTenant re-evaluates the tenant's streams.
+func (m *Manager) RecheckTenant(id string) { m.recheck(m.snapshot(m.tens, id)) }
+
+// RecheckSession re-evaluates the session's streams.
+func (m *Manager) RecheckSession(id string) { m.recheck(m.snapshot(m.sess, id)) }
+
+// RecheckAll re-evaluates every authenticated stream.
+func (m *Manager) RecheckAll() { m.recheck(m.snapshot(nil, "")) }
+
+// recheck decides again for each connection, concurrently (the cache
+// coalesces fetches of one user), and closes those now refused. It returns
+// at once.
+func (m *Manager) recheck(cs []*Conn) {
+	for _, c := range cs {
+		if c.claims == nil {
+			continue
+		}
+		go func() {
+			if reason := m.decide(c); reason != "" {
+				m.log.Info("stream closed: access withdrawn", "reason", reason, "route", c.route, "request_id", c.reqID)
+				c.Close(reason)
+			}
+		}()
+	}
+}
+
+// decide returns why c is no longer allowed, or "". An identity service
+// that cannot answer leaves the stream open: the same bounded-staleness
+// rule as requests applies once it answers again.
+func (m *Manager) decide(c *Conn) string {
+	ctx, cancel := context.WithTimeout(context.Background(), m.o.HandshakeTimeout)
+	defer cancel()
+	e, err := m.proj.Get(ctx, c.claims.Sub, c.claims.Tid, c.reqID)
+	switch {
+	case errors.Is(err, projection.ErrNoMembership):
+		return ReasonNoMembership
+	case err != nil:
+		m.log.Warn("stream recheck", "err", err, "request_id", c.reqID)
+		return ""
+	}
+	if out := decide.Decide(c.claims, e, c.rt.Load()); out != decide.Allow {
+		return out.String()
+	}
+	return ""
+}
+
+// Reroute applies a reloaded route table to the open streams: each is
+// matched again by its path and method; one the table no longer routes
+// the way it was opened is closed (route_changed), the others take their
+// new route and are decided again (permissions may have changed).
+func (m *Manager) Reroute(t *rules.Table) {
+	var keep []*Conn
+	for _, c := range m.snapshot(nil, "") {
+		if c.path == "" {
+			continue
+		}
+		var r *rules.Route
+		if g, _ := t.Match([]byte(c.path), nil); g != nil {
+			r = g.Pick([]byte(c.method))
+		}
+		switch {
+		case r == nil, c.kind == "websocket" && !r.Websocket, c.kind == "sse" && r.StreamTimeout == 0,
+			c.claims == nil && r.Access != rules.Public && r.Access != rules.Optional:
+			c.Close(ReasonRouteChanged)
+			continue
+		}
+		c.rt.Store(r)
+		keep = append(keep, c)
+	}
+	m.recheck(keep)
+}
+
+// Drain refuses new streams, closes the open ones (WebSocket close 1001,
+// SSE end) and waits for them to finish until ctx ends.
+func (m *Manager) Drain(ctx context.Context) error {
+	m.mu.Lock()
+	m.drain.Store(true)
+	empty := len(m.all) == 0
+	m.mu.Unlock()
+	if empty {
+		m.closeDone()
+	}
+	for _, c := range m.snapshot(nil, "") {
+		c.Close(ReasonShutdown)
+	}
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Manager) buf() *[]byte  { return m.pool.Get().(*[]byte) }
+func (m *Manager) put(b *[]byte) { m.pool.Put(b) }
+func (m *Manager) dial(addr string) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, m.o.DialTimeout)
+	if err != nil {
+		return nil, errors.Join(ErrDial, err)
+	}
+	return c, nil
+}
+
+type metricSet struct {
+	open    *prometheus.GaugeVec   // kind, route
+	closed  *prometheus.CounterVec // kind, reason
+	refused *prometheus.CounterVec // reason
+	bytes   *prometheus.CounterVec // direction
+	down    prometheus.Counter     // upstream to client
+	upBytes prometheus.Counter     // client to upstream
+}
+
+func newMetrics(reg prometheus.Registerer) *metricSet {
+	s := &metricSet{
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "authproxy_streams_open", Help: "Open long-lived connections (WebSocket, streamed responses), by route prefix.",
+		}, []string{"kind", "route"}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_streams_closed_total", Help: "Long-lived connections closed, by reason.",
+		}, []string{"kind", "reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_streams_refused_total", Help: "Long-lived connections refused by a cap.",
+		}, []string{"reason"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_streams_bytes_total", Help: "Bytes relayed on long-lived connections, by direction.",
+		}, []string{"direction"}),
+	}
+	s.down = s.bytes.WithLabelValues("to_client")
+	s.upBytes = s.bytes.WithLabelValues("to_upstream")
+	if reg != nil {
+		reg.MustRegister(s.open, s.closed, s.refused, s.bytes)
+	}
+	return s
+}
+
+// Target is the projection cache as the invalidation feed and the server
+// see it.
+type Target interface {
+	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+	// Valid reports whether an entry Get returned still stands at now (the
+	// server's warm path checks it instead of a second lookup).
+	Valid(e *projection.Entry, now time.Time) bool
+	InvalidateUser(id string)
+	InvalidateTenant(id string)
+	InvalidateAll()
+	Disconnected(at time.Time)
+	Reconnected()
+}
+
+// Invalidator passes every invalidation to the cache first, then has the
+// affected streams re-evaluated (through the cache, now a miss).
+type Invalidator struct {
+	Target
+	Streams *Manager
+}
+
+// InvalidateUser evicts the user and re-evaluates the user's streams. A
+// session's revocation arrives as the user's event.
+func (i Invalidator) InvalidateUser(id string) {
+	i.Target.InvalidateUser(id)
+	i.Streams.RecheckUser(id)
+}
+
+// InvalidateTenant evicts the tenant and re-evaluates its streams.
+func (i Invalidator) InvalidateTenant(id string) {
+	i.Target.InvalidateTenant(id)
+	i.Streams.RecheckTenant(id)
+}
+
+// InvalidateAll evicts everything and re-evaluates every stream.
+func (i Invalidator) InvalidateAll() {
+	i.Target.InvalidateAll()
+	i.Streams.RecheckAll()
+}
+
+// Reconnected purges the cache (events may have been missed) and
+// re-evaluates every stream.
+func (i Invalidator) Reconnected() {
+	i.Target.Reconnected()
+	i.Streams.RecheckAll()
+}

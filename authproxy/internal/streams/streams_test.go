@@ -1,0 +1,150 @@
+package streams
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+)
+
+// frame builds a WebSocket frame header for a payload of n bytes, and the
+// payload.
+func frame(n int, masked bool) []byte {
+	b := []byte{0x82}
+	m := byte(0)
+	if masked {
+		m = 0x80
+	}
+	switch {
+	case n < 126:
+		b = append(b, m|byte(n))
+	case n < 1<<16:
+		b = append(b, m|126, 0, 0)
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b = append(b, m|127, 0, 0, 0, 0, 0, 0, 0, 0)
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	if masked {
+		b = append(b, 1, 2, 3, 4)
+	}
+	return append(b, make([]byte, n)...)
+}
+
+func TestFramesBoundaries(t *testing.T) {
+	var stream []byte
+	var ends []int // offsets just after each frame
+	for _, f := range [][]byte{frame(0, false), frame(5, false), frame(125, true), frame(126, false), frame(70000, true), frame(3, false)} {
+		stream = append(stream, f...)
+		ends = append(ends, len(stream))
+	}
+	isEnd := map[int]bool{0: true}
+	for _, e := range ends {
+		isEnd[e] = true
+	}
+	// Fed in every split size, the tracker is at a boundary exactly at the
+	// frame ends.
+	for _, step := range []int{1, 2, 3, 7, 100, 4096, len(stream)} {
+		var f frames
+		for off := 0; off < len(stream); {
+			n := min(step, len(stream)-off)
+			f.feed(stream[off : off+n])
+			off += n
+			if f.boundary() != isEnd[off] {
+				t.Fatalf("step %d: boundary at %d = %v, want %v", step, off, f.boundary(), isEnd[off])
+			}
+		}
+	}
+}
+
+func TestCloseFrame(t *testing.T) {
+	for reason, code := range map[string]uint16{"insufficient_scope": 1008, "token_expired": 1008, "session_revoked": 1008,
+		ReasonShutdown: 1001, ReasonIdle: 1001} {
+		b := closeFrame(reason)
+		if b[0] != 0x88 || int(b[1]) != 2+len(reason) || binary.BigEndian.Uint16(b[2:]) != code || string(b[4:]) != reason {
+			t.Errorf("%s: frame %x", reason, b)
+		}
+	}
+	// A control frame's payload is at most 125 bytes.
+	long := make([]byte, 300)
+	for i := range long {
+		long[i] = 'x'
+	}
+	if b := closeFrame(string(long)); len(b) != 2+125 || b[1] != 125 {
+		t.Fatalf("long reason: %d bytes, length byte %d", len(b), b[1])
+	}
+}
+
+func TestCaps(t *testing.T) {
+	m := New(Options{MaxConns: 3, MaxPerUser: 2}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	rt := &rules.Route{Prefix: "/x"}
+	alice := &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s1"}
+	bob := &tokens.Claims{Sub: "bob", Tid: "t", Sid: "s2"}
+	a1, err := m.reserve("websocket", "/x", alice, rt, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.reserve("websocket", "/x", alice, rt, "r2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.reserve("sse", "/x", alice, rt, "r3"); !errors.Is(err, ErrUserLimit) {
+		t.Fatalf("third of alice: %v, want ErrUserLimit", err)
+	}
+	if _, err := m.reserve("sse", "/x", nil, rt, "r4"); err != nil { // anonymous: the proxy cap only
+		t.Fatal(err)
+	}
+	if _, err := m.reserve("sse", "/x", bob, rt, "r5"); !errors.Is(err, ErrProxyLimit) {
+		t.Fatalf("fourth stream: %v, want ErrProxyLimit", err)
+	}
+	if got := len(m.snapshot(m.sess, "s1")); got != 2 {
+		t.Fatalf("session index holds %d", got)
+	}
+	m.release(a1, ReasonClient)
+	m.release(a1, ReasonClient) // twice: no effect
+	if m.Open() != 2 || len(m.snapshot(m.users, "alice")) != 1 {
+		t.Fatalf("open %d, alice %d", m.Open(), len(m.snapshot(m.users, "alice")))
+	}
+	if _, err := m.reserve("sse", "/x", bob, rt, "r6"); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+}
+
+// A stream whose hijack never runs (its client vanished before the answer
+// was written) is forgotten and its upstream connection closed.
+func TestHijackNeverRun(t *testing.T) {
+	m := New(Options{HandshakeTimeout: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	c, err := m.reserve("websocket", "/x", &tokens.Claims{Sub: "a", Tid: "t"}, &rules.Route{}, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, peer := net.Pipe()
+	defer peer.Close()
+	var started atomic.Bool
+	m.watchHijack(c, &started, up)
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := peer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("upstream side: %v, want closed", err)
+	}
+	if m.Open() != 0 {
+		t.Fatalf("open = %d", m.Open())
+	}
+	// A hijack that runs in time is left alone.
+	c, _ = m.reserve("websocket", "/x", nil, &rules.Route{}, "r2")
+	up2, peer2 := net.Pipe()
+	defer peer2.Close()
+	var started2 atomic.Bool
+	started2.Store(true)
+	m.watchHijack(c, &started2, up2)
+	time.Sleep(60 * time.Millisecond)
+	if m.Open() != 1 {
+		t.Fatalf("open = %d, want the started stream kept", m.Open())
+	}
+}

@@ -1,0 +1,352 @@
+package streams
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/valyala/fasthttp"
+)
+
+// Request is an authorized request to carry as a stream. Its headers are
+// final (identity headers signed, client credentials removed) and its
+// request URI is what the upstream gets.
+type Request struct {
+	Ctx       *fasthttp.RequestCtx
+	Addr      string // upstream host:port
+	Route     *rules.Route
+	Claims    *tokens.Claims // nil: anonymous (never re-evaluated)
+	RequestID string
+	// Path (normalized) and Method route the stream again after a rules
+	// reload.
+	Path, Method string
+}
+
+// maxRefusalBody bounds the body of an upstream's refusal of an upgrade.
+const maxRefusalBody = 1 << 20
+
+// ServeWebSocket sends the upgrade request to the upstream. If it answers
+// 101, the answer goes to the client and the two connections are spliced
+// (after the handler returns, through fasthttp's hijack); any other answer
+// is passed through as is. Errors are returned only when nothing was
+// answered.
+//
+// The splice copies bytes, it does not decode messages: client to upstream
+// verbatim, upstream to client verbatim but with the frame boundaries
+// tracked, so that the proxy can put its own close frame (1008 when
+// access is withdrawn or the token expires, 1001 on shutdown or idleness)
+// between two frames.
+func (m *Manager) ServeWebSocket(r Request) error {
+	c, err := m.reserveAt("websocket", r.Route.Prefix, r.Claims, r.Route, r.RequestID, r.Path, r.Method)
+	if err != nil {
+		return err
+	}
+	up, br, err := m.handshake(r)
+	if err != nil {
+		m.release(c, ReasonError)
+		return err
+	}
+	ctx := r.Ctx
+	if ctx.Response.StatusCode() != fasthttp.StatusSwitchingProtocols {
+		// The upstream refused: its answer (already in ctx.Response) goes
+		// back as any other response would.
+		up.Close()
+		m.release(c, "refused")
+		return nil
+	}
+	raw := ctx.Conn()
+	s := &splice{m: m, c: c, up: up, upr: br, raw: raw, idle: r.Route.StreamTimeout}
+	s.last.Store(m.o.Now().UnixNano())
+	m.start(c, s.shutdown)
+	m.watchHijack(c, &s.started, up)
+	ctx.Hijack(s.run)
+	return nil
+}
+
+// handshake dials the upstream, writes the upgrade request and reads its
+// answer into r.Ctx.Response (the body too, unless it is a 101).
+func (m *Manager) handshake(r Request) (net.Conn, *bufio.Reader, error) {
+	up, err := m.dial(r.Addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	h := &r.Ctx.Request.Header
+	// Hygiene removed the client's hop-by-hop headers; the upgrade is the
+	// proxy's own to this upstream connection.
+	h.Set(fasthttp.HeaderConnection, "Upgrade")
+	h.Set("Upgrade", "websocket")
+	_ = up.SetDeadline(m.o.Now().Add(m.o.HandshakeTimeout))
+	if _, err := up.Write(h.Header()); err != nil {
+		up.Close()
+		return nil, nil, errors.Join(ErrUpstream, err)
+	}
+	br := bufio.NewReaderSize(up, 4<<10)
+	resp := &r.Ctx.Response
+	resp.Reset()
+	if err := resp.ReadLimitBody(br, maxRefusalBody); err != nil {
+		up.Close()
+		resp.Reset()
+		return nil, nil, errors.Join(ErrUpstream, err)
+	}
+	_ = up.SetDeadline(time.Time{})
+	return up, br, nil
+}
+
+// splice is one spliced WebSocket.
+type splice struct {
+	m    *Manager
+	c    *Conn
+	up   net.Conn
+	upr  *bufio.Reader // the upstream's bytes, some maybe read with its 101
+	raw  net.Conn      // the client's TCP connection (for half-close)
+	cli  net.Conn      // the hijacked client connection (reads buffered bytes first)
+	idle time.Duration // stream_timeout: the longest silence both ways; 0 none
+	last atomic.Int64  // unix nanos of the last byte either way
+	// started is set when the hijack handler runs.
+	started atomic.Bool
+	mu      sync.Mutex // cli, set once run starts
+}
+
+// shutdown wakes both copy loops: the upstream read returns at once (the
+// relay then writes the close frame), the client read within CloseWait.
+func (s *splice) shutdown(string) {
+	_ = s.up.SetReadDeadline(time.Unix(1, 0))
+	s.mu.Lock()
+	if s.cli != nil {
+		_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+	}
+	s.mu.Unlock()
+}
+
+func (s *splice) closed() bool {
+	select {
+	case <-s.c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// run is the hijack handler: fasthttp has written the 101.
+func (s *splice) run(cli net.Conn) {
+	if !s.started.CompareAndSwap(false, true) {
+		cli.Close() // given up on (watchHijack)
+		return
+	}
+	s.mu.Lock()
+	s.cli = cli
+	s.mu.Unlock()
+	_ = cli.SetDeadline(time.Time{})
+	if s.closed() { // closed before the hijack (e.g. already revoked)
+		s.shutdown("")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.clientToUpstream()
+		close(done)
+		// The client is gone or half-closed: the upstream gets CloseWait
+		// to send its last frames.
+		t := time.AfterFunc(s.m.o.CloseWait, func() { s.c.Close(ReasonClient) })
+		<-s.c.closed
+		t.Stop()
+	}()
+	reason := s.upstreamToClient()
+	if r := s.c.Reason(); r != "" {
+		reason = r
+	}
+	// Half-close towards the client and let it answer (or go) within
+	// CloseWait, so the close frame is read before the connection ends.
+	if cw, ok := s.raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+	s.up.Close()
+	<-done
+	cli.Close()
+	s.m.release(s.c, reason)
+	s.c.Close(reason) // ends the goroutine above
+}
+
+// upstreamToClient relays until the upstream ends, the client fails or the
+// connection is closed; in that last case it writes the proxy's close
+// frame if the relay stands between two frames. It returns the reason.
+func (s *splice) upstreamToClient() string {
+	bp := s.m.buf()
+	defer s.m.put(bp)
+	buf := *bp
+	var f frames
+	for {
+		if s.idle > 0 {
+			_ = s.up.SetReadDeadline(s.m.o.Now().Add(s.idle))
+		}
+		if s.closed() {
+			break
+		}
+		n, err := s.upr.Read(buf)
+		if n > 0 {
+			s.last.Store(s.m.o.Now().UnixNano())
+			f.feed(buf[:n])
+			_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+			if _, werr := s.cli.Write(buf[:n]); werr != nil {
+				s.c.Close(ReasonClient)
+				return ReasonClient
+			}
+			s.m.m.down.Add(float64(n))
+		}
+		if err == nil {
+			continue
+		}
+		switch {
+		case s.closed():
+		case errors.Is(err, os.ErrDeadlineExceeded) && s.idle > 0:
+			if time.Duration(s.m.o.Now().UnixNano()-s.last.Load()) < s.idle {
+				continue // the client side was busy
+			}
+			s.c.Close(ReasonIdle)
+		case errors.Is(err, io.EOF):
+			return ReasonUpstream
+		default:
+			return ReasonError
+		}
+		break
+	}
+	reason := s.c.Reason()
+	if f.boundary() {
+		_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+		_, _ = s.cli.Write(closeFrame(reason))
+	}
+	return reason
+}
+
+// clientToUpstream relays until the client ends; after a failed write to
+// the upstream it keeps reading (and dropping) so that the client's close
+// frame is still read while the proxy closes.
+func (s *splice) clientToUpstream() {
+	bp := s.m.buf()
+	defer s.m.put(bp)
+	buf := *bp
+	upDead := false
+	for {
+		if s.idle > 0 && !s.closed() {
+			_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.idle))
+			if s.closed() { // Close set the CloseWait deadline meanwhile
+				_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+			}
+		}
+		n, err := s.cli.Read(buf)
+		if n > 0 && !upDead {
+			s.last.Store(s.m.o.Now().UnixNano())
+			_ = s.up.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+			if _, werr := s.up.Write(buf[:n]); werr != nil {
+				upDead = true
+			} else {
+				s.m.m.upBytes.Add(float64(n))
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && s.idle > 0 && !s.closed() {
+			if time.Duration(s.m.o.Now().UnixNano()-s.last.Load()) < s.idle {
+				continue
+			}
+			s.c.Close(ReasonIdle)
+			continue
+		}
+		if errors.Is(err, io.EOF) && !upDead {
+			// The client half-closed: pass it on, the upstream may still
+			// answer.
+			if cw, ok := s.up.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+		}
+		return
+	}
+}
+
+// closeFrame is an unmasked (server to client) close frame for reason.
+func closeFrame(reason string) []byte {
+	code := uint16(1008) // policy violation: access withdrawn or expired
+	switch reason {
+	case ReasonShutdown, ReasonIdle:
+		code = 1001 // going away
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	b := make([]byte, 4, 4+len(reason))
+	b[0], b[1] = 0x88, byte(2+len(reason))
+	binary.BigEndian.PutUint16(b[2:], code)
+	return append(b, reason...)
+}
+
+// frames follows the frame boundaries of a WebSocket byte stream without
+// decoding payloads.
+type frames struct {
+	hdr    [14]byte
+	hn     int    // header bytes seen of the current frame
+	remain uint64 // payload bytes left of the current frame
+}
+
+func (f *frames) feed(p []byte) {
+	for len(p) > 0 {
+		if f.remain > 0 {
+			n := min(uint64(len(p)), f.remain)
+			f.remain -= n
+			p = p[n:]
+			continue
+		}
+		f.hdr[f.hn] = p[0]
+		f.hn++
+		p = p[1:]
+		if f.hn < 2 {
+			continue
+		}
+		need := 2
+		l7 := f.hdr[1] & 0x7f
+		switch l7 {
+		case 126:
+			need += 2
+		case 127:
+			need += 8
+		}
+		if f.hdr[1]&0x80 != 0 {
+			need += 4
+		}
+		if f.hn < need {
+			continue
+		}
+		switch l7 {
+		case 126:
+			f.remain = uint64(binary.BigEndian.Uint16(f.hdr[2:4]))
+		case 127:
+			f.remain = binary.BigEndian.Uint64(f.hdr[2:10])
+		default:
+			f.remain = uint64(l7)
+		}
+		f.hn = 0
+	}
+}
+
+// boundary reports whether the stream stands between two frames.
+func (f *frames) boundary() bool { return f.hn == 0 && f.remain == 0 }
+
+// watchHijack forgets c (and closes its upstream connection) if fasthttp
+// never runs the hijack handler: the answer could not be written to a
+// client that went away meanwhile.
+func (m *Manager) watchHijack(c *Conn, started *atomic.Bool, up net.Conn) {
+	time.AfterFunc(m.o.HandshakeTimeout, func() {
+		if started.CompareAndSwap(false, true) {
+			up.Close()
+			m.release(c, ReasonClient)
+		}
+	})
+}
