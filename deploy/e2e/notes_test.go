@@ -330,6 +330,10 @@ func rulesGeneration(p *service) (int, error) {
 // traffic sends requests through the proxies in service, as a load
 // balancer would, until stopped, and counts the answers.
 type traffic struct {
+	// sending is held from picking a proxy until its answer is read, so
+	// that setInService returns only once no request can still go to a
+	// proxy taken out of service.
+	sending  sync.Mutex
 	mu       sync.Mutex
 	inServ   []*service
 	statuses map[int]int
@@ -350,6 +354,7 @@ func startTraffic(owner account, proxies ...*service) *traffic {
 				return
 			default:
 			}
+			tr.sending.Lock()
 			tr.mu.Lock()
 			p := tr.inServ[i%len(tr.inServ)]
 			tr.mu.Unlock()
@@ -358,6 +363,7 @@ func startTraffic(owner account, proxies ...*service) *traffic {
 				method, body, want = "POST", fmt.Sprintf(`{"text":"rotation %d"}`, i), http.StatusCreated
 			}
 			r, err := send(method, p.url("/notes"), owner.Tokens.AccessToken, body)
+			tr.sending.Unlock()
 			tr.mu.Lock()
 			switch {
 			case err != nil:
@@ -383,6 +389,8 @@ func startTraffic(owner account, proxies ...*service) *traffic {
 
 // setInService changes the proxies the traffic goes to.
 func (tr *traffic) setInService(proxies ...*service) {
+	tr.sending.Lock()
+	defer tr.sending.Unlock()
 	tr.mu.Lock()
 	tr.inServ = proxies
 	tr.mu.Unlock()
