@@ -147,7 +147,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{
-			TenantID: tenant.ID, ActorUserID: user.ID, Action: "tenant.created", TargetType: "tenant",
+			TenantID: tenant.ID, ActorUserID: user.ID, Action: audit.ActionTenantCreated, TargetType: "tenant",
 			TargetID: tenant.ID, Data: map[string]string{"via": "signup"}, RequestID: rid,
 		})
 	})
@@ -376,7 +376,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 				return fmt.Errorf("bump token version: %w", err)
 			}
 			if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-				Action: "user.logout_global", TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
+				Action: audit.ActionUserLogoutGlobal, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
 				return err
 			}
 			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "logout_global"})
@@ -539,7 +539,7 @@ RETURNING token_version`
 			}
 		}
 		if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.password_changed", TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
+			Action: audit.ActionUserPasswordChanged, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "password_changed"})

@@ -194,7 +194,7 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 		}
 		ok = true
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: "user.mfa_recovery_code_used", TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFARecoveryCodeUsed, TargetType: "user", TargetID: u.userID,
 			Data: map[string]any{"remaining": left}, RequestID: u.requestID})
 	})
 	return ok, err
@@ -234,7 +234,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: "user.mfa_code_failed", TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFACodeFailed, TargetType: "user", TargetID: u.userID,
 			Data: map[string]string{"ip": u.ip}, RequestID: u.requestID})
 	})
 }
@@ -558,7 +558,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 			}
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.mfa_enabled", TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFAEnabled, TargetType: "user", TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_enabled"})
 	})
@@ -596,7 +596,7 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.mfa_disabled", TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFADisabled, TargetType: "user", TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_disabled"})
 	}); err != nil {
@@ -677,7 +677,7 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 			return fmt.Errorf("bump token version: %w", err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.mfa_reset", TargetType: "user", TargetID: uid,
+			Action: audit.ActionUserMFAReset, TargetType: "user", TargetID: uid,
 			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: "mfa_reset"})
 	})

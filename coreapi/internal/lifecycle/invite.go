@@ -330,7 +330,7 @@ RETURNING id::text, token_version`
 		if err := invitations.MarkAccepted(ctx, tx, p.ID, userID); err != nil {
 			return err
 		}
-		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: "invitation.accepted",
+		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: audit.ActionInvitationAccepted,
 			TargetType: "invitation", TargetID: p.ID, RequestID: rid,
 			Data: map[string]any{"email": p.Email, "roles": names, "user_created": created}},
 			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
@@ -88,7 +89,7 @@ func (s *Service) startReset(c *fiber.Ctx, email string) error {
 			Data: mail.Data{DisplayName: name, ExpiresAt: exp}}); err != nil {
 			return err
 		}
-		return auditUser(ctx, tx, uid, "", "user.password_reset_requested", rid, nil)
+		return auditUser(ctx, tx, uid, "", audit.ActionUserPasswordResetRequested, rid, nil)
 	})
 }
 
@@ -150,7 +151,7 @@ WHERE id = $1 AND lower(email) = lower($3)`
 		if err := onetime.Revoke(ctx, tx, t.UserID, onetime.PasswordReset); err != nil {
 			return err
 		}
-		if err := auditUser(ctx, tx, t.UserID, t.UserID, "user.password_reset", rid, nil); err != nil {
+		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserPasswordReset, rid, nil); err != nil {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: "password_reset"})

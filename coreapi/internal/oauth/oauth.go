@@ -598,7 +598,7 @@ func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (stri
 	if err := tenants.AddMember(ctx, tx, t.ID, uid, roles.Owner); err != nil {
 		return "", err
 	}
-	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: uid, Action: "tenant.created",
+	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: uid, Action: audit.ActionTenantCreated,
 		TargetType: "tenant", TargetID: t.ID, Data: map[string]string{"via": "oauth:" + in.Provider}, RequestID: in.RequestID})
 	return uid, err
 }

@@ -181,9 +181,9 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 			// Every projection in the tenant carries the policy.
 			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant.require_mfa"})
 		}
-		action := "tenant.updated"
+		action := audit.ActionTenantUpdated
 		if p.Name == nil && p.Status != nil {
-			action = map[string]string{StatusActive: "tenant.reactivated", StatusSuspended: "tenant.suspended"}[*p.Status]
+			action = map[string]string{StatusActive: audit.ActionTenantReactivated, StatusSuspended: audit.ActionTenantSuspended}[*p.Status]
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: id, ActorUserID: actor.UserID, Action: action,

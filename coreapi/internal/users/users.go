@@ -175,7 +175,7 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 			return ErrNotFound
 		}
 		if err := audit.Write(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: userID, Action: "user.profile_updated",
+			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
 			TargetType: "user", TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
 		}); err != nil {
 			return err
@@ -217,7 +217,7 @@ WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND u
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: userID, Action: "user.email_change_requested",
+			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
 			TargetType: "user", TargetID: userID, RequestID: requestID,
 		})
 	})
@@ -383,7 +383,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		}
 		// The proxy may hold a "no membership" answer for this user.
 		if err := audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.added",
+			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberAdded,
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
 			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": true},
 		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
@@ -463,7 +463,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 				return err
 			}
 			if err := audit.WriteWith(ctx, tx, audit.Event{
-				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.updated",
+				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberUpdated,
 				TargetType: "user", TargetID: userID, Data: p, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member." + *p.Status}); err != nil {
 				return err
@@ -497,7 +497,7 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 			return err
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.removed",
+			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRemoved,
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
 		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.removed"})
 	})
@@ -539,7 +539,7 @@ ON CONFLICT DO NOTHING`
 		}
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
-				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_granted",
+				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleGranted,
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.granted"}); err != nil {
 				return err
@@ -586,7 +586,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 		}
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
-				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_revoked",
+				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleRevoked,
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.revoked"}); err != nil {
 				return err
