@@ -143,9 +143,9 @@ func TestSignInWiring(t *testing.T) {
 		case m := <-events:
 			var ev invalidation.Event
 			_ = json.Unmarshal(m.Data, &ev)
-			got = m.Subject == want && ev.Reason == "logout_global"
+			got = m.Subject == want && ev.Reason == invalidation.ReasonUserLogoutGlobal
 		case <-deadline:
-			t.Fatalf("no logout_global event on %s", want)
+			t.Fatalf("no user.logout_global event on %s", want)
 		}
 	}
 

@@ -682,7 +682,7 @@ func TestLogoutLocal(t *testing.T) {
 	if !p.SessionRevoked(id.SessionID) || p.TokenVersion != 0 {
 		t.Errorf("projection = %+v, want session %s revoked and tv 0", p, id.SessionID)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=everywhere", As: e.identityFor(t, other)}); r.Status != http.StatusUnprocessableEntity {
@@ -709,7 +709,7 @@ func TestLogoutGlobal(t *testing.T) {
 	if n := e.count(t, `SELECT token_version FROM users WHERE id = $1`, id.UserID); n != 1 {
 		t.Errorf("token_version = %d, want 1", n)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'logout_global'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'user.logout_global'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 	// A new login carries the new token version.
@@ -871,7 +871,7 @@ func TestPasswordChange(t *testing.T) {
 	if r := e.token(t, map[string]string{"grant_type": "password", "email": "p@example.com", "password": newPW}); r.Status != http.StatusOK {
 		t.Errorf("new password: %d %s", r.Status, r.Body)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'password_changed'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'user.password_changed'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 }
@@ -963,7 +963,7 @@ func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
 	if !p.SessionRevoked(id.SessionID) {
 		t.Errorf("projection does not list session %s as revoked: %+v", id.SessionID, p)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 }

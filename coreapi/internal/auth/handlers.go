@@ -361,7 +361,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 			if err != nil || n == 0 {
 				return err
 			}
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "session_revoked"})
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
 		})
 		if err != nil {
 			return err
@@ -379,7 +379,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 				Action: audit.ActionUserLogoutGlobal, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
 				return err
 			}
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "logout_global"})
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserLogoutGlobal})
 		})
 		if err != nil {
 			return err
@@ -542,7 +542,7 @@ RETURNING token_version`
 			Action: audit.ActionUserPasswordChanged, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "password_changed"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserPasswordChanged})
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
 		return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
@@ -649,7 +649,7 @@ func (s *Service) revokeSession(c *fiber.Ctx) error {
 		if err != nil || n == 0 {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "session_revoked"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
 	})
 	if err != nil {
 		return err

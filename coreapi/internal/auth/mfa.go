@@ -560,7 +560,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAEnabled, TargetType: "user", TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_enabled"})
+			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
 	if err != nil {
 		return err
@@ -598,7 +598,7 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 			Action: audit.ActionUserMFADisabled, TargetType: "user", TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_disabled"})
+			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
 	}); err != nil {
 		return err
 	}
@@ -679,7 +679,7 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAReset, TargetType: "user", TargetID: uid,
 			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: "mfa_reset"})
+			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonUserMFAReset})
 	})
 	if err != nil {
 		return err

@@ -333,7 +333,7 @@ RETURNING id::text, token_version`
 		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: audit.ActionInvitationAccepted,
 			TargetType: "invitation", TargetID: p.ID, RequestID: rid,
 			Data: map[string]any{"email": p.Email, "roles": names, "user_created": created}},
-			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
+			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
 		}
 		issued, err := s.auth.Sessions().CreateAt(ctx, tx, userID, p.TenantID, ua, ip, tv)

@@ -154,7 +154,7 @@ WHERE id = $1 AND lower(email) = lower($3)`
 		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserPasswordReset, rid, nil); err != nil {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: "password_reset"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserPasswordReset})
 	})
 	if err != nil {
 		return formError(c, PageResetPassword, b.Token, err)

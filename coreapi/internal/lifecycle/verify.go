@@ -72,7 +72,7 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 			if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailVerified, rid, map[string]string{"email": t.Email}); err != nil {
 				return err
 			}
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: "email_verified"})
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserEmailVerified})
 		}
 		if _, err := tx.Exec(ctx, qChange, t.UserID, t.Email); err != nil {
 			var pe *pgconn.PgError
@@ -88,7 +88,7 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailChanged, rid, map[string]string{"from": current, "to": t.Email}); err != nil {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: "email_changed"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserEmailChanged})
 	})
 	if err != nil {
 		return formError(c, PageVerifyEmail, "", err)

@@ -121,7 +121,7 @@ func TestRelayPublishesEvent(t *testing.T) {
 	// LISTEN) can deliver within the test.
 	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: time.Hour})
 
-	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: "logout_global"})
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonUserLogoutGlobal})
 	eventually(t, "the first event arrives", func() bool { return c.distinct() == 1 })
 	insert(t, db.Pool, Row{Subject: invalidation.TenantSubject("t1"), Reason: "tenant_suspended"})
 	eventually(t, "the second event arrives", func() bool { return c.distinct() == 2 })
@@ -140,8 +140,8 @@ func TestRelayPublishesEvent(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		t.Fatalf("body %s: %v", m.Data, err)
 	}
-	if ev.Reason != "logout_global" || ev.At <= 0 || time.Since(time.UnixMilli(ev.At)) > time.Minute {
-		t.Errorf("event = %+v, want reason logout_global and a recent at", ev)
+	if ev.Reason != invalidation.ReasonUserLogoutGlobal || ev.At <= 0 || time.Since(time.UnixMilli(ev.At)) > time.Minute {
+		t.Errorf("event = %+v, want reason user.logout_global and a recent at", ev)
 	}
 	// The relay marks rows published after NATS confirms, so a subscriber
 	// may see the message just before the mark commits.
@@ -174,7 +174,7 @@ func TestRelayDeliversAfterNATSOutage(t *testing.T) {
 	eventually(t, "the relay sees NATS down", func() bool { return !relayConn.IsConnected() })
 
 	subject := invalidation.UserSubject("outage")
-	insert(t, db.Pool, Row{Subject: subject, Reason: "password_changed"})
+	insert(t, db.Pool, Row{Subject: subject, Reason: invalidation.ReasonUserPasswordChanged})
 	failures := r.Stats().Failures
 	eventually(t, "the relay tries and fails to publish", func() bool { return r.Stats().Failures > failures+1 })
 	if got := pendingCount(t, db.Pool); got != 1 {
@@ -197,8 +197,8 @@ func TestRelayDeliversAfterNATSOutage(t *testing.T) {
 		t.Fatalf("event not delivered to NATS: %v", err)
 	}
 	var ev invalidation.Event
-	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Reason != "password_changed" {
-		t.Errorf("delivered event = %s (%v), want reason password_changed", msg.Data, err)
+	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Reason != invalidation.ReasonUserPasswordChanged {
+		t.Errorf("delivered event = %s (%v), want reason user.password_changed", msg.Data, err)
 	}
 }
 
@@ -255,7 +255,7 @@ func TestRowCommittedBeforeCrashIsDelivered(t *testing.T) {
 	ns := startNATS(t, -1, "")
 	c := collect(t, ns.ClientURL())
 
-	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("crash"), Reason: "session_revoked"})
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("crash"), Reason: invalidation.ReasonSessionRevoked})
 	// The dying relay: claims the row, then its connection drops without
 	// COMMIT.
 	conn, err := pgx.Connect(ctx, db.URL)

@@ -307,7 +307,7 @@ RETURNING ` + roleCols
 		// Holders' projections carry the role's name and permissions.
 		var announce []outbox.Row
 		if r.Name != old.Name || !slices.Equal(r.Permissions, old.Permissions) {
-			announce = append(announce, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.updated"})
+			announce = append(announce, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleUpdated})
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleUpdated,
@@ -346,7 +346,7 @@ FOR UPDATE`
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleDeleted,
 			TargetType: "role", TargetID: roleID, Data: map[string]any{"name": old.Name}, RequestID: a.RequestID,
-		}, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.deleted"})
+		}, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleDeleted})
 	})
 	if err != nil {
 		return fmt.Errorf("delete role: %w", err)

@@ -321,7 +321,7 @@ func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID string) er
 		if err != nil || n == 0 {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "session_revoked"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
 	})
 }
 

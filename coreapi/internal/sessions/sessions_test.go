@@ -178,7 +178,7 @@ func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	if reason != ReasonReuse {
 		t.Errorf("revoked_reason = %q, want %q", reason, ReasonReuse)
 	}
-	if c := f.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(f.user)); c != 1 {
+	if c := f.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(f.user)); c != 1 {
 		t.Errorf("outbox rows for the user = %d, want 1", c)
 	}
 	if _, err := f.store.Rotate(ctx, r.RefreshToken); !errors.Is(err, ErrRevoked) {

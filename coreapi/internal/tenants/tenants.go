@@ -176,10 +176,10 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 		var rows []outbox.Row
 		switch {
 		case oldStatus != t.Status:
-			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant." + t.Status})
+			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantStatus(t.Status)})
 		case oldMFA != t.RequireMFA:
 			// Every projection in the tenant carries the policy.
-			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant.require_mfa"})
+			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantRequireMFA})
 		}
 		action := audit.ActionTenantUpdated
 		if p.Name == nil && p.Status != nil {

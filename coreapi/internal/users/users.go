@@ -386,7 +386,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberAdded,
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
 			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": true},
-		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
+		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
 		}
 		m, err = getTx(ctx, tx, tenantID, userID)
@@ -465,7 +465,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberUpdated,
 				TargetType: "user", TargetID: userID, Data: p, RequestID: a.RequestID,
-			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member." + *p.Status}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberStatus(*p.Status)}); err != nil {
 				return err
 			}
 		}
@@ -499,7 +499,7 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRemoved,
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
-		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.removed"})
+		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberRemoved})
 	})
 	if err != nil {
 		return fmt.Errorf("remove member: %w", err)
@@ -541,7 +541,7 @@ ON CONFLICT DO NOTHING`
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleGranted,
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
-			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.granted"}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleGranted}); err != nil {
 				return err
 			}
 		}
@@ -588,7 +588,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleRevoked,
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
-			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.revoked"}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleRevoked}); err != nil {
 				return err
 			}
 		}
