@@ -50,7 +50,7 @@ FROM users u WHERE lower(u.email) = lower($1)`
 		return "", 0, err
 	}
 	if a.Status != "active" {
-		return "", 0, problem.New(403, "user_disabled", "this account is disabled")
+		return "", 0, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
 	return a.UserID, a.TokenVersion, nil
 }

@@ -196,7 +196,7 @@ type tokenRequest struct {
 }
 
 func invalidRequest(detail string, fields ...problem.FieldError) *problem.Problem {
-	p := problem.New(fiber.StatusBadRequest, "invalid_request", detail)
+	p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, detail)
 	p.Errors = fields
 	return p
 }
@@ -251,7 +251,7 @@ func (s *Service) token(c *fiber.Ctx) error {
 	case "":
 		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password, refresh_token, oauth_handover or mfa_otp"})
 	default:
-		return problem.New(fiber.StatusBadRequest, "unsupported_grant_type",
+		return problem.New(fiber.StatusBadRequest, problem.CodeUnsupportedGrantType,
 			"grant_type must be password, refresh_token, oauth_handover or mfa_otp")
 	}
 	if err != nil {
@@ -320,7 +320,7 @@ func (s *Service) refreshGrant(ctx context.Context, req tokenRequest) (TokenResp
 	switch {
 	case errors.Is(err, sessions.ErrInvalidToken), errors.Is(err, sessions.ErrExpired),
 		errors.Is(err, sessions.ErrRevoked), errors.Is(err, sessions.ErrReused), errors.Is(err, sessions.ErrInactive):
-		return TokenResponse{}, problem.New(fiber.StatusBadRequest, "invalid_grant", err.Error())
+		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, err.Error())
 	case err != nil:
 		return TokenResponse{}, err
 	}
@@ -503,7 +503,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		return err
 	}
 	if !ok {
-		return problem.New(fiber.StatusForbidden, "invalid_current_password", "the current password is wrong")
+		return problem.New(fiber.StatusForbidden, problem.CodeInvalidCurrentPassword, "the current password is wrong")
 	}
 	if err := s.release(ctx, key, ip); err != nil {
 		return err
@@ -587,7 +587,7 @@ type cursor struct {
 	ID        string    `json:"i"`
 }
 
-var errBadCursor = problem.New(fiber.StatusBadRequest, "invalid_cursor", "cursor is not one this list returned")
+var errBadCursor = problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
 
 func (s *Service) listSessions(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
@@ -595,7 +595,7 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 200 {
-			return problem.New(fiber.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to 200")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidLimit, "limit must be an integer from 1 to 200")
 		}
 		limit = n
 	}
@@ -640,7 +640,7 @@ func (s *Service) revokeSession(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	sid, err := uuid.Parse(c.Params("id"))
 	if err != nil {
-		return problem.New(fiber.StatusBadRequest, "invalid_id", "id must be a UUID")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
 	ctx := c.UserContext()
 	var n int64

@@ -16,8 +16,8 @@ import (
 
 // Problems of the token endpoint. Codes follow RFC 6749 §5.2 error names.
 var (
-	errBadCredentials  = problem.New(400, "invalid_grant", "invalid email or password")
-	errPasswordTooLong = problem.New(400, "invalid_request", password.ErrTooLong.Error())
+	errBadCredentials  = problem.New(400, problem.CodeInvalidGrant, "invalid email or password")
+	errPasswordTooLong = problem.New(400, problem.CodeInvalidRequest, password.ErrTooLong.Error())
 )
 
 func tooManyAttempts(retryAfter int) *problem.Problem {
@@ -99,13 +99,13 @@ WHERE lower(u.email) = lower($1)`
 		}
 	}
 	if a.Status != "active" {
-		return account{}, problem.New(403, "user_disabled", "this account is disabled")
+		return account{}, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
 	if a.TenantID == nil {
 		if tenantID != "" {
 			return account{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
 		}
-		return account{}, problem.New(403, "no_membership", "this account has no active membership in any tenant")
+		return account{}, problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
 	}
 	return a, nil
 }

@@ -57,8 +57,8 @@ func acrOf(amr []string) string {
 }
 
 var (
-	errBadCode     = problem.New(fiber.StatusBadRequest, "invalid_grant", "the code is wrong, already used or expired")
-	errBadMFAToken = problem.New(fiber.StatusBadRequest, "invalid_grant",
+	errBadCode     = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, "the code is wrong, already used or expired")
+	errBadMFAToken = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
 		"the mfa_token is unknown, used, expired or out of attempts")
 	errMFAUnavailable = problem.New(fiber.StatusServiceUnavailable, problem.CodeMFAUnavailable,
 		"second factors are not configured on this server (MFA_ENCRYPTION_KEYS)")
@@ -359,7 +359,7 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 			return errBadMFAToken
 		}
 		if err := tx.QueryRow(ctx, qAccount, userID, tenantID).Scan(&g.TokenVersion); errors.Is(err, pgx.ErrNoRows) {
-			return problem.New(fiber.StatusForbidden, "user_disabled", "the account or its membership is no longer active")
+			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
 		} else if err != nil {
 			return fmt.Errorf("load account: %w", err)
 		}
@@ -393,7 +393,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 		return TokenResponse{}, err
 	}
 	if !on {
-		return TokenResponse{}, problem.New(fiber.StatusBadRequest, "invalid_grant", "the caller has no second factor to step up with")
+		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, "the caller has no second factor to step up with")
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}); err != nil {
 		return TokenResponse{}, err
@@ -651,7 +651,7 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 	id := httpapi.IdentityOf(c)
 	target, err := uuid.Parse(c.Params("id"))
 	if err != nil {
-		return problem.New(fiber.StatusBadRequest, "invalid_id", "id must be a UUID")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
 	uid := target.String()
 	if uid == id.UserID {

@@ -575,7 +575,7 @@ func (s *Server) getProjection(c *fiber.Ctx) error {
 	}
 	tid := c.Query("tenant_id")
 	if !isUUID(tid) {
-		return problem.New(fiber.StatusBadRequest, "invalid_id", "tenant_id must be a UUID")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "tenant_id must be a UUID")
 	}
 	if !s.projLimit.acquire(c.UserContext()) {
 		s.metrics.shed("projection")

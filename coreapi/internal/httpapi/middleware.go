@@ -403,11 +403,11 @@ func isUUID(s string) bool {
 func pathUUID(c *fiber.Ctx, name string) (string, error) {
 	v := c.Params(name)
 	if len(v) != 36 {
-		return "", problem.New(fiber.StatusBadRequest, "invalid_id", name+" must be a UUID")
+		return "", problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, name+" must be a UUID")
 	}
 	u, err := uuid.Parse(v)
 	if err != nil {
-		return "", problem.New(fiber.StatusBadRequest, "invalid_id", name+" must be a UUID")
+		return "", problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, name+" must be a UUID")
 	}
 	return u.String(), nil
 }

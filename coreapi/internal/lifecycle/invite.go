@@ -71,7 +71,7 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 200 {
-			return problem.New(fiber.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidQuery, "limit must be an integer from 1 to 200")
 		}
 		limit = n
 	}
@@ -82,7 +82,7 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 			return err
 		}
 		if _, err := uuid.Parse(k.ID); err != nil {
-			return problem.New(fiber.StatusBadRequest, "invalid_cursor", "cursor is not one this list returned")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
 		}
 		after = &k
 	}
@@ -314,7 +314,7 @@ RETURNING id::text, token_version`
 				return errMismatch
 			}
 			if status != "active" {
-				return problem.New(fiber.StatusForbidden, "user_disabled", "this account is disabled")
+				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 			}
 			// The link reached the mailbox: the address is proven.
 			if _, err := tx.Exec(ctx, `UPDATE users SET email_verified_at = coalesce(email_verified_at, now()) WHERE id = $1`, userID); err != nil {
@@ -323,7 +323,7 @@ RETURNING id::text, token_version`
 		}
 		if err := tenants.AddMember(ctx, tx, p.TenantID, userID, names...); err != nil {
 			if errors.Is(err, tenants.ErrAlreadyMember) {
-				return problem.New(fiber.StatusConflict, "already_member", "this account is already a member of the tenant")
+				return problem.New(fiber.StatusConflict, problem.CodeAlreadyMember, "this account is already a member of the tenant")
 			}
 			return err
 		}

@@ -189,7 +189,7 @@ func (s *Service) Register(rt httpapi.Routes) {
 func (s *Service) lookup(c *fiber.Ctx) (*provider, error) {
 	p, ok := s.providers[c.Params("provider")]
 	if !ok {
-		return nil, problem.New(fiber.StatusNotFound, "unknown_provider", "no such sign-in provider")
+		return nil, problem.New(fiber.StatusNotFound, problem.CodeUnknownProvider, "no such sign-in provider")
 	}
 	return p, nil
 }
@@ -252,7 +252,7 @@ func (s *Service) checkReturnTo(v string) error {
 	return nil
 }
 
-var errDiscovery = problem.New(fiber.StatusBadGateway, "provider_unavailable", "the sign-in provider cannot be reached")
+var errDiscovery = problem.New(fiber.StatusBadGateway, problem.CodeProviderUnavailable, "the sign-in provider cannot be reached")
 
 func (s *Service) authorize(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
@@ -269,7 +269,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	var tenantID *string
 	if v := c.Query("tenant_id"); v != "" {
 		if !validUUID(v) {
-			return problem.New(fiber.StatusBadRequest, "invalid_request", "tenant_id must be a UUID")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "tenant_id must be a UUID")
 		}
 		t := strings.Clone(v)
 		tenantID = &t
@@ -308,7 +308,7 @@ WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now()
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
-			return problem.New(fiber.StatusBadRequest, "invalid_request", "unknown tenant_id")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
 		}
 		return fmt.Errorf("store oauth state: %w", err)
 	}
@@ -349,8 +349,8 @@ type flow struct {
 }
 
 var (
-	errBadState     = problem.New(fiber.StatusBadRequest, "invalid_state", "unknown or already used sign-in state; start again")
-	errExpiredState = problem.New(fiber.StatusBadRequest, "expired_state", "the sign-in took too long; start again")
+	errBadState     = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState, "unknown or already used sign-in state; start again")
+	errExpiredState = problem.New(fiber.StatusBadRequest, problem.CodeExpiredState, "the sign-in took too long; start again")
 )
 
 // consume deletes the state row and returns it: a state works once, and
@@ -391,7 +391,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	state := strings.Clone(c.Query("state"))
 	if state == "" || len(state) > 512 {
-		return problem.New(fiber.StatusBadRequest, "invalid_request", "state is required")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "state is required")
 	}
 	// Login CSRF and stolen callback URLs: the state counts only in the
 	// browser that started the flow.
@@ -410,11 +410,11 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		if d := c.Query("error_description"); d != "" {
 			detail += " (" + clip(strings.Clone(d), 200) + ")"
 		}
-		return problem.New(fiber.StatusBadRequest, "provider_error", detail)
+		return problem.New(fiber.StatusBadRequest, problem.CodeProviderError, detail)
 	}
 	code := strings.Clone(c.Query("code"))
 	if code == "" {
-		return problem.New(fiber.StatusBadRequest, "invalid_request", "code is required")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "code is required")
 	}
 	f, err := s.consume(ctx, p.cfg.Name, state, browser)
 	if err != nil {
@@ -431,22 +431,22 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
-			return problem.New(fiber.StatusBadRequest, "invalid_code", "the provider rejected the authorization code")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCode, "the provider rejected the authorization code")
 		}
 		s.log.Warn("oidc code exchange", "provider", p.cfg.Name, "err", err)
-		return problem.New(fiber.StatusBadGateway, "provider_error", "the code exchange with the provider failed")
+		return problem.New(fiber.StatusBadGateway, problem.CodeProviderError, "the code exchange with the provider failed")
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the provider returned no ID token")
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider returned no ID token")
 	}
 	idt, err := verifier.Verify(octx, raw)
 	if err != nil {
 		s.log.Warn("oidc id token", "provider", p.cfg.Name, "err", err)
-		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the provider's ID token did not verify")
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token did not verify")
 	}
 	if idt.Nonce != f.Nonce {
-		return problem.New(fiber.StatusBadRequest, "nonce_mismatch", "the ID token was not issued for this sign-in")
+		return problem.New(fiber.StatusBadRequest, problem.CodeNonceMismatch, "the ID token was not issued for this sign-in")
 	}
 	var cl struct {
 		Email         string `json:"email"`
@@ -454,7 +454,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		Name          string `json:"name"`
 	}
 	if err := idt.Claims(&cl); err != nil {
-		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the ID token's claims are malformed")
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the ID token's claims are malformed")
 	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
@@ -524,7 +524,7 @@ LIMIT 1`
 		err := tx.QueryRow(ctx, qIdentity, in.Provider, in.Subject).Scan(&g.UserID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			if in.Email == "" || !in.Verified {
-				return problem.New(fiber.StatusForbidden, "email_not_verified",
+				return problem.New(fiber.StatusForbidden, problem.CodeEmailNotVerified,
 					"the provider did not vouch for an email address; this account cannot be created or linked")
 			}
 			var verified bool
@@ -551,13 +551,13 @@ LIMIT 1`
 		var status string
 		err = tx.QueryRow(ctx, qTenant, g.UserID, in.TenantID).Scan(&g.TenantID, &status, &g.TokenVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return problem.New(fiber.StatusForbidden, "no_membership", "no active membership in the requested tenant")
+			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
 		}
 		if err != nil {
 			return fmt.Errorf("pick tenant: %w", err)
 		}
 		if status != "active" {
-			return problem.New(fiber.StatusForbidden, "user_disabled", "this account is disabled")
+			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 		}
 		issued, err := s.sessions.Create(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP)
 		if err != nil {
