@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
@@ -26,7 +27,7 @@ func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if len(args) != 2 {
 		return errors.New(tenantsUsage)
 	}
-	status, ok := map[string]string{"suspend": tenants.StatusSuspended, "reactivate": tenants.StatusActive}[args[0]]
+	status, ok := map[string]string{"suspend": identity.StatusSuspended, "reactivate": identity.StatusActive}[args[0]]
 	if !ok {
 		return errors.New(tenantsUsage)
 	}

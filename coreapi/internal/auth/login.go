@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // Problems of the token endpoint. Codes follow RFC 6749 §5.2 error names.
@@ -98,7 +99,7 @@ WHERE lower(u.email) = lower($1)`
 			s.log.Warn("password rehash", "user_id", a.UserID, "err", err)
 		}
 	}
-	if a.Status != "active" {
+	if a.Status != identity.StatusActive {
 		return account{}, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
 	if a.TenantID == nil {

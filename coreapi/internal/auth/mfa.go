@@ -125,6 +125,12 @@ type factorUse struct {
 	userID, tenantID, actor, ip, requestID string
 }
 
+// States of an mfa_totp row (the SQL text spells them too).
+const (
+	totpPending = "pending" // enrolled, first code not yet confirmed
+	totpActive  = "active"
+)
+
 // checkTOTP matches code against the user's TOTP secret in the given
 // status (pending: confirming enrolment; active: a sign-in or step-up)
 // and consumes its time step, so the same code (or an older one) is never
@@ -217,7 +223,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 	if mfa.LooksLikeRecovery(code) {
 		ok, err = s.useRecoveryCode(ctx, code, u)
 	} else {
-		ok, err = s.checkTOTP(ctx, u.userID, code, "active")
+		ok, err = s.checkTOTP(ctx, u.userID, code, totpActive)
 	}
 	if err != nil {
 		return err
@@ -509,7 +515,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	} else if err != nil {
 		return fmt.Errorf("load totp: %w", err)
 	}
-	if status == "active" {
+	if status == totpActive {
 		return errMFAActive
 	}
 	_, ip := client(c)
@@ -519,7 +525,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	if err := s.reserve(ctx, key, ip); err != nil {
 		return retryAfter(c, err)
 	}
-	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, "pending")
+	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, totpPending)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -50,7 +51,9 @@ func (s *Server) routes(rt Routes) {
 	// API keys): any verified identity may read it.
 	p.Get("/permissions", s.listPermissions)
 
-	rt.Internal.Get("/projections/:user_id", s.getProjection)
+	// The proxy fetches identity.ProjectionPath; Internal is mounted at
+	// InternalPrefix.
+	rt.Internal.Get(strings.TrimPrefix(identity.ProjectionPath, InternalPrefix)+"/:user_id", s.getProjection)
 }
 
 func actor(c *fiber.Ctx) roles.Actor {
@@ -340,7 +343,7 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 	var v checks
 	v.require(b.Status != nil, "status", "required")
 	if b.Status != nil {
-		v.require(*b.Status == users.StatusActive || *b.Status == users.StatusDisabled, "status", "active or disabled")
+		v.require(*b.Status == identity.StatusActive || *b.Status == identity.StatusDisabled, "status", "active or disabled")
 	}
 	if err := v.err(); err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -313,7 +314,7 @@ RETURNING id::text, token_version`
 			if !same {
 				return errMismatch
 			}
-			if status != "active" {
+			if status != identity.StatusActive {
 				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 			}
 			// The link reached the mailbox: the address is proven.

@@ -48,6 +48,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -556,7 +557,7 @@ LIMIT 1`
 		if err != nil {
 			return fmt.Errorf("pick tenant: %w", err)
 		}
-		if status != "active" {
+		if status != identity.StatusActive {
 			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 		}
 		issued, err := s.sessions.Create(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP)

@@ -16,13 +16,8 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
-)
-
-// Statuses.
-const (
-	StatusActive    = "active"
-	StatusSuspended = "suspended"
 )
 
 // MaxName is the longest tenant name, in characters.
@@ -183,7 +178,7 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 		}
 		action := audit.ActionTenantUpdated
 		if p.Name == nil && p.Status != nil {
-			action = map[string]string{StatusActive: audit.ActionTenantReactivated, StatusSuspended: audit.ActionTenantSuspended}[*p.Status]
+			action = map[string]string{identity.StatusActive: audit.ActionTenantReactivated, identity.StatusSuspended: audit.ActionTenantSuspended}[*p.Status]
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: id, ActorUserID: actor.UserID, Action: action,

@@ -24,13 +24,8 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
-)
-
-// Statuses of users and memberships.
-const (
-	StatusActive   = "active"
-	StatusDisabled = "disabled"
 )
 
 // Field limits (mirror the schema's CHECK constraints).
@@ -456,7 +451,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			if !a.Covers(t.perms) {
 				return roles.ErrEscalation
 			}
-			if *p.Status != StatusActive && t.owner && !t.otherOwner {
+			if *p.Status != identity.StatusActive && t.owner && !t.otherOwner {
 				return ErrLastOwner
 			}
 			if _, err := tx.Exec(ctx, q, tenantID, userID, *p.Status); err != nil {
@@ -490,7 +485,7 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		if !a.Covers(t.perms) {
 			return roles.ErrEscalation
 		}
-		if t.owner && t.status == StatusActive && !t.otherOwner {
+		if t.owner && t.status == identity.StatusActive && !t.otherOwner {
 			return ErrLastOwner
 		}
 		if _, err := tx.Exec(ctx, q, tenantID, userID); err != nil {
@@ -577,7 +572,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) {
 			return roles.ErrEscalation
 		}
-		if builtin && roleName == roles.Owner && t.owner && t.status == StatusActive && !t.otherOwner {
+		if builtin && roleName == roles.Owner && t.owner && t.status == identity.StatusActive && !t.otherOwner {
 			return ErrLastOwner
 		}
 		tag, err := tx.Exec(ctx, q, tenantID, userID, roleID)
