@@ -13,12 +13,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -291,7 +291,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		return TokenResponse{}, errBadCredentials
 	}
 	if req.TenantID != "" {
-		if _, err := uuid.Parse(req.TenantID); err != nil {
+		if !ids.Valid(req.TenantID) {
 			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
 		}
 	}
@@ -402,8 +402,8 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	tid, err := uuid.Parse(req.TenantID)
-	if err != nil {
+	tid, ok := ids.Parse(req.TenantID)
+	if !ok {
 		return validation([]problem.FieldError{{Field: "tenant_id", Message: "a tenant UUID is required"}})
 	}
 	if id.SessionID == "" {
@@ -421,6 +421,7 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 		tok      string
 		amr      []string
 		authTime int64
+		err      error
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, qMember, id.UserID, tid).Scan(&tv); errors.Is(err, pgx.ErrNoRows) {
@@ -428,7 +429,7 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 		} else if err != nil {
 			return fmt.Errorf("check membership: %w", err)
 		}
-		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid.String()); err != nil {
+		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid); err != nil {
 			return err
 		}
 		if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
@@ -443,7 +444,7 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 	if err != nil {
 		return err
 	}
-	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid.String(), SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
 		AMR: amr, AuthTime: authTime})
 	if err != nil {
 		return err
@@ -609,7 +610,7 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 		if err := json.Unmarshal(raw, &cur); err != nil || cur.CreatedAt.IsZero() {
 			return errBadCursor
 		}
-		if _, err := uuid.Parse(cur.ID); err != nil {
+		if !ids.Valid(cur.ID) {
 			return errBadCursor
 		}
 		after = &sessions.Cursor{CreatedAt: cur.CreatedAt, ID: cur.ID}
@@ -638,14 +639,17 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 
 func (s *Service) revokeSession(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
-	sid, err := uuid.Parse(c.Params("id"))
-	if err != nil {
+	sid, ok := ids.Parse(c.Params("id"))
+	if !ok {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
 	ctx := c.UserContext()
-	var n int64
+	var (
+		n   int64
+		err error
+	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		n, err = s.sessions.Revoke(ctx, tx, id.UserID, sid.String(), sessions.ReasonRevoked)
+		n, err = s.sessions.Revoke(ctx, tx, id.UserID, sid, sessions.ReasonRevoked)
 		if err != nil || n == 0 {
 			return err
 		}

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -244,7 +244,7 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 		if err := s.cursor.decode("users", tid, pq.cursor, &k); err != nil {
 			return err
 		}
-		if _, err := uuid.Parse(k.ID); err != nil {
+		if !ids.Valid(k.ID) {
 			return errBadCursor
 		}
 		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
@@ -577,7 +577,7 @@ func (s *Server) getProjection(c *fiber.Ctx) error {
 		return err
 	}
 	tid := c.Query("tenant_id")
-	if !isUUID(tid) {
+	if !ids.Valid(tid) {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "tenant_id must be a UUID")
 	}
 	if !s.projLimit.acquire(c.UserContext()) {

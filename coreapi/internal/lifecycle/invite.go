@@ -7,13 +7,13 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
@@ -82,7 +82,7 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 		if err := s.cursors.Decode("invitations", tid, v, &k); err != nil {
 			return err
 		}
-		if _, err := uuid.Parse(k.ID); err != nil {
+		if !ids.Valid(k.ID) {
 			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
 		}
 		after = &k
@@ -105,11 +105,11 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 }
 
 func invitationID(c *fiber.Ctx) (string, error) {
-	id, err := uuid.Parse(c.Params("id"))
-	if err != nil {
+	id, ok := ids.Parse(c.Params("id"))
+	if !ok {
 		return "", problem.New(fiber.StatusNotFound, problem.CodeNotFound, invitations.ErrNotFound.Error())
 	}
-	return id.String(), nil
+	return id, nil
 }
 
 func (s *Service) revokeInvitation(c *fiber.Ctx) error {

@@ -45,6 +45,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -269,7 +270,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	}
 	var tenantID *string
 	if v := c.Query("tenant_id"); v != "" {
-		if !validUUID(v) {
+		if !ids.Valid(v) {
 			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "tenant_id must be a UUID")
 		}
 		t := strings.Clone(v)
@@ -321,23 +322,6 @@ WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now()
 	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Redirect(oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), fiber.StatusFound)
-}
-
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if r != '-' {
-				return false
-			}
-		case (r < '0' || r > '9') && (r < 'a' || r > 'f') && (r < 'A' || r > 'F'):
-			return false
-		}
-	}
-	return true
 }
 
 type flow struct {

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -332,7 +333,7 @@ func (s *Store) Revoke(ctx context.Context, q DB, userID, sessionID, reason stri
 	const qRevoke = `
 UPDATE sessions SET revoked_at = now(), revoked_reason = $3
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
-	if _, err := uuid.Parse(sessionID); err != nil {
+	if !ids.Valid(sessionID) {
 		return 0, nil
 	}
 	tag, err := q.Exec(ctx, qRevoke, sessionID, userID, reason)
@@ -371,7 +372,7 @@ INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
 SELECT id, $3, now() + make_interval(secs => $4) FROM sessions
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
 RETURNING id`
-	if _, err := uuid.Parse(sessionID); err != nil {
+	if !ids.Valid(sessionID) {
 		return "", ErrNotFound
 	}
 	tok, hash, err := newToken()
@@ -394,7 +395,7 @@ func (s *Store) MoveTenant(ctx context.Context, q DB, userID, sessionID, tenantI
 	const qMove = `
 UPDATE sessions SET tenant_id = $3, last_used_at = now()
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
-	if _, err := uuid.Parse(sessionID); err != nil {
+	if !ids.Valid(sessionID) {
 		return ErrNotFound
 	}
 	tag, err := q.Exec(ctx, qMove, sessionID, userID, tenantID)
