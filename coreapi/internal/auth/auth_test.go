@@ -817,6 +817,10 @@ func TestSessionsListAndRevoke(t *testing.T) {
 	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/not-a-uuid", nil); r.Status != http.StatusBadRequest {
 		t.Errorf("bad id: %d", r.Status)
 	}
+	// Only the hyphenated spelling is an id (uuid.Parse alone takes bare hex).
+	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/"+strings.ReplaceAll(victim, "-", ""), nil); r.Status != http.StatusBadRequest {
+		t.Errorf("id without hyphens: %d", r.Status)
+	}
 	if r := e.refresh(t, others[0].RefreshToken); r.Status != http.StatusBadRequest {
 		t.Errorf("refresh of a revoked session: %d", r.Status)
 	}
