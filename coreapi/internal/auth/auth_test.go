@@ -404,6 +404,7 @@ func TestBadInput(t *testing.T) {
 		{"signup missing fields", "/api/v1/auth/signup", map[string]string{}, "", 422, "validation_failed", true},
 		{"signup short password", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "short", "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"signup bad email", "/api/v1/auth/signup", map[string]string{"email": "not an email", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"signup email over 254 octets", "/api/v1/auth/signup", map[string]string{"email": strings.Repeat("a", 248) + "@x.test", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"NUL in login email", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com\u0000","password":"x"}`, "", 400, "bad_request", true},
 		{"NUL in login password", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com","password":"a\u0000b"}`, "", 400, "bad_request", true},
 		{"NUL in form login", "/api/v1/auth/token", "grant_type=password&email=b%40example.com%00&password=x", "application/x-www-form-urlencoded", 400, "bad_request", true},

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/mail"
 	"strconv"
 	"strings"
 	"time"
@@ -19,12 +18,14 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -58,14 +59,6 @@ func (s *Service) jwks(c *fiber.Ctx) error {
 // IP, never X-Forwarded-For.
 func client(c *fiber.Ctx) (ua, ip string) {
 	return strings.Clone(c.Get(fiber.HeaderUserAgent)), httpapi.ClientIP(c)
-}
-
-func validEmail(s string) bool {
-	if len(s) < 3 || len(s) > 320 {
-		return false
-	}
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Address == s && a.Name == ""
 }
 
 func validation(errs []problem.FieldError) error {
@@ -102,7 +95,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	req.Email = strings.TrimSpace(req.Email)
 	req.TenantName = strings.TrimSpace(req.TenantName)
 	var errs []problem.FieldError
-	if !validEmail(req.Email) {
+	if !mail.ValidAddress(req.Email) {
 		errs = append(errs, problem.FieldError{Field: "email", Message: "a valid email address is required"})
 	}
 	if err := password.CheckNew(req.Password); err != nil {
@@ -287,7 +280,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if len(req.Password) > password.MaxBytes {
 		return TokenResponse{}, errPasswordTooLong
 	}
-	if len(email) > 320 {
+	if len(email) > users.MaxEmail {
 		return TokenResponse{}, errBadCredentials
 	}
 	if req.TenantID != "" {

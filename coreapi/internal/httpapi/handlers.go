@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"fmt"
-	"net/mail"
 	"strconv"
 	"strings"
 	"time"
@@ -277,11 +276,6 @@ type createUserBody struct {
 	Roles       []string `json:"roles"`
 }
 
-func validEmail(s string) bool {
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Address == s && a.Name == ""
-}
-
 func (s *Server) createUser(c *fiber.Ctx) error {
 	var b createUserBody
 	if err := DecodeJSON(c, &b); err != nil {
@@ -289,9 +283,9 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	}
 	var v checks
 	b.Email = strings.TrimSpace(b.Email)
-	v.length("email", b.Email, 1, users.MaxEmail)
-	if b.Email != "" && len(b.Email) <= users.MaxEmail {
-		v.require(validEmail(b.Email), "email", "not an email address")
+	v.length("email", b.Email, 1, mailq.MaxAddress)
+	if b.Email != "" && len(b.Email) <= mailq.MaxAddress {
+		v.require(mailq.ValidAddress(b.Email), "email", "not an email address")
 	}
 	n := users.NewMember{Email: b.Email, Roles: users.SortedUnique(b.Roles)}
 	if b.Password != nil {

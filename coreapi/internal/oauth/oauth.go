@@ -49,6 +49,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -569,7 +570,7 @@ func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (stri
 	const qNewUser = `INSERT INTO users (email, display_name, email_verified_at) VALUES ($1, $2, now()) RETURNING id::text`
 	name := clip(strings.TrimSpace(in.Name), 200)
 	var uid string
-	if err := tx.QueryRow(ctx, qNewUser, clip(in.Email, 320), name).Scan(&uid); err != nil {
+	if err := tx.QueryRow(ctx, qNewUser, clip(in.Email, users.MaxEmail), name).Scan(&uid); err != nil {
 		return "", fmt.Errorf("create user: %w", err)
 	}
 	tenantName := name
