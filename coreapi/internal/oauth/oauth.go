@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
@@ -163,7 +165,7 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 		return nil, nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
 	}
 	scopes := p.cfg.Scopes
-	if !contains(scopes, oidc.ScopeOpenID) {
+	if !slices.Contains(scopes, oidc.ScopeOpenID) {
 		scopes = append([]string{oidc.ScopeOpenID}, scopes...)
 	}
 	p.oauth = &oauth2.Config{
@@ -172,15 +174,6 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 	}
 	p.verifier = op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
 	return p.oauth, p.verifier, nil
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Register adds the OAuth routes (an httpapi.Options.Register hook).
@@ -361,13 +354,6 @@ RETURNING code_verifier, nonce, redirect_uri, return_to, tenant_id::text, expire
 	return f, nil
 }
 
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
 func (s *Service) callback(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
 	if err != nil {
@@ -392,9 +378,9 @@ func (s *Service) callback(c *fiber.Ctx) error {
 			return err
 		}
 		bindingCookie(c, state, "")
-		detail := "the provider refused the sign-in: " + clip(strings.Clone(perr), 100)
+		detail := "the provider refused the sign-in: " + clip.String(strings.Clone(perr), 100)
 		if d := c.Query("error_description"); d != "" {
-			detail += " (" + clip(strings.Clone(d), 200) + ")"
+			detail += " (" + clip.String(strings.Clone(d), 200) + ")"
 		}
 		return problem.New(fiber.StatusBadRequest, problem.CodeProviderError, detail)
 	}
@@ -568,16 +554,16 @@ LIMIT 1`
 func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
 	// Only provider-verified addresses get here: the account starts verified.
 	const qNewUser = `INSERT INTO users (email, display_name, email_verified_at) VALUES ($1, $2, now()) RETURNING id::text`
-	name := clip(strings.TrimSpace(in.Name), 200)
+	name := clip.String(strings.TrimSpace(in.Name), 200)
 	var uid string
-	if err := tx.QueryRow(ctx, qNewUser, clip(in.Email, users.MaxEmail), name).Scan(&uid); err != nil {
+	if err := tx.QueryRow(ctx, qNewUser, clip.String(in.Email, users.MaxEmail), name).Scan(&uid); err != nil {
 		return "", fmt.Errorf("create user: %w", err)
 	}
 	tenantName := name
 	if tenantName == "" {
 		tenantName = in.Email
 	}
-	t, err := tenants.Create(ctx, tx, clip(tenantName, 200))
+	t, err := tenants.Create(ctx, tx, clip.String(tenantName, 200))
 	if err != nil {
 		return "", err
 	}

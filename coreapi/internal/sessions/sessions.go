@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -134,13 +135,6 @@ func successor(parentRaw []byte, successorID uuid.UUID) string {
 
 func secs(d time.Duration) float64 { return d.Seconds() }
 
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
 // Create inserts a session of userID bound to tenantID with its first
 // refresh token, through q (usually the caller's transaction), in one
 // round trip. The session is stamped with the user's current token
@@ -172,7 +166,7 @@ RETURNING session_id`
 		return Issued{}, err
 	}
 	var sid string
-	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip(userAgent, 512), clip(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
+	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip.String(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
 		return Issued{}, fmt.Errorf("create session: %w", err)
 	}
 	return Issued{SessionID: sid, RefreshToken: tok}, nil
