@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -447,12 +448,7 @@ func hasAudience(raw json.RawMessage, want string) bool {
 	if err := json.Unmarshal(raw, &many); err != nil {
 		return false
 	}
-	for _, a := range many {
-		if a == want {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(many, want)
 }
 
 // ValidID reports whether s is a sane id claim (user, tenant, session): 1..128
