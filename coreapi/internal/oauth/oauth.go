@@ -50,6 +50,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -588,18 +589,5 @@ func (s *Service) Sweep(ctx context.Context) (int64, error) {
 
 // RunSweeper sweeps expired states every interval until ctx ends.
 func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweep oauth states", "err", err)
-		} else if n > 0 {
-			s.log.Debug("swept oauth states", "rows", n)
-		}
-	}
+	return sweep.Every(ctx, every, s.log, slog.LevelDebug, sweep.Task{Name: "oauth states", Run: s.Sweep})
 }
