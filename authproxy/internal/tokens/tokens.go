@@ -170,14 +170,6 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 // Close stops the cache's goroutines.
 func (v *Verifier) Close() { v.cache.Close() }
 
-// Purge drops every cached outcome.
-func (v *Verifier) Purge() {
-	v.cache.Clear()
-	for i := range v.hot {
-		v.hot[i].Store(nil)
-	}
-}
-
 // Digest is the cache's name of a token: its SHA-256. The cache never
 // holds the token itself.
 func Digest(token []byte) [sha256.Size]byte { return sha256.Sum256(token) }
