@@ -223,7 +223,7 @@ func BenchmarkColdVerify(b *testing.B) {
 	}
 }
 
-// Item 6: the verifier keeps nothing that aliases the caller's buffer
+// The verifier keeps nothing that aliases the caller's buffer
 // (Fiber reuses request memory): scribbling over it after Verify changes
 // no cached claims.
 func TestClaimsDoNotAliasInput(t *testing.T) {
