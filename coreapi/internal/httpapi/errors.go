@@ -19,7 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
-// domainErrors maps the domain packages' sentinel errors to HTTP; this and
+// domainProblem maps the domain packages' sentinel errors to HTTP; this and
 // handleError are the only places that know about statuses for them.
 func domainProblem(err error) *problem.Problem {
 	table := []struct {

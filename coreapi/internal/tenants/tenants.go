@@ -145,7 +145,8 @@ type Patch struct {
 // Update changes the tenant; a status change is announced on the tenant's
 // invalidation subject (every projection in it carries the tenant status).
 // The tenant API never passes a status: suspension and reactivation are
-// operator actions (SetStatus, from `coreapi tenants`).
+// operator actions (`coreapi tenants suspend|reactivate`, which call
+// Update with only a status).
 func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (Tenant, error) {
 	const q = `
 WITH old AS (SELECT status, require_mfa FROM tenants WHERE id = $1 FOR UPDATE)

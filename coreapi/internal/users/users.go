@@ -393,7 +393,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	return m, inv, nil
 }
 
-// lockOwners serialises every change that can remove an owner in a tenant,
+// qLockTenant serialises every change that can remove an owner in a tenant,
 // so two concurrent removals cannot both see "another owner remains".
 // NO KEY UPDATE does not block foreign-key checks against the tenant.
 const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
