@@ -19,6 +19,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testwait"
 )
 
 func verifyWith(t *testing.T, jwks []byte, token []byte) error {
@@ -256,23 +258,6 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
-// eventually polls cond until it returns nil or d passes, and then fails
-// with its last error.
-func eventually(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // lockedBuffer is a log destination safe for concurrent use.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -302,7 +287,7 @@ func watch(t *testing.T, r *Ring, o WatchOptions) {
 	done := make(chan struct{})
 	go func() { r.Watch(ctx, o); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 5*time.Second, func() error {
+	testwait.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(logs.String(), "watching signing keys") {
 			return fmt.Errorf("watch not started; log: %s", logs.String())
 		}
@@ -324,7 +309,7 @@ func TestWatchPicksUpNewKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testwait.Eventually(t, 10*time.Second, func() error {
 		if got := r.SigningKeyID(); got != newKid {
 			return fmt.Errorf("signing kid = %s, want %s", got, newKid)
 		}
@@ -401,7 +386,7 @@ func TestWatchRetriesAnnouncement(t *testing.T) {
 	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testwait.Eventually(t, 5*time.Second, func() error {
 		if n := calls.Load(); n < 3 {
 			return fmt.Errorf("Changed called %d times, want 3 (two failures, then success)", n)
 		}
@@ -440,7 +425,7 @@ func TestWatchReloadSignal(t *testing.T) {
 	watch(t, r, WatchOptions{Every: time.Hour, Reload: reload})
 	now.Store(t0.Add(10 * time.Minute).UnixNano())
 	reload <- syscall.SIGHUP
-	eventually(t, time.Second, func() error {
+	testwait.Eventually(t, time.Second, func() error {
 		if got := r.SigningKeyID(); got != newKid {
 			return fmt.Errorf("signing kid = %s, want %s after the reload", got, newKid)
 		}
