@@ -20,7 +20,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/testwait"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -60,7 +60,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testkit.LogBuffer
 	env := map[string]string{
 		"DATABASE_URL":        db.URL,
 		"IDENTITY_KEYS":       "core:" + testKey,
@@ -80,7 +80,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 		}
 	}()
 	base := "http://" + waitListening(t, &out, done)
-	testwait.Eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if !strings.Contains(out.String(), "watching signing keys") {
 			return errors.New("the key directory is not watched yet")
 		}
@@ -124,7 +124,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(out.String(), `"msg":"reloading signing keys","signal":"hangup"`) {
 			return fmt.Errorf("no reload logged after SIGHUP")
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -48,7 +49,7 @@ func TestSignInWiring(t *testing.T) {
 	}
 
 	keysDir := t.TempDir()
-	var out syncBuffer
+	var out testkit.LogBuffer
 	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir, "-alg", "ES256"}, envOf(nil), &out); err != nil {
 		t.Fatalf("keys generate: %v", err)
 	}
@@ -174,7 +175,7 @@ func TestSignInWiring(t *testing.T) {
 }
 
 // waitListening reads the server's address from its "listening" log line.
-func waitListening(t *testing.T, out *syncBuffer, done chan error) string {
+func waitListening(t *testing.T, out *testkit.LogBuffer, done chan error) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

@@ -1,4 +1,4 @@
-package testwait_test
+package testkit_test
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/testwait"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 )
 
 // fakeT records a failure instead of ending the test.
@@ -31,7 +31,7 @@ func run(d time.Duration, cond func() error) (failed string) {
 		}
 		failed = f.failed
 	}()
-	testwait.Eventually(f, d, cond)
+	testkit.Eventually(f, d, cond)
 	return ""
 }
 
