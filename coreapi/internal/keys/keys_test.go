@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -258,30 +257,12 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
-// lockedBuffer is a log destination safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // watch runs r.Watch until the test ends, and returns once the directory
 // watch is in place (Watch logs it), so that a change made after it is
 // seen by the watch and not left to the poll.
 func watch(t *testing.T, r *Ring, o WatchOptions) {
 	t.Helper()
-	var logs lockedBuffer
+	var logs testkit.LogBuffer
 	o.Log = slog.New(slog.NewJSONHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
