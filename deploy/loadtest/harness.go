@@ -212,7 +212,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	return nil
 }
 
-// tokenLoad returns a request function cycling over pre-rendered requests
+// cycle returns a request function cycling over pre-rendered requests
 // so that over a run every request is used about equally.
 func cycle(reqs [][]byte, conns int) func(w, i int) []byte {
 	n := len(reqs)

@@ -1,5 +1,7 @@
 package identity
 
+import "slices"
+
 // Status values shared by users, memberships and tenants.
 const (
 	StatusActive    = "active"
@@ -46,20 +48,10 @@ func (p *Projection) Active() bool {
 
 // SessionRevoked reports whether sid is among the recently revoked sessions.
 func (p *Projection) SessionRevoked(sid string) bool {
-	for _, s := range p.RevokedSessions {
-		if s == sid {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(p.RevokedSessions, sid)
 }
 
 // HasPermission reports whether the projection grants permission perm.
 func (p *Projection) HasPermission(perm string) bool {
-	for _, q := range p.Permissions {
-		if q == perm {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(p.Permissions, perm)
 }

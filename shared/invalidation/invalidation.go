@@ -19,8 +19,38 @@ const (
 	SubjectKeysChanged = "auth.keys.changed"
 )
 
-// ReasonKeysChanged is the Event reason published on SubjectKeysChanged.
-const ReasonKeysChanged = "keys_changed"
+// Reasons: the Event reason of each kind of change, spelled
+// "<thing>.<what happened>". They are informational (logs, debugging); no
+// consumer branches on them.
+const (
+	ReasonMemberAdded         = "member.added"
+	ReasonMemberRemoved       = "member.removed"
+	ReasonRoleGranted         = "role.granted"
+	ReasonRoleRevoked         = "role.revoked"
+	ReasonRoleUpdated         = "role.updated"
+	ReasonRoleDeleted         = "role.deleted"
+	ReasonTenantRequireMFA    = "tenant.require_mfa"
+	ReasonSessionRevoked      = "session.revoked"
+	ReasonUserLogoutGlobal    = "user.logout_global"
+	ReasonUserPasswordChanged = "user.password_changed"
+	ReasonUserPasswordReset   = "user.password_reset"
+	ReasonUserMFAEnabled      = "user.mfa_enabled"
+	ReasonUserMFADisabled     = "user.mfa_disabled"
+	ReasonUserMFAReset        = "user.mfa_reset"
+	ReasonUserEmailVerified   = "user.email_verified"
+	ReasonUserEmailChanged    = "user.email_changed"
+	ReasonCatalogChanged      = "permission_catalog.changed"
+	// ReasonKeysChanged is the reason published on SubjectKeysChanged.
+	ReasonKeysChanged = "keys.changed"
+)
+
+// ReasonMemberStatus is the reason of a membership's status change
+// ("member.active", "member.disabled").
+func ReasonMemberStatus(status string) string { return "member." + status }
+
+// ReasonTenantStatus is the reason of a tenant's status change
+// ("tenant.active", "tenant.suspended").
+func ReasonTenantStatus(status string) string { return "tenant." + status }
 
 // UserSubject is the subject invalidating every cached entry of one user.
 func UserSubject(userID string) string { return SubjectPrefix + "user." + userID }
@@ -33,7 +63,7 @@ type Event struct {
 	// At is when the change committed, in unix milliseconds; the proxy
 	// reports now-At as invalidation lag.
 	At int64 `json:"at"`
-	// Reason is informational ("role_revoked", "logout_global", ...).
+	// Reason is informational: one of the Reason constants.
 	Reason string `json:"reason,omitempty"`
 }
 

@@ -125,6 +125,50 @@ const (
 	CodeMFAUnavailable = "mfa_unavailable"
 )
 
+// Codes of requests the API could not read.
+const (
+	// CodeInvalidRequest: a missing or malformed parameter (RFC 6749 5.2
+	// spelling, used by the token and sign-in endpoints).
+	CodeInvalidRequest = "invalid_request"
+	CodeMalformedJSON  = "malformed_json"
+	CodeUnknownField   = "unknown_field"
+	CodeInvalidID      = "invalid_id"
+	CodeInvalidQuery   = "invalid_query"
+	CodeInvalidLimit   = "invalid_limit"
+	CodeInvalidCursor  = "invalid_cursor"
+)
+
+// Codes of sign-in, tokens and accounts.
+const (
+	// CodeInvalidGrant (RFC 6749 5.2): wrong credentials, or a refresh
+	// token, code or mfa_token that is unknown, used or expired.
+	CodeInvalidGrant           = "invalid_grant"
+	CodeUnsupportedGrantType   = "unsupported_grant_type"
+	CodeInvalidCurrentPassword = "invalid_current_password"
+	CodeUserDisabled           = "user_disabled"
+	CodeNoMembership           = "no_membership"
+	CodeAlreadyMember          = "already_member"
+	CodeUserExists             = "user_exists"
+	CodeLastOwner              = "last_owner"
+	CodeRoleNameTaken          = "role_name_taken"
+	CodeBuiltinRole            = "builtin_role"
+)
+
+// Codes of sign-in with an external OIDC provider.
+const (
+	CodeUnknownProvider     = "unknown_provider"
+	CodeProviderUnavailable = "provider_unavailable"
+	CodeProviderError       = "provider_error"
+	CodeInvalidState        = "invalid_state"
+	CodeExpiredState        = "expired_state"
+	CodeInvalidCode         = "invalid_code"
+	CodeInvalidIDToken      = "invalid_id_token"
+	CodeNonceMismatch       = "nonce_mismatch"
+	// CodeEmailNotVerified: the provider does not vouch for the email
+	// (not CodeEmailUnverified, which is a route rule's refusal).
+	CodeEmailNotVerified = "email_not_verified"
+)
+
 func title(status int) string {
 	switch status {
 	case 400:

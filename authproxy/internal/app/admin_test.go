@@ -26,7 +26,7 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// Item 1: /readyz waits for the key set; /healthz is up at once.
+// /readyz waits for the key set; /healthz is up at once.
 func TestReadinessWaitsForJWKS(t *testing.T) {
 	e := start(t, envOpt{noPublish: true})
 	e.core.SetJWKSStatus(500)
@@ -54,7 +54,7 @@ func TestReadinessWaitsForJWKS(t *testing.T) {
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 }
 
-// Item 11: the metrics the runbook relies on are exported.
+// The metrics the runbook relies on are exported.
 func TestMetricsExported(t *testing.T) {
 	e := start(t, envOpt{})
 	tok := e.token(nil)
@@ -138,7 +138,7 @@ func grep(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// Item 1: shutdown marks the proxy not ready, lets an in-flight request
+// Shutdown marks the proxy not ready, lets an in-flight request
 // finish, and returns.
 func TestGracefulShutdown(t *testing.T) {
 	e := start(t, envOpt{})

@@ -158,7 +158,7 @@ func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, er
 			r.Clients[i] = c
 		} else {
 			r.Clients[i] = forward.NewHostClient(forward.Options{Addr: u.Addr, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
-				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.UpstreamTimeout, MaxBody: cfg.MaxBodyBytes})
+				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.UpstreamTimeout})
 		}
 		if i == 0 {
 			r.Signers[i] = a.coreSigner

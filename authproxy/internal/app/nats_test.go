@@ -10,7 +10,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-// Item 12: after a user or session event, that user's token gets 401 or
+// After a user or session event, that user's token gets 401 or
 // 403 on the next request.
 func TestInvalidationEvents(t *testing.T) {
 	rulesFile := appUpstream + "routes:\n  - prefix: /notes\n    methods: [GET]\n    upstream: notes\n    access: protected\n    permissions: [notes:read]\n"
@@ -69,7 +69,7 @@ func TestInvalidationEvents(t *testing.T) {
 	})
 }
 
-// Item 7: an invalidation arriving during a slow fetch must not leave a
+// An invalidation arriving during a slow fetch must not leave a
 // stale entry behind.
 func TestInvalidationDuringSlowFetch(t *testing.T) {
 	e := start(t, envOpt{})
@@ -105,7 +105,7 @@ func TestInvalidationDuringSlowFetch(t *testing.T) {
 	}
 }
 
-// Item 10: while NATS is down, entries are trusted for MAX_STALENESS only;
+// While NATS is down, entries are trusted for MAX_STALENESS only;
 // on reconnect everything is purged; the subscription comes back.
 func TestNATSOutage(t *testing.T) {
 	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s"}})

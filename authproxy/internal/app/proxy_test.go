@@ -36,7 +36,7 @@ func TestProtectedRequestForwardedSigned(t *testing.T) {
 	}
 }
 
-// Item 12: client identity headers never reach the upstream, on public and
+// Client identity headers never reach the upstream, on public and
 // protected routes, whatever their spelling.
 func TestClientIdentityHeadersStripped(t *testing.T) {
 	e := start(t, envOpt{})
@@ -76,7 +76,7 @@ func TestClientIdentityHeadersStripped(t *testing.T) {
 	}
 }
 
-// Item 12: Connection cannot be used to remove the injected headers.
+// Connection cannot be used to remove the injected headers.
 func TestConnectionCannotRemoveInjectedHeaders(t *testing.T) {
 	e := start(t, envOpt{})
 	r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + e.token(nil) +
@@ -91,7 +91,7 @@ func TestConnectionCannotRemoveInjectedHeaders(t *testing.T) {
 	}
 }
 
-// Item 12: forged and invalid tokens are refused with 401 invalid_token and
+// Forged and invalid tokens are refused with 401 invalid_token and
 // never forwarded.
 func TestRejectedTokens(t *testing.T) {
 	e := start(t, envOpt{})
@@ -228,7 +228,7 @@ func TestAuthorizationHeaderShapes(t *testing.T) {
 	}
 }
 
-// Item 12: path tricks cannot reach a protected route without a token, and
+// Path tricks cannot reach a protected route without a token, and
 // the forwarded path is the normalized one.
 func TestPathTricks(t *testing.T) {
 	e := start(t, envOpt{})
@@ -329,7 +329,7 @@ func TestRoutesOutsideAPIAre404(t *testing.T) {
 	})
 }
 
-// Item 6: each token is verified once, however many requests carry it.
+// Each token is verified once, however many requests carry it.
 func TestTokenVerifiedOnce(t *testing.T) {
 	e := start(t, envOpt{})
 	tok := e.token(nil)
@@ -372,7 +372,7 @@ func TestTokenVerifiedOnce(t *testing.T) {
 	}
 }
 
-// Item 6: exp is re-checked on every cache hit.
+// exp is re-checked on every cache hit.
 func TestExpRecheckedOnHit(t *testing.T) {
 	e := start(t, envOpt{})
 	tok := e.token(func(c testenv.Claims) { c["exp"] = time.Now().Add(2 * time.Minute).Unix() })
@@ -385,7 +385,7 @@ func TestExpRecheckedOnHit(t *testing.T) {
 	}
 }
 
-// Item 5: keys removed upstream stop verifying, cached tokens included; an
+// Keys removed upstream stop verifying, cached tokens included; an
 // unknown kid causes one shared refetch, then a cooldown.
 func TestKeyRotation(t *testing.T) {
 	e := start(t, envOpt{})
@@ -577,7 +577,7 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
-// Item 9: the response is streamed: the client gets the first chunk while
+// The response is streamed: the client gets the first chunk while
 // the upstream is still blocked before writing the rest.
 func TestResponseStreamed(t *testing.T) {
 	e := start(t, envOpt{})
@@ -637,7 +637,7 @@ func TestBadProjectionRefused(t *testing.T) {
 	}
 }
 
-// Item 9: a slow upstream is cut off by UPSTREAM_TIMEOUT (504), and waiting
+// A slow upstream is cut off by UPSTREAM_TIMEOUT (504), and waiting
 // for a free upstream connection is bounded by UPSTREAM_MAX_CONN_WAIT (503).
 func TestUpstreamBoundedWaits(t *testing.T) {
 	e := start(t, envOpt{vars: map[string]string{
@@ -670,7 +670,7 @@ func TestUpstreamBoundedWaits(t *testing.T) {
 	})
 }
 
-// Item 2: request id and timing are outermost: a request refused by a
+// Request id and timing are outermost: a request refused by a
 // later middleware (normalization) still gets a request id and is timed.
 func TestObserveIsOutermost(t *testing.T) {
 	e := start(t, envOpt{})
@@ -692,7 +692,7 @@ func metricCount(t *testing.T, e *env, name string) float64 {
 	return metricValue(body, name)
 }
 
-// Item 5: the background refresh alone drops keys removed upstream.
+// The background refresh alone drops keys removed upstream.
 func TestBackgroundRefreshDropsKeys(t *testing.T) {
 	e := start(t, envOpt{vars: map[string]string{"JWKS_REFRESH_INTERVAL": "1s"}})
 	tok := e.token(nil)

@@ -388,7 +388,7 @@ func TestClientTrailersRefused(t *testing.T) {
 	})
 }
 
-// Item 16: a logout or session revoke forwarded by this proxy takes effect
+// A logout or session revoke forwarded by this proxy takes effect
 // here at once, without waiting for the NATS event.
 func TestLocalEvictionOnSessionEnd(t *testing.T) {
 	for _, tc := range []struct{ method, path string }{

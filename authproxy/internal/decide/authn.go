@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -63,12 +64,7 @@ func Authn(c *tokens.Claims, e *projection.Entry, r *rules.Route, method, path s
 }
 
 func hasOTP(amr []string) bool {
-	for _, m := range amr {
-		if m == amrOTP {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(amr, amrOTP)
 }
 
 // enrolmentPath: the routes a member confined by the tenant's MFA policy

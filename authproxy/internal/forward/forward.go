@@ -1,7 +1,9 @@
-// Package forward sends an authorized request to its upstream (coreapi or
-// an app) over that upstream's reused fasthttp HostClient and streams the
-// response back: the request line is exactly the normalized path plus the
-// original query, which is also what the identity signature covers.
+// Package forward builds the proxy's fasthttp clients: the streaming
+// HostClient of each upstream (coreapi or an app) that forwarded requests
+// go through, with paths sent verbatim and timeouts never retried, and the
+// buffered client of the proxy's own calls; and it classifies a client's
+// errors into the answer and metric label of a failed forward. The
+// forwarding itself is the server package's (server.forward).
 package forward
 
 import (
@@ -20,7 +22,6 @@ type Options struct {
 	MaxConnWait time.Duration
 	IdleTimeout time.Duration // keep below coreapi's idle timeout
 	Timeout     time.Duration // read and write timeout per request
-	MaxBody     int
 }
 
 // NewHostClient returns the client used for forwarded requests: responses

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -257,7 +258,7 @@ func metricSum(text, name string, labels ...string) float64 {
 		}
 		match := true
 		for _, l := range labels {
-			match = match && containsLabel(lbl, l)
+			match = match && slices.Contains(strings.Split(lbl, ","), l)
 		}
 		if !match {
 			continue
@@ -271,16 +272,6 @@ func metricSum(text, name string, labels ...string) float64 {
 		}
 	}
 	return sum
-}
-
-// containsLabel reports whether the label list holds l as a whole pair.
-func containsLabel(list, l string) bool {
-	for _, p := range strings.Split(list, ",") {
-		if p == l {
-			return true
-		}
-	}
-	return false
 }
 
 func randHex(n int) string {

@@ -245,7 +245,7 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 	if f := firstFailure.Load(); f != nil {
 		res.FirstFailure = *f
 	}
-	const projRoute = `route="/internal/v1/projections/:user_id"`
+	const projRoute = `route="` + identity.ProjectionPath + `/:user_id"`
 	d := func(name string, labels ...string) float64 {
 		return metricSum(after, name, labels...) - metricSum(before, name, labels...)
 	}

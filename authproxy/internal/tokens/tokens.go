@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -168,14 +169,6 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 
 // Close stops the cache's goroutines.
 func (v *Verifier) Close() { v.cache.Close() }
-
-// Purge drops every cached outcome.
-func (v *Verifier) Purge() {
-	v.cache.Clear()
-	for i := range v.hot {
-		v.hot[i].Store(nil)
-	}
-}
 
 // Digest is the cache's name of a token: its SHA-256. The cache never
 // holds the token itself.
@@ -447,12 +440,7 @@ func hasAudience(raw json.RawMessage, want string) bool {
 	if err := json.Unmarshal(raw, &many); err != nil {
 		return false
 	}
-	for _, a := range many {
-		if a == want {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(many, want)
 }
 
 // ValidID reports whether s is a sane id claim (user, tenant, session): 1..128

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -76,7 +77,7 @@ func TestServeRecordsCatalog(t *testing.T) {
 			"COREAPI_LISTEN_ADDR": "127.0.0.1:0", "COREAPI_ADMIN_ADDR": "127.0.0.1:0",
 			"NATS_URL": ns.ClientURL(), "PERMISSIONS": catalog, "SHUTDOWN_TIMEOUT": "5s",
 		}
-		var out syncBuffer
+		var out testkit.LogBuffer
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()

@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -59,7 +60,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testkit.LogBuffer
 	env := map[string]string{
 		"DATABASE_URL":        db.URL,
 		"IDENTITY_KEYS":       "core:" + testKey,
@@ -79,7 +80,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 		}
 	}()
 	base := "http://" + waitListening(t, &out, done)
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if !strings.Contains(out.String(), "watching signing keys") {
 			return errors.New("the key directory is not watched yet")
 		}
@@ -123,7 +124,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(out.String(), `"msg":"reloading signing keys","signal":"hangup"`) {
 			return fmt.Errorf("no reload logged after SIGHUP")
 		}
@@ -131,22 +132,5 @@ func TestKeyChangeAnnounced(t *testing.T) {
 	})
 	if _, err := jwks(); err != nil {
 		t.Fatalf("after SIGHUP: %v", err)
-	}
-}
-
-// eventually polls cond until it returns nil or d passes, then fails with
-// its last error.
-func eventually(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -11,11 +11,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
@@ -58,31 +58,13 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
-// syncBuffer is the log sink of the server under test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestServeAndShutdown starts the real binary's run on random ports, checks
 // the public and admin servers, then cancels (SIGTERM) and expects a clean
 // exit.
 func TestServeAndShutdown(t *testing.T) {
 	db := dbtest.New(t)
 	keysDir := t.TempDir()
-	var out syncBuffer
+	var out testkit.LogBuffer
 	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &out); err != nil {
 		t.Fatalf("keys generate: %v", err)
 	}
@@ -182,7 +164,7 @@ func TestServeAndShutdown(t *testing.T) {
 // at once and says what to run, instead of answering 500s.
 func TestServeRefusesOldSchema(t *testing.T) {
 	db := dbtest.New(t)
-	var out syncBuffer
+	var out testkit.LogBuffer
 	if err := run(context.Background(), []string{"migrate", "down"}, envOf(map[string]string{"DATABASE_URL": db.URL}), &out); err != nil {
 		t.Fatalf("migrate down: %v", err)
 	}

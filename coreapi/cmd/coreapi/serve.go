@@ -16,7 +16,6 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 )
@@ -71,7 +70,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Registerer:      reg,
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		AccessTokenTTL:  cfg.AccessTokenTTL,
-		Passwords:       password.New(password.OWASP, 0),
 		TokenMaxLeeway:  cfg.TokenMaxLeeway,
 		Catalog:         cfg.Catalog,
 

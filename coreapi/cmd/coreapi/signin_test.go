@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/metricslint"
@@ -48,7 +49,7 @@ func TestSignInWiring(t *testing.T) {
 	}
 
 	keysDir := t.TempDir()
-	var out syncBuffer
+	var out testkit.LogBuffer
 	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir, "-alg", "ES256"}, envOf(nil), &out); err != nil {
 		t.Fatalf("keys generate: %v", err)
 	}
@@ -143,9 +144,9 @@ func TestSignInWiring(t *testing.T) {
 		case m := <-events:
 			var ev invalidation.Event
 			_ = json.Unmarshal(m.Data, &ev)
-			got = m.Subject == want && ev.Reason == "logout_global"
+			got = m.Subject == want && ev.Reason == invalidation.ReasonUserLogoutGlobal
 		case <-deadline:
-			t.Fatalf("no logout_global event on %s", want)
+			t.Fatalf("no user.logout_global event on %s", want)
 		}
 	}
 
@@ -174,7 +175,7 @@ func TestSignInWiring(t *testing.T) {
 }
 
 // waitListening reads the server's address from its "listening" log line.
-func waitListening(t *testing.T, out *syncBuffer, done chan error) string {
+func waitListening(t *testing.T, out *testkit.LogBuffer, done chan error) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
@@ -26,12 +27,12 @@ func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if len(args) != 2 {
 		return errors.New(tenantsUsage)
 	}
-	status, ok := map[string]string{"suspend": tenants.StatusSuspended, "reactivate": tenants.StatusActive}[args[0]]
+	status, ok := map[string]string{"suspend": identity.StatusSuspended, "reactivate": identity.StatusActive}[args[0]]
 	if !ok {
 		return errors.New(tenantsUsage)
 	}
-	id, err := uuid.Parse(args[1])
-	if err != nil {
+	id, ok := ids.Parse(args[1])
+	if !ok {
 		return fmt.Errorf("tenants %s: %q is not a tenant id (a UUID)", args[0], args[1])
 	}
 	url, err := config.DatabaseURLFrom(getenv)
@@ -44,7 +45,7 @@ func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	defer pool.Close()
 	actor := roles.Actor{RequestID: "operator-" + requestid.New()}
-	t, err := tenants.NewStore(pool).Update(ctx, id.String(), actor, tenants.Patch{Status: &status})
+	t, err := tenants.NewStore(pool).Update(ctx, id, actor, tenants.Patch{Status: &status})
 	if errors.Is(err, tenants.ErrNotFound) {
 		return fmt.Errorf("tenants %s: no tenant %s", args[0], id)
 	}

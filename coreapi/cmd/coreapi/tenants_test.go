@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -23,8 +24,8 @@ func TestTenantsSuspendReactivate(t *testing.T) {
 	}
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	for _, step := range []struct{ cmd, status, action string }{
-		{"suspend", tenants.StatusSuspended, "tenant.suspended"},
-		{"reactivate", tenants.StatusActive, "tenant.reactivated"},
+		{"suspend", identity.StatusSuspended, "tenant.suspended"},
+		{"reactivate", identity.StatusActive, "tenant.reactivated"},
 	} {
 		var out bytes.Buffer
 		if err := run(ctx, []string{"tenants", step.cmd, id}, env, &out); err != nil {

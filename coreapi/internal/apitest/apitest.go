@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -120,7 +121,7 @@ func Start(t testing.TB, o Options) *Env {
 		coverage:   o.Coverage,
 		stats:      map[string]httpapi.RequestStats{},
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
@@ -465,24 +466,6 @@ func (e *Env) IdentityOf(t testing.TB, userID, tenantID string) identity.Identit
 		t.Fatalf("identity of %s in %s: %v", userID, tenantID, err)
 	}
 	return identity.Identity{UserID: p.UserID, TenantID: p.TenantID, Roles: p.Roles, Permissions: p.Permissions}
-}
-
-// syncBuffer collects the server's log; it is printed when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Coverage records which documented operations the tests exercised with a

@@ -13,11 +13,50 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 )
 
+// Actions: the audit_events.action values, read back by GET /audit and by
+// operators filtering the table. A new kind of record adds its name here.
+const (
+	ActionTenantCreated     = "tenant.created"
+	ActionTenantUpdated     = "tenant.updated"
+	ActionTenantSuspended   = "tenant.suspended"
+	ActionTenantReactivated = "tenant.reactivated"
+
+	ActionMemberAdded       = "member.added"
+	ActionMemberUpdated     = "member.updated"
+	ActionMemberRemoved     = "member.removed"
+	ActionMemberRoleGranted = "member.role_granted"
+	ActionMemberRoleRevoked = "member.role_revoked"
+
+	ActionRoleCreated = "role.created"
+	ActionRoleUpdated = "role.updated"
+	ActionRoleDeleted = "role.deleted"
+
+	ActionInvitationCreated  = "invitation.created"
+	ActionInvitationRevoked  = "invitation.revoked"
+	ActionInvitationResent   = "invitation.resent"
+	ActionInvitationAccepted = "invitation.accepted"
+
+	ActionUserProfileUpdated         = "user.profile_updated"
+	ActionUserEmailChangeRequested   = "user.email_change_requested"
+	ActionUserEmailChanged           = "user.email_changed"
+	ActionUserEmailVerified          = "user.email_verified"
+	ActionUserVerificationSent       = "user.verification_sent"
+	ActionUserLogoutGlobal           = "user.logout_global"
+	ActionUserPasswordChanged        = "user.password_changed"
+	ActionUserPasswordResetRequested = "user.password_reset_requested"
+	ActionUserPasswordReset          = "user.password_reset"
+	ActionUserMFAEnabled             = "user.mfa_enabled"
+	ActionUserMFADisabled            = "user.mfa_disabled"
+	ActionUserMFAReset               = "user.mfa_reset"
+	ActionUserMFACodeFailed          = "user.mfa_code_failed"
+	ActionUserMFARecoveryCodeUsed    = "user.mfa_recovery_code_used"
+)
+
 // Event is one audit record to write.
 type Event struct {
 	TenantID    string
 	ActorUserID string // empty for system actions
-	Action      string // e.g. "user.role_granted"
+	Action      string // one of the Action constants
 	TargetType  string // "user", "role", "tenant"
 	TargetID    string
 	Data        any // marshalled to JSON; nil means {}

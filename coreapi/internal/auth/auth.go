@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 )
 
 // Lockout is the failed-login backoff policy. Attempts are counted per
@@ -214,31 +215,12 @@ WHERE last_attempt < now() - make_interval(secs => $1)
 	return tag.RowsAffected(), nil
 }
 
-// SweepSessions deletes sessions that ended more than keep ago (and stale
-// sign-in attempt counts), every interval, until ctx ends.
+// SweepSessions runs, every interval until ctx ends, the deletes of the
+// sign-in state: sessions that ended more than keep ago, stale sign-in
+// attempt counts and expired MFA challenges.
 func (s *Service) SweepSessions(ctx context.Context, every, keep time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if n, err := s.sessions.Sweep(ctx, keep); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweep sessions", "err", err)
-		} else if n > 0 {
-			s.log.Info("swept sessions", "rows", n)
-		}
-		if n, err := s.SweepLoginAttempts(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweep login attempts", "err", err)
-		} else if n > 0 {
-			s.log.Info("swept login attempts", "rows", n)
-		}
-		if n, err := s.SweepChallenges(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweep mfa challenges", "err", err)
-		} else if n > 0 {
-			s.log.Info("swept mfa challenges", "rows", n)
-		}
-	}
+	return sweep.Every(ctx, every, s.log, slog.LevelInfo,
+		sweep.Task{Name: "sessions", Run: func(ctx context.Context) (int64, error) { return s.sessions.Sweep(ctx, keep) }},
+		sweep.Task{Name: "login attempts", Run: s.SweepLoginAttempts},
+		sweep.Task{Name: "mfa challenges", Run: s.SweepChallenges})
 }

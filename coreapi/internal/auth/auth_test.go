@@ -404,6 +404,7 @@ func TestBadInput(t *testing.T) {
 		{"signup missing fields", "/api/v1/auth/signup", map[string]string{}, "", 422, "validation_failed", true},
 		{"signup short password", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "short", "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"signup bad email", "/api/v1/auth/signup", map[string]string{"email": "not an email", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"signup email over 254 octets", "/api/v1/auth/signup", map[string]string{"email": strings.Repeat("a", 248) + "@x.test", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"NUL in login email", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com\u0000","password":"x"}`, "", 400, "bad_request", true},
 		{"NUL in login password", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com","password":"a\u0000b"}`, "", 400, "bad_request", true},
 		{"NUL in form login", "/api/v1/auth/token", "grant_type=password&email=b%40example.com%00&password=x", "application/x-www-form-urlencoded", 400, "bad_request", true},
@@ -682,7 +683,7 @@ func TestLogoutLocal(t *testing.T) {
 	if !p.SessionRevoked(id.SessionID) || p.TokenVersion != 0 {
 		t.Errorf("projection = %+v, want session %s revoked and tv 0", p, id.SessionID)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=everywhere", As: e.identityFor(t, other)}); r.Status != http.StatusUnprocessableEntity {
@@ -709,7 +710,7 @@ func TestLogoutGlobal(t *testing.T) {
 	if n := e.count(t, `SELECT token_version FROM users WHERE id = $1`, id.UserID); n != 1 {
 		t.Errorf("token_version = %d, want 1", n)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'logout_global'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'user.logout_global'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 	// A new login carries the new token version.
@@ -817,6 +818,10 @@ func TestSessionsListAndRevoke(t *testing.T) {
 	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/not-a-uuid", nil); r.Status != http.StatusBadRequest {
 		t.Errorf("bad id: %d", r.Status)
 	}
+	// Only the hyphenated spelling is an id (uuid.Parse alone takes bare hex).
+	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/"+strings.ReplaceAll(victim, "-", ""), nil); r.Status != http.StatusBadRequest {
+		t.Errorf("id without hyphens: %d", r.Status)
+	}
 	if r := e.refresh(t, others[0].RefreshToken); r.Status != http.StatusBadRequest {
 		t.Errorf("refresh of a revoked session: %d", r.Status)
 	}
@@ -871,7 +876,7 @@ func TestPasswordChange(t *testing.T) {
 	if r := e.token(t, map[string]string{"grant_type": "password", "email": "p@example.com", "password": newPW}); r.Status != http.StatusOK {
 		t.Errorf("new password: %d %s", r.Status, r.Body)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'password_changed'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'user.password_changed'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 }
@@ -963,7 +968,7 @@ func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
 	if !p.SessionRevoked(id.SessionID) {
 		t.Errorf("projection does not list session %s as revoked: %+v", id.SessionID, p)
 	}
-	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
 }

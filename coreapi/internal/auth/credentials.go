@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // CheckPassword verifies email and password with the same lockout and the
@@ -49,8 +50,8 @@ FROM users u WHERE lower(u.email) = lower($1)`
 	if err := s.release(ctx, key, ip); err != nil {
 		return "", 0, err
 	}
-	if a.Status != "active" {
-		return "", 0, problem.New(403, "user_disabled", "this account is disabled")
+	if a.Status != identity.StatusActive {
+		return "", 0, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
 	return a.UserID, a.TokenVersion, nil
 }

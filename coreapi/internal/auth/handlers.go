@@ -6,25 +6,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/mail"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -58,14 +59,6 @@ func (s *Service) jwks(c *fiber.Ctx) error {
 // IP, never X-Forwarded-For.
 func client(c *fiber.Ctx) (ua, ip string) {
 	return strings.Clone(c.Get(fiber.HeaderUserAgent)), httpapi.ClientIP(c)
-}
-
-func validEmail(s string) bool {
-	if len(s) < 3 || len(s) > 320 {
-		return false
-	}
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Address == s && a.Name == ""
 }
 
 func validation(errs []problem.FieldError) error {
@@ -102,7 +95,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	req.Email = strings.TrimSpace(req.Email)
 	req.TenantName = strings.TrimSpace(req.TenantName)
 	var errs []problem.FieldError
-	if !validEmail(req.Email) {
+	if !mail.ValidAddress(req.Email) {
 		errs = append(errs, problem.FieldError{Field: "email", Message: "a valid email address is required"})
 	}
 	if err := password.CheckNew(req.Password); err != nil {
@@ -147,7 +140,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{
-			TenantID: tenant.ID, ActorUserID: user.ID, Action: "tenant.created", TargetType: "tenant",
+			TenantID: tenant.ID, ActorUserID: user.ID, Action: audit.ActionTenantCreated, TargetType: "tenant",
 			TargetID: tenant.ID, Data: map[string]string{"via": "signup"}, RequestID: rid,
 		})
 	})
@@ -196,7 +189,7 @@ type tokenRequest struct {
 }
 
 func invalidRequest(detail string, fields ...problem.FieldError) *problem.Problem {
-	p := problem.New(fiber.StatusBadRequest, "invalid_request", detail)
+	p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, detail)
 	p.Errors = fields
 	return p
 }
@@ -251,7 +244,7 @@ func (s *Service) token(c *fiber.Ctx) error {
 	case "":
 		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password, refresh_token, oauth_handover or mfa_otp"})
 	default:
-		return problem.New(fiber.StatusBadRequest, "unsupported_grant_type",
+		return problem.New(fiber.StatusBadRequest, problem.CodeUnsupportedGrantType,
 			"grant_type must be password, refresh_token, oauth_handover or mfa_otp")
 	}
 	if err != nil {
@@ -287,11 +280,11 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if len(req.Password) > password.MaxBytes {
 		return TokenResponse{}, errPasswordTooLong
 	}
-	if len(email) > 320 {
+	if len(email) > users.MaxEmail {
 		return TokenResponse{}, errBadCredentials
 	}
 	if req.TenantID != "" {
-		if _, err := uuid.Parse(req.TenantID); err != nil {
+		if !ids.Valid(req.TenantID) {
 			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
 		}
 	}
@@ -320,7 +313,7 @@ func (s *Service) refreshGrant(ctx context.Context, req tokenRequest) (TokenResp
 	switch {
 	case errors.Is(err, sessions.ErrInvalidToken), errors.Is(err, sessions.ErrExpired),
 		errors.Is(err, sessions.ErrRevoked), errors.Is(err, sessions.ErrReused), errors.Is(err, sessions.ErrInactive):
-		return TokenResponse{}, problem.New(fiber.StatusBadRequest, "invalid_grant", err.Error())
+		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, err.Error())
 	case err != nil:
 		return TokenResponse{}, err
 	}
@@ -361,7 +354,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 			if err != nil || n == 0 {
 				return err
 			}
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "session_revoked"})
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
 		})
 		if err != nil {
 			return err
@@ -376,10 +369,10 @@ func (s *Service) logout(c *fiber.Ctx) error {
 				return fmt.Errorf("bump token version: %w", err)
 			}
 			if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-				Action: "user.logout_global", TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
+				Action: audit.ActionUserLogoutGlobal, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
 				return err
 			}
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "logout_global"})
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserLogoutGlobal})
 		})
 		if err != nil {
 			return err
@@ -402,8 +395,8 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	tid, err := uuid.Parse(req.TenantID)
-	if err != nil {
+	tid, ok := ids.Parse(req.TenantID)
+	if !ok {
 		return validation([]problem.FieldError{{Field: "tenant_id", Message: "a tenant UUID is required"}})
 	}
 	if id.SessionID == "" {
@@ -421,6 +414,7 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 		tok      string
 		amr      []string
 		authTime int64
+		err      error
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, qMember, id.UserID, tid).Scan(&tv); errors.Is(err, pgx.ErrNoRows) {
@@ -428,7 +422,7 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 		} else if err != nil {
 			return fmt.Errorf("check membership: %w", err)
 		}
-		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid.String()); err != nil {
+		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid); err != nil {
 			return err
 		}
 		if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
@@ -443,7 +437,7 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 	if err != nil {
 		return err
 	}
-	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid.String(), SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
 		AMR: amr, AuthTime: authTime})
 	if err != nil {
 		return err
@@ -503,7 +497,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		return err
 	}
 	if !ok {
-		return problem.New(fiber.StatusForbidden, "invalid_current_password", "the current password is wrong")
+		return problem.New(fiber.StatusForbidden, problem.CodeInvalidCurrentPassword, "the current password is wrong")
 	}
 	if err := s.release(ctx, key, ip); err != nil {
 		return err
@@ -539,10 +533,10 @@ RETURNING token_version`
 			}
 		}
 		if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.password_changed", TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
+			Action: audit.ActionUserPasswordChanged, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "password_changed"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserPasswordChanged})
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
 		return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
@@ -587,7 +581,7 @@ type cursor struct {
 	ID        string    `json:"i"`
 }
 
-var errBadCursor = problem.New(fiber.StatusBadRequest, "invalid_cursor", "cursor is not one this list returned")
+var errBadCursor = problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
 
 func (s *Service) listSessions(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
@@ -595,7 +589,7 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 200 {
-			return problem.New(fiber.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to 200")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidLimit, "limit must be an integer from 1 to 200")
 		}
 		limit = n
 	}
@@ -609,7 +603,7 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 		if err := json.Unmarshal(raw, &cur); err != nil || cur.CreatedAt.IsZero() {
 			return errBadCursor
 		}
-		if _, err := uuid.Parse(cur.ID); err != nil {
+		if !ids.Valid(cur.ID) {
 			return errBadCursor
 		}
 		after = &sessions.Cursor{CreatedAt: cur.CreatedAt, ID: cur.ID}
@@ -638,18 +632,21 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 
 func (s *Service) revokeSession(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
-	sid, err := uuid.Parse(c.Params("id"))
-	if err != nil {
-		return problem.New(fiber.StatusBadRequest, "invalid_id", "id must be a UUID")
+	sid, ok := ids.Parse(c.Params("id"))
+	if !ok {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
 	ctx := c.UserContext()
-	var n int64
+	var (
+		n   int64
+		err error
+	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		n, err = s.sessions.Revoke(ctx, tx, id.UserID, sid.String(), sessions.ReasonRevoked)
+		n, err = s.sessions.Revoke(ctx, tx, id.UserID, sid, sessions.ReasonRevoked)
 		if err != nil || n == 0 {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "session_revoked"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
 	})
 	if err != nil {
 		return err

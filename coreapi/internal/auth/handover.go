@@ -22,7 +22,7 @@ const HandoverTTL = 60 * time.Second
 // handoverLen is the length of a code: 32 random bytes, base64url.
 const handoverLen = 43
 
-var errBadHandover = problem.New(400, "invalid_grant", "unknown, used or expired hand-over code")
+var errBadHandover = problem.New(400, problem.CodeInvalidGrant, "unknown, used or expired hand-over code")
 
 // CreateHandover stores a one-time hand-over code for a session opened by
 // an external sign-in and returns it. Tokens are never put in a page or a

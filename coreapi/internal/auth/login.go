@@ -12,12 +12,13 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // Problems of the token endpoint. Codes follow RFC 6749 §5.2 error names.
 var (
-	errBadCredentials  = problem.New(400, "invalid_grant", "invalid email or password")
-	errPasswordTooLong = problem.New(400, "invalid_request", password.ErrTooLong.Error())
+	errBadCredentials  = problem.New(400, problem.CodeInvalidGrant, "invalid email or password")
+	errPasswordTooLong = problem.New(400, problem.CodeInvalidRequest, password.ErrTooLong.Error())
 )
 
 func tooManyAttempts(retryAfter int) *problem.Problem {
@@ -98,14 +99,14 @@ WHERE lower(u.email) = lower($1)`
 			s.log.Warn("password rehash", "user_id", a.UserID, "err", err)
 		}
 	}
-	if a.Status != "active" {
-		return account{}, problem.New(403, "user_disabled", "this account is disabled")
+	if a.Status != identity.StatusActive {
+		return account{}, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
 	if a.TenantID == nil {
 		if tenantID != "" {
 			return account{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
 		}
-		return account{}, problem.New(403, "no_membership", "this account has no active membership in any tenant")
+		return account{}, problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
 	}
 	return a, nil
 }

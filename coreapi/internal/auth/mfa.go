@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
@@ -57,8 +57,8 @@ func acrOf(amr []string) string {
 }
 
 var (
-	errBadCode     = problem.New(fiber.StatusBadRequest, "invalid_grant", "the code is wrong, already used or expired")
-	errBadMFAToken = problem.New(fiber.StatusBadRequest, "invalid_grant",
+	errBadCode     = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, "the code is wrong, already used or expired")
+	errBadMFAToken = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
 		"the mfa_token is unknown, used, expired or out of attempts")
 	errMFAUnavailable = problem.New(fiber.StatusServiceUnavailable, problem.CodeMFAUnavailable,
 		"second factors are not configured on this server (MFA_ENCRYPTION_KEYS)")
@@ -124,6 +124,12 @@ func (s *Service) hasMFA(ctx context.Context, userID string) (bool, error) {
 type factorUse struct {
 	userID, tenantID, actor, ip, requestID string
 }
+
+// States of an mfa_totp row (the SQL text spells them too).
+const (
+	totpPending = "pending" // enrolled, first code not yet confirmed
+	totpActive  = "active"
+)
 
 // checkTOTP matches code against the user's TOTP secret in the given
 // status (pending: confirming enrolment; active: a sign-in or step-up)
@@ -194,7 +200,7 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 		}
 		ok = true
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: "user.mfa_recovery_code_used", TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFARecoveryCodeUsed, TargetType: "user", TargetID: u.userID,
 			Data: map[string]any{"remaining": left}, RequestID: u.requestID})
 	})
 	return ok, err
@@ -217,7 +223,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 	if mfa.LooksLikeRecovery(code) {
 		ok, err = s.useRecoveryCode(ctx, code, u)
 	} else {
-		ok, err = s.checkTOTP(ctx, u.userID, code, "active")
+		ok, err = s.checkTOTP(ctx, u.userID, code, totpActive)
 	}
 	if err != nil {
 		return err
@@ -234,7 +240,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: "user.mfa_code_failed", TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFACodeFailed, TargetType: "user", TargetID: u.userID,
 			Data: map[string]string{"ip": u.ip}, RequestID: u.requestID})
 	})
 }
@@ -359,7 +365,7 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 			return errBadMFAToken
 		}
 		if err := tx.QueryRow(ctx, qAccount, userID, tenantID).Scan(&g.TokenVersion); errors.Is(err, pgx.ErrNoRows) {
-			return problem.New(fiber.StatusForbidden, "user_disabled", "the account or its membership is no longer active")
+			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
 		} else if err != nil {
 			return fmt.Errorf("load account: %w", err)
 		}
@@ -393,7 +399,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 		return TokenResponse{}, err
 	}
 	if !on {
-		return TokenResponse{}, problem.New(fiber.StatusBadRequest, "invalid_grant", "the caller has no second factor to step up with")
+		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, "the caller has no second factor to step up with")
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}); err != nil {
 		return TokenResponse{}, err
@@ -509,7 +515,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	} else if err != nil {
 		return fmt.Errorf("load totp: %w", err)
 	}
-	if status == "active" {
+	if status == totpActive {
 		return errMFAActive
 	}
 	_, ip := client(c)
@@ -519,7 +525,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	if err := s.reserve(ctx, key, ip); err != nil {
 		return retryAfter(c, err)
 	}
-	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, "pending")
+	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, totpPending)
 	if err != nil {
 		return err
 	}
@@ -558,9 +564,9 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 			}
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.mfa_enabled", TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFAEnabled, TargetType: "user", TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_enabled"})
+			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
 	if err != nil {
 		return err
@@ -596,9 +602,9 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.mfa_disabled", TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFADisabled, TargetType: "user", TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: "mfa_disabled"})
+			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
 	}); err != nil {
 		return err
 	}
@@ -649,11 +655,10 @@ SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1)
 FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
 	id := httpapi.IdentityOf(c)
-	target, err := uuid.Parse(c.Params("id"))
-	if err != nil {
-		return problem.New(fiber.StatusBadRequest, "invalid_id", "id must be a UUID")
+	uid, ok := ids.Parse(c.Params("id"))
+	if !ok {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
-	uid := target.String()
 	if uid == id.UserID {
 		return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "reset your own second factor with DELETE /users/me/mfa/totp")
 	}
@@ -668,7 +673,7 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "the member has no second factor")
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
+	err := s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
 		n, err := s.sessions.RevokeAll(ctx, tx, uid, "", sessions.ReasonMFAReset)
 		if err != nil {
 			return err
@@ -677,9 +682,9 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 			return fmt.Errorf("bump token version: %w", err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: "user.mfa_reset", TargetType: "user", TargetID: uid,
+			Action: audit.ActionUserMFAReset, TargetType: "user", TargetID: uid,
 			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: "mfa_reset"})
+			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonUserMFAReset})
 	})
 	if err != nil {
 		return err

@@ -48,7 +48,7 @@ const (
 	LegacyIdentityKeyID = "core"
 )
 
-// ExecModes maps DB_EXEC_MODE values to pgx exec modes. cache_statement is
+// execModes maps DB_EXEC_MODE values to pgx exec modes. cache_statement is
 // the default; the others exist for PgBouncer in transaction mode.
 var execModes = map[string]pgx.QueryExecMode{
 	"cache_statement": pgx.QueryExecModeCacheStatement,
@@ -58,7 +58,7 @@ var execModes = map[string]pgx.QueryExecMode{
 	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
 }
 
-// SigningAlgs are the accepted values of SIGNING_ALG.
+// signingAlgs are the accepted values of SIGNING_ALG.
 var signingAlgs = []string{"EdDSA", "ES256", "RS256"}
 
 // OIDCProvider is one configured OpenID Connect provider.

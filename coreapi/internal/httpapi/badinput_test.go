@@ -39,6 +39,7 @@ func TestBadBodies(t *testing.T) {
 		{"NUL in a list item", "POST", "/api/v1/roles", `{"name": "x", "permissions": ["audit:read\u0000"]}`, "", 400, "bad_request", "permissions"},
 		{"over-long display name", "PATCH", "/api/v1/users/me", `{"display_name": "` + strings.Repeat("é", users.MaxDisplayName+1) + `"}`, "", 422, "validation_failed", "display_name"},
 		{"over-long email", "POST", "/api/v1/users", `{"email": "` + strings.Repeat("a", 320) + `@x.test"}`, "", 422, "validation_failed", "email"},
+		{"email over 254 octets", "POST", "/api/v1/users", `{"email": "` + strings.Repeat("a", 248) + `@x.test"}`, "", 422, "validation_failed", "email"},
 		{"over-long role description", "POST", "/api/v1/roles", `{"name": "x", "description": "` + strings.Repeat("d", 501) + `"}`, "", 422, "validation_failed", "description"},
 		{"over-long role name", "POST", "/api/v1/roles", `{"name": "` + strings.Repeat("r", 64) + `"}`, "", 422, "validation_failed", "name"},
 		{"over-long tenant name", "PATCH", "/api/v1/tenant", `{"name": "` + strings.Repeat("t", 201) + `"}`, "", 422, "validation_failed", "name"},

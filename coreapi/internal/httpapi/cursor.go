@@ -47,7 +47,7 @@ func (cc cursorCodec) encode(list, scope string, v any) string {
 	return enc.EncodeToString(payload) + "." + enc.EncodeToString(cc.mac(list, scope, payload))
 }
 
-var errBadCursor = problem.New(fiber.StatusBadRequest, "invalid_cursor", "the cursor is malformed, altered, or from another list")
+var errBadCursor = problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "the cursor is malformed, altered, or from another list")
 
 func (cc cursorCodec) decode(list, scope, s string, v any) error {
 	p, t, ok := strings.Cut(s, ".")
@@ -112,7 +112,7 @@ func parsePage(c *fiber.Ctx) (pageQuery, error) {
 	}
 	if err := v.err(); err != nil {
 		p := err.(*problem.Problem)
-		p.Status, p.Title, p.Code = fiber.StatusBadRequest, "Bad Request", "invalid_query"
+		p.Status, p.Title, p.Code = fiber.StatusBadRequest, "Bad Request", problem.CodeInvalidQuery
 		p.Detail = "invalid query parameters"
 		return q, p
 	}

@@ -142,9 +142,9 @@ func decodeProblem(err error) *problem.Problem {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		return problem.New(fiber.StatusBadRequest, "malformed_json", fmt.Sprintf("malformed JSON at byte %d", syn.Offset))
+		return problem.New(fiber.StatusBadRequest, problem.CodeMalformedJSON, fmt.Sprintf("malformed JSON at byte %d", syn.Offset))
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return problem.New(fiber.StatusBadRequest, "malformed_json", "malformed JSON: unexpected end of body")
+		return problem.New(fiber.StatusBadRequest, problem.CodeMalformedJSON, "malformed JSON: unexpected end of body")
 	case errors.As(err, &typ):
 		field := typ.Field
 		if field == "" {
@@ -155,11 +155,11 @@ func decodeProblem(err error) *problem.Problem {
 		return p
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		p := problem.New(fiber.StatusBadRequest, "unknown_field", "unknown field "+name)
+		p := problem.New(fiber.StatusBadRequest, problem.CodeUnknownField, "unknown field "+name)
 		p.Errors = []problem.FieldError{{Field: strings.Trim(name, `"`), Message: "unknown field"}}
 		return p
 	}
-	return problem.New(fiber.StatusBadRequest, "malformed_json", "malformed JSON body")
+	return problem.New(fiber.StatusBadRequest, problem.CodeMalformedJSON, "malformed JSON body")
 }
 
 // checks collects field errors and reports them together as one 422.

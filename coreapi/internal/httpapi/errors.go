@@ -19,7 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
-// domainErrors maps the domain packages' sentinel errors to HTTP; this and
+// domainProblem maps the domain packages' sentinel errors to HTTP; this and
 // handleError are the only places that know about statuses for them.
 func domainProblem(err error) *problem.Problem {
 	table := []struct {
@@ -31,18 +31,18 @@ func domainProblem(err error) *problem.Problem {
 		{roles.ErrNotFound, 404, problem.CodeNotFound},
 		{tenants.ErrNotFound, 404, problem.CodeNotFound},
 		{projection.ErrNotFound, 404, problem.CodeNotFound},
-		{users.ErrAlreadyMember, 409, "already_member"},
-		{users.ErrExistingUserPassword, 409, "user_exists"},
-		{users.ErrLastOwner, 409, "last_owner"},
+		{users.ErrAlreadyMember, 409, problem.CodeAlreadyMember},
+		{users.ErrExistingUserPassword, 409, problem.CodeUserExists},
+		{users.ErrLastOwner, 409, problem.CodeLastOwner},
 		{users.ErrEmailTaken, 409, problem.CodeEmailTaken},
 		{invitations.ErrPending, 409, problem.CodeInvitationPending},
 		{invitations.ErrNotPending, 409, problem.CodeInvitationNotActive},
-		{invitations.ErrIsMember, 409, "already_member"},
+		{invitations.ErrIsMember, 409, problem.CodeAlreadyMember},
 		{invitations.ErrNotFound, 404, problem.CodeNotFound},
 		{invitations.ErrUnknownRole, 422, problem.CodeValidation},
 		{users.ErrSameEmail, 422, problem.CodeValidation},
-		{roles.ErrNameTaken, 409, "role_name_taken"},
-		{roles.ErrBuiltin, 409, "builtin_role"},
+		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken},
+		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole},
 		{roles.ErrEscalation, 403, problem.CodeForbidden},
 		{tenants.ErrUnknownRole, 422, problem.CodeValidation},
 	}

@@ -2,15 +2,14 @@ package httpapi
 
 import (
 	"fmt"
-	"net/mail"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -18,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -50,7 +50,9 @@ func (s *Server) routes(rt Routes) {
 	// API keys): any verified identity may read it.
 	p.Get("/permissions", s.listPermissions)
 
-	rt.Internal.Get("/projections/:user_id", s.getProjection)
+	// The proxy fetches identity.ProjectionPath; Internal is mounted at
+	// InternalPrefix.
+	rt.Internal.Get(strings.TrimPrefix(identity.ProjectionPath, InternalPrefix)+"/:user_id", s.getProjection)
 }
 
 func actor(c *fiber.Ctx) roles.Actor {
@@ -241,7 +243,7 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 		if err := s.cursor.decode("users", tid, pq.cursor, &k); err != nil {
 			return err
 		}
-		if _, err := uuid.Parse(k.ID); err != nil {
+		if !ids.Valid(k.ID) {
 			return errBadCursor
 		}
 		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
@@ -274,11 +276,6 @@ type createUserBody struct {
 	Roles       []string `json:"roles"`
 }
 
-func validEmail(s string) bool {
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Address == s && a.Name == ""
-}
-
 func (s *Server) createUser(c *fiber.Ctx) error {
 	var b createUserBody
 	if err := DecodeJSON(c, &b); err != nil {
@@ -286,9 +283,9 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	}
 	var v checks
 	b.Email = strings.TrimSpace(b.Email)
-	v.length("email", b.Email, 1, users.MaxEmail)
-	if b.Email != "" && len(b.Email) <= users.MaxEmail {
-		v.require(validEmail(b.Email), "email", "not an email address")
+	v.length("email", b.Email, 1, mailq.MaxAddress)
+	if b.Email != "" && len(b.Email) <= mailq.MaxAddress {
+		v.require(mailq.ValidAddress(b.Email), "email", "not an email address")
 	}
 	n := users.NewMember{Email: b.Email, Roles: users.SortedUnique(b.Roles)}
 	if b.Password != nil {
@@ -340,7 +337,7 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 	var v checks
 	v.require(b.Status != nil, "status", "required")
 	if b.Status != nil {
-		v.require(*b.Status == users.StatusActive || *b.Status == users.StatusDisabled, "status", "active or disabled")
+		v.require(*b.Status == identity.StatusActive || *b.Status == identity.StatusDisabled, "status", "active or disabled")
 	}
 	if err := v.err(); err != nil {
 		return err
@@ -574,8 +571,8 @@ func (s *Server) getProjection(c *fiber.Ctx) error {
 		return err
 	}
 	tid := c.Query("tenant_id")
-	if !isUUID(tid) {
-		return problem.New(fiber.StatusBadRequest, "invalid_id", "tenant_id must be a UUID")
+	if !ids.Valid(tid) {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "tenant_id must be a UUID")
 	}
 	if !s.projLimit.acquire(c.UserContext()) {
 		s.metrics.shed("projection")

@@ -74,7 +74,7 @@ func auditActions(t *testing.T, e *apitest.Env, tenantID string) []string {
 // suspend suspends a tenant the way `coreapi tenants suspend` does.
 func suspend(t *testing.T, e *apitest.Env, tenantID string) {
 	t.Helper()
-	st := tenants.StatusSuspended
+	st := identity.StatusSuspended
 	if _, err := tenants.NewStore(e.DB.Pool).Update(t.Context(), tenantID, roles.Actor{RequestID: "operator-test"}, tenants.Patch{Status: &st}); err != nil {
 		t.Fatalf("suspend %s: %v", tenantID, err)
 	}

@@ -14,9 +14,9 @@ import (
 	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -176,14 +176,14 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 		id := &v.id
 		switch a {
 		case accessOptional:
-			if id.Principal != identity.PrincipalAnonymous && (!isUUID(id.UserID) || !isUUID(id.TenantID) ||
-				(id.SessionID != "" && !isUUID(id.SessionID))) {
+			if id.Principal != identity.PrincipalAnonymous && (!ids.Valid(id.UserID) || !ids.Valid(id.TenantID) ||
+				(id.SessionID != "" && !ids.Valid(id.SessionID))) {
 				s.metrics.identityRejected("bad_ids")
 				return errNoIdentity
 			}
 		case accessProtected:
-			if id.Principal == identity.PrincipalAnonymous || !isUUID(id.UserID) || !isUUID(id.TenantID) ||
-				(id.SessionID != "" && !isUUID(id.SessionID)) {
+			if id.Principal == identity.PrincipalAnonymous || !ids.Valid(id.UserID) || !ids.Valid(id.TenantID) ||
+				(id.SessionID != "" && !ids.Valid(id.SessionID)) {
 				s.metrics.identityRejected("bad_ids")
 				return errNoIdentity
 			}
@@ -390,24 +390,12 @@ func RequirePermission(perm string) fiber.Handler {
 	}
 }
 
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	_, err := uuid.Parse(s)
-	return err == nil
-}
-
 // pathUUID returns a path parameter that must be a UUID, as an owned,
 // lower-case string, or a 400 problem.
 func pathUUID(c *fiber.Ctx, name string) (string, error) {
-	v := c.Params(name)
-	if len(v) != 36 {
-		return "", problem.New(fiber.StatusBadRequest, "invalid_id", name+" must be a UUID")
+	u, ok := ids.Parse(c.Params(name))
+	if !ok {
+		return "", problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, name+" must be a UUID")
 	}
-	u, err := uuid.Parse(v)
-	if err != nil {
-		return "", problem.New(fiber.StatusBadRequest, "invalid_id", name+" must be a UUID")
-	}
-	return u.String(), nil
+	return u, nil
 }

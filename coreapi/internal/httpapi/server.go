@@ -101,6 +101,9 @@ type RequestStats struct {
 	Prepares     int64 // statement-cache misses (an extra round trip each)
 }
 
+// InternalPrefix is where the Internal group is mounted.
+const InternalPrefix = "/internal/v1"
+
 // Routes are the route groups offered to Options.Register hooks.
 //
 //   - Public: under /api/v1, no identity needed (signup, token, OAuth
@@ -232,7 +235,7 @@ func New(o Options) (*Server, error) {
 		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessProtected)}},
 		Optional:  &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessOptional)}},
 		Root:      &Group{r: s.app},
-		Internal:  &Group{r: s.app.Group("/internal/v1"), mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
+		Internal:  &Group{r: s.app.Group(InternalPrefix), mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
 		Cursors:   &Cursors{cc: s.cursor},
 	}
 	rt.Root.Get("/openapi.json", func(c *fiber.Ctx) error {

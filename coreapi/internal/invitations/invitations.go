@@ -128,7 +128,7 @@ RETURNING ` + cols
 	if err != nil {
 		return Invitation{}, err
 	}
-	err = audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: "invitation.created",
+	err = audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationCreated,
 		TargetType: "invitation", TargetID: inv.ID, RequestID: a.RequestID,
 		Data: map[string]any{"email": email, "roles": roleNames}})
 	return inv, err
@@ -186,7 +186,7 @@ RETURNING email`
 		if err != nil {
 			return fmt.Errorf("revoke invitation: %w", err)
 		}
-		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: "invitation.revoked",
+		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationRevoked,
 			TargetType: "invitation", TargetID: id, RequestID: a.RequestID, Data: map[string]any{"email": email}})
 	})
 }
@@ -231,7 +231,7 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 		if err != nil {
 			return err
 		}
-		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: "invitation.resent",
+		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationResent,
 			TargetType: "invitation", TargetID: id, RequestID: a.RequestID})
 	})
 	return inv, err

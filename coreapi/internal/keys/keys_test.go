@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 )
 
 func verifyWith(t *testing.T, jwks []byte, token []byte) error {
@@ -256,53 +257,18 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
-// eventually polls cond until it returns nil or d passes, and then fails
-// with its last error.
-func eventually(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// lockedBuffer is a log destination safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // watch runs r.Watch until the test ends, and returns once the directory
 // watch is in place (Watch logs it), so that a change made after it is
 // seen by the watch and not left to the poll.
 func watch(t *testing.T, r *Ring, o WatchOptions) {
 	t.Helper()
-	var logs lockedBuffer
+	var logs testkit.LogBuffer
 	o.Log = slog.New(slog.NewJSONHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Watch(ctx, o); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(logs.String(), "watching signing keys") {
 			return fmt.Errorf("watch not started; log: %s", logs.String())
 		}
@@ -324,7 +290,7 @@ func TestWatchPicksUpNewKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if got := r.SigningKeyID(); got != newKid {
 			return fmt.Errorf("signing kid = %s, want %s", got, newKid)
 		}
@@ -401,7 +367,7 @@ func TestWatchRetriesAnnouncement(t *testing.T) {
 	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if n := calls.Load(); n < 3 {
 			return fmt.Errorf("Changed called %d times, want 3 (two failures, then success)", n)
 		}
@@ -440,7 +406,7 @@ func TestWatchReloadSignal(t *testing.T) {
 	watch(t, r, WatchOptions{Every: time.Hour, Reload: reload})
 	now.Store(t0.Add(10 * time.Minute).UnixNano())
 	reload <- syscall.SIGHUP
-	eventually(t, time.Second, func() error {
+	testkit.Eventually(t, time.Second, func() error {
 		if got := r.SigningKeyID(); got != newKid {
 			return fmt.Errorf("signing kid = %s, want %s after the reload", got, newKid)
 		}

@@ -7,13 +7,13 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -71,7 +72,7 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 200 {
-			return problem.New(fiber.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidQuery, "limit must be an integer from 1 to 200")
 		}
 		limit = n
 	}
@@ -81,8 +82,8 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 		if err := s.cursors.Decode("invitations", tid, v, &k); err != nil {
 			return err
 		}
-		if _, err := uuid.Parse(k.ID); err != nil {
-			return problem.New(fiber.StatusBadRequest, "invalid_cursor", "cursor is not one this list returned")
+		if !ids.Valid(k.ID) {
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
 		}
 		after = &k
 	}
@@ -104,11 +105,11 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 }
 
 func invitationID(c *fiber.Ctx) (string, error) {
-	id, err := uuid.Parse(c.Params("id"))
-	if err != nil {
+	id, ok := ids.Parse(c.Params("id"))
+	if !ok {
 		return "", problem.New(fiber.StatusNotFound, problem.CodeNotFound, invitations.ErrNotFound.Error())
 	}
-	return id.String(), nil
+	return id, nil
 }
 
 func (s *Service) revokeInvitation(c *fiber.Ctx) error {
@@ -313,8 +314,8 @@ RETURNING id::text, token_version`
 			if !same {
 				return errMismatch
 			}
-			if status != "active" {
-				return problem.New(fiber.StatusForbidden, "user_disabled", "this account is disabled")
+			if status != identity.StatusActive {
+				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 			}
 			// The link reached the mailbox: the address is proven.
 			if _, err := tx.Exec(ctx, `UPDATE users SET email_verified_at = coalesce(email_verified_at, now()) WHERE id = $1`, userID); err != nil {
@@ -323,17 +324,17 @@ RETURNING id::text, token_version`
 		}
 		if err := tenants.AddMember(ctx, tx, p.TenantID, userID, names...); err != nil {
 			if errors.Is(err, tenants.ErrAlreadyMember) {
-				return problem.New(fiber.StatusConflict, "already_member", "this account is already a member of the tenant")
+				return problem.New(fiber.StatusConflict, problem.CodeAlreadyMember, "this account is already a member of the tenant")
 			}
 			return err
 		}
 		if err := invitations.MarkAccepted(ctx, tx, p.ID, userID); err != nil {
 			return err
 		}
-		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: "invitation.accepted",
+		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: audit.ActionInvitationAccepted,
 			TargetType: "invitation", TargetID: p.ID, RequestID: rid,
 			Data: map[string]any{"email": p.Email, "roles": names, "user_created": created}},
-			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
+			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
 		}
 		issued, err := s.auth.Sessions().CreateAt(ctx, tx, userID, p.TenantID, ua, ip, tv)

@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -233,18 +234,5 @@ func (s *Service) Sweep(ctx context.Context) (int64, error) {
 
 // RunSweeper sweeps every interval until ctx ends.
 func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweep lifecycle tokens", "err", err)
-		} else if n > 0 {
-			s.log.Debug("swept lifecycle tokens", "rows", n)
-		}
-	}
+	return sweep.Every(ctx, every, s.log, slog.LevelDebug, sweep.Task{Name: "lifecycle tokens", Run: s.Sweep})
 }

@@ -5,6 +5,8 @@ import (
 	"html/template"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // Paths of the pages the mailed links open (public, at the root).
@@ -55,23 +57,22 @@ label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem}button{m
 
 // errorText is what a page says for an error code the API answered.
 var errorText = map[string]string{
-	"link_invalid":               "This link is not valid: it was already used, replaced by a newer one, or mistyped.",
-	"link_expired":               "This link has expired. Ask for a new one.",
-	"validation_failed":          "Please check the fields: a password needs at least 8 characters.",
-	"email_taken":                "Another account has this email address.",
-	"account_exists":             "An account already has this address: enter its password to accept.",
-	"invalid_grant":              "The password is wrong.",
-	"invitation_not_pending":     "This invitation was withdrawn or already used.",
-	"invitation_email_mismatch":  "This invitation was sent to another address.",
-	"already_member":             "You are already a member.",
-	"too_many_requests":          "Too many attempts. Wait a little and try again.",
-	"forbidden":                  "This invitation can no longer be accepted.",
-	"user_disabled":              "This account is disabled.",
-	"unsupported_media_type":     "The form could not be read.",
-	"email_already_verified":     "The address is already verified.",
-	"internal":                   "Something went wrong. Try again later.",
-	"unavailable":                "Something went wrong. Try again later.",
-	"password_reset_unavailable": "Something went wrong. Try again later.",
+	problem.CodeLinkInvalid:         "This link is not valid: it was already used, replaced by a newer one, or mistyped.",
+	problem.CodeLinkExpired:         "This link has expired. Ask for a new one.",
+	problem.CodeValidation:          "Please check the fields: a password needs at least 8 characters.",
+	problem.CodeEmailTaken:          "Another account has this email address.",
+	problem.CodeAccountExists:       "An account already has this address: enter its password to accept.",
+	problem.CodeInvalidGrant:        "The password is wrong.",
+	problem.CodeInvitationNotActive: "This invitation was withdrawn or already used.",
+	problem.CodeInvitationMismatch:  "This invitation was sent to another address.",
+	problem.CodeAlreadyMember:       "You are already a member.",
+	problem.CodeTooManyRequests:     "Too many attempts. Wait a little and try again.",
+	problem.CodeForbidden:           "This invitation can no longer be accepted.",
+	problem.CodeUserDisabled:        "This account is disabled.",
+	problem.CodeUnsupportedMedia:    "The form could not be read.",
+	problem.CodeAlreadyVerified:     "The address is already verified.",
+	problem.CodeInternal:            "Something went wrong. Try again later.",
+	problem.CodeUnavailable:         "Something went wrong. Try again later.",
 }
 
 func render(c *fiber.Ctx, p page) error {

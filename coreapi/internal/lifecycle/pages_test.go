@@ -113,7 +113,7 @@ func TestMailServerDown(t *testing.T) {
 	reset := x.mail(t, "jo@example.com", "Reset").Token()
 	x.smtp.Stop() // down again: the reset still takes effect at once
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "a new password"}), 204)
-	if n := x.count(t, `SELECT count(*) FROM outbox WHERE payload->>'reason' = 'password_reset' AND subject = 'auth.invalidate.user.'||$1`, a.c.Sub); n != 1 {
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE payload->>'reason' = 'user.password_reset' AND subject = 'auth.invalidate.user.'||$1`, a.c.Sub); n != 1 {
 		t.Errorf("the reset's invalidation is not in the outbox (%d rows)", n)
 	}
 	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE status = 'sent'`); n != 2 {

@@ -8,12 +8,14 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -34,7 +36,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		return formError(c, PageResetPassword, "", err)
 	}
 	email := strings.TrimSpace(b.Email)
-	if email == "" || len(email) > 320 {
+	if email == "" || len(email) > users.MaxEmail {
 		return formError(c, PageResetPassword, "", validation("email", "an email address is required"))
 	}
 	ctx := c.UserContext()
@@ -88,7 +90,7 @@ func (s *Service) startReset(c *fiber.Ctx, email string) error {
 			Data: mail.Data{DisplayName: name, ExpiresAt: exp}}); err != nil {
 			return err
 		}
-		return auditUser(ctx, tx, uid, "", "user.password_reset_requested", rid, nil)
+		return auditUser(ctx, tx, uid, "", audit.ActionUserPasswordResetRequested, rid, nil)
 	})
 }
 
@@ -150,10 +152,10 @@ WHERE id = $1 AND lower(email) = lower($3)`
 		if err := onetime.Revoke(ctx, tx, t.UserID, onetime.PasswordReset); err != nil {
 			return err
 		}
-		if err := auditUser(ctx, tx, t.UserID, t.UserID, "user.password_reset", rid, nil); err != nil {
+		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserPasswordReset, rid, nil); err != nil {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: "password_reset"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserPasswordReset})
 	})
 	if err != nil {
 		return formError(c, PageResetPassword, b.Token, err)

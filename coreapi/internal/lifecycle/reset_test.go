@@ -63,7 +63,7 @@ func TestForgotAndReset(t *testing.T) {
 	if !p.SessionRevoked(a.c.Sid) {
 		t.Error("the signup's session is not listed as revoked")
 	}
-	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'password_reset'`, invalidation.UserSubject(a.c.Sub)); n != 1 {
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'user.password_reset'`, invalidation.UserSubject(a.c.Sub)); n != 1 {
 		t.Errorf("%d invalidations for the reset, want 1", n)
 	}
 	for _, action := range []string{"user.password_reset_requested", "user.password_reset"} {

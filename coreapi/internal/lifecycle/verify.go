@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
@@ -68,10 +69,10 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 			if _, err := tx.Exec(ctx, qVerify, t.UserID); err != nil {
 				return fmt.Errorf("verify email: %w", err)
 			}
-			if err := auditUser(ctx, tx, t.UserID, t.UserID, "user.email_verified", rid, map[string]string{"email": t.Email}); err != nil {
+			if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailVerified, rid, map[string]string{"email": t.Email}); err != nil {
 				return err
 			}
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: "email_verified"})
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserEmailVerified})
 		}
 		if _, err := tx.Exec(ctx, qChange, t.UserID, t.Email); err != nil {
 			var pe *pgconn.PgError
@@ -84,10 +85,10 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 		if err := onetime.Revoke(ctx, tx, t.UserID, onetime.PasswordReset, onetime.VerifyEmail); err != nil {
 			return err
 		}
-		if err := auditUser(ctx, tx, t.UserID, t.UserID, "user.email_changed", rid, map[string]string{"from": current, "to": t.Email}); err != nil {
+		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailChanged, rid, map[string]string{"from": current, "to": t.Email}); err != nil {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: "email_changed"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserEmailChanged})
 	})
 	if err != nil {
 		return formError(c, PageVerifyEmail, "", err)

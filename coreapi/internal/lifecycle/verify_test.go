@@ -42,7 +42,7 @@ func TestSignupVerification(t *testing.T) {
 	if !x.projection(t, a).EmailVerified {
 		t.Error("projection not verified after verify")
 	}
-	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'email_verified'`, invalidation.UserSubject(a.c.Sub)); n != 1 {
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'user.email_verified'`, invalidation.UserSubject(a.c.Sub)); n != 1 {
 		t.Errorf("%d invalidations for the verification, want 1", n)
 	}
 	for _, action := range []string{"user.verification_sent", "user.email_verified"} {
@@ -105,7 +105,7 @@ func TestVerifyBadTokens(t *testing.T) {
 	})
 	// The reset verified the address (the link reached it); the tampered,
 	// unknown and expired tokens changed nothing else.
-	if n := x.count(t, `SELECT count(*) FROM outbox WHERE payload->>'reason' = 'email_verified'`); n != 0 {
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE payload->>'reason' = 'user.email_verified'`); n != 0 {
 		t.Errorf("a refused token verified something (%d rows)", n)
 	}
 	_ = a

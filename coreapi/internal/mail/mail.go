@@ -58,10 +58,19 @@ type Message struct {
 // a display name, a list...).
 var ErrBadAddress = errors.New("mail: not a single plain address")
 
-// ValidAddress reports whether s is one plain address, with nothing that
-// could smuggle a header or a second recipient.
+// MaxAddress is the longest address accepted for a new account, an email
+// change or an invitation, in octets. RFC 5321 (4.5.3.1.3) limits a path
+// to 256 octets including its angle brackets, so no deliverable mailbox is
+// longer than 254; the 320 of local part (64) plus domain (255) is not
+// reachable. Lookups of existing accounts (sign-in, password reset) accept
+// up to the column's limit, users.MaxEmail, as before.
+const MaxAddress = 254
+
+// ValidAddress reports whether s is one plain address of at most
+// MaxAddress octets, with nothing that could smuggle a header or a second
+// recipient. It is the one check of an address a user gives.
 func ValidAddress(s string) bool {
-	if len(s) < 3 || len(s) > 320 || strings.ContainsAny(s, "\r\n\x00,;<>\"") {
+	if len(s) < 3 || len(s) > MaxAddress || strings.ContainsAny(s, "\r\n\x00,;<>\"") {
 		return false
 	}
 	a, err := mail.ParseAddress(s)

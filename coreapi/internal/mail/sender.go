@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 )
 
 // SenderOptions configure a Sender; zero durations and counts take the
@@ -222,7 +224,7 @@ WHERE id = $1`
 	} else {
 		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", sendErr)
 	}
-	if _, err := s.o.Pool.Exec(ctx, qFail, m.ID, clip(sendErr.Error(), 1000), delay.Seconds(), park); err != nil {
+	if _, err := s.o.Pool.Exec(ctx, qFail, m.ID, clip.String(sendErr.Error(), 1000), delay.Seconds(), park); err != nil {
 		return fmt.Errorf("record mail %d failure: %w", m.ID, err)
 	}
 	return nil
@@ -236,11 +238,4 @@ func (s *Sender) Prune(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("prune mail: %w", err)
 	}
 	return tag.RowsAffected(), nil
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -343,3 +343,23 @@ func TestLinks(t *testing.T) {
 		}
 	}
 }
+
+func TestValidAddress(t *testing.T) {
+	longest := strings.Repeat("a", 64) + "@" + strings.Repeat("b", mail.MaxAddress-64-1-len(".test")) + ".test"
+	if len(longest) != mail.MaxAddress {
+		t.Fatalf("test address is %d octets", len(longest))
+	}
+	for _, s := range []string{"a@b", "jo@example.com", longest} {
+		if !mail.ValidAddress(s) {
+			t.Errorf("ValidAddress(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", "a@", "not an email", "Jo <jo@example.com>", "jo@example.com\r\n", "jo@exa\x00mple.com",
+		"x" + longest, // 255 octets: over RFC 5321's path limit
+		strings.Repeat("a", 64) + "@" + strings.Repeat("b", 251) + ".test", // the 320 of local part + domain
+	} {
+		if mail.ValidAddress(s) {
+			t.Errorf("ValidAddress(%q) = true", s)
+		}
+	}
+}

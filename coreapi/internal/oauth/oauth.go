@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,11 +44,16 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -160,7 +166,7 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 		return nil, nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
 	}
 	scopes := p.cfg.Scopes
-	if !contains(scopes, oidc.ScopeOpenID) {
+	if !slices.Contains(scopes, oidc.ScopeOpenID) {
 		scopes = append([]string{oidc.ScopeOpenID}, scopes...)
 	}
 	p.oauth = &oauth2.Config{
@@ -169,15 +175,6 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 	}
 	p.verifier = op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
 	return p.oauth, p.verifier, nil
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Register adds the OAuth routes (an httpapi.Options.Register hook).
@@ -189,7 +186,7 @@ func (s *Service) Register(rt httpapi.Routes) {
 func (s *Service) lookup(c *fiber.Ctx) (*provider, error) {
 	p, ok := s.providers[c.Params("provider")]
 	if !ok {
-		return nil, problem.New(fiber.StatusNotFound, "unknown_provider", "no such sign-in provider")
+		return nil, problem.New(fiber.StatusNotFound, problem.CodeUnknownProvider, "no such sign-in provider")
 	}
 	return p, nil
 }
@@ -252,7 +249,7 @@ func (s *Service) checkReturnTo(v string) error {
 	return nil
 }
 
-var errDiscovery = problem.New(fiber.StatusBadGateway, "provider_unavailable", "the sign-in provider cannot be reached")
+var errDiscovery = problem.New(fiber.StatusBadGateway, problem.CodeProviderUnavailable, "the sign-in provider cannot be reached")
 
 func (s *Service) authorize(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
@@ -268,8 +265,8 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	}
 	var tenantID *string
 	if v := c.Query("tenant_id"); v != "" {
-		if !validUUID(v) {
-			return problem.New(fiber.StatusBadRequest, "invalid_request", "tenant_id must be a UUID")
+		if !ids.Valid(v) {
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "tenant_id must be a UUID")
 		}
 		t := strings.Clone(v)
 		tenantID = &t
@@ -308,7 +305,7 @@ WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now()
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
-			return problem.New(fiber.StatusBadRequest, "invalid_request", "unknown tenant_id")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
 		}
 		return fmt.Errorf("store oauth state: %w", err)
 	}
@@ -322,23 +319,6 @@ WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now()
 	return c.Redirect(oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), fiber.StatusFound)
 }
 
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if r != '-' {
-				return false
-			}
-		case (r < '0' || r > '9') && (r < 'a' || r > 'f') && (r < 'A' || r > 'F'):
-			return false
-		}
-	}
-	return true
-}
-
 type flow struct {
 	Verifier    string
 	Nonce       string
@@ -349,8 +329,8 @@ type flow struct {
 }
 
 var (
-	errBadState     = problem.New(fiber.StatusBadRequest, "invalid_state", "unknown or already used sign-in state; start again")
-	errExpiredState = problem.New(fiber.StatusBadRequest, "expired_state", "the sign-in took too long; start again")
+	errBadState     = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState, "unknown or already used sign-in state; start again")
+	errExpiredState = problem.New(fiber.StatusBadRequest, problem.CodeExpiredState, "the sign-in took too long; start again")
 )
 
 // consume deletes the state row and returns it: a state works once, and
@@ -375,13 +355,6 @@ RETURNING code_verifier, nonce, redirect_uri, return_to, tenant_id::text, expire
 	return f, nil
 }
 
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
 func (s *Service) callback(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
 	if err != nil {
@@ -391,7 +364,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	state := strings.Clone(c.Query("state"))
 	if state == "" || len(state) > 512 {
-		return problem.New(fiber.StatusBadRequest, "invalid_request", "state is required")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "state is required")
 	}
 	// Login CSRF and stolen callback URLs: the state counts only in the
 	// browser that started the flow.
@@ -406,15 +379,15 @@ func (s *Service) callback(c *fiber.Ctx) error {
 			return err
 		}
 		bindingCookie(c, state, "")
-		detail := "the provider refused the sign-in: " + clip(strings.Clone(perr), 100)
+		detail := "the provider refused the sign-in: " + clip.String(strings.Clone(perr), 100)
 		if d := c.Query("error_description"); d != "" {
-			detail += " (" + clip(strings.Clone(d), 200) + ")"
+			detail += " (" + clip.String(strings.Clone(d), 200) + ")"
 		}
-		return problem.New(fiber.StatusBadRequest, "provider_error", detail)
+		return problem.New(fiber.StatusBadRequest, problem.CodeProviderError, detail)
 	}
 	code := strings.Clone(c.Query("code"))
 	if code == "" {
-		return problem.New(fiber.StatusBadRequest, "invalid_request", "code is required")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "code is required")
 	}
 	f, err := s.consume(ctx, p.cfg.Name, state, browser)
 	if err != nil {
@@ -431,22 +404,22 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
-			return problem.New(fiber.StatusBadRequest, "invalid_code", "the provider rejected the authorization code")
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCode, "the provider rejected the authorization code")
 		}
 		s.log.Warn("oidc code exchange", "provider", p.cfg.Name, "err", err)
-		return problem.New(fiber.StatusBadGateway, "provider_error", "the code exchange with the provider failed")
+		return problem.New(fiber.StatusBadGateway, problem.CodeProviderError, "the code exchange with the provider failed")
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the provider returned no ID token")
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider returned no ID token")
 	}
 	idt, err := verifier.Verify(octx, raw)
 	if err != nil {
 		s.log.Warn("oidc id token", "provider", p.cfg.Name, "err", err)
-		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the provider's ID token did not verify")
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token did not verify")
 	}
 	if idt.Nonce != f.Nonce {
-		return problem.New(fiber.StatusBadRequest, "nonce_mismatch", "the ID token was not issued for this sign-in")
+		return problem.New(fiber.StatusBadRequest, problem.CodeNonceMismatch, "the ID token was not issued for this sign-in")
 	}
 	var cl struct {
 		Email         string `json:"email"`
@@ -454,7 +427,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		Name          string `json:"name"`
 	}
 	if err := idt.Claims(&cl); err != nil {
-		return problem.New(fiber.StatusBadGateway, "invalid_id_token", "the ID token's claims are malformed")
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the ID token's claims are malformed")
 	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
@@ -524,7 +497,7 @@ LIMIT 1`
 		err := tx.QueryRow(ctx, qIdentity, in.Provider, in.Subject).Scan(&g.UserID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			if in.Email == "" || !in.Verified {
-				return problem.New(fiber.StatusForbidden, "email_not_verified",
+				return problem.New(fiber.StatusForbidden, problem.CodeEmailNotVerified,
 					"the provider did not vouch for an email address; this account cannot be created or linked")
 			}
 			var verified bool
@@ -551,13 +524,13 @@ LIMIT 1`
 		var status string
 		err = tx.QueryRow(ctx, qTenant, g.UserID, in.TenantID).Scan(&g.TenantID, &status, &g.TokenVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return problem.New(fiber.StatusForbidden, "no_membership", "no active membership in the requested tenant")
+			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
 		}
 		if err != nil {
 			return fmt.Errorf("pick tenant: %w", err)
 		}
-		if status != "active" {
-			return problem.New(fiber.StatusForbidden, "user_disabled", "this account is disabled")
+		if status != identity.StatusActive {
+			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 		}
 		issued, err := s.sessions.Create(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP)
 		if err != nil {
@@ -582,23 +555,23 @@ LIMIT 1`
 func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
 	// Only provider-verified addresses get here: the account starts verified.
 	const qNewUser = `INSERT INTO users (email, display_name, email_verified_at) VALUES ($1, $2, now()) RETURNING id::text`
-	name := clip(strings.TrimSpace(in.Name), 200)
+	name := clip.String(strings.TrimSpace(in.Name), 200)
 	var uid string
-	if err := tx.QueryRow(ctx, qNewUser, clip(in.Email, 320), name).Scan(&uid); err != nil {
+	if err := tx.QueryRow(ctx, qNewUser, clip.String(in.Email, users.MaxEmail), name).Scan(&uid); err != nil {
 		return "", fmt.Errorf("create user: %w", err)
 	}
 	tenantName := name
 	if tenantName == "" {
 		tenantName = in.Email
 	}
-	t, err := tenants.Create(ctx, tx, clip(tenantName, 200))
+	t, err := tenants.Create(ctx, tx, clip.String(tenantName, 200))
 	if err != nil {
 		return "", err
 	}
 	if err := tenants.AddMember(ctx, tx, t.ID, uid, roles.Owner); err != nil {
 		return "", err
 	}
-	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: uid, Action: "tenant.created",
+	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: uid, Action: audit.ActionTenantCreated,
 		TargetType: "tenant", TargetID: t.ID, Data: map[string]string{"via": "oauth:" + in.Provider}, RequestID: in.RequestID})
 	return uid, err
 }
@@ -616,18 +589,5 @@ func (s *Service) Sweep(ctx context.Context) (int64, error) {
 
 // RunSweeper sweeps expired states every interval until ctx ends.
 func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweep oauth states", "err", err)
-		} else if n > 0 {
-			s.log.Debug("swept oauth states", "rows", n)
-		}
-	}
+	return sweep.Every(ctx, every, s.log, slog.LevelDebug, sweep.Task{Name: "oauth states", Run: s.Sweep})
 }

@@ -142,6 +142,6 @@ func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName
 	if err != nil {
 		return err
 	}
-	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: userID, Action: "user.verification_sent",
+	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: userID, Action: audit.ActionUserVerificationSent,
 		TargetType: "user", TargetID: userID, RequestID: requestID, Data: map[string]any{"email": email, "email_change": change}})
 }

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -70,16 +72,15 @@ func pendingCount(t *testing.T, pool *pgxpool.Pool) int {
 	return n
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
+// wait is how long a test waits for the relay.
+const wait = 20 * time.Second
+
+// want returns nil if ok, else an error saying what was seen.
+func want(ok bool, format string, args ...any) error {
+	if ok {
+		return nil
 	}
+	return fmt.Errorf(format, args...)
 }
 
 // collector records every message on the invalidation subjects by row id.
@@ -121,14 +122,14 @@ func TestRelayPublishesEvent(t *testing.T) {
 	// LISTEN) can deliver within the test.
 	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: time.Hour})
 
-	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: "logout_global"})
-	eventually(t, "the first event arrives", func() bool { return c.distinct() == 1 })
-	insert(t, db.Pool, Row{Subject: invalidation.TenantSubject("t1"), Reason: "tenant_suspended"})
-	eventually(t, "the second event arrives", func() bool { return c.distinct() == 2 })
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonUserLogoutGlobal})
+	testkit.Eventually(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
+	insert(t, db.Pool, Row{Subject: invalidation.TenantSubject("t1"), Reason: invalidation.ReasonTenantStatus("suspended")})
+	testkit.Eventually(t, wait, func() error { n := c.distinct(); return want(n == 2, "%d distinct events arrived, want 2", n) })
 
 	// The message can reach the collector before the relay commits its
 	// mark: wait for the mark, not just the message.
-	eventually(t, "the rows are marked published", func() bool { return pendingCount(t, db.Pool) == 0 })
+	testkit.Eventually(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows not marked published", n) })
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -140,12 +141,12 @@ func TestRelayPublishesEvent(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		t.Fatalf("body %s: %v", m.Data, err)
 	}
-	if ev.Reason != "logout_global" || ev.At <= 0 || time.Since(time.UnixMilli(ev.At)) > time.Minute {
-		t.Errorf("event = %+v, want reason logout_global and a recent at", ev)
+	if ev.Reason != invalidation.ReasonUserLogoutGlobal || ev.At <= 0 || time.Since(time.UnixMilli(ev.At)) > time.Minute {
+		t.Errorf("event = %+v, want reason user.logout_global and a recent at", ev)
 	}
 	// The relay marks rows published after NATS confirms, so a subscriber
 	// may see the message just before the mark commits.
-	eventually(t, "no row is left pending", func() bool { return pendingCount(t, db.Pool) == 0 })
+	testkit.Eventually(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows left pending", n) })
 }
 
 // TestRelayDeliversAfterNATSOutage: an event committed while NATS is down
@@ -171,18 +172,26 @@ func TestRelayDeliversAfterNATSOutage(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	eventually(t, "the relay sees NATS down", func() bool { return !relayConn.IsConnected() })
+	testkit.Eventually(t, wait, func() error {
+		return want(!relayConn.IsConnected(), "the relay's connection is still %v", relayConn.Status())
+	})
 
 	subject := invalidation.UserSubject("outage")
-	insert(t, db.Pool, Row{Subject: subject, Reason: "password_changed"})
+	insert(t, db.Pool, Row{Subject: subject, Reason: invalidation.ReasonUserPasswordChanged})
 	failures := r.Stats().Failures
-	eventually(t, "the relay tries and fails to publish", func() bool { return r.Stats().Failures > failures+1 })
+	testkit.Eventually(t, wait, func() error {
+		n := r.Stats().Failures
+		return want(n > failures+1, "publish failures = %d, want more than %d", n, failures+1)
+	})
 	if got := pendingCount(t, db.Pool); got != 1 {
 		t.Fatalf("pending rows while NATS is down = %d, want 1", got)
 	}
 
 	ns2 := startNATS(t, port, store)
-	eventually(t, "the row is published after NATS is back", func() bool { return pendingCount(t, db.Pool) == 0 })
+	testkit.Eventually(t, wait, func() error {
+		n := pendingCount(t, db.Pool)
+		return want(n == 0, "%d rows pending after NATS is back", n)
+	})
 
 	js2, err := jetstream.New(connect(t, ns2.ClientURL()))
 	if err != nil {
@@ -197,8 +206,8 @@ func TestRelayDeliversAfterNATSOutage(t *testing.T) {
 		t.Fatalf("event not delivered to NATS: %v", err)
 	}
 	var ev invalidation.Event
-	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Reason != "password_changed" {
-		t.Errorf("delivered event = %s (%v), want reason password_changed", msg.Data, err)
+	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Reason != invalidation.ReasonUserPasswordChanged {
+		t.Errorf("delivered event = %s (%v), want reason user.password_changed", msg.Data, err)
 	}
 }
 
@@ -223,13 +232,16 @@ func TestTwoRelaysNeverPublishTheSameRow(t *testing.T) {
 	}
 	wg.Wait()
 	const total = writers * perWriter
-	eventually(t, "every row is published", func() bool { return pendingCount(t, db.Pool) == 0 && c.distinct() == total })
+	testkit.Eventually(t, wait, func() error {
+		p, n := pendingCount(t, db.Pool), c.distinct()
+		return want(p == 0 && n == total, "%d rows pending, %d of %d distinct events arrived", p, n, total)
+	})
 
 	// A relay counts a row once its batch commits, which can come after
 	// the collector saw the message.
-	eventually(t, "both relays counted every row", func() bool {
+	testkit.Eventually(t, wait, func() error {
 		s1, s2 := r1.Stats(), r2.Stats()
-		return s1.Published+s2.Published >= total
+		return want(s1.Published+s2.Published >= total, "relays counted %d + %d published, want %d", s1.Published, s2.Published, total)
 	})
 
 	c.mu.Lock()
@@ -255,7 +267,7 @@ func TestRowCommittedBeforeCrashIsDelivered(t *testing.T) {
 	ns := startNATS(t, -1, "")
 	c := collect(t, ns.ClientURL())
 
-	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("crash"), Reason: "session_revoked"})
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("crash"), Reason: invalidation.ReasonSessionRevoked})
 	// The dying relay: claims the row, then its connection drops without
 	// COMMIT.
 	conn, err := pgx.Connect(ctx, db.URL)
@@ -280,7 +292,10 @@ func TestRowCommittedBeforeCrashIsDelivered(t *testing.T) {
 	}
 
 	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond})
-	eventually(t, "the row is delivered by the later relay", func() bool { return c.distinct() == 1 && pendingCount(t, db.Pool) == 0 })
+	testkit.Eventually(t, wait, func() error {
+		n, p := c.distinct(), pendingCount(t, db.Pool)
+		return want(n == 1 && p == 0, "%d distinct events, %d rows pending; want 1 and 0", n, p)
+	})
 }
 
 func TestPrune(t *testing.T) {
@@ -313,7 +328,7 @@ func TestPublishBatchNATSDown(t *testing.T) {
 	nc := connect(t, ns.ClientURL())
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	eventually(t, "the client sees NATS down", func() bool { return !nc.IsConnected() })
+	testkit.Eventually(t, wait, func() error { return want(!nc.IsConnected(), "the client's connection is still %v", nc.Status()) })
 	insert(t, db.Pool, Row{Subject: "auth.invalidate.all", Reason: "x"})
 	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{})
 	if _, err := r.PublishBatch(context.Background()); err == nil {

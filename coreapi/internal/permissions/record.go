@@ -12,9 +12,6 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
-// ReasonCatalogChanged is the reason of the invalidation Record queues.
-const ReasonCatalogChanged = "permission_catalog.changed"
-
 // Record stores c's hash as the deployment's catalog if it differs from
 // the stored one and, in the same transaction, queues an invalidation of
 // every cached projection (auth.invalidate.all) through the outbox. It
@@ -40,7 +37,7 @@ RETURNING true`
 		if err != nil {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectAll, Reason: ReasonCatalogChanged})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectAll, Reason: invalidation.ReasonCatalogChanged})
 	})
 	if err != nil {
 		return false, fmt.Errorf("record permission catalog: %w", err)

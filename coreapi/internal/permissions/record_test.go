@@ -112,7 +112,7 @@ func (b *bus) waitAll(t *testing.T, pool *pgxpool.Pool, n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ev := range b.all {
-		if ev.Reason != permissions.ReasonCatalogChanged || ev.At <= 0 {
+		if ev.Reason != invalidation.ReasonCatalogChanged || ev.At <= 0 {
 			t.Errorf("event = %+v", ev)
 		}
 	}

@@ -246,7 +246,7 @@ RETURNING ` + roleCols
 			return mapErr(err)
 		}
 		return audit.Write(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: a.UserID, Action: "role.created",
+			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleCreated,
 			TargetType: "role", TargetID: r.ID, Data: d, RequestID: a.RequestID,
 		})
 	})
@@ -307,10 +307,10 @@ RETURNING ` + roleCols
 		// Holders' projections carry the role's name and permissions.
 		var announce []outbox.Row
 		if r.Name != old.Name || !slices.Equal(r.Permissions, old.Permissions) {
-			announce = append(announce, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.updated"})
+			announce = append(announce, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleUpdated})
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: a.UserID, Action: "role.updated",
+			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleUpdated,
 			TargetType: "role", TargetID: roleID, Data: p, RequestID: a.RequestID,
 		}, announce...)
 	})
@@ -344,9 +344,9 @@ FOR UPDATE`
 			return mapErr(err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: a.UserID, Action: "role.deleted",
+			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleDeleted,
 			TargetType: "role", TargetID: roleID, Data: map[string]any{"name": old.Name}, RequestID: a.RequestID,
-		}, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: "role.deleted"})
+		}, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleDeleted})
 	})
 	if err != nil {
 		return fmt.Errorf("delete role: %w", err)

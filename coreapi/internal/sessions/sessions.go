@@ -25,6 +25,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -133,13 +135,6 @@ func successor(parentRaw []byte, successorID uuid.UUID) string {
 
 func secs(d time.Duration) float64 { return d.Seconds() }
 
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
 // Create inserts a session of userID bound to tenantID with its first
 // refresh token, through q (usually the caller's transaction), in one
 // round trip. The session is stamped with the user's current token
@@ -171,7 +166,7 @@ RETURNING session_id`
 		return Issued{}, err
 	}
 	var sid string
-	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip(userAgent, 512), clip(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
+	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip.String(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
 		return Issued{}, fmt.Errorf("create session: %w", err)
 	}
 	return Issued{SessionID: sid, RefreshToken: tok}, nil
@@ -321,7 +316,7 @@ func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID string) er
 		if err != nil || n == 0 {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "session_revoked"})
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
 	})
 }
 
@@ -332,7 +327,7 @@ func (s *Store) Revoke(ctx context.Context, q DB, userID, sessionID, reason stri
 	const qRevoke = `
 UPDATE sessions SET revoked_at = now(), revoked_reason = $3
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
-	if _, err := uuid.Parse(sessionID); err != nil {
+	if !ids.Valid(sessionID) {
 		return 0, nil
 	}
 	tag, err := q.Exec(ctx, qRevoke, sessionID, userID, reason)
@@ -371,7 +366,7 @@ INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
 SELECT id, $3, now() + make_interval(secs => $4) FROM sessions
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
 RETURNING id`
-	if _, err := uuid.Parse(sessionID); err != nil {
+	if !ids.Valid(sessionID) {
 		return "", ErrNotFound
 	}
 	tok, hash, err := newToken()
@@ -394,7 +389,7 @@ func (s *Store) MoveTenant(ctx context.Context, q DB, userID, sessionID, tenantI
 	const qMove = `
 UPDATE sessions SET tenant_id = $3, last_used_at = now()
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
-	if _, err := uuid.Parse(sessionID); err != nil {
+	if !ids.Valid(sessionID) {
 		return ErrNotFound
 	}
 	tag, err := q.Exec(ctx, qMove, sessionID, userID, tenantID)

@@ -85,6 +85,24 @@ func TestCreateStoresOnlyHash(t *testing.T) {
 	}
 }
 
+func TestCreateClipsLongUserAgentOnACharacter(t *testing.T) {
+	f := setup(t)
+	// 511 ASCII bytes then a 2-byte character: a byte cut at 512 would
+	// store half of it, which PostgreSQL refuses.
+	ua := strings.Repeat("a", 511) + "é and more"
+	is, err := f.store.Create(context.Background(), f.pool, f.user, f.tenant, ua, "127.0.0.1")
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	var got string
+	if err := f.pool.QueryRow(context.Background(), `SELECT user_agent FROM sessions WHERE id = $1`, is.SessionID).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != strings.Repeat("a", 511) {
+		t.Errorf("stored user agent is %d bytes (%q...), want the 511 bytes before the cut character", len(got), got[len(got)-3:])
+	}
+}
+
 func TestRotate(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
@@ -178,7 +196,7 @@ func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	if reason != ReasonReuse {
 		t.Errorf("revoked_reason = %q, want %q", reason, ReasonReuse)
 	}
-	if c := f.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session_revoked'`, invalidation.UserSubject(f.user)); c != 1 {
+	if c := f.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(f.user)); c != 1 {
 		t.Errorf("outbox rows for the user = %d, want 1", c)
 	}
 	if _, err := f.store.Rotate(ctx, r.RefreshToken); !errors.Is(err, ErrRevoked) {

@@ -16,13 +16,8 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
-)
-
-// Statuses.
-const (
-	StatusActive    = "active"
-	StatusSuspended = "suspended"
 )
 
 // MaxName is the longest tenant name, in characters.
@@ -150,7 +145,8 @@ type Patch struct {
 // Update changes the tenant; a status change is announced on the tenant's
 // invalidation subject (every projection in it carries the tenant status).
 // The tenant API never passes a status: suspension and reactivation are
-// operator actions (SetStatus, from `coreapi tenants`).
+// operator actions (`coreapi tenants suspend|reactivate`, which call
+// Update with only a status).
 func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (Tenant, error) {
 	const q = `
 WITH old AS (SELECT status, require_mfa FROM tenants WHERE id = $1 FOR UPDATE)
@@ -176,14 +172,14 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 		var rows []outbox.Row
 		switch {
 		case oldStatus != t.Status:
-			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant." + t.Status})
+			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantStatus(t.Status)})
 		case oldMFA != t.RequireMFA:
 			// Every projection in the tenant carries the policy.
-			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: "tenant.require_mfa"})
+			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantRequireMFA})
 		}
-		action := "tenant.updated"
+		action := audit.ActionTenantUpdated
 		if p.Name == nil && p.Status != nil {
-			action = map[string]string{StatusActive: "tenant.reactivated", StatusSuspended: "tenant.suspended"}[*p.Status]
+			action = map[string]string{identity.StatusActive: audit.ActionTenantReactivated, identity.StatusSuspended: audit.ActionTenantSuspended}[*p.Status]
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: id, ActorUserID: actor.UserID, Action: action,

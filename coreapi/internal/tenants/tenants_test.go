@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // TestCreateAndAddMember covers the helpers signup uses, under every exec
@@ -41,7 +42,7 @@ func TestCreateAndAddMember(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", mode, err)
 		}
-		if ten.Status != StatusActive || ten.Name != "T "+mode.String() {
+		if ten.Status != identity.StatusActive || ten.Name != "T "+mode.String() {
 			t.Fatalf("%v: tenant = %+v", mode, ten)
 		}
 		var names []string

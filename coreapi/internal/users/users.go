@@ -24,13 +24,8 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
-)
-
-// Statuses of users and memberships.
-const (
-	StatusActive   = "active"
-	StatusDisabled = "disabled"
 )
 
 // Field limits (mirror the schema's CHECK constraints).
@@ -175,7 +170,7 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 			return ErrNotFound
 		}
 		if err := audit.Write(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: userID, Action: "user.profile_updated",
+			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
 			TargetType: "user", TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
 		}); err != nil {
 			return err
@@ -217,7 +212,7 @@ WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND u
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: userID, Action: "user.email_change_requested",
+			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
 			TargetType: "user", TargetID: userID, RequestID: requestID,
 		})
 	})
@@ -383,10 +378,10 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		}
 		// The proxy may hold a "no membership" answer for this user.
 		if err := audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.added",
+			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberAdded,
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
 			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": true},
-		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.added"}); err != nil {
+		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
 		}
 		m, err = getTx(ctx, tx, tenantID, userID)
@@ -398,7 +393,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	return m, inv, nil
 }
 
-// lockOwners serialises every change that can remove an owner in a tenant,
+// qLockTenant serialises every change that can remove an owner in a tenant,
 // so two concurrent removals cannot both see "another owner remains".
 // NO KEY UPDATE does not block foreign-key checks against the tenant.
 const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
@@ -456,16 +451,16 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			if !a.Covers(t.perms) {
 				return roles.ErrEscalation
 			}
-			if *p.Status != StatusActive && t.owner && !t.otherOwner {
+			if *p.Status != identity.StatusActive && t.owner && !t.otherOwner {
 				return ErrLastOwner
 			}
 			if _, err := tx.Exec(ctx, q, tenantID, userID, *p.Status); err != nil {
 				return err
 			}
 			if err := audit.WriteWith(ctx, tx, audit.Event{
-				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.updated",
+				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberUpdated,
 				TargetType: "user", TargetID: userID, Data: p, RequestID: a.RequestID,
-			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member." + *p.Status}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberStatus(*p.Status)}); err != nil {
 				return err
 			}
 		}
@@ -490,16 +485,16 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		if !a.Covers(t.perms) {
 			return roles.ErrEscalation
 		}
-		if t.owner && t.status == StatusActive && !t.otherOwner {
+		if t.owner && t.status == identity.StatusActive && !t.otherOwner {
 			return ErrLastOwner
 		}
 		if _, err := tx.Exec(ctx, q, tenantID, userID); err != nil {
 			return err
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: a.UserID, Action: "member.removed",
+			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRemoved,
 			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
-		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "member.removed"})
+		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberRemoved})
 	})
 	if err != nil {
 		return fmt.Errorf("remove member: %w", err)
@@ -539,9 +534,9 @@ ON CONFLICT DO NOTHING`
 		}
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
-				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_granted",
+				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleGranted,
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
-			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.granted"}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleGranted}); err != nil {
 				return err
 			}
 		}
@@ -577,7 +572,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) {
 			return roles.ErrEscalation
 		}
-		if builtin && roleName == roles.Owner && t.owner && t.status == StatusActive && !t.otherOwner {
+		if builtin && roleName == roles.Owner && t.owner && t.status == identity.StatusActive && !t.otherOwner {
 			return ErrLastOwner
 		}
 		tag, err := tx.Exec(ctx, q, tenantID, userID, roleID)
@@ -586,9 +581,9 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 		}
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
-				TenantID: tenantID, ActorUserID: a.UserID, Action: "member.role_revoked",
+				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleRevoked,
 				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
-			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: "role.revoked"}); err != nil {
+			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleRevoked}); err != nil {
 				return err
 			}
 		}

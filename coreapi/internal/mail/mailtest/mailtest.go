@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,7 +111,7 @@ func (s *Server) WaitFor(t testing.TB, rcpt, subject string, timeout time.Durati
 		msgs := s.Messages()
 		for i := len(msgs) - 1; i >= 0; i-- {
 			m := msgs[i]
-			if strings.Contains(m.Subject, subject) && contains(m.Rcpt, rcpt) {
+			if strings.Contains(m.Subject, subject) && slices.ContainsFunc(m.Rcpt, func(r string) bool { return strings.EqualFold(r, rcpt) }) {
 				return m
 			}
 		}
@@ -122,15 +123,6 @@ func (s *Server) WaitFor(t testing.TB, rcpt, subject string, timeout time.Durati
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
-			return true
-		}
-	}
-	return false
 }
 
 var tokenRE = regexp.MustCompile(`[?&]token=([A-Za-z0-9_%\-]+)`)

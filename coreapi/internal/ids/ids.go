@@ -1,0 +1,27 @@
+// Package ids is the one check of a UUID that arrives as text: path
+// parameters, query and body fields, identity headers, cursors and the
+// command line.
+package ids
+
+import "github.com/google/uuid"
+
+// Valid reports whether s is a UUID in its 36-character hyphenated form,
+// in either case. The other spellings uuid.Parse accepts (braces,
+// "urn:uuid:", 32 bare hex digits) are refused: ids are compared and
+// stored as text, and PostgreSQL does not read all of those spellings.
+// It does not allocate (it runs on every request's identity headers).
+func Valid(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(s)
+	return err == nil
+}
+
+// Parse returns s in canonical lower case if Valid(s).
+func Parse(s string) (string, bool) {
+	if !Valid(s) {
+		return "", false
+	}
+	return uuid.MustParse(s).String(), true
+}

@@ -1,0 +1,52 @@
+// Package testkit holds coreapi's test helpers that are not about the
+// database or the API: waiting for something asynchronous (a relay, a
+// watcher, a background loop) and collecting a log written concurrently.
+package testkit
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Interval is how often Eventually retries.
+const Interval = 10 * time.Millisecond
+
+// Eventually calls cond until it returns nil. If d passes first, the test
+// fails with cond's last error, which should say what was seen against
+// what was wanted.
+func Eventually(t testing.TB, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", d, err)
+		}
+		time.Sleep(Interval)
+	}
+}
+
+// LogBuffer is an io.Writer safe for concurrent use, for a logger whose
+// output a test reads (or prints when it fails).
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
