@@ -128,6 +128,12 @@ func TestNegativeCache(t *testing.T) {
 	if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
 		t.Fatalf("Verify(bad) = %v, want ErrSignature", err)
 	}
+	// The refusal is admitted to the cache asynchronously.
+	bd := sha256.Sum256(bad)
+	testenv.Eventually(t, "the refusal in the cache", func() bool {
+		e, ok := f.v.cache.Get(binary.LittleEndian.Uint64(bd[:8]))
+		return ok && e.digest == bd
+	})
 	n := f.verifications()
 	for range 5 {
 		if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
@@ -243,5 +249,22 @@ func TestClaimsDoNotAliasInput(t *testing.T) {
 	}
 	if c2 != c1 || c2.Sub != "user-1" || c2.Tid != "t1" || c2.Sid != "s1" {
 		t.Fatalf("cached claims changed with the input buffer: %+v", c2)
+	}
+}
+
+// A verified token is served from the front table by the very next
+// request: nothing waits for the cache to admit the entry, and nothing
+// depends on it.
+func TestVerifiedTokenHitsAtOnce(t *testing.T) {
+	f := newFixture(t, time.Second)
+	for i := range 50 {
+		tok := f.mint(t, "u"+strconv.Itoa(i))
+		if _, err := f.v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+		d := sha256.Sum256(tok)
+		if e, hit, err := f.v.Cached(&d, time.Now()); !hit || err != nil || e.Claims().Sub != "u"+strconv.Itoa(i) {
+			t.Fatalf("token %d right after its verification: hit %v, err %v", i, hit, err)
+		}
 	}
 }
