@@ -70,7 +70,7 @@ type Entry struct {
 // permissions: the entry, the projection and its lists, the joined header
 // values, and the cache's bookkeeping for it. It is measured by
 // TestEntryBytesMeasured, which fails when the real cost drifts from it.
-const EntryBytes = 1200
+const EntryBytes = 1140
 
 // Options configure a Cache.
 type Options struct {

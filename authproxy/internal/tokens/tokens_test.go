@@ -27,6 +27,11 @@ type fixture struct {
 
 func newFixture(t testing.TB, negTTL time.Duration) *fixture {
 	t.Helper()
+	return newFixtureSize(t, negTTL, 1000)
+}
+
+func newFixtureSize(t testing.TB, negTTL time.Duration, size int64) *fixture {
+	t.Helper()
 	core := testenv.NewCore(t)
 	key := testenv.NewKey(t, "k1", jwa.EdDSA)
 	core.Publish(key)
@@ -38,7 +43,7 @@ func newFixture(t testing.TB, negTTL time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	v, err := New(Options{Issuer: testenv.Issuer, Audience: testenv.Audience, Algs: algs, Leeway: 30 * time.Second,
-		MaxLifetime: time.Hour, MaxTokenBytes: 4096, CacheSize: 1000, MaxTTL: 5 * time.Minute, NegativeTTL: negTTL}, kc, m)
+		MaxLifetime: time.Hour, MaxTokenBytes: 4096, CacheSize: size, MaxTTL: 5 * time.Minute, NegativeTTL: negTTL}, kc, m)
 	if err != nil {
 		t.Fatal(err)
 	}
