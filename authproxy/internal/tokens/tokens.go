@@ -86,11 +86,11 @@ type Options struct {
 	// CacheSize is the number of entries the cache holds (0: 100,000);
 	// EntryCost the bytes charged for each (0: EntryBytes plus nothing
 	// attached). The cache's budget is their product.
-	CacheSize        int64
-	EntryCost        int64
-	MaxTTL           time.Duration // cap on a positive entry's TTL
-	NegativeTTL      time.Duration
-	Now              func() time.Time
+	CacheSize   int64
+	EntryCost   int64
+	MaxTTL      time.Duration // cap on a positive entry's TTL
+	NegativeTTL time.Duration
+	Now         func() time.Time
 }
 
 // Entry is one cached outcome: the claims of a verified token, or the error
