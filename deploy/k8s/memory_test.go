@@ -101,3 +101,38 @@ func TestProxyMemoryBreakageIsCaught(t *testing.T) {
 		})
 	}
 }
+
+// sidecarFits: an authproxy sidecar with a memory limit below the base's
+// sets a CACHE_MEMORY_MB whose full caches (RSS ≈ 22 MiB + 1.5 × budget,
+// measured) leave at least 20 % of the limit for connections.
+func sidecarFits(c *corev1.Container) error {
+	lim := c.Resources.Limits[corev1.ResourceMemory]
+	mb := int64(256)
+	for _, e := range c.Env {
+		if e.Name == "CACHE_MEMORY_MB" {
+			if _, err := fmt.Sscanf(e.Value, "%d", &mb); err != nil {
+				return fmt.Errorf("sidecar: CACHE_MEMORY_MB %q: %v", e.Value, err)
+			}
+		}
+	}
+	if need := (22 + mb*3/2) << 20; need > lim.Value()*8/10 {
+		return fmt.Errorf("sidecar: CACHE_MEMORY_MB=%d fills to ≈ %d MiB, more than 80 %% of the limit %s", mb, need>>20, lim.String())
+	}
+	return nil
+}
+
+func TestSidecarMemoryFitsCacheBudget(t *testing.T) {
+	b := renderSidecar(t)
+	c := sidecarOf(t, b)
+	if err := sidecarFits(c); err != nil {
+		t.Fatal(err)
+	}
+	setEnv(c, "CACHE_MEMORY_MB", "256") // the default
+	if sidecarFits(c) == nil {
+		t.Fatal("the default budget in a 256Mi sidecar not caught")
+	}
+	setEnv(c, "CACHE_MEMORY_MB", "ninety")
+	if sidecarFits(c) == nil {
+		t.Fatal("a garbled budget not caught")
+	}
+}
