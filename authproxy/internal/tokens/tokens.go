@@ -134,8 +134,11 @@ type Verifier struct {
 	cache *ristretto.Cache[uint64, *Entry]
 	// hot is a direct-mapped table in front of the cache, indexed by
 	// digest bits: a hit there costs one atomic load and no admission
-	// policy work. A slot holds an entry that is also (or was until
-	// evicted) in the cache; its expiry is checked on every hit.
+	// policy work. A slot holds the entry of a verified token, put there
+	// when it was verified or found in the cache (it may since have been
+	// evicted from the cache, or never admitted); every hit checks it as a
+	// cache hit is checked, and Purge empties the table. Its at most
+	// hotMax entries beyond the cache's are in the measured RSS.
 	hot  []atomic.Pointer[Entry]
 	mask uint64
 	sf   singleflight.Group
