@@ -57,7 +57,8 @@ func (h *harness) measureRSS(ctx context.Context, users, conns int, out io.Write
 				if k >= int64(len(reqs)) {
 					return
 				}
-				if _, err := conn.Write(reqs[k]); err == nil {
+				_, err := conn.Write(reqs[k])
+				if err == nil {
 					resp.Reset()
 					err = resp.Read(br)
 				}
