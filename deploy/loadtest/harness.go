@@ -115,7 +115,7 @@ func (h *harness) start(name string, env []string, bin string, args ...string) (
 }
 
 func (h *harness) proxyEnv(listen, admin, upstream string) []string {
-	return []string{
+	env := []string{
 		"PROXY_LISTEN_ADDR=" + listen,
 		"PROXY_ADMIN_ADDR=" + admin,
 		"IDENTITY_URL=http://" + upstream,
@@ -126,6 +126,10 @@ func (h *harness) proxyEnv(listen, admin, upstream string) []string {
 		"LOG_LEVEL=warn",
 		"PROXY_PPROF=true",
 	}
+	if h.o.proxyMemLimit != "" {
+		env = append(env, "GOMEMLIMIT="+h.o.proxyMemLimit)
+	}
+	return env
 }
 
 // startSynthetic starts the upstream, the bare proxy and an authproxy in

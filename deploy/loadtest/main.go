@@ -34,6 +34,7 @@ type options struct {
 	skipStack        bool
 	profile          time.Duration
 	gobench          string
+	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
 }
 
 // analysisMarker starts the hand-written part of the report, which a run
@@ -71,6 +72,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root ('' for none)")
 	fs.StringVar(&o.gobench, "gobench", "", "file with `go test -bench` output to include in the report")
 	fs.BoolVar(&o.skipStack, "skip-stack", false, "skip the full-stack rows (no PostgreSQL needed)")
+	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
+	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,12 +92,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		o.manyUsers, o.heldConns, o.hold, o.trials, o.profile = 5000, 500, 5*time.Second, 20, 3*time.Second
 		o.out = ""
 	}
+	if *rss > 0 {
+		o.users, o.manyUsers = 1, *rss
+	}
 	cmdline := "go run ./deploy/loadtest " + strings.Join(args, " ")
 	h, err := newHarness(ctx, o, stdout)
 	if err != nil {
 		return err
 	}
 	defer h.close()
+	if *rss > 0 {
+		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
+	}
 	rep, err := h.runAll(ctx)
 	if err != nil {
 		return err

@@ -115,13 +115,15 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 		Name: "authproxy_jwks_age_seconds", Help: "Time since the key set was last fetched.",
 	}, func() float64 { return a.Keys.Age().Seconds() }))
 
+	tokenEntries, projEntries := CacheEntries(cfg)
+	log.Info("cache sizes", "cache_memory_mb", cfg.CacheMemoryMB, "token_entries", tokenEntries, "projection_entries", projEntries)
 	a.Verifier, err = tokens.New(tokens.Options{Issuer: cfg.Issuer, Audience: cfg.Audience, Algs: cfg.Algs,
 		Leeway: cfg.Leeway, MaxLifetime: cfg.TokenMaxLifetime, MaxTokenBytes: cfg.MaxTokenBytes,
-		CacheSize: cfg.TokenCacheSize, MaxTTL: cfg.TokenCacheMaxTTL, NegativeTTL: cfg.NegativeCacheTTL, Now: h.Now}, a.Keys, m)
+		CacheSize: tokenEntries, EntryCost: TokenEntryBytes, MaxTTL: cfg.TokenCacheMaxTTL, NegativeTTL: cfg.NegativeCacheTTL, Now: h.Now}, a.Keys, m)
 	if err != nil {
 		return nil, err
 	}
-	a.Projections, err = projection.New(projection.Options{Size: cfg.ProjectionCacheSize, TTL: cfg.ProjectionCacheTTL,
+	a.Projections, err = projection.New(projection.Options{Size: projEntries, EntryCost: projection.EntryBytes, TTL: cfg.ProjectionCacheTTL,
 		NegativeTTL: cfg.NegativeCacheTTL, MaxStaleness: cfg.MaxStaleness, MaxFetches: cfg.ProjectionMaxFetches, Now: h.Now},
 		projection.NewHTTPFetcher(a.internal, cfg.IdentityURL.Host, a.coreSigner, cfg.ProjectionTimeout, m), m)
 	if err != nil {

@@ -43,6 +43,10 @@ type Config struct {
 	RulesFile    string
 	TrustedCIDRs []netip.Prefix
 
+	// CacheMemoryMB is the memory budget of the token and projection
+	// caches together; TokenCacheSize and ProjectionCacheSize, when not 0,
+	// override the number of entries the budget gives each.
+	CacheMemoryMB       int64
 	TokenCacheSize      int64
 	TokenCacheMaxTTL    time.Duration
 	NegativeCacheTTL    time.Duration
@@ -104,14 +108,15 @@ var Vars = []Var{
 	{"TOKEN_ALGS", "EdDSA,ES256,RS256", "allowed signature algorithms (each key is pinned to its own alg)"},
 	{"RULES_FILE", "", "optional YAML route table (upstreams and routes), reloaded on change and SIGHUP"},
 	{"TRUSTED_PROXY_CIDRS", "", "comma list of CIDRs whose X-Forwarded-* headers are kept and whose X-Forwarded-For names the client"},
-	{"TOKEN_CACHE_SIZE", "100000", "verified-token cache entries"},
+	{"CACHE_MEMORY_MB", "256", "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
+	{"TOKEN_CACHE_SIZE", "", "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB"},
 	{"TOKEN_CACHE_MAX_TTL", "5m", "cap on a cached token's TTL (it never outlives exp)"},
 	{"NEGATIVE_CACHE_TTL", "10s", "how long a rejected token is remembered"},
 	{"TOKEN_LEEWAY", "30s", "clock skew allowed on exp, nbf, iat (at most TOKEN_MAX_LEEWAY)"},
 	{"TOKEN_MAX_LEEWAY", "60s", "deployment-wide cap on TOKEN_LEEWAY; set the same value on coreapi"},
 	{"TOKEN_MAX_LIFETIME", "1h", "longest accepted exp - iat"},
 	{"MAX_TOKEN_BYTES", "4096", "longest accepted bearer token"},
-	{"PROJECTION_CACHE_SIZE", "100000", "projection cache entries"},
+	{"PROJECTION_CACHE_SIZE", "", "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB"},
 	{"PROJECTION_CACHE_TTL", "5m", "projection TTL (invalidations evict sooner)"},
 	{"MAX_STALENESS", "30s", "how long cached projections are trusted while NATS is down"},
 	{"JWKS_REFRESH_INTERVAL", "5m", "background key set refresh"},
@@ -214,7 +219,8 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		}
 		c.TrustedCIDRs = append(c.TrustedCIDRs, pf.Masked())
 	}
-	c.TokenCacheSize = int64(p.intv("TOKEN_CACHE_SIZE", 100000, 1))
+	c.CacheMemoryMB = int64(p.intv("CACHE_MEMORY_MB", 256, 1))
+	c.TokenCacheSize = int64(p.intv("TOKEN_CACHE_SIZE", 0, 1))
 	c.TokenCacheMaxTTL = p.dur("TOKEN_CACHE_MAX_TTL", 5*time.Minute, time.Second)
 	c.NegativeCacheTTL = p.dur("NEGATIVE_CACHE_TTL", 10*time.Second, 0)
 	c.Leeway = p.dur("TOKEN_LEEWAY", 30*time.Second, 0)
@@ -227,7 +233,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	}
 	c.TokenMaxLifetime = p.dur("TOKEN_MAX_LIFETIME", time.Hour, time.Minute)
 	c.MaxTokenBytes = p.intv("MAX_TOKEN_BYTES", 4096, 256)
-	c.ProjectionCacheSize = int64(p.intv("PROJECTION_CACHE_SIZE", 100000, 1))
+	c.ProjectionCacheSize = int64(p.intv("PROJECTION_CACHE_SIZE", 0, 1))
 	c.ProjectionCacheTTL = p.dur("PROJECTION_CACHE_TTL", 5*time.Minute, time.Second)
 	c.MaxStaleness = p.dur("MAX_STALENESS", 30*time.Second, 0)
 	c.JWKSRefresh = p.dur("JWKS_REFRESH_INTERVAL", 5*time.Minute, time.Second)
@@ -273,7 +279,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("token_issuer", c.Issuer), slog.String("token_audience", c.Audience),
 		slog.String("token_algs", strings.Join(c.Algs, ",")), slog.String("rules_file", c.RulesFile),
 		slog.String("trusted_proxy_cidrs", strings.Join(cidrs, ",")),
-		slog.Int64("token_cache_size", c.TokenCacheSize), slog.Duration("token_cache_max_ttl", c.TokenCacheMaxTTL),
+		slog.Int64("cache_memory_mb", c.CacheMemoryMB), slog.Int64("token_cache_size", c.TokenCacheSize), slog.Duration("token_cache_max_ttl", c.TokenCacheMaxTTL),
 		slog.Duration("negative_cache_ttl", c.NegativeCacheTTL), slog.Duration("token_leeway", c.Leeway),
 		slog.Duration("token_max_leeway", c.MaxLeeway),
 		slog.Duration("token_max_lifetime", c.TokenMaxLifetime), slog.Int("max_token_bytes", c.MaxTokenBytes),

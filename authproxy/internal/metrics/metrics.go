@@ -162,6 +162,28 @@ func (m *Metrics) ObserveRequest(status int, seconds float64) {
 	o.Observe(seconds)
 }
 
+// CacheSize exports the size of the named cache, whose every entry is
+// charged entryCost bytes: authproxy_cache_entries, _cost_bytes (what its
+// entries are charged) and _budget_bytes (its maximum cost), read from
+// maxCost and remaining when scraped. Only the first cache of a name is
+// exported.
+func (m *Metrics) CacheSize(name string, entryCost int64, maxCost, remaining func() int64) {
+	l := prometheus.Labels{"cache": name}
+	used := func() float64 { return float64(max(maxCost()-remaining(), 0)) }
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_cache_entries", ConstLabels: l,
+			Help: "Entries held, by cache (the token cache's include remembered refusals)."},
+			func() float64 { return used() / float64(entryCost) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_cache_cost_bytes", ConstLabels: l,
+			Help: "Bytes charged for the entries held (measured cost per entry), by cache."}, used),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_cache_budget_bytes", ConstLabels: l,
+			Help: "Bytes the cache may hold (its share of CACHE_MEMORY_MB), by cache."},
+			func() float64 { return float64(maxCost()) }),
+	} {
+		_ = m.Registry.Register(g) // an AlreadyRegisteredError: a later cache of the name
+	}
+}
+
 // Cache returns the counters of the named cache.
 func (m *Metrics) Cache(name string) CacheCounters {
 	return CacheCounters{

@@ -66,9 +66,19 @@ type Entry struct {
 	expires   int64 // unix nanos: fetchedAt + TTL
 }
 
+// EntryBytes is the heap a cached projection costs with typical roles and
+// permissions: the entry, the projection and its lists, the joined header
+// values, and the cache's bookkeeping for it. It is measured by
+// TestEntryBytesMeasured, which fails when the real cost drifts from it.
+const EntryBytes = 1140
+
 // Options configure a Cache.
 type Options struct {
+	// Size is the number of entries the cache holds (0: 100,000);
+	// EntryCost the bytes charged for each (0: EntryBytes). The cache's
+	// budget is their product.
 	Size         int64
+	EntryCost    int64
 	TTL          time.Duration // positive entries
 	NegativeTTL  time.Duration // remembered "no membership"
 	MaxStaleness time.Duration // trust while the invalidation feed is down
@@ -103,13 +113,16 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 	if opt.Size <= 0 {
 		opt.Size = 100_000
 	}
+	if opt.EntryCost <= 0 {
+		opt.EntryCost = EntryBytes
+	}
 	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection)}
 	if opt.MaxFetches > 0 {
 		c.slots = make(chan struct{}, opt.MaxFetches)
 	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
 		NumCounters:        10 * opt.Size,
-		MaxCost:            opt.Size,
+		MaxCost:            opt.Size * opt.EntryCost,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
 		OnEvict:            func(*ristretto.Item[*Entry]) { c.cc.Evictions.Inc() },
@@ -118,6 +131,7 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 		return nil, fmt.Errorf("projection cache: %w", err)
 	}
 	c.cache = rc
+	m.CacheSize(metrics.CacheProjection, opt.EntryCost, rc.MaxCost, rc.RemainingCost)
 	return c, nil
 }
 
@@ -209,10 +223,12 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 		}
 		e.gens, e.fetchedAt, e.expires = g, fetchedAt, fetchedAt+int64(ttl)
 		e.us, e.ts = c.stripe(sub), c.stripe(tid)
-		// Keep the result only if nothing was invalidated meanwhile.
+		// Keep the result only if nothing was invalidated meanwhile. The
+		// cache admits it asynchronously; nothing waits for that: the
+		// caller keeps e beside its token (checked with Valid), and a
+		// request for the same entry meanwhile joins this fetch.
 		if c.gens(sub, tid) == g && ttl > 0 {
-			c.cache.SetWithTTL(k, e, 1, ttl)
-			c.cache.Wait()
+			c.cache.SetWithTTL(k, e, c.opt.EntryCost, ttl)
 		}
 		return e, nil
 	})

@@ -84,10 +84,14 @@ type Options struct {
 	Leeway           time.Duration
 	MaxLifetime      time.Duration
 	MaxTokenBytes    int
-	CacheSize        int64
-	MaxTTL           time.Duration // cap on a positive entry's TTL
-	NegativeTTL      time.Duration
-	Now              func() time.Time
+	// CacheSize is the number of entries the cache holds (0: 100,000);
+	// EntryCost the bytes charged for each (0: EntryBytes plus nothing
+	// attached). The cache's budget is their product.
+	CacheSize   int64
+	EntryCost   int64
+	MaxTTL      time.Duration // cap on a positive entry's TTL
+	NegativeTTL time.Duration
+	Now         func() time.Time
 }
 
 // Entry is one cached outcome: the claims of a verified token, or the error
@@ -114,6 +118,12 @@ func (e *Entry) Aux() any { return e.aux.Load() }
 // SetAux attaches v (always of one concrete type) to the entry.
 func (e *Entry) SetAux(v any) { e.aux.Store(v) }
 
+// EntryBytes is the heap an entry of a verified token costs while cached:
+// the entry, its claims and their strings, and the cache's bookkeeping for
+// it; state a caller attaches (SetAux) is on top. It is measured by
+// TestEntryBytesMeasured, which fails when the real cost drifts from it.
+const EntryBytes = 680
+
 // hotMax bounds the front table (pointers, 8 bytes a slot).
 const hotMax = 1 << 16
 
@@ -125,8 +135,11 @@ type Verifier struct {
 	cache *ristretto.Cache[uint64, *Entry]
 	// hot is a direct-mapped table in front of the cache, indexed by
 	// digest bits: a hit there costs one atomic load and no admission
-	// policy work. A slot holds an entry that is also (or was until
-	// evicted) in the cache; its expiry is checked on every hit.
+	// policy work. A slot holds the entry of a verified token, put there
+	// when it was verified or found in the cache (it may since have been
+	// evicted from the cache, or never admitted); every hit checks it as a
+	// cache hit is checked, and Purge empties the table. Its at most
+	// hotMax entries beyond the cache's are in the measured RSS.
 	hot  []atomic.Pointer[Entry]
 	mask uint64
 	sf   singleflight.Group
@@ -143,6 +156,9 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 	if opt.CacheSize <= 0 {
 		opt.CacheSize = 100_000
 	}
+	if opt.EntryCost <= 0 {
+		opt.EntryCost = EntryBytes
+	}
 	v := &Verifier{opt: opt, keys: keys, m: m, algs: map[string]bool{},
 		pos: m.Cache(metrics.CacheToken), neg: m.Cache(metrics.CacheNegative)}
 	for _, a := range opt.Algs {
@@ -155,7 +171,7 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 	v.hot, v.mask = make([]atomic.Pointer[Entry], n), n-1
 	c, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
 		NumCounters:        10 * opt.CacheSize,
-		MaxCost:            opt.CacheSize,
+		MaxCost:            opt.CacheSize * opt.EntryCost,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
 		OnEvict:            func(*ristretto.Item[*Entry]) { v.pos.Evictions.Inc() },
@@ -164,6 +180,7 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 		return nil, fmt.Errorf("token cache: %w", err)
 	}
 	v.cache = c
+	m.CacheSize(metrics.CacheToken, opt.EntryCost, c.MaxCost, c.RemainingCost)
 	return v, nil
 }
 
@@ -245,8 +262,7 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 			ttl := min(time.Unix(c.Exp, 0).Add(v.opt.Leeway).Sub(now), v.opt.MaxTTL)
 			e := &Entry{digest: *d, claims: c, expires: now.Add(ttl).UnixNano(), Kid: c.Key.Kid}
 			if ttl > 0 {
-				v.cache.SetWithTTL(k, e, 1, ttl)
-				v.cache.Wait()
+				v.remember(k, e, ttl)
 			}
 			return e, nil
 		case errors.Is(err, ErrKeysUnavailable), errors.Is(err, ErrKid):
@@ -254,8 +270,11 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 			// key coreapi has just started to use, known after the next
 			// refetch. Do not remember.
 		default:
-			v.cache.SetWithTTL(k, &Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}, 1, v.opt.NegativeTTL)
-			v.cache.Wait()
+			// Not put in the front table: refused tokens must not push
+			// out the entries of valid ones there.
+			if v.opt.NegativeTTL > 0 {
+				v.cache.SetWithTTL(k, &Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}, v.opt.EntryCost, v.opt.NegativeTTL)
+			}
 		}
 		return nil, err
 	})
@@ -263,6 +282,16 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 		return nil, err
 	}
 	return res.(*Entry), nil
+}
+
+// remember caches the entry e of a verified token under k and puts it in
+// its front-table slot. The cache
+// admits it asynchronously (or not at all, when its policy prefers what it
+// holds); nothing waits for that: the slot serves the next request for the
+// token at once, and every hit re-checks the entry's own expiry.
+func (v *Verifier) remember(k uint64, e *Entry, ttl time.Duration) {
+	v.cache.SetWithTTL(k, e, v.opt.EntryCost, ttl)
+	v.hot[binary.LittleEndian.Uint64(e.digest[8:16])&v.mask].Store(e)
 }
 
 // recheck applies the time-dependent checks and the key-still-published

@@ -27,6 +27,11 @@ type fixture struct {
 
 func newFixture(t testing.TB, negTTL time.Duration) *fixture {
 	t.Helper()
+	return newFixtureSize(t, negTTL, 1000)
+}
+
+func newFixtureSize(t testing.TB, negTTL time.Duration, size int64) *fixture {
+	t.Helper()
 	core := testenv.NewCore(t)
 	key := testenv.NewKey(t, "k1", jwa.EdDSA)
 	core.Publish(key)
@@ -38,7 +43,7 @@ func newFixture(t testing.TB, negTTL time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	v, err := New(Options{Issuer: testenv.Issuer, Audience: testenv.Audience, Algs: algs, Leeway: 30 * time.Second,
-		MaxLifetime: time.Hour, MaxTokenBytes: 4096, CacheSize: 1000, MaxTTL: 5 * time.Minute, NegativeTTL: negTTL}, kc, m)
+		MaxLifetime: time.Hour, MaxTokenBytes: 4096, CacheSize: size, MaxTTL: 5 * time.Minute, NegativeTTL: negTTL}, kc, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +133,12 @@ func TestNegativeCache(t *testing.T) {
 	if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
 		t.Fatalf("Verify(bad) = %v, want ErrSignature", err)
 	}
+	// The refusal is admitted to the cache asynchronously.
+	bd := sha256.Sum256(bad)
+	testenv.Eventually(t, "the refusal in the cache", func() bool {
+		e, ok := f.v.cache.Get(binary.LittleEndian.Uint64(bd[:8]))
+		return ok && e.digest == bd
+	})
 	n := f.verifications()
 	for range 5 {
 		if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
@@ -251,5 +262,22 @@ func (v *Verifier) purge() {
 	v.cache.Clear()
 	for i := range v.hot {
 		v.hot[i].Store(nil)
+	}
+}
+
+// A verified token is served from the front table by the very next
+// request: nothing waits for the cache to admit the entry, and nothing
+// depends on it.
+func TestVerifiedTokenHitsAtOnce(t *testing.T) {
+	f := newFixture(t, time.Second)
+	for i := range 50 {
+		tok := f.mint(t, "u"+strconv.Itoa(i))
+		if _, err := f.v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+		d := sha256.Sum256(tok)
+		if e, hit, err := f.v.Cached(&d, time.Now()); !hit || err != nil || e.Claims().Sub != "u"+strconv.Itoa(i) {
+			t.Fatalf("token %d right after its verification: hit %v, err %v", i, hit, err)
+		}
 	}
 }
