@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,6 +210,57 @@ func checkEnd(t *testing.T, s *liveStream, reason string) {
 	}
 }
 
+// streamsClosed reads authproxy_streams_closed_total for kind and reason
+// from p's metrics (0 before the first such close).
+func streamsClosed(p *service, kind, reason string) (int, error) {
+	resp, err := probeClient.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	want := fmt.Sprintf(`authproxy_streams_closed_total{kind=%q,reason=%q} `, kind, reason)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return int(f), err
+		}
+	}
+	return 0, sc.Err()
+}
+
+// closedCounts reads streamsClosed for kind and reason at both proxies.
+func closedCounts(t *testing.T, kind, reason string) map[*service]int {
+	t.Helper()
+	n := map[*service]int{}
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		c, err := streamsClosed(p, kind, reason)
+		if err != nil {
+			t.Fatalf("%s's metrics: %v", p.name, err)
+		}
+		n[p] = c
+	}
+	return n
+}
+
+// expectClosed waits until each proxy has counted exactly want[p] more
+// closes of kind for reason since before: an event stream's clean end is
+// the proxy's doing, for that reason, not the app's.
+func expectClosed(t *testing.T, kind, reason string, before map[*service]int, want map[*service]int) {
+	t.Helper()
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		if _, err := pollUntil(fmt.Sprintf("%s counts %d %s closes for %s", p.name, want[p], kind, reason), propagation, 5*time.Millisecond, func() (bool, string) {
+			c, err := streamsClosed(p, kind, reason)
+			if err != nil {
+				return false, err.Error()
+			}
+			return c-before[p] == want[p], fmt.Sprintf("%d more", c-before[p])
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // other is the proxy that is not p.
 func other(p *service) *service {
 	if p == sys.proxyA {
@@ -235,6 +289,7 @@ func TestStreamsClosedOnRevokeAtOtherProxy(t *testing.T) {
 		bystanders = append(bystanders, openStream(t, "owner's ws via "+p.name, func() (*liveStream, error) { return openWS(p, owner.Tokens.AccessToken) }))
 	}
 
+	before := closedCounts(t, "sse", "insufficient_scope")
 	lat := map[string][]time.Duration{}
 	for i := range trials {
 		via := []*service{sys.proxyA, sys.proxyB}[i%2]
@@ -275,6 +330,7 @@ func TestStreamsClosedOnRevokeAtOtherProxy(t *testing.T) {
 			t.Fatalf("the owner's stream after the member's revokes: %v", err)
 		}
 	}
+	expectClosed(t, "sse", "insufficient_scope", before, map[*service]int{sys.proxyA: trials / 2, sys.proxyB: trials / 2})
 
 	for _, kind := range []string{"ws", "sse"} {
 		l := lat[kind]
@@ -306,6 +362,7 @@ func TestStreamsClosedOnLogout(t *testing.T) {
 		kept = append(kept, openStream(t, "second session's ws via "+p.name, func() (*liveStream, error) { return openWS(p, second.AccessToken) }))
 	}
 
+	before := closedCounts(t, "sse", "session_revoked")
 	r := call(t, "POST", sys.proxyA.url("/api/v1/auth/logout"), m.Tokens.AccessToken, nil)
 	if r.Status/100 != 2 {
 		t.Fatalf("logout: %s", r)
@@ -316,6 +373,7 @@ func TestStreamsClosedOnLogout(t *testing.T) {
 		}
 		checkEnd(t, s, "session_revoked")
 	}
+	expectClosed(t, "sse", "session_revoked", before, map[*service]int{sys.proxyA: 1, sys.proxyB: 1})
 	for _, s := range kept {
 		if err := s.echoes(); err != nil {
 			t.Fatalf("the second session's stream after the first one's logout: %v", err)
@@ -348,6 +406,7 @@ func TestStreamsClosedOnTenantSuspended(t *testing.T) {
 			openStream(t, "other tenant's sse via "+p.name, func() (*liveStream, error) { return openSSE(p, bystander.Tokens.AccessToken) }))
 	}
 
+	before := closedCounts(t, "sse", "inactive")
 	cmd := exec.Command(filepath.Join(sys.bin, "coreapi"), "tenants", "suspend", owner.TenantID)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+sys.pg.URL())
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -359,6 +418,7 @@ func TestStreamsClosedOnTenantSuspended(t *testing.T) {
 		}
 		checkEnd(t, s, "inactive")
 	}
+	expectClosed(t, "sse", "inactive", before, map[*service]int{sys.proxyA: 2, sys.proxyB: 2})
 	for _, s := range kept {
 		if !s.open() {
 			t.Fatalf("the other tenant's %s via %s ended (%v) on the suspension", s.kind, s.via, s.err)
