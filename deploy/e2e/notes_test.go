@@ -335,7 +335,8 @@ type traffic struct {
 	statuses map[int]int
 	bad      []string // the first non-2xx answers and transport errors
 	phase    atomic.Int64
-	perPhase sync.Map // phase → *atomic.Int64 successes
+	perPhase sync.Map        // phase → *atomic.Int64 successes
+	picked   []chan struct{} // closed at the next pick: the request before it has finished
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -352,6 +353,10 @@ func startTraffic(owner account, proxies ...*service) *traffic {
 			}
 			tr.mu.Lock()
 			p := tr.inServ[i%len(tr.inServ)]
+			for _, c := range tr.picked {
+				close(c)
+			}
+			tr.picked = nil
 			tr.mu.Unlock()
 			method, body, want := "GET", any(nil), http.StatusOK
 			if i%4 == 0 { // a signed body too
@@ -381,11 +386,19 @@ func startTraffic(owner account, proxies ...*service) *traffic {
 	return tr
 }
 
-// setInService changes the proxies the traffic goes to.
+// setInService changes the proxies the traffic goes to. It returns once
+// the request in flight, which may have gone to a proxy taken out, has
+// finished: a proxy stopped after that sees no more requests.
 func (tr *traffic) setInService(proxies ...*service) {
+	picked := make(chan struct{})
 	tr.mu.Lock()
 	tr.inServ = proxies
+	tr.picked = append(tr.picked, picked)
 	tr.mu.Unlock()
+	select {
+	case <-picked:
+	case <-tr.done:
+	}
 }
 
 // nextPhase starts counting successes for a new step, after making sure
