@@ -380,3 +380,22 @@ func hasNewlineV2(id *Identity, r *Request) bool {
 	}
 	return false
 }
+
+// Reason names a verification error for logs and metrics: missing,
+// malformed, expired, signature, unknown_key or version. Anything else is
+// malformed.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrMissing):
+		return "missing"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, ErrSignature):
+		return "signature"
+	case errors.Is(err, ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(err, ErrVersion):
+		return "version"
+	}
+	return "malformed"
+}

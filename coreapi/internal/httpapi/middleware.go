@@ -359,22 +359,16 @@ func readIdentityV1(c *fiber.Ctx) identity.Identity {
 	}
 }
 
+// reason names a refusal for identity_rejected_total: coreapi's own two
+// (v1 refused, replay), else the identity package's name for the error.
 func reason(err error) string {
 	switch {
-	case errors.Is(err, identity.ErrMissing):
-		return "missing"
-	case errors.Is(err, identity.ErrExpired):
-		return "expired"
-	case errors.Is(err, identity.ErrSignature):
-		return "signature"
-	case errors.Is(err, identity.ErrUnknownKey):
-		return "unknown_key"
 	case errors.Is(err, errV1Refused):
 		return "v1_refused"
 	case errors.Is(err, errReplay):
 		return "replay"
 	}
-	return "malformed"
+	return identity.Reason(err)
 }
 
 // RequirePermission returns middleware that answers 403 insufficient_scope

@@ -192,24 +192,6 @@ func Signed(get identity.Headers) bool {
 	return get(identity.HeaderSignature) != "" && get(identity.HeaderTimestamp) != ""
 }
 
-// Reason names a verification error for logs and metrics: missing,
-// malformed, expired, signature, unknown_key, version.
-func Reason(err error) string {
-	switch {
-	case errors.Is(err, identity.ErrMissing):
-		return "missing"
-	case errors.Is(err, identity.ErrExpired):
-		return "expired"
-	case errors.Is(err, identity.ErrSignature):
-		return "signature"
-	case errors.Is(err, identity.ErrUnknownKey):
-		return "unknown_key"
-	case errors.Is(err, identity.ErrVersion):
-		return "version"
-	}
-	return "malformed"
-}
-
 // Middleware verifies every request before next sees it: a request without
 // a valid signature gets 401 problem+json, a body over MaxBodyBytes 413.
 // The verified Identity is in the request's context (FromContext) and the
@@ -242,7 +224,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 func (v *Verifier) reject(w http.ResponseWriter, r *http.Request, err error) {
 	if v.log != nil {
 		v.log.LogAttrs(r.Context(), slog.LevelDebug, "identity rejected",
-			slog.String("reason", Reason(err)), slog.String("path", r.URL.Path))
+			slog.String("reason", identity.Reason(err)), slog.String("path", r.URL.Path))
 	}
 	WriteProblem(w, r, errUnsigned)
 }
