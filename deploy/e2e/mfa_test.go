@@ -1,36 +1,25 @@
 package e2e
 
 import (
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base32"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/deploy/internal/authenticator"
 )
 
-// totp computes an RFC 6238 code (SHA-1, 6 digits, 30 s) the way an
-// authenticator app does, independently of the server's library.
+// totp is the code an authenticator app shows for secret at time at.
 func totp(t testing.TB, secret string, at time.Time) string {
 	t.Helper()
-	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.ToUpper(secret))
+	code, err := authenticator.Code(secret, at)
 	if err != nil {
 		t.Fatalf("secret %q: %v", secret, err)
 	}
-	var msg [8]byte
-	binary.BigEndian.PutUint64(msg[:], uint64(at.Unix()/30))
-	m := hmac.New(sha1.New, key)
-	m.Write(msg[:])
-	sum := m.Sum(nil)
-	off := sum[len(sum)-1] & 0x0f
-	v := binary.BigEndian.Uint32(sum[off:off+4]) & 0x7fffffff
-	return fmt.Sprintf("%06d", v%1_000_000)
+	return code
 }
 
 // amrOf reads amr, acr and auth_time from an access token.

@@ -2,10 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/deploy/internal/authenticator"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -72,22 +70,14 @@ func TestEnsureMFAKey(t *testing.T) {
 	}
 }
 
-// totpCode computes an RFC 6238 code (SHA-1, 6 digits, 30 s) as an
-// authenticator app does.
+// totpCode is the code an authenticator app shows for secret at time at.
 func totpCode(t *testing.T, secret string, at time.Time) string {
 	t.Helper()
-	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.ToUpper(secret))
+	code, err := authenticator.Code(secret, at)
 	if err != nil {
 		t.Fatalf("secret %q: %v", secret, err)
 	}
-	var msg [8]byte
-	binary.BigEndian.PutUint64(msg[:], uint64(at.Unix()/30))
-	m := hmac.New(sha1.New, key)
-	m.Write(msg[:])
-	sum := m.Sum(nil)
-	off := sum[len(sum)-1] & 0x0f
-	v := binary.BigEndian.Uint32(sum[off:off+4]) & 0x7fffffff
-	return fmt.Sprintf("%06d", v%1_000_000)
+	return code
 }
 
 // mfaUser is a user who enrolled TOTP in a first run of the stack.
