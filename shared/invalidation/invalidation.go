@@ -40,6 +40,7 @@ const (
 	ReasonUserEmailVerified   = "user.email_verified"
 	ReasonUserEmailChanged    = "user.email_changed"
 	ReasonCatalogChanged      = "permission_catalog.changed"
+	ReasonAPIKeyRevoked       = "api_key.revoked"
 	// ReasonKeysChanged is the reason published on SubjectKeysChanged.
 	ReasonKeysChanged = "keys.changed"
 )
@@ -57,6 +58,10 @@ func UserSubject(userID string) string { return SubjectPrefix + "user." + userID
 
 // TenantSubject is the subject invalidating every cached entry of a tenant.
 func TenantSubject(tenantID string) string { return SubjectPrefix + "tenant." + tenantID }
+
+// APIKeySubject is the subject invalidating one API key, named by its
+// public id (the 16 characters after "tg_"): a proxy caches keys by it.
+func APIKeySubject(publicID string) string { return SubjectPrefix + "apikey." + publicID }
 
 // Event is the JSON body of an invalidation message.
 type Event struct {
@@ -76,6 +81,7 @@ const (
 	KindUser
 	KindTenant
 	KindAll
+	KindAPIKey
 )
 
 // Parse splits a subject into its kind and id.
@@ -92,6 +98,9 @@ func Parse(subject string) (Kind, string) {
 	}
 	if id, ok := strings.CutPrefix(rest, "tenant."); ok && id != "" && !strings.Contains(id, ".") {
 		return KindTenant, id
+	}
+	if id, ok := strings.CutPrefix(rest, "apikey."); ok && id != "" && !strings.Contains(id, ".") {
+		return KindAPIKey, id
 	}
 	return KindUnknown, ""
 }

@@ -169,6 +169,22 @@ const (
 	CodeEmailNotVerified = "email_not_verified"
 )
 
+// API keys.
+const (
+	// CodeAPIKeyRevoked and CodeAPIKeyExpired: coreapi's internal answers
+	// (410) to a proxy resolving a key whose secret is right but which no
+	// longer works; the client is told invalid_token.
+	CodeAPIKeyRevoked = "api_key_revoked"
+	CodeAPIKeyExpired = "api_key_expired"
+	// CodeAPIKeysUnavailable: coreapi has no API_KEY_PEPPER.
+	CodeAPIKeysUnavailable = "api_keys_unavailable"
+	// CodeAPIKeyInQuery: a key sent in the query string (refused: URLs end
+	// up in logs).
+	CodeAPIKeyInQuery = "api_key_in_query"
+	// CodeAmbiguousCredentials: both X-API-Key and Authorization.
+	CodeAmbiguousCredentials = "ambiguous_credentials"
+)
+
 func title(status int) string {
 	switch status {
 	case 400:

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
@@ -69,7 +70,12 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	if err != nil {
 		return nil, err
 	}
-	opts.Register = append(opts.Register, svc.Register, oidc.Register)
+	keysSvc, err := wireAPIKeys(cfg, log, pool)
+	if err != nil {
+		return nil, err
+	}
+	opts.Register = append(opts.Register, svc.Register, oidc.Register, keysSvc.Register)
+	opts.ErrorMappers = append(opts.ErrorMappers, apikeys.MapError)
 	lifecycleWorkers, err := wireLifecycle(cfg, log, pool, reg, opts, svc, hasher)
 	if err != nil {
 		return nil, err
@@ -180,6 +186,16 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 
 // mfaSealer builds the sealer of TOTP secrets; without MFA_ENCRYPTION_KEYS
 // there is none and enrolment answers 503.
+// wireAPIKeys builds the API-key service; without API_KEY_PEPPER keys can
+// be listed and revoked but neither created nor used.
+func wireAPIKeys(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (*apikeys.Service, error) {
+	if cfg.APIKeyPepper == nil {
+		log.Warn("API_KEY_PEPPER is not set: API keys can be neither created nor used")
+	}
+	return apikeys.New(apikeys.Options{Logger: log, Pool: pool, Pepper: cfg.APIKeyPepper, Catalog: cfg.Catalog,
+		RevokedWithin: cfg.AccessTokenTTL + cfg.TokenMaxLeeway})
+}
+
 func mfaSealer(cfg config.Config, log *slog.Logger) (*mfa.Sealer, error) {
 	if len(cfg.MFAKeys) == 0 {
 		log.Warn("MFA_ENCRYPTION_KEYS is not set: TOTP enrolment and sign-in with a second factor are unavailable")

@@ -50,6 +50,12 @@ const (
 	ActionUserMFAReset               = "user.mfa_reset"
 	ActionUserMFACodeFailed          = "user.mfa_code_failed"
 	ActionUserMFARecoveryCodeUsed    = "user.mfa_recovery_code_used"
+
+	ActionAPIKeyCreated = "api_key.created"
+	ActionAPIKeyRevoked = "api_key.revoked"
+	// ActionAPIKeyUsedAfterRevocation: the right secret of a revoked key
+	// was presented (a leaked key still in use somewhere).
+	ActionAPIKeyUsedAfterRevocation = "api_key.used_after_revocation"
 )
 
 // Event is one audit record to write.

@@ -10,6 +10,7 @@ import (
 	"net"
 	netmail "net/mail"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -113,6 +114,12 @@ type Config struct {
 	// "id:base64" of 32 bytes each): the first seals, any opens. None: MFA
 	// enrolment answers 503.
 	MFAKeys []mfa.Key
+	// APIKeyPepper keys the HMAC under which API-key secrets are stored
+	// (API_KEY_PEPPER(_FILE), base64 of at least 32 bytes). None: API keys
+	// can be neither created nor used (503 api_keys_unavailable).
+	// Changing it invalidates every key.
+	APIKeyPepper     []byte
+	APIKeyPepperFile string
 
 	TokenIssuer       string
 	TokenAudience     string
@@ -230,6 +237,8 @@ func Load(getenv func(string) string) (Config, error) {
 		c.MFAKeys = keys
 	}
 
+	c.APIKeyPepper, c.APIKeyPepperFile = l.pepper()
+
 	if c.DatabaseURL == "" {
 		l.fail("DATABASE_URL: required")
 	} else if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
@@ -342,6 +351,8 @@ func (c Config) String() string {
 	row("IDENTITY_REPLAY_CACHE_SIZE", strconv.Itoa(c.IdentityReplayCacheSize))
 	row("NATS_URL", redactURL(c.NATSURL))
 	row("MFA_ENCRYPTION_KEYS", mfaKeyIDs(c.MFAKeys))
+	row("API_KEY_PEPPER", mask(string(c.APIKeyPepper)))
+	row("API_KEY_PEPPER_FILE", c.APIKeyPepperFile)
 	row("TOKEN_ISSUER", c.TokenIssuer)
 	row("TOKEN_AUDIENCE", c.TokenAudience)
 	row("ACCESS_TOKEN_TTL", c.AccessTokenTTL.String())
@@ -408,6 +419,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("identity_replay_cache_size", c.IdentityReplayCacheSize),
 		slog.String("nats_url", redactURL(c.NATSURL)),
 		slog.String("mfa_encryption_keys", mfaKeyIDs(c.MFAKeys)),
+		slog.String("api_key_pepper", mask(string(c.APIKeyPepper))),
+		slog.String("api_key_pepper_file", c.APIKeyPepperFile),
 		slog.String("token_issuer", c.TokenIssuer),
 		slog.String("token_audience", c.TokenAudience),
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),
@@ -559,6 +572,33 @@ func (l *loader) identityKeys() ([]identity.Key, string) {
 		return []identity.Key{{ID: LegacyIdentityKeyID, Secret: key}}, legacyFile
 	}
 	return nil, ""
+}
+
+// pepper reads API_KEY_PEPPER or API_KEY_PEPPER_FILE (not both): base64
+// of at least 32 bytes. Neither: nil (API keys unavailable).
+func (l *loader) pepper() ([]byte, string) {
+	v, path := l.getenv("API_KEY_PEPPER"), l.str("API_KEY_PEPPER_FILE", "")
+	switch {
+	case v != "" && path != "":
+		l.fail("API_KEY_PEPPER / API_KEY_PEPPER_FILE: set one, not both")
+		return nil, path
+	case path != "":
+		b, err := os.ReadFile(path)
+		if err != nil {
+			l.fail("API_KEY_PEPPER_FILE: %v", err)
+			return nil, path
+		}
+		v = string(b)
+	case v == "":
+		return nil, ""
+	}
+	p, err := identity.ParseKey(v)
+	if err != nil {
+		l.fail("API_KEY_PEPPER / API_KEY_PEPPER_FILE: %s (want base64 of at least 32 random bytes)",
+			strings.TrimPrefix(err.Error(), "identity key: "))
+		return nil, path
+	}
+	return p, path
 }
 
 func (l *loader) positive(name string, d time.Duration) {

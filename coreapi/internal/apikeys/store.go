@@ -1,0 +1,338 @@
+// Package apikeys is coreapi's API-key surface: tenant keys
+// (/api/v1/api-keys, api-keys:write) and personal keys
+// (/api/v1/users/me/api-keys), the internal routes through which a proxy
+// resolves a presented key and reports which keys it saw used, and
+// RevokeAPIKey for RFC 7009 revocation.
+//
+// A key acts as the user who created it, in its tenant; what it may do is
+// its own permissions intersected with that user's current ones, and only
+// while user, membership and tenant are active (docs/security.md). The
+// secret is shown once; the database keeps HMAC-SHA256(pepper, key), the
+// pepper (API_KEY_PEPPER) never leaves coreapi. Creation and revocation
+// write their audit row, and revocation its invalidation
+// (auth.invalidate.apikey.<public id>), in the same transaction.
+package apikeys
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// Errors of the store.
+var (
+	// ErrNotFound: no such key (in this tenant, or of this user).
+	ErrNotFound = errors.New("no such API key")
+	// ErrEscalation: the key would hold a permission its creator lacks.
+	ErrEscalation = errors.New("an API key cannot hold a permission its creator does not hold")
+	// ErrLimit: the tenant already has MaxLivePerTenant live keys.
+	ErrLimit = errors.New("the tenant has reached its limit of live API keys; revoke unused ones")
+	// ErrWrongSecret: a key with this public id exists, the secret is not its.
+	ErrWrongSecret = errors.New("wrong API key secret")
+	// ErrRevoked and ErrExpired: the secret is right, the key no longer works.
+	ErrRevoked = errors.New("API key revoked")
+	ErrExpired = errors.New("API key expired")
+	// ErrUnavailable: no pepper is configured (API_KEY_PEPPER), so keys
+	// can be neither created nor checked.
+	ErrUnavailable = errors.New("API keys are not configured on this server (API_KEY_PEPPER)")
+	// ErrKeyCreatesKey: a request authenticated by an API key tried to
+	// create one (which would launder the key's expiry).
+	ErrKeyCreatesKey = errors.New("an API key cannot create API keys")
+)
+
+// Kinds of key.
+const (
+	KindTenant   = "tenant"
+	KindPersonal = "personal"
+)
+
+// MaxLivePerTenant bounds the live (not revoked) keys of a tenant, so a
+// list is always complete in one page.
+const MaxLivePerTenant = 500
+
+// Key is an API key as listed (never its secret).
+type Key struct {
+	ID          string     `json:"id"`
+	PublicID    string     `json:"public_id"`
+	Kind        string     `json:"kind"`
+	Name        string     `json:"name"`
+	Permissions []string   `json:"permissions"`
+	UserID      string     `json:"user_id"`
+	ExpiresAt   *time.Time `json:"expires_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+	LastUsedAt  *time.Time `json:"last_used_at"`
+}
+
+// Store reads and writes api_keys.
+type Store struct {
+	pool   *pgxpool.Pool
+	pepper []byte
+	proj   *projection.Store
+	now    func() time.Time
+}
+
+// hash is the stored form of a key.
+func (s *Store) hash(key string) []byte {
+	m := hmac.New(sha256.New, s.pepper)
+	m.Write([]byte(key))
+	return m.Sum(nil)
+}
+
+// NewKey describes a key to create.
+type NewKey struct {
+	TenantID, UserID, Kind, Name string
+	Permissions                  []string
+	ExpiresAt                    *time.Time
+	RequestID                    string
+}
+
+// Create stores a new key and returns it with its secret (shown once).
+// Its audit row is written in the same transaction.
+func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
+	if s.pepper == nil {
+		return Key{}, "", ErrUnavailable
+	}
+	secret, publicID := apikey.New()
+	perms := slices.Clone(n.Permissions)
+	slices.Sort(perms)
+	perms = slices.Compact(perms)
+	if perms == nil {
+		perms = []string{}
+	}
+	const qCount = `SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL`
+	const qInsert = `
+INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, permissions, secret_hash, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id::text, created_at`
+	k := Key{PublicID: publicID, Kind: n.Kind, Name: n.Name, Permissions: perms, UserID: n.UserID, ExpiresAt: n.ExpiresAt}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Serialize creations in the tenant so the limit holds.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('api_keys:' || $1, 0))`, n.TenantID); err != nil {
+			return fmt.Errorf("lock tenant keys: %w", err)
+		}
+		var live int
+		if err := tx.QueryRow(ctx, qCount, n.TenantID).Scan(&live); err != nil {
+			return fmt.Errorf("count api keys: %w", err)
+		}
+		if live >= MaxLivePerTenant {
+			return ErrLimit
+		}
+		if err := tx.QueryRow(ctx, qInsert, publicID, n.TenantID, n.UserID, n.Kind, n.Name, perms, s.hash(secret), n.ExpiresAt).
+			Scan(&k.ID, &k.CreatedAt); err != nil {
+			return fmt.Errorf("insert api key: %w", err)
+		}
+		return audit.Write(ctx, tx, audit.Event{TenantID: n.TenantID, ActorUserID: n.UserID, Action: audit.ActionAPIKeyCreated,
+			TargetType: "api_key", TargetID: k.ID, RequestID: n.RequestID,
+			Data: map[string]any{"public_id": publicID, "kind": n.Kind, "name": n.Name, "permissions": perms, "expires_at": n.ExpiresAt}})
+	})
+	if err != nil {
+		return Key{}, "", err
+	}
+	return k, secret, nil
+}
+
+// List returns the live keys of a tenant (userID "": every kind and
+// user) or a user's personal keys in it, newest first.
+func (s *Store) List(ctx context.Context, tenantID, userID string) ([]Key, error) {
+	const q = `
+SELECT id::text, public_id, kind, name, permissions, user_id::text, expires_at, created_at, last_used_at
+FROM api_keys
+WHERE tenant_id = $1 AND revoked_at IS NULL AND ($2 = '' OR (kind = 'personal' AND user_id = NULLIF($2, '')::uuid))
+ORDER BY created_at DESC, id
+LIMIT $3`
+	rows, err := s.pool.Query(ctx, q, tenantID, userID, MaxLivePerTenant)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Key])
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return keys, nil
+}
+
+// Revoke revokes the live key id of tenantID (ownerID "": any key of the
+// tenant; else only ownerID's personal key) on behalf of actorID, with its
+// audit row and invalidation in the same transaction.
+func (s *Store) Revoke(ctx context.Context, tenantID, id, ownerID, actorID, requestID string) error {
+	const q = `
+UPDATE api_keys SET revoked_at = now()
+WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL
+  AND ($3 = '' OR (kind = 'personal' AND user_id = NULLIF($3, '')::uuid))
+RETURNING public_id, kind`
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var publicID, kind string
+		err := tx.QueryRow(ctx, q, id, tenantID, ownerID).Scan(&publicID, &kind)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("revoke api key: %w", err)
+		}
+		return revoked(ctx, tx, tenantID, id, publicID, kind, actorID, requestID, "api")
+	})
+}
+
+// revoked writes the audit row and the invalidation of a revocation.
+func revoked(ctx context.Context, tx pgx.Tx, tenantID, id, publicID, kind, actorID, requestID, via string) error {
+	return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: actorID, Action: audit.ActionAPIKeyRevoked,
+		TargetType: "api_key", TargetID: id, RequestID: requestID,
+		Data: map[string]any{"public_id": publicID, "kind": kind, "via": via}},
+		outbox.Row{Subject: invalidation.APIKeySubject(publicID), Reason: invalidation.ReasonAPIKeyRevoked})
+}
+
+// stored is a key row as Resolve and RevokeSecret read it.
+type stored struct {
+	id, tenantID, userID, kind string
+	perms                      []string
+	hash                       []byte
+	expiresAt, revokedAt       *time.Time
+}
+
+func (s *Store) byPublicID(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, publicID string, forUpdate bool) (stored, error) {
+	sql := `
+SELECT id::text, tenant_id::text, user_id::text, kind, permissions, secret_hash, expires_at, revoked_at
+FROM api_keys WHERE public_id = $1`
+	if forUpdate {
+		sql += ` FOR UPDATE`
+	}
+	var k stored
+	err := q.QueryRow(ctx, sql, publicID).Scan(&k.id, &k.tenantID, &k.userID, &k.kind, &k.perms, &k.hash, &k.expiresAt, &k.revokedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return stored{}, ErrNotFound
+	}
+	if err != nil {
+		return stored{}, fmt.Errorf("load api key: %w", err)
+	}
+	return k, nil
+}
+
+// Resolve checks a presented key and returns what it may do now. The
+// secret is compared in constant time with the stored HMAC. A right
+// secret of a revoked key is audited (use after revocation).
+func (s *Store) Resolve(ctx context.Context, key, requestID, clientIP string) (apikey.Projection, error) {
+	if s.pepper == nil {
+		return apikey.Projection{}, ErrUnavailable
+	}
+	pid, ok := apikey.Parse([]byte(key))
+	if !ok {
+		return apikey.Projection{}, ErrNotFound
+	}
+	k, err := s.byPublicID(ctx, s.pool, string(pid), false)
+	if err != nil {
+		return apikey.Projection{}, err
+	}
+	if !hmac.Equal(s.hash(key), k.hash) {
+		return apikey.Projection{}, ErrWrongSecret
+	}
+	switch {
+	case k.revokedAt != nil:
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			return audit.Write(ctx, tx, audit.Event{TenantID: k.tenantID, Action: audit.ActionAPIKeyUsedAfterRevocation,
+				TargetType: "api_key", TargetID: k.id, RequestID: requestID,
+				Data: map[string]any{"public_id": string(pid), "client_ip": clientIP, "revoked_at": k.revokedAt}})
+		})
+		if err != nil {
+			return apikey.Projection{}, err
+		}
+		return apikey.Projection{}, ErrRevoked
+	case k.expiresAt != nil && !s.now().Before(*k.expiresAt):
+		return apikey.Projection{}, ErrExpired
+	}
+	out := apikey.Projection{KeyID: k.id, PublicID: string(pid), Kind: k.kind, ExpiresAt: k.expiresAt}
+	p, err := s.proj.Get(ctx, k.userID, k.tenantID)
+	switch {
+	case errors.Is(err, projection.ErrNotFound):
+		// The creator left the tenant: the key does nothing (it would
+		// work again were they re-added, with their permissions then).
+		p = identity.Projection{UserID: k.userID, TenantID: k.tenantID, UserStatus: StatusGone,
+			MembershipStatus: StatusGone, TenantStatus: StatusGone}
+	case err != nil:
+		return apikey.Projection{}, err
+	}
+	p.Permissions = intersect(k.perms, p.Permissions)
+	p.Roles = []string{}
+	p.RevokedSessions = []string{}
+	p.TokenVersion = 0
+	out.Projection = p
+	return out, nil
+}
+
+// StatusGone is the status reported for a key whose creator is no longer a
+// member of its tenant.
+const StatusGone = "none"
+
+// intersect is what both lists hold, in a's order.
+func intersect(a, b []string) []string {
+	out := []string{}
+	for _, p := range a {
+		if slices.Contains(b, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// RevokeSecret revokes the key whose whole secret is key, if it is a live
+// key of tenantID. It reports whether it revoked one.
+func (s *Store) RevokeSecret(ctx context.Context, tenantID, key, requestID string) (bool, error) {
+	if s.pepper == nil {
+		return false, nil
+	}
+	pid, ok := apikey.Parse([]byte(key))
+	if !ok {
+		return false, nil
+	}
+	done := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		k, err := s.byPublicID(ctx, tx, string(pid), true)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !hmac.Equal(s.hash(key), k.hash) || k.tenantID != tenantID || k.revokedAt != nil {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, k.id); err != nil {
+			return fmt.Errorf("revoke api key: %w", err)
+		}
+		done = true
+		return revoked(ctx, tx, k.tenantID, k.id, string(pid), k.kind, "", requestID, "oauth_revoke")
+	})
+	if err != nil {
+		return false, err
+	}
+	return done, nil
+}
+
+// MarkUsed records that the keys were used now: at most one write per key
+// and minute, however many proxies report it.
+func (s *Store) MarkUsed(ctx context.Context, publicIDs []string) (int64, error) {
+	const q = `
+UPDATE api_keys SET last_used_at = now()
+WHERE public_id = ANY($1::text[]) AND revoked_at IS NULL
+  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`
+	tag, err := s.pool.Exec(ctx, q, publicIDs)
+	if err != nil {
+		return 0, fmt.Errorf("mark api keys used: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
