@@ -366,3 +366,39 @@ func TestMFAKeys(t *testing.T) {
 		t.Error("MFA_ENCRYPTION_KEYS and _FILE together accepted")
 	}
 }
+
+func TestAPIKeyPepper(t *testing.T) {
+	m := minimal()
+	c, err := Load(env(m))
+	if err != nil || c.APIKeyPepper != nil {
+		t.Fatalf("no pepper: %v, %v; want nil (API keys unavailable)", c.APIKeyPepper, err)
+	}
+	raw := "pepper-pepper-pepper-pepper-0123"
+	b64 := base64.StdEncoding.EncodeToString([]byte(raw))
+	m["API_KEY_PEPPER"] = b64
+	if c, err = Load(env(m)); err != nil || string(c.APIKeyPepper) != raw {
+		t.Fatalf("pepper = %q, %v", c.APIKeyPepper, err)
+	}
+	if s := c.String(); strings.Contains(s, b64) || !strings.Contains(s, "API_KEY_PEPPER=********") {
+		t.Errorf("String shows the pepper:\n%s", s)
+	}
+	for _, bad := range []string{"not base64!", base64.StdEncoding.EncodeToString([]byte("short"))} {
+		m["API_KEY_PEPPER"] = bad
+		if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "API_KEY_PEPPER") {
+			t.Errorf("pepper %q accepted: %v", bad, err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "pepper")
+	if err := os.WriteFile(file, []byte(b64+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m["API_KEY_PEPPER"] = b64
+	m["API_KEY_PEPPER_FILE"] = file
+	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("pepper and file together: %v", err)
+	}
+	delete(m, "API_KEY_PEPPER")
+	if c, err = Load(env(m)); err != nil || string(c.APIKeyPepper) != raw || c.APIKeyPepperFile != file {
+		t.Fatalf("pepper file: %q, %v", c.APIKeyPepper, err)
+	}
+}

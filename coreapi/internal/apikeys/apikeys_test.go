@@ -1,0 +1,424 @@
+package apikeys_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+var coverage = apitest.NewCoverage()
+
+var operations = []string{"listAPIKeys", "createAPIKey", "revokeAPIKey", "listMyAPIKeys", "createMyAPIKey",
+	"revokeMyAPIKey", "resolveAPIKey", "reportAPIKeysUsed"}
+
+// TestMain fails a full run that leaves one of the package's operations
+// without a successful, document-conforming response.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if code != 0 || flag.Lookup("test.run").Value.String() != "" || testing.Short() {
+		os.Exit(code)
+	}
+	if missing := coverage.WithoutSuccess(operations); len(missing) > 0 {
+		fmt.Printf("FAIL: apikeys operations never validated with a 2xx response: %v\n", missing)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+var pepper = []byte("0123456789abcdef0123456789abcdef")
+
+type env struct {
+	*apitest.Env
+	svc *apikeys.Service
+}
+
+func start(t *testing.T, pep []byte) *env {
+	t.Helper()
+	x := &env{}
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
+		svc, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: pep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.svc = svc
+		o.Register = append(o.Register, svc.Register)
+		o.ErrorMappers = append(o.ErrorMappers, apikeys.MapError)
+	}})
+	return x
+}
+
+type created struct {
+	apikeys.Key
+	Secret string `json:"secret"`
+}
+
+var secretRE = regexp.MustCompile(`^tg_[a-z0-9]{16}_[A-Za-z0-9]{43}$`)
+
+func (x *env) create(t *testing.T, as identity.Identity, path string, body any) created {
+	t.Helper()
+	r := x.Send(t, &as, http.MethodPost, path, body)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("POST %s: %d %s", path, r.Status, r.Body)
+	}
+	var k created
+	r.JSON(t, &k)
+	if !secretRE.MatchString(k.Secret) || k.Secret[3:19] != k.PublicID {
+		t.Fatalf("secret %q (public id %q) not in the key format", k.Secret, k.PublicID)
+	}
+	if r.Header.Get("Location") == "" || r.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("201 headers: %v", r.Header)
+	}
+	return k
+}
+
+func (x *env) resolve(t *testing.T, key string) apitest.Response {
+	t.Helper()
+	return x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.ResolvePath, Body: apikey.ResolveRequest{Key: key}, Service: true})
+}
+
+func (x *env) resolved(t *testing.T, key string) apikey.Projection {
+	t.Helper()
+	r := x.resolve(t, key)
+	if r.Status != http.StatusOK {
+		t.Fatalf("resolve: %d %s", r.Status, r.Body)
+	}
+	var p apikey.Projection
+	r.JSON(t, &p)
+	return p
+}
+
+func (x *env) count(t *testing.T, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := x.DB.Pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func (x *env) exec(t *testing.T, q string, args ...any) {
+	t.Helper()
+	if _, err := x.DB.Pool.Exec(context.Background(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func wantProblem(t *testing.T, r apitest.Response, status int, code string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	if p := r.Problem(t); p.Code != code {
+		t.Fatalf("code %q, want %q; body %s", p.Code, code, r.Body)
+	}
+}
+
+func (x *env) list(t *testing.T, as identity.Identity, path string) ([]apikeys.Key, string) {
+	t.Helper()
+	r := x.Get(t, &as, path)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, r.Status, r.Body)
+	}
+	var l struct{ Data []apikeys.Key }
+	r.JSON(t, &l)
+	return l.Data, string(r.Body)
+}
+
+// TestTenantKeyLifecycle: create (secret shown once, never listed), use
+// (resolve), revoke (audit, outbox invalidation), and a revoked key's
+// right secret answers 410 and is audited.
+func TestTenantKeyLifecycle(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	exp := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	k := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "ci", "permissions": []string{"users:read", "roles:read"}, "expires_at": exp})
+	if k.Kind != apikeys.KindTenant || k.Name != "ci" || !slices.Equal(k.Permissions, []string{"roles:read", "users:read"}) ||
+		k.ExpiresAt == nil || !k.ExpiresAt.Equal(exp) || k.UserID != admin.UserID {
+		t.Fatalf("created %+v", k)
+	}
+	// Only the HMAC is stored.
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE secret_hash = sha256($1::bytea) OR encode(secret_hash, 'escape') LIKE '%' || $2 || '%'`,
+		[]byte(k.Secret), k.Secret[20:]); n != 0 {
+		t.Fatal("the secret (or its plain SHA-256) is stored")
+	}
+	keys, body := x.list(t, admin, "/api/v1/api-keys")
+	if len(keys) != 1 || keys[0].ID != k.ID || strings.Contains(body, k.Secret[20:]) || strings.Contains(body, "secret") {
+		t.Fatalf("list = %s", body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.created' AND target_id = $1 AND actor_user_id = $2`, k.ID, admin.UserID); n != 1 {
+		t.Fatalf("%d creation audit events", n)
+	}
+
+	p := x.resolved(t, k.Secret)
+	if p.KeyID != k.ID || p.PublicID != k.PublicID || p.UserID != admin.UserID || p.TenantID != ten.ID || !p.Active() ||
+		!slices.Equal(p.Permissions, []string{"roles:read", "users:read"}) || len(p.Roles) != 0 || p.ExpiresAt == nil {
+		t.Fatalf("projection %+v", p)
+	}
+
+	r := x.Send(t, &admin, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil)
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.APIKeySubject(k.PublicID)); n != 1 {
+		t.Fatalf("%d invalidations of the key", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked' AND target_id = $1`, k.ID); n != 1 {
+		t.Fatalf("%d revocation audit events", n)
+	}
+	wantProblem(t, x.Send(t, &admin, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil), 404, "not_found")
+	if keys, _ := x.list(t, admin, "/api/v1/api-keys"); len(keys) != 0 {
+		t.Fatalf("revoked key still listed: %+v", keys)
+	}
+	wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_revoked")
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.used_after_revocation' AND target_id = $1`, k.ID); n != 1 {
+		t.Fatalf("%d use-after-revocation audit events", n)
+	}
+	wantProblem(t, x.Send(t, &admin, http.MethodDelete, "/api/v1/api-keys/nope", nil), 400, "invalid_id")
+}
+
+// TestPersonalKeys: any member may hold personal keys; only the owner
+// lists and revokes them under /users/me; an admin sees and may revoke
+// them under /api-keys.
+func TestPersonalKeys(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	m1 := x.SeedUserIn(t, ten.ID, "m1@acme.test", "member")
+	m2 := x.SeedUserIn(t, ten.ID, "m2@acme.test", "member")
+	k1 := x.create(t, m1, "/api/v1/users/me/api-keys", map[string]any{"name": "laptop", "permissions": []string{}})
+	k1b := x.create(t, m1, "/api/v1/users/me/api-keys", map[string]any{"name": "ci", "permissions": []string{}})
+	if k1.Kind != apikeys.KindPersonal || k1.ExpiresAt != nil {
+		t.Fatalf("created %+v", k1)
+	}
+	wantProblem(t, x.Get(t, &m1, "/api/v1/api-keys"), 403, "insufficient_scope")
+	if mine, _ := x.list(t, m1, "/api/v1/users/me/api-keys"); len(mine) != 2 || mine[0].ID != k1b.ID {
+		t.Fatalf("m1's keys = %+v", mine)
+	}
+	if theirs, _ := x.list(t, m2, "/api/v1/users/me/api-keys"); len(theirs) != 0 {
+		t.Fatalf("m2 sees %+v", theirs)
+	}
+	wantProblem(t, x.Send(t, &m2, http.MethodDelete, "/api/v1/users/me/api-keys/"+k1.ID, nil), 404, "not_found")
+	if all, _ := x.list(t, admin, "/api/v1/api-keys"); len(all) != 2 {
+		t.Fatalf("admin sees %+v", all)
+	}
+	if r := x.Send(t, &m1, http.MethodDelete, "/api/v1/users/me/api-keys/"+k1.ID, nil); r.Status != 204 {
+		t.Fatalf("owner's delete: %d %s", r.Status, r.Body)
+	}
+	if r := x.Send(t, &admin, http.MethodDelete, "/api/v1/api-keys/"+k1b.ID, nil); r.Status != 204 {
+		t.Fatalf("admin's delete of a personal key: %d %s", r.Status, r.Body)
+	}
+	if mine, _ := x.list(t, m1, "/api/v1/users/me/api-keys"); len(mine) != 0 {
+		t.Fatalf("after revocation: %+v", mine)
+	}
+}
+
+// TestCreateRefused: escalation, a key creating a key, and bad fields.
+func TestCreateRefused(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	member := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+	// Beyond the creator's permissions.
+	wantProblem(t, x.Send(t, &member, http.MethodPost, "/api/v1/users/me/api-keys",
+		map[string]any{"name": "x", "permissions": []string{"users:write"}}), 403, "insufficient_scope")
+	if slices.Contains(admin.Permissions, "tenant:write") {
+		t.Fatal("admin holds tenant:write: the test needs a permission the admin lacks")
+	}
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys",
+		map[string]any{"name": "x", "permissions": []string{"users:read", "tenant:write"}}), 403, "insufficient_scope")
+	// Without api-keys:write.
+	wantProblem(t, x.Send(t, &member, http.MethodPost, "/api/v1/api-keys",
+		map[string]any{"name": "x", "permissions": []string{}}), 403, "insufficient_scope")
+	// A key never creates a key, even one holding api-keys:write.
+	asKey := admin
+	asKey.Principal = identity.PrincipalAPIKey
+	for _, path := range []string{"/api/v1/api-keys", "/api/v1/users/me/api-keys"} {
+		wantProblem(t, x.Send(t, &asKey, http.MethodPost, path, map[string]any{"name": "x", "permissions": []string{}}), 403, "forbidden")
+	}
+	for name, body := range map[string]any{
+		"no name":        map[string]any{"name": " ", "permissions": []string{}},
+		"long name":      map[string]any{"name": strings.Repeat("n", 201), "permissions": []string{}},
+		"no permissions": map[string]any{"name": "x"},
+		"unknown perm":   map[string]any{"name": "x", "permissions": []string{"nukes:launch"}},
+		"past expiry":    map[string]any{"name": "x", "permissions": []string{}, "expires_at": time.Now().Add(-time.Minute)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 422, "validation_failed")
+		})
+	}
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": "x", "permissions": []string{}, "secret": "tg_x"}), 400, "unknown_field")
+	if n := x.count(t, `SELECT count(*) FROM api_keys`); n != 0 {
+		t.Fatalf("%d keys stored by refused requests", n)
+	}
+}
+
+// TestResolve: the internal answers for a wrong secret, an unknown key,
+// an expired key, a suspended tenant, a creator who lost permissions or
+// left the tenant.
+func TestResolve(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	k := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "ci", "permissions": []string{"users:read", "users:write"}})
+
+	wrong := wrongSecret(k.Secret)
+	wantProblem(t, x.resolve(t, wrong), 401, "invalid_token")
+	other, _ := apikey.New()
+	wantProblem(t, x.resolve(t, other), 404, "not_found")
+	wantProblem(t, x.resolve(t, "tg_short"), 404, "not_found")
+	// Resolving costs two queries (the key, the projection).
+	if r := x.resolve(t, k.Secret); r.Stats.Queries != 2 {
+		t.Errorf("resolve: %d queries, want 2", r.Stats.Queries)
+	}
+
+	// The creator loses users:write: the key's permissions shrink.
+	x.exec(t, `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2`, ten.ID, admin.UserID)
+	x.SeedMember(t, ten.ID, x.SeedUser(t, "other@acme.test", ""), "owner") // keep an owner
+	x.Tx(t, func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `INSERT INTO membership_roles (tenant_id, user_id, role_id)
+SELECT $1, $2, id FROM roles WHERE tenant_id = $1 AND name = 'member'`, ten.ID, admin.UserID)
+		return err
+	})
+	if p := x.resolved(t, k.Secret); slices.Contains(p.Permissions, "users:write") || !p.Active() {
+		t.Fatalf("after the creator lost users:write: %+v", p.Permissions)
+	}
+
+	x.exec(t, `UPDATE tenants SET status = 'suspended' WHERE id = $1`, ten.ID)
+	if p := x.resolved(t, k.Secret); p.Active() || p.TenantStatus != identity.StatusSuspended {
+		t.Fatalf("suspended tenant: %+v", p)
+	}
+	x.exec(t, `UPDATE tenants SET status = 'active' WHERE id = $1`, ten.ID)
+
+	x.exec(t, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, ten.ID, admin.UserID)
+	if p := x.resolved(t, k.Secret); p.Active() || len(p.Permissions) != 0 || p.MembershipStatus != apikeys.StatusGone {
+		t.Fatalf("creator removed: %+v", p)
+	}
+
+	x.exec(t, `UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1`, k.ID)
+	wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_expired")
+	// A wrong secret is still only a wrong secret.
+	wantProblem(t, x.resolve(t, wrong), 401, "invalid_token")
+}
+
+// wrongSecret is key with its last character changed: same public id,
+// another secret.
+func wrongSecret(key string) string {
+	last := byte('a')
+	if key[len(key)-1] == 'a' {
+		last = 'b'
+	}
+	return key[:len(key)-1] + string(last)
+}
+
+// TestRevokeAPIKey: RFC 7009 semantics of the exported revocation.
+func TestRevokeAPIKey(t *testing.T) {
+	x := start(t, pepper)
+	ctx := context.Background()
+	ten := x.SeedTenant(t, "Acme")
+	other := x.SeedTenant(t, "Other")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	k := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "ci", "permissions": []string{}})
+	unknown, _ := apikey.New()
+	for name, c := range map[string]struct{ tenant, secret string }{
+		"malformed":     {ten.ID, "tg_nope"},
+		"unknown":       {ten.ID, unknown},
+		"wrong secret":  {ten.ID, wrongSecret(k.Secret)},
+		"other tenant":  {other.ID, k.Secret},
+		"bad tenant id": {"x", k.Secret},
+		"a JWT":         {ten.ID, "eyJhbGciOiJFZERTQSJ9.e30.c2ln"},
+	} {
+		if ok, err := x.svc.RevokeAPIKey(ctx, c.tenant, c.secret); ok || err != nil {
+			t.Errorf("%s: RevokeAPIKey = %v, %v; want false, nil", name, ok, err)
+		}
+	}
+	if x.count(t, `SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL`) != 0 {
+		t.Fatal("a refused revocation revoked the key")
+	}
+	if ok, err := x.svc.RevokeAPIKey(ctx, strings.ToUpper(ten.ID), k.Secret); !ok || err != nil {
+		t.Fatalf("RevokeAPIKey = %v, %v; want true", ok, err)
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.APIKeySubject(k.PublicID)); n != 1 {
+		t.Fatalf("%d invalidations", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked' AND target_id = $1 AND data->>'via' = 'oauth_revoke'`, k.ID); n != 1 {
+		t.Fatalf("%d audit events", n)
+	}
+	if ok, err := x.svc.RevokeAPIKey(ctx, ten.ID, k.Secret); ok || err != nil {
+		t.Fatalf("second RevokeAPIKey = %v, %v; want false, nil", ok, err)
+	}
+	wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_revoked")
+}
+
+// TestUsedReport: last_used_at is written at most once a minute per key,
+// however often it is reported.
+func TestUsedReport(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	a := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "a", "permissions": []string{}})
+	b := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "b", "permissions": []string{}})
+	report := func(keys ...string) {
+		t.Helper()
+		r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.UsedPath, Body: apikey.UsedRequest{Keys: keys}, Service: true})
+		if r.Status != http.StatusNoContent {
+			t.Fatalf("report: %d %s", r.Status, r.Body)
+		}
+	}
+	report(a.PublicID)
+	var first time.Time
+	if err := x.DB.Pool.QueryRow(context.Background(), `SELECT last_used_at FROM api_keys WHERE id = $1`, a.ID).Scan(&first); err != nil {
+		t.Fatalf("last_used_at after a report: %v", err)
+	}
+	if x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND last_used_at IS NULL`, b.ID) != 1 {
+		t.Fatal("an unreported key got a last_used_at")
+	}
+	n, err := x.svc.Store().MarkUsed(context.Background(), []string{a.PublicID, b.PublicID})
+	if err != nil || n != 1 {
+		t.Fatalf("second report within the minute wrote %d rows (%v), want 1 (b only)", n, err)
+	}
+	x.exec(t, `UPDATE api_keys SET last_used_at = now() - interval '61 seconds' WHERE id = $1`, a.ID)
+	if n, _ := x.svc.Store().MarkUsed(context.Background(), []string{a.PublicID, b.PublicID}); n != 1 {
+		t.Fatalf("after a minute: wrote %d rows, want 1 (a only)", n)
+	}
+	keys, _ := x.list(t, admin, "/api/v1/api-keys")
+	for _, k := range keys {
+		if k.LastUsedAt == nil {
+			t.Errorf("key %s listed without last_used_at", k.Name)
+		}
+	}
+	wantProblem(t, x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.UsedPath, Body: apikey.UsedRequest{Keys: []string{"NOT-AN-ID"}}, Service: true}), 422, "validation_failed")
+	// Only the proxy may report.
+	wantProblem(t, x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.UsedPath, Body: apikey.UsedRequest{Keys: []string{a.PublicID}}, As: &admin}), 401, "unauthenticated")
+	wantProblem(t, x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.ResolvePath, Body: apikey.ResolveRequest{Key: a.Secret}, As: &admin}), 401, "unauthenticated")
+}
+
+// TestWithoutPepper: keys can be neither created nor resolved.
+func TestWithoutPepper(t *testing.T) {
+	x := start(t, nil)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": "x", "permissions": []string{}}), 503, "api_keys_unavailable")
+	k, _ := apikey.New()
+	wantProblem(t, x.resolve(t, k), 503, "api_keys_unavailable")
+	if _, err := apikeys.New(apikeys.Options{Logger: nil}); err == nil {
+		t.Error("New without a pool accepted")
+	}
+}
