@@ -123,9 +123,10 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	if err != nil {
 		return nil, err
 	}
+	fetcher := projection.NewHTTPFetcher(a.internal, cfg.IdentityURL.Host, a.coreSigner, cfg.ProjectionTimeout, m)
 	a.Projections, err = projection.New(projection.Options{Size: projEntries, EntryCost: projection.EntryBytes, TTL: cfg.ProjectionCacheTTL,
-		NegativeTTL: cfg.NegativeCacheTTL, MaxStaleness: cfg.MaxStaleness, MaxFetches: cfg.ProjectionMaxFetches, Now: h.Now},
-		projection.NewHTTPFetcher(a.internal, cfg.IdentityURL.Host, a.coreSigner, cfg.ProjectionTimeout, m), m)
+		NegativeTTL: cfg.NegativeCacheTTL, MaxStaleness: cfg.MaxStaleness, MaxFetches: cfg.ProjectionMaxFetches, Now: h.Now, Keys: fetcher},
+		fetcher, m)
 	if err != nil {
 		a.Verifier.Close()
 		return nil, err
@@ -136,7 +137,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	// The streams see every eviction the cache sees: NATS events and the
 	// server's own after a logout.
 	inv := streams.Invalidator{Target: a.Projections, Streams: a.Streams}
-	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv,
+	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv, Keys: a.Projections,
 		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: h.Now},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog})
@@ -195,7 +196,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		if err := a.Keys.KeysChanged(bg); err != nil {
 			a.log.Warn("jwks refetch after auth.keys.changed", "err", err)
 		}
-	}}, streams.Invalidator{Target: a.Projections, Streams: a.Streams}, a.log, a.Metrics)
+	}, APIKey: a.Projections.InvalidateAPIKey}, streams.Invalidator{Target: a.Projections, Streams: a.Streams}, a.log, a.Metrics)
 	if err != nil {
 		ln.Close()
 		adminLn.Close()
@@ -203,6 +204,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}
 	a.Subscriber = sub
 	go a.Keys.Run(bg)
+	go a.reportKeyUse(bg)
 	if a.cfg.RulesFile != "" {
 		watching := make(chan struct{}, 1)
 		go a.watchRules(bg, watching)
@@ -255,4 +257,31 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}
 	a.internal.CloseIdleConnections()
 	return runErr
+}
+
+// KeyUseEvery is how often the proxy reports the API keys it saw used
+// (coreapi records last_used_at at most once a minute per key anyway).
+const KeyUseEvery = time.Minute
+
+// reportKeyUse sends coreapi the keys used since the last report, every
+// KeyUseEvery, and once more when ctx ends.
+func (a *App) reportKeyUse(ctx context.Context) {
+	t := time.NewTicker(KeyUseEvery)
+	defer t.Stop()
+	report := func(ctx context.Context) {
+		if _, err := a.Projections.ReportUsed(ctx); err != nil {
+			a.log.Warn("report api key use", "err", err)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			report(fctx)
+			cancel()
+			return
+		case <-t.C:
+			report(ctx)
+		}
+	}
 }

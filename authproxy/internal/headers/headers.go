@@ -335,3 +335,41 @@ func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
 	}
 	return tok
 }
+
+// APIKeyHeader is the header an API key may be sent in (besides
+// Authorization: Bearer).
+const APIKeyHeader = "X-Api-Key"
+
+// APIKey reports the X-API-Key headers of the request, under any spelling
+// of the name ('_' read as '-', any case): how many there are and the
+// first one's value (aliasing h).
+func APIKey(h *fasthttp.RequestHeader) (v []byte, n int) {
+	for k, val := range h.All() {
+		if len(k) == len(APIKeyHeader) && equalFold(k, APIKeyHeader) {
+			if n == 0 {
+				v = val
+			}
+			n++
+		}
+	}
+	return v, n
+}
+
+// DelAPIKey removes every X-API-Key header (any spelling of the name).
+func DelAPIKey(h *fasthttp.RequestHeader) {
+	for range 64 { // bounded: each pass deletes one name and its duplicates
+		var name [len(APIKeyHeader)]byte
+		found := false
+		for k := range h.All() {
+			if len(k) == len(APIKeyHeader) && equalFold(k, APIKeyHeader) {
+				copy(name[:], k)
+				found = true
+				break
+			}
+		}
+		if !found {
+			return
+		}
+		h.DelBytes(name[:])
+	}
+}

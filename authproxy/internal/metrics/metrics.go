@@ -18,6 +18,7 @@ const (
 	CacheToken      = "token"
 	CacheNegative   = "token_negative"
 	CacheProjection = "projection"
+	CacheAPIKey     = "api_key"
 )
 
 // Metrics holds every metric the proxy records.
@@ -49,6 +50,11 @@ type Metrics struct {
 	RulesGeneration   prometheus.Gauge
 	RulesReloadFailed prometheus.Counter
 	UntrustedXFF      prometheus.Counter
+	// APIKeyRefusals counts API keys refused at the proxy, by reason:
+	// malformed, not_a_key (a JWT in X-API-Key), in_query, ambiguous
+	// (X-API-Key and Authorization), unknown, wrong_secret, revoked
+	// (or expired), rate_limited.
+	APIKeyRefusals *prometheus.CounterVec
 }
 
 type observer struct{ prometheus.Observer }
@@ -117,6 +123,9 @@ func New() *Metrics {
 		RulesReloadFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
 		}),
+		APIKeyRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_api_key_refusals_total", Help: "API keys refused at the proxy, by reason (wrong_secret counts guesses; rate_limited the requests refused 429 per key id and client IP).",
+		}, []string{"reason"}),
 		UntrustedXFF: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_untrusted_forwarded_for_total", Help: "Requests that carried X-Forwarded-For from a peer outside TRUSTED_PROXY_CIDRS (header dropped, the peer taken as the client).",
 		}),
@@ -129,7 +138,10 @@ func New() *Metrics {
 		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
 	})
 	buildInfo.Set(1)
-	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals)
+	for _, r := range []string{"malformed", "not_a_key", "in_query", "ambiguous", "unknown", "wrong_secret", "revoked", "rate_limited"} {
+		m.APIKeyRefusals.WithLabelValues(r)
+	}
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
 		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)
@@ -140,7 +152,7 @@ func New() *Metrics {
 		{"jwks", "transport"}, {"jwks", "status"}} {
 		m.UpstreamErrors.WithLabelValues(tk[0], tk[1])
 	}
-	for _, k := range []string{"user", "tenant", "all"} {
+	for _, k := range []string{"user", "tenant", "all", "apikey"} {
 		m.Invalidations.WithLabelValues(k)
 	}
 	m.VerifyOK = m.Verifications.WithLabelValues("ok")

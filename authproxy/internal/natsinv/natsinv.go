@@ -33,6 +33,7 @@ type Subscriber struct {
 	nc  *nats.Conn
 	sub *nats.Subscription
 	t   Target
+	key func(string)
 	log *slog.Logger
 	m   *metrics.Metrics
 	now func() time.Time
@@ -49,6 +50,10 @@ type Options struct {
 	// KeysChanged is called for each auth.keys.changed event (coreapi's
 	// signing keys changed): refetch the key set now. nil: not subscribed.
 	KeysChanged func()
+	// APIKey is called for each auth.invalidate.apikey.<public id> event
+	// (a key revoked): forget the key. nil: such events are counted and
+	// dropped.
+	APIKey func(publicID string)
 }
 
 // Connect connects (retrying in the background if NATS is not up yet) and
@@ -67,7 +72,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	if o.Rand == nil {
 		o.Rand = rand.Float64
 	}
-	s := &Subscriber{t: t, log: log, m: m, now: o.Now}
+	s := &Subscriber{t: t, key: o.APIKey, log: log, m: m, now: o.Now}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
@@ -157,6 +162,11 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 	case invalidation.KindAll:
 		s.t.InvalidateAll()
 		s.m.Invalidations.WithLabelValues("all").Inc()
+	case invalidation.KindAPIKey:
+		if s.key != nil {
+			s.key(id)
+		}
+		s.m.Invalidations.WithLabelValues("apikey").Inc()
 	default:
 		s.m.Invalidations.WithLabelValues("unknown").Inc()
 		s.log.Warn("invalidation subject not understood", "subject", msg.Subject)

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/valyala/fasthttp"
 )
@@ -95,4 +97,94 @@ func errKind(err error) string {
 		return "no_free_conns"
 	}
 	return "transport"
+}
+
+// post sends a signed JSON POST to one of coreapi's internal routes and
+// returns the status; the body is in resp.
+func (f *HTTPFetcher) post(ctx context.Context, path string, body []byte, requestID string, resp *fasthttp.Response) (int, error) {
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(path)
+	req.Header.SetHost(f.host)
+	req.Header.SetContentType("application/json")
+	req.Header.Set("Accept", "application/json")
+	if requestID == "" {
+		// coreapi refuses a signature without a request id (replays).
+		requestID = "authproxy-" + strconv.FormatInt(f.now().UnixNano(), 36)
+	}
+	req.Header.Set(identity.HeaderRequestID, requestID)
+	req.SetBody(body)
+	ts := f.now().UnixMilli()
+	id := identity.Identity{Principal: identity.PrincipalAnonymous}
+	r := identity.Request{Timestamp: ts, RequestID: requestID, Method: fasthttp.MethodPost, PathQuery: path, BodySHA256: sha256.Sum256(body)}
+	req.Header.Set(identity.HeaderKeyID, f.signer.KeyID())
+	req.Header.Set(identity.HeaderPrincipal, identity.PrincipalAnonymous)
+	req.Header.Set(identity.HeaderEmailVerified, "false")
+	req.Header.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(identity.HeaderSignature, f.signer.Sign(&id, &r))
+	timeout := f.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if err := f.hc.DoTimeout(req, resp, timeout); err != nil {
+		f.m.UpstreamErrors.WithLabelValues("projection", errKind(err)).Inc()
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return resp.StatusCode(), nil
+}
+
+// FetchKey implements KeyFetcher: POST apikey.ResolvePath. The key
+// travels in the signed body, never in a URL.
+func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID string) (*apikey.Projection, error) {
+	body, err := json.Marshal(apikey.ResolveRequest{Key: string(key)})
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	code, err := f.post(ctx, apikey.ResolvePath, body, requestID, resp)
+	switch {
+	case err != nil:
+		return nil, err
+	case code == fasthttp.StatusOK:
+	case code == fasthttp.StatusUnauthorized:
+		return nil, ErrWrongSecret
+	case code == fasthttp.StatusNotFound:
+		return nil, ErrKeyUnknown
+	case code == fasthttp.StatusGone:
+		return nil, ErrKeyRevoked
+	case code >= 500:
+		f.m.UpstreamErrors.WithLabelValues("projection", "status_5xx").Inc()
+		return nil, fmt.Errorf("%w: status %d", ErrUnavailable, code)
+	default:
+		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
+		return nil, fmt.Errorf("%w: status %d", ErrUpstream, code)
+	}
+	if len(resp.Body()) > maxProjection {
+		return nil, fmt.Errorf("%w: body too large", ErrUpstream)
+	}
+	var p apikey.Projection
+	if err := json.Unmarshal(resp.Body(), &p); err != nil {
+		return nil, fmt.Errorf("%w: decode: %w", ErrUpstream, err)
+	}
+	return &p, nil
+}
+
+// ReportUsed implements KeyFetcher: POST apikey.UsedPath.
+func (f *HTTPFetcher) ReportUsed(ctx context.Context, publicIDs []string) error {
+	body, err := json.Marshal(apikey.UsedRequest{Keys: publicIDs})
+	if err != nil {
+		return fmt.Errorf("encode used keys: %w", err)
+	}
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	code, err := f.post(ctx, apikey.UsedPath, body, "", resp)
+	if err != nil {
+		return err
+	}
+	if code != fasthttp.StatusNoContent {
+		return fmt.Errorf("%w: report used API keys: status %d", ErrUpstream, code)
+	}
+	return nil
 }

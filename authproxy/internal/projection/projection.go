@@ -87,6 +87,10 @@ type Options struct {
 	// ErrOverloaded rather than piling onto a struggling coreapi. 0: no bound.
 	MaxFetches int
 	Now        func() time.Time
+	// Keys resolves API keys (nil: GetKey answers ErrKeysUnsupported).
+	// Key entries share the TTLs, the fetch bound and the user, tenant and
+	// global invalidations with projections.
+	Keys KeyFetcher
 }
 
 // Cache is the projection cache.
@@ -102,7 +106,9 @@ type Cache struct {
 	sf     singleflight.Group
 	slots  chan struct{} // nil: no bound on fetches
 	cc     metrics.CacheCounters
+	kc     metrics.CacheCounters
 	m      *metrics.Metrics
+	keys   *keyTable
 }
 
 // New returns a Cache reading through f.
@@ -116,7 +122,8 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 	if opt.EntryCost <= 0 {
 		opt.EntryCost = EntryBytes
 	}
-	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection)}
+	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection),
+		kc: m.Cache(metrics.CacheAPIKey), keys: &keyTable{f: opt.Keys}}
 	if opt.MaxFetches > 0 {
 		c.slots = make(chan struct{}, opt.MaxFetches)
 	}
@@ -155,12 +162,14 @@ func (c *Cache) gens(sub, tid string) [3]uint64 {
 
 // fresh applies the bounded staleness while the feed is down; the clock is
 // read only then.
-func (c *Cache) fresh(e *Entry) bool {
+func (c *Cache) fresh(e *Entry) bool { return c.freshAt(e.fetchedAt) }
+
+func (c *Cache) freshAt(fetchedAt int64) bool {
 	down := c.down.Load()
 	if down == 0 {
 		return true
 	}
-	return c.opt.Now().UnixNano()-max(e.fetchedAt, down) <= int64(c.opt.MaxStaleness)
+	return c.opt.Now().UnixNano()-max(fetchedAt, down) <= int64(c.opt.MaxStaleness)
 }
 
 // Valid reports whether e, an entry Get returned earlier, still stands at
@@ -257,15 +266,24 @@ func newEntry(sub, tid string, p *identity.Projection) (*Entry, error) {
 }
 
 // InvalidateUser makes every entry of the user a miss.
-func (c *Cache) InvalidateUser(id string) { c.user[c.stripe(id)].Add(1) }
+func (c *Cache) InvalidateUser(id string) {
+	c.user[c.stripe(id)].Add(1)
+	c.keys.ut.Add(1)
+}
 
 // InvalidateTenant makes every entry of the tenant a miss.
-func (c *Cache) InvalidateTenant(id string) { c.tenant[c.stripe(id)].Add(1) }
+func (c *Cache) InvalidateTenant(id string) {
+	c.tenant[c.stripe(id)].Add(1)
+	c.keys.ut.Add(1)
+}
 
 // InvalidateAll makes every entry a miss and frees them.
 func (c *Cache) InvalidateAll() {
 	c.global.Add(1)
 	c.cache.Clear()
+	for i := range c.keys.slots {
+		c.keys.slots[i].Store(nil)
+	}
 }
 
 // Disconnected records that the invalidation feed went down at t; from

@@ -35,6 +35,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -66,6 +67,8 @@ type warm struct {
 	amr      string // X-Auth-Amr
 	authTime string // X-Auth-Auth-Time
 	mac      *identity.IdentityMAC
+	// principal is X-Auth-Principal: user, or api_key (apikey.go).
+	principal string
 }
 
 // WarmBytes is the heap the warm state of a cached token costs (on top of
@@ -77,15 +80,15 @@ const WarmBytes = 210
 // newWarm is the warm state of a token with claims cl and projection e,
 // not yet signed for an upstream.
 func newWarm(cl *tokens.Claims, e *projection.Entry) *warm {
-	return &warm{pe: e, amr: identity.JoinList(cl.AMR), authTime: identity.FormatAuthTime(cl.AuthTime)}
+	return &warm{pe: e, amr: identity.JoinList(cl.AMR), authTime: identity.FormatAuthTime(cl.AuthTime), principal: identity.PrincipalUser}
 }
 
 // signed is w with the HMAC state over the identity block for signer.
 func (w *warm) signed(cl *tokens.Claims, signer *identity.KeySigner) *warm {
 	e := w.pe
-	id := identity.Identity{Principal: identity.PrincipalUser, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
+	id := identity.Identity{Principal: w.principal, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
 		Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
-	return &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: signer.NewIdentityMAC(&id)}
+	return &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: signer.NewIdentityMAC(&id), principal: w.principal}
 }
 
 // Deps are what the app needs; all but Now are required.
@@ -95,6 +98,7 @@ type Deps struct {
 	Router       *Router
 	Verifier     Verifier
 	Projections  Projections
+	Keys         Keys // API keys (apikey.go)
 	TrustedCIDRs []netip.Prefix
 	Now          func() time.Time
 	// Streams carries WebSocket upgrades and stream routes; nil: none.
@@ -118,6 +122,10 @@ type Options struct {
 	WriteTimeout  time.Duration
 	IdleTimeout   time.Duration
 	AccessLog     bool
+	// APIKeyFailures wrong secrets per key and client IP within
+	// APIKeyFailWindow lock the pair out (0: the defaults, apikey.go).
+	APIKeyFailures   int
+	APIKeyFailWindow time.Duration
 }
 
 // Server is the public app.
@@ -133,6 +141,7 @@ type Server struct {
 	// xffWarnAt is when (unix ns) the next untrusted-X-Forwarded-For
 	// warning may be logged.
 	xffWarnAt atomic.Int64
+	keyLimit  *keyLimiter
 }
 
 // xffWarnEvery spaces the untrusted-X-Forwarded-For warnings.
@@ -155,7 +164,9 @@ type state struct {
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line
 	upgrade   headers.Upgrade
-	wsBearer  bool // Authorization came from Sec-WebSocket-Protocol
+	wsBearer  bool   // Authorization came from Sec-WebSocket-Protocol
+	xkey      []byte // X-API-Key's value, copied (apikey.go)
+	xkeyN     int    // X-API-Key headers sent
 	route     string
 	outcome   string
 }
@@ -169,11 +180,11 @@ func New(d Deps, o Options) *Server {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	s := &Server{d: d, o: o, idPrefix: hex.EncodeToString(b[:]) + "-"}
+	s := &Server{d: d, o: o, idPrefix: hex.EncodeToString(b[:]) + "-", keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
 	s.router.Store(d.Router)
 	s.pool.New = func() any {
 		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), lpath: make([]byte, 0, 256),
-			uri: make([]byte, 0, 512), sig: make([]byte, 0, 64), ts: make([]byte, 0, 20), ip: make([]byte, 0, 64)}
+			uri: make([]byte, 0, 512), sig: make([]byte, 0, 64), ts: make([]byte, 0, 20), ip: make([]byte, 0, 64), xkey: make([]byte, 0, 80)}
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:                      "tollgate-authproxy",
@@ -352,6 +363,9 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	// One load: the request keeps this router to the end, whatever a
 	// reload swaps in meanwhile.
 	rt := s.router.Load()
+	if err := s.keyHygiene(c, st); err != nil {
+		return err
+	}
 	var g *rules.Group
 	g, st.lpath = rt.Table.Match(st.path, st.lpath)
 	if g == nil {
@@ -367,13 +381,18 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	switch route.Access {
 	case rules.Public:
 		st.outcome = "public"
+		dropBearerKey(h, s.o.MaxTokenBytes)
 		return s.forward(c, st, rt, route, nil, nil)
 	case rules.Optional, rules.Protected:
 	default:
 		st.outcome = "no_route"
 		return errNotFound
 	}
-	te, err := s.token(c, st, h, rt, route)
+	raw, haveD := headers.BearerCandidate(h, s.o.MaxTokenBytes)
+	if st.xkeyN > 0 || haveD && apikey.HasPrefix(raw) {
+		return s.authorizeKey(c, st, rt, route, raw)
+	}
+	te, err := s.token(c, st, h, rt, route, raw, haveD)
 	if te == nil {
 		if err == errInvalidToken && route.IgnoreBadBearer {
 			return s.forwardAnonymous(c, st, rt, route)
@@ -446,9 +465,8 @@ func (s *Server) forwardAnonymous(c *fiber.Ctx, st *state, rt *Router, route *ru
 // nil and the error to answer (nil, nil: an optional route without a
 // token, already forwarded). A token whose digest hits the cache skips the
 // syntax check: only a token that passed it was ever cached.
-func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route) (*tokens.Entry, error) {
+func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route, raw []byte, haveD bool) (*tokens.Entry, error) {
 	d := &st.digest // in the pooled state: a local would escape
-	raw, haveD := headers.BearerCandidate(h, s.o.MaxTokenBytes)
 	if haveD {
 		*d = tokens.Digest(raw)
 		te, hit, err := s.d.Verifier.Cached(d, st.start)
@@ -570,7 +588,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	} else {
 		e := w.pe
 		emailVerified = e.P.EmailVerified
-		h.Add(identity.HeaderPrincipal, identity.PrincipalUser)
+		h.Add(identity.HeaderPrincipal, w.principal)
 		h.Add(identity.HeaderUserID, cl.Sub)
 		h.Add(identity.HeaderTenantID, cl.Tid)
 		h.Add(identity.HeaderSessionID, cl.Sid)
@@ -807,9 +825,14 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 // bearerText matches credentials in a raw error that quotes the request.
 var bearerText = regexp.MustCompile(`(?i)(bearer|basic)\s+[^\s"\\]+`)
 
+// apiKeyText matches an API key anywhere (a header or query quoted in an
+// error).
+var apiKeyText = regexp.MustCompile(`tg_[a-z0-9]{4,}[_A-Za-z0-9%]*`)
+
 // redact keeps credentials out of the log and bounds the line.
 func redact(s string) string {
 	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
+	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
 	if len(s) > 512 {
 		s = s[:512] + "..."
 	}

@@ -118,6 +118,11 @@ func (e *Entry) Aux() any { return e.aux.Load() }
 // SetAux attaches v (always of one concrete type) to the entry.
 func (e *Entry) SetAux(v any) { e.aux.Store(v) }
 
+// NewEntry returns an entry for claims established elsewhere (an API key
+// resolved by coreapi), never cached here: callers attach their state to
+// it (SetAux) as to a cached token's.
+func NewEntry(c *Claims) *Entry { return &Entry{claims: c, expires: math.MaxInt64} }
+
 // EntryBytes is the heap an entry of a verified token costs while cached:
 // the entry, its claims and their strings, and the cache's bookkeeping for
 // it; state a caller attaches (SetAux) is on top. It is measured by

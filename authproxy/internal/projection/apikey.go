@@ -1,0 +1,239 @@
+package projection
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+)
+
+// Errors of GetKey. All mean "refused" (401) to the client.
+var (
+	// ErrKeyUnknown: coreapi knows no key with this public id.
+	ErrKeyUnknown = errors.New("projection: no such API key")
+	// ErrWrongSecret: the key exists; the secret presented is not its.
+	ErrWrongSecret = errors.New("projection: wrong API key secret")
+	// ErrKeyRevoked: the secret is right; the key is revoked or expired.
+	ErrKeyRevoked = errors.New("projection: API key revoked or expired")
+	// ErrKeysUnsupported: the cache has no KeyFetcher.
+	ErrKeysUnsupported = fmt.Errorf("%w: API keys not configured", ErrUnavailable)
+)
+
+// KeyFetcher resolves API keys at coreapi and reports their use.
+type KeyFetcher interface {
+	// FetchKey answers what key (the whole secret) may do, or ErrKeyUnknown,
+	// ErrWrongSecret, ErrKeyRevoked, or an ErrUnavailable/ErrUpstream error.
+	FetchKey(ctx context.Context, key []byte, requestID string) (*apikey.Projection, error)
+	// ReportUsed tells coreapi the keys were used.
+	ReportUsed(ctx context.Context, publicIDs []string) error
+}
+
+// KeyEntry is a resolved API key: the verified secret's digest, the
+// projection of its user with the key's effective permissions (E, for
+// the same decision as a token's), and a token entry standing for it
+// (Token: synthetic claims of the acting user, no session, on which the
+// server keeps its warm signing state). Shared by all requests carrying
+// the key: never modify it.
+type KeyEntry struct {
+	PublicID, KeyID, Kind string
+	E                     *Entry
+	Token                 *tokens.Entry
+	digest                [sha256.Size]byte
+	keyExpires            int64 // unix nanos; 0: never
+	err                   error // ErrKeyUnknown (no digest) or ErrKeyRevoked
+	gens                  [4]uint64
+	us, ts, ks            int
+	fetchedAt, expires    int64
+	used                  atomic.Bool
+}
+
+// keySlots is the size of the direct-mapped table of resolved keys.
+const keySlots = 1 << 14
+
+// keyTable is the API-key half of the cache: a direct-mapped table of
+// entries indexed by a hash of the public id (a collision replaces an
+// entry; the next request refetches it), the keys' own invalidation
+// stripes, and the counter of user/tenant invalidations that tells a fill
+// whether one raced it.
+type keyTable struct {
+	f     KeyFetcher
+	slots [keySlots]atomic.Pointer[KeyEntry]
+	key   [stripes]atomic.Uint64
+	// ut counts user and tenant invalidations: a fill learns its user and
+	// tenant only from the answer, so it keeps its entry only if no such
+	// invalidation happened while it was fetched.
+	ut atomic.Uint64
+}
+
+func (c *Cache) keySlot(publicID []byte) *atomic.Pointer[KeyEntry] {
+	return &c.keys.slots[maphash.Bytes(c.seed, publicID)%keySlots]
+}
+
+// validKey: within its time in the cache, nothing invalidated since it was
+// fetched (user, tenant, key, everything), trusted while the feed is down.
+func (c *Cache) validKey(e *KeyEntry, now int64) bool {
+	return now < e.expires &&
+		e.gens == [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), c.global.Load(), c.keys.key[e.ks].Load()} &&
+		c.freshAt(e.fetchedAt)
+}
+
+// GetKey returns the entry of the API key whose whole text is key (its
+// public id pid, its SHA-256 d), from the cache or coreapi. A cached key
+// is checked by comparing d with the digest of the secret coreapi
+// verified, in constant time: a warm key costs no fetch. A wrong secret
+// for a cached key is refused without a fetch. key may alias request
+// memory: it is not kept.
+func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID string) (*KeyEntry, error) {
+	if c.keys.f == nil {
+		return nil, ErrKeysUnsupported
+	}
+	nowNs := now.UnixNano()
+	slot := c.keySlot(pid)
+	if e := slot.Load(); e != nil && e.PublicID == string(pid) && c.validKey(e, nowNs) {
+		c.kc.Hits.Inc()
+		return e.check(d, nowNs)
+	}
+	c.kc.Misses.Inc()
+	ks := c.stripeBytes(pid)
+	kg, gg, ut := c.keys.key[ks].Load(), c.global.Load(), c.keys.ut.Load()
+	fk := string(pid) + hex.EncodeToString(d[:8]) + "." + strconv.FormatUint(kg, 36) + "." + strconv.FormatUint(gg, 36) + "." + strconv.FormatUint(ut, 36)
+	res, err, _ := c.sf.Do(fk, func() (any, error) {
+		if c.slots != nil {
+			select {
+			case c.slots <- struct{}{}:
+				defer func() { <-c.slots }()
+			default:
+				c.m.ProjectionFetches.WithLabelValues("overloaded").Inc()
+				return nil, ErrOverloaded
+			}
+		}
+		fetchedAt := c.opt.Now().UnixNano()
+		p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID)
+		e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt}
+		ttl := c.opt.TTL
+		switch {
+		case err == nil:
+			if err := e.fill(p); err != nil {
+				c.m.ProjectionFetches.WithLabelValues("bad").Inc()
+				return nil, err
+			}
+			c.m.ProjectionFetches.WithLabelValues("ok").Inc()
+			e.us, e.ts = c.stripe(e.E.Sub), c.stripe(e.E.Tid)
+		case errors.Is(err, ErrKeyUnknown), errors.Is(err, ErrKeyRevoked):
+			c.m.ProjectionFetches.WithLabelValues("not_found").Inc()
+			e.err = err
+			ttl = c.opt.NegativeTTL
+		case errors.Is(err, ErrWrongSecret):
+			// Never cached: the right secret must still be resolved.
+			c.m.ProjectionFetches.WithLabelValues("not_found").Inc()
+			return nil, err
+		default:
+			c.m.ProjectionFetches.WithLabelValues("error").Inc()
+			return nil, err
+		}
+		e.expires = fetchedAt + int64(ttl)
+		e.gens = [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), gg, kg}
+		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && c.keys.ut.Load() == ut {
+			if old := slot.Swap(e); old != nil && old.PublicID == e.PublicID && old.used.Load() {
+				e.used.Store(true) // a refill keeps the unreported use
+			}
+		}
+		return e, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	e := res.(*KeyEntry)
+	if e.err == ErrKeyUnknown {
+		return nil, ErrKeyUnknown
+	}
+	return e.check(d, nowNs)
+}
+
+// check answers a request presenting digest d to e.
+func (e *KeyEntry) check(d *[sha256.Size]byte, now int64) (*KeyEntry, error) {
+	if e.err == ErrKeyUnknown {
+		return nil, ErrKeyUnknown
+	}
+	if subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
+		return nil, ErrWrongSecret
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	if e.keyExpires != 0 && now >= e.keyExpires {
+		return nil, ErrKeyRevoked
+	}
+	return e, nil
+}
+
+func (e *KeyEntry) fill(p *apikey.Projection) error {
+	if !apikey.ValidPublicID(p.PublicID) || p.PublicID != e.PublicID {
+		return fmt.Errorf("%w: API key %q answered for %q", ErrUpstream, p.PublicID, e.PublicID)
+	}
+	if !tokens.ValidID(p.UserID) || !tokens.ValidID(p.TenantID) {
+		return fmt.Errorf("%w: API key of user %q in tenant %q", ErrUpstream, p.UserID, p.TenantID)
+	}
+	ip := p.Projection
+	ip.Roles = nil
+	pe, err := newEntry(p.UserID, p.TenantID, &ip)
+	if err != nil {
+		return err
+	}
+	e.KeyID, e.Kind, e.E = p.KeyID, p.Kind, pe
+	if p.ExpiresAt != nil {
+		e.keyExpires = p.ExpiresAt.UnixNano()
+	}
+	// Synthetic claims: the acting user, no session; a key is not
+	// affected by the user's token version (sign-outs end sessions, not
+	// keys) and carries no authentication methods.
+	e.Token = tokens.NewEntry(&tokens.Claims{Sub: p.UserID, Tid: p.TenantID, TV: math.MaxInt64})
+	return nil
+}
+
+// MarkUsed records that e authenticated a request (reported to coreapi by
+// ReportUsed). It writes only the first time between reports.
+func (e *KeyEntry) MarkUsed() {
+	if !e.used.Load() {
+		e.used.Store(true)
+	}
+}
+
+// InvalidateAPIKey makes the key with this public id a miss.
+func (c *Cache) InvalidateAPIKey(publicID string) { c.keys.key[c.stripe(publicID)].Add(1) }
+
+func (c *Cache) stripeBytes(b []byte) int { return int(maphash.Bytes(c.seed, b) % stripes) }
+
+// ReportUsed sends coreapi the public ids of the keys used since the last
+// call (at most apikey.MaxUsedKeys per request); run it about once a
+// minute. It returns how many keys it reported.
+func (c *Cache) ReportUsed(ctx context.Context) (int, error) {
+	if c.keys.f == nil {
+		return 0, nil
+	}
+	var ids []string
+	n := 0
+	for i := range c.keys.slots {
+		if e := c.keys.slots[i].Load(); e != nil && e.used.Load() && e.used.CompareAndSwap(true, false) {
+			ids = append(ids, e.PublicID)
+		}
+		if len(ids) == apikey.MaxUsedKeys || i == len(c.keys.slots)-1 && len(ids) > 0 {
+			if err := c.keys.f.ReportUsed(ctx, ids); err != nil {
+				return n, err
+			}
+			n += len(ids)
+			ids = ids[:0]
+		}
+	}
+	return n, nil
+}

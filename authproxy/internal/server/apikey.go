@@ -1,0 +1,315 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/valyala/fasthttp"
+)
+
+// Keys resolves API keys (the projection cache).
+type Keys interface {
+	GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID string) (*projection.KeyEntry, error)
+}
+
+// Wrong-secret limits: after APIKeyFailures wrong secrets for one key from
+// one client IP within APIKeyFailWindow, every attempt at that key from
+// that IP is answered 429 until the window ends. Other IPs are not
+// affected, so nobody can lock a real key out from elsewhere.
+const (
+	DefaultAPIKeyFailures   = 10
+	DefaultAPIKeyFailWindow = time.Minute
+	// maxKeyFailPairs bounds the (key, IP) pairs remembered; beyond it an
+	// arbitrary pair is forgotten.
+	maxKeyFailPairs = 100_000
+)
+
+// Refusals of API keys.
+var (
+	errKeyInQuery = &httpError{status: 400, code: problem.CodeAPIKeyInQuery,
+		detail: "API keys are not accepted in the query string (URLs end up in logs): send it as Authorization: Bearer or X-API-Key; this key should now be considered exposed"}
+	errKeyAmbiguous = &httpError{status: 400, code: problem.CodeAmbiguousCredentials,
+		detail: "send either X-API-Key or Authorization, not both"}
+	errKeyMalformed = &httpError{status: 401, code: problem.CodeInvalidToken,
+		detail: "malformed API key: want tg_ + 16 [a-z0-9] + _ + 43 [A-Za-z0-9]", wwwAuth: `Bearer error="invalid_token"`}
+	errNotAKey = &httpError{status: 401, code: problem.CodeInvalidToken,
+		detail: "X-API-Key holds no API key (tg_...); send access tokens as Authorization: Bearer", wwwAuth: `Bearer error="invalid_token"`}
+	errKeyInvalid = &httpError{status: 401, code: problem.CodeInvalidToken,
+		detail: "the API key is not valid", wwwAuth: `Bearer error="invalid_token"`}
+	errKeyCreatesKey = &httpError{status: 403, code: problem.CodeForbidden, detail: "an API key cannot create API keys"}
+	errKeyStepUp     = &httpError{status: 403, code: problem.CodeInsufficientUserAuthentication,
+		detail: "this route needs a recent second factor, which an API key cannot give"}
+)
+
+// keyHygiene runs on every request before routing: a key in the query
+// string is refused, X-API-Key is taken out of the request (copied into
+// st; it never reaches an upstream), and X-API-Key with Authorization is
+// refused.
+func (s *Server) keyHygiene(c *fiber.Ctx, st *state) error {
+	st.xkey, st.xkeyN = st.xkey[:0], 0
+	if q := c.Request().URI().QueryString(); len(q) > 0 && keyInQuery(q) {
+		st.outcome = "api_key_in_query"
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
+		return errKeyInQuery
+	}
+	h := &c.Request().Header
+	v, n := headers.APIKey(h)
+	if n == 0 {
+		return nil
+	}
+	st.xkeyN = n
+	if len(v) <= apikey.Len+1 { // longer is malformed: not worth a copy
+		st.xkey = append(st.xkey, v...)
+	} else {
+		st.xkey = append(st.xkey, v[:apikey.Len+1]...)
+	}
+	headers.DelAPIKey(h)
+	if n > 1 || len(h.Peek(fiber.HeaderAuthorization)) > 0 {
+		st.outcome = "ambiguous_credentials"
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("ambiguous").Inc()
+		return errKeyAmbiguous
+	}
+	return nil
+}
+
+// keyInQuery reports whether a query parameter's name or value starts with
+// "tg_" (percent-encoded or not). The raw scan is cheap; only a hit parses
+// the query.
+func keyInQuery(q []byte) bool {
+	if !bytes.Contains(q, []byte("tg")) {
+		return false
+	}
+	var args fasthttp.Args
+	args.ParseBytes(q)
+	for k, v := range args.All() {
+		if apikey.HasPrefix(k) || apikey.HasPrefix(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropBearerKey removes an Authorization: Bearer tg_... from a request to a
+// public route (the upstream never sees a key).
+func dropBearerKey(h *fasthttp.RequestHeader, maxLen int) {
+	if raw, ok := headers.BearerCandidate(h, maxLen); ok && apikey.HasPrefix(raw) {
+		h.Del(fiber.HeaderAuthorization)
+	}
+}
+
+// keyWarm is the warm state of a key entry (see warm): its principal is
+// api_key and it has no authentication methods or time.
+func keyWarm(e *projection.KeyEntry) *warm {
+	return &warm{pe: e.E, principal: identity.PrincipalAPIKey}
+}
+
+// authorizeKey authenticates a request carrying an API key (X-API-Key, or
+// raw: the Authorization bearer starting with "tg_") and authorizes it as
+// the key's user with the key's effective permissions.
+func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, raw []byte) error {
+	key := raw
+	if st.xkeyN > 0 {
+		key = st.xkey
+	}
+	pid, ok := apikey.Parse(key)
+	if !ok {
+		st.outcome = "bad_api_key"
+		if st.xkeyN > 0 && !apikey.HasPrefix(key) {
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("not_a_key").Inc()
+			return s.keyRefused(c, st, rt, route, errNotAKey)
+		}
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("malformed").Inc()
+		return s.keyRefused(c, st, rt, route, errKeyMalformed)
+	}
+	st.ip = s.clientIP(c, st, st.ip[:0])
+	if wait := s.keyLimit.locked(pid, st.ip, st.start); wait > 0 {
+		st.outcome = "api_key_rate_limited"
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("rate_limited").Inc()
+		return &httpError{status: 429, code: problem.CodeTooManyRequests,
+			detail:     "too many wrong secrets for this API key from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
+			retryAfter: true}
+	}
+	st.digest = sha256.Sum256(key)
+	ke, err := s.d.Keys.GetKey(c.Context(), key, pid, &st.digest, st.start, b2s(st.reqID))
+	if err != nil {
+		st.outcome = "api_key"
+		switch {
+		case errors.Is(err, projection.ErrWrongSecret):
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("wrong_secret").Inc()
+			s.keyLimit.fail(pid, st.ip, st.start)
+			s.logInvalid(c, st, err)
+			return s.keyRefused(c, st, rt, route, errKeyInvalid)
+		case errors.Is(err, projection.ErrKeyUnknown):
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown").Inc()
+			s.logInvalid(c, st, err)
+			return s.keyRefused(c, st, rt, route, errKeyInvalid)
+		case errors.Is(err, projection.ErrKeyRevoked):
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("revoked").Inc()
+			s.logInvalid(c, st, err)
+			return s.keyRefused(c, st, rt, route, errKeyInvalid)
+		case errors.Is(err, projection.ErrUnavailable):
+			s.d.Log.Warn("api key fetch", "err", err, "request_id", string(st.reqID))
+			return unavailable("identity service unavailable")
+		}
+		s.d.Log.Error("api key fetch", "err", err, "request_id", string(st.reqID))
+		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
+	}
+	w, _ := ke.Token.Aux().(*warm)
+	if w == nil {
+		w = keyWarm(ke)
+		ke.Token.SetAux(w)
+	}
+	claims := ke.Token.Claims()
+	out := decide.Decide(claims, ke.E, route)
+	st.authAt = s.d.Now()
+	s.d.Metrics.AuthDuration.Observe(st.authAt.Sub(st.start).Seconds())
+	st.outcome = out.String()
+	if out == decide.Allow {
+		if route.Core && keyCreation(c.Request().Header.Method(), st.path) {
+			st.outcome = "api_key_creates_key"
+			return errKeyCreatesKey
+		}
+		if out, _ = decide.Authn(claims, ke.E, route, b2s(c.Request().Header.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
+			st.outcome = out.String()
+			if out == decide.DenyMFAEnrollment {
+				return errMFAEnrollment
+			}
+			return errKeyStepUp
+		}
+	}
+	switch out {
+	case decide.Allow:
+	case decide.DenyScope:
+		return errScope
+	case decide.DenyEmailUnverified:
+		return errEmailUnverified
+	default:
+		s.logInvalid(c, st, errors.New(denyDetail[out]))
+		return s.keyRefused(c, st, rt, route, errKeyInvalid)
+	}
+	ke.MarkUsed()
+	return s.forward(c, st, rt, route, ke.Token, w)
+}
+
+// keyRefused answers a refused key: err, or an anonymous forward on routes
+// that ask for one (Route.IgnoreBadBearer).
+func (s *Server) keyRefused(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, err *httpError) error {
+	if route.IgnoreBadBearer {
+		return s.forwardAnonymous(c, st, rt, route)
+	}
+	return err
+}
+
+// keyCreation: coreapi's key-creating routes, which no key may call.
+func keyCreation(method, path []byte) bool {
+	return string(method) == fiber.MethodPost &&
+		(string(path) == "/api/v1/api-keys" || string(path) == "/api/v1/users/me/api-keys")
+}
+
+// keyLimiter counts wrong secrets per (key public id, client IP) in fixed
+// windows.
+type keyLimiter struct {
+	limit  int
+	window int64 // nanoseconds
+	seed   maphash.Seed
+	n      atomic.Int64 // pairs held: 0 skips the lock on the warm path
+	mu     sync.Mutex
+	pairs  map[uint64]*failWindow
+}
+
+type failWindow struct {
+	start int64 // unix nanos
+	n     int
+}
+
+func newKeyLimiter(limit int, window time.Duration) *keyLimiter {
+	if limit <= 0 {
+		limit = DefaultAPIKeyFailures
+	}
+	if window <= 0 {
+		window = DefaultAPIKeyFailWindow
+	}
+	return &keyLimiter{limit: limit, window: int64(window), seed: maphash.MakeSeed(), pairs: map[uint64]*failWindow{}}
+}
+
+func (l *keyLimiter) pair(pid, ip []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(l.seed)
+	_, _ = h.Write(pid)
+	_ = h.WriteByte(0)
+	_, _ = h.Write(ip)
+	return h.Sum64()
+}
+
+// locked returns how long (pid, ip) is still locked out at now (0: not).
+func (l *keyLimiter) locked(pid, ip []byte, now time.Time) time.Duration {
+	if l.n.Load() == 0 {
+		return 0
+	}
+	k, t := l.pair(pid, ip), now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.pairs[k]
+	switch {
+	case w == nil:
+		return 0
+	case t-w.start >= l.window:
+		delete(l.pairs, k)
+		l.n.Add(-1)
+		return 0
+	case w.n >= l.limit:
+		return time.Duration(w.start + l.window - t)
+	}
+	return 0
+}
+
+// fail counts a wrong secret for (pid, ip) at now.
+func (l *keyLimiter) fail(pid, ip []byte, now time.Time) {
+	k, t := l.pair(pid, ip), now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.pairs[k]
+	if w == nil || t-w.start >= l.window {
+		if w == nil {
+			if len(l.pairs) >= maxKeyFailPairs {
+				l.evict(t)
+			}
+			l.n.Add(1)
+		}
+		w = &failWindow{start: t}
+		l.pairs[k] = w
+	}
+	w.n++
+}
+
+// evict drops the pairs whose window ended, or else an arbitrary one.
+func (l *keyLimiter) evict(now int64) {
+	for k, w := range l.pairs {
+		if now-w.start >= l.window {
+			delete(l.pairs, k)
+			l.n.Add(-1)
+		}
+	}
+	for k := range l.pairs {
+		if len(l.pairs) < maxKeyFailPairs {
+			return
+		}
+		delete(l.pairs, k)
+		l.n.Add(-1)
+	}
+}
