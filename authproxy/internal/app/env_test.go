@@ -260,7 +260,7 @@ func (e *env) publishAndWait(subject string) {
 
 func (e *env) invalidations() float64 {
 	var n float64
-	for _, k := range []string{"user", "tenant", "all", "unknown"} {
+	for _, k := range []string{"user", "tenant", "all", "apikey", "unknown"} {
 		n += testutil.ToFloat64(e.app.Metrics.Invalidations.WithLabelValues(k))
 	}
 	return n

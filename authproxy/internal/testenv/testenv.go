@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -199,6 +201,19 @@ type Core struct {
 	// ProjectionStarted, when set, gets a value when a projection fetch
 	// starts waiting at the gate.
 	ProjectionStarted atomic.Pointer[chan struct{}]
+
+	apiKeys map[string]*apiKey // by public id
+	used    []string
+	// KeyFetches counts authenticated API-key resolves.
+	KeyFetches atomic.Int64
+}
+
+// apiKey is a key the stand-in resolves like coreapi: the whole secret,
+// the projection answered, and whether it is revoked or expired (410).
+type apiKey struct {
+	secret  string
+	p       apikey.Projection
+	revoked bool
 }
 
 // NewCore starts a Core on 127.0.0.1:0 accepting the core key; it stops
@@ -219,10 +234,12 @@ func newCore(t testing.TB, echoKey identity.Key) *Core {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Core{echoV: echoV, coreV: coreV, projections: map[string]*identity.Projection{}, jwksStatus: 200}
+	c := &Core{echoV: echoV, coreV: coreV, projections: map[string]*identity.Projection{}, jwksStatus: 200, apiKeys: map[string]*apiKey{}}
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, ReadBufferSize: 16 << 10})
 	app.Get("/.well-known/jwks.json", c.jwks)
 	app.Get(identity.ProjectionPath+"/:user", c.projection)
+	app.Post(apikey.ResolvePath, c.resolveKey)
+	app.Post(apikey.UsedPath, c.keysUsed)
 	// The stream and slow routes under a core prefix and under an app's.
 	for _, p := range []string{"/api/v1/users", "/app"} {
 		app.Get(p+"/stream", c.stream)
@@ -470,4 +487,83 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// SetAPIKey makes the stand-in resolve secret (a whole key) to p (its
+// PublicID is set from the secret); revoked answers 410 instead.
+func (c *Core) SetAPIKey(secret string, p apikey.Projection, revoked bool) {
+	pid, ok := apikey.Parse([]byte(secret))
+	if !ok {
+		panic("testenv: not an API key: " + secret)
+	}
+	p.PublicID = string(pid)
+	c.mu.Lock()
+	c.apiKeys[string(pid)] = &apiKey{secret: secret, p: p, revoked: revoked}
+	c.mu.Unlock()
+}
+
+// UsedKeys returns the public ids reported used so far.
+func (c *Core) UsedKeys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.used...)
+}
+
+// verifyService checks a proxy's own call (core key, empty identity).
+func (c *Core) verifyService(ctx *fiber.Ctx) error {
+	id, err := c.coreV.Verify(c.now(), func(name string) string { return ctx.Get(name) }, ctx.Method(), ctx.OriginalURL(), sha256.Sum256(ctx.Body()))
+	if err == nil && (id.Principal != identity.PrincipalAnonymous || id.UserID != "") {
+		err = fmt.Errorf("service call with identity %+v", id)
+	}
+	return err
+}
+
+func problemStatus(ctx *fiber.Ctx, status int, code string) error {
+	ctx.Set("Content-Type", "application/problem+json")
+	return ctx.Status(status).SendString(fmt.Sprintf(`{"type":"about:blank","title":"x","status":%d,"code":%q}`, status, code))
+}
+
+func (c *Core) resolveKey(ctx *fiber.Ctx) error {
+	if err := c.verifyService(ctx); err != nil {
+		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
+	}
+	c.KeyFetches.Add(1)
+	var b apikey.ResolveRequest
+	if err := json.Unmarshal(ctx.Body(), &b); err != nil {
+		return problemStatus(ctx, 400, "bad_request")
+	}
+	pid, ok := apikey.Parse([]byte(b.Key))
+	if !ok {
+		return problemStatus(ctx, 404, "not_found")
+	}
+	c.mu.Lock()
+	k := c.apiKeys[string(pid)]
+	var cp apiKey
+	if k != nil {
+		cp = *k
+	}
+	c.mu.Unlock()
+	switch {
+	case k == nil:
+		return problemStatus(ctx, 404, "not_found")
+	case subtle.ConstantTimeCompare([]byte(cp.secret), []byte(b.Key)) != 1:
+		return problemStatus(ctx, 401, "invalid_token")
+	case cp.revoked:
+		return problemStatus(ctx, 410, "api_key_revoked")
+	}
+	return ctx.JSON(cp.p)
+}
+
+func (c *Core) keysUsed(ctx *fiber.Ctx) error {
+	if err := c.verifyService(ctx); err != nil {
+		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
+	}
+	var b apikey.UsedRequest
+	if err := json.Unmarshal(ctx.Body(), &b); err != nil {
+		return problemStatus(ctx, 400, "bad_request")
+	}
+	c.mu.Lock()
+	c.used = append(c.used, b.Keys...)
+	c.mu.Unlock()
+	return ctx.SendStatus(204)
 }

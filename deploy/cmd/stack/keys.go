@@ -159,3 +159,29 @@ func writeNew(path, text string) error {
 	}
 	return nil
 }
+
+// ensureAPIKeyPepper makes sure path holds a valid API_KEY_PEPPER (base64
+// of 32 random bytes, mode 0600), creating it if absent. API-key secrets
+// are stored under it, so it must survive restarts: a new pepper makes
+// every key unusable. An existing file that does not parse, or is shorter
+// than 32 bytes, is an error and is left untouched.
+func ensureAPIKeyPepper(path string) (bool, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if _, err := identity.ParseKey(string(b)); err != nil {
+			return false, fmt.Errorf("%s: %w (fix or delete the file; deleting it makes every API key unusable)", path, err)
+		}
+		return false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("api key pepper: %w", err)
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return false, fmt.Errorf("api key pepper: %w", err)
+	}
+	if err := writeNew(path, base64.StdEncoding.EncodeToString(key[:])+"\n"); err != nil {
+		return false, fmt.Errorf("api key pepper: %w", err)
+	}
+	return true, nil
+}

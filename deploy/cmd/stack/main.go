@@ -194,6 +194,15 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		}
 		logger.Info("mfa encryption key", "file", mfaKeys, "created", created)
 	}
+	pepperFile := filepath.Join(o.dataDir, "api-key.pepper")
+	userPepper := os.Getenv("API_KEY_PEPPER") != "" || os.Getenv("API_KEY_PEPPER_FILE") != ""
+	if !userPepper {
+		created, err := ensureAPIKeyPepper(pepperFile)
+		if err != nil {
+			return err
+		}
+		logger.Info("api key pepper", "file", pepperFile, "created", created)
+	}
 	rulesFile, err := notesRules(root, o)
 	if err != nil {
 		return err
@@ -251,12 +260,15 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if !userMFAKeys {
 		coreEnv = append(coreEnv, "MFA_ENCRYPTION_KEYS_FILE="+mfaKeys)
 	}
+	if !userPepper {
+		coreEnv = append(coreEnv, "API_KEY_PEPPER_FILE="+pepperFile)
+	}
 	if os.Getenv("PUBLIC_BASE_URL") == "" {
 		// The mailed links open through the proxy.
 		coreEnv = append(coreEnv, "PUBLIC_BASE_URL="+publicURL(o.proxyAddr))
 	}
 	// The proxy never sees the database credentials.
-	proxyEnv := append(append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE"), common...),
+	proxyEnv := append(append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE"), common...),
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,
 		"PROXY_ADMIN_ADDR="+o.proxyAdmin,
 		"IDENTITY_URL=http://"+o.coreAddr,
@@ -264,7 +276,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"UPSTREAM_KEYS_FILE="+appKeys,
 	)
 	// The app holds its own key only: no core key, no database.
-	notesEnv := append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
+	notesEnv := append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
 		"NOTES_LISTEN_ADDR="+o.notesAddr,
 		"NOTES_ADMIN_ADDR="+o.notesAdmin,
 		"TOLLGATE_IDENTITY_KEYS_FILE="+appKeys,

@@ -1,0 +1,318 @@
+package app
+
+import (
+	"context"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+const keyID = "44444444-4444-4444-8444-444444444444"
+
+// keyProjection is what the stand-in coreapi answers for the test key:
+// the default user with the key's effective permissions, no roles.
+func keyProjection(perms ...string) apikey.Projection {
+	p := defaultProjection()
+	p.Roles, p.Permissions = []string{}, perms
+	return apikey.Projection{Projection: p, KeyID: keyID, Kind: "tenant"}
+}
+
+// newAPIKey registers a fresh key at the stand-in and returns it.
+func (e *env) newAPIKey(perms ...string) (secret, pid string) {
+	secret, pid = apikey.New()
+	e.core.SetAPIKey(secret, keyProjection(perms...), false)
+	return secret, pid
+}
+
+func (e *env) keyRefusals(reason string) float64 {
+	return testutil.ToFloat64(e.app.Metrics.APIKeyRefusals.WithLabelValues(reason))
+}
+
+// wantKeyProblem checks a refusal of an API key: status, code, and that
+// the detail says what it says.
+func (e *env) wantKeyProblem(r result, status int, code, detail string) {
+	e.t.Helper()
+	e.wantStatus(r, status)
+	if r.prob.Code != code || !strings.Contains(r.prob.Detail, detail) || r.prob.RequestID == "" {
+		e.t.Fatalf("problem = %+v, want %s containing %q", r.prob, code, detail)
+	}
+}
+
+// wantKeyIdentity checks the identity the upstream got for the test key.
+func (e *env) wantKeyIdentity(up *testenv.Core, keyID string, perms ...string) testenv.Received {
+	e.t.Helper()
+	r := up.Last(e.t)
+	if !r.Signed || r.VerifyErr != nil {
+		e.t.Fatalf("upstream signature: signed=%v err=%v", r.Signed, r.VerifyErr)
+	}
+	id := r.Identity
+	if id.KeyID != keyID || id.Principal != identity.PrincipalAPIKey || id.UserID != userID || id.TenantID != tenantID ||
+		id.SessionID != "" || len(id.Roles) != 0 || !slices.Equal(id.Permissions, perms) || len(id.AMR) != 0 || id.AuthTime != 0 {
+		e.t.Fatalf("identity = %+v, want the key's (user %s, permissions %v)", id, userID, perms)
+	}
+	for name := range r.Headers {
+		if strings.EqualFold(name, "Authorization") || strings.EqualFold(strings.ReplaceAll(name, "_", "-"), "X-Api-Key") {
+			e.t.Fatalf("upstream received %s", name)
+		}
+	}
+	return r
+}
+
+// TestAPIKeyForwarded: a key in Authorization: Bearer or X-API-Key is
+// resolved once, then served from the cache (digest compare, no fetch),
+// forwarded as principal api_key with the key's permissions, and neither
+// header reaches the upstream, on any route.
+func TestAPIKeyForwarded(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n  - {prefix: /open, upstream: notes, access: public}\n"})
+	secret, _ := e.newAPIKey("tenant:read", "users:read")
+	e.wantStatus(e.do("GET", "/notes/1", secret, nil), 200)
+	e.wantKeyIdentity(e.up, "app-notes", "tenant:read", "users:read")
+	if n := e.core.KeyFetches.Load(); n != 1 {
+		t.Fatalf("%d key fetches after the first request, want 1", n)
+	}
+	for range 5 {
+		e.wantStatus(e.do("GET", "/notes/1", "", map[string]string{"X-API-Key": secret}), 200)
+		e.wantKeyIdentity(e.up, "app-notes", "tenant:read", "users:read")
+		e.wantStatus(e.do("GET", "/api/v1/users/me", secret, nil), 200)
+		e.wantKeyIdentity(e.core, "core", "tenant:read", "users:read")
+	}
+	if n := e.core.KeyFetches.Load(); n != 1 {
+		t.Fatalf("%d key fetches after warm requests, want 1", n)
+	}
+	if e.verifications() != 0 {
+		t.Fatal("an API key went through JWT verification")
+	}
+	// Public routes: the key is not needed, and not forwarded either.
+	for _, hdr := range []map[string]string{{"X-API-Key": secret}, {"X_API_KEY": secret}, {"Authorization": "Bearer " + secret}} {
+		e.wantStatus(e.do("GET", "/open", "", hdr), 200)
+		e.wantAnonymousAt(e.up, "app-notes")
+		for name, v := range e.up.Last(t).Headers {
+			if strings.Contains(strings.Join(v, ","), secret[20:]) {
+				t.Fatalf("public route forwarded the key in %s", name)
+			}
+		}
+	}
+	// The underscore spelling is recognised (and removed) too.
+	e.wantStatus(e.do("GET", "/notes/1", "", map[string]string{"X_Api_Key": secret}), 200)
+	e.wantKeyIdentity(e.up, "app-notes", "tenant:read", "users:read")
+}
+
+// TestAPIKeyRefused: every malformed or misplaced key is refused before
+// anything is forwarded or fetched, with a clear problem.
+func TestAPIKeyRefused(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n  - {prefix: /open, upstream: notes, access: public}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	jwt := e.token(nil)
+	huge := "tg_" + strings.Repeat("a", 10<<10)
+	cases := []struct {
+		name         string
+		path, bearer string
+		hdr          map[string]string
+		status       int
+		code, detail string
+		reason       string
+	}{
+		{"malformed in X-API-Key", "/notes", "", map[string]string{"X-API-Key": "tg_short"}, 401, problem.CodeInvalidToken, "malformed API key", "malformed"},
+		{"malformed bearer", "/notes", "tg_abc_def", nil, 401, problem.CodeInvalidToken, "malformed API key", "malformed"},
+		{"uppercase public id", "/notes", "tg_" + strings.ToUpper(secret[3:19]) + secret[19:], nil, 401, problem.CodeInvalidToken, "malformed API key", "malformed"},
+		{"JWT in X-API-Key", "/notes", "", map[string]string{"X-API-Key": jwt}, 401, problem.CodeInvalidToken, "holds no API key", "not_a_key"},
+		{"10 KB in X-API-Key", "/notes", "", map[string]string{"X-API-Key": huge}, 401, problem.CodeInvalidToken, "malformed API key", "malformed"},
+		{"both headers", "/notes", jwt, map[string]string{"X-API-Key": secret}, 400, problem.CodeAmbiguousCredentials, "not both", "ambiguous"},
+		{"both headers, key twice", "/notes", secret, map[string]string{"X-API-Key": secret}, 400, problem.CodeAmbiguousCredentials, "not both", "ambiguous"},
+		{"both headers on a public route", "/open", secret, map[string]string{"X-API-Key": secret}, 400, problem.CodeAmbiguousCredentials, "not both", "ambiguous"},
+		{"api_key in query", "/notes?api_key=" + secret, "", nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
+		{"access_token in query", "/notes?x=1&access_token=" + url.QueryEscape(secret), jwt, nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
+		{"percent-encoded in query", "/open?k=tg%5F" + secret[3:], "", nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
+		{"unknown key", "/notes", func() string { k, _ := apikey.New(); return k }(), nil, 401, problem.CodeInvalidToken, "not valid", "unknown"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			before := e.keyRefusals(c.reason)
+			r := e.do("GET", c.path, c.bearer, c.hdr)
+			e.wantKeyProblem(r, c.status, c.code, c.detail)
+			if c.status == 401 && r.header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+				t.Errorf("WWW-Authenticate = %q", r.header.Get("WWW-Authenticate"))
+			}
+			if got := e.keyRefusals(c.reason); got != before+1 {
+				t.Errorf("authproxy_api_key_refusals_total{reason=%q} went %v -> %v", c.reason, before, got)
+			}
+			e.wantNothingForwarded()
+		})
+	}
+	if n := e.core.KeyFetches.Load(); n != 1 {
+		t.Errorf("%d key fetches, want 1 (the unknown key only)", n)
+	}
+	if e.verifications() != 0 {
+		t.Error("a refused key reached JWT verification")
+	}
+	// A 10 KB bearer beyond MAX_TOKEN_BYTES is a refused token, read
+	// without trouble.
+	e.wantStatus(e.do("GET", "/notes", huge, nil), 401)
+	// No key, however sent, appears in the log.
+	if logs := e.logs.String(); strings.Contains(logs, secret[20:]) || strings.Contains(logs, huge[:200]) {
+		t.Fatalf("the log holds a key:\n%s", logs)
+	}
+	if !strings.Contains(e.logs.String(), `"outcome":"api_key_in_query"`) {
+		t.Error("the access log does not show the refused query key's outcome")
+	}
+}
+
+// TestAPIKeyWrongSecret: wrong secrets are refused (a warm key: without a
+// fetch), counted, and after DefaultAPIKeyFailures from one client IP that
+// IP gets 429 for the key, the right secret included; another IP still
+// gets in.
+func TestAPIKeyWrongSecret(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	other, _ := e.newAPIKey("tenant:read")
+	wrong := secret[:apikey.Len-1] + map[bool]string{true: "b", false: "a"}[secret[apikey.Len-1] == 'a']
+	from := func(ip string) map[string]string { return map[string]string{"X-Forwarded-For": ip} }
+	const attacker, owner = "203.0.113.7", "198.51.100.9"
+	// Cold: the wrong secret is checked at coreapi, and not cached.
+	e.wantKeyProblem(e.do("GET", "/notes", wrong, from(attacker)), 401, problem.CodeInvalidToken, "not valid")
+	if n := e.core.KeyFetches.Load(); n != 1 {
+		t.Fatalf("%d fetches", n)
+	}
+	e.wantStatus(e.do("GET", "/notes", secret, from(owner)), 200)
+	fetches := e.core.KeyFetches.Load()
+	for i := 1; i < 10; i++ { // 9 more: 10 wrong in all
+		e.wantKeyProblem(e.do("GET", "/notes", wrong, from(attacker)), 401, problem.CodeInvalidToken, "not valid")
+	}
+	if n := e.core.KeyFetches.Load(); n != fetches {
+		t.Fatalf("wrong secrets of a cached key fetched %d times", n-fetches)
+	}
+	if n := e.keyRefusals("wrong_secret"); n != 10 {
+		t.Fatalf("wrong_secret = %v, want 10", n)
+	}
+	r := e.do("GET", "/notes", wrong, from(attacker))
+	e.wantKeyProblem(r, 429, problem.CodeTooManyRequests, "too many wrong secrets")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	// Locked out of this key from this address, even with the right secret.
+	e.wantStatus(e.do("GET", "/notes", secret, from(attacker)), 429)
+	// Not from elsewhere, and not for another key.
+	e.wantStatus(e.do("GET", "/notes", secret, from(owner)), 200)
+	e.wantStatus(e.do("GET", "/notes", other, from(attacker)), 200)
+	if n := e.keyRefusals("rate_limited"); n != 2 {
+		t.Fatalf("rate_limited = %v, want 2", n)
+	}
+	// The window ends.
+	e.clock.Advance(61 * time.Second)
+	e.wantStatus(e.do("GET", "/notes", secret, from(attacker)), 200)
+}
+
+// TestAPIKeyEvicted: revocation (the key's subject), a user event and a
+// tenant event each evict a cached key over NATS; the next request
+// refetches and sees the change.
+func TestAPIKeyEvicted(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n"})
+	secret, pid := e.newAPIKey("tenant:read")
+	e.wantStatus(e.do("GET", "/notes", secret, nil), 200)
+
+	// The creator lost tenant:read: the key's permissions shrink.
+	e.core.SetAPIKey(secret, keyProjection(), false)
+	e.wantStatus(e.do("GET", "/notes", secret, nil), 200) // cached
+	e.publishAndWait(invalidation.UserSubject(userID))
+	e.wantProblem(e.do("GET", "/notes", secret, nil), 403, problem.CodeInsufficientScope)
+
+	// The tenant is suspended.
+	e.core.SetAPIKey(secret, keyProjection("tenant:read"), false)
+	e.publishAndWait(invalidation.UserSubject(userID))
+	e.wantStatus(e.do("GET", "/notes", secret, nil), 200)
+	p := keyProjection("tenant:read")
+	p.TenantStatus = identity.StatusSuspended
+	e.core.SetAPIKey(secret, p, false)
+	e.publishAndWait(invalidation.TenantSubject(tenantID))
+	e.wantKeyProblem(e.do("GET", "/notes", secret, nil), 401, problem.CodeInvalidToken, "not valid")
+
+	// Revoked.
+	e.core.SetAPIKey(secret, keyProjection("tenant:read"), false)
+	e.publishAndWait(invalidation.TenantSubject(tenantID))
+	e.wantStatus(e.do("GET", "/notes", secret, nil), 200)
+	e.core.SetAPIKey(secret, keyProjection("tenant:read"), true)
+	e.wantStatus(e.do("GET", "/notes", secret, nil), 200) // cached until the event
+	e.publishAndWait(invalidation.APIKeySubject(pid))
+	before := e.core.KeyFetches.Load()
+	for range 3 {
+		e.wantKeyProblem(e.do("GET", "/notes", secret, nil), 401, problem.CodeInvalidToken, "not valid")
+	}
+	if n := e.core.KeyFetches.Load() - before; n != 1 {
+		t.Fatalf("a revoked key fetched %d times, want 1 (then remembered)", n)
+	}
+	if n := e.keyRefusals("revoked"); n != 3 {
+		t.Fatalf("revoked = %v, want 3", n)
+	}
+}
+
+// TestAPIKeyExpiry: a key stops at its expiry without a fetch.
+func TestAPIKeyExpiry(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	secret, _ := apikey.New()
+	p := keyProjection("tenant:read")
+	exp := e.clock.Now().Add(time.Minute)
+	p.ExpiresAt = &exp
+	e.core.SetAPIKey(secret, p, false)
+	e.wantStatus(e.do("GET", "/notes", secret, nil), 200)
+	e.clock.Advance(2 * time.Minute)
+	e.wantKeyProblem(e.do("GET", "/notes", secret, nil), 401, problem.CodeInvalidToken, "not valid")
+	if n := e.core.KeyFetches.Load(); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+}
+
+// TestAPIKeyLimits: a key is held to its permissions and never creates a
+// key; a JWT still works beside keys.
+func TestAPIKeyLimits(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:write]}\n"})
+	secret, _ := e.newAPIKey("tenant:read", "api-keys:write")
+	for _, path := range []string{"/api/v1/api-keys", "/api/v1/users/me/api-keys"} {
+		r := e.do("POST", path, secret, nil)
+		e.wantKeyProblem(r, 403, problem.CodeForbidden, "cannot create API keys")
+	}
+	e.wantNothingForwarded()
+	e.wantProblem(e.do("GET", "/notes", secret, nil), 403, problem.CodeInsufficientScope)
+	e.wantStatus(e.do("GET", "/api/v1/api-keys", secret, nil), 200) // listing is not creating
+	e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), nil), 200)
+	e.wantSigned()
+}
+
+// TestAPIKeyUseReported: the keys used since the last report go to
+// coreapi once; an unused interval reports nothing.
+func TestAPIKeyUseReported(t *testing.T) {
+	e := start(t, envOpt{})
+	a, pa := e.newAPIKey()
+	b, pb := e.newAPIKey()
+	_, _ = e.newAPIKey() // never used
+	for range 3 {
+		e.wantStatus(e.do("GET", "/api/v1/users/me", a, nil), 200)
+	}
+	e.wantStatus(e.do("GET", "/api/v1/users/me", b, nil), 200)
+	n, err := e.app.Projections.ReportUsed(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("ReportUsed = %d, %v; want 2", n, err)
+	}
+	got := e.core.UsedKeys()
+	slices.Sort(got)
+	want := []string{pa, pb}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("reported %v, want %v", got, want)
+	}
+	if n, err := e.app.Projections.ReportUsed(context.Background()); n != 0 || err != nil {
+		t.Fatalf("second report = %d, %v; want nothing", n, err)
+	}
+}
