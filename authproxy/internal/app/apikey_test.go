@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -314,5 +316,37 @@ func TestAPIKeyUseReported(t *testing.T) {
 	}
 	if n, err := e.app.Projections.ReportUsed(context.Background()); n != 0 || err != nil {
 		t.Fatalf("second report = %d, %v; want nothing", n, err)
+	}
+}
+
+// TestAPIKeyOneFetch: concurrent first requests with one key share a
+// single resolve (singleflight, then the cache).
+func TestAPIKeyOneFetch(t *testing.T) {
+	e := start(t, envOpt{})
+	secret, _ := e.newAPIKey("tenant:read")
+	var wg sync.WaitGroup
+	codes := make(chan int, 20)
+	for range 20 {
+		wg.Go(func() {
+			req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/v1/users/me", nil)
+			req.Header.Set("X-API-Key", secret)
+			resp, err := e.client.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Fatalf("status %d", c)
+		}
+	}
+	if n := e.core.KeyFetches.Load(); n != 1 {
+		t.Fatalf("%d key fetches for 20 concurrent requests, want 1", n)
 	}
 }

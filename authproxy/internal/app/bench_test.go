@@ -60,12 +60,17 @@ func runHandler(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request, 
 func BenchmarkWarmRequest(b *testing.B) {
 	for _, tc := range []struct {
 		name, accessLog, uri string
-		xff                  bool // an X-Forwarded-For from the (untrusted) peer
+		xff                  bool   // an X-Forwarded-For from the (untrusted) peer
+		key                  string // "": a JWT; "bearer" or "header": an API key sent so
 	}{
-		{"core/access_log=false", "false", "/api/v1/users/bench?limit=10", false},
-		{"core/access_log=true", "true", "/api/v1/users/bench?limit=10", false},
-		{"app/access_log=false", "false", "/bench?limit=10", false},
-		{"core/untrusted_xff", "false", "/api/v1/users/bench?limit=10", true},
+		{"core/access_log=false", "false", "/api/v1/users/bench?limit=10", false, ""},
+		{"core/access_log=true", "true", "/api/v1/users/bench?limit=10", false, ""},
+		{"app/access_log=false", "false", "/bench?limit=10", false, ""},
+		{"core/untrusted_xff", "false", "/api/v1/users/bench?limit=10", true, ""},
+		// The same request with an API key instead of the JWT: the key's
+		// entry is found by its public id and its secret's digest compared.
+		{"core/api_key_bearer", "false", "/api/v1/users/bench?limit=10", false, "bearer"},
+		{"app/api_key_header", "false", "/bench?limit=10", false, "header"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			// Logs go to io.Discard through the JSON handler: formatting
@@ -75,7 +80,16 @@ func BenchmarkWarmRequest(b *testing.B) {
 			req := &fasthttp.Request{}
 			req.SetRequestURI(tc.uri)
 			req.Header.SetHost("proxy.local")
-			req.Header.Set("Authorization", "Bearer "+e.token(nil))
+			switch tc.key {
+			case "":
+				req.Header.Set("Authorization", "Bearer "+e.token(nil))
+			case "bearer":
+				secret, _ := e.newAPIKey("tenant:read")
+				req.Header.Set("Authorization", "Bearer "+secret)
+			case "header":
+				secret, _ := e.newAPIKey("tenant:read")
+				req.Header.Set("X-API-Key", secret)
+			}
 			req.Header.Set("Accept", "application/json")
 			req.Header.Set("User-Agent", "bench")
 			if tc.xff {
