@@ -54,6 +54,7 @@ type system struct {
 	root, work, bin string
 	hmacKey         string
 	mfaKey          string // MFA_ENCRYPTION_KEYS, shared by both cores
+	pepper          string // API_KEY_PEPPER, shared by both cores
 	keysDir         string
 	notesKeys       []identity.Key // the app key list, first = the one the proxies sign with
 	pg              *pgCluster
@@ -174,6 +175,9 @@ func setup(ctx context.Context) (*system, error) {
 	mk := make([]byte, 32)
 	_, _ = rand.Read(mk)
 	s.mfaKey = "e2e:" + base64.StdEncoding.EncodeToString(mk)
+	pk := make([]byte, 32)
+	_, _ = rand.Read(pk)
+	s.pepper = base64.StdEncoding.EncodeToString(pk)
 
 	if s.oidc, err = newFakeOIDC(oidcClientID, randToken(24)); err != nil {
 		return s, fmt.Errorf("fake oidc: %w", err)
@@ -234,6 +238,7 @@ func (s *system) newCore(name, addr, admin string) *service {
 			"DB_MAX_CONNS=8",
 			"IDENTITY_HMAC_KEY=" + s.hmacKey,
 			"MFA_ENCRYPTION_KEYS=" + s.mfaKey,
+			"API_KEY_PEPPER=" + s.pepper,
 			"NATS_URL=" + s.natsURL(),
 			"SIGNING_KEYS_DIR=" + s.keysDir,
 			"TOKEN_ISSUER=" + issuer,
