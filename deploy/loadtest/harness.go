@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -331,6 +332,11 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	w := h.measureWith(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, c, cycle(warmReqs, c), sc)
 	w.counters = proxyCounters(sc.before[0], sc.after[0], w.res.Requests)
 	rep.add(w)
+	// The same request with an API key per user instead of a JWT, beside
+	// the warm JWT row: a warm key should cost the same.
+	kw := h.measureWith(ctx, fmt.Sprintf("%s (%d keys)", apiKeyWarmRow, len(h.warmUsers)), h.proxyAddr, c, cycle(render("bench", benchURI, apiKeys(len(h.warmUsers))), c), sc)
+	kw.counters = proxyCounters(sc.before[0], sc.after[0], kw.res.Requests)
+	rep.add(kw)
 
 	// Paired rounds on the still fresh proxy, before the cold row's flood
 	// of one-time tokens fills its caches: bare and warm alternate, so that
@@ -513,4 +519,16 @@ func parseProcStatCPU(stat string) (time.Duration, error) {
 		ticks += v
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// apiKeyWarmRow names the warm API-key row.
+const apiKeyWarmRow = "authproxy warm API key"
+
+// apiKeys returns n fresh API keys (the stand-in coreapi resolves any).
+func apiKeys(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i], _ = apikey.New()
+	}
+	return out
 }

@@ -159,6 +159,9 @@ func (r *report) markdown() string {
 		w("| notes app: authproxy warm ÷ bare proxy throughput, main rows above | %.2f | (the app verifies the same signed headers in both) |\n", nWarm.res.RPS/nBare.res.RPS)
 		w("| notes app: p99 added by authproxy (warm p99 − bare p99) | %s | |\n", ms(nWarm.res.P99-nBare.res.P99))
 	}
+	if key := r.find(r.rows, apiKeyWarmRow, 0); key != nil && warm != nil && warm.res.RPS > 0 {
+		w("| authproxy warm API key ÷ warm JWT throughput, main rows above | %.2f | ≈ 1: a warm key costs what a warm token costs |\n", key.res.RPS/warm.res.RPS)
+	}
 	cold := r.find(r.rows, "authproxy cold", 0)
 	if cold != nil && warm != nil && warm.res.RPS > 0 {
 		w("| authproxy cold ÷ warm throughput | %.2f | (cost of one signature verification per request) |\n", cold.res.RPS/warm.res.RPS)
