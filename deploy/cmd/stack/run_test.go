@@ -165,6 +165,7 @@ func TestRunTwice(t *testing.T) {
 			regexp.MustCompile(`(?m)^write after the grant 201$`),
 			regexp.MustCompile(`"text":"hello","author_id":"` + d.MemberID + `"`),
 			regexp.MustCompile(`(?m)^write after the revoke 403$`),
+			regexp.MustCompile(`(?m)^api key read 200$`),
 			regexp.MustCompile(`(?m)^401\n401$`), // forged header, unsigned app request
 			regexp.MustCompile(`(?m)^authproxy_`),
 			regexp.MustCompile(`"keys":\[`),
