@@ -350,3 +350,17 @@ func TestAPIKeyOneFetch(t *testing.T) {
 		t.Fatalf("%d key fetches for 20 concurrent requests, want 1", n)
 	}
 }
+
+// TestAPIKeyNoStreams: a key opens neither an event stream nor a
+// WebSocket (streams are re-checked as their user's, so a revoked key
+// would keep one open).
+func TestAPIKeyNoStreams(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n" +
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, websocket: true}\n" +
+		"  - {prefix: /notes/events, methods: [GET], upstream: notes, access: protected, stream_timeout: 2s}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	e.wantKeyProblem(e.do("GET", "/notes/events", secret, nil), 403, problem.CodeForbidden, "cannot open WebSockets or event streams")
+	e.wantKeyProblem(e.do("GET", "/notes/ws", "", map[string]string{"X-API-Key": secret, "Connection": "Upgrade", "Upgrade": "websocket",
+		"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}), 403, problem.CodeForbidden, "cannot open WebSockets")
+	e.wantNothingForwarded()
+}

@@ -51,6 +51,8 @@ var (
 		detail: "X-API-Key holds no API key (tg_...); send access tokens as Authorization: Bearer", wwwAuth: `Bearer error="invalid_token"`}
 	errKeyInvalid = &httpError{status: 401, code: problem.CodeInvalidToken,
 		detail: "the API key is not valid", wwwAuth: `Bearer error="invalid_token"`}
+	errKeyStream = &httpError{status: 403, code: problem.CodeForbidden,
+		detail: "API keys cannot open WebSockets or event streams; use an access token"}
 	errKeyCreatesKey = &httpError{status: 403, code: problem.CodeForbidden, detail: "an API key cannot create API keys"}
 	errKeyStepUp     = &httpError{status: 403, code: problem.CodeInsufficientUserAuthentication,
 		detail: "this route needs a recent second factor, which an API key cannot give"}
@@ -201,6 +203,12 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 	default:
 		s.logInvalid(c, st, errors.New(denyDetail[out]))
 		return s.keyRefused(c, st, rt, route, errKeyInvalid)
+	}
+	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
+		// A stream outlives the request, and the streams are re-checked as
+		// their user's, so a key's revocation would not end it.
+		st.outcome = "api_key_stream"
+		return errKeyStream
 	}
 	ke.MarkUsed()
 	return s.forward(c, st, rt, route, ke.Token, w)
