@@ -285,7 +285,20 @@ func TestAPIKeyLimits(t *testing.T) {
 		r := e.do("POST", path, secret, nil)
 		e.wantKeyProblem(r, 403, problem.CodeForbidden, "cannot create API keys")
 	}
+	// Nor touch the account's sign-in, sessions, credentials or address.
+	for _, c := range []struct{ method, path string }{
+		{"POST", "/api/v1/auth/logout"}, {"POST", "/api/v1/auth/switch-tenant"}, {"POST", "/api/v1/auth/verify-email/resend"},
+		{"PUT", "/api/v1/users/me/password"}, {"POST", "/api/v1/users/me/mfa/totp"}, {"DELETE", "/api/v1/users/me/mfa/totp"},
+		{"GET", "/api/v1/users/me/sessions"}, {"DELETE", "/api/v1/users/me/sessions/x"}, {"PATCH", "/api/v1/users/me"},
+		{"GET", "/api/v1/users/me/invitations"}, {"POST", "/api/v1/invitations/accept"},
+	} {
+		e.wantKeyProblem(e.do(c.method, c.path, secret, nil), 403, problem.CodeForbidden, "cannot change sign-in")
+	}
 	e.wantNothingForwarded()
+	// What stays open: reading oneself, listing and revoking keys.
+	e.wantStatus(e.do("GET", "/api/v1/users/me", secret, nil), 200)
+	e.wantStatus(e.do("GET", "/api/v1/users/me/api-keys", secret, nil), 200)
+	e.wantStatus(e.do("DELETE", "/api/v1/users/me/api-keys/x", secret, nil), 200)
 	e.wantProblem(e.do("GET", "/notes", secret, nil), 403, problem.CodeInsufficientScope)
 	e.wantStatus(e.do("GET", "/api/v1/api-keys", secret, nil), 200) // listing is not creating
 	e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), nil), 200)

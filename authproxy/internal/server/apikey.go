@@ -53,6 +53,8 @@ var (
 		detail: "the API key is not valid", wwwAuth: `Bearer error="invalid_token"`}
 	errKeyStream = &httpError{status: 403, code: problem.CodeForbidden,
 		detail: "API keys cannot open WebSockets or event streams; use an access token"}
+	errKeyAccount = &httpError{status: 403, code: problem.CodeForbidden,
+		detail: "API keys cannot change sign-in, sessions, credentials, invitations or the account's email; use an access token"}
 	errKeyCreatesKey = &httpError{status: 403, code: problem.CodeForbidden, detail: "an API key cannot create API keys"}
 	errKeyStepUp     = &httpError{status: 403, code: problem.CodeInsufficientUserAuthentication,
 		detail: "this route needs a recent second factor, which an API key cannot give"}
@@ -182,9 +184,11 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 	s.d.Metrics.AuthDuration.Observe(st.authAt.Sub(st.start).Seconds())
 	st.outcome = out.String()
 	if out == decide.Allow {
-		if route.Core && keyCreation(c.Request().Header.Method(), st.path) {
-			st.outcome = "api_key_creates_key"
-			return errKeyCreatesKey
+		if route.Core {
+			if err := keyCoreRefusal(c.Request().Header.Method(), st.path); err != nil {
+				st.outcome = "api_key_account_route"
+				return err
+			}
 		}
 		if out, _ = decide.Authn(claims, ke.E, route, b2s(c.Request().Header.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
 			st.outcome = out.String()
@@ -223,10 +227,26 @@ func (s *Server) keyRefused(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 	return err
 }
 
-// keyCreation: coreapi's key-creating routes, which no key may call.
-func keyCreation(method, path []byte) bool {
-	return string(method) == fiber.MethodPost &&
-		(string(path) == "/api/v1/api-keys" || string(path) == "/api/v1/users/me/api-keys")
+// keyCoreRefusal is the refusal of coreapi's routes no key may call, nil
+// for the others: creating keys (a key would mint a successor without its
+// expiry), and everything about the account's sign-in, sessions,
+// credentials and address (a leaked read-only key must not change the
+// email, then reset the password, or sign the user out, or accept an
+// invitation on their behalf).
+func keyCoreRefusal(method, path []byte) *httpError {
+	p := b2s(path)
+	under := func(prefix string) bool {
+		return p == prefix || len(p) > len(prefix) && p[:len(prefix)] == prefix && p[len(prefix)] == '/'
+	}
+	switch {
+	case string(method) == fiber.MethodPost && (p == "/api/v1/api-keys" || p == "/api/v1/users/me/api-keys"):
+		return errKeyCreatesKey
+	case under("/api/v1/auth"), under("/api/v1/users/me/password"), under("/api/v1/users/me/mfa"),
+		under("/api/v1/users/me/sessions"), under("/api/v1/users/me/invitations"), under("/api/v1/invitations/accept"),
+		p == "/api/v1/users/me" && string(method) != fiber.MethodGet && string(method) != fiber.MethodHead:
+		return errKeyAccount
+	}
+	return nil
 }
 
 // keyLimiter counts wrong secrets per (key public id, client IP) in fixed
