@@ -57,14 +57,21 @@ type KeyEntry struct {
 	used                  atomic.Bool
 }
 
-// keySlots is the size of the direct-mapped table of resolved keys.
-const keySlots = 1 << 14
+// The table of resolved keys is set-associative: keyWays slots per set,
+// keySlots in all. A key lives in the set its public id hashes to, in any
+// of its ways, so keys whose ids share a set do not evict each other (as
+// they would in a direct-mapped table, refetching on every other request)
+// until more than keyWays of them are in use at once. At most keySlots
+// entries are held (about 1.3 KB each with typical permissions).
+const (
+	keyWays  = 4
+	keySlots = 1 << 14
+	keySets  = keySlots / keyWays
+)
 
-// keyTable is the API-key half of the cache: a direct-mapped table of
-// entries indexed by a hash of the public id (a collision replaces an
-// entry; the next request refetches it), the keys' own invalidation
-// stripes, and the counter of user/tenant invalidations that tells a fill
-// whether one raced it.
+// keyTable is the API-key half of the cache: the table of entries, the
+// keys' own invalidation stripes, and the counter of user/tenant
+// invalidations that tells a fill whether one raced it.
 type keyTable struct {
 	f     KeyFetcher
 	slots [keySlots]atomic.Pointer[KeyEntry]
@@ -75,8 +82,49 @@ type keyTable struct {
 	ut atomic.Uint64
 }
 
-func (c *Cache) keySlot(publicID []byte) *atomic.Pointer[KeyEntry] {
-	return &c.keys.slots[maphash.Bytes(c.seed, publicID)%keySlots]
+// keySet returns the ways of the set publicID belongs to.
+func (c *Cache) keySet(publicID []byte) []atomic.Pointer[KeyEntry] {
+	i := int(maphash.Bytes(c.seed, publicID)%keySets) * keyWays
+	return c.keys.slots[i : i+keyWays : i+keyWays]
+}
+
+// lookupKey returns the entry of publicID held in set, if any.
+func lookupKey(set []atomic.Pointer[KeyEntry], publicID []byte) *KeyEntry {
+	for i := range set {
+		if e := set[i].Load(); e != nil && e.PublicID == string(publicID) {
+			return e
+		}
+	}
+	return nil
+}
+
+// storeKey puts e in its set: in place of the same key's entry, else in an
+// empty way, else in place of the entry that expires first. It returns the
+// entry replaced for the same key (nil if none).
+func storeKey(set []atomic.Pointer[KeyEntry], e *KeyEntry) *KeyEntry {
+	victim := 0
+	for i := range set {
+		old := set[i].Load()
+		switch {
+		case old != nil && old.PublicID == e.PublicID:
+			set[i].Store(e)
+			return old
+		case old == nil:
+			victim = i
+			for j := i + 1; j < len(set); j++ { // the key may sit further on
+				if o := set[j].Load(); o != nil && o.PublicID == e.PublicID {
+					set[j].Store(e)
+					return o
+				}
+			}
+			set[victim].Store(e)
+			return nil
+		case set[victim].Load() != nil && old.expires < set[victim].Load().expires:
+			victim = i
+		}
+	}
+	set[victim].Store(e)
+	return nil
 }
 
 // validKey: within its time in the cache, nothing invalidated since it was
@@ -98,8 +146,8 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		return nil, ErrKeysUnsupported
 	}
 	nowNs := now.UnixNano()
-	slot := c.keySlot(pid)
-	if e := slot.Load(); e != nil && e.PublicID == string(pid) && c.validKey(e, nowNs) {
+	set := c.keySet(pid)
+	if e := lookupKey(set, pid); e != nil && c.validKey(e, nowNs) {
 		c.kc.Hits.Inc()
 		return e.check(d, nowNs)
 	}
@@ -144,7 +192,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		e.expires = fetchedAt + int64(ttl)
 		e.gens = [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), gg, kg}
 		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && c.keys.ut.Load() == ut {
-			if old := slot.Swap(e); old != nil && old.PublicID == e.PublicID && old.used.Load() {
+			if old := storeKey(set, e); old != nil && old.used.Load() {
 				e.used.Store(true) // a refill keeps the unreported use
 			}
 		}

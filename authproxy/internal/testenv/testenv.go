@@ -206,6 +206,8 @@ type Core struct {
 	used    []string
 	// KeyFetches counts authenticated API-key resolves.
 	KeyFetches atomic.Int64
+	// KeyGate, when set, is received from before a resolve is answered.
+	KeyGate atomic.Pointer[chan struct{}]
 }
 
 // apiKey is a key the stand-in resolves like coreapi: the whole secret,
@@ -528,6 +530,9 @@ func (c *Core) resolveKey(ctx *fiber.Ctx) error {
 		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
 	}
 	c.KeyFetches.Add(1)
+	if gate := c.KeyGate.Load(); gate != nil {
+		<-*gate
+	}
 	var b apikey.ResolveRequest
 	if err := json.Unmarshal(ctx.Body(), &b); err != nil {
 		return problemStatus(ctx, 400, "bad_request")

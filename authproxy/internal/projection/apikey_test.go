@@ -1,0 +1,162 @@
+package projection
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+func newKeyFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{core: testenv.NewCore(t)}
+	f.now.Store(time.Now().UnixNano())
+	signer, err := identity.NewKeySigner(testenv.CoreKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	hc := forward.NewInternalClient(forward.Options{Addr: f.core.Addr, MaxConns: 64, MaxConnWait: time.Second,
+		IdleTimeout: time.Second, Timeout: 2 * time.Second})
+	fetcher := NewHTTPFetcher(hc, f.core.Addr, signer, 2*time.Second, m)
+	f.c, err = New(Options{Size: 100, TTL: time.Hour, NegativeTTL: time.Hour, MaxStaleness: 30 * time.Second,
+		Now: func() time.Time { return time.Unix(0, f.now.Load()) }, Keys: fetcher}, fetcher, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.c.Close)
+	return f
+}
+
+func keyOf(userID string) apikey.Projection {
+	return apikey.Projection{KeyID: "k", Kind: "tenant", Projection: identity.Projection{UserID: userID, TenantID: "t1",
+		UserStatus: "active", MembershipStatus: "active", TenantStatus: "active", Roles: []string{}, Permissions: []string{"a:b"}}}
+}
+
+func (f *fixture) getKey(key string) (*KeyEntry, error) {
+	pid, ok := apikey.Parse([]byte(key))
+	if !ok {
+		panic("not a key")
+	}
+	d := sha256.Sum256([]byte(key))
+	return f.c.GetKey(context.Background(), []byte(key), pid, &d, time.Unix(0, f.now.Load()), "rid")
+}
+
+// TestKeysDoNotThrash: many keys in use at once are each fetched once; a
+// direct-mapped table would have some evict each other on every request.
+func TestKeysDoNotThrash(t *testing.T) {
+	f := newKeyFixture(t)
+	const n = 400
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i], _ = apikey.New()
+		f.core.SetAPIKey(keys[i], keyOf("u"+keys[i][3:19]), false)
+	}
+	for round := range 3 {
+		for _, k := range keys {
+			if _, err := f.getKey(k); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
+	if got := f.core.KeyFetches.Load(); got != n {
+		t.Fatalf("%d fetches for %d keys used 3 times each, want %d", got, n, n)
+	}
+}
+
+// TestKeyEntryChecks: a wrong secret of a cached key is refused without a
+// fetch; an invalidation of the key, its user, its tenant or everything
+// makes it a miss; a fill that raced a user invalidation is not kept.
+func TestKeyEntryChecks(t *testing.T) {
+	f := newKeyFixture(t)
+	key, pid := apikey.New()
+	f.core.SetAPIKey(key, keyOf("u1"), false)
+	e, err := f.getKey(key)
+	if err != nil || e.E.Sub != "u1" || e.E.Perms != "a:b" || e.Token.Claims().Sub != "u1" || e.Token.Claims().Sid != "" {
+		t.Fatalf("GetKey = %+v, %v", e, err)
+	}
+	wrong := key[:apikey.Len-1] + map[bool]string{true: "b", false: "a"}[key[apikey.Len-1] == 'a']
+	if _, err := f.getKey(wrong); !errors.Is(err, ErrWrongSecret) {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	if n := f.core.KeyFetches.Load(); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+	fetches := int64(1)
+	for name, inv := range map[string]func(){
+		"key": func() { f.c.InvalidateAPIKey(pid) }, "user": func() { f.c.InvalidateUser("u1") },
+		"tenant": func() { f.c.InvalidateTenant("t1") }, "all": f.c.InvalidateAll,
+	} {
+		inv()
+		if _, err := f.getKey(key); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		fetches++
+		if n := f.core.KeyFetches.Load(); n != fetches {
+			t.Fatalf("after a %s invalidation: %d fetches, want %d", name, n, fetches)
+		}
+	}
+	// Another key's invalidation leaves it alone.
+	f.c.InvalidateAPIKey("zzzzzzzzzzzzzzzz")
+	if _, err := f.getKey(key); err != nil || f.core.KeyFetches.Load() != fetches {
+		t.Fatalf("after another key's invalidation: %v, %d fetches", err, f.core.KeyFetches.Load())
+	}
+	// Revoked: remembered with the key's digest.
+	f.core.SetAPIKey(key, keyOf("u1"), true)
+	f.c.InvalidateAPIKey(pid)
+	for range 3 {
+		if _, err := f.getKey(key); !errors.Is(err, ErrKeyRevoked) {
+			t.Fatalf("revoked: %v", err)
+		}
+	}
+	if _, err := f.getKey(wrong); !errors.Is(err, ErrWrongSecret) {
+		t.Fatalf("wrong secret of a revoked key: %v", err)
+	}
+	if n := f.core.KeyFetches.Load(); n != fetches+1 {
+		t.Fatalf("%d fetches, want %d", n, fetches+1)
+	}
+	unknown, _ := apikey.New()
+	for range 2 {
+		if _, err := f.getKey(unknown); !errors.Is(err, ErrKeyUnknown) {
+			t.Fatalf("unknown: %v", err)
+		}
+	}
+	if n := f.core.KeyFetches.Load(); n != fetches+2 {
+		t.Fatalf("unknown key fetched %d times, want once", n-fetches-1)
+	}
+}
+
+// TestKeyFillRacingInvalidation: a user invalidation during a key's fetch
+// keeps the answer out of the cache (the next request fetches again).
+func TestKeyFillRacingInvalidation(t *testing.T) {
+	f := newKeyFixture(t)
+	key, _ := apikey.New()
+	f.core.SetAPIKey(key, keyOf("u1"), false)
+	gate := make(chan struct{})
+	f.core.KeyGate.Store(&gate)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := f.getKey(key); err != nil {
+			t.Errorf("racing fill: %v", err)
+		}
+	})
+	testenv.Eventually(t, "the fetch waiting", func() bool { return f.core.KeyFetches.Load() == 1 })
+	f.c.InvalidateUser("u1")
+	f.core.KeyGate.Store(nil)
+	close(gate)
+	wg.Wait()
+	if _, err := f.getKey(key); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.core.KeyFetches.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2 (the raced fill not kept)", n)
+	}
+}
