@@ -77,13 +77,16 @@ const WarmBytes = 210
 // newWarm is the warm state of a token with claims cl and projection e,
 // not yet signed for an upstream.
 func newWarm(cl *tokens.Claims, e *projection.Entry) *warm {
+	if cl.Scope != nil {
+		e = e.Narrow(cl.Scope)
+	}
 	return &warm{pe: e, amr: identity.JoinList(cl.AMR), authTime: identity.FormatAuthTime(cl.AuthTime)}
 }
 
 // signed is w with the HMAC state over the identity block for signer.
 func (w *warm) signed(cl *tokens.Claims, signer *identity.KeySigner) *warm {
 	e := w.pe
-	id := identity.Identity{Principal: identity.PrincipalUser, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
+	id := identity.Identity{Principal: cl.Principal, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
 		Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
 	return &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: signer.NewIdentityMAC(&id)}
 }
@@ -570,7 +573,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	} else {
 		e := w.pe
 		emailVerified = e.P.EmailVerified
-		h.Add(identity.HeaderPrincipal, identity.PrincipalUser)
+		h.Add(identity.HeaderPrincipal, cl.Principal)
 		h.Add(identity.HeaderUserID, cl.Sub)
 		h.Add(identity.HeaderTenantID, cl.Tid)
 		h.Add(identity.HeaderSessionID, cl.Sid)
