@@ -156,7 +156,9 @@ func (s *Service) revoke(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	return c.SendStatus(fiber.StatusOK)
+	// RFC 7009 section 2.2: 200; the body is ignored, so none is sent.
+	c.Status(fiber.StatusOK)
+	return nil
 }
 
 // revokeRefresh ends the session of a refresh token of the client's
