@@ -229,3 +229,45 @@ func TestServiceAccountCannotSignIn(t *testing.T) {
 		t.Fatal("the service account's user row has a password or the wrong kind")
 	}
 }
+
+// A service account is a member: it is listed among the tenant's members
+// with its reserved address, and its roles change through the member
+// routes, which its next token follows.
+func TestServiceAccountIsAMember(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+
+	r := e.Get(t, owner, "/api/v1/users")
+	var members struct {
+		Data []struct {
+			ID    string `json:"id"`
+			Email string `json:"email"`
+		} `json:"data"`
+	}
+	r.JSON(t, &members)
+	found := false
+	for _, m := range members.Data {
+		if m.ID == a.ID {
+			found = m.Email == a.ID+"@"+serviceaccounts.EmailDomain
+		}
+	}
+	if r.Status != http.StatusOK || !found {
+		t.Fatalf("members: %d %s", r.Status, r.Body)
+	}
+	before := e.clientToken(t, s, "")
+	if strings.Contains(before.Scope, "users:write") {
+		t.Fatalf("a member holds users:write: %q", before.Scope)
+	}
+	if r := e.Send(t, owner, http.MethodPut, "/api/v1/users/"+a.ID+"/roles/admin", nil); r.Status != http.StatusOK {
+		t.Fatalf("grant admin: %d %s", r.Status, r.Body)
+	}
+	after := e.clientToken(t, s, "")
+	if !strings.Contains(after.Scope, "users:write") {
+		t.Fatalf("after the grant: %q", after.Scope)
+	}
+	if got := e.introspect(t, s, before.AccessToken); !strings.Contains(got["scope"].(string), "users:write") {
+		t.Fatalf("an unscoped token follows the roles: %v", got)
+	}
+}
