@@ -92,6 +92,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/tollgate-auth/tollgate/migrations v0.0.0
 	github.com/valyala/fasthttp v1.78.0
+	golang.org/x/oauth2 v0.38.0
 	k8s.io/api v0.37.0
 	k8s.io/apimachinery v0.37.0
 	sigs.k8s.io/kustomize/api v0.21.2

@@ -18,6 +18,11 @@ type Problem struct {
 	RequestID string `json:"request_id,omitempty"`
 	// Errors lists per-field validation failures, when there are any.
 	Errors []FieldError `json:"errors,omitempty"`
+	// OAuthError and OAuthErrorDescription are the RFC 6749 section 5.2 fields, set
+	// on the answers of the OAuth endpoints (token, introspection,
+	// revocation) so that standard OAuth clients understand them.
+	OAuthError            string `json:"error,omitempty"`
+	OAuthErrorDescription string `json:"error_description,omitempty"`
 }
 
 // FieldError names one invalid field of a request body or query.
@@ -142,8 +147,20 @@ const (
 const (
 	// CodeInvalidGrant (RFC 6749 5.2): wrong credentials, or a refresh
 	// token, code or mfa_token that is unknown, used or expired.
-	CodeInvalidGrant           = "invalid_grant"
-	CodeUnsupportedGrantType   = "unsupported_grant_type"
+	CodeInvalidGrant         = "invalid_grant"
+	CodeUnsupportedGrantType = "unsupported_grant_type"
+	// CodeInvalidClient (RFC 6749 5.2): client authentication failed or
+	// was missing (token, introspection and revocation endpoints).
+	CodeInvalidClient = "invalid_client"
+	// CodeInvalidScope (RFC 6749 5.2): a requested scope is unknown or
+	// more than the client holds.
+	CodeInvalidScope = "invalid_scope"
+	// CodeUnauthorizedClient (RFC 6749 5.2): the client may not use the
+	// grant (e.g. its tenant is suspended).
+	CodeUnauthorizedClient = "unauthorized_client"
+	// CodeUnsupportedTokenType (RFC 7009 2.2.1): the revocation endpoint
+	// does not revoke that kind of token (access tokens).
+	CodeUnsupportedTokenType   = "unsupported_token_type"
 	CodeInvalidCurrentPassword = "invalid_current_password"
 	CodeUserDisabled           = "user_disabled"
 	CodeNoMembership           = "no_membership"

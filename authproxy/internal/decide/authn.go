@@ -8,6 +8,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // Outcomes of Authn.
@@ -40,7 +41,9 @@ const amrOTP = "otp"
 // for DenyStepUp, the max_age to announce (0: none).
 func Authn(c *tokens.Claims, e *projection.Entry, r *rules.Route, method, path string, now int64) (Outcome, int64) {
 	p := e.P
-	if p.TenantRequireMFA && !p.MFAEnabled && !enrolmentPath(path) {
+	// The tenant's MFA policy is about people: a service account proves
+	// itself with a client secret and has no second factor to enrol.
+	if p.TenantRequireMFA && !p.MFAEnabled && c.Principal != identity.PrincipalService && !enrolmentPath(path) {
 		return DenyMFAEnrollment, 0
 	}
 	needMFA, maxAge := r.RequireMFA, r.MaxAuthAge

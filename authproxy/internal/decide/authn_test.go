@@ -60,6 +60,9 @@ func TestAuthn(t *testing.T) {
 		{"policy, not enrolled, confirm", identity.Projection{TenantRequireMFA: true}, pwd, core, "POST", "/api/v1/users/me/mfa/totp/confirm", Allow, 0},
 		{"policy, not enrolled, logout", identity.Projection{TenantRequireMFA: true}, pwd, core, "POST", "/api/v1/auth/logout", Allow, 0},
 		{"policy, not enrolled, look-alike", identity.Projection{TenantRequireMFA: true}, pwd, core, "GET", "/api/v1/users/me/mfax", DenyMFAEnrollment, 0},
+		// The policy is about people: a service account has no factor to enrol.
+		{"policy, service account", identity.Projection{TenantRequireMFA: true}, tokens.Claims{Principal: identity.PrincipalService}, app, "GET", "/notes", Allow, 0},
+		{"policy, service account, require_mfa route", identity.Projection{TenantRequireMFA: true}, tokens.Claims{Principal: identity.PrincipalService}, &rules.Route{RequireMFA: true}, "GET", "/notes", DenyStepUp, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -80,7 +80,10 @@ const WarmBytes = 210
 // newWarm is the warm state of a token with claims cl and projection e,
 // not yet signed for an upstream.
 func newWarm(cl *tokens.Claims, e *projection.Entry) *warm {
-	return &warm{pe: e, amr: identity.JoinList(cl.AMR), authTime: identity.FormatAuthTime(cl.AuthTime), principal: identity.PrincipalUser}
+	if cl.Scope != nil {
+		e = e.Narrow(cl.Scope)
+	}
+	return &warm{pe: e, amr: identity.JoinList(cl.AMR), authTime: identity.FormatAuthTime(cl.AuthTime), principal: cl.Principal}
 }
 
 // signed is w with the HMAC state over the identity block for signer.

@@ -35,6 +35,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/jwks"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -68,7 +69,15 @@ type Claims struct {
 	// the identity headers.
 	AMR      []string
 	AuthTime int64
-	Key      *jwks.Key
+	// Principal is identity.PrincipalUser, or identity.PrincipalService
+	// for a client_credentials token of a service account (claim
+	// "principal": "service"; such a token names no session). Always one
+	// of the constants, never request memory.
+	Principal string
+	// Scope, when the token has a scope claim, narrows its permissions to
+	// these (the space-separated claim, split); nil: no narrowing.
+	Scope []string
+	Key   *jwks.Key
 }
 
 // KeySource is the key set the verifier reads.
@@ -352,6 +361,9 @@ type payload struct {
 	AMR []string        `json:"amr"`
 	// AuthTime is the sign-in time (unix seconds), when the token says.
 	AuthTime *json.Number `json:"auth_time"`
+	// Principal is absent (a user's token) or "service".
+	Principal *string `json:"principal"`
+	Scope     *string `json:"scope"`
 }
 
 // verify does the full check of a token not seen before.
@@ -428,8 +440,30 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	if c.TV, err = p.TV.Int64(); err != nil || c.TV < 0 {
 		return nil, ErrClaims
 	}
-	if !ValidID(c.Sub) || !ValidID(c.Tid) || !ValidID(c.Sid) {
+	switch {
+	case p.Principal == nil:
+		c.Principal = identity.PrincipalUser
+		if !ValidID(c.Sid) {
+			return nil, ErrClaims
+		}
+	case *p.Principal == identity.PrincipalService && c.Sid == "":
+		c.Principal = identity.PrincipalService
+	default:
 		return nil, ErrClaims
+	}
+	if !ValidID(c.Sub) || !ValidID(c.Tid) {
+		return nil, ErrClaims
+	}
+	if p.Scope != nil {
+		c.Scope = strings.Fields(*p.Scope)
+		if c.Scope == nil {
+			c.Scope = []string{}
+		}
+		for _, sc := range c.Scope {
+			if !validScope(sc) {
+				return nil, ErrClaims
+			}
+		}
 	}
 	for _, m := range p.AMR {
 		if !ValidID(m) {
@@ -475,6 +509,21 @@ func hasAudience(raw json.RawMessage, want string) bool {
 		return false
 	}
 	return slices.Contains(many, want)
+}
+
+// validScope reports whether s is a permission name as the catalog spells
+// them (resource:action of [a-z0-9-]), at most 128 bytes.
+func validScope(s string) bool {
+	if len(s) > 128 || strings.Count(s, ":") != 1 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == ':') {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidID reports whether s is a sane id claim (user, tenant, session): 1..128

@@ -41,8 +41,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	// The data model of 00001, login_failures (00002), replaced by
 	// login_attempts, and oauth_handovers (00003), action_tokens,
 	// invitations, mail_queue and rate_limits (00004), permission_catalog (00005),
-	// mfa_totp, mfa_recovery_codes and mfa_challenges (00007), api_keys (00008).
-	const tables = 22
+	// mfa_totp, mfa_recovery_codes and mfa_challenges (00007), api_keys (00008),
+	// service_accounts and service_account_secrets (00009).
+	const tables = 24
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}

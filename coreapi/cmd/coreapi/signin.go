@@ -57,10 +57,15 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	if err != nil {
 		return nil, err
 	}
+	// The API-key revoker of RFC 7009 ("tg_" tokens) is wired here.
+	sa, err := wireServiceAccounts(cfg, log, pool, ring, store, nil, opts)
+	if err != nil {
+		return nil, err
+	}
 	svc, err := auth.New(auth.Options{
 		Logger: log, Pool: pool, Keys: ring, Passwords: hasher, Sessions: store,
 		Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, AccessTTL: cfg.AccessTokenTTL,
-		MFA: sealer,
+		MFA: sealer, ClientCredentials: sa,
 	})
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 // Package auth is coreapi's sign-in HTTP surface: signup, the token
 // endpoint (password, refresh_token, oauth_handover and mfa_otp grants,
-// JSON or form-encoded), TOTP second factors (enrolment, sign-in
+// JSON or form-encoded; client_credentials is delegated, see
+// clientcreds.go), TOTP second factors (enrolment, sign-in
 // challenges, step-up; see mfa.go),
 // logout, switch-tenant, the caller's sessions, password change, and the
 // JWKS document. It issues access tokens (JWT, signed by keys.Ring) and
@@ -78,6 +79,9 @@ type Options struct {
 	MFAIssuer string
 	// Now is the clock of token timestamps; nil means time.Now.
 	Now func() time.Time
+	// ClientCredentials answers grant_type=client_credentials; nil: the
+	// grant is unsupported.
+	ClientCredentials ClientCredentials
 }
 
 // Service issues tokens and manages sessions.
@@ -94,6 +98,7 @@ type Service struct {
 	mfa       *mfa.Sealer
 	mfaIssuer string
 	now       func() time.Time
+	cc        ClientCredentials
 }
 
 // New returns a Service.
@@ -117,7 +122,7 @@ func New(o Options) (*Service, error) {
 	return &Service{
 		log: o.Logger, pool: o.Pool, keys: o.Keys, passwords: o.Passwords, sessions: o.Sessions,
 		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, lockout: o.Lockout, now: o.Now,
-		mfa: o.MFA, mfaIssuer: o.MFAIssuer,
+		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials,
 	}, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -37,7 +38,7 @@ const JWKSPath = "/.well-known/jwks.json"
 func (s *Service) Register(rt httpapi.Routes) {
 	rt.Root.Get(JWKSPath, s.jwks)
 	rt.Public.Post("/auth/signup", s.signup)
-	rt.Optional.Post("/auth/token", s.token)
+	rt.Optional.Post("/auth/token", oautherr.Wrap(s.token))
 	rt.Protected.Post("/auth/logout", s.logout)
 	rt.Protected.Post("/auth/switch-tenant", s.switchTenant)
 	rt.Protected.Put("/users/me/password", s.changePassword)
@@ -182,10 +183,11 @@ type tokenRequest struct {
 	Password     string `json:"password"`
 	TenantID     string `json:"tenant_id"`
 	RefreshToken string `json:"refresh_token"`
-	Code         string `json:"code"`      // grant_type=oauth_handover, mfa_otp
-	MFAToken     string `json:"mfa_token"` // grant_type=mfa_otp
-	Scope        string `json:"scope"`     // accepted, ignored
-	ClientID     string `json:"client_id"` // accepted, ignored
+	Code         string `json:"code"`          // grant_type=oauth_handover, mfa_otp
+	MFAToken     string `json:"mfa_token"`     // grant_type=mfa_otp
+	Scope        string `json:"scope"`         // client_credentials; accepted, ignored by the others
+	ClientID     string `json:"client_id"`     // client_credentials; accepted, ignored by the others
+	ClientSecret string `json:"client_secret"` // client_credentials
 }
 
 func invalidRequest(detail string, fields ...problem.FieldError) *problem.Problem {
@@ -209,6 +211,7 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 			GrantType: get("grant_type"), Email: get("email"), Username: get("username"),
 			Password: get("password"), TenantID: get("tenant_id"), RefreshToken: get("refresh_token"),
 			Code: get("code"), MFAToken: get("mfa_token"),
+			Scope: get("scope"), ClientID: get("client_id"), ClientSecret: get("client_secret"),
 		}
 		return req, nil
 	}
@@ -241,11 +244,12 @@ func (s *Service) token(c *fiber.Ctx) error {
 		resp, err = s.handoverGrant(c.UserContext(), req)
 	case "mfa_otp":
 		resp, err = s.mfaGrant(c, req)
+	case "client_credentials":
+		return s.clientCredentials(c, req)
 	case "":
-		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: password, refresh_token, oauth_handover or mfa_otp"})
+		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: " + grantList})
 	default:
-		return problem.New(fiber.StatusBadRequest, problem.CodeUnsupportedGrantType,
-			"grant_type must be password, refresh_token, oauth_handover or mfa_otp")
+		return problem.New(fiber.StatusBadRequest, problem.CodeUnsupportedGrantType, "grant_type must be "+grantList)
 	}
 	if err != nil {
 		var mr *mfaRequiredError

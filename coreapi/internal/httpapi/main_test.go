@@ -28,7 +28,10 @@ var signInOperations = []string{"getJWKS", "createAccount", "issueToken", "logou
 	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
 	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",
 	"pageVerifyEmail", "pageResetPassword", "pageAcceptInvitation",
-	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA"}
+	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA",
+	// package serviceaccounts' routes, checked by its own TestMain
+	"getAuthorizationServerMetadata", "getOpenIDConfiguration", "introspectToken", "revokeToken",
+	"listServiceAccounts", "createServiceAccount", "deleteServiceAccount", "createClientSecret", "deleteClientSecret"}
 
 // TestMain fails the run when a full run of the tests leaves an operation
 // of the tenant API without a successful, document-conforming response.

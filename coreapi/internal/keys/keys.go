@@ -4,7 +4,9 @@
 // access tokens with the newest key of the configured algorithm, and
 // publishes every public key as a JWKS document.
 //
-// coreapi only signs; it never verifies a JWT on a request (the proxy does).
+// coreapi signs; it verifies a JWT only when asked about one (the
+// introspection endpoint, with PublicKey), never to authenticate a request
+// (the proxy does).
 package keys
 
 import (

@@ -205,3 +205,21 @@ func currentPW(round int) string {
 	}
 	return "new password number " + string(rune('a'+round-1))
 }
+
+// A service account (a user row of kind 'service') is never sent a reset
+// link: it has no password, and its address is no mailbox.
+func TestForgotIgnoresServiceAccounts(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	const addr = "0b7e7a2c-0000-4000-8000-000000000001@example.com"
+	x.exec(t, `INSERT INTO users (email, display_name, kind, email_verified_at) VALUES ($1, 'bot', 'service', now())`, addr)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": addr}), http.StatusAccepted)
+	if n := x.count(t, `SELECT count(*) FROM mail_queue`); n != 0 {
+		t.Fatalf("%d mails queued for a service account", n)
+	}
+	// The same address as a person's gets its mail (the check above can fail).
+	x.exec(t, `UPDATE users SET kind = 'human' WHERE email = $1`, addr)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": addr}), http.StatusAccepted)
+	if n := x.count(t, `SELECT count(*) FROM mail_queue`); n != 1 {
+		t.Fatalf("%d mails queued for a person, want 1", n)
+	}
+}

@@ -59,6 +59,16 @@ RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs 
 	return false, time.Duration(left * float64(time.Second)), nil
 }
 
+// Release takes back one hit counted on key (a reservation that turned out
+// fine, such as a correct client secret), so that only failures add up.
+func (r *Limiter) Release(ctx context.Context, key []byte) error {
+	const q = `UPDATE rate_limits SET hits = greatest(hits - 1, 0) WHERE key = $1`
+	if _, err := r.pool.Exec(ctx, q, key); err != nil {
+		return fmt.Errorf("rate limit release: %w", err)
+	}
+	return nil
+}
+
 // Sweep deletes counters whose window ended more than olderThan ago.
 func (r *Limiter) Sweep(ctx context.Context, olderThan time.Duration) (int64, error) {
 	const q = `DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)`

@@ -75,3 +75,31 @@ func TestAllowConcurrent(t *testing.T) {
 		t.Errorf("allowed %d of 20 concurrent hits, want 5", allowed)
 	}
 }
+
+// A released hit is not counted: reservations that succeed never add up.
+func TestRelease(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	lim := ratelimit.Limit{N: 2, Window: time.Hour}
+	k := ratelimit.Key("client", "id", "ip")
+	for i := range 5 {
+		if ok, _, err := l.Allow(ctx, k, lim); err != nil || !ok {
+			t.Fatalf("reservation %d = %v, %v; want allowed (each released)", i, ok, err)
+		}
+		if err := l.Release(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 {
+		if ok, _, err := l.Allow(ctx, k, lim); err != nil || !ok {
+			t.Fatalf("failure %d = %v, %v; want allowed", i, ok, err)
+		}
+	}
+	if ok, _, err := l.Allow(ctx, k, lim); err != nil || ok {
+		t.Fatalf("third failure = %v, %v; want refused", ok, err)
+	}
+	if err := l.Release(ctx, ratelimit.Key("never", "seen")); err != nil {
+		t.Fatalf("release of an unknown key: %v", err)
+	}
+}

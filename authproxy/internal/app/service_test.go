@@ -1,0 +1,61 @@
+package app
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// A service account's client_credentials token is forwarded with
+// X-Auth-Principal service and no session; its scope claim narrows the
+// permissions forwarded and checked; the tenant's MFA policy does not
+// confine it.
+func TestServiceTokenForwardedAsService(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	p := defaultProjection()
+	p.Permissions = []string{"notes:read", "tenant:read"}
+	p.TenantRequireMFA = true
+	e.core.SetProjection(p)
+	service := func(scope any) string {
+		return e.token(func(c testenv.Claims) {
+			delete(c, "sid")
+			c["principal"] = "service"
+			c["client_id"] = userID
+			if scope != nil {
+				c["scope"] = scope
+			}
+		})
+	}
+	e.wantStatus(e.do("GET", "/api/v1/users/me", service(nil), nil), 200)
+	r := e.core.Last(t)
+	if !r.Signed || r.VerifyErr != nil {
+		t.Fatalf("signature: %v %v", r.Signed, r.VerifyErr)
+	}
+	id := r.Identity
+	if id.Principal != identity.PrincipalService || id.UserID != userID || id.TenantID != tenantID || id.SessionID != "" ||
+		!slices.Equal(id.Permissions, []string{"notes:read", "tenant:read"}) {
+		t.Fatalf("identity = %+v", id)
+	}
+	if got := r.Headers["X-Auth-Principal"]; len(got) != 1 || got[0] != "service" {
+		t.Fatalf("X-Auth-Principal = %q", got)
+	}
+
+	e.wantStatus(e.do("GET", "/notes", service(nil), nil), 200)
+	// Narrowed to tenant:read: notes:read is neither forwarded nor granted.
+	scoped := service("tenant:read")
+	e.wantStatus(e.do("GET", "/api/v1/tenant", scoped, nil), 200)
+	if got := e.core.Last(t).Identity.Permissions; !slices.Equal(got, []string{"tenant:read"}) {
+		t.Fatalf("scoped permissions = %q", got)
+	}
+	e.wantProblem(e.do("GET", "/notes", scoped, nil), 403, "insufficient_scope")
+	// The unscoped token's entry is not affected by the scoped one's.
+	e.wantStatus(e.do("GET", "/notes", service(nil), nil), 200)
+
+	// A user of the same tenant, without MFA, is confined by the policy.
+	e.wantProblem(e.do("GET", "/api/v1/tenant", e.token(nil), nil), 403, "mfa_enrollment_required")
+	// A token claiming another principal, or a service with a session, is refused.
+	e.wantStatus(e.do("GET", "/api/v1/tenant", e.token(func(c testenv.Claims) { c["principal"] = "api_key" }), nil), 401)
+	e.wantStatus(e.do("GET", "/api/v1/tenant", e.token(func(c testenv.Claims) { c["principal"] = "service" }), nil), 401)
+}

@@ -1,0 +1,25 @@
+package projection
+
+import (
+	"slices"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// Narrow returns a copy of e whose permissions are those of e that scope
+// also lists: the projection a token with a scope claim acts with. The
+// copy keeps e's generations and expiry, so Valid judges it as it judges
+// e. e itself is shared and left as it is.
+func (e *Entry) Narrow(scope []string) *Entry {
+	p := *e.P
+	p.Permissions = make([]string, 0, len(scope))
+	for _, perm := range e.P.Permissions {
+		if slices.Contains(scope, perm) {
+			p.Permissions = append(p.Permissions, perm)
+		}
+	}
+	n := *e
+	n.P = &p
+	n.Perms = identity.JoinList(p.Permissions)
+	return &n
+}

@@ -1,0 +1,67 @@
+package tokens
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// A client_credentials token names its principal and no session; a user
+// token must name a session; any other principal is refused; the scope
+// claim is split into the permissions the token may use.
+func TestPrincipalAndScopeClaims(t *testing.T) {
+	f := newFixture(t, 0)
+	now := time.Now()
+	service := func(mod func(testenv.Claims)) []byte {
+		c := testenv.DefaultClaims(now, "sa-1", "t1", "")
+		delete(c, "sid")
+		c["principal"] = "service"
+		if mod != nil {
+			mod(c)
+		}
+		return []byte(testenv.Sign(t, f.key, c, nil))
+	}
+	cl, err := f.v.Verify(context.Background(), service(nil))
+	if err != nil {
+		t.Fatalf("service token: %v", err)
+	}
+	if cl.Principal != identity.PrincipalService || cl.Sid != "" || cl.Scope != nil {
+		t.Fatalf("service token claims = %+v", cl)
+	}
+	cl, err = f.v.Verify(context.Background(), service(func(c testenv.Claims) { c["scope"] = "notes:read  users:read" }))
+	if err != nil {
+		t.Fatalf("scoped service token: %v", err)
+	}
+	if !slices.Equal(cl.Scope, []string{"notes:read", "users:read"}) {
+		t.Fatalf("scope = %q", cl.Scope)
+	}
+	cl, err = f.v.Verify(context.Background(), service(func(c testenv.Claims) { c["scope"] = "" }))
+	if err != nil || cl.Scope == nil || len(cl.Scope) != 0 {
+		t.Fatalf("empty scope: %v %+v (want a token with no permissions)", err, cl)
+	}
+	user, err := f.v.Verify(context.Background(), f.mint(t, "u1"))
+	if err != nil || user.Principal != identity.PrincipalUser {
+		t.Fatalf("user token: %v %+v", err, user)
+	}
+	for name, tok := range map[string][]byte{
+		"service with a session": service(func(c testenv.Claims) { c["sid"] = "s1" }),
+		"unknown principal":      service(func(c testenv.Claims) { c["principal"] = "api_key" }),
+		"principal user spelled": service(func(c testenv.Claims) { c["principal"] = "user"; c["sid"] = "s1" }),
+		"bad scope":              service(func(c testenv.Claims) { c["scope"] = "Users:read" }),
+		"scope not a string":     service(func(c testenv.Claims) { c["scope"] = []string{"users:read"} }),
+		"user without session": func() []byte {
+			c := testenv.DefaultClaims(now, "u1", "t1", "")
+			delete(c, "sid")
+			return []byte(testenv.Sign(t, f.key, c, nil))
+		}(),
+	} {
+		if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, ErrClaims) && !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err = %v, want ErrClaims", name, err)
+		}
+	}
+}

@@ -1,0 +1,273 @@
+package serviceaccounts_test
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// A service account is created with roles, gets secrets (several live at
+// once), obtains tokens with either, and a deleted secret or account stops
+// authenticating; every change is audited and deletions tell the proxies.
+func TestServiceAccountLifecycle(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+
+	a := e.createAccount(t, owner, "ci", "admin")
+	if a.ID == "" || a.ClientID != a.ID || a.Name != "ci" || !slices.Equal(a.Roles, []string{"admin"}) || len(a.Secrets) != 0 {
+		t.Fatalf("created = %+v", a)
+	}
+	s1 := e.createSecret(t, owner, a.ID)
+	s2 := e.createSecret(t, owner, a.ID)
+	if s1.ClientID != a.ID || !strings.HasPrefix(s1.ClientSecret, "tgcs_") || s1.ClientSecret == s2.ClientSecret {
+		t.Fatalf("secrets = %+v, %+v", s1, s2)
+	}
+	if n := e.count(t, `SELECT count(*) FROM service_account_secrets WHERE secret_hash = convert_to($1, 'UTF8')`, s1.ClientSecret); n != 0 {
+		t.Fatal("a secret is stored in clear")
+	}
+
+	tk := e.clientToken(t, s1, "")
+	if tk.TokenType != "Bearer" || tk.ExpiresIn != 900 || tk.RefreshToken != "" || tk.TenantID != owner.TenantID {
+		t.Fatalf("token response = %+v", tk)
+	}
+	c := claimsOf(t, tk.AccessToken)
+	if c["sub"] != a.ID || c["tid"] != owner.TenantID || c["principal"] != "service" || c["client_id"] != a.ID || c["iss"] != issuer {
+		t.Fatalf("claims = %v", c)
+	}
+	if _, ok := c["sid"]; ok {
+		t.Fatalf("a client_credentials token names a session: %v", c)
+	}
+	if _, ok := c["scope"]; ok {
+		t.Fatalf("an unscoped request got a scope claim: %v", c)
+	}
+	admin := e.IdentityOf(t, a.ID, owner.TenantID)
+	if tk.Scope != strings.Join(admin.Permissions, " ") || slices.Contains(admin.Permissions, "tenant:write") {
+		t.Fatalf("scope %q, the admin role grants %q", tk.Scope, admin.Permissions)
+	}
+	// Body credentials work as well as Basic, and so does the second secret.
+	r := e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {s2.ClientID}, "client_secret": {s2.ClientSecret}}, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("body credentials: %d %s", r.Status, r.Body)
+	}
+	r = e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "client_credentials", "client_id": s1.ClientID, "client_secret": s1.ClientSecret})
+	if r.Status != http.StatusOK {
+		t.Fatalf("JSON body credentials: %d %s", r.Status, r.Body)
+	}
+
+	var list struct{ Data []account }
+	r = e.Get(t, owner, "/api/v1/service-accounts")
+	r.JSON(t, &list)
+	if r.Status != http.StatusOK || len(list.Data) != 1 || len(list.Data[0].Secrets) != 2 || list.Data[0].Secrets[0].LastUsedAt == nil {
+		t.Fatalf("list: %d %s", r.Status, r.Body)
+	}
+	if strings.Contains(string(r.Body), "tgcs_") {
+		t.Fatal("the list shows a secret")
+	}
+
+	// Deleting s1 ends it and the tokens of the account; s2 goes on.
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID+"/secrets/"+s1.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete secret: %d %s", r.Status, r.Body)
+	}
+	r = e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}}, basic(s1.ClientID, s1.ClientSecret))
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	if got := e.introspect(t, s2, tk.AccessToken); got["active"] != false {
+		t.Fatalf("a token of the account after a secret's deletion: %v", got)
+	}
+	tk2 := e.clientToken(t, s2, "")
+	if got := e.introspect(t, s2, tk2.AccessToken); got["active"] != true {
+		t.Fatalf("a new token with the other secret: %v", got)
+	}
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID+"/secrets/"+s1.ID, nil); r.Status != http.StatusNotFound {
+		t.Fatalf("delete a deleted secret: %d", r.Status)
+	}
+
+	// Deleting the account ends everything.
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	r = e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}}, basic(s2.ClientID, s2.ClientSecret))
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	if n := e.count(t, `SELECT count(*) FROM users WHERE id = $1`, a.ID); n != 0 {
+		t.Fatal("the account's user row outlived it")
+	}
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil); r.Status != http.StatusNotFound {
+		t.Fatalf("delete again: %d", r.Status)
+	}
+	for _, reason := range []string{serviceaccounts.ReasonSecretDeleted, serviceaccounts.ReasonDeleted} {
+		if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`, invalidation.UserSubject(a.ID), reason); n != 1 {
+			t.Errorf("outbox rows for %s: %d, want 1", reason, n)
+		}
+	}
+	for _, action := range []string{serviceaccounts.ActionCreated, serviceaccounts.ActionSecretCreated, serviceaccounts.ActionSecretDeleted,
+		serviceaccounts.ActionDeleted, serviceaccounts.ActionAuthFailed} {
+		if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = $2 AND target_id = $3`, owner.TenantID, action, a.ID); n == 0 {
+			t.Errorf("no %s audit event", action)
+		}
+	}
+}
+
+// Who may manage service accounts, with which roles.
+func TestServiceAccountPermissions(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	admin := e.SeedUserIn(t, owner.TenantID, "admin@example.com", "admin")
+	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+
+	// No owner role for a machine, not even from the owner.
+	r := e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "x", "roles": []string{"owner"}})
+	if r.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("owner role: %d %s", r.Status, r.Body)
+	}
+	r = e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "x", "roles": []string{"no-such-role"}})
+	if r.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("unknown role: %d %s", r.Status, r.Body)
+	}
+	for name, body := range map[string]any{
+		"empty name":    map[string]any{"name": "  "},
+		"long name":     map[string]any{"name": strings.Repeat("n", 201)},
+		"bad role name": map[string]any{"name": "x", "roles": []string{"Bad Role"}},
+	} {
+		if r := e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts", body); r.Status != http.StatusUnprocessableEntity {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE kind = 'service'`); n != 0 {
+		t.Fatalf("refused creations left %d service users", n)
+	}
+	// A member (no users:write) can neither list nor create.
+	if r := e.Get(t, &member, "/api/v1/service-accounts"); r.Status != http.StatusForbidden {
+		t.Fatalf("member list: %d", r.Status)
+	}
+	if r := e.Send(t, &member, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "x"}); r.Status != http.StatusForbidden {
+		t.Fatalf("member create: %d", r.Status)
+	}
+	// An admin lacks tenant:write: a role carrying it is escalation, for
+	// the account and for a secret of an account that holds it.
+	if r := e.Send(t, owner, http.MethodPost, "/api/v1/roles", map[string]any{"name": "tenant-editor", "permissions": []string{"tenant:write"}}); r.Status != http.StatusCreated {
+		t.Fatalf("create role: %d %s", r.Status, r.Body)
+	}
+	if r := e.Send(t, &admin, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "x", "roles": []string{"tenant-editor"}}); r.Status != http.StatusForbidden {
+		t.Fatalf("admin escalating: %d %s", r.Status, r.Body)
+	}
+	strong := e.createAccount(t, owner, "strong", "tenant-editor")
+	for _, req := range [][2]string{
+		{http.MethodPost, "/api/v1/service-accounts/" + strong.ID + "/secrets"},
+		{http.MethodDelete, "/api/v1/service-accounts/" + strong.ID},
+	} {
+		if r := e.Send(t, &admin, req[0], req[1], nil); r.Status != http.StatusForbidden {
+			t.Errorf("admin %s %s on a stronger account: %d %s", req[0], req[1], r.Status, r.Body)
+		}
+	}
+	weak := e.createAccount(t, &admin, "weak", "member")
+	s := e.createSecret(t, &admin, weak.ID)
+
+	// A service account cannot manage service accounts, even with users:write.
+	sa := e.createAccount(t, owner, "sa-admin", "admin")
+	saID := e.IdentityOf(t, sa.ID, owner.TenantID)
+	saID.Principal = identity.PrincipalService
+	if r := e.Send(t, &saID, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "spawn"}); r.Status != http.StatusForbidden {
+		t.Fatalf("service account creating one: %d %s", r.Status, r.Body)
+	}
+	if r := e.Send(t, &saID, http.MethodPost, "/api/v1/service-accounts/"+weak.ID+"/secrets", nil); r.Status != http.StatusForbidden {
+		t.Fatalf("service account creating a secret: %d %s", r.Status, r.Body)
+	}
+	if r := e.Get(t, &saID, "/api/v1/service-accounts"); r.Status != http.StatusOK {
+		t.Fatalf("service account listing: %d %s", r.Status, r.Body)
+	}
+
+	// Another tenant sees and touches none of these.
+	_, other := e.owner(t, "other@example.com")
+	var list struct{ Data []account }
+	e.Get(t, other, "/api/v1/service-accounts").JSON(t, &list)
+	if len(list.Data) != 0 {
+		t.Fatalf("another tenant lists %d accounts", len(list.Data))
+	}
+	for _, req := range [][2]string{
+		{http.MethodPost, "/api/v1/service-accounts/" + weak.ID + "/secrets"},
+		{http.MethodDelete, "/api/v1/service-accounts/" + weak.ID + "/secrets/" + s.ID},
+		{http.MethodDelete, "/api/v1/service-accounts/" + weak.ID},
+	} {
+		if r := e.Send(t, other, req[0], req[1], nil); r.Status != http.StatusNotFound {
+			t.Errorf("other tenant %s %s: %d", req[0], req[1], r.Status)
+		}
+	}
+	for _, p := range []string{"/api/v1/service-accounts/nope", "/api/v1/service-accounts/" + weak.ID + "/secrets/nope"} {
+		if r := e.Send(t, owner, http.MethodDelete, p, nil); r.Status != http.StatusBadRequest {
+			t.Errorf("DELETE %s: %d", p, r.Status)
+		}
+	}
+	// At most MaxSecrets live secrets.
+	for range serviceaccounts.MaxSecrets - 1 {
+		e.createSecret(t, owner, weak.ID)
+	}
+	if r := e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts/"+weak.ID+"/secrets", nil); r.Status != http.StatusConflict {
+		t.Fatalf("secret beyond the limit: %d %s", r.Status, r.Body)
+	}
+}
+
+// A service account is not a person: its address can sign in by no means.
+func TestServiceAccountCannotSignIn(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot")
+	s := e.createSecret(t, owner, a.ID)
+	email := a.ID + "@" + serviceaccounts.EmailDomain
+	for _, guess := range []string{pw, s.ClientSecret, ""} {
+		r := e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "password", "email": email, "password": guess + "x"})
+		if r.Status == http.StatusOK {
+			t.Fatalf("password sign-in of a service account succeeded")
+		}
+		oauthProblem(t, r, r.Status, "invalid_grant")
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE id = $1 AND password_hash IS NULL AND kind = 'service'`, a.ID); n != 1 {
+		t.Fatal("the service account's user row has a password or the wrong kind")
+	}
+}
+
+// A service account is a member: it is listed among the tenant's members
+// with its reserved address, and its roles change through the member
+// routes, which its next token follows.
+func TestServiceAccountIsAMember(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+
+	r := e.Get(t, owner, "/api/v1/users")
+	var members struct {
+		Data []struct {
+			ID    string `json:"id"`
+			Email string `json:"email"`
+		} `json:"data"`
+	}
+	r.JSON(t, &members)
+	found := false
+	for _, m := range members.Data {
+		if m.ID == a.ID {
+			found = m.Email == a.ID+"@"+serviceaccounts.EmailDomain
+		}
+	}
+	if r.Status != http.StatusOK || !found {
+		t.Fatalf("members: %d %s", r.Status, r.Body)
+	}
+	before := e.clientToken(t, s, "")
+	if strings.Contains(before.Scope, "users:write") {
+		t.Fatalf("a member holds users:write: %q", before.Scope)
+	}
+	if r := e.Send(t, owner, http.MethodPut, "/api/v1/users/"+a.ID+"/roles/admin", nil); r.Status != http.StatusOK {
+		t.Fatalf("grant admin: %d %s", r.Status, r.Body)
+	}
+	after := e.clientToken(t, s, "")
+	if !strings.Contains(after.Scope, "users:write") {
+		t.Fatalf("after the grant: %q", after.Scope)
+	}
+	if got := e.introspect(t, s, before.AccessToken); !strings.Contains(got["scope"].(string), "users:write") {
+		t.Fatalf("an unscoped token follows the roles: %v", got)
+	}
+}

@@ -1,0 +1,195 @@
+package serviceaccounts
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// tokenQuery is the body of an introspection or revocation request
+// (form-encoded as the RFCs say, or JSON).
+type tokenQuery struct {
+	Token         string `json:"token"`
+	TokenTypeHint string `json:"token_type_hint"`
+	ClientID      string `json:"client_id"`
+	ClientSecret  string `json:"client_secret"`
+}
+
+func decodeQuery(c *fiber.Ctx) (tokenQuery, error) {
+	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
+	if ct == fiber.MIMEApplicationForm {
+		args := c.Request().PostArgs()
+		if err := httpapi.CheckForm(args); err != nil {
+			return tokenQuery{}, err
+		}
+		get := func(k string) string { return string(args.Peek(k)) } // string() copies
+		return tokenQuery{Token: get("token"), TokenTypeHint: get("token_type_hint"),
+			ClientID: get("client_id"), ClientSecret: get("client_secret")}, nil
+	}
+	var q tokenQuery
+	if err := httpapi.DecodeJSON(c, &q); err != nil {
+		var p *problem.Problem
+		if errors.As(err, &p) && p.Status == fiber.StatusUnsupportedMediaType {
+			return q, problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,
+				"send the body as application/x-www-form-urlencoded or application/json")
+		}
+		return q, err
+	}
+	return q, nil
+}
+
+// client reads and checks the request's client credentials; the account
+// and its tenant must be active.
+func (s *Service) client(c *fiber.Ctx, q tokenQuery) (Client, error) {
+	cr, err := readCredentials(c, q.ClientID, q.ClientSecret)
+	if err != nil {
+		return Client{}, err
+	}
+	cl, err := s.authenticate(c, cr)
+	if err != nil {
+		return Client{}, err
+	}
+	p, err := s.o.Projections.Get(c.UserContext(), cl.ID, cl.TenantID)
+	if err != nil || !p.Active() {
+		return Client{}, invalidClient(c, cr.basic, "the client or its tenant is not active")
+	}
+	return cl, nil
+}
+
+// introspection is the RFC 7662 answer for an active token.
+type introspection struct {
+	Active    bool   `json:"active"`
+	Scope     string `json:"scope"`
+	ClientID  string `json:"client_id,omitempty"`
+	TokenType string `json:"token_type"`
+	Exp       int64  `json:"exp"`
+	Iat       int64  `json:"iat"`
+	Nbf       int64  `json:"nbf,omitempty"`
+	Sub       string `json:"sub"`
+	Aud       string `json:"aud"`
+	Iss       string `json:"iss"`
+	Jti       string `json:"jti,omitempty"`
+	// TenantID is the token's tenant (its tid claim); Principal "user" or
+	// "service"; SessionID the session of a user's token.
+	TenantID  string `json:"tenant_id"`
+	Principal string `json:"principal"`
+	SessionID string `json:"session_id,omitempty"`
+}
+
+// introspect: POST /api/v1/auth/introspect (RFC 7662).
+func (s *Service) introspect(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	q, err := decodeQuery(c)
+	if err != nil {
+		return err
+	}
+	cl, err := s.client(c, q)
+	if err != nil {
+		return err
+	}
+	if q.Token == "" {
+		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidRequest, "token is required")
+	}
+	info, err := s.inspect(c.UserContext(), q.Token)
+	// Another tenant's token is described to nobody but its own tenant.
+	if errors.Is(err, errInactive) || err == nil && info.TenantID != cl.TenantID {
+		return c.JSON(fiber.Map{"active": false})
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(introspection{
+		Active: true, Scope: strings.Join(info.Permissions, " "), ClientID: info.ClientID, TokenType: "Bearer",
+		Exp: info.Expires, Iat: info.IssuedAt, Nbf: info.NotBefore, Sub: info.Subject, Aud: s.o.Audience, Iss: s.o.Issuer,
+		Jti: info.ID, TenantID: info.TenantID, Principal: info.Principal, SessionID: info.SessionID,
+	})
+}
+
+// revoke: POST /api/v1/auth/revoke (RFC 7009). Refresh tokens end their
+// session; "tg_" API keys go to the API-key revoker; a valid access token
+// is unsupported_token_type (they are short-lived: revoke the refresh
+// token, or the session); anything else, and any token of another tenant,
+// is answered 200 with nothing revoked. token_type_hint is read but never
+// trusted: every kind is tried by the token's shape.
+func (s *Service) revoke(c *fiber.Ctx) error {
+	q, err := decodeQuery(c)
+	if err != nil {
+		return err
+	}
+	cl, err := s.client(c, q)
+	if err != nil {
+		return err
+	}
+	if q.Token == "" {
+		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidRequest, "token is required")
+	}
+	ctx := c.UserContext()
+	switch {
+	case strings.HasPrefix(q.Token, "tg_"):
+		if s.o.APIKeys != nil {
+			if _, err := s.o.APIKeys.RevokeAPIKey(ctx, cl.TenantID, q.Token); err != nil {
+				return err
+			}
+		}
+	case looksLikeJWT(q.Token):
+		info, err := s.inspect(ctx, q.Token)
+		if err != nil && !errors.Is(err, errInactive) {
+			return err
+		}
+		if err == nil && info.TenantID == cl.TenantID {
+			return oautherr.Problem(fiber.StatusBadRequest, problem.CodeUnsupportedTokenType,
+				"access tokens are not revoked one by one (they are short-lived): revoke the refresh token")
+		}
+	default:
+		if err := s.revokeRefresh(c, cl, q.Token); err != nil {
+			return err
+		}
+	}
+	// RFC 7009 section 2.2: 200; the body is ignored, so none is sent.
+	c.Status(fiber.StatusOK)
+	return nil
+}
+
+// revokeRefresh ends the session of a refresh token of the client's
+// tenant (any token of the session's rotation chain names it).
+func (s *Service) revokeRefresh(c *fiber.Ctx, cl Client, tok string) error {
+	const q = `
+SELECT s.id::text, s.user_id::text FROM refresh_tokens rt
+JOIN sessions s ON s.id = rt.session_id
+WHERE rt.token_hash = $1 AND s.tenant_id = $2 AND s.revoked_at IS NULL`
+	if len(tok) > maxToken {
+		return nil
+	}
+	ctx := c.UserContext()
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	return pgx.BeginFunc(ctx, s.o.Pool, func(tx pgx.Tx) error {
+		var sid, uid string
+		err := tx.QueryRow(ctx, q, sessions.Hash(tok), cl.TenantID).Scan(&sid, &uid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("find refresh token: %w", err)
+		}
+		n, err := s.o.Sessions.Revoke(ctx, tx, uid, sid, sessions.ReasonRevoked)
+		if err != nil || n == 0 {
+			return err
+		}
+		if err := audit.Write(ctx, tx, audit.Event{TenantID: cl.TenantID, ActorUserID: cl.ID, Action: ActionTokenRevoked,
+			TargetType: "session", TargetID: sid, Data: map[string]string{"user_id": uid, "token_type": "refresh_token"}, RequestID: rid}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonSessionRevoked})
+	})
+}

@@ -1,0 +1,123 @@
+package serviceaccounts
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// claims are the claims of a client_credentials access token: those of a
+// user's token without session, tv the account's token version,
+// "principal": "service", client_id (RFC 9068), and scope when the client
+// asked for less than it holds.
+type claims struct {
+	Issuer       string  `json:"iss"`
+	Audience     string  `json:"aud"`
+	Subject      string  `json:"sub"`
+	TenantID     string  `json:"tid"`
+	TokenVersion int64   `json:"tv"`
+	IssuedAt     int64   `json:"iat"`
+	NotBefore    int64   `json:"nbf"`
+	Expires      int64   `json:"exp"`
+	ID           string  `json:"jti"`
+	Principal    string  `json:"principal"`
+	ClientID     string  `json:"client_id"`
+	Scope        *string `json:"scope,omitempty"`
+}
+
+// tokenResponse is the RFC 6749 section 5.1 answer (no refresh token:
+// the client authenticates again), plus the tenant.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+	TenantID    string `json:"tenant_id"`
+}
+
+// maxScope bounds the scope parameter.
+const maxScope = 4096
+
+// ClientCredentialsGrant implements auth.ClientCredentials: RFC 6749
+// section 4.4.
+func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsRequest) error {
+	cr, err := readCredentials(c, r.ClientID, r.ClientSecret)
+	if err != nil {
+		return err
+	}
+	if len(r.Scope) > maxScope {
+		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidScope, "scope is too long")
+	}
+	cl, err := s.authenticate(c, cr)
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	p, err := s.o.Projections.Get(ctx, cl.ID, cl.TenantID)
+	switch {
+	case errors.Is(err, projection.ErrNotFound):
+		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeUnauthorizedClient, "the service account is not a member of its tenant")
+	case err != nil:
+		return err
+	case !p.Active():
+		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeUnauthorizedClient, "the service account or its tenant is not active")
+	}
+	var scope *string
+	granted := p.Permissions
+	if requested := strings.Fields(r.Scope); len(requested) > 0 {
+		slices.Sort(requested)
+		requested = slices.Compact(requested)
+		for _, sc := range requested {
+			if !s.o.Catalog.Has(sc) {
+				return oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidScope, "unknown scope "+quote(sc))
+			}
+			if !slices.Contains(p.Permissions, sc) {
+				return oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidScope, "the client does not hold "+sc)
+			}
+		}
+		granted = requested
+		joined := strings.Join(requested, " ")
+		scope = &joined
+	}
+	now := s.o.Now().Unix()
+	ttl := int64(s.o.AccessTTL / time.Second)
+	var jti [16]byte
+	if _, err := rand.Read(jti[:]); err != nil {
+		return fmt.Errorf("read random: %w", err)
+	}
+	payload, err := json.Marshal(claims{
+		Issuer: s.o.Issuer, Audience: s.o.Audience, Subject: cl.ID, TenantID: cl.TenantID, TokenVersion: p.TokenVersion,
+		IssuedAt: now, NotBefore: now, Expires: now + ttl, ID: base64.RawURLEncoding.EncodeToString(jti[:]),
+		Principal: identity.PrincipalService, ClientID: cl.ID, Scope: scope,
+	})
+	if err != nil {
+		return fmt.Errorf("encode claims: %w", err)
+	}
+	tok, err := s.o.Keys.Sign(payload)
+	if err != nil {
+		return err
+	}
+	return c.JSON(tokenResponse{AccessToken: string(tok), TokenType: "Bearer", ExpiresIn: ttl,
+		Scope: strings.Join(granted, " "), TenantID: cl.TenantID})
+}
+
+// quote shows a client-sent value in an error, bounded and printable.
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}

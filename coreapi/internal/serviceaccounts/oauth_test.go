@@ -1,0 +1,478 @@
+package serviceaccounts_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+const form = "application/x-www-form-urlencoded"
+
+// Client authentication and scope errors of the client_credentials grant
+// carry RFC 6749 fields, and the right challenge.
+func TestClientCredentialsErrors(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	cc := url.Values{"grant_type": {"client_credentials"}}
+	with := func(kv ...string) url.Values {
+		v := url.Values{"grant_type": {"client_credentials"}}
+		for i := 0; i < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+
+	r := e.form(t, "/api/v1/auth/token", with("client_secret", s.ClientSecret), basic(s.ClientID, s.ClientSecret))
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_request")
+
+	r = e.form(t, "/api/v1/auth/token", cc, nil)
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	if !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Basic ") {
+		t.Errorf("no credentials: WWW-Authenticate %q", r.Header.Get("WWW-Authenticate"))
+	}
+	r = e.form(t, "/api/v1/auth/token", cc, basic(s.ClientID, s.ClientSecret+"x"))
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	if !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Basic ") {
+		t.Errorf("wrong Basic secret: WWW-Authenticate %q", r.Header.Get("WWW-Authenticate"))
+	}
+	r = e.form(t, "/api/v1/auth/token", with("client_id", s.ClientID, "client_secret", "tgcs_"+strings.Repeat("A", 43)), nil)
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	if h := r.Header.Get("WWW-Authenticate"); h != "" {
+		t.Errorf("body credentials: WWW-Authenticate %q, want none", h)
+	}
+	for name, h := range map[string]string{
+		"not base64":    "Basic %%%",
+		"no colon":      "Basic " + base64.StdEncoding.EncodeToString([]byte("abc")),
+		"bad escape":    "Basic " + base64.StdEncoding.EncodeToString([]byte("%zz:x")),
+		"unknown id":    "Basic " + base64.StdEncoding.EncodeToString([]byte("0b7e7a2c-0000-4000-8000-000000000000:"+s.ClientSecret)),
+		"not a uuid id": "Basic " + base64.StdEncoding.EncodeToString([]byte("bot:"+s.ClientSecret)),
+		"huge":          "Basic " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("a", 600)+":x")),
+	} {
+		r := e.form(t, "/api/v1/auth/token", cc, http.Header{"Authorization": {h}})
+		if r.Status != http.StatusUnauthorized {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+			continue
+		}
+		oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	}
+	r = e.form(t, "/api/v1/auth/token", with("client_id", s.ClientID), nil)
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+
+	// Scopes: unknown, not held, and a held subset.
+	r = e.form(t, "/api/v1/auth/token", with("scope", "nope:read"), basic(s.ClientID, s.ClientSecret))
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_scope")
+	r = e.form(t, "/api/v1/auth/token", with("scope", "users:write"), basic(s.ClientID, s.ClientSecret))
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_scope")
+	member := e.IdentityOf(t, a.ID, owner.TenantID)
+	if len(member.Permissions) == 0 {
+		t.Fatal("the member role grants nothing: the scope test needs a permission")
+	}
+	tk := e.clientToken(t, s, member.Permissions[0]+" "+member.Permissions[0])
+	if tk.Scope != member.Permissions[0] || claimsOf(t, tk.AccessToken)["scope"] != member.Permissions[0] {
+		t.Fatalf("scoped token: %q / %v", tk.Scope, claimsOf(t, tk.AccessToken)["scope"])
+	}
+	if got := e.introspect(t, s, tk.AccessToken); got["scope"] != member.Permissions[0] {
+		t.Fatalf("introspected scope %v, want %s", got["scope"], member.Permissions[0])
+	}
+
+	// A suspended tenant's client may not use the grant.
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE tenants SET status = 'suspended' WHERE id = $1`, owner.TenantID); err != nil {
+		t.Fatal(err)
+	}
+	r = e.form(t, "/api/v1/auth/token", cc, basic(s.ClientID, s.ClientSecret))
+	oauthProblem(t, r, http.StatusBadRequest, "unauthorized_client")
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE tenants SET status = 'active' WHERE id = $1`, owner.TenantID); err != nil {
+		t.Fatal(err)
+	}
+
+	// Wrong secrets from one client IP lock that IP out of that client id,
+	// the right secret included; another IP is not affected.
+	fails := e.count(t, `SELECT count(*) FROM audit_events WHERE action = $1 AND target_id = $2`, serviceaccounts.ActionAuthFailed, a.ID)
+	if fails < 2 {
+		t.Fatalf("%d auth_failed audit events, want one per wrong secret", fails)
+	}
+	send := func(ip, secret string) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: cc.Encode(), ContentType: form,
+			Header: basic(s.ClientID, secret), ClientIP: ip})
+	}
+	for i := range serviceaccounts.ClientLimit.N {
+		if r := send("198.51.100.7", "wrong"); r.Status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	r = send("198.51.100.7", s.ClientSecret)
+	oauthProblem(t, r, http.StatusTooManyRequests, "temporarily_unavailable")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	if r := send("198.51.100.8", s.ClientSecret); r.Status != http.StatusOK {
+		t.Fatalf("another IP: %d %s", r.Status, r.Body)
+	}
+}
+
+// The existing grants' errors carry the RFC 6749 fields too.
+func TestTokenEndpointErrorsCarryOAuthFields(t *testing.T) {
+	e := start(t, startOpts{})
+	e.owner(t, "owner@example.com")
+	cases := []struct {
+		name   string
+		body   any
+		status int
+		code   string
+	}{
+		{"no grant_type", map[string]string{"email": "owner@example.com"}, 400, "invalid_request"},
+		{"unknown grant", map[string]string{"grant_type": "implicit"}, 400, "unsupported_grant_type"},
+		{"password missing", map[string]string{"grant_type": "password", "email": "owner@example.com"}, 400, "invalid_request"},
+		{"wrong password", map[string]string{"grant_type": "password", "email": "owner@example.com", "password": "wrong password!"}, 400, "invalid_grant"},
+		{"bad tenant id", map[string]string{"grant_type": "password", "email": "owner@example.com", "password": pw, "tenant_id": "x"}, 400, "invalid_request"},
+		{"refresh missing", map[string]string{"grant_type": "refresh_token"}, 400, "invalid_request"},
+		{"refresh unknown", map[string]string{"grant_type": "refresh_token", "refresh_token": "nope"}, 400, "invalid_grant"},
+		{"mfa_otp unknown token", map[string]string{"grant_type": "mfa_otp", "mfa_token": "nope", "code": "123456"}, 400, "invalid_grant"},
+		{"oauth_handover unknown code", map[string]string{"grant_type": "oauth_handover", "code": "nope"}, 400, "invalid_grant"},
+		{"unknown field", map[string]string{"grant_type": "password", "colour": "red"}, 400, "invalid_request"},
+		{"malformed JSON", "{", 400, "invalid_request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: tc.body, ContentType: "application/json"})
+			if r.Status == http.StatusOK {
+				t.Fatalf("accepted: %s", r.Body)
+			}
+			p := oauthProblem(t, r, r.Status, tc.code)
+			if r.Status != tc.status {
+				t.Errorf("status %d, want %d", r.Status, tc.status)
+			}
+			if p.Code == "" || p.Title == "" {
+				t.Errorf("problem fields lost: %+v", p)
+			}
+		})
+	}
+	r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: "grant_type=password", ContentType: "text/plain"})
+	oauthProblem(t, r, http.StatusUnsupportedMediaType, "invalid_request")
+}
+
+// RFC 7662: active user and service tokens are described; expired,
+// revoked, another tenant's and garbage are just inactive; the client must
+// authenticate.
+func TestIntrospection(t *testing.T) {
+	e := start(t, startOpts{})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "introspector")
+	s := e.createSecret(t, owner, a.ID)
+
+	got := e.introspect(t, s, ownerTk.AccessToken)
+	if got["active"] != true || got["sub"] != owner.UserID || got["tenant_id"] != owner.TenantID || got["principal"] != "user" ||
+		got["session_id"] != owner.SessionID || got["token_type"] != "Bearer" || got["iss"] != issuer || got["aud"] != audience {
+		t.Fatalf("user token: %v", got)
+	}
+	if got["scope"] != strings.Join(owner.Permissions, " ") || got["exp"] == nil || got["iat"] == nil {
+		t.Fatalf("user token scope/times: %v (permissions %q)", got, owner.Permissions)
+	}
+	if _, ok := got["client_id"]; ok {
+		t.Fatalf("a user token has a client_id: %v", got)
+	}
+	svcTk := e.clientToken(t, s, "")
+	got = e.introspect(t, s, svcTk.AccessToken)
+	if got["active"] != true || got["principal"] != "service" || got["client_id"] != a.ID || got["sub"] != a.ID {
+		t.Fatalf("service token: %v", got)
+	}
+	if _, ok := got["session_id"]; ok {
+		t.Fatalf("a service token has a session: %v", got)
+	}
+
+	// Expired beyond the leeway, and signed by us otherwise correctly.
+	c := claimsOf(t, ownerTk.AccessToken)
+	c["iat"], c["nbf"], c["exp"] = time.Now().Add(-20*time.Minute).Unix(), time.Now().Add(-20*time.Minute).Unix(), time.Now().Add(-5*time.Minute).Unix()
+	payload, _ := json.Marshal(c)
+	expired, err := e.ring.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A token whose claims are fine but lives too long is not ours either.
+	c["iat"], c["nbf"], c["exp"] = time.Now().Unix(), time.Now().Unix(), time.Now().Add(48*time.Hour).Unix()
+	payload, _ = json.Marshal(c)
+	longLived, _ := e.ring.Sign(payload)
+	c["exp"], c["iss"] = time.Now().Add(5*time.Minute).Unix(), "https://evil.example"
+	payload, _ = json.Marshal(c)
+	wrongIssuer, _ := e.ring.Sign(payload)
+	// A client_credentials-looking token with a session is refused.
+	c["iss"], c["principal"] = issuer, "service"
+	payload, _ = json.Marshal(c)
+	serviceWithSession, _ := e.ring.Sign(payload)
+	parts := strings.Split(ownerTk.AccessToken, ".")
+	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"x"}`)) + "." + parts[2]
+
+	otherTk, _ := e.owner(t, "other@example.com")
+	for name, tok := range map[string]string{
+		"expired":              string(expired),
+		"too long-lived":       string(longLived),
+		"wrong issuer":         string(wrongIssuer),
+		"service with session": string(serviceWithSession),
+		"tampered":             tampered,
+		"another tenant":       otherTk.AccessToken,
+		"garbage":              "not a token",
+		"three dots":           "a.b.c",
+		"refresh token":        ownerTk.RefreshToken,
+		"api key":              "tg_abcdefghijklmnop_" + strings.Repeat("A", 43),
+		"huge":                 strings.Repeat("a.", 5000),
+	} {
+		r := e.form(t, "/api/v1/auth/introspect", url.Values{"token": {tok}}, basic(s.ClientID, s.ClientSecret))
+		if r.Status != http.StatusOK || string(r.Body) != `{"active":false}` {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+	}
+
+	// Revoked: the owner logs out; the token is refused at once.
+	if r := e.Send(t, owner, http.MethodPost, "/api/v1/auth/logout", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Status, r.Body)
+	}
+	if got := e.introspect(t, s, ownerTk.AccessToken); got["active"] != false {
+		t.Fatalf("revoked session's token: %v", got)
+	}
+
+	// Client authentication is required, in any form.
+	r := e.form(t, "/api/v1/auth/introspect", url.Values{"token": {svcTk.AccessToken}}, nil)
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	if !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Basic ") {
+		t.Errorf("WWW-Authenticate %q", r.Header.Get("WWW-Authenticate"))
+	}
+	r = e.form(t, "/api/v1/auth/introspect", url.Values{"token": {svcTk.AccessToken}}, basic(s.ClientID, "wrong"))
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	// A user's bearer is no client authentication.
+	r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/introspect", Body: url.Values{"token": {svcTk.AccessToken}}.Encode(),
+		ContentType: form, As: owner})
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	// Body credentials and JSON work; a missing token is invalid_request.
+	r = e.Send(t, nil, http.MethodPost, "/api/v1/auth/introspect", map[string]string{"token": svcTk.AccessToken, "client_id": s.ClientID, "client_secret": s.ClientSecret})
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"active":true`) {
+		t.Fatalf("JSON body credentials: %d %s", r.Status, r.Body)
+	}
+	r = e.form(t, "/api/v1/auth/introspect", url.Values{}, basic(s.ClientID, s.ClientSecret))
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_request")
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control %q", cc)
+	}
+}
+
+// RFC 7009: a refresh token's session ends (and refreshing fails); unknown
+// tokens and other tenants' are 200 with nothing done; tg_ keys go to the
+// revoker; access tokens are unsupported_token_type.
+func TestRevocation(t *testing.T) {
+	rv := &revoker{keys: map[string]string{}}
+	e := start(t, startOpts{apiKeys: rv})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "revoker")
+	s := e.createSecret(t, owner, a.ID)
+	otherTk, other := e.owner(t, "other@example.com")
+	revoke := func(tok, hint string) apitest.Response {
+		v := url.Values{"token": {tok}}
+		if hint != "" {
+			v.Set("token_type_hint", hint)
+		}
+		return e.form(t, "/api/v1/auth/revoke", v, basic(s.ClientID, s.ClientSecret))
+	}
+
+	// Another tenant's refresh token: 200, and it still works.
+	if r := revoke(otherTk.RefreshToken, "refresh_token"); r.Status != http.StatusOK || len(r.Body) != 0 {
+		t.Fatalf("other tenant's token: %d %s", r.Status, r.Body)
+	}
+	r := e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": otherTk.RefreshToken})
+	if r.Status != http.StatusOK {
+		t.Fatalf("the other tenant's refresh token was revoked: %d %s", r.Status, r.Body)
+	}
+	_ = other
+
+	// The hint is not trusted: a refresh token sent as access_token is
+	// still found and revoked.
+	if r := revoke(ownerTk.RefreshToken, "access_token"); r.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	r = e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": ownerTk.RefreshToken})
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_grant")
+	if got := e.introspect(t, s, ownerTk.AccessToken); got["active"] != false {
+		t.Fatalf("the revoked session's access token: %v", got)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+		invalidation.UserSubject(owner.UserID), invalidation.ReasonSessionRevoked); n != 1 {
+		t.Errorf("outbox rows: %d, want 1", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = $2 AND target_id = $3 AND actor_user_id = $4`,
+		owner.TenantID, serviceaccounts.ActionTokenRevoked, owner.SessionID, a.ID); n != 1 {
+		t.Errorf("revocation audit events: %d, want 1", n)
+	}
+	// Again, and unknown tokens: 200, nothing more.
+	for _, tok := range []string{ownerTk.RefreshToken, "unknown", strings.Repeat("x", 9000)} {
+		if r := revoke(tok, ""); r.Status != http.StatusOK {
+			t.Errorf("revoke %.20q: %d %s", tok, r.Status, r.Body)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = $1`, serviceaccounts.ActionTokenRevoked); n != 1 {
+		t.Errorf("revocation audit events after no-ops: %d, want 1", n)
+	}
+
+	// API keys go to the revoker with the client's tenant.
+	key := "tg_abcdefghijklmnop_" + strings.Repeat("K", 43)
+	rv.keys[key] = owner.TenantID
+	if r := revoke(key, "api_key"); r.Status != http.StatusOK {
+		t.Fatalf("revoke key: %d %s", r.Status, r.Body)
+	}
+	if _, still := rv.keys[key]; still || !slices.Equal(rv.calls, []string{owner.TenantID + " " + key}) {
+		t.Fatalf("revoker calls %q", rv.calls)
+	}
+	otherKey := "tg_qrstuvwxyz012345_" + strings.Repeat("Z", 43)
+	rv.keys[otherKey] = "another-tenant"
+	if r := revoke(otherKey, ""); r.Status != http.StatusOK {
+		t.Fatalf("revoke another tenant's key: %d", r.Status)
+	}
+	if _, still := rv.keys[otherKey]; !still {
+		t.Fatal("another tenant's key was revoked")
+	}
+
+	// A valid access token of the tenant is not revocable on its own.
+	svcTk := e.clientToken(t, s, "")
+	oauthProblem(t, revoke(svcTk.AccessToken, ""), http.StatusBadRequest, "unsupported_token_type")
+	// Another tenant's access token: nothing to say about it.
+	if r := revoke(otherTk.AccessToken, ""); r.Status != http.StatusOK {
+		t.Fatalf("another tenant's access token: %d %s", r.Status, r.Body)
+	}
+
+	// No client authentication, and no token.
+	r = e.form(t, "/api/v1/auth/revoke", url.Values{"token": {otherTk.RefreshToken}}, nil)
+	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	oauthProblem(t, e.form(t, "/api/v1/auth/revoke", url.Values{}, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "invalid_request")
+}
+
+// Without an API-key revoker, tg_ tokens are unknown tokens: 200.
+func TestRevocationWithoutAPIKeys(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "revoker")
+	s := e.createSecret(t, owner, a.ID)
+	r := e.form(t, "/api/v1/auth/revoke", url.Values{"token": {"tg_abcdefghijklmnop_" + strings.Repeat("K", 43)}}, basic(s.ClientID, s.ClientSecret))
+	if r.Status != http.StatusOK {
+		t.Fatalf("tg_ key without a revoker: %d %s", r.Status, r.Body)
+	}
+}
+
+type metadata struct {
+	Issuer                 string   `json:"issuer"`
+	JWKSURI                string   `json:"jwks_uri"`
+	TokenEndpoint          string   `json:"token_endpoint"`
+	IntrospectionEndpoint  string   `json:"introspection_endpoint"`
+	RevocationEndpoint     string   `json:"revocation_endpoint"`
+	GrantTypes             []string `json:"grant_types_supported"`
+	ResponseTypes          []string `json:"response_types_supported"`
+	TokenAuthMethods       []string `json:"token_endpoint_auth_methods_supported"`
+	IntrospectionAuth      []string `json:"introspection_endpoint_auth_methods_supported"`
+	RevocationAuth         []string `json:"revocation_endpoint_auth_methods_supported"`
+	Scopes                 []string `json:"scopes_supported"`
+	AccessTokenSigningAlgs []string `json:"access_token_signing_alg_values_supported"`
+}
+
+func TestDiscovery(t *testing.T) {
+	e := start(t, startOpts{})
+	r := e.Get(t, nil, serviceaccounts.MetadataPath)
+	if r.Status != http.StatusOK || r.Header.Get("Cache-Control") != "public, max-age=300" {
+		t.Fatalf("metadata: %d %v", r.Status, r.Header)
+	}
+	var md metadata
+	r.JSON(t, &md)
+	if md.Issuer != issuer || md.JWKSURI != base+"/.well-known/jwks.json" || md.TokenEndpoint != base+"/api/v1/auth/token" ||
+		md.IntrospectionEndpoint != base+"/api/v1/auth/introspect" || md.RevocationEndpoint != base+"/api/v1/auth/revoke" {
+		t.Fatalf("metadata URLs: %+v", md)
+	}
+	if !slices.Contains(md.GrantTypes, "client_credentials") || !slices.Contains(md.GrantTypes, "refresh_token") || len(md.ResponseTypes) != 0 {
+		t.Fatalf("grants %q, response types %q", md.GrantTypes, md.ResponseTypes)
+	}
+	want := []string{"client_secret_basic", "client_secret_post"}
+	if !slices.Equal(md.TokenAuthMethods, want) || !slices.Equal(md.IntrospectionAuth, want) || !slices.Equal(md.RevocationAuth, want) {
+		t.Fatalf("auth methods: %+v", md)
+	}
+	if !slices.Equal(md.Scopes, permissions.Builtin().Names()) || !slices.Equal(md.AccessTokenSigningAlgs, []string{"EdDSA"}) {
+		t.Fatalf("scopes %q, algs %q", md.Scopes, md.AccessTokenSigningAlgs)
+	}
+	r2 := e.Get(t, nil, serviceaccounts.OIDCMetadataPath)
+	if r2.Status != http.StatusOK || string(r2.Body) != string(r.Body) {
+		t.Fatalf("openid-configuration differs: %d %s", r2.Status, r2.Body)
+	}
+}
+
+// A standard client library finds the token endpoint in the metadata of a
+// running core, obtains a token, and understands the errors.
+func TestStandardClientLibrary(t *testing.T) {
+	// The metadata names PUBLIC_BASE_URL: here a plain reverse proxy in
+	// front of the core, known before the core starts.
+	var target atomic.Pointer[url.URL]
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httputil.NewSingleHostReverseProxy(target.Load()).ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	e := start(t, startOpts{baseURL: front.URL})
+	u, err := url.Parse(e.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.Store(u)
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "library", "member")
+	s := e.createSecret(t, owner, a.ID)
+
+	resp, err := http.Get(front.URL + serviceaccounts.MetadataPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md metadata
+	err = json.NewDecoder(resp.Body).Decode(&md)
+	resp.Body.Close()
+	if err != nil || md.TokenEndpoint != front.URL+"/api/v1/auth/token" {
+		t.Fatalf("metadata: %v %+v", err, md)
+	}
+	member := e.IdentityOf(t, a.ID, owner.TenantID)
+	ctx := context.Background()
+	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInHeader, oauth2.AuthStyleInParams} {
+		cfg := clientcredentials.Config{ClientID: s.ClientID, ClientSecret: s.ClientSecret, TokenURL: md.TokenEndpoint,
+			Scopes: member.Permissions[:1], AuthStyle: style}
+		tok, err := cfg.Token(ctx)
+		if err != nil {
+			t.Fatalf("auth style %d: %v", style, err)
+		}
+		if tok.TokenType != "Bearer" || tok.RefreshToken != "" || tok.Expiry.Before(time.Now().Add(10*time.Minute)) ||
+			tok.Extra("scope") != member.Permissions[0] || tok.Extra("tenant_id") != owner.TenantID {
+			t.Fatalf("token: %+v", tok)
+		}
+		if got := e.introspect(t, s, tok.AccessToken); got["active"] != true || got["client_id"] != a.ID {
+			t.Fatalf("introspection of the library's token: %v", got)
+		}
+	}
+	bad := clientcredentials.Config{ClientID: s.ClientID, ClientSecret: "wrong", TokenURL: md.TokenEndpoint, AuthStyle: oauth2.AuthStyleInHeader}
+	_, err = bad.Token(ctx)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_client" || re.ErrorDescription == "" || re.Response.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong secret: %v", err)
+	}
+	scoped := clientcredentials.Config{ClientID: s.ClientID, ClientSecret: s.ClientSecret, TokenURL: md.TokenEndpoint, Scopes: []string{"tenant:write"}}
+	_, err = scoped.Token(ctx)
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_scope" {
+		t.Fatalf("a scope not held: %v", err)
+	}
+}

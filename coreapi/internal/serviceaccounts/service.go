@@ -1,0 +1,132 @@
+// Package serviceaccounts is coreapi's machine access and its standard
+// OAuth surface: service accounts (non-human members of one tenant holding
+// roles) and their client secrets, the client_credentials grant of the
+// token endpoint, the authorization-server metadata (RFC 8414, also served
+// as openid-configuration), token introspection (RFC 7662) and revocation
+// (RFC 7009).
+//
+// A service account is a users row of kind 'service' with a membership and
+// roles, so the proxy's projections and every role and permission check
+// treat it as a member; it has no password and a reserved address no mail
+// or identity provider reaches, so it can never sign in as a person. Its
+// access tokens carry the claim "principal": "service" and no session; the
+// proxy forwards them with X-Auth-Principal: service.
+//
+// Introspection is the one place coreapi verifies a JWT itself, with its
+// own keys and the proxy's checks; it describes only tokens of the calling
+// client's tenant. Client authentication (HTTP Basic or body credentials,
+// RFC 6749 section 2.3.1) is counted per (client id, client IP) before the
+// secret is checked, like password sign-in, and failures are audited.
+package serviceaccounts
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+)
+
+// Audit actions of this package.
+const (
+	ActionCreated       = "service_account.created"
+	ActionDeleted       = "service_account.deleted"
+	ActionSecretCreated = "service_account.secret_created"
+	ActionSecretDeleted = "service_account.secret_deleted"
+	// ActionAuthFailed: a wrong secret for an existing service account (or
+	// a client locked out for too many of them).
+	ActionAuthFailed = "service_account.auth_failed"
+	// ActionTokenRevoked: a client revoked a refresh token (its session).
+	ActionTokenRevoked = "token.revoked"
+)
+
+// Reasons of the invalidations this package publishes.
+const (
+	ReasonDeleted       = "service_account.deleted"
+	ReasonSecretDeleted = "service_account.secret_deleted"
+)
+
+// APIKeyRevoker revokes a tenant's API key by its secret (RFC 7009 for
+// "tg_" tokens). revoked is false, with a nil error, for a secret that is
+// unknown, malformed or of another tenant. It writes its own audit event
+// and invalidation.
+type APIKeyRevoker interface {
+	RevokeAPIKey(ctx context.Context, tenantID, secret string) (revoked bool, err error)
+}
+
+// ClientLimit is how many failed client authentications one client IP may
+// make for one client id in a window before it must wait.
+var ClientLimit = ratelimit.Limit{N: 10, Window: 15 * time.Minute}
+
+// Options configure a Service.
+type Options struct {
+	Logger      *slog.Logger
+	Pool        *pgxpool.Pool
+	Keys        *keys.Ring
+	Sessions    *sessions.Store
+	Projections *projection.Store
+	Limiter     *ratelimit.Limiter
+	// Catalog is the permission catalog (nil: built-in): the scopes.
+	Catalog *permissions.Catalog
+	// Issuer and Audience are those of the access tokens; AccessTTL the
+	// lifetime of client_credentials tokens.
+	Issuer    string
+	Audience  string
+	AccessTTL time.Duration
+	// PublicBaseURL is where clients reach the API (through the proxy):
+	// the endpoints of the metadata document are under it.
+	PublicBaseURL string
+	// Leeway is the clock skew introspection allows on exp, nbf and iat
+	// (0: 30 s, the proxy's default); MaxLifetime the longest token it
+	// accepts (0: 1 h, the proxy's default).
+	Leeway      time.Duration
+	MaxLifetime time.Duration
+	// APIKeys revokes "tg_" tokens at the revocation endpoint; nil: they
+	// are unknown tokens there (200, nothing revoked).
+	APIKeys APIKeyRevoker
+	// Now is the clock of tokens; nil: time.Now.
+	Now func() time.Time
+}
+
+// Service serves the routes of this package.
+type Service struct {
+	o     Options
+	store *Store
+}
+
+// New returns a Service.
+func New(o Options) (*Service, error) {
+	if o.Logger == nil || o.Pool == nil || o.Keys == nil || o.Sessions == nil || o.Projections == nil || o.Limiter == nil ||
+		o.Issuer == "" || o.Audience == "" || o.AccessTTL <= 0 || o.PublicBaseURL == "" {
+		return nil, errors.New("serviceaccounts: Logger, Pool, Keys, Sessions, Projections, Limiter, Issuer, Audience, AccessTTL and PublicBaseURL are required")
+	}
+	if o.Catalog == nil {
+		o.Catalog = permissions.Builtin()
+	}
+	if o.Leeway <= 0 {
+		o.Leeway = 30 * time.Second
+	}
+	if o.MaxLifetime <= 0 {
+		o.MaxLifetime = time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.PublicBaseURL = strings.TrimRight(o.PublicBaseURL, "/")
+	s := &Service{o: o, store: NewStore(o.Pool, o.Catalog)}
+	if _, err := s.buildMetadata(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Store is the service's store (tests and commands).
+func (s *Service) Store() *Store { return s.store }

@@ -1,0 +1,367 @@
+package serviceaccounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// Errors of the store, mapped to problems at the HTTP edge (errorProblem).
+var (
+	// ErrNotFound: no such service account (or secret) in the tenant.
+	ErrNotFound = errors.New("no such service account")
+	// ErrSecretNotFound: no such secret of the service account.
+	ErrSecretNotFound = errors.New("no such client secret")
+	// ErrOwnerRole: a service account cannot own a tenant.
+	ErrOwnerRole = errors.New("a service account cannot hold the owner role")
+	// ErrUnknownRole: a named role does not exist in the tenant.
+	ErrUnknownRole = errors.New("unknown role")
+	// ErrTooManySecrets: the account already has MaxSecrets live secrets.
+	ErrTooManySecrets = errors.New("the service account has the most client secrets it may hold; delete one first")
+	// ErrBadClient: the client id or secret is unknown or wrong.
+	ErrBadClient = errors.New("client authentication failed")
+)
+
+// MaxSecrets is how many client secrets a service account may hold at
+// once: enough for a rotation to overlap, few enough to keep track of.
+const MaxSecrets = 5
+
+// maxAccounts bounds a tenant's list.
+const maxAccounts = 1000
+
+// EmailDomain is the reserved domain (RFC 2606 .invalid) of service
+// accounts' user rows: no mail can reach it, no identity provider vouches
+// for it, and no person can sign up with it.
+const EmailDomain = "service-accounts.invalid"
+
+// secretPrefix starts every client secret, so that it is recognisable in
+// logs and secret scanners (and never taken for an API key, "tg_").
+const secretPrefix = "tgcs_"
+
+// Account is one service account as the API shows it. Its id is also its
+// OAuth client_id.
+type Account struct {
+	ID        string       `json:"id"`
+	ClientID  string       `json:"client_id"`
+	Name      string       `json:"name"`
+	Roles     []string     `json:"roles"`
+	CreatedBy *string      `json:"created_by"`
+	CreatedAt time.Time    `json:"created_at"`
+	Secrets   []SecretInfo `json:"secrets"`
+}
+
+// SecretInfo describes a client secret, never its value.
+type SecretInfo struct {
+	ID         string     `json:"id"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// NewSecret is a client secret as created: the only time its value exists
+// outside the caller.
+type NewSecret struct {
+	ID           string    `json:"id"`
+	ClientID     string    `json:"client_id"`
+	ClientSecret string    `json:"client_secret"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// Client is an authenticated service account.
+type Client struct {
+	ID       string
+	TenantID string
+	SecretID string
+}
+
+// Store keeps service accounts and their secrets.
+type Store struct {
+	pool        *pgxpool.Pool
+	all, member string // roles.CatalogArgs
+}
+
+// NewStore returns a Store; c is the permission catalog (nil: built-in).
+func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
+	if c == nil {
+		c = permissions.Builtin()
+	}
+	all, member := roles.CatalogArgs(c)
+	return &Store{pool: pool, all: all, member: member}
+}
+
+// hashSecret is what is stored of a client secret. It carries 256 random
+// bits, so a fast hash is as good as a slow one: nobody can search that
+// space, and a stolen hash authenticates nothing.
+func hashSecret(secret string) []byte {
+	h := sha256.Sum256([]byte("tollgate client secret\x00" + secret))
+	return h[:]
+}
+
+func newSecret() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random: %w", err)
+	}
+	return secretPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// validSecret checks a presented secret's shape before any database work.
+func validSecret(s string) bool {
+	rest, ok := strings.CutPrefix(s, secretPrefix)
+	if !ok || len(rest) != 43 {
+		return false
+	}
+	_, err := base64.RawURLEncoding.Strict().DecodeString(rest)
+	return err == nil
+}
+
+var rolePerms = roles.PermissionsSQL("r", "$3::text[]", "$4::text[]")
+
+// lockAccount locks a service account of the tenant and returns the
+// permissions its roles grant.
+func (s *Store) lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string) ([]string, error) {
+	q := `
+SELECT COALESCE((SELECT array_agg(DISTINCT p ORDER BY p) FROM membership_roles mr
+                 JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+                 CROSS JOIN LATERAL unnest(` + rolePerms + `) AS p
+                 WHERE mr.tenant_id = sa.tenant_id AND mr.user_id = sa.user_id AND p = ANY($3::text[])), '{}')
+FROM service_accounts sa
+WHERE sa.tenant_id = $1 AND sa.user_id = $2
+FOR UPDATE OF sa`
+	var perms []string
+	err := tx.QueryRow(ctx, q, tenantID, id, s.all, s.member).Scan(&perms)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock service account: %w", err)
+	}
+	return perms, nil
+}
+
+// Create adds a service account holding the named roles (default:
+// member). The actor must hold every permission the roles grant.
+func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, name string, roleNames []string) (Account, error) {
+	qPerms := `
+SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + rolePerms + `) p
+WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
+	const qUser = `
+INSERT INTO users (id, email, display_name, kind)
+SELECT g.id, g.id::text || '@` + EmailDomain + `', $1, 'service' FROM (SELECT gen_random_uuid() AS id) g
+RETURNING id::text`
+	const qAccount = `
+INSERT INTO service_accounts (user_id, tenant_id, name, created_by) VALUES ($1, $2, $3, NULLIF($4, '')::uuid)
+RETURNING created_at`
+	if len(roleNames) == 0 {
+		roleNames = []string{roles.Member}
+	}
+	roleNames = slices.Compact(slices.Sorted(slices.Values(roleNames)))
+	if slices.Contains(roleNames, roles.Owner) {
+		return Account{}, ErrOwnerRole
+	}
+	acc := Account{Name: name, Roles: roleNames, Secrets: []SecretInfo{}}
+	if a.UserID != "" {
+		acc.CreatedBy = &a.UserID
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var perms []string
+		if err := tx.QueryRow(ctx, qPerms, tenantID, roleNames, s.all, s.member).Scan(&perms); err != nil {
+			return fmt.Errorf("role permissions: %w", err)
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
+		}
+		if err := tx.QueryRow(ctx, qUser, name).Scan(&acc.ID); err != nil {
+			return fmt.Errorf("create service account user: %w", err)
+		}
+		switch err := tenants.AddMember(ctx, tx, tenantID, acc.ID, roleNames...); {
+		case errors.Is(err, tenants.ErrUnknownRole):
+			return ErrUnknownRole
+		case err != nil:
+			return err
+		}
+		if err := tx.QueryRow(ctx, qAccount, acc.ID, tenantID, name, a.UserID).Scan(&acc.CreatedAt); err != nil {
+			return fmt.Errorf("create service account: %w", err)
+		}
+		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: ActionCreated,
+			TargetType: "service_account", TargetID: acc.ID, Data: map[string]any{"name": name, "roles": roleNames}, RequestID: a.RequestID})
+	})
+	if err != nil {
+		return Account{}, err
+	}
+	acc.ClientID = acc.ID
+	return acc, nil
+}
+
+// List returns the tenant's service accounts, oldest first.
+func (s *Store) List(ctx context.Context, tenantID string) ([]Account, error) {
+	const q = `
+SELECT sa.user_id::text, sa.user_id::text, sa.name,
+       ARRAY(SELECT r.name FROM membership_roles mr
+             JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+             WHERE mr.tenant_id = sa.tenant_id AND mr.user_id = sa.user_id ORDER BY r.name),
+       sa.created_by::text, sa.created_at,
+       COALESCE((SELECT json_agg(json_build_object('id', x.id, 'created_at', x.created_at, 'last_used_at', x.last_used_at)
+                                 ORDER BY x.created_at, x.id)
+                 FROM service_account_secrets x WHERE x.user_id = sa.user_id), '[]')
+FROM service_accounts sa
+WHERE sa.tenant_id = $1
+ORDER BY sa.created_at, sa.user_id
+LIMIT $2`
+	rows, err := s.pool.Query(ctx, q, tenantID, maxAccounts)
+	if err != nil {
+		return nil, fmt.Errorf("list service accounts: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Account])
+	if err != nil {
+		return nil, fmt.Errorf("list service accounts: %w", err)
+	}
+	return out, nil
+}
+
+// Delete removes a service account: its user row, membership, roles and
+// secrets. Proxies evict it at once (outbox), so its access tokens stop
+// working. The actor must hold every permission the account holds.
+func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) error {
+	const q = `DELETE FROM users WHERE id = $1 AND kind = 'service'`
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		perms, err := s.lockAccount(ctx, tx, tenantID, id)
+		if err != nil {
+			return err
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
+		}
+		if _, err := tx.Exec(ctx, q, id); err != nil {
+			return fmt.Errorf("delete service account: %w", err)
+		}
+		if err := audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: ActionDeleted,
+			TargetType: "service_account", TargetID: id, RequestID: a.RequestID}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id), Reason: ReasonDeleted})
+	})
+}
+
+// CreateSecret adds a client secret to a service account; the value is
+// returned once and only its hash is kept. The actor must hold every
+// permission the account holds (a secret is the account's power).
+func (s *Store) CreateSecret(ctx context.Context, tenantID, id string, a roles.Actor) (NewSecret, error) {
+	const qCount = `SELECT count(*) FROM service_account_secrets WHERE user_id = $1`
+	const qInsert = `
+INSERT INTO service_account_secrets (user_id, secret_hash) VALUES ($1, $2)
+RETURNING id::text, created_at`
+	secret, err := newSecret()
+	if err != nil {
+		return NewSecret{}, err
+	}
+	ns := NewSecret{ClientID: id, ClientSecret: secret}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		perms, err := s.lockAccount(ctx, tx, tenantID, id)
+		if err != nil {
+			return err
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
+		}
+		var n int
+		if err := tx.QueryRow(ctx, qCount, id).Scan(&n); err != nil {
+			return fmt.Errorf("count secrets: %w", err)
+		}
+		if n >= MaxSecrets {
+			return ErrTooManySecrets
+		}
+		if err := tx.QueryRow(ctx, qInsert, id, hashSecret(secret)).Scan(&ns.ID, &ns.CreatedAt); err != nil {
+			return fmt.Errorf("create secret: %w", err)
+		}
+		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: ActionSecretCreated,
+			TargetType: "service_account", TargetID: id, Data: map[string]string{"secret_id": ns.ID}, RequestID: a.RequestID})
+	})
+	if err != nil {
+		return NewSecret{}, err
+	}
+	return ns, nil
+}
+
+// DeleteSecret removes one client secret. The account's access tokens
+// end with it (its token version moves on, and proxies are told at once):
+// a secret is deleted when it may have leaked, and a token obtained with
+// it must not outlive it. Clients holding another live secret obtain a new
+// token.
+func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string, a roles.Actor) error {
+	const qDelete = `DELETE FROM service_account_secrets WHERE id = $1 AND user_id = $2`
+	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		perms, err := s.lockAccount(ctx, tx, tenantID, id)
+		if err != nil {
+			return err
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
+		}
+		tag, err := tx.Exec(ctx, qDelete, secretID, id)
+		if err != nil {
+			return fmt.Errorf("delete secret: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrSecretNotFound
+		}
+		if _, err := tx.Exec(ctx, qBump, id); err != nil {
+			return fmt.Errorf("bump token version: %w", err)
+		}
+		if err := audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: ActionSecretDeleted,
+			TargetType: "service_account", TargetID: id, Data: map[string]string{"secret_id": secretID}, RequestID: a.RequestID}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id), Reason: ReasonSecretDeleted})
+	})
+}
+
+// Lookup finds the service account a client id names, and whether secret
+// is one of its live secrets. tenantID is "" when the client id names no
+// service account (then ok is false too). A matching secret's last use is
+// recorded, at most once a minute.
+func (s *Store) Lookup(ctx context.Context, clientID, secret string) (c Client, ok bool, err error) {
+	const q = `
+SELECT sa.tenant_id::text, COALESCE(x.id::text, '')
+FROM service_accounts sa
+LEFT JOIN service_account_secrets x ON x.user_id = sa.user_id AND x.secret_hash = $2
+WHERE sa.user_id = $1`
+	const qTouch = `
+UPDATE service_account_secrets SET last_used_at = now()
+WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`
+	var hash []byte
+	if validSecret(secret) {
+		hash = hashSecret(secret)
+	}
+	c.ID = clientID
+	err = s.pool.QueryRow(ctx, q, clientID, hash).Scan(&c.TenantID, &c.SecretID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Client{}, false, nil
+	}
+	if err != nil {
+		return Client{}, false, fmt.Errorf("look up client: %w", err)
+	}
+	if c.SecretID == "" {
+		return c, false, nil
+	}
+	if _, err := s.pool.Exec(ctx, qTouch, c.SecretID); err != nil {
+		return Client{}, false, fmt.Errorf("record secret use: %w", err)
+	}
+	return c, true, nil
+}

@@ -1,0 +1,223 @@
+package serviceaccounts
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// maxToken bounds a token coreapi will look at (the proxy's default).
+const maxToken = 8192
+
+// errInactive: the token is not an active access token of ours (invalid,
+// expired, revoked, or its account, membership or tenant not active).
+// Introspection tells no more than that.
+var errInactive = errors.New("token not active")
+
+// tokenInfo is what introspection reports about an active access token.
+type tokenInfo struct {
+	Subject, TenantID, SessionID, Principal, ClientID, ID string
+	IssuedAt, NotBefore, Expires                          int64
+	Permissions                                           []string
+}
+
+type jwtHeader struct {
+	Alg  string          `json:"alg"`
+	Kid  string          `json:"kid"`
+	Typ  string          `json:"typ"`
+	Crit json.RawMessage `json:"crit"`
+	B64  json.RawMessage `json:"b64"`
+	JKU  json.RawMessage `json:"jku"`
+	JWK  json.RawMessage `json:"jwk"`
+	X5U  json.RawMessage `json:"x5u"`
+	X5C  json.RawMessage `json:"x5c"`
+}
+
+type jwtPayload struct {
+	Iss       string          `json:"iss"`
+	Aud       json.RawMessage `json:"aud"`
+	Sub       string          `json:"sub"`
+	Tid       string          `json:"tid"`
+	Sid       string          `json:"sid"`
+	Jti       string          `json:"jti"`
+	TV        *json.Number    `json:"tv"`
+	Exp       *json.Number    `json:"exp"`
+	Nbf       *json.Number    `json:"nbf"`
+	Iat       *json.Number    `json:"iat"`
+	Principal *string         `json:"principal"`
+	ClientID  string          `json:"client_id"`
+	Scope     *string         `json:"scope"`
+}
+
+// looksLikeJWT: three non-empty dot-separated parts.
+func looksLikeJWT(tok string) bool {
+	parts := strings.Split(tok, ".")
+	return len(parts) == 3 && parts[0] != "" && parts[1] != "" && parts[2] != ""
+}
+
+// inspect verifies an access token the way the proxy does (typ at+jwt,
+// no key-bearing headers, a published kid whose algorithm is the header's,
+// the signature, issuer, audience, exp/nbf/iat with leeway, lifetime, id
+// claims, principal) and then checks it against the database as the
+// proxy's projection does (user, membership and tenant active, token
+// version, session not revoked: here any revoked or ended session, not only
+// recent ones). Any failure is errInactive; other errors are the
+// database's.
+func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
+	if len(tok) > maxToken || !looksLikeJWT(tok) {
+		return tokenInfo{}, errInactive
+	}
+	parts := strings.SplitN(tok, ".", 3)
+	hb, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
+	if err != nil {
+		return tokenInfo{}, errInactive
+	}
+	var h jwtHeader
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return tokenInfo{}, errInactive
+	}
+	if h.Crit != nil || h.B64 != nil || h.JKU != nil || h.JWK != nil || h.X5U != nil || h.X5C != nil {
+		return tokenInfo{}, errInactive
+	}
+	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
+		return tokenInfo{}, errInactive
+	}
+	key, alg, ok := s.o.Keys.PublicKey(h.Kid)
+	// The algorithm is the key's, never the token's choice.
+	if !ok || h.Alg != alg {
+		return tokenInfo{}, errInactive
+	}
+	body, err := jws.Verify([]byte(tok), jws.WithKey(jwa.SignatureAlgorithm(alg), key))
+	if err != nil {
+		return tokenInfo{}, errInactive
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var p jwtPayload
+	if err := dec.Decode(&p); err != nil {
+		return tokenInfo{}, errInactive
+	}
+	if p.Iss != s.o.Issuer || !hasAudience(p.Aud, s.o.Audience) {
+		return tokenInfo{}, errInactive
+	}
+	info := tokenInfo{Subject: p.Sub, TenantID: p.Tid, SessionID: p.Sid, ID: p.Jti}
+	if info.Expires, ok = numericDate(p.Exp); !ok {
+		return tokenInfo{}, errInactive
+	}
+	if info.IssuedAt, ok = numericDate(p.Iat); !ok {
+		return tokenInfo{}, errInactive
+	}
+	if p.Nbf != nil {
+		if info.NotBefore, ok = numericDate(p.Nbf); !ok {
+			return tokenInfo{}, errInactive
+		}
+	}
+	if p.TV == nil {
+		return tokenInfo{}, errInactive
+	}
+	tv, err := p.TV.Int64()
+	if err != nil || tv < 0 {
+		return tokenInfo{}, errInactive
+	}
+	switch {
+	case p.Principal == nil && ids.Valid(p.Sid):
+		info.Principal = identity.PrincipalUser
+	case p.Principal != nil && *p.Principal == identity.PrincipalService && p.Sid == "":
+		info.Principal, info.ClientID = identity.PrincipalService, p.ClientID
+	default:
+		return tokenInfo{}, errInactive
+	}
+	if !ids.Valid(p.Sub) || !ids.Valid(p.Tid) {
+		return tokenInfo{}, errInactive
+	}
+	if info.Expires <= info.IssuedAt || time.Duration(info.Expires-info.IssuedAt)*time.Second > s.o.MaxLifetime {
+		return tokenInfo{}, errInactive
+	}
+	now, lw := s.o.Now(), s.o.Leeway
+	if !now.Before(time.Unix(info.Expires, 0).Add(lw)) ||
+		(info.NotBefore != 0 && now.Before(time.Unix(info.NotBefore, 0).Add(-lw))) ||
+		now.Before(time.Unix(info.IssuedAt, 0).Add(-lw)) {
+		return tokenInfo{}, errInactive
+	}
+	pr, err := s.o.Projections.Get(ctx, p.Sub, p.Tid)
+	if errors.Is(err, projection.ErrNotFound) {
+		return tokenInfo{}, errInactive
+	}
+	if err != nil {
+		return tokenInfo{}, err
+	}
+	if !pr.Active() || tv < pr.TokenVersion || pr.SessionRevoked(p.Sid) {
+		return tokenInfo{}, errInactive
+	}
+	if info.Principal == identity.PrincipalUser {
+		live, err := s.sessionLive(ctx, p.Sid, p.Sub)
+		if err != nil {
+			return tokenInfo{}, err
+		}
+		if !live {
+			return tokenInfo{}, errInactive
+		}
+	}
+	info.Permissions = pr.Permissions
+	if p.Scope != nil {
+		scope := strings.Fields(*p.Scope)
+		info.Permissions = slices.DeleteFunc(slices.Clone(pr.Permissions), func(perm string) bool { return !slices.Contains(scope, perm) })
+	}
+	return info, nil
+}
+
+// sessionLive reports whether the session exists, is the user's and has
+// not been revoked.
+func (s *Service) sessionLive(ctx context.Context, sid, userID string) (bool, error) {
+	const q = `SELECT revoked_at IS NULL FROM sessions WHERE id = $1 AND user_id = $2`
+	var live bool
+	err := s.o.Pool.QueryRow(ctx, q, sid, userID).Scan(&live)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check session: %w", err)
+	}
+	return live, nil
+}
+
+func numericDate(n *json.Number) (int64, bool) {
+	if n == nil {
+		return 0, false
+	}
+	f, err := n.Float64()
+	if err != nil || f <= 0 || f > math.MaxInt32*4 || math.IsNaN(f) {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+func hasAudience(raw json.RawMessage, want string) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return one == want
+	}
+	var many []string
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return false
+	}
+	return slices.Contains(many, want)
+}
