@@ -57,8 +57,12 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	if err != nil {
 		return nil, err
 	}
-	// The API-key revoker of RFC 7009 ("tg_" tokens) is wired here.
-	sa, err := wireServiceAccounts(cfg, log, pool, ring, store, nil, opts)
+	keysSvc, err := wireAPIKeys(cfg, log, pool)
+	if err != nil {
+		return nil, err
+	}
+	// API keys ("tg_" tokens) are revocable at the RFC 7009 endpoint too.
+	sa, err := wireServiceAccounts(cfg, log, pool, ring, store, keysSvc, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -72,10 +76,6 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	}
 	oidc, err := oauth.New(oauth.Options{Logger: log, Pool: pool, Providers: cfg.OIDCProviders, Auth: svc, Sessions: store,
 		AllowedReturnURLs: cfg.OAuthReturnURLs, AuthorizePerMinute: cfg.OAuthPerMinute})
-	if err != nil {
-		return nil, err
-	}
-	keysSvc, err := wireAPIKeys(cfg, log, pool)
 	if err != nil {
 		return nil, err
 	}
@@ -189,8 +189,6 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 	return run, nil
 }
 
-// mfaSealer builds the sealer of TOTP secrets; without MFA_ENCRYPTION_KEYS
-// there is none and enrolment answers 503.
 // wireAPIKeys builds the API-key service; without API_KEY_PEPPER keys can
 // be listed and revoked but neither created nor used.
 func wireAPIKeys(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (*apikeys.Service, error) {
@@ -201,6 +199,8 @@ func wireAPIKeys(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (*apik
 		RevokedWithin: cfg.AccessTokenTTL + cfg.TokenMaxLeeway})
 }
 
+// mfaSealer builds the sealer of TOTP secrets; without MFA_ENCRYPTION_KEYS
+// there is none and enrolment answers 503.
 func mfaSealer(cfg config.Config, log *slog.Logger) (*mfa.Sealer, error) {
 	if len(cfg.MFAKeys) == 0 {
 		log.Warn("MFA_ENCRYPTION_KEYS is not set: TOTP enrolment and sign-in with a second factor are unavailable")
