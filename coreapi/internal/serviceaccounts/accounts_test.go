@@ -271,3 +271,36 @@ func TestServiceAccountIsAMember(t *testing.T) {
 		t.Fatalf("an unscoped token follows the roles: %v", got)
 	}
 }
+
+// A disabled or removed membership stops the account from obtaining
+// tokens, and its tokens go inactive.
+func TestServiceAccountMembershipEnds(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot")
+	s := e.createSecret(t, owner, a.ID)
+	probe := e.createAccount(t, owner, "probe")
+	ps := e.createSecret(t, owner, probe.ID)
+	tk := e.clientToken(t, s, "")
+	cc := url.Values{"grant_type": {"client_credentials"}}
+
+	if r := e.Send(t, owner, http.MethodPatch, "/api/v1/users/"+a.ID, map[string]string{"status": "disabled"}); r.Status != http.StatusOK {
+		t.Fatalf("disable: %d %s", r.Status, r.Body)
+	}
+	oauthProblem(t, e.form(t, "/api/v1/auth/token", cc, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "unauthorized_client")
+	if got := e.introspect(t, ps, tk.AccessToken); got["active"] != false {
+		t.Fatalf("a disabled account's token: %v", got)
+	}
+	// A disabled client cannot introspect either.
+	oauthProblem(t, e.form(t, "/api/v1/auth/introspect", url.Values{"token": {tk.AccessToken}}, basic(s.ClientID, s.ClientSecret)),
+		http.StatusUnauthorized, "invalid_client")
+
+	if r := e.Send(t, owner, http.MethodPatch, "/api/v1/users/"+a.ID, map[string]string{"status": "active"}); r.Status != http.StatusOK {
+		t.Fatalf("enable: %d %s", r.Status, r.Body)
+	}
+	e.clientToken(t, s, "")
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/users/"+a.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("remove member: %d %s", r.Status, r.Body)
+	}
+	oauthProblem(t, e.form(t, "/api/v1/auth/token", cc, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "unauthorized_client")
+}

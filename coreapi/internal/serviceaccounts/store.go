@@ -335,16 +335,16 @@ func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string,
 // Lookup finds the service account a client id names, and whether secret
 // is one of its live secrets. tenantID is "" when the client id names no
 // service account (then ok is false too). A matching secret's last use is
-// recorded, at most once a minute.
+// recorded, at most once a minute, in the same statement.
 func (s *Store) Lookup(ctx context.Context, clientID, secret string) (c Client, ok bool, err error) {
 	const q = `
-SELECT sa.tenant_id::text, COALESCE(x.id::text, '')
-FROM service_accounts sa
-LEFT JOIN service_account_secrets x ON x.user_id = sa.user_id AND x.secret_hash = $2
-WHERE sa.user_id = $1`
-	const qTouch = `
-UPDATE service_account_secrets SET last_used_at = now()
-WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`
+WITH sa AS (SELECT tenant_id FROM service_accounts WHERE user_id = $1),
+hit AS (SELECT id, last_used_at FROM service_account_secrets WHERE user_id = $1 AND secret_hash = $2),
+touch AS (
+    UPDATE service_account_secrets x SET last_used_at = now() FROM hit
+    WHERE x.id = hit.id AND (hit.last_used_at IS NULL OR hit.last_used_at < now() - interval '1 minute')
+)
+SELECT sa.tenant_id::text, COALESCE((SELECT id::text FROM hit), '') FROM sa`
 	var hash []byte
 	if validSecret(secret) {
 		hash = hashSecret(secret)
@@ -357,11 +357,5 @@ WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 mi
 	if err != nil {
 		return Client{}, false, fmt.Errorf("look up client: %w", err)
 	}
-	if c.SecretID == "" {
-		return c, false, nil
-	}
-	if _, err := s.pool.Exec(ctx, qTouch, c.SecretID); err != nil {
-		return Client{}, false, fmt.Errorf("record secret use: %w", err)
-	}
-	return c, true, nil
+	return c, c.SecretID != "", nil
 }
