@@ -146,7 +146,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv,
 		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: h.Now},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
-			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog})
+			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg)})
 	m.RulesGeneration.Set(1)
 	return a, nil
 }
@@ -262,4 +262,13 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}
 	a.internal.CloseIdleConnections()
 	return runErr
+}
+
+// corsPolicy is the server's CORS policy, nil when CORS_ALLOWED_ORIGINS is
+// empty.
+func corsPolicy(cfg *config.Config) *server.CORS {
+	if len(cfg.CORSOrigins) == 0 {
+		return nil
+	}
+	return &server.CORS{Origins: cfg.CORSOrigins, Credentials: cfg.CORSCredentials, MaxAge: cfg.CORSMaxAge}
 }

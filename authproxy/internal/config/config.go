@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,12 @@ type Config struct {
 	Algs         []string
 	RulesFile    string
 	TrustedCIDRs []netip.Prefix
+
+	// CORSOrigins are the allowed browser origins (or "*"); none: CORS
+	// is off.
+	CORSOrigins     []string
+	CORSCredentials bool
+	CORSMaxAge      time.Duration
 
 	// CacheMemoryMB is the memory budget of the token and projection
 	// caches together; TokenCacheSize and ProjectionCacheSize, when not 0,
@@ -104,6 +111,9 @@ var Vars = envconfig.Table{
 	{Name: "TOKEN_AUDIENCE", Default: "tollgate", Help: "required aud"},
 	{Name: "TOKEN_ALGS", Default: "EdDSA,ES256,RS256", Help: "allowed signature algorithms (each key is pinned to its own alg)"},
 	{Name: "RULES_FILE", Help: "optional YAML route table (upstreams and routes), reloaded on change and SIGHUP"},
+	{Name: "CORS_ALLOWED_ORIGINS", Help: "comma list of browser origins (https://app.example.com) allowed to call the proxy cross-origin, or * for any (never with credentials); empty: no CORS"},
+	{Name: "CORS_ALLOW_CREDENTIALS", Default: "false", Help: "send Access-Control-Allow-Credentials: true to the listed origins (cookies); refused with *"},
+	{Name: "CORS_MAX_AGE", Default: "10m", Help: "how long browsers may cache a preflight answer"},
 	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose X-Forwarded-* headers are kept and whose X-Forwarded-For names the client"},
 	{Name: "CACHE_MEMORY_MB", Default: "256", Help: "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
 	{Name: "TOKEN_CACHE_SIZE", Help: "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB"},
@@ -214,6 +224,12 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		}
 	}
 	p.Show("TOKEN_ALGS", strings.Join(c.Algs, ","))
+	c.CORSOrigins = p.corsOrigins()
+	c.CORSCredentials = p.Bool("CORS_ALLOW_CREDENTIALS")
+	c.CORSMaxAge = p.Duration("CORS_MAX_AGE", 0, 24*time.Hour)
+	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {
+		p.Failf("CORS_ALLOW_CREDENTIALS", "true with CORS_ALLOWED_ORIGINS=*: any site could make requests with the user's cookies; list the origins")
+	}
 	var cidrs []string
 	for _, s := range strings.Split(p.String("TRUSTED_PROXY_CIDRS"), ",") {
 		s = strings.TrimSpace(s)
@@ -349,6 +365,39 @@ func maskURL(s string) string {
 		u.User = url.UserPassword(u.User.Username(), "*****")
 	}
 	return u.String()
+}
+
+// corsOrigins reads CORS_ALLOWED_ORIGINS: "*" alone, or origins
+// scheme://host[:port] (http or https, no path), compared exactly as
+// browsers send them (lower case, no default port).
+func (p *parser) corsOrigins() []string {
+	var out []string
+	for _, o := range strings.Split(p.String("CORS_ALLOWED_ORIGINS"), ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			out = append(out, o)
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.Contains(u.Host, "*") {
+			p.fail("CORS_ALLOWED_ORIGINS", o, "want * or origins like https://app.example.com (scheme, host, optional port; no path)")
+			continue
+		}
+		host := strings.ToLower(u.Host)
+		if (u.Scheme == "https" && u.Port() == "443") || (u.Scheme == "http" && u.Port() == "80") {
+			host = strings.ToLower(u.Hostname())
+		}
+		out = append(out, u.Scheme+"://"+host)
+	}
+	if len(out) > 1 && slices.Contains(out, "*") {
+		p.Failf("CORS_ALLOWED_ORIGINS", "* allows every origin: list origins or * alone")
+	}
+	p.Show("CORS_ALLOWED_ORIGINS", strings.Join(out, ","))
+	return out
 }
 
 type parser struct {

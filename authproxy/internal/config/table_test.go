@@ -170,3 +170,36 @@ func TestReadmeTableMatches(t *testing.T) {
 		t.Error("README.md: " + d)
 	}
 }
+
+func TestCORSOrigins(t *testing.T) {
+	for _, tc := range []struct {
+		origins, creds string
+		want           string // joined origins; "error" for a refusal
+	}{
+		{"", "", ""},
+		{"https://App.Example.com:443, http://localhost:3000", "", "https://app.example.com,http://localhost:3000"},
+		{"http://x.example:80/", "true", "http://x.example"},
+		{"*", "", "*"},
+		{"*", "true", "error"},
+		{"*,https://a.example", "", "error"},
+		{"https://a.example/path", "", "error"},
+		{"ftp://a.example", "", "error"},
+		{"https://*.example.com", "", "error"},
+		{"https://u:p@a.example", "", "error"},
+	} {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "CORS_ALLOWED_ORIGINS": tc.origins, "CORS_ALLOW_CREDENTIALS": tc.creds}))
+		if tc.want == "error" {
+			if err == nil || !strings.Contains(err.Error(), "CORS_") {
+				t.Errorf("%q creds %q: err = %v, want a CORS problem", tc.origins, tc.creds, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.origins, err)
+			continue
+		}
+		if got := strings.Join(c.CORSOrigins, ","); got != tc.want {
+			t.Errorf("%q: origins %q, want %q", tc.origins, got, tc.want)
+		}
+	}
+}
