@@ -1,0 +1,42 @@
+package httpapi_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+)
+
+// TestDecodingVocabulary: a body that does not fit the operation's schema
+// (unknown field, wrong type, wrong shape) gets one status, 422, and the
+// messages speak JSON types, never Go ones (httpapi.createUserBody,
+// []string, int64).
+func TestDecodingVocabulary(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name, path, body, code, field, message string
+	}{
+		{"a list for the body", "/api/v1/users", `[]`, "validation_failed", "(body)", "want object, got array"},
+		{"a string for the body", "/api/v1/roles", `"x"`, "validation_failed", "(body)", "want object, got string"},
+		{"a number for a string", "/api/v1/roles", `{"name": 5}`, "validation_failed", "name", "want string, got number"},
+		{"a boolean for a string", "/api/v1/users", `{"email": true}`, "validation_failed", "email", "want string, got boolean"},
+		{"a string for a list", "/api/v1/roles", `{"name": "x", "permissions": "audit:read"}`, "validation_failed", "permissions", "want array, got string"},
+		{"an object in a list", "/api/v1/roles", `{"name": "x", "permissions": [{}]}`, "validation_failed", "permissions", "want string, got object"},
+		{"an unknown field", "/api/v1/roles", `{"name": "x", "colour": "red"}`, "unknown_field", "colour", "unknown field"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := w.e.Do(t, apitest.Request{Method: "POST", Path: tc.path, Body: tc.body, As: &w.owner})
+			wantProblem(t, r, 422, tc.code)
+			p := r.Problem(t)
+			if len(p.Errors) != 1 || !strings.HasPrefix(p.Errors[0].Field, tc.field) || p.Errors[0].Message != tc.message {
+				t.Fatalf("errors = %+v, want %s: %q", p.Errors, tc.field, tc.message)
+			}
+			for _, goName := range []string{"httpapi.", "roles.", "users.", "[]", "int64", "float64", "struct", "map["} {
+				if strings.Contains(string(r.Body), goName) {
+					t.Fatalf("the problem names a Go type (%s): %s", goName, r.Body)
+				}
+			}
+		})
+	}
+}
