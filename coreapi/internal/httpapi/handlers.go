@@ -258,7 +258,7 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 }
 
 func (s *Server) getUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -326,7 +326,7 @@ type patchUserBody struct {
 }
 
 func (s *Server) patchUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -350,7 +350,7 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -369,7 +369,7 @@ func roleParam(c *fiber.Ctx) (string, error) {
 }
 
 func (s *Server) grantRole(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -385,7 +385,7 @@ func (s *Server) grantRole(c *fiber.Ctx) error {
 }
 
 func (s *Server) revokeRole(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}

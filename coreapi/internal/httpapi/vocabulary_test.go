@@ -1,10 +1,13 @@
 package httpapi_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // TestDecodingVocabulary: a body that does not fit the operation's schema
@@ -38,5 +41,35 @@ func TestDecodingVocabulary(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMeAsUserID: me stands for the caller wherever a path takes a user
+// id, with the same permission checks as the caller's own UUID.
+func TestMeAsUserID(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	roles := func(id *identity.Identity) []string {
+		var me users.Me
+		w.e.Get(t, id, "/api/v1/users/me").JSON(t, &me)
+		return me.Roles
+	}
+	wantStatus(t, w.e.Send(t, &w.admin, "PUT", "/api/v1/users/me/roles/member", nil), 200)
+	if r := roles(&w.admin); !slices.Contains(r, "member") {
+		t.Fatalf("PUT /users/me/roles/member: the admin's roles are %v", r)
+	}
+	wantStatus(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/me/roles/member", nil), 200)
+	if r := roles(&w.admin); slices.Contains(r, "member") {
+		t.Fatalf("DELETE /users/me/roles/member: the admin's roles are %v", r)
+	}
+	// The member may not grant itself a role through me either.
+	wantProblem(t, w.e.Send(t, &w.member, "PUT", "/api/v1/users/me/roles/admin", nil), 403, "insufficient_scope")
+	if r := roles(&w.member); slices.Contains(r, "admin") {
+		t.Fatalf("the member granted itself admin: %v", r)
+	}
+	r := w.e.Send(t, &w.owner, "PUT", "/api/v1/users/you/roles/member", nil)
+	wantProblem(t, r, 400, "invalid_id")
+	if !strings.Contains(r.Problem(t).Detail, "or me") {
+		t.Fatalf("detail %q does not say me is accepted", r.Problem(t).Detail)
 	}
 }
