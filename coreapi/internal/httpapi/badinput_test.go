@@ -44,7 +44,7 @@ func TestBadBodies(t *testing.T) {
 		{"over-long role name", "POST", "/api/v1/roles", `{"name": "` + strings.Repeat("r", 64) + `"}`, "", 422, "validation_failed", "name"},
 		{"over-long tenant name", "PATCH", "/api/v1/tenant", `{"name": "` + strings.Repeat("t", 201) + `"}`, "", 422, "validation_failed", "name"},
 		{"over-long password", "POST", "/api/v1/users", `{"email": "p@acme.test", "password": "` + strings.Repeat("p", 1025) + `"}`, "", 422, "validation_failed", "password"},
-		{"bad status", "PATCH", "/api/v1/users/" + "00000000-0000-0000-0000-000000000001", `{"status": "banned"}`, "", 422, "validation_failed", "status"},
+		{"bad status", "PATCH", "/api/v1/users/" + "00000000-0000-0000-0000-000000000001", `{"membership_status": "banned"}`, "", 422, "validation_failed", "membership_status"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -73,3 +73,29 @@ func TestMeAsUserID(t *testing.T) {
 		t.Fatalf("detail %q does not say me is accepted", r.Problem(t).Detail)
 	}
 }
+
+// TestStatusVocabulary: a bare status is always the object's own (Me: the
+// user's); a membership's status is membership_status in Me and Member
+// alike, and a user's status in a Member is user_status.
+func TestStatusVocabulary(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	mid := w.member.UserID
+	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"}), 200)
+	var member map[string]any
+	w.e.Get(t, &w.admin, "/api/v1/users/"+mid).JSON(t, &member)
+	if member["membership_status"] != "disabled" || member["user_status"] != "active" {
+		t.Fatalf("member = %v", member)
+	}
+	if _, ok := member["status"]; ok {
+		t.Fatalf("a Member carries a bare status: %v", member)
+	}
+	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "active"}), 200)
+	var me map[string]any
+	w.e.Get(t, &w.member, "/api/v1/users/me").JSON(t, &me)
+	if me["membership_status"] != "active" || me["status"] != "active" {
+		t.Fatalf("me = %v", me)
+	}
+	// The old name is refused loudly, not ignored.
+	wantProblem(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"}), 422, "unknown_field")
+}
