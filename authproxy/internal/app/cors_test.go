@@ -97,3 +97,23 @@ func TestCORSAnyOrigin(t *testing.T) {
 		t.Fatalf("headers: %v", r.header)
 	}
 }
+
+// TestCORSOnEventStreams: an event stream (written by the proxy itself on
+// the hijacked connection) carries the same CORS headers as any answer.
+func TestCORSOnEventStreams(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin})
+	req, _ := http.NewRequest("GET", "http://"+e.addr+"/notes/events", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token(nil))
+	req.Header.Set("Origin", appOrigin)
+	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream answer %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if resp.Header.Get("Access-Control-Allow-Origin") != appOrigin || !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "X-Request-Id") {
+		t.Fatalf("stream headers lack CORS: %v", resp.Header)
+	}
+}
