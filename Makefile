@@ -6,7 +6,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 BIN         := bin
 
-.PHONY: all build test test-short bench bench-scale lint fmt run reset clean
+.PHONY: all build test test-short bench bench-scale lint fmt run reset pin-images clean
 
 all: build
 
@@ -59,6 +59,11 @@ reset:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
 	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack -reset
 	rm -rf $(CURDIR)/.data
+
+## pin-images: pin (or update the pins of) the Dockerfiles' base images by digest; needs
+## registry access through crane or docker buildx (docs/operations.md, "Versions and images")
+pin-images:
+	scripts/pin-images.sh
 
 clean:
 	rm -rf $(BIN)

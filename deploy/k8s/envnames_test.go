@@ -2,65 +2,139 @@ package k8s
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 )
 
-// The services' configuration loaders: every variable a service reads is a
-// string literal there. A variable set in a manifest that no loader reads is
-// a typo that silently leaves the default in force.
+// The services' configuration tables (envconfig.Table literals named Vars):
+// the one list of what each service reads. A variable set in a manifest
+// that is not in its service's table is a typo that silently leaves the
+// default in force; a required one missing stops the pod.
 var configSources = map[string]string{
 	"authproxy": "../../authproxy/internal/config/config.go",
-	"coreapi":   "../../coreapi/internal/config/config.go",
+	"coreapi":   "../../coreapi/internal/config/vars.go",
 }
 
 // Variables the Go runtime reads.
 var runtimeVars = []string{"GOMEMLIMIT", "GOMAXPROCS", "GOGC", "GODEBUG"}
 
-// Per-provider OIDC variables are built at run time from OIDC_PROVIDERS.
-var oidcVar = regexp.MustCompile(`^OIDC_[A-Z0-9_]+_(ISSUER|CLIENT_ID|CLIENT_SECRET|REDIRECT_URL|SCOPES)$`)
-
-var envLiteral = regexp.MustCompile(`"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"`)
-
-func serviceVars(t *testing.T) map[string]map[string]bool {
+// serviceVars reads each service's table from its source (the deploy module
+// cannot import the services' internal packages).
+func serviceVars(t *testing.T) map[string]envconfig.Table {
 	t.Helper()
-	out := map[string]map[string]bool{}
+	out := map[string]envconfig.Table{}
 	for svc, file := range configSources {
-		src, err := os.ReadFile(file)
+		table, err := parseTable(file)
 		if err != nil {
-			t.Fatalf("%s configuration source: %v", svc, err)
+			t.Fatalf("%s configuration table: %v", svc, err)
 		}
-		vars := map[string]bool{}
-		for _, m := range envLiteral.FindAllStringSubmatch(string(src), -1) {
-			if slices.Contains([]string{"CLIENT_ID", "CLIENT_SECRET", "REDIRECT_URL"}, m[1]) {
-				continue // a suffix of a per-provider name, not a variable
-			}
-			vars[m[1]] = true
-		}
-		for _, must := range []string{"IDENTITY_HMAC_KEY_FILE", "NATS_URL", "TOKEN_ISSUER", "LOG_LEVEL"} {
-			if !vars[must] {
+		for _, must := range []string{"NATS_URL", "TOKEN_ISSUER", "LOG_LEVEL"} {
+			if _, ok := table.Lookup(must); !ok {
 				t.Fatalf("%s: found no %s in %s; the extraction is broken", svc, must, file)
 			}
 		}
-		out[svc] = vars
+		out[svc] = table
 	}
 	return out
 }
 
-func reads(vars map[string]map[string]bool, svc, name string) bool {
+// parseTable reads the composite literal `var Vars = envconfig.Table{...}`:
+// the string fields Name, Default, DefaultDoc, OneOf, the bool Required and
+// the string list Commands of each entry.
+func parseTable(file string) (envconfig.Table, error) {
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.VAR {
+			continue
+		}
+		for _, sp := range g.Specs {
+			vs := sp.(*ast.ValueSpec)
+			if len(vs.Names) != 1 || vs.Names[0].Name != "Vars" || len(vs.Values) != 1 {
+				continue
+			}
+			lit, ok := vs.Values[0].(*ast.CompositeLit)
+			if !ok {
+				return nil, fmt.Errorf("Vars is not a literal")
+			}
+			var table envconfig.Table
+			for _, el := range lit.Elts {
+				entry, ok := el.(*ast.CompositeLit)
+				if !ok {
+					return nil, fmt.Errorf("an entry of Vars is not a literal")
+				}
+				var v envconfig.Var
+				for _, field := range entry.Elts {
+					kv, ok := field.(*ast.KeyValueExpr)
+					if !ok {
+						return nil, fmt.Errorf("an entry of Vars has unkeyed fields")
+					}
+					switch key := kv.Key.(*ast.Ident).Name; key {
+					case "Name", "OneOf":
+						s, err := stringLit(kv.Value)
+						if err != nil {
+							return nil, fmt.Errorf("%s: %w", key, err)
+						}
+						if key == "Name" {
+							v.Name = s
+						} else {
+							v.OneOf = s
+						}
+					case "Required":
+						v.Required = fmt.Sprint(kv.Value) == "true"
+					case "Commands":
+						cl, ok := kv.Value.(*ast.CompositeLit)
+						if !ok {
+							return nil, fmt.Errorf("Commands is not a literal")
+						}
+						for _, c := range cl.Elts {
+							s, err := stringLit(c)
+							if err != nil {
+								return nil, err
+							}
+							v.Commands = append(v.Commands, s)
+						}
+					}
+				}
+				if v.Name == "" {
+					return nil, fmt.Errorf("an entry of Vars has no literal Name")
+				}
+				table = append(table, v)
+			}
+			return table, nil
+		}
+	}
+	return nil, fmt.Errorf("no var Vars in %s", file)
+}
+
+func stringLit(e ast.Expr) (string, error) {
+	bl, ok := e.(*ast.BasicLit)
+	if !ok || bl.Kind != token.STRING {
+		return "", fmt.Errorf("not a string literal")
+	}
+	return strconv.Unquote(bl.Value)
+}
+
+func reads(vars map[string]envconfig.Table, svc, name string) bool {
 	if slices.Contains(runtimeVars, name) {
 		return true
 	}
-	if svc == "coreapi" && oidcVar.MatchString(name) {
-		return true
-	}
-	return vars[svc][name]
+	_, ok := vars[svc].Lookup(name)
+	return ok
 }
 
 // serviceOf maps a container to the service binary it runs.
@@ -77,7 +151,7 @@ func serviceOf(c *corev1.Container) string {
 // unknownVars lists every variable set on a container (literal, from a
 // Secret, or from a ConfigMap) that the container's service does not read.
 // A ConfigMap key is fine if any container that loads the ConfigMap reads it.
-func unknownVars(b *bundle, vars map[string]map[string]bool) []string {
+func unknownVars(b *bundle, vars map[string]envconfig.Table) []string {
 	var v []string
 	var pods []*corev1.PodSpec
 	for _, d := range b.Deployments {
@@ -153,10 +227,120 @@ func TestOperationsDocListsEveryVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for svc, vars := range serviceVars(t) {
-		for name := range vars {
-			if !strings.Contains(string(doc), "`"+name+"`") {
-				t.Errorf("docs/operations.md does not document %s's %s", svc, name)
+		for _, v := range vars {
+			if !strings.Contains(string(doc), "`"+v.Name+"`") {
+				t.Errorf("docs/operations.md does not document %s's %s", svc, v.Name)
 			}
 		}
 	}
+}
+
+// commandOf is the service command a container runs (serve by default).
+func commandOf(c *corev1.Container) string {
+	if len(c.Args) > 0 && !strings.HasPrefix(c.Args[0], "-") {
+		return c.Args[0]
+	}
+	return "serve"
+}
+
+// missingRequired lists the required variables (and the one-of groups with
+// none set) of every container's service and command that the container
+// does not set, literally or through a ConfigMap.
+func missingRequired(b *bundle, vars map[string]envconfig.Table) []string {
+	cms := map[string]map[string]string{}
+	for _, cm := range b.ConfigMaps {
+		cms[cm.Name] = cm.Data
+	}
+	var out []string
+	check := func(owner string, c *corev1.Container) {
+		svc := serviceOf(c)
+		if svc == "" {
+			return
+		}
+		set := map[string]bool{}
+		for _, e := range c.Env {
+			set[e.Name] = true
+		}
+		for _, ef := range c.EnvFrom {
+			if ef.ConfigMapRef != nil {
+				for k := range cms[ef.ConfigMapRef.Name] {
+					set[k] = true
+				}
+			}
+		}
+		cmd := commandOf(c)
+		groups := map[string]bool{}
+		for _, v := range vars[svc] {
+			if !v.ReadBy(cmd) {
+				continue
+			}
+			if v.Required && !set[v.Name] {
+				out = append(out, fmt.Sprintf("%s container %s (%s %s) does not set the required %s", owner, c.Name, svc, cmd, v.Name))
+			}
+			if v.OneOf != "" {
+				groups[v.OneOf] = groups[v.OneOf] || set[v.Name]
+			}
+		}
+		for g, ok := range groups {
+			if !ok {
+				out = append(out, fmt.Sprintf("%s container %s (%s %s) sets none of the %s", owner, c.Name, svc, cmd, g))
+			}
+		}
+	}
+	for _, d := range b.Deployments {
+		for i := range d.Spec.Template.Spec.InitContainers {
+			check(d.Name, &d.Spec.Template.Spec.InitContainers[i])
+		}
+		for i := range d.Spec.Template.Spec.Containers {
+			check(d.Name, &d.Spec.Template.Spec.Containers[i])
+		}
+	}
+	for _, j := range b.Jobs {
+		for i := range j.Spec.Template.Spec.Containers {
+			check(j.Name, &j.Spec.Template.Spec.Containers[i])
+		}
+	}
+	return out
+}
+
+// TestManifestsSetRequiredVariables: every container sets what its
+// service's table marks required for the command it runs.
+func TestManifestsSetRequiredVariables(t *testing.T) {
+	vars := serviceVars(t)
+	for name, b := range map[string]*bundle{"base": renderBase(t), "app-sidecar": renderSidecar(t)} {
+		for _, m := range missingRequired(b, vars) {
+			t.Errorf("%s: %s", name, m)
+		}
+	}
+
+	base := renderBase(t)
+	t.Run("the migration's DATABASE_URL is required", func(t *testing.T) {
+		b := base.deepCopy()
+		c := initCtr(t, b, "migrate")
+		c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "DATABASE_URL" })
+		if got := missingRequired(b, vars); len(got) != 1 || !strings.Contains(got[0], "(coreapi migrate) does not set the required DATABASE_URL") {
+			t.Fatalf("missingRequired = %q", got)
+		}
+	})
+	t.Run("the proxy's core keys are required", func(t *testing.T) {
+		b := base.deepCopy()
+		c := ctr(t, b, proxyName)
+		c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return strings.HasPrefix(e.Name, "IDENTITY_") })
+		if got := missingRequired(b, vars); len(got) != 1 || !strings.Contains(got[0], "sets none of the core keys") {
+			t.Fatalf("missingRequired = %q", got)
+		}
+	})
+}
+
+func initCtr(t *testing.T, b *bundle, name string) *corev1.Container {
+	t.Helper()
+	for _, d := range b.Deployments {
+		for i := range d.Spec.Template.Spec.InitContainers {
+			if c := &d.Spec.Template.Spec.InitContainers[i]; c.Name == name {
+				return c
+			}
+		}
+	}
+	t.Fatalf("no init container %s", name)
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/app"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 )
 
 func main() {
@@ -40,20 +41,22 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		return err
 	}
 	cfg, err := config.Load(getenv)
-	if err != nil {
-		return err
+	// The rules file is checked even when the variables are not, so that
+	// one run reports every problem.
+	table, rerr := app.LoadRules(cfg)
+	if rerr != nil && (err == nil || cfg.RulesFile != "") {
+		err = envconfig.Join(err, "RULES_FILE: "+rerr.Error())
 	}
-	table, err := app.LoadRules(cfg)
 	if err != nil {
-		return fmt.Errorf("config: RULES_FILE: %w", err)
+		return fmt.Errorf("config: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	if cfg.UpstreamURLSet {
 		log.Warn("UPSTREAM_URL is deprecated and goes away in the next release: set IDENTITY_URL for coreapi and declare apps in RULES_FILE")
 	}
 	if *checkConfig {
-		log.Info("configuration ok", "config", cfg)
-		return nil
+		_, err := fmt.Fprint(stdout, cfg.String(), "configuration ok\n")
+		return err
 	}
 	log.Info("starting", "config", cfg)
 	a, err := app.New(cfg, table, log, app.Hooks{})

@@ -90,3 +90,45 @@ func TestOldRulesFormatRefused(t *testing.T) {
 		t.Fatalf("run = %v, want a pointer to the translation", err)
 	}
 }
+
+// TestCheckConfigReportsRulesWithTheRest: a bad variable and a bad rules
+// file are reported by one run.
+func TestCheckConfigReportsRulesWithTheRest(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(p, []byte("upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\nroutes: [{prefix: /internal/x, upstream: notes, access: public}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+		"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "UPSTREAM_KEYS": testenv.AppKeysText, "RULES_FILE": p + "\n",
+		"NATS_URL": "http://127.0.0.1:4222", "TOKEN_LEEWAY": "2m", "MAX_STALENESS": "soon"}), out)
+	if err == nil {
+		t.Fatal("bad configuration accepted")
+	}
+	for _, want := range []string{"NATS_URL", "TOKEN_LEEWAY", "MAX_STALENESS", "RULES_FILE", "/internal"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %s:\n%v", want, err)
+		}
+	}
+}
+
+// TestCheckConfigPrintout: -check-config prints NAME=value lines (the
+// format coreapi's -check-config uses), secrets masked, durations as Go
+// prints them.
+func TestCheckConfigPrintout(t *testing.T) {
+	out, read := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+		"IDENTITY_HMAC_KEY": testenv.HMACKeyText + "\n", "SHUTDOWN_TIMEOUT": "15m"}), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := read()
+	for _, want := range []string{"\nIDENTITY_HMAC_KEY=********\n", "\nSHUTDOWN_TIMEOUT=15m0s\n", "\nTOKEN_LEEWAY=30s\n", "\nconfiguration ok\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, testenv.HMACKeyText) {
+		t.Errorf("output shows the key:\n%s", s)
+	}
+}

@@ -59,7 +59,10 @@ type App struct {
 
 // Env is what a rules file is validated against under cfg.
 func Env(cfg *config.Config) rules.Env {
-	env := rules.Env{CoreURL: cfg.IdentityURL.String()}
+	env := rules.Env{CoreURL: "http://127.0.0.1:8081"} // checked as given when IDENTITY_URL is valid
+	if cfg.IdentityURL != nil {
+		env.CoreURL = cfg.IdentityURL.String()
+	}
 	for _, k := range cfg.CoreKeys {
 		env.CoreKeyIDs = append(env.CoreKeyIDs, k.ID)
 	}
@@ -75,6 +78,10 @@ func LoadRules(cfg *config.Config) (*rules.Table, error) {
 	switch {
 	case cfg.RulesFile != "":
 		return rules.Load(cfg.RulesFile, Env(cfg))
+	case cfg.IdentityURL == nil || (cfg.AppURL != "" && len(cfg.UpstreamKeys) == 0):
+		// Only after config.Load refused IDENTITY_URL, or UPSTREAM_URL
+		// without UPSTREAM_KEYS: nothing more to check.
+		return nil, errors.New("no route table without a valid IDENTITY_URL and UPSTREAM_KEYS")
 	case cfg.AppURL != "":
 		return rules.Alias(cfg.IdentityURL.String(), cfg.AppURL, cfg.UpstreamKeys[0].ID)
 	}
@@ -140,7 +147,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv, Keys: a.Projections,
 		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: h.Now},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
-			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog})
+			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg)})
 	m.RulesGeneration.Set(1)
 	return a, nil
 }
@@ -284,4 +291,13 @@ func (a *App) reportKeyUse(ctx context.Context) {
 			report(ctx)
 		}
 	}
+}
+
+// corsPolicy is the server's CORS policy, nil when CORS_ALLOWED_ORIGINS is
+// empty.
+func corsPolicy(cfg *config.Config) *server.CORS {
+	if len(cfg.CORSOrigins) == 0 {
+		return nil
+	}
+	return &server.CORS{Origins: cfg.CORSOrigins, Credentials: cfg.CORSCredentials, MaxAge: cfg.CORSMaxAge}
 }

@@ -5,16 +5,15 @@ package config
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -42,6 +41,12 @@ type Config struct {
 	Algs         []string
 	RulesFile    string
 	TrustedCIDRs []netip.Prefix
+
+	// CORSOrigins are the allowed browser origins (or "*"); none: CORS
+	// is off.
+	CORSOrigins     []string
+	CORSCredentials bool
+	CORSMaxAge      time.Duration
 
 	// CacheMemoryMB is the memory budget of the token and projection
 	// caches together; TokenCacheSize and ProjectionCacheSize, when not 0,
@@ -82,123 +87,134 @@ type Config struct {
 	StreamMaxPerUser  int
 	StreamBufferBytes int
 	StreamDrain       time.Duration
+
+	printout envconfig.Printout
 }
 
-// Var documents one environment variable.
-type Var struct {
-	Name, Default, Help string
+// Vars lists every variable the proxy reads, in the order of the table in
+// docs/operations.md (a test compares the two). Load can read nothing that
+// is not listed here; -check-config and the start log print from it.
+var Vars = envconfig.Table{
+	{Name: "PROXY_LISTEN_ADDR", Default: ":8080", Help: "public listen address"},
+	{Name: "PROXY_ADMIN_ADDR", Default: ":9090", Help: "admin listen address (/healthz, /readyz, /metrics)"},
+	{Name: "IDENTITY_URL", Default: "http://127.0.0.1:8081", Help: "coreapi's internal base URL (http, host:port): JWKS, projections, its routes"},
+	{Name: "UPSTREAM_URL", Help: "deprecated: an app's base URL behind a protected catch-all (ignored when equal to IDENTITY_URL)"},
+	{Name: "JWKS_URL", DefaultDoc: "IDENTITY_URL + /.well-known/jwks.json", Help: "key set URL"},
+	{Name: "IDENTITY_KEYS", OneOf: "core keys", Mask: envconfig.KeyList, Help: "core keys id:base64[,id:base64...] shared with coreapi; the first signs; or"},
+	{Name: "IDENTITY_KEYS_FILE", OneOf: "core keys", Help: "file holding that list"},
+	{Name: "IDENTITY_HMAC_KEY", OneOf: "core keys", Mask: envconfig.Secret, Help: "legacy: one base64 core key (id core); or"},
+	{Name: "IDENTITY_HMAC_KEY_FILE", OneOf: "core keys", Help: "legacy: file holding that key"},
+	{Name: "UPSTREAM_KEYS", Mask: envconfig.KeyList, Help: "app keys id:base64[,...], named by the rules file's key_id; or"},
+	{Name: "UPSTREAM_KEYS_FILE", Help: "file holding that list"},
+	{Name: "NATS_URL", Default: "nats://127.0.0.1:4222", Mask: envconfig.URL, Help: "NATS for invalidation events (nats:// or tls://)"},
+	{Name: "TOKEN_ISSUER", Default: "http://localhost:8080", Help: "required iss"},
+	{Name: "TOKEN_AUDIENCE", Default: "tollgate", Help: "required aud"},
+	{Name: "TOKEN_ALGS", Default: "EdDSA,ES256,RS256", Help: "allowed signature algorithms (each key is pinned to its own alg)"},
+	{Name: "RULES_FILE", Help: "optional YAML route table (upstreams and routes), reloaded on change and SIGHUP"},
+	{Name: "CORS_ALLOWED_ORIGINS", Help: "comma list of browser origins (https://app.example.com) allowed to call the proxy cross-origin, or * for any (never with credentials); empty: no CORS"},
+	{Name: "CORS_ALLOW_CREDENTIALS", Default: "false", Help: "send Access-Control-Allow-Credentials: true to the listed origins (cookies); refused with *"},
+	{Name: "CORS_MAX_AGE", Default: "10m", Help: "how long browsers may cache a preflight answer"},
+	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose X-Forwarded-* headers are kept and whose X-Forwarded-For names the client"},
+	{Name: "CACHE_MEMORY_MB", Default: "256", Help: "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
+	{Name: "TOKEN_CACHE_SIZE", Help: "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB"},
+	{Name: "TOKEN_CACHE_MAX_TTL", Default: "5m", Help: "cap on a cached token's TTL (it never outlives exp)"},
+	{Name: "NEGATIVE_CACHE_TTL", Default: "10s", Help: "how long a rejected token is remembered"},
+	{Name: "TOKEN_LEEWAY", Default: "30s", Help: "clock skew allowed on exp, nbf, iat (at most TOKEN_MAX_LEEWAY, and at most 1m)"},
+	{Name: "TOKEN_MAX_LEEWAY", Default: "60s", Help: "deployment-wide cap on TOKEN_LEEWAY (at most 1m); set the same value on coreapi"},
+	{Name: "TOKEN_MAX_LIFETIME", Default: "1h", Help: "longest accepted exp - iat"},
+	{Name: "MAX_TOKEN_BYTES", Default: "4096", Help: "longest accepted bearer token"},
+	{Name: "PROJECTION_CACHE_SIZE", Help: "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB"},
+	{Name: "PROJECTION_CACHE_TTL", Default: "5m", Help: "projection TTL (invalidations evict sooner)"},
+	{Name: "MAX_STALENESS", Default: "30s", Help: "how long cached projections are trusted while NATS is down"},
+	{Name: "JWKS_REFRESH_INTERVAL", Default: "5m", Help: "background key set refresh"},
+	{Name: "JWKS_REFETCH_COOLDOWN", Default: "10s", Help: "minimum time between refetches for unknown kids"},
+	{Name: "UPSTREAM_TIMEOUT", Default: "30s", Help: "read/write timeout of a forwarded request"},
+	{Name: "UPSTREAM_MAX_CONNS", Default: "1024", Help: "connections per upstream"},
+	{Name: "UPSTREAM_MAX_CONN_WAIT", Default: "2s", Help: "wait for a free upstream connection before 503"},
+	{Name: "UPSTREAM_IDLE_TIMEOUT", Default: "5s", Help: "keep-alive idle time; keep below coreapi's idle timeout"},
+	{Name: "PROJECTION_TIMEOUT", Default: "2s", Help: "timeout of a projection fetch"},
+	{Name: "PROJECTION_MAX_FETCHES", Default: "64", Help: "projection fetches in flight at once; a miss beyond it gets 503 + Retry-After"},
+	{Name: "MAX_BODY_BYTES", Default: "1048576", Help: "largest request body (413 above)"},
+	{Name: "READ_TIMEOUT", Default: "30s", Help: "client read timeout"},
+	{Name: "WRITE_TIMEOUT", Default: "30s", Help: "client write timeout"},
+	{Name: "IDLE_TIMEOUT", Default: "60s", Help: "client keep-alive idle timeout"},
+	{Name: "SHUTDOWN_TIMEOUT", Default: "15s", Help: "drain deadline on SIGTERM"},
+	{Name: "LOG_LEVEL", Default: "info", Help: "debug, info, warn, error"},
+	{Name: "ACCESS_LOG", Default: "true", Help: "one JSON log line per request"},
+	{Name: "PROXY_PPROF", Default: "false", Help: "serve /debug/pprof/ on the admin port"},
+	{Name: "STREAM_MAX_CONNS", Default: "10000", Help: "open WebSockets and streamed responses per proxy (503 beyond); 0 no cap"},
+	{Name: "STREAM_MAX_PER_USER", Default: "100", Help: "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},
+	{Name: "STREAM_BUFFER_BYTES", Default: "8192", Help: "relay buffer per direction of a long-lived connection"},
+	{Name: "STREAM_DRAIN_TIMEOUT", Default: "5s", Help: "on SIGTERM, how long open streams get to end after their close frame"},
 }
 
-// Vars lists every variable, in the order of the README table.
-var Vars = []Var{
-	{"PROXY_LISTEN_ADDR", ":8080", "public listen address"},
-	{"PROXY_ADMIN_ADDR", ":9090", "admin listen address (/healthz, /readyz, /metrics)"},
-	{"IDENTITY_URL", "http://127.0.0.1:8081", "coreapi's internal base URL (http, host:port): JWKS, projections, its routes"},
-	{"UPSTREAM_URL", "", "deprecated: an app's base URL behind a protected catch-all (ignored when equal to IDENTITY_URL)"},
-	{"JWKS_URL", "IDENTITY_URL + /.well-known/jwks.json", "key set URL"},
-	{"IDENTITY_KEYS", "", "core keys id:base64[,id:base64...] shared with coreapi; the first signs; or"},
-	{"IDENTITY_KEYS_FILE", "", "file holding that list"},
-	{"IDENTITY_HMAC_KEY", "", "legacy: one base64 core key (id core); or"},
-	{"IDENTITY_HMAC_KEY_FILE", "", "legacy: file holding that key"},
-	{"UPSTREAM_KEYS", "", "app keys id:base64[,...], named by the rules file's key_id; or"},
-	{"UPSTREAM_KEYS_FILE", "", "file holding that list"},
-	{"NATS_URL", "nats://127.0.0.1:4222", "NATS for invalidation events"},
-	{"TOKEN_ISSUER", "http://localhost:8080", "required iss"},
-	{"TOKEN_AUDIENCE", "tollgate", "required aud"},
-	{"TOKEN_ALGS", "EdDSA,ES256,RS256", "allowed signature algorithms (each key is pinned to its own alg)"},
-	{"RULES_FILE", "", "optional YAML route table (upstreams and routes), reloaded on change and SIGHUP"},
-	{"TRUSTED_PROXY_CIDRS", "", "comma list of CIDRs whose X-Forwarded-* headers are kept and whose X-Forwarded-For names the client"},
-	{"CACHE_MEMORY_MB", "256", "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
-	{"TOKEN_CACHE_SIZE", "", "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB"},
-	{"TOKEN_CACHE_MAX_TTL", "5m", "cap on a cached token's TTL (it never outlives exp)"},
-	{"NEGATIVE_CACHE_TTL", "10s", "how long a rejected token is remembered"},
-	{"TOKEN_LEEWAY", "30s", "clock skew allowed on exp, nbf, iat (at most TOKEN_MAX_LEEWAY)"},
-	{"TOKEN_MAX_LEEWAY", "60s", "deployment-wide cap on TOKEN_LEEWAY; set the same value on coreapi"},
-	{"TOKEN_MAX_LIFETIME", "1h", "longest accepted exp - iat"},
-	{"MAX_TOKEN_BYTES", "4096", "longest accepted bearer token"},
-	{"PROJECTION_CACHE_SIZE", "", "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB"},
-	{"PROJECTION_CACHE_TTL", "5m", "projection TTL (invalidations evict sooner)"},
-	{"MAX_STALENESS", "30s", "how long cached projections are trusted while NATS is down"},
-	{"JWKS_REFRESH_INTERVAL", "5m", "background key set refresh"},
-	{"JWKS_REFETCH_COOLDOWN", "10s", "minimum time between refetches for unknown kids"},
-	{"UPSTREAM_TIMEOUT", "30s", "read/write timeout of a forwarded request"},
-	{"UPSTREAM_MAX_CONNS", "1024", "connections per upstream"},
-	{"UPSTREAM_MAX_CONN_WAIT", "2s", "wait for a free upstream connection before 503"},
-	{"UPSTREAM_IDLE_TIMEOUT", "5s", "keep-alive idle time; keep below coreapi's idle timeout"},
-	{"PROJECTION_TIMEOUT", "2s", "timeout of a projection fetch"},
-	{"MAX_BODY_BYTES", "1048576", "largest request body (413 above)"},
-	{"READ_TIMEOUT", "30s", "client read timeout"},
-	{"WRITE_TIMEOUT", "30s", "client write timeout"},
-	{"IDLE_TIMEOUT", "60s", "client keep-alive idle timeout"},
-	{"SHUTDOWN_TIMEOUT", "15s", "drain deadline on SIGTERM"},
-	{"LOG_LEVEL", "info", "debug, info, warn, error"},
-	{"ACCESS_LOG", "true", "one JSON log line per request"},
-	{"PROXY_PPROF", "false", "serve /debug/pprof/ on the admin port"},
-	{"PROJECTION_MAX_FETCHES", "64", "projection fetches in flight at once; a miss beyond it gets 503 + Retry-After"},
-	{"STREAM_MAX_CONNS", "10000", "open WebSockets and streamed responses per proxy (503 beyond); 0 no cap"},
-	{"STREAM_MAX_PER_USER", "100", "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},
-	{"STREAM_BUFFER_BYTES", "8192", "relay buffer per direction of a long-lived connection"},
-	{"STREAM_DRAIN_TIMEOUT", "5s", "on SIGTERM, how long open streams get to end after their close frame"},
-}
+// MaxLeeway is the largest clock skew any setting may allow: coreapi keeps
+// revoked sessions listed for the access-token TTL plus the deployment's
+// TOKEN_MAX_LEEWAY, and a skew of more than a minute means broken clocks.
+const MaxLeeway = time.Minute
 
-// Load reads the configuration through getenv (os.LookupEnv in main).
+// Load reads the configuration through getenv (os.LookupEnv in main). On
+// error it still returns what it could read, so that the caller can check
+// the rules file too and report every problem at once.
 func Load(getenv func(string) (string, bool)) (*Config, error) {
-	p := parser{getenv: getenv}
+	p := parser{Reader: Vars.Read(envconfig.LookupEnv(getenv))}
 	c := &Config{}
-	c.ListenAddr = p.addr("PROXY_LISTEN_ADDR", ":8080")
-	c.AdminAddr = p.addr("PROXY_ADMIN_ADDR", ":9090")
-	c.IdentityURL = p.baseURL("IDENTITY_URL", "http://127.0.0.1:8081")
-	if v := p.str("UPSTREAM_URL", ""); v != "" {
+	c.ListenAddr = p.addr("PROXY_LISTEN_ADDR")
+	c.AdminAddr = p.addr("PROXY_ADMIN_ADDR")
+	c.IdentityURL = p.baseURL("IDENTITY_URL", "")
+	if v := p.String("UPSTREAM_URL"); v != "" {
 		c.UpstreamURLSet = true
 		if u := p.baseURL("UPSTREAM_URL", v); u != nil && c.IdentityURL != nil && u.String() != c.IdentityURL.String() {
 			c.AppURL = u.String()
 		}
 	}
-	c.JWKSURL = p.str("JWKS_URL", "")
+	c.JWKSURL = p.String("JWKS_URL")
 	if c.JWKSURL == "" && c.IdentityURL != nil {
 		c.JWKSURL = c.IdentityURL.String() + "/.well-known/jwks.json"
+		p.Show("JWKS_URL", c.JWKSURL)
 	} else if u, err := url.Parse(c.JWKSURL); c.JWKSURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
 		p.fail("JWKS_URL", c.JWKSURL, "want an absolute http(s) URL")
 	}
 	c.CoreKeys = p.coreKeys()
-	if v, f := p.str("UPSTREAM_KEYS", ""), p.str("UPSTREAM_KEYS_FILE", ""); v != "" || f != "" {
+	if v, f := p.String("UPSTREAM_KEYS"), p.String("UPSTREAM_KEYS_FILE"); v != "" || f != "" {
 		keys, err := identity.LoadKeys(v, f)
 		if err != nil {
-			p.errs = append(p.errs, fmt.Errorf("UPSTREAM_KEYS / UPSTREAM_KEYS_FILE: %w", err))
+			p.Problem("UPSTREAM_KEYS / UPSTREAM_KEYS_FILE: %v", err)
 		}
 		for _, k := range keys {
 			bad := false
 			for _, ck := range c.CoreKeys {
 				if k.ID == ck.ID || bytes.Equal(k.Secret, ck.Secret) {
-					p.errs = append(p.errs, fmt.Errorf("UPSTREAM_KEYS: key %q is also a core key (id or secret): an app must never hold a key coreapi accepts", k.ID))
+					p.Failf("UPSTREAM_KEYS", "key %q is also a core key (id or secret): an app must never hold a key coreapi accepts", k.ID)
 					bad = true
 				}
 			}
 			if len(k.Secret) < identity.MinKeyLen {
-				p.errs = append(p.errs, fmt.Errorf("UPSTREAM_KEYS: key %q: %w", k.ID, identity.ErrShortKey))
+				p.Failf("UPSTREAM_KEYS", "key %q: %v", k.ID, identity.ErrShortKey)
 				bad = true
 			}
 			if !bad {
 				c.UpstreamKeys = append(c.UpstreamKeys, k)
 			}
 		}
+		p.Show("UPSTREAM_KEYS", keyIDs(c.UpstreamKeys))
 	}
-	c.RulesFile = p.str("RULES_FILE", "")
+	c.RulesFile = p.String("RULES_FILE")
 	if c.AppURL != "" {
 		if len(c.UpstreamKeys) == 0 {
-			p.errs = append(p.errs, fmt.Errorf("UPSTREAM_URL %s differs from IDENTITY_URL %s, so it names an app: set UPSTREAM_KEYS (the first key signs its requests), or set IDENTITY_URL instead if it is coreapi", c.AppURL, c.IdentityURL))
+			p.Problem("UPSTREAM_URL %s differs from IDENTITY_URL %s, so it names an app: set UPSTREAM_KEYS (the first key signs its requests), or set IDENTITY_URL instead if it is coreapi", c.AppURL, c.IdentityURL)
 		}
 		if c.RulesFile != "" {
-			p.errs = append(p.errs, errors.New("UPSTREAM_URL as an app and RULES_FILE together: declare the app as an upstream in the rules file and unset UPSTREAM_URL"))
+			p.Problem("UPSTREAM_URL as an app and RULES_FILE together: declare the app as an upstream in the rules file and unset UPSTREAM_URL")
 		}
 	}
-	c.NATSURL = p.str("NATS_URL", "nats://127.0.0.1:4222")
-	if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" {
-		p.fail("NATS_URL", c.NATSURL, "want nats://host:port")
+	c.NATSURL = p.String("NATS_URL")
+	if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls") {
+		p.Failf("NATS_URL", "want nats://host:port or tls://host:port, got %q", maskURL(c.NATSURL))
 	}
-	c.Issuer = p.str("TOKEN_ISSUER", "http://localhost:8080")
-	c.Audience = p.str("TOKEN_AUDIENCE", "tollgate")
-	for _, a := range strings.Split(p.str("TOKEN_ALGS", "EdDSA,ES256,RS256"), ",") {
+	c.Issuer = p.String("TOKEN_ISSUER")
+	c.Audience = p.String("TOKEN_AUDIENCE")
+	for _, a := range strings.Split(p.String("TOKEN_ALGS"), ",") {
 		a = strings.TrimSpace(a)
 		switch a {
 		case "EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
@@ -207,7 +223,15 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 			p.fail("TOKEN_ALGS", a, "want asymmetric JWS algorithms (EdDSA, ES256, RS256, ...)")
 		}
 	}
-	for _, s := range strings.Split(p.str("TRUSTED_PROXY_CIDRS", ""), ",") {
+	p.Show("TOKEN_ALGS", strings.Join(c.Algs, ","))
+	c.CORSOrigins = p.corsOrigins()
+	c.CORSCredentials = p.Bool("CORS_ALLOW_CREDENTIALS")
+	c.CORSMaxAge = p.Duration("CORS_MAX_AGE", 0, 24*time.Hour)
+	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {
+		p.Failf("CORS_ALLOW_CREDENTIALS", "true with CORS_ALLOWED_ORIGINS=*: any site could make requests with the user's cookies; list the origins")
+	}
+	var cidrs []string
+	for _, s := range strings.Split(p.String("TRUSTED_PROXY_CIDRS"), ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {
 			continue
@@ -218,81 +242,59 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 			continue
 		}
 		c.TrustedCIDRs = append(c.TrustedCIDRs, pf.Masked())
+		cidrs = append(cidrs, pf.Masked().String())
 	}
-	c.CacheMemoryMB = int64(p.intv("CACHE_MEMORY_MB", 256, 1))
-	c.TokenCacheSize = int64(p.intv("TOKEN_CACHE_SIZE", 0, 1))
-	c.TokenCacheMaxTTL = p.dur("TOKEN_CACHE_MAX_TTL", 5*time.Minute, time.Second)
-	c.NegativeCacheTTL = p.dur("NEGATIVE_CACHE_TTL", 10*time.Second, 0)
-	c.Leeway = p.dur("TOKEN_LEEWAY", 30*time.Second, 0)
+	p.Show("TRUSTED_PROXY_CIDRS", strings.Join(cidrs, ","))
+	c.CacheMemoryMB = int64(p.Int("CACHE_MEMORY_MB", 1, 0, 0))
+	c.TokenCacheSize = int64(p.Int("TOKEN_CACHE_SIZE", 1, 0, 0))
+	c.TokenCacheMaxTTL = p.Duration("TOKEN_CACHE_MAX_TTL", time.Second, 0)
+	c.NegativeCacheTTL = p.Duration("NEGATIVE_CACHE_TTL", 0, 0)
+	c.Leeway = p.Duration("TOKEN_LEEWAY", 0, MaxLeeway)
 	// coreapi lists revoked sessions for the access-token TTL plus this
 	// cap; a larger leeway would accept a revoked token after it fell off
 	// that list.
-	c.MaxLeeway = p.dur("TOKEN_MAX_LEEWAY", time.Minute, 0)
+	c.MaxLeeway = p.Duration("TOKEN_MAX_LEEWAY", 0, MaxLeeway)
 	if c.Leeway > c.MaxLeeway {
 		p.fail("TOKEN_LEEWAY", c.Leeway.String(), "want at most TOKEN_MAX_LEEWAY ("+c.MaxLeeway.String()+"), the leeway coreapi keeps revoked sessions listed for")
 	}
-	c.TokenMaxLifetime = p.dur("TOKEN_MAX_LIFETIME", time.Hour, time.Minute)
-	c.MaxTokenBytes = p.intv("MAX_TOKEN_BYTES", 4096, 256)
-	c.ProjectionCacheSize = int64(p.intv("PROJECTION_CACHE_SIZE", 0, 1))
-	c.ProjectionCacheTTL = p.dur("PROJECTION_CACHE_TTL", 5*time.Minute, time.Second)
-	c.MaxStaleness = p.dur("MAX_STALENESS", 30*time.Second, 0)
-	c.JWKSRefresh = p.dur("JWKS_REFRESH_INTERVAL", 5*time.Minute, time.Second)
-	c.JWKSCooldown = p.dur("JWKS_REFETCH_COOLDOWN", 10*time.Second, 0)
-	c.UpstreamTimeout = p.dur("UPSTREAM_TIMEOUT", 30*time.Second, time.Millisecond)
-	c.UpstreamMaxConns = p.intv("UPSTREAM_MAX_CONNS", 1024, 1)
-	c.UpstreamMaxConnWait = p.dur("UPSTREAM_MAX_CONN_WAIT", 2*time.Second, time.Millisecond)
-	c.UpstreamIdleTimeout = p.dur("UPSTREAM_IDLE_TIMEOUT", 5*time.Second, time.Millisecond)
-	c.ProjectionTimeout = p.dur("PROJECTION_TIMEOUT", 2*time.Second, time.Millisecond)
-	c.MaxBodyBytes = p.intv("MAX_BODY_BYTES", 1<<20, 1)
-	c.ReadTimeout = p.dur("READ_TIMEOUT", 30*time.Second, time.Millisecond)
-	c.WriteTimeout = p.dur("WRITE_TIMEOUT", 30*time.Second, time.Millisecond)
-	c.IdleTimeout = p.dur("IDLE_TIMEOUT", 60*time.Second, time.Millisecond)
-	c.ShutdownTimeout = p.dur("SHUTDOWN_TIMEOUT", 15*time.Second, time.Millisecond)
-	c.StreamMaxConns = p.intv("STREAM_MAX_CONNS", 10000, 0)
-	c.StreamMaxPerUser = p.intv("STREAM_MAX_PER_USER", 100, 0)
-	c.StreamBufferBytes = p.intv("STREAM_BUFFER_BYTES", 8192, 1024)
-	c.StreamDrain = p.dur("STREAM_DRAIN_TIMEOUT", 5*time.Second, time.Millisecond)
-	lvl := p.str("LOG_LEVEL", "info")
+	c.TokenMaxLifetime = p.Duration("TOKEN_MAX_LIFETIME", time.Minute, 0)
+	c.MaxTokenBytes = p.Int("MAX_TOKEN_BYTES", 256, 0, 0)
+	c.ProjectionCacheSize = int64(p.Int("PROJECTION_CACHE_SIZE", 1, 0, 0))
+	c.ProjectionCacheTTL = p.Duration("PROJECTION_CACHE_TTL", time.Second, 0)
+	c.MaxStaleness = p.Duration("MAX_STALENESS", 0, 0)
+	c.JWKSRefresh = p.Duration("JWKS_REFRESH_INTERVAL", time.Second, 0)
+	c.JWKSCooldown = p.Duration("JWKS_REFETCH_COOLDOWN", 0, 0)
+	c.UpstreamTimeout = p.Duration("UPSTREAM_TIMEOUT", time.Millisecond, 0)
+	c.UpstreamMaxConns = p.Int("UPSTREAM_MAX_CONNS", 1, 0, 0)
+	c.UpstreamMaxConnWait = p.Duration("UPSTREAM_MAX_CONN_WAIT", time.Millisecond, 0)
+	c.UpstreamIdleTimeout = p.Duration("UPSTREAM_IDLE_TIMEOUT", time.Millisecond, 0)
+	c.ProjectionTimeout = p.Duration("PROJECTION_TIMEOUT", time.Millisecond, 0)
+	c.ProjectionMaxFetches = p.Int("PROJECTION_MAX_FETCHES", 1, 0, 0)
+	c.MaxBodyBytes = p.Int("MAX_BODY_BYTES", 1, 0, 0)
+	c.ReadTimeout = p.Duration("READ_TIMEOUT", time.Millisecond, 0)
+	c.WriteTimeout = p.Duration("WRITE_TIMEOUT", time.Millisecond, 0)
+	c.IdleTimeout = p.Duration("IDLE_TIMEOUT", time.Millisecond, 0)
+	c.ShutdownTimeout = p.Duration("SHUTDOWN_TIMEOUT", time.Millisecond, 0)
+	lvl := p.String("LOG_LEVEL")
 	if err := c.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
 		p.fail("LOG_LEVEL", lvl, "want debug, info, warn or error")
 	}
-	c.AccessLog = p.boolv("ACCESS_LOG", true)
-	c.Pprof = p.boolv("PROXY_PPROF", false)
-	c.ProjectionMaxFetches = p.intv("PROJECTION_MAX_FETCHES", 64, 1)
-	if len(p.errs) > 0 {
-		return nil, fmt.Errorf("config: %w", errors.Join(p.errs...))
-	}
-	return c, nil
+	c.AccessLog = p.Bool("ACCESS_LOG")
+	c.Pprof = p.Bool("PROXY_PPROF")
+	c.StreamMaxConns = p.Int("STREAM_MAX_CONNS", 0, 0, 0)
+	c.StreamMaxPerUser = p.Int("STREAM_MAX_PER_USER", 0, 0, 0)
+	c.StreamBufferBytes = p.Int("STREAM_BUFFER_BYTES", 1024, 0, 0)
+	c.StreamDrain = p.Duration("STREAM_DRAIN_TIMEOUT", time.Millisecond, 0)
+	c.printout = p.Printout()
+	return c, p.Err()
 }
 
-// LogValue prints the configuration with the key masked.
-func (c *Config) LogValue() slog.Value {
-	cidrs := make([]string, len(c.TrustedCIDRs))
-	for i, p := range c.TrustedCIDRs {
-		cidrs[i] = p.String()
-	}
-	return slog.GroupValue(
-		slog.String("listen_addr", c.ListenAddr), slog.String("admin_addr", c.AdminAddr),
-		slog.String("identity_url", c.IdentityURL.String()), slog.String("upstream_url", c.AppURL), slog.String("jwks_url", c.JWKSURL),
-		slog.String("identity_keys", keyIDs(c.CoreKeys)), slog.String("upstream_keys", keyIDs(c.UpstreamKeys)),
-		slog.String("nats_url", maskURL(c.NATSURL)),
-		slog.String("token_issuer", c.Issuer), slog.String("token_audience", c.Audience),
-		slog.String("token_algs", strings.Join(c.Algs, ",")), slog.String("rules_file", c.RulesFile),
-		slog.String("trusted_proxy_cidrs", strings.Join(cidrs, ",")),
-		slog.Int64("cache_memory_mb", c.CacheMemoryMB), slog.Int64("token_cache_size", c.TokenCacheSize), slog.Duration("token_cache_max_ttl", c.TokenCacheMaxTTL),
-		slog.Duration("negative_cache_ttl", c.NegativeCacheTTL), slog.Duration("token_leeway", c.Leeway),
-		slog.Duration("token_max_leeway", c.MaxLeeway),
-		slog.Duration("token_max_lifetime", c.TokenMaxLifetime), slog.Int("max_token_bytes", c.MaxTokenBytes),
-		slog.Int64("projection_cache_size", c.ProjectionCacheSize), slog.Duration("projection_cache_ttl", c.ProjectionCacheTTL),
-		slog.Duration("max_staleness", c.MaxStaleness), slog.Duration("jwks_refresh_interval", c.JWKSRefresh),
-		slog.Duration("jwks_refetch_cooldown", c.JWKSCooldown), slog.Duration("upstream_timeout", c.UpstreamTimeout),
-		slog.Int("upstream_max_conns", c.UpstreamMaxConns), slog.Duration("upstream_max_conn_wait", c.UpstreamMaxConnWait),
-		slog.Duration("upstream_idle_timeout", c.UpstreamIdleTimeout), slog.Duration("projection_timeout", c.ProjectionTimeout),
-		slog.Int("max_body_bytes", c.MaxBodyBytes), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
-		slog.String("log_level", c.LogLevel.String()), slog.Bool("access_log", c.AccessLog), slog.Bool("proxy_pprof", c.Pprof),
-		slog.Int("projection_max_fetches", c.ProjectionMaxFetches),
-	)
-}
+// String prints the configuration as NAME=value lines, secrets masked
+// (-check-config); coreapi prints the same way.
+func (c *Config) String() string { return c.printout.String() }
+
+// LogValue prints the same settings for the start log.
+func (c *Config) LogValue() slog.Value { return c.printout.LogValue() }
 
 // keyIDs lists key ids with their secrets masked.
 func keyIDs(keys []identity.Key) string {
@@ -306,37 +308,41 @@ func keyIDs(keys []identity.Key) string {
 // coreKeys reads IDENTITY_KEYS(_FILE), or the legacy IDENTITY_HMAC_KEY(_FILE)
 // as one key with id core; setting both kinds is an error.
 func (p *parser) coreKeys() []identity.Key {
-	v, f := p.str("IDENTITY_KEYS", ""), p.str("IDENTITY_KEYS_FILE", "")
-	lv, lf := p.str("IDENTITY_HMAC_KEY", ""), p.str("IDENTITY_HMAC_KEY_FILE", "")
+	v, f := p.String("IDENTITY_KEYS"), p.String("IDENTITY_KEYS_FILE")
+	lv, lf := p.String("IDENTITY_HMAC_KEY"), p.String("IDENTITY_HMAC_KEY_FILE")
 	switch {
 	case (v != "" || f != "") && (lv != "" || lf != ""):
-		p.errs = append(p.errs, errors.New("IDENTITY_KEYS(_FILE) and the legacy IDENTITY_HMAC_KEY(_FILE) are both set: keep one"))
+		p.Problem("IDENTITY_KEYS(_FILE) and the legacy IDENTITY_HMAC_KEY(_FILE) are both set: keep one")
 		return nil
 	case v != "" || f != "":
 		keys, err := identity.LoadKeys(v, f)
 		if err != nil {
-			p.errs = append(p.errs, fmt.Errorf("IDENTITY_KEYS / IDENTITY_KEYS_FILE: %w", err))
+			p.Problem("IDENTITY_KEYS / IDENTITY_KEYS_FILE: %v", err)
 			return nil
 		}
 		for _, k := range keys {
 			if len(k.Secret) < identity.MinKeyLen {
-				p.errs = append(p.errs, fmt.Errorf("IDENTITY_KEYS: key %q: %w", k.ID, identity.ErrShortKey))
+				p.Failf("IDENTITY_KEYS", "key %q: %v", k.ID, identity.ErrShortKey)
 				return nil
 			}
 		}
+		p.Show("IDENTITY_KEYS", keyIDs(keys))
 		return keys
 	}
 	k, err := identity.LoadKey(lv, lf)
 	if err != nil {
-		p.errs = append(p.errs, fmt.Errorf("IDENTITY_KEYS / IDENTITY_KEYS_FILE (or legacy IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE): %w", err))
+		p.Problem("IDENTITY_KEYS / IDENTITY_KEYS_FILE (or legacy IDENTITY_HMAC_KEY / IDENTITY_HMAC_KEY_FILE): %v", err)
 		return nil
 	}
 	return []identity.Key{{ID: "core", Secret: k}}
 }
 
-// baseURL parses an http://host:port base URL with no path.
-func (p *parser) baseURL(name, def string) *url.URL {
-	v := p.str(name, def)
+// baseURL parses an http://host:port base URL with no path; v "" reads
+// the variable.
+func (p *parser) baseURL(name, v string) *url.URL {
+	if v == "" {
+		v = p.String(name)
+	}
 	u, err := url.Parse(v)
 	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		p.fail(name, v, "want http://host:port with no path")
@@ -361,65 +367,51 @@ func maskURL(s string) string {
 	return u.String()
 }
 
+// corsOrigins reads CORS_ALLOWED_ORIGINS: "*" alone, or origins
+// scheme://host[:port] (http or https, no path), compared exactly as
+// browsers send them (lower case, no default port).
+func (p *parser) corsOrigins() []string {
+	var out []string
+	for _, o := range strings.Split(p.String("CORS_ALLOWED_ORIGINS"), ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			out = append(out, o)
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.Contains(u.Host, "*") {
+			p.fail("CORS_ALLOWED_ORIGINS", o, "want * or origins like https://app.example.com (scheme, host, optional port; no path)")
+			continue
+		}
+		host := strings.ToLower(u.Host)
+		if (u.Scheme == "https" && u.Port() == "443") || (u.Scheme == "http" && u.Port() == "80") {
+			host = strings.ToLower(u.Hostname())
+		}
+		out = append(out, u.Scheme+"://"+host)
+	}
+	if len(out) > 1 && slices.Contains(out, "*") {
+		p.Failf("CORS_ALLOWED_ORIGINS", "* allows every origin: list origins or * alone")
+	}
+	p.Show("CORS_ALLOWED_ORIGINS", strings.Join(out, ","))
+	return out
+}
+
 type parser struct {
-	getenv func(string) (string, bool)
-	errs   []error
+	*envconfig.Reader
 }
 
 func (p *parser) fail(name, val, want string) {
-	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, val, want))
+	p.Failf(name, "%q: %s", val, want)
 }
 
-func (p *parser) str(name, def string) string {
-	if v, ok := p.getenv(name); ok && strings.TrimSpace(v) != "" {
-		return strings.TrimSpace(v)
-	}
-	return def
-}
-
-func (p *parser) addr(name, def string) string {
-	v := p.str(name, def)
+func (p *parser) addr(name string) string {
+	v := p.String(name)
 	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
 		p.fail(name, v, "want host:port or :port")
 	}
 	return v
-}
-
-func (p *parser) dur(name string, def, min time.Duration) time.Duration {
-	v := p.str(name, "")
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < min {
-		p.fail(name, v, fmt.Sprintf("want a duration >= %s like 30s", min))
-		return def
-	}
-	return d
-}
-
-func (p *parser) intv(name string, def, min int) int {
-	v := p.str(name, "")
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < min {
-		p.fail(name, v, fmt.Sprintf("want an integer >= %d", min))
-		return def
-	}
-	return n
-}
-
-func (p *parser) boolv(name string, def bool) bool {
-	v := p.str(name, "")
-	if v == "" {
-		return def
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		p.fail(name, v, "want true or false")
-		return def
-	}
-	return b
 }

@@ -67,7 +67,7 @@ func TestKeyMasked(t *testing.T) {
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
 	out := buf.String()
-	if strings.Contains(out, key) || strings.Contains(out, "secretpw") || !strings.Contains(out, `"identity_keys":"core:***"`) {
+	if strings.Contains(out, key) || strings.Contains(out, "secretpw") || !strings.Contains(out, `"identity_hmac_key":"********"`) {
 		t.Fatalf("secrets not masked: %s", out)
 	}
 	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": "short"})); err == nil || strings.Contains(err.Error(), "short\"") {
@@ -111,7 +111,9 @@ func TestLeewayCapped(t *testing.T) {
 		{"at the cap", map[string]string{"TOKEN_LEEWAY": "60s"}, true, time.Minute, time.Minute},
 		{"above the default cap", map[string]string{"TOKEN_LEEWAY": "61s"}, false, 0, 0},
 		{"above a lowered cap", map[string]string{"TOKEN_MAX_LEEWAY": "10s"}, false, 0, 0},
-		{"raised together", map[string]string{"TOKEN_LEEWAY": "2m", "TOKEN_MAX_LEEWAY": "2m"}, true, 2 * time.Minute, 2 * time.Minute},
+		{"raised together above a minute", map[string]string{"TOKEN_LEEWAY": "2m", "TOKEN_MAX_LEEWAY": "2m"}, false, 0, 0},
+		{"cap above a minute", map[string]string{"TOKEN_MAX_LEEWAY": "61s"}, false, 0, 0},
+		{"lowered together", map[string]string{"TOKEN_LEEWAY": "5s", "TOKEN_MAX_LEEWAY": "5s"}, true, 5 * time.Second, 5 * time.Second},
 		{"zero both", map[string]string{"TOKEN_LEEWAY": "0s", "TOKEN_MAX_LEEWAY": "0s"}, true, 0, 0},
 		{"bad cap", map[string]string{"TOKEN_MAX_LEEWAY": "soon"}, false, 0, 0},
 	}

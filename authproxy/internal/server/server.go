@@ -129,6 +129,7 @@ type Options struct {
 	// APIKeyFailWindow lock the pair out (0: the defaults, apikey.go).
 	APIKeyFailures   int
 	APIKeyFailWindow time.Duration
+	CORS             *CORS // nil: off (cors.go)
 }
 
 // Server is the public app.
@@ -203,7 +204,11 @@ func New(d Deps, o Options) *Server {
 	})
 	// Order matters: timing and request id outermost, then hygiene, then
 	// normalization; rules and authorization see only the clean request.
-	s.app.Use(s.observe, s.hygiene, s.normalize, s.authorize)
+	if o.CORS != nil {
+		s.app.Use(s.observe, s.hygiene, s.preflight, s.normalize, s.authorize)
+	} else {
+		s.app.Use(s.observe, s.hygiene, s.normalize, s.authorize)
+	}
 	return s
 }
 
@@ -259,6 +264,9 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Set last: forwarding replaces the whole response.
 	c.Response().Header.SetBytesV(requestid.Header, st.reqID)
+	if s.o.CORS != nil {
+		s.corsHeaders(c)
+	}
 	if st.closeConn || s.draining.Load() {
 		c.Response().SetConnectionClose()
 	}

@@ -74,6 +74,9 @@ func (m *Manager) ServeStream(r Request) error {
 	h.SetContentLength(-1)
 	h.SetConnectionClose()
 	h.Set(requestid.Header, r.RequestID)
+	if r.Head != nil {
+		r.Head()
+	}
 	head := h.AppendBytes(nil)
 	m.start(c, func(string) { up.Close() }) // ends the blocked read at once
 	ctx.HijackSetNoResponse(true)

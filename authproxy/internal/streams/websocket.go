@@ -28,6 +28,10 @@ type Request struct {
 	// Path (normalized) and Method route the stream again after a rules
 	// reload.
 	Path, Method string
+	// Head, if set, runs on the response headers of a stream just before
+	// they are written (the proxy's CORS headers); the usual last touches
+	// of a response never see a stream's headers.
+	Head func()
 }
 
 // maxRefusalBody bounds the body of an upstream's refusal of an upgrade.

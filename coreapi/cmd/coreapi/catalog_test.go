@@ -34,6 +34,9 @@ func TestCheckConfigPermissions(t *testing.T) {
 		"PERMISSIONS_FILE":  file,
 	}
 	var out bytes.Buffer
+	if err := run(context.Background(), []string{"keys", "generate"}, envOf(env), &out); err != nil {
+		t.Fatal(err)
+	}
 	if err := run(context.Background(), []string{"-check-config"}, envOf(env), &out); err != nil {
 		t.Fatalf("check-config: %v", err)
 	}

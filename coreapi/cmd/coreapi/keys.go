@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 )
 
@@ -16,7 +17,9 @@ func keysCmd(_ context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("keys: want `keys generate -dir DIR [-alg EdDSA|ES256|RS256]`")
 	}
 	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
-	dir := fs.String("dir", getenv("SIGNING_KEYS_DIR"), "directory of the signing keys (default $SIGNING_KEYS_DIR)")
+	// SIGNING_KEYS_DIR read as serve reads it (trimmed); -dir overrides it.
+	cfg, _ := config.LoadCommand("keys", getenv)
+	dir := fs.String("dir", cfg.SigningKeysDir, "directory of the signing keys (default $SIGNING_KEYS_DIR)")
 	alg := fs.String("alg", "EdDSA", "key algorithm: EdDSA, ES256 or RS256")
 	if err := parseFlags(fs, args[1:], stdout); err != nil {
 		return err

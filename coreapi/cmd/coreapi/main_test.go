@@ -25,9 +25,17 @@ func TestCheckConfig(t *testing.T) {
 	env := map[string]string{
 		"DATABASE_URL":      "postgres://app:hunter2@db:5432/tollgate",
 		"IDENTITY_HMAC_KEY": testKey,
-		"SIGNING_KEYS_DIR":  t.TempDir(),
+		"SIGNING_KEYS_DIR":  t.TempDir() + "\n",
 	}
 	var out bytes.Buffer
+	// -check-config reads the signing-key directory: an empty one fails.
+	if err := run(context.Background(), []string{"-check-config"}, envOf(env), &out); err == nil || !strings.Contains(err.Error(), "SIGNING_KEYS_DIR: ") || !strings.Contains(err.Error(), "no EdDSA key") {
+		t.Fatalf("check-config with no signing key = %v, want a SIGNING_KEYS_DIR problem", err)
+	}
+	if err := run(context.Background(), []string{"keys", "generate"}, envOf(env), &out); err != nil {
+		t.Fatalf("keys generate into SIGNING_KEYS_DIR (ending in a newline): %v", err)
+	}
+	out.Reset()
 	if err := run(context.Background(), []string{"-check-config"}, envOf(env), &out); err != nil {
 		t.Fatalf("check-config: %v", err)
 	}
@@ -39,6 +47,10 @@ func TestCheckConfig(t *testing.T) {
 		if strings.Contains(s, secret) {
 			t.Errorf("output leaks %q:\n%s", secret, s)
 		}
+	}
+
+	if !strings.Contains(s, "\nTOKEN_MAX_LEEWAY=1m0s\n") || !strings.Contains(s, "\nDATABASE_URL=postgres://app:xxxxx@db:5432/tollgate\n") {
+		t.Errorf("output is not the NAME=value printout:\n%s", s)
 	}
 
 	env["DB_MAX_CONNS"] = "2"

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 )
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -28,6 +29,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	cfg, err := config.Load(getenv)
+	if *checkOnly {
+		// Beyond the variables: the signing keys can be read.
+		err = envconfig.Join(err, cfg.CheckFiles()...)
+	}
 	if err != nil {
 		return err
 	}

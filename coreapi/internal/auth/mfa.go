@@ -15,7 +15,6 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
@@ -655,9 +654,9 @@ SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1)
 FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
 	id := httpapi.IdentityOf(c)
-	uid, ok := ids.Parse(c.Params("id"))
-	if !ok {
-		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
+	uid, err := httpapi.UserIDParam(c, "id")
+	if err != nil {
+		return err
 	}
 	if uid == id.UserID {
 		return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "reset your own second factor with DELETE /users/me/mfa/totp")
@@ -673,7 +672,7 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "the member has no second factor")
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	err := s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
+	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
 		n, err := s.sessions.RevokeAll(ctx, tx, uid, "", sessions.ReasonMFAReset)
 		if err != nil {
 			return err

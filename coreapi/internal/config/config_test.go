@@ -53,7 +53,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"legacy key id", c.IdentityKeys[0].ID, "core"},
 		{"key len", len(c.IdentityKeys[0].Secret), 32},
 		{"accept v1", c.IdentityAcceptV1, true},
-		{"replay cache", c.IdentityReplayCacheSize, DefaultReplayCacheSize},
+		{"replay cache", c.IdentityReplayCacheSize, 1 << 18},
 		{"projection in flight", c.ProjectionMaxInFlight, int(c.DBMaxConns)},
 		{"projection wait", c.ProjectionMaxWait, 100 * time.Millisecond},
 	}
@@ -196,8 +196,8 @@ func TestOAuthReturnURLs(t *testing.T) {
 			if strings.Join(c.OAuthReturnURLs, " ") != strings.Join(tt.want, " ") {
 				t.Errorf("OAuthReturnURLs = %q, want %q", c.OAuthReturnURLs, tt.want)
 			}
-			if c.OAuthPerMinute != DefaultOAuthPerMinute {
-				t.Errorf("OAuthPerMinute = %d, want the default %d", c.OAuthPerMinute, DefaultOAuthPerMinute)
+			if c.OAuthPerMinute != 20 {
+				t.Errorf("OAuthPerMinute = %d, want the default 20", c.OAuthPerMinute)
 			}
 		})
 	}

@@ -151,15 +151,50 @@ func decodeProblem(err error) *problem.Problem {
 			field = "(body)"
 		}
 		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "a field has the wrong type")
-		p.Errors = []problem.FieldError{{Field: field, Message: "want " + typ.Type.String() + ", got " + typ.Value}}
+		p.Errors = []problem.FieldError{{Field: field, Message: "want " + jsonType(typ.Type) + ", got " + jsonValue(typ.Value)}}
 		return p
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// The same status as a wrong type: both are well-formed JSON that
+		// does not fit the operation's schema.
 		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		p := problem.New(fiber.StatusBadRequest, problem.CodeUnknownField, "unknown field "+name)
+		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeUnknownField, "unknown field "+name)
 		p.Errors = []problem.FieldError{{Field: strings.Trim(name, `"`), Message: "unknown field"}}
 		return p
 	}
 	return problem.New(fiber.StatusBadRequest, problem.CodeMalformedJSON, "malformed JSON body")
+}
+
+// jsonType names a Go type by the JSON Schema type it decodes from, so
+// that no message names a Go type (httpapi.createUserBody).
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Map, reflect.Struct:
+		return "object"
+	}
+	return "another JSON type"
+}
+
+// jsonValue names the JSON value encoding/json found ("number 1.5" → number).
+func jsonValue(v string) string {
+	v, _, _ = strings.Cut(v, " ")
+	if v == "bool" {
+		return "boolean"
+	}
+	return v
 }
 
 // checks collects field errors and reports them together as one 422.

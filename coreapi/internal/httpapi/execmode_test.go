@@ -39,7 +39,7 @@ func TestExecModes(t *testing.T) {
 				t.Fatalf("page 2: %+v", l)
 			}
 			target := l.Data[1].ID
-			wantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/users/"+target, map[string]any{"status": "disabled"}), 200)
+			wantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/users/"+target, map[string]any{"membership_status": "disabled"}), 200)
 			wantStatus(t, e.Send(t, &owner, "DELETE", "/api/v1/users/"+target+"/roles/admin", nil), 200)
 			wantStatus(t, e.Send(t, &owner, "POST", "/api/v1/roles", map[string]any{"name": "x", "permissions": []string{"users:read"}}), 201)
 			wantStatus(t, e.Get(t, &owner, "/api/v1/roles?include_total=true"), 200)

@@ -258,7 +258,7 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 }
 
 func (s *Server) getUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -321,12 +321,15 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusCreated).JSON(m)
 }
 
+// patchUserBody changes a membership: membership_status, the name Me and
+// Member use for it (a bare status is always the object's own: a user's,
+// a tenant's, an invitation's).
 type patchUserBody struct {
-	Status *string `json:"status"`
+	Status *string `json:"membership_status"`
 }
 
 func (s *Server) patchUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -335,9 +338,9 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 		return err
 	}
 	var v checks
-	v.require(b.Status != nil, "status", "required")
+	v.require(b.Status != nil, "membership_status", "required")
 	if b.Status != nil {
-		v.require(*b.Status == identity.StatusActive || *b.Status == identity.StatusDisabled, "status", "active or disabled")
+		v.require(*b.Status == identity.StatusActive || *b.Status == identity.StatusDisabled, "membership_status", "active or disabled")
 	}
 	if err := v.err(); err != nil {
 		return err
@@ -350,7 +353,7 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -369,7 +372,7 @@ func roleParam(c *fiber.Ctx) (string, error) {
 }
 
 func (s *Server) grantRole(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}
@@ -385,7 +388,7 @@ func (s *Server) grantRole(c *fiber.Ctx) error {
 }
 
 func (s *Server) revokeRole(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := UserIDParam(c, "id")
 	if err != nil {
 		return err
 	}

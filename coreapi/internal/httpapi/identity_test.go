@@ -101,7 +101,7 @@ func TestPermissions(t *testing.T) {
 		{"GET", "/api/v1/users", nil},
 		{"POST", "/api/v1/users", map[string]any{"email": "x@acme.test"}},
 		{"GET", "/api/v1/users/" + uid, nil},
-		{"PATCH", "/api/v1/users/" + uid, map[string]any{"status": "disabled"}},
+		{"PATCH", "/api/v1/users/" + uid, map[string]any{"membership_status": "disabled"}},
 		{"DELETE", "/api/v1/users/" + uid, nil},
 		{"PUT", "/api/v1/users/" + uid + "/roles/member", nil},
 		{"DELETE", "/api/v1/users/" + uid + "/roles/owner", nil},

@@ -384,6 +384,23 @@ func RequirePermission(perm string) fiber.Handler {
 	}
 }
 
+// Me stands for the caller's own user id wherever a path takes a user id
+// (/users/me/roles/{role}, ...).
+const Me = "me"
+
+// UserIDParam returns the user id of a path parameter: a UUID, or me for
+// the verified caller.
+func UserIDParam(c *fiber.Ctx, name string) (string, error) {
+	if c.Params(name) == Me {
+		return IdentityOf(c).UserID, nil
+	}
+	u, ok := ids.Parse(c.Params(name))
+	if !ok {
+		return "", problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, name+" must be a user id (a UUID) or me")
+	}
+	return u, nil
+}
+
 // pathUUID returns a path parameter that must be a UUID, as an owned,
 // lower-case string, or a 400 problem.
 func pathUUID(c *fiber.Ctx, name string) (string, error) {

@@ -54,7 +54,7 @@ func TestProjection(t *testing.T) {
 	}
 
 	// Changes show up at once.
-	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/users/"+uid, map[string]any{"status": "disabled"}), 200)
+	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/users/"+uid, map[string]any{"membership_status": "disabled"}), 200)
 	suspend(t, w.e, w.a)
 	get(uid, w.a).JSON(t, &p)
 	if p.MembershipStatus != "disabled" || p.TenantStatus != "suspended" || p.Active() {

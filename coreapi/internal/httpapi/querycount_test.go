@@ -137,7 +137,7 @@ func TestWritesAreOneTransaction(t *testing.T) {
 		{"patch me", "PATCH", func() string { return "/api/v1/users/me" }, map[string]any{"display_name": "x"}, 200, nil},
 		{"patch tenant", "PATCH", func() string { return "/api/v1/tenant" }, map[string]any{"name": "Acme 2"}, 200, nil},
 		{"create user", "POST", func() string { return "/api/v1/users" }, map[string]any{"email": "n@acme.test", "password": "correct horse battery"}, 201, nil},
-		{"patch user", "PATCH", func() string { return "/api/v1/users/" + uid }, map[string]any{"status": "disabled"}, 200, nil},
+		{"patch user", "PATCH", func() string { return "/api/v1/users/" + uid }, map[string]any{"membership_status": "disabled"}, 200, nil},
 		{"grant role", "PUT", func() string { return "/api/v1/users/" + uid + "/roles/admin" }, nil, 200, nil},
 		{"revoke role", "DELETE", func() string { return "/api/v1/users/" + uid + "/roles/admin" }, nil, 200, nil},
 		{"create role", "POST", func() string { return "/api/v1/roles" }, map[string]any{"name": "x"}, 201, func(r apitest.Response) { r.JSON(t, &created) }},

@@ -203,7 +203,7 @@ func TestCrossTenantIDs(t *testing.T) {
 		body         any
 	}{
 		{"GET", "/api/v1/users/" + bUser, nil},
-		{"PATCH", "/api/v1/users/" + bUser, map[string]any{"status": "disabled"}},
+		{"PATCH", "/api/v1/users/" + bUser, map[string]any{"membership_status": "disabled"}},
 		{"DELETE", "/api/v1/users/" + bUser, nil},
 		{"PUT", "/api/v1/users/" + bUser + "/roles/member", nil},
 		{"DELETE", "/api/v1/users/" + bUser + "/roles/owner", nil},
@@ -250,7 +250,7 @@ func TestInvalidUUIDs(t *testing.T) {
 		t.Run(p, func(t *testing.T) {
 			var body any
 			if method == "PATCH" {
-				body = map[string]any{"status": "active"}
+				body = map[string]any{"membership_status": "active"}
 			}
 			as := &w.owner
 			if strings.HasPrefix(path, "/internal") {
@@ -382,7 +382,7 @@ func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
 		}{
 			{"DELETE", "/api/v1/users/" + oid + "/roles/owner", nil},
 			{"DELETE", "/api/v1/users/" + oid, nil},
-			{"PATCH", "/api/v1/users/" + oid, map[string]any{"status": "disabled"}},
+			{"PATCH", "/api/v1/users/" + oid, map[string]any{"membership_status": "disabled"}},
 		} {
 			r := w.e.Send(t, &w.owner, c.method, c.path, c.body)
 			wantProblem(t, r, 409, "last_owner")
@@ -411,7 +411,7 @@ func TestDisableAndRemoveMember(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	mid := w.member.UserID
-	r := w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"})
+	r := w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"})
 	wantStatus(t, r, 200)
 	var m users.Member
 	r.JSON(t, &m)
@@ -419,7 +419,7 @@ func TestDisableAndRemoveMember(t *testing.T) {
 		t.Fatalf("after disable: %+v", m)
 	}
 	// Same status again: nothing written.
-	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"}), 200)
+	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"}), 200)
 	wantStatus(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+mid, nil), 204)
 	wantProblem(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+mid, nil), 404, "not_found")
 	want := []string{invalidation.UserSubject(mid), invalidation.UserSubject(mid)}

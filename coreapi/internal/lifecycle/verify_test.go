@@ -88,7 +88,7 @@ func TestVerifyBadTokens(t *testing.T) {
 	})
 	t.Run("unknown field", func(t *testing.T) {
 		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok, "email": "x@example.com"})
-		wantProblem(t, r, http.StatusBadRequest, "unknown_field")
+		wantProblem(t, r, http.StatusUnprocessableEntity, "unknown_field")
 	})
 	t.Run("a reset token", func(t *testing.T) {
 		wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "bob@example.com"}), 202)

@@ -58,8 +58,8 @@ type Member struct {
 	ID          string    `json:"id"`
 	Email       string    `json:"email"`
 	DisplayName string    `json:"display_name"`
-	Status      string    `json:"status"`      // membership status in this tenant
-	UserStatus  string    `json:"user_status"` // the account's global status
+	Status      string    `json:"membership_status"` // membership status in this tenant (as in Me)
+	UserStatus  string    `json:"user_status"`       // the account's global status
 	Roles       []string  `json:"roles"`
 	CreatedAt   time.Time `json:"created_at"` // when they joined the tenant
 	UpdatedAt   time.Time `json:"updated_at"`

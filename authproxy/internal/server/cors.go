@@ -1,0 +1,95 @@
+package server
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// CORS is the proxy's cross-origin policy (CORS_ALLOWED_ORIGINS): one
+// policy for every route, coreapi's and the apps', since browsers see one
+// origin. Nil: no CORS headers at all (same-origin deployments).
+type CORS struct {
+	// Origins are exact origins (scheme://host[:port]); "*" alone allows
+	// any origin, and is then never combined with credentials.
+	Origins []string
+	// Credentials sends Access-Control-Allow-Credentials: true (cookies;
+	// bearer tokens do not need it).
+	Credentials bool
+	MaxAge      time.Duration
+}
+
+// The request headers a browser may send cross-origin, the methods, and
+// the response headers its scripts may read.
+const (
+	corsAllowHeaders  = "Authorization, Content-Type, X-API-Key, X-Request-Id, Last-Event-ID"
+	corsAllowMethods  = "GET, HEAD, POST, PUT, PATCH, DELETE"
+	corsExposeHeaders = "X-Request-Id, WWW-Authenticate, Retry-After, Location"
+)
+
+// allowed returns the Access-Control-Allow-Origin value for origin, or ""
+// when origin is not allowed.
+func (p *CORS) allowed(origin []byte) string {
+	if len(origin) == 0 {
+		return ""
+	}
+	for _, o := range p.Origins {
+		if o == "*" {
+			return "*"
+		}
+		if o == string(origin) {
+			return o
+		}
+	}
+	return ""
+}
+
+// preflight answers a CORS preflight (OPTIONS with Origin and
+// Access-Control-Request-Method) from an allowed origin itself, 204 and no
+// token needed: browsers send preflights without credentials. Anything
+// else goes on through the chain (a preflight from another origin is then
+// routed like any request and gets no CORS headers).
+func (s *Server) preflight(c *fiber.Ctx) error {
+	h := &c.Request().Header
+	if !h.IsOptions() || len(h.Peek(fiber.HeaderAccessControlRequestMethod)) == 0 {
+		return c.Next()
+	}
+	if s.o.CORS.allowed(h.Peek(fiber.HeaderOrigin)) == "" {
+		return c.Next()
+	}
+	st := c.Locals(stateKey).(*state)
+	st.outcome = "preflight"
+	r := &c.Response().Header
+	r.Set(fiber.HeaderAccessControlAllowMethods, corsAllowMethods)
+	r.Set(fiber.HeaderAccessControlAllowHeaders, corsAllowHeaders)
+	if s.o.CORS.MaxAge > 0 {
+		r.Set(fiber.HeaderAccessControlMaxAge, strconv.Itoa(int(s.o.CORS.MaxAge/time.Second)))
+	}
+	c.Status(fiber.StatusNoContent)
+	return nil
+}
+
+// corsHeaders sets the CORS response headers last (forwarding replaces
+// the whole response): the proxy's policy replaces any an upstream sent.
+func (s *Server) corsHeaders(c *fiber.Ctx) {
+	r := &c.Response().Header
+	for _, k := range []string{fiber.HeaderAccessControlAllowOrigin, fiber.HeaderAccessControlAllowCredentials, fiber.HeaderAccessControlExposeHeaders} {
+		r.Del(k)
+	}
+	if !c.Request().Header.IsOptions() {
+		r.Del(fiber.HeaderAccessControlAllowMethods)
+		r.Del(fiber.HeaderAccessControlAllowHeaders)
+		r.Del(fiber.HeaderAccessControlMaxAge)
+	}
+	r.Add(fiber.HeaderVary, fiber.HeaderOrigin)
+	allow := s.o.CORS.allowed(c.Request().Header.Peek(fiber.HeaderOrigin))
+	if allow == "" {
+		return
+	}
+	r.Set(fiber.HeaderAccessControlAllowOrigin, allow)
+	if s.o.CORS.Credentials && allow != "*" {
+		r.Set(fiber.HeaderAccessControlAllowCredentials, "true")
+	}
+	r.Set(fiber.HeaderAccessControlExposeHeaders, corsExposeHeaders)
+}

@@ -1,0 +1,58 @@
+package config
+
+import "github.com/tollgate-auth/tollgate/shared/envconfig"
+
+// Vars lists every variable coreapi reads, in the order of the table in
+// docs/operations.md (a test compares the two; another checks the
+// Kubernetes manifests against it). Load and LoadCommand can read nothing
+// that is not listed; -check-config and the start log print from it.
+//
+// A new variable is one entry here plus the line in Load that reads it.
+var Vars = envconfig.Table{
+	{Name: "COREAPI_LISTEN_ADDR", Default: DefaultListenAddr, Help: "API listener"},
+	{Name: "COREAPI_ADMIN_ADDR", Default: DefaultAdminAddr, Help: "/healthz, /readyz, /metrics"},
+	{Name: "DATABASE_URL", Required: true, Commands: []string{"migrate", "tenants"}, Mask: envconfig.URL, Help: "PostgreSQL connection string"},
+	{Name: "DB_MAX_CONNS", DefaultDoc: "4 × GOMAXPROCS, min 8", Help: "pool size per replica"},
+	{Name: "DB_EXEC_MODE", Default: "cache_statement", Help: "pgx exec mode"},
+	{Name: "PROJECTION_MAX_INFLIGHT", DefaultDoc: "DB_MAX_CONNS", Help: "projection fetches served at once per replica"},
+	{Name: "PROJECTION_MAX_WAIT", Default: "100ms", Help: "how long one more projection fetch waits for a slot before 503"},
+	{Name: "IDENTITY_KEYS", OneOf: "core keys", Mask: envconfig.KeyList, Help: "core identity keys id:base64[,...]"},
+	{Name: "IDENTITY_KEYS_FILE", OneOf: "core keys", Help: "file holding that list"},
+	{Name: "IDENTITY_HMAC_KEY", OneOf: "core keys", Mask: envconfig.Secret, Help: "legacy: one key with id core"},
+	{Name: "IDENTITY_HMAC_KEY_FILE", OneOf: "core keys", Help: "legacy: file holding that key"},
+	{Name: "IDENTITY_ACCEPT_V1", Default: "true", Help: "also accept v1 identity signatures (this release only)"},
+	{Name: "IDENTITY_REPLAY_CACHE_SIZE", Default: "262144", Help: "accepted v2 signatures remembered to refuse replays"},
+	{Name: "NATS_URL", Default: DefaultNATSURL, Mask: envconfig.URL, Help: "where the outbox relay publishes (nats:// or tls://)"},
+	{Name: "MFA_ENCRYPTION_KEYS", Mask: envconfig.KeyList, Help: "AES-256 keys id:base64 encrypting TOTP secrets"},
+	{Name: "MFA_ENCRYPTION_KEYS_FILE", Help: "file holding that list"},
+	{Name: "API_KEY_PEPPER", Mask: envconfig.Secret, Help: "base64 HMAC key under which API-key secrets are stored"},
+	{Name: "API_KEY_PEPPER_FILE", Help: "file holding that key"},
+	{Name: "TOKEN_ISSUER", Default: DefaultTokenIssuer, Help: "iss of issued tokens"},
+	{Name: "TOKEN_AUDIENCE", Default: DefaultTokenAudience, Help: "aud of issued tokens"},
+	{Name: "ACCESS_TOKEN_TTL", Default: "15m", Help: "access-token lifetime"},
+	{Name: "REFRESH_TOKEN_TTL", Default: "720h", Help: "refresh-token (session) lifetime"},
+	{Name: "REFRESH_REUSE_GRACE", Default: "10s", Help: "window for presenting a rotated refresh token again"},
+	{Name: "TOKEN_MAX_LEEWAY", Default: "60s", Help: "largest TOKEN_LEEWAY of any proxy (at most 1m)"},
+	{Name: "SIGNING_KEYS_DIR", Required: true, Commands: []string{"keys"}, Help: "directory of *.pem signing keys"},
+	{Name: "SIGNING_ALG", Default: "EdDSA", Help: "signing algorithm (EdDSA, ES256, RS256)"},
+	{Name: "SIGNING_KEY_ACTIVATION_DELAY", Default: "5m", Help: "age at which a generated key starts signing"},
+	{Name: "OIDC_PROVIDERS", Help: "comma list of provider names"},
+	{Name: "OIDC_<NAME>_ISSUER", Help: "provider issuer URL"},
+	{Name: "OIDC_<NAME>_CLIENT_ID", Help: "OAuth client id"},
+	{Name: "OIDC_<NAME>_CLIENT_SECRET", Mask: envconfig.Secret, Help: "OAuth client secret"},
+	{Name: "OIDC_<NAME>_REDIRECT_URL", Help: "the provider's callback URL"},
+	{Name: "OIDC_<NAME>_SCOPES", Default: "openid email profile", Help: "scopes, including openid"},
+	{Name: "PERMISSIONS_FILE", Help: "the apps' permission catalog, YAML or JSON"},
+	{Name: "PERMISSIONS", Help: "the same catalog inline"},
+	{Name: "OAUTH_ALLOWED_RETURN_URLS", Help: "web-app URLs an OAuth sign-in may end at"},
+	{Name: "OAUTH_AUTHORIZE_PER_MINUTE", Default: "20", Help: "OAuth sign-ins one client IP may start per minute"},
+	{Name: "SMTP_URL", Mask: envconfig.URL, Help: "mail server; empty: mails to the log"},
+	{Name: "MAIL_FROM", Default: DefaultMailFrom, Help: "sender address"},
+	{Name: "PUBLIC_BASE_URL", Default: DefaultPublicBaseURL, Help: "public URL of the proxy, base of mailed links"},
+	{Name: "VERIFY_EMAIL_URL", Help: "link template for verification mails"},
+	{Name: "RESET_PASSWORD_URL", Help: "link template for reset mails"},
+	{Name: "ACCEPT_INVITATION_URL", Help: "link template for invitation mails"},
+	{Name: "MAX_BODY_BYTES", Default: "1048576", Help: "request body limit"},
+	{Name: "SHUTDOWN_TIMEOUT", Default: "15s", Help: "drain deadline on SIGTERM"},
+	{Name: "LOG_LEVEL", Default: "info", Help: "debug, info, warn, error"},
+}

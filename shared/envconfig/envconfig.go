@@ -1,0 +1,366 @@
+// Package envconfig reads a service's configuration from environment
+// variables declared once, in a table. The table names each variable, its
+// default, its meaning, whether it is required and whether it is secret;
+// the same table drives reading (a variable not in it cannot be read),
+// the masked printout of -check-config and of the start log, and the
+// tests that hold the documentation and the Kubernetes manifests to it.
+//
+// Adding a variable is one entry in the service's table plus the line that
+// reads it (r.String, r.Duration, r.Int, r.Bool) where the Config is built.
+package envconfig
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Mask says how a value is printed.
+type Mask int
+
+const (
+	// Plain values are printed as they are.
+	Plain Mask = iota
+	// Secret values are printed as ******** when set.
+	Secret
+	// URL values keep everything but a password, which is masked; a value
+	// that is not a URL (a key=value connection string) is masked whole.
+	URL
+	// KeyList values ("id:secret,id:secret") show their ids only.
+	KeyList
+)
+
+// Var is one environment variable.
+type Var struct {
+	// Name is the variable's name. A name holding <NAME> is a template:
+	// OIDC_<NAME>_ISSUER stands for OIDC_GOOGLE_ISSUER and the like.
+	Name string
+	// Default is the value used when the variable is unset or blank,
+	// written as an operator would (durations like 15m). Empty: none.
+	Default string
+	// DefaultDoc describes a default computed at start (4 × GOMAXPROCS);
+	// Default is then empty.
+	DefaultDoc string
+	// Required: the commands listed in Commands (and serve) refuse to
+	// start without it.
+	Required bool
+	// OneOf names a group of alternatives of which one must be set
+	// (IDENTITY_KEYS or IDENTITY_KEYS_FILE or ...).
+	OneOf string
+	// Commands lists the commands besides serve that read the variable
+	// (migrate, keys, tenants).
+	Commands []string
+	Mask     Mask
+	Help     string
+}
+
+// Table is the list of a service's variables, in documentation order.
+type Table []Var
+
+// Lookup returns the variable (or template) that name belongs to.
+func (t Table) Lookup(name string) (Var, bool) {
+	for _, v := range t {
+		if v.Name == name || matchTemplate(v.Name, name) {
+			return v, true
+		}
+	}
+	return Var{}, false
+}
+
+// ReadBy reports whether command reads v.
+func (v Var) ReadBy(command string) bool {
+	if command == "serve" || command == "" {
+		return true
+	}
+	for _, c := range v.Commands {
+		if c == command {
+			return true
+		}
+	}
+	return false
+}
+
+func matchTemplate(tmpl, name string) bool {
+	pre, suf, ok := strings.Cut(tmpl, "<NAME>")
+	if !ok || len(name) <= len(pre)+len(suf) || !strings.HasPrefix(name, pre) || !strings.HasSuffix(name, suf) {
+		return false
+	}
+	for _, c := range name[len(pre) : len(name)-len(suf)] {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Reader reads variables of a table through getenv, collecting every
+// problem and what to print.
+type Reader struct {
+	table    Table
+	getenv   func(string) string
+	problems []string
+	shown    []Setting
+	derived  []Setting
+	read     map[string]bool
+}
+
+// Read starts reading t through getenv (os.Getenv in main).
+func (t Table) Read(getenv func(string) string) *Reader {
+	return &Reader{table: t, getenv: getenv, read: map[string]bool{}}
+}
+
+// LookupEnv adapts os.LookupEnv and the like to Read.
+func LookupEnv(lookup func(string) (string, bool)) func(string) string {
+	return func(name string) string {
+		v, _ := lookup(name)
+		return v
+	}
+}
+
+// Raw returns the variable's value with surrounding white space removed
+// (a Secret mounted as a file often ends in a newline), or "" when unset.
+func (r *Reader) Raw(name string) string {
+	if _, ok := r.table.Lookup(name); !ok {
+		r.problems = append(r.problems, name+": read but not in the configuration table")
+		return ""
+	}
+	r.read[name] = true
+	return strings.TrimSpace(r.getenv(name))
+}
+
+// value returns the trimmed value, or the table's default when blank.
+func (r *Reader) value(name string) string {
+	if v := r.Raw(name); v != "" {
+		return v
+	}
+	v, _ := r.table.Lookup(name)
+	return v.Default
+}
+
+// String returns the value or the default.
+func (r *Reader) String(name string) string {
+	v := r.value(name)
+	r.Show(name, v)
+	return v
+}
+
+// Duration parses a duration of at least min (and at most max when max >
+// 0); a bad value is a problem and yields the default.
+func (r *Reader) Duration(name string, min, max time.Duration) time.Duration {
+	v := r.value(name)
+	def, _ := time.ParseDuration(defaultOf(r.table, name))
+	if v == "" {
+		r.Show(name, def.String())
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		r.Failf(name, "want a duration like 30s or 15m, got %q", v)
+		d = def
+	case d < min:
+		r.Failf(name, "%s is below the minimum of %s", d, min)
+		d = def
+	case max > 0 && d > max:
+		r.Failf(name, "%s is above the maximum of %s", d, max)
+		d = def
+	}
+	r.Show(name, d.String())
+	return d
+}
+
+// Int parses an integer of at least min (and at most max when max > 0).
+// def is used when the table gives no literal default (a computed one).
+func (r *Reader) Int(name string, min, max, def int) int {
+	v := r.value(name)
+	if d := defaultOf(r.table, name); d != "" {
+		def, _ = strconv.Atoi(d)
+	}
+	n := def
+	if v != "" {
+		var err error
+		n, err = strconv.Atoi(v)
+		switch {
+		case err != nil:
+			r.Failf(name, "want an integer, got %q", v)
+			n = def
+		case n < min:
+			r.Failf(name, "%d is below the minimum of %d", n, min)
+			n = def
+		case max > 0 && n > max:
+			r.Failf(name, "%d is above the maximum of %d", n, max)
+			n = def
+		}
+	}
+	r.Show(name, strconv.Itoa(n))
+	return n
+}
+
+// Bool parses true or false (and the other forms strconv accepts).
+func (r *Reader) Bool(name string) bool {
+	v := r.value(name)
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.Failf(name, "want true or false, got %q", v)
+		b, _ = strconv.ParseBool(defaultOf(r.table, name))
+	}
+	r.Show(name, strconv.FormatBool(b))
+	return b
+}
+
+func defaultOf(t Table, name string) string {
+	v, _ := t.Lookup(name)
+	return v.Default
+}
+
+// Failf records a problem with the variable name.
+func (r *Reader) Failf(name, format string, args ...any) {
+	r.problems = append(r.problems, name+": "+fmt.Sprintf(format, args...))
+}
+
+// Problem records a problem that concerns several variables or none.
+func (r *Reader) Problem(format string, args ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+}
+
+// Show sets what the printout shows for name (masked by the table's Mask);
+// the last call wins.
+func (r *Reader) Show(name, value string) {
+	v, _ := r.table.Lookup(name)
+	value = mask(v.Mask, value)
+	for i := range r.shown {
+		if r.shown[i].Name == name {
+			r.shown[i].Value = value
+			return
+		}
+	}
+	r.shown = append(r.shown, Setting{Name: name, Value: value})
+}
+
+// Derive adds a setting computed from several variables (the key ids of a
+// key file, a catalog's hash): printed after the variables as
+// "# name: value", logged as name_with_underscores. Never a secret.
+func (r *Reader) Derive(name, value string) {
+	r.derived = append(r.derived, Setting{Name: name, Value: value, Derived: true})
+}
+
+// Problems returns the problems found so far.
+func (r *Reader) Problems() []string { return r.problems }
+
+// Err returns every problem found, or nil.
+func (r *Reader) Err() error {
+	if len(r.problems) == 0 {
+		return nil
+	}
+	return &Error{Problems: append([]string(nil), r.problems...)}
+}
+
+// WasRead reports whether the variable was read (tests: every table entry
+// is read by the loader).
+func (r *Reader) WasRead(name string) bool { return r.read[name] }
+
+// Printout returns the settings in table order, masked.
+func (r *Reader) Printout() Printout {
+	var out Printout
+	for _, v := range r.table {
+		for _, s := range r.shown {
+			if s.Name == v.Name || matchTemplate(v.Name, s.Name) {
+				out = append(out, s)
+			}
+		}
+	}
+	return append(out, r.derived...)
+}
+
+// Error lists every configuration problem.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Join merges configuration problems (e.g. a rules file's) into err.
+func Join(err error, more ...string) error {
+	if len(more) == 0 {
+		return err
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return &Error{Problems: append(append([]string(nil), e.Problems...), more...)}
+	}
+	if err != nil {
+		more = append([]string{err.Error()}, more...)
+	}
+	return &Error{Problems: more}
+}
+
+// Setting is one printed variable, or a derived setting.
+type Setting struct {
+	Name, Value string
+	Derived     bool
+}
+
+// Printout is a configuration as printed: -check-config writes String,
+// the start log carries LogValue; both mask the same way.
+type Printout []Setting
+
+// String renders NAME=value lines.
+func (p Printout) String() string {
+	var b strings.Builder
+	for _, s := range p {
+		if s.Derived {
+			b.WriteString("# " + s.Name + ": " + s.Value + "\n")
+			continue
+		}
+		b.WriteString(s.Name)
+		b.WriteByte('=')
+		b.WriteString(s.Value)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// LogValue renders a group of lower-case names.
+func (p Printout) LogValue() slog.Value {
+	attrs := make([]slog.Attr, len(p))
+	for i, s := range p {
+		attrs[i] = slog.String(strings.ToLower(strings.ReplaceAll(s.Name, " ", "_")), s.Value)
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Masked is what a Secret value prints as.
+const Masked = "********"
+
+func mask(m Mask, v string) string {
+	if v == "" {
+		return ""
+	}
+	switch m {
+	case Secret:
+		return Masked
+	case URL:
+		u, err := url.Parse(v)
+		if err != nil || u.Scheme == "" {
+			return Masked
+		}
+		return u.Redacted()
+	case KeyList:
+		var ids []string
+		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' }) {
+			id, _, ok := strings.Cut(f, ":")
+			if !ok {
+				id = "?"
+			}
+			ids = append(ids, id+":"+Masked)
+		}
+		return strings.Join(ids, ",")
+	}
+	return v
+}

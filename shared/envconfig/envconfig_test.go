@@ -1,0 +1,142 @@
+package envconfig
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+var table = Table{
+	{Name: "ADDR", Default: ":8080"},
+	{Name: "TTL", Default: "15m"},
+	{Name: "N", Default: "4"},
+	{Name: "ON", Default: "true"},
+	{Name: "DB_URL", Required: true, Mask: URL, Commands: []string{"migrate"}},
+	{Name: "PASSWORD", Mask: Secret},
+	{Name: "KEYS", Mask: KeyList, OneOf: "keys"},
+	{Name: "P_<NAME>_X"},
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestReadDefaultsAndValues(t *testing.T) {
+	r := table.Read(env(map[string]string{"ADDR": " 127.0.0.1:1\n", "N": "7\n", "PASSWORD": "hunter2\n",
+		"DB_URL": "postgres://u:pw@h/db\n", "KEYS": "a:c2VjcmV0,b:c2VjcmV0\n", "P_GOOGLE_X": "y"}))
+	if got := r.String("ADDR"); got != "127.0.0.1:1" {
+		t.Errorf("ADDR = %q (the newline must go)", got)
+	}
+	if got := r.Duration("TTL", 0, 0); got != 15*time.Minute {
+		t.Errorf("TTL = %s, want the table's 15m", got)
+	}
+	if got := r.Int("N", 1, 0, 0); got != 7 {
+		t.Errorf("N = %d", got)
+	}
+	if !r.Bool("ON") {
+		t.Error("ON: the table's default true lost")
+	}
+	if got := r.String("PASSWORD"); got != "hunter2" {
+		t.Errorf("PASSWORD = %q", got)
+	}
+	r.String("DB_URL")
+	r.String("KEYS")
+	r.String("P_GOOGLE_X")
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	out := r.Printout().String()
+	want := "ADDR=127.0.0.1:1\nTTL=15m0s\nN=7\nON=true\nDB_URL=postgres://u:xxxxx@h/db\nPASSWORD=********\nKEYS=a:********,b:********\nP_GOOGLE_X=y\n"
+	if out != want {
+		t.Errorf("printout:\n%s\nwant:\n%s", out, want)
+	}
+	for _, secret := range []string{"hunter2", "pw@", "c2VjcmV0"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("printout shows %s", secret)
+		}
+	}
+}
+
+func TestReadReportsEveryProblem(t *testing.T) {
+	r := table.Read(env(map[string]string{"TTL": "soon", "N": "0", "ON": "maybe"}))
+	r.Duration("TTL", 0, 0)
+	r.Int("N", 1, 0, 0)
+	r.Bool("ON")
+	r.String("NOT_IN_TABLE")
+	r2 := table.Read(env(map[string]string{"TTL": "30m"}))
+	if d := r2.Duration("TTL", time.Hour, 0); d != 15*time.Minute || r2.Err() == nil || !strings.Contains(r2.Err().Error(), "TTL: 30m0s is below the minimum of 1h0m0s") {
+		t.Errorf("TTL = %s, err = %v", d, r2.Err())
+	}
+	err := r.Err()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"TTL: want a duration", "N: 0 is below the minimum of 1", "ON: want true or false", "NOT_IN_TABLE: read but not in the configuration table"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestDurationMax(t *testing.T) {
+	r := table.Read(env(map[string]string{"TTL": "2m"}))
+	if d := r.Duration("TTL", 0, time.Minute); d != 15*time.Minute || r.Err() == nil || !strings.Contains(r.Err().Error(), "above the maximum of 1m0s") {
+		t.Fatalf("TTL = %s, err = %v", d, r.Err())
+	}
+}
+
+func TestReadBy(t *testing.T) {
+	db, _ := table.Lookup("DB_URL")
+	ttl, _ := table.Lookup("TTL")
+	if !db.ReadBy("migrate") || !db.ReadBy("serve") || ttl.ReadBy("migrate") || !ttl.ReadBy("serve") {
+		t.Fatal("ReadBy wrong")
+	}
+	if _, ok := table.Lookup("P_X"); ok {
+		t.Fatal("P_X matched the template P_<NAME>_X")
+	}
+}
+
+func TestCheckDoc(t *testing.T) {
+	doc := "# x\n### svc\n\ntext\n\n| Variable | Default | Meaning |\n|---|---|---|\n" +
+		"| `ADDR` | `:8080` | a |\n| `TTL` | `900s` | b |\n| `N` | `4` | c |\n| `ON` | `true` | d |\n" +
+		"| `DB_URL` | — (required) | e |\n| `PASSWORD` | empty | f |\n| `KEYS` | — (one required) | g |\n| `P_<NAME>_X` | — | h |\n\nafter\n"
+	rows, err := ParseDocTable(doc, "### svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := table.CheckDoc(rows); len(d) != 0 {
+		t.Fatalf("differences in a matching table: %q", d)
+	}
+	for _, tc := range []struct{ from, to, want string }{
+		{"| `TTL` | `900s` |", "| `TTL` | `10m` |", "TTL: documented default"},
+		{"| `ADDR` | `:8080` | a |\n", "", "ADDR is in the configuration table but not documented"},
+		{"| `N` | `4` | c |\n", "| `N` | `4` | c |\n| `EXTRA` | — | x |\n", "EXTRA is documented but not in the configuration table"},
+		{"| `DB_URL` | — (required) |", "| `DB_URL` | — |", "DB_URL: documented as required = false"},
+		{"| `PASSWORD` | empty |", "| `PASSWORD` | `x` |", "PASSWORD: documented default \"x\", the table has none"},
+	} {
+		rows, err := ParseDocTable(strings.Replace(doc, tc.from, tc.to, 1), "### svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := table.CheckDoc(rows)
+		if len(d) != 1 || !strings.Contains(d[0], tc.want) {
+			t.Errorf("%q → %q: differences %q, want one with %q", tc.from, tc.to, d, tc.want)
+		}
+	}
+}
+
+func TestCheckDocRows(t *testing.T) {
+	doc := "### svc\n| variable | default | meaning |\n|---|---|---|\n| `TTL` | `15m` | b |\n"
+	rows, err := ParseDocTable(doc, "### svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := table.CheckDocRows(rows); len(d) != 0 {
+		t.Fatalf("a correct selection: %q", d)
+	}
+	if d := table.CheckDoc(rows); len(d) == 0 {
+		t.Fatal("CheckDoc accepted a table that lacks variables")
+	}
+	rows, _ = ParseDocTable(strings.Replace(doc, "`15m`", "`5m`", 1), "### svc")
+	if d := table.CheckDocRows(rows); len(d) != 1 || !strings.Contains(d[0], "TTL: documented default") {
+		t.Fatalf("a wrong default in a selection: %q", d)
+	}
+}
