@@ -28,7 +28,10 @@ var signInOperations = []string{"getJWKS", "createAccount", "issueToken", "logou
 	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
 	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",
 	"pageVerifyEmail", "pageResetPassword", "pageAcceptInvitation",
-	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA"}
+	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA",
+	// package apikeys' routes, checked by its own TestMain
+	"listAPIKeys", "createAPIKey", "revokeAPIKey", "listMyAPIKeys", "createMyAPIKey", "revokeMyAPIKey",
+	"resolveAPIKey", "reportAPIKeysUsed"}
 
 // TestMain fails the run when a full run of the tests leaves an operation
 // of the tenant API without a successful, document-conforming response.
