@@ -31,7 +31,10 @@ var signInOperations = []string{"getJWKS", "createAccount", "issueToken", "logou
 	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA",
 	// package serviceaccounts' routes, checked by its own TestMain
 	"getAuthorizationServerMetadata", "getOpenIDConfiguration", "introspectToken", "revokeToken",
-	"listServiceAccounts", "createServiceAccount", "deleteServiceAccount", "createClientSecret", "deleteClientSecret"}
+	"listServiceAccounts", "createServiceAccount", "deleteServiceAccount", "createClientSecret", "deleteClientSecret",
+	// package apikeys' routes, checked by its own TestMain
+	"listAPIKeys", "createAPIKey", "revokeAPIKey", "listMyAPIKeys", "createMyAPIKey", "revokeMyAPIKey",
+	"resolveAPIKey", "reportAPIKeysUsed"}
 
 // TestMain fails the run when a full run of the tests leaves an operation
 // of the tenant API without a successful, document-conforming response.
