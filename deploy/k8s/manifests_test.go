@@ -268,8 +268,8 @@ func TestBaseInvariants(t *testing.T) {
 // TestCommittedSecretsArePlaceholders keeps real key material out of git.
 func TestCommittedSecretsArePlaceholders(t *testing.T) {
 	b := renderBase(t)
-	if len(b.Secrets) != 4 {
-		t.Fatalf("%d Secrets, want 4 (identity HMAC key, signing keys, MFA keys, database)", len(b.Secrets))
+	if len(b.Secrets) != 5 {
+		t.Fatalf("%d Secrets, want 5 (identity HMAC key, signing keys, MFA keys, API-key pepper, database)", len(b.Secrets))
 	}
 	for _, s := range b.Secrets {
 		values := map[string]string{}
@@ -296,6 +296,8 @@ func TestCommittedSecretsArePlaceholders(t *testing.T) {
 				_, err = pgx.ParseConfig(v)
 			case k == "mfa.keys":
 				err = mfaKeys(v)
+			case k == "pepper":
+				_, err = identity.ParseKey(v)
 			case strings.HasSuffix(k, ".pem"):
 				if blk, _ := pem.Decode([]byte(v)); blk != nil {
 					err = nil
@@ -334,6 +336,7 @@ func TestDocumentedOverlay(t *testing.T) {
 		"secrets/keys/20260101T000000Z-1a2b3c4d.pem": "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
 		"secrets/database-url":                       "postgres://app:pw@db:5432/app?sslmode=verify-full",
 		"secrets/mfa.keys":                           "mfa1:" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")) + "\n",
+		"secrets/api-key.pepper":                     base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210")) + "\n",
 	}
 	for name, content := range files {
 		if err := fsys.WriteFile(path.Join("/k/overlays/prod", name), []byte(content)); err != nil {
@@ -546,6 +549,14 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			c := ctr(t, b, coreName)
 			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "MFA_ENCRYPTION_KEYS_FILE" })
 		}, "MFA_ENCRYPTION_KEYS_FILE"},
+		{"coreapi without API_KEY_PEPPER_FILE", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "API_KEY_PEPPER_FILE" })
+		}, "API_KEY_PEPPER_FILE"},
+		{"proxy mounts the API-key pepper", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "api-key-pepper", MountPath: "/pepper"})
+		}, "API-key pepper"},
 		{"proxy mounts the MFA keys", func(t *testing.T, b *bundle) {
 			c := ctr(t, b, proxyName)
 			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "mfa-keys", MountPath: "/mfa"})
@@ -797,29 +808,42 @@ func check(b *bundle) []string {
 	if d := coreEnv["SIGNING_KEYS_DIR"]; d == "" || !secretMounted(pod, core, d) {
 		v.addf("coreapi: SIGNING_KEYS_DIR %q is not a mounted Secret", coreEnv["SIGNING_KEYS_DIR"])
 	}
-	// The MFA keys: a Secret of their own, mounted into coreapi only.
-	mfaFile := coreEnv["MFA_ENCRYPTION_KEYS_FILE"]
-	if mfaFile == "" || !secretMounted(pod, core, path.Dir(mfaFile)) {
-		v.addf("coreapi: MFA_ENCRYPTION_KEYS_FILE %q is not inside a mounted Secret (MFA would answer 503)", mfaFile)
-	}
-	mfaVolumes := map[string]bool{}
-	for _, m := range core.VolumeMounts {
-		if mfaFile != "" && (path.Dir(mfaFile) == m.MountPath || strings.HasPrefix(mfaFile, strings.TrimSuffix(m.MountPath, "/")+"/")) {
-			mfaVolumes[m.Name] = true
+	// The MFA keys and the API-key pepper: each a Secret of its own,
+	// mounted into coreapi only.
+	for _, own := range []struct{ env, what, missing string }{
+		{"MFA_ENCRYPTION_KEYS_FILE", "the MFA keys", "MFA would answer 503"},
+		{"API_KEY_PEPPER_FILE", "the API-key pepper", "API keys would answer 503"},
+	} {
+		file := coreEnv[own.env]
+		if file == "" || !secretMounted(pod, core, path.Dir(file)) {
+			v.addf("coreapi: %s %q is not inside a mounted Secret (%s)", own.env, file, own.missing)
 		}
-	}
-	for _, m := range core.VolumeMounts {
-		if mfaVolumes[m.Name] && (m.MountPath == path.Dir(coreEnv["IDENTITY_HMAC_KEY_FILE"]) || m.MountPath == coreEnv["SIGNING_KEYS_DIR"]) {
-			v.addf("coreapi: the MFA keys share volume %s with other key material; they need a Secret of their own", m.Name)
+		volumes := map[string]bool{}
+		for _, m := range core.VolumeMounts {
+			if file != "" && (path.Dir(file) == m.MountPath || strings.HasPrefix(file, strings.TrimSuffix(m.MountPath, "/")+"/")) {
+				volumes[m.Name] = true
+			}
 		}
-	}
-	for _, m := range proxy.VolumeMounts {
-		if mfaVolumes[m.Name] {
-			v.addf("authproxy: mounts the MFA keys (volume %s); they belong to coreapi only", m.Name)
+		others := map[string]bool{path.Dir(coreEnv["IDENTITY_HMAC_KEY_FILE"]): true, coreEnv["SIGNING_KEYS_DIR"]: true}
+		for _, o := range []string{"MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER_FILE"} {
+			if o != own.env && coreEnv[o] != "" {
+				others[path.Dir(coreEnv[o])] = true
+			}
 		}
-	}
-	if proxyEnv["MFA_ENCRYPTION_KEYS"] != "" || proxyEnv["MFA_ENCRYPTION_KEYS_FILE"] != "" {
-		v.addf("authproxy: has MFA keys in its environment; they belong to coreapi only")
+		for _, m := range core.VolumeMounts {
+			if volumes[m.Name] && others[m.MountPath] {
+				v.addf("coreapi: %s share volume %s with other key material; they need a Secret of their own", own.what, m.Name)
+			}
+		}
+		for _, m := range proxy.VolumeMounts {
+			if volumes[m.Name] {
+				v.addf("authproxy: mounts %s (volume %s); they belong to coreapi only", own.what, m.Name)
+			}
+		}
+		base := strings.TrimSuffix(own.env, "_FILE")
+		if proxyEnv[base] != "" || proxyEnv[own.env] != "" {
+			v.addf("authproxy: has %s in its environment; they belong to coreapi only", own.what)
+		}
 	}
 	signingVolumes := map[string]bool{}
 	for _, m := range core.VolumeMounts {
