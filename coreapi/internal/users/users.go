@@ -294,21 +294,38 @@ ORDER BY m.created_at, m.user_id`
 	return out, nil
 }
 
-// scanMembers reads rows of memberCols plus a total into Members with
-// hand-written Scan calls (no reflection: this is the member list's hot
-// loop); n is a capacity hint.
+// scanMembers reads rows of memberCols plus a total into Members with one
+// hand-written Scan per row into a reused destination list (no reflection
+// and no per-row argument slice: this is the member list's hot loop); the
+// two status columns, one of a few constants, are read raw and interned.
+// n is a capacity hint.
 func scanMembers(rows pgx.Rows, n int) ([]Member, error) {
 	defer rows.Close()
 	out := make([]Member, 0, max(0, min(n, 1000)))
+	var m Member
+	dest := []any{&m.ID, &m.Email, &m.DisplayName, nil, nil, &m.Roles, &m.CreatedAt, &m.UpdatedAt, &m.Total}
 	for rows.Next() {
-		out = append(out, Member{})
-		m := &out[len(out)-1]
-		if err := rows.Scan(&m.ID, &m.Email, &m.DisplayName, &m.Status, &m.UserStatus, &m.Roles,
-			&m.CreatedAt, &m.UpdatedAt, &m.Total); err != nil {
+		m.Roles = nil // a fresh slice per member, never one shared with the previous row
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
+		raw := rows.RawValues()
+		m.Status, m.UserStatus = status(raw[3]), status(raw[4])
+		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// status returns a status column's text (text travels as its bytes in
+// both wire formats), the constant when it is one.
+func status(b []byte) string {
+	switch string(b) {
+	case identity.StatusActive:
+		return identity.StatusActive
+	case identity.StatusDisabled:
+		return identity.StatusDisabled
+	}
+	return string(b)
 }
 
 const qGetMember = `
