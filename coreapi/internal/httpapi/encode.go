@@ -1,36 +1,29 @@
 package httpapi
 
 import (
-	"sync"
-
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/jsonenc"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 )
 
-// jsonAppender is a response body that writes its own JSON, the same bytes
-// encoding/json (c.JSON) would write, without reflection.
-type jsonAppender interface {
+// JSONAppender is a response body that writes its own JSON, the same bytes
+// encoding/json (c.JSON) would write, without reflection (for hot
+// responses; everything else uses c.JSON).
+type JSONAppender interface {
 	AppendJSON(b []byte) []byte
 }
 
-// bodyBufs holds scratch buffers for sendJSON: fasthttp copies the body
-// into its own pooled buffer, so the scratch is reused at once.
-var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-// sendJSON answers status with v as application/json, like c.JSON.
-func sendJSON(c *fiber.Ctx, status int, v jsonAppender) error {
-	bp := bodyBufs.Get().(*[]byte)
-	b := v.AppendJSON((*bp)[:0])
+// SendJSON answers status with v as application/json, like c.JSON does
+// with encoding/json, for any route's handler. v is appended straight into
+// fasthttp's pooled body buffer (taken out with SwapBody and put back): no
+// copy, and no allocation once the buffer has grown to the answer's size.
+func SendJSON(c *fiber.Ctx, status int, v JSONAppender) error {
 	resp := c.Response()
 	resp.SetStatusCode(status)
 	resp.Header.SetContentType(fiber.MIMEApplicationJSON)
-	resp.SetBody(b)
-	if cap(b) <= 1<<20 { // keep no giant buffer alive
-		*bp = b
-		bodyBufs.Put(bp)
-	}
+	buf := resp.SwapBody(nil)
+	resp.SwapBody(v.AppendJSON(buf[:0]))
 	return nil
 }
 

@@ -68,7 +68,7 @@ func (s *Server) getMe(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return sendJSON(c, fiber.StatusOK, &me)
+	return SendJSON(c, fiber.StatusOK, &me)
 }
 
 // emailChangesPerHour bounds the email changes (each mails a link) a
@@ -252,7 +252,7 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return sendJSON(c, fiber.StatusOK, memberPage(page(rows, pq, func(m users.Member) (string, int64) {
+	return SendJSON(c, fiber.StatusOK, memberPage(page(rows, pq, func(m users.Member) (string, int64) {
 		return s.cursor.encode("users", tid, timeKey{T: m.CreatedAt.UnixMicro(), ID: m.ID}), m.Total
 	})))
 }
