@@ -64,11 +64,11 @@ func actor(c *fiber.Ctx) roles.Actor {
 
 func (s *Server) getMe(c *fiber.Ctx) error {
 	id := IdentityOf(c)
-	me, err := s.users.Me(c.UserContext(), id.UserID, id.TenantID)
+	me, err := s.users.Me(c.UserContext(), id)
 	if err != nil {
 		return err
 	}
-	return c.JSON(me)
+	return SendJSON(c, fiber.StatusOK, &me)
 }
 
 // emailChangesPerHour bounds the email changes (each mails a link) a
@@ -124,9 +124,9 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		err error
 	)
 	if b.DisplayName != nil {
-		me, err = s.users.UpdateMe(ctx, id.UserID, id.TenantID, strings.TrimSpace(*b.DisplayName), RequestIDOf(c))
+		me, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), RequestIDOf(c))
 	} else {
-		me, err = s.users.Me(ctx, id.UserID, id.TenantID)
+		me, err = s.users.Me(ctx, id)
 	}
 	if err != nil {
 		return err
@@ -252,9 +252,9 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(page(rows, pq, func(m users.Member) (string, int64) {
+	return SendJSON(c, fiber.StatusOK, memberPage(page(rows, pq, func(m users.Member) (string, int64) {
 		return s.cursor.encode("users", tid, timeKey{T: m.CreatedAt.UnixMicro(), ID: m.ID}), m.Total
-	}))
+	})))
 }
 
 func (s *Server) getUser(c *fiber.Ctx) error {

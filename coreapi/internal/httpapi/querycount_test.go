@@ -43,12 +43,21 @@ SELECT $1, m.user_id, x.id FROM m, (SELECT id FROM r UNION ALL SELECT id FROM ro
 	}
 	w.e.Get(t, &w.owner, "/api/v1/audit-events?limit=10").JSON(t, &auditFirst)
 
+	// The roles of /users/me come from the identity: however many it
+	// names, the answer is still the one read of the user row.
+	manyRoles := w.owner
+	manyRoles.Roles = []string{"admin", "member", "owner", "viewer"}
+	for i := range 30 {
+		manyRoles.Roles = append(manyRoles.Roles, fmt.Sprintf("r%02d", i))
+	}
 	reads := []struct {
 		name string
 		req  apitest.Request
 		rows int // members expected in data, -1: not a list
 	}{
 		{"users/me", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.owner}, -1},
+		{"users/me as a member", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.member}, -1},
+		{"users/me with 34 signed roles", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &manyRoles}, -1},
 		{"users/me/tenants", apitest.Request{Method: "GET", Path: "/api/v1/users/me/tenants?include_total=true", As: &w.owner}, 2},
 		{"tenant", apitest.Request{Method: "GET", Path: "/api/v1/tenant", As: &w.owner}, -1},
 		{"users limit 200", apitest.Request{Method: "GET", Path: "/api/v1/users?limit=200", As: &w.owner}, 200},

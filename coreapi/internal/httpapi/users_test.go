@@ -47,10 +47,10 @@ func TestMe(t *testing.T) {
 		t.Errorf("a display name change wrote outbox rows %v; the projection does not carry it", got)
 	}
 
-	t.Run("not a member of the identity's tenant", func(t *testing.T) {
-		forged := w.admin
-		forged.TenantID = w.b
-		wantProblem(t, w.e.Get(t, &forged, "/api/v1/users/me"), 404, "not_found")
+	t.Run("no such user", func(t *testing.T) {
+		gone := w.admin
+		gone.UserID = "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c9999"
+		wantProblem(t, w.e.Get(t, &gone, "/api/v1/users/me"), 404, "not_found")
 	})
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -204,7 +205,9 @@ func TestRemovedPermissionLeavesEveryProjection(t *testing.T) {
 	if want := []string{"notes:read", "tenant:read"}; !slices.Equal(p.Permissions, want) || !slices.Equal(p.Roles, []string{"member", "writer"}) {
 		t.Fatalf("under v2: roles %v permissions %v, want permissions %v", p.Roles, p.Permissions, want)
 	}
-	me, err := users.NewStore(db.Pool, nil, cat2).Me(ctx, userID, tenantID)
+	// The profile reports the permissions of the identity the proxy signs
+	// from this projection.
+	me, err := users.NewStore(db.Pool, nil, cat2).Me(ctx, identity.Identity{UserID: userID, TenantID: tenantID, Roles: p.Roles, Permissions: p.Permissions})
 	if err != nil {
 		t.Fatal(err)
 	}

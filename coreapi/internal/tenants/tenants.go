@@ -213,12 +213,13 @@ type ListParams struct {
 }
 
 // ListForUser returns a page of the user's tenants, each with the user's
-// roles, in one query.
+// role names (the membership's role_names, kept by triggers), in one
+// query.
 func (s *Store) ListForUser(ctx context.Context, p ListParams) ([]Membership, error) {
 	const q = `
-SELECT t.id::text, t.name, t.status, m.status, ` + rolesOf + `, m.created_at, m.total
+SELECT t.id::text, t.name, t.status, m.status, m.role_names, m.created_at, m.total
 FROM (
-    SELECT tenant_id, user_id, status, created_at,
+    SELECT tenant_id, user_id, status, role_names, created_at,
            CASE WHEN $4 THEN count(*) OVER () ELSE 0 END AS total
     FROM memberships
     WHERE user_id = $1
@@ -241,13 +242,6 @@ LIMIT $5`
 	}
 	return out, nil
 }
-
-// rolesOf is the sorted role names of membership m.
-const rolesOf = `ARRAY(
-    SELECT r.name FROM membership_roles mr
-    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
-    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
-    ORDER BY r.name)`
 
 func mapErr(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {

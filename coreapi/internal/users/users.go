@@ -110,20 +110,16 @@ func NewStore(pool *pgxpool.Pool, hasher PasswordHasher, c *permissions.Catalog)
 	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member}
 }
 
-// rolesOf is the sorted role names of membership m; permsOf the sorted
-// union of their permissions under the live catalog, bound as $3 (every
-// permission) and $4 (the member role's); rolePerms is
-// roles.PermissionsSQL("r", "$3::text[]", "$4::text[]") (a test holds them
-// equal), spelled out to keep the queries constants.
+// permsOf is the sorted union of the permissions of membership m's roles
+// under the live catalog, bound as $3 (every permission) and $4 (the
+// member role's); rolePerms is roles.PermissionsSQL("r", "$3::text[]",
+// "$4::text[]") (a test holds them equal), spelled out to keep the queries
+// constants. A membership's role names are its role_names column, kept
+// equal to membership_roles by triggers (migration 00010).
 const (
 	rolePerms = `CASE WHEN NOT r.builtin THEN r.permissions WHEN r.name = 'owner' THEN $3::text[]` +
 		` WHEN r.name = 'admin' THEN array_remove($3::text[], 'tenant:write') WHEN r.name = 'member' THEN $4::text[]` +
 		` ELSE '{}'::text[] END`
-	rolesOf = `ARRAY(
-    SELECT r.name FROM membership_roles mr
-    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
-    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
-    ORDER BY r.name)`
 	permsOf = `ARRAY(
     SELECT DISTINCT p FROM membership_roles mr
     JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
@@ -131,36 +127,52 @@ const (
     WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id AND p = ANY($3::text[])
     ORDER BY p)`
 	mfaEnabled = `EXISTS (SELECT 1 FROM mfa_totp f WHERE f.user_id = u.id AND f.status = 'active')`
-	memberCols = `u.id::text, u.email, u.display_name, m.status, u.status, ` + rolesOf + `, m.created_at, GREATEST(m.updated_at, u.updated_at)`
+	memberCols = `u.id::text, u.email, u.display_name, m.status, u.status, m.role_names, m.created_at, GREATEST(m.updated_at, u.updated_at)`
 )
 
-// Me returns the caller's profile in tenantID, in one query.
-func (s *Store) Me(ctx context.Context, userID, tenantID string) (Me, error) {
-	const q = `
-SELECT u.id::text, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, m.tenant_id::text, m.status,
-       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at, ` + mfaEnabled + `
-FROM memberships m JOIN users u ON u.id = m.user_id
-WHERE m.tenant_id = $1 AND m.user_id = $2`
-	rows, _ := s.pool.Query(ctx, q, tenantID, userID, s.all, s.member)
-	me, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Me])
+// qMe reads the caller's own row by primary key: everything of the profile
+// that the verified identity does not carry.
+const qMe = `
+SELECT u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, u.created_at, u.updated_at, ` + mfaEnabled + `
+FROM users u WHERE u.id = $1`
+
+// Me returns the caller's profile in the identity's tenant, in one query
+// by primary key. The roles, permissions and membership come from the
+// verified identity, not the database: the proxy signs them from the
+// projection it authorized the request with, which it forwards only for an
+// active user, membership and tenant (docs/architecture.md, "What GET
+// /users/me trusts"), so the answer says what this request may do.
+func (s *Store) Me(ctx context.Context, id identity.Identity) (Me, error) {
+	me := meOf(id)
+	err := s.pool.QueryRow(ctx, qMe, id.UserID).Scan(&me.Email, &me.EmailVerified, &me.DisplayName, &me.Status,
+		&me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled)
 	if err != nil {
 		return Me{}, fmt.Errorf("get me: %w", mapErr(err))
 	}
 	return me, nil
 }
 
+// meOf is the part of the profile the verified identity carries.
+func meOf(id identity.Identity) Me {
+	me := Me{ID: id.UserID, TenantID: id.TenantID, MembershipStatus: identity.StatusActive,
+		Roles: id.Roles, Permissions: id.Permissions}
+	if me.Roles == nil {
+		me.Roles = []string{}
+	}
+	if me.Permissions == nil {
+		me.Permissions = []string{}
+	}
+	return me
+}
+
 // UpdateMe changes the caller's display name. The projection does not carry
 // it, so nothing is invalidated.
-func (s *Store) UpdateMe(ctx context.Context, userID, tenantID, displayName, requestID string) (Me, error) {
+func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string) (Me, error) {
 	const qUpdate = `
 UPDATE users SET display_name = $2, updated_at = now()
 WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
-	const qGet = `
-SELECT u.id::text, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, m.tenant_id::text, m.status,
-       ` + rolesOf + `, ` + permsOf + `, u.created_at, u.updated_at, ` + mfaEnabled + `
-FROM memberships m JOIN users u ON u.id = m.user_id
-WHERE m.tenant_id = $1 AND m.user_id = $2`
-	var me Me
+	userID, tenantID := id.UserID, id.TenantID
+	me := meOf(id)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, qUpdate, userID, displayName, tenantID)
 		if err != nil {
@@ -175,9 +187,8 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 		}); err != nil {
 			return err
 		}
-		rows, _ := tx.Query(ctx, qGet, tenantID, userID, s.all, s.member)
-		me, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Me])
-		return mapErr(err)
+		return mapErr(tx.QueryRow(ctx, qMe, userID).Scan(&me.Email, &me.EmailVerified, &me.DisplayName, &me.Status,
+			&me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled))
 	})
 	if err != nil {
 		return Me{}, fmt.Errorf("update me: %w", err)
@@ -231,20 +242,22 @@ type ListParams struct {
 	IncludeTotal bool
 }
 
-// List returns a page of the tenant's members, each with its role names, in
-// one query (the roles come from a correlated subquery over the primary key
-// of membership_roles: no per-member round trip).
+// List returns a page of the tenant's members, each with its role names,
+// in one query. The role names are the membership's role_names column (no
+// roles subquery per member); each member's user row is joined by primary
+// key in page order (OFFSET 0 keeps the join a nested loop over the page:
+// without it the planner may hash the whole users table for 50 rows).
 func (s *Store) List(ctx context.Context, p ListParams) ([]Member, error) {
 	const q = `
 SELECT ` + memberCols + `, 0::bigint
 FROM (
-    SELECT tenant_id, user_id, status, created_at, updated_at
+    SELECT tenant_id, user_id, status, role_names, created_at, updated_at
     FROM memberships
     WHERE tenant_id = $1 AND (created_at, user_id) > ($2, $3::uuid)
     ORDER BY created_at, user_id
     LIMIT $4
 ) m
-JOIN users u ON u.id = m.user_id
+CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
 	// With a total, the window runs over the whole tenant before the keyset
 	// filter, so the count is of every member, not of the rest.
@@ -252,7 +265,7 @@ ORDER BY m.created_at, m.user_id`
 SELECT ` + memberCols + `, m.total
 FROM (
     SELECT * FROM (
-        SELECT tenant_id, user_id, status, created_at, updated_at, count(*) OVER () AS total
+        SELECT tenant_id, user_id, status, role_names, created_at, updated_at, count(*) OVER () AS total
         FROM memberships
         WHERE tenant_id = $1
     ) w
@@ -260,7 +273,7 @@ FROM (
     ORDER BY created_at, user_id
     LIMIT $4
 ) m
-JOIN users u ON u.id = m.user_id
+CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
 	sql := q
 	if p.IncludeTotal {
@@ -274,11 +287,45 @@ ORDER BY m.created_at, m.user_id`
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Member])
+	out, err := scanMembers(rows, p.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
 	return out, nil
+}
+
+// scanMembers reads rows of memberCols plus a total into Members with one
+// hand-written Scan per row into a reused destination list (no reflection
+// and no per-row argument slice: this is the member list's hot loop); the
+// two status columns, one of a few constants, are read raw and interned.
+// n is a capacity hint.
+func scanMembers(rows pgx.Rows, n int) ([]Member, error) {
+	defer rows.Close()
+	out := make([]Member, 0, max(0, min(n, 1000)))
+	var m Member
+	dest := []any{&m.ID, &m.Email, &m.DisplayName, nil, nil, &m.Roles, &m.CreatedAt, &m.UpdatedAt, &m.Total}
+	for rows.Next() {
+		m.Roles = nil // a fresh slice per member, never one shared with the previous row
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		raw := rows.RawValues()
+		m.Status, m.UserStatus = status(raw[3]), status(raw[4])
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// status returns a status column's text (text travels as its bytes in
+// both wire formats), the constant when it is one.
+func status(b []byte) string {
+	switch string(b) {
+	case identity.StatusActive:
+		return identity.StatusActive
+	case identity.StatusDisabled:
+		return identity.StatusDisabled
+	}
+	return string(b)
 }
 
 const qGetMember = `
@@ -288,18 +335,32 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 
 // Get returns one member of the tenant, in one query.
 func (s *Store) Get(ctx context.Context, tenantID, userID string) (Member, error) {
-	rows, _ := s.pool.Query(ctx, qGetMember, tenantID, userID)
-	m, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Member])
+	m, err := getOne(ctx, s.pool, tenantID, userID)
 	if err != nil {
-		return Member{}, fmt.Errorf("get member: %w", mapErr(err))
+		return Member{}, fmt.Errorf("get member: %w", err)
 	}
 	return m, nil
 }
 
 func getTx(ctx context.Context, tx pgx.Tx, tenantID, userID string) (Member, error) {
-	rows, _ := tx.Query(ctx, qGetMember, tenantID, userID)
-	m, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Member])
-	return m, mapErr(err)
+	return getOne(ctx, tx, tenantID, userID)
+}
+
+func getOne(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, tenantID, userID string) (Member, error) {
+	rows, err := q.Query(ctx, qGetMember, tenantID, userID)
+	if err != nil {
+		return Member{}, mapErr(err)
+	}
+	ms, err := scanMembers(rows, 1)
+	if err != nil {
+		return Member{}, mapErr(err)
+	}
+	if len(ms) != 1 {
+		return Member{}, ErrNotFound
+	}
+	return ms[0], nil
 }
 
 // NewMember is the body of POST /users.

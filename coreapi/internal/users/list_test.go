@@ -1,0 +1,176 @@
+package users
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+)
+
+// qListBefore and qGetBefore are the member list and member queries as they
+// were before role names moved onto the membership row: a roles subquery
+// per member, scanned by reflection. The golden test holds the new ones to
+// the same answers.
+const (
+	rolesOfBefore = `ARRAY(
+    SELECT r.name FROM membership_roles mr
+    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+    WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+    ORDER BY r.name)`
+	colsBefore  = `u.id::text, u.email, u.display_name, m.status, u.status, ` + rolesOfBefore + `, m.created_at, GREATEST(m.updated_at, u.updated_at)`
+	qListBefore = `
+SELECT ` + colsBefore + `, 0::bigint
+FROM (
+    SELECT tenant_id, user_id, status, created_at, updated_at
+    FROM memberships
+    WHERE tenant_id = $1 AND (created_at, user_id) > ($2, $3::uuid)
+    ORDER BY created_at, user_id
+    LIMIT $4
+) m
+JOIN users u ON u.id = m.user_id
+ORDER BY m.created_at, m.user_id`
+	qListTotalBefore = `
+SELECT ` + colsBefore + `, m.total
+FROM (
+    SELECT * FROM (
+        SELECT tenant_id, user_id, status, created_at, updated_at, count(*) OVER () AS total
+        FROM memberships
+        WHERE tenant_id = $1
+    ) w
+    WHERE (created_at, user_id) > ($2, $3::uuid)
+    ORDER BY created_at, user_id
+    LIMIT $4
+) m
+JOIN users u ON u.id = m.user_id
+ORDER BY m.created_at, m.user_id`
+	qGetBefore = `
+SELECT ` + colsBefore + `, 0::bigint
+FROM memberships m JOIN users u ON u.id = m.user_id
+WHERE m.tenant_id = $1 AND m.user_id = $2`
+)
+
+// TestListMatchesTheQueryItReplaced: on seeded data (members with no role,
+// one, several, custom roles, disabled memberships and accounts, several
+// tenants, equal join times), every page of the member list, with and
+// without a total, and every single member, are what the per-row subquery
+// returned, field for field and byte for byte once encoded.
+func TestListMatchesTheQueryItReplaced(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	var tids []string
+	for _, name := range []string{"Acme", "Bravo"} {
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			tn, err := tenants.Create(ctx, tx, name)
+			tids = append(tids, tn.ID)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const seed = `
+WITH cr AS (
+    INSERT INTO roles (tenant_id, name, permissions)
+    SELECT $1, n, '{users:read}' FROM unnest('{viewer,z.last,a_first,billing-1}'::text[]) n
+), u AS (
+    INSERT INTO users (email, display_name, status)
+    SELECT 'm' || g || '@' || $2 || '.test', CASE WHEN g % 7 = 0 THEN 'Zoë <"q">' ELSE 'User ' || g END,
+           CASE WHEN g % 11 = 0 THEN 'disabled' ELSE 'active' END
+    FROM generate_series(1, 137) g
+    RETURNING id, email
+)
+INSERT INTO memberships (tenant_id, user_id, status, created_at)
+SELECT $1, id, CASE WHEN email LIKE 'm1%' THEN 'disabled' ELSE 'active' END,
+       -- groups of equal join times exercise the user_id tie-break
+       timestamptz '2026-01-01' + (hashtext(email) % 40) * interval '1 minute'
+FROM u`
+	const grant = `
+INSERT INTO membership_roles (tenant_id, user_id, role_id)
+SELECT m.tenant_id, m.user_id, r.id
+FROM memberships m JOIN roles r ON r.tenant_id = m.tenant_id
+WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
+	for i, tid := range tids {
+		if _, err := db.Pool.Exec(ctx, seed, tid, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Pool.Exec(ctx, grant, tid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var none int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM memberships m WHERE NOT EXISTS (SELECT 1 FROM membership_roles mr WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id)`).Scan(&none); err != nil || none == 0 {
+		t.Fatalf("seed has %d members without roles (%v); want some", none, err)
+	}
+
+	s := NewStore(db.Pool, nil, nil)
+	before := func(q string, args ...any) []Member {
+		t.Helper()
+		rows, _ := db.Pool.Query(ctx, q, args...)
+		out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Member])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	same := func(what string, got, want []Member) {
+		t.Helper()
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
+		}
+		gj, _ := json.Marshal(got)
+		wj, _ := json.Marshal(want)
+		if string(gj) != string(wj) {
+			t.Fatalf("%s: JSON differs:\n got %s\nwant %s", what, gj, wj)
+		}
+	}
+	for _, tid := range tids {
+		for _, total := range []bool{false, true} {
+			for _, limit := range []int{1, 7, 51, 500} {
+				q := qListBefore
+				if total {
+					q = qListTotalBefore
+				}
+				after, afterID, pages, seen := time.Time{}, "", 0, 0
+				for {
+					got, err := s.List(ctx, ListParams{TenantID: tid, After: after, AfterID: afterID, Limit: limit, IncludeTotal: total})
+					if err != nil {
+						t.Fatal(err)
+					}
+					a, aid := after, afterID
+					if aid == "" {
+						a, aid = time.Time{}, "00000000-0000-0000-0000-000000000000"
+					}
+					same(fmt.Sprintf("tenant %s total %v limit %d page %d", tid, total, limit, pages), got, before(q, tid, a, aid, limit))
+					seen += len(got)
+					pages++
+					if len(got) < limit {
+						break
+					}
+					last := got[len(got)-1]
+					after, afterID = last.CreatedAt, last.ID
+				}
+				if seen != 137 {
+					t.Fatalf("listed %d members, want 137", seen)
+				}
+			}
+		}
+		all, err := s.List(ctx, ListParams{TenantID: tid, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range all {
+			got, err := s.Get(ctx, tid, m.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			same("get "+m.ID, []Member{got}, before(qGetBefore, tid, m.ID))
+		}
+	}
+}
