@@ -9,7 +9,7 @@ func (m *Member) AppendJSON(b []byte) []byte {
 	b = jsonenc.String(append(b, `{"id":`...), m.ID)
 	b = jsonenc.String(append(b, `,"email":`...), m.Email)
 	b = jsonenc.String(append(b, `,"display_name":`...), m.DisplayName)
-	b = jsonenc.String(append(b, `,"status":`...), m.Status)
+	b = jsonenc.String(append(b, `,"membership_status":`...), m.Status)
 	b = jsonenc.String(append(b, `,"user_status":`...), m.UserStatus)
 	b = jsonenc.Strings(append(b, `,"roles":`...), m.Roles)
 	b = jsonenc.Time(append(b, `,"created_at":`...), m.CreatedAt)
