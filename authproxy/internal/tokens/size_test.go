@@ -3,12 +3,12 @@ package tokens
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 )
 
@@ -38,10 +38,9 @@ func TestEntryBytesMeasured(t *testing.T) {
 		toks[i] = []byte(testenv.Sign(t, f.key, c, nil))
 	}
 	opt := f.v.opt
-	opt.CacheSize = n + n/10
-	// Measured from before the cache exists: its admission sketch
-	// (NumCounters, 10 per entry of CacheSize) and its front table are
-	// part of an entry's cost.
+	opt.CacheSize = n + n/4 // room in every shard
+	// Measured from before the cache exists: its maps, rings and front
+	// table are part of an entry's cost.
 	before := liveHeap()
 	v, err := New(opt, f.v.keys, f.m)
 	if err != nil {
@@ -53,17 +52,16 @@ func TestEntryBytesMeasured(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	v.cache.Wait()
 	after := liveHeap()
 	held := 0
 	for _, tok := range toks {
 		d := sha256.Sum256(tok)
-		if e, ok := v.cache.Get(binary.LittleEndian.Uint64(d[:8])); ok && e.digest == d {
+		if v.cache.get(&d) != nil {
 			held++
 		}
 	}
-	if held < n*9/10 {
-		t.Fatalf("the cache admitted %d of %d entries; the measurement would be off", held, n)
+	if held != n {
+		t.Fatalf("the cache holds %d of %d entries; the measurement would be off", held, n)
 	}
 	per := float64(after-before) / float64(held)
 	t.Logf("a cached token costs %.0f bytes (EntryBytes %d)", per, EntryBytes)
@@ -119,4 +117,27 @@ func TestCacheSizeMetrics(t *testing.T) {
 	if got := gauge(t, f, "authproxy_cache_entries"); got != 0 {
 		t.Fatalf("entries after Purge = %v", got)
 	}
+}
+
+// NegativeEntryBytes is what a remembered refusal really costs in its
+// store.
+func TestNegativeEntryBytesMeasured(t *testing.T) {
+	const n = 20_000
+	before := liveHeap()
+	s := newStore(n+n/4, prometheus.NewCounter(prometheus.CounterOpts{Name: "ev"}))
+	now := time.Now()
+	for i := range n {
+		d := sha256.Sum256([]byte(fmt.Sprint("refused ", i)))
+		s.put(&Entry{digest: d, err: ErrSignature, expires: now.Add(time.Minute).UnixNano()}, now.UnixNano())
+	}
+	after := liveHeap()
+	if s.len() != n {
+		t.Fatalf("the store holds %d of %d entries; the measurement would be off", s.len(), n)
+	}
+	per := float64(after-before) / n
+	t.Logf("a remembered refusal costs %.0f bytes (NegativeEntryBytes %d)", per, NegativeEntryBytes)
+	if per < NegativeEntryBytes*0.7 || per > NegativeEntryBytes*1.3 {
+		t.Fatalf("measured %.0f bytes per entry, NegativeEntryBytes is %d: set it to the measurement", per, NegativeEntryBytes)
+	}
+	runtime.KeepAlive(s)
 }
