@@ -235,8 +235,11 @@ func (r *report) markdown() string {
 	if r.gobench != "" {
 		w("\n## Go micro-benchmarks of the hot paths (`go test -bench`, same run)\n\n")
 		w("`BenchmarkWarmRequest` is a whole warm request through authproxy's handler to a loopback\n")
-		w("upstream; `BenchmarkBareForward` the same harness with a plain forwarder. Goal: a warm\n")
-		w("request allocates ≤ 2 KB/op. `BenchmarkIdentityMiddleware` is coreapi's identity check alone,\n")
+		w("upstream; `BenchmarkBareForward` the same harness with a plain forwarder. `BenchmarkHandlerNoIO`\n")
+		w("is the gate for every change of the warm path: the whole auth handler with the upstream's answer\n")
+		w("canned (the forwarded request is serialized, no sockets), `authproxy` next to `bare` (a plain\n")
+		w("HostClient through the same canned transport); its allocations are the handler's own (goal: 0).\n")
+		w("`BenchmarkIdentityMiddleware` is coreapi's identity check alone,\n")
 		w("v1 against v2 (body digest, replay check; its v2 loop also signs, which `v2-sign-only`\n")
 		w("measures alone); `BenchmarkProtectedRoute` the whole middleware stack around an empty handler.\n\n```\n%s\n```\n", r.gobench)
 	}
