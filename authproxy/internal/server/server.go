@@ -450,7 +450,7 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 	d := &st.digest // in the pooled state: a local would escape
 	raw, haveD := headers.BearerCandidate(h, s.o.MaxTokenBytes)
 	if haveD {
-		*d = tokens.Digest(raw)
+		tokens.DigestTo(d, raw)
 		te, hit, err := s.d.Verifier.Cached(d, st.start)
 		if hit {
 			if err != nil {
@@ -476,7 +476,7 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 		return nil, errInvalidToken
 	}
 	if !haveD || len(tok) != len(raw) || unsafe.SliceData(tok) != unsafe.SliceData(raw) {
-		*d = tokens.Digest(tok)
+		tokens.DigestTo(d, tok)
 	}
 	te, err := s.d.Verifier.VerifyEntry(c.Context(), tok, d)
 	if err != nil {

@@ -55,7 +55,7 @@ func TestEntryBytesMeasured(t *testing.T) {
 	after := liveHeap()
 	held := 0
 	for _, tok := range toks {
-		d := sha256.Sum256(tok)
+		d := Digest(tok)
 		if v.cache.get(&d) != nil {
 			held++
 		}

@@ -1,7 +1,8 @@
 // Package tokens verifies access tokens once and remembers the result.
 //
-// A verified token is cached under 64 bits of its SHA-256 digest, and the
-// entry holds the full 32-byte digest, compared on every hit, so a 64-bit
+// A verified token is cached under 64 bits of its digest (a keyed digest,
+// see Digest), and the entry holds the full 32-byte digest, compared on
+// every hit, so a 64-bit
 // collision can never hand one token another's claims. The cache keeps
 // every verified token it is given (no admission policy) and makes room by
 // CLOCK eviction (see store); remembered refusals are held apart, in a
@@ -194,10 +195,6 @@ func (v *Verifier) Close() {
 	v.negs.clear()
 }
 
-// Digest is the cache's name of a token: its SHA-256. The cache never
-// holds the token itself.
-func Digest(token []byte) [sha256.Size]byte { return sha256.Sum256(token) }
-
 // Cached looks up the token with digest d at time now. hit is false when
 // the token must be verified (VerifyEntry); otherwise it returns the
 // entry of a valid token, or the error of a refused one (a remembered
@@ -241,7 +238,7 @@ func (v *Verifier) Verify(ctx context.Context, token []byte) (*Claims, error) {
 	if len(token) > v.opt.MaxTokenBytes {
 		return nil, ErrTooLarge
 	}
-	d := sha256.Sum256(token)
+	d := Digest(token)
 	e, hit, err := v.Cached(&d, v.opt.Now())
 	if !hit {
 		e, err = v.VerifyEntry(ctx, token, &d)

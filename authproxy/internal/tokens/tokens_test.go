@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -71,8 +70,8 @@ func TestCacheHitComparesFullDigest(t *testing.T) {
 	// Plant the victim's claims under the index of an attacker's token,
 	// as a 64-bit collision would.
 	attacker := []byte("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
-	d := sha256.Sum256(attacker)
-	vd := sha256.Sum256(victim)
+	d := Digest(attacker)
+	vd := Digest(victim)
 	planted := &Entry{digest: vd, claims: c, expires: time.Now().Add(time.Hour).UnixNano()}
 	shard, k := storeKey(&d)
 	sh := &f.v.cache.shards[shard]
@@ -133,7 +132,7 @@ func TestNegativeCache(t *testing.T) {
 		t.Fatalf("Verify(bad) = %v, want ErrSignature", err)
 	}
 	// The refusal is remembered apart from verified tokens.
-	bd := sha256.Sum256(bad)
+	bd := Digest(bad)
 	if e := f.v.negs.get(&bd); e == nil || !errors.Is(e.err, ErrSignature) {
 		t.Fatalf("the refusal is not remembered: %+v", e)
 	}
@@ -276,7 +275,7 @@ func TestVerifiedTokenHitsAtOnce(t *testing.T) {
 		if _, err := f.v.Verify(context.Background(), tok); err != nil {
 			t.Fatal(err)
 		}
-		d := sha256.Sum256(tok)
+		d := Digest(tok)
 		if e, hit, err := f.v.Cached(&d, time.Now()); !hit || err != nil || e.Claims().Sub != "u"+strconv.Itoa(i) {
 			t.Fatalf("token %d right after its verification: hit %v, err %v", i, hit, err)
 		}
