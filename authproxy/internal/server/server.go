@@ -522,7 +522,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		st.uri = append(st.uri, '?')
 		st.uri = append(st.uri, q...)
 	}
-	req.SetRequestURIBytes(st.uri)
+	setRequestURI(req, st.uri)
 	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
 		h.SetHost(hc.Addr)
 	}
@@ -591,6 +591,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		h.EnableNormalizing()
 	}
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
+		req.SetRequestURIBytes(st.uri) // the streams write the header's request line
 		return s.stream(c, st, route, hc.Addr, cl)
 	}
 	resp := c.Response()
