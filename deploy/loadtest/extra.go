@@ -243,20 +243,20 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 	}
 	bareAddr, proxyAddr, proxyAdmin := freeAddr(), freeAddr(), freeAddr()
 	targets := []struct {
-		name, addr, ready string
-		env               []string
-		bin               string
-		args              []string
-		reqs              [][]byte
+		name, addr, ready, gc string
+		env                   []string
+		bin                   string
+		args                  []string
+		reqs                  [][]byte
 	}{
-		{names[0], bareAddr, "http://" + bareAddr + benchURI, nil, self, []string{"-serve", "bare", "-addr", bareAddr, "-upstream", h.upstreamAddr}, noAuth},
-		{names[1], proxyAddr, "http://" + proxyAdmin + "/readyz", append(h.proxyEnv(proxyAddr, proxyAdmin, h.upstreamAddr), h.appEnv...),
+		{names[0], bareAddr, "http://" + bareAddr + benchURI, "", nil, self, []string{"-serve", "bare", "-addr", bareAddr, "-upstream", h.upstreamAddr}, noAuth},
+		{names[1], proxyAddr, "http://" + proxyAdmin + "/readyz", "http://" + proxyAdmin + "/debug/pprof/heap?gc=1", append(h.proxyEnv(proxyAddr, proxyAdmin, h.upstreamAddr), h.appEnv...),
 			filepath.Join(h.bin, "authproxy"), nil, warmReqs},
 	}
 	var out []instrRow
 	for _, t := range targets {
 		r := instrRow{name: t.name, requests: n, perRequest: -1}
-		per, base, err := h.callgrindOne(ctx, t.name, t.addr, t.ready, t.env, t.bin, t.args, t.reqs, n)
+		per, base, err := h.callgrindOne(ctx, t.name, t.addr, t.ready, t.gc, t.env, t.bin, t.args, t.reqs, n)
 		if err != nil {
 			r.note = "not measured: " + err.Error()
 		} else {
@@ -268,7 +268,7 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 	return out
 }
 
-func (h *harness) callgrindOne(ctx context.Context, name, addr, ready string, env []string, bin string, args []string, reqs [][]byte, n int) (per, base float64, err error) {
+func (h *harness) callgrindOne(ctx context.Context, name, addr, ready, gcURL string, env []string, bin string, args []string, reqs [][]byte, n int) (per, base float64, err error) {
 	tag := strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(name)
 	outPrefix := filepath.Join(h.work, "callgrind."+tag)
 	vargs := append([]string{"--tool=callgrind", "--callgrind-out-file=" + outPrefix + ".%p", bin}, args...)
@@ -317,6 +317,9 @@ func (h *harness) callgrindOne(ctx context.Context, name, addr, ready string, en
 		return nil
 	}
 	window := func(work func() error) (float64, time.Duration, error) {
+		if gcURL != "" { // a collection now rather than inside the window (authproxy's pprof endpoint)
+			_, _, _ = fasthttp.GetTimeout(nil, gcURL, 60*time.Second)
+		}
 		if err := control("-z"); err != nil {
 			return 0, 0, err
 		}
