@@ -3,8 +3,13 @@ package server
 import (
 	"bytes"
 
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/valyala/fasthttp"
 )
+
+// requestIDKey is the request id header's name in canonical form
+// (TestForwardHeaderNamesCanonical), written without re-normalizing it.
+var requestIDKey = []byte(requestid.Header)
 
 // setRequestURI makes the request line req is forwarded with uri (the
 // normalized path and the query, exactly as signed). When the client sent

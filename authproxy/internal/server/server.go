@@ -244,7 +244,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 // records the request in the metrics and the access log.
 func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Set last: forwarding replaces the whole response.
-	c.Response().Header.SetBytesV(requestid.Header, st.reqID)
+	c.Response().Header.SetCanonical(requestIDKey, st.reqID)
 	if st.closeConn || s.draining.Load() {
 		c.Response().SetConnectionClose()
 	}
@@ -531,7 +531,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	// headers in): used as it is, not re-normalized on each call.
 	renorm := !h.DisableNormalizing()
 	s.setForwarded(c, st)
-	h.SetBytesV(requestid.Header, st.reqID)
+	h.SetCanonical(requestIDKey, st.reqID)
 	st.ip = s.clientIP(c, st, st.ip[:0])
 	if st.authAt.IsZero() {
 		st.authAt = s.d.Now()
