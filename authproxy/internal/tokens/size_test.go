@@ -74,6 +74,12 @@ func TestEntryBytesMeasured(t *testing.T) {
 // gauge reads a gauge of the token cache from the registry.
 func gauge(t *testing.T, f *fixture, name string) float64 {
 	t.Helper()
+	return gaugeOf(t, f, name, "token")
+}
+
+// gaugeOf reads a gauge of the named cache from the registry.
+func gaugeOf(t *testing.T, f *fixture, name, cache string) float64 {
+	t.Helper()
 	mfs, err := f.m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -84,13 +90,13 @@ func gauge(t *testing.T, f *fixture, name string) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "cache" && l.GetValue() == "token" {
+				if l.GetName() == "cache" && l.GetValue() == cache {
 					return m.GetGauge().GetValue()
 				}
 			}
 		}
 	}
-	t.Fatalf("%s{cache=\"token\"} not exported", name)
+	t.Fatalf("%s{cache=%q} not exported", name, cache)
 	return 0
 }
 
@@ -112,6 +118,19 @@ func TestCacheSizeMetrics(t *testing.T) {
 	testenv.Eventually(t, "3 entries", func() bool { return gauge(t, f, "authproxy_cache_entries") == 3 })
 	if got := gauge(t, f, "authproxy_cache_cost_bytes"); got != 3*EntryBytes {
 		t.Fatalf("cost = %v, want %d", got, 3*EntryBytes)
+	}
+	// Refusals are counted apart, against their own (smaller) budget.
+	if _, err := f.v.Verify(context.Background(), []byte("x.y.z")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+	if got := gaugeOf(t, f, "authproxy_cache_entries", "token_negative"); got != 1 {
+		t.Fatalf("remembered refusals = %v, want 1", got)
+	}
+	if got := gauge(t, f, "authproxy_cache_entries"); got != 3 {
+		t.Fatalf("token entries after a refusal = %v, want 3", got)
+	}
+	if got, want := gaugeOf(t, f, "authproxy_cache_budget_bytes", "token_negative"), float64(f.v.negs.capacity()*NegativeEntryBytes); got != want {
+		t.Fatalf("refusals' budget = %v, want %v", got, want)
 	}
 	f.v.purge()
 	if got := gauge(t, f, "authproxy_cache_entries"); got != 0 {

@@ -177,6 +177,8 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 	v.negs = newStore(max(opt.CacheSize/NegativeShare, storeShards), v.neg.Evictions)
 	maxCost := func() int64 { return v.cache.capacity() * opt.EntryCost }
 	m.CacheSize(metrics.CacheToken, opt.EntryCost, maxCost, func() int64 { return maxCost() - v.cache.len()*opt.EntryCost })
+	negMax := func() int64 { return v.negs.capacity() * NegativeEntryBytes }
+	m.CacheSize(metrics.CacheNegative, NegativeEntryBytes, negMax, func() int64 { return negMax() - v.negs.len()*NegativeEntryBytes })
 	return v, nil
 }
 
