@@ -22,7 +22,8 @@ build:
 test:
 	scripts/with-postgres.sh $(GO) test -count=1 -timeout 15m $(TESTFLAGS) work
 
-## bench: Go micro-benchmarks of the hot paths, then the load harness (one proxy, one
+## bench: Go micro-benchmarks of the hot paths (BenchmarkHandlerNoIO in authproxy/internal/app
+## is the warm path's gate: the whole auth handler, upstream canned), then the load harness (one proxy, one
 ## coreapi; for fleets of proxies, NATS fan-out and cold-start storms see bench-scale)
 bench:
 	@mkdir -p $(BIN)

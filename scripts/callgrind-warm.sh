@@ -4,7 +4,10 @@
 # BareForward), counted by callgrind over exactly N requests after warm-up,
 # every thread included (handler, loopback upstream, runtime, GC).
 # Needs valgrind. Instruction counts do not depend on what else runs on the
-# machine, unlike time.
+# machine, unlike time. With TOGGLE set to a function pattern (e.g.
+# 'github.com/gofiber/fiber/v2.(*App).handler'), only instructions executed
+# inside that function are counted: the handler's own work, without the
+# runtime's background goroutines.
 set -euo pipefail
 bench=$1
 n=${2:-10000}
@@ -15,7 +18,7 @@ go test -c -o "$tmp/app.test" "$root/authproxy/internal/app"
 cd "$root/authproxy/internal/app"
 # Go's asynchronous preemption signals upset callgrind's signal handling.
 GODEBUG=asyncpreemptoff=1 BENCH_SYNC="$tmp/sync" BENCH_SYNC_N=$n \
-	valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
+	valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" ${TOGGLE:+--toggle-collect="$TOGGLE"} \
 	"$tmp/app.test" -test.run='^$' -test.bench="^Benchmark${bench}\$" -test.benchtime=1x >"$tmp/log" 2>&1 &
 pid=$!
 until [ -e "$tmp/sync.ready" ]; do sleep 0.2; kill -0 $pid 2>/dev/null || { cat "$tmp/log" >&2; exit 1; }; done
@@ -26,4 +29,5 @@ callgrind_control -d $pid >/dev/null 2>&1
 touch "$tmp/sync.end"
 wait $pid
 total=$(grep -h '^summary:\|^totals:' "$tmp"/cg.out.* | awk 'NR==1{print $2}')
+if [ -n "${KEEP:-}" ]; then cp "$tmp"/cg.out.* "$KEEP"/; fi
 echo "$bench: $n requests, $total instructions, $((total / n)) per request"

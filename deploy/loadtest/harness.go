@@ -54,6 +54,8 @@ type harness struct {
 	stack                    *stack // nil with -skip-stack
 	tenant                   string
 	warmUsers, manyUsers     []user
+
+	appEnv []string // authproxy's rules file and upstream keys
 }
 
 func newHarness(ctx context.Context, o options, out io.Writer) (*harness, error) {
@@ -192,6 +194,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 		return err
 	}
 	appEnv := []string{"RULES_FILE=" + rulesFile, "UPSTREAM_KEYS=bench:" + randomKey() + "," + notesKeys}
+	h.appEnv = appEnv
 	if h.proxy, err = h.start("authproxy", append(h.proxyEnv(h.proxyAddr, h.proxyAdmin, h.upstreamAddr), appEnv...), filepath.Join(h.bin, "authproxy")); err != nil {
 		return err
 	}
@@ -344,6 +347,17 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// medians.
 	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs)
 
+	// Fixed-rate load at half the bare proxy's capacity (main row): the
+	// latency each proxy adds when it is not saturated.
+	if bare := rep.find(rep.rows, "bare Fiber proxy", 0); bare != nil {
+		rate := bare.res.RPS / 2
+		rep.openLoop = append(rep.openLoop, h.openLoop(ctx, "bare Fiber proxy", h.bareAddr, rate, nil),
+			h.openLoop(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, rate, warmTokens))
+	}
+	rep.instr = h.callgrindRows(ctx, noAuth, warmReqs)
+	rep.tokens = h.measureTokenSizes(warmTokens[0])
+	rep.add(h.oauth2Proxy(ctx, warmReqs))
+
 	var reused atomic.Int64
 	cold := h.measureWith(ctx, "authproxy cold (every token new)", h.proxyAddr, c, once(coldReqs, &reused), sc)
 	cold.counters = proxyCounters(sc.before[0], sc.after[0], cold.res.Requests)
@@ -368,15 +382,15 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	rep.addTrend(h.measure(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, hc, cycle(warmReqs, hc)))
 	// Many users: one unmeasured pass fills the caches first.
 	h.logf("filling caches with %d users", len(manyReqs))
-	load{addr: h.proxyAddr, conns: c, warmup: 0, duration: time.Duration(len(manyReqs)/4000+2) * time.Second, request: once(manyReqs, new(atomic.Int64)), want: 200}.run(ctx)
+	h.fillOnce(ctx, h.proxyAddr, manyReqs)
 	m := h.measureWith(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.manyUsers)), h.proxyAddr, c, cycle(manyReqs, c), sc)
 	m.counters = proxyCounters(sc.before[0], sc.after[0], m.res.Requests)
-	m.note = "default cache sizes, after the cold row's flood of one-time tokens"
+	m.note = fmt.Sprintf("default settings (CACHE_MEMORY_MB), after the cold row's flood of one-time tokens and one pass over its %d tokens", len(manyReqs))
 	rep.addTrend(m)
 
 	// The same working set on a proxy whose caches are sized for it.
 	h.logf("filling the big-cache proxy with %d users", len(manyReqs))
-	load{addr: h.bigAddr, conns: c, warmup: 0, duration: time.Duration(len(manyReqs)/4000+2) * time.Second, request: once(manyReqs, new(atomic.Int64)), want: 200}.run(ctx)
+	h.fillOnce(ctx, h.bigAddr, manyReqs)
 	bsc := &scrapers{proxy: "http://" + h.bigAdmin + "/metrics"}
 	big := h.measureWith(ctx, fmt.Sprintf("authproxy warm (%d users, caches sized: %s)", len(h.manyUsers), strings.Join(bigCacheEnv, " ")), h.bigAddr, c, cycle(manyReqs, c), bsc)
 	big.counters = proxyCounters(bsc.before[0], bsc.after[0], big.res.Requests)

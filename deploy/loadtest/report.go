@@ -42,6 +42,9 @@ type report struct {
 	profile                string
 	gobench                string
 	paired                 []pairedRound
+	openLoop               []openLoopRow // bare, then authproxy warm
+	instr                  []instrRow    // bare, then authproxy warm
+	tokens                 tokenSizes
 }
 
 // pairedCPU returns the median CPU per request of each proxy over the
@@ -125,11 +128,23 @@ func (r *report) markdown() string {
 	w("ratios measured side by side in this one run, not absolute numbers.\n\n")
 	w("- date: %s\n- machine: %s\n- command: `%s`\n", r.date, r.machine, r.command)
 	w("- closed loop: each connection sends its next request when the previous response is read;\n")
-	w("  %s warm-up then %s measured per row; file-descriptor limit %d\n\n", r.opts.warmup, r.opts.duration, r.fdLimit)
+	w("  %s warm-up then %s measured per row; file-descriptor limit %d\n", r.opts.warmup, r.opts.duration, r.fdLimit)
+	if r.tokens.eddsa > 0 {
+		rs := "not measured"
+		if r.tokens.rs256 > 0 {
+			rs = fmt.Sprintf("%d bytes", r.tokens.rs256)
+		}
+		w("- access token size (same claims): EdDSA %d bytes (the harness's and coreapi's), RS256 (2048-bit key) %s\n", r.tokens.eddsa, rs)
+	}
+	w("\n")
 
 	w("## Throughput and latency (%d connections)\n\n", r.opts.conns)
 	w("| target | req/s | p50 | p99 | errors |\n|---|---:|---:|---:|---:|\n")
 	for _, x := range r.rows {
+		if x.res.Requests == 0 && strings.HasPrefix(x.note, "not measured") {
+			w("| %s | not measured | | | |\n", x.name)
+			continue
+		}
 		w("| %s | %.0f | %s | %s | %d |\n", x.name, x.res.RPS, ms(x.res.P50), ms(x.res.P99), x.res.Errors)
 	}
 	for _, x := range r.rows {
@@ -162,6 +177,33 @@ func (r *report) markdown() string {
 	if key := r.find(r.rows, apiKeyWarmRow, 0); key != nil && warm != nil && warm.res.RPS > 0 {
 		w("| authproxy warm API key ÷ warm JWT throughput, main rows above | %.2f | ≈ 1: a warm key costs what a warm token costs |\n", key.res.RPS/warm.res.RPS)
 	}
+	if len(r.openLoop) == 2 && r.openLoop[0].note == "" && r.openLoop[1].note == "" {
+		added := r.openLoop[1].p99 - r.openLoop[0].p99
+		w("| p99 added by authproxy, open loop at %.0f req/s (50 %% of the bare proxy's rate) | %s | ≤ 0.3 ms: %s |\n", r.openLoop[0].rate, ms(added), verdict(added <= 300*time.Microsecond))
+	}
+	if len(r.instr) == 2 && r.instr[0].perRequest > 0 && r.instr[1].perRequest > 0 {
+		ratio := r.instr[1].perRequest / r.instr[0].perRequest
+		w("| authproxy ÷ bare proxy instructions per warm request (callgrind) | %.2f× (%.1fk ÷ %.1fk) | ≤ 2×: %s |\n", ratio, r.instr[1].perRequest/1000, r.instr[0].perRequest/1000, verdict(ratio <= 2))
+	}
+	if o2 := r.find(r.rows, "oauth2-proxy", 0); o2 != nil && warm != nil {
+		if o2.res.RPS > 0 {
+			ratio := warm.res.RPS / o2.res.RPS
+			w("| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput, main rows above | %.1f× | ≥ 10×: %s |\n", ratio, verdict(ratio >= 10))
+		} else {
+			w("| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput | %s | ≥ 10× |\n", o2.note)
+		}
+	}
+	if many := r.find(r.trends, fmt.Sprintf("authproxy warm (%d users)", r.opts.manyUsers), 0); many != nil && warm != nil && warm.res.RPS > 0 {
+		ratio := many.res.RPS / warm.res.RPS
+		verif := -1.0
+		for _, c := range many.counters {
+			if strings.HasPrefix(c.label, "signature verifications") {
+				verif = c.value
+			}
+		}
+		w("| authproxy warm (%d users, default settings) ÷ warm (%d users) throughput; verifications / request | %.2f; %.4g | ≥ 0.8 and 0: %s |\n",
+			r.opts.manyUsers, r.opts.users, ratio, verif, verdict(ratio >= 0.8 && verif == 0))
+	}
 	cold := r.find(r.rows, "authproxy cold", 0)
 	if cold != nil && warm != nil && warm.res.RPS > 0 {
 		w("| authproxy cold ÷ warm throughput | %.2f | (cost of one signature verification per request) |\n", cold.res.RPS/warm.res.RPS)
@@ -182,6 +224,38 @@ func (r *report) markdown() string {
 				ratio = p.warm.RPS / p.bare.RPS
 			}
 			w("| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f |\n", i+1, p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU), p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio)
+		}
+	}
+	if len(r.openLoop) > 0 {
+		w("\nOpen loop (vegeta, fixed rate: requests leave on schedule whether or not earlier ones were answered, so\n")
+		w("latency is not capped by the generator's own waiting; %d connections at most ×4; %s warm-up, %s measured), the rate\n", r.opts.conns, r.opts.warmup, r.opts.duration)
+		w("half of the bare proxy's closed-loop rate above:\n\n| target | rate | requests | success | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, o := range r.openLoop {
+			if o.note != "" && o.requests == 0 {
+				w("| %s | %.0f/s | %s | | | | |\n", o.name, o.rate, o.note)
+				continue
+			}
+			w("| %s | %.0f/s | %d | %.4f | %s | %s | %s |\n", o.name, o.rate, o.requests, o.success, ms(o.p50), ms(o.p99), ms(o.max))
+		}
+		for _, o := range r.openLoop {
+			if o.note != "" && o.requests > 0 {
+				w("\n- %s: %s", o.name, o.note)
+			}
+		}
+		w("\n")
+	}
+	if len(r.instr) > 0 {
+		w("\nInstructions per warm request (callgrind; each proxy process started under valgrind, warmed, then %d\n", r.instr[0].requests)
+		w("sequential requests on one connection counted between `callgrind_control -z` and `-d`, less a window of\n")
+		w("the same length without requests; the upstream is another process and not counted; counts do not depend\n")
+		w("on what else the machine runs; valgrind has no SHA-NI, so SHA-256 weighs more than on the CPU):\n\n")
+		w("| target | instructions / request | idle window subtracted (per request) |\n|---|---:|---:|\n")
+		for _, x := range r.instr {
+			if x.perRequest < 0 {
+				w("| %s | %s | |\n", x.name, x.note)
+				continue
+			}
+			w("| %s | %.0f | %.0f |\n", x.name, x.perRequest, x.baselinePerRq)
 		}
 	}
 	w("\n## Per-request counters (from the services' /metrics)\n\n| row | counter | value | metric |\n|---|---|---:|---|\n")
@@ -238,8 +312,11 @@ func (r *report) markdown() string {
 	if r.gobench != "" {
 		w("\n## Go micro-benchmarks of the hot paths (`go test -bench`, same run)\n\n")
 		w("`BenchmarkWarmRequest` is a whole warm request through authproxy's handler to a loopback\n")
-		w("upstream; `BenchmarkBareForward` the same harness with a plain forwarder. Goal: a warm\n")
-		w("request allocates ≤ 2 KB/op. `BenchmarkIdentityMiddleware` is coreapi's identity check alone,\n")
+		w("upstream; `BenchmarkBareForward` the same harness with a plain forwarder. `BenchmarkHandlerNoIO`\n")
+		w("is the gate for every change of the warm path: the whole auth handler with the upstream's answer\n")
+		w("canned (the forwarded request is serialized, no sockets), `authproxy` next to `bare` (a plain\n")
+		w("HostClient through the same canned transport); its allocations are the handler's own (goal: 0).\n")
+		w("`BenchmarkIdentityMiddleware` is coreapi's identity check alone,\n")
 		w("v1 against v2 (body digest, replay check; its v2 loop also signs, which `v2-sign-only`\n")
 		w("measures alone); `BenchmarkProtectedRoute` the whole middleware stack around an empty handler.\n\n```\n%s\n```\n", r.gobench)
 	}

@@ -168,6 +168,11 @@ RETURNING user_id`
 	for _, id := range ids {
 		s.users = append(s.users, user{id: id, tenant: s.owner.tenantID, session: uuid.NewString()})
 	}
+	// Fresh planner statistics for the seeded tables, as autovacuum would
+	// have them in a running system.
+	if _, err := s.pool.Exec(ctx, "ANALYZE"); err != nil {
+		return nil, fmt.Errorf("analyze: %w", err)
+	}
 	return s, nil
 }
 

@@ -28,6 +28,7 @@ type minter struct {
 	issuer   string
 	audience string
 	ttl      time.Duration
+	alg      jwa.SignatureAlgorithm // "": EdDSA
 }
 
 func newMinter(issuer, audience string) (*minter, error) {
@@ -99,7 +100,11 @@ func (m *minter) mint(sub, tid, sid string, tv int64) (string, error) {
 	hdr := jws.NewHeaders()
 	_ = hdr.Set(jws.TypeKey, "at+jwt")
 	_ = hdr.Set(jws.KeyIDKey, m.key.KeyID())
-	b, err := jwt.Sign(tok, jwt.WithKey(jwa.EdDSA, m.key, jws.WithProtectedHeaders(hdr)))
+	alg := m.alg
+	if alg == "" {
+		alg = jwa.EdDSA
+	}
+	b, err := jwt.Sign(tok, jwt.WithKey(alg, m.key, jws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		return "", err
 	}

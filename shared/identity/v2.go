@@ -185,8 +185,14 @@ func AppendRequestTail(dst []byte, r *Request) []byte {
 	dst = append(append(dst, r.ClientIP...), '\n')
 	dst = append(append(dst, r.Method...), '\n')
 	dst = append(append(dst, r.PathQuery...), '\n')
+	if r.BodySHA256 == EmptyBodySHA256 { // most requests: no body
+		return append(dst, emptyBodyHex...)
+	}
 	return hex.AppendEncode(dst, r.BodySHA256[:])
 }
+
+// emptyBodyHex is the hex SHA-256 of an empty body.
+var emptyBodyHex = hex.EncodeToString(EmptyBodySHA256[:])
 
 // AppendCanonicalV2 appends the whole v2 canonical string.
 func AppendCanonicalV2(dst []byte, keyID string, id *Identity, r *Request) []byte {

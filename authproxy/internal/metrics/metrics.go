@@ -184,12 +184,12 @@ func (m *Metrics) CacheSize(name string, entryCost int64, maxCost, remaining fun
 	used := func() float64 { return float64(max(maxCost()-remaining(), 0)) }
 	for _, g := range []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_cache_entries", ConstLabels: l,
-			Help: "Entries held, by cache (the token cache's include remembered refusals)."},
+			Help: "Entries held, by cache (token_negative: remembered refusals)."},
 			func() float64 { return used() / float64(entryCost) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_cache_cost_bytes", ConstLabels: l,
 			Help: "Bytes charged for the entries held (measured cost per entry), by cache."}, used),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_cache_budget_bytes", ConstLabels: l,
-			Help: "Bytes the cache may hold (its share of CACHE_MEMORY_MB), by cache."},
+			Help: "Bytes the cache may hold (its share of CACHE_MEMORY_MB; token_negative's is on top), by cache."},
 			func() float64 { return float64(maxCost()) }),
 	} {
 		_ = m.Registry.Register(g) // an AlreadyRegisteredError: a later cache of the name

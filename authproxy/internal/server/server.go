@@ -263,7 +263,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 // records the request in the metrics and the access log.
 func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Set last: forwarding replaces the whole response.
-	c.Response().Header.SetBytesV(requestid.Header, st.reqID)
+	c.Response().Header.SetCanonical(requestIDKey, st.reqID)
 	if s.o.CORS != nil {
 		s.corsHeaders(c)
 	}
@@ -479,7 +479,7 @@ func (s *Server) forwardAnonymous(c *fiber.Ctx, st *state, rt *Router, route *ru
 func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route, raw []byte, haveD bool) (*tokens.Entry, error) {
 	d := &st.digest // in the pooled state: a local would escape
 	if haveD {
-		*d = tokens.Digest(raw)
+		tokens.DigestTo(d, raw)
 		te, hit, err := s.d.Verifier.Cached(d, st.start)
 		if hit {
 			if err != nil {
@@ -505,7 +505,7 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 		return nil, errInvalidToken
 	}
 	if !haveD || len(tok) != len(raw) || unsafe.SliceData(tok) != unsafe.SliceData(raw) {
-		*d = tokens.Digest(tok)
+		tokens.DigestTo(d, tok)
 	}
 	te, err := s.d.Verifier.VerifyEntry(c.Context(), tok, d)
 	if err != nil {
@@ -551,7 +551,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		st.uri = append(st.uri, '?')
 		st.uri = append(st.uri, q...)
 	}
-	req.SetRequestURIBytes(st.uri)
+	setRequestURI(req, st.uri)
 	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
 		h.SetHost(hc.Addr)
 	}
@@ -560,7 +560,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	// headers in): used as it is, not re-normalized on each call.
 	renorm := !h.DisableNormalizing()
 	s.setForwarded(c, st)
-	h.SetBytesV(requestid.Header, st.reqID)
+	h.SetCanonical(requestIDKey, st.reqID)
 	st.ip = s.clientIP(c, st, st.ip[:0])
 	if st.authAt.IsZero() {
 		st.authAt = s.d.Now()
@@ -620,6 +620,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		h.EnableNormalizing()
 	}
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
+		req.SetRequestURIBytes(st.uri) // the streams write the header's request line
 		return s.stream(c, st, route, hc.Addr, cl)
 	}
 	resp := c.Response()

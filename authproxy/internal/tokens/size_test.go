@@ -3,12 +3,12 @@ package tokens
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 )
 
@@ -38,10 +38,9 @@ func TestEntryBytesMeasured(t *testing.T) {
 		toks[i] = []byte(testenv.Sign(t, f.key, c, nil))
 	}
 	opt := f.v.opt
-	opt.CacheSize = n + n/10
-	// Measured from before the cache exists: its admission sketch
-	// (NumCounters, 10 per entry of CacheSize) and its front table are
-	// part of an entry's cost.
+	opt.CacheSize = n + n/4 // room in every shard
+	// Measured from before the cache exists: its maps, rings and front
+	// table are part of an entry's cost.
 	before := liveHeap()
 	v, err := New(opt, f.v.keys, f.m)
 	if err != nil {
@@ -53,17 +52,16 @@ func TestEntryBytesMeasured(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	v.cache.Wait()
 	after := liveHeap()
 	held := 0
 	for _, tok := range toks {
-		d := sha256.Sum256(tok)
-		if e, ok := v.cache.Get(binary.LittleEndian.Uint64(d[:8])); ok && e.digest == d {
+		d := Digest(tok)
+		if v.cache.get(&d) != nil {
 			held++
 		}
 	}
-	if held < n*9/10 {
-		t.Fatalf("the cache admitted %d of %d entries; the measurement would be off", held, n)
+	if held != n {
+		t.Fatalf("the cache holds %d of %d entries; the measurement would be off", held, n)
 	}
 	per := float64(after-before) / float64(held)
 	t.Logf("a cached token costs %.0f bytes (EntryBytes %d)", per, EntryBytes)
@@ -76,6 +74,12 @@ func TestEntryBytesMeasured(t *testing.T) {
 // gauge reads a gauge of the token cache from the registry.
 func gauge(t *testing.T, f *fixture, name string) float64 {
 	t.Helper()
+	return gaugeOf(t, f, name, "token")
+}
+
+// gaugeOf reads a gauge of the named cache from the registry.
+func gaugeOf(t *testing.T, f *fixture, name, cache string) float64 {
+	t.Helper()
 	mfs, err := f.m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -86,13 +90,13 @@ func gauge(t *testing.T, f *fixture, name string) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "cache" && l.GetValue() == "token" {
+				if l.GetName() == "cache" && l.GetValue() == cache {
 					return m.GetGauge().GetValue()
 				}
 			}
 		}
 	}
-	t.Fatalf("%s{cache=\"token\"} not exported", name)
+	t.Fatalf("%s{cache=%q} not exported", name, cache)
 	return 0
 }
 
@@ -115,8 +119,44 @@ func TestCacheSizeMetrics(t *testing.T) {
 	if got := gauge(t, f, "authproxy_cache_cost_bytes"); got != 3*EntryBytes {
 		t.Fatalf("cost = %v, want %d", got, 3*EntryBytes)
 	}
+	// Refusals are counted apart, against their own (smaller) budget.
+	if _, err := f.v.Verify(context.Background(), []byte("x.y.z")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+	if got := gaugeOf(t, f, "authproxy_cache_entries", "token_negative"); got != 1 {
+		t.Fatalf("remembered refusals = %v, want 1", got)
+	}
+	if got := gauge(t, f, "authproxy_cache_entries"); got != 3 {
+		t.Fatalf("token entries after a refusal = %v, want 3", got)
+	}
+	if got, want := gaugeOf(t, f, "authproxy_cache_budget_bytes", "token_negative"), float64(f.v.negs.capacity()*NegativeEntryBytes); got != want {
+		t.Fatalf("refusals' budget = %v, want %v", got, want)
+	}
 	f.v.purge()
 	if got := gauge(t, f, "authproxy_cache_entries"); got != 0 {
 		t.Fatalf("entries after Purge = %v", got)
 	}
+}
+
+// NegativeEntryBytes is what a remembered refusal really costs in its
+// store.
+func TestNegativeEntryBytesMeasured(t *testing.T) {
+	const n = 20_000
+	before := liveHeap()
+	s := newStore(n+n/4, prometheus.NewCounter(prometheus.CounterOpts{Name: "ev"}))
+	now := time.Now()
+	for i := range n {
+		d := sha256.Sum256([]byte(fmt.Sprint("refused ", i)))
+		s.put(&Entry{digest: d, err: ErrSignature, expires: now.Add(time.Minute).UnixNano()}, now.UnixNano())
+	}
+	after := liveHeap()
+	if s.len() != n {
+		t.Fatalf("the store holds %d of %d entries; the measurement would be off", s.len(), n)
+	}
+	per := float64(after-before) / n
+	t.Logf("a remembered refusal costs %.0f bytes (NegativeEntryBytes %d)", per, NegativeEntryBytes)
+	if per < NegativeEntryBytes*0.7 || per > NegativeEntryBytes*1.3 {
+		t.Fatalf("measured %.0f bytes per entry, NegativeEntryBytes is %d: set it to the measurement", per, NegativeEntryBytes)
+	}
+	runtime.KeepAlive(s)
 }

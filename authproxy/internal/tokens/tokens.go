@@ -1,9 +1,12 @@
 // Package tokens verifies access tokens once and remembers the result.
 //
-// A verified token is cached (ristretto) under the first 8 bytes of its
-// SHA-256 digest, and the entry holds the full 32-byte digest, compared on
-// every hit, so a 64-bit collision can never hand one token another's
-// claims. exp and nbf are re-checked on every hit, and so is the key: a
+// A verified token is cached under 64 bits of its digest (a keyed digest,
+// see Digest), and the entry holds the full 32-byte digest, compared on
+// every hit, so a 64-bit
+// collision can never hand one token another's claims. The cache keeps
+// every verified token it is given (no admission policy) and makes room by
+// CLOCK eviction (see store); remembered refusals are held apart, in a
+// smaller store, so refused tokens never push out valid ones. exp and nbf are re-checked on every hit, and so is the key: a
 // token whose key left the key set is verified again (and fails). Bad
 // tokens are remembered briefly (negative cache). Concurrent first sightings
 // of one token share a single verification (singleflight).
@@ -23,14 +26,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/ristretto/v2"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/jwks"
@@ -113,8 +114,10 @@ type Entry struct {
 	expires int64 // unix nanos: the end of its time in the cache
 	// Kid is the signing key the claims were verified with ("" for a
 	// negative entry).
-	Kid string
-	aux atomic.Value
+	Kid  string
+	aux  atomic.Value
+	ref  atomic.Uint32 // CLOCK mark: hit since the hand last passed
+	slot int32         // in its store shard's ring
 }
 
 // Claims are the entry's verified claims.
@@ -136,7 +139,7 @@ func NewEntry(c *Claims) *Entry { return &Entry{claims: c, expires: math.MaxInt6
 // the entry, its claims and their strings, and the cache's bookkeeping for
 // it; state a caller attaches (SetAux) is on top. It is measured by
 // TestEntryBytesMeasured, which fails when the real cost drifts from it.
-const EntryBytes = 680
+const EntryBytes = 510
 
 // hotMax bounds the front table (pointers, 8 bytes a slot).
 const hotMax = 1 << 16
@@ -146,14 +149,15 @@ type Verifier struct {
 	opt   Options
 	algs  map[string]bool
 	keys  KeySource
-	cache *ristretto.Cache[uint64, *Entry]
+	cache *store // verified tokens
+	negs  *store // remembered refusals
 	// hot is a direct-mapped table in front of the cache, indexed by
-	// digest bits: a hit there costs one atomic load and no admission
-	// policy work. A slot holds the entry of a verified token, put there
-	// when it was verified or found in the cache (it may since have been
-	// evicted from the cache, or never admitted); every hit checks it as a
-	// cache hit is checked, and Purge empties the table. Its at most
-	// hotMax entries beyond the cache's are in the measured RSS.
+	// digest bits: a hit there costs one atomic load and no lock. A slot
+	// holds the entry of a verified token, put there when it was verified
+	// or found in the cache (it may since have been evicted from the
+	// cache); every hit checks it as a cache hit is checked, and Purge
+	// empties the table. Its at most hotMax entries beyond the cache's are
+	// in the measured RSS.
 	hot  []atomic.Pointer[Entry]
 	mask uint64
 	sf   singleflight.Group
@@ -183,27 +187,29 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 		n <<= 1
 	}
 	v.hot, v.mask = make([]atomic.Pointer[Entry], n), n-1
-	c, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
-		NumCounters:        10 * opt.CacheSize,
-		MaxCost:            opt.CacheSize * opt.EntryCost,
-		BufferItems:        64,
-		IgnoreInternalCost: true,
-		OnEvict:            func(*ristretto.Item[*Entry]) { v.pos.Evictions.Inc() },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("token cache: %w", err)
-	}
-	v.cache = c
-	m.CacheSize(metrics.CacheToken, opt.EntryCost, c.MaxCost, c.RemainingCost)
+	v.cache = newStore(opt.CacheSize, v.pos.Evictions)
+	v.negs = newStore(max(opt.CacheSize/NegativeShare, storeShards), v.neg.Evictions)
+	maxCost := func() int64 { return v.cache.capacity() * opt.EntryCost }
+	m.CacheSize(metrics.CacheToken, opt.EntryCost, maxCost, func() int64 { return maxCost() - v.cache.len()*opt.EntryCost })
+	negMax := func() int64 { return v.negs.capacity() * NegativeEntryBytes }
+	m.CacheSize(metrics.CacheNegative, NegativeEntryBytes, negMax, func() int64 { return negMax() - v.negs.len()*NegativeEntryBytes })
 	return v, nil
 }
 
-// Close stops the cache's goroutines.
-func (v *Verifier) Close() { v.cache.Close() }
+// NegativeShare sizes the store of remembered refusals: it holds at most
+// 1/NegativeShare as many entries as the cache of verified tokens (at
+// NegativeEntryBytes each, a few percent of the budget).
+const NegativeShare = 16
 
-// Digest is the cache's name of a token: its SHA-256. The cache never
-// holds the token itself.
-func Digest(token []byte) [sha256.Size]byte { return sha256.Sum256(token) }
+// NegativeEntryBytes is the heap a remembered refusal costs (the entry and
+// its store bookkeeping; no claims), measured by TestEntryBytesMeasured.
+const NegativeEntryBytes = 155
+
+// Close releases the caches.
+func (v *Verifier) Close() {
+	v.cache.clear()
+	v.negs.clear()
+}
 
 // Cached looks up the token with digest d at time now. hit is false when
 // the token must be verified (VerifyEntry); otherwise it returns the
@@ -213,12 +219,12 @@ func Digest(token []byte) [sha256.Size]byte { return sha256.Sum256(token) }
 // digest is compared), so a caller may skip its syntax checks on a hit.
 func (v *Verifier) Cached(d *[sha256.Size]byte, now time.Time) (e *Entry, hit bool, err error) {
 	slot := &v.hot[binary.LittleEndian.Uint64(d[8:16])&v.mask]
-	if e = slot.Load(); e == nil || e.digest != *d {
-		var ok bool
-		if e, ok = v.cache.Get(binary.LittleEndian.Uint64(d[:8])); !ok || e.digest != *d {
-			return nil, false, nil
-		}
+	if e = slot.Load(); e != nil && e.digest == *d {
+		e.touch()
+	} else if e = v.cache.get(d); e != nil {
 		slot.Store(e)
+	} else if e = v.negs.get(d); e == nil {
+		return nil, false, nil
 	}
 	live := now.UnixNano() < e.expires
 	if e.claims == nil {
@@ -248,7 +254,7 @@ func (v *Verifier) Verify(ctx context.Context, token []byte) (*Claims, error) {
 	if len(token) > v.opt.MaxTokenBytes {
 		return nil, ErrTooLarge
 	}
-	d := sha256.Sum256(token)
+	d := Digest(token)
 	e, hit, err := v.Cached(&d, v.opt.Now())
 	if !hit {
 		e, err = v.VerifyEntry(ctx, token, &d)
@@ -267,7 +273,6 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 		return nil, ErrTooLarge
 	}
 	v.pos.Misses.Inc()
-	k := binary.LittleEndian.Uint64(d[:8])
 	res, err, _ := v.sf.Do(string(d[:]), func() (any, error) {
 		c, err := v.verify(ctx, token)
 		now := v.opt.Now()
@@ -276,7 +281,7 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 			ttl := min(time.Unix(c.Exp, 0).Add(v.opt.Leeway).Sub(now), v.opt.MaxTTL)
 			e := &Entry{digest: *d, claims: c, expires: now.Add(ttl).UnixNano(), Kid: c.Key.Kid}
 			if ttl > 0 {
-				v.remember(k, e, ttl)
+				v.remember(e, now)
 			}
 			return e, nil
 		case errors.Is(err, ErrKeysUnavailable), errors.Is(err, ErrKid):
@@ -287,7 +292,7 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 			// Not put in the front table: refused tokens must not push
 			// out the entries of valid ones there.
 			if v.opt.NegativeTTL > 0 {
-				v.cache.SetWithTTL(k, &Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}, v.opt.EntryCost, v.opt.NegativeTTL)
+				v.negs.put(&Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}, now.UnixNano())
 			}
 		}
 		return nil, err
@@ -298,13 +303,10 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 	return res.(*Entry), nil
 }
 
-// remember caches the entry e of a verified token under k and puts it in
-// its front-table slot. The cache
-// admits it asynchronously (or not at all, when its policy prefers what it
-// holds); nothing waits for that: the slot serves the next request for the
-// token at once, and every hit re-checks the entry's own expiry.
-func (v *Verifier) remember(k uint64, e *Entry, ttl time.Duration) {
-	v.cache.SetWithTTL(k, e, v.opt.EntryCost, ttl)
+// remember caches the entry e of a verified token and puts it in its
+// front-table slot; every hit re-checks the entry's own expiry.
+func (v *Verifier) remember(e *Entry, now time.Time) {
+	v.cache.put(e, now.UnixNano())
 	v.hot[binary.LittleEndian.Uint64(e.digest[8:16])&v.mask].Store(e)
 }
 

@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -71,15 +70,14 @@ func TestCacheHitComparesFullDigest(t *testing.T) {
 	// Plant the victim's claims under the index of an attacker's token,
 	// as a 64-bit collision would.
 	attacker := []byte("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
-	d := sha256.Sum256(attacker)
-	k := binary.LittleEndian.Uint64(d[:8])
-	vd := sha256.Sum256(victim)
+	d := Digest(attacker)
+	vd := Digest(victim)
 	planted := &Entry{digest: vd, claims: c, expires: time.Now().Add(time.Hour).UnixNano()}
-	f.v.cache.Set(k, planted, 1)
-	f.v.cache.Wait()
-	if got, ok := f.v.cache.Get(k); !ok || got.claims != c {
-		t.Fatal("planted entry not in cache; the test would prove nothing")
-	}
+	shard, k := storeKey(&d)
+	sh := &f.v.cache.shards[shard]
+	sh.mu.Lock()
+	sh.m[k] = planted
+	sh.mu.Unlock()
 	if got, err := f.v.Verify(context.Background(), attacker); err == nil {
 		t.Fatalf("colliding token accepted as %q", got.Sub)
 	}
@@ -133,12 +131,14 @@ func TestNegativeCache(t *testing.T) {
 	if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
 		t.Fatalf("Verify(bad) = %v, want ErrSignature", err)
 	}
-	// The refusal is admitted to the cache asynchronously.
-	bd := sha256.Sum256(bad)
-	testenv.Eventually(t, "the refusal in the cache", func() bool {
-		e, ok := f.v.cache.Get(binary.LittleEndian.Uint64(bd[:8]))
-		return ok && e.digest == bd
-	})
+	// The refusal is remembered apart from verified tokens.
+	bd := Digest(bad)
+	if e := f.v.negs.get(&bd); e == nil || !errors.Is(e.err, ErrSignature) {
+		t.Fatalf("the refusal is not remembered: %+v", e)
+	}
+	if f.v.cache.get(&bd) != nil {
+		t.Fatal("a refusal is in the store of verified tokens")
+	}
 	n := f.verifications()
 	for range 5 {
 		if _, err := f.v.Verify(context.Background(), bad); !errors.Is(err, ErrSignature) {
@@ -225,7 +225,6 @@ func BenchmarkColdVerify(b *testing.B) {
 		if i%n == 0 && i > 0 {
 			b.StopTimer()
 			f.v.purge()
-			f.v.cache.Wait()
 			b.StartTimer()
 		}
 		if _, err := f.v.Verify(context.Background(), toks[i%n]); err != nil {
@@ -259,7 +258,8 @@ func TestClaimsDoNotAliasInput(t *testing.T) {
 
 // purge drops every cached outcome, so a test or benchmark starts cold.
 func (v *Verifier) purge() {
-	v.cache.Clear()
+	v.cache.clear()
+	v.negs.clear()
 	for i := range v.hot {
 		v.hot[i].Store(nil)
 	}
@@ -275,7 +275,7 @@ func TestVerifiedTokenHitsAtOnce(t *testing.T) {
 		if _, err := f.v.Verify(context.Background(), tok); err != nil {
 			t.Fatal(err)
 		}
-		d := sha256.Sum256(tok)
+		d := Digest(tok)
 		if e, hit, err := f.v.Cached(&d, time.Now()); !hit || err != nil || e.Claims().Sub != "u"+strconv.Itoa(i) {
 			t.Fatalf("token %d right after its verification: hit %v, err %v", i, hit, err)
 		}

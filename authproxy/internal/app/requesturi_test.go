@@ -1,0 +1,38 @@
+package app
+
+import (
+	"testing"
+)
+
+// The request line reaches the upstream exactly as signed, whether the
+// proxy keeps the client's (origin form, nothing to normalize) or writes
+// its own (absolute form, which may carry a host and userinfo of its own);
+// the Host header stays the client's, and userinfo never becomes an
+// Authorization header upstream.
+func TestForwardedRequestLine(t *testing.T) {
+	e := start(t, envOpt{})
+	for _, tc := range []struct {
+		name, line, host, wantURI string
+	}{
+		{"origin form kept", "/api/v1/users/me?a=%41&b=c+d&", "Proxy.Example:8080", "/api/v1/users/me?a=%41&b=c+d&"},
+		{"origin form normalized", "/api/v1/./users//me?a=1", "x", "/api/v1/users/me?a=1"},
+		{"absolute form", "http://user:pw@Other.Example/api/v1/users/me?a=1", "x", "/api/v1/users/me?a=1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			r := e.raw("GET " + tc.line + " HTTP/1.1\r\nHost: " + tc.host + "\r\nAuthorization: Bearer " + e.token(nil) + "\r\nConnection: close\r\n\r\n")
+			e.wantStatus(r, 200)
+			got := e.wantSigned()
+			if got.URI != tc.wantURI {
+				t.Fatalf("forwarded URI = %q, want %q", got.URI, tc.wantURI)
+			}
+			if h := got.Headers["Host"]; len(h) != 1 || h[0] != tc.host {
+				t.Fatalf("forwarded Host = %q, want %q", h, tc.host)
+			}
+			if a := got.Headers["Authorization"]; len(a) != 0 {
+				t.Fatalf("Authorization forwarded: %q", a)
+			}
+		})
+	}
+}

@@ -1,0 +1,32 @@
+package server
+
+import (
+	"bytes"
+
+	"github.com/tollgate-auth/tollgate/shared/requestid"
+	"github.com/valyala/fasthttp"
+)
+
+// requestIDKey is the request id header's name in canonical form
+// (TestForwardHeaderNamesCanonical), written without re-normalizing it.
+var requestIDKey = []byte(requestid.Header)
+
+// setRequestURI makes the request line req is forwarded with uri (the
+// normalized path and the query, exactly as signed). When the client sent
+// an origin-form request line from which the parsed URI already rebuilds
+// those very bytes (the path needed no normalization), it is left as it
+// is: the forwarding client then writes it from the parsed URI instead of
+// parsing a new one. The Host header is kept as the client sent it either
+// way (UseHostHeader), and an absolute-form request line (which may carry
+// a host or userinfo of its own) is always replaced.
+func setRequestURI(req *fasthttp.Request, uri []byte) {
+	req.UseHostHeader = true
+	if raw := req.Header.RequestURI(); len(raw) > 0 && raw[0] == '/' {
+		u := req.URI()
+		u.DisablePathNormalizing = true // as the forwarding client sends it
+		if bytes.Equal(u.RequestURI(), uri) {
+			return
+		}
+	}
+	req.SetRequestURIBytes(uri)
+}

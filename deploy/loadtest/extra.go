@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"github.com/valyala/fasthttp"
+)
+
+// oauth2ProxyModule is the peer measured in JWT bearer mode, built from
+// the Go module proxy.
+const oauth2ProxyModule = "github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6"
+
+// instrRow is the callgrind count of one proxy process over a fixed number
+// of warm requests, less a window of the same length without requests.
+type instrRow struct {
+	name          string
+	requests      int
+	perRequest    float64 // instructions per request; <0: not measured
+	baselinePerRq float64 // the idle window's instructions ÷ requests (subtracted)
+	note          string  // why not measured
+}
+
+// openLoopRow is one fixed-rate (open-loop) run of vegeta.
+type openLoopRow struct {
+	name          string
+	rate          float64
+	requests      uint64
+	success       float64
+	p50, p99, max time.Duration
+	note          string
+}
+
+// tokenSizes are the lengths of one access token signed each way, same claims.
+type tokenSizes struct{ eddsa, rs256 int }
+
+// fillOnce sends every request of reqs once (64 connections), in rounds
+// until all were sent, however slow the proxy is: a row measured after it
+// sees only tokens the proxy has verified.
+func (h *harness) fillOnce(ctx context.Context, addr string, reqs [][]byte) {
+	var next atomic.Int64
+	n := int64(len(reqs))
+	req := func(w, i int) []byte {
+		k := next.Add(1) - 1
+		return reqs[k%n]
+	}
+	for next.Load() < n && ctx.Err() == nil {
+		load{addr: addr, conns: h.o.conns, duration: 5 * time.Second, request: req, want: 200}.run(ctx)
+	}
+}
+
+// measureTokenSizes signs the first warm user's claims with an RSA 2048
+// key (RS256) beside the harness's EdDSA token.
+func (h *harness) measureTokenSizes(eddsaToken string) tokenSizes {
+	ts := tokenSizes{eddsa: len(eddsaToken), rs256: -1}
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return ts
+	}
+	k, err := jwk.FromRaw(priv)
+	if err != nil {
+		return ts
+	}
+	_ = k.Set(jwk.KeyIDKey, "bench-rs256-"+randHex(4))
+	rs := &minter{key: k, issuer: h.minter.issuer, audience: h.minter.audience, ttl: h.minter.ttl, alg: jwa.RS256}
+	u := h.warmUsers[0]
+	if t, err := rs.mint(u.id, u.tenant, u.session, 0); err == nil {
+		ts.rs256 = len(t)
+	}
+	return ts
+}
+
+// openLoop sends GETs of benchURI at a fixed rate with vegeta (requests are
+// sent on schedule whether or not earlier ones were answered), cycling
+// over tokens ("" for none), and reports the latency percentiles.
+func (h *harness) openLoop(ctx context.Context, name, addr string, rate float64, tokens []string) openLoopRow {
+	r := openLoopRow{name: name, rate: rate}
+	if rate <= 0 {
+		r.note = "not measured: no capacity figure for the bare proxy"
+		return r
+	}
+	var i atomic.Uint64
+	url := "http://" + addr + benchURI
+	tr := func(t *vegeta.Target) error {
+		t.Method, t.URL = http.MethodGet, url
+		t.Header = http.Header{}
+		if len(tokens) > 0 {
+			t.Header.Set("Authorization", "Bearer "+tokens[i.Add(1)%uint64(len(tokens))])
+		}
+		return nil
+	}
+	// One client for the warm-up and the measured attack (an attacker
+	// serves one attack), so the measured one starts on open connections.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: h.o.conns, MaxConnsPerHost: h.o.conns * 4, IdleConnTimeout: time.Minute}}
+	attacker := func() *vegeta.Attacker {
+		return vegeta.NewAttacker(vegeta.Client(client), vegeta.Workers(uint64(h.o.conns)), vegeta.MaxWorkers(uint64(h.o.conns*4)))
+	}
+	h.logf("open loop %-40s %.0f req/s ...", name, rate)
+	pace := vegeta.Rate{Freq: int(rate), Per: time.Second}
+	// Warm-up at the same rate, not recorded.
+	for range attacker().Attack(tr, pace, h.o.warmup, name+" warm-up") {
+	}
+	atk := attacker()
+	var m vegeta.Metrics
+	for res := range atk.Attack(tr, pace, h.o.duration, name) {
+		if ctx.Err() != nil {
+			atk.Stop()
+		}
+		m.Add(res)
+	}
+	m.Close()
+	r.requests, r.success = m.Requests, m.Success
+	r.p50, r.p99, r.max = m.Latencies.P50, m.Latencies.P99, m.Latencies.Max
+	if len(m.Errors) > 0 {
+		r.note = "first error: " + m.Errors[0]
+	}
+	h.logf("open loop %-40s %.0f req/s: p50 %v p99 %v max %v success %.4f", name, rate, r.p50, r.p99, r.max, r.success)
+	return r
+}
+
+// oauth2Proxy builds (or finds, OAUTH2_PROXY_BIN) oauth2-proxy, starts it in
+// JWT bearer mode in front of the synthetic upstream, verifying the
+// harness's tokens against the upstream's JWKS, and measures it with the
+// warm tokens. A row that cannot be measured says why.
+func (h *harness) oauth2Proxy(ctx context.Context, warmReqs [][]byte) row {
+	name := fmt.Sprintf("oauth2-proxy v7.15.6, JWT bearer (%d users)", len(h.warmUsers))
+	fail := func(why string) row {
+		h.logf("%s: %s", name, why)
+		return row{name: name, conns: h.o.conns, note: "not measured: " + why}
+	}
+	bin := os.Getenv("OAUTH2_PROXY_BIN")
+	if bin == "" {
+		bin = filepath.Join(h.bin, "oauth2-proxy")
+		h.logf("building %s", oauth2ProxyModule)
+		cmd := exec.CommandContext(ctx, "go", "install", oauth2ProxyModule)
+		cmd.Env = append(os.Environ(), "GOBIN="+h.bin, "GOFLAGS=-mod=mod")
+		cmd.Dir = h.work
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fail(fmt.Sprintf("go install %s failed (%v): %s", oauth2ProxyModule, err, truncate(out, 300)))
+		}
+	}
+	addr := freeAddr()
+	secret := randHex(16) // 32 bytes: an AES-256 cookie key
+	args := []string{
+		"--http-address=" + addr,
+		"--upstream=http://" + h.upstreamAddr + "/",
+		"--provider=oidc",
+		"--oidc-issuer-url=" + issuer,
+		"--skip-oidc-discovery",
+		"--oidc-jwks-url=http://" + h.upstreamAddr + "/.well-known/jwks.json",
+		"--login-url=" + issuer + "/login",
+		"--redeem-url=" + issuer + "/token",
+		"--client-id=" + audience,
+		"--client-secret=unused",
+		"--cookie-secret=" + secret,
+		"--cookie-secure=false",
+		"--email-domain=*",
+		"--oidc-email-claim=sub",
+		"--oidc-enabled-signing-alg=EdDSA",
+		"--insecure-oidc-allow-unverified-email",
+		"--skip-jwt-bearer-tokens",
+		"--bearer-token-login-fallback=false",
+		"--request-logging=false",
+		"--auth-logging=false",
+		"--standard-logging=false",
+	}
+	p, err := h.start("oauth2-proxy", nil, bin, args...)
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer p.stop()
+	if err := waitHTTP(ctx, "http://"+addr+"/ping", 30*time.Second); err != nil {
+		return fail(fmt.Sprintf("%v (log: %s)", err, p.log.Name()))
+	}
+	// One request first: a refusal here is a configuration problem, not load.
+	status, body, err := fasthttp.GetTimeout(nil, "http://"+addr+benchURI, 5*time.Second)
+	if err == nil && status == 200 {
+		return fail("answered 200 without a token")
+	}
+	if st := firstStatus(addr, warmReqs[0]); st != 200 {
+		return fail(fmt.Sprintf("a warm token was answered %d (without a token: %d %s; log: %s)", st, status, truncate(body, 100), p.log.Name()))
+	}
+	return h.measure(ctx, name, addr, h.o.conns, cycle(warmReqs, h.o.conns))
+}
+
+// firstStatus sends one raw request and returns the status (0 on error).
+func firstStatus(addr string, raw []byte) int {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(raw); err != nil {
+		return 0
+	}
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(c)); err != nil {
+		return 0
+	}
+	return resp.StatusCode()
+}
+
+// callgrindRows counts the instructions each proxy process executes per
+// warm request: the bare proxy and an authproxy configured like the main
+// one, each started under callgrind, warmed, then n requests sent one
+// after another on one connection between a zeroing and a dump of the
+// counters; a window of the same length without requests is counted the
+// same way and subtracted (timers, GC, the NATS client). Counts do not
+// depend on what else the machine runs.
+func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) []instrRow {
+	n := 2000
+	if h.o.duration < 5*time.Second { // -quick
+		n = 300
+	}
+	names := []string{"bare Fiber proxy", fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers))}
+	if _, err := exec.LookPath("valgrind"); err != nil {
+		return []instrRow{{name: names[0], perRequest: -1, note: "not measured: valgrind missing"}, {name: names[1], perRequest: -1, note: "not measured: valgrind missing"}}
+	}
+	if _, err := exec.LookPath("callgrind_control"); err != nil {
+		return []instrRow{{name: names[0], perRequest: -1, note: "not measured: callgrind_control missing"}, {name: names[1], perRequest: -1, note: "not measured: callgrind_control missing"}}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	bareAddr, proxyAddr, proxyAdmin := freeAddr(), freeAddr(), freeAddr()
+	targets := []struct {
+		name, addr, ready, gc string
+		env                   []string
+		bin                   string
+		args                  []string
+		reqs                  [][]byte
+	}{
+		{names[0], bareAddr, "http://" + bareAddr + benchURI, "", nil, self, []string{"-serve", "bare", "-addr", bareAddr, "-upstream", h.upstreamAddr}, noAuth},
+		{names[1], proxyAddr, "http://" + proxyAdmin + "/readyz", "http://" + proxyAdmin + "/debug/pprof/heap?gc=1", append(h.proxyEnv(proxyAddr, proxyAdmin, h.upstreamAddr), h.appEnv...),
+			filepath.Join(h.bin, "authproxy"), nil, warmReqs},
+	}
+	var out []instrRow
+	for _, t := range targets {
+		r := instrRow{name: t.name, requests: n, perRequest: -1}
+		per, base, err := h.callgrindOne(ctx, t.name, t.addr, t.ready, t.gc, t.env, t.bin, t.args, t.reqs, n)
+		if err != nil {
+			r.note = "not measured: " + err.Error()
+		} else {
+			r.perRequest, r.baselinePerRq = per, base
+		}
+		h.logf("callgrind %-40s %.0f instructions/request (idle window %.0f subtracted) %s", t.name, r.perRequest, r.baselinePerRq, r.note)
+		out = append(out, r)
+	}
+	return out
+}
+
+func (h *harness) callgrindOne(ctx context.Context, name, addr, ready, gcURL string, env []string, bin string, args []string, reqs [][]byte, n int) (per, base float64, err error) {
+	tag := strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(name)
+	outPrefix := filepath.Join(h.work, "callgrind."+tag)
+	vargs := append([]string{"--tool=callgrind", "--callgrind-out-file=" + outPrefix + ".%p", bin}, args...)
+	// Go's asynchronous preemption signals upset callgrind.
+	p, err := h.start("callgrind-"+tag, append(env, "GODEBUG=asyncpreemptoff=1"), "valgrind", vargs...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.stop()
+	if err := waitHTTP(ctx, ready, 180*time.Second); err != nil {
+		return 0, 0, err
+	}
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	var resp fasthttp.Response
+	send := func(raw []byte) error {
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Write(raw); err != nil {
+			return err
+		}
+		resp.Reset()
+		if err := resp.Read(br); err != nil {
+			return err
+		}
+		if resp.StatusCode() != 200 {
+			return fmt.Errorf("status %d: %s", resp.StatusCode(), truncate(resp.Body(), 100))
+		}
+		return nil
+	}
+	// Warm-up: every token once (verified and cached), then once more.
+	for i := range 2 * len(reqs) {
+		if err := send(reqs[i%len(reqs)]); err != nil {
+			return 0, 0, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	pid := strconv.Itoa(p.pid())
+	control := func(flag string) error {
+		out, err := exec.CommandContext(ctx, "callgrind_control", flag, pid).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("callgrind_control %s: %v: %s", flag, err, truncate(out, 200))
+		}
+		return nil
+	}
+	window := func(work func() error) (float64, time.Duration, error) {
+		if gcURL != "" { // a collection now rather than inside the window (authproxy's pprof endpoint)
+			_, _, _ = fasthttp.GetTimeout(nil, gcURL, 60*time.Second)
+		}
+		if err := control("-z"); err != nil {
+			return 0, 0, err
+		}
+		t0 := time.Now()
+		if err := work(); err != nil {
+			return 0, 0, err
+		}
+		d := time.Since(t0)
+		if err := control("-d"); err != nil {
+			return 0, 0, err
+		}
+		v, err := lastDumpTotal(outPrefix + "." + pid)
+		return v, d, err
+	}
+	total, d, err := window(func() error {
+		for i := range n {
+			if err := send(reqs[i%len(reqs)]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	idle, _, err := window(func() error {
+		select {
+		case <-time.After(d):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return (total - idle) / float64(n), idle / float64(n), nil
+}
+
+// lastDumpTotal reads the event total of the newest dump of a callgrind
+// output (prefix.1, prefix.2, ...: one file per dump).
+func lastDumpTotal(prefix string) (float64, error) {
+	files, _ := filepath.Glob(prefix + ".*")
+	best, bestN := "", -1
+	for _, f := range files {
+		if k, err := strconv.Atoi(strings.TrimPrefix(f, prefix+".")); err == nil && k > bestN {
+			best, bestN = f, k
+		}
+	}
+	if best == "" {
+		return 0, errors.New("no callgrind dump written")
+	}
+	b, err := os.ReadFile(best)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, p := range []string{"summary: ", "totals: "} {
+			if v, ok := strings.CutPrefix(line, p); ok {
+				f := strings.Fields(v)
+				if len(f) > 0 {
+					return strconv.ParseFloat(f[0], 64)
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("%s: no totals line", best)
+}
