@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // Config is the whole proxy configuration.
@@ -82,6 +83,10 @@ type Config struct {
 	StreamMaxPerUser  int
 	StreamBufferBytes int
 	StreamDrain       time.Duration
+
+	// Tracing is the OpenTelemetry configuration (OTEL_*); off unless an
+	// OTLP endpoint is set.
+	Tracing tracing.Config
 }
 
 // Var documents one environment variable.
@@ -139,6 +144,12 @@ var Vars = []Var{
 	{"STREAM_MAX_PER_USER", "100", "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},
 	{"STREAM_BUFFER_BYTES", "8192", "relay buffer per direction of a long-lived connection"},
 	{"STREAM_DRAIN_TIMEOUT", "5s", "on SIGTERM, how long open streams get to end after their close frame"},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP collector base URL (spans go to .../v1/traces); unset: tracing off (docs/operations.md, Tracing)"},
+	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "full OTLP/HTTP traces URL, overriding the above"},
+	{"OTEL_SERVICE_NAME", "authproxy", "service.name of the spans"},
+	{"OTEL_RESOURCE_ATTRIBUTES", "", "more resource attributes, key=value[,key=value...]"},
+	{"OTEL_TRACES_SAMPLER", "parentbased_always_on", "sampler, e.g. parentbased_traceidratio"},
+	{"OTEL_TRACES_SAMPLER_ARG", "1.0", "ratio of the traceidratio samplers, 0 to 1"},
 }
 
 // Load reads the configuration through getenv (os.LookupEnv in main).
@@ -259,6 +270,10 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.AccessLog = p.boolv("ACCESS_LOG", true)
 	c.Pprof = p.boolv("PROXY_PPROF", false)
 	c.ProjectionMaxFetches = p.intv("PROJECTION_MAX_FETCHES", 64, 1)
+	var err error
+	if c.Tracing, err = tracing.Load(func(k string) string { v, _ := getenv(k); return v }, "authproxy"); err != nil {
+		p.errs = append(p.errs, err)
+	}
 	if len(p.errs) > 0 {
 		return nil, fmt.Errorf("config: %w", errors.Join(p.errs...))
 	}
@@ -291,6 +306,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.Int("max_body_bytes", c.MaxBodyBytes), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel.String()), slog.Bool("access_log", c.AccessLog), slog.Bool("proxy_pprof", c.Pprof),
 		slog.Int("projection_max_fetches", c.ProjectionMaxFetches),
+		slog.Any("tracing", c.Tracing),
 	)
 }
 

@@ -80,7 +80,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string
 	}
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("stream", label).Inc()
-	s.d.Log.Warn("stream", "err", err, "request_id", string(st.reqID))
+	s.d.Log.Warn("stream", st.logArgs("err", err)...)
 	if kind == forward.Timeout {
 		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
 	}

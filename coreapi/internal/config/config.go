@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // Defaults of the optional settings.
@@ -158,6 +159,10 @@ type Config struct {
 	MaxBodyBytes    int
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
+
+	// Tracing is the OpenTelemetry configuration (OTEL_*); off unless an
+	// OTLP endpoint is set.
+	Tracing tracing.Config
 }
 
 // ExecMode returns the pgx exec mode named by DBExecMode.
@@ -217,6 +222,11 @@ func Load(getenv func(string) string) (Config, error) {
 
 	if err := c.LogLevel.UnmarshalText([]byte(l.str("LOG_LEVEL", "info"))); err != nil {
 		l.fail("LOG_LEVEL: want debug, info, warn or error, got %q", getenv("LOG_LEVEL"))
+	}
+	if t, err := tracing.Load(getenv, "coreapi"); err != nil {
+		l.fail("%v", err)
+	} else {
+		c.Tracing = t
 	}
 
 	c.IdentityKeys, c.IdentityKeysFile = l.identityKeys()
@@ -386,6 +396,9 @@ func (c Config) String() string {
 	row("MAX_BODY_BYTES", strconv.Itoa(c.MaxBodyBytes))
 	row("SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String())
 	row("LOG_LEVEL", strings.ToLower(c.LogLevel.String()))
+	for _, r := range c.Tracing.Rows() {
+		row(r[0], r[1])
+	}
 	return b.String()
 }
 
@@ -431,6 +444,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_body_bytes", c.MaxBodyBytes),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Any("tracing", c.Tracing),
 	)
 }
 
