@@ -15,14 +15,27 @@ const (
 )
 
 // RequestHeaderCarrier is a propagation.TextMapCarrier over fasthttp (and
-// so Fiber) request headers.
+// so Fiber) request headers. The propagator's lower-case names are used in
+// their canonical form, the form fasthttp stores received headers in: a
+// header set with normalizing disabled (as the proxy forwards) then
+// replaces the received one instead of standing beside it.
 type RequestHeaderCarrier struct{ H *fasthttp.RequestHeader }
 
+func canonical(key string) string {
+	switch key {
+	case "traceparent":
+		return HeaderTraceparent
+	case "tracestate":
+		return HeaderTracestate
+	}
+	return key
+}
+
 // Get returns the first value of key.
-func (c RequestHeaderCarrier) Get(key string) string { return string(c.H.Peek(key)) }
+func (c RequestHeaderCarrier) Get(key string) string { return string(c.H.Peek(canonical(key))) }
 
 // Set replaces key.
-func (c RequestHeaderCarrier) Set(key, value string) { c.H.Set(key, value) }
+func (c RequestHeaderCarrier) Set(key, value string) { c.H.Set(canonical(key), value) }
 
 // Keys lists the header names.
 func (c RequestHeaderCarrier) Keys() []string {
