@@ -22,9 +22,9 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
-	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 const (

@@ -269,7 +269,7 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Checked first: the attributes below would be built (and allocate)
 	// even when the level drops the record.
 	if s.o.AccessLog && s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
-		attrs := [...]slog.Attr{
+		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
 			slog.String("request_id", b2s(st.reqID)),
 			slog.String("method", b2s(c.Request().Header.Method())),
 			slog.String("path", b2s(st.path)),
@@ -282,14 +282,8 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 			slog.String("user_id", st.userID),
 			slog.String("tenant_id", st.tenantID),
 			slog.String("remote_ip", c.Context().RemoteIP().String()),
-			{},
-		}
-		n := len(attrs) - 1
-		if st.trace.on {
-			attrs[n] = st.traceAttr()
-			n++
-		}
-		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request", attrs[:n]...)
+			st.traceAttr(), // empty, so left out, unless traced
+		)
 	}
 	if st.trace.on {
 		s.traceEnd(c, st, status)

@@ -112,7 +112,11 @@ func (st *state) logArgs(kv ...any) []any {
 	return kv
 }
 
-// traceAttr is the trace_id attribute of a traced request's access log.
+// traceAttr is the trace_id attribute of a traced request's access log;
+// the empty Attr, which handlers leave out, when it is not traced.
 func (st *state) traceAttr() slog.Attr {
+	if !st.trace.on {
+		return slog.Attr{}
+	}
 	return slog.String("trace_id", b2s(st.trace.id[:]))
 }
