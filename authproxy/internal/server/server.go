@@ -541,7 +541,8 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 // for every reason, so the detail lives only here.
 func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 	if s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
-		s.d.Log.Info("token refused", st.logArgs("reason", err.Error())...)
+		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "token refused",
+			slog.String("request_id", b2s(st.reqID)), slog.String("reason", err.Error()), st.traceAttr())
 	}
 }
 
