@@ -1,7 +1,8 @@
-// Package otlptest is an OTLP/HTTP trace receiver for tests: a small HTTP
-// server that decodes the protobuf export requests an OpenTelemetry
-// exporter sends to /v1/traces and keeps the spans, so a test checks what
-// really left a process, exporter and wire format included.
+// Package otlptest is an OTLP/HTTP trace receiver for tests (and the local
+// stack's trace printer): a small HTTP server that decodes the protobuf
+// export requests an OpenTelemetry exporter sends to /v1/traces and keeps
+// the spans, so a test checks what really left a process, exporter and
+// wire format included.
 package otlptest
 
 import (
@@ -44,8 +45,11 @@ type Receiver struct {
 }
 
 // Start listens on 127.0.0.1 on a free port.
-func Start() (*Receiver, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func Start() (*Receiver, error) { return Listen("127.0.0.1:0") }
+
+// Listen listens on addr (OTLP/HTTP's usual port is 4318).
+func Listen(addr string) (*Receiver, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +72,15 @@ func (r *Receiver) Spans() []Span {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Span(nil), r.sp...)
+}
+
+// Take returns the spans received so far and forgets them.
+func (r *Receiver) Take() []Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sp := r.sp
+	r.sp = nil
+	return sp
 }
 
 // Errors are the export requests that could not be decoded.
