@@ -27,20 +27,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Vars are the variables Load reads, with their defaults and meaning, for
-// the services' configuration tables. Other OTEL_EXPORTER_OTLP_* variables
-// (headers, timeout, compression, certificates) are read by the exporter
-// itself, as the specification describes.
-var Vars = [][3]string{
-	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP collector base URL (spans go to …/v1/traces); unset (and no traces endpoint): tracing off"},
-	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "full OTLP/HTTP traces URL, overriding the above"},
-	{"OTEL_SERVICE_NAME", "the service's name", "service.name of the spans"},
-	{"OTEL_RESOURCE_ATTRIBUTES", "", "more resource attributes, key=value[,key=value…] (values URL-encoded)"},
-	{"OTEL_TRACES_SAMPLER", "parentbased_always_on", "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio"},
-	{"OTEL_TRACES_SAMPLER_ARG", "1.0", "the ratio of the traceidratio samplers, 0 to 1"},
-	{"OTEL_SDK_DISABLED", "false", "true turns tracing off whatever else is set"},
-}
-
 // Config is the tracing configuration. The zero value is off.
 type Config struct {
 	// Endpoint is the full OTLP/HTTP traces URL; "" means off.
