@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -320,5 +321,53 @@ func TestTracingLogFields(t *testing.T) {
 	}
 	if s := spanNamed(t, exp.GetSpans(), "projection"); s.Status.Code.String() != "Error" {
 		t.Fatalf("failed projection span status %v", s.Status)
+	}
+}
+
+// A traced WebSocket closed because access was withdrawn: the log line
+// says so with the request's id and trace id.
+func TestTracingStreamLog(t *testing.T) {
+	c, err := tracing.Load(func(string) string { return "" }, "authproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(c, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newStreamApp(t)
+	e := start(t, envOpt{rules: a.rules(""), tracing: p})
+	e.core.SetProjection(notesProjection())
+	ws, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	echo(t, ws, "x")
+	pr := notesProjection()
+	pr.Permissions = []string{"tenant:read"}
+	e.core.SetProjection(pr)
+	e.publish("auth.invalidate.user." + userID)
+	wantClosed(t, ws, 5*time.Second)
+	testenv.Eventually(t, "stream close logged", func() bool { return strings.Contains(e.logs.String(), "stream closed: access withdrawn") })
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(line, "stream closed: access withdrawn") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatal(err)
+			}
+			tid, _ := m["trace_id"].(string)
+			if len(tid) != 32 || m["request_id"] == "" {
+				t.Fatalf("stream log line without trace and request ids: %s", line)
+			}
+			found := false
+			for _, s := range exp.GetSpans() {
+				found = found || s.SpanContext.TraceID().String() == tid
+			}
+			if !found {
+				t.Fatalf("trace id %s names no exported span", tid)
+			}
+		}
 	}
 }

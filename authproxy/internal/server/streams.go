@@ -53,6 +53,9 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string
 	}
 	r := streams.Request{Ctx: c.Context(), Addr: addr, Route: route, Claims: cl, RequestID: string(st.reqID),
 		Path: string(st.path), Method: string(c.Request().Header.Method())}
+	if st.trace.on {
+		r.TraceID = string(st.trace.id[:])
+	}
 	var err error
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket {
 		req := c.Request()
