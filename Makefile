@@ -49,10 +49,11 @@ fmt:
 	gofmt -w shared migrations coreapi authproxy deploy
 
 ## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, the example notes app,
-## authproxy), every port on 127.0.0.1, in a database `tollgate` of its own (created if missing)
+## authproxy), every port on 127.0.0.1, in a database `tollgate` of its own (created if missing);
+## TRACES=1 also receives both services' OpenTelemetry spans and prints each trace as a tree
 run:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
-	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack
+	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces)
 
 ## reset: start from scratch: drop the stack's database `tollgate`, then remove .data/ (keys,
 ## binaries, and the local PostgreSQL cluster when `make run` had to start one)

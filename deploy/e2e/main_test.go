@@ -25,6 +25,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing/otlptest"
 )
 
 // Settings the suite gives the services.
@@ -65,7 +66,9 @@ type system struct {
 	coreA, coreB    *service
 	proxyA, proxyB  *service
 	notes           *service // the example notes app behind both proxies
-	closeOnce       sync.Once
+	// otlp receives the spans of proxy A and core A (B traces nothing).
+	otlp      *otlptest.Receiver
+	closeOnce sync.Once
 }
 
 // service is one coreapi or authproxy process, restartable on the same
@@ -197,6 +200,14 @@ func setup(ctx context.Context) (*system, error) {
 	s.notes = s.newNotes("notes", addrs[8], addrs[9], s.notesKeys)
 	s.proxyA = s.newProxy("authproxy-a", addrs[4], addrs[5], s.coreA)
 	s.proxyB = s.newProxy("authproxy-b", addrs[6], addrs[7], s.coreB)
+	// Proxy A and core A trace every request to an OTLP/HTTP receiver in
+	// this process, exported within 100 ms; B runs with tracing off.
+	if s.otlp, err = otlptest.Start(); err != nil {
+		return s, fmt.Errorf("otlp receiver: %w", err)
+	}
+	for _, svc := range []*service{s.coreA, s.proxyA} {
+		svc.env = append(svc.env, "OTEL_EXPORTER_OTLP_ENDPOINT="+s.otlp.URL(), "OTEL_BSP_SCHEDULE_DELAY=100")
+	}
 	for _, p := range []*service{s.proxyA, s.proxyB} {
 		if err := s.useNotes(p, s.notes, s.notesKeys); err != nil {
 			return s, err
@@ -386,6 +397,9 @@ func (s *system) closeAll() {
 		}
 	}
 	s.stopNATS()
+	if s.otlp != nil {
+		_ = s.otlp.Close()
+	}
 	if s.oidc != nil {
 		s.oidc.close()
 	}

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // The services' configuration tables (envconfig.Table literals named Vars):
@@ -67,7 +68,22 @@ func parseTable(file string) (envconfig.Table, error) {
 			if len(vs.Names) != 1 || vs.Names[0].Name != "Vars" || len(vs.Values) != 1 {
 				continue
 			}
-			lit, ok := vs.Values[0].(*ast.CompositeLit)
+			// append(envconfig.Table{...}, tracing.Vars("svc")...): the
+			// shared OTEL_* entries are taken from the tracing package.
+			var more envconfig.Table
+			value := vs.Values[0]
+			if call, ok := value.(*ast.CallExpr); ok && fmt.Sprint(call.Fun) == "append" && len(call.Args) == 2 && call.Ellipsis.IsValid() {
+				inner, ok := call.Args[1].(*ast.CallExpr)
+				if sel, isSel := inner.Fun.(*ast.SelectorExpr); !ok || !isSel || fmt.Sprint(sel.X) != "tracing" || sel.Sel.Name != "Vars" || len(inner.Args) != 1 {
+					return nil, fmt.Errorf("Vars appends something other than tracing.Vars(service)")
+				}
+				svc, err := stringLit(inner.Args[0])
+				if err != nil {
+					return nil, err
+				}
+				more, value = tracing.Vars(svc), call.Args[0]
+			}
+			lit, ok := value.(*ast.CompositeLit)
 			if !ok {
 				return nil, fmt.Errorf("Vars is not a literal")
 			}
@@ -115,7 +131,7 @@ func parseTable(file string) (envconfig.Table, error) {
 				}
 				table = append(table, v)
 			}
-			return table, nil
+			return append(table, more...), nil
 		}
 	}
 	return nil, fmt.Errorf("no var Vars in %s", file)

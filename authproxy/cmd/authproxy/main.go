@@ -7,7 +7,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -17,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
 func main() {
@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := logging.New(stdout, cfg.LogLevel)
 	if cfg.UpstreamURLSet {
 		log.Warn("UPSTREAM_URL is deprecated and goes away in the next release: set IDENTITY_URL for coreapi and declare apps in RULES_FILE")
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/valyala/fasthttp"
 )
 
@@ -35,6 +36,9 @@ import (
 // zero values mean the real thing. Signatures always use the real clock.
 type Hooks struct {
 	Now func() time.Time
+	// Tracing replaces the provider cfg.Tracing would start (tests
+	// export to memory); nil: from cfg.Tracing (nil again when off).
+	Tracing *tracing.Provider
 }
 
 // App is the wired proxy.
@@ -55,6 +59,7 @@ type App struct {
 	reloadMu     sync.Mutex                     // one reload at a time
 	lastRules    [32]byte                       // SHA-256 of the rules file last read
 	shuttingDown atomic.Bool
+	tracing      *tracing.Provider // nil: off
 }
 
 // Env is what a rules file is validated against under cfg.
@@ -144,8 +149,20 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	// The streams see every eviction the cache sees: NATS events and the
 	// server's own after a logout.
 	inv := streams.Invalidator{Target: a.Projections, Streams: a.Streams}
+	a.tracing = h.Tracing
+	if a.tracing == nil {
+		if a.tracing, err = tracing.New(context.Background(), cfg.Tracing); err != nil {
+			a.Verifier.Close()
+			a.Projections.Close()
+			return nil, err
+		}
+	}
+	var tr *server.Tracing
+	if a.tracing != nil {
+		tr = &server.Tracing{Tracer: a.tracing.Tracer("github.com/tollgate-auth/tollgate/authproxy"), Propagator: a.tracing.Propagator}
+	}
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv, Keys: a.Projections,
-		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: h.Now},
+		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: h.Now, Tracing: tr},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg)})
 	m.RulesGeneration.Set(1)
@@ -190,6 +207,9 @@ func (a *App) Ready() bool { return a.Keys.Ready() && !a.shuttingDown.Load() }
 func (a *App) Close() {
 	a.Verifier.Close()
 	a.Projections.Close()
+	if err := a.tracing.Shutdown(context.Background()); err != nil {
+		a.log.Warn("tracing shutdown", "err", err)
+	}
 }
 
 // Serve connects to NATS, starts the key refresher and both servers, and

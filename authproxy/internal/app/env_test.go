@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 const (
@@ -61,6 +62,8 @@ type envOpt struct {
 	// prepare runs once the stand-ins run, before the configuration is
 	// read; it may add variables.
 	prepare func(e *env, vars map[string]string)
+	// tracing, when set, is the proxy's tracer provider.
+	tracing *tracing.Provider
 }
 
 func defaultProjection() identity.Projection {
@@ -114,7 +117,7 @@ func start(t testing.TB, o envOpt) *env {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(testLogOut(), e.logs), nil))
-	a, err := New(cfg, table, log, Hooks{Now: e.clock.Now})
+	a, err := New(cfg, table, log, Hooks{Now: e.clock.Now, Tracing: o.tracing})
 	if err != nil {
 		t.Fatal(err)
 	}

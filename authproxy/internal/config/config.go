@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // Config is the whole proxy configuration.
@@ -89,12 +90,16 @@ type Config struct {
 	StreamDrain       time.Duration
 
 	printout envconfig.Printout
+
+	// Tracing is the OpenTelemetry configuration (OTEL_*); off unless an
+	// OTLP endpoint is set.
+	Tracing tracing.Config
 }
 
 // Vars lists every variable the proxy reads, in the order of the table in
 // docs/operations.md (a test compares the two). Load can read nothing that
 // is not listed here; -check-config and the start log print from it.
-var Vars = envconfig.Table{
+var Vars = append(envconfig.Table{
 	{Name: "PROXY_LISTEN_ADDR", Default: ":8080", Help: "public listen address"},
 	{Name: "PROXY_ADMIN_ADDR", Default: ":9090", Help: "admin listen address (/healthz, /readyz, /metrics)"},
 	{Name: "IDENTITY_URL", Default: "http://127.0.0.1:8081", Help: "coreapi's internal base URL (http, host:port): JWKS, projections, its routes"},
@@ -146,7 +151,7 @@ var Vars = envconfig.Table{
 	{Name: "STREAM_MAX_PER_USER", Default: "100", Help: "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},
 	{Name: "STREAM_BUFFER_BYTES", Default: "8192", Help: "relay buffer per direction of a long-lived connection"},
 	{Name: "STREAM_DRAIN_TIMEOUT", Default: "5s", Help: "on SIGTERM, how long open streams get to end after their close frame"},
-}
+}, tracing.Vars("authproxy")...)
 
 // MaxLeeway is the largest clock skew any setting may allow: coreapi keeps
 // revoked sessions listed for the access-token TTL plus the deployment's
@@ -285,6 +290,13 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.StreamMaxPerUser = p.Int("STREAM_MAX_PER_USER", 0, 0, 0)
 	c.StreamBufferBytes = p.Int("STREAM_BUFFER_BYTES", 1024, 0, 0)
 	c.StreamDrain = p.Duration("STREAM_DRAIN_TIMEOUT", time.Millisecond, 0)
+	var err error
+	if c.Tracing, err = tracing.Load(p.Raw, "authproxy"); err != nil {
+		p.Problem("%v", err)
+	}
+	for _, r := range c.Tracing.Rows() {
+		p.Show(r[0], r[1])
+	}
 	c.printout = p.Printout()
 	return c, p.Err()
 }

@@ -1,8 +1,9 @@
 // Package headers cleans the request headers a client sent before anything
 // else reads them: hop-by-hop headers and those named in Connection are
 // removed, every identity header (identity.IsIdentityHeader) is removed,
-// and X-Forwarded-* / Forwarded are kept only from trusted peers. It also
-// parses the bearer token strictly.
+// and X-Forwarded-* / Forwarded and the W3C trace context (traceparent,
+// tracestate) are kept only from trusted peers. It also parses the bearer
+// token strictly.
 package headers
 
 import (
@@ -30,6 +31,13 @@ func isHopByHop(name []byte) bool {
 	return false
 }
 
+// IsTraceContext reports whether name is traceparent or tracestate: a
+// client outside TRUSTED_PROXY_CIDRS may not choose the trace (and so the
+// trace id every service logs) its request joins.
+func IsTraceContext(name []byte) bool {
+	return equalFold(name, "traceparent") || equalFold(name, "tracestate")
+}
+
 // IsForwarded reports whether name is Forwarded or starts with X-Forwarded-.
 func IsForwarded(name []byte) bool {
 	const p = "x-forwarded-"
@@ -45,7 +53,7 @@ const maxDeletes = 16
 
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, and (unless trustForwarded)
-// X-Forwarded-* and Forwarded. It reports whether the client asked for the
+// X-Forwarded-*, Forwarded, traceparent and tracestate. It reports whether the client asked for the
 // connection to be closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
 // a sign that TRUSTED_PROXY_CIDRS may be missing a load balancer).
@@ -67,7 +75,7 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppe
 		var buf [maxDeletes * 64]byte
 		n, used, more := 0, 0, false
 		for k := range h.All() {
-			if !isHopByHop(k) && !identity.IsIdentityHeader(b2s(k)) && (trustForwarded || !IsForwarded(k)) {
+			if !isHopByHop(k) && !identity.IsIdentityHeader(b2s(k)) && (trustForwarded || !IsForwarded(k) && !IsTraceContext(k)) {
 				continue
 			}
 			if !trustForwarded && equalFold(k, "x-forwarded-for") {

@@ -43,6 +43,8 @@ func TestSanitize(t *testing.T) {
 		"X-Forwarded-For: 1.2.3.4\r\n" +
 		"X_Forwarded_Host: evil\r\n" +
 		"Forwarded: for=1.2.3.4\r\n" +
+		"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n" +
+		"TraceState: a=b\r\n" +
 		"X-Authorization-Note: kept\r\n" +
 		"Authorization: Bearer abc\r\n" +
 		"Accept: */*\r\n\r\n"
@@ -67,7 +69,8 @@ func TestSanitize(t *testing.T) {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
 		}
-		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded"} {
+		// The trace context is a trusted peer's to give, like X-Forwarded-*.
+		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded", "traceparent", "tracestate"} {
 			if _, ok := got[fwd]; ok != trust {
 				t.Errorf("trust=%v: header %q present = %v, want %v", trust, fwd, ok, trust)
 			}

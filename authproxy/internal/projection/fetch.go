@@ -13,7 +13,10 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // HTTPFetcher fetches projections from coreapi's internal endpoint,
@@ -58,6 +61,10 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID str
 	req.Header.Set(identity.HeaderEmailVerified, "false")
 	req.Header.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
 	req.Header.Set(identity.HeaderSignature, f.signer.Sign(&id, &r))
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The request's trace continues in coreapi's projection handler.
+		propagation.TraceContext{}.Inject(ctx, tracing.RequestHeaderCarrier{H: &req.Header})
+	}
 	timeout := f.timeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))

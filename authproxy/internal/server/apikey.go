@@ -179,6 +179,7 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 		ke.Token.SetAux(w)
 	}
 	claims := ke.Token.Claims()
+	st.principal, st.userID, st.tenantID = identity.PrincipalAPIKey, claims.Sub, claims.Tid
 	out := decide.Decide(claims, ke.E, route)
 	st.authAt = s.d.Now()
 	s.d.Metrics.AuthDuration.Observe(st.authAt.Sub(st.start).Seconds())

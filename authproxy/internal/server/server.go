@@ -40,6 +40,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Verifier verifies bearer tokens and caches the outcome by digest.
@@ -106,6 +107,8 @@ type Deps struct {
 	Now          func() time.Time
 	// Streams carries WebSocket upgrades and stream routes; nil: none.
 	Streams *streams.Manager
+	// Tracing traces requests; nil: off (trace.go).
+	Tracing *Tracing
 }
 
 // Router is a route table with, per upstream, its client and the signer of
@@ -135,6 +138,7 @@ type Options struct {
 // Server is the public app.
 type Server struct {
 	d        Deps
+	tracing  *Tracing
 	o        Options
 	app      *fiber.App
 	pool     sync.Pool // of *state
@@ -173,6 +177,13 @@ type state struct {
 	xkeyN     int    // X-API-Key headers sent
 	route     string
 	outcome   string
+	// Who the request was for, for the access log and the span.
+	principal  string
+	userID     string
+	tenantID   string
+	upstream   string
+	tokenCache string // "hit" or "miss" when a bearer was looked up
+	trace      reqTrace
 }
 
 const stateKey = "tollgate.state"
@@ -184,7 +195,7 @@ func New(d Deps, o Options) *Server {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	s := &Server{d: d, o: o, idPrefix: hex.EncodeToString(b[:]) + "-", keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
+	s := &Server{d: d, o: o, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
 	s.router.Store(d.Router)
 	s.pool.New = func() any {
 		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), lpath: make([]byte, 0, 256),
@@ -230,6 +241,9 @@ func (s *Server) Drain() { s.draining.Store(true) }
 func (s *Server) observe(c *fiber.Ctx) error {
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
+	if s.tracing != nil {
+		s.traceBegin(c, st)
+	}
 	c.Locals(stateKey, st)
 	err := s.next(c)
 	if err != nil {
@@ -245,6 +259,7 @@ func (s *Server) observe(c *fiber.Ctx) error {
 func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.start = s.d.Now()
 	st.route, st.outcome, st.closeConn, st.trusted = "", "", false, false
+	st.principal, st.userID, st.tenantID, st.upstream, st.tokenCache = identity.PrincipalAnonymous, "", "", "", ""
 	st.authAt = time.Time{}
 	st.path = st.path[:0]
 	st.unparsed = false
@@ -281,11 +296,19 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 			slog.String("method", b2s(c.Request().Header.Method())),
 			slog.String("path", b2s(st.path)),
 			slog.Int("status", status),
-			slog.Int64("duration_us", d.Microseconds()),
+			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.String("route", st.route),
+			slog.String("upstream", st.upstream),
 			slog.String("outcome", st.outcome),
+			slog.String("principal", st.principal),
+			slog.String("user_id", st.userID),
+			slog.String("tenant_id", st.tenantID),
 			slog.String("remote_ip", c.Context().RemoteIP().String()),
+			st.traceAttr(), // empty, so left out, unless traced
 		)
+	}
+	if st.trace.on {
+		s.traceEnd(c, st, status)
 	}
 }
 
@@ -294,7 +317,12 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 func (s *Server) next(c *fiber.Ctx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.d.Log.Error("panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			st, _ := c.Locals(stateKey).(*state)
+			if st != nil {
+				s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
+			} else {
+				s.d.Log.Error("panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			}
 			c.Response().Reset()
 			err = errPanic
 		}
@@ -411,12 +439,21 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		return err
 	}
 	claims := te.Claims()
+	st.principal, st.userID, st.tenantID = claims.Principal, claims.Sub, claims.Tid
 	w, _ := te.Aux().(*warm)
 	if w == nil || !s.d.Projections.Valid(w.pe, st.start) {
 		var e *projection.Entry
-		if e, err = s.d.Projections.Get(c.Context(), claims.Sub, claims.Tid, b2s(st.reqID)); err == nil {
+		ctx := context.Context(c.Context())
+		var span trace.Span
+		if st.trace.on {
+			ctx, span = s.traceChild(st, "projection")
+		}
+		if e, err = s.d.Projections.Get(ctx, claims.Sub, claims.Tid, b2s(st.reqID)); err == nil {
 			w = newWarm(claims, e)
 			te.SetAux(w)
+		}
+		if span != nil {
+			endChild(span, err)
 		}
 	}
 	if err != nil {
@@ -429,10 +466,10 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 			}
 			return errInvalidToken
 		case errors.Is(err, projection.ErrUnavailable):
-			s.d.Log.Warn("projection fetch", "err", err, "request_id", string(st.reqID))
+			s.d.Log.Warn("projection fetch", st.logArgs("err", err)...)
 			return unavailable("identity service unavailable")
 		}
-		s.d.Log.Error("projection fetch", "err", err, "request_id", string(st.reqID))
+		s.d.Log.Error("projection fetch", st.logArgs("err", err)...)
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
 	out := decide.Decide(claims, w.pe, route)
@@ -481,7 +518,9 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 	if haveD {
 		tokens.DigestTo(d, raw)
 		te, hit, err := s.d.Verifier.Cached(d, st.start)
+		st.tokenCache = "miss"
 		if hit {
+			st.tokenCache = "hit"
 			if err != nil {
 				st.outcome = "bad_token"
 				s.logInvalid(c, st, err)
@@ -507,7 +546,15 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 	if !haveD || len(tok) != len(raw) || unsafe.SliceData(tok) != unsafe.SliceData(raw) {
 		tokens.DigestTo(d, tok)
 	}
+	st.tokenCache = "miss"
+	var span trace.Span
+	if st.trace.on {
+		_, span = s.traceChild(st, "verify token")
+	}
 	te, err := s.d.Verifier.VerifyEntry(c.Context(), tok, d)
+	if span != nil {
+		endChild(span, err)
+	}
 	if err != nil {
 		st.outcome = "bad_token"
 		if errors.Is(err, tokens.ErrKeysUnavailable) {
@@ -524,7 +571,7 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 	if s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
 		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "token refused",
-			slog.String("request_id", b2s(st.reqID)), slog.String("reason", err.Error()))
+			slog.String("request_id", b2s(st.reqID)), slog.String("reason", err.Error()), st.traceAttr())
 	}
 }
 
@@ -616,6 +663,10 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	h.AddBytesV(identity.HeaderClientIP, st.ip)
 	h.AddBytesV(identity.HeaderTimestamp, st.ts)
 	h.AddBytesV(identity.HeaderSignature, st.sig)
+	st.upstream = rt.Table.Upstreams[route.Upstream].Name
+	if st.trace.on {
+		s.traceInject(h, st)
+	}
 	if renorm {
 		h.EnableNormalizing()
 	}
@@ -628,7 +679,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		resp.Reset()
 		kind, label := forward.Classify(err)
 		s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
-		s.d.Log.Warn("forward", "err", err, "upstream", rt.Table.Upstreams[route.Upstream].Name, "request_id", string(st.reqID))
+		s.d.Log.Warn("forward", st.logArgs("err", err, "upstream", st.upstream)...)
 		switch kind {
 		case forward.Unavailable:
 			return unavailable("upstream unavailable")
@@ -806,10 +857,10 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestTimeout:
 			he = &httpError{status: 408, code: problem.CodeBadRequest, detail: "request timed out"}
 		case errors.As(err, &fe) && fe.Code < 500:
-			s.d.Log.Info("request refused", "request_id", string(st.reqID), "status", fe.Code, "err", redact(fe.Message))
+			s.d.Log.Info("request refused", st.logArgs("status", fe.Code, "err", redact(fe.Message))...)
 			he = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed request"}
 		default:
-			s.d.Log.Error("request", "request_id", string(st.reqID), "err", redact(err.Error()))
+			s.d.Log.Error("request", st.logArgs("err", redact(err.Error()))...)
 			he = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
 		}
 		st.outcome = "refused"
@@ -862,6 +913,9 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	}
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
+	if s.tracing != nil {
+		s.traceBegin(c, st)
+	}
 	// Headers too large or malformed: the request line was never read, and
 	// the path fasthttp reports is a default, not the client's.
 	st.unparsed = len(c.Request().Header.RawHeaders()) == 0

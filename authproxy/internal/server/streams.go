@@ -56,6 +56,9 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string
 	if s.o.CORS != nil {
 		r.Head = func() { s.corsHeaders(c) }
 	}
+	if st.trace.on {
+		r.TraceID = string(st.trace.id[:])
+	}
 	var err error
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket {
 		req := c.Request()
@@ -83,7 +86,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string
 	}
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("stream", label).Inc()
-	s.d.Log.Warn("stream", "err", err, "request_id", string(st.reqID))
+	s.d.Log.Warn("stream", st.logArgs("err", err)...)
 	if kind == forward.Timeout {
 		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
 	}

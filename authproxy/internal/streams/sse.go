@@ -28,6 +28,7 @@ func (m *Manager) ServeStream(r Request) error {
 	if err != nil {
 		return err
 	}
+	c.traceID = r.TraceID
 	up, err := m.dial(r.Addr)
 	if err != nil {
 		m.release(c, ReasonError)

@@ -141,6 +141,7 @@ type Conn struct {
 	path     string // normalized, for rerouting after a reload
 	method   string
 	reqID    string
+	traceID  string // "" untraced
 	expiry   *time.Timer
 	once     sync.Once
 	closed   chan struct{} // closed by Close
@@ -308,7 +309,7 @@ func (m *Manager) recheck(cs []*Conn) {
 		}
 		go func() {
 			if reason := m.decide(c); reason != "" {
-				m.log.Info("stream closed: access withdrawn", "reason", reason, "route", c.route, "request_id", c.reqID)
+				m.log.Info("stream closed: access withdrawn", c.logArgs("reason", reason, "route", c.route)...)
 				c.Close(reason)
 			}
 		}()
@@ -326,7 +327,7 @@ func (m *Manager) decide(c *Conn) string {
 	case errors.Is(err, projection.ErrNoMembership):
 		return ReasonNoMembership
 	case err != nil:
-		m.log.Warn("stream recheck", "err", err, "request_id", c.reqID)
+		m.log.Warn("stream recheck", c.logArgs("err", err)...)
 		return ""
 	}
 	if out := decide.Decide(c.claims, e, c.rt.Load()); out != decide.Allow {
@@ -469,4 +470,14 @@ func (i Invalidator) InvalidateAll() {
 func (i Invalidator) Reconnected() {
 	i.Target.Reconnected()
 	i.Streams.RecheckAll()
+}
+
+// logArgs are a log line's pairs and the stream's request id and, when
+// its request was traced, trace id.
+func (c *Conn) logArgs(kv ...any) []any {
+	kv = append(kv, "request_id", c.reqID)
+	if c.traceID != "" {
+		kv = append(kv, "trace_id", c.traceID)
+	}
+	return kv
 }

@@ -25,6 +25,8 @@ type Request struct {
 	Route     *rules.Route
 	Claims    *tokens.Claims // nil: anonymous (never re-evaluated)
 	RequestID string
+	// TraceID is the request's trace id ("" untraced), for the logs.
+	TraceID string
 	// Path (normalized) and Method route the stream again after a rules
 	// reload.
 	Path, Method string
@@ -53,6 +55,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	if err != nil {
 		return err
 	}
+	c.traceID = r.TraceID
 	up, br, err := m.handshake(r)
 	if err != nil {
 		m.release(c, ReasonError)

@@ -186,6 +186,7 @@ type Core struct {
 	projections map[string]*identity.Projection
 	received    []Received
 	jwksStatus  int
+	projTrace   []string // the traceparent of each projection fetch
 
 	// ProjectionFetches counts authenticated projection requests.
 	ProjectionFetches atomic.Int64
@@ -305,6 +306,14 @@ func (c *Core) DeleteProjection(user, tenant string) {
 	c.mu.Unlock()
 }
 
+// ProjectionTraceparents are the traceparent headers of the projection
+// fetches so far ("" for one without).
+func (c *Core) ProjectionTraceparents() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.projTrace...)
+}
+
 // Received returns a copy of what the echo route has seen.
 func (c *Core) Received() []Received {
 	c.mu.Lock()
@@ -362,6 +371,9 @@ func (c *Core) projection(ctx *fiber.Ctx) error {
 		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
 	}
 	c.ProjectionFetches.Add(1)
+	c.mu.Lock()
+	c.projTrace = append(c.projTrace, ctx.Get("Traceparent"))
+	c.mu.Unlock()
 	if started := c.ProjectionStarted.Load(); started != nil {
 		*started <- struct{}{}
 	}

@@ -19,6 +19,8 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
+	"github.com/tollgate-auth/tollgate/shared/logging"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -40,10 +42,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		_, err := fmt.Fprint(stdout, cfg.String(), "configuration ok\n")
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logh := logging.NewHandler(stdout, cfg.LogLevel)
+	if cfg.Tracing.Enabled() {
+		logh = tracing.LogHandler{Handler: logh} // trace_id on a traced request's lines
+	}
+	log := slog.New(logh)
 	log.Info("starting", "config", cfg)
 
-	pool, err := pgtrace.NewPool(ctx, cfg.DatabaseURL, pgtrace.PoolOptions{MaxConns: cfg.DBMaxConns, ExecMode: cfg.ExecMode()})
+	tp, err := tracing.New(ctx, cfg.Tracing)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tp.Shutdown(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("tracing shutdown", "err", err)
+		}
+	}()
+	popts := pgtrace.PoolOptions{MaxConns: cfg.DBMaxConns, ExecMode: cfg.ExecMode()}
+	if tp != nil {
+		popts.TracerProvider = tp.TracerProvider()
+	}
+	pool, err := pgtrace.NewPool(ctx, cfg.DatabaseURL, popts)
 	if err != nil {
 		return err
 	}
@@ -77,6 +96,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		AccessTokenTTL:  cfg.AccessTokenTTL,
 		TokenMaxLeeway:  cfg.TokenMaxLeeway,
 		Catalog:         cfg.Catalog,
+		Tracing:         tp,
 
 		ProjectionMaxInFlight: cfg.ProjectionMaxInFlight,
 		ProjectionMaxWait:     cfg.ProjectionMaxWait,

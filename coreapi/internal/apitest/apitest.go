@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // Key is the identity HMAC key of every test server.
@@ -68,6 +69,9 @@ type Options struct {
 	// RefuseV1 starts the server with v1 signatures refused (by default
 	// they are accepted, as in production this release).
 	RefuseV1 bool
+	// Tracing, when set, traces the server's requests and the pool's
+	// queries with it.
+	Tracing *tracing.Provider
 }
 
 // Env is one running test server.
@@ -96,7 +100,11 @@ func Start(t testing.TB, o Options) *Env {
 	t.Helper()
 	db := dbtest.New(t)
 	// A second pool with the query tracer: dbtest's pool is for seeding.
-	pool, err := pgtrace.NewPool(context.Background(), db.URL, pgtrace.PoolOptions{MaxConns: 8, ExecMode: o.ExecMode})
+	popts := pgtrace.PoolOptions{MaxConns: 8, ExecMode: o.ExecMode}
+	if o.Tracing != nil {
+		popts.TracerProvider = o.Tracing.TracerProvider()
+	}
+	pool, err := pgtrace.NewPool(context.Background(), db.URL, popts)
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}
@@ -134,6 +142,7 @@ func Start(t testing.TB, o Options) *Env {
 		AcceptV1:     !o.RefuseV1,
 		CursorKey:    httpapi.DeriveCursorKey(key),
 		Registerer:   e.Registry,
+		Tracing:      o.Tracing,
 		Observe: func(s httpapi.RequestStats) {
 			e.mu.Lock()
 			e.stats[s.RequestID] = s

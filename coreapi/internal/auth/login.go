@@ -96,7 +96,7 @@ WHERE lower(u.email) = lower($1)`
 		// Parameters were raised since this hash was made: upgrade it now,
 		// while the plaintext is at hand.
 		if err := s.rehash(ctx, a.UserID, a.Hash, pw); err != nil {
-			s.log.Warn("password rehash", "user_id", a.UserID, "err", err)
+			s.log.WarnContext(ctx, "password rehash", "user_id", a.UserID, "err", err)
 		}
 	}
 	if a.Status != identity.StatusActive {

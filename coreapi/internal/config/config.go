@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // Defaults named elsewhere; every default is in Vars.
@@ -159,6 +160,10 @@ type Config struct {
 	LogLevel        slog.Level
 
 	printout envconfig.Printout
+
+	// Tracing is the OpenTelemetry configuration (OTEL_*); off unless an
+	// OTLP endpoint is set.
+	Tracing tracing.Config
 }
 
 // ExecMode returns the pgx exec mode named by DBExecMode.
@@ -265,6 +270,13 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.OAuthReturnURLs = l.returnURLs()
 	l.mail(c)
+	var err error
+	if c.Tracing, err = tracing.Load(l.Raw, "coreapi"); err != nil {
+		l.Problem("%v", err)
+	}
+	for _, r := range c.Tracing.Rows() {
+		l.Show(r[0], r[1])
+	}
 
 	c.printout = l.Printout()
 	if err := l.Err(); err != nil {

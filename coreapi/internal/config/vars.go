@@ -1,6 +1,9 @@
 package config
 
-import "github.com/tollgate-auth/tollgate/shared/envconfig"
+import (
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
+)
 
 // Vars lists every variable coreapi reads, in the order of the table in
 // docs/operations.md (a test compares the two; another checks the
@@ -8,7 +11,7 @@ import "github.com/tollgate-auth/tollgate/shared/envconfig"
 // that is not listed; -check-config and the start log print from it.
 //
 // A new variable is one entry here plus the line in Load that reads it.
-var Vars = envconfig.Table{
+var Vars = append(envconfig.Table{
 	{Name: "COREAPI_LISTEN_ADDR", Default: DefaultListenAddr, Help: "API listener"},
 	{Name: "COREAPI_ADMIN_ADDR", Default: DefaultAdminAddr, Help: "/healthz, /readyz, /metrics"},
 	{Name: "DATABASE_URL", Required: true, Commands: []string{"migrate", "tenants"}, Mask: envconfig.URL, Help: "PostgreSQL connection string"},
@@ -55,4 +58,4 @@ var Vars = envconfig.Table{
 	{Name: "MAX_BODY_BYTES", Default: "1048576", Help: "request body limit"},
 	{Name: "SHUTDOWN_TIMEOUT", Default: "15s", Help: "drain deadline on SIGTERM"},
 	{Name: "LOG_LEVEL", Default: "info", Help: "debug, info, warn, error"},
-}
+}, tracing.Vars("coreapi")...)

@@ -76,7 +76,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 	if dbUnavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):
 		// tell clients and the proxy to come back, rather than a 500.
-		s.log.Warn("database unavailable", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
+		s.log.WarnContext(c.UserContext(), "database unavailable", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "the database is unavailable; retry shortly")
 	}
@@ -104,7 +104,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 			return problem.New(fe.Code, problem.CodeBadRequest, http.StatusText(fe.Code))
 		}
 	}
-	s.log.Error("request failed", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
+	s.log.ErrorContext(c.UserContext(), "request failed", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
 	return problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
 }
 

@@ -68,12 +68,18 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 	if status >= 500 {
 		level = slog.LevelError
 	}
+	id := IdentityOf(c)
+	// trace_id is added by tracing.LogHandler from the context when the
+	// request is traced.
 	s.log.LogAttrs(c.UserContext(), level, "request",
 		slog.String("request_id", RequestIDOf(c)),
 		slog.String("method", method),
 		slog.String("path", c.Path()),
 		slog.String("route", route),
 		slog.Int("status", status),
+		slog.String("principal", id.Principal),
+		slog.String("user_id", id.UserID),
+		slog.String("tenant_id", id.TenantID),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.Int64("db_queries", counter.Queries()),
 		slog.Int64("db_transactions", counter.Transactions()),
@@ -92,7 +98,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 func (s *Server) recover(c *fiber.Ctx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic", "request_id", RequestIDOf(c), "panic", fmt.Sprint(r))
+			s.log.ErrorContext(c.UserContext(), "panic", "request_id", RequestIDOf(c), "panic", fmt.Sprint(r))
 			err = problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
 		}
 	}()

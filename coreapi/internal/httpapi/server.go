@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // Options configure a Server. Logger, Pool, IdentityKeys and CursorKey
@@ -87,6 +88,8 @@ type Options struct {
 	// Observe, if set, is called once per request after the response is
 	// ready (tests use it to count queries per request).
 	Observe func(RequestStats)
+	// Tracing gives each request a span (tracing.go); nil: off.
+	Tracing *tracing.Provider
 }
 
 // RequestStats describes one finished request.
@@ -228,7 +231,11 @@ func New(o Options) (*Server, error) {
 		UnescapePath:      false,
 		EnablePrintRoutes: false,
 	})
-	s.app.Use(s.requestID, s.accessLog, s.recover)
+	if o.Tracing != nil {
+		s.app.Use(s.requestID, traceRequests(o.Tracing), s.accessLog, s.recover)
+	} else {
+		s.app.Use(s.requestID, s.accessLog, s.recover)
+	}
 
 	rt := Routes{
 		Public:    &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessPublic)}},

@@ -277,7 +277,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	}
 	oc, _, err := s.discover(p)
 	if err != nil {
-		s.log.Warn("oidc discovery", "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(c.UserContext(), "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
 		return errDiscovery
 	}
 	state, err := random()
@@ -396,7 +396,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	bindingCookie(c, state, "") // spent: the browser may forget it
 	oc, verifier, err := s.discover(p)
 	if err != nil {
-		s.log.Warn("oidc discovery", "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(ctx, "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
 		return errDiscovery
 	}
 	octx := context.WithValue(oidc.ClientContext(ctx, s.client), oauth2.HTTPClient, s.client)
@@ -406,7 +406,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
 			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCode, "the provider rejected the authorization code")
 		}
-		s.log.Warn("oidc code exchange", "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(ctx, "oidc code exchange", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
 		return problem.New(fiber.StatusBadGateway, problem.CodeProviderError, "the code exchange with the provider failed")
 	}
 	raw, _ := tok.Extra("id_token").(string)
@@ -415,7 +415,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	idt, err := verifier.Verify(octx, raw)
 	if err != nil {
-		s.log.Warn("oidc id token", "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(ctx, "oidc id token", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token did not verify")
 	}
 	if idt.Nonce != f.Nonce {

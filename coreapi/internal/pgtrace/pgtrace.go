@@ -1,7 +1,9 @@
 // Package pgtrace counts database round trips per request. The HTTP layer
 // puts a Counter into the request's context; the pgx tracer installed on the
 // pool adds to it for every query, batch and transaction begun with that
-// context. The access log reports the count as db_queries.
+// context. The access log reports the count as db_queries. With tracing on,
+// the same pool also gives every query a span (otelpgx), composed with the
+// counter: pgx takes one tracer.
 package pgtrace
 
 import (
@@ -10,8 +12,11 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Counter accumulates the statements sent on behalf of one request. It is
@@ -101,6 +106,20 @@ func isBegin(sql string) bool {
 type PoolOptions struct {
 	MaxConns int32
 	ExecMode pgx.QueryExecMode
+	// TracerProvider, when set, gives each query, batch, prepare, connect
+	// and pool acquire made with a traced context a child span
+	// (statements, never their arguments); nil: no spans.
+	TracerProvider trace.TracerProvider
+}
+
+// QueryTracer is the pool's tracer for o: the round-trip counter, and with
+// a TracerProvider also otelpgx's spans.
+func QueryTracer(o PoolOptions) pgx.QueryTracer {
+	if o.TracerProvider == nil {
+		return Tracer{}
+	}
+	return multitracer.New(Tracer{}, otelpgx.NewTracer(otelpgx.WithTracerProvider(o.TracerProvider),
+		otelpgx.WithDisableConnectionDetailsInAttributes()))
 }
 
 // NewPool opens a pgx pool on url with the tracer installed. It does not
@@ -116,7 +135,7 @@ func NewPool(ctx context.Context, url string, o PoolOptions) (*pgxpool.Pool, err
 	if o.ExecMode != 0 {
 		cfg.ConnConfig.DefaultQueryExecMode = o.ExecMode
 	}
-	cfg.ConnConfig.Tracer = Tracer{}
+	cfg.ConnConfig.Tracer = QueryTracer(o)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)

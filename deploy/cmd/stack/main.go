@@ -75,6 +75,10 @@ type options struct {
 	reset      bool
 	readyWait  time.Duration
 	stopWait   time.Duration
+	// traces: receive coreapi's and authproxy's spans on tracesAddr and
+	// print each trace (traces.go).
+	traces     bool
+	tracesAddr string
 }
 
 func parseFlags(args []string, root string) (options, error) {
@@ -99,6 +103,8 @@ func parseFlags(args []string, root string) (options, error) {
 	fs.StringVar(&o.mailUIAddr, "mail-ui-addr", "127.0.0.1:8025", "Mailpit web UI and API address (unless SMTP_URL is set)")
 	fs.DurationVar(&o.readyWait, "ready-timeout", 90*time.Second, "how long each service may take to become ready")
 	fs.DurationVar(&o.stopWait, "stop-timeout", 20*time.Second, "how long each service may take to stop after SIGTERM before it is killed")
+	fs.BoolVar(&o.traces, "traces", false, "receive coreapi's and authproxy's traces over OTLP/HTTP on -traces-addr and print each one (make run TRACES=1)")
+	fs.StringVar(&o.tracesAddr, "traces-addr", "127.0.0.1:4318", "OTLP/HTTP address of -traces")
 	fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -243,6 +249,15 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	common := []string{"NATS_URL=" + natsURL}
 	if !userKey {
 		common = append(common, "IDENTITY_HMAC_KEY_FILE="+hmacFile)
+	}
+	if o.traces {
+		tv, err := startTraceViewer(o.tracesAddr, stdout)
+		if err != nil {
+			return err
+		}
+		defer tv.close()
+		common = append(common, "OTEL_EXPORTER_OTLP_ENDPOINT="+tv.url(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=", "OTEL_BSP_SCHEDULE_DELAY=200")
+		logger.Info("printing traces", "otlp_endpoint", tv.url())
 	}
 	for k, def := range map[string]string{"TOKEN_ISSUER": "http://localhost:8080", "TOKEN_AUDIENCE": "tollgate", "LOG_LEVEL": "info"} {
 		if os.Getenv(k) == "" {

@@ -1,0 +1,373 @@
+package app
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
+)
+
+// A client's trace context: trace id clientTrace, its span clientSpan.
+const (
+	clientTrace       = "4bf92f3577b34da6a3ce929d0e0e4736"
+	clientSpan        = "00f067aa0ba902b7"
+	clientTraceparent = "00-" + clientTrace + "-" + clientSpan + "-01"
+	clientTracestate  = "vendor=opaque"
+)
+
+// tracedEnv is a proxy tracing with sampler (and arg) into memory.
+func tracedEnv(t *testing.T, sampler string, vars map[string]string) (*env, *tracetest.InMemoryExporter) {
+	t.Helper()
+	c, err := tracing.Load(func(k string) string {
+		return map[string]string{"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": "0"}[k]
+	}, "authproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(c, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	vars["ACCESS_LOG"] = "true"
+	return start(t, envOpt{vars: vars, tracing: p, rules: appUpstream +
+		"routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n"}), exp
+}
+
+// parseTP splits a traceparent into trace id, parent span id and flags.
+func parseTP(t *testing.T, tp string) (traceID, spanID, flags string) {
+	t.Helper()
+	p := strings.Split(tp, "-")
+	if len(p) != 4 || p[0] != "00" || len(p[1]) != 32 || len(p[2]) != 16 {
+		t.Fatalf("traceparent %q malformed", tp)
+	}
+	return p[1], p[2], p[3]
+}
+
+func header(r testenv.Received, name string) string {
+	if v := r.Headers[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// spanNamed returns the one exported span called name.
+func spanNamed(t *testing.T, spans tracetest.SpanStubs, name string) tracetest.SpanStub {
+	t.Helper()
+	var found []tracetest.SpanStub
+	for _, s := range spans {
+		if s.Name == name {
+			found = append(found, s)
+		}
+	}
+	if len(found) != 1 {
+		var names []string
+		for _, s := range spans {
+			names = append(names, s.Name)
+		}
+		t.Fatalf("%d spans named %q, want 1 (spans: %v)", len(found), name, names)
+	}
+	return found[0]
+}
+
+func attr(s tracetest.SpanStub, key string) string {
+	for _, a := range s.Attributes {
+		if string(a.Key) == key {
+			return a.Value.String()
+		}
+	}
+	return ""
+}
+
+// accessLines are the proxy's access log lines, decoded.
+func accessLines(t *testing.T, e *env) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if !strings.Contains(line, `"msg":"request"`) {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// A cold request: a server span named after the route, with child spans
+// for the token verification and the projection; the projection fetch and
+// the forwarded request carry the trace on (as the projection's and the
+// request's span). A warm one: a token cache hit, no child spans.
+func TestTracingSpans(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", nil)
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/notes/1", tok, nil), 200)
+
+	spans := exp.GetSpans()
+	srv := spanNamed(t, spans, "GET /notes")
+	verify := spanNamed(t, spans, "verify token")
+	proj := spanNamed(t, spans, "projection")
+	if srv.SpanKind != trace.SpanKindServer || srv.Parent.IsValid() {
+		t.Fatalf("server span: kind %v, parent %v; want a server root span", srv.SpanKind, srv.Parent)
+	}
+	for _, c := range []tracetest.SpanStub{verify, proj} {
+		if c.Parent.SpanID() != srv.SpanContext.SpanID() || c.SpanContext.TraceID() != srv.SpanContext.TraceID() {
+			t.Fatalf("%s is not a child of the request's span", c.Name)
+		}
+	}
+	for k, want := range map[string]string{"http.route": "/notes", "tollgate.upstream": "notes", "http.response.status_code": "200",
+		"tollgate.principal": "user", "tollgate.user_id": userID, "tollgate.tenant_id": tenantID, "tollgate.token_cache": "miss",
+		"tollgate.outcome": "allow", "http.request.method": "GET", "url.path": "/notes/1"} {
+		if got := attr(srv, k); got != want {
+			t.Errorf("span attribute %s = %q, want %q", k, got, want)
+		}
+	}
+	tid := srv.SpanContext.TraceID().String()
+	// coreapi's projection route continues the trace under the projection span.
+	pt := e.core.ProjectionTraceparents()
+	if len(pt) != 1 {
+		t.Fatalf("%d projection fetches, want 1", len(pt))
+	}
+	if gt, gs, flags := parseTP(t, pt[0]); gt != tid || gs != proj.SpanContext.SpanID().String() || flags != "01" {
+		t.Fatalf("projection fetch traceparent %s, want trace %s under span %s", pt[0], tid, proj.SpanContext.SpanID())
+	}
+	// The app continues it under the request's span.
+	up := e.wantSignedAt(e.up, "app-notes")
+	if gt, gs, _ := parseTP(t, header(up, "Traceparent")); gt != tid || gs != srv.SpanContext.SpanID().String() {
+		t.Fatalf("upstream traceparent %s, want trace %s under span %s", header(up, "Traceparent"), tid, srv.SpanContext.SpanID())
+	}
+	if line := accessLines(t, e)[0]; line["trace_id"] != tid {
+		t.Fatalf("access log trace_id %v, want %s", line["trace_id"], tid)
+	}
+
+	exp.Reset()
+	e.wantStatus(e.do("GET", "/notes/2", tok, nil), 200)
+	spans = exp.GetSpans()
+	if len(spans) != 1 || attr(spans[0], "tollgate.token_cache") != "hit" {
+		t.Fatalf("warm request: %d spans (want the server span only), token_cache %q", len(spans), attr(spans[0], "tollgate.token_cache"))
+	}
+}
+
+// A traceparent from a peer outside TRUSTED_PROXY_CIDRS is neither adopted
+// nor forwarded: the proxy starts a trace of its own.
+func TestTracingUntrustedTraceparentNotAdopted(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent, "tracestate": clientTracestate}), 200)
+	srv := spanNamed(t, exp.GetSpans(), "GET /notes")
+	if srv.Parent.IsValid() || srv.SpanContext.TraceID().String() == clientTrace {
+		t.Fatalf("the untrusted client's trace was adopted: parent %v, trace %s", srv.Parent, srv.SpanContext.TraceID())
+	}
+	up := e.wantSignedAt(e.up, "app-notes")
+	if gt, gs, _ := parseTP(t, header(up, "Traceparent")); gt != srv.SpanContext.TraceID().String() || gs != srv.SpanContext.SpanID().String() {
+		t.Fatalf("upstream traceparent %s is not the proxy's span", header(up, "Traceparent"))
+	}
+	if ts := header(up, "Tracestate"); ts != "" {
+		t.Fatalf("the client's tracestate reached the upstream: %q", ts)
+	}
+}
+
+// From a trusted peer the request's span joins the client's trace under
+// its span, and the tracestate travels on.
+func TestTracingTrustedTraceparentAdopted(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent, "tracestate": clientTracestate}), 200)
+	srv := spanNamed(t, exp.GetSpans(), "GET /notes")
+	if srv.SpanContext.TraceID().String() != clientTrace || srv.Parent.SpanID().String() != clientSpan || !srv.Parent.IsRemote() {
+		t.Fatalf("span trace %s parent %s, want the client's %s / %s", srv.SpanContext.TraceID(), srv.Parent.SpanID(), clientTrace, clientSpan)
+	}
+	up := e.wantSignedAt(e.up, "app-notes")
+	if gt, gs, _ := parseTP(t, header(up, "Traceparent")); gt != clientTrace || gs != srv.SpanContext.SpanID().String() {
+		t.Fatalf("upstream traceparent %s, want trace %s under the proxy's span", header(up, "Traceparent"), clientTrace)
+	}
+	if ts := header(up, "Tracestate"); ts != clientTracestate {
+		t.Fatalf("upstream tracestate %q, want %q", ts, clientTracestate)
+	}
+}
+
+// parentbased_traceidratio with ratio 0: a new trace is not recorded, but
+// the decision travels on (flags 00) so coreapi does not record it either;
+// a trusted parent's sampled decision is followed.
+func TestTracingSampling(t *testing.T) {
+	e, exp := tracedEnv(t, "parentbased_traceidratio", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/notes", tok, nil), 200)
+	if n := len(exp.GetSpans()); n != 0 {
+		t.Fatalf("%d spans recorded at ratio 0", n)
+	}
+	up := e.wantSignedAt(e.up, "app-notes")
+	if _, _, flags := parseTP(t, header(up, "Traceparent")); flags != "00" {
+		t.Fatalf("unsampled request forwarded with flags %s, want 00", flags)
+	}
+	e.up.Reset()
+	e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent}), 200)
+	if len(exp.GetSpans()) == 0 {
+		t.Fatal("a sampled parent's request was not recorded")
+	}
+	up = e.wantSignedAt(e.up, "app-notes")
+	if gt, _, flags := parseTP(t, header(up, "Traceparent")); gt != clientTrace || flags != "01" {
+		t.Fatalf("upstream traceparent %s, want the client's sampled trace", header(up, "Traceparent"))
+	}
+}
+
+// Tracing off: the proxy adds no trace header; a client's is dropped
+// unless its peer is trusted, and then passed on untouched. The access log
+// has no trace_id, and its duration is duration_ms, a number.
+func TestTracingOffAddsNoHeaders(t *testing.T) {
+	for _, trusted := range []bool{false, true} {
+		vars := map[string]string{"ACCESS_LOG": "true", "TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}
+		if trusted {
+			vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+		}
+		e := start(t, envOpt{vars: vars, rules: appUpstream +
+			"routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n"})
+		tok := e.token(nil)
+		r := e.do("GET", "/notes", tok, nil)
+		e.wantStatus(r, 200)
+		up := e.wantSignedAt(e.up, "app-notes")
+		if tp, ts := header(up, "Traceparent"), header(up, "Tracestate"); tp != "" || ts != "" {
+			t.Fatalf("tracing off added traceparent %q tracestate %q", tp, ts)
+		}
+		if r.header.Get("Traceparent") != "" {
+			t.Fatal("tracing off: traceparent on the response")
+		}
+		if pt := e.core.ProjectionTraceparents(); len(pt) != 1 || pt[0] != "" {
+			t.Fatalf("tracing off: projection fetch traceparents %q", pt)
+		}
+		e.up.Reset()
+		e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent, "tracestate": clientTracestate}), 200)
+		up = e.wantSignedAt(e.up, "app-notes")
+		want, wantState := "", ""
+		if trusted {
+			want, wantState = clientTraceparent, clientTracestate
+		}
+		if tp, ts := header(up, "Traceparent"), header(up, "Tracestate"); tp != want || ts != wantState {
+			t.Fatalf("trusted=%v: upstream got traceparent %q tracestate %q, want %q %q", trusted, tp, ts, want, wantState)
+		}
+		for _, line := range accessLines(t, e) {
+			if _, ok := line["trace_id"]; ok {
+				t.Fatalf("tracing off: access log has a trace_id: %v", line)
+			}
+			if _, ok := line["duration_ms"].(float64); !ok {
+				t.Fatalf("duration_ms not a number: %v", line)
+			}
+		}
+	}
+}
+
+// The access log names who the request was for; a traced request's error
+// lines carry its request id and trace id.
+func TestTracingLogFields(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", nil)
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"X-Request-Id": "req-trace-1"}), 200)
+	lines := accessLines(t, e)
+	if len(lines) != 1 {
+		t.Fatalf("%d access lines", len(lines))
+	}
+	l := lines[0]
+	tid := spanNamed(t, exp.GetSpans(), "GET /notes").SpanContext.TraceID().String()
+	for k, want := range map[string]any{"principal": "user", "user_id": userID, "tenant_id": tenantID, "upstream": "notes",
+		"route": "/notes", "request_id": "req-trace-1", "trace_id": tid} {
+		if l[k] != want {
+			t.Errorf("access log %s = %v, want %v", k, l[k], want)
+		}
+	}
+	if d, ok := l["duration_ms"].(float64); !ok || d <= 0 {
+		t.Errorf("duration_ms = %v, want a positive number", l["duration_ms"])
+	}
+	if _, ok := l["duration_us"]; ok {
+		t.Error("duration_us still logged")
+	}
+	// An anonymous refusal: principal anonymous, no user.
+	e.wantStatus(e.do("GET", "/notes", "", nil), 401)
+	if l := accessLines(t, e)[1]; l["principal"] != "anonymous" || l["user_id"] != "" {
+		t.Errorf("refused request logged as %v / %v", l["principal"], l["user_id"])
+	}
+
+	// The projection service fails: the error line has both ids.
+	exp.Reset()
+	e.core.Shutdown()
+	other := e.token(func(c testenv.Claims) { c["sub"] = "44444444-4444-4444-8444-444444444444" })
+	r := e.do("GET", "/notes", other, map[string]string{"X-Request-Id": "req-trace-2"})
+	if r.status != 503 {
+		t.Fatalf("status %d with coreapi down, want 503", r.status)
+	}
+	tid = spanNamed(t, exp.GetSpans(), "GET /notes").SpanContext.TraceID().String()
+	var found bool
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(line, `"msg":"projection fetch"`) {
+			found = true
+			if !strings.Contains(line, `"request_id":"req-trace-2"`) || !strings.Contains(line, `"trace_id":"`+tid+`"`) {
+				t.Fatalf("error line without the request and trace ids: %s", line)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no projection fetch error logged:\n%s", e.logs)
+	}
+	if s := spanNamed(t, exp.GetSpans(), "projection"); s.Status.Code.String() != "Error" {
+		t.Fatalf("failed projection span status %v", s.Status)
+	}
+}
+
+// A traced WebSocket closed because access was withdrawn: the log line
+// says so with the request's id and trace id.
+func TestTracingStreamLog(t *testing.T) {
+	c, err := tracing.Load(func(string) string { return "" }, "authproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(c, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newStreamApp(t)
+	e := start(t, envOpt{rules: a.rules(""), tracing: p})
+	e.core.SetProjection(notesProjection())
+	ws, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	echo(t, ws, "x")
+	pr := notesProjection()
+	pr.Permissions = []string{"tenant:read"}
+	e.core.SetProjection(pr)
+	e.publish("auth.invalidate.user." + userID)
+	wantClosed(t, ws, 5*time.Second)
+	testenv.Eventually(t, "stream close logged", func() bool { return strings.Contains(e.logs.String(), "stream closed: access withdrawn") })
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(line, "stream closed: access withdrawn") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatal(err)
+			}
+			tid, _ := m["trace_id"].(string)
+			if len(tid) != 32 || m["request_id"] == "" {
+				t.Fatalf("stream log line without trace and request ids: %s", line)
+			}
+			found := false
+			for _, s := range exp.GetSpans() {
+				found = found || s.SpanContext.TraceID().String() == tid
+			}
+			if !found {
+				t.Fatalf("trace id %s names no exported span", tid)
+			}
+		}
+	}
+}

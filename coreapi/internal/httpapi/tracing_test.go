@@ -1,0 +1,146 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/logging"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
+)
+
+// The proxy's span, as its traceparent names it.
+const (
+	proxyTrace = "0af7651916cd43dd8448eb211c80319c"
+	proxySpan  = "b7ad6b7169203331"
+)
+
+func attrOf(s tracetest.SpanStub, key string) (string, bool) {
+	for _, a := range s.Attributes {
+		if string(a.Key) == key {
+			return a.Value.String(), true
+		}
+	}
+	return "", false
+}
+
+// A request carrying the proxy's traceparent gets a server span under the
+// proxy's, named after the route template, and each of its database round
+// trips a span under that one (as many as the round-trip counter counts);
+// its access log line carries the trace id, the caller and the duration
+// in milliseconds.
+func TestTracedRequest(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(tracing.Config{ServiceName: "coreapi", Sampler: "parentbased_always_on"}, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.LogBuffer{}
+	e := apitest.Start(t, apitest.Options{Tracing: p, Configure: func(o *httpapi.Options) {
+		o.Logger = slog.New(tracing.LogHandler{Handler: logging.NewHandler(logs, slog.LevelInfo)})
+	}})
+	tn := e.SeedTenant(t, "Traced")
+	id := e.SeedUserIn(t, tn.ID, "traced@example.com", "owner")
+	exp.Reset()
+	r := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/" + id.UserID, As: &id,
+		Header: http.Header{"Traceparent": {"00-" + proxyTrace + "-" + proxySpan + "-01"}}})
+	wantStatus(t, r, 200)
+
+	spans := exp.GetSpans()
+	var srv *tracetest.SpanStub
+	for i, s := range spans {
+		if s.Name == "GET /api/v1/users/:id" {
+			srv = &spans[i]
+		}
+	}
+	if srv == nil {
+		t.Fatalf("no span named after the route template among %d", len(spans))
+	}
+	if srv.SpanContext.TraceID().String() != proxyTrace || srv.Parent.SpanID().String() != proxySpan {
+		t.Fatalf("server span trace %s parent %s, want the proxy's", srv.SpanContext.TraceID(), srv.Parent.SpanID())
+	}
+	for k, want := range map[string]string{"http.route": "/api/v1/users/:id", "http.response.status_code": "200",
+		"tollgate.principal": "user", "tollgate.user_id": id.UserID, "tollgate.tenant_id": tn.ID} {
+		if got, _ := attrOf(*srv, k); got != want {
+			t.Errorf("span attribute %s = %q, want %q", k, got, want)
+		}
+	}
+	parent := map[string]string{}
+	for _, s := range spans {
+		parent[s.SpanContext.SpanID().String()] = s.Parent.SpanID().String()
+	}
+	// under reports whether span id descends from the server span.
+	under := func(id string) bool {
+		for i := 0; i < 10 && id != ""; i++ {
+			if id = parent[id]; id == srv.SpanContext.SpanID().String() {
+				return true
+			}
+		}
+		return false
+	}
+	var queries int64
+	for _, s := range spans {
+		if s.InstrumentationScope.Name != "github.com/exaring/otelpgx" {
+			continue
+		}
+		if s.SpanContext.TraceID() != srv.SpanContext.TraceID() || !under(s.SpanContext.SpanID().String()) {
+			t.Errorf("SQL span %q is not under the request's span", s.Name)
+		}
+		_, prepared := attrOf(s, "pgx.prepare_stmt.name")
+		if text, ok := attrOf(s, "db.query.text"); ok && !prepared {
+			queries++
+			if strings.Contains(text, "traced@example.com") {
+				t.Errorf("a query's arguments in its span: %s", text)
+			}
+		}
+		if s.Name == "batch start" {
+			queries++
+		}
+	}
+	if queries == 0 || queries != r.Stats.Queries {
+		t.Fatalf("%d query spans, the round-trip counter says %d", queries, r.Stats.Queries)
+	}
+
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for k, want := range map[string]any{"trace_id": proxyTrace, "principal": "user", "user_id": id.UserID, "tenant_id": tn.ID,
+		"route": "/api/v1/users/:id"} {
+		if line[k] != want {
+			t.Errorf("access log %s = %v, want %v (%v)", k, line[k], want, line)
+		}
+	}
+	if _, ok := line["duration_ms"].(float64); !ok {
+		t.Errorf("duration_ms = %v, want a number", line["duration_ms"])
+	}
+}
+
+// Without Options.Tracing nothing is traced and no line has a trace id,
+// whatever traceparent the request carries.
+func TestUntracedRequest(t *testing.T) {
+	logs := &testkit.LogBuffer{}
+	e := apitest.Start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+		o.Logger = logging.New(logs, slog.LevelInfo)
+	}})
+	tn := e.SeedTenant(t, "Untraced")
+	id := e.SeedUserIn(t, tn.ID, "untraced@example.com", "owner")
+	r := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &id,
+		Header: http.Header{"Traceparent": {"00-" + proxyTrace + "-" + proxySpan + "-01"}}})
+	wantStatus(t, r, 200)
+	if strings.Contains(logs.String(), "trace_id") || !strings.Contains(logs.String(), `"principal":"user"`) {
+		t.Fatalf("log:\n%s", logs)
+	}
+}

@@ -1,0 +1,238 @@
+// Package tracing sets up OpenTelemetry tracing for Tollgate's services from
+// the standard OTEL_* variables: spans are exported over OTLP/HTTP
+// (protobuf) to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or to
+// OTEL_EXPORTER_OTLP_ENDPOINT + "/v1/traces"; neither set means tracing is
+// off and nothing of it runs. Trace context travels in the W3C traceparent
+// and tracestate headers (TraceContext). The package also carries what both
+// services share: a carrier over fasthttp's request headers and a slog
+// handler that adds the trace id to every record logged with a traced
+// context.
+package tracing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Config is the tracing configuration. The zero value is off.
+type Config struct {
+	// Endpoint is the full OTLP/HTTP traces URL; "" means off.
+	Endpoint    string
+	ServiceName string
+	// Resource holds OTEL_RESOURCE_ATTRIBUTES, parsed.
+	Resource []attribute.KeyValue
+	// Sampler and SamplerArg are as given (normalized to lower case), the
+	// defaults filled in.
+	Sampler    string
+	SamplerArg float64
+}
+
+// Enabled reports whether spans are exported.
+func (c Config) Enabled() bool { return c.Endpoint != "" }
+
+// LogValue prints the configuration; the endpoint's user information (if
+// any) is masked.
+func (c Config) LogValue() slog.Value {
+	if !c.Enabled() {
+		return slog.GroupValue(slog.Bool("enabled", false))
+	}
+	return slog.GroupValue(slog.Bool("enabled", true), slog.String("endpoint", maskURL(c.Endpoint)),
+		slog.String("service_name", c.ServiceName), slog.String("sampler", c.Sampler),
+		slog.String("sampler_arg", strconv.FormatFloat(c.SamplerArg, 'g', -1, 64)))
+}
+
+// Rows are the configuration's lines for a printed table (VAR, value).
+func (c Config) Rows() [][2]string {
+	if !c.Enabled() {
+		return [][2]string{{"OTEL_EXPORTER_OTLP_ENDPOINT", "(unset: tracing off)"}}
+	}
+	return [][2]string{
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", maskURL(c.Endpoint)},
+		{"OTEL_SERVICE_NAME", c.ServiceName},
+		{"OTEL_TRACES_SAMPLER", c.Sampler},
+		{"OTEL_TRACES_SAMPLER_ARG", strconv.FormatFloat(c.SamplerArg, 'g', -1, 64)},
+	}
+}
+
+func maskURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = url.User("xxxxx")
+	return u.String()
+}
+
+// Load reads the tracing variables through getenv; service is the default
+// service.name. It returns every problem found, joined.
+func Load(getenv func(string) string, service string) (Config, error) {
+	var errs []error
+	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	if v := get("OTEL_SDK_DISABLED"); v != "" {
+		off, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("OTEL_SDK_DISABLED=%q: want true or false", v))
+		} else if off {
+			return Config{}, errors.Join(errs...)
+		}
+	}
+	c := Config{ServiceName: service, Sampler: "parentbased_always_on", SamplerArg: 1}
+	switch ep, tep := get("OTEL_EXPORTER_OTLP_ENDPOINT"), get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); {
+	case tep != "":
+		c.Endpoint = tep
+	case ep != "":
+		c.Endpoint = strings.TrimSuffix(ep, "/") + "/v1/traces"
+	}
+	if c.Endpoint != "" {
+		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT=%q: want an http or https URL", maskURL(c.Endpoint)))
+		}
+	}
+	switch v := get("OTEL_TRACES_EXPORTER"); v {
+	case "", "otlp":
+	case "none":
+		c.Endpoint = ""
+	default:
+		errs = append(errs, fmt.Errorf("OTEL_TRACES_EXPORTER=%q: only otlp (or none) is supported", v))
+	}
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
+		if v := get(k); v != "" && v != "http/protobuf" {
+			errs = append(errs, fmt.Errorf("%s=%q: only http/protobuf is supported", k, v))
+		}
+	}
+	if v := get("OTEL_SERVICE_NAME"); v != "" {
+		c.ServiceName = v
+	}
+	if v := get("OTEL_RESOURCE_ATTRIBUTES"); v != "" {
+		attrs, err := parseResource(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err))
+		}
+		c.Resource = attrs
+	}
+	if v := strings.ToLower(get("OTEL_TRACES_SAMPLER")); v != "" {
+		switch v {
+		case "always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio":
+			c.Sampler = v
+		default:
+			errs = append(errs, fmt.Errorf("OTEL_TRACES_SAMPLER=%q: want always_on, always_off, traceidratio, "+
+				"parentbased_always_on, parentbased_always_off or parentbased_traceidratio", v))
+		}
+	}
+	if v := get("OTEL_TRACES_SAMPLER_ARG"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 1 {
+			errs = append(errs, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG=%q: want a ratio from 0 to 1", v))
+		} else {
+			c.SamplerArg = f
+		}
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// parseResource parses key=value pairs separated by commas, values
+// percent-decoded (the W3C Baggage octet rules the specification refers to).
+func parseResource(s string) ([]attribute.KeyValue, error) {
+	var out []attribute.KeyValue
+	for p := range strings.SplitSeq(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q: want key=value", p)
+		}
+		dv, err := url.PathUnescape(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", p, err)
+		}
+		out = append(out, attribute.String(k, dv))
+	}
+	return out, nil
+}
+
+// Sampler is the configured sampler.
+func (c Config) sampler() sdktrace.Sampler {
+	switch c.Sampler {
+	case "always_on":
+		return sdktrace.AlwaysSample()
+	case "always_off":
+		return sdktrace.NeverSample()
+	case "traceidratio":
+		return sdktrace.TraceIDRatioBased(c.SamplerArg)
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample())
+	case "parentbased_traceidratio":
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.SamplerArg))
+	}
+	return sdktrace.ParentBased(sdktrace.AlwaysSample())
+}
+
+// Provider is a running tracer provider and the propagator the services
+// use. A nil *Provider is tracing off.
+type Provider struct {
+	tp         *sdktrace.TracerProvider
+	Propagator propagation.TextMapPropagator
+}
+
+// New starts a provider exporting to c.Endpoint in batches; nil, nil when
+// c is off. Shutdown flushes it.
+func New(ctx context.Context, c Config) (*Provider, error) {
+	if !c.Enabled() {
+		return nil, nil
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(c.Endpoint))
+	if err != nil {
+		return nil, fmt.Errorf("tracing: otlp exporter: %w", err)
+	}
+	return NewWith(c, sdktrace.WithBatcher(exp))
+}
+
+// NewWith starts a provider with c's resource and sampler and the given
+// span processor options (tests pass an in-memory exporter).
+func NewWith(c Config, opts ...sdktrace.TracerProviderOption) (*Provider, error) {
+	attrs := append([]attribute.KeyValue{attribute.String("service.name", c.ServiceName)}, c.Resource...)
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(attrs...))
+	if err != nil {
+		return nil, fmt.Errorf("tracing: resource: %w", err)
+	}
+	opts = append([]sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(c.sampler())}, opts...)
+	return &Provider{tp: sdktrace.NewTracerProvider(opts...), Propagator: propagation.TraceContext{}}, nil
+}
+
+// TracerProvider is the provider (for instrumentation libraries).
+func (p *Provider) TracerProvider() trace.TracerProvider { return p.tp }
+
+// Tracer returns the named tracer.
+func (p *Provider) Tracer(name string) trace.Tracer { return p.tp.Tracer(name) }
+
+// Shutdown exports what is buffered and stops, within ctx.
+func (p *Provider) Shutdown(ctx context.Context) error {
+	if p == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return p.tp.Shutdown(ctx)
+}
+
+// ForceFlush exports what is buffered (tests).
+func (p *Provider) ForceFlush(ctx context.Context) error { return p.tp.ForceFlush(ctx) }

@@ -1,0 +1,163 @@
+package tracing_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/shared/tracing"
+	"github.com/tollgate-auth/tollgate/shared/tracing/otlptest"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadOffByDefault(t *testing.T) {
+	for name, vars := range map[string]map[string]string{
+		"nothing set":   {},
+		"sampler only":  {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_SERVICE_NAME": "x"},
+		"sdk disabled":  {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"},
+		"exporter none": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "none"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := tracing.Load(env(vars), "svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Enabled() {
+				t.Fatalf("enabled with %v", vars)
+			}
+			p, err := tracing.New(context.Background(), c)
+			if p != nil || err != nil {
+				t.Fatalf("New = %v, %v; want nil, nil when off", p, err)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	c, err := tracing.Load(env(map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+		"OTEL_TRACES_SAMPLER":         "ParentBased_TraceIdRatio",
+		"OTEL_TRACES_SAMPLER_ARG":     "0.01",
+		"OTEL_RESOURCE_ATTRIBUTES":    "deployment.environment=prod,team=a%20b",
+	}), "authproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Endpoint != "http://collector:4318/v1/traces" || c.ServiceName != "authproxy" ||
+		c.Sampler != "parentbased_traceidratio" || c.SamplerArg != 0.01 || len(c.Resource) != 2 ||
+		c.Resource[1].Value.AsString() != "a b" {
+		t.Fatalf("got %+v", c)
+	}
+	c, err = tracing.Load(env(map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT":        "http://ignored:4318",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector/custom/path",
+		"OTEL_SERVICE_NAME":                  "edge",
+	}), "authproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Endpoint != "https://collector/custom/path" || c.ServiceName != "edge" || c.Sampler != "parentbased_always_on" {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+// Every bad value is reported, all at once, naming the variable.
+func TestLoadErrors(t *testing.T) {
+	_, err := tracing.Load(env(map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318",
+		"OTEL_TRACES_SAMPLER":         "sometimes",
+		"OTEL_TRACES_SAMPLER_ARG":     "1.5",
+		"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+		"OTEL_TRACES_EXPORTER":        "zipkin",
+		"OTEL_RESOURCE_ATTRIBUTES":    "novalue",
+	}), "svc")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT", "OTEL_TRACES_SAMPLER=", "OTEL_TRACES_SAMPLER_ARG",
+		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_TRACES_EXPORTER", "OTEL_RESOURCE_ATTRIBUTES"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s:\n%v", want, err)
+		}
+	}
+	if _, err := tracing.Load(env(map[string]string{"OTEL_SDK_DISABLED": "maybe"}), "svc"); err == nil {
+		t.Error("OTEL_SDK_DISABLED=maybe accepted")
+	}
+}
+
+// The real exporter, over HTTP, in protobuf, to a receiver that decodes
+// it: the span, its resource and its parent arrive.
+func TestExportOverOTLPHTTP(t *testing.T) {
+	r, err := otlptest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": r.URL(), "OTEL_RESOURCE_ATTRIBUTES": "team=edge"}), "coreapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tracing.New(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := p.Tracer("test")
+	ctx, parent := tr.Start(context.Background(), "parent")
+	_, child := tr.Start(ctx, "child")
+	child.End()
+	parent.End()
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if errs := r.Errors(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	spans := r.Spans()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2: %+v", len(spans), spans)
+	}
+	byName := map[string]otlptest.Span{}
+	for _, s := range spans {
+		byName[s.Name] = s
+		if s.Service != "coreapi" || s.Scope != "test" {
+			t.Errorf("span %s: service %q scope %q", s.Name, s.Service, s.Scope)
+		}
+	}
+	if byName["child"].ParentSpanID != byName["parent"].SpanID || byName["child"].TraceID != byName["parent"].TraceID ||
+		byName["parent"].ParentSpanID != "" {
+		t.Fatalf("parent chain wrong: %+v", byName)
+	}
+	if want := parent.SpanContext().TraceID().String(); byName["parent"].TraceID != want {
+		t.Fatalf("trace id %s, want %s", byName["parent"].TraceID, want)
+	}
+}
+
+// LogHandler puts the trace id on records logged with a traced context,
+// and nothing on others.
+func TestLogHandler(t *testing.T) {
+	p, err := tracing.NewWith(tracing.Config{ServiceName: "x", Sampler: "always_on"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(&buf, nil)}).With("component", "c")
+	ctx, span := p.Tracer("t").Start(context.Background(), "s")
+	log.InfoContext(ctx, "traced")
+	log.Info("untraced")
+	span.End()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var traced, untraced map[string]any
+	_ = json.Unmarshal([]byte(lines[0]), &traced)
+	_ = json.Unmarshal([]byte(lines[1]), &untraced)
+	if traced["trace_id"] != span.SpanContext().TraceID().String() || traced["span_id"] != span.SpanContext().SpanID().String() ||
+		traced["component"] != "c" {
+		t.Fatalf("traced line: %s", lines[0])
+	}
+	if _, ok := untraced["trace_id"]; ok {
+		t.Fatalf("untraced line has a trace id: %s", lines[1])
+	}
+}
