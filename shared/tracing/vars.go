@@ -5,11 +5,11 @@ import "github.com/tollgate-auth/tollgate/shared/envconfig"
 // Vars are the OTEL_* variables Load reads, as entries of a service's
 // configuration table (service is its default service.name). Their
 // defaults are documentation only: Load applies them, and the printout
-// shows Config.Rows.
+// shows Config.Rows (which masks a password in an endpoint URL itself).
 func Vars(service string) envconfig.Table {
 	return envconfig.Table{
-		{Name: "OTEL_EXPORTER_OTLP_ENDPOINT", Mask: envconfig.URL, Help: "OTLP/HTTP collector base URL (spans go to .../v1/traces); unset: tracing off"},
-		{Name: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", Mask: envconfig.URL, Help: "full OTLP/HTTP traces URL, overriding the above"},
+		{Name: "OTEL_EXPORTER_OTLP_ENDPOINT", Help: "OTLP/HTTP collector base URL (spans go to .../v1/traces); unset: tracing off"},
+		{Name: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", Help: "full OTLP/HTTP traces URL, overriding the above"},
 		{Name: "OTEL_SERVICE_NAME", DefaultDoc: service, Help: "service.name of the spans"},
 		{Name: "OTEL_RESOURCE_ATTRIBUTES", Help: "more resource attributes, key=value[,key=value...]"},
 		{Name: "OTEL_TRACES_SAMPLER", DefaultDoc: "parentbased_always_on", Help: "sampler, e.g. parentbased_traceidratio"},
