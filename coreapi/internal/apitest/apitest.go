@@ -29,8 +29,10 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -55,8 +57,12 @@ func Keys() []identity.Key { return []identity.Key{{ID: KeyID, Secret: Key()}} }
 // Options adjust the test server.
 type Options struct {
 	// Configure edits the server options before the server is built (add
-	// Register hooks, ErrorMappers, Passwords, MaxBodyBytes...).
+	// Register hooks, ErrorMappers, Catalog, MaxBodyBytes...). The tenant
+	// API is registered first, with the final Catalog.
 	Configure func(*httpapi.Options)
+	// Passwords hashes the passwords of members the tenant API creates
+	// (nil: cheap parameters of the production format).
+	Passwords users.PasswordHasher
 	// ExecMode is the pgx exec mode of the server's pool (0: the default,
 	// cache_statement); the PgBouncer-friendly modes are tested with it.
 	ExecMode pgx.QueryExecMode
@@ -140,11 +146,19 @@ func Start(t testing.TB, o Options) *Env {
 			e.mu.Unlock()
 		},
 	}
-	// Cheap parameters: tests hash many passwords; the format is the same.
-	opts.Passwords = password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
+	if o.Passwords == nil {
+		// Cheap parameters: tests hash many passwords; the format is the same.
+		o.Passwords = password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
+	}
 	if o.Configure != nil {
 		o.Configure(&opts)
 	}
+	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog})
+	if err != nil {
+		t.Fatalf("apitest: %v", err)
+	}
+	opts.Register = append([]func(httpapi.Routes){tapi.Register}, opts.Register...)
+	opts.ErrorMappers = append(opts.ErrorMappers, tenantapi.MapError)
 	e.catalog = opts.Catalog
 	srv, err := httpapi.New(opts)
 	if err != nil {

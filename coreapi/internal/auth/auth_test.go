@@ -73,9 +73,8 @@ func start(t testing.TB, p password.Params) *env {
 		t.Fatal(err)
 	}
 	e := &env{ring: ring, keyDir: dir}
-	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
-		h := password.New(p, 0)
-		o.Passwords = h
+	h := password.New(p, 0)
+	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		svc, err := auth.New(auth.Options{
 			Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),

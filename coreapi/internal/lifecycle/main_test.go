@@ -70,9 +70,8 @@ func start(t *testing.T, limits lifecycle.Limits) *env {
 		t.Fatal(err)
 	}
 	x := &env{smtp: mailtest.Start(t)}
-	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
-		h := password.New(cheap, 0)
-		o.Passwords = h
+	h := password.New(cheap, 0)
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
 			Issuer:   "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute})

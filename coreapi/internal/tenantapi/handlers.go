@@ -1,4 +1,4 @@
-package httpapi
+package tenantapi
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -21,49 +22,48 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-func (s *Server) routes(rt Routes) {
+// Register adds the tenant API's routes (an Options.Register hook of
+// httpapi).
+func (s *Server) Register(rt httpapi.Routes) {
+	s.cursor = rt.Cursors
 	p := rt.Protected
 	p.Get("/users/me", s.getMe)
 	p.Patch("/users/me", s.patchMe)
 	p.Get("/users/me/tenants", s.listMyTenants)
 
-	p.Get("/tenant", RequirePermission(roles.TenantRead), s.getTenant)
-	p.Patch("/tenant", RequirePermission(roles.TenantWrite), s.patchTenant)
+	p.Get("/tenant", httpapi.RequirePermission(roles.TenantRead), s.getTenant)
+	p.Patch("/tenant", httpapi.RequirePermission(roles.TenantWrite), s.patchTenant)
 
-	p.Get("/users", RequirePermission(roles.UsersRead), s.listUsers)
-	p.Post("/users", RequirePermission(roles.UsersWrite), s.createUser)
-	p.Get("/users/:id", RequirePermission(roles.UsersRead), s.getUser)
-	p.Patch("/users/:id", RequirePermission(roles.UsersWrite), s.patchUser)
-	p.Delete("/users/:id", RequirePermission(roles.UsersWrite), s.deleteUser)
-	p.Put("/users/:id/roles/:role", RequirePermission(roles.UsersWrite), s.grantRole)
-	p.Delete("/users/:id/roles/:role", RequirePermission(roles.UsersWrite), s.revokeRole)
+	p.Get("/users", httpapi.RequirePermission(roles.UsersRead), s.listUsers)
+	p.Post("/users", httpapi.RequirePermission(roles.UsersWrite), s.createUser)
+	p.Get("/users/:id", httpapi.RequirePermission(roles.UsersRead), s.getUser)
+	p.Patch("/users/:id", httpapi.RequirePermission(roles.UsersWrite), s.patchUser)
+	p.Delete("/users/:id", httpapi.RequirePermission(roles.UsersWrite), s.deleteUser)
+	p.Put("/users/:id/roles/:role", httpapi.RequirePermission(roles.UsersWrite), s.grantRole)
+	p.Delete("/users/:id/roles/:role", httpapi.RequirePermission(roles.UsersWrite), s.revokeRole)
 
-	p.Get("/roles", RequirePermission(roles.RolesRead), s.listRoles)
-	p.Post("/roles", RequirePermission(roles.RolesWrite), s.createRole)
-	p.Patch("/roles/:id", RequirePermission(roles.RolesWrite), s.patchRole)
-	p.Delete("/roles/:id", RequirePermission(roles.RolesWrite), s.deleteRole)
+	p.Get("/roles", httpapi.RequirePermission(roles.RolesRead), s.listRoles)
+	p.Post("/roles", httpapi.RequirePermission(roles.RolesWrite), s.createRole)
+	p.Patch("/roles/:id", httpapi.RequirePermission(roles.RolesWrite), s.patchRole)
+	p.Delete("/roles/:id", httpapi.RequirePermission(roles.RolesWrite), s.deleteRole)
 
-	p.Get("/audit-events", RequirePermission(roles.AuditRead), s.listAudit)
+	p.Get("/audit-events", httpapi.RequirePermission(roles.AuditRead), s.listAudit)
 
 	// The vocabulary is the deployment's, the same for every tenant, and
 	// every member needs it (e.g. to choose the permissions of their own
 	// API keys): any verified identity may read it.
 	p.Get("/permissions", s.listPermissions)
-
-	// The proxy fetches identity.ProjectionPath; Internal is mounted at
-	// InternalPrefix.
-	rt.Internal.Get(strings.TrimPrefix(identity.ProjectionPath, InternalPrefix)+"/:user_id", s.getProjection)
 }
 
 func actor(c *fiber.Ctx) roles.Actor {
-	id := IdentityOf(c)
-	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: RequestIDOf(c)}
+	id := httpapi.IdentityOf(c)
+	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c)}
 }
 
 // --- self ---
 
 func (s *Server) getMe(c *fiber.Ctx) error {
-	id := IdentityOf(c)
+	id := httpapi.IdentityOf(c)
 	me, err := s.users.Me(c.UserContext(), id.UserID, id.TenantID)
 	if err != nil {
 		return err
@@ -84,23 +84,23 @@ type patchMeBody struct {
 
 func (s *Server) patchMe(c *fiber.Ctx) error {
 	var b patchMeBody
-	if err := DecodeJSON(c, &b); err != nil {
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
-	var v checks
-	v.require(b.DisplayName != nil || b.Email != nil, "(body)", "display_name or email is required")
+	var v httpapi.Checks
+	v.Require(b.DisplayName != nil || b.Email != nil, "(body)", "display_name or email is required")
 	if b.DisplayName != nil {
-		v.length("display_name", *b.DisplayName, 0, users.MaxDisplayName)
+		v.Length("display_name", *b.DisplayName, 0, users.MaxDisplayName)
 	}
 	if b.Email != nil {
 		e := strings.TrimSpace(*b.Email)
 		b.Email = &e
-		v.require(mailq.ValidAddress(e), "email", "not an email address")
+		v.Require(mailq.ValidAddress(e), "email", "not an email address")
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return err
 	}
-	id := IdentityOf(c)
+	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
 	if b.Email != nil {
 		// Each request mails someone: bounded per user.
@@ -115,7 +115,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 			return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
 				"too many email changes requested; retry after "+strconv.Itoa(secs)+" s")
 		}
-		if err := s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, *b.Email, RequestIDOf(c)); err != nil {
+		if err := s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, *b.Email, httpapi.RequestIDOf(c)); err != nil {
 			return err
 		}
 	}
@@ -124,7 +124,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		err error
 	)
 	if b.DisplayName != nil {
-		me, err = s.users.UpdateMe(ctx, id.UserID, id.TenantID, strings.TrimSpace(*b.DisplayName), RequestIDOf(c))
+		me, err = s.users.UpdateMe(ctx, id.UserID, id.TenantID, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c))
 	} else {
 		me, err = s.users.Me(ctx, id.UserID, id.TenantID)
 	}
@@ -138,21 +138,16 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 	return c.JSON(me)
 }
 
-type timeKey struct {
-	T  int64  `json:"t"` // unix microseconds
-	ID string `json:"id"`
-}
-
 func (s *Server) listMyTenants(c *fiber.Ctx) error {
-	pq, err := parsePage(c)
+	pq, err := httpapi.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	id := IdentityOf(c)
-	lp := tenants.ListParams{UserID: id.UserID, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
-	if pq.cursor != "" {
-		var k timeKey
-		if err := s.cursor.decode("my-tenants", id.UserID, pq.cursor, &k); err != nil {
+	id := httpapi.IdentityOf(c)
+	lp := tenants.ListParams{UserID: id.UserID, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
+		var k httpapi.TimeKey
+		if err := s.cursor.Decode("my-tenants", id.UserID, pq.Cursor, &k); err != nil {
 			return err
 		}
 		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
@@ -161,31 +156,9 @@ func (s *Server) listMyTenants(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(page(rows, pq, func(m tenants.Membership) (string, int64) {
-		return s.cursor.encode("my-tenants", id.UserID, timeKey{T: m.JoinedAt.UnixMicro(), ID: m.ID}), m.Total
+	return c.JSON(httpapi.Page(rows, pq, func(m tenants.Membership) (string, int64) {
+		return s.cursor.Encode("my-tenants", id.UserID, httpapi.TimeKey{T: m.JoinedAt.UnixMicro(), ID: m.ID}), m.Total
 	}))
-}
-
-// page trims the extra row fetched to detect a next page and builds the
-// list response; next returns the cursor after a row and its total.
-func page[T any](rows []T, pq pageQuery, next func(T) (string, int64)) listResponse[T] {
-	out := listResponse[T]{Data: rows}
-	if out.Data == nil {
-		out.Data = []T{}
-	}
-	if len(rows) > pq.limit {
-		out.Data = rows[:pq.limit]
-		cur, _ := next(out.Data[pq.limit-1])
-		out.NextCursor = &cur
-	}
-	if pq.includeTotal {
-		var total int64
-		if len(out.Data) > 0 {
-			_, total = next(out.Data[0])
-		}
-		out.Total = &total
-	}
-	return out
 }
 
 // --- tenant ---
@@ -194,7 +167,7 @@ var errStatusOperatorOnly = problem.New(fiber.StatusForbidden, problem.CodeOpera
 	"a tenant's status is changed by an operator (coreapi tenants suspend|reactivate ID), not through the API")
 
 func (s *Server) getTenant(c *fiber.Ctx) error {
-	t, err := s.tenants.Get(c.UserContext(), IdentityOf(c).TenantID)
+	t, err := s.tenants.Get(c.UserContext(), httpapi.IdentityOf(c).TenantID)
 	if err != nil {
 		return err
 	}
@@ -203,7 +176,7 @@ func (s *Server) getTenant(c *fiber.Ctx) error {
 
 func (s *Server) patchTenant(c *fiber.Ctx) error {
 	var b tenants.Patch
-	if err := DecodeJSON(c, &b); err != nil {
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
 	if b.Status != nil {
@@ -212,17 +185,17 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 		// reactivation are operator actions.
 		return errStatusOperatorOnly
 	}
-	var v checks
+	var v httpapi.Checks
 	if b.Name != nil {
 		n := strings.TrimSpace(*b.Name)
 		b.Name = &n
-		v.length("name", n, 1, tenants.MaxName)
+		v.Length("name", n, 1, tenants.MaxName)
 	}
-	v.require(b.Name != nil || b.RequireMFA != nil, "(body)", "nothing to change")
-	if err := v.err(); err != nil {
+	v.Require(b.Name != nil || b.RequireMFA != nil, "(body)", "nothing to change")
+	if err := v.Err(); err != nil {
 		return err
 	}
-	t, err := s.tenants.Update(c.UserContext(), IdentityOf(c).TenantID, actor(c), b)
+	t, err := s.tenants.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), b)
 	if err != nil {
 		return err
 	}
@@ -232,19 +205,19 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 // --- users ---
 
 func (s *Server) listUsers(c *fiber.Ctx) error {
-	pq, err := parsePage(c)
+	pq, err := httpapi.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	tid := IdentityOf(c).TenantID
-	lp := users.ListParams{TenantID: tid, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
-	if pq.cursor != "" {
-		var k timeKey
-		if err := s.cursor.decode("users", tid, pq.cursor, &k); err != nil {
+	tid := httpapi.IdentityOf(c).TenantID
+	lp := users.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
+		var k httpapi.TimeKey
+		if err := s.cursor.Decode("users", tid, pq.Cursor, &k); err != nil {
 			return err
 		}
 		if !ids.Valid(k.ID) {
-			return errBadCursor
+			return httpapi.ErrBadCursor
 		}
 		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
 	}
@@ -252,17 +225,17 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(page(rows, pq, func(m users.Member) (string, int64) {
-		return s.cursor.encode("users", tid, timeKey{T: m.CreatedAt.UnixMicro(), ID: m.ID}), m.Total
+	return c.JSON(httpapi.Page(rows, pq, func(m users.Member) (string, int64) {
+		return s.cursor.Encode("users", tid, httpapi.TimeKey{T: m.CreatedAt.UnixMicro(), ID: m.ID}), m.Total
 	}))
 }
 
 func (s *Server) getUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	m, err := s.users.Get(c.UserContext(), IdentityOf(c).TenantID, uid)
+	m, err := s.users.Get(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid)
 	if err != nil {
 		return err
 	}
@@ -278,37 +251,37 @@ type createUserBody struct {
 
 func (s *Server) createUser(c *fiber.Ctx) error {
 	var b createUserBody
-	if err := DecodeJSON(c, &b); err != nil {
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
-	var v checks
+	var v httpapi.Checks
 	b.Email = strings.TrimSpace(b.Email)
-	v.length("email", b.Email, 1, mailq.MaxAddress)
+	v.Length("email", b.Email, 1, mailq.MaxAddress)
 	if b.Email != "" && len(b.Email) <= mailq.MaxAddress {
-		v.require(mailq.ValidAddress(b.Email), "email", "not an email address")
+		v.Require(mailq.ValidAddress(b.Email), "email", "not an email address")
 	}
 	n := users.NewMember{Email: b.Email, Roles: users.SortedUnique(b.Roles)}
 	if b.Password != nil {
 		if err := password.CheckNew(*b.Password); err != nil {
-			v.add("password", err.Error())
+			v.Add("password", err.Error())
 		}
 		n.Password = *b.Password
 	}
 	if b.DisplayName != nil {
 		n.DisplayName = strings.TrimSpace(*b.DisplayName)
-		v.length("display_name", n.DisplayName, 0, users.MaxDisplayName)
+		v.Length("display_name", n.DisplayName, 0, users.MaxDisplayName)
 	}
-	v.require(len(b.Roles) <= 32, "roles", "at most 32 roles")
+	v.Require(len(b.Roles) <= 32, "roles", "at most 32 roles")
 	for _, r := range b.Roles {
 		if !roles.ValidName(r) {
-			v.add("roles", "invalid role name")
+			v.Add("roles", "invalid role name")
 			break
 		}
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return err
 	}
-	m, inv, err := s.users.Create(c.UserContext(), IdentityOf(c).TenantID, actor(c), n)
+	m, inv, err := s.users.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), n)
 	if err != nil {
 		return err
 	}
@@ -326,23 +299,23 @@ type patchUserBody struct {
 }
 
 func (s *Server) patchUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
 	var b patchUserBody
-	if err := DecodeJSON(c, &b); err != nil {
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
-	var v checks
-	v.require(b.Status != nil, "status", "required")
+	var v httpapi.Checks
+	v.Require(b.Status != nil, "status", "required")
 	if b.Status != nil {
-		v.require(*b.Status == identity.StatusActive || *b.Status == identity.StatusDisabled, "status", "active or disabled")
+		v.Require(*b.Status == identity.StatusActive || *b.Status == identity.StatusDisabled, "status", "active or disabled")
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return err
 	}
-	m, err := s.users.Update(c.UserContext(), IdentityOf(c).TenantID, uid, actor(c), users.Patch{Status: b.Status})
+	m, err := s.users.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, actor(c), users.Patch{Status: b.Status})
 	if err != nil {
 		return err
 	}
@@ -350,11 +323,11 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteUser(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	if err := s.users.Remove(c.UserContext(), IdentityOf(c).TenantID, uid, actor(c)); err != nil {
+	if err := s.users.Remove(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, actor(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -369,7 +342,7 @@ func roleParam(c *fiber.Ctx) (string, error) {
 }
 
 func (s *Server) grantRole(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
@@ -377,7 +350,7 @@ func (s *Server) grantRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.users.GrantRole(c.UserContext(), IdentityOf(c).TenantID, uid, role, actor(c))
+	m, err := s.users.GrantRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, actor(c))
 	if err != nil {
 		return err
 	}
@@ -385,7 +358,7 @@ func (s *Server) grantRole(c *fiber.Ctx) error {
 }
 
 func (s *Server) revokeRole(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "id")
+	uid, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
@@ -393,7 +366,7 @@ func (s *Server) revokeRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.users.RevokeRole(c.UserContext(), IdentityOf(c).TenantID, uid, role, actor(c))
+	m, err := s.users.RevokeRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, actor(c))
 	if err != nil {
 		return err
 	}
@@ -407,15 +380,15 @@ type nameKey struct {
 }
 
 func (s *Server) listRoles(c *fiber.Ctx) error {
-	pq, err := parsePage(c)
+	pq, err := httpapi.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	tid := IdentityOf(c).TenantID
-	lp := roles.ListParams{TenantID: tid, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
-	if pq.cursor != "" {
+	tid := httpapi.IdentityOf(c).TenantID
+	lp := roles.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
 		var k nameKey
-		if err := s.cursor.decode("roles", tid, pq.cursor, &k); err != nil {
+		if err := s.cursor.Decode("roles", tid, pq.Cursor, &k); err != nil {
 			return err
 		}
 		lp.AfterName = k.Name
@@ -424,23 +397,23 @@ func (s *Server) listRoles(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(page(rows, pq, func(r roles.Role) (string, int64) {
-		return s.cursor.encode("roles", tid, nameKey{Name: r.Name}), r.Total
+	return c.JSON(httpapi.Page(rows, pq, func(r roles.Role) (string, int64) {
+		return s.cursor.Encode("roles", tid, nameKey{Name: r.Name}), r.Total
 	}))
 }
 
 // checkPermissions accepts only permissions of the live catalog, naming
 // every one that is not.
-func (s *Server) checkPermissions(v *checks, field string, perms []string) {
+func (s *Server) checkPermissions(v *httpapi.Checks, field string, perms []string) {
 	if len(perms) > 64 {
-		v.add(field, "too many permissions (at most 64)")
+		v.Add(field, "too many permissions (at most 64)")
 		return
 	}
 	for _, p := range s.catalog.Unknown(perms) {
 		if len(p) > permissions.MaxName {
 			p = p[:permissions.MaxName] + "..."
 		}
-		v.add(field, fmt.Sprintf("unknown permission %q: not in the permission catalog (GET /api/v1/permissions lists it)", p))
+		v.Add(field, fmt.Sprintf("unknown permission %q: not in the permission catalog (GET /api/v1/permissions lists it)", p))
 	}
 }
 
@@ -452,21 +425,21 @@ type createRoleBody struct {
 
 func (s *Server) createRole(c *fiber.Ctx) error {
 	var b createRoleBody
-	if err := DecodeJSON(c, &b); err != nil {
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
-	var v checks
-	v.require(roles.ValidName(b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
-	v.length("description", b.Description, 0, roles.MaxDescription)
+	var v httpapi.Checks
+	v.Require(roles.ValidName(b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
+	v.Length("description", b.Description, 0, roles.MaxDescription)
 	s.checkPermissions(&v, "permissions", b.Permissions)
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return err
 	}
 	perms := users.SortedUnique(b.Permissions)
 	if perms == nil {
 		perms = []string{}
 	}
-	r, err := s.roles.Create(c.UserContext(), IdentityOf(c).TenantID, actor(c),
+	r, err := s.roles.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c),
 		roles.Definition{Name: b.Name, Description: b.Description, Permissions: perms})
 	if err != nil {
 		return err
@@ -476,20 +449,20 @@ func (s *Server) createRole(c *fiber.Ctx) error {
 }
 
 func (s *Server) patchRole(c *fiber.Ctx) error {
-	rid, err := pathUUID(c, "id")
+	rid, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
 	var b roles.Patch
-	if err := DecodeJSON(c, &b); err != nil {
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
-	var v checks
+	var v httpapi.Checks
 	if b.Name != nil {
-		v.require(roles.ValidName(*b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
+		v.Require(roles.ValidName(*b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
 	}
 	if b.Description != nil {
-		v.length("description", *b.Description, 0, roles.MaxDescription)
+		v.Length("description", *b.Description, 0, roles.MaxDescription)
 	}
 	if b.Permissions != nil {
 		s.checkPermissions(&v, "permissions", *b.Permissions)
@@ -499,11 +472,11 @@ func (s *Server) patchRole(c *fiber.Ctx) error {
 		}
 		b.Permissions = &p
 	}
-	v.require(b.Name != nil || b.Description != nil || b.Permissions != nil, "(body)", "nothing to change")
-	if err := v.err(); err != nil {
+	v.Require(b.Name != nil || b.Description != nil || b.Permissions != nil, "(body)", "nothing to change")
+	if err := v.Err(); err != nil {
 		return err
 	}
-	r, err := s.roles.Update(c.UserContext(), IdentityOf(c).TenantID, rid, actor(c), b)
+	r, err := s.roles.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, actor(c), b)
 	if err != nil {
 		return err
 	}
@@ -511,11 +484,11 @@ func (s *Server) patchRole(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteRole(c *fiber.Ctx) error {
-	rid, err := pathUUID(c, "id")
+	rid, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	if err := s.roles.Delete(c.UserContext(), IdentityOf(c).TenantID, rid, actor(c)); err != nil {
+	if err := s.roles.Delete(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, actor(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -538,19 +511,19 @@ type idKey struct {
 }
 
 func (s *Server) listAudit(c *fiber.Ctx) error {
-	pq, err := parsePage(c)
+	pq, err := httpapi.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	tid := IdentityOf(c).TenantID
-	lp := audit.ListParams{TenantID: tid, Limit: pq.limit + 1, IncludeTotal: pq.includeTotal}
-	if pq.cursor != "" {
+	tid := httpapi.IdentityOf(c).TenantID
+	lp := audit.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
 		var k idKey
-		if err := s.cursor.decode("audit", tid, pq.cursor, &k); err != nil {
+		if err := s.cursor.Decode("audit", tid, pq.Cursor, &k); err != nil {
 			return err
 		}
 		if k.ID <= 0 {
-			return errBadCursor
+			return httpapi.ErrBadCursor
 		}
 		lp.BeforeID = k.ID
 	}
@@ -558,41 +531,7 @@ func (s *Server) listAudit(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(page(rows, pq, func(r audit.Record) (string, int64) {
-		return s.cursor.encode("audit", tid, idKey{ID: r.ID}), r.Total
+	return c.JSON(httpapi.Page(rows, pq, func(r audit.Record) (string, int64) {
+		return s.cursor.Encode("audit", tid, idKey{ID: r.ID}), r.Total
 	}))
-}
-
-// --- internal ---
-
-func (s *Server) getProjection(c *fiber.Ctx) error {
-	uid, err := pathUUID(c, "user_id")
-	if err != nil {
-		return err
-	}
-	tid := c.Query("tenant_id")
-	if !ids.Valid(tid) {
-		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "tenant_id must be a UUID")
-	}
-	if !s.projLimit.acquire(c.UserContext()) {
-		s.metrics.shed("projection")
-		c.Set(fiber.HeaderRetryAfter, "1")
-		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "too many projection fetches in flight; retry shortly")
-	}
-	defer s.projLimit.release()
-	p, err := s.projector.Get(c.UserContext(), uid, strings.ToLower(tid))
-	if err != nil {
-		return err
-	}
-	if p.Roles == nil {
-		p.Roles = []string{}
-	}
-	if p.Permissions == nil {
-		p.Permissions = []string{}
-	}
-	if p.RevokedSessions == nil {
-		p.RevokedSessions = []string{}
-	}
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	return c.JSON(p)
 }

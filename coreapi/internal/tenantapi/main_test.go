@@ -1,0 +1,58 @@
+package tenantapi_test
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
+)
+
+// coverage collects, across the package's tests, which documented
+// operations answered with a response matching the OpenAPI document.
+var coverage = apitest.NewCoverage()
+
+func start(t testing.TB, o apitest.Options) *apitest.Env {
+	t.Helper()
+	o.Coverage = coverage
+	return apitest.Start(t, o)
+}
+
+// otherOperations are documented but served by other packages, which have
+// their own tests.
+var otherOperations = []string{"getOpenAPI", "getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback",
+	// package lifecycle's routes, checked by its own TestMain
+	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
+	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",
+	"pageVerifyEmail", "pageResetPassword", "pageAcceptInvitation",
+	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA"}
+
+// TestMain fails the run when a full run of the tests leaves an operation
+// of the tenant API without a successful, document-conforming response.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if code != 0 || flag.Lookup("test.run").Value.String() != "" || testing.Short() {
+		os.Exit(code)
+	}
+	v, err := openapi.NewValidator()
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	var ops []string
+	for _, op := range v.Operations() {
+		if !slices.Contains(otherOperations, op) {
+			ops = append(ops, op)
+		}
+	}
+	if missing := coverage.WithoutSuccess(ops); len(missing) > 0 {
+		slices.Sort(missing)
+		fmt.Printf("FAIL: documented operations never validated with a 2xx response: %v\n", missing)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
