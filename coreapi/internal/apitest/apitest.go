@@ -446,11 +446,12 @@ func (e *Env) SeedTenant(t testing.TB, name string) tenants.Tenant {
 // SeedUser creates a user (no password) and returns its id.
 func (e *Env) SeedUser(t testing.TB, email, displayName string) string {
 	t.Helper()
-	const q = `INSERT INTO users (email, display_name) VALUES ($1, $2) RETURNING id::text`
 	var id string
-	if err := e.DB.Pool.QueryRow(context.Background(), q, email, displayName).Scan(&id); err != nil {
-		t.Fatalf("seed user: %v", err)
-	}
+	e.Tx(t, func(tx pgx.Tx) error {
+		u, err := users.Insert(context.Background(), tx, users.NewUser{Email: email, DisplayName: displayName})
+		id = u.ID
+		return err
+	})
 	return id
 }
 

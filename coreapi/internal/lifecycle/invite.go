@@ -8,7 +8,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
@@ -292,16 +291,15 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			if b.DisplayName != nil {
 				name = strings.TrimSpace(*b.DisplayName)
 			}
-			const qNew = `
-INSERT INTO users (email, display_name, password_hash, email_verified_at) VALUES ($1, $2, $3, now())
-RETURNING id::text, token_version`
-			if err := tx.QueryRow(ctx, qNew, p.Email, name, hash).Scan(&userID, &tv); err != nil {
-				var pe *pgconn.PgError
-				if errors.As(err, &pe) && pe.Code == "23505" {
-					return errAccountExists // signed up meanwhile
-				}
-				return fmt.Errorf("create account: %w", err)
+			// The link reached the mailbox: the address is proven.
+			u, err := users.Insert(ctx, tx, users.NewUser{Email: p.Email, DisplayName: name, PasswordHash: hash, Verified: true})
+			if errors.Is(err, users.ErrEmailTaken) {
+				return errAccountExists // signed up meanwhile
 			}
+			if err != nil {
+				return err
+			}
+			userID, tv = u.ID, u.TokenVersion
 			created = true
 		} else {
 			var (

@@ -42,16 +42,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/oauth2"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -540,7 +537,7 @@ LIMIT 1`
 		return nil
 	})
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" {
+	if (errors.As(err, &pe) && pe.Code == "23505") || errors.Is(err, users.ErrEmailTaken) {
 		// A concurrent first sign-in of the same identity or email won.
 		return auth.Grant{}, problem.New(fiber.StatusConflict, problem.CodeConflict, "a concurrent sign-in created this account; try again")
 	}
@@ -553,27 +550,16 @@ LIMIT 1`
 // createAccount creates a user (without a password) and a personal tenant
 // it owns, like a signup.
 func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
-	// Only provider-verified addresses get here: the account starts verified.
-	const qNewUser = `INSERT INTO users (email, display_name, email_verified_at) VALUES ($1, $2, now()) RETURNING id::text`
 	name := clip.String(strings.TrimSpace(in.Name), 200)
-	var uid string
-	if err := tx.QueryRow(ctx, qNewUser, clip.String(in.Email, users.MaxEmail), name).Scan(&uid); err != nil {
-		return "", fmt.Errorf("create user: %w", err)
-	}
 	tenantName := name
 	if tenantName == "" {
 		tenantName = in.Email
 	}
-	t, err := tenants.Create(ctx, tx, clip.String(tenantName, 200))
-	if err != nil {
-		return "", err
-	}
-	if err := tenants.AddMember(ctx, tx, t.ID, uid, roles.Owner); err != nil {
-		return "", err
-	}
-	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: uid, Action: audit.ActionTenantCreated,
-		TargetType: "tenant", TargetID: t.ID, Data: map[string]string{"via": "oauth:" + in.Provider}, RequestID: in.RequestID})
-	return uid, err
+	// Only provider-verified addresses get here: the account starts verified.
+	u, _, err := users.InsertWithTenant(ctx, tx,
+		users.NewUser{Email: clip.String(in.Email, users.MaxEmail), DisplayName: name, Verified: true},
+		clip.String(tenantName, 200), "oauth:"+in.Provider, in.RequestID)
+	return u.ID, err
 }
 
 // Sweep deletes expired states and expired hand-over codes.

@@ -316,17 +316,13 @@ type NewMember struct {
 // that account's owner may accept. Nothing of the existing account leaks
 // into the answer, and a password given for it is ignored.
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n NewMember) (Member, *invitations.Invitation, error) {
-	const qInsert = `
-INSERT INTO users (email, display_name, password_hash) VALUES ($1, $2, $3)
-ON CONFLICT ((lower(email))) DO NOTHING
-RETURNING id::text`
 	const qRolePerms = `
 SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + rolePerms + `) p
 WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	if len(n.Roles) == 0 {
 		n.Roles = []string{roles.Member}
 	}
-	var hash *string
+	var hash string
 	if n.Password != "" {
 		if s.hasher == nil {
 			return Member{}, nil, ErrNoHasher
@@ -335,7 +331,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		if err != nil {
 			return Member{}, nil, fmt.Errorf("create member: %w", err)
 		}
-		hash = &h
+		hash = h
 	}
 	var (
 		m   Member
@@ -349,9 +345,9 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
 		}
-		var userID string
-		err := tx.QueryRow(ctx, qInsert, n.Email, n.DisplayName, hash).Scan(&userID)
-		if errors.Is(err, pgx.ErrNoRows) {
+		u, err := Insert(ctx, tx, NewUser{Email: n.Email, DisplayName: n.DisplayName, PasswordHash: hash})
+		userID := u.ID
+		if errors.Is(err, ErrEmailTaken) {
 			// An account exists: its owner must consent.
 			i, err := invitations.Create(ctx, tx, tenantID, a, n.Email, n.Roles)
 			if errors.Is(err, invitations.ErrUnknownRole) {
