@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"slices"
 	"strconv"
 	"strings"
@@ -273,7 +274,7 @@ func (e *mfaRequiredError) render(c *fiber.Ctx) error {
 
 // challenge stores a sign-in waiting for its second factor and returns the
 // error that answers with its mfa_token.
-func (s *Service) challenge(ctx context.Context, a account) error {
+func (s *Service) challenge(ctx context.Context, a users.Credentials) error {
 	const q = `
 INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at)
 VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
@@ -289,7 +290,7 @@ VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
 
 // passwordSecondFactor is the password grant's MFA hook: nil when the user
 // has no second factor, else the mfa_required answer.
-func (s *Service) passwordSecondFactor(ctx context.Context, a account) error {
+func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials) error {
 	on, err := s.hasMFA(ctx, a.UserID)
 	if err != nil || !on {
 		return err
@@ -309,7 +310,7 @@ func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
 		return err
 	}
 	tid := g.TenantID
-	return s.challenge(ctx, account{UserID: g.UserID, TenantID: &tid})
+	return s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid})
 }
 
 // mfaGrant is grant_type=mfa_otp: {mfa_token, code} finishes a sign-in;

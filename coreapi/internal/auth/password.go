@@ -2,7 +2,7 @@ package auth
 
 import (
 	"errors"
-	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"strconv"
 	"strings"
 
@@ -42,44 +42,31 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	const qLoad = `SELECT coalesce(password_hash, ''), email FROM users WHERE id = $1`
-	var hash, email string
-	if err := s.pool.QueryRow(ctx, qLoad, id.UserID).Scan(&hash, &email); errors.Is(err, pgx.ErrNoRows) {
+	hash, email, err := users.PasswordOf(ctx, s.pool, id.UserID)
+	if errors.Is(err, users.ErrNotFound) {
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "user not found")
 	} else if err != nil {
-		return fmt.Errorf("load password: %w", err)
+		return err
 	}
 	// The current password is a password guess like a sign-in: the same
-	// counters (address and client), reserved before the check.
-	key, ip := emailKey(email), httpapi.ClientIP(c)
-	if err := s.reserve(ctx, key, ip); err != nil {
-		var ra *retryAfterError
-		if errors.As(err, &ra) {
-			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
-			return ra.Problem
-		}
-		return err
+	// counters (address and client), reserved before the check. Accounts
+	// created through OAuth have no password: they cannot change one they
+	// never had.
+	err = s.checkGuess(ctx, email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, error) { return hash, nil })
+	if ra := (*retryAfterError)(nil); errors.As(err, &ra) {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
+		return ra.Problem
 	}
-	// Accounts created through OAuth have no password: they cannot change
-	// one they never had (Verify against the dummy never matches).
-	ok, err := s.passwords.Verify(ctx, req.CurrentPassword, hash)
-	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
-		return err
-	}
-	if !ok {
+	if errors.Is(err, errBadCredentials) {
 		return problem.New(fiber.StatusForbidden, problem.CodeInvalidCurrentPassword, "the current password is wrong")
 	}
-	if err := s.release(ctx, key, ip); err != nil {
+	if err != nil {
 		return err
 	}
 	newHash, err := s.passwords.Hash(ctx, req.NewPassword)
 	if err != nil {
 		return err
 	}
-	const qUpdate = `
-UPDATE users SET password_hash = $2, token_version = token_version + 1, updated_at = now()
-WHERE id = $1
-RETURNING token_version`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var (
 		tv       int64
@@ -88,8 +75,8 @@ RETURNING token_version`
 		authTime int64
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, qUpdate, id.UserID, newHash).Scan(&tv); err != nil {
-			return fmt.Errorf("update password: %w", err)
+		if tv, err = users.SetPassword(ctx, tx, id.UserID, newHash); err != nil {
+			return err
 		}
 		if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonPasswordChange); err != nil {
 			return err

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -60,13 +60,12 @@ func (s *Service) logout(c *fiber.Ctx) error {
 			return err
 		}
 	case "global":
-		const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, "", sessions.ReasonLogoutGlobal); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, qBump, id.UserID); err != nil {
-				return fmt.Errorf("bump token version: %w", err)
+			if err := users.BumpTokenVersion(ctx, tx, id.UserID); err != nil {
+				return err
 			}
 			if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 				Action: audit.ActionUserLogoutGlobal, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
@@ -102,12 +101,6 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 	if id.SessionID == "" {
 		return invalidRequest("the access token names no session")
 	}
-	const qMember = `
-SELECT u.token_version FROM memberships m
-JOIN users u ON u.id = m.user_id
-JOIN tenants t ON t.id = m.tenant_id
-WHERE m.user_id = $1 AND m.tenant_id = $2
-  AND m.status = 'active' AND t.status = 'active' AND u.status = 'active'`
 	ctx := c.UserContext()
 	var (
 		tv       int64
@@ -117,10 +110,10 @@ WHERE m.user_id = $1 AND m.tenant_id = $2
 		err      error
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, qMember, id.UserID, tid).Scan(&tv); errors.Is(err, pgx.ErrNoRows) {
+		if tv, err = users.ActiveMembership(ctx, tx, id.UserID, tid); errors.Is(err, users.ErrNotFound) {
 			return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "no active membership in that tenant")
 		} else if err != nil {
-			return fmt.Errorf("check membership: %w", err)
+			return err
 		}
 		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid); err != nil {
 			return err

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -149,7 +149,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if len(req.Password) > password.MaxBytes {
 		return TokenResponse{}, errPasswordTooLong
 	}
-	if len(email) > users.MaxEmail {
+	if len(email) > mail.MaxStoredAddress {
 		return TokenResponse{}, errBadCredentials
 	}
 	if req.TenantID != "" {

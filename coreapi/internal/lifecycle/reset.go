@@ -15,7 +15,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -36,7 +35,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		return formError(c, PageResetPassword, "", err)
 	}
 	email := strings.TrimSpace(b.Email)
-	if email == "" || len(email) > users.MaxEmail {
+	if email == "" || len(email) > mail.MaxStoredAddress {
 		return formError(c, PageResetPassword, "", validation("email", "an email address is required"))
 	}
 	ctx := c.UserContext()

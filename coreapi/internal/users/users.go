@@ -30,7 +30,6 @@ import (
 
 // Field limits (mirror the schema's CHECK constraints).
 const (
-	MaxEmail       = 320
 	MaxDisplayName = 200
 )
 
