@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lockout"
 	"log/slog"
 	"time"
@@ -70,6 +71,7 @@ type Service struct {
 	audience  string
 	accessTTL time.Duration
 	attempts  *lockout.Store
+	cursors   *httpapi.Cursors // set by Register
 	mfa       *mfa.Sealer
 	mfaIssuer string
 	now       func() time.Time

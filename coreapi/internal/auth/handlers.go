@@ -14,6 +14,7 @@ const JWKSPath = "/.well-known/jwks.json"
 
 // Register adds the sign-in routes (an httpapi.Options.Register hook).
 func (s *Service) Register(rt httpapi.Routes) {
+	s.cursors = rt.Cursors
 	rt.Root.Get(JWKSPath, s.jwks)
 	rt.Public.Post("/auth/signup", s.signup)
 	rt.Optional.Post("/auth/token", s.token)

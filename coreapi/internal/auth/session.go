@@ -1,8 +1,6 @@
 package auth
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -157,13 +155,6 @@ type sessionList struct {
 	NextCursor *string       `json:"next_cursor"`
 }
 
-type cursor struct {
-	CreatedAt time.Time `json:"c"`
-	ID        string    `json:"i"`
-}
-
-var errBadCursor = problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
-
 func (s *Service) listSessions(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	limit := 50
@@ -176,18 +167,11 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 	}
 	var after *sessions.Cursor
 	if v := c.Query("cursor"); v != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(v)
+		t, sid, err := s.cursors.DecodeAfter("sessions", id.UserID, v)
 		if err != nil {
-			return errBadCursor
+			return err
 		}
-		var cur cursor
-		if err := json.Unmarshal(raw, &cur); err != nil || cur.CreatedAt.IsZero() {
-			return errBadCursor
-		}
-		if !ids.Valid(cur.ID) {
-			return errBadCursor
-		}
-		after = &sessions.Cursor{CreatedAt: cur.CreatedAt, ID: cur.ID}
+		after = &sessions.Cursor{CreatedAt: t, ID: sid}
 	}
 	list, err := s.sessions.List(c.UserContext(), id.UserID, limit+1, after)
 	if err != nil {
@@ -197,8 +181,7 @@ func (s *Service) listSessions(c *fiber.Ctx) error {
 	for i, ss := range list {
 		if i == limit {
 			last := list[limit-1]
-			b, _ := json.Marshal(cursor{CreatedAt: last.CreatedAt, ID: last.ID})
-			nc := base64.RawURLEncoding.EncodeToString(b)
+			nc := s.cursors.After("sessions", id.UserID, last.CreatedAt, last.ID)
 			out.NextCursor = &nc
 			break
 		}

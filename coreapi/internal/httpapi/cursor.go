@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -155,8 +157,28 @@ func Page[T any](rows []T, pq PageQuery, next func(T) (string, int64)) ListRespo
 }
 
 // TimeKey is the cursor payload of a list in keyset order of a time and an
-// id that breaks ties (created_at, id).
+// id that breaks ties (created_at, id): the one keyset of such lists (see
+// Cursors.After and Cursors.DecodeAfter).
 type TimeKey struct {
-	T  int64  `json:"t"` // unix microseconds
+	T  int64  `json:"t"` // unix microseconds, PostgreSQL's precision
 	ID string `json:"id"`
+}
+
+// After returns the cursor that continues list (scoped to scope) after
+// the row at time t with id.
+func (c *Cursors) After(list, scope string, t time.Time, id string) string {
+	return c.cc.encode(list, scope, TimeKey{T: t.UnixMicro(), ID: id})
+}
+
+// DecodeAfter checks a cursor made by After and returns its row's time and
+// id; a malformed, altered or foreign cursor is ErrBadCursor.
+func (c *Cursors) DecodeAfter(list, scope, cursor string) (time.Time, string, error) {
+	var k TimeKey
+	if err := c.cc.decode(list, scope, cursor, &k); err != nil {
+		return time.Time{}, "", err
+	}
+	if !ids.Valid(k.ID) {
+		return time.Time{}, "", ErrBadCursor
+	}
+	return time.UnixMicro(k.T), k.ID, nil
 }

@@ -147,8 +147,8 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, emai
 
 // Cursor is a position in a tenant's invitation list.
 type Cursor struct {
-	CreatedAt time.Time `json:"c"`
-	ID        string    `json:"i"`
+	CreatedAt time.Time
+	ID        string
 }
 
 // List returns up to limit invitations of the tenant after the cursor

@@ -77,14 +77,11 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	}
 	var after *invitations.Cursor
 	if v := c.Query("cursor"); v != "" {
-		var k invitations.Cursor
-		if err := s.cursors.Decode("invitations", tid, v, &k); err != nil {
+		t, id, err := s.cursors.DecodeAfter("invitations", tid, v)
+		if err != nil {
 			return err
 		}
-		if !ids.Valid(k.ID) {
-			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
-		}
-		after = &k
+		after = &invitations.Cursor{CreatedAt: t, ID: id}
 	}
 	rows, err := s.invitations.List(c.UserContext(), tid, limit+1, after)
 	if err != nil {
@@ -97,7 +94,7 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	if len(rows) > limit {
 		out.Data = rows[:limit]
 		last := out.Data[limit-1]
-		cur := s.cursors.Encode("invitations", tid, invitations.Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
+		cur := s.cursors.After("invitations", tid, last.CreatedAt, last.ID)
 		out.NextCursor = &cur
 	}
 	return c.JSON(out)

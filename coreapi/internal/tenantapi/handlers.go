@@ -10,7 +10,6 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -146,18 +145,16 @@ func (s *Server) listMyTenants(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	lp := tenants.ListParams{UserID: id.UserID, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
 	if pq.Cursor != "" {
-		var k httpapi.TimeKey
-		if err := s.cursor.Decode("my-tenants", id.UserID, pq.Cursor, &k); err != nil {
+		if lp.After, lp.AfterID, err = s.cursor.DecodeAfter("my-tenants", id.UserID, pq.Cursor); err != nil {
 			return err
 		}
-		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
 	}
 	rows, err := s.tenants.ListForUser(c.UserContext(), lp)
 	if err != nil {
 		return err
 	}
 	return c.JSON(httpapi.Page(rows, pq, func(m tenants.Membership) (string, int64) {
-		return s.cursor.Encode("my-tenants", id.UserID, httpapi.TimeKey{T: m.JoinedAt.UnixMicro(), ID: m.ID}), m.Total
+		return s.cursor.After("my-tenants", id.UserID, m.JoinedAt, m.ID), m.Total
 	}))
 }
 
@@ -212,21 +209,16 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 	tid := httpapi.IdentityOf(c).TenantID
 	lp := users.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
 	if pq.Cursor != "" {
-		var k httpapi.TimeKey
-		if err := s.cursor.Decode("users", tid, pq.Cursor, &k); err != nil {
+		if lp.After, lp.AfterID, err = s.cursor.DecodeAfter("users", tid, pq.Cursor); err != nil {
 			return err
 		}
-		if !ids.Valid(k.ID) {
-			return httpapi.ErrBadCursor
-		}
-		lp.After, lp.AfterID = time.UnixMicro(k.T), k.ID
 	}
 	rows, err := s.users.List(c.UserContext(), lp)
 	if err != nil {
 		return err
 	}
 	return c.JSON(httpapi.Page(rows, pq, func(m users.Member) (string, int64) {
-		return s.cursor.Encode("users", tid, httpapi.TimeKey{T: m.CreatedAt.UnixMicro(), ID: m.ID}), m.Total
+		return s.cursor.After("users", tid, m.CreatedAt, m.ID), m.Total
 	}))
 }
 
