@@ -64,7 +64,7 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 			tid := string(c.QueryArgs().Peek("tenant_id"))
 			p := identity.Projection{
 				UserID: uid, TenantID: tid, Email: "u@example.com",
-				UserStatus: "active", MembershipStatus: "active", TenantStatus: "active",
+				UserStatus: identity.StatusActive, MembershipStatus: identity.StatusActive, TenantStatus: identity.StatusActive,
 				Roles: []string{"member"}, Permissions: []string{"tenant:read", "notes:read"},
 			}
 			b, _ := json.Marshal(p)

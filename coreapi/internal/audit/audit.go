@@ -52,12 +52,20 @@ const (
 	ActionUserMFARecoveryCodeUsed    = "user.mfa_recovery_code_used"
 )
 
+// Target types of audit events: what an event's TargetID names.
+const (
+	TargetUser       = "user"
+	TargetRole       = "role"
+	TargetTenant     = "tenant"
+	TargetInvitation = "invitation"
+)
+
 // Event is one audit record to write.
 type Event struct {
 	TenantID    string
 	ActorUserID string // empty for system actions
 	Action      string // one of the Action constants
-	TargetType  string // "user", "role", "tenant"
+	TargetType  string // a Target* constant
 	TargetID    string
 	Data        any // marshalled to JSON; nil means {}
 	RequestID   string

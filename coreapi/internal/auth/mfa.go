@@ -201,7 +201,7 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 		}
 		ok = true
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: audit.ActionUserMFARecoveryCodeUsed, TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFARecoveryCodeUsed, TargetType: audit.TargetUser, TargetID: u.userID,
 			Data: map[string]any{"remaining": left}, RequestID: u.requestID})
 	})
 	return ok, err
@@ -241,7 +241,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: audit.ActionUserMFACodeFailed, TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFACodeFailed, TargetType: audit.TargetUser, TargetID: u.userID,
 			Data: map[string]string{"ip": u.ip}, RequestID: u.requestID})
 	})
 }
@@ -565,7 +565,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 			}
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: audit.ActionUserMFAEnabled, TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
@@ -603,7 +603,7 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: audit.ActionUserMFADisabled, TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFADisabled, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
 	}); err != nil {
@@ -683,7 +683,7 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 			return fmt.Errorf("bump token version: %w", err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: audit.ActionUserMFAReset, TargetType: "user", TargetID: uid,
+			Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser, TargetID: uid,
 			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonUserMFAReset})
 	})

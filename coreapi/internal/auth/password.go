@@ -90,7 +90,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 			}
 		}
 		if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: audit.ActionUserPasswordChanged, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
+			Action: audit.ActionUserPasswordChanged, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid}); err != nil {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserPasswordChanged})

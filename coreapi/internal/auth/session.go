@@ -66,7 +66,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 				return err
 			}
 			if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-				Action: audit.ActionUserLogoutGlobal, TargetType: "user", TargetID: id.UserID, RequestID: rid}); err != nil {
+				Action: audit.ActionUserLogoutGlobal, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid}); err != nil {
 				return err
 			}
 			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserLogoutGlobal})

@@ -327,7 +327,7 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			return err
 		}
 		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: audit.ActionInvitationAccepted,
-			TargetType: "invitation", TargetID: p.ID, RequestID: rid,
+			TargetType: audit.TargetInvitation, TargetID: p.ID, RequestID: rid,
 			Data: map[string]any{"email": p.Email, "roles": names, "user_created": created}},
 			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err

@@ -219,7 +219,7 @@ func tooMany(c *fiber.Ctx, wait time.Duration, what string) error {
 // belongs to.
 func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestID string, data any) error {
 	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: actorID, Action: action,
-		TargetType: "user", TargetID: userID, Data: data, RequestID: requestID})
+		TargetType: audit.TargetUser, TargetID: userID, Data: data, RequestID: requestID})
 }
 
 // Sweep deletes expired one-time tokens and old rate-limit counters.

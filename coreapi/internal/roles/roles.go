@@ -247,7 +247,7 @@ RETURNING ` + roleCols
 		}
 		return audit.Write(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleCreated,
-			TargetType: "role", TargetID: r.ID, Data: d, RequestID: a.RequestID,
+			TargetType: audit.TargetRole, TargetID: r.ID, Data: d, RequestID: a.RequestID,
 		})
 	})
 	if err != nil {
@@ -311,7 +311,7 @@ RETURNING ` + roleCols
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleUpdated,
-			TargetType: "role", TargetID: roleID, Data: p, RequestID: a.RequestID,
+			TargetType: audit.TargetRole, TargetID: roleID, Data: p, RequestID: a.RequestID,
 		}, announce...)
 	})
 	if err != nil {
@@ -345,7 +345,7 @@ FOR UPDATE`
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleDeleted,
-			TargetType: "role", TargetID: roleID, Data: map[string]any{"name": old.Name}, RequestID: a.RequestID,
+			TargetType: audit.TargetRole, TargetID: roleID, Data: map[string]any{"name": old.Name}, RequestID: a.RequestID,
 		}, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleDeleted})
 	})
 	if err != nil {

@@ -183,7 +183,7 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: id, ActorUserID: actor.UserID, Action: action,
-			TargetType: "tenant", TargetID: id, Data: p, RequestID: actor.RequestID,
+			TargetType: audit.TargetTenant, TargetID: id, Data: p, RequestID: actor.RequestID,
 		}, rows...)
 	})
 	if err != nil {

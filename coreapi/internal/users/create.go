@@ -65,7 +65,7 @@ func InsertWithTenant(ctx context.Context, tx pgx.Tx, n NewUser, tenantName, via
 		return Created{}, tenants.Tenant{}, err
 	}
 	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: u.ID, Action: audit.ActionTenantCreated,
-		TargetType: "tenant", TargetID: t.ID, Data: map[string]string{"via": via}, RequestID: requestID})
+		TargetType: audit.TargetTenant, TargetID: t.ID, Data: map[string]string{"via": via}, RequestID: requestID})
 	if err != nil {
 		return Created{}, tenants.Tenant{}, err
 	}

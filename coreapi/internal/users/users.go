@@ -170,7 +170,7 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 		}
 		if err := audit.Write(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
-			TargetType: "user", TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
+			TargetType: audit.TargetUser, TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
 		}); err != nil {
 			return err
 		}
@@ -212,7 +212,7 @@ WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND u
 		}
 		return audit.Write(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
-			TargetType: "user", TargetID: userID, RequestID: requestID,
+			TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
 		})
 	})
 	if err != nil {
@@ -374,7 +374,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		// The proxy may hold a "no membership" answer for this user.
 		if err := audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberAdded,
-			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
+			TargetType: audit.TargetUser, TargetID: userID, RequestID: a.RequestID,
 			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": true},
 		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
@@ -454,7 +454,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			}
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberUpdated,
-				TargetType: "user", TargetID: userID, Data: p, RequestID: a.RequestID,
+				TargetType: audit.TargetUser, TargetID: userID, Data: p, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberStatus(*p.Status)}); err != nil {
 				return err
 			}
@@ -488,7 +488,7 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRemoved,
-			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
+			TargetType: audit.TargetUser, TargetID: userID, RequestID: a.RequestID,
 		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberRemoved})
 	})
 	if err != nil {
@@ -530,7 +530,7 @@ ON CONFLICT DO NOTHING`
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleGranted,
-				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
+				TargetType: audit.TargetUser, TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleGranted}); err != nil {
 				return err
 			}
@@ -577,7 +577,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleRevoked,
-				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
+				TargetType: audit.TargetUser, TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleRevoked}); err != nil {
 				return err
 			}
