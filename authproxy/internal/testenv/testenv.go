@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -30,6 +31,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -460,14 +463,14 @@ func (n *NATS) Stop() {
 	}
 }
 
-// Eventually polls cond until it holds or the deadline passes.
+// Eventually polls cond until it holds, for up to 10 s (eventually.Within;
+// prefer it with a condition that says what it saw).
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	eventually.Within(t, 10*time.Second, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return errors.New("still waiting for " + what)
+	})
 }
