@@ -10,10 +10,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -518,4 +522,21 @@ func (c *Coverage) WithoutSuccess(ops []string) []string {
 		}
 	}
 	return out
+}
+
+// Main is a package's TestMain: it runs the tests and, after a full run
+// (no -run, -bench or -short), fails when one of ops never answered with a
+// successful, document-conforming response. It does not return.
+func (c *Coverage) Main(m *testing.M, ops []string) {
+	flag.Parse()
+	code := m.Run()
+	if code != 0 || flag.Lookup("test.run").Value.String() != "" || flag.Lookup("test.bench").Value.String() != "" || testing.Short() {
+		os.Exit(code)
+	}
+	if missing := c.WithoutSuccess(ops); len(missing) > 0 {
+		slices.Sort(missing)
+		fmt.Printf("FAIL: documented operations never validated with a 2xx response: %v\n", missing)
+		os.Exit(1)
+	}
+	os.Exit(code)
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -36,18 +33,7 @@ var operations = []string{"verifyEmail", "resendVerification", "forgotPassword",
 
 // TestMain fails a full run that leaves one of the package's operations
 // without a successful, document-conforming response.
-func TestMain(m *testing.M) {
-	flag.Parse()
-	code := m.Run()
-	if code != 0 || flag.Lookup("test.run").Value.String() != "" || testing.Short() {
-		os.Exit(code)
-	}
-	if missing := coverage.WithoutSuccess(operations); len(missing) > 0 {
-		fmt.Printf("FAIL: lifecycle operations never validated with a 2xx response: %v\n", missing)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { coverage.Main(m, operations) }
 
 const pw = "correct horse battery"
 
