@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -139,7 +140,6 @@ type Record struct {
 	Data        json.RawMessage `json:"data"`
 	RequestID   string          `json:"request_id"`
 	CreatedAt   time.Time       `json:"created_at"`
-	Total       int64           `json:"-"`
 }
 
 // Store reads audit events.
@@ -164,9 +164,9 @@ type ListParams struct {
 	IncludeTotal bool
 }
 
-// List returns up to p.Limit events, newest first, in one query. With
-// IncludeTotal, every record carries the tenant's total event count.
-func (s *Store) List(ctx context.Context, p ListParams) ([]Record, error) {
+// List returns up to p.Limit events, newest first, in one query, and with
+// IncludeTotal the tenant's total event count (else 0).
+func (s *Store) List(ctx context.Context, p ListParams) ([]Record, int64, error) {
 	const q = `
 SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at, 0::bigint AS total
 FROM audit_events
@@ -189,13 +189,17 @@ LIMIT $3`
 	}
 	rows, err := s.db.Query(ctx, sql, p.TenantID, p.BeforeID, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list audit events: %w", err)
+		return nil, 0, fmt.Errorf("list audit events: %w", err)
 	}
-	recs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Record])
+	type counted struct {
+		Record
+		Total int64
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
 	if err != nil {
-		return nil, fmt.Errorf("list audit events: %w", err)
+		return nil, 0, fmt.Errorf("list audit events: %w", err)
 	}
-	return recs, nil
+	return sqldb.Split(got, func(c counted) (Record, int64) { return c.Record, c.Total })
 }
 
 // WriteWith inserts e and the outbox rows announcing the same change inside

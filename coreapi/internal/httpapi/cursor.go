@@ -133,23 +133,22 @@ type ListResponse[T any] struct {
 }
 
 // Page builds the list response from rows fetched with a limit of
-// pq.Limit+1: the extra row only says that a next page exists. next
-// returns the cursor after a row and the list's total (read from the
-// first row when pq.IncludeTotal).
-func Page[T any](rows []T, pq PageQuery, next func(T) (string, int64)) ListResponse[T] {
+// pq.Limit+1: the extra row only says that a next page exists. total is
+// the count of the whole list (answered only when pq.IncludeTotal); after
+// returns the cursor that continues after a row.
+func Page[T any](rows []T, total int64, pq PageQuery, after func(T) string) ListResponse[T] {
 	out := ListResponse[T]{Data: rows}
 	if out.Data == nil {
 		out.Data = []T{}
 	}
 	if len(rows) > pq.Limit {
 		out.Data = rows[:pq.Limit]
-		cur, _ := next(out.Data[pq.Limit-1])
+		cur := after(out.Data[pq.Limit-1])
 		out.NextCursor = &cur
 	}
 	if pq.IncludeTotal {
-		var total int64
-		if len(out.Data) > 0 {
-			_, total = next(out.Data[0])
+		if len(out.Data) == 0 {
+			total = 0
 		}
 		out.Total = &total
 	}

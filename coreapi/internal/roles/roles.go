@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"regexp"
 	"slices"
 	"strings"
@@ -142,7 +143,6 @@ type Role struct {
 	Builtin     bool      `json:"builtin"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
-	Total       int64     `json:"-"`
 }
 
 // Store reads and writes roles.
@@ -175,7 +175,7 @@ type ListParams struct {
 }
 
 // List returns one page of the tenant's roles in one query.
-func (s *Store) List(ctx context.Context, p ListParams) ([]Role, error) {
+func (s *Store) List(ctx context.Context, p ListParams) ([]Role, int64, error) {
 	const q = `
 SELECT id::text, name, description, permissions, builtin, created_at, updated_at, 0::bigint AS total
 FROM roles
@@ -198,16 +198,21 @@ LIMIT $3`
 	}
 	rows, err := s.pool.Query(ctx, sql, p.TenantID, p.AfterName, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list roles: %w", err)
+		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Role])
+	type counted struct {
+		Role
+		Total int64
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
 	if err != nil {
-		return nil, fmt.Errorf("list roles: %w", err)
+		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
+	out, total, err := sqldb.Split(got, func(c counted) (Role, int64) { return c.Role, c.Total })
 	for i := range out {
 		s.effective(&out[i])
 	}
-	return out, nil
+	return out, total, err
 }
 
 // Actor is who makes a change, for the audit trail and escalation checks.
@@ -227,7 +232,7 @@ func (a Actor) Covers(perms []string) bool {
 	return true
 }
 
-const roleCols = `id::text, name, description, permissions, builtin, created_at, updated_at, 0::bigint AS total`
+const roleCols = `id::text, name, description, permissions, builtin, created_at, updated_at`
 
 // Create stores a new custom role.
 func (s *Store) Create(ctx context.Context, tenantID string, a Actor, d Definition) (Role, error) {

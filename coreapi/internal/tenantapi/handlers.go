@@ -149,12 +149,12 @@ func (s *Server) listMyTenants(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	rows, err := s.tenants.ListForUser(c.UserContext(), lp)
+	rows, total, err := s.tenants.ListForUser(c.UserContext(), lp)
 	if err != nil {
 		return err
 	}
-	return c.JSON(httpapi.Page(rows, pq, func(m tenants.Membership) (string, int64) {
-		return s.cursor.After("my-tenants", id.UserID, m.JoinedAt, m.ID), m.Total
+	return c.JSON(httpapi.Page(rows, total, pq, func(m tenants.Membership) string {
+		return s.cursor.After("my-tenants", id.UserID, m.JoinedAt, m.ID)
 	}))
 }
 
@@ -213,12 +213,12 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	rows, err := s.users.List(c.UserContext(), lp)
+	rows, total, err := s.users.List(c.UserContext(), lp)
 	if err != nil {
 		return err
 	}
-	return c.JSON(httpapi.Page(rows, pq, func(m users.Member) (string, int64) {
-		return s.cursor.After("users", tid, m.CreatedAt, m.ID), m.Total
+	return c.JSON(httpapi.Page(rows, total, pq, func(m users.Member) string {
+		return s.cursor.After("users", tid, m.CreatedAt, m.ID)
 	}))
 }
 
@@ -385,12 +385,12 @@ func (s *Server) listRoles(c *fiber.Ctx) error {
 		}
 		lp.AfterName = k.Name
 	}
-	rows, err := s.roles.List(c.UserContext(), lp)
+	rows, total, err := s.roles.List(c.UserContext(), lp)
 	if err != nil {
 		return err
 	}
-	return c.JSON(httpapi.Page(rows, pq, func(r roles.Role) (string, int64) {
-		return s.cursor.Encode("roles", tid, nameKey{Name: r.Name}), r.Total
+	return c.JSON(httpapi.Page(rows, total, pq, func(r roles.Role) string {
+		return s.cursor.Encode("roles", tid, nameKey{Name: r.Name})
 	}))
 }
 
@@ -519,11 +519,11 @@ func (s *Server) listAudit(c *fiber.Ctx) error {
 		}
 		lp.BeforeID = k.ID
 	}
-	rows, err := s.audit.List(c.UserContext(), lp)
+	rows, total, err := s.audit.List(c.UserContext(), lp)
 	if err != nil {
 		return err
 	}
-	return c.JSON(httpapi.Page(rows, pq, func(r audit.Record) (string, int64) {
-		return s.cursor.Encode("audit", tid, idKey{ID: r.ID}), r.Total
+	return c.JSON(httpapi.Page(rows, total, pq, func(r audit.Record) string {
+		return s.cursor.Encode("audit", tid, idKey{ID: r.ID})
 	}))
 }

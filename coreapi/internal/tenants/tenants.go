@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -200,7 +201,6 @@ type Membership struct {
 	MembershipStatus string    `json:"membership_status"`
 	Roles            []string  `json:"roles"`
 	JoinedAt         time.Time `json:"joined_at"`
-	Total            int64     `json:"-"`
 }
 
 // ListParams selects a page of a user's tenants ordered by join time.
@@ -214,7 +214,7 @@ type ListParams struct {
 
 // ListForUser returns a page of the user's tenants, each with the user's
 // roles, in one query.
-func (s *Store) ListForUser(ctx context.Context, p ListParams) ([]Membership, error) {
+func (s *Store) ListForUser(ctx context.Context, p ListParams) ([]Membership, int64, error) {
 	const q = `
 SELECT t.id::text, t.name, t.status, m.status, ` + rolesOf + `, m.created_at, m.total
 FROM (
@@ -233,13 +233,17 @@ LIMIT $5`
 	}
 	rows, err := s.pool.Query(ctx, q, p.UserID, after, afterID, p.IncludeTotal, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list tenants of user: %w", err)
+		return nil, 0, fmt.Errorf("list tenants of user: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Membership])
+	type counted struct {
+		Membership
+		Total int64
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
 	if err != nil {
-		return nil, fmt.Errorf("list tenants of user: %w", err)
+		return nil, 0, fmt.Errorf("list tenants of user: %w", err)
 	}
-	return out, nil
+	return sqldb.Split(got, func(c counted) (Membership, int64) { return c.Membership, c.Total })
 }
 
 // rolesOf is the sorted role names of membership m.

@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -62,7 +63,6 @@ type Member struct {
 	Roles       []string  `json:"roles"`
 	CreatedAt   time.Time `json:"created_at"` // when they joined the tenant
 	UpdatedAt   time.Time `json:"updated_at"`
-	Total       int64     `json:"-"`
 }
 
 // Me is the caller's own profile in the current tenant.
@@ -233,7 +233,7 @@ type ListParams struct {
 // List returns a page of the tenant's members, each with its role names, in
 // one query (the roles come from a correlated subquery over the primary key
 // of membership_roles: no per-member round trip).
-func (s *Store) List(ctx context.Context, p ListParams) ([]Member, error) {
+func (s *Store) List(ctx context.Context, p ListParams) ([]Member, int64, error) {
 	const q = `
 SELECT ` + memberCols + `, 0::bigint
 FROM (
@@ -271,17 +271,21 @@ ORDER BY m.created_at, m.user_id`
 	}
 	rows, err := s.pool.Query(ctx, sql, p.TenantID, after, afterID, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
+		return nil, 0, fmt.Errorf("list members: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Member])
+	type counted struct {
+		Member
+		Total int64
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
 	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
+		return nil, 0, fmt.Errorf("list members: %w", err)
 	}
-	return out, nil
+	return sqldb.Split(got, func(c counted) (Member, int64) { return c.Member, c.Total })
 }
 
 const qGetMember = `
-SELECT ` + memberCols + `, 0::bigint
+SELECT ` + memberCols + `
 FROM memberships m JOIN users u ON u.id = m.user_id
 WHERE m.tenant_id = $1 AND m.user_id = $2`
 
