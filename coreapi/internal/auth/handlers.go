@@ -6,7 +6,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // JWKSPath is where the public keys are served.
@@ -39,13 +38,4 @@ func (s *Service) jwks(c *fiber.Ctx) error {
 // IP, never X-Forwarded-For.
 func client(c *fiber.Ctx) (ua, ip string) {
 	return strings.Clone(c.Get(fiber.HeaderUserAgent)), httpapi.ClientIP(c)
-}
-
-func validation(errs []problem.FieldError) error {
-	if len(errs) == 0 {
-		return nil
-	}
-	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
-	p.Errors = errs
-	return p
 }

@@ -507,7 +507,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	}
 	req.Code = strings.TrimSpace(req.Code)
 	if req.Code == "" || len(req.Code) > 64 {
-		return validation([]problem.FieldError{{Field: "code", Message: "the 6-digit code from the authenticator"}})
+		return httpapi.Invalid("code", "the 6-digit code from the authenticator")
 	}
 	ctx := c.UserContext()
 	var status string

@@ -29,16 +29,16 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	var errs []problem.FieldError
+	var v httpapi.Checks
 	if req.CurrentPassword == "" {
-		errs = append(errs, problem.FieldError{Field: "current_password", Message: "required"})
+		v.Add("current_password", "required")
 	} else if len(req.CurrentPassword) > password.MaxBytes {
-		errs = append(errs, problem.FieldError{Field: "current_password", Message: password.ErrTooLong.Error()})
+		v.Add("current_password", password.ErrTooLong.Error())
 	}
 	if err := password.CheckNew(req.NewPassword); err != nil {
-		errs = append(errs, problem.FieldError{Field: "new_password", Message: err.Error()})
+		v.Add("new_password", err.Error())
 	}
-	if err := validation(errs); err != nil {
+	if err := v.Err(); err != nil {
 		return err
 	}
 	ctx := c.UserContext()

@@ -75,7 +75,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 			return err
 		}
 	default:
-		return validation([]problem.FieldError{{Field: "scope", Message: "must be local or global"}})
+		return httpapi.Invalid("scope", "must be local or global")
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
@@ -94,7 +94,7 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 	}
 	tid, ok := ids.Parse(req.TenantID)
 	if !ok {
-		return validation([]problem.FieldError{{Field: "tenant_id", Message: "a tenant UUID is required"}})
+		return httpapi.Invalid("tenant_id", "a tenant UUID is required")
 	}
 	if id.SessionID == "" {
 		return invalidRequest("the access token names no session")

@@ -40,20 +40,20 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	}
 	req.Email = strings.TrimSpace(req.Email)
 	req.TenantName = strings.TrimSpace(req.TenantName)
-	var errs []problem.FieldError
+	var v httpapi.Checks
 	if !mail.ValidAddress(req.Email) {
-		errs = append(errs, problem.FieldError{Field: "email", Message: "a valid email address is required"})
+		v.Add("email", "a valid email address is required")
 	}
 	if err := password.CheckNew(req.Password); err != nil {
-		errs = append(errs, problem.FieldError{Field: "password", Message: err.Error()})
+		v.Add("password", err.Error())
 	}
 	if n := utf8.RuneCountInString(req.TenantName); n < 1 || n > 200 {
-		errs = append(errs, problem.FieldError{Field: "tenant_name", Message: "1 to 200 characters"})
+		v.Add("tenant_name", "1 to 200 characters")
 	}
 	if utf8.RuneCountInString(req.DisplayName) > 200 {
-		errs = append(errs, problem.FieldError{Field: "display_name", Message: "at most 200 characters"})
+		v.Add("display_name", "at most 200 characters")
 	}
-	if err := validation(errs); err != nil {
+	if err := v.Err(); err != nil {
 		return err
 	}
 	ctx := c.UserContext()

@@ -202,3 +202,10 @@ func (v *Checks) Err() error {
 	p.Errors = v.errs
 	return p
 }
+
+// Invalid is the 422 problem of one invalid field (Checks for several).
+func Invalid(field, msg string) *problem.Problem {
+	var v Checks
+	v.Add(field, msg)
+	return v.Err().(*problem.Problem)
+}

@@ -42,14 +42,14 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 	}
 	email := strings.TrimSpace(b.Email)
 	if !mail.ValidAddress(email) {
-		return validation("email", "not an email address")
+		return httpapi.Invalid("email", "not an email address")
 	}
 	if len(b.Roles) > 32 {
-		return validation("roles", "at most 32 roles")
+		return httpapi.Invalid("roles", "at most 32 roles")
 	}
 	for _, r := range b.Roles {
 		if !roles.ValidName(r) {
-			return validation("roles", "invalid role name")
+			return httpapi.Invalid("roles", "invalid role name")
 		}
 	}
 	inv, err := s.invitations.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), email, users.SortedUnique(b.Roles))
@@ -183,10 +183,10 @@ func (s *Service) acceptInvitation(c *fiber.Ctx) error {
 		return formError(c, PageAcceptInvitation, "", err)
 	}
 	if b.Token == "" {
-		return formError(c, PageAcceptInvitation, "", validation("token", "required"))
+		return formError(c, PageAcceptInvitation, "", httpapi.Invalid("token", "required"))
 	}
 	if b.DisplayName != nil && len([]rune(*b.DisplayName)) > users.MaxDisplayName {
-		return formError(c, PageAcceptInvitation, b.Token, validation("display_name", "at most 200 characters"))
+		return formError(c, PageAcceptInvitation, b.Token, httpapi.Invalid("display_name", "at most 200 characters"))
 	}
 	resp, err := s.accept(c, b)
 	if err != nil {
@@ -256,10 +256,10 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			}
 		default:
 			if b.Password == nil {
-				return auth.TokenResponse{}, validation("password", "required to create the account")
+				return auth.TokenResponse{}, httpapi.Invalid("password", "required to create the account")
 			}
 			if err := password.CheckNew(*b.Password); err != nil {
-				return auth.TokenResponse{}, validation("password", err.Error())
+				return auth.TokenResponse{}, httpapi.Invalid("password", err.Error())
 			}
 			if hash, err = s.passwords.Hash(ctx, *b.Password); err != nil {
 				return auth.TokenResponse{}, err

@@ -196,12 +196,6 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	return c.Redirect(page+q, fiber.StatusSeeOther)
 }
 
-func validation(field, msg string) *problem.Problem {
-	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
-	p.Errors = []problem.FieldError{{Field: field, Message: msg}}
-	return p
-}
-
 // clientIP is the caller's address: the proxy's signed client IP (see
 // httpapi.ClientIP, the one place that decides).
 func clientIP(c *fiber.Ctx) string { return httpapi.ClientIP(c) }

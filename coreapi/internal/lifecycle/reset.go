@@ -36,7 +36,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 	}
 	email := strings.TrimSpace(b.Email)
 	if email == "" || len(email) > mail.MaxStoredAddress {
-		return formError(c, PageResetPassword, "", validation("email", "an email address is required"))
+		return formError(c, PageResetPassword, "", httpapi.Invalid("email", "an email address is required"))
 	}
 	ctx := c.UserContext()
 	ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("forgot", "ip", clientIP(c)), s.limits.ForgotPerIP)
@@ -107,10 +107,10 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 		return formError(c, PageResetPassword, "", err)
 	}
 	if b.Token == "" {
-		return formError(c, PageResetPassword, "", validation("token", "required"))
+		return formError(c, PageResetPassword, "", httpapi.Invalid("token", "required"))
 	}
 	if err := password.CheckNew(b.NewPassword); err != nil {
-		return formError(c, PageResetPassword, b.Token, validation("new_password", err.Error()))
+		return formError(c, PageResetPassword, b.Token, httpapi.Invalid("new_password", err.Error()))
 	}
 	ctx := c.UserContext()
 	// A cheap look-up first: random tokens must not cost an argon2 hash
