@@ -132,14 +132,14 @@ func Queue(b *pgx.Batch, e Event) error {
 
 // Record is one stored audit event.
 type Record struct {
-	ID          int64           `json:"id"`
-	ActorUserID *string         `json:"actor_user_id"`
-	Action      string          `json:"action"`
-	TargetType  string          `json:"target_type"`
-	TargetID    string          `json:"target_id"`
-	Data        json.RawMessage `json:"data"`
-	RequestID   string          `json:"request_id"`
-	CreatedAt   time.Time       `json:"created_at"`
+	ID          int64           `json:"id" db:"id"`
+	ActorUserID *string         `json:"actor_user_id" db:"actor_user_id"`
+	Action      string          `json:"action" db:"action"`
+	TargetType  string          `json:"target_type" db:"target_type"`
+	TargetID    string          `json:"target_id" db:"target_id"`
+	Data        json.RawMessage `json:"data" db:"data"`
+	RequestID   string          `json:"request_id" db:"request_id"`
+	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
 }
 
 // Store reads audit events.
@@ -193,9 +193,9 @@ LIMIT $3`
 	}
 	type counted struct {
 		Record
-		Total int64
+		Total int64 `db:"total"`
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[counted])
 	if err != nil {
 		return nil, 0, fmt.Errorf("list audit events: %w", err)
 	}

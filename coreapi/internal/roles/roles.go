@@ -136,13 +136,13 @@ var (
 
 // Role is one stored role.
 type Role struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Permissions []string  `json:"permissions"`
-	Builtin     bool      `json:"builtin"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string    `json:"id" db:"id"`
+	Name        string    `json:"name" db:"name"`
+	Description string    `json:"description" db:"description"`
+	Permissions []string  `json:"permissions" db:"permissions"`
+	Builtin     bool      `json:"builtin" db:"builtin"`
+	CreatedAt   time.Time `json:"created_at" db:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at" db:"updated_at"`
 }
 
 // Store reads and writes roles.
@@ -202,9 +202,9 @@ LIMIT $3`
 	}
 	type counted struct {
 		Role
-		Total int64
+		Total int64 `db:"total"`
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[counted])
 	if err != nil {
 		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
@@ -247,7 +247,7 @@ RETURNING ` + roleCols
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, q, tenantID, d.Name, d.Description, d.Permissions)
 		var err error
-		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role]); err != nil {
+		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role]); err != nil {
 			return mapErr(err)
 		}
 		return audit.Write(ctx, tx, audit.Event{
@@ -286,7 +286,7 @@ RETURNING ` + roleCols
 	var r Role
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)
-		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role])
+		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role])
 		if err != nil {
 			return mapErr(err)
 		}
@@ -305,7 +305,7 @@ RETURNING ` + roleCols
 			perms = *p.Permissions
 		}
 		rows, _ = tx.Query(ctx, qUpdate, tenantID, roleID, p.Name, p.Description, perms)
-		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role]); err != nil {
+		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role]); err != nil {
 			return mapErr(err)
 		}
 		s.effective(&r)
@@ -334,7 +334,7 @@ FOR UPDATE`
 	const qDelete = `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)
-		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role])
+		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role])
 		if err != nil {
 			return mapErr(err)
 		}
