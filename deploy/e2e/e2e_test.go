@@ -534,7 +534,7 @@ func TestRefreshRotationAcrossInstances(t *testing.T) {
 func TestCoreKilled(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() {
-		if sys.coreA.child.exited() {
+		if sys.coreA.child.Exited() {
 			if err := sys.coreA.start(ctx); err != nil {
 				t.Errorf("restart core A: %v", err)
 			}
@@ -543,7 +543,7 @@ func TestCoreKilled(t *testing.T) {
 	owner := signup(t, sys.proxyB) // neither token nor projection cached at proxy A
 	warm := signup(t, sys.proxyA)  // token and projection cached at proxy A
 	me(t, sys.proxyA, warm.Tokens.AccessToken)
-	proxyPid := sys.proxyA.child.pid()
+	proxyPid := sys.proxyA.child.Pid()
 
 	sys.coreA.kill()
 	r, err := send("GET", sys.proxyA.url("/api/v1/users/me"), owner.Tokens.AccessToken, nil)
@@ -576,8 +576,8 @@ func TestCoreKilled(t *testing.T) {
 	if m := decode[meBody](t, got); m.ID != owner.UserID {
 		t.Errorf("proxy A after core A restart: id %q, want %q", m.ID, owner.UserID)
 	}
-	if sys.proxyA.child.exited() || sys.proxyA.child.pid() != proxyPid {
-		t.Errorf("proxy A was restarted or died (pid %d, was %d)", sys.proxyA.child.pid(), proxyPid)
+	if sys.proxyA.child.Exited() || sys.proxyA.child.Pid() != proxyPid {
+		t.Errorf("proxy A was restarted or died (pid %d, was %d)", sys.proxyA.child.Pid(), proxyPid)
 	}
 }
 
@@ -590,7 +590,7 @@ func TestCoreHung(t *testing.T) {
 	cold := signup(t, sys.proxyB) // unknown to proxy A
 	warm := signup(t, sys.proxyA)
 	me(t, sys.proxyA, warm.Tokens.AccessToken)
-	pid := sys.coreA.child.pid()
+	pid := sys.coreA.child.Pid()
 	resumed := false
 	resume := func() {
 		if !resumed {
@@ -720,7 +720,7 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	pids := map[string]int{}
 	for _, s := range []*service{sys.coreA, sys.coreB, sys.proxyA, sys.proxyB} {
-		pids[s.name] = s.child.pid()
+		pids[s.name] = s.child.Pid()
 	}
 	t.Cleanup(func() {
 		if sys.pg.child == nil {
@@ -780,7 +780,7 @@ func TestPostgresRestart(t *testing.T) {
 		mustWaitStatus(t, "GET", p.url("/api/v1/users?limit=1"), m.Tokens.AccessToken, http.StatusForbidden, propagation)
 	}
 	for _, s := range []*service{sys.coreA, sys.coreB, sys.proxyA, sys.proxyB} {
-		if s.child.exited() || s.child.pid() != pids[s.name] {
+		if s.child.Exited() || s.child.Pid() != pids[s.name] {
 			t.Errorf("%s was restarted or died during the PostgreSQL restart", s.name)
 		}
 	}

@@ -6,9 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	mrand "math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -80,7 +80,7 @@ type service struct {
 	env         []string
 	addr, admin string // host:port of the public and admin listeners
 	logPath     string
-	child       *child
+	child       *proc.Child
 }
 
 func TestMain(m *testing.M) {
@@ -442,37 +442,17 @@ func (v *service) start(ctx context.Context) error {
 	cmd.Stdout, cmd.Stderr = lf, lf
 	// Pdeathsig: the child dies with the test binary, even on a crash.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if v.child, err = startChild(v.name, cmd, lf); err != nil {
+	if v.child, err = proc.Start(v.name, cmd, func() { lf.Close() }); err != nil {
 		return err
 	}
 	return v.waitReady(ctx, 30*time.Second)
 }
 
 func (v *service) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	url := "http://" + v.admin + "/readyz"
-	last := "no answer"
-	for time.Now().Before(deadline) {
-		if v.child.exited() {
-			return fmt.Errorf("%s exited during start-up (%v):\n%s", v.name, v.child.err, tail(v.logPath, 30))
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := probeClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = "status " + strconv.Itoa(resp.StatusCode)
-		} else {
-			last = err.Error()
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := proc.WaitReady(ctx, "http://"+v.admin+"/readyz", timeout, v.child); err != nil {
+		return fmt.Errorf("%s: %w:\n%s", v.name, err, tail(v.logPath, 30))
 	}
-	return fmt.Errorf("%s: %s not ready after %s (%s):\n%s", v.name, url, timeout, last, tail(v.logPath, 30))
+	return nil
 }
 
 // stop asks the service to shut down (SIGTERM) and kills it if it hangs.
@@ -480,7 +460,7 @@ func (v *service) stop() {
 	if v.child == nil {
 		return
 	}
-	if err := v.child.signalAndWait(syscall.SIGTERM, 10*time.Second); err != nil {
+	if err := v.child.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 	}
 }
@@ -488,7 +468,7 @@ func (v *service) stop() {
 // kill ends the service with SIGKILL: no shutdown, no draining.
 func (v *service) kill() {
 	if v.child != nil {
-		v.child.kill()
+		v.child.Kill()
 	}
 }
 

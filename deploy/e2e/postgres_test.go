@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	"os"
 	"os/exec"
 	"os/user"
@@ -28,7 +29,7 @@ type pgCluster struct {
 	port     int
 	postgres string // path of the postgres binary
 	cred     *syscall.Credential
-	child    *child
+	child    *proc.Child
 	logPath  string
 }
 
@@ -156,7 +157,7 @@ func (c *pgCluster) start(ctx context.Context) error {
 	cmd.Dir = c.base
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Pdeathsig: syscall.SIGKILL}
-	ch, err := startChild("postgres", cmd, lf)
+	ch, err := proc.Start("postgres", cmd, func() { lf.Close() })
 	if err != nil {
 		return err
 	}
@@ -164,7 +165,7 @@ func (c *pgCluster) start(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		if ch.exited() {
+		if ch.Exited() {
 			return fmt.Errorf("postgres exited during start-up:\n%s", tail(c.logPath, 30))
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -187,7 +188,7 @@ func (c *pgCluster) stop() error {
 	if c.child == nil {
 		return nil
 	}
-	err := c.child.signalAndWait(syscall.SIGINT, 30*time.Second)
+	err := c.child.Stop(syscall.SIGINT, 30*time.Second)
 	c.child = nil
 	return err
 }
@@ -198,7 +199,7 @@ func (c *pgCluster) pids() ([]int, error) {
 	if c.child == nil {
 		return nil, errors.New("postgres is not running")
 	}
-	root := c.child.pid()
+	root := c.child.Pid()
 	out := []int{root}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {

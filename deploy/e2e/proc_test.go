@@ -4,72 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 )
-
-// child is one process started by the suite.
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{} // closed when the process has exited and been reaped
-	err  error         // Wait's result, valid after done
-}
-
-func startChild(name string, cmd *exec.Cmd, log *os.File) (*child, error) {
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, cmd: cmd, log: log, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		log.Close()
-		close(c.done)
-	}()
-	return c, nil
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-func (c *child) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// signalAndWait sends sig and waits up to timeout for the process to exit,
-// then kills it.
-func (c *child) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
-	if c.exited() {
-		return nil
-	}
-	_ = c.cmd.Process.Signal(sig)
-	select {
-	case <-c.done:
-		return nil
-	case <-time.After(timeout):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		return fmt.Errorf("%s (pid %d) did not exit within %s of %s; killed", c.name, c.pid(), timeout, sig)
-	}
-}
-
-// kill sends SIGKILL and reaps the process.
-func (c *child) kill() {
-	if c.exited() {
-		return
-	}
-	_ = c.cmd.Process.Kill()
-	<-c.done
-}
 
 // tail returns the last n lines of a file, for failure messages.
 func tail(path string, n int) string {

@@ -187,7 +187,7 @@ func (h *harness) oauth2Proxy(ctx context.Context, warmReqs [][]byte) row {
 	}
 	defer p.stop()
 	if err := waitHTTP(ctx, "http://"+addr+"/ping", 30*time.Second); err != nil {
-		return fail(fmt.Sprintf("%v (log: %s)", err, p.log.Name()))
+		return fail(fmt.Sprintf("%v (log: %s)", err, p.logPath))
 	}
 	// One request first: a refusal here is a configuration problem, not load.
 	status, body, err := fasthttp.GetTimeout(nil, "http://"+addr+benchURI, 5*time.Second)
@@ -195,7 +195,7 @@ func (h *harness) oauth2Proxy(ctx context.Context, warmReqs [][]byte) row {
 		return fail("answered 200 without a token")
 	}
 	if st := firstStatus(addr, warmReqs[0]); st != 200 {
-		return fail(fmt.Sprintf("a warm token was answered %d (without a token: %d %s; log: %s)", st, status, truncate(body, 100), p.log.Name()))
+		return fail(fmt.Sprintf("a warm token was answered %d (without a token: %d %s; log: %s)", st, status, truncate(body, 100), p.logPath))
 	}
 	return h.measure(ctx, name, addr, h.o.conns, cycle(warmReqs, h.o.conns))
 }

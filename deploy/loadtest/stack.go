@@ -6,8 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/url"
-	"os"
+	"github.com/tollgate-auth/tollgate/migrations/dbsetup"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -19,16 +18,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/valyala/fasthttp"
 
-	"github.com/tollgate-auth/tollgate/migrations"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // stack is the real system: coreapi + authproxy + PostgreSQL + NATS.
 type stack struct {
 	adminURL, dbName, dbURL string
+	drop                    func() // drops the database
 	pool                    *pgxpool.Pool
 	coreAddr, coreAdmin     string
 	proxyAddr, proxyAdmin   string
@@ -45,45 +43,18 @@ func (s *stack) close() {
 	if s.pool != nil {
 		s.pool.Close()
 	}
-	if s.dbName == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if c, err := pgx.Connect(ctx, s.adminURL); err == nil {
-		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{s.dbName}.Sanitize()+" WITH (FORCE)")
-		_ = c.Close(ctx)
+	if s.drop != nil {
+		s.drop()
 	}
 }
 
 func (h *harness) setupStack(ctx context.Context) (*stack, error) {
-	s := &stack{adminURL: os.Getenv("DATABASE_URL")}
+	s := &stack{adminURL: dbsetup.AdminURL()}
 	h.stack = s
-	if s.adminURL == "" {
-		s.adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	admin, err := pgx.Connect(ctx, s.adminURL)
+	var err error
+	s.dbName, s.dbURL, s.drop, err = dbsetup.Create(ctx, s.adminURL, "bench")
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL (run through `make bench`, or use -skip-stack): %w", err)
-	}
-	s.dbName = "bench_" + randHex(6)
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{s.dbName}.Sanitize())
-	_ = admin.Close(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create database: %w", err)
-	}
-	u, _ := url.Parse(s.adminURL)
-	u.Path = "/" + s.dbName
-	s.dbURL = u.String()
-	cfg, err := pgx.ParseConfig(s.dbURL)
-	if err != nil {
-		return nil, err
-	}
-	sqldb := stdlib.OpenDB(*cfg)
-	err = migrations.Up(ctx, sqldb)
-	_ = sqldb.Close()
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("set up the database (run through `make bench`, or use -skip-stack): %w", err)
 	}
 	if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
 		return nil, err

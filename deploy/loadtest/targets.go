@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	child "github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	"net"
 	"os"
 	"os/exec"
@@ -65,7 +66,7 @@ func serveUpstream(ctx context.Context, addr, jwksFile, hmacKey string) error {
 			tid := string(c.QueryArgs().Peek("tenant_id"))
 			p := identity.Projection{
 				UserID: uid, TenantID: tid, Email: "u@example.com",
-				UserStatus: "active", MembershipStatus: "active", TenantStatus: "active",
+				UserStatus: identity.StatusActive, MembershipStatus: identity.StatusActive, TenantStatus: identity.StatusActive,
 				Roles: []string{"member"}, Permissions: []string{"tenant:read", "notes:read"},
 			}
 			b, _ := json.Marshal(p)
@@ -167,15 +168,16 @@ func serveUntil(ctx context.Context, srv *fasthttp.Server, addr string) error {
 	return srv.Serve(ln)
 }
 
-// proc is a child process of the harness (a target server).
+// proc is a child process of the harness (a target server), its output in
+// logDir/name.log.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *os.File
+	*child.Child
+	logPath string
 }
 
 func startProc(name, logDir string, env []string, bin string, args ...string) (*proc, error) {
-	lf, err := os.Create(logDir + "/" + name + ".log")
+	logPath := logDir + "/" + name + ".log"
+	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
@@ -183,29 +185,20 @@ func startProc(name, logDir string, env []string, bin string, args ...string) (*
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+	c, err := child.Start(name, cmd, func() { lf.Close() })
+	if err != nil {
+		return nil, err
 	}
-	return &proc{name: name, cmd: cmd, log: lf}, nil
+	return &proc{c, logPath}, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.Pid() }
 
 func (p *proc) stop() {
-	if p == nil || p.cmd.Process == nil {
+	if p == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-	p.log.Close()
+	_ = p.Stop(os.Interrupt, 10*time.Second)
 }
 
 // rssKB reads a process's resident set size from /proc.
@@ -228,25 +221,7 @@ func rssKB(pid int) int64 {
 
 // waitHTTP polls url until it answers 200 or the deadline passes.
 func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		status, body, err := fasthttp.GetTimeout(nil, url, time.Second)
-		if err == nil && status == 200 {
-			return nil
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = fmt.Sprintf("status %d: %s", status, truncate(body, 200))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s not ready after %s: %s", url, timeout, last)
+	return child.WaitReady(ctx, url, timeout, nil)
 }
 
 // freeAddr returns a free loopback address.

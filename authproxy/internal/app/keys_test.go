@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -34,7 +35,7 @@ func TestKeysChangedEvent(t *testing.T) {
 	before := events()
 	published := time.Now()
 	e.publish(invalidation.SubjectKeysChanged)
-	eventuallyWithin(t, time.Second, func() error {
+	eventually.Within(t, time.Second, func() error {
 		r := e.do("GET", "/api/v1/users/me", old, nil)
 		if r.status != 401 {
 			return fmt.Errorf("token of the removed key: status %d, want 401", r.status)
@@ -60,7 +61,7 @@ func TestKeysChangedEvent(t *testing.T) {
 	e.core.Publish(third)
 	fetches = e.core.JWKSFetches.Load()
 	e.publish(invalidation.SubjectKeysChanged)
-	eventuallyWithin(t, time.Second, func() error {
+	eventually.Within(t, time.Second, func() error {
 		if e.core.JWKSFetches.Load() == fetches {
 			return fmt.Errorf("no JWKS fetch after the second event")
 		}
@@ -70,21 +71,4 @@ func TestKeysChangedEvent(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// eventuallyWithin polls cond until it returns nil or d passes, and then
-// fails with cond's last error.
-func eventuallyWithin(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

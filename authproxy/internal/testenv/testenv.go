@@ -17,6 +17,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -32,6 +33,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -491,16 +493,16 @@ func (n *NATS) Stop() {
 	}
 }
 
-// Eventually polls cond until it holds or the deadline passes.
+// Eventually polls cond until it holds, for up to 10 s (eventually.Within;
+// prefer it with a condition that says what it saw).
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	eventually.Within(t, 10*time.Second, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return errors.New("still waiting for " + what)
+	})
 }
 
 // SetAPIKey makes the stand-in resolve secret (a whole key) to p (its

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -80,7 +81,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 		}
 	}()
 	base := "http://" + waitListening(t, &out, done)
-	testkit.Eventually(t, 10*time.Second, func() error {
+	eventually.Within(t, 10*time.Second, func() error {
 		if !strings.Contains(out.String(), "watching signing keys") {
 			return errors.New("the key directory is not watched yet")
 		}
@@ -124,7 +125,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	testkit.Eventually(t, 5*time.Second, func() error {
+	eventually.Within(t, 5*time.Second, func() error {
 		if !strings.Contains(out.String(), `"msg":"reloading signing keys","signal":"hangup"`) {
 			return fmt.Errorf("no reload logged after SIGHUP")
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
@@ -104,10 +105,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if opts.ProjectionMaxWait == 0 {
 		opts.ProjectionMaxWait = -1 // PROJECTION_MAX_WAIT=0: refuse at once
 	}
+	hasher := password.New(password.OWASP, 0)
+	if err := wireTenantAPI(pool, hasher, cfg.Catalog, &opts); err != nil {
+		return err
+	}
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
-	// it sets opts.Passwords, appends to opts.Register and
-	// opts.ErrorMappers, and starts its background workers on g below.
-	bg, err := wireSignIn(ctx, cfg, log, pool, reg, &opts)
+	// it appends to opts.Register and opts.ErrorMappers, and starts its
+	// background workers on g below.
+	bg, err := wireSignIn(ctx, cfg, log, pool, reg, hasher, &opts)
 	if err != nil {
 		return err
 	}

@@ -44,14 +44,12 @@ const (
 // mapping, outbox relay) to the server options. It is owned by the sign-in
 // code; the tenant API needs nothing from it.
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
-	reg prometheus.Registerer, opts *httpapi.Options) ([]worker, error) {
+	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, error) {
 	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation))
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	log.Info("signing keys loaded", "kids", ring.KeyIDs(), "signing_kid", ring.SigningKeyID())
-	hasher := password.New(password.OWASP, 0)
-	opts.Passwords = hasher
 	store := sessions.New(pool, cfg.RefreshTokenTTL, cfg.RefreshReuseGrace)
 	sealer, err := mfaSealer(cfg, log)
 	if err != nil {

@@ -264,7 +264,7 @@ func TestCreateRefused(t *testing.T) {
 			wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 422, "validation_failed")
 		})
 	}
-	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": "x", "permissions": []string{}, "secret": "tg_x"}), 400, "unknown_field")
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": "x", "permissions": []string{}, "secret": "tg_x"}), 422, "unknown_field")
 	if n := x.count(t, `SELECT count(*) FROM api_keys`); n != 0 {
 		t.Fatalf("%d keys stored by refused requests", n)
 	}

@@ -10,10 +10,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -29,8 +33,10 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -56,8 +62,12 @@ func Keys() []identity.Key { return []identity.Key{{ID: KeyID, Secret: Key()}} }
 // Options adjust the test server.
 type Options struct {
 	// Configure edits the server options before the server is built (add
-	// Register hooks, ErrorMappers, Passwords, MaxBodyBytes...).
+	// Register hooks, ErrorMappers, Catalog, MaxBodyBytes...). The tenant
+	// API is registered first, with the final Catalog.
 	Configure func(*httpapi.Options)
+	// Passwords hashes the passwords of members the tenant API creates
+	// (nil: cheap parameters of the production format).
+	Passwords users.PasswordHasher
 	// ExecMode is the pgx exec mode of the server's pool (0: the default,
 	// cache_statement); the PgBouncer-friendly modes are tested with it.
 	ExecMode pgx.QueryExecMode
@@ -149,11 +159,19 @@ func Start(t testing.TB, o Options) *Env {
 			e.mu.Unlock()
 		},
 	}
-	// Cheap parameters: tests hash many passwords; the format is the same.
-	opts.Passwords = password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
+	if o.Passwords == nil {
+		// Cheap parameters: tests hash many passwords; the format is the same.
+		o.Passwords = password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
+	}
 	if o.Configure != nil {
 		o.Configure(&opts)
 	}
+	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog})
+	if err != nil {
+		t.Fatalf("apitest: %v", err)
+	}
+	opts.Register = append([]func(httpapi.Routes){tapi.Register}, opts.Register...)
+	opts.ErrorMappers = append(opts.ErrorMappers, tenantapi.MapError)
 	e.catalog = opts.Catalog
 	srv, err := httpapi.New(opts)
 	if err != nil {
@@ -441,11 +459,12 @@ func (e *Env) SeedTenant(t testing.TB, name string) tenants.Tenant {
 // SeedUser creates a user (no password) and returns its id.
 func (e *Env) SeedUser(t testing.TB, email, displayName string) string {
 	t.Helper()
-	const q = `INSERT INTO users (email, display_name) VALUES ($1, $2) RETURNING id::text`
 	var id string
-	if err := e.DB.Pool.QueryRow(context.Background(), q, email, displayName).Scan(&id); err != nil {
-		t.Fatalf("seed user: %v", err)
-	}
+	e.Tx(t, func(tx pgx.Tx) error {
+		u, err := users.Insert(context.Background(), tx, users.NewUser{Email: email, DisplayName: displayName})
+		id = u.ID
+		return err
+	})
 	return id
 }
 
@@ -512,4 +531,21 @@ func (c *Coverage) WithoutSuccess(ops []string) []string {
 		}
 	}
 	return out
+}
+
+// Main is a package's TestMain: it runs the tests and, after a full run
+// (no -run, -bench or -short), fails when one of ops never answered with a
+// successful, document-conforming response. It does not return.
+func (c *Coverage) Main(m *testing.M, ops []string) {
+	flag.Parse()
+	code := m.Run()
+	if code != 0 || flag.Lookup("test.run").Value.String() != "" || flag.Lookup("test.bench").Value.String() != "" || testing.Short() {
+		os.Exit(code)
+	}
+	if missing := c.WithoutSuccess(ops); len(missing) > 0 {
+		slices.Sort(missing)
+		fmt.Printf("FAIL: documented operations never validated with a 2xx response: %v\n", missing)
+		os.Exit(1)
+	}
+	os.Exit(code)
 }

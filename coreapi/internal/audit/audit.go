@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,12 +59,20 @@ const (
 	ActionAPIKeyUsedAfterRevocation = "api_key.used_after_revocation"
 )
 
+// Target types of audit events: what an event's TargetID names.
+const (
+	TargetUser       = "user"
+	TargetRole       = "role"
+	TargetTenant     = "tenant"
+	TargetInvitation = "invitation"
+)
+
 // Event is one audit record to write.
 type Event struct {
 	TenantID    string
 	ActorUserID string // empty for system actions
 	Action      string // one of the Action constants
-	TargetType  string // "user", "role", "tenant"
+	TargetType  string // a Target* constant
 	TargetID    string
 	Data        any // marshalled to JSON; nil means {}
 	RequestID   string
@@ -129,15 +138,14 @@ func Queue(b *pgx.Batch, e Event) error {
 
 // Record is one stored audit event.
 type Record struct {
-	ID          int64           `json:"id"`
-	ActorUserID *string         `json:"actor_user_id"`
-	Action      string          `json:"action"`
-	TargetType  string          `json:"target_type"`
-	TargetID    string          `json:"target_id"`
-	Data        json.RawMessage `json:"data"`
-	RequestID   string          `json:"request_id"`
-	CreatedAt   time.Time       `json:"created_at"`
-	Total       int64           `json:"-"`
+	ID          int64           `json:"id" db:"id"`
+	ActorUserID *string         `json:"actor_user_id" db:"actor_user_id"`
+	Action      string          `json:"action" db:"action"`
+	TargetType  string          `json:"target_type" db:"target_type"`
+	TargetID    string          `json:"target_id" db:"target_id"`
+	Data        json.RawMessage `json:"data" db:"data"`
+	RequestID   string          `json:"request_id" db:"request_id"`
+	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
 }
 
 // Store reads audit events.
@@ -162,9 +170,9 @@ type ListParams struct {
 	IncludeTotal bool
 }
 
-// List returns up to p.Limit events, newest first, in one query. With
-// IncludeTotal, every record carries the tenant's total event count.
-func (s *Store) List(ctx context.Context, p ListParams) ([]Record, error) {
+// List returns up to p.Limit events, newest first, in one query, and with
+// IncludeTotal the tenant's total event count (else 0).
+func (s *Store) List(ctx context.Context, p ListParams) ([]Record, int64, error) {
 	const q = `
 SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at, 0::bigint AS total
 FROM audit_events
@@ -187,13 +195,17 @@ LIMIT $3`
 	}
 	rows, err := s.db.Query(ctx, sql, p.TenantID, p.BeforeID, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list audit events: %w", err)
+		return nil, 0, fmt.Errorf("list audit events: %w", err)
 	}
-	recs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Record])
+	type counted struct {
+		Record
+		Total int64 `db:"total"`
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[counted])
 	if err != nil {
-		return nil, fmt.Errorf("list audit events: %w", err)
+		return nil, 0, fmt.Errorf("list audit events: %w", err)
 	}
-	return recs, nil
+	return sqldb.Split(got, func(c counted) (Record, int64) { return c.Record, c.Total })
 }
 
 // WriteWith inserts e and the outbox rows announcing the same change inside

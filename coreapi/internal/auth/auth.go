@@ -21,6 +21,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lockout"
 	"log/slog"
 	"time"
 
@@ -33,33 +35,11 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 )
 
-// Lockout is the failed-login backoff policy. Attempts are counted per
-// (address, client IP) and per address; see docs/security.md.
-type Lockout struct {
-	// Threshold is the attempt count of one client (within Window) from
-	// which that client is locked out of the address; the lock lasts
-	// Base·2^(attempts−Threshold), at most Max. A correct password clears
-	// the client's count.
-	Threshold int
-	Base      time.Duration
-	Max       time.Duration
-	// Window: an attempt more than Window after the previous one starts
-	// the count again.
-	Window time.Duration
-	// AccountThreshold is the attempt count of the address from every
-	// client (within Window) from which the address slows down: locked for
-	// Base·2^(attempts−AccountThreshold), at most AccountMax, but only for
-	// clients that already failed for it, so guessing from elsewhere cannot
-	// lock the owner out.
-	AccountThreshold int
-	AccountMax       time.Duration
-}
+// Lockout is the failed-guess backoff policy (see package lockout).
+type Lockout = lockout.Policy
 
-// DefaultLockout: a client is locked after 5 attempts in 15 minutes for
-// 1 s, 2 s, 4 s, … up to 15 minutes; the address as a whole slows its
-// failing clients after 20 attempts, for at most a minute at a time.
-var DefaultLockout = Lockout{Threshold: 5, Base: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute,
-	AccountThreshold: 20, AccountMax: time.Minute}
+// DefaultLockout is lockout.Default.
+var DefaultLockout = lockout.Default
 
 // Options configure a Service. All fields but Lockout are required.
 type Options struct {
@@ -94,7 +74,8 @@ type Service struct {
 	issuer    string
 	audience  string
 	accessTTL time.Duration
-	lockout   Lockout
+	attempts  *lockout.Store
+	cursors   *httpapi.Cursors // set by Register
 	mfa       *mfa.Sealer
 	mfaIssuer string
 	now       func() time.Time
@@ -107,12 +88,6 @@ func New(o Options) (*Service, error) {
 		o.Issuer == "" || o.Audience == "" || o.AccessTTL <= 0 {
 		return nil, errors.New("auth: Logger, Pool, Keys, Passwords, Sessions, Issuer, Audience and AccessTTL are required")
 	}
-	if o.Lockout.Threshold <= 0 {
-		o.Lockout = DefaultLockout
-	}
-	if o.Lockout.AccountThreshold <= 0 {
-		o.Lockout.AccountThreshold, o.Lockout.AccountMax = DefaultLockout.AccountThreshold, DefaultLockout.AccountMax
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -121,7 +96,7 @@ func New(o Options) (*Service, error) {
 	}
 	return &Service{
 		log: o.Logger, pool: o.Pool, keys: o.Keys, passwords: o.Passwords, sessions: o.Sessions,
-		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, lockout: o.Lockout, now: o.Now,
+		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, attempts: lockout.New(o.Pool, o.Lockout), now: o.Now,
 		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials,
 	}, nil
 }
@@ -209,15 +184,7 @@ func (s *Service) Issue(g Grant) (TokenResponse, error) {
 // SweepLoginAttempts deletes attempt counts whose window and lock have
 // both passed.
 func (s *Service) SweepLoginAttempts(ctx context.Context) (int64, error) {
-	const q = `
-DELETE FROM login_attempts
-WHERE last_attempt < now() - make_interval(secs => $1)
-  AND (locked_until IS NULL OR locked_until < now())`
-	tag, err := s.pool.Exec(ctx, q, s.lockout.Window.Seconds())
-	if err != nil {
-		return 0, fmt.Errorf("sweep login attempts: %w", err)
-	}
-	return tag.RowsAffected(), nil
+	return s.attempts.Sweep(ctx)
 }
 
 // SweepSessions runs, every interval until ctx ends, the deletes of the

@@ -73,9 +73,8 @@ func start(t testing.TB, p password.Params) *env {
 		t.Fatal(err)
 	}
 	e := &env{ring: ring, keyDir: dir}
-	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
-		h := password.New(p, 0)
-		o.Passwords = h
+	h := password.New(p, 0)
+	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		svc, err := auth.New(auth.Options{
 			Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
@@ -780,6 +779,7 @@ func TestSessionsListAndRevoke(t *testing.T) {
 	var all []string
 	current := 0
 	path := "/api/v1/users/me/sessions?limit=3"
+	var firstCursor string
 	for range 3 {
 		r := e.Get(t, id, path)
 		if r.Status != http.StatusOK {
@@ -799,7 +799,23 @@ func TestSessionsListAndRevoke(t *testing.T) {
 		if l.NextCursor == nil {
 			break
 		}
+		if firstCursor == "" {
+			firstCursor = *l.NextCursor
+		}
 		path = "/api/v1/users/me/sessions?limit=3&cursor=" + url.QueryEscape(*l.NextCursor)
+	}
+	// Cursors are signed and bound to their user: another user's list, an
+	// altered cursor and an unsigned keyset (what the list once returned)
+	// are refused.
+	unsigned := base64.RawURLEncoding.EncodeToString([]byte(`{"c":"2020-01-01T00:00:00Z","i":"` + id.SessionID + `"}`))
+	for name, cur := range map[string]string{"other user": firstCursor, "altered": firstCursor[:len(firstCursor)-2] + "AA", "unsigned": unsigned} {
+		as := id
+		if name == "other user" {
+			as = e.identityFor(t, intruder)
+		}
+		if r := e.Get(t, as, "/api/v1/users/me/sessions?cursor="+url.QueryEscape(cur)); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_cursor" {
+			t.Errorf("%s cursor: %d %s", name, r.Status, r.Body)
+		}
 	}
 	if len(all) != 4 || current != 1 {
 		t.Errorf("listed %d sessions (%d current), want 4 (1 current)", len(all), current)

@@ -1,13 +1,12 @@
 package auth
 
 import (
+	"errors"
+
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
-
-// grantList names the grants of the token endpoint in its errors.
-const grantList = "password, refresh_token, oauth_handover, mfa_otp or client_credentials"
 
 // ClientCredentialsRequest is what the token endpoint read from the body
 // for grant_type=client_credentials (RFC 6749 section 4.4); HTTP Basic
@@ -22,6 +21,18 @@ type ClientCredentialsRequest struct {
 // token response, or returns the error to answer with.
 type ClientCredentials interface {
 	ClientCredentialsGrant(c *fiber.Ctx, r ClientCredentialsRequest) error
+}
+
+// errResponseWritten: a grant wrote its response itself.
+var errResponseWritten = errors.New("auth: response written")
+
+// clientCredentialsGrant is the grantTypes entry of client_credentials,
+// whose implementation writes the response itself.
+func (s *Service) clientCredentialsGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
+	if err := s.clientCredentials(c, req); err != nil {
+		return TokenResponse{}, err
+	}
+	return TokenResponse{}, errResponseWritten
 }
 
 func (s *Service) clientCredentials(c *fiber.Ctx, req tokenRequest) error {

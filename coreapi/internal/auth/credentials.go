@@ -3,13 +3,11 @@ package auth
 import (
 	"context"
 	"errors"
-	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -19,35 +17,13 @@ import (
 // no tenant and opens no session (accepting an invitation with an
 // existing account's password). It returns the user id and token version.
 func (s *Service) CheckPassword(ctx context.Context, email, pw, ip string) (string, int64, error) {
-	const q = `
-SELECT u.id::text, coalesce(u.password_hash, ''), u.status, u.token_version
-FROM users u WHERE lower(u.email) = lower($1)`
-	if len(pw) > password.MaxBytes {
-		return "", 0, errPasswordTooLong
-	}
-	key := emailKey(email)
-	if err := s.reserve(ctx, key, ip); err != nil {
-		return "", 0, err
-	}
-	var a account
-	err := s.pool.QueryRow(ctx, q, email).Scan(&a.UserID, &a.Hash, &a.Status, &a.TokenVersion)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if _, err := s.passwords.Verify(ctx, pw, ""); err != nil {
-			return "", 0, err
-		}
-		return "", 0, errBadCredentials
-	}
+	var a users.Credentials
+	err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
+		var err error
+		a, err = users.CredentialsByEmail(ctx, s.pool, email, "")
+		return a.Hash, err
+	})
 	if err != nil {
-		return "", 0, fmt.Errorf("load account: %w", err)
-	}
-	ok, err := s.passwords.Verify(ctx, pw, a.Hash)
-	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
-		return "", 0, err
-	}
-	if !ok {
-		return "", 0, errBadCredentials
-	}
-	if err := s.release(ctx, key, ip); err != nil {
 		return "", 0, err
 	}
 	if a.Status != identity.StatusActive {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/gofiber/fiber/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,7 +54,8 @@ func handoverHash(code string) []byte {
 // the code is consumed (DELETE … RETURNING) whatever happens next, and the
 // session gets a fresh refresh token (the one made at the callback was
 // never shown to anyone).
-func (s *Service) handoverGrant(ctx context.Context, req tokenRequest) (TokenResponse, error) {
+func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
+	ctx := c.UserContext()
 	const q = `
 WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1

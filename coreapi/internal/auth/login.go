@@ -2,16 +2,14 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"fmt"
 	"strconv"
-	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lockout"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -34,63 +32,18 @@ type retryAfterError struct {
 
 func (e *retryAfterError) Unwrap() error { return e.Problem }
 
-type account struct {
-	UserID       string
-	Hash         string
-	Status       string
-	TokenVersion int64
-	TenantID     *string // the membership the sign-in lands in
-}
-
 // passwordLogin checks email/password (with lockout) and returns the grant
 // subject and tenant; it does not create the session. ip is the client's
 // address (httpapi.ClientIP).
-func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip string) (account, error) {
-	const qAccount = `
-SELECT u.id::text, coalesce(u.password_hash, ''), u.status, u.token_version,
-       (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
-        WHERE m.user_id = u.id AND m.status = 'active' AND t.status = 'active'
-          AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
-        ORDER BY m.created_at, m.tenant_id LIMIT 1)
-FROM users u
-WHERE lower(u.email) = lower($1)`
-	if len(pw) > password.MaxBytes {
-		return account{}, errPasswordTooLong
-	}
-	// The attempt is counted before the password is looked at, in the
-	// statement that checks the lock: concurrent guesses cannot all pass
-	// a lock that the first of them is about to set.
-	key := emailKey(email)
-	if err := s.reserve(ctx, key, ip); err != nil {
-		return account{}, err
-	}
-	var tid *string
-	if tenantID != "" {
-		tid = &tenantID
-	}
-	var a account
-	err := s.pool.QueryRow(ctx, qAccount, email, tid).Scan(
-		&a.UserID, &a.Hash, &a.Status, &a.TokenVersion, &a.TenantID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Same work and same answers as a wrong password, lockout included
-		// (the attempt was counted under the address's hash above).
-		if _, err := s.passwords.Verify(ctx, pw, ""); err != nil {
-			return account{}, err
-		}
-		return account{}, errBadCredentials
-	}
+func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip string) (users.Credentials, error) {
+	var a users.Credentials
+	err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
+		var err error
+		a, err = users.CredentialsByEmail(ctx, s.pool, email, tenantID)
+		return a.Hash, err
+	})
 	if err != nil {
-		return account{}, fmt.Errorf("load account: %w", err)
-	}
-	ok, err := s.passwords.Verify(ctx, pw, a.Hash)
-	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
-		return account{}, err
-	}
-	if !ok {
-		return account{}, errBadCredentials
-	}
-	if err := s.release(ctx, key, ip); err != nil {
-		return account{}, err
+		return users.Credentials{}, err
 	}
 	if s.passwords.NeedsRehash(a.Hash) {
 		// Parameters were raised since this hash was made: upgrade it now,
@@ -100,31 +53,58 @@ WHERE lower(u.email) = lower($1)`
 		}
 	}
 	if a.Status != identity.StatusActive {
-		return account{}, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
+		return users.Credentials{}, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
 	if a.TenantID == nil {
 		if tenantID != "" {
-			return account{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
+			return users.Credentials{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
 		}
-		return account{}, problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
+		return users.Credentials{}, problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
 	}
 	return a, nil
 }
 
-// reserve counts one password attempt for the address (key) from the
-// client ip, or answers 429 with Retry-After when a lock applies (then
-// nothing is counted and the password must not be checked). The check and
-// the count are one statement (login_reserve, see migration 00003) under
-// the rows' locks, so at most Threshold attempts per client get past it
-// before the first lock, whatever the concurrency.
+// checkGuess is the one lockout-guarded password check (sign-in,
+// invitation acceptance with a password, password change). The attempt is
+// counted under the address and the client before the password is looked
+// at, in the statement that checks the lock, so concurrent guesses cannot
+// all pass a lock that the first of them is about to set. load returns the
+// account's hash; users.ErrNotFound costs the same work and gets the same
+// answer (errBadCredentials) as a wrong password. A correct password
+// clears the client's count.
+func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load func() (string, error)) error {
+	if len(pw) > password.MaxBytes {
+		return errPasswordTooLong
+	}
+	key := lockout.EmailKey(email)
+	if err := s.reserve(ctx, key, ip); err != nil {
+		return err
+	}
+	hash, err := load()
+	if errors.Is(err, users.ErrNotFound) {
+		hash = "" // verified against the dummy: never matches
+	} else if err != nil {
+		return err
+	}
+	// An account without a password (created through OAuth) never
+	// matches either.
+	ok, err := s.passwords.Verify(ctx, pw, hash)
+	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
+		return err
+	}
+	if !ok {
+		return errBadCredentials
+	}
+	return s.release(ctx, key, ip)
+}
+
+// reserve counts one guess under key from the client ip, or answers 429
+// with Retry-After when a lock applies (then the guess must not be
+// checked).
 func (s *Service) reserve(ctx context.Context, key []byte, ip string) error {
-	const q = `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`
-	l := s.lockout
-	var wait int
-	err := s.pool.QueryRow(ctx, q, key, clientKey(ip), l.Window.Seconds(), l.Threshold, l.Base.Seconds(),
-		l.Max.Seconds(), l.AccountThreshold, l.AccountMax.Seconds()).Scan(&wait)
+	wait, err := s.attempts.Reserve(ctx, key, ip)
 	if err != nil {
-		return fmt.Errorf("reserve sign-in attempt: %w", err)
+		return err
 	}
 	if wait > 0 {
 		return &retryAfterError{tooManyAttempts(wait), wait}
@@ -132,44 +112,15 @@ func (s *Service) reserve(ctx context.Context, key []byte, ip string) error {
 	return nil
 }
 
-// release clears the client's count after a correct password. The
-// address's own count is left to expire: it only slows clients that failed.
+// release clears the client's count after a correct guess.
 func (s *Service) release(ctx context.Context, key []byte, ip string) error {
-	const q = `
-UPDATE login_attempts SET failures = 0, locked_until = NULL
-WHERE email_hash = $1 AND client_ip = $2`
-	if _, err := s.pool.Exec(ctx, q, key, clientKey(ip)); err != nil {
-		return fmt.Errorf("release sign-in attempt: %w", err)
-	}
-	return nil
-}
-
-// clientKey names a client in login_attempts (the empty name is the
-// address's own row, so an unknown IP gets a name of its own).
-func clientKey(ip string) string {
-	if ip == "" {
-		return "unknown"
-	}
-	return ip
-}
-
-// emailKey is how login_attempts names an address: the SHA-256 of its
-// trimmed, lower-cased form (users.email is unique on lower(email)). The
-// address itself is not stored, and an address with no account counts
-// exactly like one with an account.
-func emailKey(email string) []byte {
-	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(email))))
-	return sum[:]
+	return s.attempts.Release(ctx, key, ip)
 }
 
 func (s *Service) rehash(ctx context.Context, userID, oldHash, pw string) error {
-	const q = `UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2`
 	h, err := s.passwords.Hash(ctx, pw)
 	if err != nil {
 		return err
 	}
-	if _, err := s.pool.Exec(ctx, q, userID, oldHash, h); err != nil {
-		return fmt.Errorf("store rehashed password: %w", err)
-	}
-	return nil
+	return users.Rehash(ctx, s.pool, userID, oldHash, h)
 }

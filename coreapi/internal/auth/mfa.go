@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"slices"
 	"strconv"
 	"strings"
@@ -199,7 +200,7 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 		}
 		ok = true
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: audit.ActionUserMFARecoveryCodeUsed, TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFARecoveryCodeUsed, TargetType: audit.TargetUser, TargetID: u.userID,
 			Data: map[string]any{"remaining": left}, RequestID: u.requestID})
 	})
 	return ok, err
@@ -239,7 +240,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		return audit.Write(ctx, tx, audit.Event{TenantID: u.tenantID, ActorUserID: u.actor,
-			Action: audit.ActionUserMFACodeFailed, TargetType: "user", TargetID: u.userID,
+			Action: audit.ActionUserMFACodeFailed, TargetType: audit.TargetUser, TargetID: u.userID,
 			Data: map[string]string{"ip": u.ip}, RequestID: u.requestID})
 	})
 }
@@ -272,7 +273,7 @@ func (e *mfaRequiredError) render(c *fiber.Ctx) error {
 
 // challenge stores a sign-in waiting for its second factor and returns the
 // error that answers with its mfa_token.
-func (s *Service) challenge(ctx context.Context, a account) error {
+func (s *Service) challenge(ctx context.Context, a users.Credentials) error {
 	const q = `
 INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at)
 VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
@@ -288,7 +289,7 @@ VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
 
 // passwordSecondFactor is the password grant's MFA hook: nil when the user
 // has no second factor, else the mfa_required answer.
-func (s *Service) passwordSecondFactor(ctx context.Context, a account) error {
+func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials) error {
 	on, err := s.hasMFA(ctx, a.UserID)
 	if err != nil || !on {
 		return err
@@ -308,7 +309,7 @@ func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
 		return err
 	}
 	tid := g.TenantID
-	return s.challenge(ctx, account{UserID: g.UserID, TenantID: &tid})
+	return s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid})
 }
 
 // mfaGrant is grant_type=mfa_otp: {mfa_token, code} finishes a sign-in;
@@ -505,7 +506,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	}
 	req.Code = strings.TrimSpace(req.Code)
 	if req.Code == "" || len(req.Code) > 64 {
-		return validation([]problem.FieldError{{Field: "code", Message: "the 6-digit code from the authenticator"}})
+		return httpapi.Invalid("code", "the 6-digit code from the authenticator")
 	}
 	ctx := c.UserContext()
 	var status string
@@ -563,7 +564,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 			}
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: audit.ActionUserMFAEnabled, TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
@@ -601,7 +602,7 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: audit.ActionUserMFADisabled, TargetType: "user", TargetID: id.UserID,
+			Action: audit.ActionUserMFADisabled, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
 	}); err != nil {
@@ -681,7 +682,7 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 			return fmt.Errorf("bump token version: %w", err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
-			Action: audit.ActionUserMFAReset, TargetType: "user", TargetID: uid,
+			Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser, TargetID: uid,
 			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonUserMFAReset})
 	})

@@ -8,32 +8,18 @@ package dbtest
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
+	"github.com/tollgate-auth/tollgate/migrations/dbsetup"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-
-	"github.com/tollgate-auth/tollgate/migrations"
 )
 
 // DefaultURL is used when DATABASE_URL is unset.
-const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+const DefaultURL = dbsetup.DefaultURL
 
 // AdminURL is the connection string of the server tests create databases on.
-func AdminURL() string {
-	if u := os.Getenv("DATABASE_URL"); u != "" {
-		return u
-	}
-	return DefaultURL
-}
+func AdminURL() string { return dbsetup.AdminURL() }
 
 // DB is one test database.
 type DB struct {
@@ -58,41 +44,8 @@ func New(t testing.TB) *DB {
 // Create is New for callers without a testing.TB (TestMain): it returns a
 // cleanup function that the caller must run.
 func Create(ctx context.Context, prefix string) (*DB, func(), error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, AdminURL())
+	name, dbURL, drop, err := dbsetup.Create(ctx, AdminURL(), prefix)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s (set DATABASE_URL or run tests through `make test`): %w", redact(AdminURL()), err)
-	}
-	defer admin.Close(ctx)
-
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	name := prefix + "_" + hex.EncodeToString(rnd[:])
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return nil, nil, fmt.Errorf("create database: %w", err)
-	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, AdminURL())
-		if err != nil {
-			return
-		}
-		defer c.Close(ctx)
-		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	}
-
-	u, err := url.Parse(AdminURL())
-	if err != nil {
-		drop()
-		return nil, nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	u.Path = "/" + name
-	dbURL := u.String()
-
-	if err := Migrate(ctx, dbURL); err != nil {
-		drop()
 		return nil, nil, err
 	}
 	pool, err := pgxpool.New(ctx, dbURL)
@@ -101,26 +54,4 @@ func Create(ctx context.Context, prefix string) (*DB, func(), error) {
 		return nil, nil, fmt.Errorf("open pool: %w", err)
 	}
 	return &DB{Name: name, URL: dbURL, Pool: pool}, func() { pool.Close(); drop() }, nil
-}
-
-// Migrate applies every migration to the database at dbURL.
-func Migrate(ctx context.Context, dbURL string) error {
-	cfg, err := pgx.ParseConfig(dbURL)
-	if err != nil {
-		return fmt.Errorf("parse url: %w", err)
-	}
-	sqldb := stdlib.OpenDB(*cfg)
-	defer func(db *sql.DB) { _ = db.Close() }(sqldb)
-	if err := migrations.Up(ctx, sqldb); err != nil {
-		return err
-	}
-	return nil
-}
-
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparseable url)"
-	}
-	return u.Redacted()
 }

@@ -48,9 +48,9 @@ func TestBadBodies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := auditActions(t, w.e, w.a)
-			r := w.e.Do(t, apitest.Request{Method: tt.method, Path: tt.path, Body: tt.body, ContentType: tt.contentType, As: &w.owner})
-			wantProblem(t, r, tt.status, tt.code)
+			before := w.E.AuditActions(t, w.A)
+			r := w.E.Do(t, apitest.Request{Method: tt.method, Path: tt.path, Body: tt.body, ContentType: tt.contentType, As: &w.Owner})
+			apitest.WantProblem(t, r, tt.status, tt.code)
 			if tt.field != "" {
 				p := r.Problem(t)
 				found := false
@@ -64,14 +64,14 @@ func TestBadBodies(t *testing.T) {
 			if r.Stats.Queries != 0 {
 				t.Errorf("rejected input ran %d queries", r.Stats.Queries)
 			}
-			if after := auditActions(t, w.e, w.a); len(after) != len(before) {
+			if after := w.E.AuditActions(t, w.A); len(after) != len(before) {
 				t.Errorf("rejected input changed data: %v", after[len(before):])
 			}
 		})
 	}
 	// Nothing was lost or changed: the profile is as seeded.
 	var me users.Me
-	w.e.Get(t, &w.owner, "/api/v1/users/me").JSON(t, &me)
+	w.E.Get(t, &w.Owner, "/api/v1/users/me").JSON(t, &me)
 	if me.DisplayName != "" {
 		t.Fatalf("display name changed to %q", me.DisplayName)
 	}
@@ -84,20 +84,20 @@ func TestBodyTooLarge(t *testing.T) {
 	owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
 	big := `{"display_name": "` + strings.Repeat("x", 5000) + `"}`
 	r := e.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: big, As: &owner})
-	wantStatus(t, r, 413)
+	apitest.WantStatus(t, r, 413)
 	p := r.Problem(t)
 	if p.Code != "body_too_large" || p.RequestID == "" {
 		t.Fatalf("problem = %+v", p)
 	}
 	// Just under the limit is accepted (and then validated).
 	ok := `{"display_name": "` + strings.Repeat("x", 150) + `"}`
-	wantStatus(t, e.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: ok, As: &owner}), 200)
+	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: ok, As: &owner}), 200)
 }
 
 func TestUnknownRouteAndMethod(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	e := w.e
-	wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/nope", As: &w.owner, Undocumented: true}), 404, "not_found")
-	wantProblem(t, e.Do(t, apitest.Request{Method: "POST", Path: "/api/v1/tenant", As: &w.owner, Body: "{}", Undocumented: true}), 405, "method_not_allowed")
+	e := w.E
+	apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/nope", As: &w.Owner, Undocumented: true}), 404, "not_found")
+	apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "POST", Path: "/api/v1/tenant", As: &w.Owner, Body: "{}", Undocumented: true}), 405, "method_not_allowed")
 }

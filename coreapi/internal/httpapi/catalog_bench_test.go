@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -21,7 +22,10 @@ func BenchmarkProjectionWithCatalog(b *testing.B) {
 	for i := range 50 {
 		fmt.Fprintf(&cat, "- {name: app%d:action, description: x, member_default: %t}\n", i, i%5 == 0)
 	}
-	c := mustCatalog(b, cat.String())
+	c, err := permissions.Parse([]byte(cat.String()), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
 	e := start(b, apitest.Options{Configure: func(o *httpapi.Options) { o.Catalog = c }})
 	ten := e.SeedTenant(b, "Acme")
 	me := e.SeedUserIn(b, ten.ID, "me@acme.test", "member", "admin")

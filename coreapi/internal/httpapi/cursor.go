@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -47,21 +49,23 @@ func (cc cursorCodec) encode(list, scope string, v any) string {
 	return enc.EncodeToString(payload) + "." + enc.EncodeToString(cc.mac(list, scope, payload))
 }
 
-var errBadCursor = problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "the cursor is malformed, altered, or from another list")
+// ErrBadCursor is the answer to a malformed, altered or foreign cursor, and
+// to a cursor whose payload does not hold what its list expects.
+var ErrBadCursor = problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "the cursor is malformed, altered, or from another list")
 
 func (cc cursorCodec) decode(list, scope, s string, v any) error {
 	p, t, ok := strings.Cut(s, ".")
 	if !ok || len(s) > 1024 {
-		return errBadCursor
+		return ErrBadCursor
 	}
 	enc := base64.RawURLEncoding.Strict() // one accepted spelling per cursor
 	payload, err1 := enc.DecodeString(p)
 	tag, err2 := enc.DecodeString(t)
 	if err1 != nil || err2 != nil || !hmac.Equal(tag, cc.mac(list, scope, payload)) {
-		return errBadCursor
+		return ErrBadCursor
 	}
 	if err := json.Unmarshal(payload, v); err != nil {
-		return errBadCursor
+		return ErrBadCursor
 	}
 	return nil
 }
@@ -86,31 +90,33 @@ const (
 	maxLimit     = 200
 )
 
-// pageQuery is the parsed ?limit=&cursor=&include_total= of a list.
-type pageQuery struct {
-	limit        int
-	cursor       string
-	includeTotal bool
+// PageQuery is the parsed ?limit=&cursor=&include_total= of a list.
+type PageQuery struct {
+	Limit        int
+	Cursor       string // "" on the first page
+	IncludeTotal bool
 }
 
-func parsePage(c *fiber.Ctx) (pageQuery, error) {
-	var v checks
-	q := pageQuery{limit: defaultLimit, cursor: strings.Clone(c.Query("cursor"))}
+// ParsePage reads a list's query; a bad limit or include_total is a 400
+// problem with code invalid_query.
+func ParsePage(c *fiber.Ctx) (PageQuery, error) {
+	var v Checks
+	q := PageQuery{Limit: defaultLimit, Cursor: strings.Clone(c.Query("cursor"))}
 	if s := c.Query("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxLimit {
-			v.add("limit", "an integer from 1 to "+strconv.Itoa(maxLimit))
+			v.Add("limit", "an integer from 1 to "+strconv.Itoa(maxLimit))
 		}
-		q.limit = n
+		q.Limit = n
 	}
 	switch c.Query("include_total") {
 	case "", "false", "0":
 	case "true", "1":
-		q.includeTotal = true
+		q.IncludeTotal = true
 	default:
-		v.add("include_total", "true or false")
+		v.Add("include_total", "true or false")
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		p := err.(*problem.Problem)
 		p.Status, p.Title, p.Code = fiber.StatusBadRequest, "Bad Request", problem.CodeInvalidQuery
 		p.Detail = "invalid query parameters"
@@ -119,9 +125,59 @@ func parsePage(c *fiber.Ctx) (pageQuery, error) {
 	return q, nil
 }
 
-// listResponse is the shape of every list: {data, next_cursor, total?}.
-type listResponse[T any] struct {
+// ListResponse is the shape of every list: {data, next_cursor, total?}.
+type ListResponse[T any] struct {
 	Data       []T     `json:"data"`
 	NextCursor *string `json:"next_cursor"`
 	Total      *int64  `json:"total,omitempty"`
+}
+
+// Page builds the list response from rows fetched with a limit of
+// pq.Limit+1: the extra row only says that a next page exists. total is
+// the count of the whole list (answered only when pq.IncludeTotal); after
+// returns the cursor that continues after a row.
+func Page[T any](rows []T, total int64, pq PageQuery, after func(T) string) ListResponse[T] {
+	out := ListResponse[T]{Data: rows}
+	if out.Data == nil {
+		out.Data = []T{}
+	}
+	if len(rows) > pq.Limit {
+		out.Data = rows[:pq.Limit]
+		cur := after(out.Data[pq.Limit-1])
+		out.NextCursor = &cur
+	}
+	if pq.IncludeTotal {
+		if len(out.Data) == 0 {
+			total = 0
+		}
+		out.Total = &total
+	}
+	return out
+}
+
+// TimeKey is the cursor payload of a list in keyset order of a time and an
+// id that breaks ties (created_at, id): the one keyset of such lists (see
+// Cursors.After and Cursors.DecodeAfter).
+type TimeKey struct {
+	T  int64  `json:"t"` // unix microseconds, PostgreSQL's precision
+	ID string `json:"id"`
+}
+
+// After returns the cursor that continues list (scoped to scope) after
+// the row at time t with id.
+func (c *Cursors) After(list, scope string, t time.Time, id string) string {
+	return c.cc.encode(list, scope, TimeKey{T: t.UnixMicro(), ID: id})
+}
+
+// DecodeAfter checks a cursor made by After and returns its row's time and
+// id; a malformed, altered or foreign cursor is ErrBadCursor.
+func (c *Cursors) DecodeAfter(list, scope, cursor string) (time.Time, string, error) {
+	var k TimeKey
+	if err := c.cc.decode(list, scope, cursor, &k); err != nil {
+		return time.Time{}, "", err
+	}
+	if !ids.Valid(k.ID) {
+		return time.Time{}, "", ErrBadCursor
+	}
+	return time.UnixMicro(k.T), k.ID, nil
 }

@@ -43,13 +43,13 @@ func TestCursorRoundTripAndBinding(t *testing.T) {
 // produced is accepted.
 func FuzzCursorDecode(f *testing.F) {
 	cc := cursorCodec{key: DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef"))}
-	good := cc.encode("users", "t", timeKey{T: 5, ID: "x"})
+	good := cc.encode("users", "t", TimeKey{T: 5, ID: "x"})
 	f.Add(good)
 	f.Add("")
 	f.Add(".")
 	f.Add("eyJ0Ijo1fQ.AAAAAAAAAAAAAAAAAAAAAA")
 	f.Fuzz(func(t *testing.T, s string) {
-		var k timeKey
+		var k TimeKey
 		err := cc.decode("users", "t", s, &k)
 		if err == nil && s != good {
 			// Another encoding of the same payload and tag would need the

@@ -197,39 +197,50 @@ func jsonValue(v string) string {
 	return v
 }
 
-// checks collects field errors and reports them together as one 422.
-type checks struct {
+// Checks collects field errors and reports them together as one 422
+// validation problem: every handler validates its input this way.
+type Checks struct {
 	errs []problem.FieldError
 }
 
-func (v *checks) add(field, msg string) {
+// Add records an error of field.
+func (v *Checks) Add(field, msg string) {
 	v.errs = append(v.errs, problem.FieldError{Field: field, Message: msg})
 }
 
-func (v *checks) require(ok bool, field, msg string) {
+// Require records msg for field unless ok.
+func (v *Checks) Require(ok bool, field, msg string) {
 	if !ok {
-		v.add(field, msg)
+		v.Add(field, msg)
 	}
 }
 
-// length checks the length in characters of a string field.
-func (v *checks) length(field, s string, min, max int) {
+// Length checks the length in characters of a string field.
+func (v *Checks) Length(field, s string, min, max int) {
 	n := utf8.RuneCountInString(s)
 	switch {
 	case n < min && min == 1:
-		v.add(field, "required")
+		v.Add(field, "required")
 	case n < min:
-		v.add(field, fmt.Sprintf("at least %d characters", min))
+		v.Add(field, fmt.Sprintf("at least %d characters", min))
 	case n > max:
-		v.add(field, fmt.Sprintf("at most %d characters", max))
+		v.Add(field, fmt.Sprintf("at most %d characters", max))
 	}
 }
 
-func (v *checks) err() error {
+// Err is nil without errors, else the 422 problem listing them.
+func (v *Checks) Err() error {
 	if len(v.errs) == 0 {
 		return nil
 	}
 	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
 	p.Errors = v.errs
 	return p
+}
+
+// Invalid is the 422 problem of one invalid field (Checks for several).
+func Invalid(field, msg string) *problem.Problem {
+	var v Checks
+	v.Add(field, msg)
+	return v.Err().(*problem.Problem)
 }

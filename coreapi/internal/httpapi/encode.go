@@ -2,9 +2,6 @@ package httpapi
 
 import (
 	"github.com/gofiber/fiber/v2"
-
-	"github.com/tollgate-auth/tollgate/coreapi/internal/jsonenc"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 )
 
 // JSONAppender is a response body that writes its own JSON, the same bytes
@@ -25,35 +22,4 @@ func SendJSON(c *fiber.Ctx, status int, v JSONAppender) error {
 	buf := resp.SwapBody(nil)
 	resp.SwapBody(v.AppendJSON(buf[:0]))
 	return nil
-}
-
-// memberPage is the member list's response, written by AppendJSON.
-type memberPage listResponse[users.Member]
-
-// AppendJSON appends p as encoding/json marshals listResponse[users.Member]
-// (a test holds them equal).
-func (p memberPage) AppendJSON(b []byte) []byte {
-	b = append(b, `{"data":`...)
-	if p.Data == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i := range p.Data {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = p.Data[i].AppendJSON(b)
-		}
-		b = append(b, ']')
-	}
-	b = append(b, `,"next_cursor":`...)
-	if p.NextCursor == nil {
-		b = append(b, "null"...)
-	} else {
-		b = jsonenc.String(b, *p.NextCursor)
-	}
-	if p.Total != nil {
-		b = jsonenc.Int(append(b, `,"total":`...), *p.Total)
-	}
-	return append(b, '}')
 }

@@ -10,49 +10,10 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
-
-// domainProblem maps the domain packages' sentinel errors to HTTP; this and
-// handleError are the only places that know about statuses for them.
-func domainProblem(err error) *problem.Problem {
-	table := []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{users.ErrNotFound, 404, problem.CodeNotFound},
-		{roles.ErrNotFound, 404, problem.CodeNotFound},
-		{tenants.ErrNotFound, 404, problem.CodeNotFound},
-		{projection.ErrNotFound, 404, problem.CodeNotFound},
-		{users.ErrAlreadyMember, 409, problem.CodeAlreadyMember},
-		{users.ErrExistingUserPassword, 409, problem.CodeUserExists},
-		{users.ErrLastOwner, 409, problem.CodeLastOwner},
-		{users.ErrEmailTaken, 409, problem.CodeEmailTaken},
-		{invitations.ErrPending, 409, problem.CodeInvitationPending},
-		{invitations.ErrNotPending, 409, problem.CodeInvitationNotActive},
-		{invitations.ErrIsMember, 409, problem.CodeAlreadyMember},
-		{invitations.ErrNotFound, 404, problem.CodeNotFound},
-		{invitations.ErrUnknownRole, 422, problem.CodeValidation},
-		{users.ErrSameEmail, 422, problem.CodeValidation},
-		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken},
-		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole},
-		{roles.ErrEscalation, 403, problem.CodeForbidden},
-		{tenants.ErrUnknownRole, 422, problem.CodeValidation},
-	}
-	for _, e := range table {
-		if errors.Is(err, e.err) {
-			return problem.New(e.status, e.code, e.err.Error())
-		}
-	}
-	return nil
-}
 
 // handleError is the Fiber ErrorHandler: every error leaving a handler or
 // middleware becomes an application/problem+json response here.
@@ -85,8 +46,8 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 			return p
 		}
 	}
-	if p := domainProblem(err); p != nil {
-		return p
+	if errors.Is(err, projection.ErrNotFound) {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, projection.ErrNotFound.Error())
 	}
 	var fe *fiber.Error
 	if errors.As(err, &fe) {

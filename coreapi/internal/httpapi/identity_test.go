@@ -13,12 +13,12 @@ import (
 func TestIdentityRejected(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	e := w.e
+	e := w.E
 	other, err := identity.NewSigner([]byte("another-key-of-enough-length-0123456789"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	elevated := w.member
+	elevated := w.Member
 	elevated.Permissions = append([]string{"users:write"}, elevated.Permissions...)
 
 	tests := []struct {
@@ -27,73 +27,73 @@ func TestIdentityRejected(t *testing.T) {
 	}{
 		{"no headers", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Unsigned: true}},
 		{"anonymous", apitest.Request{Method: "GET", Path: "/api/v1/users/me"}},
-		{"anonymous principal with a user", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: withPrincipal(w.owner, identity.PrincipalAnonymous)}},
-		{"expired", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.owner, SignedAt: time.Now().Add(-31 * time.Second)}},
-		{"from the future", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.owner, SignedAt: time.Now().Add(31 * time.Second)}},
-		{"signed for another path", apitest.Request{Method: "GET", Path: "/api/v1/users", As: &w.owner, SignPath: "/api/v1/users/me"}},
-		{"signed for another query", apitest.Request{Method: "GET", Path: "/api/v1/users?limit=1", As: &w.owner, SignPath: "/api/v1/users?limit=2"}},
+		{"anonymous principal with a user", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: withPrincipal(w.Owner, identity.PrincipalAnonymous)}},
+		{"expired", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.Owner, SignedAt: time.Now().Add(-31 * time.Second)}},
+		{"from the future", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.Owner, SignedAt: time.Now().Add(31 * time.Second)}},
+		{"signed for another path", apitest.Request{Method: "GET", Path: "/api/v1/users", As: &w.Owner, SignPath: "/api/v1/users/me"}},
+		{"signed for another query", apitest.Request{Method: "GET", Path: "/api/v1/users?limit=1", As: &w.Owner, SignPath: "/api/v1/users?limit=2"}},
 		{"empty identity on a protected route", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Service: true}},
-		{"user id not a uuid", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &identity.Identity{UserID: "alice", TenantID: w.a}}},
+		{"user id not a uuid", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &identity.Identity{UserID: "alice", TenantID: w.A}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantProblem(t, e.Do(t, tt.req), 401, "unauthenticated")
+			apitest.WantProblem(t, e.Do(t, tt.req), 401, "unauthenticated")
 		})
 	}
 
 	t.Run("forged with another key", func(t *testing.T) {
 		ts := time.Now().UnixMilli()
 		h := http.Header{}
-		h.Set(identity.HeaderUserID, w.owner.UserID)
-		h.Set(identity.HeaderTenantID, w.owner.TenantID)
-		h.Set(identity.HeaderPermissions, identity.JoinList(w.owner.Permissions))
-		h.Set(identity.HeaderRoles, identity.JoinList(w.owner.Roles))
+		h.Set(identity.HeaderUserID, w.Owner.UserID)
+		h.Set(identity.HeaderTenantID, w.Owner.TenantID)
+		h.Set(identity.HeaderPermissions, identity.JoinList(w.Owner.Permissions))
+		h.Set(identity.HeaderRoles, identity.JoinList(w.Owner.Roles))
 		h.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
-		h.Set(identity.HeaderSignature, other.Sign(ts, "GET", "/api/v1/users/me", w.owner))
-		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", Header: h, Unsigned: true}), 401, "unauthenticated")
+		h.Set(identity.HeaderSignature, other.Sign(ts, "GET", "/api/v1/users/me", w.Owner))
+		apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", Header: h, Unsigned: true}), 401, "unauthenticated")
 	})
 	t.Run("header changed after signing", func(t *testing.T) {
 		ts := time.Now().UnixMilli()
 		h := http.Header{}
-		h.Set(identity.HeaderUserID, w.member.UserID)
-		h.Set(identity.HeaderTenantID, w.member.TenantID)
-		h.Set(identity.HeaderRoles, identity.JoinList(w.member.Roles))
+		h.Set(identity.HeaderUserID, w.Member.UserID)
+		h.Set(identity.HeaderTenantID, w.Member.TenantID)
+		h.Set(identity.HeaderRoles, identity.JoinList(w.Member.Roles))
 		h.Set(identity.HeaderPermissions, identity.JoinList(elevated.Permissions)) // escalated
 		h.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
-		h.Set(identity.HeaderSignature, e.Signer.Sign(ts, "GET", "/api/v1/users", w.member))
-		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users", Header: h, Unsigned: true}), 401, "unauthenticated")
+		h.Set(identity.HeaderSignature, e.Signer.Sign(ts, "GET", "/api/v1/users", w.Member))
+		apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users", Header: h, Unsigned: true}), 401, "unauthenticated")
 	})
 	t.Run("valid", func(t *testing.T) {
-		wantStatus(t, e.Get(t, &w.owner, "/api/v1/users/me"), 200)
+		apitest.WantStatus(t, e.Get(t, &w.Owner, "/api/v1/users/me"), 200)
 	})
 }
 
 func TestInternalProjectionAuth(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	path := identity.ProjectionPath + "/" + w.member.UserID + "?tenant_id=" + w.a
+	path := identity.ProjectionPath + "/" + w.Member.UserID + "?tenant_id=" + w.A
 	t.Run("service signature", func(t *testing.T) {
-		wantStatus(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, Service: true}), 200)
+		apitest.WantStatus(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path, Service: true}), 200)
 	})
 	t.Run("no signature", func(t *testing.T) {
-		wantProblem(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, Unsigned: true}), 401, "unauthenticated")
+		apitest.WantProblem(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path, Unsigned: true}), 401, "unauthenticated")
 	})
 	t.Run("user identity instead of service", func(t *testing.T) {
-		wantProblem(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, As: &w.owner}), 401, "unauthenticated")
+		apitest.WantProblem(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path, As: &w.Owner}), 401, "unauthenticated")
 	})
 	t.Run("stale", func(t *testing.T) {
-		wantProblem(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, Service: true, SignedAt: time.Now().Add(-time.Minute)}), 401, "unauthenticated")
+		apitest.WantProblem(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path, Service: true, SignedAt: time.Now().Add(-time.Minute)}), 401, "unauthenticated")
 	})
 	t.Run("signed for another tenant", func(t *testing.T) {
-		wantProblem(t, w.e.Do(t, apitest.Request{Method: "GET", Path: path, Service: true,
-			SignPath: identity.ProjectionPath + "/" + w.member.UserID + "?tenant_id=" + w.b}), 401, "unauthenticated")
+		apitest.WantProblem(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path, Service: true,
+			SignPath: identity.ProjectionPath + "/" + w.Member.UserID + "?tenant_id=" + w.B}), 401, "unauthenticated")
 	})
 }
 
 func TestPermissions(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	uid := w.owner.UserID
+	uid := w.Owner.UserID
 	tests := []struct {
 		method, path string
 		body         any
@@ -114,18 +114,18 @@ func TestPermissions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			r := w.e.Send(t, &w.member, tt.method, tt.path, tt.body)
-			wantProblem(t, r, 403, "insufficient_scope")
+			r := w.E.Send(t, &w.Member, tt.method, tt.path, tt.body)
+			apitest.WantProblem(t, r, 403, "insufficient_scope")
 			if r.Stats.Queries != 0 {
 				t.Errorf("a refused request ran %d queries, want 0", r.Stats.Queries)
 			}
 		})
 	}
 	t.Run("member reads the tenant", func(t *testing.T) {
-		wantStatus(t, w.e.Get(t, &w.member, "/api/v1/tenant"), 200)
+		apitest.WantStatus(t, w.E.Get(t, &w.Member, "/api/v1/tenant"), 200)
 	})
 	t.Run("admin cannot write the tenant", func(t *testing.T) {
-		wantProblem(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/tenant", map[string]any{"name": "x"}), 403, "insufficient_scope")
+		apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/tenant", map[string]any{"name": "x"}), 403, "insufficient_scope")
 	})
 }
 

@@ -61,7 +61,7 @@ func startEcho(t *testing.T, o apitest.Options) *apitest.Env {
 
 func decodeSeen(t *testing.T, r apitest.Response) seen {
 	t.Helper()
-	wantStatus(t, r, 200)
+	apitest.WantStatus(t, r, 200)
 	var s seen
 	r.JSON(t, &s)
 	return s
@@ -159,16 +159,16 @@ func TestIdentityV2BodyBinding(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			req := apitest.Request{Method: "POST", Path: "/api/v1/echo/protected", Body: tt.sent, As: &id, SignBody: []byte(tt.signed)}
-			wantProblem(t, e.Do(t, req), 401, "unauthenticated")
+			apitest.WantProblem(t, e.Do(t, req), 401, "unauthenticated")
 			req.Path = "/api/v1/echo/public"
 			req.As = nil
-			wantProblem(t, e.Do(t, req), 401, "unauthenticated")
+			apitest.WantProblem(t, e.Do(t, req), 401, "unauthenticated")
 		})
 	}
 	t.Run("a real route", func(t *testing.T) {
 		req := apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: `{"display_name":"Mallory"}`, As: &id,
 			SignBody: []byte(`{"display_name":"Alice"}`)}
-		wantProblem(t, e.Do(t, req), 401, "unauthenticated")
+		apitest.WantProblem(t, e.Do(t, req), 401, "unauthenticated")
 		var me struct {
 			DisplayName string `json:"display_name"`
 		}
@@ -194,16 +194,16 @@ func TestIdentityV2Replay(t *testing.T) {
 			h.Set(requestid.Header, requestid.New())
 			e.SignV2(h, id, "POST", path, body)
 			req := apitest.Request{Method: "POST", Path: path, Body: body, Header: h, Unsigned: true}
-			wantStatus(t, e.Do(t, req), 200)
-			wantProblem(t, e.Do(t, req), 401, "unauthenticated")
+			apitest.WantStatus(t, e.Do(t, req), 200)
+			apitest.WantProblem(t, e.Do(t, req), 401, "unauthenticated")
 			req.Body = []byte(`{"n":2}`)
-			wantProblem(t, e.Do(t, req), 401, "unauthenticated")
+			apitest.WantProblem(t, e.Do(t, req), 401, "unauthenticated")
 
 			// The same request under a new request id is a new request.
 			h2 := http.Header{}
 			h2.Set(requestid.Header, requestid.New())
 			e.SignV2(h2, id, "POST", path, body)
-			wantStatus(t, e.Do(t, apitest.Request{Method: "POST", Path: path, Body: body, Header: h2, Unsigned: true}), 200)
+			apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "POST", Path: path, Body: body, Header: h2, Unsigned: true}), 200)
 		})
 	}
 	t.Run("a real write", func(t *testing.T) {
@@ -212,9 +212,9 @@ func TestIdentityV2Replay(t *testing.T) {
 		h.Set(requestid.Header, requestid.New())
 		e.SignV2(h, id, "POST", "/api/v1/roles", body)
 		req := apitest.Request{Method: "POST", Path: "/api/v1/roles", Body: body, Header: h, Unsigned: true}
-		wantStatus(t, e.Do(t, req), 201)
+		apitest.WantStatus(t, e.Do(t, req), 201)
 		r := e.Do(t, req)
-		wantProblem(t, r, 401, "unauthenticated")
+		apitest.WantProblem(t, r, 401, "unauthenticated")
 		if r.Stats.Queries != 0 {
 			t.Errorf("the replay ran %d queries", r.Stats.Queries)
 		}
@@ -288,14 +288,14 @@ func TestIdentityV2Refused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantProblem(t, e.Do(t, tt.req), 401, "unauthenticated")
+			apitest.WantProblem(t, e.Do(t, tt.req), 401, "unauthenticated")
 		})
 	}
 	t.Run("public route with a bad signature", func(t *testing.T) {
-		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/echo/public", SignWith: appKey}), 401, "unauthenticated")
+		apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/echo/public", SignWith: appKey}), 401, "unauthenticated")
 	})
 	t.Run("internal route with a user identity", func(t *testing.T) {
-		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", As: &id}), 401, "unauthenticated")
+		apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", As: &id}), 401, "unauthenticated")
 	})
 	t.Run("internal route with an anonymous identity that claims more", func(t *testing.T) {
 		for _, claims := range []identity.Identity{
@@ -305,11 +305,11 @@ func TestIdentityV2Refused(t *testing.T) {
 			{Principal: identity.PrincipalAnonymous, Roles: []string{"owner"}},
 			{Principal: identity.PrincipalService},
 		} {
-			wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", As: &claims}), 401, "unauthenticated")
+			apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", As: &claims}), 401, "unauthenticated")
 		}
 	})
 	t.Run("internal route with the app key", func(t *testing.T) {
-		wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", Service: true, SignWith: appKey}), 401, "unauthenticated")
+		apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/echo", Service: true, SignWith: appKey}), 401, "unauthenticated")
 	})
 	if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="unknown_key"`); got < 3 {
 		t.Errorf("coreapi_identity_rejected_total{reason=unknown_key} = %v, want >= 3", got)
@@ -372,12 +372,12 @@ func TestIdentityV1Grace(t *testing.T) {
 				// v1 over a forged identity is still refused.
 				bad := reqs["protected"]
 				bad.SignPath = "/api/v1/echo/public"
-				wantProblem(t, e.Do(t, bad), 401, "unauthenticated")
+				apitest.WantProblem(t, e.Do(t, bad), 401, "unauthenticated")
 			} else if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="v1_refused"`); got != 4 {
 				t.Errorf("coreapi_identity_rejected_total{reason=v1_refused} = %v, want 4", got)
 			}
 			// v2 works either way.
-			wantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/echo/protected", As: &id}), 200)
+			apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/echo/protected", As: &id}), 200)
 		})
 	}
 }

@@ -22,17 +22,17 @@ import (
 // docs/operations.md. cmd/coreapi lints the full registry of `serve` too.
 func TestMetricsLint(t *testing.T) {
 	w := newWorld(t)
-	e := w.e
+	e := w.E
 	e.Registry.MustRegister(pgtrace.NewPoolCollector(e.DB.Pool))
-	wantStatus(t, e.Get(t, &w.member, "/api/v1/users/me"), 200)
-	wantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", Unsigned: true}), 401)
+	apitest.WantStatus(t, e.Get(t, &w.Member, "/api/v1/users/me"), 200)
+	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", Unsigned: true}), 401)
 	// A route the document does not have, sent past the validator.
 	if r, err := e.Client.Get(e.URL + "/api/v1/no-such-route"); err != nil {
 		t.Fatal(err)
 	} else if r.Body.Close(); r.StatusCode != 404 {
 		t.Fatalf("unmatched route = %d, want 404", r.StatusCode)
 	}
-	wantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/projections/" + w.member.UserID + "?tenant_id=" + w.a, Service: true}), 200)
+	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/projections/" + w.Member.UserID + "?tenant_id=" + w.A, Service: true}), 200)
 
 	admin := httpapi.NewAdmin(e.DB.Pool, e.Registry)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -407,9 +407,9 @@ func UserIDParam(c *fiber.Ctx, name string) (string, error) {
 	return u, nil
 }
 
-// pathUUID returns a path parameter that must be a UUID, as an owned,
+// PathUUID returns a path parameter that must be a UUID, as an owned,
 // lower-case string, or a 400 problem.
-func pathUUID(c *fiber.Ctx, name string) (string, error) {
+func PathUUID(c *fiber.Ctx, name string) (string, error) {
 	u, ok := ids.Parse(c.Params(name))
 	if !ok {
 		return "", problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, name+" must be a UUID")

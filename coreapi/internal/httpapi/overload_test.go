@@ -27,7 +27,7 @@ func TestProjectionOverload(t *testing.T) {
 	get := func() apitest.Response {
 		return e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + u.UserID + "?tenant_id=" + tid, Service: true})
 	}
-	wantStatus(t, get(), 200)
+	apitest.WantStatus(t, get(), 200)
 
 	ctx := context.Background()
 	tx, err := e.DB.Pool.BeginTx(ctx, pgx.TxOptions{})
@@ -57,7 +57,7 @@ func TestProjectionOverload(t *testing.T) {
 	}
 
 	r := get()
-	wantProblem(t, r, 503, problem.CodeUnavailable)
+	apitest.WantProblem(t, r, 503, problem.CodeUnavailable)
 	if ra := r.Header.Get("Retry-After"); ra != "1" {
 		t.Errorf("Retry-After = %q, want 1", ra)
 	}
@@ -68,6 +68,6 @@ func TestProjectionOverload(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wantStatus(t, <-held, 200)
-	wantStatus(t, get(), 200)
+	apitest.WantStatus(t, <-held, 200)
+	apitest.WantStatus(t, get(), 200)
 }

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,39 +15,39 @@ func TestProjection(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
-	uid := w.admin.UserID
+	uid := w.Admin.UserID
 	var recent, old, live string
 	const qs = `INSERT INTO sessions (user_id, tenant_id, expires_at, revoked_at) VALUES ($1, $2, now() + interval '1 day', now() - $3::interval) RETURNING id::text`
-	if err := w.e.DB.Pool.QueryRow(ctx, qs, uid, w.a, "1 minute").Scan(&recent); err != nil {
+	if err := w.E.DB.Pool.QueryRow(ctx, qs, uid, w.A, "1 minute").Scan(&recent); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.e.DB.Pool.QueryRow(ctx, qs, uid, w.a, "1 hour").Scan(&old); err != nil {
+	if err := w.E.DB.Pool.QueryRow(ctx, qs, uid, w.A, "1 hour").Scan(&old); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 day') RETURNING id::text`, uid, w.a).Scan(&live); err != nil {
+	if err := w.E.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 day') RETURNING id::text`, uid, w.A).Scan(&live); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.e.DB.Pool.Exec(ctx, `UPDATE users SET token_version = 7 WHERE id = $1`, uid); err != nil {
+	if _, err := w.E.DB.Pool.Exec(ctx, `UPDATE users SET token_version = 7 WHERE id = $1`, uid); err != nil {
 		t.Fatal(err)
 	}
 	get := func(user, tenant string) apitest.Response {
-		return w.e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + user + "?tenant_id=" + tenant, Service: true})
+		return w.E.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + user + "?tenant_id=" + tenant, Service: true})
 	}
-	r := get(uid, w.a)
-	wantStatus(t, r, 200)
+	r := get(uid, w.A)
+	apitest.WantStatus(t, r, 200)
 	if r.Stats.Queries != 1 {
 		t.Errorf("projection took %d queries, want 1", r.Stats.Queries)
 	}
 	var p identity.Projection
 	r.JSON(t, &p)
 	want := identity.Projection{
-		UserID: uid, TenantID: w.a, Email: "admin@acme.test", UserStatus: "active", MembershipStatus: "active",
+		UserID: uid, TenantID: w.A, Email: "admin@acme.test", UserStatus: "active", MembershipStatus: "active",
 		TenantStatus: "active", Roles: []string{"admin"}, TokenVersion: 7, RevokedSessions: []string{recent},
 		Permissions: []string{"api-keys:write", "audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"},
 	}
 	if p.UserID != want.UserID || p.TenantID != want.TenantID || p.Email != want.Email || p.UserStatus != want.UserStatus ||
 		p.MembershipStatus != want.MembershipStatus || p.TenantStatus != want.TenantStatus || p.TokenVersion != want.TokenVersion ||
-		!equal(p.Roles, want.Roles) || !equal(p.Permissions, want.Permissions) || !equal(p.RevokedSessions, want.RevokedSessions) {
+		!slices.Equal(p.Roles, want.Roles) || !slices.Equal(p.Permissions, want.Permissions) || !slices.Equal(p.RevokedSessions, want.RevokedSessions) {
 		t.Fatalf("projection = %+v\nwant         %+v", p, want)
 	}
 	if !p.Active() {
@@ -54,22 +55,22 @@ func TestProjection(t *testing.T) {
 	}
 
 	// Changes show up at once.
-	wantStatus(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/users/"+uid, map[string]any{"membership_status": "disabled"}), 200)
-	suspend(t, w.e, w.a)
-	get(uid, w.a).JSON(t, &p)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/users/"+uid, map[string]any{"membership_status": "disabled"}), 200)
+	w.E.Suspend(t, w.A)
+	get(uid, w.A).JSON(t, &p)
 	if p.MembershipStatus != "disabled" || p.TenantStatus != "suspended" || p.Active() {
 		t.Fatalf("after disable+suspend: %+v", p)
 	}
 
 	t.Run("no membership", func(t *testing.T) {
-		wantProblem(t, get(uid, w.b), 404, "not_found")
+		apitest.WantProblem(t, get(uid, w.B), 404, "not_found")
 	})
 	t.Run("unknown user", func(t *testing.T) {
-		wantProblem(t, get("00000000-0000-0000-0000-000000000000", w.a), 404, "not_found")
+		apitest.WantProblem(t, get("00000000-0000-0000-0000-000000000000", w.A), 404, "not_found")
 	})
 	t.Run("empty lists are arrays", func(t *testing.T) {
-		r := get(w.member.UserID, w.a)
-		wantStatus(t, r, 200)
+		r := get(w.Member.UserID, w.A)
+		apitest.WantStatus(t, r, 200)
 		var raw map[string]any
 		r.JSON(t, &raw)
 		if rs, ok := raw["revoked_sessions"].([]any); !ok || len(rs) != 0 {
@@ -103,9 +104,9 @@ VALUES ($1, $2, now() + interval '1 day', now() - make_interval(secs => $3)) RET
 	revoked(ttl + leeway + 30*time.Second)
 	var p identity.Projection
 	r := e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + u.UserID + "?tenant_id=" + ten.ID, Service: true})
-	wantStatus(t, r, 200)
+	apitest.WantStatus(t, r, 200)
 	r.JSON(t, &p)
-	if !equal(p.RevokedSessions, []string{inLeeway}) {
+	if !slices.Equal(p.RevokedSessions, []string{inLeeway}) {
 		t.Fatalf("revoked_sessions = %v, want only the one revoked within TTL + leeway (%s)", p.RevokedSessions, inLeeway)
 	}
 }

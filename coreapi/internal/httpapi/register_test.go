@@ -53,23 +53,23 @@ func TestRegisterHook(t *testing.T) {
 	if r.Status != 200 || string(r.Body) != "public" {
 		t.Fatalf("public = %d %s", r.Status, r.Body)
 	}
-	wantProblem(t, e.Get(t, nil, "/api/v1/x/protected"), 401, "unauthenticated")
+	apitest.WantProblem(t, e.Get(t, nil, "/api/v1/x/protected"), 401, "unauthenticated")
 	r = e.Get(t, &member, "/api/v1/x/protected")
 	if r.Status != 200 || string(r.Body) != member.UserID {
 		t.Fatalf("protected = %d %s", r.Status, r.Body)
 	}
-	wantProblem(t, e.Get(t, &member, "/api/v1/x/admin"), 403, "insufficient_scope")
+	apitest.WantProblem(t, e.Get(t, &member, "/api/v1/x/admin"), 403, "insufficient_scope")
 	if r := e.Get(t, nil, "/.well-known/x"); r.Status != 200 {
 		t.Fatalf("root = %d", r.Status)
 	}
-	wantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/x", Unsigned: true}), 401, "unauthenticated")
+	apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/x", Unsigned: true}), 401, "unauthenticated")
 	if r := e.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/x", Service: true}); r.Status != 200 {
 		t.Fatalf("internal = %d", r.Status)
 	}
-	wantProblem(t, e.Get(t, nil, "/api/v1/x/teapot"), 418, "teapot")
-	wantProblem(t, e.Get(t, nil, "/api/v1/x/panic"), 500, "internal")
+	apitest.WantProblem(t, e.Get(t, nil, "/api/v1/x/teapot"), 418, "teapot")
+	apitest.WantProblem(t, e.Get(t, nil, "/api/v1/x/panic"), 500, "internal")
 	r = e.Get(t, nil, "/api/v1/x/fail")
-	wantProblem(t, r, 500, "internal")
+	apitest.WantProblem(t, r, 500, "internal")
 	if strings.Contains(string(r.Body), "fire") {
 		t.Errorf("500 body leaks the internal error: %s", r.Body)
 	}
@@ -82,14 +82,14 @@ func TestRegisterHook(t *testing.T) {
 	if r.Status != 200 || string(r.Body) != `{"N":42}` {
 		t.Fatalf("cursor round trip = %d %s", r.Status, r.Body)
 	}
-	wantProblem(t, e.Get(t, nil, "/api/v1/x/cursor?cursor=x"+cur), 400, "invalid_cursor")
+	apitest.WantProblem(t, e.Get(t, nil, "/api/v1/x/cursor?cursor=x"+cur), 400, "invalid_cursor")
 }
 
 func TestOpenAPIServed(t *testing.T) {
 	t.Parallel()
 	e := start(t, apitest.Options{})
 	r := e.Get(t, nil, "/openapi.json")
-	wantStatus(t, r, 200)
+	apitest.WantStatus(t, r, 200)
 	var doc struct {
 		OpenAPI string         `json:"openapi"`
 		Paths   map[string]any `json:"paths"`

@@ -1,10 +1,13 @@
-// Package httpapi is coreapi's HTTP layer: the Fiber server, its middleware
-// (request id, access log with db_queries, body limit, identity-header
-// verification, permission checks), the single error handler that turns
-// errors into problem+json, the JSON handlers of the tenant API, and the
-// admin server (/healthz, /readyz, /metrics).
+// Package httpapi is coreapi's HTTP framework: the Fiber server, its
+// middleware (request id, access log with db_queries, body limit,
+// identity-header verification, permission checks), strict JSON decoding
+// and field checks, opaque list cursors, the single error handler that
+// turns errors into problem+json, the projection route the proxies call,
+// and the admin server (/healthz, /readyz, /metrics).
 //
-// Other packages add routes through Options.Register; see Routes.
+// Features (the tenant API, sign-in, the account lifecycle...) live in
+// their own packages and add routes through Options.Register and their
+// errors' mapping through Options.ErrorMappers; see Routes.
 package httpapi
 
 import (
@@ -19,14 +22,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
@@ -62,11 +60,8 @@ type Options struct {
 	// AccessTokenTTL + TokenMaxLeeway, so a revoked token cannot come back
 	// after a refetch while a proxy still accepts it.
 	TokenMaxLeeway time.Duration
-	// Passwords hashes passwords of members created with one (POST /users).
-	Passwords users.PasswordHasher
 	// Catalog is the live permission catalog (nil: the built-in
-	// permissions only): what roles may hold, what built-in roles hold,
-	// and what GET /permissions lists.
+	// permissions only): what built-in roles hold in the projections.
 	Catalog *permissions.Catalog
 	// Now is the clock used to check identity timestamps; nil means
 	// time.Now.
@@ -79,11 +74,13 @@ type Options struct {
 	ProjectionMaxInFlight int
 	ProjectionMaxWait     time.Duration
 
-	// Register adds routes of other packages (sign-in, JWKS, sessions...).
-	// Each is called once, after the tenant API's routes are in place.
+	// Register adds the features' routes (the tenant API, sign-in, JWKS,
+	// sessions...). Each is called once, in order; register a static path
+	// (/users/me) before a parameter at the same place (/users/:id).
 	Register []func(Routes)
-	// ErrorMappers turn errors of other packages into problems; the first
-	// non-nil answer wins. They run before the built-in mapping.
+	// ErrorMappers turn the features' errors into problems; the first
+	// non-nil answer wins. They run after *problem.Problem and the
+	// database-unavailable check, before the framework's own mapping.
 	ErrorMappers []func(error) *problem.Problem
 	// Observe, if set, is called once per request after the response is
 	// ready (tests use it to count queries per request).
@@ -125,9 +122,11 @@ const InternalPrefix = "/internal/v1"
 //   - Internal: under /internal/v1, signed with a core key over the
 //     anonymous, empty identity (the proxy's service calls).
 //
-// Handlers return errors: *problem.Problem, the domain errors mapped in
-// errors.go, or anything mapped by Options.ErrorMappers. Lists should page
-// with Cursors so every cursor is opaque and tamper-evident.
+// Handlers decode bodies with DecodeJSON, validate with Checks, read path
+// ids with PathUUID, and return errors: *problem.Problem, or their own
+// errors mapped by Options.ErrorMappers. Lists read ParsePage, page with
+// Cursors (every cursor opaque and tamper-evident) and answer Page's
+// ListResponse.
 type Routes struct {
 	Public    *Group
 	Protected *Group
@@ -149,14 +148,8 @@ type Server struct {
 	metrics   *metrics
 	observe   func(RequestStats)
 	mappers   []func(error) *problem.Problem
-	users     *users.Store
-	tenants   *tenants.Store
-	roles     *roles.Store
-	audit     *audit.Store
 	projector *projection.Store
 	projLimit *limiter
-	catalog   *permissions.Catalog
-	limiter   *ratelimit.Limiter
 }
 
 // New builds the server and its routes.
@@ -207,14 +200,8 @@ func New(o Options) (*Server, error) {
 		metrics:   m,
 		observe:   o.Observe,
 		mappers:   o.ErrorMappers,
-		users:     users.NewStore(o.Pool, o.Passwords, o.Catalog),
-		tenants:   tenants.NewStore(o.Pool),
-		roles:     roles.NewStore(o.Pool, o.Catalog),
-		audit:     audit.NewStore(o.Pool),
 		projLimit: newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
 		projector: projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
-		catalog:   o.Catalog,
-		limiter:   ratelimit.New(o.Pool),
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",
@@ -250,7 +237,7 @@ func New(o Options) (*Server, error) {
 		c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 		return c.Send(openapi.Document())
 	})
-	s.routes(rt)
+	s.internalRoutes(rt)
 	for _, reg := range o.Register {
 		reg(rt)
 	}

@@ -52,7 +52,7 @@ func TestTracedRequest(t *testing.T) {
 	exp.Reset()
 	r := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/" + id.UserID, As: &id,
 		Header: http.Header{"Traceparent": {"00-" + proxyTrace + "-" + proxySpan + "-01"}}})
-	wantStatus(t, r, 200)
+	apitest.WantStatus(t, r, 200)
 
 	spans := exp.GetSpans()
 	var srv *tracetest.SpanStub
@@ -139,7 +139,7 @@ func TestUntracedRequest(t *testing.T) {
 	id := e.SeedUserIn(t, tn.ID, "untraced@example.com", "owner")
 	r := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &id,
 		Header: http.Header{"Traceparent": {"00-" + proxyTrace + "-" + proxySpan + "-01"}}})
-	wantStatus(t, r, 200)
+	apitest.WantStatus(t, r, 200)
 	if strings.Contains(logs.String(), "trace_id") || !strings.Contains(logs.String(), `"principal":"user"`) {
 		t.Fatalf("log:\n%s", logs)
 	}

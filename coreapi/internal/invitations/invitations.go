@@ -129,7 +129,7 @@ RETURNING ` + cols
 		return Invitation{}, err
 	}
 	err = audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationCreated,
-		TargetType: "invitation", TargetID: inv.ID, RequestID: a.RequestID,
+		TargetType: audit.TargetInvitation, TargetID: inv.ID, RequestID: a.RequestID,
 		Data: map[string]any{"email": email, "roles": roleNames}})
 	return inv, err
 }
@@ -147,8 +147,8 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, emai
 
 // Cursor is a position in a tenant's invitation list.
 type Cursor struct {
-	CreatedAt time.Time `json:"c"`
-	ID        string    `json:"i"`
+	CreatedAt time.Time
+	ID        string
 }
 
 // List returns up to limit invitations of the tenant after the cursor
@@ -187,7 +187,7 @@ RETURNING email`
 			return fmt.Errorf("revoke invitation: %w", err)
 		}
 		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationRevoked,
-			TargetType: "invitation", TargetID: id, RequestID: a.RequestID, Data: map[string]any{"email": email}})
+			TargetType: audit.TargetInvitation, TargetID: id, RequestID: a.RequestID, Data: map[string]any{"email": email}})
 	})
 }
 
@@ -232,7 +232,7 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 			return err
 		}
 		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationResent,
-			TargetType: "invitation", TargetID: id, RequestID: a.RequestID})
+			TargetType: audit.TargetInvitation, TargetID: id, RequestID: a.RequestID})
 	})
 	return inv, err
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
 
 func verifyWith(t *testing.T, jwks []byte, token []byte) error {
@@ -268,7 +269,7 @@ func watch(t *testing.T, r *Ring, o WatchOptions) {
 	done := make(chan struct{})
 	go func() { r.Watch(ctx, o); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	testkit.Eventually(t, 5*time.Second, func() error {
+	eventually.Within(t, 5*time.Second, func() error {
 		if !strings.Contains(logs.String(), "watching signing keys") {
 			return fmt.Errorf("watch not started; log: %s", logs.String())
 		}
@@ -290,7 +291,7 @@ func TestWatchPicksUpNewKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.Eventually(t, 10*time.Second, func() error {
+	eventually.Within(t, 10*time.Second, func() error {
 		if got := r.SigningKeyID(); got != newKid {
 			return fmt.Errorf("signing kid = %s, want %s", got, newKid)
 		}
@@ -367,7 +368,7 @@ func TestWatchRetriesAnnouncement(t *testing.T) {
 	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	testkit.Eventually(t, 5*time.Second, func() error {
+	eventually.Within(t, 5*time.Second, func() error {
 		if n := calls.Load(); n < 3 {
 			return fmt.Errorf("Changed called %d times, want 3 (two failures, then success)", n)
 		}
@@ -406,7 +407,7 @@ func TestWatchReloadSignal(t *testing.T) {
 	watch(t, r, WatchOptions{Every: time.Hour, Reload: reload})
 	now.Store(t0.Add(10 * time.Minute).UnixNano())
 	reload <- syscall.SIGHUP
-	testkit.Eventually(t, time.Second, func() error {
+	eventually.Within(t, time.Second, func() error {
 		if got := r.SigningKeyID(); got != newKid {
 			return fmt.Errorf("signing kid = %s, want %s after the reload", got, newKid)
 		}

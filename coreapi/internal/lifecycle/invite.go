@@ -8,7 +8,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
@@ -43,14 +42,14 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 	}
 	email := strings.TrimSpace(b.Email)
 	if !mail.ValidAddress(email) {
-		return validation("email", "not an email address")
+		return httpapi.Invalid("email", "not an email address")
 	}
 	if len(b.Roles) > 32 {
-		return validation("roles", "at most 32 roles")
+		return httpapi.Invalid("roles", "at most 32 roles")
 	}
 	for _, r := range b.Roles {
 		if !roles.ValidName(r) {
-			return validation("roles", "invalid role name")
+			return httpapi.Invalid("roles", "invalid role name")
 		}
 	}
 	inv, err := s.invitations.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), email, users.SortedUnique(b.Roles))
@@ -78,14 +77,11 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	}
 	var after *invitations.Cursor
 	if v := c.Query("cursor"); v != "" {
-		var k invitations.Cursor
-		if err := s.cursors.Decode("invitations", tid, v, &k); err != nil {
+		t, id, err := s.cursors.DecodeAfter("invitations", tid, v)
+		if err != nil {
 			return err
 		}
-		if !ids.Valid(k.ID) {
-			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor, "cursor is not one this list returned")
-		}
-		after = &k
+		after = &invitations.Cursor{CreatedAt: t, ID: id}
 	}
 	rows, err := s.invitations.List(c.UserContext(), tid, limit+1, after)
 	if err != nil {
@@ -98,7 +94,7 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	if len(rows) > limit {
 		out.Data = rows[:limit]
 		last := out.Data[limit-1]
-		cur := s.cursors.Encode("invitations", tid, invitations.Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
+		cur := s.cursors.After("invitations", tid, last.CreatedAt, last.ID)
 		out.NextCursor = &cur
 	}
 	return c.JSON(out)
@@ -187,10 +183,10 @@ func (s *Service) acceptInvitation(c *fiber.Ctx) error {
 		return formError(c, PageAcceptInvitation, "", err)
 	}
 	if b.Token == "" {
-		return formError(c, PageAcceptInvitation, "", validation("token", "required"))
+		return formError(c, PageAcceptInvitation, "", httpapi.Invalid("token", "required"))
 	}
 	if b.DisplayName != nil && len([]rune(*b.DisplayName)) > users.MaxDisplayName {
-		return formError(c, PageAcceptInvitation, b.Token, validation("display_name", "at most 200 characters"))
+		return formError(c, PageAcceptInvitation, b.Token, httpapi.Invalid("display_name", "at most 200 characters"))
 	}
 	resp, err := s.accept(c, b)
 	if err != nil {
@@ -260,10 +256,10 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			}
 		default:
 			if b.Password == nil {
-				return auth.TokenResponse{}, validation("password", "required to create the account")
+				return auth.TokenResponse{}, httpapi.Invalid("password", "required to create the account")
 			}
 			if err := password.CheckNew(*b.Password); err != nil {
-				return auth.TokenResponse{}, validation("password", err.Error())
+				return auth.TokenResponse{}, httpapi.Invalid("password", err.Error())
 			}
 			if hash, err = s.passwords.Hash(ctx, *b.Password); err != nil {
 				return auth.TokenResponse{}, err
@@ -292,16 +288,15 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			if b.DisplayName != nil {
 				name = strings.TrimSpace(*b.DisplayName)
 			}
-			const qNew = `
-INSERT INTO users (email, display_name, password_hash, email_verified_at) VALUES ($1, $2, $3, now())
-RETURNING id::text, token_version`
-			if err := tx.QueryRow(ctx, qNew, p.Email, name, hash).Scan(&userID, &tv); err != nil {
-				var pe *pgconn.PgError
-				if errors.As(err, &pe) && pe.Code == "23505" {
-					return errAccountExists // signed up meanwhile
-				}
-				return fmt.Errorf("create account: %w", err)
+			// The link reached the mailbox: the address is proven.
+			u, err := users.Insert(ctx, tx, users.NewUser{Email: p.Email, DisplayName: name, PasswordHash: hash, Verified: true})
+			if errors.Is(err, users.ErrEmailTaken) {
+				return errAccountExists // signed up meanwhile
 			}
+			if err != nil {
+				return err
+			}
+			userID, tv = u.ID, u.TokenVersion
 			created = true
 		} else {
 			var (
@@ -332,7 +327,7 @@ RETURNING id::text, token_version`
 			return err
 		}
 		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: audit.ActionInvitationAccepted,
-			TargetType: "invitation", TargetID: p.ID, RequestID: rid,
+			TargetType: audit.TargetInvitation, TargetID: p.ID, RequestID: rid,
 			Data: map[string]any{"email": p.Email, "roles": names, "user_created": created}},
 			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err

@@ -196,12 +196,6 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	return c.Redirect(page+q, fiber.StatusSeeOther)
 }
 
-func validation(field, msg string) *problem.Problem {
-	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
-	p.Errors = []problem.FieldError{{Field: field, Message: msg}}
-	return p
-}
-
 // clientIP is the caller's address: the proxy's signed client IP (see
 // httpapi.ClientIP, the one place that decides).
 func clientIP(c *fiber.Ctx) string { return httpapi.ClientIP(c) }
@@ -219,7 +213,7 @@ func tooMany(c *fiber.Ctx, wait time.Duration, what string) error {
 // belongs to.
 func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestID string, data any) error {
 	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: actorID, Action: action,
-		TargetType: "user", TargetID: userID, Data: data, RequestID: requestID})
+		TargetType: audit.TargetUser, TargetID: userID, Data: data, RequestID: requestID})
 }
 
 // Sweep deletes expired one-time tokens and old rate-limit counters.

@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -36,18 +33,7 @@ var operations = []string{"verifyEmail", "resendVerification", "forgotPassword",
 
 // TestMain fails a full run that leaves one of the package's operations
 // without a successful, document-conforming response.
-func TestMain(m *testing.M) {
-	flag.Parse()
-	code := m.Run()
-	if code != 0 || flag.Lookup("test.run").Value.String() != "" || testing.Short() {
-		os.Exit(code)
-	}
-	if missing := coverage.WithoutSuccess(operations); len(missing) > 0 {
-		fmt.Printf("FAIL: lifecycle operations never validated with a 2xx response: %v\n", missing)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { coverage.Main(m, operations) }
 
 const pw = "correct horse battery"
 
@@ -70,9 +56,8 @@ func start(t *testing.T, limits lifecycle.Limits) *env {
 		t.Fatal(err)
 	}
 	x := &env{smtp: mailtest.Start(t)}
-	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
-		h := password.New(cheap, 0)
-		o.Passwords = h
+	h := password.New(cheap, 0)
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
 			Issuer:   "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute})

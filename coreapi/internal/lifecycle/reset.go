@@ -15,7 +15,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -36,8 +35,8 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		return formError(c, PageResetPassword, "", err)
 	}
 	email := strings.TrimSpace(b.Email)
-	if email == "" || len(email) > users.MaxEmail {
-		return formError(c, PageResetPassword, "", validation("email", "an email address is required"))
+	if email == "" || len(email) > mail.MaxStoredAddress {
+		return formError(c, PageResetPassword, "", httpapi.Invalid("email", "an email address is required"))
 	}
 	ctx := c.UserContext()
 	ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("forgot", "ip", clientIP(c)), s.limits.ForgotPerIP)
@@ -109,10 +108,10 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 		return formError(c, PageResetPassword, "", err)
 	}
 	if b.Token == "" {
-		return formError(c, PageResetPassword, "", validation("token", "required"))
+		return formError(c, PageResetPassword, "", httpapi.Invalid("token", "required"))
 	}
 	if err := password.CheckNew(b.NewPassword); err != nil {
-		return formError(c, PageResetPassword, b.Token, validation("new_password", err.Error()))
+		return formError(c, PageResetPassword, b.Token, httpapi.Invalid("new_password", err.Error()))
 	}
 	ctx := c.UserContext()
 	// A cheap look-up first: random tokens must not cost an argon2 hash

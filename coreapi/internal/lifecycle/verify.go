@@ -39,7 +39,7 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 		return formError(c, PageVerifyEmail, "", err)
 	}
 	if b.Token == "" {
-		return formError(c, PageVerifyEmail, "", validation("token", "required"))
+		return formError(c, PageVerifyEmail, "", httpapi.Invalid("token", "required"))
 	}
 	const (
 		qUser   = `SELECT email, email_verified_at IS NOT NULL FROM users WHERE id = $1 FOR UPDATE`

@@ -63,8 +63,13 @@ var ErrBadAddress = errors.New("mail: not a single plain address")
 // to 256 octets including its angle brackets, so no deliverable mailbox is
 // longer than 254; the 320 of local part (64) plus domain (255) is not
 // reachable. Lookups of existing accounts (sign-in, password reset) accept
-// up to the column's limit, users.MaxEmail, as before.
+// up to MaxStoredAddress, as before.
 const MaxAddress = 254
+
+// MaxStoredAddress is the longest address users.email holds (the schema's
+// CHECK): the bound of lookups of existing accounts, which may predate
+// MaxAddress.
+const MaxStoredAddress = 320
 
 // ValidAddress reports whether s is one plain address of at most
 // MaxAddress octets, with nothing that could smuggle a header or a second

@@ -26,6 +26,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -42,16 +43,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/oauth2"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -293,26 +291,18 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 		return err
 	}
 	verifier := oauth2.GenerateVerifier()
-	// The row is written only while fewer than $10 flows are pending, so
-	// the table stays bounded whatever the number of clients.
-	const q = `
-INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at,
-                          return_to, browser_hash)
-SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9
-WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now() LIMIT $10) live) < $10`
-	tag, err := s.pool.Exec(c.UserContext(), q, hashState(state), p.cfg.Name, verifier, nonce,
-		oc.RedirectURL, tenantID, StateTTL.Seconds(), returnTo, hashState(browser), s.maxStates)
-	if err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
-			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
-		}
-		return fmt.Errorf("store oauth state: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
+	err = saveState(c.UserContext(), s.pool, pendingState{StateHash: hashState(state), Provider: p.cfg.Name,
+		Verifier: verifier, Nonce: nonce, RedirectURI: oc.RedirectURL, TenantID: tenantID, ReturnTo: returnTo,
+		BrowserHash: hashState(browser)}, StateTTL, s.maxStates)
+	switch {
+	case errors.Is(err, errUnknownTenant):
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
+	case errors.Is(err, errStatesFull):
 		s.log.Warn("oauth states full", "max", s.maxStates)
 		c.Set(fiber.HeaderRetryAfter, "60")
 		return errFull
+	case err != nil:
+		return err
 	}
 	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
@@ -333,26 +323,16 @@ var (
 	errExpiredState = problem.New(fiber.StatusBadRequest, problem.CodeExpiredState, "the sign-in took too long; start again")
 )
 
-// consume deletes the state row and returns it: a state works once, and
-// only in the browser that holds its binding cookie (another browser's
-// cookie leaves the row alone).
+// consume deletes the state row and returns it (see consumeState).
 func (s *Service) consume(ctx context.Context, providerName, state, browser string) (flow, error) {
-	const q = `
-DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2 AND browser_hash = $3
-RETURNING code_verifier, nonce, redirect_uri, return_to, tenant_id::text, expires_at > now()`
-	var f flow
-	err := s.pool.QueryRow(ctx, q, hashState(state), providerName, hashState(browser)).Scan(
-		&f.Verifier, &f.Nonce, &f.RedirectURI, &f.ReturnTo, &f.TenantID, &f.Live)
-	if errors.Is(err, pgx.ErrNoRows) {
+	f, err := consumeState(ctx, s.pool, hashState(state), providerName, hashState(browser))
+	switch {
+	case errors.Is(err, errNoState):
 		return flow{}, errBadState
-	}
-	if err != nil {
-		return flow{}, fmt.Errorf("consume oauth state: %w", err)
-	}
-	if !f.Live {
+	case errors.Is(err, errStateExpired):
 		return flow{}, errExpiredState
 	}
-	return f, nil
+	return f, err
 }
 
 func (s *Service) callback(c *fiber.Ctx) error {
@@ -479,55 +459,43 @@ type signIn struct {
 // signIn finds or creates the user of a verified provider identity, picks
 // the tenant and opens a session, in one transaction.
 func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
-	const (
-		qIdentity = `SELECT user_id::text FROM identities WHERE provider = $1 AND subject = $2`
-		qByEmail  = `SELECT id::text, email_verified_at IS NOT NULL FROM users WHERE lower(email) = lower($1)`
-		qLink     = `INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, $2, $3, NULLIF($4, ''))`
-		qTenant   = `
-SELECT m.tenant_id::text, u.status, u.token_version
-FROM users u
-JOIN memberships m ON m.user_id = u.id AND m.status = 'active'
-JOIN tenants t ON t.id = m.tenant_id AND t.status = 'active'
-WHERE u.id = $1 AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
-ORDER BY m.created_at, m.tenant_id
-LIMIT 1`
-	)
 	var g auth.Grant
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, qIdentity, in.Provider, in.Subject).Scan(&g.UserID)
-		if errors.Is(err, pgx.ErrNoRows) {
+		var err error
+		g.UserID, err = identityUser(ctx, tx, in.Provider, in.Subject)
+		if errors.Is(err, errNoRow) {
 			if in.Email == "" || !in.Verified {
 				return problem.New(fiber.StatusForbidden, problem.CodeEmailNotVerified,
 					"the provider did not vouch for an email address; this account cannot be created or linked")
 			}
 			var verified bool
-			err = tx.QueryRow(ctx, qByEmail, in.Email).Scan(&g.UserID, &verified)
+			g.UserID, verified, err = userByEmail(ctx, tx, in.Email)
 			if err == nil && !verified {
 				// Whoever created that account never proved the address: it
 				// may not be the provider's user. Never enter it.
 				return problem.New(fiber.StatusConflict, problem.CodeVerifyBeforeLinking,
 					"an account with this email address exists but its address is not verified; verify it (or reset its password) and sign in again")
 			}
-			if errors.Is(err, pgx.ErrNoRows) {
+			if errors.Is(err, errNoRow) {
 				if g.UserID, err = s.createAccount(ctx, tx, in); err != nil {
 					return err
 				}
 			} else if err != nil {
-				return fmt.Errorf("find user by email: %w", err)
+				return err
 			}
-			if _, err := tx.Exec(ctx, qLink, g.UserID, in.Provider, in.Subject, in.Email); err != nil {
-				return fmt.Errorf("link identity: %w", err)
+			if err := linkIdentity(ctx, tx, g.UserID, in.Provider, in.Subject, in.Email); err != nil {
+				return err
 			}
 		} else if err != nil {
-			return fmt.Errorf("find identity: %w", err)
+			return err
 		}
 		var status string
-		err = tx.QueryRow(ctx, qTenant, g.UserID, in.TenantID).Scan(&g.TenantID, &status, &g.TokenVersion)
-		if errors.Is(err, pgx.ErrNoRows) {
+		g.TenantID, status, g.TokenVersion, err = signInTenant(ctx, tx, g.UserID, in.TenantID)
+		if errors.Is(err, errNoRow) {
 			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
 		}
 		if err != nil {
-			return fmt.Errorf("pick tenant: %w", err)
+			return err
 		}
 		if status != identity.StatusActive {
 			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
@@ -540,7 +508,7 @@ LIMIT 1`
 		return nil
 	})
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" {
+	if (errors.As(err, &pe) && pe.Code == "23505") || errors.Is(err, users.ErrEmailTaken) {
 		// A concurrent first sign-in of the same identity or email won.
 		return auth.Grant{}, problem.New(fiber.StatusConflict, problem.CodeConflict, "a concurrent sign-in created this account; try again")
 	}
@@ -553,38 +521,26 @@ LIMIT 1`
 // createAccount creates a user (without a password) and a personal tenant
 // it owns, like a signup.
 func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
-	// Only provider-verified addresses get here: the account starts verified.
-	const qNewUser = `INSERT INTO users (email, display_name, email_verified_at) VALUES ($1, $2, now()) RETURNING id::text`
 	name := clip.String(strings.TrimSpace(in.Name), 200)
-	var uid string
-	if err := tx.QueryRow(ctx, qNewUser, clip.String(in.Email, users.MaxEmail), name).Scan(&uid); err != nil {
-		return "", fmt.Errorf("create user: %w", err)
-	}
 	tenantName := name
 	if tenantName == "" {
 		tenantName = in.Email
 	}
-	t, err := tenants.Create(ctx, tx, clip.String(tenantName, 200))
-	if err != nil {
-		return "", err
-	}
-	if err := tenants.AddMember(ctx, tx, t.ID, uid, roles.Owner); err != nil {
-		return "", err
-	}
-	err = audit.Write(ctx, tx, audit.Event{TenantID: t.ID, ActorUserID: uid, Action: audit.ActionTenantCreated,
-		TargetType: "tenant", TargetID: t.ID, Data: map[string]string{"via": "oauth:" + in.Provider}, RequestID: in.RequestID})
-	return uid, err
+	// Only provider-verified addresses get here: the account starts verified.
+	u, _, err := users.InsertWithTenant(ctx, tx,
+		users.NewUser{Email: clip.String(in.Email, mail.MaxStoredAddress), DisplayName: name, Verified: true},
+		clip.String(tenantName, 200), "oauth:"+in.Provider, in.RequestID)
+	return u.ID, err
 }
 
 // Sweep deletes expired states and expired hand-over codes.
 func (s *Service) Sweep(ctx context.Context) (int64, error) {
-	const q = `DELETE FROM oauth_states WHERE expires_at < now()`
-	tag, err := s.pool.Exec(ctx, q)
+	states, err := sweepStates(ctx, s.pool)
 	if err != nil {
-		return 0, fmt.Errorf("sweep oauth states: %w", err)
+		return 0, err
 	}
 	n, err := s.auth.SweepHandovers(ctx)
-	return tag.RowsAffected() + n, err
+	return states + n, err
 }
 
 // RunSweeper sweeps expired states every interval until ctx ends.

@@ -55,7 +55,6 @@ func start(t *testing.T, opts ...func(*oauth.Options)) *env {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	x.configure = func(o *httpapi.Options) {
 		h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
-		o.Passwords = h
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		a, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Sessions: store,
 			Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute})

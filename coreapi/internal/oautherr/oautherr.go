@@ -8,6 +8,7 @@ import (
 	"errors"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -56,6 +57,11 @@ func Of(p *problem.Problem) string {
 func Annotate(p *problem.Problem) *problem.Problem {
 	q := *p
 	q.OAuthError = Of(p)
+	if q.Status == fiber.StatusUnprocessableEntity {
+		// RFC 6749 section 5.2 answers a request it cannot use with 400,
+		// whether a field is unknown or of the wrong type.
+		q.Status, q.Title = fiber.StatusBadRequest, utils.StatusMessage(fiber.StatusBadRequest)
+	}
 	q.OAuthErrorDescription = p.Detail
 	if q.OAuthErrorDescription == "" {
 		q.OAuthErrorDescription = p.Title

@@ -143,5 +143,5 @@ func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName
 		return err
 	}
 	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: userID, Action: audit.ActionUserVerificationSent,
-		TargetType: "user", TargetID: userID, RequestID: requestID, Data: map[string]any{"email": email, "email_change": change}})
+		TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID, Data: map[string]any{"email": email, "email_change": change}})
 }

@@ -20,7 +20,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -123,13 +123,13 @@ func TestRelayPublishesEvent(t *testing.T) {
 	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: time.Hour})
 
 	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonUserLogoutGlobal})
-	testkit.Eventually(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
 	insert(t, db.Pool, Row{Subject: invalidation.TenantSubject("t1"), Reason: invalidation.ReasonTenantStatus("suspended")})
-	testkit.Eventually(t, wait, func() error { n := c.distinct(); return want(n == 2, "%d distinct events arrived, want 2", n) })
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 2, "%d distinct events arrived, want 2", n) })
 
 	// The message can reach the collector before the relay commits its
 	// mark: wait for the mark, not just the message.
-	testkit.Eventually(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows not marked published", n) })
+	eventually.Within(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows not marked published", n) })
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -146,7 +146,7 @@ func TestRelayPublishesEvent(t *testing.T) {
 	}
 	// The relay marks rows published after NATS confirms, so a subscriber
 	// may see the message just before the mark commits.
-	testkit.Eventually(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows left pending", n) })
+	eventually.Within(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows left pending", n) })
 }
 
 // TestRelayDeliversAfterNATSOutage: an event committed while NATS is down
@@ -172,14 +172,14 @@ func TestRelayDeliversAfterNATSOutage(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	testkit.Eventually(t, wait, func() error {
+	eventually.Within(t, wait, func() error {
 		return want(!relayConn.IsConnected(), "the relay's connection is still %v", relayConn.Status())
 	})
 
 	subject := invalidation.UserSubject("outage")
 	insert(t, db.Pool, Row{Subject: subject, Reason: invalidation.ReasonUserPasswordChanged})
 	failures := r.Stats().Failures
-	testkit.Eventually(t, wait, func() error {
+	eventually.Within(t, wait, func() error {
 		n := r.Stats().Failures
 		return want(n > failures+1, "publish failures = %d, want more than %d", n, failures+1)
 	})
@@ -188,7 +188,7 @@ func TestRelayDeliversAfterNATSOutage(t *testing.T) {
 	}
 
 	ns2 := startNATS(t, port, store)
-	testkit.Eventually(t, wait, func() error {
+	eventually.Within(t, wait, func() error {
 		n := pendingCount(t, db.Pool)
 		return want(n == 0, "%d rows pending after NATS is back", n)
 	})
@@ -232,14 +232,14 @@ func TestTwoRelaysNeverPublishTheSameRow(t *testing.T) {
 	}
 	wg.Wait()
 	const total = writers * perWriter
-	testkit.Eventually(t, wait, func() error {
+	eventually.Within(t, wait, func() error {
 		p, n := pendingCount(t, db.Pool), c.distinct()
 		return want(p == 0 && n == total, "%d rows pending, %d of %d distinct events arrived", p, n, total)
 	})
 
 	// A relay counts a row once its batch commits, which can come after
 	// the collector saw the message.
-	testkit.Eventually(t, wait, func() error {
+	eventually.Within(t, wait, func() error {
 		s1, s2 := r1.Stats(), r2.Stats()
 		return want(s1.Published+s2.Published >= total, "relays counted %d + %d published, want %d", s1.Published, s2.Published, total)
 	})
@@ -292,7 +292,7 @@ func TestRowCommittedBeforeCrashIsDelivered(t *testing.T) {
 	}
 
 	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond})
-	testkit.Eventually(t, wait, func() error {
+	eventually.Within(t, wait, func() error {
 		n, p := c.distinct(), pendingCount(t, db.Pool)
 		return want(n == 1 && p == 0, "%d distinct events, %d rows pending; want 1 and 0", n, p)
 	})
@@ -328,7 +328,7 @@ func TestPublishBatchNATSDown(t *testing.T) {
 	nc := connect(t, ns.ClientURL())
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	testkit.Eventually(t, wait, func() error { return want(!nc.IsConnected(), "the client's connection is still %v", nc.Status()) })
+	eventually.Within(t, wait, func() error { return want(!nc.IsConnected(), "the client's connection is still %v", nc.Status()) })
 	insert(t, db.Pool, Row{Subject: "auth.invalidate.all", Reason: "x"})
 	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{})
 	if _, err := r.PublishBatch(context.Background()); err == nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"regexp"
 	"slices"
 	"strings"
@@ -135,14 +136,13 @@ var (
 
 // Role is one stored role.
 type Role struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Permissions []string  `json:"permissions"`
-	Builtin     bool      `json:"builtin"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-	Total       int64     `json:"-"`
+	ID          string    `json:"id" db:"id"`
+	Name        string    `json:"name" db:"name"`
+	Description string    `json:"description" db:"description"`
+	Permissions []string  `json:"permissions" db:"permissions"`
+	Builtin     bool      `json:"builtin" db:"builtin"`
+	CreatedAt   time.Time `json:"created_at" db:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at" db:"updated_at"`
 }
 
 // Store reads and writes roles.
@@ -175,7 +175,7 @@ type ListParams struct {
 }
 
 // List returns one page of the tenant's roles in one query.
-func (s *Store) List(ctx context.Context, p ListParams) ([]Role, error) {
+func (s *Store) List(ctx context.Context, p ListParams) ([]Role, int64, error) {
 	const q = `
 SELECT id::text, name, description, permissions, builtin, created_at, updated_at, 0::bigint AS total
 FROM roles
@@ -198,16 +198,21 @@ LIMIT $3`
 	}
 	rows, err := s.pool.Query(ctx, sql, p.TenantID, p.AfterName, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list roles: %w", err)
+		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Role])
+	type counted struct {
+		Role
+		Total int64 `db:"total"`
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[counted])
 	if err != nil {
-		return nil, fmt.Errorf("list roles: %w", err)
+		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
+	out, total, err := sqldb.Split(got, func(c counted) (Role, int64) { return c.Role, c.Total })
 	for i := range out {
 		s.effective(&out[i])
 	}
-	return out, nil
+	return out, total, err
 }
 
 // Actor is who makes a change, for the audit trail and escalation checks.
@@ -227,7 +232,7 @@ func (a Actor) Covers(perms []string) bool {
 	return true
 }
 
-const roleCols = `id::text, name, description, permissions, builtin, created_at, updated_at, 0::bigint AS total`
+const roleCols = `id::text, name, description, permissions, builtin, created_at, updated_at`
 
 // Create stores a new custom role.
 func (s *Store) Create(ctx context.Context, tenantID string, a Actor, d Definition) (Role, error) {
@@ -242,12 +247,12 @@ RETURNING ` + roleCols
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, q, tenantID, d.Name, d.Description, d.Permissions)
 		var err error
-		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role]); err != nil {
+		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role]); err != nil {
 			return mapErr(err)
 		}
 		return audit.Write(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleCreated,
-			TargetType: "role", TargetID: r.ID, Data: d, RequestID: a.RequestID,
+			TargetType: audit.TargetRole, TargetID: r.ID, Data: d, RequestID: a.RequestID,
 		})
 	})
 	if err != nil {
@@ -281,7 +286,7 @@ RETURNING ` + roleCols
 	var r Role
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)
-		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role])
+		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role])
 		if err != nil {
 			return mapErr(err)
 		}
@@ -300,7 +305,7 @@ RETURNING ` + roleCols
 			perms = *p.Permissions
 		}
 		rows, _ = tx.Query(ctx, qUpdate, tenantID, roleID, p.Name, p.Description, perms)
-		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role]); err != nil {
+		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role]); err != nil {
 			return mapErr(err)
 		}
 		s.effective(&r)
@@ -311,7 +316,7 @@ RETURNING ` + roleCols
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleUpdated,
-			TargetType: "role", TargetID: roleID, Data: p, RequestID: a.RequestID,
+			TargetType: audit.TargetRole, TargetID: roleID, Data: p, RequestID: a.RequestID,
 		}, announce...)
 	})
 	if err != nil {
@@ -329,7 +334,7 @@ FOR UPDATE`
 	const qDelete = `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)
-		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Role])
+		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role])
 		if err != nil {
 			return mapErr(err)
 		}
@@ -345,7 +350,7 @@ FOR UPDATE`
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleDeleted,
-			TargetType: "role", TargetID: roleID, Data: map[string]any{"name": old.Name}, RequestID: a.RequestID,
+			TargetType: audit.TargetRole, TargetID: roleID, Data: map[string]any{"name": old.Name}, RequestID: a.RequestID,
 		}, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleDeleted})
 	})
 	if err != nil {

@@ -284,7 +284,7 @@ func TestServiceAccountMembershipEnds(t *testing.T) {
 	tk := e.clientToken(t, s, "")
 	cc := url.Values{"grant_type": {"client_credentials"}}
 
-	if r := e.Send(t, owner, http.MethodPatch, "/api/v1/users/"+a.ID, map[string]string{"status": "disabled"}); r.Status != http.StatusOK {
+	if r := e.Send(t, owner, http.MethodPatch, "/api/v1/users/"+a.ID, map[string]string{"membership_status": "disabled"}); r.Status != http.StatusOK {
 		t.Fatalf("disable: %d %s", r.Status, r.Body)
 	}
 	oauthProblem(t, e.form(t, "/api/v1/auth/token", cc, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "unauthorized_client")
@@ -295,7 +295,7 @@ func TestServiceAccountMembershipEnds(t *testing.T) {
 	oauthProblem(t, e.form(t, "/api/v1/auth/introspect", url.Values{"token": {tk.AccessToken}}, basic(s.ClientID, s.ClientSecret)),
 		http.StatusUnauthorized, "invalid_client")
 
-	if r := e.Send(t, owner, http.MethodPatch, "/api/v1/users/"+a.ID, map[string]string{"status": "active"}); r.Status != http.StatusOK {
+	if r := e.Send(t, owner, http.MethodPatch, "/api/v1/users/"+a.ID, map[string]string{"membership_status": "active"}); r.Status != http.StatusOK {
 		t.Fatalf("enable: %d %s", r.Status, r.Body)
 	}
 	e.clientToken(t, s, "")

@@ -99,9 +99,8 @@ func start(t testing.TB, so startOpts) *env {
 		so.baseURL = base
 	}
 	e := &env{ring: ring}
-	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
-		h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
-		o.Passwords = h
+	h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
+	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		sa, err := serviceaccounts.New(serviceaccounts.Options{
 			Logger: o.Logger, Pool: o.Pool, Keys: ring, Sessions: store,

@@ -150,6 +150,7 @@ func TestTokenEndpointErrorsCarryOAuthFields(t *testing.T) {
 		{"mfa_otp unknown token", map[string]string{"grant_type": "mfa_otp", "mfa_token": "nope", "code": "123456"}, 400, "invalid_grant"},
 		{"oauth_handover unknown code", map[string]string{"grant_type": "oauth_handover", "code": "nope"}, 400, "invalid_grant"},
 		{"unknown field", map[string]string{"grant_type": "password", "colour": "red"}, 400, "invalid_request"},
+		{"wrong type", map[string]any{"grant_type": "password", "email": 5}, 400, "invalid_request"},
 		{"malformed JSON", "{", 400, "invalid_request"},
 	}
 	for _, tc := range cases {

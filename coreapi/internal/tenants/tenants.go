@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -183,7 +184,7 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: id, ActorUserID: actor.UserID, Action: action,
-			TargetType: "tenant", TargetID: id, Data: p, RequestID: actor.RequestID,
+			TargetType: audit.TargetTenant, TargetID: id, Data: p, RequestID: actor.RequestID,
 		}, rows...)
 	})
 	if err != nil {
@@ -200,7 +201,6 @@ type Membership struct {
 	MembershipStatus string    `json:"membership_status"`
 	Roles            []string  `json:"roles"`
 	JoinedAt         time.Time `json:"joined_at"`
-	Total            int64     `json:"-"`
 }
 
 // ListParams selects a page of a user's tenants ordered by join time.
@@ -215,7 +215,7 @@ type ListParams struct {
 // ListForUser returns a page of the user's tenants, each with the user's
 // role names (the membership's role_names, kept by triggers), in one
 // query.
-func (s *Store) ListForUser(ctx context.Context, p ListParams) ([]Membership, error) {
+func (s *Store) ListForUser(ctx context.Context, p ListParams) ([]Membership, int64, error) {
 	const q = `
 SELECT t.id::text, t.name, t.status, m.status, m.role_names, m.created_at, m.total
 FROM (
@@ -234,13 +234,17 @@ LIMIT $5`
 	}
 	rows, err := s.pool.Query(ctx, q, p.UserID, after, afterID, p.IncludeTotal, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list tenants of user: %w", err)
+		return nil, 0, fmt.Errorf("list tenants of user: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Membership])
+	type counted struct {
+		Membership
+		Total int64
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
 	if err != nil {
-		return nil, fmt.Errorf("list tenants of user: %w", err)
+		return nil, 0, fmt.Errorf("list tenants of user: %w", err)
 	}
-	return out, nil
+	return sqldb.Split(got, func(c counted) (Membership, int64) { return c.Membership, c.Total })
 }
 
 func mapErr(err error) error {

@@ -110,14 +110,23 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 	}
 
 	s := NewStore(db.Pool, nil, nil)
-	before := func(q string, args ...any) []Member {
+	// before runs an old query (member columns, then the total).
+	before := func(q string, args ...any) ([]Member, int64) {
 		t.Helper()
+		type counted struct {
+			Member
+			Total int64
+		}
 		rows, _ := db.Pool.Query(ctx, q, args...)
-		out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Member])
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
 		if err != nil {
 			t.Fatal(err)
 		}
-		return out
+		out, total := []Member{}, int64(0)
+		for _, c := range got {
+			out, total = append(out, c.Member), c.Total
+		}
+		return out, total
 	}
 	same := func(what string, got, want []Member) {
 		t.Helper()
@@ -139,7 +148,7 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 				}
 				after, afterID, pages, seen := time.Time{}, "", 0, 0
 				for {
-					got, err := s.List(ctx, ListParams{TenantID: tid, After: after, AfterID: afterID, Limit: limit, IncludeTotal: total})
+					got, gotTotal, err := s.List(ctx, ListParams{TenantID: tid, After: after, AfterID: afterID, Limit: limit, IncludeTotal: total})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -147,7 +156,12 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 					if aid == "" {
 						a, aid = time.Time{}, "00000000-0000-0000-0000-000000000000"
 					}
-					same(fmt.Sprintf("tenant %s total %v limit %d page %d", tid, total, limit, pages), got, before(q, tid, a, aid, limit))
+					what := fmt.Sprintf("tenant %s total %v limit %d page %d", tid, total, limit, pages)
+					want, wantTotal := before(q, tid, a, aid, limit)
+					same(what, got, want)
+					if len(got) > 0 && gotTotal != wantTotal {
+						t.Fatalf("%s: total %d, want %d", what, gotTotal, wantTotal)
+					}
 					seen += len(got)
 					pages++
 					if len(got) < limit {
@@ -161,7 +175,7 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 				}
 			}
 		}
-		all, err := s.List(ctx, ListParams{TenantID: tid, Limit: 1000})
+		all, _, err := s.List(ctx, ListParams{TenantID: tid, Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +184,8 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 			if err != nil {
 				t.Fatal(err)
 			}
-			same("get "+m.ID, []Member{got}, before(qGetBefore, tid, m.ID))
+			want, _ := before(qGetBefore, tid, m.ID)
+			same("get "+m.ID, []Member{got}, want)
 		}
 	}
 }

@@ -30,7 +30,6 @@ import (
 
 // Field limits (mirror the schema's CHECK constraints).
 const (
-	MaxEmail       = 320
 	MaxDisplayName = 200
 )
 
@@ -63,7 +62,6 @@ type Member struct {
 	Roles       []string  `json:"roles"`
 	CreatedAt   time.Time `json:"created_at"` // when they joined the tenant
 	UpdatedAt   time.Time `json:"updated_at"`
-	Total       int64     `json:"-"`
 }
 
 // Me is the caller's own profile in the current tenant.
@@ -183,7 +181,7 @@ WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND use
 		}
 		if err := audit.Write(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
-			TargetType: "user", TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
+			TargetType: audit.TargetUser, TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
 		}); err != nil {
 			return err
 		}
@@ -224,7 +222,7 @@ WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND u
 		}
 		return audit.Write(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
-			TargetType: "user", TargetID: userID, RequestID: requestID,
+			TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
 		})
 	})
 	if err != nil {
@@ -247,7 +245,7 @@ type ListParams struct {
 // roles subquery per member); each member's user row is joined by primary
 // key in page order (OFFSET 0 keeps the join a nested loop over the page:
 // without it the planner may hash the whole users table for 50 rows).
-func (s *Store) List(ctx context.Context, p ListParams) ([]Member, error) {
+func (s *Store) List(ctx context.Context, p ListParams) ([]Member, int64, error) {
 	const q = `
 SELECT ` + memberCols + `, 0::bigint
 FROM (
@@ -285,35 +283,35 @@ ORDER BY m.created_at, m.user_id`
 	}
 	rows, err := s.pool.Query(ctx, sql, p.TenantID, after, afterID, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
+		return nil, 0, fmt.Errorf("list members: %w", err)
 	}
-	out, err := scanMembers(rows, p.Limit)
+	out, total, err := scanMembers(rows, p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
+		return nil, 0, fmt.Errorf("list members: %w", err)
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // scanMembers reads rows of memberCols plus a total into Members with one
 // hand-written Scan per row into a reused destination list (no reflection
 // and no per-row argument slice: this is the member list's hot loop); the
 // two status columns, one of a few constants, are read raw and interned.
-// n is a capacity hint.
-func scanMembers(rows pgx.Rows, n int) ([]Member, error) {
+// n is a capacity hint; total is the page's count column.
+func scanMembers(rows pgx.Rows, n int) (out []Member, total int64, err error) {
 	defer rows.Close()
-	out := make([]Member, 0, max(0, min(n, 1000)))
+	out = make([]Member, 0, max(0, min(n, 1000)))
 	var m Member
-	dest := []any{&m.ID, &m.Email, &m.DisplayName, nil, nil, &m.Roles, &m.CreatedAt, &m.UpdatedAt, &m.Total}
+	dest := []any{&m.ID, &m.Email, &m.DisplayName, nil, nil, &m.Roles, &m.CreatedAt, &m.UpdatedAt, &total}
 	for rows.Next() {
 		m.Roles = nil // a fresh slice per member, never one shared with the previous row
 		if err := rows.Scan(dest...); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		raw := rows.RawValues()
 		m.Status, m.UserStatus = status(raw[3]), status(raw[4])
 		out = append(out, m)
 	}
-	return out, rows.Err()
+	return out, total, rows.Err()
 }
 
 // status returns a status column's text (text travels as its bytes in
@@ -353,7 +351,7 @@ func getOne(ctx context.Context, q interface {
 	if err != nil {
 		return Member{}, mapErr(err)
 	}
-	ms, err := scanMembers(rows, 1)
+	ms, _, err := scanMembers(rows, 1)
 	if err != nil {
 		return Member{}, mapErr(err)
 	}
@@ -377,17 +375,13 @@ type NewMember struct {
 // that account's owner may accept. Nothing of the existing account leaks
 // into the answer, and a password given for it is ignored.
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n NewMember) (Member, *invitations.Invitation, error) {
-	const qInsert = `
-INSERT INTO users (email, display_name, password_hash) VALUES ($1, $2, $3)
-ON CONFLICT ((lower(email))) DO NOTHING
-RETURNING id::text`
 	const qRolePerms = `
 SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + rolePerms + `) p
 WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	if len(n.Roles) == 0 {
 		n.Roles = []string{roles.Member}
 	}
-	var hash *string
+	var hash string
 	if n.Password != "" {
 		if s.hasher == nil {
 			return Member{}, nil, ErrNoHasher
@@ -396,7 +390,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		if err != nil {
 			return Member{}, nil, fmt.Errorf("create member: %w", err)
 		}
-		hash = &h
+		hash = h
 	}
 	var (
 		m   Member
@@ -410,9 +404,9 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
 		}
-		var userID string
-		err := tx.QueryRow(ctx, qInsert, n.Email, n.DisplayName, hash).Scan(&userID)
-		if errors.Is(err, pgx.ErrNoRows) {
+		u, err := Insert(ctx, tx, NewUser{Email: n.Email, DisplayName: n.DisplayName, PasswordHash: hash})
+		userID := u.ID
+		if errors.Is(err, ErrEmailTaken) {
 			// An account exists: its owner must consent.
 			i, err := invitations.Create(ctx, tx, tenantID, a, n.Email, n.Roles)
 			if errors.Is(err, invitations.ErrUnknownRole) {
@@ -440,7 +434,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		// The proxy may hold a "no membership" answer for this user.
 		if err := audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberAdded,
-			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
+			TargetType: audit.TargetUser, TargetID: userID, RequestID: a.RequestID,
 			Data: map[string]any{"email": n.Email, "roles": n.Roles, "user_created": true},
 		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
@@ -520,7 +514,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			}
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberUpdated,
-				TargetType: "user", TargetID: userID, Data: p, RequestID: a.RequestID,
+				TargetType: audit.TargetUser, TargetID: userID, Data: p, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberStatus(*p.Status)}); err != nil {
 				return err
 			}
@@ -554,7 +548,7 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRemoved,
-			TargetType: "user", TargetID: userID, RequestID: a.RequestID,
+			TargetType: audit.TargetUser, TargetID: userID, RequestID: a.RequestID,
 		}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberRemoved})
 	})
 	if err != nil {
@@ -596,7 +590,7 @@ ON CONFLICT DO NOTHING`
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleGranted,
-				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
+				TargetType: audit.TargetUser, TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleGranted}); err != nil {
 				return err
 			}
@@ -643,7 +637,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 		if tag.RowsAffected() > 0 {
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberRoleRevoked,
-				TargetType: "user", TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
+				TargetType: audit.TargetUser, TargetID: userID, Data: map[string]any{"role": roleName}, RequestID: a.RequestID,
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonRoleRevoked}); err != nil {
 				return err
 			}

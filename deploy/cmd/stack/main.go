@@ -343,12 +343,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	case <-ctx.Done():
 		logger.Info("stopping")
 		return nil
-	case <-core.done:
-		return fmt.Errorf("coreapi exited: %w", core.exitErr())
-	case <-proxy.done:
-		return fmt.Errorf("authproxy exited: %w", proxy.exitErr())
-	case <-notes.done:
-		return fmt.Errorf("notes exited: %w", notes.exitErr())
+	case <-core.Done():
+		return fmt.Errorf("coreapi exited: %w", core.ExitErr())
+	case <-proxy.Done():
+		return fmt.Errorf("authproxy exited: %w", proxy.ExitErr())
+	case <-notes.Done():
+		return fmt.Errorf("notes exited: %w", notes.ExitErr())
 	}
 }
 

@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -23,11 +23,8 @@ import (
 // child is one service process whose output is forwarded line by line with
 // its name as a prefix.
 type child struct {
-	name string
-	cmd  *exec.Cmd
-	out  *prefixWriter
-	done chan struct{} // closed when the process has exited
-	err  error         // the exit error; read after done is closed
+	*proc.Child
+	out *prefixWriter
 }
 
 func startChild(logger *slog.Logger, name, path string, args, env []string, logs io.Writer) (*child, error) {
@@ -39,75 +36,30 @@ func startChild(logger *slog.Logger, name, path string, args, env []string, logs
 	// Its own process group: a terminal's Ctrl-C reaches only this runner,
 	// which then stops the children in order.
 	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+	pc, err := proc.Start(name, cmd, out.Flush)
+	if err != nil {
+		return nil, err
 	}
-	c := &child{name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		out.Flush()
-		close(c.done)
-	}()
-	logger.Info("started", "service", name, "pid", cmd.Process.Pid)
-	return c, nil
-}
-
-func (c *child) exitErr() error {
-	<-c.done
-	if c.err == nil {
-		return errors.New("exit status 0")
-	}
-	return c.err
+	logger.Info("started", "service", name, "pid", pc.Pid())
+	return &child{Child: pc, out: out}, nil
 }
 
 // stop sends SIGTERM, waits up to timeout, then kills.
 func (c *child) stop(logger *slog.Logger, timeout time.Duration) {
-	select {
-	case <-c.done:
+	if c.Exited() {
 		return
-	default:
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-c.done:
-		logger.Info("stopped", "service", c.name)
-	case <-t.C:
-		logger.Warn("did not stop in time; killing", "service", c.name, "timeout", timeout)
-		_ = c.cmd.Process.Kill()
-		<-c.done
+	if err := c.Stop(syscall.SIGTERM, timeout); err != nil {
+		logger.Warn("did not stop in time; killed", "service", c.Name, "timeout", timeout)
+		return
 	}
+	logger.Info("stopped", "service", c.Name)
 }
 
 // waitReady polls url until it answers 200, the child exits, ctx ends or
 // timeout passes.
 func waitReady(ctx context.Context, url string, timeout time.Duration, c *child) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return fmt.Errorf("readiness request: %w", err)
-		}
-		if resp, err := client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-c.done:
-			return fmt.Errorf("exited before becoming ready: %w", c.exitErr())
-		case <-ctx.Done():
-			return fmt.Errorf("not ready at %s: %w", url, ctx.Err())
-		case <-tick.C:
-		}
-	}
+	return proc.WaitReady(ctx, url, timeout, c.Child)
 }
 
 // portsFree fails, naming every busy address, when a service port is taken

@@ -52,6 +52,16 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// portTaken reports whether a stack's start failed because one of its
+// ports was in use (checked before the start, or when a child bound it).
+func portTaken(err error, logs string) bool {
+	text := logs
+	if err != nil {
+		text = err.Error() + "\n" + logs
+	}
+	return strings.Contains(text, "address already in use") || strings.Contains(text, "ports in use")
+}
+
 // TestRunTwice runs the real stack (building the real binaries) on free
 // ports, in a database of its own that the stack creates on the server,
 // runs the printed curl tour through sh, stops it as Ctrl-C would, and
@@ -87,34 +97,53 @@ func TestRunTwice(t *testing.T) {
 	var mfaU mfaUser
 	var firstDemo demo
 	for i := range 2 {
-		addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
-		args := []string{
-			"-data", data, "-database", dbName,
-			"-core-addr", addrs[0], "-core-admin-addr", addrs[1],
-			"-proxy-addr", addrs[2], "-proxy-admin-addr", addrs[3],
-			"-notes-addr", addrs[4], "-notes-admin-addr", addrs[5],
-			"-ready-timeout", "120s",
-		}
-		o, err := parseFlags(args, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		stdout := &signalWriter{marker: "Ctrl-C stops everything.", ready: make(chan struct{})}
-		logs := &signalWriter{marker: "\x00", ready: make(chan struct{})}
-		logger := slog.New(slog.NewJSONHandler(logs, nil))
+		var (
+			addrs  []string
+			o      options
+			stdout *signalWriter
+			logs   *signalWriter
+			cancel context.CancelFunc
+			done   chan error
+		)
+		// Ports come from :0 and are released before the children bind
+		// them, so another process on the machine may take one meanwhile:
+		// a start that fails on a taken port is retried on fresh ports.
+		for attempt := 1; ; attempt++ {
+			addrs = []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
+			args := []string{
+				"-data", data, "-database", dbName,
+				"-core-addr", addrs[0], "-core-admin-addr", addrs[1],
+				"-proxy-addr", addrs[2], "-proxy-admin-addr", addrs[3],
+				"-notes-addr", addrs[4], "-notes-admin-addr", addrs[5],
+				"-ready-timeout", "120s",
+			}
+			var err error
+			if o, err = parseFlags(args, ""); err != nil {
+				t.Fatal(err)
+			}
+			stdout = &signalWriter{marker: "Ctrl-C stops everything.", ready: make(chan struct{})}
+			logs = &signalWriter{marker: "\x00", ready: make(chan struct{})}
+			logger := slog.New(slog.NewJSONHandler(logs, nil))
 
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- run(ctx, logger, args, stdout, logs) }()
+			var ctx context.Context
+			ctx, cancel = context.WithCancel(context.Background())
+			done = make(chan error, 1)
+			go func() { done <- run(ctx, logger, args, stdout, logs) }()
 
-		select {
-		case <-stdout.ready:
-		case err := <-done:
-			cancel()
-			t.Fatalf("run #%d returned before the tour: %v\nlogs:\n%s", i+1, err, logs)
-		case <-time.After(5 * time.Minute):
-			cancel()
-			t.Fatalf("run #%d: no tour after 5 minutes\nlogs:\n%s", i+1, logs)
+			select {
+			case <-stdout.ready:
+			case err := <-done:
+				cancel()
+				if portTaken(err, logs.String()) && attempt < 3 {
+					t.Logf("run #%d, attempt %d: a port was taken before the stack bound it; retrying on fresh ports: %v", i+1, attempt, err)
+					continue
+				}
+				t.Fatalf("run #%d returned before the tour: %v\nlogs:\n%s", i+1, err, logs)
+			case <-time.After(5 * time.Minute):
+				cancel()
+				t.Fatalf("run #%d: no tour after 5 minutes\nlogs:\n%s", i+1, logs)
+			}
+			break
 		}
 
 		d := demoFromTour(t, stdout.String())

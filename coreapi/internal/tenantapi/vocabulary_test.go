@@ -1,4 +1,4 @@
-package httpapi_test
+package tenantapi_test
 
 import (
 	"slices"
@@ -29,8 +29,8 @@ func TestDecodingVocabulary(t *testing.T) {
 		{"an unknown field", "/api/v1/roles", `{"name": "x", "colour": "red"}`, "unknown_field", "colour", "unknown field"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := w.e.Do(t, apitest.Request{Method: "POST", Path: tc.path, Body: tc.body, As: &w.owner})
-			wantProblem(t, r, 422, tc.code)
+			r := w.E.Do(t, apitest.Request{Method: "POST", Path: tc.path, Body: tc.body, As: &w.Owner})
+			apitest.WantProblem(t, r, 422, tc.code)
 			p := r.Problem(t)
 			if len(p.Errors) != 1 || !strings.HasPrefix(p.Errors[0].Field, tc.field) || p.Errors[0].Message != tc.message {
 				t.Fatalf("errors = %+v, want %s: %q", p.Errors, tc.field, tc.message)
@@ -53,24 +53,24 @@ func TestMeAsUserID(t *testing.T) {
 	// roles are read through the member route (the owner may read it).
 	roles := func(id *identity.Identity) []string {
 		var m users.Member
-		w.e.Get(t, &w.owner, "/api/v1/users/"+id.UserID).JSON(t, &m)
+		w.E.Get(t, &w.Owner, "/api/v1/users/"+id.UserID).JSON(t, &m)
 		return m.Roles
 	}
-	wantStatus(t, w.e.Send(t, &w.admin, "PUT", "/api/v1/users/me/roles/member", nil), 200)
-	if r := roles(&w.admin); !slices.Contains(r, "member") {
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PUT", "/api/v1/users/me/roles/member", nil), 200)
+	if r := roles(&w.Admin); !slices.Contains(r, "member") {
 		t.Fatalf("PUT /users/me/roles/member: the admin's roles are %v", r)
 	}
-	wantStatus(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/me/roles/member", nil), 200)
-	if r := roles(&w.admin); slices.Contains(r, "member") {
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/users/me/roles/member", nil), 200)
+	if r := roles(&w.Admin); slices.Contains(r, "member") {
 		t.Fatalf("DELETE /users/me/roles/member: the admin's roles are %v", r)
 	}
 	// The member may not grant itself a role through me either.
-	wantProblem(t, w.e.Send(t, &w.member, "PUT", "/api/v1/users/me/roles/admin", nil), 403, "insufficient_scope")
-	if r := roles(&w.member); slices.Contains(r, "admin") {
+	apitest.WantProblem(t, w.E.Send(t, &w.Member, "PUT", "/api/v1/users/me/roles/admin", nil), 403, "insufficient_scope")
+	if r := roles(&w.Member); slices.Contains(r, "admin") {
 		t.Fatalf("the member granted itself admin: %v", r)
 	}
-	r := w.e.Send(t, &w.owner, "PUT", "/api/v1/users/you/roles/member", nil)
-	wantProblem(t, r, 400, "invalid_id")
+	r := w.E.Send(t, &w.Owner, "PUT", "/api/v1/users/you/roles/member", nil)
+	apitest.WantProblem(t, r, 400, "invalid_id")
 	if !strings.Contains(r.Problem(t).Detail, "or me") {
 		t.Fatalf("detail %q does not say me is accepted", r.Problem(t).Detail)
 	}
@@ -82,22 +82,22 @@ func TestMeAsUserID(t *testing.T) {
 func TestStatusVocabulary(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	mid := w.member.UserID
-	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"}), 200)
+	mid := w.Member.UserID
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"}), 200)
 	var member map[string]any
-	w.e.Get(t, &w.admin, "/api/v1/users/"+mid).JSON(t, &member)
+	w.E.Get(t, &w.Admin, "/api/v1/users/"+mid).JSON(t, &member)
 	if member["membership_status"] != "disabled" || member["user_status"] != "active" {
 		t.Fatalf("member = %v", member)
 	}
 	if _, ok := member["status"]; ok {
 		t.Fatalf("a Member carries a bare status: %v", member)
 	}
-	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "active"}), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "active"}), 200)
 	var me map[string]any
-	w.e.Get(t, &w.member, "/api/v1/users/me").JSON(t, &me)
+	w.E.Get(t, &w.Member, "/api/v1/users/me").JSON(t, &me)
 	if me["membership_status"] != "active" || me["status"] != "active" {
 		t.Fatalf("me = %v", me)
 	}
 	// The old name is refused loudly, not ignored.
-	wantProblem(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"}), 422, "unknown_field")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"status": "disabled"}), 422, "unknown_field")
 }

@@ -1,4 +1,4 @@
-package httpapi_test
+package tenantapi_test
 
 import (
 	"context"
@@ -26,26 +26,26 @@ WITH r AS (
 )
 INSERT INTO membership_roles (tenant_id, user_id, role_id)
 SELECT $1, m.user_id, x.id FROM m, (SELECT id FROM r UNION ALL SELECT id FROM roles WHERE tenant_id = $1 AND name = 'member') x`
-	if _, err := w.e.DB.Pool.Exec(ctx, seed, w.a); err != nil {
+	if _, err := w.E.DB.Pool.Exec(ctx, seed, w.A); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 30 {
-		wantStatus(t, w.e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": fmt.Sprintf("r%02d", i)}), 201)
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": fmt.Sprintf("r%02d", i)}), 201)
 	}
-	w.e.SeedMember(t, w.b, w.owner.UserID, "member")
+	w.E.SeedMember(t, w.B, w.Owner.UserID, "member")
 
 	var first struct {
 		NextCursor *string `json:"next_cursor"`
 	}
-	w.e.Get(t, &w.owner, "/api/v1/users?limit=200").JSON(t, &first)
+	w.E.Get(t, &w.Owner, "/api/v1/users?limit=200").JSON(t, &first)
 	var auditFirst struct {
 		NextCursor *string `json:"next_cursor"`
 	}
-	w.e.Get(t, &w.owner, "/api/v1/audit-events?limit=10").JSON(t, &auditFirst)
+	w.E.Get(t, &w.Owner, "/api/v1/audit-events?limit=10").JSON(t, &auditFirst)
 
 	// The roles of /users/me come from the identity: however many it
 	// names, the answer is still the one read of the user row.
-	manyRoles := w.owner
+	manyRoles := w.Owner
 	manyRoles.Roles = []string{"admin", "member", "owner", "viewer"}
 	for i := range 30 {
 		manyRoles.Roles = append(manyRoles.Roles, fmt.Sprintf("r%02d", i))
@@ -55,23 +55,23 @@ SELECT $1, m.user_id, x.id FROM m, (SELECT id FROM r UNION ALL SELECT id FROM ro
 		req  apitest.Request
 		rows int // members expected in data, -1: not a list
 	}{
-		{"users/me", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.owner}, -1},
-		{"users/me as a member", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.member}, -1},
+		{"users/me", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.Owner}, -1},
+		{"users/me as a member", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &w.Member}, -1},
 		{"users/me with 34 signed roles", apitest.Request{Method: "GET", Path: "/api/v1/users/me", As: &manyRoles}, -1},
-		{"users/me/tenants", apitest.Request{Method: "GET", Path: "/api/v1/users/me/tenants?include_total=true", As: &w.owner}, 2},
-		{"tenant", apitest.Request{Method: "GET", Path: "/api/v1/tenant", As: &w.owner}, -1},
-		{"users limit 200", apitest.Request{Method: "GET", Path: "/api/v1/users?limit=200", As: &w.owner}, 200},
-		{"users page 2 with total", apitest.Request{Method: "GET", Path: "/api/v1/users?limit=200&include_total=true&cursor=" + *first.NextCursor, As: &w.owner}, 200},
-		{"users/{id}", apitest.Request{Method: "GET", Path: "/api/v1/users/" + w.member.UserID, As: &w.owner}, -1},
-		{"roles", apitest.Request{Method: "GET", Path: "/api/v1/roles?limit=200&include_total=true", As: &w.owner}, 34},
-		{"audit-events", apitest.Request{Method: "GET", Path: "/api/v1/audit-events?include_total=true", As: &w.owner}, 30},
-		{"audit-events page 2", apitest.Request{Method: "GET", Path: "/api/v1/audit-events?limit=10&cursor=" + *auditFirst.NextCursor, As: &w.owner}, 10},
-		{"projection", apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + w.owner.UserID + "?tenant_id=" + w.a, Service: true}, -1},
+		{"users/me/tenants", apitest.Request{Method: "GET", Path: "/api/v1/users/me/tenants?include_total=true", As: &w.Owner}, 2},
+		{"tenant", apitest.Request{Method: "GET", Path: "/api/v1/tenant", As: &w.Owner}, -1},
+		{"users limit 200", apitest.Request{Method: "GET", Path: "/api/v1/users?limit=200", As: &w.Owner}, 200},
+		{"users page 2 with total", apitest.Request{Method: "GET", Path: "/api/v1/users?limit=200&include_total=true&cursor=" + *first.NextCursor, As: &w.Owner}, 200},
+		{"users/{id}", apitest.Request{Method: "GET", Path: "/api/v1/users/" + w.Member.UserID, As: &w.Owner}, -1},
+		{"roles", apitest.Request{Method: "GET", Path: "/api/v1/roles?limit=200&include_total=true", As: &w.Owner}, 34},
+		{"audit-events", apitest.Request{Method: "GET", Path: "/api/v1/audit-events?include_total=true", As: &w.Owner}, 30},
+		{"audit-events page 2", apitest.Request{Method: "GET", Path: "/api/v1/audit-events?limit=10&cursor=" + *auditFirst.NextCursor, As: &w.Owner}, 10},
+		{"projection", apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + w.Owner.UserID + "?tenant_id=" + w.A, Service: true}, -1},
 	}
 	for _, rd := range reads {
 		t.Run(rd.name, func(t *testing.T) {
-			r := w.e.Do(t, rd.req)
-			wantStatus(t, r, 200)
+			r := w.E.Do(t, rd.req)
+			apitest.WantStatus(t, r, 200)
 			if r.Stats.Queries != 1 || r.Stats.Transactions != 0 {
 				t.Errorf("%s: %d queries, %d transactions; want 1, 0", rd.name, r.Stats.Queries, r.Stats.Transactions)
 			}
@@ -97,7 +97,7 @@ SELECT $1, m.user_id, x.id FROM m, (SELECT id FROM r UNION ALL SELECT id FROM ro
 			if cursor != "" {
 				path += "&cursor=" + cursor
 			}
-			r := w.e.Get(t, &w.owner, path)
+			r := w.E.Get(t, &w.Owner, path)
 			requests++
 			queries += r.Stats.Queries
 			var l struct {
@@ -131,7 +131,7 @@ SELECT $1, m.user_id, x.id FROM m, (SELECT id FROM r UNION ALL SELECT id FROM ro
 func TestWritesAreOneTransaction(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	uid := w.member.UserID
+	uid := w.Member.UserID
 	var created struct {
 		ID string `json:"id"`
 	}
@@ -153,12 +153,12 @@ func TestWritesAreOneTransaction(t *testing.T) {
 		{"patch role", "PATCH", func() string { return "/api/v1/roles/" + created.ID }, map[string]any{"permissions": []string{"users:read"}}, 200, nil},
 		{"delete role", "DELETE", func() string { return "/api/v1/roles/" + created.ID }, nil, 204, nil},
 		{"delete user", "DELETE", func() string { return "/api/v1/users/" + uid }, nil, 204, nil},
-		{"refused: last owner", "DELETE", func() string { return "/api/v1/users/" + w.owner.UserID }, nil, 409, nil},
+		{"refused: last owner", "DELETE", func() string { return "/api/v1/users/" + w.Owner.UserID }, nil, 409, nil},
 	}
 	for _, wr := range writes {
 		t.Run(wr.name, func(t *testing.T) {
-			r := w.e.Send(t, &w.owner, wr.method, wr.path(), wr.body)
-			wantStatus(t, r, wr.status)
+			r := w.E.Send(t, &w.Owner, wr.method, wr.path(), wr.body)
+			apitest.WantStatus(t, r, wr.status)
 			if r.Stats.Transactions != 1 {
 				t.Errorf("%s: %d transactions, want 1", wr.name, r.Stats.Transactions)
 			}
@@ -170,7 +170,7 @@ func TestWritesAreOneTransaction(t *testing.T) {
 	}
 	// The new user's password was stored hashed with argon2id.
 	var hash string
-	if err := w.e.DB.Pool.QueryRow(context.Background(), `SELECT password_hash FROM users WHERE email = 'n@acme.test'`).Scan(&hash); err != nil {
+	if err := w.E.DB.Pool.QueryRow(context.Background(), `SELECT password_hash FROM users WHERE email = 'n@acme.test'`).Scan(&hash); err != nil {
 		t.Fatal(err)
 	}
 	if len(hash) < 10 || hash[:10] != "$argon2id$" {

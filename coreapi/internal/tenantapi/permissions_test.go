@@ -1,6 +1,7 @@
-package httpapi_test
+package tenantapi_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -38,13 +39,7 @@ func notesWorld(t *testing.T) *world {
 	t.Helper()
 	cat := mustCatalog(t, notesCatalog)
 	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) { o.Catalog = cat }})
-	w := &world{e: e}
-	w.a = e.SeedTenant(t, "Acme").ID
-	w.b = e.SeedTenant(t, "Bravo").ID
-	w.owner = e.SeedUserIn(t, w.a, "owner@acme.test", "owner")
-	w.admin = e.SeedUserIn(t, w.a, "admin@acme.test", "admin")
-	w.member = e.SeedUserIn(t, w.a, "member@acme.test", "member")
-	w.ownerB = e.SeedUserIn(t, w.b, "owner@bravo.test", "owner")
+	w := apitest.SeedWorld(t, e)
 	return w
 }
 
@@ -52,8 +47,8 @@ func TestListPermissions(t *testing.T) {
 	t.Parallel()
 	w := notesWorld(t)
 	// Any member may read the vocabulary; it needs no permission.
-	r := w.e.Get(t, &identity.Identity{UserID: w.member.UserID, TenantID: w.a}, "/api/v1/permissions")
-	wantStatus(t, r, 200)
+	r := w.E.Get(t, &identity.Identity{UserID: w.Member.UserID, TenantID: w.A}, "/api/v1/permissions")
+	apitest.WantStatus(t, r, 200)
 	if r.Stats.Queries != 0 {
 		t.Errorf("GET /permissions made %d queries, want 0", r.Stats.Queries)
 	}
@@ -68,7 +63,7 @@ func TestListPermissions(t *testing.T) {
 		got[e.Name] = e
 	}
 	want := []string{"api-keys:write", "audit:read", "notes:read", "notes:write", "roles:read", "roles:write", "tenant:read", "tenant:write", "users:read", "users:write"}
-	if !equal(names, want) {
+	if !slices.Equal(names, want) {
 		t.Fatalf("names = %v, want %v", names, want)
 	}
 	if e := got["notes:read"]; e.Builtin || !e.MemberDefault || e.Description != "Read notes" {
@@ -83,7 +78,7 @@ func TestListPermissions(t *testing.T) {
 	if e := got["api-keys:write"]; !e.Builtin || e.MemberDefault {
 		t.Errorf("api-keys:write = %+v", e)
 	}
-	wantProblem(t, w.e.Get(t, nil, "/api/v1/permissions"), 401, "unauthenticated")
+	apitest.WantProblem(t, w.E.Get(t, nil, "/api/v1/permissions"), 401, "unauthenticated")
 }
 
 // TestBuiltinRolesFollowTheCatalog: owner holds every catalog permission,
@@ -98,32 +93,32 @@ func TestBuiltinRolesFollowTheCatalog(t *testing.T) {
 	for _, c := range []struct {
 		who  identity.Identity
 		want []string
-	}{{w.owner, all}, {w.admin, admin}, {w.member, member}} {
-		r := w.e.Get(t, &c.who, "/api/v1/users/me")
-		wantStatus(t, r, 200)
+	}{{w.Owner, all}, {w.Admin, admin}, {w.Member, member}} {
+		r := w.E.Get(t, &c.who, "/api/v1/users/me")
+		apitest.WantStatus(t, r, 200)
 		var me users.Me
 		r.JSON(t, &me)
-		if !equal(me.Permissions, c.want) || !equal(c.who.Permissions, c.want) {
+		if !slices.Equal(me.Permissions, c.want) || !slices.Equal(c.who.Permissions, c.want) {
 			t.Errorf("%v: /users/me %v, projection %v; want %v", me.Roles, me.Permissions, c.who.Permissions, c.want)
 		}
 		// What the proxy forwards as X-Auth-Permissions is the projection's
 		// list, fetched from the internal endpoint in one query.
-		r = w.e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + c.who.UserID + "?tenant_id=" + w.a, Service: true})
-		wantStatus(t, r, 200)
+		r = w.E.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + c.who.UserID + "?tenant_id=" + w.A, Service: true})
+		apitest.WantStatus(t, r, 200)
 		if r.Stats.Queries != 1 {
 			t.Errorf("projection took %d queries, want 1", r.Stats.Queries)
 		}
 		var p identity.Projection
 		r.JSON(t, &p)
-		if !equal(p.Permissions, c.want) {
+		if !slices.Equal(p.Permissions, c.want) {
 			t.Errorf("%v: projection endpoint %v, want %v", p.Roles, p.Permissions, c.want)
 		}
 	}
 	var l roleList
-	w.e.Get(t, &w.owner, "/api/v1/roles").JSON(t, &l)
+	w.E.Get(t, &w.Owner, "/api/v1/roles").JSON(t, &l)
 	for _, ro := range l.Data {
 		want := map[string][]string{"owner": all, "admin": admin, "member": member}[ro.Name]
-		if !equal(ro.Permissions, want) {
+		if !slices.Equal(ro.Permissions, want) {
 			t.Errorf("role %s lists %v, want %v", ro.Name, ro.Permissions, want)
 		}
 	}
@@ -135,21 +130,21 @@ func TestBuiltinRolesFollowTheCatalog(t *testing.T) {
 func TestCustomRolesHoldCatalogPermissions(t *testing.T) {
 	t.Parallel()
 	w := notesWorld(t)
-	r := w.e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": "writer", "permissions": []string{"notes:write", "notes:read"}})
-	wantStatus(t, r, 201)
+	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "writer", "permissions": []string{"notes:write", "notes:read"}})
+	apitest.WantStatus(t, r, 201)
 	var writer roles.Role
 	r.JSON(t, &writer)
-	if !equal(writer.Permissions, []string{"notes:read", "notes:write"}) {
+	if !slices.Equal(writer.Permissions, []string{"notes:read", "notes:write"}) {
 		t.Fatalf("writer = %+v", writer)
 	}
-	wantStatus(t, w.e.Send(t, &w.admin, "PUT", "/api/v1/users/"+w.member.UserID+"/roles/writer", nil), 200)
-	if got := w.e.IdentityOf(t, w.member.UserID, w.a).Permissions; !equal(got, []string{"notes:read", "notes:write", "tenant:read"}) {
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/writer", nil), 200)
+	if got := w.E.IdentityOf(t, w.Member.UserID, w.A).Permissions; !slices.Equal(got, []string{"notes:read", "notes:write", "tenant:read"}) {
 		t.Fatalf("member with writer holds %v", got)
 	}
 
 	t.Run("unknown permissions are named", func(t *testing.T) {
-		r := w.e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": "x", "permissions": []string{"notes:read", "notes:delete", "invoices:write", "notes:delete"}})
-		wantProblem(t, r, 422, "validation_failed")
+		r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "x", "permissions": []string{"notes:read", "notes:delete", "invoices:write", "notes:delete"}})
+		apitest.WantProblem(t, r, 422, "validation_failed")
 		p := r.Problem(t)
 		var msgs []string
 		for _, fe := range p.Errors {
@@ -161,19 +156,19 @@ func TestCustomRolesHoldCatalogPermissions(t *testing.T) {
 		if len(msgs) != 2 || !strings.Contains(msgs[0], `"notes:delete"`) || !strings.Contains(msgs[1], `"invoices:write"`) {
 			t.Fatalf("errors = %+v", p.Errors)
 		}
-		r = w.e.Send(t, &w.owner, "PATCH", "/api/v1/roles/"+writer.ID, map[string]any{"permissions": []string{"notes:admin"}})
-		wantProblem(t, r, 422, "validation_failed")
+		r = w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+writer.ID, map[string]any{"permissions": []string{"notes:admin"}})
+		apitest.WantProblem(t, r, 422, "validation_failed")
 		if p := r.Problem(t); len(p.Errors) != 1 || !strings.Contains(p.Errors[0].Message, `"notes:admin"`) {
 			t.Fatalf("patch errors = %+v", p.Errors)
 		}
 	})
 
 	// A delegate who may manage roles and members but only reads notes.
-	r = w.e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": "delegate",
+	r = w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "delegate",
 		"permissions": []string{"roles:write", "users:write", "users:read", "tenant:read", "notes:read"}})
-	wantStatus(t, r, 201)
-	del := w.e.SeedUserIn(t, w.a, "delegate@acme.test", "delegate")
-	plain := w.e.SeedUserIn(t, w.a, "plain@acme.test")
+	apitest.WantStatus(t, r, 201)
+	del := w.E.SeedUserIn(t, w.A, "delegate@acme.test", "delegate")
+	plain := w.E.SeedUserIn(t, w.A, "plain@acme.test")
 	tests := []struct {
 		name, method, path string
 		body               any
@@ -190,30 +185,30 @@ func TestCustomRolesHoldCatalogPermissions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := w.e.Send(t, &del, tt.method, tt.path, tt.body)
+			r := w.E.Send(t, &del, tt.method, tt.path, tt.body)
 			if tt.code == "" {
-				wantStatus(t, r, tt.status)
+				apitest.WantStatus(t, r, tt.status)
 				return
 			}
-			wantProblem(t, r, tt.status, tt.code)
+			apitest.WantProblem(t, r, tt.status, tt.code)
 		})
 	}
-	if got := w.e.IdentityOf(t, plain.UserID, w.a).Permissions; !equal(got, []string{"notes:read", "tenant:read"}) {
+	if got := w.E.IdentityOf(t, plain.UserID, w.A).Permissions; !slices.Equal(got, []string{"notes:read", "tenant:read"}) {
 		t.Fatalf("plain member holds %v", got)
 	}
 	// Without notes:read the delegate may not grant member any more: the
 	// member role carries the catalog's member_default permissions.
-	r = w.e.Send(t, &w.owner, "PATCH", "/api/v1/roles/"+rolesByName(t, w)["delegate"].ID, map[string]any{"permissions": []string{"roles:write", "users:write", "users:read", "tenant:read"}})
-	wantStatus(t, r, 200)
-	del = w.e.IdentityOf(t, del.UserID, w.a)
-	other := w.e.SeedUserIn(t, w.a, "other@acme.test")
-	wantProblem(t, w.e.Send(t, &del, "PUT", "/api/v1/users/"+other.UserID+"/roles/member", nil), 403, "forbidden")
+	r = w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+rolesByName(t, w)["delegate"].ID, map[string]any{"permissions": []string{"roles:write", "users:write", "users:read", "tenant:read"}})
+	apitest.WantStatus(t, r, 200)
+	del = w.E.IdentityOf(t, del.UserID, w.A)
+	other := w.E.SeedUserIn(t, w.A, "other@acme.test")
+	apitest.WantProblem(t, w.E.Send(t, &del, "PUT", "/api/v1/users/"+other.UserID+"/roles/member", nil), 403, "forbidden")
 }
 
 func rolesByName(t *testing.T, w *world) map[string]roles.Role {
 	t.Helper()
 	var l roleList
-	w.e.Get(t, &w.owner, "/api/v1/roles?limit=100").JSON(t, &l)
+	w.E.Get(t, &w.Owner, "/api/v1/roles?limit=100").JSON(t, &l)
 	out := map[string]roles.Role{}
 	for _, r := range l.Data {
 		out[r.Name] = r
@@ -239,18 +234,18 @@ func TestCatalogUnderEveryExecMode(t *testing.T) {
 			ten := e.SeedTenant(t, "Acme")
 			owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
 			member := e.SeedUserIn(t, ten.ID, "m@acme.test", "member")
-			wantStatus(t, e.Send(t, &owner, "POST", "/api/v1/roles", map[string]any{"name": "writer", "permissions": []string{"notes:write"}}), 201)
-			wantStatus(t, e.Send(t, &owner, "PUT", "/api/v1/users/"+member.UserID+"/roles/writer", nil), 200)
+			apitest.WantStatus(t, e.Send(t, &owner, "POST", "/api/v1/roles", map[string]any{"name": "writer", "permissions": []string{"notes:write"}}), 201)
+			apitest.WantStatus(t, e.Send(t, &owner, "PUT", "/api/v1/users/"+member.UserID+"/roles/writer", nil), 200)
 			r := e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + member.UserID + "?tenant_id=" + ten.ID, Service: true})
-			wantStatus(t, r, 200)
+			apitest.WantStatus(t, r, 200)
 			var p identity.Projection
 			r.JSON(t, &p)
-			if want := []string{"notes:read", "notes:write", "tenant:read"}; !equal(p.Permissions, want) {
+			if want := []string{"notes:read", "notes:write", "tenant:read"}; !slices.Equal(p.Permissions, want) {
 				t.Fatalf("projection permissions = %v, want %v", p.Permissions, want)
 			}
 			var me users.Me
 			e.Get(t, &owner, "/api/v1/users/me").JSON(t, &me)
-			if !equal(me.Permissions, cat.Names()) {
+			if !slices.Equal(me.Permissions, cat.Names()) {
 				t.Fatalf("owner holds %v, want %v", me.Permissions, cat.Names())
 			}
 		})

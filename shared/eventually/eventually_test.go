@@ -1,4 +1,4 @@
-package testkit_test
+package eventually_test
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
 
 // fakeT records a failure instead of ending the test.
@@ -31,11 +31,11 @@ func run(d time.Duration, cond func() error) (failed string) {
 		}
 		failed = f.failed
 	}()
-	testkit.Eventually(f, d, cond)
+	eventually.Within(f, d, cond)
 	return ""
 }
 
-func TestEventuallyReturnsOnceCondHolds(t *testing.T) {
+func TestWithinReturnsOnceCondHolds(t *testing.T) {
 	calls := 0
 	if failed := run(5*time.Second, func() error {
 		calls++
@@ -48,7 +48,7 @@ func TestEventuallyReturnsOnceCondHolds(t *testing.T) {
 	}
 }
 
-func TestEventuallyReportsTheLastError(t *testing.T) {
+func TestWithinReportsTheLastError(t *testing.T) {
 	calls := 0
 	failed := run(30*time.Millisecond, func() error {
 		calls++

@@ -1,10 +1,12 @@
-package httpapi_test
+package tenantapi_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -20,60 +22,60 @@ type memberList struct {
 func TestMe(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	r := w.e.Get(t, &w.admin, "/api/v1/users/me")
-	wantStatus(t, r, 200)
+	r := w.E.Get(t, &w.Admin, "/api/v1/users/me")
+	apitest.WantStatus(t, r, 200)
 	var me users.Me
 	r.JSON(t, &me)
-	if me.ID != w.admin.UserID || me.TenantID != w.a || me.Email != "admin@acme.test" {
+	if me.ID != w.Admin.UserID || me.TenantID != w.A || me.Email != "admin@acme.test" {
 		t.Fatalf("me = %+v", me)
 	}
-	if !equal(me.Roles, []string{"admin"}) {
+	if !slices.Equal(me.Roles, []string{"admin"}) {
 		t.Errorf("roles = %v, want [admin]", me.Roles)
 	}
-	if want := []string{"api-keys:write", "audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"}; !equal(me.Permissions, want) {
+	if want := []string{"api-keys:write", "audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"}; !slices.Equal(me.Permissions, want) {
 		t.Errorf("permissions = %v, want %v", me.Permissions, want)
 	}
 
-	r = w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/me", map[string]any{"display_name": "  Ada  "})
-	wantStatus(t, r, 200)
+	r = w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/me", map[string]any{"display_name": "  Ada  "})
+	apitest.WantStatus(t, r, 200)
 	r.JSON(t, &me)
 	if me.DisplayName != "Ada" {
 		t.Errorf("display_name = %q, want Ada", me.DisplayName)
 	}
-	if got := auditActions(t, w.e, w.a); !equal(got, []string{"user.profile_updated"}) {
+	if got := w.E.AuditActions(t, w.A); !slices.Equal(got, []string{"user.profile_updated"}) {
 		t.Errorf("audit = %v", got)
 	}
-	if got := outboxSubjects(t, w.e); len(got) != 0 {
+	if got := w.E.OutboxSubjects(t); len(got) != 0 {
 		t.Errorf("a display name change wrote outbox rows %v; the projection does not carry it", got)
 	}
 
 	t.Run("no such user", func(t *testing.T) {
-		gone := w.admin
+		gone := w.Admin
 		gone.UserID = "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c9999"
-		wantProblem(t, w.e.Get(t, &gone, "/api/v1/users/me"), 404, "not_found")
+		apitest.WantProblem(t, w.E.Get(t, &gone, "/api/v1/users/me"), 404, "not_found")
 	})
 }
 
 func TestMyTenants(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.e.SeedMember(t, w.b, w.admin.UserID, "member")
-	r := w.e.Get(t, &w.admin, "/api/v1/users/me/tenants?limit=1&include_total=true")
-	wantStatus(t, r, 200)
+	w.E.SeedMember(t, w.B, w.Admin.UserID, "member")
+	r := w.E.Get(t, &w.Admin, "/api/v1/users/me/tenants?limit=1&include_total=true")
+	apitest.WantStatus(t, r, 200)
 	var l struct {
 		Data       []tenants.Membership `json:"data"`
 		NextCursor *string              `json:"next_cursor"`
 		Total      *int64               `json:"total"`
 	}
 	r.JSON(t, &l)
-	if len(l.Data) != 1 || l.Data[0].ID != w.a || !equal(l.Data[0].Roles, []string{"admin"}) || l.NextCursor == nil || l.Total == nil || *l.Total != 2 {
+	if len(l.Data) != 1 || l.Data[0].ID != w.A || !slices.Equal(l.Data[0].Roles, []string{"admin"}) || l.NextCursor == nil || l.Total == nil || *l.Total != 2 {
 		t.Fatalf("page 1 = %s", r.Body)
 	}
-	r = w.e.Get(t, &w.admin, "/api/v1/users/me/tenants?limit=1&cursor="+*l.NextCursor)
-	wantStatus(t, r, 200)
+	r = w.E.Get(t, &w.Admin, "/api/v1/users/me/tenants?limit=1&cursor="+*l.NextCursor)
+	apitest.WantStatus(t, r, 200)
 	l.NextCursor, l.Total = nil, nil
 	r.JSON(t, &l)
-	if len(l.Data) != 1 || l.Data[0].ID != w.b || l.Data[0].Name != "Bravo" || !equal(l.Data[0].Roles, []string{"member"}) || l.NextCursor != nil || l.Total != nil {
+	if len(l.Data) != 1 || l.Data[0].ID != w.B || l.Data[0].Name != "Bravo" || !slices.Equal(l.Data[0].Roles, []string{"member"}) || l.NextCursor != nil || l.Total != nil {
 		t.Fatalf("page 2 = %s", r.Body)
 	}
 }
@@ -82,7 +84,7 @@ func TestListUsersPagination(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	for i := range 7 {
-		w.e.SeedUserIn(t, w.a, fmt.Sprintf("u%d@acme.test", i), "member")
+		w.E.SeedUserIn(t, w.A, fmt.Sprintf("u%d@acme.test", i), "member")
 	}
 	// 3 + 7 members in A; B's owner must never appear.
 	var seen []string
@@ -93,8 +95,8 @@ func TestListUsersPagination(t *testing.T) {
 		if cursor != "" {
 			path += "&cursor=" + cursor
 		}
-		r := w.e.Get(t, &w.admin, path)
-		wantStatus(t, r, 200)
+		r := w.E.Get(t, &w.Admin, path)
+		apitest.WantStatus(t, r, 200)
 		var l memberList
 		r.JSON(t, &l)
 		pages++
@@ -132,7 +134,7 @@ func TestListUsersPagination(t *testing.T) {
 		t.Errorf("first member = %s, want the oldest (owner@acme.test)", seen[0])
 	}
 
-	r := w.e.Get(t, &w.admin, "/api/v1/users")
+	r := w.E.Get(t, &w.Admin, "/api/v1/users")
 	var l memberList
 	r.JSON(t, &l)
 	if l.Total != nil || l.NextCursor != nil || len(l.Data) != 10 {
@@ -143,7 +145,7 @@ func TestListUsersPagination(t *testing.T) {
 func TestCursorTampering(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	r := w.e.Get(t, &w.owner, "/api/v1/users?limit=1")
+	r := w.E.Get(t, &w.Owner, "/api/v1/users?limit=1")
 	var l memberList
 	r.JSON(t, &l)
 	if l.NextCursor == nil {
@@ -153,7 +155,7 @@ func TestCursorTampering(t *testing.T) {
 	payload, mac, _ := strings.Cut(good, ".")
 	flipped := []byte(payload)
 	flipped[2] ^= 1
-	rOther := w.e.Get(t, &w.ownerB, "/api/v1/roles?limit=1")
+	rOther := w.E.Get(t, &w.OwnerB, "/api/v1/roles?limit=1")
 	var rl struct {
 		NextCursor *string `json:"next_cursor"`
 	}
@@ -171,20 +173,20 @@ func TestCursorTampering(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			as := &w.owner
+			as := &w.Owner
 			if tt.as == "b" {
-				as = &w.ownerB
+				as = &w.OwnerB
 			}
-			r := w.e.Get(t, as, "/api/v1/users?limit=1&cursor="+tt.cursor)
-			wantProblem(t, r, 400, "invalid_cursor")
+			r := w.E.Get(t, as, "/api/v1/users?limit=1&cursor="+tt.cursor)
+			apitest.WantProblem(t, r, 400, "invalid_cursor")
 		})
 	}
 	t.Run("untampered", func(t *testing.T) {
-		wantStatus(t, w.e.Get(t, &w.owner, "/api/v1/users?limit=1&cursor="+good), 200)
+		apitest.WantStatus(t, w.E.Get(t, &w.Owner, "/api/v1/users?limit=1&cursor="+good), 200)
 	})
 	t.Run("bad limit", func(t *testing.T) {
 		for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe"} {
-			wantProblem(t, w.e.Get(t, &w.owner, "/api/v1/users?"+q), 400, "invalid_query")
+			apitest.WantProblem(t, w.E.Get(t, &w.Owner, "/api/v1/users?"+q), 400, "invalid_query")
 		}
 	})
 }
@@ -192,11 +194,11 @@ func TestCursorTampering(t *testing.T) {
 func TestCrossTenantIDs(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	bUser := w.ownerB.UserID
+	bUser := w.OwnerB.UserID
 	var roleB struct {
 		Data []struct{ ID string } `json:"data"`
 	}
-	w.e.Get(t, &w.ownerB, "/api/v1/roles").JSON(t, &roleB)
+	w.E.Get(t, &w.OwnerB, "/api/v1/roles").JSON(t, &roleB)
 	bRole := roleB.Data[0].ID
 	tests := []struct {
 		method, path string
@@ -213,22 +215,22 @@ func TestCrossTenantIDs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			r := w.e.Send(t, &w.owner, tt.method, tt.path, tt.body)
-			wantProblem(t, r, 404, "not_found")
+			r := w.E.Send(t, &w.Owner, tt.method, tt.path, tt.body)
+			apitest.WantProblem(t, r, 404, "not_found")
 			if strings.Contains(string(r.Body), "bravo") {
 				t.Errorf("404 body leaks tenant B's data: %s", r.Body)
 			}
 		})
 	}
 	// Nothing in B changed.
-	r := w.e.Get(t, &w.ownerB, "/api/v1/users/"+bUser)
-	wantStatus(t, r, 200)
+	r := w.E.Get(t, &w.OwnerB, "/api/v1/users/"+bUser)
+	apitest.WantStatus(t, r, 200)
 	var m users.Member
 	r.JSON(t, &m)
-	if m.Status != "active" || !equal(m.Roles, []string{"owner"}) {
+	if m.Status != "active" || !slices.Equal(m.Roles, []string{"owner"}) {
 		t.Fatalf("B's owner changed: %+v", m)
 	}
-	if got := auditActions(t, w.e, w.b); len(got) != 0 {
+	if got := w.E.AuditActions(t, w.B); len(got) != 0 {
 		t.Errorf("B audit = %v", got)
 	}
 }
@@ -244,7 +246,7 @@ func TestInvalidUUIDs(t *testing.T) {
 		"PUT /api/v1/users/xyz/roles/member",
 		"PATCH /api/v1/roles/1",
 		"DELETE /api/v1/roles/%20",
-		"GET /internal/v1/projections/nope?tenant_id=" + w.a,
+		"GET /internal/v1/projections/nope?tenant_id=" + w.A,
 	} {
 		method, path, _ := strings.Cut(p, " ")
 		t.Run(p, func(t *testing.T) {
@@ -252,28 +254,28 @@ func TestInvalidUUIDs(t *testing.T) {
 			if method == "PATCH" {
 				body = map[string]any{"membership_status": "active"}
 			}
-			as := &w.owner
+			as := &w.Owner
 			if strings.HasPrefix(path, "/internal") {
 				as = nil
 			}
-			r := w.e.Do(t, apitestReq(method, path, body, as, as == nil))
-			wantProblem(t, r, 400, "invalid_id")
+			r := w.E.Do(t, apitestReq(method, path, body, as, as == nil))
+			apitest.WantProblem(t, r, 400, "invalid_id")
 		})
 	}
 	t.Run("tenant_id not a uuid", func(t *testing.T) {
-		r := w.e.Do(t, apitestReq("GET", "/internal/v1/projections/"+w.owner.UserID+"?tenant_id=acme", nil, nil, true))
-		wantProblem(t, r, 400, "invalid_id")
+		r := w.E.Do(t, apitestReq("GET", "/internal/v1/projections/"+w.Owner.UserID+"?tenant_id=acme", nil, nil, true))
+		apitest.WantProblem(t, r, 400, "invalid_id")
 	})
 }
 
 func TestCreateUser(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	r := w.e.Send(t, &w.admin, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "display_name": "New", "roles": []string{"member", "admin"}})
-	wantStatus(t, r, 201)
+	r := w.E.Send(t, &w.Admin, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "display_name": "New", "roles": []string{"member", "admin"}})
+	apitest.WantStatus(t, r, 201)
 	var m users.Member
 	r.JSON(t, &m)
-	if m.Email != "new@acme.test" || m.DisplayName != "New" || !equal(m.Roles, []string{"admin", "member"}) || m.Status != "active" {
+	if m.Email != "new@acme.test" || m.DisplayName != "New" || !slices.Equal(m.Roles, []string{"admin", "member"}) || m.Status != "active" {
 		t.Fatalf("created = %+v", m)
 	}
 	if loc := r.Header.Get("Location"); loc != "/api/v1/users/"+m.ID {
@@ -283,10 +285,10 @@ func TestCreateUser(t *testing.T) {
 	// An existing account (B's owner) is not attached: it is invited, and
 	// the answer says nothing of the account (no id, name, status or
 	// memberships); a password given for it is ignored.
-	w.e.SeedUser(t, "solo@elsewhere.test", "Solo")
+	w.E.SeedUser(t, "solo@elsewhere.test", "Solo")
 	for _, body := range []map[string]any{{"email": "OWNER@bravo.test"}, {"email": "solo@elsewhere.test", "password": "long enough pw"}} {
-		r = w.e.Send(t, &w.admin, "POST", "/api/v1/users", body)
-		wantStatus(t, r, 202)
+		r = w.E.Send(t, &w.Admin, "POST", "/api/v1/users", body)
+		apitest.WantStatus(t, r, 202)
 		var got map[string]any
 		r.JSON(t, &got)
 		for _, leak := range []string{"user_id", "display_name", "user_status", "memberships"} {
@@ -294,16 +296,16 @@ func TestCreateUser(t *testing.T) {
 				t.Errorf("invitation answer carries %q: %s", leak, r.Body)
 			}
 		}
-		if got["status"] != "pending" || got["id"] == w.ownerB.UserID || strings.Contains(string(r.Body), w.ownerB.UserID) {
+		if got["status"] != "pending" || got["id"] == w.OwnerB.UserID || strings.Contains(string(r.Body), w.OwnerB.UserID) {
 			t.Errorf("answer for an existing account = %s", r.Body)
 		}
 	}
 	var joined int
-	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM memberships WHERE tenant_id = $1 AND user_id = $2`, w.a, w.ownerB.UserID).Scan(&joined); err != nil || joined != 0 {
+	if err := w.E.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM memberships WHERE tenant_id = $1 AND user_id = $2`, w.A, w.OwnerB.UserID).Scan(&joined); err != nil || joined != 0 {
 		t.Errorf("the existing account was attached without consent (%d memberships, err %v)", joined, err)
 	}
-	r = w.e.Get(t, &w.ownerB, "/api/v1/users/me/tenants")
-	if strings.Contains(string(r.Body), w.a) {
+	r = w.E.Get(t, &w.OwnerB, "/api/v1/users/me/tenants")
+	if strings.Contains(string(r.Body), w.A) {
 		t.Errorf("tenant A appears in the invitee's tenants: %s", r.Body)
 	}
 
@@ -324,19 +326,19 @@ func TestCreateUser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := auditActions(t, w.e, w.a)
-			r := w.e.Send(t, &w.admin, "POST", "/api/v1/users", tt.body)
-			wantProblem(t, r, tt.status, tt.code)
-			if after := auditActions(t, w.e, w.a); len(after) != len(before) {
+			before := w.E.AuditActions(t, w.A)
+			r := w.E.Send(t, &w.Admin, "POST", "/api/v1/users", tt.body)
+			apitest.WantProblem(t, r, tt.status, tt.code)
+			if after := w.E.AuditActions(t, w.A); len(after) != len(before) {
 				t.Errorf("a refused create wrote audit rows: %v", after[len(before):])
 			}
 		})
 	}
 	var n int
-	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE email LIKE 'x%@acme.test'`).Scan(&n); err != nil || n != 0 {
+	if err := w.E.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE email LIKE 'x%@acme.test'`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("refused creates left %d users (err %v)", n, err)
 	}
-	if got, want := outboxSubjects(t, w.e), []string{invalidation.UserSubject(m.ID)}; len(got) != 1 || got[0] != want[0] {
+	if got, want := w.E.OutboxSubjects(t), []string{invalidation.UserSubject(m.ID)}; len(got) != 1 || got[0] != want[0] {
 		t.Errorf("outbox = %v, want %v (an invitation changes no projection)", got, want)
 	}
 }
@@ -344,38 +346,38 @@ func TestCreateUser(t *testing.T) {
 func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	mid := w.member.UserID
+	mid := w.Member.UserID
 	base := "/api/v1/users/" + mid + "/roles/"
 
-	r := w.e.Send(t, &w.admin, "PUT", base+"admin", nil)
-	wantStatus(t, r, 200)
+	r := w.E.Send(t, &w.Admin, "PUT", base+"admin", nil)
+	apitest.WantStatus(t, r, 200)
 	var m users.Member
 	r.JSON(t, &m)
-	if !equal(m.Roles, []string{"admin", "member"}) {
+	if !slices.Equal(m.Roles, []string{"admin", "member"}) {
 		t.Fatalf("after grant roles = %v", m.Roles)
 	}
 	// Idempotent: a second grant writes nothing.
-	wantStatus(t, w.e.Send(t, &w.admin, "PUT", base+"admin", nil), 200)
-	if got, want := outboxSubjects(t, w.e), []string{invalidation.UserSubject(mid)}; !equal(got, want) {
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PUT", base+"admin", nil), 200)
+	if got, want := w.E.OutboxSubjects(t), []string{invalidation.UserSubject(mid)}; !slices.Equal(got, want) {
 		t.Fatalf("outbox after grants = %v, want %v", got, want)
 	}
-	r = w.e.Send(t, &w.admin, "DELETE", base+"admin", nil)
-	wantStatus(t, r, 200)
+	r = w.E.Send(t, &w.Admin, "DELETE", base+"admin", nil)
+	apitest.WantStatus(t, r, 200)
 	r.JSON(t, &m)
-	if !equal(m.Roles, []string{"member"}) {
+	if !slices.Equal(m.Roles, []string{"member"}) {
 		t.Fatalf("after revoke roles = %v", m.Roles)
 	}
-	if got := outboxSubjects(t, w.e); len(got) != 2 || got[1] != invalidation.UserSubject(mid) {
+	if got := w.E.OutboxSubjects(t); len(got) != 2 || got[1] != invalidation.UserSubject(mid) {
 		t.Fatalf("outbox after revoke = %v", got)
 	}
-	wantProblem(t, w.e.Send(t, &w.admin, "PUT", base+"nonexistent", nil), 404, "not_found")
-	wantProblem(t, w.e.Send(t, &w.admin, "PUT", base+"Bad%20Name", nil), 404, "not_found")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PUT", base+"nonexistent", nil), 404, "not_found")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PUT", base+"Bad%20Name", nil), 404, "not_found")
 	// Escalation: an admin cannot hand out owner.
-	wantProblem(t, w.e.Send(t, &w.admin, "PUT", base+"owner", nil), 403, "forbidden")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PUT", base+"owner", nil), 403, "forbidden")
 
-	oid := w.owner.UserID
+	oid := w.Owner.UserID
 	t.Run("last owner", func(t *testing.T) {
-		before := outboxSubjects(t, w.e)
+		before := w.E.OutboxSubjects(t)
 		for _, c := range []struct {
 			method, path string
 			body         any
@@ -384,58 +386,58 @@ func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
 			{"DELETE", "/api/v1/users/" + oid, nil},
 			{"PATCH", "/api/v1/users/" + oid, map[string]any{"membership_status": "disabled"}},
 		} {
-			r := w.e.Send(t, &w.owner, c.method, c.path, c.body)
-			wantProblem(t, r, 409, "last_owner")
+			r := w.E.Send(t, &w.Owner, c.method, c.path, c.body)
+			apitest.WantProblem(t, r, 409, "last_owner")
 		}
-		if got := outboxSubjects(t, w.e); len(got) != len(before) {
+		if got := w.E.OutboxSubjects(t); len(got) != len(before) {
 			t.Errorf("refused changes wrote outbox rows: %v", got[len(before):])
 		}
-		r := w.e.Get(t, &w.owner, "/api/v1/users/"+oid)
+		r := w.E.Get(t, &w.Owner, "/api/v1/users/"+oid)
 		r.JSON(t, &m)
-		if !equal(m.Roles, []string{"owner"}) || m.Status != "active" {
+		if !slices.Equal(m.Roles, []string{"owner"}) || m.Status != "active" {
 			t.Fatalf("owner changed: %+v", m)
 		}
 	})
 	t.Run("with a second owner the first can leave", func(t *testing.T) {
-		wantStatus(t, w.e.Send(t, &w.owner, "PUT", base+"owner", nil), 200)
-		wantStatus(t, w.e.Send(t, &w.owner, "DELETE", "/api/v1/users/"+oid+"/roles/owner", nil), 200)
-		wantStatus(t, w.e.Send(t, &w.owner, "DELETE", "/api/v1/users/"+oid, nil), 204)
-		wantProblem(t, w.e.Get(t, &w.admin, "/api/v1/users/"+oid), 404, "not_found")
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", base+"owner", nil), 200)
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+oid+"/roles/owner", nil), 200)
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+oid, nil), 204)
+		apitest.WantProblem(t, w.E.Get(t, &w.Admin, "/api/v1/users/"+oid), 404, "not_found")
 		// The new sole owner is protected in turn.
-		newOwner := w.e.IdentityOf(t, mid, w.a)
-		wantProblem(t, w.e.Send(t, &newOwner, "DELETE", "/api/v1/users/"+mid, nil), 409, "last_owner")
+		newOwner := w.E.IdentityOf(t, mid, w.A)
+		apitest.WantProblem(t, w.E.Send(t, &newOwner, "DELETE", "/api/v1/users/"+mid, nil), 409, "last_owner")
 	})
 }
 
 func TestDisableAndRemoveMember(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	mid := w.member.UserID
-	r := w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"})
-	wantStatus(t, r, 200)
+	mid := w.Member.UserID
+	r := w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"})
+	apitest.WantStatus(t, r, 200)
 	var m users.Member
 	r.JSON(t, &m)
 	if m.Status != "disabled" || m.UserStatus != "active" {
 		t.Fatalf("after disable: %+v", m)
 	}
 	// Same status again: nothing written.
-	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"}), 200)
-	wantStatus(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+mid, nil), 204)
-	wantProblem(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+mid, nil), 404, "not_found")
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"}), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/users/"+mid, nil), 204)
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/users/"+mid, nil), 404, "not_found")
 	want := []string{invalidation.UserSubject(mid), invalidation.UserSubject(mid)}
-	if got := outboxSubjects(t, w.e); !equal(got, want) {
+	if got := w.E.OutboxSubjects(t); !slices.Equal(got, want) {
 		t.Fatalf("outbox = %v, want %v", got, want)
 	}
-	if got, want := auditActions(t, w.e, w.a), []string{"member.updated", "member.removed"}; !equal(got, want) {
+	if got, want := w.E.AuditActions(t, w.A), []string{"member.updated", "member.removed"}; !slices.Equal(got, want) {
 		t.Fatalf("audit = %v, want %v", got, want)
 	}
 	// The account still exists (removal is from the tenant only).
 	var n int
-	if err := w.e.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE id = $1`, mid).Scan(&n); err != nil || n != 1 {
+	if err := w.E.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE id = $1`, mid).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("user rows = %d, %v", n, err)
 	}
 	// An admin cannot remove an owner (the owner has tenant:write).
-	wantProblem(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/users/"+w.owner.UserID, nil), 403, "forbidden")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/users/"+w.Owner.UserID, nil), 403, "forbidden")
 }
 
 // TestLastOwnerRace: two owners take owner from each other at the same
@@ -443,16 +445,16 @@ func TestDisableAndRemoveMember(t *testing.T) {
 func TestLastOwnerRace(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	current := w.owner
+	current := w.Owner
 	const q = `SELECT mr.user_id::text FROM membership_roles mr JOIN roles r ON r.id = mr.role_id WHERE mr.tenant_id = $1 AND r.name = 'owner'`
 	for round := range 10 {
-		second := w.e.SeedUserIn(t, w.a, fmt.Sprintf("owner2-%d@acme.test", round), "owner")
+		second := w.E.SeedUserIn(t, w.A, fmt.Sprintf("owner2-%d@acme.test", round), "owner")
 		statuses := make(chan int, 2)
 		start := make(chan struct{})
 		for _, c := range []struct{ as, target identity.Identity }{{current, second}, {second, current}} {
 			go func() {
 				<-start
-				r := w.e.Send(t, &c.as, "DELETE", "/api/v1/users/"+c.target.UserID+"/roles/owner", nil)
+				r := w.E.Send(t, &c.as, "DELETE", "/api/v1/users/"+c.target.UserID+"/roles/owner", nil)
 				statuses <- r.Status
 			}()
 		}
@@ -462,7 +464,7 @@ func TestLastOwnerRace(t *testing.T) {
 			t.Fatalf("round %d: statuses %d and %d, want one 200 and one 409", round, a, b)
 		}
 		var owners []string
-		rows, err := w.e.DB.Pool.Query(t.Context(), q, w.a)
+		rows, err := w.E.DB.Pool.Query(t.Context(), q, w.A)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -476,6 +478,6 @@ func TestLastOwnerRace(t *testing.T) {
 		if len(owners) != 1 {
 			t.Fatalf("round %d: owners %v, want exactly 1", round, owners)
 		}
-		current = w.e.IdentityOf(t, owners[0], w.a)
+		current = w.E.IdentityOf(t, owners[0], w.A)
 	}
 }

@@ -1,4 +1,4 @@
-package httpapi_test
+package tenantapi_test
 
 import (
 	"context"
@@ -46,7 +46,7 @@ WHERE m.role_names IS DISTINCT FROM src.names`
 func TestRoleNamesFollowEveryRoleChange(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	e := w.e
+	e := w.E
 	ctx := context.Background()
 	check := func(step string) {
 		t.Helper()
@@ -57,63 +57,63 @@ func TestRoleNamesFollowEveryRoleChange(t *testing.T) {
 	memberRoles := func(uid string) string {
 		t.Helper()
 		var s string
-		if err := e.DB.Pool.QueryRow(ctx, `SELECT role_names::text FROM memberships WHERE tenant_id = $1 AND user_id = $2`, w.a, uid).Scan(&s); err != nil {
+		if err := e.DB.Pool.QueryRow(ctx, `SELECT role_names::text FROM memberships WHERE tenant_id = $1 AND user_id = $2`, w.A, uid).Scan(&s); err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
 	check("seeding (tenants.AddMember)")
-	if got := memberRoles(w.owner.UserID); got != "{owner}" {
+	if got := memberRoles(w.Owner.UserID); got != "{owner}" {
 		t.Fatalf("owner role_names = %s", got)
 	}
 
 	var viewer struct {
 		ID string `json:"id"`
 	}
-	r := e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": "viewer", "permissions": []string{"users:read"}})
-	wantStatus(t, r, 201)
+	r := e.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "viewer", "permissions": []string{"users:read"}})
+	apitest.WantStatus(t, r, 201)
 	r.JSON(t, &viewer)
 
 	var created struct {
 		ID string `json:"id"`
 	}
-	r = e.Send(t, &w.owner, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "roles": []string{"viewer", "admin"}})
-	wantStatus(t, r, 201)
+	r = e.Send(t, &w.Owner, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "roles": []string{"viewer", "admin"}})
+	apitest.WantStatus(t, r, 201)
 	r.JSON(t, &created)
 	check("POST /users with roles")
 	if got := memberRoles(created.ID); got != "{admin,viewer}" {
 		t.Fatalf("created member role_names = %s", got)
 	}
 
-	uid := w.member.UserID
-	wantStatus(t, e.Send(t, &w.owner, "PUT", "/api/v1/users/"+uid+"/roles/viewer", nil), 200)
+	uid := w.Member.UserID
+	apitest.WantStatus(t, e.Send(t, &w.Owner, "PUT", "/api/v1/users/"+uid+"/roles/viewer", nil), 200)
 	check("grant")
-	wantStatus(t, e.Send(t, &w.owner, "PUT", "/api/v1/users/"+uid+"/roles/viewer", nil), 200)
+	apitest.WantStatus(t, e.Send(t, &w.Owner, "PUT", "/api/v1/users/"+uid+"/roles/viewer", nil), 200)
 	check("repeated grant")
-	wantStatus(t, e.Send(t, &w.owner, "DELETE", "/api/v1/users/"+uid+"/roles/member", nil), 200)
+	apitest.WantStatus(t, e.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+uid+"/roles/member", nil), 200)
 	check("revoke")
 	if got := memberRoles(uid); got != "{viewer}" {
 		t.Fatalf("member role_names = %s, want {viewer}", got)
 	}
-	wantStatus(t, e.Send(t, &w.owner, "PATCH", "/api/v1/roles/"+viewer.ID, map[string]any{"name": "auditor"}), 200)
+	apitest.WantStatus(t, e.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+viewer.ID, map[string]any{"name": "auditor"}), 200)
 	check("role rename")
 	if got := memberRoles(uid); got != "{auditor}" {
 		t.Fatalf("after rename role_names = %s, want {auditor}", got)
 	}
-	wantStatus(t, e.Send(t, &w.owner, "PATCH", "/api/v1/roles/"+viewer.ID, map[string]any{"description": "reads", "permissions": []string{"audit:read"}}), 200)
+	apitest.WantStatus(t, e.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+viewer.ID, map[string]any{"description": "reads", "permissions": []string{"audit:read"}}), 200)
 	check("role update without rename")
-	wantStatus(t, e.Send(t, &w.owner, "DELETE", "/api/v1/roles/"+viewer.ID, nil), 204)
+	apitest.WantStatus(t, e.Send(t, &w.Owner, "DELETE", "/api/v1/roles/"+viewer.ID, nil), 204)
 	check("role deletion")
 	if got := memberRoles(uid); got != "{}" {
 		t.Fatalf("after deletion role_names = %s, want {}", got)
 	}
-	wantStatus(t, e.Send(t, &w.owner, "DELETE", "/api/v1/users/"+created.ID, nil), 204)
+	apitest.WantStatus(t, e.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+created.ID, nil), 204)
 	check("member removal")
 
 	// Concurrent grants of different roles to one member: none is lost.
 	const n = 8
 	for i := range n {
-		wantStatus(t, e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": fmt.Sprintf("c%d", i)}), 201)
+		apitest.WantStatus(t, e.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": fmt.Sprintf("c%d", i)}), 201)
 	}
 	var wg sync.WaitGroup
 	statuses := make([]int, n)
@@ -121,7 +121,7 @@ func TestRoleNamesFollowEveryRoleChange(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			statuses[i] = e.Send(t, &w.owner, "PUT", fmt.Sprintf("/api/v1/users/%s/roles/c%d", uid, i), nil).Status
+			statuses[i] = e.Send(t, &w.Owner, "PUT", fmt.Sprintf("/api/v1/users/%s/roles/c%d", uid, i), nil).Status
 		}()
 	}
 	wg.Wait()
@@ -154,7 +154,7 @@ SELECT $1, m.user_id, r.id FROM m JOIN roles r ON r.tenant_id = $1 AND r.name IN
 		   AND user_id IN (SELECT user_id FROM memberships WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 5)`,
 		`DELETE FROM memberships WHERE tenant_id = $1 AND user_id IN (SELECT user_id FROM memberships WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 3)`,
 	} {
-		if _, err := e.DB.Pool.Exec(ctx, q, w.a); err != nil {
+		if _, err := e.DB.Pool.Exec(ctx, q, w.A); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 		check(q)
@@ -164,7 +164,7 @@ SELECT $1, m.user_id, r.id FROM m JOIN roles r ON r.tenant_id = $1 AND r.name IN
 	}
 	// The other tenant was never touched and stays right too.
 	var b string
-	if err := e.DB.Pool.QueryRow(ctx, `SELECT role_names::text FROM memberships WHERE tenant_id = $1 AND user_id = $2`, w.b, w.ownerB.UserID).Scan(&b); err != nil || b != "{owner}" {
+	if err := e.DB.Pool.QueryRow(ctx, `SELECT role_names::text FROM memberships WHERE tenant_id = $1 AND user_id = $2`, w.B, w.OwnerB.UserID).Scan(&b); err != nil || b != "{owner}" {
 		t.Fatalf("tenant B owner role_names = %s, %v", b, err)
 	}
 }

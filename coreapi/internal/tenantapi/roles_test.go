@@ -1,8 +1,10 @@
-package httpapi_test
+package tenantapi_test
 
 import (
+	"slices"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -18,8 +20,8 @@ type roleList struct {
 func TestRolesCRUD(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	r := w.e.Get(t, &w.admin, "/api/v1/roles?include_total=true")
-	wantStatus(t, r, 200)
+	r := w.E.Get(t, &w.Admin, "/api/v1/roles?include_total=true")
+	apitest.WantStatus(t, r, 200)
 	var l roleList
 	r.JSON(t, &l)
 	if len(l.Data) != 3 || l.Data[0].Name != "admin" || l.Data[1].Name != "member" || l.Data[2].Name != "owner" || *l.Total != 3 {
@@ -32,67 +34,67 @@ func TestRolesCRUD(t *testing.T) {
 	}
 	// Built-in roles show what they hold under the live (here built-in)
 	// catalog, api-keys:write included, whatever their rows stored.
-	if want := permissions.BuiltinNames(); !equal(l.Data[2].Permissions, want) {
+	if want := permissions.BuiltinNames(); !slices.Equal(l.Data[2].Permissions, want) {
 		t.Errorf("owner permissions = %v, want %v", l.Data[2].Permissions, want)
 	}
-	if want := []string{"api-keys:write", "audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"}; !equal(l.Data[0].Permissions, want) {
+	if want := []string{"api-keys:write", "audit:read", "roles:read", "roles:write", "tenant:read", "users:read", "users:write"}; !slices.Equal(l.Data[0].Permissions, want) {
 		t.Errorf("admin permissions = %v, want %v", l.Data[0].Permissions, want)
 	}
-	if want := []string{"tenant:read"}; !equal(l.Data[1].Permissions, want) {
+	if want := []string{"tenant:read"}; !slices.Equal(l.Data[1].Permissions, want) {
 		t.Errorf("member permissions = %v, want %v", l.Data[1].Permissions, want)
 	}
 
-	r = w.e.Send(t, &w.admin, "POST", "/api/v1/roles", map[string]any{
+	r = w.E.Send(t, &w.Admin, "POST", "/api/v1/roles", map[string]any{
 		"name": "auditor", "description": "Reads the trail", "permissions": []string{"audit:read", "users:read", "audit:read"},
 	})
-	wantStatus(t, r, 201)
+	apitest.WantStatus(t, r, 201)
 	var ro roles.Role
 	r.JSON(t, &ro)
-	if ro.Name != "auditor" || ro.Builtin || !equal(ro.Permissions, []string{"audit:read", "users:read"}) {
+	if ro.Name != "auditor" || ro.Builtin || !slices.Equal(ro.Permissions, []string{"audit:read", "users:read"}) {
 		t.Fatalf("created = %+v", ro)
 	}
-	wantProblem(t, w.e.Send(t, &w.admin, "POST", "/api/v1/roles", map[string]any{"name": "auditor"}), 409, "role_name_taken")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "POST", "/api/v1/roles", map[string]any{"name": "auditor"}), 409, "role_name_taken")
 	// The same name in another tenant is fine.
-	wantStatus(t, w.e.Send(t, &w.ownerB, "POST", "/api/v1/roles", map[string]any{"name": "auditor"}), 201)
+	apitest.WantStatus(t, w.E.Send(t, &w.OwnerB, "POST", "/api/v1/roles", map[string]any{"name": "auditor"}), 201)
 
 	// Grant it, then change its permissions: the whole tenant is invalidated.
-	wantStatus(t, w.e.Send(t, &w.admin, "PUT", "/api/v1/users/"+w.member.UserID+"/roles/auditor", nil), 200)
-	before := len(outboxSubjects(t, w.e))
-	r = w.e.Send(t, &w.admin, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"permissions": []string{"audit:read"}})
-	wantStatus(t, r, 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/auditor", nil), 200)
+	before := len(w.E.OutboxSubjects(t))
+	r = w.E.Send(t, &w.Admin, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"permissions": []string{"audit:read"}})
+	apitest.WantStatus(t, r, 200)
 	r.JSON(t, &ro)
-	if !equal(ro.Permissions, []string{"audit:read"}) || ro.Description != "Reads the trail" {
+	if !slices.Equal(ro.Permissions, []string{"audit:read"}) || ro.Description != "Reads the trail" {
 		t.Fatalf("patched = %+v", ro)
 	}
-	got := outboxSubjects(t, w.e)
-	if len(got) != before+1 || got[before] != invalidation.TenantSubject(w.a) {
-		t.Fatalf("outbox = %v, want a new %s", got, invalidation.TenantSubject(w.a))
+	got := w.E.OutboxSubjects(t)
+	if len(got) != before+1 || got[before] != invalidation.TenantSubject(w.A) {
+		t.Fatalf("outbox = %v, want a new %s", got, invalidation.TenantSubject(w.A))
 	}
 	// A description-only change does not touch projections.
-	wantStatus(t, w.e.Send(t, &w.admin, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"description": "x"}), 200)
-	if n := len(outboxSubjects(t, w.e)); n != before+1 {
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"description": "x"}), 200)
+	if n := len(w.E.OutboxSubjects(t)); n != before+1 {
 		t.Fatalf("description change wrote outbox rows (%d, want %d)", n, before+1)
 	}
 	// The member's projection now holds the new permission set.
-	me := w.e.IdentityOf(t, w.member.UserID, w.a)
-	if !equal(me.Permissions, []string{"audit:read", "tenant:read"}) {
+	me := w.E.IdentityOf(t, w.Member.UserID, w.A)
+	if !slices.Equal(me.Permissions, []string{"audit:read", "tenant:read"}) {
 		t.Fatalf("member permissions = %v", me.Permissions)
 	}
 
-	wantStatus(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/roles/"+ro.ID, nil), 204)
-	wantProblem(t, w.e.Send(t, &w.admin, "DELETE", "/api/v1/roles/"+ro.ID, nil), 404, "not_found")
-	r = w.e.Get(t, &w.admin, "/api/v1/users/"+w.member.UserID)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/roles/"+ro.ID, nil), 204)
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/roles/"+ro.ID, nil), 404, "not_found")
+	r = w.E.Get(t, &w.Admin, "/api/v1/users/"+w.Member.UserID)
 	var m users.Member
 	r.JSON(t, &m)
-	if !equal(m.Roles, []string{"member"}) {
+	if !slices.Equal(m.Roles, []string{"member"}) {
 		t.Fatalf("deleted role still granted: %v", m.Roles)
 	}
-	got = outboxSubjects(t, w.e)
-	if got[len(got)-1] != invalidation.TenantSubject(w.a) {
+	got = w.E.OutboxSubjects(t)
+	if got[len(got)-1] != invalidation.TenantSubject(w.A) {
 		t.Fatalf("delete did not invalidate the tenant: %v", got)
 	}
 	wantAudit := []string{"role.created", "member.role_granted", "role.updated", "role.updated", "role.deleted"}
-	if got := auditActions(t, w.e, w.a); !equal(got, wantAudit) {
+	if got := w.E.AuditActions(t, w.A); !slices.Equal(got, wantAudit) {
 		t.Fatalf("audit = %v, want %v", got, wantAudit)
 	}
 }
@@ -101,10 +103,10 @@ func TestRolesRefused(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	var l roleList
-	w.e.Get(t, &w.owner, "/api/v1/roles").JSON(t, &l)
+	w.E.Get(t, &w.Owner, "/api/v1/roles").JSON(t, &l)
 	owner := l.Data[2]
-	r := w.e.Send(t, &w.owner, "POST", "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"tenant:write"}})
-	wantStatus(t, r, 201)
+	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"tenant:write"}})
+	apitest.WantStatus(t, r, 201)
 	var ops roles.Role
 	r.JSON(t, &ops)
 
@@ -125,26 +127,26 @@ func TestRolesRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantProblem(t, w.e.Send(t, &w.admin, tt.method, tt.path, tt.body), tt.status, tt.code)
+			apitest.WantProblem(t, w.E.Send(t, &w.Admin, tt.method, tt.path, tt.body), tt.status, tt.code)
 		})
 	}
 	t.Run("rename to a taken name", func(t *testing.T) {
-		wantProblem(t, w.e.Send(t, &w.owner, "PATCH", "/api/v1/roles/"+ops.ID, map[string]any{"name": "admin"}), 409, "role_name_taken")
+		apitest.WantProblem(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+ops.ID, map[string]any{"name": "admin"}), 409, "role_name_taken")
 	})
 	t.Run("pagination by name", func(t *testing.T) {
-		r := w.e.Get(t, &w.owner, "/api/v1/roles?limit=2")
+		r := w.E.Get(t, &w.Owner, "/api/v1/roles?limit=2")
 		var p1 roleList
 		r.JSON(t, &p1)
 		if len(p1.Data) != 2 || p1.NextCursor == nil {
 			t.Fatalf("page 1 = %s", r.Body)
 		}
 		var p2 roleList
-		w.e.Get(t, &w.owner, "/api/v1/roles?limit=2&cursor="+*p1.NextCursor).JSON(t, &p2)
+		w.E.Get(t, &w.Owner, "/api/v1/roles?limit=2&cursor="+*p1.NextCursor).JSON(t, &p2)
 		names := []string{p1.Data[0].Name, p1.Data[1].Name}
 		for _, x := range p2.Data {
 			names = append(names, x.Name)
 		}
-		if !equal(names, []string{"admin", "member", "ops", "owner"}) || p2.NextCursor != nil {
+		if !slices.Equal(names, []string{"admin", "member", "ops", "owner"}) || p2.NextCursor != nil {
 			t.Fatalf("names = %v, next %v", names, p2.NextCursor)
 		}
 	})

@@ -1,6 +1,7 @@
-package httpapi_test
+package tenantapi_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -27,7 +28,7 @@ func TestExecModes(t *testing.T) {
 			ten := e.SeedTenant(t, "Acme")
 			owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
 			for _, email := range []string{"a@acme.test", "b@acme.test", "c@acme.test"} {
-				wantStatus(t, e.Send(t, &owner, "POST", "/api/v1/users", map[string]any{"email": email, "roles": []string{"member", "admin"}}), 201)
+				apitest.WantStatus(t, e.Send(t, &owner, "POST", "/api/v1/users", map[string]any{"email": email, "roles": []string{"member", "admin"}}), 201)
 			}
 			var l memberList
 			e.Get(t, &owner, "/api/v1/users?limit=2&include_total=true").JSON(t, &l)
@@ -39,19 +40,19 @@ func TestExecModes(t *testing.T) {
 				t.Fatalf("page 2: %+v", l)
 			}
 			target := l.Data[1].ID
-			wantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/users/"+target, map[string]any{"membership_status": "disabled"}), 200)
-			wantStatus(t, e.Send(t, &owner, "DELETE", "/api/v1/users/"+target+"/roles/admin", nil), 200)
-			wantStatus(t, e.Send(t, &owner, "POST", "/api/v1/roles", map[string]any{"name": "x", "permissions": []string{"users:read"}}), 201)
-			wantStatus(t, e.Get(t, &owner, "/api/v1/roles?include_total=true"), 200)
-			wantStatus(t, e.Get(t, &owner, "/api/v1/audit-events?limit=2"), 200)
-			wantStatus(t, e.Get(t, &owner, "/api/v1/users/me/tenants"), 200)
-			wantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/tenant", map[string]any{"name": "Acme 2"}), 200)
-			suspend(t, e, ten.ID)
+			apitest.WantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/users/"+target, map[string]any{"membership_status": "disabled"}), 200)
+			apitest.WantStatus(t, e.Send(t, &owner, "DELETE", "/api/v1/users/"+target+"/roles/admin", nil), 200)
+			apitest.WantStatus(t, e.Send(t, &owner, "POST", "/api/v1/roles", map[string]any{"name": "x", "permissions": []string{"users:read"}}), 201)
+			apitest.WantStatus(t, e.Get(t, &owner, "/api/v1/roles?include_total=true"), 200)
+			apitest.WantStatus(t, e.Get(t, &owner, "/api/v1/audit-events?limit=2"), 200)
+			apitest.WantStatus(t, e.Get(t, &owner, "/api/v1/users/me/tenants"), 200)
+			apitest.WantStatus(t, e.Send(t, &owner, "PATCH", "/api/v1/tenant", map[string]any{"name": "Acme 2"}), 200)
+			e.Suspend(t, ten.ID)
 			r := e.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + target + "?tenant_id=" + ten.ID, Service: true})
-			wantStatus(t, r, 200)
+			apitest.WantStatus(t, r, 200)
 			var p identity.Projection
 			r.JSON(t, &p)
-			if p.MembershipStatus != "disabled" || p.TenantStatus != "suspended" || !equal(p.Roles, []string{"member"}) {
+			if p.MembershipStatus != "disabled" || p.TenantStatus != "suspended" || !slices.Equal(p.Roles, []string{"member"}) {
 				t.Fatalf("projection = %+v", p)
 			}
 			// Only the cached modes prepare or describe statements on the server.

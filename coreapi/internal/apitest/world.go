@@ -1,0 +1,96 @@
+package apitest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// World is a typical setup: tenant A with an owner, an admin and a member,
+// and tenant B with its own owner.
+type World struct {
+	E                    *Env
+	A, B                 string // tenant ids
+	Owner, Admin, Member identity.Identity
+	OwnerB               identity.Identity
+}
+
+// SeedWorld seeds the World's tenants and members on e.
+func SeedWorld(t testing.TB, e *Env) *World {
+	t.Helper()
+	w := &World{E: e}
+	w.A = e.SeedTenant(t, "Acme").ID
+	w.B = e.SeedTenant(t, "Bravo").ID
+	w.Owner = e.SeedUserIn(t, w.A, "owner@acme.test", "owner")
+	w.Admin = e.SeedUserIn(t, w.A, "admin@acme.test", "admin")
+	w.Member = e.SeedUserIn(t, w.A, "member@acme.test", "member")
+	w.OwnerB = e.SeedUserIn(t, w.B, "owner@bravo.test", "owner")
+	return w
+}
+
+// OutboxSubjects returns the subjects written to the outbox so far, in order.
+func (e *Env) OutboxSubjects(t testing.TB) []string {
+	t.Helper()
+	return e.strings(t, `SELECT subject FROM outbox ORDER BY id`)
+}
+
+// AuditActions returns the tenant's audit actions, oldest first.
+func (e *Env) AuditActions(t testing.TB, tenantID string) []string {
+	t.Helper()
+	return e.strings(t, `SELECT action FROM audit_events WHERE tenant_id = $1 ORDER BY id`, tenantID)
+}
+
+func (e *Env) strings(t testing.TB, q string, args ...any) []string {
+	t.Helper()
+	rows, err := e.DB.Pool.Query(context.Background(), q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Suspend suspends a tenant the way `coreapi tenants suspend` does.
+func (e *Env) Suspend(t testing.TB, tenantID string) {
+	t.Helper()
+	st := identity.StatusSuspended
+	if _, err := tenants.NewStore(e.DB.Pool).Update(t.Context(), tenantID, roles.Actor{RequestID: "operator-test"}, tenants.Patch{Status: &st}); err != nil {
+		t.Fatalf("suspend %s: %v", tenantID, err)
+	}
+}
+
+// WantStatus fails the test unless r has the status want.
+func WantStatus(t testing.TB, r Response, want int) {
+	t.Helper()
+	if r.Status != want {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, want, r.Body)
+	}
+}
+
+// WantProblem fails the test unless r is a problem with the status and
+// code, carrying its request id.
+func WantProblem(t testing.TB, r Response, status int, code string) {
+	t.Helper()
+	WantStatus(t, r, status)
+	p := r.Problem(t)
+	if p.Code != code {
+		t.Fatalf("problem code = %q, want %q; body %s", p.Code, code, r.Body)
+	}
+	if p.RequestID == "" || p.Status != status {
+		t.Fatalf("problem lacks request_id or status: %s", r.Body)
+	}
+}

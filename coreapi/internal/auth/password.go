@@ -1,0 +1,116 @@
+package auth
+
+import (
+	"errors"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+type passwordChange struct {
+	CurrentPassword string `json:"current_password"`
+	NewPassword     string `json:"new_password"`
+}
+
+func (s *Service) changePassword(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	var req passwordChange
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	var v httpapi.Checks
+	if req.CurrentPassword == "" {
+		v.Add("current_password", "required")
+	} else if len(req.CurrentPassword) > password.MaxBytes {
+		v.Add("current_password", password.ErrTooLong.Error())
+	}
+	if err := password.CheckNew(req.NewPassword); err != nil {
+		v.Add("new_password", err.Error())
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	hash, email, err := users.PasswordOf(ctx, s.pool, id.UserID)
+	if errors.Is(err, users.ErrNotFound) {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "user not found")
+	} else if err != nil {
+		return err
+	}
+	// The current password is a password guess like a sign-in: the same
+	// counters (address and client), reserved before the check. Accounts
+	// created through OAuth have no password: they cannot change one they
+	// never had.
+	err = s.checkGuess(ctx, email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, error) { return hash, nil })
+	if ra := (*retryAfterError)(nil); errors.As(err, &ra) {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
+		return ra.Problem
+	}
+	if errors.Is(err, errBadCredentials) {
+		return problem.New(fiber.StatusForbidden, problem.CodeInvalidCurrentPassword, "the current password is wrong")
+	}
+	if err != nil {
+		return err
+	}
+	newHash, err := s.passwords.Hash(ctx, req.NewPassword)
+	if err != nil {
+		return err
+	}
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	var (
+		tv       int64
+		tok      string
+		amr      []string
+		authTime int64
+	)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if tv, err = users.SetPassword(ctx, tx, id.UserID, newHash); err != nil {
+			return err
+		}
+		if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonPasswordChange); err != nil {
+			return err
+		}
+		if id.SessionID != "" {
+			if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
+				return err
+			}
+			if amr, authTime, err = sessionAuth(ctx, tx, id.SessionID); err != nil {
+				return err
+			}
+		}
+		if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+			Action: audit.ActionUserPasswordChanged, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserPasswordChanged})
+	})
+	if errors.Is(err, sessions.ErrNotFound) {
+		return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+	}
+	if err != nil {
+		return err
+	}
+	if tok == "" { // no session to keep: every session is signed out
+		return c.SendStatus(fiber.StatusNoContent)
+	}
+	// The token version moved on, so the caller's access token is stale;
+	// hand it fresh tokens for the session it keeps.
+	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+		AMR: amr, AuthTime: authTime})
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(resp)
+}

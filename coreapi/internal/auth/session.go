@@ -1,0 +1,222 @@
+package auth
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// --- logout ---
+
+type logoutRequest struct {
+	Scope string `json:"scope"`
+}
+
+func (s *Service) logout(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	scope := strings.Clone(c.Query("scope"))
+	if len(c.Body()) > 0 {
+		var req logoutRequest
+		if err := httpapi.DecodeJSON(c, &req); err != nil {
+			return err
+		}
+		if req.Scope != "" {
+			scope = req.Scope
+		}
+	}
+	if scope == "" {
+		scope = "local"
+	}
+	ctx := c.UserContext()
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	switch scope {
+	case "local":
+		if id.SessionID == "" {
+			return invalidRequest("the access token names no session; use scope=global")
+		}
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			n, err := s.sessions.Revoke(ctx, tx, id.UserID, id.SessionID, sessions.ReasonLogout)
+			if err != nil || n == 0 {
+				return err
+			}
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
+		})
+		if err != nil {
+			return err
+		}
+	case "global":
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, "", sessions.ReasonLogoutGlobal); err != nil {
+				return err
+			}
+			if err := users.BumpTokenVersion(ctx, tx, id.UserID); err != nil {
+				return err
+			}
+			if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+				Action: audit.ActionUserLogoutGlobal, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid}); err != nil {
+				return err
+			}
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserLogoutGlobal})
+		})
+		if err != nil {
+			return err
+		}
+	default:
+		return httpapi.Invalid("scope", "must be local or global")
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// --- switch-tenant ---
+
+type switchRequest struct {
+	TenantID string `json:"tenant_id"`
+}
+
+func (s *Service) switchTenant(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	var req switchRequest
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	tid, ok := ids.Parse(req.TenantID)
+	if !ok {
+		return httpapi.Invalid("tenant_id", "a tenant UUID is required")
+	}
+	if id.SessionID == "" {
+		return invalidRequest("the access token names no session")
+	}
+	ctx := c.UserContext()
+	var (
+		tv       int64
+		tok      string
+		amr      []string
+		authTime int64
+		err      error
+	)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if tv, err = users.ActiveMembership(ctx, tx, id.UserID, tid); errors.Is(err, users.ErrNotFound) {
+			return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "no active membership in that tenant")
+		} else if err != nil {
+			return err
+		}
+		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid); err != nil {
+			return err
+		}
+		if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
+			return err
+		}
+		amr, authTime, err = sessionAuth(ctx, tx, id.SessionID)
+		return err
+	})
+	if errors.Is(err, sessions.ErrNotFound) {
+		return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+	}
+	if err != nil {
+		return err
+	}
+	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+		AMR: amr, AuthTime: authTime})
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(resp)
+}
+
+// --- sessions ---
+
+type sessionView struct {
+	ID         string    `json:"id"`
+	TenantID   string    `json:"tenant_id"`
+	UserAgent  string    `json:"user_agent"`
+	IP         string    `json:"ip"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	Current    bool      `json:"current"`
+}
+
+type sessionList struct {
+	Data       []sessionView `json:"data"`
+	NextCursor *string       `json:"next_cursor"`
+}
+
+func (s *Service) listSessions(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	limit := 50
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 200 {
+			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidLimit, "limit must be an integer from 1 to 200")
+		}
+		limit = n
+	}
+	var after *sessions.Cursor
+	if v := c.Query("cursor"); v != "" {
+		t, sid, err := s.cursors.DecodeAfter("sessions", id.UserID, v)
+		if err != nil {
+			return err
+		}
+		after = &sessions.Cursor{CreatedAt: t, ID: sid}
+	}
+	list, err := s.sessions.List(c.UserContext(), id.UserID, limit+1, after)
+	if err != nil {
+		return err
+	}
+	out := sessionList{Data: make([]sessionView, 0, min(len(list), limit))}
+	for i, ss := range list {
+		if i == limit {
+			last := list[limit-1]
+			nc := s.cursors.After("sessions", id.UserID, last.CreatedAt, last.ID)
+			out.NextCursor = &nc
+			break
+		}
+		out.Data = append(out.Data, sessionView{
+			ID: ss.ID, TenantID: ss.TenantID, UserAgent: ss.UserAgent, IP: ss.IP,
+			CreatedAt: ss.CreatedAt, LastUsedAt: ss.LastUsedAt, ExpiresAt: ss.ExpiresAt,
+			Current: ss.ID == id.SessionID,
+		})
+	}
+	return c.JSON(out)
+}
+
+func (s *Service) revokeSession(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	sid, ok := ids.Parse(c.Params("id"))
+	if !ok {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
+	}
+	ctx := c.UserContext()
+	var (
+		n   int64
+		err error
+	)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		n, err = s.sessions.Revoke(ctx, tx, id.UserID, sid, sessions.ReasonRevoked)
+		if err != nil || n == 0 {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no such active session")
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}

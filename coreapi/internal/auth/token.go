@@ -1,0 +1,198 @@
+package auth
+
+import (
+	"errors"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+type tokenRequest struct {
+	GrantType    string `json:"grant_type"`
+	Email        string `json:"email"`
+	Username     string `json:"username"` // RFC 6749 name of the same field
+	Password     string `json:"password"`
+	TenantID     string `json:"tenant_id"`
+	RefreshToken string `json:"refresh_token"`
+	Code         string `json:"code"`          // grant_type=oauth_handover, mfa_otp
+	MFAToken     string `json:"mfa_token"`     // grant_type=mfa_otp
+	Scope        string `json:"scope"`         // client_credentials; accepted, ignored by the others
+	ClientID     string `json:"client_id"`     // client_credentials; accepted, ignored by the others
+	ClientSecret string `json:"client_secret"` // client_credentials
+}
+
+func invalidRequest(detail string, fields ...problem.FieldError) *problem.Problem {
+	p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, detail)
+	p.Errors = fields
+	return p
+}
+
+// decodeToken reads a token request as JSON or as
+// application/x-www-form-urlencoded (RFC 6749 §4.3, §6).
+func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
+	var req tokenRequest
+	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
+	if ct == fiber.MIMEApplicationForm {
+		args := c.Request().PostArgs()
+		if err := httpapi.CheckForm(args); err != nil {
+			return req, err
+		}
+		get := func(k string) string { return string(args.Peek(k)) } // string() copies
+		req = tokenRequest{
+			GrantType: get("grant_type"), Email: get("email"), Username: get("username"),
+			Password: get("password"), TenantID: get("tenant_id"), RefreshToken: get("refresh_token"),
+			Code: get("code"), MFAToken: get("mfa_token"),
+			Scope: get("scope"), ClientID: get("client_id"), ClientSecret: get("client_secret"),
+		}
+		return req, nil
+	}
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		var p *problem.Problem
+		if errors.As(err, &p) && p.Status == fiber.StatusUnsupportedMediaType {
+			return req, problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,
+				"send the body as application/json or application/x-www-form-urlencoded")
+		}
+		return req, err
+	}
+	return req, nil
+}
+
+// grantFunc answers a token request of one grant_type.
+type grantFunc func(s *Service, c *fiber.Ctx, req tokenRequest) (TokenResponse, error)
+
+// tokenGrant is one grant_type of the token endpoint.
+type tokenGrant struct {
+	name  string
+	grant grantFunc
+}
+
+// grantTypes are the token endpoint's grants, in the order its errors
+// name them. A grant lives in a file of its own and adds itself here with
+// one line.
+var grantTypes = []tokenGrant{
+	{"password", (*Service).passwordGrant},
+	{"refresh_token", (*Service).refreshGrant},
+	{"oauth_handover", (*Service).handoverGrant},
+	{"mfa_otp", (*Service).mfaGrant},
+	{"client_credentials", (*Service).clientCredentialsGrant},
+}
+
+// unknownGrant answers a missing or unsupported grant_type, naming the
+// grants there are ("a, b or c").
+func unknownGrant(grantType string) error {
+	var list strings.Builder
+	for i, g := range grantTypes {
+		switch {
+		case i == 0:
+		case i == len(grantTypes)-1:
+			list.WriteString(" or ")
+		default:
+			list.WriteString(", ")
+		}
+		list.WriteString(g.name)
+	}
+	if grantType == "" {
+		return invalidRequest("grant_type is required", problem.FieldError{Field: "grant_type", Message: "required: " + list.String()})
+	}
+	return problem.New(fiber.StatusBadRequest, problem.CodeUnsupportedGrantType, "grant_type must be "+list.String())
+}
+
+func (s *Service) token(c *fiber.Ctx) error {
+	// RFC 6749 §5.1: token responses must not be cached.
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set("Pragma", "no-cache")
+	req, err := decodeToken(c)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(grantTypes, func(g tokenGrant) bool { return g.name == req.GrantType })
+	if i < 0 {
+		return unknownGrant(req.GrantType)
+	}
+	resp, err := grantTypes[i].grant(s, c, req)
+	if errors.Is(err, errResponseWritten) {
+		return nil
+	}
+	if err != nil {
+		var mr *mfaRequiredError
+		if errors.As(err, &mr) {
+			return mr.render(c)
+		}
+		var ra *retryAfterError
+		if errors.As(err, &ra) {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
+			return ra.Problem
+		}
+		return err
+	}
+	return c.JSON(resp)
+}
+
+func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
+	email := strings.TrimSpace(req.Email)
+	if email == "" {
+		email = strings.TrimSpace(req.Username)
+	}
+	var missing []problem.FieldError
+	if email == "" {
+		missing = append(missing, problem.FieldError{Field: "email", Message: "required"})
+	}
+	if req.Password == "" {
+		missing = append(missing, problem.FieldError{Field: "password", Message: "required"})
+	}
+	if len(missing) > 0 {
+		return TokenResponse{}, invalidRequest("email and password are required", missing...)
+	}
+	if len(req.Password) > password.MaxBytes {
+		return TokenResponse{}, errPasswordTooLong
+	}
+	if len(email) > mail.MaxStoredAddress {
+		return TokenResponse{}, errBadCredentials
+	}
+	if req.TenantID != "" {
+		if !ids.Valid(req.TenantID) {
+			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
+		}
+	}
+	ctx := c.UserContext()
+	ua, ip := client(c)
+	a, err := s.passwordLogin(ctx, email, req.Password, req.TenantID, ip)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	if err := s.passwordSecondFactor(ctx, a); err != nil {
+		return TokenResponse{}, err
+	}
+	issued, err := s.sessions.CreateAt(ctx, s.pool, a.UserID, *a.TenantID, ua, ip, a.TokenVersion)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return s.Issue(Grant{UserID: a.UserID, TenantID: *a.TenantID, SessionID: issued.SessionID,
+		TokenVersion: a.TokenVersion, RefreshToken: issued.RefreshToken})
+}
+
+func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
+	ctx := c.UserContext()
+	if req.RefreshToken == "" {
+		return TokenResponse{}, invalidRequest("refresh_token is required", problem.FieldError{Field: "refresh_token", Message: "required"})
+	}
+	r, err := s.sessions.Rotate(ctx, req.RefreshToken)
+	switch {
+	case errors.Is(err, sessions.ErrInvalidToken), errors.Is(err, sessions.ErrExpired),
+		errors.Is(err, sessions.ErrRevoked), errors.Is(err, sessions.ErrReused), errors.Is(err, sessions.ErrInactive):
+		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, err.Error())
+	case err != nil:
+		return TokenResponse{}, err
+	}
+	return s.Issue(Grant{UserID: r.UserID, TenantID: r.TenantID, SessionID: r.SessionID,
+		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime})
+}

@@ -1,0 +1,49 @@
+package httpapi
+
+import (
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// internalRoutes serves the proxies: the projection they fetch on a cache
+// miss, at identity.ProjectionPath (Internal is mounted at InternalPrefix).
+func (s *Server) internalRoutes(rt Routes) {
+	rt.Internal.Get(strings.TrimPrefix(identity.ProjectionPath, InternalPrefix)+"/:user_id", s.getProjection)
+}
+
+func (s *Server) getProjection(c *fiber.Ctx) error {
+	uid, err := PathUUID(c, "user_id")
+	if err != nil {
+		return err
+	}
+	tid := c.Query("tenant_id")
+	if !ids.Valid(tid) {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "tenant_id must be a UUID")
+	}
+	if !s.projLimit.acquire(c.UserContext()) {
+		s.metrics.shed("projection")
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "too many projection fetches in flight; retry shortly")
+	}
+	defer s.projLimit.release()
+	p, err := s.projector.Get(c.UserContext(), uid, strings.ToLower(tid))
+	if err != nil {
+		return err
+	}
+	if p.Roles == nil {
+		p.Roles = []string{}
+	}
+	if p.Permissions == nil {
+		p.Permissions = []string{}
+	}
+	if p.RevokedSessions == nil {
+		p.RevokedSessions = []string{}
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(p)
+}

@@ -1,0 +1,125 @@
+// Package lockout counts password and second-factor guesses in
+// login_attempts and locks out clients that guess too often: the one
+// lockout of sign-in, invitation acceptance, password change and MFA.
+// Attempts are counted per (key, client IP) and per key; see
+// docs/security.md.
+package lockout
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Policy is the failed-guess backoff.
+type Policy struct {
+	// Threshold is the attempt count of one client (within Window) from
+	// which that client is locked out of the key; the lock lasts
+	// Base·2^(attempts−Threshold), at most Max. A correct guess clears
+	// the client's count.
+	Threshold int
+	Base      time.Duration
+	Max       time.Duration
+	// Window: an attempt more than Window after the previous one starts
+	// the count again.
+	Window time.Duration
+	// AccountThreshold is the attempt count of the key from every client
+	// (within Window) from which the key slows down: locked for
+	// Base·2^(attempts−AccountThreshold), at most AccountMax, but only for
+	// clients that already failed for it, so guessing from elsewhere cannot
+	// lock the owner out.
+	AccountThreshold int
+	AccountMax       time.Duration
+}
+
+// Default: a client is locked after 5 attempts in 15 minutes for 1 s,
+// 2 s, 4 s, … up to 15 minutes; the key as a whole slows its failing
+// clients after 20 attempts, for at most a minute at a time.
+var Default = Policy{Threshold: 5, Base: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute,
+	AccountThreshold: 20, AccountMax: time.Minute}
+
+// Store keeps the counts.
+type Store struct {
+	pool   *pgxpool.Pool
+	policy Policy
+}
+
+// New returns the store; a Policy without Threshold is Default, one
+// without AccountThreshold takes Default's address-wide values.
+func New(pool *pgxpool.Pool, p Policy) *Store {
+	if p.Threshold <= 0 {
+		p = Default
+	}
+	if p.AccountThreshold <= 0 {
+		p.AccountThreshold, p.AccountMax = Default.AccountThreshold, Default.AccountMax
+	}
+	return &Store{pool: pool, policy: p}
+}
+
+// Policy returns the policy in force.
+func (s *Store) Policy() Policy { return s.policy }
+
+// EmailKey is how login_attempts names an address: the SHA-256 of its
+// trimmed, lower-cased form (users.email is unique on lower(email)). The
+// address itself is not stored, and an address with no account counts
+// exactly like one with an account.
+func EmailKey(email string) []byte {
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(email))))
+	return sum[:]
+}
+
+// Reserve counts one attempt for key from the client ip and returns 0, or
+// returns the seconds to wait when a lock applies (then nothing is counted
+// and the guess must not be checked). The check and the count are one
+// statement (login_reserve, see migration 00003) under the rows' locks, so
+// at most Threshold attempts per client get past it before the first lock,
+// whatever the concurrency.
+func (s *Store) Reserve(ctx context.Context, key []byte, ip string) (int, error) {
+	const q = `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`
+	l := s.policy
+	var wait int
+	err := s.pool.QueryRow(ctx, q, key, clientKey(ip), l.Window.Seconds(), l.Threshold, l.Base.Seconds(),
+		l.Max.Seconds(), l.AccountThreshold, l.AccountMax.Seconds()).Scan(&wait)
+	if err != nil {
+		return 0, fmt.Errorf("reserve attempt: %w", err)
+	}
+	return max(wait, 0), nil
+}
+
+// Release clears the client's count after a correct guess. The key's own
+// count is left to expire: it only slows clients that failed.
+func (s *Store) Release(ctx context.Context, key []byte, ip string) error {
+	const q = `
+UPDATE login_attempts SET failures = 0, locked_until = NULL
+WHERE email_hash = $1 AND client_ip = $2`
+	if _, err := s.pool.Exec(ctx, q, key, clientKey(ip)); err != nil {
+		return fmt.Errorf("release attempt: %w", err)
+	}
+	return nil
+}
+
+// Sweep deletes counts whose window and lock have both passed.
+func (s *Store) Sweep(ctx context.Context) (int64, error) {
+	const q = `
+DELETE FROM login_attempts
+WHERE last_attempt < now() - make_interval(secs => $1)
+  AND (locked_until IS NULL OR locked_until < now())`
+	tag, err := s.pool.Exec(ctx, q, s.policy.Window.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("sweep login attempts: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// clientKey names a client in login_attempts (the empty name is the key's
+// own row, so an unknown IP gets a name of its own).
+func clientKey(ip string) string {
+	if ip == "" {
+		return "unknown"
+	}
+	return ip
+}

@@ -1,0 +1,153 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+)
+
+// The store's errors; the handlers answer them with problems.
+var (
+	// errUnknownTenant: a sign-in started for a tenant that does not exist.
+	errUnknownTenant = errors.New("unknown tenant")
+	// errStatesFull: MaxPendingStates flows are pending already.
+	errStatesFull = errors.New("too many pending sign-ins")
+	// errNoState: no such state (unknown, used, or another browser's).
+	errNoState = errors.New("unknown or used state")
+	// errStateExpired: the state was found (and deleted) too late.
+	errStateExpired = errors.New("expired state")
+	// errNoRow: a lookup found nothing.
+	errNoRow = errors.New("not found")
+)
+
+// pendingState is a started sign-in, stored until its callback.
+type pendingState struct {
+	StateHash, BrowserHash                           []byte
+	Provider, Verifier, Nonce, RedirectURI, ReturnTo string
+	TenantID                                         *string
+}
+
+// saveState stores a started sign-in while fewer than max flows are
+// pending, so the table stays bounded whatever the number of clients.
+func saveState(ctx context.Context, db sqldb.DB, st pendingState, ttl time.Duration, max int) error {
+	const q = `
+INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at,
+                          return_to, browser_hash)
+SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9
+WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now() LIMIT $10) live) < $10`
+	tag, err := db.Exec(ctx, q, st.StateHash, st.Provider, st.Verifier, st.Nonce,
+		st.RedirectURI, st.TenantID, ttl.Seconds(), st.ReturnTo, st.BrowserHash, max)
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
+			return errUnknownTenant
+		}
+		return fmt.Errorf("store oauth state: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return errStatesFull
+	}
+	return nil
+}
+
+// consumeState deletes the state row and returns it: a state works once,
+// and only in the browser that holds its binding cookie (another browser's
+// cookie leaves the row alone).
+func consumeState(ctx context.Context, db sqldb.DB, stateHash []byte, provider string, browserHash []byte) (flow, error) {
+	const q = `
+DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2 AND browser_hash = $3
+RETURNING code_verifier, nonce, redirect_uri, return_to, tenant_id::text, expires_at > now()`
+	var f flow
+	err := db.QueryRow(ctx, q, stateHash, provider, browserHash).Scan(
+		&f.Verifier, &f.Nonce, &f.RedirectURI, &f.ReturnTo, &f.TenantID, &f.Live)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return flow{}, errNoState
+	}
+	if err != nil {
+		return flow{}, fmt.Errorf("consume oauth state: %w", err)
+	}
+	if !f.Live {
+		return flow{}, errStateExpired
+	}
+	return f, nil
+}
+
+// sweepStates deletes expired states.
+func sweepStates(ctx context.Context, db sqldb.DB) (int64, error) {
+	const q = `DELETE FROM oauth_states WHERE expires_at < now()`
+	tag, err := db.Exec(ctx, q)
+	if err != nil {
+		return 0, fmt.Errorf("sweep oauth states: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// identityUser returns the user a provider identity is linked to;
+// errNoRow when it is linked to none.
+func identityUser(ctx context.Context, db sqldb.DB, provider, subject string) (string, error) {
+	const q = `SELECT user_id::text FROM identities WHERE provider = $1 AND subject = $2`
+	var uid string
+	err := db.QueryRow(ctx, q, provider, subject).Scan(&uid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", errNoRow
+	}
+	if err != nil {
+		return "", fmt.Errorf("find identity: %w", err)
+	}
+	return uid, nil
+}
+
+// userByEmail returns the account of an address (any letter case) and
+// whether its address is verified; errNoRow for none.
+func userByEmail(ctx context.Context, db sqldb.DB, email string) (string, bool, error) {
+	const q = `SELECT id::text, email_verified_at IS NOT NULL FROM users WHERE lower(email) = lower($1)`
+	var (
+		uid      string
+		verified bool
+	)
+	err := db.QueryRow(ctx, q, email).Scan(&uid, &verified)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, errNoRow
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("find user by email: %w", err)
+	}
+	return uid, verified, nil
+}
+
+// linkIdentity links a provider identity to a user.
+func linkIdentity(ctx context.Context, db sqldb.DB, userID, provider, subject, email string) error {
+	const q = `INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, $2, $3, NULLIF($4, ''))`
+	if _, err := db.Exec(ctx, q, userID, provider, subject, email); err != nil {
+		return fmt.Errorf("link identity: %w", err)
+	}
+	return nil
+}
+
+// signInTenant picks the tenant a sign-in lands in: the oldest active
+// membership in an active tenant (tenantID's, when not nil). It returns
+// the tenant, the user's status and token version; errNoRow for none.
+func signInTenant(ctx context.Context, db sqldb.DB, userID string, tenantID *string) (tid, status string, tv int64, err error) {
+	const q = `
+SELECT m.tenant_id::text, u.status, u.token_version
+FROM users u
+JOIN memberships m ON m.user_id = u.id AND m.status = 'active'
+JOIN tenants t ON t.id = m.tenant_id AND t.status = 'active'
+WHERE u.id = $1 AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
+ORDER BY m.created_at, m.tenant_id
+LIMIT 1`
+	err = db.QueryRow(ctx, q, userID, tenantID).Scan(&tid, &status, &tv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", 0, errNoRow
+	}
+	if err != nil {
+		return "", "", 0, fmt.Errorf("pick tenant: %w", err)
+	}
+	return tid, status, tv, nil
+}

@@ -1,0 +1,36 @@
+// Package sqldb names what coreapi's stores run statements on.
+package sqldb
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DB is what a store method needs for its statements: a pool or a
+// transaction (both satisfy it), so that the caller decides whether the
+// statements join a larger transaction.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Split separates the rows of a page query whose last column is the count
+// of every row of the list (a window count, or 0 without one): it returns
+// the rows and the count, read from the first row. C is the row type with
+// the count (the row's struct embedded, then Total int64), so that
+// pgx.RowToStructByPos reads the whole row.
+func Split[C, T any](rows []C, split func(C) (T, int64)) ([]T, int64, error) {
+	out := make([]T, len(rows))
+	var total int64
+	for i, r := range rows {
+		var n int64
+		out[i], n = split(r)
+		if i == 0 {
+			total = n
+		}
+	}
+	return out, total, nil
+}

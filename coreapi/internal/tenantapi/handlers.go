@@ -1,0 +1,532 @@
+package tenantapi
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// Register adds the tenant API's routes (an Options.Register hook of
+// httpapi).
+func (s *Server) Register(rt httpapi.Routes) {
+	s.cursor = rt.Cursors
+	p := rt.Protected
+	p.Get("/users/me", s.getMe)
+	p.Patch("/users/me", s.patchMe)
+	p.Get("/users/me/tenants", s.listMyTenants)
+
+	p.Get("/tenant", httpapi.RequirePermission(roles.TenantRead), s.getTenant)
+	p.Patch("/tenant", httpapi.RequirePermission(roles.TenantWrite), s.patchTenant)
+
+	p.Get("/users", httpapi.RequirePermission(roles.UsersRead), s.listUsers)
+	p.Post("/users", httpapi.RequirePermission(roles.UsersWrite), s.createUser)
+	p.Get("/users/:id", httpapi.RequirePermission(roles.UsersRead), s.getUser)
+	p.Patch("/users/:id", httpapi.RequirePermission(roles.UsersWrite), s.patchUser)
+	p.Delete("/users/:id", httpapi.RequirePermission(roles.UsersWrite), s.deleteUser)
+	p.Put("/users/:id/roles/:role", httpapi.RequirePermission(roles.UsersWrite), s.grantRole)
+	p.Delete("/users/:id/roles/:role", httpapi.RequirePermission(roles.UsersWrite), s.revokeRole)
+
+	p.Get("/roles", httpapi.RequirePermission(roles.RolesRead), s.listRoles)
+	p.Post("/roles", httpapi.RequirePermission(roles.RolesWrite), s.createRole)
+	p.Patch("/roles/:id", httpapi.RequirePermission(roles.RolesWrite), s.patchRole)
+	p.Delete("/roles/:id", httpapi.RequirePermission(roles.RolesWrite), s.deleteRole)
+
+	p.Get("/audit-events", httpapi.RequirePermission(roles.AuditRead), s.listAudit)
+
+	// The vocabulary is the deployment's, the same for every tenant, and
+	// every member needs it (e.g. to choose the permissions of their own
+	// API keys): any verified identity may read it.
+	p.Get("/permissions", s.listPermissions)
+}
+
+func actor(c *fiber.Ctx) roles.Actor {
+	id := httpapi.IdentityOf(c)
+	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c)}
+}
+
+// --- self ---
+
+func (s *Server) getMe(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	me, err := s.users.Me(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return httpapi.SendJSON(c, fiber.StatusOK, &me)
+}
+
+// emailChangesPerHour bounds the email changes (each mails a link) a
+// user may start.
+const emailChangesPerHour = 5
+
+type patchMeBody struct {
+	DisplayName *string `json:"display_name"`
+	// Email starts an email change: a link goes to the new address, and
+	// the address changes when it is used.
+	Email *string `json:"email"`
+}
+
+func (s *Server) patchMe(c *fiber.Ctx) error {
+	var b patchMeBody
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v httpapi.Checks
+	v.Require(b.DisplayName != nil || b.Email != nil, "(body)", "display_name or email is required")
+	if b.DisplayName != nil {
+		v.Length("display_name", *b.DisplayName, 0, users.MaxDisplayName)
+	}
+	if b.Email != nil {
+		e := strings.TrimSpace(*b.Email)
+		b.Email = &e
+		v.Require(mailq.ValidAddress(e), "email", "not an email address")
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	if b.Email != nil {
+		// Each request mails someone: bounded per user.
+		ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("email-change", id.UserID),
+			ratelimit.Limit{N: emailChangesPerHour, Window: time.Hour})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			secs := int(wait/time.Second) + 1
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+			return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
+				"too many email changes requested; retry after "+strconv.Itoa(secs)+" s")
+		}
+		if err := s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, *b.Email, httpapi.RequestIDOf(c)); err != nil {
+			return err
+		}
+	}
+	var (
+		me  users.Me
+		err error
+	)
+	if b.DisplayName != nil {
+		me, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c))
+	} else {
+		me, err = s.users.Me(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	if b.Email != nil {
+		// The change waits for the link: say so.
+		return c.Status(fiber.StatusAccepted).JSON(me)
+	}
+	return c.JSON(me)
+}
+
+func (s *Server) listMyTenants(c *fiber.Ctx) error {
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	id := httpapi.IdentityOf(c)
+	lp := tenants.ListParams{UserID: id.UserID, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
+		if lp.After, lp.AfterID, err = s.cursor.DecodeAfter("my-tenants", id.UserID, pq.Cursor); err != nil {
+			return err
+		}
+	}
+	rows, total, err := s.tenants.ListForUser(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(httpapi.Page(rows, total, pq, func(m tenants.Membership) string {
+		return s.cursor.After("my-tenants", id.UserID, m.JoinedAt, m.ID)
+	}))
+}
+
+// --- tenant ---
+
+var errStatusOperatorOnly = problem.New(fiber.StatusForbidden, problem.CodeOperatorOnly,
+	"a tenant's status is changed by an operator (coreapi tenants suspend|reactivate ID), not through the API")
+
+func (s *Server) getTenant(c *fiber.Ctx) error {
+	t, err := s.tenants.Get(c.UserContext(), httpapi.IdentityOf(c).TenantID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+func (s *Server) patchTenant(c *fiber.Ctx) error {
+	var b tenants.Patch
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	if b.Status != nil {
+		// Suspending one's own tenant through the API had no way back (a
+		// suspended tenant's members cannot call the API): suspension and
+		// reactivation are operator actions.
+		return errStatusOperatorOnly
+	}
+	var v httpapi.Checks
+	if b.Name != nil {
+		n := strings.TrimSpace(*b.Name)
+		b.Name = &n
+		v.Length("name", n, 1, tenants.MaxName)
+	}
+	v.Require(b.Name != nil || b.RequireMFA != nil, "(body)", "nothing to change")
+	if err := v.Err(); err != nil {
+		return err
+	}
+	t, err := s.tenants.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), b)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+// --- users ---
+
+func (s *Server) listUsers(c *fiber.Ctx) error {
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	tid := httpapi.IdentityOf(c).TenantID
+	lp := users.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
+		if lp.After, lp.AfterID, err = s.cursor.DecodeAfter("users", tid, pq.Cursor); err != nil {
+			return err
+		}
+	}
+	rows, total, err := s.users.List(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return httpapi.SendJSON(c, fiber.StatusOK, memberPage(httpapi.Page(rows, total, pq, func(m users.Member) string {
+		return s.cursor.After("users", tid, m.CreatedAt, m.ID)
+	})))
+}
+
+func (s *Server) getUser(c *fiber.Ctx) error {
+	uid, err := httpapi.UserIDParam(c, "id")
+	if err != nil {
+		return err
+	}
+	m, err := s.users.Get(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid)
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+type createUserBody struct {
+	Email       string   `json:"email"`
+	Password    *string  `json:"password"`
+	DisplayName *string  `json:"display_name"`
+	Roles       []string `json:"roles"`
+}
+
+func (s *Server) createUser(c *fiber.Ctx) error {
+	var b createUserBody
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v httpapi.Checks
+	b.Email = strings.TrimSpace(b.Email)
+	v.Length("email", b.Email, 1, mailq.MaxAddress)
+	if b.Email != "" && len(b.Email) <= mailq.MaxAddress {
+		v.Require(mailq.ValidAddress(b.Email), "email", "not an email address")
+	}
+	n := users.NewMember{Email: b.Email, Roles: users.SortedUnique(b.Roles)}
+	if b.Password != nil {
+		if err := password.CheckNew(*b.Password); err != nil {
+			v.Add("password", err.Error())
+		}
+		n.Password = *b.Password
+	}
+	if b.DisplayName != nil {
+		n.DisplayName = strings.TrimSpace(*b.DisplayName)
+		v.Length("display_name", n.DisplayName, 0, users.MaxDisplayName)
+	}
+	v.Require(len(b.Roles) <= 32, "roles", "at most 32 roles")
+	for _, r := range b.Roles {
+		if !roles.ValidName(r) {
+			v.Add("roles", "invalid role name")
+			break
+		}
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	m, inv, err := s.users.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), n)
+	if err != nil {
+		return err
+	}
+	if inv != nil {
+		// The address has an account: it was invited, not added.
+		c.Location("/api/v1/invitations/" + inv.ID)
+		return c.Status(fiber.StatusAccepted).JSON(inv)
+	}
+	c.Location("/api/v1/users/" + m.ID)
+	return c.Status(fiber.StatusCreated).JSON(m)
+}
+
+// patchUserBody changes a membership: membership_status, the name Me and
+// Member use for it (a bare status is always the object's own: a user's,
+// a tenant's, an invitation's).
+type patchUserBody struct {
+	Status *string `json:"membership_status"`
+}
+
+func (s *Server) patchUser(c *fiber.Ctx) error {
+	uid, err := httpapi.UserIDParam(c, "id")
+	if err != nil {
+		return err
+	}
+	var b patchUserBody
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v httpapi.Checks
+	v.Require(b.Status != nil, "membership_status", "required")
+	if b.Status != nil {
+		v.Require(*b.Status == identity.StatusActive || *b.Status == identity.StatusDisabled, "membership_status", "active or disabled")
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	m, err := s.users.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, actor(c), users.Patch{Status: b.Status})
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+func (s *Server) deleteUser(c *fiber.Ctx) error {
+	uid, err := httpapi.UserIDParam(c, "id")
+	if err != nil {
+		return err
+	}
+	if err := s.users.Remove(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, actor(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func roleParam(c *fiber.Ctx) (string, error) {
+	r := c.Params("role")
+	if !roles.ValidName(r) {
+		return "", problem.New(fiber.StatusNotFound, problem.CodeNotFound, roles.ErrNotFound.Error())
+	}
+	return strings.Clone(r), nil
+}
+
+func (s *Server) grantRole(c *fiber.Ctx) error {
+	uid, err := httpapi.UserIDParam(c, "id")
+	if err != nil {
+		return err
+	}
+	role, err := roleParam(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.users.GrantRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+func (s *Server) revokeRole(c *fiber.Ctx) error {
+	uid, err := httpapi.UserIDParam(c, "id")
+	if err != nil {
+		return err
+	}
+	role, err := roleParam(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.users.RevokeRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+// --- roles ---
+
+type nameKey struct {
+	Name string `json:"n"`
+}
+
+func (s *Server) listRoles(c *fiber.Ctx) error {
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	tid := httpapi.IdentityOf(c).TenantID
+	lp := roles.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
+		var k nameKey
+		if err := s.cursor.Decode("roles", tid, pq.Cursor, &k); err != nil {
+			return err
+		}
+		lp.AfterName = k.Name
+	}
+	rows, total, err := s.roles.List(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(httpapi.Page(rows, total, pq, func(r roles.Role) string {
+		return s.cursor.Encode("roles", tid, nameKey{Name: r.Name})
+	}))
+}
+
+// checkPermissions accepts only permissions of the live catalog, naming
+// every one that is not.
+func (s *Server) checkPermissions(v *httpapi.Checks, field string, perms []string) {
+	if len(perms) > 64 {
+		v.Add(field, "too many permissions (at most 64)")
+		return
+	}
+	for _, p := range s.catalog.Unknown(perms) {
+		if len(p) > permissions.MaxName {
+			p = p[:permissions.MaxName] + "..."
+		}
+		v.Add(field, fmt.Sprintf("unknown permission %q: not in the permission catalog (GET /api/v1/permissions lists it)", p))
+	}
+}
+
+type createRoleBody struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Permissions []string `json:"permissions"`
+}
+
+func (s *Server) createRole(c *fiber.Ctx) error {
+	var b createRoleBody
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v httpapi.Checks
+	v.Require(roles.ValidName(b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
+	v.Length("description", b.Description, 0, roles.MaxDescription)
+	s.checkPermissions(&v, "permissions", b.Permissions)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	perms := users.SortedUnique(b.Permissions)
+	if perms == nil {
+		perms = []string{}
+	}
+	r, err := s.roles.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c),
+		roles.Definition{Name: b.Name, Description: b.Description, Permissions: perms})
+	if err != nil {
+		return err
+	}
+	c.Location("/api/v1/roles/" + r.ID)
+	return c.Status(fiber.StatusCreated).JSON(r)
+}
+
+func (s *Server) patchRole(c *fiber.Ctx) error {
+	rid, err := httpapi.PathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	var b roles.Patch
+	if err := httpapi.DecodeJSON(c, &b); err != nil {
+		return err
+	}
+	var v httpapi.Checks
+	if b.Name != nil {
+		v.Require(roles.ValidName(*b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
+	}
+	if b.Description != nil {
+		v.Length("description", *b.Description, 0, roles.MaxDescription)
+	}
+	if b.Permissions != nil {
+		s.checkPermissions(&v, "permissions", *b.Permissions)
+		p := users.SortedUnique(*b.Permissions)
+		if p == nil {
+			p = []string{}
+		}
+		b.Permissions = &p
+	}
+	v.Require(b.Name != nil || b.Description != nil || b.Permissions != nil, "(body)", "nothing to change")
+	if err := v.Err(); err != nil {
+		return err
+	}
+	r, err := s.roles.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, actor(c), b)
+	if err != nil {
+		return err
+	}
+	return c.JSON(r)
+}
+
+func (s *Server) deleteRole(c *fiber.Ctx) error {
+	rid, err := httpapi.PathUUID(c, "id")
+	if err != nil {
+		return err
+	}
+	if err := s.roles.Delete(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, actor(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// --- permissions ---
+
+type permissionList struct {
+	Data []permissions.Entry `json:"data"`
+}
+
+func (s *Server) listPermissions(c *fiber.Ctx) error {
+	return c.JSON(permissionList{Data: s.catalog.Entries()})
+}
+
+// --- audit ---
+
+type idKey struct {
+	ID int64 `json:"id"`
+}
+
+func (s *Server) listAudit(c *fiber.Ctx) error {
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	tid := httpapi.IdentityOf(c).TenantID
+	lp := audit.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	if pq.Cursor != "" {
+		var k idKey
+		if err := s.cursor.Decode("audit", tid, pq.Cursor, &k); err != nil {
+			return err
+		}
+		if k.ID <= 0 {
+			return httpapi.ErrBadCursor
+		}
+		lp.BeforeID = k.ID
+	}
+	rows, total, err := s.audit.List(c.UserContext(), lp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(httpapi.Page(rows, total, pq, func(r audit.Record) string {
+		return s.cursor.Encode("audit", tid, idKey{ID: r.ID})
+	}))
+}

@@ -1,0 +1,99 @@
+// Package tenantapi is the tenant API: the caller's own account
+// (/users/me), the tenant, its members and their roles, custom roles, the
+// audit log and the permission catalog. It validates input and maps its
+// stores' errors to problems (MapError); the stores own the SQL.
+//
+// Register it with httpapi.Options: Register gets Server.Register (before
+// other features, so /users/me precedes /users/:id) and ErrorMappers gets
+// MapError.
+package tenantapi
+
+import (
+	"errors"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// Options configure the tenant API; Pool and Passwords are required.
+type Options struct {
+	Pool *pgxpool.Pool
+	// Passwords hashes passwords of members created with one (POST /users).
+	Passwords users.PasswordHasher
+	// Catalog is the live permission catalog (nil: the built-in
+	// permissions only): what roles may hold, what built-in roles hold,
+	// and what GET /permissions lists.
+	Catalog *permissions.Catalog
+}
+
+// Server serves the tenant API's routes.
+type Server struct {
+	users   *users.Store
+	tenants *tenants.Store
+	roles   *roles.Store
+	audit   *audit.Store
+	catalog *permissions.Catalog
+	limiter *ratelimit.Limiter
+	cursor  *httpapi.Cursors // set by Register
+}
+
+// New builds the tenant API.
+func New(o Options) (*Server, error) {
+	if o.Pool == nil || o.Passwords == nil {
+		return nil, errors.New("tenantapi: Pool and Passwords are required")
+	}
+	if o.Catalog == nil {
+		o.Catalog = permissions.Builtin()
+	}
+	return &Server{
+		users:   users.NewStore(o.Pool, o.Passwords, o.Catalog),
+		tenants: tenants.NewStore(o.Pool),
+		roles:   roles.NewStore(o.Pool, o.Catalog),
+		audit:   audit.NewStore(o.Pool),
+		catalog: o.Catalog,
+		limiter: ratelimit.New(o.Pool),
+	}, nil
+}
+
+// MapError maps the stores' sentinel errors to problems (an
+// Options.ErrorMappers entry of httpapi); nil for any other error.
+func MapError(err error) *problem.Problem {
+	table := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{users.ErrNotFound, 404, problem.CodeNotFound},
+		{roles.ErrNotFound, 404, problem.CodeNotFound},
+		{tenants.ErrNotFound, 404, problem.CodeNotFound},
+		{users.ErrAlreadyMember, 409, problem.CodeAlreadyMember},
+		{users.ErrExistingUserPassword, 409, problem.CodeUserExists},
+		{users.ErrLastOwner, 409, problem.CodeLastOwner},
+		{users.ErrEmailTaken, 409, problem.CodeEmailTaken},
+		{invitations.ErrPending, 409, problem.CodeInvitationPending},
+		{invitations.ErrNotPending, 409, problem.CodeInvitationNotActive},
+		{invitations.ErrIsMember, 409, problem.CodeAlreadyMember},
+		{invitations.ErrNotFound, 404, problem.CodeNotFound},
+		{invitations.ErrUnknownRole, 422, problem.CodeValidation},
+		{users.ErrSameEmail, 422, problem.CodeValidation},
+		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken},
+		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole},
+		{roles.ErrEscalation, 403, problem.CodeForbidden},
+		{tenants.ErrUnknownRole, 422, problem.CodeValidation},
+	}
+	for _, e := range table {
+		if errors.Is(err, e.err) {
+			return problem.New(e.status, e.code, e.err.Error())
+		}
+	}
+	return nil
+}

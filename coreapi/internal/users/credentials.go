@@ -1,0 +1,117 @@
+package users
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+)
+
+// Credentials are what a password check needs of an account.
+type Credentials struct {
+	UserID       string
+	Hash         string // "" for an account without a password
+	Status       string
+	TokenVersion int64
+	// TenantID is the membership a sign-in lands in: the oldest active
+	// one in an active tenant (the one asked for, if any); nil for none.
+	TenantID *string
+}
+
+// CredentialsByEmail reads the account of an address (any letter case)
+// and, when tenantID is not "", whether it may sign in to that tenant;
+// ErrNotFound when the address has no account.
+func CredentialsByEmail(ctx context.Context, db sqldb.DB, email, tenantID string) (Credentials, error) {
+	const q = `
+SELECT u.id::text, coalesce(u.password_hash, ''), u.status, u.token_version,
+       (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+        WHERE m.user_id = u.id AND m.status = 'active' AND t.status = 'active'
+          AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
+        ORDER BY m.created_at, m.tenant_id LIMIT 1)
+FROM users u
+WHERE lower(u.email) = lower($1)`
+	var tid *string
+	if tenantID != "" {
+		tid = &tenantID
+	}
+	var c Credentials
+	err := db.QueryRow(ctx, q, email, tid).Scan(&c.UserID, &c.Hash, &c.Status, &c.TokenVersion, &c.TenantID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Credentials{}, ErrNotFound
+	}
+	if err != nil {
+		return Credentials{}, fmt.Errorf("load account: %w", err)
+	}
+	return c, nil
+}
+
+// PasswordOf returns a user's password hash ("" without one) and address;
+// ErrNotFound for no such user.
+func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (hash, email string, err error) {
+	const q = `SELECT coalesce(password_hash, ''), email FROM users WHERE id = $1`
+	err = db.QueryRow(ctx, q, userID).Scan(&hash, &email)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", ErrNotFound
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("load password: %w", err)
+	}
+	return hash, email, nil
+}
+
+// SetPassword stores a new password hash and moves the token version on
+// (every access token of the user becomes stale); it returns the new
+// version.
+func SetPassword(ctx context.Context, db sqldb.DB, userID, hash string) (int64, error) {
+	const q = `
+UPDATE users SET password_hash = $2, token_version = token_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING token_version`
+	var tv int64
+	if err := db.QueryRow(ctx, q, userID, hash).Scan(&tv); err != nil {
+		return 0, fmt.Errorf("update password: %w", err)
+	}
+	return tv, nil
+}
+
+// Rehash replaces a password hash made with older parameters, unless it
+// changed meanwhile.
+func Rehash(ctx context.Context, db sqldb.DB, userID, oldHash, newHash string) error {
+	const q = `UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2`
+	if _, err := db.Exec(ctx, q, userID, oldHash, newHash); err != nil {
+		return fmt.Errorf("store rehashed password: %w", err)
+	}
+	return nil
+}
+
+// BumpTokenVersion makes every access token of the user stale.
+func BumpTokenVersion(ctx context.Context, db sqldb.DB, userID string) error {
+	const q = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
+	if _, err := db.Exec(ctx, q, userID); err != nil {
+		return fmt.Errorf("bump token version: %w", err)
+	}
+	return nil
+}
+
+// ActiveMembership returns the token version of a user who is active, with
+// an active membership in an active tenant; ErrNotFound otherwise.
+func ActiveMembership(ctx context.Context, db sqldb.DB, userID, tenantID string) (int64, error) {
+	const q = `
+SELECT u.token_version FROM memberships m
+JOIN users u ON u.id = m.user_id
+JOIN tenants t ON t.id = m.tenant_id
+WHERE m.user_id = $1 AND m.tenant_id = $2
+  AND m.status = 'active' AND t.status = 'active' AND u.status = 'active'`
+	var tv int64
+	err := db.QueryRow(ctx, q, userID, tenantID).Scan(&tv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("check membership: %w", err)
+	}
+	return tv, nil
+}
