@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +38,12 @@ type Subscriber struct {
 	log *slog.Logger
 	m   *metrics.Metrics
 	now func() time.Time
+	// live is set while the feed is known live; it makes the report of a
+	// connection once per outage: the client also calls its connect
+	// handler (from its callback goroutine) for the connection Connect
+	// already reported, and a second report would purge the caches filled
+	// since.
+	live atomic.Bool
 }
 
 // Options configure Connect.
@@ -88,6 +95,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
 			m.NATSConnected.Set(0)
+			s.live.Store(false)
 			t.Disconnected(s.now())
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
@@ -140,7 +148,9 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 
 func (s *Subscriber) connected() {
 	s.m.NATSConnected.Set(1)
-	s.t.Reconnected()
+	if s.live.CompareAndSwap(false, true) {
+		s.t.Reconnected()
+	}
 }
 
 func (s *Subscriber) handle(msg *nats.Msg) {
