@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"testing"
 )
 
 // Stale returns the metrics docs/operations.md lists in its tables (the
@@ -68,4 +69,25 @@ func DocumentedNames(doc, prefix string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// CheckDocumented fails t when a metric of prefix that the operations doc
+// (docPath) lists is not defined in the Go code under root (a service's
+// module), or when the doc lists fewer than min of them (a broken parse).
+func CheckDocumented(t testing.TB, docPath, prefix, root string, min int) {
+	t.Helper()
+	doc, err := os.ReadFile(docPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(DocumentedNames(string(doc), prefix)); n < min {
+		t.Fatalf("%d %s metrics found in %s; the parse is broken", n, prefix, docPath)
+	}
+	stale, err := Stale(string(doc), prefix, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range stale {
+		t.Errorf("%s documents %s, which the code under %s does not define", docPath, name, root)
+	}
 }
