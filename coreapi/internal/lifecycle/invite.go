@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
@@ -18,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -57,12 +59,12 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 		return err
 	}
 	c.Location("/api/v1/invitations/" + inv.ID)
-	return c.Status(fiber.StatusCreated).JSON(inv)
+	return c.Status(fiber.StatusCreated).JSON(tenantapi.Invitation(inv))
 }
 
 type invitationList struct {
-	Data       []invitations.Invitation `json:"data"`
-	NextCursor *string                  `json:"next_cursor"`
+	Data       []tenantapi.Invitation `json:"data"`
+	NextCursor *string                `json:"next_cursor"`
 }
 
 func (s *Service) listInvitations(c *fiber.Ctx) error {
@@ -87,15 +89,15 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	out := invitationList{Data: rows}
-	if out.Data == nil {
-		out.Data = []invitations.Invitation{}
-	}
-	if len(rows) > limit {
-		out.Data = rows[:limit]
-		last := out.Data[limit-1]
-		cur := s.cursors.After("invitations", tid, last.CreatedAt, last.ID)
-		out.NextCursor = &cur
+	out := invitationList{Data: make([]tenantapi.Invitation, 0, min(len(rows), limit))}
+	for i, inv := range rows {
+		if i == limit {
+			last := rows[limit-1]
+			cur := s.cursors.After("invitations", tid, last.CreatedAt, last.ID)
+			out.NextCursor = &cur
+			break
+		}
+		out.Data = append(out.Data, tenantapi.Invitation(inv))
 	}
 	return c.JSON(out)
 }
@@ -128,11 +130,21 @@ func (s *Service) resendInvitation(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(inv)
+	return c.JSON(tenantapi.Invitation(inv))
 }
 
 type myInvitations struct {
-	Data []invitations.Mine `json:"data"`
+	Data []myInvitation `json:"data"`
+}
+
+// myInvitation is invitations.Mine as the API writes it.
+type myInvitation struct {
+	ID         string    `json:"id"`
+	TenantID   string    `json:"tenant_id"`
+	TenantName string    `json:"tenant_name"`
+	Roles      []string  `json:"roles"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // myInvitations lists the pending invitations addressed to the caller,
@@ -152,10 +164,11 @@ func (s *Service) myInvitations(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if list == nil {
-		list = []invitations.Mine{}
+	out := myInvitations{Data: make([]myInvitation, len(list))}
+	for i, inv := range list {
+		out.Data[i] = myInvitation(inv)
 	}
-	return c.JSON(myInvitations{Data: list})
+	return c.JSON(out)
 }
 
 type acceptBody struct {
