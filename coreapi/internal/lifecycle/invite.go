@@ -62,44 +62,28 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusCreated).JSON(tenantapi.Invitation(inv))
 }
 
-type invitationList struct {
-	Data       []tenantapi.Invitation `json:"data"`
-	NextCursor *string                `json:"next_cursor"`
-}
-
 func (s *Service) listInvitations(c *fiber.Ctx) error {
-	tid := httpapi.IdentityOf(c).TenantID
-	limit := 50
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 200 {
-			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidQuery, "limit must be an integer from 1 to 200")
-		}
-		limit = n
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
 	}
+	pq.IncludeTotal = false // this list has no total
+	tid := httpapi.IdentityOf(c).TenantID
 	var after *invitations.Cursor
-	if v := c.Query("cursor"); v != "" {
-		t, id, err := s.cursors.DecodeAfter("invitations", tid, v)
+	if pq.Cursor != "" {
+		t, id, err := s.cursors.DecodeAfter("invitations", tid, pq.Cursor)
 		if err != nil {
 			return err
 		}
 		after = &invitations.Cursor{CreatedAt: t, ID: id}
 	}
-	rows, err := s.invitations.List(c.UserContext(), tid, limit+1, after)
+	rows, err := s.invitations.List(c.UserContext(), tid, pq.Limit+1, after)
 	if err != nil {
 		return err
 	}
-	out := invitationList{Data: make([]tenantapi.Invitation, 0, min(len(rows), limit))}
-	for i, inv := range rows {
-		if i == limit {
-			last := rows[limit-1]
-			cur := s.cursors.After("invitations", tid, last.CreatedAt, last.ID)
-			out.NextCursor = &cur
-			break
-		}
-		out.Data = append(out.Data, tenantapi.Invitation(inv))
-	}
-	return c.JSON(out)
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, 0, pq, func(inv invitations.Invitation) string {
+		return s.cursors.After("invitations", tid, inv.CreatedAt, inv.ID)
+	}), func(inv invitations.Invitation) tenantapi.Invitation { return tenantapi.Invitation(inv) }))
 }
 
 func invitationID(c *fiber.Ctx) (string, error) {

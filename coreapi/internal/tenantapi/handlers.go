@@ -156,7 +156,7 @@ func (s *Server) listMyTenants(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(convertPage(httpapi.Page(rows, total, pq, func(m tenants.Membership) string {
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, total, pq, func(m tenants.Membership) string {
 		return s.cursor.After("my-tenants", id.UserID, m.JoinedAt, m.ID)
 	}), func(m tenants.Membership) membership { return membership(m) }))
 }
@@ -395,7 +395,7 @@ func (s *Server) listRoles(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(convertPage(httpapi.Page(rows, total, pq, func(r roles.Role) string {
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, total, pq, func(r roles.Role) string {
 		return s.cursor.Encode("roles", tid, nameKey{Name: r.Name})
 	}), func(r roles.Role) role { return role(r) }))
 }
@@ -529,7 +529,7 @@ func (s *Server) listAudit(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(convertPage(httpapi.Page(rows, total, pq, func(r audit.Record) string {
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, total, pq, func(r audit.Record) string {
 		return s.cursor.Encode("audit", tid, idKey{ID: r.ID})
 	}), func(r audit.Record) auditEvent { return auditEvent(r) }))
 }

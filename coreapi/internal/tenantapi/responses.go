@@ -3,8 +3,6 @@ package tenantapi
 import (
 	"encoding/json"
 	"time"
-
-	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 )
 
 // The tenant API's response bodies. Each has exactly the fields of the
@@ -85,18 +83,6 @@ type auditEvent struct {
 	Data        json.RawMessage `json:"data"`
 	RequestID   string          `json:"request_id"`
 	CreatedAt   time.Time       `json:"created_at"`
-}
-
-// convertPage turns a page of domain rows into a page of their responses.
-func convertPage[T, R any](p httpapi.ListResponse[T], f func(T) R) httpapi.ListResponse[R] {
-	out := httpapi.ListResponse[R]{NextCursor: p.NextCursor, Total: p.Total}
-	if p.Data != nil {
-		out.Data = make([]R, len(p.Data))
-	}
-	for i, row := range p.Data {
-		out.Data[i] = f(row)
-	}
-	return out
 }
 
 // Invitation is invitations.Invitation as the API writes it; exported
