@@ -27,7 +27,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +36,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/jwks"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -420,19 +420,19 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	if p.Iss != v.opt.Issuer {
 		return nil, ErrIssuer
 	}
-	if !hasAudience(p.Aud, v.opt.Audience) {
+	if !jwtclaims.HasAudience(p.Aud, v.opt.Audience) {
 		return nil, ErrAudience
 	}
 	c := &Claims{Sub: p.Sub, Tid: p.Tid, Sid: p.Sid, Jti: p.Jti, Key: key}
 	var ok bool
-	if c.Exp, ok = numericDate(p.Exp); !ok {
+	if c.Exp, ok = jwtclaims.NumericDate(p.Exp); !ok {
 		return nil, ErrClaims
 	}
-	if c.Iat, ok = numericDate(p.Iat); !ok {
+	if c.Iat, ok = jwtclaims.NumericDate(p.Iat); !ok {
 		return nil, ErrClaims
 	}
 	if p.Nbf != nil {
-		if c.Nbf, ok = numericDate(p.Nbf); !ok {
+		if c.Nbf, ok = jwtclaims.NumericDate(p.Nbf); !ok {
 			return nil, ErrClaims
 		}
 	}
@@ -474,7 +474,7 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	}
 	c.AMR = p.AMR
 	if p.AuthTime != nil {
-		if c.AuthTime, ok = numericDate(p.AuthTime); !ok || c.AuthTime <= 0 {
+		if c.AuthTime, ok = jwtclaims.NumericDate(p.AuthTime); !ok || c.AuthTime <= 0 {
 			return nil, ErrClaims
 		}
 	}
@@ -485,32 +485,6 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-func numericDate(n *json.Number) (int64, bool) {
-	if n == nil {
-		return 0, false
-	}
-	f, err := n.Float64()
-	if err != nil || f <= 0 || f > math.MaxInt32*4 || math.IsNaN(f) {
-		return 0, false
-	}
-	return int64(f), true
-}
-
-func hasAudience(raw json.RawMessage, want string) bool {
-	if len(raw) == 0 {
-		return false
-	}
-	var one string
-	if err := json.Unmarshal(raw, &one); err == nil {
-		return one == want
-	}
-	var many []string
-	if err := json.Unmarshal(raw, &many); err != nil {
-		return false
-	}
-	return slices.Contains(many, want)
 }
 
 // validScope reports whether s is a permission name as the catalog spells

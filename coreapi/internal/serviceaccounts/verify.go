@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 )
 
 // maxToken bounds a token coreapi will look at (the proxy's default).
@@ -112,18 +112,18 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	if err := dec.Decode(&p); err != nil {
 		return tokenInfo{}, errInactive
 	}
-	if p.Iss != s.o.Issuer || !hasAudience(p.Aud, s.o.Audience) {
+	if p.Iss != s.o.Issuer || !jwtclaims.HasAudience(p.Aud, s.o.Audience) {
 		return tokenInfo{}, errInactive
 	}
 	info := tokenInfo{Subject: p.Sub, TenantID: p.Tid, SessionID: p.Sid, ID: p.Jti}
-	if info.Expires, ok = numericDate(p.Exp); !ok {
+	if info.Expires, ok = jwtclaims.NumericDate(p.Exp); !ok {
 		return tokenInfo{}, errInactive
 	}
-	if info.IssuedAt, ok = numericDate(p.Iat); !ok {
+	if info.IssuedAt, ok = jwtclaims.NumericDate(p.Iat); !ok {
 		return tokenInfo{}, errInactive
 	}
 	if p.Nbf != nil {
-		if info.NotBefore, ok = numericDate(p.Nbf); !ok {
+		if info.NotBefore, ok = jwtclaims.NumericDate(p.Nbf); !ok {
 			return tokenInfo{}, errInactive
 		}
 	}
@@ -194,30 +194,4 @@ func (s *Service) sessionLive(ctx context.Context, sid, userID string) (bool, er
 		return false, fmt.Errorf("check session: %w", err)
 	}
 	return live, nil
-}
-
-func numericDate(n *json.Number) (int64, bool) {
-	if n == nil {
-		return 0, false
-	}
-	f, err := n.Float64()
-	if err != nil || f <= 0 || f > math.MaxInt32*4 || math.IsNaN(f) {
-		return 0, false
-	}
-	return int64(f), true
-}
-
-func hasAudience(raw json.RawMessage, want string) bool {
-	if len(raw) == 0 {
-		return false
-	}
-	var one string
-	if err := json.Unmarshal(raw, &one); err == nil {
-		return one == want
-	}
-	var many []string
-	if err := json.Unmarshal(raw, &many); err != nil {
-		return false
-	}
-	return slices.Contains(many, want)
 }
