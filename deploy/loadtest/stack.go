@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"github.com/tollgate-auth/tollgate/migrations/dbsetup"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/migrations/dbsetup"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -327,19 +328,7 @@ func rawSignedV2(signer *identity.KeySigner, host, path, rid string, id *identit
 		}
 	}
 	b = append(b, "GET "+path+" HTTP/1.1\r\nHost: "+host+"\r\n"...)
-	hdr(identity.HeaderKeyID, signer.KeyID())
-	hdr(identity.HeaderPrincipal, id.Principal)
-	hdr(identity.HeaderUserID, id.UserID)
-	hdr(identity.HeaderTenantID, id.TenantID)
-	hdr(identity.HeaderSessionID, id.SessionID)
-	hdr(identity.HeaderRoles, identity.JoinList(id.Roles))
-	hdr(identity.HeaderPermissions, identity.JoinList(id.Permissions))
-	hdr(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
-	hdr(identity.HeaderAMR, identity.JoinList(id.AMR))
-	hdr(identity.HeaderAuthTime, identity.FormatAuthTime(id.AuthTime))
-	hdr(identity.HeaderClientIP, clientIP)
-	hdr(identity.HeaderRequestID, rid)
-	hdr(identity.HeaderTimestamp, strconv.FormatInt(r.Timestamp, 10))
+	identity.EachHeader(signer.KeyID(), id, &r, hdr)
 	b = append(b, identity.HeaderSignature+": "...)
 	b = signer.AppendSignature(b, id, &r)
 	return append(b, "\r\n\r\n"...)

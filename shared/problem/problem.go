@@ -139,7 +139,6 @@ const (
 	CodeUnknownField   = "unknown_field"
 	CodeInvalidID      = "invalid_id"
 	CodeInvalidQuery   = "invalid_query"
-	CodeInvalidLimit   = "invalid_limit"
 	CodeInvalidCursor  = "invalid_cursor"
 )
 

@@ -5,6 +5,8 @@ package requestid
 import (
 	"crypto/rand"
 	"encoding/hex"
+
+	"github.com/tollgate-auth/tollgate/shared/safeid"
 )
 
 // Header is the request id header name.
@@ -17,19 +19,7 @@ const MaxLen = 128
 // characters from [A-Za-z0-9._:-]. Anything else (spaces, quotes, control
 // characters that could forge log lines) is replaced.
 func Valid(s string) bool {
-	if len(s) == 0 || len(s) > MaxLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '-', c == '_', c == '.', c == ':':
-		default:
-			return false
-		}
-	}
-	return true
+	return safeid.Valid(s, MaxLen)
 }
 
 // New returns a random 128-bit id, hex encoded.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,9 +45,9 @@ func TestSIGHUPReloadsRules(t *testing.T) {
 		}
 	}()
 	// The handler is installed before the proxy says it listens.
-	testenv.Eventually(t, "listening", func() bool { return strings.Contains(read(), `"msg":"listening"`) })
+	testenv.Eventually(t, func() error { return testenv.Contains("the log", read(), `"msg":"listening"`) })
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "rules reloaded", func() bool { return strings.Contains(read(), `"msg":"rules reloaded"`) })
+	testenv.Eventually(t, func() error { return testenv.Contains("the log", read(), `"msg":"rules reloaded"`) })
 }

@@ -30,12 +30,12 @@ func get(t *testing.T, url string) (int, string) {
 func TestReadinessWaitsForJWKS(t *testing.T) {
 	e := start(t, envOpt{noPublish: true})
 	e.core.SetJWKSStatus(500)
-	testenv.Eventually(t, "admin up", func() bool {
+	testenv.Eventually(t, func() error {
 		c, err := net.Dial("tcp", e.admin)
 		if err == nil {
 			c.Close()
 		}
-		return err == nil
+		return err
 	})
 	if code, _ := get(t, "http://"+e.admin+"/healthz"); code != 200 {
 		t.Fatalf("healthz = %d, want 200", code)
@@ -49,7 +49,10 @@ func TestReadinessWaitsForJWKS(t *testing.T) {
 	e.wantStatus(r, 503)
 	e.core.SetJWKSStatus(200)
 	e.core.Publish(e.key)
-	testenv.Eventually(t, "ready", func() bool { code, _ := get(t, "http://"+e.admin+"/readyz"); return code == 200 })
+	testenv.Eventually(t, func() error {
+		code, _ := get(t, "http://"+e.admin+"/readyz")
+		return testenv.Want("/readyz status", code, 200)
+	})
 	e.clock.Advance(2 * time.Minute) // past the refetch cooldown
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 }
@@ -154,7 +157,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	e.cancel()
-	testenv.Eventually(t, "not ready", func() bool { return !e.app.Ready() })
+	testenv.Eventually(t, func() error { return testenv.Want("ready", e.app.Ready(), false) })
 	close(gate)
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || len(b) != 2*testenv.StreamChunk {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -144,8 +145,10 @@ func start(t testing.TB, o envOpt) *env {
 	})
 	e.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 	if !o.noPublish {
-		testenv.Eventually(t, "proxy ready", a.Ready)
-		testenv.Eventually(t, "nats connected", func() bool { return a.Subscriber != nil && a.Subscriber.Connected() })
+		testenv.Eventually(t, func() error { return testenv.Want("proxy ready", a.Ready(), true) })
+		testenv.Eventually(t, func() error {
+			return testenv.Want("NATS connected", a.Subscriber != nil && a.Subscriber.Connected(), true)
+		})
 	}
 	return e
 }
@@ -249,15 +252,16 @@ func (e *env) publishAndWait(subject string) {
 	// Republish until applied: right after a (re)connect the server may not
 	// have the proxy's subscription yet. Invalidations are idempotent.
 	last := time.Time{}
-	testenv.Eventually(e.t, "invalidation applied", func() bool {
-		if e.invalidations() > before {
-			return true
+	testenv.Eventually(e.t, func() error {
+		n := e.invalidations()
+		if n > before {
+			return nil
 		}
 		if time.Since(last) > 200*time.Millisecond {
 			e.publish(subject)
 			last = time.Now()
 		}
-		return false
+		return fmt.Errorf("%s not applied: %v invalidations, as before", subject, n)
 	})
 }
 

@@ -120,8 +120,8 @@ func TestMFAPolicyConfinesSignedInMembers(t *testing.T) {
 	e.core.SetProjection(p)
 	start := time.Now()
 	e.publish("auth.invalidate.tenant." + tenantID)
-	testenv.Eventually(t, "member confined", func() bool {
-		return e.do("GET", "/api/v1/tenant", tok, nil).status == http.StatusForbidden
+	testenv.Eventually(t, func() error {
+		return testenv.Want("GET /api/v1/tenant status", e.do("GET", "/api/v1/tenant", tok, nil).status, http.StatusForbidden)
 	})
 	t.Logf("confined %v after the invalidation was published", time.Since(start))
 	e.wantProblem(e.do("GET", "/api/v1/tenant", tok, nil), 403, problem.CodeMFAEnrollmentRequired)

@@ -117,7 +117,7 @@ func TestNATSOutage(t *testing.T) {
 	}
 
 	e.nats.Stop()
-	testenv.Eventually(t, "nats disconnected", func() bool { return !e.app.Subscriber.Connected() })
+	testenv.Eventually(t, func() error { return testenv.Want("NATS connected", e.app.Subscriber.Connected(), false) })
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 	if fetches() != 1 {
 		t.Fatalf("fetches within staleness = %d, want 1 (cached)", fetches())
@@ -138,7 +138,7 @@ func TestNATSOutage(t *testing.T) {
 	p.RevokedSessions = []string{sessionID}
 	e.core.SetProjection(p)
 	e.nats.Start() // same port
-	testenv.Eventually(t, "nats reconnected", func() bool { return e.app.Subscriber.Connected() })
+	testenv.Eventually(t, func() error { return testenv.Want("NATS connected", e.app.Subscriber.Connected(), true) })
 	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
 	if fetches() != 3 {
 		t.Fatalf("fetches after reconnect = %d, want 3 (purged)", fetches())

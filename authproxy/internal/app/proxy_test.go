@@ -658,9 +658,9 @@ func TestUpstreamBoundedWaits(t *testing.T) {
 		// The only connection is busy (or being torn down after the first
 		// timeout); a second request must not wait beyond the bound.
 		var r result
-		testenv.Eventually(t, "a 503 for want of a connection", func() bool {
+		testenv.Eventually(t, func() error {
 			r = e.do("GET", "/api/v1/users/me", tok, nil)
-			return r.status == 503
+			return testenv.Want("GET /api/v1/users/me status (a 503 for want of a connection)", r.status, 503)
 		})
 		e.wantProblem(r, 503, problem.CodeUpstreamDown)
 		if r.header.Get("Retry-After") == "" {
@@ -698,8 +698,8 @@ func TestBackgroundRefreshDropsKeys(t *testing.T) {
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 	e.core.Publish(testenv.NewKey(t, "20260401T000000Z-0000dddd", jwa.EdDSA))
-	testenv.Eventually(t, "token of a removed key refused", func() bool {
-		return e.do("GET", "/api/v1/users/me", tok, nil).status == 401
+	testenv.Eventually(t, func() error {
+		return testenv.Want("status of a token of a removed key", e.do("GET", "/api/v1/users/me", tok, nil).status, 401)
 	})
 }
 

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +44,7 @@ func TestRulesReloadOnChange(t *testing.T) {
 	}
 	e.wantProblem(e.do("GET", "/extra", "", nil), 404, problem.CodeNotFound)
 	e.writeRules(rulesB)
-	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 	e.wantProblem(e.do("GET", "/app/x", "", nil), 404, problem.CodeNotFound)
 	if f := e.reloadFailures(); f != 0 {
@@ -77,7 +76,7 @@ func TestRulesReloadBesideABusyFile(t *testing.T) {
 	}()
 	defer func() { close(stop); <-done }()
 	e.writeRules(rulesB)
-	testenv.Eventually(t, "generation 2 while the neighbour is written", func() bool { return e.generation() == 2 })
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 }
 
@@ -89,7 +88,7 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 		"rules: [{path: /**, access: public}]",                                            // previous format
 	} {
 		e.writeRules(bad)
-		testenv.Eventually(t, "failure counted", func() bool { return e.reloadFailures() == float64(i+1) })
+		testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), float64(i+1)) })
 		if g := e.generation(); g != 1 {
 			t.Fatalf("generation = %v after a bad file, want 1", g)
 		}
@@ -99,14 +98,12 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 	}
 	// Every problem of a file is logged, each on its own.
 	e.writeRules(appUpstream + "routes:\n  - {prefix: /a, upstream: nope, access: public}\n  - {prefix: /b, upstream: notes, access: sometimes}\n")
-	testenv.Eventually(t, "failure counted", func() bool { return e.reloadFailures() == 4 })
-	testenv.Eventually(t, "problems logged", func() bool {
-		l := e.logs.String()
-		return strings.Contains(l, `unknown upstream \"nope\"`) && strings.Contains(l, `access \"sometimes\"`) &&
-			strings.Contains(l, "the previous rules stay in force")
+	testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), 4) })
+	testenv.Eventually(t, func() error {
+		return testenv.Contains("the log", e.logs.String(), `unknown upstream \"nope\"`, `access \"sometimes\"`, "the previous rules stay in force")
 	})
 	e.writeRules(rulesB)
-	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 }
 
@@ -160,7 +157,7 @@ func TestRulesReloadConfigMapSwap(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 	e.wantProblem(e.do("GET", "/app/x", "", nil), 404, problem.CodeNotFound)
 }
@@ -181,7 +178,7 @@ func TestRulesReloadInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.writeRules("routes: []\n")
-	testenv.Eventually(t, "generation 2", func() bool { return e.generation() == 2 })
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantProblem(e.do("GET", "/app/x", "", nil), 404, problem.CodeNotFound)
 	close(gate)
 	rest, err := io.ReadAll(resp.Body)

@@ -117,8 +117,8 @@ func TestStreamRouteFlushedAndNotCutByTimeouts(t *testing.T) {
 	if d < time.Second {
 		t.Fatalf("ended after %v, before stream_timeout", d)
 	}
-	testenv.Eventually(t, "closed as idle", func() bool {
-		return metricCount(t, e, `authproxy_streams_closed_total{kind="sse",reason="idle"}`) == 1
+	testenv.Eventually(t, func() error {
+		return testenv.Want("streams closed as idle", metricCount(t, e, `authproxy_streams_closed_total{kind="sse",reason="idle"}`), 1)
 	})
 }
 
@@ -278,7 +278,7 @@ func TestStreamLimits(t *testing.T) {
 		}
 		// Freed when the first goes.
 		c.Close()
-		testenv.Eventually(t, "slot freed", func() bool { return e.app.Streams.Open() == 0 })
+		testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
 		c, _, err = e.dialWS("/notes/ws", bearer(e.token(nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -339,7 +339,7 @@ func TestStreamsRerouteOnReload(t *testing.T) {
 		"  - {prefix: /notes/ws/x, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n" +
 		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:write], websocket: true}\n" +
 		"  - {prefix: /notes/open-ws, methods: [GET], upstream: notes, access: public}\n")
-	testenv.Eventually(t, "reloaded", func() bool { return e.generation() > gen })
+	testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
 	if code, text := wantClosed(t, ws, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
 		t.Fatalf("tightened route: close = %d %q", code, text)
 	}

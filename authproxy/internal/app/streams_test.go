@@ -354,7 +354,7 @@ func TestWebSocketPassthrough(t *testing.T) {
 		if string(b) != "not for you" {
 			t.Fatalf("body = %q", b)
 		}
-		testenv.Eventually(t, "refused upgrade not counted open", func() bool { return e.app.Streams.Open() == 0 })
+		testenv.Eventually(t, func() error { return testenv.Want("open streams after a refused upgrade", e.app.Streams.Open(), 0) })
 	})
 	t.Run("client going away ends the splice", func(t *testing.T) {
 		c, _, err := e.dialWS("/notes/ws/linger", bearer(tok))
@@ -366,7 +366,7 @@ func TestWebSocketPassthrough(t *testing.T) {
 			t.Fatalf("open = %d", e.app.Streams.Open())
 		}
 		c.UnderlyingConn().Close()
-		testenv.Eventually(t, "stream released", func() bool { return e.app.Streams.Open() == 0 })
+		testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
 	})
 }
 
@@ -382,12 +382,14 @@ func TestWebSocketClientNeverReads(t *testing.T) {
 	defer c.Close()
 	// Let the upstream write until it blocks.
 	var prev int64 = -1
-	testenv.Eventually(t, "upstream blocked", func() bool {
+	testenv.Eventually(t, func() error {
 		time.Sleep(300 * time.Millisecond)
-		n := a.flooded.Load()
-		stalled := n == prev
+		n, was := a.flooded.Load(), prev
 		prev = n
-		return stalled
+		if n != was {
+			return fmt.Errorf("the upstream still writes: %d bytes, %d 300 ms before", n, was)
+		}
+		return nil
 	})
 	// Socket buffers on three hops hold a few MiB at most; anything like
 	// the whole flood would mean the proxy buffers.

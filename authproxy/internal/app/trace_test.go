@@ -350,7 +350,7 @@ func TestTracingStreamLog(t *testing.T) {
 	e.core.SetProjection(pr)
 	e.publish("auth.invalidate.user." + userID)
 	wantClosed(t, ws, 5*time.Second)
-	testenv.Eventually(t, "stream close logged", func() bool { return strings.Contains(e.logs.String(), "stream closed: access withdrawn") })
+	testenv.Eventually(t, func() error { return testenv.Contains("the log", e.logs.String(), "stream closed: access withdrawn") })
 	for _, line := range strings.Split(e.logs.String(), "\n") {
 		if strings.Contains(line, "stream closed: access withdrawn") {
 			var m map[string]any

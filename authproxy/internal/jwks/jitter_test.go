@@ -3,6 +3,7 @@ package jwks
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -62,10 +63,13 @@ func TestRefreshIsJittered(t *testing.T) {
 			Timeout: 5 * time.Second, Rand: func() float64 { return f }}, slog.New(slog.NewJSONHandler(io.Discard, nil)), metrics.New())
 		go c.Run(ctx)
 	}
-	testenv.Eventually(t, "two fetches each", func() bool {
+	testenv.Eventually(t, func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(seen["low"]) >= 2 && len(seen["high"]) >= 2
+		if len(seen["low"]) < 2 || len(seen["high"]) < 2 {
+			return fmt.Errorf("fetches: %d low, %d high; want two each", len(seen["low"]), len(seen["high"]))
+		}
+		return nil
 	})
 	mu.Lock()
 	defer mu.Unlock()

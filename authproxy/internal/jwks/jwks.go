@@ -26,6 +26,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/shared/safeid"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -127,19 +128,7 @@ func (c *Client) Age() time.Duration {
 // [A-Za-z0-9._:-], not "." or "..". Anything else (path characters
 // included) is refused before any lookup or refetch.
 func ValidKid(kid string) bool {
-	if kid == "" || len(kid) > 128 || kid == "." || kid == ".." {
-		return false
-	}
-	for i := 0; i < len(kid); i++ {
-		c := kid[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '-', c == '_', c == '.', c == ':':
-		default:
-			return false
-		}
-	}
-	return true
+	return kid != "." && kid != ".." && safeid.Valid(kid, 128)
 }
 
 // Lookup returns the key for kid. An unknown kid triggers one refetch,

@@ -1,6 +1,7 @@
 package natsinv
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -102,26 +103,26 @@ func TestReconnectWaitsTheJitteredDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(time.Second)
-	testenv.Eventually(t, "connected", s.Connected)
-	testenv.Eventually(t, "the initial report", func() bool {
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	testenv.Eventually(t, func() error {
 		n, _ := r.count()
-		return n >= 1
+		return testenv.WantAtLeast("the initial report", n, 1)
 	})
 	n.Stop()
 	down := time.Now()
 	n.Start()
 	// The first report after the stop.
 	var took time.Duration
-	testenv.Eventually(t, "reconnected", func() bool {
+	testenv.Eventually(t, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for _, at := range r.reconnected {
 			if at.After(down) {
 				took = at.Sub(down)
-				return true
+				return nil
 			}
 		}
-		return false
+		return fmt.Errorf("no reconnection reported since the restart (%d reports before it)", len(r.reconnected))
 	})
 	if took < 300*time.Millisecond || took > 1800*time.Millisecond {
 		t.Fatalf("reconnected %s after the restart, want ≈ 300 ms (the delay drawn for the first attempt)", took)
@@ -158,18 +159,18 @@ func TestDroppedCountsSlowConsumerLosses(t *testing.T) {
 	// blocked all of them reach the client: one in the handler, at most the
 	// pending limit queued, the rest dropped. Unblocking at the first drop
 	// would let late arrivals into the freed queue on a busy machine.
-	testenv.Eventually(t, "drops", func() bool { return s.Dropped() >= sent-11 })
+	testenv.Eventually(t, func() error { return testenv.WantAtLeast("dropped events", s.Dropped(), sent-11) })
 	close(r.block)
 	// Connecting purges through Reconnected, not InvalidateAll: any purge
 	// counted here is the slow consumer's.
-	testenv.Eventually(t, "a purge for the slow consumer", func() bool {
+	testenv.Eventually(t, func() error {
 		_, p := r.count()
-		return p > 0
+		return testenv.WantAtLeast("purges for the slow consumer", p, 1)
 	})
-	testenv.Eventually(t, "the rest applied", func() bool {
+	testenv.Eventually(t, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return len(r.users)+s.Dropped() == sent
+		return testenv.Want("applied plus dropped events", len(r.users)+s.Dropped(), sent)
 	})
 	if d := s.Dropped(); d < sent-11 {
 		t.Errorf("dropped %d of %d with a pending limit of 10, want at least %d", d, sent, sent-11)
@@ -188,7 +189,7 @@ func TestConnectReportsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(time.Second)
-	testenv.Eventually(t, "connected", s.Connected)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 	// The client's callback goroutine runs the connect handler within
 	// microseconds; give it ample time to show up.
 	time.Sleep(300 * time.Millisecond)

@@ -148,7 +148,7 @@ func TestKeyFillRacingInvalidation(t *testing.T) {
 			t.Errorf("racing fill: %v", err)
 		}
 	})
-	testenv.Eventually(t, "the fetch waiting", func() bool { return f.core.KeyFetches.Load() == 1 })
+	testenv.Eventually(t, func() error { return testenv.Want("key fetches", f.core.KeyFetches.Load(), 1) })
 	f.c.InvalidateUser("u1")
 	f.core.KeyGate.Store(nil)
 	close(gate)

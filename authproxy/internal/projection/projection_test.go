@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -60,9 +61,15 @@ func (f *fixture) get(t *testing.T, user string) {
 // counts below are about the cache, not about its admission delay.
 func (f *fixture) stored(t *testing.T, user string) {
 	t.Helper()
-	testenv.Eventually(t, "the entry of "+user+" in the cache", func() bool {
+	testenv.Eventually(t, func() error {
 		e, ok := f.c.cache.Get(f.c.key(user, "t1"))
-		return ok && e.gens == f.c.gens(user, "t1")
+		if !ok {
+			return fmt.Errorf("no entry of %s in the cache", user)
+		}
+		if want := f.c.gens(user, "t1"); e.gens != want {
+			return fmt.Errorf("the entry of %s has generations %v, want %v", user, e.gens, want)
+		}
+		return nil
 	})
 }
 

@@ -8,6 +8,7 @@ package testenv
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -17,7 +18,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -493,16 +493,51 @@ func (n *NATS) Stop() {
 	}
 }
 
-// Eventually polls cond until it holds, for up to 10 s (eventually.Within;
-// prefer it with a condition that says what it saw).
-func Eventually(t testing.TB, what string, cond func() bool) {
+// Eventually polls cond until it returns nil, for up to 10 s
+// (eventually.Within); on timeout the test fails with cond's last error,
+// which says what it saw (Want, WantAtLeast, WantAbove and Contains build
+// such errors).
+func Eventually(t testing.TB, cond func() error) {
 	t.Helper()
-	eventually.Within(t, 10*time.Second, func() error {
-		if cond() {
-			return nil
+	eventually.Within(t, 10*time.Second, cond)
+}
+
+// Want is nil when got equals want, else an error naming what and both
+// values.
+func Want[T comparable](what string, got, want T) error {
+	if got == want {
+		return nil
+	}
+	return fmt.Errorf("%s = %v, want %v", what, got, want)
+}
+
+// WantAtLeast is nil when got >= min, else an error naming what and both
+// values.
+func WantAtLeast[T cmp.Ordered](what string, got, min T) error {
+	if got >= min {
+		return nil
+	}
+	return fmt.Errorf("%s = %v, want at least %v", what, got, min)
+}
+
+// WantAbove is nil when got > floor, else an error naming what and both
+// values.
+func WantAbove[T cmp.Ordered](what string, got, floor T) error {
+	if got > floor {
+		return nil
+	}
+	return fmt.Errorf("%s = %v, want more than %v", what, got, floor)
+}
+
+// Contains is nil when s contains every one of subs, else an error naming
+// what and the first missing one.
+func Contains(what, s string, subs ...string) error {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return fmt.Errorf("%s lacks %q", what, sub)
 		}
-		return errors.New("still waiting for " + what)
-	})
+	}
+	return nil
 }
 
 // SetAPIKey makes the stand-in resolve secret (a whole key) to p (its

@@ -115,7 +115,9 @@ func TestCacheSizeMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testenv.Eventually(t, "3 entries", func() bool { return gauge(t, f, "authproxy_cache_entries") == 3 })
+	testenv.Eventually(t, func() error {
+		return testenv.Want("authproxy_cache_entries", gauge(t, f, "authproxy_cache_entries"), 3)
+	})
 	if got := gauge(t, f, "authproxy_cache_cost_bytes"); got != 3*EntryBytes {
 		t.Fatalf("cost = %v, want %d", got, 3*EntryBytes)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -52,5 +53,5 @@ func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return fmt.Errorf("tenants %s: %w", args[0], err)
 	}
-	return json.NewEncoder(stdout).Encode(t)
+	return json.NewEncoder(stdout).Encode(tenantapi.Tenant(t))
 }

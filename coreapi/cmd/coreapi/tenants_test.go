@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -31,7 +31,7 @@ func TestTenantsSuspendReactivate(t *testing.T) {
 		if err := run(ctx, []string{"tenants", step.cmd, id}, env, &out); err != nil {
 			t.Fatalf("tenants %s: %v", step.cmd, err)
 		}
-		var got tenants.Tenant
+		var got tenantapi.Tenant
 		if err := json.Unmarshal(out.Bytes(), &got); err != nil || got.ID != id || got.Status != step.status {
 			t.Fatalf("tenants %s printed %q (%v), want the tenant with status %s", step.cmd, out.String(), err, step.status)
 		}

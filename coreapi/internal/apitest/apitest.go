@@ -407,18 +407,7 @@ func (e *Env) signV2(h http.Header, id identity.Identity, req Request, method, p
 			h.Set(name, v)
 		}
 	}
-	h.Set(identity.HeaderKeyID, signer.KeyID())
-	h.Set(identity.HeaderPrincipal, id.Principal)
-	set(identity.HeaderUserID, id.UserID)
-	set(identity.HeaderTenantID, id.TenantID)
-	set(identity.HeaderSessionID, id.SessionID)
-	set(identity.HeaderRoles, identity.JoinList(id.Roles))
-	set(identity.HeaderPermissions, identity.JoinList(id.Permissions))
-	h.Set(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
-	set(identity.HeaderAMR, identity.JoinList(id.AMR))
-	set(identity.HeaderAuthTime, identity.FormatAuthTime(id.AuthTime))
-	h.Set(identity.HeaderClientIP, ip)
-	h.Set(identity.HeaderTimestamp, strconv.FormatInt(r.Timestamp, 10))
+	identity.EachHeader(signer.KeyID(), &id, &r, set)
 	h.Set(identity.HeaderSignature, signer.Sign(&id, &r))
 }
 

@@ -136,16 +136,16 @@ func Queue(b *pgx.Batch, e Event) error {
 	return nil
 }
 
-// Record is one stored audit event.
+// Record is one stored audit event (written as tenantapi's auditEvent).
 type Record struct {
-	ID          int64           `json:"id" db:"id"`
-	ActorUserID *string         `json:"actor_user_id" db:"actor_user_id"`
-	Action      string          `json:"action" db:"action"`
-	TargetType  string          `json:"target_type" db:"target_type"`
-	TargetID    string          `json:"target_id" db:"target_id"`
-	Data        json.RawMessage `json:"data" db:"data"`
-	RequestID   string          `json:"request_id" db:"request_id"`
-	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
+	ID          int64           `db:"id"`
+	ActorUserID *string         `db:"actor_user_id"`
+	Action      string          `db:"action"`
+	TargetType  string          `db:"target_type"`
+	TargetID    string          `db:"target_id"`
+	Data        json.RawMessage `db:"data"`
+	RequestID   string          `db:"request_id"`
+	CreatedAt   time.Time       `db:"created_at"`
 }
 
 // Store reads audit events.

@@ -847,8 +847,9 @@ func TestSessionsListAndRevoke(t *testing.T) {
 	if r := e.Get(t, id, "/api/v1/users/me/sessions?cursor=%21%21"); r.Status != http.StatusBadRequest {
 		t.Errorf("bad cursor: %d", r.Status)
 	}
-	if r := e.Get(t, id, "/api/v1/users/me/sessions?limit=0"); r.Status != http.StatusBadRequest {
-		t.Errorf("bad limit: %d", r.Status)
+	// A bad limit is the same problem as on every other list.
+	for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe"} {
+		apitest.WantProblem(t, e.Get(t, id, "/api/v1/users/me/sessions?"+q), http.StatusBadRequest, "invalid_query")
 	}
 }
 

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
@@ -150,48 +149,34 @@ type sessionView struct {
 	Current    bool      `json:"current"`
 }
 
-type sessionList struct {
-	Data       []sessionView `json:"data"`
-	NextCursor *string       `json:"next_cursor"`
-}
-
 func (s *Service) listSessions(c *fiber.Ctx) error {
-	id := httpapi.IdentityOf(c)
-	limit := 50
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 200 {
-			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidLimit, "limit must be an integer from 1 to 200")
-		}
-		limit = n
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
 	}
+	pq.IncludeTotal = false // this list has no total
+	id := httpapi.IdentityOf(c)
 	var after *sessions.Cursor
-	if v := c.Query("cursor"); v != "" {
-		t, sid, err := s.cursors.DecodeAfter("sessions", id.UserID, v)
+	if pq.Cursor != "" {
+		t, sid, err := s.cursors.DecodeAfter("sessions", id.UserID, pq.Cursor)
 		if err != nil {
 			return err
 		}
 		after = &sessions.Cursor{CreatedAt: t, ID: sid}
 	}
-	list, err := s.sessions.List(c.UserContext(), id.UserID, limit+1, after)
+	list, err := s.sessions.List(c.UserContext(), id.UserID, pq.Limit+1, after)
 	if err != nil {
 		return err
 	}
-	out := sessionList{Data: make([]sessionView, 0, min(len(list), limit))}
-	for i, ss := range list {
-		if i == limit {
-			last := list[limit-1]
-			nc := s.cursors.After("sessions", id.UserID, last.CreatedAt, last.ID)
-			out.NextCursor = &nc
-			break
-		}
-		out.Data = append(out.Data, sessionView{
+	return c.JSON(httpapi.MapPage(httpapi.Page(list, 0, pq, func(ss sessions.Session) string {
+		return s.cursors.After("sessions", id.UserID, ss.CreatedAt, ss.ID)
+	}), func(ss sessions.Session) sessionView {
+		return sessionView{
 			ID: ss.ID, TenantID: ss.TenantID, UserAgent: ss.UserAgent, IP: ss.IP,
 			CreatedAt: ss.CreatedAt, LastUsedAt: ss.LastUsedAt, ExpiresAt: ss.ExpiresAt,
 			Current: ss.ID == id.SessionID,
-		})
-	}
-	return c.JSON(out)
+		}
+	}))
 }
 
 func (s *Service) revokeSession(c *fiber.Ctx) error {

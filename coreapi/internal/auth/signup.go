@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -90,7 +91,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	resp.User, resp.Tenant = user, tenant
+	resp.User, resp.Tenant = user, tenantapi.Tenant(tenant)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(fiber.StatusCreated).JSON(resp)
 }

@@ -70,7 +70,9 @@ func TestBadBodies(t *testing.T) {
 		})
 	}
 	// Nothing was lost or changed: the profile is as seeded.
-	var me users.Me
+	var me struct {
+		DisplayName string `json:"display_name"`
+	}
 	w.E.Get(t, &w.Owner, "/api/v1/users/me").JSON(t, &me)
 	if me.DisplayName != "" {
 		t.Fatalf("display name changed to %q", me.DisplayName)

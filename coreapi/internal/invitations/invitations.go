@@ -42,19 +42,20 @@ var (
 	ErrUnknownRole = errors.New("unknown role")
 )
 
-// Invitation is one invitation as its tenant sees it.
+// Invitation is one invitation as its tenant sees it (written as
+// tenantapi.Invitation).
 type Invitation struct {
-	ID        string    `json:"id"`
-	Email     string    `json:"email"`
-	Roles     []string  `json:"roles"`
-	Status    string    `json:"status"`
-	ExpiresAt time.Time `json:"expires_at"`
-	CreatedAt time.Time `json:"created_at"`
+	ID        string    `db:"id"`
+	Email     string    `db:"email"`
+	Roles     []string  `db:"roles"`
+	Status    string    `db:"status"`
+	ExpiresAt time.Time `db:"expires_at"`
+	CreatedAt time.Time `db:"created_at"`
 }
 
 // cols reads an Invitation; a pending one past its expiry shows expired.
 const cols = `id::text, email, roles,
-    CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END,
+    CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END AS status,
     expires_at, created_at`
 
 // Store reads and writes invitations.
@@ -115,7 +116,7 @@ RETURNING ` + cols
 		return Invitation{}, err
 	}
 	rows, _ := tx.Query(ctx, qInsert, tenantID, email, roleNames, hash, a.UserID, TTL.Seconds())
-	inv, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Invitation])
+	inv, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Invitation])
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
 		return Invitation{}, ErrPending
@@ -164,7 +165,7 @@ LIMIT $4`
 		at, id = after.CreatedAt, after.ID
 	}
 	rows, _ := s.pool.Query(ctx, q, tenantID, at, id, limit)
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Invitation])
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Invitation])
 	if err != nil {
 		return nil, fmt.Errorf("list invitations: %w", err)
 	}
@@ -237,21 +238,22 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 	return inv, err
 }
 
-// Mine is a pending invitation addressed to the caller.
+// Mine is a pending invitation addressed to the caller (written as
+// lifecycle's myInvitation).
 type Mine struct {
-	ID         string    `json:"id"`
-	TenantID   string    `json:"tenant_id"`
-	TenantName string    `json:"tenant_name"`
-	Roles      []string  `json:"roles"`
-	ExpiresAt  time.Time `json:"expires_at"`
-	CreatedAt  time.Time `json:"created_at"`
+	ID         string    `db:"id"`
+	TenantID   string    `db:"tenant_id"`
+	TenantName string    `db:"tenant_name"`
+	Roles      []string  `db:"roles"`
+	ExpiresAt  time.Time `db:"expires_at"`
+	CreatedAt  time.Time `db:"created_at"`
 }
 
 // ForUser lists the live pending invitations addressed to userID's email
 // (at most 100, newest first).
 func (s *Store) ForUser(ctx context.Context, userID string) ([]Mine, error) {
 	const q = `
-SELECT i.id::text, i.tenant_id::text, t.name, i.roles, i.expires_at, i.created_at
+SELECT i.id::text AS id, i.tenant_id::text AS tenant_id, t.name AS tenant_name, i.roles, i.expires_at, i.created_at
 FROM users u
 JOIN invitations i ON lower(i.email) = lower(u.email) AND i.status = 'pending' AND i.expires_at > now()
 JOIN tenants t ON t.id = i.tenant_id
@@ -259,7 +261,7 @@ WHERE u.id = $1
 ORDER BY i.created_at DESC, i.id
 LIMIT 100`
 	rows, _ := s.pool.Query(ctx, q, userID)
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Mine])
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Mine])
 	if err != nil {
 		return nil, fmt.Errorf("list my invitations: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
@@ -18,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -57,47 +59,31 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 		return err
 	}
 	c.Location("/api/v1/invitations/" + inv.ID)
-	return c.Status(fiber.StatusCreated).JSON(inv)
-}
-
-type invitationList struct {
-	Data       []invitations.Invitation `json:"data"`
-	NextCursor *string                  `json:"next_cursor"`
+	return c.Status(fiber.StatusCreated).JSON(tenantapi.Invitation(inv))
 }
 
 func (s *Service) listInvitations(c *fiber.Ctx) error {
-	tid := httpapi.IdentityOf(c).TenantID
-	limit := 50
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 200 {
-			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidQuery, "limit must be an integer from 1 to 200")
-		}
-		limit = n
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
 	}
+	pq.IncludeTotal = false // this list has no total
+	tid := httpapi.IdentityOf(c).TenantID
 	var after *invitations.Cursor
-	if v := c.Query("cursor"); v != "" {
-		t, id, err := s.cursors.DecodeAfter("invitations", tid, v)
+	if pq.Cursor != "" {
+		t, id, err := s.cursors.DecodeAfter("invitations", tid, pq.Cursor)
 		if err != nil {
 			return err
 		}
 		after = &invitations.Cursor{CreatedAt: t, ID: id}
 	}
-	rows, err := s.invitations.List(c.UserContext(), tid, limit+1, after)
+	rows, err := s.invitations.List(c.UserContext(), tid, pq.Limit+1, after)
 	if err != nil {
 		return err
 	}
-	out := invitationList{Data: rows}
-	if out.Data == nil {
-		out.Data = []invitations.Invitation{}
-	}
-	if len(rows) > limit {
-		out.Data = rows[:limit]
-		last := out.Data[limit-1]
-		cur := s.cursors.After("invitations", tid, last.CreatedAt, last.ID)
-		out.NextCursor = &cur
-	}
-	return c.JSON(out)
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, 0, pq, func(inv invitations.Invitation) string {
+		return s.cursors.After("invitations", tid, inv.CreatedAt, inv.ID)
+	}), func(inv invitations.Invitation) tenantapi.Invitation { return tenantapi.Invitation(inv) }))
 }
 
 func invitationID(c *fiber.Ctx) (string, error) {
@@ -128,11 +114,21 @@ func (s *Service) resendInvitation(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(inv)
+	return c.JSON(tenantapi.Invitation(inv))
 }
 
 type myInvitations struct {
-	Data []invitations.Mine `json:"data"`
+	Data []myInvitation `json:"data"`
+}
+
+// myInvitation is invitations.Mine as the API writes it.
+type myInvitation struct {
+	ID         string    `json:"id"`
+	TenantID   string    `json:"tenant_id"`
+	TenantName string    `json:"tenant_name"`
+	Roles      []string  `json:"roles"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // myInvitations lists the pending invitations addressed to the caller,
@@ -152,10 +148,11 @@ func (s *Service) myInvitations(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if list == nil {
-		list = []invitations.Mine{}
+	out := myInvitations{Data: make([]myInvitation, len(list))}
+	for i, inv := range list {
+		out.Data[i] = myInvitation(inv)
 	}
-	return c.JSON(myInvitations{Data: list})
+	return c.JSON(out)
 }
 
 type acceptBody struct {

@@ -188,7 +188,9 @@ func TestInvitationLifecycle(t *testing.T) {
 			t.Errorf("second page = %+v", page)
 		}
 		wantProblem(t, x.Get(t, &owner.id, "/api/v1/invitations?cursor=forged"), 400, "invalid_cursor")
-		wantProblem(t, x.Get(t, &owner.id, "/api/v1/invitations?limit=0"), 400, "invalid_query")
+		for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe"} {
+			wantProblem(t, x.Get(t, &owner.id, "/api/v1/invitations?"+q), 400, "invalid_query")
+		}
 	})
 
 	t.Run("revoked before accept", func(t *testing.T) {

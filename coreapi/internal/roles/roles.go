@@ -134,15 +134,15 @@ var (
 	ErrEscalation = errors.New("role carries permissions the caller does not hold")
 )
 
-// Role is one stored role.
+// Role is one stored role (written as tenantapi's role).
 type Role struct {
-	ID          string    `json:"id" db:"id"`
-	Name        string    `json:"name" db:"name"`
-	Description string    `json:"description" db:"description"`
-	Permissions []string  `json:"permissions" db:"permissions"`
-	Builtin     bool      `json:"builtin" db:"builtin"`
-	CreatedAt   time.Time `json:"created_at" db:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at" db:"updated_at"`
+	ID          string    `db:"id"`
+	Name        string    `db:"name"`
+	Description string    `db:"description"`
+	Permissions []string  `db:"permissions"`
+	Builtin     bool      `db:"builtin"`
+	CreatedAt   time.Time `db:"created_at"`
+	UpdatedAt   time.Time `db:"updated_at"`
 }
 
 // Store reads and writes roles.

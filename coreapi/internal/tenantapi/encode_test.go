@@ -24,7 +24,7 @@ func TestMemberPageMatchesEncodingJSON(t *testing.T) {
 		{Data: []users.Member{}, Total: &zero},
 		{Data: nil},
 	} {
-		want, err := json.Marshal(p)
+		want, err := json.Marshal(httpapi.MapPage(p, func(m users.Member) member { return member(m) }))
 		if err != nil {
 			t.Fatal(err)
 		}

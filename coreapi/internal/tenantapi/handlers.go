@@ -63,11 +63,12 @@ func actor(c *fiber.Ctx) roles.Actor {
 
 func (s *Server) getMe(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
-	me, err := s.users.Me(c.UserContext(), id)
+	m, err := s.users.Me(c.UserContext(), id)
 	if err != nil {
 		return err
 	}
-	return httpapi.SendJSON(c, fiber.StatusOK, &me)
+	out := me(m)
+	return httpapi.SendJSON(c, fiber.StatusOK, &out)
 }
 
 // emailChangesPerHour bounds the email changes (each mails a link) a
@@ -119,22 +120,24 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		}
 	}
 	var (
-		me  users.Me
+		m   users.Me
 		err error
 	)
 	if b.DisplayName != nil {
-		me, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c))
+		m, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c))
 	} else {
-		me, err = s.users.Me(ctx, id)
+		m, err = s.users.Me(ctx, id)
 	}
 	if err != nil {
 		return err
 	}
+	out := me(m)
+	status := fiber.StatusOK
 	if b.Email != nil {
 		// The change waits for the link: say so.
-		return c.Status(fiber.StatusAccepted).JSON(me)
+		status = fiber.StatusAccepted
 	}
-	return c.JSON(me)
+	return httpapi.SendJSON(c, status, &out)
 }
 
 func (s *Server) listMyTenants(c *fiber.Ctx) error {
@@ -153,9 +156,9 @@ func (s *Server) listMyTenants(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(httpapi.Page(rows, total, pq, func(m tenants.Membership) string {
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, total, pq, func(m tenants.Membership) string {
 		return s.cursor.After("my-tenants", id.UserID, m.JoinedAt, m.ID)
-	}))
+	}), func(m tenants.Membership) membership { return membership(m) }))
 }
 
 // --- tenant ---
@@ -168,7 +171,7 @@ func (s *Server) getTenant(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(t)
+	return c.JSON(Tenant(t))
 }
 
 func (s *Server) patchTenant(c *fiber.Ctx) error {
@@ -196,7 +199,7 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(t)
+	return c.JSON(Tenant(t))
 }
 
 // --- users ---
@@ -231,7 +234,7 @@ func (s *Server) getUser(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(m)
+	return sendMember(c, fiber.StatusOK, m)
 }
 
 type createUserBody struct {
@@ -280,10 +283,10 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	if inv != nil {
 		// The address has an account: it was invited, not added.
 		c.Location("/api/v1/invitations/" + inv.ID)
-		return c.Status(fiber.StatusAccepted).JSON(inv)
+		return c.Status(fiber.StatusAccepted).JSON(Invitation(*inv))
 	}
 	c.Location("/api/v1/users/" + m.ID)
-	return c.Status(fiber.StatusCreated).JSON(m)
+	return sendMember(c, fiber.StatusCreated, m)
 }
 
 // patchUserBody changes a membership: membership_status, the name Me and
@@ -314,7 +317,7 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(m)
+	return sendMember(c, fiber.StatusOK, m)
 }
 
 func (s *Server) deleteUser(c *fiber.Ctx) error {
@@ -349,7 +352,7 @@ func (s *Server) grantRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(m)
+	return sendMember(c, fiber.StatusOK, m)
 }
 
 func (s *Server) revokeRole(c *fiber.Ctx) error {
@@ -365,7 +368,7 @@ func (s *Server) revokeRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(m)
+	return sendMember(c, fiber.StatusOK, m)
 }
 
 // --- roles ---
@@ -392,9 +395,9 @@ func (s *Server) listRoles(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(httpapi.Page(rows, total, pq, func(r roles.Role) string {
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, total, pq, func(r roles.Role) string {
 		return s.cursor.Encode("roles", tid, nameKey{Name: r.Name})
-	}))
+	}), func(r roles.Role) role { return role(r) }))
 }
 
 // checkPermissions accepts only permissions of the live catalog, naming
@@ -440,7 +443,7 @@ func (s *Server) createRole(c *fiber.Ctx) error {
 		return err
 	}
 	c.Location("/api/v1/roles/" + r.ID)
-	return c.Status(fiber.StatusCreated).JSON(r)
+	return c.Status(fiber.StatusCreated).JSON(role(r))
 }
 
 func (s *Server) patchRole(c *fiber.Ctx) error {
@@ -475,7 +478,7 @@ func (s *Server) patchRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(r)
+	return c.JSON(role(r))
 }
 
 func (s *Server) deleteRole(c *fiber.Ctx) error {
@@ -526,7 +529,13 @@ func (s *Server) listAudit(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(httpapi.Page(rows, total, pq, func(r audit.Record) string {
+	return c.JSON(httpapi.MapPage(httpapi.Page(rows, total, pq, func(r audit.Record) string {
 		return s.cursor.Encode("audit", tid, idKey{ID: r.ID})
-	}))
+	}), func(r audit.Record) auditEvent { return auditEvent(r) }))
+}
+
+// sendMember answers one member.
+func sendMember(c *fiber.Ctx, status int, m users.Member) error {
+	out := member(m)
+	return httpapi.SendJSON(c, status, &out)
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 )
 
 // TestMeEchoesTheSignedIdentity: GET and PATCH /users/me report the roles
@@ -16,8 +16,8 @@ import (
 func TestMeEchoesTheSignedIdentity(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	me := func(r interface{ JSON(testing.TB, any) }) users.Me {
-		var m users.Me
+	me := func(r interface{ JSON(testing.TB, any) }) tenantapi.Me {
+		var m tenantapi.Me
 		r.JSON(t, &m)
 		return m
 	}

@@ -10,8 +10,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -96,7 +95,7 @@ func TestBuiltinRolesFollowTheCatalog(t *testing.T) {
 	}{{w.Owner, all}, {w.Admin, admin}, {w.Member, member}} {
 		r := w.E.Get(t, &c.who, "/api/v1/users/me")
 		apitest.WantStatus(t, r, 200)
-		var me users.Me
+		var me tenantapi.Me
 		r.JSON(t, &me)
 		if !slices.Equal(me.Permissions, c.want) || !slices.Equal(c.who.Permissions, c.want) {
 			t.Errorf("%v: /users/me %v, projection %v; want %v", me.Roles, me.Permissions, c.who.Permissions, c.want)
@@ -132,7 +131,7 @@ func TestCustomRolesHoldCatalogPermissions(t *testing.T) {
 	w := notesWorld(t)
 	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "writer", "permissions": []string{"notes:write", "notes:read"}})
 	apitest.WantStatus(t, r, 201)
-	var writer roles.Role
+	var writer tenantapi.Role
 	r.JSON(t, &writer)
 	if !slices.Equal(writer.Permissions, []string{"notes:read", "notes:write"}) {
 		t.Fatalf("writer = %+v", writer)
@@ -205,11 +204,11 @@ func TestCustomRolesHoldCatalogPermissions(t *testing.T) {
 	apitest.WantProblem(t, w.E.Send(t, &del, "PUT", "/api/v1/users/"+other.UserID+"/roles/member", nil), 403, "forbidden")
 }
 
-func rolesByName(t *testing.T, w *world) map[string]roles.Role {
+func rolesByName(t *testing.T, w *world) map[string]tenantapi.Role {
 	t.Helper()
 	var l roleList
 	w.E.Get(t, &w.Owner, "/api/v1/roles?limit=100").JSON(t, &l)
-	out := map[string]roles.Role{}
+	out := map[string]tenantapi.Role{}
 	for _, r := range l.Data {
 		out[r.Name] = r
 	}
@@ -243,7 +242,7 @@ func TestCatalogUnderEveryExecMode(t *testing.T) {
 			if want := []string{"notes:read", "notes:write", "tenant:read"}; !slices.Equal(p.Permissions, want) {
 				t.Fatalf("projection permissions = %v, want %v", p.Permissions, want)
 			}
-			var me users.Me
+			var me tenantapi.Me
 			e.Get(t, &owner, "/api/v1/users/me").JSON(t, &me)
 			if !slices.Equal(me.Permissions, cat.Names()) {
 				t.Fatalf("owner holds %v, want %v", me.Permissions, cat.Names())

@@ -6,15 +6,14 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 type roleList struct {
-	Data       []roles.Role `json:"data"`
-	NextCursor *string      `json:"next_cursor"`
-	Total      *int64       `json:"total"`
+	Data       []tenantapi.Role `json:"data"`
+	NextCursor *string          `json:"next_cursor"`
+	Total      *int64           `json:"total"`
 }
 
 func TestRolesCRUD(t *testing.T) {
@@ -48,7 +47,7 @@ func TestRolesCRUD(t *testing.T) {
 		"name": "auditor", "description": "Reads the trail", "permissions": []string{"audit:read", "users:read", "audit:read"},
 	})
 	apitest.WantStatus(t, r, 201)
-	var ro roles.Role
+	var ro tenantapi.Role
 	r.JSON(t, &ro)
 	if ro.Name != "auditor" || ro.Builtin || !slices.Equal(ro.Permissions, []string{"audit:read", "users:read"}) {
 		t.Fatalf("created = %+v", ro)
@@ -84,7 +83,7 @@ func TestRolesCRUD(t *testing.T) {
 	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/roles/"+ro.ID, nil), 204)
 	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/roles/"+ro.ID, nil), 404, "not_found")
 	r = w.E.Get(t, &w.Admin, "/api/v1/users/"+w.Member.UserID)
-	var m users.Member
+	var m tenantapi.Member
 	r.JSON(t, &m)
 	if !slices.Equal(m.Roles, []string{"member"}) {
 		t.Fatalf("deleted role still granted: %v", m.Roles)
@@ -107,7 +106,7 @@ func TestRolesRefused(t *testing.T) {
 	owner := l.Data[2]
 	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"tenant:write"}})
 	apitest.WantStatus(t, r, 201)
-	var ops roles.Role
+	var ops tenantapi.Role
 	r.JSON(t, &ops)
 
 	tests := []struct {

@@ -5,8 +5,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -17,7 +16,7 @@ func TestTenant(t *testing.T) {
 	w := newWorld(t)
 	r := w.E.Get(t, &w.Member, "/api/v1/tenant")
 	apitest.WantStatus(t, r, 200)
-	var ten tenants.Tenant
+	var ten tenantapi.Tenant
 	r.JSON(t, &ten)
 	if ten.ID != w.A || ten.Name != "Acme" || ten.Status != "active" {
 		t.Fatalf("tenant = %+v", ten)
@@ -77,9 +76,9 @@ func TestAuditEvents(t *testing.T) {
 	}
 	apitest.WantStatus(t, w.E.Send(t, &w.OwnerB, "POST", "/api/v1/roles", map[string]any{"name": "other"}), 201)
 	var l struct {
-		Data       []audit.Record `json:"data"`
-		NextCursor *string        `json:"next_cursor"`
-		Total      *int64         `json:"total"`
+		Data       []tenantapi.AuditEvent `json:"data"`
+		NextCursor *string                `json:"next_cursor"`
+		Total      *int64                 `json:"total"`
 	}
 	r := w.E.Do(t, apitestReq("GET", "/api/v1/audit-events?limit=2&include_total=true", nil, &w.Admin, false))
 	apitest.WantStatus(t, r, 200)
@@ -119,7 +118,7 @@ func longString(n int) string {
 func TestTenantRequireMFA(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	var ten tenants.Tenant
+	var ten tenantapi.Tenant
 	w.E.Get(t, &w.Member, "/api/v1/tenant").JSON(t, &ten)
 	if ten.RequireMFA {
 		t.Fatal("a new tenant requires MFA")

@@ -7,16 +7,15 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 type memberList struct {
-	Data       []users.Member `json:"data"`
-	NextCursor *string        `json:"next_cursor"`
-	Total      *int64         `json:"total"`
+	Data       []tenantapi.Member `json:"data"`
+	NextCursor *string            `json:"next_cursor"`
+	Total      *int64             `json:"total"`
 }
 
 func TestMe(t *testing.T) {
@@ -24,7 +23,7 @@ func TestMe(t *testing.T) {
 	w := newWorld(t)
 	r := w.E.Get(t, &w.Admin, "/api/v1/users/me")
 	apitest.WantStatus(t, r, 200)
-	var me users.Me
+	var me tenantapi.Me
 	r.JSON(t, &me)
 	if me.ID != w.Admin.UserID || me.TenantID != w.A || me.Email != "admin@acme.test" {
 		t.Fatalf("me = %+v", me)
@@ -63,9 +62,9 @@ func TestMyTenants(t *testing.T) {
 	r := w.E.Get(t, &w.Admin, "/api/v1/users/me/tenants?limit=1&include_total=true")
 	apitest.WantStatus(t, r, 200)
 	var l struct {
-		Data       []tenants.Membership `json:"data"`
-		NextCursor *string              `json:"next_cursor"`
-		Total      *int64               `json:"total"`
+		Data       []tenantapi.Membership `json:"data"`
+		NextCursor *string                `json:"next_cursor"`
+		Total      *int64                 `json:"total"`
 	}
 	r.JSON(t, &l)
 	if len(l.Data) != 1 || l.Data[0].ID != w.A || !slices.Equal(l.Data[0].Roles, []string{"admin"}) || l.NextCursor == nil || l.Total == nil || *l.Total != 2 {
@@ -225,7 +224,7 @@ func TestCrossTenantIDs(t *testing.T) {
 	// Nothing in B changed.
 	r := w.E.Get(t, &w.OwnerB, "/api/v1/users/"+bUser)
 	apitest.WantStatus(t, r, 200)
-	var m users.Member
+	var m tenantapi.Member
 	r.JSON(t, &m)
 	if m.Status != "active" || !slices.Equal(m.Roles, []string{"owner"}) {
 		t.Fatalf("B's owner changed: %+v", m)
@@ -273,7 +272,7 @@ func TestCreateUser(t *testing.T) {
 	w := newWorld(t)
 	r := w.E.Send(t, &w.Admin, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "display_name": "New", "roles": []string{"member", "admin"}})
 	apitest.WantStatus(t, r, 201)
-	var m users.Member
+	var m tenantapi.Member
 	r.JSON(t, &m)
 	if m.Email != "new@acme.test" || m.DisplayName != "New" || !slices.Equal(m.Roles, []string{"admin", "member"}) || m.Status != "active" {
 		t.Fatalf("created = %+v", m)
@@ -351,7 +350,7 @@ func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
 
 	r := w.E.Send(t, &w.Admin, "PUT", base+"admin", nil)
 	apitest.WantStatus(t, r, 200)
-	var m users.Member
+	var m tenantapi.Member
 	r.JSON(t, &m)
 	if !slices.Equal(m.Roles, []string{"admin", "member"}) {
 		t.Fatalf("after grant roles = %v", m.Roles)
@@ -415,7 +414,7 @@ func TestDisableAndRemoveMember(t *testing.T) {
 	mid := w.Member.UserID
 	r := w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"})
 	apitest.WantStatus(t, r, 200)
-	var m users.Member
+	var m tenantapi.Member
 	r.JSON(t, &m)
 	if m.Status != "disabled" || m.UserStatus != "active" {
 		t.Fatalf("after disable: %+v", m)

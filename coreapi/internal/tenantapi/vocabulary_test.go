@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -52,7 +52,7 @@ func TestMeAsUserID(t *testing.T) {
 	// GET /users/me echoes the signed identity's roles, so the stored
 	// roles are read through the member route (the owner may read it).
 	roles := func(id *identity.Identity) []string {
-		var m users.Member
+		var m tenantapi.Member
 		w.E.Get(t, &w.Owner, "/api/v1/users/"+id.UserID).JSON(t, &m)
 		return m.Roles
 	}

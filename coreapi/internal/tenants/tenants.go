@@ -34,16 +34,16 @@ var (
 	ErrUnknownRole = errors.New("unknown role")
 )
 
-// Tenant is one stored tenant.
+// Tenant is one stored tenant (written as tenantapi.Tenant).
 type Tenant struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Status    string    `json:"status"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	ID        string    `db:"id"`
+	Name      string    `db:"name"`
+	Status    string    `db:"status"`
+	CreatedAt time.Time `db:"created_at"`
+	UpdatedAt time.Time `db:"updated_at"`
 	// RequireMFA: members without a second factor reach only the
 	// enrolment routes (enforced at the proxy).
-	RequireMFA bool `json:"require_mfa"`
+	RequireMFA bool `db:"require_mfa"`
 }
 
 const tenantCols = `id::text, name, status, created_at, updated_at, require_mfa`
@@ -67,7 +67,7 @@ SELECT * FROM t`
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
 	rows, _ := tx.Query(ctx, q, name, string(defs)) // text, not bytea, in every exec mode
-	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Tenant])
+	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Tenant])
 	if err != nil {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
@@ -128,7 +128,7 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
 	const q = `SELECT ` + tenantCols + ` FROM tenants WHERE id = $1`
 	rows, _ := s.pool.Query(ctx, q, id)
-	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Tenant])
+	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Tenant])
 	if err != nil {
 		return Tenant{}, fmt.Errorf("get tenant: %w", mapErr(err))
 	}
@@ -193,14 +193,15 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 	return t, nil
 }
 
-// Membership is one of a user's tenants, with the user's roles in it.
+// Membership is one of a user's tenants, with the user's roles in it
+// (written as tenantapi's membership).
 type Membership struct {
-	ID               string    `json:"id"`
-	Name             string    `json:"name"`
-	Status           string    `json:"status"`
-	MembershipStatus string    `json:"membership_status"`
-	Roles            []string  `json:"roles"`
-	JoinedAt         time.Time `json:"joined_at"`
+	ID               string    `db:"id"`
+	Name             string    `db:"name"`
+	Status           string    `db:"status"`
+	MembershipStatus string    `db:"membership_status"`
+	Roles            []string  `db:"roles"`
+	JoinedAt         time.Time `db:"joined_at"`
 }
 
 // ListParams selects a page of a user's tenants ordered by join time.
@@ -217,7 +218,8 @@ type ListParams struct {
 // query.
 func (s *Store) ListForUser(ctx context.Context, p ListParams) ([]Membership, int64, error) {
 	const q = `
-SELECT t.id::text, t.name, t.status, m.status, m.role_names, m.created_at, m.total
+SELECT t.id::text AS id, t.name, t.status, m.status AS membership_status, m.role_names AS roles,
+       m.created_at AS joined_at, m.total
 FROM (
     SELECT tenant_id, user_id, status, role_names, created_at,
            CASE WHEN $4 THEN count(*) OVER () ELSE 0 END AS total
@@ -238,9 +240,9 @@ LIMIT $5`
 	}
 	type counted struct {
 		Membership
-		Total int64
+		Total int64 `db:"total"`
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[counted])
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[counted])
 	if err != nil {
 		return nil, 0, fmt.Errorf("list tenants of user: %w", err)
 	}

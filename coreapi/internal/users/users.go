@@ -52,33 +52,35 @@ var (
 	ErrSameEmail = errors.New("this is already the account's email address")
 )
 
-// Member is a user seen from one tenant.
+// Member is a user seen from one tenant. The API writes it as tenantapi's
+// member (the JSON names live in the HTTP layer).
 type Member struct {
-	ID          string    `json:"id"`
-	Email       string    `json:"email"`
-	DisplayName string    `json:"display_name"`
-	Status      string    `json:"membership_status"` // membership status in this tenant (as in Me)
-	UserStatus  string    `json:"user_status"`       // the account's global status
-	Roles       []string  `json:"roles"`
-	CreatedAt   time.Time `json:"created_at"` // when they joined the tenant
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string
+	Email       string
+	DisplayName string
+	Status      string // membership status in this tenant (as in Me)
+	UserStatus  string // the account's global status
+	Roles       []string
+	CreatedAt   time.Time // when they joined the tenant
+	UpdatedAt   time.Time
 }
 
-// Me is the caller's own profile in the current tenant.
+// Me is the caller's own profile in the current tenant (written as
+// tenantapi's me).
 type Me struct {
-	ID               string    `json:"id"`
-	Email            string    `json:"email"`
-	EmailVerified    bool      `json:"email_verified"`
-	DisplayName      string    `json:"display_name"`
-	Status           string    `json:"status"`
-	TenantID         string    `json:"tenant_id"`
-	MembershipStatus string    `json:"membership_status"`
-	Roles            []string  `json:"roles"`
-	Permissions      []string  `json:"permissions"`
-	CreatedAt        time.Time `json:"created_at"`
-	UpdatedAt        time.Time `json:"updated_at"`
+	ID               string
+	Email            string
+	EmailVerified    bool
+	DisplayName      string
+	Status           string
+	TenantID         string
+	MembershipStatus string
+	Roles            []string
+	Permissions      []string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
 	// MFAEnabled: the user has an active second factor.
-	MFAEnabled bool `json:"mfa_enabled"`
+	MFAEnabled bool
 }
 
 // PasswordHasher turns a password into a stored hash (argon2id in

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -55,19 +54,7 @@ func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time
 		}
 		h.Set(name, value)
 	}
-	set(identity.HeaderKeyID, s.KeyID())
-	set(identity.HeaderPrincipal, id.Principal)
-	set(identity.HeaderUserID, id.UserID)
-	set(identity.HeaderTenantID, id.TenantID)
-	set(identity.HeaderSessionID, id.SessionID)
-	set(identity.HeaderRoles, identity.JoinList(id.Roles))
-	set(identity.HeaderPermissions, identity.JoinList(id.Permissions))
-	set(identity.HeaderEmailVerified, identity.BoolString(id.EmailVerified))
-	set(identity.HeaderAMR, identity.JoinList(id.AMR))
-	set(identity.HeaderAuthTime, identity.FormatAuthTime(id.AuthTime))
-	set(identity.HeaderClientIP, req.ClientIP)
-	set(identity.HeaderRequestID, req.RequestID)
-	set(identity.HeaderTimestamp, strconv.FormatInt(req.Timestamp, 10))
+	identity.EachHeader(s.KeyID(), &id, &req, set)
 	set(identity.HeaderSignature, s.Sign(&id, &req))
 	return nil
 }

@@ -1,4 +1,4 @@
-package users
+package tenantapi
 
 import (
 	"encoding/json"
@@ -46,7 +46,7 @@ func fill(v any, seed int) {
 
 func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	for seed := range 12 {
-		var m Member
+		var m member
 		fill(&m, seed)
 		want, err := json.Marshal(m)
 		if err != nil {
@@ -55,13 +55,13 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		if got := m.AppendJSON([]byte("prefix")); string(got[6:]) != string(want) || string(got[:6]) != "prefix" {
 			t.Errorf("Member seed %d:\n got %s\nwant %s", seed, got, want)
 		}
-		var me Me
-		fill(&me, seed)
-		want, err = json.Marshal(me)
+		var profile me
+		fill(&profile, seed)
+		want, err = json.Marshal(profile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := me.AppendJSON(nil); string(got) != string(want) {
+		if got := profile.AppendJSON(nil); string(got) != string(want) {
 			t.Errorf("Me seed %d:\n got %s\nwant %s", seed, got, want)
 		}
 	}
