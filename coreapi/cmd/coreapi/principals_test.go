@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -214,5 +215,16 @@ func TestAccountRoutesDecided(t *testing.T) {
 	}
 	if n < 10 {
 		t.Fatalf("only %d account operations read from the document", n)
+	}
+	// Every refused route is documented, with its 403.
+	param := regexp.MustCompile(`:([a-z_]+)`)
+	for _, r := range accountroutes.Rules {
+		var op struct {
+			Responses map[string]json.RawMessage `json:"responses"`
+		}
+		raw := doc.Paths[param.ReplaceAllString(r.Path, "{$1}")][strings.ToLower(r.Method)]
+		if err := json.Unmarshal(raw, &op); err != nil || op.Responses["403"] == nil {
+			t.Errorf("%s %s: not documented with a 403 (%v)", r.Method, r.Path, err)
+		}
 	}
 }

@@ -285,13 +285,19 @@ func (g *Group) chain(method, path string, h []fiber.Handler) []fiber.Handler {
 }
 
 // Get registers a GET (and HEAD) route.
-func (g *Group) Get(path string, h ...fiber.Handler) { g.r.Get(path, g.chain(fiber.MethodGet, path, h)...) }
+func (g *Group) Get(path string, h ...fiber.Handler) {
+	g.r.Get(path, g.chain(fiber.MethodGet, path, h)...)
+}
 
 // Post registers a POST route.
-func (g *Group) Post(path string, h ...fiber.Handler) { g.r.Post(path, g.chain(fiber.MethodPost, path, h)...) }
+func (g *Group) Post(path string, h ...fiber.Handler) {
+	g.r.Post(path, g.chain(fiber.MethodPost, path, h)...)
+}
 
 // Put registers a PUT route.
-func (g *Group) Put(path string, h ...fiber.Handler) { g.r.Put(path, g.chain(fiber.MethodPut, path, h)...) }
+func (g *Group) Put(path string, h ...fiber.Handler) {
+	g.r.Put(path, g.chain(fiber.MethodPut, path, h)...)
+}
 
 // Patch registers a PATCH route.
 func (g *Group) Patch(path string, h ...fiber.Handler) {
