@@ -88,13 +88,13 @@ func Find(method, pattern string) *Rule {
 	return nil
 }
 
-// Refuses reports whether principal may not call method on path (a
-// normalized request path: no duplicate or trailing slashes), and why.
-// It does not allocate.
-func Refuses(principal string, method, path []byte) (bool, string) {
+// Index returns the index in Rules of the rule refusing principal to
+// call method on path (a normalized request path: no duplicate or
+// trailing slashes), or -1. It does not allocate.
+func Index(principal string, method, path []byte) int {
 	bit := Bit(principal)
 	if bit == 0 {
-		return false, ""
+		return -1
 	}
 	m := string(method)
 	if m == "HEAD" {
@@ -103,10 +103,10 @@ func Refuses(principal string, method, path []byte) (bool, string) {
 	for i := range Rules {
 		r := &Rules[i]
 		if r.Refuse&bit != 0 && r.Method == m && match(r.Path, path) {
-			return true, Detail(principal, r)
+			return i
 		}
 	}
-	return false, ""
+	return -1
 }
 
 // Detail is the problem detail of r refusing principal.
