@@ -67,7 +67,7 @@ func TestAPIKeyAcrossProxies(t *testing.T) {
 	// A key cannot create a key, at the proxy or at coreapi.
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		r := call(t, "POST", p.url("/api/v1/users/me/api-keys"), k.Secret, map[string]any{"name": "x", "permissions": []string{}})
-		if pr := expectProblem(t, r, http.StatusForbidden); pr.Code != "forbidden" {
+		if pr := expectProblem(t, r, http.StatusForbidden); pr.Code != "principal_not_allowed" {
 			t.Fatalf("a key creating a key: %s", r)
 		}
 	}

@@ -85,6 +85,11 @@ const (
 	CodeBadPath           = "bad_path"
 	// CodeEmailUnverified: the route requires a verified email address.
 	CodeEmailUnverified = "email_unverified"
+	// CodePrincipalNotAllowed: the route acts on a person's own account
+	// (sign-in, credentials, sessions, address, invitations, personal
+	// keys) and the caller's principal (an API key, a service account) may
+	// not use it, whatever its permissions (shared/accountroutes).
+	CodePrincipalNotAllowed = "principal_not_allowed"
 )
 
 // Codes of coreapi's hardened flows.

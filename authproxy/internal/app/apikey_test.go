@@ -283,7 +283,7 @@ func TestAPIKeyLimits(t *testing.T) {
 	secret, _ := e.newAPIKey("tenant:read", "api-keys:write")
 	for _, path := range []string{"/api/v1/api-keys", "/api/v1/users/me/api-keys"} {
 		r := e.do("POST", path, secret, nil)
-		e.wantKeyProblem(r, 403, problem.CodeForbidden, "cannot create API keys")
+		e.wantKeyProblem(r, 403, problem.CodePrincipalNotAllowed, "cannot create API keys")
 	}
 	// Nor touch the account's sign-in, sessions, credentials or address.
 	for _, c := range []struct{ method, path string }{
@@ -292,7 +292,7 @@ func TestAPIKeyLimits(t *testing.T) {
 		{"GET", "/api/v1/users/me/sessions"}, {"DELETE", "/api/v1/users/me/sessions/x"}, {"PATCH", "/api/v1/users/me"},
 		{"GET", "/api/v1/users/me/invitations"}, {"POST", "/api/v1/invitations/accept"},
 	} {
-		e.wantKeyProblem(e.do(c.method, c.path, secret, nil), 403, problem.CodeForbidden, "cannot change sign-in")
+		e.wantKeyProblem(e.do(c.method, c.path, secret, nil), 403, problem.CodePrincipalNotAllowed, "cannot change sign-in")
 	}
 	e.wantNothingForwarded()
 	// What stays open: reading oneself, listing and revoking keys.

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/shared/accountroutes"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -53,10 +54,7 @@ var (
 		detail: "the API key is not valid", wwwAuth: `Bearer error="invalid_token"`}
 	errKeyStream = &httpError{status: 403, code: problem.CodeForbidden,
 		detail: "API keys cannot open WebSockets or event streams; use an access token"}
-	errKeyAccount = &httpError{status: 403, code: problem.CodeForbidden,
-		detail: "API keys cannot change sign-in, sessions, credentials, invitations or the account's email; use an access token"}
-	errKeyCreatesKey = &httpError{status: 403, code: problem.CodeForbidden, detail: "an API key cannot create API keys"}
-	errKeyStepUp     = &httpError{status: 403, code: problem.CodeInsufficientUserAuthentication,
+	errKeyStepUp = &httpError{status: 403, code: problem.CodeInsufficientUserAuthentication,
 		detail: "this route needs a recent second factor, which an API key cannot give"}
 )
 
@@ -186,7 +184,7 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 	st.outcome = out.String()
 	if out == decide.Allow {
 		if route.Core {
-			if err := keyCoreRefusal(c.Request().Header.Method(), st.path); err != nil {
+			if err := coreRefusal(identity.PrincipalAPIKey, c.Request().Header.Method(), st.path); err != nil {
 				st.outcome = "api_key_account_route"
 				return err
 			}
@@ -228,24 +226,28 @@ func (s *Server) keyRefused(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 	return err
 }
 
-// keyCoreRefusal is the refusal of coreapi's routes no key may call, nil
-// for the others: creating keys (a key would mint a successor without its
-// expiry), and everything about the account's sign-in, sessions,
-// credentials and address (a leaked read-only key must not change the
-// email, then reset the password, or sign the user out, or accept an
-// invitation on their behalf).
-func keyCoreRefusal(method, path []byte) *httpError {
-	p := b2s(path)
-	under := func(prefix string) bool {
-		return p == prefix || len(p) > len(prefix) && p[:len(prefix)] == prefix && p[len(prefix)] == '/'
+// Refusals of principals on coreapi's account routes, by principal and
+// index in accountroutes.Rules (built once: a refusal allocates nothing).
+var accountRefusals = func() map[string][]*httpError {
+	out := map[string][]*httpError{}
+	for _, p := range []string{identity.PrincipalAPIKey, identity.PrincipalService} {
+		errs := make([]*httpError, len(accountroutes.Rules))
+		for i := range accountroutes.Rules {
+			errs[i] = &httpError{status: 403, code: problem.CodePrincipalNotAllowed, detail: accountroutes.Detail(p, &accountroutes.Rules[i])}
+		}
+		out[p] = errs
 	}
-	switch {
-	case string(method) == fiber.MethodPost && (p == "/api/v1/api-keys" || p == "/api/v1/users/me/api-keys"):
-		return errKeyCreatesKey
-	case under("/api/v1/auth"), under("/api/v1/users/me/password"), under("/api/v1/users/me/mfa"),
-		under("/api/v1/users/me/sessions"), under("/api/v1/users/me/invitations"), under("/api/v1/invitations/accept"),
-		p == "/api/v1/users/me" && string(method) != fiber.MethodGet && string(method) != fiber.MethodHead:
-		return errKeyAccount
+	return out
+}()
+
+// coreRefusal is the refusal of a coreapi route that principal may not
+// call (shared/accountroutes: an API key on the account's sign-in,
+// sessions, credentials, address or invitations, or creating keys; a
+// service account on what only a person does), nil for the others.
+// coreapi refuses the same table again behind the proxy.
+func coreRefusal(principal string, method, path []byte) *httpError {
+	if i := accountroutes.Index(principal, method, path); i >= 0 {
+		return accountRefusals[principal][i]
 	}
 	return nil
 }

@@ -478,6 +478,12 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 	st.authAt = s.d.Now()
 	s.d.Metrics.AuthDuration.Observe(st.authAt.Sub(st.start).Seconds())
 	st.outcome = out.String()
+	if out == decide.Allow && route.Core && claims.Principal != identity.PrincipalUser {
+		if err := coreRefusal(claims.Principal, h.Method(), st.path); err != nil {
+			st.outcome = "principal_not_allowed"
+			return err
+		}
+	}
 	if out == decide.Allow {
 		var maxAge int64
 		if out, maxAge = decide.Authn(claims, w.pe, route, b2s(h.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {

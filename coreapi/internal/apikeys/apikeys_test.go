@@ -251,7 +251,7 @@ func TestCreateRefused(t *testing.T) {
 	asKey := admin
 	asKey.Principal = identity.PrincipalAPIKey
 	for _, path := range []string{"/api/v1/api-keys", "/api/v1/users/me/api-keys"} {
-		wantProblem(t, x.Send(t, &asKey, http.MethodPost, path, map[string]any{"name": "x", "permissions": []string{}}), 403, "forbidden")
+		wantProblem(t, x.Send(t, &asKey, http.MethodPost, path, map[string]any{"name": "x", "permissions": []string{}}), 403, "principal_not_allowed")
 	}
 	for name, body := range map[string]any{
 		"no name":        map[string]any{"name": " ", "permissions": []string{}},

@@ -225,11 +225,11 @@ func New(o Options) (*Server, error) {
 	}
 
 	rt := Routes{
-		Public:    &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessPublic)}},
-		Protected: &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessProtected)}},
-		Optional:  &Group{r: s.app.Group("/api/v1"), mw: []fiber.Handler{s.identityHeaders(accessOptional)}},
+		Public:    &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{s.identityHeaders(accessPublic)}},
+		Protected: &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{s.identityHeaders(accessProtected)}},
+		Optional:  &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{s.identityHeaders(accessOptional)}},
 		Root:      &Group{r: s.app},
-		Internal:  &Group{r: s.app.Group(InternalPrefix), mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
+		Internal:  &Group{r: s.app.Group(InternalPrefix), prefix: InternalPrefix, mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
 		Cursors:   &Cursors{cc: s.cursor},
 	}
 	rt.Root.Get("/openapi.json", func(c *fiber.Ctx) error {
@@ -266,28 +266,45 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Group registers routes under a prefix with middleware that runs only for
 // those routes (unlike fiber's Group, whose middleware applies to every
-// path under the prefix, including other groups' routes).
+// path under the prefix, including other groups' routes). A route of
+// shared/accountroutes gets its principal check (principals.go) after the
+// identity middleware.
 type Group struct {
-	r  fiber.Router
-	mw []fiber.Handler
+	r      fiber.Router
+	prefix string
+	mw     []fiber.Handler
 }
 
-func (g *Group) chain(h []fiber.Handler) []fiber.Handler {
-	out := make([]fiber.Handler, 0, len(g.mw)+len(h))
-	return append(append(out, g.mw...), h...)
+func (g *Group) chain(method, path string, h []fiber.Handler) []fiber.Handler {
+	out := make([]fiber.Handler, 0, len(g.mw)+1+len(h))
+	out = append(out, g.mw...)
+	if pc := principalCheck(method, g.prefix+path); pc != nil {
+		out = append(out, pc)
+	}
+	return append(out, h...)
 }
 
 // Get registers a GET (and HEAD) route.
-func (g *Group) Get(path string, h ...fiber.Handler) { g.r.Get(path, g.chain(h)...) }
+func (g *Group) Get(path string, h ...fiber.Handler) {
+	g.r.Get(path, g.chain(fiber.MethodGet, path, h)...)
+}
 
 // Post registers a POST route.
-func (g *Group) Post(path string, h ...fiber.Handler) { g.r.Post(path, g.chain(h)...) }
+func (g *Group) Post(path string, h ...fiber.Handler) {
+	g.r.Post(path, g.chain(fiber.MethodPost, path, h)...)
+}
 
 // Put registers a PUT route.
-func (g *Group) Put(path string, h ...fiber.Handler) { g.r.Put(path, g.chain(h)...) }
+func (g *Group) Put(path string, h ...fiber.Handler) {
+	g.r.Put(path, g.chain(fiber.MethodPut, path, h)...)
+}
 
 // Patch registers a PATCH route.
-func (g *Group) Patch(path string, h ...fiber.Handler) { g.r.Patch(path, g.chain(h)...) }
+func (g *Group) Patch(path string, h ...fiber.Handler) {
+	g.r.Patch(path, g.chain(fiber.MethodPatch, path, h)...)
+}
 
 // Delete registers a DELETE route.
-func (g *Group) Delete(path string, h ...fiber.Handler) { g.r.Delete(path, g.chain(h)...) }
+func (g *Group) Delete(path string, h ...fiber.Handler) {
+	g.r.Delete(path, g.chain(fiber.MethodDelete, path, h)...)
+}
