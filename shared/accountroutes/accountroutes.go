@@ -2,7 +2,7 @@
 // principals may not use, whatever permissions they carry: the routes that
 // act on a person's own account (sign-in, sessions, credentials, second
 // factor, email address, invitations, personal API keys) and the creation
-// of API keys. authproxy refuses these before forwarding and coreapi
+// of API keys, service accounts and client secrets. authproxy refuses these before forwarding and coreapi
 // refuses them again behind it (defense in depth: a proxy bug or a
 // misconfigured rules file must not turn a leaked read-only key into an
 // account takeover). Both answer 403 problem+json with code
@@ -17,7 +17,11 @@
 // would outlive its deletion.
 package accountroutes
 
-import "github.com/tollgate-auth/tollgate/shared/identity"
+import (
+	"strings"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
 
 // Refused principals of a rule (a bit set).
 const (
@@ -63,6 +67,10 @@ var Rules = []Rule{
 	{"GET", "/api/v1/users/me/api-keys", Service},
 	{"POST", "/api/v1/users/me/api-keys", APIKey | Service},
 	{"DELETE", "/api/v1/users/me/api-keys/:id", Service},
+	// Service accounts: a client secret made with a key would outlive the
+	// key's revocation and expiry, as a key made with a key would.
+	{"POST", "/api/v1/service-accounts", APIKey},
+	{"POST", "/api/v1/service-accounts/:id/secrets", APIKey},
 }
 
 // Bit returns principal's bit in Rule.Refuse (0: user, anonymous and
@@ -116,6 +124,9 @@ func Detail(principal string, r *Rule) string {
 	}
 	if r.Method == "POST" && (r.Path == "/api/v1/api-keys" || r.Path == "/api/v1/users/me/api-keys") {
 		return "an API key cannot create API keys"
+	}
+	if r.Method == "POST" && strings.HasPrefix(r.Path, "/api/v1/service-accounts") {
+		return "an API key cannot create service accounts or their secrets: they would outlive the key"
 	}
 	return "API keys cannot change sign-in, sessions, credentials, invitations or the account's email; use an access token"
 }
