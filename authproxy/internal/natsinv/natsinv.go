@@ -44,6 +44,8 @@ type Subscriber struct {
 	// already reported, and a second report would purge the caches filled
 	// since.
 	live atomic.Bool
+	// reported is set once the caches have been told (Connected).
+	reported atomic.Bool
 }
 
 // Options configure Connect.
@@ -96,6 +98,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			log.Warn("nats disconnected", "err", err)
 			m.NATSConnected.Set(0)
 			s.live.Store(false)
+			s.reported.Store(false)
 			t.Disconnected(s.now())
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
@@ -150,6 +153,7 @@ func (s *Subscriber) connected() {
 	s.m.NATSConnected.Set(1)
 	if s.live.CompareAndSwap(false, true) {
 		s.t.Reconnected()
+		s.reported.Store(true)
 	}
 }
 
@@ -204,8 +208,10 @@ func (s *Subscriber) keysChanged(msg *nats.Msg, refetch func()) {
 	}
 }
 
-// Connected reports whether the connection is up.
-func (s *Subscriber) Connected() bool { return s.nc.IsConnected() }
+// Connected reports whether the connection is up and the caches have been
+// told the feed is live (the purge of a (re)connection is behind it: what
+// is cached from now on stays until an event or its TTL).
+func (s *Subscriber) Connected() bool { return s.reported.Load() && s.nc.IsConnected() }
 
 // Close drains the subscription and waits (up to timeout) for the
 // connection to close.

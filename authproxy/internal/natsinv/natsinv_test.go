@@ -180,7 +180,7 @@ func TestDroppedCountsSlowConsumerLosses(t *testing.T) {
 // TestConnectReportsOnce: the client also runs its connect handler, late,
 // for the connection Connect has already reported live; a second report
 // would purge what the caches filled in between (a warm entry fetched
-// again right after start).
+// again right after start). Connected holds only once the report is made.
 func TestConnectReportsOnce(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := newRecorder(t)
@@ -190,6 +190,10 @@ func TestConnectReportsOnce(t *testing.T) {
 	}
 	defer s.Close(time.Second)
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	// Connected means the caches have been told (their purge is behind).
+	if got, _ := r.count(); got < 1 {
+		t.Fatal("Connected before the caches were told the feed is live")
+	}
 	// The client's callback goroutine runs the connect handler within
 	// microseconds; give it ample time to show up.
 	time.Sleep(300 * time.Millisecond)
