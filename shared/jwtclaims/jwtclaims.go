@@ -4,9 +4,12 @@
 package jwtclaims
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"math"
 	"slices"
+	"strings"
 )
 
 // NumericDate reads a NumericDate claim (RFC 7519 section 2): a positive
@@ -38,4 +41,51 @@ func HasAudience(raw json.RawMessage, want string) bool {
 		return false
 	}
 	return slices.Contains(many, want)
+}
+
+// Header is a JWS protected header as the access-token verifiers read it.
+type Header struct {
+	Alg  string          `json:"alg"`
+	Kid  string          `json:"kid"`
+	Typ  string          `json:"typ"`
+	Crit json.RawMessage `json:"crit"`
+	B64  json.RawMessage `json:"b64"`
+	JKU  json.RawMessage `json:"jku"`
+	JWK  json.RawMessage `json:"jwk"`
+	X5U  json.RawMessage `json:"x5u"`
+	X5C  json.RawMessage `json:"x5c"`
+}
+
+// Errors of ParseHeader.
+var (
+	// ErrMalformed: the segment is not base64url of a JSON object.
+	ErrMalformed = errors.New("jwt: malformed header")
+	// ErrHeaderParam: crit, b64, or a key or key URL carried in the token
+	// (the verifiers take keys from their own key set only).
+	ErrHeaderParam = errors.New("jwt: unsupported header parameter")
+	// ErrType: typ is not at+jwt (RFC 9068), so the token is not an
+	// access token (an ID token must not pass for one).
+	ErrType = errors.New("jwt: not an access token (typ)")
+)
+
+// ParseHeader decodes the first segment of a compact JWS and refuses the
+// headers neither verifier accepts. alg and kid are the caller's to check
+// against its keys.
+func ParseHeader(seg []byte) (Header, error) {
+	var h Header
+	hb := make([]byte, base64.RawURLEncoding.DecodedLen(len(seg)))
+	n, err := base64.RawURLEncoding.Strict().Decode(hb, seg)
+	if err != nil {
+		return h, ErrMalformed
+	}
+	if err := json.Unmarshal(hb[:n], &h); err != nil {
+		return h, ErrMalformed
+	}
+	if h.Crit != nil || h.B64 != nil || h.JKU != nil || h.JWK != nil || h.X5U != nil || h.X5C != nil {
+		return h, ErrHeaderParam
+	}
+	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
+		return h, ErrType
+	}
+	return h, nil
 }

@@ -22,7 +22,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -337,18 +336,6 @@ func (v *Verifier) checkTimes(now time.Time, exp, nbf, iat int64) error {
 	return nil
 }
 
-type header struct {
-	Alg  string          `json:"alg"`
-	Kid  string          `json:"kid"`
-	Typ  string          `json:"typ"`
-	Crit json.RawMessage `json:"crit"`
-	B64  json.RawMessage `json:"b64"`
-	JKU  json.RawMessage `json:"jku"`
-	JWK  json.RawMessage `json:"jwk"`
-	X5U  json.RawMessage `json:"x5u"`
-	X5C  json.RawMessage `json:"x5c"`
-}
-
 type payload struct {
 	Iss string          `json:"iss"`
 	Aud json.RawMessage `json:"aud"`
@@ -374,19 +361,15 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	if len(parts) != 3 || len(parts[0]) == 0 || len(parts[1]) == 0 || len(parts[2]) == 0 {
 		return nil, ErrMalformed
 	}
-	hb, err := base64.RawURLEncoding.Strict().DecodeString(string(parts[0]))
-	if err != nil {
-		return nil, ErrMalformed
-	}
-	var h header
-	if err := json.Unmarshal(hb, &h); err != nil {
-		return nil, ErrMalformed
-	}
-	if h.Crit != nil || h.B64 != nil || h.JKU != nil || h.JWK != nil || h.X5U != nil || h.X5C != nil {
+	h, err := jwtclaims.ParseHeader(parts[0])
+	switch err {
+	case nil:
+	case jwtclaims.ErrHeaderParam:
 		return nil, ErrHeader
-	}
-	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
+	case jwtclaims.ErrType:
 		return nil, ErrType
+	default:
+		return nil, ErrMalformed
 	}
 	if !v.algs[h.Alg] {
 		return nil, ErrAlg

@@ -3,7 +3,6 @@ package serviceaccounts
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,18 +33,6 @@ type tokenInfo struct {
 	Subject, TenantID, SessionID, Principal, ClientID, ID string
 	IssuedAt, NotBefore, Expires                          int64
 	Permissions                                           []string
-}
-
-type jwtHeader struct {
-	Alg  string          `json:"alg"`
-	Kid  string          `json:"kid"`
-	Typ  string          `json:"typ"`
-	Crit json.RawMessage `json:"crit"`
-	B64  json.RawMessage `json:"b64"`
-	JKU  json.RawMessage `json:"jku"`
-	JWK  json.RawMessage `json:"jwk"`
-	X5U  json.RawMessage `json:"x5u"`
-	X5C  json.RawMessage `json:"x5c"`
 }
 
 type jwtPayload struct {
@@ -83,18 +70,8 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 		return tokenInfo{}, errInactive
 	}
 	parts := strings.SplitN(tok, ".", 3)
-	hb, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
+	h, err := jwtclaims.ParseHeader([]byte(parts[0]))
 	if err != nil {
-		return tokenInfo{}, errInactive
-	}
-	var h jwtHeader
-	if err := json.Unmarshal(hb, &h); err != nil {
-		return tokenInfo{}, errInactive
-	}
-	if h.Crit != nil || h.B64 != nil || h.JKU != nil || h.JWK != nil || h.X5U != nil || h.X5C != nil {
-		return tokenInfo{}, errInactive
-	}
-	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
 		return tokenInfo{}, errInactive
 	}
 	key, alg, ok := s.o.Keys.PublicKey(h.Kid)
