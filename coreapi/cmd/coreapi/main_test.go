@@ -74,20 +74,8 @@ func TestCheckConfig(t *testing.T) {
 // the public and admin servers, then cancels (SIGTERM) and expects a clean
 // exit.
 func TestServeAndShutdown(t *testing.T) {
-	db := dbtest.New(t)
-	keysDir := t.TempDir()
 	var out testkit.LogBuffer
-	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &out); err != nil {
-		t.Fatalf("keys generate: %v", err)
-	}
-	env := map[string]string{
-		"DATABASE_URL":        db.URL,
-		"IDENTITY_HMAC_KEY":   testKey,
-		"SIGNING_KEYS_DIR":    keysDir,
-		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
-		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
-		"SHUTDOWN_TIMEOUT":    "5s",
-	}
+	env := serveEnv(t, dbtest.New(t).URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -180,17 +168,7 @@ func TestServeRefusesOldSchema(t *testing.T) {
 	if err := run(context.Background(), []string{"migrate", "down"}, envOf(map[string]string{"DATABASE_URL": db.URL}), &out); err != nil {
 		t.Fatalf("migrate down: %v", err)
 	}
-	keysDir := t.TempDir()
-	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &out); err != nil {
-		t.Fatalf("keys generate: %v", err)
-	}
-	env := map[string]string{
-		"DATABASE_URL":        db.URL,
-		"IDENTITY_HMAC_KEY":   testKey,
-		"SIGNING_KEYS_DIR":    keysDir,
-		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
-		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
-	}
+	env := serveEnv(t, db.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := run(ctx, []string{"serve"}, envOf(env), &out)
@@ -199,5 +177,23 @@ func TestServeRefusesOldSchema(t *testing.T) {
 	}
 	if strings.Contains(out.String(), `"msg":"listening"`) {
 		t.Error("serve listened before refusing")
+	}
+}
+
+// serveEnv is the environment of `coreapi serve` on random loopback ports
+// against the database at dbURL, with a fresh signing-key directory.
+func serveEnv(t *testing.T, dbURL string) map[string]string {
+	t.Helper()
+	keysDir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &testkit.LogBuffer{}); err != nil {
+		t.Fatalf("keys generate: %v", err)
+	}
+	return map[string]string{
+		"DATABASE_URL":        dbURL,
+		"IDENTITY_HMAC_KEY":   testKey,
+		"SIGNING_KEYS_DIR":    keysDir,
+		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
+		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT":    "5s",
 	}
 }

@@ -39,20 +39,8 @@ var openToKeys = map[string]string{
 // they carry (the proxy is not trusted to have refused them); users, and
 // the principals a rule does not refuse, reach the handler.
 func TestPrincipalMatrix(t *testing.T) {
-	db := dbtest.New(t)
-	keysDir := t.TempDir()
 	var out testkit.LogBuffer
-	if err := run(context.Background(), []string{"keys", "generate", "-dir", keysDir}, envOf(nil), &out); err != nil {
-		t.Fatalf("keys generate: %v", err)
-	}
-	env := map[string]string{
-		"DATABASE_URL":        db.URL,
-		"IDENTITY_HMAC_KEY":   testKey,
-		"SIGNING_KEYS_DIR":    keysDir,
-		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
-		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
-		"SHUTDOWN_TIMEOUT":    "5s",
-	}
+	env := serveEnv(t, dbtest.New(t).URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
