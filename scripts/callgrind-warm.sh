@@ -16,8 +16,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go test -c -o "$tmp/app.test" "$root/authproxy/internal/app"
 cd "$root/authproxy/internal/app"
-# Go's asynchronous preemption signals upset callgrind's signal handling.
-GODEBUG=asyncpreemptoff=1 BENCH_SYNC="$tmp/sync" BENCH_SYNC_N=$n \
+# Go's asynchronous preemption signals upset callgrind's signal handling, and
+# valgrind's CPUID reports RDTSCP, which it cannot execute (SIGILL in the
+# runtime's cputicks).
+GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off BENCH_SYNC="$tmp/sync" BENCH_SYNC_N=$n \
 	valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" ${TOGGLE:+--toggle-collect="$TOGGLE"} \
 	"$tmp/app.test" -test.run='^$' -test.bench="^Benchmark${bench}\$" -test.benchtime=1x >"$tmp/log" 2>&1 &
 pid=$!

@@ -50,6 +50,7 @@ type harness struct {
 	proxyAddr, proxyAdmin    string
 	proxy                    *proc
 	bare                     *proc  // the bare proxy
+	upstream                 *proc  // the synthetic upstream
 	bigAddr, bigAdmin        string // an authproxy with caches sized for the many-users row
 	stack                    *stack // nil with -skip-stack
 	tenant                   string
@@ -156,7 +157,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	}
 	h.upstreamAddr, h.bareAddr = freeAddr(), freeAddr()
 	h.proxyAddr, h.proxyAdmin = freeAddr(), freeAddr()
-	if _, err := h.start("upstream", nil, self, "-serve", "upstream", "-addr", h.upstreamAddr, "-jwks", jwksFile, "-hmac", h.hmac); err != nil {
+	if h.upstream, err = h.start("upstream", nil, self, "-serve", "upstream", "-addr", h.upstreamAddr, "-jwks", jwksFile, "-hmac", h.hmac); err != nil {
 		return err
 	}
 	if h.bare, err = h.start("bareproxy", nil, self, "-serve", "bare", "-addr", h.bareAddr, "-upstream", h.upstreamAddr); err != nil {
@@ -345,7 +346,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// of one-time tokens fills its caches: bare and warm alternate, so that
 	// drift in what else the machine does hits both; the report quotes the
 	// medians.
-	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs)
+	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs, 5)
 
 	// Fixed-rate load at half the bare proxy's capacity (main row): the
 	// latency each proxy adds when it is not saturated.
@@ -472,8 +473,33 @@ type pairedRound struct {
 	bareCPU, warmCPU float64
 }
 
-func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte) []pairedRound {
-	const rounds = 5
+// pairedOnly starts the synthetic targets and runs only the paired rounds,
+// printing each and the medians: the before/after check of a warm-path
+// change, with the processes' ids printed so that a profiler can attach.
+func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) error {
+	if err := h.startSynthetic(ctx); err != nil {
+		return err
+	}
+	warmTokens, err := h.minter.mintAll(h.warmUsers, len(h.warmUsers))
+	if err != nil {
+		return err
+	}
+	noAuth := [][]byte{rawGET("bench", benchURI, "")}
+	warmReqs := render("bench", benchURI, warmTokens)
+	h.fillOnce(ctx, h.proxyAddr, warmReqs)
+	fmt.Fprintf(out, "pids: bare %d, authproxy %d, upstream %d\n", h.bare.pid(), h.proxy.pid(), h.upstream.pid())
+	ps := h.pairedRounds(ctx, noAuth, warmReqs, rounds)
+	var ratio, bare, warm []float64
+	for _, p := range ps {
+		ratio = append(ratio, p.warm.RPS/p.bare.RPS)
+		bare = append(bare, p.bareCPU)
+		warm = append(warm, p.warmCPU)
+	}
+	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs\n", len(ps), median(ratio), median(bare), median(warm))
+	return ctx.Err()
+}
+
+func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, rounds int) []pairedRound {
 	c := h.o.conns
 	d := max(h.o.duration/2, time.Second)
 	out := make([]pairedRound, 0, rounds)

@@ -35,6 +35,7 @@ type options struct {
 	profile          time.Duration
 	gobench          string
 	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
+	pairedOnly       int    // >0: only this many paired bare/warm rounds, printed
 }
 
 // analysisMarker starts the hand-written part of the report, which a run
@@ -74,6 +75,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.skipStack, "skip-stack", false, "skip the full-stack rows (no PostgreSQL needed)")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
+	fs.IntVar(&o.pairedOnly, "paired-only", 0, "only run this many paired bare/warm rounds and print them (no report file): the quick before/after check of the warm path")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,6 +105,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer h.close()
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
+	}
+	if o.pairedOnly > 0 {
+		return h.pairedOnly(ctx, o.pairedOnly, stdout)
 	}
 	rep, err := h.runAll(ctx)
 	if err != nil {
