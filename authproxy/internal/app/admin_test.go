@@ -177,3 +177,41 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	_ = context.Background()
 }
+
+// A request answered from the caches reads no clock for its access
+// decision: it is recorded in authproxy_auth_duration_seconds as taking no
+// time (its auth work is far below the first bucket), while one that
+// verified its token and fetched its projection is timed.
+func TestAuthDurationOfWarmRequests(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // cold: verified and fetched
+	sum := func() float64 {
+		_, body := get(t, "http://"+e.admin+"/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, "authproxy_auth_duration_seconds_sum "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f
+			}
+		}
+		t.Fatal("no authproxy_auth_duration_seconds_sum")
+		return 0
+	}
+	cold := sum()
+	if cold <= 0 {
+		t.Fatalf("the cold request was recorded as taking %v s", cold)
+	}
+	for range 5 {
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	}
+	if got := sum(); got != cold {
+		t.Fatalf("auth duration sum went from %v to %v over 5 warm requests; want unchanged", cold, got)
+	}
+	_, body := get(t, "http://"+e.admin+"/metrics")
+	if !strings.Contains(body, "authproxy_auth_duration_seconds_count 6") {
+		t.Fatal("warm requests not counted in authproxy_auth_duration_seconds")
+	}
+}

@@ -95,8 +95,13 @@ func LoadRules(cfg *config.Config) (*rules.Table, error) {
 
 // New builds every part; nothing listens until Serve.
 func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*App, error) {
+	// The server reads fasthttp's per-request time unless a test injects
+	// its clock.
+	var serverNow func() time.Time
 	if h.Now == nil {
 		h.Now = time.Now
+	} else {
+		serverNow = h.Now
 	}
 	a := &App{cfg: cfg, now: h.Now, log: log, Metrics: metrics.New(), appSigners: map[string]*identity.KeySigner{}}
 	m := a.Metrics
@@ -162,7 +167,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 		tr = &server.Tracing{Tracer: a.tracing.Tracer("github.com/tollgate-auth/tollgate/authproxy"), Propagator: a.tracing.Propagator}
 	}
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv, Keys: a.Projections,
-		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: h.Now, Tracing: tr},
+		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: serverNow, Tracing: tr},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg)})
 	m.RulesGeneration.Set(1)

@@ -179,8 +179,8 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 	claims := ke.Token.Claims()
 	st.principal, st.userID, st.tenantID = identity.PrincipalAPIKey, claims.Sub, claims.Tid
 	out := decide.Decide(claims, ke.E, route)
-	st.authAt = s.d.Now()
-	s.d.Metrics.AuthDuration.Observe(st.authAt.Sub(st.start).Seconds())
+	st.waited = true // a key may have been resolved by coreapi: read the clock
+	s.decidedAt(st)
 	st.outcome = out.String()
 	if out == decide.Allow {
 		if route.Core {

@@ -117,6 +117,23 @@ type Entry struct {
 	aux  atomic.Value
 	ref  atomic.Uint32 // CLOCK mark: hit since the hand last passed
 	slot int32         // in its store shard's ring
+	// validFrom and validTo (unix nanos) bound the times at which the
+	// claims pass checkTimes (nbf, iat and exp with the leeway): a hit
+	// compares two integers, and only a failure asks checkTimes why.
+	validFrom, validTo int64
+	// set is the key set the token's key was last found in: while it is
+	// still the current set (sets are immutable), the key is still there.
+	set atomic.Pointer[jwks.Set]
+}
+
+// newEntry is the cache entry of verified claims c with digest d.
+func (v *Verifier) newEntry(d *[sha256.Size]byte, c *Claims, expires int64) *Entry {
+	lw := int64(v.opt.Leeway)
+	from := c.Iat*int64(time.Second) - lw
+	if c.Nbf != 0 {
+		from = max(from, c.Nbf*int64(time.Second)-lw)
+	}
+	return &Entry{digest: *d, claims: c, expires: expires, Kid: c.Key.Kid, validFrom: from, validTo: c.Exp*int64(time.Second) + lw}
 }
 
 // Claims are the entry's verified claims.
@@ -233,7 +250,7 @@ func (v *Verifier) Cached(d *[sha256.Size]byte, now time.Time) (e *Entry, hit bo
 		v.neg.Hits.Inc()
 		return nil, true, e.err
 	}
-	switch err := v.recheck(now, e.claims); {
+	switch err := v.recheckEntry(now, e); {
 	case err == nil && live:
 		v.pos.Hits.Inc()
 		return e, true, nil
@@ -278,7 +295,7 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 		switch {
 		case err == nil:
 			ttl := min(time.Unix(c.Exp, 0).Add(v.opt.Leeway).Sub(now), v.opt.MaxTTL)
-			e := &Entry{digest: *d, claims: c, expires: now.Add(ttl).UnixNano(), Kid: c.Key.Kid}
+			e := v.newEntry(d, c, now.Add(ttl).UnixNano())
 			if ttl > 0 {
 				v.remember(e, now)
 			}
@@ -309,16 +326,23 @@ func (v *Verifier) remember(e *Entry, now time.Time) {
 	v.hot[binary.LittleEndian.Uint64(e.digest[8:16])&v.mask].Store(e)
 }
 
-// recheck applies the time-dependent checks and the key-still-published
-// check to cached claims.
-func (v *Verifier) recheck(now time.Time, c *Claims) error {
-	if err := v.checkTimes(now, c.Exp, c.Nbf, c.Iat); err != nil {
-		return err
+// recheckEntry applies the time-dependent checks and the
+// key-still-published check to a cached entry's claims, from the bounds
+// and key set the entry remembers while they still hold.
+func (v *Verifier) recheckEntry(now time.Time, e *Entry) error {
+	if n := now.UnixNano(); n < e.validFrom || n >= e.validTo {
+		if err := v.checkTimes(now, e.claims.Exp, e.claims.Nbf, e.claims.Iat); err != nil {
+			return err
+		}
 	}
 	s := v.keys.Current()
-	if s == nil || s.Keys[c.Key.Kid] != c.Key {
+	if s != nil && s == e.set.Load() {
+		return nil
+	}
+	if s == nil || s.Keys[e.claims.Key.Kid] != e.claims.Key {
 		return ErrKid
 	}
+	e.set.Store(s)
 	return nil
 }
 

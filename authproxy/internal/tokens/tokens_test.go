@@ -281,3 +281,74 @@ func TestVerifiedTokenHitsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// swappedKeys is a key source whose current set a test replaces.
+type swappedKeys struct {
+	KeySource
+	cur atomic.Pointer[jwks.Set]
+}
+
+func (k *swappedKeys) Current() *jwks.Set { return k.cur.Load() }
+
+// A hit re-checks exp, iat and nbf (with the leeway) and the key still
+// being published from what the entry remembers: the same answers as a
+// full re-check, whichever key set is current.
+func TestCachedRechecksTimesAndKeySet(t *testing.T) {
+	f := newFixture(t, time.Second)
+	tok := f.mint(t, "u")
+	d := Digest(tok)
+	c, err := f.v.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, iat := time.Unix(c.Exp, 0), time.Unix(c.Iat, 0)
+	lw := f.v.opt.Leeway
+	early := ErrIssuedInFuture // checked after nbf, which the test tokens carry at iat
+	if c.Nbf != 0 && c.Nbf >= c.Iat {
+		early = ErrNotYetValid
+	}
+	for _, tc := range []struct {
+		at      time.Time
+		hit     bool
+		wantErr error
+	}{
+		{iat, true, nil},
+		{exp.Add(lw - time.Nanosecond), true, nil},
+		{exp.Add(lw), true, ErrExpired},
+		{iat.Add(-lw), true, nil},
+		{iat.Add(-lw - time.Nanosecond), true, early},
+	} {
+		// The entry's time in the cache is not what this is about.
+		e, _, _ := f.v.Cached(&d, iat)
+		if e == nil {
+			t.Fatal("token not cached")
+		}
+		e.expires = tc.at.Add(time.Hour).UnixNano()
+		_, hit, err := f.v.Cached(&d, tc.at)
+		if hit != tc.hit || !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+			t.Errorf("Cached at %v: hit %v, err %v; want hit %v, err %v", tc.at, hit, err, tc.hit, tc.wantErr)
+		}
+		e.expires = time.Now().Add(time.Minute).UnixNano()
+	}
+	// A new key set that still holds the key: a hit. One without it: a
+	// miss (the token is verified again, and refused).
+	keys := &swappedKeys{KeySource: f.v.keys}
+	old := f.v.keys.Current()
+	f.v.keys = keys
+	same := &jwks.Set{Keys: map[string]*jwks.Key{}}
+	for kid, k := range old.Keys {
+		same.Keys[kid] = k
+	}
+	keys.cur.Store(same)
+	if _, hit, err := f.v.Cached(&d, time.Now()); !hit || err != nil {
+		t.Fatalf("key set replaced, key kept: hit %v, err %v", hit, err)
+	}
+	keys.cur.Store(&jwks.Set{Keys: map[string]*jwks.Key{}})
+	if _, hit, _ := f.v.Cached(&d, time.Now()); hit {
+		t.Fatal("key removed from the set: still a hit")
+	}
+	keys.cur.Store(same)
+	if _, hit, err := f.v.Cached(&d, time.Now()); !hit || err != nil {
+		t.Fatalf("key back: hit %v, err %v", hit, err)
+	}
+}
