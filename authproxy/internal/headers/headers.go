@@ -223,6 +223,23 @@ var b64token = func() (t [256]bool) {
 // equalFold compares ASCII case-insensitively and reads '_' as '-', the way
 // CGI-style upstreams map header names, so "X_Forwarded_For" or
 // "Transfer_Encoding" cannot slip past a check for the dashed name.
+// asciiFold reports whether a is s (lower case) in any ASCII case.
+func asciiFold(a []byte, s string) bool {
+	if len(a) != len(s) {
+		return false
+	}
+	for i := range len(a) {
+		c := a[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func equalFold(a []byte, s string) bool {
 	if len(a) != len(s) {
 		return false
@@ -258,6 +275,29 @@ const (
 	UpgradeH2C               // Upgrade lists h2c: always refused
 	UpgradeOther             // anything else: stripped like any hop-by-hop header
 )
+
+// Scan reads, in one pass over the client's header fields, what the
+// request path would otherwise look up one name at a time (each lookup
+// re-validates and re-cases its name and scans every field): the first
+// X-Request-Id value (aliasing h), and whether an Upgrade or a
+// Sec-WebSocket-Protocol field is present (UpgradeOf and
+// TakeProtocolBearer need not run without them). Names match in any case.
+func Scan(h *fasthttp.RequestHeader) (requestID []byte, upgrade, wsProtocol bool) {
+	seenID := false
+	for k, v := range h.All() {
+		switch len(k) {
+		case len("Upgrade"):
+			upgrade = upgrade || equalFold(k, "upgrade")
+		case len("X-Request-Id"):
+			if !seenID && asciiFold(k, "x-request-id") { // exactly Peek's match: no '_' for '-'
+				requestID, seenID = v, true
+			}
+		case len("Sec-WebSocket-Protocol"):
+			wsProtocol = wsProtocol || equalFold(k, "sec-websocket-protocol")
+		}
+	}
+	return requestID, upgrade, wsProtocol
+}
 
 // UpgradeOf reads the upgrade a request asks for; call it before Sanitize,
 // which removes the headers it reads.

@@ -335,3 +335,40 @@ func TestTakeProtocolBearer(t *testing.T) {
 		})
 	}
 }
+
+// Scan finds what the request path would look up by name, in any case,
+// and only under the exact names (no '_' for '-' in X-Request-Id, unlike
+// the identity-header match).
+func TestScan(t *testing.T) {
+	for _, tc := range []struct {
+		raw          string
+		id           string
+		upgrade, wsp bool
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "", false, false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nx-request-id: one\r\nX-Request-Id: two\r\n\r\n", "one", false, false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX_Request_Id: under\r\n\r\n", "", false, false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nupgrade: websocket\r\nConnection: upgrade\r\n\r\n", "", true, false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nsec-websocket-protocol: bearer.x\r\n\r\n", "", false, true},
+		{"GET / HTTP/1.1\r\nHost: a\r\nSEC-WEBSOCKET-PROTOCOL: chat\r\nUPGRADE: h2c\r\nX-REQUEST-ID: r\r\n\r\n", "r", true, true},
+	} {
+		var req fasthttp.Request
+		if err := req.Read(bufio.NewReader(strings.NewReader(tc.raw))); err != nil {
+			t.Fatal(err)
+		}
+		id, up, wsp := Scan(&req.Header)
+		if string(id) != tc.id || up != tc.upgrade || wsp != tc.wsp {
+			t.Errorf("%q: Scan = %q, %v, %v; want %q, %v, %v", tc.raw, id, up, wsp, tc.id, tc.upgrade, tc.wsp)
+		}
+		// The same answers as the lookups it replaces.
+		if want := req.Header.Peek("X-Request-Id"); string(want) != string(id) {
+			t.Errorf("%q: Scan's request id %q, Peek's %q", tc.raw, id, want)
+		}
+		if (UpgradeOf(&req.Header) != UpgradeNone) != up {
+			t.Errorf("%q: Scan's upgrade %v disagrees with UpgradeOf", tc.raw, up)
+		}
+		if (len(req.Header.PeekAll("Sec-WebSocket-Protocol")) > 0) != wsp {
+			t.Errorf("%q: Scan's Sec-WebSocket-Protocol %v disagrees with PeekAll", tc.raw, wsp)
+		}
+	}
+}

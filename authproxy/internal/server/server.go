@@ -178,11 +178,14 @@ type state struct {
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line
 	upgrade   headers.Upgrade
-	wsBearer  bool   // Authorization came from Sec-WebSocket-Protocol
-	xkey      []byte // X-API-Key's value, copied (apikey.go)
-	xkeyN     int    // X-API-Key headers sent
-	route     string
-	outcome   string
+	// hasUpgrade, hasWSProtocol: the client sent Upgrade, or
+	// Sec-WebSocket-Protocol (headers.Scan, at the start).
+	hasUpgrade, hasWSProtocol bool
+	wsBearer                  bool   // Authorization came from Sec-WebSocket-Protocol
+	xkey                      []byte // X-API-Key's value, copied (apikey.go)
+	xkeyN                     int    // X-API-Key headers sent
+	route                     string
+	outcome                   string
 	// Who the request was for, for the access log and the span.
 	principal  string
 	userID     string
@@ -281,7 +284,9 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.unparsed = false
 	st.upgrade, st.wsBearer = headers.UpgradeNone, false
 	h := &c.Request().Header
-	if in := h.Peek(requestid.Header); requestid.Valid(b2s(in)) {
+	var in []byte
+	in, st.hasUpgrade, st.hasWSProtocol = headers.Scan(h)
+	if requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
 	} else {
 		// Unique, not secret: a random per-process prefix and a counter.
@@ -672,32 +677,34 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		// it, and the token stays out of the upstream's logs.
 		h.Del(fiber.HeaderAuthorization)
 	}
-	// Add, not Set: hygiene removed every client X-Auth-* header, so there
-	// is nothing to replace and no need to scan for it.
-	h.Add(identity.HeaderKeyID, signer.KeyID())
+	// SetCanonical: the names are constants in canonical form, so fasthttp
+	// neither re-validates nor re-cases them (Add does both, per byte, on
+	// every call); hygiene removed every client X-Auth-* header, so each is
+	// set once.
+	setHeader(h, identity.HeaderKeyID, signer.KeyID())
 	emailVerified := false
 	if cl == nil {
-		h.Add(identity.HeaderPrincipal, identity.PrincipalAnonymous)
+		setHeader(h, identity.HeaderPrincipal, identity.PrincipalAnonymous)
 	} else {
 		e := w.pe
 		emailVerified = e.P.EmailVerified
-		h.Add(identity.HeaderPrincipal, w.principal)
-		h.Add(identity.HeaderUserID, cl.Sub)
-		h.Add(identity.HeaderTenantID, cl.Tid)
-		h.Add(identity.HeaderSessionID, cl.Sid)
-		h.Add(identity.HeaderRoles, e.Roles)
-		h.Add(identity.HeaderPermissions, e.Perms)
+		setHeader(h, identity.HeaderPrincipal, w.principal)
+		setHeader(h, identity.HeaderUserID, cl.Sub)
+		setHeader(h, identity.HeaderTenantID, cl.Tid)
+		setHeader(h, identity.HeaderSessionID, cl.Sid)
+		setHeader(h, identity.HeaderRoles, e.Roles)
+		setHeader(h, identity.HeaderPermissions, e.Perms)
 		if w.amr != "" {
-			h.Add(identity.HeaderAMR, w.amr)
+			setHeader(h, identity.HeaderAMR, w.amr)
 		}
 		if w.authTime != "" {
-			h.Add(identity.HeaderAuthTime, w.authTime)
+			setHeader(h, identity.HeaderAuthTime, w.authTime)
 		}
 	}
-	h.Add(identity.HeaderEmailVerified, identity.BoolString(emailVerified))
-	h.AddBytesV(identity.HeaderClientIP, st.ip)
-	h.AddBytesV(identity.HeaderTimestamp, st.ts)
-	h.AddBytesV(identity.HeaderSignature, st.sig)
+	setHeader(h, identity.HeaderEmailVerified, identity.BoolString(emailVerified))
+	h.SetCanonical(s2b(identity.HeaderClientIP), st.ip)
+	h.SetCanonical(s2b(identity.HeaderTimestamp), st.ts)
+	h.SetCanonical(s2b(identity.HeaderSignature), st.sig)
 	st.upstream = rt.Table.Upstreams[route.Upstream].Name
 	if st.trace.on {
 		s.traceInject(h, st)
@@ -798,10 +805,10 @@ func (s *Server) setForwarded(c *fiber.Ctx, st *state) {
 		proto = "https"
 	}
 	if !st.trusted {
-		// hygiene removed the client's X-Forwarded-*: append, no rescans.
-		h.AddBytesV("X-Forwarded-For", ipStr)
-		h.Add("X-Forwarded-Proto", proto)
-		h.AddBytesV("X-Forwarded-Host", h.Host())
+		// hygiene removed the client's X-Forwarded-*: set once each.
+		h.SetCanonical(s2b("X-Forwarded-For"), ipStr)
+		setHeader(h, "X-Forwarded-Proto", proto)
+		h.SetCanonical(s2b("X-Forwarded-Host"), h.Host())
 		return
 	}
 	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
@@ -961,3 +968,11 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 }
 
 func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// s2b is s as bytes, for fasthttp calls that copy and never write them.
+func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// setHeader sets a header whose name is a constant in canonical form
+// (names_test.go checks each), without fasthttp's per-byte validation and
+// re-casing of the name.
+func setHeader(h *fasthttp.RequestHeader, name, value string) { h.SetCanonical(s2b(name), s2b(value)) }

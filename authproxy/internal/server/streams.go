@@ -28,10 +28,17 @@ var (
 // request's bearer.
 func (s *Server) upgradeHygiene(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
-	st.upgrade = headers.UpgradeOf(h)
+	// Both lookups run only when the fields they read are present
+	// (headers.Scan): most requests have neither.
+	if st.hasUpgrade {
+		st.upgrade = headers.UpgradeOf(h)
+	}
 	if st.upgrade == headers.UpgradeH2C {
 		st.outcome = "h2c"
 		return errH2C
+	}
+	if !st.hasWSProtocol {
+		return nil
 	}
 	tok := headers.TakeProtocolBearer(h)
 	if tok != nil && st.upgrade == headers.UpgradeWebSocket && len(h.PeekAll(fiber.HeaderAuthorization)) == 0 {
