@@ -26,6 +26,47 @@ func Append(dst, raw []byte) ([]byte, error) {
 	if len(raw) == 0 || raw[0] != '/' {
 		return dst, ErrNotAbsolute
 	}
+	if normal(raw) { // most paths: already in normal form, copied as they are
+		return append(dst, raw...), nil
+	}
+	return appendSlow(dst, raw)
+}
+
+// pathChars are the bytes isPathChar accepts.
+var pathChars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isPathChar(byte(c))
+	}
+	return t
+}()
+
+// normal reports whether raw (starting with '/') is its own normal form:
+// only bytes allowed raw in a path (so no escapes), no empty, "." or ".."
+// segment, and no trailing slash unless it is "/".
+func normal(raw []byte) bool {
+	seg := 1 // start of the current segment
+	for i := 1; i < len(raw); i++ {
+		c := raw[i]
+		if !pathChars[c] {
+			return false
+		}
+		if c == '/' {
+			if dotOrEmpty(raw[seg:i]) {
+				return false
+			}
+			seg = i + 1
+		}
+	}
+	return len(raw) == 1 || !dotOrEmpty(raw[seg:])
+}
+
+func dotOrEmpty(seg []byte) bool {
+	return len(seg) == 0 || len(seg) == 1 && seg[0] == '.' || len(seg) == 2 && seg[0] == '.' && seg[1] == '.'
+}
+
+// appendSlow is Append for a path that needs work: escapes decoded or
+// canonicalised, segments resolved.
+func appendSlow(dst, raw []byte) ([]byte, error) {
 	start := len(dst)
 	// Pass 1: decode unreserved escapes, canonicalise the others, escape
 	// bytes that are not allowed raw in a path.
@@ -57,7 +98,7 @@ func Append(dst, raw []byte) ([]byte, error) {
 			return dst[:start], ErrBackslash
 		case c < 0x20 || c == 0x7f:
 			return dst[:start], ErrControl
-		case isPathChar(c):
+		case pathChars[c]:
 			dst = append(dst, c)
 		default:
 			dst = append(dst, '%', hexUpper[c>>4], hexUpper[c&15])
