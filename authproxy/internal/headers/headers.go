@@ -23,6 +23,14 @@ var hopByHop = [...]string{
 }
 
 func isHopByHop(name []byte) bool {
+	// Most names have no hop-by-hop name of their length: one comparison
+	// of lengths each, instead of one call per name.
+	switch len(name) {
+	case len("Te"), len("Trailer"), len("Connection"), len("Proxy-Connection"), len("Transfer-Encoding"),
+		len("Proxy-Authenticate"), len("Proxy-Authorization"):
+	default:
+		return false
+	}
 	for _, h := range hopByHop {
 		if equalFold(name, h) {
 			return true

@@ -372,3 +372,21 @@ func TestScan(t *testing.T) {
 		}
 	}
 }
+
+// Every hop-by-hop name is recognised in any case, whatever its length
+// (isHopByHop filters by length first), and names of those lengths that
+// are not hop-by-hop are not.
+func TestIsHopByHopEveryName(t *testing.T) {
+	for _, name := range hopByHop {
+		for _, v := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			if !isHopByHop([]byte(v)) {
+				t.Errorf("%q not recognised as hop-by-hop", v)
+			}
+		}
+	}
+	for _, v := range []string{"Tx", "Trailers", "Accept", "X-Request-Id", "Authorization", "Content-Encoding"} {
+		if isHopByHop([]byte(v)) {
+			t.Errorf("%q taken for hop-by-hop", v)
+		}
+	}
+}
