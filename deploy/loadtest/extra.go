@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
-	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"github.com/valyala/fasthttp"
 )
 
@@ -37,7 +35,7 @@ type instrRow struct {
 	note          string  // why not measured
 }
 
-// openLoopRow is one fixed-rate (open-loop) run of vegeta.
+// openLoopRow is one fixed-rate (open-loop) run.
 type openLoopRow struct {
 	name          string
 	rate          float64
@@ -86,50 +84,27 @@ func (h *harness) measureTokenSizes(eddsaToken string) tokenSizes {
 	return ts
 }
 
-// openLoop sends GETs of benchURI at a fixed rate with vegeta (requests are
-// sent on schedule whether or not earlier ones were answered), cycling
-// over tokens ("" for none), and reports the latency percentiles.
-func (h *harness) openLoop(ctx context.Context, name, addr string, rate float64, tokens []string) openLoopRow {
+// openLoop sends reqs (cycled) at a fixed rate, each due on schedule
+// whether or not earlier ones were answered (load.rate), and reports the
+// latency percentiles. The harness's raw-connection generator costs a
+// fraction of what an HTTP client library does per request, so it keeps
+// the schedule on the one CPU it is given (openLoops).
+func (h *harness) openLoop(ctx context.Context, name, addr string, rate float64, reqs [][]byte) openLoopRow {
 	r := openLoopRow{name: name, rate: rate}
 	if rate <= 0 {
 		r.note = "not measured: no capacity figure for the bare proxy"
 		return r
 	}
-	var i atomic.Uint64
-	url := "http://" + addr + benchURI
-	tr := func(t *vegeta.Target) error {
-		t.Method, t.URL = http.MethodGet, url
-		t.Header = http.Header{}
-		if len(tokens) > 0 {
-			t.Header.Set("Authorization", "Bearer "+tokens[i.Add(1)%uint64(len(tokens))])
-		}
-		return nil
-	}
-	// One client for the warm-up and the measured attack (an attacker
-	// serves one attack), so the measured one starts on open connections.
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		MaxIdleConnsPerHost: h.o.conns, MaxConnsPerHost: h.o.conns * 4, IdleConnTimeout: time.Minute}}
-	attacker := func() *vegeta.Attacker {
-		return vegeta.NewAttacker(vegeta.Client(client), vegeta.Workers(uint64(h.o.conns)), vegeta.MaxWorkers(uint64(h.o.conns*4)))
-	}
 	h.logf("open loop %-40s %.0f req/s ...", name, rate)
-	pace := vegeta.Rate{Freq: int(rate), Per: time.Second}
-	// Warm-up at the same rate, not recorded.
-	for range attacker().Attack(tr, pace, h.o.warmup, name+" warm-up") {
+	c := h.o.conns * 4 // free connections to send on, even when answers are slow
+	res := load{addr: addr, conns: c, warmup: h.o.warmup, duration: h.o.duration, request: cycle(reqs, c), want: 200, rate: rate}.run(ctx)
+	r.requests = uint64(res.Requests)
+	if res.Requests > 0 {
+		r.success = 1 - float64(res.Errors)/float64(res.Requests)
 	}
-	atk := attacker()
-	var m vegeta.Metrics
-	for res := range atk.Attack(tr, pace, h.o.duration, name) {
-		if ctx.Err() != nil {
-			atk.Stop()
-		}
-		m.Add(res)
-	}
-	m.Close()
-	r.requests, r.success = m.Requests, m.Success
-	r.p50, r.p99, r.max = m.Latencies.P50, m.Latencies.P99, m.Latencies.Max
-	if len(m.Errors) > 0 {
-		r.note = "first error: " + m.Errors[0]
+	r.p50, r.p99, r.max = res.P50, res.P99, res.Max
+	if res.FirstErr != "" {
+		r.note = "first error: " + res.FirstErr
 	}
 	h.logf("open loop %-40s %.0f req/s: p50 %v p99 %v max %v success %.4f", name, rate, r.p50, r.p99, r.max, r.success)
 	return r

@@ -29,6 +29,12 @@ type load struct {
 	// onStart and onEnd, if set, run when the measured window opens and
 	// closes (e.g. to scrape counters so warm-up work is not counted).
 	onStart, onEnd func()
+	// rate, when set, makes the run open-loop: requests are due at this
+	// fixed rate (per second) whatever the answers, each sent by the next
+	// free connection, and a latency is measured from when the request was
+	// due, so time spent waiting for a free connection counts (no
+	// coordinated omission).
+	rate float64
 }
 
 // result is what one run measured, during the measured window only.
@@ -57,6 +63,12 @@ func (l load) run(ctx context.Context) result {
 	noteErr := func(err error) {
 		errs.Add(1)
 		firstErr.CompareAndSwap(nil, err.Error())
+	}
+	var due chan time.Time // open loop: when each request is due
+	done := make(chan struct{})
+	if l.rate > 0 {
+		due = make(chan time.Time, 1<<20)
+		go pace(l.rate, due, done)
 	}
 	for w := 0; w < l.conns; w++ {
 		wg.Add(1)
@@ -102,6 +114,13 @@ func (l load) run(ctx context.Context) result {
 				}
 				req := l.request(w, i)
 				start := time.Now()
+				if due != nil {
+					select {
+					case start = <-due:
+					case <-done:
+						continue
+					}
+				}
 				_ = conn.SetDeadline(start.Add(10 * time.Second))
 				_, err := conn.Write(req)
 				if err == nil {
@@ -146,6 +165,7 @@ func (l load) run(ctx context.Context) result {
 		l.onEnd()
 	}
 	stop.Store(true)
+	close(done)
 	wg.Wait()
 
 	r := result{Requests: reqs.Load(), Errors: errs.Load(), Elapsed: elapsed}
@@ -155,6 +175,32 @@ func (l load) run(ctx context.Context) result {
 	r.RPS = float64(r.Requests) / elapsed.Seconds()
 	r.P50, r.P99, r.Max = percentiles(all)
 	return r
+}
+
+// pace sends on due the times at which requests are due, rate per second,
+// until done is closed. It sleeps between them and, after oversleeping,
+// sends every time that has come due, so that the schedule holds on
+// average.
+func pace(rate float64, due chan<- time.Time, done <-chan struct{}) {
+	interval := time.Duration(float64(time.Second) / rate)
+	next := time.Now()
+	for {
+		now := time.Now()
+		for !next.After(now) {
+			select {
+			case due <- next:
+			case <-done:
+				return
+			}
+			next = next.Add(interval)
+		}
+		select {
+		case <-done:
+			return
+		default:
+		}
+		time.Sleep(next.Sub(now))
+	}
 }
 
 func percentiles(us []uint32) (p50, p99, maxd time.Duration) {

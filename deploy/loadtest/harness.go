@@ -350,11 +350,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 
 	// Fixed-rate load at half the bare proxy's capacity (main row): the
 	// latency each proxy adds when it is not saturated.
-	if bare := rep.find(rep.rows, "bare Fiber proxy", 0); bare != nil {
-		rate := bare.res.RPS / 2
-		rep.openLoop = append(rep.openLoop, h.openLoop(ctx, "bare Fiber proxy", h.bareAddr, rate, nil),
-			h.openLoop(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, rate, warmTokens))
-	}
+	rep.openLoop, rep.openLoopNote = h.openLoops(ctx, noAuth, warmReqs)
 	rep.instr = h.callgrindRows(ctx, noAuth, warmReqs)
 	rep.tokens = h.measureTokenSizes(warmTokens[0])
 	rep.add(h.oauth2Proxy(ctx, warmReqs))
@@ -471,6 +467,30 @@ func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
 type pairedRound struct {
 	bare, warm       result
 	bareCPU, warmCPU float64
+}
+
+// openLoops measures the latency each proxy adds at a fixed rate, half the
+// bare proxy's capacity, with the generator isolated: this process on CPU
+// 0, the proxies and the upstream on the others, so that generating load
+// takes no CPU from what is measured (on a shared machine the generator
+// otherwise queues behind the targets, and the other way round). The
+// capacity is measured the same way, just before.
+func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte) ([]openLoopRow, string) {
+	note := "generator (the harness) on CPU 0; the bare proxy, authproxy and the upstream on the other CPUs"
+	iso, err := isolate(h.bare.pid(), h.proxy.pid(), h.upstream.pid())
+	if err != nil {
+		note = "not isolated (" + err.Error() + "): generator and targets share the CPUs"
+	} else {
+		defer iso.undo()
+	}
+	c := h.o.conns
+	capacity := load{addr: h.bareAddr, conns: c, warmup: time.Second, duration: max(h.o.duration/2, time.Second),
+		request: cycle(noAuth, c), want: 200}.run(ctx)
+	note += fmt.Sprintf("; the bare proxy's closed-loop rate so placed: %.0f req/s", capacity.RPS)
+	h.logf("open loop: %s", note)
+	rate := capacity.RPS / 2
+	return []openLoopRow{h.openLoop(ctx, "bare Fiber proxy", h.bareAddr, rate, noAuth),
+		h.openLoop(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, rate, warmReqs)}, note
 }
 
 // pairedOnly starts the synthetic targets and runs only the paired rounds,

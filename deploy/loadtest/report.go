@@ -43,6 +43,7 @@ type report struct {
 	gobench                string
 	paired                 []pairedRound
 	openLoop               []openLoopRow // bare, then authproxy warm
+	openLoopNote           string        // where the generator and the targets ran
 	instr                  []instrRow    // bare, then authproxy warm
 	tokens                 tokenSizes
 }
@@ -179,7 +180,7 @@ func (r *report) markdown() string {
 	}
 	if len(r.openLoop) == 2 && r.openLoop[0].note == "" && r.openLoop[1].note == "" {
 		added := r.openLoop[1].p99 - r.openLoop[0].p99
-		w("| p99 added by authproxy, open loop at %.0f req/s (50 %% of the bare proxy's rate) | %s | ≤ 0.3 ms: %s |\n", r.openLoop[0].rate, ms(added), verdict(added <= 300*time.Microsecond))
+		w("| p99 added by authproxy, open loop at %.0f req/s (50 %% of the bare proxy's rate; where each ran: below) | %s | ≤ 0.3 ms: %s |\n", r.openLoop[0].rate, ms(added), verdict(added <= 300*time.Microsecond))
 	}
 	if len(r.instr) == 2 && r.instr[0].perRequest > 0 && r.instr[1].perRequest > 0 {
 		ratio := r.instr[1].perRequest / r.instr[0].perRequest
@@ -227,9 +228,10 @@ func (r *report) markdown() string {
 		}
 	}
 	if len(r.openLoop) > 0 {
-		w("\nOpen loop (vegeta, fixed rate: requests leave on schedule whether or not earlier ones were answered, so\n")
-		w("latency is not capped by the generator's own waiting; %d connections at most ×4; %s warm-up, %s measured), the rate\n", r.opts.conns, r.opts.warmup, r.opts.duration)
-		w("half of the bare proxy's closed-loop rate above:\n\n| target | rate | requests | success | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		w("\nOpen loop (fixed rate: each request is due on schedule whether or not earlier ones were answered, is sent on\n")
+		w("the next free one of %d keep-alive connections, and its latency counts from when it was due, so waiting for a\n", r.opts.conns*4)
+		w("free connection counts too; the same raw-connection generator as the closed-loop rows; %s warm-up, %s measured), the rate\n", r.opts.warmup, r.opts.duration)
+		w("half of the bare proxy's closed-loop rate measured the same way just before (%s):\n\n| target | rate | requests | success | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n", r.openLoopNote)
 		for _, o := range r.openLoop {
 			if o.note != "" && o.requests == 0 {
 				w("| %s | %.0f/s | %s | | | | |\n", o.name, o.rate, o.note)
