@@ -849,9 +849,10 @@ func TestPostgresHung(t *testing.T) {
 // concurrency and the replica, and the rest are answered 429.
 //
 // It is the last test of the file on purpose: the burst leaves each proxy
-// with a couple of dozen idle keep-alive connections to its core, and the
-// fault tests above (a killed or hung core) would then see 502s from stale
-// pooled connections instead of the 503 they expect.
+// with a couple of dozen idle keep-alive connections to its core, which the
+// fault tests above (a killed or hung core) were not written to meet. (A
+// request that meets a stale pooled connection is retried once on a fresh
+// one or answered 503, not 502: authproxy/internal/forward.)
 func TestConcurrentGuessesAcrossInstances(t *testing.T) {
 	a := signup(t, sys.proxyA)
 	const n, threshold = 40, 5

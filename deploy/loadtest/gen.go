@@ -47,6 +47,8 @@ type result struct {
 	Max      time.Duration
 	// FirstErr describes the first error seen, for the report.
 	FirstErr string
+	// Kinds counts the errors by kind, most frequent first.
+	Kinds []kindCount
 }
 
 func (l load) run(ctx context.Context) result {
@@ -59,10 +61,12 @@ func (l load) run(ctx context.Context) result {
 		reqs      atomic.Int64
 		errs      atomic.Int64
 		firstErr  atomic.Value
+		kinds     errKinds
 	)
-	noteErr := func(err error) {
+	noteErr := func(err error, kind string) {
 		errs.Add(1)
 		firstErr.CompareAndSwap(nil, err.Error())
+		kinds.add(kind)
 	}
 	var due chan time.Time // open loop: when each request is due
 	done := make(chan struct{})
@@ -106,7 +110,7 @@ func (l load) run(ctx context.Context) result {
 				if conn == nil {
 					if err := dial(); err != nil {
 						if measuring.Load() {
-							noteErr(err)
+							noteErr(err, transportKind(err))
 						}
 						time.Sleep(10 * time.Millisecond)
 						continue
@@ -138,11 +142,11 @@ func (l load) run(ctx context.Context) result {
 				reqs.Add(1)
 				switch {
 				case err != nil:
-					noteErr(err)
+					noteErr(err, transportKind(err))
 					conn.Close()
 					conn = nil
 				case resp.StatusCode() != l.want:
-					noteErr(errors.New("status " + fasthttp.StatusMessage(resp.StatusCode()) + ": " + string(truncate(resp.Body(), 200))))
+					noteErr(errors.New("status "+fasthttp.StatusMessage(resp.StatusCode())+": "+string(truncate(resp.Body(), 200))), responseKind(&resp))
 				}
 				if resp.ConnectionClose() && conn != nil {
 					conn.Close()
@@ -168,7 +172,7 @@ func (l load) run(ctx context.Context) result {
 	close(done)
 	wg.Wait()
 
-	r := result{Requests: reqs.Load(), Errors: errs.Load(), Elapsed: elapsed}
+	r := result{Requests: reqs.Load(), Errors: errs.Load(), Elapsed: elapsed, Kinds: kinds.counts()}
 	if v := firstErr.Load(); v != nil {
 		r.FirstErr = v.(string)
 	}

@@ -18,10 +18,14 @@ type heldResult struct {
 	target, established int
 	requests, errors    int64
 	firstErr            string
-	p50, p99, max       time.Duration
-	rssKB               int64
-	rssIdleKB           int64
-	hold, interval      time.Duration
+	kinds               []kindCount // errors by kind, most frequent first
+	// proxy is what authproxy's own counters say of the hold (upstream
+	// errors by kind, projection fetches refused by the bound, ...).
+	proxy          []counterDelta
+	p50, p99, max  time.Duration
+	rssKB          int64
+	rssIdleKB      int64
+	hold, interval time.Duration
 }
 
 func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
@@ -36,11 +40,14 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 		requests    atomic.Int64
 		errs        atomic.Int64
 		firstErr    atomic.Value
+		kinds       errKinds
 	)
-	fail := func(err error) {
+	fail := func(err error, kind string) {
 		errs.Add(1)
 		firstErr.CompareAndSwap(nil, err.Error())
+		kinds.add(kind)
 	}
+	before := scrape("http://" + h.proxyAdmin + "/metrics")
 	rampEnd := time.Now().Add(10 * time.Second)
 	deadline := rampEnd.Add(hold)
 	sem := make(chan struct{}, 256) // dials in flight
@@ -52,7 +59,7 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 			conn, err := net.DialTimeout("tcp", h.proxyAddr, 10*time.Second)
 			<-sem
 			if err != nil {
-				fail(err)
+				fail(err, "dial: "+transportKind(err))
 				return
 			}
 			defer conn.Close()
@@ -72,11 +79,11 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 				}
 				requests.Add(1)
 				if err != nil {
-					fail(err)
+					fail(err, transportKind(err))
 					return
 				}
 				if resp.StatusCode() != 200 {
-					fail(&statusErr{resp.StatusCode()})
+					fail(&statusErr{resp.StatusCode()}, responseKind(&resp))
 				}
 				lat = append(lat, uint32(time.Since(start).Microseconds()))
 				time.Sleep(every - time.Since(start))
@@ -95,13 +102,15 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 		mu.Unlock()
 	}()
 	wg.Wait()
+	res.proxy = changedCounters(before, scrape("http://"+h.proxyAdmin+"/metrics"), "authproxy_upstream_errors_total", "authproxy_projection_fetches_total", "authproxy_token_verifications_total")
+	res.kinds = kinds.counts()
 	res.established = int(established.Load())
 	res.requests, res.errors = requests.Load(), errs.Load()
 	if v := firstErr.Load(); v != nil {
 		res.firstErr = v.(string)
 	}
 	res.p50, res.p99, res.max = percentiles(all)
-	h.logf("held %d/%d connections: %d requests, %d errors, p99 %v, proxy RSS %d KB", res.established, n, res.requests, res.errors, res.p99, res.rssKB)
+	h.logf("held %d/%d connections: %d requests, %d errors, p99 %v, proxy RSS %d KB; errors: %s; proxy counters: %v", res.established, n, res.requests, res.errors, res.p99, res.rssKB, formatKinds(res.kinds), res.proxy)
 	return res
 }
 

@@ -35,7 +35,6 @@ type options struct {
 	profile          time.Duration
 	gobench          string
 	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
-	pairedOnly       int    // >0: only this many paired bare/warm rounds, printed
 }
 
 // analysisMarker starts the hand-written part of the report, which a run
@@ -75,7 +74,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.skipStack, "skip-stack", false, "skip the full-stack rows (no PostgreSQL needed)")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
-	fs.IntVar(&o.pairedOnly, "paired-only", 0, "only run this many paired bare/warm rounds and print them (no report file): the quick before/after check of the warm path")
+	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy and prints the processes' ids (for a profiler): the quick before/after check of the warm path")
+	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
+	rounds := fs.Int("rounds", 3, "rounds of -only users or -only paired")
+	coldN := fs.Int("cold", 150000, "one-time tokens sent to the default proxy before -only users (the full run's cold row)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -88,6 +90,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "":
 	default:
 		return fmt.Errorf("unknown -serve %q", *serve)
+	}
+	if *only != "" && *only != "users" && *only != "held" && *only != "paired" {
+		return fmt.Errorf("unknown -only %q (want users, held or paired)", *only)
 	}
 	if *quick {
 		o.duration, o.warmup = 2*time.Second, time.Second
@@ -103,11 +108,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer h.close()
+	switch *only {
+	case "users":
+		return h.runUsers(ctx, stdout, *rounds, *coldN)
+	case "held":
+		return h.runHeld(ctx, stdout, *heldCold)
+	case "paired":
+		return h.pairedOnly(ctx, *rounds, stdout)
+	}
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
-	}
-	if o.pairedOnly > 0 {
-		return h.pairedOnly(ctx, o.pairedOnly, stdout)
 	}
 	rep, err := h.runAll(ctx)
 	if err != nil {

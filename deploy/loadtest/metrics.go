@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -101,4 +103,27 @@ func (s sample) labelled(name string, fragments ...string) float64 {
 		}
 	}
 	return sum
+}
+
+// counterDelta is the change of one series between two scrapes.
+type counterDelta struct {
+	series string
+	delta  float64
+}
+
+func (c counterDelta) String() string { return fmt.Sprintf("%s +%g", c.series, c.delta) }
+
+// changedCounters lists the labelled series of the named metrics that
+// changed between two scrapes, in name order.
+func changedCounters(before, after sample, names ...string) []counterDelta {
+	var out []counterDelta
+	for k, v := range after {
+		for _, n := range names {
+			if strings.HasPrefix(k, n+"{") && v != before[k] {
+				out = append(out, counterDelta{k, v - before[k]})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].series < out[j].series })
+	return out
 }

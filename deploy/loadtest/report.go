@@ -42,6 +42,7 @@ type report struct {
 	profile                string
 	gobench                string
 	paired                 []pairedRound
+	users                  []usersRound  // few vs many users, alternating on the default proxy
 	openLoop               []openLoopRow // bare, then authproxy warm
 	openLoopNote           string        // where the generator and the targets ran
 	instr                  []instrRow    // bare, then authproxy warm
@@ -150,7 +151,7 @@ func (r *report) markdown() string {
 	}
 	for _, x := range r.rows {
 		if x.res.FirstErr != "" || x.note != "" {
-			w("\n- %s: %s %s", x.name, x.note, x.res.FirstErr)
+			w("\n- %s: %s %s%s", x.name, x.note, x.res.FirstErr, kindsNote(x.res.Kinds))
 		}
 	}
 	w("\n\n## Ratios\n\n| ratio | value | goal |\n|---|---:|---|\n")
@@ -194,7 +195,18 @@ func (r *report) markdown() string {
 			w("| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput | %s | ≥ 10× |\n", o2.note)
 		}
 	}
-	if many := r.find(r.trends, fmt.Sprintf("authproxy warm (%d users)", r.opts.manyUsers), 0); many != nil && warm != nil && warm.res.RPS > 0 {
+	if len(r.users) > 0 {
+		var ratios, verifs []float64
+		for _, u := range r.users {
+			if u.few.RPS > 0 {
+				ratios = append(ratios, u.many.RPS/u.few.RPS)
+			}
+			verifs = append(verifs, u.verif)
+		}
+		ratio, verif := median(ratios), slices.Max(verifs)
+		w("| authproxy warm (%d users, default settings) ÷ warm (%d users) throughput, median of %d alternating rounds on one proxy; verifications / request (most of any round) | %.2f; %.4g | ≥ 0.8 and 0: %s |\n",
+			r.opts.manyUsers, r.opts.users, len(r.users), ratio, verif, verdict(ratio >= 0.8 && verif == 0))
+	} else if many := r.find(r.trends, fmt.Sprintf("authproxy warm (%d users)", r.opts.manyUsers), 0); many != nil && warm != nil && warm.res.RPS > 0 {
 		ratio := many.res.RPS / warm.res.RPS
 		verif := -1.0
 		for _, c := range many.counters {
@@ -225,6 +237,18 @@ func (r *report) markdown() string {
 				ratio = p.warm.RPS / p.bare.RPS
 			}
 			w("| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f |\n", i+1, p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU), p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio)
+		}
+	}
+	if len(r.users) > 0 {
+		w("\nMany users, alternating rounds (%d users, then %d users, on the default proxy after the cold row and one pass over the %d users' tokens; %d connections; CPU per request as above):\n\n",
+			r.opts.users, r.opts.manyUsers, r.opts.manyUsers, r.opts.conns)
+		w("| round | %d users req/s | CPU/req | %d users req/s | CPU/req | ratio | verifications / request |\n|---:|---:|---:|---:|---:|---:|---:|\n", r.opts.users, r.opts.manyUsers)
+		for i, u := range r.users {
+			ratio := 0.0
+			if u.few.RPS > 0 {
+				ratio = u.many.RPS / u.few.RPS
+			}
+			w("| %d | %.0f | %s | %.0f | %s | %.2f | %.4g |\n", i+1, u.few.RPS, cpuUS(u.fewCPU), u.many.RPS, cpuUS(u.manyCPU), ratio, u.verif)
 		}
 	}
 	if len(r.openLoop) > 0 {
@@ -287,8 +311,19 @@ func (r *report) markdown() string {
 		w("| established | requests | errors | p50 | p99 | max | proxy RSS idle | proxy RSS at %d conns |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n", hr.target)
 		w("| %d | %d | %d | %s | %s | %s | %.1f MiB | %.1f MiB |\n", hr.established, hr.requests, hr.errors, ms(hr.p50), ms(hr.p99), ms(hr.max),
 			float64(hr.rssIdleKB)/1024, float64(hr.rssKB)/1024)
-		if hr.firstErr != "" {
+		if len(hr.kinds) > 0 {
+			w("\n| errors by kind (status, problem code and detail; or transport error) | count |\n|---|---:|\n")
+			for _, k := range hr.kinds {
+				w("| %s | %d |\n", k.kind, k.n)
+			}
 			w("\nfirst error: %s\n", hr.firstErr)
+		}
+		if len(hr.proxy) > 0 {
+			w("\nauthproxy's counters over the hold:")
+			for _, c := range hr.proxy {
+				w(" `%s`;", c)
+			}
+			w("\n")
 		}
 	}
 	if len(r.trends) > 0 {
@@ -306,7 +341,7 @@ func (r *report) markdown() string {
 		}
 		for _, x := range r.trends {
 			if x.note != "" || x.res.FirstErr != "" {
-				w("\n- %s: %s %s", x.name, x.note, x.res.FirstErr)
+				w("\n- %s: %s %s%s", x.name, x.note, x.res.FirstErr, kindsNote(x.res.Kinds))
 			}
 		}
 		w("\n")
@@ -326,4 +361,12 @@ func (r *report) markdown() string {
 		w("\n## Where authproxy spends CPU under warm load (pprof top 10)\n\n```\n%s\n```\n", r.profile)
 	}
 	return b.String()
+}
+
+// kindsNote is " (errors by kind: …)" for a row with errors, else "".
+func kindsNote(ks []kindCount) string {
+	if len(ks) == 0 {
+		return ""
+	}
+	return " (errors by kind: " + formatKinds(ks) + ")"
 }

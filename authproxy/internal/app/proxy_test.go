@@ -520,6 +520,50 @@ func TestUpstreamUnreachable(t *testing.T) {
 	e.wantProblem(r, 503, problem.CodeUpstreamDown)
 }
 
+// A core that stops while the proxy holds idle keep-alive connections to it
+// is answered 503 with Retry-After from the first request on: a request
+// that meets a stale pooled connection is not answered 502. (The core's
+// shutdown closes its idle connections, as the kernel does for a killed
+// process.)
+func TestUpstreamStoppedWithPooledConns(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // projection cached
+	hc := e.app.Server.Router().Clients[0]
+	if hc.Addr != e.core.Addr {
+		t.Fatalf("client 0 is for %s, want the core %s", hc.Addr, e.core.Addr)
+	}
+	// Requests held at the core at once open one connection each, left
+	// idle in the pool when they are answered.
+	const n = 8
+	gate := make(chan struct{})
+	e.core.SlowGate.Store(&gate)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := e.do("GET", "/api/v1/users/slow", tok, nil); r.status != 200 {
+				t.Errorf("slow request: status %d", r.status)
+			}
+		}()
+	}
+	testenv.Eventually(t, func() error { return testenv.WantAtLeast("pooled connections", hc.ConnsCount(), n) })
+	close(gate)
+	wg.Wait()
+	e.core.Shutdown()
+	for i, m := range []string{"GET", "POST", "GET", "GET"} {
+		r := e.do(m, "/api/v1/users/me", tok, nil)
+		if m == "POST" { // a public route, forwarded the same way
+			r = e.do(m, "/api/v1/auth/token", "", nil)
+		}
+		e.wantProblem(r, 503, problem.CodeUpstreamDown)
+		if r.header.Get("Retry-After") == "" {
+			t.Fatalf("request %d (%s): 503 without Retry-After", i, m)
+		}
+	}
+}
+
 func TestBodyLimit(t *testing.T) {
 	e := start(t, envOpt{})
 	req, _ := http.NewRequest("POST", "http://"+e.addr+"/api/v1/auth/token", strings.NewReader(strings.Repeat("a", 70000)))

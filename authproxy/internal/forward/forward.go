@@ -8,6 +8,7 @@ package forward
 
 import (
 	"errors"
+	"io"
 	"net"
 	"syscall"
 	"time"
@@ -28,7 +29,7 @@ type Options struct {
 // are streamed, paths are sent verbatim (they are already normalized), and
 // every wait is bounded.
 func NewHostClient(o Options) *fasthttp.HostClient {
-	return &fasthttp.HostClient{
+	hc := &fasthttp.HostClient{
 		Addr:                          o.Addr,
 		Name:                          "tollgate-authproxy",
 		NoDefaultUserAgentHeader:      true,
@@ -41,27 +42,51 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: false,
 		StreamResponseBody:            true,
 		MaxResponseBodySize:           0, // streamed: no limit on what coreapi sends
-		RetryIfErr:                    retryIfErr,
+	}
+	hc.RetryIfErr = retryOnFresh(hc)
+	return hc
+}
+
+// retryOnFresh is the retry policy of a client: fasthttp asks it after a
+// failed attempt (never for a request whose body is streamed). A request
+// is retried once, and only when it is idempotent (GET, HEAD, PUT: the
+// methods fasthttp calls idempotent) and its connection was closed or reset
+// before a byte of the answer came back (Stale): a pooled keep-alive
+// connection the upstream has closed, because it restarted, died or timed
+// the connection out. Before the retry the client's other idle connections
+// are closed, since when one is stale they usually all are: the retry then
+// dials afresh, and an upstream that is gone is answered as refused (503)
+// instead of each stale connection failing a request in turn. Timeouts
+// are never retried: fasthttp's default retried them up to five times, so
+// a hung upstream held a GET for five times UPSTREAM_TIMEOUT.
+func retryOnFresh(hc *fasthttp.HostClient) fasthttp.RetryIfErrFunc {
+	return func(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+		if attempts > 1 || !Stale(err) {
+			return false, false
+		}
+		h := &req.Header
+		if !h.IsGet() && !h.IsHead() && !h.IsPut() {
+			return false, false
+		}
+		hc.CloseIdleConnections()
+		return false, true
 	}
 }
 
-// retryIfErr keeps fasthttp's retry of idempotent requests (e.g. on a
-// keep-alive connection coreapi has just closed) but never retries a
-// timeout: by default fasthttp retries those too, up to five attempts, so a
-// hung coreapi held a GET for five times UPSTREAM_TIMEOUT.
-func retryIfErr(req *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
-	var ne net.Error
-	if errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
-		return false, false
-	}
-	h := &req.Header
-	return false, h.IsGet() || h.IsHead() || h.IsPut()
+// Stale reports whether err says the upstream closed or reset the
+// connection before a byte of its answer arrived: on a pooled connection,
+// that it had gone stale. Nothing of an answer was read, so the upstream
+// never answered this request (it may still have processed one that is
+// not idempotent).
+func Stale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // NewInternalClient returns the buffered client for the proxy's own calls
 // (projection fetches).
 func NewInternalClient(o Options) *fasthttp.HostClient {
-	return &fasthttp.HostClient{
+	hc := &fasthttp.HostClient{
 		Addr:                     o.Addr,
 		Name:                     "tollgate-authproxy",
 		NoDefaultUserAgentHeader: true,
@@ -73,6 +98,8 @@ func NewInternalClient(o Options) *fasthttp.HostClient {
 		DisablePathNormalizing:   true,
 		MaxResponseBodySize:      1 << 20,
 	}
+	hc.RetryIfErr = retryOnFresh(hc)
+	return hc
 }
 
 // Failure is how a forwarding error is answered.
@@ -80,9 +107,11 @@ type Failure int
 
 // Failures.
 const (
-	Unavailable Failure = iota // 503, upstream down, unknown or saturated
-	Timeout                    // 504
-	BadGateway                 // 502
+	// Unavailable: 503 with Retry-After; the upstream is down, unknown,
+	// saturated, or closed or reset the connection before answering.
+	Unavailable Failure = iota
+	Timeout             // 504
+	BadGateway          // 502
 )
 
 // Classify maps a client error to a failure and a metric label.
@@ -100,6 +129,12 @@ func Classify(err error) (Failure, string) {
 		return Unavailable, "connect"
 	case errors.Is(err, fasthttp.ErrTimeout):
 		return Timeout, "timeout"
+	case Stale(err):
+		// Closed or reset before the first byte of an answer: the
+		// upstream is going or gone (as a proxy reports "reset before
+		// headers"); an idempotent request was already retried once on a
+		// fresh connection.
+		return Unavailable, "closed"
 	}
 	return BadGateway, "transport"
 }

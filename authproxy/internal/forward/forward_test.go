@@ -3,6 +3,7 @@ package forward
 import (
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,5 +54,172 @@ func TestHungUpstreamTimesOutOnce(t *testing.T) {
 	// A retry would need a new connection (the timed-out one is closed).
 	if n := accepted.Load(); n != 1 {
 		t.Errorf("connections to the hung upstream = %d, want 1: the GET was retried after its timeout", n)
+	}
+}
+
+// upstream is a real HTTP server on loopback whose connections the test
+// can close, with or without stopping it.
+type upstream struct {
+	ln       net.Listener
+	srv      *fasthttp.Server
+	mu       sync.Mutex
+	conns    []net.Conn
+	accepted atomic.Int64
+	gate     atomic.Pointer[chan struct{}] // answers wait for it when set
+}
+
+func startUpstream(t *testing.T) *upstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &upstream{ln: ln}
+	u.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if g := u.gate.Load(); g != nil {
+			<-*g
+		}
+		ctx.SetBodyString("ok")
+	}}
+	go func() { _ = u.srv.Serve(u) }()
+	t.Cleanup(u.stop)
+	return u
+}
+
+// Accept makes u the server's listener, recording every connection.
+func (u *upstream) Accept() (net.Conn, error) {
+	c, err := u.ln.Accept()
+	if err == nil {
+		u.accepted.Add(1)
+		u.mu.Lock()
+		u.conns = append(u.conns, c)
+		u.mu.Unlock()
+	}
+	return c, err
+}
+func (u *upstream) Close() error   { return u.ln.Close() }
+func (u *upstream) Addr() net.Addr { return u.ln.Addr() }
+
+// closeConns closes every connection accepted so far, as an upstream
+// that restarted or timed its idle connections out.
+func (u *upstream) closeConns() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.conns {
+		c.Close()
+	}
+	u.conns = nil
+}
+
+// stop closes the listener and every connection: the process is gone.
+func (u *upstream) stop() {
+	u.ln.Close()
+	u.closeConns()
+}
+
+// pool opens n connections from hc to u (n requests at once, answered
+// together), left idle in hc's pool.
+func (u *upstream) pool(t *testing.T, hc *fasthttp.HostClient, n int) {
+	t.Helper()
+	gate := make(chan struct{})
+	u.gate.Store(&gate)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := do(hc, u, fasthttp.MethodGet); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	for deadline := time.Now().Add(5 * time.Second); hc.ConnsCount() < n && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(gate)
+	wg.Wait()
+	u.gate.Store(nil)
+	if got := hc.ConnsCount(); got != n {
+		t.Fatalf("pooled connections = %d, want %d", got, n)
+	}
+}
+
+// do sends one request and reads the whole (streamed) answer.
+func do(hc *fasthttp.HostClient, u *upstream, method string) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + u.Addr().String() + "/x")
+	req.Header.SetMethod(method)
+	if method == fasthttp.MethodPost {
+		req.SetBodyString("{}")
+	}
+	if err := hc.Do(req, resp); err != nil {
+		return err
+	}
+	if string(resp.Body()) != "ok" {
+		return errors.New("unexpected answer " + string(resp.Body()))
+	}
+	return nil
+}
+
+func newTestClient(u *upstream) *fasthttp.HostClient {
+	return NewHostClient(Options{Addr: u.Addr().String(), MaxConns: 16, MaxConnWait: time.Second, IdleTimeout: time.Minute, Timeout: 5 * time.Second})
+}
+
+// An upstream that stopped while the client held idle keep-alive
+// connections to it is unavailable (503) from the first request on: no
+// request is failed by a stale connection as a transport error (502), GET
+// or POST.
+func TestStoppedUpstreamWithPooledConns(t *testing.T) {
+	u := startUpstream(t)
+	hc := newTestClient(u)
+	const n = 8
+	u.pool(t, hc, n)
+	u.stop()
+	for i, m := range []string{fasthttp.MethodGet, fasthttp.MethodPost, fasthttp.MethodGet, fasthttp.MethodGet, fasthttp.MethodPost} {
+		err := do(hc, u, m)
+		if err == nil {
+			t.Fatalf("request %d (%s) to a stopped upstream succeeded", i, m)
+		}
+		if f, label := Classify(err); f != Unavailable {
+			t.Errorf("request %d (%s): %v classified %v (%s), want Unavailable", i, m, err, f, label)
+		}
+	}
+}
+
+// A pool gone stale while the upstream is up (it restarted, or timed the
+// connections out): a GET is retried once, on a fresh connection, and
+// succeeds; the other stale connections are dropped with it. A POST on a
+// stale connection is not retried (it may have been received) and is
+// answered as unavailable.
+func TestStalePoolWhileUpstreamUp(t *testing.T) {
+	u := startUpstream(t)
+	hc := newTestClient(u)
+	const n = 4
+	u.pool(t, hc, n)
+	u.closeConns()
+	time.Sleep(50 * time.Millisecond) // the FINs reach the client's sockets
+
+	err := do(hc, u, fasthttp.MethodPost)
+	if f, label := Classify(err); err == nil || f != Unavailable || label != "closed" {
+		t.Fatalf("POST on a stale connection: %v, classified %v (%s); want Unavailable (closed)", err, f, label)
+	}
+	if got := u.accepted.Load(); got != n {
+		t.Fatalf("connections accepted = %d, want %d: the POST was retried", got, n)
+	}
+	if err := do(hc, u, fasthttp.MethodGet); err != nil {
+		t.Fatalf("GET on a stale pool: %v, want a retry on a fresh connection", err)
+	}
+	if got := u.accepted.Load(); got != n+1 {
+		t.Errorf("connections accepted = %d, want %d (one fresh connection for the retry)", got, n+1)
+	}
+	if got := hc.ConnsCount(); got != 1 {
+		t.Errorf("pooled connections after the retry = %d, want 1 (the stale ones closed)", got)
+	}
+	for range 3 {
+		if err := do(hc, u, fasthttp.MethodGet); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

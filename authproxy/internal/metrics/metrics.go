@@ -147,7 +147,7 @@ func New() *Metrics {
 		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)
 	// Export the error series at zero so that rates and alerts work from
 	// the start.
-	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"},
+	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"}, {"forward", "closed"},
 		{"forward", "transport"}, {"projection", "transport"}, {"projection", "timeout"}, {"projection", "status_5xx"},
 		{"jwks", "transport"}, {"jwks", "status"}} {
 		m.UpstreamErrors.WithLabelValues(tk[0], tk[1])

@@ -24,6 +24,9 @@ type store struct {
 	shards    [storeShards]storeShard
 	cap       int64
 	evictions prometheus.Counter
+	// onEvict, when set, is told of every entry that leaves the store
+	// (evicted, or replaced under its key), under its shard's lock.
+	onEvict func(*Entry)
 }
 
 type storeShard struct {
@@ -80,6 +83,9 @@ func (s *store) put(e *Entry, now int64) {
 		e.slot = old.slot
 		sh.ring[e.slot] = e
 		sh.m[k] = e
+		if s.onEvict != nil {
+			s.onEvict(old)
+		}
 		return
 	}
 	for {
@@ -91,6 +97,9 @@ func (s *store) put(e *Entry, now int64) {
 			delete(sh.m, binary.LittleEndian.Uint64(cur.digest[16:24]))
 			sh.n--
 			s.evictions.Inc()
+			if s.onEvict != nil {
+				s.onEvict(cur)
+			}
 			break
 		}
 		cur.ref.Store(0)

@@ -107,33 +107,26 @@ type Options struct {
 // of a refused one. Shared by every request carrying the token: never
 // modify it, except through SetAux.
 type Entry struct {
-	digest  [sha256.Size]byte
-	claims  *Claims // nil: negative entry
-	err     error
-	expires int64 // unix nanos: the end of its time in the cache
+	// What a hit reads first, together: the digest it compares, the
+	// entry's own expiry and the claims every hit re-checks (copies of
+	// the claims' exp, nbf, iat and key), so that a lookup does not also
+	// fetch the claims from memory, a cache miss of its own once the
+	// working set outgrows the CPU caches.
+	digest        [sha256.Size]byte
+	expires       int64 // unix nanos: the end of its time in the cache
+	exp, nbf, iat int64
+	key           *jwks.Key
+	claims        *Claims // nil: negative entry
+	err           error
 	// Kid is the signing key the claims were verified with ("" for a
 	// negative entry).
 	Kid  string
 	aux  atomic.Value
 	ref  atomic.Uint32 // CLOCK mark: hit since the hand last passed
 	slot int32         // in its store shard's ring
-	// validFrom and validTo (unix nanos) bound the times at which the
-	// claims pass checkTimes (nbf, iat and exp with the leeway): a hit
-	// compares two integers, and only a failure asks checkTimes why.
-	validFrom, validTo int64
 	// set is the key set the token's key was last found in: while it is
 	// still the current set (sets are immutable), the key is still there.
 	set atomic.Pointer[jwks.Set]
-}
-
-// newEntry is the cache entry of verified claims c with digest d.
-func (v *Verifier) newEntry(d *[sha256.Size]byte, c *Claims, expires int64) *Entry {
-	lw := int64(v.opt.Leeway)
-	from := c.Iat*int64(time.Second) - lw
-	if c.Nbf != 0 {
-		from = max(from, c.Nbf*int64(time.Second)-lw)
-	}
-	return &Entry{digest: *d, claims: c, expires: expires, Kid: c.Key.Kid, validFrom: from, validTo: c.Exp*int64(time.Second) + lw}
 }
 
 // Claims are the entry's verified claims.
@@ -149,16 +142,40 @@ func (e *Entry) SetAux(v any) { e.aux.Store(v) }
 // NewEntry returns an entry for claims established elsewhere (an API key
 // resolved by coreapi), never cached here: callers attach their state to
 // it (SetAux) as to a cached token's.
-func NewEntry(c *Claims) *Entry { return &Entry{claims: c, expires: math.MaxInt64} }
+func NewEntry(c *Claims) *Entry { return newEntry(nil, c, math.MaxInt64) }
+
+// newEntry is the entry of a verified token with digest d (nil: none)
+// and claims c, in the cache until expires (unix nanos).
+func newEntry(d *[sha256.Size]byte, c *Claims, expires int64) *Entry {
+	e := &Entry{claims: c, expires: expires, exp: c.Exp, nbf: c.Nbf, iat: c.Iat, key: c.Key}
+	if d != nil {
+		e.digest = *d
+	}
+	if c.Key != nil {
+		e.Kid = c.Key.Kid
+	}
+	return e
+}
 
 // EntryBytes is the heap an entry of a verified token costs while cached:
 // the entry, its claims and their strings, and the cache's bookkeeping for
-// it; state a caller attaches (SetAux) is on top. It is measured by
+// it (its share of the front table included: 2 to 4 slots of 8 bytes);
+// state a caller attaches (SetAux) is on top. It is measured by
 // TestEntryBytesMeasured, which fails when the real cost drifts from it.
-const EntryBytes = 510
+const EntryBytes = 583
 
-// hotMax bounds the front table (pointers, 8 bytes a slot).
-const hotMax = 1 << 16
+// The front table has at least hotPerEntry slots per entry the cache
+// holds, a power of two, at most hotMax (pointers, 8 bytes a slot). A
+// working set of n tokens in m slots is served from it at about e^(-n/m)
+// or better, the rest colliding in their slots and found in the cache's
+// shards (a read lock, a map lookup and more memory touched): 61 % or
+// more with the cache full, 91 % measured for 100,000 tokens at the
+// default budget's 524,288 slots (51 % in the 65,536 slots it had when
+// its size did not follow the cache's; BenchmarkWarmLookup).
+const (
+	hotPerEntry = 2
+	hotMax      = 1 << 22
+)
 
 // Verifier verifies tokens and caches the outcome.
 type Verifier struct {
@@ -170,10 +187,12 @@ type Verifier struct {
 	// hot is a direct-mapped table in front of the cache, indexed by
 	// digest bits: a hit there costs one atomic load and no lock. A slot
 	// holds the entry of a verified token, put there when it was verified
-	// or found in the cache (it may since have been evicted from the
-	// cache); every hit checks it as a cache hit is checked, and Purge
-	// empties the table. Its at most hotMax entries beyond the cache's are
-	// in the measured RSS.
+	// or found in the cache, and emptied when the cache evicts it, so the
+	// table keeps (but for a lookup racing an eviction) nothing alive
+	// beyond the cache's budget; every hit
+	// checks it as a cache hit is checked, and Purge empties the table.
+	// It is sized from the cache (hotPerEntry), so that a working set
+	// the cache holds is mostly served from it.
 	hot  []atomic.Pointer[Entry]
 	mask uint64
 	sf   singleflight.Group
@@ -199,11 +218,12 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 		v.algs[a] = true
 	}
 	n := uint64(1)
-	for n < uint64(opt.CacheSize) && n < hotMax {
+	for n < hotPerEntry*uint64(opt.CacheSize) && n < hotMax {
 		n <<= 1
 	}
 	v.hot, v.mask = make([]atomic.Pointer[Entry], n), n-1
 	v.cache = newStore(opt.CacheSize, v.pos.Evictions)
+	v.cache.onEvict = func(e *Entry) { v.hotSlot(&e.digest).CompareAndSwap(e, nil) }
 	v.negs = newStore(max(opt.CacheSize/NegativeShare, storeShards), v.neg.Evictions)
 	maxCost := func() int64 { return v.cache.capacity() * opt.EntryCost }
 	m.CacheSize(metrics.CacheToken, opt.EntryCost, maxCost, func() int64 { return maxCost() - v.cache.len()*opt.EntryCost })
@@ -219,7 +239,7 @@ const NegativeShare = 16
 
 // NegativeEntryBytes is the heap a remembered refusal costs (the entry and
 // its store bookkeeping; no claims), measured by TestEntryBytesMeasured.
-const NegativeEntryBytes = 155
+const NegativeEntryBytes = 185
 
 // Close releases the caches.
 func (v *Verifier) Close() {
@@ -234,7 +254,7 @@ func (v *Verifier) Close() {
 // only ever the outcome for the very token that was verified (the whole
 // digest is compared), so a caller may skip its syntax checks on a hit.
 func (v *Verifier) Cached(d *[sha256.Size]byte, now time.Time) (e *Entry, hit bool, err error) {
-	slot := &v.hot[binary.LittleEndian.Uint64(d[8:16])&v.mask]
+	slot := v.hotSlot(d)
 	if e = slot.Load(); e != nil && e.digest == *d {
 		e.touch()
 	} else if e = v.cache.get(d); e != nil {
@@ -250,7 +270,7 @@ func (v *Verifier) Cached(d *[sha256.Size]byte, now time.Time) (e *Entry, hit bo
 		v.neg.Hits.Inc()
 		return nil, true, e.err
 	}
-	switch err := v.recheckEntry(now, e); {
+	switch err := v.recheck(now, e); {
 	case err == nil && live:
 		v.pos.Hits.Inc()
 		return e, true, nil
@@ -295,7 +315,7 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 		switch {
 		case err == nil:
 			ttl := min(time.Unix(c.Exp, 0).Add(v.opt.Leeway).Sub(now), v.opt.MaxTTL)
-			e := v.newEntry(d, c, now.Add(ttl).UnixNano())
+			e := newEntry(d, c, now.Add(ttl).UnixNano())
 			if ttl > 0 {
 				v.remember(e, now)
 			}
@@ -323,23 +343,27 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Siz
 // front-table slot; every hit re-checks the entry's own expiry.
 func (v *Verifier) remember(e *Entry, now time.Time) {
 	v.cache.put(e, now.UnixNano())
-	v.hot[binary.LittleEndian.Uint64(e.digest[8:16])&v.mask].Store(e)
+	v.hotSlot(&e.digest).Store(e)
 }
 
-// recheckEntry applies the time-dependent checks and the
-// key-still-published check to a cached entry's claims, from the bounds
-// and key set the entry remembers while they still hold.
-func (v *Verifier) recheckEntry(now time.Time, e *Entry) error {
-	if n := now.UnixNano(); n < e.validFrom || n >= e.validTo {
-		if err := v.checkTimes(now, e.claims.Exp, e.claims.Nbf, e.claims.Iat); err != nil {
-			return err
-		}
+// hotSlot is the front-table slot of digest d.
+func (v *Verifier) hotSlot(d *[sha256.Size]byte) *atomic.Pointer[Entry] {
+	return &v.hot[binary.LittleEndian.Uint64(d[8:16])&v.mask]
+}
+
+// recheck applies the time-dependent checks and the key-still-published
+// check to the cached claims of e, from the copies the entry keeps; the
+// key check is a pointer comparison while the key set is the one the key
+// was last found in (sets are immutable).
+func (v *Verifier) recheck(now time.Time, e *Entry) error {
+	if err := v.checkTimes(now, e.exp, e.nbf, e.iat); err != nil {
+		return err
 	}
 	s := v.keys.Current()
 	if s != nil && s == e.set.Load() {
 		return nil
 	}
-	if s == nil || s.Keys[e.claims.Key.Kid] != e.claims.Key {
+	if s == nil || s.Keys[e.Kid] != e.key {
 		return ErrKid
 	}
 	e.set.Store(s)

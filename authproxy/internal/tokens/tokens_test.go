@@ -72,7 +72,7 @@ func TestCacheHitComparesFullDigest(t *testing.T) {
 	attacker := []byte("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
 	d := Digest(attacker)
 	vd := Digest(victim)
-	planted := &Entry{digest: vd, claims: c, expires: time.Now().Add(time.Hour).UnixNano()}
+	planted := newEntry(&vd, c, time.Now().Add(time.Hour).UnixNano())
 	shard, k := storeKey(&d)
 	sh := &f.v.cache.shards[shard]
 	sh.mu.Lock()
@@ -109,7 +109,7 @@ func TestFrontTableExpiryAndPurge(t *testing.T) {
 	}
 	// Past exp (15 min + 30 s leeway): refused even if an entry were live.
 	e := slot.Load()
-	e2 := &Entry{digest: e.digest, claims: e.claims, expires: time.Now().Add(time.Hour).UnixNano(), Kid: e.Kid}
+	e2 := newEntry(&e.digest, e.claims, time.Now().Add(time.Hour).UnixNano())
 	slot.Store(e2)
 	if _, hit, err := f.v.Cached(&d, time.Now().Add(16*time.Minute)); !hit || !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired token: hit %v, err %v, want ErrExpired", hit, err)
