@@ -1,6 +1,8 @@
 // Package metricslint checks a Prometheus /metrics exposition against the rules of
-// `promtool check metrics` and the conventions both Tollgate services follow;
-// their tests lint their live endpoints with it.
+// `promtool check metrics` and the conventions both Tollgate services follow,
+// and checks that no metric stays zero forever (Dead over a module's code,
+// AlwaysZero over a live exposition); their tests lint their live endpoints
+// and their code with it.
 package metricslint
 
 import (

@@ -8,15 +8,24 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/metricslint"
 )
 
-// TestMetricsLint: the proxy's live /metrics, after allowed, refused and
-// unauthenticated requests and an invalidation, passes `promtool check
-// metrics` (promlint) and the naming conventions of docs/operations.md.
+// TestMetricsLint: the proxy's live /metrics, after allowed (one of them
+// twice: a cache hit), refused and unauthenticated requests, an open
+// WebSocket and an invalidation, passes `promtool check metrics`
+// (promlint) and the naming conventions of docs/operations.md, and has no
+// family that stays zero but the events a healthy run does not have.
 func TestMetricsLint(t *testing.T) {
-	e := start(t, envOpt{})
+	e, _ := startStreams(t, nil)
 	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", "", nil), 401)
 	e.do("GET", "/api/v1/users/me", "garbage.token.x", nil)
+	c, resp, err := e.dialWS("/notes/ws", bearer(tok))
+	if err != nil {
+		t.Fatalf("dial: %v (%v)", err, resp)
+	}
+	defer c.Close()
+	echo(t, c, "hello")
 	e.publishAndWait("auth.invalidate.user.x")
 	_, body := get(t, "http://"+e.admin+"/metrics")
 	metricslint.LintMetrics(t, body, "authproxy_")
@@ -25,9 +34,23 @@ func TestMetricsLint(t *testing.T) {
 	} else if missing, err := metricslint.Undocumented(body, string(doc), "authproxy_"); err != nil || len(missing) > 0 {
 		t.Errorf("metrics not documented in docs/operations.md: %v %v", missing, err)
 	}
-	for _, want := range []string{`authproxy_request_duration_seconds_count{code="200"} 1`, `authproxy_request_duration_seconds_count{code="401"} 2`} {
+	metricslint.CheckAlwaysZero(t, body, "authproxy_", "../..", allowZero)
+	for _, want := range []string{`authproxy_request_duration_seconds_count{code="200"} 2`, `authproxy_request_duration_seconds_count{code="401"} 2`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// allowZero are the proxy's metrics that a healthy run leaves at zero
+// (failures, refusals, drops): CheckAlwaysZero lets them be all zero after
+// the workload of TestMetricsLint, and checks that code updates each one
+// (the test named in the reason shows it moving).
+var allowZero = map[string]string{
+	"authproxy_api_key_refusals_total":        "refusals of bad API keys (TestAPIKeyRefused)",
+	"authproxy_cache_evictions_total":         "entries dropped for space or expiry; the workload fills no cache",
+	"authproxy_jwks_unknown_kid_total":        "tokens naming a key that is not in the key set",
+	"authproxy_rules_reload_failures_total":   "refused rules files (TestRulesReloadSyntaxErrorKeepsRules)",
+	"authproxy_untrusted_forwarded_for_total": "X-Forwarded-For from an untrusted peer (TestUntrustedForwardedForWarned)",
+	"authproxy_upstream_errors_total":         "failures talking to upstreams (TestUpstreamErrorsCounted)",
 }

@@ -505,6 +505,14 @@ routes:
 			e.wantNothingForwarded()
 		})
 	}
+	// Each decision is counted by outcome.
+	_, body := get(t, "http://"+e.admin+"/metrics")
+	for out, n := range map[string]float64{"allow": 4, "inactive": 3, "token_version": 1, "session_revoked": 1,
+		"insufficient_scope": 1, "email_unverified": 1, "mfa_enrollment_required": 0} {
+		if v := metricValue(body, `authproxy_decisions_total{outcome="`+out+`"}`); v != n {
+			t.Errorf("authproxy_decisions_total{outcome=%q} = %v, want %v", out, v, n)
+		}
+	}
 }
 
 func TestUpstreamUnreachable(t *testing.T) {

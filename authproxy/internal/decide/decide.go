@@ -23,6 +23,11 @@ const (
 	DenyEmailUnverified
 )
 
+// Outcomes lists every outcome of Decide and Authn.
+func Outcomes() []Outcome {
+	return []Outcome{Allow, DenyInactive, DenyTokenVersion, DenySessionRevoked, DenyScope, DenyEmailUnverified, DenyMFAEnrollment, DenyStepUp}
+}
+
 // String is the outcome's metric label and problem detail key.
 func (o Outcome) String() string {
 	switch o {

@@ -47,3 +47,19 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// TestOutcomes: Outcomes lists every outcome once, each with a label of
+// its own (the proxy counts decisions by them), up to the last one.
+func TestOutcomes(t *testing.T) {
+	seen := map[string]bool{}
+	for _, o := range Outcomes() {
+		s := o.String()
+		if s == "unknown" || seen[s] {
+			t.Errorf("outcome %d: label %q", o, s)
+		}
+		seen[s] = true
+	}
+	if Outcome(DenyStepUp+1).String() != "unknown" || !seen[DenyStepUp.String()] || !seen[DenyEmailUnverified.String()] || Outcome(DenyEmailUnverified+1).String() != "unknown" {
+		t.Errorf("Outcomes %v misses an outcome", Outcomes())
+	}
+}

@@ -12,3 +12,10 @@ import (
 func TestDocumentedMetricsExist(t *testing.T) {
 	metricslint.CheckDocumented(t, "../../../docs/operations.md", "authproxy_", "../..", 15)
 }
+
+// TestNoDeadMetrics: every metric of the proxy's code is updated by some
+// code path, and every series exported at zero from the start is one an
+// update can make (metricslint.Dead).
+func TestNoDeadMetrics(t *testing.T) {
+	metricslint.CheckDead(t, "../..", "authproxy_", 25)
+}

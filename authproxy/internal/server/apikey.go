@@ -191,12 +191,14 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 		}
 		if out, _ = decide.Authn(claims, ke.E, route, b2s(c.Request().Header.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
 			st.outcome = out.String()
+			s.decided(out)
 			if out == decide.DenyMFAEnrollment {
 				return errMFAEnrollment
 			}
 			return errKeyStepUp
 		}
 	}
+	s.decided(out)
 	switch out {
 	case decide.Allow:
 	case decide.DenyScope:

@@ -26,6 +26,7 @@ import (
 	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
@@ -153,6 +154,17 @@ type Server struct {
 	// ctxClock: Deps.Now is the real clock, so a request's start can be
 	// fasthttp's reading of it (RequestCtx.Time).
 	ctxClock bool
+	// decisions are authproxy_decisions_total's counters, indexed by
+	// outcome, resolved once so that counting neither allocates nor
+	// looks anything up.
+	decisions []prometheus.Counter
+}
+
+// decided counts an access decision (Decide, then Authn when it allowed).
+func (s *Server) decided(out decide.Outcome) {
+	if int(out) >= 0 && int(out) < len(s.decisions) && s.decisions[out] != nil {
+		s.decisions[out].Inc()
+	}
 }
 
 // xffWarnEvery spaces the untrusted-X-Forwarded-For warnings.
@@ -209,6 +221,12 @@ func New(d Deps, o Options) *Server {
 	_, _ = rand.Read(b[:])
 	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
 	s.router.Store(d.Router)
+	for _, out := range decide.Outcomes() {
+		for int(out) >= len(s.decisions) {
+			s.decisions = append(s.decisions, nil)
+		}
+		s.decisions[out] = d.Metrics.Decisions.WithLabelValues(out.String())
+	}
 	s.pool.New = func() any {
 		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), lpath: make([]byte, 0, 256),
 			uri: make([]byte, 0, 512), sig: make([]byte, 0, 64), ts: make([]byte, 0, 20), ip: make([]byte, 0, 64), xkey: make([]byte, 0, 80)}
@@ -507,9 +525,11 @@ func (s *Server) authorize(c *fiber.Ctx) error {
 		var maxAge int64
 		if out, maxAge = decide.Authn(claims, w.pe, route, b2s(h.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
 			st.outcome = out.String()
+			s.decided(out)
 			return authnError(out, maxAge)
 		}
 	}
+	s.decided(out)
 	switch out {
 	case decide.Allow:
 	case decide.DenyScope:

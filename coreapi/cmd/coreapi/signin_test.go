@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -150,7 +151,9 @@ func TestSignInWiring(t *testing.T) {
 		}
 	}
 
-	metrics := waitMetric(t, out.String(), "coreapi_outbox_published_total")
+	waitMetric(t, out.String(), "coreapi_outbox_published_total")
+	// The sign-up's verification mail (to the log: no SMTP_URL).
+	metrics := waitMetric(t, out.String(), "coreapi_mail_sent_total")
 	if !strings.Contains(metrics, "coreapi_nats_connected 1") {
 		t.Errorf("metrics lack coreapi_nats_connected 1")
 	}
@@ -162,6 +165,7 @@ func TestSignInWiring(t *testing.T) {
 	} else if missing, err := metricslint.Undocumented(metrics, string(doc), "coreapi_"); err != nil || len(missing) > 0 {
 		t.Errorf("metrics not documented in docs/operations.md: %v %v", missing, err)
 	}
+	metricslint.CheckAlwaysZero(t, metrics, "coreapi_", "../..", apitest.MetricsAllowedZero)
 
 	cancel()
 	select {

@@ -19,7 +19,9 @@ import (
 // TestMetricsLint: coreapi's /metrics, after requests of several routes
 // and statuses (a 200, a 401, an unmatched 404, an internal route),
 // passes `promtool check metrics` (promlint) and the naming conventions of
-// docs/operations.md. cmd/coreapi lints the full registry of `serve` too.
+// docs/operations.md, and has no family that stays zero but the events a
+// healthy run does not have. cmd/coreapi checks the full registry of
+// `serve` too.
 func TestMetricsLint(t *testing.T) {
 	w := newWorld(t)
 	e := w.E
@@ -58,6 +60,7 @@ func TestMetricsLint(t *testing.T) {
 	} else if missing, err := metricslint.Undocumented(body, string(doc), "coreapi_"); err != nil || len(missing) > 0 {
 		t.Errorf("metrics not documented in docs/operations.md: %v %v", missing, err)
 	}
+	metricslint.CheckAlwaysZero(t, body, "coreapi_", "../..", apitest.MetricsAllowedZero)
 	for _, want := range []string{
 		`coreapi_http_request_duration_seconds_count{code="200",method="GET",route="/api/v1/users/me"} 1`,
 		`coreapi_http_request_duration_seconds_count{code="401",method="GET",route="/api/v1/users/me"} 1`,
