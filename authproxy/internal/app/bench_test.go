@@ -234,15 +234,21 @@ func BenchmarkHandlerNoIO(b *testing.B) {
 		runHandler(b, h, req, 200)
 	})
 	b.Run("bare", func(b *testing.B) {
-		hc := forward.NewHostClient(forward.Options{Addr: "upstream.invalid:80", MaxConns: 1024, MaxConnWait: 2e9, IdleTimeout: 5e9, Timeout: 30e9})
-		hc.Transport = newCannedTransport()
-		h := func(ctx *fasthttp.RequestCtx) {
-			if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
-				ctx.Error(err.Error(), 502)
-			}
-		}
+		h := bareCannedHandler()
 		runHandler(b, h, benchRequest("x.y.z"), 200)
 	})
+}
+
+// bareCannedHandler is the bare forwarder of the no-I/O benchmarks: one
+// HostClient configured like authproxy's, the upstream's answer canned.
+func bareCannedHandler() fasthttp.RequestHandler {
+	hc := forward.NewHostClient(forward.Options{Addr: "upstream.invalid:80", MaxConns: 1024, MaxConnWait: 2e9, IdleTimeout: 5e9, Timeout: 30e9})
+	hc.Transport = newCannedTransport()
+	return func(ctx *fasthttp.RequestCtx) {
+		if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
+			ctx.Error(err.Error(), 502)
+		}
+	}
 }
 
 // benchRequest is the benchmarks' client request with a bearer token.
@@ -287,13 +293,7 @@ func BenchmarkHandlerNoIOParallel(b *testing.B) {
 		})
 	}
 	b.Run("bare", func(b *testing.B) {
-		hc := forward.NewHostClient(forward.Options{Addr: "upstream.invalid:80", MaxConns: 1024, MaxConnWait: 2e9, IdleTimeout: 5e9, Timeout: 30e9})
-		hc.Transport = newCannedTransport()
-		h := func(ctx *fasthttp.RequestCtx) {
-			if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
-				ctx.Error(err.Error(), 502)
-			}
-		}
+		h := bareCannedHandler()
 		runParallel(b, h, []*fasthttp.Request{benchRequest("x.y.z")})
 	})
 }
