@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding"
 	"encoding/base64"
+	"fmt"
 	"hash"
 	"sync"
 )
@@ -13,9 +14,16 @@ import (
 // and per upstream key, and signing a request then hashes only the request
 // tail. The state is as secret as the key. Safe for concurrent use.
 type IdentityMAC struct {
-	s     *KeySigner
-	inner []byte // marshaled SHA-256 state after K^ipad and the identity block
+	s *KeySigner
+	// inner is the marshaled SHA-256 state after K^ipad and the identity
+	// block, held in the struct (not behind a slice) so that a proxy that
+	// keeps the struct in its cache entry reads it from the same memory.
+	inner [stateSize]byte
 }
+
+// stateSize is the length of a marshaled SHA-256 state (crypto/sha256's
+// format: magic, the eight words, the block buffer, the length).
+const stateSize = 4 + 32 + 64 + 8
 
 // padStates returns the marshaled SHA-256 states after the HMAC key's inner
 // and outer pads (RFC 2104).
@@ -54,10 +62,12 @@ func (s *KeySigner) NewIdentityMAC(id *Identity) *IdentityMAC {
 	}
 	h.Write(AppendIdentityBlock(make([]byte, 0, 256), s.key.ID, id))
 	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
-	if err != nil {
-		panic("identity: sha256 state: " + err.Error())
+	if err != nil || len(b) != stateSize {
+		panic(fmt.Sprintf("identity: sha256 state of %d bytes: %v", len(b), err))
 	}
-	return &IdentityMAC{s: s, inner: b}
+	m := &IdentityMAC{s: s}
+	copy(m.inner[:], b)
+	return m
 }
 
 // Signer is the signer the state belongs to.
@@ -78,7 +88,7 @@ var tailStates = sync.Pool{New: func() any {
 func (m *IdentityMAC) AppendSignature(dst []byte, r *Request) []byte {
 	t := tailStates.Get().(*tailState)
 	u := t.h.(encoding.BinaryUnmarshaler)
-	if err := u.UnmarshalBinary(m.inner); err != nil {
+	if err := u.UnmarshalBinary(m.inner[:]); err != nil {
 		panic("identity: sha256 state: " + err.Error())
 	}
 	t.tail = AppendRequestTail(t.tail[:0], r)

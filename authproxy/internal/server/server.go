@@ -68,9 +68,12 @@ type warm struct {
 	pe       *projection.Entry
 	amr      string // X-Auth-Amr
 	authTime string // X-Auth-Auth-Time
-	mac      *identity.IdentityMAC
 	// principal is X-Auth-Principal: user, or api_key (apikey.go).
 	principal string
+	// mac is held in the struct, not behind a pointer: a warm request
+	// reads the state it signs with from the same memory as the rest
+	// (mac.Signer() is nil until the state is made).
+	mac identity.IdentityMAC
 }
 
 // WarmBytes is the heap the warm state of a cached token costs (on top of
@@ -93,7 +96,7 @@ func (w *warm) signed(cl *tokens.Claims, signer *identity.KeySigner) *warm {
 	e := w.pe
 	id := identity.Identity{Principal: w.principal, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
 		Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
-	return &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: signer.NewIdentityMAC(&id), principal: w.principal}
+	return &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: *signer.NewIdentityMAC(&id), principal: w.principal}
 }
 
 // Deps are what the app needs; all but Now are required.
@@ -688,7 +691,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 			h.Del(fiber.HeaderAuthorization)
 		}
 	} else {
-		if w.mac == nil || w.mac.Signer() != signer {
+		if w.mac.Signer() != signer {
 			w = w.signed(cl, signer)
 			te.SetAux(w)
 		}
