@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -109,7 +110,18 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 		t.Fatalf("seed has %d members without roles (%v); want some", none, err)
 	}
 
-	s := NewStore(db.Pool, nil, nil)
+	// The list reads ids and role names in binary by hand; the simple
+	// protocol sends them as text, which pgx scans.
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	simple, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(simple.Close)
 	// before runs an old query (member columns, then the total).
 	before := func(q string, args ...any) ([]Member, int64) {
 		t.Helper()
@@ -139,53 +151,56 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 			t.Fatalf("%s: JSON differs:\n got %s\nwant %s", what, gj, wj)
 		}
 	}
-	for _, tid := range tids {
-		for _, total := range []bool{false, true} {
-			for _, limit := range []int{1, 7, 51, 500} {
-				q := qListBefore
-				if total {
-					q = qListTotalBefore
-				}
-				after, afterID, pages, seen := time.Time{}, "", 0, 0
-				for {
-					got, gotTotal, err := s.List(ctx, ListParams{TenantID: tid, After: after, AfterID: afterID, Limit: limit, IncludeTotal: total})
-					if err != nil {
-						t.Fatal(err)
+	for _, pool := range []*pgxpool.Pool{db.Pool, simple} {
+		s := NewStore(pool, nil, nil)
+		for _, tid := range tids {
+			for _, total := range []bool{false, true} {
+				for _, limit := range []int{1, 7, 51, 500} {
+					q := qListBefore
+					if total {
+						q = qListTotalBefore
 					}
-					a, aid := after, afterID
-					if aid == "" {
-						a, aid = time.Time{}, "00000000-0000-0000-0000-000000000000"
+					after, afterID, pages, seen := time.Time{}, "", 0, 0
+					for {
+						got, gotTotal, err := s.List(ctx, ListParams{TenantID: tid, After: after, AfterID: afterID, Limit: limit, IncludeTotal: total})
+						if err != nil {
+							t.Fatal(err)
+						}
+						a, aid := after, afterID
+						if aid == "" {
+							a, aid = time.Time{}, "00000000-0000-0000-0000-000000000000"
+						}
+						what := fmt.Sprintf("tenant %s total %v limit %d page %d", tid, total, limit, pages)
+						want, wantTotal := before(q, tid, a, aid, limit)
+						same(what, got, want)
+						if len(got) > 0 && gotTotal != wantTotal {
+							t.Fatalf("%s: total %d, want %d", what, gotTotal, wantTotal)
+						}
+						seen += len(got)
+						pages++
+						if len(got) < limit {
+							break
+						}
+						last := got[len(got)-1]
+						after, afterID = last.CreatedAt, last.ID
 					}
-					what := fmt.Sprintf("tenant %s total %v limit %d page %d", tid, total, limit, pages)
-					want, wantTotal := before(q, tid, a, aid, limit)
-					same(what, got, want)
-					if len(got) > 0 && gotTotal != wantTotal {
-						t.Fatalf("%s: total %d, want %d", what, gotTotal, wantTotal)
+					if seen != 137 {
+						t.Fatalf("listed %d members, want 137", seen)
 					}
-					seen += len(got)
-					pages++
-					if len(got) < limit {
-						break
-					}
-					last := got[len(got)-1]
-					after, afterID = last.CreatedAt, last.ID
-				}
-				if seen != 137 {
-					t.Fatalf("listed %d members, want 137", seen)
 				}
 			}
-		}
-		all, _, err := s.List(ctx, ListParams{TenantID: tid, Limit: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range all {
-			got, err := s.Get(ctx, tid, m.ID)
+			all, _, err := s.List(ctx, ListParams{TenantID: tid, Limit: 1000})
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, _ := before(qGetBefore, tid, m.ID)
-			same("get "+m.ID, []Member{got}, want)
+			for _, m := range all {
+				got, err := s.Get(ctx, tid, m.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := before(qGetBefore, tid, m.ID)
+				same("get "+m.ID, []Member{got}, want)
+			}
 		}
 	}
 }
