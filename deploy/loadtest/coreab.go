@@ -14,7 +14,8 @@ import (
 // built from this tree, B the binary at -coreapi-b (e.g. built from an
 // earlier commit). Each runs on the same database behind its own
 // authproxy; rounds alternate A and B (ABBA order, so drift in what else
-// the machine runs hits both) over the two full-stack read rows, and each
+// the machine runs hits both) over the full-stack read rows (the member
+// list also with its total), and each
 // row reports throughput and the CPU per request of coreapi, of the
 // PostgreSQL backends serving it (found by application_name) and of its
 // proxy, from /proc over the measured window.
@@ -29,6 +30,7 @@ type abSample struct {
 	rps                  float64
 	core, pg, proxy, all float64 // CPU µs per request
 	errors               int64
+	firstErr             string
 }
 
 func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
@@ -59,6 +61,7 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 	}{
 		{fmt.Sprintf("GET /users/me (%d users)", len(s.users)), cycle(render("stack", "/api/v1/users/me", tokens), c)}, // c ≥ conns: workers index by w
 		{"GET /users?limit=50", cycle([][]byte{rawGET("stack", "/api/v1/users?limit=50", s.owner.token)}, c)},
+		{"GET /users?limit=50&include_total=true", cycle([][]byte{rawGET("stack", "/api/v1/users?limit=50&include_total=true", s.owner.token)}, c)},
 	}
 	res := make([][2][]abSample, len(rows))
 	for round := 0; round < h.o.abRounds && ctx.Err() == nil; round++ {
@@ -92,8 +95,8 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 				}
 				smp := smps[k]
 				res[ri][k] = append(res[ri][k], smp)
-				h.logf("round %d %-28s %s: %6.0f req/s, CPU µs/req coreapi %.1f, PostgreSQL %.1f, authproxy %.1f, errors %d",
-					round+1, r.name, t.name, smp.rps, smp.core, smp.pg, smp.proxy, smp.errors)
+				h.logf("round %d %-28s %s: %6.0f req/s, CPU µs/req coreapi %.1f, PostgreSQL %.1f, authproxy %.1f, errors %d %s",
+					round+1, r.name, t.name, smp.rps, smp.core, smp.pg, smp.proxy, smp.errors, smp.firstErr)
 			}
 		}
 	}
@@ -199,7 +202,7 @@ func (h *harness) measureAB(ctx context.Context, s *stack, t *coreAB, conns int,
 		pg += after - pgBefore[pid] // a backend opened during the window counts whole
 	}
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(r.Requests) }
-	x := abSample{rps: r.RPS, core: per(coreAfter - coreBefore), pg: per(pg), proxy: per(proxyAfter - proxyBefore), errors: r.Errors}
+	x := abSample{rps: r.RPS, core: per(coreAfter - coreBefore), pg: per(pg), proxy: per(proxyAfter - proxyBefore), errors: r.Errors, firstErr: r.FirstErr}
 	x.all = x.core + x.pg + x.proxy
 	return x, nil
 }

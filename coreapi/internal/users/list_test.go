@@ -204,3 +204,106 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 		}
 	}
 }
+
+// TestMemberCountFollowsMemberships: the counter behind the list's total
+// (tenant_member_counts, kept by triggers) equals count(*) of the tenant's
+// memberships after bulk and single inserts, concurrent inserts, deletes,
+// a tenant's deletion and a truncate; List reports it as the total.
+func TestMemberCountFollowsMemberships(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	var tids []string
+	for _, name := range []string{"Acme", "Bravo", "Empty"} {
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			tn, err := tenants.Create(ctx, tx, name)
+			tids = append(tids, tn.ID)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		rows, err := db.Pool.Query(ctx, `
+SELECT t.id::text, (SELECT count(*) FROM memberships m WHERE m.tenant_id = t.id),
+       coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = t.id), 0)
+FROM tenants t`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type row struct {
+			ID          string
+			Want, Count int64
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range got {
+			if r.Count != r.Want {
+				t.Fatalf("%s: tenant %s counter %d, count(*) %d", when, r.ID, r.Count, r.Want)
+			}
+		}
+	}
+	const addUsers = `
+WITH u AS (
+    INSERT INTO users (email, display_name)
+    SELECT 'c' || g || '-' || $3 || '@count.test', 'U' FROM generate_series(1, $2) g RETURNING id
+)
+INSERT INTO memberships (tenant_id, user_id) SELECT $1, id FROM u`
+	for i, tid := range tids[:2] {
+		if _, err := db.Pool.Exec(ctx, addUsers, tid, 40+i, fmt.Sprint("bulk", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after bulk inserts")
+
+	// Concurrent single inserts into one tenant all count.
+	errs := make(chan error, 20)
+	for i := range 20 {
+		go func() {
+			_, err := db.Pool.Exec(ctx, addUsers, tids[0], 1, fmt.Sprint("one", i))
+			errs <- err
+		}()
+	}
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after concurrent inserts")
+	s := NewStore(db.Pool, nil, nil)
+	if _, total, err := s.List(ctx, ListParams{TenantID: tids[0], Limit: 5, IncludeTotal: true}); err != nil || total != 60 {
+		t.Fatalf("List total = %d, %v; want 60", total, err)
+	}
+
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id IN (SELECT user_id FROM memberships WHERE tenant_id = $1 LIMIT 7)`, tids[0]); err != nil {
+		t.Fatal(err)
+	}
+	check("after a delete")
+	if _, total, err := s.List(ctx, ListParams{TenantID: tids[0], Limit: 5, IncludeTotal: true}); err != nil || total != 53 {
+		t.Fatalf("List total = %d, %v; want 53", total, err)
+	}
+	// A deleted user leaves every tenant.
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM users WHERE email LIKE 'c1-%@count.test'`); err != nil {
+		t.Fatal(err)
+	}
+	check("after users deleted")
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, tids[1]); err != nil {
+		t.Fatal(err)
+	}
+	check("after a tenant deleted")
+	var left int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM tenant_member_counts WHERE tenant_id = $1`, tids[1]).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("deleted tenant's counter: %d rows, %v", left, err)
+	}
+	if _, err := db.Pool.Exec(ctx, `TRUNCATE memberships CASCADE`); err != nil {
+		t.Fatal(err)
+	}
+	check("after truncate")
+	if _, err := db.Pool.Exec(ctx, addUsers, tids[2], 3, "again"); err != nil {
+		t.Fatal(err)
+	}
+	check("after inserts following the truncate")
+}

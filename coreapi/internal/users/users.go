@@ -261,17 +261,15 @@ FROM (
 ) m
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
-	// With a total, the window runs over the whole tenant before the keyset
-	// filter, so the count is of every member, not of the rest.
+	// With a total: the tenant's number of members, kept in
+	// tenant_member_counts by triggers (migration 00011), read once for the
+	// page (an uncorrelated subquery) instead of a window over every member.
 	const qTotal = `
-SELECT ` + memberCols + `, m.total
+SELECT ` + memberCols + `, coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)
 FROM (
-    SELECT * FROM (
-        SELECT tenant_id, user_id, status, role_names, created_at, updated_at, count(*) OVER () AS total
-        FROM memberships
-        WHERE tenant_id = $1
-    ) w
-    WHERE (created_at, user_id) > ($2, $3::uuid)
+    SELECT tenant_id, user_id, status, role_names, created_at, updated_at
+    FROM memberships
+    WHERE tenant_id = $1 AND (created_at, user_id) > ($2, $3::uuid)
     ORDER BY created_at, user_id
     LIMIT $4
 ) m
