@@ -28,8 +28,15 @@ BEGIN
         SELECT tenant_id, count(*) FROM new_rows GROUP BY tenant_id ORDER BY tenant_id
         ON CONFLICT (tenant_id) DO UPDATE SET members = c.members + EXCLUDED.members;
     ELSIF TG_OP = 'DELETE' THEN
-        -- A tenant being deleted may have lost its counter already (the
-        -- same cascade): then there is nothing to update.
+        -- Counters locked in key order first, as the insert does, so that
+        -- two deletes spanning tenants (a user's, cascading to each of
+        -- their memberships) cannot deadlock. A tenant being deleted may
+        -- have lost its counter already (the same cascade): then there is
+        -- nothing to update.
+        PERFORM 1 FROM tenant_member_counts c
+        WHERE c.tenant_id IN (SELECT tenant_id FROM old_rows)
+        ORDER BY c.tenant_id
+        FOR NO KEY UPDATE;
         UPDATE tenant_member_counts c SET members = c.members - d.n
         FROM (SELECT tenant_id, count(*) AS n FROM old_rows GROUP BY tenant_id) d
         WHERE c.tenant_id = d.tenant_id;

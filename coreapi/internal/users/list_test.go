@@ -260,7 +260,7 @@ INSERT INTO memberships (tenant_id, user_id) SELECT $1, id FROM u`
 	check("after bulk inserts")
 
 	// Concurrent single inserts into one tenant all count.
-	errs := make(chan error, 20)
+	errs := make(chan error, 20) // and 12 below
 	for i := range 20 {
 		go func() {
 			_, err := db.Pool.Exec(ctx, addUsers, tids[0], 1, fmt.Sprint("one", i))
@@ -285,7 +285,35 @@ INSERT INTO memberships (tenant_id, user_id) SELECT $1, id FROM u`
 	if _, total, err := s.List(ctx, ListParams{TenantID: tids[0], Limit: 5, IncludeTotal: true}); err != nil || total != 53 {
 		t.Fatalf("List total = %d, %v; want 53", total, err)
 	}
-	// A deleted user leaves every tenant.
+	// A deleted user leaves every tenant: users of both tenants deleted
+	// one by one, concurrently (each delete updates two counters).
+	rows, err := db.Pool.Query(ctx, `
+WITH u AS (
+    INSERT INTO users (email, display_name) SELECT 'both' || g || '@count.test', 'B' FROM generate_series(1, 12) g RETURNING id
+), m AS (
+    INSERT INTO memberships (tenant_id, user_id) SELECT t, u.id FROM u CROSS JOIN unnest($1::uuid[]) t RETURNING user_id
+)
+SELECT DISTINCT user_id::text FROM m`, tids[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(both) != 12 {
+		t.Fatalf("users in both tenants: %d, %v", len(both), err)
+	}
+	check("after members of both tenants added")
+	for _, id := range both {
+		go func() {
+			_, err := db.Pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+			errs <- err
+		}()
+	}
+	for range both {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after users deleted concurrently")
 	if _, err := db.Pool.Exec(ctx, `DELETE FROM users WHERE email LIKE 'c1-%@count.test'`); err != nil {
 		t.Fatal(err)
 	}
