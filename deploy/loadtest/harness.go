@@ -303,6 +303,12 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 		}
 		rep.gobench = strings.Join(keep, "\n")
 	}
+	if h.o.stackOnly {
+		if err := h.runStack(ctx, rep); err != nil {
+			return nil, fmt.Errorf("full stack: %w", err)
+		}
+		return rep, nil
+	}
 	if err := h.startSynthetic(ctx); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,10 @@ type options struct {
 	trials           int
 	out              string
 	skipStack        bool
+	stackOnly        bool   // only the full-stack rows
+	coreB            string // a second coreapi binary to compare with, side by side
+	abRounds         int
+	abTogether       bool
 	profile          time.Duration
 	gobench          string
 	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
@@ -72,6 +76,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root ('' for none)")
 	fs.StringVar(&o.gobench, "gobench", "", "file with `go test -bench` output to include in the report")
 	fs.BoolVar(&o.skipStack, "skip-stack", false, "skip the full-stack rows (no PostgreSQL needed)")
+	fs.BoolVar(&o.stackOnly, "stack-only", false, "only the full-stack rows (coreapi, authproxy, PostgreSQL); no report file unless -out is given")
+	fs.StringVar(&o.coreB, "coreapi-b", "", "with -stack-only: instead of the rows, compare coreapi built from this tree (A) with the coreapi binary at this path (B), each behind its own authproxy on one database, in alternating rounds; prints req/s and CPU per request of coreapi, its PostgreSQL backends and its proxy")
+	fs.IntVar(&o.abRounds, "ab-rounds", 6, "rounds of -coreapi-b (each runs both rows on A and on B)")
+	fs.BoolVar(&o.abTogether, "ab-together", false, "with -coreapi-b: load A and B at the same time, half the connections each (else one after the other)")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
 	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy and prints the processes' ids (for a profiler): the quick before/after check of the warm path")
@@ -102,6 +110,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if *rss > 0 {
 		o.users, o.manyUsers = 1, *rss
 	}
+	if o.coreB != "" && !o.stackOnly {
+		return fmt.Errorf("-coreapi-b needs -stack-only")
+	}
+	if o.stackOnly {
+		if o.skipStack {
+			return fmt.Errorf("-stack-only and -skip-stack exclude each other")
+		}
+		if !flagSet(fs, "out") {
+			o.out = ""
+		}
+	}
 	cmdline := "go run ./deploy/loadtest " + strings.Join(args, " ")
 	h, err := newHarness(ctx, o, stdout)
 	if err != nil {
@@ -118,6 +137,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
+	}
+	if o.coreB != "" {
+		return h.runCoreAB(ctx, stdout)
 	}
 	rep, err := h.runAll(ctx)
 	if err != nil {
@@ -190,4 +212,11 @@ func cpuModel() string {
 		}
 	}
 	return runtime.GOARCH
+}
+
+// flagSet reports whether the command line set flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -30,7 +31,9 @@ type stack struct {
 	drop                    func() // drops the database
 	pool                    *pgxpool.Pool
 	coreAddr, coreAdmin     string
+	core, proxy             *proc
 	proxyAddr, proxyAdmin   string
+	keys                    string // coreapi's signing keys directory
 	owner                   session
 	users                   []user // seeded members (role: member)
 	minter                  *minter
@@ -62,6 +65,7 @@ func (h *harness) setupStack(ctx context.Context) (*stack, error) {
 	}
 
 	keys := filepath.Join(h.work, "keys")
+	s.keys = keys
 	gen := exec.CommandContext(ctx, filepath.Join(h.bin, "coreapi"), "keys", "generate", "-dir", keys)
 	if out, err := gen.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("coreapi keys generate: %w: %s", err, out)
@@ -69,30 +73,11 @@ func (h *harness) setupStack(ctx context.Context) (*stack, error) {
 	if s.minter, err = minterFromDir(keys, issuer, audience); err != nil {
 		return nil, err
 	}
-	s.coreAddr, s.coreAdmin = freeAddr(), freeAddr()
-	s.proxyAddr, s.proxyAdmin = freeAddr(), freeAddr()
-	coreEnv := []string{
-		"COREAPI_LISTEN_ADDR=" + s.coreAddr,
-		"COREAPI_ADMIN_ADDR=" + s.coreAdmin,
-		"DATABASE_URL=" + s.dbURL,
-		"IDENTITY_HMAC_KEY=" + h.hmac,
-		"NATS_URL=" + h.nats.ClientURL(),
-		"SIGNING_KEYS_DIR=" + keys,
-		"TOKEN_ISSUER=" + issuer,
-		"TOKEN_AUDIENCE=" + audience,
-		"LOG_LEVEL=warn",
-	}
-	if _, err := h.start("coreapi", coreEnv, filepath.Join(h.bin, "coreapi"), "serve"); err != nil {
+	if s.core, s.coreAddr, s.coreAdmin, err = h.startCore(ctx, "coreapi", filepath.Join(h.bin, "coreapi"), coreAppName); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, "http://"+s.coreAdmin+"/readyz", 30*time.Second); err != nil {
-		return nil, fmt.Errorf("%w (logs in %s)", err, h.work)
-	}
-	if _, err := h.start("authproxy-stack", h.proxyEnv(s.proxyAddr, s.proxyAdmin, s.coreAddr), filepath.Join(h.bin, "authproxy")); err != nil {
+	if s.proxy, s.proxyAddr, s.proxyAdmin, err = h.startStackProxy(ctx, "authproxy-stack", s.coreAddr); err != nil {
 		return nil, err
-	}
-	if err := waitHTTP(ctx, "http://"+s.proxyAdmin+"/readyz", 30*time.Second); err != nil {
-		return nil, fmt.Errorf("%w (logs in %s)", err, h.work)
 	}
 
 	// The owner signs up through the proxy like a real client.
@@ -146,6 +131,63 @@ RETURNING user_id`
 		return nil, fmt.Errorf("analyze: %w", err)
 	}
 	return s, nil
+}
+
+// coreAppName is the application_name of the stack's coreapi connections
+// (how its PostgreSQL backends are found).
+const coreAppName = "coreapi"
+
+// startCore starts a coreapi binary on the stack's database and keys, its
+// connections named appName, and waits until it is ready.
+func (h *harness) startCore(ctx context.Context, name, bin, appName string) (p *proc, addr, admin string, err error) {
+	s := h.stack
+	dbURL, err := withAppName(s.dbURL, appName)
+	if err != nil {
+		return nil, "", "", err
+	}
+	addr, admin = freeAddr(), freeAddr()
+	env := []string{
+		"COREAPI_LISTEN_ADDR=" + addr,
+		"COREAPI_ADMIN_ADDR=" + admin,
+		"DATABASE_URL=" + dbURL,
+		"IDENTITY_HMAC_KEY=" + h.hmac,
+		"NATS_URL=" + h.nats.ClientURL(),
+		"SIGNING_KEYS_DIR=" + s.keys,
+		"TOKEN_ISSUER=" + issuer,
+		"TOKEN_AUDIENCE=" + audience,
+		"LOG_LEVEL=warn",
+	}
+	if p, err = h.start(name, env, bin, "serve"); err != nil {
+		return nil, "", "", err
+	}
+	if err := waitHTTP(ctx, "http://"+admin+"/readyz", 30*time.Second); err != nil {
+		return nil, "", "", fmt.Errorf("%s: %w (logs in %s)", name, err, h.work)
+	}
+	return p, addr, admin, nil
+}
+
+// startStackProxy starts an authproxy in front of the coreapi at core.
+func (h *harness) startStackProxy(ctx context.Context, name, core string) (p *proc, addr, admin string, err error) {
+	addr, admin = freeAddr(), freeAddr()
+	if p, err = h.start(name, h.proxyEnv(addr, admin, core), filepath.Join(h.bin, "authproxy")); err != nil {
+		return nil, "", "", err
+	}
+	if err := waitHTTP(ctx, "http://"+admin+"/readyz", 30*time.Second); err != nil {
+		return nil, "", "", fmt.Errorf("%s: %w (logs in %s)", name, err, h.work)
+	}
+	return p, addr, admin, nil
+}
+
+// withAppName sets application_name in a PostgreSQL URL.
+func withAppName(dbURL, appName string) (string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return "", fmt.Errorf("database URL: %w", err)
+	}
+	q := u.Query()
+	q.Set("application_name", appName)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 func (h *harness) runStack(ctx context.Context, rep *report) error {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,21 @@ type metrics struct {
 	queries  *prometheus.HistogramVec
 	rejected *prometheus.CounterVec
 	shedded  *prometheus.CounterVec
+	// byRequest holds each (method, route, status)'s two histograms
+	// (requestKey → *requestObservers): one map read per request instead
+	// of two label lookups (each validates, hashes and compares its
+	// labels under a lock) and the status code's formatting. Its size is
+	// the histograms' own label cardinality.
+	byRequest sync.Map
+}
+
+type requestKey struct {
+	method, route string
+	status        int
+}
+
+type requestObservers struct {
+	duration, queries prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, error) {
@@ -60,9 +76,20 @@ func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, erro
 	return m, nil
 }
 
+// observe records one request. method and route must be strings that stay
+// unchanged (constants or copies), as they are kept as labels and keys.
 func (m *metrics) observe(method, route string, status int, d time.Duration, queries int64) {
-	m.duration.WithLabelValues(method, route, strconv.Itoa(status)).Observe(d.Seconds())
-	m.queries.WithLabelValues(route).Observe(float64(queries))
+	k := requestKey{method: method, route: route, status: status}
+	o, ok := m.byRequest.Load(k)
+	if !ok {
+		o, _ = m.byRequest.LoadOrStore(k, &requestObservers{
+			duration: m.duration.WithLabelValues(method, route, strconv.Itoa(status)),
+			queries:  m.queries.WithLabelValues(route),
+		})
+	}
+	ro := o.(*requestObservers)
+	ro.duration.Observe(d.Seconds())
+	ro.queries.Observe(float64(queries))
 }
 
 func (m *metrics) identityRejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }

@@ -49,8 +49,8 @@ func (s *Server) requestID(c *fiber.Ctx) error {
 // records metrics and reports to Options.Observe.
 func (s *Server) accessLog(c *fiber.Ctx) error {
 	start := time.Now()
-	counter := &pgtrace.Counter{}
-	c.SetUserContext(pgtrace.WithCounter(c.UserContext(), counter))
+	ctx, counter := pgtrace.NewContext(c.UserContext())
+	c.SetUserContext(ctx)
 	if err := c.Next(); err != nil {
 		if herr := s.handleError(c, err); herr != nil {
 			c.Status(fiber.StatusInternalServerError)
@@ -62,12 +62,28 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 	if route == "/" { // only middleware matched: keep metric labels bounded
 		route = "unmatched"
 	}
-	method := strings.Clone(c.Method())
+	method := methodName(c.Method())
 	s.metrics.observe(method, route, status, d, counter.Queries())
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelError
 	}
+	if s.log.Enabled(c.UserContext(), level) {
+		s.logRequest(c, level, method, route, status, d, counter)
+	}
+	if s.observe != nil {
+		s.observe(RequestStats{
+			RequestID: RequestIDOf(c), Method: method, Route: route, Status: status,
+			Duration: d, Queries: counter.Queries(), Transactions: counter.Transactions(), Prepares: counter.Prepares(),
+		})
+	}
+	return nil
+}
+
+// logRequest writes the access log line of a finished request (only
+// built when the level is enabled: most deployments log requests at info
+// only while debugging).
+func (s *Server) logRequest(c *fiber.Ctx, level slog.Level, method, route string, status int, d time.Duration, counter *pgtrace.Counter) {
 	id := IdentityOf(c)
 	// trace_id is added by tracing.LogHandler from the context when the
 	// request is traced.
@@ -85,13 +101,19 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		slog.Int64("db_transactions", counter.Transactions()),
 		slog.Int64("db_prepares", counter.Prepares()),
 	)
-	if s.observe != nil {
-		s.observe(RequestStats{
-			RequestID: RequestIDOf(c), Method: method, Route: route, Status: status,
-			Duration: d, Queries: counter.Queries(), Transactions: counter.Transactions(), Prepares: counter.Prepares(),
-		})
+}
+
+// methodName returns a request method as a string that stays unchanged
+// (c.Method() aliases the request's buffer): the constant for the
+// standard methods, else a copy.
+func methodName(m string) string {
+	for _, std := range [...]string{fiber.MethodGet, fiber.MethodPost, fiber.MethodPatch, fiber.MethodPut,
+		fiber.MethodDelete, fiber.MethodHead, fiber.MethodOptions} {
+		if m == std {
+			return std
+		}
 	}
-	return nil
+	return strings.Clone(m)
 }
 
 // recover turns a handler panic into a 500 problem and logs it.

@@ -68,3 +68,20 @@ func BenchmarkReplayCache(b *testing.B) {
 		c.firstUse(keyOf(i), now+30_000, now)
 	}
 }
+
+// TestMethodName: the standard methods are their constants (kept as metric
+// labels, they must not alias the request buffer), others are copies.
+func TestMethodName(t *testing.T) {
+	buf := []byte("GET")
+	m := methodName(string(buf))
+	if m != "GET" {
+		t.Fatalf("methodName(GET) = %q", m)
+	}
+	buf2 := []byte("PROPFIND")
+	s := unsafeString(buf2)
+	got := methodName(s)
+	buf2[0] = 'X'
+	if got != "PROPFIND" {
+		t.Fatalf("methodName(PROPFIND) aliases its argument: %q", got)
+	}
+}

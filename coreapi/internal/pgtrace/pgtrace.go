@@ -46,8 +46,31 @@ func WithCounter(ctx context.Context, c *Counter) context.Context {
 	return context.WithValue(ctx, ctxKey{}, c)
 }
 
+// NewContext returns a context that carries a new Counter, and the
+// counter: one allocation for both (the HTTP layer makes one per request).
+func NewContext(parent context.Context) (context.Context, *Counter) {
+	cc := &counterCtx{Context: parent}
+	return cc, &cc.c
+}
+
+// counterCtx is a context carrying a Counter, allocated with it.
+type counterCtx struct {
+	context.Context
+	c Counter
+}
+
+func (cc *counterCtx) Value(key any) any {
+	if _, ok := key.(ctxKey); ok {
+		return &cc.c
+	}
+	return cc.Context.Value(key)
+}
+
 // FromContext returns the context's counter, or nil.
 func FromContext(ctx context.Context) *Counter {
+	if cc, ok := ctx.(*counterCtx); ok { // the usual case: no lookup up the chain
+		return &cc.c
+	}
 	c, _ := ctx.Value(ctxKey{}).(*Counter)
 	return c
 }

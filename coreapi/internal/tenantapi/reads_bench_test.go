@@ -22,6 +22,7 @@ import (
 //
 //   - users-me: GET /api/v1/users/me as a member.
 //   - users-limit-50: GET /api/v1/users?limit=50 as the owner.
+//   - users-limit-50-total: the same with include_total=true.
 func BenchmarkReads(b *testing.B) {
 	e := start(b, apitest.Options{})
 	ten := e.SeedTenant(b, "Bench")
@@ -92,4 +93,5 @@ SELECT $1, m.user_id, r.id FROM m JOIN roles r ON r.tenant_id = $1 AND r.name = 
 	}
 	b.Run("users-me", func(b *testing.B) { run(b, member, "/api/v1/users/me") })
 	b.Run("users-limit-50", func(b *testing.B) { run(b, owner, "/api/v1/users?limit=50") })
+	b.Run("users-limit-50-total", func(b *testing.B) { run(b, owner, "/api/v1/users?limit=50&include_total=true") })
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -109,7 +110,18 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 		t.Fatalf("seed has %d members without roles (%v); want some", none, err)
 	}
 
-	s := NewStore(db.Pool, nil, nil)
+	// The list reads ids and role names in binary by hand; the simple
+	// protocol sends them as text, which pgx scans.
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	simple, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(simple.Close)
 	// before runs an old query (member columns, then the total).
 	before := func(q string, args ...any) ([]Member, int64) {
 		t.Helper()
@@ -139,53 +151,187 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 			t.Fatalf("%s: JSON differs:\n got %s\nwant %s", what, gj, wj)
 		}
 	}
-	for _, tid := range tids {
-		for _, total := range []bool{false, true} {
-			for _, limit := range []int{1, 7, 51, 500} {
-				q := qListBefore
-				if total {
-					q = qListTotalBefore
-				}
-				after, afterID, pages, seen := time.Time{}, "", 0, 0
-				for {
-					got, gotTotal, err := s.List(ctx, ListParams{TenantID: tid, After: after, AfterID: afterID, Limit: limit, IncludeTotal: total})
-					if err != nil {
-						t.Fatal(err)
+	for _, pool := range []*pgxpool.Pool{db.Pool, simple} {
+		s := NewStore(pool, nil, nil)
+		for _, tid := range tids {
+			for _, total := range []bool{false, true} {
+				for _, limit := range []int{1, 7, 51, 500} {
+					q := qListBefore
+					if total {
+						q = qListTotalBefore
 					}
-					a, aid := after, afterID
-					if aid == "" {
-						a, aid = time.Time{}, "00000000-0000-0000-0000-000000000000"
+					after, afterID, pages, seen := time.Time{}, "", 0, 0
+					for {
+						got, gotTotal, err := s.List(ctx, ListParams{TenantID: tid, After: after, AfterID: afterID, Limit: limit, IncludeTotal: total})
+						if err != nil {
+							t.Fatal(err)
+						}
+						a, aid := after, afterID
+						if aid == "" {
+							a, aid = time.Time{}, "00000000-0000-0000-0000-000000000000"
+						}
+						what := fmt.Sprintf("tenant %s total %v limit %d page %d", tid, total, limit, pages)
+						want, wantTotal := before(q, tid, a, aid, limit)
+						same(what, got, want)
+						if len(got) > 0 && gotTotal != wantTotal {
+							t.Fatalf("%s: total %d, want %d", what, gotTotal, wantTotal)
+						}
+						seen += len(got)
+						pages++
+						if len(got) < limit {
+							break
+						}
+						last := got[len(got)-1]
+						after, afterID = last.CreatedAt, last.ID
 					}
-					what := fmt.Sprintf("tenant %s total %v limit %d page %d", tid, total, limit, pages)
-					want, wantTotal := before(q, tid, a, aid, limit)
-					same(what, got, want)
-					if len(got) > 0 && gotTotal != wantTotal {
-						t.Fatalf("%s: total %d, want %d", what, gotTotal, wantTotal)
+					if seen != 137 {
+						t.Fatalf("listed %d members, want 137", seen)
 					}
-					seen += len(got)
-					pages++
-					if len(got) < limit {
-						break
-					}
-					last := got[len(got)-1]
-					after, afterID = last.CreatedAt, last.ID
-				}
-				if seen != 137 {
-					t.Fatalf("listed %d members, want 137", seen)
 				}
 			}
-		}
-		all, _, err := s.List(ctx, ListParams{TenantID: tid, Limit: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range all {
-			got, err := s.Get(ctx, tid, m.ID)
+			all, _, err := s.List(ctx, ListParams{TenantID: tid, Limit: 1000})
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, _ := before(qGetBefore, tid, m.ID)
-			same("get "+m.ID, []Member{got}, want)
+			for _, m := range all {
+				got, err := s.Get(ctx, tid, m.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := before(qGetBefore, tid, m.ID)
+				same("get "+m.ID, []Member{got}, want)
+			}
 		}
 	}
+}
+
+// TestMemberCountFollowsMemberships: the counter behind the list's total
+// (tenant_member_counts, kept by triggers) equals count(*) of the tenant's
+// memberships after bulk and single inserts, concurrent inserts, deletes,
+// a tenant's deletion and a truncate; List reports it as the total.
+func TestMemberCountFollowsMemberships(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	var tids []string
+	for _, name := range []string{"Acme", "Bravo", "Empty"} {
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			tn, err := tenants.Create(ctx, tx, name)
+			tids = append(tids, tn.ID)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		rows, err := db.Pool.Query(ctx, `
+SELECT t.id::text, (SELECT count(*) FROM memberships m WHERE m.tenant_id = t.id),
+       coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = t.id), 0)
+FROM tenants t`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type row struct {
+			ID          string
+			Want, Count int64
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range got {
+			if r.Count != r.Want {
+				t.Fatalf("%s: tenant %s counter %d, count(*) %d", when, r.ID, r.Count, r.Want)
+			}
+		}
+	}
+	const addUsers = `
+WITH u AS (
+    INSERT INTO users (email, display_name)
+    SELECT 'c' || g || '-' || $3 || '@count.test', 'U' FROM generate_series(1, $2) g RETURNING id
+)
+INSERT INTO memberships (tenant_id, user_id) SELECT $1, id FROM u`
+	for i, tid := range tids[:2] {
+		if _, err := db.Pool.Exec(ctx, addUsers, tid, 40+i, fmt.Sprint("bulk", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after bulk inserts")
+
+	// Concurrent single inserts into one tenant all count.
+	errs := make(chan error, 20) // and 12 below
+	for i := range 20 {
+		go func() {
+			_, err := db.Pool.Exec(ctx, addUsers, tids[0], 1, fmt.Sprint("one", i))
+			errs <- err
+		}()
+	}
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after concurrent inserts")
+	s := NewStore(db.Pool, nil, nil)
+	if _, total, err := s.List(ctx, ListParams{TenantID: tids[0], Limit: 5, IncludeTotal: true}); err != nil || total != 60 {
+		t.Fatalf("List total = %d, %v; want 60", total, err)
+	}
+
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id IN (SELECT user_id FROM memberships WHERE tenant_id = $1 LIMIT 7)`, tids[0]); err != nil {
+		t.Fatal(err)
+	}
+	check("after a delete")
+	if _, total, err := s.List(ctx, ListParams{TenantID: tids[0], Limit: 5, IncludeTotal: true}); err != nil || total != 53 {
+		t.Fatalf("List total = %d, %v; want 53", total, err)
+	}
+	// A deleted user leaves every tenant: users of both tenants deleted
+	// one by one, concurrently (each delete updates two counters).
+	rows, err := db.Pool.Query(ctx, `
+WITH u AS (
+    INSERT INTO users (email, display_name) SELECT 'both' || g || '@count.test', 'B' FROM generate_series(1, 12) g RETURNING id
+), m AS (
+    INSERT INTO memberships (tenant_id, user_id) SELECT t, u.id FROM u CROSS JOIN unnest($1::uuid[]) t RETURNING user_id
+)
+SELECT DISTINCT user_id::text FROM m`, tids[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(both) != 12 {
+		t.Fatalf("users in both tenants: %d, %v", len(both), err)
+	}
+	check("after members of both tenants added")
+	for _, id := range both {
+		go func() {
+			_, err := db.Pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+			errs <- err
+		}()
+	}
+	for range both {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after users deleted concurrently")
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM users WHERE email LIKE 'c1-%@count.test'`); err != nil {
+		t.Fatal(err)
+	}
+	check("after users deleted")
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, tids[1]); err != nil {
+		t.Fatal(err)
+	}
+	check("after a tenant deleted")
+	var left int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM tenant_member_counts WHERE tenant_id = $1`, tids[1]).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("deleted tenant's counter: %d rows, %v", left, err)
+	}
+	if _, err := db.Pool.Exec(ctx, `TRUNCATE memberships CASCADE`); err != nil {
+		t.Fatal(err)
+	}
+	check("after truncate")
+	if _, err := db.Pool.Exec(ctx, addUsers, tids[2], 3, "again"); err != nil {
+		t.Fatal(err)
+	}
+	check("after inserts following the truncate")
 }

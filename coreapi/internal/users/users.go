@@ -7,11 +7,13 @@ package users
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -127,7 +129,7 @@ const (
     WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id AND p = ANY($3::text[])
     ORDER BY p)`
 	mfaEnabled = `EXISTS (SELECT 1 FROM mfa_totp f WHERE f.user_id = u.id AND f.status = 'active')`
-	memberCols = `u.id::text, u.email, u.display_name, m.status, u.status, m.role_names, m.created_at, GREATEST(m.updated_at, u.updated_at)`
+	memberCols = `u.id, u.email, u.display_name, m.status, u.status, m.role_names, m.created_at, GREATEST(m.updated_at, u.updated_at)`
 )
 
 // qMe reads the caller's own row by primary key: everything of the profile
@@ -259,17 +261,15 @@ FROM (
 ) m
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
-	// With a total, the window runs over the whole tenant before the keyset
-	// filter, so the count is of every member, not of the rest.
+	// With a total: the tenant's number of members, kept in
+	// tenant_member_counts by triggers (migration 00011), read once for the
+	// page (an uncorrelated subquery) instead of a window over every member.
 	const qTotal = `
-SELECT ` + memberCols + `, m.total
+SELECT ` + memberCols + `, coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)
 FROM (
-    SELECT * FROM (
-        SELECT tenant_id, user_id, status, role_names, created_at, updated_at, count(*) OVER () AS total
-        FROM memberships
-        WHERE tenant_id = $1
-    ) w
-    WHERE (created_at, user_id) > ($2, $3::uuid)
+    SELECT tenant_id, user_id, status, role_names, created_at, updated_at
+    FROM memberships
+    WHERE tenant_id = $1 AND (created_at, user_id) > ($2, $3::uuid)
     ORDER BY created_at, user_id
     LIMIT $4
 ) m
@@ -294,26 +294,143 @@ ORDER BY m.created_at, m.user_id`
 	return out, total, nil
 }
 
-// scanMembers reads rows of memberCols plus a total into Members with one
-// hand-written Scan per row into a reused destination list (no reflection
-// and no per-row argument slice: this is the member list's hot loop); the
-// two status columns, one of a few constants, are read raw and interned.
-// n is a capacity hint; total is the page's count column.
+// scanMembers reads rows of memberCols plus a total into Members: this is
+// the member list's hot loop, so it allocates per page, not per member.
+// The strings of the page (ids, emails, display names, role names) are
+// copied into one growing buffer and the role lists share one backing
+// array; the id comes in binary (16 bytes, formatted here as PostgreSQL's
+// text would be) and the role names are read from text[]'s binary form.
+// In text format (the simple protocol) pgx scans ids and roles instead.
+// The two status columns, one of a few constants, are interned. The times
+// and the total are scanned by pgx (no allocation per row). n is a
+// capacity hint; total is the page's count column.
 func scanMembers(rows pgx.Rows, n int) (out []Member, total int64, err error) {
 	defer rows.Close()
-	out = make([]Member, 0, max(0, min(n, 1000)))
-	var m Member
-	dest := []any{&m.ID, &m.Email, &m.DisplayName, nil, nil, &m.Roles, &m.CreatedAt, &m.UpdatedAt, &total}
-	for rows.Next() {
+	n = max(0, min(n, 1000))
+	out = make([]Member, 0, n)
+	var (
+		m     Member
+		id    string
+		text  = make([]byte, 0, n*96) // the page's strings
+		roles = make([]string, 0, n)  // the page's role lists, one after another
+	)
+	dest := []any{nil, nil, nil, nil, nil, nil, &m.CreatedAt, &m.UpdatedAt, &total}
+	binID, binRoles := false, false
+	for first := true; rows.Next(); first = false {
+		if first {
+			f := rows.FieldDescriptions()
+			binID, binRoles = f[0].Format == pgx.BinaryFormatCode, f[5].Format == pgx.BinaryFormatCode
+			if !binID {
+				dest[0] = &id
+			}
+			if !binRoles {
+				dest[5] = &m.Roles
+			}
+		}
 		m.Roles = nil // a fresh slice per member, never one shared with the previous row
 		if err := rows.Scan(dest...); err != nil {
 			return nil, 0, err
 		}
 		raw := rows.RawValues()
+		// Strings made from text never change: appending only writes past
+		// them, and a growing append copies to a new array and leaves the
+		// old one to the strings that point into it.
+		from := len(text)
+		if binID {
+			if len(raw[0]) != 16 {
+				return nil, 0, fmt.Errorf("member id: %d bytes, want 16", len(raw[0]))
+			}
+			text = appendUUID(text, raw[0])
+		} else {
+			text = append(text, id...)
+		}
+		m.ID = unsafeString(text, from)
+		from = len(text)
+		text = append(text, raw[1]...)
+		m.Email = unsafeString(text, from)
+		from = len(text)
+		text = append(text, raw[2]...)
+		m.DisplayName = unsafeString(text, from)
 		m.Status, m.UserStatus = status(raw[3]), status(raw[4])
+		if binRoles {
+			if m.Roles, text, roles, err = textArray(raw[5], text, roles); err != nil {
+				return nil, 0, fmt.Errorf("member roles: %w", err)
+			}
+		}
 		out = append(out, m)
 	}
 	return out, total, rows.Err()
+}
+
+// unsafeString is text[from:] as a string, without a copy: text must never
+// be written below its current length again.
+func unsafeString(text []byte, from int) string {
+	return unsafe.String(unsafe.SliceData(text[from:]), len(text)-from)
+}
+
+// appendUUID appends the 16 bytes of a binary uuid in PostgreSQL's text
+// form (lower-case hex, 8-4-4-4-12).
+func appendUUID(b, u []byte) []byte {
+	const hexDigits = "0123456789abcdef"
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return b
+}
+
+// textArray reads a one-dimensional text[] without NULLs in PostgreSQL's
+// binary array format (ndim, has-null flag, element type, then per
+// dimension its length and lower bound, then each element's length and
+// bytes). The names are appended to text and the list to roles; it
+// returns the list (empty, not nil, for an empty array) as a slice of
+// roles that appending to cannot spill into the next member's list.
+func textArray(src, text []byte, roles []string) ([]string, []byte, []string, error) {
+	be := binary.BigEndian
+	if len(src) < 12 {
+		return nil, text, roles, fmt.Errorf("array: %d bytes", len(src))
+	}
+	ndim := be.Uint32(src)
+	if ndim == 0 {
+		return []string{}, text, roles, nil
+	}
+	if ndim != 1 || len(src) < 20 {
+		return nil, text, roles, fmt.Errorf("array: %d dimensions, want 1", ndim)
+	}
+	count := int(int32(be.Uint32(src[12:])))
+	if count < 0 {
+		return nil, text, roles, fmt.Errorf("array: %d elements", count)
+	}
+	p := src[20:]
+	start := len(text)
+	for range count {
+		if len(p) < 4 {
+			return nil, text, roles, fmt.Errorf("array: truncated")
+		}
+		l := int32(be.Uint32(p))
+		if l < 0 {
+			return nil, text, roles, fmt.Errorf("array: NULL element")
+		}
+		if len(p) < 4+int(l) {
+			return nil, text, roles, fmt.Errorf("array: truncated")
+		}
+		text = append(text, p[4:4+l]...)
+		p = p[4+l:]
+	}
+	if cap(roles)-len(roles) < count {
+		roles = make([]string, 0, max(count, 2*cap(roles))) // the old array stays with the lists already made
+	}
+	first := len(roles)
+	p = src[20:]
+	for range count {
+		l := int(be.Uint32(p))
+		roles = append(roles, unsafeString(text[:start+l], start))
+		start += l
+		p = p[4+l:]
+	}
+	return roles[first:len(roles):len(roles)], text, roles, nil
 }
 
 // status returns a status column's text (text travels as its bytes in

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestWithAppName: the name is set (replacing one already there) and the
+// rest of the URL is kept.
+func TestWithAppName(t *testing.T) {
+	for _, in := range []string{
+		"postgres://postgres@127.0.0.1:5432/bench_1?sslmode=disable",
+		"postgres://postgres@127.0.0.1:5432/bench_1?sslmode=disable&application_name=old",
+	} {
+		got, err := withAppName(in, "coreapi-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.Parse(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		if q.Get("application_name") != "coreapi-b" || len(q["application_name"]) != 1 || q.Get("sslmode") != "disable" ||
+			u.Host != "127.0.0.1:5432" || u.Path != "/bench_1" || u.User.Username() != "postgres" {
+			t.Fatalf("withAppName(%s) = %s", in, got)
+		}
+	}
+	if _, err := withAppName("postgres://a b:%zz@x/", "n"); err == nil {
+		t.Fatal("a bad URL: no error")
+	}
+}
+
+// TestCoreBNeedsStackOnly: the comparison runs on the stack alone, and the
+// two stack flags exclude each other.
+func TestCoreBNeedsStackOnly(t *testing.T) {
+	for args, want := range map[string]string{
+		"-coreapi-b /x":                         "-coreapi-b needs -stack-only",
+		"-stack-only -skip-stack":               "exclude each other",
+		"-stack-only -coreapi-b /x -skip-stack": "exclude each other",
+	} {
+		err := run(context.Background(), strings.Fields(args), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", args, err, want)
+		}
+	}
+}
