@@ -284,27 +284,37 @@ const (
 	UpgradeOther             // anything else: stripped like any hop-by-hop header
 )
 
+// Seen is what Scan found among the client's header fields.
+type Seen struct {
+	RequestID []byte // the first X-Request-Id value (aliasing the header)
+	// Upgrade, WSProtocol and APIKey: an Upgrade, Sec-WebSocket-Protocol
+	// or X-API-Key field (any spelling APIKey accepts) is present;
+	// UpgradeOf, TakeProtocolBearer and APIKey need not run without one.
+	Upgrade, WSProtocol, APIKey bool
+}
+
 // Scan reads, in one pass over the client's header fields, what the
 // request path would otherwise look up one name at a time (each lookup
-// re-validates and re-cases its name and scans every field): the first
-// X-Request-Id value (aliasing h), and whether an Upgrade or a
-// Sec-WebSocket-Protocol field is present (UpgradeOf and
-// TakeProtocolBearer need not run without them). Names match in any case.
-func Scan(h *fasthttp.RequestHeader) (requestID []byte, upgrade, wsProtocol bool) {
+// re-validates and re-cases its name, or walks every field). Names match
+// in any case.
+func Scan(h *fasthttp.RequestHeader) Seen {
+	var s Seen
 	seenID := false
 	for k, v := range h.All() {
 		switch len(k) {
 		case len("Upgrade"):
-			upgrade = upgrade || equalFold(k, "upgrade")
+			s.Upgrade = s.Upgrade || equalFold(k, "upgrade")
+		case len(APIKeyHeader):
+			s.APIKey = s.APIKey || equalFold(k, APIKeyHeader)
 		case len("X-Request-Id"):
 			if !seenID && asciiFold(k, "x-request-id") { // exactly Peek's match: no '_' for '-'
-				requestID, seenID = v, true
+				s.RequestID, seenID = v, true
 			}
 		case len("Sec-WebSocket-Protocol"):
-			wsProtocol = wsProtocol || equalFold(k, "sec-websocket-protocol")
+			s.WSProtocol = s.WSProtocol || equalFold(k, "sec-websocket-protocol")
 		}
 	}
-	return requestID, upgrade, wsProtocol
+	return s
 }
 
 // UpgradeOf reads the upgrade a request asks for; call it before Sanitize,

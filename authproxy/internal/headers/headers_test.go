@@ -341,34 +341,40 @@ func TestTakeProtocolBearer(t *testing.T) {
 // the identity-header match).
 func TestScan(t *testing.T) {
 	for _, tc := range []struct {
-		raw          string
-		id           string
-		upgrade, wsp bool
+		raw  string
+		want Seen
 	}{
-		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "", false, false},
-		{"GET / HTTP/1.1\r\nHost: a\r\nx-request-id: one\r\nX-Request-Id: two\r\n\r\n", "one", false, false},
-		{"GET / HTTP/1.1\r\nHost: a\r\nX_Request_Id: under\r\n\r\n", "", false, false},
-		{"GET / HTTP/1.1\r\nHost: a\r\nupgrade: websocket\r\nConnection: upgrade\r\n\r\n", "", true, false},
-		{"GET / HTTP/1.1\r\nHost: a\r\nsec-websocket-protocol: bearer.x\r\n\r\n", "", false, true},
-		{"GET / HTTP/1.1\r\nHost: a\r\nSEC-WEBSOCKET-PROTOCOL: chat\r\nUPGRADE: h2c\r\nX-REQUEST-ID: r\r\n\r\n", "r", true, true},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Seen{}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nx-request-id: one\r\nX-Request-Id: two\r\n\r\n", Seen{RequestID: []byte("one")}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX_Request_Id: under\r\n\r\n", Seen{}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nupgrade: websocket\r\nConnection: upgrade\r\n\r\n", Seen{Upgrade: true}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nsec-websocket-protocol: bearer.x\r\n\r\n", Seen{WSProtocol: true}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nx-api-key: tg_x\r\n\r\n", Seen{APIKey: true}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX_API_KEY: tg_x\r\n\r\n", Seen{APIKey: true}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX-Api-Kex: tg_x\r\n\r\n", Seen{}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nSEC-WEBSOCKET-PROTOCOL: chat\r\nUPGRADE: h2c\r\nX-REQUEST-ID: r\r\n\r\n", Seen{RequestID: []byte("r"), Upgrade: true, WSProtocol: true}},
 	} {
 		var req fasthttp.Request
 		if err := req.Read(bufio.NewReader(strings.NewReader(tc.raw))); err != nil {
 			t.Fatal(err)
 		}
-		id, up, wsp := Scan(&req.Header)
-		if string(id) != tc.id || up != tc.upgrade || wsp != tc.wsp {
-			t.Errorf("%q: Scan = %q, %v, %v; want %q, %v, %v", tc.raw, id, up, wsp, tc.id, tc.upgrade, tc.wsp)
+		got := Scan(&req.Header)
+		if string(got.RequestID) != string(tc.want.RequestID) || got.Upgrade != tc.want.Upgrade ||
+			got.WSProtocol != tc.want.WSProtocol || got.APIKey != tc.want.APIKey {
+			t.Errorf("%q: Scan = %+v; want %+v", tc.raw, got, tc.want)
 		}
-		// The same answers as the lookups it replaces.
-		if want := req.Header.Peek("X-Request-Id"); string(want) != string(id) {
-			t.Errorf("%q: Scan's request id %q, Peek's %q", tc.raw, id, want)
+		// The same answers as the lookups it stands in front of.
+		if want := req.Header.Peek("X-Request-Id"); string(want) != string(got.RequestID) {
+			t.Errorf("%q: Scan's request id %q, Peek's %q", tc.raw, got.RequestID, want)
 		}
-		if (UpgradeOf(&req.Header) != UpgradeNone) != up {
-			t.Errorf("%q: Scan's upgrade %v disagrees with UpgradeOf", tc.raw, up)
+		if (UpgradeOf(&req.Header) != UpgradeNone) != got.Upgrade {
+			t.Errorf("%q: Scan's upgrade %v disagrees with UpgradeOf", tc.raw, got.Upgrade)
 		}
-		if (len(req.Header.PeekAll("Sec-WebSocket-Protocol")) > 0) != wsp {
-			t.Errorf("%q: Scan's Sec-WebSocket-Protocol %v disagrees with PeekAll", tc.raw, wsp)
+		if (len(req.Header.PeekAll("Sec-WebSocket-Protocol")) > 0) != got.WSProtocol {
+			t.Errorf("%q: Scan's Sec-WebSocket-Protocol %v disagrees with PeekAll", tc.raw, got.WSProtocol)
+		}
+		if _, n := APIKey(&req.Header); (n > 0) != got.APIKey {
+			t.Errorf("%q: Scan's API key %v disagrees with APIKey (%d)", tc.raw, got.APIKey, n)
 		}
 	}
 }

@@ -69,6 +69,9 @@ func (s *Server) keyHygiene(c *fiber.Ctx, st *state) error {
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
 		return errKeyInQuery
 	}
+	if !st.seen.APIKey { // most requests: headers.Scan saw none
+		return nil
+	}
 	h := &c.Request().Header
 	v, n := headers.APIKey(h)
 	if n == 0 {

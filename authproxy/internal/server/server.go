@@ -193,14 +193,14 @@ type state struct {
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line
 	upgrade   headers.Upgrade
-	// hasUpgrade, hasWSProtocol: the client sent Upgrade, or
-	// Sec-WebSocket-Protocol (headers.Scan, at the start).
-	hasUpgrade, hasWSProtocol bool
-	wsBearer                  bool   // Authorization came from Sec-WebSocket-Protocol
-	xkey                      []byte // X-API-Key's value, copied (apikey.go)
-	xkeyN                     int    // X-API-Key headers sent
-	route                     string
-	outcome                   string
+	// seen is what headers.Scan found among the client's fields, at the
+	// start (its RequestID is copied to reqID and dropped).
+	seen     headers.Seen
+	wsBearer bool   // Authorization came from Sec-WebSocket-Protocol
+	xkey     []byte // X-API-Key's value, copied (apikey.go)
+	xkeyN    int    // X-API-Key headers sent
+	route    string
+	outcome  string
 	// Who the request was for, for the access log and the span.
 	principal  string
 	userID     string
@@ -305,8 +305,9 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.unparsed = false
 	st.upgrade, st.wsBearer = headers.UpgradeNone, false
 	h := &c.Request().Header
-	var in []byte
-	in, st.hasUpgrade, st.hasWSProtocol = headers.Scan(h)
+	st.seen = headers.Scan(h)
+	in := st.seen.RequestID
+	st.seen.RequestID = nil // request memory: not kept in the pooled state
 	if requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
 	} else {

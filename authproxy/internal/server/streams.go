@@ -30,14 +30,14 @@ func (s *Server) upgradeHygiene(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
 	// Both lookups run only when the fields they read are present
 	// (headers.Scan): most requests have neither.
-	if st.hasUpgrade {
+	if st.seen.Upgrade {
 		st.upgrade = headers.UpgradeOf(h)
 	}
 	if st.upgrade == headers.UpgradeH2C {
 		st.outcome = "h2c"
 		return errH2C
 	}
-	if !st.hasWSProtocol {
+	if !st.seen.WSProtocol {
 		return nil
 	}
 	tok := headers.TakeProtocolBearer(h)
