@@ -215,3 +215,31 @@ func TestAuthDurationOfWarmRequests(t *testing.T) {
 		t.Fatal("warm requests not counted in authproxy_auth_duration_seconds")
 	}
 }
+
+// Without an injected clock a request's start is the time fasthttp read
+// for it: the durations recorded are those of the requests (not measured
+// from the zero time, nor negative).
+func TestRequestDurationWithFasthttpClock(t *testing.T) {
+	e := start(t, envOpt{realClock: true})
+	tok := e.token(nil)
+	for range 3 {
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	}
+	_, body := get(t, "http://"+e.admin+"/metrics")
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, `authproxy_request_duration_seconds_sum{code="200"} `); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum = f
+		}
+	}
+	if !strings.Contains(body, `authproxy_request_duration_seconds_count{code="200"} 3`) {
+		t.Fatal("the three requests are not counted")
+	}
+	if sum <= 0 || sum > 30 {
+		t.Fatalf("three requests took %v s in total by the proxy's clock", sum)
+	}
+}

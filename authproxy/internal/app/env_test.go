@@ -65,6 +65,9 @@ type envOpt struct {
 	prepare func(e *env, vars map[string]string)
 	// tracing, when set, is the proxy's tracer provider.
 	tracing *tracing.Provider
+	// realClock: no clock injected (e.clock is not the proxy's), as in
+	// production, where a request's start is fasthttp's reading.
+	realClock bool
 }
 
 func defaultProjection() identity.Projection {
@@ -118,7 +121,11 @@ func start(t testing.TB, o envOpt) *env {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(testLogOut(), e.logs), nil))
-	a, err := New(cfg, table, log, Hooks{Now: e.clock.Now, Tracing: o.tracing})
+	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing}
+	if o.realClock {
+		hooks.Now = nil
+	}
+	a, err := New(cfg, table, log, hooks)
 	if err != nil {
 		t.Fatal(err)
 	}
