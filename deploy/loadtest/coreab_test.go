@@ -40,6 +40,9 @@ func TestCoreBNeedsStackOnly(t *testing.T) {
 		"-coreapi-b /x":                         "-coreapi-b needs -stack-only",
 		"-stack-only -skip-stack":               "exclude each other",
 		"-stack-only -coreapi-b /x -skip-stack": "exclude each other",
+		"-only paired -rounds 0":                "needs at least one round",
+		"-only users -rounds -1":                "needs at least one round",
+		"-only nothing":                         "unknown -only",
 	} {
 		err := run(context.Background(), strings.Fields(args), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {

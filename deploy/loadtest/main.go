@@ -113,6 +113,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.coreB != "" && !o.stackOnly {
 		return fmt.Errorf("-coreapi-b needs -stack-only")
 	}
+	if (*only == "users" || *only == "paired") && *rounds < 1 {
+		return fmt.Errorf("-rounds %d: -only %s needs at least one round", *rounds, *only)
+	}
 	if o.stackOnly {
 		if o.skipStack {
 			return fmt.Errorf("-stack-only and -skip-stack exclude each other")
