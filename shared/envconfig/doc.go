@@ -2,6 +2,8 @@ package envconfig
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -66,6 +68,30 @@ func (t Table) CheckDoc(rows []DocRow) []string {
 // variables (a README's short table): every row must agree with t.
 func (t Table) CheckDocRows(rows []DocRow) []string {
 	return t.checkDoc(rows, false)
+}
+
+// CheckDocFile reads the Markdown file at path and compares its table
+// under heading with t: with complete, as CheckDoc (every variable, as a
+// reference table must); otherwise as CheckDocRows (a selection, which
+// must have at least minRows rows, or the parse is taken as broken). Each
+// difference is prefixed with path's base name.
+func (t Table) CheckDocFile(path, heading string, complete bool, minRows int) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := ParseDocTable(string(b), heading)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(rows) < minRows {
+		return nil, fmt.Errorf("%s: the table under %q has %d rows, want at least %d: the parse is broken", path, heading, len(rows), minRows)
+	}
+	diffs := t.checkDoc(rows, complete)
+	for i, d := range diffs {
+		diffs[i] = filepath.Base(path) + ": " + d
+	}
+	return diffs, nil
 }
 
 func (t Table) checkDoc(rows []DocRow, complete bool) []string {

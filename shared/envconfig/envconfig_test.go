@@ -1,6 +1,8 @@
 package envconfig
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +122,29 @@ func TestCheckDoc(t *testing.T) {
 		if len(d) != 1 || !strings.Contains(d[0], tc.want) {
 			t.Errorf("%q → %q: differences %q, want one with %q", tc.from, tc.to, d, tc.want)
 		}
+	}
+}
+
+// CheckDocFile reads, parses and checks a file's table, refusing a parse
+// that finds fewer rows than the caller expects.
+func TestCheckDocFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ops.md")
+	doc := "### svc\n| variable | default | meaning |\n|---|---|---|\n| `TTL` | `5m` | b |\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := table.CheckDocFile(path, "### svc", false, 1)
+	if err != nil || len(d) != 1 || !strings.HasPrefix(d[0], "ops.md: TTL: documented default") {
+		t.Fatalf("a wrong default: %q, %v", d, err)
+	}
+	if d, err := table.CheckDocFile(path, "### svc", true, 1); err != nil || len(d) < 2 {
+		t.Fatalf("as a complete table: %q, %v; want the missing variables too", d, err)
+	}
+	if _, err := table.CheckDocFile(path, "### svc", false, 2); err == nil || !strings.Contains(err.Error(), "has 1 rows") {
+		t.Fatalf("fewer rows than expected: %v", err)
+	}
+	if _, err := table.CheckDocFile(filepath.Join(t.TempDir(), "none.md"), "### svc", false, 1); err == nil {
+		t.Fatal("a missing file accepted")
 	}
 }
 
