@@ -5,13 +5,11 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,11 +118,9 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RulesFile != "" {
-		if b, err := os.ReadFile(cfg.RulesFile); err == nil {
-			a.lastRules = sha256.Sum256(b)
-		}
-	}
+	// The content the table was parsed from: the watcher's first check
+	// (reload.go) loads the file if it changed since.
+	a.lastRules = table.Source
 
 	a.Keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, Algs: cfg.Algs, Interval: cfg.JWKSRefresh,
 		Cooldown: cfg.JWKSCooldown, Timeout: 5 * time.Second, Now: h.Now}, log, m)

@@ -63,6 +63,8 @@ type envOpt struct {
 	// prepare runs once the stand-ins run, before the configuration is
 	// read; it may add variables.
 	prepare func(e *env, vars map[string]string)
+	// beforeServe runs once the app is built, before it serves.
+	beforeServe func(e *env)
 	// tracing, when set, is the proxy's tracer provider.
 	tracing *tracing.Provider
 	// realClock: no clock injected (e.clock is not the proxy's), as in
@@ -141,6 +143,9 @@ func start(t testing.TB, o envOpt) *env {
 	e.addr, e.admin = ln.Addr().String(), aln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
+	if o.beforeServe != nil {
+		o.beforeServe(e)
+	}
 	go func() { e.done <- a.Serve(ctx, ln, aln) }()
 	t.Cleanup(func() {
 		cancel()

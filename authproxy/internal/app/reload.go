@@ -89,7 +89,9 @@ func problems(err error) []error {
 // watch on the file itself would see. Only events naming the file or a
 // ConfigMap's ".." entries count: another file in the directory written
 // all the time (a log beside the rules) must not keep postponing the
-// reload. A change whose content equals the last one read is ignored.
+// reload. A change whose content equals the last one read is ignored. The
+// file is also checked once as soon as the watch is set, so that a change
+// made while the proxy started is not missed.
 func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 	defer close(ready)
 	w, err := fsnotify.NewWatcher()
@@ -104,7 +106,9 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 		return
 	}
 	ready <- struct{}{}
-	var settle <-chan time.Time
+	// A change made before the watch was set (between the first read of
+	// the file and now) sent no event: check the file once right away.
+	settle := time.After(0)
 	for {
 		select {
 		case <-ctx.Done():

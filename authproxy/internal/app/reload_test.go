@@ -80,6 +80,23 @@ func TestRulesReloadBesideABusyFile(t *testing.T) {
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 }
 
+// A change made after the proxy read the file but before its watch was
+// set sends no event; the watcher's first check still loads it.
+func TestRulesChangedWhileStartingLoaded(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA, beforeServe: func(e *env) { e.writeRules(rulesB) }})
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+}
+
+// An unchanged file is not reloaded when the watch starts.
+func TestRulesUnchangedNotReloadedAtStart(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	time.Sleep(3 * reloadSettle)
+	if g, f := e.generation(), e.reloadFailures(); g != 1 || f != 0 {
+		t.Fatalf("generation %v, failures %v after start, want 1 and 0", g, f)
+	}
+}
+
 func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 	e := start(t, envOpt{rules: rulesA})
 	for i, bad := range []string{

@@ -14,6 +14,7 @@
 package rules
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -151,6 +152,10 @@ type Table struct {
 	groups    map[string]*Group // lower-cased prefix
 	maxLen    int               // longest prefix
 	lens      []bool            // lens[n]: some prefix is n bytes long
+	// Source is the SHA-256 of the file bytes the table was parsed from
+	// (zero for a table built without a file): what a reload compares a
+	// file's content with.
+	Source [32]byte
 }
 
 // Env is what a file is validated against besides itself.
@@ -365,7 +370,12 @@ func Parse(b []byte, env Env) (*Table, error) {
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
 		return nil, fmt.Errorf("parse rules: %w", err)
 	}
-	return Compile(f, env)
+	t, err := Compile(f, env)
+	if err != nil {
+		return nil, err
+	}
+	t.Source = sha256.Sum256(b)
+	return t, nil
 }
 
 // Compile validates f against env and returns the table, reporting every
