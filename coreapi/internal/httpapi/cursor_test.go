@@ -1,13 +1,18 @@
 package httpapi
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCursorRoundTripAndBinding(t *testing.T) {
 	t.Parallel()
-	cc := cursorCodec{key: DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef"))}
+	cc := newCursorCodec(DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef")))
 	type key struct {
 		T  int64  `json:"t"`
 		ID string `json:"id"`
@@ -18,7 +23,7 @@ func TestCursorRoundTripAndBinding(t *testing.T) {
 	if err := cc.decode("users", "tenant-a", c, &out); err != nil || out != in {
 		t.Fatalf("decode = %+v, %v; want %+v", out, err, in)
 	}
-	other := cursorCodec{key: DeriveCursorKey([]byte("ffffffffffffffffffffffffffffffff"))}
+	other := newCursorCodec(DeriveCursorKey([]byte("ffffffffffffffffffffffffffffffff")))
 	tests := []struct {
 		name, list, scope, cursor string
 		cc                        cursorCodec
@@ -42,7 +47,7 @@ func TestCursorRoundTripAndBinding(t *testing.T) {
 // FuzzCursorDecode: arbitrary input never panics, and only what encode
 // produced is accepted.
 func FuzzCursorDecode(f *testing.F) {
-	cc := cursorCodec{key: DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef"))}
+	cc := newCursorCodec(DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef")))
 	good := cc.encode("users", "t", TimeKey{T: 5, ID: "x"})
 	f.Add(good)
 	f.Add("")
@@ -59,4 +64,58 @@ func FuzzCursorDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestAfterMatchesEncode: After writes TimeKey's JSON by hand and reuses
+// pooled HMAC states; its cursors must stay the bytes that encode (through
+// encoding/json and a fresh HMAC) makes, so cursors handed out before keep
+// decoding, and DecodeAfter must read them back.
+func TestAfterMatchesEncode(t *testing.T) {
+	t.Parallel()
+	c := &Cursors{cc: newCursorCodec(DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef")))}
+	fresh := func(list, scope string, v any) string {
+		payload, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := hmac.New(sha256.New, c.cc.key)
+		m.Write([]byte(list + "\x00" + scope + "\x00"))
+		m.Write(payload)
+		enc := base64.RawURLEncoding
+		return enc.EncodeToString(payload) + "." + enc.EncodeToString(m.Sum(nil)[:macLen])
+	}
+	times := []time.Time{time.UnixMicro(0), time.UnixMicro(1_700_000_000_123_456), time.UnixMicro(-62135596800000000),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC), time.Date(2026, 1, 2, 3, 4, 5, 6000, time.FixedZone("x", 3600))}
+	idList := []string{"0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001", "", `a"b\c<d>&e`, "\u2028\x01é\xff"}
+	for _, tm := range times {
+		for _, id := range idList {
+			for _, scope := range []string{"tenant-a", ""} {
+				got := c.After("users", scope, tm, id)
+				if want := fresh("users", scope, TimeKey{T: tm.UnixMicro(), ID: id}); got != want {
+					t.Fatalf("After(%v, %q) = %q, want %q", tm, id, got, want)
+				}
+				if again := c.After("users", scope, tm, id); again != got { // from a pooled state
+					t.Fatalf("second After = %q, want %q", again, got)
+				}
+				if got != c.Encode("users", scope, TimeKey{T: tm.UnixMicro(), ID: id}) {
+					t.Fatal("After and Encode differ")
+				}
+			}
+		}
+	}
+	id := idList[0]
+	at, gotID, err := c.DecodeAfter("users", "tenant-a", c.After("users", "tenant-a", times[1], id))
+	if err != nil || !at.Equal(times[1]) || gotID != id {
+		t.Fatalf("DecodeAfter = %v, %q, %v", at, gotID, err)
+	}
+}
+
+// BenchmarkCursorAfter: the cursor of a page that has a next one.
+func BenchmarkCursorAfter(b *testing.B) {
+	c := &Cursors{cc: newCursorCodec(DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef")))}
+	tm := time.UnixMicro(1_700_000_000_123_456)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = c.After("users", "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0002", tm, "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001")
+	}
 }

@@ -196,7 +196,7 @@ func New(o Options) (*Server, error) {
 		v1:        v1,
 		replays:   replays,
 		now:       o.Now,
-		cursor:    cursorCodec{key: o.CursorKey},
+		cursor:    newCursorCodec(o.CursorKey),
 		metrics:   m,
 		observe:   o.Observe,
 		mappers:   o.ErrorMappers,

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -146,12 +147,98 @@ FROM users u WHERE u.id = $1`
 // /users/me trusts"), so the answer says what this request may do.
 func (s *Store) Me(ctx context.Context, id identity.Identity) (Me, error) {
 	me := meOf(id)
-	err := s.pool.QueryRow(ctx, qMe, id.UserID).Scan(&me.Email, &me.EmailVerified, &me.DisplayName, &me.Status,
-		&me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled)
+	rows, err := s.pool.Query(ctx, qMe, id.UserID)
+	if err == nil {
+		err = scanMe(rows, &me)
+	}
 	if err != nil {
 		return Me{}, fmt.Errorf("get me: %w", mapErr(err))
 	}
 	return me, nil
+}
+
+// scanMe reads the one row of qMe into me (pgx.ErrNoRows without one), as
+// QueryRow(...).Scan would. In the binary format of the cached statement
+// modes it decodes the row itself: pgx builds a scan plan per column for
+// every query's rows (allocating for the times), and this is every
+// /users/me request's only query. The two strings share one allocation
+// and the status is interned. Other formats (the simple protocol's text)
+// are scanned by pgx.
+func scanMe(rows pgx.Rows, me *Me) error {
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	f := rows.FieldDescriptions()
+	if len(f) != 7 || f[1].Format != pgx.BinaryFormatCode || f[4].Format != pgx.BinaryFormatCode ||
+		f[5].Format != pgx.BinaryFormatCode || f[6].Format != pgx.BinaryFormatCode {
+		if err := rows.Scan(&me.Email, &me.EmailVerified, &me.DisplayName, &me.Status, &me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled); err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
+	}
+	raw := rows.RawValues()
+	for i, v := range raw {
+		if v == nil {
+			return fmt.Errorf("me: column %d is NULL", i)
+		}
+	}
+	var err error
+	if me.EmailVerified, err = binaryBool(raw[1]); err != nil {
+		return err
+	}
+	if me.MFAEnabled, err = binaryBool(raw[6]); err != nil {
+		return err
+	}
+	if me.CreatedAt, err = binaryTimestamptz(raw[4]); err != nil {
+		return err
+	}
+	if me.UpdatedAt, err = binaryTimestamptz(raw[5]); err != nil {
+		return err
+	}
+	text := string(raw[0]) + string(raw[2]) // one allocation: the operands are not copied first
+	me.Email, me.DisplayName = text[:len(raw[0])], text[len(raw[0]):]
+	me.Status = status(raw[3])
+	rows.Close()
+	return rows.Err()
+}
+
+// binaryBool decodes a bool in PostgreSQL's binary format.
+func binaryBool(b []byte) (bool, error) {
+	if len(b) != 1 {
+		return false, fmt.Errorf("bool: %d bytes, want 1", len(b))
+	}
+	return b[0] != 0, nil
+}
+
+// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC), and
+// the binary encodings of timestamptz's infinity and -infinity.
+const (
+	pgEpochMicros      = 946684800000000
+	pgInfinity         = math.MaxInt64
+	pgNegativeInfinity = math.MinInt64
+)
+
+// binaryTimestamptz decodes a timestamptz in PostgreSQL's binary format
+// (microseconds from 2000-01-01 UTC) to the time.Time pgx scans from it:
+// in time.Local, as time.Unix returns it; an infinity is an error, as
+// pgx's is for a time.Time.
+func binaryTimestamptz(b []byte) (time.Time, error) {
+	if len(b) != 8 {
+		return time.Time{}, fmt.Errorf("timestamptz: %d bytes, want 8", len(b))
+	}
+	us := int64(binary.BigEndian.Uint64(b))
+	switch us {
+	case pgInfinity:
+		return time.Time{}, errors.New("cannot scan Infinity into *time.Time")
+	case pgNegativeInfinity:
+		return time.Time{}, errors.New("cannot scan -Infinity into *time.Time")
+	}
+	return time.Unix(pgEpochMicros/1_000_000+us/1_000_000, pgEpochMicros%1_000_000*1_000+us%1_000_000*1_000), nil
 }
 
 // meOf is the part of the profile the verified identity carries.
