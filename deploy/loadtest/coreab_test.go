@@ -43,6 +43,10 @@ func TestCoreBNeedsStackOnly(t *testing.T) {
 		"-only paired -rounds 0":                "needs at least one round",
 		"-only users -rounds -1":                "needs at least one round",
 		"-only nothing":                         "unknown -only",
+		"-only openloop -rounds 0":              "needs at least one round",
+		"-placement both":                       "-placement both needs -only openloop",
+		"-only paired -placement both":          "-placement both needs -only openloop",
+		"-only openloop -placement elsewhere":   "unknown -placement",
 	} {
 		err := run(context.Background(), strings.Fields(args), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {

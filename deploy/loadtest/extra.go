@@ -42,6 +42,7 @@ type openLoopRow struct {
 	requests      uint64
 	success       float64
 	p50, p99, max time.Duration
+	use           usage // CPU of each process and CPU over the measured window
 	note          string
 }
 
@@ -86,27 +87,31 @@ func (h *harness) measureTokenSizes(eddsaToken string) tokenSizes {
 
 // openLoop sends reqs (cycled) at a fixed rate, each due on schedule
 // whether or not earlier ones were answered (load.rate), and reports the
-// latency percentiles. The harness's raw-connection generator costs a
+// latency percentiles and, from probe, the CPU each process and CPU used
+// over the measured window. The harness's raw-connection generator costs a
 // fraction of what an HTTP client library does per request, so it keeps
 // the schedule on the one CPU it is given (openLoops).
-func (h *harness) openLoop(ctx context.Context, name, addr string, rate float64, reqs [][]byte) openLoopRow {
-	r := openLoopRow{name: name, rate: rate}
+func (h *harness) openLoop(ctx context.Context, name, addr string, rate float64, reqs [][]byte, probe *usageProbe) openLoopRow {
+	r := openLoopRow{name: name, rate: rate, use: usage{-1, -1, -1, -1, -1}}
 	if rate <= 0 {
 		r.note = "not measured: no capacity figure for the bare proxy"
 		return r
 	}
 	h.logf("open loop %-40s %.0f req/s ...", name, rate)
 	c := h.o.conns * 4 // free connections to send on, even when answers are slow
-	res := load{addr: addr, conns: c, warmup: h.o.warmup, duration: h.o.duration, request: cycle(reqs, c), want: 200, rate: rate}.run(ctx)
+	res := load{addr: addr, conns: c, warmup: h.o.warmup, duration: h.o.duration, request: cycle(reqs, c), want: 200, rate: rate,
+		onStart: probe.start, onEnd: probe.end}.run(ctx)
 	r.requests = uint64(res.Requests)
 	if res.Requests > 0 {
 		r.success = 1 - float64(res.Errors)/float64(res.Requests)
 	}
 	r.p50, r.p99, r.max = res.P50, res.P99, res.Max
+	r.use = probe.got
 	if res.FirstErr != "" {
 		r.note = "first error: " + res.FirstErr
 	}
-	h.logf("open loop %-40s %.0f req/s: p50 %v p99 %v max %v success %.4f", name, rate, r.p50, r.p99, r.max, r.success)
+	h.logf("open loop %-40s %.0f req/s: p50 %v p99 %v max %v success %.4f; CPU-s/s generator %s upstream %s proxy %s; busy generator's CPU %s proxy's CPU %s %s %s",
+		name, rate, r.p50, r.p99, r.max, r.success, cpuPS(r.use.generator), cpuPS(r.use.upstream), cpuPS(r.use.proxy), busyPct(r.use.generatorCPUs), busyPct(r.use.proxyCPUs), r.use.saturation(), r.note)
 	return r
 }
 

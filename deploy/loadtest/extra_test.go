@@ -41,8 +41,10 @@ func TestReportNewRows(t *testing.T) {
 	}
 	r := base()
 	r.instr = []instrRow{{name: "bare Fiber proxy", requests: 2000, perRequest: 25000}, {name: "authproxy warm (1000 users)", requests: 2000, perRequest: 45000}}
-	r.openLoop = []openLoopRow{{name: "bare Fiber proxy", rate: 15000, requests: 150000, success: 1, p99: time.Millisecond},
-		{name: "authproxy warm (1000 users)", rate: 15000, requests: 150000, success: 1, p99: 1200 * time.Microsecond}}
+	r.openLoop = []openLoopRow{{name: "bare Fiber proxy", rate: 15000, requests: 150000, success: 1, p99: time.Millisecond,
+		use: usage{generator: 0.31, upstream: 0.28, proxy: 0.42, generatorCPUs: 0.65, proxyCPUs: 0.45}},
+		{name: "authproxy warm (1000 users)", rate: 15000, requests: 150000, success: 1, p99: 1200 * time.Microsecond,
+			use: usage{generator: 0.3, upstream: 0.29, proxy: 0.6, generatorCPUs: 0.66, proxyCPUs: 0.63}}}
 	r.tokens = tokenSizes{eddsa: 538, rs256: 802}
 	r.add(row{name: "oauth2-proxy v7.15.6, JWT bearer (1000 users)", conns: 64, res: result{Requests: 30000, RPS: 2000}})
 	r.addTrend(row{name: "authproxy warm (100000 users)", conns: 64, res: result{Requests: 210000, RPS: 21000},
@@ -50,7 +52,9 @@ func TestReportNewRows(t *testing.T) {
 	md := r.markdown()
 	for _, want := range []string{
 		"| authproxy ÷ bare proxy instructions per warm request (callgrind) | 1.80× (45.0k ÷ 25.0k) | ≤ 2×: met |",
-		"| p99 added by authproxy, open loop at 15000 req/s (50 % of the bare proxy's rate; where each ran: below) | 0.20 ms | ≤ 0.3 ms: met |",
+		"| p99 added by authproxy, open loop at 15000 req/s (50 % of the bare proxy's rate; where each ran and the CPU each used: below) | 0.20 ms | ≤ 0.3 ms: met |",
+		"| bare Fiber proxy | 15000/s | 150000 | 1.0000 | 0.00 ms | 1.00 ms | 0.00 ms | 0.31 | 0.28 | 0.42 | 65 % | 45 % |",
+		"| authproxy warm (1000 users) | 15000/s | 150000 | 1.0000 | 0.00 ms | 1.20 ms | 0.00 ms | 0.30 | 0.29 | 0.60 | 66 % | 63 % |",
 		"| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput, main rows above | 12.5× | ≥ 10×: met |",
 		"| authproxy warm (100000 users, default settings) ÷ warm (1000 users) throughput; verifications / request | 0.84; 0 | ≥ 0.8 and 0: met |",
 		"EdDSA 538 bytes", "RS256 (2048-bit key) 802 bytes",
@@ -79,5 +83,43 @@ func TestReportNewRows(t *testing.T) {
 	}
 	if strings.Contains(md, "instructions per warm request (callgrind) |") {
 		t.Error("a ratio of instruction counts that were not measured")
+	}
+
+	// A saturated CPU in an open-loop row is said beside the verdict and
+	// under the table; unread figures show as such.
+	r = base()
+	r.openLoop = []openLoopRow{{name: "bare Fiber proxy", rate: 15000, requests: 150000, success: 1, p99: time.Millisecond,
+		use: usage{generator: 0.31, upstream: 0.28, proxy: 0.42, generatorCPUs: 0.65, proxyCPUs: 0.45}},
+		{name: "authproxy warm (1000 users)", rate: 15000, requests: 150000, success: 1, p99: 1100 * time.Microsecond,
+			use: usage{generator: -1, upstream: 0.29, proxy: 0.9, generatorCPUs: 0.66, proxyCPUs: 0.96}}}
+	md = r.markdown()
+	for _, want := range []string{
+		"| 0.10 ms | ≤ 0.3 ms: met; authproxy warm (1000 users) row: the other CPUs (the proxy's) busy 96 %, so the figure includes queueing for the CPU |",
+		"| authproxy warm (1000 users) | 15000/s | 150000 | 1.0000 | 0.00 ms | 1.10 ms | 0.00 ms | – | 0.29 | 0.90 | 66 % | 96 % |",
+		"- authproxy warm (1000 users): saturated: the other CPUs (the proxy's) busy 96 %",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "bare Fiber proxy: saturated") {
+		t.Error("the bare row, at 65 % and 45 %, called saturated")
+	}
+}
+
+// The medians of open-loop rounds: per row, and of the rounds' p99 added.
+func TestOpenLoopMedians(t *testing.T) {
+	mk := func(bareP99, warmP99 time.Duration, warmCPU float64) []openLoopRow {
+		return []openLoopRow{{rate: 7000, p99: bareP99, use: usage{0.3, 0.3, 0.4, 0.7, 0.4}},
+			{rate: 7000, p99: warmP99, use: usage{0.3, 0.3, warmCPU, 0.7, warmCPU}}}
+	}
+	got := openLoopMedians([][]openLoopRow{mk(time.Millisecond, 2*time.Millisecond, 0.5), mk(3*time.Millisecond, 3500*time.Microsecond, 0.7), mk(2*time.Millisecond, 2200*time.Microsecond, 0.6)})
+	for _, want := range []string{"rate 7000/s, p99 added by authproxy 0.50 ms", "bare p99 2.00 ms", "authproxy p99 2.20 ms, CPU-s/s generator 0.30 upstream 0.30 proxy 0.60, busy CPU 0 70 % other CPUs 60 %"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("openLoopMedians = %q, lacks %q", got, want)
+		}
+	}
+	if got := openLoopMedians(nil); got != "no round" {
+		t.Errorf("no rounds: %q", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -355,9 +356,10 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// medians.
 	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs, 5)
 
-	// Fixed-rate load at half the bare proxy's capacity (main row): the
-	// latency each proxy adds when it is not saturated.
-	rep.openLoop, rep.openLoopNote = h.openLoops(ctx, noAuth, warmReqs)
+	// Fixed-rate load at half the bare proxy's capacity in the open-loop
+	// placement (-placement): the latency each proxy adds when neither it
+	// nor its CPU is saturated.
+	rep.openLoop, rep.openLoopNote = h.openLoops(ctx, noAuth, warmReqs, h.o.placement)
 	rep.instr = h.callgrindRows(ctx, noAuth, warmReqs)
 	rep.tokens = h.measureTokenSizes(warmTokens[0])
 	rep.add(h.oauth2Proxy(ctx, warmReqs))
@@ -488,28 +490,80 @@ type pairedRound struct {
 	bareCPU, warmCPU float64
 }
 
+// Placements of the open-loop rows (-placement).
+const (
+	// placeAlone: the proxy measured alone on the CPUs other than CPU 0;
+	// the generator, the upstream and the idle proxy on CPU 0.
+	placeAlone = "alone"
+	// placeShared: the generator alone on CPU 0; both proxies and the
+	// upstream share the other CPUs.
+	placeShared = "shared"
+)
+
+// placementNote says where each process of the open-loop rows ran.
+func placementNote(placement string) string {
+	if placement == placeShared {
+		return "generator (the harness) on CPU 0; the bare proxy, authproxy and the upstream share the other CPUs"
+	}
+	return "each proxy, while measured, alone on the CPUs other than CPU 0; the generator (the harness), the upstream and the idle proxy on CPU 0"
+}
+
 // openLoops measures the latency each proxy adds at a fixed rate, half the
-// bare proxy's capacity, with the generator isolated: this process on CPU
-// 0, the proxies and the upstream on the others, so that generating load
-// takes no CPU from what is measured (on a shared machine the generator
-// otherwise queues behind the targets, and the other way round). The
-// capacity is measured the same way, just before.
-func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte) ([]openLoopRow, string) {
-	note := "generator (the harness) on CPU 0; the bare proxy, authproxy and the upstream on the other CPUs"
-	iso, err := isolate(h.bare.pid(), h.proxy.pid(), h.upstream.pid())
+// bare proxy's capacity. In placeAlone (the default) the proxy measured has
+// the CPUs other than CPU 0 to itself, while the generator (this process),
+// the upstream and the other proxy share CPU 0: the latency is then the
+// proxy's, not its queue behind the upstream on a shared CPU. placeShared
+// is the former placement, for comparison. The capacity is the bare
+// proxy's closed-loop rate in the same placement, measured just before.
+// Each row carries the CPU each process and CPU used over its window.
+func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte, placement string) ([]openLoopRow, string) {
+	self, bare, auth, up := os.Getpid(), h.bare.pid(), h.proxy.pid(), h.upstream.pid()
+	targets := []struct {
+		name, addr string
+		pid, idle  int
+		reqs       [][]byte
+	}{
+		{"bare Fiber proxy", h.bareAddr, bare, auth, noAuth},
+		{fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, auth, bare, warmReqs},
+	}
+	pin := func(target, idle int) (*isolation, error) {
+		if placement == placeShared {
+			return isolate(bare, auth, up)
+		}
+		return isolateAlone(target, up, idle)
+	}
+	note := placementNote(placement)
+	var genCPUs, otherCPUs []int
+	iso, err := pin(bare, auth)
 	if err != nil {
 		note = "not isolated (" + err.Error() + "): generator and targets share the CPUs"
 	} else {
-		defer iso.undo()
+		genCPUs, otherCPUs = iso.generatorCPUs, iso.targetCPUs
 	}
 	c := h.o.conns
+	cp := newUsageProbe(self, up, bare, genCPUs, otherCPUs)
 	capacity := load{addr: h.bareAddr, conns: c, warmup: time.Second, duration: max(h.o.duration/2, time.Second),
-		request: cycle(noAuth, c), want: 200}.run(ctx)
-	note += fmt.Sprintf("; the bare proxy's closed-loop rate so placed: %.0f req/s", capacity.RPS)
+		request: cycle(noAuth, c), want: 200, onStart: cp.start, onEnd: cp.end}.run(ctx)
+	u := cp.got
+	note += fmt.Sprintf("; the bare proxy's closed-loop rate so placed: %.0f req/s (CPU-s/s: generator %s, upstream %s, bare proxy %s; busy: CPU 0 %s, other CPUs %s)",
+		capacity.RPS, cpuPS(u.generator), cpuPS(u.upstream), cpuPS(u.proxy), busyPct(u.generatorCPUs), busyPct(u.proxyCPUs))
 	h.logf("open loop: %s", note)
 	rate := capacity.RPS / 2
-	return []openLoopRow{h.openLoop(ctx, "bare Fiber proxy", h.bareAddr, rate, noAuth),
-		h.openLoop(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, rate, warmReqs)}, note
+	rows := make([]openLoopRow, 0, len(targets))
+	for i, t := range targets {
+		if i > 0 && iso != nil && placement != placeShared {
+			iso.undo()
+			if iso, err = pin(t.pid, t.idle); err != nil {
+				rows = append(rows, openLoopRow{name: t.name, rate: rate, use: usage{-1, -1, -1, -1, -1}, note: "not measured: " + err.Error()})
+				continue
+			}
+		}
+		rows = append(rows, h.openLoop(ctx, t.name, t.addr, rate, t.reqs, newUsageProbe(self, up, t.pid, genCPUs, otherCPUs)))
+	}
+	if iso != nil {
+		iso.undo()
+	}
+	return rows, note
 }
 
 // pairedOnly starts the synthetic targets and runs only the paired rounds,
@@ -536,6 +590,85 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	}
 	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs\n", len(ps), median(ratio), median(bare), median(warm))
 	return ctx.Err()
+}
+
+// openLoopOnly starts the synthetic targets, fills authproxy's caches
+// with the warm tokens and runs the open-loop rows rounds times in each of
+// placements (alternating their order from round to round, so that drift
+// in what else the machine does hits both), printing every row and, per
+// placement, the medians.
+func (h *harness) openLoopOnly(ctx context.Context, rounds int, placements []string, out io.Writer) error {
+	if err := h.startSynthetic(ctx); err != nil {
+		return err
+	}
+	warmTokens, err := h.minter.mintAll(h.warmUsers, len(h.warmUsers))
+	if err != nil {
+		return err
+	}
+	noAuth := [][]byte{rawGET("bench", benchURI, "")}
+	warmReqs := render("bench", benchURI, warmTokens)
+	h.fillOnce(ctx, h.proxyAddr, warmReqs)
+	got := map[string][][]openLoopRow{}
+	for i := 0; i < rounds && ctx.Err() == nil; i++ {
+		order := placements
+		if i%2 == 1 {
+			order = slices.Clone(placements)
+			slices.Reverse(order)
+		}
+		for _, pl := range order {
+			rows, note := h.openLoops(ctx, noAuth, warmReqs, pl)
+			fmt.Fprintf(out, "round %d, placement %s: %s\n", i+1, pl, note)
+			writeOpenLoopRows(out, rows)
+			got[pl] = append(got[pl], rows)
+		}
+	}
+	for _, pl := range placements {
+		fmt.Fprintf(out, "placement %s, median of %d rounds: %s\n", pl, len(got[pl]), openLoopMedians(got[pl]))
+	}
+	return ctx.Err()
+}
+
+// writeOpenLoopRows prints open-loop rows, one a line.
+func writeOpenLoopRows(out io.Writer, rows []openLoopRow) {
+	for _, r := range rows {
+		fmt.Fprintf(out, "  %-28s %6.0f/s  p50 %s  p99 %s  max %s  success %.4f  CPU-s/s: generator %s, upstream %s, proxy %s; busy: CPU 0 %s, other CPUs %s  %s %s\n",
+			r.name, r.rate, ms(r.p50), ms(r.p99), ms(r.max), r.success, cpuPS(r.use.generator), cpuPS(r.use.upstream), cpuPS(r.use.proxy),
+			busyPct(r.use.generatorCPUs), busyPct(r.use.proxyCPUs), r.use.saturation(), r.note)
+	}
+}
+
+// openLoopMedians summarizes rounds of open-loop rows (bare, then
+// authproxy): the median rate, each row's median p99 and CPU figures, and
+// the median of the rounds' p99 added by authproxy.
+func openLoopMedians(rounds [][]openLoopRow) string {
+	if len(rounds) == 0 {
+		return "no round"
+	}
+	var rate, added []float64
+	per := make([][6][]float64, 2) // p99, generator, upstream, proxy, CPU 0, other CPUs
+	for _, rows := range rounds {
+		if len(rows) != 2 {
+			continue
+		}
+		rate = append(rate, rows[0].rate)
+		added = append(added, float64(rows[1].p99-rows[0].p99))
+		for i, r := range rows {
+			for k, v := range []float64{float64(r.p99), r.use.generator, r.use.upstream, r.use.proxy, r.use.generatorCPUs, r.use.proxyCPUs} {
+				per[i][k] = append(per[i][k], v)
+			}
+		}
+	}
+	if len(rate) == 0 {
+		return "no complete round"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "rate %.0f/s, p99 added by authproxy %s", median(rate), ms(time.Duration(median(added))))
+	for i, name := range []string{"bare", "authproxy"} {
+		p := per[i]
+		fmt.Fprintf(&b, "; %s p99 %s, CPU-s/s generator %s upstream %s proxy %s, busy CPU 0 %s other CPUs %s", name, ms(time.Duration(median(p[0]))),
+			cpuPS(median(p[1])), cpuPS(median(p[2])), cpuPS(median(p[3])), busyPct(median(p[4])), busyPct(median(p[5])))
+	}
+	return b.String()
 }
 
 func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, rounds int) []pairedRound {

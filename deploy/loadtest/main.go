@@ -39,6 +39,7 @@ type options struct {
 	profile          time.Duration
 	gobench          string
 	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
+	placement        string // of the open-loop rows: placeAlone or placeShared
 }
 
 // analysisMarker starts the hand-written part of the report, which a run
@@ -82,9 +83,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.abTogether, "ab-together", false, "with -coreapi-b: load A and B at the same time, half the connections each (else one after the other)")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
-	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy and prints the processes' ids (for a profiler): the quick before/after check of the warm path")
+	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians")
 	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
-	rounds := fs.Int("rounds", 3, "rounds of -only users or -only paired")
+	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
+	rounds := fs.Int("rounds", 3, "rounds of -only users, -only paired or -only openloop")
 	coldN := fs.Int("cold", 150000, "one-time tokens sent to the default proxy before -only users (the full run's cold row)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
 	if err := fs.Parse(args); err != nil {
@@ -99,8 +101,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("unknown -serve %q", *serve)
 	}
-	if *only != "" && *only != "users" && *only != "held" && *only != "paired" {
-		return fmt.Errorf("unknown -only %q (want users, held or paired)", *only)
+	if *only != "" && *only != "users" && *only != "held" && *only != "paired" && *only != "openloop" {
+		return fmt.Errorf("unknown -only %q (want users, held, paired or openloop)", *only)
+	}
+	placements, err := parsePlacement(o.placement, *only == "openloop")
+	if err != nil {
+		return err
 	}
 	if *quick {
 		o.duration, o.warmup = 2*time.Second, time.Second
@@ -113,7 +119,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.coreB != "" && !o.stackOnly {
 		return fmt.Errorf("-coreapi-b needs -stack-only")
 	}
-	if (*only == "users" || *only == "paired") && *rounds < 1 {
+	if (*only == "users" || *only == "paired" || *only == "openloop") && *rounds < 1 {
 		return fmt.Errorf("-rounds %d: -only %s needs at least one round", *rounds, *only)
 	}
 	if o.stackOnly {
@@ -137,6 +143,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return h.runHeld(ctx, stdout, *heldCold)
 	case "paired":
 		return h.pairedOnly(ctx, *rounds, stdout)
+	case "openloop":
+		return h.openLoopOnly(ctx, *rounds, placements, stdout)
 	}
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
@@ -215,6 +223,21 @@ func cpuModel() string {
 		}
 	}
 	return runtime.GOARCH
+}
+
+// parsePlacement checks -placement and returns the placements to run;
+// "both" only where several can be run (-only openloop).
+func parsePlacement(p string, several bool) ([]string, error) {
+	switch p {
+	case placeAlone, placeShared:
+		return []string{p}, nil
+	case "both":
+		if several {
+			return []string{placeShared, placeAlone}, nil
+		}
+		return nil, fmt.Errorf("-placement both needs -only openloop (the report has one placement)")
+	}
+	return nil, fmt.Errorf("unknown -placement %q (want alone, shared or both)", p)
 }
 
 // flagSet reports whether the command line set flag name.

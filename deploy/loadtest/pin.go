@@ -36,33 +36,70 @@ func pinProcess(pid int, cpus []int) error {
 	return nil
 }
 
-// isolation pins the load generator (this process) to CPU 0 and the
-// targets (pids) to the other CPUs, so that generating load takes no CPU
-// from what is measured; undo gives every process every CPU back. It
-// needs at least two CPUs.
-type isolation struct{ pids []int }
+// isolation is a placement of processes on CPUs: the load generator (this
+// process) on generatorCPUs (CPU 0), the processes measured on
+// targetCPUs (every other CPU), anything else listed with the generator.
+// undo gives every process every CPU back. It needs at least two CPUs.
+type isolation struct {
+	pids                      []int // every process pinned, 0: this one
+	generatorCPUs, targetCPUs []int
+}
 
-func isolate(pids ...int) (*isolation, error) {
+// cpuSplit returns CPU 0 and the other CPUs, or an error with fewer than two.
+func cpuSplit() (first, rest []int, err error) {
 	n := runtime.NumCPU()
 	if n < 2 {
-		return nil, fmt.Errorf("%d CPU: nothing to isolate the generator on", n)
+		return nil, nil, fmt.Errorf("%d CPU: nothing to isolate the generator on", n)
 	}
-	rest := make([]int, 0, n-1)
 	for c := 1; c < n; c++ {
 		rest = append(rest, c)
 	}
-	iso := &isolation{pids: pids}
-	if err := pinProcess(0, []int{0}); err != nil {
-		iso.undo()
+	return []int{0}, rest, nil
+}
+
+// isolate pins this process (the generator) to CPU 0 and every one of
+// targets to the other CPUs, which they share.
+func isolate(targets ...int) (*isolation, error) {
+	return place(targets, nil)
+}
+
+// place pins this process and each of beside to CPU 0 and each of targets
+// to the other CPUs. isolateAlone(p, q...) is place([p], q).
+func place(targets, beside []int) (*isolation, error) {
+	first, rest, err := cpuSplit()
+	if err != nil {
 		return nil, err
 	}
-	for _, p := range pids {
-		if err := pinProcess(p, rest); err != nil {
+	iso := &isolation{generatorCPUs: first, targetCPUs: rest}
+	pin := func(pid int, cpus []int) error {
+		iso.pids = append(iso.pids, pid)
+		if err := pinProcess(pid, cpus); err != nil {
 			iso.undo()
+			return err
+		}
+		return nil
+	}
+	if err := pin(0, first); err != nil {
+		return nil, err
+	}
+	for _, p := range beside {
+		if err := pin(p, first); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range targets {
+		if err := pin(p, rest); err != nil {
 			return nil, err
 		}
 	}
 	return iso, nil
+}
+
+// isolateAlone gives the process measured (target) the CPUs other than
+// CPU 0 to itself: this process (the generator) and every one of beside
+// (the upstream, the idle proxy) run on CPU 0.
+func isolateAlone(target int, beside ...int) (*isolation, error) {
+	return place([]int{target}, beside)
 }
 
 func (iso *isolation) undo() {
@@ -70,7 +107,6 @@ func (iso *isolation) undo() {
 	for i := range all {
 		all[i] = i
 	}
-	_ = pinProcess(0, all)
 	for _, p := range iso.pids {
 		_ = pinProcess(p, all)
 	}

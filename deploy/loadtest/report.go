@@ -181,7 +181,13 @@ func (r *report) markdown() string {
 	}
 	if len(r.openLoop) == 2 && r.openLoop[0].note == "" && r.openLoop[1].note == "" {
 		added := r.openLoop[1].p99 - r.openLoop[0].p99
-		w("| p99 added by authproxy, open loop at %.0f req/s (50 %% of the bare proxy's rate; where each ran: below) | %s | ≤ 0.3 ms: %s |\n", r.openLoop[0].rate, ms(added), verdict(added <= 300*time.Microsecond))
+		v := verdict(added <= 300*time.Microsecond)
+		for _, o := range r.openLoop {
+			if s := o.use.saturation(); s != "" {
+				v += fmt.Sprintf("; %s row: %s, so the figure includes queueing for the CPU", o.name, s)
+			}
+		}
+		w("| p99 added by authproxy, open loop at %.0f req/s (50 %% of the bare proxy's rate; where each ran and the CPU each used: below) | %s | ≤ 0.3 ms: %s |\n", r.openLoop[0].rate, ms(added), v)
 	}
 	if len(r.instr) == 2 && r.instr[0].perRequest > 0 && r.instr[1].perRequest > 0 {
 		ratio := r.instr[1].perRequest / r.instr[0].perRequest
@@ -255,17 +261,25 @@ func (r *report) markdown() string {
 		w("\nOpen loop (fixed rate: each request is due on schedule whether or not earlier ones were answered, is sent on\n")
 		w("the next free one of %d keep-alive connections, and its latency counts from when it was due, so waiting for a\n", r.opts.conns*4)
 		w("free connection counts too; the same raw-connection generator as the closed-loop rows; %s warm-up, %s measured), the rate\n", r.opts.warmup, r.opts.duration)
-		w("half of the bare proxy's closed-loop rate measured the same way just before (%s):\n\n| target | rate | requests | success | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n", r.openLoopNote)
+		w("half of the bare proxy's closed-loop rate measured the same way just before (%s).\n", r.openLoopNote)
+		w("CPU-s/s is each process's utime+stime from /proc over the measured window ÷ its length (1: one CPU kept busy; the generator's\n")
+		w("process also runs the embedded NATS server, idle here); busy is the share of the CPU's time, from /proc/stat, that any\n")
+		w("process on the machine kept it busy (from %.0f %%, a CPU counts as saturated):\n\n", 100*saturated)
+		w("| target | rate | requests | success | p50 | p99 | max | CPU-s/s generator | upstream | proxy | CPU 0 busy | other CPUs busy |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, o := range r.openLoop {
 			if o.note != "" && o.requests == 0 {
-				w("| %s | %.0f/s | %s | | | | |\n", o.name, o.rate, o.note)
+				w("| %s | %.0f/s | %s | | | | | | | | | |\n", o.name, o.rate, o.note)
 				continue
 			}
-			w("| %s | %.0f/s | %d | %.4f | %s | %s | %s |\n", o.name, o.rate, o.requests, o.success, ms(o.p50), ms(o.p99), ms(o.max))
+			w("| %s | %.0f/s | %d | %.4f | %s | %s | %s | %s | %s | %s | %s | %s |\n", o.name, o.rate, o.requests, o.success, ms(o.p50), ms(o.p99), ms(o.max),
+				cpuPS(o.use.generator), cpuPS(o.use.upstream), cpuPS(o.use.proxy), busyPct(o.use.generatorCPUs), busyPct(o.use.proxyCPUs))
 		}
 		for _, o := range r.openLoop {
 			if o.note != "" && o.requests > 0 {
 				w("\n- %s: %s", o.name, o.note)
+			}
+			if s := o.use.saturation(); s != "" {
+				w("\n- %s: saturated: %s", o.name, s)
 			}
 		}
 		w("\n")
