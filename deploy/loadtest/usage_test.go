@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -162,5 +163,36 @@ func TestSaturation(t *testing.T) {
 	}
 	if s := (usage{generatorCPUs: 0.2, proxyCPUs: 0.97}).saturation(); s != "the other CPUs (the proxy's) busy 97 %" {
 		t.Errorf("saturation = %q", s)
+	}
+}
+
+// The open-loop rate puts the bare proxy at half a CPU, within the
+// generator's limit and half the closed-loop rate.
+func TestHalfLoadRate(t *testing.T) {
+	tests := []struct {
+		name      string
+		probe     float64
+		use       usage
+		closed    float64
+		want      float64
+		whyHas    string
+		whyHasNot string
+	}{
+		// 5,000/s cost the proxy 0.25 CPU-s/s: half a CPU is 10,000/s.
+		{"proxy bound", 5000, usage{generator: 0.1, upstream: 0.1, proxy: 0.25}, 40000, 10000, "at 5000 req/s open loop it used 0.25", "lowered"},
+		// The generator and upstream would need 0.8 at 10,000/s: held to 0.7.
+		{"generator bound", 5000, usage{generator: 0.2, upstream: 0.2, proxy: 0.25}, 40000, 8750, "lowered", "capped"},
+		// A cheap proxy is still held to half the closed-loop rate.
+		{"capped", 5000, usage{generator: 0.01, upstream: 0.01, proxy: 0.05}, 20000, 10000, "capped", "lowered"},
+		{"unmeasured", 5000, usage{generator: -1, upstream: -1, proxy: -1}, 20000, 10000, "could not be measured", "half a CPU"},
+	}
+	for _, tt := range tests {
+		got, why := halfLoadRate(tt.probe, tt.use, tt.closed)
+		if math.Abs(got-tt.want) > 0.01 {
+			t.Errorf("%s: rate %.2f, want %.2f", tt.name, got, tt.want)
+		}
+		if !strings.Contains(why, tt.whyHas) || strings.Contains(why, tt.whyHasNot) {
+			t.Errorf("%s: why %q, want it to say %q and not %q", tt.name, why, tt.whyHas, tt.whyHasNot)
+		}
 	}
 }
