@@ -583,20 +583,31 @@ func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte, plac
 	return rows, note
 }
 
+// startWarm starts the synthetic targets and fills authproxy's caches
+// with the warm users' tokens; it returns the bare proxy's request and the
+// warm requests, for the focused runs (-only paired, -only openloop).
+func (h *harness) startWarm(ctx context.Context) (noAuth, warmReqs [][]byte, err error) {
+	if err := h.startSynthetic(ctx); err != nil {
+		return nil, nil, err
+	}
+	warmTokens, err := h.minter.mintAll(h.warmUsers, len(h.warmUsers))
+	if err != nil {
+		return nil, nil, err
+	}
+	noAuth = [][]byte{rawGET("bench", benchURI, "")}
+	warmReqs = render("bench", benchURI, warmTokens)
+	h.fillOnce(ctx, h.proxyAddr, warmReqs)
+	return noAuth, warmReqs, nil
+}
+
 // pairedOnly starts the synthetic targets and runs only the paired rounds,
 // printing each and the medians: the before/after check of a warm-path
 // change, with the processes' ids printed so that a profiler can attach.
 func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) error {
-	if err := h.startSynthetic(ctx); err != nil {
-		return err
-	}
-	warmTokens, err := h.minter.mintAll(h.warmUsers, len(h.warmUsers))
+	noAuth, warmReqs, err := h.startWarm(ctx)
 	if err != nil {
 		return err
 	}
-	noAuth := [][]byte{rawGET("bench", benchURI, "")}
-	warmReqs := render("bench", benchURI, warmTokens)
-	h.fillOnce(ctx, h.proxyAddr, warmReqs)
 	fmt.Fprintf(out, "pids: bare %d, authproxy %d, upstream %d\n", h.bare.pid(), h.proxy.pid(), h.upstream.pid())
 	ps := h.pairedRounds(ctx, noAuth, warmReqs, rounds)
 	var ratio, bare, warm []float64
@@ -615,16 +626,10 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 // in what else the machine does hits both), printing every row and, per
 // placement, the medians.
 func (h *harness) openLoopOnly(ctx context.Context, rounds int, placements []string, out io.Writer) error {
-	if err := h.startSynthetic(ctx); err != nil {
-		return err
-	}
-	warmTokens, err := h.minter.mintAll(h.warmUsers, len(h.warmUsers))
+	noAuth, warmReqs, err := h.startWarm(ctx)
 	if err != nil {
 		return err
 	}
-	noAuth := [][]byte{rawGET("bench", benchURI, "")}
-	warmReqs := render("bench", benchURI, warmTokens)
-	h.fillOnce(ctx, h.proxyAddr, warmReqs)
 	got := map[string][][]openLoopRow{}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
 		order := placements

@@ -112,16 +112,7 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 
 	// The list reads ids and role names in binary by hand; the simple
 	// protocol sends them as text, which pgx scans.
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	simple, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(simple.Close)
+	simple := simpleProtocolPool(t, ctx, db.URL)
 	// before runs an old query (member columns, then the total).
 	before := func(q string, args ...any) ([]Member, int64) {
 		t.Helper()
@@ -334,4 +325,22 @@ SELECT DISTINCT user_id::text FROM m`, tids[:2])
 		t.Fatal(err)
 	}
 	check("after inserts following the truncate")
+}
+
+// simpleProtocolPool is a pool on url whose queries use the simple
+// protocol, so their results come back as text (the hand-written binary
+// readers are bypassed and pgx scans).
+func simpleProtocolPool(t *testing.T, ctx context.Context, url string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

@@ -46,16 +46,7 @@ INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status)
 SELECT id, 'k', '\x00', CASE WHEN email = 'a@x.test' THEN 'active' ELSE 'pending' END FROM users WHERE email IN ('a@x.test', 'b@x.test')`); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	simple, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(simple.Close)
+	simple := simpleProtocolPool(t, ctx, db.URL)
 
 	for name, pool := range map[string]*pgxpool.Pool{"cache_statement": db.Pool, "simple_protocol": simple} {
 		s := NewStore(pool, nil, nil)
