@@ -348,12 +348,13 @@ func (f *frames) boundary() bool { return f.hn == 0 && f.remain == 0 }
 
 // watchHijack forgets c (and closes its upstream connection) if fasthttp
 // never runs the hijack handler: the answer could not be written to a
-// client that went away meanwhile.
+// client that went away meanwhile. The stream is released first, so that
+// once the upstream sees the close the stream no longer counts.
 func (m *Manager) watchHijack(c *Conn, started *atomic.Bool, up net.Conn) {
 	time.AfterFunc(m.o.HandshakeTimeout, func() {
 		if started.CompareAndSwap(false, true) {
-			up.Close()
 			m.release(c, ReasonClient)
+			up.Close()
 		}
 	})
 }
