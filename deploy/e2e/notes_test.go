@@ -434,12 +434,17 @@ func (tr *traffic) finish() (map[int]int, []string) {
 //     [new]. The old key is then refused.
 //
 // It runs last among the notes tests: it leaves the app on the new key.
+// appKeyRotations counts the runs of TestAppKeyRotationUnderTraffic.
+var appKeyRotations atomic.Int32
+
 func TestAppKeyRotationUnderTraffic(t *testing.T) {
 	owner := signup(t, sys.proxyA)
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		expect(t, call(t, "GET", p.url("/notes"), owner.Tokens.AccessToken, nil), http.StatusOK)
 	}
-	oldKey, newKey := sys.notesKeys[0], newAppKey("app-notes-2")
+	// A new id each run: after a run the app and the proxies use the new
+	// key, so a second run (-count) rotates away from it.
+	oldKey, newKey := sys.notesKeys[0], newAppKey(fmt.Sprintf("app-notes-%d", appKeyRotations.Add(1)+1))
 	ports, err := freePorts(4)
 	if err != nil {
 		t.Fatal(err)
