@@ -420,13 +420,7 @@ func lastIdent(e ast.Expr) string {
 // definitions finds the metric constructors and the named children.
 func (a *deadAnalysis) definitions(sf srcFile, report *DeadReport) {
 	factories := descFactories(sf.f)
-	var stack []ast.Node
-	ast.Inspect(sf.f, func(n ast.Node) bool {
-		if n == nil {
-			stack = stack[:len(stack)-1]
-			return true
-		}
-		stack = append(stack, n)
+	inspectStack(sf.f, func(n ast.Node, stack []ast.Node) bool {
 		call, ok := n.(*ast.CallExpr)
 		if !ok {
 			return true
@@ -463,6 +457,25 @@ func (a *deadAnalysis) definitions(sf srcFile, report *DeadReport) {
 	})
 }
 
+// inspectStack is ast.Inspect over root with the path to each node: fn
+// gets the node and its ancestors, the node last. A node whose fn returns
+// false is left with its children unvisited.
+func inspectStack(root ast.Node, fn func(n ast.Node, stack []ast.Node) bool) {
+	var stack []ast.Node
+	ast.Inspect(root, func(n ast.Node) bool {
+		if n == nil {
+			stack = stack[:len(stack)-1]
+			return true
+		}
+		stack = append(stack, n)
+		if !fn(n, stack) {
+			stack = stack[:len(stack)-1] // no nil call follows a false
+			return false
+		}
+		return true
+	})
+}
+
 // enclosingFunc is the innermost function (declaration or literal) on the
 // stack.
 func enclosingFunc(stack []ast.Node) ast.Node {
@@ -477,13 +490,7 @@ func enclosingFunc(stack []ast.Node) ast.Node {
 
 // uses finds update calls, children and Collect methods' references.
 func (a *deadAnalysis) uses(sf srcFile) {
-	var stack []ast.Node
-	ast.Inspect(sf.f, func(n ast.Node) bool {
-		if n == nil {
-			stack = stack[:len(stack)-1]
-			return true
-		}
-		stack = append(stack, n)
+	inspectStack(sf.f, func(n ast.Node, stack []ast.Node) bool {
 		a.alias(sf.dir, n)
 		if fd, ok := n.(*ast.FuncDecl); ok && fd.Name.Name == "Collect" && fd.Recv != nil && fd.Body != nil {
 			ast.Inspect(fd.Body, func(n ast.Node) bool {
@@ -875,13 +882,7 @@ func (a *deadAnalysis) passed(fname string, idx int, dir string, depth int) map[
 		if !ast.IsExported(fname) && sf.dir != dir {
 			continue
 		}
-		var stack []ast.Node
-		ast.Inspect(sf.f, func(n ast.Node) bool {
-			if n == nil {
-				stack = stack[:len(stack)-1]
-				return true
-			}
-			stack = append(stack, n)
+		inspectStack(sf.f, func(n ast.Node, stack []ast.Node) bool {
 			c, ok := n.(*ast.CallExpr)
 			if !ok || lastIdent(c.Fun) != fname || idx >= len(c.Args) {
 				return true

@@ -1,6 +1,9 @@
 package metricslint
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,5 +206,37 @@ func TestAllowListProblems(t *testing.T) {
 	}
 	if strings.Contains(got, "svc_hits_total") {
 		t.Errorf("a live metric reported: %s", got)
+	}
+}
+
+// inspectStack hands each node its ancestors, and a subtree it is told to
+// skip leaves the stack as it found it.
+func TestInspectStack(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "x.go", "package x\nfunc a() { _ = func() { b() } }\nfunc c() { d() }\n", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []string
+	inspectStack(f, func(n ast.Node, stack []ast.Node) bool {
+		if stack[0] != f || stack[len(stack)-1] != n {
+			t.Fatalf("stack of %T runs from %T to %T", n, stack[0], stack[len(stack)-1])
+		}
+		if _, ok := n.(*ast.FuncDecl); ok && len(stack) != 2 {
+			t.Fatalf("a top-level function has %d nodes on its stack, want 2 (file, function)", len(stack))
+		}
+		if _, ok := n.(*ast.FuncLit); ok {
+			return false
+		}
+		if call, ok := n.(*ast.CallExpr); ok {
+			fd, _ := enclosingFunc(stack).(*ast.FuncDecl)
+			if fd == nil {
+				t.Fatalf("call %s outside a declared function", lastIdent(call.Fun))
+			}
+			calls = append(calls, fd.Name.Name+">"+lastIdent(call.Fun))
+		}
+		return true
+	})
+	if got := strings.Join(calls, " "); got != "c>d" {
+		t.Errorf("calls = %q, want only c>d (the literal in a skipped)", got)
 	}
 }
