@@ -65,17 +65,7 @@ WHERE m.tenant_id = $1 AND m.user_id = $2`
 func TestListMatchesTheQueryItReplaced(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
-	var tids []string
-	for _, name := range []string{"Acme", "Bravo"} {
-		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-			tn, err := tenants.Create(ctx, tx, name)
-			tids = append(tids, tn.ID)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	tids := createTenants(t, ctx, db.Pool, "Acme", "Bravo")
 	const seed = `
 WITH cr AS (
     INSERT INTO roles (tenant_id, name, permissions)
@@ -203,17 +193,7 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 func TestMemberCountFollowsMemberships(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
-	var tids []string
-	for _, name := range []string{"Acme", "Bravo", "Empty"} {
-		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-			tn, err := tenants.Create(ctx, tx, name)
-			tids = append(tids, tn.ID)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	tids := createTenants(t, ctx, db.Pool, "Acme", "Bravo", "Empty")
 	check := func(when string) {
 		t.Helper()
 		rows, err := db.Pool.Query(ctx, `
@@ -343,4 +323,21 @@ func simpleProtocolPool(t *testing.T, ctx context.Context, url string) *pgxpool.
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// createTenants creates a tenant per name and returns their ids in order.
+func createTenants(t *testing.T, ctx context.Context, pool *pgxpool.Pool, names ...string) []string {
+	t.Helper()
+	var tids []string
+	for _, name := range names {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			tn, err := tenants.Create(ctx, tx, name)
+			tids = append(tids, tn.ID)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tids
 }
