@@ -228,9 +228,6 @@ var b64token = func() (t [256]bool) {
 	return t
 }()
 
-// equalFold compares ASCII case-insensitively and reads '_' as '-', the way
-// CGI-style upstreams map header names, so "X_Forwarded_For" or
-// "Transfer_Encoding" cannot slip past a check for the dashed name.
 // asciiFold reports whether a is s (lower case) in any ASCII case.
 func asciiFold(a []byte, s string) bool {
 	if len(a) != len(s) {
@@ -248,6 +245,9 @@ func asciiFold(a []byte, s string) bool {
 	return true
 }
 
+// equalFold compares ASCII case-insensitively and reads '_' as '-', the way
+// CGI-style upstreams map header names, so "X_Forwarded_For" or
+// "Transfer_Encoding" cannot slip past a check for the dashed name.
 func equalFold(a []byte, s string) bool {
 	if len(a) != len(s) {
 		return false
