@@ -1,0 +1,106 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/valyala/fasthttp"
+)
+
+// The identity block written as one header's name reaches the upstream as
+// the very bytes the headers set one by one do, whichever optional values
+// a token has.
+func TestIdentityBlockMatchesHeaders(t *testing.T) {
+	signer, err := identity.NewKeySigner(testenv.CoreKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Unix()
+	base := func() (*tokens.Claims, *identity.Projection) {
+		cl := &tokens.Claims{Sub: "0193a1f2-7c4d-7e0a-9b1c-000000000001", Tid: "0193a1f2-7c4d-7e0a-9b1c-5d2e8f3a6b10",
+			Sid: "0193a1f3-0000-7e0a-9b1c-000000000001", Exp: now + 900, Iat: now, AMR: []string{"pwd", "otp"}, AuthTime: now,
+			Principal: identity.PrincipalUser}
+		p := &identity.Projection{UserID: cl.Sub, TenantID: cl.Tid, Roles: []string{"member", "editor"},
+			Permissions: []string{"notes:read", "notes:write"}, EmailVerified: true}
+		return cl, p
+	}
+	cases := map[string]func(*tokens.Claims, *identity.Projection){
+		"full":              func(*tokens.Claims, *identity.Projection) {},
+		"no amr, auth time": func(cl *tokens.Claims, _ *identity.Projection) { cl.AMR, cl.AuthTime = nil, 0 },
+		"email unverified":  func(_ *tokens.Claims, p *identity.Projection) { p.EmailVerified = false },
+		"no roles":          func(_ *tokens.Claims, p *identity.Projection) { p.Roles, p.Permissions = nil, nil },
+		"api key":           func(cl *tokens.Claims, _ *identity.Projection) { cl.Principal, cl.Sid = identity.PrincipalAPIKey, "" },
+	}
+	for name, mod := range cases {
+		t.Run(name, func(t *testing.T) {
+			cl, p := base()
+			mod(cl, p)
+			pe := &projection.Entry{Sub: cl.Sub, Tid: cl.Tid, P: p, Roles: identity.JoinList(p.Roles), Perms: identity.JoinList(p.Permissions)}
+			w := newWarm(cl, pe).signed(cl, signer)
+			if !w.lines {
+				t.Fatal("warm state without line breaks not written as a block")
+			}
+			st := &state{ip: []byte("203.0.113.7"), ts: []byte("1764547200000"), sig: []byte("sig-value")}
+			var one, block fasthttp.RequestHeader
+			for _, h := range []*fasthttp.RequestHeader{&one, &block} {
+				h.SetRequestURI("/notes")
+				h.SetHost("app.local")
+				h.Set("Accept", "application/json")
+			}
+			setIdentity(&one, signer.KeyID(), cl, w, st)
+			st.hdr = identityBlock(st.hdr[:0], signer.KeyID(), cl, w, st)
+			block.SetCanonical(st.hdr, st.sig)
+			want, got := one.AppendBytes(nil), block.AppendBytes(nil)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("block writes\n%q\nheaders one by one write\n%q", got, want)
+			}
+			// And it parses back to each header once.
+			var back fasthttp.RequestHeader
+			if err := back.Read(bufio.NewReader(bytes.NewReader(got))); err != nil {
+				t.Fatal(err)
+			}
+			if v := back.Peek(identity.HeaderSignature); string(v) != "sig-value" {
+				t.Fatalf("signature header %q", v)
+			}
+			if v := back.Peek(identity.HeaderUserID); string(v) != cl.Sub {
+				t.Fatalf("user id header %q", v)
+			}
+		})
+	}
+}
+
+// A warm state with a line break in any value is not written as a block:
+// its headers are set one by one, where fasthttp turns the break into a
+// space, so no value can add a header line of its own.
+func TestIdentityLineBreakSetOneByOne(t *testing.T) {
+	signer, err := identity.NewKeySigner(testenv.CoreKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &tokens.Claims{Sub: "u1", Tid: "t1", Sid: "s1", Principal: identity.PrincipalUser}
+	for _, roles := range []string{"member\r\nX-Auth-Roles: admin", "member\nX-Auth-Roles: admin", "member\rX-Auth-Roles: admin"} {
+		p := &identity.Projection{UserID: "u1", TenantID: "t1", Roles: []string{roles}}
+		pe := &projection.Entry{Sub: "u1", Tid: "t1", P: p, Roles: roles}
+		if w := newWarm(cl, pe).signed(cl, signer); w.lines {
+			t.Fatalf("roles %q: written as a block", roles)
+		}
+	}
+	if !anyLineBreak("a", "b\n") || anyLineBreak("a", "b c", "") {
+		t.Fatal("anyLineBreak")
+	}
+	var h fasthttp.RequestHeader
+	h.SetRequestURI("/")
+	p := &identity.Projection{UserID: "u1", TenantID: "t1"}
+	w := newWarm(cl, &projection.Entry{Sub: "u1", Tid: "t1", P: p, Roles: "member\r\nX-Auth-Roles: admin"}).signed(cl, signer)
+	setIdentity(&h, signer.KeyID(), cl, w, &state{ip: []byte("203.0.113.7"), ts: []byte("1"), sig: []byte("s")})
+	if n := strings.Count(string(h.AppendBytes(nil)), "\r\nX-Auth-Roles:"); n != 1 {
+		t.Fatalf("%d X-Auth-Roles lines: %q", n, h.AppendBytes(nil))
+	}
+}
