@@ -54,8 +54,12 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 				h.SetHost("app.local")
 				h.Set("Accept", "application/json")
 			}
+			reqID := []byte("1b9b0470a89fb6d3-1")
+			setForwardedOnce(&one, st.ip, "https")
+			one.SetCanonical(requestIDKey, reqID)
 			setIdentity(&one, signer.KeyID(), cl, w, st)
-			st.hdr = identityBlock(st.hdr[:0], signer.KeyID(), cl, w, st)
+			st.hdr = forwardedLines(st.hdr[:0], st.ip, "https", block.Host(), reqID)
+			st.hdr = identityBlock(st.hdr, signer.KeyID(), cl, w, st)
 			block.SetCanonical(st.hdr, st.sig)
 			want, got := one.AppendBytes(nil), block.AppendBytes(nil)
 			if !bytes.Equal(got, want) {
@@ -71,6 +75,9 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 			}
 			if v := back.Peek(identity.HeaderUserID); string(v) != cl.Sub {
 				t.Fatalf("user id header %q", v)
+			}
+			if v := back.Peek("X-Forwarded-Host"); string(v) != "app.local" {
+				t.Fatalf("forwarded host header %q", v)
 			}
 		})
 	}
@@ -92,8 +99,8 @@ func TestIdentityLineBreakSetOneByOne(t *testing.T) {
 			t.Fatalf("roles %q: written as a block", roles)
 		}
 	}
-	if !anyLineBreak("a", "b\n") || anyLineBreak("a", "b c", "") {
-		t.Fatal("anyLineBreak")
+	if !anyLineBreak("a", "b\n") || anyLineBreak("a", "b c", "") || !hasLineBreak([]byte("h\r")) || hasLineBreak([]byte("h")) {
+		t.Fatal("anyLineBreak, hasLineBreak")
 	}
 	var h fasthttp.RequestHeader
 	h.SetRequestURI("/")
