@@ -620,6 +620,24 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	return ctx.Err()
 }
 
+// callgrindOnly starts the synthetic targets and prints the report's
+// callgrind rows: the instruction count per warm request of each proxy
+// process, which does not depend on what else the machine runs.
+func (h *harness) callgrindOnly(ctx context.Context, out io.Writer) error {
+	noAuth, warmReqs, err := h.startWarm(ctx)
+	if err != nil {
+		return err
+	}
+	rows := h.callgrindRows(ctx, noAuth, warmReqs)
+	for _, r := range rows {
+		fmt.Fprintf(out, "%-40s %8.0f instructions/request (idle window %.0f subtracted) %s\n", r.name, r.perRequest, r.baselinePerRq, r.note)
+	}
+	if len(rows) == 2 && rows[0].perRequest > 0 && rows[1].perRequest > 0 {
+		fmt.Fprintf(out, "authproxy ÷ bare: %.2f×\n", rows[1].perRequest/rows[0].perRequest)
+	}
+	return ctx.Err()
+}
+
 // openLoopOnly starts the synthetic targets, fills authproxy's caches
 // with the warm tokens and runs the open-loop rows rounds times in each of
 // placements (alternating their order from round to round, so that drift

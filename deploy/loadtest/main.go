@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -83,7 +84,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.abTogether, "ab-together", false, "with -coreapi-b: load A and B at the same time, half the connections each (else one after the other)")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
-	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians")
+	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions per warm request of the bare proxy and of authproxy under callgrind (the report's row)")
 	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
 	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
 	rounds := fs.Int("rounds", 3, "rounds of -only users, -only paired or -only openloop")
@@ -101,8 +102,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("unknown -serve %q", *serve)
 	}
-	if *only != "" && *only != "users" && *only != "held" && *only != "paired" && *only != "openloop" {
-		return fmt.Errorf("unknown -only %q (want users, held, paired or openloop)", *only)
+	if *only != "" && !slices.Contains([]string{"users", "held", "paired", "openloop", "callgrind"}, *only) {
+		return fmt.Errorf("unknown -only %q (want users, held, paired, openloop or callgrind)", *only)
 	}
 	placements, err := parsePlacement(o.placement, *only == "openloop")
 	if err != nil {
@@ -145,6 +146,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return h.pairedOnly(ctx, *rounds, stdout)
 	case "openloop":
 		return h.openLoopOnly(ctx, *rounds, placements, stdout)
+	case "callgrind":
+		return h.callgrindOnly(ctx, stdout)
 	}
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
