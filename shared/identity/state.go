@@ -73,37 +73,55 @@ func (s *KeySigner) NewIdentityMAC(id *Identity) *IdentityMAC {
 // Signer is the signer the state belongs to.
 func (m *IdentityMAC) Signer() *KeySigner { return m.s }
 
-type tailState struct {
+// MACScratch is the working memory of signing one request's tail: a
+// caller that signs one request at a time (a proxy's per-request state)
+// keeps one and passes it to AppendSignatureWith; the zero value is ready.
+// Not safe for concurrent use.
+type MACScratch struct {
 	h    hash.Hash
+	u    encoding.BinaryUnmarshaler
 	tail []byte
 	sum  []byte
 }
 
-var tailStates = sync.Pool{New: func() any {
-	return &tailState{h: sha256.New(), tail: make([]byte, 0, 512), sum: make([]byte, 0, sha256.Size)}
-}}
+var tailStates = sync.Pool{New: func() any { return new(MACScratch) }}
 
 // AppendSignature appends the X-Auth-Signature value for r and the
 // identity m was made for: the same value as KeySigner.AppendSignature.
 func (m *IdentityMAC) AppendSignature(dst []byte, r *Request) []byte {
-	t := tailStates.Get().(*tailState)
-	u := t.h.(encoding.BinaryUnmarshaler)
-	if err := u.UnmarshalBinary(m.inner[:]); err != nil {
+	t := tailStates.Get().(*MACScratch)
+	dst = m.AppendSignatureWith(dst, r, t)
+	if cap(t.tail) <= 64<<10 {
+		tailStates.Put(t)
+	}
+	return dst
+}
+
+// AppendSignatureWith is AppendSignature with the caller's scratch memory.
+func (m *IdentityMAC) AppendSignatureWith(dst []byte, r *Request, t *MACScratch) []byte {
+	if t.h == nil {
+		t.h = sha256.New()
+		t.u = t.h.(encoding.BinaryUnmarshaler)
+		t.tail, t.sum = make([]byte, 0, 512), make([]byte, 0, sha256.Size)
+	}
+	if err := t.u.UnmarshalBinary(m.inner[:]); err != nil {
 		panic("identity: sha256 state: " + err.Error())
 	}
 	t.tail = AppendRequestTail(t.tail[:0], r)
 	t.h.Write(t.tail)
 	t.sum = t.h.Sum(t.sum[:0])
-	if err := u.UnmarshalBinary(m.s.opad); err != nil {
+	if err := t.u.UnmarshalBinary(m.s.opad); err != nil {
 		panic("identity: sha256 state: " + err.Error())
 	}
 	t.h.Write(t.sum)
 	t.sum = t.h.Sum(t.sum[:0])
 	dst = append(dst, VersionV2...)
 	dst = append(dst, '=')
-	dst = base64.RawURLEncoding.AppendEncode(dst, t.sum)
-	if cap(t.tail) <= 64<<10 {
-		tailStates.Put(t)
-	}
+	n := len(dst)
+	dst = append(dst, make([]byte, sigLen)...)
+	base64.RawURLEncoding.Encode(dst[n:], t.sum)
 	return dst
 }
+
+// sigLen is the length of an encoded HMAC-SHA256 (unpadded base64url).
+const sigLen = (sha256.Size*8 + 5) / 6

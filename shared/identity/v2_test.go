@@ -316,12 +316,16 @@ func TestIdentityMACMatchesAppendSignature(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var scratch MACScratch // one caller's, reused across identities and requests
 		for i := range ids {
 			m := s.NewIdentityMAC(&ids[i])
 			for j := range reqs {
 				want := s.AppendSignature(nil, &ids[i], &reqs[j])
 				if got := m.AppendSignature([]byte("x"), &reqs[j]); string(got) != "x"+string(want) {
 					t.Fatalf("key %d bytes, id %d, req %d: %s, want %s", len(secret), i, j, got[1:], want)
+				}
+				if got := m.AppendSignatureWith([]byte("y"), &reqs[j], &scratch); string(got) != "y"+string(want) {
+					t.Fatalf("with scratch: key %d bytes, id %d, req %d: %s, want %s", len(secret), i, j, got[1:], want)
 				}
 			}
 		}

@@ -204,7 +204,8 @@ type state struct {
 	sig       []byte
 	ts        []byte
 	ip        []byte
-	hdr       []byte            // the identity block (identityBlock)
+	hdr       []byte // the identity block (identityBlock)
+	mac       identity.MACScratch
 	digest    [sha256.Size]byte // of the bearer token
 	closeConn bool
 	trusted   bool
@@ -719,7 +720,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 			h.Del(fiber.HeaderAuthorization)
 		}
 	} else {
-		st.sig = w.mac.AppendSignature(st.sig[:0], &rq)
+		st.sig = w.mac.AppendSignatureWith(st.sig[:0], &rq, &st.mac)
 		// The upstream never reads the token: the signed identity replaces
 		// it, and the token stays out of the upstream's logs.
 		h.Del(fiber.HeaderAuthorization)
