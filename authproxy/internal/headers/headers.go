@@ -78,12 +78,21 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppe
 			}
 		})
 	}
-	for {
+	// Most requests carry nothing to remove: one pass finds that out
+	// before the scratch space below is set up.
+	dirty := false
+	for k := range h.All() {
+		if removed(k, trustForwarded) {
+			dirty = true
+			break
+		}
+	}
+	for dirty {
 		var names [maxDeletes][]byte
 		var buf [maxDeletes * 64]byte
 		n, used, more := 0, 0, false
 		for k := range h.All() {
-			if !isHopByHop(k) && !identity.IsIdentityHeader(b2s(k)) && (trustForwarded || !IsForwarded(k) && !IsTraceContext(k)) {
+			if !removed(k, trustForwarded) {
 				continue
 			}
 			if !trustForwarded && equalFold(k, "x-forwarded-for") {
@@ -110,6 +119,13 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppe
 		}
 	}
 	return closeConn, droppedXFF
+}
+
+// removed reports whether Sanitize removes the header named k: a hop-by-hop
+// or identity header, and unless the peer is trusted, a forwarding or
+// trace-context header.
+func removed(k []byte, trustForwarded bool) bool {
+	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || !trustForwarded && (IsForwarded(k) || IsTraceContext(k))
 }
 
 // HasTrailers reports whether the client announced (Trailer) or sent a
