@@ -100,6 +100,8 @@ type Store struct {
 	// all and member are the catalog's permissions and the member role's,
 	// bound as $3 and $4 of the queries that use permsOf.
 	all, member string
+	// me batches concurrent Me reads (mebatch.go).
+	me *meLoader
 }
 
 // NewStore returns a Store on pool; hasher may be nil when no member is ever
@@ -110,7 +112,7 @@ func NewStore(pool *pgxpool.Pool, hasher PasswordHasher, c *permissions.Catalog)
 		c = permissions.Builtin()
 	}
 	all, member := roles.CatalogArgs(c)
-	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member}
+	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member, me: newMeLoader(pool)}
 }
 
 // permsOf is the sorted union of the permissions of membership m's roles
@@ -147,11 +149,7 @@ FROM users u WHERE u.id = $1`
 // /users/me trusts"), so the answer says what this request may do.
 func (s *Store) Me(ctx context.Context, id identity.Identity) (Me, error) {
 	me := meOf(id)
-	rows, err := s.pool.Query(ctx, qMe, id.UserID)
-	if err == nil {
-		err = scanMe(rows, &me)
-	}
-	if err != nil {
+	if err := s.me.load(ctx, id.UserID, &me); err != nil {
 		return Me{}, fmt.Errorf("get me: %w", mapErr(err))
 	}
 	return me, nil
@@ -172,16 +170,29 @@ func scanMe(rows pgx.Rows, me *Me) error {
 		}
 		return pgx.ErrNoRows
 	}
-	f := rows.FieldDescriptions()
-	if len(f) != 7 || f[1].Format != pgx.BinaryFormatCode || f[4].Format != pgx.BinaryFormatCode ||
-		f[5].Format != pgx.BinaryFormatCode || f[6].Format != pgx.BinaryFormatCode {
+	if f := rows.FieldDescriptions(); len(f) != 7 || !meBinary(f) {
 		if err := rows.Scan(&me.Email, &me.EmailVerified, &me.DisplayName, &me.Status, &me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled); err != nil {
 			return err
 		}
 		rows.Close()
 		return rows.Err()
 	}
-	raw := rows.RawValues()
+	if err := decodeMe(rows.RawValues(), me); err != nil {
+		return err
+	}
+	rows.Close()
+	return rows.Err()
+}
+
+// meBinary reports whether qMe's columns in f (its 7, without the id of
+// qMeBatch) that decodeMe reads as binary are in the binary format.
+func meBinary(f []pgconn.FieldDescription) bool {
+	return f[1].Format == pgx.BinaryFormatCode && f[4].Format == pgx.BinaryFormatCode &&
+		f[5].Format == pgx.BinaryFormatCode && f[6].Format == pgx.BinaryFormatCode
+}
+
+// decodeMe decodes the 7 binary values of qMe's row into me.
+func decodeMe(raw [][]byte, me *Me) error {
 	for i, v := range raw {
 		if v == nil {
 			return fmt.Errorf("me: column %d is NULL", i)
@@ -203,8 +214,7 @@ func scanMe(rows pgx.Rows, me *Me) error {
 	text := string(raw[0]) + string(raw[2]) // one allocation: the operands are not copied first
 	me.Email, me.DisplayName = text[:len(raw[0])], text[len(raw[0]):]
 	me.Status = status(raw[3])
-	rows.Close()
-	return rows.Err()
+	return nil
 }
 
 // binaryBool decodes a bool in PostgreSQL's binary format.
