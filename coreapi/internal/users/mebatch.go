@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -17,29 +16,17 @@ const qMeBatch = `
 SELECT u.id, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, u.created_at, u.updated_at, ` + mfaEnabled + `
 FROM users u WHERE u.id = ANY($1::text[]::uuid[])`
 
-// Batching of /users/me reads. Without it every request costs
-// PostgreSQL a round trip of its own (a backend wake-up, a receive, a
-// send), which is most of its CPU for a lookup by primary key. The reads
-// are coalesced without waiting: a read goes out at once while fewer than
-// maxMeRunners reads are in flight; otherwise it queues, and the next
-// round trip carries every queued read (up to maxMeBatch) as one qMeBatch.
-// A read that finds a free runner is sent alone, as qMe: an idle server
-// answers as before, and batches form only when reads arrive faster than
-// PostgreSQL answers them.
+// Concurrent /users/me reads share round trips (see batcher): at most
+// maxMeRunners in flight, each carrying up to maxMeBatch reads.
 const (
 	maxMeRunners = 2
 	maxMeBatch   = 64
 )
 
-// meLoader coalesces concurrent Me reads (see above).
+// meLoader batches Me reads.
 type meLoader struct {
-	pool    *pgxpool.Pool
-	runners int // at most this many round trips in flight
-
-	mu      sync.Mutex
-	pending []*meCall
-	running int
-	batch   []*meCall // spare batch slices
+	pool *pgxpool.Pool
+	b    batcher[meCall]
 }
 
 // meCall is one queued read: id in, me or err out; done is closed when
@@ -53,12 +40,13 @@ type meCall struct {
 }
 
 func newMeLoader(pool *pgxpool.Pool) *meLoader {
-	return &meLoader{pool: pool, runners: maxMeRunners}
+	l := &meLoader{pool: pool}
+	l.b = batcher[meCall]{runners: maxMeRunners, maxBatch: maxMeBatch, send: l.send,
+		done: func(c *meCall) <-chan struct{} { return c.done }}
+	return l
 }
 
-// load reads the profile row of id into me. ctx is the request's: a
-// read sent alone runs on it; a batch that a queued read sends itself
-// runs on it without its cancellation (the batch carries other reads).
+// load reads the profile row of id into me; ctx is the request's.
 func (l *meLoader) load(ctx context.Context, id string, me *Me) error {
 	key, err := canonicalUUID(id)
 	if err != nil {
@@ -66,24 +54,13 @@ func (l *meLoader) load(ctx context.Context, id string, me *Me) error {
 		// that PostgreSQL answers it exactly as before.
 		return l.single(ctx, id, me)
 	}
-	l.mu.Lock()
-	if l.running < l.runners && len(l.pending) == 0 {
-		l.running++
-		l.mu.Unlock()
+	if l.b.alone() {
 		err := l.single(ctx, id, me)
-		l.finish()
+		l.b.finish()
 		return err
 	}
 	c := &meCall{id: id, key: key, done: make(chan struct{})}
-	l.pending = append(l.pending, c)
-	lead := l.running < l.runners
-	if lead {
-		l.running++
-	}
-	l.mu.Unlock()
-	if lead {
-		l.run(context.WithoutCancel(ctx), c)
-	}
+	l.b.queue(ctx, c)
 	select {
 	case <-c.done:
 		if c.err == nil {
@@ -102,57 +79,6 @@ func (l *meLoader) single(ctx context.Context, id string, me *Me) error {
 		return err
 	}
 	return scanMe(rows, me)
-}
-
-// finish is called by a runner whose own read is answered: with reads
-// queued meanwhile it keeps its slot and sends them, in a goroutine of its
-// own, so that the request it served is not held by the others' reads.
-// Those round trips belong to no request: they are not in any request's
-// db_queries or trace (the reads they carry count none).
-func (l *meLoader) finish() {
-	l.mu.Lock()
-	if len(l.pending) == 0 {
-		l.running--
-		l.mu.Unlock()
-		return
-	}
-	l.mu.Unlock()
-	go l.run(context.Background(), nil)
-}
-
-// run sends queued reads, a batch per round trip, until own (when not
-// nil) is answered; then finish hands the rest on.
-func (l *meLoader) run(ctx context.Context, own *meCall) {
-	for {
-		l.mu.Lock()
-		if len(l.pending) == 0 {
-			l.running--
-			l.mu.Unlock()
-			return
-		}
-		n := min(len(l.pending), maxMeBatch)
-		batch := append(l.batch[:0], l.pending[:n]...)
-		l.batch = nil
-		rest := copy(l.pending, l.pending[n:])
-		clear(l.pending[rest:])
-		l.pending = l.pending[:rest]
-		l.mu.Unlock()
-
-		l.send(ctx, batch)
-
-		l.mu.Lock()
-		clear(batch)
-		l.batch = batch[:0]
-		l.mu.Unlock()
-		if own != nil {
-			select {
-			case <-own.done:
-				l.finish()
-				return
-			default:
-			}
-		}
-	}
 }
 
 // send makes one round trip for batch and answers every call in it.

@@ -100,7 +100,7 @@ RETURNING id::text`)
 			var q queryCounter
 			pool := onePool(t, db, mode, &q)
 			s := NewStore(pool, nil, nil)
-			s.me.runners = 1
+			s.me.b.runners = 1
 			held, err := pool.Acquire(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -119,11 +119,11 @@ RETURNING id::text`)
 			// The first read takes the one round trip and waits for the
 			// connection; the others queue behind it.
 			read(0, ids[0])
-			waitFor(t, func() bool { s.me.mu.Lock(); defer s.me.mu.Unlock(); return s.me.running == 1 })
+			waitFor(t, func() bool { s.me.b.mu.Lock(); defer s.me.b.mu.Unlock(); return s.me.b.running == 1 })
 			for i, id := range queued {
 				read(1+i, id)
 			}
-			waitFor(t, func() bool { s.me.mu.Lock(); defer s.me.mu.Unlock(); return len(s.me.pending) == len(queued) })
+			waitFor(t, func() bool { s.me.b.mu.Lock(); defer s.me.b.mu.Unlock(); return len(s.me.b.pending) == len(queued) })
 			before := len(q.sent())
 			held.Release()
 			wg.Wait()
@@ -148,10 +148,10 @@ RETURNING id::text`)
 			if !got[2].me.MFAEnabled || !got[2].me.EmailVerified || got[3].me.Status != "disabled" {
 				t.Errorf("the seeded differences did not come through: %+v %+v", got[2].me, got[3].me)
 			}
-			s.me.mu.Lock()
-			defer s.me.mu.Unlock()
-			if s.me.running != 0 || len(s.me.pending) != 0 {
-				t.Errorf("after the reads: %d running, %d pending; want none", s.me.running, len(s.me.pending))
+			s.me.b.mu.Lock()
+			defer s.me.b.mu.Unlock()
+			if s.me.b.running != 0 || len(s.me.b.pending) != 0 {
+				t.Errorf("after the reads: %d running, %d pending; want none", s.me.b.running, len(s.me.b.pending))
 			}
 		})
 	}

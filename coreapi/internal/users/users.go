@@ -100,8 +100,9 @@ type Store struct {
 	// all and member are the catalog's permissions and the member role's,
 	// bound as $3 and $4 of the queries that use permsOf.
 	all, member string
-	// me batches concurrent Me reads (mebatch.go).
-	me *meLoader
+	// me and list batch concurrent Me and List reads (batch.go).
+	me   *meLoader
+	list *listLoader
 }
 
 // NewStore returns a Store on pool; hasher may be nil when no member is ever
@@ -112,7 +113,7 @@ func NewStore(pool *pgxpool.Pool, hasher PasswordHasher, c *permissions.Catalog)
 		c = permissions.Builtin()
 	}
 	all, member := roles.CatalogArgs(c)
-	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member, me: newMeLoader(pool)}
+	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member, me: newMeLoader(pool), list: newListLoader(pool)}
 }
 
 // permsOf is the sorted union of the permissions of membership m's roles
@@ -342,12 +343,27 @@ type ListParams struct {
 }
 
 // List returns a page of the tenant's members, each with its role names,
-// in one query. The role names are the membership's role_names column (no
-// roles subquery per member); each member's user row is joined by primary
-// key in page order (OFFSET 0 keeps the join a nested loop over the page:
-// without it the planner may hash the whole users table for 50 rows).
+// in one query (qList, or qListBatch with the pages other requests asked
+// for meanwhile: listbatch.go). The role names are the membership's
+// role_names column (no roles subquery per member); each member's user row
+// is joined by primary key in page order (OFFSET 0 keeps the join a nested
+// loop over the page: without it the planner may hash the whole users
+// table for 50 rows).
 func (s *Store) List(ctx context.Context, p ListParams) ([]Member, int64, error) {
-	const q = `
+	c := &listCall{tenantID: p.TenantID, after: p.After, afterID: p.AfterID, limit: p.Limit, withTotal: p.IncludeTotal}
+	if c.afterID == "" {
+		c.after, c.afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
+	}
+	out, total, err := s.list.load(ctx, c)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list members: %w", err)
+	}
+	return out, total, nil
+}
+
+// qList is List's page query; qListTotal adds the tenant's number of
+// members.
+const qList = `
 SELECT ` + memberCols + `, 0::bigint
 FROM (
     SELECT tenant_id, user_id, status, role_names, created_at, updated_at
@@ -358,10 +374,11 @@ FROM (
 ) m
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
-	// With a total: the tenant's number of members, kept in
-	// tenant_member_counts by triggers (migration 00011), read once for the
-	// page (an uncorrelated subquery) instead of a window over every member.
-	const qTotal = `
+
+// With a total: the tenant's number of members, kept in
+// tenant_member_counts by triggers (migration 00011), read once for the
+// page (an uncorrelated subquery) instead of a window over every member.
+const qListTotal = `
 SELECT ` + memberCols + `, coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)
 FROM (
     SELECT tenant_id, user_id, status, role_names, created_at, updated_at
@@ -372,24 +389,6 @@ FROM (
 ) m
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
-	sql := q
-	if p.IncludeTotal {
-		sql = qTotal
-	}
-	after, afterID := p.After, p.AfterID
-	if afterID == "" {
-		after, afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
-	}
-	rows, err := s.pool.Query(ctx, sql, p.TenantID, after, afterID, p.Limit)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list members: %w", err)
-	}
-	out, total, err := scanMembers(rows, p.Limit)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list members: %w", err)
-	}
-	return out, total, nil
-}
 
 // scanMembers reads rows of memberCols plus a total into Members: this is
 // the member list's hot loop, so it allocates per page, not per member.
@@ -402,33 +401,49 @@ ORDER BY m.created_at, m.user_id`
 // and the total are scanned by pgx (no allocation per row). n is a
 // capacity hint; total is the page's count column.
 func scanMembers(rows pgx.Rows, n int) (out []Member, total int64, err error) {
+	return scanMemberRows(rows, n, nil)
+}
+
+// scanMemberRows is scanMembers; with pages not nil, each row is led by
+// one more column, the number of the page it belongs to (qListBatch's
+// ord), and the number and the count column of each row are appended to
+// *pages.
+func scanMemberRows(rows pgx.Rows, n int, pages *[]pageRow) (out []Member, total int64, err error) {
 	defer rows.Close()
 	n = max(0, min(n, 1000))
 	out = make([]Member, 0, n)
 	var (
 		m     Member
 		id    string
+		ord   int64
 		text  = make([]byte, 0, n*96) // the page's strings
 		roles = make([]string, 0, n)  // the page's role lists, one after another
 	)
 	dest := []any{nil, nil, nil, nil, nil, nil, &m.CreatedAt, &m.UpdatedAt, &total}
+	off := 0 // of the member's columns in the row
+	if pages != nil {
+		dest, off = append([]any{&ord}, dest...), 1
+	}
 	binID, binRoles := false, false
 	for first := true; rows.Next(); first = false {
 		if first {
 			f := rows.FieldDescriptions()
-			binID, binRoles = f[0].Format == pgx.BinaryFormatCode, f[5].Format == pgx.BinaryFormatCode
+			binID, binRoles = f[off].Format == pgx.BinaryFormatCode, f[off+5].Format == pgx.BinaryFormatCode
 			if !binID {
-				dest[0] = &id
+				dest[off] = &id
 			}
 			if !binRoles {
-				dest[5] = &m.Roles
+				dest[off+5] = &m.Roles
 			}
 		}
 		m.Roles = nil // a fresh slice per member, never one shared with the previous row
 		if err := rows.Scan(dest...); err != nil {
 			return nil, 0, err
 		}
-		raw := rows.RawValues()
+		if pages != nil {
+			*pages = append(*pages, pageRow{ord: ord, total: total})
+		}
+		raw := rows.RawValues()[off:]
 		// Strings made from text never change: appending only writes past
 		// them, and a growing append copies to a new array and leaves the
 		// old one to the strings that point into it.
