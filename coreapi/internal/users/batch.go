@@ -2,8 +2,17 @@ package users
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 )
+
+// batchTimeout bounds each shared round trip. It carries several
+// requests' reads, so no one request's cancellation ends it; but nothing
+// waits for it longer than the API server would still write an answer
+// (its WriteTimeout), so a PostgreSQL that stops answering cannot hold a
+// runner's slot for good.
+const batchTimeout = 30 * time.Second
 
 // batcher coalesces concurrent reads of one kind into shared round trips,
 // without waiting: a read goes out at once, alone, while fewer than
@@ -21,6 +30,9 @@ type batcher[T any] struct {
 	send func(ctx context.Context, batch []*T)
 	// done is closed when a read is answered.
 	done func(*T) <-chan struct{}
+	// fail answers a read of a batch whose send panicked with err,
+	// unless it is answered already.
+	fail func(*T, error)
 
 	mu      sync.Mutex
 	pending []*T
@@ -92,7 +104,7 @@ func (b *batcher[T]) run(ctx context.Context, own *T) {
 		b.pending = b.pending[:rest]
 		b.mu.Unlock()
 
-		b.send(ctx, batch)
+		b.sendBounded(ctx, batch)
 
 		clear(batch)
 		b.mu.Lock()
@@ -107,4 +119,21 @@ func (b *batcher[T]) run(ctx context.Context, own *T) {
 			}
 		}
 	}
+}
+
+// sendBounded is send within batchTimeout. A panic in send answers every
+// read of the batch not yet answered with an error, instead of leaving
+// them, and the runner's slot, waiting for good.
+func (b *batcher[T]) sendBounded(ctx context.Context, batch []*T) {
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("users: batched read failed: %v", r)
+			for _, c := range batch {
+				b.fail(c, err)
+			}
+		}
+	}()
+	b.send(ctx, batch)
 }

@@ -65,7 +65,14 @@ type listCall struct {
 func newListLoader(pool *pgxpool.Pool) *listLoader {
 	l := &listLoader{pool: pool}
 	l.b = batcher[listCall]{runners: maxListRunners, maxBatch: maxListBatch, send: l.send,
-		done: func(c *listCall) <-chan struct{} { return c.done }}
+		done: func(c *listCall) <-chan struct{} { return c.done }, fail: func(c *listCall, err error) {
+			select {
+			case <-c.done:
+			default:
+				c.err = err
+				close(c.done)
+			}
+		}}
 	return l
 }
 

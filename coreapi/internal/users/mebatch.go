@@ -42,7 +42,14 @@ type meCall struct {
 func newMeLoader(pool *pgxpool.Pool) *meLoader {
 	l := &meLoader{pool: pool}
 	l.b = batcher[meCall]{runners: maxMeRunners, maxBatch: maxMeBatch, send: l.send,
-		done: func(c *meCall) <-chan struct{} { return c.done }}
+		done: func(c *meCall) <-chan struct{} { return c.done }, fail: func(c *meCall, err error) {
+			select {
+			case <-c.done:
+			default:
+				c.err = err
+				close(c.done)
+			}
+		}}
 	return l
 }
 
