@@ -100,6 +100,24 @@ func (h *harness) setupStack(ctx context.Context) (*stack, error) {
 
 	// Members, inserted directly: a password login per member would only
 	// measure argon2. The harness signs their tokens with coreapi's key.
+	ids, err := seedMembers(ctx, s.pool, h.o.users, s.owner.tenantID, randHex(4))
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		s.users = append(s.users, user{id: id, tenant: s.owner.tenantID, session: uuid.NewString()})
+	}
+	return s, nil
+}
+
+// seedMembers inserts n users as members of tenant holding its member
+// role, and returns their ids. Then it vacuums and analyzes, as autovacuum
+// would soon after such an insert in a running system: each membership's
+// first version is dead (the trigger that fills role_names updates it when
+// its role is inserted), and without a vacuum every page of the member
+// list would step over those dead versions (the test server runs without
+// autovacuum).
+func seedMembers(ctx context.Context, pool *pgxpool.Pool, n int, tenant, tag string) ([]string, error) {
 	const q = `
 WITH u AS (
     INSERT INTO users (email, display_name)
@@ -111,7 +129,7 @@ WITH u AS (
 INSERT INTO membership_roles (tenant_id, user_id, role_id)
 SELECT $2, m.user_id, r.id FROM m JOIN roles r ON r.tenant_id = $2 AND r.name = 'member'
 RETURNING user_id`
-	rows, err := s.pool.Query(ctx, q, h.o.users, s.owner.tenantID, randHex(4))
+	rows, err := pool.Query(ctx, q, n, tenant, tag)
 	if err != nil {
 		return nil, fmt.Errorf("seed members: %w", err)
 	}
@@ -119,18 +137,13 @@ RETURNING user_id`
 	if err != nil {
 		return nil, fmt.Errorf("seed members: %w", err)
 	}
-	if len(ids) != h.o.users {
-		return nil, fmt.Errorf("seed members: %d rows, want %d (is the 'member' role missing?)", len(ids), h.o.users)
+	if len(ids) != n {
+		return nil, fmt.Errorf("seed members: %d rows, want %d (is the 'member' role missing?)", len(ids), n)
 	}
-	for _, id := range ids {
-		s.users = append(s.users, user{id: id, tenant: s.owner.tenantID, session: uuid.NewString()})
+	if _, err := pool.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		return nil, fmt.Errorf("vacuum: %w", err)
 	}
-	// Fresh planner statistics for the seeded tables, as autovacuum would
-	// have them in a running system.
-	if _, err := s.pool.Exec(ctx, "ANALYZE"); err != nil {
-		return nil, fmt.Errorf("analyze: %w", err)
-	}
-	return s, nil
+	return ids, nil
 }
 
 // coreAppName is the application_name of the stack's coreapi connections

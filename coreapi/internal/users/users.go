@@ -100,6 +100,9 @@ type Store struct {
 	// all and member are the catalog's permissions and the member role's,
 	// bound as $3 and $4 of the queries that use permsOf.
 	all, member string
+	// me and list batch concurrent Me and List reads (batch.go).
+	me   *meLoader
+	list *listLoader
 }
 
 // NewStore returns a Store on pool; hasher may be nil when no member is ever
@@ -110,7 +113,7 @@ func NewStore(pool *pgxpool.Pool, hasher PasswordHasher, c *permissions.Catalog)
 		c = permissions.Builtin()
 	}
 	all, member := roles.CatalogArgs(c)
-	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member}
+	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member, me: newMeLoader(pool), list: newListLoader(pool)}
 }
 
 // permsOf is the sorted union of the permissions of membership m's roles
@@ -147,11 +150,7 @@ FROM users u WHERE u.id = $1`
 // /users/me trusts"), so the answer says what this request may do.
 func (s *Store) Me(ctx context.Context, id identity.Identity) (Me, error) {
 	me := meOf(id)
-	rows, err := s.pool.Query(ctx, qMe, id.UserID)
-	if err == nil {
-		err = scanMe(rows, &me)
-	}
-	if err != nil {
+	if err := s.me.load(ctx, id.UserID, &me); err != nil {
 		return Me{}, fmt.Errorf("get me: %w", mapErr(err))
 	}
 	return me, nil
@@ -172,16 +171,29 @@ func scanMe(rows pgx.Rows, me *Me) error {
 		}
 		return pgx.ErrNoRows
 	}
-	f := rows.FieldDescriptions()
-	if len(f) != 7 || f[1].Format != pgx.BinaryFormatCode || f[4].Format != pgx.BinaryFormatCode ||
-		f[5].Format != pgx.BinaryFormatCode || f[6].Format != pgx.BinaryFormatCode {
+	if f := rows.FieldDescriptions(); len(f) != 7 || !meBinary(f) {
 		if err := rows.Scan(&me.Email, &me.EmailVerified, &me.DisplayName, &me.Status, &me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled); err != nil {
 			return err
 		}
 		rows.Close()
 		return rows.Err()
 	}
-	raw := rows.RawValues()
+	if err := decodeMe(rows.RawValues(), me); err != nil {
+		return err
+	}
+	rows.Close()
+	return rows.Err()
+}
+
+// meBinary reports whether qMe's columns in f (its 7, without the id of
+// qMeBatch) that decodeMe reads as binary are in the binary format.
+func meBinary(f []pgconn.FieldDescription) bool {
+	return f[1].Format == pgx.BinaryFormatCode && f[4].Format == pgx.BinaryFormatCode &&
+		f[5].Format == pgx.BinaryFormatCode && f[6].Format == pgx.BinaryFormatCode
+}
+
+// decodeMe decodes the 7 binary values of qMe's row into me.
+func decodeMe(raw [][]byte, me *Me) error {
 	for i, v := range raw {
 		if v == nil {
 			return fmt.Errorf("me: column %d is NULL", i)
@@ -203,8 +215,7 @@ func scanMe(rows pgx.Rows, me *Me) error {
 	text := string(raw[0]) + string(raw[2]) // one allocation: the operands are not copied first
 	me.Email, me.DisplayName = text[:len(raw[0])], text[len(raw[0]):]
 	me.Status = status(raw[3])
-	rows.Close()
-	return rows.Err()
+	return nil
 }
 
 // binaryBool decodes a bool in PostgreSQL's binary format.
@@ -332,12 +343,27 @@ type ListParams struct {
 }
 
 // List returns a page of the tenant's members, each with its role names,
-// in one query. The role names are the membership's role_names column (no
-// roles subquery per member); each member's user row is joined by primary
-// key in page order (OFFSET 0 keeps the join a nested loop over the page:
-// without it the planner may hash the whole users table for 50 rows).
+// in one query (qList, or qListBatch with the pages other requests asked
+// for meanwhile: listbatch.go). The role names are the membership's
+// role_names column (no roles subquery per member); each member's user row
+// is joined by primary key in page order (OFFSET 0 keeps the join a nested
+// loop over the page: without it the planner may hash the whole users
+// table for 50 rows).
 func (s *Store) List(ctx context.Context, p ListParams) ([]Member, int64, error) {
-	const q = `
+	c := &listCall{tenantID: p.TenantID, after: p.After, afterID: p.AfterID, limit: p.Limit, withTotal: p.IncludeTotal}
+	if c.afterID == "" {
+		c.after, c.afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
+	}
+	out, total, err := s.list.load(ctx, c)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list members: %w", err)
+	}
+	return out, total, nil
+}
+
+// qList is List's page query; qListTotal adds the tenant's number of
+// members.
+const qList = `
 SELECT ` + memberCols + `, 0::bigint
 FROM (
     SELECT tenant_id, user_id, status, role_names, created_at, updated_at
@@ -348,10 +374,11 @@ FROM (
 ) m
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
-	// With a total: the tenant's number of members, kept in
-	// tenant_member_counts by triggers (migration 00011), read once for the
-	// page (an uncorrelated subquery) instead of a window over every member.
-	const qTotal = `
+
+// With a total: the tenant's number of members, kept in
+// tenant_member_counts by triggers (migration 00011), read once for the
+// page (an uncorrelated subquery) instead of a window over every member.
+const qListTotal = `
 SELECT ` + memberCols + `, coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)
 FROM (
     SELECT tenant_id, user_id, status, role_names, created_at, updated_at
@@ -362,24 +389,6 @@ FROM (
 ) m
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
-	sql := q
-	if p.IncludeTotal {
-		sql = qTotal
-	}
-	after, afterID := p.After, p.AfterID
-	if afterID == "" {
-		after, afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
-	}
-	rows, err := s.pool.Query(ctx, sql, p.TenantID, after, afterID, p.Limit)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list members: %w", err)
-	}
-	out, total, err := scanMembers(rows, p.Limit)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list members: %w", err)
-	}
-	return out, total, nil
-}
 
 // scanMembers reads rows of memberCols plus a total into Members: this is
 // the member list's hot loop, so it allocates per page, not per member.
@@ -392,33 +401,49 @@ ORDER BY m.created_at, m.user_id`
 // and the total are scanned by pgx (no allocation per row). n is a
 // capacity hint; total is the page's count column.
 func scanMembers(rows pgx.Rows, n int) (out []Member, total int64, err error) {
+	return scanMemberRows(rows, n, nil)
+}
+
+// scanMemberRows is scanMembers; with pages not nil, each row is led by
+// one more column, the number of the page it belongs to (qListBatch's
+// ord), and the number and the count column of each row are appended to
+// *pages.
+func scanMemberRows(rows pgx.Rows, n int, pages *[]pageRow) (out []Member, total int64, err error) {
 	defer rows.Close()
 	n = max(0, min(n, 1000))
 	out = make([]Member, 0, n)
 	var (
 		m     Member
 		id    string
+		ord   int64
 		text  = make([]byte, 0, n*96) // the page's strings
 		roles = make([]string, 0, n)  // the page's role lists, one after another
 	)
 	dest := []any{nil, nil, nil, nil, nil, nil, &m.CreatedAt, &m.UpdatedAt, &total}
+	off := 0 // of the member's columns in the row
+	if pages != nil {
+		dest, off = append([]any{&ord}, dest...), 1
+	}
 	binID, binRoles := false, false
 	for first := true; rows.Next(); first = false {
 		if first {
 			f := rows.FieldDescriptions()
-			binID, binRoles = f[0].Format == pgx.BinaryFormatCode, f[5].Format == pgx.BinaryFormatCode
+			binID, binRoles = f[off].Format == pgx.BinaryFormatCode, f[off+5].Format == pgx.BinaryFormatCode
 			if !binID {
-				dest[0] = &id
+				dest[off] = &id
 			}
 			if !binRoles {
-				dest[5] = &m.Roles
+				dest[off+5] = &m.Roles
 			}
 		}
 		m.Roles = nil // a fresh slice per member, never one shared with the previous row
 		if err := rows.Scan(dest...); err != nil {
 			return nil, 0, err
 		}
-		raw := rows.RawValues()
+		if pages != nil {
+			*pages = append(*pages, pageRow{ord: ord, total: total})
+		}
+		raw := rows.RawValues()[off:]
 		// Strings made from text never change: appending only writes past
 		// them, and a growing append copies to a new array and leaves the
 		// old one to the strings that point into it.

@@ -1,0 +1,139 @@
+package users
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// batchTimeout bounds each shared round trip. It carries several
+// requests' reads, so no one request's cancellation ends it; but nothing
+// waits for it longer than the API server would still write an answer
+// (its WriteTimeout), so a PostgreSQL that stops answering cannot hold a
+// runner's slot for good.
+const batchTimeout = 30 * time.Second
+
+// batcher coalesces concurrent reads of one kind into shared round trips,
+// without waiting: a read goes out at once, alone, while fewer than
+// runners round trips of its kind are in flight and none is queued;
+// otherwise it queues, and the next round trip carries every queued read
+// (up to maxBatch) in one statement. An idle server answers as before;
+// batches form only when reads arrive faster than PostgreSQL answers them.
+// For a read by key most of PostgreSQL's CPU is the round trip itself
+// (waking the backend, a receive, a send), and so is much of coreapi's (the
+// write to PostgreSQL and the read of its answer).
+type batcher[T any] struct {
+	runners  int
+	maxBatch int
+	// send makes one round trip for batch and answers every read in it.
+	send func(ctx context.Context, batch []*T)
+	// done is closed when a read is answered.
+	done func(*T) <-chan struct{}
+	// fail answers a read of a batch whose send panicked with err,
+	// unless it is answered already.
+	fail func(*T, error)
+
+	mu      sync.Mutex
+	pending []*T
+	running int
+	spare   []*T // a batch slice to reuse
+}
+
+// alone reports whether the caller may send its read alone now; it then
+// holds a runner's slot until it calls finish.
+func (b *batcher[T]) alone() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running < b.runners && len(b.pending) == 0 {
+		b.running++
+		return true
+	}
+	return false
+}
+
+// queue adds c to the next batch. When a runner's slot is free the caller
+// takes it and sends batches, on ctx without its cancellation (a batch
+// carries other reads), until c is answered. The caller then waits for
+// done(c).
+func (b *batcher[T]) queue(ctx context.Context, c *T) {
+	b.mu.Lock()
+	b.pending = append(b.pending, c)
+	lead := b.running < b.runners
+	if lead {
+		b.running++
+	}
+	b.mu.Unlock()
+	if lead {
+		b.run(context.WithoutCancel(ctx), c)
+	}
+}
+
+// finish is called by a runner whose own read is answered: with reads
+// queued meanwhile it keeps its slot and sends them in a goroutine of its
+// own, so that the request it served is not held by the others' reads.
+// Those round trips belong to no request: they are in no request's
+// db_queries or trace (the reads they carry count none).
+func (b *batcher[T]) finish() {
+	b.mu.Lock()
+	if len(b.pending) == 0 {
+		b.running--
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	go b.run(context.Background(), nil)
+}
+
+// run sends queued reads, a batch per round trip, until own (when not
+// nil) is answered, then hands the rest on (finish); with own nil, until
+// none is queued.
+func (b *batcher[T]) run(ctx context.Context, own *T) {
+	for {
+		b.mu.Lock()
+		if len(b.pending) == 0 {
+			b.running--
+			b.mu.Unlock()
+			return
+		}
+		n := min(len(b.pending), b.maxBatch)
+		batch := append(b.spare[:0], b.pending[:n]...)
+		b.spare = nil
+		rest := copy(b.pending, b.pending[n:])
+		clear(b.pending[rest:])
+		b.pending = b.pending[:rest]
+		b.mu.Unlock()
+
+		b.sendBounded(ctx, batch)
+
+		clear(batch)
+		b.mu.Lock()
+		b.spare = batch[:0]
+		b.mu.Unlock()
+		if own != nil {
+			select {
+			case <-b.done(own):
+				b.finish()
+				return
+			default:
+			}
+		}
+	}
+}
+
+// sendBounded is send within batchTimeout. A panic in send answers every
+// read of the batch not yet answered with an error, instead of leaving
+// them, and the runner's slot, waiting for good.
+func (b *batcher[T]) sendBounded(ctx context.Context, batch []*T) {
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("users: batched read failed: %v", r)
+			for _, c := range batch {
+				b.fail(c, err)
+			}
+		}
+	}()
+	b.send(ctx, batch)
+}

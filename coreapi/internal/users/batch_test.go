@@ -1,0 +1,110 @@
+package users
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCall is a read for the batcher alone, without a database.
+type testCall struct {
+	err  error
+	done chan struct{}
+}
+
+func newTestBatcher(send func(context.Context, []*testCall)) *batcher[testCall] {
+	return &batcher[testCall]{runners: 1, maxBatch: 8, send: send,
+		done: func(c *testCall) <-chan struct{} { return c.done },
+		fail: func(c *testCall, err error) {
+			select {
+			case <-c.done:
+			default:
+				c.err = err
+				close(c.done)
+			}
+		}}
+}
+
+// queueAll queues calls while the only runner's slot is held, then lets
+// the holder finish, which sends them as one batch.
+func queueAll(t *testing.T, b *batcher[testCall], n int) []*testCall {
+	t.Helper()
+	if !b.alone() {
+		t.Fatal("an idle batcher refused a read alone")
+	}
+	calls := make([]*testCall, n)
+	for i := range calls {
+		calls[i] = &testCall{done: make(chan struct{})}
+		b.queue(context.Background(), calls[i]) // the slot is held: queued only
+	}
+	b.finish()
+	for _, c := range calls {
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a queued read was never answered")
+		}
+	}
+	return calls
+}
+
+// A batch whose round trip panics answers each of its reads with an error
+// and frees its runner's slot: later reads are not left waiting.
+func TestBatcherPanicAnswersEveryRead(t *testing.T) {
+	panicked := false
+	b := newTestBatcher(func(_ context.Context, batch []*testCall) {
+		if !panicked {
+			panicked = true
+			panic("decoder bug")
+		}
+		for _, c := range batch {
+			close(c.done)
+		}
+	})
+	for _, c := range queueAll(t, b, 3) {
+		if c.err == nil || !strings.Contains(c.err.Error(), "decoder bug") {
+			t.Fatalf("read of the panicked batch: err %v", c.err)
+		}
+	}
+	waitIdle(t, b)
+	for _, c := range queueAll(t, b, 2) {
+		if c.err != nil {
+			t.Fatalf("read after the panic: %v", c.err)
+		}
+	}
+}
+
+// A shared round trip ends by batchTimeout whatever its reads' requests
+// do: its context has a deadline, and no request's cancellation.
+func TestBatcherRoundTripBounded(t *testing.T) {
+	var deadline time.Time
+	var hasDeadline bool
+	b := newTestBatcher(func(ctx context.Context, batch []*testCall) {
+		deadline, hasDeadline = ctx.Deadline()
+		for _, c := range batch {
+			close(c.done)
+		}
+	})
+	start := time.Now()
+	queueAll(t, b, 2)
+	if !hasDeadline || deadline.Before(start) || deadline.After(time.Now().Add(batchTimeout)) {
+		t.Fatalf("round trip deadline %v (set %v)", deadline, hasDeadline)
+	}
+	waitIdle(t, b)
+}
+
+// waitIdle waits until no runner holds a slot.
+func waitIdle(t *testing.T, b *batcher[testCall]) {
+	t.Helper()
+	for range 1000 {
+		b.mu.Lock()
+		idle := b.running == 0
+		b.mu.Unlock()
+		if idle {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the runner's slot was never freed")
+}
