@@ -67,7 +67,7 @@ func TestAuthn(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, c := tt.p, tt.c
-			got, age := Authn(&c, &projection.Entry{P: &p}, tt.r, tt.method, tt.path, now)
+			got, age := Authn(&c, projection.Of(&p), tt.r, tt.method, tt.path, now)
 			if got != tt.want || age != tt.wantMaxAge {
 				t.Fatalf("Authn() = %v, %d; want %v, %d", got, age, tt.want, tt.wantMaxAge)
 			}
@@ -78,7 +78,7 @@ func TestAuthn(t *testing.T) {
 func BenchmarkAuthn(b *testing.B) {
 	p := identity.Projection{MFAEnabled: true}
 	c := tokens.Claims{AMR: []string{"pwd", "otp"}, AuthTime: 1_800_000_000}
-	e := &projection.Entry{P: &p}
+	e := projection.Of(&p)
 	r := &rules.Route{Core: true}
 	b.ReportAllocs()
 	for b.Loop() {

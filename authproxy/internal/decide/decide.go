@@ -57,7 +57,7 @@ func (o Outcome) String() string {
 // the route requires it.
 func Decide(c *tokens.Claims, e *projection.Entry, r *rules.Route) Outcome {
 	p := e.P
-	if !p.Active() {
+	if !e.Active() {
 		return DenyInactive
 	}
 	if c.TV < p.TokenVersion {

@@ -41,7 +41,7 @@ func TestDecide(t *testing.T) {
 			if tt.mod != nil {
 				tt.mod(p, &c)
 			}
-			if got := Decide(&c, &projection.Entry{P: p}, &rules.Route{Permissions: tt.required, RequireVerifiedEmail: tt.verified}); got != tt.want {
+			if got := Decide(&c, projection.Of(p), &rules.Route{Permissions: tt.required, RequireVerifiedEmail: tt.verified}); got != tt.want {
 				t.Fatalf("Decide() = %v, want %v", got, tt.want)
 			}
 		})

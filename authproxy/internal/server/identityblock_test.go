@@ -42,7 +42,7 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cl, p := base()
 			mod(cl, p)
-			pe := &projection.Entry{Sub: cl.Sub, Tid: cl.Tid, P: p, Roles: identity.JoinList(p.Roles), Perms: identity.JoinList(p.Permissions)}
+			pe := projection.Of(p)
 			w := newWarm(cl, pe).signed(cl, signer)
 			if !w.lines {
 				t.Fatal("warm state without line breaks not written as a block")

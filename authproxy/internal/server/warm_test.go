@@ -30,7 +30,7 @@ func TestWarmBytesMeasured(t *testing.T) {
 		p := &identity.Projection{UserID: sub, TenantID: tid, Roles: []string{"member", "editor"},
 			Permissions: []string{"notes:read", "notes:write", "tenant:read", "users:read", "roles:read",
 				"files:read", "files:write", "comments:write"}, EmailVerified: true}
-		pes[i] = &projection.Entry{Sub: sub, Tid: tid, P: p, Roles: identity.JoinList(p.Roles), Perms: identity.JoinList(p.Permissions)}
+		pes[i] = projection.Of(p)
 	}
 	newWarm(cls[0], pes[0]).signed(cls[0], signer) // the signer's pads
 	ws := make([]*warm, n)
