@@ -317,7 +317,9 @@ func (r *report) markdown() string {
 		}
 	}
 	w("\nGoals: 0 signature verifications and 0 auth DB queries (projection fetches) per warm request;\n")
-	w("exactly 1 DB query per `GET /users/me` at coreapi.\n")
+	w("at most 1 DB round trip per `GET /users/me` and member-list page at coreapi. Concurrent reads of these two\n")
+	w("share round trips (docs/architecture.md), so the DB figure is below 1: it counts the round trips each request\n")
+	w("made itself, and a read carried by another request's batch counts none.\n")
 
 	if l := r.invalidation; l != nil {
 		w("\n## Invalidation latency\n\nFrom the 2xx of `DELETE /api/v1/users/{id}/roles/admin` (through the proxy) to that user's\n")
