@@ -629,6 +629,44 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
+// The upstream receives exactly one X-Request-Id, the one the signature
+// covers and the response carries, whatever the client sent: a valid id,
+// one the proxy replaces, or several; for a warm token (whose headers are
+// written as one block) and a first one alike, and from a trusted peer
+// (whose headers are set one by one).
+func TestRequestIDForwardedOnce(t *testing.T) {
+	for name, vars := range map[string]map[string]string{"untrusted": nil, "trusted": {"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}} {
+		t.Run(name, func(t *testing.T) { requestIDForwardedOnce(t, start(t, envOpt{vars: vars})) })
+	}
+}
+
+func requestIDForwardedOnce(t *testing.T, e *env) {
+	tok := e.token(nil)
+	for _, sent := range []string{"", "abc-123", "bad id\"<>"} {
+		for _, twice := range []bool{false, true} {
+			for range 2 { // the token's first request, then a warm one
+				raw := "GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\n"
+				if sent != "" {
+					raw += "X-Request-Id: " + sent + "\r\n"
+					if twice {
+						raw += "X-Request-Id: other-1\r\n"
+					}
+				}
+				r := e.raw(raw + "Connection: close\r\n\r\n")
+				e.wantStatus(r, 200)
+				got := e.wantSigned()
+				ids := got.Headers["X-Request-Id"]
+				if len(ids) != 1 || ids[0] != r.header.Get("X-Request-Id") {
+					t.Fatalf("sent %q (twice %v): upstream got X-Request-Id %q, response %q", sent, twice, ids, r.header.Get("X-Request-Id"))
+				}
+				if sent == "abc-123" && ids[0] != sent {
+					t.Fatalf("a valid client id was replaced by %q", ids[0])
+				}
+			}
+		}
+	}
+}
+
 // The response is streamed: the client gets the first chunk while
 // the upstream is still blocked before writing the rest.
 func TestResponseStreamed(t *testing.T) {

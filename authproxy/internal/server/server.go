@@ -205,6 +205,7 @@ type state struct {
 	ts        []byte
 	ip        []byte
 	hdr       []byte // the identity block (identityBlock)
+	sentReqID bool   // the client sent an X-Request-Id
 	mac       identity.MACScratch
 	digest    [sha256.Size]byte // of the bearer token
 	closeConn bool
@@ -326,6 +327,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.seen = headers.Scan(h)
 	in := st.seen.RequestID
 	st.seen.RequestID = nil // request memory: not kept in the pooled state
+	st.sentReqID = in != nil
 	if requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
 	} else {
@@ -697,6 +699,11 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	// its forwarding and identity headers written as one block of lines
 	// (identityBlock); any other request has them set one by one.
 	block := cl != nil && w.lines && !st.trusted && !hasLineBreak(h.Host())
+	if st.sentReqID {
+		// The client's X-Request-Id (every one it sent): the request's
+		// own id, the one it is signed with, is written below.
+		h.DelBytes(requestIDKey)
+	}
 	if !block {
 		s.setForwarded(c, st)
 		h.SetCanonical(requestIDKey, st.reqID)
