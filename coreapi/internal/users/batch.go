@@ -14,6 +14,27 @@ import (
 // runner's slot for good.
 const batchTimeout = 30 * time.Second
 
+// reply is where a queued read is answered: each kind of read embeds it
+// beside its own result fields, which are set before done is closed.
+type reply struct {
+	err  error
+	done chan struct{}
+}
+
+func newReply() reply { return reply{done: make(chan struct{})} }
+
+func (r *reply) answer() *reply { return r }
+
+// fail answers the read with err, unless it is answered already.
+func (r *reply) fail(err error) {
+	select {
+	case <-r.done:
+	default:
+		r.err = err
+		close(r.done)
+	}
+}
+
 // batcher coalesces concurrent reads of one kind into shared round trips,
 // without waiting: a read goes out at once, alone, while fewer than
 // runners round trips of its kind are in flight and none is queued;
@@ -23,16 +44,15 @@ const batchTimeout = 30 * time.Second
 // For a read by key most of PostgreSQL's CPU is the round trip itself
 // (waking the backend, a receive, a send), and so is much of coreapi's (the
 // write to PostgreSQL and the read of its answer).
-type batcher[T any] struct {
+// A read is a *T that carries a reply (P: T's pointer type).
+type batcher[T any, P interface {
+	*T
+	answer() *reply
+}] struct {
 	runners  int
 	maxBatch int
 	// send makes one round trip for batch and answers every read in it.
 	send func(ctx context.Context, batch []*T)
-	// done is closed when a read is answered.
-	done func(*T) <-chan struct{}
-	// fail answers a read of a batch whose send panicked with err,
-	// unless it is answered already.
-	fail func(*T, error)
 
 	mu      sync.Mutex
 	pending []*T
@@ -42,7 +62,7 @@ type batcher[T any] struct {
 
 // alone reports whether the caller may send its read alone now; it then
 // holds a runner's slot until it calls finish.
-func (b *batcher[T]) alone() bool {
+func (b *batcher[T, P]) alone() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.running < b.runners && len(b.pending) == 0 {
@@ -55,8 +75,8 @@ func (b *batcher[T]) alone() bool {
 // queue adds c to the next batch. When a runner's slot is free the caller
 // takes it and sends batches, on ctx without its cancellation (a batch
 // carries other reads), until c is answered. The caller then waits for
-// done(c).
-func (b *batcher[T]) queue(ctx context.Context, c *T) {
+// c's reply.
+func (b *batcher[T, P]) queue(ctx context.Context, c *T) {
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	lead := b.running < b.runners
@@ -74,7 +94,7 @@ func (b *batcher[T]) queue(ctx context.Context, c *T) {
 // own, so that the request it served is not held by the others' reads.
 // Those round trips belong to no request: they are in no request's
 // db_queries or trace (the reads they carry count none).
-func (b *batcher[T]) finish() {
+func (b *batcher[T, P]) finish() {
 	b.mu.Lock()
 	if len(b.pending) == 0 {
 		b.running--
@@ -88,7 +108,7 @@ func (b *batcher[T]) finish() {
 // run sends queued reads, a batch per round trip, until own (when not
 // nil) is answered, then hands the rest on (finish); with own nil, until
 // none is queued.
-func (b *batcher[T]) run(ctx context.Context, own *T) {
+func (b *batcher[T, P]) run(ctx context.Context, own *T) {
 	for {
 		b.mu.Lock()
 		if len(b.pending) == 0 {
@@ -112,7 +132,7 @@ func (b *batcher[T]) run(ctx context.Context, own *T) {
 		b.mu.Unlock()
 		if own != nil {
 			select {
-			case <-b.done(own):
+			case <-P(own).answer().done:
 				b.finish()
 				return
 			default:
@@ -124,14 +144,14 @@ func (b *batcher[T]) run(ctx context.Context, own *T) {
 // sendBounded is send within batchTimeout. A panic in send answers every
 // read of the batch not yet answered with an error, instead of leaving
 // them, and the runner's slot, waiting for good.
-func (b *batcher[T]) sendBounded(ctx context.Context, batch []*T) {
+func (b *batcher[T, P]) sendBounded(ctx context.Context, batch []*T) {
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
 			err := fmt.Errorf("users: batched read failed: %v", r)
 			for _, c := range batch {
-				b.fail(c, err)
+				P(c).answer().fail(err)
 			}
 		}
 	}()

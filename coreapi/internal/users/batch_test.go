@@ -8,34 +8,22 @@ import (
 )
 
 // testCall is a read for the batcher alone, without a database.
-type testCall struct {
-	err  error
-	done chan struct{}
-}
+type testCall struct{ reply }
 
-func newTestBatcher(send func(context.Context, []*testCall)) *batcher[testCall] {
-	return &batcher[testCall]{runners: 1, maxBatch: 8, send: send,
-		done: func(c *testCall) <-chan struct{} { return c.done },
-		fail: func(c *testCall, err error) {
-			select {
-			case <-c.done:
-			default:
-				c.err = err
-				close(c.done)
-			}
-		}}
+func newTestBatcher(send func(context.Context, []*testCall)) *batcher[testCall, *testCall] {
+	return &batcher[testCall, *testCall]{runners: 1, maxBatch: 8, send: send}
 }
 
 // queueAll queues calls while the only runner's slot is held, then lets
 // the holder finish, which sends them as one batch.
-func queueAll(t *testing.T, b *batcher[testCall], n int) []*testCall {
+func queueAll(t *testing.T, b *batcher[testCall, *testCall], n int) []*testCall {
 	t.Helper()
 	if !b.alone() {
 		t.Fatal("an idle batcher refused a read alone")
 	}
 	calls := make([]*testCall, n)
 	for i := range calls {
-		calls[i] = &testCall{done: make(chan struct{})}
+		calls[i] = &testCall{newReply()}
 		b.queue(context.Background(), calls[i]) // the slot is held: queued only
 	}
 	b.finish()
@@ -95,7 +83,7 @@ func TestBatcherRoundTripBounded(t *testing.T) {
 }
 
 // waitIdle waits until no runner holds a slot.
-func waitIdle(t *testing.T, b *batcher[testCall]) {
+func waitIdle(t *testing.T, b *batcher[testCall, *testCall]) {
 	t.Helper()
 	for range 1000 {
 		b.mu.Lock()

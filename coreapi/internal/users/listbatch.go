@@ -46,7 +46,7 @@ type pageRow struct{ ord, total int64 }
 // listLoader batches List reads.
 type listLoader struct {
 	pool *pgxpool.Pool
-	b    batcher[listCall]
+	b    batcher[listCall, *listCall]
 }
 
 // listCall is one queued page read.
@@ -58,21 +58,12 @@ type listCall struct {
 
 	out   []Member
 	total int64
-	err   error
-	done  chan struct{}
+	reply
 }
 
 func newListLoader(pool *pgxpool.Pool) *listLoader {
 	l := &listLoader{pool: pool}
-	l.b = batcher[listCall]{runners: maxListRunners, maxBatch: maxListBatch, send: l.send,
-		done: func(c *listCall) <-chan struct{} { return c.done }, fail: func(c *listCall, err error) {
-			select {
-			case <-c.done:
-			default:
-				c.err = err
-				close(c.done)
-			}
-		}}
+	l.b = batcher[listCall, *listCall]{runners: maxListRunners, maxBatch: maxListBatch, send: l.send}
 	return l
 }
 
@@ -90,7 +81,7 @@ func (l *listLoader) load(ctx context.Context, c *listCall) ([]Member, int64, er
 		l.b.finish()
 		return out, total, err
 	}
-	c.done = make(chan struct{})
+	c.reply = newReply()
 	l.b.queue(ctx, c)
 	select {
 	case <-c.done:

@@ -26,30 +26,21 @@ const (
 // meLoader batches Me reads.
 type meLoader struct {
 	pool *pgxpool.Pool
-	b    batcher[meCall]
+	b    batcher[meCall, *meCall]
 }
 
 // meCall is one queued read: id in, me or err out; done is closed when
 // they are set.
 type meCall struct {
-	id   string
-	key  [16]byte
-	me   Me // the row's fields only
-	err  error
-	done chan struct{}
+	id  string
+	key [16]byte
+	me  Me // the row's fields only
+	reply
 }
 
 func newMeLoader(pool *pgxpool.Pool) *meLoader {
 	l := &meLoader{pool: pool}
-	l.b = batcher[meCall]{runners: maxMeRunners, maxBatch: maxMeBatch, send: l.send,
-		done: func(c *meCall) <-chan struct{} { return c.done }, fail: func(c *meCall, err error) {
-			select {
-			case <-c.done:
-			default:
-				c.err = err
-				close(c.done)
-			}
-		}}
+	l.b = batcher[meCall, *meCall]{runners: maxMeRunners, maxBatch: maxMeBatch, send: l.send}
 	return l
 }
 
@@ -66,7 +57,7 @@ func (l *meLoader) load(ctx context.Context, id string, me *Me) error {
 		l.b.finish()
 		return err
 	}
-	c := &meCall{id: id, key: key, done: make(chan struct{})}
+	c := &meCall{id: id, key: key, reply: newReply()}
 	l.b.queue(ctx, c)
 	select {
 	case <-c.done:

@@ -178,7 +178,7 @@ RETURNING id::text`)
 		t.Run(mode.String(), func(t *testing.T) {
 			var q queryCounter
 			l := newMeLoader(onePool(t, db, mode, &q))
-			batch := []*meCall{{id: ids[0], done: make(chan struct{})}, {id: ids[1], done: make(chan struct{})}}
+			batch := []*meCall{{id: ids[0], reply: newReply()}, {id: ids[1], reply: newReply()}}
 			for _, c := range batch {
 				if c.key, err = canonicalUUID(c.id); err != nil {
 					t.Fatal(err)
