@@ -137,19 +137,8 @@ func BenchmarkListParallel(b *testing.B) {
 	if _, err := db.Pool.Exec(ctx, `VACUUM ANALYZE`); err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.MaxConns = 8
 	var q queryCounter
-	cfg.ConnConfig.Tracer = &q
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	s := NewStore(pool, nil, nil)
+	s := NewStore(countedPool(b, db, 8, pgx.QueryExecModeCacheStatement, &q), nil, nil)
 	b.SetParallelism(32)
 	b.ReportAllocs()
 	b.ResetTimer()

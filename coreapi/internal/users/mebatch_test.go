@@ -41,19 +41,40 @@ func (q *queryCounter) sent() []string {
 // statements counted by q.
 func onePool(t *testing.T, db *dbtest.DB, mode pgx.QueryExecMode, q *queryCounter) *pgxpool.Pool {
 	t.Helper()
+	return countedPool(t, db, 1, mode, q)
+}
+
+// countedPool is a pool of up to maxConns connections to db in mode, whose
+// statements q counts.
+func countedPool(tb testing.TB, db *dbtest.DB, maxConns int32, mode pgx.QueryExecMode, q *queryCounter) *pgxpool.Pool {
+	tb.Helper()
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	cfg.MaxConns = 1
+	cfg.MaxConns = maxConns
 	cfg.ConnConfig.DefaultQueryExecMode = mode
 	cfg.ConnConfig.Tracer = q
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(pool.Close)
+	tb.Cleanup(pool.Close)
 	return pool
+}
+
+// insertedIDs runs an INSERT … RETURNING id::text and returns the ids.
+func insertedIDs(tb testing.TB, pool *pgxpool.Pool, sql string) []string {
+	tb.Helper()
+	rows, err := pool.Query(context.Background(), sql)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ids
 }
 
 // TestMeReadsQueuedMeanwhileShareOneRoundTrip: while a /users/me read
@@ -65,19 +86,12 @@ func onePool(t *testing.T, db *dbtest.DB, mode pgx.QueryExecMode, q *queryCounte
 func TestMeReadsQueuedMeanwhileShareOneRoundTrip(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
-	rows, err := db.Pool.Query(ctx, `
+	ids := insertedIDs(t, db.Pool, `
 INSERT INTO users (email, display_name, status, email_verified_at)
 SELECT 'u' || g || '@x.test', 'User ' || g, CASE WHEN g % 2 = 0 THEN 'disabled' ELSE 'active' END,
        CASE WHEN g % 3 = 0 THEN now() END
 FROM generate_series(1, 6) g
 RETURNING id::text`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := db.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, 'k', '\x00', 'active')`, ids[2]); err != nil {
 		t.Fatal(err)
 	}
@@ -163,23 +177,17 @@ RETURNING id::text`)
 func TestMeBatchWithAnUnreadableRowReadsEachAlone(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
-	rows, err := db.Pool.Query(ctx, `
+	ids := insertedIDs(t, db.Pool, `
 INSERT INTO users (email, display_name, updated_at)
 VALUES ('ok@x.test', 'OK', now()), ('inf@x.test', 'Inf', 'infinity')
 RETURNING id::text`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
 		t.Run(mode.String(), func(t *testing.T) {
 			var q queryCounter
 			l := newMeLoader(onePool(t, db, mode, &q))
 			batch := []*meCall{{id: ids[0], reply: newReply()}, {id: ids[1], reply: newReply()}}
 			for _, c := range batch {
+				var err error
 				if c.key, err = canonicalUUID(c.id); err != nil {
 					t.Fatal(err)
 				}
@@ -224,30 +232,12 @@ func waitFor(t *testing.T, cond func() bool) {
 func BenchmarkMeParallel(b *testing.B) {
 	db := dbtest.New(b)
 	ctx := context.Background()
-	rows, err := db.Pool.Query(ctx, `
+	ids := insertedIDs(b, db.Pool, `
 INSERT INTO users (email, display_name)
 SELECT 'bench-' || g || '@example.com', 'Bench User ' || g FROM generate_series(1, 1000) g
 RETURNING id::text`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.MaxConns = 8
 	var q queryCounter
-	cfg.ConnConfig.Tracer = &q
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	s := NewStore(pool, nil, nil)
+	s := NewStore(countedPool(b, db, 8, pgx.QueryExecModeCacheStatement, &q), nil, nil)
 	var next atomic.Int64
 	b.SetParallelism(32)
 	b.ReportAllocs()
