@@ -96,3 +96,20 @@ func waitIdle(t *testing.T, b *batcher[testCall, *testCall]) {
 	}
 	t.Fatal("the runner's slot was never freed")
 }
+
+// Only a UUID in its 36-character form (either case) is batched; any
+// other spelling PostgreSQL or uuid.Parse may accept is read alone, so
+// that PostgreSQL answers it as it always did.
+func TestCanonicalUUID(t *testing.T) {
+	const id = "0193a1f2-7c4d-7e0a-9b1c-5d2e8f3a6b10"
+	for _, ok := range []string{id, strings.ToUpper(id)} {
+		if k, err := canonicalUUID(ok); err != nil || k[0] != 0x01 || k[15] != 0x10 {
+			t.Errorf("%q: %x, %v", ok, k, err)
+		}
+	}
+	for _, bad := range []string{"", "0193a1f27c4d7e0a9b1c5d2e8f3a6b10", "{" + id + "}", "urn:uuid:" + id, id[:35] + "g", " " + id[1:]} {
+		if _, err := canonicalUUID(bad); err == nil {
+			t.Errorf("%q batched", bad)
+		}
+	}
+}
