@@ -244,6 +244,15 @@ func once(reqs [][]byte, reused *atomic.Int64) func(w, i int) []byte {
 	}
 }
 
+// coldPoolSize is how many one-time tokens the cold row gets: enough for
+// its warm-up and measured window at 0.6 of the warm rate measured on the
+// same machine just before (a cold request, one signature verification,
+// has run at 0.31–0.37 of a warm one), and never fewer than least. A
+// pool that still runs out is reported with the row.
+func coldPoolSize(warmRPS float64, window time.Duration, least int) int {
+	return max(least, int(warmRPS*window.Seconds()*0.6))
+}
+
 func render(host, path string, tokens []string) [][]byte {
 	out := make([][]byte, len(tokens))
 	for i, t := range tokens {
@@ -318,15 +327,6 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Cold: every request a never-seen token (same users, new jti).
-	coldN := 150000
-	if h.o.duration < 5*time.Second {
-		coldN = 30000
-	}
-	coldTokens, err := h.minter.mintAll(h.warmUsers, coldN)
-	if err != nil {
-		return nil, err
-	}
 	manyTokens, err := h.minter.mintAll(h.manyUsers, len(h.manyUsers))
 	if err != nil {
 		return nil, err
@@ -334,7 +334,6 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	noAuth := [][]byte{rawGET("bench", benchURI, "")}
 	warmReqs := render("bench", benchURI, warmTokens)
 	manyReqs := render("bench", benchURI, manyTokens)
-	coldReqs := render("bench", benchURI, coldTokens)
 	admin := "http://" + h.proxyAdmin + "/metrics"
 
 	c, hc := h.o.conns, h.o.highConns
@@ -367,6 +366,19 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	rep.tokens = h.measureTokenSizes(warmTokens[0])
 	rep.add(h.oauth2Proxy(ctx, warmReqs))
 
+	// Cold: every request a never-seen token (same users, new jti), as
+	// many as this machine's warm rate says the row will send.
+	minCold := 150000
+	if h.o.duration < 5*time.Second {
+		minCold = 30000
+	}
+	coldN := coldPoolSize(w.res.RPS, h.o.warmup+h.o.duration, minCold)
+	h.logf("minting %d one-time tokens for the cold row", coldN)
+	coldTokens, err := h.minter.mintAll(h.warmUsers, coldN)
+	if err != nil {
+		return nil, err
+	}
+	coldReqs := render("bench", benchURI, coldTokens)
 	var reused atomic.Int64
 	cold := h.measureWith(ctx, "authproxy cold (every token new)", h.proxyAddr, c, once(coldReqs, &reused), sc)
 	cold.counters = proxyCounters(sc.before[0], sc.after[0], cold.res.Requests)
