@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding"
 	"encoding/base64"
@@ -82,6 +83,16 @@ type MACScratch struct {
 	u    encoding.BinaryUnmarshaler
 	tail []byte
 	sum  []byte
+}
+
+// Timestamp is the decimal X-Auth-Timestamp of the request last signed
+// with t: AppendSignatureWith formats it at the start of the request tail,
+// so the header that carries it need not format it again.
+func (t *MACScratch) Timestamp() []byte {
+	if i := bytes.IndexByte(t.tail, '\n'); i >= 0 {
+		return t.tail[:i]
+	}
+	return nil
 }
 
 var tailStates = sync.Pool{New: func() any { return new(MACScratch) }}

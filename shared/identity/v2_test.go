@@ -317,6 +317,9 @@ func TestIdentityMACMatchesAppendSignature(t *testing.T) {
 			t.Fatal(err)
 		}
 		var scratch MACScratch // one caller's, reused across identities and requests
+		if scratch.Timestamp() != nil {
+			t.Fatal("a scratch that signed nothing has a timestamp")
+		}
 		for i := range ids {
 			m := s.NewIdentityMAC(&ids[i])
 			for j := range reqs {
@@ -326,6 +329,9 @@ func TestIdentityMACMatchesAppendSignature(t *testing.T) {
 				}
 				if got := m.AppendSignatureWith([]byte("y"), &reqs[j], &scratch); string(got) != "y"+string(want) {
 					t.Fatalf("with scratch: key %d bytes, id %d, req %d: %s, want %s", len(secret), i, j, got[1:], want)
+				}
+				if got, want := string(scratch.Timestamp()), strconv.FormatInt(reqs[j].Timestamp, 10); got != want {
+					t.Fatalf("scratch timestamp %q, want %q", got, want)
 				}
 			}
 		}

@@ -48,17 +48,17 @@ func (p *CORS) allowed(origin []byte) string {
 // preflight answers a CORS preflight (OPTIONS with Origin and
 // Access-Control-Request-Method) from an allowed origin itself, 204 and no
 // token needed: browsers send preflights without credentials. Anything
-// else goes on through the chain (a preflight from another origin is then
-// routed like any request and gets no CORS headers).
-func (s *Server) preflight(c *fiber.Ctx) error {
+// else goes on through the stages (a preflight from another origin is then
+// routed like any request and gets no CORS headers). It reports whether
+// it answered.
+func (s *Server) preflight(c *fiber.Ctx, st *state) bool {
 	h := &c.Request().Header
 	if !h.IsOptions() || len(h.Peek(fiber.HeaderAccessControlRequestMethod)) == 0 {
-		return c.Next()
+		return false
 	}
 	if s.o.CORS.allowed(h.Peek(fiber.HeaderOrigin)) == "" {
-		return c.Next()
+		return false
 	}
-	st := c.Locals(stateKey).(*state)
 	st.outcome = "preflight"
 	r := &c.Response().Header
 	r.Set(fiber.HeaderAccessControlAllowMethods, corsAllowMethods)
@@ -67,7 +67,7 @@ func (s *Server) preflight(c *fiber.Ctx) error {
 		r.Set(fiber.HeaderAccessControlMaxAge, strconv.Itoa(int(s.o.CORS.MaxAge/time.Second)))
 	}
 	c.Status(fiber.StatusNoContent)
-	return nil
+	return true
 }
 
 // corsHeaders sets the CORS response headers last (forwarding replaces

@@ -229,8 +229,6 @@ type state struct {
 	trace      reqTrace
 }
 
-const stateKey = "tollgate.state"
-
 // New builds the app.
 func New(d Deps, o Options) *Server {
 	// With the real clock, a request's start is the time fasthttp read for
@@ -265,13 +263,9 @@ func New(d Deps, o Options) *Server {
 		DisablePreParseMultipartForm: true,
 		ErrorHandler:                 s.errorHandler,
 	})
-	// Order matters: timing and request id outermost, then hygiene, then
-	// normalization; rules and authorization see only the clean request.
-	if o.CORS != nil {
-		s.app.Use(s.observe, s.hygiene, s.preflight, s.normalize, s.authorize)
-	} else {
-		s.app.Use(s.observe, s.hygiene, s.normalize, s.authorize)
-	}
+	// One handler for every request: observe runs the stages in order
+	// (stages), each given the request's state directly.
+	s.app.Use(s.observe)
 	return s
 }
 
@@ -288,23 +282,38 @@ func (s *Server) Router() *Router { return s.router.Load() }
 // ShutdownWithContext.
 func (s *Server) Drain() { s.draining.Store(true) }
 
-// observe is the outermost middleware: request id, timing, access log,
-// and the single place where errors become responses.
+// observe is the outermost stage: request id, timing, access log, and
+// the single place where errors become responses.
 func (s *Server) observe(c *fiber.Ctx) error {
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
 	if s.tracing != nil {
 		s.traceBegin(c, st)
 	}
-	c.Locals(stateKey, st)
-	err := s.next(c)
+	err := s.next(c, st)
 	if err != nil {
 		s.render(c, st, err)
 	}
 	s.finish(c, st)
-	c.Locals(stateKey, nil)
 	s.pool.Put(st)
 	return nil
+}
+
+// stages runs the request's stages in order: hygiene, the CORS preflight
+// when configured, normalization, then routing and authorization, which
+// forwards. Order matters: rules and authorization see only the clean
+// request. A stage's error ends the request (observe renders it).
+func (s *Server) stages(c *fiber.Ctx, st *state) error {
+	if err := s.hygiene(c, st); err != nil {
+		return err
+	}
+	if s.o.CORS != nil && s.preflight(c, st) {
+		return nil
+	}
+	if err := s.normalize(c, st); err != nil {
+		return err
+	}
+	return s.authorize(c, st)
 }
 
 // begin starts a request's timer and gives it its id.
@@ -349,7 +358,12 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 		c.Response().SetConnectionClose()
 	}
 	status := c.Response().StatusCode()
-	d := s.d.Now().Sub(st.start)
+	var d time.Duration
+	if s.ctxClock {
+		d = time.Since(st.start) // the monotonic clock alone: one read
+	} else {
+		d = s.d.Now().Sub(st.start)
+	}
 	s.d.Metrics.ObserveRequest(status, d.Seconds())
 	// Checked first: the attributes below would be built (and allocate)
 	// even when the level drops the record.
@@ -375,26 +389,20 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 	}
 }
 
-// next runs the rest of the chain, turning a panic into a 500 so that one
-// bad request cannot take the sidecar down.
-func (s *Server) next(c *fiber.Ctx) (err error) {
+// next runs the stages, turning a panic into a 500 so that one bad
+// request cannot take the sidecar down.
+func (s *Server) next(c *fiber.Ctx, st *state) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			st, _ := c.Locals(stateKey).(*state)
-			if st != nil {
-				s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
-			} else {
-				s.d.Log.Error("panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			}
+			s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
 			c.Response().Reset()
 			err = errPanic
 		}
 	}()
-	return c.Next()
+	return s.stages(c, st)
 }
 
-func (s *Server) hygiene(c *fiber.Ctx) error {
-	st := c.Locals(stateKey).(*state)
+func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 	if headers.HasTrailers(&c.Request().Header) {
 		st.outcome = "trailers"
 		return errTrailers
@@ -408,7 +416,7 @@ func (s *Server) hygiene(c *fiber.Ctx) error {
 	if droppedXFF {
 		s.untrustedXFF(c, st)
 	}
-	return c.Next()
+	return nil
 }
 
 // untrustedXFF counts a request whose X-Forwarded-For came from a peer
@@ -447,20 +455,18 @@ func (s *Server) isTrusted(a netip.Addr) bool {
 	return false
 }
 
-func (s *Server) normalize(c *fiber.Ctx) error {
-	st := c.Locals(stateKey).(*state)
+func (s *Server) normalize(c *fiber.Ctx, st *state) error {
 	p, err := pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	st.path = p
 	if err != nil {
 		return &httpError{status: 400, code: problem.CodeBadPath, detail: "path not accepted: " + err.Error()}
 	}
-	return c.Next()
+	return nil
 }
 
 // authorize routes the request and, for protected routes (and optional
 // ones with a bearer), authenticates and authorizes it; then it forwards.
-func (s *Server) authorize(c *fiber.Ctx) error {
-	st := c.Locals(stateKey).(*state)
+func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
 	// One load: the request keeps this router to the end, whatever a
 	// reload swaps in meanwhile.
@@ -719,8 +725,8 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	} else {
 		rq.BodySHA256 = identity.EmptyBodySHA256
 	}
-	st.ts = strconv.AppendInt(st.ts[:0], now, 10)
 	if cl == nil {
+		st.ts = strconv.AppendInt(st.ts[:0], now, 10)
 		id := identity.Identity{Principal: identity.PrincipalAnonymous}
 		st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
 		if st.wsBearer { // a public route: the bearer was never needed
@@ -728,6 +734,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		}
 	} else {
 		st.sig = w.mac.AppendSignatureWith(st.sig[:0], &rq, &st.mac)
+		st.ts = append(st.ts[:0], st.mac.Timestamp()...) // formatted once, for the tail
 		// The upstream never reads the token: the signed identity replaces
 		// it, and the token stays out of the upstream's logs.
 		h.Del(fiber.HeaderAuthorization)
@@ -1009,12 +1016,9 @@ func redact(s string) string {
 // errorHandler answers requests refused before the middleware chain ran
 // (fasthttp could not read them: a body over the limit, headers too large,
 // malformed framing), with the same problem body, request id, instance,
-// metrics and access log as any other answer.
+// metrics and access log as any other answer. (observe renders every
+// other error itself and always returns nil.)
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
-	if st, _ := c.Locals(stateKey).(*state); st != nil {
-		s.render(c, st, err)
-		return nil
-	}
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
 	if s.tracing != nil {
