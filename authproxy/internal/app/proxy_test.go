@@ -595,9 +595,22 @@ func TestForwardedHeadersTrust(t *testing.T) {
 				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
 			}
 			e := start(t, envOpt{vars: vars})
-			e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), map[string]string{
-				"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X_Forwarded_Host": "evil", "Forwarded": "for=1.2.3.4",
-			}), 200)
+			tok := e.token(nil)
+			for range 2 { // the token's first request, then a warm one
+				e.wantStatus(e.do("GET", "/api/v1/users/me", tok, map[string]string{
+					"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X_Forwarded_Host": "evil", "Forwarded": "for=1.2.3.4",
+				}), 200)
+				// The identity headers verify, from a trusted peer too
+				// (its forwarding headers are set one by one, the
+				// identity headers written as one block).
+				wantIP := "127.0.0.1"
+				if trusted {
+					wantIP = "203.0.113.7"
+				}
+				if r := e.wantSigned(); strings.Join(r.Headers["X-Auth-Client-Ip"], ",") != wantIP {
+					t.Fatalf("signed client IP %q, want %q", r.Headers["X-Auth-Client-Ip"], wantIP)
+				}
+			}
 			got := e.core.Last(t).Headers
 			wantXFF, wantProto := "127.0.0.1", "http"
 			if trusted {

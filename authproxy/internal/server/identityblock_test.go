@@ -79,6 +79,20 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 			if v := back.Peek("X-Forwarded-Host"); string(v) != "app.local" {
 				t.Fatalf("forwarded host header %q", v)
 			}
+
+			// From a trusted peer the forwarding headers are set one by
+			// one and the identity headers alone form the block: the
+			// same bytes again.
+			var trusted fasthttp.RequestHeader
+			trusted.SetRequestURI("/notes")
+			trusted.SetHost("app.local")
+			trusted.Set("Accept", "application/json")
+			setForwardedOnce(&trusted, st.ip, "https")
+			trusted.SetCanonical(requestIDKey, reqID)
+			trusted.SetCanonical(identityBlock(nil, signer.KeyID(), cl, w, st), st.sig)
+			if got := trusted.AppendBytes(nil); !bytes.Equal(got, want) {
+				t.Fatalf("identity block after forwarding headers writes\n%q\nheaders one by one write\n%q", got, want)
+			}
 		})
 	}
 }

@@ -701,16 +701,18 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		w = w.signed(cl, signer)
 		te.SetAux(w)
 	}
-	// A token's warm request from an untrusted peer (the usual case) has
-	// its forwarding and identity headers written as one block of lines
-	// (identityBlock); any other request has them set one by one.
-	block := cl != nil && w.lines && !st.trusted && !hasLineBreak(h.Host())
+	// A token's warm request has its identity headers written as one block
+	// of lines (identityBlock), and from an untrusted peer (the usual case)
+	// its forwarding headers too (forwardedLines); any other request has
+	// them set one by one.
+	block := cl != nil && w.lines
+	fwdBlock := block && !st.trusted && !hasLineBreak(h.Host())
 	if st.sentReqID {
 		// The client's X-Request-Id (every one it sent): the request's
 		// own id, the one it is signed with, is written below.
 		h.DelBytes(requestIDKey)
 	}
-	if !block {
+	if !fwdBlock {
 		s.setForwarded(c, st)
 		h.SetCanonical(requestIDKey, st.reqID)
 	}
@@ -740,7 +742,10 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		h.Del(fiber.HeaderAuthorization)
 	}
 	if block {
-		st.hdr = forwardedLines(st.hdr[:0], st.ip, scheme(c), h.Host(), st.reqID)
+		st.hdr = st.hdr[:0]
+		if fwdBlock {
+			st.hdr = forwardedLines(st.hdr, st.ip, scheme(c), h.Host(), st.reqID)
+		}
 		st.hdr = identityBlock(st.hdr, signer.KeyID(), cl, w, st)
 		// The block is the name of one header whose value is the
 		// signature: fasthttp writes a name as it is, so the upstream
