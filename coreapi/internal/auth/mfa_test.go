@@ -53,10 +53,19 @@ func (e *env) confirm(t testing.TB, as *identity.Identity, code string) apitest.
 // secret and the recovery codes. The confirmation used the current step.
 func (e *env) mfaUser(t testing.TB, email string) (tokens, string, []string) {
 	t.Helper()
+	tk, secret, codes, _ := e.mfaUserSpent(t, email)
+	return tk, secret, codes
+}
+
+// mfaUserSpent is mfaUser, also returning the code the enrolment was
+// confirmed with: spent from then on.
+func (e *env) mfaUserSpent(t testing.TB, email string) (tokens, string, []string, string) {
+	t.Helper()
 	tk := e.signup(t, email, "T "+email)
 	as := e.identityFor(t, tk)
 	en := e.enrol(t, as)
-	r := e.confirm(t, as, codeAt(t, en.Secret, time.Now()))
+	spent := codeAt(t, en.Secret, time.Now())
+	r := e.confirm(t, as, spent)
 	if r.Status != http.StatusOK {
 		t.Fatalf("confirm: %d %s", r.Status, r.Body)
 	}
@@ -64,7 +73,7 @@ func (e *env) mfaUser(t testing.TB, email string) (tokens, string, []string) {
 		RecoveryCodes []string `json:"recovery_codes"`
 	}
 	r.JSON(t, &rc)
-	return tk, en.Secret, rc.RecoveryCodes
+	return tk, en.Secret, rc.RecoveryCodes, spent
 }
 
 type mfaRequired struct {
@@ -167,7 +176,8 @@ func TestTOTPEnrolment(t *testing.T) {
 	for _, bad := range []string{"", strings.Repeat("1", 65)} {
 		wantStatus(t, "confirm "+strconv.Quote(bad), e.confirm(t, as, bad), http.StatusUnprocessableEntity, "validation_failed")
 	}
-	wantStatus(t, "code two steps ahead", e.confirm(t, as, codeAt(t, second.Secret, now.Add(70*time.Second))), http.StatusBadRequest, "invalid_mfa_code")
+	// Two steps (60 s) from the current one, reckoned just before sending.
+	wantStatus(t, "code two steps ahead", e.confirm(t, as, codeAt(t, second.Secret, time.Now().Add(60*time.Second))), http.StatusBadRequest, "invalid_mfa_code")
 	wantStatus(t, "letters", e.confirm(t, as, "abcdef"), http.StatusBadRequest, "invalid_mfa_code")
 
 	r := e.confirm(t, as, codeAt(t, second.Secret, now))
@@ -204,11 +214,12 @@ func TestTOTPEnrolment(t *testing.T) {
 
 func TestMFASignIn(t *testing.T) {
 	e := start(t, cheap)
-	_, secret, codes := e.mfaUser(t, "m@example.com")
+	_, secret, codes, spent := e.mfaUserSpent(t, "m@example.com")
 
 	mt := e.challenge(t, "m@example.com")
-	// The code confirmed at enrolment was for this step: it is spent.
-	wantStatus(t, "code replayed from enrolment", e.mfaOTP(t, mt, codeAt(t, secret, time.Now())), http.StatusBadRequest, "invalid_grant")
+	// The code confirmed at enrolment is spent, even while it is still
+	// inside the window (the same step, or the one before the current).
+	wantStatus(t, "code replayed from enrolment", e.mfaOTP(t, mt, spent), http.StatusBadRequest, "invalid_grant")
 	// The next step's code (clock skew of one step) is accepted.
 	before := time.Now().Unix()
 	r := e.mfaOTP(t, mt, codeAt(t, secret, time.Now().Add(30*time.Second)))
