@@ -107,12 +107,7 @@ func BenchmarkWarmRequest(b *testing.B) {
 				req.Header.Set("X-Forwarded-For", "203.0.113.7")
 			}
 			h := e.app.Server.App().Handler()
-			var ctx fasthttp.RequestCtx
-			ctx.Init(req, benchRemote, nil)
-			h(&ctx) // warm both caches
-			if ctx.Response.StatusCode() != 200 {
-				b.Fatalf("warm-up status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-			}
+			warmUp(b, h, req)
 			runHandler(b, h, req, 200)
 		})
 	}
@@ -229,20 +224,18 @@ func (t *cannedTransport) RoundTrip(_ *fasthttp.HostClient, req *fasthttp.Reques
 // TRUSTED_PROXY_CIDRS (an ingress in front of the proxy), whose forwarding
 // headers are set one by one.
 func BenchmarkHandlerNoIO(b *testing.B) {
-	for name, vars := range map[string]map[string]string{"authproxy": nil, "authproxy/trusted": {"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}} {
-		b.Run(name, func(b *testing.B) {
-			e := start(b, envOpt{vars: vars})
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+	}{{"authproxy", nil}, {"authproxy/trusted", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			e := start(b, envOpt{vars: tc.vars})
 			for _, hc := range e.app.Server.Router().Clients {
 				hc.Transport = newCannedTransport()
 			}
 			req := benchRequest(e.token(nil))
 			h := e.app.Server.App().Handler()
-			var ctx fasthttp.RequestCtx
-			ctx.Init(req, benchRemote, nil)
-			h(&ctx) // warm both caches
-			if ctx.Response.StatusCode() != 200 {
-				b.Fatalf("warm-up status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-			}
+			warmUp(b, h, req)
 			runHandler(b, h, req, 200)
 		})
 	}
@@ -250,6 +243,17 @@ func BenchmarkHandlerNoIO(b *testing.B) {
 		h := bareCannedHandler()
 		runHandler(b, h, benchRequest("x.y.z"), 200)
 	})
+}
+
+// warmUp sends req through h once, filling the caches, and wants a 200.
+func warmUp(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request) {
+	b.Helper()
+	var ctx fasthttp.RequestCtx
+	ctx.Init(req, benchRemote, nil)
+	h(&ctx)
+	if ctx.Response.StatusCode() != 200 {
+		b.Fatalf("warm-up status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
 }
 
 // bareCannedHandler is the bare forwarder of the no-I/O benchmarks: one
@@ -295,12 +299,7 @@ func BenchmarkHandlerNoIOParallel(b *testing.B) {
 				e.core.SetProjection(p)
 				c := testenv.DefaultClaims(time.Now(), p.UserID, tenantID, sessionID)
 				reqs[i] = benchRequest(testenv.Sign(b, e.key, c, nil))
-				var ctx fasthttp.RequestCtx
-				ctx.Init(reqs[i], benchRemote, nil)
-				h(&ctx) // warm both caches
-				if ctx.Response.StatusCode() != 200 {
-					b.Fatalf("warm-up status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-				}
+				warmUp(b, h, reqs[i])
 			}
 			runParallel(b, h, reqs)
 		})
