@@ -189,7 +189,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 			c.m.ProjectionFetches.WithLabelValues("error").Inc()
 			return nil, err
 		}
-		e.expires = fetchedAt + int64(ttl)
+		e.expires = fetchedAt + int64(jittered(ttl))
 		e.gens = [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), gg, kg}
 		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && c.keys.ut.Load() == ut {
 			if old := storeKey(set, e); old != nil && old.used.Load() {

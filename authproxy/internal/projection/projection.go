@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -234,6 +235,7 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 			c.m.ProjectionFetches.WithLabelValues("error").Inc()
 			return nil, err
 		}
+		ttl = jittered(ttl)
 		e.gens, e.fetchedAt, e.expires = g, fetchedAt, fetchedAt+int64(ttl)
 		e.us, e.ts = c.stripe(sub), c.stripe(tid)
 		// Keep the result only if nothing was invalidated meanwhile. The
@@ -253,6 +255,21 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 		return nil, e.err
 	}
 	return e, nil
+}
+
+// ttlJitter: each entry's TTL is shortened by up to 1/ttlJitter of it, at
+// random. Entries filled together (a proxy's start, a burst of sign-ins, a
+// working set cached in one pass) then expire spread over that span instead
+// of at one instant, when their refetches would all meet the
+// PROJECTION_MAX_FETCHES bound at once and the surplus be shed with 503s.
+// An entry never lives longer than the configured TTL.
+const ttlJitter = 10
+
+func jittered(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return ttl
+	}
+	return ttl - time.Duration(rand.Int64N(int64(ttl)/ttlJitter+1))
 }
 
 func newEntry(sub, tid string, p *identity.Projection) (*Entry, error) {

@@ -243,3 +243,32 @@ func TestValidFollowsInvalidation(t *testing.T) {
 		t.Fatal("entry invalidated by another user's event")
 	}
 }
+
+// Entries fetched at the same instant do not all expire at the same one:
+// each TTL is shortened by up to a tenth, at random, and never lengthened.
+func TestTTLJitterSpreadsExpiry(t *testing.T) {
+	f := newFixture(t)
+	const n = 40
+	ttl := f.c.opt.TTL
+	seen := map[int64]bool{}
+	for i := range n {
+		u := "jitter" + strconv.Itoa(i)
+		f.core.SetProjection(identity.Projection{UserID: u, TenantID: "t1", UserStatus: "active",
+			MembershipStatus: "active", TenantStatus: "active", Roles: []string{"member"}})
+		e, err := f.c.Get(context.Background(), u, "t1", "rid") // the fixture's clock stands still
+		if err != nil {
+			t.Fatal(err)
+		}
+		life := time.Duration(e.expires - e.fetchedAt)
+		if life > ttl || life < ttl-ttl/ttlJitter {
+			t.Fatalf("entry %d lives %v, want within [%v, %v]", i, life, ttl-ttl/ttlJitter, ttl)
+		}
+		seen[e.expires] = true
+	}
+	if len(seen) < n/2 {
+		t.Fatalf("%d entries filled at one instant expire at only %d instants", n, len(seen))
+	}
+	if jittered(0) != 0 || jittered(-time.Second) != -time.Second {
+		t.Fatal("a TTL of zero or less is not jittered")
+	}
+}
