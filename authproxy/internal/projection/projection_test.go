@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -245,29 +246,51 @@ func TestValidFollowsInvalidation(t *testing.T) {
 }
 
 // Entries fetched at the same instant do not all expire at the same one:
-// each TTL is shortened by up to a tenth, at random, and never lengthened.
+// each TTL is shortened by up to a tenth, at random, and never lengthened;
+// projections and API-key entries alike.
 func TestTTLJitterSpreadsExpiry(t *testing.T) {
-	f := newFixture(t)
 	const n = 40
-	ttl := f.c.opt.TTL
-	seen := map[int64]bool{}
-	for i := range n {
-		u := "jitter" + strconv.Itoa(i)
-		f.core.SetProjection(identity.Projection{UserID: u, TenantID: "t1", UserStatus: "active",
-			MembershipStatus: "active", TenantStatus: "active", Roles: []string{"member"}})
-		e, err := f.c.Get(context.Background(), u, "t1", "rid") // the fixture's clock stands still
-		if err != nil {
-			t.Fatal(err)
+	// spread checks the lifetimes of n entries fetched while the fixture's
+	// clock stands still.
+	spread := func(t *testing.T, ttl time.Duration, fetch func(i int) (fetchedAt, expires int64)) {
+		t.Helper()
+		seen := map[int64]bool{}
+		for i := range n {
+			fetchedAt, expires := fetch(i)
+			if life := time.Duration(expires - fetchedAt); life > ttl || life < ttl-ttl/ttlJitter {
+				t.Fatalf("entry %d lives %v, want within [%v, %v]", i, life, ttl-ttl/ttlJitter, ttl)
+			}
+			seen[expires] = true
 		}
-		life := time.Duration(e.expires - e.fetchedAt)
-		if life > ttl || life < ttl-ttl/ttlJitter {
-			t.Fatalf("entry %d lives %v, want within [%v, %v]", i, life, ttl-ttl/ttlJitter, ttl)
+		if len(seen) < n/2 {
+			t.Fatalf("%d entries filled at one instant expire at only %d instants", n, len(seen))
 		}
-		seen[e.expires] = true
 	}
-	if len(seen) < n/2 {
-		t.Fatalf("%d entries filled at one instant expire at only %d instants", n, len(seen))
-	}
+	t.Run("projections", func(t *testing.T) {
+		f := newFixture(t)
+		spread(t, f.c.opt.TTL, func(i int) (int64, int64) {
+			u := "jitter" + strconv.Itoa(i)
+			f.core.SetProjection(identity.Projection{UserID: u, TenantID: "t1", UserStatus: "active",
+				MembershipStatus: "active", TenantStatus: "active", Roles: []string{"member"}})
+			e, err := f.c.Get(context.Background(), u, "t1", "rid")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e.fetchedAt, e.expires
+		})
+	})
+	t.Run("api keys", func(t *testing.T) {
+		f := newKeyFixture(t)
+		spread(t, f.c.opt.TTL, func(i int) (int64, int64) {
+			key, _ := apikey.New()
+			f.core.SetAPIKey(key, keyOf("jitter"+strconv.Itoa(i)), false)
+			e, err := f.getKey(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e.fetchedAt, e.expires
+		})
+	})
 	if jittered(0) != 0 || jittered(-time.Second) != -time.Second {
 		t.Fatal("a TTL of zero or less is not jittered")
 	}
