@@ -2,6 +2,7 @@ package users
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestBatcherPanicAnswersEveryRead(t *testing.T) {
 			t.Fatalf("read of the panicked batch: err %v", c.err)
 		}
 	}
-	waitIdle(t, b)
+	waitState(t, b, 0, 0)
 	for _, c := range queueAll(t, b, 2) {
 		if c.err != nil {
 			t.Fatalf("read after the panic: %v", c.err)
@@ -79,22 +80,27 @@ func TestBatcherRoundTripBounded(t *testing.T) {
 	if !hasDeadline || deadline.Before(start) || deadline.After(time.Now().Add(batchTimeout)) {
 		t.Fatalf("round trip deadline %v (set %v)", deadline, hasDeadline)
 	}
-	waitIdle(t, b)
+	waitState(t, b, 0, 0)
 }
 
-// waitIdle waits until no runner holds a slot.
-func waitIdle(t *testing.T, b *batcher[testCall, *testCall]) {
+// waitState waits until b has running runners and pending queued reads.
+func waitState[T any, P interface {
+	*T
+	answer() *reply
+}](t *testing.T, b *batcher[T, P], running, pending int) {
 	t.Helper()
-	for range 1000 {
+	for n := 0; ; n++ {
 		b.mu.Lock()
-		idle := b.running == 0
+		r, q := b.running, len(b.pending)
 		b.mu.Unlock()
-		if idle {
+		if r == running && q == pending {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		if n > 50_000_000 {
+			t.Fatalf("batcher: %d running, %d pending; want %d and %d", r, q, running, pending)
+		}
+		runtime.Gosched()
 	}
-	t.Fatal("the runner's slot was never freed")
 }
 
 // Only a UUID in its 36-character form (either case) is batched; any

@@ -86,15 +86,11 @@ func TestListPagesQueuedMeanwhileShareOneRoundTrip(t *testing.T) {
 			got := make([]page, len(queued))
 			var wg sync.WaitGroup
 			wg.Go(func() { _, _, _ = s.List(ctx, ListParams{TenantID: tids[0], Limit: 10}) })
-			waitFor(t, func() bool { s.list.b.mu.Lock(); defer s.list.b.mu.Unlock(); return s.list.b.running == 1 })
+			waitState(t, &s.list.b, 1, 0)
 			for i, p := range queued {
 				wg.Go(func() { got[i].out, got[i].total, got[i].err = s.List(ctx, p) })
 			}
-			waitFor(t, func() bool {
-				s.list.b.mu.Lock()
-				defer s.list.b.mu.Unlock()
-				return len(s.list.b.pending) == len(queued)
-			})
+			waitState(t, &s.list.b, 1, len(queued))
 			before := len(q.sent())
 			held.Release()
 			wg.Wait()

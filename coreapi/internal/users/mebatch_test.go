@@ -3,7 +3,6 @@ package users
 import (
 	"context"
 	"errors"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,11 +132,11 @@ RETURNING id::text`)
 			// The first read takes the one round trip and waits for the
 			// connection; the others queue behind it.
 			read(0, ids[0])
-			waitFor(t, func() bool { s.me.b.mu.Lock(); defer s.me.b.mu.Unlock(); return s.me.b.running == 1 })
+			waitState(t, &s.me.b, 1, 0)
 			for i, id := range queued {
 				read(1+i, id)
 			}
-			waitFor(t, func() bool { s.me.b.mu.Lock(); defer s.me.b.mu.Unlock(); return len(s.me.b.pending) == len(queued) })
+			waitState(t, &s.me.b, 1, len(queued))
 			before := len(q.sent())
 			held.Release()
 			wg.Wait()
@@ -164,11 +163,7 @@ RETURNING id::text`)
 			}
 			// Every read is answered before the runner gives its slot
 			// back, so the slot is freed a moment after wg.Wait returns.
-			waitFor(t, func() bool {
-				s.me.b.mu.Lock()
-				defer s.me.b.mu.Unlock()
-				return s.me.b.running == 0 && len(s.me.b.pending) == 0
-			})
+			waitState(t, &s.me.b, 0, 0)
 		})
 	}
 }
@@ -213,19 +208,6 @@ func sameMe(a, b Me) bool {
 	return a.ID == b.ID && a.Email == b.Email && a.EmailVerified == b.EmailVerified && a.DisplayName == b.DisplayName &&
 		a.Status == b.Status && a.CreatedAt.Equal(b.CreatedAt) && a.UpdatedAt.Equal(b.UpdatedAt) && a.MFAEnabled == b.MFAEnabled &&
 		a.MembershipStatus == b.MembershipStatus && len(a.Roles) == len(b.Roles) && len(a.Permissions) == len(b.Permissions)
-}
-
-// waitFor yields until cond holds (a state the test's goroutines reach,
-// not a time).
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	var n atomic.Int64
-	for !cond() {
-		if n.Add(1) > 50_000_000 {
-			t.Fatal("condition never held")
-		}
-		runtime.Gosched()
-	}
 }
 
 // BenchmarkMeParallel is Store.Me from 64 goroutines at once over a pool
