@@ -1,10 +1,6 @@
 package projection
 
-import (
-	"slices"
-
-	"github.com/tollgate-auth/tollgate/shared/identity"
-)
+import "slices"
 
 // Narrow returns a copy of e whose permissions are those of e that scope
 // also lists: the projection a token with a scope claim acts with. The
@@ -20,6 +16,6 @@ func (e *Entry) Narrow(scope []string) *Entry {
 	}
 	n := *e
 	n.P = &p
-	n.Perms = identity.JoinList(p.Permissions)
+	n.setLines()
 	return &n
 }

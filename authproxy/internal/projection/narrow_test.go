@@ -21,10 +21,42 @@ func TestNarrow(t *testing.T) {
 	if n.gens != e.gens || n.Roles != e.Roles || n.Sub != "u" {
 		t.Fatalf("narrowed entry lost its identity: %+v", n)
 	}
-	if len(e.P.Permissions) != 3 || e.Perms != "notes:read,notes:write,users:read" {
-		t.Fatalf("the shared entry changed: %q", e.P.Permissions)
+	if want := "X-Auth-Roles: admin\r\nX-Auth-Permissions: notes:read,users:read\r\nX-Auth-Email-Verified: false\r\n"; n.Lines != want {
+		t.Fatalf("narrowed lines %q, want %q", n.Lines, want)
+	}
+	if len(e.P.Permissions) != 3 || e.Perms != "notes:read,notes:write,users:read" ||
+		e.Lines != "X-Auth-Roles: admin\r\nX-Auth-Permissions: notes:read,notes:write,users:read\r\nX-Auth-Email-Verified: false\r\n" {
+		t.Fatalf("the shared entry changed: %q, %q", e.P.Permissions, e.Lines)
 	}
 	if z := e.Narrow([]string{}); len(z.P.Permissions) != 0 || z.Perms != "" {
 		t.Fatalf("empty scope = %q", z.P.Permissions)
+	}
+}
+
+// An entry's header lines carry its lists and email state as forwarded,
+// and the lists' values stay what they were when they come to share the
+// lines' memory.
+func TestEntryLines(t *testing.T) {
+	for _, tc := range []struct {
+		roles, perms []string
+		verified     bool
+		want         string
+	}{
+		{[]string{"member", "editor"}, []string{"notes:read", "notes:write"}, true,
+			"X-Auth-Roles: member,editor\r\nX-Auth-Permissions: notes:read,notes:write\r\nX-Auth-Email-Verified: true\r\n"},
+		{nil, nil, false, "X-Auth-Roles: \r\nX-Auth-Permissions: \r\nX-Auth-Email-Verified: false\r\n"},
+		{[]string{"a"}, []string{"x:y"}, false, "X-Auth-Roles: a\r\nX-Auth-Permissions: x:y\r\nX-Auth-Email-Verified: false\r\n"},
+	} {
+		p := &identity.Projection{UserID: "u", TenantID: "t", Roles: slices.Clone(tc.roles), Permissions: slices.Clone(tc.perms), EmailVerified: tc.verified}
+		e := Of(p)
+		if e.Lines != tc.want {
+			t.Errorf("lines %q, want %q", e.Lines, tc.want)
+		}
+		if e.Roles != identity.JoinList(tc.roles) || e.Perms != identity.JoinList(tc.perms) {
+			t.Errorf("values %q / %q", e.Roles, e.Perms)
+		}
+		if !slices.Equal(p.Roles, tc.roles) || !slices.Equal(p.Permissions, tc.perms) {
+			t.Errorf("lists became %q / %q, want %q / %q", p.Roles, p.Permissions, tc.roles, tc.perms)
+		}
 	}
 }

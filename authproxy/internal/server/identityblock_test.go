@@ -59,7 +59,7 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 			one.SetCanonical(requestIDKey, reqID)
 			setIdentity(&one, signer.KeyID(), cl, w, st)
 			st.hdr = forwardedLines(st.hdr[:0], st.ip, "https", block.Host(), reqID)
-			st.hdr = identityBlock(st.hdr, signer.KeyID(), cl, w, st)
+			st.hdr = identityBlock(st.hdr, w, st)
 			block.SetCanonical(st.hdr, st.sig)
 			want, got := one.AppendBytes(nil), block.AppendBytes(nil)
 			if !bytes.Equal(got, want) {
@@ -89,7 +89,7 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 			trusted.Set("Accept", "application/json")
 			setForwardedOnce(&trusted, st.ip, "https")
 			trusted.SetCanonical(requestIDKey, reqID)
-			trusted.SetCanonical(identityBlock(nil, signer.KeyID(), cl, w, st), st.sig)
+			trusted.SetCanonical(identityBlock(nil, w, st), st.sig)
 			if got := trusted.AppendBytes(nil); !bytes.Equal(got, want) {
 				t.Fatalf("identity block after forwarding headers writes\n%q\nheaders one by one write\n%q", got, want)
 			}

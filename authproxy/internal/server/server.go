@@ -65,7 +65,12 @@ type Projections interface {
 // the token, and the signing state after the identity block for the
 // upstream key last used. It is immutable: a change replaces it.
 type warm struct {
-	pe       *projection.Entry
+	pe *projection.Entry
+	// tok, once signed, are the identity header lines the token itself
+	// decides, as identityBlock writes them: "X-Auth-Key-Id", principal,
+	// user, tenant, session, amr and auth time, each "Name: value\r\n";
+	// amr and authTime are parts of it.
+	tok      string
 	amr      string // X-Auth-Amr
 	authTime string // X-Auth-Auth-Time
 	// principal is X-Auth-Principal: user, or api_key (apikey.go).
@@ -85,7 +90,7 @@ type warm struct {
 // tokens.EntryBytes), signed for one upstream: the struct, its header
 // values and the HMAC state. It is measured by TestWarmBytesMeasured,
 // which fails when the real cost drifts from it.
-const WarmBytes = 210
+const WarmBytes = 464
 
 // newWarm is the warm state of a token with claims cl and projection e,
 // not yet signed for an upstream.
@@ -102,7 +107,51 @@ func (w *warm) signed(cl *tokens.Claims, signer *identity.KeySigner) *warm {
 	id := identity.Identity{Principal: w.principal, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
 		Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
 	lines := !anyLineBreak(signer.KeyID(), w.principal, cl.Sub, cl.Tid, cl.Sid, e.Roles, e.Perms, w.amr, w.authTime)
-	return &warm{pe: w.pe, amr: w.amr, authTime: w.authTime, mac: *signer.NewIdentityMAC(&id), principal: w.principal, lines: lines}
+	n := &warm{pe: w.pe, mac: *signer.NewIdentityMAC(&id), principal: w.principal, lines: lines}
+	n.setLines(signer.KeyID(), cl, w.amr, w.authTime)
+	return n
+}
+
+// setLines sets w.tok, and w.amr and w.authTime to its parts.
+func (w *warm) setLines(keyID string, cl *tokens.Claims, amr, authTime string) {
+	const sep = len(": \r\n")
+	n := len(identity.HeaderKeyID) + len(identity.HeaderPrincipal) + len(identity.HeaderUserID) +
+		len(identity.HeaderTenantID) + len(identity.HeaderSessionID) + 5*sep +
+		len(keyID) + len(w.principal) + len(cl.Sub) + len(cl.Tid) + len(cl.Sid)
+	if amr != "" {
+		n += len(identity.HeaderAMR) + sep + len(amr)
+	}
+	if authTime != "" {
+		n += len(identity.HeaderAuthTime) + sep + len(authTime)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	writeLine(&b, identity.HeaderKeyID, keyID)
+	writeLine(&b, identity.HeaderPrincipal, w.principal)
+	writeLine(&b, identity.HeaderUserID, cl.Sub)
+	writeLine(&b, identity.HeaderTenantID, cl.Tid)
+	writeLine(&b, identity.HeaderSessionID, cl.Sid)
+	var at [2][2]int
+	if amr != "" {
+		at[0] = writeLine(&b, identity.HeaderAMR, amr)
+	}
+	if authTime != "" {
+		at[1] = writeLine(&b, identity.HeaderAuthTime, authTime)
+	}
+	w.tok = b.String()
+	w.amr, w.authTime = w.tok[at[0][0]:at[0][1]], w.tok[at[1][0]:at[1][1]]
+}
+
+// writeLine writes the header line "name: value\r\n" to b and returns
+// where the value starts and ends in b.
+func writeLine(b *strings.Builder, name, value string) [2]int {
+	b.WriteString(name)
+	b.WriteString(": ")
+	at := [2]int{b.Len(), 0}
+	b.WriteString(value)
+	at[1] = b.Len()
+	b.WriteString("\r\n")
+	return at
 }
 
 // anyLineBreak reports whether any of vs holds a CR or LF.
@@ -746,7 +795,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		if fwdBlock {
 			st.hdr = forwardedLines(st.hdr, st.ip, scheme(c), h.Host(), st.reqID)
 		}
-		st.hdr = identityBlock(st.hdr, signer.KeyID(), cl, w, st)
+		st.hdr = identityBlock(st.hdr, w, st)
 		// The block is the name of one header whose value is the
 		// signature: fasthttp writes a name as it is, so the upstream
 		// receives the same lines as from setForwarded and setIdentity,
@@ -1066,14 +1115,14 @@ func setIdentity(h *fasthttp.RequestHeader, keyID string, cl *tokens.Claims, w *
 		setHeader(h, identity.HeaderUserID, cl.Sub)
 		setHeader(h, identity.HeaderTenantID, cl.Tid)
 		setHeader(h, identity.HeaderSessionID, cl.Sid)
-		setHeader(h, identity.HeaderRoles, e.Roles)
-		setHeader(h, identity.HeaderPermissions, e.Perms)
 		if w.amr != "" {
 			setHeader(h, identity.HeaderAMR, w.amr)
 		}
 		if w.authTime != "" {
 			setHeader(h, identity.HeaderAuthTime, w.authTime)
 		}
+		setHeader(h, identity.HeaderRoles, e.Roles)
+		setHeader(h, identity.HeaderPermissions, e.Perms)
 	}
 	setHeader(h, identity.HeaderEmailVerified, identity.BoolString(emailVerified))
 	h.SetCanonical(s2b(identity.HeaderClientIP), st.ip)
@@ -1086,22 +1135,9 @@ func setIdentity(h *fasthttp.RequestHeader, keyID string, cl *tokens.Claims, w *
 // each header but the last, whose value (the signature) fasthttp adds.
 // Only for a warm state whose values hold no line break (warm.lines); the
 // request's own values (client IP, timestamp) are formatted by the proxy.
-func identityBlock(dst []byte, keyID string, cl *tokens.Claims, w *warm, st *state) []byte {
-	e := w.pe
-	dst = appendLine(dst, identity.HeaderKeyID, keyID)
-	dst = appendLine(dst, identity.HeaderPrincipal, w.principal)
-	dst = appendLine(dst, identity.HeaderUserID, cl.Sub)
-	dst = appendLine(dst, identity.HeaderTenantID, cl.Tid)
-	dst = appendLine(dst, identity.HeaderSessionID, cl.Sid)
-	dst = appendLine(dst, identity.HeaderRoles, e.Roles)
-	dst = appendLine(dst, identity.HeaderPermissions, e.Perms)
-	if w.amr != "" {
-		dst = appendLine(dst, identity.HeaderAMR, w.amr)
-	}
-	if w.authTime != "" {
-		dst = appendLine(dst, identity.HeaderAuthTime, w.authTime)
-	}
-	dst = appendLine(dst, identity.HeaderEmailVerified, identity.BoolString(e.P.EmailVerified))
+func identityBlock(dst []byte, w *warm, st *state) []byte {
+	dst = append(dst, w.tok...)
+	dst = append(dst, w.pe.Lines...)
 	dst = appendLine(dst, identity.HeaderClientIP, b2s(st.ip))
 	dst = appendLine(dst, identity.HeaderTimestamp, b2s(st.ts))
 	return append(dst, identity.HeaderSignature...)
