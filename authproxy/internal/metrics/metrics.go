@@ -4,9 +4,6 @@
 package metrics
 
 import (
-	"strconv"
-	"sync/atomic"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -25,19 +22,16 @@ const (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	requestDuration *prometheus.HistogramVec
-	// byCode caches the observer of each status code (100-599; 0 holds
-	// anything else), created on the code's first request, so that only
-	// codes that happened are exported and recording does not allocate.
-	byCode [600]atomic.Pointer[observer]
+	// The metrics of every request are kept per CPU (sharded.go).
+	requestDuration *codeHistograms
+	AuthDuration    *HistogramOne
 
-	AuthDuration      prometheus.Histogram
 	Verifications     *prometheus.CounterVec // result
 	VerifyOK          prometheus.Counter
 	VerifyFailed      prometheus.Counter
-	cacheHits         *prometheus.CounterVec
-	cacheMisses       *prometheus.CounterVec
-	cacheEvictions    *prometheus.CounterVec
+	cacheHits         *CounterVec
+	cacheMisses       *CounterVec
+	cacheEvictions    *CounterVec
 	UnknownKids       prometheus.Counter
 	JWKSFetches       *prometheus.CounterVec // result
 	JWKSKeys          prometheus.Gauge
@@ -46,7 +40,7 @@ type Metrics struct {
 	UpstreamErrors    *prometheus.CounterVec // target, kind
 	ProjectionFetches *prometheus.CounterVec // result
 	NATSConnected     prometheus.Gauge
-	Decisions         *prometheus.CounterVec // outcome
+	Decisions         *CounterVec // outcome
 	RulesGeneration   prometheus.Gauge
 	RulesReloadFailed prometheus.Counter
 	UntrustedXFF      prometheus.Counter
@@ -57,11 +51,9 @@ type Metrics struct {
 	APIKeyRefusals *prometheus.CounterVec
 }
 
-type observer struct{ prometheus.Observer }
-
 // CacheCounters are one cache's hit/miss/eviction counters.
 type CacheCounters struct {
-	Hits, Misses, Evictions prometheus.Counter
+	Hits, Misses, Evictions *Counter
 }
 
 // New creates and registers the metrics, plus the Go and process collectors.
@@ -71,24 +63,16 @@ func New() *Metrics {
 	fast := []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	m := &Metrics{
 		Registry: r,
-		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "authproxy_request_duration_seconds", Help: "Whole request time at the proxy, by status code.", Buckets: fast,
-		}, []string{"code"}),
-		AuthDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "authproxy_auth_duration_seconds", Help: "Time from the start of a protected request to its access decision (hygiene, token, projection, decision).", Buckets: fast,
-		}),
+		requestDuration: &codeHistograms{upper: fast,
+			desc: prometheus.NewDesc("authproxy_request_duration_seconds", "Whole request time at the proxy, by status code.", []string{"code"}, nil)},
+		AuthDuration: &HistogramOne{Histogram: newHistogram(fast),
+			desc: prometheus.NewDesc("authproxy_auth_duration_seconds", "Time from the start of a protected request to its access decision (hygiene, token, projection, decision).", nil, nil)},
 		Verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_token_verifications_total", Help: "Token signature verifications performed (cache misses only).",
 		}, []string{"result"}),
-		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authproxy_cache_hits_total", Help: "Cache hits by cache.",
-		}, []string{"cache"}),
-		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authproxy_cache_misses_total", Help: "Cache misses by cache.",
-		}, []string{"cache"}),
-		cacheEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authproxy_cache_evictions_total", Help: "Entries evicted for space or expiry, by cache.",
-		}, []string{"cache"}),
+		cacheHits:      &CounterVec{desc: prometheus.NewDesc("authproxy_cache_hits_total", "Cache hits by cache.", []string{"cache"}, nil)},
+		cacheMisses:    &CounterVec{desc: prometheus.NewDesc("authproxy_cache_misses_total", "Cache misses by cache.", []string{"cache"}, nil)},
+		cacheEvictions: &CounterVec{desc: prometheus.NewDesc("authproxy_cache_evictions_total", "Entries evicted for space or expiry, by cache.", []string{"cache"}, nil)},
 		UnknownKids: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_jwks_unknown_kid_total", Help: "Tokens naming a key id not in the key set.",
 		}),
@@ -114,9 +98,7 @@ func New() *Metrics {
 		NATSConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_nats_connected", Help: "1 while the invalidation subscription is connected.",
 		}),
-		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authproxy_decisions_total", Help: "Access decisions by outcome.",
-		}, []string{"outcome"}),
+		Decisions: &CounterVec{desc: prometheus.NewDesc("authproxy_decisions_total", "Access decisions by outcome.", []string{"outcome"}, nil)},
 		RulesGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_rules_generation", Help: "Route tables loaded: 1 at start, +1 per successful reload.",
 		}),
@@ -163,15 +145,7 @@ func New() *Metrics {
 // ObserveRequest records one request's duration (seconds) by status code
 // (label code, e.g. "200"; a status outside 100-599 counts as "0").
 func (m *Metrics) ObserveRequest(status int, seconds float64) {
-	if status < 100 || status >= len(m.byCode) {
-		status = 0
-	}
-	o := m.byCode[status].Load()
-	if o == nil {
-		o = &observer{m.requestDuration.WithLabelValues(strconv.Itoa(status))}
-		m.byCode[status].Store(o) // a racing twin stores the same child
-	}
-	o.Observe(seconds)
+	m.requestDuration.observe(status, seconds)
 }
 
 // CacheSize exports the size of the named cache, whose every entry is

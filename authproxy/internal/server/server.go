@@ -26,7 +26,6 @@ import (
 	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
@@ -225,7 +224,7 @@ type Server struct {
 	// decisions are authproxy_decisions_total's counters, indexed by
 	// outcome, resolved once so that counting neither allocates nor
 	// looks anything up.
-	decisions []prometheus.Counter
+	decisions []*metrics.Counter
 }
 
 // decided counts an access decision (Decide, then Authn when it allowed).

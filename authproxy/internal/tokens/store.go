@@ -3,8 +3,6 @@ package tokens
 import (
 	"encoding/binary"
 	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // storeShards splits a store so that fills and lookups of different
@@ -23,7 +21,7 @@ const storeShards = 64
 type store struct {
 	shards    [storeShards]storeShard
 	cap       int64
-	evictions prometheus.Counter
+	evictions interface{ Inc() }
 	// onEvict, when set, is told of every entry that leaves the store
 	// (evicted, or replaced under its key), under its shard's lock.
 	onEvict func(*Entry)
@@ -39,7 +37,7 @@ type storeShard struct {
 }
 
 // newStore returns a store of capacity entries (at least one a shard).
-func newStore(capacity int64, evictions prometheus.Counter) *store {
+func newStore(capacity int64, evictions interface{ Inc() }) *store {
 	s := &store{evictions: evictions}
 	for i := range s.shards {
 		n := capacity / storeShards
