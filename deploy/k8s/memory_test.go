@@ -9,12 +9,12 @@ import (
 )
 
 // measuredProxyRSS is the RSS of an authproxy at the default CACHE_MEMORY_MB
-// with both caches full and 10,000 keep-alive connections open: the highest
-// measurement so far, `make bench`'s concurrency row (649.5 MiB, after the
-// cold row's flood of one-time tokens, no GOMEMLIMIT; docs/benchmarks.md),
-// above the runs of `go run ./deploy/loadtest -rss-users 140000
-// -held-conns 10000` in docs/scaling.md ("Memory per proxy", 566 MiB).
-var measuredProxyRSS = resource.MustParse("650Mi")
+// and the base's GOMEMLIMIT with both caches full and 10,000 keep-alive
+// connections open: the highest measurement so far, `go run ./deploy/loadtest
+// -rss-users 160000 -held-conns 10000 -proxy-gomemlimit 640MiB` (675 MiB,
+// with 36,126 evictions on the way: docs/scaling.md, "Memory per proxy"),
+// above `make bench`'s concurrency row (608-650 MiB).
+var measuredProxyRSS = resource.MustParse("675Mi")
 
 // checkProxyMemory: the authproxy container's memory limit covers the
 // measured RSS with at least 10 % headroom, its request equals the limit
