@@ -629,13 +629,12 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	}
 	fmt.Fprintf(out, "pids: bare %d, authproxy %d, upstream %d\n", h.bare.pid(), h.proxy.pid(), h.upstream.pid())
 	ps := h.pairedRounds(ctx, noAuth, warmReqs, rounds)
-	var ratio, bare, warm []float64
+	var ratio []float64
 	for _, p := range ps {
 		ratio = append(ratio, p.warm.RPS/p.bare.RPS)
-		bare = append(bare, p.bareCPU)
-		warm = append(warm, p.warmCPU)
 	}
-	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs\n", len(ps), median(ratio), median(bare), median(warm))
+	bare, warm, added, _ := (&report{paired: ps}).pairedCPU()
+	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs, difference %.1f µs\n", len(ps), median(ratio), bare, warm, added)
 	return ctx.Err()
 }
 

@@ -32,11 +32,12 @@ func TestParseProcStatCPU(t *testing.T) {
 
 func TestPairedCPUMedians(t *testing.T) {
 	r := &report{paired: []pairedRound{{bareCPU: 20, warmCPU: 30}, {bareCPU: -1, warmCPU: 99}, {bareCPU: 22, warmCPU: 26}, {bareCPU: 18, warmCPU: 25}}}
-	bare, warm, ok := r.pairedCPU()
-	if !ok || bare != 20 || warm != 26 {
-		t.Fatalf("pairedCPU = %v, %v, %v; want 20, 26 (the unread round left out)", bare, warm, ok)
+	bare, warm, added, ok := r.pairedCPU()
+	// Differences 10, 4, 7: their median, not 26 − 20.
+	if !ok || bare != 20 || warm != 26 || added != 7 {
+		t.Fatalf("pairedCPU = %v, %v, %v, %v; want 20, 26, 7 (the unread round left out)", bare, warm, added, ok)
 	}
-	if _, _, ok := (&report{paired: []pairedRound{{bareCPU: -1, warmCPU: 1}}}).pairedCPU(); ok {
+	if _, _, _, ok := (&report{paired: []pairedRound{{bareCPU: -1, warmCPU: 1}}}).pairedCPU(); ok {
 		t.Fatal("no readable round reported as measured")
 	}
 }
