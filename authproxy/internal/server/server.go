@@ -100,7 +100,8 @@ func newWarm(cl *tokens.Claims, e *projection.Entry) *warm {
 	return &warm{pe: e, amr: identity.JoinList(cl.AMR), authTime: identity.FormatAuthTime(cl.AuthTime), principal: cl.Principal}
 }
 
-// signed is w with the HMAC state over the identity block for signer.
+// signed is w with the HMAC state over the identity block for signer and
+// the token's identity header lines (tok) under its key id.
 func (w *warm) signed(cl *tokens.Claims, signer *identity.KeySigner) *warm {
 	e := w.pe
 	id := identity.Identity{Principal: w.principal, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
