@@ -320,45 +320,31 @@ func shareValues(list []string, joined string) {
 
 // setLines sets Lines, Roles and Perms from e.P.
 func (e *Entry) setLines() {
-	const sep = len(": \r\n")
-	n := len(identity.HeaderRoles) + len(identity.HeaderPermissions) + len(identity.HeaderEmailVerified) + 3*sep +
-		listLen(e.P.Roles) + listLen(e.P.Permissions) + len(identity.BoolString(e.P.EmailVerified))
-	var b strings.Builder
-	b.Grow(n)
-	roles := writeLine(&b, identity.HeaderRoles, e.P.Roles)
-	perms := writeLine(&b, identity.HeaderPermissions, e.P.Permissions)
-	b.WriteString(identity.HeaderEmailVerified)
-	b.WriteString(": ")
-	b.WriteString(identity.BoolString(e.P.EmailVerified))
-	b.WriteString("\r\n")
-	e.Lines = b.String()
+	var buf [512]byte // typical lists fit: built here, copied once
+	b, roles := appendListLine(buf[:0], identity.HeaderRoles, e.P.Roles)
+	b, perms := appendListLine(b, identity.HeaderPermissions, e.P.Permissions)
+	b = append(b, identity.HeaderEmailVerified...)
+	b = append(b, ": "...)
+	b = append(b, identity.BoolString(e.P.EmailVerified)...)
+	e.Lines = string(append(b, "\r\n"...))
 	e.Roles, e.Perms = e.Lines[roles[0]:roles[1]], e.Lines[perms[0]:perms[1]]
 }
 
-// listLen is the length of identity.JoinList(list).
-func listLen(list []string) int {
-	n := max(len(list)-1, 0)
-	for _, v := range list {
-		n += len(v)
-	}
-	return n
-}
-
-// writeLine writes the header line "name: a,b,...\r\n" of list to b and
-// returns where its value starts and ends in b.
-func writeLine(b *strings.Builder, name string, list []string) [2]int {
-	b.WriteString(name)
-	b.WriteString(": ")
-	at := [2]int{b.Len(), 0}
+// appendListLine appends the header line "name: a,b,...\r\n" of list
+// (its value identity.JoinList(list)) and returns where the value lies in
+// the result.
+func appendListLine(dst []byte, name string, list []string) ([]byte, [2]int) {
+	dst = append(dst, name...)
+	dst = append(dst, ": "...)
+	at := [2]int{len(dst), 0}
 	for i, v := range list {
 		if i > 0 {
-			b.WriteByte(',')
+			dst = append(dst, ',')
 		}
-		b.WriteString(v)
+		dst = append(dst, v...)
 	}
-	at[1] = b.Len()
-	b.WriteString("\r\n")
-	return at
+	at[1] = len(dst)
+	return append(dst, "\r\n"...), at
 }
 
 // Active reports whether the user, the membership and the tenant are all

@@ -114,44 +114,21 @@ func (w *warm) signed(cl *tokens.Claims, signer *identity.KeySigner) *warm {
 
 // setLines sets w.tok, and w.amr and w.authTime to its parts.
 func (w *warm) setLines(keyID string, cl *tokens.Claims, amr, authTime string) {
-	const sep = len(": \r\n")
-	n := len(identity.HeaderKeyID) + len(identity.HeaderPrincipal) + len(identity.HeaderUserID) +
-		len(identity.HeaderTenantID) + len(identity.HeaderSessionID) + 5*sep +
-		len(keyID) + len(w.principal) + len(cl.Sub) + len(cl.Tid) + len(cl.Sid)
-	if amr != "" {
-		n += len(identity.HeaderAMR) + sep + len(amr)
-	}
-	if authTime != "" {
-		n += len(identity.HeaderAuthTime) + sep + len(authTime)
-	}
-	var b strings.Builder
-	b.Grow(n)
-	writeLine(&b, identity.HeaderKeyID, keyID)
-	writeLine(&b, identity.HeaderPrincipal, w.principal)
-	writeLine(&b, identity.HeaderUserID, cl.Sub)
-	writeLine(&b, identity.HeaderTenantID, cl.Tid)
-	writeLine(&b, identity.HeaderSessionID, cl.Sid)
+	var buf [384]byte // the lines of usual ids fit: built here, copied once
+	b := appendLine(buf[:0], identity.HeaderKeyID, keyID)
+	b = appendLine(b, identity.HeaderPrincipal, w.principal)
+	b = appendLine(b, identity.HeaderUserID, cl.Sub)
+	b = appendLine(b, identity.HeaderTenantID, cl.Tid)
+	b = appendLine(b, identity.HeaderSessionID, cl.Sid)
 	var at [2][2]int
 	if amr != "" {
-		at[0] = writeLine(&b, identity.HeaderAMR, amr)
+		b, at[0] = appendLineAt(b, identity.HeaderAMR, amr)
 	}
 	if authTime != "" {
-		at[1] = writeLine(&b, identity.HeaderAuthTime, authTime)
+		b, at[1] = appendLineAt(b, identity.HeaderAuthTime, authTime)
 	}
-	w.tok = b.String()
+	w.tok = string(b)
 	w.amr, w.authTime = w.tok[at[0][0]:at[0][1]], w.tok[at[1][0]:at[1][1]]
-}
-
-// writeLine writes the header line "name: value\r\n" to b and returns
-// where the value starts and ends in b.
-func writeLine(b *strings.Builder, name, value string) [2]int {
-	b.WriteString(name)
-	b.WriteString(": ")
-	at := [2]int{b.Len(), 0}
-	b.WriteString(value)
-	at[1] = b.Len()
-	b.WriteString("\r\n")
-	return at
 }
 
 // anyLineBreak reports whether any of vs holds a CR or LF.
@@ -1149,4 +1126,11 @@ func appendLine(dst []byte, name, value string) []byte {
 	dst = append(dst, ": "...)
 	dst = append(dst, value...)
 	return append(dst, "\r\n"...)
+}
+
+// appendLineAt is appendLine that also returns where value lies in the
+// result.
+func appendLineAt(dst []byte, name, value string) ([]byte, [2]int) {
+	at := len(dst) + len(name) + len(": ")
+	return appendLine(dst, name, value), [2]int{at, at + len(value)}
 }
