@@ -353,7 +353,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// of one-time tokens fills its caches: bare and warm alternate, so that
 	// drift in what else the machine does hits both; the report quotes the
 	// medians.
-	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs, 5)
+	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs, pairedRuns)
 
 	// Fixed-rate load at half the bare proxy's capacity in the open-loop
 	// placement (-placement): the latency each proxy adds when neither it
@@ -510,7 +510,37 @@ func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
 type pairedRound struct {
 	bare, warm       result
 	bareCPU, warmCPU float64
+	warmFirst        bool // authproxy ran first in this round
 }
+
+// first names the proxy measured first in p's round.
+func (p pairedRound) first() string {
+	if p.warmFirst {
+		return "authproxy"
+	}
+	return "bare"
+}
+
+// pairedRuns is the number of paired rounds of the full run, each
+// pairedRunLength long per proxy: many short pairs rather than a few long
+// ones, so that each difference is taken over seconds in which the
+// machine's speed moved little, and one slow phase spoils few of them.
+const (
+	pairedRuns      = 10
+	pairedRunLength = 2500 * time.Millisecond
+	pairedWarmup    = 500 * time.Millisecond
+)
+
+// pairedLength is how long each paired run is measured when rows are
+// measured for duration: pairedRunLength, shorter in a -quick run.
+func pairedLength(duration time.Duration) time.Duration {
+	return min(pairedRunLength, max(duration/4, time.Second))
+}
+
+// warmFirst says whether round i (from 0) runs authproxy before the bare
+// proxy: the order alternates, so that a machine slowing down (or speeding
+// up) during the rounds does not always favour the proxy measured first.
+func warmFirst(i int) bool { return i%2 == 1 }
 
 // Placements of the open-loop rows (-placement).
 const (
@@ -729,14 +759,16 @@ func openLoopMedians(rounds [][]openLoopRow) string {
 	return b.String()
 }
 
+// pairedRounds runs rounds of one bare-proxy run and one authproxy warm
+// run each, in the order warmFirst gives, back to back.
 func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, rounds int) []pairedRound {
 	c := h.o.conns
-	d := max(h.o.duration/2, time.Second)
+	d := pairedLength(h.o.duration)
 	out := make([]pairedRound, 0, rounds)
 	run := func(addr string, p *proc, reqs [][]byte) (result, float64) {
 		var before, after time.Duration
 		var errB, errA error
-		r := load{addr: addr, conns: c, warmup: time.Second, duration: d, request: cycle(reqs, c), want: 200,
+		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200,
 			onStart: func() { before, errB = procCPU(p.pid()) }, onEnd: func() { after, errA = procCPU(p.pid()) }}.run(ctx)
 		if errB != nil || errA != nil || r.Requests == 0 {
 			return r, -1
@@ -744,11 +776,16 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 		return r, float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
 	}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
-		var p pairedRound
+		p := pairedRound{warmFirst: warmFirst(i)}
+		if p.warmFirst {
+			p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
+		}
 		p.bare, p.bareCPU = run(h.bareAddr, h.bare, noAuth)
-		p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
-		h.logf("paired round %d: bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req, ratio %.2f",
-			i+1, p.bare.RPS, p.bare.P99, p.bareCPU, p.warm.RPS, p.warm.P99, p.warmCPU, p.warm.RPS/p.bare.RPS)
+		if !p.warmFirst {
+			p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
+		}
+		h.logf("paired round %d (%s first): bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req, ratio %.2f",
+			i+1, p.first(), p.bare.RPS, p.bare.P99, p.bareCPU, p.warm.RPS, p.warm.P99, p.warmCPU, p.warm.RPS/p.bare.RPS)
 		out = append(out, p)
 	}
 	return out

@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,5 +41,35 @@ func TestPairedCPUMedians(t *testing.T) {
 	}
 	if _, _, _, ok := (&report{paired: []pairedRound{{bareCPU: -1, warmCPU: 1}}}).pairedCPU(); ok {
 		t.Fatal("no readable round reported as measured")
+	}
+}
+
+func TestPairedRoundsAlternateAndReport(t *testing.T) {
+	var firsts []bool
+	for i := range 4 {
+		firsts = append(firsts, warmFirst(i))
+	}
+	if !slices.Equal(firsts, []bool{false, true, false, true}) {
+		t.Fatalf("warm first by round = %v; want the order to alternate, the bare proxy first", firsts)
+	}
+	if got := pairedLength(10 * time.Second); got != pairedRunLength {
+		t.Fatalf("pairedLength(10s) = %v; want %v", got, pairedRunLength)
+	}
+	if got := pairedLength(2 * time.Second); got != time.Second {
+		t.Fatalf("pairedLength(2s) (-quick) = %v; want 1s", got)
+	}
+	r := &report{opts: options{conns: 64, duration: 10 * time.Second}, paired: []pairedRound{
+		{bare: result{RPS: 20000}, warm: result{RPS: 16000}, bareCPU: 40, warmCPU: 47.5},
+		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: -1, warmFirst: true},
+	}}
+	out := r.markdown()
+	for _, want := range []string{
+		"500ms warm-up and 2.5s measured per run",
+		"| 1 | bare | 20000 | 0.00 ms | 40.0 µs | 16000 | 0.00 ms | 47.5 µs | 0.80 | +7.5 µs |",
+		"| 2 | authproxy | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | – | 0.90 | – |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
 	}
 }

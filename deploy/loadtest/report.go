@@ -237,16 +237,21 @@ func (r *report) markdown() string {
 	}
 
 	if len(r.paired) > 0 {
-		w("\nPaired rounds (bare proxy, then authproxy warm, alternating; %d connections; run on the fresh proxy before the cold row; "+
+		w("\nPaired rounds (one run of the bare proxy and one of authproxy warm, back to back, the order alternating from round to round; "+
+			"%d connections; %s warm-up and %s measured per run; run on the fresh proxy before the cold row; "+
 			"CPU per request is each proxy process's utime+stime from /proc over the measured window ÷ its requests; the bare proxy "+
-			"is configured like authproxy's defaults: limits, timeouts, read buffer, streamed responses):\n\n", r.opts.conns)
-		w("| round | bare req/s | bare p99 | bare CPU/req | warm req/s | warm p99 | warm CPU/req | ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+			"is configured like authproxy's defaults: limits, timeouts, read buffer, streamed responses):\n\n", r.opts.conns, pairedWarmup, pairedLength(r.opts.duration))
+		w("| round | first | bare req/s | bare p99 | bare CPU/req | warm req/s | warm p99 | warm CPU/req | ratio | CPU difference |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, p := range r.paired {
 			ratio := 0.0
 			if p.bare.RPS > 0 {
 				ratio = p.warm.RPS / p.bare.RPS
 			}
-			w("| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f |\n", i+1, p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU), p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio)
+			diff := "–"
+			if p.bareCPU >= 0 && p.warmCPU >= 0 {
+				diff = fmt.Sprintf("%+.1f µs", p.warmCPU-p.bareCPU)
+			}
+			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU), p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff)
 		}
 	}
 	if len(r.users) > 0 {
