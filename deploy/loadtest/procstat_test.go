@@ -34,12 +34,12 @@ func TestParseProcStatCPU(t *testing.T) {
 
 func TestPairedCPUMedians(t *testing.T) {
 	r := &report{paired: []pairedRound{{bareCPU: 20, warmCPU: 30}, {bareCPU: -1, warmCPU: 99}, {bareCPU: 22, warmCPU: 26}, {bareCPU: 18, warmCPU: 25}}}
-	bare, warm, added, ok := r.pairedCPU()
+	bare, warm, added, n := r.pairedCPU()
 	// Differences 10, 4, 7: their median, not 26 − 20.
-	if !ok || bare != 20 || warm != 26 || added != 7 {
-		t.Fatalf("pairedCPU = %v, %v, %v, %v; want 20, 26, 7 (the unread round left out)", bare, warm, added, ok)
+	if n != 3 || bare != 20 || warm != 26 || added != 7 {
+		t.Fatalf("pairedCPU = %v, %v, %v, %v; want 20, 26, 7 over 3 rounds (the unread round left out)", bare, warm, added, n)
 	}
-	if _, _, _, ok := (&report{paired: []pairedRound{{bareCPU: -1, warmCPU: 1}}}).pairedCPU(); ok {
+	if _, _, _, n := (&report{paired: []pairedRound{{bareCPU: -1, warmCPU: 1}}}).pairedCPU(); n != 0 {
 		t.Fatal("no readable round reported as measured")
 	}
 }
@@ -59,14 +59,19 @@ func TestPairedRoundsAlternateAndReport(t *testing.T) {
 		t.Fatalf("pairedLength(2s) (-quick) = %v; want 1s", got)
 	}
 	r := &report{opts: options{conns: 64, duration: 10 * time.Second}, paired: []pairedRound{
-		{bare: result{RPS: 20000}, warm: result{RPS: 16000}, bareCPU: 40, warmCPU: 47.5},
-		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: -1, warmFirst: true},
+		{bare: result{RPS: 20000}, warm: result{RPS: 16000}, bareCPU: 40, warmCPU: 47.5, tok: result{Requests: 1}, tokCPU: 42},
+		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: -1, warmFirst: true, tok: result{Requests: 1}, tokCPU: 44},
+		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: 49, tokCPU: 99}, // tokens not run: left out
 	}}
 	out := r.markdown()
 	for _, want := range []string{
 		"500ms warm-up and 2.5s measured per run",
-		"| 1 | bare | 20000 | 0.00 ms | 40.0 µs | 16000 | 0.00 ms | 47.5 µs | 0.80 | +7.5 µs |",
-		"| 2 | authproxy | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | – | 0.90 | – |",
+		"| 1 | bare | 20000 | 0.00 ms | 40.0 µs | 16000 | 0.00 ms | 47.5 µs | 0.80 | +7.5 µs | 42.0 µs | +2.0 µs |",
+		"| 2 | authproxy | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | – | 0.90 | – | 44.0 µs | +3.0 µs |",
+		"| 3 | bare | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | 49.0 µs | 0.90 | +8.0 µs | – | – |",
+		// Rounds 1 and 3 read both: differences 7.5 and 8; tokens 2 and 3.
+		"median of the 2 paired rounds' differences (medians of each: warm − bare) | 7.8 (48.2 − 40.5)",
+		"the bare proxy sent authproxy's requests (token included, forwarded as it is) − the bare proxy, median of the rounds' differences | 2.5 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

@@ -53,8 +53,8 @@ type report struct {
 // paired rounds where both were read, and the median of each such round's
 // difference (warm − bare): the side-by-side figure, which a drift of the
 // machine's speed between rounds moves less than the difference of the two
-// medians.
-func (r *report) pairedCPU() (bare, warm, added float64, ok bool) {
+// medians; n is the number of such rounds (0: none, the rest is zero).
+func (r *report) pairedCPU() (bare, warm, added float64, n int) {
 	var bs, ws, ds []float64
 	for _, p := range r.paired {
 		if p.bareCPU >= 0 && p.warmCPU >= 0 {
@@ -62,9 +62,26 @@ func (r *report) pairedCPU() (bare, warm, added float64, ok bool) {
 		}
 	}
 	if len(bs) == 0 {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0
 	}
-	return median(bs), median(ws), median(ds), true
+	return median(bs), median(ws), median(ds), len(ds)
+}
+
+// tokenCPU returns the median over the paired rounds of what carrying the
+// bearer token adds to the bare proxy's CPU per request (bare proxy with
+// authproxy's requests − bare proxy with its own): the part of authproxy's
+// difference that any proxy the token passes through pays.
+func (r *report) tokenCPU() (added float64, ok bool) {
+	var ds []float64
+	for _, p := range r.paired {
+		if p.bareCPU >= 0 && p.tokCPU >= 0 && p.tok.Requests > 0 {
+			ds = append(ds, p.tokCPU-p.bareCPU)
+		}
+	}
+	if len(ds) == 0 {
+		return 0, false
+	}
+	return median(ds), true
 }
 
 func median(v []float64) float64 {
@@ -162,9 +179,12 @@ func (r *report) markdown() string {
 		ratio, added := r.pairedMedians()
 		w("| authproxy warm ÷ bare proxy throughput, median of %d paired rounds | %.2f | ≥ 0.85: %s |\n", len(r.paired), ratio, verdict(ratio >= 0.85))
 		w("| p99 added by authproxy, median of %d paired rounds | %s | ≤ 0.3 ms: %s |\n", len(r.paired), ms(added), verdict(added <= 300*time.Microsecond))
-		if bareCPU, warmCPU, added, ok := r.pairedCPU(); ok {
+		if bareCPU, warmCPU, added, n := r.pairedCPU(); n > 0 {
 			w("| authproxy − bare proxy CPU per request (µs, /proc utime+stime), median of the %d paired rounds' differences (medians of each: warm − bare) | %.1f (%.1f − %.1f) | ≤ 5: %s |\n",
-				len(r.paired), added, warmCPU, bareCPU, verdict(added <= 5))
+				n, added, warmCPU, bareCPU, verdict(added <= 5))
+		}
+		if tok, ok := r.tokenCPU(); ok {
+			w("| of which the bearer token's bytes: the bare proxy sent authproxy's requests (token included, forwarded as it is) − the bare proxy, median of the rounds' differences | %.1f | (what any proxy the token passes through pays; not the auth work) |\n", tok)
 		}
 	}
 	bare, warm := r.find(r.rows, "bare Fiber proxy", 0), r.find(r.rows, "authproxy warm", 0)
@@ -241,17 +261,25 @@ func (r *report) markdown() string {
 			"%d connections; %s warm-up and %s measured per run; run on the fresh proxy before the cold row; "+
 			"CPU per request is each proxy process's utime+stime from /proc over the measured window ÷ its requests; the bare proxy "+
 			"is configured like authproxy's defaults: limits, timeouts, read buffer, streamed responses):\n\n", r.opts.conns, pairedWarmup, pairedLength(r.opts.duration))
-		w("| round | first | bare req/s | bare p99 | bare CPU/req | warm req/s | warm p99 | warm CPU/req | ratio | CPU difference |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		w("The bare proxy also runs with authproxy's requests, bearer token included, between the two: its CPU difference is what the token's bytes cost a proxy that does nothing with them.\n\n")
+		w("| round | first | bare req/s | bare p99 | bare CPU/req | warm req/s | warm p99 | warm CPU/req | ratio | CPU difference | bare with the tokens: CPU/req | its difference |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, p := range r.paired {
 			ratio := 0.0
 			if p.bare.RPS > 0 {
 				ratio = p.warm.RPS / p.bare.RPS
 			}
-			diff := "–"
-			if p.bareCPU >= 0 && p.warmCPU >= 0 {
-				diff = fmt.Sprintf("%+.1f µs", p.warmCPU-p.bareCPU)
+			diff := func(a float64) string {
+				if p.bareCPU < 0 || a < 0 {
+					return "–"
+				}
+				return fmt.Sprintf("%+.1f µs", a-p.bareCPU)
 			}
-			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU), p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff)
+			tok := -1.0
+			if p.tok.Requests > 0 {
+				tok = p.tokCPU
+			}
+			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s | %s | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU),
+				p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff(p.warmCPU), cpuUS(tok), diff(tok))
 		}
 	}
 	if len(r.users) > 0 {
