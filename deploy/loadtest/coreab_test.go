@@ -46,6 +46,7 @@ func TestCoreBNeedsStackOnly(t *testing.T) {
 		"-only openloop -rounds 0":              "needs at least one round",
 		"-placement both":                       "-placement both needs -only openloop",
 		"-only paired -placement both":          "-placement both needs -only openloop",
+		"-paired-alone":                         "-paired-alone needs -only paired",
 		"-only openloop -placement elsewhere":   "unknown -placement",
 	} {
 		err := run(context.Background(), strings.Fields(args), nil)

@@ -663,6 +663,14 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 		return err
 	}
 	fmt.Fprintf(out, "pids: bare %d, authproxy %d, upstream %d\n", h.bare.pid(), h.proxy.pid(), h.upstream.pid())
+	if h.o.pairedAlone {
+		iso, err := isolateAlone(h.bare.pid(), h.upstream.pid(), h.proxy.pid())
+		if err != nil {
+			return fmt.Errorf("-paired-alone: %w", err)
+		}
+		iso.undo()
+		fmt.Fprintln(out, "placement: each proxy, while measured, alone on the CPUs other than CPU 0; the generator, the upstream and the idle proxy on CPU 0")
+	}
 	ps := h.pairedRounds(ctx, noAuth, warmReqs, rounds)
 	var ratio []float64
 	for _, p := range ps {
@@ -774,6 +782,18 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 	d := pairedLength(h.o.duration)
 	out := make([]pairedRound, 0, rounds)
 	run := func(addr string, p *proc, reqs [][]byte) (result, float64) {
+		if h.o.pairedAlone {
+			idle := h.proxy
+			if p == h.proxy {
+				idle = h.bare
+			}
+			iso, err := isolateAlone(p.pid(), h.upstream.pid(), idle.pid())
+			if err != nil {
+				h.logf("paired run not isolated: %v", err)
+				return result{}, -1
+			}
+			defer iso.undo()
+		}
 		var before, after time.Duration
 		var errB, errA error
 		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200,

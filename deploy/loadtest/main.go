@@ -41,6 +41,7 @@ type options struct {
 	gobench          string
 	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
 	placement        string // of the open-loop rows: placeAlone or placeShared
+	pairedAlone      bool   // -only paired: each proxy alone on its CPUs while measured
 }
 
 // analysisMarker starts the hand-written part of the report, which a run
@@ -84,9 +85,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.abTogether, "ab-together", false, "with -coreapi-b: load A and B at the same time, half the connections each (else one after the other)")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
-	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions per warm request of the bare proxy and of authproxy under callgrind (the report's row)")
+	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; the bare proxy also run with the tokens) and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions per warm request of the bare proxy and of authproxy under callgrind (the report's row)")
 	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
 	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
+	fs.BoolVar(&o.pairedAlone, "paired-alone", false, "-only paired: each proxy, while measured, alone on the CPUs other than CPU 0, with the generator (this process), the upstream and the idle proxy on CPU 0 (the open-loop rows' 'alone' placement); without it all share the CPUs, as in the full run")
 	rounds := fs.Int("rounds", 3, "rounds of -only users, -only paired or -only openloop")
 	coldN := fs.Int("cold", 150000, "one-time tokens sent to the default proxy before -only users (the full run's cold row)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
@@ -108,6 +110,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	placements, err := parsePlacement(o.placement, *only == "openloop")
 	if err != nil {
 		return err
+	}
+	if o.pairedAlone && *only != "paired" {
+		return fmt.Errorf("-paired-alone needs -only paired (the full run's paired rounds share the CPUs)")
 	}
 	if *quick {
 		o.duration, o.warmup = 2*time.Second, time.Second
