@@ -144,13 +144,15 @@ func AppendCanonical(dst []byte, ts int64, method, pathQuery string, id Identity
 	dst = append(dst, '\n')
 	dst = append(dst, id.SessionID...)
 	dst = append(dst, '\n')
-	dst = appendList(dst, id.Roles)
+	dst = AppendList(dst, id.Roles)
 	dst = append(dst, '\n')
-	dst = appendList(dst, id.Permissions)
+	dst = AppendList(dst, id.Permissions)
 	return dst
 }
 
-func appendList(dst []byte, list []string) []byte {
+// AppendList appends list as JoinList renders it: its values joined by
+// commas.
+func AppendList(dst []byte, list []string) []byte {
 	for i, s := range list {
 		if i > 0 {
 			dst = append(dst, ',')
@@ -162,6 +164,16 @@ func appendList(dst []byte, list []string) []byte {
 
 // JoinList renders a role or permission list as it travels in a header.
 func JoinList(list []string) string { return strings.Join(list, ",") }
+
+// AppendHeaderLine appends the HTTP/1.1 header line "name: value\r\n": a
+// proxy writes known-clean identity headers (no CR or LF in name or value)
+// as ready-made lines.
+func AppendHeaderLine(dst []byte, name, value string) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, ": "...)
+	dst = append(dst, value...)
+	return append(dst, "\r\n"...)
+}
 
 // SplitList parses a header list; the empty string is the empty list.
 func SplitList(s string) []string {

@@ -184,3 +184,20 @@ func BenchmarkAppendSignature(b *testing.B) {
 		buf = s.AppendSignature(buf[:0], ts, "GET", "/api/v1/users/me", id)
 	}
 }
+
+// AppendList renders a list exactly as JoinList does (a proxy shares the
+// values of its lists with the header lines it builds with it), and
+// AppendHeaderLine writes one HTTP/1.1 header line.
+func TestAppendListAndHeaderLine(t *testing.T) {
+	for _, list := range [][]string{nil, {}, {"a"}, {"notes:read", "notes:write", "users:read"}} {
+		if got := string(AppendList([]byte("x"), list)); got != "x"+JoinList(list) {
+			t.Errorf("AppendList(%q) = %q, want %q", list, got, "x"+JoinList(list))
+		}
+	}
+	if got := string(AppendHeaderLine([]byte("A: b\r\n"), HeaderRoles, "admin,member")); got != "A: b\r\nX-Auth-Roles: admin,member\r\n" {
+		t.Errorf("AppendHeaderLine = %q", got)
+	}
+	if got := string(AppendHeaderLine(nil, HeaderAMR, "")); got != "X-Auth-Amr: \r\n" {
+		t.Errorf("AppendHeaderLine with an empty value = %q", got)
+	}
+}

@@ -166,10 +166,10 @@ func AppendIdentityBlock(dst []byte, keyID string, id *Identity) []byte {
 	dst = append(append(dst, id.UserID...), '\n')
 	dst = append(append(dst, id.TenantID...), '\n')
 	dst = append(append(dst, id.SessionID...), '\n')
-	dst = append(appendList(dst, id.Roles), '\n')
-	dst = append(appendList(dst, id.Permissions), '\n')
+	dst = append(AppendList(dst, id.Roles), '\n')
+	dst = append(AppendList(dst, id.Permissions), '\n')
 	dst = append(append(dst, BoolString(id.EmailVerified)...), '\n')
-	dst = append(appendList(dst, id.AMR), '\n')
+	dst = append(AppendList(dst, id.AMR), '\n')
 	if id.AuthTime > 0 {
 		dst = strconv.AppendInt(dst, id.AuthTime, 10)
 	}

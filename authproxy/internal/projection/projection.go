@@ -323,10 +323,7 @@ func (e *Entry) setLines() {
 	var buf [512]byte // typical lists fit: built here, copied once
 	b, roles := appendListLine(buf[:0], identity.HeaderRoles, e.P.Roles)
 	b, perms := appendListLine(b, identity.HeaderPermissions, e.P.Permissions)
-	b = append(b, identity.HeaderEmailVerified...)
-	b = append(b, ": "...)
-	b = append(b, identity.BoolString(e.P.EmailVerified)...)
-	e.Lines = string(append(b, "\r\n"...))
+	e.Lines = string(identity.AppendHeaderLine(b, identity.HeaderEmailVerified, identity.BoolString(e.P.EmailVerified)))
 	e.Roles, e.Perms = e.Lines[roles[0]:roles[1]], e.Lines[perms[0]:perms[1]]
 }
 
@@ -337,12 +334,7 @@ func appendListLine(dst []byte, name string, list []string) ([]byte, [2]int) {
 	dst = append(dst, name...)
 	dst = append(dst, ": "...)
 	at := [2]int{len(dst), 0}
-	for i, v := range list {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, v...)
-	}
+	dst = identity.AppendList(dst, list)
 	at[1] = len(dst)
 	return append(dst, "\r\n"...), at
 }

@@ -1122,10 +1122,7 @@ func identityBlock(dst []byte, w *warm, st *state) []byte {
 
 // appendLine appends the header line "name: value\r\n".
 func appendLine(dst []byte, name, value string) []byte {
-	dst = append(dst, name...)
-	dst = append(dst, ": "...)
-	dst = append(dst, value...)
-	return append(dst, "\r\n"...)
+	return identity.AppendHeaderLine(dst, name, value)
 }
 
 // appendLineAt is appendLine that also returns where value lies in the
