@@ -112,7 +112,6 @@ func TestShardedDoNotAllocate(t *testing.T) {
 // and auth duration, a cache hit, a decision) from every CPU at once, in
 // per-CPU cells (sharded) and in client_golang's metrics (shared).
 func BenchmarkRecordParallel(b *testing.B) {
-	fast := []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	b.Run("sharded", func(b *testing.B) {
 		m := New()
 		hit, dec := m.Cache(CacheToken).Hits, m.Decisions.WithLabelValues("allow")
@@ -127,8 +126,8 @@ func BenchmarkRecordParallel(b *testing.B) {
 		})
 	})
 	b.Run("shared", func(b *testing.B) {
-		req := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "r", Buckets: fast}, []string{"code"}).WithLabelValues("200")
-		auth := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a", Buckets: fast})
+		req := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "r", Buckets: fastBuckets}, []string{"code"}).WithLabelValues("200")
+		auth := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a", Buckets: fastBuckets})
 		hit := prometheus.NewCounter(prometheus.CounterOpts{Name: "h"})
 		dec := prometheus.NewCounter(prometheus.CounterOpts{Name: "d"})
 		b.ReportAllocs()
