@@ -672,15 +672,12 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 		fmt.Fprintln(out, "placement: each proxy, while measured, alone on the CPUs other than CPU 0; the generator, the upstream and the idle proxy on CPU 0")
 	}
 	ps := h.pairedRounds(ctx, noAuth, warmReqs, rounds)
-	var ratio []float64
-	for _, p := range ps {
-		ratio = append(ratio, p.warm.RPS/p.bare.RPS)
-	}
 	r := &report{paired: ps}
+	ratio, _ := r.pairedMedians()
 	bare, warm, added, _ := r.pairedCPU()
 	tok, _ := r.tokenCPU()
 	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs, difference %.1f µs; the bare proxy carrying the tokens: %+.1f µs\n",
-		len(ps), median(ratio), bare, warm, added, tok)
+		len(ps), ratio, bare, warm, added, tok)
 	return ctx.Err()
 }
 
