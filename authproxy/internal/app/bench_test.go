@@ -222,7 +222,9 @@ func (t *cannedTransport) RoundTrip(_ *fasthttp.HostClient, req *fasthttp.Reques
 //
 // authproxy/trusted is the same request from a peer in
 // TRUSTED_PROXY_CIDRS (an ingress in front of the proxy), whose forwarding
-// headers are set one by one.
+// headers are set one by one; authproxy/public is a request without a
+// token on a public route: the pipeline every request runs, with the
+// anonymous identity.
 func BenchmarkHandlerNoIO(b *testing.B) {
 	for _, tc := range []struct {
 		name string
@@ -239,11 +241,27 @@ func BenchmarkHandlerNoIO(b *testing.B) {
 			runHandler(b, h, req, 200)
 		})
 	}
+	b.Run("authproxy/public", func(b *testing.B) {
+		e := start(b, envOpt{})
+		for _, hc := range e.app.Server.Router().Clients {
+			hc.Transport = newCannedTransport()
+		}
+		req := benchRequest("")
+		req.Header.Del("Authorization")
+		req.SetRequestURI(publicBenchURI)
+		h := e.app.Server.App().Handler()
+		warmUp(b, h, req)
+		runHandler(b, h, req, 200)
+	})
 	b.Run("bare", func(b *testing.B) {
 		h := bareCannedHandler()
 		runHandler(b, h, benchRequest("x.y.z"), 200)
 	})
 }
+
+// publicBenchURI is authproxy/public's path: a public route (no token),
+// forwarded with the anonymous identity.
+const publicBenchURI = "/.well-known/jwks.json"
 
 // warmUp sends req through h once, filling the caches, and wants a 200.
 func warmUp(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request) {

@@ -125,3 +125,47 @@ func TestIdentityLineBreakSetOneByOne(t *testing.T) {
 		t.Fatalf("%d X-Auth-Roles lines: %q", n, h.AppendBytes(nil))
 	}
 }
+
+// An anonymous request (a public route, an optional one without a token)
+// is written from its router's anonymous state as a block too: the same
+// bytes as its headers set one by one, under the signature the signer
+// gives the anonymous identity, for each upstream's key.
+func TestAnonymousBlockMatchesHeaders(t *testing.T) {
+	core, err := identity.NewKeySigner(testenv.CoreKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := identity.NewKeySigner(identity.Key{ID: "app-notes", Secret: bytes.Repeat([]byte{7}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &Router{Signers: []*identity.KeySigner{core, app}}
+	for i, signer := range rt.Signers {
+		w := rt.anonymous(i)
+		if w != rt.anonymous(i) || w.pe != nil || !w.lines || w.mac.Signer() != signer {
+			t.Fatalf("upstream %d: anonymous state %+v: want one per router, no projection, lines, this upstream's signer", i, w)
+		}
+		rq := identity.Request{Timestamp: 1764547200000, RequestID: "1b9b0470a89fb6d3-1", ClientIP: "203.0.113.7", Method: "GET",
+			PathQuery: "/notes?page=2", BodySHA256: identity.EmptyBodySHA256}
+		var mac identity.MACScratch
+		got := w.mac.AppendSignatureWith(nil, &rq, &mac)
+		id := identity.Identity{Principal: identity.PrincipalAnonymous}
+		if want := signer.AppendSignature(nil, &id, &rq); !bytes.Equal(got, want) {
+			t.Fatalf("upstream %d: anonymous state signs %q; the signer signs the anonymous identity %q", i, got, want)
+		}
+		st := &state{ip: []byte("203.0.113.7"), ts: mac.Timestamp(), sig: got}
+		var one, block fasthttp.RequestHeader
+		for _, h := range []*fasthttp.RequestHeader{&one, &block} {
+			h.SetRequestURI("/notes")
+			h.SetHost("app.local")
+		}
+		setForwardedOnce(&one, st.ip, "https")
+		one.SetCanonical(requestIDKey, []byte(rq.RequestID))
+		setIdentity(&one, signer.KeyID(), nil, w, st)
+		st.hdr = forwardedLines(st.hdr[:0], st.ip, "https", block.Host(), []byte(rq.RequestID))
+		block.SetCanonical(identityBlock(st.hdr, w, st), st.sig)
+		if got, want := block.AppendBytes(nil), one.AppendBytes(nil); !bytes.Equal(got, want) {
+			t.Fatalf("upstream %d: block writes\n%q\nheaders one by one write\n%q", i, got, want)
+		}
+	}
+}

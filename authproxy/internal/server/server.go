@@ -64,7 +64,7 @@ type Projections interface {
 // the token, and the signing state after the identity block for the
 // upstream key last used. It is immutable: a change replaces it.
 type warm struct {
-	pe *projection.Entry
+	pe *projection.Entry // nil: the anonymous identity (newAnonymous)
 	// tok, once signed, are the identity header lines the token itself
 	// decides, as identityBlock writes them: "X-Auth-Key-Id", principal,
 	// user, tenant, session, amr and auth time, each "Name: value\r\n";
@@ -164,6 +164,38 @@ type Router struct {
 	Table   *rules.Table
 	Clients []*fasthttp.HostClient // by upstream index
 	Signers []*identity.KeySigner  // by upstream index
+
+	anonOnce sync.Once
+	anon     []*warm // by upstream index (anonymous)
+}
+
+// anonymous is the warm state of the anonymous identity for upstream i:
+// its identity header lines and the signing state after them, made once
+// per router, so that an anonymous request (a public route, an optional
+// one without a token) is signed and written like a warm one.
+func (r *Router) anonymous(i int) *warm {
+	r.anonOnce.Do(func() {
+		r.anon = make([]*warm, len(r.Signers))
+		for j, signer := range r.Signers {
+			if signer != nil {
+				r.anon[j] = newAnonymous(signer)
+			}
+		}
+	})
+	return r.anon[i]
+}
+
+// newAnonymous is the anonymous identity's warm state under signer: no
+// projection; its lines (tok) are the key id, the principal and email
+// verified (false), as setIdentity sets them.
+func newAnonymous(signer *identity.KeySigner) *warm {
+	id := identity.Identity{Principal: identity.PrincipalAnonymous}
+	w := &warm{mac: *signer.NewIdentityMAC(&id), principal: id.Principal, lines: !anyLineBreak(signer.KeyID())}
+	b := appendLine(nil, identity.HeaderKeyID, signer.KeyID())
+	b = appendLine(b, identity.HeaderPrincipal, id.Principal)
+	b = appendLine(b, identity.HeaderEmailVerified, identity.BoolString(false))
+	w.tok = string(b)
+	return w
 }
 
 // Options are the app's limits.
@@ -723,15 +755,17 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	// headers in): used as it is, not re-normalized on each call.
 	renorm := !h.DisableNormalizing()
 	signer := rt.Signers[route.Upstream]
-	if cl != nil && w.mac.Signer() != signer {
+	if cl == nil {
+		w = rt.anonymous(route.Upstream)
+	} else if w.mac.Signer() != signer {
 		w = w.signed(cl, signer)
 		te.SetAux(w)
 	}
-	// A token's warm request has its identity headers written as one block
-	// of lines (identityBlock), and from an untrusted peer (the usual case)
-	// its forwarding headers too (forwardedLines); any other request has
-	// them set one by one.
-	block := cl != nil && w.lines
+	// A request's identity headers are written as one block of lines
+	// (identityBlock), and from an untrusted peer (the usual case) its
+	// forwarding headers too (forwardedLines), unless a value holds a line
+	// break: then they are set one by one.
+	block := w.lines
 	fwdBlock := block && !st.trusted && !hasLineBreak(h.Host())
 	if st.sentReqID {
 		// The client's X-Request-Id (every one it sent): the request's
@@ -753,18 +787,12 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	} else {
 		rq.BodySHA256 = identity.EmptyBodySHA256
 	}
-	if cl == nil {
-		st.ts = strconv.AppendInt(st.ts[:0], now, 10)
-		id := identity.Identity{Principal: identity.PrincipalAnonymous}
-		st.sig = signer.AppendSignature(st.sig[:0], &id, &rq)
-		if st.wsBearer { // a public route: the bearer was never needed
-			h.Del(fiber.HeaderAuthorization)
-		}
-	} else {
-		st.sig = w.mac.AppendSignatureWith(st.sig[:0], &rq, &st.mac)
-		st.ts = append(st.ts[:0], st.mac.Timestamp()...) // formatted once, for the tail
+	st.sig = w.mac.AppendSignatureWith(st.sig[:0], &rq, &st.mac)
+	st.ts = append(st.ts[:0], st.mac.Timestamp()...) // formatted once, for the tail
+	if cl != nil || st.wsBearer {
 		// The upstream never reads the token: the signed identity replaces
-		// it, and the token stays out of the upstream's logs.
+		// it, and the token stays out of the upstream's logs. (On a public
+		// route, a WebSocket's bearer was never needed.)
 		h.Del(fiber.HeaderAuthorization)
 	}
 	if block {
@@ -1107,14 +1135,17 @@ func setIdentity(h *fasthttp.RequestHeader, keyID string, cl *tokens.Claims, w *
 	h.SetCanonical(s2b(identity.HeaderSignature), st.sig)
 }
 
-// identityBlock appends the lines setIdentity writes for a token, in the
+// identityBlock appends the lines setIdentity writes for a token (or the
+// anonymous identity: w from Router.anonymous), in the
 // same order, up to the signature header's name: "Name: value\r\n" for
 // each header but the last, whose value (the signature) fasthttp adds.
 // Only for a warm state whose values hold no line break (warm.lines); the
 // request's own values (client IP, timestamp) are formatted by the proxy.
 func identityBlock(dst []byte, w *warm, st *state) []byte {
 	dst = append(dst, w.tok...)
-	dst = append(dst, w.pe.Lines...)
+	if w.pe != nil {
+		dst = append(dst, w.pe.Lines...)
+	}
 	dst = appendLine(dst, identity.HeaderClientIP, b2s(st.ip))
 	dst = appendLine(dst, identity.HeaderTimestamp, b2s(st.ts))
 	return append(dst, identity.HeaderSignature...)
