@@ -31,6 +31,10 @@ const (
 	issuer   = "http://localhost:8080"
 	audience = "tollgate"
 	benchURI = "/api/v1/bench"
+	// publicURI is a public route to the same upstream: authproxy's
+	// request pipeline without the token work (the paired rounds' public
+	// column).
+	publicURI = "/api/v1/open"
 )
 
 type harness struct {
@@ -51,6 +55,8 @@ type harness struct {
 	proxyAddr, proxyAdmin    string
 	proxy                    *proc
 	bare                     *proc  // the bare proxy
+	bare2Addr                string // a second bare proxy, identical: the paired rounds' resolution
+	bare2                    *proc
 	upstream                 *proc  // the synthetic upstream
 	bigAddr, bigAdmin        string // an authproxy with caches sized for the many-users row
 	big                      *proc
@@ -165,6 +171,10 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	if h.bare, err = h.start("bareproxy", nil, self, "-serve", "bare", "-addr", h.bareAddr, "-upstream", h.upstreamAddr); err != nil {
 		return err
 	}
+	h.bare2Addr = freeAddr()
+	if h.bare2, err = h.start("bareproxy2", nil, self, "-serve", "bare", "-addr", h.bare2Addr, "-upstream", h.upstreamAddr); err != nil {
+		return err
+	}
 	if err := waitHTTP(ctx, "http://"+h.upstreamAddr+"/.well-known/jwks.json", 20*time.Second); err != nil {
 		return err
 	}
@@ -192,6 +202,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	rules := "upstreams:\n  bench:\n    url: http://" + h.upstreamAddr + "\n    key_id: bench\n" +
 		"  notes:\n    url: http://" + h.notesAddr + "\n    key_id: app-notes\n" +
 		"routes:\n  - {prefix: " + benchURI + ", methods: [GET], upstream: bench, access: protected}\n" +
+		"  - {prefix: " + publicURI + ", methods: [GET], upstream: bench, access: public}\n" +
 		"  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}\n"
 	if err := os.WriteFile(rulesFile, []byte(rules), 0o600); err != nil {
 		return err
@@ -206,7 +217,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 	if h.big, err = h.start("authproxy-bigcache", bigEnv, filepath.Join(h.bin, "authproxy")); err != nil {
 		return err
 	}
-	for _, u := range []string{"http://" + h.bareAddr + benchURI, "http://" + h.proxyAdmin + "/readyz", "http://" + h.bigAdmin + "/readyz", "http://" + notesAdmin + "/readyz"} {
+	for _, u := range []string{"http://" + h.bareAddr + benchURI, "http://" + h.bare2Addr + benchURI, "http://" + h.proxyAdmin + "/readyz", "http://" + h.bigAdmin + "/readyz", "http://" + notesAdmin + "/readyz"} {
 		if err := waitHTTP(ctx, u, 30*time.Second); err != nil {
 			return fmt.Errorf("%w (logs in %s)", err, h.work)
 		}
@@ -503,19 +514,58 @@ func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
 	return strings.TrimSpace(string(b))
 }
 
-// pairedRound is one bare-proxy run immediately followed by one authproxy
-// warm run with the same settings; bareCPU and warmCPU are each proxy
-// process's CPU time (utime+stime from /proc) per request over the
-// measured window, in µs (-1 when /proc could not be read).
+// pairedRound is one bare-proxy run and one authproxy warm run with the
+// same settings, back to back, with the runs that split their difference
+// around them (pairedOrder); bareCPU, warmCPU and the other CPU figures
+// are each proxy process's CPU time (utime+stime from /proc) per request
+// over the measured window, in µs (-1 when /proc could not be read).
 type pairedRound struct {
 	bare, warm       result
 	bareCPU, warmCPU float64
 	// tok is the bare proxy sent authproxy's requests, bearer token
 	// included (which it forwards as it is): what carrying the token
 	// costs a proxy that does nothing with it.
-	tok       result
-	tokCPU    float64
+	tok    result
+	tokCPU float64
+	// pub is authproxy on a public route (publicURI), sent the bare
+	// proxy's requests but for the path: the request pipeline every route
+	// runs (hygiene, normalization, routing, the forwarding headers, an
+	// anonymous signed identity) without the token work.
+	pub    result
+	pubCPU float64
+	// aa is a second bare proxy process, identical to the first, sent the
+	// same requests: its difference is what the measurement itself gives
+	// two equal proxies, its resolution on this machine.
+	aa        result
+	aaCPU     float64
 	warmFirst bool // authproxy ran first in this round
+}
+
+// tokRun, pubRun and aaRun are the round's other runs (for sideCPU).
+func (p pairedRound) tokRun() (result, float64) { return p.tok, p.tokCPU }
+func (p pairedRound) pubRun() (result, float64) { return p.pub, p.pubCPU }
+func (p pairedRound) aaRun() (result, float64)  { return p.aa, p.aaCPU }
+
+// pairedRun names one run of a paired round.
+type pairedRun int
+
+const (
+	runWarm pairedRun = iota // authproxy, warm tokens
+	runPub                   // authproxy, public route
+	runBare                  // the bare proxy
+	runTok                   // the bare proxy, authproxy's requests
+	runAA                    // the second bare proxy
+)
+
+// pairedOrder is the order of a round's runs: the bare proxy in the middle,
+// so that each other run is as far from it in time in either order, and
+// the whole order reversed when authproxy's warm run comes first.
+func pairedOrder(warmFirst bool) []pairedRun {
+	o := []pairedRun{runAA, runTok, runBare, runPub, runWarm}
+	if warmFirst {
+		slices.Reverse(o)
+	}
+	return o
 }
 
 // first names the proxy measured first in p's round.
@@ -675,9 +725,11 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	r := &report{paired: ps}
 	ratio, _ := r.pairedMedians()
 	bare, warm, added, _ := r.pairedCPU()
-	tok, _ := r.tokenCPU()
-	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs, difference %.1f µs; the bare proxy carrying the tokens: %+.1f µs\n",
-		len(ps), ratio, bare, warm, added, tok)
+	tok, _ := r.sideCPU(pairedRound.tokRun)
+	pub, _ := r.sideCPU(pairedRound.pubRun)
+	aa, _ := r.sideCPU(pairedRound.aaRun)
+	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs, difference %.1f µs; the bare proxy carrying the tokens: %+.1f µs; authproxy on a public route: %+.1f µs; a second bare proxy: %+.1f µs\n",
+		len(ps), ratio, bare, warm, added, tok, pub, aa)
 	return ctx.Err()
 }
 
@@ -772,8 +824,10 @@ func openLoopMedians(rounds [][]openLoopRow) string {
 	return b.String()
 }
 
-// pairedRounds runs rounds of one bare-proxy run and one authproxy warm
-// run each, in the order warmFirst gives, back to back.
+// pairedRounds runs rounds of the five runs of a pairedRound (authproxy
+// warm and on a public route, the bare proxy with its own requests and
+// with authproxy's, the second bare proxy), back to back in the order
+// pairedOrder gives.
 func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, rounds int) []pairedRound {
 	c := h.o.conns
 	d := pairedLength(h.o.duration)
@@ -784,6 +838,7 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 			if p == h.proxy {
 				idle = h.bare
 			}
+			// The other idle proxy stays where it is: it only sleeps.
 			iso, err := isolateAlone(p.pid(), h.upstream.pid(), idle.pid())
 			if err != nil {
 				h.logf("paired run not isolated: %v", err)
@@ -800,21 +855,25 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 		}
 		return r, float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
 	}
+	pubReqs := [][]byte{rawGET("bench", publicURI, "")}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
-		// The bare proxy with the tokens runs between the two, so the
-		// pair itself stays as close in time in either order.
 		p := pairedRound{warmFirst: warmFirst(i)}
-		if p.warmFirst {
-			p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
-			p.tok, p.tokCPU = run(h.bareAddr, h.bare, warmReqs)
+		for _, r := range pairedOrder(p.warmFirst) {
+			switch r {
+			case runWarm:
+				p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
+			case runPub:
+				p.pub, p.pubCPU = run(h.proxyAddr, h.proxy, pubReqs)
+			case runBare:
+				p.bare, p.bareCPU = run(h.bareAddr, h.bare, noAuth)
+			case runTok:
+				p.tok, p.tokCPU = run(h.bareAddr, h.bare, warmReqs)
+			case runAA:
+				p.aa, p.aaCPU = run(h.bare2Addr, h.bare2, noAuth)
+			}
 		}
-		p.bare, p.bareCPU = run(h.bareAddr, h.bare, noAuth)
-		if !p.warmFirst {
-			p.tok, p.tokCPU = run(h.bareAddr, h.bare, warmReqs)
-			p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
-		}
-		h.logf("paired round %d (%s first): bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req, ratio %.2f; bare with the tokens %.1f µs CPU/req",
-			i+1, p.first(), p.bare.RPS, p.bare.P99, p.bareCPU, p.warm.RPS, p.warm.P99, p.warmCPU, p.warm.RPS/p.bare.RPS, p.tokCPU)
+		h.logf("paired round %d (%s first): bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req, ratio %.2f; bare with the tokens %.1f, authproxy public route %.1f, second bare proxy %.1f µs CPU/req",
+			i+1, p.first(), p.bare.RPS, p.bare.P99, p.bareCPU, p.warm.RPS, p.warm.P99, p.warmCPU, p.warm.RPS/p.bare.RPS, p.tokCPU, p.pubCPU, p.aaCPU)
 		out = append(out, p)
 	}
 	return out

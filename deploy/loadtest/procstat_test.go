@@ -58,20 +58,39 @@ func TestPairedRoundsAlternateAndReport(t *testing.T) {
 	if got := pairedLength(2 * time.Second); got != time.Second {
 		t.Fatalf("pairedLength(2s) (-quick) = %v; want 1s", got)
 	}
+	for _, warmFirst := range []bool{false, true} {
+		o := pairedOrder(warmFirst)
+		if len(o) != 5 || o[2] != runBare || !slices.Contains(o, runWarm) || !slices.Contains(o, runPub) || !slices.Contains(o, runTok) || !slices.Contains(o, runAA) {
+			t.Fatalf("pairedOrder(%v) = %v; want the five runs, the bare proxy in the middle", warmFirst, o)
+		}
+		if (o[0] == runWarm) != warmFirst {
+			t.Fatalf("pairedOrder(%v) = %v; authproxy's warm run first exactly when warmFirst", warmFirst, o)
+		}
+	}
+	a, b := pairedOrder(false), pairedOrder(true)
+	slices.Reverse(b)
+	if !slices.Equal(a, b) {
+		t.Fatalf("pairedOrder: %v and reversed %v; want one the other reversed", a, b)
+	}
 	r := &report{opts: options{conns: 64, duration: 10 * time.Second}, paired: []pairedRound{
-		{bare: result{RPS: 20000}, warm: result{RPS: 16000}, bareCPU: 40, warmCPU: 47.5, tok: result{Requests: 1}, tokCPU: 42},
-		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: -1, warmFirst: true, tok: result{Requests: 1}, tokCPU: 44},
-		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: 49, tokCPU: 99}, // tokens not run: left out
+		{bare: result{RPS: 20000}, warm: result{RPS: 16000}, bareCPU: 40, warmCPU: 47.5, tok: result{Requests: 1}, tokCPU: 42,
+			pub: result{Requests: 1}, pubCPU: 46, aa: result{Requests: 1}, aaCPU: 39},
+		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: -1, warmFirst: true, tok: result{Requests: 1}, tokCPU: 44,
+			pub: result{Requests: 1}, pubCPU: -1, aa: result{Requests: 1}, aaCPU: 43.5},
+		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: 49, tokCPU: 99, pubCPU: 99, aaCPU: 99}, // not run: left out
 	}}
 	out := r.markdown()
 	for _, want := range []string{
 		"500ms warm-up and 2.5s measured per run",
-		"| 1 | bare | 20000 | 0.00 ms | 40.0 µs | 16000 | 0.00 ms | 47.5 µs | 0.80 | +7.5 µs | 42.0 µs | +2.0 µs |",
-		"| 2 | authproxy | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | – | 0.90 | – | 44.0 µs | +3.0 µs |",
-		"| 3 | bare | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | 49.0 µs | 0.90 | +8.0 µs | – | – |",
+		"| 1 | bare | 20000 | 0.00 ms | 40.0 µs | 16000 | 0.00 ms | 47.5 µs | 0.80 | +7.5 µs | 42.0 µs | +2.0 µs | 46.0 µs | +6.0 µs | 39.0 µs | -1.0 µs |",
+		"| 2 | authproxy | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | – | 0.90 | – | 44.0 µs | +3.0 µs | – | – | 43.5 µs | +2.5 µs |",
+		"| 3 | bare | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | 49.0 µs | 0.90 | +8.0 µs | – | – | – | – | – | – |",
 		// Rounds 1 and 3 read both: differences 7.5 and 8; tokens 2 and 3.
 		"median of the 2 paired rounds' differences (medians of each: warm − bare) | 7.8 (48.2 − 40.5)",
 		"the bare proxy sent authproxy's requests (token included, forwarded as it is) − the bare proxy, median of the rounds' differences | 2.5 |",
+		// Only round 1 read the public route; the second bare proxy: −1 and +2.5.
+		"authproxy on a public route (the bare proxy's requests, no token) − the bare proxy, median of the rounds' differences | 6.0 |",
+		"a second bare proxy, identical to the first − the bare proxy, median of the rounds' differences (rounds from -1.0 to +2.5) | 0.8 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

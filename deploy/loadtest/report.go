@@ -67,21 +67,45 @@ func (r *report) pairedCPU() (bare, warm, added float64, n int) {
 	return median(bs), median(ws), median(ds), len(ds)
 }
 
-// tokenCPU returns the median over the paired rounds of what carrying the
-// bearer token adds to the bare proxy's CPU per request (bare proxy with
-// authproxy's requests − bare proxy with its own): the part of authproxy's
-// difference that any proxy the token passes through pays.
-func (r *report) tokenCPU() (added float64, ok bool) {
+// sideCPU returns the median over the paired rounds of what one of the
+// rounds' other runs (pick: its result and CPU per request) adds to the
+// bare proxy's CPU per request, leaving out rounds where either was not
+// read or the run did not happen: tok (the token's bytes), pub (the
+// request pipeline of a public route), aa (a second, identical bare
+// proxy: the measurement's resolution).
+func (r *report) sideCPU(pick func(pairedRound) (result, float64)) (added float64, ok bool) {
 	var ds []float64
 	for _, p := range r.paired {
-		if p.bareCPU >= 0 && p.tokCPU >= 0 && p.tok.Requests > 0 {
-			ds = append(ds, p.tokCPU-p.bareCPU)
+		res, cpu := pick(p)
+		if p.bareCPU >= 0 && cpu >= 0 && res.Requests > 0 {
+			ds = append(ds, cpu-p.bareCPU)
 		}
 	}
 	if len(ds) == 0 {
 		return 0, false
 	}
 	return median(ds), true
+}
+
+// sideRange returns the smallest and the largest of the rounds'
+// differences that sideCPU takes the median of.
+func (r *report) sideRange(pick func(pairedRound) (result, float64)) (lo, hi float64) {
+	first := true
+	for _, p := range r.paired {
+		res, cpu := pick(p)
+		if p.bareCPU < 0 || cpu < 0 || res.Requests == 0 {
+			continue
+		}
+		d := cpu - p.bareCPU
+		if first || d < lo {
+			lo = d
+		}
+		if first || d > hi {
+			hi = d
+		}
+		first = false
+	}
+	return lo, hi
 }
 
 func median(v []float64) float64 {
@@ -183,8 +207,15 @@ func (r *report) markdown() string {
 			w("| authproxy − bare proxy CPU per request (µs, /proc utime+stime), median of the %d paired rounds' differences (medians of each: warm − bare) | %.1f (%.1f − %.1f) | ≤ 5: %s |\n",
 				n, added, warmCPU, bareCPU, verdict(added <= 5))
 		}
-		if tok, ok := r.tokenCPU(); ok {
+		if tok, ok := r.sideCPU(pairedRound.tokRun); ok {
 			w("| of which the bearer token's bytes: the bare proxy sent authproxy's requests (token included, forwarded as it is) − the bare proxy, median of the rounds' differences | %.1f | (what any proxy the token passes through pays; not the auth work) |\n", tok)
+		}
+		if pub, ok := r.sideCPU(pairedRound.pubRun); ok {
+			w("| authproxy on a public route (the bare proxy's requests, no token) − the bare proxy, median of the rounds' differences | %.1f | (the request pipeline every route runs, without the token work; not a target) |\n", pub)
+		}
+		if aa, ok := r.sideCPU(pairedRound.aaRun); ok {
+			lo, hi := r.sideRange(pairedRound.aaRun)
+			w("| a second bare proxy, identical to the first − the bare proxy, median of the rounds' differences (rounds from %+.1f to %+.1f) | %.1f | (the measurement's resolution on this machine: 0 but for noise) |\n", lo, hi, aa)
 		}
 	}
 	bare, warm := r.find(r.rows, "bare Fiber proxy", 0), r.find(r.rows, "authproxy warm", 0)
@@ -261,8 +292,11 @@ func (r *report) markdown() string {
 			"%d connections; %s warm-up and %s measured per run; run on the fresh proxy before the cold row; "+
 			"CPU per request is each proxy process's utime+stime from /proc over the measured window ÷ its requests; the bare proxy "+
 			"is configured like authproxy's defaults: limits, timeouts, read buffer, streamed responses):\n\n", r.opts.conns, pairedWarmup, pairedLength(r.opts.duration))
-		w("The bare proxy also runs with authproxy's requests, bearer token included, between the two: its CPU difference is what the token's bytes cost a proxy that does nothing with them.\n\n")
-		w("| round | first | bare req/s | bare p99 | bare CPU/req | warm req/s | warm p99 | warm CPU/req | ratio | CPU difference | bare with the tokens: CPU/req | its difference |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		w("Each round also runs, around the bare proxy (which runs in the middle; the order of the five runs is reversed when authproxy's warm run comes first): " +
+			"the bare proxy with authproxy's requests, bearer token included (its CPU difference is what the token's bytes cost a proxy that does nothing with them); " +
+			"authproxy on a public route, sent the bare proxy's requests but for the path (the request pipeline every route runs, without the token work); " +
+			"and a second bare proxy process, identical to the first (its difference is the measurement's own spread).\n\n")
+		w("| round | first | bare req/s | bare p99 | bare CPU/req | warm req/s | warm p99 | warm CPU/req | ratio | CPU difference | bare with the tokens: CPU/req | its difference | public route: CPU/req | its difference | second bare: CPU/req | its difference |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, p := range r.paired {
 			ratio := 0.0
 			if p.bare.RPS > 0 {
@@ -274,12 +308,15 @@ func (r *report) markdown() string {
 				}
 				return fmt.Sprintf("%+.1f µs", a-p.bareCPU)
 			}
-			tok := -1.0
-			if p.tok.Requests > 0 {
-				tok = p.tokCPU
+			ran := func(pick func(pairedRound) (result, float64)) float64 {
+				if res, cpu := pick(p); res.Requests > 0 {
+					return cpu
+				}
+				return -1
 			}
-			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s | %s | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU),
-				p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff(p.warmCPU), cpuUS(tok), diff(tok))
+			tok, pub, aa := ran(pairedRound.tokRun), ran(pairedRound.pubRun), ran(pairedRound.aaRun)
+			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU),
+				p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff(p.warmCPU), cpuUS(tok), diff(tok), cpuUS(pub), diff(pub), cpuUS(aa), diff(aa))
 		}
 	}
 	if len(r.users) > 0 {
