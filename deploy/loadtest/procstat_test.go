@@ -82,6 +82,9 @@ func TestPairedRoundsAlternateAndReport(t *testing.T) {
 	out := r.markdown()
 	for _, want := range []string{
 		"500ms warm-up and 2.5s measured per run",
+		// Ratios 0.80, 0.90, 0.90, to three decimals: a verdict at the
+		// bound reads as the value it was taken on.
+		"| authproxy warm ÷ bare proxy throughput, median of 3 paired rounds | 0.900 | ≥ 0.85: met |",
 		"| 1 | bare | 20000 | 0.00 ms | 40.0 µs | 16000 | 0.00 ms | 47.5 µs | 0.80 | +7.5 µs | 42.0 µs | +2.0 µs | 46.0 µs | +6.0 µs | 39.0 µs | -1.0 µs |",
 		"| 2 | authproxy | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | – | 0.90 | – | 44.0 µs | +3.0 µs | – | – | 43.5 µs | +2.5 µs |",
 		"| 3 | bare | 20000 | 0.00 ms | 41.0 µs | 18000 | 0.00 ms | 49.0 µs | 0.90 | +8.0 µs | – | – | – | – | – | – |",

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/valyala/fasthttp"
@@ -224,7 +225,8 @@ func (t *cannedTransport) RoundTrip(_ *fasthttp.HostClient, req *fasthttp.Reques
 // TRUSTED_PROXY_CIDRS (an ingress in front of the proxy), whose forwarding
 // headers are set one by one; authproxy/public is a request without a
 // token on a public route: the pipeline every request runs, with the
-// anonymous identity.
+// anonymous identity. bare/fiber is bare inside a Fiber app, as the load
+// harness's bare proxy is.
 func BenchmarkHandlerNoIO(b *testing.B) {
 	for _, tc := range []struct {
 		name string
@@ -257,6 +259,32 @@ func BenchmarkHandlerNoIO(b *testing.B) {
 		h := bareCannedHandler()
 		runHandler(b, h, benchRequest("x.y.z"), 200)
 	})
+	b.Run("bare/fiber", func(b *testing.B) {
+		h := bareFiberCannedHandler()
+		runHandler(b, h, benchRequest("x.y.z"), 200)
+	})
+}
+
+// bareFiberCannedHandler is bareCannedHandler inside a Fiber app with
+// authproxy's server settings, forwarding as the load harness's bare proxy
+// does (deploy/loadtest, serveBareProxy): the baseline the process
+// harness compares authproxy with, Fiber's own per-request work included.
+func bareFiberCannedHandler() fasthttp.RequestHandler {
+	hc := forward.NewHostClient(forward.Options{Addr: "upstream.invalid:80", MaxConns: 1024, MaxConnWait: 2e9, IdleTimeout: 5e9, Timeout: 30e9})
+	hc.Transport = newCannedTransport()
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 1 << 20, ReadBufferSize: 16 << 10,
+		Network: fiber.NetworkTCP, DisablePreParseMultipartForm: true})
+	app.All("/*", func(c *fiber.Ctx) error {
+		req := c.Request()
+		req.Header.Del(fiber.HeaderConnection)
+		req.SetHost(hc.Addr)
+		if err := hc.Do(req, c.Response()); err != nil {
+			return fiber.NewError(fiber.StatusBadGateway, err.Error())
+		}
+		c.Response().Header.Del(fiber.HeaderConnection)
+		return nil
+	})
+	return app.Handler()
 }
 
 // publicBenchURI is authproxy/public's path: a public route (no token),
