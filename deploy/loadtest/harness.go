@@ -546,6 +546,15 @@ func (p pairedRound) tokRun() (result, float64) { return p.tok, p.tokCPU }
 func (p pairedRound) pubRun() (result, float64) { return p.pub, p.pubCPU }
 func (p pairedRound) aaRun() (result, float64)  { return p.aa, p.aaCPU }
 
+// sideRun is the CPU per request of p's run pick, or -1 when that run did
+// not happen or its CPU was not read.
+func (p pairedRound) sideRun(pick func(pairedRound) (result, float64)) float64 {
+	if res, cpu := pick(p); res.Requests > 0 {
+		return cpu
+	}
+	return -1
+}
+
 // pairedRun names one run of a paired round.
 type pairedRun int
 

@@ -69,18 +69,11 @@ func (r *report) pairedCPU() (bare, warm, added float64, n int) {
 
 // sideCPU returns the median over the paired rounds of what one of the
 // rounds' other runs (pick: its result and CPU per request) adds to the
-// bare proxy's CPU per request, leaving out rounds where either was not
-// read or the run did not happen: tok (the token's bytes), pub (the
-// request pipeline of a public route), aa (a second, identical bare
+// bare proxy's CPU per request (sideDiffs): tok (the token's bytes), pub
+// (the request pipeline of a public route), aa (a second, identical bare
 // proxy: the measurement's resolution).
 func (r *report) sideCPU(pick func(pairedRound) (result, float64)) (added float64, ok bool) {
-	var ds []float64
-	for _, p := range r.paired {
-		res, cpu := pick(p)
-		if p.bareCPU >= 0 && cpu >= 0 && res.Requests > 0 {
-			ds = append(ds, cpu-p.bareCPU)
-		}
-	}
+	ds := r.sideDiffs(pick)
 	if len(ds) == 0 {
 		return 0, false
 	}
@@ -88,24 +81,26 @@ func (r *report) sideCPU(pick func(pairedRound) (result, float64)) (added float6
 }
 
 // sideRange returns the smallest and the largest of the rounds'
-// differences that sideCPU takes the median of.
+// differences that sideCPU takes the median of (0, 0: none).
 func (r *report) sideRange(pick func(pairedRound) (result, float64)) (lo, hi float64) {
-	first := true
-	for _, p := range r.paired {
-		res, cpu := pick(p)
-		if p.bareCPU < 0 || cpu < 0 || res.Requests == 0 {
-			continue
-		}
-		d := cpu - p.bareCPU
-		if first || d < lo {
-			lo = d
-		}
-		if first || d > hi {
-			hi = d
-		}
-		first = false
+	ds := r.sideDiffs(pick)
+	if len(ds) == 0 {
+		return 0, 0
 	}
-	return lo, hi
+	return slices.Min(ds), slices.Max(ds)
+}
+
+// sideDiffs returns each round's difference of pick's run from the bare
+// proxy, leaving out rounds where either was not read or the run did not
+// happen.
+func (r *report) sideDiffs(pick func(pairedRound) (result, float64)) []float64 {
+	var ds []float64
+	for _, p := range r.paired {
+		if cpu := p.sideRun(pick); p.bareCPU >= 0 && cpu >= 0 {
+			ds = append(ds, cpu-p.bareCPU)
+		}
+	}
+	return ds
 }
 
 func median(v []float64) float64 {
@@ -310,13 +305,7 @@ func (r *report) markdown() string {
 				}
 				return fmt.Sprintf("%+.1f µs", a-p.bareCPU)
 			}
-			ran := func(pick func(pairedRound) (result, float64)) float64 {
-				if res, cpu := pick(p); res.Requests > 0 {
-					return cpu
-				}
-				return -1
-			}
-			tok, pub, aa := ran(pairedRound.tokRun), ran(pairedRound.pubRun), ran(pairedRound.aaRun)
+			tok, pub, aa := p.sideRun(pairedRound.tokRun), p.sideRun(pairedRound.pubRun), p.sideRun(pairedRound.aaRun)
 			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU),
 				p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff(p.warmCPU), cpuUS(tok), diff(tok), cpuUS(pub), diff(pub), cpuUS(aa), diff(aa))
 		}
