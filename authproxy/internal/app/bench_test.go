@@ -270,8 +270,7 @@ func BenchmarkHandlerNoIO(b *testing.B) {
 // does (deploy/loadtest, serveBareProxy): the baseline the process
 // harness compares authproxy with, Fiber's own per-request work included.
 func bareFiberCannedHandler() fasthttp.RequestHandler {
-	hc := forward.NewHostClient(forward.Options{Addr: "upstream.invalid:80", MaxConns: 1024, MaxConnWait: 2e9, IdleTimeout: 5e9, Timeout: 30e9})
-	hc.Transport = newCannedTransport()
+	hc := cannedClient()
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 1 << 20, ReadBufferSize: 16 << 10,
 		Network: fiber.NetworkTCP, DisablePreParseMultipartForm: true})
 	app.All("/*", func(c *fiber.Ctx) error {
@@ -285,6 +284,14 @@ func bareFiberCannedHandler() fasthttp.RequestHandler {
 		return nil
 	})
 	return app.Handler()
+}
+
+// cannedClient is the bare forwarders' client: configured like
+// authproxy's, the upstream's answer canned.
+func cannedClient() *fasthttp.HostClient {
+	hc := forward.NewHostClient(forward.Options{Addr: "upstream.invalid:80", MaxConns: 1024, MaxConnWait: 2e9, IdleTimeout: 5e9, Timeout: 30e9})
+	hc.Transport = newCannedTransport()
+	return hc
 }
 
 // publicBenchURI is authproxy/public's path: a public route (no token),
@@ -305,8 +312,7 @@ func warmUp(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request) {
 // bareCannedHandler is the bare forwarder of the no-I/O benchmarks: one
 // HostClient configured like authproxy's, the upstream's answer canned.
 func bareCannedHandler() fasthttp.RequestHandler {
-	hc := forward.NewHostClient(forward.Options{Addr: "upstream.invalid:80", MaxConns: 1024, MaxConnWait: 2e9, IdleTimeout: 5e9, Timeout: 30e9})
-	hc.Transport = newCannedTransport()
+	hc := cannedClient()
 	return func(ctx *fasthttp.RequestCtx) {
 		if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
 			ctx.Error(err.Error(), 502)
