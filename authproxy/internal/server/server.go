@@ -177,9 +177,7 @@ func (r *Router) anonymous(i int) *warm {
 	r.anonOnce.Do(func() {
 		r.anon = make([]*warm, len(r.Signers))
 		for j, signer := range r.Signers {
-			if signer != nil {
-				r.anon[j] = newAnonymous(signer)
-			}
+			r.anon[j] = newAnonymous(signer)
 		}
 	})
 	return r.anon[i]
