@@ -125,8 +125,15 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppe
 // or identity header, and unless the peer is trusted, a forwarding or
 // trace-context header.
 func removed(k []byte, trustForwarded bool) bool {
-	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || !trustForwarded && (IsForwarded(k) || IsTraceContext(k))
+	return removedAlways(k) || !trustForwarded && removedUntrusted(k)
 }
+
+// removedAlways: a hop-by-hop or identity header, removed from every peer.
+func removedAlways(k []byte) bool { return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) }
+
+// removedUntrusted: a forwarding or trace-context header, removed from a
+// peer outside TRUSTED_PROXY_CIDRS.
+func removedUntrusted(k []byte) bool { return IsForwarded(k) || IsTraceContext(k) }
 
 // HasTrailers reports whether the client announced (Trailer) or sent a
 // trailer section. fasthttp keeps trailer fields beside the header fields,
@@ -186,12 +193,15 @@ func Bearer(h *fasthttp.RequestHeader, maxLen int) ([]byte, error) {
 // most maxLen bytes: the key to look a token up by. Only a cache hit on
 // what it returns may skip Bearer; anything else goes through Bearer.
 func BearerCandidate(h *fasthttp.RequestHeader, maxLen int) ([]byte, bool) {
-	const scheme = "bearer "
 	all := h.PeekAll(fasthttp.HeaderAuthorization)
 	if len(all) != 1 {
 		return nil, false
 	}
-	v := all[0]
+	return bearerCandidate(all[0], maxLen)
+}
+
+func bearerCandidate(v []byte, maxLen int) ([]byte, bool) {
+	const scheme = "bearer "
 	if len(v) <= len(scheme) || len(v)-len(scheme) > maxLen || !equalFold(v[:len(scheme)], scheme) {
 		return nil, false
 	}
@@ -303,20 +313,73 @@ const (
 // Seen is what Scan found among the client's header fields.
 type Seen struct {
 	RequestID []byte // the first X-Request-Id value (aliasing the header)
+	// Authorization is the first Authorization value (aliasing the
+	// header) and Authorizations how many there are: what BearerCandidate
+	// reads, while no stage has changed the fields since Scan.
+	Authorization  []byte
+	Authorizations int
 	// Upgrade, WSProtocol and APIKey: an Upgrade, Sec-WebSocket-Protocol
 	// or X-API-Key field (any spelling APIKey accepts) is present;
 	// UpgradeOf, TakeProtocolBearer and APIKey need not run without one.
 	Upgrade, WSProtocol, APIKey bool
+	// Hop: a field Sanitize removes from every peer is present (a
+	// hop-by-hop one, Connection and a trailer announcement included, or
+	// an identity header); Forwarded: one it removes from an untrusted
+	// peer (X-Forwarded-*, Forwarded, trace context). Without either,
+	// Sanitize would remove nothing and HasTrailers is false.
+	Hop, Forwarded bool
+}
+
+// NeedsSanitize reports whether Sanitize, for a peer trusted or not, has
+// anything to remove from the fields s was scanned from.
+func (s *Seen) NeedsSanitize(trustForwarded bool) bool {
+	return s.Hop || !trustForwarded && s.Forwarded
+}
+
+// BearerCandidate is BearerCandidate of the fields s was scanned from
+// (which must not have changed since).
+func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
+	if s.Authorizations != 1 {
+		return nil, false
+	}
+	return bearerCandidate(s.Authorization, maxLen)
 }
 
 // Scan reads, in one pass over the client's header fields, what the
 // request path would otherwise look up one name at a time (each lookup
 // re-validates and re-cases its name, or walks every field). Names match
-// in any case.
+// in any case. A field's first letter decides which names it is compared
+// with: every name Sanitize removes starts with one of c, f, k, p, t, u
+// or x, so most fields (Host, Accept, User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
 	seenID := false
 	for k, v := range h.All() {
+		if len(k) == 0 {
+			continue
+		}
+		c := k[0] | 0x20 // ASCII lower case for letters
+		switch c {
+		case 'a':
+			if len(k) == len("Authorization") && asciiFold(k, "authorization") { // exactly PeekAll's match
+				if s.Authorizations == 0 {
+					s.Authorization = v
+				}
+				s.Authorizations++
+			}
+			continue
+		case 's':
+			s.WSProtocol = s.WSProtocol || len(k) == len("Sec-WebSocket-Protocol") && equalFold(k, "sec-websocket-protocol")
+			continue
+		case 'c', 'k', 'p', 't', 'u', 'x', 'f':
+		default:
+			continue
+		}
+		if removedAlways(k) {
+			s.Hop = true
+		} else if removedUntrusted(k) {
+			s.Forwarded = true
+		}
 		switch len(k) {
 		case len("Upgrade"):
 			s.Upgrade = s.Upgrade || equalFold(k, "upgrade")
@@ -326,8 +389,6 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if !seenID && asciiFold(k, "x-request-id") { // exactly Peek's match: no '_' for '-'
 				s.RequestID, seenID = v, true
 			}
-		case len("Sec-WebSocket-Protocol"):
-			s.WSProtocol = s.WSProtocol || equalFold(k, "sec-websocket-protocol")
 		}
 	}
 	return s

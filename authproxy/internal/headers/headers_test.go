@@ -253,6 +253,11 @@ func TestTrailers(t *testing.T) {
 			if got := HasTrailers(&req.Header); got != tt.want {
 				t.Fatalf("HasTrailers = %v, want %v", got, tt.want)
 			}
+			// The proxy asks HasTrailers only when Scan saw a field
+			// Sanitize removes.
+			if seen := Scan(&req.Header); tt.want && !seen.Hop {
+				t.Fatalf("trailers, yet Scan saw no hop-by-hop field")
+			}
 		})
 	}
 }
@@ -375,6 +380,78 @@ func TestScan(t *testing.T) {
 		}
 		if _, n := APIKey(&req.Header); (n > 0) != got.APIKey {
 			t.Errorf("%q: Scan's API key %v disagrees with APIKey (%d)", tc.raw, got.APIKey, n)
+		}
+	}
+}
+
+// Scan's bearer candidate is BearerCandidate's: one Authorization field,
+// in any case of its name, its value aliasing the header.
+func TestScanBearerCandidate(t *testing.T) {
+	for _, raw := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer abc.def\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nauthorization: bearer abc\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAUTHORIZATION: BEARER abc\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer one\r\nAuthorization: Bearer two\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic abc\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + strings.Repeat("a", 40) + "\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorizatio: Bearer abc\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization_: Bearer abc\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Bearer abc\r\n\r\n",
+	} {
+		req := parse(t, raw)
+		seen := Scan(&req.Header)
+		want, wantOK := BearerCandidate(&req.Header, 32)
+		got, ok := seen.BearerCandidate(32)
+		if ok != wantOK || string(got) != string(want) {
+			t.Errorf("%q: Seen.BearerCandidate = %q, %v; BearerCandidate = %q, %v", raw, got, ok, want, wantOK)
+		}
+		if n := len(req.Header.PeekAll("Authorization")); n != seen.Authorizations {
+			t.Errorf("%q: Scan counted %d Authorization fields, PeekAll %d", raw, seen.Authorizations, n)
+		}
+	}
+}
+
+// Scan's Hop and Forwarded say exactly when Sanitize removes something
+// (for a trusted and an untrusted peer) and when HasTrailers holds, for
+// every name Sanitize removes, in several spellings, and names close to
+// them that it keeps.
+func TestScanAgreesWithSanitize(t *testing.T) {
+	fields := []string{"Accept", "User-Agent", "Cookie", "Content-Type", "X-Custom", "Authorization",
+		"Forwarded", "X-Forwarded-For", "X_Forwarded_Host", "x-forwarded-proto", "X-Forwarded", "Forwarde",
+		"traceparent", "TraceState", "Trace-Parent", "X-Auth-User-Id", "x_auth_roles", "X-AUTH-", "X-Auth",
+		"X-Authorization-Note", "Te", "Tee", "Trailer", "Keep-Alive", "Keep_Alive", "Proxy-Connection",
+		"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Thing", "Transfer_Encoding", "Upgrade",
+		"Connection", "Connexion", "Kept-Alive", "Pragma", "Cache-Control", "X-Request-Id", "X-Api-Key",
+		"Sec-WebSocket-Protocol", "Fowarded", "uPGRADE", "CONNECTION", "_Forwarded"}
+	for _, hop := range hopByHop {
+		fields = append(fields, hop, strings.ToLower(hop), strings.ToUpper(hop), strings.ReplaceAll(hop, "-", "_"))
+	}
+	for _, name := range fields {
+		value := "v"
+		switch strings.ToLower(strings.ReplaceAll(name, "_", "-")) {
+		case "transfer-encoding", "content-length":
+			continue // framing: not a field a request can carry freely here
+		case "connection":
+			value = "keep-alive"
+		case "upgrade":
+			value = "foo"
+		}
+		raw := "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n" + name + ": " + value + "\r\n\r\n"
+		for _, trust := range []bool{false, true} {
+			req := parse(t, raw)
+			seen := Scan(&req.Header)
+			trailers := HasTrailers(&req.Header)
+			before := names(&req.Header)
+			Sanitize(&req.Header, trust)
+			changed := len(names(&req.Header)) != len(before)
+			if seen.NeedsSanitize(trust) != changed {
+				t.Errorf("%q (trusted %v): Scan says Sanitize needed %v, Sanitize removed something %v", name, trust, seen.NeedsSanitize(trust), changed)
+			}
+			if trailers && !seen.Hop {
+				t.Errorf("%q: HasTrailers without Scan's Hop", name)
+			}
 		}
 	}
 }

@@ -270,7 +270,10 @@ type state struct {
 	upgrade   headers.Upgrade
 	// seen is what headers.Scan found among the client's fields, at the
 	// start (its RequestID is copied to reqID and dropped).
-	seen     headers.Seen
+	seen headers.Seen
+	// edited: a stage changed the client's fields since headers.Scan
+	// (seen's Authorization may no longer be the header's).
+	edited   bool
 	wsBearer bool   // Authorization came from Sec-WebSocket-Protocol
 	xkey     []byte // X-API-Key's value, copied (apikey.go)
 	xkeyN    int    // X-API-Key headers sent
@@ -392,6 +395,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.seen = headers.Scan(h)
 	in := st.seen.RequestID
 	st.seen.RequestID = nil // request memory: not kept in the pooled state
+	st.edited = st.seen.Upgrade || st.seen.WSProtocol || st.seen.APIKey
 	st.sentReqID = in != nil
 	if requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
@@ -443,6 +447,7 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 	if st.trace.on {
 		s.traceEnd(c, st, status)
 	}
+	st.seen.Authorization = nil // request memory: not kept in the pooled state
 }
 
 // next runs the stages, turning a panic into a 500 so that one bad
@@ -458,8 +463,13 @@ func (s *Server) next(c *fiber.Ctx, st *state) (err error) {
 	return s.stages(c, st)
 }
 
+// hygiene refuses trailers and h2c, takes a WebSocket's bearer from its
+// subprotocols, and cleans the client's fields (headers.Sanitize). What
+// headers.Scan saw decides which of these have anything to do: most
+// requests carry no field any of them reads or removes.
 func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
-	if headers.HasTrailers(&c.Request().Header) {
+	h := &c.Request().Header
+	if st.seen.Hop && headers.HasTrailers(h) { // a trailer announcement is a hop-by-hop field
 		st.outcome = "trailers"
 		return errTrailers
 	}
@@ -467,8 +477,13 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		return err
 	}
 	st.trusted = s.trusted(c)
+	if !st.seen.NeedsSanitize(st.trusted) {
+		st.closeConn = h.ConnectionClose()
+		return nil
+	}
+	st.edited = true
 	var droppedXFF bool
-	st.closeConn, droppedXFF = headers.Sanitize(&c.Request().Header, st.trusted)
+	st.closeConn, droppedXFF = headers.Sanitize(h, st.trusted)
 	if droppedXFF {
 		s.untrustedXFF(c, st)
 	}
@@ -552,7 +567,13 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		st.outcome = "no_route"
 		return errNotFound
 	}
-	raw, haveD := headers.BearerCandidate(h, s.o.MaxTokenBytes)
+	var raw []byte
+	var haveD bool
+	if st.edited { // a stage changed the fields since headers.Scan
+		raw, haveD = headers.BearerCandidate(h, s.o.MaxTokenBytes)
+	} else {
+		raw, haveD = st.seen.BearerCandidate(s.o.MaxTokenBytes)
+	}
 	if st.xkeyN > 0 || haveD && apikey.HasPrefix(raw) {
 		return s.authorizeKey(c, st, rt, route, raw)
 	}
