@@ -149,8 +149,8 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 			detail:     "too many wrong secrets for this API key from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
 			retryAfter: true}
 	}
-	st.digest = sha256.Sum256(key)
-	ke, err := s.d.Keys.GetKey(c.Context(), key, pid, &st.digest, st.start, b2s(st.reqID))
+	st.keyDigest = sha256.Sum256(key)
+	ke, err := s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID))
 	if err != nil {
 		st.outcome = "api_key"
 		switch {

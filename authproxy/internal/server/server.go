@@ -45,8 +45,8 @@ import (
 
 // Verifier verifies bearer tokens and caches the outcome by digest.
 type Verifier interface {
-	Cached(d *[sha256.Size]byte, now time.Time) (e *tokens.Entry, hit bool, err error)
-	VerifyEntry(ctx context.Context, token []byte, d *[sha256.Size]byte) (*tokens.Entry, error)
+	Cached(d *tokens.Name, now time.Time) (e *tokens.Entry, hit bool, err error)
+	VerifyEntry(ctx context.Context, token []byte, d *tokens.Name) (*tokens.Entry, error)
 }
 
 // Projections returns the projection of a user in a tenant, and forgets a
@@ -263,7 +263,8 @@ type state struct {
 	hdr       []byte // the identity block (identityBlock)
 	sentReqID bool   // the client sent an X-Request-Id
 	mac       identity.MACScratch
-	digest    [sha256.Size]byte // of the bearer token
+	digest    tokens.Name       // the bearer token's cache name
+	keyDigest [sha256.Size]byte // an API key's SHA-256 (apikey.go)
 	closeConn bool
 	trusted   bool
 	unparsed  bool // refused before fasthttp read the request line

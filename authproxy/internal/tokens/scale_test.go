@@ -1,7 +1,6 @@
 package tokens
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -15,14 +14,14 @@ const defaultEntries = 256 << 20 / (EntryBytes + 210 + 1140)
 // fillSynthetic puts n verified entries with distinct random digests into
 // v (as if each had been verified) and returns their digests in a random
 // order.
-func fillSynthetic(t testing.TB, f *fixture, n int) [][sha256.Size]byte {
+func fillSynthetic(t testing.TB, f *fixture, n int) []Name {
 	t.Helper()
 	key := f.v.keys.Current().Keys[f.key.Kid]
 	if key == nil {
 		t.Fatal("fixture key not in the key set")
 	}
 	now := time.Now()
-	ds := make([][sha256.Size]byte, n)
+	ds := make([]Name, n)
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range ds {
 		for j := 0; j < len(ds[i]); j += 8 {

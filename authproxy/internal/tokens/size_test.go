@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"runtime"
 	"testing"
@@ -148,7 +147,7 @@ func TestNegativeEntryBytesMeasured(t *testing.T) {
 	s := newStore(n+n/4, prometheus.NewCounter(prometheus.CounterOpts{Name: "ev"}))
 	now := time.Now()
 	for i := range n {
-		d := sha256.Sum256([]byte(fmt.Sprint("refused ", i)))
+		d := Digest([]byte(fmt.Sprint("refused ", i)))
 		s.put(&Entry{digest: d, err: ErrSignature, expires: now.Add(time.Minute).UnixNano()}, now.UnixNano())
 	}
 	after := liveHeap()

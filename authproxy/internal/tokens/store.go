@@ -29,7 +29,7 @@ type store struct {
 
 type storeShard struct {
 	mu   sync.RWMutex
-	m    map[uint64]*Entry // by digest bits 16..24; the full digest is compared on lookup
+	m    map[uint64]*Entry // by the digest's first 64 bits; the full digest is compared on lookup
 	ring []*Entry          // slots in insertion order, nil: free
 	hand int
 	n    int
@@ -52,12 +52,12 @@ func newStore(capacity int64, evictions interface{ Inc() }) *store {
 	return s
 }
 
-func storeKey(d *[32]byte) (shard int, k uint64) {
-	return int(d[0] % storeShards), binary.LittleEndian.Uint64(d[16:24])
+func storeKey(d *Name) (shard int, k uint64) {
+	return int(d[0] % storeShards), binary.LittleEndian.Uint64(d[0:8])
 }
 
 // get returns the entry of digest d, marked referenced; nil when none.
-func (s *store) get(d *[32]byte) *Entry {
+func (s *store) get(d *Name) *Entry {
 	i, k := storeKey(d)
 	sh := &s.shards[i]
 	sh.mu.RLock()
@@ -92,7 +92,7 @@ func (s *store) put(e *Entry, now int64) {
 			break
 		}
 		if cur.ref.Load() == 0 || now >= cur.expires {
-			delete(sh.m, binary.LittleEndian.Uint64(cur.digest[16:24]))
+			delete(sh.m, binary.LittleEndian.Uint64(cur.digest[0:8]))
 			sh.n--
 			s.evictions.Inc()
 			if s.onEvict != nil {

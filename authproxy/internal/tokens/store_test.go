@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -15,7 +14,7 @@ import (
 func storeEntry(i int, expires int64) *Entry {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(i))
-	return &Entry{digest: sha256.Sum256(b[:]), expires: expires}
+	return &Entry{digest: Digest(b[:]), expires: expires}
 }
 
 // The scenario behind the cache's design: a flood of one-time tokens fills

@@ -21,7 +21,6 @@ package tokens
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -112,7 +111,7 @@ type Entry struct {
 	// the claims' exp, nbf, iat and key), so that a lookup does not also
 	// fetch the claims from memory, a cache miss of its own once the
 	// working set outgrows the CPU caches.
-	digest        [sha256.Size]byte
+	digest        Name
 	expires       int64 // unix nanos: the end of its time in the cache
 	exp, nbf, iat int64
 	key           *jwks.Key
@@ -146,7 +145,7 @@ func NewEntry(c *Claims) *Entry { return newEntry(nil, c, math.MaxInt64) }
 
 // newEntry is the entry of a verified token with digest d (nil: none)
 // and claims c, in the cache until expires (unix nanos).
-func newEntry(d *[sha256.Size]byte, c *Claims, expires int64) *Entry {
+func newEntry(d *Name, c *Claims, expires int64) *Entry {
 	e := &Entry{claims: c, expires: expires, exp: c.Exp, nbf: c.Nbf, iat: c.Iat, key: c.Key}
 	if d != nil {
 		e.digest = *d
@@ -253,7 +252,7 @@ func (v *Verifier) Close() {
 // failure, or the expiry found by re-checking the cached claims). A hit is
 // only ever the outcome for the very token that was verified (the whole
 // digest is compared), so a caller may skip its syntax checks on a hit.
-func (v *Verifier) Cached(d *[sha256.Size]byte, now time.Time) (e *Entry, hit bool, err error) {
+func (v *Verifier) Cached(d *Name, now time.Time) (e *Entry, hit bool, err error) {
 	slot := v.hotSlot(d)
 	if e = slot.Load(); e != nil && e.digest == *d {
 		e.touch()
@@ -304,7 +303,7 @@ func (v *Verifier) Verify(ctx context.Context, token []byte) (*Claims, error) {
 // VerifyEntry verifies a token whose digest d missed the cache (Cached),
 // caches the outcome, and returns the entry of a valid token. Concurrent
 // calls for one token share one verification.
-func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *[sha256.Size]byte) (*Entry, error) {
+func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *Name) (*Entry, error) {
 	if len(token) > v.opt.MaxTokenBytes {
 		return nil, ErrTooLarge
 	}
@@ -347,7 +346,7 @@ func (v *Verifier) remember(e *Entry, now time.Time) {
 }
 
 // hotSlot is the front-table slot of digest d.
-func (v *Verifier) hotSlot(d *[sha256.Size]byte) *atomic.Pointer[Entry] {
+func (v *Verifier) hotSlot(d *Name) *atomic.Pointer[Entry] {
 	return &v.hot[binary.LittleEndian.Uint64(d[8:16])&v.mask]
 }
 
