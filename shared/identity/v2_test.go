@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	mathrand "math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
@@ -365,4 +366,27 @@ func BenchmarkIdentityMACSign(b *testing.B) {
 			buf = s.AppendSignature(buf[:0], &id, &r)
 		}
 	})
+}
+
+// appendSig is base64.RawURLEncoding for a 32-byte sum: every value of
+// every byte position, and random sums.
+func TestAppendSig(t *testing.T) {
+	r := mathrand.New(mathrand.NewPCG(7, 11))
+	for i := range 2000 {
+		var sum [sha256.Size]byte
+		if i < 256*2 {
+			for j := range sum {
+				sum[j] = byte(i + j*(i/256+1))
+			}
+		} else {
+			for j := range sum {
+				sum[j] = byte(r.Uint32())
+			}
+		}
+		prefix := []byte("v2=")
+		got := appendSig(prefix, &sum)
+		if want := "v2=" + base64.RawURLEncoding.EncodeToString(sum[:]); string(got) != want {
+			t.Fatalf("appendSig(%x) = %q, want %q", sum, got, want)
+		}
+	}
 }

@@ -369,18 +369,41 @@ func (v *Verifier) recheck(now time.Time, e *Entry) error {
 	return nil
 }
 
+// checkTimes checks exp, nbf and iat (unix seconds) with the leeway
+// against now, in unix nanoseconds: integer comparisons, every hit runs
+// them.
 func (v *Verifier) checkTimes(now time.Time, exp, nbf, iat int64) error {
-	lw := v.opt.Leeway
-	if !now.Before(time.Unix(exp, 0).Add(lw)) {
+	n, lw := now.UnixNano(), int64(v.opt.Leeway)
+	if n >= secNanos(exp, lw) {
 		return ErrExpired
 	}
-	if nbf != 0 && now.Before(time.Unix(nbf, 0).Add(-lw)) {
+	if nbf != 0 && n < secNanos(nbf, -lw) {
 		return ErrNotYetValid
 	}
-	if now.Before(time.Unix(iat, 0).Add(-lw)) {
+	if n < secNanos(iat, -lw) {
 		return ErrIssuedInFuture
 	}
 	return nil
+}
+
+// secNanos is unix second s plus off nanoseconds, in unix nanoseconds,
+// saturated to the int64 range (a time past 2262 compares as the latest).
+func secNanos(s, off int64) int64 {
+	const lim = math.MaxInt64/int64(time.Second) - 1
+	switch {
+	case s > lim:
+		return math.MaxInt64
+	case s < -lim:
+		return math.MinInt64
+	}
+	r := s * 1e9
+	switch {
+	case off > 0 && r > math.MaxInt64-off:
+		return math.MaxInt64
+	case off < 0 && r < math.MinInt64-off:
+		return math.MinInt64
+	}
+	return r + off
 }
 
 type payload struct {

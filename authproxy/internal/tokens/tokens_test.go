@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -350,5 +351,29 @@ func TestCachedRechecksTimesAndKeySet(t *testing.T) {
 	keys.cur.Store(same)
 	if _, hit, err := f.v.Cached(&d, time.Now()); !hit || err != nil {
 		t.Fatalf("key back: hit %v, err %v", hit, err)
+	}
+}
+
+// secNanos agrees with time.Unix(s, 0).Add(off) wherever that fits in
+// unix nanoseconds, and saturates beyond.
+func TestSecNanos(t *testing.T) {
+	for _, s := range []int64{0, 1, -1, 1_700_000_000, 4_102_444_800, 9_223_371_000, -9_223_371_000} {
+		for _, off := range []int64{0, int64(time.Minute), -int64(time.Minute), 1, -1} {
+			want := time.Unix(s, 0).Add(time.Duration(off)).UnixNano()
+			if got := secNanos(s, off); got != want {
+				t.Errorf("secNanos(%d, %d) = %d, want %d", s, off, got, want)
+			}
+		}
+	}
+	for _, tc := range []struct{ s, off, want int64 }{
+		{math.MaxInt64, 0, math.MaxInt64},
+		{math.MaxInt64 / int64(time.Second), int64(time.Minute), math.MaxInt64},
+		{math.MaxInt64/int64(time.Second) - 1, int64(time.Hour), math.MaxInt64},
+		{math.MinInt64, 0, math.MinInt64},
+		{-(math.MaxInt64/int64(time.Second) - 1), -int64(time.Hour), math.MinInt64},
+	} {
+		if got := secNanos(tc.s, tc.off); got != tc.want {
+			t.Errorf("secNanos(%d, %d) = %d, want %d", tc.s, tc.off, got, tc.want)
+		}
 	}
 }
