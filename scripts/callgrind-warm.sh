@@ -3,8 +3,9 @@
 # authproxy/internal/app (e.g. 'WarmRequest/core/access_log=false' or
 # BareForward), counted by callgrind over exactly N requests after warm-up,
 # every thread included (handler, loopback upstream, runtime, GC).
-# Needs valgrind. Instruction counts do not depend on what else runs on the
-# machine, unlike time. With TOGGLE set to a function pattern (e.g.
+# Needs valgrind. Instruction counts depend far less than time on what else
+# runs on the machine, but not nothing: under contention the Go scheduler
+# spins and parks differently. With TOGGLE set to a function pattern (e.g.
 # 'github.com/gofiber/fiber/v2.(*App).handler'), only instructions executed
 # inside that function are counted: the handler's own work, without the
 # runtime's background goroutines.

@@ -359,8 +359,10 @@ func (r *report) markdown() string {
 	if len(r.instr) > 0 {
 		w("\nInstructions per warm request (callgrind; each proxy process started under valgrind, warmed, then %d\n", r.instr[0].requests)
 		w("sequential requests on one connection counted between `callgrind_control -z` and `-d`, less a window of\n")
-		w("the same length without requests; the upstream is another process and not counted; counts do not depend\n")
-		w("on what else the machine runs; valgrind has no SHA-NI, so SHA-256 weighs more than on the CPU):\n\n")
+		w("the same length without requests; the upstream is another process and not counted; counts depend far\n")
+		w("less than times on what else the machine runs, but not nothing: with another CPU-bound job running, both\n")
+		w("proxies' counts rose by 11 to 13 %%, the Go scheduler spinning and parking differently; valgrind has no\n")
+		w("SHA-NI, so SHA-256 weighs more than on the CPU):\n\n")
 		w("| target | instructions / request | idle window subtracted (per request) |\n|---|---:|---:|\n")
 		for _, x := range r.instr {
 			if x.perRequest < 0 {
