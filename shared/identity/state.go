@@ -1,11 +1,11 @@
 package identity
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding"
 	"fmt"
 	"hash"
+	"strconv"
 	"sync"
 )
 
@@ -82,17 +82,16 @@ type MACScratch struct {
 	u    encoding.BinaryUnmarshaler
 	tail []byte
 	sum  []byte
+	// ts is the decimal form of the timestamp tsOf: kept from one
+	// request to the next, as many are signed within one millisecond.
+	ts   []byte
+	tsOf int64
 }
 
 // Timestamp is the decimal X-Auth-Timestamp of the request last signed
-// with t: AppendSignatureWith formats it at the start of the request tail,
-// so the header that carries it need not format it again.
-func (t *MACScratch) Timestamp() []byte {
-	if i := bytes.IndexByte(t.tail, '\n'); i >= 0 {
-		return t.tail[:i]
-	}
-	return nil
-}
+// with t: AppendSignatureWith formats it for the request tail, so the
+// header that carries it need not format it again.
+func (t *MACScratch) Timestamp() []byte { return t.ts }
 
 var tailStates = sync.Pool{New: func() any { return new(MACScratch) }}
 
@@ -117,7 +116,10 @@ func (m *IdentityMAC) AppendSignatureWith(dst []byte, r *Request, t *MACScratch)
 	if err := t.u.UnmarshalBinary(m.inner[:]); err != nil {
 		panic("identity: sha256 state: " + err.Error())
 	}
-	t.tail = AppendRequestTail(t.tail[:0], r)
+	if r.Timestamp != t.tsOf || len(t.ts) == 0 {
+		t.ts, t.tsOf = strconv.AppendInt(t.ts[:0], r.Timestamp, 10), r.Timestamp
+	}
+	t.tail = appendTailAfterTimestamp(append(t.tail[:0], t.ts...), r) // AppendRequestTail
 	t.h.Write(t.tail)
 	t.sum = t.h.Sum(t.sum[:0])
 	if err := t.u.UnmarshalBinary(m.s.opad); err != nil {

@@ -180,7 +180,13 @@ func AppendIdentityBlock(dst []byte, keyID string, id *Identity) []byte {
 // timestamp, request id, client IP, method, path+query and the lower-case hex
 // SHA-256 of the body, separated by '\n', with no final newline.
 func AppendRequestTail(dst []byte, r *Request) []byte {
-	dst = append(strconv.AppendInt(dst, r.Timestamp, 10), '\n')
+	return appendTailAfterTimestamp(strconv.AppendInt(dst, r.Timestamp, 10), r)
+}
+
+// appendTailAfterTimestamp appends the request tail from the newline
+// after the timestamp on.
+func appendTailAfterTimestamp(dst []byte, r *Request) []byte {
+	dst = append(dst, '\n')
 	dst = append(append(dst, r.RequestID...), '\n')
 	dst = append(append(dst, r.ClientIP...), '\n')
 	dst = append(append(dst, r.Method...), '\n')

@@ -310,6 +310,11 @@ func TestIdentityMACMatchesAppendSignature(t *testing.T) {
 	}
 	reqs := []Request{
 		{Timestamp: 1767225600123, RequestID: "r1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/a?b=c", BodySHA256: EmptyBodySHA256},
+		// The same millisecond (the scratch reuses its formatted timestamp)...
+		{Timestamp: 1767225600123, RequestID: "r2", ClientIP: "203.0.113.8", Method: "GET", PathQuery: "/a", BodySHA256: EmptyBodySHA256},
+		// ...and the next one, and 0 (the scratch's zero value).
+		{Timestamp: 1767225600124, RequestID: "r3", ClientIP: "203.0.113.8", Method: "GET", PathQuery: "/a", BodySHA256: EmptyBodySHA256},
+		{Timestamp: 0, RequestID: "r4", ClientIP: "203.0.113.8", Method: "GET", PathQuery: "/a", BodySHA256: EmptyBodySHA256},
 		{Timestamp: 1, RequestID: "", ClientIP: "::1", Method: "POST", PathQuery: "/" + strings.Repeat("x", 3000), BodySHA256: sha256.Sum256([]byte("body"))},
 	}
 	for _, secret := range [][]byte{bytes.Repeat([]byte{7}, MinKeyLen), bytes.Repeat([]byte{9}, 64), bytes.Repeat([]byte{5}, 100)} {

@@ -87,3 +87,29 @@ func TestTrustedForwardedForNotWarned(t *testing.T) {
 		t.Fatalf("counted a trusted peer: %v", n)
 	}
 }
+
+// The client IP of each request is its own, whatever the requests before
+// it came from (the proxy keeps the text of the last address it wrote).
+func TestClientIPEachRequest(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
+	tok := e.token(nil)
+	for _, tc := range []struct{ xff, want string }{
+		{"203.0.113.7", "203.0.113.7"},
+		{"203.0.113.7", "203.0.113.7"},
+		{"", "127.0.0.1"},
+		{"198.51.100.9", "198.51.100.9"},
+		{"2001:db8::1", "2001:db8::1"},
+		{"", "127.0.0.1"},
+		{"::ffff:203.0.113.8", "203.0.113.8"},
+		{"203.0.113.7", "203.0.113.7"},
+	} {
+		var hdr map[string]string
+		if tc.xff != "" {
+			hdr = map[string]string{"X-Forwarded-For": tc.xff}
+		}
+		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, hdr), 200)
+		if got := e.core.Last(t).Headers["X-Auth-Client-Ip"]; len(got) != 1 || got[0] != tc.want {
+			t.Fatalf("X-Forwarded-For %q: X-Auth-Client-Ip = %v, want %s", tc.xff, got, tc.want)
+		}
+	}
+}

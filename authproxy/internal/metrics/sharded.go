@@ -142,7 +142,7 @@ func (h *Histogram) Observe(v float64) {
 	p := procPin()
 	c := &h.cells[p&cellMask]
 	c.counts[b].Add(1)
-	for {
+	for v != 0 { // 0 (a warm request's auth time) leaves the sum as it is
 		old := c.sum.Load()
 		if c.sum.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
 			break

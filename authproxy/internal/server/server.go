@@ -260,6 +260,8 @@ type state struct {
 	sig       []byte
 	ts        []byte
 	ip        []byte
+	ipOf      netip.Addr // the client address ipText is the text of
+	ipText    []byte
 	hdr       []byte // the identity block (identityBlock)
 	sentReqID bool   // the client sent an X-Request-Id
 	mac       identity.MACScratch
@@ -914,7 +916,10 @@ func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 			}
 		}
 	}
-	return ip.AppendTo(dst)
+	if ip != st.ipOf { // most requests come from the address before
+		st.ipText, st.ipOf = ip.AppendTo(st.ipText[:0]), ip
+	}
+	return append(dst, st.ipText...)
 }
 
 // setForwarded writes X-Forwarded-For/-Proto/-Host. From an untrusted peer
