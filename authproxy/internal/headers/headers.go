@@ -348,9 +348,10 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // Scan reads, in one pass over the client's header fields, what the
 // request path would otherwise look up one name at a time (each lookup
 // re-validates and re-cases its name, or walks every field). Names match
-// in any case. A field's first letter decides which names it is compared
-// with: every name Sanitize removes starts with one of c, f, k, p, t, u
-// or x, so most fields (Host, Accept, User-Agent...) cost one switch.
+// in any case. A field's first letter (and for some, its length) decides
+// which names it is compared with: every name Sanitize removes starts with
+// one of c, f, k, p, t, u or x, so most fields (Host, Accept,
+// User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
 	seenID := false
@@ -371,7 +372,19 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 		case 's':
 			s.WSProtocol = s.WSProtocol || len(k) == len("Sec-WebSocket-Protocol") && equalFold(k, "sec-websocket-protocol")
 			continue
-		case 'c', 'k', 'p', 't', 'u', 'x', 'f':
+		case 'u': // Upgrade; not User-Agent
+			if len(k) != len("Upgrade") {
+				continue
+			}
+		case 'c', 'k': // Connection, Keep-Alive
+			if len(k) != len("Connection") {
+				continue
+			}
+		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization
+			if len(k) < len("Proxy-Connection") {
+				continue
+			}
+		case 't', 'x', 'f':
 		default:
 			continue
 		}

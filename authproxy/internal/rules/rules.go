@@ -576,12 +576,13 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	// No prefix is longer than maxLen: only that much (and the byte after
 	// it, to see a segment boundary) needs lower-casing.
 	n := min(len(path), t.maxLen+1)
-	lp := scratch[:0]
-	for _, c := range path[:n] {
+	lp := path[:n] // most paths are lower case already: matched as they are
+	for i, c := range lp {
 		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
+			lp = lower(scratch[:0], path[:n], i)
+			scratch = lp
+			break
 		}
-		lp = append(lp, c)
 	}
 	// Candidates from the longest down: the whole path (if no longer than
 	// the longest prefix), then each segment boundary, then "/".
@@ -595,7 +596,7 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	for end > 0 {
 		if t.lens[end] {
 			if g := t.groups[string(lp[:end])]; g != nil {
-				return g, lp
+				return g, scratch
 			}
 		}
 		end--
@@ -603,7 +604,20 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 			end--
 		}
 	}
-	return t.groups["/"], lp
+	return t.groups["/"], scratch
+}
+
+// lower appends p to dst in lower case, given that p[:i] has no upper-case
+// letter.
+func lower(dst, p []byte, i int) []byte {
+	dst = append(dst, p[:i]...)
+	for _, c := range p[i:] {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // Routes returns every route, built-in ones first (for logs and tests).

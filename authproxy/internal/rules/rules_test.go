@@ -116,6 +116,10 @@ func TestAppRoutes(t *testing.T) {
 		{"GET", "/notesx", 200, "other", ""},
 		{"GET", "/notes/public/x", 200, "notes", ""},
 		{"GET", "/NOTES/1", 200, "notes", "notes:read"},
+		// Upper case after a lower-case start (matched on a lower-cased copy).
+		{"GET", "/noTES/1", 200, "notes", "notes:read"},
+		{"GET", "/notes/PUBLIC/x", 200, "notes", ""},
+		{"GET", "/notes-Admin", 200, "other", "notes:admin"},
 		{"GET", "/anything/else", 200, "other", ""},
 		{"GET", "/", 200, "other", ""},
 		{"GET", "/api/v1/invoices/7", 200, "other", ""},
