@@ -109,14 +109,6 @@ func keyInQuery(q []byte) bool {
 	return false
 }
 
-// dropBearerKey removes an Authorization: Bearer tg_... from a request to a
-// public route (the upstream never sees a key).
-func dropBearerKey(h *fasthttp.RequestHeader, maxLen int) {
-	if raw, ok := headers.BearerCandidate(h, maxLen); ok && apikey.HasPrefix(raw) {
-		h.Del(fiber.HeaderAuthorization)
-	}
-}
-
 // keyWarm is the warm state of a key entry (see warm): its principal is
 // api_key and it has no authentication methods or time.
 func keyWarm(e *projection.KeyEntry) *warm {

@@ -560,22 +560,24 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		st.outcome = "method_not_allowed"
 		return &httpError{status: 405, code: problem.CodeMethodNotAllowed, detail: "method not allowed on this route", allow: g.Allow}
 	}
-	switch route.Access {
-	case rules.Public:
-		st.outcome = "public"
-		dropBearerKey(h, s.o.MaxTokenBytes)
-		return s.forward(c, st, rt, route, nil, nil)
-	case rules.Optional, rules.Protected:
-	default:
-		st.outcome = "no_route"
-		return errNotFound
-	}
 	var raw []byte
 	var haveD bool
 	if st.edited { // a stage changed the fields since headers.Scan
 		raw, haveD = headers.BearerCandidate(h, s.o.MaxTokenBytes)
 	} else {
 		raw, haveD = st.seen.BearerCandidate(s.o.MaxTokenBytes)
+	}
+	switch route.Access {
+	case rules.Public:
+		st.outcome = "public"
+		if haveD && apikey.HasPrefix(raw) { // the upstream never sees a key
+			h.Del(fiber.HeaderAuthorization)
+		}
+		return s.forward(c, st, rt, route, nil, nil)
+	case rules.Optional, rules.Protected:
+	default:
+		st.outcome = "no_route"
+		return errNotFound
 	}
 	if st.xkeyN > 0 || haveD && apikey.HasPrefix(raw) {
 		return s.authorizeKey(c, st, rt, route, raw)
