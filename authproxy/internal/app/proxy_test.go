@@ -91,6 +91,19 @@ func TestConnectionCannotRemoveInjectedHeaders(t *testing.T) {
 	}
 }
 
+// A client that names Authorization in Connection has it removed, as any
+// hop-by-hop field, before the token is looked up: the proxy then sees no
+// token, though the header scan at the request's start saw one (and the
+// token is warm in the cache).
+func TestConnectionNamedAuthorizationRemovedBeforeLookup(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // warm
+	r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok +
+		"\r\nConnection: authorization\r\n\r\n")
+	e.wantProblem(r, 401, problem.CodeUnauthenticated)
+}
+
 // Forged and invalid tokens are refused with 401 invalid_token and
 // never forwarded.
 func TestRejectedTokens(t *testing.T) {
