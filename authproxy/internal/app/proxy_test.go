@@ -655,6 +655,47 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
+// Ids the proxy makes are distinct, whichever CPU each request runs on
+// (they come from a per-CPU sequence), and carry the process's prefix.
+func TestRequestIDsDistinct(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	const workers, each = 8, 25
+	ids := make([][]string, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for range each {
+				r := e.do("GET", "/api/v1/users/me", tok, nil)
+				if r.status != 200 {
+					t.Errorf("status %d", r.status)
+					return
+				}
+				ids[w] = append(ids[w], r.header.Get("X-Request-Id"))
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	prefix := ""
+	for _, list := range ids {
+		for _, id := range list {
+			if seen[id] {
+				t.Fatalf("request id %q given twice", id)
+			}
+			seen[id] = true
+			p, _, ok := strings.Cut(id, "-")
+			if !ok || prefix != "" && p != prefix {
+				t.Fatalf("request id %q: want the prefix %q", id, prefix)
+			}
+			prefix = p
+		}
+	}
+	if len(seen) != workers*each {
+		t.Fatalf("%d ids, want %d", len(seen), workers*each)
+	}
+}
+
 // The upstream receives exactly one X-Request-Id, the one the signature
 // covers and the response carries, whatever the client sent: a valid id,
 // one the proxy replaces, or several; for a warm token (whose headers are

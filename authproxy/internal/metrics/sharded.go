@@ -2,63 +2,34 @@ package metrics
 
 import (
 	"math"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	_ "unsafe" // go:linkname of runtime.procPin
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/percpu"
 )
 
 // The metrics every request records (its duration, its auth time, the
-// token cache hit, the decision) are kept in one cell per CPU: a shared
-// atomic counter is a cache line that every request on another CPU has to
-// pull over, which on two cores cost about 0.5 µs of CPU per request
-// (BenchmarkHandlerNoIOParallel). A request adds to the cell of the CPU it
-// runs on; a scrape sums the cells. The cells are atomic all the same: a
-// scrape reads them while requests add, and with more Ps than cells two
-// Ps share one.
-
-// procPin pins the goroutine to its P and returns the P's id; procUnpin
-// releases it. The runtime keeps both for linkname by name (go.dev/issue/67401).
-//
-//go:linkname procPin runtime.procPin
-func procPin() int
-
-//go:linkname procUnpin runtime.procUnpin
-func procUnpin()
-
-// cells is the number of cells of a metric (a power of two: a P's cell is
-// its id & cellMask): one per CPU of the machine, at most 64.
-var cells = func() int {
-	n := 1
-	for n < min(runtime.NumCPU(), 64) {
-		n <<= 1
-	}
-	return n
-}()
-
-var cellMask = cells - 1
-
-// cacheLine is the size the cells are padded to, so that no two share one.
-const cacheLine = 64
+// token cache hit, the decision) are kept in one cell per CPU (package
+// percpu): a request adds to the cell of the CPU it runs on; a scrape sums
+// the cells.
 
 // Counter is a counter kept per CPU. Safe for concurrent use.
 type Counter struct{ cells []counterCell }
 
 type counterCell struct {
 	n atomic.Uint64
-	_ [cacheLine - 8]byte
+	_ [percpu.CacheLine - 8]byte
 }
 
-func newCounter() *Counter { return &Counter{cells: make([]counterCell, cells)} }
+func newCounter() *Counter { return &Counter{cells: make([]counterCell, percpu.Cells)} }
 
 // Inc adds one.
 func (c *Counter) Inc() {
-	p := procPin()
-	c.cells[p&cellMask].n.Add(1)
-	procUnpin()
+	c.cells[percpu.Pin()].n.Add(1)
+	percpu.Unpin()
 }
 
 // Value is the sum of the cells.
@@ -123,14 +94,14 @@ type Histogram struct {
 type histCell struct {
 	counts [maxBuckets + 1]atomic.Uint64
 	sum    atomic.Uint64
-	_      [(cacheLine - (maxBuckets+2)*8%cacheLine) % cacheLine]byte
+	_      [(percpu.CacheLine - (maxBuckets+2)*8%percpu.CacheLine) % percpu.CacheLine]byte
 }
 
 func newHistogram(upper []float64) *Histogram {
 	if len(upper) > maxBuckets {
 		panic("metrics: too many histogram buckets")
 	}
-	return &Histogram{upper: upper, cells: make([]histCell, cells)}
+	return &Histogram{upper: upper, cells: make([]histCell, percpu.Cells)}
 }
 
 // Observe records v.
@@ -139,8 +110,7 @@ func (h *Histogram) Observe(v float64) {
 	for b < len(h.upper) && v > h.upper[b] {
 		b++
 	}
-	p := procPin()
-	c := &h.cells[p&cellMask]
+	c := &h.cells[percpu.Pin()]
 	c.counts[b].Add(1)
 	for v != 0 { // 0 (a warm request's auth time) leaves the sum as it is
 		old := c.sum.Load()
@@ -148,7 +118,7 @@ func (h *Histogram) Observe(v float64) {
 			break
 		}
 	}
-	procUnpin()
+	percpu.Unpin()
 }
 
 // metric is the histogram's current value as a Prometheus metric.

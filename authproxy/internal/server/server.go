@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/percpu"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
@@ -221,7 +222,7 @@ type Server struct {
 	router   atomic.Pointer[Router]
 	draining atomic.Bool
 	idPrefix string
-	idSeq    atomic.Uint64
+	idSeq    *percpu.Sequence
 	// xffWarnAt is when (unix ns) the next untrusted-X-Forwarded-For
 	// warning may be logged.
 	xffWarnAt atomic.Int64
@@ -301,7 +302,7 @@ func New(d Deps, o Options) *Server {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
+	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
 	s.router.Store(d.Router)
 	for _, out := range decide.Outcomes() {
 		for int(out) >= len(s.decisions) {
@@ -403,9 +404,10 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	if requestid.Valid(b2s(in)) {
 		st.reqID = append(st.reqID[:0], in...)
 	} else {
-		// Unique, not secret: a random per-process prefix and a counter.
+		// Unique, not secret: a random per-process prefix and a number
+		// from a per-CPU sequence (no counter shared by the cores).
 		st.reqID = append(st.reqID[:0], s.idPrefix...)
-		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Add(1), 36)
+		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Next(), 36)
 	}
 }
 
