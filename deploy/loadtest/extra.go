@@ -85,33 +85,82 @@ func (h *harness) measureTokenSizes(eddsaToken string) tokenSizes {
 	return ts
 }
 
-// openLoop sends reqs (cycled) at a fixed rate, each due on schedule
-// whether or not earlier ones were answered (load.rate), and reports the
-// latency percentiles and, from probe, the CPU each process and CPU used
-// over the measured window. The harness's raw-connection generator costs a
-// fraction of what an HTTP client library does per request, so it keeps
-// the schedule on the one CPU it is given (openLoops).
-func (h *harness) openLoop(ctx context.Context, name, addr string, rate float64, reqs [][]byte, probe *usageProbe) openLoopRow {
+// openLoopSlices is the number of slices each open-loop row is measured
+// in. The two proxies take turns slice by slice (bare, authproxy,
+// authproxy, bare, ...), so that the host's slow and fast stretches,
+// which move a p99 by milliseconds here, fall on both rows alike; each
+// row pools its slices' latencies.
+const openLoopSlices = 4
+
+// openLoopOrder is which target (0: bare, 1: authproxy) runs at step k of
+// round's sequence of 2·openLoopSlices slices: pairs in ABBA order, the
+// first pair's order alternating from round to round.
+func openLoopOrder(round, k int) int {
+	return (k/2+round)%2 ^ k%2
+}
+
+// openLoopSlice sends reqs (cycled) at a fixed rate, each due on schedule
+// whether or not earlier ones were answered (load.rate), for one slice of
+// a row, keeping every latency; probe reads the CPU each process and CPU
+// used over the measured window. The harness's raw-connection generator
+// costs a fraction of what an HTTP client library does per request, so
+// it keeps the schedule on the one CPU it is given (openLoops).
+func (h *harness) openLoopSlice(ctx context.Context, addr string, rate float64, reqs [][]byte, probe *usageProbe) openLoopPart {
+	c := h.o.conns * 4 // free connections to send on, even when answers are slow
+	warmup, d := openLoopSliceTimes(h.o.warmup, h.o.duration)
+	res := load{addr: addr, conns: c, warmup: warmup, duration: d, request: cycle(reqs, c), want: 200, rate: rate, keep: true,
+		onStart: probe.start, onEnd: probe.end}.run(ctx)
+	return openLoopPart{res: res, use: probe.got}
+}
+
+// openLoopSliceTimes is one slice's warm-up and measured window: the row's
+// measured time split over the slices, and half the row's warm-up (at
+// least 1 s: a proxy just pinned to its CPU takes up to a second to set
+// GOMAXPROCS to it).
+func openLoopSliceTimes(warmup, duration time.Duration) (time.Duration, time.Duration) {
+	return max(warmup/2, time.Second), max(duration/openLoopSlices, 500*time.Millisecond)
+}
+
+// openLoopPart is what one slice of an open-loop row measured.
+type openLoopPart struct {
+	res result
+	use usage
+}
+
+// pooledOpenLoopRow makes one proxy's open-loop row from its slices: the
+// latency percentiles of every slice's requests together, the requests
+// and errors summed, the first error kept, and each CPU figure the mean
+// of the slices' (all of equal length), unread (-1) if any slice's is.
+func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoopRow {
 	r := openLoopRow{name: name, rate: rate, use: usage{-1, -1, -1, -1, -1}}
-	if rate <= 0 {
-		r.note = "not measured: no capacity figure for the bare proxy"
+	if len(parts) == 0 {
+		r.note = "not measured"
 		return r
 	}
-	h.logf("open loop %-40s %.0f req/s ...", name, rate)
-	c := h.o.conns * 4 // free connections to send on, even when answers are slow
-	res := load{addr: addr, conns: c, warmup: h.o.warmup, duration: h.o.duration, request: cycle(reqs, c), want: 200, rate: rate,
-		onStart: probe.start, onEnd: probe.end}.run(ctx)
-	r.requests = uint64(res.Requests)
-	if res.Requests > 0 {
-		r.success = 1 - float64(res.Errors)/float64(res.Requests)
+	var lat []uint32
+	var requests, errs int64
+	var use [5]float64
+	for _, p := range parts {
+		lat = append(lat, p.res.Latencies...)
+		requests += p.res.Requests
+		errs += p.res.Errors
+		if r.note == "" && p.res.FirstErr != "" {
+			r.note = "first error: " + p.res.FirstErr
+		}
+		for k, v := range []float64{p.use.generator, p.use.upstream, p.use.proxy, p.use.generatorCPUs, p.use.proxyCPUs} {
+			if v < 0 || use[k] < 0 {
+				use[k] = -1
+				continue
+			}
+			use[k] += v / float64(len(parts))
+		}
 	}
-	r.p50, r.p99, r.max = res.P50, res.P99, res.Max
-	r.use = probe.got
-	if res.FirstErr != "" {
-		r.note = "first error: " + res.FirstErr
+	r.requests = uint64(requests)
+	if requests > 0 {
+		r.success = 1 - float64(errs)/float64(requests)
 	}
-	h.logf("open loop %-40s %.0f req/s: p50 %v p99 %v max %v success %.4f; CPU-s/s generator %s upstream %s proxy %s; busy generator's CPU %s proxy's CPU %s %s %s",
-		name, rate, r.p50, r.p99, r.max, r.success, cpuPS(r.use.generator), cpuPS(r.use.upstream), cpuPS(r.use.proxy), busyPct(r.use.generatorCPUs), busyPct(r.use.proxyCPUs), r.use.saturation(), r.note)
+	r.p50, r.p99, r.max = percentiles(lat)
+	r.use = usage{use[0], use[1], use[2], use[3], use[4]}
 	return r
 }
 

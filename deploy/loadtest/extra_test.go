@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +147,53 @@ func reportHas(t *testing.T, md string, wants ...string) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// The rows' slices take turns in pairs of opposite order (ABBA), each
+// proxy gets openLoopSlices of them, and the first pair's order
+// alternates from round to round.
+func TestOpenLoopOrder(t *testing.T) {
+	for round, want := range map[int]string{0: "01100110", 1: "10011001", 2: "01100110"} {
+		got := ""
+		for k := range 2 * openLoopSlices {
+			got += strconv.Itoa(openLoopOrder(round, k))
+		}
+		if got != want {
+			t.Errorf("round %d: order %s, want %s", round, got, want)
+		}
+	}
+	if w, d := openLoopSliceTimes(2*time.Second, 10*time.Second); w != time.Second || d != 2500*time.Millisecond {
+		t.Errorf("slice times %v, %v; want 1s, 2.5s", w, d)
+	}
+}
+
+// A row pooled from slices: percentiles over every slice's requests
+// together (not the mean or median of the slices' own), counts summed,
+// the first error kept, CPU figures averaged, an unread one unread.
+func TestPooledOpenLoopRow(t *testing.T) {
+	lat := func(from, n uint32) []uint32 {
+		var l []uint32
+		for i := range n {
+			l = append(l, from+i)
+		}
+		return l
+	}
+	a := openLoopPart{res: result{Requests: 100, Latencies: lat(1, 100)}, use: usage{0.2, 0.4, 0.5, 0.6, -1}}
+	b := openLoopPart{res: result{Requests: 100, Errors: 2, FirstErr: "status 502", Latencies: lat(1001, 100)}, use: usage{0.4, 0.2, 0.7, 0.8, 0.5}}
+	r := pooledOpenLoopRow("authproxy warm", 5000, []openLoopPart{a, b})
+	// 200 latencies: 1..100 and 1001..1100 µs; index 99 (p50) is 100 µs, index 197 (p99) 1098 µs.
+	if r.p50 != 100*time.Microsecond || r.p99 != 1098*time.Microsecond || r.max != 1100*time.Microsecond {
+		t.Errorf("p50 %v p99 %v max %v; want 100µs, 1.098ms, 1.1ms", r.p50, r.p99, r.max)
+	}
+	if r.requests != 200 || r.success != 0.99 || r.note != "first error: status 502" || r.rate != 5000 {
+		t.Errorf("requests %d success %v note %q rate %v", r.requests, r.success, r.note, r.rate)
+	}
+	near := func(x, y float64) bool { return x-y < 1e-9 && y-x < 1e-9 }
+	if !near(r.use.generator, 0.3) || !near(r.use.upstream, 0.3) || !near(r.use.proxy, 0.6) || !near(r.use.generatorCPUs, 0.7) || r.use.proxyCPUs != -1 {
+		t.Errorf("use %+v; want 0.3, 0.3, 0.6, 0.7, -1", r.use)
+	}
+	if r := pooledOpenLoopRow("bare", 5000, nil); r.note == "" || r.requests != 0 {
+		t.Errorf("no slices: %+v", r)
 	}
 }

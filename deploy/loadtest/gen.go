@@ -35,6 +35,9 @@ type load struct {
 	// due, so time spent waiting for a free connection counts (no
 	// coordinated omission).
 	rate float64
+	// keep makes the result carry every latency of the measured window
+	// (result.Latencies), for pooling the slices of one row.
+	keep bool
 }
 
 // result is what one run measured, during the measured window only.
@@ -49,6 +52,9 @@ type result struct {
 	FirstErr string
 	// Kinds counts the errors by kind, most frequent first.
 	Kinds []kindCount
+	// Latencies are the measured requests' latencies in µs, sorted; only
+	// with load.keep.
+	Latencies []uint32
 }
 
 func (l load) run(ctx context.Context) result {
@@ -178,6 +184,9 @@ func (l load) run(ctx context.Context) result {
 	}
 	r.RPS = float64(r.Requests) / elapsed.Seconds()
 	r.P50, r.P99, r.Max = percentiles(all)
+	if l.keep {
+		r.Latencies = all
+	}
 	return r
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -31,13 +32,20 @@ func serveFor(t *testing.T, delay time.Duration) string {
 func TestOpenLoopRate(t *testing.T) {
 	req := [][]byte{rawGET("x", "/", "")}
 	fast := serveFor(t, 0)
-	r := load{addr: fast, conns: 8, warmup: 200 * time.Millisecond, duration: time.Second, request: cycle(req, 8), want: 200, rate: 500}.run(context.Background())
+	r := load{addr: fast, conns: 8, warmup: 200 * time.Millisecond, duration: time.Second, request: cycle(req, 8), want: 200, rate: 500, keep: true}.run(context.Background())
 	if r.Requests < 400 || r.Requests > 600 || r.Errors != 0 {
 		t.Fatalf("500/s for 1 s: %d requests, %d errors", r.Requests, r.Errors)
+	}
+	// keep: every measured request's latency, sorted, for pooling slices.
+	if int64(len(r.Latencies)) != r.Requests || !slices.IsSorted(r.Latencies) {
+		t.Fatalf("kept %d latencies (sorted %v) of %d requests", len(r.Latencies), slices.IsSorted(r.Latencies), r.Requests)
 	}
 	// One connection, 10 ms a request: 100/s at most, 200/s due.
 	slow := serveFor(t, 10*time.Millisecond)
 	r = load{addr: slow, conns: 1, warmup: 0, duration: time.Second, request: cycle(req, 1), want: 200, rate: 200}.run(context.Background())
+	if r.Latencies != nil {
+		t.Fatal("latencies kept without load.keep")
+	}
 	if r.Requests > 120 {
 		t.Fatalf("one 10 ms connection answered %d requests in 1 s", r.Requests)
 	}

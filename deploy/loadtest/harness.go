@@ -370,7 +370,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// placement (-placement): the latency each proxy adds when neither it
 	// nor its CPU is saturated.
 	for i := 0; i < openLoopRounds && ctx.Err() == nil; i++ {
-		rows, note := h.openLoops(ctx, noAuth, warmReqs, h.o.placement)
+		rows, note := h.openLoops(ctx, noAuth, warmReqs, h.o.placement, i)
 		rep.openLoop, rep.openLoopNotes = append(rep.openLoop, rows), append(rep.openLoopNotes, note)
 	}
 	rep.instr = h.callgrindRows(ctx, noAuth, warmReqs)
@@ -631,9 +631,11 @@ func placementNote(placement string) string {
 // the upstream and the other proxy share CPU 0: the latency is then the
 // proxy's, not its queue behind the upstream on a shared CPU. placeShared
 // is the former placement, for comparison. The capacity is measured in
-// the same placement just before.
-// Each row carries the CPU each process and CPU used over its window.
-func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte, placement string) ([]openLoopRow, string) {
+// the same placement just before. Each row is measured in slices that
+// alternate with the other row's (openLoopOrder; round is the round's
+// number, which picks the first pair's order) and carries the CPU each
+// process and CPU used over its slices.
+func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte, placement string, round int) ([]openLoopRow, string) {
 	self, bare, auth, up := os.Getpid(), h.bare.pid(), h.proxy.pid(), h.upstream.pid()
 	targets := []struct {
 		name, addr string
@@ -679,19 +681,41 @@ func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte, plac
 	rate, why := halfLoadRate(capacity.RPS/4, cal.got, capacity.RPS)
 	note += "; " + why
 	h.logf("open loop: %s", why)
-	rows := make([]openLoopRow, 0, len(targets))
-	for i, t := range targets {
-		if i > 0 && iso != nil && placement != placeShared {
+	// The rows' slices alternate (openLoopOrder), each proxy alone on its
+	// CPUs while measured.
+	parts := make([][]openLoopPart, len(targets))
+	failed := make([]string, len(targets))
+	for k := 0; k < 2*openLoopSlices && ctx.Err() == nil; k++ {
+		i := openLoopOrder(round, k)
+		t := targets[i]
+		if failed[i] != "" || rate <= 0 {
+			continue
+		}
+		if iso != nil && placement != placeShared {
 			iso.undo()
 			if iso, err = pin(t.pid, t.idle); err != nil {
-				rows = append(rows, openLoopRow{name: t.name, rate: rate, use: usage{-1, -1, -1, -1, -1}, note: "not measured: " + err.Error()})
+				failed[i] = err.Error()
 				continue
 			}
 		}
-		rows = append(rows, h.openLoop(ctx, t.name, t.addr, rate, t.reqs, newUsageProbe(self, up, t.pid, genCPUs, otherCPUs)))
+		h.logf("open loop %-40s %.0f req/s, slice %d ...", t.name, rate, k/2+1)
+		parts[i] = append(parts[i], h.openLoopSlice(ctx, t.addr, rate, t.reqs, newUsageProbe(self, up, t.pid, genCPUs, otherCPUs)))
 	}
 	if iso != nil {
 		iso.undo()
+	}
+	rows := make([]openLoopRow, 0, len(targets))
+	for i, t := range targets {
+		r := pooledOpenLoopRow(t.name, rate, parts[i])
+		switch {
+		case rate <= 0:
+			r.note = "not measured: no capacity figure for the bare proxy"
+		case failed[i] != "":
+			r.note = "not measured: " + failed[i]
+		}
+		h.logf("open loop %-40s %.0f req/s: p50 %v p99 %v max %v success %.4f; CPU-s/s generator %s upstream %s proxy %s; busy generator's CPU %s proxy's CPU %s %s %s",
+			r.name, rate, r.p50, r.p99, r.max, r.success, cpuPS(r.use.generator), cpuPS(r.use.upstream), cpuPS(r.use.proxy), busyPct(r.use.generatorCPUs), busyPct(r.use.proxyCPUs), r.use.saturation(), r.note)
+		rows = append(rows, r)
 	}
 	return rows, note
 }
@@ -778,7 +802,7 @@ func (h *harness) openLoopOnly(ctx context.Context, rounds int, placements []str
 			slices.Reverse(order)
 		}
 		for _, pl := range order {
-			rows, note := h.openLoops(ctx, noAuth, warmReqs, pl)
+			rows, note := h.openLoops(ctx, noAuth, warmReqs, pl, i)
 			fmt.Fprintf(out, "round %d, placement %s: %s\n", i+1, pl, note)
 			writeOpenLoopRows(out, rows)
 			got[pl] = append(got[pl], rows)
