@@ -233,25 +233,15 @@ func BenchmarkHandlerNoIO(b *testing.B) {
 		vars map[string]string
 	}{{"authproxy", nil}, {"authproxy/trusted", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}}} {
 		b.Run(tc.name, func(b *testing.B) {
-			e := start(b, envOpt{vars: tc.vars})
-			for _, hc := range e.app.Server.Router().Clients {
-				hc.Transport = newCannedTransport()
-			}
+			e, h := startCanned(b, envOpt{vars: tc.vars})
 			req := benchRequest(e.token(nil))
-			h := e.app.Server.App().Handler()
 			warmUp(b, h, req)
 			runHandler(b, h, req, 200)
 		})
 	}
 	b.Run("authproxy/public", func(b *testing.B) {
-		e := start(b, envOpt{})
-		for _, hc := range e.app.Server.Router().Clients {
-			hc.Transport = newCannedTransport()
-		}
-		req := benchRequest("")
-		req.Header.Del("Authorization")
-		req.SetRequestURI(publicBenchURI)
-		h := e.app.Server.App().Handler()
+		_, h := startCanned(b, envOpt{})
+		req := publicBenchRequest()
 		warmUp(b, h, req)
 		runHandler(b, h, req, 200)
 	})
@@ -276,28 +266,19 @@ func BenchmarkHandlerNoIO(b *testing.B) {
 // BenchmarkHandlerNoIO, is what its larger code and data footprint costs
 // when less of it is cached.
 func BenchmarkHandlerNoIOColdCaches(b *testing.B) {
-	canned := func(b *testing.B) (*env, fasthttp.RequestHandler) {
-		e := start(b, envOpt{})
-		for _, hc := range e.app.Server.Router().Clients {
-			hc.Transport = newCannedTransport()
-		}
-		return e, e.app.Server.App().Handler()
-	}
 	for _, size := range []struct {
 		name  string
 		bytes int
 	}{{"evict=4MiB", 4 << 20}, {"evict=64MiB", 64 << 20}} {
 		b.Run(size.name+"/authproxy", func(b *testing.B) {
-			e, h := canned(b)
+			e, h := startCanned(b, envOpt{})
 			req := benchRequest(e.token(nil))
 			warmUp(b, h, req)
 			runHandlerCold(b, h, req, 200, size.bytes)
 		})
 		b.Run(size.name+"/authproxy/public", func(b *testing.B) {
-			_, h := canned(b)
-			req := benchRequest("")
-			req.Header.Del("Authorization")
-			req.SetRequestURI(publicBenchURI)
+			_, h := startCanned(b, envOpt{})
+			req := publicBenchRequest()
 			warmUp(b, h, req)
 			runHandlerCold(b, h, req, 200, size.bytes)
 		})
@@ -368,6 +349,25 @@ func cannedClient() *fasthttp.HostClient {
 // forwarded with the anonymous identity.
 const publicBenchURI = "/.well-known/jwks.json"
 
+// publicBenchRequest is the benchmarks' request to publicBenchURI, without
+// a token.
+func publicBenchRequest() *fasthttp.Request {
+	req := benchRequest("")
+	req.Header.Del("Authorization")
+	req.SetRequestURI(publicBenchURI)
+	return req
+}
+
+// startCanned starts the proxy of o with every upstream's answer canned
+// (no sockets past the handler) and returns it with its handler.
+func startCanned(b *testing.B, o envOpt) (*env, fasthttp.RequestHandler) {
+	e := start(b, o)
+	for _, hc := range e.app.Server.Router().Clients {
+		hc.Transport = newCannedTransport()
+	}
+	return e, e.app.Server.App().Handler()
+}
+
 // warmUp sends req through h once, filling the caches, and wants a 200.
 func warmUp(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request) {
 	b.Helper()
@@ -409,11 +409,7 @@ func benchRequest(token string) *fasthttp.Request {
 func BenchmarkHandlerNoIOParallel(b *testing.B) {
 	for _, users := range []int{1, 1000} {
 		b.Run("authproxy/users="+strconv.Itoa(users), func(b *testing.B) {
-			e := start(b, envOpt{})
-			for _, hc := range e.app.Server.Router().Clients {
-				hc.Transport = newCannedTransport()
-			}
-			h := e.app.Server.App().Handler()
+			e, h := startCanned(b, envOpt{})
 			reqs := make([]*fasthttp.Request, users)
 			for i := range reqs {
 				p := defaultProjection()
