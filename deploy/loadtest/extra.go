@@ -85,18 +85,35 @@ func (h *harness) measureTokenSizes(eddsaToken string) tokenSizes {
 	return ts
 }
 
-// openLoopSlices is the number of slices each open-loop row is measured
-// in. The two proxies take turns slice by slice (bare, authproxy,
+// openLoopSlicesPerRow is the number of slices each open-loop row is
+// measured in. The two proxies take turns slice by slice (bare, authproxy,
 // authproxy, bare, ...), so that the host's slow and fast stretches,
 // which move a p99 by milliseconds here, fall on both rows alike; each
 // row pools its slices' latencies.
-const openLoopSlices = 4
+const openLoopSlicesPerRow = 4
 
 // openLoopOrder is which target (0: bare, 1: authproxy) runs at step k of
-// round's sequence of 2·openLoopSlices slices: pairs in ABBA order, the
+// round's sequence of 2·openLoopSlicesPerRow slices: pairs in ABBA order, the
 // first pair's order alternating from round to round.
 func openLoopOrder(round, k int) int {
 	return (k/2+round)%2 ^ k%2
+}
+
+// openLoopSlices measures one round's two rows (0: bare, 1: authproxy) in
+// slices, in openLoopOrder: slice(i) places target i and measures one
+// slice of its row. A slice that cannot be placed ends the round: the rows are then not
+// comparable (one would hold slices placed otherwise), so failed says why
+// and no row is kept. A cancelled ctx ends it too, with the slices so far.
+func openLoopSlices(ctx context.Context, round int, slice func(i int) (openLoopPart, error)) (parts [2][]openLoopPart, failed string) {
+	for k := 0; k < 2*openLoopSlicesPerRow && ctx.Err() == nil; k++ {
+		i := openLoopOrder(round, k)
+		p, err := slice(i)
+		if err != nil {
+			return [2][]openLoopPart{}, err.Error()
+		}
+		parts[i] = append(parts[i], p)
+	}
+	return parts, ""
 }
 
 // openLoopSlice sends reqs (cycled) at a fixed rate, each due on schedule
@@ -118,7 +135,7 @@ func (h *harness) openLoopSlice(ctx context.Context, addr string, rate float64, 
 // least 1 s: a proxy just pinned to its CPU takes up to a second to set
 // GOMAXPROCS to it).
 func openLoopSliceTimes(warmup, duration time.Duration) (time.Duration, time.Duration) {
-	return max(warmup/2, time.Second), max(duration/openLoopSlices, 500*time.Millisecond)
+	return max(warmup/2, time.Second), max(duration/openLoopSlicesPerRow, 500*time.Millisecond)
 }
 
 // openLoopPart is what one slice of an open-loop row measured.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -151,12 +153,12 @@ func reportHas(t *testing.T, md string, wants ...string) {
 }
 
 // The rows' slices take turns in pairs of opposite order (ABBA), each
-// proxy gets openLoopSlices of them, and the first pair's order
+// proxy gets openLoopSlicesPerRow of them, and the first pair's order
 // alternates from round to round.
 func TestOpenLoopOrder(t *testing.T) {
 	for round, want := range map[int]string{0: "01100110", 1: "10011001", 2: "01100110"} {
 		got := ""
-		for k := range 2 * openLoopSlices {
+		for k := range 2 * openLoopSlicesPerRow {
 			got += strconv.Itoa(openLoopOrder(round, k))
 		}
 		if got != want {
@@ -195,5 +197,46 @@ func TestPooledOpenLoopRow(t *testing.T) {
 	}
 	if r := pooledOpenLoopRow("bare", 5000, nil); r.note == "" || r.requests != 0 {
 		t.Errorf("no slices: %+v", r)
+	}
+}
+
+// The slices run in openLoopOrder, each row gets its own; a slice that
+// cannot be placed ends the round with no row kept (the rows would not be
+// comparable), and a cancelled round keeps the slices it has.
+func TestOpenLoopSlices(t *testing.T) {
+	var order string
+	slice := func(i int) (openLoopPart, error) {
+		order += strconv.Itoa(i)
+		return openLoopPart{res: result{Requests: int64(len(order))}}, nil
+	}
+	parts, failed := openLoopSlices(context.Background(), 1, slice)
+	if failed != "" || order != "10011001" || len(parts[0]) != openLoopSlicesPerRow || len(parts[1]) != openLoopSlicesPerRow {
+		t.Fatalf("order %s, slices %d and %d, failed %q", order, len(parts[0]), len(parts[1]), failed)
+	}
+	if parts[1][0].res.Requests != 1 || parts[0][0].res.Requests != 2 {
+		t.Fatalf("slices not kept with their rows: %+v", parts)
+	}
+
+	order = ""
+	parts, failed = openLoopSlices(context.Background(), 0, func(i int) (openLoopPart, error) {
+		if len(order) == 3 {
+			return openLoopPart{}, errors.New("affinity of thread 7: operation not permitted")
+		}
+		return slice(i)
+	})
+	if failed != "affinity of thread 7: operation not permitted" || parts[0] != nil || parts[1] != nil || order != "011" {
+		t.Fatalf("after a placement failure: parts %+v, failed %q, order %s", parts, failed, order)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	order = ""
+	parts, failed = openLoopSlices(ctx, 0, func(i int) (openLoopPart, error) {
+		if len(order) == 1 {
+			cancel()
+		}
+		return slice(i)
+	})
+	if failed != "" || len(parts[0]) != 1 || len(parts[1]) != 1 {
+		t.Fatalf("cancelled after two slices: %d and %d slices, failed %q", len(parts[0]), len(parts[1]), failed)
 	}
 }

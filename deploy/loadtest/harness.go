@@ -683,35 +683,32 @@ func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte, plac
 	h.logf("open loop: %s", why)
 	// The rows' slices alternate (openLoopOrder), each proxy alone on its
 	// CPUs while measured.
-	parts := make([][]openLoopPart, len(targets))
-	failed := make([]string, len(targets))
-	for k := 0; k < 2*openLoopSlices && ctx.Err() == nil; k++ {
-		i := openLoopOrder(round, k)
-		t := targets[i]
-		if failed[i] != "" || rate <= 0 {
-			continue
-		}
-		if iso != nil && placement != placeShared {
-			iso.undo()
-			if iso, err = pin(t.pid, t.idle); err != nil {
-				failed[i] = err.Error()
-				continue
+	var parts [2][]openLoopPart
+	var failed string
+	if rate > 0 {
+		parts, failed = openLoopSlices(ctx, round, func(i int) (openLoopPart, error) {
+			t := targets[i]
+			if iso != nil && placement != placeShared {
+				iso.undo()
+				if iso, err = pin(t.pid, t.idle); err != nil {
+					return openLoopPart{}, err
+				}
 			}
-		}
-		h.logf("open loop %-40s %.0f req/s, slice %d ...", t.name, rate, k/2+1)
-		parts[i] = append(parts[i], h.openLoopSlice(ctx, t.addr, rate, t.reqs, newUsageProbe(self, up, t.pid, genCPUs, otherCPUs)))
+			h.logf("open loop %-40s %.0f req/s ...", t.name, rate)
+			return h.openLoopSlice(ctx, t.addr, rate, t.reqs, newUsageProbe(self, up, t.pid, genCPUs, otherCPUs)), nil
+		})
 	}
 	if iso != nil {
 		iso.undo()
 	}
 	rows := make([]openLoopRow, 0, len(targets))
 	for i, t := range targets {
-		r := pooledOpenLoopRow(t.name, rate, parts[i])
+		r := pooledOpenLoopRow(t.name, rate, parts[i]) // no slices when either case below holds
 		switch {
 		case rate <= 0:
 			r.note = "not measured: no capacity figure for the bare proxy"
-		case failed[i] != "":
-			r.note = "not measured: " + failed[i]
+		case failed != "":
+			r.note = "not measured: " + failed
 		}
 		h.logf("open loop %-40s %.0f req/s: p50 %v p99 %v max %v success %.4f; CPU-s/s generator %s upstream %s proxy %s; busy generator's CPU %s proxy's CPU %s %s %s",
 			r.name, rate, r.p50, r.p99, r.max, r.success, cpuPS(r.use.generator), cpuPS(r.use.upstream), cpuPS(r.use.proxy), busyPct(r.use.generatorCPUs), busyPct(r.use.proxyCPUs), r.use.saturation(), r.note)

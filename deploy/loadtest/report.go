@@ -327,7 +327,7 @@ func (r *report) markdown() string {
 		w("the next free one of %d keep-alive connections, and its latency counts from when it was due, so waiting for a\n", r.opts.conns*4)
 		sw, sd := openLoopSliceTimes(r.opts.warmup, r.opts.duration)
 		w("free connection counts too; the same raw-connection generator as the closed-loop rows), the rate the one at which the bare\n")
-		w("proxy keeps half a CPU busy, measured the same way at the start of each round. Each row is measured in %d slices of %s\n", openLoopSlices, sd)
+		w("proxy keeps half a CPU busy, measured the same way at the start of each round. Each row is measured in %d slices of %s\n", openLoopSlicesPerRow, sd)
 		w("(%s warm-up each), the two proxies taking turns (bare, authproxy, authproxy, bare, ...; the first pair's order alternating\n", sw)
 		w("from round to round), so that the host's slow and fast stretches fall on both rows alike; a row's percentiles are over\n")
 		w("all its slices' requests, and its CPU figures the mean of its slices':\n\n")
