@@ -395,3 +395,20 @@ func TestAppendSig(t *testing.T) {
 		}
 	}
 }
+
+// AppendParts writes exactly the concatenation of its parts after dst,
+// and allocates nothing when dst has room for them.
+func TestAppendParts(t *testing.T) {
+	dst := []byte("head:")
+	got := AppendParts(dst, "a", "", "bc", "\r\n")
+	if string(got) != "head:abc\r\n" {
+		t.Fatalf("AppendParts = %q", got)
+	}
+	if got := AppendParts([]byte("x"), nil...); string(got) != "x" {
+		t.Fatalf("no parts: %q", got)
+	}
+	buf := make([]byte, 0, 64)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendParts(buf[:0], "X-Name: ", "value", "\r\n") }); n != 0 {
+		t.Fatalf("%v allocations with room in dst", n)
+	}
+}

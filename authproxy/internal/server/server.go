@@ -433,26 +433,34 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Checked first: the attributes below would be built (and allocate)
 	// even when the level drops the record.
 	if s.o.AccessLog && s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
-		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
-			slog.String("request_id", b2s(st.reqID)),
-			slog.String("method", b2s(c.Request().Header.Method())),
-			slog.String("path", b2s(st.path)),
-			slog.Int("status", status),
-			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-			slog.String("route", st.route),
-			slog.String("upstream", st.upstream),
-			slog.String("outcome", st.outcome),
-			slog.String("principal", st.principal),
-			slog.String("user_id", st.userID),
-			slog.String("tenant_id", st.tenantID),
-			slog.String("remote_ip", c.Context().RemoteIP().String()),
-			st.traceAttr(), // empty, so left out, unless traced
-		)
+		s.accessLog(c, st, status, d)
 	}
 	if st.trace.on {
 		s.traceEnd(c, st, status)
 	}
 	st.seen.Authorization = nil // request memory: not kept in the pooled state
+}
+
+// accessLog writes the request's access log line. Out of line (noinline):
+// its attributes are much code, and ACCESS_LOG may be off.
+//
+//go:noinline
+func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration) {
+	s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
+		slog.String("request_id", b2s(st.reqID)),
+		slog.String("method", b2s(c.Request().Header.Method())),
+		slog.String("path", b2s(st.path)),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.String("route", st.route),
+		slog.String("upstream", st.upstream),
+		slog.String("outcome", st.outcome),
+		slog.String("principal", st.principal),
+		slog.String("user_id", st.userID),
+		slog.String("tenant_id", st.tenantID),
+		slog.String("remote_ip", c.Context().RemoteIP().String()),
+		st.traceAttr(), // empty, so left out, unless traced
+	)
 }
 
 // next runs the stages, turning a panic into a 500 so that one bad
@@ -595,36 +603,9 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	st.principal, st.userID, st.tenantID = claims.Principal, claims.Sub, claims.Tid
 	w, _ := te.Aux().(*warm)
 	if w == nil || !s.d.Projections.Valid(w.pe, st.start) {
-		var e *projection.Entry
-		ctx := context.Context(c.Context())
-		var span trace.Span
-		if st.trace.on {
-			ctx, span = s.traceChild(st, "projection")
+		if w, err = s.refresh(c, st, te, claims); err != nil {
+			return s.projectionFailed(c, st, rt, route, err)
 		}
-		st.waited = true
-		if e, err = s.d.Projections.Get(ctx, claims.Sub, claims.Tid, b2s(st.reqID)); err == nil {
-			w = newWarm(claims, e)
-			te.SetAux(w)
-		}
-		if span != nil {
-			endChild(span, err)
-		}
-	}
-	if err != nil {
-		st.outcome = "projection"
-		switch {
-		case errors.Is(err, projection.ErrNoMembership):
-			s.logInvalid(c, st, err)
-			if route.IgnoreBadBearer {
-				return s.forwardAnonymous(c, st, rt, route)
-			}
-			return errInvalidToken
-		case errors.Is(err, projection.ErrUnavailable):
-			s.d.Log.Warn("projection fetch", st.logArgs("err", err)...)
-			return unavailable("identity service unavailable")
-		}
-		s.d.Log.Error("projection fetch", st.logArgs("err", err)...)
-		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
 	out := decide.Decide(claims, w.pe, route)
 	s.decidedAt(st)
@@ -658,6 +639,50 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		return errInvalidToken
 	}
 	return s.forward(c, st, rt, route, te, w)
+}
+
+// refresh fetches the projection of a token's user (its entry had none,
+// or an outdated one) and attaches the new warm state to the entry. Out of
+// line (noinline), like projectionFailed: a warm request runs neither.
+//
+//go:noinline
+func (s *Server) refresh(c *fiber.Ctx, st *state, te *tokens.Entry, claims *tokens.Claims) (*warm, error) {
+	ctx := context.Context(c.Context())
+	var span trace.Span
+	if st.trace.on {
+		ctx, span = s.traceChild(st, "projection")
+	}
+	st.waited = true
+	e, err := s.d.Projections.Get(ctx, claims.Sub, claims.Tid, b2s(st.reqID))
+	var w *warm
+	if err == nil {
+		w = newWarm(claims, e)
+		te.SetAux(w)
+	}
+	if span != nil {
+		endChild(span, err)
+	}
+	return w, err
+}
+
+// projectionFailed answers a request whose projection could not be had.
+//
+//go:noinline
+func (s *Server) projectionFailed(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, err error) error {
+	st.outcome = "projection"
+	switch {
+	case errors.Is(err, projection.ErrNoMembership):
+		s.logInvalid(c, st, err)
+		if route.IgnoreBadBearer {
+			return s.forwardAnonymous(c, st, rt, route)
+		}
+		return errInvalidToken
+	case errors.Is(err, projection.ErrUnavailable):
+		s.d.Log.Warn("projection fetch", st.logArgs("err", err)...)
+		return unavailable("identity service unavailable")
+	}
+	s.d.Log.Error("projection fetch", st.logArgs("err", err)...)
+	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 }
 
 // decidedAt records when the access decision was made, for the auth
@@ -849,17 +874,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	}
 	resp := c.Response()
 	if err := hc.Do(req, resp); err != nil {
-		resp.Reset()
-		kind, label := forward.Classify(err)
-		s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
-		s.d.Log.Warn("forward", st.logArgs("err", err, "upstream", st.upstream)...)
-		switch kind {
-		case forward.Unavailable:
-			return unavailable("upstream unavailable")
-		case forward.Timeout:
-			return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
-		}
-		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
+		return s.forwardFailed(st, resp, err)
 	}
 	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
 		// The revocation is committed; its event is still on its way over
@@ -869,6 +884,25 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
 	}
 	return nil
+}
+
+// forwardFailed answers a forward whose upstream call failed with err. It
+// is kept out of forward (noinline), as are the other rare branches of the
+// warm path: the code a request runs then spans fewer cache lines.
+//
+//go:noinline
+func (s *Server) forwardFailed(st *state, resp *fasthttp.Response, err error) error {
+	resp.Reset()
+	kind, label := forward.Classify(err)
+	s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
+	s.d.Log.Warn("forward", st.logArgs("err", err, "upstream", st.upstream)...)
+	switch kind {
+	case forward.Unavailable:
+		return unavailable("upstream unavailable")
+	case forward.Timeout:
+		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
+	}
+	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
 }
 
 // endsSession reports whether a request to coreapi ends sessions: a logout,
@@ -895,6 +929,21 @@ func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 	}
 	ip := peer.Unmap()
 	if st.trusted {
+		ip = s.forwardedClient(c, ip)
+	}
+	if ip != st.ipOf { // most requests come from the address before
+		st.ipText, st.ipOf = ip.AppendTo(st.ipText[:0]), ip
+	}
+	return append(dst, st.ipText...)
+}
+
+// forwardedClient is the client behind the trusted peer ip: the rightmost
+// X-Forwarded-For hop that is not itself a trusted proxy (hops that do not
+// parse end the walk). Out of line: most peers are not trusted.
+//
+//go:noinline
+func (s *Server) forwardedClient(c *fiber.Ctx, ip netip.Addr) netip.Addr {
+	{
 		// setForwarded appended the (trusted) peer last: the walk passes it.
 		xff := c.Request().Header.Peek("X-Forwarded-For")
 		for end := len(xff); end > 0; {
@@ -920,10 +969,7 @@ func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 			}
 		}
 	}
-	if ip != st.ipOf { // most requests come from the address before
-		st.ipText, st.ipOf = ip.AppendTo(st.ipText[:0]), ip
-	}
-	return append(dst, st.ipText...)
+	return ip
 }
 
 // setForwarded writes X-Forwarded-For/-Proto/-Host. From an untrusted peer
@@ -964,10 +1010,8 @@ func setForwardedOnce(h *fasthttp.RequestHeader, ip []byte, proto string) {
 // forwardedLines appends the lines setForwardedOnce and the request id
 // write, in the same order, for identityBlock's block.
 func forwardedLines(dst, ip []byte, proto string, host, reqID []byte) []byte {
-	dst = appendLine(dst, "X-Forwarded-For", b2s(ip))
-	dst = appendLine(dst, "X-Forwarded-Proto", proto)
-	dst = appendLine(dst, "X-Forwarded-Host", b2s(host))
-	return appendLine(dst, requestid.Header, b2s(reqID))
+	return identity.AppendParts(dst, "X-Forwarded-For: ", b2s(ip), "\r\nX-Forwarded-Proto: ", proto,
+		"\r\nX-Forwarded-Host: ", b2s(host), "\r\n"+requestid.Header+": ", b2s(reqID), "\r\n")
 }
 
 // scheme is the scheme the client used.
@@ -1171,13 +1215,12 @@ func setIdentity(h *fasthttp.RequestHeader, keyID string, cl *tokens.Claims, w *
 // Only for a warm state whose values hold no line break (warm.lines); the
 // request's own values (client IP, timestamp) are formatted by the proxy.
 func identityBlock(dst []byte, w *warm, st *state) []byte {
-	dst = append(dst, w.tok...)
+	var pe string
 	if w.pe != nil {
-		dst = append(dst, w.pe.Lines...)
+		pe = w.pe.Lines
 	}
-	dst = appendLine(dst, identity.HeaderClientIP, b2s(st.ip))
-	dst = appendLine(dst, identity.HeaderTimestamp, b2s(st.ts))
-	return append(dst, identity.HeaderSignature...)
+	return identity.AppendParts(dst, w.tok, pe, identity.HeaderClientIP+": ", b2s(st.ip),
+		"\r\n"+identity.HeaderTimestamp+": ", b2s(st.ts), "\r\n"+identity.HeaderSignature)
 }
 
 // appendLine appends the header line "name: value\r\n".

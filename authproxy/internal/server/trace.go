@@ -97,13 +97,19 @@ func endChild(span trace.Span, err error) {
 
 // traceInject writes the request's span context as traceparent (and
 // tracestate) on the request to the upstream, replacing a trusted peer's.
+// Out of line (noinline): most requests are not traced.
+//
+//go:noinline
 func (s *Server) traceInject(h *fasthttp.RequestHeader, st *state) {
 	s.tracing.Propagator.Inject(st.trace.ctx, tracing.RequestHeaderCarrier{H: h})
 }
 
 // logArgs are a log line's key-value pairs followed by the request id and,
 // when the request is traced, its trace id: every line about a request can
-// be found from either.
+// be found from either. Out of line (noinline): each call site would
+// otherwise carry the appends in its own code.
+//
+//go:noinline
 func (st *state) logArgs(kv ...any) []any {
 	kv = append(kv, "request_id", string(st.reqID))
 	if st.trace.on {
