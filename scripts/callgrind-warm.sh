@@ -8,7 +8,9 @@
 # spins and parks differently. With TOGGLE set to a function pattern (e.g.
 # 'github.com/gofiber/fiber/v2.(*App).handler'), only instructions executed
 # inside that function are counted: the handler's own work, without the
-# runtime's background goroutines.
+# runtime's background goroutines. VALGRIND_ARGS adds callgrind options, e.g.
+# '--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,8,64' to count
+# simulated cache misses (the load harness's callgrind row does the same).
 set -euo pipefail
 bench=$1
 n=${2:-10000}
@@ -21,7 +23,7 @@ cd "$root/authproxy/internal/app"
 # valgrind's CPUID reports RDTSCP, which it cannot execute (SIGILL in the
 # runtime's cputicks).
 GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off BENCH_SYNC="$tmp/sync" BENCH_SYNC_N=$n \
-	valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" ${TOGGLE:+--toggle-collect="$TOGGLE"} \
+	valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" ${TOGGLE:+--toggle-collect="$TOGGLE"} ${VALGRIND_ARGS:-} \
 	"$tmp/app.test" -test.run='^$' -test.bench="^Benchmark${bench}\$" -test.benchtime=1x >"$tmp/log" 2>&1 &
 pid=$!
 until [ -e "$tmp/sync.ready" ]; do sleep 0.2; kill -0 $pid 2>/dev/null || { cat "$tmp/log" >&2; exit 1; }; done

@@ -12,24 +12,32 @@ import (
 )
 
 // The newest dump of a callgrind output is read, whichever of its two
-// total lines it carries.
-func TestLastDumpTotal(t *testing.T) {
+// total lines it carries, each total under its event's name.
+func TestLastDumpTotals(t *testing.T) {
 	dir := t.TempDir()
 	prefix := filepath.Join(dir, "callgrind.x.123")
 	for name, body := range map[string]string{
 		".1":  "events: Ir\nsummary: 1000\n",
-		".2":  "events: Ir\nsummary: 5000\n",
-		".10": "events: Ir\ntotals: 7000\n",
+		".2":  "events: Ir I1mr\nsummary: 5000 7\n",
+		".10": "events: Ir I1mr D1mr D1mw ILmr DLmr DLmw\ntotals: 7000 60 50 40 3 2 1\n",
 	} {
 		if err := os.WriteFile(prefix+name, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got, err := lastDumpTotal(prefix); err != nil || got != 7000 {
-		t.Fatalf("lastDumpTotal = %v, %v; want 7000 from the 10th dump", got, err)
+	got, err := lastDumpTotals(prefix)
+	if err != nil || got["Ir"] != 7000 || sum(got, firstLevelI) != 60 || sum(got, firstLevelD) != 90 || sum(got, lastLevelAll) != 6 {
+		t.Fatalf("lastDumpTotals = %v, %v; want the 10th dump's totals", got, err)
 	}
-	if _, err := lastDumpTotal(filepath.Join(dir, "none")); err == nil {
+	if _, err := lastDumpTotals(filepath.Join(dir, "none")); err == nil {
 		t.Fatal("no dump: want an error")
+	}
+	bad := filepath.Join(dir, "callgrind.y.1")
+	if err := os.WriteFile(bad+".1", []byte("events: Ir I1mr\nsummary: 5000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lastDumpTotals(bad); err == nil {
+		t.Fatal("fewer totals than events: want an error")
 	}
 }
 
@@ -43,7 +51,8 @@ func TestReportNewRows(t *testing.T) {
 		return r
 	}
 	r := base()
-	r.instr = []instrRow{{name: "bare Fiber proxy", requests: 2000, perRequest: 25000}, {name: "authproxy warm (1000 users)", requests: 2000, perRequest: 45000}}
+	r.instr = []instrRow{{name: "bare Fiber proxy", requests: 2000, perRequest: 25000, baselinePerRq: 40, i1Miss: 1400, d1Miss: 50, llMiss: 4},
+		{name: "authproxy warm (1000 users)", requests: 2000, perRequest: 45000, baselinePerRq: 150, i1Miss: 2200, d1Miss: 350, llMiss: 28.25}}
 	r.openLoop = [][]openLoopRow{{{name: "bare Fiber proxy", rate: 15000, requests: 150000, success: 1, p99: time.Millisecond,
 		use: usage{generator: 0.31, upstream: 0.28, proxy: 0.42, generatorCPUs: 0.65, proxyCPUs: 0.45}},
 		{name: "authproxy warm (1000 users)", rate: 15000, requests: 150000, success: 1, p99: 1200 * time.Microsecond,
@@ -55,6 +64,8 @@ func TestReportNewRows(t *testing.T) {
 	md := r.markdown()
 	reportHas(t, md,
 		"| authproxy ÷ bare proxy instructions per warm request (callgrind) | 1.80× (45.0k ÷ 25.0k) | ≤ 2×: met |",
+		"| bare Fiber proxy | 25000 | 40 | 1400 | 50 | 4.0 |",
+		"| authproxy warm (1000 users) | 45000 | 150 | 2200 | 350 | 28.2 |",
 		"| p99 added by authproxy, open loop at 15000 req/s (the bare proxy at half a CPU), median of 1 rounds (where each ran and the CPU each used: below) | 0.20 ms | ≤ 0.3 ms: met |",
 		"| 1 | bare Fiber proxy | 15000/s | 150000 | 1.0000 | 0.00 ms | 1.00 ms | 0.00 ms | 0.31 | 0.28 | 0.42 | 65 % | 45 % |",
 		"| 1 | authproxy warm (1000 users) | 15000/s | 150000 | 1.0000 | 0.00 ms | 1.20 ms | 0.00 ms | 0.30 | 0.29 | 0.60 | 66 % | 63 % |",
@@ -71,7 +82,7 @@ func TestReportNewRows(t *testing.T) {
 		counters: []counter{{label: "signature verifications / request", value: 0.07}}})
 	md = r.markdown()
 	reportHas(t, md,
-		"| bare Fiber proxy | not measured: valgrind missing | |",
+		"| bare Fiber proxy | not measured: valgrind missing | | | | |",
 		"| oauth2-proxy v7.15.6, JWT bearer (1000 users) | not measured | | | |",
 		"| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput | not measured: go install failed | ≥ 10× |",
 		"| 0.40; 0.07 | ≥ 0.8 and 0: **missed** |",

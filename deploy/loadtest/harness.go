@@ -765,7 +765,8 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 
 // callgrindOnly starts the synthetic targets and prints the report's
 // callgrind rows: the instruction count per warm request of each proxy
-// process, which does not depend on what else the machine runs.
+// process, which does not depend on what else the machine runs, and the
+// misses of the simulated caches.
 func (h *harness) callgrindOnly(ctx context.Context, out io.Writer) error {
 	noAuth, warmReqs, err := h.startWarm(ctx)
 	if err != nil {
@@ -773,7 +774,8 @@ func (h *harness) callgrindOnly(ctx context.Context, out io.Writer) error {
 	}
 	rows := h.callgrindRows(ctx, noAuth, warmReqs)
 	for _, r := range rows {
-		fmt.Fprintf(out, "%-40s %8.0f instructions/request (idle window %.0f subtracted) %s\n", r.name, r.perRequest, r.baselinePerRq, r.note)
+		fmt.Fprintf(out, "%-40s %8.0f instructions/request (idle window %.0f subtracted), simulated misses/request: L1i %.0f, L1d %.0f, L2 %.1f %s\n",
+			r.name, r.perRequest, r.baselinePerRq, r.i1Miss, r.d1Miss, r.llMiss, r.note)
 	}
 	if len(rows) == 2 && rows[0].perRequest > 0 && rows[1].perRequest > 0 {
 		fmt.Fprintf(out, "authproxy ÷ bare: %.2f×\n", rows[1].perRequest/rows[0].perRequest)

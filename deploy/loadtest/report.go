@@ -366,14 +366,19 @@ func (r *report) markdown() string {
 		w("the same length without requests; the upstream is another process and not counted; counts depend far\n")
 		w("less than times on what else the machine runs, but not nothing: with another CPU-bound job running, both\n")
 		w("proxies' counts rose by 11 to 13 %%, the Go scheduler spinning and parking differently; valgrind has no\n")
-		w("SHA-NI, so SHA-256 weighs more than on the CPU):\n\n")
-		w("| target | instructions / request | idle window subtracted (per request) |\n|---|---:|---:|\n")
+		w("SHA-NI, so SHA-256 weighs more than on the CPU). The same runs simulate one core's caches (32 KiB L1i and\n")
+		w("L1d, 1 MiB L2, 8-way, 64-byte lines: this machine's) and count, per request, the cache lines the request\n")
+		w("needed that the previous requests' own work had evicted. Alone on a core these are the process's footprint;\n")
+		w("under load, the generator, the upstream and the kernel evict the same lines between two of its requests, so\n")
+		w("each line of code or data a request touches is likelier to be fetched again: the part of CPU time per\n")
+		w("request that instruction counts do not show:\n\n")
+		w("| target | instructions / request | idle window subtracted (per request) | L1i misses / request | L1d misses / request | L2 misses / request |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, x := range r.instr {
 			if x.perRequest < 0 {
-				w("| %s | %s | |\n", x.name, x.note)
+				w("| %s | %s | | | | |\n", x.name, x.note)
 				continue
 			}
-			w("| %s | %.0f | %.0f |\n", x.name, x.perRequest, x.baselinePerRq)
+			w("| %s | %.0f | %.0f | %.0f | %.0f | %.1f |\n", x.name, x.perRequest, x.baselinePerRq, x.i1Miss, x.d1Miss, x.llMiss)
 		}
 	}
 	w("\n## Per-request counters (from the services' /metrics)\n\n| row | counter | value | metric |\n|---|---|---:|---|\n")
