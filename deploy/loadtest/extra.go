@@ -43,10 +43,12 @@ type instrRow struct {
 	note                   string // why not measured
 }
 
-// cacheSimArgs make callgrind simulate the caches of one core of the
-// benchmark machine (AMD EPYC, Zen 4: 32 KiB 8-way L1i and L1d, 1 MiB
-// 8-way L2, 64-byte lines) with its last level standing for the L2: a
-// process's footprint, not the shared L3's contention.
+// cacheSimArgs make callgrind simulate one core of a current server CPU:
+// 32 KiB 8-way L1i and L1d and a 1 MiB 8-way L2 with 64-byte lines (AMD
+// Zen 4's; Intel's current cores have a 48 KiB L1d and a 2 MiB L2), the
+// simulation's last level standing for the L2. The counts are a fixed
+// yardstick of a process's footprint, the same on any host, not this
+// machine's misses.
 var cacheSimArgs = []string{"--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,8,64"}
 
 // The simulated caches' miss events of a callgrind dump (cacheSimArgs):
