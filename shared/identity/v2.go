@@ -186,10 +186,10 @@ func AppendRequestTail(dst []byte, r *Request) []byte {
 // appendTailAfterTimestamp appends the request tail from the newline
 // after the timestamp on.
 func appendTailAfterTimestamp(dst []byte, r *Request) []byte {
-	if r.BodySHA256 == EmptyBodySHA256 { // most requests: no body
-		return AppendParts(dst, "\n", r.RequestID, "\n", r.ClientIP, "\n", r.Method, "\n", r.PathQuery, "\n", emptyBodyHex)
-	}
 	dst = AppendParts(dst, "\n", r.RequestID, "\n", r.ClientIP, "\n", r.Method, "\n", r.PathQuery, "\n")
+	if r.BodySHA256 == EmptyBodySHA256 { // most requests: no body
+		return append(dst, emptyBodyHex...)
+	}
 	return hex.AppendEncode(dst, r.BodySHA256[:])
 }
 

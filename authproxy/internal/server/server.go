@@ -943,30 +943,28 @@ func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 //
 //go:noinline
 func (s *Server) forwardedClient(c *fiber.Ctx, ip netip.Addr) netip.Addr {
-	{
-		// setForwarded appended the (trusted) peer last: the walk passes it.
-		xff := c.Request().Header.Peek("X-Forwarded-For")
-		for end := len(xff); end > 0; {
-			i := end - 1
-			for i >= 0 && xff[i] != ',' {
-				i--
-			}
-			hop := xff[i+1 : end]
-			for len(hop) > 0 && (hop[0] == ' ' || hop[0] == '\t') {
-				hop = hop[1:]
-			}
-			for len(hop) > 0 && (hop[len(hop)-1] == ' ' || hop[len(hop)-1] == '\t') {
-				hop = hop[:len(hop)-1]
-			}
-			end = max(i, 0)
-			a, err := netip.ParseAddr(b2s(hop))
-			if err != nil {
-				break
-			}
-			ip = a.Unmap()
-			if !s.isTrusted(ip) {
-				break
-			}
+	// setForwarded appended the (trusted) peer last: the walk passes it.
+	xff := c.Request().Header.Peek("X-Forwarded-For")
+	for end := len(xff); end > 0; {
+		i := end - 1
+		for i >= 0 && xff[i] != ',' {
+			i--
+		}
+		hop := xff[i+1 : end]
+		for len(hop) > 0 && (hop[0] == ' ' || hop[0] == '\t') {
+			hop = hop[1:]
+		}
+		for len(hop) > 0 && (hop[len(hop)-1] == ' ' || hop[len(hop)-1] == '\t') {
+			hop = hop[:len(hop)-1]
+		}
+		end = max(i, 0)
+		a, err := netip.ParseAddr(b2s(hop))
+		if err != nil {
+			break
+		}
+		ip = a.Unmap()
+		if !s.isTrusted(ip) {
+			break
 		}
 	}
 	return ip
