@@ -20,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -112,14 +113,12 @@ func serviceSigned(c *fasthttp.RequestCtx, verifier *identity.Verifier, v1 *iden
 	return err == nil && id.Principal == identity.PrincipalAnonymous && id.UserID == "" && id.TenantID == ""
 }
 
-// serveBareProxy runs the baseline: a Fiber app forwarding every request
-// over one fasthttp HostClient, doing nothing else. It is what authproxy
-// would cost with zero auth work.
 // serveBareProxy is the baseline: a Fiber app forwarding every request
-// over a fasthttp HostClient, configured exactly like authproxy with its
-// defaults (server limits, timeouts and read buffer; client connection
-// limits, timeouts, verbatim paths and streamed responses), so that the
-// difference between the two is the auth work.
+// over a fasthttp HostClient, doing nothing else, configured exactly like
+// authproxy with its defaults (server limits, timeouts and read buffer;
+// client connection limits, timeouts, verbatim paths, streamed responses
+// and the same transport), so that the difference between the two is the
+// auth work.
 func serveBareProxy(ctx context.Context, addr, upstream string) error {
 	hc := &fasthttp.HostClient{
 		Addr:                     upstream,
@@ -132,6 +131,7 @@ func serveBareProxy(ctx context.Context, addr, upstream string) error {
 		DisablePathNormalizing:   true,
 		StreamResponseBody:       true,
 	}
+	hc.Transport = fasttransport.New(hc) // as authproxy's forward.NewHostClient
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage:        true,
 		BodyLimit:                    1 << 20, // MAX_BODY_BYTES

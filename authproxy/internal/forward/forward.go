@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -27,7 +29,11 @@ type Options struct {
 
 // NewHostClient returns the client used for forwarded requests: responses
 // are streamed, paths are sent verbatim (they are already normalized), and
-// every wait is bounded.
+// every wait is bounded. Its transport (shared/fasttransport) forwards an
+// answer without allocating: one whose body arrived with its header is
+// read from the connection's buffer, any other is streamed through a
+// pooled reader, where fasthttp's own transport allocates four objects per
+// request for a streamed answer.
 func NewHostClient(o Options) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
 		Addr:                          o.Addr,
@@ -44,6 +50,7 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		MaxResponseBodySize:           0, // streamed: no limit on what coreapi sends
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
+	hc.Transport = fasttransport.New(hc)
 	return hc
 }
 

@@ -1,0 +1,494 @@
+package fasttransport
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// upstream is a scripted HTTP/1.1 server on a loopback port: answer writes
+// the raw answer to each request (by path) and says whether to close the
+// connection after it. It counts the connections it accepted.
+type upstream struct {
+	ln       net.Listener
+	accepted atomic.Int64
+	closed   atomic.Int64 // connections that ended (the client's EOF or ours)
+}
+
+func startUpstream(t testing.TB, answer func(r *http.Request, w *bufio.Writer) (closeAfter bool)) *upstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &upstream{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.accepted.Add(1)
+			go func() {
+				defer u.closed.Add(1)
+				defer c.Close()
+				br := bufio.NewReader(c)
+				bw := bufio.NewWriter(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, r.Body)
+					closeAfter := answer(r, bw)
+					if bw.Flush() != nil || closeAfter {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return u
+}
+
+func (u *upstream) addr() string { return u.ln.Addr().String() }
+
+func client(addr string) *fasthttp.HostClient {
+	hc := &fasthttp.HostClient{
+		Addr:                   addr,
+		ReadTimeout:            5 * time.Second,
+		WriteTimeout:           5 * time.Second,
+		MaxIdleConnDuration:    time.Minute,
+		DisablePathNormalizing: true,
+		StreamResponseBody:     true,
+	}
+	hc.Transport = New(hc)
+	return hc
+}
+
+func get(t testing.TB, hc *fasthttp.HostClient, method, path string) (*fasthttp.Response, error) {
+	t.Helper()
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.SetRequestURI("http://" + hc.Addr + path)
+	req.Header.SetMethod(method)
+	resp := fasthttp.AcquireResponse()
+	t.Cleanup(func() { fasthttp.ReleaseResponse(resp) })
+	return resp, hc.Do(req, resp)
+}
+
+func fixed(w *bufio.Writer, status int, body string) {
+	w.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " X\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}
+
+func TestBufferedBodyKeepsTheConnection(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		fixed(w, 200, "hello "+r.URL.Path)
+		return false
+	})
+	hc := client(u.addr())
+	for i := range 20 {
+		p := "/r" + strconv.Itoa(i)
+		resp, err := get(t, hc, "GET", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.IsBodyStream() {
+			t.Fatal("a body that arrived with its header was streamed")
+		}
+		if got := string(resp.Body()); got != "hello "+p {
+			t.Fatalf("body %q", got)
+		}
+	}
+	if n := u.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections for 20 sequential requests, want 1", n)
+	}
+}
+
+func TestLargeBodyIsStreamedAndKeepsTheConnection(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB: more than a read buffer
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		fixed(w, 200, big)
+		return false
+	})
+	hc := client(u.addr())
+	for range 3 {
+		resp, err := get(t, hc, "GET", "/big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !resp.IsBodyStream() {
+			t.Fatal("a 1 MiB body was buffered")
+		}
+		if got := resp.Body(); !bytes.Equal(got, []byte(big)) { // reads the stream to its end, then closes it
+			t.Fatalf("body of %d bytes, want %d", len(got), len(big))
+		}
+		if n := hc.IdleConnsCount(); n != 1 {
+			t.Fatalf("%d idle connections after the body was read, want 1", n)
+		}
+	}
+	if n := u.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1 (a body read to its end gives the connection back)", n)
+	}
+}
+
+func TestChunkedBodyDecodedAndTrailerConsumed(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"5;ext=1\r\nhello\r\n" + "7\r\n, world\r\n" + "0\r\nX-Checksum: abc\r\nX-Other: d\r\n\r\n")
+		return false
+	})
+	hc := client(u.addr())
+	for range 3 {
+		resp, err := get(t, hc, "GET", "/chunked")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(resp.Body()); got != "hello, world" {
+			t.Fatalf("body %q", got)
+		}
+	}
+	if n := u.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1 (the trailer read, the connection is reused)", n)
+	}
+}
+
+func TestChunkedOversizedTrailerClosesTheConnection(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+		for range 2000 {
+			w.WriteString("X-Pad: 0123456789\r\n")
+		}
+		w.WriteString("\r\n")
+		return false
+	})
+	hc := client(u.addr())
+	resp, err := get(t, hc, "GET", "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, rerr := io.ReadAll(resp.BodyStream())
+	if !errors.Is(rerr, errTrailer) || string(body) != "ok" {
+		t.Fatalf("read %q, %v; want ok and the trailer refused", body, rerr)
+	}
+	_ = resp.CloseBodyStream()
+	if _, err := get(t, hc, "GET", "/t"); err != nil {
+		t.Fatal(err)
+	}
+	if n := u.accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (a failed body closes its connection)", n)
+	}
+}
+
+func TestBodyUntilCloseEndsTheConnection(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 200 OK\r\n\r\n" + strings.Repeat("x", 100<<10))
+		return true
+	})
+	hc := client(u.addr())
+	for range 2 {
+		resp, err := get(t, hc, "GET", "/eof")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(resp.Body()); got != 100<<10 {
+			t.Fatalf("body of %d bytes", got)
+		}
+	}
+	if n := u.accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+}
+
+func TestUnreadBodyClosesTheConnection(t *testing.T) {
+	big := strings.Repeat("z", 1<<20)
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		fixed(w, 200, big)
+		return false
+	})
+	hc := client(u.addr())
+	resp, err := get(t, hc, "GET", "/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p [10]byte
+	if _, err := io.ReadFull(resp.BodyStream(), p[:]); err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.CloseBodyStream() // the rest is still on the connection
+	if n := hc.IdleConnsCount(); n != 0 {
+		t.Fatalf("%d idle connections after a body closed before its end, want 0", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for u.closed.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if u.closed.Load() < 1 {
+		t.Fatal("the connection of the unread body was not closed")
+	}
+	resp2, err := get(t, hc, "GET", "/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp2.Body()) != len(big) {
+		t.Fatal("second body short")
+	}
+	if n := u.accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (a body closed before its end must not be reused)", n)
+	}
+}
+
+func TestTruncatedBodyFails(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nonly this")
+		return true
+	})
+	hc := client(u.addr())
+	resp, err := get(t, hc, "GET", "/short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rerr := io.ReadAll(resp.BodyStream())
+	if !errors.Is(rerr, io.ErrUnexpectedEOF) {
+		t.Fatalf("read error %v, want io.ErrUnexpectedEOF", rerr)
+	}
+	_ = resp.CloseBodyStream()
+}
+
+func TestNoBody(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		switch r.URL.Path {
+		case "/204":
+			w.WriteString("HTTP/1.1 204 No Content\r\n\r\n")
+		case "/304":
+			w.WriteString("HTTP/1.1 304 Not Modified\r\nContent-Length: 5000\r\n\r\n")
+		default: // HEAD: the length of the body a GET would have had, no body
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")
+		}
+		return false
+	})
+	hc := client(u.addr())
+	for _, c := range []struct{ method, path string }{{"HEAD", "/h"}, {"GET", "/204"}, {"GET", "/304"}, {"HEAD", "/h"}} {
+		resp, err := get(t, hc, c.method, c.path)
+		if err != nil {
+			t.Fatal(c, err)
+		}
+		if resp.IsBodyStream() || len(resp.Body()) != 0 {
+			t.Fatalf("%v: a body", c)
+		}
+	}
+	if n := u.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+func TestInterimAnswersSkipped(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+		fixed(w, 201, "made")
+		return false
+	})
+	hc := client(u.addr())
+	resp, err := get(t, hc, "GET", "/i")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 201 || string(resp.Body()) != "made" {
+		t.Fatalf("%d %q", resp.StatusCode(), resp.Body())
+	}
+}
+
+func TestTooManyInterimAnswers(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		for range maxInterim + 2 {
+			w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		}
+		fixed(w, 200, "late")
+		return true
+	})
+	hc := client(u.addr())
+	hc.MaxIdemponentCallAttempts = 1
+	if _, err := get(t, hc, "GET", "/i"); !errors.Is(err, ErrTooManyInterim) {
+		t.Fatalf("err %v, want ErrTooManyInterim", err)
+	}
+}
+
+func TestSwitchingProtocolsClosesTheConnection(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		if r.URL.Path == "/up" {
+			w.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+			return false // the connection would now speak x
+		}
+		fixed(w, 200, "ok")
+		return false
+	})
+	hc := client(u.addr())
+	if resp, err := get(t, hc, "GET", "/up"); err != nil || resp.StatusCode() != 101 {
+		t.Fatal(err)
+	}
+	if resp, err := get(t, hc, "GET", "/ok"); err != nil || string(resp.Body()) != "ok" {
+		t.Fatal(err)
+	}
+	if n := u.accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		time.Sleep(time.Second)
+		return true
+	})
+	hc := client(u.addr())
+	hc.ReadTimeout = 100 * time.Millisecond
+	hc.RetryIfErr = func(*fasthttp.Request, int, error) (bool, bool) { return false, false }
+	if _, err := get(t, hc, "GET", "/slow"); !errors.Is(err, fasthttp.ErrTimeout) {
+		t.Fatalf("err %v, want fasthttp.ErrTimeout", err)
+	}
+}
+
+func TestStaleConnectionRetried(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		fixed(w, 200, "ok")
+		return true // closes without saying so: the pooled connection goes stale
+	})
+	hc := client(u.addr())
+	for range 3 {
+		resp, err := get(t, hc, "GET", "/s")
+		if err != nil || string(resp.Body()) != "ok" {
+			t.Fatalf("%v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // the close reaches the client
+	}
+}
+
+func TestUpstreamGone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	if _, err := get(t, client(addr), "GET", "/"); err == nil {
+		t.Fatal("no error from a closed port")
+	}
+}
+
+// TestThroughAServer runs the transport as a proxy does: a fasthttp server
+// forwards each request and writes the streamed answer out.
+func TestThroughAServer(t *testing.T) {
+	big := strings.Repeat("b", 300<<10)
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		switch r.URL.Path {
+		case "/chunked":
+			w.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
+		case "/big":
+			fixed(w, 200, big)
+		default:
+			fixed(w, 200, "small")
+		}
+		return false
+	})
+	hc := client(u.addr())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
+			ctx.Error(err.Error(), 502)
+		}
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	want := map[string]string{"/chunked": "abcdef", "/big": big, "/small": "small"}
+	for range 3 {
+		for p, w := range want {
+			r, err := http.Get("http://" + ln.Addr().String() + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil || string(b) != w {
+				t.Fatalf("%s: %d bytes, %v", p, len(b), err)
+			}
+		}
+	}
+	if n := u.accepted.Load(); n != 1 {
+		t.Fatalf("%d upstream connections, want 1", n)
+	}
+}
+
+// TestNoAllocations: a forwarded request whose answer arrived whole
+// allocates nothing (fasthttp's own transport: four objects).
+func TestNoAllocations(t *testing.T) {
+	addr, stop := fasthttpUpstream(t)
+	defer stop()
+	hc := client(addr)
+	req := fasthttp.AcquireRequest()
+	req.SetRequestURI("http://" + addr + "/x")
+	resp := fasthttp.AcquireResponse()
+	do := func() {
+		if err := hc.Do(req, resp); err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Body()) != 512 {
+			t.Fatal("body")
+		}
+	}
+	for range 100 {
+		do()
+	}
+	if n := testing.AllocsPerRun(1000, do); n != 0 {
+		t.Fatalf("%v allocations per request, want 0", n)
+	}
+}
+
+func fasthttpUpstream(t testing.TB) (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("j"), 512)
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) }}
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = srv.Shutdown() }
+}
+
+// BenchmarkRoundTrip: one forwarded request over loopback, its 512-byte
+// answer read, with fasthttp's transport and with this one.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, name := range []string{"fasthttp", "fasttransport"} {
+		b.Run(name, func(b *testing.B) {
+			addr, stop := fasthttpUpstream(b)
+			defer stop()
+			hc := client(addr)
+			if name == "fasthttp" {
+				hc.Transport = nil
+			}
+			req := fasthttp.AcquireRequest()
+			req.SetRequestURI("http://" + addr + "/x")
+			resp := fasthttp.AcquireResponse()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := hc.Do(req, resp); err != nil {
+					b.Fatal(err)
+				}
+				_ = resp.Body()
+				resp.Reset()
+			}
+		})
+	}
+}
