@@ -22,7 +22,7 @@ cd "$root/authproxy/internal/app"
 # Go's asynchronous preemption signals upset callgrind's signal handling, and
 # valgrind's CPUID reports RDTSCP, which it cannot execute (SIGILL in the
 # runtime's cputicks).
-GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off BENCH_SYNC="$tmp/sync" BENCH_SYNC_N=$n \
+GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off BENCH_SYNC="$tmp/sync" BENCH_SYNC_N=$n BENCH_SYNC_NAME="Benchmark${bench%\$}" \
 	valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" ${TOGGLE:+--toggle-collect="$TOGGLE"} ${VALGRIND_ARGS:-} \
 	"$tmp/app.test" -test.run='^$' -test.bench="^Benchmark${bench}\$" -test.benchtime=1x >"$tmp/log" 2>&1 &
 pid=$!

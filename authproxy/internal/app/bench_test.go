@@ -137,10 +137,17 @@ func BenchmarkBareForward(b *testing.B) {
 // requests (default 10000) once per process between two handshakes, for
 // an outside tool to measure exactly that window (scripts/callgrind-warm.sh
 // zeroes callgrind's counters at "<prefix>.ready" and dumps them at
-// "<prefix>.done"). Without BENCH_SYNC it does nothing.
+// "<prefix>.done"). Without BENCH_SYNC it does nothing. With
+// BENCH_SYNC_NAME, only the benchmark of that full name does it: a pattern
+// such as HandlerNoIO/authproxy/public also runs HandlerNoIO/authproxy
+// (a sub-benchmark matching the pattern's first levels), and that one
+// comes first.
 func syncedRun(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request) {
 	prefix := os.Getenv("BENCH_SYNC")
 	if prefix == "" || syncedDone {
+		return
+	}
+	if name := os.Getenv("BENCH_SYNC_NAME"); name != "" && name != b.Name() {
 		return
 	}
 	syncedDone = true
