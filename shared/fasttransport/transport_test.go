@@ -492,3 +492,45 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+func TestMalformedChunkFailsAndClosesTheConnection(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		if r.URL.Path == "/bad" {
+			w.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nmore\r\n0\r\n\r\n")
+		} else {
+			fixed(w, 200, "ok")
+		}
+		return false
+	})
+	hc := client(u.addr())
+	resp, err := get(t, hc, "GET", "/bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, rerr := io.ReadAll(resp.BodyStream())
+	if rerr == nil || string(body) != "abc" {
+		t.Fatalf("read %q, %v; want abc and an error", body, rerr)
+	}
+	_ = resp.CloseBodyStream()
+	if n := hc.IdleConnsCount(); n != 0 {
+		t.Fatalf("%d idle connections after a malformed body, want 0", n)
+	}
+	if resp, err := get(t, hc, "GET", "/ok"); err != nil || string(resp.Body()) != "ok" {
+		t.Fatal(err)
+	}
+}
+
+func TestMalformedStatusLine(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 OK\r\n\r\n")
+		return true
+	})
+	hc := client(u.addr())
+	hc.RetryIfErr = func(*fasthttp.Request, int, error) (bool, bool) { return false, false }
+	if _, err := get(t, hc, "GET", "/"); err == nil {
+		t.Fatal("no error for a malformed status line")
+	}
+	if n := hc.IdleConnsCount(); n != 0 {
+		t.Fatalf("%d idle connections, want 0", n)
+	}
+}
