@@ -1,6 +1,8 @@
 // Package fasttransport is the fasthttp.RoundTripper of a reverse proxy's
 // upstream client (HostClient.Transport), for a client with
-// StreamResponseBody set: it forwards a response without allocating.
+// StreamResponseBody set: it forwards a response without allocating. A
+// client that buffers answers goes through fasthttp's own transport, which
+// allocates nothing for them.
 //
 // fasthttp's own transport, for a streamed response, wraps the body in a
 // new reader and three closures on every request (about 210 bytes in four
@@ -83,7 +85,9 @@ var ErrTooManyInterim = errors.New("fasttransport: too many 1xx informational re
 
 // RoundTrip sends req on a connection of hc and reads the answer into resp.
 func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
-	if hc != t.hc { // set on another client than its own
+	if hc != t.hc || !resp.StreamBody {
+		// Set on another client than its own, or a client that buffers
+		// answers (fasthttp's transport allocates nothing for those).
 		return fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
 	}
 	cc, err := t.acquire(0, req.ConnectionClose())
@@ -134,9 +138,9 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		// retried on a fresh connection (the client's RetryIfErr decides).
 		return true, timeout(err)
 	}
-	closeConn := resetClose || req.ConnectionClose() || resp.ConnectionClose() ||
-		resp.StatusCode() == fasthttp.StatusSwitchingProtocols
 	status := resp.StatusCode()
+	closeConn := resetClose || req.ConnectionClose() || resp.ConnectionClose() ||
+		status == fasthttp.StatusSwitchingProtocols
 	if resp.SkipBody || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
 		hc.ReleaseReader(br)
 		t.release(cc, closeConn)
@@ -144,22 +148,18 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 	}
 
 	size := resp.Header.ContentLength()
-	if !resp.StreamBody || size >= 0 && size <= br.Buffered() {
-		// Buffered: the whole body has arrived (or the client does not
-		// stream). ReadBody reads into the response's pooled buffer.
-		stream := resp.StreamBody
+	if size >= 0 && size <= br.Buffered() {
+		// The whole body has arrived: ReadBody copies it from the read
+		// buffer into the response's pooled buffer (not streaming).
 		resp.StreamBody = false
-		err = resp.ReadBody(br, hc.MaxResponseBodySize)
-		resp.StreamBody = stream
-		if err == nil && size == -1 {
-			err = resp.Header.ReadTrailer(br)
-		}
+		err = resp.ReadBody(br, 0)
+		resp.StreamBody = true
 		hc.ReleaseReader(br)
 		if err != nil {
 			t.closeConn(cc)
-			return !errors.Is(err, fasthttp.ErrBodyTooLarge), timeout(err)
+			return true, timeout(err)
 		}
-		t.release(cc, closeConn || size == -2)
+		t.release(cc, closeConn)
 		return false, nil
 	}
 

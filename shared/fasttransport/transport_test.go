@@ -534,3 +534,29 @@ func TestMalformedStatusLine(t *testing.T) {
 		t.Fatalf("%d idle connections, want 0", n)
 	}
 }
+
+// TestOtherClientsUseFasthttpsTransport: a client that buffers answers, or
+// one the transport was not made for, goes through fasthttp's transport
+// (which answers both correctly; this one's pool is not theirs).
+func TestOtherClientsUseFasthttpsTransport(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+		return false
+	})
+	buffering := client(u.addr())
+	buffering.StreamResponseBody = false
+	other := client(u.addr())
+	other.Transport = buffering.Transport // made for another client
+	for _, hc := range []*fasthttp.HostClient{buffering, other} {
+		resp, err := get(t, hc, "GET", "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.IsBodyStream() != hc.StreamResponseBody || string(resp.Body()) != "ok" {
+			t.Fatalf("streamed %v, body %q", resp.IsBodyStream(), resp.Body())
+		}
+		if n := hc.IdleConnsCount(); n != 1 {
+			t.Fatalf("%d idle connections in the client's own pool, want 1", n)
+		}
+	}
+}
