@@ -292,9 +292,15 @@ func TestTracingLogFields(t *testing.T) {
 	if _, ok := l["duration_us"]; ok {
 		t.Error("duration_us still logged")
 	}
+	// The same token again, answered from the caches (the warm path,
+	// which reads the ids from the claims only to write this line).
+	e.wantStatus(e.do("GET", "/notes", tok, nil), 200)
+	if l := accessLines(t, e)[1]; l["principal"] != "user" || l["user_id"] != userID || l["tenant_id"] != tenantID {
+		t.Errorf("warm request logged as %v / %v / %v", l["principal"], l["user_id"], l["tenant_id"])
+	}
 	// An anonymous refusal: principal anonymous, no user.
 	e.wantStatus(e.do("GET", "/notes", "", nil), 401)
-	if l := accessLines(t, e)[1]; l["principal"] != "anonymous" || l["user_id"] != "" {
+	if l := accessLines(t, e)[2]; l["principal"] != "anonymous" || l["user_id"] != "" {
 		t.Errorf("refused request logged as %v / %v", l["principal"], l["user_id"])
 	}
 

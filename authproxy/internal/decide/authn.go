@@ -8,7 +8,6 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
-	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // Outcomes of Authn.
@@ -40,14 +39,19 @@ const amrOTP = "otp"
 // (the path normalized); now is unix seconds. It returns the outcome and,
 // for DenyStepUp, the max_age to announce (0: none).
 func Authn(c *tokens.Claims, e *projection.Entry, r *rules.Route, method, path string, now int64) (Outcome, int64) {
-	p := e.P
+	s := NewSubject(c, e)
+	return s.Authn(r, method, path, now)
+}
+
+// Authn is Authn for the route r.
+func (s *Subject) Authn(r *rules.Route, method, path string, now int64) (Outcome, int64) {
 	// The tenant's MFA policy is about people: a service account proves
 	// itself with a client secret and has no second factor to enrol.
-	if p.TenantRequireMFA && !p.MFAEnabled && c.Principal != identity.PrincipalService && !enrolmentPath(path) {
+	if s.tenantRequireMFA && !s.mfaEnabled && !s.service && !enrolmentPath(path) {
 		return DenyMFAEnrollment, 0
 	}
 	needMFA, maxAge := r.RequireMFA, r.MaxAuthAge
-	if r.Core && p.MFAEnabled && coreStepUp(method, path) {
+	if r.Core && s.mfaEnabled && coreStepUp(method, path) {
 		needMFA = true
 		if maxAge == 0 || maxAge > CoreStepUpAge {
 			maxAge = CoreStepUpAge
@@ -57,10 +61,10 @@ func Authn(c *tokens.Claims, e *projection.Entry, r *rules.Route, method, path s
 		return Allow, 0
 	}
 	age := int64(maxAge / time.Second)
-	if needMFA && !hasOTP(c.AMR) {
+	if needMFA && !s.otp {
 		return DenyStepUp, age
 	}
-	if maxAge > 0 && (c.AuthTime <= 0 || now-c.AuthTime > age) {
+	if maxAge > 0 && (s.authTime <= 0 || now-s.authTime > age) {
 		return DenyStepUp, age
 	}
 	return Allow, 0

@@ -191,8 +191,32 @@ func (c *Cache) freshAt(fetchedAt int64) bool {
 // token) checks it with Valid instead of a second cache lookup; true
 // counts as a cache hit.
 func (c *Cache) Valid(e *Entry, now time.Time) bool {
-	if now.UnixNano() < e.expires &&
-		e.gens == [3]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), c.global.Load()} && c.fresh(e) {
+	s := e.Stamp()
+	return c.ValidStamp(&s, now)
+}
+
+// Stamp is what Valid judges an entry by: its expiry, the generations it
+// was fetched under and its time of fetching. A caller that keeps an entry
+// can keep a copy of its stamp beside the rest of its own per-request
+// state and check that (ValidStamp), so that a request reads nothing of
+// the entry itself: one line of memory fewer to fetch, at the end of a
+// chain of pointers, once the working set outgrows the CPU's caches.
+type Stamp struct {
+	expires   int64 // unix nanos
+	gens      [3]uint64
+	us, ts    int32 // the user's and the tenant's stripe
+	fetchedAt int64 // unix nanos
+}
+
+// Stamp is e's stamp.
+func (e *Entry) Stamp() Stamp {
+	return Stamp{expires: e.expires, gens: e.gens, us: int32(e.us), ts: int32(e.ts), fetchedAt: e.fetchedAt}
+}
+
+// ValidStamp is Valid for the entry whose stamp s is.
+func (c *Cache) ValidStamp(s *Stamp, now time.Time) bool {
+	if now.UnixNano() < s.expires &&
+		s.gens == [3]uint64{c.user[s.us].Load(), c.tenant[s.ts].Load(), c.global.Load()} && c.freshAt(s.fetchedAt) {
 		c.cc.Hits.Inc()
 		return true
 	}

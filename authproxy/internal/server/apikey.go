@@ -110,9 +110,13 @@ func keyInQuery(q []byte) bool {
 }
 
 // keyWarm is the warm state of a key entry (see warm): its principal is
-// api_key and it has no authentication methods or time.
+// api_key and it has no authentication methods or time. Its stamp is left
+// zero (never valid): the key entry's own validity is GetKey's to judge,
+// and a key entry refetched comes with a token entry of its own, so the
+// warm state (and its Subject) lives exactly as long as its E.
 func keyWarm(e *projection.KeyEntry) *warm {
-	return &warm{pe: e.E, principal: identity.PrincipalAPIKey}
+	cl := e.Token.Claims()
+	return &warm{pe: e.E, sub: decide.NewSubject(cl, e.E), principal: identity.PrincipalAPIKey}
 }
 
 // authorizeKey authenticates a request carrying an API key (X-API-Key, or
@@ -172,8 +176,8 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 		ke.Token.SetAux(w)
 	}
 	claims := ke.Token.Claims()
-	st.principal, st.userID, st.tenantID = identity.PrincipalAPIKey, claims.Sub, claims.Tid
-	out := decide.Decide(claims, ke.E, route)
+	st.principal, st.claims = identity.PrincipalAPIKey, claims
+	out := w.sub.Decide(route)
 	st.waited = true // a key may have been resolved by coreapi: read the clock
 	s.decidedAt(st)
 	st.outcome = out.String()
@@ -184,7 +188,7 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 				return err
 			}
 		}
-		if out, _ = decide.Authn(claims, ke.E, route, b2s(c.Request().Header.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
+		if out, _ = w.sub.Authn(route, b2s(c.Request().Header.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
 			st.outcome = out.String()
 			s.decided(out)
 			if out == decide.DenyMFAEnrollment {

@@ -54,43 +54,54 @@ type Verifier interface {
 // user's when the proxy itself saw a session end.
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
-	// Valid reports whether an entry Get returned still stands at now.
-	Valid(e *projection.Entry, now time.Time) bool
+	// ValidStamp reports whether the entry Get returned whose stamp s is
+	// still stands at now.
+	ValidStamp(s *projection.Stamp, now time.Time) bool
 	InvalidateUser(id string)
 }
 
 // warm is what the server keeps on a cached token's entry: the projection
-// it was last authorized with (checked with Projections.Valid on each use,
-// so one cache lookup serves a warm request), the header values taken from
-// the token, and the signing state after the identity block for the
-// upstream key last used. It is immutable: a change replaces it.
+// it was last authorized with, the header values taken from the token, and
+// the signing state after the identity block for the upstream key last
+// used. It is immutable: a change replaces it.
+//
+// A warm request reads this struct and its block of header lines, and of
+// the token's entry only what the lookup compares: not the claims, nor
+// the projection (unless its route requires permissions). Each of those is
+// a line of memory at the end of one more pointer, and once the working
+// set outgrows the CPU's caches (other processes evict it between two
+// requests) every such line is a cache miss that the next one waits for.
 type warm struct {
-	pe *projection.Entry // nil: the anonymous identity (newAnonymous)
-	// tok, once signed, are the identity header lines the token itself
-	// decides, as identityBlock writes them: "X-Auth-Key-Id", principal,
-	// user, tenant, session, amr and auth time, each "Name: value\r\n";
-	// amr and authTime are parts of it.
-	tok      string
-	amr      string // X-Auth-Amr
-	authTime string // X-Auth-Auth-Time
+	// stamp is the projection's, checked with Projections.ValidStamp on
+	// each use (so one cache lookup serves a warm request); sub the
+	// decision's inputs from the token and the projection.
+	stamp projection.Stamp
+	sub   decide.Subject
 	// principal is X-Auth-Principal: user, or api_key (apikey.go).
 	principal string
-	// mac is held in the struct, not behind a pointer: a warm request
-	// reads the state it signs with from the same memory as the rest
-	// (mac.Signer() is nil until the state is made).
-	mac identity.IdentityMAC
+	// tok, once signed, are the identity header lines the token itself
+	// decides, as identityBlock writes them: "X-Auth-Key-Id", principal,
+	// user, tenant, session, amr and auth time, each "Name: value\r\n".
+	// peLines is the projection's Lines (its header here, so that the
+	// lines' memory is one pointer away from this struct, as tok's is).
+	tok, peLines string
 	// lines: no identity header value of this state (nor the signer's key
 	// id) holds a CR or LF, so its headers can be written as one block of
 	// lines (identityBlock); otherwise they are set one by one, and
 	// fasthttp turns each line break into a space.
 	lines bool
+	// mac is held in the struct, not behind a pointer: a warm request
+	// reads the state it signs with from the same memory as the rest
+	// (mac.Signer() is nil until the state is made).
+	mac identity.IdentityMAC
+	pe  *projection.Entry // nil: the anonymous identity (newAnonymous)
 }
 
 // WarmBytes is the heap the warm state of a cached token costs (on top of
 // tokens.EntryBytes), signed for one upstream: the struct, its header
 // values and the HMAC state. It is measured by TestWarmBytesMeasured,
 // which fails when the real cost drifts from it.
-const WarmBytes = 464
+const WarmBytes = 512
 
 // newWarm is the warm state of a token with claims cl and projection e,
 // not yet signed for an upstream.
@@ -98,22 +109,24 @@ func newWarm(cl *tokens.Claims, e *projection.Entry) *warm {
 	if cl.Scope != nil {
 		e = e.Narrow(cl.Scope)
 	}
-	return &warm{pe: e, amr: identity.JoinList(cl.AMR), authTime: identity.FormatAuthTime(cl.AuthTime), principal: cl.Principal}
+	return &warm{pe: e, stamp: e.Stamp(), sub: decide.NewSubject(cl, e), principal: cl.Principal}
 }
 
 // signed is w with the HMAC state over the identity block for signer and
-// the token's identity header lines (tok) under its key id.
+// the identity header lines (tok, block) under its key id.
 func (w *warm) signed(cl *tokens.Claims, signer *identity.KeySigner) *warm {
 	e := w.pe
 	id := identity.Identity{Principal: w.principal, UserID: cl.Sub, TenantID: cl.Tid, SessionID: cl.Sid,
 		Roles: e.P.Roles, Permissions: e.P.Permissions, EmailVerified: e.P.EmailVerified, AMR: cl.AMR, AuthTime: cl.AuthTime}
-	lines := !anyLineBreak(signer.KeyID(), w.principal, cl.Sub, cl.Tid, cl.Sid, e.Roles, e.Perms, w.amr, w.authTime)
-	n := &warm{pe: w.pe, mac: *signer.NewIdentityMAC(&id), principal: w.principal, lines: lines}
-	n.setLines(signer.KeyID(), cl, w.amr, w.authTime)
+	amr, authTime := identity.JoinList(cl.AMR), identity.FormatAuthTime(cl.AuthTime)
+	lines := !anyLineBreak(signer.KeyID(), w.principal, cl.Sub, cl.Tid, cl.Sid, e.Roles, e.Perms, amr, authTime)
+	n := &warm{pe: w.pe, stamp: w.stamp, sub: w.sub, mac: *signer.NewIdentityMAC(&id),
+		principal: w.principal, peLines: e.Lines, lines: lines}
+	n.setLines(signer.KeyID(), cl, amr, authTime)
 	return n
 }
 
-// setLines sets w.tok, and w.amr and w.authTime to its parts.
+// setLines sets w.tok.
 func (w *warm) setLines(keyID string, cl *tokens.Claims, amr, authTime string) {
 	var buf [384]byte // the lines of usual ids fit: built here, copied once
 	b := appendLine(buf[:0], identity.HeaderKeyID, keyID)
@@ -121,15 +134,13 @@ func (w *warm) setLines(keyID string, cl *tokens.Claims, amr, authTime string) {
 	b = appendLine(b, identity.HeaderUserID, cl.Sub)
 	b = appendLine(b, identity.HeaderTenantID, cl.Tid)
 	b = appendLine(b, identity.HeaderSessionID, cl.Sid)
-	var at [2][2]int
 	if amr != "" {
-		b, at[0] = appendLineAt(b, identity.HeaderAMR, amr)
+		b = appendLine(b, identity.HeaderAMR, amr)
 	}
 	if authTime != "" {
-		b, at[1] = appendLineAt(b, identity.HeaderAuthTime, authTime)
+		b = appendLine(b, identity.HeaderAuthTime, authTime)
 	}
 	w.tok = string(b)
-	w.amr, w.authTime = w.tok[at[0][0]:at[0][1]], w.tok[at[1][0]:at[1][1]]
 }
 
 // anyLineBreak reports whether any of vs holds a CR or LF.
@@ -283,13 +294,23 @@ type state struct {
 	xkeyN    int    // X-API-Key headers sent
 	route    string
 	outcome  string
-	// Who the request was for, for the access log and the span.
+	// Who the request was for, for the access log and the span: the
+	// principal, and the claims its user and tenant ids are read from
+	// (ids), only when a line is written: a warm request does not read
+	// the claims themselves (see warm).
 	principal  string
-	userID     string
-	tenantID   string
+	claims     *tokens.Claims
 	upstream   string
 	tokenCache string // "hit" or "miss" when a bearer was looked up
 	trace      reqTrace
+}
+
+// ids are the user and tenant the request was for ("" when anonymous).
+func (st *state) ids() (userID, tenantID string) {
+	if st.claims == nil {
+		return "", ""
+	}
+	return st.claims.Sub, st.claims.Tid
 }
 
 // New builds the app.
@@ -390,7 +411,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	}
 	st.waited = false
 	st.route, st.outcome, st.closeConn, st.trusted = "", "", false, false
-	st.principal, st.userID, st.tenantID, st.upstream, st.tokenCache = identity.PrincipalAnonymous, "", "", "", ""
+	st.principal, st.claims, st.upstream, st.tokenCache = identity.PrincipalAnonymous, nil, "", ""
 	st.authAt = time.Time{}
 	st.path = st.path[:0]
 	st.unparsed = false
@@ -438,7 +459,7 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 	if st.trace.on {
 		s.traceEnd(c, st, status)
 	}
-	st.seen.Authorization = nil // request memory: not kept in the pooled state
+	st.seen.Authorization, st.claims = nil, nil // not kept in the pooled state
 }
 
 // accessLog writes the request's access log line. Out of line (noinline):
@@ -446,6 +467,7 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 //
 //go:noinline
 func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration) {
+	userID, tenantID := st.ids()
 	s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
 		slog.String("request_id", b2s(st.reqID)),
 		slog.String("method", b2s(c.Request().Header.Method())),
@@ -456,8 +478,8 @@ func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration)
 		slog.String("upstream", st.upstream),
 		slog.String("outcome", st.outcome),
 		slog.String("principal", st.principal),
-		slog.String("user_id", st.userID),
-		slog.String("tenant_id", st.tenantID),
+		slog.String("user_id", userID),
+		slog.String("tenant_id", tenantID),
 		slog.String("remote_ip", c.Context().RemoteIP().String()),
 		st.traceAttr(), // empty, so left out, unless traced
 	)
@@ -599,26 +621,26 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		}
 		return err
 	}
-	claims := te.Claims()
-	st.principal, st.userID, st.tenantID = claims.Principal, claims.Sub, claims.Tid
+	// A warm request reads w alone: not the claims (see warm).
 	w, _ := te.Aux().(*warm)
-	if w == nil || !s.d.Projections.Valid(w.pe, st.start) {
-		if w, err = s.refresh(c, st, te, claims); err != nil {
+	if w == nil || !s.d.Projections.ValidStamp(&w.stamp, st.start) {
+		if w, err = s.refresh(c, st, te, te.Claims()); err != nil {
 			return s.projectionFailed(c, st, rt, route, err)
 		}
 	}
-	out := decide.Decide(claims, w.pe, route)
+	st.principal, st.claims = w.principal, te.Claims()
+	out := w.sub.Decide(route)
 	s.decidedAt(st)
 	st.outcome = out.String()
-	if out == decide.Allow && route.Core && claims.Principal != identity.PrincipalUser {
-		if err := coreRefusal(claims.Principal, h.Method(), st.path); err != nil {
+	if out == decide.Allow && route.Core && w.principal != identity.PrincipalUser {
+		if err := coreRefusal(w.principal, h.Method(), st.path); err != nil {
 			st.outcome = "principal_not_allowed"
 			return err
 		}
 	}
 	if out == decide.Allow {
 		var maxAge int64
-		if out, maxAge = decide.Authn(claims, w.pe, route, b2s(h.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
+		if out, maxAge = w.sub.Authn(route, b2s(h.Method()), b2s(st.path), st.authAt.Unix()); out != decide.Allow {
 			st.outcome = out.String()
 			s.decided(out)
 			return authnError(out, maxAge)
@@ -647,6 +669,7 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 //
 //go:noinline
 func (s *Server) refresh(c *fiber.Ctx, st *state, te *tokens.Entry, claims *tokens.Claims) (*warm, error) {
+	st.principal, st.claims = claims.Principal, claims // for the failures' logs
 	ctx := context.Context(c.Context())
 	var span trace.Span
 	if st.trace.on {
@@ -1191,11 +1214,11 @@ func setIdentity(h *fasthttp.RequestHeader, keyID string, cl *tokens.Claims, w *
 		setHeader(h, identity.HeaderUserID, cl.Sub)
 		setHeader(h, identity.HeaderTenantID, cl.Tid)
 		setHeader(h, identity.HeaderSessionID, cl.Sid)
-		if w.amr != "" {
-			setHeader(h, identity.HeaderAMR, w.amr)
+		if amr := identity.JoinList(cl.AMR); amr != "" { // allocates: values with line breaks are rare
+			setHeader(h, identity.HeaderAMR, amr)
 		}
-		if w.authTime != "" {
-			setHeader(h, identity.HeaderAuthTime, w.authTime)
+		if authTime := identity.FormatAuthTime(cl.AuthTime); authTime != "" {
+			setHeader(h, identity.HeaderAuthTime, authTime)
 		}
 		setHeader(h, identity.HeaderRoles, e.Roles)
 		setHeader(h, identity.HeaderPermissions, e.Perms)
@@ -1213,22 +1236,11 @@ func setIdentity(h *fasthttp.RequestHeader, keyID string, cl *tokens.Claims, w *
 // Only for a warm state whose values hold no line break (warm.lines); the
 // request's own values (client IP, timestamp) are formatted by the proxy.
 func identityBlock(dst []byte, w *warm, st *state) []byte {
-	var pe string
-	if w.pe != nil {
-		pe = w.pe.Lines
-	}
-	return identity.AppendParts(dst, w.tok, pe, identity.HeaderClientIP+": ", b2s(st.ip),
+	return identity.AppendParts(dst, w.tok, w.peLines, identity.HeaderClientIP+": ", b2s(st.ip),
 		"\r\n"+identity.HeaderTimestamp+": ", b2s(st.ts), "\r\n"+identity.HeaderSignature)
 }
 
 // appendLine appends the header line "name: value\r\n".
 func appendLine(dst []byte, name, value string) []byte {
 	return identity.AppendHeaderLine(dst, name, value)
-}
-
-// appendLineAt is appendLine that also returns where value lies in the
-// result.
-func appendLineAt(dst []byte, name, value string) ([]byte, [2]int) {
-	at := len(dst) + len(name) + len(": ")
-	return appendLine(dst, name, value), [2]int{at, at + len(value)}
 }

@@ -70,8 +70,8 @@ func (s *Server) traceEnd(c *fiber.Ctx, st *state, status int) {
 			attribute.String("tollgate.principal", st.principal),
 			attribute.String("tollgate.token_cache", st.tokenCache),
 		)
-		if st.userID != "" {
-			span.SetAttributes(attribute.String("tollgate.user_id", st.userID), attribute.String("tollgate.tenant_id", st.tenantID))
+		if userID, tenantID := st.ids(); userID != "" {
+			span.SetAttributes(attribute.String("tollgate.user_id", userID), attribute.String("tollgate.tenant_id", tenantID))
 		}
 		if status >= 500 {
 			span.SetStatus(codes.Error, strconv.Itoa(status))

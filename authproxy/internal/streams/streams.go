@@ -429,9 +429,10 @@ func newMetrics(reg prometheus.Registerer) *metricSet {
 // see it.
 type Target interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
-	// Valid reports whether an entry Get returned still stands at now (the
-	// server's warm path checks it instead of a second lookup).
-	Valid(e *projection.Entry, now time.Time) bool
+	// ValidStamp reports whether the entry Get returned whose stamp s is
+	// still stands at now (the server's warm path checks it instead of a
+	// second lookup).
+	ValidStamp(s *projection.Stamp, now time.Time) bool
 	InvalidateUser(id string)
 	InvalidateTenant(id string)
 	InvalidateAll()
