@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
@@ -170,10 +171,10 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 		s.d.Log.Error("api key fetch", "err", err, "request_id", string(st.reqID))
 		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
-	w, _ := ke.Token.Aux().(*warm)
+	w := (*warm)(ke.Token.Aux())
 	if w == nil {
 		w = keyWarm(ke)
-		ke.Token.SetAux(w)
+		ke.Token.SetAux(unsafe.Pointer(w))
 	}
 	claims := ke.Token.Claims()
 	st.principal, st.claims = identity.PrincipalAPIKey, claims

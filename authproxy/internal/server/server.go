@@ -46,7 +46,8 @@ import (
 
 // Verifier verifies bearer tokens and caches the outcome by digest.
 type Verifier interface {
-	Cached(d *tokens.Name, now time.Time) (e *tokens.Entry, hit bool, err error)
+	// CachedAux: e's Aux (the *warm attached to it) comes with it.
+	CachedAux(d *tokens.Name, now time.Time) (e *tokens.Entry, aux unsafe.Pointer, hit bool, err error)
 	VerifyEntry(ctx context.Context, token []byte, d *tokens.Name) (*tokens.Entry, error)
 }
 
@@ -614,7 +615,7 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	if st.xkeyN > 0 || haveD && apikey.HasPrefix(raw) {
 		return s.authorizeKey(c, st, rt, route, raw)
 	}
-	te, err := s.token(c, st, h, rt, route, raw, haveD)
+	te, w, err := s.token(c, st, h, rt, route, raw, haveD)
 	if te == nil {
 		if err == errInvalidToken && route.IgnoreBadBearer {
 			return s.forwardAnonymous(c, st, rt, route)
@@ -622,7 +623,6 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		return err
 	}
 	// A warm request reads w alone: not the claims (see warm).
-	w, _ := te.Aux().(*warm)
 	if w == nil || !s.d.Projections.ValidStamp(&w.stamp, st.start) {
 		if w, err = s.refresh(c, st, te, te.Claims()); err != nil {
 			return s.projectionFailed(c, st, rt, route, err)
@@ -680,7 +680,7 @@ func (s *Server) refresh(c *fiber.Ctx, st *state, te *tokens.Entry, claims *toke
 	var w *warm
 	if err == nil {
 		w = newWarm(claims, e)
-		te.SetAux(w)
+		te.SetAux(unsafe.Pointer(w))
 	}
 	if span != nil {
 		endChild(span, err)
@@ -734,20 +734,20 @@ func (s *Server) forwardAnonymous(c *fiber.Ctx, st *state, rt *Router, route *ru
 // nil and the error to answer (nil, nil: an optional route without a
 // token, already forwarded). A token whose digest hits the cache skips the
 // syntax check: only a token that passed it was ever cached.
-func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route, raw []byte, haveD bool) (*tokens.Entry, error) {
+func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route, raw []byte, haveD bool) (*tokens.Entry, *warm, error) {
 	d := &st.digest // in the pooled state: a local would escape
 	if haveD {
 		tokens.DigestTo(d, raw)
-		te, hit, err := s.d.Verifier.Cached(d, st.start)
+		te, aux, hit, err := s.d.Verifier.CachedAux(d, st.start)
 		st.tokenCache = "miss"
 		if hit {
 			st.tokenCache = "hit"
 			if err != nil {
 				st.outcome = "bad_token"
 				s.logInvalid(c, st, err)
-				return nil, errInvalidToken
+				return nil, nil, errInvalidToken
 			}
-			return te, nil
+			return te, (*warm)(aux), nil
 		}
 	}
 	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
@@ -755,14 +755,14 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
 			if route.Access == rules.Optional {
 				st.outcome = "anonymous"
-				return nil, s.forward(c, st, rt, route, nil, nil)
+				return nil, nil, s.forward(c, st, rt, route, nil, nil)
 			}
 			st.outcome = "no_token"
-			return nil, errNoToken
+			return nil, nil, errNoToken
 		}
 		st.outcome = "bad_token"
 		s.logInvalid(c, st, err)
-		return nil, errInvalidToken
+		return nil, nil, errInvalidToken
 	}
 	if !haveD || len(tok) != len(raw) || unsafe.SliceData(tok) != unsafe.SliceData(raw) {
 		tokens.DigestTo(d, tok)
@@ -780,12 +780,12 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 	if err != nil {
 		st.outcome = "bad_token"
 		if errors.Is(err, tokens.ErrKeysUnavailable) {
-			return nil, unavailable("signing keys not loaded")
+			return nil, nil, unavailable("signing keys not loaded")
 		}
 		s.logInvalid(c, st, err)
-		return nil, errInvalidToken
+		return nil, nil, errInvalidToken
 	}
-	return te, nil
+	return te, (*warm)(te.Aux()), nil
 }
 
 // logInvalid logs why a token was refused: clients get one description
@@ -833,7 +833,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		w = rt.anonymous(route.Upstream)
 	} else if w.mac.Signer() != signer {
 		w = w.signed(cl, signer)
-		te.SetAux(w)
+		te.SetAux(unsafe.Pointer(w))
 	}
 	// A request's identity headers are written as one block of lines
 	// (identityBlock), and from an untrusted peer (the usual case) its

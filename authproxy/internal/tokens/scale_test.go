@@ -8,8 +8,10 @@ import (
 )
 
 // defaultEntries is what the default CACHE_MEMORY_MB (256) holds: the
-// app's budget over a token with its warm state and a projection.
-const defaultEntries = 256 << 20 / (EntryBytes + 210 + 1140)
+// app's budget over a token with its warm state (server.WarmBytes, 512)
+// and a projection (projection.EntryBytes, 1,120), as app.CacheEntries
+// splits it.
+const defaultEntries = 256 << 20 / (EntryBytes + 512 + 1120)
 
 // fillSynthetic puts n verified entries with distinct random digests into
 // v (as if each had been verified) and returns their digests in a random
@@ -68,7 +70,7 @@ func BenchmarkWarmLookup(b *testing.B) {
 			b.StopTimer()
 			front := 0
 			for i := range ds {
-				if e := f.v.hotSlot(&ds[i]).Load(); e != nil && e.digest == ds[i] {
+				if e := f.v.hotSlot(&ds[i]).e.Load(); e != nil && e.digest == ds[i] {
 					front++
 				}
 			}
@@ -90,7 +92,7 @@ func TestFrontTableFollowsCache(t *testing.T) {
 	ds := fillSynthetic(t, f, 4*size)
 	held, front := 0, 0
 	for i := range f.v.hot {
-		e := f.v.hot[i].Load()
+		e := f.v.hot[i].e.Load()
 		if e == nil {
 			continue
 		}

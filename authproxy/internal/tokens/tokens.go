@@ -14,7 +14,7 @@
 // A direct-mapped table of entry pointers sits in front of the cache, so a
 // warm token costs one atomic load and no admission-policy work; its
 // entries obey the same checks (full digest, the entry's own expiry, exp,
-// nbf, the key). An entry records its kid, and callers may attach state
+// nbf, the key). An entry records its key, and callers may attach state
 // derived from the token to it (SetAux), which lives and dies with it.
 package tokens
 
@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
@@ -117,10 +118,8 @@ type Entry struct {
 	key           *jwks.Key
 	claims        *Claims // nil: negative entry
 	err           error
-	// Kid is the signing key the claims were verified with ("" for a
-	// negative entry).
-	Kid  string
-	aux  atomic.Value
+	// aux is the caller's state (SetAux), always of one concrete type.
+	aux  unsafe.Pointer
 	ref  atomic.Uint32 // CLOCK mark: hit since the hand last passed
 	slot int32         // in its store shard's ring
 	// set is the key set the token's key was last found in: while it is
@@ -132,11 +131,14 @@ type Entry struct {
 func (e *Entry) Claims() *Claims { return e.claims }
 
 // Aux is what the caller attached with SetAux (nil when nothing): state
-// derived from the token that lives and dies with its cache entry.
-func (e *Entry) Aux() any { return e.aux.Load() }
+// derived from the token that lives and dies with its cache entry, as a
+// pointer the caller converts back to its one concrete type.
+func (e *Entry) Aux() unsafe.Pointer { return atomic.LoadPointer(&e.aux) }
 
-// SetAux attaches v (always of one concrete type) to the entry.
-func (e *Entry) SetAux(v any) { e.aux.Store(v) }
+// SetAux attaches p, a pointer to the caller's state (always of one
+// concrete type, never modified once attached), to the entry. The front
+// table's copy of it catches up at the entry's next hit (CachedAux).
+func (e *Entry) SetAux(p unsafe.Pointer) { atomic.StorePointer(&e.aux, p) }
 
 // NewEntry returns an entry for claims established elsewhere (an API key
 // resolved by coreapi), never cached here: callers attach their state to
@@ -150,27 +152,24 @@ func newEntry(d *Name, c *Claims, expires int64) *Entry {
 	if d != nil {
 		e.digest = *d
 	}
-	if c.Key != nil {
-		e.Kid = c.Key.Kid
-	}
 	return e
 }
 
 // EntryBytes is the heap an entry of a verified token costs while cached:
 // the entry, its claims and their strings, and the cache's bookkeeping for
-// it (its share of the front table included: 2 to 4 slots of 8 bytes);
+// it (its share of the front table included: 2 to 4 slots of 16 bytes);
 // state a caller attaches (SetAux) is on top. It is measured by
 // TestEntryBytesMeasured, which fails when the real cost drifts from it.
-const EntryBytes = 583
+const EntryBytes = 593
 
 // The front table has at least hotPerEntry slots per entry the cache
-// holds, a power of two, at most hotMax (pointers, 8 bytes a slot). A
-// working set of n tokens in m slots is served from it at about e^(-n/m)
-// or better, the rest colliding in their slots and found in the cache's
-// shards (a read lock, a map lookup and more memory touched): 61 % or
-// more with the cache full, 91 % measured for 100,000 tokens at the
-// default budget's 524,288 slots (51 % in the 65,536 slots it had when
-// its size did not follow the cache's; BenchmarkWarmLookup).
+// holds, a power of two, at most hotMax (two pointers, 16 bytes a slot).
+// A working set of n tokens in m slots is served from it at about
+// e^(-n/m) or better, the rest colliding in their slots and found in the
+// cache's shards (a read lock, a map lookup and more memory touched):
+// 61 % or more with the cache full, 83 % measured for 100,000 tokens at
+// the default budget's 262,144 slots (51 % in the 65,536 slots it had
+// when its size did not follow the cache's; BenchmarkWarmLookup).
 const (
 	hotPerEntry = 2
 	hotMax      = 1 << 22
@@ -192,7 +191,7 @@ type Verifier struct {
 	// checks it as a cache hit is checked, and Purge empties the table.
 	// It is sized from the cache (hotPerEntry), so that a working set
 	// the cache holds is mostly served from it.
-	hot  []atomic.Pointer[Entry]
+	hot  []hotSlot
 	mask uint64
 	sf   singleflight.Group
 	m    *metrics.Metrics
@@ -220,9 +219,9 @@ func New(opt Options, keys KeySource, m *metrics.Metrics) (*Verifier, error) {
 	for n < hotPerEntry*uint64(opt.CacheSize) && n < hotMax {
 		n <<= 1
 	}
-	v.hot, v.mask = make([]atomic.Pointer[Entry], n), n-1
+	v.hot, v.mask = make([]hotSlot, n), n-1
 	v.cache = newStore(opt.CacheSize, v.pos.Evictions)
-	v.cache.onEvict = func(e *Entry) { v.hotSlot(&e.digest).CompareAndSwap(e, nil) }
+	v.cache.onEvict = func(e *Entry) { v.hotSlot(&e.digest).drop(e) }
 	v.negs = newStore(max(opt.CacheSize/NegativeShare, storeShards), v.neg.Evictions)
 	maxCost := func() int64 { return v.cache.capacity() * opt.EntryCost }
 	m.CacheSize(metrics.CacheToken, opt.EntryCost, maxCost, func() int64 { return maxCost() - v.cache.len()*opt.EntryCost })
@@ -253,34 +252,50 @@ func (v *Verifier) Close() {
 // only ever the outcome for the very token that was verified (the whole
 // digest is compared), so a caller may skip its syntax checks on a hit.
 func (v *Verifier) Cached(d *Name, now time.Time) (e *Entry, hit bool, err error) {
+	e, _, hit, err = v.CachedAux(d, now)
+	return e, hit, err
+}
+
+// CachedAux is Cached that also returns the entry's Aux. A warm request
+// has it from the front-table slot, read together with the entry's
+// pointer: the caller's loads through it need not wait for the entry's
+// memory, which is checked meanwhile (the slot's copy is used only when
+// it is the entry's current one).
+func (v *Verifier) CachedAux(d *Name, now time.Time) (e *Entry, aux unsafe.Pointer, hit bool, err error) {
 	slot := v.hotSlot(d)
-	if e = slot.Load(); e != nil && e.digest == *d {
+	e, aux = slot.e.Load(), atomic.LoadPointer(&slot.aux)
+	if e != nil && e.digest == *d {
 		e.touch()
+		if e.Aux() != aux {
+			// A branch, not a conditional move: predicted not taken, the
+			// caller's loads through aux start before e's memory arrives.
+			aux = slot.catchUp(e)
+		}
 	} else if e = v.cache.get(d); e != nil {
-		slot.Store(e)
+		aux = slot.set(e)
 	} else if e = v.negs.get(d); e == nil {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	live := now.UnixNano() < e.expires
 	if e.claims == nil {
 		if !live {
-			return nil, false, nil
+			return nil, nil, false, nil
 		}
 		v.neg.Hits.Inc()
-		return nil, true, e.err
+		return nil, nil, true, e.err
 	}
 	switch err := v.recheck(now, e); {
 	case err == nil && live:
 		v.pos.Hits.Inc()
-		return e, true, nil
+		return e, aux, true, nil
 	case err != nil && !errors.Is(err, ErrKid):
 		// Expired or not yet valid: refused without a new verification.
 		v.pos.Hits.Inc()
-		return nil, true, err
+		return nil, nil, true, err
 	}
 	// The key left the set (a new verification will refuse the token), or
 	// the entry's time in the cache is over.
-	return nil, false, nil
+	return nil, nil, false, nil
 }
 
 // Verify returns the claims of a valid token. token may alias request
@@ -342,12 +357,47 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *Name) (*Ent
 // front-table slot; every hit re-checks the entry's own expiry.
 func (v *Verifier) remember(e *Entry, now time.Time) {
 	v.cache.put(e, now.UnixNano())
-	v.hotSlot(&e.digest).Store(e)
+	v.hotSlot(&e.digest).set(e)
 }
 
 // hotSlot is the front-table slot of digest d.
-func (v *Verifier) hotSlot(d *Name) *atomic.Pointer[Entry] {
+func (v *Verifier) hotSlot(d *Name) *hotSlot {
 	return &v.hot[binary.LittleEndian.Uint64(d[8:16])&v.mask]
+}
+
+// hotSlot is one slot of the front table: an entry and a copy of its Aux.
+// The two words are written one after the other, not as a pair, so a
+// reader may see one entry's pointer with another's (or an older) Aux:
+// every hit compares the copy with the entry's own (CachedAux).
+type hotSlot struct {
+	e   atomic.Pointer[Entry]
+	aux unsafe.Pointer // atomic
+}
+
+// set puts e in the slot and returns its Aux.
+func (s *hotSlot) set(e *Entry) unsafe.Pointer {
+	aux := e.Aux()
+	s.e.Store(e)
+	atomic.StorePointer(&s.aux, aux)
+	return aux
+}
+
+// catchUp copies the Aux of e, found in the slot, to the slot after a
+// SetAux, and returns it. Out of line: a warm request does not run it.
+//
+//go:noinline
+func (s *hotSlot) catchUp(e *Entry) unsafe.Pointer {
+	aux := e.Aux()
+	atomic.StorePointer(&s.aux, aux)
+	return aux
+}
+
+// drop empties the slot if it holds e (evicted from the cache), so that
+// neither the entry nor its Aux is kept alive by the table.
+func (s *hotSlot) drop(e *Entry) {
+	if s.e.CompareAndSwap(e, nil) {
+		atomic.StorePointer(&s.aux, nil)
+	}
 }
 
 // recheck applies the time-dependent checks and the key-still-published
@@ -362,7 +412,7 @@ func (v *Verifier) recheck(now time.Time, e *Entry) error {
 	if s != nil && s == e.set.Load() {
 		return nil
 	}
-	if s == nil || s.Keys[e.Kid] != e.key {
+	if s == nil || e.key == nil || s.Keys[e.key.Kid] != e.key {
 		return ErrKid
 	}
 	e.set.Store(s)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -83,7 +84,7 @@ func TestCacheHitComparesFullDigest(t *testing.T) {
 		t.Fatalf("colliding token accepted as %q", got.Sub)
 	}
 	// The same in the front table: a slot shared by two digests.
-	f.v.hot[binary.LittleEndian.Uint64(d[8:16])&f.v.mask].Store(planted)
+	f.v.hot[binary.LittleEndian.Uint64(d[8:16])&f.v.mask].e.Store(planted)
 	if got, err := f.v.Verify(context.Background(), attacker); err == nil {
 		t.Fatalf("colliding token accepted from the front table as %q", got.Sub)
 	}
@@ -101,27 +102,77 @@ func TestFrontTableExpiryAndPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	slot := &f.v.hot[binary.LittleEndian.Uint64(d[8:16])&f.v.mask]
-	if _, hit, err := f.v.Cached(&d, f.v.opt.Now()); !hit || err != nil || slot.Load() == nil {
-		t.Fatalf("warm token: hit %v, err %v, slot %v", hit, err, slot.Load())
+	if _, hit, err := f.v.Cached(&d, f.v.opt.Now()); !hit || err != nil || slot.e.Load() == nil {
+		t.Fatalf("warm token: hit %v, err %v, slot %v", hit, err, slot.e.Load())
 	}
 	// Past the cache TTL (MaxTTL 5 min) but before exp: a miss, verified again.
 	if _, hit, _ := f.v.Cached(&d, time.Now().Add(6*time.Minute)); hit {
 		t.Fatal("entry past its cache TTL still hit")
 	}
 	// Past exp (15 min + 30 s leeway): refused even if an entry were live.
-	e := slot.Load()
+	e := slot.e.Load()
 	e2 := newEntry(&e.digest, e.claims, time.Now().Add(time.Hour).UnixNano())
-	slot.Store(e2)
+	slot.e.Store(e2)
 	if _, hit, err := f.v.Cached(&d, time.Now().Add(16*time.Minute)); !hit || !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired token: hit %v, err %v, want ErrExpired", hit, err)
 	}
 	f.v.purge()
-	if slot.Load() != nil {
+	if slot.e.Load() != nil {
 		t.Fatal("purge left the front table filled")
 	}
 	n := f.verifications()
 	if _, err := f.v.Verify(context.Background(), tok); err != nil || f.verifications() != n+1 {
 		t.Fatalf("after purge: err %v, verifications +%v, want +1", err, f.verifications()-n)
+	}
+}
+
+// The front table's copy of an entry's Aux is used only while it is the
+// entry's own: after SetAux, a slot written out of step (two writers
+// interleaving, or another entry's state) gives way to the entry's, and
+// the slot catches up; an eviction empties the copy with the pointer.
+func TestFrontTableAuxFollowsEntry(t *testing.T) {
+	f := newFixture(t, time.Second)
+	tok := f.mint(t, "u")
+	d := Digest(tok)
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	slot := f.v.hotSlot(&d)
+	cached := func() unsafe.Pointer {
+		t.Helper()
+		e, aux, hit, err := f.v.CachedAux(&d, time.Now())
+		if !hit || err != nil || e == nil {
+			t.Fatalf("warm token: hit %v, err %v", hit, err)
+		}
+		if aux != e.Aux() {
+			t.Fatalf("CachedAux gave %p, the entry holds %p", aux, e.Aux())
+		}
+		return aux
+	}
+	if aux := cached(); aux != nil {
+		t.Fatalf("aux %p before any SetAux", aux)
+	}
+	e := slot.e.Load()
+	one, two := new(int), new(int)
+	e.SetAux(unsafe.Pointer(one))
+	if aux := cached(); aux != unsafe.Pointer(one) || atomic.LoadPointer(&slot.aux) != unsafe.Pointer(one) {
+		t.Fatalf("after SetAux: aux %p, slot %p, want %p", aux, atomic.LoadPointer(&slot.aux), one)
+	}
+	// Another entry's state in the slot, as a torn pair of writes leaves it.
+	atomic.StorePointer(&slot.aux, unsafe.Pointer(two))
+	if aux := cached(); aux != unsafe.Pointer(one) {
+		t.Fatalf("stale slot copy %p used, want the entry's %p", aux, one)
+	}
+	if got := atomic.LoadPointer(&slot.aux); got != unsafe.Pointer(one) {
+		t.Fatalf("slot not caught up: %p", got)
+	}
+	slot.drop(e)
+	if slot.e.Load() != nil || atomic.LoadPointer(&slot.aux) != nil {
+		t.Fatal("drop left the slot filled")
+	}
+	// Found in the cache again: the slot is refilled with the entry and its state.
+	if aux := cached(); aux != unsafe.Pointer(one) || atomic.LoadPointer(&slot.aux) != unsafe.Pointer(one) {
+		t.Fatalf("refilled slot: aux %p, slot %p", aux, atomic.LoadPointer(&slot.aux))
 	}
 }
 
@@ -262,7 +313,7 @@ func (v *Verifier) purge() {
 	v.cache.clear()
 	v.negs.clear()
 	for i := range v.hot {
-		v.hot[i].Store(nil)
+		v.hot[i] = hotSlot{}
 	}
 }
 
