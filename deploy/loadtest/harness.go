@@ -365,6 +365,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// drift in what else the machine does hits both; the report quotes the
 	// medians.
 	rep.paired = h.pairedRounds(ctx, noAuth, warmReqs, pairedRuns)
+	rep.together = h.togetherRounds(ctx, noAuth, warmReqs, togetherRuns)
 
 	// Fixed-rate load at half the bare proxy's capacity in the open-loop
 	// placement (-placement): the latency each proxy adds when neither it
@@ -760,6 +761,10 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	aa, _ := r.sideCPU(pairedRound.aaRun)
 	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs, difference %.1f µs; the bare proxy carrying the tokens: %+.1f µs; authproxy on a public route: %+.1f µs; a second bare proxy: %+.1f µs\n",
 		len(ps), ratio, bare, warm, added, tok, pub, aa)
+	ts := h.togetherRounds(ctx, noAuth, warmReqs, rounds)
+	diff, ctl, lo, hi, n, nCtl := togetherMedians(ts)
+	fmt.Fprintf(out, "both loaded at once, median of %d rounds: difference %.1f µs; control (two bare proxies at once, %d rounds): %.1f µs (rounds from %+.1f to %+.1f)\n",
+		n, diff, nCtl, ctl, lo, hi)
 	return ctx.Err()
 }
 

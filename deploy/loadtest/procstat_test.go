@@ -100,3 +100,31 @@ func TestPairedRoundsAlternateAndReport(t *testing.T) {
 		}
 	}
 }
+
+func TestTogetherRoundsReport(t *testing.T) {
+	rounds := []togetherRound{
+		{bareCPU: 20, warmCPU: 25, ctlCPU: 20, ctl2CPU: 21},
+		{bareCPU: 30, warmCPU: 33, ctlCPU: 30, ctl2CPU: 28, warmFirst: true},
+		{bareCPU: -1, warmCPU: 40, ctlCPU: 22, ctl2CPU: 22.5}, // the pair not read: left out of its median
+	}
+	diff, ctl, lo, hi, n, nCtl := togetherMedians(rounds)
+	// Differences 5 and 3 (the unread round left out); control +1, −2, +0.5.
+	if n != 2 || diff != 4 || nCtl != 3 || ctl != 0.5 || lo != -2 || hi != 1 {
+		t.Fatalf("togetherMedians = %v, %v, %v, %v, %v, %v; want 4, 0.5, -2, 1, 2, 3", diff, ctl, lo, hi, n, nCtl)
+	}
+	r := &report{opts: options{conns: 64, duration: 10 * time.Second}, together: rounds}
+	out := r.markdown()
+	for _, want := range []string{
+		"both loaded at once (32 connections each), median of 2 rounds' differences | 4.0 |",
+		"both loaded at once, median of 3 rounds' differences (rounds from -2.0 to +1.0) | 0.5 |",
+		"| 1 | 20.0 µs | 25.0 µs | +5.0 µs | 20.0 µs | 21.0 µs | +1.0 µs |",
+		"| 3 | – | 40.0 µs | – | 22.0 µs | 22.5 µs | +0.5 µs |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if _, _, _, _, n, nCtl := togetherMedians(nil); n != 0 || nCtl != 0 {
+		t.Fatal("no round reported as measured")
+	}
+}

@@ -42,6 +42,7 @@ type report struct {
 	profile                string
 	gobench                string
 	paired                 []pairedRound
+	together               []togetherRound // both proxies loaded at once
 	users                  []usersRound    // few vs many users, alternating on the default proxy
 	openLoop               [][]openLoopRow // rounds, each: bare, then authproxy warm
 	openLoopNotes          []string        // per round: where the generator and the targets ran, and the rate
@@ -215,6 +216,13 @@ func (r *report) markdown() string {
 			w("| a second bare proxy, identical to the first − the bare proxy, median of the rounds' differences (rounds from %+.1f to %+.1f) | %.1f | (the measurement's resolution on this machine: 0 but for noise) |\n", lo, hi, aa)
 		}
 	}
+	if diff, ctl, lo, hi, n, nCtl := togetherMedians(r.together); n > 0 {
+		w("| authproxy − bare proxy CPU per request (µs), both loaded at once (%d connections each), median of %d rounds' differences | %.1f | (the target above, measured without the machine's drift between two runs; see the together rounds below) |\n",
+			max(r.opts.conns/2, 1), n, diff)
+		if nCtl > 0 {
+			w("| its control: the second bare proxy − the bare proxy, both loaded at once, median of %d rounds' differences (rounds from %+.1f to %+.1f) | %.1f | (this measurement's resolution: 0 but for noise) |\n", nCtl, lo, hi, ctl)
+		}
+	}
 	bare, warm := r.find(r.rows, "bare Fiber proxy", 0), r.find(r.rows, "authproxy warm", 0)
 	if bare != nil && warm != nil && bare.res.RPS > 0 {
 		ratio := warm.res.RPS / bare.res.RPS
@@ -308,6 +316,17 @@ func (r *report) markdown() string {
 			tok, pub, aa := p.sideRun(pairedRound.tokRun), p.sideRun(pairedRound.pubRun), p.sideRun(pairedRound.aaRun)
 			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU),
 				p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff(p.warmCPU), cpuUS(tok), diff(tok), cpuUS(pub), diff(pub), cpuUS(aa), diff(aa))
+		}
+	}
+	if len(r.together) > 0 {
+		w("\nTogether rounds (after the paired rounds, on the same processes): the bare proxy and authproxy warm loaded at the same time, "+
+			"%d connections each, %s warm-up and %s measured, CPU per request of each process over the same window, so that the machine's "+
+			"speed is the same for both; the control loads the bare proxy and the second bare proxy the same way (its difference is the "+
+			"measurement's resolution). The two proxies share the CPUs with each other too, so neither throughput is compared; the pair "+
+			"and the control alternate which runs first:\n\n", max(r.opts.conns/2, 1), pairedWarmup, pairedLength(r.opts.duration))
+		w("| round | bare CPU/req | warm CPU/req | difference | control: bare CPU/req | second bare CPU/req | difference |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+		for i, t := range r.together {
+			w("| %d | %s | %s | %s | %s | %s | %s |\n", i+1, cpuUS(t.bareCPU), cpuUS(t.warmCPU), t.diffString(), cpuUS(t.ctlCPU), cpuUS(t.ctl2CPU), t.ctlDiffString())
 		}
 	}
 	if len(r.users) > 0 {

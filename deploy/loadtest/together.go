@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// togetherRound measures the CPU difference between the two proxies with
+// both loaded at the same time, half the connections each, so that
+// whatever speed the machine runs at during the window (its slow and fast
+// phases move the sequential paired rounds' figures by more than the
+// difference itself) is the same for both. Its control is the bare proxy
+// and the second bare proxy loaded at once the same way: their difference
+// is this measurement's own resolution. The two proxies share the CPUs
+// with each other as well as with the generator and the upstream, so each
+// pays for the other's cache and scheduler traffic alike; throughput is
+// not compared (each gets the share of the CPUs the other leaves it).
+type togetherRound struct {
+	bareCPU, warmCPU float64 // the bare proxy and authproxy warm, at once
+	ctlCPU, ctl2CPU  float64 // the bare proxy and the second bare proxy, at once
+	warmFirst        bool    // the pair with authproxy ran before the control
+}
+
+// togetherRuns is the number of together rounds in the full run, each
+// running the pair and the control for pairedLength.
+const togetherRuns = 6
+
+// togetherTarget is one proxy process loaded in a together run.
+type togetherTarget struct {
+	addr string
+	p    *proc
+	reqs [][]byte
+}
+
+// runTogether loads the targets at once, conns connections each, and
+// returns each process's CPU per request (µs) over its measured window
+// (-1 when it could not be read or nothing was answered).
+func (h *harness) runTogether(ctx context.Context, conns int, d time.Duration, ts ...togetherTarget) []float64 {
+	out := make([]float64, len(ts))
+	var wg sync.WaitGroup
+	for i, t := range ts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var before, after time.Duration
+			var errB, errA error
+			r := load{addr: t.addr, conns: conns, warmup: pairedWarmup, duration: d, request: cycle(t.reqs, conns), want: 200,
+				onStart: func() { before, errB = procCPU(t.p.pid()) }, onEnd: func() { after, errA = procCPU(t.p.pid()) }}.run(ctx)
+			out[i] = -1
+			if errB == nil && errA == nil && r.Requests > 0 {
+				out[i] = float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// togetherRounds runs rounds of the pair (bare and authproxy warm at once)
+// and its control (bare and second bare at once), alternating which of
+// the two comes first.
+func (h *harness) togetherRounds(ctx context.Context, noAuth, warmReqs [][]byte, rounds int) []togetherRound {
+	c := max(h.o.conns/2, 1)
+	d := pairedLength(h.o.duration)
+	out := make([]togetherRound, 0, rounds)
+	for i := 0; i < rounds && ctx.Err() == nil; i++ {
+		t := togetherRound{warmFirst: warmFirst(i)}
+		// Which of the two is started first alternates too.
+		both := func(a, b togetherTarget) (float64, float64) {
+			if t.warmFirst {
+				v := h.runTogether(ctx, c, d, b, a)
+				return v[1], v[0]
+			}
+			v := h.runTogether(ctx, c, d, a, b)
+			return v[0], v[1]
+		}
+		pair := func() {
+			t.bareCPU, t.warmCPU = both(togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.proxyAddr, h.proxy, warmReqs})
+		}
+		control := func() {
+			t.ctlCPU, t.ctl2CPU = both(togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.bare2Addr, h.bare2, noAuth})
+		}
+		if t.warmFirst {
+			pair()
+			control()
+		} else {
+			control()
+			pair()
+		}
+		h.logf("together round %d: bare %s, warm %s CPU/req at once (difference %s); control: bare %s, second bare %s (difference %s)",
+			i+1, cpuUS(t.bareCPU), cpuUS(t.warmCPU), t.diffString(), cpuUS(t.ctlCPU), cpuUS(t.ctl2CPU), t.ctlDiffString())
+		out = append(out, t)
+	}
+	return out
+}
+
+// diff and ctlDiff are the round's two differences (ok false when a CPU
+// figure was not read).
+func (t togetherRound) diff() (float64, bool) {
+	return t.warmCPU - t.bareCPU, t.warmCPU >= 0 && t.bareCPU >= 0
+}
+
+func (t togetherRound) ctlDiff() (float64, bool) {
+	return t.ctl2CPU - t.ctlCPU, t.ctl2CPU >= 0 && t.ctlCPU >= 0
+}
+
+func (t togetherRound) diffString() string    { return signedUS(t.diff()) }
+func (t togetherRound) ctlDiffString() string { return signedUS(t.ctlDiff()) }
+
+func signedUS(v float64, ok bool) string {
+	if !ok {
+		return "–"
+	}
+	return fmt.Sprintf("%+.1f µs", v)
+}
+
+// togetherMedians returns the medians over the rounds of the pair's
+// difference (warm − bare) and of the control's (second bare − bare),
+// the control's range, and how many rounds each median is over.
+func togetherMedians(rounds []togetherRound) (diff, ctl, ctlLo, ctlHi float64, n, nCtl int) {
+	var ds, cs []float64
+	for _, t := range rounds {
+		if v, ok := t.diff(); ok {
+			ds = append(ds, v)
+		}
+		if v, ok := t.ctlDiff(); ok {
+			cs = append(cs, v)
+		}
+	}
+	if len(ds) > 0 {
+		diff = median(ds)
+	}
+	if len(cs) > 0 {
+		ctl, ctlLo, ctlHi = median(cs), cs[0], cs[0]
+		for _, v := range cs {
+			ctlLo, ctlHi = min(ctlLo, v), max(ctlHi, v)
+		}
+	}
+	return diff, ctl, ctlLo, ctlHi, len(ds), len(cs)
+}
