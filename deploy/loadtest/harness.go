@@ -765,6 +765,9 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	diff, ctl, lo, hi, n, nCtl := togetherMedians(ts)
 	fmt.Fprintf(out, "both loaded at once, median of %d rounds: difference %.1f µs; control (two bare proxies at once, %d rounds): %.1f µs (rounds from %+.1f to %+.1f)\n",
 		n, diff, nCtl, ctl, lo, hi)
+	if h.o.proxyB != "" && ctx.Err() == nil {
+		return h.proxyAB(ctx, h.o.proxyB, warmReqs, noAuth, rounds, out)
+	}
 	return ctx.Err()
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -139,4 +141,67 @@ func togetherMedians(rounds []togetherRound) (diff, ctl, ctlLo, ctlHi float64, n
 		}
 	}
 	return diff, ctl, ctlLo, ctlHi, len(ds), len(cs)
+}
+
+// proxyAB compares authproxy A (this tree's binary) with the binary bin
+// (B; "tree": A's own file again, an A/A check): both started afresh,
+// alike, and warmed with the same tokens, then rounds of both loaded at
+// once, each with its control (the two bare proxies at once), printing
+// every round and the medians of B − A. Read B − A against an A/A run:
+// on the AMD host, a byte-identical copy of A's binary in another file
+// measured +1.2 to +2.2 µs a request (6-round medians, three runs; A's own
+// file again: +0.3), so a difference of that size between two builds is
+// not theirs.
+func (h *harness) proxyAB(ctx context.Context, bin string, warmReqs, noAuth [][]byte, rounds int, out io.Writer) error {
+	type target struct {
+		addr string
+		p    *proc
+	}
+	var ab [2]target
+	if bin == "tree" { // an A/A check: both from the same file
+		bin = filepath.Join(h.bin, "authproxy")
+	}
+	for i, b := range []string{filepath.Join(h.bin, "authproxy"), bin} {
+		addr, admin := freeAddr(), freeAddr()
+		p, err := h.start("authproxy-"+string(rune('a'+i)), append(h.proxyEnv(addr, admin, h.upstreamAddr), h.appEnv...), b)
+		if err != nil {
+			return err
+		}
+		if err := waitHTTP(ctx, "http://"+admin+"/readyz", 30*time.Second); err != nil {
+			return fmt.Errorf("authproxy %c: %w (logs in %s)", 'A'+i, err, h.work)
+		}
+		ab[i] = target{addr, p}
+	}
+	for _, t := range ab {
+		h.fillOnce(ctx, t.addr, warmReqs)
+	}
+	fmt.Fprintf(out, "authproxy A (this tree): pid %d; B (%s): pid %d\n", ab[0].p.pid(), bin, ab[1].p.pid())
+	c := max(h.o.conns/2, 1)
+	d := pairedLength(h.o.duration)
+	var ds, cs []float64
+	for i := 0; i < rounds && ctx.Err() == nil; i++ {
+		ta, tb := togetherTarget{ab[0].addr, ab[0].p, warmReqs}, togetherTarget{ab[1].addr, ab[1].p, warmReqs}
+		ba, bb := togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.bare2Addr, h.bare2, noAuth}
+		if i%2 == 1 { // which is started first alternates
+			ta, tb, ba, bb = tb, ta, bb, ba
+		}
+		v := h.runTogether(ctx, c, d, ta, tb)
+		ctl := h.runTogether(ctx, c, d, ba, bb)
+		a, bv, c1, c2 := v[0], v[1], ctl[0], ctl[1]
+		if i%2 == 1 {
+			a, bv, c1, c2 = bv, a, c2, c1
+		}
+		fmt.Fprintf(out, "round %d: A %s, B %s CPU/req (B − A %s); control: bare %s, second bare %s (%s)\n",
+			i+1, cpuUS(a), cpuUS(bv), signedUS(bv-a, a >= 0 && bv >= 0), cpuUS(c1), cpuUS(c2), signedUS(c2-c1, c1 >= 0 && c2 >= 0))
+		if a >= 0 && bv >= 0 {
+			ds = append(ds, bv-a)
+		}
+		if c1 >= 0 && c2 >= 0 {
+			cs = append(cs, c2-c1)
+		}
+	}
+	if len(ds) > 0 && len(cs) > 0 {
+		fmt.Fprintf(out, "median of %d rounds: B − A %+.1f µs CPU/req; control %+.1f µs\n", len(ds), median(ds), median(cs))
+	}
+	return ctx.Err()
 }
