@@ -21,11 +21,18 @@ type heldResult struct {
 	kinds               []kindCount // errors by kind, most frequent first
 	// proxy is what authproxy's own counters say of the hold (upstream
 	// errors by kind, projection fetches refused by the bound, ...).
-	proxy          []counterDelta
-	p50, p99, max  time.Duration
-	rssKB          int64
-	rssIdleKB      int64
-	hold, interval time.Duration
+	proxy         []counterDelta
+	p50, p99, max time.Duration
+	// first: each connection's first request, all of them sent within one
+	// interval of the ramp's end (the storm of new connections: the
+	// proxy's per-connection memory is touched then). late: the requests
+	// started in the second half of the hold (the steady state).
+	firstP99, firstMax     time.Duration
+	lateP50, lateP99, late time.Duration
+	lateN                  int
+	rssKB                  int64
+	rssIdleKB              int64
+	hold, interval         time.Duration
 }
 
 func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
@@ -35,7 +42,7 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 	var (
 		wg          sync.WaitGroup
 		mu          sync.Mutex
-		all         []uint32
+		lats        heldLatencies
 		established atomic.Int64
 		requests    atomic.Int64
 		errs        atomic.Int64
@@ -66,7 +73,8 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 			established.Add(1)
 			br := bufio.NewReaderSize(conn, 4096)
 			var resp fasthttp.Response
-			lat := make([]uint32, 0, int(hold/every)+2)
+			var lat heldLatencies
+			lat.all = make([]uint32, 0, int(hold/every)+2)
 			// Spread the first request of each connection over the interval.
 			time.Sleep(time.Until(rampEnd) + time.Duration(rand.Int64N(int64(every))))
 			for k := 0; time.Now().Before(deadline) && ctx.Err() == nil; k++ {
@@ -85,11 +93,11 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 				if resp.StatusCode() != 200 {
 					fail(&statusErr{resp.StatusCode()}, responseKind(&resp))
 				}
-				lat = append(lat, uint32(time.Since(start).Microseconds()))
+				lat.add(k, start.Sub(rampEnd), hold, uint32(time.Since(start).Microseconds()))
 				time.Sleep(every - time.Since(start))
 			}
 			mu.Lock()
-			all = append(all, lat...)
+			lats.merge(&lat)
 			mu.Unlock()
 		}(i)
 	}
@@ -109,9 +117,34 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 	if v := firstErr.Load(); v != nil {
 		res.firstErr = v.(string)
 	}
-	res.p50, res.p99, res.max = percentiles(all)
+	res.p50, res.p99, res.max = percentiles(lats.all)
+	_, res.firstP99, res.firstMax = percentiles(lats.first)
+	res.lateP50, res.lateP99, res.late = percentiles(lats.late)
+	res.lateN = len(lats.late)
 	h.logf("held %d/%d connections: %d requests, %d errors, p99 %v, proxy RSS %d KB; errors: %s; proxy counters: %v", res.established, n, res.requests, res.errors, res.p99, res.rssKB, formatKinds(res.kinds), res.proxy)
 	return res
+}
+
+// heldLatencies are the hold's request latencies (µs): all of them, each
+// connection's first, and those started in the hold's second half.
+type heldLatencies struct{ all, first, late []uint32 }
+
+// add records request k of a connection, started since after the ramp's
+// end, of a hold lasting hold.
+func (l *heldLatencies) add(k int, since, hold time.Duration, us uint32) {
+	l.all = append(l.all, us)
+	if k == 0 {
+		l.first = append(l.first, us)
+	}
+	if since >= hold/2 {
+		l.late = append(l.late, us)
+	}
+}
+
+func (l *heldLatencies) merge(o *heldLatencies) {
+	l.all = append(l.all, o.all...)
+	l.first = append(l.first, o.first...)
+	l.late = append(l.late, o.late...)
 }
 
 type statusErr struct{ code int }

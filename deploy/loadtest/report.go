@@ -429,6 +429,11 @@ func (r *report) markdown() string {
 		w("| established | requests | errors | p50 | p99 | max | proxy RSS idle | proxy RSS at %d conns |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n", hr.target)
 		w("| %d | %d | %d | %s | %s | %s | %.1f MiB | %.1f MiB |\n", hr.established, hr.requests, hr.errors, ms(hr.p50), ms(hr.p99), ms(hr.max),
 			float64(hr.rssIdleKB)/1024, float64(hr.rssKB)/1024)
+		w("\nThe same latencies split: each connection's first request (all sent within one interval of the ramp's end: a\n")
+		w("storm of new connections, when the proxy first touches each one's buffers and its worker's stack), and the\n")
+		w("requests started in the hold's second half (the steady state with every connection open):\n\n")
+		w("| first request of each connection: p99 | its max | second half: requests | p50 | p99 | max |\n|---:|---:|---:|---:|---:|---:|\n")
+		w("| %s | %s | %d | %s | %s | %s |\n", ms(hr.firstP99), ms(hr.firstMax), hr.lateN, ms(hr.lateP50), ms(hr.lateP99), ms(hr.late))
 		if len(hr.kinds) > 0 {
 			w("\n| errors by kind (status, problem code and detail; or transport error) | count |\n|---|---:|\n")
 			for _, k := range hr.kinds {
