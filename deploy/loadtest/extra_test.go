@@ -70,6 +70,7 @@ func TestReportNewRows(t *testing.T) {
 		"| 1 | bare Fiber proxy | 15000/s | 150000 | 1.0000 | 0.00 ms | 1.00 ms | 0.00 ms | 0.31 | 0.28 | 0.42 | 65 % | 45 % |",
 		"| 1 | authproxy warm (1000 users) | 15000/s | 150000 | 1.0000 | 0.00 ms | 1.20 ms | 0.00 ms | 0.30 | 0.29 | 0.60 | 66 % | 63 % |",
 		"| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput, main rows above | 12.5× | ≥ 10×: met |",
+		"| its ceiling: bare proxy ÷ oauth2-proxy throughput, main rows above | 15.0× | (an authproxy that cost nothing would reach this; authproxy reached 83 % of it) |",
 		"| authproxy warm (100000 users, default settings) ÷ warm (1000 users) throughput; verifications / request | 0.84; 0 | ≥ 0.8 and 0: met |",
 		"EdDSA 538 bytes", "RS256 (2048-bit key) 802 bytes",
 	)

@@ -257,6 +257,14 @@ func (r *report) markdown() string {
 		if o2.res.RPS > 0 {
 			ratio := warm.res.RPS / o2.res.RPS
 			w("| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput, main rows above | %.1f× | ≥ 10×: %s |\n", ratio, verdict(ratio >= 10))
+			if bare != nil && bare.res.RPS > 0 {
+				// The bare proxy does no auth work at all: its ratio is the
+				// most any proxy in front of this upstream could reach
+				// here, so it says whether the goal above can be met on
+				// this machine.
+				w("| its ceiling: bare proxy ÷ oauth2-proxy throughput, main rows above | %.1f× | (an authproxy that cost nothing would reach this; authproxy reached %.0f %% of it) |\n",
+					bare.res.RPS/o2.res.RPS, 100*ratio/(bare.res.RPS/o2.res.RPS))
+			}
 		} else {
 			w("| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput | %s | ≥ 10× |\n", o2.note)
 		}
