@@ -116,6 +116,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.proxyB != "" && *only != "paired" {
 		return fmt.Errorf("-proxy-b needs -only paired")
 	}
+	if o.proxyB != "" && o.proxyB != "tree" {
+		// Checked now, not after the paired rounds' minutes.
+		if fi, err := os.Stat(o.proxyB); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return fmt.Errorf("-proxy-b %s: not an executable file (%v)", o.proxyB, err)
+		}
+	}
 	if o.pairedAlone && *only != "paired" {
 		return fmt.Errorf("-paired-alone needs -only paired (the full run's paired rounds share the CPUs)")
 	}
