@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,5 +118,33 @@ func TestTogetherRoundsReport(t *testing.T) {
 	)
 	if _, _, _, _, n, nCtl := togetherMedians(nil); n != 0 || nCtl != 0 {
 		t.Fatal("no round reported as measured")
+	}
+}
+
+// TestRoundAtOnceOrder: the order of the pair and the control, and of the
+// two loads within each, alternates from round to round, and every figure
+// is filed under its own target whatever the order.
+func TestRoundAtOnceOrder(t *testing.T) {
+	cpu := map[string]float64{"bare": 30, "warm": 35, "ctl": 31, "ctl2": 32}
+	a, b, c, c2 := togetherTarget{addr: "bare"}, togetherTarget{addr: "warm"}, togetherTarget{addr: "ctl"}, togetherTarget{addr: "ctl2"}
+	var orders []string
+	for i := range 2 {
+		var calls []string
+		r := roundAtOnce(i, a, b, c, c2, func(x, y togetherTarget) (float64, float64) {
+			calls = append(calls, x.addr+"+"+y.addr)
+			return cpu[x.addr], cpu[y.addr]
+		})
+		if r.bareCPU != 30 || r.warmCPU != 35 || r.ctlCPU != 31 || r.ctl2CPU != 32 {
+			t.Fatalf("round %d: %+v, figures filed under the wrong targets", i, r)
+		}
+		orders = append(orders, strings.Join(calls, ", "))
+	}
+	if orders[0] == orders[1] {
+		t.Fatalf("rounds ran in the same order: %q", orders)
+	}
+	for _, o := range orders {
+		if o != "ctl+ctl2, bare+warm" && o != "warm+bare, ctl2+ctl" {
+			t.Fatalf("orders %q: want the control first with the first-named started first, then the reverse", orders)
+		}
 	}
 }

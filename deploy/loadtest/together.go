@@ -64,38 +64,50 @@ func (h *harness) runTogether(ctx context.Context, conns int, d time.Duration, t
 // and its control (bare and second bare at once), alternating which of
 // the two comes first.
 func (h *harness) togetherRounds(ctx context.Context, noAuth, warmReqs [][]byte, rounds int) []togetherRound {
-	c := max(h.o.conns/2, 1)
-	d := pairedLength(h.o.duration)
+	bare, bare2 := togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.bare2Addr, h.bare2, noAuth}
+	warm := togetherTarget{h.proxyAddr, h.proxy, warmReqs}
 	out := make([]togetherRound, 0, rounds)
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
-		t := togetherRound{warmFirst: warmFirst(i)}
-		// Which of the two is started first alternates too.
-		both := func(a, b togetherTarget) (float64, float64) {
-			if t.warmFirst {
-				v := h.runTogether(ctx, c, d, b, a)
-				return v[1], v[0]
-			}
-			v := h.runTogether(ctx, c, d, a, b)
-			return v[0], v[1]
-		}
-		pair := func() {
-			t.bareCPU, t.warmCPU = both(togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.proxyAddr, h.proxy, warmReqs})
-		}
-		control := func() {
-			t.ctlCPU, t.ctl2CPU = both(togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.bare2Addr, h.bare2, noAuth})
-		}
-		if t.warmFirst {
-			pair()
-			control()
-		} else {
-			control()
-			pair()
-		}
+		t := h.togetherRound(ctx, i, bare, warm, bare, bare2)
 		h.logf("together round %d: bare %s, warm %s CPU/req at once (difference %s); control: bare %s, second bare %s (difference %s)",
 			i+1, cpuUS(t.bareCPU), cpuUS(t.warmCPU), t.diffString(), cpuUS(t.ctlCPU), cpuUS(t.ctl2CPU), t.ctlDiffString())
 		out = append(out, t)
 	}
 	return out
+}
+
+// togetherRound is round i: a and b loaded at once (its bareCPU and
+// warmCPU), and the control c and c2 loaded at once (ctlCPU, ctl2CPU).
+func (h *harness) togetherRound(ctx context.Context, i int, a, b, c, c2 togetherTarget) togetherRound {
+	conns, d := max(h.o.conns/2, 1), pairedLength(h.o.duration)
+	return roundAtOnce(i, a, b, c, c2, func(x, y togetherTarget) (float64, float64) {
+		v := h.runTogether(ctx, conns, d, x, y)
+		return v[0], v[1]
+	})
+}
+
+// roundAtOnce is togetherRound with run loading two targets at once (the
+// first named is started first). warmFirst(i) decides which of the pair
+// and the control runs first and, within each, whose load starts first,
+// so both orders come up alike; each figure is filed under its target
+// whatever the order.
+func roundAtOnce(i int, a, b, c, c2 togetherTarget, run func(x, y togetherTarget) (float64, float64)) togetherRound {
+	t := togetherRound{warmFirst: warmFirst(i)}
+	both := func(x, y togetherTarget) (float64, float64) {
+		if t.warmFirst {
+			vy, vx := run(y, x)
+			return vx, vy
+		}
+		return run(x, y)
+	}
+	if t.warmFirst {
+		t.bareCPU, t.warmCPU = both(a, b)
+		t.ctlCPU, t.ctl2CPU = both(c, c2)
+	} else {
+		t.ctlCPU, t.ctl2CPU = both(c, c2)
+		t.bareCPU, t.warmCPU = both(a, b)
+	}
+	return t
 }
 
 // diff and ctlDiff are the round's two differences (ok false when a CPU
@@ -153,12 +165,8 @@ func togetherMedians(rounds []togetherRound) (diff, ctl, ctlLo, ctlHi float64, n
 // file again: +0.3), so a difference of that size between two builds is
 // not theirs.
 func (h *harness) proxyAB(ctx context.Context, bin string, warmReqs, noAuth [][]byte, rounds int, out io.Writer) error {
-	type target struct {
-		addr string
-		p    *proc
-	}
-	var ab [2]target
-	if bin == "tree" { // an A/A check: both from the same file
+	var ab [2]togetherTarget // A, B
+	if bin == "tree" {       // an A/A check: both from the same file
 		bin = filepath.Join(h.bin, "authproxy")
 	}
 	for i, b := range []string{filepath.Join(h.bin, "authproxy"), bin} {
@@ -170,38 +178,22 @@ func (h *harness) proxyAB(ctx context.Context, bin string, warmReqs, noAuth [][]
 		if err := waitHTTP(ctx, "http://"+admin+"/readyz", 30*time.Second); err != nil {
 			return fmt.Errorf("authproxy %c: %w (logs in %s)", 'A'+i, err, h.work)
 		}
-		ab[i] = target{addr, p}
+		ab[i] = togetherTarget{addr, p, warmReqs}
 	}
 	for _, t := range ab {
 		h.fillOnce(ctx, t.addr, warmReqs)
 	}
 	fmt.Fprintf(out, "authproxy A (this tree): pid %d; B (%s): pid %d\n", ab[0].p.pid(), bin, ab[1].p.pid())
-	c := max(h.o.conns/2, 1)
-	d := pairedLength(h.o.duration)
-	var ds, cs []float64
+	bare, bare2 := togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.bare2Addr, h.bare2, noAuth}
+	var ts []togetherRound
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
-		ta, tb := togetherTarget{ab[0].addr, ab[0].p, warmReqs}, togetherTarget{ab[1].addr, ab[1].p, warmReqs}
-		ba, bb := togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.bare2Addr, h.bare2, noAuth}
-		if i%2 == 1 { // which is started first alternates
-			ta, tb, ba, bb = tb, ta, bb, ba
-		}
-		v := h.runTogether(ctx, c, d, ta, tb)
-		ctl := h.runTogether(ctx, c, d, ba, bb)
-		a, bv, c1, c2 := v[0], v[1], ctl[0], ctl[1]
-		if i%2 == 1 {
-			a, bv, c1, c2 = bv, a, c2, c1
-		}
+		t := h.togetherRound(ctx, i, ab[0], ab[1], bare, bare2) // bareCPU is A's, warmCPU B's
 		fmt.Fprintf(out, "round %d: A %s, B %s CPU/req (B − A %s); control: bare %s, second bare %s (%s)\n",
-			i+1, cpuUS(a), cpuUS(bv), signedUS(bv-a, a >= 0 && bv >= 0), cpuUS(c1), cpuUS(c2), signedUS(c2-c1, c1 >= 0 && c2 >= 0))
-		if a >= 0 && bv >= 0 {
-			ds = append(ds, bv-a)
-		}
-		if c1 >= 0 && c2 >= 0 {
-			cs = append(cs, c2-c1)
-		}
+			i+1, cpuUS(t.bareCPU), cpuUS(t.warmCPU), t.diffString(), cpuUS(t.ctlCPU), cpuUS(t.ctl2CPU), t.ctlDiffString())
+		ts = append(ts, t)
 	}
-	if len(ds) > 0 && len(cs) > 0 {
-		fmt.Fprintf(out, "median of %d rounds: B − A %+.1f µs CPU/req; control %+.1f µs\n", len(ds), median(ds), median(cs))
+	if diff, ctl, lo, hi, n, nCtl := togetherMedians(ts); n > 0 {
+		fmt.Fprintf(out, "median of %d rounds: B − A %+.1f µs CPU/req; control %+.1f µs (%d rounds, from %+.1f to %+.1f)\n", n, diff, ctl, nCtl, lo, hi)
 	}
 	return ctx.Err()
 }
