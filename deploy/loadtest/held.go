@@ -27,12 +27,12 @@ type heldResult struct {
 	// interval of the ramp's end (the storm of new connections: the
 	// proxy's per-connection memory is touched then). late: the requests
 	// started in the second half of the hold (the steady state).
-	firstP99, firstMax     time.Duration
-	lateP50, lateP99, late time.Duration
-	lateN                  int
-	rssKB                  int64
-	rssIdleKB              int64
-	hold, interval         time.Duration
+	firstP99, firstMax        time.Duration
+	lateP50, lateP99, lateMax time.Duration
+	lateN                     int
+	rssKB                     int64
+	rssIdleKB                 int64
+	hold, interval            time.Duration
 }
 
 func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
@@ -119,7 +119,7 @@ func (h *harness) holdConns(ctx context.Context, reqs [][]byte) *heldResult {
 	}
 	res.p50, res.p99, res.max = percentiles(lats.all)
 	_, res.firstP99, res.firstMax = percentiles(lats.first)
-	res.lateP50, res.lateP99, res.late = percentiles(lats.late)
+	res.lateP50, res.lateP99, res.lateMax = percentiles(lats.late)
 	res.lateN = len(lats.late)
 	h.logf("held %d/%d connections: %d requests, %d errors, p99 %v, proxy RSS %d KB; errors: %s; proxy counters: %v", res.established, n, res.requests, res.errors, res.p99, res.rssKB, formatKinds(res.kinds), res.proxy)
 	return res

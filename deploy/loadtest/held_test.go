@@ -33,7 +33,7 @@ func TestHeldReport(t *testing.T) {
 	r := &report{held: &heldResult{target: 10000, established: 10000, requests: 299000, hold: time.Minute, interval: 2 * time.Second,
 		p50: 2 * time.Millisecond, p99: 2300 * time.Millisecond, max: 3 * time.Second,
 		firstP99: 2900 * time.Millisecond, firstMax: 3 * time.Second,
-		lateN: 150000, lateP50: 2 * time.Millisecond, lateP99: 6 * time.Millisecond, late: 30 * time.Millisecond}}
+		lateN: 150000, lateP50: 2 * time.Millisecond, lateP99: 6 * time.Millisecond, lateMax: 30 * time.Millisecond}}
 	out := r.markdown()
 	reportHas(t, out,
 		"| 10000 | 299000 | 0 | 2.00 ms | 2300.00 ms | 3000.00 ms |",

@@ -441,7 +441,7 @@ func (r *report) markdown() string {
 		w("storm of new connections, when the proxy first touches each one's buffers and its worker's stack), and the\n")
 		w("requests started in the hold's second half (the steady state with every connection open):\n\n")
 		w("| first request of each connection: p99 | its max | second half: requests | p50 | p99 | max |\n|---:|---:|---:|---:|---:|---:|\n")
-		w("| %s | %s | %d | %s | %s | %s |\n", ms(hr.firstP99), ms(hr.firstMax), hr.lateN, ms(hr.lateP50), ms(hr.lateP99), ms(hr.late))
+		w("| %s | %s | %d | %s | %s | %s |\n", ms(hr.firstP99), ms(hr.firstMax), hr.lateN, ms(hr.lateP50), ms(hr.lateP99), ms(hr.lateMax))
 		if len(hr.kinds) > 0 {
 			w("\n| errors by kind (status, problem code and detail; or transport error) | count |\n|---|---:|\n")
 			for _, k := range hr.kinds {

@@ -125,7 +125,7 @@ func (h *harness) runHeld(ctx context.Context, w io.Writer, cold bool) error {
 	fmt.Fprintf(w, "held %d/%d connections for %s (caches cold: %v): %d requests, %d errors, p50 %v p99 %v max %v, RSS idle %.1f MiB, at %d conns %.1f MiB\n",
 		hr.established, hr.target, hr.hold, cold, hr.requests, hr.errors, hr.p50, hr.p99, hr.max, float64(hr.rssIdleKB)/1024, hr.target, float64(hr.rssKB)/1024)
 	fmt.Fprintf(w, "  first request of each connection: p99 %v max %v; second half of the hold: %d requests, p50 %v p99 %v max %v\n",
-		hr.firstP99, hr.firstMax, hr.lateN, hr.lateP50, hr.lateP99, hr.late)
+		hr.firstP99, hr.firstMax, hr.lateN, hr.lateP50, hr.lateP99, hr.lateMax)
 	for _, k := range hr.kinds {
 		fmt.Fprintf(w, "  %6d × %s\n", k.n, k.kind)
 	}
