@@ -267,7 +267,7 @@ func (h *harness) oauth2Proxy(ctx context.Context, warmReqs [][]byte) row {
 	if st := firstStatus(addr, warmReqs[0]); st != 200 {
 		return fail(fmt.Sprintf("a warm token was answered %d (without a token: %d %s; log: %s)", st, status, truncate(body, 100), p.logPath))
 	}
-	return h.measure(ctx, name, addr, h.o.conns, cycle(warmReqs, h.o.conns))
+	return h.measureProc(ctx, name, addr, h.o.conns, cycle(warmReqs, h.o.conns), nil, p)
 }
 
 // firstStatus sends one raw request and returns the status (0 on error).

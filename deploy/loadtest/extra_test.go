@@ -91,6 +91,23 @@ func TestReportNewRows(t *testing.T) {
 	if strings.Contains(md, "instructions per warm request (callgrind) |") {
 		t.Error("a ratio of instruction counts that were not measured")
 	}
+	if strings.Contains(md, "CPU per request of each proxy process") {
+		t.Error("a CPU ratio for a row that was not measured")
+	}
+
+	// The rows that timed their proxy process give the CPU cost ratio;
+	// an untimed bare row is said to be so.
+	r = base()
+	r.rows[0].cpu, r.rows[1].cpu = 30.25, 36.5
+	r.add(row{name: "oauth2-proxy v7.15.6, JWT bearer (1000 users)", conns: 64, res: result{Requests: 30000, RPS: 2000}, cpu: 730})
+	reportHas(t, r.markdown(),
+		"| oauth2-proxy ÷ authproxy warm, CPU per request of each proxy process (/proc utime+stime ÷ requests), main rows above | 20.0× (730 µs ÷ 36.5 µs) | (each proxy's own work, without the generator's and the upstream's shares of the cores that the throughput ratio includes; the bare proxy: 30.2 µs) |")
+	r.rows[0].cpu = 0
+	reportHas(t, r.markdown(), "(730 µs ÷ 36.5 µs)", "the bare proxy: not timed) |")
+	r.rows[1].cpu = 0
+	if strings.Contains(r.markdown(), "CPU per request of each proxy process") {
+		t.Error("a CPU ratio without authproxy's CPU")
+	}
 
 	// A saturated CPU in an open-loop row is said beside the verdict and
 	// under the table; unread figures show as such.

@@ -298,10 +298,28 @@ func (h *harness) measure(ctx context.Context, name, addr string, conns int, req
 }
 
 func (h *harness) measureWith(ctx context.Context, name, addr string, conns int, req func(w, i int) []byte, sc *scrapers) row {
+	return h.measureProc(ctx, name, addr, conns, req, sc, nil)
+}
+
+// measureProc is measureWith that also times process p (when not nil):
+// the row's cpu is p's utime+stime over the measured window ÷ the
+// requests, in µs (0 when it could not be read).
+func (h *harness) measureProc(ctx context.Context, name, addr string, conns int, req func(w, i int) []byte, sc *scrapers, p *proc) row {
 	h.logf("row %-40s %5d conns ...", name, conns)
-	r := load{addr: addr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: sc.start, onEnd: sc.end}.run(ctx)
+	var before, after time.Duration
+	var errB, errA error
+	start, end := sc.start, sc.end
+	if p != nil {
+		start = func() { sc.start(); before, errB = procCPU(p.pid()) }
+		end = func() { after, errA = procCPU(p.pid()); sc.end() }
+	}
+	r := load{addr: addr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: start, onEnd: end}.run(ctx)
 	h.logf("row %-40s %5d conns: %8.0f req/s p50 %v p99 %v errors %d %s", name, conns, r.RPS, r.P50, r.P99, r.Errors, r.FirstErr)
-	return row{name: name, conns: conns, res: r}
+	out := row{name: name, conns: conns, res: r}
+	if p != nil && errB == nil && errA == nil && r.Requests > 0 {
+		out.cpu = float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
+	}
+	return out
 }
 
 func (h *harness) runAll(ctx context.Context) (*report, error) {
@@ -349,9 +367,9 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 
 	c, hc := h.o.conns, h.o.highConns
 	rep.add(h.measure(ctx, "direct fasthttp upstream", h.upstreamAddr, c, cycle(noAuth, c)))
-	rep.add(h.measure(ctx, "bare Fiber proxy", h.bareAddr, c, cycle(noAuth, c)))
+	rep.add(h.measureProc(ctx, "bare Fiber proxy", h.bareAddr, c, cycle(noAuth, c), nil, h.bare))
 	sc := &scrapers{proxy: admin}
-	w := h.measureWith(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, c, cycle(warmReqs, c), sc)
+	w := h.measureProc(ctx, fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), h.proxyAddr, c, cycle(warmReqs, c), sc, h.proxy)
 	w.counters = proxyCounters(sc.before[0], sc.after[0], w.res.Requests)
 	rep.add(w)
 	// The same request with an API key per user instead of a JWT, beside

@@ -18,6 +18,9 @@ type row struct {
 	res      result
 	counters []counter
 	note     string
+	// cpu is the target process's utime+stime per request over the
+	// measured window in µs, for the rows that time it (0: not timed).
+	cpu float64
 }
 
 type latencies struct {
@@ -264,6 +267,18 @@ func (r *report) markdown() string {
 				// this machine.
 				w("| its ceiling: bare proxy ÷ oauth2-proxy throughput, main rows above | %.1f× | (an authproxy that cost nothing would reach this; authproxy reached %.0f %% of it) |\n",
 					bare.res.RPS/o2.res.RPS, 100*ratio/(bare.res.RPS/o2.res.RPS))
+			}
+			if o2.cpu > 0 && warm.cpu > 0 {
+				// The throughput ratio shares two cores with the generator
+				// and the upstream, whose cost per request is the same
+				// whichever proxy runs: the CPU each proxy process spends
+				// per request is its own work alone.
+				bareCPU := "not timed"
+				if bare != nil && bare.cpu > 0 {
+					bareCPU = fmt.Sprintf("%.1f µs", bare.cpu)
+				}
+				w("| oauth2-proxy ÷ authproxy warm, CPU per request of each proxy process (/proc utime+stime ÷ requests), main rows above | %.1f× (%.0f µs ÷ %.1f µs) | (each proxy's own work, without the generator's and the upstream's shares of the cores that the throughput ratio includes; the bare proxy: %s) |\n",
+					o2.cpu/warm.cpu, o2.cpu, warm.cpu, bareCPU)
 			}
 		} else {
 			w("| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput | %s | ≥ 10× |\n", o2.note)
