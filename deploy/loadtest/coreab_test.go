@@ -48,6 +48,7 @@ func TestCoreBNeedsStackOnly(t *testing.T) {
 		"-only paired -placement both":          "-placement both needs -only openloop",
 		"-paired-alone":                         "-paired-alone needs -only paired",
 		"-proxy-b tree":                         "-proxy-b needs -only paired",
+		"-proxy-b copy":                         "-proxy-b needs -only paired",
 		"-only paired -proxy-b /nonexistent/ap": "not an executable file",
 		"-only paired -proxy-b /":               "not an executable file",
 		"-only openloop -placement elsewhere":   "unknown -placement",

@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
 	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
 	fs.BoolVar(&o.pairedAlone, "paired-alone", false, "-only paired: each proxy, while measured, alone on the CPUs other than CPU 0, with the generator (this process), the upstream and the idle proxy on CPU 0 (the open-loop rows' 'alone' placement); without it all share the CPUs, as in the full run")
-	fs.StringVar(&o.proxyB, "proxy-b", "", "with -only paired: after its rounds, compare authproxy built from this tree (A) with the authproxy binary at this path (B; 'tree': A's own binary file, an A/A check, whose figure is the comparison's bias), both started afresh alike and warmed with the same tokens, both loaded at once (half the connections each, which starts first alternating), -rounds times, each round with its control (two bare proxies at once); prints each process's CPU per request and the medians of B − A; read it against a run whose B is a byte-identical copy of A in another file, which measured up to 2 µs a request apart")
+	fs.StringVar(&o.proxyB, "proxy-b", "", "with -only paired: after its rounds, compare authproxy built from this tree (A) with the authproxy binary at this path (B; 'tree': A's own binary file, an A/A check, whose figure is the comparison's bias; 'copy': a byte-identical copy of A's file, an A/A check that also shows what the file itself costs), both started afresh alike and warmed with the same tokens, both loaded at once (half the connections each, which starts first alternating), -rounds times, each round with its control (two bare proxies at once); prints each process's CPU per request and the medians of B − A; read it against a 'copy' run: two byte-identical files measured up to 2 µs a request apart")
 	rounds := fs.Int("rounds", 3, "rounds of -only users, -only paired or -only openloop")
 	coldN := fs.Int("cold", 150000, "one-time tokens sent to the default proxy before -only users (the full run's cold row)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.proxyB != "" && *only != "paired" {
 		return fmt.Errorf("-proxy-b needs -only paired")
 	}
-	if o.proxyB != "" && o.proxyB != "tree" {
+	if o.proxyB != "" && o.proxyB != "tree" && o.proxyB != "copy" {
 		// Checked now, not after the paired rounds' minutes.
 		if fi, err := os.Stat(o.proxyB); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 			return fmt.Errorf("-proxy-b %s: not an executable file (%v)", o.proxyB, err)

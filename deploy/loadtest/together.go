@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -166,10 +167,12 @@ func togetherMedians(rounds []togetherRound) (diff, ctl, ctlLo, ctlHi float64, n
 // not theirs.
 func (h *harness) proxyAB(ctx context.Context, bin string, warmReqs, noAuth [][]byte, rounds int, out io.Writer) error {
 	var ab [2]togetherTarget // A, B
-	if bin == "tree" {       // an A/A check: both from the same file
-		bin = filepath.Join(h.bin, "authproxy")
+	a := filepath.Join(h.bin, "authproxy")
+	bin, err := proxyBBinary(a, bin)
+	if err != nil {
+		return err
 	}
-	for i, b := range []string{filepath.Join(h.bin, "authproxy"), bin} {
+	for i, b := range []string{a, bin} {
 		addr, admin := freeAddr(), freeAddr()
 		p, err := h.start("authproxy-"+string(rune('a'+i)), append(h.proxyEnv(addr, admin, h.upstreamAddr), h.appEnv...), b)
 		if err != nil {
@@ -196,4 +199,28 @@ func (h *harness) proxyAB(ctx context.Context, bin string, warmReqs, noAuth [][]
 		fmt.Fprintf(out, "median of %d rounds: B − A %+.1f µs CPU/req; control %+.1f µs (%d rounds, from %+.1f to %+.1f)\n", n, diff, ctl, nCtl, lo, hi)
 	}
 	return ctx.Err()
+}
+
+// proxyBBinary is the file -proxy-b names, given A's binary a: "tree" is a
+// itself (an A/A check of the comparison's bias with both processes
+// started from one file), "copy" a byte-identical copy of a in another
+// file, made now (an A/A check that also includes what the file's own
+// placement costs: two identical files measured up to 2 µs a request
+// apart on one host), anything else the path as it is.
+func proxyBBinary(a, b string) (string, error) {
+	switch b {
+	case "tree":
+		return a, nil
+	case "copy":
+		src, err := os.ReadFile(a)
+		if err != nil {
+			return "", err
+		}
+		dst := a + "-copy"
+		if err := os.WriteFile(dst, src, 0o755); err != nil {
+			return "", err
+		}
+		return dst, nil
+	}
+	return b, nil
 }
