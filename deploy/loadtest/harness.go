@@ -306,20 +306,13 @@ func (h *harness) measureWith(ctx context.Context, name, addr string, conns int,
 // requests, in µs (0 when it could not be read).
 func (h *harness) measureProc(ctx context.Context, name, addr string, conns int, req func(w, i int) []byte, sc *scrapers, p *proc) row {
 	h.logf("row %-40s %5d conns ...", name, conns)
-	var before, after time.Duration
-	var errB, errA error
-	start, end := sc.start, sc.end
+	cw := &cpuWindow{sc: sc}
 	if p != nil {
-		start = func() { sc.start(); before, errB = procCPU(p.pid()) }
-		end = func() { after, errA = procCPU(p.pid()); sc.end() }
+		cw.pid = p.pid()
 	}
-	r := load{addr: addr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: start, onEnd: end}.run(ctx)
+	r := load{addr: addr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)
 	h.logf("row %-40s %5d conns: %8.0f req/s p50 %v p99 %v errors %d %s", name, conns, r.RPS, r.P50, r.P99, r.Errors, r.FirstErr)
-	out := row{name: name, conns: conns, res: r}
-	if p != nil && errB == nil && errA == nil && r.Requests > 0 {
-		out.cpu = float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
-	}
-	return out
+	return row{name: name, conns: conns, res: r, cpu: max(cw.perRequest(r.Requests), 0)}
 }
 
 func (h *harness) runAll(ctx context.Context) (*report, error) {
@@ -904,14 +897,9 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 			}
 			defer iso.undo()
 		}
-		var before, after time.Duration
-		var errB, errA error
-		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200,
-			onStart: func() { before, errB = procCPU(p.pid()) }, onEnd: func() { after, errA = procCPU(p.pid()) }}.run(ctx)
-		if errB != nil || errA != nil || r.Requests == 0 {
-			return r, -1
-		}
-		return r, float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
+		cw := &cpuWindow{pid: p.pid()}
+		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)
+		return r, cw.perRequest(r.Requests)
 	}
 	pubReqs := [][]byte{rawGET("bench", publicURI, "")}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
@@ -935,6 +923,40 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 		out = append(out, p)
 	}
 	return out
+}
+
+// cpuWindow reads process pid's CPU time at the edges of a load's measured
+// window: start and end are the load's onStart and onEnd, around sc's
+// scrapes when sc is not nil.
+type cpuWindow struct {
+	pid           int
+	sc            *scrapers
+	before, after time.Duration
+	errB, errA    error
+}
+
+func (c *cpuWindow) start() {
+	c.sc.start()
+	if c.pid != 0 {
+		c.before, c.errB = procCPU(c.pid)
+	}
+}
+
+func (c *cpuWindow) end() {
+	if c.pid != 0 {
+		c.after, c.errA = procCPU(c.pid)
+	}
+	c.sc.end()
+}
+
+// perRequest is the CPU the process spent per request over the window, in
+// µs: -1 when either read failed, no process was named or nothing was
+// answered.
+func (c *cpuWindow) perRequest(requests int64) float64 {
+	if c.pid == 0 || c.errB != nil || c.errA != nil || requests <= 0 {
+		return -1
+	}
+	return float64(c.after-c.before) / float64(time.Microsecond) / float64(requests)
 }
 
 // procCPU is the CPU time (user + system, every thread) process pid has

@@ -32,6 +32,40 @@ func TestParseProcStatCPU(t *testing.T) {
 	}
 }
 
+// A CPU window over this process: the CPU it burned between start and end,
+// per request; -1 for a window that names no process, answered nothing or
+// could not be read.
+func TestCPUWindow(t *testing.T) {
+	cw := &cpuWindow{pid: os.Getpid()}
+	cw.start()
+	for spent := time.Duration(0); spent < 50*time.Millisecond; {
+		c, err := procCPU(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		spent = c - cw.before
+	}
+	cw.end()
+	if got := cw.perRequest(10); got < 4000 {
+		t.Fatalf("perRequest(10) = %v µs, want ≥ 4,000 (≥ 50 ms of CPU over 10 requests)", got)
+	}
+	if got := cw.perRequest(0); got != -1 {
+		t.Fatalf("no requests: %v, want -1", got)
+	}
+	unread := &cpuWindow{pid: -1}
+	unread.start()
+	unread.end()
+	if got := unread.perRequest(10); got != -1 {
+		t.Fatalf("no such process: %v, want -1", got)
+	}
+	if got := (&cpuWindow{pid: 1, after: time.Second, errA: os.ErrNotExist}).perRequest(10); got != -1 {
+		t.Fatalf("the end not read: %v, want -1", got)
+	}
+	if got := (&cpuWindow{}).perRequest(10); got != -1 {
+		t.Fatalf("no process named: %v, want -1", got)
+	}
+}
+
 func TestPairedCPUMedians(t *testing.T) {
 	r := &report{paired: []pairedRound{{bareCPU: 20, warmCPU: 30}, {bareCPU: -1, warmCPU: 99}, {bareCPU: 22, warmCPU: 26}, {bareCPU: 18, warmCPU: 25}}}
 	bare, warm, added, n := r.pairedCPU()

@@ -47,14 +47,9 @@ func (h *harness) runTogether(ctx context.Context, conns int, d time.Duration, t
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var before, after time.Duration
-			var errB, errA error
-			r := load{addr: t.addr, conns: conns, warmup: pairedWarmup, duration: d, request: cycle(t.reqs, conns), want: 200,
-				onStart: func() { before, errB = procCPU(t.p.pid()) }, onEnd: func() { after, errA = procCPU(t.p.pid()) }}.run(ctx)
-			out[i] = -1
-			if errB == nil && errA == nil && r.Requests > 0 {
-				out[i] = float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
-			}
+			cw := &cpuWindow{pid: t.p.pid()}
+			r := load{addr: t.addr, conns: conns, warmup: pairedWarmup, duration: d, request: cycle(t.reqs, conns), want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)
+			out[i] = cw.perRequest(r.Requests)
 		}()
 	}
 	wg.Wait()

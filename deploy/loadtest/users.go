@@ -96,14 +96,9 @@ func (h *harness) cpuRun(ctx context.Context, addr string, pid int, reqs [][]byt
 
 // cpuRunWith is cpuRun, scraping sc at the edges of the measured window.
 func (h *harness) cpuRunWith(ctx context.Context, addr string, pid int, reqs [][]byte, conns int, d time.Duration, sc *scrapers) (result, float64) {
-	var before, after time.Duration
-	var errB, errA error
-	r := load{addr: addr, conns: conns, warmup: time.Second, duration: d, request: cycle(reqs, conns), want: 200,
-		onStart: func() { sc.start(); before, errB = procCPU(pid) }, onEnd: func() { after, errA = procCPU(pid); sc.end() }}.run(ctx)
-	if errB != nil || errA != nil || r.Requests == 0 || pid == 0 {
-		return r, -1
-	}
-	return r, float64(after-before) / float64(time.Microsecond) / float64(r.Requests)
+	cw := &cpuWindow{pid: pid, sc: sc}
+	r := load{addr: addr, conns: conns, warmup: time.Second, duration: d, request: cycle(reqs, conns), want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)
+	return r, cw.perRequest(r.Requests)
 }
 
 // runHeld is the -only held mode: the concurrency test alone, on a fresh
