@@ -534,6 +534,9 @@ func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
 type pairedRound struct {
 	bare, warm       result
 	bareCPU, warmCPU float64
+	// bareRest and warmRest are what the rest of the machine's work cost
+	// per request over the same runs: the generator's and the upstream's.
+	bareRest, warmRest restCPU
 	// tok is the bare proxy sent authproxy's requests, bearer token
 	// included (which it forwards as it is): what carrying the token
 	// costs a proxy that does nothing with it.
@@ -551,6 +554,28 @@ type pairedRound struct {
 	aa        result
 	aaCPU     float64
 	warmFirst bool // authproxy ran first in this round
+}
+
+// restCPU is the CPU per request (µs) of the processes other than the
+// proxy over one run's window: gen the load generator (the harness), up
+// the upstream; -1 where unread.
+type restCPU struct{ gen, up float64 }
+
+// cpuBound is the throughput ratio (authproxy warm ÷ bare) that p's CPU
+// per request would give if the machine were kept busy by the generator,
+// the upstream and the proxy alone: the bare run's sum of the three ÷ the
+// warm run's. ok is false when any of the six was not read.
+func (p pairedRound) cpuBound() (ratio float64, ok bool) {
+	for _, v := range []float64{p.bareCPU, p.warmCPU, p.bareRest.gen, p.bareRest.up, p.warmRest.gen, p.warmRest.up} {
+		if v < 0 {
+			return 0, false
+		}
+	}
+	w := p.warmCPU + p.warmRest.gen + p.warmRest.up
+	if w <= 0 {
+		return 0, false
+	}
+	return (p.bareCPU + p.bareRest.gen + p.bareRest.up) / w, true
 }
 
 // tokRun, pubRun and aaRun are the round's other runs (for sideCPU).
@@ -772,6 +797,9 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	aa, _ := r.sideCPU(pairedRound.aaRun)
 	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs, difference %.1f µs; the bare proxy carrying the tokens: %+.1f µs; authproxy on a public route: %+.1f µs; a second bare proxy: %+.1f µs\n",
 		len(ps), ratio, bare, warm, added, tok, pub, aa)
+	up, gen, bound, _, _, _ := r.restCPU()
+	fmt.Fprintf(out, "the same runs' other processes, median of the rounds: the upstream behind authproxy %+.1f µs/req, the generator %+.1f µs/req; the CPU-bound ratio (generator + upstream + proxy, bare ÷ warm) %.3f\n",
+		up, gen, bound)
 	ts := h.togetherRounds(ctx, noAuth, warmReqs, rounds)
 	diff, ctl, lo, hi, n, nCtl := togetherMedians(ts)
 	fmt.Fprintf(out, "both loaded at once, median of %d rounds: difference %.1f µs; control (two bare proxies at once, %d rounds): %.1f µs (rounds from %+.1f to %+.1f)\n",
@@ -883,7 +911,7 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 	c := h.o.conns
 	d := pairedLength(h.o.duration)
 	out := make([]pairedRound, 0, rounds)
-	run := func(addr string, p *proc, reqs [][]byte) (result, float64) {
+	run := func(addr string, p *proc, reqs [][]byte) (result, float64, restCPU) {
 		if h.o.pairedAlone {
 			idle := h.proxy
 			if p == h.proxy {
@@ -893,13 +921,17 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 			iso, err := isolateAlone(p.pid(), h.upstream.pid(), idle.pid())
 			if err != nil {
 				h.logf("paired run not isolated: %v", err)
-				return result{}, -1
+				return result{}, -1, restCPU{-1, -1}
 			}
 			defer iso.undo()
 		}
-		cw := &cpuWindow{pid: p.pid()}
-		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)
-		return r, cw.perRequest(r.Requests)
+		// The proxy, and over the same window the upstream and the
+		// generator (this process): what else each request cost.
+		cw, up, gen := &cpuWindow{pid: p.pid()}, &cpuWindow{pid: h.upstream.pid()}, &cpuWindow{pid: os.Getpid()}
+		start := func() { gen.start(); up.start(); cw.start() }
+		end := func() { cw.end(); up.end(); gen.end() }
+		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200, onStart: start, onEnd: end}.run(ctx)
+		return r, cw.perRequest(r.Requests), restCPU{gen: gen.perRequest(r.Requests), up: up.perRequest(r.Requests)}
 	}
 	pubReqs := [][]byte{rawGET("bench", publicURI, "")}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
@@ -907,15 +939,15 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 		for _, r := range pairedOrder(p.warmFirst) {
 			switch r {
 			case runWarm:
-				p.warm, p.warmCPU = run(h.proxyAddr, h.proxy, warmReqs)
+				p.warm, p.warmCPU, p.warmRest = run(h.proxyAddr, h.proxy, warmReqs)
 			case runPub:
-				p.pub, p.pubCPU = run(h.proxyAddr, h.proxy, pubReqs)
+				p.pub, p.pubCPU, _ = run(h.proxyAddr, h.proxy, pubReqs)
 			case runBare:
-				p.bare, p.bareCPU = run(h.bareAddr, h.bare, noAuth)
+				p.bare, p.bareCPU, p.bareRest = run(h.bareAddr, h.bare, noAuth)
 			case runTok:
-				p.tok, p.tokCPU = run(h.bareAddr, h.bare, warmReqs)
+				p.tok, p.tokCPU, _ = run(h.bareAddr, h.bare, warmReqs)
 			case runAA:
-				p.aa, p.aaCPU = run(h.bare2Addr, h.bare2, noAuth)
+				p.aa, p.aaCPU, _ = run(h.bare2Addr, h.bare2, noAuth)
 			}
 		}
 		h.logf("paired round %d (%s first): bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req, ratio %.2f; bare with the tokens %.1f, authproxy public route %.1f, second bare proxy %.1f µs CPU/req",

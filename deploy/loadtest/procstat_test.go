@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -181,4 +182,33 @@ func TestRoundAtOnceOrder(t *testing.T) {
 			t.Fatalf("orders %q: want the control first with the first-named started first, then the reverse", orders)
 		}
 	}
+}
+
+func TestPairedRestCPU(t *testing.T) {
+	r := &report{opts: options{conns: 64, duration: 10 * time.Second}, paired: []pairedRound{
+		// Sums 55 and 66: a CPU-bound ratio of 0.83.
+		{bare: result{RPS: 30000}, warm: result{RPS: 24000}, bareCPU: 20, warmCPU: 26, bareRest: restCPU{gen: 20, up: 15}, warmRest: restCPU{gen: 22, up: 18}},
+		// Sums 50 and 55.
+		{bare: result{RPS: 30000}, warm: result{RPS: 27000}, bareCPU: 20, warmCPU: 24, bareRest: restCPU{gen: 16, up: 14}, warmRest: restCPU{gen: 17, up: 14}, warmFirst: true},
+		// The generator unread in the warm run: out of its median and of the ratio's.
+		{bare: result{RPS: 30000}, warm: result{RPS: 20000}, bareCPU: 20, warmCPU: 30, bareRest: restCPU{gen: 20, up: 10}, warmRest: restCPU{gen: -1, up: 20}},
+	}}
+	if b, ok := r.paired[0].cpuBound(); !ok || math.Abs(b-55.0/66) > 1e-9 {
+		t.Fatalf("cpuBound = %v, %v; want 55/66", b, ok)
+	}
+	if _, ok := r.paired[2].cpuBound(); ok {
+		t.Fatal("cpuBound with the generator unread reported as measured")
+	}
+	up, gen, bound, nUp, nGen, nBound := r.restCPU()
+	// Upstream differences 3, 0, 10; generator 2, 1; ratios 0.833, 0.909.
+	if nUp != 3 || up != 3 || nGen != 2 || gen != 1.5 || nBound != 2 || math.Abs(bound-(55.0/66+50.0/55)/2) > 1e-9 {
+		t.Fatalf("restCPU = %v, %v, %v over %d, %d, %d rounds", up, gen, bound, nUp, nGen, nBound)
+	}
+	reportHas(t, r.markdown(),
+		"behind authproxy warm − behind the bare proxy, same runs, median of 3 rounds' differences | 3.0 |",
+		"against authproxy warm − against the bare proxy, same runs, median of 2 rounds' differences | 1.5 |",
+		"(the same, authproxy warm), median of 2 rounds | 0.871 |",
+		"| 1 | 20.0 µs | 15.0 µs | 20.0 µs | 55.0 µs | 22.0 µs | 18.0 µs | 26.0 µs | 66.0 µs | 0.83 | 0.80 |",
+		"| 3 | 20.0 µs | 10.0 µs | 20.0 µs | 50.0 µs | – | 20.0 µs | 30.0 µs | – | – | 0.67 |",
+	)
 }

@@ -107,6 +107,35 @@ func (r *report) sideDiffs(pick func(pairedRound) (result, float64)) []float64 {
 	return ds
 }
 
+// restCPU returns the medians over the paired rounds of what the upstream
+// and the generator spent per request more behind authproxy warm than
+// behind the bare proxy (each over the rounds where both were read), and
+// of the rounds' cpuBound ratios; n counts the rounds of each (0: none).
+func (r *report) restCPU() (up, gen, bound float64, nUp, nGen, nBound int) {
+	var ups, gens, bounds []float64
+	for _, p := range r.paired {
+		if p.bareRest.up >= 0 && p.warmRest.up >= 0 {
+			ups = append(ups, p.warmRest.up-p.bareRest.up)
+		}
+		if p.bareRest.gen >= 0 && p.warmRest.gen >= 0 {
+			gens = append(gens, p.warmRest.gen-p.bareRest.gen)
+		}
+		if b, ok := p.cpuBound(); ok {
+			bounds = append(bounds, b)
+		}
+	}
+	if len(ups) > 0 {
+		up = median(ups)
+	}
+	if len(gens) > 0 {
+		gen = median(gens)
+	}
+	if len(bounds) > 0 {
+		bound = median(bounds)
+	}
+	return up, gen, bound, len(ups), len(gens), len(bounds)
+}
+
 func median(v []float64) float64 {
 	v = append([]float64(nil), v...)
 	slices.Sort(v)
@@ -217,6 +246,16 @@ func (r *report) markdown() string {
 		if aa, ok := r.sideCPU(pairedRound.aaRun); ok {
 			lo, hi := r.sideRange(pairedRound.aaRun)
 			w("| a second bare proxy, identical to the first − the bare proxy, median of the rounds' differences (rounds from %+.1f to %+.1f) | %.1f | (the measurement's resolution on this machine: 0 but for noise) |\n", lo, hi, aa)
+		}
+		up, gen, bound, nUp, nGen, nBound := r.restCPU()
+		if nUp > 0 {
+			w("| the upstream's CPU per request behind authproxy warm − behind the bare proxy, same runs, median of %d rounds' differences | %.1f | (parsing the forwarding and identity headers: paid by the app, not the proxy; not in the CPU target) |\n", nUp, up)
+		}
+		if nGen > 0 {
+			w("| the load generator's CPU per request against authproxy warm − against the bare proxy, same runs, median of %d rounds' differences | %.1f | (sending the token, reading the X-Request-Id answered; the client's share) |\n", nGen, gen)
+		}
+		if nBound > 0 {
+			w("| the throughput ratio these CPU figures give: (generator + upstream + proxy per request, bare) ÷ (the same, authproxy warm), median of %d rounds | %.3f | (what the paired ratio above would be with the two cores always busy with these three alone; see the table below the paired rounds) |\n", nBound, bound)
 		}
 	}
 	if diff, ctl, lo, hi, n, nCtl := togetherMedians(r.together); n > 0 {
@@ -339,6 +378,30 @@ func (r *report) markdown() string {
 			tok, pub, aa := p.sideRun(pairedRound.tokRun), p.sideRun(pairedRound.pubRun), p.sideRun(pairedRound.aaRun)
 			w("| %d | %s | %.0f | %s | %s | %.0f | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |\n", i+1, p.first(), p.bare.RPS, ms(p.bare.P99), cpuUS(p.bareCPU),
 				p.warm.RPS, ms(p.warm.P99), cpuUS(p.warmCPU), ratio, diff(p.warmCPU), cpuUS(tok), diff(tok), cpuUS(pub), diff(pub), cpuUS(aa), diff(aa))
+		}
+	}
+	if len(r.paired) > 0 {
+		w("\nWhere each paired round's CPU went, per request (µs, /proc utime+stime over the same measured windows): the load generator (this harness), " +
+			"the upstream and the proxy, for the bare proxy's run and for authproxy warm's; the CPU-bound ratio is the bare run's sum ÷ the warm run's, " +
+			"the throughput ratio the machine would show if these three alone kept both cores busy:\n\n")
+		w("| round | bare: generator | upstream | proxy | sum | warm: generator | upstream | proxy | sum | CPU-bound ratio | measured ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for i, p := range r.paired {
+			sum := func(proxy float64, rest restCPU) string {
+				if proxy < 0 || rest.gen < 0 || rest.up < 0 {
+					return "–"
+				}
+				return cpuUS(proxy + rest.gen + rest.up)
+			}
+			bound, measured := "–", "–"
+			if b, ok := p.cpuBound(); ok {
+				bound = fmt.Sprintf("%.2f", b)
+			}
+			if p.bare.RPS > 0 {
+				measured = fmt.Sprintf("%.2f", p.warm.RPS/p.bare.RPS)
+			}
+			w("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1,
+				cpuUS(p.bareRest.gen), cpuUS(p.bareRest.up), cpuUS(p.bareCPU), sum(p.bareCPU, p.bareRest),
+				cpuUS(p.warmRest.gen), cpuUS(p.warmRest.up), cpuUS(p.warmCPU), sum(p.warmCPU, p.warmRest), bound, measured)
 		}
 	}
 	if len(r.together) > 0 {
