@@ -534,9 +534,10 @@ func (h *harness) profileProxy(ctx context.Context, warmReqs [][]byte) string {
 type pairedRound struct {
 	bare, warm       result
 	bareCPU, warmCPU float64
-	// bareRest and warmRest are what the rest of the machine's work cost
-	// per request over the same runs: the generator's and the upstream's.
-	bareRest, warmRest restCPU
+	// bareRest and warmRest are the kernel's share of each proxy's CPU
+	// per request, and what the rest of the machine's work cost per
+	// request over the same runs: the generator's and the upstream's.
+	bareRest, warmRest runCPU
 	// tok is the bare proxy sent authproxy's requests, bearer token
 	// included (which it forwards as it is): what carrying the token
 	// costs a proxy that does nothing with it.
@@ -556,10 +557,10 @@ type pairedRound struct {
 	warmFirst bool // authproxy ran first in this round
 }
 
-// restCPU is the CPU per request (µs) of the processes other than the
-// proxy over one run's window: gen the load generator (the harness), up
-// the upstream; -1 where unread.
-type restCPU struct{ gen, up float64 }
+// runCPU is what one run's window cost per request (µs) beside the
+// proxy's whole CPU: sys the proxy's own kernel share of it (stime), gen
+// the load generator (the harness), up the upstream; -1 where unread.
+type runCPU struct{ sys, gen, up float64 }
 
 // cpuBound is the throughput ratio (authproxy warm ÷ bare) that p's CPU
 // per request would give if the machine were kept busy by the generator,
@@ -797,9 +798,9 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	aa, _ := r.sideCPU(pairedRound.aaRun)
 	fmt.Fprintf(out, "median of %d rounds: ratio %.2f, CPU/req bare %.1f µs, warm %.1f µs, difference %.1f µs; the bare proxy carrying the tokens: %+.1f µs; authproxy on a public route: %+.1f µs; a second bare proxy: %+.1f µs\n",
 		len(ps), ratio, bare, warm, added, tok, pub, aa)
-	up, gen, bound, _, _, _ := r.restCPU()
-	fmt.Fprintf(out, "the same runs' other processes, median of the rounds: the upstream behind authproxy %+.1f µs/req, the generator %+.1f µs/req; the CPU-bound ratio (generator + upstream + proxy, bare ÷ warm) %.3f\n",
-		up, gen, bound)
+	m := r.runMedians()
+	fmt.Fprintf(out, "the same runs, median of the rounds: the difference's kernel share %+.1f µs; the upstream behind authproxy %+.1f µs/req, the generator %+.1f µs/req; the CPU-bound ratio (generator + upstream + proxy, bare ÷ warm) %.3f\n",
+		m.sys, m.up, m.gen, m.bound)
 	ts := h.togetherRounds(ctx, noAuth, warmReqs, rounds)
 	diff, ctl, lo, hi, n, nCtl := togetherMedians(ts)
 	fmt.Fprintf(out, "both loaded at once, median of %d rounds: difference %.1f µs; control (two bare proxies at once, %d rounds): %.1f µs (rounds from %+.1f to %+.1f)\n",
@@ -911,7 +912,7 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 	c := h.o.conns
 	d := pairedLength(h.o.duration)
 	out := make([]pairedRound, 0, rounds)
-	run := func(addr string, p *proc, reqs [][]byte) (result, float64, restCPU) {
+	run := func(addr string, p *proc, reqs [][]byte) (result, float64, runCPU) {
 		if h.o.pairedAlone {
 			idle := h.proxy
 			if p == h.proxy {
@@ -921,7 +922,7 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 			iso, err := isolateAlone(p.pid(), h.upstream.pid(), idle.pid())
 			if err != nil {
 				h.logf("paired run not isolated: %v", err)
-				return result{}, -1, restCPU{-1, -1}
+				return result{}, -1, runCPU{-1, -1, -1}
 			}
 			defer iso.undo()
 		}
@@ -931,7 +932,7 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 		start := func() { gen.start(); up.start(); cw.start() }
 		end := func() { cw.end(); up.end(); gen.end() }
 		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200, onStart: start, onEnd: end}.run(ctx)
-		return r, cw.perRequest(r.Requests), restCPU{gen: gen.perRequest(r.Requests), up: up.perRequest(r.Requests)}
+		return r, cw.perRequest(r.Requests), runCPU{sys: cw.sysPerRequest(r.Requests), gen: gen.perRequest(r.Requests), up: up.perRequest(r.Requests)}
 	}
 	pubReqs := [][]byte{rawGET("bench", publicURI, "")}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
@@ -963,22 +964,32 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 type cpuWindow struct {
 	pid           int
 	sc            *scrapers
-	before, after time.Duration
+	before, after time.Duration // user + system
+	sysB, sysA    time.Duration // system alone
 	errB, errA    error
 }
 
 func (c *cpuWindow) start() {
 	c.sc.start()
 	if c.pid != 0 {
-		c.before, c.errB = procCPU(c.pid)
+		c.before, c.sysB, c.errB = procTimes(c.pid)
 	}
 }
 
 func (c *cpuWindow) end() {
 	if c.pid != 0 {
-		c.after, c.errA = procCPU(c.pid)
+		c.after, c.sysA, c.errA = procTimes(c.pid)
 	}
 	c.sc.end()
+}
+
+// sysPerRequest is the part of perRequest spent in the kernel (stime), in
+// µs; -1 as perRequest.
+func (c *cpuWindow) sysPerRequest(requests int64) float64 {
+	if c.pid == 0 || c.errB != nil || c.errA != nil || requests <= 0 {
+		return -1
+	}
+	return float64(c.sysA-c.sysB) / float64(time.Microsecond) / float64(requests)
 }
 
 // perRequest is the CPU the process spent per request over the window, in
@@ -994,11 +1005,17 @@ func (c *cpuWindow) perRequest(requests int64) float64 {
 // procCPU is the CPU time (user + system, every thread) process pid has
 // used so far, from /proc/<pid>/stat.
 func procCPU(pid int) (time.Duration, error) {
+	cpu, _, err := procTimes(pid)
+	return cpu, err
+}
+
+// procTimes is procCPU and, of it, the time spent in the kernel (stime).
+func procTimes(pid int) (cpu, sys time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return parseProcStatCPU(string(b))
+	return parseProcStatTimes(string(b))
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every
@@ -1009,23 +1026,29 @@ const clockTicks = 100
 // /proc/<pid>/stat line; the command name (field 2) may hold spaces and
 // parentheses, so fields are counted after its closing parenthesis.
 func parseProcStatCPU(stat string) (time.Duration, error) {
+	cpu, _, err := parseProcStatTimes(stat)
+	return cpu, err
+}
+
+// parseProcStatTimes is parseProcStatCPU and, of it, stime alone.
+func parseProcStatTimes(stat string) (cpu, sys time.Duration, err error) {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("proc stat: no command name")
+		return 0, 0, fmt.Errorf("proc stat: no command name")
 	}
 	f := strings.Fields(stat[i+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("proc stat: %d fields after the command name", len(f))
+		return 0, 0, fmt.Errorf("proc stat: %d fields after the command name", len(f))
 	}
-	var ticks int64
-	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+	var ticks [2]int64
+	for k, s := range f[11:13] { // utime, stime: fields 14 and 15
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || v < 0 {
-			return 0, fmt.Errorf("proc stat: bad time %q", s)
+			return 0, 0, fmt.Errorf("proc stat: bad time %q", s)
 		}
-		ticks += v
+		ticks[k] = v
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return time.Duration(ticks[0]+ticks[1]) * time.Second / clockTicks, time.Duration(ticks[1]) * time.Second / clockTicks, nil
 }
 
 // apiKeyWarmRow names the warm API-key row.

@@ -17,6 +17,9 @@ func TestParseProcStatCPU(t *testing.T) {
 	if err != nil || got != 3*time.Second {
 		t.Fatalf("parseProcStatCPU = %v, %v; want 3s", got, err)
 	}
+	if cpu, sys, err := parseProcStatTimes(line); err != nil || cpu != 3*time.Second || sys != 500*time.Millisecond {
+		t.Fatalf("parseProcStatTimes = %v, %v, %v; want 3s, of it 500ms in the kernel", cpu, sys, err)
+	}
 	for name, bad := range map[string]string{
 		"no command name": "4242 S 1 2 3",
 		"too few fields":  "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250",
@@ -53,11 +56,22 @@ func TestCPUWindow(t *testing.T) {
 	if got := cw.perRequest(0); got != -1 {
 		t.Fatalf("no requests: %v, want -1", got)
 	}
+	// A loop reading /proc spends some of it in the kernel, never more
+	// than all of it.
+	if sys := cw.sysPerRequest(10); sys < 0 || sys > cw.perRequest(10) {
+		t.Fatalf("sysPerRequest(10) = %v µs of %v", sys, cw.perRequest(10))
+	}
+	if got := cw.sysPerRequest(0); got != -1 {
+		t.Fatalf("kernel share, no requests: %v, want -1", got)
+	}
 	unread := &cpuWindow{pid: -1}
 	unread.start()
 	unread.end()
 	if got := unread.perRequest(10); got != -1 {
 		t.Fatalf("no such process: %v, want -1", got)
+	}
+	if got := unread.sysPerRequest(10); got != -1 {
+		t.Fatalf("kernel share, no such process: %v, want -1", got)
 	}
 	if got := (&cpuWindow{pid: 1, after: time.Second, errA: os.ErrNotExist}).perRequest(10); got != -1 {
 		t.Fatalf("the end not read: %v, want -1", got)
@@ -187,11 +201,11 @@ func TestRoundAtOnceOrder(t *testing.T) {
 func TestPairedRestCPU(t *testing.T) {
 	r := &report{opts: options{conns: 64, duration: 10 * time.Second}, paired: []pairedRound{
 		// Sums 55 and 66: a CPU-bound ratio of 0.83.
-		{bare: result{RPS: 30000}, warm: result{RPS: 24000}, bareCPU: 20, warmCPU: 26, bareRest: restCPU{gen: 20, up: 15}, warmRest: restCPU{gen: 22, up: 18}},
+		{bare: result{RPS: 30000}, warm: result{RPS: 24000}, bareCPU: 20, warmCPU: 26, bareRest: runCPU{sys: 9, gen: 20, up: 15}, warmRest: runCPU{sys: 10, gen: 22, up: 18}},
 		// Sums 50 and 55.
-		{bare: result{RPS: 30000}, warm: result{RPS: 27000}, bareCPU: 20, warmCPU: 24, bareRest: restCPU{gen: 16, up: 14}, warmRest: restCPU{gen: 17, up: 14}, warmFirst: true},
+		{bare: result{RPS: 30000}, warm: result{RPS: 27000}, bareCPU: 20, warmCPU: 24, bareRest: runCPU{sys: 8, gen: 16, up: 14}, warmRest: runCPU{sys: 11, gen: 17, up: 14}, warmFirst: true},
 		// The generator unread in the warm run: out of its median and of the ratio's.
-		{bare: result{RPS: 30000}, warm: result{RPS: 20000}, bareCPU: 20, warmCPU: 30, bareRest: restCPU{gen: 20, up: 10}, warmRest: restCPU{gen: -1, up: 20}},
+		{bare: result{RPS: 30000}, warm: result{RPS: 20000}, bareCPU: 20, warmCPU: 30, bareRest: runCPU{sys: -1, gen: 20, up: 10}, warmRest: runCPU{sys: 9, gen: -1, up: 20}},
 	}}
 	if b, ok := r.paired[0].cpuBound(); !ok || math.Abs(b-55.0/66) > 1e-9 {
 		t.Fatalf("cpuBound = %v, %v; want 55/66", b, ok)
@@ -199,12 +213,14 @@ func TestPairedRestCPU(t *testing.T) {
 	if _, ok := r.paired[2].cpuBound(); ok {
 		t.Fatal("cpuBound with the generator unread reported as measured")
 	}
-	up, gen, bound, nUp, nGen, nBound := r.restCPU()
-	// Upstream differences 3, 0, 10; generator 2, 1; ratios 0.833, 0.909.
-	if nUp != 3 || up != 3 || nGen != 2 || gen != 1.5 || nBound != 2 || math.Abs(bound-(55.0/66+50.0/55)/2) > 1e-9 {
-		t.Fatalf("restCPU = %v, %v, %v over %d, %d, %d rounds", up, gen, bound, nUp, nGen, nBound)
+	m := r.runMedians()
+	// Kernel differences 1 and 3 (round 3's bare run unread); upstream
+	// 3, 0, 10; generator 2, 1; ratios 0.833, 0.909.
+	if m.nSys != 2 || m.sys != 2 || m.nUp != 3 || m.up != 3 || m.nGen != 2 || m.gen != 1.5 || m.nBound != 2 || math.Abs(m.bound-(55.0/66+50.0/55)/2) > 1e-9 {
+		t.Fatalf("runMedians = %+v", m)
 	}
 	reportHas(t, r.markdown(),
+		"the kernel's share (stime), median of 2 rounds' differences | 2.0 |",
 		"behind authproxy warm − behind the bare proxy, same runs, median of 3 rounds' differences | 3.0 |",
 		"against authproxy warm − against the bare proxy, same runs, median of 2 rounds' differences | 1.5 |",
 		"(the same, authproxy warm), median of 2 rounds | 0.871 |",

@@ -107,33 +107,42 @@ func (r *report) sideDiffs(pick func(pairedRound) (result, float64)) []float64 {
 	return ds
 }
 
-// restCPU returns the medians over the paired rounds of what the upstream
-// and the generator spent per request more behind authproxy warm than
-// behind the bare proxy (each over the rounds where both were read), and
-// of the rounds' cpuBound ratios; n counts the rounds of each (0: none).
-func (r *report) restCPU() (up, gen, bound float64, nUp, nGen, nBound int) {
-	var ups, gens, bounds []float64
+// runMedians are medians over the paired rounds of what else their warm
+// and bare runs measured, each over the rounds where both were read: the
+// differences (authproxy warm − bare) of the proxies' kernel time (sys),
+// of the upstream's CPU (up) and of the generator's (gen) per request, and
+// the rounds' cpuBound ratios; n* count the rounds of each (0: none).
+type runMedians struct {
+	sys, up, gen, bound     float64
+	nSys, nUp, nGen, nBound int
+}
+
+func (r *report) runMedians() runMedians {
+	var sys, up, gen, bound []float64
 	for _, p := range r.paired {
+		if p.bareRest.sys >= 0 && p.warmRest.sys >= 0 {
+			sys = append(sys, p.warmRest.sys-p.bareRest.sys)
+		}
 		if p.bareRest.up >= 0 && p.warmRest.up >= 0 {
-			ups = append(ups, p.warmRest.up-p.bareRest.up)
+			up = append(up, p.warmRest.up-p.bareRest.up)
 		}
 		if p.bareRest.gen >= 0 && p.warmRest.gen >= 0 {
-			gens = append(gens, p.warmRest.gen-p.bareRest.gen)
+			gen = append(gen, p.warmRest.gen-p.bareRest.gen)
 		}
 		if b, ok := p.cpuBound(); ok {
-			bounds = append(bounds, b)
+			bound = append(bound, b)
 		}
 	}
-	if len(ups) > 0 {
-		up = median(ups)
+	m := runMedians{nSys: len(sys), nUp: len(up), nGen: len(gen), nBound: len(bound)}
+	for _, x := range []struct {
+		v   []float64
+		dst *float64
+	}{{sys, &m.sys}, {up, &m.up}, {gen, &m.gen}, {bound, &m.bound}} {
+		if len(x.v) > 0 {
+			*x.dst = median(x.v)
+		}
 	}
-	if len(gens) > 0 {
-		gen = median(gens)
-	}
-	if len(bounds) > 0 {
-		bound = median(bounds)
-	}
-	return up, gen, bound, len(ups), len(gens), len(bounds)
+	return m
 }
 
 func median(v []float64) float64 {
@@ -247,15 +256,18 @@ func (r *report) markdown() string {
 			lo, hi := r.sideRange(pairedRound.aaRun)
 			w("| a second bare proxy, identical to the first − the bare proxy, median of the rounds' differences (rounds from %+.1f to %+.1f) | %.1f | (the measurement's resolution on this machine: 0 but for noise) |\n", lo, hi, aa)
 		}
-		up, gen, bound, nUp, nGen, nBound := r.restCPU()
-		if nUp > 0 {
-			w("| the upstream's CPU per request behind authproxy warm − behind the bare proxy, same runs, median of %d rounds' differences | %.1f | (parsing the forwarding and identity headers: paid by the app, not the proxy; not in the CPU target) |\n", nUp, up)
+		m := r.runMedians()
+		if m.nSys > 0 {
+			w("| of authproxy − bare proxy CPU per request, the kernel's share (stime), median of %d rounds' differences | %.1f | (the rest is user space: the proxy's own code, the runtime, the memory they touch) |\n", m.nSys, m.sys)
 		}
-		if nGen > 0 {
-			w("| the load generator's CPU per request against authproxy warm − against the bare proxy, same runs, median of %d rounds' differences | %.1f | (sending the token, reading the X-Request-Id answered; the client's share) |\n", nGen, gen)
+		if m.nUp > 0 {
+			w("| the upstream's CPU per request behind authproxy warm − behind the bare proxy, same runs, median of %d rounds' differences | %.1f | (parsing the forwarding and identity headers: paid by the app, not the proxy; not in the CPU target) |\n", m.nUp, m.up)
 		}
-		if nBound > 0 {
-			w("| the throughput ratio these CPU figures give: (generator + upstream + proxy per request, bare) ÷ (the same, authproxy warm), median of %d rounds | %.3f | (what the paired ratio above would be with the two cores always busy with these three alone; see the table below the paired rounds) |\n", nBound, bound)
+		if m.nGen > 0 {
+			w("| the load generator's CPU per request against authproxy warm − against the bare proxy, same runs, median of %d rounds' differences | %.1f | (sending the token, reading the X-Request-Id answered; the client's share) |\n", m.nGen, m.gen)
+		}
+		if m.nBound > 0 {
+			w("| the throughput ratio these CPU figures give: (generator + upstream + proxy per request, bare) ÷ (the same, authproxy warm), median of %d rounds | %.3f | (what the paired ratio above would be with the two cores always busy with these three alone; see the table below the paired rounds) |\n", m.nBound, m.bound)
 		}
 	}
 	if diff, ctl, lo, hi, n, nCtl := togetherMedians(r.together); n > 0 {
@@ -386,7 +398,7 @@ func (r *report) markdown() string {
 			"the throughput ratio the machine would show if these three alone kept both cores busy:\n\n")
 		w("| round | bare: generator | upstream | proxy | sum | warm: generator | upstream | proxy | sum | CPU-bound ratio | measured ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, p := range r.paired {
-			sum := func(proxy float64, rest restCPU) string {
+			sum := func(proxy float64, rest runCPU) string {
 				if proxy < 0 || rest.gen < 0 || rest.up < 0 {
 					return "–"
 				}
