@@ -147,7 +147,7 @@ func TestNegativeEntryBytesMeasured(t *testing.T) {
 	s := newStore(n+n/4, prometheus.NewCounter(prometheus.CounterOpts{Name: "ev"}))
 	now := time.Now()
 	for i := range n {
-		d := Digest([]byte(fmt.Sprint("refused ", i)))
+		d := spreadName([]byte(fmt.Sprint("refused ", i))) // every one held: see spreadName
 		s.put(&Entry{digest: d, err: ErrSignature, expires: now.Add(time.Minute).UnixNano()}, now.UnixNano())
 	}
 	after := liveHeap()
