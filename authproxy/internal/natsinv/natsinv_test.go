@@ -108,8 +108,10 @@ func TestReconnectWaitsTheJitteredDelay(t *testing.T) {
 		n, _ := r.count()
 		return testenv.WantAtLeast("the initial report", n, 1)
 	})
-	n.Stop()
+	// Taken before the stop: the client may see its connection end while
+	// Stop is still running, and its delay counts from then.
 	down := time.Now()
+	n.Stop()
 	n.Start()
 	// The first report after the stop.
 	var took time.Duration
