@@ -66,8 +66,11 @@ type openLoopRow struct {
 	requests      uint64
 	success       float64
 	p50, p99, max time.Duration
-	use           usage // CPU of each process and CPU over the measured window
-	note          string
+	// sliceP99 is each slice's own p99, in the row's order of slices
+	// (openLoopPairs pairs them with the other row's).
+	sliceP99 []time.Duration
+	use      usage // CPU of each process and CPU over the measured window
+	note     string
 }
 
 // tokenSizes are the lengths of one access token signed each way, same claims.
@@ -182,6 +185,8 @@ func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoop
 	var requests, errs int64
 	var use [5]float64
 	for _, p := range parts {
+		_, p99, _ := percentiles(p.res.Latencies)
+		r.sliceP99 = append(r.sliceP99, p99)
 		lat = append(lat, p.res.Latencies...)
 		requests += p.res.Requests
 		errs += p.res.Errors

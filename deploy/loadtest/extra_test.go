@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,6 +172,37 @@ func TestOpenLoopAddedMedian(t *testing.T) {
 	reportHas(t, md, "median of 2 rounds", "- round 1: first placement note", "- round 2: second placement note", "| 2 | authproxy warm | 6000/s | 1000 |")
 }
 
+// The pairs' figure: each slice of authproxy's row against the bare
+// proxy's slice of the same index (run next to it), over every complete
+// round; a stall-hit slice moves the pooled p99, not the pairs' median.
+func TestOpenLoopPairs(t *testing.T) {
+	msl := func(v ...float64) []time.Duration {
+		var d []time.Duration
+		for _, x := range v {
+			d = append(d, time.Duration(x*float64(time.Millisecond)))
+		}
+		return d
+	}
+	row := func(name string, p99 time.Duration, slice []time.Duration) openLoopRow {
+		return openLoopRow{name: name, rate: 5000, requests: 1000, p99: p99, sliceP99: slice}
+	}
+	rounds := [][]openLoopRow{
+		// A stall hit the bare proxy's third slice: its pooled p99 is the stall's.
+		{row("bare Fiber proxy", 30*time.Millisecond, msl(2, 2.1, 40, 2)), row("authproxy warm", 3*time.Millisecond, msl(2.2, 2.3, 2.2, 2.1))},
+		{row("bare Fiber proxy", 3*time.Millisecond, msl(3, 2.9, 3, 3)), row("authproxy warm", 3*time.Millisecond, msl(3.1, 3.2, 3.1, 3.3))},
+		// Not comparable: left out.
+		{row("bare Fiber proxy", 0, msl(1, 1)), row("authproxy warm", 0, msl(1))},
+		{row("bare Fiber proxy", 0, msl(1)), {name: "authproxy warm", note: "not measured: pinning failed"}},
+	}
+	added, lo, hi, n := openLoopPairs(rounds)
+	// Differences +0.2 +0.2 −37.8 +0.1, +0.1 +0.3 +0.1 +0.3: median +0.15 ms.
+	if n != 8 || added != 150*time.Microsecond || lo != -37800*time.Microsecond || hi != 300*time.Microsecond {
+		t.Errorf("openLoopPairs = %v (%v to %v) over %d pairs; want 150µs (-37.8ms to 300µs) over 8", added, lo, hi, n)
+	}
+	r := &report{opts: options{conns: 64}, openLoop: rounds[:2], openLoopNotes: []string{"a", "b"}}
+	reportHas(t, r.markdown(), "median of the 8 back-to-back slice pairs' differences (each pair: one slice of each proxy, run one after the other; pairs from -37.80 ms to 0.30 ms) | 0.15 ms | ≤ 0.3 ms: met")
+}
+
 // reportHas fails t for each of wants the report md lacks.
 func reportHas(t *testing.T, md string, wants ...string) {
 	t.Helper()
@@ -216,6 +248,10 @@ func TestPooledOpenLoopRow(t *testing.T) {
 	// 200 latencies: 1..100 and 1001..1100 µs; index 99 (p50) is 100 µs, index 197 (p99) 1098 µs.
 	if r.p50 != 100*time.Microsecond || r.p99 != 1098*time.Microsecond || r.max != 1100*time.Microsecond {
 		t.Errorf("p50 %v p99 %v max %v; want 100µs, 1.098ms, 1.1ms", r.p50, r.p99, r.max)
+	}
+	// Each slice's own p99 (index 98 of 100), in the slices' order.
+	if !slices.Equal(r.sliceP99, []time.Duration{99 * time.Microsecond, 1099 * time.Microsecond}) {
+		t.Errorf("slice p99s %v; want 99µs, 1.099ms", r.sliceP99)
 	}
 	if r.requests != 200 || r.success != 0.99 || r.note != "first error: status 502" || r.rate != 5000 {
 		t.Errorf("requests %d success %v note %q rate %v", r.requests, r.success, r.note, r.rate)

@@ -896,6 +896,9 @@ func openLoopMedians(rounds [][]openLoopRow) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "rate %.0f/s, p99 added by authproxy %s", median(rate), ms(time.Duration(median(added))))
+	if pa, lo, hi, n := openLoopPairs(rounds); n > 0 {
+		fmt.Fprintf(&b, " (median of %d slice pairs %s, pairs from %s to %s)", n, ms(pa), ms(lo), ms(hi))
+	}
 	for i, name := range []string{"bare", "authproxy"} {
 		p := per[i]
 		fmt.Fprintf(&b, "; %s p99 %s, CPU-s/s generator %s upstream %s proxy %s, busy CPU 0 %s other CPUs %s", name, ms(time.Duration(median(p[0]))),
