@@ -986,23 +986,21 @@ func (c *cpuWindow) end() {
 	c.sc.end()
 }
 
-// sysPerRequest is the part of perRequest spent in the kernel (stime), in
-// µs; -1 as perRequest.
-func (c *cpuWindow) sysPerRequest(requests int64) float64 {
-	if c.pid == 0 || c.errB != nil || c.errA != nil || requests <= 0 {
-		return -1
-	}
-	return float64(c.sysA-c.sysB) / float64(time.Microsecond) / float64(requests)
-}
-
 // perRequest is the CPU the process spent per request over the window, in
 // µs: -1 when either read failed, no process was named or nothing was
 // answered.
-func (c *cpuWindow) perRequest(requests int64) float64 {
+func (c *cpuWindow) perRequest(requests int64) float64 { return c.per(c.after-c.before, requests) }
+
+// sysPerRequest is the part of perRequest spent in the kernel (stime), in
+// µs; -1 as perRequest.
+func (c *cpuWindow) sysPerRequest(requests int64) float64 { return c.per(c.sysA-c.sysB, requests) }
+
+// per is spent ÷ requests in µs, or -1 when the window was not read.
+func (c *cpuWindow) per(spent time.Duration, requests int64) float64 {
 	if c.pid == 0 || c.errB != nil || c.errA != nil || requests <= 0 {
 		return -1
 	}
-	return float64(c.after-c.before) / float64(time.Microsecond) / float64(requests)
+	return float64(spent) / float64(time.Microsecond) / float64(requests)
 }
 
 // procCPU is the CPU time (user + system, every thread) process pid has
@@ -1018,23 +1016,18 @@ func procTimes(pid int) (cpu, sys time.Duration, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	return parseProcStatTimes(string(b))
+	return parseProcStat(string(b))
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every
 // Linux architecture Go supports.
 const clockTicks = 100
 
-// parseProcStatCPU reads utime+stime (fields 14 and 15) of a
-// /proc/<pid>/stat line; the command name (field 2) may hold spaces and
-// parentheses, so fields are counted after its closing parenthesis.
-func parseProcStatCPU(stat string) (time.Duration, error) {
-	cpu, _, err := parseProcStatTimes(stat)
-	return cpu, err
-}
-
-// parseProcStatTimes is parseProcStatCPU and, of it, stime alone.
-func parseProcStatTimes(stat string) (cpu, sys time.Duration, err error) {
+// parseProcStat reads utime+stime (fields 14 and 15) of a
+// /proc/<pid>/stat line, and stime alone; the command name (field 2) may
+// hold spaces and parentheses, so fields are counted after its closing
+// parenthesis.
+func parseProcStat(stat string) (cpu, sys time.Duration, err error) {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0, 0, fmt.Errorf("proc stat: no command name")

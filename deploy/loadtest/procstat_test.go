@@ -13,12 +13,8 @@ func TestParseProcStatCPU(t *testing.T) {
 	// utime 250 and stime 50 ticks; the command name holds a space and
 	// parentheses, as a process may name itself.
 	line := "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 8 0 12345 1000000 500 18446744073709551615"
-	got, err := parseProcStatCPU(line)
-	if err != nil || got != 3*time.Second {
-		t.Fatalf("parseProcStatCPU = %v, %v; want 3s", got, err)
-	}
-	if cpu, sys, err := parseProcStatTimes(line); err != nil || cpu != 3*time.Second || sys != 500*time.Millisecond {
-		t.Fatalf("parseProcStatTimes = %v, %v, %v; want 3s, of it 500ms in the kernel", cpu, sys, err)
+	if cpu, sys, err := parseProcStat(line); err != nil || cpu != 3*time.Second || sys != 500*time.Millisecond {
+		t.Fatalf("parseProcStat = %v, %v, %v; want 3s, of it 500ms in the kernel", cpu, sys, err)
 	}
 	for name, bad := range map[string]string{
 		"no command name": "4242 S 1 2 3",
@@ -26,7 +22,7 @@ func TestParseProcStatCPU(t *testing.T) {
 		"not a number":    "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 2x0 50 0",
 		"negative":        "4242 (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 -1 50 0",
 	} {
-		if _, err := parseProcStatCPU(bad); err == nil {
+		if _, _, err := parseProcStat(bad); err == nil {
 			t.Errorf("%s: accepted %q", name, bad)
 		}
 	}
