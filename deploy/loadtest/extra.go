@@ -67,7 +67,8 @@ type openLoopRow struct {
 	success       float64
 	p50, p99, max time.Duration
 	// sliceP99 is each slice's own p99, in the row's order of slices
-	// (openLoopPairs pairs them with the other row's).
+	// (openLoopPairs pairs them with the other row's); -1 for a slice
+	// with no answer.
 	sliceP99 []time.Duration
 	use      usage // CPU of each process and CPU over the measured window
 	note     string
@@ -185,7 +186,10 @@ func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoop
 	var requests, errs int64
 	var use [5]float64
 	for _, p := range parts {
-		_, p99, _ := percentiles(p.res.Latencies)
+		p99 := time.Duration(-1)
+		if len(p.res.Latencies) > 0 {
+			_, p99, _ = percentiles(p.res.Latencies)
+		}
 		r.sliceP99 = append(r.sliceP99, p99)
 		lat = append(lat, p.res.Latencies...)
 		requests += p.res.Requests

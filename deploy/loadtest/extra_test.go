@@ -192,6 +192,9 @@ func TestOpenLoopPairs(t *testing.T) {
 		{row("bare Fiber proxy", 3*time.Millisecond, msl(3, 2.9, 3, 3)), row("authproxy warm", 3*time.Millisecond, msl(3.1, 3.2, 3.1, 3.3))},
 		// Not comparable: left out.
 		{row("bare Fiber proxy", 0, msl(1, 1)), row("authproxy warm", 0, msl(1))},
+		{row("bare Fiber proxy", 0, msl(1)), {name: "authproxy warm", sliceP99: msl(9)}}, // nothing answered
+		// A slice with no answer (-1) leaves its pair out, not the round.
+		{row("bare Fiber proxy", 0, []time.Duration{-1}), row("authproxy warm", 0, msl(50))},
 		{row("bare Fiber proxy", 0, msl(1)), {name: "authproxy warm", note: "not measured: pinning failed"}},
 	}
 	added, lo, hi, n := openLoopPairs(rounds)
@@ -259,6 +262,9 @@ func TestPooledOpenLoopRow(t *testing.T) {
 	near := func(x, y float64) bool { return x-y < 1e-9 && y-x < 1e-9 }
 	if !near(r.use.generator, 0.3) || !near(r.use.upstream, 0.3) || !near(r.use.proxy, 0.6) || !near(r.use.generatorCPUs, 0.7) || r.use.proxyCPUs != -1 {
 		t.Errorf("use %+v; want 0.3, 0.3, 0.6, 0.7, -1", r.use)
+	}
+	if r := pooledOpenLoopRow("bare", 5000, []openLoopPart{a, {}}); !slices.Equal(r.sliceP99, []time.Duration{99 * time.Microsecond, -1}) {
+		t.Errorf("a slice with no answer: slice p99s %v; want 99µs, -1", r.sliceP99)
 	}
 	if r := pooledOpenLoopRow("bare", 5000, nil); r.note == "" || r.requests != 0 {
 		t.Errorf("no slices: %+v", r)

@@ -609,11 +609,13 @@ func kindsNote(ks []kindCount) string {
 func openLoopPairs(rounds [][]openLoopRow) (added, lo, hi time.Duration, n int) {
 	var adds []float64
 	for _, rows := range rounds {
-		if len(rows) != 2 || rows[0].note != "" || rows[1].note != "" || len(rows[0].sliceP99) != len(rows[1].sliceP99) {
+		if !completeOpenLoopRound(rows) || len(rows[0].sliceP99) != len(rows[1].sliceP99) {
 			continue
 		}
 		for j, b := range rows[0].sliceP99 {
-			adds = append(adds, float64(rows[1].sliceP99[j]-b))
+			if w := rows[1].sliceP99[j]; b >= 0 && w >= 0 { // a slice with no answer has no p99
+				adds = append(adds, float64(w-b))
+			}
 		}
 	}
 	if len(adds) == 0 {
@@ -622,13 +624,19 @@ func openLoopPairs(rounds [][]openLoopRow) (added, lo, hi time.Duration, n int) 
 	return time.Duration(median(adds)), time.Duration(slices.Min(adds)), time.Duration(slices.Max(adds)), len(adds)
 }
 
+// completeOpenLoopRound reports whether a round has both rows (bare, then
+// authproxy), each measured and answered.
+func completeOpenLoopRound(rows []openLoopRow) bool {
+	return len(rows) == 2 && rows[0].note == "" && rows[1].note == "" && rows[0].requests > 0 && rows[1].requests > 0
+}
+
 // openLoopAdded is the median rate and the median of the p99 authproxy
 // added (its p99 − the bare proxy's) over the complete rounds of rounds,
 // and how many rounds were complete (both rows measured).
 func openLoopAdded(rounds [][]openLoopRow) (rate float64, added time.Duration, n int) {
 	var rates, adds []float64
 	for _, rows := range rounds {
-		if len(rows) != 2 || rows[0].note != "" || rows[1].note != "" || rows[0].requests == 0 || rows[1].requests == 0 {
+		if !completeOpenLoopRound(rows) {
 			continue
 		}
 		rates = append(rates, rows[0].rate)
