@@ -118,6 +118,12 @@ func TestNATSOutage(t *testing.T) {
 
 	e.nats.Stop()
 	testenv.Eventually(t, func() error { return testenv.Want("NATS connected", e.app.Subscriber.Connected(), false) })
+	// The client reads as disconnected before its disconnect handler has
+	// run; the staleness bound counts from the handler's mark, so the
+	// clock moves only once the cache has it.
+	testenv.Eventually(t, func() error {
+		return testenv.Want("bounded staleness", e.app.Projections.BoundedStaleness(), true)
+	})
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 	if fetches() != 1 {
 		t.Fatalf("fetches within staleness = %d, want 1 (cached)", fetches())

@@ -95,11 +95,13 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			s.connected()
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			// The outage's start first: the client already reads as
+			// disconnected, and the staleness bound counts from here.
+			t.Disconnected(s.now())
 			log.Warn("nats disconnected", "err", err)
 			m.NATSConnected.Set(0)
 			s.live.Store(false)
 			s.reported.Store(false)
-			t.Disconnected(s.now())
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
 			log.Info("nats reconnected; purging caches")

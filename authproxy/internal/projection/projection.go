@@ -394,6 +394,10 @@ func (c *Cache) Disconnected(t time.Time) {
 	c.down.CompareAndSwap(0, t.UnixNano())
 }
 
+// BoundedStaleness reports whether the cache is in the bounded-staleness
+// mode: Disconnected was called and Reconnected not since.
+func (c *Cache) BoundedStaleness() bool { return c.down.Load() != 0 }
+
 // Reconnected purges everything (events may have been missed) and ends the
 // bounded-staleness mode.
 func (c *Cache) Reconnected() {

@@ -87,7 +87,13 @@ func TestStalenessWhileDisconnected(t *testing.T) {
 	f := newFixture(t)
 	f.get(t, "u1") // fetched before the disconnect
 	f.wantFetches(t, 1)
+	if f.c.BoundedStaleness() {
+		t.Fatal("bounded staleness before any disconnect")
+	}
 	f.c.Disconnected(time.Unix(0, f.now.Load()))
+	if !f.c.BoundedStaleness() {
+		t.Fatal("no bounded staleness after the disconnect")
+	}
 	f.advance(20 * time.Second)
 	f.get(t, "u1")
 	f.get(t, "u2") // fetched 20 s into the outage
@@ -102,6 +108,9 @@ func TestStalenessWhileDisconnected(t *testing.T) {
 	f.wantFetches(t, 4)
 	// Reconnect purges everything and ends the bound.
 	f.c.Reconnected()
+	if f.c.BoundedStaleness() {
+		t.Fatal("bounded staleness after the reconnect")
+	}
 	f.get(t, "u1")
 	f.get(t, "u2")
 	f.wantFetches(t, 6)
