@@ -44,6 +44,13 @@ func (r *reply) fail(err error) {
 // For a read by key most of PostgreSQL's CPU is the round trip itself
 // (waking the backend, a receive, a send), and so is much of coreapi's (the
 // write to PostgreSQL and the read of its answer).
+// Fewer runners make bigger batches, and so fewer round trips; but one
+// round trip that hangs (a connection that stopped answering) would hold
+// every read of its kind behind it. So a read that arrives when no round
+// trip of the batcher has started or ended for stallAfter may start one of
+// extra runners beyond runners, which carries what is queued: a hung round
+// trip then delays the others by about stallAfter (under load reads keep
+// arriving), not by batchTimeout.
 // A read is a *T that carries a reply (P: T's pointer type).
 type batcher[T any, P interface {
 	*T
@@ -51,13 +58,50 @@ type batcher[T any, P interface {
 }] struct {
 	runners  int
 	maxBatch int
+	// extra runners may start once nothing moved for stallAfter (0: none).
+	extra      int
+	stallAfter time.Duration
+	clock      func() time.Time // time.Now when nil (tests set it)
 	// send makes one round trip for batch and answers every read in it.
 	send func(ctx context.Context, batch []*T)
 
-	mu      sync.Mutex
-	pending []*T
-	running int
-	spare   []*T // a batch slice to reuse
+	mu       sync.Mutex
+	pending  []*T
+	running  int
+	spare    []*T      // a batch slice to reuse
+	progress time.Time // when a round trip last started or ended (with extra)
+}
+
+func (b *batcher[T, P]) now() time.Time {
+	if b.clock != nil {
+		return b.clock()
+	}
+	return time.Now()
+}
+
+// free reports whether a runner may start now, and takes its slot; b.mu
+// is held.
+func (b *batcher[T, P]) free() bool {
+	if b.running < b.runners {
+		if b.extra > 0 && b.running == 0 {
+			b.progress = b.now()
+		}
+		b.running++
+		return true
+	}
+	if b.running < b.runners+b.extra && b.now().Sub(b.progress) >= b.stallAfter {
+		b.progress = b.now()
+		b.running++
+		return true
+	}
+	return false
+}
+
+// moved records that a round trip ended (only kept with extra runners).
+func (b *batcher[T, P]) moved() {
+	if b.extra > 0 {
+		b.progress = b.now()
+	}
 }
 
 // alone reports whether the caller may send its read alone now; it then
@@ -65,11 +109,7 @@ type batcher[T any, P interface {
 func (b *batcher[T, P]) alone() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.running < b.runners && len(b.pending) == 0 {
-		b.running++
-		return true
-	}
-	return false
+	return len(b.pending) == 0 && b.free()
 }
 
 // queue adds c to the next batch. When a runner's slot is free the caller
@@ -79,10 +119,7 @@ func (b *batcher[T, P]) alone() bool {
 func (b *batcher[T, P]) queue(ctx context.Context, c *T) {
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
-	lead := b.running < b.runners
-	if lead {
-		b.running++
-	}
+	lead := b.free()
 	b.mu.Unlock()
 	if lead {
 		b.run(context.WithoutCancel(ctx), c)
@@ -96,6 +133,7 @@ func (b *batcher[T, P]) queue(ctx context.Context, c *T) {
 // db_queries or trace (the reads they carry count none).
 func (b *batcher[T, P]) finish() {
 	b.mu.Lock()
+	b.moved()
 	if len(b.pending) == 0 {
 		b.running--
 		b.mu.Unlock()
@@ -129,6 +167,7 @@ func (b *batcher[T, P]) run(ctx context.Context, own *T) {
 		clear(batch)
 		b.mu.Lock()
 		b.spare = batch[:0]
+		b.moved()
 		b.mu.Unlock()
 		if own != nil {
 			select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -118,4 +119,86 @@ func TestCanonicalUUID(t *testing.T) {
 			t.Errorf("%q batched", bad)
 		}
 	}
+}
+
+// With extra runners, a read that arrives while the only runner's round
+// trip is in flight queues for it, until that round trip has gone on for
+// stallAfter without anything else moving: then the read starts a runner
+// of its own, which carries what is queued, and a hung round trip holds
+// the others for stallAfter, not batchTimeout. Once the runners are done
+// the slots are free again, and the next read goes alone.
+func TestBatcherExtraRunnerAfterAStall(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	var batches [][]*testCall
+	b := newTestBatcher(func(_ context.Context, batch []*testCall) {
+		batches = append(batches, append([]*testCall(nil), batch...))
+		for _, c := range batch {
+			close(c.done)
+		}
+	})
+	b.extra, b.stallAfter, b.clock = 1, 50*time.Millisecond, clock
+
+	if !b.alone() { // the round trip that hangs: its slot is held
+		t.Fatal("an idle batcher refused a read alone")
+	}
+	first := &testCall{newReply()}
+	advance(49 * time.Millisecond)
+	b.queue(context.Background(), first) // not yet a stall: queued only
+	waitState(t, b, 1, 1)
+	if b.alone() {
+		t.Fatal("a read went alone before the round trip in flight stalled")
+	}
+
+	advance(time.Millisecond) // stallAfter since the hung round trip started
+	second := &testCall{newReply()}
+	b.queue(context.Background(), second) // starts the extra runner, sends both
+	for _, c := range []*testCall{first, second} {
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a queued read waited for the hung round trip")
+		}
+	}
+	if len(batches) != 1 || len(batches[0]) != 2 {
+		t.Fatalf("batches %v, want one of the two queued reads", batches)
+	}
+	waitState(t, b, 1, 0) // the hung one still holds its slot
+	third := &testCall{newReply()}
+	b.queue(context.Background(), third) // the extra runner just moved: queued
+	waitState(t, b, 1, 1)
+
+	b.finish() // the hung round trip ends: its runner sends what is queued
+	select {
+	case <-third.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read queued behind the hung round trip was never sent")
+	}
+	waitState(t, b, 0, 0)
+	if !b.alone() {
+		t.Fatal("the idle batcher refused a read alone")
+	}
+	b.finish()
+	waitState(t, b, 0, 0)
+}
+
+// Without extra runners, no stall lets a read past the runners' slots.
+func TestBatcherNoExtraRunnerByDefault(t *testing.T) {
+	b := newTestBatcher(func(_ context.Context, batch []*testCall) {
+		for _, c := range batch {
+			close(c.done)
+		}
+	})
+	if !b.alone() {
+		t.Fatal("an idle batcher refused a read alone")
+	}
+	time.Sleep(2 * time.Millisecond)
+	c := &testCall{newReply()}
+	b.queue(context.Background(), c)
+	waitState(t, b, 1, 1)
+	b.finish()
+	<-c.done
+	waitState(t, b, 0, 0)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -16,10 +17,17 @@ const qMeBatch = `
 SELECT u.id, u.email, u.email_verified_at IS NOT NULL, u.display_name, u.status, u.created_at, u.updated_at, ` + mfaEnabled + `
 FROM users u WHERE u.id = ANY($1::text[]::uuid[])`
 
-// Concurrent /users/me reads share round trips (see batcher): at most
-// maxMeRunners in flight, each carrying up to maxMeBatch reads.
+// Concurrent /users/me reads share round trips (see batcher): one in
+// flight, carrying up to maxMeBatch reads, and a second only once none has
+// started or ended for meStallAfter. A lookup by key costs PostgreSQL
+// little but the round trip, so one runner's bigger batches pay: against
+// two runners, through authproxy at 64 connections, a third less
+// PostgreSQL CPU per request and 7 to 10 % more requests a second
+// (docs/benchmarks.md). Member-list pages keep two (listbatch.go).
 const (
-	maxMeRunners = 2
+	maxMeRunners = 1
+	meExtra      = 1
+	meStallAfter = 50 * time.Millisecond
 	maxMeBatch   = 64
 )
 
@@ -40,7 +48,7 @@ type meCall struct {
 
 func newMeLoader(pool *pgxpool.Pool) *meLoader {
 	l := &meLoader{pool: pool}
-	l.b = batcher[meCall, *meCall]{runners: maxMeRunners, maxBatch: maxMeBatch, send: l.send}
+	l.b = batcher[meCall, *meCall]{runners: maxMeRunners, extra: meExtra, stallAfter: meStallAfter, maxBatch: maxMeBatch, send: l.send}
 	return l
 }
 

@@ -113,7 +113,7 @@ RETURNING id::text`)
 			var q queryCounter
 			pool := onePool(t, db, mode, &q)
 			s := NewStore(pool, nil, nil)
-			s.me.b.runners = 1
+			s.me.b.runners, s.me.b.extra = 1, 0 // no extra runner, however long the test holds the connection
 			held, err := pool.Acquire(ctx)
 			if err != nil {
 				t.Fatal(err)
