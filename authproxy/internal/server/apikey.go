@@ -246,7 +246,10 @@ var accountRefusals = func() map[string][]*httpError {
 // call (shared/accountroutes: an API key on the account's sign-in,
 // sessions, credentials, address or invitations, or creating keys; a
 // service account on what only a person does), nil for the others.
-// coreapi refuses the same table again behind the proxy.
+// coreapi refuses the same table again behind the proxy. Out of line
+// (noinline): a user's request, the warm path, never calls it.
+//
+//go:noinline
 func coreRefusal(principal string, method, path []byte) *httpError {
 	if i := accountroutes.Index(principal, method, path); i >= 0 {
 		return accountRefusals[principal][i]
