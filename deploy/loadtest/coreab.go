@@ -28,6 +28,7 @@ type coreAB struct {
 
 type abSample struct {
 	rps                  float64
+	p50, p99             time.Duration
 	core, pg, proxy, all float64 // CPU µs per request
 	errors               int64
 	firstErr             string
@@ -54,6 +55,9 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 	c, conns := h.o.conns, h.o.conns
 	if h.o.abTogether {
 		conns = max(c/2, 1)
+	}
+	if h.o.abRate > 0 {
+		c *= 4 // the open loop's connections (measureAB)
 	}
 	rows := []struct {
 		name string
@@ -95,19 +99,22 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 				}
 				smp := smps[k]
 				res[ri][k] = append(res[ri][k], smp)
-				h.logf("round %d %-28s %s: %6.0f req/s, CPU µs/req coreapi %.1f, PostgreSQL %.1f, authproxy %.1f, errors %d %s",
-					round+1, r.name, t.name, smp.rps, smp.core, smp.pg, smp.proxy, smp.errors, smp.firstErr)
+				h.logf("round %d %-28s %s: %6.0f req/s, p50 %s, p99 %s, CPU µs/req coreapi %.1f, PostgreSQL %.1f, authproxy %.1f, errors %d %s",
+					round+1, r.name, t.name, smp.rps, ms(smp.p50), ms(smp.p99), smp.core, smp.pg, smp.proxy, smp.errors, smp.firstErr)
 			}
 		}
 	}
-	how := fmt.Sprintf("%d rounds (ABBA), %d conns", h.o.abRounds, c)
+	how := fmt.Sprintf("%d rounds (ABBA), %d conns", h.o.abRounds, conns)
 	if h.o.abTogether {
 		how = fmt.Sprintf("%d rounds, A and B loaded at the same time, %d conns each", h.o.abRounds, conns)
 	}
+	if h.o.abRate > 0 {
+		how += fmt.Sprintf(", open loop at %.0f req/s on %d connections (latency from when each request was due)", h.o.abRate, conns*4)
+	}
 	fmt.Fprintf(out, "\nA: coreapi built from this tree; B: %s. %s, %s measured per row; medians.\n\n",
 		h.o.coreB, how, h.o.duration)
-	fmt.Fprintln(out, "| row | build | req/s | coreapi CPU µs/req | PostgreSQL CPU µs/req | authproxy CPU µs/req | errors |")
-	fmt.Fprintln(out, "|---|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(out, "| row | build | req/s | p50 | p99 | coreapi CPU µs/req | PostgreSQL CPU µs/req | authproxy CPU µs/req | errors |")
+	fmt.Fprintln(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for ri, r := range rows {
 		for k, name := range []string{"A", "B"} {
 			ss := res[ri][k]
@@ -125,8 +132,11 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 			for _, x := range ss {
 				errs += x.errors
 			}
-			fmt.Fprintf(out, "| %s | %s | %.0f | %.1f | %.1f | %.1f | %d |\n", r.name, name,
-				med(func(x abSample) float64 { return x.rps }), med(func(x abSample) float64 { return x.core }),
+			fmt.Fprintf(out, "| %s | %s | %.0f | %s | %s | %.1f | %.1f | %.1f | %d |\n", r.name, name,
+				med(func(x abSample) float64 { return x.rps }),
+				ms(time.Duration(med(func(x abSample) float64 { return float64(x.p50) }))),
+				ms(time.Duration(med(func(x abSample) float64 { return float64(x.p99) }))),
+				med(func(x abSample) float64 { return x.core }),
 				med(func(x abSample) float64 { return x.pg }), med(func(x abSample) float64 { return x.proxy }), errs)
 		}
 	}
@@ -144,9 +154,20 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 			}
 			return median(v)
 		}
-		fmt.Fprintf(out, "- %s: req/s %.3f, coreapi CPU/req %.3f, PostgreSQL CPU/req %.3f, authproxy CPU/req %.3f\n", r.name,
+		diff := func(f func(abSample) time.Duration) time.Duration {
+			var v []float64
+			for i := range min(len(res[ri][0]), len(res[ri][1])) {
+				v = append(v, float64(f(res[ri][0][i])-f(res[ri][1][i])))
+			}
+			if len(v) == 0 {
+				return 0
+			}
+			return time.Duration(median(v))
+		}
+		fmt.Fprintf(out, "- %s: req/s %.3f, coreapi CPU/req %.3f, PostgreSQL CPU/req %.3f, authproxy CPU/req %.3f; A − B: p50 %s, p99 %s\n", r.name,
 			ratio(func(x abSample) float64 { return x.rps }), ratio(func(x abSample) float64 { return x.core }),
-			ratio(func(x abSample) float64 { return x.pg }), ratio(func(x abSample) float64 { return x.proxy }))
+			ratio(func(x abSample) float64 { return x.pg }), ratio(func(x abSample) float64 { return x.proxy }),
+			ms(diff(func(x abSample) time.Duration { return x.p50 })), ms(diff(func(x abSample) time.Duration { return x.p99 })))
 	}
 	fmt.Fprintln(out, "\nPer round (coreapi / PostgreSQL CPU µs per request):")
 	for ri, r := range rows {
@@ -190,7 +211,11 @@ func (h *harness) measureAB(ctx context.Context, s *stack, t *coreAB, conns int,
 		pgAfter, err = backendCPU(ctx, s, t.appName)
 		note(err)
 	}
-	r := load{addr: t.proxyAddr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: start, onEnd: end}.run(ctx)
+	l := load{addr: t.proxyAddr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: start, onEnd: end}
+	if h.o.abRate > 0 { // open loop: free connections to send on, even when answers are slow
+		l.rate, l.conns = h.o.abRate, conns*4
+	}
+	r := l.run(ctx)
 	if len(errs) > 0 {
 		return abSample{}, errs[0]
 	}
@@ -202,7 +227,7 @@ func (h *harness) measureAB(ctx context.Context, s *stack, t *coreAB, conns int,
 		pg += after - pgBefore[pid] // a backend opened during the window counts whole
 	}
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(r.Requests) }
-	x := abSample{rps: r.RPS, core: per(coreAfter - coreBefore), pg: per(pg), proxy: per(proxyAfter - proxyBefore), errors: r.Errors, firstErr: r.FirstErr}
+	x := abSample{rps: r.RPS, p50: r.P50, p99: r.P99, core: per(coreAfter - coreBefore), pg: per(pg), proxy: per(proxyAfter - proxyBefore), errors: r.Errors, firstErr: r.FirstErr}
 	x.all = x.core + x.pg + x.proxy
 	return x, nil
 }

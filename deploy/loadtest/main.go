@@ -37,6 +37,7 @@ type options struct {
 	coreB            string // a second coreapi binary to compare with, side by side
 	abRounds         int
 	abTogether       bool
+	abRate           float64
 	profile          time.Duration
 	gobench          string
 	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
@@ -84,6 +85,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.coreB, "coreapi-b", "", "with -stack-only: instead of the rows, compare coreapi built from this tree (A) with the coreapi binary at this path (B), each behind its own authproxy on one database, in alternating rounds; prints req/s and CPU per request of coreapi, its PostgreSQL backends and its proxy")
 	fs.IntVar(&o.abRounds, "ab-rounds", 6, "rounds of -coreapi-b (each runs both rows on A and on B)")
 	fs.BoolVar(&o.abTogether, "ab-together", false, "with -coreapi-b: load A and B at the same time, half the connections each (else one after the other)")
+	fs.Float64Var(&o.abRate, "ab-rate", 0, "with -coreapi-b: send each row open loop at this fixed rate (requests/s, on 4× -conns connections; latency counted from when each request was due) and report its p50 and p99, instead of closed loop")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
 	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; each round also runs the bare proxy with the tokens, authproxy on a public route and a second bare proxy) then as many together rounds (bare and authproxy warm loaded at once, half the connections each, and the control: the two bare proxies at once), and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions and simulated cache misses per warm request of the bare proxy and of authproxy under callgrind (the report's rows)")
