@@ -915,8 +915,8 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if err := hc.Do(req, resp); err != nil {
 		return s.forwardFailed(st, resp, err)
 	}
-	if cl != nil && route.Core && resp.StatusCode()/100 == 2 {
-		s.sessionsEnded(h, st, cl)
+	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
+		s.sessionsEnded(cl.Sub)
 	}
 	return nil
 }
@@ -937,18 +937,16 @@ func (s *Server) streamFrom(c *fiber.Ctx, st *state, route *rules.Route, addr st
 	return s.stream(c, st, route, addr, cl)
 }
 
-// sessionsEnded follows a user's successful request to coreapi: when it
-// ended sessions (a logout, a session's revocation), the revocation is
-// committed and its event is still on its way over NATS, so the user's
-// projections are forgotten now, before answering, and the next request
-// through this proxy already sees it.
+// sessionsEnded follows a user's request to coreapi that ended sessions (a
+// logout, a session's revocation): the revocation is committed and its
+// event is still on its way over NATS, so the user's projections are
+// forgotten now, before answering, and the next request through this
+// proxy already sees it.
 //
 //go:noinline
-func (s *Server) sessionsEnded(h *fasthttp.RequestHeader, st *state, cl *tokens.Claims) {
-	if endsSession(h.Method(), st.path) {
-		s.d.Projections.InvalidateUser(cl.Sub)
-		s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
-	}
+func (s *Server) sessionsEnded(sub string) {
+	s.d.Projections.InvalidateUser(sub)
+	s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
 }
 
 // forwardFailed answers a forward whose upstream call failed with err. It
