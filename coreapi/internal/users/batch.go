@@ -82,22 +82,16 @@ func (b *batcher[T, P]) now() time.Time {
 // free reports whether a runner may start now, and takes its slot; b.mu
 // is held.
 func (b *batcher[T, P]) free() bool {
-	if b.running < b.runners {
-		if b.extra > 0 && b.running == 0 {
-			b.progress = b.now()
-		}
-		b.running++
-		return true
+	if b.running >= b.runners && (b.running >= b.runners+b.extra || b.now().Sub(b.progress) < b.stallAfter) {
+		return false
 	}
-	if b.running < b.runners+b.extra && b.now().Sub(b.progress) >= b.stallAfter {
-		b.progress = b.now()
-		b.running++
-		return true
-	}
-	return false
+	b.running++
+	b.moved()
+	return true
 }
 
-// moved records that a round trip ended (only kept with extra runners).
+// moved records that a round trip started or ended (only kept with extra
+// runners).
 func (b *batcher[T, P]) moved() {
 	if b.extra > 0 {
 		b.progress = b.now()

@@ -202,3 +202,31 @@ func TestBatcherNoExtraRunnerByDefault(t *testing.T) {
 	<-c.done
 	waitState(t, b, 0, 0)
 }
+
+// Extra runners are bounded: with the runner and the extra one both held,
+// however long nothing moves, a read queues.
+func TestBatcherExtraRunnersBounded(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	b := newTestBatcher(func(_ context.Context, batch []*testCall) {
+		for _, c := range batch {
+			close(c.done)
+		}
+	})
+	b.extra, b.stallAfter, b.clock = 1, 50*time.Millisecond, func() time.Time { return now }
+	if !b.alone() {
+		t.Fatal("an idle batcher refused a read alone")
+	}
+	now = now.Add(50 * time.Millisecond)
+	if !b.alone() {
+		t.Fatal("the extra runner did not start after a stall")
+	}
+	now = now.Add(time.Hour)
+	c := &testCall{newReply()}
+	b.queue(context.Background(), c)
+	waitState(t, b, 2, 1)
+	b.finish() // one held round trip ends: its runner sends the queued read
+	<-c.done
+	waitState(t, b, 1, 0)
+	b.finish()
+	waitState(t, b, 0, 0)
+}
