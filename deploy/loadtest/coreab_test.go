@@ -52,6 +52,8 @@ func TestCoreBNeedsStackOnly(t *testing.T) {
 		"-only paired -proxy-b /nonexistent/ap": "not an executable file",
 		"-only paired -proxy-b /":               "not an executable file",
 		"-only openloop -placement elsewhere":   "unknown -placement",
+		"-stack-only -ab-rate 3000":             "-ab-rate 3000: needs -coreapi-b",
+		"-stack-only -coreapi-b /x -ab-rate -5": "-ab-rate -5: needs -coreapi-b and a rate above 0",
 	} {
 		err := run(context.Background(), strings.Fields(args), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -138,6 +138,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.coreB != "" && !o.stackOnly {
 		return fmt.Errorf("-coreapi-b needs -stack-only")
 	}
+	if o.abRate != 0 && (o.coreB == "" || o.abRate < 0) {
+		return fmt.Errorf("-ab-rate %g: needs -coreapi-b and a rate above 0", o.abRate)
+	}
 	if (*only == "users" || *only == "paired" || *only == "openloop") && *rounds < 1 {
 		return fmt.Errorf("-rounds %d: -only %s needs at least one round", *rounds, *only)
 	}
