@@ -44,6 +44,28 @@ func TestLastDumpTotals(t *testing.T) {
 
 // The report states each new figure against its goal, and a figure that
 // could not be measured says why instead of showing a number.
+// The idle window is subtracted from the requests' window; an idle window
+// that counted more than a tenth of the requests' instructions is refused
+// rather than turned into a small or negative count per request.
+func TestPerRequestSubtractsAQuietIdleWindow(t *testing.T) {
+	total := map[string]float64{"Ir": 90_000_000, "I1mr": 4_000_000}
+	per, base, err := perRequest(total, map[string]float64{"Ir": 300_000, "I1mr": 40_000}, 2000)
+	if err != nil || per["Ir"] != 44_850 || base["Ir"] != 150 || per["I1mr"] != 1980 || base["I1mr"] != 20 {
+		t.Fatalf("quiet idle window: per %v base %v err %v", per, base, err)
+	}
+	// The run that printed -19793 instructions a request: 126M in the idle
+	// window against 86.5M in the requests'.
+	if per, _, err := perRequest(map[string]float64{"Ir": 86_538_000}, map[string]float64{"Ir": 126_124_000}, 2000); err == nil {
+		t.Fatalf("busy idle window accepted: %v", per)
+	}
+	if _, _, err := perRequest(total, map[string]float64{"Ir": 9_000_001}, 2000); err == nil {
+		t.Fatal("an idle window above a tenth of the requests' accepted")
+	}
+	if _, _, err := perRequest(total, map[string]float64{"Ir": 9_000_000}, 2000); err != nil {
+		t.Fatalf("an idle window of exactly a tenth refused: %v", err)
+	}
+}
+
 func TestReportNewRows(t *testing.T) {
 	base := func() *report {
 		r := &report{opts: options{conns: 64, users: 1000, manyUsers: 100000, duration: 10 * time.Second, warmup: 2 * time.Second}}
