@@ -484,7 +484,9 @@ func (r *report) markdown() string {
 	if len(r.instr) > 0 {
 		w("\nInstructions per warm request (callgrind; each proxy process started under valgrind, warmed, then %d\n", r.instr[0].requests)
 		w("sequential requests on one connection counted between `callgrind_control -z` and `-d`, less a window of\n")
-		w("the same length without requests; the upstream is another process and not counted; counts depend far\n")
+		w("the same length without requests (counted again, twice at most, when it counts more than a tenth of the\n")
+		w("requests' instructions: background work ran in it; a row whose idle window stays busy is measured in a new\n")
+		w("process); the upstream is another process and not counted; counts depend far\n")
 		w("less than times on what else the machine runs, but not nothing: with another CPU-bound job running, both\n")
 		w("proxies' counts rose by 11 to 13 %%, the Go scheduler spinning and parking differently; valgrind has no\n")
 		w("SHA-NI, so SHA-256 weighs more than on the CPU). The same runs simulate one server core's caches (32 KiB\n")
