@@ -329,7 +329,11 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		reqs                  [][]byte
 	}{
 		{names[0], bareAddr, "http://" + bareAddr + benchURI, "", nil, self, []string{"-serve", "bare", "-addr", bareAddr, "-upstream", h.upstreamAddr}, noAuth},
-		{names[1], proxyAddr, "http://" + proxyAdmin + "/readyz", "http://" + proxyAdmin + "/debug/pprof/heap?gc=1", append(h.proxyEnv(proxyAddr, proxyAdmin, h.upstreamAddr), h.appEnv...),
+		// A projection fetch's timeout bounds the proxy's own wall time,
+		// which valgrind stretches some fifty times: the warm-up's fetches
+		// get longer (a value only: the warm requests, counted, fetch
+		// nothing).
+		{names[1], proxyAddr, "http://" + proxyAdmin + "/readyz", "http://" + proxyAdmin + "/debug/pprof/heap?gc=1", append(append(h.proxyEnv(proxyAddr, proxyAdmin, h.upstreamAddr), h.appEnv...), "PROJECTION_TIMEOUT=60s"),
 			filepath.Join(h.bin, "authproxy"), nil, warmReqs},
 	}
 	var out []instrRow
@@ -339,8 +343,8 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		if err != nil && ctx.Err() == nil {
 			// Once more, in a new process: under valgrind a proxy runs
 			// some fifty times slower, and its first dial of the upstream
-			// or fetch of a projection can outlast its timeout (a 503 in
-			// the warm-up); or its idle window stayed busy (busyIdle).
+			// can outlast the dial timeout (a 503 in the warm-up); or its
+			// idle window stayed busy (busyIdle).
 			h.logf("callgrind %s: %v; once more in a new process", t.name, err)
 			per, base, err = h.callgrindOne(ctx, t.name, t.addr, t.ready, t.gc, t.env, t.bin, t.args, t.reqs, n)
 		}
