@@ -482,7 +482,7 @@ func (r *report) markdown() string {
 		w("\n")
 	}
 	if len(r.instr) > 0 {
-		w("\nInstructions per warm request (callgrind; each proxy process started under valgrind, warmed, then %d\n", r.instr[0].requests)
+		w("\nInstructions per warm request (callgrind; each proxy process started under valgrind with GOMAXPROCS=1, warmed, then %d\n", r.instr[0].requests)
 		w("sequential requests on one connection counted between `callgrind_control -z` and `-d`, less a window of\n")
 		w("the same length without requests (counted again, twice at most, when it counts more than a tenth of the\n")
 		w("requests' instructions: background work ran in it; a row whose idle window stays busy is measured in a new\n")
