@@ -42,8 +42,6 @@ func TestLastDumpTotals(t *testing.T) {
 	}
 }
 
-// The report states each new figure against its goal, and a figure that
-// could not be measured says why instead of showing a number.
 // The idle window is subtracted from the requests' window; an idle window
 // that counted more than a tenth of the requests' instructions is refused
 // rather than turned into a small or negative count per request.
@@ -66,6 +64,8 @@ func TestPerRequestSubtractsAQuietIdleWindow(t *testing.T) {
 	}
 }
 
+// The report states each new figure against its goal, and a figure that
+// could not be measured says why instead of showing a number.
 func TestReportNewRows(t *testing.T) {
 	base := func() *report {
 		r := &report{opts: options{conns: 64, users: 1000, manyUsers: 100000, duration: 10 * time.Second, warmup: 2 * time.Second}}
