@@ -26,6 +26,10 @@ type coreAB struct {
 	appName     string
 }
 
+// abOpenLoopConns is how many connections per -conns an -ab-rate row sends
+// on: free ones to send a due request on while answers are slow.
+const abOpenLoopConns = 4
+
 type abSample struct {
 	rps                  float64
 	p50, p99             time.Duration
@@ -57,7 +61,7 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 		conns = max(c/2, 1)
 	}
 	if h.o.abRate > 0 {
-		c *= 4 // the open loop's connections (measureAB)
+		c *= abOpenLoopConns // the open loop's connections (measureAB)
 	}
 	rows := []struct {
 		name string
@@ -109,7 +113,7 @@ func (h *harness) runCoreAB(ctx context.Context, out io.Writer) error {
 		how = fmt.Sprintf("%d rounds, A and B loaded at the same time, %d conns each", h.o.abRounds, conns)
 	}
 	if h.o.abRate > 0 {
-		how += fmt.Sprintf(", open loop at %.0f req/s on %d connections (latency from when each request was due)", h.o.abRate, conns*4)
+		how += fmt.Sprintf(", open loop at %.0f req/s on %d connections (latency from when each request was due)", h.o.abRate, conns*abOpenLoopConns)
 	}
 	fmt.Fprintf(out, "\nA: coreapi built from this tree; B: %s. %s, %s measured per row; medians.\n\n",
 		h.o.coreB, how, h.o.duration)
@@ -213,7 +217,7 @@ func (h *harness) measureAB(ctx context.Context, s *stack, t *coreAB, conns int,
 	}
 	l := load{addr: t.proxyAddr, conns: conns, warmup: h.o.warmup, duration: h.o.duration, request: req, want: 200, onStart: start, onEnd: end}
 	if h.o.abRate > 0 { // open loop: free connections to send on, even when answers are slow
-		l.rate, l.conns = h.o.abRate, conns*4
+		l.rate, l.conns = h.o.abRate, conns*abOpenLoopConns
 	}
 	r := l.run(ctx)
 	if len(errs) > 0 {
