@@ -16,6 +16,9 @@ import (
 // address and the client IP before the password is looked at), but picks
 // no tenant and opens no session (accepting an invitation with an
 // existing account's password). It returns the user id and token version.
+// A correct password of an account with a second factor is
+// ErrSecondFactor: the password alone does not prove its owner, so the
+// caller must sign in (with the second factor) and act on its bearer.
 func (s *Service) CheckPassword(ctx context.Context, email, pw, ip string) (string, int64, error) {
 	var a users.Credentials
 	err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
@@ -29,8 +32,20 @@ func (s *Service) CheckPassword(ctx context.Context, email, pw, ip string) (stri
 	if a.Status != identity.StatusActive {
 		return "", 0, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
+	// Checked after the password, as the password grant does: only its
+	// owner learns that the account has a second factor.
+	if on, err := s.hasMFA(ctx, a.UserID); err != nil {
+		return "", 0, err
+	} else if on {
+		return "", 0, ErrSecondFactor
+	}
 	return a.UserID, a.TokenVersion, nil
 }
+
+// ErrSecondFactor is CheckPassword's answer to a correct password of an
+// account with a second factor.
+var ErrSecondFactor = problem.New(401, problem.CodeAccountExists,
+	"this account has a second factor: sign in with it, then accept signed in")
 
 // RetryAfter reports the Retry-After seconds of a lockout error.
 func RetryAfter(err error) (int, bool) {

@@ -164,6 +164,46 @@ func TestInviteAcceptWithPassword(t *testing.T) {
 	}
 }
 
+// TestInviteAcceptWithPasswordNeedsTheSecondFactor: the password alone of
+// an account with a second factor opens no session through an invitation
+// (else whoever knows it, e.g. after resetting it from the mailbox, would
+// get a session without the factor by inviting the address to a tenant of
+// their own, then switch into the account's other tenants). The answer
+// is account_exists, nothing is created, and the invitation stays usable
+// for the account signed in.
+func TestInviteAcceptWithPasswordNeedsTheSecondFactor(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	victim := x.signup(t, "victim@example.com")
+	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, victim.c.Sub)
+	if r := x.token(t, "victim@example.com", pw); r.Status != http.StatusUnauthorized || r.Problem(t).Code != "mfa_required" {
+		t.Fatalf("password grant of an MFA user: %d %s, want 401 mfa_required", r.Status, r.Body)
+	}
+	other := x.signup(t, "other@evil.test")
+	x.invite(t, other.id, "victim@example.com")
+	tok := x.mail(t, "victim@example.com", "You are invited").Token()
+	sessions := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, victim.c.Sub)
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusUnauthorized || code != "account_exists" {
+		t.Fatalf("accept with the password of an MFA account: %d %s, want 401 account_exists", st, code)
+	}
+	if x.isMember(t, other.c.Tid, "victim@example.com") {
+		t.Error("the refused accept added the account to the tenant")
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, victim.c.Sub); n != sessions {
+		t.Errorf("sessions of the account: %d, want %d (none opened)", n, sessions)
+	}
+	// A wrong password is still just that (no hint of the second factor).
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "not the password"}); st != http.StatusBadRequest || code != "invalid_grant" {
+		t.Fatalf("accept with a wrong password: %d %s, want 400 invalid_grant", st, code)
+	}
+	// Signed in (the bearer's identity), the account accepts.
+	if _, st, code := x.accept(t, &victim.id, map[string]string{"token": tok}); st != http.StatusOK {
+		t.Fatalf("accept signed in: %d %s", st, code)
+	}
+	if !x.isMember(t, other.c.Tid, "victim@example.com") {
+		t.Error("accepted signed in, but not a member")
+	}
+}
+
 func TestInvitationLifecycle(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "boss@acme.test")
