@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lockout"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"log/slog"
 	"time"
 
@@ -62,6 +63,9 @@ type Options struct {
 	// ClientCredentials answers grant_type=client_credentials; nil: the
 	// grant is unsupported.
 	ClientCredentials ClientCredentials
+	// Catalog is the permission catalog (nil: the built-in permissions),
+	// for what a member holds when a tenant admin resets its factor.
+	Catalog *permissions.Catalog
 }
 
 // Service issues tokens and manages sessions.
@@ -80,6 +84,7 @@ type Service struct {
 	mfaIssuer string
 	now       func() time.Time
 	cc        ClientCredentials
+	catalog   *permissions.Catalog
 }
 
 // New returns a Service.
@@ -91,13 +96,16 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Catalog == nil {
+		o.Catalog = permissions.Builtin()
+	}
 	if o.MFAIssuer == "" {
 		o.MFAIssuer = "Tollgate"
 	}
 	return &Service{
 		log: o.Logger, pool: o.Pool, keys: o.Keys, passwords: o.Passwords, sessions: o.Sessions,
 		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, attempts: lockout.New(o.Pool, o.Lockout), now: o.Now,
-		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials,
+		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials, catalog: o.Catalog,
 	}, nil
 }
 

@@ -673,7 +673,11 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "the member has no second factor")
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
+	a := roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: rid}
 	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
+		if err := users.CheckFactorReset(ctx, tx, s.catalog, id.TenantID, uid, a); err != nil {
+			return err
+		}
 		n, err := s.sessions.RevokeAll(ctx, tx, uid, "", sessions.ReasonMFAReset)
 		if err != nil {
 			return err
@@ -686,7 +690,16 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonUserMFAReset})
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, roles.ErrEscalation):
+		return problem.New(fiber.StatusForbidden, problem.CodeForbidden,
+			"the member holds permissions you do not hold: you cannot reset their second factor")
+	case errors.Is(err, users.ErrMemberElsewhere):
+		return problem.New(fiber.StatusForbidden, problem.CodeForbidden,
+			"the member belongs to other tenants too, whose access the second factor also guards: the member signs in with a recovery code instead")
+	case errors.Is(err, users.ErrNotFound):
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no such member")
+	case err != nil:
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

@@ -466,3 +466,50 @@ func TestAdminResetsMemberMFA(t *testing.T) {
 	// The member can sign in with the password alone again and enrol anew.
 	e.enrol(t, &member)
 }
+
+// TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant: an admin (every
+// permission but tenant:write) cannot remove the second factor of the owner
+// (who holds more); nor can anybody remove the factor of a member who
+// belongs to another tenant too, which the factor also guards (else the
+// owner of a tenant the victim was invited to could strip the factor that
+// protects the victim's own tenant). Nothing is removed or revoked.
+func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
+	e := start(t, cheap)
+	owner, _, _ := e.mfaUser(t, "boss@example.com")
+	ownerAs := e.identityFor(t, owner)
+	admin := e.SeedUserIn(t, ownerAs.TenantID, "admin@example.com", "admin")
+	if admin.Has("tenant:write") {
+		t.Fatal("the admin holds tenant:write")
+	}
+	reset := func(as *identity.Identity, id string) apitest.Response {
+		return e.Send(t, as, http.MethodDelete, "/api/v1/users/"+id+"/mfa", nil)
+	}
+	unchanged := func(what, uid string) {
+		t.Helper()
+		if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, uid); n != 1 {
+			t.Errorf("%s: the factor was removed", what)
+		}
+		if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_reason = 'mfa_reset'`, uid); n != 0 {
+			t.Errorf("%s: %d sessions revoked", what, n)
+		}
+	}
+	wantStatus(t, "admin resets the owner", reset(&admin, ownerAs.UserID), http.StatusForbidden, "forbidden")
+	unchanged("admin resets the owner", ownerAs.UserID)
+
+	// The victim's own tenant, and a tenant of somebody else that the
+	// victim joined: its owner holds everything the victim holds there.
+	victim, _, _ := e.mfaUser(t, "victim@example.com")
+	victimAs := e.identityFor(t, victim)
+	other := e.signup(t, "other@example.com", "Other")
+	otherAs := e.identityFor(t, other)
+	if _, err := e.DB.Pool.Exec(context.Background(), `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, otherAs.TenantID, victimAs.UserID); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "a member of another tenant too", reset(otherAs, victimAs.UserID), http.StatusForbidden, "forbidden")
+	unchanged("a member of another tenant too", victimAs.UserID)
+	// Alone in the tenant, the same member's factor is reset.
+	if _, err := e.DB.Pool.Exec(context.Background(), `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, victimAs.TenantID, victimAs.UserID); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "a member of this tenant only", reset(otherAs, victimAs.UserID), http.StatusNoContent, "")
+}

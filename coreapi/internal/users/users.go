@@ -718,6 +718,37 @@ func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID stri
 	return t, mapErr(err)
 }
 
+// ErrMemberElsewhere: the member belongs to another tenant too.
+var ErrMemberElsewhere = errors.New("the member belongs to other tenants too")
+
+// CheckFactorReset is the check, in tx, before a tenant admin a removes the
+// second factor of the member userID (DELETE /users/{id}/mfa). It locks the
+// membership as Update and Remove do. a must hold every permission the
+// member holds in the tenant (else roles.ErrEscalation), as for disabling
+// or removing it. And the member must belong to no other tenant (else
+// ErrMemberElsewhere): the factor is the account's, so it guards the
+// account's other tenants too, where a has no say. ErrNotFound: no such
+// member.
+func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID, userID string, a roles.Actor) error {
+	const qElsewhere = `SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id <> $2)`
+	all, member := roles.CatalogArgs(c)
+	var t target
+	if err := tx.QueryRow(ctx, qTarget, tenantID, userID, all, member).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner); err != nil {
+		return mapErr(err)
+	}
+	if !a.Covers(t.perms) {
+		return roles.ErrEscalation
+	}
+	var elsewhere bool
+	if err := tx.QueryRow(ctx, qElsewhere, userID, tenantID).Scan(&elsewhere); err != nil {
+		return fmt.Errorf("other memberships: %w", err)
+	}
+	if elsewhere {
+		return ErrMemberElsewhere
+	}
+	return nil
+}
+
 // Patch is a partial update of a member; nil fields are left alone.
 type Patch struct {
 	Status *string `json:"status,omitempty"` // membership status: active or disabled
