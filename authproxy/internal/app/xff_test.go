@@ -113,3 +113,24 @@ func TestClientIPEachRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedForwardedForLines: behind a trusted peer, X-Forwarded-For
+// sent as several lines (a hop that adds its own line rather than extend
+// the client's, as HAProxy's option forwardfor does; RFC 9110 5.3) is one
+// list: the client IP is the rightmost untrusted hop of all the lines, not
+// of the client's first line, and the upstream gets one line with every
+// hop and the peer.
+func TestTrustedForwardedForLines(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
+	tok := e.token(nil)
+	r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok +
+		"\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n")
+	e.wantStatus(r, 200)
+	got := e.wantSigned()
+	if ip := got.Headers["X-Auth-Client-Ip"]; len(ip) != 1 || ip[0] != "203.0.113.7" {
+		t.Fatalf("X-Auth-Client-Ip = %v, want 203.0.113.7 (the hop the trusted peer added; the client chose 6.6.6.6)", ip)
+	}
+	if xff := got.Headers["X-Forwarded-For"]; len(xff) != 1 || xff[0] != "6.6.6.6, 203.0.113.7, 127.0.0.1" {
+		t.Fatalf("upstream X-Forwarded-For = %q, want one line with every hop and the peer", xff)
+	}
+}

@@ -1045,13 +1045,24 @@ func (s *Server) setForwarded(c *fiber.Ctx, st *state) {
 		setForwardedOnce(h, ipStr, proto)
 		return
 	}
-	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
-		v := make([]byte, 0, len(prior)+2+len(ipStr))
-		v = append(append(append(v, prior...), ", "...), ipStr...)
-		h.SetBytesV("X-Forwarded-For", v)
-	} else {
-		h.SetBytesV("X-Forwarded-For", ipStr)
+	// Every X-Forwarded-For line, in order, as one list (RFC 9110 5.3: a
+	// trusted hop may add a line of its own rather than extend the
+	// client's), then the peer; written back as one line, which
+	// forwardedClient walks from the right. Reading the first line alone
+	// would let the client's own line stand for the hop's.
+	var v []byte
+	for _, prior := range h.PeekAll("X-Forwarded-For") {
+		if len(v) > 0 {
+			v = append(v, ", "...)
+		}
+		v = append(v, prior...)
 	}
+	if len(v) > 0 {
+		v = append(v, ", "...)
+	}
+	v = append(v, ipStr...)
+	h.Del("X-Forwarded-For")
+	h.SetBytesV("X-Forwarded-For", v)
 	if len(h.Peek("X-Forwarded-Proto")) == 0 {
 		h.Set("X-Forwarded-Proto", proto)
 	}
