@@ -95,13 +95,14 @@ func coreStepUp(method, path string) bool {
 			return true
 		}
 		// DELETE /api/v1/users/{id} and /api/v1/users/{id}/mfa (an
-		// admin's reset of a member's second factor).
+		// admin's reset of a member's second factor); {id} "me" too, which
+		// coreapi reads as the caller's own id.
 		rest, ok := strings.CutPrefix(path, "/api/v1/users/")
 		if !ok {
 			return false
 		}
 		id, sub, _ := strings.Cut(rest, "/")
-		return id != "" && id != "me" && (sub == "" && !strings.HasSuffix(rest, "/") || sub == "mfa")
+		return id != "" && (sub == "" && !strings.HasSuffix(rest, "/") || sub == "mfa")
 	}
 	return false
 }

@@ -17,11 +17,14 @@ var requestIDKey = []byte(requestid.Header)
 // those very bytes (the path needed no normalization), it is left as it
 // is: the forwarding client then writes it from the parsed URI instead of
 // parsing a new one. The Host header is kept as the client sent it either
-// way (UseHostHeader), and an absolute-form request line (which may carry
-// a host or userinfo of its own) is always replaced.
+// way (UseHostHeader), and an absolute-form request line, or one that
+// starts with "//" (which fasthttp may read as a network-path reference,
+// with a host and userinfo of its own: the forwarding client would then
+// write the userinfo as an Authorization header of the client's
+// choosing), is always replaced.
 func setRequestURI(req *fasthttp.Request, uri []byte) {
 	req.UseHostHeader = true
-	if raw := req.Header.RequestURI(); len(raw) > 0 && raw[0] == '/' {
+	if raw := req.Header.RequestURI(); len(raw) > 0 && raw[0] == '/' && (len(raw) == 1 || raw[1] != '/') {
 		u := req.URI()
 		u.DisablePathNormalizing = true // as the forwarding client sends it
 		if bytes.Equal(u.RequestURI(), uri) {
