@@ -600,7 +600,7 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 		return insufficientAuth(c, "disabling the second factor needs one given in the last 5 minutes; step up with grant_type=mfa_otp")
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	if err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
+	if err := s.removeMFA(ctx, id.UserID, nil, func(tx pgx.Tx) error {
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 			Action: audit.ActionUserMFADisabled, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
@@ -611,13 +611,19 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-// removeMFA deletes a user's factor and recovery codes and runs then in
-// the same transaction.
-func (s *Service) removeMFA(ctx context.Context, userID string, then func(pgx.Tx) error) error {
+// removeMFA deletes a user's factor and recovery codes in one
+// transaction: first (when not nil) runs before, and may refuse, and then
+// after.
+func (s *Service) removeMFA(ctx context.Context, userID string, first, then func(pgx.Tx) error) error {
 	const qTOTP = `DELETE FROM mfa_totp WHERE user_id = $1`
 	const qCodes = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
 	const qChallenges = `DELETE FROM mfa_challenges WHERE user_id = $1`
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if first != nil {
+			if err := first(tx); err != nil {
+				return err
+			}
+		}
 		for _, q := range []string{qTOTP, qCodes, qChallenges} {
 			if _, err := tx.Exec(ctx, q, userID); err != nil {
 				return fmt.Errorf("remove second factor: %w", err)
@@ -675,9 +681,8 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	a := roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: rid}
 	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
-		if err := users.CheckFactorReset(ctx, tx, s.catalog, id.TenantID, uid, a); err != nil {
-			return err
-		}
+		return users.CheckFactorReset(ctx, tx, s.catalog, id.TenantID, uid, a)
+	}, func(tx pgx.Tx) error {
 		n, err := s.sessions.RevokeAll(ctx, tx, uid, "", sessions.ReasonMFAReset)
 		if err != nil {
 			return err

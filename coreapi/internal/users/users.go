@@ -713,8 +713,14 @@ func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID stri
 	if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
 		return target{}, err
 	}
+	return readTarget(ctx, tx, s.all, s.member, tenantID, userID)
+}
+
+// readTarget reads qTarget for the member (locking its row), with the
+// catalog's arrays all and member (roles.CatalogArgs).
+func readTarget(ctx context.Context, tx pgx.Tx, all, member, tenantID, userID string) (target, error) {
 	var t target
-	err := tx.QueryRow(ctx, qTarget, tenantID, userID, s.all, s.member).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner)
+	err := tx.QueryRow(ctx, qTarget, tenantID, userID, all, member).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner)
 	return t, mapErr(err)
 }
 
@@ -723,7 +729,7 @@ var ErrMemberElsewhere = errors.New("the member belongs to other tenants too")
 
 // CheckFactorReset is the check, in tx, before a tenant admin a removes the
 // second factor of the member userID (DELETE /users/{id}/mfa). It locks the
-// membership as Update and Remove do. a must hold every permission the
+// membership row (readTarget). a must hold every permission the
 // member holds in the tenant (else roles.ErrEscalation), as for disabling
 // or removing it. And the member must belong to no other tenant (else
 // ErrMemberElsewhere): the factor is the account's, so it guards the
@@ -732,9 +738,9 @@ var ErrMemberElsewhere = errors.New("the member belongs to other tenants too")
 func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID, userID string, a roles.Actor) error {
 	const qElsewhere = `SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id <> $2)`
 	all, member := roles.CatalogArgs(c)
-	var t target
-	if err := tx.QueryRow(ctx, qTarget, tenantID, userID, all, member).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner); err != nil {
-		return mapErr(err)
+	t, err := readTarget(ctx, tx, all, member, tenantID, userID)
+	if err != nil {
+		return err
 	}
 	if !a.Covers(t.perms) {
 		return roles.ErrEscalation
