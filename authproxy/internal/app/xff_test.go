@@ -133,4 +133,15 @@ func TestTrustedForwardedForLines(t *testing.T) {
 	if xff := got.Headers["X-Forwarded-For"]; len(xff) != 1 || xff[0] != "6.6.6.6, 203.0.113.7, 127.0.0.1" {
 		t.Fatalf("upstream X-Forwarded-For = %q, want one line with every hop and the peer", xff)
 	}
+	// An empty line names no hop: the list is the others and the peer.
+	r = e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok +
+		"\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-For: \r\nConnection: close\r\n\r\n")
+	e.wantStatus(r, 200)
+	got = e.wantSigned()
+	if xff := got.Headers["X-Forwarded-For"]; len(xff) != 1 || xff[0] != "203.0.113.9, 127.0.0.1" {
+		t.Fatalf("upstream X-Forwarded-For = %q after an empty line, want \"203.0.113.9, 127.0.0.1\"", xff)
+	}
+	if ip := got.Headers["X-Auth-Client-Ip"]; len(ip) != 1 || ip[0] != "203.0.113.9" {
+		t.Fatalf("X-Auth-Client-Ip = %v after an empty line, want 203.0.113.9", ip)
+	}
 }

@@ -1049,16 +1049,13 @@ func (s *Server) setForwarded(c *fiber.Ctx, st *state) {
 	// trusted hop may add a line of its own rather than extend the
 	// client's), then the peer; written back as one line, which
 	// forwardedClient walks from the right. Reading the first line alone
-	// would let the client's own line stand for the hop's.
+	// would let the client's own line stand for the hop's. Empty lines
+	// name no hop.
 	var v []byte
 	for _, prior := range h.PeekAll("X-Forwarded-For") {
-		if len(v) > 0 {
-			v = append(v, ", "...)
+		if len(prior) > 0 {
+			v = append(append(v, prior...), ", "...)
 		}
-		v = append(v, prior...)
-	}
-	if len(v) > 0 {
-		v = append(v, ", "...)
 	}
 	v = append(v, ipStr...)
 	h.Del("X-Forwarded-For")
