@@ -39,7 +39,7 @@ func wireLifecycle(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg 
 	if err != nil {
 		return nil, err
 	}
-	lc, err := lifecycle.New(lifecycle.Options{Logger: log, Pool: pool, Auth: svc, Passwords: hasher})
+	lc, err := lifecycle.New(lifecycle.Options{Logger: log, Pool: pool, Auth: svc, Passwords: hasher, Catalog: cfg.Catalog})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 )
 
@@ -60,25 +61,47 @@ const cols = `id::text, email, roles,
 
 // Store reads and writes invitations.
 type Store struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	catalog *permissions.Catalog
 }
 
-// NewStore returns a Store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// NewStore returns a Store on pool; c is the live permission catalog (nil:
+// the built-in one), which says what the built-in roles an invitation
+// names grant.
+func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
+	if c == nil {
+		c = permissions.Builtin()
+	}
+	return &Store{pool: pool, catalog: c}
+}
 
-// Create invites email into tenantID with roles (default member) inside
-// tx, and queues the invitation mail.
-func Create(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
-	const (
-		qPrep = `
+// The permissions of role row r under the live catalog (roles.CatalogArgs:
+// every permission, and the member role's): built-in roles hold what the
+// catalog gives them, not what their rows stored.
+var (
+	prepPerms  = roles.PermissionsSQL("r", "$5::text[]", "$6::text[]")
+	grantPerms = roles.PermissionsSQL("r", "$4::text[]", "$5::text[]")
+)
+
+// qPrep reads, for Create, the tenant's name, the inviter's, how many of the
+// roles exist, the permissions they grant and whether the address is a
+// member already.
+var qPrep = `
 SELECT t.name,
        coalesce((SELECT display_name FROM users WHERE id = NULLIF($3, '')::uuid), ''),
        (SELECT count(*) FROM roles r WHERE r.tenant_id = t.id AND r.name = ANY($4::text[])),
-       (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM roles r, unnest(r.permissions) p
-        WHERE r.tenant_id = t.id AND r.name = ANY($4::text[])),
+       (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + prepPerms + `) p
+        WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) AND p = ANY($5::text[])),
        EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
                WHERE m.tenant_id = t.id AND lower(u.email) = lower($2))
 FROM tenants t WHERE t.id = $1`
+
+// Create invites email into tenantID with roles (default member) inside
+// tx, and queues the invitation mail. The inviter a must hold every
+// permission the roles grant under the catalog c (else
+// roles.ErrEscalation).
+func Create(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
+	const (
 		qExpire = `
 UPDATE invitations SET status = 'expired', updated_at = now()
 WHERE tenant_id = $1 AND lower(email) = lower($2) AND status = 'pending' AND expires_at <= now()`
@@ -96,7 +119,8 @@ RETURNING ` + cols
 		perms               []string
 		member              bool
 	)
-	if err := tx.QueryRow(ctx, qPrep, tenantID, email, a.UserID, roleNames).Scan(&tenantName, &inviter, &known, &perms, &member); err != nil {
+	all, memberPerms := roles.CatalogArgs(c)
+	if err := tx.QueryRow(ctx, qPrep, tenantID, email, a.UserID, roleNames, all, memberPerms).Scan(&tenantName, &inviter, &known, &perms, &member); err != nil {
 		return Invitation{}, fmt.Errorf("prepare invitation: %w", err)
 	}
 	if known != len(roleNames) {
@@ -140,7 +164,7 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, emai
 	var inv Invitation
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		inv, err = Create(ctx, tx, tenantID, a, email, roleNames)
+		inv, err = Create(ctx, tx, s.catalog, tenantID, a, email, roleNames)
 		return err
 	})
 	return inv, err
@@ -303,21 +327,27 @@ FROM invitations WHERE token_hash = $1 FOR UPDATE`
 	return p, nil
 }
 
-// GrantableRoles re-checks an invitation's roles at accept: the roles that
-// still exist, and whether the inviter (still an active member) holds
-// every permission they grant. An inviter who left or was demoted can no
-// longer hand out what the invitation names.
-func GrantableRoles(ctx context.Context, tx pgx.Tx, p Pending) ([]string, bool, error) {
-	const q = `
+// qGrantable reads, for GrantableRoles, the invitation's roles that still
+// exist, the permissions they grant and the inviter's, both under the live
+// catalog.
+var qGrantable = `
 SELECT ARRAY(SELECT r.name FROM roles r WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) ORDER BY r.name),
-       ARRAY(SELECT DISTINCT x FROM roles r, unnest(r.permissions) x WHERE r.tenant_id = $1 AND r.name = ANY($2::text[])),
+       ARRAY(SELECT DISTINCT x FROM roles r, unnest(` + grantPerms + `) x
+             WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND x = ANY($4::text[])),
        ARRAY(SELECT DISTINCT x FROM memberships m
              JOIN users u ON u.id = m.user_id AND u.status = 'active'
              JOIN membership_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
-             JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id, unnest(r.permissions) x
-             WHERE m.tenant_id = $1 AND m.user_id = $3::uuid AND m.status = 'active')`
+             JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id, unnest(` + grantPerms + `) x
+             WHERE m.tenant_id = $1 AND m.user_id = $3::uuid AND m.status = 'active' AND x = ANY($4::text[]))`
+
+// GrantableRoles re-checks an invitation's roles at accept: the roles that
+// still exist, and whether the inviter (still an active member) holds
+// every permission they grant, both under the live catalog c. An inviter
+// who left or was demoted can no longer hand out what the invitation names.
+func GrantableRoles(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, p Pending) ([]string, bool, error) {
+	all, member := roles.CatalogArgs(c)
 	var names, need, have []string
-	if err := tx.QueryRow(ctx, q, p.TenantID, p.Roles, p.InvitedBy).Scan(&names, &need, &have); err != nil {
+	if err := tx.QueryRow(ctx, qGrantable, p.TenantID, p.Roles, p.InvitedBy, all, member).Scan(&names, &need, &have); err != nil {
 		return nil, false, fmt.Errorf("check invitation roles: %w", err)
 	}
 	ok := roles.Actor{Permissions: have}.Covers(need)

@@ -272,7 +272,7 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 		if err := usable(p); err != nil {
 			return err
 		}
-		names, ok, err := invitations.GrantableRoles(ctx, tx, p)
+		names, ok, err := invitations.GrantableRoles(ctx, tx, s.catalog, p)
 		if err != nil {
 			return err
 		}

@@ -2,10 +2,12 @@ package lifecycle_test
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -391,5 +393,66 @@ func TestInvitationHeaderInjection(t *testing.T) {
 				t.Errorf("a mail went to %s", rc)
 			}
 		}
+	}
+}
+
+// billingCatalog declares a permission beyond the built-in ones, held by
+// owner and admin (every catalog permission) but by no custom role unless
+// given.
+const billingCatalog = `permissions:
+  - name: billing:admin
+    description: Manage billing
+`
+
+// An invitation's built-in roles grant what the live catalog gives them,
+// so an inviter must hold that, at invite and again at accept: a custom
+// role holding every built-in permission but billing:admin cannot hand out
+// owner or admin (which hold billing:admin).
+func TestInviteChecksTheCatalogsPermissions(t *testing.T) {
+	cat, err := permissions.Parse([]byte(billingCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := startWith(t, lifecycle.Limits{}, cat)
+	owner := x.signup(t, "owner@acme.test")
+	tid := owner.c.Tid
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/roles",
+		map[string]any{"name": "deputy", "permissions": permissions.Builtin().Names()}), http.StatusCreated)
+	deputy := x.SeedUserIn(t, tid, "deputy@acme.test", "deputy")
+	if slices.Contains(deputy.Permissions, "billing:admin") || !slices.Contains(deputy.Permissions, "users:write") {
+		t.Fatalf("deputy holds %v", deputy.Permissions)
+	}
+
+	for _, role := range []string{"owner", "admin"} {
+		wantProblem(t, x.Send(t, &deputy, http.MethodPost, "/api/v1/invitations",
+			map[string]any{"email": role + "@example.com", "roles": []string{role}}), http.StatusForbidden, problem.CodeForbidden)
+		if n := x.count(t, `SELECT count(*) FROM invitations WHERE tenant_id = $1`, tid); n != 0 {
+			t.Fatalf("a refused invitation was stored (%d)", n)
+		}
+		// Adding an existing account invites it: the same check.
+		wantProblem(t, x.Send(t, &deputy, http.MethodPost, "/api/v1/users",
+			map[string]any{"email": "owner@acme.test", "roles": []string{role}}), http.StatusForbidden, problem.CodeForbidden)
+	}
+	x.invite(t, deputy, "plain@example.com", "member")
+
+	// An admin invites as admin, then is made a deputy: the accept is
+	// refused, since the inviter no longer holds billing:admin.
+	admin := x.SeedUserIn(t, tid, "admin@acme.test", "admin")
+	x.invite(t, admin, "second@example.com", "admin")
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPut, "/api/v1/users/"+admin.UserID+"/roles/deputy", nil), http.StatusOK)
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+admin.UserID+"/roles/admin", nil), http.StatusOK)
+	tok := x.mail(t, "second@example.com", "You are invited").Token()
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "second's password"}); st != 403 || code != problem.CodeForbidden {
+		t.Fatalf("accept of a demoted inviter's admin invitation: %d %s", st, code)
+	}
+	if x.isMember(t, tid, "second@example.com") {
+		t.Fatal("the refused accept added a member")
+	}
+	// The owner, who holds billing:admin, can invite an admin, who can
+	// accept.
+	x.invite(t, owner.id, "third@example.com", "admin")
+	tok = x.mail(t, "third@example.com", "You are invited").Token()
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "third's password"}); st != 200 {
+		t.Fatalf("accept of the owner's invitation: %d %s", st, code)
 	}
 }

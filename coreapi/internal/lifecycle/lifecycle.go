@@ -33,6 +33,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -65,6 +66,9 @@ type Options struct {
 	Auth      *auth.Service
 	Passwords *password.Hasher
 	Limits    Limits
+	// Catalog is the live permission catalog (nil: the built-in one): what
+	// the built-in roles an invitation names grant.
+	Catalog *permissions.Catalog
 }
 
 // Service serves the lifecycle routes.
@@ -76,6 +80,7 @@ type Service struct {
 	limiter     *ratelimit.Limiter
 	limits      Limits
 	invitations *invitations.Store
+	catalog     *permissions.Catalog
 	cursors     *httpapi.Cursors
 }
 
@@ -96,8 +101,11 @@ func New(o Options) (*Service, error) {
 			*l.got = l.def
 		}
 	}
+	if o.Catalog == nil {
+		o.Catalog = permissions.Builtin()
+	}
 	return &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, passwords: o.Passwords,
-		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool)}, nil
+		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool, o.Catalog), catalog: o.Catalog}, nil
 }
 
 // Register adds the routes (an httpapi.Options.Register hook).

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -47,6 +48,13 @@ type env struct {
 
 func start(t *testing.T, limits lifecycle.Limits) *env {
 	t.Helper()
+	return startWith(t, limits, nil)
+}
+
+// startWith is start with the permission catalog cat (nil: the built-in
+// one) in every part that reads it.
+func startWith(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog) *env {
+	t.Helper()
 	dir := t.TempDir()
 	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
@@ -58,13 +66,14 @@ func start(t *testing.T, limits lifecycle.Limits) *env {
 	x := &env{smtp: mailtest.Start(t)}
 	h := password.New(cheap, 0)
 	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
-		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
+		o.Catalog = cat
+		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
 			Issuer:   "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
-		lc, err := lifecycle.New(lifecycle.Options{Logger: o.Logger, Pool: o.Pool, Auth: svc, Passwords: h, Limits: limits})
+		lc, err := lifecycle.New(lifecycle.Options{Logger: o.Logger, Pool: o.Pool, Auth: svc, Passwords: h, Limits: limits, Catalog: cat})
 		if err != nil {
 			t.Fatal(err)
 		}

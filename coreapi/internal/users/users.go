@@ -639,7 +639,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		userID := u.ID
 		if errors.Is(err, ErrEmailTaken) {
 			// An account exists: its owner must consent.
-			i, err := invitations.Create(ctx, tx, tenantID, a, n.Email, n.Roles)
+			i, err := invitations.Create(ctx, tx, s.catalog, tenantID, a, n.Email, n.Roles)
 			if errors.Is(err, invitations.ErrUnknownRole) {
 				return tenants.ErrUnknownRole
 			}
