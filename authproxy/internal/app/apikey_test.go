@@ -103,6 +103,24 @@ func TestAPIKeyForwarded(t *testing.T) {
 			}
 		}
 	}
+	// Nor in an Authorization field the strict parser refuses: the public
+	// route forwards it anonymously, without the field.
+	for _, fields := range []string{
+		"Authorization: Bearer\t" + secret,
+		"Authorization: Bearer  " + secret,
+		"Authorization: Bearer " + secret + "\r\nAuthorization: Bearer " + secret,
+		"Authorization: Bearer x\r\nAuthorization: Bearer " + secret,
+		"Authorization: " + secret,
+		"Authorization: Token " + secret,
+	} {
+		e.wantStatus(e.raw("GET /open HTTP/1.1\r\nHost: x\r\n"+fields+"\r\nConnection: close\r\n\r\n"), 200)
+		e.wantAnonymousAt(e.up, "app-notes")
+		for name, v := range e.up.Last(t).Headers {
+			if strings.Contains(strings.Join(v, ","), secret[20:]) {
+				t.Fatalf("%q: public route forwarded the key in %s", fields, name)
+			}
+		}
+	}
 	// The underscore spelling is recognised (and removed) too.
 	e.wantStatus(e.do("GET", "/notes/1", "", map[string]string{"X_Api_Key": secret}), 200)
 	e.wantKeyIdentity(e.up, "app-notes", "tenant:read", "users:read")

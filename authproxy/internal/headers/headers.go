@@ -11,6 +11,7 @@ import (
 	"errors"
 	"unsafe"
 
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/valyala/fasthttp"
 )
@@ -206,6 +207,30 @@ func bearerCandidate(v []byte, maxLen int) ([]byte, bool) {
 		return nil, false
 	}
 	return v[len(scheme):], true
+}
+
+// AuthorizationHasKey reports whether any Authorization field carries an
+// API key ("tg_…") as its credentials, however the field is spelled: with
+// any scheme or none, any run of spaces and tabs around it, among several
+// fields. A public route forwards a client's Authorization as it came
+// (a JWT or Basic credentials are the upstream's business) but never a
+// key, even in a field the strict parser would refuse.
+func AuthorizationHasKey(h *fasthttp.RequestHeader) bool {
+	for _, v := range h.PeekAll(fasthttp.HeaderAuthorization) {
+		v = trimSpaceTab(v)
+		if apikey.HasPrefix(v) {
+			return true
+		}
+		i := bytes.IndexAny(v, " \t")
+		if i >= 0 && apikey.HasPrefix(trimSpaceTab(v[i:])) {
+			return true
+		}
+	}
+	return false
+}
+
+func trimSpaceTab(v []byte) []byte {
+	return bytes.TrimLeft(v, " \t")
 }
 
 // ParseBearer parses one Authorization header value.

@@ -129,6 +129,35 @@ func TestSanitizeManyIdentityHeaders(t *testing.T) {
 	}
 }
 
+func TestAuthorizationHasKey(t *testing.T) {
+	const key = "tg_0123456789abcdef_0123456789abcdef0123456789abcdef"
+	for _, c := range []struct {
+		fields string
+		want   bool
+	}{
+		{"", false},
+		{"Authorization: Bearer " + key + "\r\n", true},
+		{"Authorization: bearer\t" + key + "\r\n", true},
+		{"Authorization: Bearer \t " + key + "\r\n", true},
+		{"Authorization: " + key + "\r\n", true},
+		{"Authorization: Token " + key + "\r\n", true},
+		{"Authorization: Bearer a.b.c\r\nAuthorization: Bearer " + key + "\r\n", true},
+		// A JWT or Basic credentials that merely contain the letters.
+		{"Authorization: Bearer eyJ.tg_x.sig\r\n", false},
+		{"Authorization: Basic dGdfOnBhc3M=\r\n", false},
+		{"Authorization: Bearer\r\n", false},
+		{"X-Other: Bearer " + key + "\r\n", false},
+	} {
+		var h fasthttp.RequestHeader
+		if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: x\r\n" + c.fields + "\r\n"))); err != nil {
+			t.Fatalf("%q: %v", c.fields, err)
+		}
+		if got := AuthorizationHasKey(&h); got != c.want {
+			t.Errorf("%q: %v, want %v", c.fields, got, c.want)
+		}
+	}
+}
+
 func TestBearer(t *testing.T) {
 	tests := []struct {
 		name, headers string
