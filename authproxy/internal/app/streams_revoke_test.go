@@ -348,3 +348,37 @@ func TestStreamsRerouteOnReload(t *testing.T) {
 	}
 	echo(t, kept, "unchanged")
 }
+
+// A stream is decided again as its token sees the projection: a scope
+// claim narrows the permissions as it does for requests, and a route that
+// now requires a second factor closes the streams of tokens without one.
+func TestStreamsRecheckAsTheTokenSees(t *testing.T) {
+	e, a := startStreams(t, nil)
+	now := time.Now()
+	dial := func(mod func(testenv.Claims)) *websocket.Conn {
+		c, _, err := e.dialWS("/notes/ws/x", bearer(e.token(mod)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	scoped := dial(func(c testenv.Claims) { c["scope"] = "notes:read"; c["amr"] = []string{"pwd", "otp"}; c["auth_time"] = now.Unix() })
+	pwdOnly := dial(func(c testenv.Claims) { c["amr"] = []string{"pwd"}; c["auth_time"] = now.Unix() })
+	otp := dial(func(c testenv.Claims) { c["amr"] = []string{"pwd", "otp"}; c["auth_time"] = now.Unix() })
+	for _, c := range []*websocket.Conn{scoped, pwdOnly, otp} {
+		echo(t, c, "before")
+	}
+	gen := e.generation()
+	// The user holds tenant:read; the scoped token does not.
+	e.writeRules(a.rules("")[:strings.Index(a.rules(""), "routes:\n")] + "routes:\n" +
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [tenant:read], require_mfa: true, max_auth_age: 5m, websocket: true}\n")
+	testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
+	if code, text := wantClosed(t, scoped, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
+		t.Fatalf("scoped token: close = %d %q", code, text)
+	}
+	if code, text := wantClosed(t, pwdOnly, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_user_authentication" {
+		t.Fatalf("token without a second factor: close = %d %q", code, text)
+	}
+	echo(t, otp, "after")
+}

@@ -140,6 +140,7 @@ type Conn struct {
 	rt       atomic.Pointer[rules.Route]
 	path     string // normalized, for rerouting after a reload
 	method   string
+	opened   int64 // unix seconds: the clock step-up ages are read at
 	reqID    string
 	traceID  string // "" untraced
 	expiry   *time.Timer
@@ -179,7 +180,8 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		cp := *cl
 		cl = &cp
 	}
-	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: path, method: method, closed: make(chan struct{})}
+	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: path, method: method,
+		opened: m.o.Now().Unix(), closed: make(chan struct{})}
 	c.rt.Store(rt)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -330,7 +332,26 @@ func (m *Manager) decide(c *Conn) string {
 		m.log.Warn("stream recheck", c.logArgs("err", err)...)
 		return ""
 	}
-	if out := decide.Decide(c.claims, e, c.rt.Load()); out != decide.Allow {
+	return admits(c, e)
+}
+
+// admits returns why the projection e, as c's token sees it, would no
+// longer admit c on its route (or ""): what a request decides, the token's
+// scope narrowing e and the route's second-factor requirements included.
+// Ages are read at the stream's opening: a stream is one long request, so
+// a max_auth_age met then is met for its whole life, while a route that
+// now requires a second factor the token lacks closes it.
+func admits(c *Conn, e *projection.Entry) string {
+	if c.claims.Scope != nil {
+		e = e.Narrow(c.claims.Scope)
+	}
+	s := decide.NewSubject(c.claims, e)
+	rt := c.rt.Load()
+	out := s.Decide(rt)
+	if out == decide.Allow {
+		out, _ = s.Authn(rt, c.method, c.path, c.opened)
+	}
+	if out != decide.Allow {
 		return out.String()
 	}
 	return ""
