@@ -363,7 +363,11 @@ func TestStreamsRecheckAsTheTokenSees(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	scoped := dial(func(c testenv.Claims) { c["scope"] = "notes:read"; c["amr"] = []string{"pwd", "otp"}; c["auth_time"] = now.Unix() })
+	scoped := dial(func(c testenv.Claims) {
+		c["scope"] = "notes:read"
+		c["amr"] = []string{"pwd", "otp"}
+		c["auth_time"] = now.Unix()
+	})
 	pwdOnly := dial(func(c testenv.Claims) { c["amr"] = []string{"pwd"}; c["auth_time"] = now.Unix() })
 	otp := dial(func(c testenv.Claims) { c["amr"] = []string{"pwd", "otp"}; c["auth_time"] = now.Unix() })
 	for _, c := range []*websocket.Conn{scoped, pwdOnly, otp} {
