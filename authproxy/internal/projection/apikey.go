@@ -156,6 +156,11 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 	kg, gg, ut := c.keys.key[ks].Load(), c.global.Load(), c.keys.ut.Load()
 	fk := string(pid) + hex.EncodeToString(d[:8]) + "." + strconv.FormatUint(kg, 36) + "." + strconv.FormatUint(gg, 36) + "." + strconv.FormatUint(ut, 36)
 	res, err, _ := c.sf.Do(fk, func() (any, error) {
+		// A fetch that ended between this request's lookup and its Do
+		// has stored the entry: take it instead of fetching again.
+		if e := lookupKey(set, pid); e != nil && c.validKey(e, c.opt.Now().UnixNano()) {
+			return e, nil
+		}
 		if c.slots != nil {
 			select {
 			case c.slots <- struct{}{}:
