@@ -41,6 +41,7 @@ func commands() map[string]command {
 		"migrate": migrate,
 		"keys":    keysCmd,    // keys.go
 		"tenants": tenantsCmd, // tenants.go
+		"users":   usersCmd,   // users.go
 	}
 }
 
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		return fmt.Errorf("unknown command %q (want serve, migrate, keys or tenants)", name)
+		return fmt.Errorf("unknown command %q (want serve, migrate, keys, tenants or users)", name)
 	}
 	return cmd(ctx, args, getenv, stdout)
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -615,10 +616,15 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 // transaction: first (when not nil) runs before, and may refuse, and then
 // after.
 func (s *Service) removeMFA(ctx context.Context, userID string, first, then func(pgx.Tx) error) error {
+	return removeFactor(ctx, s.pool, userID, first, then)
+}
+
+// removeFactor is removeMFA on pool.
+func removeFactor(ctx context.Context, pool *pgxpool.Pool, userID string, first, then func(pgx.Tx) error) error {
 	const qTOTP = `DELETE FROM mfa_totp WHERE user_id = $1`
 	const qCodes = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
 	const qChallenges = `DELETE FROM mfa_challenges WHERE user_id = $1`
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if first != nil {
 			if err := first(tx); err != nil {
 				return err
@@ -659,7 +665,6 @@ func (s *Service) resetMFA(c *fiber.Ctx) error {
 	const qMember = `
 SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1)
 FROM memberships WHERE tenant_id = $2 AND user_id = $1`
-	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
 	id := httpapi.IdentityOf(c)
 	uid, err := httpapi.UserIDParam(c, "id")
 	if err != nil {
@@ -683,12 +688,9 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
 		return users.CheckFactorReset(ctx, tx, s.catalog, id.TenantID, uid, a)
 	}, func(tx pgx.Tx) error {
-		n, err := s.sessions.RevokeAll(ctx, tx, uid, "", sessions.ReasonMFAReset)
+		n, err := signOutAfterReset(ctx, tx, s.sessions, uid)
 		if err != nil {
 			return err
-		}
-		if _, err := tx.Exec(ctx, qBump, uid); err != nil {
-			return fmt.Errorf("bump token version: %w", err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser, TargetID: uid,
@@ -708,4 +710,83 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// signOutAfterReset ends every session of userID whose second factor was
+// just reset (ReasonMFAReset) and bumps its token version, so no access
+// token issued before outlives the reset. It returns how many sessions
+// ended.
+func signOutAfterReset(ctx context.Context, tx pgx.Tx, ss *sessions.Store, userID string) (int64, error) {
+	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
+	n, err := ss.RevokeAll(ctx, tx, userID, "", sessions.ReasonMFAReset)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, qBump, userID); err != nil {
+		return 0, fmt.Errorf("bump token version: %w", err)
+	}
+	return n, nil
+}
+
+// Errors of ResetMFA.
+var (
+	ErrNoSuchUser = errors.New("no such user")
+	ErrNoFactor   = errors.New("the user has no second factor")
+)
+
+// Reset is what ResetMFA did.
+type Reset struct {
+	UserID          string   `json:"user_id"`
+	SessionsRevoked int64    `json:"sessions_revoked"`
+	Tenants         []string `json:"tenants"` // where it was audited
+}
+
+// ResetMFA is the operator's recovery of an account that lost its second
+// factor and its recovery codes (`coreapi users reset-mfa`), for the case a
+// tenant admin may not handle: an account that belongs to several tenants
+// (DELETE /users/{id}/mfa refuses it, since the factor guards them all).
+// As that route does, it deletes the factor and the recovery codes, ends
+// every session and bumps the token version, in one transaction; it is
+// audited in each of the account's tenants with no acting user and
+// requestID, and announced on the user's invalidation subject through the
+// outbox. The operator is expected to have checked who asks.
+func ResetMFA(ctx context.Context, pool *pgxpool.Pool, ss *sessions.Store, userID, requestID string) (Reset, error) {
+	const qUser = `
+SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = u.id),
+       ARRAY(SELECT tenant_id::text FROM memberships WHERE user_id = u.id ORDER BY tenant_id)
+FROM users u WHERE u.id = $1 FOR UPDATE`
+	r := Reset{UserID: userID}
+	err := removeFactor(ctx, pool, userID, func(tx pgx.Tx) error {
+		var has bool
+		err := tx.QueryRow(ctx, qUser, userID).Scan(&has, &r.Tenants)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return ErrNoSuchUser
+		case err != nil:
+			return fmt.Errorf("load user: %w", err)
+		case !has:
+			return ErrNoFactor
+		}
+		return nil
+	}, func(tx pgx.Tx) error {
+		n, err := signOutAfterReset(ctx, tx, ss, userID)
+		if err != nil {
+			return err
+		}
+		r.SessionsRevoked = n
+		b := &pgx.Batch{}
+		for _, tid := range r.Tenants {
+			err := audit.Queue(b, audit.Event{TenantID: tid, Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser,
+				TargetID: userID, Data: map[string]any{"sessions_revoked": n, "by": "operator"}, RequestID: requestID})
+			if err != nil {
+				return err
+			}
+		}
+		outbox.Queue(b, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonUserMFAReset})
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("write audit events and outbox: %w", err)
+		}
+		return nil
+	})
+	return r, err
 }

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// TestUsersResetMFA: the operator's reset of a member of two tenants (whom
+// no tenant admin may reset) deletes the factor and the recovery codes,
+// ends every session, bumps the token version, audits it in both tenants
+// with no acting user, and announces it through the outbox; nothing of
+// another user changes.
+func TestUsersResetMFA(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	q := func(sql string, args ...any) string {
+		t.Helper()
+		var s string
+		if err := db.Pool.QueryRow(ctx, sql, args...).Scan(&s); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return s
+	}
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := db.Pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return n
+	}
+	ta := q(`INSERT INTO tenants (name) VALUES ('A') RETURNING id::text`)
+	tb := q(`INSERT INTO tenants (name) VALUES ('B') RETURNING id::text`)
+	seed := func(email string) string {
+		uid := q(`INSERT INTO users (email) VALUES ($1) RETURNING id::text`, email)
+		for _, tid := range []string{ta, tb} {
+			q(`INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2) RETURNING user_id::text`, tid, uid)
+			q(`INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 day') RETURNING id::text`, uid, tid)
+		}
+		q(`INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now()) RETURNING user_id::text`, uid)
+		q(`INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, '\x01'), ($1, '\x02') RETURNING user_id::text`, uid)
+		return uid
+	}
+	uid, other := seed("lost@example.com"), seed("other@example.com")
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+
+	var out bytes.Buffer
+	if err := run(ctx, []string{"users", "reset-mfa", uid}, env, &out); err != nil {
+		t.Fatalf("users reset-mfa: %v", err)
+	}
+	var r auth.Reset
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.UserID != uid || r.SessionsRevoked != 2 || !slices.Equal(r.Tenants, sortedPair(ta, tb)) {
+		t.Fatalf("printed %q (%v), want the user, 2 sessions and both tenants", out.String(), err)
+	}
+	for _, c := range []struct {
+		what, sql string
+		want      int
+	}{
+		{"factor", `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, 0},
+		{"recovery codes", `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1`, 0},
+		{"live sessions", `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, 0},
+		{"sessions ended by the reset", `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_reason = 'mfa_reset'`, 2},
+		{"token version", `SELECT token_version FROM users WHERE id = $1`, 1},
+		{"audit events", `SELECT count(*) FROM audit_events WHERE target_id = $1 AND action = 'user.mfa_reset' AND actor_user_id IS NULL AND request_id LIKE 'operator-%'`, 2},
+	} {
+		if n := count(c.sql, uid); n != c.want {
+			t.Errorf("%s: %d, want %d", c.what, n, c.want)
+		}
+	}
+	if n := count(`SELECT count(DISTINCT tenant_id) FROM audit_events WHERE target_id = $1`, uid); n != 2 {
+		t.Errorf("audited in %d tenants, want both", n)
+	}
+	if n := count(`SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`, invalidation.UserSubject(uid), invalidation.ReasonUserMFAReset); n != 1 {
+		t.Errorf("outbox rows: %d, want 1", n)
+	}
+	// The other user is untouched.
+	if n := count(`SELECT (SELECT count(*) FROM mfa_totp WHERE user_id = $1) + (SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1) +
+		(SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL)`, other); n != 5 {
+		t.Errorf("the other user's factor, codes and sessions: %d rows, want 5", n)
+	}
+
+	bad := []struct {
+		args []string
+		env  func(string) string
+		want string
+	}{
+		{[]string{"users"}, env, "users reset-mfa USER_ID"},
+		{[]string{"users", "reset-mfa"}, env, "users reset-mfa USER_ID"},
+		{[]string{"users", "delete", uid}, env, "users reset-mfa USER_ID"},
+		{[]string{"users", "reset-mfa", "lost@example.com"}, env, "not a user id"},
+		{[]string{"users", "reset-mfa", "00000000-0000-0000-0000-000000000001"}, env, "no user"},
+		{[]string{"users", "reset-mfa", uid}, env, "has no second factor"}, // done already
+		{[]string{"users", "reset-mfa", uid}, envOf(nil), "DATABASE_URL"},
+	}
+	for _, b := range bad {
+		if err := run(ctx, b.args, b.env, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("run(%v) = %v, want an error mentioning %q", b.args, err, b.want)
+		}
+	}
+	// A refusal changes nothing: still one announcement.
+	if n := count(`SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(uid)); n != 1 {
+		t.Errorf("outbox rows after the refusals: %d, want 1", n)
+	}
+}
+
+func sortedPair(a, b string) []string {
+	s := []string{a, b}
+	slices.Sort(s)
+	return s
+}
