@@ -81,7 +81,8 @@ type RouteSpec struct {
 	Upstream    string   `json:"upstream"`
 	Access      string   `json:"access"`
 	Permissions []string `json:"permissions,omitempty"`
-	// Reserved for later work; parsed and validated now.
+	// Streams (websocket, stream_timeout) and the authentication the
+	// route requires beyond a valid token.
 	Websocket            bool   `json:"websocket,omitempty"`
 	StreamTimeout        string `json:"stream_timeout,omitempty"`
 	RequireVerifiedEmail bool   `json:"require_verified_email,omitempty"`
