@@ -881,8 +881,54 @@ func TestMethods(t *testing.T) {
 	}
 }
 
+// An app's public route forwards a client's Authorization as it came (a
+// third party's bearer, Basic credentials), but never one of coreapi's
+// access tokens, however the field is spelled: the app gets identities
+// through optional routes, signed with its own key, while a token is good
+// at coreapi and every other app. coreapi's own public routes keep it.
+func TestPublicAppRouteDropsOurTokens(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	expired := e.token(func(c testenv.Claims) {
+		past := time.Now().Add(-time.Hour)
+		c["iat"], c["nbf"], c["exp"] = past.Add(-time.Minute).Unix(), past.Add(-time.Minute).Unix(), past.Unix()
+	})
+	other := testenv.Sign(t, testenv.NewKey(t, "another-issuer", jwa.EdDSA), testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+	send := func(fields string) testenv.Received {
+		t.Helper()
+		e.reset()
+		e.wantStatus(e.raw("GET /notes/public/1 HTTP/1.1\r\nHost: x\r\n"+fields+"Connection: close\r\n\r\n"), 200)
+		return e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+	}
+	for _, fields := range []string{
+		"Authorization: Bearer " + tok + "\r\n",
+		"Authorization: Bearer " + expired + "\r\n",
+		"Authorization: bearer\t" + tok + "\r\n",
+		"Authorization: Bearer  " + tok + "\r\n",
+		"Authorization: " + tok + "\r\n",
+		"Authorization: Bearer " + other + "\r\nAuthorization: Bearer " + tok + "\r\n",
+	} {
+		if a := send(fields).Headers["Authorization"]; a != nil {
+			t.Errorf("%.60q: the app got Authorization %.40q", fields, a)
+		}
+	}
+	for _, v := range []string{"Bearer " + other, "Basic Y2xpZW50OnNlY3JldA==", "Bearer opaque-third-party-token"} {
+		if a := send("Authorization: " + v + "\r\n").Headers["Authorization"]; len(a) != 1 || a[0] != v {
+			t.Errorf("%.40q: the app got Authorization %.40q, want it as it came", v, a)
+		}
+	}
+	// coreapi's public routes: left alone (coreapi issued the token).
+	e.reset()
+	e.wantStatus(e.raw("POST /api/v1/auth/signup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+expired+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), 200)
+	if a := e.core.Last(t).Headers["Authorization"]; len(a) != 1 || a[0] != "Bearer "+expired {
+		t.Fatalf("core public route Authorization = %.40q", a)
+	}
+}
+
 // The bearer token is not forwarded on protected routes (the signed
-// identity replaces it); on public routes the request is left alone.
+// identity replaces it); on coreapi's public routes the request is left
+// alone.
 func TestAuthorizationNotForwarded(t *testing.T) {
 	e := start(t, envOpt{})
 	e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), nil), 200)

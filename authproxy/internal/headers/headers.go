@@ -11,7 +11,6 @@ import (
 	"errors"
 	"unsafe"
 
-	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/valyala/fasthttp"
 )
@@ -209,20 +208,20 @@ func bearerCandidate(v []byte, maxLen int) ([]byte, bool) {
 	return v[len(scheme):], true
 }
 
-// AuthorizationHasKey reports whether any Authorization field carries an
-// API key ("tg_…") as its credentials, however the field is spelled: with
-// any scheme or none, any run of spaces and tabs around it, among several
-// fields. A public route forwards a client's Authorization as it came
-// (a JWT or Basic credentials are the upstream's business) but never a
-// key, even in a field the strict parser would refuse.
-func AuthorizationHasKey(h *fasthttp.RequestHeader) bool {
+// AnyCredential reports whether any Authorization field carries
+// credentials for which is returns true, however the field is spelled:
+// with any scheme or none, any run of spaces and tabs around them, among
+// several fields. is sees the value after the scheme (or the whole value
+// when it starts with the credentials): a public route forwards a client's
+// Authorization as it came, but must still find an API key or a token of
+// its own in a field the strict parser would refuse.
+func AnyCredential(h *fasthttp.RequestHeader, is func(cred []byte) bool) bool {
 	for _, v := range h.PeekAll(fasthttp.HeaderAuthorization) {
 		v = trimSpaceTab(v)
-		if apikey.HasPrefix(v) {
+		if is(v) {
 			return true
 		}
-		i := bytes.IndexAny(v, " \t")
-		if i >= 0 && apikey.HasPrefix(trimSpaceTab(v[i:])) {
+		if i := bytes.IndexAny(v, " \t"); i >= 0 && is(trimSpaceTab(v[i:])) {
 			return true
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/valyala/fasthttp"
 )
@@ -129,7 +130,7 @@ func TestSanitizeManyIdentityHeaders(t *testing.T) {
 	}
 }
 
-func TestAuthorizationHasKey(t *testing.T) {
+func TestAnyCredential(t *testing.T) {
 	const key = "tg_0123456789abcdef_0123456789abcdef0123456789abcdef"
 	for _, c := range []struct {
 		fields string
@@ -152,7 +153,7 @@ func TestAuthorizationHasKey(t *testing.T) {
 		if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: x\r\n" + c.fields + "\r\n"))); err != nil {
 			t.Fatalf("%q: %v", c.fields, err)
 		}
-		if got := AuthorizationHasKey(&h); got != c.want {
+		if got := AnyCredential(&h, apikey.HasPrefix); got != c.want {
 			t.Errorf("%q: %v, want %v", c.fields, got, c.want)
 		}
 	}

@@ -428,3 +428,35 @@ func TestSecNanos(t *testing.T) {
 		}
 	}
 }
+
+// Ours tells coreapi's tokens (a kid of the key set) from anything else,
+// without verifying or fetching.
+func TestOurs(t *testing.T) {
+	f := newFixture(t, time.Second)
+	now := time.Now()
+	expired := testenv.DefaultClaims(now.Add(-time.Hour), "u", "t", "s")
+	other := testenv.NewKey(t, "k2", jwa.EdDSA)
+	for _, c := range []struct {
+		name string
+		tok  string
+		want bool
+	}{
+		{"ours", string(f.mint(t, "u")), true},
+		{"ours, expired", testenv.Sign(t, f.key, expired, nil), true},
+		{"ours, signature broken", string(f.mint(t, "u")) + "x", true},
+		{"another issuer's key id", testenv.Sign(t, other, testenv.DefaultClaims(now, "u", "t", "s"), nil), false},
+		{"not an access token type", testenv.Sign(t, f.key, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"typ": "JWT"}), false},
+		{"no dot", "eyJhbGciOiJFZERTQSJ9", false},
+		{"empty header", ".e30.sig", false},
+		{"header not base64", "!!!.e30.sig", false},
+		{"an API key", "tg_0123456789abcdef_0123456789abcdef0123456789abcdef0123456", false},
+		{"Basic credentials", "dXNlcjpwYXNz", false},
+	} {
+		if got := f.v.Ours([]byte(c.tok)); got != c.want {
+			t.Errorf("%s: Ours = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if f.verifications() != 0 {
+		t.Fatal("Ours verified a token")
+	}
+}
