@@ -386,3 +386,22 @@ func TestStreamsRecheckAsTheTokenSees(t *testing.T) {
 	}
 	echo(t, otp, "after")
 }
+
+// A stream that ends at once, many times over: the proxy's watch on the
+// client ends with each stream, never reading the hijacked connection after
+// fasthttp took it back (that read panicked, now and then, or raced with
+// the connection's next user).
+func TestStreamEndsAtOnceManyTimes(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /app, methods: [GET], upstream: notes, access: public, stream_timeout: 5s}\n"})
+	for i := range 200 {
+		resp, err := e.client.Get("http://" + e.addr + "/app/stream")
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || len(body) != 2*testenv.StreamChunk {
+			t.Fatalf("stream %d: %d, %d bytes, %v", i, resp.StatusCode, len(body), err)
+		}
+	}
+}

@@ -103,11 +103,21 @@ func (m *Manager) ServeStream(r Request) error {
 func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte) string {
 	_ = cli.SetDeadline(time.Time{})
 	// A client that goes away is noticed even while the upstream is
-	// silent: it sends nothing else on this connection.
+	// silent: it sends nothing else on this connection. The watch ends
+	// before this returns: fasthttp takes the hijacked connection's reader
+	// back once the handler returns, and a read after that (or during it)
+	// would use a reader another connection may hold by then.
+	watch := make(chan struct{})
 	go func() {
+		defer close(watch)
 		var b [1]byte
-		_, _ = cli.Read(b[:])
-		c.Close(ReasonClient)
+		if _, err := cli.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.Close(ReasonClient)
+		}
+	}()
+	defer func() {
+		_ = cli.SetReadDeadline(time.Unix(1, 0)) // in the past: the read returns
+		<-watch
 	}()
 	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
 	if _, err := cli.Write(head); err != nil {
