@@ -175,18 +175,26 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, error) {
 	cfg := a.cfg
 	r := &server.Router{Table: t, Clients: make([]*fasthttp.HostClient, len(t.Upstreams)), Signers: make([]*identity.KeySigner, len(t.Upstreams))}
-	old := map[string]*fasthttp.HostClient{}
+	type endpoint struct {
+		addr string
+		tls  bool
+	}
+	old := map[endpoint]*fasthttp.HostClient{}
 	if prev != nil {
 		for _, c := range prev.Clients {
-			old[c.Addr] = c
+			old[endpoint{c.Addr, c.IsTLS}] = c
 		}
 	}
 	for i, u := range t.Upstreams {
-		if c := old[u.Addr]; c != nil {
+		if c := old[endpoint{u.Addr, u.TLS}]; c != nil {
 			r.Clients[i] = c
 		} else {
-			r.Clients[i] = forward.NewHostClient(forward.Options{Addr: u.Addr, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
-				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.UpstreamTimeout})
+			o := forward.Options{Addr: u.Addr, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
+				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.UpstreamTimeout}
+			if u.TLS {
+				o.TLS = cfg.UpstreamTLS
+			}
+			r.Clients[i] = forward.NewHostClient(o)
 		}
 		if i == 0 {
 			r.Signers[i] = a.coreSigner

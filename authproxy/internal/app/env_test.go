@@ -44,6 +44,7 @@ type env struct {
 	t      testing.TB
 	core   *testenv.Core
 	up     *testenv.Core // the app upstream ("{{APP}}" in rules files)
+	upCA   []byte        // its certificate (PEM), with envOpt.tlsApp
 	nats   *testenv.NATS
 	app    *App
 	addr   string
@@ -70,6 +71,10 @@ type envOpt struct {
 	// realClock: no clock injected (e.clock is not the proxy's), as in
 	// production, where a request's start is fasthttp's reading.
 	realClock bool
+	// tlsApp: the app upstream serves https with a self-signed
+	// certificate (e.upCA, PEM), which the proxy trusts only when the test
+	// sets UPSTREAM_CA_FILE.
+	tlsApp bool
 }
 
 func defaultProjection() identity.Projection {
@@ -82,7 +87,11 @@ func start(t testing.TB, o envOpt) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{}, done: make(chan error, 1), logs: &logBuffer{}}
 	e.core = testenv.NewCore(t)
-	e.up = testenv.NewApp(t)
+	if o.tlsApp {
+		e.up, e.upCA = testenv.NewTLSApp(t)
+	} else {
+		e.up = testenv.NewApp(t)
+	}
 	e.nats = testenv.StartNATS(t)
 	e.key = testenv.NewKey(t, "20260101T000000Z-0000aaaa", jwa.EdDSA)
 	if !o.noPublish {

@@ -2,11 +2,18 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 )
 
 var key = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
@@ -209,4 +216,40 @@ func TestUpstreamURLAlias(t *testing.T) {
 			t.Fatalf("keys not masked: %s", buf.String())
 		}
 	})
+}
+
+// UPSTREAM_CA_FILE adds its certificates to the system's roots for
+// https:// upstreams; a file that cannot be read or holds none stops the
+// start.
+func TestUpstreamCAFile(t *testing.T) {
+	dir := t.TempDir()
+	_, pemBytes := testenv.SelfSigned(t, "app.internal")
+	good, junk := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(good, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(junk, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key}))
+	if err != nil || c.UpstreamTLS == nil || c.UpstreamTLS.RootCAs != nil || c.UpstreamTLS.MinVersion != tls.VersionTLS12 || c.UpstreamTLS.InsecureSkipVerify {
+		t.Fatalf("default: %+v, %v; want the system's roots, TLS 1.2 at least", c.UpstreamTLS, err)
+	}
+	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_CA_FILE": good}))
+	if err != nil || c.UpstreamTLS.RootCAs == nil {
+		t.Fatalf("with a CA file: %v", err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: c.UpstreamTLS.RootCAs, DNSName: "app.internal"}); err != nil {
+		t.Fatalf("the file's certificate does not verify against the roots: %v", err)
+	}
+	for _, f := range []string{junk, filepath.Join(dir, "missing.pem")} {
+		if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_CA_FILE": f})); err == nil || !strings.Contains(err.Error(), "UPSTREAM_CA_FILE") {
+			t.Errorf("UPSTREAM_CA_FILE=%s: %v, want it refused", f, err)
+		}
+	}
 }

@@ -7,6 +7,7 @@
 package forward
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -25,6 +26,9 @@ type Options struct {
 	MaxConnWait time.Duration
 	IdleTimeout time.Duration // keep below coreapi's idle timeout
 	Timeout     time.Duration // read and write timeout per request
+	// TLS, when set, makes the client speak TLS (an https:// upstream),
+	// the server's name taken from Addr.
+	TLS *tls.Config
 }
 
 // NewHostClient returns the client used for forwarded requests: responses
@@ -48,6 +52,9 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: false,
 		StreamResponseBody:            true,
 		MaxResponseBodySize:           0, // streamed: no limit on what coreapi sends
+	}
+	if o.TLS != nil {
+		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
 	hc.Transport = fasttransport.New(hc)
@@ -109,6 +116,14 @@ func NewInternalClient(o Options) *fasthttp.HostClient {
 	return hc
 }
 
+// isTLSFailure reports whether err is a failed TLS handshake.
+func isTLSFailure(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	var alert tls.AlertError
+	return errors.As(err, &cv) || errors.As(err, &rh) || errors.As(err, &alert)
+}
+
 // Failure is how a forwarding error is answered.
 type Failure int
 
@@ -134,6 +149,10 @@ func Classify(err error) (Failure, string) {
 		return Unavailable, "dial_timeout"
 	case errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &op) && op.Op == "dial":
 		return Unavailable, "connect"
+	case isTLSFailure(err):
+		// The handshake with an https:// upstream failed (its certificate
+		// does not verify, it does not speak TLS): nothing was sent.
+		return Unavailable, "tls"
 	case errors.Is(err, fasthttp.ErrTimeout):
 		return Timeout, "timeout"
 	case Stale(err):

@@ -1,8 +1,13 @@
 package forward
 
 import (
+	"crypto/tls"
 	"errors"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -221,5 +226,29 @@ func TestStalePoolWhileUpstreamUp(t *testing.T) {
 		if err := do(hc, u, fasthttp.MethodGet); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A failed TLS handshake with an https:// upstream (a certificate that
+// does not verify, a server that does not speak TLS) is Unavailable,
+// labelled tls.
+func TestClassifyTLS(t *testing.T) {
+	plain := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer plain.Close()
+	untrusted := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0) // its side of the refused handshakes
+	untrusted.StartTLS()
+	defer untrusted.Close()
+	for _, srv := range []*httptest.Server{plain, untrusted} {
+		hc := NewHostClient(Options{Addr: srv.Listener.Addr().String(), MaxConns: 1, Timeout: 5 * time.Second,
+			TLS: &tls.Config{MinVersion: tls.VersionTLS12}})
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("https://" + srv.Listener.Addr().String() + "/")
+		err := hc.Do(req, resp)
+		if f, label := Classify(err); err == nil || f != Unavailable || label != "tls" {
+			t.Errorf("%s: Classify(%v) = %v %s, want Unavailable tls", srv.URL, err, f, label)
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
 	}
 }

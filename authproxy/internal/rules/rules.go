@@ -102,6 +102,7 @@ type Upstream struct {
 	Addr  string // host:port
 	URL   string // http://host:port, for logs
 	KeyID string // "" for core: it is signed with the core key
+	TLS   bool   // an https:// URL (apps only)
 }
 
 // Route is a compiled route. Shared by every request: never modify it.
@@ -311,18 +312,38 @@ func under(p, base string) bool {
 	return p == base || strings.HasPrefix(p, base+"/")
 }
 
-// ParseUpstreamURL checks an upstream URL (http://host:port, no path) and
-// returns its host:port.
+// ParseUpstreamURL checks coreapi's URL (http://host:port, no path: it
+// runs beside the proxy) and returns its host:port.
 func ParseUpstreamURL(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
-		return "", fmt.Errorf("url %q: want http://host:port with no path", s)
+	addr, tls, err := parseURL(s)
+	if err == nil && tls {
+		err = fmt.Errorf("url %q: want http://host:port (coreapi is reached over the pod's loopback or network, without TLS)", s)
 	}
+	return addr, err
+}
+
+// ParseAppURL checks an app upstream's URL (http:// or https://host:port,
+// no path) and returns its host:port and whether it speaks TLS.
+func ParseAppURL(s string) (addr string, tls bool, err error) {
+	return parseURL(s)
+}
+
+func parseURL(s string) (addr string, tls bool, err error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") ||
+		u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+		return "", false, fmt.Errorf("url %q: want http://host:port or https://host:port with no path", s)
+	}
+	tls = u.Scheme == "https"
 	port := u.Port()
-	if port == "" {
+	switch {
+	case port != "":
+	case tls:
+		port = "443"
+	default:
 		port = "80"
 	}
-	return net.JoinHostPort(u.Hostname(), port), nil
+	return net.JoinHostPort(u.Hostname(), port), tls, nil
 }
 
 // Core returns the table of the built-in routes only (no rules file).
@@ -406,7 +427,7 @@ func Compile(f File, env Env) (*Table, error) {
 		case !upstreamName.MatchString(n):
 			uerrs = append(uerrs, errors.New("name: want lower-case letters, digits, '-' or '_'"))
 		}
-		addr, err := ParseUpstreamURL(u.URL)
+		addr, tls, err := ParseAppURL(u.URL)
 		if err != nil {
 			uerrs = append(uerrs, err)
 		}
@@ -423,7 +444,7 @@ func Compile(f File, env Env) (*Table, error) {
 			continue
 		}
 		index[n] = len(t.Upstreams)
-		t.Upstreams = append(t.Upstreams, Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID})
+		t.Upstreams = append(t.Upstreams, Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID, TLS: tls})
 	}
 	for _, c := range coreSpecs {
 		set, _ := methodSet(c.methods)

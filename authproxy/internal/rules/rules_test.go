@@ -167,6 +167,27 @@ func TestAppRoutes(t *testing.T) {
 	}
 }
 
+// An app upstream may be https:// (port 443 unless given); coreapi's URL
+// may not: it runs beside the proxy.
+func TestUpstreamSchemes(t *testing.T) {
+	tb, err := Parse([]byte("upstreams:\n  a: {url: 'https://a.example', key_id: app-notes}\n  b: {url: 'https://10.0.0.9:8443/', key_id: app-notes}\n  c: {url: 'http://c.example', key_id: app-notes}\n"), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Upstream{"a": {Addr: "a.example:443", TLS: true}, "b": {Addr: "10.0.0.9:8443", TLS: true}, "c": {Addr: "c.example:80"}}
+	for _, u := range tb.Upstreams[1:] {
+		if w := want[u.Name]; u.Addr != w.Addr || u.TLS != w.TLS {
+			t.Errorf("%s: %s tls=%v, want %s tls=%v", u.Name, u.Addr, u.TLS, w.Addr, w.TLS)
+		}
+	}
+	if tb.Upstreams[0].TLS {
+		t.Error("core speaks TLS")
+	}
+	if _, err := Parse([]byte("routes: []"), Env{CoreURL: "https://127.0.0.1:8081", CoreKeyIDs: []string{"core"}}); err == nil || !strings.Contains(err.Error(), "without TLS") {
+		t.Errorf("https:// IDENTITY_URL: %v, want refused", err)
+	}
+}
+
 func TestBadFiles(t *testing.T) {
 	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\n"
 	tests := []struct{ name, body, want string }{
@@ -188,7 +209,8 @@ func TestBadFiles(t *testing.T) {
 		{"upstream core", ups + "routes: [{prefix: /a, upstream: core, access: public}]", "built in"},
 		{"declares core", "upstreams: {core: {url: 'http://x:1', key_id: app-notes}}\nroutes: []", "reserved"},
 		{"upstream with a path", "upstreams: {notes: {url: 'http://x:1/api', key_id: app-notes}}", "no path"},
-		{"https upstream", "upstreams: {notes: {url: 'https://x:1', key_id: app-notes}}", "http://"},
+		{"ftp upstream", "upstreams: {notes: {url: 'ftp://x:1', key_id: app-notes}}", "https://host:port"},
+		{"https upstream with a path", "upstreams: {notes: {url: 'https://x/api', key_id: app-notes}}", "no path"},
 		{"upstream without key", "upstreams: {notes: {url: 'http://x:1'}}", "key_id: required"},
 		{"key not in UPSTREAM_KEYS", "upstreams: {notes: {url: 'http://x:1', key_id: nokey}}", "not in UPSTREAM_KEYS"},
 		{"core key for an app", "upstreams: {notes: {url: 'http://x:1', key_id: core}}", "names a core key"},

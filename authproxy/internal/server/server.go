@@ -928,7 +928,10 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		h.EnableNormalizing()
 	}
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
-		return s.streamFrom(c, st, route, hc.Addr, cl)
+		return s.streamFrom(c, st, route, hc, cl)
+	}
+	if hc.IsTLS {
+		tlsScheme(req)
 	}
 	resp := c.Response()
 	if err := hc.Do(req, resp); err != nil {
@@ -939,6 +942,13 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	}
 	return nil
 }
+
+// tlsScheme marks a request to an https:// upstream as https: fasthttp's
+// client refuses a request whose scheme is not its own (the scheme is not
+// written: the request line holds the path and query only).
+//
+//go:noinline
+func tlsScheme(req *fasthttp.Request) { req.URI().SetScheme("https") }
 
 // setHost names the upstream as the request's Host (an HTTP/1.0 request
 // without one). Out of line (noinline), as are the other rare branches of
@@ -951,9 +961,9 @@ func setHost(h *fasthttp.RequestHeader, addr string) { h.SetHost(addr) }
 // stream_timeout) over a connection of its own.
 //
 //go:noinline
-func (s *Server) streamFrom(c *fiber.Ctx, st *state, route *rules.Route, addr string, cl *tokens.Claims) error {
+func (s *Server) streamFrom(c *fiber.Ctx, st *state, route *rules.Route, hc *fasthttp.HostClient, cl *tokens.Claims) error {
 	c.Request().SetRequestURIBytes(st.uri) // the streams write the header's request line
-	return s.stream(c, st, route, addr, cl)
+	return s.stream(c, st, route, hc, cl)
 }
 
 // sessionsEnded follows a user's request to coreapi that ended sessions (a

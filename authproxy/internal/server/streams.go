@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/valyala/fasthttp"
 )
 
 var (
@@ -51,15 +52,18 @@ func (s *Server) upgradeHygiene(c *fiber.Ctx, st *state) error {
 // stream hands a WebSocket upgrade (on a route with websocket: true) or a
 // request of a route with a stream_timeout to the streams manager; the
 // request is authorized and signed.
-func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string, cl *tokens.Claims) error {
+func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, hc *fasthttp.HostClient, cl *tokens.Claims) error {
 	if st.wsBearer {
 		c.Request().Header.Del(fiber.HeaderAuthorization)
 	}
 	if s.d.Streams == nil {
 		return unavailable("streams not enabled")
 	}
-	r := streams.Request{Ctx: c.Context(), Addr: addr, Route: route, Claims: cl, RequestID: string(st.reqID),
+	r := streams.Request{Ctx: c.Context(), Addr: hc.Addr, Route: route, Claims: cl, RequestID: string(st.reqID),
 		Path: string(st.path), Method: string(c.Request().Header.Method())}
+	if hc.IsTLS {
+		r.TLS = hc.TLSConfig
+	}
 	if s.o.CORS != nil {
 		r.Head = func() { s.corsHeaders(c) }
 	}
@@ -88,7 +92,11 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, addr string
 	case errors.Is(err, streams.ErrUserLimit):
 		return errStreamsUser
 	case errors.Is(err, streams.ErrDial):
-		s.d.Metrics.UpstreamErrors.WithLabelValues("stream", "connect").Inc()
+		label := "connect"
+		if _, l := forward.Classify(err); l == "tls" {
+			label = l
+		}
+		s.d.Metrics.UpstreamErrors.WithLabelValues("stream", label).Inc()
 		return unavailable("upstream unavailable")
 	}
 	kind, label := forward.Classify(err)

@@ -29,7 +29,7 @@ func (m *Manager) ServeStream(r Request) error {
 		return err
 	}
 	c.traceID = r.TraceID
-	up, err := m.dial(r.Addr)
+	up, err := m.dial(r.Addr, r.TLS)
 	if err != nil {
 		m.release(c, ReasonError)
 		return err

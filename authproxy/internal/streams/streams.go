@@ -10,6 +10,7 @@ package streams
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -406,8 +407,22 @@ func (m *Manager) Drain(ctx context.Context) error {
 
 func (m *Manager) buf() *[]byte  { return m.pool.Get().(*[]byte) }
 func (m *Manager) put(b *[]byte) { m.pool.Put(b) }
-func (m *Manager) dial(addr string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, m.o.DialTimeout)
+
+// dial connects to the upstream at addr, over TLS when cfg is set (the
+// handshake within the same DialTimeout). A certificate that does not
+// verify is a failed connection, as a refused one is.
+func (m *Manager) dial(addr string, cfg *tls.Config) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	if cfg == nil {
+		c, err = net.DialTimeout("tcp", addr, m.o.DialTimeout)
+	} else {
+		cfg = cfg.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: m.o.DialTimeout}, "tcp", addr, cfg)
+	}
 	if err != nil {
 		return nil, errors.Join(ErrDial, err)
 	}

@@ -2,6 +2,7 @@ package streams
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -20,8 +21,11 @@ import (
 // final (identity headers signed, client credentials removed) and its
 // request URI is what the upstream gets.
 type Request struct {
-	Ctx       *fasthttp.RequestCtx
-	Addr      string // upstream host:port
+	Ctx  *fasthttp.RequestCtx
+	Addr string // upstream host:port
+	// TLS, when set, is the client configuration of an https:// upstream
+	// (its ServerName empty: the host of Addr).
+	TLS       *tls.Config
 	Route     *rules.Route
 	Claims    *tokens.Claims // nil: anonymous (never re-evaluated)
 	RequestID string
@@ -81,7 +85,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 // handshake dials the upstream, writes the upgrade request and reads its
 // answer into r.Ctx.Response (the body too, unless it is a 101).
 func (m *Manager) handshake(r Request) (net.Conn, *bufio.Reader, error) {
-	up, err := m.dial(r.Addr)
+	up, err := m.dial(r.Addr, r.TLS)
 	if err != nil {
 		return nil, nil, err
 	}

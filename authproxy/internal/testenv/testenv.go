@@ -16,6 +16,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -176,6 +177,7 @@ type Received struct {
 // Core stands in for coreapi, or (NewApp) for an app behind the proxy.
 type Core struct {
 	Addr string
+	tls  bool // serving https
 	// echoV verifies what the echo route receives; coreV the proxy's own
 	// calls (core key only).
 	echoV, coreV *identity.Verifier
@@ -231,6 +233,12 @@ func NewApp(t testing.TB) *Core { return newCore(t, AppKey) }
 
 func newCore(t testing.TB, echoKey identity.Key) *Core {
 	t.Helper()
+	return newCoreTLS(t, echoKey, nil)
+}
+
+// newCoreTLS is newCore, serving TLS with cfg when it is not nil.
+func newCoreTLS(t testing.TB, echoKey identity.Key, cfg *tls.Config) *Core {
+	t.Helper()
 	coreV, err := identity.NewVerifier([]identity.Key{CoreKey}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -261,6 +269,9 @@ func newCore(t testing.TB, echoKey identity.Key) *Core {
 		t.Fatal(err)
 	}
 	c.Addr = ln.Addr().String()
+	if cfg != nil {
+		ln, c.tls = tls.NewListener(ln, cfg), true
+	}
 	c.app = app
 	go func() { _ = app.Listener(ln) }()
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(2 * time.Second) })
@@ -268,7 +279,12 @@ func newCore(t testing.TB, echoKey identity.Key) *Core {
 }
 
 // URL is the Core's base URL.
-func (c *Core) URL() string { return "http://" + c.Addr }
+func (c *Core) URL() string {
+	if c.tls {
+		return "https://" + c.Addr
+	}
+	return "http://" + c.Addr
+}
 
 // Shutdown stops the Core (to test an unreachable coreapi).
 func (c *Core) Shutdown() { _ = c.app.ShutdownWithTimeout(2 * time.Second) }
