@@ -475,7 +475,6 @@ type payload struct {
 	Scope     *string `json:"scope"`
 }
 
-// verify does the full check of a token not seen before.
 // Ours reports whether token has the shape of an access token this proxy
 // verifies: a JWS whose protected header parses and names a key id of the
 // current key set. It verifies nothing (see Verify) and fetches nothing: it
@@ -494,6 +493,7 @@ func (v *Verifier) Ours(token []byte) bool {
 	return set != nil && set.Keys[h.Kid] != nil
 }
 
+// verify does the full check of a token not seen before.
 func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	parts := bytes.Split(token, []byte{'.'})
 	if len(parts) != 3 || len(parts[0]) == 0 || len(parts[1]) == 0 || len(parts[2]) == 0 {
