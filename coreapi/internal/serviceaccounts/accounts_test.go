@@ -304,3 +304,24 @@ func TestServiceAccountMembershipEnds(t *testing.T) {
 	}
 	oauthProblem(t, e.form(t, "/api/v1/auth/token", cc, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "unauthorized_client")
 }
+
+// The owner role is never a machine's, whichever route would give it: the
+// member routes refuse it as creation does, so a tenant's last person
+// owner cannot be replaced by a service account and then removed.
+func TestServiceAccountNeverGetsOwnerRole(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "admin")
+	r := e.Send(t, owner, http.MethodPut, "/api/v1/users/"+a.ID+"/roles/owner", nil)
+	if r.Status != http.StatusForbidden {
+		t.Fatalf("grant owner to a service account: %d %s", r.Status, r.Body)
+	}
+	if n := e.count(t, `SELECT count(*) FROM membership_roles mr JOIN roles r ON r.id = mr.role_id
+WHERE mr.user_id = $1 AND r.name = 'owner'`, a.ID); n != 0 {
+		t.Fatal("the service account holds the owner role")
+	}
+	// The person stays the last owner.
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/users/"+owner.UserID+"/roles/owner", nil); r.Status != http.StatusConflict {
+		t.Fatalf("revoke the last person owner's role: %d %s", r.Status, r.Body)
+	}
+}

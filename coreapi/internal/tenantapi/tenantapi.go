@@ -85,6 +85,7 @@ func MapError(err error) *problem.Problem {
 		{invitations.ErrNotFound, 404, problem.CodeNotFound},
 		{invitations.ErrUnknownRole, 422, problem.CodeValidation},
 		{users.ErrSameEmail, 422, problem.CodeValidation},
+		{users.ErrServiceOwner, 403, problem.CodeForbidden},
 		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken},
 		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole},
 		{roles.ErrEscalation, 403, problem.CodeForbidden},

@@ -53,6 +53,9 @@ var (
 	ErrEmailTaken = errors.New("an account with this email already exists")
 	// ErrSameEmail: an email change to the address the account has.
 	ErrSameEmail = errors.New("this is already the account's email address")
+	// ErrServiceOwner: the owner role granted to a service account (a
+	// machine owns no tenant).
+	ErrServiceOwner = errors.New("a service account cannot hold the owner role")
 )
 
 // Member is a user seen from one tenant. The API writes it as tenantapi's
@@ -829,11 +832,13 @@ const qRole = `SELECT id::text, builtin, permissions FROM roles WHERE tenant_id 
 
 // GrantRole gives the member the named role. Granting a role the member
 // already holds changes nothing and writes nothing. The actor must hold
-// every permission of the role.
+// every permission of the role. The owner role is never a service
+// account's (ErrServiceOwner).
 func (s *Store) GrantRole(ctx context.Context, tenantID, userID, roleName string, a roles.Actor) (Member, error) {
 	const q = `
 INSERT INTO membership_roles (tenant_id, user_id, role_id) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING`
+	const qService = `SELECT kind = 'service' FROM users WHERE id = $1`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := getTx(ctx, tx, tenantID, userID); err != nil {
@@ -850,6 +855,15 @@ ON CONFLICT DO NOTHING`
 		}
 		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) {
 			return roles.ErrEscalation
+		}
+		if builtin && roleName == roles.Owner {
+			var service bool
+			if err := tx.QueryRow(ctx, qService, userID).Scan(&service); err != nil {
+				return mapErr(err)
+			}
+			if service {
+				return ErrServiceOwner
+			}
 		}
 		tag, err := tx.Exec(ctx, q, tenantID, userID, roleID)
 		if err != nil {
