@@ -273,17 +273,28 @@ func (e *mfaRequiredError) render(c *fiber.Ctx) error {
 }
 
 // challenge stores a sign-in waiting for its second factor and returns the
-// error that answers with its mfa_token.
+// error that answers with its mfa_token. The sign-in checked the account
+// at token version a.TokenVersion: if the version moved on meanwhile (a
+// password reset or change raced it, and ended the pending sign-ins), no
+// challenge is stored and the answer is errBadCredentials. The user row
+// is share-locked so that a concurrent reset either waits for this insert
+// (and then deletes the row) or is seen by it.
 func (s *Service) challenge(ctx context.Context, a users.Credentials) error {
 	const q = `
 INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
+SELECT $1, u.id, $3, now() + make_interval(secs => $4)
+FROM users u WHERE u.id = $2 AND u.token_version = $5
+FOR SHARE`
 	tok, hash, err := mfa.NewToken()
 	if err != nil {
 		return err
 	}
-	if _, err := s.pool.Exec(ctx, q, hash, a.UserID, *a.TenantID, ChallengeTTL.Seconds()); err != nil {
+	tag, err := s.pool.Exec(ctx, q, hash, a.UserID, *a.TenantID, ChallengeTTL.Seconds(), a.TokenVersion)
+	if err != nil {
 		return fmt.Errorf("store mfa challenge: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return errBadCredentials
 	}
 	return &mfaRequiredError{token: tok}
 }
@@ -310,7 +321,11 @@ func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
 		return err
 	}
 	tid := g.TenantID
-	return s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid})
+	err = s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid, TokenVersion: g.TokenVersion})
+	if errors.Is(err, errBadCredentials) { // signed out everywhere in between
+		return errBadHandover
+	}
+	return err
 }
 
 // mfaGrant is grant_type=mfa_otp: {mfa_token, code} finishes a sign-in;

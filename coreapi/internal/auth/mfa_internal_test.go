@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 )
 
 func sealerOf(t *testing.T, text string) *mfa.Sealer {
@@ -111,5 +112,45 @@ func TestTOTPKeyRotation(t *testing.T) {
 		if ok, err := svc(k("k2", 2)).checkTOTP(ctx, uid, c, "active"); ok || err != nil {
 			t.Fatalf("replayed/older code accepted: %v %v", ok, err)
 		}
+	}
+}
+
+// TestChallengeAtStaleTokenVersion: a sign-in whose password was checked
+// at a token version that has moved on since (a reset or a change committed
+// in between) stores no challenge.
+func TestChallengeAtStaleTokenVersion(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	dir := t.TempDir()
+	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keys.Load(dir, keys.AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pool: db.Pool, Keys: ring,
+		Passwords: password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0),
+		Sessions:  sessions.New(db.Pool, time.Hour, time.Second), Issuer: "i", Audience: "a", AccessTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uid, tid string
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, display_name, token_version) VALUES ('c@example.com', '', 1) RETURNING id::text`).Scan(&uid); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO tenants (name) VALUES ('T') RETURNING id::text`).Scan(&tid); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.challenge(ctx, users.Credentials{UserID: uid, TenantID: &tid, TokenVersion: 0}); !errors.Is(err, errBadCredentials) {
+		t.Fatalf("challenge at a stale token version: %v, want errBadCredentials", err)
+	}
+	var mr *mfaRequiredError
+	if err := s.challenge(ctx, users.Credentials{UserID: uid, TenantID: &tid, TokenVersion: 1}); !errors.As(err, &mr) {
+		t.Fatalf("challenge at the current token version: %v, want mfa_required", err)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM mfa_challenges WHERE user_id = $1`, uid).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("challenges stored: %d (%v), want 1", n, err)
 	}
 }

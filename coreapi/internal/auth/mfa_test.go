@@ -513,3 +513,16 @@ func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
 	}
 	wantStatus(t, "a member of this tenant only", reset(otherAs, victimAs.UserID), http.StatusNoContent, "")
 }
+
+// A sign-in that checked the old password and waits for its second factor
+// ends with a password change: its mfa_token no longer opens a session.
+func TestPasswordChangeEndsPendingSecondFactorSignIn(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "pending@example.com")
+	pending := e.challenge(t, "pending@example.com")
+	r := e.Send(t, e.identityFor(t, tk), http.MethodPut, "/api/v1/users/me/password",
+		map[string]string{"current_password": pw, "new_password": "a brand new password"})
+	wantStatus(t, "password change", r, http.StatusOK, "")
+	r = e.mfaOTP(t, pending, codeAt(t, secret, time.Now().Add(30*time.Second)))
+	wantStatus(t, "mfa_otp with an mfa_token from before the change", r, http.StatusBadRequest, "invalid_grant")
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -221,5 +222,37 @@ func TestForgotIgnoresServiceAccounts(t *testing.T) {
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": addr}), http.StatusAccepted)
 	if n := x.count(t, `SELECT count(*) FROM mail_queue`); n != 1 {
 		t.Fatalf("%d mails queued for a person, want 1", n)
+	}
+}
+
+// A sign-in of an MFA account that checked the old password and waits for
+// its second factor (an mfa_token) must not outlive a password reset:
+// whoever knew the old password would otherwise open a session, with the
+// new token version, after the owner took the account back.
+func TestResetEndsPendingSecondFactorSignIn(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "ida@example.com")
+	const code = "abcde-fghij"
+	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, a.c.Sub)
+	x.exec(t, `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`, a.c.Sub, mfa.HashRecovery(code))
+	r := x.token(t, "ida@example.com", pw)
+	if r.Status != http.StatusUnauthorized || r.Problem(t).Code != "mfa_required" {
+		t.Fatalf("password grant of an MFA user: %d %s, want 401 mfa_required", r.Status, r.Body)
+	}
+	var ch struct {
+		MFAToken string `json:"mfa_token"`
+	}
+	r.JSON(t, &ch)
+
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "ida@example.com"}), 202)
+	tok := x.mail(t, "ida@example.com", "Reset").Token()
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "the new password"}), http.StatusNoContent)
+
+	r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/token",
+		map[string]string{"grant_type": "mfa_otp", "mfa_token": ch.MFAToken, "code": code})
+	wantProblem(t, r, http.StatusBadRequest, "invalid_grant")
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, a.c.Sub); n != 0 {
+		t.Errorf("%d live sessions after the reset", n)
 	}
 }

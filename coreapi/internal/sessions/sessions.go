@@ -333,9 +333,13 @@ WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	return tag.RowsAffected(), nil
 }
 
-// RevokeAll revokes every live session of userID except keep (may be "").
+// RevokeAll revokes every live session of userID except keep (may be ""),
+// and ends the user's sign-ins still waiting for a second factor (their
+// mfa_tokens): a sign-in that checked the password before a reset or a
+// change must not open a session after it.
 func (s *Store) RevokeAll(ctx context.Context, q DB, userID, keep, reason string) (int64, error) {
 	const qRevokeAll = `
+WITH pending AS (DELETE FROM mfa_challenges WHERE user_id = $1)
 UPDATE sessions SET revoked_at = now(), revoked_reason = $3
 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
   AND id IS DISTINCT FROM NULLIF($2, '')::uuid`
