@@ -11,6 +11,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -79,6 +80,10 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 			return err
 		}
 		if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonPasswordChange); err != nil {
+			return err
+		}
+		// A reset link mailed before the change must not undo it.
+		if err := onetime.Revoke(ctx, tx, id.UserID, onetime.PasswordReset); err != nil {
 			return err
 		}
 		if id.SessionID != "" {

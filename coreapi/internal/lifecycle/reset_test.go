@@ -256,3 +256,19 @@ func TestResetEndsPendingSecondFactorSignIn(t *testing.T) {
 		t.Errorf("%d live sessions after the reset", n)
 	}
 }
+
+// A password change kills the reset links mailed before it: a link that
+// someone else got hold of must not undo the change (and sign the owner
+// out) afterwards.
+func TestPasswordChangeKillsResetLinks(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "joe@example.com")
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "joe@example.com"}), 202)
+	tok := x.mail(t, "joe@example.com", "Reset").Token()
+	r := x.Send(t, &a.id, http.MethodPut, "/api/v1/users/me/password",
+		map[string]string{"current_password": pw, "new_password": "the owner's new password"})
+	wantStatus(t, r, http.StatusOK)
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "the intruder's password"}), 400, problem.CodeLinkInvalid)
+	wantStatus(t, x.token(t, "joe@example.com", "the owner's new password"), http.StatusOK)
+}
