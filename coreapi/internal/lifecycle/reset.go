@@ -64,9 +64,10 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 // startReset issues a reset token and queues its mail when the address
 // has an active account of a person (a service account has no password
 // to reset); it does the same round trips either way up to
-// that point.
+// that point. The account's row is locked, so concurrent requests take
+// turns and each revokes the links before it: only the newest works.
 func (s *Service) startReset(c *fiber.Ctx, email string) error {
-	const q = `SELECT id::text, email, display_name FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'human'`
+	const q = `SELECT id::text, email, display_name FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'human' FOR UPDATE`
 	ctx := c.UserContext()
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

@@ -272,3 +272,22 @@ func TestPasswordChangeKillsResetLinks(t *testing.T) {
 		map[string]string{"token": tok, "new_password": "the intruder's password"}), 400, problem.CodeLinkInvalid)
 	wantStatus(t, x.token(t, "joe@example.com", "the owner's new password"), http.StatusOK)
 }
+
+// Concurrent forgot requests for one address leave one working link, as
+// sequential ones do (each revokes the links before it).
+func TestForgotConcurrentLeavesOneLink(t *testing.T) {
+	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(100), ForgotPerIP: limit(100)})
+	a := x.signup(t, "kim@example.com")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "kim@example.com"})
+		}()
+	}
+	wg.Wait()
+	if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'password_reset'`, a.c.Sub); n != 1 {
+		t.Fatalf("%d live reset links, want 1", n)
+	}
+}
