@@ -148,7 +148,8 @@ type Conn struct {
 	once     sync.Once
 	closed   chan struct{} // closed by Close
 	reason   atomic.Pointer[string]
-	shutdown func(reason string) // ends the transport (set before register)
+	smu      sync.Mutex          // closed and shutdown
+	shutdown func(reason string) // ends the transport (set by start; nil before)
 }
 
 // Reason is why the connection was closed ("" while open).
@@ -159,12 +160,19 @@ func (c *Conn) Reason() string {
 	return ""
 }
 
-// Close ends the stream for reason (first call wins).
+// Close ends the stream for reason (first call wins). A stream closed
+// before its transport exists (during the upstream handshake) is ended by
+// start.
 func (c *Conn) Close(reason string) {
 	c.once.Do(func() {
 		c.reason.Store(&reason)
+		c.smu.Lock()
 		close(c.closed)
-		c.shutdown(reason)
+		f := c.shutdown
+		c.smu.Unlock()
+		if f != nil {
+			f(reason)
+		}
 	})
 }
 
@@ -210,7 +218,16 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 
 // start arms the token-expiry close once the transport can be closed.
 func (m *Manager) start(c *Conn, shutdown func(string)) {
+	c.smu.Lock()
 	c.shutdown = shutdown
+	select {
+	case <-c.closed: // closed during the handshake
+		c.smu.Unlock()
+		shutdown(c.Reason())
+		return
+	default:
+	}
+	c.smu.Unlock()
 	if c.claims != nil && c.claims.Exp > 0 {
 		d := time.Unix(c.claims.Exp, 0).Sub(m.o.Now())
 		c.expiry = time.AfterFunc(max(d, 0), func() { c.Close(ReasonTokenExpired) })
