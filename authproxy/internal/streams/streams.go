@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -327,30 +328,70 @@ func (m *Manager) recheck(cs []*Conn) {
 		if c.claims == nil {
 			continue
 		}
-		go func() {
-			if reason := m.decide(c); reason != "" {
-				m.log.Info("stream closed: access withdrawn", c.logArgs("reason", reason, "route", c.route)...)
-				c.Close(reason)
-			}
-		}()
+		go m.recheckConn(c)
 	}
 }
 
-// decide returns why c is no longer allowed, or "". An identity service
-// that cannot answer leaves the stream open: the same bounded-staleness
-// rule as requests applies once it answers again.
-func (m *Manager) decide(c *Conn) string {
+// Retry bounds of a recheck the projection cache could not answer.
+const (
+	recheckRetryMin = 100 * time.Millisecond
+	recheckRetryMax = 5 * time.Second
+)
+
+// recheckConn decides again for c until the projection cache answers (a
+// refused fetch, e.g. beyond PROJECTION_MAX_FETCHES when many users'
+// streams are rechecked at once, or coreapi briefly unreachable, is tried
+// again after a jittered backoff: no later event may come to decide it),
+// or c ends.
+func (m *Manager) recheckConn(c *Conn) {
+	wait := recheckRetryMin
+	for {
+		reason, err := m.decide(c)
+		if err == nil {
+			if reason != "" {
+				m.log.Info("stream closed: access withdrawn", c.logArgs("reason", reason, "route", c.route)...)
+				c.Close(reason)
+			}
+			return
+		}
+		if wait == recheckRetryMin { // once per recheck: retries are not news
+			m.log.Warn("stream recheck", c.logArgs("err", err)...)
+		}
+		t := time.NewTimer(wait/2 + rand.N(wait/2))
+		select {
+		case <-c.closed:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !m.holds(c) { // released without a Close (its hijack never ran)
+			return
+		}
+		wait = min(wait*2, recheckRetryMax)
+	}
+}
+
+// holds reports whether c is still open here.
+func (m *Manager) holds(c *Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.all[c]
+	return ok
+}
+
+// decide returns why c is no longer allowed, or "", or the error of a
+// projection cache that could not answer (try again later).
+func (m *Manager) decide(c *Conn) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.o.HandshakeTimeout)
 	defer cancel()
 	e, err := m.proj.Get(ctx, c.claims.Sub, c.claims.Tid, c.reqID)
 	switch {
 	case errors.Is(err, projection.ErrNoMembership):
-		return ReasonNoMembership
+		return ReasonNoMembership, nil
 	case err != nil:
-		m.log.Warn("stream recheck", c.logArgs("err", err)...)
-		return ""
+		return "", err
 	}
-	return admits(c, e)
+	return admits(c, e), nil
 }
 
 // admits returns why the projection e, as c's token sees it, would no
