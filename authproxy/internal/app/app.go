@@ -123,7 +123,10 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	a.lastRules = table.Source
 
 	a.Keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, Algs: cfg.Algs, Interval: cfg.JWKSRefresh,
-		Cooldown: cfg.JWKSCooldown, Timeout: 5 * time.Second, Now: h.Now}, log, m)
+		Cooldown: cfg.JWKSCooldown, Timeout: 5 * time.Second, Now: h.Now,
+		// Streams opened with a token of a key that left the set end
+		// (a.Streams is set below, before the set is first fetched).
+		OnSet: func(s *jwks.Set) { a.Streams.KeySet(s) }}, log, m)
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "authproxy_jwks_age_seconds", Help: "Time since the key set was last fetched.",
 	}, func() float64 { return a.Keys.Age().Seconds() }))

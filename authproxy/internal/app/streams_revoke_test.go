@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -10,7 +11,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -404,4 +408,42 @@ func TestStreamEndsAtOnceManyTimes(t *testing.T) {
 			t.Fatalf("stream %d: %d, %d bytes, %v", i, resp.StatusCode, len(body), err)
 		}
 	}
+}
+
+// TestStreamsEndWhenTheirKeyIsRemoved: when the key that signed a stream's
+// token leaves the published set (auth.keys.changed), the stream ends as a
+// request with that token is refused; streams of the remaining key stay.
+func TestStreamsEndWhenTheirKeyIsRemoved(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"JWKS_REFETCH_COOLDOWN": "1h", "JWKS_REFRESH_INTERVAL": "1h"})
+	next := testenv.NewKey(t, "20260201T000000Z-0000bbbb", jwa.EdDSA)
+	e.core.Publish(e.key, next)
+	e.publish(invalidation.SubjectKeysChanged)
+	nextTok := testenv.Sign(t, next, testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+	eventually.Within(t, 5*time.Second, func() error {
+		if r := e.do("GET", "/api/v1/users/me", nextTok, nil); r.status != 200 {
+			return fmt.Errorf("token of the new key: status %d", r.status)
+		}
+		return nil
+	})
+	oldWS, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldWS.Close()
+	oldSSE := e.openSSE(t, "/notes/events", e.token(nil))
+	nextWS, _, err := e.dialWS("/notes/ws", bearer(nextTok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nextWS.Close()
+	echo(t, oldWS, "before")
+	echo(t, nextWS, "before")
+
+	e.core.Publish(next)
+	e.publish(invalidation.SubjectKeysChanged)
+	if code, text := wantClosed(t, oldWS, 5*time.Second); code != websocket.ClosePolicyViolation || text != "key_removed" {
+		t.Fatalf("WebSocket of the removed key: close = %d %q", code, text)
+	}
+	oldSSE.wantEnd(t, 5*time.Second)
+	echo(t, nextWS, "after")
 }

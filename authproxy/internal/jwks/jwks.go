@@ -64,6 +64,11 @@ type Options struct {
 	HTTP     *http.Client  // nil: a client with Timeout
 	Now      func() time.Time
 	Rand     func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
+	// OnSet, when set, is called with each key set fetched and made
+	// current (by Run, Refresh, KeysChanged or an unknown kid's refetch),
+	// after it is current: holders of what was checked against an earlier
+	// set (open streams) can drop what a removed key signed.
+	OnSet func(*Set)
 }
 
 // Client holds the current key set.
@@ -223,6 +228,9 @@ func (c *Client) fetch(ctx context.Context) error {
 	c.stored = seq
 	c.cur.Store(s)
 	c.storeMu.Unlock()
+	if c.opt.OnSet != nil {
+		c.opt.OnSet(s)
+	}
 	c.m.JWKSKeys.Set(float64(len(s.Keys)))
 	if len(s.Keys) == 0 {
 		c.log.Warn("jwks has no usable key", "url", c.opt.URL)

@@ -22,16 +22,26 @@ func (noMembership) Get(context.Context, string, string, string) (*projection.En
 	return nil, projection.ErrNoMembership
 }
 
+// unavailable is a projection cache that cannot answer (coreapi down).
+type unavailable struct{}
+
+func (unavailable) Get(context.Context, string, string, string) (*projection.Entry, error) {
+	return nil, projection.ErrUnavailable
+}
+
 // A stream revoked (or drained) while the upstream has not answered yet is
 // closed once it starts, and the proxy does not fall over meanwhile.
 func TestClosedDuringHandshake(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
+		proj  Projections
 		close func(m *Manager)
 		want  string
 	}{
-		{"recheck", func(m *Manager) { m.RecheckUser("alice") }, ReasonNoMembership},
-		{"drain", func(m *Manager) {
+		{"recheck", noMembership{}, func(m *Manager) { m.RecheckUser("alice") }, ReasonNoMembership},
+		// The projection cache cannot answer the recheck on opening: the
+		// drain closes the stream.
+		{"drain", unavailable{}, func(m *Manager) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 			defer cancel()
 			_ = m.Drain(ctx)
@@ -54,7 +64,7 @@ func TestClosedDuringHandshake(t *testing.T) {
 				<-answer
 				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"))
 			}()
-			m := New(Options{HandshakeTimeout: time.Second}, noMembership{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			m := New(Options{HandshakeTimeout: time.Second}, tc.proj, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 			rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
 			ctx := &fasthttp.RequestCtx{}
 			ctx.Request.SetRequestURI("/x/events")

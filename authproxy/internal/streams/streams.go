@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/jwks"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
@@ -43,6 +44,9 @@ const (
 	// inactive, token_version, session_revoked, insufficient_scope,
 	// email_unverified, and "no_membership".
 	ReasonNoMembership = "no_membership"
+	// ReasonKeyRemoved: the key that signed the stream's token left the
+	// published key set (a rotation's removal, a compromised key).
+	ReasonKeyRemoved = "key_removed"
 )
 
 // Errors Serve returns before anything was sent to the client.
@@ -214,6 +218,13 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		}
 	}
 	m.m.open.WithLabelValues(kind, route).Inc()
+	if cl != nil && m.proj != nil {
+		// The request was decided before the stream joined the indexes
+		// above: an invalidation in between found nothing to recheck.
+		// Deciding once more from here on sees it (a cache hit, the
+		// decision's own entry, when there was none).
+		go m.recheckConn(c)
+	}
 	return c, nil
 }
 
@@ -316,6 +327,30 @@ func (m *Manager) RecheckTenant(id string) { m.recheck(m.snapshot(m.tens, id)) }
 
 // RecheckSession re-evaluates the session's streams.
 func (m *Manager) RecheckSession(id string) { m.recheck(m.snapshot(m.sess, id)) }
+
+// signingKey is the key that signed the stream's token (nil: no token).
+func signingKey(cl *tokens.Claims) *jwks.Key {
+	if cl == nil {
+		return nil
+	}
+	return cl.Key
+}
+
+// KeySet closes the streams opened with a token whose signing key is not
+// in s, the key set just made current: a request with such a token is
+// refused from then on (tokens.Verifier's cached entries check the same
+// key pointer), and so is its stream. A stream authenticated otherwise
+// (an API key, anonymous) is not affected.
+func (m *Manager) KeySet(s *jwks.Set) {
+	for _, c := range m.snapshot(nil, "") {
+		k := signingKey(c.claims)
+		if k == nil || s != nil && s.Keys[k.Kid] == k {
+			continue
+		}
+		m.log.Info("stream closed: signing key removed", c.logArgs("kid", k.Kid, "route", c.route)...)
+		c.Close(ReasonKeyRemoved)
+	}
+}
 
 // RecheckAll re-evaluates every authenticated stream.
 func (m *Manager) RecheckAll() { m.recheck(m.snapshot(nil, "")) }
