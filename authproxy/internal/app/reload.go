@@ -36,7 +36,11 @@ func (a *App) ReloadRules() error {
 		a.lastRules = sha256.Sum256(b)
 		var t *rules.Table
 		if t, err = rules.Parse(b, Env(a.cfg)); err == nil {
-			return a.swap(t)
+			// A table that parses may still name what the proxy cannot
+			// serve (an upstream without a key): refused the same way.
+			if err = a.swap(t); err == nil {
+				return nil
+			}
 		}
 	}
 	a.Metrics.RulesReloadFailed.Inc()

@@ -103,6 +103,8 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 		"routes: [", // YAML syntax error
 		appUpstream + "routes: [{prefix: /api/v1/auth, upstream: notes, access: public}]", // shadows core
 		"rules: [{path: /**, access: public}]",                                            // previous format
+		// Parses, but names a key the proxy was not given.
+		"upstreams:\n  notes:\n    url: {{APP}}\n    key_id: app-unknown\nroutes:\n  - {prefix: /extra, upstream: notes, access: public}\n",
 	} {
 		e.writeRules(bad)
 		testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), float64(i+1)) })
@@ -115,7 +117,7 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 	}
 	// Every problem of a file is logged, each on its own.
 	e.writeRules(appUpstream + "routes:\n  - {prefix: /a, upstream: nope, access: public}\n  - {prefix: /b, upstream: notes, access: sometimes}\n")
-	testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), 4) })
+	testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), 5) })
 	testenv.Eventually(t, func() error {
 		return testenv.Contains("the log", e.logs.String(), `unknown upstream \"nope\"`, `access \"sometimes\"`, "the previous rules stay in force")
 	})
