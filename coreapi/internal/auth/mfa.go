@@ -695,14 +695,18 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 	} else if err != nil {
 		return fmt.Errorf("load member: %w", err)
 	}
-	if !has {
-		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "the member has no second factor")
-	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	a := roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: rid}
-	err = s.removeMFA(ctx, uid, func(tx pgx.Tx) error {
-		return users.CheckFactorReset(ctx, tx, s.catalog, id.TenantID, uid, a)
-	}, func(tx pgx.Tx) error {
+	check := func(tx pgx.Tx) error { return users.CheckFactorReset(ctx, tx, s.catalog, id.TenantID, uid, a) }
+	if !has {
+		// Whether a member has a second factor is told only to a caller
+		// allowed to reset it: the same refusals first.
+		if err := pgx.BeginFunc(ctx, s.pool, check); err != nil {
+			return resetRefused(err)
+		}
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "the member has no second factor")
+	}
+	err = s.removeMFA(ctx, uid, check, func(tx pgx.Tx) error {
 		n, err := signOutAfterReset(ctx, tx, s.sessions, uid)
 		if err != nil {
 			return err
@@ -712,6 +716,14 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonUserMFAReset})
 	})
+	if err != nil {
+		return resetRefused(err)
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// resetRefused is resetMFA's answer to an error of its checks.
+func resetRefused(err error) error {
 	switch {
 	case errors.Is(err, roles.ErrEscalation):
 		return problem.New(fiber.StatusForbidden, problem.CodeForbidden,
@@ -721,10 +733,8 @@ FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 			"the member belongs to other tenants too, whose access the second factor also guards: the member signs in with a recovery code instead")
 	case errors.Is(err, users.ErrNotFound):
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no such member")
-	case err != nil:
-		return err
 	}
-	return c.SendStatus(fiber.StatusNoContent)
+	return err
 }
 
 // signOutAfterReset ends every session of userID whose second factor was

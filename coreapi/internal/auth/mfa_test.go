@@ -495,6 +495,12 @@ func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
 	}
 	wantStatus(t, "admin resets the owner", reset(&admin, ownerAs.UserID), http.StatusForbidden, "forbidden")
 	unchanged("admin resets the owner", ownerAs.UserID)
+	// Whether a member has a factor is not told to a caller who may not
+	// reset it: an owner without one is refused the same way.
+	owner2 := e.SeedUserIn(t, ownerAs.TenantID, "boss2@example.com", "owner")
+	wantStatus(t, "admin resets an owner without a factor", reset(&admin, owner2.UserID), http.StatusForbidden, "forbidden")
+	member := e.SeedUserIn(t, ownerAs.TenantID, "member@example.com", "member")
+	wantStatus(t, "admin resets a member without a factor", reset(&admin, member.UserID), http.StatusNotFound, "not_found")
 
 	// The victim's own tenant, and a tenant of somebody else that the
 	// victim joined: its owner holds everything the victim holds there.
