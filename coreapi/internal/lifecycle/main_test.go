@@ -44,6 +44,7 @@ type env struct {
 	*apitest.Env
 	smtp   *mailtest.Server
 	sender *mail.Sender
+	hasher *password.Hasher
 }
 
 func start(t *testing.T, limits lifecycle.Limits) *env {
@@ -55,6 +56,12 @@ func start(t *testing.T, limits lifecycle.Limits) *env {
 // one) in every part that reads it.
 func startWith(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog) *env {
 	t.Helper()
+	return startHasher(t, limits, cat, password.New(cheap, 0))
+}
+
+// startHasher is startWith with the password hasher h in every part.
+func startHasher(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog, h *password.Hasher) *env {
+	t.Helper()
 	dir := t.TempDir()
 	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
@@ -63,8 +70,7 @@ func startWith(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := &env{smtp: mailtest.Start(t)}
-	h := password.New(cheap, 0)
+	x := &env{smtp: mailtest.Start(t), hasher: h}
 	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		o.Catalog = cat
 		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,

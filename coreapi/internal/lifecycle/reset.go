@@ -115,15 +115,10 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 		return formError(c, PageResetPassword, b.Token, httpapi.Invalid("new_password", err.Error()))
 	}
 	ctx := c.UserContext()
-	// A cheap look-up first: random tokens must not cost an argon2 hash
-	// each.
-	var known bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM action_tokens WHERE token_hash = $1 AND purpose = 'password_reset')`,
-		onetime.Hash(b.Token)).Scan(&known); err != nil {
-		return fmt.Errorf("look up reset token: %w", err)
-	}
-	if !known {
-		return formError(c, PageResetPassword, "", onetime.ErrInvalid)
+	// A cheap look-up first: random or expired tokens must not cost an
+	// argon2 hash each.
+	if err := onetime.Check(ctx, s.pool, onetime.PasswordReset, b.Token); err != nil {
+		return formError(c, PageResetPassword, "", err)
 	}
 	hash, err := s.passwords.Hash(ctx, b.NewPassword)
 	if err != nil {

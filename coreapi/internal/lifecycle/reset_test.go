@@ -7,10 +7,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -290,4 +292,44 @@ func TestForgotConcurrentLeavesOneLink(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'password_reset'`, a.c.Sub); n != 1 {
 		t.Fatalf("%d live reset links, want 1", n)
 	}
+}
+
+// TestResetExpiredLinkCostsNoHash: an expired reset link is refused
+// before the new password is hashed, and deleted.
+func TestResetExpiredLinkCostsNoHash(t *testing.T) {
+	x := startHasher(t, lifecycle.Limits{}, nil, password.New(cheap, 1))
+	a := x.signup(t, "lou@example.com")
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "lou@example.com"}), 202)
+	tok := x.mail(t, "lou@example.com", "Reset").Token()
+	x.exec(t, `UPDATE action_tokens SET expires_at = now() - interval '1 second' WHERE user_id = $1`, a.c.Sub)
+
+	// Hold the hasher's only slot with a slow verification: a request
+	// that hashes waits for it.
+	slow := "$argon2id$v=19$m=16384,t=100,p=1$" + strings.Repeat("A", 22) + "$" + strings.Repeat("A", 43)
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		_, _ = x.hasher.Verify(context.Background(), "x", slow)
+	}()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		_, err := x.hasher.Hash(ctx, "probe password")
+		cancel()
+		if err != nil {
+			break // the slot is taken
+		}
+	}
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "long enough pw"})
+	select {
+	case <-held:
+		t.Error("the expired link waited for a password hash")
+	default:
+	}
+	wantProblem(t, r, 400, problem.CodeLinkExpired)
+	if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'password_reset'`, a.c.Sub); n != 0 {
+		t.Errorf("%d expired reset links left, want 0", n)
+	}
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "long enough pw"}), 400, problem.CodeLinkInvalid)
+	<-held
 }

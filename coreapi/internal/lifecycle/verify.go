@@ -47,6 +47,11 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 		qChange = `UPDATE users SET email = $2, email_verified_at = now(), updated_at = now() WHERE id = $1`
 	)
 	ctx := c.UserContext()
+	// Outside the transaction, which an expired token rolls back: Check
+	// deletes it.
+	if err := onetime.Check(ctx, s.pool, onetime.VerifyEmail, b.Token); err != nil {
+		return formError(c, PageVerifyEmail, "", err)
+	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var out Verified
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

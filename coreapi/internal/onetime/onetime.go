@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 )
 
 // Purpose is what a token is for; a token of one purpose never serves
@@ -41,7 +42,8 @@ var (
 	// ErrInvalid: unknown, already used, tampered with, or for another
 	// purpose.
 	ErrInvalid = errors.New("the link is not valid (already used, replaced, or mistyped)")
-	// ErrExpired: the token is known but past its expiry (it is deleted).
+	// ErrExpired: the token is known but past its expiry (Check deletes
+	// it).
 	ErrExpired = errors.New("the link has expired; ask for a new one")
 )
 
@@ -85,9 +87,39 @@ RETURNING expires_at`
 	return raw, exp, nil
 }
 
+// Check reports, without consuming it, whether raw is a live token of
+// purpose p: ErrInvalid or ErrExpired otherwise. An expired token is
+// deleted, so call it outside the transaction that acts on the token (that
+// one rolls back on the error), and before any costly work: an unknown or
+// expired token must not cost a password hash.
+func Check(ctx context.Context, db sqldb.DB, p Purpose, raw string) error {
+	const q = `
+WITH gone AS (
+    DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2 AND expires_at <= now()
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM gone),
+       EXISTS (SELECT 1 FROM action_tokens WHERE token_hash = $1 AND purpose = $2)`
+	if raw == "" || len(raw) > 200 {
+		return ErrInvalid
+	}
+	var expired, known bool
+	if err := db.QueryRow(ctx, q, Hash(raw), string(p)).Scan(&expired, &known); err != nil {
+		return fmt.Errorf("check %s token: %w", p, err)
+	}
+	switch {
+	case expired:
+		return ErrExpired
+	case !known:
+		return ErrInvalid
+	}
+	return nil
+}
+
 // Consume deletes the token and returns what it proves; ErrInvalid or
 // ErrExpired otherwise. Call it in the transaction that acts on it, so a
-// failed action leaves the token usable.
+// failed action leaves the token usable (an expired one too: Check
+// deletes those).
 func Consume(ctx context.Context, tx pgx.Tx, p Purpose, raw string) (Token, error) {
 	const q = `
 DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2
