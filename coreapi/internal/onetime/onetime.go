@@ -160,8 +160,12 @@ func Revoke(ctx context.Context, tx pgx.Tx, userID string, ps ...Purpose) error 
 // SendVerification issues a verify_email token for email and queues the
 // mail with its link, inside tx, and audits it in the user's tenants (call
 // it after the membership exists). Earlier verification tokens of the user
-// die: only the newest link works.
+// die: only the newest link works. The user's row is locked, so concurrent
+// calls take turns and each revokes the links before it.
 func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName string, change bool, requestID string) error {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, userID); err != nil {
+		return fmt.Errorf("lock user: %w", err)
+	}
 	if err := Revoke(ctx, tx, userID, VerifyEmail); err != nil {
 		return err
 	}
