@@ -51,9 +51,10 @@ func handoverHash(code string) []byte {
 }
 
 // handoverGrant exchanges a hand-over code for the tokens of its session:
-// the code is consumed (DELETE … RETURNING) whatever happens next, and the
-// session gets a fresh refresh token (the one made at the callback was
-// never shown to anyone).
+// the code is consumed (DELETE … RETURNING) whatever happens next, the
+// membership and the tenant must still be active, and the session gets a
+// fresh refresh token (the one made at the callback was never shown to
+// anyone).
 func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
 	ctx := c.UserContext()
 	const q = `
@@ -62,8 +63,11 @@ WITH h AS (
     RETURNING user_id, session_id, expires_at > now() AS live
 )
 SELECT h.user_id::text, h.session_id::text, s.tenant_id::text, u.token_version, h.live AND u.status = 'active',
+       coalesce(m.status, '') = 'active' AND t.status = 'active',
        s.amr, floor(extract(epoch FROM s.auth_time))::bigint
-FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id`
+FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id
+JOIN tenants t ON t.id = s.tenant_id
+LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if req.Code == "" {
 		return TokenResponse{}, invalidRequest("code is required", problem.FieldError{Field: "code", Message: "required"})
 	}
@@ -74,15 +78,20 @@ FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id`
 		return TokenResponse{}, errBadHandover
 	}
 	var (
-		g  Grant
-		ok bool
+		g          Grant
+		ok, member bool
 	)
-	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &g.TenantID, &g.TokenVersion, &ok, &g.AMR, &g.AuthTime)
+	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &g.TenantID, &g.TokenVersion, &ok, &member, &g.AMR, &g.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
 		return TokenResponse{}, errBadHandover
 	}
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("consume hand-over code: %w", err)
+	}
+	// Removed from the tenant, or the tenant suspended, since the
+	// callback: the password grant's refusal.
+	if !member {
+		return TokenResponse{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+g.TenantID)
 	}
 	// A user with a second factor gives it here too: the external
 	// sign-in stands for the password, and the session it opened is

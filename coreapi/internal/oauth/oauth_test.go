@@ -608,6 +608,30 @@ func TestHandoverExchange(t *testing.T) {
 	}
 }
 
+// TestHandoverRefusedAfterMembershipEnds: a member removed, or a tenant
+// suspended, between the callback and the exchange gets no tokens (the
+// password grant's refusal).
+func TestHandoverRefusedAfterMembershipEnds(t *testing.T) {
+	const qSession = `(SELECT session_id FROM oauth_handovers WHERE code_hash = sha256(convert_to($1, 'UTF8')))`
+	for _, tt := range []struct{ name, q string }{
+		{"membership removed", `DELETE FROM memberships m USING sessions s WHERE s.id = ` + qSession + ` AND m.tenant_id = s.tenant_id AND m.user_id = s.user_id`},
+		{"tenant suspended", `UPDATE tenants SET status = 'suspended' WHERE id = (SELECT tenant_id FROM sessions WHERE id = ` + qSession + `)`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			x := start(t)
+			st := x.begin(t, "")
+			c := handover(t, x.callback(t, x.approve(t, st), st.cookie))
+			if _, err := x.DB.Pool.Exec(context.Background(), tt.q, c); err != nil {
+				t.Fatal(err)
+			}
+			r := x.exchange(t, c)
+			if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeForbidden {
+				t.Fatalf("exchange: %d %s, want 403 %s", r.Status, r.Body, problem.CodeForbidden)
+			}
+		})
+	}
+}
+
 func TestCallbackBadInput(t *testing.T) {
 	x := start(t)
 	st := x.begin(t, "")
