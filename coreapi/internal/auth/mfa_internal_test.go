@@ -31,13 +31,9 @@ func sealerOf(t *testing.T, text string) *mfa.Sealer {
 	return s
 }
 
-// TestTOTPKeyRotation: a secret sealed under a key that is no longer first
-// still verifies, and is resealed under the first key when it is used, so
-// the old key can be dropped once every active secret has been used (or
-// never: a missing key is an error, never a silent mismatch).
-func TestTOTPKeyRotation(t *testing.T) {
-	ctx := context.Background()
-	db := dbtest.New(t)
+// testRing is a signing key ring of one EdDSA key.
+func testRing(t *testing.T) *keys.Ring {
+	t.Helper()
 	dir := t.TempDir()
 	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
@@ -46,6 +42,17 @@ func TestTOTPKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ring
+}
+
+// TestTOTPKeyRotation: a secret sealed under a key that is no longer first
+// still verifies, and is resealed under the first key when it is used, so
+// the old key can be dropped once every active secret has been used (or
+// never: a missing key is an error, never a silent mismatch).
+func TestTOTPKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	ring := testRing(t)
 	k := func(id string, b byte) string {
 		return id + ":" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+b)), 32)))
 	}
@@ -121,14 +128,7 @@ func TestTOTPKeyRotation(t *testing.T) {
 func TestChallengeAtStaleTokenVersion(t *testing.T) {
 	ctx := context.Background()
 	db := dbtest.New(t)
-	dir := t.TempDir()
-	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := keys.Load(dir, keys.AlgEdDSA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := testRing(t)
 	s, err := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pool: db.Pool, Keys: ring,
 		Passwords: password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0),
 		Sessions:  sessions.New(db.Pool, time.Hour, time.Second), Issuer: "i", Audience: "a", AccessTTL: time.Minute})
