@@ -2,7 +2,10 @@
 // (user agents, provider names and errors, delivery errors).
 package clip
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // String returns the longest prefix of s of at most n bytes that does not
 // end inside a UTF-8 sequence, so valid text stays valid (PostgreSQL
@@ -18,4 +21,14 @@ func String(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// Text is String for text a client sent as raw bytes (an HTTP header):
+// invalid UTF-8 becomes U+FFFD and NUL bytes are dropped first, so that
+// PostgreSQL stores it instead of failing the request (SQLSTATE 22021).
+func Text(s string, n int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return String(strings.ReplaceAll(s, "\x00", ""), n)
 }

@@ -36,3 +36,22 @@ func TestString(t *testing.T) {
 		}
 	}
 }
+
+func TestText(t *testing.T) {
+	tests := []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"},
+		{"a\xffb", 10, "a\uFFFDb"},
+		{"a\x00b", 10, "ab"},
+		{"caf\xe9\xff", 4, "caf"}, // U+FFFD is 3 bytes: not cut in half
+	}
+	for _, tt := range tests {
+		got := clip.Text(tt.s, tt.n)
+		if got != tt.want || !utf8.ValidString(got) {
+			t.Errorf("Text(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
+		}
+	}
+}

@@ -162,7 +162,7 @@ RETURNING session_id`
 		return Issued{}, err
 	}
 	var sid string
-	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip.String(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
+	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
 		return Issued{}, fmt.Errorf("create session: %w", err)
 	}
 	return Issued{SessionID: sid, RefreshToken: tok}, nil
