@@ -302,6 +302,8 @@ type Pending struct {
 	Status    string
 	Expired   bool
 	InvitedBy *string
+	// TenantActive is false while the tenant is suspended.
+	TenantActive bool
 }
 
 // ErrInvalidToken: no invitation has this token (never issued, replaced by
@@ -311,13 +313,15 @@ var ErrInvalidToken = errors.New("the invitation link is not valid")
 // Lock finds the invitation of a raw token and locks it (FOR UPDATE).
 func Lock(ctx context.Context, tx pgx.Tx, raw string) (Pending, error) {
 	const q = `
-SELECT id::text, tenant_id::text, email, roles, status, expires_at <= now(), invited_by::text
-FROM invitations WHERE token_hash = $1 FOR UPDATE`
+SELECT i.id::text, i.tenant_id::text, i.email, i.roles, i.status, i.expires_at <= now(), i.invited_by::text,
+       t.status = 'active'
+FROM invitations i JOIN tenants t ON t.id = i.tenant_id
+WHERE i.token_hash = $1 FOR UPDATE OF i`
 	if raw == "" || len(raw) > 200 {
 		return Pending{}, ErrInvalidToken
 	}
 	var p Pending
-	err := tx.QueryRow(ctx, q, onetime.Hash(raw)).Scan(&p.ID, &p.TenantID, &p.Email, &p.Roles, &p.Status, &p.Expired, &p.InvitedBy)
+	err := tx.QueryRow(ctx, q, onetime.Hash(raw)).Scan(&p.ID, &p.TenantID, &p.Email, &p.Roles, &p.Status, &p.Expired, &p.InvitedBy, &p.TenantActive)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Pending{}, ErrInvalidToken
 	}

@@ -205,6 +205,10 @@ func usable(p invitations.Pending) error {
 		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was already used")
 	case p.Expired:
 		return problem.New(fiber.StatusGone, problem.CodeLinkExpired, "the invitation has expired; ask for a new one")
+	case !p.TenantActive:
+		// The operator's suspension admits nobody (the password grant
+		// refuses the tenant too); the invitation stays pending.
+		return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "the inviting tenant is suspended")
 	}
 	return nil
 }

@@ -456,3 +456,42 @@ func TestInviteChecksTheCatalogsPermissions(t *testing.T) {
 		t.Fatalf("accept of the owner's invitation: %d %s", st, code)
 	}
 }
+
+// An invitation into a tenant suspended since it was sent is not accepted:
+// the operator's suspension admits nobody and opens no session there (the
+// password grant and the hand-over refuse such a tenant too). The
+// invitation stays pending for after a reactivation.
+func TestInviteAcceptRefusedInSuspendedTenant(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "own@acme.test")
+	x.signup(t, "pat@example.com")
+	x.invite(t, owner.id, "pat@example.com")
+	x.invite(t, owner.id, "newbie@example.com")
+	patTok := x.mail(t, "pat@example.com", "You are invited").Token()
+	newTok := x.mail(t, "newbie@example.com", "You are invited").Token()
+	x.exec(t, `UPDATE tenants SET status = 'suspended' WHERE id = $1`, owner.c.Tid)
+	for _, c := range []struct {
+		name, email string
+		body        map[string]string
+	}{
+		{"existing account", "pat@example.com", map[string]string{"token": patTok, "password": pw}},
+		{"new account", "newbie@example.com", map[string]string{"token": newTok, "password": "a long password"}},
+	} {
+		if _, st, code := x.accept(t, nil, c.body); st != http.StatusForbidden || code != problem.CodeForbidden {
+			t.Errorf("%s: accept into a suspended tenant: %d %s, want 403 forbidden", c.name, st, code)
+		}
+		if x.isMember(t, owner.c.Tid, c.email) {
+			t.Errorf("%s: joined the suspended tenant", c.name)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE tenant_id = $1 AND user_id <> $2`, owner.c.Tid, owner.c.Sub); n != 0 {
+		t.Errorf("%d sessions opened in the suspended tenant", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users WHERE lower(email) = 'newbie@example.com'`); n != 0 {
+		t.Errorf("an account was created for the refused accept")
+	}
+	x.exec(t, `UPDATE tenants SET status = 'active' WHERE id = $1`, owner.c.Tid)
+	if _, st, code := x.accept(t, nil, map[string]string{"token": patTok, "password": pw}); st != http.StatusOK {
+		t.Fatalf("accept after the reactivation: %d %s", st, code)
+	}
+}
