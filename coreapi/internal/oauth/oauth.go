@@ -470,6 +470,12 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			}
 			var verified bool
 			g.UserID, verified, err = userByEmail(ctx, tx, in.Email)
+			if errors.Is(err, errOtherAddress) {
+				// Not the provider's address: never enter that account, and
+				// no second account can take an address lower() confuses.
+				return problem.New(fiber.StatusConflict, problem.CodeConflict,
+					"an account exists with an address that differs from the provider's in more than letter case; this account cannot be created or linked")
+			}
 			if err == nil && !verified {
 				// Whoever created that account never proved the address: it
 				// may not be the provider's user. Never enter it.

@@ -782,3 +782,40 @@ func TestCallbackClientIP(t *testing.T) {
 		t.Fatalf("sessions with the signed client IP = %d, want 1", n)
 	}
 }
+
+// TestNoLinkByUnicodeCaseVariant: an address that PostgreSQL's lower()
+// folds onto an account's (KELVIN SIGN U+212A lowers to "k") is another
+// address; the provider vouching for it proves nothing of the account's
+// mailbox, so the sign-in neither enters nor links that account.
+func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
+	x := start(t)
+	su := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "kate@example.com", "password": "a long password", "tenant_name": "Mine"})
+	if su.Status != http.StatusCreated {
+		t.Fatalf("signup: %d", su.Status)
+	}
+	var st tokens
+	su.JSON(t, &st)
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
+		t.Fatal(err)
+	}
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email, x.idp.Verified = "attacker", "\u212Aate@example.com", true
+	x.idp.mu.Unlock()
+	b := x.begin(t, "")
+	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
+		t.Errorf("sign-in for a Unicode variant of a verified account's address: %d %s, want 409", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("%d identities linked to the account of another address", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, sub(t, st.AccessToken)); n != 1 {
+		t.Errorf("%d sessions of the account, want only the signup's", n)
+	}
+	// The account's own address in another letter case still links.
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email = "kate", "Kate@Example.com"
+	x.idp.mu.Unlock()
+	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
+		t.Errorf("sign-in with a letter-case variant: user %s, want %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
+	}
+}

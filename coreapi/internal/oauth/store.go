@@ -24,6 +24,9 @@ var (
 	errStateExpired = errors.New("expired state")
 	// errNoRow: a lookup found nothing.
 	errNoRow = errors.New("not found")
+	// errOtherAddress: the account found by lower(email) has another
+	// address (one that lower() folds onto the same string).
+	errOtherAddress = errors.New("an account has an address that lower() confuses with this one")
 )
 
 // pendingState is a started sign-in, stored until its callback.
@@ -104,21 +107,48 @@ func identityUser(ctx context.Context, db sqldb.DB, provider, subject string) (s
 }
 
 // userByEmail returns the account of an address (any letter case) and
-// whether its address is verified; errNoRow for none.
+// whether its address is verified; errNoRow for none. PostgreSQL's lower()
+// also folds some non-ASCII letters onto ASCII ones (KELVIN SIGN U+212A to
+// "k"): an account whose stored address differs from email in more than
+// ASCII letter case is another address's, and is errOtherAddress.
 func userByEmail(ctx context.Context, db sqldb.DB, email string) (string, bool, error) {
-	const q = `SELECT id::text, email_verified_at IS NOT NULL FROM users WHERE lower(email) = lower($1)`
+	const q = `SELECT id::text, email, email_verified_at IS NOT NULL FROM users WHERE lower(email) = lower($1)`
 	var (
-		uid      string
-		verified bool
+		uid, stored string
+		verified    bool
 	)
-	err := db.QueryRow(ctx, q, email).Scan(&uid, &verified)
+	err := db.QueryRow(ctx, q, email).Scan(&uid, &stored, &verified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, errNoRow
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("find user by email: %w", err)
 	}
+	if !equalASCIIFold(stored, email) {
+		return "", false, errOtherAddress
+	}
 	return uid, verified, nil
+}
+
+// equalASCIIFold reports whether a and b are equal up to the case of ASCII
+// letters (unlike strings.EqualFold, which folds KELVIN SIGN onto "k").
+func equalASCIIFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // linkIdentity links a provider identity to a user.
