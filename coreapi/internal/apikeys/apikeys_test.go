@@ -254,11 +254,12 @@ func TestCreateRefused(t *testing.T) {
 		wantProblem(t, x.Send(t, &asKey, http.MethodPost, path, map[string]any{"name": "x", "permissions": []string{}}), 403, "principal_not_allowed")
 	}
 	for name, body := range map[string]any{
-		"no name":        map[string]any{"name": " ", "permissions": []string{}},
-		"long name":      map[string]any{"name": strings.Repeat("n", 201), "permissions": []string{}},
-		"no permissions": map[string]any{"name": "x"},
-		"unknown perm":   map[string]any{"name": "x", "permissions": []string{"nukes:launch"}},
-		"past expiry":    map[string]any{"name": "x", "permissions": []string{}, "expires_at": time.Now().Add(-time.Minute)},
+		"no name":                map[string]any{"name": " ", "permissions": []string{}},
+		"long name":              map[string]any{"name": strings.Repeat("n", 201), "permissions": []string{}},
+		"no permissions":         map[string]any{"name": "x"},
+		"unknown perm":           map[string]any{"name": "x", "permissions": []string{"nukes:launch"}},
+		"past expiry":            map[string]any{"name": "x", "permissions": []string{}, "expires_at": time.Now().Add(-time.Minute)},
+		"expiry not a date-time": map[string]any{"name": "x", "permissions": []string{}, "expires_at": "tomorrow"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 422, "validation_failed")

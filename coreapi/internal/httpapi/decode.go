@@ -8,12 +8,15 @@ import (
 	"io"
 	"mime"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -140,6 +143,7 @@ func join(path, name string) string {
 func decodeProblem(err error) *problem.Problem {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var tim *time.ParseError
 	switch {
 	case errors.As(err, &syn):
 		return problem.New(fiber.StatusBadRequest, problem.CodeMalformedJSON, fmt.Sprintf("malformed JSON at byte %d", syn.Offset))
@@ -152,6 +156,12 @@ func decodeProblem(err error) *problem.Problem {
 		}
 		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "a field has the wrong type")
 		p.Errors = []problem.FieldError{{Field: field, Message: "want " + jsonType(typ.Type) + ", got " + jsonValue(typ.Value)}}
+		return p
+	case errors.As(err, &tim):
+		// A date-time field's own parse (time.Time.UnmarshalJSON), which
+		// encoding/json returns without the field's name.
+		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "a date-time field is not in RFC 3339 form")
+		p.Errors = []problem.FieldError{{Field: "(body)", Message: "want an RFC 3339 date-time such as 2027-01-31T00:00:00Z, got " + strconv.Quote(clip.String(tim.Value, 64))}}
 		return p
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// The same status as a wrong type: both are well-formed JSON that
