@@ -328,14 +328,6 @@ func (m *Manager) RecheckTenant(id string) { m.recheck(m.snapshot(m.tens, id)) }
 // RecheckSession re-evaluates the session's streams.
 func (m *Manager) RecheckSession(id string) { m.recheck(m.snapshot(m.sess, id)) }
 
-// signingKey is the key that signed the stream's token (nil: no token).
-func signingKey(cl *tokens.Claims) *jwks.Key {
-	if cl == nil {
-		return nil
-	}
-	return cl.Key
-}
-
 // KeySet closes the streams opened with a token whose signing key is not
 // in s, the key set just made current: a request with such a token is
 // refused from then on (tokens.Verifier's cached entries check the same
@@ -343,11 +335,10 @@ func signingKey(cl *tokens.Claims) *jwks.Key {
 // (an API key, anonymous) is not affected.
 func (m *Manager) KeySet(s *jwks.Set) {
 	for _, c := range m.snapshot(nil, "") {
-		k := signingKey(c.claims)
-		if k == nil || s != nil && s.Keys[k.Kid] == k {
+		if c.claims == nil || c.claims.Key == nil || s.Keys[c.claims.Key.Kid] == c.claims.Key {
 			continue
 		}
-		m.log.Info("stream closed: signing key removed", c.logArgs("kid", k.Kid, "route", c.route)...)
+		m.log.Info("stream closed: signing key removed", c.logArgs("kid", c.claims.Key.Kid, "route", c.route)...)
 		c.Close(ReasonKeyRemoved)
 	}
 }

@@ -317,7 +317,7 @@ SELECT i.id::text, i.tenant_id::text, i.email, i.roles, i.status, i.expires_at <
        t.status = 'active'
 FROM invitations i JOIN tenants t ON t.id = i.tenant_id
 WHERE i.token_hash = $1 FOR UPDATE OF i`
-	if raw == "" || len(raw) > 200 {
+	if !onetime.Plausible(raw) {
 		return Pending{}, ErrInvalidToken
 	}
 	var p Pending

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -77,7 +78,7 @@ var errorText = map[string]string{
 
 func render(c *fiber.Ctx, p page) error {
 	p.Token = c.Query("token")
-	if len(p.Token) > 200 {
+	if len(p.Token) > onetime.MaxLen {
 		p.Token = ""
 	}
 	p.Done = c.Query("done") == "1"

@@ -87,6 +87,14 @@ RETURNING expires_at`
 	return raw, exp, nil
 }
 
+// MaxLen bounds a raw token as received (tokens issued are far shorter):
+// a longer one is refused before it is hashed or looked up.
+const MaxLen = 200
+
+// Plausible reports whether raw could be a token: not empty, at most
+// MaxLen bytes.
+func Plausible(raw string) bool { return raw != "" && len(raw) <= MaxLen }
+
 // Check reports, without consuming it, whether raw is a live token of
 // purpose p: ErrInvalid or ErrExpired otherwise. An expired token is
 // deleted, so call it outside the transaction that acts on the token (that
@@ -100,7 +108,7 @@ WITH gone AS (
 )
 SELECT EXISTS (SELECT 1 FROM gone),
        EXISTS (SELECT 1 FROM action_tokens WHERE token_hash = $1 AND purpose = $2)`
-	if raw == "" || len(raw) > 200 {
+	if !Plausible(raw) {
 		return ErrInvalid
 	}
 	var expired, known bool
@@ -124,7 +132,7 @@ func Consume(ctx context.Context, tx pgx.Tx, p Purpose, raw string) (Token, erro
 	const q = `
 DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2
 RETURNING user_id::text, email, expires_at <= now()`
-	if raw == "" || len(raw) > 200 {
+	if !Plausible(raw) {
 		return Token{}, ErrInvalid
 	}
 	var (
