@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,6 +203,25 @@ func (x *env) count(t *testing.T, q string, args ...any) int {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
+}
+
+// liveLinks counts the user's mailed tokens of a purpose still stored.
+func (x *env) liveLinks(t *testing.T, userID, purpose string) int {
+	t.Helper()
+	return x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = $2`, userID, purpose)
+}
+
+// atOnce runs send n times concurrently and waits for all of them.
+func atOnce(n int, send func()) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			send()
+		}()
+	}
+	wg.Wait()
 }
 
 func (x *env) exec(t *testing.T, q string, args ...any) {
