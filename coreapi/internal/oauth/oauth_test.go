@@ -239,6 +239,19 @@ func sub(t *testing.T, access string) string {
 	return c.Sub
 }
 
+// signup creates an account with a password (its address unverified) and
+// returns its tokens.
+func (x *env) signup(t *testing.T, email string) tokens {
+	t.Helper()
+	su := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": email, "password": "a long password", "tenant_name": "Mine"})
+	if su.Status != http.StatusCreated {
+		t.Fatalf("signup: %d", su.Status)
+	}
+	var st tokens
+	su.JSON(t, &st)
+	return st
+}
+
 func (x *env) count(t *testing.T, q string, args ...any) int {
 	t.Helper()
 	var n int
@@ -333,12 +346,7 @@ func TestHappyPath(t *testing.T) {
 
 func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	x := start(t)
-	su := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "oidc@example.com", "password": "a long password", "tenant_name": "Mine"})
-	if su.Status != http.StatusCreated {
-		t.Fatalf("signup: %d", su.Status)
-	}
-	var st tokens
-	su.JSON(t, &st)
+	st := x.signup(t, "oidc@example.com")
 	// The address was never proven: the account is not entered (the
 	// takeover through linking), nothing is linked, no session opened.
 	first := x.begin(t, "?tenant_id="+st.TenantID)
@@ -789,12 +797,7 @@ func TestCallbackClientIP(t *testing.T) {
 // mailbox, so the sign-in neither enters nor links that account.
 func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 	x := start(t)
-	su := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "kate@example.com", "password": "a long password", "tenant_name": "Mine"})
-	if su.Status != http.StatusCreated {
-		t.Fatalf("signup: %d", su.Status)
-	}
-	var st tokens
-	su.JSON(t, &st)
+	st := x.signup(t, "kate@example.com")
 	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
 		t.Fatal(err)
 	}
