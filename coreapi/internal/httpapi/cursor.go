@@ -183,9 +183,8 @@ func Page[T any](rows []T, total int64, pq PageQuery, after func(T) string) List
 		out.NextCursor = &cur
 	}
 	if pq.IncludeTotal {
-		if len(out.Data) == 0 {
-			total = 0
-		}
+		// Even with no rows: a page past the end of a list still says
+		// how many the list holds (each store counts it then).
 		out.Total = &total
 	}
 	return out

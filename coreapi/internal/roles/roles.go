@@ -209,6 +209,11 @@ LIMIT $3`
 		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
 	out, total, err := sqldb.Split(got, func(c counted) (Role, int64) { return c.Role, c.Total })
+	if p.IncludeTotal && len(out) == 0 && p.AfterName != "" { // past the end: no row to carry the total
+		if total, err = sqldb.Count(ctx, s.pool, `SELECT count(*) FROM roles WHERE tenant_id = $1`, p.TenantID); err != nil {
+			return nil, 0, fmt.Errorf("count roles: %w", err)
+		}
+	}
 	for i := range out {
 		s.effective(&out[i])
 	}

@@ -34,3 +34,18 @@ func Split[C, T any](rows []C, split func(C) (T, int64)) ([]T, int64, error) {
 	}
 	return out, total, nil
 }
+
+// Count runs sql, a query of one row with one count column, for a page
+// that came back empty after a cursor: the list's count rides on a page's
+// rows (Split), so a page past the end (its later rows removed since the
+// cursor was issued) has none to read it from. q needs only Query (a pool,
+// a transaction, a connection).
+func Count(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, sql string, args ...any) (int64, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return 0, err
+	}
+	return pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+}

@@ -246,7 +246,13 @@ LIMIT $5`
 	if err != nil {
 		return nil, 0, fmt.Errorf("list tenants of user: %w", err)
 	}
-	return sqldb.Split(got, func(c counted) (Membership, int64) { return c.Membership, c.Total })
+	out, total, err := sqldb.Split(got, func(c counted) (Membership, int64) { return c.Membership, c.Total })
+	if p.IncludeTotal && len(out) == 0 && p.AfterID != "" { // past the end: no row to carry the total
+		if total, err = sqldb.Count(ctx, s.pool, `SELECT count(*) FROM memberships WHERE user_id = $1`, p.UserID); err != nil {
+			return nil, 0, fmt.Errorf("count tenants of user: %w", err)
+		}
+	}
+	return out, total, err
 }
 
 func mapErr(err error) error {

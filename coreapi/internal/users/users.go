@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -358,6 +359,9 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]Member, int64, error)
 		c.after, c.afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
 	}
 	out, total, err := s.list.load(ctx, c)
+	if err == nil && p.IncludeTotal && len(out) == 0 && p.AfterID != "" { // past the end: no row to carry the total
+		total, err = sqldb.Count(ctx, s.pool, qMemberCount, p.TenantID)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("list members: %w", err)
 	}
@@ -392,6 +396,10 @@ FROM (
 ) m
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
+
+// qMemberCount is the tenant's number of members alone, for a page past
+// the end of the list.
+const qMemberCount = `SELECT coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)::bigint`
 
 // scanMembers reads rows of memberCols plus a total into Members: this is
 // the member list's hot loop, so it allocates per page, not per member.
