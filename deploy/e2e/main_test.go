@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	mrand "math/rand/v2"
 	"net"
 	"os"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/tracing/otlptest"

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	"os"
 	"os/exec"
 	"os/user"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 )
 
 // pgCluster is a throwaway PostgreSQL cluster owned by the suite. It runs the

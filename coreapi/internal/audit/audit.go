@@ -6,12 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 )
 
 // Actions: the audit_events.action values, read back by GET /audit and by

@@ -9,10 +9,11 @@ package dbtest
 import (
 	"context"
 	"fmt"
-	"github.com/tollgate-auth/tollgate/migrations/dbsetup"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/migrations/dbsetup"
 )
 
 // DefaultURL is used when DATABASE_URL is unset.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +17,8 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the migrations
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 )
 
 // child is one service process whose output is forwarded line by line with
