@@ -423,3 +423,122 @@ func TestWithoutPepper(t *testing.T) {
 		t.Error("New without a pool accepted")
 	}
 }
+
+// TestRevokeUserKeys: every live key acting as one user in one tenant is
+// revoked inside the caller's transaction, each audited and announced like
+// an explicit revocation; other users' keys, the user's keys in another
+// tenant and already revoked keys are untouched; a rollback revokes
+// nothing; and a creation in flight commits first and is revoked too.
+func TestRevokeUserKeys(t *testing.T) {
+	x := start(t, pepper)
+	ctx := context.Background()
+	ten := x.SeedTenant(t, "Acme")
+	other := x.SeedTenant(t, "Other")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	x.SeedMember(t, other.ID, admin.UserID, "admin")
+	adminThere := x.IdentityOf(t, admin.UserID, other.ID)
+	body := map[string]any{"name": "k", "permissions": []string{}}
+	mine := []created{x.create(t, admin, "/api/v1/api-keys", body), x.create(t, admin, "/api/v1/users/me/api-keys", body)}
+	before := x.create(t, admin, "/api/v1/api-keys", body)
+	if r := x.Send(t, &owner, http.MethodDelete, "/api/v1/api-keys/"+before.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	untouched := []created{x.create(t, owner, "/api/v1/api-keys", body), x.create(t, adminThere, "/api/v1/api-keys", body)}
+
+	revoke := func(tx pgx.Tx) (int, error) {
+		return apikeys.RevokeUserKeys(ctx, tx, ten.ID, admin.UserID, owner.UserID, "req-1", "test.cause")
+	}
+	// Rolled back with the caller's transaction: nothing revoked or announced.
+	tx, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := revoke(tx); n != 2 || err != nil {
+		t.Fatalf("RevokeUserKeys = %d, %v; want 2", n, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	x.resolved(t, mine[0].Secret)
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.APIKeySubject(mine[0].PublicID)); n != 0 {
+		t.Fatalf("a rolled-back revocation left %d invalidations", n)
+	}
+
+	x.Tx(t, func(tx pgx.Tx) error {
+		n, err := revoke(tx)
+		if n != 2 {
+			t.Errorf("revoked %d keys, want 2", n)
+		}
+		return err
+	})
+	for _, k := range mine {
+		wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_revoked")
+		if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+			invalidation.APIKeySubject(k.PublicID), invalidation.ReasonAPIKeyRevoked); n != 1 {
+			t.Errorf("%d invalidations of %s, want 1", n, k.Kind)
+		}
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'api_key.revoked' AND target_id = $2
+AND actor_user_id = $3 AND request_id = 'req-1' AND data->>'via' = 'test.cause' AND data->>'kind' = $4`, ten.ID, k.ID, owner.UserID, k.Kind); n != 1 {
+			t.Errorf("%d audit events of %s, want 1", n, k.Kind)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked' AND target_id = $1`, before.ID); n != 1 {
+		t.Errorf("the key revoked before: %d revocation events, want 1", n)
+	}
+	for _, k := range untouched {
+		x.resolved(t, k.Secret)
+	}
+	x.Tx(t, func(tx pgx.Tx) error {
+		n, err := revoke(tx)
+		if n != 0 {
+			t.Errorf("again: revoked %d keys, want 0", n)
+		}
+		return err
+	})
+
+	// A creation in flight (it holds the tenant's key lock, as Create
+	// does, and has inserted its row): the revocation waits for it and
+	// revokes its key too.
+	inFlight, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inFlight.Rollback(ctx) //nolint:errcheck // committed below
+	var lateID string
+	if _, err := inFlight.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('api_keys:' || $1, 0))`, ten.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, pid := apikey.New()
+	if err := inFlight.QueryRow(ctx, `INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, secret_hash)
+VALUES ($1, $2, $3, 'tenant', 'late', sha256('x')) RETURNING id::text`, pid, ten.ID, admin.UserID).Scan(&lateID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		var n int
+		err := pgx.BeginFunc(ctx, x.DB.Pool, func(tx pgx.Tx) error {
+			var err error
+			n, err = revoke(tx)
+			return err
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- n
+	}()
+	select {
+	case n := <-done:
+		t.Fatalf("the revocation did not wait for the creation in flight (revoked %d)", n)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := inFlight.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-done; n != 1 {
+		t.Fatalf("after the creation committed: revoked %d keys, want 1", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NOT NULL`, lateID); n != 1 {
+		t.Fatal("the key created in flight outlived the revocation")
+	}
+}

@@ -1,8 +1,9 @@
 // Package apikeys is coreapi's API-key surface: tenant keys
 // (/api/v1/api-keys, api-keys:write) and personal keys
 // (/api/v1/users/me/api-keys), the internal routes through which a proxy
-// resolves a presented key and reports which keys it saw used, and
-// RevokeAPIKey for RFC 7009 revocation.
+// resolves a presented key and reports which keys it saw used,
+// RevokeAPIKey for RFC 7009 revocation, and RevokeUserKeys, with which a
+// service account's keys end with any of its client secrets.
 //
 // A key acts as the user who created it, in its tenant; what it may do is
 // its own permissions intersected with that user's current ones, and only
@@ -121,8 +122,8 @@ RETURNING id::text, created_at`
 	k := Key{PublicID: publicID, Kind: n.Kind, Name: n.Name, Permissions: perms, UserID: n.UserID, ExpiresAt: n.ExpiresAt}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Serialize creations in the tenant so the limit holds.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('api_keys:' || $1, 0))`, n.TenantID); err != nil {
-			return fmt.Errorf("lock tenant keys: %w", err)
+		if err := lockTenant(ctx, tx, n.TenantID); err != nil {
+			return err
 		}
 		var live int
 		if err := tx.QueryRow(ctx, qCount, n.TenantID).Scan(&live); err != nil {
@@ -187,12 +188,78 @@ RETURNING public_id, kind`
 	})
 }
 
+// lockTenant serializes, until the transaction ends, the key creations of
+// a tenant and the revocations of every key of a user in it (RevokeUserKeys).
+func lockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('api_keys:' || $1, 0))`, tenantID); err != nil {
+		return fmt.Errorf("lock tenant keys: %w", err)
+	}
+	return nil
+}
+
+// RevokeUserKeys revokes, inside the caller's transaction, every live key
+// of tenantID that acts as userID (the keys that user created), on behalf
+// of actorID, each with the audit row and invalidation of any revocation;
+// via (audit data) names what caused it. It returns how many it revoked.
+// It takes the tenant's key lock first, so a creation already in its
+// transaction commits before and is revoked too. No pepper is needed.
+//
+// Deleting a service account, or one of its client secrets, calls it for
+// the account: a secret is deleted when it may have leaked, and a key
+// minted with a token obtained with it must not outlive it.
+func RevokeUserKeys(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID, via string) (int, error) {
+	const q = `
+UPDATE api_keys SET revoked_at = now()
+WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL
+RETURNING id::text, public_id, kind`
+	if err := lockTenant(ctx, tx, tenantID); err != nil {
+		return 0, err
+	}
+	rows, err := tx.Query(ctx, q, tenantID, userID)
+	if err != nil {
+		return 0, fmt.Errorf("revoke user's api keys: %w", err)
+	}
+	type key struct{ id, publicID, kind string }
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (key, error) {
+		var k key
+		return k, r.Scan(&k.id, &k.publicID, &k.kind)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("revoke user's api keys: %w", err)
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	b := &pgx.Batch{}
+	inv := make([]outbox.Row, 0, len(keys))
+	for _, k := range keys {
+		if err := audit.Queue(b, revokedEvent(tenantID, k.id, k.publicID, k.kind, actorID, requestID, via)); err != nil {
+			return 0, err
+		}
+		inv = append(inv, revokedRow(k.publicID))
+	}
+	outbox.Queue(b, inv...)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("write api key revocations: %w", err)
+	}
+	return len(keys), nil
+}
+
 // revoked writes the audit row and the invalidation of a revocation.
 func revoked(ctx context.Context, tx pgx.Tx, tenantID, id, publicID, kind, actorID, requestID, via string) error {
-	return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: actorID, Action: audit.ActionAPIKeyRevoked,
+	return audit.WriteWith(ctx, tx, revokedEvent(tenantID, id, publicID, kind, actorID, requestID, via), revokedRow(publicID))
+}
+
+// revokedEvent is the audit row of a revocation.
+func revokedEvent(tenantID, id, publicID, kind, actorID, requestID, via string) audit.Event {
+	return audit.Event{TenantID: tenantID, ActorUserID: actorID, Action: audit.ActionAPIKeyRevoked,
 		TargetType: "api_key", TargetID: id, RequestID: requestID,
-		Data: map[string]any{"public_id": publicID, "kind": kind, "via": via}},
-		outbox.Row{Subject: invalidation.APIKeySubject(publicID), Reason: invalidation.ReasonAPIKeyRevoked})
+		Data: map[string]any{"public_id": publicID, "kind": kind, "via": via}}
+}
+
+// revokedRow is the invalidation of a revocation: every proxy drops the key.
+func revokedRow(publicID string) outbox.Row {
+	return outbox.Row{Subject: invalidation.APIKeySubject(publicID), Reason: invalidation.ReasonAPIKeyRevoked}
 }
 
 // stored is a key row as Resolve and RevokeSecret read it.

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -323,5 +325,154 @@ WHERE mr.user_id = $1 AND r.name = 'owner'`, a.ID); n != 0 {
 	// The person stays the last owner.
 	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/users/"+owner.UserID+"/roles/owner", nil); r.Status != http.StatusConflict {
 		t.Fatalf("revoke the last person owner's role: %d %s", r.Status, r.Body)
+	}
+}
+
+// mintedKey is an API key as created (its secret shown once).
+type mintedKey struct {
+	ID       string `json:"id"`
+	PublicID string `json:"public_id"`
+	UserID   string `json:"user_id"`
+	Secret   string `json:"secret"`
+}
+
+// mintKey creates a tenant API key as the caller (a person or, with
+// Principal service, a service account's token as the proxy forwards it).
+func (e *env) mintKey(t testing.TB, as *identity.Identity, name string) mintedKey {
+	t.Helper()
+	r := e.Send(t, as, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": name, "permissions": []string{"users:read"}})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create API key %s: %d %s", name, r.Status, r.Body)
+	}
+	var k mintedKey
+	r.JSON(t, &k)
+	return k
+}
+
+// resolveKey is the proxy's lookup of an API key at coreapi.
+func (e *env) resolveKey(t testing.TB, key string) apitest.Response {
+	t.Helper()
+	return e.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.ResolvePath, Body: apikey.ResolveRequest{Key: key}, Service: true})
+}
+
+// wantKey checks the resolve answer of a key: 200 and active, or the
+// problem code of a refusal.
+func (e *env) wantKey(t testing.TB, k mintedKey, status int, code string) {
+	t.Helper()
+	r := e.resolveKey(t, k.Secret)
+	if r.Status != status {
+		t.Fatalf("resolve key %s: %d, want %d: %s", k.PublicID, r.Status, status, r.Body)
+	}
+	if status != http.StatusOK {
+		if p := r.Problem(t); p.Code != code {
+			t.Fatalf("resolve key %s: code %q, want %q", k.PublicID, p.Code, code)
+		}
+		return
+	}
+	var p apikey.Projection
+	r.JSON(t, &p)
+	if !p.Active() || p.PublicID != k.PublicID {
+		t.Fatalf("resolve key %s: %+v", k.PublicID, p)
+	}
+}
+
+// serviceIdentity is the identity the proxy forwards for a service
+// account's access token.
+func (e *env) serviceIdentity(t testing.TB, id, tenantID string) *identity.Identity {
+	t.Helper()
+	sid := e.IdentityOf(t, id, tenantID)
+	sid.Principal = identity.PrincipalService
+	return &sid
+}
+
+// A leaked secret's access token can mint API keys acting as the account.
+// Deleting the secret revokes every key the account minted, in the same
+// transaction, audited and announced like an explicit revocation, so no
+// credential obtained with the secret outlives it. Keys of people and of
+// other accounts are untouched, and the account's other secret goes on.
+func TestSecretDeletionRevokesTheAccountsAPIKeys(t *testing.T) {
+	e := start(t, startOpts{keyRoutes: true})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "ci", "admin")
+	leaked := e.createSecret(t, owner, a.ID)
+	kept := e.createSecret(t, owner, a.ID)
+	b := e.createAccount(t, owner, "other", "admin")
+	asA, asB := e.serviceIdentity(t, a.ID, owner.TenantID), e.serviceIdentity(t, b.ID, owner.TenantID)
+
+	minted := []mintedKey{e.mintKey(t, asA, "persist-1"), e.mintKey(t, asA, "persist-2")}
+	if minted[0].UserID != a.ID {
+		t.Fatalf("a key minted by the account acts as %q, want the account", minted[0].UserID)
+	}
+	others := []mintedKey{e.mintKey(t, asB, "other account's"), e.mintKey(t, owner, "the owner's")}
+	// One of the account's keys already revoked by hand: revoked once only.
+	gone := e.mintKey(t, asA, "revoked-before")
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/api-keys/"+gone.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	for _, k := range append(slices.Clone(minted), others...) {
+		e.wantKey(t, k, http.StatusOK, "")
+	}
+
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID+"/secrets/"+leaked.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete secret: %d %s", r.Status, r.Body)
+	}
+	for _, k := range minted {
+		e.wantKey(t, k, http.StatusGone, "api_key_revoked")
+		if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+			invalidation.APIKeySubject(k.PublicID), invalidation.ReasonAPIKeyRevoked); n != 1 {
+			t.Errorf("key %s: %d invalidations, want 1", k.PublicID, n)
+		}
+		if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'api_key.revoked' AND target_id = $2
+AND actor_user_id = $3 AND data->>'via' = $4 AND data->>'public_id' = $5`,
+			owner.TenantID, k.ID, owner.UserID, serviceaccounts.ActionSecretDeleted, k.PublicID); n != 1 {
+			t.Errorf("key %s: %d revocation audit events naming the secret's deletion, want 1", k.PublicID, n)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.APIKeySubject(gone.PublicID)); n != 1 {
+		t.Errorf("the key revoked before: %d invalidations, want 1 (its own)", n)
+	}
+	for _, k := range others {
+		e.wantKey(t, k, http.StatusOK, "")
+		if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.APIKeySubject(k.PublicID)); n != 0 {
+			t.Errorf("an unrelated key %s was announced revoked", k.PublicID)
+		}
+	}
+	var list struct{ Data []mintedKey }
+	e.Get(t, owner, "/api/v1/api-keys").JSON(t, &list)
+	if len(list.Data) != len(others) {
+		t.Fatalf("live keys after the deletion: %+v", list.Data)
+	}
+
+	// The other secret still works, and keys minted afterwards live.
+	e.clientToken(t, kept, "")
+	e.wantKey(t, e.mintKey(t, asA, "after the rotation"), http.StatusOK, "")
+	// A secret that is not the account's deletes and revokes nothing.
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+b.ID+"/secrets/"+kept.ID, nil); r.Status != http.StatusNotFound {
+		t.Fatalf("delete another account's secret: %d %s", r.Status, r.Body)
+	}
+	e.wantKey(t, others[0], http.StatusOK, "")
+}
+
+// Deleting a service account revokes its API keys the same way, audited
+// and announced, before its user row (and with it the key rows) goes.
+func TestAccountDeletionRevokesItsAPIKeys(t *testing.T) {
+	e := start(t, startOpts{keyRoutes: true})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "ci", "admin")
+	k := e.mintKey(t, e.serviceIdentity(t, a.ID, owner.TenantID), "persist")
+	mine := e.mintKey(t, owner, "the owner's")
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	e.wantKey(t, k, http.StatusNotFound, "not_found")
+	e.wantKey(t, mine, http.StatusOK, "")
+	for _, subject := range []string{invalidation.APIKeySubject(k.PublicID), invalidation.UserSubject(a.ID)} {
+		if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, subject); n != 1 {
+			t.Errorf("%s: %d outbox rows, want 1", subject, n)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'api_key.revoked' AND target_id = $2
+AND actor_user_id = $3 AND data->>'via' = $4`, owner.TenantID, k.ID, owner.UserID, serviceaccounts.ActionDeleted); n != 1 {
+		t.Errorf("%d revocation audit events naming the account's deletion, want 1", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
@@ -83,6 +84,9 @@ type env struct {
 type startOpts struct {
 	apiKeys serviceaccounts.APIKeyRevoker
 	baseURL string
+	// keyRoutes serves the API-key routes too (with a pepper), so service
+	// accounts can mint keys and the proxy's resolve can be asked.
+	keyRoutes bool
 }
 
 func start(t testing.TB, so startOpts) *env {
@@ -121,6 +125,14 @@ func start(t testing.TB, so startOpts) *env {
 		e.sa = sa
 		o.Register = append(o.Register, svc.Register, sa.Register)
 		o.ErrorMappers = append(o.ErrorMappers, serviceaccounts.ErrorProblem)
+		if so.keyRoutes {
+			ks, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: []byte("0123456789abcdef0123456789abcdef"), Catalog: o.Catalog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Register = append(o.Register, ks.Register)
+			o.ErrorMappers = append(o.ErrorMappers, apikeys.MapError)
+		}
 	}})
 	return e
 }

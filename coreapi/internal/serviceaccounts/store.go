@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -234,8 +235,10 @@ LIMIT $2`
 	return out, nil
 }
 
-// Delete removes a service account: its user row, membership, roles and
-// secrets. Proxies evict it at once (outbox), so its access tokens stop
+// Delete removes a service account: its user row, membership, roles,
+// secrets and the API keys it minted (each revoked first, audited and
+// announced as any revocation, so the audit log tells what ended with it).
+// Proxies evict it at once (outbox), so its access tokens and keys stop
 // working. The actor must hold every permission the account holds.
 func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) error {
 	const q = `DELETE FROM users WHERE id = $1 AND kind = 'service'`
@@ -246,6 +249,9 @@ func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) 
 		}
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
+		}
+		if _, err := apikeys.RevokeUserKeys(ctx, tx, tenantID, id, a.UserID, a.RequestID, ActionDeleted); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, q, id); err != nil {
 			return fmt.Errorf("delete service account: %w", err)
@@ -299,10 +305,14 @@ RETURNING id::text, created_at`
 }
 
 // DeleteSecret removes one client secret. The account's access tokens
-// end with it (its token version moves on, and proxies are told at once):
-// a secret is deleted when it may have leaked, and a token obtained with
-// it must not outlive it. Clients holding another live secret obtain a new
-// token.
+// end with it (its token version moves on, and proxies are told at once),
+// and so do the API keys the account minted (revoked, audited and
+// announced as any revocation, in the same transaction): a secret is
+// deleted when it may have leaked, and neither a token obtained with it
+// nor a key minted with such a token may outlive it. Which secret obtained
+// the token that minted a key is not recorded, so every key of the account
+// goes, as every token does. Clients holding another live secret obtain a
+// new token (and mint new keys).
 func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string, a roles.Actor) error {
 	const qDelete = `DELETE FROM service_account_secrets WHERE id = $1 AND user_id = $2`
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
@@ -323,6 +333,9 @@ func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string,
 		}
 		if _, err := tx.Exec(ctx, qBump, id); err != nil {
 			return fmt.Errorf("bump token version: %w", err)
+		}
+		if _, err := apikeys.RevokeUserKeys(ctx, tx, tenantID, id, a.UserID, a.RequestID, ActionSecretDeleted); err != nil {
+			return err
 		}
 		if err := audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: ActionSecretDeleted,
 			TargetType: "service_account", TargetID: id, Data: map[string]string{"secret_id": secretID}, RequestID: a.RequestID}); err != nil {
