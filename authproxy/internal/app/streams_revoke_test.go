@@ -353,6 +353,47 @@ func TestStreamsRerouteOnReload(t *testing.T) {
 	echo(t, kept, "unchanged")
 }
 
+// A rules reload that sends a stream's route to another upstream address
+// closes the stream (route_changed): its connection is to the old
+// upstream, which the rules no longer name for it. A route whose upstream
+// was renamed but keeps its address keeps its streams, as does an
+// unchanged one.
+func TestStreamsEndWhenTheirRouteMovesUpstream(t *testing.T) {
+	e, a := startStreams(t, nil)
+	other := newStreamApp(t)
+	tok := e.token(nil)
+	dial := func(path string) *websocket.Conn {
+		c, _, err := e.dialWS(path, bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	moved, renamed, kept := dial("/notes/ws/moved"), dial("/notes/ws/renamed"), dial("/notes/ws")
+	for _, c := range []*websocket.Conn{moved, renamed, kept} {
+		echo(t, c, "before")
+	}
+	s := e.openSSE(t, "/notes/events", tok)
+	gen := e.generation()
+	e.writeRules("upstreams:\n" +
+		"  notes:\n    url: http://" + a.addr + "\n    key_id: app-notes\n" +
+		"  alias:\n    url: http://" + a.addr + "\n    key_id: app-notes\n" +
+		"  other:\n    url: http://" + other.addr + "\n    key_id: app-notes\n" +
+		"routes:\n" +
+		"  - {prefix: /notes/ws/moved, methods: [GET], upstream: other, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/ws/renamed, methods: [GET], upstream: alias, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/events, methods: [GET], upstream: other, access: protected, permissions: [notes:read], stream_timeout: 2s}\n")
+	testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
+	if code, text := wantClosed(t, moved, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+		t.Fatalf("route moved to another upstream: close = %d %q", code, text)
+	}
+	s.wantEnd(t, 5*time.Second)
+	echo(t, renamed, "renamed")
+	echo(t, kept, "unchanged")
+}
+
 // A stream is decided again as its token sees the projection: a scope
 // claim narrows the permissions as it does for requests, and a route that
 // now requires a second factor closes the streams of tokens without one.

@@ -28,7 +28,7 @@ func activeManager(t *testing.T, claims ...*tokens.Claims) (*Manager, []*Conn) {
 	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
 	var cs []*Conn
 	for _, cl := range claims {
-		c, err := m.reserveAt("sse", "/x", cl, rt, "r", "/x", "GET")
+		c, err := m.reserveAt("sse", "/x", cl, rt, "r", origin{path: "/x", method: "GET"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestKeySetEndsStreamsOfRemovedKeys(t *testing.T) {
 func TestStreamDecidedAgainOnceRegistered(t *testing.T) {
 	m := New(Options{}, noMembership{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
-	c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s"}, rt, "r", "/x", "GET")
+	c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s"}, rt, "r", origin{path: "/x", method: "GET"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func TestRecheckBeyondFetchBound(t *testing.T) {
 	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
 	var cs []*Conn
 	for i := range 10 {
-		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: fmt.Sprintf("u%d", i), Tid: "t", Sid: fmt.Sprintf("s%d", i)}, rt, "r", "/x", "GET")
+		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: fmt.Sprintf("u%d", i), Tid: "t", Sid: fmt.Sprintf("s%d", i)}, rt, "r", origin{path: "/x", method: "GET"})
 		if err != nil {
 			t.Fatal(err)
 		}

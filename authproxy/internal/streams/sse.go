@@ -24,7 +24,7 @@ import (
 // response cleanly (the last chunk), which an EventSource sees as the end
 // of the stream.
 func (m *Manager) ServeStream(r Request) error {
-	c, err := m.reserveAt("sse", r.Route.Prefix, r.Claims, r.Route, r.RequestID, r.Path, r.Method)
+	c, err := m.reserveAt("sse", r.Route.Prefix, r.Claims, r.Route, r.RequestID, originOf(&r))
 	if err != nil {
 		return err
 	}

@@ -146,7 +146,9 @@ type Conn struct {
 	rt       atomic.Pointer[rules.Route]
 	path     string // normalized, for rerouting after a reload
 	method   string
-	opened   int64 // unix seconds: the clock step-up ages are read at
+	addr     string // the upstream it was opened to (host:port), "" unknown
+	tls      bool   // over TLS
+	opened   int64  // unix seconds: the clock step-up ages are read at
 	reqID    string
 	traceID  string // "" untraced
 	expiry   *time.Timer
@@ -184,18 +186,31 @@ func (c *Conn) Close(reason string) {
 // reserve counts a new stream against the caps; the returned Conn must be
 // registered or released.
 func (m *Manager) reserve(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string) (*Conn, error) {
-	return m.reserveAt(kind, route, cl, rt, reqID, "", "")
+	return m.reserveAt(kind, route, cl, rt, reqID, origin{})
 }
 
-func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID, path, method string) (*Conn, error) {
+// origin is where a stream was opened: its request's normalized path and
+// method, and the upstream it goes to, which a rules reload reads
+// (Reroute).
+type origin struct {
+	path, method, addr string
+	tls                bool
+}
+
+// originOf is r's origin.
+func originOf(r *Request) origin {
+	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil}
+}
+
+func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string, at origin) (*Conn, error) {
 	if cl != nil {
 		// A copy: the stream outlives the request, the verifier's cached
 		// claims may not.
 		cp := *cl
 		cl = &cp
 	}
-	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: path, method: method,
-		opened: m.o.Now().Unix(), closed: make(chan struct{})}
+	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: at.path, method: at.method,
+		addr: at.addr, tls: at.tls, opened: m.o.Now().Unix(), closed: make(chan struct{})}
 	c.rt.Store(rt)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -444,8 +459,11 @@ func admits(c *Conn, e *projection.Entry) string {
 
 // Reroute applies a reloaded route table to the open streams: each is
 // matched again by its path and method; one the table no longer routes
-// the way it was opened is closed (route_changed), the others take their
-// new route and are decided again (permissions may have changed).
+// the way it was opened is closed (route_changed): its route is gone, no
+// longer streams, no longer admits an anonymous caller, or now goes to
+// another upstream address (the stream's connection is to the old one).
+// The others take their new route and are decided again (permissions may
+// have changed).
 func (m *Manager) Reroute(t *rules.Table) {
 	var keep []*Conn
 	for _, c := range m.snapshot(nil, "") {
@@ -458,7 +476,8 @@ func (m *Manager) Reroute(t *rules.Table) {
 		}
 		switch {
 		case r == nil, c.kind == "websocket" && !r.Websocket, c.kind == "sse" && r.StreamTimeout == 0,
-			c.claims == nil && r.Access != rules.Public && r.Access != rules.Optional:
+			c.claims == nil && r.Access != rules.Public && r.Access != rules.Optional,
+			c.addr != "" && movedFrom(c, t, r):
 			c.Close(ReasonRouteChanged)
 			continue
 		}
@@ -466,6 +485,16 @@ func (m *Manager) Reroute(t *rules.Table) {
 		keep = append(keep, c)
 	}
 	m.recheck(keep)
+}
+
+// movedFrom reports whether route r of table t sends c's requests to
+// another upstream address (or scheme) than the one c was opened to.
+func movedFrom(c *Conn, t *rules.Table, r *rules.Route) bool {
+	if r.Upstream < 0 || r.Upstream >= len(t.Upstreams) {
+		return true
+	}
+	up := t.Upstreams[r.Upstream]
+	return up.Addr != c.addr || up.TLS != c.tls
 }
 
 // Drain refuses new streams, closes the open ones (WebSocket close 1001,

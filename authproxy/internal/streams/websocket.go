@@ -55,7 +55,7 @@ const maxRefusalBody = 1 << 20
 // access is withdrawn or the token expires, 1001 on shutdown or idleness)
 // between two frames.
 func (m *Manager) ServeWebSocket(r Request) error {
-	c, err := m.reserveAt("websocket", r.Route.Prefix, r.Claims, r.Route, r.RequestID, r.Path, r.Method)
+	c, err := m.reserveAt("websocket", r.Route.Prefix, r.Claims, r.Route, r.RequestID, originOf(&r))
 	if err != nil {
 		return err
 	}
