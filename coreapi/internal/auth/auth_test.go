@@ -307,6 +307,54 @@ func TestPasswordGrantJSONAndForm(t *testing.T) {
 	}
 }
 
+// RFC 6749 section 3.1: a token request that names a parameter more than
+// once, form-encoded or JSON, is 400 invalid_request naming it, before any
+// work, whatever the values; an unrecognized parameter is ignored,
+// repeated or not.
+func TestRepeatedParameterRefused(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "p@example.com", "P")
+	const form = "application/x-www-form-urlencoded"
+	rt := url.QueryEscape(tk.RefreshToken)
+	tests := []struct {
+		name, body, ct, param string
+	}{
+		{"grant_type", "grant_type=password&grant_type=refresh_token&refresh_token=" + rt, form, "grant_type"},
+		{"grant_type with the same value", "grant_type=refresh_token&refresh_token=" + rt + "&grant_type=refresh_token", form, "grant_type"},
+		{"refresh_token", "grant_type=refresh_token&refresh_token=" + rt + "&refresh_token=" + strings.Repeat("A", 43), form, "refresh_token"},
+		{"refresh_token once empty", "grant_type=refresh_token&refresh_token=" + rt + "&refresh_token=", form, "refresh_token"},
+		{"password", "grant_type=password&username=p%40example.com&password=" + url.QueryEscape(pw) + "&password=x", form, "password"},
+		{"email", "grant_type=password&email=p%40example.com&email=q%40example.com&password=" + url.QueryEscape(pw), form, "email"},
+		{"scope", "grant_type=client_credentials&scope=a&scope=b", form, "scope"},
+		{"client_id", "grant_type=client_credentials&client_id=a&client_id=b&client_secret=s", form, "client_id"},
+		{"JSON member", `{"grant_type":"refresh_token","refresh_token":"` + tk.RefreshToken + `","refresh_token":"x"}`, "", "refresh_token"},
+		{"JSON member in another case", `{"grant_type":"password","Grant_Type":"refresh_token","refresh_token":"` + tk.RefreshToken + `"}`, "", "grant_type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: tt.body, ContentType: tt.ct})
+			if r.Status != http.StatusBadRequest {
+				t.Fatalf("status = %d, want 400; body %s", r.Status, r.Body)
+			}
+			p := r.Problem(t)
+			if p.OAuthError != "invalid_request" || p.Code != "invalid_request" || !strings.Contains(p.OAuthErrorDescription, tt.param) ||
+				len(p.Errors) != 1 || p.Errors[0].Field != tt.param {
+				t.Errorf("want invalid_request naming %s, got %s", tt.param, r.Body)
+			}
+			if r.Stats.Queries != 0 {
+				t.Errorf("ran %d queries, want the request refused before any", r.Stats.Queries)
+			}
+		})
+	}
+	// The refresh token was never used; an unrecognized parameter (RFC
+	// 8707's resource, which may repeat) is ignored.
+	r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ContentType: form,
+		Body: "grant_type=refresh_token&refresh_token=" + rt + "&resource=https%3A%2F%2Fa.example&resource=https%3A%2F%2Fb.example"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh with a repeated unrecognized parameter: %d %s", r.Status, r.Body)
+	}
+}
+
 func TestRefreshRotates(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "r@example.com", "R")

@@ -37,25 +37,26 @@ func invalidRequest(detail string, fields ...problem.FieldError) *problem.Proble
 }
 
 // decodeToken reads a token request as JSON or as
-// application/x-www-form-urlencoded (RFC 6749 §4.3, §6).
+// application/x-www-form-urlencoded (RFC 6749 §4.3, §6); in either, a
+// parameter sent more than once is invalid_request (§3.1).
 func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
-	var req tokenRequest
 	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
 	if ct == fiber.MIMEApplicationForm {
-		args := c.Request().PostArgs()
-		if err := httpapi.CheckForm(args); err != nil {
-			return req, err
+		var f tokenRequest // apart from req, which the JSON decoder moves to the heap
+		// A parameter sent twice is invalid_request (RFC 6749 section 3.1).
+		err := httpapi.ReadForm(c.Request().PostArgs(), []httpapi.FormField{
+			{Name: "grant_type", Dst: &f.GrantType}, {Name: "email", Dst: &f.Email}, {Name: "username", Dst: &f.Username},
+			{Name: "password", Dst: &f.Password}, {Name: "tenant_id", Dst: &f.TenantID}, {Name: "refresh_token", Dst: &f.RefreshToken},
+			{Name: "code", Dst: &f.Code}, {Name: "mfa_token", Dst: &f.MFAToken},
+			{Name: "scope", Dst: &f.Scope}, {Name: "client_id", Dst: &f.ClientID}, {Name: "client_secret", Dst: &f.ClientSecret},
+		})
+		if err != nil {
+			return tokenRequest{}, err
 		}
-		get := func(k string) string { return string(args.Peek(k)) } // string() copies
-		req = tokenRequest{
-			GrantType: get("grant_type"), Email: get("email"), Username: get("username"),
-			Password: get("password"), TenantID: get("tenant_id"), RefreshToken: get("refresh_token"),
-			Code: get("code"), MFAToken: get("mfa_token"),
-			Scope: get("scope"), ClientID: get("client_id"), ClientSecret: get("client_secret"),
-		}
-		return req, nil
+		return f, nil
 	}
-	if err := httpapi.DecodeJSON(c, &req); err != nil {
+	var req tokenRequest
+	if err := httpapi.DecodeJSONOnce(c, &req); err != nil {
 		var p *problem.Problem
 		if errors.As(err, &p) && p.Status == fiber.StatusUnsupportedMediaType {
 			return req, problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,

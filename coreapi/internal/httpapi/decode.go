@@ -60,16 +60,176 @@ func CheckString(s string) bool {
 // CheckForm answers 400 when a value of a form body (or query) is not
 // valid UTF-8 or holds a NUL byte, naming the field.
 func CheckForm(args *fasthttp.Args) error {
+	return ReadForm(args, nil)
+}
+
+// FormField is a parameter that ReadForm reads: the value of Name goes to
+// *Dst.
+type FormField struct {
+	Name string
+	Dst  *string
+}
+
+// maxFormFields bounds the fields of one ReadForm (a bit each in a uint64).
+const maxFormFields = 64
+
+// ReadForm reads a form body (or query) in one pass over its parameters:
+// the value of each of fields (a copy) goes to its Dst, which is left as
+// it is when the field is absent. Like CheckForm it answers 400 when any
+// parameter is not valid UTF-8 or holds a NUL byte; and one of fields sent
+// more than once is 400 invalid_request naming it, whatever the values
+// (the same, or one of them empty): RFC 6749 section 3.1 says a request
+// parameter must not be included more than once, and using one of the
+// values would be a guess. Parameters that are not among fields are
+// ignored, repeated or not (RFC 6749 section 3.2 ignores unrecognized
+// parameters; RFC 8707 repeats resource). At most 64 fields.
+func ReadForm(args *fasthttp.Args, fields []FormField) error {
+	if len(fields) > maxFormFields {
+		panic("httpapi: ReadForm reads at most 64 fields")
+	}
+	var seen uint64
 	for k, v := range args.All() {
-		if cleanBytes(k) && cleanBytes(v) {
-			continue
+		if !cleanBytes(k) {
+			return badString("(body)")
 		}
-		if cleanBytes(k) {
+		if !cleanBytes(v) {
 			return badString(string(k))
 		}
-		return badString("(body)")
+		for i := range fields {
+			if string(k) != fields[i].Name {
+				continue
+			}
+			if seen&(1<<i) != 0 {
+				// A copy: a problem holding fields' strings would move
+				// fields, and the values its Dst fields point to, to the heap.
+				return repeated(strings.Clone(fields[i].Name))
+			}
+			seen |= 1 << i
+			*fields[i].Dst = string(v) // string() copies
+			break
+		}
 	}
 	return nil
+}
+
+// DecodeJSONOnce is DecodeJSON for a body whose members are request
+// parameters that must not be repeated (RFC 6749 section 3.1): an object
+// that names a member more than once is 400 invalid_request naming it,
+// where encoding/json would keep the last value. Names are compared as
+// encoding/json matches them to fields, without regard to case
+// (strings.EqualFold): "scope" and "Scope" fill the same field. dst must
+// point to a struct, so that only its few field names get this far
+// (DecodeJSON refuses unknown members).
+func DecodeJSONOnce(c *fiber.Ctx, dst any) error {
+	if err := DecodeJSON(c, dst); err != nil {
+		return err
+	}
+	return repeatedMember(c.Body())
+}
+
+// repeatedMember refuses a member of the JSON object body that is named
+// twice. body is JSON that DecodeJSON has accepted, so this scan checks
+// nothing else: it walks the object's members, skipping their values,
+// without allocating unless a name holds an escape.
+func repeatedMember(body []byte) error {
+	var buf [16][]byte
+	names := buf[:0]
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return nil // not an object (null): nothing is repeated
+	}
+	for i++; ; i++ {
+		i = skipSpace(body, i)
+		if i >= len(body) || body[i] != '"' {
+			return nil // '}': the end of the object
+		}
+		end := stringEnd(body, i)
+		if end < 0 {
+			return nil
+		}
+		name := body[i+1 : end-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			var s string
+			if json.Unmarshal(body[i:end], &s) != nil {
+				return nil
+			}
+			name = []byte(s)
+		}
+		for _, n := range names {
+			if bytes.EqualFold(n, name) {
+				return repeated(string(n))
+			}
+		}
+		names = append(names, name)
+		if i = skipSpace(body, end); i >= len(body) || body[i] != ':' {
+			return nil
+		}
+		if i = skipValue(body, skipSpace(body, i+1)); i < 0 {
+			return nil
+		}
+		if i = skipSpace(body, i); i >= len(body) || body[i] != ',' {
+			return nil
+		}
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd is the index after the JSON string that starts at b[i] (a
+// quote), or -1.
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// skipValue is the index after the JSON value that starts at b[i] (for a
+// number or literal: at the comma or bracket after it), or -1.
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch b[i] {
+		case '"':
+			if i = stringEnd(b, i); i < 0 || depth == 0 {
+				return i
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
+	}
+	return i
+}
+
+// repeated is the answer to a request parameter sent more than once.
+func repeated(name string) *problem.Problem {
+	p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+		name+" is sent more than once; send each parameter at most once")
+	p.Errors = []problem.FieldError{{Field: name, Message: "sent more than once"}}
+	return p
 }
 
 func cleanBytes(b []byte) bool {

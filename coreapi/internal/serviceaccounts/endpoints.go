@@ -18,7 +18,8 @@ import (
 )
 
 // tokenQuery is the body of an introspection or revocation request
-// (form-encoded as the RFCs say, or JSON).
+// (form-encoded as the RFCs say, or JSON); in either, a parameter sent
+// more than once is invalid_request (RFC 6749 section 3.1).
 type tokenQuery struct {
 	Token         string `json:"token"`
 	TokenTypeHint string `json:"token_type_hint"`
@@ -29,16 +30,19 @@ type tokenQuery struct {
 func decodeQuery(c *fiber.Ctx) (tokenQuery, error) {
 	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
 	if ct == fiber.MIMEApplicationForm {
-		args := c.Request().PostArgs()
-		if err := httpapi.CheckForm(args); err != nil {
+		var f tokenQuery // apart from q, which the JSON decoder moves to the heap
+		// A parameter sent twice is invalid_request (RFC 6749 section 3.1).
+		err := httpapi.ReadForm(c.Request().PostArgs(), []httpapi.FormField{
+			{Name: "token", Dst: &f.Token}, {Name: "token_type_hint", Dst: &f.TokenTypeHint},
+			{Name: "client_id", Dst: &f.ClientID}, {Name: "client_secret", Dst: &f.ClientSecret},
+		})
+		if err != nil {
 			return tokenQuery{}, err
 		}
-		get := func(k string) string { return string(args.Peek(k)) } // string() copies
-		return tokenQuery{Token: get("token"), TokenTypeHint: get("token_type_hint"),
-			ClientID: get("client_id"), ClientSecret: get("client_secret")}, nil
+		return f, nil
 	}
 	var q tokenQuery
-	if err := httpapi.DecodeJSON(c, &q); err != nil {
+	if err := httpapi.DecodeJSONOnce(c, &q); err != nil {
 		var p *problem.Problem
 		if errors.As(err, &p) && p.Status == fiber.StatusUnsupportedMediaType {
 			return q, problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,

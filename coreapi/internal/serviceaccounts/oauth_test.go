@@ -363,6 +363,51 @@ func TestRevocation(t *testing.T) {
 	oauthProblem(t, e.form(t, "/api/v1/auth/revoke", url.Values{}, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "invalid_request")
 }
 
+// RFC 6749 section 3.1: an introspection, revocation or client_credentials
+// request that names a parameter more than once, form-encoded or JSON, is
+// 400 invalid_request naming it, before client authentication: nothing is
+// revoked, counted against the client or audited.
+func TestRepeatedParameterRefused(t *testing.T) {
+	e := start(t, startOpts{})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	q := url.QueryEscape
+	creds := "&client_id=" + q(s.ClientID) + "&client_secret=" + q(s.ClientSecret)
+	cases := []struct {
+		name, path, body, ct string
+		hdr                  http.Header
+		param                string
+	}{
+		{"revoke token", "/api/v1/auth/revoke", "token=" + q(ownerTk.RefreshToken) + "&token=unknown", form, basic(s.ClientID, s.ClientSecret), "token"},
+		{"revoke token_type_hint", "/api/v1/auth/revoke", "token=" + q(ownerTk.RefreshToken) + "&token_type_hint=refresh_token&token_type_hint=api_key", form, basic(s.ClientID, s.ClientSecret), "token_type_hint"},
+		{"revoke client_secret", "/api/v1/auth/revoke", "token=" + q(ownerTk.RefreshToken) + creds + "&client_secret=wrong", form, nil, "client_secret"},
+		{"revoke JSON token", "/api/v1/auth/revoke", `{"token":"` + ownerTk.RefreshToken + `","token":"unknown"}`, "application/json", basic(s.ClientID, s.ClientSecret), "token"},
+		{"introspect token", "/api/v1/auth/introspect", "token=" + q(ownerTk.AccessToken) + "&token=unknown", form, basic(s.ClientID, s.ClientSecret), "token"},
+		{"introspect client_id", "/api/v1/auth/introspect", "token=" + q(ownerTk.AccessToken) + creds + "&client_id=other", form, nil, "client_id"},
+		{"introspect JSON client_secret", "/api/v1/auth/introspect", `{"token":"x","client_id":"` + s.ClientID + `","client_secret":"wrong","Client_Secret":"` + s.ClientSecret + `"}`, "application/json", nil, "client_secret"},
+		{"client_credentials scope", "/api/v1/auth/token", "grant_type=client_credentials&scope=users%3Aread&scope=users%3Awrite", form, basic(s.ClientID, s.ClientSecret), "scope"},
+		{"client_credentials client_id", "/api/v1/auth/token", "grant_type=client_credentials" + creds + "&client_id=other", form, nil, "client_id"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: tc.path, Body: tc.body, ContentType: tc.ct, Header: tc.hdr})
+			p := oauthProblem(t, r, http.StatusBadRequest, "invalid_request")
+			if !strings.Contains(p.OAuthErrorDescription, tc.param) || len(p.Errors) != 1 || p.Errors[0].Field != tc.param {
+				t.Errorf("want invalid_request naming %s, got %s", tc.param, r.Body)
+			}
+			if r.Stats.Queries != 0 {
+				t.Errorf("ran %d queries, want the request refused before client authentication", r.Stats.Queries)
+			}
+		})
+	}
+	// Nothing was revoked: the owner's session still refreshes.
+	r := e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": ownerTk.RefreshToken})
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh after the refused revocations: %d %s", r.Status, r.Body)
+	}
+}
+
 // Without an API-key revoker, tg_ tokens are unknown tokens: 200.
 func TestRevocationWithoutAPIKeys(t *testing.T) {
 	e := start(t, startOpts{})

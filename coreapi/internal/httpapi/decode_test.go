@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// repeatedMemberSlow is repeatedMember written with encoding/json's
+// tokenizer: the name it refuses, or "".
+func repeatedMemberSlow(body []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	var names []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		name, _ := t.(string)
+		for _, n := range names {
+			if strings.EqualFold(n, name) {
+				return n
+			}
+		}
+		names = append(names, name)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return ""
+		}
+	}
+	return ""
+}
+
+func repeatedName(err error) string {
+	var p *problem.Problem
+	if !errors.As(err, &p) || len(p.Errors) != 1 {
+		return ""
+	}
+	return p.Errors[0].Field
+}
+
+var memberBodies = []string{
+	`{}`,
+	`null`,
+	` { "a" : 1 , "b" : [1, {"a": 2}], "c": {"a": "}", "b": "\"a\""} } `,
+	`{"a":1,"a":2}`,
+	`{"scope":"x","Scope":"y"}`,
+	`{"grant_type":"password","grant\u005ftype":"refresh_token"}`,
+	`{"a":"x,\"a\":1","b":2}`,
+	`{"a":{"b":1,"b":2},"c":[{"c":1},{"c":2}]}`,
+	`{"k":null,"\u212a":true}`,
+	`{"s":"\\","t":"\\\"","s":false}`,
+	`{"a":[],"b":{},"c":-1.5e3,"d":true,"e":false,"f":null,"a":0}`,
+	"{\n\t\"a\"\r:\"b\"\n}",
+}
+
+// TestRepeatedMember: the scan refuses exactly the names that encoding/json
+// reads as one field twice, nested members and strings aside.
+func TestRepeatedMember(t *testing.T) {
+	for _, b := range memberBodies {
+		if got, want := repeatedName(repeatedMember([]byte(b))), repeatedMemberSlow([]byte(b)); got != want {
+			t.Errorf("%s: refused %q, want %q", b, got, want)
+		}
+	}
+	if got := repeatedName(repeatedMember([]byte(`{"scope":"a","Scope":"b"}`))); got != "scope" {
+		t.Errorf("scope and Scope: refused %q", got)
+	}
+	body := []byte(`{"grant_type":"refresh_token","refresh_token":"23FegtGXPeO6n9SyptSOWLrRBFYIC87hZVhpD1eyPsk"}`)
+	if n := testing.AllocsPerRun(100, func() { _ = repeatedMember(body) }); n != 0 {
+		t.Errorf("%v allocations, want none", n)
+	}
+}
+
+func FuzzRepeatedMember(f *testing.F) {
+	for _, b := range memberBodies {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return
+		}
+		if got, want := repeatedName(repeatedMember(b)), repeatedMemberSlow(b); got != want {
+			t.Errorf("%q: refused %q, want %q", b, got, want)
+		}
+	})
+}
