@@ -325,6 +325,7 @@ func TestRepeatedParameterRefused(t *testing.T) {
 		{"refresh_token once empty", "grant_type=refresh_token&refresh_token=" + rt + "&refresh_token=", form, "refresh_token"},
 		{"password", "grant_type=password&username=p%40example.com&password=" + url.QueryEscape(pw) + "&password=x", form, "password"},
 		{"email", "grant_type=password&email=p%40example.com&email=q%40example.com&password=" + url.QueryEscape(pw), form, "email"},
+		{"email and username that differ", "grant_type=password&email=p%40example.com&username=q%40example.com&password=" + url.QueryEscape(pw), form, "username"},
 		{"scope", "grant_type=client_credentials&scope=a&scope=b", form, "scope"},
 		{"client_id", "grant_type=client_credentials&client_id=a&client_id=b&client_secret=s", form, "client_id"},
 		{"JSON member", `{"grant_type":"refresh_token","refresh_token":"` + tk.RefreshToken + `","refresh_token":"x"}`, "", "refresh_token"},

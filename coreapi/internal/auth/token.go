@@ -139,9 +139,15 @@ func (s *Service) token(c *fiber.Ctx) error {
 }
 
 func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
-	email := strings.TrimSpace(req.Email)
-	if email == "" {
-		email = strings.TrimSpace(req.Username)
+	email, username := strings.TrimSpace(req.Email), strings.TrimSpace(req.Username)
+	switch {
+	case email == "":
+		email = username
+	case username != "" && username != email:
+		// One field under two names (RFC 6749's and ours): two addresses
+		// leave it unclear whose password this is.
+		return TokenResponse{}, invalidRequest("email and username name the same field and differ; send one",
+			problem.FieldError{Field: "username", Message: "differs from email"})
 	}
 	var missing []problem.FieldError
 	if email == "" {
