@@ -261,15 +261,21 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
 			"too many sign-ins started from this address; retry after "+strconv.Itoa(secs)+" s")
 	}
+	// Each parameter at most once (RFC 6749 section 3.1): of two, which
+	// one is meant would be a guess, and another reader may take the
+	// other.
+	var tid, returnTo string
+	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{
+		{Name: "tenant_id", Dst: &tid}, {Name: "return_to", Dst: &returnTo}}); err != nil {
+		return err
+	}
 	var tenantID *string
-	if v := c.Query("tenant_id"); v != "" {
-		if !ids.Valid(v) {
+	if tid != "" {
+		if !ids.Valid(tid) {
 			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "tenant_id must be a UUID")
 		}
-		t := strings.Clone(v)
-		tenantID = &t
+		tenantID = &tid
 	}
-	returnTo := strings.Clone(c.Query("return_to"))
 	if err := s.checkReturnTo(returnTo); err != nil {
 		return err
 	}
@@ -342,7 +348,14 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	ctx := c.UserContext()
-	state := strings.Clone(c.Query("state"))
+	// Each parameter at most once (RFC 6749 section 3.1), as at the
+	// start: with two codes or states, which one is meant would be a guess.
+	var state, perr, perrDesc, code string
+	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{
+		{Name: "state", Dst: &state}, {Name: "code", Dst: &code},
+		{Name: "error", Dst: &perr}, {Name: "error_description", Dst: &perrDesc}}); err != nil {
+		return err
+	}
 	if state == "" || len(state) > 512 {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "state is required")
 	}
@@ -352,20 +365,19 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if browser == "" {
 		return errStateNotBound
 	}
-	if perr := c.Query("error"); perr != "" {
+	if perr != "" {
 		// The provider ended the flow (user denied, ...): the state is
 		// spent either way.
 		if _, err := s.consume(ctx, p.cfg.Name, state, browser); err != nil && !isProblem(err) {
 			return err
 		}
 		bindingCookie(c, state, "")
-		detail := "the provider refused the sign-in: " + clip.String(strings.Clone(perr), 100)
-		if d := c.Query("error_description"); d != "" {
-			detail += " (" + clip.String(strings.Clone(d), 200) + ")"
+		detail := "the provider refused the sign-in: " + clip.String(perr, 100)
+		if perrDesc != "" {
+			detail += " (" + clip.String(perrDesc, 200) + ")"
 		}
 		return problem.New(fiber.StatusBadRequest, problem.CodeProviderError, detail)
 	}
-	code := strings.Clone(c.Query("code"))
 	if code == "" {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "code is required")
 	}

@@ -656,6 +656,12 @@ func TestCallbackBadInput(t *testing.T) {
 		{"unknown provider authorize", "/api/v1/auth/oauth/nope/authorize", 404, "unknown_provider"},
 		{"bad tenant_id", "/api/v1/auth/oauth/fake/authorize?tenant_id=zzz", 400, "invalid_request"},
 		{"unknown tenant_id", "/api/v1/auth/oauth/fake/authorize?tenant_id=00000000-0000-0000-0000-000000000000", 400, "invalid_request"},
+		// Each parameter at most once (RFC 6749 3.1): none of these
+		// spends the state.
+		{"two codes", "/api/v1/auth/oauth/fake/callback?code=abc&code=def&state=" + url.QueryEscape(state), 400, "invalid_request"},
+		{"two states", "/api/v1/auth/oauth/fake/callback?code=abc&state=" + url.QueryEscape(state) + "&state=x", 400, "invalid_request"},
+		{"two errors", "/api/v1/auth/oauth/fake/callback?error=a&error=b&state=" + url.QueryEscape(state), 400, "invalid_request"},
+		{"two return_to", "/api/v1/auth/oauth/fake/authorize?return_to=%2Fa&return_to=%2Fb", 400, "invalid_request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
