@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
@@ -31,6 +33,14 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	cc, err := pgx.ParseConfig(url)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
+	}
+	// What a migration reports (RAISE NOTICE or WARNING: rows it had to
+	// leave for the operator) goes to the output, before the status.
+	var mu sync.Mutex
+	cc.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stdout, "%s: %s\n", n.Severity, n.Message)
 	}
 	db := stdlib.OpenDB(*cc)
 	defer func(db *sql.DB) { _ = db.Close() }(db)

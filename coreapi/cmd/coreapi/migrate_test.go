@@ -273,3 +273,115 @@ func TestMigrateUpConcurrently(t *testing.T) {
 		t.Errorf("goose_db_version has %d rows for %d versions, want each of the %d migrations once", applied, distinct, len(files))
 	}
 }
+
+// TestMigrateEmailsToNFC: migration 00012 rewrites the stored addresses of
+// an older release in NFC, except a row whose NFC form another row's
+// address already is: that row is left as it was and reported in the
+// output of `migrate up`, and normalize_emails() finishes the rewrite once
+// the operator resolved the duplicate.
+func TestMigrateEmailsToNFC(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	if err := run(ctx, []string{"migrate", "down"}, env, io.Discard); err != nil {
+		t.Fatalf("migrate down: %v", err)
+	}
+	const (
+		alone      = "00000000-0000-0000-0000-000000000001" // NFD, no other spelling: rewritten
+		zoeNFC     = "00000000-0000-0000-0000-000000000002" // NFC: keeps its address
+		zoeNFD     = "00000000-0000-0000-0000-000000000003" // NFD of zoeNFC's, verified and older: left
+		tranOld    = "00000000-0000-0000-0000-000000000004" // unverified, older: left
+		tranVerifd = "00000000-0000-0000-0000-000000000005" // verified: gets the NFC spelling
+		tenant     = "00000000-0000-0000-0000-0000000000aa"
+	)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO users (id, email, email_verified_at, created_at) VALUES
+($1, $6, NULL, now()),
+($2, $7, NULL, now()),
+($3, $8, now(), now() - interval '1 day'),
+($4, $9, NULL, now() - interval '1 day'),
+($5, $10, now(), now())`,
+		alone, zoeNFC, zoeNFD, tranOld, tranVerifd,
+		"jose\u0301@example.com", "zo\u00eb@example.com", "ZOE\u0308@example.com",
+		"tra\u0323\u0302n@example.com", "tra\u0302\u0323n@example.com") // both orders of the marks compose to U+1EAD
+	exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T')`, tenant)
+	exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, expires_at) VALUES
+('00000000-0000-0000-0000-0000000000b1', $1, $2, '{member}', '\x01', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b2', $1, $3, '{member}', '\x02', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b3', $1, $4, '{member}', '\x03', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b4', $1, $3, '{member}', '\x04', 'accepted', now())`,
+		tenant, "jose\u0301@example.com", "ana\u0308@example.com", "an\u00e4@example.com")
+	exec(`INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at) VALUES ('\x01', 'verify_email', $1, $2, now() + interval '1 hour')`,
+		alone, "ne\u0301w@example.com")
+	exec(`INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, 'p', 's', $2)`, alone, "JOSE\u0301@example.com")
+
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "up"}, env, &out); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out.String())
+	}
+	email := func(q, id string) string {
+		t.Helper()
+		var e string
+		if err := db.Pool.QueryRow(ctx, q, id).Scan(&e); err != nil {
+			t.Fatalf("%s [%s]: %v", q, id, err)
+		}
+		return e
+	}
+	const qUser, qInv = `SELECT email FROM users WHERE id = $1`, `SELECT email FROM invitations WHERE id = $1`
+	for id, want := range map[string]string{
+		alone:      "jos\u00e9@example.com",
+		zoeNFC:     "zo\u00eb@example.com",
+		zoeNFD:     "ZOE\u0308@example.com",
+		tranOld:    "tra\u0323\u0302n@example.com",
+		tranVerifd: "tr\u1eadn@example.com",
+	} {
+		if got := email(qUser, id); got != want {
+			t.Errorf("users %s: %+q, want %+q", id, got, want)
+		}
+	}
+	for id, want := range map[string]string{
+		"00000000-0000-0000-0000-0000000000b1": "jos\u00e9@example.com",
+		"00000000-0000-0000-0000-0000000000b2": "ana\u0308@example.com", // left: b3 is pending to its NFC form
+		"00000000-0000-0000-0000-0000000000b3": "an\u00e4@example.com",
+		"00000000-0000-0000-0000-0000000000b4": "an\u00e4@example.com", // not pending: no uniqueness
+	} {
+		if got := email(qInv, id); got != want {
+			t.Errorf("invitations %s: %+q, want %+q", id, got, want)
+		}
+	}
+	if got := email(`SELECT email FROM action_tokens WHERE user_id = $1`, alone); got != "n\u00e9w@example.com" {
+		t.Errorf("action token: %+q", got)
+	}
+	if got := email(`SELECT email FROM identities WHERE user_id = $1`, alone); got != "JOS\u00c9@example.com" {
+		t.Errorf("identity: %+q", got)
+	}
+	// Every row left is reported, naming the row that has its NFC form.
+	for _, want := range []string{
+		"WARNING: normalize_emails: users " + zoeNFD, "address of users " + zoeNFC,
+		"WARNING: normalize_emails: users " + tranOld, "address of users " + tranVerifd,
+		"WARNING: normalize_emails: invitations 00000000-0000-0000-0000-0000000000b2",
+		"address of pending invitations 00000000-0000-0000-0000-0000000000b3 of the same tenant",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate up output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := strings.Count(out.String(), "WARNING"); n != 3 {
+		t.Errorf("%d warnings, want 3:\n%s", n, out.String())
+	}
+
+	// The operator resolves a duplicate, then runs the function again.
+	exec(`DELETE FROM users WHERE id = $1`, zoeNFC)
+	var left int
+	if err := db.Pool.QueryRow(ctx, `SELECT normalize_emails()`).Scan(&left); err != nil || left != 2 {
+		t.Fatalf("normalize_emails() = %d, %v; want 2 left (the other duplicates)", left, err)
+	}
+	if got := email(qUser, zoeNFD); got != "ZO\u00cb@example.com" {
+		t.Errorf("users %s after its duplicate went: %+q", zoeNFD, got)
+	}
+}

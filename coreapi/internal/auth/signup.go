@@ -39,7 +39,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	req.Email = strings.TrimSpace(req.Email)
+	req.Email = mail.Canonical(req.Email)
 	req.TenantName = strings.TrimSpace(req.TenantName)
 	var v httpapi.Checks
 	if !mail.ValidAddress(req.Email) {

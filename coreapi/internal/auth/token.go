@@ -139,7 +139,7 @@ func (s *Service) token(c *fiber.Ctx) error {
 }
 
 func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
-	email, username := strings.TrimSpace(req.Email), strings.TrimSpace(req.Username)
+	email, username := mail.Canonical(req.Email), mail.Canonical(req.Username)
 	switch {
 	case email == "":
 		email = username

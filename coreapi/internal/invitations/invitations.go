@@ -295,8 +295,11 @@ LIMIT 100`
 // Pending is an invitation being accepted, locked in the caller's
 // transaction.
 type Pending struct {
-	ID        string
-	TenantID  string
+	ID       string
+	TenantID string
+	// Email is the invited address in mail.Canonical form, whatever the
+	// row holds: migration 00012 leaves the spelling of a pending
+	// invitation whose NFC form another one of its tenant has.
 	Email     string
 	Roles     []string
 	Status    string
@@ -328,6 +331,7 @@ WHERE i.token_hash = $1 FOR UPDATE OF i`
 	if err != nil {
 		return Pending{}, fmt.Errorf("find invitation: %w", err)
 	}
+	p.Email = mail.Canonical(p.Email)
 	return p, nil
 }
 

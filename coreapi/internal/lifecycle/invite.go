@@ -42,7 +42,7 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
-	email := strings.TrimSpace(b.Email)
+	email := mail.Canonical(b.Email)
 	if !mail.ValidAddress(email) {
 		return httpapi.Invalid("email", "not an email address")
 	}

@@ -34,7 +34,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 	if err := decode(c, &b); err != nil {
 		return formError(c, PageResetPassword, "", err)
 	}
-	email := strings.TrimSpace(b.Email)
+	email := mail.Canonical(b.Email)
 	if email == "" || len(email) > mail.MaxStoredAddress {
 		return formError(c, PageResetPassword, "", httpapi.Invalid("email", "an email address is required"))
 	}

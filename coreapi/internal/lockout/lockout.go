@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 )
 
 // Policy is the failed-guess backoff.
@@ -64,11 +66,12 @@ func New(pool *pgxpool.Pool, p Policy) *Store {
 func (s *Store) Policy() Policy { return s.policy }
 
 // EmailKey is how login_attempts names an address: the SHA-256 of its
-// trimmed, lower-cased form (users.email is unique on lower(email)). The
-// address itself is not stored, and an address with no account counts
-// exactly like one with an account.
+// mail.Canonical form (trimmed, NFC), lower-cased. users.email is written
+// in NFC and unique on lower(email), so every spelling of one address
+// counts against one key. The address itself is not stored, and an
+// address with no account counts exactly like one with an account.
 func EmailKey(email string) []byte {
-	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(email))))
+	sum := sha256.Sum256([]byte(strings.ToLower(mail.Canonical(email))))
 	return sum[:]
 }
 

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Kind names a template.
@@ -70,6 +71,19 @@ const MaxAddress = 254
 // CHECK): the bound of lookups of existing accounts, which may predate
 // MaxAddress.
 const MaxStoredAddress = 320
+
+// Canonical is the form in which an address is stored, compared and looked
+// up: without surrounding white space, in Unicode NFC. One address typed
+// with precomposed or decomposed letters ("é" as U+00E9, or as "e" and
+// U+0301) is one account, one invitation, one sign-in. Letter case is
+// kept; queries compare lower() of both sides (users.email is unique on
+// lower(email)). Every address a client or an identity provider gives
+// (signup, sign-in, password reset, invitation, new member, email change,
+// OIDC) goes through it before ValidAddress and before any query, so
+// every address written is in NFC.
+func Canonical(s string) string {
+	return norm.NFC.String(strings.TrimSpace(s))
+}
 
 // ValidAddress reports whether s is one plain address of at most
 // MaxAddress octets, with nothing that could smuggle a header or a second

@@ -363,3 +363,19 @@ func TestValidAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestCanonical(t *testing.T) {
+	for in, want := range map[string]string{
+		"jo@example.com":           "jo@example.com",
+		" Jo@Example.com\t":        "Jo@Example.com", // letter case is kept
+		"jose\u0301@example.com":   "jos\u00e9@example.com",
+		"jos\u00e9@example.com":    "jos\u00e9@example.com",
+		" JOSE\u0301@example.com ": "JOS\u00c9@example.com",
+		"\u212Aate@example.com":    "Kate@example.com",
+		"":                         "",
+	} {
+		if got := mail.Canonical(in); got != want {
+			t.Errorf("Canonical(%+q) = %+q, want %+q", in, got, want)
+		}
+	}
+}

@@ -424,7 +424,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	in := signIn{Provider: p.cfg.Name, Subject: idt.Subject, Email: strings.TrimSpace(cl.Email),
+	in := signIn{Provider: p.cfg.Name, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email),
 		Verified: cl.EmailVerified != nil && *cl.EmailVerified, Name: cl.Name,
 		TenantID: f.TenantID, UserAgent: ua, IP: ip, RequestID: rid}
 	g, err := s.signIn(ctx, in)
@@ -462,10 +462,15 @@ func isProblem(err error) bool {
 }
 
 type signIn struct {
-	Provider, Subject, Email, Name string
-	Verified                       bool
-	TenantID                       *string
-	UserAgent, IP, RequestID       string
+	Provider, Subject, Name string
+	// Email is the provider's address in mail.Canonical form (NFC).
+	Email string
+	// LookAlike: NFC replaced a character of the provider's address
+	// outright (nfcReplaces), so Email is not the address it vouched for.
+	LookAlike                bool
+	Verified                 bool
+	TenantID                 *string
+	UserAgent, IP, RequestID string
 }
 
 // signIn finds or creates the user of a verified provider identity, picks
@@ -479,6 +484,13 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			if in.Email == "" || !in.Verified {
 				return problem.New(fiber.StatusForbidden, problem.CodeEmailNotVerified,
 					"the provider did not vouch for an email address; this account cannot be created or linked")
+			}
+			if in.LookAlike {
+				// KELVIN SIGN is not "K": the provider vouched for another
+				// mailbox than the NFC form, which must neither enter that
+				// form's account nor get a verified account of it.
+				return problem.New(fiber.StatusConflict, problem.CodeConflict,
+					"the provider's address has a character that Unicode normalization replaces (such as KELVIN SIGN for K); this account cannot be created or linked")
 			}
 			var verified bool
 			g.UserID, verified, err = userByEmail(ctx, tx, in.Email)

@@ -798,9 +798,10 @@ func TestCallbackClientIP(t *testing.T) {
 }
 
 // TestNoLinkByUnicodeCaseVariant: an address that PostgreSQL's lower()
-// folds onto an account's (KELVIN SIGN U+212A lowers to "k") is another
-// address; the provider vouching for it proves nothing of the account's
-// mailbox, so the sign-in neither enters nor links that account.
+// and NFC fold onto an account's (KELVIN SIGN U+212A lowers to "k", and
+// NFC replaces it with "K") is another address; the provider vouching for
+// it proves nothing of the account's mailbox, so the sign-in neither
+// enters nor links that account, nor creates one of the folded address.
 func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 	x := start(t)
 	st := x.signup(t, "kate@example.com")
@@ -820,11 +821,64 @@ func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, sub(t, st.AccessToken)); n != 1 {
 		t.Errorf("%d sessions of the account, want only the signup's", n)
 	}
+	// Nor is an account of the replacement created for it: NFC turns
+	// KELVIN SIGN into "K", and the provider did not vouch for "Kim".
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email = "attacker", "\u212Aim@example.com"
+	x.idp.mu.Unlock()
+	b = x.begin(t, "")
+	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
+		t.Errorf("sign-in for an address with KELVIN SIGN and no account: %d %s, want 409", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
+		t.Errorf("%d accounts, want only kate's", n)
+	}
 	// The account's own address in another letter case still links.
 	x.idp.mu.Lock()
 	x.idp.Subject, x.idp.Email = "kate", "Kate@Example.com"
 	x.idp.mu.Unlock()
 	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
 		t.Errorf("sign-in with a letter-case variant: user %s, want %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
+	}
+}
+
+// TestLinksAddressByItsNFCForm: a provider that spells an account's address
+// decomposed (e + U+0301 where the account has U+00E9) vouches for that
+// same address: the sign-in links to the account instead of creating a
+// second one, and the identity records the composed spelling. Letter case
+// still counts only for ASCII letters, compared in NFC.
+func TestLinksAddressByItsNFCForm(t *testing.T) {
+	x := start(t)
+	st := x.signup(t, "jos\u00e9@example.com")
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
+		t.Fatal(err)
+	}
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email, x.idp.Verified = "other", "JOSE\u0301@example.com", true
+	x.idp.mu.Unlock()
+	b := x.begin(t, "")
+	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
+		t.Errorf("sign-in for a non-ASCII letter-case variant (\u00c9 for \u00e9): %d %s, want 409", r.Status, r.Body)
+	}
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email = "jose", "Jose\u0301@Example.com"
+	x.idp.mu.Unlock()
+	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
+		t.Errorf("sign-in with the NFD spelling: user %s, want the account %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
+		t.Errorf("%d accounts for one address", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE email = $1`, "Jos\u00e9@Example.com"); n != 1 {
+		t.Errorf("the identity does not record the NFC spelling")
+	}
+
+	// A new address given decomposed is stored composed.
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email = "zoe", "zoe\u0308@example.com"
+	x.idp.mu.Unlock()
+	tk := x.finish(t, x.begin(t, ""))
+	if n := x.count(t, `SELECT count(*) FROM users WHERE id = $1 AND email = $2`, sub(t, tk.AccessToken), "zo\u00eb@example.com"); n != 1 {
+		t.Errorf("the account created for an NFD address is not stored in NFC")
 	}
 }

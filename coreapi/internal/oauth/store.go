@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/text/unicode/norm"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 )
 
@@ -25,7 +28,7 @@ var (
 	// errNoRow: a lookup found nothing.
 	errNoRow = errors.New("not found")
 	// errOtherAddress: the account found by lower(email) has another
-	// address (one that lower() folds onto the same string).
+	// address (one that lower() folds onto the same string, in NFC).
 	errOtherAddress = errors.New("an account has an address that lower() confuses with this one")
 )
 
@@ -106,10 +109,10 @@ func identityUser(ctx context.Context, db sqldb.DB, provider, subject string) (s
 	return uid, nil
 }
 
-// userByEmail returns the account of an address (any letter case) and
-// whether its address is verified; errNoRow for none. PostgreSQL's lower()
-// also folds some non-ASCII letters onto ASCII ones (KELVIN SIGN U+212A to
-// "k"): an account whose stored address differs from email in more than
+// userByEmail returns the account of an address (in mail.Canonical form,
+// any letter case) and whether its address is verified; errNoRow for none.
+// PostgreSQL's lower() also folds non-ASCII letters ("É" to "é"): an
+// account whose stored address, in NFC, differs from email in more than
 // ASCII letter case is another address's, and is errOtherAddress.
 func userByEmail(ctx context.Context, db sqldb.DB, email string) (string, bool, error) {
 	const q = `SELECT id::text, email, email_verified_at IS NOT NULL FROM users WHERE lower(email) = lower($1)`
@@ -124,10 +127,26 @@ func userByEmail(ctx context.Context, db sqldb.DB, email string) (string, bool, 
 	if err != nil {
 		return "", false, fmt.Errorf("find user by email: %w", err)
 	}
-	if !equalASCIIFold(stored, email) {
+	if !equalASCIIFold(mail.Canonical(stored), email) {
 		return "", false, errOtherAddress
 	}
 	return uid, verified, nil
+}
+
+// nfcReplaces reports whether NFC replaces a character of s outright
+// rather than composing it with its neighbours: one that never occurs in
+// NFC text, such as KELVIN SIGN U+212A (NFC "K"), OHM SIGN U+2126 or a CJK
+// compatibility ideograph. "e" followed by U+0301 only composes (to
+// U+00E9): the same letters spelled another way. A look-alike character
+// is another mailbox than its replacement.
+func nfcReplaces(s string) bool {
+	var buf [utf8.UTFMax]byte
+	for _, r := range s {
+		if !norm.NFC.IsNormal(buf[:utf8.EncodeRune(buf[:], r)]) {
+			return true
+		}
+	}
+	return false
 }
 
 // equalASCIIFold reports whether a and b are equal up to the case of ASCII

@@ -93,7 +93,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		v.Length("display_name", *b.DisplayName, 0, users.MaxDisplayName)
 	}
 	if b.Email != nil {
-		e := strings.TrimSpace(*b.Email)
+		e := mailq.Canonical(*b.Email)
 		b.Email = &e
 		v.Require(mailq.ValidAddress(e), "email", "not an email address")
 	}
@@ -250,7 +250,7 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 		return err
 	}
 	var v httpapi.Checks
-	b.Email = strings.TrimSpace(b.Email)
+	b.Email = mailq.Canonical(b.Email)
 	v.Length("email", b.Email, 1, mailq.MaxAddress)
 	if b.Email != "" && len(b.Email) <= mailq.MaxAddress {
 		v.Require(mailq.ValidAddress(b.Email), "email", "not an email address")

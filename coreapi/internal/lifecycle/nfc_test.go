@@ -1,0 +1,102 @@
+package lifecycle_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// The one address josé@example.com, its é precomposed (U+00E9, NFC) and
+// decomposed (e + U+0301, NFD).
+const (
+	joseNFC = "jos\u00e9@example.com"
+	joseNFD = "jose\u0301@example.com"
+)
+
+// TestInvitationsCompareNFC: POST /users and POST /invitations take the
+// decomposed spelling of an address for the address itself: the account
+// of its composed spelling is invited (not a second account created), a
+// second invitation is refused as pending, and that account accepts.
+func TestInvitationsCompareNFC(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	jose := x.signup(t, joseNFC)
+
+	r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]string{"email": joseNFD})
+	wantStatus(t, r, http.StatusAccepted) // an invitation, not a new account
+	if n := x.count(t, `SELECT count(*) FROM users WHERE kind = 'human'`); n != 2 {
+		t.Fatalf("%d accounts after POST /users with the NFD spelling of an account's address, want 2", n)
+	}
+	wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]string{"email": joseNFC}),
+		http.StatusConflict, problem.CodeInvitationPending)
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE email = $1`, joseNFC); n != 1 {
+		t.Errorf("the invitation is not stored under the NFC spelling")
+	}
+	tk, st, code := x.accept(t, &jose.id, map[string]string{"token": x.mail(t, joseNFC, "You are invited").Token()})
+	if st != http.StatusOK || tk.TenantID != owner.c.Tid {
+		t.Fatalf("the account accepts its invitation: %d %s", st, code)
+	}
+
+	// A pending invitation stored in NFD (one migration 00012 had to
+	// leave) is the NFC account's: accepted with its password, it adds
+	// that account and creates none.
+	other := x.signup(t, "other@acme.test")
+	raw, hash, err := onetime.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.exec(t, `INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
+VALUES ($1, $2, '{member}', $3, $4, now() + interval '1 day')`, other.c.Tid, joseNFD, hash, other.c.Sub)
+	tk, st, code = x.accept(t, nil, map[string]string{"token": raw, "password": pw})
+	if st != http.StatusOK || claimsOf(t, tk.AccessToken).Sub != jose.c.Sub {
+		t.Fatalf("accept of an NFD invitation with the NFC account's password: %d %s", st, code)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users WHERE kind = 'human'`); n != 3 {
+		t.Errorf("%d accounts after accepting an NFD invitation, want 3", n)
+	}
+
+	// An address without an account, invited in NFD then in NFC.
+	const zoeNFC, zoeNFD = "zo\u00eb@example.com", "zoe\u0308@example.com"
+	if inv := x.invite(t, owner.id, zoeNFD); inv.Email != zoeNFC {
+		t.Errorf("invitation of %+q answered as %+q, want %+q", zoeNFD, inv.Email, zoeNFC)
+	}
+	wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]string{"email": zoeNFC}),
+		http.StatusConflict, problem.CodeInvitationPending)
+}
+
+// TestForgotComparesNFC: a reset asked for with the decomposed spelling
+// reaches the account of the composed one.
+func TestForgotComparesNFC(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, joseNFC)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": joseNFD}), http.StatusAccepted)
+	if n := x.liveLinks(t, a.c.Sub, "password_reset"); n != 1 {
+		t.Fatalf("%d reset links for the account after a forgot with the NFD spelling, want 1", n)
+	}
+	tok := x.mail(t, joseNFC, "Reset").Token() // to the account's spelling
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "the new password"}), http.StatusNoContent)
+	wantStatus(t, x.token(t, joseNFD, "the new password"), http.StatusOK)
+}
+
+// TestEmailChangeComparesNFC: an email change to the decomposed spelling
+// of another account's address is taken; one to a new address stores its
+// composed spelling.
+func TestEmailChangeComparesNFC(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "old@example.com")
+	x.signup(t, joseNFC)
+	wantProblem(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": joseNFD}),
+		http.StatusConflict, problem.CodeEmailTaken)
+
+	const zoeNFC, zoeNFD = "zo\u00eb@example.com", "zoe\u0308@example.com"
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": zoeNFD}), http.StatusAccepted)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
+		map[string]string{"token": x.mail(t, zoeNFC, "Confirm").Token()}), http.StatusOK)
+	if m := x.me(t, a); m.Email != zoeNFC {
+		t.Errorf("address after the change: %+q, want %+q", m.Email, zoeNFC)
+	}
+}
