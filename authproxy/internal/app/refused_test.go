@@ -89,3 +89,31 @@ func TestRefusedRequests(t *testing.T) {
 		t.Fatal("the bearer token reached the log")
 	}
 }
+
+// A request fasthttp cannot read is logged with the reason only: none of
+// its bytes, which may hold credentials of any kind (a bearer token whose
+// tail alone falls in the quoted part, a WebSocket subprotocol's token, a
+// cookie, another scheme's credentials), reach the log.
+func TestRefusedRequestsLogNoRequestBytes(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"LOG_LEVEL": "info"}})
+	tok := e.token(nil)
+	secrets := []string{tok[len(tok)-40:], tok[20:60], "COOKIESECRET", "TOKENSECRET"}
+	for _, req := range []string{
+		"GET /notes HTTP/1.1\r\nHost: x\r\nCookie: session=COOKIESECRET\r\nSec-WebSocket-Protocol: chat, bearer." + tok +
+			"\r\nX-Header-Without-Colon\r\nConnection: close\r\n\r\n",
+		"GET/notes HTTP/1.1\r\nHost: x\r\nAuthorization: Token TOKENSECRET\r\nX-Pad: " + strings.Repeat("p", 300) +
+			"\r\nAuthorization: Bearer " + tok + "\r\n\r\n",
+		"GET /notes HTTP/1.1\r\nHost: x\r\nCookie: session=COOKIESECRET\x01\r\nConnection: close\r\n\r\n",
+	} {
+		e.wantProblem(e.raw(req), 400, problem.CodeBadRequest)
+	}
+	logs := e.logs.String()
+	if n := strings.Count(logs, `"msg":"request refused"`); n != 3 {
+		t.Fatalf("%d refusals logged, want 3: %s", n, logs)
+	}
+	for _, s := range secrets {
+		if strings.Contains(logs, s) {
+			t.Fatalf("the log quotes the request (%q): %s", s, logs)
+		}
+	}
+}

@@ -351,6 +351,10 @@ func New(d Deps, o Options) *Server {
 		DisablePreParseMultipartForm: true,
 		ErrorHandler:                 s.errorHandler,
 	})
+	// fasthttp's errors about a request it could not read would quote up
+	// to 200 bytes from each end of its headers (where a token's tail or
+	// a cookie may be); what it quotes even so, redact drops.
+	s.app.Server().SecureErrorLogMessage = true
 	// One handler for every request: observe runs the stages in order
 	// (stages), each given the request's state directly.
 	s.app.Use(s.observe)
@@ -1233,8 +1237,17 @@ var bearerText = regexp.MustCompile(`(?i)(bearer|basic)\s+[^\s"\\]+`)
 // error).
 var apiKeyText = regexp.MustCompile(`tg_[a-z0-9]{4,}[_A-Za-z0-9%]*`)
 
-// redact keeps credentials out of the log and bounds the line.
+// quotedText matches a quoted (%q) string, or what is left of one at
+// the end.
+var quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*(?:"|\\?$)`)
+
+// redact keeps credentials out of the log and bounds the line. Quoted
+// text is dropped whole: in an error about the request it is the
+// request's own bytes (fasthttp quotes a header value it refuses even
+// with SecureErrorLogMessage), where a credential may be in any header
+// and under any scheme, or cut so that no pattern below recognizes it.
 func redact(s string) string {
+	s = quotedText.ReplaceAllString(s, `"[redacted]"`)
 	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
 	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
 	if len(s) > 512 {
