@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,44 @@ func TestTracingTrustedTraceparentAdopted(t *testing.T) {
 	}
 	if ts := header(up, "Tracestate"); ts != clientTracestate {
 		t.Fatalf("upstream tracestate %q, want %q", ts, clientTracestate)
+	}
+}
+
+// What a trusted peer sent as trace context but the proxy did not adopt
+// does not travel on beside the proxy's traceparent: the tracestate of a
+// traceparent that does not parse (W3C: discarded with it), one over the
+// 32 members a tracestate may have, a second traceparent. The upstream
+// gets exactly one traceparent, the proxy's span's.
+func TestTracingTrustedPeerContextReplaced(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
+	tok := e.token(nil)
+	var members []string
+	for i := range 33 {
+		members = append(members, "k"+strconv.Itoa(i)+"=v")
+	}
+	for _, tt := range []struct{ name, fields string }{
+		{"malformed traceparent", "traceparent: 00-not-a-trace-01\r\ntracestate: " + clientTracestate},
+		{"tracestate over 32 members", "traceparent: " + clientTraceparent + "\r\ntracestate: " + strings.Join(members, ",")},
+		{"two traceparents", "traceparent: " + clientTraceparent + "\r\ntraceparent: 00-11111111111111111111111111111111-2222222222222222-01"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			exp.Reset()
+			e.wantStatus(e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\n"+tt.fields+"\r\nConnection: close\r\n\r\n"), 200)
+			srv := spanNamed(t, exp.GetSpans(), "GET /notes")
+			up := e.wantSignedAt(e.up, "app-notes")
+			tps := up.Headers["Traceparent"]
+			if len(tps) != 1 {
+				t.Fatalf("upstream got traceparents %q, want the proxy's alone", tps)
+			}
+			if gt, gs, _ := parseTP(t, tps[0]); gt != srv.SpanContext.TraceID().String() || gs != srv.SpanContext.SpanID().String() {
+				t.Fatalf("upstream traceparent %s is not the proxy's span", tps[0])
+			}
+			if ts, want := up.Headers["Tracestate"], srv.SpanContext.TraceState().String(); len(ts) > 1 || strings.Join(ts, "") != want {
+				t.Fatalf("upstream tracestate %q, want the span's %q", ts, want)
+			}
+		})
 	}
 }
 

@@ -96,11 +96,20 @@ func endChild(span trace.Span, err error) {
 }
 
 // traceInject writes the request's span context as traceparent (and
-// tracestate) on the request to the upstream, replacing a trusted peer's.
-// Out of line (noinline): most requests are not traced.
+// tracestate) on the request to the upstream, in place of every trace
+// header a trusted peer sent: setting one replaces only its first line,
+// and the propagator sets no tracestate when the span has none, which
+// would leave beside the proxy's traceparent a tracestate it did not
+// adopt (one of a traceparent that does not parse, or over 32 members)
+// or a second traceparent. Out of line (noinline): most requests are not
+// traced.
 //
 //go:noinline
 func (s *Server) traceInject(h *fasthttp.RequestHeader, st *state) {
+	if st.trusted { // from anyone else hygiene removed them
+		h.Del(tracing.HeaderTraceparent)
+		h.Del(tracing.HeaderTracestate)
+	}
 	s.tracing.Propagator.Inject(st.trace.ctx, tracing.RequestHeaderCarrier{H: h})
 }
 
