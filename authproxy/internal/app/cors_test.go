@@ -117,3 +117,14 @@ func TestCORSOnEventStreams(t *testing.T) {
 		t.Fatalf("stream headers lack CORS: %v", resp.Header)
 	}
 }
+
+// TestCORSPreflightLogged: a preflight the proxy answers itself is
+// access-logged with its path, as every other request is.
+func TestCORSPreflightLogged(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin, "ACCESS_LOG": "true"}})
+	e.wantStatus(e.do("OPTIONS", "/api/v1/users/me", "", preflightHeaders(appOrigin)), http.StatusNoContent)
+	lines := accessLines(t, e)
+	if len(lines) != 1 || lines[0]["outcome"] != "preflight" || lines[0]["path"] != "/api/v1/users/me" {
+		t.Fatalf("access log %v, want the preflight of /api/v1/users/me", lines)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 )
 
 // CORS is the proxy's cross-origin policy (CORS_ALLOWED_ORIGINS): one
@@ -60,6 +62,9 @@ func (s *Server) preflight(c *fiber.Ctx, st *state) bool {
 		return false
 	}
 	st.outcome = "preflight"
+	// Answered before normalization: name the path, if it is sound, for
+	// the access log and the span, as render does for a refusal.
+	st.path, _ = pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	r := &c.Response().Header
 	r.Set(fiber.HeaderAccessControlAllowMethods, corsAllowMethods)
 	r.Set(fiber.HeaderAccessControlAllowHeaders, corsAllowHeaders)
