@@ -1,6 +1,9 @@
 package app
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -114,6 +117,56 @@ func TestRefusedRequestsLogNoRequestBytes(t *testing.T) {
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {
 			t.Fatalf("the log quotes the request (%q): %s", s, logs)
+		}
+	}
+}
+
+// An upstream answer fasthttp cannot read is logged with the reason only:
+// its header bytes (a session cookie the upstream set, say) never reach
+// the proxy's log.
+func TestBadUpstreamAnswerLogsNoResponseBytes(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nSet-Cookie: sid=UPSTREAMSECRET\r\nX-Broken-Without-Colon\r\n"+
+					"X-Pad: "+strings.Repeat("p", 300)+"\r\nSet-Cookie: other=TAILSECRET\x01\r\nContent-Length: 0\r\n\r\n")
+			}()
+		}
+	}()
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /notes, upstream: notes, access: public}\n", vars: map[string]string{"LOG_LEVEL": "info"}})
+	resp, err := e.client.Get("http://" + e.addr + "/notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, `"msg":"forward"`) {
+		t.Fatalf("the failed forward is not logged: %s", logs)
+	}
+	for _, s := range []string{"UPSTREAMSECRET", "TAILSECRET"} {
+		if strings.Contains(logs, s) {
+			t.Fatalf("the log quotes the upstream's answer (%q): %s", s, logs)
 		}
 	}
 }

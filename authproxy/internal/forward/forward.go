@@ -52,6 +52,9 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: false,
 		StreamResponseBody:            true,
 		MaxResponseBodySize:           0, // streamed: no limit on what coreapi sends
+		// An answer fasthttp cannot read is not quoted in its error (a
+		// cookie the upstream set would reach the proxy's log).
+		SecureErrorLogMessage: true,
 	}
 	if o.TLS != nil {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
@@ -111,6 +114,7 @@ func NewInternalClient(o Options) *fasthttp.HostClient {
 		WriteTimeout:             o.Timeout,
 		DisablePathNormalizing:   true,
 		MaxResponseBodySize:      1 << 20,
+		SecureErrorLogMessage:    true, // as NewHostClient
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
 	return hc

@@ -991,7 +991,8 @@ func (s *Server) forwardFailed(st *state, resp *fasthttp.Response, err error) er
 	resp.Reset()
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
-	s.d.Log.Warn("forward", st.logArgs("err", err, "upstream", st.upstream)...)
+	// redact: fasthttp still quotes the line of an answer it refuses.
+	s.d.Log.Warn("forward", st.logArgs("err", redact(err.Error()), "upstream", st.upstream)...)
 	switch kind {
 	case forward.Unavailable:
 		return unavailable("upstream unavailable")

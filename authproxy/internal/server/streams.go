@@ -101,7 +101,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, hc *fasthtt
 	}
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("stream", label).Inc()
-	s.d.Log.Warn("stream", st.logArgs("err", err)...)
+	s.d.Log.Warn("stream", st.logArgs("err", redact(err.Error()))...)
 	if kind == forward.Timeout {
 		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
 	}
