@@ -273,7 +273,8 @@ func TestCreateRefused(t *testing.T) {
 
 // TestResolve: the internal answers for a wrong secret, an unknown key,
 // an expired key, a suspended tenant, a creator who lost permissions or
-// left the tenant.
+// whose membership is gone while the key is live (deleted in SQL: a
+// removal through the API revokes the keys, TestRemovedMemberKeysRevoked).
 func TestResolve(t *testing.T) {
 	x := start(t, pepper)
 	ten := x.SeedTenant(t, "Acme")
@@ -540,5 +541,143 @@ VALUES ($1, $2, $3, 'tenant', 'late', sha256('x')) RETURNING id::text`, pid, ten
 	}
 	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NOT NULL`, lateID); n != 1 {
 		t.Fatal("the key created in flight outlived the revocation")
+	}
+}
+
+// TestRemovedMemberKeysRevoked: removing a member from a tenant
+// (DELETE /users/{id}) revokes every live key acting as them there, in the
+// removal's transaction: each is audited as api_key.revoked (the remover
+// as actor, the removal's request id, via member.removed) and announced on
+// its own subject, so the keys answer 410 and proxies drop them at once.
+// Re-adding the person brings none back. A member leaving
+// (DELETE /users/me) is a removal too. Their keys in another tenant,
+// other members' keys and a key revoked before are untouched, and a
+// refused removal revokes nothing.
+func TestRemovedMemberKeysRevoked(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	other := x.SeedTenant(t, "Other")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	gone := x.SeedUserIn(t, ten.ID, "gone@acme.test", "admin")
+	x.SeedMember(t, other.ID, gone.UserID, "admin")
+	goneThere := x.IdentityOf(t, gone.UserID, other.ID)
+	body := map[string]any{"name": "k", "permissions": []string{"users:read"}}
+	keys := []created{x.create(t, gone, "/api/v1/api-keys", body), x.create(t, gone, "/api/v1/users/me/api-keys", body)}
+	before := x.create(t, gone, "/api/v1/users/me/api-keys", body)
+	if r := x.Send(t, &gone, http.MethodDelete, "/api/v1/users/me/api-keys/"+before.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	kept := []created{x.create(t, admin, "/api/v1/api-keys", body), x.create(t, owner, "/api/v1/users/me/api-keys", body),
+		x.create(t, goneThere, "/api/v1/api-keys", body)}
+
+	// Refused (an admin may not remove the owner): nothing revoked.
+	wantProblem(t, x.Send(t, &admin, http.MethodDelete, "/api/v1/users/"+owner.UserID, nil), 403, "forbidden")
+	if p := x.resolved(t, kept[1].Secret); !p.Active() {
+		t.Fatalf("the owner's key after a refused removal: %+v", p)
+	}
+
+	r := x.Send(t, &owner, http.MethodDelete, "/api/v1/users/"+gone.UserID, nil)
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("remove member: %d %s", r.Status, r.Body)
+	}
+	var reqID string
+	if err := x.DB.Pool.QueryRow(context.Background(), `SELECT request_id FROM audit_events
+WHERE tenant_id = $1 AND action = 'member.removed' AND target_id = $2`, ten.ID, gone.UserID).Scan(&reqID); err != nil || reqID == "" {
+		t.Fatalf("member.removed request id %q: %v", reqID, err)
+	}
+	for _, k := range keys {
+		wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_revoked")
+		if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+			invalidation.APIKeySubject(k.PublicID), invalidation.ReasonAPIKeyRevoked); n != 1 {
+			t.Errorf("%d invalidations of the %s key, want 1", n, k.Kind)
+		}
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'api_key.revoked' AND target_id = $2
+AND actor_user_id = $3 AND request_id = $4 AND data->>'via' = 'member.removed' AND data->>'public_id' = $5`,
+			ten.ID, k.ID, owner.UserID, reqID, k.PublicID); n != 1 {
+			t.Errorf("%d revocation audit events of the %s key, want 1", n, k.Kind)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked' AND target_id = $1`, before.ID); n != 1 {
+		t.Errorf("the key revoked before: %d revocation events, want 1", n)
+	}
+	for _, k := range kept {
+		if p := x.resolved(t, k.Secret); !p.Active() {
+			t.Errorf("another key after the removal: %+v", p)
+		}
+	}
+	listed, _ := x.list(t, owner, "/api/v1/api-keys")
+	for _, k := range listed {
+		if k.UserID == gone.UserID {
+			t.Errorf("the removed member's key %s is still listed", k.ID)
+		}
+	}
+
+	// Added back: the keys stay revoked.
+	x.SeedMember(t, ten.ID, gone.UserID, "admin")
+	for _, k := range keys {
+		wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_revoked")
+	}
+
+	// Leaving (DELETE /users/me, for a member holding users:write) is a
+	// removal too, with the leaver as actor.
+	leaver := x.SeedUserIn(t, ten.ID, "leaver@acme.test", "admin")
+	lk := x.create(t, leaver, "/api/v1/users/me/api-keys", body)
+	if r := x.Send(t, &leaver, http.MethodDelete, "/api/v1/users/me", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("leave: %d %s", r.Status, r.Body)
+	}
+	wantProblem(t, x.resolve(t, lk.Secret), 410, "api_key_revoked")
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked' AND target_id = $1
+AND actor_user_id = $2 AND data->>'via' = 'member.removed'`, lk.ID, leaver.UserID); n != 1 {
+		t.Errorf("%d revocation audit events of the leaver's key, want 1", n)
+	}
+}
+
+// TestDisabledMemberKeysPaused: disabling a member (PATCH /users/{id})
+// keeps their keys but makes them do nothing: the key resolves with the
+// disabled membership (not active: a proxy refuses it, 401), the user's
+// invalidation makes proxies refetch, and nothing is revoked.
+// Enabling the member again gives the keys back, with the member's
+// permissions.
+func TestDisabledMemberKeysPaused(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	m := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+	k := x.create(t, m, "/api/v1/users/me/api-keys", map[string]any{"name": "laptop", "permissions": []string{"tenant:read"}})
+	if p := x.resolved(t, k.Secret); !p.Active() || !slices.Equal(p.Permissions, []string{"tenant:read"}) {
+		t.Fatalf("before: %+v", p)
+	}
+	setStatus := func(status string) {
+		t.Helper()
+		r := x.Send(t, &owner, http.MethodPatch, "/api/v1/users/"+m.UserID, map[string]any{"membership_status": status})
+		if r.Status != http.StatusOK {
+			t.Fatalf("PATCH membership_status %s: %d %s", status, r.Status, r.Body)
+		}
+	}
+
+	setStatus(identity.StatusDisabled)
+	p := x.resolved(t, k.Secret)
+	if p.Active() || p.MembershipStatus != identity.StatusDisabled || p.UserStatus != identity.StatusActive {
+		t.Fatalf("disabled: %+v", p)
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+		invalidation.UserSubject(m.UserID), invalidation.ReasonMemberStatus(identity.StatusDisabled)); n != 1 {
+		t.Fatalf("%d invalidations of the disabled member, want 1", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NULL`, k.ID); n != 1 {
+		t.Fatal("disabling the member revoked the key")
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked'`) +
+		x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.APIKeySubject(k.PublicID)); n != 0 {
+		t.Fatalf("disabling the member wrote %d revocation rows", n)
+	}
+	if mine, _ := x.list(t, owner, "/api/v1/api-keys"); len(mine) != 1 || mine[0].ID != k.ID {
+		t.Fatalf("keys listed while disabled: %+v", mine)
+	}
+
+	setStatus(identity.StatusActive)
+	if p := x.resolved(t, k.Secret); !p.Active() || !slices.Equal(p.Permissions, []string{"tenant:read"}) {
+		t.Fatalf("enabled again: %+v", p)
 	}
 }

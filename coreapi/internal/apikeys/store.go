@@ -3,11 +3,13 @@
 // (/api/v1/users/me/api-keys), the internal routes through which a proxy
 // resolves a presented key and reports which keys it saw used,
 // RevokeAPIKey for RFC 7009 revocation, and RevokeUserKeys, with which a
-// service account's keys end with any of its client secrets.
+// member's keys end with their removal from the tenant, and a service
+// account's with any of its client secrets.
 //
 // A key acts as the user who created it, in its tenant; what it may do is
 // its own permissions intersected with that user's current ones, and only
-// while user, membership and tenant are active (docs/security.md). The
+// while user, membership and tenant are active (docs/security.md): a
+// disabled member's keys do nothing until the member is enabled again. The
 // secret is shown once; the database keeps HMAC-SHA256(pepper, key), the
 // pepper (API_KEY_PEPPER) never leaves coreapi. Creation and revocation
 // write their audit row, and revocation its invalidation
@@ -204,9 +206,12 @@ func lockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 // It takes the tenant's key lock first, so a creation already in its
 // transaction commits before and is revoked too. No pepper is needed.
 //
-// Deleting a service account, or one of its client secrets, calls it for
-// the account: a secret is deleted when it may have leaked, and a key
-// minted with a token obtained with it must not outlive it.
+// Removing a member from a tenant (users.Store.Remove) calls it for the
+// member, so their keys end, audited, with the membership, and do not come
+// back should the member be added again. Deleting a service account, or
+// one of its client secrets, calls it for the account: a secret is deleted
+// when it may have leaked, and a key minted with a token obtained with it
+// must not outlive it.
 func RevokeUserKeys(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID, via string) (int, error) {
 	const q = `
 UPDATE api_keys SET revoked_at = now()
@@ -326,8 +331,11 @@ func (s *Store) Resolve(ctx context.Context, key, requestID, clientIP string) (a
 	p, err := s.proj.Get(ctx, k.userID, k.tenantID)
 	switch {
 	case errors.Is(err, projection.ErrNotFound):
-		// The creator left the tenant: the key does nothing (it would
-		// work again were they re-added, with their permissions then).
+		// The creator is no longer a member, yet the key is live: a
+		// membership deleted other than by users.Store.Remove (which
+		// revokes the member's keys), e.g. in plain SQL or before removals
+		// revoked keys. The key does nothing (it would work again were
+		// they re-added, with their permissions then).
 		p = identity.Projection{UserID: k.userID, TenantID: k.tenantID, UserStatus: StatusGone,
 			MembershipStatus: StatusGone, TenantStatus: StatusGone}
 	case err != nil:

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
@@ -808,7 +809,11 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 }
 
 // Remove takes the user out of the tenant (the account itself stays).
-// Removing the last active owner is refused.
+// Removing the last active owner is refused. Every live API key acting as
+// the user in the tenant is revoked in the same transaction, each audited
+// and announced as a revocation (apikeys.RevokeUserKeys, data.via
+// "member.removed"), so the audit log tells what ended and proxies drop
+// the keys at once; none comes back if the user is added again.
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -823,6 +828,9 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 			return ErrLastOwner
 		}
 		if _, err := tx.Exec(ctx, q, tenantID, userID); err != nil {
+			return err
+		}
+		if _, err := apikeys.RevokeUserKeys(ctx, tx, tenantID, userID, a.UserID, a.RequestID, audit.ActionMemberRemoved); err != nil {
 			return err
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
