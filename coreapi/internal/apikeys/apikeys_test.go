@@ -681,3 +681,27 @@ func TestDisabledMemberKeysPaused(t *testing.T) {
 		t.Fatalf("enabled again: %+v", p)
 	}
 }
+
+// TestNoKeyAfterRemoval: a request still carrying a removed member's
+// identity (a proxy that has not yet heard of the removal) creates no key:
+// 403 no_membership, nothing stored, and the member's keys stay revoked.
+func TestNoKeyAfterRemoval(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	gone := x.SeedUserIn(t, ten.ID, "gone@acme.test", "admin")
+	body := map[string]any{"name": "k", "permissions": []string{}}
+	x.create(t, gone, "/api/v1/users/me/api-keys", body)
+	if r := x.Send(t, &owner, http.MethodDelete, "/api/v1/users/"+gone.UserID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("remove member: %d %s", r.Status, r.Body)
+	}
+	for _, path := range []string{"/api/v1/api-keys", "/api/v1/users/me/api-keys"} {
+		wantProblem(t, x.Send(t, &gone, http.MethodPost, path, body), 403, "no_membership")
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`, gone.UserID); n != 0 {
+		t.Fatalf("%d live keys of the removed member", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.created' AND actor_user_id = $1`, gone.UserID); n != 1 {
+		t.Fatalf("%d creation audit events, want 1 (the key made before the removal)", n)
+	}
+}

@@ -118,6 +118,7 @@ func MapError(err error) *problem.Problem {
 		{ErrNotFound, fiber.StatusNotFound, problem.CodeNotFound},
 		{ErrEscalation, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrKeyCreatesKey, fiber.StatusForbidden, problem.CodeForbidden},
+		{ErrNotMember, fiber.StatusForbidden, problem.CodeNoMembership},
 		{ErrLimit, fiber.StatusConflict, problem.CodeConflict},
 		{ErrWrongSecret, fiber.StatusUnauthorized, problem.CodeInvalidToken},
 		{ErrRevoked, fiber.StatusGone, problem.CodeAPIKeyRevoked},

@@ -55,6 +55,9 @@ var (
 	// ErrKeyCreatesKey: a request authenticated by an API key tried to
 	// create one (which would launder the key's expiry).
 	ErrKeyCreatesKey = errors.New("an API key cannot create API keys")
+	// ErrNotMember: the creator is no longer a member of the tenant (a
+	// request let through before a proxy heard of the removal).
+	ErrNotMember = errors.New("the creator is no longer a member of this tenant")
 )
 
 // Kinds of key.
@@ -104,7 +107,11 @@ type NewKey struct {
 }
 
 // Create stores a new key and returns it with its secret (shown once).
-// Its audit row is written in the same transaction.
+// Its audit row is written in the same transaction. A creator who is no
+// longer a member of the tenant is ErrNotMember: removal revokes a
+// member's keys under the tenant's key lock (RevokeUserKeys), so a
+// creation either commits first and is revoked with the others, or comes
+// after and finds no membership.
 func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	if s.pepper == nil {
 		return Key{}, "", ErrUnavailable
@@ -116,7 +123,9 @@ func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	if perms == nil {
 		perms = []string{}
 	}
-	const qCount = `SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL`
+	const qCount = `
+SELECT (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL),
+       EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2)`
 	const qInsert = `
 INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, permissions, secret_hash, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -127,9 +136,15 @@ RETURNING id::text, created_at`
 		if err := lockTenant(ctx, tx, n.TenantID); err != nil {
 			return err
 		}
-		var live int
-		if err := tx.QueryRow(ctx, qCount, n.TenantID).Scan(&live); err != nil {
+		var (
+			live   int
+			member bool
+		)
+		if err := tx.QueryRow(ctx, qCount, n.TenantID, n.UserID).Scan(&live, &member); err != nil {
 			return fmt.Errorf("count api keys: %w", err)
+		}
+		if !member {
+			return ErrNotMember
 		}
 		if live >= MaxLivePerTenant {
 			return ErrLimit
