@@ -136,11 +136,17 @@ type Group struct {
 	routes []*Route
 }
 
+// anyMethod is what a route without methods admits: every method but
+// TRACE (which an upstream answers by echoing the request, signed identity
+// headers included) and CONNECT (a tunnel, never a request to forward);
+// a route admits those only by naming them.
+const anyMethod = ^uint16(0) &^ (bitTrace | bitConnect)
+
 // Pick returns the route of g allowing method, or nil (405).
 func (g *Group) Pick(method []byte) *Route {
 	mb := methodBit(method)
 	for _, r := range g.routes {
-		if r.methods == 0 || r.methods&mb != 0 {
+		if r.methods == 0 && mb&anyMethod != 0 || r.methods&mb != 0 {
 			return r
 		}
 	}
@@ -470,6 +476,9 @@ func Compile(f File, env Env) (*Table, error) {
 		t.lens[len(k)] = true
 		var set uint16
 		for _, r := range g.routes {
+			if r.methods == 0 {
+				set |= anyMethod
+			}
 			set |= r.methods
 		}
 		g.Allow = allowHeader(set)

@@ -122,6 +122,10 @@ func TestAppRoutes(t *testing.T) {
 		{"GET", "/notes-Admin", 200, "other", "notes:admin"},
 		{"GET", "/anything/else", 200, "other", ""},
 		{"GET", "/", 200, "other", ""},
+		// A route without methods admits neither TRACE nor CONNECT.
+		{"TRACE", "/anything/else", 405, "", ""},
+		{"CONNECT", "/anything/else", 405, "", ""},
+		{"PROPFIND", "/anything/else", 200, "other", ""},
 		{"GET", "/api/v1/invoices/7", 200, "other", ""},
 		// Core prefixes still win over the catch-all.
 		{"POST", "/api/v1/auth/token", 200, "core", ""},
