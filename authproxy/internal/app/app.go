@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/server"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/adminhttp"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/valyala/fasthttp"
@@ -250,7 +251,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		<-watching
 	}
 
-	admin := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: server.Admin(a.Metrics.Registry, a.Ready, a.cfg.Pprof)}
+	admin := adminhttp.Server(server.Admin(a.Metrics.Registry, a.Ready, a.cfg.Pprof))
 	errc := make(chan error, 2)
 	go func() {
 		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate-auth/tollgate/shared/adminhttp"
 )
 
 // Pinger is what readiness checks: the database pool.
@@ -41,7 +43,7 @@ func NewAdmin(db Pinger, gatherer prometheus.Gatherer) *Admin {
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	a.srv = adminhttp.Server(mux)
 	return a
 }
 
