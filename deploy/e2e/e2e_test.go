@@ -889,3 +889,21 @@ func TestConcurrentGuessesAcrossInstances(t *testing.T) {
 			n, counts, threshold, n-threshold)
 	}
 }
+
+// TestBuiltInPublicGetsServed: every public GET path authproxy routes to
+// coreapi on its own (no rules file) answers through either proxy, with
+// no token: none is a route to nowhere.
+func TestBuiltInPublicGetsServed(t *testing.T) {
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		for _, path := range []string{"/api/v1/health", "/openapi.json", "/api/v1/openapi.json", "/.well-known/jwks.json",
+			"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
+			r, err := send("GET", p.url(path), "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != 200 {
+				t.Errorf("%s GET %s: %s", p.name, path, r)
+			}
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -83,6 +84,22 @@ func TestRegisterHook(t *testing.T) {
 		t.Fatalf("cursor round trip = %d %s", r.Status, r.Body)
 	}
 	apitest.WantProblem(t, e.Get(t, nil, "/api/v1/x/cursor?cursor=x"+cur), 400, "invalid_cursor")
+}
+
+// TestBuiltInPublicPaths: the public paths authproxy routes to coreapi
+// besides the API (its built-in routes) are served, with no identity.
+func TestBuiltInPublicPaths(t *testing.T) {
+	t.Parallel()
+	e := start(t, apitest.Options{})
+	r := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/health", Unsigned: true})
+	if r.Status != 200 || string(r.Body) != `{"status":"ok"}` || r.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("GET /api/v1/health = %d %q (Cache-Control %q)", r.Status, r.Body, r.Header.Get("Cache-Control"))
+	}
+	doc := e.Do(t, apitest.Request{Method: "GET", Path: "/openapi.json", Unsigned: true})
+	v1 := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/openapi.json", Unsigned: true})
+	if v1.Status != 200 || !bytes.Equal(v1.Body, doc.Body) {
+		t.Fatalf("GET /api/v1/openapi.json = %d, %d bytes; want /openapi.json's %d bytes", v1.Status, len(v1.Body), len(doc.Body))
+	}
 }
 
 func TestOpenAPIServed(t *testing.T) {

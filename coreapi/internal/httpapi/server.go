@@ -232,16 +232,32 @@ func New(o Options) (*Server, error) {
 		Internal:  &Group{r: s.app.Group(InternalPrefix), prefix: InternalPrefix, mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
 		Cursors:   &Cursors{cc: s.cursor},
 	}
-	rt.Root.Get("/openapi.json", func(c *fiber.Ctx) error {
+	serveDoc := func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "application/json")
 		c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 		return c.Send(openapi.Document())
-	})
+	}
+	// authproxy routes both paths of the document, and /api/v1/health, to
+	// coreapi as public routes (no identity needed to read them).
+	rt.Root.Get("/openapi.json", serveDoc)
+	rt.Root.Get("/api/v1/openapi.json", serveDoc)
+	rt.Root.Get("/api/v1/health", health)
 	s.internalRoutes(rt)
 	for _, reg := range o.Register {
 		reg(rt)
 	}
 	return s, nil
+}
+
+// health answers GET /api/v1/health, which authproxy routes to coreapi as
+// a public route: an external check through the proxy sees the proxy and
+// coreapi answer. It checks no dependency (the admin port's /readyz pings
+// the database), so a database outage does not take the path down with
+// it: requests that need the database say so themselves (503).
+func health(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.SendString(`{"status":"ok"}`)
 }
 
 // App exposes the Fiber app (for in-process tests and extra middleware).
