@@ -81,6 +81,13 @@ func mfaKey(userID string) []byte {
 	return sum[:]
 }
 
+// mfaClient is the one client name under mfaKey: second-factor guesses
+// count for the account over every client address. Whoever sends a code
+// already has the password (or a session), so there is no stranger to
+// keep the owner apart from; counted per address, an attacker with the
+// password and many addresses would get Threshold codes from each.
+const mfaClient = "account"
+
 // sessionAuth reads how the session's holder authenticated.
 func sessionAuth(ctx context.Context, q sessions.DB, sessionID string) ([]string, int64, error) {
 	const qAuth = `SELECT amr, floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`
@@ -209,11 +216,11 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 
 // verifyFactor checks a second factor of an MFA user: a TOTP code or a
 // recovery code. Every attempt is reserved first in the same atomic
-// lockout as passwords (429 with Retry-After once locked); a failure is
-// audited. It returns errBadCode for a wrong, replayed or expired code.
+// lockout as passwords, for the account whatever the client (mfaClient;
+// 429 with Retry-After once locked); a failure is audited. It returns errBadCode for a wrong, replayed or expired code.
 func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) error {
 	key := mfaKey(u.userID)
-	if err := s.reserve(ctx, key, u.ip); err != nil {
+	if err := s.reserve(ctx, key, mfaClient); err != nil {
 		return err
 	}
 	code = strings.TrimSpace(code)
@@ -235,7 +242,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 		}
 		return errBadCode
 	}
-	return s.release(ctx, key, u.ip)
+	return s.release(ctx, key, mfaClient)
 }
 
 func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
@@ -538,7 +545,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	u := factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}
 	key := mfaKey(id.UserID)
-	if err := s.reserve(ctx, key, ip); err != nil {
+	if err := s.reserve(ctx, key, mfaClient); err != nil {
 		return retryAfter(c, err)
 	}
 	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, totpPending)
@@ -551,7 +558,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		}
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidMFACode, "the code is wrong, already used or expired")
 	}
-	if err := s.release(ctx, key, ip); err != nil {
+	if err := s.release(ctx, key, mfaClient); err != nil {
 		return err
 	}
 	codes, err := mfa.NewRecoveryCodes(mfa.RecoveryCodes)

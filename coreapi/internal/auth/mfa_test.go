@@ -532,3 +532,34 @@ func TestPasswordChangeEndsPendingSecondFactorSignIn(t *testing.T) {
 	r = e.mfaOTP(t, pending, codeAt(t, secret, time.Now().Add(30*time.Second)))
 	wantStatus(t, "mfa_otp with an mfa_token from before the change", r, http.StatusBadRequest, "invalid_grant")
 }
+
+// TestMFAGuessesCountPerAccount: whoever sends a second factor already has
+// the password (or a session), so wrong codes count for the account over
+// every client: an attacker with the password and many client addresses
+// gets Threshold codes in all, not Threshold from each, across challenges
+// and step-up alike.
+func TestMFAGuessesCountPerAccount(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "pa@example.com")
+	as := e.identityFor(t, tk)
+	guess := func(ip string) apitest.Response {
+		t.Helper()
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ClientIP: ip,
+			Body: map[string]string{"grant_type": "mfa_otp", "mfa_token": e.challenge(t, "pa@example.com"), "code": "000000"}})
+	}
+	limit := auth.DefaultLockout.Threshold
+	for i := range limit {
+		wantStatus(t, "wrong code "+strconv.Itoa(i+1), guess("198.51.100."+strconv.Itoa(1+i)), http.StatusBadRequest, "invalid_grant")
+	}
+	// A fresh challenge from a fresh client address is refused all the same.
+	r := guess("198.51.100.200")
+	wantStatus(t, "a fresh client past the account's budget", r, http.StatusTooManyRequests, "too_many_requests")
+	if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 {
+		t.Errorf("Retry-After = %q", r.Header.Get("Retry-After"))
+	}
+	// So is a step-up of a session from yet another address, even with the
+	// right code.
+	r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: as, ClientIP: "198.51.100.201",
+		Body: map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))}})
+	wantStatus(t, "step-up from a fresh client during the lock", r, http.StatusTooManyRequests, "too_many_requests")
+}
