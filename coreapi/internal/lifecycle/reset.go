@@ -39,7 +39,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		return formError(c, PageResetPassword, "", httpapi.Invalid("email", "an email address is required"))
 	}
 	ctx := c.UserContext()
-	ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("forgot", "ip", clientIP(c)), s.limits.ForgotPerIP)
+	ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("forgot", "ip", ratelimit.ClientKey(clientIP(c))), s.limits.ForgotPerIP)
 	if err != nil {
 		return err
 	}

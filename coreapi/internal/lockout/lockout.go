@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 )
 
 // Policy is the failed-guess backoff.
@@ -119,10 +120,11 @@ WHERE last_attempt < now() - make_interval(secs => $1)
 }
 
 // clientKey names a client in login_attempts (the empty name is the key's
-// own row, so an unknown IP gets a name of its own).
+// own row, so an unknown IP gets a name of its own); an IPv6 client is its
+// /64 (ratelimit.ClientKey).
 func clientKey(ip string) string {
 	if ip == "" {
 		return "unknown"
 	}
-	return ip
+	return ratelimit.ClientKey(ip)
 }

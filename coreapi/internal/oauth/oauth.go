@@ -48,6 +48,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -255,7 +256,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 		return err
 	}
 	// Before any other work: a refused start costs no database access.
-	if ok, wait := s.limit.allow(httpapi.ClientIP(c)); !ok {
+	if ok, wait := s.limit.allow(ratelimit.ClientKey(httpapi.ClientIP(c))); !ok {
 		secs := max(int((wait+time.Second-1)/time.Second), 1)
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
 		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,

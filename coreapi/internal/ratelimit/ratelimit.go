@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -34,6 +35,21 @@ func Key(parts ...string) []byte {
 		h.Write([]byte{0})
 	}
 	return h.Sum(nil)
+}
+
+// ClientKey is how a limit names a client address: an IPv6 address by its
+// /64, since that is what one customer line or host is given (and it can
+// pick any of its 2^64 addresses for each request); an IPv4 address, or
+// a name that is no address, as it is.
+func ClientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if a = a.Unmap(); a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a.WithZone(""), 64).Masked().String()
 }
 
 // Allow counts one hit on key and reports whether it is within l; when it

@@ -103,3 +103,27 @@ func TestRelease(t *testing.T) {
 		t.Fatalf("release of an unknown key: %v", err)
 	}
 }
+
+// TestClientKeyIPv6Prefix: the addresses of one IPv6 /64 (what one
+// customer line or host is given) are one client; IPv4 addresses, other
+// /64s and names that are no address stay apart.
+func TestClientKeyIPv6Prefix(t *testing.T) {
+	same := []string{"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:0db8:0001:0002:0:0:0:7", "2001:DB8:1:2::abcd"}
+	for _, ip := range same[1:] {
+		if got, want := ratelimit.ClientKey(ip), ratelimit.ClientKey(same[0]); got != want {
+			t.Errorf("ClientKey(%q) = %q, want %q (same /64)", ip, got, want)
+		}
+	}
+	for _, ip := range []string{"2001:db8:1:3::1", "192.0.2.1", "192.0.2.2", "unknown", ""} {
+		if ratelimit.ClientKey(ip) == ratelimit.ClientKey(same[0]) {
+			t.Errorf("ClientKey(%q) is the /64 2001:db8:1:2::/64", ip)
+		}
+	}
+	if a, b := ratelimit.ClientKey("192.0.2.1"), ratelimit.ClientKey("192.0.2.2"); a == b {
+		t.Errorf("two IPv4 addresses share the key %q", a)
+	}
+	// An IPv4-mapped IPv6 address is its IPv4 address.
+	if a, b := ratelimit.ClientKey("::ffff:192.0.2.1"), ratelimit.ClientKey("192.0.2.1"); a != b {
+		t.Errorf("ClientKey(::ffff:192.0.2.1) = %q, want %q", a, b)
+	}
+}

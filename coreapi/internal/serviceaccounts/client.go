@@ -90,7 +90,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 	}
 	ctx := c.UserContext()
 	ip := httpapi.ClientIP(c)
-	key := ratelimit.Key("client_credentials", strings.ToLower(cr.id), ip)
+	key := ratelimit.Key("client_credentials", strings.ToLower(cr.id), ratelimit.ClientKey(ip))
 	ok, retry, err := s.o.Limiter.Allow(ctx, key, ClientLimit)
 	if err != nil {
 		return Client{}, err
