@@ -173,14 +173,30 @@ RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts`
 
 func (s *Sender) deliver(ctx context.Context, m claimed) error {
 	const (
+		// The claim covers the whole batch, whose rows are sent one after
+		// the other: a slow mail server can make the batch outlast the
+		// lease, and another sender would then claim (and send) the rows
+		// still waiting here. Each row's lease starts again when its turn
+		// comes, if the row is still this claim's (attempts unchanged);
+		// otherwise another sender has it and it is skipped.
+		qRenew = `
+UPDATE mail_queue SET next_attempt_at = now() + make_interval(secs => $3)
+WHERE id = $1 AND attempts = $2 AND status = 'pending'`
 		qSent = `UPDATE mail_queue SET status = 'sent', sent_at = now(), token = NULL, last_error = NULL WHERE id = $1`
+		// Only this claim's failure is recorded: a late one must not undo
+		// what a sender that claimed the row after it did.
 		qFail = `
 UPDATE mail_queue SET last_error = $2,
        next_attempt_at = now() + make_interval(secs => $3),
        status = CASE WHEN $4 THEN 'parked' ELSE 'pending' END,
        token  = CASE WHEN $4 THEN NULL ELSE token END
-WHERE id = $1`
+WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	)
+	if tag, err := s.o.Pool.Exec(ctx, qRenew, m.ID, m.Attempts, s.o.Lease.Seconds()); err != nil {
+		return fmt.Errorf("renew the lease of mail %d: %w", m.ID, err)
+	} else if tag.RowsAffected() == 0 {
+		return nil
+	}
 	var d Data
 	if err := json.Unmarshal(m.Data, &d); err != nil {
 		return fmt.Errorf("mail %d: data: %w", m.ID, err)
@@ -224,7 +240,7 @@ WHERE id = $1`
 	} else {
 		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", sendErr)
 	}
-	if _, err := s.o.Pool.Exec(ctx, qFail, m.ID, clip.String(sendErr.Error(), 1000), delay.Seconds(), park); err != nil {
+	if _, err := s.o.Pool.Exec(ctx, qFail, m.ID, clip.String(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
 		return fmt.Errorf("record mail %d failure: %w", m.ID, err)
 	}
 	return nil

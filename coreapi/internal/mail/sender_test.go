@@ -379,3 +379,57 @@ func TestCanonical(t *testing.T) {
 		}
 	}
 }
+
+// slowTransport delivers through next after a pause (a mail server that
+// answers slowly).
+type slowTransport struct {
+	next  mail.Transport
+	pause time.Duration
+}
+
+func (s slowTransport) Send(ctx context.Context, m mail.Outgoing) error {
+	time.Sleep(s.pause)
+	return s.next.Send(ctx, m)
+}
+
+// A slow mail server makes a batch outlast its lease: each row's lease is
+// renewed when its turn comes, so another replica does not take the rows
+// still waiting in the batch and send them a second time.
+func TestSlowBatchOutlastingTheLeaseSendsOnce(t *testing.T) {
+	const lease, pause = 2 * time.Second, 1500 * time.Millisecond
+	r := newRig(t, mail.SenderOptions{Batch: 2, Lease: lease})
+	slow, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: slowTransport{mustSMTP(t, r.smtp.URL()), pause},
+		From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Batch: 2, Lease: lease,
+		Links: mail.DefaultLinks("http://localhost:8080")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := verify, verify
+	a.To, b.To = "first@example.com", "second@example.com"
+	r.enqueue(t, a, b)
+	done := make(chan error, 1)
+	go func() {
+		_, err := slow.SendDue(context.Background())
+		done <- err
+	}()
+	// The batch's lease has ended, the second row is being sent.
+	time.Sleep(lease + 300*time.Millisecond)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, m := range r.smtp.Messages() {
+		got[m.Rcpt[0]]++
+	}
+	if got["first@example.com"] != 1 || got["second@example.com"] != 1 {
+		t.Errorf("copies received: %v, want one each", got)
+	}
+	for i, row := range r.rows(t) {
+		if row.Status != "sent" || row.Attempts != 1 {
+			t.Errorf("row %d: %+v; want sent after 1 attempt", i, row)
+		}
+	}
+}
