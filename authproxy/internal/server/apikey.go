@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"hash/maphash"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -283,11 +284,20 @@ func newKeyLimiter(limit int, window time.Duration) *keyLimiter {
 	return &keyLimiter{limit: limit, window: int64(window), seed: maphash.MakeSeed(), pairs: map[uint64]*failWindow{}}
 }
 
+// pair is the map key of (pid, ip). An IPv6 client counts by its /64: a
+// host is commonly given a whole /64, and counting each of its addresses
+// would give it 2^64 budgets (coreapi's limits count the same way).
 func (l *keyLimiter) pair(pid, ip []byte) uint64 {
 	var h maphash.Hash
 	h.SetSeed(l.seed)
 	_, _ = h.Write(pid)
 	_ = h.WriteByte(0)
+	if a, err := netip.ParseAddr(b2s(ip)); err == nil && !a.Unmap().Is4() {
+		b := a.As16()
+		_, _ = h.Write(b[:8])
+		_ = h.WriteByte('/')
+		return h.Sum64()
+	}
 	_, _ = h.Write(ip)
 	return h.Sum64()
 }
