@@ -146,10 +146,6 @@ const (
 // the current one. It returns false for a wrong, replayed or expired code.
 func (s *Service) checkTOTP(ctx context.Context, userID, code, status string) (bool, error) {
 	const qLoad = `SELECT key_id, secret_sealed FROM mfa_totp WHERE user_id = $1 AND status = $2`
-	const qConsume = `
-UPDATE mfa_totp SET last_step = $3,
-    key_id = coalesce($4, key_id), secret_sealed = coalesce($5, secret_sealed)
-WHERE user_id = $1 AND status = $2 AND (last_step IS NULL OR last_step < $3)`
 	if s.mfa == nil {
 		return false, errMFAUnavailable
 	}
@@ -181,11 +177,55 @@ WHERE user_id = $1 AND status = $2 AND (last_step IS NULL OR last_step < $3)`
 		}
 		newKey, resealed = &id, b
 	}
-	tag, err := s.pool.Exec(ctx, qConsume, userID, status, step, newKey, resealed)
+	return s.consumeStep(ctx, userID, status, sealed, step, newKey, resealed)
+}
+
+// consumeStep records step as the last one used of the secret sealed as
+// sealed (and reseals it when newKey is set), if the user's row still
+// holds that secret in status and step is newer than the last one used.
+// Bound to the secret: an enrolment restarted since the code was matched
+// (a second tab) holds another secret, which a code of the old one must
+// not mark as used, nor so let confirmTOTP activate it.
+func (s *Service) consumeStep(ctx context.Context, userID, status string, sealed []byte, step int64, newKey *string, resealed []byte) (bool, error) {
+	const qConsume = `
+UPDATE mfa_totp SET last_step = $3,
+    key_id = coalesce($4, key_id), secret_sealed = coalesce($5, secret_sealed)
+WHERE user_id = $1 AND status = $2 AND secret_sealed = $6 AND (last_step IS NULL OR last_step < $3)`
+	tag, err := s.pool.Exec(ctx, qConsume, userID, status, step, newKey, resealed, sealed)
 	if err != nil {
 		return false, fmt.Errorf("consume totp step: %w", err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// errEnrolmentRestarted: the enrolment was restarted (a new secret) while
+// its code was being confirmed.
+var errEnrolmentRestarted = problem.New(fiber.StatusConflict, problem.CodeConflict,
+	"the TOTP enrolment was restarted meanwhile; confirm with a code of the new secret")
+
+// activateTOTP turns the user's pending secret active in tx, only if a
+// code of it was just matched (its last_step is set: restarting the
+// enrolment clears it). active is false when the factor is already active
+// (a concurrent confirmation won) or, restarted true, when the enrolment
+// was restarted since the code was matched.
+func activateTOTP(ctx context.Context, tx pgx.Tx, userID string) (active bool, restarted bool, err error) {
+	const qActivate = `
+UPDATE mfa_totp SET status = 'active', confirmed_at = now()
+WHERE user_id = $1 AND status = 'pending' AND last_step IS NOT NULL
+RETURNING true`
+	const qStatus = `SELECT status FROM mfa_totp WHERE user_id = $1`
+	err = tx.QueryRow(ctx, qActivate, userID).Scan(&active)
+	if err == nil {
+		return true, false, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return false, false, fmt.Errorf("activate totp: %w", err)
+	}
+	var status string
+	if err := tx.QueryRow(ctx, qStatus, userID).Scan(&status); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, false, fmt.Errorf("load totp: %w", err)
+	}
+	return false, status != totpActive, nil
 }
 
 // useRecoveryCode spends one of the user's recovery codes (at most once,
@@ -521,7 +561,6 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	const qPending = `SELECT status FROM mfa_totp WHERE user_id = $1`
 	const qClear = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
 	const qCode = `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`
-	const qActivate = `UPDATE mfa_totp SET status = 'active', confirmed_at = now() WHERE user_id = $1 AND status = 'pending'`
 	id := httpapi.IdentityOf(c)
 	var req totpConfirm
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
@@ -566,9 +605,11 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if tag, err := tx.Exec(ctx, qActivate, id.UserID); err != nil {
-			return fmt.Errorf("activate totp: %w", err)
-		} else if tag.RowsAffected() != 1 { // a concurrent confirmation won
+		if ok, restarted, err := activateTOTP(ctx, tx, id.UserID); err != nil {
+			return err
+		} else if restarted {
+			return errEnrolmentRestarted
+		} else if !ok { // a concurrent confirmation won
 			return errMFAActive
 		}
 		if _, err := tx.Exec(ctx, qClear, id.UserID); err != nil {

@@ -154,3 +154,86 @@ func TestChallengeAtStaleTokenVersion(t *testing.T) {
 		t.Fatalf("challenges stored: %d (%v), want 1", n, err)
 	}
 }
+
+// TestTOTPEnrolmentRestartedWhileConfirming: a code of the first secret,
+// matched while the enrolment is restarted (a second tab: a new secret,
+// its steps unused), neither marks the new secret's step as used nor lets
+// the confirmation activate the new secret, which nobody confirmed.
+func TestTOTPEnrolmentRestartedWhileConfirming(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	sealer := sealerOf(t, "k1:"+base64.StdEncoding.EncodeToString([]byte(strings.Repeat("a", 32))))
+	s, err := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pool: db.Pool, Keys: testRing(t),
+		Passwords: password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0),
+		Sessions:  sessions.New(db.Pool, time.Hour, time.Second), Issuer: "i", Audience: "a", AccessTTL: time.Minute,
+		MFA: sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uid string
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, display_name) VALUES ('e@example.com', '') RETURNING id::text`).Scan(&uid); err != nil {
+		t.Fatal(err)
+	}
+	seal := func() (string, []byte, string) {
+		secret, _, err := mfa.NewSecret("Tollgate", "e@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyID, sealed, err := sealer.Seal([]byte(secret), []byte(uid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keyID, sealed, secret
+	}
+	// restart is what enrolTOTP's upsert does to a pending row.
+	restart := func() {
+		keyID, sealed, _ := seal()
+		if _, err := db.Pool.Exec(ctx, `UPDATE mfa_totp SET key_id = $2, secret_sealed = $3, last_step = NULL WHERE user_id = $1 AND status = 'pending'`,
+			uid, keyID, sealed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyID, sealedA, secretA := seal()
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed) VALUES ($1, $2, $3)`, uid, keyID, sealedA); err != nil {
+		t.Fatal(err)
+	}
+	step, ok := mfa.Match(secretA, mustCode(t, secretA), time.Now())
+	if !ok {
+		t.Fatal("a fresh code does not match its secret")
+	}
+
+	// Matched against A, then the enrolment restarts before the step is
+	// recorded: the step is not recorded on B.
+	restart()
+	if ok, err := s.consumeStep(ctx, uid, totpPending, sealedA, step, nil, nil); ok || err != nil {
+		t.Fatalf("a step of the replaced secret recorded on the new one: %v %v", ok, err)
+	}
+
+	// Matched and recorded on A, then the enrolment restarts before the
+	// activation: B is not activated.
+	if _, err := db.Pool.Exec(ctx, `UPDATE mfa_totp SET secret_sealed = $2 WHERE user_id = $1`, uid, sealedA); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.consumeStep(ctx, uid, totpPending, sealedA, step, nil, nil); !ok || err != nil {
+		t.Fatalf("recording a step of the current secret: %v %v", ok, err)
+	}
+	restart()
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	active, restarted, err := activateTOTP(ctx, tx, uid)
+	if err != nil || active || !restarted {
+		t.Fatalf("activation after a restart: active %v, restarted %v, %v; want the unconfirmed secret left pending", active, restarted, err)
+	}
+}
+
+func mustCode(t *testing.T, secret string) string {
+	t.Helper()
+	c, err := mfa.Code(secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
