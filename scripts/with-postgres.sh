@@ -66,10 +66,18 @@ PGDATA="$BASE/data"
 chmod 755 "$BASE"
 [[ ${#RUN_AS[@]} -gt 0 ]] && chown "${RUN_AS[2]}" "$BASE"
 
+# The port is kept with a kept cluster. When another program has taken it
+# since (and it is not this cluster, left running), the cluster moves to a
+# free one: its port is nothing but a start option.
 port_file="$BASE/port"
-if [[ -f "$port_file" ]]; then
-	PORT=$(cat "$port_file")
-else
+PORT=
+[[ -f "$port_file" ]] && PORT=$(cat "$port_file")
+if [[ -n "$PORT" ]] && tcp_open 127.0.0.1 "$PORT" &&
+	! "${RUN_AS[@]}" "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; then
+	log "port $PORT is taken by another program; choosing another"
+	PORT=
+fi
+if [[ -z "$PORT" ]]; then
 	for _ in $(seq 1 50); do
 		PORT=$(( (RANDOM % 20000) + 30000 ))
 		tcp_open 127.0.0.1 "$PORT" || break

@@ -1,0 +1,105 @@
+package scripts
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var script = filepath.Join("..", "..", "scripts", "with-postgres.sh")
+
+// needServer skips unless bash and the PostgreSQL server binaries the
+// script looks for are installed.
+func needServer(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash not installed")
+	}
+	if _, err := exec.LookPath("initdb"); err == nil {
+		return
+	}
+	if m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(m) > 0 {
+		return
+	}
+	t.Skip("no initdb installed")
+}
+
+// withPostgres runs the script with PG_LOCAL=1 (always a local cluster) and
+// the extra environment, printing $DATABASE_URL from inside.
+func withPostgres(t *testing.T, env ...string) (url string, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command("bash", script, "sh", "-c", `printf %s "$DATABASE_URL"`)
+	cmd.Env = append(os.Environ(), append([]string{"PG_LOCAL=1", "DATABASE_URL="}, env...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("with-postgres.sh did not finish\n%s", errb.String())
+	}
+	return out.String(), errb.String(), err
+}
+
+// persistDir is a PG_PERSIST_DIR in a directory every user can reach (the
+// cluster runs as an unprivileged user when the tests run as root).
+func persistDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "with-postgres-test-") // t.TempDir's parent is 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "postgres")
+}
+
+// TestWithPostgresMovesOffATakenPort: a kept cluster (`make run`) whose
+// recorded port another program has taken since starts on a free port
+// instead of failing on every run (and `make reset` with it).
+func TestWithPostgresMovesOffATakenPort(t *testing.T) {
+	needServer(t)
+	pd := persistDir(t)
+	first, stderr, err := withPostgres(t, "PG_PERSIST_DIR="+pd)
+	if err != nil {
+		t.Fatalf("first run: %v\n%s", err, stderr)
+	}
+	port, err := os.ReadFile(filepath.Join(pd, "port"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+strings.TrimSpace(string(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	second, stderr, err := withPostgres(t, "PG_PERSIST_DIR="+pd)
+	if err != nil {
+		t.Fatalf("second run, with port %s taken: %v\n%s", port, err, stderr)
+	}
+	if second == first || !strings.HasPrefix(second, "postgres://postgres@127.0.0.1:") {
+		t.Errorf("second run's DATABASE_URL = %q (first %q)", second, first)
+	}
+	if !strings.Contains(stderr, "taken") {
+		t.Errorf("second run does not say the port moved:\n%s", stderr)
+	}
+	// The new port is kept for the next run.
+	now, _ := os.ReadFile(filepath.Join(pd, "port"))
+	if n, err := strconv.Atoi(strings.TrimSpace(string(now))); err != nil || !strings.Contains(second, ":"+strconv.Itoa(n)+"/") {
+		t.Errorf("port file holds %q, the run used %q", now, second)
+	}
+}
