@@ -2,7 +2,7 @@
 # Runs a command with DATABASE_URL pointing at a reachable PostgreSQL:
 #   1. $DATABASE_URL when set;
 #   2. else 127.0.0.1:5432 (user postgres) when it accepts connections;
-#   3. else a throwaway cluster (initdb + pg_ctl) on a random port, as a
+#   3. else a throwaway cluster (initdb + pg_ctl) on a random free port, as a
 #      non-root user, in a temp dir removed on exit. With PG_PERSIST_DIR set,
 #      the cluster lives there instead and is kept (used by `make run`).
 #      PG_LOCAL=1 skips steps 1 and 2 and always uses a local cluster.
@@ -78,8 +78,11 @@ if [[ -n "$PORT" ]] && tcp_open 127.0.0.1 "$PORT" &&
 	PORT=
 fi
 if [[ -z "$PORT" ]]; then
+	# 20000-32767: below the ports the kernel hands out to outgoing
+	# connections (Linux 32768-60999, macOS 49152-65535), which a listening
+	# check does not see but which make the server's bind fail.
 	for _ in $(seq 1 50); do
-		PORT=$(( (RANDOM % 20000) + 30000 ))
+		PORT=$(( (RANDOM % 12768) + 20000 ))
 		tcp_open 127.0.0.1 "$PORT" || break
 	done
 	echo "$PORT" >"$port_file"
