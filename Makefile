@@ -5,6 +5,8 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 BIN         := bin
+# Where `make run` keeps the PostgreSQL cluster it starts when it finds no server.
+PG_PERSIST_DIR ?= $(CURDIR)/.data/postgres
 
 .PHONY: all build test test-short bench bench-scale lint fmt run reset pin-images clean
 
@@ -53,13 +55,13 @@ fmt:
 ## TRACES=1 also receives both services' OpenTelemetry spans and prints each trace as a tree
 run:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
-	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces)
+	PG_PERSIST_DIR=$(PG_PERSIST_DIR) scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces)
 
 ## reset: start from scratch: drop the stack's database `tollgate`, then remove .data/ (keys,
 ## binaries, and the local PostgreSQL cluster when `make run` had to start one)
 reset:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
-	PG_PERSIST_DIR=$(CURDIR)/.data/postgres scripts/with-postgres.sh $(BIN)/stack -reset
+	PG_PERSIST_DIR=$(PG_PERSIST_DIR) scripts/with-postgres.sh $(BIN)/stack -reset
 	rm -rf $(CURDIR)/.data
 
 ## pin-images: pin (or update the pins of) the Dockerfiles' base images by digest; needs

@@ -64,7 +64,25 @@ else
 fi
 PGDATA="$BASE/data"
 chmod 755 "$BASE"
-[[ ${#RUN_AS[@]} -gt 0 ]] && chown "${RUN_AS[2]}" "$BASE"
+if [[ ${#RUN_AS[@]} -gt 0 ]]; then
+	chown "${RUN_AS[2]}" "$BASE"
+	# The unprivileged user needs a way in: every directory above must be
+	# searchable by others, which /root (0700) is not.
+	if ! "${RUN_AS[@]}" test -w "$BASE" -a -x "$BASE"; then
+		if [[ $KEEP -eq 1 ]]; then
+			where="PG_PERSIST_DIR to a directory it can reach (make run PG_PERSIST_DIR=/var/tmp/tollgate-pg)"
+		else
+			rmdir "$BASE"
+			where="TMPDIR to a directory it can reach"
+		fi
+		cat >&2 <<MSG
+with-postgres: running as root, PostgreSQL runs as user ${RUN_AS[2]}, which cannot reach $BASE
+  (a directory above it is closed to other users, as /root is). Either run as a regular user,
+  set DATABASE_URL=postgres://USER@HOST:PORT/DB?sslmode=disable, or set $where.
+MSG
+		exit 1
+	fi
+fi
 
 # The port is kept with a kept cluster. When another program has taken it
 # since (and it is not this cluster, left running), the cluster moves to a

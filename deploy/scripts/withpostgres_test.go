@@ -103,3 +103,28 @@ func TestWithPostgresMovesOffATakenPort(t *testing.T) {
 		t.Errorf("port file holds %q, the run used %q", now, second)
 	}
 }
+
+// TestWithPostgresUnreachableDirAsRoot: run as root, the cluster runs as an
+// unprivileged user; a directory that user cannot reach (a repository under
+// /root, mode 0700) is refused up front with what to do, not with initdb's
+// "Permission denied".
+func TestWithPostgresUnreachableDirAsRoot(t *testing.T) {
+	needServer(t)
+	if os.Geteuid() != 0 {
+		t.Skip("not root")
+	}
+	closed := t.TempDir() // 0700: only root gets in
+	pd := filepath.Join(closed, "repo", ".data", "postgres")
+	_, stderr, err := withPostgres(t, "PG_PERSIST_DIR="+pd)
+	if err == nil {
+		t.Fatalf("succeeded in %s:\n%s", pd, stderr)
+	}
+	for _, want := range []string{"cannot reach " + pd, "DATABASE_URL", "PG_PERSIST_DIR"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "initdb") {
+		t.Errorf("initdb ran:\n%s", stderr)
+	}
+}
