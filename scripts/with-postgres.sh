@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command with DATABASE_URL pointing at a reachable PostgreSQL:
 #   1. $DATABASE_URL when set;
-#   2. else 127.0.0.1:5432 (user postgres) when it accepts connections;
+#   2. else 127.0.0.1:5432 when it lets user postgres in without a password;
 #   3. else a throwaway cluster (initdb + pg_ctl) on a random free port, as a
 #      non-root user, in a temp dir removed on exit. With PG_PERSIST_DIR set,
 #      the cluster lives there instead and is kept (used by `make run`).
@@ -18,12 +18,6 @@ if [[ -n "${DATABASE_URL:-}" && "${PG_LOCAL:-}" != 1 ]]; then
 	exec "$@"
 fi
 
-if [[ "${PG_LOCAL:-}" != 1 ]] && tcp_open 127.0.0.1 5432; then
-	export DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	log "using PostgreSQL at 127.0.0.1:5432"
-	exec "$@"
-fi
-
 find_bin() {
 	local name=$1 dir
 	if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
@@ -33,9 +27,33 @@ find_bin() {
 	return 1
 }
 
+# refuses URL: succeeds, printing the server's reason, when psql is installed
+# and the server does not let URL in (a password is asked for, the role does
+# not exist); fails when it lets it in or there is no psql to tell.
+refuses() {
+	local psql out
+	psql=$(find_bin psql) || return 1
+	out=$(PGCONNECT_TIMEOUT=5 "$psql" -X -w -At -d "$1" -c 'select 1' 2>&1 </dev/null) && return 1
+	printf '%s' "${out%%$'\n'*}"
+}
+
+if [[ "${PG_LOCAL:-}" != 1 ]] && tcp_open 127.0.0.1 5432; then
+	url="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	# A packaged server (Debian's, Homebrew's) listens here but asks for a
+	# password or has no role postgres: start a cluster of our own instead.
+	if why=$(refuses "$url"); then
+		log "127.0.0.1:5432 does not let user postgres in without a password: $why"
+		log "starting a local cluster instead (set DATABASE_URL to use that server)"
+	else
+		export DATABASE_URL=$url
+		log "using PostgreSQL at 127.0.0.1:5432"
+		exec "$@"
+	fi
+fi
+
 INITDB=$(find_bin initdb) && PG_CTL=$(find_bin pg_ctl) || {
 	cat >&2 <<'MSG'
-with-postgres: no PostgreSQL is reachable and none can be started here.
+with-postgres: no PostgreSQL this script can use is reachable, and none can be started here.
   Either set DATABASE_URL=postgres://USER@HOST:PORT/DB?sslmode=disable,
   or install the server binaries (initdb, pg_ctl), for example:
     Debian/Ubuntu:  sudo apt-get install postgresql
