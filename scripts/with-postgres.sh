@@ -21,7 +21,8 @@ fi
 find_bin() {
 	local name=$1 dir
 	if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-	for dir in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /opt/homebrew/bin /usr/local/opt/postgresql*/bin; do
+	# Homebrew's postgresql@N is keg-only: its bin is not linked into the prefix.
+	for dir in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /opt/homebrew/bin /opt/homebrew/opt/postgresql*/bin /usr/local/opt/postgresql*/bin; do
 		[[ -x "$dir/$name" ]] && { echo "$dir/$name"; return; }
 	done
 	return 1

@@ -40,7 +40,7 @@ a cluster of its own that it can restart. Install them, for example:
     Debian/Ubuntu:  apt-get install postgresql
     Fedora:         dnf install postgresql-server
     macOS:          brew install postgresql@16
-(they are looked up on PATH and in /usr/lib/postgresql/*/bin)`
+(they are looked up on PATH, in /usr/lib/postgresql/*/bin and in Homebrew's postgresql@N kegs)`
 
 // findPGBin returns the directory holding initdb and postgres.
 func findPGBin() (string, error) {
@@ -58,6 +58,11 @@ func findPGBin() (string, error) {
 	})
 	dirs = append(dirs, versioned...)
 	dirs = append(dirs, "/usr/local/pgsql/bin")
+	// Homebrew's postgresql@N is keg-only: its bin is not linked into the prefix.
+	for _, prefix := range []string{"/opt/homebrew/opt", "/usr/local/opt"} {
+		kegs, _ := filepath.Glob(prefix + "/postgresql*/bin")
+		dirs = append(dirs, kegs...)
+	}
 	for _, d := range dirs {
 		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
 			return d, nil
