@@ -129,7 +129,11 @@ cleanup() {
 	"${RUN_AS[@]}" "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
 	[[ $KEEP -eq 1 ]] || rm -rf "$BASE"
 }
-trap cleanup EXIT INT TERM
+# On a signal, stop here: the EXIT trap cleans up once; going on would run
+# the next step against a removed directory.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
 	log "initialising a local cluster in $PGDATA"
