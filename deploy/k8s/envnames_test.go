@@ -146,11 +146,16 @@ func stringLit(e ast.Expr) (string, error) {
 }
 
 func reads(vars map[string]envconfig.Table, svc, name string) bool {
+	return readsIn(vars, svc, "serve", name)
+}
+
+// readsIn reports whether svc's command reads name.
+func readsIn(vars map[string]envconfig.Table, svc, cmd, name string) bool {
 	if slices.Contains(runtimeVars, name) {
 		return true
 	}
-	_, ok := vars[svc].Lookup(name)
-	return ok
+	v, ok := vars[svc].Lookup(name)
+	return ok && v.ReadBy(cmd)
 }
 
 // serviceOf maps a container to the service binary it runs.
@@ -164,9 +169,10 @@ func serviceOf(c *corev1.Container) string {
 	return ""
 }
 
-// unknownVars lists every variable set on a container (literal, from a
-// Secret, or from a ConfigMap) that the container's service does not read.
-// A ConfigMap key is fine if any container that loads the ConfigMap reads it.
+// unknownVars lists every variable set on a container, init containers
+// included (literal, from a Secret, or from a ConfigMap), that the command
+// the container runs does not read. A ConfigMap key is fine if any container
+// that loads the ConfigMap reads it.
 func unknownVars(b *bundle, vars map[string]envconfig.Table) []string {
 	var v []string
 	var pods []*corev1.PodSpec
@@ -178,16 +184,23 @@ func unknownVars(b *bundle, vars map[string]envconfig.Table) []string {
 	}
 	cmReaders := map[string][]string{} // ConfigMap name → services loading it
 	for _, pod := range pods {
+		var ctrs []*corev1.Container
+		for i := range pod.InitContainers {
+			ctrs = append(ctrs, &pod.InitContainers[i])
+		}
 		for i := range pod.Containers {
-			c := &pod.Containers[i]
+			ctrs = append(ctrs, &pod.Containers[i])
+		}
+		for _, c := range ctrs {
 			svc := serviceOf(c)
 			if svc == "" {
 				v = append(v, fmt.Sprintf("container %s: image %s runs neither service", c.Name, c.Image))
 				continue
 			}
+			cmd := commandOf(c)
 			for _, e := range c.Env {
-				if !reads(vars, svc, e.Name) {
-					v = append(v, fmt.Sprintf("container %s: %s sets %s, which %s does not read", c.Name, c.Image, e.Name, svc))
+				if !readsIn(vars, svc, cmd, e.Name) {
+					v = append(v, fmt.Sprintf("container %s: %s sets %s, which %s %s does not read", c.Name, c.Image, e.Name, svc, cmd))
 				}
 			}
 			for _, ef := range c.EnvFrom {
@@ -223,6 +236,14 @@ func TestManifestsSetOnlyKnownVariables(t *testing.T) {
 		b.ConfigMaps[0].Data["TOKEN_ISSUR"] = "https://x"
 		if got := unknownVars(b, vars); len(got) != 1 || !strings.Contains(got[0], "TOKEN_ISSUR") {
 			t.Fatalf("unknownVars = %q, want one about TOKEN_ISSUR", got)
+		}
+	})
+	t.Run("a variable the migration does not read is caught", func(t *testing.T) {
+		b := base.deepCopy()
+		c := initCtr(t, b, "migrate")
+		c.Env = append(c.Env, corev1.EnvVar{Name: "SIGNING_KEYS_DIR", Value: "/keys"})
+		if got := unknownVars(b, vars); len(got) != 1 || !strings.Contains(got[0], "SIGNING_KEYS_DIR, which coreapi migrate does not read") {
+			t.Fatalf("unknownVars = %q, want one about SIGNING_KEYS_DIR", got)
 		}
 	})
 	t.Run("a coreapi variable on the proxy is caught", func(t *testing.T) {
