@@ -12,11 +12,27 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 	"github.com/tollgate-auth/tollgate/migrations"
 )
+
+// downTo rolls the schema of db back to version (the migrations after it
+// undone), as an older release left it.
+func downTo(t *testing.T, db *dbtest.DB, version int64) {
+	t.Helper()
+	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	defer sqlDB.Close()
+	p, err := migrations.NewProvider(sqlDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(context.Background(), version); err != nil {
+		t.Fatalf("down to %d: %v", version, err)
+	}
+}
 
 func envOf(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
@@ -283,9 +299,7 @@ func TestMigrateEmailsToNFC(t *testing.T) {
 	db := dbtest.New(t)
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 	ctx := context.Background()
-	if err := run(ctx, []string{"migrate", "down"}, env, io.Discard); err != nil {
-		t.Fatalf("migrate down: %v", err)
-	}
+	downTo(t, db, 11)
 	const (
 		alone      = "00000000-0000-0000-0000-000000000001" // NFD, no other spelling: rewritten
 		zoeNFC     = "00000000-0000-0000-0000-000000000002" // NFC: keeps its address
@@ -383,5 +397,69 @@ func TestMigrateEmailsToNFC(t *testing.T) {
 	}
 	if got := email(qUser, zoeNFD); got != "ZO\u00cb@example.com" {
 		t.Errorf("users %s after its duplicate went: %+q", zoeNFD, got)
+	}
+}
+
+// TestMigrateRevokesFormerMembersKeys: migration 00013 revokes the live API
+// keys an older release left to members removed from their tenant (each
+// audited and announced as a removal now does), and nothing else.
+func TestMigrateRevokesFormerMembersKeys(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	downTo(t, db, 12)
+	const (
+		tenant  = "00000000-0000-0000-0000-0000000000aa"
+		other   = "00000000-0000-0000-0000-0000000000bb"
+		member  = "00000000-0000-0000-0000-000000000001"
+		removed = "00000000-0000-0000-0000-000000000002"
+	)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T'), ($2, 'O')`, tenant, other)
+	exec(`INSERT INTO users (id, email) VALUES ($1, 'm@example.com'), ($2, 'r@example.com')`, member, removed)
+	// removed left tenant but is still a member of other.
+	exec(`INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2), ($3, $4)`, tenant, member, other, removed)
+	exec(`INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, secret_hash, revoked_at) VALUES
+('aaaaaaaaaaaaaaa1', $1, $2, 'tenant', 'kept', decode(repeat('01', 32), 'hex'), NULL),
+('aaaaaaaaaaaaaaa2', $1, $3, 'tenant', 'orphan', decode(repeat('02', 32), 'hex'), NULL),
+('aaaaaaaaaaaaaaa3', $1, $3, 'personal', 'orphan personal', decode(repeat('03', 32), 'hex'), NULL),
+('aaaaaaaaaaaaaaa4', $1, $3, 'tenant', 'revoked before', decode(repeat('04', 32), 'hex'), now() - interval '1 day'),
+('aaaaaaaaaaaaaaa5', $4, $3, 'tenant', 'still a member there', decode(repeat('05', 32), 'hex'), NULL)`,
+		tenant, member, removed, other)
+
+	if err := run(ctx, []string{"migrate", "up"}, env, io.Discard); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	rows, err := db.Pool.Query(ctx, `SELECT public_id FROM api_keys WHERE revoked_at IS NULL ORDER BY public_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(live, ",") != "aaaaaaaaaaaaaaa1,aaaaaaaaaaaaaaa5" {
+		t.Fatalf("live keys after the migration: %v; want the member's and the one where its creator is still a member", live)
+	}
+	var audited, announced int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked' AND tenant_id = $1
+AND data->>'via' = 'member.removed' AND data->>'public_id' IN ('aaaaaaaaaaaaaaa2', 'aaaaaaaaaaaaaaa3')`, tenant).Scan(&audited); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE payload->>'reason' = 'api_key.revoked'
+AND subject IN ('auth.invalidate.apikey.aaaaaaaaaaaaaaa2', 'auth.invalidate.apikey.aaaaaaaaaaaaaaa3')`).Scan(&announced); err != nil {
+		t.Fatal(err)
+	}
+	var total int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked'`).Scan(&total); err != nil {
+		t.Fatal(err)
+	}
+	if audited != 2 || announced != 2 || total != 2 {
+		t.Fatalf("audit rows %d (of %d in all), outbox rows %d; want one each for the two revoked keys", audited, total, announced)
 	}
 }
