@@ -18,11 +18,19 @@ if [[ -n "${DATABASE_URL:-}" && "${PG_LOCAL:-}" != 1 ]]; then
 	exec "$@"
 fi
 
+# newest_first prints its arguments one per line, newest version first
+# (sort -V where sort has it).
+newest_first() {
+	printf '%s\n' "$@" | sort -rV 2>/dev/null || printf '%s\n' "$@" | sort -r
+}
+
 find_bin() {
 	local name=$1 dir
 	if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
 	# Homebrew's postgresql@N is keg-only: its bin is not linked into the prefix.
-	for dir in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /opt/homebrew/bin /opt/homebrew/opt/postgresql*/bin /usr/local/opt/postgresql*/bin; do
+	# Of several installed versions, the newest (as the end-to-end suite).
+	for dir in $(newest_first /usr/lib/postgresql/*/bin) /usr/local/pgsql/bin /opt/homebrew/bin \
+		$(newest_first /opt/homebrew/opt/postgresql*/bin /usr/local/opt/postgresql*/bin); do
 		[[ -x "$dir/$name" ]] && { echo "$dir/$name"; return; }
 	done
 	return 1
@@ -52,7 +60,8 @@ if [[ "${PG_LOCAL:-}" != 1 ]] && tcp_open 127.0.0.1 5432; then
 	fi
 fi
 
-INITDB=$(find_bin initdb) && PG_CTL=$(find_bin pg_ctl) || {
+# pg_ctl of initdb's installation: two versions' programs do not mix.
+INITDB=$(find_bin initdb) && { PG_CTL=$(dirname "$INITDB")/pg_ctl; [[ -x $PG_CTL ]] || PG_CTL=$(find_bin pg_ctl); } || {
 	cat >&2 <<'MSG'
 with-postgres: no PostgreSQL this script can use is reachable, and none can be started here.
   Either set DATABASE_URL=postgres://USER@HOST:PORT/DB?sslmode=disable,
