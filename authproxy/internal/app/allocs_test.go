@@ -12,13 +12,26 @@ import (
 // its transport), so a proxy under steady load makes no garbage for its
 // collector. fasthttp's own transport allocated four objects a request for
 // a streamed answer (forward.NewHostClient now sets shared/fasttransport).
+//
+// The same from a peer in TRUSTED_PROXY_CIDRS (an ingress), whose
+// X-Forwarded-For the proxy extends.
 func TestWarmRequestAllocatesNothing(t *testing.T) {
-	e := start(t, envOpt{})
+	t.Run("untrusted peer", func(t *testing.T) { warmRequestAllocs(t, envOpt{}, "") })
+	t.Run("trusted peer", func(t *testing.T) {
+		warmRequestAllocs(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}}, "203.0.113.7, 198.51.100.2")
+	})
+}
+
+func warmRequestAllocs(t *testing.T, o envOpt, xff string) {
+	e := start(t, o)
 	req := &fasthttp.Request{}
 	req.SetRequestURI("/api/v1/users/bench?limit=10")
 	req.Header.SetHost("proxy.local")
 	req.Header.Set("Authorization", "Bearer "+e.token(nil))
 	req.Header.Set("Accept", "application/json")
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
 	h := e.app.Server.App().Handler()
 	var ctx fasthttp.RequestCtx
 	ctx.Init(req, benchRemote, nil)

@@ -279,6 +279,7 @@ type state struct {
 	ipOf      netip.Addr // the client address ipText is the text of
 	ipText    []byte
 	hdr       []byte // the identity block (identityBlock)
+	xff       []byte // a trusted peer's X-Forwarded-For, extended (setForwarded)
 	sentReqID bool   // the client sent an X-Request-Id
 	mac       identity.MACScratch
 	digest    tokens.Name       // the bearer token's cache name
@@ -1085,13 +1086,14 @@ func (s *Server) setForwarded(c *fiber.Ctx, st *state) {
 	// forwardedClient walks from the right. Reading the first line alone
 	// would let the client's own line stand for the hop's. Empty lines
 	// name no hop.
-	var v []byte
+	v := st.xff[:0] // the state's buffer: no allocation per request
 	for _, prior := range h.PeekAll("X-Forwarded-For") {
 		if len(prior) > 0 {
 			v = append(append(v, prior...), ", "...)
 		}
 	}
 	v = append(v, ipStr...)
+	st.xff = v
 	h.Del("X-Forwarded-For")
 	h.SetBytesV("X-Forwarded-For", v)
 	if len(h.Peek("X-Forwarded-Proto")) == 0 {
