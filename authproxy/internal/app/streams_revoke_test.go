@@ -322,6 +322,18 @@ func TestStreamsEndOnShutdown(t *testing.T) {
 	}
 }
 
+// openWS opens a WebSocket at path with tok as its bearer, closed at the
+// test's end.
+func (e *env) openWS(t *testing.T, path, tok string) *websocket.Conn {
+	t.Helper()
+	c, _, err := e.dialWS(path, bearer(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // A rules reload reaches open streams: a route that now needs a permission
 // the caller lacks closes them (insufficient_scope), one that no longer
 // allows WebSockets closes them (route_changed), an unchanged one keeps
@@ -329,14 +341,7 @@ func TestStreamsEndOnShutdown(t *testing.T) {
 func TestStreamsRerouteOnReload(t *testing.T) {
 	e, a := startStreams(t, nil)
 	tok := e.token(nil)
-	dial := func(path string) *websocket.Conn {
-		c, _, err := e.dialWS(path, bearer(tok))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := func(path string) *websocket.Conn { return e.openWS(t, path, tok) }
 	ws, open, kept := dial("/notes/ws"), dial("/notes/open-ws"), dial("/notes/ws/x")
 	gen := e.generation()
 	e.writeRules(a.rules("")[:strings.Index(a.rules(""), "routes:\n")] + "routes:\n" +
@@ -362,14 +367,7 @@ func TestStreamsEndWhenTheirRouteMovesUpstream(t *testing.T) {
 	e, a := startStreams(t, nil)
 	other := newStreamApp(t)
 	tok := e.token(nil)
-	dial := func(path string) *websocket.Conn {
-		c, _, err := e.dialWS(path, bearer(tok))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := func(path string) *websocket.Conn { return e.openWS(t, path, tok) }
 	moved, renamed, kept := dial("/notes/ws/moved"), dial("/notes/ws/renamed"), dial("/notes/ws")
 	for _, c := range []*websocket.Conn{moved, renamed, kept} {
 		echo(t, c, "before")
