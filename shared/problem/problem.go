@@ -75,6 +75,7 @@ const (
 	CodeForbidden         = "forbidden"
 	CodeNotFound          = "not_found"
 	CodeMethodNotAllowed  = "method_not_allowed"
+	CodeNotImplemented    = "not_implemented" // a request method the server does not know
 	CodeConflict          = "conflict"
 	CodeBodyTooLarge      = "body_too_large"
 	CodeUnsupportedMedia  = "unsupported_media_type"

@@ -170,3 +170,33 @@ func TestBadUpstreamAnswerLogsNoResponseBytes(t *testing.T) {
 		}
 	}
 }
+
+// A request method the proxy does not know (WebDAV's PROPFIND, a typo) is
+// answered 501 like any other refusal: problem+json with the request id,
+// counted, access-logged (the method clipped), and not forwarded. Fiber
+// answered it by itself, in plain text, and nothing recorded it.
+func TestUnknownMethodRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"ACCESS_LOG": "true"}})
+	tok := e.token(nil)
+	long := strings.Repeat("M", 200)
+	for _, method := range []string{"PROPFIND", long} {
+		e.reset()
+		r := e.raw(method + " /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n")
+		e.wantProblem(r, 501, problem.CodeNotImplemented)
+		if r.prob.RequestID == "" || r.prob.Instance != "/notes" {
+			t.Fatalf("%.20s: request_id %q, instance %q", method, r.prob.RequestID, r.prob.Instance)
+		}
+		logged := false
+		for _, line := range strings.Split(e.logs.String(), "\n") {
+			logged = logged || strings.Contains(line, `"msg":"request"`) && strings.Contains(line, `"request_id":"`+r.prob.RequestID+`"`) &&
+				strings.Contains(line, `"status":501`)
+		}
+		if !logged {
+			t.Fatalf("%.20s: not access-logged: %s", method, e.logs.String())
+		}
+		e.wantNothingForwarded()
+	}
+	if strings.Contains(e.logs.String(), strings.Repeat("M", 33)) {
+		t.Fatal("the log holds the long method whole")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -158,6 +159,18 @@ func TestTracingSpans(t *testing.T) {
 	spans = exp.GetSpans()
 	if len(spans) != 1 || attr(spans[0], "tollgate.token_cache") != "hit" {
 		t.Fatalf("warm request: %d spans (want the server span only), token_cache %q", len(spans), attr(spans[0], "tollgate.token_cache"))
+	}
+}
+
+// A request method the proxy does not know is traced as OpenTelemetry
+// names such a method (_OTHER), so that clients cannot mint span names.
+func TestTracingUnknownMethod(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", nil)
+	r := e.raw("PROPFIND /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	e.wantProblem(r, 501, problem.CodeNotImplemented)
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Name != "_OTHER" || attr(spans[0], "http.request.method") != "_OTHER" {
+		t.Fatalf("spans %+v: want one named _OTHER", spans)
 	}
 }
 

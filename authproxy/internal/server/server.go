@@ -359,7 +359,43 @@ func New(d Deps, o Options) *Server {
 	// One handler for every request: observe runs the stages in order
 	// (stages), each given the request's state directly.
 	s.app.Use(s.observe)
+	// A method Fiber does not know (PROPFIND, a typo) would be answered by
+	// Fiber itself, in plain text, before any handler ran: no request id,
+	// problem body, metrics or access log. It is refused here like any
+	// other request the proxy cannot serve: 501 (RFC 9110 section 9.1).
+	fiberHandler := s.app.Server().Handler
+	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
+		if !knownMethod(ctx.Method()) {
+			s.unknownMethod(ctx)
+			return
+		}
+		fiberHandler(ctx)
+	}
 	return s
+}
+
+// knownMethod reports whether m is one of the methods Fiber routes (its
+// default set).
+func knownMethod(m []byte) bool {
+	switch string(m) { // no allocation: the compiler special-cases this
+	case fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodPatch,
+		fiber.MethodDelete, fiber.MethodOptions, fiber.MethodConnect, fiber.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// errNotImplemented refuses a request method the proxy does not know.
+var errNotImplemented = &httpError{status: 501, code: problem.CodeNotImplemented, detail: "request method not implemented"}
+
+// unknownMethod answers a request whose method Fiber does not know, as
+// errorHandler answers the requests fasthttp could not read.
+//
+//go:noinline
+func (s *Server) unknownMethod(ctx *fasthttp.RequestCtx) {
+	c := s.app.AcquireCtx(ctx)
+	defer s.app.ReleaseCtx(c)
+	_ = s.errorHandler(c, errNotImplemented)
 }
 
 // App is the Fiber app (tests drive app.Handler() directly).
@@ -479,7 +515,7 @@ func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration)
 	userID, tenantID := st.ids()
 	s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
 		slog.String("request_id", b2s(st.reqID)),
-		slog.String("method", b2s(c.Request().Header.Method())),
+		slog.String("method", logMethod(c.Request().Header.Method())),
 		slog.String("path", b2s(st.path)),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
@@ -492,6 +528,16 @@ func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration)
 		slog.String("remote_ip", c.Context().RemoteIP().String()),
 		st.traceAttr(), // empty, so left out, unless traced
 	)
+}
+
+// logMethod is a request's method for the log and spans: a method the
+// proxy does not know (answered 501) is clipped to 32 bytes, as a client
+// chooses its length.
+func logMethod(m []byte) string {
+	if len(m) > 32 {
+		m = m[:32]
+	}
+	return b2s(m)
 }
 
 // next runs the stages, turning a panic into a 500 so that one bad

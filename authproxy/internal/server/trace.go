@@ -54,6 +54,9 @@ func (s *Server) traceEnd(c *fiber.Ctx, st *state, status int) {
 	span := st.trace.span
 	if span.IsRecording() {
 		method := string(c.Request().Header.Method())
+		if !knownMethod(c.Request().Header.Method()) {
+			method = "_OTHER" // OpenTelemetry's name for a method outside the known set: span names stay few
+		}
 		name := method
 		if st.route != "" {
 			name += " " + st.route
