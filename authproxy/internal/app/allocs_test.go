@@ -32,7 +32,7 @@ func warmRequestAllocs(t *testing.T, o envOpt, xff string) {
 	if xff != "" {
 		req.Header.Set("X-Forwarded-For", xff)
 	}
-	h := e.app.Server.App().Handler()
+	h := e.app.Server.Handler()
 	var ctx fasthttp.RequestCtx
 	ctx.Init(req, benchRemote, nil)
 	do := func() {

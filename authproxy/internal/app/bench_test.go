@@ -107,7 +107,7 @@ func BenchmarkWarmRequest(b *testing.B) {
 			if tc.xff {
 				req.Header.Set("X-Forwarded-For", "203.0.113.7")
 			}
-			h := e.app.Server.App().Handler()
+			h := e.app.Server.Handler()
 			warmUp(b, h, req)
 			runHandler(b, h, req, 200)
 		})
@@ -372,7 +372,7 @@ func startCanned(b *testing.B, o envOpt) (*env, fasthttp.RequestHandler) {
 	for _, hc := range e.app.Server.Router().Clients {
 		hc.Transport = newCannedTransport()
 	}
-	return e, e.app.Server.App().Handler()
+	return e, e.app.Server.Handler()
 }
 
 // warmUp sends req through h once, filling the caches, and wants a 200.

@@ -48,7 +48,7 @@ func BenchmarkWarmRequestTraced(b *testing.B) {
 			req.Header.Set("Authorization", "Bearer "+e.token(nil))
 			req.Header.Set("Accept", "application/json")
 			req.Header.Set("User-Agent", "bench")
-			h := e.app.Server.App().Handler()
+			h := e.app.Server.Handler()
 			var ctx fasthttp.RequestCtx
 			ctx.Init(req, benchRemote, nil)
 			h(&ctx)

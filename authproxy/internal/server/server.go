@@ -398,6 +398,14 @@ func (s *Server) unknownMethod(ctx *fasthttp.RequestCtx) {
 	_ = s.errorHandler(c, errNotImplemented)
 }
 
+// Handler is the request handler the proxy's listener runs: Fiber's,
+// behind the check of the request method (benchmarks and tests drive it
+// directly).
+func (s *Server) Handler() fasthttp.RequestHandler {
+	s.app.Handler() // builds the route tree, as the listener does at start
+	return s.app.Server().Handler
+}
+
 // App is the Fiber app (tests drive app.Handler() directly).
 func (s *Server) App() *fiber.App { return s.app }
 
