@@ -38,6 +38,9 @@ type SenderOptions struct {
 	BackoffMax  time.Duration // longest retry delay (default 15m)
 	MaxAttempts int           // then the row is parked (default 12)
 	Retain      time.Duration // sent rows are pruned after this (default 7 days)
+	// RetainParked: parked rows (kept for the operator to see why) are
+	// pruned this long after they were queued (default 30 days).
+	RetainParked time.Duration
 }
 
 // Sender delivers queued mail. Any number of Senders (one per replica) may
@@ -75,6 +78,9 @@ func NewSender(o SenderOptions) (*Sender, error) {
 	}
 	if o.Retain <= 0 {
 		o.Retain = 7 * 24 * time.Hour
+	}
+	if o.RetainParked <= 0 {
+		o.RetainParked = 30 * 24 * time.Hour
 	}
 	if o.MessageIDHost == "" {
 		o.MessageIDHost = hostOf(o.Links.VerifyEmail)
@@ -246,10 +252,15 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	return nil
 }
 
-// Prune deletes sent rows older than Retain.
+// Prune deletes sent rows older than Retain and parked rows queued more
+// than RetainParked ago: a parked row keeps its address and error for the
+// operator (and an alert names them), not for ever.
 func (s *Sender) Prune(ctx context.Context) (int64, error) {
-	const q = `DELETE FROM mail_queue WHERE status = 'sent' AND sent_at < now() - make_interval(secs => $1)`
-	tag, err := s.o.Pool.Exec(ctx, q, s.o.Retain.Seconds())
+	const q = `
+DELETE FROM mail_queue
+WHERE status = 'sent' AND sent_at < now() - make_interval(secs => $1)
+   OR status = 'parked' AND created_at < now() - make_interval(secs => $2)`
+	tag, err := s.o.Pool.Exec(ctx, q, s.o.Retain.Seconds(), s.o.RetainParked.Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("prune mail: %w", err)
 	}

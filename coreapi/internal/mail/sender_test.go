@@ -196,6 +196,40 @@ func TestPermanentFailureParks(t *testing.T) {
 	}
 }
 
+// Prune removes sent rows after Retain and parked rows after RetainParked
+// (counted from when they were queued); pending rows and younger ones stay.
+func TestPruneSentAndParked(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	ctx := context.Background()
+	for range 5 {
+		r.enqueue(t, verify)
+	}
+	// Rows 1-2 sent 8 and 6 days ago, 3-4 parked, queued 31 and 29 days
+	// ago, 5 pending since 40 days.
+	if _, err := r.db.Pool.Exec(ctx, `
+UPDATE mail_queue SET
+    status = CASE WHEN rn <= 2 THEN 'sent' WHEN rn <= 4 THEN 'parked' ELSE 'pending' END,
+    token = NULL,
+    sent_at = CASE rn WHEN 1 THEN now() - interval '8 days' WHEN 2 THEN now() - interval '6 days' END,
+    created_at = CASE rn WHEN 3 THEN now() - interval '31 days' WHEN 4 THEN now() - interval '29 days'
+                         WHEN 5 THEN now() - interval '40 days' ELSE created_at END
+FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM mail_queue) o WHERE o.id = mail_queue.id`); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.s.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := r.rows(t)
+	var got []string
+	for _, row := range rows {
+		got = append(got, row.Status)
+	}
+	if n != 2 || strings.Join(got, ",") != "sent,parked,pending" {
+		t.Fatalf("pruned %d, left %v; want 2 pruned (the old sent and the old parked row), sent,parked,pending left", n, got)
+	}
+}
+
 // A 4xx is temporary; after MaxAttempts the row is parked.
 func TestTooManyAttemptsParks(t *testing.T) {
 	r := newRig(t, mail.SenderOptions{MaxAttempts: 3})
