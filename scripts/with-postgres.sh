@@ -73,6 +73,9 @@ MSG
 	exit 1
 }
 
+# Empty unless root. Expanded as ${RUN_AS[@]+"${RUN_AS[@]}"}: bash before 4.4
+# (macOS's /bin/bash is 3.2) calls "${RUN_AS[@]}" of an empty array an
+# unbound variable under set -u.
 RUN_AS=()
 if [[ $(id -u) -eq 0 ]]; then
 	# initdb refuses to run as root; use an unprivileged account.
@@ -96,7 +99,7 @@ if [[ ${#RUN_AS[@]} -gt 0 ]]; then
 	chown "${RUN_AS[2]}" "$BASE"
 	# The unprivileged user needs a way in: every directory above must be
 	# searchable by others, which /root (0700) is not.
-	if ! "${RUN_AS[@]}" test -w "$BASE" -a -x "$BASE"; then
+	if ! ${RUN_AS[@]+"${RUN_AS[@]}"} test -w "$BASE" -a -x "$BASE"; then
 		if [[ $KEEP -eq 1 ]]; then
 			where="PG_PERSIST_DIR to a directory it can reach (make run PG_PERSIST_DIR=/var/tmp/tollgate-pg)"
 		else
@@ -119,7 +122,7 @@ port_file="$BASE/port"
 PORT=
 [[ -f "$port_file" ]] && PORT=$(cat "$port_file")
 if [[ -n "$PORT" ]] && tcp_open 127.0.0.1 "$PORT" &&
-	! "${RUN_AS[@]}" "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; then
+	! ${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; then
 	log "port $PORT is taken by another program; choosing another"
 	PORT=
 fi
@@ -135,7 +138,7 @@ if [[ -z "$PORT" ]]; then
 fi
 
 cleanup() {
-	"${RUN_AS[@]}" "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
 	[[ $KEEP -eq 1 ]] || rm -rf "$BASE"
 }
 # On a signal, stop here: the EXIT trap cleans up once; going on would run
@@ -146,11 +149,11 @@ trap 'exit 143' TERM
 
 if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
 	log "initialising a local cluster in $PGDATA"
-	"${RUN_AS[@]}" "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
+	${RUN_AS[@]+"${RUN_AS[@]}"} "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
 		{ cat "$BASE/initdb.log" >&2; exit 1; }
 fi
 log "starting PostgreSQL on 127.0.0.1:$PORT"
-"${RUN_AS[@]}" "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
+${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
 	-o "-c listen_addresses=127.0.0.1 -p $PORT -k $BASE -c fsync=off -c max_connections=300" start >/dev/null ||
 	{ cat "$BASE/postgres.log" >&2; exit 1; }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,5 +127,33 @@ func TestWithPostgresUnreachableDirAsRoot(t *testing.T) {
 	}
 	if strings.Contains(stderr, "initdb") {
 		t.Errorf("initdb ran:\n%s", stderr)
+	}
+}
+
+// TestWithPostgresBash32: the script runs under macOS's /bin/bash, which
+// is 3.2. An array is expanded only as ${A[@]+"${A[@]}"}: there (and up to
+// bash 4.3) "${A[@]}" of an empty array is an unbound variable under
+// set -u, so a run as a regular user, whose RUN_AS is empty, stopped at
+// initdb. Nor may it use what bash 3.2 lacks (mapfile, associative arrays,
+// case conversion in an expansion). This bash is newer, so the text is
+// what is checked.
+func TestWithPostgresBash32(t *testing.T) {
+	b, err := os.ReadFile(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guarded := regexp.MustCompile(`\$\{(\w+)\[@\]\+"\$\{(\w+)\[@\]\}"\}`)
+	bare := regexp.MustCompile(`"\$\{\w+\[@\]\}"`)
+	lacking := regexp.MustCompile(`\bmapfile\b|\breadarray\b|\b(declare|local|typeset) -A\b|\$\{\w+(,,?|\^\^?)\}`)
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		if m := bare.FindString(guarded.ReplaceAllString(line, "")); m != "" {
+			t.Errorf("line %d expands %s unguarded (an unbound variable in bash 3.2 when empty): %s", i+1, m, line)
+		}
+		if m := lacking.FindString(line); m != "" {
+			t.Errorf("line %d uses %q, which bash 3.2 lacks: %s", i+1, m, line)
+		}
 	}
 }
