@@ -43,7 +43,8 @@ refuses() {
 	local psql out
 	psql=$(find_bin psql) || return 1
 	out=$(PGCONNECT_TIMEOUT=5 "$psql" -X -w -At -d "$1" -c 'select 1' 2>&1 </dev/null) && return 1
-	printf '%s' "${out%%$'\n'*}"
+	local nl=$'\n' # in a variable: not every bash expands $'...' inside a quoted ${...}
+	printf '%s' "${out%%"$nl"*}"
 }
 
 if [[ "${PG_LOCAL:-}" != 1 ]] && tcp_open 127.0.0.1 5432; then
