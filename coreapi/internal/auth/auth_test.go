@@ -354,6 +354,13 @@ func TestRepeatedParameterRefused(t *testing.T) {
 	if r.Status != http.StatusOK {
 		t.Fatalf("refresh with a repeated unrecognized parameter: %d %s", r.Status, r.Body)
 	}
+	// email and username naming one address in two letter cases are one
+	// account: signed in.
+	r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ContentType: form,
+		Body: "grant_type=password&email=p%40example.com&username=P%40Example.COM&password=" + url.QueryEscape(pw)})
+	if r.Status != http.StatusOK {
+		t.Fatalf("email and username in two letter cases: %d %s", r.Status, r.Body)
+	}
 }
 
 func TestRefreshRotates(t *testing.T) {
