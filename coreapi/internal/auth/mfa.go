@@ -228,9 +228,15 @@ RETURNING true`
 	return false, status != totpActive, nil
 }
 
+// errNoSuchCode rolls back useRecoveryCode's transaction when the code
+// is not one of the user's unspent codes.
+var errNoSuchCode = errors.New("no such recovery code")
+
 // useRecoveryCode spends one of the user's recovery codes (at most once,
-// whatever the concurrency) and audits it.
-func (s *Service) useRecoveryCode(ctx context.Context, code string, u factorUse) (bool, error) {
+// whatever the concurrency) and audits it. claim, when set, runs first in
+// the same transaction (a sign-in's challenge is marked used there): a
+// code is spent only with it, and a claim refused spends nothing.
+func (s *Service) useRecoveryCode(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) (bool, error) {
 	const q = `
 UPDATE mfa_recovery_codes SET used_at = now()
 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
@@ -238,10 +244,15 @@ WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
 RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL)`
 	var ok bool
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if claim != nil {
+			if err := claim(tx); err != nil {
+				return err
+			}
+		}
 		var left int
 		err := tx.QueryRow(ctx, q, u.userID, mfa.HashRecovery(code)).Scan(&left)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+			return errNoSuchCode // the claim rolls back with it
 		}
 		if err != nil {
 			return fmt.Errorf("use recovery code: %w", err)
@@ -251,6 +262,9 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 			Action: audit.ActionUserMFARecoveryCodeUsed, TargetType: audit.TargetUser, TargetID: u.userID,
 			Data: map[string]any{"remaining": left}, RequestID: u.requestID})
 	})
+	if errors.Is(err, errNoSuchCode) {
+		return false, nil
+	}
 	return ok, err
 }
 
@@ -258,7 +272,9 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 // recovery code. Every attempt is reserved first in the same atomic
 // lockout as passwords, for the account whatever the client (mfaClient;
 // 429 with Retry-After once locked); a failure is audited. It returns errBadCode for a wrong, replayed or expired code.
-func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) error {
+// claim is useRecoveryCode's: with a recovery code, it runs in the
+// transaction that spends the code.
+func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) error {
 	key := mfaKey(u.userID)
 	if err := s.reserve(ctx, key, mfaClient); err != nil {
 		return err
@@ -269,7 +285,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse) er
 		err error
 	)
 	if mfa.LooksLikeRecovery(code) {
-		ok, err = s.useRecoveryCode(ctx, code, u)
+		ok, err = s.useRecoveryCode(ctx, code, u, claim)
 	} else {
 		ok, err = s.checkTOTP(ctx, u.userID, code, totpActive)
 	}
@@ -412,7 +428,23 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		return TokenResponse{}, fmt.Errorf("claim mfa challenge: %w", err)
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}); err != nil {
+	// A recovery code is spent in the transaction that marks the challenge
+	// used: of several sent at once on one challenge, one opens the session
+	// and the others, refused, stay unspent. (A TOTP code's step is spent
+	// on its own: a second request with it is refused whatever happens.)
+	claimed := false
+	claim := func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, qUse, hash)
+		if err != nil {
+			return fmt.Errorf("use mfa challenge: %w", err)
+		}
+		if tag.RowsAffected() != 1 { // a concurrent code finished it first
+			return errBadMFAToken
+		}
+		claimed = true
+		return nil
+	}
+	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim); err != nil {
 		return TokenResponse{}, err
 	}
 	var (
@@ -420,12 +452,10 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		sd sessions.Issued
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, qUse, hash)
-		if err != nil {
-			return fmt.Errorf("use mfa challenge: %w", err)
-		}
-		if tag.RowsAffected() != 1 { // a concurrent code finished it first
-			return errBadMFAToken
+		if !claimed {
+			if err := claim(tx); err != nil {
+				return err
+			}
 		}
 		if err := tx.QueryRow(ctx, qAccount, userID, tenantID).Scan(&g.TokenVersion); errors.Is(err, pgx.ErrNoRows) {
 			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
@@ -464,7 +494,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	if !on {
 		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, "the caller has no second factor to step up with")
 	}
-	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}); err != nil {
+	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil); err != nil {
 		return TokenResponse{}, err
 	}
 	const qTV = `SELECT token_version FROM users WHERE id = $1 AND status = 'active'`

@@ -563,3 +563,40 @@ func TestMFAGuessesCountPerAccount(t *testing.T) {
 		Body: map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))}})
 	wantStatus(t, "step-up from a fresh client during the lock", r, http.StatusTooManyRequests, "too_many_requests")
 }
+
+// TestRecoveryCodesRacingOnOneChallenge: several valid recovery codes sent
+// at once on one mfa_token open one session and spend one code; the others
+// are refused with their codes left unspent (each was spent before the
+// challenge was claimed, and the losers' codes were lost).
+func TestRecoveryCodesRacingOnOneChallenge(t *testing.T) {
+	e := start(t, cheap)
+	_, _, codes := e.mfaUser(t, "race@example.com")
+	mt := e.challenge(t, "race@example.com")
+	const n = 4
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		statuses = map[int]int{}
+	)
+	gun := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-gun
+			r := e.mfaOTP(t, mt, codes[i])
+			mu.Lock()
+			statuses[r.Status]++
+			mu.Unlock()
+		})
+	}
+	close(gun)
+	wg.Wait()
+	if statuses[http.StatusOK] != 1 || statuses[http.StatusOK]+statuses[http.StatusBadRequest] != n {
+		t.Fatalf("statuses %v; want one sign-in and the others refused (400)", statuses)
+	}
+	if used := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE used_at IS NOT NULL`); used != 1 {
+		t.Fatalf("%d recovery codes spent, want 1: the refused ones stay usable", used)
+	}
+	if s := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = (SELECT id FROM users WHERE email = 'race@example.com')`); s != 2 {
+		t.Fatalf("%d sessions, want 2 (the signup's and the one sign-in)", s)
+	}
+}
