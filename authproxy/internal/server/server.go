@@ -538,9 +538,9 @@ func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration)
 	)
 }
 
-// logMethod is a request's method for the log and spans: a method the
-// proxy does not know (answered 501) is clipped to 32 bytes, as a client
-// chooses its length.
+// logMethod is a request's method for the access log: a method the proxy
+// does not know (answered 501) is clipped to 32 bytes, as a client chooses
+// its length.
 func logMethod(m []byte) string {
 	if len(m) > 32 {
 		m = m[:32]

@@ -205,27 +205,29 @@ var errEnrolmentRestarted = problem.New(fiber.StatusConflict, problem.CodeConfli
 
 // activateTOTP turns the user's pending secret active in tx, only if a
 // code of it was just matched (its last_step is set: restarting the
-// enrolment clears it). active is false when the factor is already active
-// (a concurrent confirmation won) or, restarted true, when the enrolment
-// was restarted since the code was matched.
-func activateTOTP(ctx context.Context, tx pgx.Tx, userID string) (active bool, restarted bool, err error) {
+// enrolment clears it). It answers errMFAActive when a concurrent
+// confirmation won, errEnrolmentRestarted when the enrolment was
+// restarted since the code was matched.
+func activateTOTP(ctx context.Context, tx pgx.Tx, userID string) error {
 	const qActivate = `
 UPDATE mfa_totp SET status = 'active', confirmed_at = now()
-WHERE user_id = $1 AND status = 'pending' AND last_step IS NOT NULL
-RETURNING true`
+WHERE user_id = $1 AND status = 'pending' AND last_step IS NOT NULL`
 	const qStatus = `SELECT status FROM mfa_totp WHERE user_id = $1`
-	err = tx.QueryRow(ctx, qActivate, userID).Scan(&active)
-	if err == nil {
-		return true, false, nil
+	tag, err := tx.Exec(ctx, qActivate, userID)
+	if err != nil {
+		return fmt.Errorf("activate totp: %w", err)
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return false, false, fmt.Errorf("activate totp: %w", err)
+	if tag.RowsAffected() == 1 {
+		return nil
 	}
 	var status string
 	if err := tx.QueryRow(ctx, qStatus, userID).Scan(&status); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return false, false, fmt.Errorf("load totp: %w", err)
+		return fmt.Errorf("load totp: %w", err)
 	}
-	return false, status != totpActive, nil
+	if status == totpActive {
+		return errMFAActive
+	}
+	return errEnrolmentRestarted
 }
 
 // errNoSuchCode rolls back useRecoveryCode's transaction when the code
@@ -635,12 +637,8 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if ok, restarted, err := activateTOTP(ctx, tx, id.UserID); err != nil {
+		if err := activateTOTP(ctx, tx, id.UserID); err != nil {
 			return err
-		} else if restarted {
-			return errEnrolmentRestarted
-		} else if !ok { // a concurrent confirmation won
-			return errMFAActive
 		}
 		if _, err := tx.Exec(ctx, qClear, id.UserID); err != nil {
 			return fmt.Errorf("clear recovery codes: %w", err)

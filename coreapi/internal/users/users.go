@@ -387,7 +387,7 @@ ORDER BY m.created_at, m.user_id`
 // tenant_member_counts by triggers (migration 00011), read once for the
 // page (an uncorrelated subquery) instead of a window over every member.
 const qListTotal = `
-SELECT ` + memberCols + `, coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)
+SELECT ` + memberCols + `, ` + memberCount + `
 FROM (
     SELECT tenant_id, user_id, status, role_names, created_at, updated_at
     FROM memberships
@@ -398,9 +398,13 @@ FROM (
 CROSS JOIN LATERAL (SELECT id, email, display_name, status, updated_at FROM users WHERE id = m.user_id OFFSET 0) u
 ORDER BY m.created_at, m.user_id`
 
-// qMemberCount is the tenant's number of members alone, for a page past
-// the end of the list.
-const qMemberCount = `SELECT coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)::bigint`
+// memberCount is the number of members of tenant $1 (kept by triggers in
+// tenant_member_counts); qMemberCount reads it alone, for a page past the
+// end of the list.
+const (
+	memberCount  = `coalesce((SELECT c.members FROM tenant_member_counts c WHERE c.tenant_id = $1), 0)`
+	qMemberCount = `SELECT ` + memberCount + `::bigint`
+)
 
 // scanMembers reads rows of memberCols plus a total into Members: this is
 // the member list's hot loop, so it allocates per page, not per member.
