@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/shared/refused"
 	"github.com/valyala/fasthttp"
 )
 
@@ -374,12 +375,7 @@ func TestStaleConnectionRetried(t *testing.T) {
 }
 
 func TestUpstreamGone(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := refused.Addr(t)
 	if _, err := get(t, client(addr), "GET", "/"); err == nil {
 		t.Fatal("no error from a closed port")
 	}

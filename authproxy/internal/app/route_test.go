@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/refused"
 )
 
 const notesRules = appUpstream + `
@@ -258,12 +259,7 @@ func TestClockSkew(t *testing.T) {
 }
 
 func TestUpstreamDown(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := refused.Addr(t)
 	for _, tc := range []struct{ name, url string }{
 		{"nothing listening", "http://" + closed},
 		{"unknown host", "http://no-such-host.invalid:8082"},

@@ -10,16 +10,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/tollgate-auth/tollgate/shared/refused"
 )
 
 func TestDBUnavailable(t *testing.T) {
 	// A real connection error: nothing listens on this port.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := refused.Addr(t)
 	_, connErr := pgx.Connect(context.Background(), "postgres://postgres@"+addr+"/postgres?connect_timeout=2")
 	if connErr == nil {
 		t.Fatal("connect to a closed port succeeded")
