@@ -82,8 +82,12 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonPasswordChange); err != nil {
 			return err
 		}
-		// A reset link mailed before the change must not undo it.
+		// A reset link mailed before the change must not undo it, nor an
+		// email change asked for before it move the account away.
 		if err := onetime.Revoke(ctx, tx, id.UserID, onetime.PasswordReset); err != nil {
+			return err
+		}
+		if err := onetime.RevokeEmailChanges(ctx, tx, id.UserID); err != nil {
 			return err
 		}
 		if id.SessionID != "" {

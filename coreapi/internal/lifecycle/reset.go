@@ -102,7 +102,8 @@ type resetBody struct {
 
 // resetPassword consumes a reset token: the password is set, the address
 // counts as verified (the link reached it), the token version moves on
-// and every session is revoked (the proxies hear it through the outbox).
+// and every session is revoked (the proxies hear it through the outbox);
+// pending email changes die with them.
 func (s *Service) resetPassword(c *fiber.Ctx) error {
 	var b resetBody
 	if err := decode(c, &b); err != nil {
@@ -146,6 +147,9 @@ WHERE id = $1 AND lower(email) = lower($3)`
 			return err
 		}
 		if err := onetime.Revoke(ctx, tx, t.UserID, onetime.PasswordReset); err != nil {
+			return err
+		}
+		if err := onetime.RevokeEmailChanges(ctx, tx, t.UserID); err != nil {
 			return err
 		}
 		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserPasswordReset, rid, nil); err != nil {

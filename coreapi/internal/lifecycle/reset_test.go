@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -326,4 +327,48 @@ func TestResetExpiredLinkCostsNoHash(t *testing.T) {
 	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
 		map[string]string{"token": tok, "new_password": "long enough pw"}), 400, problem.CodeLinkInvalid)
 	<-held
+}
+
+// An email change requested by whoever held a session, and not yet
+// confirmed, must not outlive the owner taking the account back with a
+// password reset or a password change: its link would otherwise move the
+// account to the intruder's mailbox afterwards, and with it every later
+// reset link. A verification link of the account's own address still
+// works.
+func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
+	for _, how := range []string{"reset", "change"} {
+		t.Run(how, func(t *testing.T) {
+			x := start(t, lifecycle.Limits{})
+			a := x.signup(t, "kai-"+how+"@example.com")
+			intruder := "intruder-" + how + "@example.net"
+			wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": intruder}), http.StatusAccepted)
+			change := x.mail(t, intruder, "Confirm").Token()
+			// A link of the account's own address, issued after the
+			// change's request (which killed the signup's link).
+			x.exec(t, `INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at)
+				VALUES ($1, 'verify_email', $2, $3, now() + interval '1 hour')`, onetime.Hash("own-"+how), a.c.Sub, a.email)
+
+			switch how {
+			case "reset":
+				wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": a.email}), 202)
+				tok := x.mail(t, a.email, "Reset").Token()
+				wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+					map[string]string{"token": tok, "new_password": "the owner's new password"}), http.StatusNoContent)
+			case "change":
+				wantStatus(t, x.Send(t, &a.id, http.MethodPut, "/api/v1/users/me/password",
+					map[string]string{"current_password": pw, "new_password": "the owner's new password"}), http.StatusOK)
+			}
+
+			wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": change}),
+				http.StatusBadRequest, problem.CodeLinkInvalid)
+			var email string
+			if err := x.DB.Pool.QueryRow(context.Background(), `SELECT email FROM users WHERE id = $1`, a.c.Sub).Scan(&email); err != nil {
+				t.Fatal(err)
+			}
+			if email != a.email {
+				t.Fatalf("the address moved to %s after the owner took the account back", email)
+			}
+			wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": "own-" + how}), http.StatusOK)
+		})
+	}
 }

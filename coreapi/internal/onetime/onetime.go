@@ -165,6 +165,22 @@ func Revoke(ctx context.Context, tx pgx.Tx, userID string, ps ...Purpose) error 
 	return nil
 }
 
+// RevokeEmailChanges deletes userID's verification tokens of an address
+// other than the account's own: its pending email changes. A password
+// reset or change takes an account back from whoever held a session, and
+// a change that session asked for must not move the account (and every
+// later reset link) to another mailbox afterwards. A link of the
+// account's own address stays.
+func RevokeEmailChanges(ctx context.Context, tx pgx.Tx, userID string) error {
+	const q = `
+DELETE FROM action_tokens t USING users u
+WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) <> lower(u.email)`
+	if _, err := tx.Exec(ctx, q, userID, string(VerifyEmail)); err != nil {
+		return fmt.Errorf("revoke email changes: %w", err)
+	}
+	return nil
+}
+
 // SendVerification issues a verify_email token for email and queues the
 // mail with its link, inside tx, and audits it in the user's tenants (call
 // it after the membership exists). Earlier verification tokens of the user
