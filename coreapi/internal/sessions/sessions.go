@@ -6,8 +6,9 @@
 // value is derived from the presented token and the successor's row id
 // (HMAC-SHA256 keyed by the presented token), so requests that lose the race
 // inside the grace window get the very same successor without any plaintext
-// being stored. Presenting an already-rotated token after the grace window
-// is treated as theft: the whole session is revoked.
+// being stored, as long as that successor is live (a reissue ends the
+// chain). Presenting an already-rotated token after the grace window is
+// treated as theft: the whole session is revoked.
 package sessions
 
 import (
@@ -182,19 +183,22 @@ type Rotation struct {
 }
 
 type lookup struct {
-	ID           uuid.UUID
-	SessionID    string
-	ReplacedBy   *uuid.UUID
-	InGrace      bool
-	TokenExpired bool
-	UserID       string
-	TenantID     string
-	SessionDead  bool // revoked
-	SessionExpd  bool
-	Active       bool
-	TokenVersion int64
-	AMR          []string
-	AuthTime     int64
+	ID         uuid.UUID
+	SessionID  string
+	ReplacedBy *uuid.UUID
+	InGrace    bool
+	// SuccessorLive: the successor's row has not expired (a reissue ends
+	// it); only a live successor is handed out again within the grace.
+	SuccessorLive bool
+	TokenExpired  bool
+	UserID        string
+	TenantID      string
+	SessionDead   bool // revoked
+	SessionExpd   bool
+	Active        bool
+	TokenVersion  int64
+	AMR           []string
+	AuthTime      int64
 }
 
 // Rotate exchanges a refresh token for its successor. See the package
@@ -203,6 +207,7 @@ func (s *Store) Rotate(ctx context.Context, token string) (Rotation, error) {
 	const qLookup = `
 SELECT rt.id, rt.session_id, rt.replaced_by,
        coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
+       coalesce((SELECT c.expires_at > now() FROM refresh_tokens c WHERE c.id = rt.replaced_by), false),
        rt.expires_at <= now(),
        s.user_id, s.tenant_id,
        s.revoked_at IS NOT NULL OR coalesce(s.token_version < u.token_version, false),
@@ -221,7 +226,7 @@ WHERE rt.token_hash = $1`
 	}
 	var l lookup
 	err := s.pool.QueryRow(ctx, qLookup, Hash(token), secs(s.grace)).Scan(
-		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.TokenExpired,
+		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.SuccessorLive, &l.TokenExpired,
 		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion, &l.AMR, &l.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Rotation{}, ErrInvalidToken
@@ -251,9 +256,10 @@ WHERE rt.token_hash = $1`
 		}
 		// Lost the race to a concurrent refresh: read who won.
 		const qReread = `
-SELECT replaced_by, coalesce(rotated_at > now() - make_interval(secs => $2), false)
-FROM refresh_tokens WHERE id = $1`
-		if err := s.pool.QueryRow(ctx, qReread, l.ID, secs(s.grace)).Scan(&l.ReplacedBy, &l.InGrace); err != nil {
+SELECT rt.replaced_by, coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
+       coalesce((SELECT c.expires_at > now() FROM refresh_tokens c WHERE c.id = rt.replaced_by), false)
+FROM refresh_tokens rt WHERE rt.id = $1`
+		if err := s.pool.QueryRow(ctx, qReread, l.ID, secs(s.grace)).Scan(&l.ReplacedBy, &l.InGrace, &l.SuccessorLive); err != nil {
 			return Rotation{}, fmt.Errorf("reread refresh token: %w", err)
 		}
 		if l.ReplacedBy == nil { // the session was reissued meanwhile
@@ -261,6 +267,9 @@ FROM refresh_tokens WHERE id = $1`
 		}
 	}
 	if l.InGrace {
+		if !l.SuccessorLive { // the session was reissued since: the chain ended
+			return Rotation{}, ErrExpired
+		}
 		r.RefreshToken = successor(raw, *l.ReplacedBy)
 		return r, nil
 	}

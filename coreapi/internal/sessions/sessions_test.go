@@ -319,6 +319,28 @@ func TestReissueEndsOldToken(t *testing.T) {
 	}
 }
 
+// TestGraceEndsWithReissue: a token rotated moments ago yields its
+// successor only while that successor is live. After a reissue (a password
+// change keeping the session, a tenant switch) ended it, the old token must
+// not open the session again, whoever presents it within the grace window.
+func TestGraceEndsWithReissue(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	if _, err := f.store.Rotate(ctx, is.RefreshToken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Reissue(ctx, f.pool, f.user, is.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrExpired) {
+		t.Fatalf("rotated token within the grace window after a reissue = %+v, %v; want ErrExpired", r, err)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, is.SessionID); c != 1 {
+		t.Error("the session was revoked")
+	}
+}
+
 func TestRevokeAllListSweep(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
