@@ -99,7 +99,11 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if err := s.externalSecondFactor(ctx, g); err != nil {
 		return TokenResponse{}, err
 	}
-	g.RefreshToken, err = s.sessions.Reissue(ctx, s.pool, g.UserID, g.SessionID)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		g.RefreshToken, err = s.sessions.Reissue(ctx, tx, g.UserID, g.SessionID)
+		return err
+	})
 	if errors.Is(err, sessions.ErrNotFound) { // signed out in between
 		return TokenResponse{}, errBadHandover
 	}

@@ -246,7 +246,7 @@ WHERE rt.token_hash = $1`
 		AMR: l.AMR, AuthTime: l.AuthTime}
 
 	if l.ReplacedBy == nil {
-		next, won, err := s.rotate(ctx, l.ID, raw)
+		next, won, err := s.rotate(ctx, l.ID, l.SessionID, raw)
 		if err != nil {
 			return Rotation{}, err
 		}
@@ -262,7 +262,7 @@ FROM refresh_tokens rt WHERE rt.id = $1`
 		if err := s.pool.QueryRow(ctx, qReread, l.ID, secs(s.grace)).Scan(&l.ReplacedBy, &l.InGrace, &l.SuccessorLive); err != nil {
 			return Rotation{}, fmt.Errorf("reread refresh token: %w", err)
 		}
-		if l.ReplacedBy == nil { // the session was reissued meanwhile
+		if l.ReplacedBy == nil { // the session was reissued or ended meanwhile
 			return Rotation{}, ErrExpired
 		}
 	}
@@ -280,16 +280,28 @@ FROM refresh_tokens rt WHERE rt.id = $1`
 }
 
 // rotate marks parent replaced and inserts its successor in one statement;
-// won is false when another request rotated parent first.
-func (s *Store) rotate(ctx context.Context, parent uuid.UUID, parentRaw []byte) (string, bool, error) {
-	// The UPDATE's WHERE replaced_by IS NULL is the arbiter: under
-	// concurrent refreshes exactly one statement changes the row; the others
-	// wait for its lock, re-check the condition and match nothing, so their
-	// INSERT and session UPDATE see an empty CTE and do nothing.
+// won is false when another request rotated parent first, or when the
+// session ended or was reissued since the look-up.
+func (s *Store) rotate(ctx context.Context, parent uuid.UUID, sessionID string, parentRaw []byte) (string, bool, error) {
+	// The session's row is locked first (s): a reissue or a revocation
+	// takes it too, so they run one after the other, never interleaved.
+	// A rotation that waited for a reissue then finds its parent ended
+	// (expires_at, compared with the clock, not with this statement's
+	// start), one that went first leaves a successor that the reissue's
+	// next statement sees and ends. The UPDATE's WHERE replaced_by IS NULL
+	// is the arbiter between concurrent refreshes: exactly one statement
+	// changes the row; the others wait for its lock, re-check the
+	// condition and match nothing, so their INSERT and session UPDATE see
+	// an empty CTE and do nothing.
 	const qRotate = `
-WITH parent AS (
+WITH s AS (
+    SELECT id FROM sessions
+    WHERE id = $5 AND revoked_at IS NULL AND expires_at > clock_timestamp()
+    FOR UPDATE
+), parent AS (
     UPDATE refresh_tokens SET replaced_by = $2, rotated_at = now()
-    WHERE id = $1 AND replaced_by IS NULL
+    WHERE id = $1 AND replaced_by IS NULL AND expires_at > clock_timestamp()
+      AND session_id = (SELECT id FROM s)
     RETURNING id, session_id
 ), child AS (
     INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, expires_at)
@@ -305,7 +317,7 @@ RETURNING id`
 	}
 	next := successor(parentRaw, childID)
 	var sid string
-	err = s.pool.QueryRow(ctx, qRotate, parent, childID, Hash(next), secs(s.ttl)).Scan(&sid)
+	err = s.pool.QueryRow(ctx, qRotate, parent, childID, Hash(next), secs(s.ttl), sessionID).Scan(&sid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}
@@ -360,14 +372,20 @@ WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
 }
 
 // Reissue ends every live refresh token of a live session and issues a new
-// one (after switch-tenant or a password change). ErrNotFound if the
-// session is not userID's or is revoked.
-func (s *Store) Reissue(ctx context.Context, q DB, userID, sessionID string) (string, error) {
-	const qReissue = `
-WITH stamp AS (
-    UPDATE sessions SET token_version = (SELECT token_version FROM users WHERE id = $2)
-    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
-), old AS (
+// one (after switch-tenant or a password change), in tx. ErrNotFound if
+// the session is not userID's or is revoked.
+func (s *Store) Reissue(ctx context.Context, tx pgx.Tx, userID, sessionID string) (string, error) {
+	// Two statements, in this order: the first locks the session's row,
+	// waiting for a rotation in flight (see rotate) to commit; the second,
+	// with a snapshot taken after that, sees the rotation's successor and
+	// ends it with the others. In one statement the successor would be
+	// invisible to it, and stay live.
+	const (
+		qStamp = `
+UPDATE sessions SET token_version = (SELECT token_version FROM users WHERE id = $2)
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
+		qReissue = `
+WITH old AS (
     UPDATE refresh_tokens SET expires_at = now()
     WHERE session_id = $1 AND replaced_by IS NULL AND expires_at > now()
 )
@@ -375,6 +393,7 @@ INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
 SELECT id, $3, now() + make_interval(secs => $4) FROM sessions
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
 RETURNING id`
+	)
 	if !ids.Valid(sessionID) {
 		return "", ErrNotFound
 	}
@@ -382,15 +401,23 @@ RETURNING id`
 	if err != nil {
 		return "", err
 	}
+	b := &pgx.Batch{}
+	b.Queue(qStamp, sessionID, userID)
+	b.Queue(qReissue, sessionID, userID, hash, secs(s.ttl))
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return "", fmt.Errorf("reissue refresh token: %w", err)
+	}
 	var id string
-	err = q.QueryRow(ctx, qReissue, sessionID, userID, hash, secs(s.ttl)).Scan(&id)
+	err = br.QueryRow().Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}
 	if err != nil {
 		return "", fmt.Errorf("reissue refresh token: %w", err)
 	}
-	return tok, nil
+	return tok, br.Close()
 }
 
 // MoveTenant binds a live session of userID to tenantID.

@@ -71,6 +71,18 @@ func (f *fixture) count(t *testing.T, sql string, args ...any) int {
 	return n
 }
 
+// reissue runs Reissue in a transaction of its own.
+func (f *fixture) reissue(t *testing.T, userID, sessionID string) (string, error) {
+	t.Helper()
+	var tok string
+	err := pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		var err error
+		tok, err = f.store.Reissue(context.Background(), tx, userID, sessionID)
+		return err
+	})
+	return tok, err
+}
+
 func TestCreateStoresOnlyHash(t *testing.T) {
 	f := setup(t)
 	is := f.create(t)
@@ -299,7 +311,7 @@ func TestReissueAndMove(t *testing.T) {
 	if c := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE session_id = $1 AND replaced_by IS NULL AND expires_at > now()`, is.SessionID); c != 1 {
 		t.Errorf("live tokens in the session = %d, want 1", c)
 	}
-	if _, err := f.store.Reissue(ctx, f.pool, "00000000-0000-0000-0000-000000000000", is.SessionID); !errors.Is(err, ErrNotFound) {
+	if _, err := f.reissue(t, "00000000-0000-0000-0000-000000000000", is.SessionID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Reissue by another user = %v, want ErrNotFound", err)
 	}
 	if err := f.store.MoveTenant(ctx, f.pool, f.user, "nope", other); !errors.Is(err, ErrNotFound) {
@@ -311,7 +323,7 @@ func TestReissueEndsOldToken(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	is := f.create(t)
-	if _, err := f.store.Reissue(ctx, f.pool, f.user, is.SessionID); err != nil {
+	if _, err := f.reissue(t, f.user, is.SessionID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrExpired) {
@@ -330,7 +342,7 @@ func TestGraceEndsWithReissue(t *testing.T) {
 	if _, err := f.store.Rotate(ctx, is.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Reissue(ctx, f.pool, f.user, is.SessionID); err != nil {
+	if _, err := f.reissue(t, f.user, is.SessionID); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrExpired) {
@@ -466,7 +478,7 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	// Create stamps the current version; a bump then Reissue keeps it.
 	kept := f.create(t)
 	f.exec(t, `UPDATE users SET token_version = 2 WHERE id = $1`, f.user)
-	tok, err := f.store.Reissue(ctx, f.pool, f.user, kept.SessionID)
+	tok, err := f.reissue(t, f.user, kept.SessionID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,5 +491,116 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	f.exec(t, `UPDATE users SET token_version = 3 WHERE id = $1`, f.user)
 	if _, err := f.store.Rotate(ctx, legacy.RefreshToken); err != nil {
 		t.Errorf("refresh of a session without a stamp: %v", err)
+	}
+}
+
+// TestRotationRacingReissue: a refresh in flight while a reissue (a
+// password change keeping the session, a tenant switch) ends the
+// session's tokens must not leave a token that still refreshes: after
+// both, only the reissued token works, whichever went first. The
+// session's row is held by another transaction until both wait for it.
+func TestRotationRacingReissue(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	for round := range 6 {
+		reissueFirst := round%2 == 1
+		is := f.create(t)
+		hold, err := f.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hold.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, is.SessionID); err != nil {
+			t.Fatal(err)
+		}
+		var (
+			wg       sync.WaitGroup
+			rot      Rotation
+			rotErr   error
+			reissued string
+			reErr    error
+		)
+		rotate := func() { rot, rotErr = f.store.Rotate(ctx, is.RefreshToken) }
+		reissue := func() { reissued, reErr = f.reissue(t, f.user, is.SessionID) }
+		first, second := rotate, reissue
+		if reissueFirst {
+			first, second = reissue, rotate
+		}
+		wg.Go(first)
+		f.waitForLockWaiters(t, 1)
+		wg.Go(second)
+		f.waitForLockWaiters(t, 2)
+		if err := hold.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if reErr != nil {
+			t.Fatalf("round %d: reissue: %v", round, reErr)
+		}
+		if rotErr == nil {
+			if r, err := f.store.Rotate(ctx, rot.RefreshToken); err == nil {
+				t.Fatalf("round %d (reissue first: %v): the racing refresh's token still refreshes after the reissue (%+v)", round, reissueFirst, r)
+			}
+		} else if !errors.Is(rotErr, ErrExpired) {
+			t.Fatalf("round %d: racing refresh: %v, want success or ErrExpired", round, rotErr)
+		}
+		if _, err := f.store.Rotate(ctx, reissued); err != nil {
+			t.Fatalf("round %d: the reissued token: %v", round, err)
+		}
+	}
+}
+
+// TestRotationRacingRevocation: a refresh that read the session as live
+// just before a sign-out revoked it must not answer with tokens of the
+// ended session.
+func TestRotationRacingRevocation(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	revoke, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer revoke.Rollback(ctx)
+	if n, err := f.store.Revoke(ctx, revoke, f.user, is.SessionID, ReasonLogout); n != 1 || err != nil {
+		t.Fatalf("Revoke = %d, %v", n, err)
+	}
+	var (
+		wg     sync.WaitGroup
+		rot    Rotation
+		rotErr error
+	)
+	wg.Go(func() { rot, rotErr = f.store.Rotate(ctx, is.RefreshToken) })
+	f.waitForLockWaiters(t, 1)
+	if err := revoke.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if rotErr == nil {
+		t.Fatalf("a refresh racing the sign-out succeeded: %+v", rot)
+	}
+	if _, err := f.store.Rotate(ctx, rot.RefreshToken); err == nil {
+		t.Fatal("a token of the revoked session refreshes")
+	}
+}
+
+// waitForLockWaiters waits until n backends of the test database wait for
+// a lock.
+func (f *fixture) waitForLockWaiters(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var got int
+		if err := f.pool.QueryRow(context.Background(), `
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d backends wait for a lock after 5 s, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
