@@ -495,3 +495,34 @@ func TestInviteAcceptRefusedInSuspendedTenant(t *testing.T) {
 		t.Fatalf("accept after the reactivation: %d %s", st, code)
 	}
 }
+
+// TestRemovedMemberSessionsStayEnded: the sessions a member had in a
+// tenant end with the removal and stay ended if they are added again (as
+// their API keys do): a refresh token taken from their device before the
+// removal must not come back to life with a later invitation.
+func TestRemovedMemberSessionsStayEnded(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "own@rejoin.test")
+	x.signup(t, "ron@example.com")
+	x.invite(t, owner.id, "ron@example.com")
+	tk, st, code := x.accept(t, nil, map[string]string{"token": x.mail(t, "ron@example.com", "You are invited").Token(), "password": pw})
+	if st != http.StatusOK {
+		t.Fatalf("accept: %d %s", st, code)
+	}
+	c := claimsOf(t, tk.AccessToken)
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+c.Sub, nil), http.StatusNoContent)
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, c.Sid); n != 0 {
+		t.Error("the removed member's session in the tenant is still live")
+	}
+
+	// Added again (the member consents once more).
+	x.invite(t, owner.id, "ron@example.com")
+	if _, st, code := x.accept(t, nil, map[string]string{"token": x.mail(t, "ron@example.com", "You are invited").Token(), "password": pw}); st != http.StatusOK {
+		t.Fatalf("accept again: %d %s", st, code)
+	}
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken})
+	wantProblem(t, r, http.StatusBadRequest, "invalid_grant")
+	if p := x.projection(t, account{c: c}); !p.SessionRevoked(c.Sid) {
+		t.Error("the projection does not list the ended session as revoked")
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -817,7 +818,8 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 // the user in the tenant is revoked in the same transaction, each audited
 // and announced as a revocation (apikeys.RevokeUserKeys, data.via
 // "member.removed"), so the audit log tells what ended and proxies drop
-// the keys at once; none comes back if the user is added again.
+// the keys at once; none comes back if the user is added again. So do the
+// user's sessions bound to the tenant.
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -835,6 +837,9 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 			return err
 		}
 		if _, err := apikeys.RevokeUserKeys(ctx, tx, tenantID, userID, a.UserID, a.RequestID, audit.ActionMemberRemoved); err != nil {
+			return err
+		}
+		if _, err := sessions.RevokeInTenant(ctx, tx, userID, tenantID, sessions.ReasonMemberRemoved); err != nil {
 			return err
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
