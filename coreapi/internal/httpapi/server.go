@@ -217,6 +217,11 @@ func New(o Options) (*Server, error) {
 		CaseSensitive:     true,
 		UnescapePath:      false,
 		EnablePrintRoutes: false,
+		// The identity signature covers the body's bytes: a multipart
+		// body parsed as it is read would be kept as its parsed form and
+		// handed out re-encoded (another digest, and parts reordered).
+		// Handlers that read a form parse it from the bytes on demand.
+		DisablePreParseMultipartForm: true,
 	})
 	if o.Tracing != nil {
 		s.app.Use(s.requestID, traceRequests(o.Tracing), s.accessLog, s.recover)
