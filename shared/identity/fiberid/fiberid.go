@@ -11,6 +11,14 @@
 //		...
 //	}
 //
+// The app must keep multipart bodies as bytes, or it cannot check them
+// against the signature:
+//
+//	app := fiber.New(fiber.Config{DisablePreParseMultipartForm: true})
+//
+// (c.MultipartForm still parses them, from the bytes.) Without it, a
+// multipart request is answered 500.
+//
 // Errors answer problem+json directly (401 unsigned, 403
 // insufficient_scope, 413 body too large), whatever the app's ErrorHandler.
 // The identity's strings are copies: they stay valid after the handler
@@ -18,6 +26,7 @@
 package fiberid
 
 import (
+	"bytes"
 	"net/http"
 	"slices"
 	"strconv"
@@ -36,6 +45,10 @@ type localsKey struct{}
 var (
 	errUnsigned = problem.New(http.StatusUnauthorized, problem.CodeUnauthenticated, "missing or invalid identity signature")
 	errTooLarge = problem.New(http.StatusRequestEntityTooLarge, problem.CodeBodyTooLarge, "request body too large")
+	// The app's configuration, not the request, is at fault: a 401 would
+	// call every upload forged.
+	errFormParsed = problem.New(http.StatusInternalServerError, problem.CodeInternal,
+		"multipart body cannot be verified: the app must set fiber.Config.DisablePreParseMultipartForm")
 )
 
 // New returns a handler that verifies the identity headers of every
@@ -48,6 +61,9 @@ func New(v *verify.Verifier) fiber.Handler {
 		get := func(name string) string { return c.Get(name) }
 		if !verify.Signed(get) {
 			return write(c, errUnsigned)
+		}
+		if formParsedOnRead(c) {
+			return write(c, errFormParsed)
 		}
 		// The body as sent: c.Body() would decode a Content-Encoding, but
 		// the proxy signed the bytes it forwarded.
@@ -64,6 +80,20 @@ func New(v *verify.Verifier) fiber.Handler {
 		c.SetUserContext(verify.NewContext(c.UserContext(), owned))
 		return c.Next()
 	}
+}
+
+// formParsedOnRead reports whether fasthttp parsed the request's
+// multipart body as it read it, keeping the parsed form instead of the
+// bytes: what it answers for the body then is a re-encoding of the form
+// (parts reordered, part headers dropped), not the bytes the proxy signed.
+// It does so unless the app sets fiber.Config.DisablePreParseMultipartForm.
+func formParsedOnRead(c *fiber.Ctx) bool {
+	h := &c.Request().Header
+	if !bytes.HasPrefix(h.ContentType(), []byte("multipart/form-data")) || h.ContentLength() <= 0 ||
+		len(h.Peek(fiber.HeaderContentEncoding)) > 0 { // fasthttp leaves an encoded body as it is
+		return false
+	}
+	return !c.App().Config().DisablePreParseMultipartForm
 }
 
 // clone copies every string out of fasthttp's buffers (one allocation for

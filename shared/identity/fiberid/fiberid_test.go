@@ -252,3 +252,56 @@ func BenchmarkNew(b *testing.B) {
 		}
 	}
 }
+
+// TestMultipartBody: the proxy signs a multipart body's bytes. An app
+// that keeps them (DisablePreParseMultipartForm) verifies the request and
+// its handler sees the bytes sent; one that parses the form as it reads
+// the body keeps no bytes to check, and is told so (500) rather than
+// calling every upload forged (401).
+func TestMultipartBody(t *testing.T) {
+	const boundary = "b0undary"
+	// A file before a field, and a part header a parser drops: a
+	// re-encoded form differs from these bytes.
+	body := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nfirst\r\n" +
+		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"z\"\r\nX-Part: kept\r\n\r\nlast\r\n" +
+		"--" + boundary + "--\r\n"
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, keep := range []bool{true, false} {
+		app := fiber.New(fiber.Config{DisableStartupMessage: true, DisablePreParseMultipartForm: keep})
+		app.Use(fiberid.New(v))
+		app.Post("/upload", func(c *fiber.Ctx) error {
+			form, err := c.MultipartForm()
+			if err != nil {
+				return c.Status(400).SendString(err.Error())
+			}
+			return c.JSON(fiber.Map{"body": string(c.Body()), "z": form.Value["z"], "files": len(form.File["a"])})
+		})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = app.Listener(ln) }()
+		t.Cleanup(func() { _ = app.Shutdown() })
+		r := req(t, signer(t, appKey), bob, time.Now(), "POST", "http://"+ln.Addr().String()+"/upload", body)
+		r.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
+		status, b, _ := do(t, r)
+		if keep {
+			var got struct {
+				Body  string
+				Z     []string
+				Files int
+			}
+			if status != 200 || json.Unmarshal(b, &got) != nil || got.Body != body || len(got.Z) != 1 || got.Z[0] != "last" || got.Files != 1 {
+				t.Fatalf("bytes kept: %d %s", status, b)
+			}
+			continue
+		}
+		var p problem.Problem
+		if status != 500 || json.Unmarshal(b, &p) != nil || p.Code != problem.CodeInternal || !strings.Contains(p.Detail, "DisablePreParseMultipartForm") {
+			t.Fatalf("form parsed on read: %d %s, want 500 naming DisablePreParseMultipartForm", status, b)
+		}
+	}
+}
