@@ -205,7 +205,7 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	}
 	q := "?error=" + code
 	if token != "" && code != problem.CodeLinkInvalid && code != problem.CodeLinkExpired {
-		q += "&token=" + token
+		q += "&token=" + url.QueryEscape(token)
 	}
 	return c.Redirect(page+q, fiber.StatusSeeOther)
 }

@@ -87,6 +87,12 @@ func TestPageForms(t *testing.T) {
 	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || loc != "/reset-password?error=validation_failed&token="+reset {
 		t.Errorf("weak password form: %d Location %q", r.Status, loc)
 	}
+	// The token sent back is the one posted, as a query value: what it
+	// holds adds no parameter of its own to the page's address.
+	r = postForm(t, x, "/api/v1/auth/password/reset", form("token", "x%26done%3D1%23y", "new_password", "short"))
+	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || loc != "/reset-password?error=validation_failed&token=x%26done%3D1%23y" {
+		t.Errorf("weak password form, token with '&', '=' and '#': %d Location %q", r.Status, loc)
+	}
 	r = postForm(t, x, "/api/v1/auth/password/reset", form("token", reset, "new_password", "a+much+better+one"))
 	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/reset-password?done=1" {
 		t.Errorf("reset form: %d Location %q", r.Status, r.Header.Get("Location"))
