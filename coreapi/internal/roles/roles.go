@@ -331,13 +331,23 @@ RETURNING ` + roleCols
 }
 
 // Delete removes a custom role (and so every grant of it).
+//
+// It first takes the tenant's lock, as every change of a membership that
+// revokes a role or removes a member does (package users): the deletion's
+// cascade drops the holders' grants and then locks their memberships to
+// refresh their role names, while such a change locks the membership and
+// then drops the grant, so the two, unordered, waited for each other.
 func (s *Store) Delete(ctx context.Context, tenantID, roleID string, a Actor) error {
+	const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 	const qLock = `
 SELECT ` + roleCols + `
 FROM roles WHERE tenant_id = $1 AND id = $2
 FOR UPDATE`
 	const qDelete = `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
+			return err
+		}
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)
 		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role])
 		if err != nil {

@@ -1,8 +1,10 @@
 package tenantapi_test
 
 import (
+	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -149,4 +151,78 @@ func TestRolesRefused(t *testing.T) {
 			t.Fatalf("names = %v, next %v", names, p2.NextCursor)
 		}
 	})
+}
+
+// TestRoleDeletionRacingMemberChanges: a custom role is deleted while an
+// admin takes it from a member (or removes the member). The deletion
+// drops the member's grant and then refreshes the member's role names; the
+// other change holds the member and then drops the same grant. Each waited
+// for the other (a deadlock PostgreSQL broke by failing one with a 500);
+// now the deletion waits its turn on the tenant as the member changes do,
+// and both answer. A test transaction holds the grant's row so that the
+// two requests meet in that order every time.
+func TestRoleDeletionRacingMemberChanges(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, method, path string
+		want               []int // acceptable statuses of the member change
+	}{
+		{"revoke", "DELETE", "/roles/ops", []int{200, 404}},
+		{"remove", "DELETE", "", []int{204}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			ctx := t.Context()
+			r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"audit:read"}})
+			apitest.WantStatus(t, r, 201)
+			var ops tenantapi.Role
+			r.JSON(t, &ops)
+			apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/ops", nil), 200)
+
+			hold, err := w.E.DB.Pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hold.Rollback(context.Background())
+			if _, err := hold.Exec(ctx, `SELECT 1 FROM membership_roles WHERE tenant_id = $1 AND user_id = $2 AND role_id = $3 FOR UPDATE`,
+				w.A, w.Member.UserID, ops.ID); err != nil {
+				t.Fatal(err)
+			}
+			waiting := func(n int) {
+				t.Helper()
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					var got int
+					if err := w.E.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got); err != nil {
+						t.Fatal(err)
+					}
+					if got >= n {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%d requests wait on a lock, want %d", got, n)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			deleted := make(chan apitest.Response, 1)
+			go func() { deleted <- w.E.Send(t, &w.Owner, "DELETE", "/api/v1/roles/"+ops.ID, nil) }()
+			waiting(1)
+			changed := make(chan apitest.Response, 1)
+			go func() {
+				changed <- w.E.Send(t, &w.Admin, tc.method, "/api/v1/users/"+w.Member.UserID+tc.path, nil)
+			}()
+			waiting(2)
+			if err := hold.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if r := <-deleted; r.Status != 204 {
+				t.Errorf("role deletion: status %d, want 204; body %s", r.Status, r.Body)
+			}
+			if r := <-changed; !slices.Contains(tc.want, r.Status) {
+				t.Errorf("%s: status %d, want one of %v; body %s", tc.name, r.Status, tc.want, r.Body)
+			}
+		})
+	}
 }

@@ -697,8 +697,10 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 }
 
 // qLockTenant serialises every change that can remove an owner in a tenant,
-// so two concurrent removals cannot both see "another owner remains".
-// NO KEY UPDATE does not block foreign-key checks against the tenant.
+// so two concurrent removals cannot both see "another owner remains"; the
+// deletion of a role takes it too (roles.Store.Delete), so that its
+// cascade never meets these changes in the opposite order. NO KEY UPDATE
+// does not block foreign-key checks against the tenant.
 const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 
 // qTarget reads the target member's status, whether it is an active owner,
