@@ -1,11 +1,13 @@
 package serviceaccounts_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
@@ -474,5 +476,104 @@ func TestAccountDeletionRevokesItsAPIKeys(t *testing.T) {
 	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'api_key.revoked' AND target_id = $2
 AND actor_user_id = $3 AND data->>'via' = $4`, owner.TenantID, k.ID, owner.UserID, serviceaccounts.ActionDeleted); n != 1 {
 		t.Errorf("%d revocation audit events naming the account's deletion, want 1", n)
+	}
+}
+
+// An account's deletion and another admin change that touches the same
+// membership, at once: both answer, neither with a 500. The deletion
+// removed the account's row (and with it its membership and grants) after
+// revoking its API keys, without the tenant's lock that member changes and
+// role deletions take first; a removal of the same member (which revokes
+// the keys after locking the membership) or a deletion of one of its
+// roles (which refreshes the membership after dropping its grants) then
+// waited for it while it waited for them, until PostgreSQL failed one. A
+// test transaction holds a row so that the requests meet in that order.
+func TestAccountDeletionRacingOtherChanges(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// hold locks, in the test's transaction, the row the first request
+		// must wait for.
+		hold func(a account, ops string) (string, []any)
+		// other is the concurrent change, and its acceptable statuses.
+		other  func(a account, ops string) string // a DELETE path
+		status []int
+		// accountFirst sends the account's deletion first.
+		accountFirst bool
+	}{
+		{
+			name: "removal of its membership",
+			hold: func(a account, _ string) (string, []any) {
+				return `SELECT 1 FROM users WHERE id = $1 FOR KEY SHARE`, []any{a.ID}
+			},
+			other:        func(a account, _ string) string { return "/api/v1/users/" + a.ID },
+			status:       []int{http.StatusNoContent, http.StatusNotFound},
+			accountFirst: true,
+		},
+		{
+			name: "deletion of one of its roles",
+			hold: func(a account, ops string) (string, []any) {
+				return `SELECT 1 FROM membership_roles WHERE user_id = $1 AND role_id = $2 FOR UPDATE`, []any{a.ID, ops}
+			},
+			other:  func(_ account, ops string) string { return "/api/v1/roles/" + ops },
+			status: []int{http.StatusNoContent},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, startOpts{})
+			ctx := t.Context()
+			_, owner := e.owner(t, "owner@example.com")
+			r := e.Send(t, owner, http.MethodPost, "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"audit:read"}})
+			if r.Status != http.StatusCreated {
+				t.Fatalf("create role: %d %s", r.Status, r.Body)
+			}
+			var ops struct{ ID string }
+			r.JSON(t, &ops)
+			a := e.createAccount(t, owner, "ci", "member", "ops")
+
+			hold, err := e.DB.Pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hold.Rollback(context.Background())
+			q, args := tc.hold(a, ops.ID)
+			if _, err := hold.Exec(ctx, q, args...); err != nil {
+				t.Fatal(err)
+			}
+			waiting := func(n int) {
+				t.Helper()
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					got := e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+					if got >= n {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%d requests wait on a lock, want %d", got, n)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			deleted, other := make(chan apitest.Response, 1), make(chan apitest.Response, 1)
+			sends := []func(){
+				func() { deleted <- e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil) },
+				func() { other <- e.Send(t, owner, http.MethodDelete, tc.other(a, ops.ID), nil) },
+			}
+			if !tc.accountFirst {
+				slices.Reverse(sends)
+			}
+			go sends[0]()
+			waiting(1) // the first request waits on the held row
+			go sends[1]()
+			waiting(2)
+			if err := hold.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if r := <-deleted; r.Status != http.StatusNoContent {
+				t.Errorf("account deletion: %d, want 204; body %s", r.Status, r.Body)
+			}
+			if r := <-other; !slices.Contains(tc.status, r.Status) {
+				t.Errorf("%s: %d, want one of %v; body %s", tc.name, r.Status, tc.status, r.Body)
+			}
+		})
 	}
 }

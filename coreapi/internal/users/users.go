@@ -698,8 +698,9 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 
 // qLockTenant serialises every change that can remove an owner in a tenant,
 // so two concurrent removals cannot both see "another owner remains"; the
-// deletion of a role takes it too (roles.Store.Delete), so that its
-// cascade never meets these changes in the opposite order. NO KEY UPDATE
+// deletion of a role and of a service account take it too
+// (roles.Store.Delete, serviceaccounts.Store.Delete), so that their
+// cascades never meet these changes in the opposite order. NO KEY UPDATE
 // does not block foreign-key checks against the tenant.
 const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 
