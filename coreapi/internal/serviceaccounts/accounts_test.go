@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
@@ -539,20 +538,6 @@ func TestAccountDeletionRacingOtherChanges(t *testing.T) {
 			if _, err := hold.Exec(ctx, q, args...); err != nil {
 				t.Fatal(err)
 			}
-			waiting := func(n int) {
-				t.Helper()
-				deadline := time.Now().Add(10 * time.Second)
-				for {
-					got := e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
-					if got >= n {
-						return
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("%d requests wait on a lock, want %d", got, n)
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-			}
 			deleted, other := make(chan apitest.Response, 1), make(chan apitest.Response, 1)
 			sends := []func(){
 				func() { deleted <- e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil) },
@@ -562,9 +547,9 @@ func TestAccountDeletionRacingOtherChanges(t *testing.T) {
 				slices.Reverse(sends)
 			}
 			go sends[0]()
-			waiting(1) // the first request waits on the held row
+			e.WaitForLockWaiters(t, 1) // the first request waits on the held row
 			go sends[1]()
-			waiting(2)
+			e.WaitForLockWaiters(t, 2)
 			if err := hold.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}

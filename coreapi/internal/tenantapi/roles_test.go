@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -189,31 +188,14 @@ func TestRoleDeletionRacingMemberChanges(t *testing.T) {
 				w.A, w.Member.UserID, ops.ID); err != nil {
 				t.Fatal(err)
 			}
-			waiting := func(n int) {
-				t.Helper()
-				deadline := time.Now().Add(10 * time.Second)
-				for {
-					var got int
-					if err := w.E.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got); err != nil {
-						t.Fatal(err)
-					}
-					if got >= n {
-						return
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("%d requests wait on a lock, want %d", got, n)
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-			}
 			deleted := make(chan apitest.Response, 1)
 			go func() { deleted <- w.E.Send(t, &w.Owner, "DELETE", "/api/v1/roles/"+ops.ID, nil) }()
-			waiting(1)
+			w.E.WaitForLockWaiters(t, 1)
 			changed := make(chan apitest.Response, 1)
 			go func() {
 				changed <- w.E.Send(t, &w.Admin, tc.method, "/api/v1/users/"+w.Member.UserID+tc.path, nil)
 			}()
-			waiting(2)
+			w.E.WaitForLockWaiters(t, 2)
 			if err := hold.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}
