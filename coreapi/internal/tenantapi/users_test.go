@@ -1,6 +1,7 @@
 package tenantapi_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -479,6 +480,41 @@ func TestLastOwnerRace(t *testing.T) {
 		}
 		current = w.E.IdentityOf(t, owners[0], w.A)
 	}
+}
+
+// TestGrantRacingRemoval: a role is granted to a member while another
+// admin removes the member. The removal locks the membership and then
+// deletes it; the grant checked the membership (a key-share lock that the
+// deletion must wait for) and then, refreshing the member's role names,
+// waited for the removal's lock: PostgreSQL broke the deadlock by failing
+// one with a 500. Now the grant takes the tenant's lock first, as the
+// other member changes do, and finds the member gone. A test transaction
+// holds the membership so the two meet in that order every time.
+func TestGrantRacingRemoval(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := t.Context()
+	hold, err := w.E.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.Background())
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR KEY SHARE`, w.A, w.Member.UserID); err != nil {
+		t.Fatal(err)
+	}
+	removed, granted := make(chan apitest.Response, 1), make(chan apitest.Response, 1)
+	go func() { removed <- w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+w.Member.UserID, nil) }()
+	w.E.WaitForLockWaiters(t, 1)
+	go func() { granted <- w.E.Send(t, &w.Admin, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/admin", nil) }()
+	w.E.WaitForLockWaiters(t, 2)
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-removed; r.Status != 204 {
+		t.Errorf("removal: status %d, want 204; body %s", r.Status, r.Body)
+	}
+	r := <-granted
+	apitest.WantProblem(t, r, 404, "not_found")
 }
 
 // TestTotalOnAPagePastTheEnd: a cursor whose later rows were removed since
