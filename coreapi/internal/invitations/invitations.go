@@ -3,7 +3,7 @@
 // mailbox) and, for an existing account, that account's own credentials
 // (see package lifecycle). Creating one queues the mail in the same
 // transaction; roles are never above the inviter's, checked again at
-// accept.
+// accept, nor above the caller's who resends or withdraws one.
 package invitations
 
 import (
@@ -79,9 +79,16 @@ func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
 // every permission, and the member role's): built-in roles hold what the
 // catalog gives them, not what their rows stored.
 var (
-	prepPerms  = roles.PermissionsSQL("r", "$5::text[]", "$6::text[]")
-	grantPerms = roles.PermissionsSQL("r", "$4::text[]", "$5::text[]")
+	prepPerms   = roles.PermissionsSQL("r", "$5::text[]", "$6::text[]")
+	grantPerms  = roles.PermissionsSQL("r", "$4::text[]", "$5::text[]")
+	changePerms = roles.PermissionsSQL("r", "$3::text[]", "$4::text[]")
 )
+
+// invitedPerms is the permissions invitation row i's roles grant, with the
+// catalog's arrays bound as $3 and $4 (the statements of Revoke and Resend
+// return it, and roll back when the caller does not hold them).
+var invitedPerms = `ARRAY(SELECT DISTINCT p FROM roles r, unnest(` + changePerms + `) p
+    WHERE r.tenant_id = i.tenant_id AND r.name = ANY(i.roles) AND p = ANY($3::text[]))`
 
 // qPrep reads, for Create, the tenant's name, the inviter's, how many of the
 // roles exist, the permissions they grant and whether the address is a
@@ -196,20 +203,29 @@ LIMIT $4`
 	return out, nil
 }
 
-// Revoke withdraws a pending invitation.
+// Revoke withdraws a pending invitation. As with making one, a must hold
+// every permission its roles grant (else roles.ErrEscalation): whoever
+// could not have sent it cannot withdraw it either.
 func (s *Store) Revoke(ctx context.Context, tenantID, id string, a roles.Actor) error {
-	const q = `
-UPDATE invitations SET status = 'revoked', updated_at = now()
-WHERE tenant_id = $1 AND id = $2 AND status = 'pending'
-RETURNING email`
+	q := `
+UPDATE invitations i SET status = 'revoked', updated_at = now()
+WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
+RETURNING i.email, ` + invitedPerms
+	all, member := roles.CatalogArgs(s.catalog)
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var email string
-		err := tx.QueryRow(ctx, q, tenantID, id).Scan(&email)
+		var (
+			email string
+			perms []string
+		)
+		err := tx.QueryRow(ctx, q, tenantID, id, all, member).Scan(&email, &perms)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s.missing(ctx, tx, tenantID, id)
 		}
 		if err != nil {
 			return fmt.Errorf("revoke invitation: %w", err)
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
 		}
 		return audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationRevoked,
 			TargetType: audit.TargetInvitation, TargetID: id, RequestID: a.RequestID, Data: map[string]any{"email": email}})
@@ -229,27 +245,36 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 }
 
 // Resend gives a pending invitation a new token and expiry and mails it
-// again; the previous link dies.
+// again; the previous link dies. As with making one, a must hold every
+// permission its roles grant (else roles.ErrEscalation): a new link and
+// expiry hand the roles out again.
 func (s *Store) Resend(ctx context.Context, tenantID, id string, a roles.Actor) (Invitation, error) {
-	const q = `
-UPDATE invitations i SET token_hash = $3, expires_at = now() + make_interval(secs => $4), updated_at = now()
+	q := `
+UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(secs => $6), updated_at = now()
 WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
 RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
-    coalesce((SELECT display_name FROM users WHERE id = NULLIF($5, '')::uuid), '')`
+    coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + invitedPerms
+	all, member := roles.CatalogArgs(s.catalog)
 	var inv Invitation
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		raw, hash, err := onetime.New()
 		if err != nil {
 			return err
 		}
-		var tenantName, inviter string
-		err = tx.QueryRow(ctx, q, tenantID, id, hash, TTL.Seconds(), a.UserID).Scan(
-			&inv.ID, &inv.Email, &inv.Roles, &inv.Status, &inv.ExpiresAt, &inv.CreatedAt, &tenantName, &inviter)
+		var (
+			tenantName, inviter string
+			perms               []string
+		)
+		err = tx.QueryRow(ctx, q, tenantID, id, all, member, hash, TTL.Seconds(), a.UserID).Scan(
+			&inv.ID, &inv.Email, &inv.Roles, &inv.Status, &inv.ExpiresAt, &inv.CreatedAt, &tenantName, &inviter, &perms)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s.missing(ctx, tx, tenantID, id)
 		}
 		if err != nil {
 			return fmt.Errorf("resend invitation: %w", err)
+		}
+		if !a.Covers(perms) {
+			return roles.ErrEscalation
 		}
 		err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindInvitation, To: inv.Email, Token: raw,
 			Data: mail.Data{TenantName: tenantName, InviterName: inviter, ExpiresAt: inv.ExpiresAt}})

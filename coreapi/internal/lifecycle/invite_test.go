@@ -349,6 +349,39 @@ func TestInviteRolesRecheckedAtAccept(t *testing.T) {
 	}
 }
 
+// Withdrawing or resending an invitation needs every permission its roles
+// grant, as making it did: an admin can neither cancel an owner's
+// invitation of another owner nor keep it alive past its expiry with a
+// new link. An invitation within the caller's own permissions is theirs to
+// withdraw or resend.
+func TestRevokeAndResendNeedTheInvitationsPermissions(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	admin := x.SeedUserIn(t, owner.c.Tid, "adm@acme.test", "admin")
+	boss := x.invite(t, owner.id, "boss@example.com", "owner")
+	helper := x.invite(t, owner.id, "helper@example.com", "admin")
+	x.flush(t)
+	audited := x.count(t, `SELECT count(*) FROM audit_events`)
+
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/invitations/"+boss.ID+"/resend", nil), 403, problem.CodeForbidden)
+	wantProblem(t, x.Send(t, &admin, http.MethodDelete, "/api/v1/invitations/"+boss.ID, nil), 403, problem.CodeForbidden)
+	x.flush(t)
+	if n := x.mailsTo("boss@example.com"); n != 1 {
+		t.Errorf("%d mails to the owner's invitee, want 1 (no resend)", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE id = $1 AND status = 'pending'`, boss.ID); n != 1 {
+		t.Error("the owner's invitation is no longer pending")
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events`); n != audited {
+		t.Errorf("refused changes wrote %d audit rows", n-audited)
+	}
+
+	wantStatus(t, x.Send(t, &admin, http.MethodPost, "/api/v1/invitations/"+helper.ID+"/resend", nil), http.StatusOK)
+	wantStatus(t, x.Send(t, &admin, http.MethodDelete, "/api/v1/invitations/"+helper.ID, nil), http.StatusNoContent)
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+boss.ID+"/resend", nil), http.StatusOK)
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+boss.ID, nil), http.StatusNoContent)
+}
+
 func TestMyInvitations(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
