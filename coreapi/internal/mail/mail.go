@@ -87,13 +87,24 @@ func Canonical(s string) string {
 
 // ValidAddress reports whether s is one plain address of at most
 // MaxAddress octets, with nothing that could smuggle a header or a second
-// recipient. It is the one check of an address a user gives.
+// recipient, outside the reserved top-level domain .invalid (RFC 2606: no
+// mail reaches it; service accounts' addresses are under it, and no person
+// may hold one). It is the one check of an address a user gives.
 func ValidAddress(s string) bool {
 	if len(s) < 3 || len(s) > MaxAddress || strings.ContainsAny(s, "\r\n\x00,;<>\"") {
 		return false
 	}
 	a, err := mail.ParseAddress(s)
-	return err == nil && a.Address == s && a.Name == ""
+	if err != nil || a.Address != s || a.Name != "" {
+		return false
+	}
+	domain := s[strings.LastIndexByte(s, '@')+1:]
+	return !strings.EqualFold(domain, "invalid") && !hasSuffixFold(domain, ".invalid")
+}
+
+// hasSuffixFold is strings.HasSuffix ignoring ASCII case.
+func hasSuffixFold(s, suffix string) bool {
+	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
 }
 
 const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token) VALUES ($1, $2, $3::jsonb, $4)`

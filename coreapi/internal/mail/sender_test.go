@@ -383,7 +383,7 @@ func TestValidAddress(t *testing.T) {
 	if len(longest) != mail.MaxAddress {
 		t.Fatalf("test address is %d octets", len(longest))
 	}
-	for _, s := range []string{"a@b", "jo@example.com", longest} {
+	for _, s := range []string{"a@b", "jo@example.com", longest, "jo@invalid.example.com", "jo@notinvalid"} {
 		if !mail.ValidAddress(s) {
 			t.Errorf("ValidAddress(%q) = false", s)
 		}
@@ -391,6 +391,8 @@ func TestValidAddress(t *testing.T) {
 	for _, s := range []string{"", "a@", "not an email", "Jo <jo@example.com>", "jo@example.com\r\n", "jo@exa\x00mple.com",
 		"x" + longest, // 255 octets: over RFC 5321's path limit
 		strings.Repeat("a", 64) + "@" + strings.Repeat("b", 251) + ".test", // the 320 of local part + domain
+		// RFC 2606's reserved .invalid, where service accounts' addresses are.
+		"0190a0b2-7c4e-7d3a-9f00-000000000001@service-accounts.invalid", "x@SERVICE-ACCOUNTS.INVALID", "x@invalid", "x@a.b.Invalid",
 	} {
 		if mail.ValidAddress(s) {
 			t.Errorf("ValidAddress(%q) = true", s)

@@ -321,6 +321,7 @@ func TestCreateUser(t *testing.T) {
 		{"unknown role", "admin", map[string]any{"email": "x1@acme.test", "roles": []string{"wizard"}}, 422, "validation_failed"},
 		{"admin grants owner", "admin", map[string]any{"email": "x2@acme.test", "roles": []string{"owner"}}, 403, "forbidden"},
 		{"bad email", "admin", map[string]any{"email": "not an email"}, 422, "validation_failed"},
+		{"a service account's address", "admin", map[string]any{"email": "x4@service-accounts.invalid", "password": "long enough pw"}, 422, "validation_failed"},
 		{"missing email", "admin", map[string]any{"display_name": "x"}, 422, "validation_failed"},
 		{"short password", "admin", map[string]any{"email": "x3@acme.test", "password": "short"}, 422, "validation_failed"},
 	}
