@@ -219,6 +219,40 @@ func TestAppRouting(t *testing.T) {
 	})
 }
 
+// A raw ';' in the path is refused: servlet containers (Tomcat, Jetty,
+// Spring) cut a segment's ";parameters" off before routing, so the proxy
+// would match "/notes;x/secret" under "/" (public) and "/notes/public/..;/x"
+// under "/notes/public" (public) while such an app serves /notes/secret and
+// /notes/x, protected. An encoded ';' (%3B) is one character of a segment
+// to every server, and passes.
+func TestPathParametersRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	for _, path := range []string{
+		"/notes;x/secret",
+		"/notes;/secret",
+		"/notes/public/..;/secret",
+		"/notes/public/.;/secret",
+		"/NOTES;jsessionid=1",
+		"/;/notes/secret",
+	} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			r := e.raw("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			e.wantProblem(r, 400, problem.CodeBadPath)
+			e.wantNothingForwarded()
+		})
+	}
+	t.Run("encoded", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.raw("GET /x%3bnotes/secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200)
+		if got := e.wantAnonymousAt(e.up, testenv.AppKey.ID); got.URI != "/x%3Bnotes/secret" {
+			t.Fatalf("forwarded URI = %q, want /x%%3Bnotes/secret", got.URI)
+		}
+	})
+}
+
 func TestAppBodyLimit(t *testing.T) {
 	e := start(t, envOpt{rules: notesRules})
 	p := notesProjection()

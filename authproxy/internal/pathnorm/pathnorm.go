@@ -3,7 +3,8 @@
 // percent-decoded, every other escape upper-cased, dot segments resolved
 // (including encoded ones), duplicate and trailing slashes removed. Paths
 // that could be read differently by the upstream (an encoded '/', a '\',
-// a NUL or another control character, a broken escape) are refused.
+// a raw ';', a NUL or another control character, a broken escape) are
+// refused.
 package pathnorm
 
 import "errors"
@@ -15,6 +16,12 @@ var (
 	ErrEncodedSlash = errors.New("pathnorm: encoded '/' or '\\'")
 	ErrBackslash    = errors.New("pathnorm: '\\' in path")
 	ErrControl      = errors.New("pathnorm: NUL or control character in path")
+	// ErrPathParam: a raw ';'. Servlet containers (Tomcat, Jetty, Spring)
+	// cut a segment's ";parameters" off before they route, so "/a;x/b"
+	// is /a/b to them and "/a/..;/b" is /b, while the rules would match
+	// other segments. An encoded ';' (%3B) is a plain character of its
+	// segment to every server, and is accepted.
+	ErrPathParam = errors.New("pathnorm: ';' in path (send a literal ';' as %3B)")
 )
 
 const hexUpper = "0123456789ABCDEF"
@@ -96,6 +103,8 @@ func appendSlow(dst, raw []byte) ([]byte, error) {
 			i += 2
 		case c == '\\':
 			return dst[:start], ErrBackslash
+		case c == ';':
+			return dst[:start], ErrPathParam
 		case c < 0x20 || c == 0x7f:
 			return dst[:start], ErrControl
 		case pathChars[c]:
@@ -171,13 +180,13 @@ func isUnreserved(c byte) bool {
 }
 
 // isPathChar reports whether c may appear unescaped in a normalized path:
-// unreserved, sub-delims, ':', '@' and '/'.
+// unreserved, sub-delims but ';' (refused: ErrPathParam), ':', '@' and '/'.
 func isPathChar(c byte) bool {
 	if isUnreserved(c) {
 		return true
 	}
 	switch c {
-	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', ':', '@', '/':
+	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', '=', ':', '@', '/':
 		return true
 	}
 	return false
