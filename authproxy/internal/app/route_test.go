@@ -253,6 +253,41 @@ func TestPathParametersRefused(t *testing.T) {
 	})
 }
 
+// The method the proxy authorizes (and signs) is the request line's: a
+// method-override header, which many frameworks (Express's
+// method-override, Symfony, Laravel, Spring's HiddenHttpMethodFilter
+// behind a header, ASP.NET) obey, never reaches an upstream. A member who
+// may read notes cannot have the app run a POST (notes:write) sent as a
+// GET.
+func TestMethodOverrideHeadersRemoved(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection()) // notes:read, not notes:write
+	tok := e.token(nil)
+	for _, name := range []string{"X-HTTP-Method-Override", "x-http-method-override", "X_HTTP_Method_Override",
+		"X-HTTP-Method", "X-Method-Override", "x_method_override"} {
+		for _, path := range []string{"/notes", "/notes/public"} {
+			t.Run(name+path, func(t *testing.T) {
+				e := e.with(t)
+				e.reset()
+				r := e.raw("GET " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\n" +
+					name + ": POST\r\nConnection: close\r\n\r\n")
+				e.wantStatus(r, 200)
+				got := e.up.Last(t)
+				for k, vs := range got.Headers {
+					for _, v := range vs {
+						if v == "POST" {
+							t.Fatalf("%s: %s reached the upstream", k, v)
+						}
+					}
+				}
+				if got.Method != "GET" {
+					t.Fatalf("method %s, want GET", got.Method)
+				}
+			})
+		}
+	}
+}
+
 func TestAppBodyLimit(t *testing.T) {
 	e := start(t, envOpt{rules: notesRules})
 	p := notesProjection()

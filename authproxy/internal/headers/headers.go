@@ -1,7 +1,8 @@
 // Package headers cleans the request headers a client sent before anything
 // else reads them: hop-by-hop headers and those named in Connection are
-// removed, every identity header (identity.IsIdentityHeader) is removed,
-// and X-Forwarded-* / Forwarded and the W3C trace context (traceparent,
+// removed, every identity header (identity.IsIdentityHeader) and
+// method-override header (X-HTTP-Method-Override...) is removed, and
+// X-Forwarded-* / Forwarded and the W3C trace context (traceparent,
 // tracestate) are kept only from trusted peers. It also parses the bearer
 // token strictly.
 package headers
@@ -39,6 +40,23 @@ func isHopByHop(name []byte) bool {
 	return false
 }
 
+// isMethodOverride reports whether name is one of the headers with which
+// frameworks let a request name another method than its request line's
+// (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override): the proxy
+// authorizes and signs the request line's method, so an upstream must
+// never be told to run another.
+func isMethodOverride(name []byte) bool {
+	switch len(name) {
+	case len("X-HTTP-Method"):
+		return equalFold(name, "x-http-method")
+	case len("X-Method-Override"):
+		return equalFold(name, "x-method-override")
+	case len("X-HTTP-Method-Override"):
+		return equalFold(name, "x-http-method-override")
+	}
+	return false
+}
+
 // IsTraceContext reports whether name is traceparent or tracestate: a
 // client outside TRUSTED_PROXY_CIDRS may not choose the trace (and so the
 // trace id every service logs) its request joins.
@@ -60,7 +78,8 @@ func IsForwarded(name []byte) bool {
 const maxDeletes = 16
 
 // Sanitize removes from h, in this order: the headers named in Connection,
-// the hop-by-hop headers, every identity header, and (unless trustForwarded)
+// the hop-by-hop headers, every identity header, the method-override
+// headers (isMethodOverride), and (unless trustForwarded)
 // X-Forwarded-*, Forwarded, traceparent and tracestate. It reports whether the client asked for the
 // connection to be closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
@@ -128,8 +147,11 @@ func removed(k []byte, trustForwarded bool) bool {
 	return removedAlways(k) || !trustForwarded && removedUntrusted(k)
 }
 
-// removedAlways: a hop-by-hop or identity header, removed from every peer.
-func removedAlways(k []byte) bool { return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) }
+// removedAlways: a hop-by-hop, identity or method-override header, removed
+// from every peer.
+func removedAlways(k []byte) bool {
+	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k)
+}
 
 // removedUntrusted: a forwarding or trace-context header, removed from a
 // peer outside TRUSTED_PROXY_CIDRS.
@@ -347,8 +369,8 @@ type Seen struct {
 	// UpgradeOf, TakeProtocolBearer and APIKey need not run without one.
 	Upgrade, WSProtocol, APIKey bool
 	// Hop: a field Sanitize removes from every peer is present (a
-	// hop-by-hop one, Connection and a trailer announcement included, or
-	// an identity header); Forwarded: one it removes from an untrusted
+	// hop-by-hop one, Connection and a trailer announcement included, an
+	// identity header or a method override); Forwarded: one it removes from an untrusted
 	// peer (X-Forwarded-*, Forwarded, trace context). Without either,
 	// Sanitize would remove nothing and HasTrailers is false.
 	Hop, Forwarded bool

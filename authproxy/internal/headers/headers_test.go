@@ -46,6 +46,10 @@ func TestSanitize(t *testing.T) {
 		"Forwarded: for=1.2.3.4\r\n" +
 		"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n" +
 		"TraceState: a=b\r\n" +
+		"X-HTTP-Method-Override: DELETE\r\n" +
+		"X_Http_Method: DELETE\r\n" +
+		"x-method-override: DELETE\r\n" +
+		"X-HTTP-Method-Overrides: kept\r\n" +
 		"X-Authorization-Note: kept\r\n" +
 		"Authorization: Bearer abc\r\n" +
 		"Accept: */*\r\n\r\n"
@@ -60,12 +64,13 @@ func TestSanitize(t *testing.T) {
 		}
 		got := names(&req.Header)
 		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
-			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade"} {
+			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade",
+			"x-http-method-override", "x_http_method", "x-method-override"} {
 			if _, ok := got[gone]; ok {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "x-http-method-overrides", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
