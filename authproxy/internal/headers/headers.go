@@ -4,7 +4,8 @@
 // method-override header (X-HTTP-Method-Override...) is removed, and
 // X-Forwarded-* / Forwarded and the W3C trace context (traceparent,
 // tracestate) are kept only from trusted peers. It also parses the bearer
-// token strictly.
+// token strictly, and cleans an upstream's answer of the fields that
+// belong to the upstream's connection (SanitizeResponse).
 package headers
 
 import (
@@ -156,6 +157,81 @@ func removedAlways(k []byte) bool {
 // removedUntrusted: a forwarding or trace-context header, removed from a
 // peer outside TRUSTED_PROXY_CIDRS.
 func removedUntrusted(k []byte) bool { return IsForwarded(k) || IsTraceContext(k) }
+
+// SanitizeResponse removes from an upstream's answer what belongs to the
+// upstream's connection with the proxy (RFC 9110 section 7.6.1): the
+// fields its Connection names (but those that frame the answer), the
+// hop-by-hop fields, and with Connection its wish to close that
+// connection, which is not the client's: the proxy decides about its own
+// connection with the client. Most answers carry none of them, which one
+// pass over the fields finds out.
+func SanitizeResponse(h *fasthttp.ResponseHeader) {
+	dirty := false
+	for k := range h.All() {
+		if isHopByHop(k) {
+			dirty = true
+			break
+		}
+	}
+	if dirty {
+		sanitizeResponse(h)
+	}
+}
+
+// sanitizeResponse is SanitizeResponse for an answer that carries a field
+// to remove (some upstreams, Node's among them, send Connection and
+// Keep-Alive on every answer): it does not allocate either.
+func sanitizeResponse(h *fasthttp.ResponseHeader) {
+	// The names listed in Connection, copied: deleting a field moves the
+	// values PeekAll returned.
+	var names [maxDeletes][]byte
+	var buf [maxDeletes * 32]byte
+	n, used := 0, 0
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		for len(v) > 0 {
+			var tok []byte
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				tok, v = v[:i], v[i+1:]
+			} else {
+				tok, v = v, nil
+			}
+			tok = bytes.TrimSpace(tok)
+			if len(tok) == 0 || n == maxDeletes || used+len(tok) > len(buf) || framesAnswer(tok) {
+				continue
+			}
+			names[n] = append(buf[used:used:len(buf)], tok...)
+			used += len(tok)
+			n++
+		}
+	}
+	for _, k := range names[:n] {
+		h.DelBytes(k)
+	}
+	// Then the hop-by-hop fields (Connection among them), one name per
+	// pass: an answer has few.
+	for range len(hopByHop) {
+		var name [len("Proxy-Authorization")]byte // the longest hop-by-hop name
+		l := 0
+		for k := range h.All() {
+			if isHopByHop(k) {
+				l = copy(name[:], k)
+				break
+			}
+		}
+		if l == 0 {
+			return
+		}
+		h.DelBytes(name[:l])
+	}
+}
+
+// framesAnswer reports whether a name listed in an answer's Connection is
+// one whose removal would change how the answer is framed or read: those
+// stay, as Sanitize keeps them in a request.
+func framesAnswer(tok []byte) bool {
+	return equalFold(tok, "close") || equalFold(tok, "keep-alive") || equalFold(tok, "content-length") ||
+		equalFold(tok, "transfer-encoding") || equalFold(tok, "content-type")
+}
 
 // HasTrailers reports whether the client announced (Trailer) or sent a
 // trailer section. fasthttp keeps trailer fields beside the header fields,

@@ -508,3 +508,59 @@ func TestIsHopByHopEveryName(t *testing.T) {
 		}
 	}
 }
+
+func parseResponse(t testing.TB, raw string) *fasthttp.Response {
+	t.Helper()
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	return &resp
+}
+
+func TestSanitizeResponse(t *testing.T) {
+	resp := parseResponse(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n"+
+		"Connection: close, X-Hop, Content-Length, Content-Type\r\nX-Hop: 1\r\nKeep_Alive: timeout=5\r\n"+
+		"Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTrailer: X-Sum\r\nSet-Cookie: a=b\r\nX-App: kept\r\n\r\nok")
+	SanitizeResponse(&resp.Header)
+	if resp.Header.ConnectionClose() {
+		t.Error("the upstream's close survived")
+	}
+	got := map[string]string{}
+	for k, v := range resp.Header.All() {
+		got[strings.ToLower(string(k))] = string(v)
+	}
+	for _, gone := range []string{"connection", "x-hop", "keep_alive", "proxy-connection", "upgrade", "trailer"} {
+		if v, ok := got[gone]; ok {
+			t.Errorf("%s: %s survived", gone, v)
+		}
+	}
+	for name, want := range map[string]string{"content-length": "2", "content-type": "application/json",
+		"set-cookie": "a=b", "x-app": "kept"} {
+		if got[name] != want {
+			t.Errorf("%s = %q, want %q", name, got[name], want)
+		}
+	}
+	if string(resp.Body()) != "ok" {
+		t.Errorf("body %q", resp.Body())
+	}
+}
+
+// A clean answer costs one pass and no allocation; neither does one with
+// fields to remove (some upstreams send Connection and Keep-Alive on every
+// answer).
+func TestSanitizeResponseDoesNotAllocate(t *testing.T) {
+	for _, raw := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\nX-App: 1\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\r\nok",
+	} {
+		resp := parseResponse(t, raw)
+		var clean fasthttp.Response
+		if n := testing.AllocsPerRun(100, func() {
+			resp.Header.CopyTo(&clean.Header)
+			SanitizeResponse(&clean.Header)
+		}); n != 0 {
+			t.Errorf("%q: %v allocations per answer, want 0", raw, n)
+		}
+	}
+}

@@ -996,6 +996,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if err := hc.Do(req, resp); err != nil {
 		return s.forwardFailed(st, resp, err)
 	}
+	headers.SanitizeResponse(&resp.Header)
 	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
 		s.sessionsEnded(cl.Sub)
 	}

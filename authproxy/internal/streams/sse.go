@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 
 	"github.com/valyala/fasthttp"
@@ -58,7 +59,7 @@ func (m *Manager) ServeStream(r Request) error {
 		return errors.Join(ErrUpstream, err)
 	}
 	resp.Header.CopyTo(&ctx.Response.Header)
-	ctx.Response.Header.ResetConnectionClose()
+	headers.SanitizeResponse(&ctx.Response.Header)
 	if resp.SkipBody {
 		fasthttp.ReleaseResponse(resp)
 		up.Close()

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/valyala/fasthttp"
@@ -69,6 +70,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	if ctx.Response.StatusCode() != fasthttp.StatusSwitchingProtocols {
 		// The upstream refused: its answer (already in ctx.Response) goes
 		// back as any other response would.
+		headers.SanitizeResponse(&ctx.Response.Header)
 		up.Close()
 		m.release(c, "refused")
 		return nil

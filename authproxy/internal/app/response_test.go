@@ -1,0 +1,119 @@
+package app
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hopAnswer is an upstream's answer that carries what belongs to its own
+// connection with the proxy: a Connection field that closes it and names
+// another field, Keep-Alive, Proxy-Connection, Upgrade and an announced
+// trailer (the proxy forwards no trailers).
+const hopAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Upstream-Hop\r\n" +
+	"X-Upstream-Hop: internal\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n" +
+	"Trailer: X-Checksum\r\nX-App: kept\r\n\r\nok"
+
+// newHopUpstream answers every request with hopAnswer and closes the
+// connection, as its Connection field says.
+func newHopUpstream(t *testing.T) string {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, hopAnswer)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// The fields of an upstream's answer that belong to its connection with
+// the proxy (RFC 9110 section 7.6.1) never reach the client: neither the
+// hop-by-hop ones nor those its Connection names, and its wish to close
+// that connection does not close the client's. Stream routes too.
+func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
+	url := newHopUpstream(t)
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	check := func(t *testing.T, resp *http.Response) {
+		t.Helper()
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("status %d, body %q", resp.StatusCode, body)
+		}
+		for _, name := range []string{"X-Upstream-Hop", "Keep-Alive", "Proxy-Connection", "Upgrade", "Trailer"} {
+			if v, ok := resp.Header[name]; ok {
+				t.Errorf("%s: %v reached the client", name, v)
+			}
+		}
+		if len(resp.Trailer) > 0 { // net/http moves an announced Trailer there
+			t.Errorf("Trailer: %v announced to the client", resp.Trailer)
+		}
+		for _, v := range resp.Header.Values("Connection") {
+			if strings.Contains(strings.ToLower(v), "x-upstream-hop") {
+				t.Errorf("Connection: %s reached the client", v)
+			}
+		}
+		if resp.Header.Get("X-App") != "kept" {
+			t.Errorf("X-App = %q, want the upstream's end-to-end field kept", resp.Header.Get("X-App"))
+		}
+	}
+	t.Run("forwarded", func(t *testing.T) {
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		// Two requests on one kept-alive connection: the upstream's close
+		// is its own connection's, not the client's.
+		for i := range 2 {
+			if _, err := io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			check(t, resp)
+			if resp.Close {
+				t.Fatalf("request %d: the proxy closes the client's connection because the upstream closed its own", i)
+			}
+		}
+	})
+	t.Run("stream route", func(t *testing.T) {
+		resp, err := e.client.Get("http://" + e.addr + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, resp)
+	})
+}
