@@ -153,6 +153,9 @@ func TestAPIKeyRefused(t *testing.T) {
 		{"api_key in query", "/notes?api_key=" + secret, "", nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
 		{"access_token in query", "/notes?x=1&access_token=" + url.QueryEscape(secret), jwt, nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
 		{"percent-encoded in query", "/open?k=tg%5F" + secret[3:], "", nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
+		{"t percent-encoded in query", "/open?k=%74g_" + secret[3:], "", nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
+		{"g percent-encoded in query", "/open?k=t%67_" + secret[3:], "", nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
+		{"all encoded, as a name", "/open?%74%67%5f" + secret[3:] + "=1", "", nil, 400, problem.CodeAPIKeyInQuery, "query string", "in_query"},
 		{"unknown key", "/notes", func() string { k, _ := apikey.New(); return k }(), nil, 401, problem.CodeInvalidToken, "not valid", "unknown"},
 	}
 	for _, c := range cases {

@@ -98,7 +98,7 @@ func (s *Server) keyHygiene(c *fiber.Ctx, st *state) error {
 // "tg_" (percent-encoded or not). The raw scan is cheap; only a hit parses
 // the query.
 func keyInQuery(q []byte) bool {
-	if !bytes.Contains(q, []byte("tg")) {
+	if !bytes.Contains(q, []byte("tg")) && (bytes.IndexByte(q, '%') < 0 || !encodedTG(q)) {
 		return false
 	}
 	var args fasthttp.Args
@@ -109,6 +109,45 @@ func keyInQuery(q []byte) bool {
 		}
 	}
 	return false
+}
+
+// encodedTG reports whether q, its escapes decoded, holds "tg" (with
+// either letter sent as %74 or %67), which the raw scan for "tg" misses.
+func encodedTG(q []byte) bool {
+	var prev byte
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c == '%' && i+2 < len(q) {
+			if v, ok := unhex2(q[i+1], q[i+2]); ok {
+				c = v
+				i += 2
+			}
+		}
+		if prev == 't' && c == 'g' {
+			return true
+		}
+		prev = c
+	}
+	return false
+}
+
+// unhex2 decodes the two hex digits of an escape.
+func unhex2(hi, lo byte) (byte, bool) {
+	h, ok1 := unhex(hi)
+	l, ok2 := unhex(lo)
+	return h<<4 | l, ok1 && ok2
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // keyWarm is the warm state of a key entry (see warm): its principal is
