@@ -926,6 +926,40 @@ func TestPublicAppRouteDropsOurTokens(t *testing.T) {
 	}
 }
 
+// An optional route forwards a request without a bearer anonymously, and
+// a client's Authorization field that is not a bearer (a third party's
+// Basic credentials) as it came; but, as on a public route, never one that
+// carries an API key or one of coreapi's access tokens under another
+// scheme or none ("token tg_...", as some APIs ask for theirs): the app
+// behind the route would get the user's credentials.
+func TestOptionalAppRouteDropsOurCredentials(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	key, _ := e.newAPIKey("notes:read")
+	send := func(fields string) testenv.Received {
+		t.Helper()
+		e.reset()
+		e.wantStatus(e.raw("GET /notes/maybe HTTP/1.1\r\nHost: x\r\n"+fields+"Connection: close\r\n\r\n"), 200)
+		return e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+	}
+	for _, fields := range []string{
+		"Authorization: token " + key + "\r\n",
+		"Authorization: " + key + "\r\n",
+		"Authorization: JWT " + tok + "\r\n",
+		"Authorization: " + tok + "\r\n",
+	} {
+		if a := send(fields).Headers["Authorization"]; a != nil {
+			t.Errorf("%.60q: the app got Authorization %.40q", fields, a)
+		}
+	}
+	for _, v := range []string{"Basic Y2xpZW50OnNlY3JldA==", "token opaque-third-party-token"} {
+		if a := send("Authorization: " + v + "\r\n").Headers["Authorization"]; len(a) != 1 || a[0] != v {
+			t.Errorf("%.40q: the app got Authorization %.40q, want it as it came", v, a)
+		}
+	}
+}
+
 // The bearer token is not forwarded on protected routes (the signed
 // identity replaces it); on coreapi's public routes the request is left
 // alone.

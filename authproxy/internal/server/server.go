@@ -850,6 +850,13 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
 			if route.Access == rules.Optional {
 				st.outcome = "anonymous"
+				// Another scheme's credentials go on as they came, as on
+				// a public route: but an API key or one of coreapi's
+				// tokens under another scheme or none ("token tg_...")
+				// never reaches the upstream.
+				if errors.Is(err, headers.ErrScheme) && s.publicDrops(h, route) {
+					h.Del(fiber.HeaderAuthorization)
+				}
 				return nil, nil, s.forward(c, st, rt, route, nil, nil)
 			}
 			st.outcome = "no_token"
