@@ -1,9 +1,6 @@
 package app
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,32 +122,9 @@ func TestRefusedRequestsLogNoRequestBytes(t *testing.T) {
 // its header bytes (a session cookie the upstream set, say) never reach
 // the proxy's log.
 func TestBadUpstreamAnswerLogsNoResponseBytes(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nSet-Cookie: sid=UPSTREAMSECRET\r\nX-Broken-Without-Colon\r\n"+
-					"X-Pad: "+strings.Repeat("p", 300)+"\r\nSet-Cookie: other=TAILSECRET\x01\r\nContent-Length: 0\r\n\r\n")
-			}()
-		}
-	}()
-	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
+	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nSet-Cookie: sid=UPSTREAMSECRET\r\nX-Broken-Without-Colon\r\n"+
+		"X-Pad: "+strings.Repeat("p", 300)+"\r\nSet-Cookie: other=TAILSECRET\x01\r\nContent-Length: 0\r\n\r\n")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /notes, upstream: notes, access: public}\n", vars: map[string]string{"LOG_LEVEL": "info"}})
 	resp, err := e.client.Get("http://" + e.addr + "/notes")
 	if err != nil {

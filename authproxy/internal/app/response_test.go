@@ -18,9 +18,9 @@ const hopAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-
 	"X-Upstream-Hop: internal\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n" +
 	"Trailer: X-Checksum\r\nX-App: kept\r\n\r\nok"
 
-// newHopUpstream answers every request with hopAnswer and closes the
-// connection, as its Connection field says.
-func newHopUpstream(t *testing.T) string {
+// cannedUpstream answers every request, its header read, with answer as
+// it is, then closes the connection; it returns its URL.
+func cannedUpstream(t *testing.T, answer string) string {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func newHopUpstream(t *testing.T) string {
 						break
 					}
 				}
-				_, _ = io.WriteString(c, hopAnswer)
+				_, _ = io.WriteString(c, answer)
 			}()
 		}
 	}()
@@ -57,7 +57,7 @@ func newHopUpstream(t *testing.T) string {
 // hop-by-hop ones nor those its Connection names, and its wish to close
 // that connection does not close the client's. Stream routes too.
 func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
-	url := newHopUpstream(t)
+	url := cannedUpstream(t, hopAnswer)
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
 		"  - {prefix: /, upstream: notes, access: public}\n"})

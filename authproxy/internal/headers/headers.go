@@ -188,21 +188,14 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) {
 	var buf [maxDeletes * 32]byte
 	n, used := 0, 0
 	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
-		for len(v) > 0 {
-			var tok []byte
-			if i := bytes.IndexByte(v, ','); i >= 0 {
-				tok, v = v[:i], v[i+1:]
-			} else {
-				tok, v = v, nil
-			}
-			tok = bytes.TrimSpace(tok)
-			if len(tok) == 0 || n == maxDeletes || used+len(tok) > len(buf) || framesAnswer(tok) {
-				continue
+		forEachToken(v, func(tok []byte) {
+			if n == maxDeletes || used+len(tok) > len(buf) || framesAnswer(tok) {
+				return
 			}
 			names[n] = append(buf[used:used:len(buf)], tok...)
 			used += len(tok)
 			n++
-		}
+		})
 	}
 	for _, k := range names[:n] {
 		h.DelBytes(k)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"hash/maphash"
 	"net/netip"
@@ -118,8 +119,9 @@ func encodedTG(q []byte) bool {
 	for i := 0; i < len(q); i++ {
 		c := q[i]
 		if c == '%' && i+2 < len(q) {
-			if v, ok := unhex2(q[i+1], q[i+2]); ok {
-				c = v
+			var v [1]byte
+			if _, err := hex.Decode(v[:], q[i+1:i+3]); err == nil {
+				c = v[0]
 				i += 2
 			}
 		}
@@ -129,25 +131,6 @@ func encodedTG(q []byte) bool {
 		prev = c
 	}
 	return false
-}
-
-// unhex2 decodes the two hex digits of an escape.
-func unhex2(hi, lo byte) (byte, bool) {
-	h, ok1 := unhex(hi)
-	l, ok2 := unhex(lo)
-	return h<<4 | l, ok1 && ok2
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // keyWarm is the warm state of a key entry (see warm): its principal is
