@@ -238,6 +238,53 @@ func TestAPIKeyWrongSecret(t *testing.T) {
 	e.wantStatus(e.do("GET", "/notes", secret, from(attacker)), 200)
 }
 
+// TestAPIKeyUnknownKeysLimited: well-formed keys that coreapi does not
+// know (random public ids, so the per-key count never grows) each cost a
+// resolve at coreapi; after DefaultAPIKeyFailures of them from one client
+// IP within the window, that IP's keys are answered from the cache only:
+// a key the proxy does not hold gets 429 without a call, while a key it
+// holds still works, and other addresses are not affected.
+func TestAPIKeyUnknownKeysLimited(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	from := func(ip string) map[string]string { return map[string]string{"X-Forwarded-For": ip} }
+	const attacker, other = "203.0.113.7", "198.51.100.9"
+	warm, _ := e.newAPIKey("tenant:read")
+	cold, _ := e.newAPIKey("tenant:read")
+	e.wantStatus(e.do("GET", "/notes", warm, from(attacker)), 200)
+	fetches := e.core.KeyFetches.Load()
+	unknown := func() string { k, _ := apikey.New(); return k }
+	for range 10 {
+		e.wantKeyProblem(e.do("GET", "/notes", unknown(), from(attacker)), 401, problem.CodeInvalidToken, "not valid")
+	}
+	if n := e.core.KeyFetches.Load() - fetches; n != 10 {
+		t.Fatalf("%d resolves for 10 unknown keys, want 10", n)
+	}
+	fetches = e.core.KeyFetches.Load()
+	for range 20 {
+		r := e.do("GET", "/notes", unknown(), from(attacker))
+		e.wantKeyProblem(r, 429, problem.CodeTooManyRequests, "unknown API keys")
+		if r.header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	e.wantStatus(e.do("GET", "/notes", cold, from(attacker)), 429)
+	if n := e.core.KeyFetches.Load() - fetches; n != 0 {
+		t.Fatalf("%d resolves at coreapi after the address's budget of unknown keys, want 0", n)
+	}
+	if n := e.keyRefusals("unknown_rate_limited"); n != 21 {
+		t.Fatalf("unknown_rate_limited = %v, want 21", n)
+	}
+	// A key the proxy holds is not a call: it still works from there.
+	e.wantStatus(e.do("GET", "/notes", warm, from(attacker)), 200)
+	// Another address resolves as before.
+	e.wantKeyProblem(e.do("GET", "/notes", unknown(), from(other)), 401, problem.CodeInvalidToken, "not valid")
+	e.wantStatus(e.do("GET", "/notes", cold, from(other)), 200)
+	// The window ends.
+	e.clock.Advance(61 * time.Second)
+	e.wantKeyProblem(e.do("GET", "/notes", unknown(), from(attacker)), 401, problem.CodeInvalidToken, "not valid")
+}
+
 // TestAPIKeyEvicted: revocation (the key's subject), a user event and a
 // tenant event each evict a cached key over NATS; the next request
 // refetches and sees the change.

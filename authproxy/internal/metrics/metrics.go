@@ -47,7 +47,8 @@ type Metrics struct {
 	// APIKeyRefusals counts API keys refused at the proxy, by reason:
 	// malformed, not_a_key (a JWT in X-API-Key), in_query, ambiguous
 	// (X-API-Key and Authorization), unknown, wrong_secret, revoked
-	// (or expired), rate_limited.
+	// (or expired), rate_limited (per key and client IP),
+	// unknown_rate_limited (per client IP, after too many unknown keys).
 	APIKeyRefusals *prometheus.CounterVec
 }
 
@@ -109,7 +110,7 @@ func New() *Metrics {
 			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
 		}),
 		APIKeyRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authproxy_api_key_refusals_total", Help: "API keys refused at the proxy, by reason (wrong_secret counts guesses; rate_limited the requests refused 429 per key id and client IP).",
+			Name: "authproxy_api_key_refusals_total", Help: "API keys refused at the proxy, by reason (wrong_secret counts guesses; rate_limited the requests refused 429 per key id and client IP; unknown_rate_limited those refused 429 per client IP after too many unknown keys).",
 		}, []string{"reason"}),
 		UntrustedXFF: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_untrusted_forwarded_for_total", Help: "Requests that carried X-Forwarded-For from a peer outside TRUSTED_PROXY_CIDRS (header dropped, the peer taken as the client).",
@@ -124,7 +125,7 @@ func New() *Metrics {
 	})
 	buildInfo.Set(1)
 	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals)
-	for _, r := range []string{"malformed", "not_a_key", "in_query", "ambiguous", "unknown", "wrong_secret", "revoked", "rate_limited"} {
+	for _, r := range []string{"malformed", "not_a_key", "in_query", "ambiguous", "unknown", "wrong_secret", "revoked", "rate_limited", "unknown_rate_limited"} {
 		m.APIKeyRefusals.WithLabelValues(r)
 	}
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,

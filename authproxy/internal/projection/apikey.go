@@ -27,6 +27,9 @@ var (
 	ErrKeyRevoked = errors.New("projection: API key revoked or expired")
 	// ErrKeysUnsupported: the cache has no KeyFetcher.
 	ErrKeysUnsupported = fmt.Errorf("%w: API keys not configured", ErrUnavailable)
+	// ErrKeyNotCached: CachedKey holds no answer for the key; only coreapi
+	// has one.
+	ErrKeyNotCached = errors.New("projection: API key not cached")
 )
 
 // KeyFetcher resolves API keys at coreapi and reports their use.
@@ -145,12 +148,11 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 	if c.keys.f == nil {
 		return nil, ErrKeysUnsupported
 	}
+	if e, err := c.CachedKey(pid, d, now); err != ErrKeyNotCached {
+		return e, err
+	}
 	nowNs := now.UnixNano()
 	set := c.keySet(pid)
-	if e := lookupKey(set, pid); e != nil && c.validKey(e, nowNs) {
-		c.kc.Hits.Inc()
-		return e.check(d, nowNs)
-	}
 	c.kc.Misses.Inc()
 	ks := c.stripeBytes(pid)
 	kg, gg, ut := c.keys.key[ks].Load(), c.global.Load(), c.keys.ut.Load()
@@ -211,6 +213,17 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		return nil, ErrKeyUnknown
 	}
 	return e.check(d, nowNs)
+}
+
+// CachedKey is GetKey answered from the cache alone: ErrKeyNotCached
+// where GetKey would ask coreapi.
+func (c *Cache) CachedKey(pid []byte, d *[sha256.Size]byte, now time.Time) (*KeyEntry, error) {
+	nowNs := now.UnixNano()
+	if e := lookupKey(c.keySet(pid), pid); e != nil && c.validKey(e, nowNs) {
+		c.kc.Hits.Inc()
+		return e.check(d, nowNs)
+	}
+	return nil, ErrKeyNotCached
 }
 
 // check answers a request presenting digest d to e.

@@ -26,15 +26,24 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Keys resolves API keys (the projection cache).
+// Keys resolves API keys (the projection cache): GetKey from the cache or
+// coreapi, CachedKey from the cache alone (projection.ErrKeyNotCached).
 type Keys interface {
 	GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID string) (*projection.KeyEntry, error)
+	CachedKey(pid []byte, d *[sha256.Size]byte, now time.Time) (*projection.KeyEntry, error)
 }
 
 // Wrong-secret limits: after APIKeyFailures wrong secrets for one key from
 // one client IP within APIKeyFailWindow, every attempt at that key from
 // that IP is answered 429 until the window ends. Other IPs are not
 // affected, so nobody can lock a real key out from elsewhere.
+//
+// Unknown keys are counted per client IP alone (each guess names a fresh
+// public id, so a per-key count never grows, and each would cost a
+// resolve at coreapi): after APIKeyFailures of them within the window,
+// that IP's keys are answered from the proxy's cache only until the window
+// ends; a key the cache does not hold gets 429 instead of a call. A key
+// in use from there stays cached and keeps working.
 const (
 	DefaultAPIKeyFailures   = 10
 	DefaultAPIKeyFailWindow = time.Minute
@@ -170,7 +179,15 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 			retryAfter: true}
 	}
 	st.keyDigest = sha256.Sum256(key)
-	ke, err := s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID))
+	var ke *projection.KeyEntry
+	var err error
+	if wait := s.keyLimit.locked(nil, st.ip, st.start); wait > 0 {
+		if ke, err = s.d.Keys.CachedKey(pid, &st.keyDigest, st.start); errors.Is(err, projection.ErrKeyNotCached) {
+			return unknownKeysLimited(st, s, wait)
+		}
+	} else {
+		ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID))
+	}
 	if err != nil {
 		st.outcome = "api_key"
 		switch {
@@ -181,6 +198,7 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 			return s.keyRefused(c, st, rt, route, errKeyInvalid)
 		case errors.Is(err, projection.ErrKeyUnknown):
 			s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown").Inc()
+			s.keyLimit.fail(nil, st.ip, st.start)
 			s.logInvalid(c, st, err)
 			return s.keyRefused(c, st, rt, route, errKeyInvalid)
 		case errors.Is(err, projection.ErrKeyRevoked):
@@ -240,6 +258,16 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 	}
 	ke.MarkUsed()
 	return s.forward(c, st, rt, route, ke.Token, w)
+}
+
+// unknownKeysLimited answers a key the cache does not hold, from a client
+// IP that sent too many unknown keys: wait is what is left of its window.
+func unknownKeysLimited(st *state, s *Server, wait time.Duration) error {
+	st.outcome = "api_key_rate_limited"
+	s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown_rate_limited").Inc()
+	return &httpError{status: 429, code: problem.CodeTooManyRequests,
+		detail:     "too many unknown API keys from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
+		retryAfter: true}
 }
 
 // keyRefused answers a refused key: err, or an anonymous forward on routes
@@ -306,7 +334,9 @@ func newKeyLimiter(limit int, window time.Duration) *keyLimiter {
 	return &keyLimiter{limit: limit, window: int64(window), seed: maphash.MakeSeed(), pairs: map[uint64]*failWindow{}}
 }
 
-// pair is the map key of (pid, ip). An IPv6 client counts by its /64: a
+// pair is the map key of (pid, ip); a nil pid is the IP's own count (of
+// unknown keys), apart from every key's (a public id is never empty). An
+// IPv6 client counts by its /64: a
 // host is commonly given a whole /64, and counting each of its addresses
 // would give it 2^64 budgets (coreapi's limits count the same way).
 func (l *keyLimiter) pair(pid, ip []byte) uint64 {
