@@ -88,6 +88,9 @@ type Client struct {
 	sf      singleflight.Group
 	loaded  chan struct{}
 	loadedF atomic.Bool
+	// retry wakes Run to fetch now, and to keep at it with backoff until
+	// a fetch succeeds: an announced change whose own fetch failed.
+	retry chan struct{}
 }
 
 // New returns a Client; call Run to load and refresh the set.
@@ -101,7 +104,7 @@ func New(opt Options, log *slog.Logger, m *metrics.Metrics) *Client {
 	if opt.HTTP == nil {
 		opt.HTTP = &http.Client{Timeout: opt.Timeout}
 	}
-	c := &Client{opt: opt, algs: map[jwa.SignatureAlgorithm]bool{}, log: log, m: m, loaded: make(chan struct{})}
+	c := &Client{opt: opt, algs: map[jwa.SignatureAlgorithm]bool{}, log: log, m: m, loaded: make(chan struct{}), retry: make(chan struct{}, 1)}
 	for _, a := range opt.Algs {
 		c.algs[jwa.SignatureAlgorithm(a)] = true
 	}
@@ -173,7 +176,8 @@ func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 
 // Run loads the set (retrying with jittered exponential backoff until it
 // succeeds) and then refreshes it about every Interval (±10 %, jittered)
-// until ctx ends.
+// until ctx ends; after a failed KeysChanged it fetches at once, retrying
+// with the same backoff until it succeeds.
 func (c *Client) Run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
@@ -192,6 +196,8 @@ func (c *Client) Run(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-c.retry:
+			t.Stop()
 		}
 	}
 }
@@ -206,9 +212,18 @@ func (c *Client) Refresh(ctx context.Context) error {
 // and without joining a fetch already under way (which may have read the
 // set before the change). Keys that left the set stop verifying as soon as
 // it returns: cached tokens are checked against the current set on every
-// hit. It is called when coreapi announces auth.keys.changed.
+// hit. It is called when coreapi announces auth.keys.changed. If the
+// fetch fails, Run fetches again at once and then with its backoff until
+// one succeeds: the change is not left to the next regular refresh.
 func (c *Client) KeysChanged(ctx context.Context) error {
-	return c.fetch(ctx)
+	err := c.fetch(ctx)
+	if err != nil {
+		select {
+		case c.retry <- struct{}{}:
+		default: // a retry is already due
+		}
+	}
+	return err
 }
 
 func (c *Client) fetch(ctx context.Context) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
 
 func pub(t *testing.T, raw any, kid string, alg jwa.KeyAlgorithm, use string) map[string]any {
@@ -238,4 +239,55 @@ func TestKeysChanged(t *testing.T) {
 	if s := c.Current(); s.Keys["b"] == nil || s.Keys["a"] != nil {
 		t.Fatalf("the older fetch finished last and put back %v, want only b", s.Keys)
 	}
+}
+
+// TestKeysChangedRetriedUntilFetched: an announced change whose fetch
+// fails (coreapi restarting) is not dropped: the refresher retries with
+// its backoff until the set is fetched, instead of keeping a removed key
+// until the next regular refresh.
+func TestKeysChangedRetriedUntilFetched(t *testing.T) {
+	a := testenv.NewKey(t, "a", jwa.EdDSA)
+	b := testenv.NewKey(t, "b", jwa.EdDSA)
+	set := func(keys ...*testenv.Key) []byte {
+		var ks []map[string]any
+		for _, k := range keys {
+			ks = append(ks, pub(t, k.Public, k.Kid, k.Alg, "sig"))
+		}
+		out, _ := json.Marshal(map[string]any{"keys": ks})
+		return out
+	}
+	var body atomic.Value
+	body.Store(set(a, b))
+	var failing atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body.Load().([]byte))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(srv.URL, time.Now) // refreshes hourly
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go c.Run(ctx)
+	select {
+	case <-c.Loaded():
+	case <-time.After(5 * time.Second):
+		t.Fatal("key set not loaded")
+	}
+
+	failing.Store(true)
+	body.Store(set(b)) // a is removed
+	if err := c.KeysChanged(context.Background()); err == nil {
+		t.Fatal("KeysChanged succeeded against a failing JWKS")
+	}
+	failing.Store(false)
+	eventually.Within(t, 5*time.Second, func() error {
+		if s := c.Current(); s.Keys["a"] != nil {
+			return errors.New("the removed key is still in the set")
+		}
+		return nil
+	})
 }
