@@ -338,8 +338,9 @@ type WatchOptions struct {
 	Every time.Duration
 	// Reload, when it delivers, reloads at once (SIGHUP).
 	Reload <-chan os.Signal
-	// Changed is called after a reload that changed the set of published
-	// key ids (added or removed), with the new ids. An error is retried
+	// Changed is called after a reload that changed the published keys
+	// (one added or removed, or a key file replaced by another key under
+	// the same kid), with the new ids. An error is retried
 	// (every RetryEvery) until it succeeds, so a change is never lost
 	// while, say, the database is briefly unreachable.
 	Changed func(ctx context.Context, kids []string) error
@@ -357,8 +358,9 @@ const settle = 20 * time.Millisecond
 // watches the directory (fsnotify: a key file added, removed or replaced,
 // including a mounted Secret's atomic symlink swap), reloads when told to
 // (o.Reload) and, as a fallback, every o.Every. A failed reload keeps the
-// previous keys and is logged. When the published key ids change, it calls
-// o.Changed. If the directory cannot be watched, it polls only.
+// previous keys and is logged. When the published keys change (the JWKS
+// document: ids, or a key's material under its id), it calls o.Changed. If
+// the directory cannot be watched, it polls only.
 func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 	if o.Every <= 0 {
 		o.Every = 30 * time.Second
@@ -382,7 +384,10 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 	poll := time.NewTicker(o.Every)
 	defer poll.Stop()
 	var settleC, retryC <-chan time.Time
-	published := strings.Join(r.KeyIDs(), ",")
+	// The document, not only its ids: a key file replaced under its name
+	// keeps the kid, and a proxy holding the old key would refuse every
+	// token of the new one (and accept the old one's) until it refetched.
+	published := string(r.JWKS())
 	signing := r.SigningKeyID()
 	var pending []string // ids not yet announced through Changed
 	for {
@@ -422,7 +427,7 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 				o.Log.Error("reload signing keys", "err", err)
 			} else {
 				ids := r.KeyIDs()
-				if now := strings.Join(ids, ","); now != published || r.SigningKeyID() != signing {
+				if now := string(r.JWKS()); now != published || r.SigningKeyID() != signing {
 					o.Log.Info("signing keys changed", "kids", ids, "signing_kid", r.SigningKeyID())
 					if now != published {
 						pending = ids

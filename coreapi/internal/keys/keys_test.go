@@ -347,6 +347,48 @@ func TestWatchFileEvents(t *testing.T) {
 	}
 }
 
+// TestWatchAnnouncesKeyReplacedUnderSameKid: a key file replaced by
+// another key under the same name (the same kid, new key material) changes
+// the published set though not its ids: it is announced too, so that the
+// proxies stop verifying with the old key and can verify the new one's
+// tokens at once.
+func TestWatchAnnouncesKeyReplacedUnderSameKid(t *testing.T) {
+	dir := t.TempDir()
+	kid, err := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := string(r.JWKS())
+	announced := make(chan []string, 16)
+	watch(t, r, WatchOptions{Every: time.Hour, Changed: func(_ context.Context, kids []string) error {
+		announced <- kids
+		return nil
+	}})
+	other := t.TempDir()
+	otherKid, err := Generate(other, AlgEdDSA, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(other, otherKid+".pem"), filepath.Join(dir, kid+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-announced:
+		if strings.Join(got, ",") != kid {
+			t.Fatalf("announced %v, want [%s]", got, kid)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a key replaced under its kid was not announced")
+	}
+	if string(r.JWKS()) == before {
+		t.Fatal("the JWKS still publishes the replaced key")
+	}
+}
+
 // TestWatchRetriesAnnouncement: a failed announcement (database down) is
 // retried until it succeeds; the change is not lost.
 func TestWatchRetriesAnnouncement(t *testing.T) {
