@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -37,7 +38,10 @@ type fakeIDP struct {
 	Verified             bool
 	// NonceOverride, when set, replaces the nonce in issued ID tokens.
 	NonceOverride string
-	Exchanges     int
+	// Claims are set in issued ID tokens over the usual ones ("aud",
+	// "azp", "sub", "email_verified", ...); a nil value removes a claim.
+	Claims    map[string]any
+	Exchanges int
 }
 
 type grant struct {
@@ -146,6 +150,7 @@ func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 	delete(f.codes, code) // single use
 	f.Exchanges++
 	override := f.NonceOverride
+	extra := maps.Clone(f.Claims)
 	f.mu.Unlock()
 	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
 	switch {
@@ -170,6 +175,17 @@ func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		f.t.Errorf("fake idp: %v", err)
 		return
+	}
+	for k, v := range extra {
+		if v == nil {
+			err = tok.Remove(k)
+		} else {
+			err = tok.Set(k, v)
+		}
+		if err != nil {
+			f.t.Errorf("fake idp: claim %s: %v", k, err)
+			return
+		}
 	}
 	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.key))
 	if err != nil {

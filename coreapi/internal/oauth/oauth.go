@@ -418,9 +418,15 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		Email         string `json:"email"`
 		EmailVerified *bool  `json:"email_verified"`
 		Name          string `json:"name"`
+		AZP           string `json:"azp"`
 	}
 	if err := idt.Claims(&cl); err != nil {
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the ID token's claims are malformed")
+	}
+	if !issuedTo(idt.Audience, cl.AZP, p.cfg.ClientID) {
+		s.log.WarnContext(ctx, "oidc id token for another client", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name,
+			"aud", idt.Audience, "azp", clip.String(cl.AZP, 100))
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token was issued to another client")
 	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
@@ -450,6 +456,19 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	u.RawQuery = q.Encode()
 	c.Set(fiber.HeaderReferrerPolicy, "no-referrer")
 	return c.Redirect(u.String(), fiber.StatusFound)
+}
+
+// issuedTo reports whether an ID token whose audience the verifier found
+// to include clientID was issued to that client (OpenID Connect Core
+// 3.1.3.7, steps 3 to 5, which go-oidc leaves to its caller): an
+// authorized party (azp), when named, must be this client, and a token
+// with several audiences must name it, for another audience's client may
+// have asked for the token.
+func issuedTo(aud []string, azp, clientID string) bool {
+	if azp != "" {
+		return azp == clientID
+	}
+	return len(aud) == 1
 }
 
 // Handover is the callback's JSON answer when no return_to is configured.

@@ -882,3 +882,41 @@ func TestLinksAddressByItsNFCForm(t *testing.T) {
 		t.Errorf("the account created for an NFD address is not stored in NFC")
 	}
 }
+
+// TestIDTokenForAnotherClient: an ID token that names another client as
+// its authorized party (azp), or that has several audiences without
+// naming this client as azp, was not issued to this client: no account is
+// created or entered (OpenID Connect Core 3.1.3.7, steps 3 to 5).
+func TestIDTokenForAnotherClient(t *testing.T) {
+	x := start(t)
+	for _, tc := range []struct {
+		name   string
+		claims map[string]any
+		ok     bool
+	}{
+		{"azp of another client", map[string]any{"azp": "other-client"}, false},
+		{"another audience beside ours, no azp", map[string]any{"aud": []string{"tollgate-client", "other-client"}}, false},
+		{"another audience beside ours, azp theirs", map[string]any{"aud": []string{"tollgate-client", "other-client"}, "azp": "other-client"}, false},
+		{"another audience beside ours, azp ours", map[string]any{"aud": []string{"tollgate-client", "other-client"}, "azp": "tollgate-client"}, true},
+		{"azp ours", map[string]any{"azp": "tollgate-client"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x.idp.mu.Lock()
+			x.idp.Claims = tc.claims
+			x.idp.mu.Unlock()
+			users := x.count(t, `SELECT count(*) FROM users`)
+			st := x.begin(t, "")
+			r := x.callback(t, x.approve(t, st), st.cookie)
+			if tc.ok {
+				handover(t, r)
+				return
+			}
+			if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
+				t.Fatalf("callback: %d %s, want 502 %s", r.Status, r.Body, problem.CodeInvalidIDToken)
+			}
+			if n := x.count(t, `SELECT count(*) FROM users`); n != users {
+				t.Errorf("users = %d, want %d (none created)", n, users)
+			}
+		})
+	}
+}
