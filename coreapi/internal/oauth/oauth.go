@@ -67,6 +67,10 @@ const (
 	limiterKeys = 100000
 )
 
+// maxSubject is the longest sub claim OpenID Connect Core (section 2)
+// allows: 255 ASCII characters.
+const maxSubject = 255
+
 // CookiePrefix starts the name of the cookie that binds a state to the
 // browser; the rest of the name is derived from the state, so flows in
 // several tabs do not overwrite each other's cookie.
@@ -413,6 +417,12 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	if idt.Nonce != f.Nonce {
 		return problem.New(fiber.StatusBadRequest, problem.CodeNonceMismatch, "the ID token was not issued for this sign-in")
+	}
+	// An identity is (provider, subject): a token without a subject
+	// identifies nobody, and "" linked once would let every later
+	// subject-less token into that account.
+	if idt.Subject == "" || len(idt.Subject) > maxSubject {
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token names no valid subject")
 	}
 	var cl struct {
 		Email         string `json:"email"`

@@ -920,3 +920,25 @@ func TestIDTokenForAnotherClient(t *testing.T) {
 		})
 	}
 }
+
+// TestIDTokenWithoutSubject: a provider identity is its subject; an ID
+// token without one (or an empty one) identifies nobody, and must not
+// link "" to the first account it signs in (every later subject-less
+// token would enter that account). A subject longer than OpenID Connect
+// allows (255 characters) is refused too.
+func TestIDTokenWithoutSubject(t *testing.T) {
+	x := start(t)
+	for _, claims := range []map[string]any{{"sub": nil}, {"sub": ""}, {"sub": strings.Repeat("s", 256)}} {
+		x.idp.mu.Lock()
+		x.idp.Claims = claims
+		x.idp.mu.Unlock()
+		st := x.begin(t, "")
+		r := x.callback(t, x.approve(t, st), st.cookie)
+		if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
+			t.Fatalf("ID token with %v: %d %s, want 502 %s", claims, r.Status, r.Body, problem.CodeInvalidIDToken)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("identities = %d, want 0", n)
+	}
+}
