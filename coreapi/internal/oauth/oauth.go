@@ -491,6 +491,13 @@ func isProblem(err error) bool {
 	return errors.As(err, &p)
 }
 
+var errProviderAddress = func() *problem.Problem {
+	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation,
+		"the provider's email address is not one this service accepts; this account cannot be created or linked")
+	p.Errors = []problem.FieldError{{Field: "email", Message: "not one plain address, or under the reserved .invalid domain"}}
+	return p
+}()
+
 type signIn struct {
 	Provider, Subject, Name string
 	// Email is the provider's address in mail.Canonical form (NFC).
@@ -521,6 +528,11 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				// form's account nor get a verified account of it.
 				return problem.New(fiber.StatusConflict, problem.CodeConflict,
 					"the provider's address has a character that Unicode normalization replaces (such as KELVIN SIGN for K); this account cannot be created or linked")
+			}
+			if !mail.ValidAddress(in.Email) {
+				// The check every other address of an account passes: one
+				// plain address, never under .invalid (service accounts').
+				return errProviderAddress
 			}
 			var verified bool
 			g.UserID, verified, err = userByEmail(ctx, tx, in.Email)

@@ -942,3 +942,35 @@ func TestIDTokenWithoutSubject(t *testing.T) {
 		t.Errorf("identities = %d, want 0", n)
 	}
 }
+
+// TestProviderAddressMustBeOnePlainAddress: the provider's address is
+// checked as every other address an account can get: one plain address,
+// outside the reserved .invalid domain (where service accounts' addresses
+// are). Otherwise no account is created or linked (422), whatever the
+// provider says of its verification.
+func TestProviderAddressMustBeOnePlainAddress(t *testing.T) {
+	x := start(t)
+	for i, email := range []string{
+		"0b7e7a2c-0000-4000-8000-000000000000@service-accounts.invalid",
+		"eve@example.invalid",
+		"Eve <eve@example.com>",
+		"eve@example.com, victim@example.com",
+		"eve@example.com\r\nBcc: victim@example.com",
+		strings.Repeat("e", 250) + "@example.com",
+	} {
+		x.idp.mu.Lock()
+		x.idp.Subject, x.idp.Email, x.idp.Verified = "subject-"+strconv.Itoa(i), email, true
+		x.idp.mu.Unlock()
+		st := x.begin(t, "")
+		r := x.callback(t, x.approve(t, st), st.cookie)
+		if r.Status != http.StatusUnprocessableEntity || r.Problem(t).Code != problem.CodeValidation {
+			t.Errorf("provider address %q: %d %s, want 422 %s", email, r.Status, r.Body, problem.CodeValidation)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 0 {
+		t.Errorf("users = %d, want 0", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("identities = %d, want 0", n)
+	}
+}
