@@ -42,6 +42,10 @@ type fakeIDP struct {
 	// "azp", "sub", "email_verified", ...); a nil value removes a claim.
 	Claims    map[string]any
 	Exchanges int
+	// DiscoveryStall delays each discovery answer (a slow or hung
+	// provider); Discoveries counts the discovery requests.
+	DiscoveryStall time.Duration
+	Discoveries    int
 }
 
 type grant struct {
@@ -86,7 +90,18 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 	return f
 }
 
-func (f *fakeIDP) discovery(w http.ResponseWriter, _ *http.Request) {
+func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.Discoveries++
+	stall := f.DiscoveryStall
+	f.mu.Unlock()
+	if stall > 0 {
+		select {
+		case <-time.After(stall):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"issuer":                                f.URL,

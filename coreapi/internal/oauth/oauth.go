@@ -41,6 +41,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
@@ -119,9 +120,22 @@ type Service struct {
 type provider struct {
 	cfg config.OIDCProvider
 
+	// flight runs one discovery at a time: while the provider is slow or
+	// down, the requests that arrive meanwhile wait for that attempt and
+	// share its outcome, instead of queueing for one client timeout each.
+	flight singleflight.Group
+
 	mu       sync.Mutex
 	oauth    *oauth2.Config
 	verifier *oidc.IDTokenVerifier
+}
+
+// discovered returns the provider's OAuth2 config and ID token verifier,
+// nil before a discovery succeeded.
+func (p *provider) discovered() (*oauth2.Config, *oidc.IDTokenVerifier) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.oauth, p.verifier
 }
 
 // New returns a Service for the configured providers.
@@ -156,28 +170,39 @@ func New(o Options) (*Service, error) {
 
 // discover returns the provider's OAuth2 config and ID token verifier.
 func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.oauth != nil {
-		return p.oauth, p.verifier, nil
+	if oc, v := p.discovered(); oc != nil {
+		return oc, v, nil
 	}
-	// Not the request context: the provider keeps this context to fetch
-	// its signing keys later.
-	ctx := oidc.ClientContext(context.Background(), s.client)
-	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+	_, err, _ := p.flight.Do(p.cfg.Name, func() (any, error) {
+		if oc, _ := p.discovered(); oc != nil { // a flight that just ended
+			return nil, nil
+		}
+		// Not the request context: the provider keeps this context to fetch
+		// its signing keys later.
+		ctx := oidc.ClientContext(context.Background(), s.client)
+		op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+		if err != nil {
+			return nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
+		}
+		scopes := p.cfg.Scopes
+		if !slices.Contains(scopes, oidc.ScopeOpenID) {
+			scopes = append([]string{oidc.ScopeOpenID}, scopes...)
+		}
+		oc := &oauth2.Config{
+			ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret,
+			Endpoint: op.Endpoint(), RedirectURL: p.cfg.RedirectURL, Scopes: scopes,
+		}
+		v := op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
+		p.mu.Lock()
+		p.oauth, p.verifier = oc, v
+		p.mu.Unlock()
+		return nil, nil
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
+		return nil, nil, err
 	}
-	scopes := p.cfg.Scopes
-	if !slices.Contains(scopes, oidc.ScopeOpenID) {
-		scopes = append([]string{oidc.ScopeOpenID}, scopes...)
-	}
-	p.oauth = &oauth2.Config{
-		ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret,
-		Endpoint: op.Endpoint(), RedirectURL: p.cfg.RedirectURL, Scopes: scopes,
-	}
-	p.verifier = op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
-	return p.oauth, p.verifier, nil
+	oc, v := p.discovered()
+	return oc, v, nil
 }
 
 // Register adds the OAuth routes (an httpapi.Options.Register hook).

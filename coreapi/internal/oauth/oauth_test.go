@@ -974,3 +974,49 @@ func TestProviderAddressMustBeOnePlainAddress(t *testing.T) {
 		t.Errorf("identities = %d, want 0", n)
 	}
 }
+
+// TestDiscoveryOfAHungProvider: while a provider's discovery hangs, the
+// sign-ins that arrive share one attempt and its outcome (502
+// provider_unavailable after one client timeout) instead of queueing for
+// one timeout each; once the provider answers, sign-ins start again.
+func TestDiscoveryOfAHungProvider(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	x := start(t, func(o *oauth.Options) { o.HTTPClient = &http.Client{Timeout: timeout} })
+	x.idp.mu.Lock()
+	x.idp.DiscoveryStall = time.Minute
+	x.idp.mu.Unlock()
+	const n = 8
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		slowest time.Duration
+	)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			began := time.Now()
+			r := x.authorize(t, "", "198.51.100."+strconv.Itoa(i+1))
+			took := time.Since(began)
+			if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderUnavailable {
+				t.Errorf("authorize while discovery hangs: %d %s, want 502 %s", r.Status, r.Body, problem.CodeProviderUnavailable)
+			}
+			mu.Lock()
+			slowest = max(slowest, took)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	// Queued one behind the other, the last would wait n timeouts.
+	if slowest > 3*timeout {
+		t.Errorf("slowest of %d concurrent sign-ins took %v, want about one provider timeout (%v)", n, slowest, timeout)
+	}
+	x.idp.mu.Lock()
+	tries := x.idp.Discoveries
+	x.idp.DiscoveryStall = 0
+	x.idp.mu.Unlock()
+	if tries > 2 {
+		t.Errorf("discovery requests = %d for %d concurrent sign-ins, want them to share one", tries, n)
+	}
+	x.beginFrom(t, "", "198.51.100.99")
+}
