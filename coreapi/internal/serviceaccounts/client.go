@@ -32,16 +32,18 @@ const maxCredential = 256
 
 // readCredentials takes the client credentials from HTTP Basic (RFC 6749
 // section 2.3.1: each part form-urlencoded, then base64) or from the body
-// fields; both at once is invalid_request. An Authorization header of
-// another scheme is not client authentication (the proxy replaces a bearer
-// with identity headers anyway).
+// fields; both at once (a client_secret beside Basic) is invalid_request.
+// A client_id in the body beside Basic only names the client (section
+// 3.2.1; several libraries always send it): it must be the Basic one. An
+// Authorization header of another scheme is not client authentication
+// (the proxy replaces a bearer with identity headers anyway).
 func readCredentials(c *fiber.Ctx, bodyID, bodySecret string) (credentials, error) {
 	h := c.Get(fiber.HeaderAuthorization)
 	scheme, rest, _ := strings.Cut(h, " ")
 	if !strings.EqualFold(scheme, "Basic") {
 		return credentials{id: bodyID, secret: bodySecret}, nil
 	}
-	if bodySecret != "" || bodyID != "" {
+	if bodySecret != "" {
 		return credentials{}, oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidRequest,
 			"send client credentials either with HTTP Basic or in the body, not both")
 	}
@@ -61,6 +63,10 @@ func readCredentials(c *fiber.Ctx, bodyID, bodySecret string) (credentials, erro
 	}
 	if secret, err = url.QueryUnescape(secret); err != nil {
 		return bad()
+	}
+	if bodyID != "" && bodyID != id {
+		return credentials{}, oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+			"the client_id in the body is not the client of the HTTP Basic credentials")
 	}
 	return credentials{id: id, secret: secret, basic: true}, nil
 }

@@ -522,3 +522,31 @@ func TestStandardClientLibrary(t *testing.T) {
 		t.Fatalf("a scope not held: %v", err)
 	}
 }
+
+// TestBasicWithClientIDInBody: a client that authenticates with HTTP Basic
+// may also name itself with client_id in the body (RFC 6749 section
+// 3.2.1; several client libraries always send it): that is one
+// authentication method, not two. A client_id that differs from the
+// Basic one, or a client_secret beside Basic, is invalid_request.
+func TestBasicWithClientIDInBody(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	other := e.createAccount(t, owner, "other", "member")
+
+	r := e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {s.ClientID}}, basic(s.ClientID, s.ClientSecret))
+	if r.Status != http.StatusOK {
+		t.Fatalf("Basic plus the same client_id in the body: %d %s, want 200", r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	r = e.form(t, "/api/v1/auth/introspect", url.Values{"token": {tk.AccessToken}, "client_id": {s.ClientID}}, basic(s.ClientID, s.ClientSecret))
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"active":true`) {
+		t.Fatalf("introspection with Basic plus the same client_id: %d %s", r.Status, r.Body)
+	}
+	r = e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {other.ID}}, basic(s.ClientID, s.ClientSecret))
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_request")
+	r = e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {s.ClientID}, "client_secret": {s.ClientSecret}}, basic(s.ClientID, s.ClientSecret))
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_request")
+}
