@@ -24,6 +24,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -450,10 +451,13 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token names no valid subject")
 	}
 	var cl struct {
-		Email         string `json:"email"`
-		EmailVerified *bool  `json:"email_verified"`
-		Name          string `json:"name"`
-		AZP           string `json:"azp"`
+		Email string `json:"email"`
+		// Only a JSON true vouches for the address. Some providers send
+		// strings ("true", "false"): not a verification, but no reason to
+		// refuse a token whose identity is already linked.
+		EmailVerified json.RawMessage `json:"email_verified"`
+		Name          string          `json:"name"`
+		AZP           string          `json:"azp"`
 	}
 	if err := idt.Claims(&cl); err != nil {
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the ID token's claims are malformed")
@@ -467,7 +471,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	in := signIn{Provider: p.cfg.Name, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email),
-		Verified: cl.EmailVerified != nil && *cl.EmailVerified, Name: cl.Name,
+		Verified: string(cl.EmailVerified) == "true", Name: cl.Name,
 		TenantID: f.TenantID, UserAgent: ua, IP: ip, RequestID: rid}
 	g, err := s.signIn(ctx, in)
 	if err != nil {

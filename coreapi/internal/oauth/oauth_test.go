@@ -1020,3 +1020,36 @@ func TestDiscoveryOfAHungProvider(t *testing.T) {
 	}
 	x.beginFrom(t, "", "198.51.100.99")
 }
+
+// TestEmailVerifiedNotABoolean: only a JSON true vouches for the address;
+// a string ("true" or "false"), a number or null is not a verification,
+// but it does not make the whole ID token malformed either: an identity
+// already linked (by its subject) still signs in.
+func TestEmailVerifiedNotABoolean(t *testing.T) {
+	x := start(t)
+	for _, v := range []any{"true", "false", 1} {
+		x.idp.mu.Lock()
+		x.idp.Claims = map[string]any{"email_verified": v}
+		x.idp.mu.Unlock()
+		st := x.begin(t, "")
+		r := x.callback(t, x.approve(t, st), st.cookie)
+		if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeEmailNotVerified {
+			t.Errorf("first sign-in with email_verified %#v: %d %s, want 403 %s", v, r.Status, r.Body, problem.CodeEmailNotVerified)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 0 {
+		t.Fatalf("users = %d, want 0", n)
+	}
+	x.idp.mu.Lock()
+	x.idp.Claims = nil
+	x.idp.mu.Unlock()
+	uid := sub(t, x.finish(t, x.begin(t, "")).AccessToken)
+	for _, v := range []any{"true", "false", 1} {
+		x.idp.mu.Lock()
+		x.idp.Claims = map[string]any{"email_verified": v}
+		x.idp.mu.Unlock()
+		if got := sub(t, x.finish(t, x.begin(t, "")).AccessToken); got != uid {
+			t.Errorf("linked identity with email_verified %#v: user %s, want %s", v, got, uid)
+		}
+	}
+}
