@@ -78,6 +78,13 @@ const maxSubject = 255
 // several tabs do not overwrite each other's cookie.
 const CookiePrefix = "__Host-tg_oauth_"
 
+// MaxBindingCookies bounds the binding cookies one browser carries: a
+// start that finds this many clears them all rather than add one more,
+// so abandoned starts (or a page that keeps sending the browser to
+// authorize) cannot grow its requests to this host past the server's
+// header limit for the cookies' 10 minutes.
+const MaxBindingCookies = 8
+
 // Options configure a Service.
 type Options struct {
 	Logger    *slog.Logger
@@ -251,6 +258,24 @@ func bindingCookie(c *fiber.Ctx, state, value string) {
 		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode})
 }
 
+// clearBindings expires every binding cookie of the request once there
+// are MaxBindingCookies of them.
+func clearBindings(c *fiber.Ctx) {
+	var names []string
+	c.Request().Header.VisitAllCookie(func(k, _ []byte) {
+		if strings.HasPrefix(string(k), CookiePrefix) {
+			names = append(names, string(k))
+		}
+	})
+	if len(names) < MaxBindingCookies {
+		return
+	}
+	for _, n := range names {
+		c.Cookie(&fiber.Cookie{Name: n, Path: "/", MaxAge: -1, Secure: true, HTTPOnly: true,
+			SameSite: fiber.CookieSameSiteLaxMode})
+	}
+}
+
 var (
 	errStateNotBound = problem.New(fiber.StatusBadRequest, problem.CodeStateNotBound,
 		"this sign-in was not started in this browser (its cookie is missing); start again")
@@ -341,6 +366,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	case err != nil:
 		return err
 	}
+	clearBindings(c)
 	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Redirect(oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), fiber.StatusFound)

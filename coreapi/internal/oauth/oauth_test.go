@@ -1053,3 +1053,50 @@ func TestEmailVerifiedNotABoolean(t *testing.T) {
 		}
 	}
 }
+
+// TestBindingCookiesBounded: each started sign-in leaves a binding cookie
+// in the browser for 10 minutes; abandoned starts (or a page that keeps
+// navigating the browser to authorize) must not pile up cookies until the
+// browser's requests to this host no longer fit the server's header
+// limit. Once a browser carries MaxBindingCookies of them, a new start
+// clears them all (their flows are abandoned or must start again).
+func TestBindingCookiesBounded(t *testing.T) {
+	x := start(t)
+	h := http.Header{}
+	var names []string
+	for i := range oauth.MaxBindingCookies {
+		st := x.beginFrom(t, "", "192.0.2."+strconv.Itoa(i+1))
+		names = append(names, st.cookie.Name)
+		h.Add("Cookie", st.cookie.Name+"="+st.cookie.Value)
+	}
+	r := x.Do(t, apitest.Request{Method: http.MethodGet, Path: "/api/v1/auth/oauth/fake/authorize", Header: h, ClientIP: "192.0.2.200"})
+	if r.Status != http.StatusFound {
+		t.Fatalf("authorize: %d %s", r.Status, r.Body)
+	}
+	cleared, set := map[string]bool{}, 0
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		switch {
+		case c.MaxAge < 0:
+			cleared[c.Name] = true
+		case strings.HasPrefix(c.Name, oauth.CookiePrefix):
+			set++
+		}
+	}
+	for _, n := range names {
+		if !cleared[n] {
+			t.Errorf("binding cookie %s not cleared: %v", n, r.Header.Values("Set-Cookie"))
+		}
+	}
+	if set != 1 {
+		t.Errorf("new binding cookies = %d, want 1", set)
+	}
+	// Below the bound nothing is cleared.
+	h = http.Header{}
+	h.Add("Cookie", names[0]+"=x")
+	r = x.Do(t, apitest.Request{Method: http.MethodGet, Path: "/api/v1/auth/oauth/fake/authorize", Header: h, ClientIP: "192.0.2.201"})
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.MaxAge < 0 {
+			t.Errorf("cookie %s cleared below the bound", c.Name)
+		}
+	}
+}
