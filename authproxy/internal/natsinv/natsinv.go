@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,14 @@ type Subscriber struct {
 	live atomic.Bool
 	// reported is set once the caches have been told (Connected).
 	reported atomic.Bool
+	// inv is the subscription to auth.invalidate.>.
+	inv atomic.Pointer[nats.Subscription]
+	// dropMu guards purgedAt: the subscription's count of dropped events
+	// when the caches were last purged for them.
+	dropMu   sync.Mutex
+	purgedAt int
+	done     chan struct{} // closed by Close
+	stop     sync.Once
 }
 
 // Options configure Connect.
@@ -63,6 +72,11 @@ type Options struct {
 	// (a key revoked): forget the key. nil: such events are counted and
 	// dropped.
 	APIKey func(publicID string)
+	// DropCheck is how often the subscriber looks for events its client
+	// dropped since the last purge (default 100ms). The client reports a
+	// slow consumer only at the first drop of a run; the events it drops
+	// after that are caught here.
+	DropCheck time.Duration
 }
 
 // Connect connects (retrying in the background if NATS is not up yet) and
@@ -81,7 +95,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	if o.Rand == nil {
 		o.Rand = rand.Float64
 	}
-	s := &Subscriber{t: t, key: o.APIKey, log: log, m: m, now: o.Now}
+	if o.DropCheck <= 0 {
+		o.DropCheck = 100 * time.Millisecond
+	}
+	s := &Subscriber{t: t, key: o.APIKey, log: log, m: m, now: o.Now, done: make(chan struct{})}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
@@ -108,8 +125,12 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			s.connected()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
+				if sub != nil && sub == s.inv.Load() {
+					s.purgeForDrops(sub)
+					return
+				}
 				// Events were dropped: which entries they named is unknown.
 				log.Warn("nats slow consumer: invalidations dropped; purging caches")
 				t.InvalidateAll()
@@ -127,6 +148,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectWildcard, err)
 	}
 	s.sub = sub
+	s.inv.Store(sub)
 	if o.PendingLimit > 0 {
 		if err := sub.SetPendingLimits(o.PendingLimit, -1); err != nil {
 			nc.Close()
@@ -140,6 +162,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}
 	}
 	s.nc = nc
+	go s.watchDrops(sub, o.DropCheck)
 	if nc.IsConnected() {
 		// Make sure the server has the subscription before calling the
 		// feed live.
@@ -194,6 +217,38 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 	}
 }
 
+// purgeForDrops purges the caches if sub dropped events since the last
+// purge: which entries they named is unknown. The client reports a slow
+// consumer once, at the first drop, and drops silently from then on until
+// an event fits in its queue again; an entry filled after that first purge
+// may be named by one of the later drops, so each of them is followed by
+// a purge too (watchDrops), at most one per DropCheck.
+func (s *Subscriber) purgeForDrops(sub *nats.Subscription) {
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	n, err := sub.Dropped()
+	if err != nil || n == s.purgedAt {
+		return
+	}
+	s.log.Warn("nats slow consumer: invalidations dropped; purging caches", "dropped_total", n, "dropped", n-s.purgedAt)
+	s.purgedAt = n
+	s.t.InvalidateAll()
+}
+
+// watchDrops purges for dropped events every DropCheck until Close.
+func (s *Subscriber) watchDrops(sub *nats.Subscription, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.purgeForDrops(sub)
+		}
+	}
+}
+
 // Dropped is the number of invalidations this client discarded because it
 // fell behind (a slow consumer); each one means a purge is due.
 func (s *Subscriber) Dropped() int {
@@ -218,6 +273,7 @@ func (s *Subscriber) Connected() bool { return s.reported.Load() && s.nc.IsConne
 // Close drains the subscription and waits (up to timeout) for the
 // connection to close.
 func (s *Subscriber) Close(timeout time.Duration) error {
+	s.stop.Do(func() { close(s.done) })
 	closed := make(chan struct{})
 	s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := s.nc.Drain(); err != nil {

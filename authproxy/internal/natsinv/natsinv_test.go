@@ -1,10 +1,12 @@
 package natsinv
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -202,4 +205,105 @@ func TestConnectReportsOnce(t *testing.T) {
 	if got, _ := r.count(); got != 1 {
 		t.Fatalf("%d live reports for one connection, want 1", got)
 	}
+}
+
+// countingFetcher answers every projection, counting the fetches.
+type countingFetcher struct{ n atomic.Int64 }
+
+func (f *countingFetcher) Fetch(_ context.Context, user, tenant, _ string) (*identity.Projection, error) {
+	f.n.Add(1)
+	return &identity.Projection{UserID: user, TenantID: tenant, UserStatus: identity.StatusActive,
+		MembershipStatus: identity.StatusActive, TenantStatus: identity.StatusActive}, nil
+}
+
+// tenantBlocker holds every tenant event until block is closed and counts
+// the tenant events applied and the purges.
+type tenantBlocker struct {
+	*projection.Cache
+	block   chan struct{}
+	tenants atomic.Int64
+	purges  atomic.Int64
+}
+
+func (b *tenantBlocker) InvalidateTenant(id string) {
+	<-b.block
+	b.Cache.InvalidateTenant(id)
+	b.tenants.Add(1)
+}
+
+func (b *tenantBlocker) InvalidateAll() {
+	b.Cache.InvalidateAll()
+	b.purges.Add(1)
+}
+
+// TestEventsDroppedAfterTheSlowConsumerPurge: the client reports a slow
+// consumer once, at the first drop, and drops silently from then on until
+// an event fits in its queue again. An entry filled after that first purge
+// whose invalidation is among the later drops must not outlive them: the
+// cache is purged again once more events were dropped.
+func TestEventsDroppedAfterTheSlowConsumerPurge(t *testing.T) {
+	n := testenv.StartNATS(t)
+	f := &countingFetcher{}
+	c, err := projection.New(projection.Options{Size: 100, TTL: time.Hour, MaxStaleness: time.Second}, f, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	b := &tenantBlocker{Cache: c, block: make(chan struct{})}
+	s, err := Connect(Options{URL: n.URL(), PendingLimit: 10}, b, quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	pub, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	publish := func(subject string, times int) {
+		t.Helper()
+		for range times {
+			if err := pub.Publish(subject, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := pub.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One event in the handler, ten queued, the rest dropped: the first
+	// drop is reported and purges.
+	const sent = 50
+	publish(invalidation.TenantSubject("busy-tenant"), sent)
+	testenv.Eventually(t, func() error { return testenv.WantAtLeast("dropped events", s.Dropped(), sent-11) })
+	testenv.Eventually(t, func() error { return testenv.WantAtLeast("purges", b.purges.Load(), 1) })
+
+	// Filled after that purge, while the consumer is still behind.
+	get := func() {
+		t.Helper()
+		if _, err := c.Get(context.Background(), "victim", "t1", "rid"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, func() error {
+		before := f.n.Load()
+		get()
+		return testenv.Want("fetches of a cached entry", f.n.Load()-before, int64(0))
+	})
+	fetched := f.n.Load()
+
+	// Its invalidation is dropped too (the queue is still full).
+	dropped := s.Dropped()
+	publish(invalidation.UserSubject("victim"), 1)
+	testenv.Eventually(t, func() error { return testenv.Want("dropped events", s.Dropped(), dropped+1) })
+
+	close(b.block)
+	testenv.Eventually(t, func() error {
+		return testenv.WantAtLeast("tenant events applied", b.tenants.Load(), int64(sent-s.Dropped()+1))
+	})
+	testenv.Eventually(t, func() error {
+		get()
+		return testenv.WantAbove("fetches of the entry whose event was dropped", f.n.Load(), fetched)
+	})
 }
