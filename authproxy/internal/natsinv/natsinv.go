@@ -2,8 +2,8 @@
 // auth.invalidate.user.<id>, .tenant.<id>, .all) to the proxy's caches, and
 // its key-change events (auth.keys.changed) to the key set. It
 // reconnects forever; while disconnected the caches trust entries only for
-// a bounded staleness, and on reconnect everything is purged because events
-// may have been missed.
+// a bounded staleness, and on reconnect everything is purged and the key
+// set refetched because events may have been missed.
 package natsinv
 
 import (
@@ -36,9 +36,12 @@ type Subscriber struct {
 	sub *nats.Subscription
 	t   Target
 	key func(string)
-	log *slog.Logger
-	m   *metrics.Metrics
-	now func() time.Time
+	// keys refetches the key set (Options.KeysChanged; nil: not
+	// subscribed).
+	keys func()
+	log  *slog.Logger
+	m    *metrics.Metrics
+	now  func() time.Time
 	// live is set while the feed is known live; it makes the report of a
 	// connection once per outage: the client also calls its connect
 	// handler (from its callback goroutine) for the connection Connect
@@ -47,14 +50,17 @@ type Subscriber struct {
 	live atomic.Bool
 	// reported is set once the caches have been told (Connected).
 	reported atomic.Bool
-	// inv is the subscription to auth.invalidate.>.
-	inv atomic.Pointer[nats.Subscription]
-	// dropMu guards purgedAt: the subscription's count of dropped events
-	// when the caches were last purged for them.
-	dropMu   sync.Mutex
-	purgedAt int
-	done     chan struct{} // closed by Close
-	stop     sync.Once
+	// inv is the subscription to auth.invalidate.>, ks the one to
+	// auth.keys.changed (nil without KeysChanged).
+	inv, ks atomic.Pointer[nats.Subscription]
+	// dropMu guards purgedAt and refetchedAt: the subscriptions' counts of
+	// dropped events when the caches were last purged, and the key set
+	// last refetched, for them.
+	dropMu      sync.Mutex
+	purgedAt    int
+	refetchedAt int
+	done        chan struct{} // closed by Close
+	stop        sync.Once
 }
 
 // Options configure Connect.
@@ -66,7 +72,9 @@ type Options struct {
 	Rand          func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
 	PendingLimit  int            // events buffered before dropping; 0: the client's default (512k)
 	// KeysChanged is called for each auth.keys.changed event (coreapi's
-	// signing keys changed): refetch the key set now. nil: not subscribed.
+	// signing keys changed): refetch the key set now. It is also called
+	// (on a goroutine of its own) when the feed comes back after an outage
+	// or dropped such an event. nil: not subscribed.
 	KeysChanged func()
 	// APIKey is called for each auth.invalidate.apikey.<public id> event
 	// (a key revoked): forget the key. nil: such events are counted and
@@ -98,7 +106,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	if o.DropCheck <= 0 {
 		o.DropCheck = 100 * time.Millisecond
 	}
-	s := &Subscriber{t: t, key: o.APIKey, log: log, m: m, now: o.Now, done: make(chan struct{})}
+	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{})}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
@@ -109,7 +117,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.ConnectHandler(func(*nats.Conn) {
 			log.Info("nats connected")
-			s.connected()
+			s.connected(true)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			// The outage's start first: the client already reads as
@@ -121,14 +129,19 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			s.reported.Store(false)
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
-			log.Info("nats reconnected; purging caches")
-			s.connected()
+			log.Info("nats reconnected; purging caches and refetching keys")
+			s.connected(true)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
-				if sub != nil && sub == s.inv.Load() {
+				switch {
+				case sub == nil:
+				case sub == s.inv.Load():
 					s.purgeForDrops(sub)
+					return
+				case sub == s.ks.Load():
+					s.refetchForDrops(sub)
 					return
 				}
 				// Events were dropped: which entries they named is unknown.
@@ -155,30 +168,39 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			return nil, fmt.Errorf("pending limits: %w", err)
 		}
 	}
+	var ks *nats.Subscription
 	if o.KeysChanged != nil {
-		if _, err := nc.Subscribe(invalidation.SubjectKeysChanged, func(msg *nats.Msg) { s.keysChanged(msg, o.KeysChanged) }); err != nil {
+		if ks, err = nc.Subscribe(invalidation.SubjectKeysChanged, func(msg *nats.Msg) { s.keysChanged(msg, o.KeysChanged) }); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectKeysChanged, err)
 		}
+		s.ks.Store(ks)
 	}
 	s.nc = nc
-	go s.watchDrops(sub, o.DropCheck)
+	go s.watchDrops(sub, ks, o.DropCheck)
 	if nc.IsConnected() {
 		// Make sure the server has the subscription before calling the
 		// feed live.
 		if err := nc.FlushTimeout(2 * time.Second); err != nil {
 			log.Warn("nats flush", "err", err)
 		}
-		s.connected()
+		// The key set is fetched at start: no refetch for this one.
+		s.connected(false)
 	}
 	return s, nil
 }
 
-func (s *Subscriber) connected() {
+// connected reports the feed live, once per outage: the caches purge
+// (events may have been missed) and, with refetch, the key set is fetched
+// again, since an auth.keys.changed may have been missed too.
+func (s *Subscriber) connected(refetch bool) {
 	s.m.NATSConnected.Set(1)
 	if s.live.CompareAndSwap(false, true) {
 		s.t.Reconnected()
 		s.reported.Store(true)
+		if refetch && s.keys != nil {
+			go s.keys() // a fetch over the network: not on the client's callback goroutine
+		}
 	}
 }
 
@@ -235,8 +257,23 @@ func (s *Subscriber) purgeForDrops(sub *nats.Subscription) {
 	s.t.InvalidateAll()
 }
 
-// watchDrops purges for dropped events every DropCheck until Close.
-func (s *Subscriber) watchDrops(sub *nats.Subscription, every time.Duration) {
+// refetchForDrops refetches the key set if ks, the auth.keys.changed
+// subscription, dropped events since the last refetch for them.
+func (s *Subscriber) refetchForDrops(ks *nats.Subscription) {
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	n, err := ks.Dropped()
+	if err != nil || n == s.refetchedAt {
+		return
+	}
+	s.log.Warn("nats slow consumer: key changes dropped; refetching keys", "dropped_total", n)
+	s.refetchedAt = n
+	go s.keys()
+}
+
+// watchDrops acts on dropped events every DropCheck until Close: a purge
+// for sub's, a key set refetch for ks's (ks may be nil).
+func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -245,6 +282,9 @@ func (s *Subscriber) watchDrops(sub *nats.Subscription, every time.Duration) {
 			return
 		case <-t.C:
 			s.purgeForDrops(sub)
+			if ks != nil {
+				s.refetchForDrops(ks)
+			}
 		}
 	}
 }

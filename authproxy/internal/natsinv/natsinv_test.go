@@ -307,3 +307,26 @@ func TestEventsDroppedAfterTheSlowConsumerPurge(t *testing.T) {
 		return testenv.WantAbove("fetches of the entry whose event was dropped", f.n.Load(), fetched)
 	})
 }
+
+// TestReconnectRefetchesKeys: an auth.keys.changed published while the
+// proxy was cut off from NATS is lost like any event; the reconnection
+// refetches the key set at once, as it purges the caches, instead of
+// leaving a removed key verifying until the periodic refresh.
+func TestReconnectRefetchesKeys(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := newRecorder(t)
+	var refetches atomic.Int64
+	s, err := Connect(Options{URL: n.URL(), ReconnectWait: 100 * time.Millisecond, MaxReconnect: 200 * time.Millisecond,
+		KeysChanged: func() { refetches.Add(1) }}, r, quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	before := refetches.Load()
+	n.Stop()
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), false) })
+	n.Start()
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	testenv.Eventually(t, func() error { return testenv.WantAbove("key set refetches", refetches.Load(), before) })
+}
