@@ -486,3 +486,32 @@ func TestStreamsEndWhenTheirKeyIsRemoved(t *testing.T) {
 	oldSSE.wantEnd(t, 5*time.Second)
 	echo(t, nextWS, "after")
 }
+
+// TestStreamsDecidedAgainWhileNATSDown: with the invalidation feed down,
+// a request trusts a cached projection for MAX_STALENESS only; an open
+// stream, a decision that lasts, is decided again on the same bound, so
+// a member disabled during the outage loses the stream as they lose their
+// requests, not at their token's expiry or the feed's return.
+func TestStreamsDecidedAgainWhileNATSDown(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"MAX_STALENESS": "1s"})
+	tok := e.token(nil)
+	c, _, err := e.dialWS("/notes/ws", bearer(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echo(t, c, "x")
+	e.nats.Stop()
+	testenv.Eventually(t, func() error {
+		return testenv.Want("bounded staleness", e.app.Projections.BoundedStaleness(), true)
+	})
+	p := notesProjection()
+	p.MembershipStatus = "disabled"
+	e.core.SetProjection(p)
+	e.clock.Advance(2 * time.Second) // past the bound for the entry and the disconnect
+	// A request already sees it.
+	e.wantProblem(e.do("GET", "/notes", tok, nil), 401, problem.CodeInvalidToken)
+	if code, text := wantClosed(t, c, 10*time.Second); code != websocket.ClosePolicyViolation || text != "inactive" {
+		t.Fatalf("close = %d %q", code, text)
+	}
+}

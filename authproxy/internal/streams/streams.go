@@ -83,7 +83,12 @@ type Options struct {
 	// CloseWait is how long a closed WebSocket waits for the client to
 	// answer the close frame before the connection is dropped.
 	CloseWait time.Duration
-	Now       func() time.Time
+	// DownRecheck: while the invalidation feed is down (no event can
+	// come), every open stream is decided again this often, through the
+	// projection cache, which then trusts an entry only for a bounded
+	// staleness. 0: never.
+	DownRecheck time.Duration
+	Now         func() time.Time
 }
 
 // Manager holds the open streams.
@@ -101,6 +106,10 @@ type Manager struct {
 	done  chan struct{} // closed when draining and the last stream ends
 	pool  sync.Pool     // of *[]byte, BufferBytes each
 	seq   atomic.Uint64
+	// downStop ends the periodic rechecks of a feed outage (nil: none
+	// running); guarded by downMu.
+	downMu   sync.Mutex
+	downStop chan struct{}
 }
 
 // New returns a Manager registering its metrics on reg.
@@ -157,6 +166,10 @@ type Conn struct {
 	reason   atomic.Pointer[string]
 	smu      sync.Mutex          // closed and shutdown
 	shutdown func(reason string) // ends the transport (set by start; nil before)
+
+	// rechecking is set while a periodic recheck (DownRecheck) of the
+	// stream runs: the next one skips it rather than pile up.
+	rechecking atomic.Bool
 }
 
 // Reason is why the connection was closed ("" while open).
@@ -373,6 +386,52 @@ func (m *Manager) recheck(cs []*Conn) {
 	}
 }
 
+// feedDown starts deciding every stream again each DownRecheck, until
+// feedUp: with the feed down no event will say that one lost its access.
+func (m *Manager) feedDown() {
+	if m.o.DownRecheck <= 0 {
+		return
+	}
+	m.downMu.Lock()
+	defer m.downMu.Unlock()
+	if m.downStop != nil || m.drain.Load() { // Drain sets drain, then calls feedUp
+		return
+	}
+	m.downStop = make(chan struct{})
+	go m.recheckWhileDown(m.downStop)
+}
+
+// feedUp stops the rechecks feedDown started.
+func (m *Manager) feedUp() {
+	m.downMu.Lock()
+	defer m.downMu.Unlock()
+	if m.downStop != nil {
+		close(m.downStop)
+		m.downStop = nil
+	}
+}
+
+func (m *Manager) recheckWhileDown(stop <-chan struct{}) {
+	t := time.NewTicker(m.o.DownRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			for _, c := range m.snapshot(nil, "") {
+				if c.claims == nil || !c.rechecking.CompareAndSwap(false, true) {
+					continue
+				}
+				go func() {
+					defer c.rechecking.Store(false)
+					m.recheckConn(c)
+				}()
+			}
+		}
+	}
+}
+
 // Retry bounds of a recheck the projection cache could not answer.
 const (
 	recheckRetryMin = 100 * time.Millisecond
@@ -504,6 +563,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 	m.drain.Store(true)
 	empty := len(m.all) == 0
 	m.mu.Unlock()
+	m.feedUp()
 	if empty {
 		m.closeDone()
 	}
@@ -615,10 +675,18 @@ func (i Invalidator) InvalidateAll() {
 	i.Streams.RecheckAll()
 }
 
+// Disconnected puts the cache in bounded staleness and has every stream
+// decided again periodically (Options.DownRecheck) until Reconnected.
+func (i Invalidator) Disconnected(at time.Time) {
+	i.Target.Disconnected(at)
+	i.Streams.feedDown()
+}
+
 // Reconnected purges the cache (events may have been missed) and
 // re-evaluates every stream.
 func (i Invalidator) Reconnected() {
 	i.Target.Reconnected()
+	i.Streams.feedUp()
 	i.Streams.RecheckAll()
 }
 
