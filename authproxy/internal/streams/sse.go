@@ -29,7 +29,6 @@ func (m *Manager) ServeStream(r Request) error {
 	if err != nil {
 		return err
 	}
-	c.traceID = r.TraceID
 	up, err := m.dial(r.Addr, r.TLS)
 	if err != nil {
 		m.release(c, ReasonError)

@@ -204,15 +204,17 @@ func (m *Manager) reserve(kind, route string, cl *tokens.Claims, rt *rules.Route
 
 // origin is where a stream was opened: its request's normalized path and
 // method, and the upstream it goes to, which a rules reload reads
-// (Reroute).
+// (Reroute); and its request's trace id, which its log lines carry (set
+// before the stream is registered: a recheck may log at once).
 type origin struct {
 	path, method, addr string
 	tls                bool
+	traceID            string
 }
 
 // originOf is r's origin.
 func originOf(r *Request) origin {
-	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil}
+	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil, traceID: r.TraceID}
 }
 
 func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string, at origin) (*Conn, error) {
@@ -223,7 +225,7 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		cl = &cp
 	}
 	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: at.path, method: at.method,
-		addr: at.addr, tls: at.tls, opened: m.o.Now().Unix(), closed: make(chan struct{})}
+		addr: at.addr, tls: at.tls, traceID: at.traceID, opened: m.o.Now().Unix(), closed: make(chan struct{})}
 	c.rt.Store(rt)
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -60,7 +60,6 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	if err != nil {
 		return err
 	}
-	c.traceID = r.TraceID
 	up, br, err := m.handshake(r)
 	if err != nil {
 		m.release(c, ReasonError)
