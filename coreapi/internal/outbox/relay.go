@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -238,10 +239,18 @@ FOR UPDATE SKIP LOCKED`
 		ids := make([]int64, len(batch))
 		for i, p := range batch {
 			ids[i] = p.ID
-			msg := &nats.Msg{Subject: p.Subject, Data: body(p), Header: nats.Header{}}
+			subject := p.Subject
+			if !deliverable(subject) {
+				// Left pending, the row would hold back every later one
+				// for ever; what it named is unknown, so everything goes.
+				r.log.Error("outbox row has a subject no proxy can act on; publishing auth.invalidate.all instead",
+					"id", p.ID, "subject", subject)
+				subject = invalidation.SubjectAll
+			}
+			msg := &nats.Msg{Subject: subject, Data: body(p), Header: nats.Header{}}
 			msg.Header.Set(MsgIDHeader, strconv.FormatInt(p.ID, 10))
 			if err := r.nc.PublishMsg(msg); err != nil {
-				return fmt.Errorf("publish %s: %w", p.Subject, err)
+				return fmt.Errorf("publish %s: %w", subject, err)
 			}
 		}
 		// Core NATS has no per-message ack; a flush round trip proves the
@@ -260,6 +269,20 @@ FOR UPDATE SKIP LOCKED`
 	}
 	r.published.Add(int64(n))
 	return n, nil
+}
+
+// deliverable reports whether subject can be published as it is and means
+// something to a proxy: the key-change subject, or an invalidation subject
+// shared/invalidation parses, without the white space NATS refuses.
+func deliverable(subject string) bool {
+	if strings.ContainsAny(subject, " \t\r\n") {
+		return false
+	}
+	if subject == invalidation.SubjectKeysChanged {
+		return true
+	}
+	kind, _ := invalidation.Parse(subject)
+	return kind != invalidation.KindUnknown
 }
 
 // body is the invalidation.Event for a row; "at" defaults to the row's

@@ -338,3 +338,41 @@ func TestPublishBatchNATSDown(t *testing.T) {
 		t.Errorf("pending rows = %d, want 1", got)
 	}
 }
+
+// TestUnpublishableRowDoesNotHoldBackTheOthers: a row whose subject NATS
+// refuses (white space) or no proxy understands (an empty id) is never
+// going to be delivered as written. It must not stay pending at the head
+// of the queue, where every later invalidation would wait behind it for
+// ever; it goes out as auth.invalidate.all instead (what it named is
+// unknown, so everything is dropped), and the rows after it follow.
+func TestUnpublishableRowDoesNotHoldBackTheOthers(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	insert(t, db.Pool,
+		Row{Subject: invalidation.UserSubject("a b"), Reason: invalidation.ReasonMemberRemoved},
+		Row{Subject: invalidation.UserSubject(""), Reason: invalidation.ReasonMemberRemoved},
+		Row{Subject: invalidation.UserSubject("u2"), Reason: invalidation.ReasonRoleRevoked})
+	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{})
+	if _, err := r.PublishBatch(context.Background()); err != nil {
+		t.Fatalf("PublishBatch: %v", err)
+	}
+	if got := pendingCount(t, db.Pool); got != 0 {
+		t.Errorf("pending rows = %d, want 0", got)
+	}
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 3, "%d distinct events arrived, want 3", n) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var got []string
+	for _, m := range c.msgs {
+		got = append(got, m.Subject)
+	}
+	wantSubjects := []string{invalidation.SubjectAll, invalidation.SubjectAll, invalidation.UserSubject("u2")}
+	if fmt.Sprint(got) != fmt.Sprint(wantSubjects) {
+		t.Errorf("subjects = %v, want %v", got, wantSubjects)
+	}
+	var ev invalidation.Event
+	if err := json.Unmarshal(c.msgs[0].Data, &ev); err != nil || ev.Reason != invalidation.ReasonMemberRemoved {
+		t.Errorf("body of the stand-in = %s (%v), want the row's reason", c.msgs[0].Data, err)
+	}
+}
