@@ -50,6 +50,10 @@ type Subscriber struct {
 	live atomic.Bool
 	// reported is set once the caches have been told (Connected).
 	reported atomic.Bool
+	// linkMu orders the reports of connections and disconnections: Connect
+	// reports its connection from its own goroutine, the client its
+	// handlers from another.
+	linkMu sync.Mutex
 	// inv is the subscription to auth.invalidate.>, ks the one to
 	// auth.keys.changed (nil without KeysChanged).
 	inv, ks atomic.Pointer[nats.Subscription]
@@ -115,22 +119,17 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			return reconnectDelay(attempts, o.ReconnectWait, o.MaxReconnect, o.Rand())
 		}),
-		nats.ConnectHandler(func(*nats.Conn) {
+		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected")
-			s.connected(true)
+			s.connected(nc, true)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			// The outage's start first: the client already reads as
-			// disconnected, and the staleness bound counts from here.
-			t.Disconnected(s.now())
+			s.disconnected()
 			log.Warn("nats disconnected", "err", err)
-			m.NATSConnected.Set(0)
-			s.live.Store(false)
-			s.reported.Store(false)
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) {
+		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected; purging caches and refetching keys")
-			s.connected(true)
+			s.connected(nc, true)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -182,10 +181,13 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		// Make sure the server has the subscription before calling the
 		// feed live.
 		if err := nc.FlushTimeout(2 * time.Second); err != nil {
+			// Not live yet: the client's handler reports the connection
+			// (again) when it has one.
 			log.Warn("nats flush", "err", err)
+		} else {
+			// The key set is fetched at start: no refetch for this one.
+			s.connected(nc, false)
 		}
-		// The key set is fetched at start: no refetch for this one.
-		s.connected(false)
 	}
 	return s, nil
 }
@@ -193,7 +195,17 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 // connected reports the feed live, once per outage: the caches purge
 // (events may have been missed) and, with refetch, the key set is fetched
 // again, since an auth.keys.changed may have been missed too.
-func (s *Subscriber) connected(refetch bool) {
+//
+// A connection already lost again is not reported: its disconnection may
+// have been reported before (the client reads as disconnected first, then
+// runs its handler), and the caches must stay in bounded staleness until
+// the reconnection's own report.
+func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	if !nc.IsConnected() {
+		return
+	}
 	s.m.NATSConnected.Set(1)
 	if s.live.CompareAndSwap(false, true) {
 		s.t.Reconnected()
@@ -202,6 +214,18 @@ func (s *Subscriber) connected(refetch bool) {
 			go s.keys() // a fetch over the network: not on the client's callback goroutine
 		}
 	}
+}
+
+// disconnected puts the caches in bounded staleness, the outage's start
+// first: the client already reads as disconnected, and the staleness bound
+// counts from here.
+func (s *Subscriber) disconnected() {
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	s.t.Disconnected(s.now())
+	s.m.NATSConnected.Set(0)
+	s.live.Store(false)
+	s.reported.Store(false)
 }
 
 func (s *Subscriber) handle(msg *nats.Msg) {

@@ -1,10 +1,13 @@
 package natsinv
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -329,4 +332,103 @@ func TestReconnectRefetchesKeys(t *testing.T) {
 	n.Start()
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 	testenv.Eventually(t, func() error { return testenv.WantAbove("key set refetches", refetches.Load(), before) })
+}
+
+// gate is a slog handler that holds the "nats flush" warning until
+// release is closed: it orders the connection's own report after the
+// client's disconnect handler.
+type gate struct {
+	slog.Handler
+	release <-chan struct{}
+}
+
+func (g gate) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "nats flush" {
+		select {
+		case <-g.release:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	return g.Handler.Handle(ctx, r)
+}
+
+func (g gate) WithAttrs(as []slog.Attr) slog.Handler { return gate{g.Handler.WithAttrs(as), g.release} }
+func (g gate) WithGroup(n string) slog.Handler       { return gate{g.Handler.WithGroup(n), g.release} }
+
+// downCounter counts the disconnections the cache is told of.
+type downCounter struct {
+	*projection.Cache
+	downs   atomic.Int64
+	secondC chan struct{}
+}
+
+func (d *downCounter) Disconnected(at time.Time) {
+	d.Cache.Disconnected(at)
+	if d.downs.Add(1) == 2 {
+		close(d.secondC)
+	}
+}
+
+// oneShotNATS speaks just enough of the NATS protocol to let a client
+// connect, then drops the connection at the client's next PING (Connect's
+// flush of its subscription) and refuses every later connection.
+func oneShotNATS(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		ln.Close() // reconnections are refused
+		fmt.Fprintf(c, "INFO {\"server_id\":\"fake\",\"version\":\"2.10.0\",\"proto\":1,\"headers\":true,\"max_payload\":1048576}\r\n")
+		r := bufio.NewReader(c)
+		pings := 0
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "PING") {
+				if pings++; pings > 1 {
+					return // the flush's PING: drop the connection
+				}
+				fmt.Fprintf(c, "PONG\r\n")
+			}
+		}
+	}()
+	return "nats://" + ln.Addr().String()
+}
+
+// TestConnectionLostDuringConnect: the connection breaks while Connect
+// flushes its subscription, and the client reports the disconnection
+// before Connect would report the connection. The cache must stay in
+// bounded staleness (the feed is down), not be told the feed is live.
+func TestConnectionLostDuringConnect(t *testing.T) {
+	c, err := projection.New(projection.Options{Size: 100, TTL: time.Minute, MaxStaleness: time.Second}, nil, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	d := &downCounter{Cache: c, secondC: make(chan struct{})}
+	log := slog.New(gate{slog.NewJSONHandler(io.Discard, nil), d.secondC})
+	s, err := Connect(Options{URL: oneShotNATS(t), ReconnectWait: time.Hour, MaxReconnect: time.Hour}, d, log, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	if n := d.downs.Load(); n < 2 {
+		t.Fatalf("%d disconnections reported, want 2 (the start, the broken connection)", n)
+	}
+	if !c.BoundedStaleness() {
+		t.Fatal("the cache trusts its entries without limit while the feed is down")
+	}
+	if s.Connected() {
+		t.Fatal("Connected with the connection down")
+	}
 }
