@@ -65,6 +65,7 @@ type Subscriber struct {
 	refetchedAt int
 	done        chan struct{} // closed by Close
 	stop        sync.Once
+	watcher     sync.WaitGroup // watchDrops
 }
 
 // Options configure Connect.
@@ -176,6 +177,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		s.ks.Store(ks)
 	}
 	s.nc = nc
+	s.watcher.Add(1)
 	go s.watchDrops(sub, ks, o.DropCheck)
 	if nc.IsConnected() {
 		// Make sure the server has the subscription before calling the
@@ -298,6 +300,7 @@ func (s *Subscriber) refetchForDrops(ks *nats.Subscription) {
 // watchDrops acts on dropped events every DropCheck until Close: a purge
 // for sub's, a key set refetch for ks's (ks may be nil).
 func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration) {
+	defer s.watcher.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -337,7 +340,9 @@ func (s *Subscriber) Connected() bool { return s.reported.Load() && s.nc.IsConne
 // Close drains the subscription and waits (up to timeout) for the
 // connection to close.
 func (s *Subscriber) Close(timeout time.Duration) error {
+	// No purge may run once Close returns (the caches are closed next).
 	s.stop.Do(func() { close(s.done) })
+	s.watcher.Wait()
 	closed := make(chan struct{})
 	s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := s.nc.Drain(); err != nil {
