@@ -42,6 +42,16 @@ func pub(t *testing.T, raw any, kid string, alg jwa.KeyAlgorithm, use string) ma
 	return m
 }
 
+// keySet is the JWKS document of keys' public keys.
+func keySet(t *testing.T, keys ...*testenv.Key) []byte {
+	var ks []map[string]any
+	for _, k := range keys {
+		ks = append(ks, pub(t, k.Public, k.Kid, k.Alg, "sig"))
+	}
+	b, _ := json.Marshal(map[string]any{"keys": ks})
+	return b
+}
+
 // serve starts a real HTTP server answering the JWKS in *body.
 func serve(t *testing.T, body *atomic.Value, hits *atomic.Int64) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -103,16 +113,8 @@ func TestOnlyUsableKeysKept(t *testing.T) {
 func TestLookupRefetchAndCooldown(t *testing.T) {
 	k1 := testenv.NewKey(t, "k1", jwa.EdDSA)
 	k2 := testenv.NewKey(t, "k2", jwa.EdDSA)
-	set := func(ks ...*testenv.Key) []byte {
-		var l []map[string]any
-		for _, k := range ks {
-			l = append(l, pub(t, k.Public, k.Kid, k.Alg, "sig"))
-		}
-		b, _ := json.Marshal(map[string]any{"keys": l})
-		return b
-	}
 	var body atomic.Value
-	body.Store(set(k1))
+	body.Store(keySet(t, k1))
 	var hits atomic.Int64
 	var off atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(off.Load())) }
@@ -124,7 +126,7 @@ func TestLookupRefetchAndCooldown(t *testing.T) {
 	if hits.Load() != 1 {
 		t.Fatalf("lookup before load fetched %d times, want 1", hits.Load())
 	}
-	body.Store(set(k1, k2))
+	body.Store(keySet(t, k1, k2))
 	if _, err := c.Lookup(ctx, "k2"); !errors.Is(err, ErrUnknownKid) {
 		t.Fatalf("k2 within cooldown = %v, want ErrUnknownKid", err)
 	}
@@ -144,7 +146,7 @@ func TestLookupRefetchAndCooldown(t *testing.T) {
 	// An unchanged key keeps its identity across refreshes (cached tokens
 	// stay valid); a removed one disappears.
 	before := c.Current().Keys["k1"]
-	body.Store(set(k1))
+	body.Store(keySet(t, k1))
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -181,16 +183,8 @@ func TestBadJWKSKeepsOldSet(t *testing.T) {
 func TestKeysChanged(t *testing.T) {
 	a := testenv.NewKey(t, "a", jwa.EdDSA)
 	b := testenv.NewKey(t, "b", jwa.EdDSA)
-	set := func(keys ...*testenv.Key) []byte {
-		var ks []map[string]any
-		for _, k := range keys {
-			ks = append(ks, pub(t, k.Public, k.Kid, k.Alg, "sig"))
-		}
-		out, _ := json.Marshal(map[string]any{"keys": ks})
-		return out
-	}
 	var body atomic.Value
-	body.Store(set(a))
+	body.Store(keySet(t, a))
 	var hits atomic.Int64
 	gate := make(chan struct{})
 	var blockNext atomic.Bool
@@ -221,7 +215,7 @@ func TestKeysChanged(t *testing.T) {
 	slow := make(chan error, 1)
 	go func() { slow <- c.Refresh(context.Background()) }()
 	<-entered
-	body.Store(set(b))
+	body.Store(keySet(t, b))
 	before := hits.Load()
 	if err := c.KeysChanged(context.Background()); err != nil {
 		t.Fatal(err)
@@ -248,16 +242,8 @@ func TestKeysChanged(t *testing.T) {
 func TestKeysChangedRetriedUntilFetched(t *testing.T) {
 	a := testenv.NewKey(t, "a", jwa.EdDSA)
 	b := testenv.NewKey(t, "b", jwa.EdDSA)
-	set := func(keys ...*testenv.Key) []byte {
-		var ks []map[string]any
-		for _, k := range keys {
-			ks = append(ks, pub(t, k.Public, k.Kid, k.Alg, "sig"))
-		}
-		out, _ := json.Marshal(map[string]any{"keys": ks})
-		return out
-	}
 	var body atomic.Value
-	body.Store(set(a, b))
+	body.Store(keySet(t, a, b))
 	var failing atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if failing.Load() {
@@ -279,7 +265,7 @@ func TestKeysChangedRetriedUntilFetched(t *testing.T) {
 	}
 
 	failing.Store(true)
-	body.Store(set(b)) // a is removed
+	body.Store(keySet(t, b)) // a is removed
 	if err := c.KeysChanged(context.Background()); err == nil {
 		t.Fatal("KeysChanged succeeded against a failing JWKS")
 	}

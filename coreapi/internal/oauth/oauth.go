@@ -262,11 +262,11 @@ func bindingCookie(c *fiber.Ctx, state, value string) {
 // are MaxBindingCookies of them.
 func clearBindings(c *fiber.Ctx) {
 	var names []string
-	c.Request().Header.VisitAllCookie(func(k, _ []byte) {
+	for k := range c.Request().Header.Cookies() {
 		if strings.HasPrefix(string(k), CookiePrefix) {
 			names = append(names, string(k))
 		}
-	})
+	}
 	if len(names) < MaxBindingCookies {
 		return
 	}
