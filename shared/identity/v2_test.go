@@ -308,6 +308,11 @@ func TestIdentityMACMatchesAppendSignature(t *testing.T) {
 		{Principal: PrincipalUser, UserID: "u1", TenantID: "t1", SessionID: "s1", Roles: []string{"admin", "member"},
 			Permissions: []string{"tenant:read", "users:write"}, EmailVerified: true, AMR: []string{"pwd", "otp"}, AuthTime: 1767225600},
 	}
+	// Identity blocks of every length modulo the hash block: the state
+	// keeps its last part-filled block's bytes apart, none among them.
+	for n := range sha256.BlockSize {
+		ids = append(ids, Identity{Principal: PrincipalUser, UserID: strings.Repeat("u", n), TenantID: "t1"})
+	}
 	reqs := []Request{
 		{Timestamp: 1767225600123, RequestID: "r1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/a?b=c", BodySHA256: EmptyBodySHA256},
 		// The same millisecond (the scratch reuses its formatted timestamp)...
