@@ -52,8 +52,10 @@ type Subscriber struct {
 	reported atomic.Bool
 	// linkMu orders the reports of connections and disconnections: Connect
 	// reports its connection from its own goroutine, the client its
-	// handlers from another.
-	linkMu sync.Mutex
+	// handlers from another. started (under linkMu) is set once Connect
+	// has made its own report, or found nothing to report.
+	linkMu  sync.Mutex
+	started bool
 	// inv is the subscription to auth.invalidate.>, ks the one to
 	// auth.keys.changed (nil without KeysChanged).
 	inv, ks atomic.Pointer[nats.Subscription]
@@ -122,7 +124,17 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected")
-			s.connected(nc, true)
+			// The client runs this for the connection Connect makes too,
+			// often before Connect has subscribed and flushed: Connect
+			// reports that one. A first connection made after Connect
+			// returned (NATS down at start) is reported here, as a
+			// reconnection: keys may have changed meanwhile.
+			s.linkMu.Lock()
+			started := s.started
+			s.linkMu.Unlock()
+			if started {
+				s.connected(nc, true)
+			}
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			s.disconnected()
@@ -179,6 +191,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	s.nc = nc
 	s.watcher.Add(1)
 	go s.watchDrops(sub, ks, o.DropCheck)
+	flushed := false
 	if nc.IsConnected() {
 		// Make sure the server has the subscription before calling the
 		// feed live.
@@ -187,9 +200,20 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			// (again) when it has one.
 			log.Warn("nats flush", "err", err)
 		} else {
-			// The key set is fetched at start: no refetch for this one.
-			s.connected(nc, false)
+			flushed = true
 		}
+	}
+	s.linkMu.Lock()
+	s.started = true // from here the connect handler reports
+	s.linkMu.Unlock()
+	switch {
+	case flushed:
+		// The key set is fetched at start: no refetch for this one.
+		s.connected(nc, false)
+	case nc.IsConnected():
+		// Connected after a failed first attempt, its handler perhaps
+		// run (and passed over) before started was set.
+		s.connected(nc, true)
 	}
 	return s, nil
 }

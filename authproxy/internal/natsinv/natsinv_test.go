@@ -334,6 +334,43 @@ func TestReconnectRefetchesKeys(t *testing.T) {
 	testenv.Eventually(t, func() error { return testenv.WantAbove("key set refetches", refetches.Load(), before) })
 }
 
+// TestFirstConnectionRefetchesNoKeys: the key set is fetched at start,
+// so the connection Connect makes does not fetch it again (the client's
+// connect handler, which runs for it too, often before Connect has
+// flushed, must not count as a reconnection); a first connection made
+// only after start, NATS having been down, does, as a reconnection does.
+func TestFirstConnectionRefetchesNoKeys(t *testing.T) {
+	n := testenv.StartNATS(t)
+	for i := range 8 {
+		var refetches atomic.Int64
+		s, err := Connect(Options{URL: n.URL(), KeysChanged: func() { refetches.Add(1) }}, newRecorder(t), quiet(), metrics.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+		time.Sleep(50 * time.Millisecond) // the client's handler, late
+		s.Close(time.Second)
+		if got := refetches.Load(); got != 0 {
+			t.Fatalf("connection %d: %d key set refetches, want 0 (fetched at start)", i, got)
+		}
+	}
+
+	n.Stop()
+	var refetches atomic.Int64
+	s, err := Connect(Options{URL: n.URL(), ReconnectWait: 50 * time.Millisecond, MaxReconnect: 100 * time.Millisecond,
+		KeysChanged: func() { refetches.Add(1) }}, newRecorder(t), quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	if s.Connected() {
+		t.Fatal("connected with NATS down")
+	}
+	n.Start()
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	testenv.Eventually(t, func() error { return testenv.WantAbove("key set refetches", refetches.Load(), 0) })
+}
+
 // gate is a slog handler that holds the "nats flush" warning until
 // release is closed: it orders the connection's own report after the
 // client's disconnect handler.
