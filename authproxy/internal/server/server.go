@@ -481,7 +481,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 		// Unique, not secret: a random per-process prefix and a number
 		// from a per-CPU sequence (no counter shared by the cores).
 		st.reqID = append(st.reqID[:0], s.idPrefix...)
-		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Next(), 36)
+		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Next(), 16)
 	}
 }
 
