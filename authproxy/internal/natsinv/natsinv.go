@@ -33,7 +33,6 @@ type Target interface {
 // Subscriber owns the NATS connection.
 type Subscriber struct {
 	nc  *nats.Conn
-	sub *nats.Subscription
 	t   Target
 	key func(string)
 	// keys refetches the key set (Options.KeysChanged; nil: not
@@ -172,7 +171,6 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		nc.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectWildcard, err)
 	}
-	s.sub = sub
 	s.inv.Store(sub)
 	if o.PendingLimit > 0 {
 		if err := sub.SetPendingLimits(o.PendingLimit, -1); err != nil {
@@ -182,7 +180,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	}
 	var ks *nats.Subscription
 	if o.KeysChanged != nil {
-		if ks, err = nc.Subscribe(invalidation.SubjectKeysChanged, func(msg *nats.Msg) { s.keysChanged(msg, o.KeysChanged) }); err != nil {
+		if ks, err = nc.Subscribe(invalidation.SubjectKeysChanged, s.keysChanged); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectKeysChanged, err)
 		}
@@ -343,13 +341,13 @@ func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration)
 // Dropped is the number of invalidations this client discarded because it
 // fell behind (a slow consumer); each one means a purge is due.
 func (s *Subscriber) Dropped() int {
-	n, _ := s.sub.Dropped()
+	n, _ := s.inv.Load().Dropped()
 	return n
 }
 
-func (s *Subscriber) keysChanged(msg *nats.Msg, refetch func()) {
+func (s *Subscriber) keysChanged(msg *nats.Msg) {
 	s.m.Invalidations.WithLabelValues("keys").Inc()
-	refetch()
+	s.keys()
 	var ev invalidation.Event
 	if json.Unmarshal(msg.Data, &ev) == nil && ev.At > 0 {
 		s.m.InvalidationLag.Observe(max(s.now().Sub(time.UnixMilli(ev.At)), 0).Seconds())
