@@ -26,7 +26,6 @@
 package fiberid
 
 import (
-	"bytes"
 	"net/http"
 	"slices"
 	"strconv"
@@ -89,8 +88,9 @@ func New(v *verify.Verifier) fiber.Handler {
 // It does so unless the app sets fiber.Config.DisablePreParseMultipartForm.
 func formParsedOnRead(c *fiber.Ctx) bool {
 	h := &c.Request().Header
-	if !bytes.HasPrefix(h.ContentType(), []byte("multipart/form-data")) || h.ContentLength() <= 0 ||
-		len(h.Peek(fiber.HeaderContentEncoding)) > 0 { // fasthttp leaves an encoded body as it is
+	// fasthttp's own test (ContinueReadBody): a known length, a boundary
+	// (any letter case of the media type), no Content-Encoding.
+	if h.ContentLength() <= 0 || len(h.MultipartFormBoundary()) == 0 || len(h.Peek(fiber.HeaderContentEncoding)) > 0 {
 		return false
 	}
 	return !c.App().Config().DisablePreParseMultipartForm

@@ -285,9 +285,16 @@ func TestMultipartBody(t *testing.T) {
 		}
 		go func() { _ = app.Listener(ln) }()
 		t.Cleanup(func() { _ = app.Shutdown() })
-		r := req(t, signer(t, appKey), bob, time.Now(), "POST", "http://"+ln.Addr().String()+"/upload", body)
-		r.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
-		status, b, _ := do(t, r)
+		send := func(contentType, encoding string) (int, []byte) {
+			r := req(t, signer(t, appKey), bob, time.Now(), "POST", "http://"+ln.Addr().String()+"/upload", body)
+			r.Header.Set("Content-Type", contentType)
+			if encoding != "" {
+				r.Header.Set("Content-Encoding", encoding)
+			}
+			status, b, _ := do(t, r)
+			return status, b
+		}
+		status, b := send("multipart/form-data; boundary="+boundary, "")
 		if keep {
 			var got struct {
 				Body  string
@@ -299,9 +306,20 @@ func TestMultipartBody(t *testing.T) {
 			}
 			continue
 		}
-		var p problem.Problem
-		if status != 500 || json.Unmarshal(b, &p) != nil || p.Code != problem.CodeInternal || !strings.Contains(p.Detail, "DisablePreParseMultipartForm") {
-			t.Fatalf("form parsed on read: %d %s, want 500 naming DisablePreParseMultipartForm", status, b)
+		// The media type in any letter case is parsed as it is read too.
+		for _, ct := range []string{"multipart/form-data; boundary=" + boundary, "Multipart/Form-Data; boundary=" + boundary} {
+			status, b := send(ct, "")
+			var p problem.Problem
+			if status != 500 || json.Unmarshal(b, &p) != nil || p.Code != problem.CodeInternal || !strings.Contains(p.Detail, "DisablePreParseMultipartForm") {
+				t.Fatalf("%s, form parsed on read: %d %s, want 500 naming DisablePreParseMultipartForm", ct, status, b)
+			}
+		}
+		// Not parsed on read (no boundary, or an encoded body): the bytes
+		// are kept and verified; the handler's own answer comes back.
+		for _, c := range []struct{ ct, enc string }{{"multipart/form-data", ""}, {"multipart/form-data; boundary=" + boundary, "identity"}} {
+			if status, b := send(c.ct, c.enc); status == 500 || status == 401 {
+				t.Fatalf("%q with Content-Encoding %q (bytes kept): %d %s", c.ct, c.enc, status, b)
+			}
 		}
 	}
 }
