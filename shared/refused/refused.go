@@ -1,4 +1,4 @@
-//go:build unix
+//go:build linux
 
 // Package refused gives tests a TCP address that refuses connections for
 // as long as the test runs.
@@ -6,10 +6,12 @@
 // Listening on port 0 and closing the listener, the usual trick, frees the
 // port: another test, or another package's test binary running at the same
 // time, may bind it before the connection is tried, and the "closed" port
-// then answers. Addr instead binds a socket and never listens on it. The
-// kernel answers every connection with a reset (ECONNREFUSED), and, since the
+// then answers. Addr instead binds a socket and never listens on it. Linux
+// answers every connection with a reset (ECONNREFUSED), and, since the
 // socket holds the port without SO_REUSEADDR, nobody else can bind it until
-// the test ends.
+// the test ends. (BSD lets a listener with SO_REUSEADDR bind the wildcard
+// address beside it: off Linux, Addr falls back to a closed listener's
+// port.)
 package refused
 
 import (
@@ -23,7 +25,7 @@ import (
 // the test and its subtests end.
 func Addr(t testing.TB) string {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0) // no child process inherits the port
 	if err != nil {
 		t.Fatalf("refused: socket: %v", err)
 	}

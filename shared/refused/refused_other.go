@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !linux
 
 package refused
 
@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// Addr returns the address of a closed listener. Off unix the port is not
+// Addr returns the address of a closed listener. Off Linux the port is not
 // held: another process may bind it before the test dials it.
 func Addr(t testing.TB) string {
 	t.Helper()
