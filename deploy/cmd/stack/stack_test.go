@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/refused"
 )
 
 func TestEnsureHMACKey(t *testing.T) {
@@ -197,13 +198,8 @@ func TestMigrateTwice(t *testing.T) {
 }
 
 func TestMigrateUnreachable(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
-	err = migrate(context.Background(), "postgres://postgres@"+addr+"/x?sslmode=disable&connect_timeout=1", 500*time.Millisecond)
+	addr := refused.Addr(t) // nothing listens there
+	err := migrate(context.Background(), "postgres://postgres@"+addr+"/x?sslmode=disable&connect_timeout=1", 500*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "database unreachable") {
 		t.Fatalf("migrate(unreachable) = %v, want a database unreachable error", err)
 	}
