@@ -184,14 +184,7 @@ func unknownVars(b *bundle, vars map[string]envconfig.Table) []string {
 	}
 	cmReaders := map[string][]string{} // ConfigMap name → services loading it
 	for _, pod := range pods {
-		var ctrs []*corev1.Container
-		for i := range pod.InitContainers {
-			ctrs = append(ctrs, &pod.InitContainers[i])
-		}
-		for i := range pod.Containers {
-			ctrs = append(ctrs, &pod.Containers[i])
-		}
-		for _, c := range ctrs {
+		for _, c := range allContainers(pod) {
 			svc := serviceOf(c)
 			if svc == "" {
 				v = append(v, fmt.Sprintf("container %s: image %s runs neither service", c.Name, c.Image))

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/deploy/examples/notes"
+	"github.com/tollgate-auth/tollgate/shared/adminhttp"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
@@ -133,7 +134,7 @@ func run(ctx context.Context, getenv func(string) string, checkOnly bool, logw i
 		ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") }
 		admin.HandleFunc("GET /healthz", ok)
 		admin.HandleFunc("GET /readyz", ok)
-		asrv := &http.Server{Handler: admin, ReadHeaderTimeout: 5 * time.Second}
+		asrv := adminhttp.Server(admin)
 		servers = append(servers, asrv)
 		go func() { errc <- asrv.Serve(aln) }()
 		log.Info("admin listening", "addr", aln.Addr().String())
