@@ -318,16 +318,13 @@ func missingRequired(b *bundle, vars map[string]envconfig.Table) []string {
 		}
 	}
 	for _, d := range b.Deployments {
-		for i := range d.Spec.Template.Spec.InitContainers {
-			check(d.Name, &d.Spec.Template.Spec.InitContainers[i])
-		}
-		for i := range d.Spec.Template.Spec.Containers {
-			check(d.Name, &d.Spec.Template.Spec.Containers[i])
+		for _, c := range allContainers(&d.Spec.Template.Spec) {
+			check(d.Name, c)
 		}
 	}
 	for _, j := range b.Jobs {
-		for i := range j.Spec.Template.Spec.Containers {
-			check(j.Name, &j.Spec.Template.Spec.Containers[i])
+		for _, c := range allContainers(&j.Spec.Template.Spec) {
+			check(j.Name, c)
 		}
 	}
 	return out
