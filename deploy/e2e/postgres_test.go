@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,6 +62,7 @@ func findPGBin() (string, error) {
 	// Homebrew's postgresql@N is keg-only: its bin is not linked into the prefix.
 	for _, prefix := range []string{"/opt/homebrew/opt", "/usr/local/opt"} {
 		kegs, _ := filepath.Glob(prefix + "/postgresql*/bin")
+		sort.Slice(kegs, func(i, j int) bool { return pgMajor(kegs[i]) > pgMajor(kegs[j]) }) // newest first, as above
 		dirs = append(dirs, kegs...)
 	}
 	for _, d := range dirs {
@@ -71,8 +73,15 @@ func findPGBin() (string, error) {
 	return "", errors.New(installHint)
 }
 
+// pgMajor is the version a bin directory's parent names: "15" or "9.6"
+// (/usr/lib/postgresql), "postgresql@16" (a Homebrew keg); 0 when it names
+// none.
 func pgMajor(binDir string) float64 {
-	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+	name := filepath.Base(filepath.Dir(binDir))
+	if i := strings.LastIndexByte(name, '@'); i >= 0 {
+		name = name[i+1:]
+	}
+	v, _ := strconv.ParseFloat(name, 64)
 	return v
 }
 
@@ -263,4 +272,18 @@ func (c *pgCluster) signalAll(sig syscall.Signal) error {
 		}
 	}
 	return nil
+}
+
+// TestPgMajor: the installation search takes the newest version first,
+// Debian's directories and Homebrew's kegs alike.
+func TestPgMajor(t *testing.T) {
+	for dir, want := range map[string]float64{
+		"/usr/lib/postgresql/15/bin": 15, "/usr/lib/postgresql/9.6/bin": 9.6,
+		"/opt/homebrew/opt/postgresql@16/bin": 16, "/usr/local/opt/postgresql@14/bin": 14,
+		"/opt/homebrew/opt/postgresql/bin": 0,
+	} {
+		if got := pgMajor(dir); got != want {
+			t.Errorf("pgMajor(%q) = %v, want %v", dir, got, want)
+		}
+	}
 }
