@@ -890,13 +890,15 @@ func TestConcurrentGuessesAcrossInstances(t *testing.T) {
 	}
 }
 
-// TestBuiltInPublicGetsServed: every public GET path authproxy routes to
-// coreapi on its own (no rules file) answers through either proxy, with
-// no token: none is a route to nowhere.
+// TestBuiltInPublicGetsServed: the public documents and link pages that
+// authproxy routes to coreapi on its own (no rules file) answer through
+// either proxy, with no token: none is a route to nowhere. (The OAuth
+// sign-in paths need a provider and are covered by their own tests.)
 func TestBuiltInPublicGetsServed(t *testing.T) {
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		for _, path := range []string{"/api/v1/health", "/openapi.json", "/api/v1/openapi.json", "/.well-known/jwks.json",
-			"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
+			"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
+			"/verify-email", "/reset-password", "/accept-invitation"} {
 			r, err := send("GET", p.url(path), "", nil)
 			if err != nil {
 				t.Fatal(err)
