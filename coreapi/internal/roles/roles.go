@@ -330,22 +330,37 @@ RETURNING ` + roleCols
 	return r, nil
 }
 
+// LockTenant takes the tenant's lock: its row, FOR NO KEY UPDATE, which
+// does not block foreign-key checks against the tenant. Every change that
+// can remove an owner in a tenant takes it (package users), so two
+// concurrent removals cannot both see "another owner remains". A grant and
+// the deletion of a role or of a service account take it too
+// (users.Store.GrantRole, Store.Delete, serviceaccounts.Store.Delete), and
+// first, so that none of them takes the same row locks as these changes in
+// the opposite order and waits for one that waits for it.
+func LockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
+	const q = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
+	if _, err := tx.Exec(ctx, q, tenantID); err != nil {
+		return fmt.Errorf("lock tenant: %w", err)
+	}
+	return nil
+}
+
 // Delete removes a custom role (and so every grant of it).
 //
-// It first takes the tenant's lock, as every change of a membership that
-// revokes a role or removes a member does (package users): the deletion's
+// It first takes the tenant's lock (LockTenant), as every change of a
+// membership that revokes a role or removes a member does: the deletion's
 // cascade drops the holders' grants and then locks their memberships to
 // refresh their role names, while such a change locks the membership and
 // then drops the grant, so the two, unordered, waited for each other.
 func (s *Store) Delete(ctx context.Context, tenantID, roleID string, a Actor) error {
-	const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 	const qLock = `
 SELECT ` + roleCols + `
 FROM roles WHERE tenant_id = $1 AND id = $2
 FOR UPDATE`
 	const qDelete = `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
+		if err := LockTenant(ctx, tx, tenantID); err != nil {
 			return err
 		}
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)

@@ -241,17 +241,16 @@ LIMIT $2`
 // Proxies evict it at once (outbox), so its access tokens and keys stop
 // working. The actor must hold every permission the account holds.
 //
-// It takes the tenant's lock first, as removing a member and deleting a
-// role do: the row's deletion cascades to the membership and its grants,
+// It takes the tenant's lock first (roles.LockTenant), as removing a
+// member and deleting a role do: the row's deletion cascades to the membership and its grants,
 // which those changes lock in the opposite order (the membership, then
 // the keys; the grants, then the membership), so unordered they waited
 // for each other.
 func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) error {
-	const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 	const q = `DELETE FROM users WHERE id = $1 AND kind = 'service'`
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
-			return fmt.Errorf("lock tenant: %w", err)
+		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
 		}
 		perms, err := s.lockAccount(ctx, tx, tenantID, id)
 		if err != nil {

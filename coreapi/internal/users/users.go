@@ -696,15 +696,6 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	return m, inv, nil
 }
 
-// qLockTenant serialises every change that can remove an owner in a tenant,
-// so two concurrent removals cannot both see "another owner remains". A
-// grant and the deletion of a role or of a service account take it too
-// (GrantRole, roles.Store.Delete, serviceaccounts.Store.Delete), so that
-// none of them takes the same row locks as these changes in the opposite
-// order. NO KEY UPDATE does not block foreign-key checks against the
-// tenant.
-const qLockTenant = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
-
 // qTarget reads the target member's status, whether it is an active owner,
 // the union of its roles' permissions, and whether another active owner
 // exists.
@@ -730,8 +721,10 @@ type target struct {
 	otherOwner bool
 }
 
+// lockTarget takes the tenant's lock (roles.LockTenant), which serialises
+// every change that can remove an owner, then reads and locks the target.
 func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID string) (target, error) {
-	if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
+	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
 		return target{}, err
 	}
 	return readTarget(ctx, tx, s.all, s.member, tenantID, userID)
@@ -864,11 +857,11 @@ const qRole = `SELECT id::text, builtin, permissions FROM roles WHERE tenant_id 
 // every permission of the role. The owner role is never a service
 // account's (ErrServiceOwner).
 //
-// It takes the tenant's lock first, as the other member changes do: the
-// grant's foreign-key check holds the membership against its deletion
-// and its refresh of the role names then waits for the membership's lock,
-// so a removal that locked the membership first and then deleted it waited
-// for the grant while the grant waited for it.
+// It takes the tenant's lock first (roles.LockTenant), as the other member
+// changes do: the grant's foreign-key check holds the membership against
+// its deletion and its refresh of the role names then waits for the
+// membership's lock, so a removal that locked the membership first and
+// then deleted it waited for the grant while the grant waited for it.
 func (s *Store) GrantRole(ctx context.Context, tenantID, userID, roleName string, a roles.Actor) (Member, error) {
 	const q = `
 INSERT INTO membership_roles (tenant_id, user_id, role_id) VALUES ($1, $2, $3)
@@ -876,7 +869,7 @@ ON CONFLICT DO NOTHING`
 	const qService = `SELECT kind = 'service' FROM users WHERE id = $1`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, qLockTenant, tenantID); err != nil {
+		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
 			return err
 		}
 		if _, err := getTx(ctx, tx, tenantID, userID); err != nil {
