@@ -183,6 +183,10 @@ type Rotation struct {
 	AuthTime int64
 }
 
+// qSuccessorLive reads, for the refresh token rt, whether its successor's
+// row has not expired (lookup.SuccessorLive); false when it has none.
+const qSuccessorLive = `coalesce((SELECT c.expires_at > now() FROM refresh_tokens c WHERE c.id = rt.replaced_by), false)`
+
 type lookup struct {
 	ID         uuid.UUID
 	SessionID  string
@@ -208,7 +212,7 @@ func (s *Store) Rotate(ctx context.Context, token string) (Rotation, error) {
 	const qLookup = `
 SELECT rt.id, rt.session_id, rt.replaced_by,
        coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
-       coalesce((SELECT c.expires_at > now() FROM refresh_tokens c WHERE c.id = rt.replaced_by), false),
+       ` + qSuccessorLive + `,
        rt.expires_at <= now(),
        s.user_id, s.tenant_id,
        s.revoked_at IS NOT NULL OR coalesce(s.token_version < u.token_version, false),
@@ -258,7 +262,7 @@ WHERE rt.token_hash = $1`
 		// Lost the race to a concurrent refresh: read who won.
 		const qReread = `
 SELECT rt.replaced_by, coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
-       coalesce((SELECT c.expires_at > now() FROM refresh_tokens c WHERE c.id = rt.replaced_by), false)
+       ` + qSuccessorLive + `
 FROM refresh_tokens rt WHERE rt.id = $1`
 		if err := s.pool.QueryRow(ctx, qReread, l.ID, secs(s.grace)).Scan(&l.ReplacedBy, &l.InGrace, &l.SuccessorLive); err != nil {
 			return Rotation{}, fmt.Errorf("reread refresh token: %w", err)
