@@ -377,18 +377,17 @@ WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
 }
 
 // RevokeInTenant revokes every live session of userID bound to tenantID
-// (the user was removed from it), through q (the removal's transaction).
-// Such a session cannot refresh while the membership is gone, but would
-// again once the user is added back.
-func RevokeInTenant(ctx context.Context, q DB, userID, tenantID, reason string) (int64, error) {
+// (the user was removed from it, ReasonMemberRemoved), through q (the
+// removal's transaction). Such a session cannot refresh while the
+// membership is gone, but would again once the user is added back.
+func RevokeInTenant(ctx context.Context, q DB, userID, tenantID string) error {
 	const qRevoke = `
 UPDATE sessions SET revoked_at = now(), revoked_reason = $3
 WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL AND expires_at > now()`
-	tag, err := q.Exec(ctx, qRevoke, userID, tenantID, reason)
-	if err != nil {
-		return 0, fmt.Errorf("revoke sessions in tenant: %w", err)
+	if _, err := q.Exec(ctx, qRevoke, userID, tenantID, ReasonMemberRemoved); err != nil {
+		return fmt.Errorf("revoke sessions in tenant: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return nil
 }
 
 // Reissue ends every live refresh token of a live session and issues a new

@@ -836,7 +836,7 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		if _, err := apikeys.RevokeUserKeys(ctx, tx, tenantID, userID, a.UserID, a.RequestID, audit.ActionMemberRemoved); err != nil {
 			return err
 		}
-		if _, err := sessions.RevokeInTenant(ctx, tx, userID, tenantID, sessions.ReasonMemberRemoved); err != nil {
+		if err := sessions.RevokeInTenant(ctx, tx, userID, tenantID); err != nil {
 			return err
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
