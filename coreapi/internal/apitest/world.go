@@ -3,7 +3,6 @@ package apitest
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -93,27 +92,5 @@ func WantProblem(t testing.TB, r Response, status int, code string) {
 	}
 	if p.RequestID == "" || p.Status != status {
 		t.Fatalf("problem lacks request_id or status: %s", r.Body)
-	}
-}
-
-// WaitForLockWaiters waits until at least n sessions of the test database
-// wait on a lock (requests parked behind a row a test transaction holds),
-// failing the test after 10 s.
-func (e *Env) WaitForLockWaiters(t testing.TB, n int) {
-	t.Helper()
-	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var got int
-		if err := e.DB.Pool.QueryRow(context.Background(), q).Scan(&got); err != nil {
-			t.Fatalf("count lock waiters: %v", err)
-		}
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sessions wait on a lock, want %d", got, n)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

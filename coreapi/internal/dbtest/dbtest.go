@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -55,4 +56,26 @@ func Create(ctx context.Context, prefix string) (*DB, func(), error) {
 		return nil, nil, fmt.Errorf("open pool: %w", err)
 	}
 	return &DB{Name: name, URL: dbURL, Pool: pool}, func() { pool.Close(); drop() }, nil
+}
+
+// WaitForLockWaiters waits until at least n sessions of the database wait
+// on a lock (work parked behind a row or table a test transaction holds),
+// failing the test after 10 s.
+func (d *DB) WaitForLockWaiters(t testing.TB, n int) {
+	t.Helper()
+	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got int
+		if err := d.Pool.QueryRow(context.Background(), q).Scan(&got); err != nil {
+			t.Fatalf("count lock waiters: %v", err)
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions wait on a lock, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

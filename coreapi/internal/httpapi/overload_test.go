@@ -41,20 +41,7 @@ func TestProjectionOverload(t *testing.T) {
 	held := make(chan apitest.Response, 1)
 	go func() { held <- get() }()
 	// Wait until that fetch is inside PostgreSQL, blocked on the lock.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n int
-		if err := e.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first fetch never reached the lock")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.DB.WaitForLockWaiters(t, 1)
 
 	r := get()
 	apitest.WantProblem(t, r, 503, problem.CodeUnavailable)

@@ -547,9 +547,9 @@ func TestAccountDeletionRacingOtherChanges(t *testing.T) {
 				slices.Reverse(sends)
 			}
 			go sends[0]()
-			e.WaitForLockWaiters(t, 1) // the first request waits on the held row
+			e.DB.WaitForLockWaiters(t, 1) // the first request waits on the held row
 			go sends[1]()
-			e.WaitForLockWaiters(t, 2)
+			e.DB.WaitForLockWaiters(t, 2)
 			if err := hold.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}

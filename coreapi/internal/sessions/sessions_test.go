@@ -17,6 +17,7 @@ import (
 )
 
 type fixture struct {
+	db     *dbtest.DB
 	pool   *pgxpool.Pool
 	store  *Store
 	user   string
@@ -26,7 +27,7 @@ type fixture struct {
 func setup(t *testing.T) *fixture {
 	t.Helper()
 	db := dbtest.New(t)
-	f := &fixture{pool: db.Pool, store: New(db.Pool, time.Hour, 10*time.Second)}
+	f := &fixture{db: db, pool: db.Pool, store: New(db.Pool, time.Hour, 10*time.Second)}
 	f.user, f.tenant = addMember(t, db.Pool, "a@example.com")
 	return f
 }
@@ -526,9 +527,9 @@ func TestRotationRacingReissue(t *testing.T) {
 			first, second = reissue, rotate
 		}
 		wg.Go(first)
-		f.waitForLockWaiters(t, 1)
+		f.db.WaitForLockWaiters(t, 1)
 		wg.Go(second)
-		f.waitForLockWaiters(t, 2)
+		f.db.WaitForLockWaiters(t, 2)
 		if err := hold.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -570,7 +571,7 @@ func TestRotationRacingRevocation(t *testing.T) {
 		rotErr error
 	)
 	wg.Go(func() { rot, rotErr = f.store.Rotate(ctx, is.RefreshToken) })
-	f.waitForLockWaiters(t, 1)
+	f.db.WaitForLockWaiters(t, 1)
 	if err := revoke.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -580,27 +581,5 @@ func TestRotationRacingRevocation(t *testing.T) {
 	}
 	if _, err := f.store.Rotate(ctx, rot.RefreshToken); err == nil {
 		t.Fatal("a token of the revoked session refreshes")
-	}
-}
-
-// waitForLockWaiters waits until n backends of the test database wait for
-// a lock.
-func (f *fixture) waitForLockWaiters(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var got int
-		if err := f.pool.QueryRow(context.Background(), `
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d backends wait for a lock after 5 s, want %d", got, n)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -190,12 +190,12 @@ func TestRoleDeletionRacingMemberChanges(t *testing.T) {
 			}
 			deleted := make(chan apitest.Response, 1)
 			go func() { deleted <- w.E.Send(t, &w.Owner, "DELETE", "/api/v1/roles/"+ops.ID, nil) }()
-			w.E.WaitForLockWaiters(t, 1)
+			w.E.DB.WaitForLockWaiters(t, 1)
 			changed := make(chan apitest.Response, 1)
 			go func() {
 				changed <- w.E.Send(t, &w.Admin, tc.method, "/api/v1/users/"+w.Member.UserID+tc.path, nil)
 			}()
-			w.E.WaitForLockWaiters(t, 2)
+			w.E.DB.WaitForLockWaiters(t, 2)
 			if err := hold.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -505,9 +505,9 @@ func TestGrantRacingRemoval(t *testing.T) {
 	}
 	removed, granted := make(chan apitest.Response, 1), make(chan apitest.Response, 1)
 	go func() { removed <- w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+w.Member.UserID, nil) }()
-	w.E.WaitForLockWaiters(t, 1)
+	w.E.DB.WaitForLockWaiters(t, 1)
 	go func() { granted <- w.E.Send(t, &w.Admin, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/admin", nil) }()
-	w.E.WaitForLockWaiters(t, 2)
+	w.E.DB.WaitForLockWaiters(t, 2)
 	if err := hold.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
