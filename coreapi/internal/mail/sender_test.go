@@ -469,3 +469,55 @@ func TestSlowBatchOutlastingTheLeaseSendsOnce(t *testing.T) {
 		}
 	}
 }
+
+// failingTransport fails every message after a pause (a slow mail server
+// that finally refuses).
+type failingTransport struct {
+	pause time.Duration
+	err   error
+}
+
+func (f failingTransport) Send(ctx context.Context, m mail.Outgoing) error {
+	time.Sleep(f.pause)
+	return f.err
+}
+
+// A slow sender whose claim has expired fails only after another sender
+// reclaimed the row and sent it: the late failure belongs to the older
+// claim and leaves the sent row as it is (no error, not parked, not
+// pending again).
+func TestLateFailureOfAnExpiredClaimLeavesTheRowSent(t *testing.T) {
+	const lease, pause = time.Second, 2 * time.Second
+	r := newRig(t, mail.SenderOptions{Batch: 1, Lease: lease})
+	slow, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
+		Transport: failingTransport{pause, errors.Join(mail.ErrPermanent, errors.New("550 mailbox unavailable"))},
+		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Batch: 1, Lease: lease,
+		Links: mail.DefaultLinks("http://localhost:8080")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.enqueue(t, verify)
+	done := make(chan error, 1)
+	go func() {
+		_, err := slow.SendDue(context.Background())
+		done <- err
+	}()
+	// The slow sender's lease has ended while its send still waits.
+	time.Sleep(lease + 300*time.Millisecond)
+	if n, err := r.s.SendDue(context.Background()); err != nil || n != 1 {
+		t.Fatalf("second sender: %d claimed, %v; want the expired row", n, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := len(r.smtp.Messages()); got != 1 {
+		t.Errorf("%d messages received, want 1", got)
+	}
+	rows := r.rows(t)
+	if len(rows) != 1 {
+		t.Fatalf("%d rows, want 1", len(rows))
+	}
+	if row := rows[0]; row.Status != "sent" || row.LastErr != nil || row.Token != nil || row.Attempts != 2 {
+		t.Errorf("after the late failure: %+v; want sent after 2 attempts, no error, token NULL", row)
+	}
+}
