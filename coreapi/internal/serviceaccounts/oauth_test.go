@@ -550,3 +550,28 @@ func TestBasicWithClientIDInBody(t *testing.T) {
 	r = e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {s.ClientID}, "client_secret": {s.ClientSecret}}, basic(s.ClientID, s.ClientSecret))
 	oauthProblem(t, r, http.StatusBadRequest, "invalid_request")
 }
+
+// The client_credentials failure limit counts an IPv6 client by its /64:
+// failures from one address of the network lock out its neighbour, not
+// another /64.
+func TestClientCredentialsLimitGroupsIPv6By64(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	cc := url.Values{"grant_type": {"client_credentials"}}
+	send := func(ip, secret string) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: cc.Encode(), ContentType: form,
+			Header: basic(s.ClientID, secret), ClientIP: ip})
+	}
+	for i := range serviceaccounts.ClientLimit.N {
+		if r := send("2001:db8:1:2::1", "wrong"); r.Status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	r := send("2001:db8:1:2::2", s.ClientSecret)
+	oauthProblem(t, r, http.StatusTooManyRequests, "temporarily_unavailable")
+	if r := send("2001:db8:1:3::1", s.ClientSecret); r.Status != http.StatusOK {
+		t.Fatalf("another /64: %d %s", r.Status, r.Body)
+	}
+}
