@@ -372,3 +372,19 @@ func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
 		})
 	}
 }
+
+// The per-IP limit of forgot-password counts an IPv6 client by its /64:
+// requests from one address of the network use up its neighbour's
+// allowance, not another /64's.
+func TestForgotPerIPLimitGroupsIPv6By64(t *testing.T) {
+	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(100), ForgotPerIP: limit(2)})
+	forgot := func(ip, email string) apitest.Response {
+		return x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/password/forgot",
+			Body: map[string]string{"email": email}, ClientIP: ip})
+	}
+	for _, email := range []string{"a@example.com", "b@example.com"} {
+		wantStatus(t, forgot("2001:db8:1:2::1", email), http.StatusAccepted)
+	}
+	wantProblem(t, forgot("2001:db8:1:2::2", "c@example.com"), http.StatusTooManyRequests, problem.CodeTooManyRequests)
+	wantStatus(t, forgot("2001:db8:1:3::1", "c@example.com"), http.StatusAccepted)
+}
