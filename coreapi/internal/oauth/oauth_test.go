@@ -1100,3 +1100,22 @@ func TestBindingCookiesBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthorizeRateLimitGroupsIPv6By64: the authorize limit counts an IPv6
+// client by its /64: starts from one address of the network use up its
+// neighbour's allowance, not another /64's.
+func TestAuthorizeRateLimitGroupsIPv6By64(t *testing.T) {
+	x := start(t, func(o *oauth.Options) { o.AuthorizePerMinute = 2 })
+	for i := range 2 {
+		if r := x.authorize(t, "", "2001:db8:1:2::1"); r.Status != http.StatusFound {
+			t.Fatalf("start %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	r := x.authorize(t, "", "2001:db8:1:2::2")
+	if r.Status != http.StatusTooManyRequests || r.Problem(t).Code != problem.CodeTooManyRequests {
+		t.Fatalf("start from the same /64: %d %s, want 429", r.Status, r.Body)
+	}
+	if r := x.authorize(t, "", "2001:db8:1:3::1"); r.Status != http.StatusFound {
+		t.Errorf("another /64: %d %s", r.Status, r.Body)
+	}
+}
