@@ -137,7 +137,7 @@ func (m *IdentityMAC) AppendSignatureWith(dst []byte, r *Request, t *MACScratch)
 		panic("identity: sha256 state: " + err.Error())
 	}
 	if r.Timestamp != t.tsOf || len(t.ts) == 0 {
-		t.ts, t.tsOf = strconv.AppendInt(t.ts[:0], r.Timestamp, 10), r.Timestamp
+		t.setTimestamp(r.Timestamp)
 	}
 	t.tail = append(t.tail[:0], m.inner[stateBuf:stateBuf+int(m.nx)]...) // the identity block's unhashed end
 	t.tail = appendTailAfterTimestamp(append(t.tail, t.ts...), r)        // AppendRequestTail
@@ -151,6 +151,24 @@ func (m *IdentityMAC) AppendSignatureWith(dst []byte, r *Request, t *MACScratch)
 	dst = append(dst, VersionV2...)
 	dst = append(dst, '=')
 	return appendSig(dst, (*[sha256.Size]byte)(t.sum))
+}
+
+// setTimestamp makes ts the decimal form of ms. A later millisecond than
+// the one ts holds, the usual case, is added to ts's digits in place, which
+// touches the last one or two of them; anything else is formatted afresh.
+func (t *MACScratch) setTimestamp(ms int64) {
+	if d := ms - t.tsOf; len(t.ts) > 0 && t.tsOf >= 0 && d > 0 && d < 1e9 {
+		for i := len(t.ts) - 1; i >= 0; i-- {
+			v := int64(t.ts[i]-'0') + d
+			t.ts[i], d = '0'+byte(v%10), v/10
+			if d == 0 {
+				t.tsOf = ms
+				return
+			}
+		}
+		// A carry out of the first digit: one digit more.
+	}
+	t.ts, t.tsOf = strconv.AppendInt(t.ts[:0], ms, 10), ms
 }
 
 // appendSig appends sum in unpadded base64url (base64.RawURLEncoding's

@@ -417,3 +417,23 @@ func TestAppendParts(t *testing.T) {
 		t.Fatalf("%v allocations with room in dst", n)
 	}
 }
+
+// A scratch's timestamp is the decimal form of the last one signed, whether
+// it was added to the previous one's digits in place (a later millisecond,
+// with carries across digits and into a new one) or formatted afresh (the
+// first, an earlier one, a jump).
+func TestScratchTimestampFollowsEveryStep(t *testing.T) {
+	var sc MACScratch
+	seq := []int64{0, 1, 9, 10, 11, 99, 100, 998, 1003, 1767225599999, 1767225600000, 1767225600001, 1767225600001,
+		1767225600000, 1767225600009, 1767225610000, 1767226600000, 2767225600000, 9999999999999, 10000000000000,
+		10000000000001, 5, -3, -2, 7, 1<<62 - 1, 1 << 62, 9223372036854775807}
+	for i := range 2000 { // a run of consecutive and uneven steps
+		seq = append(seq, 1767225600000+int64(i*i%977))
+	}
+	for _, ms := range seq {
+		sc.setTimestamp(ms)
+		if got, want := string(sc.Timestamp()), strconv.FormatInt(ms, 10); got != want {
+			t.Fatalf("after %d: %q", ms, got)
+		}
+	}
+}

@@ -481,7 +481,23 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 		// Unique, not secret: a random per-process prefix and a number
 		// from a per-CPU sequence (no counter shared by the cores).
 		st.reqID = append(st.reqID[:0], s.idPrefix...)
-		st.reqID = strconv.AppendUint(st.reqID, s.idSeq.Next(), 16)
+		st.reqID = appendHex(st.reqID, s.idSeq.Next())
+	}
+}
+
+// appendHex appends v in lower-case hex without leading zeros
+// (strconv.AppendUint(dst, v, 16), TestAppendHex): a shift and a table load
+// a digit, where the library's loop for any base costs several times that.
+func appendHex(dst []byte, v uint64) []byte {
+	var b [16]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = "0123456789abcdef"[v&15]
+		v >>= 4
+		if v == 0 {
+			return append(dst, b[i:]...)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -56,4 +57,12 @@ func liveHeap() uint64 {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+func TestAppendHex(t *testing.T) {
+	for _, v := range []uint64{0, 1, 9, 10, 15, 16, 255, 256, 0xdeadbeef, 1<<63 - 1, 1 << 63, ^uint64(0)} {
+		if got, want := string(appendHex([]byte("id-"), v)), "id-"+strconv.FormatUint(v, 16); got != want {
+			t.Fatalf("%d: %q, want %q", v, got, want)
+		}
+	}
 }
