@@ -141,6 +141,10 @@ type createBody struct {
 	ExpiresAt   *time.Time `json:"expires_at"`
 }
 
+// maxExpiryYear is the last year an expiry may fall in, in UTC: the
+// last RFC 3339 can write.
+const maxExpiryYear = 9999
+
 // created is the 201 body: the key and, this once, its secret.
 type created struct {
 	Key
@@ -181,8 +185,15 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 			add("permissions", "unknown permission \""+p+"\": not in the permission catalog (GET /api/v1/permissions lists it)")
 		}
 	}
-	if b.ExpiresAt != nil && !b.ExpiresAt.After(s.now()) {
+	switch {
+	case b.ExpiresAt == nil:
+	case !b.ExpiresAt.After(s.now()):
 		add("expires_at", "must be in the future")
+	case b.ExpiresAt.UTC().Year() > maxExpiryYear:
+		// An offset can carry 9999-12-31T23:00:00-23:00 into year 10000
+		// in UTC, which RFC 3339 (and so JSON) cannot write: the key's
+		// audit row, its answer and every later list would fail.
+		add("expires_at", "must be before 10000-01-01T00:00:00Z")
 	}
 	if len(errs) > 0 {
 		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
