@@ -592,3 +592,43 @@ func show(n *int64) string {
 	}
 	return fmt.Sprint(*n)
 }
+
+// TestCreateRacingRoleDeletion: a member is added with a custom role while
+// the role is being deleted. The addition read the role, then its grant's
+// foreign-key check waited for the deletion's lock and failed once the
+// deletion committed: a 500. Now the role is unknown (422), as it is to a
+// request that comes after the deletion, and nothing is added. A test
+// transaction deletes the role and holds it so the two meet in that order.
+func TestCreateRacingRoleDeletion(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := t.Context()
+	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"audit:read"}})
+	apitest.WantStatus(t, r, 201)
+	var ops tenantapi.Role
+	r.JSON(t, &ops)
+	hold, err := w.E.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.Background())
+	if _, err := hold.Exec(ctx, `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`, w.A, ops.ID); err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan apitest.Response, 1)
+	go func() {
+		created <- w.E.Send(t, &w.Owner, "POST", "/api/v1/users", map[string]any{"email": "ops@acme.test", "roles": []string{"ops"}})
+	}()
+	w.E.DB.WaitForLockWaiters(t, 1)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	apitest.WantProblem(t, <-created, 422, "validation_failed")
+	var n int
+	if err := w.E.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM users WHERE email = 'ops@acme.test'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d accounts created by the refused addition", n)
+	}
+}

@@ -74,6 +74,9 @@ SELECT * FROM t`
 	return t, nil
 }
 
+// roleGrantFK is membership_roles' foreign key to roles (migration 00001).
+const roleGrantFK = "membership_roles_tenant_id_role_id_fkey"
+
 // AddMember makes userID an active member of tenantID holding the named
 // roles, in one statement inside the caller's transaction. It returns
 // ErrAlreadyMember or ErrUnknownRole (nothing is written then, once the
@@ -97,6 +100,13 @@ SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM g)`
 	}
 	var added, granted int
 	if err := tx.QueryRow(ctx, q, tenantID, userID, roleNames).Scan(&added, &granted); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23503" && pe.ConstraintName == roleGrantFK {
+			// A role the statement found was deleted by a transaction
+			// that committed while the grant waited for its row: the
+			// role is unknown now, as it would be to a later request.
+			return ErrUnknownRole
+		}
 		return fmt.Errorf("add member: %w", err)
 	}
 	if added == 0 {
