@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +22,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 )
 
@@ -42,6 +45,43 @@ var (
 	ErrIsMember    = errors.New("this address already belongs to a member of this tenant")
 	ErrUnknownRole = errors.New("unknown role")
 )
+
+// MailLimit bounds the invitation mails one tenant sends to one address
+// (creations, through POST /invitations or POST /users, and resends
+// together): each mails someone who never asked for it, and anyone can
+// sign up and own a tenant.
+var MailLimit = ratelimit.Limit{N: 3, Window: time.Hour}
+
+// TooManyMails is the error of a creation or resend over MailLimit;
+// nothing is written or mailed.
+type TooManyMails struct {
+	// RetryAfter is the time left in the limit's window.
+	RetryAfter time.Duration
+}
+
+func (e *TooManyMails) Error() string {
+	return "too many invitation mails to this address; retry after " + strconv.Itoa(e.Seconds()) + " s"
+}
+
+// Seconds is RetryAfter in whole seconds, at least 1 (a Retry-After value).
+func (e *TooManyMails) Seconds() int {
+	return max(1, int((e.RetryAfter+time.Second-1)/time.Second))
+}
+
+// countMail counts, in tx, one invitation mail from tenantID to email
+// against MailLimit (*TooManyMails above it). The hit commits with the
+// mail, and a caller refused rolls back, so only mails sent are counted.
+func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
+	key := ratelimit.Key("invitation-mail", tenantID, strings.ToLower(mail.Canonical(email)))
+	ok, wait, err := ratelimit.AllowIn(ctx, tx, key, MailLimit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &TooManyMails{RetryAfter: wait}
+	}
+	return nil
+}
 
 // Invitation is one invitation as its tenant sees it (written as
 // tenantapi.Invitation).
@@ -138,6 +178,9 @@ RETURNING ` + cols
 	}
 	if member {
 		return Invitation{}, ErrIsMember
+	}
+	if err := countMail(ctx, tx, tenantID, email); err != nil {
+		return Invitation{}, err
 	}
 	if _, err := tx.Exec(ctx, qExpire, tenantID, email); err != nil {
 		return Invitation{}, fmt.Errorf("expire invitations: %w", err)
@@ -275,6 +318,9 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 		}
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
+		}
+		if err := countMail(ctx, tx, tenantID, inv.Email); err != nil {
+			return err
 		}
 		err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindInvitation, To: inv.Email, Token: raw,
 			Data: mail.Data{TenantName: tenantName, InviterName: inviter, ExpiresAt: inv.ExpiresAt}})

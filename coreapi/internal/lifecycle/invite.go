@@ -56,7 +56,7 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 	}
 	inv, err := s.invitations.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), email, users.SortedUnique(b.Roles))
 	if err != nil {
-		return err
+		return tooManyMails(c, err)
 	}
 	c.Location("/api/v1/invitations/" + inv.ID)
 	return c.Status(fiber.StatusCreated).JSON(tenantapi.Invitation(inv))
@@ -86,6 +86,16 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	}), func(inv invitations.Invitation) tenantapi.Invitation { return tenantapi.Invitation(inv) }))
 }
 
+// tooManyMails answers an invitation over invitations.MailLimit with 429
+// and Retry-After; any other error is returned as it is.
+func tooManyMails(c *fiber.Ctx, err error) error {
+	var tm *invitations.TooManyMails
+	if errors.As(err, &tm) {
+		return tooMany(c, tm.RetryAfter, "too many invitation mails to this address")
+	}
+	return err
+}
+
 func invitationID(c *fiber.Ctx) (string, error) {
 	id, ok := ids.Parse(c.Params("id"))
 	if !ok {
@@ -112,7 +122,7 @@ func (s *Service) resendInvitation(c *fiber.Ctx) error {
 	}
 	inv, err := s.invitations.Resend(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c))
 	if err != nil {
-		return err
+		return tooManyMails(c, err)
 	}
 	return c.JSON(tenantapi.Invitation(inv))
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -558,4 +560,43 @@ func TestRemovedMemberSessionsStayEnded(t *testing.T) {
 	if p := x.projection(t, account{c: c}); !p.SessionRevoked(c.Sid) {
 		t.Error("the projection does not list the ended session as revoked")
 	}
+}
+
+// TestInvitationMailsLimited: each invitation and each resend mails the
+// address, and anyone can sign up and own a tenant; a tenant could mail
+// one address without end (resend after resend, or withdraw and invite
+// again, through POST /invitations or POST /users). Now a tenant sends an
+// address at most invitations.MailLimit invitation mails per window, then
+// gets 429 with Retry-After and nothing is written or mailed; another
+// tenant's invitations to the address are not held back.
+func TestInvitationMailsLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	x.signup(t, "victim@example.com") // an account: POST /users invites it
+	inv := x.invite(t, owner.id, "victim@example.com")
+	resend := func() apitest.Response {
+		return x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil)
+	}
+	for range invitations.MailLimit.N - 1 {
+		wantStatus(t, resend(), http.StatusOK)
+	}
+	wantRefused := func(r apitest.Response) {
+		t.Helper()
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		if r.Header.Get("Retry-After") == "" {
+			t.Errorf("429 without Retry-After")
+		}
+	}
+	wantRefused(resend())
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+inv.ID, nil), http.StatusNoContent)
+	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "victim@example.com"}))
+	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "Victim@Example.com"}))
+	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'invitation' AND lower(to_address) = 'victim@example.com'`); n != invitations.MailLimit.N {
+		t.Fatalf("%d invitation mails queued, want %d", n, invitations.MailLimit.N)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE lower(email) = 'victim@example.com' AND status = 'pending'`); n != 0 {
+		t.Fatalf("%d pending invitations after the refusals", n)
+	}
+	other := x.signup(t, "owner@bravo.test")
+	x.invite(t, other.id, "victim@example.com")
 }

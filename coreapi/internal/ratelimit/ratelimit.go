@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -56,7 +57,19 @@ func ClientKey(ip string) string {
 // is not, retryAfter is the time left in the window. One statement: the
 // row lock serialises concurrent hits, so each is counted exactly once.
 func (r *Limiter) Allow(ctx context.Context, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
-	const q = `
+	return AllowIn(ctx, r.pool, key, l)
+}
+
+// Querier is what AllowIn counts through: a pool, or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// AllowIn is Allow through q. In a transaction the hit is counted only if
+// the transaction commits, so a caller that counts what it then does (a
+// mail it queues) and rolls back when refused counts only what was done.
+func AllowIn(ctx context.Context, q Querier, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
+	const qAllow = `
 INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1)
 ON CONFLICT (key) DO UPDATE SET
     window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN now() ELSE r.window_start END,
@@ -66,7 +79,7 @@ RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs 
 		hits int
 		left float64
 	)
-	if err := r.pool.QueryRow(ctx, q, key, l.Window.Seconds()).Scan(&hits, &left); err != nil {
+	if err := q.QueryRow(ctx, qAllow, key, l.Window.Seconds()).Scan(&hits, &left); err != nil {
 		return false, 0, fmt.Errorf("rate limit: %w", err)
 	}
 	if hits <= l.N {

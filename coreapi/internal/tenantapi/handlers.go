@@ -1,6 +1,7 @@
 package tenantapi
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -277,6 +279,14 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 		return err
 	}
 	m, inv, err := s.users.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), n)
+	var tm *invitations.TooManyMails
+	if errors.As(err, &tm) {
+		// The address has an account, and this tenant has invited it as
+		// often as invitations.MailLimit allows.
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(tm.Seconds()))
+		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
+			"too many invitation mails to this address; retry after "+strconv.Itoa(tm.Seconds())+" s")
+	}
 	if err != nil {
 		return err
 	}
