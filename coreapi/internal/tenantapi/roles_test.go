@@ -2,10 +2,12 @@ package tenantapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -207,4 +209,33 @@ func TestRoleDeletionRacingMemberChanges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPermissionListBound: a role's (and an API key's) permission list is
+// refused above 64 entries (422), and the OpenAPI document says so (it
+// declared no bound, so a client built from it could send lists the
+// server refuses).
+func TestPermissionListBound(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					MaxItems *int `json:"maxItems"`
+				} `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openapi.Document(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"CreateRole", "PatchRole", "CreateAPIKey"} {
+		if m := doc.Components.Schemas[name].Properties["permissions"].MaxItems; m == nil || *m != 64 {
+			t.Errorf("%s.permissions: maxItems %v, want 64", name, m)
+		}
+	}
+	w := newWorld(t)
+	perms := func(n int) []string { return slices.Repeat([]string{"audit:read"}, n) }
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "auditor", "permissions": perms(64)}), 201)
+	apitest.WantProblem(t, w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "auditor2", "permissions": perms(65)}), 422, "validation_failed")
 }
