@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -24,6 +25,12 @@ import (
 // must be JSON, unknown fields and trailing data are rejected, and a
 // malformed body is a 400 problem that says where it went wrong.
 func DecodeJSON(c *fiber.Ctx, dst any) error {
+	return decodeJSON(c, dst, problem.CodeBadRequest)
+}
+
+// decodeJSON is DecodeJSON answering a repeated or misspelled member with
+// code.
+func decodeJSON(c *fiber.Ctx, dst any, code string) error {
 	ct := c.Get(fiber.HeaderContentType)
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 		return problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia, "send the body as application/json")
@@ -48,7 +55,58 @@ func DecodeJSON(c *fiber.Ctx, dst any) error {
 	if field, ok := cleanStrings(reflect.ValueOf(dst), ""); !ok {
 		return badString(field)
 	}
-	return nil
+	// encoding/json keeps the last of a repeated member and fills a field
+	// from a member named in any case: a body that another reader (a
+	// gateway's filter, an audit of the raw request) reads differently is
+	// refused instead.
+	return checkMembers(body, fieldNames(dst), code)
+}
+
+// fieldNames is the set of JSON member names of the struct dst points to,
+// spelled exactly as its fields declare them, or nil when dst is not a
+// pointer to a struct.
+func fieldNames(dst any) map[string]struct{} {
+	t := reflect.TypeOf(dst)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	if m, ok := fieldNameSets.Load(t); ok {
+		return m.(map[string]struct{})
+	}
+	m := map[string]struct{}{}
+	addFieldNames(m, t.Elem())
+	fieldNameSets.Store(t, m)
+	return m
+}
+
+var fieldNameSets sync.Map // reflect.Type → map[string]struct{}
+
+func addFieldNames(m map[string]struct{}, t reflect.Type) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if tag == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				addFieldNames(m, ft)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		m[name] = struct{}{}
+	}
 }
 
 // CheckString reports whether s may be stored as text: valid UTF-8
@@ -102,7 +160,7 @@ func ReadForm(args *fasthttp.Args, fields []FormField) error {
 			if seen&(1<<i) != 0 {
 				// A copy: a problem holding fields' strings would move
 				// fields, and the values its Dst fields point to, to the heap.
-				return repeated(strings.Clone(fields[i].Name))
+				return repeated(strings.Clone(fields[i].Name), problem.CodeInvalidRequest)
 			}
 			seen |= 1 << i
 			*fields[i].Dst = string(v) // string() copies
@@ -121,17 +179,22 @@ func ReadForm(args *fasthttp.Args, fields []FormField) error {
 // point to a struct, so that only its few field names get this far
 // (DecodeJSON refuses unknown members).
 func DecodeJSONOnce(c *fiber.Ctx, dst any) error {
-	if err := DecodeJSON(c, dst); err != nil {
-		return err
-	}
-	return repeatedMember(c.Body())
+	return decodeJSON(c, dst, problem.CodeInvalidRequest)
 }
 
 // repeatedMember refuses a member of the JSON object body that is named
-// twice. body is JSON that DecodeJSON has accepted, so this scan checks
-// nothing else: it walks the object's members, skipping their values,
-// without allocating unless a name holds an escape.
+// twice, as an OAuth parameter (invalid_request).
 func repeatedMember(body []byte) error {
+	return checkMembers(body, nil, problem.CodeInvalidRequest)
+}
+
+// checkMembers refuses a member of the JSON object body that is named
+// twice (in any case: encoding/json fills one field from both), answering
+// with code, and, when known is not nil, a member that is not spelled
+// exactly as one of known. body is JSON that DecodeJSON has accepted, so
+// this scan checks nothing else: it walks the object's top-level members,
+// skipping their values, without allocating unless a name holds an escape.
+func checkMembers(body []byte, known map[string]struct{}, code string) error {
 	var buf [16][]byte
 	names := buf[:0]
 	i := skipSpace(body, 0)
@@ -157,8 +220,11 @@ func repeatedMember(body []byte) error {
 		}
 		for _, n := range names {
 			if bytes.EqualFold(n, name) {
-				return repeated(string(n))
+				return repeated(string(n), code)
 			}
+		}
+		if _, ok := known[string(name)]; !ok && known != nil {
+			return misspelled(string(name), known, code)
 		}
 		names = append(names, name)
 		if i = skipSpace(body, end); i >= len(body) || body[i] != ':' {
@@ -225,10 +291,32 @@ func skipValue(b []byte, i int) int {
 }
 
 // repeated is the answer to a request parameter sent more than once.
-func repeated(name string) *problem.Problem {
-	p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+func repeated(name, code string) *problem.Problem {
+	p := problem.New(fiber.StatusBadRequest, code,
 		name+" is sent more than once; send each parameter at most once")
-	p.Errors = []problem.FieldError{{Field: name, Message: "sent more than once"}}
+	p.Errors = []problem.FieldError{{Field: name, Message: sentTwice}}
+	return p
+}
+
+const sentTwice = "sent more than once"
+
+// misspelled is the answer to a member that encoding/json matched to a
+// field without regard to case: member names are case-sensitive. An
+// unknown field (422 unknown_field, as DecodeJSON's other unknown members)
+// on a data route; code on an OAuth endpoint (invalid_request).
+func misspelled(name string, known map[string]struct{}, code string) *problem.Problem {
+	want := ""
+	for k := range known {
+		if strings.EqualFold(k, name) {
+			want = k
+		}
+	}
+	status := fiber.StatusBadRequest
+	if code == problem.CodeBadRequest {
+		status, code = fiber.StatusUnprocessableEntity, problem.CodeUnknownField
+	}
+	p := problem.New(status, code, fmt.Sprintf("unknown field %q (member names are case-sensitive: %q)", name, want))
+	p.Errors = []problem.FieldError{{Field: name, Message: "unknown field"}}
 	return p
 }
 
