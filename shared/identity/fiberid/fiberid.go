@@ -26,6 +26,8 @@
 package fiberid
 
 import (
+	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -46,6 +48,7 @@ var (
 	errTooLarge = problem.New(http.StatusRequestEntityTooLarge, problem.CodeBodyTooLarge, "request body too large")
 	// The app's configuration, not the request, is at fault: a 401 would
 	// call every upload forged.
+	errBodyUnread = problem.New(http.StatusBadRequest, problem.CodeBadRequest, "could not read the request body")
 	errFormParsed = problem.New(http.StatusInternalServerError, problem.CodeInternal,
 		"multipart body cannot be verified: the app must set fiber.Config.DisablePreParseMultipartForm")
 )
@@ -53,8 +56,10 @@ var (
 // New returns a handler that verifies the identity headers of every
 // request (signature, timestamp window, body digest) and then calls the
 // next handler, with the identity available through From. The body is the
-// one fasthttp read (bounded by the app's BodyLimit); one over the
-// verifier's MaxBodyBytes is 413.
+// one fasthttp read (bounded by the app's BodyLimit) or, when the app
+// streams request bodies (StreamRequestBody), at most MaxBodyBytes of the
+// stream, read here and put back for the handler; one over the verifier's
+// MaxBodyBytes is 413.
 func New(v *verify.Verifier) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		get := func(name string) string { return c.Get(name) }
@@ -64,11 +69,12 @@ func New(v *verify.Verifier) fiber.Handler {
 		if formParsedOnRead(c) {
 			return write(c, errFormParsed)
 		}
-		// The body as sent: c.Body() would decode a Content-Encoding, but
-		// the proxy signed the bytes it forwarded.
-		body := c.Request().Body()
-		if int64(len(body)) > v.MaxBodyBytes() {
-			return write(c, errTooLarge)
+		body, err := readBody(c, v.MaxBodyBytes())
+		if err != nil {
+			if errors.Is(err, errBodyTooLarge) {
+				return write(c, errTooLarge)
+			}
+			return write(c, errBodyUnread)
 		}
 		id, err := v.Check(get, c.Method(), c.OriginalURL(), body)
 		if err != nil {
@@ -79,6 +85,36 @@ func New(v *verify.Verifier) fiber.Handler {
 		c.SetUserContext(verify.NewContext(c.UserContext(), owned))
 		return c.Next()
 	}
+}
+
+var errBodyTooLarge = errors.New("fiberid: body too large")
+
+// readBody returns the body as sent: c.Body() would decode a
+// Content-Encoding, but the proxy signed the bytes it forwarded. A body
+// fasthttp streams (the app's StreamRequestBody, for a body over its
+// BodyLimit) is read here, at most limit+1 bytes of it, and put back for the
+// handler; Request.Body would read all of it into memory first.
+func readBody(c *fiber.Ctx, limit int64) ([]byte, error) {
+	r := c.Request()
+	if !r.IsBodyStream() {
+		body := r.Body()
+		if int64(len(body)) > limit {
+			return nil, errBodyTooLarge
+		}
+		return body, nil
+	}
+	if cl := int64(r.Header.ContentLength()); cl > limit {
+		return nil, errBodyTooLarge
+	}
+	body, err := io.ReadAll(io.LimitReader(r.BodyStream(), limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > limit {
+		return nil, errBodyTooLarge
+	}
+	r.SetBodyRaw(body)
+	return body, nil
 }
 
 // formParsedOnRead reports whether fasthttp parsed the request's
