@@ -20,7 +20,9 @@
 // multipart request is answered 500.
 //
 // Errors answer problem+json directly (401 unsigned, 403
-// insufficient_scope, 413 body too large), whatever the app's ErrorHandler.
+// insufficient_scope, 413 body too large), whatever the app's ErrorHandler;
+// the reason of a 401 goes to the verifier's Logger at debug level, as with
+// the net/http middleware.
 // The identity's strings are copies: they stay valid after the handler
 // returns, unlike what c.Get returns.
 package fiberid
@@ -64,6 +66,7 @@ func New(v *verify.Verifier) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		get := func(name string) string { return c.Get(name) }
 		if !verify.Signed(get) {
+			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMissing)
 			return write(c, errUnsigned)
 		}
 		if formParsedOnRead(c) {
@@ -78,6 +81,7 @@ func New(v *verify.Verifier) fiber.Handler {
 		}
 		id, err := v.Check(get, c.Method(), c.OriginalURL(), body)
 		if err != nil {
+			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), err)
 			return write(c, errUnsigned)
 		}
 		owned := clone(&id)

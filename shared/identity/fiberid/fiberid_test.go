@@ -6,9 +6,11 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -388,4 +390,57 @@ func TestStreamedBodyReadBounded(t *testing.T) {
 	if res.StatusCode != 413 || json.Unmarshal(pb, &p) != nil || p.Code != problem.CodeBodyTooLarge {
 		t.Fatalf("unfinished streamed body: %d %s, want 413 %s", res.StatusCode, pb, problem.CodeBodyTooLarge)
 	}
+}
+
+// TestRejectionsLogged: like the net/http middleware, the Fiber handler
+// logs the reason of each rejection at debug level to the verifier's
+// Logger (a key rotation is checked by the unknown_key lines), and tells
+// the caller nothing more than 401.
+func TestRejectionsLogged(t *testing.T) {
+	var logs syncBuffer
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey},
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(fiberid.New(v))
+	app.Get("/echo", func(c *fiber.Ctx) error { return c.SendStatus(200) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	base := "http://" + ln.Addr().String()
+	for reason, r := range map[string]*http.Request{
+		"unknown_key": req(t, signer(t, otherKey), bob, time.Now(), "GET", base+"/echo", ""),
+		"missing":     req(t, nil, bob, time.Now(), "GET", base+"/echo", ""),
+		"expired":     req(t, signer(t, appKey), bob, time.Now().Add(-time.Minute), "GET", base+"/echo", ""),
+	} {
+		if status, b, _ := do(t, r); status != 401 {
+			t.Fatalf("%s: %d %s", reason, status, b)
+		}
+		if line := `"reason":"` + reason + `"`; !strings.Contains(logs.String(), line) {
+			t.Errorf("no %s in the log:\n%s", line, logs.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to write from the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -222,11 +222,20 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 }
 
 func (v *Verifier) reject(w http.ResponseWriter, r *http.Request, err error) {
-	if v.log != nil {
-		v.log.LogAttrs(r.Context(), slog.LevelDebug, "identity rejected",
-			slog.String("reason", identity.Reason(err)), slog.String("path", r.URL.Path))
-	}
+	v.LogRejected(r.Context(), r.URL.Path, err)
 	WriteProblem(w, r, errUnsigned)
+}
+
+// LogRejected writes the debug line of a request refused for its identity
+// headers (the reason, identity.Reason of err, and the path) to the
+// configured Logger, if any. The middleware calls it for every refusal;
+// adapters for other frameworks call it too, so that every app built on
+// the SDK logs the same lines.
+func (v *Verifier) LogRejected(ctx context.Context, path string, err error) {
+	if v.log != nil {
+		v.log.LogAttrs(ctx, slog.LevelDebug, "identity rejected",
+			slog.String("reason", identity.Reason(err)), slog.String("path", path))
+	}
 }
 
 var errBodyTooLarge = errors.New("verify: body too large")
