@@ -69,6 +69,10 @@ func New(v *verify.Verifier) fiber.Handler {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMissing)
 			return write(c, errUnsigned)
 		}
+		if verify.Repeated(func(name string) int { return len(c.Request().Header.PeekAll(name)) }) {
+			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMalformed)
+			return write(c, errUnsigned)
+		}
 		if formParsedOnRead(c) {
 			return write(c, errFormParsed)
 		}

@@ -195,6 +195,16 @@ func TestRejects(t *testing.T) {
 			r.Header.Set(identity.HeaderPermissions, "notes:read,notes:write")
 			return r
 		}, 401, problem.CodeUnauthenticated},
+		{"signed header repeated", func() *http.Request {
+			r := req(t, app, bob, now, "GET", base+"/echo", "")
+			r.Header.Add(identity.HeaderPermissions, "notes:write")
+			return r
+		}, 401, problem.CodeUnauthenticated},
+		{"signature repeated", func() *http.Request {
+			r := req(t, app, bob, now, "GET", base+"/echo", "")
+			r.Header.Add(identity.HeaderSignature, r.Header.Get(identity.HeaderSignature))
+			return r
+		}, 401, problem.CodeUnauthenticated},
 		{"body over the limit", func() *http.Request {
 			return req(t, app, bob, now, "POST", base+"/echo", strings.Repeat("x", 65))
 		}, 413, problem.CodeBodyTooLarge},

@@ -192,6 +192,28 @@ func Signed(get identity.Headers) bool {
 	return get(identity.HeaderSignature) != "" && get(identity.HeaderTimestamp) != ""
 }
 
+// signedHeaders are the headers the signature covers, and the signature.
+var signedHeaders = [...]string{
+	identity.HeaderKeyID, identity.HeaderPrincipal, identity.HeaderUserID, identity.HeaderTenantID, identity.HeaderSessionID,
+	identity.HeaderRoles, identity.HeaderPermissions, identity.HeaderEmailVerified, identity.HeaderAMR, identity.HeaderAuthTime,
+	identity.HeaderClientIP, identity.HeaderRequestID, identity.HeaderTimestamp, identity.HeaderSignature,
+}
+
+// Repeated reports whether a request carries one of the signed headers
+// more than once; count returns how many lines of a header (by its
+// canonical name) the request has. The proxy sends each at most once.
+// Check reads the first of each, which another reader of the request (the
+// app's own code, a library, a service it forwards to) may not, so such a
+// request is refused (identity.ErrMalformed) before it is verified.
+func Repeated(count func(name string) int) bool {
+	for _, name := range signedHeaders {
+		if count(name) > 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // Middleware verifies every request before next sees it: a request without
 // a valid signature gets 401 problem+json, a body over MaxBodyBytes 413.
 // The verified Identity is in the request's context (FromContext) and the
@@ -201,6 +223,10 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 		get := r.Header.Get
 		if !Signed(get) {
 			v.reject(w, r, identity.ErrMissing)
+			return
+		}
+		if Repeated(func(name string) int { return len(r.Header[name]) }) {
+			v.reject(w, r, identity.ErrMalformed)
 			return
 		}
 		body, err := v.readBody(r)

@@ -357,6 +357,35 @@ func TestMiddlewareRejects(t *testing.T) {
 	}
 }
 
+// TestMiddlewareRejectsRepeatedHeaders: a signed request with one of its
+// signed headers sent twice (a replay with a line added) is refused, even
+// when the first line, the one verified, is intact: what the verifier
+// checked and what other code reading the request sees could differ.
+func TestMiddlewareRejectsRepeatedHeaders(t *testing.T) {
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey}})
+	s := signer(t, curKey)
+	ok := func() *http.Request { return signed(t, s, alice, time.Now(), "POST", srv.URL+"/echo", `{"text":"a"}`) }
+	if res, b := do(t, ok()); res.StatusCode != 200 {
+		t.Fatalf("baseline: %d %s", res.StatusCode, b)
+	}
+	r := ok()
+	r.Header.Add(identity.HeaderPermissions, "notes:admin")
+	res, b := do(t, r)
+	wantProblem(t, res, b, 401, problem.CodeUnauthenticated, "req-42")
+	for _, name := range []string{
+		identity.HeaderKeyID, identity.HeaderPrincipal, identity.HeaderUserID, identity.HeaderTenantID, identity.HeaderSessionID,
+		identity.HeaderRoles, identity.HeaderPermissions, identity.HeaderEmailVerified, identity.HeaderAMR, identity.HeaderAuthTime,
+		identity.HeaderClientIP, identity.HeaderRequestID, identity.HeaderTimestamp, identity.HeaderSignature,
+	} {
+		t.Run(name+" twice", func(t *testing.T) {
+			r := ok()
+			r.Header.Add(name, r.Header.Get(name)) // even the same value again
+			res, b := do(t, r)
+			wantProblem(t, res, b, 401, problem.CodeUnauthenticated, "req-42")
+		})
+	}
+}
+
 // A key removed from the list stops working at once.
 func TestRotationDelistsRetiredKey(t *testing.T) {
 	before := server(t, verify.Config{Keys: []identity.Key{curKey, oldKey}})
