@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -485,5 +486,45 @@ func TestLocalEvictionOnSessionEnd(t *testing.T) {
 		if got := e.core.ProjectionFetches.Load(); got != n {
 			t.Fatalf("projection fetches %d -> %d: the cache was dropped", n, got)
 		}
+	})
+}
+
+// A path that spells a route's prefix in another letter case is refused
+// (404, nothing forwarded). Upstreams disagree on case: Go's ServeMux,
+// Python's frameworks and Spring compare it, so "/notes/PUBLIC/1" is under
+// their "/notes/" handler (protected here), while the proxy, which matches
+// ignoring case, would take it for "/notes/public" (public) and forward it
+// anonymously; Express and ASP.NET ignore it, so "/NOTES/1" must not fall
+// to the catch-all "/" (public) either. The exact spellings are served.
+func TestCaseVariantOfAPrefixRefused(t *testing.T) {
+	// How a Go upstream reads the paths below.
+	mux := http.NewServeMux()
+	for _, p := range []string{"/notes/", "/notes/public/", "/"} {
+		mux.HandleFunc(p, func(http.ResponseWriter, *http.Request) {})
+	}
+	if _, pattern := mux.Handler(httptest.NewRequest("GET", "/notes/PUBLIC/1", nil)); pattern != "/notes/" {
+		t.Fatalf("ServeMux reads /notes/PUBLIC/1 under %q, want /notes/", pattern)
+	}
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	for _, path := range []string{"/notes/PUBLIC/1", "/notes/Public", "/NOTES/1", "/Notes", "/Notes/public/1"} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			for _, token := range []string{"", tok} {
+				e.wantProblem(e.do("GET", path, token, nil), 404, problem.CodeNotFound)
+				e.wantNothingForwarded()
+			}
+		})
+	}
+	t.Run("exact spellings", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes/public/1", "", nil), 200)
+		e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+		e.wantStatus(e.do("GET", "/notes/1/ATTACHMENTS", tok, nil), 200)
+		e.wantSignedAt(e.up, testenv.AppKey.ID)
+		e.wantStatus(e.do("GET", "/Other/Path", "", nil), 200)
 	})
 }

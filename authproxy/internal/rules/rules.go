@@ -5,7 +5,8 @@
 // A table holds coreapi's built-in routes (upstream "core", attributes
 // fixed) and the routes of an optional YAML file, each a path prefix that
 // matches whole segments ("/notes" matches "/notes" and "/notes/x", never
-// "/notes-admin"). The longest matching prefix wins; if none of its routes
+// "/notes-admin"). The longest matching prefix wins, compared ignoring
+// case, and a path that spells it in another case is 404; if none of its routes
 // allows the method the answer is 405, never a fall-back to a shorter
 // prefix; no matching prefix is 404. Paths under /internal are never
 // routed. A file route can neither equal nor lie under a built-in prefix,
@@ -134,6 +135,9 @@ type Group struct {
 	// Allow is the Allow header of a 405 for this prefix.
 	Allow  string
 	routes []*Route
+	// upper: Prefix has an upper-case letter, so a path in lower case
+	// may still spell it in another case (see Match).
+	upper bool
 }
 
 // anyMethod is what a route without methods admits: every method but
@@ -491,9 +495,13 @@ func (t *Table) add(r *Route, where string) error {
 	key := strings.ToLower(r.Prefix)
 	g := t.groups[key]
 	if g == nil {
-		g = &Group{Prefix: r.Prefix}
+		g = &Group{Prefix: r.Prefix, upper: key != r.Prefix}
 		t.groups[key] = g
 		t.maxLen = max(t.maxLen, len(key))
+	}
+	if g.Prefix != r.Prefix {
+		return fmt.Errorf("%s: prefix %s differs from another route's %s only in letter case: a path spelling one is refused by the other (write both alike)",
+			where, r.Prefix, g.Prefix)
 	}
 	for _, o := range g.routes {
 		if o.methods == 0 || r.methods == 0 || o.methods&r.methods != 0 {
@@ -600,6 +608,13 @@ func IsInternal(path []byte) bool {
 // path, or nil (404). scratch is a buffer the caller owns (the lower-cased
 // path is built in it); the grown buffer is returned for reuse. It does
 // not allocate once scratch is large enough.
+//
+// Prefixes are compared ignoring case, so that a path in another case
+// cannot fall to a shorter prefix's route; but a path whose longest
+// matching prefix it spells in another case than the route's is refused
+// (nil) too: an upstream that compares case (Go's ServeMux, Python's
+// frameworks, Spring) reads "/notes/PUBLIC" under its "/notes/" handler,
+// not under the route "/notes/public".
 func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	if IsInternal(path) {
 		return nil, scratch
@@ -608,17 +623,27 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	// it, to see a segment boundary) needs lower-casing.
 	n := min(len(path), t.maxLen+1)
 	lp := path[:n] // most paths are lower case already: matched as they are
+	lowered := false
 	for i, c := range lp {
 		if c >= 'A' && c <= 'Z' {
 			lp = lower(scratch[:0], path[:n], i)
-			scratch = lp
+			scratch, lowered = lp, true
 			break
 		}
 	}
+	g := t.match(lp, len(path))
+	if g != nil && (lowered || g.upper) && string(path[:len(g.Prefix)]) != g.Prefix {
+		return nil, scratch
+	}
+	return g, scratch
+}
+
+// match is Match on the lower-cased lp, the start of a path of n bytes.
+func (t *Table) match(lp []byte, n int) *Group {
 	// Candidates from the longest down: the whole path (if no longer than
 	// the longest prefix), then each segment boundary, then "/".
 	end := len(lp)
-	if len(path) > t.maxLen {
+	if n > t.maxLen {
 		end = t.maxLen
 		for end > 0 && lp[end] != '/' {
 			end--
@@ -627,7 +652,7 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	for end > 0 {
 		if t.lens[end] {
 			if g := t.groups[string(lp[:end])]; g != nil {
-				return g, scratch
+				return g
 			}
 		}
 		end--
@@ -635,7 +660,7 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 			end--
 		}
 	}
-	return t.groups["/"], scratch
+	return t.groups["/"]
 }
 
 // lower appends p to dst in lower case, given that p[:i] has no upper-case

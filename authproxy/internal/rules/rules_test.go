@@ -60,7 +60,9 @@ func TestCoreRoutes(t *testing.T) {
 		{"GET", "/api/v1/users/me", 200, Protected},
 		{"DELETE", "/api/v1/users/123", 200, Protected},
 		{"BREW", "/api/v1/users", 200, Protected},
-		{"GET", "/API/V1/USERS/me", 200, Protected},
+		// A prefix spelled in another case: 404, never a shorter route.
+		{"GET", "/API/V1/USERS/me", 404, 0},
+		{"GET", "/api/v1/users/ME", 200, Protected},
 		{"GET", "/api/v1/usersx", 404, 0},
 		{"GET", "/api", 404, 0},
 		{"GET", "/", 404, 0},
@@ -91,6 +93,7 @@ routes:
   - {prefix: /events, methods: [GET], upstream: notes, access: protected, websocket: true, stream_timeout: 10m}
   - {prefix: /, upstream: other, access: public}
   - {prefix: /api/v1/invoices, upstream: other, access: protected}
+  - {prefix: /Reports, upstream: other, access: protected}
 `
 
 func TestAppRoutes(t *testing.T) {
@@ -115,11 +118,19 @@ func TestAppRoutes(t *testing.T) {
 		{"GET", "/notes-admin/x", 200, "other", "notes:admin"},
 		{"GET", "/notesx", 200, "other", ""},
 		{"GET", "/notes/public/x", 200, "notes", ""},
-		{"GET", "/NOTES/1", 200, "notes", "notes:read"},
+		// The longest prefix (compared ignoring case) spelled in another
+		// case: 404, neither its route nor a shorter one's ("/notes"
+		// to an upstream that compares case, "/" to one that does not).
+		{"GET", "/NOTES/1", 404, "", ""},
 		// Upper case after a lower-case start (matched on a lower-cased copy).
-		{"GET", "/noTES/1", 200, "notes", "notes:read"},
-		{"GET", "/notes/PUBLIC/x", 200, "notes", ""},
-		{"GET", "/notes-Admin", 200, "other", "notes:admin"},
+		{"GET", "/noTES/1", 404, "", ""},
+		{"GET", "/notes/PUBLIC/x", 404, "", ""},
+		{"GET", "/notes-Admin", 404, "", ""},
+		// Beyond the prefix, case is the upstream's business.
+		{"GET", "/notes/public/X", 200, "notes", ""},
+		{"GET", "/Reports/Q1", 200, "other", ""},
+		{"GET", "/reports/Q1", 404, "", ""},
+		{"GET", "/Anything/Else", 200, "other", ""},
 		{"GET", "/anything/else", 200, "other", ""},
 		{"GET", "/", 200, "other", ""},
 		// A route without methods admits neither TRACE nor CONNECT.
@@ -228,7 +239,8 @@ func TestBadFiles(t *testing.T) {
 		{"duplicate without methods", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /a, upstream: notes, access: protected}]", "duplicate"},
 		{"duplicate overlapping methods", ups + "routes: [{prefix: /a, methods: [GET, POST], upstream: notes, access: public}, {prefix: /a, methods: [POST], upstream: notes, access: protected}]", "duplicate"},
 		{"duplicate by HEAD", ups + "routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, methods: [HEAD], upstream: notes, access: protected}]", "duplicate"},
-		{"duplicate by case", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /A, upstream: notes, access: public}]", "duplicate"},
+		{"duplicate by case", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /A, upstream: notes, access: public}]", "only in letter case"},
+		{"prefixes differing in case", ups + "routes: [{prefix: /Notes, methods: [GET], upstream: notes, access: public}, {prefix: /notes, methods: [POST], upstream: notes, access: protected}]", "route 2 (/notes): prefix /notes differs from another route's /Notes only in letter case"},
 		{"one method-less beside methods", ups + "routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, upstream: notes, access: protected}]", "duplicate"},
 		{"not yaml", "routes: [", "parse rules"},
 		{"old format", "rules: [{path: /api/**, access: protected}]", "docs/operations.md"},
