@@ -528,3 +528,20 @@ func TestCaseVariantOfAPrefixRefused(t *testing.T) {
 		e.wantStatus(e.do("GET", "/Other/Path", "", nil), 200)
 	})
 }
+
+// A prefix outside ASCII is written percent-encoded, as request paths are
+// matched: it then covers the path however the client spells it, and its
+// paths never fall to the public catch-all. (Written raw, "/café" is
+// refused at load: it would never match.)
+func TestNonASCIIPrefix(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /caf%C3%A9, upstream: notes, access: protected}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	for _, path := range []string{"/café/menu", "/caf%C3%A9/menu", "/caf%c3%a9/menu"} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			e.wantProblem(e.raw("GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 401, problem.CodeUnauthenticated)
+			e.wantNothingForwarded()
+		})
+	}
+}

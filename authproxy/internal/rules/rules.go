@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"sigs.k8s.io/yaml"
 )
 
@@ -531,13 +532,24 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 	case sp.Prefix != "/" && strings.HasSuffix(sp.Prefix, "/"):
 		errs = append(errs, errors.New("prefix must not end with '/': it always matches whole segments"))
 	default:
+		dots := false
 		for _, seg := range strings.Split(sp.Prefix[1:], "/") {
 			if sp.Prefix == "/" {
 				break
 			}
-			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "%\\?#; \t") {
+			if seg == "" || seg == "." || seg == ".." {
 				errs = append(errs, fmt.Errorf("segment %q not allowed", seg))
+				dots = true
 			}
+		}
+		// Request paths are matched in pathnorm's form: a prefix in any
+		// other (a raw non-ASCII letter, a space, a lower-case or needless
+		// escape) would never match, and its paths would silently take a
+		// shorter prefix's route.
+		if norm, err := pathnorm.String(sp.Prefix); err != nil {
+			errs = append(errs, fmt.Errorf("prefix: a request path like it is refused (%w)", err))
+		} else if norm != sp.Prefix && !dots {
+			errs = append(errs, fmt.Errorf("prefix is not written as request paths are matched (unreserved characters as they are, any other byte percent-encoded in upper-case hex): write %s", norm))
 		}
 		for _, res := range reservedPrefixes {
 			if under(sp.Prefix, res) {

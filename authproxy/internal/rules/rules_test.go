@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 )
 
 const coreURL = "http://127.0.0.1:8081"
@@ -214,7 +216,15 @@ func TestBadFiles(t *testing.T) {
 		{"glob prefix", ups + "routes: [{prefix: /a/**, upstream: notes, access: public}]", "glob"},
 		{"trailing slash", ups + "routes: [{prefix: /a/, upstream: notes, access: public}]", "end with"},
 		{"dot segment", ups + "routes: [{prefix: /a/../b, upstream: notes, access: public}]", "segment"},
-		{"escape in prefix", ups + "routes: [{prefix: /a%2fb, upstream: notes, access: public}]", "segment"},
+		{"encoded slash in prefix", ups + "routes: [{prefix: /a%2fb, upstream: notes, access: public}]", "encoded '/'"},
+		{"path parameter in prefix", ups + "routes: [{prefix: '/a;b', upstream: notes, access: public}]", "';' in path"},
+		{"control character in prefix", ups + "routes: [{prefix: \"/a\\nb\", upstream: notes, access: public}]", "control character"},
+		{"space in prefix", ups + "routes: [{prefix: '/a b', upstream: notes, access: public}]", "write /a%20b"},
+		{"raw non-ASCII prefix", ups + "routes: [{prefix: /café, upstream: notes, access: public}]", "write /caf%C3%A9"},
+		{"lower-case escape in prefix", ups + "routes: [{prefix: /caf%c3%a9, upstream: notes, access: public}]", "write /caf%C3%A9"},
+		{"needless escape in prefix", ups + "routes: [{prefix: /%7Enotes, upstream: notes, access: public}]", "write /~notes"},
+		{"reserved character in prefix", ups + "routes: [{prefix: '/a<b>', upstream: notes, access: public}]", "write /a%3Cb%3E"},
+		{"query in prefix", ups + "routes: [{prefix: '/a?b', upstream: notes, access: public}]", "write /a%3Fb"},
 		{"under /internal", ups + "routes: [{prefix: /internal/x, upstream: notes, access: public}]", "/internal"},
 		{"shadows /api/v1/auth", ups + "routes: [{prefix: /api/v1/auth, upstream: notes, access: public}]", "built-in /api/v1/auth"},
 		{"under /api/v1/auth", ups + "routes: [{prefix: /api/v1/auth/token, methods: [POST], upstream: notes, access: public}]", "cannot be shadowed"},
@@ -265,6 +275,26 @@ func TestBadFiles(t *testing.T) {
 	// Disjoint methods on one prefix are fine.
 	if _, err := Parse([]byte(ups+"routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, methods: [POST, DELETE], upstream: notes, access: protected}]"), testEnv); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A prefix is written as request paths are matched (pathnorm's form): one
+// in any other would never match, and its paths would take a shorter
+// prefix's route. In that form, it matches every spelling of its paths.
+func TestPrefixInMatchedForm(t *testing.T) {
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\n"
+	tb, err := Parse([]byte(ups+"routes: [{prefix: '/caf%C3%A9/~menu', upstream: notes, access: protected}, {prefix: /, upstream: notes, access: public}]"), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range []string{"/café/~menu/x", "/caf%C3%A9/%7Emenu", "/caf%c3%a9/~menu/x"} {
+		path, err := pathnorm.String(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, status, _ := match(t, tb, "GET", path); status != 200 || r.Access != Protected {
+			t.Fatalf("%s (normalized %s) = %d %+v, want the protected route", raw, path, status, r)
+		}
 	}
 }
 
