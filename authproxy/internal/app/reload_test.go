@@ -126,6 +126,31 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 }
 
+// A file caught while it is written in place (truncated, then written: a
+// shell's "> rules.yaml", an editor that does not rename, a slow copy) is
+// empty, or stops before its routes, which is valid YAML: it keeps the
+// previous rules instead of dropping every app route. The complete file
+// then loads.
+func TestRulesReloadHalfWrittenFileKeepsRules(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	for i, part := range []string{"", "# authproxy rules\n", appUpstream, appUpstream + "routes:\n"} {
+		if err := os.WriteFile(e.app.cfg.RulesFile, []byte(e.appRules(part)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), float64(i+1)) })
+		if g := e.generation(); g != 1 {
+			t.Fatalf("generation = %v after %q, want 1", g, part)
+		}
+		e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	}
+	testenv.Eventually(t, func() error { return testenv.Contains("the log", e.logs.String(), "no routes") })
+	if err := os.WriteFile(e.app.cfg.RulesFile, []byte(e.appRules(rulesB)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+}
+
 func TestRulesReloadSIGHUPPath(t *testing.T) {
 	e := start(t, envOpt{rules: rulesA})
 	// An explicit reload with unchanged content still swaps.

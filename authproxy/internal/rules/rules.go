@@ -70,6 +70,10 @@ const TranslationDoc = "docs/operations.md#translating-a-rules-file-of-the-previ
 // globs, deny, replace_defaults).
 var ErrOldFormat = errors.New("rules file uses the previous format (rules:, path, deny, replace_defaults); translate it as " + TranslationDoc + " describes")
 
+// ErrNoRoutes refuses a file without a list of routes: empty, or cut short
+// while it was written. A file meant to add no app route says routes: [].
+var ErrNoRoutes = errors.New("rules file has no routes (empty, or cut short while written?); a file that adds no app route says routes: []")
+
 // UpstreamSpec is one upstream as written in the rules file.
 type UpstreamSpec struct {
 	URL   string `json:"url"`
@@ -404,6 +408,12 @@ func Parse(b []byte, env Env) (*Table, error) {
 		return nil, fmt.Errorf("parse rules: %w", err)
 	}
 	t, err := Compile(f, env)
+	// A file without its list of routes is most often one caught while it
+	// is written in place (empty, or cut before its routes: valid YAML);
+	// taken as it is, it would drop every app route.
+	if r, ok := probe["routes"]; !ok || r == nil {
+		err = errors.Join(ErrNoRoutes, err)
+	}
 	if err != nil {
 		return nil, err
 	}

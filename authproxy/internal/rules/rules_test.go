@@ -187,7 +187,7 @@ func TestAppRoutes(t *testing.T) {
 // An app upstream may be https:// (port 443 unless given); coreapi's URL
 // may not: it runs beside the proxy.
 func TestUpstreamSchemes(t *testing.T) {
-	tb, err := Parse([]byte("upstreams:\n  a: {url: 'https://a.example', key_id: app-notes}\n  b: {url: 'https://10.0.0.9:8443/', key_id: app-notes}\n  c: {url: 'http://c.example', key_id: app-notes}\n"), testEnv)
+	tb, err := Parse([]byte("upstreams:\n  a: {url: 'https://a.example', key_id: app-notes}\n  b: {url: 'https://10.0.0.9:8443/', key_id: app-notes}\n  c: {url: 'http://c.example', key_id: app-notes}\nroutes: []\n"), testEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +253,12 @@ func TestBadFiles(t *testing.T) {
 		{"prefixes differing in case", ups + "routes: [{prefix: /Notes, methods: [GET], upstream: notes, access: public}, {prefix: /notes, methods: [POST], upstream: notes, access: protected}]", "route 2 (/notes): prefix /notes differs from another route's /Notes only in letter case"},
 		{"one method-less beside methods", ups + "routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, upstream: notes, access: protected}]", "duplicate"},
 		{"not yaml", "routes: [", "parse rules"},
+		// A file caught while written in place: empty, or cut before its
+		// routes (valid YAML) would drop every app route.
+		{"empty file", "", "no routes"},
+		{"comments only", "# rules\n", "no routes"},
+		{"no routes", ups, "no routes"},
+		{"routes cut off", ups + "routes:\n", "no routes"},
 		{"old format", "rules: [{path: /api/**, access: protected}]", "docs/operations.md"},
 		{"old format replace_defaults", "replace_defaults: true", "previous format"},
 	}
