@@ -572,6 +572,11 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if sp.Methods != nil && len(sp.Methods) == 0 {
+		// Taken as it is, an empty list would be the absent one: any
+		// method.
+		errs = append(errs, errors.New("methods: [] admits no method; leave methods out for any method but TRACE and CONNECT"))
+	}
 	r.methods = set
 	if sp.Upstream == "" {
 		errs = append(errs, errors.New("upstream: required"))

@@ -211,6 +211,8 @@ func TestBadFiles(t *testing.T) {
 		{"unknown field", ups + "routes: [{prefix: /a, upstream: notes, access: public, extra: 1}]", "unknown field"},
 		{"bad access", ups + "routes: [{prefix: /a, upstream: notes, access: maybe}]", "access"},
 		{"deny is gone", ups + "routes: [{prefix: /a, upstream: notes, access: deny}]", "access"},
+		// An empty list is not "no methods": left out, methods means any.
+		{"empty methods", ups + "routes: [{prefix: /a, methods: [], upstream: notes, access: protected}]", "route 1 (/a): methods: [] admits no method"},
 		{"bad method", ups + "routes: [{prefix: /a, upstream: notes, access: public, methods: [FETCH]}]", "FETCH"},
 		{"relative prefix", ups + "routes: [{prefix: a, upstream: notes, access: public}]", "start with"},
 		{"glob prefix", ups + "routes: [{prefix: /a/**, upstream: notes, access: public}]", "glob"},
