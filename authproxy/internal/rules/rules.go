@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -345,14 +346,18 @@ func ParseAppURL(s string) (addr string, tls bool, err error) {
 
 func parseURL(s string) (addr string, tls bool, err error) {
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") ||
-		u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || (u.Path != "" && u.Path != "/") ||
+		u.RawQuery != "" || u.ForceQuery || u.User != nil || u.Fragment != "" {
+		// An empty host (http://:8082) would be dialled as this host.
 		return "", false, fmt.Errorf("url %q: want http://host:port or https://host:port with no path", s)
 	}
 	tls = u.Scheme == "https"
 	port := u.Port()
 	switch {
 	case port != "":
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", false, fmt.Errorf("url %q: port %s: want 1 to 65535", s, port)
+		}
 	case tls:
 		port = "443"
 	default:

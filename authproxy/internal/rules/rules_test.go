@@ -238,6 +238,10 @@ func TestBadFiles(t *testing.T) {
 		{"upstream with a path", "upstreams: {notes: {url: 'http://x:1/api', key_id: app-notes}}", "no path"},
 		{"ftp upstream", "upstreams: {notes: {url: 'ftp://x:1', key_id: app-notes}}", "https://host:port"},
 		{"https upstream with a path", "upstreams: {notes: {url: 'https://x/api', key_id: app-notes}}", "no path"},
+		// Dialled as ":8082" (this host) or never reachable.
+		{"upstream without a host", "upstreams: {notes: {url: 'http://:8082', key_id: app-notes}}\nroutes: []", `url "http://:8082": want`},
+		{"upstream port out of range", "upstreams: {notes: {url: 'http://x:99999', key_id: app-notes}}\nroutes: []", "port"},
+		{"upstream port 0", "upstreams: {notes: {url: 'https://x:0', key_id: app-notes}}\nroutes: []", "port"},
 		{"upstream without key", "upstreams: {notes: {url: 'http://x:1'}}", "key_id: required"},
 		{"key not in UPSTREAM_KEYS", "upstreams: {notes: {url: 'http://x:1', key_id: nokey}}", "not in UPSTREAM_KEYS"},
 		{"core key for an app", "upstreams: {notes: {url: 'http://x:1', key_id: core}}", "names a core key"},
@@ -276,6 +280,11 @@ func TestBadFiles(t *testing.T) {
 	_, err := Parse([]byte(ups+"routes: [{prefix: a, upstream: notes, access: x}, {prefix: /b, upstream: zz, access: public}]"), testEnv)
 	if err == nil || !strings.Contains(err.Error(), "route 1") || !strings.Contains(err.Error(), "route 2") {
 		t.Fatalf("Parse() = %v, want errors for routes 1 and 2", err)
+	}
+	for _, u := range []string{"http://:8081", "http://127.0.0.1:0", "http://127.0.0.1:65536"} {
+		if _, err := Core(u); err == nil || !strings.Contains(err.Error(), "IDENTITY_URL") {
+			t.Fatalf("IDENTITY_URL %s: %v, want refused", u, err)
+		}
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), testEnv); err == nil {
 		t.Fatal("Load(missing) accepted")
