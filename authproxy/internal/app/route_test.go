@@ -545,3 +545,28 @@ func TestNonASCIIPrefix(t *testing.T) {
 		})
 	}
 }
+
+// The path the proxy routes (and signs) is the request line's: a header
+// that names another one, which older Symfony and Zend Framework releases
+// and IIS's URL Rewrite obey (X-Original-URL, X-Rewrite-URL),
+// never reaches an upstream, so a public route's request cannot have such
+// an app serve a protected path.
+func TestPathOverrideHeadersRemoved(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	for _, name := range []string{"X-Original-URL", "x-original-url", "X_Original_URL", "X-Rewrite-URL", "x_rewrite_url"} {
+		t.Run(name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			r := e.raw("GET /notes/public HTTP/1.1\r\nHost: x\r\n" + name + ": /notes/secret\r\nConnection: close\r\n\r\n")
+			e.wantStatus(r, 200)
+			got := e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+			for k, vs := range got.Headers {
+				for _, v := range vs {
+					if strings.Contains(v, "/notes/secret") {
+						t.Fatalf("%s: %s reached the upstream", k, v)
+					}
+				}
+			}
+		})
+	}
+}

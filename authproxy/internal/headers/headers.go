@@ -43,13 +43,17 @@ func isHopByHop(name []byte) bool {
 
 // isMethodOverride reports whether name is one of the headers with which
 // frameworks let a request name another method than its request line's
-// (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override): the proxy
-// authorizes and signs the request line's method, so an upstream must
-// never be told to run another.
+// (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override), or another
+// path (X-Original-URL, X-Rewrite-URL: older Symfony and Zend Framework
+// releases, IIS's URL Rewrite): the proxy authorizes and signs the
+// request line's method and path, so an upstream must never be told to
+// serve others.
 func isMethodOverride(name []byte) bool {
 	switch len(name) {
-	case len("X-HTTP-Method"):
-		return equalFold(name, "x-http-method")
+	case len("X-HTTP-Method"): // and X-Rewrite-URL
+		return equalFold(name, "x-http-method") || equalFold(name, "x-rewrite-url")
+	case len("X-Original-URL"):
+		return equalFold(name, "x-original-url")
 	case len("X-Method-Override"):
 		return equalFold(name, "x-method-override")
 	case len("X-HTTP-Method-Override"):

@@ -49,6 +49,9 @@ func TestSanitize(t *testing.T) {
 		"X-HTTP-Method-Override: DELETE\r\n" +
 		"X_Http_Method: DELETE\r\n" +
 		"x-method-override: DELETE\r\n" +
+		"X-Original-URL: /admin\r\n" +
+		"x_rewrite_url: /admin\r\n" +
+		"X-Original-URLs: kept\r\n" +
 		"X-HTTP-Method-Overrides: kept\r\n" +
 		"X-Authorization-Note: kept\r\n" +
 		"Authorization: Bearer abc\r\n" +
@@ -65,12 +68,12 @@ func TestSanitize(t *testing.T) {
 		got := names(&req.Header)
 		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
 			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade",
-			"x-http-method-override", "x_http_method", "x-method-override"} {
+			"x-http-method-override", "x_http_method", "x-method-override", "x-original-url", "x_rewrite_url"} {
 			if _, ok := got[gone]; ok {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "x-http-method-overrides", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
