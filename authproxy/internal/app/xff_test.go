@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,47 @@ func TestTrustedForwardedForLines(t *testing.T) {
 	}
 	if ip := got.Headers["X-Auth-Client-Ip"]; len(ip) != 1 || ip[0] != "203.0.113.9" {
 		t.Fatalf("X-Auth-Client-Ip = %v after an empty line, want 203.0.113.9", ip)
+	}
+}
+
+// TestClientAddressHeadersOnlyFromTrustedPeers: the headers in which
+// proxies and CDNs pass a client's address besides X-Forwarded-For
+// (X-Real-IP, True-Client-IP, CF-Connecting-IP...) reach the upstream only
+// from a peer in TRUSTED_PROXY_CIDRS: from any other they are the client's
+// own claim, and an app that reads one of them first would take it for
+// the client's address.
+func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
+	sent := map[string]string{"X-Real-IP": "10.9.9.9", "True-Client-IP": "10.9.9.9", "CF-Connecting-IP": "10.9.9.9",
+		"X-Client-IP": "10.9.9.9", "Fastly-Client-IP": "10.9.9.9", "X_Cluster_Client_IP": "10.9.9.9", "Client-IP": "10.9.9.9"}
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{vars: vars})
+			tok := e.token(nil)
+			for _, route := range []string{"", "public"} { // a warm token, and a public route
+				r := e.do("GET", "/api/v1/users/me", tok, sent)
+				if route == "public" {
+					r = e.do("GET", "/.well-known/jwks.json", "", sent)
+				}
+				e.wantStatus(r, 200)
+				got := e.core.Last(t).Headers
+				norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
+				for name := range sent {
+					ok := false
+					for k := range got {
+						ok = ok || norm(k) == norm(name)
+					}
+					if ok != trusted {
+						t.Errorf("%s %s: reached the upstream %v, want %v", route, name, ok, trusted)
+					}
+				}
+				if ip := got["X-Auth-Client-Ip"]; len(ip) != 1 || ip[0] != "127.0.0.1" {
+					t.Errorf("%s: X-Auth-Client-Ip = %v, want the peer", route, ip)
+				}
+			}
+		})
 	}
 }

@@ -2,8 +2,9 @@
 // else reads them: hop-by-hop headers and those named in Connection are
 // removed, every identity header (identity.IsIdentityHeader) and
 // method-override header (X-HTTP-Method-Override...) is removed, and
-// X-Forwarded-* / Forwarded and the W3C trace context (traceparent,
-// tracestate) are kept only from trusted peers. It also parses the bearer
+// X-Forwarded-* / Forwarded, the other client-address headers
+// (IsClientAddress) and the W3C trace context (traceparent, tracestate)
+// are kept only from trusted peers. It also parses the bearer
 // token strictly, and cleans an upstream's answer of the fields that
 // belong to the upstream's connection (SanitizeResponse).
 package headers
@@ -85,7 +86,7 @@ const maxDeletes = 16
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, traceparent and tracestate. It reports whether the client asked for the
+// X-Forwarded-*, Forwarded, the client-address headers, traceparent and tracestate. It reports whether the client asked for the
 // connection to be closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
 // a sign that TRUSTED_PROXY_CIDRS may be missing a load balancer).
@@ -158,9 +159,35 @@ func removedAlways(k []byte) bool {
 	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k)
 }
 
-// removedUntrusted: a forwarding or trace-context header, removed from a
-// peer outside TRUSTED_PROXY_CIDRS.
-func removedUntrusted(k []byte) bool { return IsForwarded(k) || IsTraceContext(k) }
+// removedUntrusted: a forwarding, client-address or trace-context header,
+// removed from a peer outside TRUSTED_PROXY_CIDRS.
+func removedUntrusted(k []byte) bool {
+	return IsForwarded(k) || IsClientAddress(k) || IsTraceContext(k)
+}
+
+// IsClientAddress reports whether name is one of the headers in which
+// proxies and CDNs pass the client's address on besides X-Forwarded-For
+// (X-Real-IP, True-Client-IP, CF-Connecting-IP, ...): an app or a library
+// that reads one of them first (nginx's realip module, many frameworks'
+// "client IP" helpers) would take it, as the client wrote it, for the
+// client's address. X-Auth-Client-Ip is the signed one.
+func IsClientAddress(name []byte) bool {
+	switch len(name) {
+	case len("x-real-ip"): // and client-ip
+		return equalFold(name, "x-real-ip") || equalFold(name, "client-ip")
+	case len("x-client-ip"): // and x-remote-ip
+		return equalFold(name, "x-client-ip") || equalFold(name, "x-remote-ip")
+	case len("x-remote-addr"):
+		return equalFold(name, "x-remote-addr")
+	case len("true-client-ip"):
+		return equalFold(name, "true-client-ip")
+	case len("cf-connecting-ip"): // and fastly-client-ip, x-originating-ip
+		return equalFold(name, "cf-connecting-ip") || equalFold(name, "fastly-client-ip") || equalFold(name, "x-originating-ip")
+	case len("x-cluster-client-ip"):
+		return equalFold(name, "x-cluster-client-ip")
+	}
+	return false
+}
 
 // SanitizeResponse removes from an upstream's answer what belongs to the
 // upstream's connection with the proxy (RFC 9110 section 7.6.1): the
@@ -495,15 +522,15 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) != len("Upgrade") {
 				continue
 			}
-		case 'c', 'k': // Connection, Keep-Alive
-			if len(k) != len("Connection") {
+		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP
+			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") {
 				continue
 			}
 		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization
 			if len(k) < len("Proxy-Connection") {
 				continue
 			}
-		case 't', 'x', 'f':
+		case 't', 'x', 'f': // also True-Client-IP, X-Real-IP, Fastly-Client-IP...
 		default:
 			continue
 		}

@@ -46,6 +46,11 @@ func TestSanitize(t *testing.T) {
 		"Forwarded: for=1.2.3.4\r\n" +
 		"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n" +
 		"TraceState: a=b\r\n" +
+		"X-Real-IP: 10.0.0.1\r\n" +
+		"true-client-ip: 10.0.0.1\r\n" +
+		"CF_Connecting_IP: 10.0.0.1\r\n" +
+		"Client-IP: 10.0.0.1\r\n" +
+		"X-Real-IPs: kept\r\n" +
 		"X-HTTP-Method-Override: DELETE\r\n" +
 		"X_Http_Method: DELETE\r\n" +
 		"x-method-override: DELETE\r\n" +
@@ -73,13 +78,15 @@ func TestSanitize(t *testing.T) {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "x-real-ips", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
 		}
 		// The trace context is a trusted peer's to give, like X-Forwarded-*.
-		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded", "traceparent", "tracestate"} {
+		// So are the client-address headers other than X-Forwarded-For.
+		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded", "traceparent", "tracestate",
+			"x-real-ip", "true-client-ip", "cf_connecting_ip", "client-ip"} {
 			if _, ok := got[fwd]; ok != trust {
 				t.Errorf("trust=%v: header %q present = %v, want %v", trust, fwd, ok, trust)
 			}
@@ -462,7 +469,10 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Authorization-Note", "Te", "Tee", "Trailer", "Keep-Alive", "Keep_Alive", "Proxy-Connection",
 		"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Thing", "Transfer_Encoding", "Upgrade",
 		"Connection", "Connexion", "Kept-Alive", "Pragma", "Cache-Control", "X-Request-Id", "X-Api-Key",
-		"Sec-WebSocket-Protocol", "Fowarded", "uPGRADE", "CONNECTION", "_Forwarded"}
+		"Sec-WebSocket-Protocol", "Fowarded", "uPGRADE", "CONNECTION", "_Forwarded",
+		"X-Real-IP", "x_real_ip", "X-Real-IPs", "Client-IP", "Client-IQ", "CLIENT_IP", "X-Client-IP", "X-Remote-IP",
+		"X-Remote-Addr", "True-Client-IP", "CF-Connecting-IP", "Cf-Connecting-Ix", "Fastly-Client-IP", "X-Originating-IP",
+		"X-Cluster-Client-IP", "Connecting-IP"}
 	for _, hop := range hopByHop {
 		fields = append(fields, hop, strings.ToLower(hop), strings.ToUpper(hop), strings.ReplaceAll(hop, "-", "_"))
 	}
