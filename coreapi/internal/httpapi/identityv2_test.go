@@ -277,6 +277,18 @@ func TestIdentityV2Refused(t *testing.T) {
 		}
 		return apitest.Request{Method: "GET", Path: "/api/v1/echo/protected", Header: h, Unsigned: true}
 	}
+	// added sends a correctly signed request with a second line of a
+	// signed header.
+	added := func(name, value string) apitest.Request {
+		h := http.Header{}
+		h.Set(requestid.Header, requestid.New())
+		e.SignV2(h, id, "GET", "/api/v1/echo/protected", nil)
+		if value == "" {
+			value = h.Get(name)
+		}
+		h.Add(name, value)
+		return apitest.Request{Method: "GET", Path: "/api/v1/echo/protected", Header: h, Unsigned: true}
+	}
 	sig := func() string {
 		h := http.Header{}
 		h.Set(requestid.Header, requestid.New())
@@ -310,6 +322,11 @@ func TestIdentityV2Refused(t *testing.T) {
 		{"signature truncated", edit(identity.HeaderSignature, strings.TrimSuffix(sig(), "A")[:40])},
 		{"signature not base64", edit(identity.HeaderSignature, "v2="+strings.Repeat("*", 43))},
 		{"signature of another request", edit(identity.HeaderSignature, sig())},
+		{"roles added on a second line", added(identity.HeaderRoles, "owner")},
+		{"permissions added on a second line", added(identity.HeaderPermissions, "users:write")},
+		{"user id twice, the same", added(identity.HeaderUserID, "")},
+		{"signature twice, the same", added(identity.HeaderSignature, "")},
+		{"request id twice, the same", added(requestid.Header, "")},
 		{"unknown version", edit(identity.HeaderSignature, "v3="+base64.RawURLEncoding.EncodeToString(make([]byte, 32)))},
 	}
 	for _, tt := range tests {

@@ -253,6 +253,9 @@ func (s *Server) verifyIdentity(c *fiber.Ctx) (*verified, error) {
 	}
 	var hs headerSet
 	hs.read(&c.Request().Header)
+	if hs.repeated {
+		return nil, identity.ErrMalformed
+	}
 	now := s.now()
 	id, err := s.verifier.Verify(now, hs.get, c.Method(), c.OriginalURL(), body)
 	if err != nil {
@@ -376,9 +379,14 @@ func headerIndex(name string) int {
 // pass over the headers: fasthttp's Peek normalizes the name and scans
 // every header on each call, which for fourteen headers costs more than
 // the HMAC. Values alias fasthttp's buffers; the first occurrence of a
-// header wins, as with Peek.
+// header wins, as with Peek, and repeated says another one came.
 type headerSet struct {
 	raw [hdrCount][]byte
+	// repeated: a signed header came twice. The proxy sends each once; a
+	// second line (one added to a captured request) is what another
+	// reader of the request could take instead of the signed one, so the
+	// request is refused as malformed, as the app SDKs refuse it.
+	repeated bool
 }
 
 func (hs *headerSet) read(h *fasthttp.RequestHeader) {
@@ -386,7 +394,11 @@ func (hs *headerSet) read(h *fasthttp.RequestHeader) {
 		if len(k) < len("X-Auth-Amr") || (k[0] != 'X' && k[0] != 'x') {
 			continue
 		}
-		if i := headerIndex(string(k)); i >= 0 && hs.raw[i] == nil {
+		if i := headerIndex(string(k)); i >= 0 {
+			if hs.raw[i] != nil {
+				hs.repeated = true
+				continue
+			}
 			hs.raw[i] = v
 			if v == nil {
 				hs.raw[i] = []byte{}
