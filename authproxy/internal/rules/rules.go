@@ -444,6 +444,7 @@ func Compile(f File, env Env) (*Table, error) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	keyOwner := map[string]string{} // key id → the upstream that names it first
 	for _, n := range names {
 		u := f.Upstreams[n]
 		var uerrs []error
@@ -464,6 +465,10 @@ func Compile(f File, env Env) (*Table, error) {
 			uerrs = append(uerrs, fmt.Errorf("key_id %q names a core key: an app must never hold a key coreapi accepts", u.KeyID))
 		case !slices.Contains(env.UpstreamKeyIDs, u.KeyID):
 			uerrs = append(uerrs, fmt.Errorf("key_id %q: not in UPSTREAM_KEYS", u.KeyID))
+		case keyOwner[u.KeyID] != "":
+			uerrs = append(uerrs, fmt.Errorf("key_id %q is upstream %q's too: every upstream has a key of its own, else either app could sign requests the other accepts", u.KeyID, keyOwner[u.KeyID]))
+		default:
+			keyOwner[u.KeyID] = n
 		}
 		if len(uerrs) > 0 {
 			errs = append(errs, fmt.Errorf("upstream %q: %w", n, errors.Join(uerrs...)))

@@ -11,7 +11,7 @@ import (
 
 const coreURL = "http://127.0.0.1:8081"
 
-var testEnv = Env{CoreURL: coreURL, UpstreamKeyIDs: []string{"app-notes", "app-other"}, CoreKeyIDs: []string{"core"}}
+var testEnv = Env{CoreURL: coreURL, UpstreamKeyIDs: []string{"app-notes", "app-other", "app-third"}, CoreKeyIDs: []string{"core"}}
 
 // match returns the route for method and path, or nil with the HTTP status
 // of the refusal (404 or 405) and the Allow header.
@@ -187,7 +187,7 @@ func TestAppRoutes(t *testing.T) {
 // An app upstream may be https:// (port 443 unless given); coreapi's URL
 // may not: it runs beside the proxy.
 func TestUpstreamSchemes(t *testing.T) {
-	tb, err := Parse([]byte("upstreams:\n  a: {url: 'https://a.example', key_id: app-notes}\n  b: {url: 'https://10.0.0.9:8443/', key_id: app-notes}\n  c: {url: 'http://c.example', key_id: app-notes}\nroutes: []\n"), testEnv)
+	tb, err := Parse([]byte("upstreams:\n  a: {url: 'https://a.example', key_id: app-notes}\n  b: {url: 'https://10.0.0.9:8443/', key_id: app-other}\n  c: {url: 'http://c.example', key_id: app-third}\nroutes: []\n"), testEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,6 +244,7 @@ func TestBadFiles(t *testing.T) {
 		{"upstream port 0", "upstreams: {notes: {url: 'https://x:0', key_id: app-notes}}\nroutes: []", "port"},
 		{"upstream without key", "upstreams: {notes: {url: 'http://x:1'}}", "key_id: required"},
 		{"key not in UPSTREAM_KEYS", "upstreams: {notes: {url: 'http://x:1', key_id: nokey}}", "not in UPSTREAM_KEYS"},
+		{"two upstreams, one key", "upstreams: {notes: {url: 'http://x:1', key_id: app-notes}, reports: {url: 'http://x:2', key_id: app-notes}}\nroutes: []", `upstream "reports": key_id "app-notes" is upstream "notes"'s too`},
 		{"core key for an app", "upstreams: {notes: {url: 'http://x:1', key_id: core}}", "names a core key"},
 		{"perm on public", ups + "routes: [{prefix: /a, upstream: notes, access: public, permissions: [a:b]}]", "need access: protected"},
 		{"verified email on optional", ups + "routes: [{prefix: /a, upstream: notes, access: optional, require_verified_email: true}]", "need access: protected"},
