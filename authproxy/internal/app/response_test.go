@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // hopAnswer is an upstream's answer that carries what belongs to its own
@@ -116,4 +119,55 @@ func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
 		}
 		check(t, resp)
 	})
+}
+
+// An answer without a body (204, the status that tells an EventSource to
+// stop reconnecting, and 304) on a stream route is passed on as any other
+// answer, and the client's connection stays usable; a 101 to a request
+// that asked for no upgrade is refused with 502. The proxy streamed a body
+// that was not there and stopped with a nil pointer: the process ended.
+func TestStreamRouteAnswerWithoutBody(t *testing.T) {
+	up := func(answer string) string {
+		return "    url: " + cannedUpstream(t, answer) + "\n    key_id: app-notes\n"
+	}
+	e := start(t, envOpt{rules: "upstreams:\n" +
+		"  nocontent:\n" + up("HTTP/1.1 204 No Content\r\nX-App: kept\r\n\r\n") +
+		"  notmodified:\n" + up("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nX-App: kept\r\n\r\n") +
+		"  switched:\n" + up("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nnot http") +
+		"routes:\n" +
+		"  - {prefix: /nocontent, upstream: nocontent, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /notmodified, upstream: notmodified, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /switched, upstream: switched, access: public, stream_timeout: 10s}\n"})
+	for _, c := range []struct {
+		path   string
+		status int
+	}{{"/nocontent", 204}, {"/notmodified", 304}} {
+		t.Run(c.path, func(t *testing.T) {
+			conn, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(conn)
+			// Twice on one connection: nothing follows the first answer.
+			for i := range 2 {
+				if _, err := io.WriteString(conn, "GET "+c.path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != c.status || len(body) != 0 || resp.Header.Get("X-App") != "kept" {
+					t.Fatalf("request %d: status %d, body %q, header %v", i, resp.StatusCode, body, resp.Header)
+				}
+			}
+		})
+	}
+	t.Run("/switched", func(t *testing.T) {
+		e.wantProblem(e.raw("GET /switched HTTP/1.1\r\nHost: x\r\n\r\n"), 502, problem.CodeUpstreamDown)
+	})
+	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
 }

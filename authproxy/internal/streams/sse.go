@@ -57,9 +57,20 @@ func (m *Manager) ServeStream(r Request) error {
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, err)
 	}
+	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// The request asked for no upgrade (on a stream route the proxy
+		// sends none): the upstream's connection no longer speaks HTTP,
+		// and the client's must keep doing so.
+		fasthttp.ReleaseResponse(resp)
+		up.Close()
+		m.release(c, ReasonError)
+		return errors.Join(ErrUpstream, errSwitched)
+	}
 	resp.Header.CopyTo(&ctx.Response.Header)
 	headers.SanitizeResponse(&ctx.Response.Header)
-	if resp.SkipBody {
+	if resp.SkipBody || resp.BodyStream() == nil {
+		// A HEAD, or an answer that has no body (204, 304): answered as
+		// any other response, there is nothing to stream.
 		fasthttp.ReleaseResponse(resp)
 		up.Close()
 		m.release(c, ReasonUpstream)
@@ -97,6 +108,10 @@ func (m *Manager) ServeStream(r Request) error {
 	})
 	return nil
 }
+
+// errSwitched: the upstream answered 101 (Switching Protocols) to a
+// request that asked for no upgrade.
+var errSwitched = errors.New("upstream switched protocols on a request without an upgrade")
 
 // relayStream writes head, then each read of body as a chunk, then the
 // last chunk; it returns why it ended.
