@@ -171,3 +171,37 @@ func TestStreamRouteAnswerWithoutBody(t *testing.T) {
 	})
 	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
 }
+
+// An upstream's 101 (Switching Protocols) to a forwarded request, which
+// asked for no upgrade (the client's Upgrade is removed on a route without
+// websocket), is refused with 502: passed on, it told the client (and any
+// front proxy that saw the client ask for an upgrade) that the connection
+// had left HTTP, while the proxy went on reading requests from it.
+func TestUpstreamSwitchingProtocolsRefused(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-App: kept\r\n\r\nnot http")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	for i, upgrade := range []string{"", "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"} {
+		if _, err := io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: x\r\n"+upgrade+"\r\n"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		if resp.StatusCode != 502 || resp.Header.Get("X-App") != "" || resp.Header.Get("Upgrade") != "" {
+			t.Fatalf("request %d: status %d, header %v; want 502 without the upstream's fields", i, resp.StatusCode, resp.Header)
+		}
+	}
+	if n := metricCount(t, e, `authproxy_upstream_errors_total{kind="transport",target="forward"}`); n != 2 {
+		t.Fatalf("upstream errors = %v, want 2", n)
+	}
+}

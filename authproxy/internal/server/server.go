@@ -1019,6 +1019,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if err := hc.Do(req, resp); err != nil {
 		return s.forwardFailed(st, resp, err)
 	}
+	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		return s.switched(st, resp)
+	}
 	headers.SanitizeResponse(&resp.Header)
 	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
 		s.sessionsEnded(cl.Sub)
@@ -1078,6 +1081,26 @@ func (s *Server) forwardFailed(st *state, resp *fasthttp.Response, err error) er
 	case forward.Timeout:
 		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
 	}
+	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
+}
+
+// errSwitched is the error logged for an upstream's 101 to a forwarded
+// request.
+var errSwitched = errors.New("upstream answered 101 Switching Protocols to a request without an upgrade")
+
+// switched refuses an upstream's 101 (Switching Protocols) to a forwarded
+// request: the request asked for no upgrade (the client's Upgrade is a
+// hop-by-hop field, removed), so the upstream broke the exchange, and its
+// 101 must not reach the client, whose connection goes on speaking HTTP
+// with the proxy (a front proxy that saw the client ask for an upgrade
+// would take the 101 as leave to tunnel the connection). The transport
+// has closed the upstream's connection.
+//
+//go:noinline
+func (s *Server) switched(st *state, resp *fasthttp.Response) error {
+	resp.Reset()
+	s.d.Metrics.UpstreamErrors.WithLabelValues("forward", "transport").Inc()
+	s.d.Log.Warn("forward", st.logArgs("err", errSwitched.Error(), "upstream", st.upstream)...)
 	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
 }
 
