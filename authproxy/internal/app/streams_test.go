@@ -102,6 +102,13 @@ func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
+		if r.URL.Path == "/notes/ws/deaf" {
+			// Never reads what the client sends.
+			a.mu.Lock()
+			a.conn = append(a.conn, c)
+			a.mu.Unlock()
+			return
+		}
 		if r.URL.Path == "/notes/ws/linger" {
 			// Never closes its end: the proxy must not wait for it.
 			a.mu.Lock()
@@ -432,5 +439,27 @@ func TestWebSocketHalfClose(t *testing.T) {
 	}
 	if got[0] != 0x81 || got[1] != 4 || string(got[2:]) != "ping" {
 		t.Fatalf("echo frame = %x", got)
+	}
+}
+
+// An upstream that stops reading what the client sends, for longer than
+// WRITE_TIMEOUT, ends the WebSocket (close 1011 error): the proxy went on
+// reading the client's frames and dropping them, with the stream open and
+// the upstream's direction still relayed, so the client's messages were
+// lost without a word.
+func TestWebSocketUpstreamThatStopsReadingEndsIt(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"WRITE_TIMEOUT": "300ms"})
+	c := e.openWS(t, "/notes/ws/deaf", e.token(nil))
+	go func() {
+		msg := make([]byte, 64<<10)
+		for c.WriteMessage(websocket.BinaryMessage, msg) == nil {
+		}
+	}()
+	if code, text := wantClosed(t, c, 10*time.Second); code != websocket.CloseInternalServerErr || text != "error" {
+		t.Fatalf("close = %d %q", code, text)
+	}
+	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+	if n := metricCount(t, e, `authproxy_streams_closed_total{kind="websocket",reason="error"}`); n != 1 {
+		t.Fatalf("closed for error = %v, want 1", n)
 	}
 }

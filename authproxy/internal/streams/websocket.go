@@ -240,7 +240,8 @@ func (s *splice) upstreamToClient() string {
 
 // clientToUpstream relays until the client ends; after a failed write to
 // the upstream it keeps reading (and dropping) so that the client's close
-// frame is still read while the proxy closes.
+// frame is still read while the proxy closes. A write that times out (the
+// upstream no longer reads) closes the stream.
 func (s *splice) clientToUpstream() {
 	bp := s.m.buf()
 	defer s.m.put(bp)
@@ -259,6 +260,13 @@ func (s *splice) clientToUpstream() {
 			_ = s.up.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
 			if _, werr := s.up.Write(buf[:n]); werr != nil {
 				upDead = true
+				if errors.Is(werr, os.ErrDeadlineExceeded) {
+					// The upstream stopped reading: what the client
+					// sends from now on would be lost, the stream ends.
+					// (A connection reset or closed is seen by the
+					// upstream's direction.)
+					s.c.Close(ReasonError)
+				}
 			} else {
 				s.m.m.upBytes.Add(float64(n))
 			}
@@ -290,6 +298,8 @@ func closeFrame(reason string) []byte {
 	switch reason {
 	case ReasonShutdown, ReasonIdle:
 		code = 1001 // going away
+	case ReasonError:
+		code = 1011 // internal error: the upstream failed
 	}
 	if len(reason) > 123 {
 		reason = reason[:123]
