@@ -238,9 +238,11 @@ func (s *splice) upstreamToClient() string {
 	return reason
 }
 
-// clientToUpstream relays until the client ends; after a failed write to
-// the upstream it keeps reading (and dropping) so that the client's close
-// frame is still read while the proxy closes. A write that times out (the
+// clientToUpstream relays until the client ends; once the stream is
+// closed, or after a failed write to the upstream, it keeps reading (and
+// dropping) so that the client's close frame is still read while the proxy
+// closes: nothing the client sends after the proxy closed reaches the
+// upstream. A write that times out (the
 // upstream no longer reads) closes the stream.
 func (s *splice) clientToUpstream() {
 	bp := s.m.buf()
@@ -255,7 +257,7 @@ func (s *splice) clientToUpstream() {
 			}
 		}
 		n, err := s.cli.Read(buf)
-		if n > 0 && !upDead {
+		if n > 0 && !upDead && !s.closed() {
 			s.last.Store(s.m.o.Now().UnixNano())
 			_ = s.up.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
 			if _, werr := s.up.Write(buf[:n]); werr != nil {
