@@ -523,3 +523,38 @@ func TestWebSocketClosedRelaysNoMoreFromTheClient(t *testing.T) {
 		t.Fatal("the upstream got a message the client sent after the proxy closed the stream")
 	}
 }
+
+// An upgrade whose client also asks to close the connection
+// ("Connection: close, Upgrade") is spliced like any other: the proxy
+// answered 101 and then closed the client's connection without splicing,
+// leaving the upstream's WebSocket open, and the stream counted against
+// the caps, for UPSTREAM_TIMEOUT, with no client holding anything.
+func TestWebSocketUpgradeWithConnectionClose(t *testing.T) {
+	e, _ := startStreams(t, nil)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(conn, "GET /notes/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e.token(nil)+
+		"\r\nConnection: close, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake = %v, %v", resp, err)
+	}
+	if v := resp.Header.Values("Connection"); len(v) != 1 || !strings.EqualFold(v[0], "upgrade") || resp.Header.Get("X-Request-Id") == "" {
+		t.Fatalf("101 header %v", resp.Header)
+	}
+	frame := []byte{0x81, 0x84, 1, 2, 3, 4, 'p' ^ 1, 'i' ^ 2, 'n' ^ 3, 'g' ^ 4}
+	if _, err := conn.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(br, got); err != nil || got[0] != 0x81 || string(got[2:]) != "ping" {
+		t.Fatalf("echo = %x, %v", got, err)
+	}
+	conn.Close()
+	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+}

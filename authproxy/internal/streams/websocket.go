@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/valyala/fasthttp"
 )
 
@@ -77,6 +78,18 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	raw := ctx.Conn()
 	s := &splice{m: m, c: c, up: up, upr: br, raw: raw, idle: r.Route.StreamTimeout}
 	s.last.Store(m.o.Now().UnixNano())
+	// The splice writes the 101 itself, first thing on the hijacked
+	// connection: fasthttp would not run the hijack handler after an
+	// answer it marks as closing the connection (a client's
+	// "Connection: close, Upgrade", a draining server), which left the
+	// upstream's WebSocket open, and the stream counted, without a client.
+	h := &ctx.Response.Header
+	h.Set(requestid.Header, r.RequestID)
+	if r.Head != nil {
+		r.Head()
+	}
+	s.head = h.AppendBytes(nil)
+	ctx.HijackSetNoResponse(true)
 	m.start(c, s.shutdown)
 	m.watchHijack(c, &s.started, up)
 	ctx.Hijack(s.run)
@@ -117,6 +130,7 @@ type splice struct {
 	m    *Manager
 	c    *Conn
 	up   net.Conn
+	head []byte        // the 101, as the client gets it
 	upr  *bufio.Reader // the upstream's bytes, some maybe read with its 101
 	raw  net.Conn      // the client's TCP connection (for half-close)
 	cli  net.Conn      // the hijacked client connection (reads buffered bytes first)
@@ -147,7 +161,7 @@ func (s *splice) closed() bool {
 	}
 }
 
-// run is the hijack handler: fasthttp has written the 101.
+// run is the hijack handler: it writes the 101, then splices.
 func (s *splice) run(cli net.Conn) {
 	if !s.started.CompareAndSwap(false, true) {
 		cli.Close() // given up on (watchHijack)
@@ -157,6 +171,14 @@ func (s *splice) run(cli net.Conn) {
 	s.cli = cli
 	s.mu.Unlock()
 	_ = cli.SetDeadline(time.Time{})
+	_ = cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+	if _, err := cli.Write(s.head); err != nil {
+		s.up.Close()
+		cli.Close()
+		s.m.release(s.c, ReasonClient)
+		s.c.Close(ReasonClient)
+		return
+	}
 	if s.closed() { // closed before the hijack (e.g. already revoked)
 		s.shutdown("")
 	}
