@@ -127,13 +127,13 @@ func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
 // that asked for no upgrade is refused with 502. The proxy streamed a body
 // that was not there and stopped with a nil pointer: the process ended.
 func TestStreamRouteAnswerWithoutBody(t *testing.T) {
-	up := func(answer string) string {
-		return "    url: " + cannedUpstream(t, answer) + "\n    key_id: app-notes\n"
+	up := func(answer, key string) string {
+		return "    url: " + cannedUpstream(t, answer) + "\n    key_id: " + key + "\n"
 	}
 	e := start(t, envOpt{rules: "upstreams:\n" +
-		"  nocontent:\n" + up("HTTP/1.1 204 No Content\r\nX-App: kept\r\n\r\n") +
-		"  notmodified:\n" + up("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nX-App: kept\r\n\r\n") +
-		"  switched:\n" + up("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nnot http") +
+		"  nocontent:\n" + up("HTTP/1.1 204 No Content\r\nX-App: kept\r\n\r\n", testenv.AppKey.ID) +
+		"  notmodified:\n" + up("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nX-App: kept\r\n\r\n", testenv.OtherAppKeys[0].ID) +
+		"  switched:\n" + up("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nnot http", testenv.OtherAppKeys[1].ID) +
 		"routes:\n" +
 		"  - {prefix: /nocontent, upstream: nocontent, access: public, stream_timeout: 10s}\n" +
 		"  - {prefix: /notmodified, upstream: notmodified, access: public, stream_timeout: 10s}\n" +

@@ -377,7 +377,7 @@ func TestStreamsEndWhenTheirRouteMovesUpstream(t *testing.T) {
 	e.writeRules("upstreams:\n" +
 		"  notes:\n    url: http://" + a.addr + "\n    key_id: app-notes\n" +
 		"  alias:\n    url: http://" + a.addr + "\n    key_id: app-notes\n" +
-		"  other:\n    url: http://" + other.addr + "\n    key_id: app-notes\n" +
+		"  other:\n    url: http://" + other.addr + "\n    key_id: app-two\n" +
 		"routes:\n" +
 		"  - {prefix: /notes/ws/moved, methods: [GET], upstream: other, access: protected, permissions: [notes:read], websocket: true}\n" +
 		"  - {prefix: /notes/ws/renamed, methods: [GET], upstream: alias, access: protected, permissions: [notes:read], websocket: true}\n" +

@@ -54,7 +54,7 @@ type streamSeen struct {
 
 func newStreamApp(t testing.TB) *streamApp {
 	t.Helper()
-	v, err := identity.NewVerifier([]identity.Key{testenv.AppKey}, time.Minute)
+	v, err := identity.NewVerifier(append([]identity.Key{testenv.AppKey}, testenv.OtherAppKeys...), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -465,9 +465,10 @@ func Compile(f File, env Env) (*Table, error) {
 			uerrs = append(uerrs, fmt.Errorf("key_id %q names a core key: an app must never hold a key coreapi accepts", u.KeyID))
 		case !slices.Contains(env.UpstreamKeyIDs, u.KeyID):
 			uerrs = append(uerrs, fmt.Errorf("key_id %q: not in UPSTREAM_KEYS", u.KeyID))
-		case keyOwner[u.KeyID] != "":
-			uerrs = append(uerrs, fmt.Errorf("key_id %q is upstream %q's too: every upstream has a key of its own, else either app could sign requests the other accepts", u.KeyID, keyOwner[u.KeyID]))
-		default:
+		case keyOwner[u.KeyID] != "" && f.Upstreams[keyOwner[u.KeyID]].URL != u.URL:
+			// Two names of one address (a rename in progress) are one app.
+			uerrs = append(uerrs, fmt.Errorf("key_id %q is upstream %q's too, at another address: every upstream has a key of its own, else either app could sign requests the other accepts", u.KeyID, keyOwner[u.KeyID]))
+		case keyOwner[u.KeyID] == "":
 			keyOwner[u.KeyID] = n
 		}
 		if len(uerrs) > 0 {

@@ -244,7 +244,7 @@ func TestBadFiles(t *testing.T) {
 		{"upstream port 0", "upstreams: {notes: {url: 'https://x:0', key_id: app-notes}}\nroutes: []", "port"},
 		{"upstream without key", "upstreams: {notes: {url: 'http://x:1'}}", "key_id: required"},
 		{"key not in UPSTREAM_KEYS", "upstreams: {notes: {url: 'http://x:1', key_id: nokey}}", "not in UPSTREAM_KEYS"},
-		{"two upstreams, one key", "upstreams: {notes: {url: 'http://x:1', key_id: app-notes}, reports: {url: 'http://x:2', key_id: app-notes}}\nroutes: []", `upstream "reports": key_id "app-notes" is upstream "notes"'s too`},
+		{"two upstreams, one key", "upstreams: {notes: {url: 'http://x:1', key_id: app-notes}, reports: {url: 'http://x:2', key_id: app-notes}}\nroutes: []", `upstream "reports": key_id "app-notes" is upstream "notes"'s too, at another address`},
 		{"core key for an app", "upstreams: {notes: {url: 'http://x:1', key_id: core}}", "names a core key"},
 		{"perm on public", ups + "routes: [{prefix: /a, upstream: notes, access: public, permissions: [a:b]}]", "need access: protected"},
 		{"verified email on optional", ups + "routes: [{prefix: /a, upstream: notes, access: optional, require_verified_email: true}]", "need access: protected"},
@@ -377,5 +377,13 @@ func TestExampleFile(t *testing.T) {
 		if status != tt.status || (r != nil && (r.Access != tt.access || strings.Join(r.Permissions, ",") != tt.perms)) {
 			t.Errorf("%s %s = %d %+v, want %d %v [%s]", tt.method, tt.path, status, r, tt.status, tt.access, tt.perms)
 		}
+	}
+}
+
+// Two names of one address (an upstream being renamed) may share its key:
+// they are one app. Two addresses may not (TestBadFiles).
+func TestOneAddressTwoNamesShareAKey(t *testing.T) {
+	if _, err := Parse([]byte("upstreams:\n  notes: {url: 'http://x:1', key_id: app-notes}\n  alias: {url: 'http://x:1', key_id: app-notes}\nroutes: []\n"), testEnv); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -50,8 +50,21 @@ var CoreKey = identity.Key{ID: "core", Secret: HMACKey}
 // AppKey is the key of the app upstream in tests.
 var AppKey = identity.Key{ID: "app-notes", Secret: []byte("tollgate-app-key-notes-0123456789abcdef")}
 
-// AppKeysText is AppKey as UPSTREAM_KEYS text.
-var AppKeysText = AppKey.ID + ":" + base64.StdEncoding.EncodeToString(AppKey.Secret)
+// OtherAppKeys are the keys of further app upstreams in tests (each
+// upstream at its own address has a key of its own).
+var OtherAppKeys = []identity.Key{
+	{ID: "app-two", Secret: []byte("tollgate-app-key-two-0123456789abcdef")},
+	{ID: "app-three", Secret: []byte("tollgate-app-key-three-0123456789abcdef")},
+}
+
+// AppKeysText is AppKey and OtherAppKeys as UPSTREAM_KEYS text.
+var AppKeysText = func() string {
+	s := AppKey.ID + ":" + base64.StdEncoding.EncodeToString(AppKey.Secret)
+	for _, k := range OtherAppKeys {
+		s += "," + k.ID + ":" + base64.StdEncoding.EncodeToString(k.Secret)
+	}
+	return s
+}()
 
 // Issuer and Audience of test tokens.
 const (
