@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -204,4 +205,54 @@ func TestUpstreamSwitchingProtocolsRefused(t *testing.T) {
 	if n := metricCount(t, e, `authproxy_upstream_errors_total{kind="transport",target="forward"}`); n != 2 {
 		t.Fatalf("upstream errors = %v, want 2", n)
 	}
+}
+
+// TestStreamCutShortIsCutShortForTheClient: on a stream route, an answer
+// the upstream cuts short (its connection closed before the Content-Length
+// or the last chunk) reaches the client cut short too, its connection
+// closed without the last chunk, so that a client does not take it for
+// whole; a whole answer (by its length, or one that ends with the
+// connection) still ends with the last chunk.
+func TestStreamCutShortIsCutShortForTheClient(t *testing.T) {
+	keys := append([]string{testenv.AppKey.ID}, testenv.OtherAppKeys[0].ID, testenv.OtherAppKeys[1].ID)
+	answers := []struct {
+		name, answer, body string
+		cut                bool
+	}{
+		{"cut-chunked", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata:1\r\n", "data:1", true},
+		{"cut-length", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", "abc", true},
+		{"whole-length", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", "abc", false},
+	}
+	rules := "upstreams:\n"
+	routes := "routes:\n"
+	for i, a := range answers {
+		rules += "  " + a.name + ":\n    url: " + cannedUpstream(t, a.answer) + "\n    key_id: " + keys[i] + "\n"
+		routes += "  - {prefix: /" + a.name + ", upstream: " + a.name + ", access: public, stream_timeout: 10s}\n"
+	}
+	e := start(t, envOpt{rules: rules + routes})
+	for _, a := range answers {
+		t.Run(a.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(conn, "GET /"+a.name+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if string(body) != a.body {
+				t.Fatalf("body %q, want %q", body, a.body)
+			}
+			if cut := errors.Is(err, io.ErrUnexpectedEOF); cut != a.cut || (!a.cut && err != nil) {
+				t.Fatalf("read error %v, want cut short %v", err, a.cut)
+			}
+		})
+	}
+	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
 }

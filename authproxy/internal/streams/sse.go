@@ -143,6 +143,7 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 	buf := *bp
 	chunk := make([]byte, 0, 16+len(buf))
 	reason := ReasonUpstream
+	cut := false // the upstream's body ended before its framing said
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
@@ -165,15 +166,21 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 			reason = ReasonIdle
 		case errors.Is(err, io.EOF):
 		default:
-			reason = ReasonError
+			reason, cut = ReasonError, true
 		}
 		break
 	}
 	c.Close(reason) // first: the client's own close after the end is no reason
-	// A clean end, whatever the reason: an EventSource reconnects (and is
-	// authorized anew).
-	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
-	_, _ = cli.Write([]byte("0\r\n\r\n"))
+	// A clean end when the proxy ends the stream or the upstream ended its
+	// answer: an EventSource reconnects (and is authorized anew). An
+	// answer the upstream cut short (a connection closed before its
+	// Content-Length or its last chunk) is cut short for the client too:
+	// the connection closes without the last chunk, so that a download is
+	// not taken for whole.
+	if !cut {
+		_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
+		_, _ = cli.Write([]byte("0\r\n\r\n"))
+	}
 	return c.Reason()
 }
 
