@@ -52,9 +52,13 @@ func handoverHash(code string) []byte {
 
 // handoverGrant exchanges a hand-over code for the tokens of its session:
 // the code is consumed (DELETE … RETURNING) whatever happens next, the
-// membership and the tenant must still be active, and the session gets a
-// fresh refresh token (the one made at the callback was never shown to
-// anyone).
+// session must still be live (not revoked or expired, and stamped with the
+// account's current token version: a password reset or a global sign-out
+// since the callback ended it), the membership and the tenant must still
+// be active, and the session gets a fresh refresh token (the one made at
+// the callback was never shown to anyone). The liveness is checked before
+// the second-factor hook, which must not turn an ended sign-in into an
+// mfa_token.
 func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
 	ctx := c.UserContext()
 	const q = `
@@ -62,7 +66,9 @@ WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
     RETURNING user_id, session_id, expires_at > now() AS live
 )
-SELECT h.user_id::text, h.session_id::text, s.tenant_id::text, u.token_version, h.live AND u.status = 'active',
+SELECT h.user_id::text, h.session_id::text, s.tenant_id::text, u.token_version,
+       h.live AND u.status = 'active' AND s.revoked_at IS NULL AND s.expires_at > now()
+           AND NOT coalesce(s.token_version < u.token_version, false),
        coalesce(m.status, '') = 'active' AND t.status = 'active',
        s.amr, floor(extract(epoch FROM s.auth_time))::bigint
 FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id

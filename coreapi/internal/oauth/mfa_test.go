@@ -51,3 +51,53 @@ func TestExternalSignInAsksForTheSecondFactor(t *testing.T) {
 		t.Fatal("the second factor signed in someone else")
 	}
 }
+
+// TestHandoverOfAnEndedSessionAsksForNothing: an OIDC sign-in whose session
+// ended between the callback and the exchange (a password reset, a global
+// sign-out, the session revoked) gets nothing: a user with MFA no
+// mfa_token (no challenge is stored, so no code can turn it into a
+// session), and a user without MFA no tokens, also when the session was
+// stamped with an older token version without being revoked (a callback
+// that raced a reset).
+func TestHandoverOfAnEndedSessionAsksForNothing(t *testing.T) {
+	const qSession = `(SELECT session_id FROM oauth_handovers WHERE code_hash = sha256(convert_to($1, 'UTF8')))`
+	for _, tt := range []struct {
+		name, q string
+		noMFA   bool
+	}{
+		{"session revoked", `UPDATE sessions SET revoked_at = now(), revoked_reason = 'logout' WHERE id = ` + qSession, false},
+		// What a password reset does: the token version moves on, every
+		// session ends and the pending challenges go.
+		{"password reset", `WITH u AS (UPDATE users SET token_version = token_version + 1 WHERE id = (SELECT user_id FROM sessions WHERE id = ` + qSession + `) RETURNING id),
+			c AS (DELETE FROM mfa_challenges WHERE user_id = (SELECT id FROM u))
+			UPDATE sessions SET revoked_at = now(), revoked_reason = 'password_reset' WHERE user_id = (SELECT id FROM u) AND revoked_at IS NULL`, false},
+		// A session stamped with an older token version is dead too (a
+		// sign-in that raced a reset), even if nothing revoked it.
+		{"token version moved on", `UPDATE users SET token_version = token_version + 1 WHERE id = (SELECT user_id FROM sessions WHERE id = ` + qSession + `)`, false},
+		{"token version moved on, no MFA", `UPDATE users SET token_version = token_version + 1 WHERE id = (SELECT user_id FROM sessions WHERE id = ` + qSession + `)`, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			x := start(t)
+			first := x.finish(t, x.begin(t, ""))
+			uid := sub(t, first.AccessToken)
+			ctx := context.Background()
+			if !tt.noMFA {
+				if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, 'k', '\x00', 'active')`, uid); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st := x.begin(t, "")
+			code := handover(t, x.callback(t, x.approve(t, st), st.cookie))
+			if _, err := x.DB.Pool.Exec(ctx, tt.q, code); err != nil {
+				t.Fatal(err)
+			}
+			r := x.exchange(t, code)
+			if r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+				t.Fatalf("exchange of an ended session: %d %s, want 400 invalid_grant", r.Status, r.Body)
+			}
+			if n := x.count(t, `SELECT count(*) FROM mfa_challenges WHERE user_id = $1`, uid); n != 0 {
+				t.Fatalf("%d challenges stored for an ended session", n)
+			}
+		})
+	}
+}
