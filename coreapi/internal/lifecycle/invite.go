@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -348,8 +349,16 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			return err
 		}
 		g = auth.Grant{UserID: userID, TenantID: p.TenantID, SessionID: issued.SessionID, TokenVersion: tv, RefreshToken: issued.RefreshToken}
-		return nil
+		if id.UserID != "" {
+			// Signed in, nobody authenticated now: the new session is the
+			// bearer's sign-in (its methods and time), not a fresh one.
+			g.AMR, g.AuthTime, err = sessions.InheritAuth(ctx, tx, userID, id.SessionID, issued.SessionID)
+		}
+		return err
 	})
+	if errors.Is(err, sessions.ErrNotFound) {
+		return auth.TokenResponse{}, problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+	}
 	if err != nil {
 		return auth.TokenResponse{}, err
 	}

@@ -208,6 +208,59 @@ func TestInviteAcceptWithPasswordNeedsTheSecondFactor(t *testing.T) {
 	}
 }
 
+// TestInviteAcceptSignedInKeepsTheAuthentication: accepting signed in is
+// no new authentication. The session it opens carries the bearer's
+// session's methods and time (amr, auth_time), in its tokens and after a
+// refresh: an account that signed in with its second factor two hours ago
+// is neither stripped of it nor made to look as if it had signed in just
+// now (a route's max_auth_age must not pass). A bearer whose session has
+// ended since opens none.
+func TestInviteAcceptSignedInKeepsTheAuthentication(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	victim := x.signup(t, "victim@example.com")
+	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, victim.c.Sub)
+	x.exec(t, `UPDATE sessions SET amr = '{pwd,otp}', auth_time = now() - interval '2 hours' WHERE id = $1`, victim.c.Sid)
+	var signedIn int64
+	if err := x.DB.Pool.QueryRow(t.Context(), `SELECT floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`, victim.c.Sid).Scan(&signedIn); err != nil {
+		t.Fatal(err)
+	}
+	other := x.signup(t, "other@example.com")
+	x.invite(t, other.id, "victim@example.com")
+	tok := x.mail(t, "victim@example.com", "You are invited").Token()
+
+	// A bearer whose session ended since: nothing happens.
+	ended := x.signup(t, "ended@example.com")
+	x.invite(t, other.id, "ended@example.com")
+	endedTok := x.mail(t, "ended@example.com", "You are invited").Token()
+	x.exec(t, `UPDATE sessions SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1`, ended.c.Sid)
+	if _, st, code := x.accept(t, &ended.id, map[string]string{"token": endedTok}); st != http.StatusUnauthorized || code != problem.CodeInvalidToken {
+		t.Errorf("accept with the bearer of an ended session: %d %s, want 401 %s", st, code, problem.CodeInvalidToken)
+	}
+	if x.isMember(t, other.c.Tid, "ended@example.com") {
+		t.Error("the bearer of an ended session joined")
+	}
+
+	tk, st, code := x.accept(t, &victim.id, map[string]string{"token": tok})
+	if st != http.StatusOK {
+		t.Fatalf("accept signed in: %d %s", st, code)
+	}
+	check := func(what string, c claims) {
+		t.Helper()
+		if c.Sid == victim.c.Sid {
+			t.Fatalf("%s: the accept reused the bearer's session", what)
+		}
+		if !slices.Equal(c.Amr, []string{"pwd", "otp"}) || c.AuthTime != signedIn {
+			t.Errorf("%s: amr %v auth_time %d, want the bearer's session's [pwd otp] %d", what, c.Amr, c.AuthTime, signedIn)
+		}
+	}
+	check("accept", claimsOf(t, tk.AccessToken))
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken})
+	wantStatus(t, r, http.StatusOK)
+	var rt tokens
+	r.JSON(t, &rt)
+	check("refresh of the accept's session", claimsOf(t, rt.AccessToken))
+}
+
 func TestInvitationLifecycle(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "boss@acme.test")

@@ -147,6 +147,9 @@ type claims struct {
 	Tid string `json:"tid"`
 	Sid string `json:"sid"`
 	Tv  int64  `json:"tv"`
+	// Amr and AuthTime are the session's authentication.
+	Amr      []string `json:"amr"`
+	AuthTime int64    `json:"auth_time"`
 }
 
 func claimsOf(t *testing.T, jwt string) claims {

@@ -390,6 +390,37 @@ WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL AND expires_at > no
 	return nil
 }
 
+// InheritAuth gives the session to the authentication (amr, auth_time) of
+// userID's session from, which must be live (not revoked or expired, and
+// not stamped with an older token version than the user's), and returns
+// it (auth_time in unix seconds): a session opened on the strength of
+// another one (an invitation accepted signed in) is no new sign-in. It is
+// ErrNotFound when from is not such a session.
+func InheritAuth(ctx context.Context, q DB, userID, from, to string) ([]string, int64, error) {
+	const qInherit = `
+UPDATE sessions n SET amr = f.amr, auth_time = f.auth_time
+FROM sessions f JOIN users u ON u.id = f.user_id
+WHERE n.id = $3 AND n.user_id = $1 AND f.id = $2 AND f.user_id = $1
+  AND f.revoked_at IS NULL AND f.expires_at > now()
+  AND NOT coalesce(f.token_version < u.token_version, false)
+RETURNING n.amr, floor(extract(epoch FROM n.auth_time))::bigint`
+	if !ids.Valid(from) {
+		return nil, 0, ErrNotFound
+	}
+	var (
+		amr []string
+		at  int64
+	)
+	err := q.QueryRow(ctx, qInherit, userID, from, to).Scan(&amr, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("inherit session authentication: %w", err)
+	}
+	return amr, at, nil
+}
+
 // Reissue ends every live refresh token of a live session and issues a new
 // one (after switch-tenant or a password change), in tx. ErrNotFound if
 // the session is not userID's or is revoked.
