@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -322,18 +323,17 @@ type mfaRequiredError struct {
 func (e *mfaRequiredError) Error() string { return problem.CodeMFARequired }
 
 type mfaRequiredBody struct {
-	*problem.Problem
-	OAuthError string `json:"error"`
-	MFAToken   string `json:"mfa_token"`
-	ExpiresIn  int64  `json:"expires_in"`
+	*problem.Problem        // with the RFC 6749 fields, error and error_description
+	MFAToken         string `json:"mfa_token"`
+	ExpiresIn        int64  `json:"expires_in"`
 }
 
 func (e *mfaRequiredError) render(c *fiber.Ctx) error {
-	p := problem.New(fiber.StatusUnauthorized, problem.CodeMFARequired,
+	p := oautherr.Annotate(problem.New(fiber.StatusUnauthorized, problem.CodeMFARequired,
 		"a second factor is required: send grant_type=mfa_otp with this mfa_token and a code").
-		With(httpapi.RequestIDOf(c), c.Path())
+		With(httpapi.RequestIDOf(c), c.Path()))
 	c.Set(fiber.HeaderContentType, problem.ContentType)
-	return c.Status(fiber.StatusUnauthorized).JSON(mfaRequiredBody{Problem: p, OAuthError: problem.CodeMFARequired,
+	return c.Status(fiber.StatusUnauthorized).JSON(mfaRequiredBody{Problem: p,
 		MFAToken: e.token, ExpiresIn: int64(ChallengeTTL / time.Second)}, problem.ContentType)
 }
 

@@ -78,7 +78,9 @@ func (e *env) mfaUserSpent(t testing.TB, email string) (tokens, string, []string
 
 type mfaRequired struct {
 	Code      string `json:"code"`
+	Detail    string `json:"detail"`
 	Error     string `json:"error"`
+	ErrorDesc string `json:"error_description"`
 	MFAToken  string `json:"mfa_token"`
 	ExpiresIn int64  `json:"expires_in"`
 	Status    int    `json:"status"`
@@ -98,6 +100,11 @@ func (e *env) challenge(t testing.TB, email string) string {
 	r.JSON(t, &m)
 	if m.Code != "mfa_required" || m.Error != "mfa_required" || m.MFAToken == "" || m.ExpiresIn != 300 || m.Status != 401 {
 		t.Fatalf("mfa_required body = %+v", m)
+	}
+	// An OAuth error like every other answer of the token endpoint (RFC
+	// 6749 section 5.2): error and error_description beside problem+json.
+	if m.ErrorDesc == "" || m.ErrorDesc != m.Detail {
+		t.Fatalf("mfa_required error_description %q, want the detail %q", m.ErrorDesc, m.Detail)
 	}
 	return m.MFAToken
 }
