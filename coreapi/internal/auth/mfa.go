@@ -102,14 +102,32 @@ func sessionAuth(ctx context.Context, q sessions.DB, sessionID string) ([]string
 	return amr, at, nil
 }
 
-// setSessionAuth records a second factor given now for the session.
-func setSessionAuth(ctx context.Context, q sessions.DB, userID, sessionID string) (int64, error) {
+// qSessionLive is the WHERE clause of a live session $1 of user $2 bound
+// to tenant $3: not revoked or expired, not stamped with an older token
+// version than the user's, and not moved to another tenant since the
+// caller's access token was issued (a tenant switch).
+const qSessionLive = `id = $1 AND user_id = $2 AND tenant_id = $3 AND revoked_at IS NULL AND expires_at > now()
+  AND NOT coalesce(token_version < (SELECT u.token_version FROM users u WHERE u.id = $2), false)`
+
+// sessionLive reports whether the session is live in tenantID (see
+// qSessionLive).
+func sessionLive(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sessions WHERE `+qSessionLive+`)`, sessionID, userID, tenantID).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check session: %w", err)
+	}
+	return ok, nil
+}
+
+// setSessionAuth records a second factor given now for the session, if it
+// is live in tenantID (see qSessionLive; else sessions.ErrNotFound).
+func setSessionAuth(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) (int64, error) {
 	const qSet = `
-UPDATE sessions SET amr = $3, auth_time = now()
-WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+UPDATE sessions SET amr = $4, auth_time = now()
+WHERE ` + qSessionLive + `
 RETURNING floor(extract(epoch FROM auth_time))::bigint`
 	var at int64
-	err := q.QueryRow(ctx, qSet, sessionID, userID, amrMFA).Scan(&at)
+	err := q.QueryRow(ctx, qSet, sessionID, userID, tenantID, amrMFA).Scan(&at)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, sessions.ErrNotFound
 	}
@@ -467,7 +485,7 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		if sd, err = s.sessions.Create(ctx, tx, userID, tenantID, ua, ip); err != nil {
 			return err
 		}
-		g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID)
+		g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID, tenantID)
 		return err
 	})
 	if err != nil {
@@ -476,6 +494,10 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 	g.SessionID, g.RefreshToken = sd.SessionID, sd.RefreshToken
 	return s.Issue(g)
 }
+
+// errSessionEnded refuses a step-up whose bearer's session has ended or
+// is now another tenant's.
+var errSessionEnded = problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
 
 // stepUp: a caller with a valid session gives a code and gets a new
 // access token (and refresh token) for the same session, now with the
@@ -496,13 +518,20 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	if !on {
 		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, "the caller has no second factor to step up with")
 	}
+	// Checked before the code is, so that a bearer whose session ended, or
+	// moved to another tenant, spends no code (setSessionAuth checks again).
+	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return TokenResponse{}, err
+	} else if !live {
+		return TokenResponse{}, errSessionEnded
+	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil); err != nil {
 		return TokenResponse{}, err
 	}
 	const qTV = `SELECT token_version FROM users WHERE id = $1 AND status = 'active'`
 	g := Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID, AMR: amrMFA}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if g.AuthTime, err = setSessionAuth(ctx, tx, id.UserID, id.SessionID); err != nil {
+		if g.AuthTime, err = setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
 		if err := tx.QueryRow(ctx, qTV, id.UserID).Scan(&g.TokenVersion); err != nil {
@@ -512,7 +541,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {
-		return TokenResponse{}, problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+		return TokenResponse{}, errSessionEnded
 	}
 	if err != nil {
 		return TokenResponse{}, err
@@ -651,7 +680,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 			return fmt.Errorf("store recovery codes: %w", err)
 		}
 		if id.SessionID != "" {
-			if _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID); err != nil && !errors.Is(err, sessions.ErrNotFound) {
+			if _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil && !errors.Is(err, sessions.ErrNotFound) {
 				return err
 			}
 		}

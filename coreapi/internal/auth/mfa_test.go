@@ -607,3 +607,38 @@ func TestRecoveryCodesRacingOnOneChallenge(t *testing.T) {
 		t.Fatalf("%d sessions, want 2 (the signup's and the one sign-in)", s)
 	}
 }
+
+// TestStepUpOfAMovedSession: an access token from before a tenant switch
+// names the session's old tenant. Stepping up with it is refused (401
+// invalid_token), like its refresh token: it would otherwise mint fresh
+// access tokens for the old tenant, paired with a refresh token of the
+// session that now belongs to the other one, for as long as its holder
+// has codes. The token of the switch steps up, in the session's tenant.
+func TestStepUpOfAMovedSession(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "mv@example.com")
+	before := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, before.UserID, "member")
+	r := e.Send(t, before, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID})
+	wantStatus(t, "switch", r, http.StatusOK, "")
+	var sw tokens
+	r.JSON(t, &sw)
+	after := e.identityFor(t, sw)
+
+	stepUp := func(as *identity.Identity, code string) apitest.Response {
+		return e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": code})
+	}
+	code := codeAt(t, secret, time.Now().Add(30*time.Second))
+	r = stepUp(before, code)
+	wantStatus(t, "step-up with the token from before the switch", r, http.StatusUnauthorized, "invalid_token")
+
+	// The refused step-up spent nothing: the same code steps up.
+	r = stepUp(after, code)
+	wantStatus(t, "step-up with the token of the switch", r, http.StatusOK, "")
+	var up tokens
+	r.JSON(t, &up)
+	if c := claims(t, up.AccessToken); c["tid"] != second.ID || c["sid"] != after.SessionID || up.TenantID != second.ID {
+		t.Fatalf("stepped-up token: tid %v sid %v (answer's tenant %s), want %s %s", c["tid"], c["sid"], up.TenantID, second.ID, after.SessionID)
+	}
+}
