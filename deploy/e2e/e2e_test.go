@@ -877,16 +877,29 @@ func TestConcurrentGuessesAcrossInstances(t *testing.T) {
 			statuses <- r.Status
 		}()
 	}
+	start := time.Now()
 	close(gun)
 	wg.Wait()
+	burst := time.Since(start)
 	close(statuses)
 	counts := map[int]int{}
 	for st := range statuses {
 		counts[st]++
 	}
-	if counts[http.StatusBadRequest] != threshold || counts[http.StatusTooManyRequests] != n-threshold {
-		t.Fatalf("%d concurrent guesses through two proxies: %v, want %d evaluated (400) and %d refused (429)",
-			n, counts, threshold, n-threshold)
+	// The first lock lasts a second, the next two, and so on: a burst that
+	// a loaded machine stretches past the first lock's end lets one more
+	// guess through, as a client that waits out the lock would (the
+	// policy, not a race). Within the first lock, exactly threshold.
+	most := threshold
+	for lock, end := time.Second, time.Second; end < burst; lock, end = 2*lock, end+2*lock {
+		most++
+	}
+	if got := counts[http.StatusBadRequest]; got < threshold || got > most || got+counts[http.StatusTooManyRequests] != n {
+		t.Fatalf("%d concurrent guesses through two proxies in %v: %v, want %d evaluated (400; up to %d in a burst this long) and the rest refused (429)",
+			n, burst, counts, threshold, most)
+	}
+	if most > threshold {
+		t.Logf("the burst took %v, past the first lock: %d guesses evaluated", burst, counts[http.StatusBadRequest])
 	}
 }
 
