@@ -590,6 +590,16 @@ WHERE mfa_totp.status = 'pending'`
 	}
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
+	// A second factor locks out whoever lacks it: one enrolled with a
+	// session taken from its owner (a leaked token) would keep the owner
+	// out of their own account. Enrolling needs a recent sign-in.
+	fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, MFAMaxAge, false)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		return httpapi.NeedRecentSignIn(c, MFAMaxAge, "enrolling a second factor needs a sign-in within the last 5 minutes: sign in again")
+	}
 	var email string
 	if err := s.pool.QueryRow(ctx, qEmail, id.UserID).Scan(&email); errors.Is(err, pgx.ErrNoRows) {
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "user not found")
@@ -699,9 +709,6 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 // disableTOTP removes the caller's second factor; the session must have
 // given it within MFAMaxAge (step up first).
 func (s *Service) disableTOTP(c *fiber.Ctx) error {
-	const qFresh = `
-SELECT 'otp' = ANY (amr) AND auth_time > now() - make_interval(secs => $3)
-FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
 	on, err := s.hasMFA(ctx, id.UserID)
@@ -711,11 +718,9 @@ FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	if !on {
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
 	}
-	var fresh bool
-	if id.SessionID != "" {
-		if err := s.pool.QueryRow(ctx, qFresh, id.SessionID, id.UserID, MFAMaxAge.Seconds()).Scan(&fresh); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("check session authentication: %w", err)
-		}
+	fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, MFAMaxAge, true)
+	if err != nil {
+		return err
 	}
 	if !fresh {
 		return insufficientAuth(c, "disabling the second factor needs one given in the last 5 minutes; step up with grant_type=mfa_otp")

@@ -429,9 +429,18 @@ func TestAdminResetsMemberMFA(t *testing.T) {
 	owner := e.signup(t, "owner@example.com", "Acme")
 	ownerAs := e.identityFor(t, owner)
 	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+	ctx := context.Background()
+	// The member enrols from a session just signed in (enrolling needs a
+	// recent sign-in), gone before the sessions the reset is to end.
+	if err := e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour') RETURNING id`,
+		member.UserID, owner.TenantID).Scan(&member.SessionID); err != nil {
+		t.Fatal(err)
+	}
 	en := e.enrol(t, &member)
 	wantStatus(t, "member confirms", e.confirm(t, &member, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
-	ctx := context.Background()
+	if _, err := e.DB.Pool.Exec(ctx, `DELETE FROM sessions WHERE id = $1`, member.SessionID); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour'), ($1, $2, now() + interval '1 hour')`,
 		member.UserID, owner.TenantID); err != nil {
 		t.Fatal(err)
@@ -471,6 +480,10 @@ func TestAdminResetsMemberMFA(t *testing.T) {
 	}
 	wantStatus(t, "reset again", reset(ownerAs, member.UserID), http.StatusNotFound, "not_found")
 	// The member can sign in with the password alone again and enrol anew.
+	if err := e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour') RETURNING id`,
+		member.UserID, owner.TenantID).Scan(&member.SessionID); err != nil {
+		t.Fatal(err)
+	}
 	e.enrol(t, &member)
 }
 
@@ -641,4 +654,47 @@ func TestStepUpOfAMovedSession(t *testing.T) {
 	if c := claims(t, up.AccessToken); c["tid"] != second.ID || c["sid"] != after.SessionID || up.TenantID != second.ID {
 		t.Fatalf("stepped-up token: tid %v sid %v (answer's tenant %s), want %s %s", c["tid"], c["sid"], up.TenantID, second.ID, after.SessionID)
 	}
+}
+
+// TestRecentSignInToEnrolOrMoveTheAddress: enrolling a second factor and
+// changing the email address lock the owner out of the account when done
+// with a session taken from them (a leaked token whose refreshes keep its
+// sign-in time): both need the session to have signed in within the last
+// 5 minutes, else 401 insufficient_user_authentication with max_age, and
+// nothing is written or mailed. A fresh sign-in does both.
+func TestRecentSignInToEnrolOrMoveTheAddress(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "old@example.com", "Acme")
+	as := e.identityFor(t, tk)
+	ctx := context.Background()
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE sessions SET auth_time = now() - interval '6 minutes' WHERE id = $1`, as.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what, method, path string
+		body               any
+	}{
+		{"enrol", http.MethodPost, "/api/v1/users/me/mfa/totp", nil},
+		{"email change", http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "taken-over@example.com"}},
+	} {
+		r := e.Send(t, as, c.method, c.path, c.body)
+		wantStatus(t, c.what+" from an old sign-in", r, http.StatusUnauthorized, "insufficient_user_authentication")
+		if got := r.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_user_authentication", max_age=300` {
+			t.Errorf("%s: WWW-Authenticate %q", c.what, got)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, as.UserID); n != 0 {
+		t.Errorf("%d second factors pending after a refused enrolment", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM mail_queue WHERE to_address = 'taken-over@example.com'`); n != 0 {
+		t.Errorf("%d mails to the new address after a refused change", n)
+	}
+	// A revoked session is no sign-in either.
+	fresh := e.identityFor(t, e.login(t, "old@example.com"))
+	wantStatus(t, "logout", e.Send(t, fresh, http.MethodPost, "/api/v1/auth/logout", nil), http.StatusNoContent, "")
+	wantStatus(t, "enrol from a revoked session", e.Send(t, fresh, http.MethodPost, "/api/v1/users/me/mfa/totp", nil), http.StatusUnauthorized, "insufficient_user_authentication")
+	// Signed in again: both go through.
+	again := e.identityFor(t, e.login(t, "old@example.com"))
+	e.enrol(t, again)
+	wantStatus(t, "email change after signing in", e.Send(t, again, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "new@example.com"}), http.StatusAccepted, "")
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -87,4 +89,14 @@ func dbUnavailable(err error) bool {
 		return true
 	}
 	return pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// NeedRecentSignIn is the RFC 9470 refusal of an act that needs the
+// caller to have signed in (or stepped up) within maxAge: 401
+// insufficient_user_authentication with a WWW-Authenticate that names the
+// age, and no acr_values (a password sign-in of a user without a second
+// factor is enough; a user with one signs in with it).
+func NeedRecentSignIn(c *fiber.Ctx, maxAge time.Duration, detail string) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication", max_age=`+strconv.Itoa(int(maxAge/time.Second)))
+	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)
 }

@@ -421,6 +421,25 @@ RETURNING n.amr, floor(extract(epoch FROM n.auth_time))::bigint`
 	return amr, at, nil
 }
 
+// Fresh reports whether sessionID is userID's live session and was
+// authenticated (signed in, or stepped up) within maxAge, with a second
+// factor (otp in its amr) when otp is set. A session id that is not
+// valid is not fresh.
+func Fresh(ctx context.Context, q DB, userID, sessionID string, maxAge time.Duration, otp bool) (bool, error) {
+	const qFresh = `
+SELECT auth_time > now() - make_interval(secs => $3) AND (NOT $4 OR 'otp' = ANY (amr))
+FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
+	if !ids.Valid(sessionID) {
+		return false, nil
+	}
+	var fresh bool
+	err := q.QueryRow(ctx, qFresh, sessionID, userID, maxAge.Seconds(), otp).Scan(&fresh)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("check session authentication: %w", err)
+	}
+	return fresh, nil
+}
+
 // Reissue ends every live refresh token of a live session and issues a new
 // one (after switch-tenant or a password change), in tx. ErrNotFound if
 // the session is not userID's or is revoked.

@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -84,6 +85,9 @@ type patchMeBody struct {
 	Email *string `json:"email"`
 }
 
+// EmailChangeMaxAge is how recent a sign-in must be to change the address.
+const EmailChangeMaxAge = 5 * time.Minute
+
 func (s *Server) patchMe(c *fiber.Ctx) error {
 	var b patchMeBody
 	if err := httpapi.DecodeJSON(c, &b); err != nil {
@@ -105,6 +109,16 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
 	if b.Email != nil {
+		// The address is where a password reset goes: moving it with a
+		// session taken from its owner (a leaked token) would hand the
+		// account over. It needs a recent sign-in.
+		fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, EmailChangeMaxAge, false)
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
+		}
 		// Each request mails someone: bounded per user.
 		ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("email-change", id.UserID),
 			ratelimit.Limit{N: emailChangesPerHour, Window: time.Hour})

@@ -37,6 +37,7 @@ type Options struct {
 
 // Server serves the tenant API's routes.
 type Server struct {
+	pool    *pgxpool.Pool
 	users   *users.Store
 	tenants *tenants.Store
 	roles   *roles.Store
@@ -55,6 +56,7 @@ func New(o Options) (*Server, error) {
 		o.Catalog = permissions.Builtin()
 	}
 	return &Server{
+		pool:    o.Pool,
 		users:   users.NewStore(o.Pool, o.Passwords, o.Catalog),
 		tenants: tenants.NewStore(o.Pool),
 		roles:   roles.NewStore(o.Pool, o.Catalog),
