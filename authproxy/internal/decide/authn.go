@@ -89,7 +89,14 @@ func coreStepUp(method, path string) bool {
 	case "PUT":
 		return path == "/api/v1/users/me/password"
 	case "POST":
-		return path == "/api/v1/api-keys" || path == "/api/v1/users/me/api-keys"
+		// Credentials that outlast the session: API keys, and a service
+		// account with its first client secret or a further one.
+		if path == "/api/v1/api-keys" || path == "/api/v1/users/me/api-keys" || path == "/api/v1/service-accounts" {
+			return true
+		}
+		rest, ok := strings.CutPrefix(path, "/api/v1/service-accounts/")
+		id, sub, _ := strings.Cut(rest, "/")
+		return ok && id != "" && sub == "secrets"
 	case "DELETE":
 		if path == "/api/v1/users/me/mfa/totp" {
 			return true
