@@ -22,6 +22,8 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/text/unicode/norm"
@@ -89,10 +91,18 @@ func Canonical(s string) string {
 // MaxAddress octets, with nothing that could smuggle a header or a second
 // recipient, outside the reserved top-level domain .invalid (RFC 2606: no
 // mail reaches it; service accounts' addresses are under it, and no person
-// may hold one). It is the one check of an address a user gives.
+// may hold one), and without a character that shows as nothing or as a
+// space (a space, control or format character: U+00A0, U+200B, U+2060...),
+// with which one address would pass for another in a member list. It is
+// the one check of an address a user gives.
 func ValidAddress(s string) bool {
 	if len(s) < 3 || len(s) > MaxAddress || strings.ContainsAny(s, "\r\n\x00,;<>\"") {
 		return false
+	}
+	for _, r := range s {
+		if r >= 0x80 && (r == utf8.RuneError || unicode.In(r, unicode.Z, unicode.Cc, unicode.Cf, unicode.Co)) {
+			return false
+		}
 	}
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Address != s || a.Name != "" {

@@ -383,7 +383,7 @@ func TestValidAddress(t *testing.T) {
 	if len(longest) != mail.MaxAddress {
 		t.Fatalf("test address is %d octets", len(longest))
 	}
-	for _, s := range []string{"a@b", "jo@example.com", longest, "jo@invalid.example.com", "jo@notinvalid"} {
+	for _, s := range []string{"a@b", "jo@example.com", longest, "jo@invalid.example.com", "jo@notinvalid", "jos\u00e9@example.com", "\u7530\u4e2d@example.jp"} {
 		if !mail.ValidAddress(s) {
 			t.Errorf("ValidAddress(%q) = false", s)
 		}
@@ -393,6 +393,9 @@ func TestValidAddress(t *testing.T) {
 		strings.Repeat("a", 64) + "@" + strings.Repeat("b", 251) + ".test", // the 320 of local part + domain
 		// RFC 2606's reserved .invalid, where service accounts' addresses are.
 		"0190a0b2-7c4e-7d3a-9f00-000000000001@service-accounts.invalid", "x@SERVICE-ACCOUNTS.INVALID", "x@invalid", "x@a.b.Invalid",
+		// Characters that show as nothing or as a space: one address
+		// passing for another.
+		"a\u00a0@b.test", "a\u200b@b.test", "a\u2060b@b.test", "a@b\u200d.test", "a\u3000@b.test", "\ufeffa@b.test", "a\u0085@b.test", "a\ue000@b.test",
 	} {
 		if mail.ValidAddress(s) {
 			t.Errorf("ValidAddress(%q) = true", s)
