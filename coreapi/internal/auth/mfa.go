@@ -66,6 +66,11 @@ var (
 		"second factors are not configured on this server (MFA_ENCRYPTION_KEYS)")
 )
 
+// errSealedUnderMissingKey answers a code for a secret sealed under a key
+// the server no longer has.
+var errSealedUnderMissingKey = problem.New(fiber.StatusServiceUnavailable, problem.CodeMFAUnavailable,
+	"this account's second factor cannot be read on this server (its encryption key is not configured): sign in with a recovery code, or ask an administrator")
+
 // insufficientAuth is the RFC 9470 refusal of an authentication that is
 // not strong or recent enough; the handler sets WWW-Authenticate.
 func insufficientAuth(c *fiber.Ctx, detail string) error {
@@ -180,6 +185,13 @@ func (s *Service) checkTOTP(ctx context.Context, userID, code, status string) (b
 		return false, fmt.Errorf("load totp secret: %w", err)
 	}
 	secret, err := s.mfa.Open(keyID, sealed, []byte(userID))
+	if errors.Is(err, mfa.ErrUnknownKey) {
+		// An operator dropped a key that still seals secrets: the user
+		// is told what to do, the operator what to fix.
+		s.log.ErrorContext(ctx, "a TOTP secret is sealed under a key missing from MFA_ENCRYPTION_KEYS: put the key back (its owner can still sign in with a recovery code, or an admin can reset the factor)",
+			"key_id", keyID, "user_id", userID)
+		return false, errors.Join(errSealedUnderMissingKey, err)
+	}
 	if err != nil {
 		return false, fmt.Errorf("open totp secret of user %s: %w", userID, err)
 	}

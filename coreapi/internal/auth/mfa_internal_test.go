@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 func sealerOf(t *testing.T, text string) *mfa.Sealer {
@@ -98,8 +99,14 @@ func TestTOTPKeyRotation(t *testing.T) {
 	}
 
 	// Only the new key: the old secret cannot be read.
-	if _, err := svc(k("k2", 2)).checkTOTP(ctx, uid, code(-1), "active"); !errors.Is(err, mfa.ErrUnknownKey) {
+	_, err = svc(k("k2", 2)).checkTOTP(ctx, uid, code(-1), "active")
+	if !errors.Is(err, mfa.ErrUnknownKey) {
 		t.Fatalf("without k1: %v, want ErrUnknownKey", err)
+	}
+	// ... answered 503 mfa_unavailable with what to do, not 500.
+	var p *problem.Problem
+	if !errors.As(err, &p) || p.Status != 503 || p.Code != problem.CodeMFAUnavailable || !strings.Contains(p.Detail, "recovery code") {
+		t.Fatalf("without k1: answered %+v, want 503 mfa_unavailable", p)
 	}
 	// Rotated list: verifies with k1, reseals with k2.
 	ok, err := svc(k("k2", 2)+","+k("k1", 1)).checkTOTP(ctx, uid, code(-1), "active")
