@@ -67,7 +67,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	svc, err := auth.New(auth.Options{
 		Logger: log, Pool: pool, Keys: ring, Passwords: hasher, Sessions: store,
 		Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, AccessTTL: cfg.AccessTokenTTL,
-		MFA: sealer, ClientCredentials: sa, Catalog: cfg.Catalog,
+		MFA: sealer, ClientCredentials: sa, Catalog: cfg.Catalog, SignupPerHour: cfg.SignupPerHour,
 	})
 	if err != nil {
 		return nil, err

@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 )
@@ -66,25 +67,34 @@ type Options struct {
 	// Catalog is the permission catalog (nil: the built-in permissions),
 	// for what a member holds when a tenant admin resets its factor.
 	Catalog *permissions.Catalog
+	// SignupPerHour bounds the sign-ups of one client IP (an IPv6 client:
+	// its /64) per hour, over every replica; 0 means DefaultSignupPerHour.
+	SignupPerHour int
 }
+
+// DefaultSignupPerHour is Options.SignupPerHour's default.
+const DefaultSignupPerHour = 20
 
 // Service issues tokens and manages sessions.
 type Service struct {
-	log       *slog.Logger
-	pool      *pgxpool.Pool
-	keys      *keys.Ring
-	passwords *password.Hasher
-	sessions  *sessions.Store
-	issuer    string
-	audience  string
-	accessTTL time.Duration
-	attempts  *lockout.Store
-	cursors   *httpapi.Cursors // set by Register
-	mfa       *mfa.Sealer
-	mfaIssuer string
-	now       func() time.Time
-	cc        ClientCredentials
-	catalog   *permissions.Catalog
+	// limiter and signupLimit bound sign-ups per client IP.
+	limiter     *ratelimit.Limiter
+	signupLimit ratelimit.Limit
+	log         *slog.Logger
+	pool        *pgxpool.Pool
+	keys        *keys.Ring
+	passwords   *password.Hasher
+	sessions    *sessions.Store
+	issuer      string
+	audience    string
+	accessTTL   time.Duration
+	attempts    *lockout.Store
+	cursors     *httpapi.Cursors // set by Register
+	mfa         *mfa.Sealer
+	mfaIssuer   string
+	now         func() time.Time
+	cc          ClientCredentials
+	catalog     *permissions.Catalog
 }
 
 // New returns a Service.
@@ -102,7 +112,11 @@ func New(o Options) (*Service, error) {
 	if o.MFAIssuer == "" {
 		o.MFAIssuer = "Tollgate"
 	}
+	if o.SignupPerHour <= 0 {
+		o.SignupPerHour = DefaultSignupPerHour
+	}
 	return &Service{
+		limiter: ratelimit.New(o.Pool), signupLimit: ratelimit.Limit{N: o.SignupPerHour, Window: time.Hour},
 		log: o.Logger, pool: o.Pool, keys: o.Keys, passwords: o.Passwords, sessions: o.Sessions,
 		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, attempts: lockout.New(o.Pool, o.Lockout), now: o.Now,
 		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials, catalog: o.Catalog,

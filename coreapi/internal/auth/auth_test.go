@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -1138,5 +1139,33 @@ func TestSessionIPIgnoresForwardedFor(t *testing.T) {
 	sort.Strings(ips)
 	if got, want := strings.Join(ips, " "), "127.0.0.1 198.51.100.23 2001:db8::23"; got != want {
 		t.Fatalf("session IPs = %s, want %s", got, want)
+	}
+}
+
+// TestSignupLimitedPerClient: one client address makes at most
+// DefaultSignupPerHour sign-ups an hour (each hashes a password and mails
+// an address); the next is 429 with Retry-After, before anything is hashed
+// or written, while another address still signs up.
+func TestSignupLimitedPerClient(t *testing.T) {
+	e := start(t, cheap)
+	send := func(ip, email string) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", ClientIP: ip,
+			Body: map[string]string{"email": email, "password": pw, "tenant_name": "T"}})
+	}
+	for i := range auth.DefaultSignupPerHour {
+		if r := send("198.51.100.7", fmt.Sprintf("s%d@example.com", i)); r.Status != http.StatusCreated {
+			t.Fatalf("sign-up %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	r := send("198.51.100.7", "over@example.com")
+	apitest.WantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE email = 'over@example.com'`); n != 0 {
+		t.Errorf("the refused sign-up created %d users", n)
+	}
+	if r := send("198.51.100.8", "over@example.com"); r.Status != http.StatusCreated {
+		t.Fatalf("another address: %d %s", r.Status, r.Body)
 	}
 }

@@ -2,7 +2,9 @@ package auth
 
 import (
 	"errors"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
@@ -12,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -58,11 +61,23 @@ func (s *Service) signup(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
+	ua, ip := client(c)
+	// Each sign-up hashes a password (the costliest work coreapi does)
+	// and mails an address: bounded per client before either.
+	ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("signup", ratelimit.ClientKey(ip)), s.signupLimit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		secs := int(wait/time.Second) + 1
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
+			"too many sign-ups from this address; retry after "+strconv.Itoa(secs)+" s")
+	}
 	hash, err := s.passwords.Hash(ctx, req.Password)
 	if err != nil {
 		return err
 	}
-	ua, ip := client(c)
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var (
 		user   userView

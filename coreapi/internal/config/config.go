@@ -136,6 +136,8 @@ type Config struct {
 	// OAuthPerMinute bounds the sign-ins one client IP may start per
 	// minute (per replica).
 	OAuthPerMinute int
+	// SignupPerHour bounds the sign-ups of one client IP per hour.
+	SignupPerHour int
 
 	// PermissionsFile is where the permission catalog came from, if from a
 	// file; PermissionsText is the PERMISSIONS variable.
@@ -205,6 +207,7 @@ func Load(getenv func(string) string) (Config, error) {
 		ShutdownTimeout:      l.Duration("SHUTDOWN_TIMEOUT", time.Nanosecond, 0),
 		MaxBodyBytes:         l.Int("MAX_BODY_BYTES", 1024, 1<<30, 0),
 		OAuthPerMinute:       l.Int("OAUTH_AUTHORIZE_PER_MINUTE", 1, 1<<30, 0),
+		SignupPerHour:        l.Int("SIGNUP_PER_HOUR", 1, 1<<30, 0),
 
 		IdentityAcceptV1:        l.Bool("IDENTITY_ACCEPT_V1"),
 		IdentityReplayCacheSize: l.Int("IDENTITY_REPLAY_CACHE_SIZE", MinReplayCacheSize, 1<<30, 0),
