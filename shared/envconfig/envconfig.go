@@ -27,7 +27,10 @@ const (
 	Plain Mask = iota
 	// Secret values are printed as ******** when set.
 	Secret
-	// URL values keep everything but a password, which is masked; a value
+	// URL values keep everything but a credential, which is masked: a
+	// password, a query parameter naming a password, secret or token
+	// (PostgreSQL's ?password= and ?sslpassword=), and the user of a
+	// nats:// or tls:// URL that has no password (a NATS token); a value
 	// that is not a URL (a key=value connection string) is masked whole.
 	URL
 	// KeyList values ("id:secret,id:secret") show their ids only.
@@ -346,11 +349,7 @@ func mask(m Mask, v string) string {
 	case Secret:
 		return Masked
 	case URL:
-		u, err := url.Parse(v)
-		if err != nil || u.Scheme == "" {
-			return Masked
-		}
-		return u.Redacted()
+		return maskURL(v)
 	case KeyList:
 		var ids []string
 		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' }) {
@@ -363,4 +362,44 @@ func mask(m Mask, v string) string {
 		return strings.Join(ids, ",")
 	}
 	return v
+}
+
+// maskURL is the URL mask (see URL).
+func maskURL(v string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme == "" {
+		return Masked
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else if u.Scheme == "nats" || u.Scheme == "tls" {
+			u.User = url.User("xxxxx")
+		}
+	}
+	if u.RawQuery != "" {
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			u.RawQuery = Masked
+		} else {
+			secret := false
+			for k := range q {
+				if credentialParam(k) {
+					q[k] = []string{"xxxxx"}
+					secret = true
+				}
+			}
+			if secret {
+				u.RawQuery = q.Encode()
+			}
+		}
+	}
+	return u.String()
+}
+
+// credentialParam reports whether a URL query parameter's name says it
+// holds a credential.
+func credentialParam(k string) bool {
+	k = strings.ToLower(k)
+	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token")
 }

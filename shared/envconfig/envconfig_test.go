@@ -165,3 +165,27 @@ func TestCheckDocRows(t *testing.T) {
 		t.Fatalf("a wrong default in a selection: %q", d)
 	}
 }
+
+// TestURLMaskHidesEveryCredential: a URL's credential may be its password,
+// a password given as a query parameter (libpq and pgx read
+// ?password= and ?sslpassword=), or, for NATS, a token written as the
+// user name alone; the printout keeps none of them.
+func TestURLMaskHidesEveryCredential(t *testing.T) {
+	for _, tc := range []struct{ in, want, secret string }{
+		{"postgres://u:pw1secret@h/db", "postgres://u:xxxxx@h/db", "pw1secret"},
+		{"postgres://u@h/db?sslmode=require&password=pw2secret", "postgres://u@h/db?password=xxxxx&sslmode=require", "pw2secret"},
+		{"postgres://u@h/db?sslpassword=pw3secret", "postgres://u@h/db?sslpassword=xxxxx", "pw3secret"},
+		{"nats://tok4secret@nats:4222", "nats://xxxxx@nats:4222", "tok4secret"},
+		{"tls://tok5secret@nats:4222", "tls://xxxxx@nats:4222", "tok5secret"},
+		{"smtp://u:pw6secret@mail:587?starttls=required", "smtp://u:xxxxx@mail:587?starttls=required", "pw6secret"},
+		{"postgres://u@h/db?sslmode=disable", "postgres://u@h/db?sslmode=disable", ""},
+	} {
+		got := mask(URL, tc.in)
+		if got != tc.want {
+			t.Errorf("mask(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+		if tc.secret != "" && strings.Contains(got, tc.secret) {
+			t.Errorf("mask(%s) shows %s", tc.in, tc.secret)
+		}
+	}
+}
