@@ -349,7 +349,7 @@ func mask(m Mask, v string) string {
 	case Secret:
 		return Masked
 	case URL:
-		return maskURL(v)
+		return MaskURL(v)
 	case KeyList:
 		var ids []string
 		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' }) {
@@ -364,8 +364,11 @@ func mask(m Mask, v string) string {
 	return v
 }
 
-// maskURL is the URL mask (see URL).
-func maskURL(v string) string {
+// MaskURL is v as the URL mask prints it (see URL): without its
+// credentials, and ******** whole when it does not parse (a password with
+// an unescaped '%' makes it unparsable), so that a problem quoting the
+// value shows no more than the printout.
+func MaskURL(v string) string {
 	u, err := url.Parse(v)
 	if err != nil || u.Scheme == "" {
 		return Masked

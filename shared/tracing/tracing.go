@@ -25,6 +25,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 )
 
 // Config is the tracing configuration. The zero value is off.
@@ -67,13 +69,18 @@ func (c Config) Rows() [][2]string {
 	}
 }
 
+// maskURL hides an endpoint's user information whole (a token may be
+// written as the user alone) and any other credential envconfig.MaskURL
+// knows; an endpoint that does not parse is masked whole.
 func maskURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+	if err != nil {
+		return envconfig.Masked
 	}
-	u.User = url.User("xxxxx")
-	return u.String()
+	if u.User != nil {
+		u.User = url.User("xxxxx")
+	}
+	return envconfig.MaskURL(u.String())
 }
 
 // Load reads the tracing variables through getenv; service is the default

@@ -161,3 +161,15 @@ func TestLogHandler(t *testing.T) {
 		t.Fatalf("untraced line has a trace id: %s", lines[1])
 	}
 }
+
+// TestBadEndpointHidesCredential: an endpoint URL that does not parse (a
+// password holding an unescaped '%') is refused without its credential.
+func TestBadEndpointHidesCredential(t *testing.T) {
+	_, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://u:p%zzsecretpw@collector/v1/traces"}), "svc")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("the problem shows the credential: %v", err)
+	}
+}

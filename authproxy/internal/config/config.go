@@ -403,16 +403,7 @@ func (p *parser) upstreamTLS() *tls.Config {
 }
 
 // maskURL hides a password in a URL.
-func maskURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "*****")
-	}
-	return u.String()
-}
+func maskURL(s string) string { return envconfig.MaskURL(s) }
 
 // corsOrigins reads CORS_ALLOWED_ORIGINS: "*" alone, or origins
 // scheme://host[:port] (http or https, no path), compared exactly as

@@ -253,3 +253,18 @@ func TestUpstreamCAFile(t *testing.T) {
 		}
 	}
 }
+
+// TestBadNATSURLHidesCredential: a NATS_URL that does not parse (a
+// password holding an unescaped '%') or has no host is refused without
+// its credential.
+func TestBadNATSURLHidesCredential(t *testing.T) {
+	for _, v := range []string{"nats://app:p%zzsecretpw@nats:4222", "nats://secretpw@", "nats://app:secretpw@/x"} {
+		_, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "NATS_URL": v}))
+		if err == nil || !strings.Contains(err.Error(), "NATS_URL") {
+			t.Fatalf("NATS_URL=%s: Load() = %v, want a NATS_URL problem", v, err)
+		}
+		if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("NATS_URL=%s: the problem shows the credential: %v", v, err)
+		}
+	}
+}

@@ -463,7 +463,7 @@ func (l loader) addr(name string) string {
 func (l loader) url(name, v string, schemes ...string) {
 	u, err := url.Parse(v)
 	if err != nil || u.Host == "" {
-		l.Problem("%s: want an absolute URL, got %q", name, v)
+		l.Problem("%s: want an absolute URL, got %q", name, envconfig.MaskURL(v))
 		return
 	}
 	for _, s := range schemes {

@@ -402,3 +402,20 @@ func TestAPIKeyPepper(t *testing.T) {
 		t.Fatalf("pepper file: %q, %v", c.APIKeyPepper, err)
 	}
 }
+
+// TestBadURLProblemHidesCredential: a NATS_URL that does not parse (a
+// password holding an unescaped '%', or a token and no host) is reported
+// without its credential.
+func TestBadURLProblemHidesCredential(t *testing.T) {
+	for _, v := range []string{"nats://app:p%zzsecretpw@nats:4222", "nats://secretpw@", "nats://app:secretpw@/x"} {
+		m := minimal()
+		m["NATS_URL"] = v
+		_, err := Load(env(m))
+		if err == nil || !strings.Contains(err.Error(), "NATS_URL") {
+			t.Fatalf("NATS_URL=%s: Load() = %v, want a NATS_URL problem", v, err)
+		}
+		if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("NATS_URL=%s: the problem shows the credential: %v", v, err)
+		}
+	}
+}
