@@ -570,3 +570,27 @@ func TestPathOverrideHeadersRemoved(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestIDUnderscoreVariantRemoved: X_Request_Id (any case, '_' for
+// '-') never reaches the upstream: CGI-style servers (WSGI, PHP) file it
+// under the name of X-Request-Id, the signed request id, so an app could
+// read the client's value for the proxy's.
+func TestRequestIDUnderscoreVariantRemoved(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	for _, name := range []string{"X_Request_Id", "x-request_id"} {
+		t.Run(name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			r := e.raw("GET /notes/public HTTP/1.1\r\nHost: x\r\n" + name + ": client-chosen\r\nConnection: close\r\n\r\n")
+			e.wantStatus(r, 200)
+			got := e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+			for k, vs := range got.Headers {
+				for _, v := range vs {
+					if strings.Contains(v, "client-chosen") {
+						t.Fatalf("%s: %s reached the upstream", k, v)
+					}
+				}
+			}
+		})
+	}
+}

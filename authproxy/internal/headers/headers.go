@@ -156,7 +156,16 @@ func removed(k []byte, trustForwarded bool) bool {
 // removedAlways: a hop-by-hop, identity or method-override header, removed
 // from every peer.
 func removedAlways(k []byte) bool {
-	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k)
+	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k)
+}
+
+// isRequestIDVariant reports whether name is X-Request-Id spelled with '_'
+// for '-' (X_Request_Id): not the header the proxy reads and replaces,
+// but one that CGI-style servers (WSGI, PHP) file under the same name as
+// it, so that an app could read the client's value as the request id the
+// proxy signed.
+func isRequestIDVariant(name []byte) bool {
+	return len(name) == len("X-Request-Id") && bytes.IndexByte(name, '_') >= 0 && equalFold(name, "x-request-id")
 }
 
 // removedUntrusted: a forwarding, client-address or trace-context header,

@@ -51,6 +51,8 @@ func TestSanitize(t *testing.T) {
 		"CF_Connecting_IP: 10.0.0.1\r\n" +
 		"Client-IP: 10.0.0.1\r\n" +
 		"X-Real-IPs: kept\r\n" +
+		"X_Request_Id: client-chosen\r\n" +
+		"x-request_id: client-chosen\r\n" +
 		"X-HTTP-Method-Override: DELETE\r\n" +
 		"X_Http_Method: DELETE\r\n" +
 		"x-method-override: DELETE\r\n" +
@@ -73,7 +75,8 @@ func TestSanitize(t *testing.T) {
 		got := names(&req.Header)
 		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
 			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade",
-			"x-http-method-override", "x_http_method", "x-method-override", "x-original-url", "x_rewrite_url"} {
+			"x-http-method-override", "x_http_method", "x-method-override", "x-original-url", "x_rewrite_url",
+			"x_request_id", "x-request_id"} {
 			if _, ok := got[gone]; ok {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
@@ -472,7 +475,7 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"Sec-WebSocket-Protocol", "Fowarded", "uPGRADE", "CONNECTION", "_Forwarded",
 		"X-Real-IP", "x_real_ip", "X-Real-IPs", "Client-IP", "Client-IQ", "CLIENT_IP", "X-Client-IP", "X-Remote-IP",
 		"X-Remote-Addr", "True-Client-IP", "CF-Connecting-IP", "Cf-Connecting-Ix", "Fastly-Client-IP", "X-Originating-IP",
-		"X-Cluster-Client-IP", "Connecting-IP"}
+		"X-Cluster-Client-IP", "Connecting-IP", "X_Request_Id", "X-Request_Id", "X_Request_Ix"}
 	for _, hop := range hopByHop {
 		fields = append(fields, hop, strings.ToLower(hop), strings.ToUpper(hop), strings.ReplaceAll(hop, "-", "_"))
 	}
