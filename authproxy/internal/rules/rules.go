@@ -619,6 +619,10 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 		errs = append(errs, errors.New("permissions, require_verified_email, require_mfa and max_auth_age need access: protected"))
 	}
 	r.RequireVerifiedEmail, r.RequireMFA, r.Websocket = sp.RequireVerifiedEmail, sp.RequireMFA, sp.Websocket
+	if sp.Websocket && len(sp.Methods) > 0 && set&bitGet == 0 {
+		// A WebSocket opens with a GET: such a route would never open one.
+		errs = append(errs, errors.New("websocket: true needs GET among methods (a WebSocket opens with a GET)"))
+	}
 	if sp.StreamTimeout != "" {
 		if r.StreamTimeout, err = time.ParseDuration(sp.StreamTimeout); err != nil || r.StreamTimeout <= 0 {
 			errs = append(errs, fmt.Errorf("stream_timeout %q: want a positive duration like 10m", sp.StreamTimeout))

@@ -243,6 +243,7 @@ func TestBadFiles(t *testing.T) {
 		{"upstream port out of range", "upstreams: {notes: {url: 'http://x:99999', key_id: app-notes}}\nroutes: []", "port"},
 		{"upstream port 0", "upstreams: {notes: {url: 'https://x:0', key_id: app-notes}}\nroutes: []", "port"},
 		{"upstream without key", "upstreams: {notes: {url: 'http://x:1'}}", "key_id: required"},
+		{"websocket without GET", ups + "routes: [{prefix: /ws, methods: [POST], upstream: notes, access: protected, websocket: true}]", "route 1 (/ws): websocket: true needs GET among methods"},
 		{"key not in UPSTREAM_KEYS", "upstreams: {notes: {url: 'http://x:1', key_id: nokey}}", "not in UPSTREAM_KEYS"},
 		{"two upstreams, one key", "upstreams: {notes: {url: 'http://x:1', key_id: app-notes}, reports: {url: 'http://x:2', key_id: app-notes}}\nroutes: []", `upstream "reports": key_id "app-notes" is upstream "notes"'s too, at another address`},
 		{"core key for an app", "upstreams: {notes: {url: 'http://x:1', key_id: core}}", "names a core key"},
