@@ -154,8 +154,11 @@ if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
 		{ cat "$BASE/initdb.log" >&2; exit 1; }
 fi
 log "starting PostgreSQL on 127.0.0.1:$PORT"
+# TCP only: no Unix socket, whose path (the cluster's directory, wherever
+# the checkout is) may be too long for one (107 bytes) or hold a space,
+# which pg_ctl's -o string would split.
 ${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
-	-o "-c listen_addresses=127.0.0.1 -p $PORT -k $BASE -c fsync=off -c max_connections=300" start >/dev/null ||
+	-o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c fsync=off -c max_connections=300" start >/dev/null ||
 	{ cat "$BASE/postgres.log" >&2; exit 1; }
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"

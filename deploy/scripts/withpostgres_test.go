@@ -157,3 +157,35 @@ func TestWithPostgresBash32(t *testing.T) {
 		}
 	}
 }
+
+// TestWithPostgresDeepOrSpacedDir: `make run` keeps its cluster in the
+// checkout (.data/postgres), wherever that is. A Unix socket there failed
+// the start in a checkout whose path is long (a socket path is at most 107
+// bytes) and split the server's options in a path with a space. The
+// cluster listens on TCP only, so the directory's path does not matter.
+func TestWithPostgresDeepOrSpacedDir(t *testing.T) {
+	needServer(t)
+	for name, dir := range map[string]string{
+		"deep":   "checkouts/" + strings.Repeat("d", 80) + "/tollgate/.data",
+		"spaced": "My Projects/tollgate/.data",
+	} {
+		t.Run(name, func(t *testing.T) {
+			pd := filepath.Join(filepath.Dir(persistDir(t)), dir, "postgres")
+			for p := pd; p != os.TempDir(); p = filepath.Dir(p) {
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			url, stderr, err := withPostgres(t, "PG_PERSIST_DIR="+pd)
+			if err != nil {
+				t.Fatalf("PG_PERSIST_DIR=%q: %v\n%s", pd, err, stderr)
+			}
+			if !strings.HasPrefix(url, "postgres://postgres@127.0.0.1:") {
+				t.Errorf("DATABASE_URL = %q", url)
+			}
+		})
+	}
+}
