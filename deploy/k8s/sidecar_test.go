@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -335,6 +336,12 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"sidecar readiness on the proxy port", func(t *testing.T, b *bundle) {
 			sidecarOf(t, b).ReadinessProbe.HTTPGet.Port = intstr.FromString("http")
 		}, "probe"},
+		{"app without a preStop pause", func(t *testing.T, b *bundle) {
+			appCtr(t, b).Lifecycle = nil
+		}, "no preStop pause"},
+		{"grace period shorter than the app's pause and the proxy's drain", func(t *testing.T, b *bundle) {
+			appDeployment(t, b).Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(15))
+		}, "terminationGracePeriodSeconds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -788,5 +795,38 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 		}
 	}
 
+	// Shutdown: the app containers get SIGTERM first and the native
+	// sidecar only once they have exited, so the proxy keeps taking
+	// requests. An app that stops listening at once, while the endpoint is
+	// still in the Service, has its proxy answer 502 until the endpoint is
+	// gone: each app container pauses in preStop first, as the base's
+	// proxy does, and the grace period covers that pause and the proxy's
+	// drain.
+	proxyDrain := 15 * time.Second
+	if d, err := time.ParseDuration(env["SHUTDOWN_TIMEOUT"]); err == nil {
+		proxyDrain = d
+	}
+	for i := range pod.Containers {
+		c := &pod.Containers[i]
+		if serviceOf(c) != "" {
+			continue
+		}
+		pause := preStopSleep(c)
+		if pause <= 0 {
+			v.addf("%s: app container %s has no preStop pause: it stops listening while the Service still sends to its proxy", name, c.Name)
+		}
+		if grace := pod.TerminationGracePeriodSeconds; grace == nil || time.Duration(*grace)*time.Second <= pause+proxyDrain {
+			v.addf("%s: terminationGracePeriodSeconds does not exceed app container %s's preStop pause (%s) plus the proxy's SHUTDOWN_TIMEOUT (%s)", name, c.Name, pause, proxyDrain)
+		}
+	}
+
 	checkPod(v, b, name, pod)
+}
+
+// preStopSleep is the pause of c's preStop sleep action, or 0.
+func preStopSleep(c *corev1.Container) time.Duration {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+		return 0
+	}
+	return time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
 }
