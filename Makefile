@@ -55,14 +55,14 @@ fmt:
 ## TRACES=1 also receives both services' OpenTelemetry spans and prints each trace as a tree
 run:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
-	PG_PERSIST_DIR=$(PG_PERSIST_DIR) scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces)
+	PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces)
 
 ## reset: start from scratch: drop the stack's database `tollgate`, then remove .data/ (keys,
 ## binaries, and the local PostgreSQL cluster when `make run` had to start one)
 reset:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
-	PG_PERSIST_DIR=$(PG_PERSIST_DIR) scripts/with-postgres.sh $(BIN)/stack -reset
-	rm -rf $(CURDIR)/.data
+	PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack -reset
+	rm -rf "$(CURDIR)/.data"
 
 ## pin-images: pin (or update the pins of) the Dockerfiles' base images by digest; needs
 ## registry access through crane or docker buildx (docs/operations.md, "Versions and images")

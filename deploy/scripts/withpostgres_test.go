@@ -189,3 +189,46 @@ func TestWithPostgresDeepOrSpacedDir(t *testing.T) {
 		})
 	}
 }
+
+// TestMakeResetInSpacedCheckout: `make reset` removes the checkout's .data
+// and nothing else when the checkout's path holds a space; unquoted, its
+// rm -rf was given the path's pieces, the first of them a directory
+// outside the checkout.
+func TestMakeResetInSpacedCheckout(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	root := t.TempDir()
+	outside := filepath.Join(root, "My")
+	checkout := filepath.Join(root, "My Projects", "tollgate")
+	for _, d := range []string{outside, filepath.Join(checkout, "scripts"), filepath.Join(checkout, ".data", "postgres")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk, err := os.ReadFile(filepath.Join("..", "..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		filepath.Join(checkout, "Makefile"):                    string(mk),
+		filepath.Join(checkout, "scripts", "with-postgres.sh"): "#!/bin/sh\nexit 0\n",
+		filepath.Join(outside, "keep"):                         "x",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(name, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("make", "reset", "GO=true")
+	cmd.Dir = checkout
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make reset: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
+		t.Errorf("make reset removed %s, outside the checkout: %v", outside, err)
+	}
+	if _, err := os.Stat(filepath.Join(checkout, ".data")); !os.IsNotExist(err) {
+		t.Errorf("make reset left %s/.data: %v", checkout, err)
+	}
+}
