@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	appsv1 "k8s.io/api/apps/v1"
@@ -419,6 +420,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		mutate func(t *testing.T, b *bundle)
 		want   string
 	}{
+		{"coreapi stops before the proxy has drained", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).Lifecycle.PreStop.Sleep.Seconds = 10
+		}, "coreapi's preStop pause (10s) ends before"},
+		{"grace period shorter than coreapi's pause and drain", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(30))
+		}, "terminationGracePeriodSeconds does not exceed coreapi's"},
 		{"coreapi on all interfaces", func(t *testing.T, b *bundle) {
 			setEnv(ctr(t, b, coreName), "COREAPI_LISTEN_ADDR", "0.0.0.0:8081")
 		}, "not loopback"},
@@ -706,6 +713,23 @@ func check(b *bundle) []string {
 	if len(pod.Containers) != 2 || proxy == nil || core == nil {
 		v.addf("Deployment %s: containers %v, want exactly %s and %s", dep.Name, names, proxyName, coreName)
 		return v
+	}
+	// Shutdown order: coreapi keeps serving until the proxy has drained
+	// (its pause, then up to SHUTDOWN_TIMEOUT) and sent its last API-key
+	// usage report (up to 2 s); the grace period covers coreapi's own
+	// pause and drain.
+	drain := 15 * time.Second
+	for _, cm := range b.ConfigMaps {
+		if d, err := time.ParseDuration(cm.Data["SHUTDOWN_TIMEOUT"]); err == nil {
+			drain = d
+		}
+	}
+	proxyPause, corePause := preStopSleep(proxy), preStopSleep(core)
+	if corePause < proxyPause+drain+2*time.Second {
+		v.addf("coreapi's preStop pause (%s) ends before the proxy's pause (%s), its drain (SHUTDOWN_TIMEOUT %s) and its last usage report (2s): forwarded requests would find coreapi gone", corePause, proxyPause, drain)
+	}
+	if grace := pod.TerminationGracePeriodSeconds; grace == nil || time.Duration(*grace)*time.Second <= corePause+drain {
+		v.addf("terminationGracePeriodSeconds does not exceed coreapi's preStop pause (%s) plus its SHUTDOWN_TIMEOUT (%s)", corePause, drain)
 	}
 	if sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector); err != nil || !sel.Matches(podLabels) {
 		v.addf("Deployment %s: selector does not match its pod template", dep.Name)
