@@ -511,6 +511,13 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 // is now another tenant's.
 var errSessionEnded = problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
 
+// sessionEnded answers errSessionEnded with the RFC 6750 challenge a 401
+// to a bearer carries.
+func sessionEnded(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the session has ended"`)
+	return errSessionEnded
+}
+
 // stepUp: a caller with a valid session gives a code and gets a new
 // access token (and refresh token) for the same session, now with the
 // second factor and a fresh auth_time.
@@ -535,7 +542,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return TokenResponse{}, err
 	} else if !live {
-		return TokenResponse{}, errSessionEnded
+		return TokenResponse{}, sessionEnded(c)
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil); err != nil {
 		return TokenResponse{}, err
@@ -553,7 +560,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {
-		return TokenResponse{}, errSessionEnded
+		return TokenResponse{}, sessionEnded(c)
 	}
 	if err != nil {
 		return TokenResponse{}, err

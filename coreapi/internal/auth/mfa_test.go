@@ -418,6 +418,9 @@ func TestStepUpRevokedSession(t *testing.T) {
 	wantStatus(t, "logout", e.Send(t, as, http.MethodPost, "/api/v1/auth/logout", nil), http.StatusNoContent, "")
 	r := e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
 	wantStatus(t, "step up of a revoked session", r, http.StatusUnauthorized, "invalid_token")
+	if got := r.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, `Bearer error="invalid_token"`) {
+		t.Errorf("step up of a revoked session: WWW-Authenticate %q", got)
+	}
 	// A forged identity on the token endpoint is refused, not ignored.
 	r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: as,
 		SignPath: "/api/v1/other", Body: map[string]string{"grant_type": "mfa_otp", "code": "123456"}})
