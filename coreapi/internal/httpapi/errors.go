@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -25,6 +26,9 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	if rid == "" { // errors raised before the middleware ran (e.g. 413)
 		rid = requestid.New()
 		c.Set(requestid.Header, rid)
+	}
+	if p.OAuthError == "" && oautherr.Endpoint(c.Path()) {
+		p = oautherr.Annotate(p)
 	}
 	p = p.With(rid, c.Path())
 	c.Set(fiber.HeaderContentType, problem.ContentType)

@@ -6,6 +6,7 @@ package oautherr
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
@@ -67,6 +68,25 @@ func Annotate(p *problem.Problem) *problem.Problem {
 		q.OAuthErrorDescription = p.Title
 	}
 	return &q
+}
+
+// endpoints are the routes whose every error answer carries the RFC 6749
+// fields: the token, introspection and revocation endpoints.
+var endpoints = [...]string{"/api/v1/auth/token", "/api/v1/auth/introspect", "/api/v1/auth/revoke"}
+
+// Endpoint reports whether path is one of the OAuth endpoints, as the
+// router matches it (any letter case, a trailing slash or not). The
+// server's error handler annotates the errors no handler wrapped there
+// (the database gone away, a body above the limit, an internal error), so
+// that these endpoints answer every error in the RFC 6749 shape.
+func Endpoint(path string) bool {
+	path = strings.TrimSuffix(path, "/")
+	for _, e := range endpoints {
+		if strings.EqualFold(path, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Wrap returns h with the problems it returns annotated (a problem
