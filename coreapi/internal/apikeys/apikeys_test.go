@@ -350,14 +350,14 @@ func TestRevokeAPIKey(t *testing.T) {
 		"bad tenant id": {"x", k.Secret},
 		"a JWT":         {ten.ID, "eyJhbGciOiJFZERTQSJ9.e30.c2ln"},
 	} {
-		if ok, err := x.svc.RevokeAPIKey(ctx, c.tenant, c.secret); ok || err != nil {
+		if ok, err := x.svc.RevokeAPIKey(ctx, c.tenant, c.secret, "", ""); ok || err != nil {
 			t.Errorf("%s: RevokeAPIKey = %v, %v; want false, nil", name, ok, err)
 		}
 	}
 	if x.count(t, `SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL`) != 0 {
 		t.Fatal("a refused revocation revoked the key")
 	}
-	if ok, err := x.svc.RevokeAPIKey(ctx, strings.ToUpper(ten.ID), k.Secret); !ok || err != nil {
+	if ok, err := x.svc.RevokeAPIKey(ctx, strings.ToUpper(ten.ID), k.Secret, "", ""); !ok || err != nil {
 		t.Fatalf("RevokeAPIKey = %v, %v; want true", ok, err)
 	}
 	if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.APIKeySubject(k.PublicID)); n != 1 {
@@ -366,7 +366,7 @@ func TestRevokeAPIKey(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked' AND target_id = $1 AND data->>'via' = 'oauth_revoke'`, k.ID); n != 1 {
 		t.Fatalf("%d audit events", n)
 	}
-	if ok, err := x.svc.RevokeAPIKey(ctx, ten.ID, k.Secret); ok || err != nil {
+	if ok, err := x.svc.RevokeAPIKey(ctx, ten.ID, k.Secret, "", ""); ok || err != nil {
 		t.Fatalf("second RevokeAPIKey = %v, %v; want false, nil", ok, err)
 	}
 	wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_revoked")

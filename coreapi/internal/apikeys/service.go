@@ -85,12 +85,13 @@ func (s *Service) Store() *Store { return s.store }
 // live key of tenantID (RFC 7009 revocation, POST /api/v1/auth/revoke):
 // revoked is false, with a nil error, when the secret is malformed,
 // unknown, already revoked or of another tenant. It writes the audit row
+// (actorID, the revoking client, as its actor; requestID the request's)
 // and the invalidation itself.
-func (s *Service) RevokeAPIKey(ctx context.Context, tenantID, secret string) (revoked bool, err error) {
+func (s *Service) RevokeAPIKey(ctx context.Context, tenantID, secret, actorID, requestID string) (revoked bool, err error) {
 	if !ids.Valid(tenantID) {
 		return false, nil
 	}
-	return s.store.RevokeSecret(ctx, strings.ToLower(tenantID), secret, "")
+	return s.store.RevokeSecret(ctx, strings.ToLower(tenantID), secret, actorID, requestID)
 }
 
 // Register adds the routes (an httpapi.Options.Register hook).

@@ -380,8 +380,9 @@ func intersect(a, b []string) []string {
 }
 
 // RevokeSecret revokes the key whose whole secret is key, if it is a live
-// key of tenantID. It reports whether it revoked one.
-func (s *Store) RevokeSecret(ctx context.Context, tenantID, key, requestID string) (bool, error) {
+// key of tenantID, on behalf of actorID (the client that asked). It
+// reports whether it revoked one.
+func (s *Store) RevokeSecret(ctx context.Context, tenantID, key, actorID, requestID string) (bool, error) {
 	if s.pepper == nil {
 		return false, nil
 	}
@@ -405,7 +406,7 @@ func (s *Store) RevokeSecret(ctx context.Context, tenantID, key, requestID strin
 			return fmt.Errorf("revoke api key: %w", err)
 		}
 		done = true
-		return revoked(ctx, tx, k.tenantID, k.id, string(pid), k.kind, "", requestID, "oauth_revoke")
+		return revoked(ctx, tx, k.tenantID, k.id, string(pid), k.kind, actorID, requestID, "oauth_revoke")
 	})
 	if err != nil {
 		return false, err

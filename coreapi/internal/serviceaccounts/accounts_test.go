@@ -562,3 +562,32 @@ func TestAccountDeletionRacingOtherChanges(t *testing.T) {
 		})
 	}
 }
+
+// An API key revoked at the revocation endpoint (RFC 7009) is audited
+// with the service account that revoked it as actor and the request's id,
+// as a refresh token revoked there is: the audit log tells who ended it.
+func TestRevokedAPIKeyAuditsTheClient(t *testing.T) {
+	e := start(t, startOpts{keyRoutes: true})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "revoker")
+	s := e.createSecret(t, owner, a.ID)
+	k := e.mintKey(t, owner, "to revoke")
+
+	r := e.form(t, "/api/v1/auth/revoke", url.Values{"token": {k.Secret}}, basic(s.ClientID, s.ClientSecret))
+	if r.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	e.wantKey(t, k, http.StatusGone, "api_key_revoked")
+	var actor, requestID *string
+	if err := e.DB.Pool.QueryRow(context.Background(), `SELECT actor_user_id::text, request_id FROM audit_events
+WHERE tenant_id = $1 AND action = 'api_key.revoked' AND target_id = $2 AND data->>'via' = 'oauth_revoke'`,
+		owner.TenantID, k.ID).Scan(&actor, &requestID); err != nil {
+		t.Fatalf("the revocation's audit event: %v", err)
+	}
+	if actor == nil || *actor != a.ID {
+		t.Errorf("actor %v, want the revoking service account %s", actor, a.ID)
+	}
+	if requestID == nil || *requestID != r.Header.Get("X-Request-Id") {
+		t.Errorf("request id %v, want the revocation's %q", requestID, r.Header.Get("X-Request-Id"))
+	}
+}

@@ -142,7 +142,7 @@ func (s *Service) revoke(c *fiber.Ctx) error {
 	switch {
 	case strings.HasPrefix(q.Token, "tg_"):
 		if s.o.APIKeys != nil {
-			if _, err := s.o.APIKeys.RevokeAPIKey(ctx, cl.TenantID, q.Token); err != nil {
+			if _, err := s.o.APIKeys.RevokeAPIKey(ctx, cl.TenantID, q.Token, cl.ID, strings.Clone(httpapi.RequestIDOf(c))); err != nil {
 				return err
 			}
 		}

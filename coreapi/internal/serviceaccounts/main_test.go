@@ -64,7 +64,7 @@ type revoker struct {
 	calls []string          // "tenant secret"
 }
 
-func (r *revoker) RevokeAPIKey(_ context.Context, tenantID, secret string) (bool, error) {
+func (r *revoker) RevokeAPIKey(_ context.Context, tenantID, secret, _, _ string) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = append(r.calls, tenantID+" "+secret)
@@ -85,7 +85,9 @@ type startOpts struct {
 	apiKeys serviceaccounts.APIKeyRevoker
 	baseURL string
 	// keyRoutes serves the API-key routes too (with a pepper), so service
-	// accounts can mint keys and the proxy's resolve can be asked.
+	// accounts can mint keys and the proxy's resolve can be asked; the
+	// API-key service is then the revocation endpoint's revoker (unless
+	// apiKeys names another).
 	keyRoutes bool
 }
 
@@ -106,6 +108,17 @@ func start(t testing.TB, so startOpts) *env {
 	h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
 	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
+		var ks *apikeys.Service
+		if so.keyRoutes {
+			var err error
+			ks, err = apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: []byte("0123456789abcdef0123456789abcdef"), Catalog: o.Catalog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if so.apiKeys == nil {
+				so.apiKeys = ks
+			}
+		}
 		sa, err := serviceaccounts.New(serviceaccounts.Options{
 			Logger: o.Logger, Pool: o.Pool, Keys: ring, Sessions: store,
 			Projections: projection.NewStore(o.Pool, 16*time.Minute, o.Catalog), Limiter: ratelimit.New(o.Pool),
@@ -125,11 +138,7 @@ func start(t testing.TB, so startOpts) *env {
 		e.sa = sa
 		o.Register = append(o.Register, svc.Register, sa.Register)
 		o.ErrorMappers = append(o.ErrorMappers, serviceaccounts.ErrorProblem)
-		if so.keyRoutes {
-			ks, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: []byte("0123456789abcdef0123456789abcdef"), Catalog: o.Catalog})
-			if err != nil {
-				t.Fatal(err)
-			}
+		if ks != nil {
 			o.Register = append(o.Register, ks.Register)
 			o.ErrorMappers = append(o.ErrorMappers, apikeys.MapError)
 		}

@@ -57,9 +57,10 @@ const (
 // APIKeyRevoker revokes a tenant's API key by its secret (RFC 7009 for
 // "tg_" tokens). revoked is false, with a nil error, for a secret that is
 // unknown, malformed or of another tenant. It writes its own audit event
-// and invalidation.
+// (actorID, the revoking service account, as its actor; requestID the
+// request's) and invalidation.
 type APIKeyRevoker interface {
-	RevokeAPIKey(ctx context.Context, tenantID, secret string) (revoked bool, err error)
+	RevokeAPIKey(ctx context.Context, tenantID, secret, actorID, requestID string) (revoked bool, err error)
 }
 
 // ClientLimit is how many failed client authentications one client IP may
