@@ -75,6 +75,14 @@ func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsR
 	case !p.Active():
 		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeUnauthorizedClient, "the service account or its tenant is not active")
 	}
+	// The token version read with the secret is the one signed: a secret
+	// deleted after the check (which raises it) ends this token too. A
+	// projection newer than the check says that happened: nothing is
+	// issued, and a client whose secret is still live gets a token on its
+	// next try.
+	if p.TokenVersion > cl.TokenVersion {
+		return invalidClient(c, cr.basic, "client authentication failed")
+	}
 	var scope *string
 	granted := p.Permissions
 	if requested := strings.Fields(r.Scope); len(requested) > 0 {
@@ -99,7 +107,7 @@ func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsR
 		return fmt.Errorf("read random: %w", err)
 	}
 	payload, err := json.Marshal(claims{
-		Issuer: s.o.Issuer, Audience: s.o.Audience, Subject: cl.ID, TenantID: cl.TenantID, TokenVersion: p.TokenVersion,
+		Issuer: s.o.Issuer, Audience: s.o.Audience, Subject: cl.ID, TenantID: cl.TenantID, TokenVersion: cl.TokenVersion,
 		IssuedAt: now, NotBefore: now, Expires: now + ttl, ID: base64.RawURLEncoding.EncodeToString(jti[:]),
 		Principal: identity.PrincipalService, ClientID: cl.ID, Scope: scope,
 	})

@@ -88,6 +88,10 @@ type Client struct {
 	ID       string
 	TenantID string
 	SecretID string
+	// TokenVersion is the account's token version read with the secret
+	// (in the same statement): a token signed with it dies with any secret
+	// deleted after the check.
+	TokenVersion int64
 }
 
 // Store keeps service accounts and their secrets.
@@ -357,22 +361,23 @@ func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string,
 // Lookup finds the service account a client id names, and whether secret
 // is one of its live secrets. tenantID is "" when the client id names no
 // service account (then ok is false too). A matching secret's last use is
-// recorded, at most once a minute, in the same statement.
+// recorded, at most once a minute, in the same statement, which also
+// reads the account's token version (Client.TokenVersion) as of the check.
 func (s *Store) Lookup(ctx context.Context, clientID, secret string) (c Client, ok bool, err error) {
 	const q = `
-WITH sa AS (SELECT tenant_id FROM service_accounts WHERE user_id = $1),
+WITH sa AS (SELECT sa.tenant_id, u.token_version FROM service_accounts sa JOIN users u ON u.id = sa.user_id WHERE sa.user_id = $1),
 hit AS (SELECT id, last_used_at FROM service_account_secrets WHERE user_id = $1 AND secret_hash = $2),
 touch AS (
     UPDATE service_account_secrets x SET last_used_at = now() FROM hit
     WHERE x.id = hit.id AND (hit.last_used_at IS NULL OR hit.last_used_at < now() - interval '1 minute')
 )
-SELECT sa.tenant_id::text, COALESCE((SELECT id::text FROM hit), '') FROM sa`
+SELECT sa.tenant_id::text, COALESCE((SELECT id::text FROM hit), ''), sa.token_version FROM sa`
 	var hash []byte
 	if validSecret(secret) {
 		hash = hashSecret(secret)
 	}
 	c.ID = clientID
-	err = s.pool.QueryRow(ctx, q, clientID, hash).Scan(&c.TenantID, &c.SecretID)
+	err = s.pool.QueryRow(ctx, q, clientID, hash).Scan(&c.TenantID, &c.SecretID, &c.TokenVersion)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Client{}, false, nil
 	}
