@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -54,7 +55,8 @@ func decodeQuery(c *fiber.Ctx) (tokenQuery, error) {
 }
 
 // client reads and checks the request's client credentials; the account
-// and its tenant must be active.
+// and its tenant must be active (else invalid_client). A failure to read
+// whether they are is the server's error, answered as such.
 func (s *Service) client(c *fiber.Ctx, q tokenQuery) (Client, error) {
 	cr, err := readCredentials(c, q.ClientID, q.ClientSecret)
 	if err != nil {
@@ -65,8 +67,13 @@ func (s *Service) client(c *fiber.Ctx, q tokenQuery) (Client, error) {
 		return Client{}, err
 	}
 	p, err := s.o.Projections.Get(c.UserContext(), cl.ID, cl.TenantID)
-	if err != nil || !p.Active() {
+	switch {
+	case errors.Is(err, projection.ErrNotFound), err == nil && !p.Active():
 		return Client{}, invalidClient(c, cr.basic, "the client or its tenant is not active")
+	case err != nil:
+		// The server's failure, not the client's (a database gone away
+		// is 503): never told as wrong credentials.
+		return Client{}, err
 	}
 	return cl, nil
 }

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 )
 
 // TestOAuthErrorsOnEveryAnswer: the token, introspection and revocation
@@ -54,5 +56,60 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()`
 		}
 		oauthProblem(t, r, http.StatusServiceUnavailable, "temporarily_unavailable")
 
+	}
+}
+
+// A database failure while introspection or revocation checks that the
+// authenticated client is active is the server's failure (503
+// temporarily_unavailable), not the client's: answering invalid_client
+// would tell a client with the right secret that its credentials are
+// wrong. The check's query is held on a table only it reads, and its
+// connection is then terminated.
+func TestClientCheckDatabaseFailure(t *testing.T) {
+	e := start(t, startOpts{})
+	ctx := context.Background()
+	_, own := e.owner(t, "clientcheck@example.com")
+	acc := e.createAccount(t, own, "checker")
+	s := e.createSecret(t, own, acc.ID)
+	tok := e.clientToken(t, s, "")
+
+	for _, path := range []string{"/api/v1/auth/introspect", "/api/v1/auth/revoke"} {
+		hold, err := e.DB.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = hold.Rollback(ctx) }()
+		if _, err := hold.Exec(ctx, `LOCK TABLE mfa_totp IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		answer := make(chan apitest.Response, 1)
+		go func() {
+			answer <- e.form(t, path, url.Values{"token": {tok.AccessToken}}, basic(s.ClientID, s.ClientSecret))
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var n int
+			// Not in hold's transaction: pg_stat_activity is read once
+			// per transaction.
+			if err := e.DB.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the client check never waited on the lock")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := hold.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r := <-answer
+		if r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("%s, the client check failing: %d %s, want 503", path, r.Status, r.Body)
+		}
+		oauthProblem(t, r, http.StatusServiceUnavailable, "temporarily_unavailable")
 	}
 }
