@@ -539,6 +539,18 @@ func TestUpstreamUnreachable(t *testing.T) {
 	}
 	r = e.do("POST", "/api/v1/auth/token", "", nil)
 	e.wantProblem(r, 503, problem.CodeUpstreamDown)
+	// The OAuth endpoints' errors carry the RFC 6749 fields, the proxy's
+	// own too: a library can tell a retry from a request to fix.
+	for _, path := range []string{"/api/v1/auth/token", "/api/v1/auth/introspect", "/api/v1/auth/revoke/"} {
+		r = e.do("POST", path, "", nil)
+		e.wantStatus(r, 503)
+		if r.prob.OAuthError != "temporarily_unavailable" || r.prob.OAuthErrorDescription == "" {
+			t.Errorf("%s: error %q, error_description %q", path, r.prob.OAuthError, r.prob.OAuthErrorDescription)
+		}
+	}
+	if r = e.do("GET", "/api/v1/users/me", tok, nil); r.prob.OAuthError != "" {
+		t.Errorf("another route's problem carries error %q", r.prob.OAuthError)
+	}
 }
 
 // A core that stops while the proxy holds idle keep-alive connections to it
