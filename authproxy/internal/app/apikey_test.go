@@ -221,7 +221,7 @@ func TestAPIKeyWrongSecret(t *testing.T) {
 		t.Fatalf("wrong_secret = %v, want 10", n)
 	}
 	r := e.do("GET", "/notes", wrong, from(attacker))
-	e.wantKeyProblem(r, 429, problem.CodeTooManyRequests, "too many wrong secrets")
+	e.wantKeyProblem(r, 429, problem.CodeTooManyRequests, "too many failed API key attempts")
 	if r.header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")
 	}
@@ -263,7 +263,7 @@ func TestAPIKeyUnknownKeysLimited(t *testing.T) {
 	fetches = e.core.KeyFetches.Load()
 	for range 20 {
 		r := e.do("GET", "/notes", unknown(), from(attacker))
-		e.wantKeyProblem(r, 429, problem.CodeTooManyRequests, "unknown API keys")
+		e.wantKeyProblem(r, 429, problem.CodeTooManyRequests, "too many failed API key attempts")
 		if r.header.Get("Retry-After") == "" {
 			t.Fatal("429 without Retry-After")
 		}

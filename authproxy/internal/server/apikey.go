@@ -175,7 +175,7 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 		st.outcome = "api_key_rate_limited"
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("rate_limited").Inc()
 		return &httpError{status: 429, code: problem.CodeTooManyRequests,
-			detail:     "too many wrong secrets for this API key from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
+			detail:     "too many failed API key attempts from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
 			retryAfter: true}
 	}
 	st.keyDigest = sha256.Sum256(key)
@@ -266,7 +266,7 @@ func unknownKeysLimited(st *state, s *Server, wait time.Duration) error {
 	st.outcome = "api_key_rate_limited"
 	s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown_rate_limited").Inc()
 	return &httpError{status: 429, code: problem.CodeTooManyRequests,
-		detail:     "too many unknown API keys from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
+		detail:     "too many failed API key attempts from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
 		retryAfter: true}
 }
 
