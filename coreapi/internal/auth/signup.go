@@ -2,9 +2,7 @@ package auth
 
 import (
 	"errors"
-	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
@@ -69,10 +67,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 		return err
 	}
 	if !ok {
-		secs := int(wait/time.Second) + 1
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
-		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
-			"too many sign-ups from this address; retry after "+strconv.Itoa(secs)+" s")
+		return httpapi.TooMany(c, wait, "too many sign-ups from this address")
 	}
 	hash, err := s.passwords.Hash(ctx, req.Password)
 	if err != nil {

@@ -104,3 +104,12 @@ func NeedRecentSignIn(c *fiber.Ctx, maxAge time.Duration, detail string) error {
 	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication", max_age=`+strconv.Itoa(int(maxAge/time.Second)))
 	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)
 }
+
+// TooMany is the 429 answer of a rate limit whose window ends in wait:
+// Retry-After in whole seconds (at least 1, rounded up), and what was
+// refused in the detail ("too many sign-ups from this address").
+func TooMany(c *fiber.Ctx, wait time.Duration, what string) error {
+	secs := max(int((wait+time.Second-1)/time.Second), 1)
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")
+}

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -215,12 +214,7 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 func clientIP(c *fiber.Ctx) string { return httpapi.ClientIP(c) }
 
 func tooMany(c *fiber.Ctx, wait time.Duration, what string) error {
-	secs := int(wait.Seconds() + 0.999)
-	if secs < 1 {
-		secs = 1
-	}
-	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
-	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")
+	return httpapi.TooMany(c, wait, what)
 }
 
 // auditUser writes one audit event about userID in every tenant the user

@@ -31,7 +31,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -312,10 +311,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	}
 	// Before any other work: a refused start costs no database access.
 	if ok, wait := s.limit.allow(ratelimit.ClientKey(httpapi.ClientIP(c))); !ok {
-		secs := max(int((wait+time.Second-1)/time.Second), 1)
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
-		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
-			"too many sign-ins started from this address; retry after "+strconv.Itoa(secs)+" s")
+		return httpapi.TooMany(c, wait, "too many sign-ins started from this address")
 	}
 	// Each parameter at most once (RFC 6749 section 3.1): of two, which
 	// one is meant would be a guess, and another reader may take the

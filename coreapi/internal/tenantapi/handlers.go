@@ -126,10 +126,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 			return err
 		}
 		if !ok {
-			secs := int(wait/time.Second) + 1
-			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
-			return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
-				"too many email changes requested; retry after "+strconv.Itoa(secs)+" s")
+			return httpapi.TooMany(c, wait, "too many email changes requested")
 		}
 		if err := s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, *b.Email, httpapi.RequestIDOf(c)); err != nil {
 			return err
