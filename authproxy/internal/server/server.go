@@ -1319,12 +1319,12 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		st.path, _ = pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	}
 	p := problem.New(he.status, he.code, he.detail).With(string(st.reqID), string(st.path))
-	if oauthEndpoint(st.path) {
+	if problem.IsOAuthEndpoint(b2s(st.path)) {
 		// coreapi's OAuth endpoints answer every error with the RFC 6749
 		// fields; the proxy's own answers there (coreapi unreachable, a
 		// body too large, a malformed request) carry them too, so that an
 		// OAuth library can tell a retry from a request to fix.
-		p.OAuthError, p.OAuthErrorDescription = oauthErrorOf(he.status), he.detail
+		p.OAuthError, p.OAuthErrorDescription = problem.OAuthErrorOfStatus(he.status), he.detail
 	}
 	resp := c.Response()
 	resp.SetStatusCode(he.status)
@@ -1339,33 +1339,6 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		resp.Header.Set(fiber.HeaderRetryAfter, "1")
 	}
 	resp.SetBodyRaw(p.JSON())
-}
-
-// oauthEndpoints are coreapi's token, introspection and revocation
-// endpoints (RFC 6749, 7662, 7009).
-var oauthEndpoints = [...]string{rules.TokenPath, "/api/v1/auth/introspect", "/api/v1/auth/revoke"}
-
-// oauthEndpoint reports whether the normalized path is one of
-// oauthEndpoints (routes match case-exactly; a trailing slash or not).
-func oauthEndpoint(path []byte) bool {
-	path = bytes.TrimSuffix(path, []byte("/"))
-	for _, e := range oauthEndpoints {
-		if string(path) == e {
-			return true
-		}
-	}
-	return false
-}
-
-// oauthErrorOf is the RFC 6749 error code of a proxy answer's status.
-func oauthErrorOf(status int) string {
-	switch {
-	case status == fiber.StatusTooManyRequests || status == fiber.StatusServiceUnavailable:
-		return "temporarily_unavailable"
-	case status >= 500:
-		return "server_error"
-	}
-	return "invalid_request"
 }
 
 // bearerText matches credentials in a raw error that quotes the request.

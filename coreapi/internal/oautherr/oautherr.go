@@ -6,7 +6,6 @@ package oautherr
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
@@ -14,19 +13,16 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-// RFC 6749 section 5.2 error codes (and RFC 7009's, and the authorization
-// endpoint's server_error and temporarily_unavailable for failures that
-// are not the client's).
+// RFC 6749 section 5.2 error codes (and RFC 7009's).
 const (
-	InvalidRequest         = "invalid_request"
-	InvalidClient          = "invalid_client"
-	InvalidGrant           = "invalid_grant"
-	UnauthorizedClient     = "unauthorized_client"
-	UnsupportedGrantType   = "unsupported_grant_type"
-	InvalidScope           = "invalid_scope"
-	UnsupportedTokenType   = "unsupported_token_type"
-	ServerError            = "server_error"
-	TemporarilyUnavailable = "temporarily_unavailable"
+	InvalidRequest       = "invalid_request"
+	InvalidClient        = "invalid_client"
+	InvalidGrant         = "invalid_grant"
+	UnauthorizedClient   = "unauthorized_client"
+	UnsupportedGrantType = "unsupported_grant_type"
+	InvalidScope         = "invalid_scope"
+	UnsupportedTokenType = "unsupported_token_type"
+	// server_error and temporarily_unavailable: problem.OAuthErrorOfStatus.
 )
 
 // Of is the RFC 6749 error code of a problem.
@@ -41,16 +37,7 @@ func Of(p *problem.Problem) string {
 		// grant is what failed.
 		return InvalidGrant
 	}
-	switch {
-	case p.Status == fiber.StatusTooManyRequests, p.Status == fiber.StatusServiceUnavailable:
-		return TemporarilyUnavailable
-	case p.Status >= 500:
-		return ServerError
-	case p.Status == fiber.StatusUnauthorized, p.Status == fiber.StatusForbidden:
-		return InvalidGrant
-	}
-	// 400, 413, 415, 422: the request could not be read or is incomplete.
-	return InvalidRequest
+	return problem.OAuthErrorOfStatus(p.Status)
 }
 
 // Annotate returns a copy of p with the RFC 6749 fields set (p may be a
@@ -70,24 +57,12 @@ func Annotate(p *problem.Problem) *problem.Problem {
 	return &q
 }
 
-// endpoints are the routes whose every error answer carries the RFC 6749
-// fields: the token, introspection and revocation endpoints.
-var endpoints = [...]string{"/api/v1/auth/token", "/api/v1/auth/introspect", "/api/v1/auth/revoke"}
-
-// Endpoint reports whether path is one of the OAuth endpoints, as the
-// router matches it (any letter case, a trailing slash or not). The
-// server's error handler annotates the errors no handler wrapped there
-// (the database gone away, a body above the limit, an internal error), so
-// that these endpoints answer every error in the RFC 6749 shape.
-func Endpoint(path string) bool {
-	path = strings.TrimSuffix(path, "/")
-	for _, e := range endpoints {
-		if strings.EqualFold(path, e) {
-			return true
-		}
-	}
-	return false
-}
+// Endpoint reports whether path is one of the OAuth endpoints
+// (problem.IsOAuthEndpoint). The server's error handler annotates the
+// errors no handler wrapped there (the database gone away, a body above
+// the limit, an internal error), so that these endpoints answer every
+// error in the RFC 6749 shape.
+func Endpoint(path string) bool { return problem.IsOAuthEndpoint(path) }
 
 // Wrap returns h with the problems it returns annotated (a problem
 // wrapped in another error is annotated too, and the wrapper dropped).
