@@ -71,14 +71,6 @@ var (
 var errSealedUnderMissingKey = problem.New(fiber.StatusServiceUnavailable, problem.CodeMFAUnavailable,
 	"this account's second factor cannot be read on this server (its encryption key is not configured): sign in with a recovery code, or ask an administrator")
 
-// insufficientAuth is the RFC 9470 refusal of an authentication that is
-// not strong or recent enough; the handler sets WWW-Authenticate.
-func insufficientAuth(c *fiber.Ctx, detail string) error {
-	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=`+
-		strconv.Itoa(int(MFAMaxAge/time.Second)))
-	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)
-}
-
 // mfaKey names a user's second-factor guesses in login_attempts: the same
 // atomic lockout as passwords (login_reserve), under a key of their own so
 // a correct password never clears the count of wrong codes.
@@ -742,7 +734,7 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 		return err
 	}
 	if !fresh {
-		return insufficientAuth(c, "disabling the second factor needs one given in the last 5 minutes; step up with grant_type=mfa_otp")
+		return httpapi.NeedRecentSecondFactor(c, MFAMaxAge, "disabling the second factor needs one given in the last 5 minutes; step up with grant_type=mfa_otp")
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, nil, func(tx pgx.Tx) error {

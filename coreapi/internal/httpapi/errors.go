@@ -101,7 +101,18 @@ func dbUnavailable(err error) bool {
 // age, and no acr_values (a password sign-in of a user without a second
 // factor is enough; a user with one signs in with it).
 func NeedRecentSignIn(c *fiber.Ctx, maxAge time.Duration, detail string) error {
-	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication", max_age=`+strconv.Itoa(int(maxAge/time.Second)))
+	return insufficientAuth(c, "", maxAge, detail)
+}
+
+// NeedRecentSecondFactor is NeedRecentSignIn for an act that needs a
+// second factor given within maxAge: acr_values="mfa" (step up with
+// grant_type=mfa_otp).
+func NeedRecentSecondFactor(c *fiber.Ctx, maxAge time.Duration, detail string) error {
+	return insufficientAuth(c, `, acr_values="mfa"`, maxAge, detail)
+}
+
+func insufficientAuth(c *fiber.Ctx, acr string, maxAge time.Duration, detail string) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication"`+acr+`, max_age=`+strconv.Itoa(int(maxAge/time.Second)))
 	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)
 }
 
