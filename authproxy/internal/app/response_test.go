@@ -24,6 +24,19 @@ const hopAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-
 
 // cannedUpstream answers every request, its header read, with answer as
 // it is, then closes the connection; it returns its URL.
+// dialProxy opens a raw connection to the proxy at addr, closed when the
+// test ends, with a deadline that bounds a test that would hang.
+func dialProxy(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn, bufio.NewReader(conn)
+}
+
 func cannedUpstream(t *testing.T, answer string) string {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -90,13 +103,7 @@ func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
 		}
 	}
 	t.Run("forwarded", func(t *testing.T) {
-		conn, err := net.Dial("tcp", e.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(conn)
+		conn, br := dialProxy(t, e.addr)
 		// Two requests on one kept-alive connection: the upstream's close
 		// is its own connection's, not the client's.
 		for i := range 2 {
@@ -144,13 +151,7 @@ func TestStreamRouteAnswerWithoutBody(t *testing.T) {
 		status int
 	}{{"/nocontent", 204}, {"/notmodified", 304}} {
 		t.Run(c.path, func(t *testing.T) {
-			conn, err := net.Dial("tcp", e.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(conn)
+			conn, br := dialProxy(t, e.addr)
 			// Twice on one connection: nothing follows the first answer.
 			for i := range 2 {
 				if _, err := io.WriteString(conn, "GET "+c.path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
@@ -182,13 +183,7 @@ func TestUpstreamSwitchingProtocolsRefused(t *testing.T) {
 	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-App: kept\r\n\r\nnot http")
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /, upstream: notes, access: public}\n"})
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
+	conn, br := dialProxy(t, e.addr)
 	for i, upgrade := range []string{"", "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"} {
 		if _, err := io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: x\r\n"+upgrade+"\r\n"); err != nil {
 			t.Fatalf("request %d: %v", i, err)
@@ -232,16 +227,11 @@ func TestStreamCutShortIsCutShortForTheClient(t *testing.T) {
 	e := start(t, envOpt{rules: rules + routes})
 	for _, a := range answers {
 		t.Run(a.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", e.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			conn, br := dialProxy(t, e.addr)
 			if _, err := io.WriteString(conn, "GET /"+a.name+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
