@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -38,6 +39,9 @@ func wireLifecycle(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg 
 		From: cfg.MailFrom, Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TenantMailsPerHour > 0 {
+		invitations.TenantMailLimit.N = cfg.TenantMailsPerHour
 	}
 	lc, err := lifecycle.New(lifecycle.Options{Logger: log, Pool: pool, Auth: svc, Passwords: hasher, Catalog: cfg.Catalog})
 	if err != nil {

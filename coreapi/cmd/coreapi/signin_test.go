@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -63,6 +65,8 @@ func TestSignInWiring(t *testing.T) {
 		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
 		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
 		"SHUTDOWN_TIMEOUT":    "5s",
+		// Checked below: the second invitation of the hour is refused.
+		"TENANT_MAILS_PER_HOUR": "1",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -120,13 +124,39 @@ func TestSignInWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := identity.Identity{UserID: su.User.ID, TenantID: su.TenantID}
+	signed := func(path string) http.Header {
+		ts := time.Now().UnixMilli()
+		hdr := http.Header{}
+		hdr.Set(identity.HeaderUserID, id.UserID)
+		hdr.Set(identity.HeaderTenantID, id.TenantID)
+		hdr.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
+		hdr.Set(identity.HeaderSignature, signer.Sign(ts, http.MethodPost, path, id))
+		return hdr
+	}
+	// TENANT_MAILS_PER_HOUR reaches the invitations: one mail this hour.
+	v2, err := identity.NewKeySigner(identity.Key{ID: "core", Secret: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{http.StatusCreated, http.StatusTooManyRequests} {
+		body := `{"email":"invitee` + strconv.Itoa(i) + `@example.com"}`
+		owner := identity.Identity{Principal: identity.PrincipalUser, UserID: id.UserID, TenantID: id.TenantID,
+			Roles: []string{"owner"}, Permissions: permissions.Builtin().Names()}
+		r := identity.Request{Timestamp: time.Now().UnixMilli(), RequestID: "invite-" + strconv.Itoa(i), ClientIP: "127.0.0.1",
+			Method: http.MethodPost, PathQuery: "/api/v1/invitations", BodySHA256: sha256.Sum256([]byte(body))}
+		hdr := http.Header{}
+		identity.EachHeader(v2.KeyID(), &owner, &r, func(name, v string) {
+			if v != "" {
+				hdr.Set(name, v)
+			}
+		})
+		hdr.Set(identity.HeaderSignature, v2.Sign(&owner, &r))
+		if code, b := post("/api/v1/invitations", body, hdr); code != want {
+			t.Fatalf("invitation %d: %d %s, want %d", i, code, b, want)
+		}
+	}
 	path := "/api/v1/auth/logout?scope=global"
-	ts := time.Now().UnixMilli()
-	hdr := http.Header{}
-	hdr.Set(identity.HeaderUserID, id.UserID)
-	hdr.Set(identity.HeaderTenantID, id.TenantID)
-	hdr.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
-	hdr.Set(identity.HeaderSignature, signer.Sign(ts, http.MethodPost, path, id))
+	hdr := signed(path)
 	req, _ := http.NewRequest(http.MethodPost, base+path, nil)
 	req.Header = hdr
 	resp, err = http.DefaultClient.Do(req)

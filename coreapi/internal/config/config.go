@@ -138,6 +138,9 @@ type Config struct {
 	OAuthPerMinute int
 	// SignupPerHour bounds the sign-ups of one client IP per hour.
 	SignupPerHour int
+	// TenantMailsPerHour bounds the invitation and account mails one
+	// tenant's members cause per hour (invitations.TenantMailLimit).
+	TenantMailsPerHour int
 
 	// PermissionsFile is where the permission catalog came from, if from a
 	// file; PermissionsText is the PERMISSIONS variable.
@@ -208,6 +211,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxBodyBytes:         l.Int("MAX_BODY_BYTES", 1024, 1<<30, 0),
 		OAuthPerMinute:       l.Int("OAUTH_AUTHORIZE_PER_MINUTE", 1, 1<<30, 0),
 		SignupPerHour:        l.Int("SIGNUP_PER_HOUR", 1, 1<<30, 0),
+		TenantMailsPerHour:   l.Int("TENANT_MAILS_PER_HOUR", 1, 1<<30, 0),
 
 		IdentityAcceptV1:        l.Bool("IDENTITY_ACCEPT_V1"),
 		IdentityReplayCacheSize: l.Int("IDENTITY_REPLAY_CACHE_SIZE", MinReplayCacheSize, 1<<30, 0),

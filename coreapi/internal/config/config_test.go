@@ -56,6 +56,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"replay cache", c.IdentityReplayCacheSize, 1 << 18},
 		{"projection in flight", c.ProjectionMaxInFlight, int(c.DBMaxConns)},
 		{"projection wait", c.ProjectionMaxWait, 100 * time.Millisecond},
+		{"signups per hour", c.SignupPerHour, 20},
+		{"tenant mails per hour", c.TenantMailsPerHour, 200},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -321,7 +323,13 @@ func TestMailSettings(t *testing.T) {
 		t.Errorf("SMTP password not masked in:\n%s", s)
 	}
 
+	m = minimal()
+	m["TENANT_MAILS_PER_HOUR"] = "5000"
+	if c, err := Load(env(m)); err != nil || c.TenantMailsPerHour != 5000 {
+		t.Errorf("TENANT_MAILS_PER_HOUR=5000: %d, %v", c.TenantMailsPerHour, err)
+	}
 	for name, bad := range map[string]map[string]string{
+		"TENANT_MAILS_PER_HOUR": {"TENANT_MAILS_PER_HOUR": "0"},
 		"SMTP_URL":              {"SMTP_URL": "http://mail.example.com"},
 		"MAIL_FROM":             {"MAIL_FROM": "no-reply@acme.example\r\nBcc: evil@example.com"},
 		"PUBLIC_BASE_URL":       {"PUBLIC_BASE_URL": "auth.acme.example"},

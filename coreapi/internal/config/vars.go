@@ -50,6 +50,7 @@ var Vars = append(envconfig.Table{
 	{Name: "OAUTH_ALLOWED_RETURN_URLS", Help: "web-app URLs an OAuth sign-in may end at"},
 	{Name: "OAUTH_AUTHORIZE_PER_MINUTE", Default: "20", Help: "OAuth sign-ins one client IP may start per minute"},
 	{Name: "SIGNUP_PER_HOUR", Default: "20", Help: "sign-ups one client IP may make per hour"},
+	{Name: "TENANT_MAILS_PER_HOUR", Default: "200", Help: "invitation and account mails one tenant may cause per hour"},
 	{Name: "SMTP_URL", Mask: envconfig.URL, Help: "mail server; empty: mails to the log"},
 	{Name: "MAIL_FROM", Default: DefaultMailFrom, Help: "sender address"},
 	{Name: "PUBLIC_BASE_URL", Default: DefaultPublicBaseURL, Help: "public URL of the proxy, base of mailed links"},

@@ -52,15 +52,38 @@ var (
 // sign up and own a tenant.
 var MailLimit = ratelimit.Limit{N: 3, Window: time.Hour}
 
-// TooManyMails is the error of a creation or resend over MailLimit;
-// nothing is written or mailed.
+// DefaultTenantMailsPerHour is TenantMailLimit's default
+// (TENANT_MAILS_PER_HOUR).
+const DefaultTenantMailsPerHour = 200
+
+// TenantMailLimit bounds, over every address together, the mails one
+// tenant's members cause to be sent to others: invitations (creations and
+// resends) and the verification mail of an account created by POST
+// /users. MailLimit alone bounds one address, and a tenant, which anyone
+// can sign up and own, could otherwise mail any number of addresses of
+// its choosing, its own name in each. coreapi sets N from
+// TENANT_MAILS_PER_HOUR at start.
+var TenantMailLimit = ratelimit.Limit{N: DefaultTenantMailsPerHour, Window: time.Hour}
+
+// TooManyMails is the error of a creation or resend over MailLimit or
+// TenantMailLimit; nothing is written or mailed.
 type TooManyMails struct {
 	// RetryAfter is the time left in the limit's window.
 	RetryAfter time.Duration
+	// Tenant: the tenant's limit (TenantMailLimit), not the address's.
+	Tenant bool
+}
+
+// What is the refusal, as a 429's detail says it (without the wait).
+func (e *TooManyMails) What() string {
+	if e.Tenant {
+		return "this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)"
+	}
+	return "too many invitation mails to this address"
 }
 
 func (e *TooManyMails) Error() string {
-	return "too many invitation mails to this address; retry after " + strconv.Itoa(e.Seconds()) + " s"
+	return e.What() + "; retry after " + strconv.Itoa(e.Seconds()) + " s"
 }
 
 // Seconds is RetryAfter in whole seconds, at least 1 (a Retry-After value).
@@ -79,6 +102,20 @@ func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
 	}
 	if !ok {
 		return &TooManyMails{RetryAfter: wait}
+	}
+	return CountTenantMail(ctx, tx, tenantID)
+}
+
+// CountTenantMail counts, in tx, one mail a member of tenantID causes to
+// be sent to someone else against TenantMailLimit (*TooManyMails with
+// Tenant set above it). As countMail's, the hit commits with the mail.
+func CountTenantMail(ctx context.Context, tx pgx.Tx, tenantID string) error {
+	ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("tenant-mail", tenantID), TenantMailLimit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &TooManyMails{RetryAfter: wait, Tenant: true}
 	}
 	return nil
 }

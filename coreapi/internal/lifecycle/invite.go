@@ -87,12 +87,13 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	}), func(inv invitations.Invitation) tenantapi.Invitation { return tenantapi.Invitation(inv) }))
 }
 
-// tooManyMails answers an invitation over invitations.MailLimit with 429
-// and Retry-After; any other error is returned as it is.
+// tooManyMails answers an invitation over invitations.MailLimit or
+// TenantMailLimit with 429 and Retry-After; any other error is returned as
+// it is.
 func tooManyMails(c *fiber.Ctx, err error) error {
 	var tm *invitations.TooManyMails
 	if errors.As(err, &tm) {
-		return tooMany(c, tm.RetryAfter, "too many invitation mails to this address")
+		return tooMany(c, tm.RetryAfter, tm.What())
 	}
 	return err
 }

@@ -653,3 +653,61 @@ func TestInvitationMailsLimited(t *testing.T) {
 	other := x.signup(t, "owner@bravo.test")
 	x.invite(t, other.id, "victim@example.com")
 }
+
+// TestTenantMailsLimited: MailLimit bounds one address, but a tenant
+// (anyone can sign up and own one) could mail any number of addresses of
+// its choosing, an invitation or a new account's verification mail each,
+// its own name in every one. Now the mails a tenant causes, over every
+// address together, stop at invitations.TenantMailLimit per window: the
+// next invitation, resend or POST /users of a new account gets 429 with
+// Retry-After and the tenant's limit named, and nothing is written or
+// mailed; another tenant is not held back, and a refused request does not
+// count.
+func TestTenantMailsLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	prev := invitations.TenantMailLimit
+	invitations.TenantMailLimit.N = 3
+	t.Cleanup(func() { invitations.TenantMailLimit = prev })
+
+	owner := x.signup(t, "owner@spam.test")
+	tenant := owner.id.TenantID
+	queued := func() int {
+		return x.count(t, `SELECT count(*) FROM mail_queue WHERE kind IN ('invitation', 'verify_email') AND to_address <> 'owner@spam.test'`)
+	}
+	inv := x.invite(t, owner.id, "a@example.com")
+	x.invite(t, owner.id, "b@example.com")
+	// A new account created by the tenant: its verification mail counts.
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "c@example.com"}), http.StatusCreated)
+	if n := queued(); n != 3 {
+		t.Fatalf("%d mails queued before the limit, want 3", n)
+	}
+	wantRefused := func(r apitest.Response) {
+		t.Helper()
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		if r.Header.Get("Retry-After") == "" {
+			t.Errorf("429 without Retry-After")
+		}
+		if d := r.Problem(t).Detail; !strings.Contains(d, "TENANT_MAILS_PER_HOUR") {
+			t.Errorf("detail %q does not name the tenant's limit", d)
+		}
+	}
+	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "d@example.com"}))
+	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil))
+	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "e@example.com"}))
+	if n := queued(); n != 3 {
+		t.Fatalf("%d mails queued after the refusals, want 3", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE tenant_id = $1 AND lower(email) = 'd@example.com'`, tenant); n != 0 {
+		t.Fatalf("a refused invitation was written")
+	}
+	if n := x.count(t, `SELECT count(*) FROM users WHERE lower(email) = 'e@example.com'`); n != 0 {
+		t.Fatalf("a refused account was written")
+	}
+	// The refusals did not count: raising the limit by one lets one more through.
+	invitations.TenantMailLimit.N = 4
+	x.invite(t, owner.id, "d@example.com")
+	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "f@example.com"}))
+
+	other := x.signup(t, "owner@bravo.test")
+	x.invite(t, other.id, "a@example.com")
+}

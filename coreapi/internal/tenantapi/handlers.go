@@ -3,7 +3,6 @@ package tenantapi
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -293,10 +292,9 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	var tm *invitations.TooManyMails
 	if errors.As(err, &tm) {
 		// The address has an account, and this tenant has invited it as
-		// often as invitations.MailLimit allows.
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(tm.Seconds()))
-		return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
-			"too many invitation mails to this address; retry after "+strconv.Itoa(tm.Seconds())+" s")
+		// often as invitations.MailLimit allows; or the tenant has caused
+		// as many mails this hour as invitations.TenantMailLimit allows.
+		return httpapi.TooMany(c, tm.RetryAfter, tm.What())
 	}
 	if err != nil {
 		return err

@@ -675,7 +675,11 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 			}
 			return err
 		}
-		// The new account's owner has not proven the address yet.
+		// The new account's owner has not proven the address yet; the
+		// mail counts against the tenant's mail limit, as an invitation's.
+		if err := invitations.CountTenantMail(ctx, tx, tenantID); err != nil {
+			return err
+		}
 		if err := onetime.SendVerification(ctx, tx, userID, n.Email, n.DisplayName, false, a.RequestID); err != nil {
 			return err
 		}
