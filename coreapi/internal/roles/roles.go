@@ -132,6 +132,19 @@ var (
 	// ErrEscalation: the actor tried to create, change, grant or revoke a
 	// role carrying permissions the actor does not hold.
 	ErrEscalation = errors.New("role carries permissions the caller does not hold")
+	// ErrTooManyRoles: the tenant already has MaxCustomRoles custom roles.
+	ErrTooManyRoles = fmt.Errorf("the tenant has the most custom roles it may (%d); delete unused ones first", MaxCustomRoles)
+	// ErrMemberRoles: the member already holds MaxMemberRoles roles.
+	ErrMemberRoles = fmt.Errorf("the member holds the most roles one may (%d); revoke one first", MaxMemberRoles)
+)
+
+// MaxCustomRoles bounds a tenant's custom roles (ErrTooManyRoles), and
+// MaxMemberRoles the roles one member holds (ErrMemberRoles): every role
+// a member holds is a name in its projection and in the X-Auth-Roles
+// header of each of its requests.
+const (
+	MaxCustomRoles = 1000
+	MaxMemberRoles = 50
 )
 
 // Role is one stored role (written as tenantapi's role).
@@ -248,8 +261,20 @@ func (s *Store) Create(ctx context.Context, tenantID string, a Actor, d Definiti
 INSERT INTO roles (tenant_id, name, description, permissions)
 VALUES ($1, $2, $3, $4)
 RETURNING ` + roleCols
+	const qCount = `SELECT count(*) FROM roles WHERE tenant_id = $1 AND NOT builtin`
 	var r Role
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Serialized in the tenant, so the limit holds.
+		if err := LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, qCount, tenantID).Scan(&n); err != nil {
+			return fmt.Errorf("count roles: %w", err)
+		}
+		if n >= MaxCustomRoles {
+			return ErrTooManyRoles
+		}
 		rows, _ := tx.Query(ctx, q, tenantID, d.Name, d.Description, d.Permissions)
 		var err error
 		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role]); err != nil {

@@ -2,6 +2,7 @@ package serviceaccounts_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // A service account is created with roles, gets secrets (several live at
@@ -589,5 +591,49 @@ WHERE tenant_id = $1 AND action = 'api_key.revoked' AND target_id = $2 AND data-
 	}
 	if requestID == nil || *requestID != r.Header.Get("X-Request-Id") {
 		t.Errorf("request id %v, want the revocation's %q", requestID, r.Header.Get("X-Request-Id"))
+	}
+}
+
+// TestServiceAccountLimit: a tenant's service accounts were unbounded
+// while its list shows the oldest MaxAccounts, so accounts past it were
+// never listed (nor found to delete). Now creation stops at MaxAccounts:
+// 409 conflict, nothing written; another tenant is not held back.
+func TestServiceAccountLimit(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	_, other := e.owner(t, "other@example.com")
+	if _, err := e.DB.Pool.Exec(context.Background(), `
+WITH u AS (
+  INSERT INTO users (email, display_name, kind)
+  SELECT 'bulk-' || i || '@`+serviceaccounts.EmailDomain+`', 'bulk', 'service' FROM generate_series(1, $2) i
+  RETURNING id)
+INSERT INTO service_accounts (user_id, tenant_id, name) SELECT id, $1, 'bulk' FROM u`, owner.TenantID, serviceaccounts.MaxAccounts-1); err != nil {
+		t.Fatal(err)
+	}
+	create := func(as *identity.Identity) apitest.Response {
+		return e.Send(t, as, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "ci"})
+	}
+	if r := create(owner); r.Status != http.StatusCreated {
+		t.Fatalf("the last account: %d %s", r.Status, r.Body)
+	}
+	if r := create(owner); r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeConflict {
+		t.Fatalf("one too many: %d %s", r.Status, r.Body)
+	}
+	if n := e.count(t, `SELECT count(*) FROM service_accounts WHERE tenant_id = $1`, owner.TenantID); n != serviceaccounts.MaxAccounts {
+		t.Fatalf("%d service accounts, want %d", n, serviceaccounts.MaxAccounts)
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE kind = 'service'`); n != serviceaccounts.MaxAccounts {
+		t.Fatalf("%d service users after the refusal, want %d", n, serviceaccounts.MaxAccounts)
+	}
+	var l struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	r := e.Get(t, owner, "/api/v1/service-accounts")
+	r.JSON(t, &l)
+	if len(l.Data) != serviceaccounts.MaxAccounts {
+		t.Fatalf("the list holds %d accounts, want all %d", len(l.Data), serviceaccounts.MaxAccounts)
+	}
+	if r := create(other); r.Status != http.StatusCreated {
+		t.Fatalf("another tenant: %d %s", r.Status, r.Body)
 	}
 }

@@ -54,7 +54,7 @@ func ErrorProblem(err error) *problem.Problem {
 		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
 		p.Errors = []problem.FieldError{{Field: "roles", Message: err.Error()}}
 		return p
-	case errors.Is(err, ErrTooManySecrets):
+	case errors.Is(err, ErrTooManySecrets), errors.Is(err, ErrTooManyAccounts):
 		return problem.New(fiber.StatusConflict, problem.CodeConflict, err.Error())
 	}
 	return nil

@@ -35,6 +35,8 @@ var (
 	ErrUnknownRole = errors.New("unknown role")
 	// ErrTooManySecrets: the account already has MaxSecrets live secrets.
 	ErrTooManySecrets = errors.New("the service account has the most client secrets it may hold; delete one first")
+	// ErrTooManyAccounts: the tenant already has MaxAccounts service accounts.
+	ErrTooManyAccounts = fmt.Errorf("the tenant has the most service accounts it may (%d); delete unused ones first", MaxAccounts)
 	// ErrBadClient: the client id or secret is unknown or wrong.
 	ErrBadClient = errors.New("client authentication failed")
 )
@@ -43,8 +45,9 @@ var (
 // once: enough for a rotation to overlap, few enough to keep track of.
 const MaxSecrets = 5
 
-// maxAccounts bounds a tenant's list.
-const maxAccounts = 1000
+// MaxAccounts bounds a tenant's service accounts (ErrTooManyAccounts), so
+// its list is always complete in one page.
+const MaxAccounts = 1000
 
 // EmailDomain is the reserved domain (RFC 2606 .invalid) of service
 // accounts' user rows: no mail can reach it, no identity provider vouches
@@ -172,6 +175,7 @@ RETURNING id::text`
 	const qAccount = `
 INSERT INTO service_accounts (user_id, tenant_id, name, created_by) VALUES ($1, $2, $3, NULLIF($4, '')::uuid)
 RETURNING created_at`
+	const qCount = `SELECT count(*) FROM service_accounts WHERE tenant_id = $1`
 	if len(roleNames) == 0 {
 		roleNames = []string{roles.Member}
 	}
@@ -190,6 +194,17 @@ RETURNING created_at`
 		}
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
+		}
+		// Serialized in the tenant, so the limit holds.
+		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, qCount, tenantID).Scan(&n); err != nil {
+			return fmt.Errorf("count service accounts: %w", err)
+		}
+		if n >= MaxAccounts {
+			return ErrTooManyAccounts
 		}
 		if err := tx.QueryRow(ctx, qUser, name).Scan(&acc.ID); err != nil {
 			return fmt.Errorf("create service account user: %w", err)
@@ -228,7 +243,7 @@ FROM service_accounts sa
 WHERE sa.tenant_id = $1
 ORDER BY sa.created_at, sa.user_id
 LIMIT $2`
-	rows, err := s.pool.Query(ctx, q, tenantID, maxAccounts)
+	rows, err := s.pool.Query(ctx, q, tenantID, MaxAccounts)
 	if err != nil {
 		return nil, fmt.Errorf("list service accounts: %w", err)
 	}

@@ -871,6 +871,8 @@ func (s *Store) GrantRole(ctx context.Context, tenantID, userID, roleName string
 INSERT INTO membership_roles (tenant_id, user_id, role_id) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING`
 	const qService = `SELECT kind = 'service' FROM users WHERE id = $1`
+	const qHeld = `
+SELECT count(*), COALESCE(bool_or(role_id = $3), false) FROM membership_roles WHERE tenant_id = $1 AND user_id = $2`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
@@ -899,6 +901,14 @@ ON CONFLICT DO NOTHING`
 			if service {
 				return ErrServiceOwner
 			}
+		}
+		var held int
+		var has bool
+		if err := tx.QueryRow(ctx, qHeld, tenantID, userID, roleID).Scan(&held, &has); err != nil {
+			return fmt.Errorf("count roles held: %w", err)
+		}
+		if held >= roles.MaxMemberRoles && !has {
+			return roles.ErrMemberRoles
 		}
 		tag, err := tx.Exec(ctx, q, tenantID, userID, roleID)
 		if err != nil {
