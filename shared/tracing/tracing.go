@@ -141,7 +141,10 @@ func Load(getenv func(string) string, service string) (Config, error) {
 	}
 	if v := get("OTEL_TRACES_SAMPLER_ARG"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 || f > 1 {
+		// Written so that NaN (which ParseFloat accepts, and which no
+		// comparison holds for) is refused: the ratio sampler would take
+		// it for 1 and record every request.
+		if err != nil || !(f >= 0 && f <= 1) {
 			errs = append(errs, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG=%q: want a ratio from 0 to 1", v))
 		} else {
 			c.SamplerArg = f

@@ -87,6 +87,13 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := tracing.Load(env(map[string]string{"OTEL_SDK_DISABLED": "maybe"}), "svc"); err == nil {
 		t.Error("OTEL_SDK_DISABLED=maybe accepted")
 	}
+	// strconv.ParseFloat reads these; none is a ratio from 0 to 1 (the
+	// ratio sampler takes NaN for 1: every request recorded).
+	for _, v := range []string{"NaN", "nan", "-NaN", "Inf", "-Inf", "-0.5"} {
+		if c, err := tracing.Load(env(map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": v}), "svc"); err == nil {
+			t.Errorf("OTEL_TRACES_SAMPLER_ARG=%s accepted (ratio %v)", v, c.SamplerArg)
+		}
+	}
 }
 
 // The real exporter, over HTTP, in protobuf, to a receiver that decodes
