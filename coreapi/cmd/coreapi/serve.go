@@ -138,13 +138,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String())
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The background workers stop only once the public server has
+	// drained: the writes of the requests finished during the drain are
+	// published by this replica's outbox relay (which then flushes what
+	// is left), not left pending until another relay runs.
+	wctx, stopWorkers := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopWorkers()
 	g.Go(func() error { return srv.Serve(ln) })
 	g.Go(func() error { return admin.Serve(adminLn) })
 	for _, w := range bg {
-		g.Go(func() error { return w(gctx) })
+		g.Go(func() error { return w(wctx) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
+		defer stopWorkers()
 		return shutdown(log, cfg.ShutdownTimeout, admin, srv)
 	})
 	err = g.Wait()
@@ -156,7 +163,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 }
 
 // shutdown marks the service not ready, drains the public server within
-// the deadline, then stops the admin server. The pool closes after.
+// the deadline, then stops the admin server. The background workers stop
+// after it, and the pool after them.
 func shutdown(log *slog.Logger, timeout time.Duration, admin *httpapi.Admin, srv *httpapi.Server) error {
 	log.Info("shutting down", "timeout", timeout)
 	admin.SetNotReady()

@@ -108,8 +108,14 @@ func (r *Relay) Wake() {
 }
 
 // Run publishes pending rows until ctx ends: at start, on every
-// notification, on every poll tick, and prunes old published rows.
+// notification, on every poll tick, and prunes old published rows. When
+// ctx ends it publishes what is still pending once more (within
+// FlushTimeout, and only while NATS is connected): rows committed by the
+// last requests before a shutdown, whose notification may not have been
+// acted on yet, go out now instead of waiting for another replica's relay
+// or this one's next start.
 func (r *Relay) Run(ctx context.Context) error {
+	defer r.flush(ctx)
 	go r.listen(ctx)
 	poll := time.NewTicker(r.o.Poll)
 	defer poll.Stop()
@@ -141,6 +147,18 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.log.Debug("outbox pruned", "rows", n)
 			}
 		}
+	}
+}
+
+// flush is Run's last publication, after ctx (Run's) ended.
+func (r *Relay) flush(ctx context.Context) {
+	if !r.nc.IsConnected() {
+		return // the rows stay for the next relay; a shutdown does not wait on NATS
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.FlushTimeout)
+	defer cancel()
+	if err := r.Drain(fctx); err != nil {
+		r.log.Warn("outbox relay stopping with rows pending", "err", err)
 	}
 }
 

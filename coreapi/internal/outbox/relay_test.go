@@ -376,3 +376,25 @@ func TestUnpublishableRowDoesNotHoldBackTheOthers(t *testing.T) {
 		t.Errorf("body of the stand-in = %s (%v), want the row's reason", c.msgs[0].Data, err)
 	}
 }
+
+// TestRelayPublishesPendingRowsWhenStopped: rows still pending when the
+// relay is told to stop (the writes of the last requests before a
+// shutdown) are published before Run returns, not left for another relay.
+func TestRelayPublishesPendingRowsWhenStopped(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonUserLogoutGlobal})
+	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{Poll: time.Hour})
+	// Stopped before it could act on the row: Run's loop publishes
+	// nothing with an ended context.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := pendingCount(t, db.Pool); n != 0 {
+		t.Fatalf("%d rows left pending after Run returned, want 0", n)
+	}
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
+}

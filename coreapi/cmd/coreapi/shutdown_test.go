@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// TestShutdownPublishesWritesOfTheDrain: a change committed while the
+// server drains its last requests after SIGTERM is published by this
+// replica's outbox relay before serve returns. (A request is held in
+// flight, its body half sent, so that the drain lasts; the change is
+// written beside it, as the request's own transaction would.)
+func TestShutdownPublishesWritesOfTheDrain(t *testing.T) {
+	db := dbtest.New(t)
+	ns := natstest.Start(t, -1, "")
+	got := make(chan *nats.Msg, 16)
+	sub := natstest.Connect(t, ns.ClientURL())
+	if _, err := sub.ChanSubscribe(invalidation.SubjectWildcard, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	env := serveEnv(t, db.URL)
+	env["NATS_URL"] = ns.ClientURL()
+	env["SHUTDOWN_TIMEOUT"] = "15s"
+	var out testkit.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+	addr, admin := listening(t, &out, done)
+	eventually.Within(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), `"msg":"nats connected"`) {
+			return errors.New("the relay is not connected to NATS yet")
+		}
+		return nil
+	})
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const body = `{"scope":"local"}`
+	if _, err := fmt.Fprintf(conn, "POST /api/v1/auth/logout HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		len(body), body[:1]); err != nil {
+		t.Fatal(err)
+	}
+	// The server's accept loop must take the connection before the
+	// listener closes, and nothing shows when it has: a pause. Had it not,
+	// serve would return at once, which the check below reports.
+	time.Sleep(50 * time.Millisecond)
+	cancel() // SIGTERM
+	eventually.Within(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("readyz = %d, want 503 once shutting down", resp.StatusCode)
+		}
+		return nil
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("serve returned with a request in flight: %v", err)
+	default:
+	}
+	subject := invalidation.UserSubject("drained-user")
+	if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return outbox.Write(context.Background(), tx, outbox.Row{Subject: subject, Reason: invalidation.ReasonUserLogoutGlobal})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte(body[1:])); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("serve = %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return after the drain")
+	}
+	var pending int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 0 {
+		t.Errorf("%d outbox rows left pending when serve returned, want 0\n%s", pending, out.String())
+	}
+	for {
+		select {
+		case m := <-got:
+			if m.Subject == subject {
+				return
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s published", subject)
+		}
+	}
+}
+
+// listening waits for serve's "listening" line and returns its public and
+// admin addresses; done is serve's result, which must not come first.
+func listening(t *testing.T, out *testkit.LogBuffer, done <-chan error) (addr, admin string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			var l struct {
+				Msg       string `json:"msg"`
+				Addr      string `json:"addr"`
+				AdminAddr string `json:"admin_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+				return l.Addr, l.AdminAddr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line in the log:\n%s", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
