@@ -22,6 +22,7 @@ const (
 	clientSpan        = "00f067aa0ba902b7"
 	clientTraceparent = "00-" + clientTrace + "-" + clientSpan + "-01"
 	clientTracestate  = "vendor=opaque"
+	clientBaggage     = "tenant.id=someone-else"
 )
 
 // tracedEnv is a proxy tracing with sampler (and arg) into memory.
@@ -300,14 +301,20 @@ func TestTracingOffAddsNoHeaders(t *testing.T) {
 			t.Fatalf("tracing off: projection fetch traceparents %q", pt)
 		}
 		e.up.Reset()
-		e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent, "tracestate": clientTracestate}), 200)
+		e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent, "tracestate": clientTracestate,
+			"baggage": clientBaggage}), 200)
 		up = e.wantSignedAt(e.up, "app-notes")
-		want, wantState := "", ""
+		want, wantState, wantBaggage := "", "", ""
 		if trusted {
-			want, wantState = clientTraceparent, clientTracestate
+			want, wantState, wantBaggage = clientTraceparent, clientTracestate, clientBaggage
 		}
 		if tp, ts := header(up, "Traceparent"), header(up, "Tracestate"); tp != want || ts != wantState {
 			t.Fatalf("trusted=%v: upstream got traceparent %q tracestate %q, want %q %q", trusted, tp, ts, want, wantState)
+		}
+		// W3C Baggage travels with the trace context (OpenTelemetry's
+		// default propagators read both): a trusted peer's alone.
+		if b := header(up, "Baggage"); b != wantBaggage {
+			t.Fatalf("trusted=%v: upstream got baggage %q, want %q", trusted, b, wantBaggage)
 		}
 		for _, line := range accessLines(t, e) {
 			if _, ok := line["trace_id"]; ok {

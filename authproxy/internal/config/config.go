@@ -125,7 +125,7 @@ var Vars = append(envconfig.Table{
 	{Name: "CORS_ALLOWED_ORIGINS", Help: "comma list of browser origins (https://app.example.com) allowed to call the proxy cross-origin, or * for any (never with credentials); empty: no CORS"},
 	{Name: "CORS_ALLOW_CREDENTIALS", Default: "false", Help: "send Access-Control-Allow-Credentials: true to the listed origins (cookies); refused with *"},
 	{Name: "CORS_MAX_AGE", Default: "10m", Help: "how long browsers may cache a preflight answer"},
-	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose X-Forwarded-* headers and trace context (traceparent, tracestate) are kept and whose X-Forwarded-For names the client"},
+	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose X-Forwarded-* headers and trace context (traceparent, tracestate, baggage) are kept and whose X-Forwarded-For names the client"},
 	{Name: "CACHE_MEMORY_MB", Default: "256", Help: "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
 	{Name: "TOKEN_CACHE_SIZE", Help: "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB"},
 	{Name: "TOKEN_CACHE_MAX_TTL", Default: "5m", Help: "cap on a cached token's TTL (it never outlives exp)"},

@@ -3,8 +3,8 @@
 // removed, every identity header (identity.IsIdentityHeader) and
 // method-override header (X-HTTP-Method-Override...) is removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
-// (IsClientAddress) and the W3C trace context (traceparent, tracestate)
-// are kept only from trusted peers. It also parses the bearer
+// (IsClientAddress) and the W3C trace context (traceparent, tracestate,
+// and baggage) are kept only from trusted peers. It also parses the bearer
 // token strictly, and cleans an upstream's answer of the fields that
 // belong to the upstream's connection (SanitizeResponse).
 package headers
@@ -63,11 +63,22 @@ func isMethodOverride(name []byte) bool {
 	return false
 }
 
-// IsTraceContext reports whether name is traceparent or tracestate: a
-// client outside TRUSTED_PROXY_CIDRS may not choose the trace (and so the
-// trace id every service logs) its request joins.
+// IsTraceContext reports whether name is traceparent, tracestate or
+// baggage: a client outside TRUSTED_PROXY_CIDRS may not choose the trace
+// (and so the trace id every service logs) its request joins, nor the W3C
+// Baggage that OpenTelemetry's default propagators carry along with it
+// (an app would take its entries, e.g. a tenant or user id, as its
+// caller's telemetry context, and SDKs copy them onto spans and logs).
 func IsTraceContext(name []byte) bool {
-	return equalFold(name, "traceparent") || equalFold(name, "tracestate")
+	switch len(name) {
+	case len("traceparent"):
+		return equalFold(name, "traceparent")
+	case len("tracestate"):
+		return equalFold(name, "tracestate")
+	case len("baggage"):
+		return equalFold(name, "baggage")
+	}
+	return false
 }
 
 // IsForwarded reports whether name is Forwarded or starts with X-Forwarded-.
@@ -86,7 +97,7 @@ const maxDeletes = 16
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, the client-address headers, traceparent and tracestate. It reports whether the client asked for the
+// X-Forwarded-*, Forwarded, the client-address headers, traceparent, tracestate and baggage. It reports whether the client asked for the
 // connection to be closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
 // a sign that TRUSTED_PROXY_CIDRS may be missing a load balancer).

@@ -46,6 +46,7 @@ func TestSanitize(t *testing.T) {
 		"Forwarded: for=1.2.3.4\r\n" +
 		"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n" +
 		"TraceState: a=b\r\n" +
+		"Baggage: tenant.id=victim\r\n" +
 		"X-Real-IP: 10.0.0.1\r\n" +
 		"true-client-ip: 10.0.0.1\r\n" +
 		"CF_Connecting_IP: 10.0.0.1\r\n" +
@@ -88,7 +89,7 @@ func TestSanitize(t *testing.T) {
 		}
 		// The trace context is a trusted peer's to give, like X-Forwarded-*.
 		// So are the client-address headers other than X-Forwarded-For.
-		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded", "traceparent", "tracestate",
+		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded", "traceparent", "tracestate", "baggage",
 			"x-real-ip", "true-client-ip", "cf_connecting_ip", "client-ip"} {
 			if _, ok := got[fwd]; ok != trust {
 				t.Errorf("trust=%v: header %q present = %v, want %v", trust, fwd, ok, trust)
