@@ -401,8 +401,15 @@ func MaskURL(v string) string {
 }
 
 // credentialParam reports whether a URL query parameter's name says it
-// holds a credential.
+// holds a credential: a password, secret or token, and the API keys,
+// authorization values and signatures that collectors and other hosted
+// endpoints take in the URL (api_key, apikey, access_key, auth, sig...).
 func credentialParam(k string) bool {
 	k = strings.ToLower(k)
-	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token")
+	for _, w := range []string{"password", "secret", "token", "key", "auth", "sig", "credential"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
 }

@@ -168,8 +168,10 @@ func TestCheckDocRows(t *testing.T) {
 
 // TestURLMaskHidesEveryCredential: a URL's credential may be its password,
 // a password given as a query parameter (libpq and pgx read
-// ?password= and ?sslpassword=), or, for NATS, a token written as the
-// user name alone; the printout keeps none of them.
+// ?password= and ?sslpassword=), an API key, authorization value or
+// signature in the query (as hosted OTLP collectors and storage take
+// them), or, for NATS, a token written as the user name alone; the
+// printout keeps none of them.
 func TestURLMaskHidesEveryCredential(t *testing.T) {
 	for _, tc := range []struct{ in, want, secret string }{
 		{"postgres://u:pw1secret@h/db", "postgres://u:xxxxx@h/db", "pw1secret"},
@@ -178,6 +180,10 @@ func TestURLMaskHidesEveryCredential(t *testing.T) {
 		{"nats://tok4secret@nats:4222", "nats://xxxxx@nats:4222", "tok4secret"},
 		{"tls://tok5secret@nats:4222", "tls://xxxxx@nats:4222", "tok5secret"},
 		{"smtp://u:pw6secret@mail:587?starttls=required", "smtp://u:xxxxx@mail:587?starttls=required", "pw6secret"},
+		{"https://collector/v1/traces?api-key=k7secret", "https://collector/v1/traces?api-key=xxxxx", "k7secret"},
+		{"https://collector/v1/traces?apikey=k8secret", "https://collector/v1/traces?apikey=xxxxx", "k8secret"},
+		{"https://collector/v1/traces?Authorization=Bearer+k9secret", "https://collector/v1/traces?Authorization=xxxxx", "k9secret"},
+		{"https://store/v1/traces?sv=2022&sig=k10secret", "https://store/v1/traces?sig=xxxxx&sv=2022", "k10secret"},
 		{"postgres://u@h/db?sslmode=disable", "postgres://u@h/db?sslmode=disable", ""},
 	} {
 		got := mask(URL, tc.in)

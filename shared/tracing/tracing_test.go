@@ -180,3 +180,22 @@ func TestBadEndpointHidesCredential(t *testing.T) {
 		t.Errorf("the problem shows the credential: %v", err)
 	}
 }
+
+// TestEndpointQueryCredentialMasked: an API key a hosted collector takes
+// in the endpoint's query is not in the configuration printed at start.
+func TestEndpointQueryCredentialMasked(t *testing.T) {
+	c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector/v1/traces?api_key=k1secret"}), "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "tracing", c)
+	if strings.Contains(b.String(), "k1secret") {
+		t.Errorf("the log line shows the key: %s", b.String())
+	}
+	for _, r := range c.Rows() {
+		if strings.Contains(r[1], "k1secret") {
+			t.Errorf("the printout shows the key: %s=%s", r[0], r[1])
+		}
+	}
+}
