@@ -10,6 +10,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -123,8 +124,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	admin := httpapi.NewAdmin(pool, reg)
-	admin.SetSchemaCheck(func(ctx context.Context) error { return schema.Check(ctx, pool) })
+	// Readiness asks the database on a connection of its own: probes never
+	// wait behind requests for a pool connection (httpapi.DBProbe).
+	probe := httpapi.NewDBProbe(pool)
+	defer probe.Close()
+	admin := httpapi.NewAdmin(probe, reg)
+	admin.SetSchemaCheck(func(ctx context.Context) error {
+		return probe.Do(ctx, func(ctx context.Context, c *pgx.Conn) error { return schema.Check(ctx, c) })
+	})
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

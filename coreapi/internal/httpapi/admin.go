@@ -13,7 +13,8 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/adminhttp"
 )
 
-// Pinger is what readiness checks: the database pool.
+// Pinger is what readiness checks: the database (a DBProbe in serve,
+// which does not queue behind the requests for a pool connection).
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
