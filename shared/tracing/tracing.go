@@ -101,7 +101,7 @@ func Load(getenv func(string) string, service string) (Config, error) {
 	case tep != "":
 		c.Endpoint = tep
 	case ep != "":
-		c.Endpoint = strings.TrimSuffix(ep, "/") + "/v1/traces"
+		c.Endpoint = tracesURL(ep)
 	}
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -154,6 +154,22 @@ func Load(getenv func(string) string, service string) (Config, error) {
 		return Config{}, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// tracesURL is the traces URL of the base OTEL_EXPORTER_OTLP_ENDPOINT:
+// v1/traces appended to its path, before any query (a collector's key,
+// say) rather than inside it. A base that does not parse is returned with
+// the suffix appended, for Load to refuse.
+func tracesURL(base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return strings.TrimSuffix(base, "/") + "/v1/traces"
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
+	if u.RawPath != "" {
+		u.RawPath = strings.TrimSuffix(u.RawPath, "/") + "/v1/traces"
+	}
+	return u.String()
 }
 
 // parseResource parses key=value pairs separated by commas, values

@@ -63,6 +63,17 @@ func TestLoad(t *testing.T) {
 	if c.Endpoint != "https://collector/custom/path" || c.ServiceName != "edge" || c.Sampler != "parentbased_always_on" {
 		t.Fatalf("got %+v", c)
 	}
+	// The signal path goes on the base URL's path, not into its query.
+	for base, want := range map[string]string{
+		"https://collector/otlp/?api_key=k": "https://collector/otlp/v1/traces?api_key=k",
+		"http://collector:4318?x=1":         "http://collector:4318/v1/traces?x=1",
+		"http://collector:4318":             "http://collector:4318/v1/traces",
+	} {
+		c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": base}), "svc")
+		if err != nil || c.Endpoint != want {
+			t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT=%s: traces endpoint %q (%v), want %q", base, c.Endpoint, err, want)
+		}
+	}
 }
 
 // Every bad value is reported, all at once, naming the variable.
