@@ -232,11 +232,14 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer a.Close()
 	bg, cancelBg := context.WithCancel(ctx)
 	defer cancelBg()
-	sub, err := natsinv.Connect(natsinv.Options{URL: a.cfg.NATSURL, Now: a.now, KeysChanged: func() {
+	keysChanged := func() {
 		if err := a.Keys.KeysChanged(bg); err != nil {
 			a.log.Warn("jwks refetch after auth.keys.changed", "err", err)
 		}
-	}, APIKey: a.Projections.InvalidateAPIKey}, streams.Invalidator{Target: a.Projections, Streams: a.Streams}, a.log, a.Metrics)
+	}
+	sub, err := natsinv.Connect(natsinv.Options{URL: a.cfg.NATSURL, Now: a.now, PingInterval: natsinv.PingIntervalFor(a.cfg.MaxStaleness),
+		KeysChanged: keysChanged, APIKey: a.Projections.InvalidateAPIKey},
+		streams.Invalidator{Target: a.Projections, Streams: a.Streams}, a.log, a.Metrics)
 	if err != nil {
 		ln.Close()
 		adminLn.Close()

@@ -4,6 +4,14 @@
 // reconnects forever; while disconnected the caches trust entries only for
 // a bounded staleness, and on reconnect everything is purged and the key
 // set refetched because events may have been missed.
+//
+// A link can die without closing (a partition, a host gone, a NAT entry
+// dropped): nothing arrives and nothing says so. The client pings the
+// server every PingInterval and calls the link dead when maxPingsOut+1
+// pings in a row go unanswered, so the outage is noticed within
+// DeadAfter(PingInterval), and it is reported to the caches as starting
+// that long before it was noticed: the last moment the feed was known to
+// deliver.
 package natsinv
 
 import (
@@ -67,6 +75,28 @@ type Subscriber struct {
 	done        chan struct{} // closed by Close
 	stop        sync.Once
 	watcher     sync.WaitGroup // watchDrops
+	// dead is DeadAfter(PingInterval): how far back the start of an
+	// outage is put when it is noticed.
+	dead time.Duration
+}
+
+// maxPingsOut is how many pings may be unanswered before the next one
+// declares the link dead.
+const maxPingsOut = 2
+
+// DeadAfter is the longest a dead link goes unnoticed with pings every
+// ping: the client calls it dead at the first ping that finds
+// maxPingsOut+1 of its pings unanswered, and the last answer (the last
+// moment anything was known to arrive) came at most that many pings
+// earlier.
+func DeadAfter(ping time.Duration) time.Duration { return ping * (maxPingsOut + 1) }
+
+// PingIntervalFor is the ping interval for caches that trust their entries
+// for maxStaleness while the feed is down: a dead link is noticed within
+// half of it (one sixth of it per ping, at least 100 ms, at most the
+// client's default of two minutes).
+func PingIntervalFor(maxStaleness time.Duration) time.Duration {
+	return min(max(maxStaleness/(2*(maxPingsOut+1)), 100*time.Millisecond), nats.DefaultPingInterval)
 }
 
 // Options configure Connect.
@@ -86,6 +116,11 @@ type Options struct {
 	// (a key revoked): forget the key. nil: such events are counted and
 	// dropped.
 	APIKey func(publicID string)
+	// PingInterval is how often the client pings the server to prove the
+	// link alive (0: PingIntervalFor(30 s), 5 s). An outage is noticed
+	// within DeadAfter(PingInterval) and reported as starting that long
+	// before it was noticed.
+	PingInterval time.Duration
 	// DropCheck is how often the subscriber looks for events its client
 	// dropped since the last purge (default 100ms). The client reports a
 	// slow consumer only at the first drop of a run; the events it drops
@@ -112,12 +147,18 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	if o.DropCheck <= 0 {
 		o.DropCheck = 100 * time.Millisecond
 	}
-	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{})}
+	if o.PingInterval <= 0 {
+		o.PingInterval = PingIntervalFor(30 * time.Second)
+	}
+	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{}),
+		dead: DeadAfter(o.PingInterval)}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(o.PingInterval),
+		nats.MaxPingsOutstanding(maxPingsOut),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			return reconnectDelay(attempts, o.ReconnectWait, o.MaxReconnect, o.Rand())
 		}),
@@ -242,11 +283,13 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 
 // disconnected puts the caches in bounded staleness, the outage's start
 // first: the client already reads as disconnected, and the staleness bound
-// counts from here.
+// counts from the last moment the feed was known to deliver, up to
+// DeadAfter(PingInterval) before now (a link that died silently is noticed
+// only by its unanswered pings).
 func (s *Subscriber) disconnected() {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
-	s.t.Disconnected(s.now())
+	s.t.Disconnected(s.now().Add(-s.dead))
 	s.m.NATSConnected.Set(0)
 	s.live.Store(false)
 	s.reported.Store(false)
