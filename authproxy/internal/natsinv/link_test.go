@@ -208,3 +208,51 @@ func TestPingIntervalFor(t *testing.T) {
 		t.Errorf("DeadAfter(PingIntervalFor(30s)) = %s, want 15s", d)
 	}
 }
+
+// TestReconnectLiveOnceSubscribed: after a reconnection the client sends
+// its subscription again and runs its handler without waiting for the
+// server to act on it. Over a slow path the handler ran (caches purged,
+// the feed called live) before the server had the subscription, and an
+// invalidation published in between was lost while the caches refilled as
+// if it could not be. The feed is live only once the server has it.
+func TestReconnectLiveOnceSubscribed(t *testing.T) {
+	n := testenv.StartNATS(t)
+	l := newLink(t, n.URL())
+	r := newRecorder(t)
+	s, err := Connect(Options{URL: l.URL(), ReconnectWait: 50 * time.Millisecond, MaxReconnect: 100 * time.Millisecond},
+		r, quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	testenv.Eventually(t, func() error {
+		n, _ := r.count()
+		return testenv.Want("live reports", n, 1)
+	})
+
+	// The next connection's bytes reach the server 500 ms late.
+	l.delayUp.Store(int64(500 * time.Millisecond))
+	l.breakAll()
+	testenv.Eventually(t, func() error {
+		n, _ := r.count()
+		if err := testenv.Want("live reports", n, 2); err != nil {
+			return err
+		}
+		return testenv.Want("connected", s.Connected(), true)
+	})
+	publish(t, n.URL(), invalidation.UserSubject("u1"))
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		r.mu.Lock()
+		got := len(r.users)
+		r.mu.Unlock()
+		if got == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an invalidation published after the feed was reported live never arrived")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

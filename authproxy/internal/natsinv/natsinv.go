@@ -172,7 +172,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			s.linkMu.Lock()
 			started := s.started
 			s.linkMu.Unlock()
-			if started {
+			if started && s.subscribed(nc) {
 				s.connected(nc, true)
 			}
 		}),
@@ -182,7 +182,9 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected; purging caches and refetching keys")
-			s.connected(nc, true)
+			if s.subscribed(nc) {
+				s.connected(nc, true)
+			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -278,6 +280,30 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 		if refetch && s.keys != nil {
 			go s.keys() // a fetch over the network: not on the client's callback goroutine
 		}
+	}
+}
+
+// subscribed waits until the server has the subscriptions of a new
+// connection: the client sends them again before it runs its handlers,
+// but does not wait for the server to act on them, and an event published
+// before it has would be lost, after the caches were purged and refilled
+// as if the feed were live. It reports false if the connection ends or
+// the subscriber closes first.
+func (s *Subscriber) subscribed(nc *nats.Conn) bool {
+	for {
+		err := nc.FlushTimeout(2 * time.Second)
+		if err == nil {
+			return true
+		}
+		select {
+		case <-s.done:
+			return false
+		default:
+		}
+		if !nc.IsConnected() {
+			return false
+		}
+		s.log.Warn("nats flush", "err", err)
 	}
 }
 
