@@ -274,6 +274,15 @@ FOR UPDATE SKIP LOCKED`
 		// Core NATS has no per-message ack; a flush round trip proves the
 		// server has received everything published before it.
 		if err := r.nc.FlushTimeout(r.o.FlushTimeout); err != nil {
+			if r.nc.IsConnected() {
+				// The connection reads as up but the server did not answer:
+				// a link that died without closing, which the client would
+				// notice only after minutes of unanswered pings, while every
+				// batch waits and fails. A new connection is tried at once.
+				if rerr := r.nc.ForceReconnect(); rerr != nil {
+					r.log.Warn("outbox relay reconnect", "err", rerr)
+				}
+			}
 			return fmt.Errorf("flush nats: %w", err)
 		}
 		if _, err := tx.Exec(ctx, qMark, ids); err != nil {

@@ -1,0 +1,117 @@
+package outbox
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// link is a TCP relay between a client and a real NATS server whose
+// connections can go silent (a partition: nothing passes either way,
+// nothing is closed); connections made after that pass again.
+type link struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	pairs  []*linkPair
+}
+
+type linkPair struct {
+	a, b   net.Conn
+	silent atomic.Bool
+}
+
+func newLink(t *testing.T, target string) *link {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &link{ln: ln, target: target}
+	t.Cleanup(func() {
+		ln.Close()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, p := range l.pairs {
+			p.a.Close()
+			p.b.Close()
+		}
+	})
+	go func() {
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			p := &linkPair{a: a, b: b}
+			l.mu.Lock()
+			l.pairs = append(l.pairs, p)
+			l.mu.Unlock()
+			go p.pipe(a, b)
+			go p.pipe(b, a)
+		}
+	}()
+	return l
+}
+
+func (l *link) URL() string { return "nats://" + l.ln.Addr().String() }
+
+// silence makes every connection open now go silent.
+func (l *link) silence() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pairs {
+		p.silent.Store(true)
+	}
+}
+
+func (p *linkPair) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	b := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(b)
+		if n > 0 && !p.silent.Load() {
+			if _, werr := dst.Write(b[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestRelayLeavesASilentConnection: the relay's link to NATS dies without
+// closing. The client still reads as connected (it would notice only
+// after minutes of unanswered pings), so every batch failed its flush and
+// waited for the next, and invalidations stayed pending all that time
+// while proxies on healthy links trusted their caches. A flush the server
+// does not answer makes the relay reconnect at once.
+func TestRelayLeavesASilentConnection(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	l := newLink(t, ns.Addr().String())
+	startRelay(t, db.Pool, connect(t, l.URL()), RelayOptions{Poll: 100 * time.Millisecond, FlushTimeout: 300 * time.Millisecond})
+
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
+
+	l.silence()
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u2"), Reason: invalidation.ReasonRoleRevoked})
+	eventually.Within(t, 5*time.Second, func() error {
+		n := c.distinct()
+		return want(n == 2, "%d distinct events arrived, want 2: the one committed after the link went silent is still pending", n)
+	})
+}
