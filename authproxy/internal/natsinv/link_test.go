@@ -1,6 +1,7 @@
 package natsinv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -30,8 +31,11 @@ type link struct {
 	// delayUp holds each chunk the client sends this long before the
 	// server gets it (connections accepted from then on).
 	delayUp atomic.Int64
-	mu      sync.Mutex
-	conns   []net.Conn
+	// delayUpLater is added to delayUp for what a connection sends after
+	// its first PING (the handshake's: the connection is made promptly).
+	delayUpLater atomic.Int64
+	mu           sync.Mutex
+	conns        []net.Conn
 }
 
 func newLink(t *testing.T, natsURL string) *link {
@@ -65,14 +69,15 @@ func (l *link) accept() {
 		l.mu.Lock()
 		l.conns = append(l.conns, c, s)
 		l.mu.Unlock()
-		go l.pipe(s, c, time.Duration(l.delayUp.Load()))
-		go l.pipe(c, s, 0)
+		go l.pipe(s, c, time.Duration(l.delayUp.Load()), time.Duration(l.delayUpLater.Load()))
+		go l.pipe(c, s, 0, 0)
 	}
 }
 
-// pipe copies src to dst, each chunk delay after it was read, until either
-// side ends; nothing passes while the link is silent.
-func (l *link) pipe(dst, src net.Conn, delay time.Duration) {
+// pipe copies src to dst, each chunk delay after it was read (delay+later
+// after the first PING), until either side ends; nothing passes while the
+// link is silent.
+func (l *link) pipe(dst, src net.Conn, delay, later time.Duration) {
 	type chunk struct {
 		at time.Time
 		b  []byte
@@ -85,6 +90,9 @@ func (l *link) pipe(dst, src net.Conn, delay time.Duration) {
 			n, err := src.Read(b)
 			if n > 0 && !l.silent.Load() {
 				q <- chunk{time.Now().Add(delay), b[:n]}
+				if later > 0 && bytes.Contains(b[:n], []byte("PING")) { // the handshake's
+					delay, later = delay+later, 0
+				}
 			}
 			if err != nil {
 				return
@@ -255,4 +263,31 @@ func TestReconnectLiveOnceSubscribed(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestConnectLiveOnceSubscribed: Connect's own confirmation that the
+// server has the subscription (a flush) times out while the connection
+// stays up. No handler of the client will report this connection again,
+// and Connect called the feed live at once: an invalidation published
+// before the server had the subscription was lost. The feed is live only
+// once the server has it.
+func TestConnectLiveOnceSubscribed(t *testing.T) {
+	n := testenv.StartNATS(t)
+	l := newLink(t, n.URL())
+	// The handshake passes at once; the subscription and the flush reach
+	// the server 3 s later, after Connect's flush gave up (2 s).
+	l.delayUpLater.Store(int64(3 * time.Second))
+	r := newRecorder(t)
+	s, err := Connect(Options{URL: l.URL()}, r, quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	publish(t, n.URL(), invalidation.UserSubject("u1"))
+	testenv.Eventually(t, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return testenv.Want("invalidations applied", len(r.users), 1)
+	})
 }

@@ -15,6 +15,7 @@
 package natsinv
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ type Subscriber struct {
 	refetchedAt int
 	done        chan struct{} // closed by Close
 	stop        sync.Once
-	watcher     sync.WaitGroup // watchDrops
+	watcher     sync.WaitGroup // watchDrops, and Connect's wait for a late confirmation
 	// dead is DeadAfter(PingInterval): how far back the start of an
 	// outage is put when it is noticed.
 	dead time.Duration
@@ -237,8 +238,8 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		// Make sure the server has the subscription before calling the
 		// feed live.
 		if err := nc.FlushTimeout(2 * time.Second); err != nil {
-			// Not live yet: the client's handler reports the connection
-			// (again) when it has one.
+			// Not live yet: reported below once the server confirms,
+			// or by the client's handler of the next connection.
 			log.Warn("nats flush", "err", err)
 		} else {
 			flushed = true
@@ -253,8 +254,17 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		s.connected(nc, false)
 	case nc.IsConnected():
 		// Connected after a failed first attempt, its handler perhaps
-		// run (and passed over) before started was set.
-		s.connected(nc, true)
+		// run (and passed over) before started was set; or connected all
+		// along, the flush timed out, and no handler will report this
+		// connection. Either way, live once the server has the
+		// subscription.
+		s.watcher.Add(1)
+		go func() {
+			defer s.watcher.Done()
+			if s.subscribed(nc) {
+				s.connected(nc, true)
+			}
+		}()
 	}
 	return s, nil
 }
@@ -288,10 +298,20 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 // but does not wait for the server to act on them, and an event published
 // before it has would be lost, after the caches were purged and refilled
 // as if the feed were live. It reports false if the connection ends or
-// the subscriber closes first.
+// the subscriber closes first. Each wait is twice the last (from 2 s, at
+// most 30 s): on a path slower than a wait, every flush would time out.
 func (s *Subscriber) subscribed(nc *nats.Conn) bool {
-	for {
-		err := nc.FlushTimeout(2 * time.Second)
+	for wait := 2 * time.Second; ; wait = min(2*wait, 30*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		go func() { // Close does not wait out a flush
+			select {
+			case <-s.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := nc.FlushWithContext(ctx)
+		cancel()
 		if err == nil {
 			return true
 		}
