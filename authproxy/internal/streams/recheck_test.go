@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,5 +65,116 @@ func TestRecheckBeyondFetchBound(t *testing.T) {
 		if c.Reason() != "inactive" {
 			t.Errorf("stream of %s: reason %q, want inactive", c.claims.Sub, c.Reason())
 		}
+	}
+}
+
+// downCore answers no projection: coreapi is unreachable.
+type downCore struct{}
+
+func (downCore) Fetch(context.Context, string, string, string) (*identity.Projection, error) {
+	return nil, projection.ErrUnavailable
+}
+
+// While the cache cannot answer, a recheck retries until it can; every
+// further invalidation naming the stream must not start another one
+// beside it. Fifty purges (a flapping NATS link, a burst of tenant
+// events) over twenty streams started a thousand goroutines, each
+// retrying for as long as coreapi stayed away.
+func TestRechecksOfAStreamDoNotPileUp(t *testing.T) {
+	pc, err := projection.New(projection.Options{TTL: time.Minute, MaxStaleness: time.Minute}, downCore{}, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.Reconnected()
+	m := New(Options{}, pc, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
+	const streams = 20
+	var cs []*Conn
+	for i := range streams {
+		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: fmt.Sprintf("u%d", i), Tid: "t", Sid: fmt.Sprintf("s%d", i)}, rt, "r", origin{path: "/x", method: "GET"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.start(c, func(string) {})
+		cs = append(cs, c)
+	}
+	defer func() {
+		for _, c := range cs {
+			c.Close("test")
+		}
+	}()
+	before := runtime.NumGoroutine()
+	inv := Invalidator{Target: pc, Streams: m}
+	for range 50 {
+		inv.InvalidateAll()
+	}
+	if grew := runtime.NumGoroutine() - before; grew > streams+10 {
+		t.Fatalf("%d goroutines more after 50 purges over %d streams, want at most one recheck per stream", grew, streams)
+	}
+}
+
+// gatedCore answers with the tenant's status as of the start of the
+// fetch; once armed, its next fetch says so on started and waits for
+// release before answering.
+type gatedCore struct {
+	suspended atomic.Bool
+	armed     atomic.Bool
+	started   chan struct{}
+	release   chan struct{}
+}
+
+func (f *gatedCore) Fetch(_ context.Context, user, tenant, _ string) (*identity.Projection, error) {
+	st := identity.StatusActive
+	if f.suspended.Load() {
+		st = "suspended"
+	}
+	if f.armed.CompareAndSwap(true, false) {
+		close(f.started)
+		<-f.release
+	}
+	return &identity.Projection{UserID: user, TenantID: tenant, UserStatus: identity.StatusActive,
+		MembershipStatus: identity.StatusActive, TenantStatus: st}, nil
+}
+
+// An invalidation that arrives while a recheck of the stream is running,
+// its fetch from before the change, is not lost: the stream is decided
+// once more after it.
+func TestRecheckAskedDuringARecheck(t *testing.T) {
+	core := &gatedCore{started: make(chan struct{}), release: make(chan struct{})}
+	pc, err := projection.New(projection.Options{TTL: time.Minute, MaxStaleness: time.Minute}, core, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.Reconnected()
+	if _, err := pc.Get(context.Background(), "u", "t", ""); err != nil { // the stream's opening decision
+		t.Fatal(err)
+	}
+	m := New(Options{}, pc, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
+	c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: "u", Tid: "t", Sid: "s"}, rt, "r", origin{path: "/x", method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.start(c, func(string) {})
+	defer c.Close("test")
+	deadline := time.Now().Add(5 * time.Second)
+	for c.rechecking.Load() && time.Now().Before(deadline) { // the decision once registered
+		time.Sleep(time.Millisecond)
+	}
+	inv := Invalidator{Target: pc, Streams: m}
+	core.armed.Store(true)
+	inv.InvalidateTenant("t") // a recheck starts; its fetch reads "active"
+	<-core.started
+	core.suspended.Store(true)
+	inv.InvalidateTenant("t") // while it runs
+	close(core.release)
+	deadline = time.Now().Add(5 * time.Second)
+	for c.Reason() == "" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c.Reason() != "inactive" {
+		t.Fatalf("reason %q, want inactive: the second invalidation was not decided", c.Reason())
 	}
 }

@@ -167,9 +167,11 @@ type Conn struct {
 	smu      sync.Mutex          // closed and shutdown
 	shutdown func(reason string) // ends the transport (set by start; nil before)
 
-	// rechecking is set while a periodic recheck (DownRecheck) of the
-	// stream runs: the next one skips it rather than pile up.
+	// rechecking is set while a recheck of the stream runs (schedule):
+	// another one asked meanwhile sets again instead of starting its own,
+	// and the running one decides once more when it is done.
 	rechecking atomic.Bool
+	again      atomic.Bool
 }
 
 // Reason is why the connection was closed ("" while open).
@@ -253,7 +255,7 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		// above: an invalidation in between found nothing to recheck.
 		// Deciding once more from here on sees it (a cache hit, the
 		// decision's own entry, when there was none).
-		go m.recheckConn(c)
+		m.schedule(c)
 	}
 	return c, nil
 }
@@ -384,8 +386,33 @@ func (m *Manager) recheck(cs []*Conn) {
 		if c.claims == nil {
 			continue
 		}
-		go m.recheckConn(c)
+		m.schedule(c)
 	}
+}
+
+// schedule has c decided again, on a goroutine, unless a recheck of c is
+// already running: that one then decides once more when it is done, since
+// it may have read the projection from before the invalidation that asked
+// for this one. So a stream has at most one recheck at a time, however
+// many events name it while the cache cannot answer (each recheck retries
+// until it can).
+func (m *Manager) schedule(c *Conn) {
+	c.again.Store(true)
+	if !c.rechecking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		for {
+			c.again.Store(false)
+			m.recheckConn(c)
+			c.rechecking.Store(false)
+			// Asked again meanwhile: decide once more, unless the ask
+			// found rechecking unset and started a goroutine of its own.
+			if !c.again.Load() || !c.rechecking.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
 }
 
 // feedDown starts deciding every stream again each DownRecheck, until
@@ -421,15 +448,7 @@ func (m *Manager) recheckWhileDown(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			for _, c := range m.snapshot(nil, "") {
-				if c.claims == nil || !c.rechecking.CompareAndSwap(false, true) {
-					continue
-				}
-				go func() {
-					defer c.rechecking.Store(false)
-					m.recheckConn(c)
-				}()
-			}
+			m.recheck(m.snapshot(nil, ""))
 		}
 	}
 }
