@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,16 @@ type Subscriber struct {
 	// dead is DeadAfter(PingInterval): how far back the start of an
 	// outage is put when it is noticed.
 	dead time.Duration
+	// denied is set when the server refused the subscription to
+	// invalidations (its permissions): the connection is up but no event
+	// comes, so it is not reported live until the next connection.
+	denied atomic.Bool
+}
+
+// refused reports whether err, a permissions violation, is the refusal of
+// a subscription to subject.
+func refused(err error, subject string) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "subscription to \""+subject+"\"")
 }
 
 // maxPingsOut is how many pings may be unanswered before the next one
@@ -183,6 +194,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected; purging caches and refetching keys")
+			s.denied.Store(false) // the subscription is asked for anew
 			if s.subscribed(nc) {
 				s.connected(nc, true)
 			}
@@ -202,6 +214,14 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				// Events were dropped: which entries they named is unknown.
 				log.Warn("nats slow consumer: invalidations dropped; purging caches")
 				t.InvalidateAll()
+				return
+			}
+			if errors.Is(err, nats.ErrPermissionViolation) && refused(err, invalidation.SubjectWildcard) {
+				// The server will deliver no invalidation on this
+				// connection: the feed is down, however connected.
+				log.Error("nats refuses the subscription to invalidations; caches are trusted only for the staleness bound", "err", err)
+				s.denied.Store(true)
+				s.disconnected()
 				return
 			}
 			log.Warn("nats", "err", err)
@@ -280,7 +300,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
-	if !nc.IsConnected() {
+	if !nc.IsConnected() || s.denied.Load() {
 		return
 	}
 	s.m.NATSConnected.Set(1)
