@@ -1,11 +1,14 @@
 package outbox
 
 import (
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
@@ -114,4 +117,48 @@ func TestRelayLeavesASilentConnection(t *testing.T) {
 		n := c.distinct()
 		return want(n == 2, "%d distinct events arrived, want 2: the one committed after the link went silent is still pending", n)
 	})
+}
+
+// TestPublishRefusedByPermissionsStaysPending: the NATS server's subject
+// permissions refuse one of the relay's subjects (here auth.keys.changed,
+// a deployment that allowed coreapi auth.invalidate.> only). The server
+// drops the message and says so apart, and the flush that follows
+// succeeds: the row was marked published, the event lost without a
+// trace. It must stay pending, and the batch count as a failure.
+func TestPublishRefusedByPermissionsStaysPending(t *testing.T) {
+	db := dbtest.New(t)
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*server.User{{Username: "core", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{invalidation.SubjectWildcard}},
+		}}}}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc := connect(t, "nats://core:pw@"+ns.Addr().String())
+
+	insert(t, db.Pool, Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
+	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{})
+	if _, err := r.PublishBatch(context.Background()); err == nil {
+		t.Error("PublishBatch succeeded with its publish refused")
+	}
+	if got := pendingCount(t, db.Pool); got != 1 {
+		t.Fatalf("pending rows = %d, want 1: the refused event was marked published", got)
+	}
+	// An allowed subject still goes out (the refusal is not sticky).
+	if _, err := db.Pool.Exec(context.Background(), `DELETE FROM outbox`); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
+	if _, err := r.PublishBatch(context.Background()); err != nil {
+		t.Fatalf("PublishBatch of an allowed subject: %v", err)
+	}
+	if got := pendingCount(t, db.Pool); got != 0 {
+		t.Fatalf("pending rows = %d, want 0", got)
+	}
 }

@@ -255,6 +255,10 @@ FOR UPDATE SKIP LOCKED`
 			return nil
 		}
 		ids := make([]int64, len(batch))
+		// The server answers a publish its permissions refuse with an
+		// error of its own, before the flush's answer, and drops the
+		// message: the flush alone would have the row marked published.
+		lastErr := r.nc.LastError()
 		for i, p := range batch {
 			ids[i] = p.ID
 			subject := p.Subject
@@ -284,6 +288,9 @@ FOR UPDATE SKIP LOCKED`
 				}
 			}
 			return fmt.Errorf("flush nats: %w", err)
+		}
+		if err := r.nc.LastError(); err != lastErr && errors.Is(err, nats.ErrPermissionViolation) {
+			return fmt.Errorf("publish refused: %w", err)
 		}
 		if _, err := tx.Exec(ctx, qMark, ids); err != nil {
 			return fmt.Errorf("mark published: %w", err)
