@@ -1,5 +1,6 @@
 // Package natsinv applies coreapi's invalidation events (NATS subjects
-// auth.invalidate.user.<id>, .tenant.<id>, .all) to the proxy's caches, and
+// auth.invalidate.user.<id>, .tenant.<id>, .apikey.<id>, .all) to the
+// proxy's caches, and
 // its key-change events (auth.keys.changed) to the key set. It
 // reconnects forever; while disconnected the caches trust entries only for
 // a bounded staleness, and on reconnect everything is purged and the key
@@ -12,6 +13,11 @@
 // DeadAfter(PingInterval), and it is reported to the caches as starting
 // that long before it was noticed: the last moment the feed was known to
 // deliver.
+//
+// A connection is called live (the caches purged and trusted again) only
+// once the server has confirmed the subscription on it, and never while
+// the server refuses it (its subject permissions): until then events
+// could be lost.
 package natsinv
 
 import (
