@@ -81,6 +81,7 @@ type Service struct {
 	invitations *invitations.Store
 	catalog     *permissions.Catalog
 	cursors     *httpapi.Cursors
+	resets      afterAnswer
 }
 
 // New returns a Service.
@@ -104,7 +105,8 @@ func New(o Options) (*Service, error) {
 		o.Catalog = permissions.Builtin()
 	}
 	return &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, passwords: o.Passwords,
-		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool, o.Catalog), catalog: o.Catalog}, nil
+		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool, o.Catalog), catalog: o.Catalog,
+		resets: afterAnswer{slots: make(chan struct{}, maxPendingResets)}}, nil
 }
 
 // Register adds the routes (an httpapi.Options.Register hook).
@@ -234,7 +236,10 @@ func (s *Service) Sweep(ctx context.Context) (int64, error) {
 	return tag.RowsAffected() + n, err
 }
 
-// RunSweeper sweeps every interval until ctx ends.
+// RunSweeper sweeps every interval until ctx ends, then waits for the
+// password resets still running after their answer (see forgotPassword),
+// which need the pool.
 func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
+	defer s.closeResets()
 	return sweep.Every(ctx, every, s.log, slog.LevelDebug, sweep.Task{Name: "lifecycle tokens", Run: s.Sweep})
 }

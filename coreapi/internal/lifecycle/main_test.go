@@ -46,6 +46,7 @@ type env struct {
 	smtp   *mailtest.Server
 	sender *mail.Sender
 	hasher *password.Hasher
+	lc     *lifecycle.Service
 }
 
 func start(t *testing.T, limits lifecycle.Limits) *env {
@@ -84,6 +85,7 @@ func startHasher(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog
 		if err != nil {
 			t.Fatal(err)
 		}
+		x.lc = lc
 		o.Register = append(o.Register, svc.Register, lc.Register)
 		o.ErrorMappers = append(o.ErrorMappers, lifecycle.MapError)
 	}})
@@ -110,8 +112,10 @@ func (x *env) mail(t *testing.T, rcpt, subject string) mailtest.Message {
 	return x.smtp.WaitFor(t, rcpt, subject, 5*time.Second)
 }
 
+// flush first waits for the password resets that run after their answer.
 func (x *env) flush(t *testing.T) {
 	t.Helper()
+	x.lc.WaitResets()
 	for {
 		n, err := x.sender.SendDue(context.Background())
 		if err != nil {
@@ -199,8 +203,11 @@ func (x *env) identity(t *testing.T, c claims) identity.Identity {
 	return id
 }
 
+// count first waits for the password resets that run after their
+// answer.
 func (x *env) count(t *testing.T, q string, args ...any) int {
 	t.Helper()
+	x.lc.WaitResets()
 	var n int
 	if err := x.DB.Pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", q, err)

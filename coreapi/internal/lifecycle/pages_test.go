@@ -108,6 +108,7 @@ func TestMailServerDown(t *testing.T) {
 	x.smtp.Stop()
 	a := x.signup(t, "jo@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "jo@example.com"}), 202)
+	x.lc.WaitResets()
 	if _, err := x.sender.SendDue(t.Context()); err != nil { // both attempts fail: the rows stay
 		t.Fatal(err)
 	}

@@ -1,9 +1,12 @@
 package lifecycle
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
@@ -28,7 +31,11 @@ var forgotAnswer = Accepted{Message: "if an account has this address, a link to 
 // forgotPassword always answers 202 with the same body: an unknown
 // address, a disabled account and an address over its mail limit look
 // exactly like a mail sent. Only the per-IP limit answers 429 (it says
-// nothing about any address).
+// nothing about any address). The reset itself (startReset) runs after
+// the answer (resetAfterAnswer): issuing a token and queueing its mail
+// takes several statements and a commit that an unknown address does not
+// need, so done before the answer its time told which addresses have
+// accounts.
 func (s *Service) forgotPassword(c *fiber.Ctx) error {
 	var b forgotBody
 	if err := decode(c, &b); err != nil {
@@ -51,7 +58,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		return err
 	}
 	if ok {
-		if err := s.startReset(c, email); err != nil {
+		if err := s.resetAfterAnswer(ctx, strings.Clone(email), strings.Clone(httpapi.RequestIDOf(c))); err != nil {
 			return err
 		}
 	}
@@ -61,15 +68,74 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusAccepted).JSON(forgotAnswer)
 }
 
+// Bounds of the resets that run after their answer.
+const (
+	// maxPendingResets is how many may run at once; a forgot request that
+	// finds them all busy waits for a slot before it answers, whatever
+	// its address.
+	maxPendingResets = 16
+	// resetTimeout bounds one of them.
+	resetTimeout = 30 * time.Second
+)
+
+// afterAnswer tracks the resets started after their answer, so that a
+// shutdown waits for them before the pool closes.
+type afterAnswer struct {
+	slots  chan struct{}
+	mu     sync.Mutex
+	closed bool // shutting down: resets run before the answer again
+	wg     sync.WaitGroup
+}
+
+// resetAfterAnswer starts startReset for email in the background, once one
+// of maxPendingResets slots is free; after a shutdown began (or when ctx
+// ends first) it does the work itself, before the answer.
+func (s *Service) resetAfterAnswer(ctx context.Context, email, requestID string) error {
+	select {
+	case s.resets.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.resets.mu.Lock()
+	if s.resets.closed {
+		s.resets.mu.Unlock()
+		<-s.resets.slots
+		return s.startReset(ctx, email, requestID)
+	}
+	s.resets.wg.Add(1)
+	s.resets.mu.Unlock()
+	go func() {
+		defer s.resets.wg.Done()
+		defer func() { <-s.resets.slots }()
+		// Not the request's context: the request is over by now.
+		ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
+		defer cancel()
+		if err := s.startReset(ctx, email, requestID); err != nil {
+			s.log.ErrorContext(ctx, "password reset request", "request_id", requestID, "err", err)
+		}
+	}()
+	return nil
+}
+
+// WaitResets waits for the password resets started after their answer so
+// far (see forgotPassword).
+func (s *Service) WaitResets() { s.resets.wg.Wait() }
+
+// closeResets makes later resets run before their answer, then waits for
+// the ones in the background.
+func (s *Service) closeResets() {
+	s.resets.mu.Lock()
+	s.resets.closed = true
+	s.resets.mu.Unlock()
+	s.resets.wg.Wait()
+}
+
 // startReset issues a reset token and queues its mail when the address
 // has an active account of a person (a service account has no password
-// to reset); it does the same round trips either way up to
-// that point. The account's row is locked, so concurrent requests take
+// to reset). The account's row is locked, so concurrent requests take
 // turns and each revokes the links before it: only the newest works.
-func (s *Service) startReset(c *fiber.Ctx, email string) error {
+func (s *Service) startReset(ctx context.Context, email, requestID string) error {
 	const q = `SELECT id::text, email, display_name FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'human' FOR UPDATE`
-	ctx := c.UserContext()
-	rid := strings.Clone(httpapi.RequestIDOf(c))
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var uid, addr, name string
 		err := tx.QueryRow(ctx, q, email).Scan(&uid, &addr, &name)
@@ -91,7 +157,7 @@ func (s *Service) startReset(c *fiber.Ctx, email string) error {
 			Data: mail.Data{DisplayName: name, ExpiresAt: exp}}); err != nil {
 			return err
 		}
-		return auditUser(ctx, tx, uid, "", audit.ActionUserPasswordResetRequested, rid, nil)
+		return auditUser(ctx, tx, uid, "", audit.ActionUserPasswordResetRequested, requestID, nil)
 	})
 }
 
