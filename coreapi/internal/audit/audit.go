@@ -51,6 +51,10 @@ const (
 	ActionUserMFAReset               = "user.mfa_reset"
 	ActionUserMFACodeFailed          = "user.mfa_code_failed"
 	ActionUserMFARecoveryCodeUsed    = "user.mfa_recovery_code_used"
+	// ActionUserIdentityLinked: an external (OIDC) identity was linked to
+	// an existing account by its verified address; it signs in to the
+	// account from then on.
+	ActionUserIdentityLinked = "user.identity_linked"
 
 	ActionAPIKeyCreated = "api_key.created"
 	ActionAPIKeyRevoked = "api_key.revoked"

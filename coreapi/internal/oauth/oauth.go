@@ -43,6 +43,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
@@ -599,6 +600,7 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				return problem.New(fiber.StatusConflict, problem.CodeVerifyBeforeLinking,
 					"an account with this email address exists but its address is not verified; verify it (or reset its password) and sign in again")
 			}
+			existing := err == nil
 			if errors.Is(err, errNoRow) {
 				if g.UserID, err = s.createAccount(ctx, tx, in); err != nil {
 					return err
@@ -608,6 +610,15 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			}
 			if err := linkIdentity(ctx, tx, g.UserID, in.Provider, in.Subject, in.Email); err != nil {
 				return err
+			}
+			if existing {
+				// A new way into an existing account, as a password
+				// change is: its tenants' audit logs say so.
+				if err := audit.WriteForUser(ctx, tx, g.UserID, audit.Event{ActorUserID: g.UserID,
+					Action: audit.ActionUserIdentityLinked, TargetType: audit.TargetUser, TargetID: g.UserID, RequestID: in.RequestID,
+					Data: map[string]string{"provider": in.Provider, "subject": in.Subject, "email": in.Email}}); err != nil {
+					return err
+				}
 			}
 		} else if err != nil {
 			return err

@@ -368,6 +368,13 @@ func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	if sub(t, tk.AccessToken) != sub(t, st.AccessToken) || tk.TenantID != st.TenantID {
 		t.Errorf("sign-in of an existing email: user %s tenant %s, want %s %s", sub(t, tk.AccessToken), tk.TenantID, sub(t, st.AccessToken), st.TenantID)
 	}
+	// The link is a new way into the account: audited in its tenant, once
+	// (a later sign-in through the linked identity links nothing).
+	x.finish(t, x.begin(t, "?tenant_id="+st.TenantID))
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.identity_linked' AND target_id = $1
+		AND tenant_id = $2 AND data->>'provider' = 'fake' AND data->>'email' = 'oidc@example.com'`, sub(t, st.AccessToken), st.TenantID); n != 1 {
+		t.Errorf("%d identity_linked audit events, want 1", n)
+	}
 
 	x.idp.mu.Lock()
 	x.idp.Subject, x.idp.Email, x.idp.Verified = "other-subject", "unverified@example.com", false
