@@ -11,6 +11,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
@@ -62,6 +63,12 @@ func (s *Service) logout(c *fiber.Ctx) error {
 				return err
 			}
 			if err := users.BumpTokenVersion(ctx, tx, id.UserID); err != nil {
+				return err
+			}
+			// Signing out everywhere takes the account back from whoever
+			// held a session: an email change that session asked for must
+			// not move the account to their mailbox afterwards.
+			if err := onetime.RevokeEmailChanges(ctx, tx, id.UserID); err != nil {
 				return err
 			}
 			if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,

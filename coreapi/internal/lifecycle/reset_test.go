@@ -369,12 +369,12 @@ func TestResetExpiredLinkCostsNoHash(t *testing.T) {
 
 // An email change requested by whoever held a session, and not yet
 // confirmed, must not outlive the owner taking the account back with a
-// password reset or a password change: its link would otherwise move the
-// account to the intruder's mailbox afterwards, and with it every later
-// reset link. A verification link of the account's own address still
-// works.
+// password reset, a password change or a sign-out everywhere: its link
+// would otherwise move the account to the intruder's mailbox afterwards,
+// and with it every later reset link. A verification link of the
+// account's own address still works.
 func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
-	for _, how := range []string{"reset", "change"} {
+	for _, how := range []string{"reset", "change", "logout"} {
 		t.Run(how, func(t *testing.T) {
 			x := start(t, lifecycle.Limits{})
 			a := x.signup(t, "kai-"+how+"@example.com")
@@ -395,6 +395,8 @@ func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
 			case "change":
 				wantStatus(t, x.Send(t, &a.id, http.MethodPut, "/api/v1/users/me/password",
 					map[string]string{"current_password": pw, "new_password": "the owner's new password"}), http.StatusOK)
+			case "logout":
+				wantStatus(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"}), http.StatusNoContent)
 			}
 
 			wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": change}),
