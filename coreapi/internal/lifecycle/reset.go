@@ -192,7 +192,7 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 		return err
 	}
 	const qSet = `
-UPDATE users SET password_hash = $2, token_version = token_version + 1,
+UPDATE users SET password_hash = $2, token_version = token_version + 1, password_set_by_admin = false,
        email_verified_at = coalesce(email_verified_at, now()),
        failed_logins = 0, locked_until = NULL, updated_at = now()
 WHERE id = $1 AND lower(email) = lower($3)`

@@ -124,6 +124,31 @@ func TestForgotAnswersBeforeTheReset(t *testing.T) {
 		map[string]string{"token": tok, "new_password": "the new password"}), http.StatusNoContent)
 }
 
+// TestResetClearsAnAdminSetPassword: a password a tenant admin chose for a
+// new member (POST /users) is marked so, which keeps OIDC sign-ins from
+// linking to the account; the member's reset replaces it with their own
+// and clears the mark.
+func TestResetClearsAnAdminSetPassword(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	admin := x.signup(t, "boss@example.com")
+	wantStatus(t, x.Send(t, &admin.id, http.MethodPost, "/api/v1/users",
+		map[string]string{"email": "hire@example.com", "password": "the admin's choice"}), http.StatusCreated)
+	byAdmin := `SELECT count(*) FROM users WHERE email = 'hire@example.com' AND password_set_by_admin`
+	if n := x.count(t, byAdmin); n != 1 {
+		t.Fatalf("the member's password is not marked as set by an admin (%d rows)", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users WHERE password_set_by_admin`); n != 1 {
+		t.Fatalf("%d accounts marked, want only the member's (a signup chooses its own)", n)
+	}
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "hire@example.com"}), 202)
+	tok := x.mail(t, "hire@example.com", "Reset").Token()
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "the member's own choice"}), http.StatusNoContent)
+	if n := x.count(t, byAdmin); n != 0 {
+		t.Fatal("the reset left the mark of an admin-set password")
+	}
+}
+
 func TestResetBadInput(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	x.signup(t, "fay@example.com")

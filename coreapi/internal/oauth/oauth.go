@@ -586,8 +586,8 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				// plain address, never under .invalid (service accounts').
 				return errProviderAddress
 			}
-			var verified bool
-			g.UserID, verified, err = userByEmail(ctx, tx, in.Email)
+			var verified, adminPassword bool
+			g.UserID, verified, adminPassword, err = userByEmail(ctx, tx, in.Email)
 			if errors.Is(err, errOtherAddress) {
 				// Not the provider's address: never enter that account, and
 				// no second account can take an address lower() confuses.
@@ -599,6 +599,15 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				// may not be the provider's user. Never enter it.
 				return problem.New(fiber.StatusConflict, problem.CodeVerifyBeforeLinking,
 					"an account with this email address exists but its address is not verified; verify it (or reset its password) and sign in again")
+			}
+			if err == nil && adminPassword {
+				// A tenant admin created the account with a password of
+				// their choosing (POST /users): linked, the owner would
+				// sign in through the provider while the admin kept
+				// password access to the account, in every tenant it
+				// joins. Its owner changes or resets the password first.
+				return problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
+					"an account with this email address has a password that an administrator set; change it (or reset it) and sign in again")
 			}
 			existing := err == nil
 			if errors.Is(err, errNoRow) {

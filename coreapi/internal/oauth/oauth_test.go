@@ -385,6 +385,53 @@ func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	}
 }
 
+// TestNoLinkToAnAdminSetPassword: a tenant admin who created a member's
+// account with a password of their choosing (POST /users) keeps knowing
+// it. Once the member proved the address (the mailed link), an OIDC
+// sign-in with it must not enter that account, or the member would use it
+// through the provider, in every tenant it joins, while the admin kept
+// password access. After the member changes the password, it links.
+func TestNoLinkToAnAdminSetPassword(t *testing.T) {
+	x := start(t)
+	admin := x.signup(t, "admin@example.com")
+	adminID := x.IdentityOf(t, sub(t, admin.AccessToken), admin.TenantID)
+	r := x.Send(t, &adminID, http.MethodPost, "/api/v1/users",
+		map[string]string{"email": "oidc@example.com", "password": "the admin's choice"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("POST /users: %d %s", r.Status, r.Body)
+	}
+	var member struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &member)
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, member.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	st := x.begin(t, "")
+	r = x.callback(t, x.approve(t, st), st.cookie)
+	if r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeAdminPasswordBeforeLinking {
+		t.Fatalf("sign-in for an account with an admin-set password: %d %s", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("%d identities linked to an account whose password an admin set", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, member.ID); n != 0 {
+		t.Errorf("%d sessions opened for the account", n)
+	}
+
+	// The member sets a password of their own: the provider's identity
+	// links to the account.
+	memberID := x.IdentityOf(t, member.ID, admin.TenantID)
+	if r := x.Send(t, &memberID, http.MethodPut, "/api/v1/users/me/password",
+		map[string]string{"current_password": "the admin's choice", "new_password": "the member's own choice"}); r.Status/100 != 2 {
+		t.Fatalf("password change: %d %s", r.Status, r.Body)
+	}
+	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != member.ID {
+		t.Errorf("sign-in after the password change: user %s, want %s", sub(t, tk.AccessToken), member.ID)
+	}
+}
+
 // TestStateBoundToBrowser: whoever holds a callback URL (code + state) but
 // not the browser's cookie cannot finish the sign-in (stolen callback URL),
 // and a prepared callback cannot log a victim into the attacker's account

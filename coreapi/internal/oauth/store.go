@@ -110,27 +110,28 @@ func identityUser(ctx context.Context, db sqldb.DB, provider, subject string) (s
 }
 
 // userByEmail returns the account of an address (in mail.Canonical form,
-// any letter case) and whether its address is verified; errNoRow for none.
+// any letter case), whether its address is verified and whether its
+// password is one a tenant admin chose (POST /users) and its owner has
+// not changed since; errNoRow for none.
 // PostgreSQL's lower() also folds non-ASCII letters ("É" to "é"): an
 // account whose stored address, in NFC, differs from email in more than
 // ASCII letter case is another address's, and is errOtherAddress.
-func userByEmail(ctx context.Context, db sqldb.DB, email string) (string, bool, error) {
-	const q = `SELECT id::text, email, email_verified_at IS NOT NULL FROM users WHERE lower(email) = lower($1)`
-	var (
-		uid, stored string
-		verified    bool
-	)
-	err := db.QueryRow(ctx, q, email).Scan(&uid, &stored, &verified)
+func userByEmail(ctx context.Context, db sqldb.DB, email string) (uid string, verified, adminPassword bool, err error) {
+	const q = `
+SELECT id::text, email, email_verified_at IS NOT NULL, password_hash IS NOT NULL AND password_set_by_admin
+FROM users WHERE lower(email) = lower($1)`
+	var stored string
+	err = db.QueryRow(ctx, q, email).Scan(&uid, &stored, &verified, &adminPassword)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", false, errNoRow
+		return "", false, false, errNoRow
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("find user by email: %w", err)
+		return "", false, false, fmt.Errorf("find user by email: %w", err)
 	}
 	if !equalASCIIFold(mail.Canonical(stored), email) {
-		return "", false, errOtherAddress
+		return "", false, false, errOtherAddress
 	}
-	return uid, verified, nil
+	return uid, verified, adminPassword, nil
 }
 
 // nfcReplaces reports whether NFC replaces a character of s outright

@@ -21,6 +21,9 @@ type NewUser struct {
 	// Verified starts the account with its address proven (a provider
 	// vouched for it, or an invitation link sent to it was used).
 	Verified bool
+	// PasswordByAdmin: a tenant admin chose PasswordHash (POST /users),
+	// so the admin knows it until the owner changes or resets it.
+	PasswordByAdmin bool
 }
 
 // Created is a user just inserted.
@@ -34,12 +37,12 @@ type Created struct {
 // ErrEmailTaken, and tx remains usable.
 func Insert(ctx context.Context, tx pgx.Tx, n NewUser) (Created, error) {
 	const q = `
-INSERT INTO users (email, display_name, password_hash, email_verified_at)
-VALUES ($1, $2, NULLIF($3, ''), CASE WHEN $4::bool THEN now() END)
+INSERT INTO users (email, display_name, password_hash, email_verified_at, password_set_by_admin)
+VALUES ($1, $2, NULLIF($3, ''), CASE WHEN $4::bool THEN now() END, $5 AND $3 <> '')
 ON CONFLICT ((lower(email))) DO NOTHING
 RETURNING id::text, token_version`
 	var c Created
-	err := tx.QueryRow(ctx, q, n.Email, n.DisplayName, n.PasswordHash, n.Verified).Scan(&c.ID, &c.TokenVersion)
+	err := tx.QueryRow(ctx, q, n.Email, n.DisplayName, n.PasswordHash, n.Verified, n.PasswordByAdmin).Scan(&c.ID, &c.TokenVersion)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Created{}, ErrEmailTaken
 	}

@@ -62,12 +62,12 @@ func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (hash, email st
 	return hash, email, nil
 }
 
-// SetPassword stores a new password hash and moves the token version on
-// (every access token of the user becomes stale); it returns the new
-// version.
+// SetPassword stores a new password hash the account's owner chose (no
+// longer one a tenant admin set) and moves the token version on (every
+// access token of the user becomes stale); it returns the new version.
 func SetPassword(ctx context.Context, db sqldb.DB, userID, hash string) (int64, error) {
 	const q = `
-UPDATE users SET password_hash = $2, token_version = token_version + 1, updated_at = now()
+UPDATE users SET password_hash = $2, token_version = token_version + 1, password_set_by_admin = false, updated_at = now()
 WHERE id = $1
 RETURNING token_version`
 	var tv int64

@@ -652,7 +652,7 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
 		}
-		u, err := Insert(ctx, tx, NewUser{Email: n.Email, DisplayName: n.DisplayName, PasswordHash: hash})
+		u, err := Insert(ctx, tx, NewUser{Email: n.Email, DisplayName: n.DisplayName, PasswordHash: hash, PasswordByAdmin: true})
 		userID := u.ID
 		if errors.Is(err, ErrEmailTaken) {
 			// An account exists: its owner must consent.
