@@ -61,6 +61,11 @@ const (
 	// ActionAPIKeyUsedAfterRevocation: the right secret of a revoked key
 	// was presented (a leaked key still in use somewhere).
 	ActionAPIKeyUsedAfterRevocation = "api_key.used_after_revocation"
+
+	// ActionRefreshTokenReused: a refresh token was presented again after
+	// its rotation's grace window (a stolen token, or a client that kept
+	// an old one), and its session was revoked.
+	ActionRefreshTokenReused = "session.refresh_token_reused"
 )
 
 // Target types of audit events: what an event's TargetID names.
@@ -69,6 +74,7 @@ const (
 	TargetRole       = "role"
 	TargetTenant     = "tenant"
 	TargetInvitation = "invitation"
+	TargetSession    = "session"
 )
 
 // Event is one audit record to write.

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
@@ -278,7 +279,7 @@ FROM refresh_tokens rt WHERE rt.id = $1`
 		r.RefreshToken = successor(raw, *l.ReplacedBy)
 		return r, nil
 	}
-	if err := s.revokeForReuse(ctx, l.SessionID, l.UserID); err != nil {
+	if err := s.revokeForReuse(ctx, l.SessionID, l.UserID, l.TenantID); err != nil {
 		return Rotation{}, err
 	}
 	return Rotation{}, ErrReused
@@ -332,13 +333,18 @@ RETURNING id`
 	return next, true, nil
 }
 
-func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID string) error {
+// revokeForReuse revokes the session of a refresh token presented after
+// its rotation's grace window, and audits it in the session's tenant: a
+// token theft shows there, as a revoked API key's use does.
+func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID, tenantID string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		n, err := s.Revoke(ctx, tx, userID, sessionID, ReasonReuse)
 		if err != nil || n == 0 {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
+		return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, Action: audit.ActionRefreshTokenReused,
+			TargetType: audit.TargetSession, TargetID: sessionID, Data: map[string]string{"user_id": userID}},
+			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
 	})
 }
 

@@ -212,6 +212,11 @@ func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	if c := f.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(f.user)); c != 1 {
 		t.Errorf("outbox rows for the user = %d, want 1", c)
 	}
+	// A theft signal: audited in the session's tenant.
+	if c := f.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.refresh_token_reused' AND target_type = 'session'
+		AND target_id = $1 AND tenant_id = $2 AND data->>'user_id' = $3`, is.SessionID, f.tenant, f.user); c != 1 {
+		t.Errorf("audit rows for the reuse = %d, want 1", c)
+	}
 	if _, err := f.store.Rotate(ctx, r.RefreshToken); !errors.Is(err, ErrRevoked) {
 		t.Errorf("successor after the session was revoked = %v, want ErrRevoked", err)
 	}
