@@ -89,6 +89,9 @@ func startHasher(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog
 		o.Register = append(o.Register, svc.Register, lc.Register)
 		o.ErrorMappers = append(o.ErrorMappers, lifecycle.MapError)
 	}})
+	// Resets still running after their answer finish before the database
+	// goes (cleanups run last registered first).
+	t.Cleanup(x.lc.WaitResets)
 	// Show the pages' 303s instead of following them.
 	x.Client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	tr, err := mail.ParseSMTPURL(x.smtp.URL())

@@ -88,8 +88,8 @@ type afterAnswer struct {
 }
 
 // resetAfterAnswer starts startReset for email in the background, once one
-// of maxPendingResets slots is free; after a shutdown began (or when ctx
-// ends first) it does the work itself, before the answer.
+// of maxPendingResets slots is free (ctx.Err() if ctx ends first); after
+// a shutdown began it does the work itself, before the answer.
 func (s *Service) resetAfterAnswer(ctx context.Context, email, requestID string) error {
 	select {
 	case s.resets.slots <- struct{}{}:
