@@ -117,9 +117,9 @@ const (
 	CodeInvitationNotActive = "invitation_not_pending"
 	CodeAccountExists       = "account_exists"
 	CodeVerifyBeforeLinking = "account_email_unverified"
-	// CodeAdminPasswordBeforeLinking: an OIDC sign-in found an account
-	// whose password a tenant admin chose; its owner changes or resets
-	// it before the provider's identity is linked.
+	// CodeAdminPasswordBeforeLinking: an OIDC sign-in found, or an
+	// invitation's acceptance names, an account whose password a tenant
+	// admin chose; its owner changes or resets it first.
 	CodeAdminPasswordBeforeLinking = "account_password_set_by_admin"
 )
 

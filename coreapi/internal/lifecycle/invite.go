@@ -180,6 +180,8 @@ var (
 		"an account has this address: accept signed in as it, or with its password")
 	errInviterCannotGrant = problem.New(fiber.StatusForbidden, problem.CodeForbidden,
 		"whoever sent this invitation can no longer grant its roles")
+	errAdminPassword = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
+		"this account's password was set by a tenant administrator: change it (or reset it), then accept")
 )
 
 // acceptInvitation adds the invitee to the inviting tenant and opens a
@@ -246,7 +248,9 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 	if err != nil {
 		return auth.TokenResponse{}, err
 	}
-	const qAccount = `SELECT id::text, lower(email) = lower($2), status, token_version FROM users WHERE id = $1`
+	const qAccount = `
+SELECT id::text, lower(email) = lower($2), status, token_version, password_hash IS NOT NULL AND password_set_by_admin
+FROM users WHERE id = $1`
 	var (
 		userID string
 		tv     int64
@@ -313,10 +317,10 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			created = true
 		} else {
 			var (
-				same   bool
-				status string
+				same, adminPassword bool
+				status              string
 			)
-			if err := tx.QueryRow(ctx, qAccount+` FOR UPDATE`, userID, p.Email).Scan(&userID, &same, &status, &tv); err != nil {
+			if err := tx.QueryRow(ctx, qAccount+` FOR UPDATE`, userID, p.Email).Scan(&userID, &same, &status, &tv, &adminPassword); err != nil {
 				return fmt.Errorf("load account: %w", err)
 			}
 			if !same {
@@ -324,6 +328,11 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 			}
 			if status != identity.StatusActive {
 				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
+			}
+			// The admin who chose the password (POST /users) knows it:
+			// the account must not carry them into another tenant.
+			if adminPassword {
+				return errAdminPassword
 			}
 			// The link reached the mailbox: the address is proven.
 			if _, err := tx.Exec(ctx, `UPDATE users SET email_verified_at = coalesce(email_verified_at, now()) WHERE id = $1`, userID); err != nil {

@@ -152,6 +152,47 @@ func TestInviteExistingAccountNeedsConsent(t *testing.T) {
 	}
 }
 
+// TestInviteAcceptNeedsTheOwnersPassword: a tenant admin who created a
+// member's account with a password of their choosing (POST /users) knows
+// it; the account must not join another tenant while it holds that
+// password, or the first tenant's admin could sign in to the second as the
+// member. The member changes the password, then accepts.
+func TestInviteAcceptNeedsTheOwnersPassword(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	first := x.signup(t, "first@acme.test")
+	other := x.signup(t, "other@beta.test")
+	const addr, adminPW = "hired@example.com", "the first admin's choice"
+	wantStatus(t, x.Send(t, &first.id, http.MethodPost, "/api/v1/users", map[string]string{"email": addr, "password": adminPW}), http.StatusCreated)
+	x.invite(t, other.id, addr)
+	tok := x.mail(t, addr, "You are invited").Token()
+
+	r := x.token(t, addr, adminPW) // the member, or the first tenant's admin
+	wantStatus(t, r, http.StatusOK)
+	var tk tokens
+	r.JSON(t, &tk)
+	member := x.identity(t, claimsOf(t, tk.AccessToken))
+	for name, how := range map[string]struct {
+		as   *identity.Identity
+		body map[string]string
+	}{
+		"bearer":   {&member, map[string]string{"token": tok}},
+		"password": {nil, map[string]string{"token": tok, "password": adminPW}},
+	} {
+		if _, st, code := x.accept(t, how.as, how.body); st != http.StatusConflict || code != problem.CodeAdminPasswordBeforeLinking {
+			t.Errorf("accept with %s while the password is the admin's: %d %s", name, st, code)
+		}
+	}
+	if x.isMember(t, other.c.Tid, addr) {
+		t.Fatal("the account joined another tenant with the admin's password")
+	}
+
+	wantStatus(t, x.Send(t, &member, http.MethodPut, "/api/v1/users/me/password",
+		map[string]string{"current_password": adminPW, "new_password": "the member's own choice"}), http.StatusOK)
+	if tk, st, code := x.accept(t, &member, map[string]string{"token": tok}); st != http.StatusOK || tk.TenantID != other.c.Tid {
+		t.Fatalf("accept after the password change: %d %s tenant %s", st, code, tk.TenantID)
+	}
+}
+
 func TestInviteAcceptWithPassword(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "own@acme.test")
