@@ -424,7 +424,7 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			ctr(t, b, coreName).Lifecycle.PreStop.Sleep.Seconds = 10
 		}, "coreapi's preStop pause (10s) ends before"},
 		{"grace period shorter than coreapi's pause and drain", func(t *testing.T, b *bundle) {
-			b.Deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(30))
+			b.Deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(40))
 		}, "terminationGracePeriodSeconds does not exceed coreapi's"},
 		{"coreapi on all interfaces", func(t *testing.T, b *bundle) {
 			setEnv(ctr(t, b, coreName), "COREAPI_LISTEN_ADDR", "0.0.0.0:8081")
@@ -728,8 +728,11 @@ func check(b *bundle) []string {
 	if corePause < proxyPause+drain+2*time.Second {
 		v.addf("coreapi's preStop pause (%s) ends before the proxy's pause (%s), its drain (SHUTDOWN_TIMEOUT %s) and its last usage report (2s): forwarded requests would find coreapi gone", corePause, proxyPause, drain)
 	}
-	if grace := pod.TerminationGracePeriodSeconds; grace == nil || time.Duration(*grace)*time.Second <= corePause+drain {
-		v.addf("terminationGracePeriodSeconds does not exceed coreapi's preStop pause (%s) plus its SHUTDOWN_TIMEOUT (%s)", corePause, drain)
+	// After its drain, coreapi's outbox relay publishes what is still
+	// pending, within its flush timeout (outbox.Options.FlushTimeout).
+	const relayFlush = 5 * time.Second
+	if grace := pod.TerminationGracePeriodSeconds; grace == nil || time.Duration(*grace)*time.Second <= corePause+drain+relayFlush {
+		v.addf("terminationGracePeriodSeconds does not exceed coreapi's preStop pause (%s) plus its SHUTDOWN_TIMEOUT (%s) plus its relay's last publication (%s)", corePause, drain, relayFlush)
 	}
 	if sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector); err != nil || !sel.Matches(podLabels) {
 		v.addf("Deployment %s: selector does not match its pod template", dep.Name)
