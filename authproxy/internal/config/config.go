@@ -34,7 +34,7 @@ type Config struct {
 	AppURL string
 	// UpstreamURLSet reports a (deprecated) UPSTREAM_URL, warned at start.
 	UpstreamURLSet bool
-	JWKSURL        string
+	JWKSURL  string
 	// CoreKeys sign requests to coreapi (the first one signs).
 	CoreKeys []identity.Key `json:"-"`
 	// UpstreamKeys are the apps' keys, named by the rules file's key_id.
@@ -108,9 +108,9 @@ type Config struct {
 var Vars = append(envconfig.Table{
 	{Name: "PROXY_LISTEN_ADDR", Default: ":8080", Help: "public listen address"},
 	{Name: "PROXY_ADMIN_ADDR", Default: ":9090", Help: "admin listen address (/healthz, /readyz, /metrics)"},
-	{Name: "IDENTITY_URL", Default: "http://127.0.0.1:8081", Help: "coreapi's internal base URL (http, host:port): JWKS, projections, its routes"},
-	{Name: "UPSTREAM_URL", Help: "deprecated: an app's base URL behind a protected catch-all (ignored when equal to IDENTITY_URL)"},
-	{Name: "JWKS_URL", DefaultDoc: "IDENTITY_URL + /.well-known/jwks.json", Help: "key set URL"},
+	{Name: "IDENTITY_URL", Default: "http://127.0.0.1:8081", Mask: envconfig.URL, Help: "coreapi's internal base URL (http, host:port): JWKS, projections, its routes"},
+	{Name: "UPSTREAM_URL", Mask: envconfig.URL, Help: "deprecated: an app's base URL behind a protected catch-all (ignored when equal to IDENTITY_URL)"},
+	{Name: "JWKS_URL", DefaultDoc: "IDENTITY_URL + /.well-known/jwks.json", Mask: envconfig.URL, Help: "key set URL"},
 	{Name: "IDENTITY_KEYS", OneOf: "core keys", Mask: envconfig.KeyList, Help: "core keys id:base64[,id:base64...] shared with coreapi; the first signs; or"},
 	{Name: "IDENTITY_KEYS_FILE", OneOf: "core keys", Help: "file holding that list"},
 	{Name: "IDENTITY_HMAC_KEY", OneOf: "core keys", Mask: envconfig.Secret, Help: "legacy: one base64 core key (id core); or"},
@@ -214,7 +214,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.RulesFile = p.String("RULES_FILE")
 	if c.AppURL != "" {
 		if len(c.UpstreamKeys) == 0 {
-			p.Problem("UPSTREAM_URL %s differs from IDENTITY_URL %s, so it names an app: set UPSTREAM_KEYS (the first key signs its requests), or set IDENTITY_URL instead if it is coreapi", c.AppURL, c.IdentityURL)
+			p.Problem("UPSTREAM_URL %s differs from IDENTITY_URL %s, so it names an app: set UPSTREAM_KEYS (the first key signs its requests), or set IDENTITY_URL instead if it is coreapi", envconfig.MaskURL(c.AppURL), envconfig.MaskURL(c.IdentityURL.String()))
 		}
 		if c.RulesFile != "" {
 			p.Problem("UPSTREAM_URL as an app and RULES_FILE together: declare the app as an upstream in the rules file and unset UPSTREAM_URL")

@@ -67,7 +67,10 @@ func TestAllProblemsReported(t *testing.T) {
 }
 
 func TestKeyMasked(t *testing.T) {
-	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "NATS_URL": "nats://u:secretpw@h:4222"}))
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "NATS_URL": "nats://u:secretpw@h:4222",
+		// A credential in any URL: the key set's, coreapi's, an app's.
+		"JWKS_URL": "https://keys:secretpw@auth.example/jwks.json", "IDENTITY_URL": "http://svc:secretpw@coreapi:8081",
+		"UPSTREAM_URL": "http://svc:secretpw@coreapi:8081"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +79,12 @@ func TestKeyMasked(t *testing.T) {
 	out := buf.String()
 	if strings.Contains(out, key) || strings.Contains(out, "secretpw") || !strings.Contains(out, `"identity_hmac_key":"********"`) {
 		t.Fatalf("secrets not masked: %s", out)
+	}
+	// An app's UPSTREAM_URL without UPSTREAM_KEYS: refused, the URLs masked.
+	_, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_URL": "http://svc:secretpw@coreapi:8081",
+		"UPSTREAM_URL": "http://app:secretpw@app:3000"}))
+	if err == nil || !strings.Contains(err.Error(), "UPSTREAM_URL") || strings.Contains(err.Error(), "secretpw") {
+		t.Fatalf("app URL without keys: %v", err)
 	}
 	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": "short"})); err == nil || strings.Contains(err.Error(), "short\"") {
 		t.Fatalf("short key: %v", err)

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,12 +74,14 @@ type Options struct {
 
 // Client holds the current key set.
 type Client struct {
-	opt  Options
-	algs map[jwa.SignatureAlgorithm]bool
-	log  *slog.Logger
-	m    *metrics.Metrics
-	cur  atomic.Pointer[Set]
-	last atomic.Int64 // unix nanos of the last fetch attempt
+	opt Options
+	// shown is opt.URL as logged: its password, if any, masked.
+	shown string
+	algs  map[jwa.SignatureAlgorithm]bool
+	log   *slog.Logger
+	m     *metrics.Metrics
+	cur   atomic.Pointer[Set]
+	last  atomic.Int64 // unix nanos of the last fetch attempt
 	// started numbers fetches; stored is the number of the fetch whose
 	// set is current. A fetch that started before another but finished
 	// after it must not put back the older set.
@@ -105,6 +108,10 @@ func New(opt Options, log *slog.Logger, m *metrics.Metrics) *Client {
 		opt.HTTP = &http.Client{Timeout: opt.Timeout}
 	}
 	c := &Client{opt: opt, algs: map[jwa.SignatureAlgorithm]bool{}, log: log, m: m, loaded: make(chan struct{}), retry: make(chan struct{}, 1)}
+	c.shown = opt.URL
+	if u, err := url.Parse(opt.URL); err == nil {
+		c.shown = u.Redacted()
+	}
 	for _, a := range opt.Algs {
 		c.algs[jwa.SignatureAlgorithm(a)] = true
 	}
@@ -185,7 +192,7 @@ func (c *Client) Run(ctx context.Context) {
 		wait := spread(c.opt.Interval, c.opt.Rand())
 		if err != nil {
 			wait = halfJitter(backoff, c.opt.Rand())
-			c.log.Warn("jwks fetch", "err", err, "url", c.opt.URL, "retry_in", wait.String())
+			c.log.Warn("jwks fetch", "err", err, "url", c.shown, "retry_in", wait.String())
 			backoff = min(backoff*2, 5*time.Second, c.opt.Interval)
 		} else {
 			backoff = 100 * time.Millisecond
@@ -248,7 +255,7 @@ func (c *Client) fetch(ctx context.Context) error {
 	}
 	c.m.JWKSKeys.Set(float64(len(s.Keys)))
 	if len(s.Keys) == 0 {
-		c.log.Warn("jwks has no usable key", "url", c.opt.URL)
+		c.log.Warn("jwks has no usable key", "url", c.shown)
 	} else if c.loadedF.CompareAndSwap(false, true) {
 		close(c.loaded)
 	}

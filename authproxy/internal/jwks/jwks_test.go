@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -276,4 +278,27 @@ func TestKeysChangedRetriedUntilFetched(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestURLCredentialNotLogged: a JWKS_URL may carry a credential for the
+// key server (https://user:password@...); it is sent, but the client's
+// log lines show the URL with the password masked.
+func TestURLCredentialNotLogged(t *testing.T) {
+	var gotUser, gotPass string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotUser, gotPass, _ = r.BasicAuth()
+		_, _ = w.Write([]byte(`{"keys":[]}`))
+	}))
+	t.Cleanup(srv.Close)
+	u := strings.Replace(srv.URL, "http://", "http://keys:secretpw@", 1) + "/jwks.json"
+	var logs bytes.Buffer
+	c := New(Options{URL: u, Algs: []string{"EdDSA"}, Interval: time.Hour, Cooldown: time.Minute, Timeout: 5 * time.Second},
+		slog.New(slog.NewJSONHandler(&logs, nil)), metrics.New())
+	_ = c.Refresh(context.Background())
+	if gotUser != "keys" || gotPass != "secretpw" {
+		t.Fatalf("the key server got credential %q:%q", gotUser, gotPass)
+	}
+	if !strings.Contains(logs.String(), "keys:xxxxx@") || strings.Contains(logs.String(), "secretpw") {
+		t.Fatalf("log lines: %s", logs.String())
+	}
 }
