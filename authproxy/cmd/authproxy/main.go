@@ -54,6 +54,9 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	if cfg.UpstreamURLSet {
 		log.Warn("UPSTREAM_URL is deprecated and goes away in the next release: set IDENTITY_URL for coreapi and declare apps in RULES_FILE")
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	if *checkConfig {
 		_, err := fmt.Fprint(stdout, cfg.String(), "configuration ok\n")
 		return err

@@ -34,6 +34,9 @@ type Config struct {
 	AppURL string
 	// UpstreamURLSet reports a (deprecated) UPSTREAM_URL, warned at start.
 	UpstreamURLSet bool
+	// Warnings are settings that load but deserve a word at start (logged
+	// by the binary, printed by -check-config).
+	Warnings []string
 	JWKSURL  string
 	// CoreKeys sign requests to coreapi (the first one signs).
 	CoreKeys []identity.Key `json:"-"`
@@ -255,6 +258,9 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		}
 		c.TrustedCIDRs = append(c.TrustedCIDRs, pf.Masked())
 		cidrs = append(cidrs, pf.Masked().String())
+		if pf.Bits() == 0 {
+			c.Warnings = append(c.Warnings, "TRUSTED_PROXY_CIDRS holds "+pf.Masked().String()+", which trusts every peer: any client reaching the proxy chooses its own client IP with X-Forwarded-For (coreapi's sign-in lockout and rate limits key on it) and its own trace context; list only the load balancer's or ingress's addresses")
+		}
 	}
 	p.Show("TRUSTED_PROXY_CIDRS", strings.Join(cidrs, ","))
 	c.CacheMemoryMB = int64(p.Int("CACHE_MEMORY_MB", 1, 0, 0))
