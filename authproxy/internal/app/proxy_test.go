@@ -998,3 +998,50 @@ func TestUnknownKidNotNegativelyCached(t *testing.T) {
 	e.clock.Advance(2 * time.Minute)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 }
+
+// TestRefusalLogsBounded: every refused token wrote a "token refused"
+// line, so a client sending bad tokens chose the proxy's log volume (even
+// with ACCESS_LOG off, a refused token already cached as bad included).
+// Now at most 100 such lines a second are written, and the first refusal
+// of a later second logs how many went unlogged: the lines plus the counts
+// account for every refusal.
+func TestRefusalLogsBounded(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "false"}})
+	const n = 1000
+	begin := time.Now()
+	for range n {
+		if r := e.do("GET", "/api/v1/users/me", "not.a.token", nil); r.status != 401 {
+			t.Fatalf("status %d", r.status)
+		}
+	}
+	seconds := int(time.Since(begin)/time.Second) + 2 // the seconds the burst can have touched
+	e.clock.Advance(2 * time.Second)
+	if r := e.do("GET", "/api/v1/users/me", "not.a.token", nil); r.status != 401 {
+		t.Fatalf("status %d", r.status)
+	}
+	var logged, unlogged int
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var rec struct {
+			Msg   string
+			Count int
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		switch rec.Msg {
+		case "token refused":
+			logged++
+		case "token refusals not logged":
+			unlogged += rec.Count
+		}
+	}
+	if logged > 100*(seconds+1) {
+		t.Errorf("%d refusals logged for a burst of at most %d s, want at most 100 a second", logged, seconds)
+	}
+	if logged+unlogged != n+1 {
+		t.Errorf("%d logged + %d reported unlogged = %d, want every one of the %d refusals", logged, unlogged, logged+unlogged, n+1)
+	}
+	if unlogged == 0 {
+		t.Errorf("no refusal went unlogged: the budget did not apply")
+	}
+}

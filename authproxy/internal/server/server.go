@@ -241,6 +241,8 @@ type Server struct {
 	// xffWarnAt is when (unix ns) the next untrusted-X-Forwarded-For
 	// warning may be logged.
 	xffWarnAt atomic.Int64
+	// refusalLogs bounds the "token refused" log lines (logInvalid).
+	refusalLogs logBudget
 	keyLimit  *keyLimiter
 	// ctxClock: Deps.Now is the real clock, so a request's start can be
 	// fasthttp's reading of it (RequestCtx.Time).
@@ -909,10 +911,51 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 // logInvalid logs why a token was refused: clients get one description
 // for every reason, so the detail lives only here.
 func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
-	if s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
+	if !s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
+		return
+	}
+	// A client sends as many bad tokens as it likes: at most
+	// refusalLogsPerSecond lines a second, then one line saying how many
+	// went unlogged (the metrics count every refusal).
+	ok, dropped := s.refusalLogs.take(st.start.Unix())
+	if dropped > 0 {
+		s.d.Log.LogAttrs(c.Context(), slog.LevelWarn, "token refusals not logged",
+			slog.Int64("count", dropped), slog.Int("per_second", refusalLogsPerSecond))
+	}
+	if ok {
 		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "token refused",
 			slog.String("request_id", b2s(st.reqID)), slog.String("reason", err.Error()), st.traceAttr())
 	}
+}
+
+// refusalLogsPerSecond bounds the "token refused" lines a second.
+const refusalLogsPerSecond = 100
+
+// logBudget lets through at most refusalLogsPerSecond log lines in each
+// second and counts the others.
+type logBudget struct {
+	mu      sync.Mutex
+	sec     int64 // the current second (unix)
+	n       int   // lines let through in it
+	dropped int64 // lines refused since the last report
+}
+
+// take asks for one line in second sec. It reports whether the line may
+// be written, and, on the first line of a new second, how many were
+// refused before it (to be reported once).
+func (b *logBudget) take(sec int64) (ok bool, dropped int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if sec != b.sec {
+		b.sec, b.n = sec, 0
+		dropped, b.dropped = b.dropped, 0
+	}
+	if b.n < refusalLogsPerSecond {
+		b.n++
+		return true, dropped
+	}
+	b.dropped++
+	return false, dropped
 }
 
 var denyDetail = map[decide.Outcome]string{
