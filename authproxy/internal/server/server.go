@@ -243,7 +243,7 @@ type Server struct {
 	xffWarnAt atomic.Int64
 	// refusalLogs bounds the "token refused" log lines (logInvalid).
 	refusalLogs logBudget
-	keyLimit  *keyLimiter
+	keyLimit    *keyLimiter
 	// ctxClock: Deps.Now is the real clock, so a request's start can be
 	// fasthttp's reading of it (RequestCtx.Time).
 	ctxClock bool
