@@ -456,9 +456,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"host port", func(t *testing.T, b *bundle) {
 			ctr(t, b, proxyName).Ports[0].HostPort = 8080
 		}, "hostPort"},
-		{"upstream not on loopback", func(t *testing.T, b *bundle) {
-			setEnv(ctr(t, b, proxyName), "UPSTREAM_URL", "http://coreapi:8081")
-		}, "UPSTREAM_URL"},
+		{"coreapi not on loopback", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, proxyName), "IDENTITY_URL", "http://coreapi:8081")
+		}, "IDENTITY_URL"},
+		{"the deprecated UPSTREAM_URL", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, proxyName), "UPSTREAM_URL", "http://127.0.0.1:8081")
+		}, "UPSTREAM_URL is deprecated"},
 		{"readiness probe on the API port", func(t *testing.T, b *bundle) {
 			ctr(t, b, proxyName).ReadinessProbe.HTTPGet.Port = intstr.FromString("http")
 		}, "probe"},
@@ -767,8 +770,11 @@ func check(b *bundle) []string {
 	if httpPort, ok := namedPort(proxy, "http"); !ok || httpPort != proxyPort {
 		v.addf("authproxy: containerPort named http = %d, want PROXY_LISTEN_ADDR port %d", httpPort, proxyPort)
 	}
-	if u, err := url.Parse(proxyEnv["UPSTREAM_URL"]); err != nil || !isLoopback(u.Hostname()) || u.Port() != fmt.Sprint(corePort) {
-		v.addf("authproxy: UPSTREAM_URL %q is not coreapi's loopback address 127.0.0.1:%d", proxyEnv["UPSTREAM_URL"], corePort)
+	if u, err := url.Parse(proxyEnv["IDENTITY_URL"]); err != nil || !isLoopback(u.Hostname()) || u.Port() != fmt.Sprint(corePort) {
+		v.addf("authproxy: IDENTITY_URL %q is not coreapi's loopback address 127.0.0.1:%d", proxyEnv["IDENTITY_URL"], corePort)
+	}
+	if _, set := proxyEnv["UPSTREAM_URL"]; set {
+		v.addf("authproxy: UPSTREAM_URL is deprecated (every start warns); set IDENTITY_URL")
 	}
 	if proxyAdmin == proxyPort || coreAdmin == corePort || coreAdmin == proxyPort {
 		v.addf("pod: admin ports (%d, %d) must differ from the API ports (%d, %d)", proxyAdmin, coreAdmin, proxyPort, corePort)
