@@ -66,6 +66,9 @@ const (
 	// its rotation's grace window (a stolen token, or a client that kept
 	// an old one), and its session was revoked.
 	ActionRefreshTokenReused = "session.refresh_token_reused"
+	// ActionSessionRevoked: a user signed one of their sessions out
+	// (DELETE /users/me/sessions/{id}), audited in the session's tenant.
+	ActionSessionRevoked = "session.revoked"
 )
 
 // Target types of audit events: what an event's TargetID names.

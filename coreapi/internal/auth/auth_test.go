@@ -910,6 +910,37 @@ func TestSessionsListAndRevoke(t *testing.T) {
 	}
 }
 
+// TestSessionRevokeAudited: signing one session out is audited in the
+// session's tenant (actor, session, user); an expired session is no longer
+// active, so revoking it is 404 and writes nothing.
+func TestSessionRevokeAudited(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "s@example.com", "S")
+	id := e.identityFor(t, tk)
+	other := claims(t, e.login(t, "s@example.com").AccessToken)["sid"].(string)
+	expired := claims(t, e.login(t, "s@example.com").AccessToken)["sid"].(string)
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1`, expired); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/"+other, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	const q = `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'session.revoked'
+  AND actor_user_id = $2 AND target_type = 'session' AND target_id = $3 AND data->>'user_id' = $2::text`
+	if n := e.count(t, q, tk.TenantID, id.UserID, other); n != 1 {
+		t.Errorf("session.revoked audit rows = %d, want 1", n)
+	}
+	if r := e.Send(t, id, http.MethodDelete, "/api/v1/users/me/sessions/"+expired, nil); r.Status != http.StatusNotFound {
+		t.Errorf("revoke an expired session: %d %s, want 404", r.Status, r.Body)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.revoked'`); n != 1 {
+		t.Errorf("session.revoked audit rows = %d after the expired one, want 1", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(id.UserID)); n != 1 {
+		t.Errorf("outbox rows = %d, want 1", n)
+	}
+}
+
 func TestPasswordChange(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "p@example.com", "P")

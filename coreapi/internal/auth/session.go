@@ -193,21 +193,26 @@ func (s *Service) revokeSession(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
 	ctx := c.UserContext()
-	var (
-		n   int64
-		err error
-	)
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		n, err = s.sessions.Revoke(ctx, tx, id.UserID, sid, sessions.ReasonRevoked)
-		if err != nil || n == 0 {
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	var revoked bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tid, ok, err := s.sessions.RevokeLive(ctx, tx, id.UserID, sid, sessions.ReasonRevoked)
+		if err != nil || !ok {
 			return err
 		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
+		revoked = true
+		// Signing a device out is what an owner does who thinks a session
+		// is not theirs: the session's tenant sees it, as it sees a
+		// refresh-token reuse.
+		return audit.WriteWith(ctx, tx, audit.Event{TenantID: tid, ActorUserID: id.UserID,
+			Action: audit.ActionSessionRevoked, TargetType: audit.TargetSession, TargetID: sid,
+			Data: map[string]string{"user_id": id.UserID}, RequestID: rid},
+			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonSessionRevoked})
 	})
 	if err != nil {
 		return err
 	}
-	if n == 0 {
+	if !revoked {
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no such active session")
 	}
 	return c.SendStatus(fiber.StatusNoContent)

@@ -365,6 +365,28 @@ WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	return tag.RowsAffected(), nil
 }
 
+// RevokeLive revokes one live (neither revoked nor expired) session of
+// userID and returns the tenant it was signed in to; ok is false when
+// there was none (unknown, not the user's, revoked or expired). The caller
+// writes the audit and outbox rows in the same transaction.
+func (s *Store) RevokeLive(ctx context.Context, q DB, userID, sessionID, reason string) (tenantID string, ok bool, err error) {
+	const qRevoke = `
+UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+RETURNING tenant_id::text`
+	if !ids.Valid(sessionID) {
+		return "", false, nil
+	}
+	err = q.QueryRow(ctx, qRevoke, sessionID, userID, reason).Scan(&tenantID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("revoke session: %w", err)
+	}
+	return tenantID, true, nil
+}
+
 // RevokeAll revokes every live session of userID except keep (may be ""),
 // and ends the user's sign-ins still waiting for a second factor (their
 // mfa_tokens): a sign-in that checked the password before a reset or a
