@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/jsonenc"
@@ -133,10 +134,23 @@ type PageQuery struct {
 	IncludeTotal bool
 }
 
-// ParsePage reads a list's query; a bad limit or include_total is a 400
-// problem with code invalid_query.
+// pageParams are the query parameters ParsePage reads.
+var pageParams = [...]string{"limit", "cursor", "include_total"}
+
+// ParsePage reads a list's query; a bad limit or include_total, or one of
+// the three sent more than once, is a 400 problem with code invalid_query.
+// c.Query answers the first of repeated values, where another reader of
+// the URL (a cache, a gateway, a log) may take the last: the page size or
+// position it sees would not be the one served, so a repeat is refused, as
+// a repeated JSON member or OAuth parameter is.
 func ParsePage(c *fiber.Ctx) (PageQuery, error) {
 	var v Checks
+	args := c.Context().QueryArgs()
+	for _, name := range pageParams {
+		if n := countArg(args, name); n > 1 {
+			v.Add(name, sentTwice)
+		}
+	}
 	q := PageQuery{Limit: defaultLimit, Cursor: strings.Clone(c.Query("cursor"))}
 	if s := c.Query("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -159,6 +173,17 @@ func ParsePage(c *fiber.Ctx) (PageQuery, error) {
 		return q, p
 	}
 	return q, nil
+}
+
+// countArg counts the values of name in args (without allocating).
+func countArg(args *fasthttp.Args, name string) int {
+	n := 0
+	for k := range args.All() {
+		if string(k) == name {
+			n++
+		}
+	}
+	return n
 }
 
 // ListResponse is the shape of every list: {data, next_cursor, total?}.

@@ -189,6 +189,32 @@ func TestCursorTampering(t *testing.T) {
 			apitest.WantProblem(t, w.E.Get(t, &w.Owner, "/api/v1/users?"+q), 400, "invalid_query")
 		}
 	})
+	// A reader that takes the last of repeated values (a cache, a
+	// gateway) would see another page size, position or total than the
+	// one served: a repeat is refused, whatever the values, and named.
+	t.Run("repeated parameter", func(t *testing.T) {
+		for q, field := range map[string]string{
+			"limit=1&limit=200":                          "limit",
+			"limit=5&limit=5":                            "limit",
+			"cursor=" + good + "&cursor=":                "cursor",
+			"include_total=true&include_total=false":     "include_total",
+			"limit=1&cursor=" + good + "&include_total=": "",
+		} {
+			r := w.E.Get(t, &w.Owner, "/api/v1/users?"+q)
+			if field == "" {
+				apitest.WantStatus(t, r, 200)
+				continue
+			}
+			apitest.WantProblem(t, r, 400, "invalid_query")
+			if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != field {
+				t.Errorf("%s: errors %+v, want one naming %s", q, p.Errors, field)
+			}
+		}
+		// Every list reads its page the same way.
+		for _, path := range []string{"/api/v1/roles", "/api/v1/audit-events", "/api/v1/users/me/tenants"} {
+			apitest.WantProblem(t, w.E.Get(t, &w.Owner, path+"?limit=1&limit=2"), 400, "invalid_query")
+		}
+	})
 }
 
 func TestCrossTenantIDs(t *testing.T) {
