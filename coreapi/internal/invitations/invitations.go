@@ -381,18 +381,26 @@ type Mine struct {
 	CreatedAt  time.Time `db:"created_at"`
 }
 
-// ForUser lists the live pending invitations addressed to userID's email
-// (at most 100, newest first).
-func (s *Store) ForUser(ctx context.Context, userID string) ([]Mine, error) {
+// ForUser lists a page of the live pending invitations addressed to
+// userID's email, newest first: at most limit, after the cursor when it
+// is not nil (keyset on created_at and id, both descending).
+func (s *Store) ForUser(ctx context.Context, userID string, limit int, after *Cursor) ([]Mine, error) {
 	const q = `
 SELECT i.id::text AS id, i.tenant_id::text AS tenant_id, t.name AS tenant_name, i.roles, i.expires_at, i.created_at
 FROM users u
 JOIN invitations i ON lower(i.email) = lower(u.email) AND i.status = 'pending' AND i.expires_at > now()
 JOIN tenants t ON t.id = i.tenant_id
-WHERE u.id = $1
-ORDER BY i.created_at DESC, i.id
-LIMIT 100`
-	rows, _ := s.pool.Query(ctx, q, userID)
+WHERE u.id = $1 AND ($2::timestamptz IS NULL OR (i.created_at, i.id) < ($2, $3::uuid))
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT $4`
+	var (
+		at *time.Time
+		id *string
+	)
+	if after != nil {
+		at, id = &after.CreatedAt, &after.ID
+	}
+	rows, _ := s.pool.Query(ctx, q, userID, at, id, limit)
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Mine])
 	if err != nil {
 		return nil, fmt.Errorf("list my invitations: %w", err)

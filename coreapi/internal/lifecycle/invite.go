@@ -129,10 +129,6 @@ func (s *Service) resendInvitation(c *fiber.Ctx) error {
 	return c.JSON(tenantapi.Invitation(inv))
 }
 
-type myInvitations struct {
-	Data []myInvitation `json:"data"`
-}
-
 // myInvitation is invitations.Mine as the API writes it.
 type myInvitation struct {
 	ID         string    `json:"id"`
@@ -147,7 +143,20 @@ type myInvitation struct {
 // once the caller has proven the address (else anyone who signed up with
 // someone else's address would see that person's invitations).
 func (s *Service) myInvitations(c *fiber.Ctx) error {
+	pq, err := httpapi.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	pq.IncludeTotal = false // this list has no total
 	id := httpapi.IdentityOf(c)
+	var after *invitations.Cursor
+	if pq.Cursor != "" {
+		t, iid, err := s.cursors.DecodeAfter("my-invitations", id.UserID, pq.Cursor)
+		if err != nil {
+			return err
+		}
+		after = &invitations.Cursor{CreatedAt: t, ID: iid}
+	}
 	ctx := c.UserContext()
 	var verified bool
 	if err := s.pool.QueryRow(ctx, `SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1`, id.UserID).Scan(&verified); err != nil {
@@ -156,15 +165,13 @@ func (s *Service) myInvitations(c *fiber.Ctx) error {
 	if !verified {
 		return problem.New(fiber.StatusForbidden, problem.CodeEmailUnverified, "verify your email address to see the invitations sent to it")
 	}
-	list, err := s.invitations.ForUser(ctx, id.UserID)
+	list, err := s.invitations.ForUser(ctx, id.UserID, pq.Limit+1, after)
 	if err != nil {
 		return err
 	}
-	out := myInvitations{Data: make([]myInvitation, len(list))}
-	for i, inv := range list {
-		out.Data[i] = myInvitation(inv)
-	}
-	return c.JSON(out)
+	return c.JSON(httpapi.MapPage(httpapi.Page(list, 0, pq, func(inv invitations.Mine) string {
+		return s.cursors.After("my-invitations", id.UserID, inv.CreatedAt, inv.ID)
+	}), func(inv invitations.Mine) myInvitation { return myInvitation(inv) }))
 }
 
 type acceptBody struct {

@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -499,6 +500,85 @@ func TestMyInvitations(t *testing.T) {
 	if len(list.Data) != 1 || list.Data[0].TenantID != owner.c.Tid || list.Data[0].TenantName != "T of o@acme.test" {
 		t.Errorf("my invitations = %+v", list)
 	}
+}
+
+// TestMyInvitationsPages: an address invited by more tenants than a page
+// holds sees every invitation, page by page (newest first, ties on the
+// creation time broken by id), with no repeat or gap when invitations come
+// and go between pages; cursors are the caller's own.
+func TestMyInvitationsPages(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	me := x.signup(t, "many@example.com")
+	other := x.signup(t, "other@example.com")
+	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE id = ANY($1::uuid[])`, []string{me.c.Sub, other.c.Sub})
+	// 105 tenants invite the address, three at each instant.
+	x.exec(t, `
+WITH t AS (INSERT INTO tenants (name) SELECT 'Inviter ' || g FROM generate_series(1, 105) g RETURNING id, name)
+INSERT INTO invitations (tenant_id, email, roles, token_hash, expires_at, created_at)
+SELECT id, 'many@example.com', '{member}', decode(md5(id::text), 'hex'), now() + interval '1 day',
+       timestamptz '2026-01-01 00:00:00Z' + (split_part(name, ' ', 2)::int / 3) * interval '1 second'
+FROM t`)
+	type page struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+		NextCursor *string `json:"next_cursor"`
+	}
+	var firstCursor string
+	seen := map[string]bool{}
+	path := "/api/v1/users/me/invitations?limit=7"
+	for pages := 0; ; pages++ {
+		if pages > 30 {
+			t.Fatal("no last page")
+		}
+		r := x.Get(t, &me.id, path)
+		wantStatus(t, r, http.StatusOK)
+		var p page
+		r.JSON(t, &p)
+		if p.NextCursor != nil && len(p.Data) != 7 {
+			t.Fatalf("page %d holds %d invitations, want 7", pages, len(p.Data))
+		}
+		for _, inv := range p.Data {
+			if seen[inv.ID] {
+				t.Errorf("invitation %s listed twice", inv.ID)
+			}
+			seen[inv.ID] = true
+		}
+		if pages == 1 {
+			// Between pages: a newer invitation (it belongs before the
+			// cursor, so on no later page) and a withdrawn one.
+			x.exec(t, `
+WITH t AS (INSERT INTO tenants (name) VALUES ('Latecomer') RETURNING id)
+INSERT INTO invitations (tenant_id, email, roles, token_hash, expires_at) SELECT id, 'many@example.com', '{member}', decode(md5(id::text), 'hex'), now() + interval '1 day' FROM t`)
+			x.exec(t, `UPDATE invitations SET status = 'revoked' WHERE id = (
+  SELECT id FROM invitations WHERE status = 'pending' ORDER BY created_at, id LIMIT 1)`)
+		}
+		if p.NextCursor == nil {
+			break
+		}
+		if firstCursor == "" {
+			firstCursor = *p.NextCursor
+		}
+		path = "/api/v1/users/me/invitations?limit=7&cursor=" + url.QueryEscape(*p.NextCursor)
+	}
+	// The oldest was withdrawn before its page came: every other seeded
+	// one, and nothing else, was listed.
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE status = 'pending' AND created_at < '2026-06-01' AND NOT id = ANY($1::uuid[])`, idsOf(seen)); n != 0 || len(seen) != 104 {
+		t.Errorf("listed %d invitations, %d pending ones missing; want the 104 still pending", len(seen), n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE id = ANY($1::uuid[]) AND created_at > '2026-06-01'`, idsOf(seen)); n != 0 {
+		t.Errorf("the invitation made between pages was listed on a later page")
+	}
+	wantProblem(t, x.Get(t, &other.id, "/api/v1/users/me/invitations?cursor="+url.QueryEscape(firstCursor)), http.StatusBadRequest, problem.CodeInvalidCursor)
+	wantProblem(t, x.Get(t, &me.id, "/api/v1/users/me/invitations?limit=201"), http.StatusBadRequest, problem.CodeInvalidQuery)
+}
+
+func idsOf(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // CR/LF in a tenant name and a display name (both chosen by users) never
