@@ -285,7 +285,12 @@ func algOf(k crypto.PrivateKey) (string, error) {
 
 // Generate creates a new key of algorithm alg in dir, named
 // <UTC yyyymmddThhmmssZ>-<8 hex>.pem so that the newest key sorts last, and
-// returns its kid. The file is written with mode 0600.
+// returns its kid. The file is written with mode 0600, and atomically: the
+// key is written and synced under a temporary name that is not a *.pem,
+// then linked to its final name (never replacing a file there), so a
+// coreapi watching or starting on dir never reads a partial key, and an
+// interrupted run (disk full, a signal) leaves no *.pem behind that every
+// replica would refuse to load.
 func Generate(dir, alg string, now time.Time) (string, error) {
 	var (
 		raw crypto.PrivateKey
@@ -316,19 +321,51 @@ func Generate(dir, alg string, now time.Time) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create key dir: %w", err)
 	}
-	path := filepath.Join(dir, kid+".pem")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("create key file: %w", err)
-	}
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		_ = f.Close()
-		return "", fmt.Errorf("write key file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("close key file: %w", err)
+	if err := writeNew(dir, kid+".pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+		return "", err
 	}
 	return kid, nil
+}
+
+// writeNew writes b to dir/name (mode 0600) so that the name appears only
+// with all of b behind it: b goes to a temporary file (".<name>.tmp*",
+// which no *.pem glob matches), is synced, and is linked to name, which
+// fails if name exists. The directory is synced so that the new name
+// survives a crash.
+func writeNew(dir, name string, b []byte) (err error) {
+	f, err := os.CreateTemp(dir, "."+name+".tmp*")
+	if err != nil {
+		return fmt.Errorf("create key file: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if rmErr := os.Remove(tmp); rmErr != nil && err == nil {
+			err = fmt.Errorf("remove temporary key file: %w", rmErr)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("chmod key file: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("sync key file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close key file: %w", err)
+	}
+	if err := os.Link(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("create key file: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // best effort: not every file system syncs a directory
+		_ = d.Close()
+	}
+	return nil
 }
 
 // WatchOptions configure Watch.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
@@ -592,5 +593,69 @@ func TestActivationNoFlipFlop(t *testing.T) {
 	}
 	if !slices.Equal(seen, []string{a, b, c}) {
 		t.Errorf("signing kids over time = %v, want %v", seen, []string{a, b, c})
+	}
+}
+
+// TestGenerateWritesAtomically: a key file appears under its *.pem name
+// only once it is complete (a coreapi watching the directory, or starting,
+// must never read half a key: it would refuse the whole directory), and
+// nothing else is left behind.
+func TestGenerateWritesAtomically(t *testing.T) {
+	dir := t.TempDir()
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Add(dir); err != nil {
+		t.Fatal(err)
+	}
+	var kids []string
+	for _, alg := range []string{AlgEdDSA, AlgES256, AlgRS256} {
+		kid, err := Generate(dir, alg, time.Now())
+		if err != nil {
+			t.Fatalf("Generate %s: %v", alg, err)
+		}
+		kids = append(kids, kid)
+	}
+	created := map[string]bool{}
+	for deadline := time.After(200 * time.Millisecond); len(created) < len(kids) || deadline != nil; {
+		select {
+		case ev := <-w.Events:
+			name := filepath.Base(ev.Name)
+			if !strings.HasSuffix(name, ".pem") {
+				continue
+			}
+			if !ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write) || created[name] {
+				t.Fatalf("event %v on a key file: it must appear once, complete, never be written under its name", ev)
+			}
+			created[name] = true
+		case err := <-w.Errors:
+			t.Fatal(err)
+		case <-deadline:
+			deadline = nil
+			if len(created) < len(kids) {
+				t.Fatalf("saw %d key files created, want %d", len(created), len(kids))
+			}
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	var want []string
+	for _, k := range kids {
+		want = append(want, k+".pem")
+	}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("directory holds %v, want only %v", names, want)
+	}
+	if _, err := Load(dir, AlgEdDSA); err != nil {
+		t.Errorf("Load: %v", err)
 	}
 }
