@@ -208,6 +208,15 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 				p.Failf("UPSTREAM_KEYS", "key %q: %v", k.ID, identity.ErrShortKey)
 				bad = true
 			}
+			for _, other := range c.UpstreamKeys {
+				if bytes.Equal(k.Secret, other.Secret) {
+					// The key id is inside the signed string, but an app
+					// holding the secret can sign under either id: it could
+					// sign requests the other key's app accepts.
+					p.Failf("UPSTREAM_KEYS", "keys %q and %q have the same secret: every app must have a secret of its own", other.ID, k.ID)
+					bad = true
+				}
+			}
 			if !bad {
 				c.UpstreamKeys = append(c.UpstreamKeys, k)
 			}

@@ -179,6 +179,9 @@ func TestKeys(t *testing.T) {
 		{"short core key", map[string]string{"IDENTITY_KEYS": "k1:c2hvcnQ="}, "IDENTITY_KEYS"},
 		{"app key with a core id", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "core:" + key2}, "also a core key"},
 		{"app key with a core secret", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "app:" + key}, "also a core key"},
+		{"two app keys with one secret", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "app-a:" + key2 + ",app-b:" + key2}, "same secret"},
+		{"two app keys with one secret in two encodings", map[string]string{"IDENTITY_HMAC_KEY": key,
+			"UPSTREAM_KEYS": "app-a:" + key2 + ",app-b:" + strings.TrimRight(base64.URLEncoding.EncodeToString(mustB64(key2)), "=")}, "same secret"},
 		{"app key list malformed", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "nocolon"}, "UPSTREAM_KEYS"},
 		{"UPSTREAM_URL as an app without UPSTREAM_KEYS", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:9000"}, "set UPSTREAM_KEYS"},
 		{"UPSTREAM_URL as an app with a rules file", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:9000",
@@ -276,4 +279,12 @@ func TestBadNATSURLHidesCredential(t *testing.T) {
 			t.Errorf("NATS_URL=%s: the problem shows the credential: %v", v, err)
 		}
 	}
+}
+
+func mustB64(s string) []byte {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
