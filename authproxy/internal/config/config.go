@@ -141,7 +141,7 @@ var Vars = append(envconfig.Table{
 	{Name: "PROJECTION_CACHE_TTL", Default: "5m", Help: "projection TTL (invalidations evict sooner)"},
 	{Name: "MAX_STALENESS", Default: "30s", Help: "how long cached projections are trusted while NATS is down"},
 	{Name: "JWKS_REFRESH_INTERVAL", Default: "5m", Help: "background key set refresh"},
-	{Name: "JWKS_REFETCH_COOLDOWN", Default: "10s", Help: "minimum time between refetches for unknown kids"},
+	{Name: "JWKS_REFETCH_COOLDOWN", Default: "10s", Help: "minimum time between refetches for unknown kids (at least 1s)"},
 	{Name: "UPSTREAM_TIMEOUT", Default: "30s", Help: "read/write timeout of a forwarded request"},
 	{Name: "UPSTREAM_MAX_CONNS", Default: "1024", Help: "connections per upstream"},
 	{Name: "UPSTREAM_MAX_CONN_WAIT", Default: "2s", Help: "wait for a free upstream connection before 503"},
@@ -290,7 +290,9 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.ProjectionCacheTTL = p.Duration("PROJECTION_CACHE_TTL", time.Second, 0)
 	c.MaxStaleness = p.Duration("MAX_STALENESS", 0, 0)
 	c.JWKSRefresh = p.Duration("JWKS_REFRESH_INTERVAL", time.Second, 0)
-	c.JWKSCooldown = p.Duration("JWKS_REFETCH_COOLDOWN", 0, 0)
+	// 0 would refetch the key set for every token naming an unknown kid,
+	// one fetch after another: anyone could keep coreapi serving it.
+	c.JWKSCooldown = p.Duration("JWKS_REFETCH_COOLDOWN", time.Second, 0)
 	c.UpstreamTimeout = p.Duration("UPSTREAM_TIMEOUT", time.Millisecond, 0)
 	c.UpstreamMaxConns = p.Int("UPSTREAM_MAX_CONNS", 1, 0, 0)
 	c.UpstreamMaxConnWait = p.Duration("UPSTREAM_MAX_CONN_WAIT", time.Millisecond, 0)
