@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -28,9 +30,10 @@ func (s *Service) Register(rt httpapi.Routes) {
 
 func (s *Service) jwks(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderContentType, "application/json")
-	// Short enough that a removed key stops being trusted soon, long
-	// enough that proxies do not refetch on every start.
-	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
+	// A cached copy must expire before a key published after it signs,
+	// and soon after a key is removed (keys.Ring.JWKSMaxAge). The proxies
+	// do not cache over HTTP: they refetch on auth.keys.changed.
+	c.Set(fiber.HeaderCacheControl, "public, max-age="+strconv.Itoa(int(s.keys.JWKSMaxAge()/time.Second)))
 	return c.Send(s.keys.JWKS())
 }
 

@@ -145,6 +145,17 @@ func (r *Ring) KeyIDs() []string {
 // slice is shared: do not modify it.
 func (r *Ring) JWKS() []byte { return r.cur.Load().jwks }
 
+// JWKSMaxAge is how long a cache (a CDN, a resource server's HTTP client)
+// may keep the JWKS document: a fifth of the activation delay, at most a
+// minute, whole seconds. A copy taken just before a new key was published
+// must have expired before that key signs, with room for the key reaching
+// the pods late (a Secret synced after its kid's time); and a key removed
+// after a leak must leave such caches soon. With no activation delay
+// (keys sign as soon as they are published) it is 0.
+func (r *Ring) JWKSMaxAge() time.Duration {
+	return min(time.Minute, r.activation/5).Truncate(time.Second)
+}
+
 // Sign signs payload (a JSON claims object) as a compact JWS with header
 // typ at+jwt, kid and alg of the current signing key.
 func (r *Ring) Sign(payload []byte) ([]byte, error) {
