@@ -70,7 +70,7 @@ type Key struct {
 // set is an immutable snapshot of the directory.
 type set struct {
 	keys   []*Key // sorted by kid, ascending
-	signer *Key
+	signer *Key   // nil after a reload left no key of the algorithm
 	jwks   []byte
 }
 
@@ -111,25 +111,37 @@ func Load(dir, alg string, opts ...Option) (*Ring, error) {
 	for _, o := range opts {
 		o(r)
 	}
-	if err := r.Reload(); err != nil {
+	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), nil)
+	if err != nil {
 		return nil, err
 	}
+	r.cur.Store(s)
 	return r, nil
 }
 
-// Reload re-reads the directory and re-evaluates which key signs. On error
-// the previous keys stay in use.
+// Reload re-reads the directory and re-evaluates which key signs. A key
+// whose file is gone is never kept, whatever else is wrong: removing a
+// leaked key must take effect. A file that cannot be loaded keeps the key
+// it held before under its kid, if any, and is otherwise left out; if no
+// key of the algorithm is left, the remaining keys are published and Sign
+// fails with ErrNoKeys until one is added. Each such problem is returned
+// (joined), after the reloaded keys are in use.
 func (r *Ring) Reload() error {
-	s, err := loadSet(r.dir, r.alg, r.activation, r.now())
-	if err != nil {
-		return err
+	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), r.cur.Load())
+	if s != nil {
+		r.cur.Store(s)
 	}
-	r.cur.Store(s)
-	return nil
+	return err
 }
 
-// SigningKeyID is the kid of the key that signs new tokens.
-func (r *Ring) SigningKeyID() string { return r.cur.Load().signer.ID }
+// SigningKeyID is the kid of the key that signs new tokens ("" when none
+// does: see Reload).
+func (r *Ring) SigningKeyID() string {
+	if k := r.cur.Load().signer; k != nil {
+		return k.ID
+	}
+	return ""
+}
 
 // KeyIDs lists the kids of every published key, ascending.
 func (r *Ring) KeyIDs() []string {
@@ -160,6 +172,9 @@ func (r *Ring) JWKSMaxAge() time.Duration {
 // typ at+jwt, kid and alg of the current signing key.
 func (r *Ring) Sign(payload []byte) ([]byte, error) {
 	k := r.cur.Load().signer
+	if k == nil {
+		return nil, fmt.Errorf("%w: no %s key in %s", ErrNoKeys, r.alg, r.dir)
+	}
 	hdr := jws.NewHeaders()
 	if err := hdr.Set(jws.TypeKey, TokenType); err != nil {
 		return nil, fmt.Errorf("set typ: %w", err)
@@ -189,7 +204,12 @@ func kidTime(kid string) (time.Time, bool) {
 	return t, err == nil
 }
 
-func loadSet(dir, alg string, activation time.Duration, now time.Time) (*set, error) {
+// loadSet reads the keys of dir. With prev nil (start) any problem is an
+// error and no set is returned. With prev (a reload), a set is returned
+// unless the directory cannot be listed: a file that fails to load keeps
+// prev's key of its kid, if any, or is left out, and a missing key of alg
+// leaves the signer nil; the problems are returned with it.
+func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set) (*set, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.pem"))
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
@@ -197,10 +217,17 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time) (*set, er
 	sort.Strings(paths)
 	s := &set{}
 	var oldest *Key
+	var problems []error
 	for _, p := range paths {
 		k, err := loadKey(p)
 		if err != nil {
-			return nil, err
+			if prev == nil {
+				return nil, err
+			}
+			problems = append(problems, err)
+			if k = prev.key(strings.TrimSuffix(filepath.Base(p), ".pem")); k == nil {
+				continue
+			}
 		}
 		s.keys = append(s.keys, k)
 		if k.Alg != alg {
@@ -222,7 +249,11 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time) (*set, er
 		s.signer = oldest
 	}
 	if s.signer == nil {
-		return nil, fmt.Errorf("%w: no %s key in %s (create one with `coreapi keys generate -dir %s -alg %s`)", ErrNoKeys, alg, dir, dir, alg)
+		err := fmt.Errorf("%w: no %s key in %s (create one with `coreapi keys generate -dir %s -alg %s`)", ErrNoKeys, alg, dir, dir, alg)
+		if prev == nil {
+			return nil, err
+		}
+		problems = append(problems, err)
 	}
 	pubs := jwk.NewSet()
 	for _, k := range s.keys {
@@ -234,7 +265,17 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time) (*set, er
 	if err != nil {
 		return nil, fmt.Errorf("encode jwks: %w", err)
 	}
-	return s, nil
+	return s, errors.Join(problems...)
+}
+
+// key is the key kid of s, nil when s has none.
+func (s *set) key(kid string) *Key {
+	for _, k := range s.keys {
+		if k.ID == kid {
+			return k
+		}
+	}
+	return nil
 }
 
 func loadKey(path string) (*Key, error) {
@@ -405,8 +446,8 @@ const settle = 20 * time.Millisecond
 // Watch keeps the ring in step with the directory until ctx ends: it
 // watches the directory (fsnotify: a key file added, removed or replaced,
 // including a mounted Secret's atomic symlink swap), reloads when told to
-// (o.Reload) and, as a fallback, every o.Every. A failed reload keeps the
-// previous keys and is logged. When the published keys change (the JWKS
+// (o.Reload) and, as a fallback, every o.Every. A reload's problems are
+// logged; what it could apply is in use (see Reload). When the published keys change (the JWKS
 // document: ids, or a key's material under its id), it calls o.Changed. If
 // the directory cannot be watched, it polls only.
 func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
@@ -471,17 +512,18 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 			retryC = nil
 		}
 		if reload {
+			// A reload with problems still applies what it could (a
+			// removed key is gone): compare either way.
 			if err := r.Reload(); err != nil {
 				o.Log.Error("reload signing keys", "err", err)
-			} else {
-				ids := r.KeyIDs()
-				if now := string(r.JWKS()); now != published || r.SigningKeyID() != signing {
-					o.Log.Info("signing keys changed", "kids", ids, "signing_kid", r.SigningKeyID())
-					if now != published {
-						pending = ids
-					}
-					published, signing = now, r.SigningKeyID()
+			}
+			ids := r.KeyIDs()
+			if now := string(r.JWKS()); now != published || r.SigningKeyID() != signing {
+				o.Log.Info("signing keys changed", "kids", ids, "signing_kid", r.SigningKeyID())
+				if now != published {
+					pending = ids
 				}
+				published, signing = now, r.SigningKeyID()
 			}
 		}
 		if pending != nil && retryC == nil && o.Changed != nil {

@@ -241,6 +241,115 @@ func TestReloadKeepsKeysOnError(t *testing.T) {
 	}
 }
 
+// TestReloadDropsRemovedKeyWhateverElse: a key whose file is removed stops
+// being published (and signing) at the next reload even when the reload
+// has other problems: a broken file beside it, or no key of the signing
+// algorithm left. Keeping the previous set then kept a leaked key trusted
+// by every proxy for as long as the directory stayed so.
+func TestReloadDropsRemovedKeyWhateverElse(t *testing.T) {
+	t.Run("broken file added", func(t *testing.T) {
+		dir := t.TempDir()
+		kept, _ := Generate(dir, AlgEdDSA, time.Now().Add(-2*time.Hour))
+		removed, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+		r, err := Load(dir, AlgEdDSA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "zzz.pem"), []byte("junk"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, removed+".pem")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "zzz.pem") {
+			t.Errorf("Reload = %v, want the broken file reported", err)
+		}
+		if got := r.KeyIDs(); !slices.Equal(got, []string{kept}) {
+			t.Errorf("published %v, want only %s", got, kept)
+		}
+		if strings.Contains(string(r.JWKS()), removed) || r.SigningKeyID() != kept {
+			t.Errorf("removed key %s still published or signing (signing %s)", removed, r.SigningKeyID())
+		}
+	})
+	t.Run("no key of the algorithm left", func(t *testing.T) {
+		dir := t.TempDir()
+		leaked, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+		other, _ := Generate(dir, AlgES256, time.Now().Add(-time.Hour))
+		r, err := Load(dir, AlgEdDSA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, leaked+".pem")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reload(); !errors.Is(err, ErrNoKeys) {
+			t.Errorf("Reload = %v, want ErrNoKeys", err)
+		}
+		if got := r.KeyIDs(); !slices.Equal(got, []string{other}) || strings.Contains(string(r.JWKS()), leaked) {
+			t.Errorf("published %v, want only %s", got, other)
+		}
+		if _, _, ok := r.PublicKey(leaked); ok {
+			t.Error("removed key still verifies (introspection)")
+		}
+		if tok, err := r.Sign([]byte(`{}`)); !errors.Is(err, ErrNoKeys) {
+			t.Errorf("Sign = %s, %v; want ErrNoKeys", tok, err)
+		}
+		if got := r.SigningKeyID(); got != "" {
+			t.Errorf("signing kid = %q, want none", got)
+		}
+		kid, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+		if err := r.Reload(); err != nil || r.SigningKeyID() != kid {
+			t.Errorf("after adding %s: Reload = %v, signing %q", kid, err, r.SigningKeyID())
+		}
+	})
+	t.Run("key file broken in place keeps its key", func(t *testing.T) {
+		dir := t.TempDir()
+		kid, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+		r, err := Load(dir, AlgEdDSA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := string(r.JWKS())
+		if err := os.WriteFile(filepath.Join(dir, kid+".pem"), []byte("junk"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reload(); err == nil {
+			t.Error("Reload of a broken key file reported nothing")
+		}
+		if r.SigningKeyID() != kid || string(r.JWKS()) != before {
+			t.Errorf("a key whose file broke in place was dropped (signing %q)", r.SigningKeyID())
+		}
+	})
+}
+
+// TestWatchAnnouncesRemovalDespiteProblems: the watch announces a removed
+// key even when the reload that dropped it also reported a problem.
+func TestWatchAnnouncesRemovalDespiteProblems(t *testing.T) {
+	dir := t.TempDir()
+	leaked, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+	other, _ := Generate(dir, AlgES256, time.Now().Add(-time.Hour))
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	announced := make(chan []string, 16)
+	watch(t, r, WatchOptions{Every: time.Hour, Changed: func(_ context.Context, kids []string) error {
+		announced <- kids
+		return nil
+	}})
+	if err := os.Remove(filepath.Join(dir, leaked+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-announced:
+		if !slices.Equal(got, []string{other}) {
+			t.Fatalf("announced %v, want [%s]", got, other)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("removal of the last EdDSA key not announced within 2s")
+	}
+}
+
 func BenchmarkSign(b *testing.B) {
 	dir := b.TempDir()
 	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
