@@ -29,6 +29,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,6 +84,10 @@ type Ring struct {
 	activation time.Duration
 	now        func() time.Time
 	cur        atomic.Pointer[set]
+	// mu serialises reloads; appeared holds, for each key first found by
+	// a reload (not at Load) and still in the directory, when that was.
+	mu       sync.Mutex
+	appeared map[string]time.Time
 }
 
 // Option configures Load.
@@ -92,8 +97,11 @@ type Option func(*Ring)
 // with its creation time) sign only once it is at least d old; until then
 // it is published but an older key keeps signing. Every replica then has
 // time to load the new key, and every proxy to see it in the JWKS, before
-// the first token signed with it exists. Keys whose kid carries no time
-// are active at once.
+// the first token signed with it exists. A key that appears in the
+// directory while coreapi runs (found by Reload) waits d from then at the
+// least, however old its kid: one generated long before it was published
+// would otherwise sign on the first replica to load it while other pods'
+// Secrets still lack it. Keys whose kid carries no time are active at once.
 func WithActivationDelay(d time.Duration) Option { return func(r *Ring) { r.activation = d } }
 
 // WithClock sets the clock used for activation (tests).
@@ -111,7 +119,7 @@ func Load(dir, alg string, opts ...Option) (*Ring, error) {
 	for _, o := range opts {
 		o(r)
 	}
-	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), nil)
+	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -127,9 +135,26 @@ func Load(dir, alg string, opts ...Option) (*Ring, error) {
 // fails with ErrNoKeys until one is added. Each such problem is returned
 // (joined), after the reloaded keys are in use.
 func (r *Ring) Reload() error {
-	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), r.cur.Load())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now, prev := r.now(), r.cur.Load()
+	appeared := map[string]time.Time{}
+	since := func(kid string) time.Time {
+		t, ok := r.appeared[kid]
+		switch {
+		case ok:
+		case prev.key(kid) != nil:
+			return time.Time{} // known since Load: its kid's time counts
+		default:
+			t = now
+		}
+		appeared[kid] = t
+		return t
+	}
+	s, err := loadSet(r.dir, r.alg, r.activation, now, prev, since)
 	if s != nil {
 		r.cur.Store(s)
+		r.appeared = appeared
 	}
 	return err
 }
@@ -208,8 +233,10 @@ func kidTime(kid string) (time.Time, bool) {
 // error and no set is returned. With prev (a reload), a set is returned
 // unless the directory cannot be listed: a file that fails to load keeps
 // prev's key of its kid, if any, or is left out, and a missing key of alg
-// leaves the signer nil; the problems are returned with it.
-func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set) (*set, error) {
+// leaves the signer nil; the problems are returned with it. since (nil at
+// start) is when a key with a timed kid was first found, if later than its
+// kid's time.
+func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set, since func(kid string) time.Time) (*set, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.pem"))
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
@@ -236,7 +263,13 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set
 		if oldest == nil {
 			oldest = k // ascending order: the first one
 		}
-		if created, ok := kidTime(k.ID); !ok || !now.Before(created.Add(activation)) {
+		created, ok := kidTime(k.ID)
+		if ok && since != nil {
+			if t := since(k.ID); t.After(created) {
+				created = t
+			}
+		}
+		if !ok || !now.Before(created.Add(activation)) {
 			s.signer = k // ascending order: the newest active key wins
 		}
 	}

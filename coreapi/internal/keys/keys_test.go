@@ -768,3 +768,52 @@ func TestGenerateWritesAtomically(t *testing.T) {
 		t.Errorf("Load: %v", err)
 	}
 }
+
+// TestActivationCountsFromAppearance: a key generated long before it
+// reaches the directory of a running coreapi waits the activation delay
+// from when that coreapi first finds it, not from its kid's time: signing
+// with it at once would hand other pods' proxies, whose Secrets may not
+// have it yet, tokens they cannot verify. A coreapi starting with the key
+// already there goes by the kid's time.
+func TestActivationCountsFromAppearance(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const delay = 5 * time.Minute
+	old, err := Generate(dir, AlgEdDSA, t0.Add(-48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	r, err := Load(dir, AlgEdDSA, WithActivationDelay(delay), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Generated a day ago, published now.
+	late, err := Generate(dir, AlgEdDSA, t0.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		at   time.Duration
+		want string
+	}{{0, old}, {delay / 2, old}, {delay - time.Second, old}, {delay, late}, {2 * delay, late}} {
+		now = t0.Add(step.at)
+		if err := r.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.SigningKeyID(); got != step.want {
+			t.Errorf("%s after the key appeared: signing kid = %s, want %s", step.at, got, step.want)
+		}
+		if !slices.Contains(r.KeyIDs(), late) {
+			t.Errorf("%s after the key appeared: %s not published", step.at, late)
+		}
+	}
+	now = t0
+	restarted, err := Load(dir, AlgEdDSA, WithActivationDelay(delay), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := restarted.SigningKeyID(); got != late {
+		t.Errorf("a coreapi starting with the key there: signing kid = %s, want %s", got, late)
+	}
+}
