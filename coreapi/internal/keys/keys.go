@@ -313,8 +313,11 @@ func (s *set) key(kid string) *Key {
 
 func loadKey(path string) (*Key, error) {
 	kid := strings.TrimSuffix(filepath.Base(path), ".pem")
-	if !kidPattern.MatchString(kid) {
-		return nil, fmt.Errorf("key %s: file name must be [A-Za-z0-9._-]{1,128}.pem", path)
+	// "." and ".." match the pattern, but every proxy refuses them as kids
+	// (they are path segments): a key named so would sign tokens no proxy
+	// accepts.
+	if !kidPattern.MatchString(kid) || kid == "." || kid == ".." {
+		return nil, fmt.Errorf("key %s: file name must be [A-Za-z0-9._-]{1,128}.pem, not ..pem or ...pem", path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

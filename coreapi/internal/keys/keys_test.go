@@ -203,6 +203,18 @@ func TestLoadErrors(t *testing.T) {
 			_ = os.Rename(filepath.Join(dir, kid+".pem"), filepath.Join(dir, "a b.pem"))
 			return dir
 		}, AlgEdDSA, "file name"},
+		{"kid .", func(t *testing.T) string {
+			dir := t.TempDir()
+			kid, _ := Generate(dir, AlgEdDSA, time.Now())
+			_ = os.Rename(filepath.Join(dir, kid+".pem"), filepath.Join(dir, "..pem"))
+			return dir
+		}, AlgEdDSA, "file name"},
+		{"kid ..", func(t *testing.T) string {
+			dir := t.TempDir()
+			kid, _ := Generate(dir, AlgEdDSA, time.Now())
+			_ = os.Rename(filepath.Join(dir, kid+".pem"), filepath.Join(dir, "...pem"))
+			return dir
+		}, AlgEdDSA, "file name"},
 		{"bad alg", func(t *testing.T) string { return t.TempDir() }, "HS256", "unsupported"},
 		{"no key of alg", func(t *testing.T) string {
 			dir := t.TempDir()
