@@ -315,6 +315,8 @@ func LoadCommand(command string, getenv func(string) string) (Config, error) {
 			c.DatabaseURL = l.database()
 		case "SIGNING_KEYS_DIR":
 			c.SigningKeysDir = l.signingKeysDir()
+		case "SIGNING_ALG":
+			c.SigningAlg = l.String("SIGNING_ALG")
 		default:
 			l.Problem("%s: read by %s in the table but not by LoadCommand", v.Name, command)
 		}

@@ -37,7 +37,7 @@ var Vars = append(envconfig.Table{
 	{Name: "REFRESH_REUSE_GRACE", Default: "10s", Help: "window for presenting a rotated refresh token again"},
 	{Name: "TOKEN_MAX_LEEWAY", Default: "60s", Help: "largest TOKEN_LEEWAY of any proxy (at most 1m)"},
 	{Name: "SIGNING_KEYS_DIR", Required: true, Commands: []string{"keys"}, Help: "directory of *.pem signing keys"},
-	{Name: "SIGNING_ALG", Default: "EdDSA", Help: "signing algorithm (EdDSA, ES256, RS256)"},
+	{Name: "SIGNING_ALG", Default: "EdDSA", Commands: []string{"keys"}, Help: "signing algorithm (EdDSA, ES256, RS256); also what `keys generate` makes by default"},
 	{Name: "SIGNING_KEY_ACTIVATION_DELAY", Default: "5m", Help: "age at which a generated key starts signing"},
 	{Name: "OIDC_PROVIDERS", Help: "comma list of provider names"},
 	{Name: "OIDC_<NAME>_ISSUER", Help: "provider issuer URL"},
