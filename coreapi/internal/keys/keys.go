@@ -237,6 +237,13 @@ func kidTime(kid string) (time.Time, bool) {
 // start) is when a key with a timed kid was first found, if later than its
 // kid's time.
 func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set, since func(kid string) time.Time) (*set, error) {
+	if prev != nil {
+		// A directory gone (unmounted, renamed) is no statement about
+		// the keys: keep them, as for a listing that fails.
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("list keys: %w", err)
+		}
+	}
 	paths, err := filepath.Glob(filepath.Join(dir, "*.pem"))
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)

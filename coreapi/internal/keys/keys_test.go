@@ -314,6 +314,24 @@ func TestReloadDropsRemovedKeyWhateverElse(t *testing.T) {
 			t.Errorf("after adding %s: Reload = %v, signing %q", kid, err, r.SigningKeyID())
 		}
 	})
+	t.Run("directory gone keeps the keys", func(t *testing.T) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "keys")
+		kid, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+		r, err := Load(dir, AlgEdDSA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(dir, filepath.Join(parent, "elsewhere")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reload(); err == nil {
+			t.Error("Reload of a missing directory reported nothing")
+		}
+		if r.SigningKeyID() != kid || !slices.Equal(r.KeyIDs(), []string{kid}) {
+			t.Errorf("keys after the directory went: %v signing %q, want %s kept", r.KeyIDs(), r.SigningKeyID(), kid)
+		}
+	})
 	t.Run("key file broken in place keeps its key", func(t *testing.T) {
 		dir := t.TempDir()
 		kid, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
