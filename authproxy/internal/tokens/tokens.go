@@ -124,6 +124,8 @@ type Entry struct {
 	slot int32         // in its store shard's ring
 	// set is the key set the token's key was last found in: while it is
 	// still the current set (sets are immutable), the key is still there.
+	// In a refusal for the signature or the algorithm, the set it was
+	// refused against: the refusal holds only while that set is current.
 	set atomic.Pointer[jwks.Set]
 }
 
@@ -281,6 +283,11 @@ func (v *Verifier) CachedAux(d *Name, now time.Time) (e *Entry, aux unsafe.Point
 		if !live {
 			return nil, nil, false, nil
 		}
+		if s := e.set.Load(); s != nil && s != v.keys.Current() {
+			// Refused for its signature or algorithm against another
+			// key set: a key replaced under its kid may verify it now.
+			return nil, nil, false, nil
+		}
 		v.neg.Hits.Inc()
 		return nil, nil, true, e.err
 	}
@@ -324,6 +331,9 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *Name) (*Ent
 	}
 	v.pos.Misses.Inc()
 	res, err, _ := v.sf.Do(string(d[:]), func() (any, error) {
+		// The set before the verification: if another becomes current
+		// meanwhile, a refusal remembered against this one is not used.
+		set := v.keys.Current()
 		c, err := v.verify(ctx, token)
 		now := v.opt.Now()
 		switch {
@@ -342,7 +352,13 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *Name) (*Ent
 			// Not put in the front table: refused tokens must not push
 			// out the entries of valid ones there.
 			if v.opt.NegativeTTL > 0 {
-				v.negs.put(&Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}, now.UnixNano())
+				ne := &Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}
+				if errors.Is(err, ErrSignature) || errors.Is(err, ErrAlg) {
+					// Refusals that depend on the key material hold only
+					// while this key set is current.
+					ne.set.Store(set)
+				}
+				v.negs.put(ne, now.UnixNano())
 			}
 		}
 		return nil, err

@@ -460,3 +460,39 @@ func TestOurs(t *testing.T) {
 		t.Fatal("Ours verified a token")
 	}
 }
+
+// A token refused for its signature is refused again from the negative
+// cache only while the key set it was checked against is current: once a
+// key replaced under its kid is fetched (coreapi announces the change), the
+// new key's tokens verify at once, not after NEGATIVE_CACHE_TTL.
+func TestNegativeCacheFollowsKeySet(t *testing.T) {
+	core := testenv.NewCore(t)
+	core.Publish(testenv.NewKey(t, "k1", jwa.EdDSA))
+	m := metrics.New()
+	algs := []string{"EdDSA"}
+	kc := jwks.New(jwks.Options{URL: core.URL() + "/.well-known/jwks.json", Algs: algs, Interval: time.Hour,
+		Cooldown: time.Hour, Timeout: 5 * time.Second}, slog.New(slog.NewJSONHandler(io.Discard, nil)), m)
+	if err := kc.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v, err := New(Options{Issuer: testenv.Issuer, Audience: testenv.Audience, Algs: algs, Leeway: 30 * time.Second,
+		MaxLifetime: time.Hour, MaxTokenBytes: 4096, CacheSize: 1000, MaxTTL: 5 * time.Minute, NegativeTTL: time.Hour}, kc, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	replacement := testenv.NewKey(t, "k1", jwa.EdDSA)
+	tok := []byte(testenv.Sign(t, replacement, testenv.DefaultClaims(time.Now(), "u", "t1", "s1"), nil))
+	for range 2 {
+		if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrSignature) {
+			t.Fatalf("token of a key the proxy does not have yet: %v, want ErrSignature", err)
+		}
+	}
+	core.Publish(replacement)
+	if err := kc.KeysChanged(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("after the replaced key was fetched: %v, want the token verified", err)
+	}
+}
