@@ -116,6 +116,38 @@ MSG
 	fi
 fi
 
+# A kept cluster that is already running belongs either to a run still going
+# (make run in another terminal: leave it alone, stopping it would pull the
+# database from under that stack) or to a run that was killed before it could
+# stop it (kill -9, a crash): then every later start failed with "another
+# server might be running" until it was stopped by hand. The running script
+# records its pid in $BASE/owner.
+owner_file="$BASE/owner"
+pg_running() { ${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; }
+# owner_alive PID: PID is a running with-postgres.sh (any live process
+# where there is no ps to tell).
+owner_alive() {
+	kill -0 "$1" 2>/dev/null || return 1
+	command -v ps >/dev/null 2>&1 || return 0
+	ps -p "$1" -o command= 2>/dev/null | grep -q with-postgres
+}
+if [[ $KEEP -eq 1 ]] && pg_running; then
+	owner=$(cat "$owner_file" 2>/dev/null || true)
+	if [[ "$owner" =~ ^[0-9]+$ ]] && [[ "$owner" != "$$" ]] && owner_alive "$owner"; then
+		cat >&2 <<MSG
+with-postgres: the PostgreSQL cluster in $PGDATA is in use by another run (pid $owner),
+  most likely \`make run\` in another terminal: stop that one first (Ctrl-C), or give this one
+  a cluster of its own with PG_PERSIST_DIR=DIR (or DATABASE_URL).
+MSG
+		exit 1
+	fi
+	log "stopping the cluster in $PGDATA that an earlier run left running"
+	${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null || {
+		log "could not stop it; stop it with: pg_ctl -D $PGDATA stop"
+		exit 1
+	}
+fi
+
 # The port is kept with a kept cluster. When another program has taken it
 # since (and it is not this cluster, left running), the cluster moves to a
 # free one: its port is nothing but a start option.
@@ -140,6 +172,7 @@ fi
 
 cleanup() {
 	${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	rm -f "$owner_file"
 	[[ $KEEP -eq 1 ]] || rm -rf "$BASE"
 }
 # On a signal, stop here: the EXIT trap cleans up once; going on would run
@@ -147,11 +180,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# A closed terminal: the command (make run) stops its services in order
+# first, then the cluster stops.
+trap 'exit 129' HUP
+echo $$ >"$owner_file"
 
 if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
 	log "initialising a local cluster in $PGDATA"
 	${RUN_AS[@]+"${RUN_AS[@]}"} "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
-		{ cat "$BASE/initdb.log" >&2; exit 1; }
+		{ tail -n 30 "$BASE/initdb.log" >&2; exit 1; }
 fi
 log "starting PostgreSQL on 127.0.0.1:$PORT"
 # TCP only: no Unix socket, whose path (the cluster's directory, wherever
@@ -159,7 +196,7 @@ log "starting PostgreSQL on 127.0.0.1:$PORT"
 # which pg_ctl's -o string would split.
 ${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
 	-o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c fsync=off -c max_connections=300" start >/dev/null ||
-	{ cat "$BASE/postgres.log" >&2; exit 1; }
+	{ tail -n 30 "$BASE/postgres.log" >&2; exit 1; }
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"
 set +e

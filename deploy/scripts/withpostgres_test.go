@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -230,5 +231,150 @@ func TestMakeResetInSpacedCheckout(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(checkout, ".data")); !os.IsNotExist(err) {
 		t.Errorf("make reset left %s/.data: %v", checkout, err)
+	}
+}
+
+// startScript starts the script with PG_LOCAL=1, the extra environment and
+// the given shell command, its stderr in a file (a server left running must
+// hold no pipe of the test's).
+func startScript(t *testing.T, shell string, env ...string) (*exec.Cmd, *os.File) {
+	t.Helper()
+	errf, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", script, "sh", "-c", shell)
+	cmd.Env = append(os.Environ(), append([]string{"PG_LOCAL=1", "DATABASE_URL="}, env...)...)
+	cmd.Stdout, cmd.Stderr = errf, errf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, errf
+}
+
+func readFile(t *testing.T, f *os.File) string {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// listening reports whether a server accepts connections on 127.0.0.1:port.
+func listening(port string) bool {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// stopLeftover stops, at the end of the test, a postmaster still running in
+// pd (a failed test's).
+func stopLeftover(t *testing.T, pd string) {
+	t.Cleanup(func() {
+		b, err := os.ReadFile(filepath.Join(pd, "data", "postmaster.pid"))
+		if err != nil {
+			return
+		}
+		pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+		if err == nil && pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGINT) // fast shutdown
+			time.Sleep(2 * time.Second)
+		}
+	})
+}
+
+// TestWithPostgresClusterLeftRunning: a kept cluster (`make run`) that a
+// killed run (kill -9, a crash) left running is stopped and started again
+// by the next run; every later `make run` and `make reset` failed with
+// "another server might be running" until it was stopped by hand.
+func TestWithPostgresClusterLeftRunning(t *testing.T) {
+	needServer(t)
+	pd := persistDir(t)
+	stopLeftover(t, pd)
+	// The command kills the script (its parent) as kill -9 would: no trap runs.
+	cmd, _ := startScript(t, `kill -9 $PPID`, "PG_PERSIST_DIR="+pd)
+	_ = cmd.Wait()
+	portb, err := os.ReadFile(filepath.Join(pd, "port"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strings.TrimSpace(string(portb))
+	if !listening(port) {
+		t.Fatal("the killed run's cluster is not running: nothing to test")
+	}
+
+	url, stderr, err := withPostgres(t, "PG_PERSIST_DIR="+pd)
+	if err != nil {
+		t.Fatalf("run after a killed run: %v\n%s", err, stderr)
+	}
+	if !strings.HasPrefix(url, "postgres://postgres@127.0.0.1:") {
+		t.Errorf("DATABASE_URL = %q", url)
+	}
+	if !strings.Contains(stderr, "left running") {
+		t.Errorf("the run does not say it stopped the cluster left running:\n%s", stderr)
+	}
+	if listening(port) {
+		t.Errorf("the cluster still runs on port %s after the run", port)
+	}
+}
+
+// TestWithPostgresClusterInUse: a second run on a kept cluster that a run
+// still going uses (`make run` in another terminal) is refused and leaves
+// that cluster running; it stopped it, pulling the database from under the
+// first stack.
+func TestWithPostgresClusterInUse(t *testing.T) {
+	needServer(t)
+	pd := persistDir(t)
+	stopLeftover(t, pd)
+	flag := filepath.Join(t.TempDir(), "ready")
+	release := filepath.Join(t.TempDir(), "release")
+	first, firstErr := startScript(t, `: >"`+flag+`"; while [ ! -f "`+release+`" ]; do sleep 0.1; done`, "PG_PERSIST_DIR="+pd)
+	done := make(chan error, 1)
+	go func() { done <- first.Wait() }()
+	defer func() {
+		os.WriteFile(release, nil, 0o644)
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			first.Process.Kill()
+		}
+	}()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(flag); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("first run ended: %v\n%s", err, readFile(t, firstErr))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("first run not ready\n%s", readFile(t, firstErr))
+		}
+	}
+	portb, _ := os.ReadFile(filepath.Join(pd, "port"))
+	port := strings.TrimSpace(string(portb))
+
+	_, stderr, err := withPostgres(t, "PG_PERSIST_DIR="+pd)
+	if err == nil {
+		t.Errorf("second run on a cluster in use succeeded:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "in use by another run") {
+		t.Errorf("second run does not say the cluster is in use:\n%s", stderr)
+	}
+	if !listening(port) {
+		t.Errorf("the first run's cluster (port %s) was stopped by the second run", port)
+	}
+	os.WriteFile(release, nil, 0o644)
+	if err := <-done; err != nil {
+		t.Errorf("first run: %v\n%s", err, readFile(t, firstErr))
+	}
+	done <- nil // for the deferred wait
+	if listening(port) {
+		t.Errorf("the cluster still runs on port %s after the first run", port)
 	}
 }
