@@ -8,8 +8,8 @@
 // front of both, seeds a demo tenant, starts Mailpit (SMTP 127.0.0.1:1025, UI
 // 127.0.0.1:8025, built from the module proxy into .data/) unless SMTP_URL
 // is set, and prints a curl tour. Every port is
-// on 127.0.0.1 unless a flag says otherwise. Ctrl-C or SIGTERM stops
-// everything in order.
+// on 127.0.0.1 unless a flag says otherwise. Ctrl-C, SIGTERM or SIGHUP (a
+// closed terminal) stops everything in order.
 //
 // Every step is idempotent: running it again reuses the keys, the database
 // and the demo users. `stack -reset` (make reset) drops the database.
@@ -36,7 +36,10 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP: the terminal was closed. Left to its default it killed this
+	// runner at once, leaving the services to die unordered (Linux) or to
+	// run on as orphans holding the ports (elsewhere).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	stderr := &lockedWriter{w: os.Stderr}
 	logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("component", "stack")
