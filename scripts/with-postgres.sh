@@ -86,12 +86,25 @@ if [[ $(id -u) -eq 0 ]]; then
 	[[ ${#RUN_AS[@]} -gt 0 ]] || { log "running as root and no 'postgres' or 'nobody' user exists"; exit 1; }
 fi
 
+# as_pg COMMAND...: runs a PostgreSQL program as the cluster's user, from /
+# when that is another user: the current directory (a checkout under /root,
+# say) may be closed to it, and pg_ctl then printed "could not change
+# directory to ...: Permission denied" on every start and stop.
+as_pg() {
+	if [[ ${#RUN_AS[@]} -gt 0 ]]; then
+		(cd / && ${RUN_AS[@]+"${RUN_AS[@]}"} "$@")
+	else
+		"$@"
+	fi
+}
+
 if [[ -n "${PG_PERSIST_DIR:-}" ]]; then
 	mkdir -p "$PG_PERSIST_DIR"
 	BASE=$(cd "$PG_PERSIST_DIR" && pwd)
 	KEEP=1
 else
 	BASE=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-pg.XXXXXX")
+	BASE=$(cd "$BASE" && pwd) # absolute: as_pg runs from /
 	KEEP=0
 fi
 PGDATA="$BASE/data"
@@ -100,7 +113,7 @@ if [[ ${#RUN_AS[@]} -gt 0 ]]; then
 	chown "${RUN_AS[2]}" "$BASE"
 	# The unprivileged user needs a way in: every directory above must be
 	# searchable by others, which /root (0700) is not.
-	if ! ${RUN_AS[@]+"${RUN_AS[@]}"} test -w "$BASE" -a -x "$BASE"; then
+	if ! as_pg test -w "$BASE" -a -x "$BASE"; then
 		if [[ $KEEP -eq 1 ]]; then
 			where="PG_PERSIST_DIR to a directory it can reach (make run PG_PERSIST_DIR=/var/tmp/tollgate-pg)"
 		else
@@ -123,7 +136,7 @@ fi
 # server might be running" until it was stopped by hand. The running script
 # records its pid in $BASE/owner.
 owner_file="$BASE/owner"
-pg_running() { ${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; }
+pg_running() { as_pg "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; }
 # owner_alive PID: PID is a running with-postgres.sh (any live process
 # where there is no ps to tell).
 owner_alive() {
@@ -142,7 +155,7 @@ MSG
 		exit 1
 	fi
 	log "stopping the cluster in $PGDATA that an earlier run left running"
-	${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null || {
+	as_pg "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null || {
 		log "could not stop it; stop it with: pg_ctl -D $PGDATA stop"
 		exit 1
 	}
@@ -155,7 +168,7 @@ port_file="$BASE/port"
 PORT=
 [[ -f "$port_file" ]] && PORT=$(cat "$port_file")
 if [[ -n "$PORT" ]] && tcp_open 127.0.0.1 "$PORT" &&
-	! ${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; then
+	! as_pg "$PG_CTL" -D "$PGDATA" status >/dev/null 2>&1; then
 	log "port $PORT is taken by another program; choosing another"
 	PORT=
 fi
@@ -171,7 +184,7 @@ if [[ -z "$PORT" ]]; then
 fi
 
 cleanup() {
-	${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	as_pg "$PG_CTL" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
 	rm -f "$owner_file"
 	[[ $KEEP -eq 1 ]] || rm -rf "$BASE"
 }
@@ -187,14 +200,14 @@ echo $$ >"$owner_file"
 
 if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
 	log "initialising a local cluster in $PGDATA"
-	${RUN_AS[@]+"${RUN_AS[@]}"} "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
+	as_pg "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
 		{ tail -n 30 "$BASE/initdb.log" >&2; exit 1; }
 fi
 log "starting PostgreSQL on 127.0.0.1:$PORT"
 # TCP only: no Unix socket, whose path (the cluster's directory, wherever
 # the checkout is) may be too long for one (107 bytes) or hold a space,
 # which pg_ctl's -o string would split.
-${RUN_AS[@]+"${RUN_AS[@]}"} "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
+as_pg "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
 	-o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c fsync=off -c max_connections=300" start >/dev/null ||
 	{ tail -n 30 "$BASE/postgres.log" >&2; exit 1; }
 

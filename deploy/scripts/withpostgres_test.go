@@ -378,3 +378,34 @@ func TestWithPostgresClusterInUse(t *testing.T) {
 		t.Errorf("the cluster still runs on port %s after the first run", port)
 	}
 }
+
+// TestWithPostgresClosedWorkingDirAsRoot: run as root from a directory the
+// cluster's unprivileged user cannot enter (a checkout under /root, with
+// PG_PERSIST_DIR elsewhere as the README says), the PostgreSQL programs
+// run from / and so do not print "could not change directory to ...:
+// Permission denied" on every start and stop.
+func TestWithPostgresClosedWorkingDirAsRoot(t *testing.T) {
+	needServer(t)
+	if os.Geteuid() != 0 {
+		t.Skip("not root")
+	}
+	sh, err := filepath.Abs(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd := persistDir(t)
+	cmd := exec.Command("bash", sh, "sh", "-c", `printf %s "$DATABASE_URL"`)
+	cmd.Dir = t.TempDir() // 0700: only root gets in
+	cmd.Env = append(os.Environ(), "PG_LOCAL=1", "DATABASE_URL=", "PG_PERSIST_DIR="+pd)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "postgres://postgres@127.0.0.1:") {
+		t.Errorf("DATABASE_URL = %q", out.String())
+	}
+	if strings.Contains(errb.String(), "could not change directory") {
+		t.Errorf("a PostgreSQL program ran in the closed working directory:\n%s", errb.String())
+	}
+}
