@@ -62,9 +62,21 @@ func permanentDBError(err error) bool {
 	return false
 }
 
+type dbWaitKey struct{}
+
+// withDBWaitNote returns ctx carrying note, which waitDB calls once, with
+// the error and how long it will keep trying, when the database does not
+// answer at the first attempt: a server that is down, or a DATABASE_URL
+// naming the wrong host or port, otherwise kept `make run` silent for the
+// whole -ready-timeout.
+func withDBWaitNote(ctx context.Context, note func(err error, wait time.Duration)) context.Context {
+	return context.WithValue(ctx, dbWaitKey{}, note)
+}
+
 // waitDB calls try until it succeeds, fails permanently (at once, with the
 // server's message), ctx ends or wait passes (with the last error).
 func waitDB(ctx context.Context, wait time.Duration, try func(context.Context) error) error {
+	note, _ := ctx.Value(dbWaitKey{}).(func(error, time.Duration))
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
@@ -74,6 +86,10 @@ func waitDB(ctx context.Context, wait time.Duration, try func(context.Context) e
 		}
 		if permanentDBError(err) {
 			return fmt.Errorf("database refused: %w", err)
+		}
+		if note != nil && ctx.Err() == nil {
+			note(err, wait)
+			note = nil
 		}
 		select {
 		case <-ctx.Done():

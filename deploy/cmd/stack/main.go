@@ -140,6 +140,9 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if serverURL == "" {
 		return errors.New("DATABASE_URL is unset: start the stack with `make run`, which finds or starts a PostgreSQL")
 	}
+	ctx = withDBWaitNote(ctx, func(err error, wait time.Duration) {
+		logger.Warn("database not reachable; retrying (Ctrl-C to stop)", "for", wait.String(), "err", err.Error())
+	})
 	if o.reset {
 		if err := dropDatabase(ctx, serverURL, o.database, o.readyWait); err != nil {
 			return err

@@ -6,15 +6,19 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -202,6 +206,39 @@ func TestMigrateUnreachable(t *testing.T) {
 	err := migrate(context.Background(), "postgres://postgres@"+addr+"/x?sslmode=disable&connect_timeout=1", 500*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "database unreachable") {
 		t.Fatalf("migrate(unreachable) = %v, want a database unreachable error", err)
+	}
+}
+
+// TestWaitDBSaysItWaits: a database that does not answer at once is
+// reported once, with the error and how long it is retried, instead of
+// leaving `make run` silent for up to -ready-timeout; one that answers at
+// once, or refuses for good, is not.
+func TestWaitDBSaysItWaits(t *testing.T) {
+	var notes []string
+	ctx := withDBWaitNote(context.Background(), func(err error, wait time.Duration) {
+		notes = append(notes, fmt.Sprintf("%v for %v", err, wait))
+	})
+	tries := 0
+	err := waitDB(ctx, time.Minute, func(context.Context) error {
+		if tries++; tries < 3 {
+			return errors.New("dial tcp 127.0.0.1:5433: connect: connection refused")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"dial tcp 127.0.0.1:5433: connect: connection refused for 1m0s"}; !slices.Equal(notes, want) {
+		t.Errorf("notes = %q, want %q", notes, want)
+	}
+
+	notes = nil
+	if err := waitDB(ctx, time.Minute, func(context.Context) error { return nil }); err != nil || notes != nil {
+		t.Errorf("answering at once: err %v, notes %q", err, notes)
+	}
+	refusedErr := &pgconn.PgError{Severity: "FATAL", Code: "28000", Message: `role "x" does not exist`}
+	if err := waitDB(ctx, time.Minute, func(context.Context) error { return refusedErr }); err == nil || notes != nil {
+		t.Errorf("refused for good: err %v, notes %q", err, notes)
 	}
 }
 
