@@ -203,6 +203,9 @@ func TestRunTwice(t *testing.T) {
 				t.Errorf("run #%d: README tour output lacks %s:\n%s", i+1, want, out)
 			}
 		}
+		// Its forgot-password step names the account it signed up, so that
+		// the reset mail it points at exists.
+		waitMailMatching(t, catcher, regexp.MustCompile(`^you-\d+-\d+@example\.com Reset your password$`), i+1)
 
 		// MFA works in the stack (MFA_ENCRYPTION_KEYS_FILE is set), and a
 		// factor enrolled in the first run still opens in the second.
@@ -272,6 +275,27 @@ func waitMail(t *testing.T, c *smtpCatcher, want string, n int) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d mails %q after 20s, want %d; received %v", got, want, n, c.received())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitMailMatching waits up to 20 s for n mails matching re ("to subject").
+func waitMailMatching(t *testing.T, c *smtpCatcher, re *regexp.Regexp, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := 0
+		for _, m := range c.received() {
+			if re.MatchString(m) {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d mails matching %s after 20s, want %d; received %v", got, re, n, c.received())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
