@@ -71,6 +71,10 @@ func ensureMailpit(ctx context.Context, dir string, logs io.Writer) (string, err
 	cmd.Stdout, cmd.Stderr = out, out
 	err = cmd.Run()
 	out.Flush()
+	if err != nil && ctx.Err() == nil {
+		return "", fmt.Errorf("build mailpit %s from the Go module proxy: %w (its output is above); "+
+			"to run without it, set SMTP_URL to a mail server of yours (smtp://[user:pass@]host[:port]) and run make run again", mailpitVersion, err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("build mailpit %s: %w", mailpitVersion, err)
 	}

@@ -146,3 +146,19 @@ func (s *catchSession) Data(r io.Reader) error {
 	s.c.mu.Unlock()
 	return nil
 }
+
+// TestMailpitBuildFailureSaysWhatToDo: when Mailpit cannot be built (no
+// module proxy, a failing build), make run stops with an error that names
+// the way around it, SMTP_URL, not with "exit status 1" alone.
+func TestMailpitBuildFailureSaysWhatToDo(t *testing.T) {
+	t.Setenv("GO", "false") // a go command that fails
+	_, err := ensureMailpit(context.Background(), t.TempDir(), io.Discard)
+	if err == nil {
+		t.Fatal("ensureMailpit succeeded with a failing go command")
+	}
+	for _, want := range []string{"build mailpit " + mailpitVersion, "SMTP_URL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
