@@ -158,6 +158,23 @@ func dropDatabase(ctx context.Context, serverURL, name string, wait time.Duratio
 	})
 }
 
+// databaseSessions is the number of sessions connected to database name
+// on the server of serverURL (0 when it does not exist).
+func databaseSessions(ctx context.Context, serverURL, name string, wait time.Duration) (int, error) {
+	var n int
+	err := waitDB(ctx, wait, func(ctx context.Context) error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(cctx, serverURL)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		return conn.QueryRow(cctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, name).Scan(&n)
+	})
+	return n, err
+}
+
 // migrate applies pending migrations, waiting up to wait for the database
 // to accept connections; a permanent error fails at once.
 func migrate(ctx context.Context, dbURL string, wait time.Duration) error {

@@ -286,3 +286,37 @@ func TestRunFailsFastOnPermanentDatabaseError(t *testing.T) {
 		t.Error("binaries were built before the database was checked")
 	}
 }
+
+// TestResetRefusesDatabaseInUse: `make reset` while a stack still uses its
+// database (make run in another terminal) refuses, naming the cause, and
+// drops nothing; it dropped the database from under that stack (and make
+// then removed .data/ too). Once nothing is connected it drops it.
+func TestResetRefusesDatabaseInUse(t *testing.T) {
+	name := dropLater(t, "stack_"+randHex(6))
+	dbURL, _, err := ensureDatabase(context.Background(), adminURL(), name, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DATABASE_URL", adminURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-reset", "-database", name, "-data", t.TempDir()}
+	err = run(ctx, slog.New(slog.DiscardHandler), args, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "open connection") || !strings.Contains(err.Error(), "stop it first") {
+		t.Errorf("reset with the database in use = %v", err)
+	}
+	if !databaseExists(t, name) {
+		t.Fatal("reset dropped a database in use")
+	}
+	c.Close(ctx)
+	if err := run(ctx, slog.New(slog.DiscardHandler), args, io.Discard, io.Discard); err != nil {
+		t.Fatalf("reset with nothing connected: %v", err)
+	}
+	if databaseExists(t, name) {
+		t.Error("reset did not drop the database")
+	}
+}

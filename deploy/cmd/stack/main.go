@@ -144,6 +144,18 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		logger.Warn("database not reachable; retrying (Ctrl-C to stop)", "for", wait.String(), "err", err.Error())
 	})
 	if o.reset {
+		// A stack still running (make run in another terminal) would lose
+		// its database from under it, and .data/ after it.
+		if _, err := databaseURL(serverURL, o.database); err != nil {
+			return err
+		}
+		n, err := databaseSessions(ctx, serverURL, o.database, o.readyWait)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("database %s has %d open connection(s), most likely a stack still running (make run in another terminal): stop it first (Ctrl-C), then reset", o.database, n)
+		}
 		if err := dropDatabase(ctx, serverURL, o.database, o.readyWait); err != nil {
 			return err
 		}
