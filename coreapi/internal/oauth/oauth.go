@@ -215,8 +215,11 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 
 // Register adds the OAuth routes (an httpapi.Options.Register hook).
 func (s *Service) Register(rt httpapi.Routes) {
-	rt.Public.Get("/auth/oauth/:provider/authorize", s.authorize)
-	rt.Public.Get("/auth/oauth/:provider/callback", s.callback)
+	// GET only: authorize stores a pending state (and counts against the
+	// per-address and table limits), the callback consumes it and opens a
+	// session; neither may happen for a HEAD that no browser follows.
+	rt.Public.GetOnly("/auth/oauth/:provider/authorize", s.authorize)
+	rt.Public.GetOnly("/auth/oauth/:provider/callback", s.callback)
 }
 
 func (s *Service) lookup(c *fiber.Ctx) (*provider, error) {

@@ -473,6 +473,47 @@ func TestStateBoundToBrowser(t *testing.T) {
 	handover(t, x.callback(t, cb, victim.cookie))
 }
 
+// TestHeadStartsAndFinishesNothing: a HEAD (a link checker, a mail
+// scanner) on authorize or the callback is refused with 405 and Allow:
+// GET; it stores no state, spends no rate limit, and does not consume the
+// state of a flow under way.
+func TestHeadStartsAndFinishesNothing(t *testing.T) {
+	x := start(t, func(o *oauth.Options) { o.AuthorizePerMinute = 2 })
+	head := func(path string, cookie *http.Cookie) apitest.Response {
+		t.Helper()
+		h := http.Header{}
+		if cookie != nil {
+			h.Set("Cookie", cookie.Name+"="+cookie.Value)
+		}
+		r := x.Do(t, apitest.Request{Method: http.MethodHead, Path: path, Header: h, ClientIP: "192.0.2.1", Undocumented: true})
+		if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != http.MethodGet {
+			t.Fatalf("HEAD %s: %d Allow=%q, want 405 with Allow: GET", path, r.Status, r.Header.Get("Allow"))
+		}
+		if r.Stats.Queries != 0 {
+			t.Errorf("HEAD %s ran %d queries, want none", path, r.Stats.Queries)
+		}
+		return r
+	}
+	for range 3 {
+		head("/api/v1/auth/oauth/fake/authorize", nil)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Fatalf("state rows after HEAD = %d, want 0", n)
+	}
+	// The HEADs spent none of the address's two starts.
+	x.begin(t, "")
+	st := x.begin(t, "")
+	cb := x.approve(t, st)
+	head(cb, st.cookie)
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 2 {
+		t.Errorf("state rows after HEAD on the callback = %d, want 2 (none consumed)", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions`); n != 0 {
+		t.Errorf("sessions after HEAD on the callback = %d, want 0", n)
+	}
+	handover(t, x.callback(t, cb, st.cookie))
+}
+
 func TestReplayedState(t *testing.T) {
 	x := start(t)
 	st := x.begin(t, "")
