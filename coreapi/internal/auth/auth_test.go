@@ -932,6 +932,16 @@ func TestSessionsListAndRevoke(t *testing.T) {
 	for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe"} {
 		apitest.WantProblem(t, e.Get(t, id, "/api/v1/users/me/sessions?"+q), http.StatusBadRequest, "invalid_query")
 	}
+	// The list has no total: asking for one is refused, naming the
+	// parameter, rather than answered without it.
+	for _, q := range []string{"include_total=true", "include_total=1"} {
+		r := e.Get(t, id, "/api/v1/users/me/sessions?"+q)
+		apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_query")
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "include_total" || !strings.Contains(p.Errors[0].Message, "no total") {
+			t.Errorf("%s: errors = %+v, want include_total: this list has no total", q, p.Errors)
+		}
+	}
+	apitest.WantStatus(t, e.Get(t, id, "/api/v1/users/me/sessions?include_total=false"), http.StatusOK)
 }
 
 // TestSessionRevokeAudited: signing one session out is audited in the

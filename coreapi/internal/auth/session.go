@@ -157,11 +157,10 @@ type sessionView struct {
 }
 
 func (s *Service) listSessions(c *fiber.Ctx) error {
-	pq, err := httpapi.ParsePage(c)
+	pq, err := httpapi.ParsePageWithoutTotal(c)
 	if err != nil {
 		return err
 	}
-	pq.IncludeTotal = false // this list has no total
 	id := httpapi.IdentityOf(c)
 	var after *sessions.Cursor
 	if pq.Cursor != "" {

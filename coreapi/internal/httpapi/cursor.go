@@ -143,7 +143,17 @@ var pageParams = [...]string{"limit", "cursor", "include_total"}
 // the URL (a cache, a gateway, a log) may take the last: the page size or
 // position it sees would not be the one served, so a repeat is refused, as
 // a repeated JSON member or OAuth parameter is.
-func ParsePage(c *fiber.Ctx) (PageQuery, error) {
+func ParsePage(c *fiber.Ctx) (PageQuery, error) { return parsePage(c, true) }
+
+// noTotal is the answer to include_total=true on a list without a total.
+const noTotal = "this list has no total; leave include_total out"
+
+// ParsePageWithoutTotal is ParsePage for a list that answers no total:
+// include_total=true is then a 400 invalid_query naming it, rather than
+// served without the total the client asked for (false is accepted).
+func ParsePageWithoutTotal(c *fiber.Ctx) (PageQuery, error) { return parsePage(c, false) }
+
+func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 	var v Checks
 	args := c.Context().QueryArgs()
 	for _, name := range pageParams {
@@ -162,7 +172,10 @@ func ParsePage(c *fiber.Ctx) (PageQuery, error) {
 	switch c.Query("include_total") {
 	case "", "false", "0":
 	case "true", "1":
-		q.IncludeTotal = true
+		if !hasTotal {
+			v.Add("include_total", noTotal)
+		}
+		q.IncludeTotal = hasTotal
 	default:
 		v.Add("include_total", "true or false")
 	}

@@ -64,11 +64,10 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 }
 
 func (s *Service) listInvitations(c *fiber.Ctx) error {
-	pq, err := httpapi.ParsePage(c)
+	pq, err := httpapi.ParsePageWithoutTotal(c)
 	if err != nil {
 		return err
 	}
-	pq.IncludeTotal = false // this list has no total
 	tid := httpapi.IdentityOf(c).TenantID
 	var after *invitations.Cursor
 	if pq.Cursor != "" {
@@ -143,11 +142,10 @@ type myInvitation struct {
 // once the caller has proven the address (else anyone who signed up with
 // someone else's address would see that person's invitations).
 func (s *Service) myInvitations(c *fiber.Ctx) error {
-	pq, err := httpapi.ParsePage(c)
+	pq, err := httpapi.ParsePageWithoutTotal(c)
 	if err != nil {
 		return err
 	}
-	pq.IncludeTotal = false // this list has no total
 	id := httpapi.IdentityOf(c)
 	var after *invitations.Cursor
 	if pq.Cursor != "" {

@@ -327,9 +327,11 @@ func TestInvitationLifecycle(t *testing.T) {
 			t.Errorf("second page = %+v", page)
 		}
 		wantProblem(t, x.Get(t, &owner.id, "/api/v1/invitations?cursor=forged"), 400, "invalid_cursor")
-		for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe"} {
+		for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe", "include_total=true"} {
 			wantProblem(t, x.Get(t, &owner.id, "/api/v1/invitations?"+q), 400, "invalid_query")
 		}
+		wantNoTotal(t, x.Get(t, &owner.id, "/api/v1/invitations?include_total=true"))
+		wantStatus(t, x.Get(t, &owner.id, "/api/v1/invitations?include_total=false"), 200)
 	})
 
 	t.Run("revoked before accept", func(t *testing.T) {
@@ -571,6 +573,17 @@ INSERT INTO invitations (tenant_id, email, roles, token_hash, expires_at) SELECT
 	}
 	wantProblem(t, x.Get(t, &other.id, "/api/v1/users/me/invitations?cursor="+url.QueryEscape(firstCursor)), http.StatusBadRequest, problem.CodeInvalidCursor)
 	wantProblem(t, x.Get(t, &me.id, "/api/v1/users/me/invitations?limit=201"), http.StatusBadRequest, problem.CodeInvalidQuery)
+	wantNoTotal(t, x.Get(t, &me.id, "/api/v1/users/me/invitations?include_total=1"))
+}
+
+// wantNoTotal checks the answer of a list without a total to
+// include_total=true: 400 invalid_query naming the parameter.
+func wantNoTotal(t *testing.T, r apitest.Response) {
+	t.Helper()
+	wantProblem(t, r, http.StatusBadRequest, problem.CodeInvalidQuery)
+	if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "include_total" || !strings.Contains(p.Errors[0].Message, "no total") {
+		t.Errorf("errors = %+v, want include_total: this list has no total", p.Errors)
+	}
 }
 
 func idsOf(m map[string]bool) []string {
