@@ -769,6 +769,18 @@ func TestLogoutLocal(t *testing.T) {
 	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=everywhere", As: e.identityFor(t, other)}); r.Status != http.StatusUnprocessableEntity {
 		t.Errorf("bad scope: %d", r.Status)
 	}
+	// A repeated scope is refused whatever the values, naming it, and
+	// signs nothing out (the other session still refreshes below).
+	for _, q := range []string{"scope=local&scope=global", "scope=global&scope=global", "scope=&scope=global"} {
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?" + q, As: e.identityFor(t, other)})
+		apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_query")
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "scope" {
+			t.Errorf("%s: errors = %+v, want scope named", q, p.Errors)
+		}
+	}
+	if r := e.refresh(t, other.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("a refused logout signed the session out: %d", r.Status)
+	}
 	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout"}); r.Status != http.StatusUnauthorized {
 		t.Errorf("logout without identity: %d", r.Status)
 	}

@@ -27,7 +27,12 @@ type logoutRequest struct {
 
 func (s *Service) logout(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
-	scope := strings.Clone(c.Query("scope"))
+	// scope at most once: of two, which one is meant would be a guess, and
+	// another reader of the URL may take the other.
+	var scope string
+	if err := httpapi.ReadQuery(c.Context().QueryArgs(), []httpapi.FormField{{Name: "scope", Dst: &scope}}); err != nil {
+		return err
+	}
 	if len(c.Body()) > 0 {
 		var req logoutRequest
 		if err := httpapi.DecodeJSON(c, &req); err != nil {

@@ -142,6 +142,17 @@ const maxFormFields = 64
 // ignored, repeated or not (RFC 6749 section 3.2 ignores unrecognized
 // parameters; RFC 8707 repeats resource). At most 64 fields.
 func ReadForm(args *fasthttp.Args, fields []FormField) error {
+	return readArgs(args, fields, problem.CodeInvalidRequest)
+}
+
+// ReadQuery is ReadForm for the query of a route that is not an OAuth
+// endpoint: one of fields sent more than once is 400 invalid_query naming
+// it, as a list's repeated limit, cursor or include_total is.
+func ReadQuery(args *fasthttp.Args, fields []FormField) error {
+	return readArgs(args, fields, problem.CodeInvalidQuery)
+}
+
+func readArgs(args *fasthttp.Args, fields []FormField, repeatCode string) error {
 	if len(fields) > maxFormFields {
 		panic("httpapi: ReadForm reads at most 64 fields")
 	}
@@ -160,7 +171,7 @@ func ReadForm(args *fasthttp.Args, fields []FormField) error {
 			if seen&(1<<i) != 0 {
 				// A copy: a problem holding fields' strings would move
 				// fields, and the values its Dst fields point to, to the heap.
-				return repeated(strings.Clone(fields[i].Name), problem.CodeInvalidRequest)
+				return repeated(strings.Clone(fields[i].Name), repeatCode)
 			}
 			seen |= 1 << i
 			*fields[i].Dst = string(v) // string() copies
