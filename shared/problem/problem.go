@@ -174,7 +174,6 @@ const (
 	CodeUserDisabled           = "user_disabled"
 	CodeNoMembership           = "no_membership"
 	CodeAlreadyMember          = "already_member"
-	CodeUserExists             = "user_exists"
 	CodeLastOwner              = "last_owner"
 	CodeRoleNameTaken          = "role_name_taken"
 	CodeBuiltinRole            = "builtin_role"

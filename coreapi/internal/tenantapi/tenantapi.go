@@ -78,7 +78,6 @@ func MapError(err error) *problem.Problem {
 		{roles.ErrNotFound, 404, problem.CodeNotFound},
 		{tenants.ErrNotFound, 404, problem.CodeNotFound},
 		{users.ErrAlreadyMember, 409, problem.CodeAlreadyMember},
-		{users.ErrExistingUserPassword, 409, problem.CodeUserExists},
 		{users.ErrLastOwner, 409, problem.CodeLastOwner},
 		{users.ErrEmailTaken, 409, problem.CodeEmailTaken},
 		{invitations.ErrPending, 409, problem.CodeInvitationPending},

@@ -45,9 +45,6 @@ var (
 	ErrNotFound = errors.New("user not found")
 	// ErrAlreadyMember: the user already belongs to this tenant.
 	ErrAlreadyMember = errors.New("user is already a member of this tenant")
-	// ErrExistingUserPassword: a password was given for an email that
-	// already has an account; a tenant admin cannot set it.
-	ErrExistingUserPassword = errors.New("a user with this email exists; add them without a password")
 	// ErrLastOwner: the change would leave the tenant without an active owner.
 	ErrLastOwner = errors.New("the tenant must keep at least one active owner")
 	// ErrNoHasher: a password was given but no password hasher is configured.
