@@ -906,7 +906,7 @@ func TestPublicAppRouteDropsOurTokens(t *testing.T) {
 		past := time.Now().Add(-time.Hour)
 		c["iat"], c["nbf"], c["exp"] = past.Add(-time.Minute).Unix(), past.Add(-time.Minute).Unix(), past.Unix()
 	})
-	other := testenv.Sign(t, testenv.NewKey(t, "another-issuer", jwa.EdDSA), testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+	other := foreignToken(t)
 	send := func(fields string) testenv.Received {
 		t.Helper()
 		e.reset()
@@ -935,6 +935,84 @@ func TestPublicAppRouteDropsOurTokens(t *testing.T) {
 	e.wantStatus(e.raw("POST /api/v1/auth/signup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+expired+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), 200)
 	if a := e.core.Last(t).Headers["Authorization"]; len(a) != 1 || a[0] != "Bearer "+expired {
 		t.Fatalf("core public route Authorization = %.40q", a)
+	}
+}
+
+// foreignToken is a third party's access token: another issuer, signed
+// with a key the proxy does not know.
+func foreignToken(t *testing.T) string {
+	c := testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID)
+	c["iss"] = "https://idp.example.com"
+	return testenv.Sign(t, testenv.NewKey(t, "another-issuer", jwa.EdDSA), c, nil)
+}
+
+// A token of ours is ours whatever its key: one whose key was rotated out
+// of the key set (a leaked key, say), or whose key the proxy has not
+// fetched yet, names coreapi as its issuer. An app's public route drops it
+// as it drops any of ours, and so does an optional route reached without
+// a bearer; as a bearer on an optional route it is refused like any bad
+// token of ours. Telling it apart fetches nothing. A third party's token
+// (another issuer) still reaches the app as it came.
+func TestAppRoutesDropOurTokensWhateverTheKey(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	retired := e.token(nil)
+	e.wantStatus(e.do("GET", "/notes", retired, nil), 200)
+	next := testenv.NewKey(t, "20260201T000000Z-0000bbbb", jwa.EdDSA)
+	e.core.Publish(next)
+	if err := e.app.Keys.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.wantProblem(e.do("GET", "/notes", retired, nil), 401, problem.CodeInvalidToken)
+	unfetched := testenv.Sign(t, testenv.NewKey(t, "20260301T000000Z-0000cccc", jwa.EdDSA),
+		testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+	other := foreignToken(t)
+	get := func(path, fields string, status int) testenv.Received {
+		t.Helper()
+		e.reset()
+		e.wantStatus(e.raw("GET "+path+" HTTP/1.1\r\nHost: x\r\n"+fields+"Connection: close\r\n\r\n"), status)
+		if status != 200 {
+			return testenv.Received{}
+		}
+		return e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+	}
+	fetches := e.core.JWKSFetches.Load()
+	for _, tc := range []struct{ name, tok string }{{"retired key", retired}, {"key not fetched yet", unfetched}} {
+		for _, fields := range []string{
+			"Authorization: Bearer " + tc.tok + "\r\n",
+			"Authorization: bearer\t" + tc.tok + "\r\n",
+			"Authorization: " + tc.tok + "\r\n",
+			"Authorization: Bearer " + other + "\r\nAuthorization: Bearer " + tc.tok + "\r\n",
+		} {
+			if a := get("/notes/public/1", fields, 200).Headers["Authorization"]; a != nil {
+				t.Errorf("%s, public route, %.60q: the app got Authorization %.40q", tc.name, fields, a)
+			}
+		}
+		for _, fields := range []string{"Authorization: JWT " + tc.tok + "\r\n", "Authorization: " + tc.tok + "\r\n"} {
+			if a := get("/notes/maybe", fields, 200).Headers["Authorization"]; a != nil {
+				t.Errorf("%s, optional route, %.60q: the app got Authorization %.40q", tc.name, fields, a)
+			}
+		}
+		e.reset()
+		e.wantProblem(e.do("GET", "/notes/maybe", tc.tok, nil), 401, problem.CodeInvalidToken)
+		if n := len(e.up.Received()); n != 0 {
+			t.Errorf("%s: a bearer refused on the optional route reached the app (%d requests)", tc.name, n)
+		}
+	}
+	if got := e.core.JWKSFetches.Load() - fetches; got != 0 {
+		// Within the cooldown of the refresh above: only the optional
+		// route's verification could have fetched, and it may not yet.
+		t.Fatalf("JWKS fetches = %d, want none", got)
+	}
+	for _, v := range []string{"Bearer " + other, "token " + other} {
+		for _, path := range []string{"/notes/public/1", "/notes/maybe"} {
+			if path == "/notes/maybe" && strings.HasPrefix(v, "Bearer ") {
+				continue // a bearer on an optional route is verified (and refused)
+			}
+			if a := get(path, "Authorization: "+v+"\r\n", 200).Headers["Authorization"]; len(a) != 1 || a[0] != v {
+				t.Errorf("%s %.40q: the app got Authorization %.40q, want it as it came", path, v, a)
+			}
+		}
 	}
 }
 

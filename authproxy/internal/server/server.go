@@ -50,7 +50,8 @@ type Verifier interface {
 	CachedAux(d *tokens.Name, now time.Time) (e *tokens.Entry, aux unsafe.Pointer, hit bool, err error)
 	VerifyEntry(ctx context.Context, token []byte, d *tokens.Name) (*tokens.Entry, error)
 	// Ours: token has the shape of one of coreapi's access tokens (a key
-	// id of the current set); nothing is verified.
+	// id of the current set, or coreapi's issuer whatever the key id);
+	// nothing is verified or fetched.
 	Ours(token []byte) bool
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -429,13 +430,18 @@ func TestSecNanos(t *testing.T) {
 	}
 }
 
-// Ours tells coreapi's tokens (a kid of the key set) from anything else,
-// without verifying or fetching.
+// Ours tells coreapi's tokens (a kid of the key set, or the proxy's
+// issuer whatever the kid) from anything else, without verifying or
+// fetching.
 func TestOurs(t *testing.T) {
 	f := newFixture(t, time.Second)
 	now := time.Now()
 	expired := testenv.DefaultClaims(now.Add(-time.Hour), "u", "t", "s")
 	other := testenv.NewKey(t, "k2", jwa.EdDSA)
+	foreign := testenv.DefaultClaims(now, "u", "t", "s")
+	foreign["iss"] = "https://idp.example.com"
+	noIss := testenv.DefaultClaims(now, "u", "t", "s")
+	delete(noIss, "iss")
 	for _, c := range []struct {
 		name string
 		tok  string
@@ -444,7 +450,16 @@ func TestOurs(t *testing.T) {
 		{"ours", string(f.mint(t, "u")), true},
 		{"ours, expired", testenv.Sign(t, f.key, expired, nil), true},
 		{"ours, signature broken", string(f.mint(t, "u")) + "x", true},
-		{"another issuer's key id", testenv.Sign(t, other, testenv.DefaultClaims(now, "u", "t", "s"), nil), false},
+		// A key rotated out of the set (or not fetched yet) still signed
+		// one of ours: its iss says so.
+		{"ours, key not in the set", testenv.Sign(t, other, testenv.DefaultClaims(now, "u", "t", "s"), nil), true},
+		{"ours, key not in the set, expired", testenv.Sign(t, other, expired, nil), true},
+		{"ours, kid malformed", testenv.Sign(t, other, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"kid": "../k"}), true},
+		{"ours, no kid", testenv.Sign(t, other, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"kid": nil}), true},
+		{"ours, truncated after the payload", strings.Join(strings.Split(testenv.Sign(t, other, expired, nil), ".")[:2], "."), true},
+		{"another issuer's token", testenv.Sign(t, other, foreign, nil), false},
+		{"another issuer's token, no iss", testenv.Sign(t, other, noIss, nil), false},
+		{"another issuer's token, payload not base64", strings.Split(testenv.Sign(t, other, foreign, nil), ".")[0] + ".!!!.sig", false},
 		{"not an access token type", testenv.Sign(t, f.key, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"typ": "JWT"}), false},
 		{"no dot", "eyJhbGciOiJFZERTQSJ9", false},
 		{"empty header", ".e30.sig", false},
