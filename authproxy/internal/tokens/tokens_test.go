@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -457,7 +458,10 @@ func TestOurs(t *testing.T) {
 		{"ours, kid malformed", testenv.Sign(t, other, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"kid": "../k"}), true},
 		{"ours, no kid", testenv.Sign(t, other, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"kid": nil}), true},
 		{"ours, truncated after the payload", strings.Join(strings.Split(testenv.Sign(t, other, expired, nil), ".")[:2], "."), true},
+		{"ours, slashes escaped in iss", strings.Split(testenv.Sign(t, other, expired, nil), ".")[0] + "." +
+			base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"`+strings.ReplaceAll(testenv.Issuer, "/", `\/`)+`","sub":"u"}`)) + ".sig", true},
 		{"another issuer's token", testenv.Sign(t, other, foreign, nil), false},
+		{"another issuer's token, ours in another claim", testenv.Sign(t, other, withAud(foreign, testenv.Issuer), nil), false},
 		{"another issuer's token, no iss", testenv.Sign(t, other, noIss, nil), false},
 		{"another issuer's token, payload not base64", strings.Split(testenv.Sign(t, other, foreign, nil), ".")[0] + ".!!!.sig", false},
 		{"not an access token type", testenv.Sign(t, f.key, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"typ": "JWT"}), false},
@@ -473,6 +477,31 @@ func TestOurs(t *testing.T) {
 	}
 	if f.verifications() != 0 {
 		t.Fatal("Ours verified a token")
+	}
+}
+
+func withAud(c testenv.Claims, aud string) testenv.Claims {
+	d := testenv.Claims{}
+	for k, v := range c {
+		d[k] = v
+	}
+	d["aud"] = aud
+	return d
+}
+
+// The issuer's probe is a part every encoder writes as it is, or none.
+func TestIssuerProbe(t *testing.T) {
+	for iss, want := range map[string]string{
+		"https://auth.example.com":        "auth.example.com",
+		"http://localhost:8080":           "localhost:8080",
+		"https://example.com/tenants/abc": "example.com",
+		"https://example.com/a&b":         "",
+		"https://exämple.com":             "",
+		"":                                "",
+	} {
+		if got := issuerProbe(iss); got != want {
+			t.Errorf("issuerProbe(%q) = %q, want %q", iss, got, want)
+		}
 	}
 }
 
