@@ -50,6 +50,24 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	log.Info("signing keys loaded", "kids", ring.KeyIDs(), "signing_kid", ring.SigningKeyID())
+	if reg != nil {
+		// A reload may leave no key of SIGNING_ALG (the last one removed
+		// before its replacement arrived): tokens are then not issued
+		// (500), while every token already issued still works. An alert,
+		// not readiness: a pod is ready only if both containers are, and
+		// every pod mounts the same keys, so failing readiness would take
+		// the whole Service down with it.
+		if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coreapi_signing_key_present", Help: "1 while a key of SIGNING_ALG signs new tokens, 0 while none does.",
+		}, func() float64 {
+			if ring.SigningKeyID() != "" {
+				return 1
+			}
+			return 0
+		})); err != nil {
+			return nil, err
+		}
+	}
 	store := sessions.New(pool, cfg.RefreshTokenTTL, cfg.RefreshReuseGrace)
 	sealer, err := mfaSealer(cfg, log)
 	if err != nil {

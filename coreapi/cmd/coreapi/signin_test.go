@@ -187,6 +187,9 @@ func TestSignInWiring(t *testing.T) {
 	if !strings.Contains(metrics, "coreapi_nats_connected 1") {
 		t.Errorf("metrics lack coreapi_nats_connected 1")
 	}
+	if !strings.Contains(metrics, "coreapi_signing_key_present 1") {
+		t.Errorf("metrics lack coreapi_signing_key_present 1")
+	}
 	// The whole registry of `serve` (runtime, pool, relay, HTTP) passes
 	// promlint and the naming conventions.
 	metricslint.LintMetrics(t, metrics, "coreapi_")
