@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -335,5 +337,7 @@ func corsPolicy(cfg *config.Config) *server.CORS {
 	if len(cfg.CORSOrigins) == 0 {
 		return nil
 	}
-	return &server.CORS{Origins: cfg.CORSOrigins, Credentials: cfg.CORSCredentials, MaxAge: cfg.CORSMaxAge}
+	return &server.CORS{Origins: cfg.CORSOrigins, Credentials: cfg.CORSCredentials, MaxAge: cfg.CORSMaxAge,
+		AllowHeaders:  strings.Join(slices.Concat(config.CORSDefaultAllowHeaders, cfg.CORSAllowHeaders), ", "),
+		ExposeHeaders: strings.Join(slices.Concat(config.CORSDefaultExposeHeaders, cfg.CORSExposeHeaders), ", ")}
 }

@@ -128,3 +128,20 @@ func TestCORSPreflightLogged(t *testing.T) {
 		t.Fatalf("access log %v, want the preflight of /api/v1/users/me", lines)
 	}
 }
+
+// TestCORSExtraHeaders: CORS_ALLOW_HEADERS and CORS_EXPOSE_HEADERS add to
+// the built-in lists, on preflights and on answers.
+func TestCORSExtraHeaders(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin,
+		"CORS_ALLOW_HEADERS": "Idempotency-Key", "CORS_EXPOSE_HEADERS": "ETag, Content-Disposition"}})
+	r := e.do("OPTIONS", "/api/v1/users/me", "", preflightHeaders(appOrigin))
+	e.wantStatus(r, http.StatusNoContent)
+	if got := r.header.Get("Access-Control-Allow-Headers"); got != "Authorization, Content-Type, X-API-Key, X-Request-Id, Last-Event-ID, Idempotency-Key" {
+		t.Fatalf("Access-Control-Allow-Headers %q", got)
+	}
+	r = e.do("GET", "/api/v1/users/me", e.token(nil), map[string]string{"Origin": appOrigin})
+	e.wantStatus(r, 200)
+	if got := r.header.Get("Access-Control-Expose-Headers"); got != "X-Request-Id, WWW-Authenticate, Retry-After, Location, ETag, Content-Disposition" {
+		t.Fatalf("Access-Control-Expose-Headers %q", got)
+	}
+}

@@ -54,6 +54,10 @@ type Config struct {
 	CORSOrigins     []string
 	CORSCredentials bool
 	CORSMaxAge      time.Duration
+	// CORSAllowHeaders and CORSExposeHeaders are header names added to
+	// the built-in lists (as written, duplicates of those dropped).
+	CORSAllowHeaders  []string
+	CORSExposeHeaders []string
 
 	// CacheMemoryMB is the memory budget of the token and projection
 	// caches together; TokenCacheSize and ProjectionCacheSize, when not 0,
@@ -128,6 +132,8 @@ var Vars = append(envconfig.Table{
 	{Name: "CORS_ALLOWED_ORIGINS", Help: "comma list of browser origins (https://app.example.com) allowed to call the proxy cross-origin, or * for any (never with credentials); empty: no CORS"},
 	{Name: "CORS_ALLOW_CREDENTIALS", Default: "false", Help: "send Access-Control-Allow-Credentials: true to the listed origins (cookies); refused with *"},
 	{Name: "CORS_MAX_AGE", Default: "10m", Help: "how long browsers may cache a preflight answer"},
+	{Name: "CORS_ALLOW_HEADERS", Help: "comma list of request headers browsers may send cross-origin besides Authorization, Content-Type, X-API-Key, X-Request-Id and Last-Event-ID (e.g. Idempotency-Key)"},
+	{Name: "CORS_EXPOSE_HEADERS", Help: "comma list of response headers browser scripts may read besides X-Request-Id, WWW-Authenticate, Retry-After and Location (e.g. ETag, Content-Disposition)"},
 	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose X-Forwarded-* headers and trace context (traceparent, tracestate, baggage) are kept and whose X-Forwarded-For names the client"},
 	{Name: "CACHE_MEMORY_MB", Default: "256", Help: "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
 	{Name: "TOKEN_CACHE_SIZE", Help: "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB"},
@@ -251,6 +257,8 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.CORSOrigins = p.corsOrigins()
 	c.CORSCredentials = p.Bool("CORS_ALLOW_CREDENTIALS")
 	c.CORSMaxAge = p.Duration("CORS_MAX_AGE", 0, 24*time.Hour)
+	c.CORSAllowHeaders = p.headerNames("CORS_ALLOW_HEADERS", CORSDefaultAllowHeaders)
+	c.CORSExposeHeaders = p.headerNames("CORS_EXPOSE_HEADERS", CORSDefaultExposeHeaders)
 	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {
 		p.Failf("CORS_ALLOW_CREDENTIALS", "true with CORS_ALLOWED_ORIGINS=*: any site could make requests with the user's cookies; list the origins")
 	}
@@ -453,6 +461,56 @@ func (p *parser) corsOrigins() []string {
 	}
 	p.Show("CORS_ALLOWED_ORIGINS", strings.Join(out, ","))
 	return out
+}
+
+// The request headers a browser may always send cross-origin, and the
+// response headers its scripts may always read.
+var (
+	CORSDefaultAllowHeaders  = []string{"Authorization", "Content-Type", "X-API-Key", "X-Request-Id", "Last-Event-ID"}
+	CORSDefaultExposeHeaders = []string{"X-Request-Id", "WWW-Authenticate", "Retry-After", "Location"}
+)
+
+// headerNames reads a comma list of header names (HTTP tokens), as
+// written, without those of builtin or repeated ones (compared
+// case-insensitively, as header names are). "*" is refused: it would not
+// cover Authorization, and with credentials browsers read it as a name.
+func (p *parser) headerNames(name string, builtin []string) []string {
+	var out []string
+	for _, h := range strings.Split(p.String(name), ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if !httpToken(h) {
+			p.fail(name, h, "want header names (letters, digits, - and the other token characters of RFC 9110), comma-separated")
+			continue
+		}
+		if slices.ContainsFunc(builtin, func(b string) bool { return strings.EqualFold(b, h) }) ||
+			slices.ContainsFunc(out, func(b string) bool { return strings.EqualFold(b, h) }) {
+			continue
+		}
+		out = append(out, h)
+	}
+	p.Show(name, strings.Join(out, ","))
+	return out
+}
+
+// httpToken reports whether s is a token (RFC 9110 section 5.6.2), the
+// syntax of a header name; "*" is one, but is refused as a name here.
+func httpToken(s string) bool {
+	if s == "" || s == "*" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 type parser struct {

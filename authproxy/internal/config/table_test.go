@@ -190,3 +190,39 @@ func TestCORSOrigins(t *testing.T) {
 		}
 	}
 }
+
+// TestCORSHeaderNames: the extra allowed and exposed headers are header
+// names, kept as written, without the built-in ones or repeats.
+func TestCORSHeaderNames(t *testing.T) {
+	for _, tc := range []struct {
+		name, val string
+		want      string // joined names; "error" for a refusal
+	}{
+		{"CORS_ALLOW_HEADERS", "", ""},
+		{"CORS_ALLOW_HEADERS", " Idempotency-Key , traceparent,idempotency-key, authorization", "Idempotency-Key,traceparent"},
+		{"CORS_EXPOSE_HEADERS", "ETag, Content-Disposition, x-request-id", "ETag,Content-Disposition"},
+		{"CORS_ALLOW_HEADERS", "*", "error"},
+		{"CORS_ALLOW_HEADERS", "X-Ok, Bad Name", "error"},
+		{"CORS_EXPOSE_HEADERS", "X-A:b", "error"},
+		{"CORS_EXPOSE_HEADERS", "X-\u00e9", "error"},
+	} {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "CORS_ALLOWED_ORIGINS": "https://a.example", tc.name: tc.val}))
+		if tc.want == "error" {
+			if err == nil || !strings.Contains(err.Error(), tc.name) {
+				t.Errorf("%s=%q: err = %v, want a %s problem", tc.name, tc.val, err, tc.name)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s=%q: %v", tc.name, tc.val, err)
+			continue
+		}
+		got := c.CORSAllowHeaders
+		if tc.name == "CORS_EXPOSE_HEADERS" {
+			got = c.CORSExposeHeaders
+		}
+		if strings.Join(got, ",") != tc.want {
+			t.Errorf("%s=%q: %q, want %q", tc.name, tc.val, got, tc.want)
+		}
+	}
+}

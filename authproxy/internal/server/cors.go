@@ -20,15 +20,14 @@ type CORS struct {
 	// bearer tokens do not need it).
 	Credentials bool
 	MaxAge      time.Duration
+	// AllowHeaders are the request headers a browser may send
+	// cross-origin, ExposeHeaders the response headers its scripts may
+	// read: each the value of its Access-Control-* header.
+	AllowHeaders, ExposeHeaders string
 }
 
-// The request headers a browser may send cross-origin, the methods, and
-// the response headers its scripts may read.
-const (
-	corsAllowHeaders  = "Authorization, Content-Type, X-API-Key, X-Request-Id, Last-Event-ID"
-	corsAllowMethods  = "GET, HEAD, POST, PUT, PATCH, DELETE"
-	corsExposeHeaders = "X-Request-Id, WWW-Authenticate, Retry-After, Location"
-)
+// The methods a browser may use cross-origin.
+const corsAllowMethods = "GET, HEAD, POST, PUT, PATCH, DELETE"
 
 // allowed returns the Access-Control-Allow-Origin value for origin, or ""
 // when origin is not allowed.
@@ -67,7 +66,7 @@ func (s *Server) preflight(c *fiber.Ctx, st *state) bool {
 	st.path, _ = pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	r := &c.Response().Header
 	r.Set(fiber.HeaderAccessControlAllowMethods, corsAllowMethods)
-	r.Set(fiber.HeaderAccessControlAllowHeaders, corsAllowHeaders)
+	r.Set(fiber.HeaderAccessControlAllowHeaders, s.o.CORS.AllowHeaders)
 	if s.o.CORS.MaxAge > 0 {
 		r.Set(fiber.HeaderAccessControlMaxAge, strconv.Itoa(int(s.o.CORS.MaxAge/time.Second)))
 	}
@@ -96,5 +95,5 @@ func (s *Server) corsHeaders(c *fiber.Ctx) {
 	if s.o.CORS.Credentials && allow != "*" {
 		r.Set(fiber.HeaderAccessControlAllowCredentials, "true")
 	}
-	r.Set(fiber.HeaderAccessControlExposeHeaders, corsExposeHeaders)
+	r.Set(fiber.HeaderAccessControlExposeHeaders, s.o.CORS.ExposeHeaders)
 }
