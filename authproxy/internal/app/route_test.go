@@ -586,3 +586,56 @@ func TestRequestIDUnderscoreVariantRemoved(t *testing.T) {
 		t.Run(name, func(t *testing.T) { wantNotForwarded(t, e, name, "client-chosen") })
 	}
 }
+
+// TestRouteBodyLimit: a route's max_body_bytes replaces MAX_BODY_BYTES
+// (65536 here) for its requests, above it (uploads, with or without a
+// Content-Length) or below it; other routes keep MAX_BODY_BYTES.
+func TestRouteBodyLimit(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + `
+routes:
+  - {prefix: /uploads, methods: [POST, PUT], upstream: notes, access: protected, max_body_bytes: 1048576}
+  - {prefix: /uploads/small, upstream: notes, access: public, max_body_bytes: 1024}
+  - {prefix: /notes, upstream: notes, access: public}
+`})
+	send := func(path string, body []byte, chunked bool) *http.Response {
+		t.Helper()
+		var r io.Reader = strings.NewReader(string(body))
+		if chunked {
+			r = io.MultiReader(r) // no length known: sent chunked
+		}
+		req, _ := http.NewRequest("POST", "http://"+e.addr+path, r)
+		req.Header.Set("Authorization", "Bearer "+e.token(nil))
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	big := []byte(strings.Repeat("u", 300_000))
+	for _, chunked := range []bool{false, true} {
+		e.reset()
+		if resp := send("/uploads/a?x=1", big, chunked); resp.StatusCode != 200 {
+			t.Fatalf("chunked %v: upload of %d bytes: %d, want 200", chunked, len(big), resp.StatusCode)
+		}
+		got := e.up.Received()
+		if len(got) != 1 || len(got[0].Body) != len(big) || got[0].VerifyErr != nil {
+			t.Fatalf("chunked %v: upstream got %d requests, body %d bytes, verify %v", chunked, len(got), len(got[0].Body), got[0].VerifyErr)
+		}
+		e.reset()
+		if resp := send("/uploads/a", []byte(strings.Repeat("u", 1048577)), chunked); resp.StatusCode != 413 {
+			t.Fatalf("chunked %v: over the route's limit: %d, want 413", chunked, resp.StatusCode)
+		}
+		if resp := send("/notes/a", big, chunked); resp.StatusCode != 413 {
+			t.Fatalf("chunked %v: over MAX_BODY_BYTES on a route without a limit: %d, want 413", chunked, resp.StatusCode)
+		}
+		if resp := send("/uploads/small/x", []byte(strings.Repeat("s", 2000)), chunked); resp.StatusCode != 413 {
+			t.Fatalf("chunked %v: over a route's lower limit: %d, want 413", chunked, resp.StatusCode)
+		}
+		e.wantNothingForwarded()
+	}
+	if resp := send("/uploads/small/x", []byte(strings.Repeat("s", 1024)), false); resp.StatusCode != 200 {
+		t.Fatalf("at a route's lower limit: %d, want 200", resp.StatusCode)
+	}
+}

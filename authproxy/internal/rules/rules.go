@@ -95,6 +95,9 @@ type RouteSpec struct {
 	RequireVerifiedEmail bool   `json:"require_verified_email,omitempty"`
 	RequireMFA           bool   `json:"require_mfa,omitempty"`
 	MaxAuthAge           string `json:"max_auth_age,omitempty"`
+	// MaxBodyBytes is the route's request body limit instead of
+	// MAX_BODY_BYTES (uploads; or less, for small JSON calls).
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 }
 
 // File is the rules file.
@@ -124,6 +127,9 @@ type Route struct {
 	MaxAuthAge           time.Duration
 	Websocket            bool
 	StreamTimeout        time.Duration
+	// MaxBodyBytes, when not 0, is the route's request body limit
+	// instead of the proxy's MAX_BODY_BYTES.
+	MaxBodyBytes int
 	// Core marks a built-in route.
 	Core bool
 	// IgnoreBadBearer (the token endpoint only): a bearer that does not
@@ -174,7 +180,14 @@ type Table struct {
 	// (zero for a table built without a file): what a reload compares a
 	// file's content with.
 	Source [32]byte
+	// BodyLimits: some route has a max_body_bytes of its own.
+	BodyLimits bool
 }
+
+// MaxRouteBodyBytes is the largest max_body_bytes a route may set: a
+// request body is held in memory (its digest is signed) until it is
+// forwarded.
+const MaxRouteBodyBytes = 1 << 30
 
 // Env is what a file is validated against besides itself.
 type Env struct {
@@ -493,6 +506,7 @@ func Compile(f File, env Env) (*Table, error) {
 		if err := t.add(r, where); err != nil {
 			errs = append(errs, err)
 		}
+		t.BodyLimits = t.BodyLimits || r.MaxBodyBytes > 0
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -632,6 +646,11 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 		if r.MaxAuthAge, err = time.ParseDuration(sp.MaxAuthAge); err != nil || r.MaxAuthAge <= 0 {
 			errs = append(errs, fmt.Errorf("max_auth_age %q: want a positive duration like 5m", sp.MaxAuthAge))
 		}
+	}
+	if sp.MaxBodyBytes < 0 || sp.MaxBodyBytes > MaxRouteBodyBytes {
+		errs = append(errs, fmt.Errorf("max_body_bytes %d: want 1 to %d (1 GiB; the body is held in memory until it is forwarded)", sp.MaxBodyBytes, MaxRouteBodyBytes))
+	} else {
+		r.MaxBodyBytes = int(sp.MaxBodyBytes)
 	}
 	return r, errors.Join(errs...)
 }

@@ -89,7 +89,7 @@ upstreams:
   other: {url: "http://10.0.0.9", key_id: app-other}
 routes:
   - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}
-  - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write], require_verified_email: true}
+  - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write], require_verified_email: true, max_body_bytes: 10485760}
   - {prefix: /notes/public, upstream: notes, access: optional}
   - {prefix: /notes-admin, upstream: other, access: protected, permissions: [notes:admin], require_mfa: true, max_auth_age: 5m}
   - {prefix: /events, methods: [GET], upstream: notes, access: protected, websocket: true, stream_timeout: 10m}
@@ -164,8 +164,14 @@ func TestAppRoutes(t *testing.T) {
 		t.Fatalf("Allow = %q", allow)
 	}
 	r, _, _ := match(t, tb, "POST", "/notes")
-	if !r.RequireVerifiedEmail {
-		t.Fatal("require_verified_email lost")
+	if !r.RequireVerifiedEmail || r.MaxBodyBytes != 10<<20 {
+		t.Fatalf("require_verified_email/max_body_bytes = %v %d", r.RequireVerifiedEmail, r.MaxBodyBytes)
+	}
+	if r, _, _ := match(t, tb, "GET", "/notes"); r.MaxBodyBytes != 0 || !tb.BodyLimits {
+		t.Fatalf("max_body_bytes of a route without one = %d; table's BodyLimits %v", r.MaxBodyBytes, tb.BodyLimits)
+	}
+	if core, err := Core("http://127.0.0.1:8081"); err != nil || core.BodyLimits {
+		t.Fatalf("built-in table: BodyLimits %v, %v", core.BodyLimits, err)
 	}
 	r, _, _ = match(t, tb, "GET", "/notes-admin")
 	if !r.RequireMFA || r.MaxAuthAge != 5*time.Minute {
@@ -253,6 +259,9 @@ func TestBadFiles(t *testing.T) {
 		{"comma permission", ups + "routes: [{prefix: /a, upstream: notes, access: protected, permissions: ['a:b,c:d']}]", "resource:action"},
 		{"bad stream_timeout", ups + "routes: [{prefix: /a, upstream: notes, access: protected, stream_timeout: soon}]", "stream_timeout"},
 		{"bad max_auth_age", ups + "routes: [{prefix: /a, upstream: notes, access: protected, max_auth_age: -1m}]", "max_auth_age"},
+		{"negative max_body_bytes", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: -1}]", "max_body_bytes"},
+		{"max_body_bytes over 1 GiB", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: 1073741825}]", "max_body_bytes"},
+		{"max_body_bytes not a number", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: 10MB}]", "max_body_bytes"},
 		{"websocket not a bool", ups + "routes: [{prefix: /a, upstream: notes, access: protected, websocket: maybe}]", "websocket"},
 		{"duplicate without methods", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /a, upstream: notes, access: protected}]", "duplicate"},
 		{"duplicate overlapping methods", ups + "routes: [{prefix: /a, methods: [GET, POST], upstream: notes, access: public}, {prefix: /a, methods: [POST], upstream: notes, access: protected}]", "duplicate"},

@@ -359,6 +359,9 @@ func New(d Deps, o Options) *Server {
 	// to 200 bytes from each end of its headers (where a token's tail or
 	// a cookie may be); what it quotes even so, redact drops.
 	s.app.Server().SecureErrorLogMessage = true
+	// A route's max_body_bytes decides how much of a request's body is
+	// read, once its headers are.
+	s.app.Server().HeaderReceived = s.bodyLimit
 	// One handler for every request: observe runs the stages in order
 	// (stages), each given the request's state directly.
 	s.app.Use(s.observe)
@@ -375,6 +378,47 @@ func New(d Deps, o Options) *Server {
 		fiberHandler(ctx)
 	}
 	return s
+}
+
+// bodyLimit is the listener's hook after a request's headers are read: a
+// body longer than MAX_BODY_BYTES (or chunked) sent to a route with a
+// max_body_bytes of its own is read up to that limit instead. Any other
+// request is read up to MAX_BODY_BYTES, and authorize refuses a body over
+// its route's limit.
+func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if n := h.ContentLength(); n >= 0 && n <= s.o.MaxBodyBytes {
+		return fasthttp.RequestConfig{}
+	}
+	return s.routeBodyLimit(h)
+}
+
+// routeBodyLimit finds the route of a request from its headers, as
+// authorize will (the normalized path, the method), and returns its body
+// limit, if it has one of its own. A request target that is not a path
+// (absolute form, "*") keeps MAX_BODY_BYTES.
+//
+//go:noinline
+func (s *Server) routeBodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	rt := s.router.Load()
+	raw := h.RequestURI()
+	if !rt.Table.BodyLimits || len(raw) == 0 || raw[0] != '/' {
+		return fasthttp.RequestConfig{}
+	}
+	if i := bytes.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i]
+	}
+	p, err := pathnorm.Append(nil, raw)
+	if err != nil {
+		return fasthttp.RequestConfig{}
+	}
+	g, _ := rt.Table.Match(p, nil)
+	if g == nil {
+		return fasthttp.RequestConfig{}
+	}
+	if r := g.Pick(h.Method()); r != nil && r.MaxBodyBytes > 0 {
+		return fasthttp.RequestConfig{MaxRequestBodySize: r.MaxBodyBytes}
+	}
+	return fasthttp.RequestConfig{}
 }
 
 // knownMethod reports whether m is one of the methods Fiber routes (its
@@ -672,6 +716,13 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	st.route = g.Prefix
 	if route == nil {
 		return methodNotAllowed(st, g)
+	}
+	if n := len(c.Request().Body()); n > s.o.MaxBodyBytes && route.MaxBodyBytes == 0 || route.MaxBodyBytes > 0 && n > route.MaxBodyBytes {
+		// The route's own limit (read up to it by bodyLimit), checked
+		// against the route picked here: the table may have been reloaded
+		// since.
+		st.outcome = "refused"
+		return errTooLarge
 	}
 	var raw []byte
 	var haveD bool
@@ -1301,6 +1352,7 @@ var (
 	errPanic    = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
 	errTrailers = &httpError{status: 400, code: problem.CodeBadRequest, detail: "request trailers are not accepted"}
 	errNotFound = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
+	errTooLarge = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
 	errNoToken  = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
 		wwwAuth: `Bearer realm="tollgate"`}
 	errScope = &httpError{status: 403, code: problem.CodeInsufficientScope, detail: "missing a required permission",
@@ -1344,7 +1396,7 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		var fe *fiber.Error
 		switch {
 		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge:
-			he = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
+			he = errTooLarge
 		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestHeaderFieldsTooLarge:
 			he = &httpError{status: 431, code: problem.CodeBadRequest, detail: "request header fields too large"}
 		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestTimeout:
