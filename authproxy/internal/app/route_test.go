@@ -639,3 +639,35 @@ routes:
 		t.Fatalf("at a route's lower limit: %d, want 200", resp.StatusCode)
 	}
 }
+
+// TestStripPrefix: a route with strip_prefix forwards the path without its
+// prefix (and "/" for the prefix itself), signed as forwarded; the others
+// forward the path whole.
+func TestStripPrefix(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + `
+routes:
+  - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}
+  - {prefix: /notes, upstream: notes, access: public}
+`})
+	for _, tc := range []struct{ path, want string }{
+		{"/billing/invoices/7?due=1&x=%2F", "/invoices/7?due=1&x=%2F"},
+		{"/billing", "/"},
+		{"/billing/", "/"},
+		{"/billing?q=1", "/?q=1"},
+		{"/billing/a/../b", "/b"},
+		{"/notes/x?y=1", "/notes/x?y=1"},
+	} {
+		e.reset()
+		r := e.do("GET", tc.path, e.token(nil), nil)
+		e.wantStatus(r, 200)
+		got := e.up.Received()
+		if len(got) != 1 || got[0].URI != tc.want || got[0].VerifyErr != nil {
+			t.Fatalf("%s: upstream got %+v, want %s signed", tc.path, got, tc.want)
+		}
+	}
+	// A path spelling the prefix in another case is refused, never forwarded
+	// with a part of the prefix left on.
+	e.reset()
+	e.wantStatus(e.do("GET", "/BILLING/invoices", e.token(nil), nil), 404)
+	e.wantNothingForwarded()
+}

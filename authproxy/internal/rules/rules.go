@@ -98,6 +98,9 @@ type RouteSpec struct {
 	// MaxBodyBytes is the route's request body limit instead of
 	// MAX_BODY_BYTES (uploads; or less, for small JSON calls).
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	// StripPrefix forwards the path without the route's prefix (an app
+	// that serves its routes from /).
+	StripPrefix bool `json:"strip_prefix,omitempty"`
 }
 
 // File is the rules file.
@@ -130,6 +133,9 @@ type Route struct {
 	// MaxBodyBytes, when not 0, is the route's request body limit
 	// instead of the proxy's MAX_BODY_BYTES.
 	MaxBodyBytes int
+	// StripPrefix: the path is forwarded without Prefix ("/" when
+	// nothing is left).
+	StripPrefix bool
 	// Core marks a built-in route.
 	Core bool
 	// IgnoreBadBearer (the token endpoint only): a bearer that does not
@@ -647,6 +653,10 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 			errs = append(errs, fmt.Errorf("max_auth_age %q: want a positive duration like 5m", sp.MaxAuthAge))
 		}
 	}
+	if sp.StripPrefix && sp.Prefix == "/" {
+		errs = append(errs, errors.New("strip_prefix: true on prefix / would strip nothing"))
+	}
+	r.StripPrefix = sp.StripPrefix
 	if sp.MaxBodyBytes < 0 || sp.MaxBodyBytes > MaxRouteBodyBytes {
 		errs = append(errs, fmt.Errorf("max_body_bytes %d: want 1 to %d (1 GiB; the body is held in memory until it is forwarded)", sp.MaxBodyBytes, MaxRouteBodyBytes))
 	} else {

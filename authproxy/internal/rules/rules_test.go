@@ -90,7 +90,7 @@ upstreams:
 routes:
   - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}
   - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write], require_verified_email: true, max_body_bytes: 10485760}
-  - {prefix: /notes/public, upstream: notes, access: optional}
+  - {prefix: /notes/public, upstream: notes, access: optional, strip_prefix: true}
   - {prefix: /notes-admin, upstream: other, access: protected, permissions: [notes:admin], require_mfa: true, max_auth_age: 5m}
   - {prefix: /events, methods: [GET], upstream: notes, access: protected, websocket: true, stream_timeout: 10m}
   - {prefix: /, upstream: other, access: public}
@@ -169,6 +169,9 @@ func TestAppRoutes(t *testing.T) {
 	}
 	if r, _, _ := match(t, tb, "GET", "/notes"); r.MaxBodyBytes != 0 || !tb.BodyLimits {
 		t.Fatalf("max_body_bytes of a route without one = %d; table's BodyLimits %v", r.MaxBodyBytes, tb.BodyLimits)
+	}
+	if r, _, _ := match(t, tb, "GET", "/notes/public/x"); !r.StripPrefix {
+		t.Fatal("strip_prefix lost")
 	}
 	if core, err := Core("http://127.0.0.1:8081"); err != nil || core.BodyLimits {
 		t.Fatalf("built-in table: BodyLimits %v, %v", core.BodyLimits, err)
@@ -259,6 +262,7 @@ func TestBadFiles(t *testing.T) {
 		{"comma permission", ups + "routes: [{prefix: /a, upstream: notes, access: protected, permissions: ['a:b,c:d']}]", "resource:action"},
 		{"bad stream_timeout", ups + "routes: [{prefix: /a, upstream: notes, access: protected, stream_timeout: soon}]", "stream_timeout"},
 		{"bad max_auth_age", ups + "routes: [{prefix: /a, upstream: notes, access: protected, max_auth_age: -1m}]", "max_auth_age"},
+		{"strip_prefix on /", ups + "routes: [{prefix: /, upstream: notes, access: public, strip_prefix: true}]", "strip_prefix"},
 		{"negative max_body_bytes", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: -1}]", "max_body_bytes"},
 		{"max_body_bytes over 1 GiB", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: 1073741825}]", "max_body_bytes"},
 		{"max_body_bytes not a number", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: 10MB}]", "max_body_bytes"},

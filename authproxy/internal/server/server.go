@@ -1028,7 +1028,16 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	req := c.Request()
 	h := &req.Header
 	hc := rt.Clients[route.Upstream]
-	st.uri = append(st.uri[:0], st.path...)
+	if route.StripPrefix {
+		// Match left st.path spelling the prefix exactly, up to a segment
+		// boundary.
+		st.uri = append(st.uri[:0], st.path[len(route.Prefix):]...)
+		if len(st.uri) == 0 {
+			st.uri = append(st.uri, '/')
+		}
+	} else {
+		st.uri = append(st.uri[:0], st.path...)
+	}
 	if q := req.URI().QueryString(); len(q) > 0 {
 		st.uri = append(st.uri, '?')
 		st.uri = append(st.uri, q...)
