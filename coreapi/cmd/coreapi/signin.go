@@ -50,6 +50,9 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	log.Info("signing keys loaded", "kids", ring.KeyIDs(), "signing_kid", ring.SigningKeyID())
+	if u := ring.Untimed(); len(u) > 0 {
+		log.Warn(keys.UntimedWarning, "untimed_kids", u, "signing_kid", ring.SigningKeyID())
+	}
 	if reg != nil {
 		// A reload may leave no key of SIGNING_ALG (the last one removed
 		// before its replacement arrived): tokens are then not issued

@@ -107,10 +107,14 @@ func WithActivationDelay(d time.Duration) Option { return func(r *Ring) { r.acti
 // WithClock sets the clock used for activation (tests).
 func WithClock(now func() time.Time) Option { return func(r *Ring) { r.now = now } }
 
-// Load reads every *.pem file of dir. The newest (lexically greatest kid)
-// active key whose algorithm is alg signs; when no key of alg is active
-// yet, the oldest one does, so that for a given directory the signing kid
-// never moves backwards as the clock advances. Every key is published.
+// Load reads every *.pem file of dir. The newest active key whose
+// algorithm is alg signs; when no key of alg is active yet, the oldest one
+// does, so that for a given directory the signing kid never moves
+// backwards as the clock advances. Every key is published. Keys are
+// ordered by the creation time at the start of their kid (Generate puts
+// it there); a kid without one counts as older than every kid with one,
+// and those order lexically among themselves, so a key named by hand
+// signs only while no generated key of alg is active (Untimed lists them).
 func Load(dir, alg string, opts ...Option) (*Ring, error) {
 	if !validAlg(alg) {
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedAlg, alg)
@@ -229,6 +233,40 @@ func kidTime(kid string) (time.Time, bool) {
 	return t, err == nil
 }
 
+// UntimedWarning is logged, with the kids of Untimed, at start and after
+// a reload that changed the keys.
+const UntimedWarning = "signing key names carry no creation time: they count as older than every key made by `coreapi keys generate`, and sign only while none of those is active"
+
+// newer reports whether a was created after b, as far as their kids tell:
+// a kid made by Generate starts with its creation time, and those sort by
+// it; a kid without one (a file named by hand) counts as older than every
+// timed kid, and such kids sort lexically among themselves. The file's
+// own times say nothing (a mounted Secret gives every file the time of
+// its last sync), nor does a PKCS#8 key. Without this rule "manual.pem"
+// sorts after every "2026…" kid and would sign for ever, whatever keys
+// were generated after it.
+func newer(a, b *Key) bool {
+	_, ta := kidTime(a.ID)
+	_, tb := kidTime(b.ID)
+	if ta != tb {
+		return ta
+	}
+	return a.ID > b.ID
+}
+
+// Untimed lists the kids of the published keys of the signing algorithm
+// whose name carries no creation time (not made by Generate), ascending:
+// they count as older than every generated key (see Load).
+func (r *Ring) Untimed() []string {
+	var ids []string
+	for _, k := range r.cur.Load().keys {
+		if _, ok := kidTime(k.ID); !ok && k.Alg == r.alg {
+			ids = append(ids, k.ID)
+		}
+	}
+	return ids
+}
+
 // loadSet reads the keys of dir. With prev nil (start) any problem is an
 // error and no set is returned. With prev (a reload), a set is returned
 // unless the directory cannot be listed: a file that fails to load keeps
@@ -267,8 +305,8 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set
 		if k.Alg != alg {
 			continue
 		}
-		if oldest == nil {
-			oldest = k // ascending order: the first one
+		if oldest == nil || newer(oldest, k) {
+			oldest = k
 		}
 		created, ok := kidTime(k.ID)
 		if ok && since != nil {
@@ -276,8 +314,8 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set
 				created = t
 			}
 		}
-		if !ok || !now.Before(created.Add(activation)) {
-			s.signer = k // ascending order: the newest active key wins
+		if (!ok || !now.Before(created.Add(activation))) && (s.signer == nil || newer(k, s.signer)) {
+			s.signer = k // the newest active key wins
 		}
 	}
 	if s.signer == nil {
@@ -563,6 +601,9 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 			ids := r.KeyIDs()
 			if now := string(r.JWKS()); now != published || r.SigningKeyID() != signing {
 				o.Log.Info("signing keys changed", "kids", ids, "signing_kid", r.SigningKeyID())
+				if u := r.Untimed(); len(u) > 0 {
+					o.Log.Warn(UntimedWarning, "untimed_kids", u, "signing_kid", r.SigningKeyID())
+				}
 				if now != published {
 					pending = ids
 				}

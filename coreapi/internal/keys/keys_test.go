@@ -654,27 +654,73 @@ func TestActivationDelayFreshInstall(t *testing.T) {
 	}
 }
 
-func TestKidWithoutTimeIsActive(t *testing.T) {
+// TestKidWithoutTimeCountsAsOldest: a key named by hand (no time in its
+// kid) sorts after every generated kid ("m" > "2"), but it must not sign
+// for ever: it counts as older than every generated key, so the first
+// generated key to come of age takes over, as the documented rotation
+// expects. It is active at once, so it signs while no generated key is
+// active, and among keys named by hand the lexically greatest signs.
+func TestKidWithoutTimeCountsAsOldest(t *testing.T) {
 	dir := t.TempDir()
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	if _, err := Generate(dir, AlgEdDSA, t0.Add(-time.Hour)); err != nil {
-		t.Fatal(err)
+	manual := func(name string) {
+		t.Helper()
+		kid, err := Generate(dir, AlgEdDSA, t0.Add(-48*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, kid+".pem"), filepath.Join(dir, name+".pem")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// An operator-named key (no time in its kid) sorts after the generated
-	// one and is active at once.
-	kid, err := Generate(dir, AlgEdDSA, t0)
+	manual("manual-a")
+	manual("manual-b")
+	now := t0
+	r, err := Load(dir, AlgEdDSA, WithActivationDelay(time.Hour), WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(filepath.Join(dir, kid+".pem"), filepath.Join(dir, "zz-manual.pem")); err != nil {
-		t.Fatal(err)
+	if got := r.SigningKeyID(); got != "manual-b" {
+		t.Fatalf("keys named by hand only: signing kid = %s, want the greatest, manual-b", got)
 	}
-	r, err := Load(dir, AlgEdDSA, WithActivationDelay(time.Hour), WithClock(func() time.Time { return t0 }))
+	if got := r.Untimed(); !slices.Equal(got, []string{"manual-a", "manual-b"}) {
+		t.Fatalf("Untimed = %v, want [manual-a manual-b]", got)
+	}
+
+	gen, err := Generate(dir, AlgEdDSA, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.SigningKeyID(); got != "zz-manual" {
-		t.Fatalf("signing kid = %s, want zz-manual", got)
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != "manual-b" {
+		t.Fatalf("generated key not active yet: signing kid = %s, want manual-b", got)
+	}
+	now = t0.Add(time.Hour)
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != gen {
+		t.Fatalf("generated key active: signing kid = %s, want %s (a key named by hand must not sign for ever)", got, gen)
+	}
+	// A restart goes by the same order.
+	r, err = Load(dir, AlgEdDSA, WithActivationDelay(time.Hour), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != gen {
+		t.Fatalf("after a restart: signing kid = %s, want %s", got, gen)
+	}
+	// Leaked generated key removed: the hand-named keys sign again at once.
+	if err := os.Remove(filepath.Join(dir, gen+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SigningKeyID(); got != "manual-b" {
+		t.Fatalf("generated key removed: signing kid = %s, want manual-b", got)
 	}
 }
 
