@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -306,6 +307,15 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.UpstreamMaxConnWait = p.Duration("UPSTREAM_MAX_CONN_WAIT", time.Millisecond, 0)
 	c.UpstreamIdleTimeout = p.Duration("UPSTREAM_IDLE_TIMEOUT", time.Millisecond, 0)
 	c.UpstreamTLS = p.upstreamTLS()
+	// Key files open to other users (see package secretfile: a warning,
+	// and group access allowed, for Secret volumes).
+	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "UPSTREAM_KEYS_FILE"} {
+		if path := p.Raw(name); path != "" {
+			if w := secretfile.Check(name, path); w != "" {
+				c.Warnings = append(c.Warnings, w)
+			}
+		}
+	}
 	c.ProjectionTimeout = p.Duration("PROJECTION_TIMEOUT", time.Millisecond, 0)
 	c.ProjectionMaxFetches = p.Int("PROJECTION_MAX_FETCHES", 1, 0, 0)
 	c.MaxBodyBytes = p.Int("MAX_BODY_BYTES", 1, 0, 0)

@@ -289,3 +289,30 @@ func mustB64(s string) []byte {
 	}
 	return b
 }
+
+// TestKeyFilesOpenToOthersWarned: a key file other users of the host can
+// read loads, with a warning naming it; one readable by its group only,
+// as the manifests' defaultMode 0440 mounts it, is not warned about.
+func TestKeyFilesOpenToOthersWarned(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	core := write("core", "k1:"+key+"\n", 0o440)
+	app := write("app", "app-notes:"+key2+"\n", 0o644)
+	c, err := Load(env(map[string]string{"IDENTITY_KEYS_FILE": core, "UPSTREAM_KEYS_FILE": app}))
+	if err != nil {
+		t.Fatalf("Load() = %v, want the files loaded (a warning, not a refusal)", err)
+	}
+	if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0], "UPSTREAM_KEYS_FILE: "+app+" ") || !strings.Contains(c.Warnings[0], "mode 0644") {
+		t.Fatalf("warnings = %q, want one for UPSTREAM_KEYS_FILE %s, mode 0644", c.Warnings, app)
+	}
+}

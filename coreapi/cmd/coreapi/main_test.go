@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +53,26 @@ func TestCheckConfig(t *testing.T) {
 
 	if !strings.Contains(s, "\nTOKEN_MAX_LEEWAY=1m0s\n") || !strings.Contains(s, "\nDATABASE_URL=postgres://app:xxxxx@db:5432/tollgate\n") {
 		t.Errorf("output is not the NAME=value printout:\n%s", s)
+	}
+
+	// A signing key other users can read is named (the key is 0600 as
+	// generated: no warning above).
+	if strings.Contains(s, "# warning:") {
+		t.Errorf("warning for a key of mode 0600:\n%s", s)
+	}
+	pems, _ := filepath.Glob(filepath.Join(strings.TrimSpace(env["SIGNING_KEYS_DIR"]), "*.pem"))
+	if len(pems) != 1 {
+		t.Fatalf("keys = %v, want one", pems)
+	}
+	if err := os.Chmod(pems[0], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"-check-config"}, envOf(env), &out); err != nil {
+		t.Fatalf("check-config with a key of mode 0644: %v (want a warning, not a refusal)", err)
+	}
+	if s := out.String(); !strings.Contains(s, "# warning: SIGNING_KEYS_DIR: "+pems[0]) || !strings.Contains(s, "configuration ok") {
+		t.Errorf("check-config with a key of mode 0644 does not warn about it:\n%s", s)
 	}
 
 	env["DB_MAX_CONNS"] = "2"

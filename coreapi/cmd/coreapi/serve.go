@@ -41,6 +41,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	if *checkOnly {
+		for _, w := range cfg.Warnings {
+			if _, err := fmt.Fprintln(stdout, "# warning:", w); err != nil {
+				return err
+			}
+		}
 		_, err := fmt.Fprint(stdout, cfg.String(), "configuration ok\n")
 		return err
 	}
@@ -50,6 +55,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := slog.New(logh)
 	log.Info("starting", "config", cfg)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 
 	tp, err := tracing.New(ctx, cfg.Tracing)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	netmail "net/mail"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -166,6 +168,11 @@ type Config struct {
 
 	printout envconfig.Printout
 
+	// Warnings are settings that load but deserve a word at start (logged
+	// by serve, printed by -check-config): secret files open to other
+	// users.
+	Warnings []string
+
 	// Tracing is the OpenTelemetry configuration (OTEL_*); off unless an
 	// OTLP endpoint is set.
 	Tracing tracing.Config
@@ -285,11 +292,37 @@ func Load(getenv func(string) string) (Config, error) {
 		l.Show(r[0], r[1])
 	}
 
+	c.Warnings = l.secretFileWarnings(c.SigningKeysDir)
+
 	c.printout = l.Printout()
 	if err := l.Err(); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+// secretFileWarnings checks the mode of every file holding a secret: the
+// *_FILE variables set and the signing keys in keysDir (see package
+// secretfile for why a warning and why group access is allowed).
+func (l loader) secretFileWarnings(keysDir string) []string {
+	var warnings []string
+	add := func(name, path string) {
+		if w := secretfile.Check(name, path); w != "" {
+			warnings = append(warnings, w)
+		}
+	}
+	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER_FILE"} {
+		if path := l.Raw(name); path != "" {
+			add(name, path)
+		}
+	}
+	if keysDir != "" {
+		paths, _ := filepath.Glob(filepath.Join(keysDir, "*.pem")) // only a bad pattern fails
+		for _, p := range paths {
+			add("SIGNING_KEYS_DIR", p)
+		}
+	}
+	return warnings
 }
 
 // MaxLeeway is the largest clock skew TOKEN_MAX_LEEWAY may allow (the

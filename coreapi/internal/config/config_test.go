@@ -427,3 +427,47 @@ func TestBadURLProblemHidesCredential(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretFilesOpenToOthersWarned: a key file (or signing key) that
+// other users of the host can read loads, with a warning naming it; one
+// readable by its group only, as the manifests' defaultMode 0440 mounts
+// it, is not warned about.
+func TestSecretFilesOpenToOthersWarned(t *testing.T) {
+	dir := t.TempDir()
+	keysDir := filepath.Join(dir, "keys")
+	if err := os.Mkdir(keysDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(path, text string, mode os.FileMode) string {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	m := minimal()
+	delete(m, "IDENTITY_HMAC_KEY")
+	m["SIGNING_KEYS_DIR"] = keysDir
+	m["IDENTITY_HMAC_KEY_FILE"] = write(filepath.Join(dir, "identity.key"), key+"\n", 0o440)
+	m["MFA_ENCRYPTION_KEYS_FILE"] = write(filepath.Join(dir, "mfa.keys"), "mfa1:"+key+"\n", 0o644)
+	m["API_KEY_PEPPER_FILE"] = write(filepath.Join(dir, "pepper"), key+"\n", 0o604)
+	write(filepath.Join(keysDir, "a.pem"), "not read by Load", 0o400)
+	write(filepath.Join(keysDir, "b.pem"), "not read by Load", 0o644)
+	c, err := Load(env(m))
+	if err != nil {
+		t.Fatalf("Load() = %v, want the files loaded (a warning, not a refusal)", err)
+	}
+	want := []string{"MFA_ENCRYPTION_KEYS_FILE: " + m["MFA_ENCRYPTION_KEYS_FILE"], "API_KEY_PEPPER_FILE: " + m["API_KEY_PEPPER_FILE"],
+		"SIGNING_KEYS_DIR: " + filepath.Join(keysDir, "b.pem")}
+	if len(c.Warnings) != len(want) {
+		t.Fatalf("warnings = %q, want one for each of %q", c.Warnings, want)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(c.Warnings[i], w+" ") {
+			t.Errorf("warning %d = %q, want it to start with %q", i, c.Warnings[i], w)
+		}
+	}
+}
