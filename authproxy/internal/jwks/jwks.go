@@ -36,6 +36,9 @@ var (
 	ErrBadKid     = errors.New("jwks: malformed key id")
 	ErrUnknownKid = errors.New("jwks: unknown key id")
 	ErrNotLoaded  = errors.New("jwks: key set not loaded or not refreshable")
+	// ErrSecretMaterial: a fetched key set holds a private or symmetric
+	// key; it is refused whole.
+	ErrSecretMaterial = errors.New("jwks: key set carries secret key material")
 )
 
 // maxBody bounds a JWKS response.
@@ -298,6 +301,17 @@ func (c *Client) parse(body []byte) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse jwks: %w", err)
 	}
+	// A key set that carries secret material (a private key's "d", a
+	// symmetric "k") is refused whole, not trimmed to its public keys:
+	// whoever serves it has published the key that signs, so neither the
+	// document nor its source can be trusted. The previous set stays.
+	for i := 0; i < set.Len(); i++ {
+		jk, _ := set.Key(i)
+		if what := secretPart(jk); what != "" {
+			return nil, fmt.Errorf("%w: key %q carries %s: the signing key is exposed (rotate it) and the whole set is refused",
+				ErrSecretMaterial, jk.KeyID(), what)
+		}
+	}
 	prev := c.cur.Load()
 	s := &Set{Keys: make(map[string]*Key, set.Len()), FetchedAt: c.opt.Now()}
 	for i := 0; i < set.Len(); i++ {
@@ -328,6 +342,18 @@ func (c *Client) parse(body []byte) (*Set, error) {
 		}
 	}
 	return s, nil
+}
+
+// secretPart names the secret member jk carries, "" when it is a public
+// key.
+func secretPart(jk jwk.Key) string {
+	switch jk.(type) {
+	case jwk.RSAPrivateKey, jwk.ECDSAPrivateKey, jwk.OKPPrivateKey:
+		return `private key material ("d")`
+	case jwk.SymmetricKey:
+		return `a symmetric secret ("k")`
+	}
+	return ""
 }
 
 func (c *Client) usable(jk jwk.Key) (*Key, error) {

@@ -83,11 +83,9 @@ func TestOnlyUsableKeysKept(t *testing.T) {
 		pub(t, ec.Public(), "no-alg", nil, "sig"),
 		pub(t, ec.Public(), "wrong-alg", jwa.RS256, "sig"),
 		pub(t, ec384.Public(), "wrong-curve", jwa.ES256, "sig"),
-		pub(t, []byte("0123456789abcdef0123456789abcdef"), "oct", jwa.HS256, "sig"),
 		pub(t, ec.Public(), "enc-use", jwa.ES256, "enc"),
 		pub(t, small.Public(), "rsa-1024", jwa.RS256, "sig"),
 		pub(t, ec.Public(), "../etc/passwd", jwa.ES256, "sig"),
-		pub(t, ec, "private", jwa.ES256, "sig"),
 		pub(t, dup.Public, "dup", jwa.EdDSA, "sig"),
 		pub(t, dup2.Public, "dup", jwa.EdDSA, "sig"),
 	}
@@ -109,6 +107,53 @@ func TestOnlyUsableKeysKept(t *testing.T) {
 	}
 	if got["good"].Alg != jwa.EdDSA || got["ec-good"].Alg != jwa.ES256 {
 		t.Fatalf("algs = %s %s", got["good"].Alg, got["ec-good"].Alg)
+	}
+}
+
+// TestSecretMaterialRefused: a key set holding a private key ("d") or a
+// symmetric one ("k") is refused whole, at the first load (nothing
+// loaded, not ready) and at a refresh (the previous set stays), with an
+// error naming the key: its keys are not trimmed to the public ones.
+func TestSecretMaterialRefused(t *testing.T) {
+	good := testenv.NewKey(t, "good", jwa.EdDSA)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	leaks := map[string]map[string]any{
+		"ed-private":  pub(t, good.Private, "ed-private", jwa.EdDSA, "sig"),
+		"ec-private":  pub(t, ec, "ec-private", jwa.ES256, "sig"),
+		"rsa-private": pub(t, rk, "rsa-private", jwa.RS256, "sig"),
+		"oct":         pub(t, []byte("0123456789abcdef0123456789abcdef"), "oct", jwa.HS256, "sig"),
+	}
+	for kid, leak := range leaks {
+		t.Run(kid, func(t *testing.T) {
+			doc := func(keys ...map[string]any) []byte {
+				b, _ := json.Marshal(map[string]any{"keys": keys})
+				return b
+			}
+			var body atomic.Value
+			body.Store(doc(pub(t, good.Public, "good", jwa.EdDSA, "sig"), leak))
+			var hits atomic.Int64
+			c := newClient(serve(t, &body, &hits), time.Now)
+			err := c.Refresh(context.Background())
+			if !errors.Is(err, ErrSecretMaterial) || !strings.Contains(err.Error(), kid) {
+				t.Fatalf("first load = %v, want ErrSecretMaterial naming %s", err, kid)
+			}
+			if c.Current() != nil || c.Ready() {
+				t.Fatal("a set carrying secret material was loaded")
+			}
+			body.Store(doc(pub(t, good.Public, "good", jwa.EdDSA, "sig")))
+			if err := c.Refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			prev := c.Current()
+			body.Store(doc(leak, pub(t, good.Public, "good", jwa.EdDSA, "sig")))
+			if err := c.Refresh(context.Background()); !errors.Is(err, ErrSecretMaterial) {
+				t.Fatalf("refresh = %v, want ErrSecretMaterial", err)
+			}
+			if c.Current() != prev {
+				t.Fatal("a refused refresh replaced the previous set")
+			}
+		})
 	}
 }
 
