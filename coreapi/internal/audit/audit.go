@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -119,6 +121,23 @@ func Write(ctx context.Context, tx pgx.Tx, e Event) error {
 		return fmt.Errorf("write audit event: %w", err)
 	}
 	return nil
+}
+
+// MaskEmail is addr as the audit log shows an address its user has not
+// confirmed: the first character of the local part, then "***@" and the
+// domain ("n***@example.com"). A pending email change is audited in every
+// tenant the user belongs to, and until it is confirmed the address may
+// not even be the user's (a typo, someone else's mailbox): admins of
+// those tenants learn that a change is pending and roughly where to, not
+// the address. The full address is in user.email_changed once it is the
+// account's own, as every tenant's member list shows it anyway.
+func MaskEmail(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return "***"
+	}
+	r, _ := utf8.DecodeRuneInString(addr)
+	return string(r) + "***" + addr[at:]
 }
 
 // WriteForUser writes e once in every tenant userID belongs to (events of

@@ -144,6 +144,45 @@ func TestResendVerification(t *testing.T) {
 	wantProblem(t, x.Send(t, &b.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusConflict, problem.CodeAlreadyVerified)
 }
 
+// TestPendingEmailChangeMaskedInAudit: a pending email change is audited
+// in every tenant of the user (user.verification_sent), including tenants
+// other than the one it was asked in; none of them gets the new address
+// in full until it is confirmed (a typo or someone else's mailbox would
+// otherwise reach every admin of every tenant), on the request and on a
+// resend. The completed change (user.email_changed) names it.
+func TestPendingEmailChangeMaskedInAudit(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "mover@example.com")
+	b := x.signup(t, "neighbour@example.com")
+	x.exec(t, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, b.c.Tid, a.c.Sub)
+	const secret = "private.new@example.org"
+	const masked = "p***@example.org"
+
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": secret}), http.StatusAccepted)
+	wantStatus(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusAccepted)
+	x.flush(t)
+	if n := x.mailsTo(secret); n != 2 {
+		t.Fatalf("%d mails to the new address, want 2 (request and resend)", n)
+	}
+	for _, tid := range []string{a.c.Tid, b.c.Tid} {
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'user.verification_sent'
+			AND target_id = $2 AND data->>'email_change' = 'true' AND data->>'email' = $3`, tid, a.c.Sub, masked); n != 2 {
+			t.Errorf("tenant %s: %d masked verification_sent events for the change, want 2 (request and resend)", tid, n)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE strpos(lower(data::text), lower($1)) > 0`, secret); n != 0 {
+		t.Fatalf("%d audit events hold the unconfirmed address in full", n)
+	}
+
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": x.mail(t, secret, "Confirm").Token()}), 200)
+	for _, tid := range []string{a.c.Tid, b.c.Tid} {
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'user.email_changed'
+			AND data->>'from' = 'mover@example.com' AND data->>'to' = $2`, tid, secret); n != 1 {
+			t.Errorf("tenant %s: %d email_changed events naming the confirmed address, want 1", tid, n)
+		}
+	}
+}
+
 func TestEmailChange(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "old@example.com")

@@ -183,7 +183,8 @@ WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) 
 
 // SendVerification issues a verify_email token for email and queues the
 // mail with its link, inside tx, and audits it in the user's tenants (call
-// it after the membership exists). Earlier verification tokens of the user
+// it after the membership exists; an address to change to, change, is
+// audited masked). Earlier verification tokens of the user
 // die: only the newest link works. The user's row is locked, so concurrent
 // calls take turns and each revokes the links before it.
 func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName string, change bool, requestID string) error {
@@ -202,6 +203,12 @@ func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName
 	if err != nil {
 		return err
 	}
+	// An address to change to is not the account's yet: every tenant's
+	// log gets it masked (see audit.MaskEmail).
+	shown := email
+	if change {
+		shown = audit.MaskEmail(email)
+	}
 	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: userID, Action: audit.ActionUserVerificationSent,
-		TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID, Data: map[string]any{"email": email, "email_change": change}})
+		TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID, Data: map[string]any{"email": shown, "email_change": change}})
 }
