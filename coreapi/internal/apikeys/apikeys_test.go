@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -706,5 +707,119 @@ func TestNoKeyAfterRemoval(t *testing.T) {
 	}
 	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.created' AND actor_user_id = $1`, gone.UserID); n != 1 {
 		t.Fatalf("%d creation audit events, want 1 (the key made before the removal)", n)
+	}
+}
+
+// TestListsPage: both key lists page as every list does (limit, cursor,
+// next_cursor; newest first, ties by id), refuse include_total=true, a
+// bad or repeated page parameter (400 invalid_query) and a cursor of
+// another list, tenant or user (400 invalid_cursor).
+func TestListsPage(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	m := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+	body := map[string]any{"name": "k", "permissions": []string{}}
+	var all, mine []string
+	for range 3 {
+		all = append(all, x.create(t, admin, "/api/v1/api-keys", body).ID)
+	}
+	for range 4 {
+		k := x.create(t, m, "/api/v1/users/me/api-keys", body)
+		all, mine = append(all, k.ID), append(mine, k.ID)
+	}
+	// Three keys made in the same microsecond: their order is the id's.
+	x.exec(t, `UPDATE api_keys SET created_at = '2026-01-01T00:00:00Z' WHERE id = ANY($1::uuid[])`, []string{all[1], all[3], all[5]})
+	order := func(q string, args ...any) []string {
+		t.Helper()
+		rows, err := x.DB.Pool.Query(context.Background(), q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	wantAll := order(`SELECT id::text FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id`, ten.ID)
+	wantMine := order(`SELECT id::text FROM api_keys WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at DESC, id`, ten.ID, m.UserID)
+
+	type page struct {
+		Data       []apikeys.Key `json:"data"`
+		NextCursor *string       `json:"next_cursor"`
+		Total      *int          `json:"total"`
+	}
+	walk := func(as identity.Identity, path string) ([]string, []string) {
+		t.Helper()
+		var got, cursors []string
+		next := path + "?limit=2"
+		for range 10 {
+			r := x.Get(t, &as, next)
+			if r.Status != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", next, r.Status, r.Body)
+			}
+			var p page
+			r.JSON(t, &p)
+			if p.Total != nil || len(p.Data) > 2 {
+				t.Fatalf("GET %s: %s", next, r.Body)
+			}
+			for _, k := range p.Data {
+				got = append(got, k.ID)
+			}
+			if p.NextCursor == nil {
+				return got, cursors
+			}
+			cursors = append(cursors, *p.NextCursor)
+			next = path + "?limit=2&cursor=" + url.QueryEscape(*p.NextCursor)
+		}
+		t.Fatalf("GET %s: more than 10 pages", path)
+		return nil, nil
+	}
+	gotAll, allCursors := walk(admin, "/api/v1/api-keys")
+	if !slices.Equal(gotAll, wantAll) {
+		t.Errorf("tenant list pages = %v, want %v", gotAll, wantAll)
+	}
+	gotMine, mineCursors := walk(m, "/api/v1/users/me/api-keys")
+	if !slices.Equal(gotMine, wantMine) {
+		t.Errorf("personal list pages = %v, want %v", gotMine, wantMine)
+	}
+	// A full page is the whole list when it fits.
+	if keys, body := x.list(t, admin, "/api/v1/api-keys"); len(keys) != len(all) || !strings.Contains(body, `"next_cursor":null`) {
+		t.Errorf("first page: %s", body)
+	}
+
+	// A cursor is bound to its list and scope.
+	other := x.SeedTenant(t, "Other")
+	adminThere := x.SeedUserIn(t, other.ID, "admin@other.test", "admin")
+	x.SeedMember(t, other.ID, m.UserID, "member")
+	mThere := x.IdentityOf(t, m.UserID, other.ID)
+	for _, c := range []struct {
+		as   identity.Identity
+		path string
+	}{
+		{admin, "/api/v1/api-keys?cursor=" + url.QueryEscape(mineCursors[0])},
+		{m, "/api/v1/users/me/api-keys?cursor=" + url.QueryEscape(allCursors[0])},
+		{adminThere, "/api/v1/api-keys?cursor=" + url.QueryEscape(allCursors[0])},
+		{mThere, "/api/v1/users/me/api-keys?cursor=" + url.QueryEscape(mineCursors[0])},
+		{admin, "/api/v1/users/me/api-keys?cursor=" + url.QueryEscape(mineCursors[0])},
+		{admin, "/api/v1/api-keys?cursor=forged"},
+	} {
+		wantProblem(t, x.Get(t, &c.as, c.path), http.StatusBadRequest, "invalid_cursor")
+	}
+	for _, path := range []string{"/api/v1/api-keys", "/api/v1/users/me/api-keys"} {
+		for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe", "include_total=true", "include_total=1",
+			"limit=1&limit=2", "include_total=false&include_total=false", "cursor=" + url.QueryEscape(allCursors[0]) + "&cursor=x"} {
+			r := x.Get(t, &admin, path+"?"+q)
+			wantProblem(t, r, http.StatusBadRequest, "invalid_query")
+			if strings.HasPrefix(q, "include_total=") && !strings.Contains(q, "&") {
+				if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "include_total" {
+					t.Errorf("%s?%s: errors = %+v, want one naming include_total", path, q, p.Errors)
+				}
+			}
+		}
+		if r := x.Get(t, &admin, path+"?include_total=false"); r.Status != http.StatusOK {
+			t.Errorf("%s?include_total=false: %d %s", path, r.Status, r.Body)
+		}
 	}
 }

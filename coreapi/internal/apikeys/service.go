@@ -52,6 +52,7 @@ type Service struct {
 	catalog *permissions.Catalog
 	slots   chan struct{}
 	now     func() time.Time
+	cursors *httpapi.Cursors // set by Register
 }
 
 // New returns a Service.
@@ -96,6 +97,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, tenantID, secret, actorID, r
 
 // Register adds the routes (an httpapi.Options.Register hook).
 func (s *Service) Register(rt httpapi.Routes) {
+	s.cursors = rt.Cursors
 	p := rt.Protected
 	p.Get("/api-keys", httpapi.RequirePermission(roles.APIKeysWrite), s.listTenant)
 	p.Post("/api-keys", httpapi.RequirePermission(roles.APIKeysWrite), s.createTenant)
@@ -150,10 +152,6 @@ const maxExpiryYear = 9999
 type created struct {
 	Key
 	Secret string `json:"secret"`
-}
-
-type list struct {
-	Data []Key `json:"data"`
 }
 
 func (s *Service) createTenant(c *fiber.Ctx) error { return s.create(c, KindTenant) }
@@ -225,18 +223,36 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 	return c.Status(fiber.StatusCreated).JSON(created{Key: k, Secret: secret})
 }
 
-func (s *Service) listTenant(c *fiber.Ctx) error { return s.list(c, "") }
-func (s *Service) listMine(c *fiber.Ctx) error   { return s.list(c, httpapi.IdentityOf(c).UserID) }
+func (s *Service) listTenant(c *fiber.Ctx) error {
+	return s.list(c, "api-keys", httpapi.IdentityOf(c).TenantID, "")
+}
 
-func (s *Service) list(c *fiber.Ctx, owner string) error {
-	keys, err := s.store.List(c.UserContext(), httpapi.IdentityOf(c).TenantID, owner)
+func (s *Service) listMine(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	return s.list(c, "my-api-keys", id.TenantID+"/"+id.UserID, id.UserID)
+}
+
+// list answers a page of the tenant's live keys (owner "") or of owner's
+// personal keys; cursors are bound to list and scope (the tenant, or the
+// tenant and the owner). The lists have no total.
+func (s *Service) list(c *fiber.Ctx, list, scope, owner string) error {
+	pq, err := httpapi.ParsePageWithoutTotal(c)
 	if err != nil {
 		return err
 	}
-	if keys == nil {
-		keys = []Key{}
+	var after *Cursor
+	if pq.Cursor != "" {
+		t, kid, err := s.cursors.DecodeAfter(list, scope, pq.Cursor)
+		if err != nil {
+			return err
+		}
+		after = &Cursor{CreatedAt: t, ID: kid}
 	}
-	return c.JSON(list{Data: keys})
+	keys, err := s.store.List(c.UserContext(), httpapi.IdentityOf(c).TenantID, owner, pq.Limit+1, after)
+	if err != nil {
+		return err
+	}
+	return c.JSON(httpapi.Page(keys, 0, pq, func(k Key) string { return s.cursors.After(list, scope, k.CreatedAt, k.ID) }))
 }
 
 func (s *Service) revokeTenant(c *fiber.Ctx) error { return s.revoke(c, "") }

@@ -66,8 +66,7 @@ const (
 	KindPersonal = "personal"
 )
 
-// MaxLivePerTenant bounds the live (not revoked) keys of a tenant, so a
-// list is always complete in one page.
+// MaxLivePerTenant bounds the live (not revoked) keys of a tenant.
 const MaxLivePerTenant = 500
 
 // Key is an API key as listed (never its secret).
@@ -163,16 +162,32 @@ RETURNING id::text, created_at`
 	return k, secret, nil
 }
 
-// List returns the live keys of a tenant (userID "": every kind and
-// user) or a user's personal keys in it, newest first.
-func (s *Store) List(ctx context.Context, tenantID, userID string) ([]Key, error) {
+// Cursor is a keyset position in a List: the last row of a page.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// List returns a page of the live keys of a tenant (userID "": every
+// kind and user) or of a user's personal keys in it, newest first (ties
+// by id), at most limit of them, after the cursor when after is not nil.
+// The order is that of api_keys_tenant_created_idx.
+func (s *Store) List(ctx context.Context, tenantID, userID string, limit int, after *Cursor) ([]Key, error) {
 	const q = `
 SELECT id::text, public_id, kind, name, permissions, user_id::text, expires_at, created_at, last_used_at
 FROM api_keys
 WHERE tenant_id = $1 AND revoked_at IS NULL AND ($2 = '' OR (kind = 'personal' AND user_id = NULLIF($2, '')::uuid))
+  AND ($3::timestamptz IS NULL OR created_at < $3 OR (created_at = $3 AND id > $4::uuid))
 ORDER BY created_at DESC, id
-LIMIT $3`
-	rows, err := s.pool.Query(ctx, q, tenantID, userID, MaxLivePerTenant)
+LIMIT $5`
+	var (
+		at *time.Time
+		id *string
+	)
+	if after != nil {
+		at, id = &after.CreatedAt, &after.ID
+	}
+	rows, err := s.pool.Query(ctx, q, tenantID, userID, at, id, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", err)
 	}

@@ -2,12 +2,14 @@ package serviceaccounts_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
@@ -625,15 +627,102 @@ INSERT INTO service_accounts (user_id, tenant_id, name) SELECT id, $1, 'bulk' FR
 	if n := e.count(t, `SELECT count(*) FROM users WHERE kind = 'service'`); n != serviceaccounts.MaxAccounts {
 		t.Fatalf("%d service users after the refusal, want %d", n, serviceaccounts.MaxAccounts)
 	}
-	var l struct {
-		Data []json.RawMessage `json:"data"`
-	}
-	r := e.Get(t, owner, "/api/v1/service-accounts")
-	r.JSON(t, &l)
-	if len(l.Data) != serviceaccounts.MaxAccounts {
-		t.Fatalf("the list holds %d accounts, want all %d", len(l.Data), serviceaccounts.MaxAccounts)
+	if got := e.listAccounts(t, owner, 200); len(got) != serviceaccounts.MaxAccounts {
+		t.Fatalf("the list holds %d accounts, want all %d", len(got), serviceaccounts.MaxAccounts)
 	}
 	if r := create(other); r.Status != http.StatusCreated {
 		t.Fatalf("another tenant: %d %s", r.Status, r.Body)
+	}
+}
+
+// listAccounts pages through the tenant's service accounts, limit a page,
+// and returns their ids in the order listed (each once: a repeat fails).
+func (e *env) listAccounts(t testing.TB, as *identity.Identity, limit int) []string {
+	t.Helper()
+	var ids []string
+	seen := map[string]bool{}
+	next := "/api/v1/service-accounts?limit=" + strconv.Itoa(limit)
+	for {
+		r := e.Get(t, as, next)
+		if r.Status != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", next, r.Status, r.Body)
+		}
+		var p struct {
+			Data       []account `json:"data"`
+			NextCursor *string   `json:"next_cursor"`
+		}
+		r.JSON(t, &p)
+		if len(p.Data) > limit {
+			t.Fatalf("GET %s: %d accounts, more than the limit", next, len(p.Data))
+		}
+		for _, a := range p.Data {
+			if seen[a.ID] {
+				t.Fatalf("GET %s: %s listed twice", next, a.ID)
+			}
+			seen[a.ID] = true
+			ids = append(ids, a.ID)
+		}
+		if p.NextCursor == nil {
+			return ids
+		}
+		next = "/api/v1/service-accounts?limit=" + strconv.Itoa(limit) + "&cursor=" + url.QueryEscape(*p.NextCursor)
+	}
+}
+
+// TestServiceAccountListPages: the list pages as every list does (limit,
+// cursor, next_cursor; oldest first, ties by id), refuses include_total=true
+// and a bad or repeated page parameter (400 invalid_query), and a cursor
+// of another tenant or a forged one (400 invalid_cursor).
+func TestServiceAccountListPages(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	_, other := e.owner(t, "other@example.com")
+	var made []string
+	for range 5 {
+		made = append(made, e.createAccount(t, owner, "ci").ID)
+	}
+	e.createAccount(t, other, "theirs")
+	// Three accounts made in the same microsecond: their order is the id's.
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE service_accounts SET created_at = '2026-01-01T00:00:00Z' WHERE user_id = ANY($1::uuid[])`,
+		[]string{made[0], made[2], made[4]}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := e.DB.Pool.Query(context.Background(), `SELECT user_id::text FROM service_accounts WHERE tenant_id = $1 ORDER BY created_at, user_id`, owner.TenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{1, 2, 5, 50} {
+		if got := e.listAccounts(t, owner, limit); !slices.Equal(got, want) {
+			t.Errorf("limit %d: pages list %v, want %v", limit, got, want)
+		}
+	}
+	r := e.Get(t, owner, "/api/v1/service-accounts?limit=2")
+	var p struct {
+		NextCursor *string `json:"next_cursor"`
+	}
+	r.JSON(t, &p)
+	if p.NextCursor == nil {
+		t.Fatalf("first of several pages: %s", r.Body)
+	}
+	cur := url.QueryEscape(*p.NextCursor)
+	wantCode := func(as *identity.Identity, q string, code string) {
+		t.Helper()
+		r := e.Get(t, as, "/api/v1/service-accounts?"+q)
+		if r.Status != http.StatusBadRequest || r.Problem(t).Code != code {
+			t.Errorf("?%s: %d %s, want 400 %s", q, r.Status, r.Body, code)
+		}
+	}
+	wantCode(other, "cursor="+cur, problem.CodeInvalidCursor)
+	wantCode(owner, "cursor=forged", problem.CodeInvalidCursor)
+	for _, q := range []string{"limit=0", "limit=201", "limit=x", "include_total=maybe", "include_total=true", "include_total=1",
+		"limit=1&limit=2", "cursor=" + cur + "&cursor=" + cur, "include_total=false&include_total=false"} {
+		wantCode(owner, q, problem.CodeInvalidQuery)
+	}
+	if r := e.Get(t, owner, "/api/v1/service-accounts?include_total=false"); r.Status != http.StatusOK {
+		t.Errorf("include_total=false: %d %s", r.Status, r.Body)
 	}
 }

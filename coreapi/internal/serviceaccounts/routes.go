@@ -21,6 +21,7 @@ import (
 // accounts are members: reading them needs users:read, changing them
 // users:write.
 func (s *Service) Register(rt httpapi.Routes) {
+	s.cursors = rt.Cursors
 	rt.Root.Get(MetadataPath, s.serveMetadata)
 	rt.Root.Get(OIDCMetadataPath, s.serveMetadata)
 	rt.Public.Post("/auth/introspect", oautherr.Wrap(s.introspect))
@@ -65,16 +66,29 @@ func actor(c *fiber.Ctx) roles.Actor {
 	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c))}
 }
 
-type accountList struct {
-	Data []Account `json:"data"`
-}
-
+// list answers a page of the tenant's service accounts; the list has no
+// total.
 func (s *Service) list(c *fiber.Ctx) error {
-	out, err := s.store.List(c.UserContext(), httpapi.IdentityOf(c).TenantID)
+	pq, err := httpapi.ParsePageWithoutTotal(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(accountList{Data: out})
+	tid := httpapi.IdentityOf(c).TenantID
+	var after *Cursor
+	if pq.Cursor != "" {
+		t, id, err := s.cursors.DecodeAfter("service-accounts", tid, pq.Cursor)
+		if err != nil {
+			return err
+		}
+		after = &Cursor{CreatedAt: t, ID: id}
+	}
+	out, err := s.store.List(c.UserContext(), tid, pq.Limit+1, after)
+	if err != nil {
+		return err
+	}
+	return c.JSON(httpapi.Page(out, 0, pq, func(a Account) string {
+		return s.cursors.After("service-accounts", tid, a.CreatedAt, a.ID)
+	}))
 }
 
 type createRequest struct {

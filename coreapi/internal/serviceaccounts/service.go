@@ -28,6 +28,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
@@ -99,8 +100,9 @@ type Options struct {
 
 // Service serves the routes of this package.
 type Service struct {
-	o     Options
-	store *Store
+	o       Options
+	store   *Store
+	cursors *httpapi.Cursors // set by Register
 }
 
 // New returns a Service.

@@ -45,8 +45,7 @@ var (
 // once: enough for a rotation to overlap, few enough to keep track of.
 const MaxSecrets = 5
 
-// MaxAccounts bounds a tenant's service accounts (ErrTooManyAccounts), so
-// its list is always complete in one page.
+// MaxAccounts bounds a tenant's service accounts (ErrTooManyAccounts).
 const MaxAccounts = 1000
 
 // EmailDomain is the reserved domain (RFC 2606 .invalid) of service
@@ -228,8 +227,15 @@ RETURNING created_at`
 	return acc, nil
 }
 
-// List returns the tenant's service accounts, oldest first.
-func (s *Store) List(ctx context.Context, tenantID string) ([]Account, error) {
+// Cursor is a keyset position in a List: the last row of a page.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// List returns a page of the tenant's service accounts, oldest first (ties
+// by id), at most limit of them, after the cursor when after is not nil.
+func (s *Store) List(ctx context.Context, tenantID string, limit int, after *Cursor) ([]Account, error) {
 	const q = `
 SELECT sa.user_id::text, sa.user_id::text, sa.name,
        ARRAY(SELECT r.name FROM membership_roles mr
@@ -240,10 +246,14 @@ SELECT sa.user_id::text, sa.user_id::text, sa.name,
                                  ORDER BY x.created_at, x.id)
                  FROM service_account_secrets x WHERE x.user_id = sa.user_id), '[]')
 FROM service_accounts sa
-WHERE sa.tenant_id = $1
+WHERE sa.tenant_id = $1 AND (sa.created_at, sa.user_id) > ($2, $3::uuid)
 ORDER BY sa.created_at, sa.user_id
-LIMIT $2`
-	rows, err := s.pool.Query(ctx, q, tenantID, MaxAccounts)
+LIMIT $4`
+	at, id := time.Time{}, "00000000-0000-0000-0000-000000000000"
+	if after != nil {
+		at, id = after.CreatedAt, after.ID
+	}
+	rows, err := s.pool.Query(ctx, q, tenantID, at, id, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list service accounts: %w", err)
 	}
