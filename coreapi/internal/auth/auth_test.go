@@ -778,8 +778,28 @@ func TestLogoutLocal(t *testing.T) {
 			t.Errorf("%s: errors = %+v, want scope named", q, p.Errors)
 		}
 	}
+	// A scope in the body and another in the query is refused, naming it,
+	// and signs nothing out: the body used to win in silence, so a
+	// ?scope=local in the log recorded one session where every one ended.
+	for _, c := range []struct{ query, body string }{{"local", "global"}, {"global", "local"}, {"local", "everywhere"}} {
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=" + c.query,
+			Body: map[string]string{"scope": c.body}, As: e.identityFor(t, other)})
+		apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_request")
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "scope" {
+			t.Errorf("query %s, body %s: errors = %+v, want scope named", c.query, c.body, p.Errors)
+		}
+	}
 	if r := e.refresh(t, other.RefreshToken); r.Status != http.StatusOK {
 		t.Errorf("a refused logout signed the session out: %d", r.Status)
+	}
+	// The same scope in both is one scope.
+	third := e.login(t, "o@example.com")
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=local",
+		Body: map[string]string{"scope": "local"}, As: e.identityFor(t, third)}); r.Status != http.StatusNoContent {
+		t.Errorf("the same scope in the query and the body: %d %s", r.Status, r.Body)
+	}
+	if r := e.refresh(t, third.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("refresh of the session signed out with scope in both: %d", r.Status)
 	}
 	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout"}); r.Status != http.StatusUnauthorized {
 		t.Errorf("logout without identity: %d", r.Status)

@@ -38,7 +38,15 @@ func (s *Service) logout(c *fiber.Ctx) error {
 		if err := httpapi.DecodeJSON(c, &req); err != nil {
 			return err
 		}
-		if req.Scope != "" {
+		switch {
+		case req.Scope == "":
+		case scope != "" && scope != req.Scope:
+			// The body used to win in silence: a gateway or a log that
+			// reads the query would record another sign-out than the
+			// one done.
+			return invalidRequest("the body and the query name different scopes; send scope once",
+				problem.FieldError{Field: "scope", Message: "the body's differs from the query's"})
+		default:
 			scope = req.Scope
 		}
 	}
