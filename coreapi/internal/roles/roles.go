@@ -344,15 +344,31 @@ RETURNING ` + roleCols
 		if r.Name != old.Name || !slices.Equal(r.Permissions, old.Permissions) {
 			announce = append(announce, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleUpdated})
 		}
+		// The row says what changed, as user.email_changed does: the
+		// role's editable fields before ("from") and after ("to"), not
+		// the request alone, which tells no one what the role was.
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionRoleUpdated,
-			TargetType: audit.TargetRole, TargetID: roleID, Data: p, RequestID: a.RequestID,
+			TargetType: audit.TargetRole, TargetID: roleID, RequestID: a.RequestID,
+			Data: map[string]auditedRole{"from": auditedOf(old), "to": auditedOf(r)},
 		}, announce...)
 	})
 	if err != nil {
 		return Role{}, fmt.Errorf("update role: %w", err)
 	}
 	return r, nil
+}
+
+// auditedRole is what the audit row of a role's update records of the
+// role, before and after: the fields a PATCH can change.
+type auditedRole struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Permissions []string `json:"permissions"`
+}
+
+func auditedOf(r Role) auditedRole {
+	return auditedRole{Name: r.Name, Description: r.Description, Permissions: r.Permissions}
 }
 
 // LockTenant takes the tenant's lock: its row, FOR NO KEY UPDATE, which

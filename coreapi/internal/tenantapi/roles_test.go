@@ -1,8 +1,10 @@
 package tenantapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -238,4 +240,63 @@ func TestPermissionListBound(t *testing.T) {
 	perms := func(n int) []string { return slices.Repeat([]string{"audit:read"}, n) }
 	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "auditor", "permissions": perms(64)}), 201)
 	apitest.WantProblem(t, w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "auditor2", "permissions": perms(65)}), 422, "validation_failed")
+}
+
+// TestRoleUpdateAudited: role.updated records the role's editable fields
+// before ("from") and after ("to"), as user.email_changed records an
+// address, so an auditor sees what a change changed: the row used to hold
+// the request's new values only.
+func TestRoleUpdateAudited(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	r := w.E.Send(t, &w.Admin, "POST", "/api/v1/roles", map[string]any{
+		"name": "ops", "description": "Runs things", "permissions": []string{"users:read"},
+	})
+	apitest.WantStatus(t, r, 201)
+	var ro tenantapi.Role
+	r.JSON(t, &ro)
+	type state struct {
+		Name        string   `json:"name"`
+		Description string   `json:"description"`
+		Permissions []string `json:"permissions"`
+	}
+	type change struct {
+		From *state `json:"from"`
+		To   *state `json:"to"`
+	}
+	for _, c := range []struct {
+		patch    map[string]any
+		from, to state
+	}{
+		{map[string]any{"name": "operators", "permissions": []string{"roles:read", "users:read"}},
+			state{"ops", "Runs things", []string{"users:read"}}, state{"operators", "Runs things", []string{"roles:read", "users:read"}}},
+		{map[string]any{"description": ""},
+			state{"operators", "Runs things", []string{"roles:read", "users:read"}}, state{"operators", "", []string{"roles:read", "users:read"}}},
+		{map[string]any{"permissions": []string{}},
+			state{"operators", "", []string{"roles:read", "users:read"}}, state{"operators", "", []string{}}},
+	} {
+		apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/roles/"+ro.ID, c.patch), 200)
+		r := w.E.Get(t, &w.Owner, "/api/v1/audit-events?limit=1")
+		apitest.WantStatus(t, r, 200)
+		var l struct {
+			Data []struct {
+				Action   string          `json:"action"`
+				TargetID string          `json:"target_id"`
+				Data     json.RawMessage `json:"data"`
+			} `json:"data"`
+		}
+		r.JSON(t, &l)
+		if len(l.Data) != 1 || l.Data[0].Action != "role.updated" || l.Data[0].TargetID != ro.ID {
+			t.Fatalf("patch %v: newest audit event = %s", c.patch, r.Body)
+		}
+		var got change
+		dec := json.NewDecoder(bytes.NewReader(l.Data[0].Data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&got); err != nil || got.From == nil || got.To == nil {
+			t.Fatalf("patch %v: data = %s (%v), want only from and to", c.patch, l.Data[0].Data, err)
+		}
+		if !reflect.DeepEqual(*got.From, c.from) || !reflect.DeepEqual(*got.To, c.to) {
+			t.Errorf("patch %v: data = %s, want from %+v to %+v", c.patch, l.Data[0].Data, c.from, c.to)
+		}
+	}
 }
