@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -108,6 +109,33 @@ func TestBodyTooLarge(t *testing.T) {
 	// Just under the limit is accepted (and then validated).
 	ok := `{"display_name": "` + strings.Repeat("x", 150) + `"}`
 	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: ok, As: &owner}), 200)
+}
+
+// TestHeaderFieldsTooLarge: header fields over what the server reads (16
+// KiB, ReadBufferSize) are refused with 431 problem+json before any route
+// is chosen, on every route, public, protected or OAuth; every operation
+// documents it, as 413.
+func TestHeaderFieldsTooLarge(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	e := w.E
+	big := http.Header{"X-Padding": {strings.Repeat("a", 17<<10)}}
+	for _, req := range []apitest.Request{
+		{Method: "GET", Path: "/api/v1/users", As: &w.Owner, Header: big},
+		{Method: "PATCH", Path: "/api/v1/users/me", Body: `{"display_name":"x"}`, As: &w.Owner, Header: big},
+		{Method: "GET", Path: "/api/v1/health", Header: big},
+		{Method: "POST", Path: "/api/v1/auth/token", Body: `{"grant_type":"password"}`, Header: big},
+		{Method: "GET", Path: "/.well-known/jwks.json", Header: big},
+	} {
+		r := e.Do(t, req)
+		apitest.WantStatus(t, r, http.StatusRequestHeaderFieldsTooLarge)
+		if p := r.Problem(t); p.Code != "bad_request" || p.RequestID == "" || p.RequestID != r.Header.Get("X-Request-Id") {
+			t.Errorf("%s %s: problem = %+v, want bad_request with a request id", req.Method, req.Path, p)
+		}
+	}
+	// Under the limit is read as usual.
+	small := http.Header{"X-Padding": {strings.Repeat("a", 8<<10)}}
+	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users", As: &w.Owner, Header: small}), http.StatusOK)
 }
 
 func TestUnknownRouteAndMethod(t *testing.T) {
