@@ -671,3 +671,36 @@ routes:
 	e.wantStatus(e.do("GET", "/BILLING/invoices", e.token(nil), nil), 404)
 	e.wantNothingForwarded()
 }
+
+// TestRewriteHost: an upstream with rewrite_host gets its own host as Host
+// (the client's in X-Forwarded-Host); any other keeps the client's Host.
+func TestRewriteHost(t *testing.T) {
+	for _, rewrite := range []bool{false, true} {
+		rules := appUpstream
+		if rewrite {
+			rules += "    rewrite_host: true\n"
+		}
+		e := start(t, envOpt{rules: rules + "routes:\n  - {prefix: /notes, upstream: notes, access: public}\n"})
+		req, _ := http.NewRequest("GET", "http://"+e.addr+"/notes/x", nil)
+		req.Host = "app.example.com"
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := e.up.Received()
+		if resp.StatusCode != 200 || len(got) != 1 || got[0].VerifyErr != nil {
+			t.Fatalf("rewrite %v: %d, upstream got %+v", rewrite, resp.StatusCode, got)
+		}
+		want := "app.example.com"
+		if rewrite {
+			want = e.up.Addr
+		}
+		if h := got[0].Headers["Host"]; len(h) != 1 || h[0] != want {
+			t.Fatalf("rewrite %v: Host %q, want %q", rewrite, h, want)
+		}
+		if h := got[0].Headers["X-Forwarded-Host"]; len(h) != 1 || h[0] != "app.example.com" {
+			t.Fatalf("rewrite %v: X-Forwarded-Host %q", rewrite, h)
+		}
+	}
+}

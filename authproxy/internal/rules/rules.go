@@ -79,6 +79,10 @@ var ErrNoRoutes = errors.New("rules file has no routes (empty, or cut short whil
 type UpstreamSpec struct {
 	URL   string `json:"url"`
 	KeyID string `json:"key_id"`
+	// RewriteHost sends the URL's host as the Host header instead of the
+	// client's (a virtual host, or a service behind an ingress that
+	// routes by name).
+	RewriteHost bool `json:"rewrite_host,omitempty"`
 }
 
 // RouteSpec is one route as written in the rules file.
@@ -116,6 +120,9 @@ type Upstream struct {
 	URL   string // http://host:port, for logs
 	KeyID string // "" for core: it is signed with the core key
 	TLS   bool   // an https:// URL (apps only)
+	// Host is the Host header requests are sent with (rewrite_host: the
+	// URL's host, without a default port); "" keeps the client's.
+	Host string
 }
 
 // Route is a compiled route. Shared by every request: never modify it.
@@ -385,6 +392,21 @@ func parseURL(s string) (addr string, tls bool, err error) {
 	return net.JoinHostPort(u.Hostname(), port), tls, nil
 }
 
+// hostHeader is the Host header for an upstream at addr (host:port, as
+// ParseAppURL returns it): the host in lower case, the port left out when
+// it is the scheme's.
+func hostHeader(addr string, tls bool) string {
+	host, port, _ := net.SplitHostPort(addr)
+	host = strings.ToLower(host)
+	if tls && port == "443" || !tls && port == "80" {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // Core returns the table of the built-in routes only (no rules file).
 func Core(coreURL string) (*Table, error) {
 	return Compile(File{}, Env{CoreURL: coreURL})
@@ -495,7 +517,11 @@ func Compile(f File, env Env) (*Table, error) {
 			continue
 		}
 		index[n] = len(t.Upstreams)
-		t.Upstreams = append(t.Upstreams, Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID, TLS: tls})
+		up := Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID, TLS: tls}
+		if u.RewriteHost {
+			up.Host = hostHeader(addr, tls)
+		}
+		t.Upstreams = append(t.Upstreams, up)
 	}
 	for _, c := range coreSpecs {
 		set, _ := methodSet(c.methods)

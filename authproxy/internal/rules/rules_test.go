@@ -262,6 +262,7 @@ func TestBadFiles(t *testing.T) {
 		{"comma permission", ups + "routes: [{prefix: /a, upstream: notes, access: protected, permissions: ['a:b,c:d']}]", "resource:action"},
 		{"bad stream_timeout", ups + "routes: [{prefix: /a, upstream: notes, access: protected, stream_timeout: soon}]", "stream_timeout"},
 		{"bad max_auth_age", ups + "routes: [{prefix: /a, upstream: notes, access: protected, max_auth_age: -1m}]", "max_auth_age"},
+		{"rewrite_host not a bool", "upstreams:\n  notes: {url: 'http://127.0.0.1:8082', key_id: app-notes, rewrite_host: yes please}\nroutes: []\n", "rewrite_host"},
 		{"strip_prefix on /", ups + "routes: [{prefix: /, upstream: notes, access: public, strip_prefix: true}]", "strip_prefix"},
 		{"negative max_body_bytes", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: -1}]", "max_body_bytes"},
 		{"max_body_bytes over 1 GiB", ups + "routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: 1073741825}]", "max_body_bytes"},
@@ -399,5 +400,28 @@ func TestExampleFile(t *testing.T) {
 func TestOneAddressTwoNamesShareAKey(t *testing.T) {
 	if _, err := Parse([]byte("upstreams:\n  notes: {url: 'http://x:1', key_id: app-notes}\n  alias: {url: 'http://x:1', key_id: app-notes}\nroutes: []\n"), testEnv); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRewriteHostHeader: rewrite_host sends the URL's host, its port left
+// out when it is the scheme's.
+func TestRewriteHostHeader(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"http://Notes.internal:8082", "notes.internal:8082"},
+		{"http://notes.internal", "notes.internal"},
+		{"http://notes.internal:80", "notes.internal"},
+		{"https://api.example.com", "api.example.com"},
+		{"https://api.example.com:8443", "api.example.com:8443"},
+		{"http://[::1]:80", "[::1]"},
+		{"http://[::1]:8082", "[::1]:8082"},
+	} {
+		f := "upstreams:\n  notes: {url: '" + tc.url + "', key_id: app-notes, rewrite_host: true}\n  other: {url: '" + tc.url + "', key_id: app-notes}\nroutes: []\n"
+		tb, err := Parse([]byte(f), Env{CoreURL: "http://127.0.0.1:8081", UpstreamKeyIDs: []string{"app-notes"}})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		if tb.Upstreams[1].Host != tc.want || tb.Upstreams[2].Host != "" {
+			t.Fatalf("%s: Host %q (without rewrite_host %q), want %q", tc.url, tb.Upstreams[1].Host, tb.Upstreams[2].Host, tc.want)
+		}
 	}
 }

@@ -1106,7 +1106,11 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	} else {
 		setIdentity(h, signer.KeyID(), cl, w, st)
 	}
-	st.upstream = rt.Table.Upstreams[route.Upstream].Name
+	up := &rt.Table.Upstreams[route.Upstream]
+	st.upstream = up.Name
+	if up.Host != "" { // rewrite_host: after X-Forwarded-Host took the client's
+		setHost(h, up.Host)
+	}
 	if st.trace.on {
 		s.traceInject(h, st)
 	}
