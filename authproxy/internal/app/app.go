@@ -182,21 +182,26 @@ func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, er
 	cfg := a.cfg
 	r := &server.Router{Table: t, Clients: make([]*fasthttp.HostClient, len(t.Upstreams)), Signers: make([]*identity.KeySigner, len(t.Upstreams))}
 	type endpoint struct {
-		addr string
-		tls  bool
+		addr    string
+		tls     bool
+		timeout time.Duration
 	}
 	old := map[endpoint]*fasthttp.HostClient{}
 	if prev != nil {
 		for _, c := range prev.Clients {
-			old[endpoint{c.Addr, c.IsTLS}] = c
+			old[endpoint{c.Addr, c.IsTLS, c.ReadTimeout}] = c
 		}
 	}
 	for i, u := range t.Upstreams {
-		if c := old[endpoint{u.Addr, u.TLS}]; c != nil {
+		timeout := cfg.UpstreamTimeout
+		if u.Timeout > 0 {
+			timeout = u.Timeout
+		}
+		if c := old[endpoint{u.Addr, u.TLS, timeout}]; c != nil {
 			r.Clients[i] = c
 		} else {
 			o := forward.Options{Addr: u.Addr, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
-				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.UpstreamTimeout}
+				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: timeout}
 			if u.TLS {
 				o.TLS = cfg.UpstreamTLS
 			}

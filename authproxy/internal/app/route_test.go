@@ -704,3 +704,25 @@ func TestRewriteHost(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamTimeout: an upstream's timeout replaces UPSTREAM_TIMEOUT
+// (300ms here) for its requests; without one, UPSTREAM_TIMEOUT holds.
+func TestUpstreamTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		timeout string
+		want    int
+	}{{"", 504}, {", timeout: 5s", 200}} {
+		e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "300ms"}, rules: `
+upstreams:
+  notes: {url: "{{APP}}", key_id: app-notes` + tc.timeout + `}
+routes:
+  - {prefix: /app, upstream: notes, access: public}
+`})
+		gate := make(chan struct{})
+		e.up.SlowGate.Store(&gate)
+		time.AfterFunc(time.Second, func() { close(gate) }) // the app answers after 1s
+		if r := e.do("GET", "/app/slow", "", nil); r.status != tc.want {
+			t.Fatalf("upstream%s: %d, want %d", tc.timeout, r.status, tc.want)
+		}
+	}
+}

@@ -83,6 +83,8 @@ type UpstreamSpec struct {
 	// client's (a virtual host, or a service behind an ingress that
 	// routes by name).
 	RewriteHost bool `json:"rewrite_host,omitempty"`
+	// Timeout replaces UPSTREAM_TIMEOUT for this upstream (a duration).
+	Timeout string `json:"timeout,omitempty"`
 }
 
 // RouteSpec is one route as written in the rules file.
@@ -123,7 +125,14 @@ type Upstream struct {
 	// Host is the Host header requests are sent with (rewrite_host: the
 	// URL's host, without a default port); "" keeps the client's.
 	Host string
+	// Timeout, when not 0, replaces UPSTREAM_TIMEOUT: how long writing a
+	// request and reading its answer may each take.
+	Timeout time.Duration
 }
+
+// MaxUpstreamTimeout is the longest timeout an upstream may set (longer
+// answers are streams: stream_timeout).
+const MaxUpstreamTimeout = time.Hour
 
 // Route is a compiled route. Shared by every request: never modify it.
 type Route struct {
@@ -512,12 +521,18 @@ func Compile(f File, env Env) (*Table, error) {
 		case keyOwner[u.KeyID] == "":
 			keyOwner[u.KeyID] = n
 		}
+		var timeout time.Duration
+		if u.Timeout != "" {
+			if timeout, err = time.ParseDuration(u.Timeout); err != nil || timeout < time.Second || timeout > MaxUpstreamTimeout {
+				uerrs = append(uerrs, fmt.Errorf("timeout %q: want a duration from 1s to 1h like 2m", u.Timeout))
+			}
+		}
 		if len(uerrs) > 0 {
 			errs = append(errs, fmt.Errorf("upstream %q: %w", n, errors.Join(uerrs...)))
 			continue
 		}
 		index[n] = len(t.Upstreams)
-		up := Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID, TLS: tls}
+		up := Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID, TLS: tls, Timeout: timeout}
 		if u.RewriteHost {
 			up.Host = hostHeader(addr, tls)
 		}
