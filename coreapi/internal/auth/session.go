@@ -33,7 +33,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 	if err := httpapi.ReadQuery(c.Context().QueryArgs(), []httpapi.FormField{{Name: "scope", Dst: &scope}}); err != nil {
 		return err
 	}
-	if len(c.Body()) > 0 {
+	if len(c.Request().Body()) > 0 { // as sent: c.Body() would decompress
 		var req logoutRequest
 		if err := httpapi.DecodeJSON(c, &req); err != nil {
 			return err

@@ -40,6 +40,9 @@ func invalidRequest(detail string, fields ...problem.FieldError) *problem.Proble
 // application/x-www-form-urlencoded (RFC 6749 §4.3, §6); in either, a
 // parameter sent more than once is invalid_request (§3.1).
 func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
+	if err := httpapi.CheckCoding(c); err != nil {
+		return tokenRequest{}, err
+	}
 	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
 	if ct == fiber.MIMEApplicationForm {
 		var f tokenRequest // apart from req, which the JSON decoder moves to the heap

@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"net/http"
 	"strings"
 	"testing"
@@ -144,4 +146,51 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 	e := w.E
 	apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/nope", As: &w.Owner, Undocumented: true}), 404, "not_found")
 	apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "POST", Path: "/api/v1/tenant", As: &w.Owner, Body: "{}", Undocumented: true}), 405, "method_not_allowed")
+}
+
+// A body in a content coding is refused (415, Accept-Encoding: identity),
+// not inflated: MaxBodyBytes bounds the bytes sent, and a gzip body of
+// 50 KiB inflates to 50 MiB.
+func TestCompressedBodyRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	gz := func(parts ...string) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		for _, p := range parts {
+			_, _ = zw.Write([]byte(p))
+		}
+		_ = zw.Close()
+		return buf.Bytes()
+	}
+	for _, tt := range []struct {
+		name, coding string
+		body         []byte
+	}{
+		{"gzip", "gzip", gz(`{"display_name": "zipped"}`)},
+		{"gzip bomb", "gzip", gz(`{"display_name": "`, strings.Repeat(" ", 50<<20), `"}`)},
+		{"in capitals", "GZIP", gz(`{"display_name": "zipped"}`)},
+		{"deflate", "deflate", []byte(`{"display_name": "zipped"}`)},
+		{"two codings", "identity, gzip", gz(`{"display_name": "zipped"}`)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := w.E.AuditActions(t, w.A)
+			r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: tt.body,
+				ContentType: "application/json", Header: http.Header{"Content-Encoding": {tt.coding}}, As: &w.Owner})
+			apitest.WantProblem(t, r, 415, "unsupported_media_type")
+			if got := r.Header.Get("Accept-Encoding"); got != "identity" {
+				t.Errorf("Accept-Encoding = %q, want identity", got)
+			}
+			if r.Stats.Queries != 0 {
+				t.Errorf("refused body ran %d queries", r.Stats.Queries)
+			}
+			if after := w.E.AuditActions(t, w.A); len(after) != len(before) {
+				t.Errorf("refused body changed data: %v", after[len(before):])
+			}
+		})
+	}
+	// identity is no coding at all.
+	r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: `{"display_name": "plain"}`,
+		Header: http.Header{"Content-Encoding": {"identity"}}, As: &w.Owner})
+	apitest.WantStatus(t, r, 200)
 }

@@ -31,11 +31,14 @@ func DecodeJSON(c *fiber.Ctx, dst any) error {
 // decodeJSON is DecodeJSON answering a repeated or misspelled member with
 // code.
 func decodeJSON(c *fiber.Ctx, dst any, code string) error {
+	if err := CheckCoding(c); err != nil {
+		return err
+	}
 	ct := c.Get(fiber.HeaderContentType)
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 		return problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia, "send the body as application/json")
 	}
-	body := c.Body()
+	body := c.Request().Body() // as sent: c.Body() would decompress
 	if len(bytes.TrimSpace(body)) == 0 {
 		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "request body is empty")
 	}
@@ -60,6 +63,21 @@ func decodeJSON(c *fiber.Ctx, dst any, code string) error {
 	// gateway's filter, an audit of the raw request) reads differently is
 	// refused instead.
 	return checkMembers(body, fieldNames(dst), code)
+}
+
+// CheckCoding answers 415 unsupported_media_type, with Accept-Encoding:
+// identity (RFC 9110 section 15.5.16), to a request whose body is sent in
+// a content coding (Content-Encoding: gzip, br, deflate...). Bodies are
+// read as sent, never decompressed: MaxBodyBytes bounds the bytes on the
+// wire, and a few kilobytes of gzip inflate to gigabytes.
+func CheckCoding(c *fiber.Ctx) error {
+	ce := c.Request().Header.ContentEncoding()
+	if len(ce) == 0 || strings.EqualFold(strings.TrimSpace(string(ce)), "identity") {
+		return nil
+	}
+	c.Set(fiber.HeaderAcceptEncoding, "identity")
+	return problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,
+		"send the body without a Content-Encoding (identity): compressed bodies are not accepted")
 }
 
 // fieldNames is the set of JSON member names of the struct dst points to,

@@ -1,10 +1,13 @@
 package lifecycle_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 )
 
@@ -29,5 +32,24 @@ func TestFormBadStringsRefused(t *testing.T) {
 				t.Errorf("refused form ran %d queries", r.Stats.Queries)
 			}
 		})
+	}
+}
+
+// A page form in a content coding is sent back as unsupported_media_type
+// before it is read, as a JSON body is: it was inflated (without bound)
+// after the NUL and UTF-8 check had read the bytes as sent.
+func TestCompressedFormRefused(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write([]byte("email=a%00b@example.com"))
+	_ = zw.Close()
+	r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/password/forgot", Body: buf.Bytes(),
+		ContentType: "application/x-www-form-urlencoded", Header: http.Header{"Content-Encoding": {"gzip"}}})
+	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || !strings.HasPrefix(loc, "/reset-password?error=unsupported_media_type") {
+		t.Errorf("%d Location %q body %s", r.Status, loc, r.Body)
+	}
+	if r.Stats.Queries != 0 {
+		t.Errorf("refused form ran %d queries", r.Stats.Queries)
 	}
 }

@@ -156,13 +156,16 @@ func decode(c *fiber.Ctx, dst any) error {
 	if !isForm(c) {
 		return httpapi.DecodeJSON(c, dst)
 	}
+	if err := httpapi.CheckCoding(c); err != nil {
+		return err
+	}
 	// The JSON path refuses NUL bytes and invalid UTF-8 (DecodeJSON); so
 	// does the form, rather than a NUL reaching PostgreSQL (a 500) or
 	// invalid UTF-8 being replaced on the way to dst.
 	if err := httpapi.CheckForm(c.Request().PostArgs()); err != nil {
 		return err
 	}
-	vals, err := url.ParseQuery(string(c.Body()))
+	vals, err := url.ParseQuery(string(c.Request().Body()))
 	if err != nil {
 		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "malformed form")
 	}

@@ -29,6 +29,9 @@ type tokenQuery struct {
 }
 
 func decodeQuery(c *fiber.Ctx) (tokenQuery, error) {
+	if err := httpapi.CheckCoding(c); err != nil {
+		return tokenQuery{}, err
+	}
 	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
 	if ct == fiber.MIMEApplicationForm {
 		var f tokenQuery // apart from q, which the JSON decoder moves to the heap
