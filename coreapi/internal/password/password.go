@@ -2,6 +2,11 @@
 // parameters: 19 MiB memory, 2 passes, 1 lane) in the PHC string format
 // $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>.
 //
+// Passwords are hashed in Unicode NFKC (NIST SP 800-63B): one password
+// typed with precomposed or decomposed letters ("é" as U+00E9 or as "e" +
+// U+0301, as keyboards and operating systems differ), or in full-width
+// forms by an input method, is one password.
+//
 // Hashing is deliberately expensive in memory and CPU, so a Hasher bounds
 // how many hashes run at once, and rejects over-long input before doing any
 // work.
@@ -22,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Limits on a password, in bytes and characters.
@@ -82,13 +88,15 @@ func New(p Params, concurrency int) *Hasher {
 func (h *Hasher) Params() Params { return h.p }
 
 // CheckNew validates a password a user is choosing (NIST SP 800-63B): at
-// least MinChars characters, at most MaxBytes bytes, and not among the
-// most common passwords (case-insensitively). Passwords already set are
-// never checked again, so nobody is locked out by a policy change.
+// most MaxBytes bytes as sent, and in NFKC (as it is hashed) at least
+// MinChars characters and not among the most common passwords
+// (case-insensitively). Passwords already set are never checked again, so
+// nobody is locked out by a policy change.
 func CheckNew(pw string) error {
 	if len(pw) > MaxBytes {
 		return ErrTooLong
 	}
+	pw = norm.NFKC.String(pw)
 	if utf8.RuneCountInString(pw) < MinChars {
 		return ErrTooShort
 	}
@@ -124,11 +132,12 @@ func (h *Hasher) acquire(ctx context.Context) error {
 
 func (h *Hasher) release() { <-h.sem }
 
-// Hash returns the PHC string of pw with a fresh random salt.
+// Hash returns the PHC string of pw, in NFKC, with a fresh random salt.
 func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 	if len(pw) > MaxBytes {
 		return "", ErrTooLong
 	}
+	pw = norm.NFKC.String(pw)
 	salt := make([]byte, h.p.SaltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("read salt: %w", err)
@@ -144,6 +153,11 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 // Verify reports whether pw matches the PHC string encoded. An empty
 // encoded (unknown account, or one without a password) is checked against
 // a dummy hash so it costs the same and never matches.
+//
+// pw is compared in NFKC, as Hash stores it. A hash stored before
+// passwords were normalized holds the password as it was typed then: when
+// NFKC changes pw, pw as typed is tried too, whatever the first answer,
+// so the time taken depends on pw alone, never on the account.
 func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (bool, error) {
 	if len(pw) > MaxBytes {
 		return false, ErrTooLong
@@ -156,12 +170,18 @@ func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	nfkc := norm.NFKC.String(pw)
 	if err := h.acquire(ctx); err != nil {
 		return false, err
 	}
-	got := argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+	got := argon2.IDKey([]byte(nfkc), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+	ok := subtle.ConstantTimeCompare(got, want) == 1
+	if nfkc != pw {
+		got = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+		ok = subtle.ConstantTimeCompare(got, want) == 1 || ok
+	}
 	h.release()
-	return subtle.ConstantTimeCompare(got, want) == 1 && !dummy, nil
+	return ok && !dummy, nil
 }
 
 // NeedsRehash reports whether encoded was made with other parameters than

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/argon2"
 )
 
 // cheap keeps unit tests fast; the format and logic do not depend on cost.
@@ -184,5 +186,43 @@ func TestCheckNewRefusesCommonPasswords(t *testing.T) {
 		if strings.HasPrefix(pw, "#") || pw != strings.ToLower(pw) {
 			t.Errorf("bad entry %q", pw)
 		}
+	}
+}
+
+// One password typed as precomposed or decomposed letters, or in the
+// full-width forms of an input method, is one password (NFKC, NIST SP
+// 800-63B); a hash stored from the password as typed before keeps
+// verifying it as typed.
+func TestUnicodeForms(t *testing.T) {
+	ctx := context.Background()
+	h := New(cheap, 2)
+	for _, tt := range []struct{ set, typed string }{
+		{"caf\u00e9 au lait 42", "cafe\u0301 au lait 42"},
+		{"cafe\u0301 au lait 42", "caf\u00e9 au lait 42"},
+		{"Ｐａｓｓ　ｗｏｒｄ　４２", "Pass word 42"},
+		{"\u212bngstr\u00f6m sign", "\u00c5ngstro\u0308m sign"},
+	} {
+		enc, err := h.Hash(ctx, tt.set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := h.Verify(ctx, tt.typed, enc); !ok || err != nil {
+			t.Errorf("set %q, typed %q: Verify = %v, %v, want true", tt.set, tt.typed, ok, err)
+		}
+		if ok, _ := h.Verify(ctx, tt.typed+"x", enc); ok {
+			t.Errorf("set %q, typed %q: another password verifies", tt.set, tt.typed+"x")
+		}
+	}
+	// A hash of the password as typed, from before passwords were
+	// normalized.
+	typed := "cafe\u0301 au lait 42"
+	salt := []byte("0123456789abcdef")
+	old := encode(cheap, salt, argon2.IDKey([]byte(typed), salt, cheap.Time, cheap.Memory, cheap.Threads, cheap.KeyLen))
+	if ok, err := h.Verify(ctx, typed, old); !ok || err != nil {
+		t.Errorf("hash stored before normalization: Verify = %v, %v, want true", ok, err)
+	}
+	// Full-width forms of a common password are that password.
+	if err := CheckNew("ｐａｓｓｗｏｒｄ"); !errors.Is(err, ErrCommon) {
+		t.Errorf("CheckNew(full-width password) = %v, want ErrCommon", err)
 	}
 }
