@@ -163,6 +163,13 @@ func ReadForm(args *fasthttp.Args, fields []FormField) error {
 	return readArgs(args, fields, problem.CodeInvalidRequest)
 }
 
+// ReadBodyForm is ReadForm for a form body of a route that is not an OAuth
+// endpoint: one of fields sent more than once is 400 bad_request naming
+// it, as a JSON member named twice is.
+func ReadBodyForm(args *fasthttp.Args, fields []FormField) error {
+	return readArgs(args, fields, problem.CodeBadRequest)
+}
+
 // ReadQuery is ReadForm for the query of a route that is not an OAuth
 // endpoint: one of fields sent more than once is 400 invalid_query naming
 // it, as a list's repeated limit, cursor or include_total is.

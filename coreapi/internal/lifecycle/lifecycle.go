@@ -13,12 +13,13 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"mime"
 	"net/url"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -151,7 +152,11 @@ func isForm(c *fiber.Ctx) bool {
 }
 
 // decode reads JSON strictly (httpapi.DecodeJSON) or a form with the same
-// field names.
+// field names, as strictly: a field sent twice is 400 bad_request, as a
+// JSON member named twice is (of two values, which one is meant would be
+// a guess, and another reader of the body may take the other), and names
+// match exactly. dst points to a struct of string and *string fields; an
+// empty form value leaves its field as it is (nil).
 func decode(c *fiber.Ctx, dst any) error {
 	if !isForm(c) {
 		return httpapi.DecodeJSON(c, dst)
@@ -159,25 +164,27 @@ func decode(c *fiber.Ctx, dst any) error {
 	if err := httpapi.CheckCoding(c); err != nil {
 		return err
 	}
-	// The JSON path refuses NUL bytes and invalid UTF-8 (DecodeJSON); so
-	// does the form, rather than a NUL reaching PostgreSQL (a 500) or
-	// invalid UTF-8 being replaced on the way to dst.
-	if err := httpapi.CheckForm(c.Request().PostArgs()); err != nil {
+	v := reflect.ValueOf(dst).Elem()
+	t := v.Type()
+	vals := make([]string, t.NumField())
+	fields := make([]httpapi.FormField, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		fields = append(fields, httpapi.FormField{Name: name, Dst: &vals[i]})
+	}
+	// Also refuses a NUL byte or invalid UTF-8 in any field, as the JSON
+	// path does, rather than a NUL reaching PostgreSQL (a 500).
+	if err := httpapi.ReadBodyForm(c.Request().PostArgs(), fields); err != nil {
 		return err
 	}
-	vals, err := url.ParseQuery(string(c.Request().Body()))
-	if err != nil {
-		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "malformed form")
-	}
-	m := map[string]string{}
-	for k, v := range vals {
-		if len(v) > 0 && v[0] != "" {
-			m[k] = v[0]
+	for i, s := range vals {
+		switch f := v.Field(i); {
+		case s == "":
+		case f.Kind() == reflect.Pointer:
+			f.Set(reflect.ValueOf(&s))
+		default:
+			f.SetString(s)
 		}
-	}
-	b, _ := json.Marshal(m)
-	if err := json.Unmarshal(b, dst); err != nil {
-		return problem.New(fiber.StatusBadRequest, problem.CodeBadRequest, "malformed form")
 	}
 	return nil
 }

@@ -70,6 +70,7 @@ var errorText = map[string]string{
 	problem.CodeTooManyRequests:     "Too many attempts. Wait a little and try again.",
 	problem.CodeForbidden:           "This invitation can no longer be accepted.",
 	problem.CodeUserDisabled:        "This account is disabled.",
+	problem.CodeBadRequest:          "The form could not be read.",
 	problem.CodeUnsupportedMedia:    "The form could not be read.",
 	problem.CodeAlreadyVerified:     "The address is already verified.",
 	problem.CodeInternal:            "Something went wrong. Try again later.",
