@@ -3,6 +3,7 @@ package apikeys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -171,6 +172,8 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 	add := func(field, msg string) { errs = append(errs, problem.FieldError{Field: field, Message: msg}) }
 	if n := utf8.RuneCountInString(b.Name); n < 1 || n > 200 {
 		add("name", "1 to 200 characters")
+	} else if r, ok := httpapi.PlainText(b.Name); !ok {
+		add("name", fmt.Sprintf("no control characters or bidirectional overrides (%U)", r))
 	}
 	if b.Permissions == nil {
 		add("permissions", "required (an empty list is allowed)")

@@ -42,6 +42,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	}
 	req.Email = mail.Canonical(req.Email)
 	req.TenantName = strings.TrimSpace(req.TenantName)
+	req.DisplayName = strings.TrimSpace(req.DisplayName) // as PATCH /users/me trims it
 	var v httpapi.Checks
 	if !mail.ValidAddress(req.Email) {
 		v.Add("email", "a valid email address is required")
@@ -51,10 +52,10 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	}
 	if n := utf8.RuneCountInString(req.TenantName); n < 1 || n > 200 {
 		v.Add("tenant_name", "1 to 200 characters")
+	} else {
+		v.Text("tenant_name", req.TenantName, 1, 200)
 	}
-	if utf8.RuneCountInString(req.DisplayName) > 200 {
-		v.Add("display_name", "at most 200 characters")
-	}
+	v.Text("display_name", req.DisplayName, 0, 200)
 	if err := v.Err(); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
@@ -520,6 +521,51 @@ func (v *Checks) Length(field, s string, min, max int) {
 	case n > max:
 		v.Add(field, fmt.Sprintf("at most %d characters", max))
 	}
+}
+
+// Text is Length for a name or description that others are shown (a
+// member list, an invitation mail's subject), refusing as well a control
+// character (a line break, a tab, a terminal escape) and a bidirectional
+// override, embedding or isolate, with which text displays in another
+// order than it is stored: "Acme" + U+202E + "moc.live" shows as
+// "Acmeevil.com".
+func (v *Checks) Text(field, s string, min, max int) {
+	if r, ok := PlainText(s); !ok {
+		v.Add(field, fmt.Sprintf("no control characters or bidirectional overrides (%U)", r))
+		return
+	}
+	v.Length(field, s, min, max)
+}
+
+// PlainText reports whether s holds no control character (Unicode Cc)
+// and no bidirectional embedding, override or isolate (U+202A-U+202E,
+// U+2066-U+2069); else the first such character. The marks U+200E, U+200F
+// and U+061C, which right-to-left names need, are allowed.
+func PlainText(s string) (rune, bool) {
+	for _, r := range s {
+		if !plainRune(r) {
+			return r, false
+		}
+	}
+	return 0, true
+}
+
+// CleanText is s without the characters PlainText refuses: for a name a
+// user did not type here (an identity provider's name claim).
+func CleanText(s string) string {
+	if _, ok := PlainText(s); ok {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if plainRune(r) {
+			return r
+		}
+		return -1
+	}, s)
+}
+
+func plainRune(r rune) bool {
+	return !unicode.IsControl(r) && (r < 0x202A || r > 0x202E) && (r < 0x2066 || r > 0x2069)
 }
 
 // Err is nil without errors, else the 422 problem listing them.

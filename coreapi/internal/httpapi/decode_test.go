@@ -91,3 +91,29 @@ func FuzzRepeatedMember(f *testing.F) {
 		}
 	})
 }
+
+func TestPlainText(t *testing.T) {
+	for _, tt := range []struct {
+		in    string
+		ok    bool
+		clean string
+	}{
+		{"Zoë Ångström", true, "Zoë Ångström"},
+		{"José\u0301", true, "José\u0301"},
+		{"\u05e9\u05dc\u05d5\u05dd \u200fACME\u200e", true, "\u05e9\u05dc\u05d5\u05dd \u200fACME\u200e"}, // RTL marks
+		{"👩\u200d💻 dev", true, "👩\u200d💻 dev"},                                                           // ZWJ sequence
+		{"Bob\nAdmin", false, "BobAdmin"},
+		{"tab\there", false, "tabhere"},
+		{"\x1b[2Jx", false, "[2Jx"},
+		{"\u0085next line", false, "next line"},
+		{"Acme\u202emoc.live", false, "Acmemoc.live"},
+		{"\u2066iso\u2069", false, "iso"},
+	} {
+		if _, ok := PlainText(tt.in); ok != tt.ok {
+			t.Errorf("PlainText(%q) = %v, want %v", tt.in, ok, tt.ok)
+		}
+		if got := CleanText(tt.in); got != tt.clean {
+			t.Errorf("CleanText(%q) = %q, want %q", tt.in, got, tt.clean)
+		}
+	}
+}

@@ -201,8 +201,14 @@ func (s *Service) acceptInvitation(c *fiber.Ctx) error {
 	if b.Token == "" {
 		return formError(c, PageAcceptInvitation, "", httpapi.Invalid("token", "required"))
 	}
-	if b.DisplayName != nil && len([]rune(*b.DisplayName)) > users.MaxDisplayName {
-		return formError(c, PageAcceptInvitation, b.Token, httpapi.Invalid("display_name", "at most 200 characters"))
+	if b.DisplayName != nil {
+		n := strings.TrimSpace(*b.DisplayName)
+		b.DisplayName = &n
+		var v httpapi.Checks
+		v.Text("display_name", n, 0, users.MaxDisplayName)
+		if err := v.Err(); err != nil {
+			return formError(c, PageAcceptInvitation, b.Token, err)
+		}
 	}
 	resp, err := s.accept(c, b)
 	if err != nil {

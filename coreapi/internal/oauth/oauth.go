@@ -667,7 +667,7 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 // createAccount creates a user (without a password) and a personal tenant
 // it owns, like a signup.
 func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
-	name := clip.String(strings.TrimSpace(in.Name), 200)
+	name := clip.String(strings.TrimSpace(httpapi.CleanText(in.Name)), 200)
 	tenantName := name
 	if tenantName == "" {
 		tenantName = in.Email

@@ -136,9 +136,10 @@ func TestServiceAccountPermissions(t *testing.T) {
 		t.Fatalf("unknown role: %d %s", r.Status, r.Body)
 	}
 	for name, body := range map[string]any{
-		"empty name":    map[string]any{"name": "  "},
-		"long name":     map[string]any{"name": strings.Repeat("n", 201)},
-		"bad role name": map[string]any{"name": "x", "roles": []string{"Bad Role"}},
+		"empty name":         map[string]any{"name": "  "},
+		"long name":          map[string]any{"name": strings.Repeat("n", 201)},
+		"line break in name": map[string]any{"name": "ci\nbot"},
+		"bad role name":      map[string]any{"name": "x", "roles": []string{"Bad Role"}},
 	} {
 		if r := e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts", body); r.Status != http.StatusUnprocessableEntity {
 			t.Errorf("%s: %d %s", name, r.Status, r.Body)

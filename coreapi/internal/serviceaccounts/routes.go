@@ -2,6 +2,7 @@ package serviceaccounts
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 
@@ -105,6 +106,8 @@ func (s *Service) create(c *fiber.Ctx) error {
 	var errs []problem.FieldError
 	if n := utf8.RuneCountInString(req.Name); n < 1 || n > 200 {
 		errs = append(errs, problem.FieldError{Field: "name", Message: "1 to 200 characters"})
+	} else if r, ok := httpapi.PlainText(req.Name); !ok {
+		errs = append(errs, problem.FieldError{Field: "name", Message: fmt.Sprintf("no control characters or bidirectional overrides (%U)", r)})
 	}
 	if len(req.Roles) > 50 {
 		errs = append(errs, problem.FieldError{Field: "roles", Message: "at most 50 roles"})

@@ -95,7 +95,9 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 	var v httpapi.Checks
 	v.Require(b.DisplayName != nil || b.Email != nil, "(body)", "display_name or email is required")
 	if b.DisplayName != nil {
-		v.Length("display_name", *b.DisplayName, 0, users.MaxDisplayName)
+		n := strings.TrimSpace(*b.DisplayName)
+		b.DisplayName = &n
+		v.Text("display_name", n, 0, users.MaxDisplayName)
 	}
 	if b.Email != nil {
 		e := mailq.Canonical(*b.Email)
@@ -201,7 +203,7 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	if b.Name != nil {
 		n := strings.TrimSpace(*b.Name)
 		b.Name = &n
-		v.Length("name", n, 1, tenants.MaxName)
+		v.Text("name", n, 1, tenants.MaxName)
 	}
 	v.Require(b.Name != nil || b.RequireMFA != nil, "(body)", "nothing to change")
 	if err := v.Err(); err != nil {
@@ -276,7 +278,7 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	}
 	if b.DisplayName != nil {
 		n.DisplayName = strings.TrimSpace(*b.DisplayName)
-		v.Length("display_name", n.DisplayName, 0, users.MaxDisplayName)
+		v.Text("display_name", n.DisplayName, 0, users.MaxDisplayName)
 	}
 	v.Require(len(b.Roles) <= 32, "roles", "at most 32 roles")
 	for _, r := range b.Roles {
@@ -447,7 +449,7 @@ func (s *Server) createRole(c *fiber.Ctx) error {
 	}
 	var v httpapi.Checks
 	v.Require(roles.ValidName(b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
-	v.Length("description", b.Description, 0, roles.MaxDescription)
+	v.Text("description", b.Description, 0, roles.MaxDescription)
 	s.checkPermissions(&v, "permissions", b.Permissions)
 	if err := v.Err(); err != nil {
 		return err
@@ -479,7 +481,7 @@ func (s *Server) patchRole(c *fiber.Ctx) error {
 		v.Require(roles.ValidName(*b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
 	}
 	if b.Description != nil {
-		v.Length("description", *b.Description, 0, roles.MaxDescription)
+		v.Text("description", *b.Description, 0, roles.MaxDescription)
 	}
 	if b.Permissions != nil {
 		s.checkPermissions(&v, "permissions", *b.Permissions)
