@@ -595,15 +595,21 @@ func idsOf(m map[string]bool) []string {
 }
 
 // CR/LF in a tenant name and a display name (both chosen by users) never
-// reach a mail header.
+// reach a mail header: refused when sent, and a name stored before they
+// were (written here directly) is still kept out of the headers.
 func TestInvitationHeaderInjection(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "inj@example.com", "password": pw,
 		"tenant_name": "Acme\r\nBcc: evil@example.com", "display_name": "Ann\r\nX-Evil: 1"})
+	wantProblem(t, r, http.StatusUnprocessableEntity, "validation_failed")
+	r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "inj@example.com", "password": pw,
+		"tenant_name": "Acme", "display_name": "Ann"})
 	wantStatus(t, r, http.StatusCreated)
 	var tk tokens
 	r.JSON(t, &tk)
 	owner := x.identity(t, claimsOf(t, tk.AccessToken))
+	x.exec(t, `UPDATE tenants SET name = $2 WHERE id = $1`, owner.TenantID, "Acme\r\nBcc: evil@example.com")
+	x.exec(t, `UPDATE users SET display_name = $2 WHERE id = $1`, owner.UserID, "Ann\r\nX-Evil: 1")
 	x.invite(t, owner, "target@example.com")
 	m := x.mail(t, "target@example.com", "Acme")
 	if len(m.Rcpt) != 1 || m.Header.Get("Bcc") != "" || m.Header.Get("X-Evil") != "" || strings.ContainsAny(m.Subject, "\r\n") {
