@@ -117,7 +117,7 @@ func TestSignupTokenAndMeThroughEitherProxy(t *testing.T) {
 			t.Fatalf("status %d, X-Request-Id %q; want 200 echoing %q", resp.StatusCode, resp.Header.Get("X-Request-Id"), id)
 		}
 		for _, svc := range []*service{sys.proxyB, sys.coreB} {
-			if grepLog(svc.logPath, id) == "" {
+			if len(linesWith(t, svc, "request_id", id)) == 0 {
 				t.Errorf("%s logged nothing for request id %s", svc.name, id)
 			}
 		}

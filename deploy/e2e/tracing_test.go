@@ -33,16 +33,28 @@ func logLines(t *testing.T, svc *service) []map[string]any {
 	return out
 }
 
-// linesWith are a service's log lines whose key k equals v.
+// linesWith are a service's log lines whose key k equals v, waited for
+// up to logDelay when there are none yet (the proxy writes its access
+// lines in batches).
 func linesWith(t *testing.T, svc *service, k, v string) []map[string]any {
-	var out []map[string]any
-	for _, l := range logLines(t, svc) {
-		if l[k] == v {
-			out = append(out, l)
+	deadline := time.Now().Add(logDelay)
+	for {
+		var out []map[string]any
+		for _, l := range logLines(t, svc) {
+			if l[k] == v {
+				out = append(out, l)
+			}
 		}
+		if len(out) > 0 || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return out
 }
+
+// logDelay bounds how long a line takes to reach a service's log: the
+// proxy writes its access lines every 100 ms.
+const logDelay = 3 * time.Second
 
 // traceSpans is one trace's spans, with lookups (find's name may end in *).
 type traceSpans []otlptest.Span

@@ -50,7 +50,11 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	log := logging.New(stdout, cfg.LogLevel)
+	// One output for the log's records and the buffered access lines
+	// (written every app.LinesInterval, and before every other record).
+	lines := logging.NewLines(stdout, app.LinesInterval)
+	defer lines.Close()
+	log := logging.New(lines, cfg.LogLevel)
 	if cfg.UpstreamURLSet {
 		log.Warn("UPSTREAM_URL is deprecated and goes away in the next release: set IDENTITY_URL for coreapi and declare apps in RULES_FILE")
 	}
@@ -62,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		return err
 	}
 	log.Info("starting", "config", cfg)
-	a, err := app.New(cfg, table, log, app.Hooks{})
+	a, err := app.New(cfg, table, log, app.Hooks{Lines: lines})
 	if err != nil {
 		return err
 	}

@@ -29,18 +29,28 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/adminhttp"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/valyala/fasthttp"
 )
 
 // Hooks let tests inject a clock for token, key set and cache expiry;
 // zero values mean the real thing. Signatures always use the real clock.
+// Lines, when the log writes to one, is where access lines are buffered.
 type Hooks struct {
 	Now func() time.Time
+	// Lines is the log's output (logging.NewLines), when it is one: the
+	// access log is then buffered there (written every LinesInterval or
+	// 64 KiB) instead of a write per request; nil: written through the
+	// log.
+	Lines *logging.Lines
 	// Tracing replaces the provider cfg.Tracing would start (tests
 	// export to memory); nil: from cfg.Tracing (nil again when off).
 	Tracing *tracing.Provider
 }
+
+// LinesInterval is how often buffered access lines are written at least.
+const LinesInterval = 100 * time.Millisecond
 
 // App is the wired proxy.
 type App struct {
@@ -169,7 +179,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 		tr = &server.Tracing{Tracer: a.tracing.Tracer("github.com/tollgate-auth/tollgate/authproxy"), Propagator: a.tracing.Propagator}
 	}
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv, Keys: a.Projections,
-		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: serverNow, Tracing: tr},
+		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: serverNow, Tracing: tr, Lines: h.Lines},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg)})
 	m.RulesGeneration.Set(1)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -77,6 +78,9 @@ func BenchmarkWarmRequest(b *testing.B) {
 	}{
 		{"core/access_log=false", "false", "/api/v1/users/bench?limit=10", false, ""},
 		{"core/access_log=true", "true", "/api/v1/users/bench?limit=10", false, ""},
+		// The same line through the logger (log/slog), as written before
+		// access lines were buffered.
+		{"core/access_log=slog", "true", "/api/v1/users/bench?limit=10", false, ""},
 		{"app/access_log=false", "false", "/bench?limit=10", false, ""},
 		{"core/untrusted_xff", "false", "/api/v1/users/bench?limit=10", true, ""},
 		// The same request with an API key instead of the JWT: the key's
@@ -85,9 +89,10 @@ func BenchmarkWarmRequest(b *testing.B) {
 		{"app/api_key_header", "false", "/bench?limit=10", false, "header"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			// Logs go to io.Discard through the JSON handler: formatting
-			// is measured, the write is not.
+			// Logs go to io.Discard (through logging.Lines, as the command
+			// writes them): formatting is measured, the write is not.
 			e := start(b, envOpt{vars: map[string]string{"ACCESS_LOG": tc.accessLog, "LOG_LEVEL": "info"},
+				slogAccess: strings.HasSuffix(tc.name, "=slog"), unrecordedLog: true,
 				rules: appUpstream + "routes:\n  - {prefix: /bench, methods: [GET], upstream: notes, access: protected, permissions: [tenant:read]}\n"})
 			req := &fasthttp.Request{}
 			req.SetRequestURI(tc.uri)

@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
@@ -64,6 +65,10 @@ type envOpt struct {
 	// prepare runs once the stand-ins run, before the configuration is
 	// read; it may add variables.
 	prepare func(e *env, vars map[string]string)
+	// slogAccess: access lines through the logger, not buffered.
+	slogAccess bool
+	// unrecordedLog: the log is not kept for assertions (benchmarks).
+	unrecordedLog bool
 	// beforeServe runs once the app is built, before it serves.
 	beforeServe func(e *env)
 	// tracing, when set, is the proxy's tracer provider.
@@ -131,8 +136,19 @@ func start(t testing.TB, o envOpt) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(io.MultiWriter(testLogOut(), e.logs), nil))
-	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing}
+	// The log's output as the command builds it: access lines buffered.
+	var logOut io.Writer = io.MultiWriter(testLogOut(), e.logs)
+	if o.unrecordedLog {
+		logOut = testLogOut()
+	}
+	lines := logging.NewLines(logOut, 50*time.Millisecond)
+	t.Cleanup(func() { _ = lines.Close() })
+	e.logs.flush = lines.Flush
+	log := slog.New(slog.NewJSONHandler(lines, nil))
+	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing, Lines: lines}
+	if o.slogAccess {
+		hooks.Lines = nil
+	}
 	if o.realClock {
 		hooks.Now = nil
 	}
@@ -393,10 +409,12 @@ func (e *env) with(t *testing.T) *env {
 	return &c
 }
 
-// logBuffer keeps the proxy's log for assertions.
+// logBuffer keeps the proxy's log for assertions; String writes the
+// buffered access lines first.
 type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+	mu    sync.Mutex
+	b     strings.Builder
+	flush func() error
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
@@ -406,6 +424,9 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 }
 
 func (l *logBuffer) String() string {
+	if l.flush != nil {
+		_ = l.flush()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

@@ -436,3 +436,71 @@ func TestTracingStreamLog(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLineAsLogged: the buffered access line is the line the logger
+// writes (ACCESS_LOG without Hooks.Lines): the same keys in the same
+// order, the same values but for the request's own (time, id, duration).
+func TestAccessLineAsLogged(t *testing.T) {
+	keys := func(line string) []string {
+		dec := json.NewDecoder(strings.NewReader(line))
+		var ks []string
+		depth := 0
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				return ks
+			}
+			switch v := tok.(type) {
+			case json.Delim:
+				if v == '{' {
+					depth++
+				} else if v == '}' {
+					depth--
+				}
+			case string:
+				if depth == 1 && dec.More() {
+					ks = append(ks, v)
+					_, _ = dec.Token() // its value (all scalars)
+				}
+			}
+		}
+	}
+	var lines [2]map[string]any
+	var raw [2]string
+	for i, slogAccess := range []bool{false, true} {
+		e := start(t, envOpt{rules: notesRules, realClock: true, slogAccess: slogAccess, vars: map[string]string{"ACCESS_LOG": "true"}})
+		e.core.SetProjection(notesProjection())
+		e.wantStatus(e.do("GET", "/notes/1?q=\"x\"", e.token(nil), nil), 200)
+		got := accessLines(t, e)
+		if len(got) != 1 {
+			t.Fatalf("slog %v: %d access lines", slogAccess, len(got))
+		}
+		lines[i] = got[0]
+		for _, l := range strings.Split(e.logs.String(), "\n") {
+			if strings.Contains(l, `"msg":"request"`) {
+				raw[i] = l
+			}
+		}
+	}
+	if a, b := keys(raw[0]), keys(raw[1]); strings.Join(a, ",") != strings.Join(b, ",") || len(a) < 15 {
+		t.Fatalf("keys\n buffered %v\n logged   %v", a, b)
+	}
+	for k, v := range lines[1] {
+		switch k {
+		case "time", "request_id", "duration_ms", "user_id", "tenant_id":
+			if _, ok := lines[0][k]; !ok {
+				t.Errorf("%s missing from the buffered line", k)
+			}
+			continue
+		}
+		if lines[0][k] != v {
+			t.Errorf("%s: buffered %v, logged %v", k, lines[0][k], v)
+		}
+	}
+	if _, err := time.Parse(time.RFC3339, lines[0]["time"].(string)); err != nil {
+		t.Errorf("time %v: %v", lines[0]["time"], err)
+	}
+	if lines[0]["user_id"] != userID || lines[0]["principal"] != "user" || lines[0]["outcome"] == "" {
+		t.Errorf("buffered line %v", lines[0])
+	}
+}

@@ -38,6 +38,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/valyala/fasthttp"
@@ -172,6 +173,10 @@ type Deps struct {
 	Streams *streams.Manager
 	// Tracing traces requests; nil: off (trace.go).
 	Tracing *Tracing
+	// Lines is Log's output, when it is one: access lines are encoded by
+	// the proxy and buffered there (accesslog.go); nil: written through
+	// Log.
+	Lines *logging.Lines
 }
 
 // Router is a route table with, per upstream, its client and the signer of
@@ -283,6 +288,7 @@ type state struct {
 	ipText    []byte
 	hdr       []byte // the identity block (identityBlock)
 	xff       []byte // a trusted peer's X-Forwarded-For, extended (setForwarded)
+	line      []byte // the access line (accessLine)
 	sentReqID bool   // the client sent an X-Request-Id
 	mac       identity.MACScratch
 	digest    tokens.Name       // the bearer token's cache name
@@ -341,7 +347,7 @@ func New(d Deps, o Options) *Server {
 	}
 	s.pool.New = func() any {
 		return &state{reqID: make([]byte, 0, 64), path: make([]byte, 0, 256), lpath: make([]byte, 0, 256),
-			uri: make([]byte, 0, 512), sig: make([]byte, 0, 64), ts: make([]byte, 0, 20), ip: make([]byte, 0, 64), xkey: make([]byte, 0, 80)}
+			uri: make([]byte, 0, 512), sig: make([]byte, 0, 64), ts: make([]byte, 0, 20), ip: make([]byte, 0, 64), xkey: make([]byte, 0, 80), line: make([]byte, 0, 512)}
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:                      "tollgate-authproxy",
@@ -570,7 +576,11 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 	// Checked first: the attributes below would be built (and allocate)
 	// even when the level drops the record.
 	if s.o.AccessLog && s.d.Log.Enabled(c.Context(), slog.LevelInfo) {
-		s.accessLog(c, st, status, d)
+		if s.d.Lines != nil {
+			s.accessLine(c, st, status, d)
+		} else {
+			s.accessLog(c, st, status, d)
+		}
 	}
 	if st.trace.on {
 		s.traceEnd(c, st, status)
