@@ -22,7 +22,11 @@
 // skipped, no body for HEAD, 204 and 304, and the retry of a request whose
 // connection failed before an answer (RoundTrip's retry result). Unlike it,
 // it closes the connection after a 101 (Switching Protocols): the
-// connection no longer speaks HTTP.
+// connection no longer speaks HTTP; and after an answer followed by bytes
+// that belong to none (a body sent with an answer to HEAD, with a 204 or a
+// 304, or past a body's Content-Length), or a 204 that announces a body:
+// pooled, the connection would hand them to the next request as its
+// answer.
 //
 // Per-request timeouts (HostClient.DoTimeout, DoDeadline, Request.SetTimeout)
 // are not applied: fasthttp keeps them in an unexported field. Use the
@@ -142,6 +146,13 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 	closeConn := resetClose || req.ConnectionClose() || resp.ConnectionClose() ||
 		status == fasthttp.StatusSwitchingProtocols
 	if resp.SkipBody || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
+		// Bytes after an answer without a body (a HEAD answered with
+		// one, a 204 or 304 with a body) belong to no answer: on a
+		// pooled connection the next request would read them as its
+		// own. So would a body a 204 announces (it may have no
+		// Content-Length nor Transfer-Encoding): it follows later.
+		closeConn = closeConn || br.Buffered() > 0 ||
+			status == fasthttp.StatusNoContent && resp.Header.ContentLength() != 0 && resp.Header.ContentLength() != -2
 		hc.ReleaseReader(br)
 		t.release(cc, closeConn)
 		return false, nil
@@ -154,6 +165,8 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		resp.StreamBody = false
 		err = resp.ReadBody(br, 0)
 		resp.StreamBody = true
+		// More than the Content-Length arrived: the rest is no answer's.
+		closeConn = closeConn || br.Buffered() > 0
 		hc.ReleaseReader(br)
 		if err != nil {
 			t.closeConn(cc)
@@ -292,7 +305,9 @@ func (b *body[C]) CloseWithError(err error) error {
 		return nil
 	}
 	t := b.t
-	keep := err == nil && b.eof && !b.failed && !b.closeConn
+	// Bytes after the body (more than its Content-Length, or than its
+	// last chunk and trailer) are no answer's: the connection goes.
+	keep := err == nil && b.eof && !b.failed && !b.closeConn && b.br.Buffered() == 0
 	if !keep {
 		t.closeConn(b.cc) // closes the socket before br goes back
 	}

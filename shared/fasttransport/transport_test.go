@@ -556,3 +556,55 @@ func TestOtherClientsUseFasthttpsTransport(t *testing.T) {
 		}
 	}
 }
+
+// TestBytesAfterAnAnswerCloseTheConnection: what an upstream sends after
+// an answer's end (a body with an answer to HEAD or a 204, more than the
+// Content-Length) belongs to no answer; pooled, the connection handed it
+// to the next request as that request's answer, and every answer after it
+// went to the request after its own. The connection is closed instead,
+// and each request gets its own answer.
+func TestBytesAfterAnAnswerCloseTheConnection(t *testing.T) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+	pad := strings.Repeat("p", 64<<10) // past the read buffer: the rest waits in the socket
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		switch r.URL.Path {
+		case "/head": // the body a GET would have had, sent anyway
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(pad)+len(stray)) + "\r\n\r\n" + pad + stray)
+		case "/204": // a 204 announcing a body that follows later
+			w.WriteString("HTTP/1.1 204 No Content\r\nContent-Length: " + strconv.Itoa(len(stray)) + "\r\n\r\n")
+			_ = w.Flush()
+			time.Sleep(20 * time.Millisecond)
+			w.WriteString(stray)
+		case "/long": // more than its Content-Length
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + pad + stray)
+		case "/chunked": // more than its last chunk
+			w.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n" + stray)
+		default:
+			fixed(w, 200, "own "+r.URL.Path)
+		}
+		return false
+	})
+	for _, c := range []struct{ method, path string }{{"HEAD", "/head"}, {"GET", "/204"}, {"GET", "/long"}, {"GET", "/chunked"}} {
+		hc := client(u.addr())
+		// No retry: a request that reads stray bytes fails as it would
+		// through the proxy (which retries a closed connection only).
+		hc.RetryIfErr = func(*fasthttp.Request, int, error) (bool, bool) { return false, false }
+		resp, err := get(t, hc, c.method, c.path)
+		if err != nil {
+			t.Fatal(c, err)
+		}
+		if resp.IsBodyStream() {
+			_, _ = io.Copy(io.Discard, resp.BodyStream())
+			_ = resp.CloseBodyStream()
+		}
+		for i := range 2 {
+			p := "/next" + strconv.Itoa(i)
+			resp, err := get(t, hc, "GET", p)
+			if err != nil {
+				t.Errorf("after %v: GET %s: %v", c, p, err)
+			} else if got := string(resp.Body()); got != "own "+p {
+				t.Errorf("after %v: GET %s answered %q", c, p, got)
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -245,4 +246,54 @@ func TestStreamCutShortIsCutShortForTheClient(t *testing.T) {
 		})
 	}
 	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+}
+
+// TestStrayUpstreamBytesReachNoOtherRequest: bytes an upstream sends after
+// an answer's end (here the body a 204 announces) are no answer's. The
+// proxy pooled the connection, and the next request through it, from
+// another client, got them as its answer, and every answer after that went
+// to the request after its own.
+func TestStrayUpstreamBytesReachNoOtherRequest(t *testing.T) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nsomeone-elses"
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if req.URL.Path == "/nocontent" {
+						_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 31\r\n\r\n")
+						time.Sleep(20 * time.Millisecond)
+						_, _ = io.WriteString(c, stray)
+						continue
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(req.URL.Path))+"\r\n\r\n"+req.URL.Path)
+				}
+			}()
+		}
+	}()
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	if r := e.raw("GET /nocontent HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); r.status != 204 {
+		t.Fatalf("status %d, want 204", r.status)
+	}
+	for _, p := range []string{"/mine", "/also-mine"} {
+		if r := e.raw("GET " + p + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); r.status != 200 || string(r.body) != p {
+			t.Fatalf("GET %s answered %d %q", p, r.status, r.body)
+		}
+	}
 }
