@@ -113,3 +113,40 @@ func TestNetworkPathRequestLineForwardsNoAuthorization(t *testing.T) {
 		t.Fatalf("request line %q, want the normalized path and the query", strings.SplitN(got[0], "\r\n", 2)[0])
 	}
 }
+
+// TestRequestLineHTTPVersion: the upstream gets a request line in a
+// version the proxy speaks. fasthttp reads any "HTTP/d.d" and the proxy
+// forwarded it as the client wrote it: an upstream got HTTP/0.9 or
+// HTTP/2.0 request lines followed by HTTP/1 fields (that an upstream may
+// read in its own way, or refuse). A later 1.x is forwarded as HTTP/1.1,
+// HTTP/1.0 as itself; any other version is refused with 505 and nothing
+// is forwarded.
+func TestRequestLineHTTPVersion(t *testing.T) {
+	up := newRawUpstream(t)
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /notes, upstream: notes, access: public}\n"})
+	for _, c := range []struct{ version, status, forwarded string }{
+		{"HTTP/1.1", "200", "HTTP/1.1"},
+		{"HTTP/1.0", "200", "HTTP/1.0"},
+		{"HTTP/1.2", "200", "HTTP/1.1"},
+		{"HTTP/1.9", "200", "HTTP/1.1"},
+		{"HTTP/0.9", "505", ""},
+		{"HTTP/2.0", "505", ""},
+		{"HTTP/3.0", "505", ""},
+		{"HTTP/9.9", "505", ""},
+	} {
+		before := len(up.all())
+		resp := rawSend(t, e.addr, "GET /notes/x "+c.version+"\r\nHost: x\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(resp, "HTTP/1.1 "+c.status+" ") {
+			t.Errorf("%s: answered %.40q, want %s", c.version, resp, c.status)
+			continue
+		}
+		got := up.all()[before:]
+		switch {
+		case c.forwarded == "" && len(got) != 0:
+			t.Errorf("%s: forwarded %.60q", c.version, got[0])
+		case c.forwarded != "" && (len(got) != 1 || !strings.HasPrefix(got[0], "GET /notes/x "+c.forwarded+"\r\n")):
+			t.Errorf("%s: forwarded %.60q, want the request line in %s", c.version, got, c.forwarded)
+		}
+	}
+}

@@ -375,10 +375,15 @@ func New(d Deps, o Options) *Server {
 	// Fiber itself, in plain text, before any handler ran: no request id,
 	// problem body, metrics or access log. It is refused here like any
 	// other request the proxy cannot serve: 501 (RFC 9110 section 9.1).
+	// So is a request line's HTTP version the proxy does not speak
+	// (httpVersion).
 	fiberHandler := s.app.Server().Handler
 	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
 		if !knownMethod(ctx.Method()) {
 			s.unknownMethod(ctx)
+			return
+		}
+		if !ctx.Request.Header.IsHTTP11() && !s.httpVersion(ctx) {
 			return
 		}
 		fiberHandler(ctx)
@@ -449,6 +454,33 @@ func (s *Server) unknownMethod(ctx *fasthttp.RequestCtx) {
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
 	_ = s.errorHandler(c, errNotImplemented)
+}
+
+// errVersion refuses a request line whose HTTP version is not 1.x.
+var errVersion = &httpError{status: 505, code: problem.CodeBadRequest, detail: "HTTP version not supported"}
+
+// httpVersion checks the version of a request line that is not HTTP/1.1
+// (fasthttp reads any "HTTP/d.d" and keeps it, and the forwarded request
+// line would carry it to the upstream as the client wrote it): HTTP/1.0
+// goes on; a later 1.x is read as 1.1 and forwarded as HTTP/1.1 (RFC 9110
+// section 2.5: an intermediary sends its own version); any other major
+// version (HTTP/0.9, HTTP/2.0 spelled as HTTP/1 text) is refused with 505
+// and reaches no upstream. It reports whether the request goes on.
+//
+//go:noinline
+func (s *Server) httpVersion(ctx *fasthttp.RequestCtx) bool {
+	p := ctx.Request.Header.Protocol()
+	switch {
+	case string(p) == "HTTP/1.0":
+		return true
+	case len(p) == len("HTTP/1.1") && string(p[:len("HTTP/1.")]) == "HTTP/1.":
+		ctx.Request.Header.SetProtocol("HTTP/1.1")
+		return true
+	}
+	c := s.app.AcquireCtx(ctx)
+	defer s.app.ReleaseCtx(c)
+	_ = s.errorHandler(c, errVersion)
+	return false
 }
 
 // Handler is the request handler the proxy's listener runs: Fiber's,
