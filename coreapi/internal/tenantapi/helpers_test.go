@@ -1,6 +1,8 @@
 package tenantapi_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
@@ -16,4 +18,35 @@ func newWorld(t *testing.T) *world {
 
 func apitestReq(method, path string, body any, as *identity.Identity, service bool) apitest.Request {
 	return apitest.Request{Method: method, Path: path, Body: body, As: as, Service: service}
+}
+
+// newestChange reads the tenant's newest audit event through GET
+// /audit-events as the owner, wants it to be action on targetID, and
+// decodes its data into from and to, which must be its only members and
+// hold only the fields of T.
+func newestChange[T any](t *testing.T, w *world, action, targetID string) (from, to T) {
+	t.Helper()
+	r := w.E.Get(t, &w.Owner, "/api/v1/audit-events?limit=1")
+	apitest.WantStatus(t, r, 200)
+	var l struct {
+		Data []struct {
+			Action   string          `json:"action"`
+			TargetID string          `json:"target_id"`
+			Data     json.RawMessage `json:"data"`
+		} `json:"data"`
+	}
+	r.JSON(t, &l)
+	if len(l.Data) != 1 || l.Data[0].Action != action || l.Data[0].TargetID != targetID {
+		t.Fatalf("newest audit event = %s, want %s on %s", r.Body, action, targetID)
+	}
+	var got struct {
+		From *T `json:"from"`
+		To   *T `json:"to"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(l.Data[0].Data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil || got.From == nil || got.To == nil {
+		t.Fatalf("%s data = %s (%v), want only from and to", action, l.Data[0].Data, err)
+	}
+	return *got.From, *got.To
 }

@@ -1,6 +1,7 @@
 package tenantapi_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -151,10 +152,105 @@ func TestTenantRequireMFA(t *testing.T) {
 		t.Fatalf("projection: tenant_require_mfa %v mfa_enabled %v", p.TenantRequireMFA, p.MFAEnabled)
 	}
 	var n int
-	if err := w.E.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM audit_events WHERE action = 'tenant.updated' AND data->>'require_mfa' = 'true'`).Scan(&n); err != nil {
+	if err := w.E.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM audit_events WHERE action = 'tenant.updated' AND data->'to'->>'require_mfa' = 'true'`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 2 {
 		t.Fatalf("%d tenant.updated audit events with require_mfa, want 2", n)
+	}
+}
+
+// TestTenantUpdateAudited: tenant.updated records the tenant's editable
+// fields before ("from") and after ("to"), as role.updated does, so an
+// auditor sees what a change changed: the row used to hold the request's
+// new values only, which told no one what the name or the policy was.
+func TestTenantUpdateAudited(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	type state struct {
+		Name       string `json:"name"`
+		RequireMFA bool   `json:"require_mfa"`
+	}
+	for _, c := range []struct {
+		patch    map[string]any
+		from, to state
+	}{
+		{map[string]any{"name": "Acme Corp"}, state{"Acme", false}, state{"Acme Corp", false}},
+		{map[string]any{"require_mfa": true}, state{"Acme Corp", false}, state{"Acme Corp", true}},
+		{map[string]any{"name": "Acme", "require_mfa": false}, state{"Acme Corp", true}, state{"Acme", false}},
+		// Nothing changes: the row says so.
+		{map[string]any{"name": "Acme"}, state{"Acme", false}, state{"Acme", false}},
+	} {
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/tenant", c.patch), 200)
+		from, to := newestChange[state](t, w, "tenant.updated", w.A)
+		if from != c.from || to != c.to {
+			t.Errorf("patch %v: from %+v to %+v, want from %+v to %+v", c.patch, from, to, c.from, c.to)
+		}
+	}
+}
+
+// TestConcurrentUpdatesAuditChain: renames of a tenant, and of a member's
+// display name, race each other; each audit row's "from" is read under
+// the lock its write holds, so the rows chain, each from the one before's
+// "to": a "from" read before the lock would name a value a concurrent
+// rename had already replaced, and two rows would start from it.
+func TestConcurrentUpdatesAuditChain(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	var me tenantapi.Me
+	w.E.Get(t, &w.Admin, "/api/v1/users/me").JSON(t, &me)
+	for _, c := range []struct {
+		path, field, action, start string
+		as                         *identity.Identity
+	}{
+		{"/api/v1/tenant", "name", "tenant.updated", "Acme", &w.Owner},
+		{"/api/v1/users/me", "display_name", "user.profile_updated", me.DisplayName, &w.Admin},
+	} {
+		const n = 8
+		statuses := make(chan int, n)
+		start := make(chan struct{})
+		for i := range n {
+			go func() {
+				<-start
+				statuses <- w.E.Send(t, c.as, "PATCH", c.path, map[string]any{c.field: fmt.Sprintf("name %d", i)}).Status
+			}()
+		}
+		close(start)
+		for range n {
+			if s := <-statuses; s != 200 {
+				t.Fatalf("%s: a rename answered %d", c.path, s)
+			}
+		}
+		next := map[string]string{}
+		rows, err := w.E.DB.Pool.Query(t.Context(), `SELECT data->'from'->>$3, data->'to'->>$3 FROM audit_events WHERE tenant_id = $1 AND action = $2`,
+			w.A, c.action, c.field)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var from, to string
+			if err := rows.Scan(&from, &to); err != nil {
+				t.Fatal(err)
+			}
+			if prev, dup := next[from]; dup {
+				t.Fatalf("%s: two rows from %q (to %q and %q)", c.action, from, prev, to)
+			}
+			next[from] = to
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		seen, at := 0, c.start
+		for ; seen < n; seen++ {
+			to, ok := next[at]
+			if !ok {
+				break
+			}
+			at = to
+		}
+		if seen != n || len(next) != n {
+			t.Errorf("%s: rows %v do not chain from %q through all %d renames", c.action, next, c.start, n)
+		}
 	}
 }

@@ -658,3 +658,44 @@ func TestCreateRacingRoleDeletion(t *testing.T) {
 		t.Fatalf("%d accounts created by the refused addition", n)
 	}
 }
+
+// TestMemberUpdateAudited: member.updated records the membership's status
+// before ("from") and after ("to"), as role.updated records a role: the
+// row used to hold the request's new status only.
+func TestMemberUpdateAudited(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	type state struct {
+		Status string `json:"membership_status"`
+	}
+	mid := w.Member.UserID
+	for _, c := range []struct{ from, to string }{{"active", "disabled"}, {"disabled", "active"}} {
+		apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": c.to}), 200)
+		from, to := newestChange[state](t, w, "member.updated", mid)
+		if from.Status != c.from || to.Status != c.to {
+			t.Errorf("%s -> %s: from %+v to %+v", c.from, c.to, from, to)
+		}
+	}
+}
+
+// TestProfileUpdateAudited: user.profile_updated records the display name
+// before ("from") and after ("to"): the row used to hold the new name
+// only, so no one could tell what a member was called before.
+func TestProfileUpdateAudited(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	type state struct {
+		DisplayName string `json:"display_name"`
+	}
+	var me tenantapi.Me
+	w.E.Get(t, &w.Admin, "/api/v1/users/me").JSON(t, &me)
+	prev := me.DisplayName
+	for _, name := range []string{"Ada", "Ada Lovelace", "Ada Lovelace", ""} {
+		apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/me", map[string]any{"display_name": name}), 200)
+		from, to := newestChange[state](t, w, "user.profile_updated", w.Admin.UserID)
+		if from.DisplayName != prev || to.DisplayName != name {
+			t.Errorf("rename to %q: from %+v to %+v, want from %q", name, from, to, prev)
+		}
+		prev = name
+	}
+}

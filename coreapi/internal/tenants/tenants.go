@@ -160,7 +160,7 @@ type Patch struct {
 // Update with only a status).
 func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (Tenant, error) {
 	const q = `
-WITH old AS (SELECT status, require_mfa FROM tenants WHERE id = $1 FOR UPDATE)
+WITH old AS (SELECT name, status, require_mfa FROM tenants WHERE id = $1 FOR UPDATE)
 UPDATE tenants t SET
     name = COALESCE($2, t.name),
     status = COALESCE($3, t.status),
@@ -168,15 +168,15 @@ UPDATE tenants t SET
     updated_at = now()
 FROM old
 WHERE t.id = $1
-RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mfa, old.status, old.require_mfa`
+RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mfa, old.name, old.status, old.require_mfa`
 	var t Tenant
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
-			oldStatus string
-			oldMFA    bool
+			oldName, oldStatus string
+			oldMFA             bool
 		)
 		err := tx.QueryRow(ctx, q, id, p.Name, p.Status, p.RequireMFA).Scan(&t.ID, &t.Name, &t.Status, &t.CreatedAt, &t.UpdatedAt,
-			&t.RequireMFA, &oldStatus, &oldMFA)
+			&t.RequireMFA, &oldName, &oldStatus, &oldMFA)
 		if err != nil {
 			return mapErr(err)
 		}
@@ -188,19 +188,36 @@ RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mf
 			// Every projection in the tenant carries the policy.
 			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantRequireMFA})
 		}
+		// tenant.updated says what changed, as role.updated does: the
+		// tenant's editable fields before ("from", the row as the locking
+		// read above found it) and after ("to"). A suspension or
+		// reactivation, whose action names the change, keeps the status
+		// it set.
 		action := audit.ActionTenantUpdated
+		var data any = map[string]auditedTenant{
+			"from": {Name: oldName, RequireMFA: oldMFA},
+			"to":   {Name: t.Name, RequireMFA: t.RequireMFA},
+		}
 		if p.Name == nil && p.Status != nil {
 			action = map[string]string{identity.StatusActive: audit.ActionTenantReactivated, identity.StatusSuspended: audit.ActionTenantSuspended}[*p.Status]
+			data = p
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
 			TenantID: id, ActorUserID: actor.UserID, Action: action,
-			TargetType: audit.TargetTenant, TargetID: id, Data: p, RequestID: actor.RequestID,
+			TargetType: audit.TargetTenant, TargetID: id, Data: data, RequestID: actor.RequestID,
 		}, rows...)
 	})
 	if err != nil {
 		return Tenant{}, fmt.Errorf("update tenant: %w", err)
 	}
 	return t, nil
+}
+
+// auditedTenant is what the audit row of a tenant's update records of the
+// tenant, before and after: the fields PATCH /tenant can change.
+type auditedTenant struct {
+	Name       string `json:"name"`
+	RequireMFA bool   `json:"require_mfa"`
 }
 
 // Membership is one of a user's tenants, with the user's roles in it

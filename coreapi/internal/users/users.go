@@ -271,22 +271,28 @@ func meOf(id identity.Identity) Me {
 // UpdateMe changes the caller's display name. The projection does not carry
 // it, so nothing is invalidated.
 func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string) (Me, error) {
-	const qUpdate = `
-UPDATE users SET display_name = $2, updated_at = now()
-WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
+	const qLock = `
+SELECT display_name FROM users
+WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $2 AND user_id = $1)
+FOR NO KEY UPDATE`
+	const qUpdate = `UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`
 	userID, tenantID := id.UserID, id.TenantID
 	me := meOf(id)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, qUpdate, userID, displayName, tenantID)
-		if err != nil {
+		// The old name is read under the row's lock, so the audit row's
+		// "from" is the name this change replaced, not one a concurrent
+		// change wrote in between.
+		var old string
+		if err := tx.QueryRow(ctx, qLock, userID, tenantID).Scan(&old); err != nil {
 			return mapErr(err)
 		}
-		if tag.RowsAffected() == 0 {
-			return ErrNotFound
+		if _, err := tx.Exec(ctx, qUpdate, userID, displayName); err != nil {
+			return mapErr(err)
 		}
 		if err := audit.Write(ctx, tx, audit.Event{
 			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
-			TargetType: audit.TargetUser, TargetID: userID, Data: map[string]any{"display_name": displayName}, RequestID: requestID,
+			TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
+			Data: map[string]auditedProfile{"from": {DisplayName: old}, "to": {DisplayName: displayName}},
 		}); err != nil {
 			return err
 		}
@@ -297,6 +303,13 @@ WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND use
 		return Me{}, fmt.Errorf("update me: %w", err)
 	}
 	return me, nil
+}
+
+// auditedProfile is what the audit row of a profile change records of the
+// account, before and after: what PATCH /users/me changes directly (an
+// email change waits for its link and is audited as user.email_changed).
+type auditedProfile struct {
+	DisplayName string `json:"display_name"`
 }
 
 // RequestEmailChange mails a verification link to newEmail; the address
@@ -795,9 +808,13 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			if _, err := tx.Exec(ctx, q, tenantID, userID, *p.Status); err != nil {
 				return err
 			}
+			// The row says what changed, as role.updated does: the
+			// membership's status before (read under the lock above, so
+			// no concurrent change can slip in between) and after.
 			if err := audit.WriteWith(ctx, tx, audit.Event{
 				TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionMemberUpdated,
-				TargetType: audit.TargetUser, TargetID: userID, Data: p, RequestID: a.RequestID,
+				TargetType: audit.TargetUser, TargetID: userID, RequestID: a.RequestID,
+				Data: map[string]auditedMember{"from": {Status: t.status}, "to": {Status: *p.Status}},
 			}, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberStatus(*p.Status)}); err != nil {
 				return err
 			}
@@ -809,6 +826,13 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 		return Member{}, fmt.Errorf("update member: %w", err)
 	}
 	return m, nil
+}
+
+// auditedMember is what the audit row of a member's update records of the
+// membership, before and after: the fields a PATCH can change, named as
+// the API names them.
+type auditedMember struct {
+	Status string `json:"membership_status"`
 }
 
 // Remove takes the user out of the tenant (the account itself stays).
