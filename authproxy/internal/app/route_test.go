@@ -726,3 +726,24 @@ routes:
 		}
 	}
 }
+
+// TestLargeResponseHeader: an app's answer header up to 16 KiB (a large
+// Set-Cookie) reaches the client; a larger one is 502.
+func TestLargeResponseHeader(t *testing.T) {
+	cookie := strings.Repeat("c", 12<<10)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big/huge" {
+			w.Header().Set("X-Huge", strings.Repeat("h", 20<<10))
+		}
+		w.Header().Set("Set-Cookie", "s="+cookie)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer app.Close()
+	e := start(t, envOpt{rules: "upstreams:\n  big: {url: '" + app.URL + "', key_id: app-notes}\nroutes:\n  - {prefix: /big, upstream: big, access: public}\n"})
+	r := e.do("GET", "/big/x", "", nil)
+	e.wantStatus(r, 200)
+	if got := r.header.Get("Set-Cookie"); got != "s="+cookie {
+		t.Fatalf("Set-Cookie of %d bytes, want %d", len(got), len(cookie)+2)
+	}
+	e.wantProblem(e.do("GET", "/big/huge", "", nil), 502, problem.CodeUpstreamDown)
+}

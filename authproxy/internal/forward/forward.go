@@ -31,6 +31,10 @@ type Options struct {
 	TLS *tls.Config
 }
 
+// ResponseHeaderBytes is the largest upstream answer header a forwarded
+// request takes (a larger one is 502).
+const ResponseHeaderBytes = 16 << 10
+
 // NewHostClient returns the client used for forwarded requests: responses
 // are streamed, paths are sent verbatim (they are already normalized), and
 // every wait is bounded. Its transport (shared/fasttransport) forwards an
@@ -52,6 +56,12 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: false,
 		StreamResponseBody:            true,
 		MaxResponseBodySize:           0, // streamed: no limit on what coreapi sends
+		// An answer's header may be as large as a request's (16 KiB, the
+		// listener's ReadBufferSize: a large Set-Cookie or
+		// Content-Security-Policy); fasthttp's default of 4 KiB made such
+		// an answer a 502. The buffers are pooled per request in flight,
+		// not per connection.
+		ReadBufferSize: ResponseHeaderBytes,
 		// An answer fasthttp cannot read is not quoted in its error (a
 		// cookie the upstream set would reach the proxy's log).
 		SecureErrorLogMessage: true,
