@@ -1,4 +1,4 @@
-package server
+package logging
 
 import (
 	"bytes"
@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// TestAppendJSONStringAsSlog: a string is encoded as log/slog's JSON
+// TestAppendStringAsSlog: a string is encoded as log/slog's JSON
 // handler encodes it, whatever bytes it holds.
-func TestAppendJSONStringAsSlog(t *testing.T) {
+func TestAppendStringAsSlog(t *testing.T) {
 	for _, s := range []string{
 		"", "plain", `quote " and \ backslash`, "tab\tnl\ncr\r", "\x00\x01\x1f\x7f", "<html>&amp;",
 		"caf\u00e9 \u2028 \u2029 \U0001F600", "bad \xff\xfe utf8 \xe2\x82", "/notes/%C3%A9?x=1",
@@ -24,7 +24,7 @@ func TestAppendJSONStringAsSlog(t *testing.T) {
 			return slog.Attr{}
 		}})).Info("", "k", s)
 		want := strings.TrimSuffix(strings.TrimPrefix(buf.String(), `{"k":`), "}\n")
-		got := string(appendJSONString(nil, s))
+		got := string(AppendString(nil, s))
 		if got != want {
 			t.Errorf("%q: got %s, slog writes %s", s, got, want)
 		}
@@ -35,9 +35,9 @@ func TestAppendJSONStringAsSlog(t *testing.T) {
 	}
 }
 
-// TestAppendRFC3339Millis: the time as slog writes it, milliseconds
+// TestAppendTime: the time as slog writes it, milliseconds
 // always three digits.
-func TestAppendRFC3339Millis(t *testing.T) {
+func TestAppendTime(t *testing.T) {
 	zone := time.FixedZone("x", -(3*3600 + 30*60))
 	for _, tm := range []time.Time{
 		time.Date(2026, 12, 4, 10, 5, 0, 0, time.UTC),
@@ -45,7 +45,7 @@ func TestAppendRFC3339Millis(t *testing.T) {
 		time.Date(2026, 1, 2, 3, 4, 5, 120_000_000, zone),
 		time.Date(2026, 1, 2, 3, 4, 5, 7_654_321, zone),
 	} {
-		if got, want := string(appendRFC3339Millis([]byte("x"), tm)), "x"+tm.Format("2006-01-02T15:04:05.000Z07:00"); got != want {
+		if got, want := string(AppendTime([]byte("x"), tm)), "x"+tm.Format("2006-01-02T15:04:05.000Z07:00"); got != want {
 			t.Errorf("%v: %s, want %s", tm, got, want)
 		}
 	}
