@@ -73,6 +73,18 @@ func (l *Lines) Append(line []byte) {
 	}
 }
 
+// Appender is an io.Writer that appends what it is given (a logger's
+// records: whole lines) to l's buffer: a logger of access lines writes
+// through it, the service's other logger through l itself.
+func (l *Lines) Appender() io.Writer { return appender{l} }
+
+type appender struct{ l *Lines }
+
+func (a appender) Write(p []byte) (int, error) {
+	a.l.Append(p)
+	return len(p), nil
+}
+
 // Write writes p at once, after the lines buffered before it.
 func (l *Lines) Write(p []byte) (int, error) {
 	l.wmu.Lock()

@@ -132,3 +132,22 @@ func TestLinesConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestLinesAppender: a logger writing through Appender buffers its
+// records, written before the next record of a logger writing through
+// Lines itself.
+func TestLinesAppender(t *testing.T) {
+	var out lockedBuffer
+	l := NewLines(&out, time.Hour)
+	defer l.Close()
+	access, log := New(l.Appender(), nil), New(l, nil)
+	access.Info("request", "n", 1)
+	if got, _ := out.get(); got != "" {
+		t.Fatalf("an appended record written at once: %q", got)
+	}
+	log.Warn("other")
+	got, n := out.get()
+	if i, j := strings.Index(got, `"msg":"request"`), strings.Index(got, `"msg":"other"`); i < 0 || j < i || n != 2 {
+		t.Fatalf("output %q in %d writes: want the access record, then the other", got, n)
+	}
+}

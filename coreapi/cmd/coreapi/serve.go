@@ -25,6 +25,10 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
+// accessLinesInterval is how often buffered access lines are written at
+// least.
+const accessLinesInterval = 100 * time.Millisecond
+
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	checkOnly := fs.Bool("check-config", false, "validate the configuration, print it with secrets masked, and exit")
@@ -49,9 +53,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		_, err := fmt.Fprint(stdout, cfg.String(), "configuration ok\n")
 		return err
 	}
-	logh := logging.NewHandler(stdout, cfg.LogLevel)
+	// One output: records written at once, access lines (one per request)
+	// in batches every accessLinesInterval, before any later record.
+	lines := logging.NewLines(stdout, accessLinesInterval)
+	defer lines.Close()
+	logh := logging.NewHandler(lines, cfg.LogLevel)
+	accessh := logging.NewHandler(lines.Appender(), cfg.LogLevel)
 	if cfg.Tracing.Enabled() {
 		logh = tracing.LogHandler{Handler: logh} // trace_id on a traced request's lines
+		accessh = tracing.LogHandler{Handler: accessh}
 	}
 	log := slog.New(logh)
 	log.Info("starting", "config", cfg)
@@ -96,6 +106,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	opts := httpapi.Options{
 		Logger:          log,
+		AccessLogger:    slog.New(accessh),
 		Pool:            pool,
 		IdentityKeys:    cfg.IdentityKeys,
 		AcceptV1:        cfg.IdentityAcceptV1,

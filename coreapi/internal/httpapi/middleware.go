@@ -68,7 +68,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	if s.log.Enabled(c.UserContext(), level) {
+	if s.accessLogger.Enabled(c.UserContext(), level) {
 		s.logRequest(c, level, method, route, status, d, counter)
 	}
 	if s.observe != nil {
@@ -87,7 +87,7 @@ func (s *Server) logRequest(c *fiber.Ctx, level slog.Level, method, route string
 	id := IdentityOf(c)
 	// trace_id is added by tracing.LogHandler from the context when the
 	// request is traced.
-	s.log.LogAttrs(c.UserContext(), level, "request",
+	s.accessLogger.LogAttrs(c.UserContext(), level, "request",
 		slog.String("request_id", RequestIDOf(c)),
 		slog.String("method", method),
 		slog.String("path", c.Path()),

@@ -11,6 +11,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +35,10 @@ import (
 // are required.
 type Options struct {
 	Logger *slog.Logger
-	Pool   *pgxpool.Pool
+	// AccessLogger writes the access lines (one per request); nil:
+	// Logger. The command gives it a buffered output (logging.Lines).
+	AccessLogger *slog.Logger
+	Pool         *pgxpool.Pool
 	// IdentityKeys are the core keys (shared with the proxies only) that
 	// v2 identity signatures are verified against; all of them are
 	// accepted, so a key can be rotated without downtime.
@@ -138,18 +142,19 @@ type Routes struct {
 
 // Server is coreapi's public HTTP server.
 type Server struct {
-	app       *fiber.App
-	log       *slog.Logger
-	verifier  *identity.Verifier
-	v1        *identity.Signer // nil unless v1 is accepted
-	replays   *replayCache
-	now       func() time.Time
-	cursor    cursorCodec
-	metrics   *metrics
-	observe   func(RequestStats)
-	mappers   []func(error) *problem.Problem
-	projector *projection.Store
-	projLimit *limiter
+	app          *fiber.App
+	log          *slog.Logger
+	accessLogger *slog.Logger // the access lines (Options.AccessLogger)
+	verifier     *identity.Verifier
+	v1           *identity.Signer // nil unless v1 is accepted
+	replays      *replayCache
+	now          func() time.Time
+	cursor       cursorCodec
+	metrics      *metrics
+	observe      func(RequestStats)
+	mappers      []func(error) *problem.Problem
+	projector    *projection.Store
+	projLimit    *limiter
 }
 
 // New builds the server and its routes.
@@ -191,17 +196,18 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		log:       o.Logger,
-		verifier:  verifier,
-		v1:        v1,
-		replays:   replays,
-		now:       o.Now,
-		cursor:    newCursorCodec(o.CursorKey),
-		metrics:   m,
-		observe:   o.Observe,
-		mappers:   o.ErrorMappers,
-		projLimit: newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
-		projector: projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
+		log:          o.Logger,
+		accessLogger: cmp.Or(o.AccessLogger, o.Logger),
+		verifier:     verifier,
+		v1:           v1,
+		replays:      replays,
+		now:          o.Now,
+		cursor:       newCursorCodec(o.CursorKey),
+		metrics:      m,
+		observe:      o.Observe,
+		mappers:      o.ErrorMappers,
+		projLimit:    newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
+		projector:    projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",

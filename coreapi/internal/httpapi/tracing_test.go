@@ -144,3 +144,22 @@ func TestUntracedRequest(t *testing.T) {
 		t.Fatalf("log:\n%s", logs)
 	}
 }
+
+// TestAccessLinesThroughAccessLogger: with an AccessLogger (the command's
+// buffered one), access lines go to it and the other records to Logger.
+func TestAccessLinesThroughAccessLogger(t *testing.T) {
+	logs, access := &testkit.LogBuffer{}, &testkit.LogBuffer{}
+	e := apitest.Start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+		o.Logger = slog.New(logging.NewHandler(logs, slog.LevelInfo))
+		o.AccessLogger = slog.New(logging.NewHandler(access, slog.LevelInfo))
+	}})
+	tn := e.SeedTenant(t, "Lines")
+	id := e.SeedUserIn(t, tn.ID, "lines@example.com", "owner")
+	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/" + id.UserID, As: &id}), 200)
+	if !strings.Contains(access.String(), `"msg":"request"`) || !strings.Contains(access.String(), id.UserID) {
+		t.Fatalf("no access line through AccessLogger: %q", access.String())
+	}
+	if strings.Contains(logs.String(), `"msg":"request"`) {
+		t.Fatalf("an access line through Logger: %q", logs.String())
+	}
+}
