@@ -655,13 +655,16 @@ routes:
 		{"/billing/", "/"},
 		{"/billing?q=1", "/?q=1"},
 		{"/billing/a/../b", "/b"},
+		// Never a network-path reference ("//host"), whose userinfo the
+		// forwarding client would send as an Authorization header.
+		{"/billing//user:pw@evil.example/x", "/user:pw@evil.example/x"},
 		{"/notes/x?y=1", "/notes/x?y=1"},
 	} {
 		e.reset()
 		r := e.do("GET", tc.path, e.token(nil), nil)
 		e.wantStatus(r, 200)
 		got := e.up.Received()
-		if len(got) != 1 || got[0].URI != tc.want || got[0].VerifyErr != nil {
+		if len(got) != 1 || got[0].URI != tc.want || got[0].VerifyErr != nil || len(got[0].Headers["Authorization"]) > 0 {
 			t.Fatalf("%s: upstream got %+v, want %s signed", tc.path, got, tc.want)
 		}
 	}
