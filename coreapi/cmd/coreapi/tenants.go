@@ -23,7 +23,10 @@ const tenantsUsage = "tenants: want `tenants suspend ID` or `tenants reactivate 
 // tenantsCmd is `coreapi tenants suspend|reactivate ID`: the operator
 // actions on a tenant's status. The change is audited (no acting user) and
 // announced through the outbox on the tenant's invalidation subject, so a
-// running coreapi's relay tells every proxy.
+// running coreapi's relay tells every proxy. It prints the tenant as JSON.
+// Suspending a suspended tenant or reactivating an active one succeeds and
+// writes nothing (no audit row, no announcement); the JSON then has
+// "unchanged": true, so a script can tell.
 func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) != 2 {
 		return errors.New(tenantsUsage)
@@ -46,12 +49,19 @@ func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	defer pool.Close()
 	actor := roles.Actor{RequestID: "operator-" + requestid.New()}
-	t, err := tenants.NewStore(pool).Update(ctx, id, actor, tenants.Patch{Status: &status})
+	t, changed, err := tenants.NewStore(pool).Update(ctx, id, actor, tenants.Patch{Status: &status})
 	if errors.Is(err, tenants.ErrNotFound) {
 		return fmt.Errorf("tenants %s: no tenant %s", args[0], id)
 	}
 	if err != nil {
 		return fmt.Errorf("tenants %s: %w", args[0], err)
 	}
-	return json.NewEncoder(stdout).Encode(tenantapi.Tenant(t))
+	return json.NewEncoder(stdout).Encode(tenantResult{Tenant: tenantapi.Tenant(t), Unchanged: !changed})
+}
+
+// tenantResult is what `coreapi tenants` prints: the tenant, and whether it
+// already had the status asked for.
+type tenantResult struct {
+	tenantapi.Tenant
+	Unchanged bool `json:"unchanged,omitempty"`
 }

@@ -14,7 +14,8 @@ import (
 )
 
 // TestTenantsSuspendReactivate: the operator commands change the status,
-// audit it with no acting user, and announce it through the outbox.
+// audit it with no acting user, and announce it through the outbox; asked
+// for the status the tenant has, they succeed and write nothing.
 func TestTenantsSuspendReactivate(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
@@ -35,6 +36,9 @@ func TestTenantsSuspendReactivate(t *testing.T) {
 		if err := json.Unmarshal(out.Bytes(), &got); err != nil || got.ID != id || got.Status != step.status {
 			t.Fatalf("tenants %s printed %q (%v), want the tenant with status %s", step.cmd, out.String(), err, step.status)
 		}
+		if strings.Contains(out.String(), "unchanged") {
+			t.Errorf("tenants %s printed %q: a change is not unchanged", step.cmd, out.String())
+		}
 		var status string
 		if err := db.Pool.QueryRow(ctx, `SELECT status FROM tenants WHERE id = $1`, id).Scan(&status); err != nil || status != step.status {
 			t.Fatalf("after %s: status %q (%v), want %s", step.cmd, status, err, step.status)
@@ -54,13 +58,44 @@ func TestTenantsSuspendReactivate(t *testing.T) {
 			t.Errorf("outbox rows for %s: %d (%v), want 1", step.cmd, n, err)
 		}
 	}
-	// Reactivating an active tenant changes nothing, so announces nothing.
-	if err := run(ctx, []string{"tenants", "reactivate", id}, env, &bytes.Buffer{}); err != nil {
+	// Reactivating an active tenant, or suspending a suspended one, changes
+	// nothing: it succeeds, says so, and neither audits nor announces.
+	for _, step := range []struct {
+		cmd, status string
+		unchanged   bool
+	}{
+		{"reactivate", identity.StatusActive, true},
+		{"suspend", identity.StatusSuspended, false},
+		{"suspend", identity.StatusSuspended, true},
+	} {
+		var out bytes.Buffer
+		if err := run(ctx, []string{"tenants", step.cmd, id}, env, &out); err != nil {
+			t.Fatalf("tenants %s: %v", step.cmd, err)
+		}
+		var got struct {
+			tenantapi.Tenant
+			Unchanged bool `json:"unchanged"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil || got.ID != id || got.Status != step.status {
+			t.Fatalf("tenants %s printed %q (%v), want the tenant with status %s", step.cmd, out.String(), err, step.status)
+		}
+		if got.Unchanged != step.unchanged {
+			t.Errorf("tenants %s printed %q: unchanged = %v, want %v", step.cmd, out.String(), got.Unchanged, step.unchanged)
+		}
+	}
+	var suspended, reactivated, announced int
+	const qCounts = `
+SELECT (SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'tenant.suspended'),
+       (SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'tenant.reactivated'),
+       (SELECT count(*) FROM outbox)`
+	if err := db.Pool.QueryRow(ctx, qCounts, id).Scan(&suspended, &reactivated, &announced); err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil || n != 2 {
-		t.Errorf("outbox rows = %d (%v), want 2", n, err)
+	// Two suspensions and one reactivation changed the status; the other
+	// two commands did not.
+	if suspended != 2 || reactivated != 1 || announced != 3 {
+		t.Errorf("audit rows: %d tenant.suspended, %d tenant.reactivated; %d outbox rows; want 2, 1, 3",
+			suspended, reactivated, announced)
 	}
 
 	bad := []struct {

@@ -68,7 +68,7 @@ func (e *Env) strings(t testing.TB, q string, args ...any) []string {
 func (e *Env) Suspend(t testing.TB, tenantID string) {
 	t.Helper()
 	st := identity.StatusSuspended
-	if _, err := tenants.NewStore(e.DB.Pool).Update(t.Context(), tenantID, roles.Actor{RequestID: "operator-test"}, tenants.Patch{Status: &st}); err != nil {
+	if _, _, err := tenants.NewStore(e.DB.Pool).Update(t.Context(), tenantID, roles.Actor{RequestID: "operator-test"}, tenants.Patch{Status: &st}); err != nil {
 		t.Fatalf("suspend %s: %v", tenantID, err)
 	}
 }

@@ -209,7 +209,9 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	t, err := s.tenants.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), b)
+	// A patch that changes nothing answers the tenant as it is (and
+	// writes no audit row).
+	t, _, err := s.tenants.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), b)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package tenantapi_test
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
@@ -49,4 +50,34 @@ func newestChange[T any](t *testing.T, w *world, action, targetID string) (from,
 		t.Fatalf("%s data = %s (%v), want only from and to", action, l.Data[0].Data, err)
 	}
 	return *got.From, *got.To
+}
+
+// wantNoChange sends a PATCH of path that changes nothing, as as: it must
+// answer 200 with the resource as before (the JSON before, updated_at
+// included) and write no audit row.
+func wantNoChange(t *testing.T, w *world, as *identity.Identity, path string, body any, before []byte) {
+	t.Helper()
+	count := func() int {
+		var n int
+		if err := w.E.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM audit_events`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := count()
+	r := w.E.Send(t, as, "PATCH", path, body)
+	apitest.WantStatus(t, r, 200)
+	var got, want any
+	if err := json.Unmarshal(r.Body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(before, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("PATCH %s %v = %s, want it unchanged: %s", path, body, r.Body, before)
+	}
+	if m := count(); m != n {
+		t.Errorf("PATCH %s %v changed nothing but wrote %d audit rows", path, body, m-n)
+	}
 }

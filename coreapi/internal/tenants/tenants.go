@@ -158,59 +158,94 @@ type Patch struct {
 // The tenant API never passes a status: suspension and reactivation are
 // operator actions (`coreapi tenants suspend|reactivate`, which call
 // Update with only a status).
-func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (Tenant, error) {
+//
+// A patch that changes nothing (every field absent or equal to the stored
+// value: renaming a tenant to its name, reactivating an active one) writes
+// nothing: updated_at stays, and there is no audit row and no
+// invalidation, as for a member's status set to the one it has or a role
+// granted to a member who holds it. changed reports whether it wrote.
+//
+// Each change is audited: a status change as tenant.suspended or
+// tenant.reactivated ({"status": …}), a change of name or MFA policy as
+// tenant.updated ({"from": …, "to": …}); a patch that does both writes
+// both rows, so neither change goes unrecorded.
+func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (t Tenant, changed bool, err error) {
+	// The UPDATE runs only when a value differs: a no-op leaves the row,
+	// and its updated_at, as they were. The locking read "old" is what the
+	// audit's "from" records, so a concurrent change cannot slip in
+	// between.
 	const q = `
-WITH old AS (SELECT name, status, require_mfa FROM tenants WHERE id = $1 FOR UPDATE)
-UPDATE tenants t SET
-    name = COALESCE($2, t.name),
-    status = COALESCE($3, t.status),
-    require_mfa = COALESCE($4, t.require_mfa),
-    updated_at = now()
-FROM old
-WHERE t.id = $1
-RETURNING t.id::text, t.name, t.status, t.created_at, t.updated_at, t.require_mfa, old.name, old.status, old.require_mfa`
-	var t Tenant
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+WITH old AS (SELECT ` + tenantCols + ` FROM tenants WHERE id = $1 FOR UPDATE),
+new AS (
+    UPDATE tenants t SET
+        name = COALESCE($2, t.name),
+        status = COALESCE($3, t.status),
+        require_mfa = COALESCE($4, t.require_mfa),
+        updated_at = now()
+    FROM old
+    WHERE t.id = $1
+      AND (COALESCE($2, old.name), COALESCE($3, old.status), COALESCE($4, old.require_mfa))
+          IS DISTINCT FROM (old.name, old.status, old.require_mfa)
+    RETURNING t.name, t.status, t.updated_at, t.require_mfa
+)
+SELECT old.id, COALESCE(new.name, old.name), COALESCE(new.status, old.status), old.created_at,
+       COALESCE(new.updated_at, old.updated_at), COALESCE(new.require_mfa, old.require_mfa),
+       new.status IS NOT NULL, old.name, old.status, old.require_mfa
+FROM old LEFT JOIN new ON true`
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
 			oldName, oldStatus string
 			oldMFA             bool
 		)
 		err := tx.QueryRow(ctx, q, id, p.Name, p.Status, p.RequireMFA).Scan(&t.ID, &t.Name, &t.Status, &t.CreatedAt, &t.UpdatedAt,
-			&t.RequireMFA, &oldName, &oldStatus, &oldMFA)
+			&t.RequireMFA, &changed, &oldName, &oldStatus, &oldMFA)
 		if err != nil {
 			return mapErr(err)
 		}
-		var rows []outbox.Row
-		switch {
-		case oldStatus != t.Status:
-			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantStatus(t.Status)})
-		case oldMFA != t.RequireMFA:
-			// Every projection in the tenant carries the policy.
-			rows = append(rows, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantRequireMFA})
+		if !changed {
+			return nil
 		}
-		// tenant.updated says what changed, as role.updated does: the
-		// tenant's editable fields before ("from", the row as the locking
-		// read above found it) and after ("to"). A suspension or
-		// reactivation, whose action names the change, keeps the status
-		// it set.
-		action := audit.ActionTenantUpdated
-		var data any = map[string]auditedTenant{
-			"from": {Name: oldName, RequireMFA: oldMFA},
-			"to":   {Name: t.Name, RequireMFA: t.RequireMFA},
+		b := &pgx.Batch{}
+		ev := audit.Event{TenantID: id, ActorUserID: actor.UserID, TargetType: audit.TargetTenant, TargetID: id, RequestID: actor.RequestID}
+		if oldStatus != t.Status {
+			// The action names the change; the data keeps the status it set.
+			e := ev
+			e.Action = audit.ActionTenantReactivated
+			if t.Status == identity.StatusSuspended {
+				e.Action = audit.ActionTenantSuspended
+			}
+			e.Data = map[string]string{"status": t.Status}
+			if err := audit.Queue(b, e); err != nil {
+				return err
+			}
+			outbox.Queue(b, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantStatus(t.Status)})
 		}
-		if p.Name == nil && p.Status != nil {
-			action = map[string]string{identity.StatusActive: audit.ActionTenantReactivated, identity.StatusSuspended: audit.ActionTenantSuspended}[*p.Status]
-			data = p
+		if oldName != t.Name || oldMFA != t.RequireMFA {
+			// tenant.updated says what changed, as role.updated does: the
+			// tenant's editable fields before and after.
+			e := ev
+			e.Action = audit.ActionTenantUpdated
+			e.Data = map[string]auditedTenant{
+				"from": {Name: oldName, RequireMFA: oldMFA},
+				"to":   {Name: t.Name, RequireMFA: t.RequireMFA},
+			}
+			if err := audit.Queue(b, e); err != nil {
+				return err
+			}
+			if oldMFA != t.RequireMFA {
+				// Every projection in the tenant carries the policy.
+				outbox.Queue(b, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantRequireMFA})
+			}
 		}
-		return audit.WriteWith(ctx, tx, audit.Event{
-			TenantID: id, ActorUserID: actor.UserID, Action: action,
-			TargetType: audit.TargetTenant, TargetID: id, Data: data, RequestID: actor.RequestID,
-		}, rows...)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("write audit events and outbox: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
-		return Tenant{}, fmt.Errorf("update tenant: %w", err)
+		return Tenant{}, false, fmt.Errorf("update tenant: %w", err)
 	}
-	return t, nil
+	return t, changed, nil
 }
 
 // auditedTenant is what the audit row of a tenant's update records of the

@@ -3,6 +3,7 @@ package tenants
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -77,5 +78,111 @@ func TestCreateAndAddMember(t *testing.T) {
 			t.Fatalf("%v: refused add left %d memberships (%v)", mode, n, err)
 		}
 		pool.Close()
+	}
+}
+
+// TestUpdateAuditsEveryChange: Update records each change it makes (a
+// status change and a change of name or MFA policy in one patch write both
+// their rows, and announce both), and a patch that changes nothing writes
+// nothing: no audit row, no outbox row, the same updated_at. No route
+// sends a status with another field, but nothing in Update may drop one.
+func TestUpdateAuditsEveryChange(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	var id string
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO tenants (name) VALUES ('Acme') RETURNING id::text`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(db.Pool)
+	str := func(v string) *string { return &v }
+	yes, no := true, false
+	type row struct{ action, data string }
+	steps := []struct {
+		name    string
+		patch   Patch
+		changed bool
+		audit   []row
+		reasons []string
+	}{
+		{"empty", Patch{}, false, nil, nil},
+		{"same name", Patch{Name: str("Acme")}, false, nil, nil},
+		{"same everything", Patch{Name: str("Acme"), Status: str(identity.StatusActive), RequireMFA: &no}, false, nil, nil},
+		{"name and status", Patch{Name: str("Beta"), Status: str(identity.StatusSuspended)}, true, []row{
+			{"tenant.suspended", `{"status": "suspended"}`},
+			{"tenant.updated", `{"from": {"name": "Acme", "require_mfa": false}, "to": {"name": "Beta", "require_mfa": false}}`},
+		}, []string{"tenant.suspended"}},
+		{"suspend suspended", Patch{Status: str(identity.StatusSuspended)}, false, nil, nil},
+		{"status and require_mfa", Patch{Status: str(identity.StatusActive), RequireMFA: &yes}, true, []row{
+			{"tenant.reactivated", `{"status": "active"}`},
+			{"tenant.updated", `{"from": {"name": "Beta", "require_mfa": false}, "to": {"name": "Beta", "require_mfa": true}}`},
+		}, []string{"tenant.active", "tenant.require_mfa"}},
+		{"reactivate active", Patch{Status: str(identity.StatusActive), RequireMFA: &yes}, false, nil, nil},
+		{"name", Patch{Name: str("Gamma")}, true, []row{
+			{"tenant.updated", `{"from": {"name": "Beta", "require_mfa": true}, "to": {"name": "Gamma", "require_mfa": true}}`},
+		}, nil},
+	}
+	prev, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastAudit, lastOutbox int64
+	for _, st := range steps {
+		got, changed, err := s.Update(ctx, id, roles.Actor{RequestID: "r"}, st.patch)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if changed != st.changed {
+			t.Errorf("%s: changed = %v, want %v", st.name, changed, st.changed)
+		}
+		stored, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.UpdatedAt.Equal(stored.UpdatedAt) || got.Name != stored.Name || got.Status != stored.Status || got.RequireMFA != stored.RequireMFA {
+			t.Errorf("%s: returned %+v, stored %+v", st.name, got, stored)
+		}
+		if !st.changed && !stored.UpdatedAt.Equal(prev.UpdatedAt) {
+			t.Errorf("%s: updated_at moved from %v to %v for no change", st.name, prev.UpdatedAt, stored.UpdatedAt)
+		}
+		prev = stored
+
+		var audited []row
+		rows, _ := db.Pool.Query(ctx, `SELECT id, action, data::text FROM audit_events WHERE id > $1 ORDER BY id`, lastAudit)
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&lastAudit, &r.action, &r.data); err != nil {
+				t.Fatal(err)
+			}
+			audited = append(audited, r)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range st.audit { // as jsonb writes it
+			if err := db.Pool.QueryRow(ctx, `SELECT $1::jsonb::text`, st.audit[i].data).Scan(&st.audit[i].data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.Equal(audited, st.audit) {
+			t.Errorf("%s: audit rows %q, want %q", st.name, audited, st.audit)
+		}
+		var reasons []string
+		rows, _ = db.Pool.Query(ctx, `SELECT id, payload->>'reason' FROM outbox WHERE id > $1 ORDER BY id`, lastOutbox)
+		for rows.Next() {
+			var r string
+			if err := rows.Scan(&lastOutbox, &r); err != nil {
+				t.Fatal(err)
+			}
+			reasons = append(reasons, r)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(reasons, st.reasons) {
+			t.Errorf("%s: outbox reasons %q, want %q", st.name, reasons, st.reasons)
+		}
+	}
+	if _, _, err := s.Update(ctx, "00000000-0000-0000-0000-000000000001", roles.Actor{}, Patch{}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("update of no tenant = %v, want ErrNotFound", err)
 	}
 }
