@@ -299,7 +299,8 @@ type Patch struct {
 }
 
 // Update changes a custom role. Changing its name or permissions changes
-// every holder's projection, so it also queues a tenant invalidation.
+// every holder's projection, so it also queues a tenant invalidation. A
+// patch that changes nothing writes nothing and returns the role.
 func (s *Store) Update(ctx context.Context, tenantID, roleID string, a Actor, p Patch) (Role, error) {
 	const qLock = `
 SELECT ` + roleCols + `
@@ -323,12 +324,21 @@ RETURNING ` + roleCols
 		if old.Builtin {
 			return ErrBuiltin
 		}
+		stored := old.Permissions
 		s.effective(&old)
 		// Changing a role's permissions needs the actor to hold both the old
 		// and the new ones: otherwise a role with more power than the actor
 		// could be reshaped by them.
 		if !a.Covers(old.Permissions) || (p.Permissions != nil && !a.Covers(*p.Permissions)) {
 			return ErrEscalation
+		}
+		// A patch that changes nothing writes nothing (no updated_at, no
+		// audit row, no invalidation), as a member's status set to the
+		// one it has: the role is answered as it is.
+		if (p.Name == nil || *p.Name == old.Name) && (p.Description == nil || *p.Description == old.Description) &&
+			(p.Permissions == nil || slices.Equal(*p.Permissions, stored)) {
+			r = old
+			return nil
 		}
 		var perms any
 		if p.Permissions != nil {

@@ -245,7 +245,8 @@ func TestPermissionListBound(t *testing.T) {
 // TestRoleUpdateAudited: role.updated records the role's editable fields
 // before ("from") and after ("to"), as user.email_changed records an
 // address, so an auditor sees what a change changed: the row used to hold
-// the request's new values only.
+// the request's new values only. A patch that changes nothing writes no
+// row.
 func TestRoleUpdateAudited(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -264,6 +265,7 @@ func TestRoleUpdateAudited(t *testing.T) {
 		From *state `json:"from"`
 		To   *state `json:"to"`
 	}
+	last := r
 	for _, c := range []struct {
 		patch    map[string]any
 		from, to state
@@ -275,7 +277,8 @@ func TestRoleUpdateAudited(t *testing.T) {
 		{map[string]any{"permissions": []string{}},
 			state{"operators", "", []string{"roles:read", "users:read"}}, state{"operators", "", []string{}}},
 	} {
-		apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/roles/"+ro.ID, c.patch), 200)
+		last = w.E.Send(t, &w.Admin, "PATCH", "/api/v1/roles/"+ro.ID, c.patch)
+		apitest.WantStatus(t, last, 200)
 		r := w.E.Get(t, &w.Owner, "/api/v1/audit-events?limit=1")
 		apitest.WantStatus(t, r, 200)
 		var l struct {
@@ -298,5 +301,22 @@ func TestRoleUpdateAudited(t *testing.T) {
 		if !reflect.DeepEqual(*got.From, c.from) || !reflect.DeepEqual(*got.To, c.to) {
 			t.Errorf("patch %v: data = %s, want from %+v to %+v", c.patch, l.Data[0].Data, c.from, c.to)
 		}
+	}
+	// A patch that changes nothing answers the role as it is and writes
+	// no row (it used to write one whose from and to were equal), nor an
+	// invalidation.
+	outbox := len(w.E.OutboxSubjects(t))
+	for _, patch := range []map[string]any{
+		{"name": "operators"}, {"description": ""}, {"permissions": []string{}},
+		{"name": "operators", "description": "", "permissions": []string{}},
+	} {
+		wantNoChange(t, w, &w.Admin, "/api/v1/roles/"+ro.ID, patch, last.Body)
+	}
+	last = w.E.Send(t, &w.Admin, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"permissions": []string{"users:read", "roles:read"}})
+	apitest.WantStatus(t, last, 200)
+	outbox++
+	wantNoChange(t, w, &w.Admin, "/api/v1/roles/"+ro.ID, map[string]any{"permissions": []string{"roles:read", "users:read", "roles:read"}}, last.Body)
+	if n := len(w.E.OutboxSubjects(t)); n != outbox {
+		t.Errorf("outbox rows = %d, want %d: a patch that changed nothing invalidated", n, outbox)
 	}
 }

@@ -680,7 +680,8 @@ func TestMemberUpdateAudited(t *testing.T) {
 
 // TestProfileUpdateAudited: user.profile_updated records the display name
 // before ("from") and after ("to"): the row used to hold the new name
-// only, so no one could tell what a member was called before.
+// only, so no one could tell what a member was called before. Setting the
+// name the caller has writes no row.
 func TestProfileUpdateAudited(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -690,12 +691,20 @@ func TestProfileUpdateAudited(t *testing.T) {
 	var me tenantapi.Me
 	w.E.Get(t, &w.Admin, "/api/v1/users/me").JSON(t, &me)
 	prev := me.DisplayName
-	for _, name := range []string{"Ada", "Ada Lovelace", "Ada Lovelace", ""} {
+	for _, name := range []string{"Ada", "Ada Lovelace", ""} {
 		apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/me", map[string]any{"display_name": name}), 200)
 		from, to := newestChange[state](t, w, "user.profile_updated", w.Admin.UserID)
 		if from.DisplayName != prev || to.DisplayName != name {
 			t.Errorf("rename to %q: from %+v to %+v, want from %q", name, from, to, prev)
 		}
 		prev = name
+	}
+	// The name the caller already has answers the profile as it is and
+	// writes no row (it used to write one whose from and to were equal).
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/me", map[string]any{"display_name": "Ada"}), 200)
+	before := w.E.Get(t, &w.Admin, "/api/v1/users/me")
+	apitest.WantStatus(t, before, 200)
+	for _, name := range []string{"Ada", " Ada "} {
+		wantNoChange(t, w, &w.Admin, "/api/v1/users/me", map[string]any{"display_name": name}, before.Body)
 	}
 }

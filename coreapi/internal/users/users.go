@@ -269,7 +269,8 @@ func meOf(id identity.Identity) Me {
 }
 
 // UpdateMe changes the caller's display name. The projection does not carry
-// it, so nothing is invalidated.
+// it, so nothing is invalidated. The name the caller already has is
+// answered without a write.
 func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string) (Me, error) {
 	const qLock = `
 SELECT display_name FROM users
@@ -286,15 +287,19 @@ FOR NO KEY UPDATE`
 		if err := tx.QueryRow(ctx, qLock, userID, tenantID).Scan(&old); err != nil {
 			return mapErr(err)
 		}
-		if _, err := tx.Exec(ctx, qUpdate, userID, displayName); err != nil {
-			return mapErr(err)
-		}
-		if err := audit.Write(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
-			TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
-			Data: map[string]auditedProfile{"from": {DisplayName: old}, "to": {DisplayName: displayName}},
-		}); err != nil {
-			return err
+		// The name it already has changes nothing and writes nothing
+		// (no updated_at, no audit row), as for a tenant or a role.
+		if old != displayName {
+			if _, err := tx.Exec(ctx, qUpdate, userID, displayName); err != nil {
+				return mapErr(err)
+			}
+			if err := audit.Write(ctx, tx, audit.Event{
+				TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
+				TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
+				Data: map[string]auditedProfile{"from": {DisplayName: old}, "to": {DisplayName: displayName}},
+			}); err != nil {
+				return err
+			}
 		}
 		return mapErr(tx.QueryRow(ctx, qMe, userID).Scan(&me.Email, &me.EmailVerified, &me.DisplayName, &me.Status,
 			&me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled))
