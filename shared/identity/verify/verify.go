@@ -47,6 +47,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
 // The environment variables of the key list (the value, or a file holding
@@ -138,11 +139,30 @@ func New(cfg Config) (*Verifier, error) {
 
 // KeysFromEnv reads the key list from TOLLGATE_IDENTITY_KEYS or the file
 // named by TOLLGATE_IDENTITY_KEYS_FILE (one of them); getenv is usually
-// os.Getenv.
+// os.Getenv. A key file that other users of the host may read (see
+// package secretfile: group access is fine, others' is not) is still
+// loaded, with a warning logged through slog.Default(), as authproxy and
+// coreapi warn about theirs; KeysFromEnvWithLogger sends it to a logger
+// of the app's.
 func KeysFromEnv(getenv func(string) string) ([]identity.Key, error) {
-	keys, err := identity.LoadKeys(getenv(EnvKeys), getenv(EnvKeysFile))
+	return KeysFromEnvWithLogger(getenv, nil)
+}
+
+// KeysFromEnvWithLogger is KeysFromEnv with the warning about a key file
+// open to other users logged to log (nil selects slog.Default()).
+func KeysFromEnvWithLogger(getenv func(string) string, log *slog.Logger) ([]identity.Key, error) {
+	file := getenv(EnvKeysFile)
+	keys, err := identity.LoadKeys(getenv(EnvKeys), file)
 	if err != nil {
 		return nil, fmt.Errorf("%s / %s: %w", EnvKeys, EnvKeysFile, err)
+	}
+	if file != "" {
+		if w := secretfile.Check(EnvKeysFile, file); w != "" {
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Warn(w)
+		}
 	}
 	return keys, nil
 }

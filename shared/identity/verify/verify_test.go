@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -419,6 +424,64 @@ func TestKeysFromEnv(t *testing.T) {
 	}
 	if _, err := verify.New(verify.Config{}); err == nil {
 		t.Error("New without keys: no error")
+	}
+}
+
+// TestKeysFileOpenToOthersWarned: a key file other users may read is
+// loaded with a warning naming the variable, the file and its mode, as
+// authproxy and coreapi warn about theirs; through slog.Default() from
+// KeysFromEnv, through the app's logger from KeysFromEnvWithLogger. A
+// file only its owner and group may read loads quietly.
+func TestKeysFileOpenToOthersWarned(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("file modes say nothing of Windows ACLs")
+	}
+	path := filepath.Join(t.TempDir(), "identity.keys")
+	if err := os.WriteFile(path, []byte("app-notes-2:"+base64.StdEncoding.EncodeToString(curKey.Secret)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(n string) string {
+		if n == verify.EnvKeysFile {
+			return path
+		}
+		return ""
+	}
+	var def bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&def, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	for _, c := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o600, false}, {0o440, false}, {0o644, true}, {0o604, true}} {
+		if err := os.Chmod(path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		var own bytes.Buffer
+		def.Reset()
+		for name, load := range map[string]func() ([]identity.Key, error){
+			"KeysFromEnv": func() ([]identity.Key, error) { return verify.KeysFromEnv(env) },
+			"KeysFromEnvWithLogger": func() ([]identity.Key, error) {
+				return verify.KeysFromEnvWithLogger(env, slog.New(slog.NewTextHandler(&own, nil)))
+			},
+		} {
+			keys, err := load()
+			if err != nil || len(keys) != 1 || keys[0].ID != "app-notes-2" {
+				t.Fatalf("%s, mode %04o: keys %v, err %v", name, c.mode, keys, err)
+			}
+		}
+		for name, out := range map[string]string{"slog.Default()": def.String(), "the logger": own.String()} {
+			if !c.warn {
+				if out != "" {
+					t.Errorf("mode %04o: %s got %q, want nothing", c.mode, name, out)
+				}
+				continue
+			}
+			if !strings.Contains(out, "level=WARN") || !strings.Contains(out, verify.EnvKeysFile) ||
+				!strings.Contains(out, path) || !strings.Contains(out, fmt.Sprintf("mode %04o", c.mode)) {
+				t.Errorf("mode %04o: %s got %q, want a warning naming the variable, the file and the mode", c.mode, name, out)
+			}
+		}
 	}
 }
 
