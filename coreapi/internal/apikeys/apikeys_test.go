@@ -745,6 +745,9 @@ func TestListsPage(t *testing.T) {
 	}
 	wantAll := order(`SELECT id::text FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id`, ten.ID)
 	wantMine := order(`SELECT id::text FROM api_keys WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at DESC, id`, ten.ID, m.UserID)
+	if got := slices.Sorted(slices.Values(wantMine)); !slices.Equal(got, slices.Sorted(slices.Values(mine))) {
+		t.Fatalf("the member's keys %v, want the %d made", got, len(mine))
+	}
 
 	type page struct {
 		Data       []apikeys.Key `json:"data"`
