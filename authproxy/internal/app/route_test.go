@@ -1,7 +1,9 @@
 package app
 
 import (
+	"bufio"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -638,6 +641,109 @@ routes:
 	if resp := send("/uploads/small/x", []byte(strings.Repeat("s", 1024)), false); resp.StatusCode != 200 {
 		t.Fatalf("at a route's lower limit: %d, want 200", resp.StatusCode)
 	}
+}
+
+// TestRouteBodyLimitExpectContinue: a request with "Expect: 100-continue"
+// (curl's, for a body over 1 KiB) whose Content-Length is over its route's
+// limit, or over MAX_BODY_BYTES on a route without one, is answered 413
+// before the client sends its body; one within a route's raised limit is
+// told to continue and forwarded whole.
+func TestRouteBodyLimitExpectContinue(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + `
+routes:
+  - {prefix: /uploads, methods: [POST, PUT], upstream: notes, access: protected, max_body_bytes: 1048576}
+  - {prefix: /uploads/small, upstream: notes, access: public, max_body_bytes: 1024}
+  - {prefix: /notes, upstream: notes, access: public}
+`})
+	tok := e.token(nil)
+	// head sends a request's header only and returns the first answer.
+	head := func(path string, n int) (*bufio.Reader, net.Conn, *http.Response) {
+		t.Helper()
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", path, tok, n)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s, %d bytes: no answer before the body: %v", path, n, err)
+		}
+		return br, conn, resp
+	}
+	for _, tc := range []struct {
+		path string
+		n    int
+	}{{"/uploads/a", 1048577}, {"/uploads/a", 50 << 20}, {"/notes/a", 65537}, {"/uploads/small/a", 1025}} {
+		e.reset()
+		_, _, resp := head(tc.path, tc.n)
+		body, _ := io.ReadAll(resp.Body)
+		var p problem.Problem
+		_ = json.Unmarshal(body, &p)
+		if resp.StatusCode != 413 || p.Code != problem.CodeBodyTooLarge || p.RequestID == "" || !resp.Close {
+			t.Fatalf("%s, Content-Length %d: %d %s (close %v), want 413 %s before the body, the connection closed",
+				tc.path, tc.n, resp.StatusCode, body, resp.Close, problem.CodeBodyTooLarge)
+		}
+		e.wantNothingForwarded()
+	}
+	// Within the route's raised limit (over MAX_BODY_BYTES): 100, then the
+	// answer to the whole body.
+	e.reset()
+	body := strings.Repeat("u", 300_000)
+	br, conn, resp := head("/uploads/a?x=1", len(body))
+	if resp.StatusCode != 100 {
+		t.Fatalf("within the route's limit: %d, want 100 Continue", resp.StatusCode)
+	}
+	if _, err := io.WriteString(conn, body); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after the body: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if got := e.up.Received(); len(got) != 1 || len(got[0].Body) != len(body) || got[0].VerifyErr != nil {
+		t.Fatalf("upstream got %d requests (%+v)", len(got), got)
+	}
+	// As Go's client does it: it waits for the 100 before sending.
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	for _, tc := range []struct {
+		n    int
+		want int
+	}{{300_000, 200}, {1048577, 413}} {
+		e.reset()
+		sent := &countingReader{r: strings.NewReader(strings.Repeat("u", tc.n))}
+		req, _ := http.NewRequest("PUT", "http://"+e.addr+"/uploads/b", sent)
+		req.ContentLength = int64(tc.n)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Expect", "100-continue")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("Go client, %d bytes: %d, want %d", tc.n, resp.StatusCode, tc.want)
+		}
+		if tc.want == 413 && sent.n.Load() != 0 {
+			t.Fatalf("Go client, %d bytes: %d bytes of the body sent before the 413", tc.n, sent.n.Load())
+		}
+	}
+}
+
+// countingReader counts the bytes read from r.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // TestStripPrefix: a route with strip_prefix forwards the path without its

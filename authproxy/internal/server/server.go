@@ -368,6 +368,9 @@ func New(d Deps, o Options) *Server {
 	// A route's max_body_bytes decides how much of a request's body is
 	// read, once its headers are.
 	s.app.Server().HeaderReceived = s.bodyLimit
+	// A request that waits for "100 Continue" before sending its body is
+	// refused by its Content-Length instead, when that is over the limit.
+	s.app.Server().ExpectHandler = s.expectContinue
 	// One handler for every request: observe runs the stages in order
 	// (stages), each given the request's state directly.
 	s.app.Use(s.observe)
@@ -401,6 +404,30 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		return fasthttp.RequestConfig{}
 	}
 	return s.routeBodyLimit(h)
+}
+
+// expectContinue is the listener's hook for a request with "Expect:
+// 100-continue", whose client waits for a "100 Continue" before it sends
+// the body: one whose Content-Length is over its route's limit (or
+// MAX_BODY_BYTES) is answered 413 at once, as a request whose body was
+// read (the same problem, request id, metrics and access line), and its
+// body is never sent (RFC 9110 section 10.1.1); fasthttp then closes the
+// connection. Any other request is told to continue, its body read up to
+// the limit bodyLimit set.
+func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
+	h := &ctx.Request.Header
+	n := h.ContentLength() // -1 chunked: refused while read, past the limit
+	limit := s.o.MaxBodyBytes
+	if n > 0 {
+		if rc := s.routeBodyLimit(h); rc.MaxRequestBodySize > 0 {
+			limit = rc.MaxRequestBodySize
+		}
+	}
+	if n <= limit {
+		return fasthttp.StatusContinue
+	}
+	s.app.Server().ErrorHandler(ctx, fasthttp.ErrBodyTooLarge)
+	return fasthttp.StatusRequestEntityTooLarge
 }
 
 // routeBodyLimit finds the route of a request from its headers, as
