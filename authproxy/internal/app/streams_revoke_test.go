@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -124,6 +125,64 @@ func TestStreamRouteFlushedAndNotCutByTimeouts(t *testing.T) {
 	testenv.Eventually(t, func() error {
 		return testenv.Want("streams closed as idle", metricCount(t, e, `authproxy_streams_closed_total{kind="sse",reason="idle"}`), 1)
 	})
+}
+
+// TestStreamHandshakeUpstreamTimeout: an upstream's timeout, not
+// UPSTREAM_TIMEOUT, bounds its answer to a stream's request (the headers of
+// an event stream, the answer to an upgrade), as it bounds its other
+// answers; once the stream is open neither cuts it (only stream_timeout).
+func TestStreamHandshakeUpstreamTimeout(t *testing.T) {
+	const wait = 600 * time.Millisecond // the app's delay before its headers
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(wait)
+		if websocket.IsWebSocketUpgrade(r) {
+			c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+			if err == nil {
+				_ = c.WriteMessage(websocket.TextMessage, []byte("hello"))
+				_, _, _ = c.ReadMessage()
+				c.Close()
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		time.Sleep(1500 * time.Millisecond) // longer than the upstream's timeout
+		fmt.Fprint(w, "data: late\n\n")
+	}))
+	defer app.Close()
+	for _, tc := range []struct {
+		timeout string
+		want    int
+	}{{"", 504}, {", timeout: 1s", 200}} {
+		e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "300ms"}, rules: `
+upstreams:
+  slow: {url: "` + app.URL + `", key_id: app-notes` + tc.timeout + `}
+routes:
+  - {prefix: /events, methods: [GET], upstream: slow, access: public, stream_timeout: 5s}
+  - {prefix: /ws, methods: [GET], upstream: slow, access: public, websocket: true}
+`})
+		if tc.want != 200 {
+			e.wantProblem(e.do("GET", "/events", "", nil), tc.want, problem.CodeUpstreamDown)
+			if _, resp, err := e.dialWS("/ws", nil); err == nil || resp == nil || resp.StatusCode != tc.want {
+				t.Fatalf("upstream%s: WebSocket %v, %v; want %d", tc.timeout, resp, err, tc.want)
+			}
+			continue
+		}
+		s := e.openSSE(t, "/events", "")
+		if got := s.next(t, 5*time.Second); got != "late" {
+			t.Fatalf("event = %q", got)
+		}
+		c, resp, err := e.dialWS("/ws", nil)
+		if err != nil {
+			t.Fatalf("upstream%s: WebSocket %v, %v", tc.timeout, resp, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, p, err := c.ReadMessage(); err != nil || string(p) != "hello" {
+			t.Fatalf("WebSocket message %q, %v", p, err)
+		}
+		c.Close()
+	}
 }
 
 func TestStreamsClosedOnRevocation(t *testing.T) {

@@ -60,7 +60,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, hc *fasthtt
 		return unavailable("streams not enabled")
 	}
 	r := streams.Request{Ctx: c.Context(), Addr: hc.Addr, Route: route, Claims: cl, RequestID: string(st.reqID),
-		Path: string(st.path), Method: string(c.Request().Header.Method())}
+		Path: string(st.path), Method: string(c.Request().Header.Method()), Timeout: hc.ReadTimeout}
 	if hc.IsTLS {
 		r.TLS = hc.TLSConfig
 	}

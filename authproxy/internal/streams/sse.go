@@ -35,7 +35,7 @@ func (m *Manager) ServeStream(r Request) error {
 		return err
 	}
 	ctx := r.Ctx
-	_ = up.SetDeadline(m.o.Now().Add(m.o.HandshakeTimeout))
+	_ = up.SetDeadline(m.o.Now().Add(m.handshakeTimeout(&r)))
 	// One request per connection: the stream owns it to the end.
 	ctx.Request.Header.SetConnectionClose()
 	bw := bufio.NewWriterSize(up, 4<<10)

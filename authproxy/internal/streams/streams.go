@@ -76,7 +76,8 @@ type Options struct {
 	BufferBytes int           // per direction and connection
 	DialTimeout time.Duration // upstream connect
 	// HandshakeTimeout bounds the upstream's answer to the upgrade or the
-	// headers of a streamed response.
+	// headers of a streamed response, unless the request sets its own
+	// (Request.Timeout).
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds one write to the client.
 	WriteTimeout time.Duration

@@ -36,6 +36,10 @@ type Request struct {
 	// Path (normalized) and Method route the stream again after a rules
 	// reload.
 	Path, Method string
+	// Timeout bounds the upstream's answer to the upgrade or the headers
+	// of a streamed response: its upstream's request timeout (timeout in
+	// the rules file, else UPSTREAM_TIMEOUT). 0: Options.HandshakeTimeout.
+	Timeout time.Duration
 	// Head, if set, runs on the response headers of a stream just before
 	// they are written (the proxy's CORS headers); the usual last touches
 	// of a response never see a stream's headers.
@@ -108,7 +112,7 @@ func (m *Manager) handshake(r Request) (net.Conn, *bufio.Reader, error) {
 	// proxy's own to this upstream connection.
 	h.Set(fasthttp.HeaderConnection, "Upgrade")
 	h.Set("Upgrade", "websocket")
-	_ = up.SetDeadline(m.o.Now().Add(m.o.HandshakeTimeout))
+	_ = up.SetDeadline(m.o.Now().Add(m.handshakeTimeout(&r)))
 	if _, err := up.Write(h.Header()); err != nil {
 		up.Close()
 		return nil, nil, errors.Join(ErrUpstream, err)
@@ -123,6 +127,14 @@ func (m *Manager) handshake(r Request) (net.Conn, *bufio.Reader, error) {
 	}
 	_ = up.SetDeadline(time.Time{})
 	return up, br, nil
+}
+
+// handshakeTimeout is how long r's upstream may take to answer.
+func (m *Manager) handshakeTimeout(r *Request) time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return m.o.HandshakeTimeout
 }
 
 // splice is one spliced WebSocket.
