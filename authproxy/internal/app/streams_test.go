@@ -47,6 +47,7 @@ type streamApp struct {
 
 type streamSeen struct {
 	path      string
+	host      string
 	header    http.Header
 	identity  identity.Identity
 	verifyErr error
@@ -90,7 +91,7 @@ func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	id, err := a.v.Verify(time.Now(), get, r.Method, r.URL.RequestURI(), sha256Sum(body))
 	a.mu.Lock()
-	a.got = append(a.got, streamSeen{path: r.URL.Path, header: r.Header.Clone(), identity: id, verifyErr: err})
+	a.got = append(a.got, streamSeen{path: r.URL.Path, host: r.Host, header: r.Header.Clone(), identity: id, verifyErr: err})
 	a.mu.Unlock()
 	switch {
 	case r.URL.Path == "/notes/ws/refuse":
@@ -557,4 +558,40 @@ func TestWebSocketUpgradeWithConnectionClose(t *testing.T) {
 	}
 	conn.Close()
 	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+}
+
+// TestStreamStripPrefixRewriteHost: a stream route with strip_prefix sends
+// the path without its prefix on the upgrade and on the event stream's
+// request, signed as sent, and an upstream with rewrite_host gets its own
+// host as Host there too (the client's in X-Forwarded-Host).
+func TestStreamStripPrefixRewriteHost(t *testing.T) {
+	a := newStreamApp(t)
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + a.addr + "\n    key_id: app-notes\n    rewrite_host: true\nroutes:\n" +
+		"  - {prefix: /x, methods: [GET], upstream: notes, access: protected, websocket: true, strip_prefix: true}\n" +
+		"  - {prefix: /y, methods: [GET], upstream: notes, access: protected, stream_timeout: 2s, strip_prefix: true}\n"})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	want := func(kind, path string) {
+		t.Helper()
+		s := a.last(t)
+		if s.path != path || s.verifyErr != nil || s.identity.UserID != userID {
+			t.Fatalf("%s: app got %s (verify %v, identity %+v), want %s signed", kind, s.path, s.verifyErr, s.identity, path)
+		}
+		if s.host != a.addr || s.header.Get("X-Forwarded-Host") != e.addr {
+			t.Fatalf("%s: Host %q, X-Forwarded-Host %q; want %q, %q", kind, s.host, s.header.Get("X-Forwarded-Host"), a.addr, e.addr)
+		}
+	}
+	c, resp, err := e.dialWS("/x/notes/ws/a?q=1", bearer(tok))
+	if err != nil {
+		t.Fatalf("dial: %v, %v", err, resp)
+	}
+	echo(t, c, "hi")
+	c.Close()
+	want("websocket", "/notes/ws/a")
+	s := e.openSSE(t, "/y/notes/events?z=2", tok)
+	a.events <- "one"
+	if got := s.next(t, 5*time.Second); got != "one" {
+		t.Fatalf("event = %q", got)
+	}
+	want("event stream", "/notes/events")
 }
