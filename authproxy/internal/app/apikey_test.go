@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -443,5 +444,43 @@ func TestAPIKeyNoStreams(t *testing.T) {
 	e.wantKeyProblem(e.do("GET", "/notes/events", secret, nil), 403, problem.CodeForbidden, "cannot open WebSockets or event streams")
 	e.wantKeyProblem(e.do("GET", "/notes/ws", "", map[string]string{"X-API-Key": secret, "Connection": "Upgrade", "Upgrade": "websocket",
 		"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}), 403, problem.CodeForbidden, "cannot open WebSockets")
+	e.wantNothingForwarded()
+}
+
+// TestAPIKeyRouteOptions: a request with an API key on a route with
+// strip_prefix and max_body_bytes, to an upstream with rewrite_host, is
+// forwarded as one with a token is: the path stripped and signed as sent,
+// the upstream's Host, a body over MAX_BODY_BYTES within the route's limit.
+func TestAPIKeyRouteOptions(t *testing.T) {
+	e := start(t, envOpt{rules: `
+upstreams:
+  notes: {url: "{{APP}}", key_id: app-notes, rewrite_host: true, timeout: 5s}
+routes:
+  - {prefix: /up, methods: [POST], upstream: notes, access: protected, permissions: [tenant:read], strip_prefix: true, max_body_bytes: 1048576}
+`})
+	secret, _ := e.newAPIKey("tenant:read")
+	send := func(n int) int {
+		req, _ := http.NewRequest("POST", "http://"+e.addr+"/up/files?x=1", strings.NewReader(strings.Repeat("b", n)))
+		req.Header.Set("X-API-Key", secret)
+		req.Host = "client.example"
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := send(200_000); st != 200 {
+		t.Fatalf("within the route's limit: %d", st)
+	}
+	r := e.wantKeyIdentity(e.up, "app-notes", "tenant:read")
+	if r.URI != "/files?x=1" || len(r.Body) != 200_000 || len(r.Headers["Host"]) != 1 || r.Headers["Host"][0] != e.up.Addr {
+		t.Fatalf("upstream got %s, %d bytes, Host %q", r.URI, len(r.Body), r.Headers["Host"])
+	}
+	e.reset()
+	if st := send(1048577); st != 413 {
+		t.Fatalf("over the route's limit: %d, want 413", st)
+	}
 	e.wantNothingForwarded()
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -229,4 +230,51 @@ func TestRulesReloadInFlight(t *testing.T) {
 	if err != nil || len(rest) != testenv.StreamChunk || resp.StatusCode != http.StatusOK {
 		t.Fatalf("in-flight response: %d, %d bytes, %v", resp.StatusCode, len(rest), err)
 	}
+}
+
+// TestRulesReloadRouteOptions: a reload that sets, then drops, an
+// upstream's rewrite_host and timeout and a route's strip_prefix and
+// max_body_bytes applies to the next requests.
+func TestRulesReloadRouteOptions(t *testing.T) {
+	const plain = appUpstream + "routes:\n  - {prefix: /app, upstream: notes, access: public}\n"
+	const options = `
+upstreams:
+  notes: {url: "{{APP}}", key_id: app-notes, rewrite_host: true, timeout: 5s}
+routes:
+  - {prefix: /app, upstream: notes, access: public, strip_prefix: true, max_body_bytes: 200000}
+`
+	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "300ms"}, rules: plain})
+	check := func(set bool) {
+		t.Helper()
+		e.reset()
+		req, _ := http.NewRequest("POST", "http://"+e.addr+"/app/x", strings.NewReader(strings.Repeat("a", 100_000)))
+		req.Host = "client.example"
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		gate := make(chan struct{})
+		e.up.SlowGate.Store(&gate)
+		time.AfterFunc(time.Second, func() { close(gate) })
+		slow := e.do("GET", "/app/slow", "", nil).status
+		if !set {
+			if resp.StatusCode != 413 || slow != 504 {
+				t.Fatalf("without the options: body over MAX_BODY_BYTES %d, slow answer %d; want 413, 504", resp.StatusCode, slow)
+			}
+			return
+		}
+		got := e.up.Received()
+		if resp.StatusCode != 200 || slow != 200 || len(got) < 1 || got[0].URI != "/x" || got[0].Headers["Host"][0] != e.up.Addr {
+			t.Fatalf("with the options: %d, slow answer %d, upstream got %+v", resp.StatusCode, slow, got)
+		}
+	}
+	check(false)
+	e.writeRules(options)
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	check(true)
+	e.writeRules(plain)
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 3) })
+	check(false)
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -503,4 +504,35 @@ func TestAccessLineAsLogged(t *testing.T) {
 	if lines[0]["user_id"] != userID || lines[0]["principal"] != "user" || lines[0]["outcome"] == "" {
 		t.Errorf("buffered line %v", lines[0])
 	}
+}
+
+// TestStripPrefixLoggedAsRequested: the access line and the span of a
+// request on a strip_prefix route name the client's path (normalized), not
+// the one forwarded.
+func TestStripPrefixLoggedAsRequested(t *testing.T) {
+	c, err := tracing.Load(func(k string) string { return map[string]string{"OTEL_TRACES_SAMPLER": "always_on"}[k] }, "authproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(c, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true"}, tracing: p, rules: appUpstream +
+		"routes:\n  - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}\n"})
+	e.wantStatus(e.do("GET", "/billing/a/../invoices/7?due=1", e.token(nil), nil), 200)
+	if got := e.up.Last(t).URI; got != "/invoices/7?due=1" {
+		t.Fatalf("forwarded %s", got)
+	}
+	if got := attr(spanNamed(t, exp.GetSpans(), "GET /billing"), "url.path"); got != "/billing/invoices/7" {
+		t.Fatalf("span url.path %q", got)
+	}
+	testenv.Eventually(t, func() error {
+		lines := accessLines(t, e)
+		if len(lines) != 1 {
+			return fmt.Errorf("%d access lines", len(lines))
+		}
+		return testenv.Want("access line path", lines[0]["path"], any("/billing/invoices/7"))
+	})
 }
