@@ -19,15 +19,19 @@ import (
 // A correct password of an account with a second factor is
 // ErrSecondFactor: the password alone does not prove its owner, so the
 // caller must sign in (with the second factor) and act on its bearer.
+// A correct password's stale hash is made again, as on a sign-in.
 func (s *Service) CheckPassword(ctx context.Context, email, pw, ip string) (string, int64, error) {
 	var a users.Credentials
-	err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
+	stale, err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
 		var err error
 		a, err = users.CredentialsByEmail(ctx, s.pool, email, "")
 		return a.Hash, err
 	})
 	if err != nil {
 		return "", 0, err
+	}
+	if stale {
+		s.rehash(ctx, a.UserID, a.Hash, pw)
 	}
 	if a.Status != identity.StatusActive {
 		return "", 0, problem.New(403, problem.CodeUserDisabled, "this account is disabled")

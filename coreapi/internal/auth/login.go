@@ -37,7 +37,7 @@ func (e *retryAfterError) Unwrap() error { return e.Problem }
 // address (httpapi.ClientIP).
 func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip string) (users.Credentials, error) {
 	var a users.Credentials
-	err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
+	stale, err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
 		var err error
 		a, err = users.CredentialsByEmail(ctx, s.pool, email, tenantID)
 		return a.Hash, err
@@ -45,12 +45,8 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 	if err != nil {
 		return users.Credentials{}, err
 	}
-	if s.passwords.NeedsRehash(a.Hash) {
-		// Parameters were raised since this hash was made: upgrade it now,
-		// while the plaintext is at hand.
-		if err := s.rehash(ctx, a.UserID, a.Hash, pw); err != nil {
-			s.log.WarnContext(ctx, "password rehash", "user_id", a.UserID, "err", err)
-		}
+	if stale {
+		s.rehash(ctx, a.UserID, a.Hash, pw)
 	}
 	if a.Status != identity.StatusActive {
 		return users.Credentials{}, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
@@ -72,30 +68,36 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // account's hash; users.ErrNotFound costs the same work and gets the same
 // answer (errBadCredentials) as a wrong password. A correct password
 // clears the client's count.
-func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load func() (string, error)) error {
+//
+// stale reports that the correct password's stored hash should be made
+// again from it (rehash): it matched the password as typed, not its NFKC
+// form (a hash from before passwords were normalized), or it was made
+// with other argon2 parameters than the current ones.
+func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load func() (string, error)) (stale bool, err error) {
 	if len(pw) > password.MaxBytes {
-		return errPasswordTooLong
+		return false, errPasswordTooLong
 	}
 	key := lockout.EmailKey(email)
 	if err := s.reserve(ctx, key, ip); err != nil {
-		return err
+		return false, err
 	}
 	hash, err := load()
 	if errors.Is(err, users.ErrNotFound) {
 		hash = "" // verified against the dummy: never matches
 	} else if err != nil {
-		return err
+		return false, err
 	}
 	// An account without a password (created through OAuth) never
 	// matches either.
-	ok, err := s.passwords.Verify(ctx, pw, hash)
+	m, err := s.passwords.Verify(ctx, pw, hash)
 	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
-		return err
+		return false, err
 	}
-	if !ok {
-		return errBadCredentials
+	if !m.OK() {
+		return false, errBadCredentials
 	}
-	return s.release(ctx, key, ip)
+	stale = m == password.MatchAsTyped || s.passwords.NeedsRehash(hash)
+	return stale, s.release(ctx, key, ip)
 }
 
 // reserve counts one guess under key from the client ip, or answers 429
@@ -117,10 +119,18 @@ func (s *Service) release(ctx context.Context, key []byte, ip string) error {
 	return s.attempts.Release(ctx, key, ip)
 }
 
-func (s *Service) rehash(ctx context.Context, userID, oldHash, pw string) error {
+// rehash replaces a stale hash (checkGuess) of the password pw, just
+// checked, with one made now: in NFKC, with the current parameters. Only
+// the hash changes: the password is the same, so no token version moves
+// on, no session ends and nothing is audited. It is best effort: on an
+// error the old hash stays (it still verifies) and the next sign-in tries
+// again.
+func (s *Service) rehash(ctx context.Context, userID, oldHash, pw string) {
 	h, err := s.passwords.Hash(ctx, pw)
-	if err != nil {
-		return err
+	if err == nil {
+		err = users.Rehash(ctx, s.pool, userID, oldHash, h)
 	}
-	return users.Rehash(ctx, s.pool, userID, oldHash, h)
+	if err != nil {
+		s.log.WarnContext(ctx, "password rehash", "user_id", userID, "err", err)
+	}
 }

@@ -53,7 +53,9 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	// counters (address and client), reserved before the check. Accounts
 	// created through OAuth have no password: they cannot change one they
 	// never had.
-	err = s.checkGuess(ctx, email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, error) { return hash, nil })
+	// A stale hash of the current password needs no rehash: the new
+	// password's hash replaces it below.
+	_, err = s.checkGuess(ctx, email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, error) { return hash, nil })
 	if ra := (*retryAfterError)(nil); errors.As(err, &ra) {
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
 		return ra.Problem

@@ -1,15 +1,21 @@
 package lifecycle_test
 
 import (
+	"context"
+	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/argon2"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -207,6 +213,40 @@ func TestInviteAcceptWithPassword(t *testing.T) {
 	id := x.identity(t, claimsOf(t, tk.AccessToken))
 	if len(id.Roles) != 1 || id.Roles[0] != "member" {
 		t.Errorf("roles %v, want the default [member]", id.Roles)
+	}
+}
+
+// TestInviteAcceptWithPasswordUpgradesPreNFKCHash: accepting an invitation
+// with the password of an account whose hash was stored before passwords
+// were normalized (it holds the password as typed, here with a decomposed
+// é) replaces that hash with the NFKC form's, as a sign-in does, so the
+// password's precomposed spelling signs in afterwards.
+func TestInviteAcceptWithPasswordUpgradesPreNFKCHash(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "own@acme.test")
+	x.signup(t, "pat@example.com")
+	const typed, nfkc = "cafe\u0301 au lait 42", "caf\u00e9 au lait 42"
+	salt := []byte("0123456789abcdef")
+	b64 := base64.RawStdEncoding
+	old := fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, cheap.Memory, cheap.Time, cheap.Threads,
+		b64.EncodeToString(salt), b64.EncodeToString(argon2.IDKey([]byte(typed), salt, cheap.Time, cheap.Memory, cheap.Threads, cheap.KeyLen)))
+	x.exec(t, `UPDATE users SET password_hash = $1 WHERE email = 'pat@example.com'`, old)
+	x.invite(t, owner.id, "pat@example.com")
+	tok := x.mail(t, "pat@example.com", "You are invited").Token()
+	if tk, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": typed}); st != 200 || tk.TenantID != owner.c.Tid {
+		t.Fatalf("accept with the password as typed: %d %s", st, code)
+	}
+	var got string
+	if err := x.DB.Pool.QueryRow(context.Background(), `SELECT password_hash FROM users WHERE email = 'pat@example.com'`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := x.hasher.Verify(context.Background(), typed, got); m != password.MatchNFKC || err != nil {
+		t.Errorf("the hash after accepting verifies as %v, %v, want %v", m, err, password.MatchNFKC)
+	}
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/token",
+		map[string]string{"grant_type": "password", "email": "pat@example.com", "password": nfkc})
+	if r.Status != http.StatusOK {
+		t.Errorf("sign-in with the precomposed spelling after accepting: %d %s", r.Status, r.Body)
 	}
 }
 

@@ -150,17 +150,47 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 	return encode(h.p, salt, key), nil
 }
 
-// Verify reports whether pw matches the PHC string encoded. An empty
-// encoded (unknown account, or one without a password) is checked against
-// a dummy hash so it costs the same and never matches.
+// A Match is Verify's answer: which form of the password, if any, the
+// stored hash holds.
+type Match uint8
+
+const (
+	// NoMatch: neither form (or no hash, or a dummy).
+	NoMatch Match = iota
+	// MatchNFKC: the password in NFKC, as Hash stores it.
+	MatchNFKC
+	// MatchAsTyped: the password as typed, which NFKC changes: a hash
+	// stored before passwords were normalized. The caller, now knowing the
+	// password, should store Hash(pw) in its place (see NeedsRehash), so
+	// the next check matches the NFKC form.
+	MatchAsTyped
+)
+
+// OK reports whether the password is correct.
+func (m Match) OK() bool { return m != NoMatch }
+
+func (m Match) String() string {
+	switch m {
+	case MatchNFKC:
+		return "match (NFKC)"
+	case MatchAsTyped:
+		return "match (as typed)"
+	}
+	return "no match"
+}
+
+// Verify reports whether pw matches the PHC string encoded, and in which
+// form. An empty encoded (unknown account, or one without a password) is
+// checked against a dummy hash so it costs the same and never matches.
 //
 // pw is compared in NFKC, as Hash stores it. A hash stored before
 // passwords were normalized holds the password as it was typed then: when
 // NFKC changes pw, pw as typed is tried too, whatever the first answer,
-// so the time taken depends on pw alone, never on the account.
-func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (bool, error) {
+// so the time taken depends on pw alone, never on the account. Such a
+// match is MatchAsTyped, for the caller to replace the hash.
+func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (Match, error) {
 	if len(pw) > MaxBytes {
-		return false, ErrTooLong
+		return NoMatch, ErrTooLong
 	}
 	dummy := encoded == ""
 	if dummy {
@@ -168,20 +198,29 @@ func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (bool, error) {
 	}
 	p, salt, want, err := decode(encoded)
 	if err != nil {
-		return false, err
+		return NoMatch, err
 	}
 	nfkc := norm.NFKC.String(pw)
 	if err := h.acquire(ctx); err != nil {
-		return false, err
+		return NoMatch, err
 	}
 	got := argon2.IDKey([]byte(nfkc), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
-	ok := subtle.ConstantTimeCompare(got, want) == 1
+	okNFKC := subtle.ConstantTimeCompare(got, want)
+	okTyped := 0
 	if nfkc != pw {
 		got = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
-		ok = subtle.ConstantTimeCompare(got, want) == 1 || ok
+		okTyped = subtle.ConstantTimeCompare(got, want)
 	}
 	h.release()
-	return ok && !dummy, nil
+	switch {
+	case dummy:
+		return NoMatch, nil
+	case okNFKC == 1:
+		return MatchNFKC, nil
+	case okTyped == 1:
+		return MatchAsTyped, nil
+	}
+	return NoMatch, nil
 }
 
 // NeedsRehash reports whether encoded was made with other parameters than

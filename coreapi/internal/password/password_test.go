@@ -36,8 +36,8 @@ func TestHashVerify(t *testing.T) {
 		{"Correct horse battery", false},
 	}
 	for _, tt := range tests {
-		got, err := h.Verify(ctx, tt.pw, enc)
-		if err != nil || got != tt.want {
+		m, err := h.Verify(ctx, tt.pw, enc)
+		if got := m.OK(); err != nil || got != tt.want {
 			t.Errorf("Verify(%q) = %v, %v; want %v", tt.pw, got, err, tt.want)
 		}
 	}
@@ -63,9 +63,9 @@ func TestOWASPFormat(t *testing.T) {
 func TestDummyNeverMatches(t *testing.T) {
 	h := New(cheap, 1)
 	for _, pw := range []string{"", "x", "password"} {
-		ok, err := h.Verify(context.Background(), pw, "")
-		if err != nil || ok {
-			t.Errorf("Verify(%q, no hash) = %v, %v; want false, nil", pw, ok, err)
+		m, err := h.Verify(context.Background(), pw, "")
+		if err != nil || m != NoMatch {
+			t.Errorf("Verify(%q, no hash) = %v, %v; want NoMatch, nil", pw, m, err)
 		}
 	}
 }
@@ -141,8 +141,8 @@ func BenchmarkVerifyOWASP(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if ok, err := h.Verify(ctx, "correct horse battery staple", enc); !ok || err != nil {
-			b.Fatal(ok, err)
+		if m, err := h.Verify(ctx, "correct horse battery staple", enc); !m.OK() || err != nil {
+			b.Fatal(m, err)
 		}
 	}
 }
@@ -206,10 +206,10 @@ func TestUnicodeForms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := h.Verify(ctx, tt.typed, enc); !ok || err != nil {
-			t.Errorf("set %q, typed %q: Verify = %v, %v, want true", tt.set, tt.typed, ok, err)
+		if m, err := h.Verify(ctx, tt.typed, enc); m != MatchNFKC || err != nil {
+			t.Errorf("set %q, typed %q: Verify = %v, %v, want MatchNFKC", tt.set, tt.typed, m, err)
 		}
-		if ok, _ := h.Verify(ctx, tt.typed+"x", enc); ok {
+		if m, _ := h.Verify(ctx, tt.typed+"x", enc); m.OK() {
 			t.Errorf("set %q, typed %q: another password verifies", tt.set, tt.typed+"x")
 		}
 	}
@@ -218,8 +218,18 @@ func TestUnicodeForms(t *testing.T) {
 	typed := "cafe\u0301 au lait 42"
 	salt := []byte("0123456789abcdef")
 	old := encode(cheap, salt, argon2.IDKey([]byte(typed), salt, cheap.Time, cheap.Memory, cheap.Threads, cheap.KeyLen))
-	if ok, err := h.Verify(ctx, typed, old); !ok || err != nil {
-		t.Errorf("hash stored before normalization: Verify = %v, %v, want true", ok, err)
+	if m, err := h.Verify(ctx, typed, old); m != MatchAsTyped || err != nil {
+		t.Errorf("hash stored before normalization: Verify = %v, %v, want MatchAsTyped", m, err)
+	}
+	// Only as typed: the NFKC form of it, or another form, is another
+	// password until the hash is replaced.
+	if m, _ := h.Verify(ctx, "caf\u00e9 au lait 42", old); m.OK() {
+		t.Errorf("hash stored before normalization: the NFKC form verifies (%v)", m)
+	}
+	// A password NFKC leaves as it is is tried once, and matches as NFKC.
+	plain, _ := h.Hash(ctx, "plain ascii 42")
+	if m, err := h.Verify(ctx, "plain ascii 42", plain); m != MatchNFKC || err != nil {
+		t.Errorf("ASCII password: Verify = %v, %v, want MatchNFKC", m, err)
 	}
 	// Full-width forms of a common password are that password.
 	if err := CheckNew("ｐａｓｓｗｏｒｄ"); !errors.Is(err, ErrCommon) {

@@ -1,0 +1,100 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+)
+
+// preNFKCHash is the PHC string of pw as typed, made as passwords were
+// hashed before they were normalized to NFKC.
+func preNFKCHash(pw string) string {
+	salt := []byte("0123456789abcdef")
+	key := argon2.IDKey([]byte(pw), salt, cheap.Time, cheap.Memory, cheap.Threads, cheap.KeyLen)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, cheap.Memory, cheap.Time, cheap.Threads,
+		b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+// TestSignInUpgradesPreNFKCHash: a hash stored before passwords were
+// normalized holds the password as typed then. Signing in with it replaces
+// the hash with that of its NFKC form, and nothing else: the token
+// version, the sessions, updated_at, the audit trail and the outbox stay as
+// they were. The next sign-in then matches the NFKC form at the first
+// comparison, and the password's other Unicode forms sign in too.
+func TestSignInUpgradesPreNFKCHash(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	h := password.New(cheap, 1)
+	for i, tt := range []struct{ typed, other string }{
+		{"cafe\u0301 au lait 42", "caf\u00e9 au lait 42"}, // decomposed é; precomposed
+		{"Ｐａｓｓ　ｗｏｒｄ　４２", "Pass word 42"},                  // full-width; ASCII
+	} {
+		email := fmt.Sprintf("old%d@example.com", i)
+		e.signup(t, email, "Old")
+		old := preNFKCHash(tt.typed)
+		if _, err := e.DB.Pool.Exec(ctx, `UPDATE users SET password_hash = $1 WHERE email = $2`, old, email); err != nil {
+			t.Fatal(err)
+		}
+		// All but the hash: none of it moves on an upgrade.
+		state := func() (s string) {
+			t.Helper()
+			err := e.DB.Pool.QueryRow(ctx, `
+SELECT format('token_version=%s updated_at=%s revoked_sessions=%s audit=%s outbox=%s', u.token_version, u.updated_at,
+       (SELECT count(*) FROM sessions WHERE user_id = u.id AND revoked_at IS NOT NULL),
+       (SELECT count(*) FROM audit_events), (SELECT count(*) FROM outbox))
+FROM users u WHERE email = $1`, email).Scan(&s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		hashOf := func() (s string) {
+			t.Helper()
+			if err := e.DB.Pool.QueryRow(ctx, `SELECT password_hash FROM users WHERE email = $1`, email).Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		if m, err := h.Verify(ctx, tt.typed, old); m != password.MatchAsTyped || err != nil {
+			t.Fatalf("%+q: the seeded hash verifies as %v, %v, want %v", tt.typed, m, err, password.MatchAsTyped)
+		}
+		before := state()
+		signIn := func(pw string) int {
+			t.Helper()
+			return e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw}).Status
+		}
+		// Until the upgrade, the hash holds only the form typed then.
+		if st := signIn(tt.other); st != http.StatusBadRequest {
+			t.Fatalf("%+q: sign-in as %+q before the upgrade: %d, want 400", tt.typed, tt.other, st)
+		}
+		if st := signIn(tt.typed); st != http.StatusOK {
+			t.Fatalf("%+q: sign-in as typed: %d", tt.typed, st)
+		}
+		got := hashOf()
+		if got == old {
+			t.Fatalf("%+q: the hash stored before normalization was kept", tt.typed)
+		}
+		if m, err := h.Verify(ctx, tt.typed, got); m != password.MatchNFKC || err != nil {
+			t.Errorf("%+q: the new hash verifies as %v, %v, want %v", tt.typed, m, err, password.MatchNFKC)
+		}
+		if after := state(); after != before {
+			t.Errorf("%+q: the upgrade changed more than the hash:\n before %s\n after  %s", tt.typed, before, after)
+		}
+		if st := signIn(tt.typed); st != http.StatusOK {
+			t.Errorf("%+q: sign-in as typed after the upgrade: %d", tt.typed, st)
+		}
+		if st := signIn(tt.other); st != http.StatusOK {
+			t.Errorf("%+q: sign-in as %+q after the upgrade: %d", tt.typed, tt.other, st)
+		}
+		if now := hashOf(); now != got {
+			t.Errorf("%+q: the upgraded hash was replaced again", tt.typed)
+		}
+	}
+}
