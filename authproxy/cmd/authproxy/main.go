@@ -62,7 +62,16 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		log.Warn(w)
 	}
 	if *checkConfig {
-		_, err := fmt.Fprint(stdout, cfg.String(), "configuration ok\n")
+		// The settings, then what the proxy will do with them: every
+		// upstream and route (built-in ones included), as nginx -T shows
+		// the configuration it loaded.
+		if _, err := fmt.Fprint(stdout, cfg.String()); err != nil {
+			return err
+		}
+		if err := table.Describe(stdout, cfg.CoreKeys[0].ID); err != nil {
+			return err
+		}
+		_, err := fmt.Fprint(stdout, "configuration ok\n")
 		return err
 	}
 	log.Info("starting", "config", cfg)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 )
 
@@ -147,5 +149,69 @@ func TestCheckConfigPrintout(t *testing.T) {
 	}
 	if strings.Contains(s, testenv.HMACKeyText) {
 		t.Errorf("output shows the key:\n%s", s)
+	}
+}
+
+// TestCheckConfigRouteTable: -check-config prints what the proxy will do
+// with the rules file: one line per upstream (its key id, never the key)
+// and one per route, the built-in ones included, sorted by prefix (routes
+// of one prefix in the file's order), with the options that are set.
+func TestCheckConfigRouteTable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(p, []byte(`upstreams:
+  notes: {url: 'http://127.0.0.1:8082', key_id: app-notes, timeout: 2m}
+  billing: {url: 'https://Billing.example.com', key_id: app-two, rewrite_host: true}
+routes:
+  - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write, notes:admin],
+     require_verified_email: true, require_mfa: true, max_auth_age: 5m}
+  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}
+  - {prefix: /billing, upstream: billing, access: optional, strip_prefix: true, max_body_bytes: 1048576}
+  - {prefix: /live, methods: [GET], upstream: notes, access: public, websocket: true, stream_timeout: 10m}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, read := stdoutFile(t)
+	err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+		"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "UPSTREAM_KEYS": testenv.AppKeysText, "RULES_FILE": p}), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := read()
+	want := []string{
+		"upstream core http://127.0.0.1:8081 key_id=core",
+		"upstream billing https://Billing.example.com key_id=app-two rewrite_host=true host=billing.example.com",
+		"upstream notes http://127.0.0.1:8082 key_id=app-notes timeout=2m0s",
+		"route /.well-known GET,HEAD -> core public",
+		"route /api/v1/auth any -> core protected",
+		"route /api/v1/auth/token POST -> core optional ignore_bad_bearer=true",
+		"route /billing any -> billing optional max_body_bytes=1048576 strip_prefix=true",
+		"route /live GET,HEAD -> notes public websocket=true stream_timeout=10m0s",
+		"route /notes POST -> notes protected permissions=notes:write,notes:admin require_verified_email=true require_mfa=true max_auth_age=5m0s",
+		"route /notes GET,HEAD -> notes protected permissions=notes:read",
+		"configuration ok",
+	}
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	at := 0 // the wanted lines appear in this order, each whole
+	for _, w := range want {
+		for at < len(lines) && lines[at] != w {
+			at++
+		}
+		if at == len(lines) {
+			t.Fatalf("output lacks the line %q (or has it out of order):\n%s", w, s)
+		}
+	}
+	var routes []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "route ") {
+			routes = append(routes, strings.Fields(l)[1])
+		}
+	}
+	if !slices.IsSorted(routes) || len(routes) != len(rules.CorePrefixes())+4 {
+		t.Errorf("routes by prefix: %v", routes)
+	}
+	for _, k := range strings.FieldsFunc(testenv.HMACKeyText+","+testenv.AppKeysText, func(r rune) bool { return r == ',' || r == ':' }) {
+		if len(k) > 20 && strings.Contains(s, k) {
+			t.Errorf("output shows a key:\n%s", s)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -801,4 +802,79 @@ func (t *Table) Routes() []*Route {
 		return out[i].Prefix < out[j].Prefix
 	})
 	return out
+}
+
+// Methods is the route's methods as Describe prints them: "GET,HEAD", or
+// "any" for a route without methods (every method but TRACE and CONNECT).
+func (r *Route) Methods() string {
+	if r.methods == 0 {
+		return "any"
+	}
+	return strings.ReplaceAll(allowHeader(r.methods), ", ", ",")
+}
+
+// Describe writes the table as -check-config prints it, one line per
+// upstream (in index order, core first, signed with coreKeyID) and then one
+// per route, sorted by prefix (routes of one prefix in the file's order):
+//
+//	upstream notes http://127.0.0.1:8082 key_id=app-notes timeout=2m0s
+//	route /notes GET,HEAD -> notes protected permissions=notes:read
+//
+// Options appear only when set; key ids are printed, never keys.
+func (t *Table) Describe(w io.Writer, coreKeyID string) error {
+	var b strings.Builder
+	for i, u := range t.Upstreams {
+		keyID := u.KeyID
+		if i == 0 {
+			keyID = coreKeyID
+		}
+		fmt.Fprintf(&b, "upstream %s %s key_id=%s", u.Name, u.URL, keyID)
+		if u.Host != "" {
+			fmt.Fprintf(&b, " rewrite_host=true host=%s", u.Host)
+		}
+		if u.Timeout != 0 {
+			fmt.Fprintf(&b, " timeout=%s", u.Timeout)
+		}
+		b.WriteByte('\n')
+	}
+	groups := make([]*Group, 0, len(t.groups))
+	for _, g := range t.groups {
+		groups = append(groups, g)
+	}
+	sort.Slice(groups, func(i, j int) bool { return groups[i].Prefix < groups[j].Prefix })
+	for _, g := range groups {
+		for _, r := range g.routes {
+			fmt.Fprintf(&b, "route %s %s -> %s %s", r.Prefix, r.Methods(), t.Upstreams[r.Upstream].Name, r.Access)
+			if len(r.Permissions) > 0 {
+				fmt.Fprintf(&b, " permissions=%s", strings.Join(r.Permissions, ","))
+			}
+			if r.RequireVerifiedEmail {
+				b.WriteString(" require_verified_email=true")
+			}
+			if r.RequireMFA {
+				b.WriteString(" require_mfa=true")
+			}
+			if r.MaxAuthAge != 0 {
+				fmt.Fprintf(&b, " max_auth_age=%s", r.MaxAuthAge)
+			}
+			if r.Websocket {
+				b.WriteString(" websocket=true")
+			}
+			if r.StreamTimeout != 0 {
+				fmt.Fprintf(&b, " stream_timeout=%s", r.StreamTimeout)
+			}
+			if r.MaxBodyBytes != 0 {
+				fmt.Fprintf(&b, " max_body_bytes=%d", r.MaxBodyBytes)
+			}
+			if r.StripPrefix {
+				b.WriteString(" strip_prefix=true")
+			}
+			if r.IgnoreBadBearer {
+				b.WriteString(" ignore_bad_bearer=true")
+			}
+			b.WriteByte('\n')
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
