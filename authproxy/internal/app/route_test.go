@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -742,6 +743,77 @@ routes:
 		}
 		if tc.want == 413 && sent.n.Load() != 0 {
 			t.Fatalf("Go client, %d bytes: %d bytes of the body sent before the 413", tc.n, sent.n.Load())
+		}
+	}
+}
+
+// TestExpectNotForwarded: the client's Expect is met by the proxy (its
+// 100 Continue, then the whole body read) and never forwarded, to an app
+// or to coreapi, as Envoy removes it: the upstream would only answer a
+// 100 Continue nobody waits for. The request goes through, signed over
+// the body it carried; from a raw client, with its 100 before the answer.
+func TestExpectNotForwarded(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + `
+routes:
+  - {prefix: /notes, upstream: notes, access: protected}
+`})
+	tok := e.token(nil)
+	body := strings.Repeat("n", 4096) // over curl's 1 KiB: it sends Expect
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	for _, tc := range []struct {
+		path string
+		up   *testenv.Core
+	}{{"/notes/a", e.up}, {"/api/v1/auth/signup", e.core}} {
+		e.reset()
+		var got100 atomic.Bool
+		req, _ := http.NewRequest("POST", "http://"+e.addr+tc.path, strings.NewReader(body))
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{Got100Continue: func() { got100.Store(true) }}))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Expect", "100-continue")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !got100.Load() {
+			t.Fatalf("%s: %d, 100 Continue received %v; want 200 after a 100", tc.path, resp.StatusCode, got100.Load())
+		}
+		wantNoExpect(t, tc.path, tc.up, body)
+	}
+	// A raw client: the 100, then the answer to the body it sent.
+	e.reset()
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "PUT /notes/b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\nexpect: 100-Continue\r\n\r\n", tok, len(body))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 100 {
+		t.Fatalf("before the body: %v, %v; want 100 Continue", resp, err)
+	}
+	_, _ = io.WriteString(conn, body)
+	if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after the body: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	wantNoExpect(t, "raw PUT /notes/b", e.up, body)
+}
+
+// wantNoExpect checks that up received one request, with body, validly
+// signed, and without an Expect field.
+func wantNoExpect(t *testing.T, what string, up *testenv.Core, body string) {
+	t.Helper()
+	got := up.Received()
+	if len(got) != 1 || string(got[0].Body) != body || !got[0].Signed || got[0].VerifyErr != nil {
+		t.Fatalf("%s: upstream got %d requests (%+v)", what, len(got), got)
+	}
+	for name, v := range got[0].Headers {
+		if strings.EqualFold(name, "Expect") {
+			t.Errorf("%s: upstream got Expect: %q", what, v)
 		}
 	}
 }

@@ -1,7 +1,8 @@
 // Package headers cleans the request headers a client sent before anything
 // else reads them: hop-by-hop headers and those named in Connection are
-// removed, every identity header (identity.IsIdentityHeader) and
-// method-override header (X-HTTP-Method-Override...) is removed, and
+// removed, every identity header (identity.IsIdentityHeader),
+// method-override header (X-HTTP-Method-Override...) and Expect is
+// removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
 // (IsClientAddress) and the W3C trace context (traceparent, tracestate,
 // and baggage) are kept only from trusted peers. It also parses the bearer
@@ -96,7 +97,7 @@ const maxDeletes = 16
 
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
-// headers (isMethodOverride), and (unless trustForwarded)
+// headers (isMethodOverride), Expect (isExpect), and (unless trustForwarded)
 // X-Forwarded-*, Forwarded, the client-address headers, traceparent, tracestate and baggage. It reports whether the client asked for the
 // connection to be closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
@@ -164,10 +165,20 @@ func removed(k []byte, trustForwarded bool) bool {
 	return removedAlways(k) || !trustForwarded && removedUntrusted(k)
 }
 
-// removedAlways: a hop-by-hop, identity or method-override header, removed
-// from every peer.
+// removedAlways: a hop-by-hop, identity or method-override header, or
+// Expect, removed from every peer.
 func removedAlways(k []byte) bool {
-	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k)
+	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k) || isExpect(k)
+}
+
+// isExpect reports whether name is Expect. Its one expectation,
+// 100-continue (which curl sends for a body over 1 KiB), is the proxy's
+// to meet: the listener answers it (or refuses the body) and reads the
+// whole body before the request is forwarded, so an upstream asked the
+// same would only send a 100 Continue that nobody waits for. Envoy
+// removes it too.
+func isExpect(name []byte) bool {
+	return len(name) == len("Expect") && equalFold(name, "expect")
 }
 
 // isRequestIDVariant reports whether name is X-Request-Id spelled with '_'
@@ -490,7 +501,7 @@ type Seen struct {
 	Upgrade, WSProtocol, APIKey bool
 	// Hop: a field Sanitize removes from every peer is present (a
 	// hop-by-hop one, Connection and a trailer announcement included, an
-	// identity header or a method override); Forwarded: one it removes from an untrusted
+	// identity header, a method override or Expect); Forwarded: one it removes from an untrusted
 	// peer (X-Forwarded-*, Forwarded, trace context). Without either,
 	// Sanitize would remove nothing and HasTrailers is false.
 	Hop, Forwarded bool
@@ -516,7 +527,7 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // re-validates and re-cases its name, or walks every field). Names match
 // in any case. A field's first letter (and for some, its length) decides
 // which names it is compared with: every name Sanitize removes starts with
-// one of c, f, k, p, t, u or x, so most fields (Host, Accept,
+// one of c, e, f, k, p, t, u or x, so most fields (Host, Accept,
 // User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
@@ -544,6 +555,10 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			}
 		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP
 			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") {
+				continue
+			}
+		case 'e': // Expect
+			if len(k) != len("Expect") {
 				continue
 			}
 		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization

@@ -62,6 +62,8 @@ func TestSanitize(t *testing.T) {
 		"X-Original-URLs: kept\r\n" +
 		"X-HTTP-Method-Overrides: kept\r\n" +
 		"X-Authorization-Note: kept\r\n" +
+		"Expect: 100-continue\r\n" +
+		"Expects: kept\r\n" +
 		"Authorization: Bearer abc\r\n" +
 		"Accept: */*\r\n\r\n"
 	for _, trust := range []bool{false, true} {
@@ -77,12 +79,12 @@ func TestSanitize(t *testing.T) {
 		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
 			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade",
 			"x-http-method-override", "x_http_method", "x-method-override", "x-original-url", "x_rewrite_url",
-			"x_request_id", "x-request_id"} {
+			"x_request_id", "x-request_id", "expect"} {
 			if _, ok := got[gone]; ok {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "x-real-ips", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "expects", "x-real-ips", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
@@ -476,7 +478,8 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"Sec-WebSocket-Protocol", "Fowarded", "uPGRADE", "CONNECTION", "_Forwarded",
 		"X-Real-IP", "x_real_ip", "X-Real-IPs", "Client-IP", "Client-IQ", "CLIENT_IP", "X-Client-IP", "X-Remote-IP",
 		"X-Remote-Addr", "True-Client-IP", "CF-Connecting-IP", "Cf-Connecting-Ix", "Fastly-Client-IP", "X-Originating-IP",
-		"X-Cluster-Client-IP", "Connecting-IP", "X_Request_Id", "X-Request_Id", "X_Request_Ix"}
+		"X-Cluster-Client-IP", "Connecting-IP", "X_Request_Id", "X-Request_Id", "X_Request_Ix",
+		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag"}
 	for _, hop := range hopByHop {
 		fields = append(fields, hop, strings.ToLower(hop), strings.ToUpper(hop), strings.ReplaceAll(hop, "-", "_"))
 	}
