@@ -940,3 +940,52 @@ func TestLargeResponseHeader(t *testing.T) {
 	}
 	e.wantProblem(e.do("GET", "/big/huge", "", nil), 502, problem.CodeUpstreamDown)
 }
+
+// TestRouteBodyLimitAbsoluteForm: a request line in absolute form
+// (RFC 9112 section 3.2.2: a server accepts it) gets its route's raised
+// body limit as the same path in origin form does, with or without
+// "Expect: 100-continue": the hook reading the headers finds the route
+// from the path the handler routes by, not from the raw request target.
+func TestRouteBodyLimitAbsoluteForm(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + `
+routes:
+  - {prefix: /uploads, methods: [POST, PUT], upstream: notes, access: protected, max_body_bytes: 1048576}
+  - {prefix: /notes, upstream: notes, access: public}
+`})
+	tok := e.token(nil)
+	body := strings.Repeat("u", 300_000)
+	for _, target := range []string{"http://x/uploads/a?q=1", "HTTP://X:80/uploads/a"} {
+		for _, expect := range []bool{false, true} {
+			e.reset()
+			conn, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			hdr := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n", target, tok, len(body))
+			br := bufio.NewReader(conn)
+			if expect {
+				fmt.Fprint(conn, hdr+"Expect: 100-continue\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != 100 {
+					t.Fatalf("%s: %v %v, want 100 Continue", target, resp, err)
+				}
+			} else {
+				fmt.Fprint(conn, hdr+"\r\n")
+			}
+			_, _ = io.WriteString(conn, body)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s (expect %v): %v", target, expect, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s (expect %v): %d, want 200", target, expect, resp.StatusCode)
+			}
+			if got := e.up.Received(); len(got) != 1 || len(got[0].Body) != len(body) || !strings.HasPrefix(got[0].URI, "/uploads/a") {
+				t.Fatalf("%s (expect %v): upstream got %+v", target, expect, got)
+			}
+		}
+	}
+}

@@ -431,21 +431,24 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 }
 
 // routeBodyLimit finds the route of a request from its headers, as
-// authorize will (the normalized path, the method), and returns its body
-// limit, if it has one of its own. A request target that is not a path
-// (absolute form, "*") keeps MAX_BODY_BYTES.
+// authorize will (the method, and the path normalized from the request
+// target parsed as fasthttp parses it for the handler: an absolute-form
+// target's path, without its query or fragment), and returns its body
+// limit, if it has one of its own. A target without a path the proxy
+// accepts ("*", one normalization refuses) keeps MAX_BODY_BYTES.
 //
 //go:noinline
 func (s *Server) routeBodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	rt := s.router.Load()
-	raw := h.RequestURI()
-	if !rt.Table.BodyLimits || len(raw) == 0 || raw[0] != '/' {
+	if !rt.Table.BodyLimits {
 		return fasthttp.RequestConfig{}
 	}
-	if i := bytes.IndexAny(raw, "?#"); i >= 0 {
-		raw = raw[:i]
+	u := fasthttp.AcquireURI()
+	defer fasthttp.ReleaseURI(u)
+	if err := u.Parse(h.Host(), h.RequestURI()); err != nil {
+		return fasthttp.RequestConfig{}
 	}
-	p, err := pathnorm.Append(nil, raw)
+	p, err := pathnorm.Append(nil, u.PathOriginal())
 	if err != nil {
 		return fasthttp.RequestConfig{}
 	}
