@@ -85,14 +85,18 @@ func (a appender) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Write writes p at once, after the lines buffered before it.
+// Write writes p at once, after the lines buffered before it. p is
+// written even when writing those failed (they are dropped, as a logger
+// drops a record it could not write), and the first error is returned.
 func (l *Lines) Write(p []byte) (int, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if err := l.writeBuffered(); err != nil {
-		return 0, err
+	berr := l.writeBuffered()
+	n, err := l.w.Write(p)
+	if berr != nil {
+		return n, berr
 	}
-	return l.w.Write(p)
+	return n, err
 }
 
 // Flush writes the buffered lines.

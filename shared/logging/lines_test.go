@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -149,5 +150,34 @@ func TestLinesAppender(t *testing.T) {
 	got, n := out.get()
 	if i, j := strings.Index(got, `"msg":"request"`), strings.Index(got, `"msg":"other"`); i < 0 || j < i || n != 2 {
 		t.Fatalf("output %q in %d writes: want the access record, then the other", got, n)
+	}
+}
+
+// failingWriter fails its first write.
+type failingWriter struct {
+	lockedBuffer
+	failed bool
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if !f.failed {
+		f.failed = true
+		return 0, errors.New("write failed")
+	}
+	return f.lockedBuffer.Write(p)
+}
+
+// TestLinesWriteAfterFailedFlush: a record is written even when writing
+// the lines buffered before it failed; the error is reported.
+func TestLinesWriteAfterFailedFlush(t *testing.T) {
+	var out failingWriter
+	l := NewLines(&out, time.Hour)
+	defer l.Close()
+	l.Append([]byte("lost\n"))
+	if _, err := l.Write([]byte("record\n")); err == nil {
+		t.Fatal("the failed write of the buffered lines not reported")
+	}
+	if got, _ := out.get(); got != "record\n" {
+		t.Fatalf("output %q: want the record", got)
 	}
 }
