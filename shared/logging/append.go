@@ -11,16 +11,12 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
-// AppendTime appends t as log/slog writes a record's time: RFC
-// 3339 with milliseconds. time's RFC3339Nano layout has a fast path of its
-// own; it trims trailing zeros, so a tenth of a millisecond is added to
-// keep four digits, and the fourth is dropped (as slog does).
+// AppendTime appends t as log/slog's JSON handler writes a record's time:
+// RFC 3339 with as many fractional digits as the nanoseconds need (none
+// for a whole second; its text handler is the one that writes
+// milliseconds).
 func AppendTime(b []byte, t time.Time) []byte {
-	const prefixLen = len("2006-01-02T15:04:05.000")
-	n := len(b)
-	t = t.Truncate(time.Millisecond).Add(time.Millisecond / 10)
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b[:n+prefixLen], b[n+prefixLen+1:]...)
+	return t.AppendFormat(b, time.RFC3339Nano)
 }
 
 // jsonSafe[c]: the byte c stands for itself in a JSON string (printable
