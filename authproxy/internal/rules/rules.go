@@ -403,10 +403,13 @@ func parseURL(s string) (addr string, tls bool, err error) {
 }
 
 // hostHeader is the Host header for an upstream at addr (host:port, as
-// ParseAppURL returns it): the host in lower case, the port left out when
-// it is the scheme's.
+// ParseAppURL returns it): the host in lower case, without an IPv6
+// address's zone (it names this host's interface, and a Host header has
+// none: RFC 9110 section 7.2; Go's client drops it too), the port left out
+// when it is the scheme's.
 func hostHeader(addr string, tls bool) string {
 	host, port, _ := net.SplitHostPort(addr)
+	host, _, _ = strings.Cut(host, "%")
 	host = strings.ToLower(host)
 	if tls && port == "443" || !tls && port == "80" {
 		if strings.Contains(host, ":") {

@@ -417,6 +417,10 @@ func TestRewriteHostHeader(t *testing.T) {
 		{"https://api.example.com:8443", "api.example.com:8443"},
 		{"http://[::1]:80", "[::1]"},
 		{"http://[::1]:8082", "[::1]:8082"},
+		// A zone names an interface of this host, not part of the
+		// upstream's name: not sent (RFC 9110's uri-host has none).
+		{"http://[fe80::1%25eth0]:8082", "[fe80::1]:8082"},
+		{"http://[FE80::1%25Eth0]", "[fe80::1]"},
 	} {
 		f := "upstreams:\n  notes: {url: '" + tc.url + "', key_id: app-notes, rewrite_host: true}\n  other: {url: '" + tc.url + "', key_id: app-notes}\nroutes: []\n"
 		tb, err := Parse([]byte(f), Env{CoreURL: "http://127.0.0.1:8081", UpstreamKeyIDs: []string{"app-notes"}})
