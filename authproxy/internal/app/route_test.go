@@ -863,6 +863,15 @@ routes:
 	e.reset()
 	e.wantStatus(e.do("GET", "/BILLING/invoices", e.token(nil), nil), 404)
 	e.wantNothingForwarded()
+	// Nor is a path that, stripped, lies under /internal: never
+	// forwarded, to an app either.
+	for _, p := range []string{"/billing/internal", "/billing/internal/hooks?x=1", "/billing/Internal/x", "/billing/%69nternal/x", "/billing/a/../internal/x"} {
+		e.reset()
+		e.wantStatus(e.do("GET", p, e.token(nil), nil), 404)
+		e.wantNothingForwarded()
+	}
+	e.reset()
+	e.wantStatus(e.do("GET", "/billing/internals", e.token(nil), nil), 200)
 }
 
 // TestRewriteHost: an upstream with rewrite_host gets its own host as Host

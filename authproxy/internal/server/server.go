@@ -1103,7 +1103,14 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if route.StripPrefix {
 		// Match left st.path spelling the prefix exactly, up to a segment
 		// boundary.
-		st.uri = append(st.uri[:0], st.path[len(route.Prefix):]...)
+		p := st.path[len(route.Prefix):]
+		if rules.IsInternal(p) {
+			// Stripped, the path would lie under /internal, which is
+			// never forwarded (Match refuses it whole).
+			st.outcome = "no_route"
+			return errNotFound
+		}
+		st.uri = append(st.uri[:0], p...)
 		if len(st.uri) == 0 {
 			st.uri = append(st.uri, '/')
 		}
