@@ -2,12 +2,14 @@ package app
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -465,6 +467,12 @@ routes:
 		req.Host = "client.example"
 		resp, err := e.client.Do(req)
 		if err != nil {
+			// The proxy refuses a body over the limit from its
+			// Content-Length and closes the connection: the client may
+			// meet the reset before the 413 (TestRouteBodyLimit).
+			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+				return 413
+			}
 			t.Fatal(err)
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
