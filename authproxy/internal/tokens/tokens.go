@@ -336,6 +336,12 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *Name) (*Ent
 	}
 	v.pos.Misses.Inc()
 	res, err, _ := v.sf.Do(string(d[:]), func() (any, error) {
+		// A caller that missed the cache while another's verification of
+		// the token was in flight, and reached here after that one ended,
+		// finds its outcome cached: it is not verified again.
+		if e, hit, err := v.Cached(d, v.opt.Now()); hit {
+			return e, err
+		}
 		// The set before the verification: if another becomes current
 		// meanwhile, a refusal remembered against this one is not used.
 		set := v.keys.Current()

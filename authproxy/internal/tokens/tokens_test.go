@@ -540,3 +540,34 @@ func TestNegativeCacheFollowsKeySet(t *testing.T) {
 		t.Fatalf("after the replaced key was fetched: %v, want the token verified", err)
 	}
 }
+
+// TestVerifyEntryAfterAFlightEnded: a request that missed the cache while
+// another's verification of its token was in flight, and asks for its own
+// after that one ended (singleflight no longer joins them), takes the
+// cached outcome: the token is verified once, as for callers that joined
+// the flight (under load, 32 concurrent first requests verified twice).
+func TestVerifyEntryAfterAFlightEnded(t *testing.T) {
+	f := newFixture(t, time.Second)
+	tok := f.mint(t, "u")
+	d := Digest(tok)
+	n := f.verifications()
+	if _, err := f.v.VerifyEntry(context.Background(), tok, &d); err != nil {
+		t.Fatal(err)
+	}
+	e, err := f.v.VerifyEntry(context.Background(), tok, &d) // its Cached miss came before
+	if err != nil || e.Claims().Sub != "u" {
+		t.Fatalf("second VerifyEntry: %+v, %v", e, err)
+	}
+	if got := f.verifications() - n; got != 1 {
+		t.Fatalf("verifications = %v, want 1", got)
+	}
+	// A refused token likewise: its remembered refusal is taken.
+	bad := append(f.mint(t, "u"), 'x')
+	bd := Digest(bad)
+	n = f.verifications()
+	_, err1 := f.v.VerifyEntry(context.Background(), bad, &bd)
+	_, err2 := f.v.VerifyEntry(context.Background(), bad, &bd)
+	if err1 == nil || err2 == nil || f.verifications()-n != 1 {
+		t.Fatalf("refused token: errs %v, %v; verifications %v, want 1", err1, err2, f.verifications()-n)
+	}
+}
