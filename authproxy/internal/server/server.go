@@ -8,6 +8,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -789,7 +790,7 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	if route == nil {
 		return methodNotAllowed(st, g)
 	}
-	if n := len(c.Request().Body()); n > s.o.MaxBodyBytes && route.MaxBodyBytes == 0 || route.MaxBodyBytes > 0 && n > route.MaxBodyBytes {
+	if len(c.Request().Body()) > cmp.Or(route.MaxBodyBytes, s.o.MaxBodyBytes) {
 		// The route's own limit (read up to it by bodyLimit), checked
 		// against the route picked here: the table may have been reloaded
 		// since.

@@ -1,7 +1,6 @@
 package tenantapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"reflect"
@@ -261,10 +260,6 @@ func TestRoleUpdateAudited(t *testing.T) {
 		Description string   `json:"description"`
 		Permissions []string `json:"permissions"`
 	}
-	type change struct {
-		From *state `json:"from"`
-		To   *state `json:"to"`
-	}
 	last := r
 	for _, c := range []struct {
 		patch    map[string]any
@@ -279,27 +274,9 @@ func TestRoleUpdateAudited(t *testing.T) {
 	} {
 		last = w.E.Send(t, &w.Admin, "PATCH", "/api/v1/roles/"+ro.ID, c.patch)
 		apitest.WantStatus(t, last, 200)
-		r := w.E.Get(t, &w.Owner, "/api/v1/audit-events?limit=1")
-		apitest.WantStatus(t, r, 200)
-		var l struct {
-			Data []struct {
-				Action   string          `json:"action"`
-				TargetID string          `json:"target_id"`
-				Data     json.RawMessage `json:"data"`
-			} `json:"data"`
-		}
-		r.JSON(t, &l)
-		if len(l.Data) != 1 || l.Data[0].Action != "role.updated" || l.Data[0].TargetID != ro.ID {
-			t.Fatalf("patch %v: newest audit event = %s", c.patch, r.Body)
-		}
-		var got change
-		dec := json.NewDecoder(bytes.NewReader(l.Data[0].Data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&got); err != nil || got.From == nil || got.To == nil {
-			t.Fatalf("patch %v: data = %s (%v), want only from and to", c.patch, l.Data[0].Data, err)
-		}
-		if !reflect.DeepEqual(*got.From, c.from) || !reflect.DeepEqual(*got.To, c.to) {
-			t.Errorf("patch %v: data = %s, want from %+v to %+v", c.patch, l.Data[0].Data, c.from, c.to)
+		from, to := newestChange[state](t, w, "role.updated", ro.ID)
+		if !reflect.DeepEqual(from, c.from) || !reflect.DeepEqual(to, c.to) {
+			t.Errorf("patch %v: from %+v to %+v, want from %+v to %+v", c.patch, from, to, c.from, c.to)
 		}
 	}
 	// A patch that changes nothing answers the role as it is and writes
