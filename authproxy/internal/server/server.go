@@ -307,8 +307,15 @@ type state struct {
 	wsBearer bool   // Authorization came from Sec-WebSocket-Protocol
 	xkey     []byte // X-API-Key's value, copied (apikey.go)
 	xkeyN    int    // X-API-Key headers sent
-	route    string
-	outcome  string
+	// body holds a streamed request body readBody read (reused by the
+	// next request up to maxKeptBody), bodyRead that the request's body
+	// is it, and bodyLimit the route's max_body_bytes (0: none or not
+	// routed).
+	body      []byte
+	bodyRead  bool
+	bodyLimit int
+	route     string
+	outcome   string
 	// Who the request was for, for the access log and the span: the
 	// principal, and the claims its user and tenant ids are read from
 	// (ids), only when a line is written: a warm request does not read
@@ -360,15 +367,14 @@ func New(d Deps, o Options) *Server {
 		ReadBufferSize:               16 << 10, // a 4 KiB token plus ordinary headers
 		Network:                      fiber.NetworkTCP,
 		DisablePreParseMultipartForm: true,
-		ErrorHandler:                 s.errorHandler,
+		// Bodies are read once a request is allowed (body.go).
+		StreamRequestBody: true,
+		ErrorHandler:      s.errorHandler,
 	})
 	// fasthttp's errors about a request it could not read would quote up
 	// to 200 bytes from each end of its headers (where a token's tail or
 	// a cookie may be); what it quotes even so, redact drops.
 	s.app.Server().SecureErrorLogMessage = true
-	// A route's max_body_bytes decides how much of a request's body is
-	// read, once its headers are.
-	s.app.Server().HeaderReceived = s.bodyLimit
 	// A request that waits for "100 Continue" before sending its body is
 	// refused by its Content-Length instead, when that is over the limit.
 	s.app.Server().ExpectHandler = s.expectContinue
@@ -395,26 +401,14 @@ func New(d Deps, o Options) *Server {
 	return s
 }
 
-// bodyLimit is the listener's hook after a request's headers are read: a
-// body longer than MAX_BODY_BYTES (or chunked) sent to a route with a
-// max_body_bytes of its own is read up to that limit instead. Any other
-// request is read up to MAX_BODY_BYTES, and authorize refuses a body over
-// its route's limit.
-func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	if n := h.ContentLength(); n >= 0 && n <= s.o.MaxBodyBytes {
-		return fasthttp.RequestConfig{}
-	}
-	return s.routeBodyLimit(h)
-}
-
 // expectContinue is the listener's hook for a request with "Expect:
 // 100-continue", whose client waits for a "100 Continue" before it sends
 // the body: one whose Content-Length is over its route's limit (or
 // MAX_BODY_BYTES) is answered 413 at once, as a request whose body was
 // read (the same problem, request id, metrics and access line), and its
 // body is never sent (RFC 9110 section 10.1.1); fasthttp then closes the
-// connection. Any other request is told to continue, its body read up to
-// the limit bodyLimit set.
+// connection. Any other request is told to continue; its body is read
+// once the request is allowed (readBody).
 func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	h := &ctx.Request.Header
 	n := h.ContentLength() // -1 chunked: refused while read, past the limit
@@ -544,10 +538,17 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		s.traceBegin(c, st)
 	}
 	err := s.next(c, st)
+	if c.Request().IsBodyStream() { // refused before its body was read
+		s.discardBody(c, st)
+	}
 	if err != nil {
 		s.render(c, st, err)
 	}
 	s.finish(c, st)
+	if st.bodyRead { // the request no longer points at the state's buffer
+		c.Request().SetBodyRaw(nil)
+		st.bodyRead = false
+	}
 	s.pool.Put(st)
 	return nil
 }
@@ -582,6 +583,7 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.route, st.outcome, st.closeConn, st.trusted = "", "", false, false
 	st.principal, st.claims, st.upstream, st.tokenCache = identity.PrincipalAnonymous, nil, "", ""
 	st.authAt = time.Time{}
+	st.bodyLimit = 0
 	st.path = st.path[:0]
 	st.unparsed = false
 	st.upgrade, st.wsBearer = headers.UpgradeNone, false
@@ -790,10 +792,10 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	if route == nil {
 		return methodNotAllowed(st, g)
 	}
-	if len(c.Request().Body()) > cmp.Or(route.MaxBodyBytes, s.o.MaxBodyBytes) {
-		// The route's own limit (read up to it by bodyLimit), checked
-		// against the route picked here: the table may have been reloaded
-		// since.
+	st.bodyLimit = route.MaxBodyBytes
+	if bodyOver(c.Request(), cmp.Or(route.MaxBodyBytes, s.o.MaxBodyBytes)) {
+		// Its declared length, before any credential is looked at: the
+		// body is read only once the request is allowed (readBody).
 		st.outcome = "refused"
 		return errTooLarge
 	}
@@ -1100,6 +1102,11 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	}
 	req := c.Request()
 	h := &req.Header
+	if req.IsBodyStream() {
+		if err := s.readBody(c, st, cmp.Or(route.MaxBodyBytes, s.o.MaxBodyBytes)); err != nil {
+			return err
+		}
+	}
 	hc := rt.Clients[route.Upstream]
 	if route.StripPrefix {
 		// Match left st.path spelling the prefix exactly, up to a segment

@@ -1,0 +1,179 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// uploadRules has an upload route whose limit (16 MiB) is far above
+// MAX_BODY_BYTES (64 KiB in these tests), and a public route.
+const uploadRules = appUpstream + `
+routes:
+  - {prefix: /uploads, methods: [POST], upstream: notes, access: protected, max_body_bytes: 16777216}
+  - {prefix: /notes/public, methods: [GET], upstream: notes, access: public}
+`
+
+// TestBodyNotHeldBeforeAuthorization: a request that declares a large
+// body and sends none of it (or a first part) holds no buffer of the
+// declared size, with or without a credential. fasthttp used to allocate
+// the declared Content-Length (up to the route's max_body_bytes) as soon
+// as the headers were read, before the handler ran: 16 such connections
+// held 256 MiB here, without a token.
+func TestBodyNotHeldBeforeAuthorization(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules})
+	tok := e.token(nil)
+	const conns, declared = 16, 16 << 20
+	runtime.GC()
+	var before, now runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range conns {
+		conn, _ := dialProxy(t, e.addr)
+		auth := ""
+		if i%2 == 1 { // allowed: its body is being read
+			auth = "Authorization: Bearer " + tok + "\r\n"
+		}
+		fmt.Fprintf(conn, "POST /uploads/a HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n", auth, declared)
+		if i%2 == 1 {
+			_, _ = io.WriteString(conn, strings.Repeat("b", 12<<10))
+		}
+	}
+	// The proxy serves another connection meanwhile.
+	e.wantStatus(e.do("GET", "/notes/public/x", "", nil), 200)
+	e.reset()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		runtime.ReadMemStats(&now)
+		if grew := int64(now.HeapAlloc) - int64(before.HeapAlloc); grew > conns*declared/8 {
+			t.Fatalf("%d connections declaring %d bytes each: the heap grew by %d MiB", conns, declared, grew>>20)
+		}
+	}
+	e.wantNothingForwarded()
+}
+
+// TestRefusedBodyReadAndDropped: a request refused before it is forwarded
+// (no token, a bad one) has its body read and dropped, up to the route's
+// limit: the client, which sends all of it before it reads, reads its
+// 401, and the connection serves the next request.
+func TestRefusedBodyReadAndDropped(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules})
+	body := strings.Repeat("u", 300_000) // over MAX_BODY_BYTES, within the route's limit
+	for _, auth := range []string{"", "Authorization: Bearer not.a.token\r\n"} {
+		conn, br := dialProxy(t, e.addr)
+		for _, chunked := range []bool{false, true} {
+			if chunked {
+				fmt.Fprintf(conn, "POST /uploads/a HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", auth, len(body), body)
+			} else {
+				fmt.Fprintf(conn, "POST /uploads/a HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s", auth, len(body), body)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("auth %q, chunked %v: %v", auth, chunked, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != 401 || resp.Close {
+				t.Fatalf("auth %q, chunked %v: %d (close %v), want 401 on a connection kept", auth, chunked, resp.StatusCode, resp.Close)
+			}
+		}
+		_, _ = io.WriteString(conn, "GET /notes/public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("auth %q: the next request on the connection: %v, %v", auth, resp, err)
+		}
+		resp.Body.Close()
+		if got := e.up.Received(); len(got) != 1 || got[0].Method != "GET" {
+			t.Fatalf("auth %q: upstream received %d requests, want the GET alone", auth, len(got))
+		}
+		e.reset()
+	}
+}
+
+// TestBodyReadFailures: an allowed request whose body stops arriving
+// (READ_TIMEOUT), ends before its Content-Length, or whose chunked body
+// runs past the route's limit is answered (408, 400, 413), forwards
+// nothing, and ends its connection, whose position in the body is lost.
+func TestBodyReadFailures(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules, vars: map[string]string{"READ_TIMEOUT": "1s"}})
+	tok := e.token(nil)
+	head := fmt.Sprintf("POST /uploads/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n", tok)
+	for _, tc := range []struct {
+		name   string
+		send   func(conn net.Conn)
+		status int
+	}{
+		{"stalls", func(conn net.Conn) {
+			fmt.Fprintf(conn, "%sContent-Length: 100000\r\n\r\n%s", head, strings.Repeat("s", 20_000))
+		}, 408},
+		{"ends early", func(conn net.Conn) {
+			fmt.Fprintf(conn, "%sContent-Length: 100000\r\n\r\n%s", head, strings.Repeat("s", 20_000))
+			_ = conn.(*net.TCPConn).CloseWrite()
+		}, 400},
+		{"broken chunk", func(conn net.Conn) {
+			fmt.Fprintf(conn, "%sTransfer-Encoding: chunked\r\n\r\n4e20\r\n%szz\r\n", head, strings.Repeat("c", 20_000))
+		}, 400},
+		{"chunked past the limit", func(conn net.Conn) {
+			fmt.Fprintf(conn, "%sTransfer-Encoding: chunked\r\n\r\n", head)
+			chunk := strings.Repeat("c", 1<<20)
+			for range 17 {
+				if _, err := fmt.Fprintf(conn, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
+					return // refused and closed while sending
+				}
+			}
+		}, 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			conn, br := dialProxy(t, e.addr)
+			go tc.send(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			r := result{status: resp.StatusCode, header: resp.Header, body: b}
+			_ = json.Unmarshal(b, &r.prob)
+			if resp.StatusCode != tc.status || !resp.Close || r.prob.RequestID == "" {
+				t.Fatalf("%d %s (close %v), want %d and the connection closed", resp.StatusCode, b, resp.Close, tc.status)
+			}
+			if tc.status == 413 && r.prob.Code != problem.CodeBodyTooLarge {
+				t.Fatalf("code %q", r.prob.Code)
+			}
+			e.wantNothingForwarded()
+		})
+	}
+}
+
+// TestBodySignedAsOfItsEnd: a body that arrives after the request was
+// allowed is signed as of its end, not of the decision: the signature's
+// window (30 s) counts from its timestamp, and an upload may take as long
+// as READ_TIMEOUT after its headers.
+func TestBodySignedAsOfItsEnd(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules})
+	conn, br := dialProxy(t, e.addr)
+	body := strings.Repeat("t", 100_000)
+	fmt.Fprintf(conn, "POST /uploads/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s",
+		e.token(nil), len(body), body[:20_000])
+	time.Sleep(200 * time.Millisecond) // allowed meanwhile
+	e.clock.Advance(10 * time.Second)
+	sent := time.Now().Add(10 * time.Second)
+	_, _ = io.WriteString(conn, body[20_000:])
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v, %v", resp, err)
+	}
+	resp.Body.Close()
+	got := e.up.Last(t)
+	ts, _ := strconv.ParseInt(strings.Join(got.Headers["X-Auth-Timestamp"], ""), 10, 64)
+	if got.VerifyErr != nil || len(got.Body) != len(body) || ts < sent.Add(-time.Second).UnixMilli() {
+		t.Fatalf("verify %v, body %d bytes, signed at %d, want at or after %d (the body's end)", got.VerifyErr, len(got.Body), ts, sent.UnixMilli())
+	}
+}

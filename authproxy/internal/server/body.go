@@ -1,0 +1,153 @@
+package server
+
+import (
+	"cmp"
+	"errors"
+	"io"
+	"net"
+	"slices"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/valyala/fasthttp"
+)
+
+// Request bodies are read after authorization, not before.
+//
+// The listener streams bodies (StreamRequestBody): fasthttp reads a
+// request's headers and at most the first 8 KiB of its body before the
+// handler runs, and leaves the rest on the connection. A body is read
+// whole only once the request is allowed, by forward (readBody), growing
+// its buffer as the bytes arrive. Before, fasthttp allocated a buffer of
+// the declared Content-Length as soon as the headers were read, so a
+// client that sent headers alone held MAX_BODY_BYTES (or a route's
+// max_body_bytes) of the proxy's memory per connection for READ_TIMEOUT,
+// without a credential. A request refused before forwarding has its body
+// read and dropped (discardBody), up to its limit, so that the client
+// reads its answer (a 401 to an upload with an expired token) and the
+// connection stays usable, as when the body was read first.
+
+// maxKeptBody is the largest body buffer a request's pooled state keeps
+// for the next request; a larger one is left to the collector.
+const maxKeptBody = 64 << 10
+
+var (
+	errBodyTimeout   = &httpError{status: 408, code: problem.CodeBadRequest, detail: "request timed out"}
+	errBodyMalformed = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed request body"}
+)
+
+// bodyOver reports whether a request's body is longer than limit, as far
+// as is known before it is read: a streamed body by its Content-Length (a
+// chunked one is counted as it is read, by readBody).
+func bodyOver(req *fasthttp.Request, limit int) bool {
+	if req.IsBodyStream() {
+		return req.Header.ContentLength() > limit
+	}
+	return len(req.Body()) > limit
+}
+
+// readBody reads the body of an allowed request from the connection, up
+// to limit bytes (the route's, or MAX_BODY_BYTES), into the request's
+// state, so that it is hashed for the signature and forwarded as any body
+// read by fasthttp. The buffer grows with the bytes received (doubling,
+// never past the declared length), so a client that declares a large
+// body and sends little holds little. A failure ends the connection,
+// whose position in the body is then unknown.
+//
+//go:noinline
+func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
+	req := c.Request()
+	h := &req.Header
+	n := h.ContentLength() // -1: chunked
+	if n >= 0 && n <= min(8<<10, s.o.MaxBodyBytes) {
+		// fasthttp read the whole body ahead (up to 8 KiB and
+		// MAX_BODY_BYTES, before the handler): it is in memory, and Body
+		// copies nothing and cannot fail.
+		req.Body()
+		return nil
+	}
+	bs := req.BodyStream()
+	want := limit + 1 // chunked: a byte over the limit tells it is over
+	if n >= 0 {
+		want = n // not over limit: authorize checked
+	}
+	b := st.body[:0]
+	for len(b) < want {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(max(cap(b), 4<<10), want-len(b)))
+		}
+		m, err := bs.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			st.body = keepBody(b)
+			return s.bodyFailed(st, err)
+		}
+	}
+	st.body = keepBody(b)
+	switch {
+	case len(b) > limit:
+		st.outcome, st.closeConn = "refused", true
+		return errTooLarge
+	case n >= 0 && len(b) < n:
+		st.outcome, st.closeConn = "refused", true
+		return errBodyMalformed // the client ended its side early
+	case n < 0 && headers.HasTrailers(h):
+		// Trailer fields arrive after a chunked body: read now, they
+		// would reach the upstream among the headers Sanitize cleaned.
+		st.outcome = "trailers"
+		return errTrailers
+	}
+	req.SetBodyRaw(b)
+	st.bodyRead = true
+	h.SetContentLength(len(b)) // forwarded with its length, not chunked
+	// Signed as of now: the body took its time to arrive after the
+	// decision, and the signature's window counts from its timestamp.
+	st.authAt = s.d.Now()
+	return nil
+}
+
+// keepBody returns b for the request's state to reuse, or nil when it is
+// too large to keep.
+func keepBody(b []byte) []byte {
+	if cap(b) > maxKeptBody {
+		return nil
+	}
+	return b
+}
+
+// bodyFailed answers a body that could not be read.
+func (s *Server) bodyFailed(st *state, err error) error {
+	st.outcome, st.closeConn = "refused", true
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() || errors.Is(err, fasthttp.ErrTimeout) {
+		return errBodyTimeout
+	}
+	s.d.Log.Info("request refused", st.logArgs("status", 400, "err", redact(err.Error()))...)
+	return errBodyMalformed
+}
+
+// discardBody reads and drops the body of a request refused before it
+// was forwarded, up to its route's limit (or MAX_BODY_BYTES), so that the
+// client, which may send it all before reading an answer, reads its
+// refusal, and the connection can serve its next request. A body over
+// that limit (declared or counted) is not read: the connection closes
+// after the answer, as fasthttp closes it after a body it refused.
+//
+//go:noinline
+func (s *Server) discardBody(c *fiber.Ctx, st *state) {
+	req := c.Request()
+	limit := cmp.Or(st.bodyLimit, s.o.MaxBodyBytes)
+	n := req.Header.ContentLength()
+	if n > limit {
+		st.closeConn = true
+		return
+	}
+	got, err := io.Copy(io.Discard, io.LimitReader(req.BodyStream(), int64(limit)+1))
+	if err != nil || got > int64(limit) || n >= 0 && got != int64(n) {
+		st.closeConn = true
+	}
+	_ = req.CloseBodyStream()
+}
