@@ -16,11 +16,13 @@ import (
 )
 
 // uploadRules has an upload route whose limit (16 MiB) is far above
-// MAX_BODY_BYTES (64 KiB in these tests), and a public route.
+// MAX_BODY_BYTES (64 KiB in these tests), and public routes without a
+// limit of their own.
 const uploadRules = appUpstream + `
 routes:
   - {prefix: /uploads, methods: [POST], upstream: notes, access: protected, max_body_bytes: 16777216}
   - {prefix: /notes/public, methods: [GET], upstream: notes, access: public}
+  - {prefix: /forms, methods: [POST], upstream: notes, access: public}
 `
 
 // TestBodyNotHeldBeforeAuthorization: a request that declares a large
@@ -175,5 +177,45 @@ func TestBodySignedAsOfItsEnd(t *testing.T) {
 	ts, _ := strconv.ParseInt(strings.Join(got.Headers["X-Auth-Timestamp"], ""), 10, 64)
 	if got.VerifyErr != nil || len(got.Body) != len(body) || ts < sent.Add(-time.Second).UnixMilli() {
 		t.Fatalf("verify %v, body %d bytes, signed at %d, want at or after %d (the body's end)", got.VerifyErr, len(got.Body), ts, sent.UnixMilli())
+	}
+}
+
+// TestOverLimitBodyAnswered: a client that sends its whole body before it
+// reads the answer (no "Expect: 100-continue", as browsers do) reads the
+// 413 for a body over the limit, declared or chunked, instead of a reset:
+// the proxy answers, shuts its side and reads what still comes for a
+// while before it closes. Closed at once with the body still arriving,
+// the connection was reset, and the answer lost with it.
+func TestOverLimitBodyAnswered(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules})
+	body := strings.Repeat("o", 2<<20) // MAX_BODY_BYTES is 64 KiB
+	for _, tc := range []struct{ name, req string }{
+		{"declared, no credential", fmt.Sprintf("POST /forms/x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body)},
+		{"declared, over the route's limit", fmt.Sprintf("POST /uploads/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", e.token(nil), 17<<20, strings.Repeat(body, 9))},
+		{"chunked", fmt.Sprintf("POST /uploads/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n%s0\r\n\r\n", e.token(nil),
+			strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", len(body), body), 9))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			conn, br := dialProxy(t, e.addr)
+			if _, err := io.WriteString(conn, tc.req); err != nil {
+				t.Fatalf("sending the body: %v", err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			var p problem.Problem
+			_ = json.Unmarshal(b, &p)
+			if resp.StatusCode != 413 || p.Code != problem.CodeBodyTooLarge || !resp.Close {
+				t.Fatalf("%d %s (close %v), want 413 %s and the connection closed", resp.StatusCode, b, resp.Close, problem.CodeBodyTooLarge)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("after the answer: %v, want the end of the connection", err)
+			}
+			e.wantNothingForwarded()
+		})
 	}
 }

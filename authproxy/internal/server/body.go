@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"cmp"
 	"errors"
 	"io"
 	"net"
 	"slices"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
@@ -90,7 +92,7 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 	st.body = keepBody(b)
 	switch {
 	case len(b) > limit:
-		st.outcome, st.closeConn = "refused", true
+		st.outcome, st.linger = "refused", true // the rest is still coming
 		return errTooLarge
 	case n >= 0 && len(b) < n:
 		st.outcome, st.closeConn = "refused", true
@@ -133,8 +135,8 @@ func (s *Server) bodyFailed(st *state, err error) error {
 // was forwarded, up to its route's limit (or MAX_BODY_BYTES), so that the
 // client, which may send it all before reading an answer, reads its
 // refusal, and the connection can serve its next request. A body over
-// that limit (declared or counted) is not read: the connection closes
-// after the answer, as fasthttp closes it after a body it refused.
+// that limit (declared) is not read: the connection closes after the
+// answer (linger).
 //
 //go:noinline
 func (s *Server) discardBody(c *fiber.Ctx, st *state) {
@@ -142,7 +144,7 @@ func (s *Server) discardBody(c *fiber.Ctx, st *state) {
 	limit := cmp.Or(st.bodyLimit, s.o.MaxBodyBytes)
 	n := req.Header.ContentLength()
 	if n > limit {
-		st.closeConn = true
+		st.linger = true
 		return
 	}
 	got, err := io.Copy(io.Discard, io.LimitReader(req.BodyStream(), int64(limit)+1))
@@ -150,4 +152,60 @@ func (s *Server) discardBody(c *fiber.Ctx, st *state) {
 		st.closeConn = true
 	}
 	_ = req.CloseBodyStream()
+}
+
+// A request refused for a body over its limit ends its connection, while
+// its client may still be sending that body: closed with unread bytes,
+// the connection would be reset, and a client that sends its whole body
+// before it reads (most do, and browsers do not wait for "100 Continue")
+// would see a reset instead of the 413. So the answer is written, the
+// proxy's side shut, and what still arrives read and dropped for up to
+// lingerFor, before the connection is closed (as nginx's lingering close).
+// At most maxLingering connections linger at once; past that, one closes
+// at once, as it did before.
+const (
+	lingerFor    = 5 * time.Second
+	maxLingering = 512
+)
+
+// linger ends the request's connection after its answer, as above.
+// observe calls it last, once the answer is complete.
+//
+//go:noinline
+func (s *Server) linger(c *fiber.Ctx) {
+	if s.lingering.Add(1) > maxLingering {
+		s.lingering.Add(-1)
+		c.Response().SetConnectionClose()
+		return
+	}
+	ctx := c.Context()
+	// fasthttp writes no answer on a connection it hands over (a
+	// connection it is to close is never handed over): lingerClose writes
+	// it.
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(conn net.Conn) {
+		defer s.lingering.Add(-1)
+		lingerClose(ctx, conn)
+	})
+}
+
+// lingerClose writes ctx's answer on conn, shuts the writing side, and
+// reads what the client still sends for up to lingerFor. fasthttp closes
+// conn when it returns.
+func lingerClose(ctx *fasthttp.RequestCtx, conn net.Conn) {
+	deadline := time.Now().Add(lingerFor)
+	_ = conn.SetDeadline(deadline)
+	ctx.Response.SetConnectionClose()
+	w := bufio.NewWriterSize(conn, 4<<10)
+	if ctx.Response.Write(w) != nil || w.Flush() != nil {
+		return
+	}
+	raw := conn
+	if u, ok := conn.(interface{ UnsafeConn() net.Conn }); ok {
+		raw = u.UnsafeConn()
+	}
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite() // the client reads the answer, then its end
+	}
+	_, _ = io.Copy(io.Discard, conn)
 }

@@ -243,8 +243,10 @@ type Server struct {
 	pool     sync.Pool // of *state
 	router   atomic.Pointer[Router]
 	draining atomic.Bool
-	idPrefix string
-	idSeq    *percpu.Sequence
+	// lingering counts the connections in lingerClose (body.go).
+	lingering atomic.Int64
+	idPrefix  string
+	idSeq     *percpu.Sequence
 	// xffWarnAt is when (unix ns) the next untrusted-X-Forwarded-For
 	// warning may be logged.
 	xffWarnAt atomic.Int64
@@ -314,8 +316,11 @@ type state struct {
 	body      []byte
 	bodyRead  bool
 	bodyLimit int
-	route     string
-	outcome   string
+	// linger: refused for a body over its limit, which may still be
+	// arriving; the connection ends after the answer (linger).
+	linger  bool
+	route   string
+	outcome string
 	// Who the request was for, for the access log and the span: the
 	// principal, and the claims its user and tenant ids are read from
 	// (ids), only when a line is written: a warm request does not read
@@ -548,6 +553,14 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if st.bodyRead { // the request no longer points at the state's buffer
 		c.Request().SetBodyRaw(nil)
 		st.bodyRead = false
+	}
+	if st.linger {
+		st.linger = false
+		if !s.draining.Load() {
+			s.linger(c)
+		} else {
+			c.Response().SetConnectionClose()
+		}
 	}
 	s.pool.Put(st)
 	return nil
