@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -218,4 +219,39 @@ func TestOverLimitBodyAnswered(t *testing.T) {
 			e.wantNothingForwarded()
 		})
 	}
+}
+
+// TestLingeringBounded: connections answered 413 for a body over the
+// limit are read and dropped after the answer (counted in
+// authproxy_lingering_connections) at most 512 at a time; past that they
+// close at once. Each is counted until it ends, and no longer.
+func TestLingeringBounded(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules})
+	const conns = 520
+	var held []net.Conn
+	for range conns {
+		conn, br := dialProxy(t, e.addr)
+		// A declared length over MAX_BODY_BYTES, its first 8 KiB sent
+		// (fasthttp reads as much before the handler runs): the
+		// connection lingers until it ends or 5 s pass.
+		fmt.Fprintf(conn, "POST /forms/x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", 1<<20, strings.Repeat("f", 8<<10))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 413 || !resp.Close {
+			t.Fatalf("%v, %v", resp, err)
+		}
+		held = append(held, conn)
+	}
+	lingering := func() float64 {
+		_, body := get(t, "http://"+e.admin+"/metrics")
+		return metricValue(body, "authproxy_lingering_connections")
+	}
+	if got := lingering(); got != 512 {
+		t.Fatalf("lingering: %v, want 512", got)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	testenv.Eventually(t, func() error {
+		return testenv.Want("lingering once the clients closed", lingering(), 0.0)
+	})
 }

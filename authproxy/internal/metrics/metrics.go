@@ -174,6 +174,15 @@ func (m *Metrics) CacheSize(name string, entryCost int64, maxCost, remaining fun
 	}
 }
 
+// Lingering exports authproxy_lingering_connections, read from n when
+// scraped: connections refused for a body over its limit that are still
+// being read and dropped before they close. Only the first is exported.
+func (m *Metrics) Lingering(n func() int64) {
+	_ = m.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_lingering_connections",
+		Help: "Connections answered 413 for a body over the limit whose remaining bytes are read and dropped (at most 5 s each, 512 at once) before they close."},
+		func() float64 { return float64(n()) }))
+}
+
 // Cache returns the counters of the named cache.
 func (m *Metrics) Cache(name string) CacheCounters {
 	return CacheCounters{

@@ -173,31 +173,27 @@ const (
 //
 //go:noinline
 func (s *Server) linger(c *fiber.Ctx) {
-	if s.lingering.Add(1) > maxLingering {
-		s.lingering.Add(-1)
-		c.Response().SetConnectionClose()
-		return
-	}
 	ctx := c.Context()
 	// fasthttp writes no answer on a connection it hands over (a
 	// connection it is to close is never handed over): lingerClose writes
-	// it.
+	// it. (fasthttp may close the connection without calling the handler,
+	// when it fails first: lingering is counted inside.)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(conn net.Conn) {
+		n := s.lingering.Add(1)
 		defer s.lingering.Add(-1)
-		lingerClose(ctx, conn)
+		lingerClose(ctx, conn, n <= maxLingering)
 	})
 }
 
-// lingerClose writes ctx's answer on conn, shuts the writing side, and
-// reads what the client still sends for up to lingerFor. fasthttp closes
-// conn when it returns.
-func lingerClose(ctx *fasthttp.RequestCtx, conn net.Conn) {
-	deadline := time.Now().Add(lingerFor)
-	_ = conn.SetDeadline(deadline)
+// lingerClose writes ctx's answer on conn and, when linger, shuts the
+// writing side and reads what the client still sends for up to lingerFor.
+// fasthttp closes conn when it returns.
+func lingerClose(ctx *fasthttp.RequestCtx, conn net.Conn, linger bool) {
+	_ = conn.SetDeadline(time.Now().Add(lingerFor))
 	ctx.Response.SetConnectionClose()
 	w := bufio.NewWriterSize(conn, 4<<10)
-	if ctx.Response.Write(w) != nil || w.Flush() != nil {
+	if ctx.Response.Write(w) != nil || w.Flush() != nil || !linger {
 		return
 	}
 	raw := conn

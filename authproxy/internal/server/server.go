@@ -352,6 +352,7 @@ func New(d Deps, o Options) *Server {
 	_, _ = rand.Read(b[:])
 	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
 	s.router.Store(d.Router)
+	d.Metrics.Lingering(s.lingering.Load)
 	for _, out := range decide.Outcomes() {
 		for int(out) >= len(s.decisions) {
 			s.decisions = append(s.decisions, nil)
