@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -255,4 +256,77 @@ func TestLingeringBounded(t *testing.T) {
 	testenv.Eventually(t, func() error {
 		return testenv.Want("lingering once the clients closed", lingering(), 0.0)
 	})
+}
+
+// readAnswers reads n answers from br (HEAD answers have no body), and
+// fails unless their statuses are want.
+func readAnswers(t *testing.T, br *bufio.Reader, methods []string, want []int) []*http.Response {
+	t.Helper()
+	var out []*http.Response
+	for i, m := range methods {
+		resp, err := http.ReadResponse(br, &http.Request{Method: m})
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want[i] {
+			t.Fatalf("answer %d: %d, want %d (%s)", i, resp.StatusCode, want[i], b)
+		}
+		out = append(out, resp)
+	}
+	return out
+}
+
+// TestRefusedBodyPastLimitAnswered: a refused request (no credential, no
+// route) whose chunked body runs past MAX_BODY_BYTES is answered, and the
+// client, which sends all of it before it reads, reads that answer rather
+// than a reset: the connection lingers as after a 413.
+func TestRefusedBodyPastLimitAnswered(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules + "  - {prefix: /private, methods: [POST], upstream: notes, access: protected}\n"})
+	body := strings.Repeat("r", 20<<20)
+	for _, tc := range []struct {
+		path   string
+		status int
+	}{{"/private/a", 401}, {"/nowhere", 404}} {
+		t.Run(tc.path, func(t *testing.T) {
+			e := e.with(t)
+			conn, br := dialProxy(t, e.addr)
+			req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s0\r\n\r\n", tc.path,
+				strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", 64<<10, body[:64<<10]), len(body)/(64<<10)))
+			if _, err := io.WriteString(conn, req); err != nil {
+				t.Fatalf("sending the body: %v", err)
+			}
+			resp := readAnswers(t, br, []string{"POST"}, []int{tc.status})[0]
+			if !resp.Close {
+				t.Fatal("connection kept")
+			}
+			e.wantNothingForwarded()
+		})
+	}
+}
+
+// TestFailedBodyAnsweredAtOnce: an allowed request whose chunked body is
+// broken, or runs past its limit while the client pauses, is answered at
+// once, not after READ_TIMEOUT: nothing more of the body is waited for
+// once it is known to be refused.
+func TestFailedBodyAnsweredAtOnce(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules, vars: map[string]string{"READ_TIMEOUT": "5s"}})
+	for _, tc := range []struct {
+		name, body string
+		status     int
+	}{
+		{"broken chunk", fmt.Sprintf("4e20\r\n%szz\r\n", strings.Repeat("c", 20_000)), 400},
+		{"past the limit", strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", 50_000, strings.Repeat("c", 50_000)), 2), 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, br := dialProxy(t, e.addr)
+			fmt.Fprintf(conn, "POST /forms/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s", tc.body)
+			begin := time.Now()
+			resp := readAnswers(t, br, []string{"POST"}, []int{tc.status})[0]
+			if took := time.Since(begin); took > 2*time.Second || !resp.Close {
+				t.Fatalf("answered after %v (close %v), want at once", took, resp.Close)
+			}
+		})
+	}
 }

@@ -135,8 +135,8 @@ func (s *Server) bodyFailed(st *state, err error) error {
 // was forwarded, up to its route's limit (or MAX_BODY_BYTES), so that the
 // client, which may send it all before reading an answer, reads its
 // refusal, and the connection can serve its next request. A body over
-// that limit (declared) is not read: the connection closes after the
-// answer (linger).
+// that limit, declared (not read) or chunked (read up to it), ends the
+// connection after the answer (linger), as a 413 does.
 //
 //go:noinline
 func (s *Server) discardBody(c *fiber.Ctx, st *state) {
@@ -148,8 +148,11 @@ func (s *Server) discardBody(c *fiber.Ctx, st *state) {
 		return
 	}
 	got, err := io.Copy(io.Discard, io.LimitReader(req.BodyStream(), int64(limit)+1))
-	if err != nil || got > int64(limit) || n >= 0 && got != int64(n) {
+	switch {
+	case err != nil || n >= 0 && got != int64(n):
 		st.closeConn = true
+	case got > int64(limit):
+		st.linger = true // the rest is still coming
 	}
 	_ = req.CloseBodyStream()
 }

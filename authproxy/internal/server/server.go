@@ -1118,6 +1118,10 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	h := &req.Header
 	if req.IsBodyStream() {
 		if err := s.readBody(c, st, cmp.Or(route.MaxBodyBytes, s.o.MaxBodyBytes)); err != nil {
+			// Read as far as it could be: not read again (discardBody)
+			// before the answer, which would wait for more of a body
+			// already refused or lost.
+			_ = req.CloseBodyStream()
 			return err
 		}
 	}
