@@ -459,7 +459,7 @@ func (c *Core) stream(ctx *fiber.Ctx) error {
 }
 
 func (c *Core) echo(ctx *fiber.Ctx) error {
-	r := Received{Method: ctx.Method(), URI: string(ctx.Request().Header.RequestURI()), Headers: map[string][]string{},
+	r := Received{Method: strings.Clone(ctx.Method()), URI: string(ctx.Request().Header.RequestURI()), Headers: map[string][]string{},
 		Body: append([]byte(nil), ctx.Body()...)}
 	for k, v := range ctx.Request().Header.All() {
 		name := string(k)
