@@ -203,6 +203,7 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 		"  notes:\n    url: http://" + h.notesAddr + "\n    key_id: app-notes\n" +
 		"routes:\n  - {prefix: " + benchURI + ", methods: [GET], upstream: bench, access: protected}\n" +
 		"  - {prefix: " + publicURI + ", methods: [GET], upstream: bench, access: public}\n" +
+		"  - {prefix: " + bodyURI + ", methods: [POST], upstream: bench, access: protected}\n" +
 		"  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}\n"
 	if err := os.WriteFile(rulesFile, []byte(rules), 0o600); err != nil {
 		return err

@@ -43,7 +43,7 @@ type options struct {
 	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
 	placement        string // of the open-loop rows: placeAlone or placeShared
 	pairedAlone      bool   // -only paired: each proxy alone on its CPUs while measured
-	proxyB           string // -only paired: also compare authproxy with this binary, both loaded at once
+	proxyB           string // -only paired: also compare authproxy with this binary, both loaded at once; -only bodyhold: also measure it
 }
 
 // analysisMarker starts the hand-written part of the report, which a run
@@ -88,11 +88,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Float64Var(&o.abRate, "ab-rate", 0, "with -coreapi-b: send each row open loop at this fixed rate (requests/s, on 4× -conns connections; latency counted from when each request was due) and report its p50 and p99, instead of closed loop")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
-	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; each round also runs the bare proxy with the tokens, authproxy on a public route and a second bare proxy) then as many together rounds (bare and authproxy warm loaded at once, half the connections each, and the control: the two bare proxies at once), and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions and simulated cache misses per warm request of the bare proxy and of authproxy under callgrind (the report's rows)")
+	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; each round also runs the bare proxy with the tokens, authproxy on a public route and a second bare proxy) then as many together rounds (bare and authproxy warm loaded at once, half the connections each, and the control: the two bare proxies at once), and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions and simulated cache misses per warm request of the bare proxy and of authproxy under callgrind (the report's rows); 'bodyhold' holds -body-conns connections to a protected POST route of authproxy, each having sent headers declaring a body of MAX_BODY_BYTES (1 MiB) and only its first bytes (8 KiB without a credential, then 64 KiB with a valid token, each on an authproxy started afresh), and prints authproxy's RSS and Go heap before and while they are held (with -proxy-b, also of the binary at that path, one process at a time)")
+	bodyConns := fs.Int("body-conns", 2000, "connections of -only bodyhold")
 	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
 	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
 	fs.BoolVar(&o.pairedAlone, "paired-alone", false, "-only paired: each proxy, while measured, alone on the CPUs other than CPU 0, with the generator (this process), the upstream and the idle proxy on CPU 0 (the open-loop rows' 'alone' placement); without it all share the CPUs, as in the full run")
-	fs.StringVar(&o.proxyB, "proxy-b", "", "with -only paired: after its rounds, compare authproxy built from this tree (A) with the authproxy binary at this path (B; 'tree': A's own binary file, an A/A check, whose figure is the comparison's bias; 'copy': a byte-identical copy of A's file, an A/A check that also shows what the file itself costs), both started afresh alike and warmed with the same tokens, both loaded at once (half the connections each, which starts first alternating), -rounds times, each round with its control (two bare proxies at once); prints each process's CPU per request and the medians of B − A; read it against a 'copy' run: two byte-identical files measured up to 2 µs a request apart")
+	fs.StringVar(&o.proxyB, "proxy-b", "", "with -only paired: after its rounds, compare authproxy built from this tree (A) with the authproxy binary at this path (B; 'tree': A's own binary file, an A/A check, whose figure is the comparison's bias; 'copy': a byte-identical copy of A's file, an A/A check that also shows what the file itself costs), both started afresh alike and warmed with the same tokens, both loaded at once (half the connections each, which starts first alternating), -rounds times, each round with its control (two bare proxies at once); prints each process's CPU per request and the medians of B − A; read it against a 'copy' run: two byte-identical files measured up to 2 µs a request apart; with -only bodyhold: also measure the authproxy binary at this path, on processes of its own after this tree's")
 	rounds := fs.Int("rounds", 3, "rounds of -only users, -only paired or -only openloop")
 	coldN := fs.Int("cold", 150000, "one-time tokens sent to the default proxy before -only users (the full run's cold row)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
@@ -108,21 +109,24 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("unknown -serve %q", *serve)
 	}
-	if *only != "" && !slices.Contains([]string{"users", "held", "paired", "openloop", "callgrind"}, *only) {
-		return fmt.Errorf("unknown -only %q (want users, held, paired, openloop or callgrind)", *only)
+	if *only != "" && !slices.Contains([]string{"users", "held", "paired", "openloop", "callgrind", "bodyhold"}, *only) {
+		return fmt.Errorf("unknown -only %q (want users, held, paired, openloop, callgrind or bodyhold)", *only)
 	}
 	placements, err := parsePlacement(o.placement, *only == "openloop")
 	if err != nil {
 		return err
 	}
-	if o.proxyB != "" && *only != "paired" {
-		return fmt.Errorf("-proxy-b needs -only paired")
+	if o.proxyB != "" && *only != "paired" && *only != "bodyhold" {
+		return fmt.Errorf("-proxy-b needs -only paired or -only bodyhold")
 	}
 	if o.proxyB != "" && o.proxyB != "tree" && o.proxyB != "copy" {
 		// Checked now, not after the paired rounds' minutes.
 		if fi, err := os.Stat(o.proxyB); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 			return fmt.Errorf("-proxy-b %s: not an executable file (%v)", o.proxyB, err)
 		}
+	}
+	if *bodyConns < 1 {
+		return fmt.Errorf("-body-conns %d: at least one connection", *bodyConns)
 	}
 	if o.pairedAlone && *only != "paired" {
 		return fmt.Errorf("-paired-alone needs -only paired (the full run's paired rounds share the CPUs)")
@@ -169,6 +173,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return h.openLoopOnly(ctx, *rounds, placements, stdout)
 	case "callgrind":
 		return h.callgrindOnly(ctx, stdout)
+	case "bodyhold":
+		return h.runBodyHold(ctx, stdout, *bodyConns)
 	}
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
