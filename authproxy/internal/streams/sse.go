@@ -49,9 +49,19 @@ func (m *Manager) ServeStream(r Request) error {
 	}
 	ic := &idleConn{Conn: up}
 	resp := fasthttp.AcquireResponse()
-	resp.StreamBody = true
+	// The header (after any 1xx) through a pooled reader as large as a
+	// forwarded answer's; the body, for as long as the stream lasts,
+	// through a small one that starts with what came along with the header.
+	resp.SkipBody = true
+	br := headerReader(ic)
+	err = resp.Read(br)
+	rest := releaseHeader(br)
 	resp.SkipBody = ctx.IsHead()
-	if err := resp.Read(bufio.NewReaderSize(ic, 4<<10)); err != nil {
+	if err == nil && !resp.SkipBody && !noBody(resp.StatusCode()) {
+		resp.StreamBody = true // read as it is relayed
+		err = resp.ReadBody(bufio.NewReaderSize(after(rest, ic), bodyReaderBytes), 0)
+	}
+	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		up.Close()
 		m.release(c, ReasonError)
@@ -107,6 +117,16 @@ func (m *Manager) ServeStream(r Request) error {
 		m.release(c, reason)
 	})
 	return nil
+}
+
+// bodyReaderBytes is the reader of a streamed body: chunk sizes are read
+// through it, and a read as large as the relay buffer bypasses it.
+const bodyReaderBytes = 4 << 10
+
+// noBody reports whether an answer of status has no body (RFC 9110
+// section 6.4.1: 1xx, 204, 304).
+func noBody(status int) bool {
+	return status >= 100 && status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified
 }
 
 // errSwitched: the upstream answered 101 (Switching Protocols) to a

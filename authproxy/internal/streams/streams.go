@@ -9,9 +9,12 @@
 package streams
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/jwks"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
@@ -602,6 +606,61 @@ func (m *Manager) Drain(ctx context.Context) error {
 
 func (m *Manager) buf() *[]byte  { return m.pool.Get().(*[]byte) }
 func (m *Manager) put(b *[]byte) { m.pool.Put(b) }
+
+// headerReaders are the readers of an upstream's answer header, each
+// forward.ResponseHeaderBytes: a stream takes as large a header as a
+// forwarded request (a few large Set-Cookie fields, a
+// Content-Security-Policy), but holds its reader only while the header is
+// read, not for as long as it is open.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, forward.ResponseHeaderBytes) }}
+
+// headerReader is a pooled reader of r for an answer's header.
+func headerReader(r io.Reader) *bufio.Reader {
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+// releaseHeader returns br to the pool and what it had read past the
+// header (the first bytes of the body or of the upgraded connection, sent
+// with the answer), copied; nil if nothing.
+func releaseHeader(br *bufio.Reader) []byte {
+	var rest []byte
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		rest = bytes.Clone(b)
+	}
+	br.Reset(nil)
+	headerReaders.Put(br)
+	return rest
+}
+
+// prefixed reads rest, then r: the bytes read along with an answer's
+// header, then the connection they came from.
+type prefixed struct {
+	rest []byte
+	r    io.Reader
+}
+
+// after is r preceded by rest (r itself if rest is empty).
+func after(rest []byte, r io.Reader) io.Reader {
+	if len(rest) == 0 {
+		return r
+	}
+	return &prefixed{rest: rest, r: r}
+}
+
+func (p *prefixed) Read(b []byte) (int, error) {
+	if len(p.rest) == 0 {
+		return p.r.Read(b)
+	}
+	n := copy(b, p.rest)
+	p.rest = p.rest[n:]
+	if len(p.rest) == 0 {
+		p.rest = nil // let it go
+	}
+	return n, nil
+}
 
 // dial connects to the upstream at addr, over TLS when cfg is set (the
 // handshake within the same DialTimeout). A certificate that does not

@@ -1,7 +1,6 @@
 package streams
 
 import (
-	"bufio"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -101,8 +100,9 @@ func (m *Manager) ServeWebSocket(r Request) error {
 }
 
 // handshake dials the upstream, writes the upgrade request and reads its
-// answer into r.Ctx.Response (the body too, unless it is a 101).
-func (m *Manager) handshake(r Request) (net.Conn, *bufio.Reader, error) {
+// answer into r.Ctx.Response (the body too, unless it is a 101). It
+// returns the connection and the reader of what follows a 101.
+func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	up, err := m.dial(r.Addr, r.TLS)
 	if err != nil {
 		return nil, nil, err
@@ -117,16 +117,20 @@ func (m *Manager) handshake(r Request) (net.Conn, *bufio.Reader, error) {
 		up.Close()
 		return nil, nil, errors.Join(ErrUpstream, err)
 	}
-	br := bufio.NewReaderSize(up, 4<<10)
+	br := headerReader(up)
 	resp := &r.Ctx.Response
 	resp.Reset()
-	if err := resp.ReadLimitBody(br, maxRefusalBody); err != nil {
+	err = resp.ReadLimitBody(br, maxRefusalBody)
+	// Frames the upstream sent right after its 101 were read with it: the
+	// splice reads them first, then the connection.
+	rest := releaseHeader(br)
+	if err != nil {
 		up.Close()
 		resp.Reset()
 		return nil, nil, errors.Join(ErrUpstream, err)
 	}
 	_ = up.SetDeadline(time.Time{})
-	return up, br, nil
+	return up, after(rest, up), nil
 }
 
 // handshakeTimeout is how long r's upstream may take to answer.
@@ -143,7 +147,7 @@ type splice struct {
 	c    *Conn
 	up   net.Conn
 	head []byte        // the 101, as the client gets it
-	upr  *bufio.Reader // the upstream's bytes, some maybe read with its 101
+	upr  io.Reader     // the upstream's bytes, some maybe read with its 101
 	raw  net.Conn      // the client's TCP connection (for half-close)
 	cli  net.Conn      // the hijacked client connection (reads buffered bytes first)
 	idle time.Duration // stream_timeout: the longest silence both ways; 0 none
