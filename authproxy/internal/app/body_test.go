@@ -330,3 +330,52 @@ func TestFailedBodyAnsweredAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestExpectContinueRefusedFromHeaders: a request that waits for "100
+// Continue" is answered from its headers when they decide the answer, and
+// its client never sends the body: a protected route without any
+// credential (401 with its challenge, as after the body), an API key in
+// the query (400). A request with a credential, or to a public route, is
+// told to continue.
+func TestExpectContinueRefusedFromHeaders(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules})
+	tok := e.token(nil)
+	for _, tc := range []struct {
+		name, target, extra string
+		status              int
+		code                string
+	}{
+		{"no credential", "/uploads/a?name=x", "", 401, problem.CodeUnauthenticated},
+		{"a key in the query", "/uploads/a?k=tg_abc", "Authorization: Bearer " + tok + "\r\n", 400, problem.CodeAPIKeyInQuery},
+		{"a bearer", "/uploads/a", "Authorization: Bearer " + tok + "\r\n", 100, ""},
+		{"an API key", "/uploads/a", "X-API-Key: tg_x\r\n", 100, ""},
+		{"a public route", "/forms/a", "", 100, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			conn, br := dialProxy(t, e.addr)
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: 50000\r\nExpect: 100-continue\r\n\r\n", tc.target, tc.extra)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer before the body: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d %s, want %d", resp.StatusCode, b, tc.status)
+			}
+			if tc.status == 100 {
+				return
+			}
+			var p problem.Problem
+			_ = json.Unmarshal(b, &p)
+			if p.Code != tc.code || p.RequestID == "" || !resp.Close {
+				t.Fatalf("%d %s (close %v), want %s and the connection closed", resp.StatusCode, b, resp.Close, tc.code)
+			}
+			if tc.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+				t.Fatal("401 without its challenge")
+			}
+			e.wantNothingForwarded()
+		})
+	}
+}

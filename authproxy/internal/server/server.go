@@ -409,58 +409,83 @@ func New(d Deps, o Options) *Server {
 
 // expectContinue is the listener's hook for a request with "Expect:
 // 100-continue", whose client waits for a "100 Continue" before it sends
-// the body: one whose Content-Length is over its route's limit (or
-// MAX_BODY_BYTES) is answered 413 at once, as a request whose body was
-// read (the same problem, request id, metrics and access line), and its
-// body is never sent (RFC 9110 section 10.1.1); fasthttp then closes the
-// connection. Any other request is told to continue; its body is read
-// once the request is allowed (readBody).
+// the body (RFC 9110 section 10.1.1), answered from the headers alone
+// when they decide the answer, as for a request whose body was read (the
+// same problem, request id, metrics and access line), the body never
+// sent; fasthttp then closes the connection:
+//   - an API key in the query string: 400, as keyHygiene answers it;
+//   - a Content-Length over its route's limit (or MAX_BODY_BYTES): 413;
+//   - a protected route without any credential (no Authorization, no
+//     X-API-Key, no WebSocket subprotocol a bearer may ride in): 401, as
+//     after the body, which an unauthenticated client would otherwise
+//     upload whole (up to the route's limit) to be refused.
+//
+// Any other request is told to continue; its body is read once the
+// request is allowed (readBody).
 func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	h := &ctx.Request.Header
+	if q := ctx.URI().QueryString(); len(q) > 0 && keyInQuery(q) {
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
+		s.answerNow(ctx, errKeyInQuery, "api_key_in_query")
+		return fasthttp.StatusBadRequest
+	}
+	route := s.expectRoute(h)
 	n := h.ContentLength() // -1 chunked: refused while read, past the limit
 	limit := s.o.MaxBodyBytes
-	if n > 0 {
-		if rc := s.routeBodyLimit(h); rc.MaxRequestBodySize > 0 {
-			limit = rc.MaxRequestBodySize
-		}
+	if n > 0 && route != nil && route.MaxBodyBytes > 0 {
+		limit = route.MaxBodyBytes
 	}
-	if n <= limit {
-		return fasthttp.StatusContinue
+	if n > limit {
+		s.app.Server().ErrorHandler(ctx, fasthttp.ErrBodyTooLarge)
+		return fasthttp.StatusRequestEntityTooLarge
 	}
-	s.app.Server().ErrorHandler(ctx, fasthttp.ErrBodyTooLarge)
-	return fasthttp.StatusRequestEntityTooLarge
+	if route != nil && route.Access == rules.Protected && len(h.Peek(fiber.HeaderAuthorization)) == 0 &&
+		len(h.Peek(headers.APIKeyHeader)) == 0 && len(h.Peek(fiber.HeaderSecWebSocketProtocol)) == 0 {
+		s.answerNow(ctx, errNoToken, "no_token")
+		return fasthttp.StatusUnauthorized
+	}
+	return fasthttp.StatusContinue
 }
 
-// routeBodyLimit finds the route of a request from its headers, as
+// answerNow answers a request from its headers (expectContinue) with
+// err, as observe would.
+func (s *Server) answerNow(ctx *fasthttp.RequestCtx, err error, outcome string) {
+	c := s.app.AcquireCtx(ctx)
+	defer s.app.ReleaseCtx(c)
+	st := s.pool.Get().(*state)
+	s.begin(c, st)
+	if s.tracing != nil {
+		s.traceBegin(c, st)
+	}
+	st.outcome = outcome
+	s.render(c, st, err)
+	s.finish(c, st)
+	s.pool.Put(st)
+}
+
+// expectRoute finds the route of a request from its headers, as
 // authorize will (the method, and the path normalized from the request
 // target parsed as fasthttp parses it for the handler: an absolute-form
-// target's path, without its query or fragment), and returns its body
-// limit, if it has one of its own. A target without a path the proxy
-// accepts ("*", one normalization refuses) keeps MAX_BODY_BYTES.
+// target's path, without its query or fragment); nil for a target
+// without a path the proxy accepts ("*", one normalization refuses), no
+// route, or a method the route does not take.
 //
 //go:noinline
-func (s *Server) routeBodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	rt := s.router.Load()
-	if !rt.Table.BodyLimits {
-		return fasthttp.RequestConfig{}
-	}
+func (s *Server) expectRoute(h *fasthttp.RequestHeader) *rules.Route {
 	u := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(u)
 	if err := u.Parse(h.Host(), h.RequestURI()); err != nil {
-		return fasthttp.RequestConfig{}
+		return nil
 	}
 	p, err := pathnorm.Append(nil, u.PathOriginal())
 	if err != nil {
-		return fasthttp.RequestConfig{}
+		return nil
 	}
-	g, _ := rt.Table.Match(p, nil)
+	g, _ := s.router.Load().Table.Match(p, nil)
 	if g == nil {
-		return fasthttp.RequestConfig{}
+		return nil
 	}
-	if r := g.Pick(h.Method()); r != nil && r.MaxBodyBytes > 0 {
-		return fasthttp.RequestConfig{MaxRequestBodySize: r.MaxBodyBytes}
-	}
-	return fasthttp.RequestConfig{}
+	return g.Pick(h.Method())
 }
 
 // knownMethod reports whether m is one of the methods Fiber routes (its
