@@ -23,8 +23,6 @@ const hopAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-
 	"X-Upstream-Hop: internal\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n" +
 	"Trailer: X-Checksum\r\nX-App: kept\r\n\r\nok"
 
-// cannedUpstream answers every request, its header read, with answer as
-// it is, then closes the connection; it returns its URL.
 // dialProxy opens a raw connection to the proxy at addr, closed when the
 // test ends, with a deadline that bounds a test that would hang.
 func dialProxy(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
@@ -38,7 +36,17 @@ func dialProxy(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	return conn, bufio.NewReader(conn)
 }
 
+// cannedUpstream answers every request, its header read, with answer as
+// it is, then closes the connection; it returns its URL.
 func cannedUpstream(t *testing.T, answer string) string {
+	return scriptedUpstream(t, func(string) string { return answer })
+}
+
+// scriptedUpstream answers each request, its header read, with
+// answer(its path), written at once (header and first bytes of what
+// follows in one write), then closes the connection; it returns its URL.
+func scriptedUpstream(t *testing.T, answer func(path string) string) string {
+	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -54,16 +62,22 @@ func cannedUpstream(t *testing.T, answer string) string {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 				br := bufio.NewReader(c)
+				path := ""
 				for {
 					line, err := br.ReadString('\n')
 					if err != nil {
 						return
 					}
+					if path == "" {
+						if f := strings.Fields(line); len(f) > 1 {
+							path = f[1]
+						}
+					}
 					if line == "\r\n" {
 						break
 					}
 				}
-				_, _ = io.WriteString(c, answer)
+				_, _ = io.WriteString(c, answer(path))
 			}()
 		}
 	}()

@@ -1,63 +1,24 @@
 package app
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-// pathUpstream answers each request, its header read, with the answer
-// for its path, written at once (header and first bytes of what follows
-// in one write), then closes the connection; it returns its URL.
+// pathUpstream answers each request with the answer for its path
+// (scriptedUpstream); it returns its URL.
 func pathUpstream(t *testing.T, answers map[string]string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				br := bufio.NewReader(c)
-				path := ""
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if path == "" {
-						if f := strings.Fields(line); len(f) > 1 {
-							path = f[1]
-						}
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				_, _ = io.WriteString(c, answers[path])
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String()
+	return scriptedUpstream(t, func(path string) string { return answers[path] })
 }
 
 // cookieFields are Set-Cookie fields of about n bytes in all.
