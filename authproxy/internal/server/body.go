@@ -65,7 +65,8 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 	if n >= 0 && n <= min(8<<10, s.o.MaxBodyBytes) {
 		// fasthttp read the whole body ahead (up to 8 KiB and
 		// MAX_BODY_BYTES, before the handler): it is in memory, and Body
-		// copies nothing and cannot fail.
+		// takes it from the stream within its own buffer, with no read
+		// from the connection that could fail.
 		req.Body()
 		return nil
 	}
