@@ -180,7 +180,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	}
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv, Keys: a.Projections,
 		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: serverNow, Tracing: tr, Lines: h.Lines},
-		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
+		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, BodyMemory: int64(cfg.BodyMemoryMB) << 20, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
 			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg)})
 	m.RulesGeneration.Set(1)
 	return a, nil

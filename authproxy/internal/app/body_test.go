@@ -379,3 +379,59 @@ func TestExpectContinueRefusedFromHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestBodyMemoryBounded: the body buffers of requests being read at once
+// stay within BODY_MEMORY_MB (1 MiB here): a body that would pass it is
+// refused 503 with Retry-After (the client reads it: the rest of its body
+// is read and dropped), and every byte held is given back when a request
+// ends (authproxy_request_body_bytes back at 0), so the next body is read.
+func TestBodyMemoryBounded(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules, vars: map[string]string{"BODY_MEMORY_MB": "1"}})
+	tok := e.token(nil)
+	held := func() float64 {
+		_, body := get(t, "http://"+e.admin+"/metrics")
+		return metricValue(body, "authproxy_request_body_bytes")
+	}
+	// A holds most of the budget: it declares 900 KiB and sends 600.
+	a, abr := dialProxy(t, e.addr)
+	fmt.Fprintf(a, "POST /uploads/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", tok, 900<<10, strings.Repeat("a", 600<<10))
+	testenv.Eventually(t, func() error {
+		if v := held(); v < 600<<10 {
+			return fmt.Errorf("held %v bytes, want A's body counted", v)
+		}
+		return nil
+	})
+	// B's 300 KiB does not fit beside it.
+	body := strings.Repeat("b", 300<<10)
+	send := func() *http.Response {
+		t.Helper()
+		b, bbr := dialProxy(t, e.addr)
+		if _, err := fmt.Fprintf(b, "POST /uploads/b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", tok, len(body), body); err != nil {
+			t.Fatalf("sending B: %v", err)
+		}
+		resp, err := http.ReadResponse(bbr, nil)
+		if err != nil {
+			t.Fatalf("B: no answer: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp
+	}
+	if resp := send(); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !resp.Close {
+		t.Fatalf("B beside A: %d (Retry-After %q, close %v), want 503 with Retry-After, the connection closed", resp.StatusCode, resp.Header.Get("Retry-After"), resp.Close)
+	}
+	e.wantNothingForwarded()
+	// A ends its body: forwarded, and what it held given back.
+	_, _ = io.WriteString(a, strings.Repeat("a", 300<<10))
+	if resp, err := http.ReadResponse(abr, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("A: %v, %v", resp, err)
+	}
+	if v := held(); v != 0 {
+		t.Fatalf("held %v bytes once A ended, want 0", v)
+	}
+	if resp := send(); resp.StatusCode != 200 {
+		t.Fatalf("B alone: %d, want 200", resp.StatusCode)
+	}
+	if v := held(); v != 0 {
+		t.Fatalf("held %v bytes once B ended, want 0", v)
+	}
+}

@@ -86,6 +86,7 @@ type Config struct {
 	UpstreamTLS       *tls.Config
 	ProjectionTimeout time.Duration
 	MaxBodyBytes      int
+	BodyMemoryMB      int
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
@@ -157,6 +158,7 @@ var Vars = append(envconfig.Table{
 	{Name: "PROJECTION_TIMEOUT", Default: "2s", Help: "timeout of a projection fetch"},
 	{Name: "PROJECTION_MAX_FETCHES", Default: "64", Help: "projection fetches in flight at once; a miss beyond it gets 503 + Retry-After"},
 	{Name: "MAX_BODY_BYTES", Default: "1048576", Help: "largest request body (413 above)"},
+	{Name: "BODY_MEMORY_MB", Default: "64", Help: "memory (MiB) the request bodies being read at once may take beyond their first 8 KiB; a body that would pass it gets 503 + Retry-After"},
 	{Name: "READ_TIMEOUT", Default: "30s", Help: "client read timeout"},
 	{Name: "WRITE_TIMEOUT", Default: "30s", Help: "client write timeout"},
 	{Name: "IDLE_TIMEOUT", Default: "60s", Help: "client keep-alive idle timeout"},
@@ -319,6 +321,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.ProjectionTimeout = p.Duration("PROJECTION_TIMEOUT", time.Millisecond, 0)
 	c.ProjectionMaxFetches = p.Int("PROJECTION_MAX_FETCHES", 1, 0, 0)
 	c.MaxBodyBytes = p.Int("MAX_BODY_BYTES", 1, 0, 0)
+	c.BodyMemoryMB = p.Int("BODY_MEMORY_MB", 1, 0, 0)
 	c.ReadTimeout = p.Duration("READ_TIMEOUT", time.Millisecond, 0)
 	c.WriteTimeout = p.Duration("WRITE_TIMEOUT", time.Millisecond, 0)
 	c.IdleTimeout = p.Duration("IDLE_TIMEOUT", time.Millisecond, 0)

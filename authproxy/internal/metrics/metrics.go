@@ -183,6 +183,15 @@ func (m *Metrics) Lingering(n func() int64) {
 		func() float64 { return float64(n()) }))
 }
 
+// BodyBytes exports authproxy_request_body_bytes, read from n when
+// scraped: the bytes of the request body buffers being read at once
+// (BODY_MEMORY_MB bounds them). Only the first is exported.
+func (m *Metrics) BodyBytes(n func() int64) {
+	_ = m.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authproxy_request_body_bytes",
+		Help: "Bytes of the request body buffers held by requests being read or forwarded (beyond the first 8 KiB each); BODY_MEMORY_MB bounds them."},
+		func() float64 { return float64(n()) }))
+}
+
 // Cache returns the counters of the named cache.
 func (m *Metrics) Cache(name string) CacheCounters {
 	return CacheCounters{

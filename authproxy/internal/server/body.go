@@ -37,6 +37,9 @@ const maxKeptBody = 64 << 10
 var (
 	errBodyTimeout   = &httpError{status: 408, code: problem.CodeBadRequest, detail: "request timed out"}
 	errBodyMalformed = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed request body"}
+	// errBodyMemory: the bodies being read at once hold BODY_MEMORY_MB.
+	errBodyMemory = &httpError{status: 503, code: problem.CodeUnavailable, retryAfter: true,
+		detail: "too many request bodies are being read at once: retry"}
 )
 
 // bodyOver reports whether a request's body is longer than limit, as far
@@ -78,7 +81,15 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 	b := st.body[:0]
 	for len(b) < want {
 		if len(b) == cap(b) {
-			b = slices.Grow(b, min(max(cap(b), 4<<10), want-len(b)))
+			k := min(max(cap(b), 4<<10), want-len(b))
+			if !s.holdBody(st, int64(k)) {
+				st.body = keepBody(b)
+				st.outcome, st.linger = "refused", true // the rest is still coming
+				return errBodyMemory
+			}
+			old := cap(b)
+			b = slices.Grow(b, k)
+			s.holdBody(st, int64(cap(b)-old-k)) // the allocator's rounding, counted whatever the bound
 		}
 		m, err := bs.Read(b[len(b):cap(b)])
 		b = b[:len(b)+m]
@@ -111,6 +122,18 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 	// decision, and the signature's window counts from its timestamp.
 	st.authAt = s.d.Now()
 	return nil
+}
+
+// holdBody counts n more bytes of body buffer for the request, and
+// reports whether they fit within BODY_MEMORY_MB (those that do not are
+// not counted). observe gives back what a request held when it ends.
+func (s *Server) holdBody(st *state, n int64) bool {
+	if s.bodyBytes.Add(n) > s.o.BodyMemory && s.o.BodyMemory > 0 && n > 0 {
+		s.bodyBytes.Add(-n)
+		return false
+	}
+	st.bodyHeld += n
+	return true
 }
 
 // keepBody returns b for the request's state to reuse, or nil when it is

@@ -221,7 +221,10 @@ func newAnonymous(signer *identity.KeySigner) *warm {
 
 // Options are the app's limits.
 type Options struct {
-	MaxBodyBytes  int
+	MaxBodyBytes int
+	// BodyMemory bounds the bytes of the body buffers readBody holds at
+	// once (0: no bound).
+	BodyMemory    int64
 	MaxTokenBytes int
 	ReadTimeout   time.Duration
 	WriteTimeout  time.Duration
@@ -245,6 +248,8 @@ type Server struct {
 	draining atomic.Bool
 	// lingering counts the connections in lingerClose (body.go).
 	lingering atomic.Int64
+	// bodyBytes counts the bytes of the body buffers readBody holds.
+	bodyBytes atomic.Int64
 	idPrefix  string
 	idSeq     *percpu.Sequence
 	// xffWarnAt is when (unix ns) the next untrusted-X-Forwarded-For
@@ -316,6 +321,7 @@ type state struct {
 	body      []byte
 	bodyRead  bool
 	bodyLimit int
+	bodyHeld  int64 // bytes of body buffers counted in Server.bodyBytes
 	// linger: refused for a body over its limit, which may still be
 	// arriving; the connection ends after the answer (linger).
 	linger  bool
@@ -353,6 +359,7 @@ func New(d Deps, o Options) *Server {
 	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
 	s.router.Store(d.Router)
 	d.Metrics.Lingering(s.lingering.Load)
+	d.Metrics.BodyBytes(s.bodyBytes.Load)
 	for _, out := range decide.Outcomes() {
 		for int(out) >= len(s.decisions) {
 			s.decisions = append(s.decisions, nil)
@@ -579,6 +586,10 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if st.bodyRead { // the request no longer points at the state's buffer
 		c.Request().SetBodyRaw(nil)
 		st.bodyRead = false
+	}
+	if st.bodyHeld != 0 {
+		s.bodyBytes.Add(-st.bodyHeld)
+		st.bodyHeld = 0
 	}
 	if st.linger {
 		st.linger = false
