@@ -79,6 +79,11 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 		want = n // not over limit: authorize checked
 	}
 	b := st.body[:0]
+	// The buffer a previous request left in the state counts too.
+	if cap(b) > 0 && !s.holdBody(st, int64(cap(b))) {
+		st.outcome, st.linger = "refused", true // the body is still coming
+		return errBodyMemory
+	}
 	for len(b) < want {
 		if len(b) == cap(b) {
 			k := min(max(cap(b), 4<<10), want-len(b))
