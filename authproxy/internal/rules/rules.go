@@ -203,8 +203,6 @@ type Table struct {
 	// (zero for a table built without a file): what a reload compares a
 	// file's content with.
 	Source [32]byte
-	// BodyLimits: some route has a max_body_bytes of its own.
-	BodyLimits bool
 }
 
 // MaxRouteBodyBytes is the largest max_body_bytes a route may set: a
@@ -557,7 +555,6 @@ func Compile(f File, env Env) (*Table, error) {
 		if err := t.add(r, where); err != nil {
 			errs = append(errs, err)
 		}
-		t.BodyLimits = t.BodyLimits || r.MaxBodyBytes > 0
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
