@@ -34,6 +34,10 @@ import (
 // for the next request; a larger one is left to the collector.
 const maxKeptBody = 64 << 10
 
+// readAhead is how much of a body fasthttp reads with its headers, before
+// the handler runs (capped by MAX_BODY_BYTES, the listener's limit).
+const readAhead = 8 << 10
+
 var (
 	errBodyTimeout   = &httpError{status: 408, code: problem.CodeBadRequest, detail: "request timed out"}
 	errBodyMalformed = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed request body"}
@@ -65,7 +69,7 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 	req := c.Request()
 	h := &req.Header
 	n := h.ContentLength() // -1: chunked
-	if n >= 0 && n <= min(8<<10, s.o.MaxBodyBytes) {
+	if n >= 0 && n <= min(readAhead, s.o.MaxBodyBytes) {
 		// fasthttp read the whole body ahead (up to 8 KiB and
 		// MAX_BODY_BYTES, before the handler): it is in memory, and Body
 		// takes it from the stream within its own buffer, with no read
@@ -81,16 +85,13 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 	b := st.body[:0]
 	// The buffer a previous request left in the state counts too.
 	if cap(b) > 0 && !s.holdBody(st, int64(cap(b))) {
-		st.outcome, st.linger = "refused", true // the body is still coming
-		return errBodyMemory
+		return overMemory(st, b)
 	}
 	for len(b) < want {
 		if len(b) == cap(b) {
 			k := min(max(cap(b), 4<<10), want-len(b))
 			if !s.holdBody(st, int64(k)) {
-				st.body = keepBody(b)
-				st.outcome, st.linger = "refused", true // the rest is still coming
-				return errBodyMemory
+				return overMemory(st, b)
 			}
 			old := cap(b)
 			b = slices.Grow(b, k)
@@ -121,7 +122,6 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 		return errTrailers
 	}
 	req.SetBodyRaw(b)
-	st.bodyRead = true
 	h.SetContentLength(len(b)) // forwarded with its length, not chunked
 	// Signed as of now: the body took its time to arrive after the
 	// decision, and the signature's window counts from its timestamp.
@@ -139,6 +139,14 @@ func (s *Server) holdBody(st *state, n int64) bool {
 	}
 	st.bodyHeld += n
 	return true
+}
+
+// overMemory refuses a body BODY_MEMORY_MB has no room for, read into b
+// so far: the rest is still coming (linger).
+func overMemory(st *state, b []byte) error {
+	st.body = keepBody(b)
+	st.outcome, st.linger = "refused", true
+	return errBodyMemory
 }
 
 // keepBody returns b for the request's state to reuse, or nil when it is

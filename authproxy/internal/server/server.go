@@ -315,13 +315,13 @@ type state struct {
 	xkey     []byte // X-API-Key's value, copied (apikey.go)
 	xkeyN    int    // X-API-Key headers sent
 	// body holds a streamed request body readBody read (reused by the
-	// next request up to maxKeptBody), bodyRead that the request's body
-	// is it, and bodyLimit the route's max_body_bytes (0: none or not
-	// routed).
+	// next request up to maxKeptBody); bodyHeld is the bytes of it
+	// counted in Server.bodyBytes (not 0 once readBody used it: the
+	// request's body may be it); bodyLimit is the route's max_body_bytes
+	// (0: none or not routed).
 	body      []byte
-	bodyRead  bool
+	bodyHeld  int64
 	bodyLimit int
-	bodyHeld  int64 // bytes of body buffers counted in Server.bodyBytes
 	// linger: refused for a body over its limit, which may still be
 	// arriving; the connection ends after the answer (linger).
 	linger  bool
@@ -443,7 +443,7 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		limit = route.MaxBodyBytes
 	}
 	if n > limit {
-		s.app.Server().ErrorHandler(ctx, fasthttp.ErrBodyTooLarge)
+		s.answerNow(ctx, errTooLarge, "refused")
 		return fasthttp.StatusRequestEntityTooLarge
 	}
 	if route != nil && route.Access == rules.Protected && len(h.Peek(fiber.HeaderAuthorization)) == 0 &&
@@ -459,15 +459,7 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 func (s *Server) answerNow(ctx *fasthttp.RequestCtx, err error, outcome string) {
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
-	st := s.pool.Get().(*state)
-	s.begin(c, st)
-	if s.tracing != nil {
-		s.traceBegin(c, st)
-	}
-	st.outcome = outcome
-	s.render(c, st, err)
-	s.finish(c, st)
-	s.pool.Put(st)
+	s.answer(c, err, outcome)
 }
 
 // expectRoute finds the route of a request from its headers, as
@@ -583,11 +575,8 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		s.render(c, st, err)
 	}
 	s.finish(c, st)
-	if st.bodyRead { // the request no longer points at the state's buffer
-		c.Request().SetBodyRaw(nil)
-		st.bodyRead = false
-	}
-	if st.bodyHeld != 0 {
+	if st.bodyHeld != 0 { // readBody used the state's buffer
+		c.Request().SetBodyRaw(nil) // no longer pointing at it
 		s.bodyBytes.Add(-st.bodyHeld)
 		st.bodyHeld = 0
 	}
@@ -1623,6 +1612,13 @@ func redact(s string) string {
 // metrics and access log as any other answer. (observe renders every
 // other error itself and always returns nil.)
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	s.answer(c, err, "")
+	return nil
+}
+
+// answer answers a request with err outside observe (errorHandler,
+// answerNow), as observe would, with outcome (or the one render sets).
+func (s *Server) answer(c *fiber.Ctx, err error, outcome string) {
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
 	if s.tracing != nil {
@@ -1631,10 +1627,10 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	// Headers too large or malformed: the request line was never read, and
 	// the path fasthttp reports is a default, not the client's.
 	st.unparsed = len(c.Request().Header.RawHeaders()) == 0
+	st.outcome = outcome
 	s.render(c, st, err)
 	s.finish(c, st)
 	s.pool.Put(st)
-	return nil
 }
 
 func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
