@@ -26,8 +26,9 @@ const (
 	clientBaggage     = "tenant.id=someone-else"
 )
 
-// tracedEnv is a proxy tracing with sampler (and arg) into memory.
-func tracedEnv(t *testing.T, sampler string, vars map[string]string) (*env, *tracetest.InMemoryExporter) {
+// memTracer is a tracer provider sampling with sampler (and arg 0) into
+// memory.
+func memTracer(t *testing.T, sampler string) (*tracing.Provider, *tracetest.InMemoryExporter) {
 	t.Helper()
 	c, err := tracing.Load(func(k string) string {
 		return map[string]string{"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": "0"}[k]
@@ -40,6 +41,13 @@ func tracedEnv(t *testing.T, sampler string, vars map[string]string) (*env, *tra
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, exp
+}
+
+// tracedEnv is a proxy tracing with sampler (and arg) into memory.
+func tracedEnv(t *testing.T, sampler string, vars map[string]string) (*env, *tracetest.InMemoryExporter) {
+	t.Helper()
+	p, exp := memTracer(t, sampler)
 	if vars == nil {
 		vars = map[string]string{}
 	}
@@ -510,15 +518,7 @@ func TestAccessLineAsLogged(t *testing.T) {
 // request on a strip_prefix route name the client's path (normalized), not
 // the one forwarded.
 func TestStripPrefixLoggedAsRequested(t *testing.T) {
-	c, err := tracing.Load(func(k string) string { return map[string]string{"OTEL_TRACES_SAMPLER": "always_on"}[k] }, "authproxy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp := tracetest.NewInMemoryExporter()
-	p, err := tracing.NewWith(c, sdktrace.WithSyncer(exp))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, exp := memTracer(t, "always_on")
 	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true"}, tracing: p, rules: appUpstream +
 		"routes:\n  - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}\n"})
 	e.wantStatus(e.do("GET", "/billing/a/../invoices/7?due=1", e.token(nil), nil), 200)
