@@ -635,31 +635,13 @@ func releaseHeader(br *bufio.Reader) []byte {
 	return rest
 }
 
-// prefixed reads rest, then r: the bytes read along with an answer's
-// header, then the connection they came from.
-type prefixed struct {
-	rest []byte
-	r    io.Reader
-}
-
-// after is r preceded by rest (r itself if rest is empty).
+// after is r preceded by rest (r itself if rest is empty): the bytes read
+// along with an answer's header, then the connection they came from.
 func after(rest []byte, r io.Reader) io.Reader {
 	if len(rest) == 0 {
 		return r
 	}
-	return &prefixed{rest: rest, r: r}
-}
-
-func (p *prefixed) Read(b []byte) (int, error) {
-	if len(p.rest) == 0 {
-		return p.r.Read(b)
-	}
-	n := copy(b, p.rest)
-	p.rest = p.rest[n:]
-	if len(p.rest) == 0 {
-		p.rest = nil // let it go
-	}
-	return n, nil
+	return io.MultiReader(bytes.NewReader(rest), r) // drops rest once read
 }
 
 // dial connects to the upstream at addr, over TLS when cfg is set (the
