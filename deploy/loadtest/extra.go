@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,6 +21,10 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/valyala/fasthttp"
 )
+
+// bareTokensName is the callgrind row of the bare proxy sent authproxy's
+// warm requests, bearer token included.
+const bareTokensName = "bare Fiber proxy, authproxy's requests (bearer token forwarded as it is)"
 
 // oauth2ProxyModule is the peer measured in JWT bearer mode, built from
 // the Go module proxy.
@@ -298,8 +303,9 @@ func firstStatus(addr string, raw []byte) int {
 }
 
 // callgrindRows counts the instructions each proxy process executes per
-// warm request: the bare proxy and an authproxy configured like the main
-// one, each started under callgrind, warmed, then n requests sent one
+// warm request: the bare proxy, an authproxy configured like the main
+// one, and the bare proxy sent authproxy's requests (bareTokensName),
+// each started under callgrind, warmed, then n requests sent one
 // after another on one connection between a zeroing and a dump of the
 // counters; a window of the same length without requests is counted the
 // same way and subtracted (timers, GC, the NATS client). Counts do not
@@ -309,18 +315,28 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 	if h.o.duration < 5*time.Second { // -quick
 		n = 300
 	}
-	names := []string{"bare Fiber proxy", fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers))}
+	// The third row is the bare proxy sent authproxy's requests, bearer
+	// token included (forwarded as it is): what the token's bytes cost a
+	// proxy that does nothing with them, as in the paired rounds.
+	names := []string{"bare Fiber proxy", fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), bareTokensName}
+	missing := func(note string) []instrRow {
+		out := make([]instrRow, len(names))
+		for i, n := range names {
+			out[i] = instrRow{name: n, perRequest: -1, note: note}
+		}
+		return out
+	}
 	if _, err := exec.LookPath("valgrind"); err != nil {
-		return []instrRow{{name: names[0], perRequest: -1, note: "not measured: valgrind missing"}, {name: names[1], perRequest: -1, note: "not measured: valgrind missing"}}
+		return missing("not measured: valgrind missing")
 	}
 	if _, err := exec.LookPath("callgrind_control"); err != nil {
-		return []instrRow{{name: names[0], perRequest: -1, note: "not measured: callgrind_control missing"}, {name: names[1], perRequest: -1, note: "not measured: callgrind_control missing"}}
+		return missing("not measured: callgrind_control missing")
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil
 	}
-	bareAddr, proxyAddr, proxyAdmin := freeAddr(), freeAddr(), freeAddr()
+	bareAddr, bareTokAddr, proxyAddr, proxyAdmin := freeAddr(), freeAddr(), freeAddr(), freeAddr()
 	targets := []struct {
 		name, addr, ready, gc string
 		env                   []string
@@ -329,6 +345,7 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		reqs                  [][]byte
 	}{
 		{names[0], bareAddr, "http://" + bareAddr + benchURI, "", nil, self, []string{"-serve", "bare", "-addr", bareAddr, "-upstream", h.upstreamAddr}, noAuth},
+		{names[2], bareTokAddr, "http://" + bareTokAddr + benchURI, "", nil, self, []string{"-serve", "bare", "-addr", bareTokAddr, "-upstream", h.upstreamAddr}, warmReqs},
 		// A projection fetch's timeout bounds the proxy's own wall time,
 		// which valgrind stretches some fifty times: the warm-up's fetches
 		// get longer (a value only: the warm requests, counted, fetch
@@ -336,7 +353,9 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		{names[1], proxyAddr, "http://" + proxyAdmin + "/readyz", "http://" + proxyAdmin + "/debug/pprof/heap?gc=1", append(append(h.proxyEnv(proxyAddr, proxyAdmin, h.upstreamAddr), h.appEnv...), "PROJECTION_TIMEOUT=60s"),
 			filepath.Join(h.bin, "authproxy"), nil, warmReqs},
 	}
-	var out []instrRow
+	// In names' order (the report's: bare, authproxy, bare with the
+	// tokens), whatever order they run in.
+	out := make([]instrRow, len(names))
 	for _, t := range targets {
 		r := instrRow{name: t.name, requests: n, perRequest: -1}
 		per, base, err := h.callgrindOne(ctx, t.name, t.addr, t.ready, t.gc, t.env, t.bin, t.args, t.reqs, n)
@@ -356,7 +375,7 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		}
 		h.logf("callgrind %-40s %.0f instructions/request (idle window %.0f subtracted), simulated misses/request: L1i %.0f, L1d %.0f, L2 %.1f %s",
 			t.name, r.perRequest, r.baselinePerRq, r.i1Miss, r.d1Miss, r.llMiss, r.note)
-		out = append(out, r)
+		out[slices.Index(names, t.name)] = r
 	}
 	return out
 }

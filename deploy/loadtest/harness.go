@@ -826,8 +826,11 @@ func (h *harness) callgrindOnly(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "%-40s %8.0f instructions/request (idle window %.0f subtracted), simulated misses/request: L1i %.0f, L1d %.0f, L2 %.1f %s\n",
 			r.name, r.perRequest, r.baselinePerRq, r.i1Miss, r.d1Miss, r.llMiss, r.note)
 	}
-	if len(rows) == 2 && rows[0].perRequest > 0 && rows[1].perRequest > 0 {
+	if len(rows) >= 2 && rows[0].perRequest > 0 && rows[1].perRequest > 0 {
 		fmt.Fprintf(out, "authproxy ÷ bare: %.2f×\n", rows[1].perRequest/rows[0].perRequest)
+	}
+	if len(rows) >= 3 && rows[1].perRequest > 0 && rows[2].perRequest > 0 {
+		fmt.Fprintf(out, "authproxy ÷ bare sent authproxy's requests: %.2f×\n", rows[1].perRequest/rows[2].perRequest)
 	}
 	return ctx.Err()
 }
