@@ -833,12 +833,13 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // TestStripPrefix: a route with strip_prefix forwards the path without its
 // prefix (and "/" for the prefix itself), signed as forwarded; the others
-// forward the path whole.
+// forward the path whole. (Routes of other prefixes to one app as a
+// stripped one ask the same of the caller: TestStrippedPrefixAliases.)
 func TestStripPrefix(t *testing.T) {
 	e := start(t, envOpt{rules: appUpstream + `
 routes:
   - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}
-  - {prefix: /notes, upstream: notes, access: public}
+  - {prefix: /notes, upstream: notes, access: protected}
 `})
 	for _, tc := range []struct{ path, want string }{
 		{"/billing/invoices/7?due=1&x=%2F", "/invoices/7?due=1&x=%2F"},

@@ -11,7 +11,8 @@
 // prefix; no matching prefix is 404. Paths under /internal are never
 // routed. A file route can neither equal nor lie under a built-in prefix,
 // so no configuration can shadow coreapi's routes or send sign-in traffic
-// to an app.
+// to an app; nor can a route with strip_prefix open another route's app
+// paths with other requirements (Table.aliases).
 package rules
 
 import (
@@ -545,6 +546,7 @@ func Compile(f File, env Env) (*Table, error) {
 		_ = t.add(&Route{Prefix: c.prefix, Access: c.access, Core: true, methods: set,
 			IgnoreBadBearer: c.prefix == TokenPath}, "built-in route")
 	}
+	var placed []placedRoute
 	for i, sp := range f.Routes {
 		where := fmt.Sprintf("route %d (%s)", i+1, sp.Prefix)
 		r, err := compileRoute(sp, index)
@@ -554,8 +556,11 @@ func Compile(f File, env Env) (*Table, error) {
 		}
 		if err := t.add(r, where); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		placed = append(placed, placedRoute{r, where})
 	}
+	errs = append(errs, t.aliases(placed)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -595,6 +600,68 @@ func (t *Table) add(r *Route, where string) error {
 	}
 	g.routes = append(g.routes, r)
 	return nil
+}
+
+// placedRoute is a file route with where the file has it.
+type placedRoute struct {
+	r     *Route
+	where string
+}
+
+// aliases refuses routes through which one request of an app could arrive
+// with other requirements. A route with strip_prefix sends its paths
+// without the prefix: with /pub stripped, /pub/notes/1 reaches the app as
+// /notes/1, as the route /notes sends /notes/1. Where such routes go to
+// the same app, the app cannot tell which of them the proxy authorized,
+// and the one asking less would decide for both (an anonymous request
+// for /pub/notes/1 served where /notes needs a permission). Routes of
+// different prefixes (one of them stripped) to one app must then admit
+// the same methods and ask the same of the caller. Routes sharing a
+// prefix admit disjoint methods, so no request can take either.
+func (t *Table) aliases(routes []placedRoute) []error {
+	var errs []error
+	for i, a := range routes {
+		for _, b := range routes[i+1:] {
+			if !a.r.StripPrefix && !b.r.StripPrefix || a.r.Prefix == b.r.Prefix ||
+				!sameApp(&t.Upstreams[a.r.Upstream], &t.Upstreams[b.r.Upstream]) || sameRequirements(a.r, b.r) {
+				continue
+			}
+			s, o := a, b // s strips
+			if !s.r.StripPrefix {
+				s, o = b, a
+			}
+			example := fmt.Sprintf("%s%s/x reaches it as %s/x does", s.r.Prefix, o.r.Prefix, o.r.Prefix)
+			if o.r.StripPrefix {
+				example = fmt.Sprintf("%s/x and %s/x both reach it as /x", s.r.Prefix, o.r.Prefix)
+			}
+			errs = append(errs, fmt.Errorf("%s strips its prefix and %s goes to the same app (%s): an app path is reached through either (%s), "+
+				"yet they differ in methods, access, permissions or require_* and max_auth_age, and the one asking less would decide for both; "+
+				"give them the same, or send them to apps at different addresses",
+				s.where, o.where, t.Upstreams[s.r.Upstream].Addr, example))
+		}
+	}
+	return errs
+}
+
+// sameApp reports whether two upstreams may be one app: the same address
+// (two upstream names of one URL included). Addresses are compared as
+// written: two names of one host are not recognised.
+func sameApp(a, b *Upstream) bool {
+	return strings.EqualFold(a.Addr, b.Addr)
+}
+
+// sameRequirements reports whether two routes admit the same methods and
+// ask the same of the caller.
+func sameRequirements(a, b *Route) bool {
+	methods := func(r *Route) uint16 {
+		if r.methods == 0 {
+			return anyMethod
+		}
+		return r.methods
+	}
+	perms := func(r *Route) []string { return slices.Compact(slices.Sorted(slices.Values(r.Permissions))) }
+	return methods(a) == methods(b) && a.Access == b.Access && slices.Equal(perms(a), perms(b)) &&
+		a.RequireVerifiedEmail == b.RequireVerifiedEmail && a.RequireMFA == b.RequireMFA && a.MaxAuthAge == b.MaxAuthAge
 }
 
 func methodsText(set uint16) string {

@@ -87,10 +87,11 @@ const notesFile = `
 upstreams:
   notes: {url: "http://127.0.0.1:8082", key_id: app-notes}
   other: {url: "http://10.0.0.9", key_id: app-other}
+  pages: {url: "http://10.0.0.10", key_id: app-third}
 routes:
   - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}
   - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write], require_verified_email: true, max_body_bytes: 10485760}
-  - {prefix: /notes/public, upstream: notes, access: optional, strip_prefix: true}
+  - {prefix: /notes/public, upstream: pages, access: optional, strip_prefix: true}
   - {prefix: /notes-admin, upstream: other, access: protected, permissions: [notes:admin], require_mfa: true, max_auth_age: 5m}
   - {prefix: /events, methods: [GET], upstream: notes, access: protected, websocket: true, stream_timeout: 10m}
   - {prefix: /, upstream: other, access: public}
@@ -119,7 +120,7 @@ func TestAppRoutes(t *testing.T) {
 		{"GET", "/notes-admin", 200, "other", "notes:admin"},
 		{"GET", "/notes-admin/x", 200, "other", "notes:admin"},
 		{"GET", "/notesx", 200, "other", ""},
-		{"GET", "/notes/public/x", 200, "notes", ""},
+		{"GET", "/notes/public/x", 200, "pages", ""},
 		// The longest prefix (compared ignoring case) spelled in another
 		// case: 404, neither its route nor a shorter one's ("/notes"
 		// to an upstream that compares case, "/" to one that does not).
@@ -129,7 +130,7 @@ func TestAppRoutes(t *testing.T) {
 		{"GET", "/notes/PUBLIC/x", 404, "", ""},
 		{"GET", "/notes-Admin", 404, "", ""},
 		// Beyond the prefix, case is the upstream's business.
-		{"GET", "/notes/public/X", 200, "notes", ""},
+		{"GET", "/notes/public/X", 200, "pages", ""},
 		{"GET", "/Reports/Q1", 200, "other", ""},
 		{"GET", "/reports/Q1", 404, "", ""},
 		{"GET", "/Anything/Else", 200, "other", ""},
@@ -430,5 +431,49 @@ func TestRewriteHostHeader(t *testing.T) {
 		if tb.Upstreams[1].Host != tc.want || tb.Upstreams[2].Host != "" {
 			t.Fatalf("%s: Host %q (without rewrite_host %q), want %q", tc.url, tb.Upstreams[1].Host, tb.Upstreams[2].Host, tc.want)
 		}
+	}
+}
+
+// A route with strip_prefix sends its paths without the prefix, so one
+// app path can be reached through it and through another route to the
+// same app (/pub/notes/1 and /notes/1 both arrive as /notes/1): such
+// routes must admit the same methods and ask the same of the caller, else
+// the one asking less would decide for both. Routes of one prefix, routes
+// without strip_prefix and routes to apps at other addresses never share
+// an app path.
+func TestStrippedPrefixAliases(t *testing.T) {
+	const ups = "upstreams:\n  notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}\n" +
+		"  notes2: {url: 'http://127.0.0.1:8082', key_id: app-notes}\n  other: {url: 'http://127.0.0.1:8083', key_id: app-other}\nroutes:\n"
+	tests := []struct{ name, routes, want string }{
+		{"public stripped beside protected", "  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n" +
+			"  - {prefix: /notes/public, upstream: notes, access: public, strip_prefix: true}\n",
+			"route 2 (/notes/public) strips its prefix and route 1 (/notes) goes to the same app (127.0.0.1:8082): an app path is reached through either (/notes/public/notes/x reaches it as /notes/x does)"},
+		{"two stripped prefixes", "  - {prefix: /a, upstream: notes, access: protected, strip_prefix: true}\n" +
+			"  - {prefix: /b, upstream: notes, access: optional, strip_prefix: true}\n", "(/a/x and /b/x both reach it as /x)"},
+		{"two names of one address", "  - {prefix: /notes, upstream: notes, access: protected}\n" +
+			"  - {prefix: /pub, upstream: notes2, access: public, strip_prefix: true}\n", "route 2 (/pub) strips its prefix and route 1 (/notes)"},
+		{"other permissions", "  - {prefix: /a, upstream: notes, access: protected, permissions: [a:read], strip_prefix: true}\n" +
+			"  - {prefix: /b, upstream: notes, access: protected, permissions: [a:read, a:write]}\n", "route 1 (/a) strips its prefix"},
+		{"other methods", "  - {prefix: /a, methods: [GET], upstream: notes, access: public, strip_prefix: true}\n" +
+			"  - {prefix: /b, upstream: notes, access: public}\n", "route 1 (/a) strips its prefix"},
+		{"other max_auth_age", "  - {prefix: /a, upstream: notes, access: protected, max_auth_age: 5m, strip_prefix: true}\n" +
+			"  - {prefix: /b, upstream: notes, access: protected}\n", "route 1 (/a) strips its prefix"},
+		{"the same requirements", "  - {prefix: /a, methods: [GET], upstream: notes, access: protected, permissions: [a:read, b:read], websocket: true, strip_prefix: true}\n" +
+			"  - {prefix: /b, methods: [GET], upstream: notes2, access: protected, permissions: [b:read, a:read], stream_timeout: 1m, strip_prefix: true}\n" +
+			"  - {prefix: /a/c, methods: [GET, HEAD], upstream: notes, access: protected, permissions: [a:read, b:read]}\n", ""},
+		{"apps at other addresses", "  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n" +
+			"  - {prefix: /notes/public, upstream: other, access: public, strip_prefix: true}\n", ""},
+		{"one prefix, disjoint methods", "  - {prefix: /a, methods: [GET], upstream: notes, access: public, strip_prefix: true}\n" +
+			"  - {prefix: /a, methods: [POST], upstream: notes, access: protected}\n", ""},
+		{"no strip_prefix", "  - {prefix: /notes, upstream: notes, access: protected}\n" +
+			"  - {prefix: /notes/public, upstream: notes, access: public}\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(ups+tt.routes), testEnv)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("Parse = %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }
