@@ -85,6 +85,16 @@ func (s *Server) keyHygiene(c *fiber.Ctx, st *state) error {
 		return nil
 	}
 	h := &c.Request().Header
+	err := s.apiKeyHeader(h, st)
+	if st.xkeyN > 0 {
+		headers.DelAPIKey(h)
+	}
+	return err
+}
+
+// apiKeyHeader copies the request's X-API-Key into st (xkey, xkeyN), and
+// refuses it beside another X-API-Key or Authorization.
+func (s *Server) apiKeyHeader(h *fasthttp.RequestHeader, st *state) error {
 	v, n := headers.APIKey(h)
 	if n == 0 {
 		return nil
@@ -95,7 +105,6 @@ func (s *Server) keyHygiene(c *fiber.Ctx, st *state) error {
 	} else {
 		st.xkey = append(st.xkey, v[:apikey.Len+1]...)
 	}
-	headers.DelAPIKey(h)
 	if n > 1 || len(h.Peek(fiber.HeaderAuthorization)) > 0 {
 		st.outcome = "ambiguous_credentials"
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("ambiguous").Inc()
@@ -156,71 +165,14 @@ func keyWarm(e *projection.KeyEntry) *warm {
 // raw: the Authorization bearer starting with "tg_") and authorizes it as
 // the key's user with the key's effective permissions.
 func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, raw []byte) error {
-	key := raw
-	if st.xkeyN > 0 {
-		key = st.xkey
-	}
-	pid, ok := apikey.Parse(key)
-	if !ok {
-		st.outcome = "bad_api_key"
-		if st.xkeyN > 0 && !apikey.HasPrefix(key) {
-			s.d.Metrics.APIKeyRefusals.WithLabelValues("not_a_key").Inc()
-			return s.keyRefused(c, st, rt, route, errNotAKey)
-		}
-		s.d.Metrics.APIKeyRefusals.WithLabelValues("malformed").Inc()
-		return s.keyRefused(c, st, rt, route, errKeyMalformed)
-	}
-	st.ip = s.clientIP(c, st, st.ip[:0])
-	if wait := s.keyLimit.locked(pid, st.ip, st.start); wait > 0 {
-		st.outcome = "api_key_rate_limited"
-		s.d.Metrics.APIKeyRefusals.WithLabelValues("rate_limited").Inc()
-		return &httpError{status: 429, code: problem.CodeTooManyRequests,
-			detail:     "too many failed API key attempts from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
-			retryAfter: true}
-	}
-	st.keyDigest = sha256.Sum256(key)
-	var ke *projection.KeyEntry
-	var err error
-	if wait := s.keyLimit.locked(nil, st.ip, st.start); wait > 0 {
-		if ke, err = s.d.Keys.CachedKey(pid, &st.keyDigest, st.start); errors.Is(err, projection.ErrKeyNotCached) {
-			return unknownKeysLimited(st, s, wait)
-		}
-	} else {
-		ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID))
-	}
+	ke, w, err := s.resolveKey(c, st, raw)
 	if err != nil {
-		st.outcome = "api_key"
-		switch {
-		case errors.Is(err, projection.ErrWrongSecret):
-			s.d.Metrics.APIKeyRefusals.WithLabelValues("wrong_secret").Inc()
-			s.keyLimit.fail(pid, st.ip, st.start)
-			s.logInvalid(c, st, err)
-			return s.keyRefused(c, st, rt, route, errKeyInvalid)
-		case errors.Is(err, projection.ErrKeyUnknown):
-			s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown").Inc()
-			s.keyLimit.fail(nil, st.ip, st.start)
-			s.logInvalid(c, st, err)
-			return s.keyRefused(c, st, rt, route, errKeyInvalid)
-		case errors.Is(err, projection.ErrKeyRevoked):
-			s.d.Metrics.APIKeyRefusals.WithLabelValues("revoked").Inc()
-			s.logInvalid(c, st, err)
-			return s.keyRefused(c, st, rt, route, errKeyInvalid)
-		case errors.Is(err, projection.ErrUnavailable):
-			s.d.Log.Warn("api key fetch", "err", err, "request_id", string(st.reqID))
-			return unavailable("identity service unavailable")
+		if keyRefusal(err) {
+			return s.keyRefused(c, st, rt, route, err)
 		}
-		s.d.Log.Error("api key fetch", "err", err, "request_id", string(st.reqID))
-		return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
+		return err
 	}
-	w := (*warm)(ke.Token.Aux())
-	if w == nil {
-		w = keyWarm(ke)
-		ke.Token.SetAux(unsafe.Pointer(w))
-	}
-	claims := ke.Token.Claims()
-	st.principal, st.claims = identity.PrincipalAPIKey, claims
 	out := w.sub.Decide(route)
-	st.waited = true // a key may have been resolved by coreapi: read the clock
 	s.decidedAt(st)
 	st.outcome = out.String()
 	if out == decide.Allow {
@@ -240,15 +192,8 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 		}
 	}
 	s.decided(out)
-	switch out {
-	case decide.Allow:
-	case decide.DenyScope:
-		return errScope
-	case decide.DenyEmailUnverified:
-		return errEmailUnverified
-	default:
-		s.logInvalid(c, st, errors.New(denyDetail[out]))
-		return s.keyRefused(c, st, rt, route, errKeyInvalid)
+	if out != decide.Allow {
+		return s.refused(c, st, rt, route, out, errKeyInvalid)
 	}
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
 		// A stream outlives the request, and the streams are re-checked as
@@ -258,6 +203,84 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 	}
 	ke.MarkUsed()
 	return s.forward(c, st, rt, route, ke.Token, w)
+}
+
+// resolveKey finds the entry of the request's API key (X-API-Key, or raw:
+// the Authorization bearer starting with "tg_") and its warm state; or the
+// answer when there is none: a refusal of the key itself (keyRefusal), a
+// client IP locked out (429), or the identity service failing.
+func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.KeyEntry, *warm, error) {
+	key := raw
+	if st.xkeyN > 0 {
+		key = st.xkey
+	}
+	pid, ok := apikey.Parse(key)
+	if !ok {
+		st.outcome = "bad_api_key"
+		if st.xkeyN > 0 && !apikey.HasPrefix(key) {
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("not_a_key").Inc()
+			return nil, nil, errNotAKey
+		}
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("malformed").Inc()
+		return nil, nil, errKeyMalformed
+	}
+	st.ip = s.clientIP(c, st, st.ip[:0])
+	if wait := s.keyLimit.locked(pid, st.ip, st.start); wait > 0 {
+		st.outcome = "api_key_rate_limited"
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("rate_limited").Inc()
+		return nil, nil, &httpError{status: 429, code: problem.CodeTooManyRequests,
+			detail:     "too many failed API key attempts from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
+			retryAfter: true}
+	}
+	st.keyDigest = sha256.Sum256(key)
+	var ke *projection.KeyEntry
+	var err error
+	if wait := s.keyLimit.locked(nil, st.ip, st.start); wait > 0 {
+		if ke, err = s.d.Keys.CachedKey(pid, &st.keyDigest, st.start); errors.Is(err, projection.ErrKeyNotCached) {
+			return nil, nil, unknownKeysLimited(st, s, wait)
+		}
+	} else {
+		ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID))
+	}
+	if err != nil {
+		st.outcome = "api_key"
+		switch {
+		case errors.Is(err, projection.ErrWrongSecret):
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("wrong_secret").Inc()
+			s.keyLimit.fail(pid, st.ip, st.start)
+			s.logInvalid(c, st, err)
+			return nil, nil, errKeyInvalid
+		case errors.Is(err, projection.ErrKeyUnknown):
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown").Inc()
+			s.keyLimit.fail(nil, st.ip, st.start)
+			s.logInvalid(c, st, err)
+			return nil, nil, errKeyInvalid
+		case errors.Is(err, projection.ErrKeyRevoked):
+			s.d.Metrics.APIKeyRefusals.WithLabelValues("revoked").Inc()
+			s.logInvalid(c, st, err)
+			return nil, nil, errKeyInvalid
+		case errors.Is(err, projection.ErrUnavailable):
+			s.d.Log.Warn("api key fetch", "err", err, "request_id", string(st.reqID))
+			return nil, nil, unavailable("identity service unavailable")
+		}
+		s.d.Log.Error("api key fetch", "err", err, "request_id", string(st.reqID))
+		return nil, nil, &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
+	}
+	w := (*warm)(ke.Token.Aux())
+	if w == nil {
+		w = keyWarm(ke)
+		ke.Token.SetAux(unsafe.Pointer(w))
+	}
+	st.principal, st.claims = identity.PrincipalAPIKey, ke.Token.Claims()
+	st.waited = true // a key may have been resolved by coreapi: read the clock
+	return ke, w, nil
+}
+
+// keyRefusal reports whether err (resolveKey's) refuses the key itself:
+// malformed, unknown, revoked or a wrong secret. A route that asks for it
+// forwards such a request as anonymous (keyRefused).
+func keyRefusal(err error) bool {
+	return err == errKeyMalformed || err == errNotAKey || err == errKeyInvalid
 }
 
 // unknownKeysLimited answers a key the cache does not hold, from a client
@@ -272,7 +295,7 @@ func unknownKeysLimited(st *state, s *Server, wait time.Duration) error {
 
 // keyRefused answers a refused key: err, or an anonymous forward on routes
 // that ask for one (Route.IgnoreBadBearer).
-func (s *Server) keyRefused(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, err *httpError) error {
+func (s *Server) keyRefused(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, err error) error {
 	if route.IgnoreBadBearer {
 		return s.forwardAnonymous(c, st, rt, route)
 	}

@@ -865,12 +865,9 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	if st.xkeyN > 0 || haveD && apikey.HasPrefix(raw) {
 		return s.authorizeKey(c, st, rt, route, raw)
 	}
-	te, w, err := s.token(c, st, h, rt, route, raw, haveD)
+	te, w, err := s.token(c, st, h, raw, haveD)
 	if te == nil {
-		if err == errInvalidToken && route.IgnoreBadBearer {
-			return s.forwardAnonymous(c, st, rt, route)
-		}
-		return err
+		return s.noToken(c, st, h, rt, route, err)
 	}
 	// A warm request reads w alone: not the claims (see warm).
 	if w == nil || !s.d.Projections.ValidStamp(&w.stamp, st.start) {
@@ -897,14 +894,8 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		}
 	}
 	s.decided(out)
-	switch out {
-	case decide.Allow:
-	case decide.DenyScope:
-		return errScope
-	case decide.DenyEmailUnverified:
-		return errEmailUnverified
-	default:
-		return s.denied(c, st, rt, route, out)
+	if out != decide.Allow {
+		return s.refused(c, st, rt, route, out, errInvalidToken)
 	}
 	return s.forward(c, st, rt, route, te, w)
 }
@@ -930,16 +921,32 @@ func methodNotAllowed(st *state, g *rules.Group) error {
 	return &httpError{status: 405, code: problem.CodeMethodNotAllowed, detail: "method not allowed on this route", allow: g.Allow}
 }
 
-// denied answers a request the projection refuses (inactive, revoked):
-// as an invalid token, or anonymously on a route that asks for it.
+// refused answers an access decision other than Allow (refusal), or
+// forwards the request as anonymous when the projection refused its
+// credential on a route that asks for it (Route.IgnoreBadBearer).
 //
 //go:noinline
-func (s *Server) denied(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, out decide.Outcome) error {
-	s.logInvalid(c, st, errors.New(denyDetail[out]))
-	if route.IgnoreBadBearer {
+func (s *Server) refused(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, out decide.Outcome, invalid *httpError) error {
+	err := s.refusal(c, st, out, invalid)
+	if err == invalid && route.IgnoreBadBearer {
 		return s.forwardAnonymous(c, st, rt, route)
 	}
-	return errInvalidToken
+	return err
+}
+
+// refusal is the answer to an access decision other than Allow: 403 for
+// a missing permission or an unverified address; invalid (the credential's
+// 401) when the projection refuses the credential (inactive, revoked),
+// whose reason is logged.
+func (s *Server) refusal(c *fiber.Ctx, st *state, out decide.Outcome, invalid *httpError) *httpError {
+	switch out {
+	case decide.DenyScope:
+		return errScope
+	case decide.DenyEmailUnverified:
+		return errEmailUnverified
+	}
+	s.logInvalid(c, st, errors.New(denyDetail[out]))
+	return invalid
 }
 
 // refresh fetches the projection of a token's user (its entry had none,
@@ -1009,11 +1016,13 @@ func (s *Server) forwardAnonymous(c *fiber.Ctx, st *state, rt *Router, route *ru
 	return s.forward(c, st, rt, route, nil, nil)
 }
 
-// token returns the cache entry of the request's valid bearer token; or
-// nil and the error to answer (nil, nil: an optional route without a
-// token, already forwarded). A token whose digest hits the cache skips the
+// token returns the cache entry of the request's valid bearer token and
+// its warm state; or nil and why not: headers.ErrNoToken or
+// headers.ErrScheme when there is no bearer token (noTokenFallback),
+// errInvalidToken, or the answer when the token could not be judged (the
+// signing keys not loaded). A token whose digest hits the cache skips the
 // syntax check: only a token that passed it was ever cached.
-func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route, raw []byte, haveD bool) (*tokens.Entry, *warm, error) {
+func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, raw []byte, haveD bool) (*tokens.Entry, *warm, error) {
 	d := &st.digest // in the pooled state: a local would escape
 	if haveD {
 		tokens.DigestTo(d, raw)
@@ -1031,20 +1040,8 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 	}
 	tok, err := headers.Bearer(h, s.o.MaxTokenBytes)
 	if err != nil {
-		if errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme) {
-			if route.Access == rules.Optional {
-				st.outcome = "anonymous"
-				// Another scheme's credentials go on as they came, as on
-				// a public route: but an API key or one of coreapi's
-				// tokens under another scheme or none ("token tg_...")
-				// never reaches the upstream.
-				if errors.Is(err, headers.ErrScheme) && s.publicDrops(h, route) {
-					h.Del(fiber.HeaderAuthorization)
-				}
-				return nil, nil, s.forward(c, st, rt, route, nil, nil)
-			}
-			st.outcome = "no_token"
-			return nil, nil, errNoToken
+		if noBearer(err) {
+			return nil, nil, err
 		}
 		st.outcome = "bad_token"
 		s.logInvalid(c, st, err)
@@ -1072,6 +1069,61 @@ func (s *Server) token(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *R
 		return nil, nil, errInvalidToken
 	}
 	return te, (*warm)(te.Aux()), nil
+}
+
+// noBearer reports whether token's err says the request has no bearer
+// token: no Authorization field (or an empty one), or another scheme's.
+func noBearer(err error) bool {
+	return errors.Is(err, headers.ErrNoToken) || errors.Is(err, headers.ErrScheme)
+}
+
+// fallback is what becomes of a request whose bearer token was not found
+// valid (noTokenFallback).
+type fallback uint8
+
+const (
+	refuse             fallback = iota // answered with the error
+	anonymous                          // an optional route without a bearer: forwarded as it came
+	anonymousBadBearer                 // a refused bearer on a route that asks for it (forwardAnonymous)
+)
+
+// noTokenFallback is what becomes of a request on a route that is not
+// public when token found no valid token (err), and the error to answer
+// when it is refused.
+func noTokenFallback(st *state, route *rules.Route, err error) (fallback, error) {
+	switch {
+	case noBearer(err):
+		if route.Access == rules.Optional {
+			st.outcome = "anonymous"
+			return anonymous, err
+		}
+		st.outcome = "no_token"
+		return refuse, errNoToken
+	case err == errInvalidToken && route.IgnoreBadBearer:
+		return anonymousBadBearer, err
+	}
+	return refuse, err
+}
+
+// noToken answers a request for which token found no valid token (err),
+// or forwards it as anonymous (noTokenFallback).
+//
+//go:noinline
+func (s *Server) noToken(c *fiber.Ctx, st *state, h *fasthttp.RequestHeader, rt *Router, route *rules.Route, err error) error {
+	f, err := noTokenFallback(st, route, err)
+	switch f {
+	case anonymous:
+		// Another scheme's credentials go on as they came, as on a public
+		// route: but an API key or one of coreapi's tokens under another
+		// scheme or none ("token tg_...") never reaches the upstream.
+		if errors.Is(err, headers.ErrScheme) && s.publicDrops(h, route) {
+			h.Del(fiber.HeaderAuthorization)
+		}
+		return s.forward(c, st, rt, route, nil, nil)
+	case anonymousBadBearer:
+		return s.forwardAnonymous(c, st, rt, route)
+	}
+	return err
 }
 
 // logInvalid logs why a token was refused: clients get one description
@@ -1621,13 +1673,19 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 func (s *Server) answer(c *fiber.Ctx, err error, outcome string) {
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
+	st.outcome = outcome
+	s.respond(c, st, err)
+}
+
+// respond answers err outside observe for a request whose state st has
+// begun (answer), and gives st back.
+func (s *Server) respond(c *fiber.Ctx, st *state, err error) {
 	if s.tracing != nil {
 		s.traceBegin(c, st)
 	}
 	// Headers too large or malformed: the request line was never read, and
 	// the path fasthttp reports is a default, not the client's.
 	st.unparsed = len(c.Request().Header.RawHeaders()) == 0
-	st.outcome = outcome
 	s.render(c, st, err)
 	s.finish(c, st)
 	s.pool.Put(st)
