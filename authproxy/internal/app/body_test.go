@@ -335,11 +335,13 @@ func TestFailedBodyAnsweredAtOnce(t *testing.T) {
 // Continue" is answered from its headers when they decide the answer, and
 // its client never sends the body: a protected route without any
 // credential (401 with its challenge, as after the body), an API key in
-// the query (400). A request with a credential, or to a public route, is
-// told to continue.
+// the query (400), a malformed API key (401; the other refused
+// credentials: TestExpectContinueInvalidCredentials). A request with a
+// valid credential, or to a public route, is told to continue.
 func TestExpectContinueRefusedFromHeaders(t *testing.T) {
 	e := start(t, envOpt{rules: uploadRules})
 	tok := e.token(nil)
+	secret, _ := e.newAPIKey()
 	for _, tc := range []struct {
 		name, target, extra string
 		status              int
@@ -348,7 +350,8 @@ func TestExpectContinueRefusedFromHeaders(t *testing.T) {
 		{"no credential", "/uploads/a?name=x", "", 401, problem.CodeUnauthenticated},
 		{"a key in the query", "/uploads/a?k=tg_abc", "Authorization: Bearer " + tok + "\r\n", 400, problem.CodeAPIKeyInQuery},
 		{"a bearer", "/uploads/a", "Authorization: Bearer " + tok + "\r\n", 100, ""},
-		{"an API key", "/uploads/a", "X-API-Key: tg_x\r\n", 100, ""},
+		{"an API key", "/uploads/a", "X-API-Key: " + secret + "\r\n", 100, ""},
+		{"a malformed API key", "/uploads/a", "X-API-Key: tg_x\r\n", 401, problem.CodeInvalidToken},
 		{"a public route", "/forms/a", "", 100, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

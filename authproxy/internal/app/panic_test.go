@@ -49,3 +49,25 @@ func TestPanicInAStageAnswers500AndServesOn(t *testing.T) {
 	}
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 }
+
+// A panic while the expectation hook judges a request's credential (here
+// in the call that resolves an API key) is answered 500 as in the handler,
+// before the body, and the proxy goes on serving.
+func TestPanicInExpectHookAnswers500(t *testing.T) {
+	e := start(t, envOpt{rules: uploadRules})
+	secret, _ := e.newAPIKey("tenant:read")
+	saved := e.app.internal.Transport
+	e.app.internal.Transport = panicTransport{}
+	conn, br := dialProxy(t, e.addr)
+	expectHeaders(conn, "/uploads/a", "X-API-Key: "+secret+"\r\n", 50_000)
+	readAnswers(t, br, []string{"POST"}, []int{500})
+	if !strings.Contains(e.logs.String(), "upstream transport fault") {
+		t.Fatal("the panic was not logged")
+	}
+	e.app.internal.Transport = saved
+	conn, br = dialProxy(t, e.addr)
+	expectHeaders(conn, "/uploads/a", "X-API-Key: "+secret+"\r\n", 5)
+	readAnswers(t, br, []string{"POST"}, []int{100})
+	_, _ = conn.Write([]byte("hello"))
+	readAnswers(t, br, []string{"POST"}, []int{200})
+}

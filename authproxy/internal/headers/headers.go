@@ -107,10 +107,7 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppe
 	// Names listed in Connection first: they may name anything.
 	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
 		forEachToken(v, func(tok []byte) {
-			// A client may not use Connection to drop the fields that
-			// frame the request.
-			if !equalFold(tok, "close") && !equalFold(tok, "keep-alive") && !equalFold(tok, "host") &&
-				!equalFold(tok, "content-length") && !equalFold(tok, "content-type") {
+			if !connectionKeeps(tok) {
 				h.DelBytes(tok)
 			}
 		})
@@ -156,6 +153,26 @@ func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppe
 		}
 	}
 	return closeConn, droppedXFF
+}
+
+// connectionKeeps reports whether Sanitize leaves the field a Connection
+// token names: the connection's own options, and the fields that frame
+// the request, which a client may not drop this way.
+func connectionKeeps(tok []byte) bool {
+	return equalFold(tok, "close") || equalFold(tok, "keep-alive") || equalFold(tok, "host") ||
+		equalFold(tok, "content-length") || equalFold(tok, "content-type")
+}
+
+// ConnectionDrops reports whether the request's Connection names a field
+// Sanitize would remove with it (any but those it keeps): what is read
+// from the fields before Sanitize may then not be what the request has
+// after it (a credential among them).
+func ConnectionDrops(h *fasthttp.RequestHeader) bool {
+	drops := false
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		forEachToken(v, func(tok []byte) { drops = drops || !connectionKeeps(tok) })
+	}
+	return drops
 }
 
 // removed reports whether Sanitize removes the header named k: a hop-by-hop

@@ -110,6 +110,36 @@ func TestSanitizeConnectionClose(t *testing.T) {
 	}
 }
 
+// TestConnectionDrops: ConnectionDrops is true exactly when Sanitize
+// removes a field because Connection names it (the Authorization field
+// among them); the names Sanitize keeps are not counted.
+func TestConnectionDrops(t *testing.T) {
+	for _, tt := range []struct {
+		name, connection string
+		want             bool
+	}{
+		{"none", "", false},
+		{"close", "Connection: close\r\n", false},
+		{"kept names", "Connection: keep-alive, Host, Content-Length, Content-Type\r\n", false},
+		{"authorization", "Connection: close, authorization\r\n", true},
+		{"in a second field", "Connection: keep-alive\r\nConnection: X-Api-Key\r\n", true},
+		{"a field not sent", "Connection: X-Other\r\n", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := "POST / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nX-Api-Key: tg_x\r\nContent-Length: 0\r\n" + tt.connection + "\r\n"
+			req := parse(t, raw)
+			if got := ConnectionDrops(&req.Header); got != tt.want {
+				t.Fatalf("ConnectionDrops = %v, want %v", got, tt.want)
+			}
+			Sanitize(&req.Header, false)
+			kept := len(req.Header.Peek("Authorization")) > 0 && len(req.Header.Peek(APIKeyHeader)) > 0
+			if tt.name != "a field not sent" && kept == tt.want {
+				t.Fatalf("credential fields kept by Sanitize: %v, want %v", kept, !tt.want)
+			}
+		})
+	}
+}
+
 // TestSanitizeReportsDroppedXFF: only an X-Forwarded-For removed from an
 // untrusted peer is reported, whatever its spelling; other forwarded
 // headers are not.

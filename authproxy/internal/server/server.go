@@ -389,7 +389,8 @@ func New(d Deps, o Options) *Server {
 	// a cookie may be); what it quotes even so, redact drops.
 	s.app.Server().SecureErrorLogMessage = true
 	// A request that waits for "100 Continue" before sending its body is
-	// refused by its Content-Length instead, when that is over the limit.
+	// refused from its headers instead, when they decide the answer (its
+	// Content-Length over the limit, its credential refused).
 	s.app.Server().ExpectHandler = s.expectContinue
 	// One handler for every request: observe runs the stages in order
 	// (stages), each given the request's state directly.
@@ -422,19 +423,26 @@ func New(d Deps, o Options) *Server {
 // sent; fasthttp then closes the connection:
 //   - an API key in the query string: 400, as keyHygiene answers it;
 //   - a Content-Length over its route's limit (or MAX_BODY_BYTES): 413;
-//   - a protected route without any credential (no Authorization, no
-//     X-API-Key, no WebSocket subprotocol a bearer may ride in): 401, as
-//     after the body, which an unauthenticated client would otherwise
-//     upload whole (up to the route's limit) to be refused.
+//   - on a protected or optional route, what authorize would answer the
+//     request's credential (expectAuth): none on a protected route 401;
+//     a bearer token that does not verify or is remembered as refused,
+//     or an API key malformed, unknown or revoked, 401 invalid_token; a
+//     credential whose cached projection lacks a permission or a
+//     verified address 403; the signing keys not loaded or the identity
+//     service failing 503 (or 502). A client would otherwise upload its
+//     whole body (up to the route's limit) to be refused.
 //
-// Any other request is told to continue; its body is read once the
-// request is allowed (readBody).
+// Any other request is told to continue, and so is one the handler must
+// judge itself: on a route that ignores a bad bearer (the token
+// endpoint), or with fields hygiene may change first (expectAuth). Its
+// body is read once the request is allowed (readBody). A valid credential
+// is continued and judged again by the handler, from the caches the hook
+// filled.
 func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	h := &ctx.Request.Header
 	if q := ctx.URI().QueryString(); len(q) > 0 && keyInQuery(q) {
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
-		s.answerNow(ctx, errKeyInQuery, "api_key_in_query")
-		return fasthttp.StatusBadRequest
+		return s.answerNow(ctx, nil, errKeyInQuery, "api_key_in_query")
 	}
 	route := s.expectRoute(h)
 	n := h.ContentLength() // -1 chunked: refused while read, past the limit
@@ -443,23 +451,142 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		limit = route.MaxBodyBytes
 	}
 	if n > limit {
-		s.answerNow(ctx, errTooLarge, "refused")
-		return fasthttp.StatusRequestEntityTooLarge
+		return s.answerNow(ctx, route, errTooLarge, "refused")
 	}
-	if route != nil && route.Access == rules.Protected && len(h.Peek(fiber.HeaderAuthorization)) == 0 &&
-		len(h.Peek(headers.APIKeyHeader)) == 0 && len(h.Peek(fiber.HeaderSecWebSocketProtocol)) == 0 {
-		s.answerNow(ctx, errNoToken, "no_token")
-		return fasthttp.StatusUnauthorized
+	if route == nil || route.Access != rules.Protected && route.Access != rules.Optional || route.IgnoreBadBearer {
+		// A refused credential on a route that ignores it goes on as
+		// anonymous: the handler judges it, once.
+		return fasthttp.StatusContinue
 	}
-	return fasthttp.StatusContinue
+	return s.expectCredential(ctx, route)
 }
 
-// answerNow answers a request from its headers (expectContinue) with
-// err, as observe would.
-func (s *Server) answerNow(ctx *fasthttp.RequestCtx, err error, outcome string) {
+// expectCredential answers a request on route from its credential, as
+// authorize would (expectAuth), or tells it to continue.
+//
+//go:noinline
+func (s *Server) expectCredential(ctx *fasthttp.RequestCtx, route *rules.Route) int {
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
-	s.answer(c, err, outcome)
+	st := s.pool.Get().(*state)
+	s.beginExpect(c, st, route)
+	err := s.expectJudged(c, st, route)
+	if err == nil {
+		st.seen.Authorization, st.claims = nil, nil // not kept in the pooled state
+		s.pool.Put(st)
+		return fasthttp.StatusContinue
+	}
+	s.respond(c, st, err)
+	return c.Response().StatusCode()
+}
+
+// expectJudged runs expectAuth, turning a panic into a 500, as next does
+// for the handler: the hook runs the handler's steps, outside its
+// recovery.
+func (s *Server) expectJudged(c *fiber.Ctx, st *state, route *rules.Route) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
+			c.Response().Reset()
+			err = errPanic
+		}
+	}()
+	return s.expectAuth(c, st, route)
+}
+
+// expectAuth is the answer authorize would give the credential of a
+// request on route (protected or optional, not ignoring bad bearers),
+// from its headers; nil when it would go on (a valid credential, or none
+// on an optional route), or when stages before authorize may change what
+// it reads (hygiene: a Connection naming fields, trailers, an upgrade, a
+// WebSocket subprotocol; a CORS preflight), which the handler then
+// decides. The credential is judged by the handler's own steps (token,
+// resolveKey), which cache their outcome: a valid one costs the handler
+// a cache hit. Permissions are judged only when the cached projection
+// is at hand (as for a warm request); the rest of the decision (a second
+// factor, the principal's coreapi routes, a key's streams) is left to
+// the handler, as is anything the signing keys or the identity service
+// could not decide.
+func (s *Server) expectAuth(c *fiber.Ctx, st *state, route *rules.Route) error {
+	h := &c.Request().Header
+	if st.seen.Authorizations == 0 && !st.seen.APIKey && !st.seen.WSProtocol {
+		if route.Access == rules.Protected {
+			st.outcome = "no_token"
+			return errNoToken
+		}
+		return nil
+	}
+	if st.seen.Upgrade || st.seen.WSProtocol || s.o.CORS != nil && h.IsOptions() ||
+		st.seen.Hop && (headers.HasTrailers(h) || headers.ConnectionDrops(h)) {
+		return nil
+	}
+	st.trusted = s.trusted(c)
+	st.xkey, st.xkeyN = st.xkey[:0], 0
+	if st.seen.APIKey {
+		if err := s.apiKeyHeader(h, st); err != nil {
+			return err
+		}
+	}
+	raw, haveD := st.seen.BearerCandidate(s.o.MaxTokenBytes)
+	if st.xkeyN > 0 || haveD && apikey.HasPrefix(raw) {
+		_, w, err := s.resolveKey(c, st, raw)
+		if err != nil {
+			return err
+		}
+		return s.expectDecision(c, st, route, w, errKeyInvalid)
+	}
+	te, w, err := s.token(c, st, h, raw, haveD)
+	if te == nil {
+		if f, err := noTokenFallback(st, route, err); f == refuse {
+			return err
+		}
+		return nil
+	}
+	if w == nil || !s.d.Projections.ValidStamp(&w.stamp, st.start) {
+		return nil // the projection is fetched by the handler
+	}
+	st.principal, st.claims = w.principal, te.Claims()
+	return s.expectDecision(c, st, route, w, errInvalidToken)
+}
+
+// expectDecision is the refusal of route by the credential's cached
+// decision inputs w (invalid: the credential's 401), counted as authorize
+// counts it; nil when they allow it, which the handler then decides
+// whole.
+func (s *Server) expectDecision(c *fiber.Ctx, st *state, route *rules.Route, w *warm, invalid *httpError) error {
+	out := w.sub.Decide(route)
+	if out == decide.Allow {
+		return nil
+	}
+	s.decidedAt(st)
+	st.outcome = out.String()
+	s.decided(out)
+	return s.refusal(c, st, out, invalid)
+}
+
+// answerNow answers a request on route (nil: none found, or not yet
+// matched, as for keyHygiene's refusals) from its headers
+// (expectContinue) with err, as observe would, and returns the status.
+func (s *Server) answerNow(ctx *fasthttp.RequestCtx, route *rules.Route, err error, outcome string) int {
+	c := s.app.AcquireCtx(ctx)
+	defer s.app.ReleaseCtx(c)
+	st := s.pool.Get().(*state)
+	s.beginExpect(c, st, route)
+	st.outcome = outcome
+	s.respond(c, st, err)
+	return c.Response().StatusCode()
+}
+
+// beginExpect is begin for the expectation hook, which runs before
+// fasthttp reads the request's time (RequestCtx.Time is still the last
+// request's on the connection): the start is read here. route (nil: none)
+// names the request's route, as authorize does.
+func (s *Server) beginExpect(c *fiber.Ctx, st *state, route *rules.Route) {
+	s.begin(c, st)
+	st.start = s.d.Now()
+	if route != nil {
+		st.route = route.Prefix
+	}
 }
 
 // expectRoute finds the route of a request from its headers, as
@@ -1089,7 +1216,8 @@ const (
 
 // noTokenFallback is what becomes of a request on a route that is not
 // public when token found no valid token (err), and the error to answer
-// when it is refused.
+// when it is refused: the handler (noToken) and the expectation hook
+// (expectAuth) both go by it.
 func noTokenFallback(st *state, route *rules.Route, err error) (fallback, error) {
 	switch {
 	case noBearer(err):
@@ -1668,8 +1796,8 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	return nil
 }
 
-// answer answers a request with err outside observe (errorHandler,
-// answerNow), as observe would, with outcome (or the one render sets).
+// answer answers a request with err outside observe (errorHandler), as
+// observe would, with outcome (or the one render sets).
 func (s *Server) answer(c *fiber.Ctx, err error, outcome string) {
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
@@ -1678,7 +1806,7 @@ func (s *Server) answer(c *fiber.Ctx, err error, outcome string) {
 }
 
 // respond answers err outside observe for a request whose state st has
-// begun (answer), and gives st back.
+// begun (answer, and the expectation hook), and gives st back.
 func (s *Server) respond(c *fiber.Ctx, st *state, err error) {
 	if s.tracing != nil {
 		s.traceBegin(c, st)

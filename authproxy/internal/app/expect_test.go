@@ -1,0 +1,266 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// expectRules: uploadRules, an optional route, and a protected one that
+// needs a permission the default user lacks (it has tenant:read).
+const expectRules = uploadRules +
+	"  - {prefix: /drafts, methods: [POST], upstream: notes, access: optional}\n" +
+	"  - {prefix: /settings, methods: [POST], upstream: notes, access: protected, permissions: [tenant:write]}\n"
+
+// expectHeaders writes a request's headers with "Expect: 100-continue"
+// and a declared body of n bytes, which it does not send.
+func expectHeaders(w io.Writer, target, fields string, n int) {
+	fmt.Fprintf(w, "POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", target, fields, n)
+}
+
+// answeredWith counts the requests authproxy_request_duration_seconds
+// recorded with status.
+func answeredWith(t *testing.T, e *env, status int) int {
+	t.Helper()
+	mfs, err := e.app.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "authproxy_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "code" && l.GetValue() == strconv.Itoa(status) {
+					return int(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// accessLineOf is the access line of the request with id.
+func accessLineOf(t *testing.T, e *env, id string) map[string]any {
+	t.Helper()
+	for _, line := range accessLines(t, e) {
+		if line["request_id"] == id {
+			return line
+		}
+	}
+	t.Fatalf("no access line for request %s", id)
+	return nil
+}
+
+// TestExpectContinueInvalidCredentials: a request that waits for "100
+// Continue" with a credential that is present but refused (a token with
+// a bad signature, also once remembered as refused, expired, of an
+// unknown key id, malformed; an API key unknown, revoked or malformed;
+// another scheme on a protected route; a bad token on an optional route
+// that does not ignore it) or that lacks a permission the route needs
+// (its projection cached) is answered from its headers: no 100 Continue,
+// the connection closed at once without the body being waited for,
+// nothing forwarded, and the same answer, access line outcome and
+// metrics as the handler's for that request with its body.
+func TestExpectContinueInvalidCredentials(t *testing.T) {
+	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
+	tok := e.token(nil)
+	claims := testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID)
+	badSig := testenv.Sign(t, testenv.NewKey(t, e.key.Kid, jwa.EdDSA), claims, nil) // same kid, another key
+	unknownKid := testenv.Sign(t, testenv.NewKey(t, "20260101T000000Z-0000bbbb", jwa.EdDSA), claims, nil)
+	expired := e.token(func(c testenv.Claims) {
+		past := time.Now().Add(-time.Hour)
+		c["iat"], c["nbf"], c["exp"] = past.Add(-time.Minute).Unix(), past.Add(-time.Minute).Unix(), past.Unix()
+	})
+	unknownKey, _ := apikey.New()
+	revokedKey, _ := apikey.New()
+	e.core.SetAPIKey(revokedKey, keyProjection("tenant:read"), true)
+	// The token's projection cached, as on a warm request.
+	e.wantStatus(e.do("POST", "/uploads/warm", tok, nil), 200)
+	bearer := func(tok string) string { return "Authorization: Bearer " + tok + "\r\n" }
+	for _, tc := range []struct {
+		name, target, fields string
+		status               int
+		code, refusal        string // refusal: the authproxy_api_key_refusals_total reason counted
+	}{
+		{"bad signature", "/uploads/a", bearer(badSig), 401, problem.CodeInvalidToken, ""},
+		{"bad signature, remembered", "/uploads/a", bearer(badSig), 401, problem.CodeInvalidToken, ""},
+		{"expired", "/uploads/a", bearer(expired), 401, problem.CodeInvalidToken, ""},
+		{"unknown key id", "/uploads/a", bearer(unknownKid), 401, problem.CodeInvalidToken, ""},
+		{"malformed token", "/uploads/a", bearer("not-a-jwt"), 401, problem.CodeInvalidToken, ""},
+		{"unknown API key", "/uploads/a", "X-API-Key: " + unknownKey + "\r\n", 401, problem.CodeInvalidToken, "unknown"},
+		{"revoked API key", "/uploads/a", bearer(revokedKey), 401, problem.CodeInvalidToken, "revoked"},
+		{"malformed API key", "/uploads/a", "X-API-Key: tg_x\r\n", 401, problem.CodeInvalidToken, "malformed"},
+		{"another scheme", "/uploads/a", "Authorization: Basic Y2xpZW50OnNlY3JldA==\r\n", 401, problem.CodeUnauthenticated, ""},
+		{"optional route, bad signature", "/drafts/a", bearer(badSig), 401, problem.CodeInvalidToken, ""},
+		{"a permission missing", "/settings/a", bearer(tok), 403, problem.CodeInsufficientScope, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			answered := answeredWith(t, e, tc.status)
+			var refused float64
+			if tc.refusal != "" {
+				refused = e.keyRefusals(tc.refusal)
+			}
+			conn, br := dialProxy(t, e.addr)
+			expectHeaders(conn, tc.target, tc.fields, 50_000)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer before the body: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d %s, want %d without a 100 Continue", resp.StatusCode, b, tc.status)
+			}
+			var p problem.Problem
+			if err := json.Unmarshal(b, &p); err != nil || p.Code != tc.code || p.RequestID == "" || p.RequestID != resp.Header.Get("X-Request-Id") {
+				t.Fatalf("%s (X-Request-Id %q), want a %s problem with its request id", b, resp.Header.Get("X-Request-Id"), tc.code)
+			}
+			// Closed at once: the proxy does not wait for the body.
+			if _, err := br.ReadByte(); !resp.Close || err != io.EOF {
+				t.Fatalf("after the answer: close %v, read %v; want the connection closed without the body", resp.Close, err)
+			}
+			e.wantNothingForwarded()
+			if got := answeredWith(t, e, tc.status); got != answered+1 {
+				t.Fatalf("%d answers counted %d -> %d, want one more", tc.status, answered, got)
+			}
+			if tc.refusal != "" && e.keyRefusals(tc.refusal) != refused+1 {
+				t.Fatalf("API key refusals (%s) %v -> %v, want one more", tc.refusal, refused, e.keyRefusals(tc.refusal))
+			}
+			// The handler's answer to the same request, its body sent.
+			r := e.raw(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: 5\r\nConnection: close\r\n\r\nhello", tc.target, tc.fields))
+			if r.status != resp.StatusCode || r.prob.Code != p.Code || r.prob.Detail != p.Detail ||
+				r.header.Get("WWW-Authenticate") != resp.Header.Get("WWW-Authenticate") {
+				t.Fatalf("from the headers: %d %+v (%q); the handler's: %d %+v (%q)", resp.StatusCode, p, resp.Header.Get("WWW-Authenticate"),
+					r.status, r.prob, r.header.Get("WWW-Authenticate"))
+			}
+			e.wantNothingForwarded()
+			hook, handler := accessLineOf(t, e, p.RequestID), accessLineOf(t, e, r.prob.RequestID)
+			for _, k := range []string{"status", "route", "outcome", "principal", "user_id"} {
+				if hook[k] != handler[k] {
+					t.Fatalf("access line %s: %v from the headers, %v from the handler", k, hook[k], handler[k])
+				}
+			}
+		})
+	}
+}
+
+// TestExpectContinueValidCredentials: a request that waits for "100
+// Continue" with a valid credential (a token, cached or not, an API key,
+// under any spelling of X-API-Key) is told to continue, and its body is
+// then read and forwarded once, as before; a token is verified once (a
+// token not seen before by the hook, whose verification the handler finds
+// cached; a refused one on the token endpoint by the handler). On an
+// optional route, no bearer goes on as anonymous, and so does a refused
+// bearer on the token endpoint (which ignores it) and one that
+// Connection names (hygiene removes it before the handler reads it).
+func TestExpectContinueValidCredentials(t *testing.T) {
+	e := start(t, envOpt{rules: expectRules})
+	tok := e.token(nil)
+	e.wantStatus(e.do("POST", "/uploads/warm", tok, nil), 200)
+	keySecret, _ := e.newAPIKey("tenant:read")
+	// Same kid, another key; a new token each time: none remembered.
+	attacker := testenv.NewKey(t, e.key.Kid, jwa.EdDSA)
+	bad := func() string {
+		return testenv.Sign(t, attacker, testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+	}
+	body := strings.Repeat("v", 30_000)
+	for _, tc := range []struct {
+		name, target, fields string
+		principal            string // the identity forwarded
+		core                 bool   // forwarded to coreapi, not the app
+		verified             float64
+	}{
+		{"a cached token", "/uploads/a", "Authorization: Bearer " + tok + "\r\n", "user", false, 0},
+		// Verified by the hook, found in the cache by the handler.
+		{"a token not seen before", "/uploads/a", "Authorization: Bearer " + e.token(nil) + "\r\n", "user", false, 1},
+		{"an API key", "/uploads/a", "X-API-Key: " + keySecret + "\r\n", "api_key", false, 0},
+		{"an API key spelled X_Api_Key", "/uploads/a", "X_Api_Key: " + keySecret + "\r\n", "api_key", false, 0},
+		{"an API key as a bearer", "/uploads/a", "Authorization: Bearer " + keySecret + "\r\n", "api_key", false, 0},
+		{"optional route, no bearer", "/drafts/a", "", "anonymous", false, 0},
+		{"optional route, a bad bearer named by Connection", "/drafts/a", "Connection: keep-alive, Authorization\r\nAuthorization: Bearer " + bad() + "\r\n", "anonymous", false, 0},
+		// Verified by the handler alone.
+		{"token endpoint, a bad bearer", "/api/v1/auth/token", "Authorization: Bearer " + bad() + "\r\n", "anonymous", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			fields := tc.fields
+			verified := e.verifications()
+			conn, br := dialProxy(t, e.addr)
+			expectHeaders(conn, tc.target, fields, len(body))
+			readAnswers(t, br, []string{"POST"}, []int{100})
+			if _, err := io.WriteString(conn, body); err != nil {
+				t.Fatal(err)
+			}
+			if resp := readAnswers(t, br, []string{"POST"}, []int{200})[0]; resp.Close {
+				t.Fatal("200: connection closed")
+			}
+			up := e.up
+			if tc.core {
+				up = e.core
+			}
+			got := up.Received()
+			if len(got) != 1 || string(got[0].Body) != body || got[0].Identity.Principal != tc.principal || !got[0].Signed || got[0].VerifyErr != nil {
+				t.Fatalf("upstream received %d requests (%+v), want the body once, signed for %s", len(got), got, tc.principal)
+			}
+			if n := e.verifications() - verified; n != tc.verified {
+				t.Fatalf("verifications: %v, want %v", n, tc.verified)
+			}
+		})
+	}
+}
+
+// TestExpectContinueJudgedAtItsOwnTime: the hook judges a request at its
+// own time, not at the time fasthttp read for the connection's previous
+// request (which it reads for a request only after the hook): a token
+// issued after the connection's previous request, cached, is valid.
+func TestExpectContinueJudgedAtItsOwnTime(t *testing.T) {
+	e := start(t, envOpt{rules: expectRules, realClock: true, vars: map[string]string{"TOKEN_LEEWAY": "0s"}})
+	conn, br := dialProxy(t, e.addr)
+	fmt.Fprint(conn, "POST /forms/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	readAnswers(t, br, []string{"POST"}, []int{200})
+	issued := time.Now().Unix() + 1 // after the request above was read
+	tok := e.token(func(c testenv.Claims) { c["iat"], c["nbf"] = issued, issued })
+	// Once the token is valid, it is cached.
+	time.Sleep(time.Until(time.Unix(issued, 0).Add(50 * time.Millisecond)))
+	e.wantStatus(e.do("POST", "/uploads/warm", tok, nil), 200)
+	expectHeaders(conn, "/uploads/a", "Authorization: Bearer "+tok+"\r\n", 5)
+	readAnswers(t, br, []string{"POST"}, []int{100})
+	fmt.Fprint(conn, "hello")
+	readAnswers(t, br, []string{"POST"}, []int{200})
+}
+
+// TestExpectContinueKeysUnavailable: a token that cannot be judged (the
+// signing keys not loaded) is not refused as invalid: the request waiting
+// for "100 Continue" gets the handler's answer, 503 with Retry-After, from
+// its headers, and sends no body.
+func TestExpectContinueKeysUnavailable(t *testing.T) {
+	e := start(t, envOpt{rules: expectRules, noPublish: true})
+	e.core.SetJWKSStatus(500)
+	tok := e.token(nil)
+	conn, br := dialProxy(t, e.addr)
+	expectHeaders(conn, "/uploads/a", "Authorization: Bearer "+tok+"\r\n", 50_000)
+	resp := readAnswers(t, br, []string{"POST"}, []int{503})[0]
+	if resp.Header.Get("Retry-After") == "" || !resp.Close {
+		t.Fatalf("503 (Retry-After %q, close %v), want Retry-After and the connection closed", resp.Header.Get("Retry-After"), resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the answer: %v, want the connection closed without the body", err)
+	}
+	r := e.raw("POST /uploads/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+	e.wantStatus(r, 503)
+	e.wantNothingForwarded()
+}
