@@ -264,3 +264,16 @@ func TestExpectContinueKeysUnavailable(t *testing.T) {
 	e.wantStatus(r, 503)
 	e.wantNothingForwarded()
 }
+
+// TestExpectContinueTooLargeLogged: a 413 from the headers names its
+// route in the access line, as the handler's 413 does.
+func TestExpectContinueTooLargeLogged(t *testing.T) {
+	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true"}})
+	conn, br := dialProxy(t, e.addr)
+	expectHeaders(conn, "/uploads/a", "Authorization: Bearer "+e.token(nil)+"\r\n", 17<<20)
+	resp := readAnswers(t, br, []string{"POST"}, []int{413})[0]
+	line := accessLineOf(t, e, resp.Header.Get("X-Request-Id"))
+	if line["route"] != "/uploads" || line["outcome"] != "refused" {
+		t.Fatalf("access line %v, want route /uploads and outcome refused", line)
+	}
+}
