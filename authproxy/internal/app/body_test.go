@@ -335,9 +335,10 @@ func TestFailedBodyAnsweredAtOnce(t *testing.T) {
 // Continue" is answered from its headers when they decide the answer, and
 // its client never sends the body: a protected route without any
 // credential (401 with its challenge, as after the body), an API key in
-// the query (400), a malformed API key (401; the other refused
-// credentials: TestExpectContinueInvalidCredentials). A request with a
-// valid credential, or to a public route, is told to continue.
+// the query (400), X-API-Key beside Authorization (400), a malformed API
+// key (401; the other refused credentials:
+// TestExpectContinueInvalidCredentials). A request with a valid
+// credential, or to a public route, is told to continue.
 func TestExpectContinueRefusedFromHeaders(t *testing.T) {
 	e := start(t, envOpt{rules: uploadRules})
 	tok := e.token(nil)
@@ -352,6 +353,7 @@ func TestExpectContinueRefusedFromHeaders(t *testing.T) {
 		{"a bearer", "/uploads/a", "Authorization: Bearer " + tok + "\r\n", 100, ""},
 		{"an API key", "/uploads/a", "X-API-Key: " + secret + "\r\n", 100, ""},
 		{"a malformed API key", "/uploads/a", "X-API-Key: tg_x\r\n", 401, problem.CodeInvalidToken},
+		{"an API key and a bearer", "/uploads/a", "X-API-Key: " + secret + "\r\nAuthorization: Bearer " + tok + "\r\n", 400, problem.CodeAmbiguousCredentials},
 		{"a public route", "/forms/a", "", 100, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
