@@ -126,6 +126,7 @@ func TestRequestTargetConfusion(t *testing.T) {
 		status int
 		fwd    string // the target forwarded ("" nothing) ...
 		prefix string // ... served under this prefix by every reader ("" for billing)
+		host   string // the Host and X-Forwarded-Host forwarded ("": the client's Host field)
 	}{
 		// Encoded separators and dots: decoded and resolved before
 		// matching when they are dots, refused when they are separators,
@@ -155,14 +156,16 @@ func TestRequestTargetConfusion(t *testing.T) {
 		{line: "GET //evil/admin?q=://", status: 401},
 		{line: "GET //evil/admin?q=://", tok: true, status: 200, fwd: "/admin?q=://", prefix: "/admin"},
 		{line: "GET //evil/notes/public?q=://", status: 200, fwd: "/notes/public?q=://", prefix: "/notes/public"},
-		// Absolute form (the Host header is kept: the proxy routes on
-		// the path alone), authority form, asterisk form.
+		// Absolute form (the proxy routes on the path alone; the Host
+		// forwarded is the target's authority, not the client's Host
+		// field: RFC 9112 section 3.2.2), authority form, asterisk form.
 		{line: "GET http://h/admin", status: 401},
 		{line: "GET http://h/notes/public/../../admin", status: 401},
-		{line: "GET HTTP://H:80/notes/public/x", status: 200, fwd: "/notes/public/x", prefix: "/notes/public"},
-		{line: "GET ftp://h/notes/public", status: 200, fwd: "/notes/public", prefix: "/notes/public"},
-		{line: "GET http://other.example/notes/public", status: 200, fwd: "/notes/public", prefix: "/notes/public"},
-		{line: "GET http://h", status: 200, fwd: "/", prefix: "/"},
+		{line: "GET HTTP://H:80/notes/public/x", status: 200, fwd: "/notes/public/x", prefix: "/notes/public", host: "h:80"},
+		{line: "GET ftp://h/notes/public", status: 200, fwd: "/notes/public", prefix: "/notes/public", host: "h"},
+		{line: "GET http://other.example/notes/public", status: 200, fwd: "/notes/public", prefix: "/notes/public", host: "other.example"},
+		{line: "GET http://user:pw@other.example/notes/public", status: 200, fwd: "/notes/public", prefix: "/notes/public", host: "other.example"},
+		{line: "GET http://h", status: 200, fwd: "/", prefix: "/", host: "h"},
 		{line: "GET http://h?x=/admin", status: 400},
 		{line: "CONNECT h:443", status: 400},
 		{line: "CONNECT /notes/public", status: 405},
@@ -258,8 +261,11 @@ func TestRequestTargetConfusion(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if h := hreq.Host; h != "proxy.example" {
-				t.Fatalf("Host %q, want the client's", h)
+			if h, want := hreq.Host, cmp.Or(tt.host, "proxy.example"); h != want {
+				t.Fatalf("Host %q, want %q", h, want)
+			}
+			if h, want := hreq.Header.Get("X-Forwarded-Host"), cmp.Or(tt.host, "proxy.example"); h != want {
+				t.Fatalf("X-Forwarded-Host %q, want %q", h, want)
 			}
 			if tt.hdr == ws && hreq.Header.Get("Upgrade") != "websocket" {
 				t.Fatalf("forwarded without its upgrade: %.200q", got[0])
