@@ -1,9 +1,11 @@
 package app
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -172,5 +174,25 @@ func TestUnknownMethodRefused(t *testing.T) {
 	}
 	if strings.Contains(e.logs.String(), strings.Repeat("M", 33)) {
 		t.Fatal("the log holds the long method whole")
+	}
+}
+
+// TestUnreadableRequestDuration: a request fasthttp cannot read, sent on a
+// keep-alive connection after it sat idle, is timed from when it came, not
+// from the connection's previous request (fasthttp's request time is still
+// that one's when the error handler runs): its access line's duration is
+// not the idle time.
+func TestUnreadableRequestDuration(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules, realClock: true, vars: map[string]string{"ACCESS_LOG": "true"}})
+	conn, br := dialProxy(t, e.addr)
+	fmt.Fprint(conn, "GET /notes/public HTTP/1.1\r\nHost: x\r\n\r\n")
+	readAnswers(t, br, []string{"GET"}, []int{200})
+	const idle = 1500 * time.Millisecond
+	time.Sleep(idle)
+	fmt.Fprint(conn, "GET /notes/public HTTP/1.1\r\nHost: x\r\nX-Bad\x01: y\r\n\r\n")
+	resp := readAnswers(t, br, []string{"GET"}, []int{400})[0]
+	line := accessLineOf(t, e, resp.Header.Get("X-Request-Id"))
+	if d, ok := line["duration_ms"].(float64); !ok || d >= float64(idle.Milliseconds()) {
+		t.Fatalf("access line duration_ms %v, want less than the %v the connection sat idle: %v", line["duration_ms"], idle, line)
 	}
 }

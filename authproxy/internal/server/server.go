@@ -1797,10 +1797,14 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 }
 
 // answer answers a request with err outside observe (errorHandler), as
-// observe would, with outcome (or the one render sets).
+// observe would, with outcome (or the one render sets). Its start is read
+// here: for a request fasthttp could not read, RequestCtx.Time is still
+// the connection's previous request's (or its opening's), which would
+// give the answer the connection's idle time as its duration.
 func (s *Server) answer(c *fiber.Ctx, err error, outcome string) {
 	st := s.pool.Get().(*state)
 	s.begin(c, st)
+	st.start = s.d.Now()
 	st.outcome = outcome
 	s.respond(c, st, err)
 }
