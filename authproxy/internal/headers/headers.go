@@ -265,10 +265,14 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) {
 	// values PeekAll returned.
 	var names [maxDeletes][]byte
 	var buf [maxDeletes * 32]byte
-	n, used := 0, 0
+	n, used, more := 0, 0, false
 	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
 		forEachToken(v, func(tok []byte) {
-			if n == maxDeletes || used+len(tok) > len(buf) || framesAnswer(tok) {
+			if framesAnswer(tok) {
+				return
+			}
+			if n == maxDeletes || used+len(tok) > len(buf) {
+				more = true
 				return
 			}
 			names[n] = append(buf[used:used:len(buf)], tok...)
@@ -276,8 +280,12 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) {
 			n++
 		})
 	}
-	for _, k := range names[:n] {
-		h.DelBytes(k)
+	if more {
+		delNamedSlow(h)
+	} else {
+		for _, k := range names[:n] {
+			h.DelBytes(k)
+		}
 	}
 	// Then the hop-by-hop fields (Connection among them), one name per
 	// pass: an answer has few.
@@ -294,6 +302,23 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) {
 			return
 		}
 		h.DelBytes(name[:l])
+	}
+}
+
+// delNamedSlow removes the fields an answer's Connection names when they
+// are more, or longer, than sanitizeResponse collects without allocating:
+// those past the 16th name (or 512 bytes of names) reached the client.
+func delNamedSlow(h *fasthttp.ResponseHeader) {
+	var names []string
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		forEachToken(v, func(tok []byte) {
+			if !framesAnswer(tok) {
+				names = append(names, string(tok))
+			}
+		})
+	}
+	for _, k := range names {
+		h.Del(k)
 	}
 }
 

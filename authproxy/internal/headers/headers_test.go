@@ -3,6 +3,7 @@ package headers
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -593,6 +594,31 @@ func TestSanitizeResponse(t *testing.T) {
 	}
 	if string(resp.Body()) != "ok" {
 		t.Errorf("body %q", resp.Body())
+	}
+}
+
+// Every field an answer's Connection names goes, however many names it
+// lists and however long they are: past the 16th name (or 512 bytes of
+// names) they reached the client.
+func TestSanitizeResponseManyConnectionNames(t *testing.T) {
+	long := "X-" + strings.Repeat("l", 600)
+	var names, fields []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("X-Hop-%d", i))
+		fields = append(fields, fmt.Sprintf("X-Hop-%d: %d\r\n", i, i))
+	}
+	names = append(names, long)
+	fields = append(fields, long+": 1\r\n")
+	resp := parseResponse(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: "+strings.Join(names, ", ")+"\r\n"+
+		strings.Join(fields, "")+"X-App: kept\r\n\r\nok")
+	SanitizeResponse(&resp.Header)
+	for k, v := range resp.Header.All() {
+		if name := strings.ToLower(string(k)); strings.HasPrefix(name, "x-hop-") || strings.HasPrefix(name, "x-ll") || name == "connection" {
+			t.Errorf("%.20s: %s survived", k, v)
+		}
+	}
+	if got := string(resp.Header.Peek("X-App")); got != "kept" {
+		t.Errorf("X-App = %q, want kept", got)
 	}
 }
 
