@@ -26,7 +26,8 @@
 // that belong to none (a body sent with an answer to HEAD, with a 204 or a
 // 304, or past a body's Content-Length), or a 204 that announces a body:
 // pooled, the connection would hand them to the next request as its
-// answer.
+// answer. An answer whose status code is below 100 is an error (ErrStatus)
+// and its connection is closed.
 //
 // Per-request timeouts (HostClient.DoTimeout, DoDeadline, Request.SetTimeout)
 // are not applied: fasthttp keeps them in an unexported field. Use the
@@ -86,6 +87,11 @@ const maxInterim = 100
 // ErrTooManyInterim is returned for an upstream that keeps sending
 // informational (1xx) answers.
 var ErrTooManyInterim = errors.New("fasttransport: too many 1xx informational responses")
+
+// ErrStatus is returned for an answer whose status code is below 100
+// (fasthttp reads any three digits): no status, and no telling how the
+// answer is framed.
+var ErrStatus = errors.New("fasttransport: status code below 100")
 
 // RoundTrip sends req on a connection of hc and reads the answer into resp.
 func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
@@ -191,13 +197,19 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 }
 
 // readHeader reads the final answer's header, skipping informational ones
-// (but for 101, which is final).
+// (but for 101, which is final). A status below 100 is an error: written
+// back, it made a status line of one or two digits, and the answer was
+// read as one without a body, its connection pooled.
 func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 	for n := 0; ; n++ {
 		if err := h.Read(br); err != nil {
 			return err
 		}
-		if s := h.StatusCode(); s < 100 || s > 199 || s == fasthttp.StatusSwitchingProtocols {
+		s := h.StatusCode() // "000" reads as 200 (fasthttp's unset status)
+		if s < 100 {
+			return ErrStatus
+		}
+		if s > 199 || s == fasthttp.StatusSwitchingProtocols {
 			return nil
 		}
 		if n >= maxInterim {

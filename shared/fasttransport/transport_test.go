@@ -531,6 +531,38 @@ func TestMalformedStatusLine(t *testing.T) {
 	}
 }
 
+// TestStatusBelow100: an answer whose status code is below 100 ("099") is
+// an error, and its connection is closed. It was read as an answer without
+// a body (as any status below 200 is), and its connection went back to the
+// pool, to hand what the upstream sent next to the next request.
+func TestStatusBelow100(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		if r.URL.Path == "/odd" {
+			w.WriteString("HTTP/1.1 099 Odd\r\n\r\n")
+			_ = w.Flush()
+			time.Sleep(20 * time.Millisecond)
+			fixed(w, 200, "stray")
+			return false
+		}
+		fixed(w, 200, "own "+r.URL.Path)
+		return false
+	})
+	hc := client(u.addr())
+	hc.RetryIfErr = func(*fasthttp.Request, int, error) (bool, bool) { return false, false }
+	if _, err := get(t, hc, "GET", "/odd"); !errors.Is(err, ErrStatus) {
+		t.Fatalf("err %v, want ErrStatus", err)
+	}
+	if n := hc.IdleConnsCount(); n != 0 {
+		t.Fatalf("%d idle connections, want 0", n)
+	}
+	for i := range 2 {
+		p := "/next" + strconv.Itoa(i)
+		if resp, err := get(t, hc, "GET", p); err != nil || string(resp.Body()) != "own "+p {
+			t.Fatalf("GET %s: %v", p, err)
+		}
+	}
+}
+
 // TestOtherClientsUseFasthttpsTransport: a client that buffers answers, or
 // one the transport was not made for, goes through fasthttp's transport
 // (which answers both correctly; this one's pool is not theirs).

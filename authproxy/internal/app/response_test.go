@@ -311,3 +311,90 @@ func TestStrayUpstreamBytesReachNoOtherRequest(t *testing.T) {
 		}
 	}
 }
+
+// statusRules routes "/" to one upstream as a forwarded route, "/s" as a
+// stream route and "/ws" as a WebSocket route (both with the prefix
+// stripped, so that the upstream sees the same paths).
+func statusRules(url string) string {
+	return "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n" +
+		"  - {prefix: /s, upstream: notes, access: public, stream_timeout: 10s, strip_prefix: true}\n" +
+		"  - {prefix: /ws, upstream: notes, access: public, websocket: true, strip_prefix: true}\n"
+}
+
+// The status line a client gets is the proxy's: HTTP/1.1 and the code's
+// own reason phrase, whatever version and reason phrase the upstream
+// answered with. The proxy wrote back the upstream's: an HTTP/1.0 answer
+// without a length reached the client as "HTTP/1.0 200 OK" with chunked
+// framing on a connection kept alive, which a client (Go's among them)
+// reads until the connection closes, chunk sizes included; "HTTP/0.9" and
+// "HTTP/2.0" status lines went out over HTTP/1.1 text, and a reason
+// phrase's control bytes to the client's terminal or log.
+func TestUpstreamStatusLineIsTheProxys(t *testing.T) {
+	answers := map[string]string{
+		"/http10": "HTTP/1.0 200 OK\r\nX-App: kept\r\n\r\nhello", // until the connection closes
+		"/http09": "HTTP/0.9 200 OK\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		"/http20": "HTTP/2.0 201 Created\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		"/reason": "HTTP/1.1 404 No\x00t \x1b[2JFound\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+	}
+	wantLine := map[string]string{"/http10": "HTTP/1.1 200 OK\r\n", "/http09": "HTTP/1.1 200 OK\r\n",
+		"/http20": "HTTP/1.1 201 Created\r\n", "/reason": "HTTP/1.1 404 Not Found\r\n"}
+	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
+	for _, route := range []string{"", "/s"} {
+		for path, line := range wantLine {
+			t.Run(route+path, func(t *testing.T) {
+				conn, _ := dialProxy(t, e.addr)
+				_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+				var raw strings.Builder
+				br := bufio.NewReader(io.TeeReader(conn, &raw))
+				// Twice on one connection (a stream closes it after one).
+				for i := range 2 {
+					raw.Reset()
+					if _, err := io.WriteString(conn, "GET "+route+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+						t.Fatalf("request %d: %v", i, err)
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("request %d: %v", i, err)
+					}
+					body, err := io.ReadAll(resp.Body)
+					if err != nil || string(body) != "hello" || resp.Header.Get("X-App") != "kept" {
+						t.Fatalf("request %d: body %q (%v), header %v", i, body, err, resp.Header)
+					}
+					if got := raw.String(); !strings.HasPrefix(got, line) {
+						t.Fatalf("request %d: answer %q, want it to start with %q", i, got[:min(len(got), 40)], line)
+					}
+					if route != "" {
+						break
+					}
+				}
+			})
+		}
+	}
+}
+
+// An upstream status code below 100 ("099", "001": fasthttp reads any three
+// digits) is refused with 502 on every route kind. It reached the client as
+// a status line of two or one digits ("HTTP/1.1 99 X"), on a forwarded
+// route without the body, whose connection the proxy then kept for the next
+// request, and on a stream route with a chunked body that no
+// Transfer-Encoding announced.
+func TestUpstreamStatusBelow100Refused(t *testing.T) {
+	answers := map[string]string{
+		"/099": "HTTP/1.1 099 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		"/001": "HTTP/1.1 001 Odd\r\nX-App: kept\r\n\r\n",
+	}
+	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
+	upgrade := "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	for _, route := range []struct{ prefix, header string }{{"", ""}, {"/s", ""}, {"/ws", upgrade}} {
+		for path := range answers {
+			t.Run(route.prefix+path, func(t *testing.T) {
+				r := e.with(t).raw("GET " + route.prefix + path + " HTTP/1.1\r\nHost: x\r\n" + route.header + "\r\n")
+				e.with(t).wantProblem(r, 502, problem.CodeUpstreamDown)
+				if r.header.Get("X-App") != "" {
+					t.Fatalf("the upstream's answer reached the client: %v", r.header)
+				}
+			})
+		}
+	}
+}

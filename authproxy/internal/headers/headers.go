@@ -243,8 +243,12 @@ func IsClientAddress(name []byte) bool {
 // hop-by-hop fields, and with Connection its wish to close that
 // connection, which is not the client's: the proxy decides about its own
 // connection with the client. Most answers carry none of them, which one
-// pass over the fields finds out.
+// pass over the fields finds out. The status line becomes the proxy's own
+// (ownStatusLine).
 func SanitizeResponse(h *fasthttp.ResponseHeader) {
+	if !h.IsHTTP11() || len(h.StatusMessage()) > 0 {
+		ownStatusLine(h)
+	}
 	dirty := false
 	for k := range h.All() {
 		if isHopByHop(k) {
@@ -255,6 +259,20 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if dirty {
 		sanitizeResponse(h)
 	}
+}
+
+// ownStatusLine makes an answer's status line the proxy's: HTTP/1.1 and
+// the status code's own reason phrase. fasthttp writes back the version and
+// reason phrase it read from the upstream: an "HTTP/1.0" (or "HTTP/0.9")
+// answer reached the client as such, along with the chunked framing and
+// kept-alive connection of the proxy's HTTP/1.1 (a client reads such an
+// answer until the connection closes, chunk sizes and all), and a reason
+// phrase with its control bytes. The version belongs to the connection
+// (RFC 9110 section 2.5: an intermediary sends its own), and a reason
+// phrase means nothing to a client.
+func ownStatusLine(h *fasthttp.ResponseHeader) {
+	h.SetProtocol(nil)
+	h.SetStatusMessage(nil)
 }
 
 // sanitizeResponse is SanitizeResponse for an answer that carries a field

@@ -622,6 +622,23 @@ func TestSanitizeResponseManyConnectionNames(t *testing.T) {
 	}
 }
 
+// The status line of an answer is the proxy's: HTTP/1.1 and the code's own
+// reason phrase, whatever the upstream's version and reason phrase.
+func TestSanitizeResponseStatusLine(t *testing.T) {
+	for raw, want := range map[string]string{
+		"HTTP/1.0 201 Made It\r\nContent-Length: 2\r\n\r\nok":          "HTTP/1.1 201 Created\r\n",
+		"HTTP/1.1 404 Gone \x00\x1b[2J\r\nContent-Length: 2\r\n\r\nok": "HTTP/1.1 404 Not Found\r\n",
+		"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok":                  "HTTP/1.1 200 OK\r\n",
+		"HTTP/1.0 299\r\nContent-Length: 2\r\n\r\nok":                  "HTTP/1.1 299 Unknown Status Code\r\n",
+	} {
+		resp := parseResponse(t, raw)
+		SanitizeResponse(&resp.Header)
+		if got := string(resp.Header.Header()); !strings.HasPrefix(got, want) {
+			t.Errorf("%q: status line %q, want %q", raw, got[:strings.IndexByte(got, '\n')+1], want)
+		}
+	}
+}
+
 // A clean answer costs one pass and no allocation; neither does one with
 // fields to remove (some upstreams send Connection and Keep-Alive on every
 // answer).

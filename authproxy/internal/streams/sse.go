@@ -76,6 +76,12 @@ func (m *Manager) ServeStream(r Request) error {
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, errSwitched)
 	}
+	if resp.StatusCode() < 100 {
+		fasthttp.ReleaseResponse(resp)
+		up.Close()
+		m.release(c, ReasonError)
+		return errors.Join(ErrUpstream, errStatus)
+	}
 	resp.Header.CopyTo(&ctx.Response.Header)
 	headers.SanitizeResponse(&ctx.Response.Header)
 	if resp.SkipBody || resp.BodyStream() == nil {
@@ -132,6 +138,11 @@ func noBody(status int) bool {
 // errSwitched: the upstream answered 101 (Switching Protocols) to a
 // request that asked for no upgrade.
 var errSwitched = errors.New("upstream switched protocols on a request without an upgrade")
+
+// errStatus: the upstream's status code is below 100 (fasthttp reads any
+// three digits), which the client would get as a status line of one or two
+// digits.
+var errStatus = errors.New("upstream status code below 100")
 
 // relayStream writes head, then each read of body as a chunk, then the
 // last chunk; it returns why it ended.

@@ -70,6 +70,12 @@ func (m *Manager) ServeWebSocket(r Request) error {
 		return err
 	}
 	ctx := r.Ctx
+	if ctx.Response.StatusCode() < 100 {
+		ctx.Response.Reset()
+		up.Close()
+		m.release(c, ReasonError)
+		return errors.Join(ErrUpstream, errStatus)
+	}
 	if ctx.Response.StatusCode() != fasthttp.StatusSwitchingProtocols {
 		// The upstream refused: its answer (already in ctx.Response) goes
 		// back as any other response would.
