@@ -26,8 +26,8 @@
 // that belong to none (a body sent with an answer to HEAD, with a 204 or a
 // 304, or past a body's Content-Length), or a 204 that announces a body:
 // pooled, the connection would hand them to the next request as its
-// answer. An answer whose status code is below 100 is an error (ErrStatus)
-// and its connection is closed.
+// answer. An answer whose status code is below 100 ("000" included) is an
+// error (ErrStatus) and its connection is closed.
 //
 // Per-request timeouts (HostClient.DoTimeout, DoDeadline, Request.SetTimeout)
 // are not applied: fasthttp keeps them in an unexported field. Use the
@@ -202,10 +202,15 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 // read as one without a body, its connection pooled.
 func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 	for n := 0; ; n++ {
+		// "000" would read as 200: the upstream's broken answer would
+		// reach the client as a success.
+		if StatusZero(br) {
+			return ErrStatus
+		}
 		if err := h.Read(br); err != nil {
 			return err
 		}
-		s := h.StatusCode() // "000" reads as 200 (fasthttp's unset status)
+		s := h.StatusCode()
 		if s < 100 {
 			return ErrStatus
 		}
@@ -216,6 +221,16 @@ func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 			return ErrTooManyInterim
 		}
 	}
+}
+
+// StatusZero reports whether the answer br holds next has the status code
+// "000", which fasthttp reads as its unset status and reports as 200: a
+// reader of upstream answers refuses it (ErrStatus) before reading the
+// header. It looks at the status line's first 12 bytes, which any status
+// line has, waiting for them as reading the header would.
+func StatusZero(br *bufio.Reader) bool {
+	b, _ := br.Peek(len("HTTP/1.1 000"))
+	return len(b) == len("HTTP/1.1 000") && string(b[:5]) == "HTTP/" && string(b[8:]) == " 000"
 }
 
 // deadline is now plus d, or no deadline for d ≤ 0.

@@ -536,9 +536,15 @@ func TestMalformedStatusLine(t *testing.T) {
 // a body (as any status below 200 is), and its connection went back to the
 // pool, to hand what the upstream sent next to the next request.
 func TestStatusBelow100(t *testing.T) {
+	for _, status := range []string{"099", "000"} {
+		t.Run(status, func(t *testing.T) { statusBelow100(t, status) })
+	}
+}
+
+func statusBelow100(t *testing.T, status string) {
 	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
 		if r.URL.Path == "/odd" {
-			w.WriteString("HTTP/1.1 099 Odd\r\n\r\n")
+			w.WriteString("HTTP/1.1 " + status + " Odd\r\n\r\n")
 			_ = w.Flush()
 			time.Sleep(20 * time.Millisecond)
 			fixed(w, 200, "stray")

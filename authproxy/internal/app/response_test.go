@@ -383,6 +383,8 @@ func TestUpstreamStatusBelow100Refused(t *testing.T) {
 	answers := map[string]string{
 		"/099": "HTTP/1.1 099 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		"/001": "HTTP/1.1 001 Odd\r\nX-App: kept\r\n\r\n",
+		// fasthttp reads "000" as its unset status, which it reports as 200.
+		"/000": "HTTP/1.1 000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 	}
 	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
 	upgrade := "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

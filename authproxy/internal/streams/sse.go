@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 
 	"github.com/valyala/fasthttp"
@@ -54,7 +55,11 @@ func (m *Manager) ServeStream(r Request) error {
 	// through a small one that starts with what came along with the header.
 	resp.SkipBody = true
 	br := headerReader(ic)
-	err = resp.Read(br)
+	if fasttransport.StatusZero(br) { // fasthttp would read it as 200
+		err = errStatus
+	} else {
+		err = resp.Read(br)
+	}
 	rest := releaseHeader(br)
 	resp.SkipBody = ctx.IsHead()
 	if err == nil && !resp.SkipBody && !noBody(resp.StatusCode()) {

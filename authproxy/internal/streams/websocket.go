@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/valyala/fasthttp"
 )
@@ -126,7 +127,11 @@ func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	br := headerReader(up)
 	resp := &r.Ctx.Response
 	resp.Reset()
-	err = resp.ReadLimitBody(br, maxRefusalBody)
+	if fasttransport.StatusZero(br) { // fasthttp would read it as 200
+		err = errStatus
+	} else {
+		err = resp.ReadLimitBody(br, maxRefusalBody)
+	}
 	// Frames the upstream sent right after its 101 were read with it: the
 	// splice reads them first, then the connection.
 	rest := releaseHeader(br)
