@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -399,4 +400,54 @@ func TestUpstreamStatusBelow100Refused(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestHTTP10ClientGetsUnchunkedBody: an HTTP/1.0 client gets an answer
+// whose body came without a length (chunked by the upstream, or until its
+// connection's end) as HTTP/1.0 reads one: no Transfer-Encoding, the body's
+// bytes until the connection closes. fasthttp chunked it, and the client
+// read the chunk sizes as part of the body. An answer with a length keeps
+// it, and an HTTP/1.1 client still gets chunks. Stream routes too.
+func TestHTTP10ClientGetsUnchunkedBody(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 4096) // 64 KiB: streamed, not buffered whole
+	answers := map[string]string{
+		"/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: kept\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+		"/close":   "HTTP/1.0 200 OK\r\nX-App: kept\r\n\r\n" + big, // until the connection closes
+		"/length":  "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+	}
+	want := map[string]string{"/chunked": "hello world", "/close": big, "/length": "hello"}
+	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
+	// The same through a stream route (stream_timeout, prefix stripped).
+	for _, path := range []string{"/chunked", "/close", "/length", "/s/chunked", "/s/close", "/s/length"} {
+		t.Run(path, func(t *testing.T) {
+			conn, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path)
+			raw, err := io.ReadAll(conn) // to the close: HTTP/1.0 keeps no connection here
+			if err != nil {
+				t.Fatalf("read: %v (%d bytes)", err, len(raw))
+			}
+			head, body, ok := strings.Cut(string(raw), "\r\n\r\n")
+			if !ok {
+				t.Fatalf("no header end in %.200q", raw)
+			}
+			lower := strings.ToLower(head)
+			if !strings.HasPrefix(head, "HTTP/1.1 200 OK\r\n") || strings.Contains(lower, "transfer-encoding") || !strings.Contains(head, "X-App: kept") {
+				t.Fatalf("header %q, want 200, the app's fields and no Transfer-Encoding", head)
+			}
+			if strings.HasSuffix(path, "/length") != strings.Contains(lower, "content-length: 5") {
+				t.Fatalf("header %q: Content-Length only when the upstream gave one", head)
+			}
+			if w := want[strings.TrimPrefix(path, "/s")]; body != w {
+				t.Fatalf("body %d bytes %.60q, want %d bytes %.60q", len(body), body, len(w), w)
+			}
+		})
+	}
+	// An HTTP/1.1 client still gets the chunks.
+	r := e.raw("GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	e.wantStatus(r, 200)
 }

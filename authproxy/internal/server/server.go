@@ -324,9 +324,12 @@ type state struct {
 	bodyLimit int
 	// linger: refused for a body over its limit, which may still be
 	// arriving; the connection ends after the answer (linger).
-	linger  bool
-	route   string
-	outcome string
+	linger bool
+	// untilClose: an HTTP/1.0 request's answer streamed without a length,
+	// written until the connection closes (closeDelimited).
+	untilClose bool
+	route      string
+	outcome    string
 	// Who the request was for, for the access log and the span: the
 	// principal, and the claims its user and tenant ids are read from
 	// (ids), only when a line is written: a warm request does not read
@@ -714,6 +717,10 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		} else {
 			c.Response().SetConnectionClose()
 		}
+	}
+	if st.untilClose {
+		st.untilClose = false
+		s.closeDelimited(c)
 	}
 	s.pool.Put(st)
 	return nil
@@ -1441,6 +1448,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		return s.switched(st, resp)
 	}
 	headers.SanitizeResponse(&resp.Header)
+	if !h.IsHTTP11() && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
+		st.untilClose = true // fasthttp would chunk it (closeDelimited)
+	}
 	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
 		s.sessionsEnded(cl.Sub)
 	}

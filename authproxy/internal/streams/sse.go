@@ -104,7 +104,15 @@ func (m *Manager) ServeStream(r Request) error {
 	// body bytes) and every read is its own flushed chunk. The connection
 	// closes after the stream.
 	h := &ctx.Response.Header
-	h.SetContentLength(-1)
+	// Chunks, or for an HTTP/1.0 client, which cannot read them, the
+	// bytes as they come until the connection closes (RFC 9112 section
+	// 6.3): no Transfer-Encoding.
+	unchunked := !ctx.Request.Header.IsHTTP11()
+	if unchunked {
+		h.SetContentLength(-2)
+	} else {
+		h.SetContentLength(-1)
+	}
 	h.SetConnectionClose()
 	h.Set(requestid.Header, r.RequestID)
 	if r.Head != nil {
@@ -120,7 +128,7 @@ func (m *Manager) ServeStream(r Request) error {
 			cli.Close()
 			return
 		}
-		reason := m.relayStream(c, cli, resp.BodyStream(), head)
+		reason := m.relayStream(c, cli, resp.BodyStream(), head, unchunked)
 		up.Close()
 		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
@@ -150,8 +158,9 @@ var errSwitched = errors.New("upstream switched protocols on a request without a
 var errStatus = errors.New("upstream status code below 100")
 
 // relayStream writes head, then each read of body as a chunk, then the
-// last chunk; it returns why it ended.
-func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte) string {
+// last chunk (unchunked: each read as it is, the close ending the body);
+// it returns why it ended.
+func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte, unchunked bool) string {
 	_ = cli.SetDeadline(time.Time{})
 	// A client that goes away is noticed even while the upstream is
 	// silent: it sends nothing else on this connection. The watch ends
@@ -183,10 +192,14 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
-			chunk = strconv.AppendInt(chunk[:0], int64(n), 16)
-			chunk = append(append(append(chunk, "\r\n"...), buf[:n]...), "\r\n"...)
+			out := buf[:n]
+			if !unchunked {
+				chunk = strconv.AppendInt(chunk[:0], int64(n), 16)
+				chunk = append(append(append(chunk, "\r\n"...), buf[:n]...), "\r\n"...)
+				out = chunk
+			}
 			_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
-			if _, werr := cli.Write(chunk); werr != nil {
+			if _, werr := cli.Write(out); werr != nil {
 				c.Close(ReasonClient)
 				return ReasonClient
 			}
@@ -213,7 +226,7 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 	// Content-Length or its last chunk) is cut short for the client too:
 	// the connection closes without the last chunk, so that a download is
 	// not taken for whole.
-	if !cut {
+	if !cut && !unchunked { // unchunked: the close ends it
 		_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
 		_, _ = cli.Write([]byte("0\r\n\r\n"))
 	}
