@@ -437,6 +437,11 @@ func (tr *traffic) finish() (map[int]int, []string) {
 // appKeyRotations counts the runs of TestAppKeyRotationUnderTraffic.
 var appKeyRotations atomic.Int32
 
+// drainGrace is how long an old app process keeps serving after both
+// proxies reloaded to its successor: far longer than a request of the
+// rotation's traffic takes from its route lookup to its upstream.
+const drainGrace = 250 * time.Millisecond
+
 func TestAppKeyRotationUnderTraffic(t *testing.T) {
 	owner := signup(t, sys.proxyA)
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
@@ -489,6 +494,13 @@ func TestAppKeyRotationUnderTraffic(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// A request keeps the route table it started with to its end,
+		// whatever a reload swaps in: one that took the old table just
+		// before the reload may not have reached the old process yet. As
+		// a rollout keeps the old pod serving past the switch, it is
+		// stopped once such requests are through (one failed this way,
+		// 503 upstream_unavailable, on a loaded 2-core host).
+		time.Sleep(drainGrace)
 		prev.stop()
 	}
 	// rollProxies restarts each proxy in turn, out of service meanwhile,
