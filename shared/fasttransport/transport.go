@@ -26,8 +26,8 @@
 // that belong to none (a body sent with an answer to HEAD, with a 204 or a
 // 304, or past a body's Content-Length), or a 204 that announces a body:
 // pooled, the connection would hand them to the next request as its
-// answer. An answer whose status code is below 100 ("000" included) is an
-// error (ErrStatus) and its connection is closed.
+// answer. An answer whose status code is outside 100–599 ("000" included)
+// is an error (ErrStatus) and its connection is closed.
 //
 // Per-request timeouts (HostClient.DoTimeout, DoDeadline, Request.SetTimeout)
 // are not applied: fasthttp keeps them in an unexported field. Use the
@@ -88,10 +88,11 @@ const maxInterim = 100
 // informational (1xx) answers.
 var ErrTooManyInterim = errors.New("fasttransport: too many 1xx informational responses")
 
-// ErrStatus is returned for an answer whose status code is below 100
-// (fasthttp reads any three digits): no status, and no telling how the
-// answer is framed.
-var ErrStatus = errors.New("fasttransport: status code below 100")
+// ErrStatus is returned for an answer whose status code is outside
+// 100–599 (fasthttp reads any three digits): below 100 no status, and no
+// telling how the answer is framed; above 599 a code of no class (RFC 9110
+// section 15), which no client can interpret.
+var ErrStatus = errors.New("fasttransport: status code outside 100-599")
 
 // RoundTrip sends req on a connection of hc and reads the answer into resp.
 func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
@@ -197,9 +198,9 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 }
 
 // readHeader reads the final answer's header, skipping informational ones
-// (but for 101, which is final). A status below 100 is an error: written
-// back, it made a status line of one or two digits, and the answer was
-// read as one without a body, its connection pooled.
+// (but for 101, which is final). A status outside 100–599 is an error:
+// below 100, written back, it made a status line of one or two digits, and
+// the answer was read as one without a body, its connection pooled.
 func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 	for n := 0; ; n++ {
 		// "000" would read as 200: the upstream's broken answer would
@@ -211,7 +212,7 @@ func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 			return err
 		}
 		s := h.StatusCode()
-		if s < 100 {
+		if s < 100 || s > 599 {
 			return ErrStatus
 		}
 		if s > 199 || s == fasthttp.StatusSwitchingProtocols {
@@ -244,7 +245,10 @@ func deadline(d time.Duration) time.Time {
 // timeout makes any timeout error fasthttp.ErrTimeout, as fasthttp's
 // transport does.
 func timeout(err error) error {
-	if x, ok := err.(interface{ Timeout() bool }); ok && x.Timeout() {
+	// fasthttp wraps the read's error in its own when part of a header
+	// had arrived: looked for in the chain, not only at its head.
+	var x interface{ Timeout() bool }
+	if errors.As(err, &x) && x.Timeout() {
 		return fasthttp.ErrTimeout
 	}
 	return err

@@ -346,16 +346,25 @@ func TestSwitchingProtocolsClosesTheConnection(t *testing.T) {
 	}
 }
 
+// TestTimeout: an answer that does not come within ReadTimeout is
+// fasthttp.ErrTimeout (504 at the proxy), whether nothing of it came or
+// part of its header (fasthttp wraps the read's error in its own then).
 func TestTimeout(t *testing.T) {
 	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		if r.URL.Path == "/half" {
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Le")
+			_ = w.Flush()
+		}
 		time.Sleep(time.Second)
 		return true
 	})
 	hc := client(u.addr())
 	hc.ReadTimeout = 100 * time.Millisecond
 	hc.RetryIfErr = func(*fasthttp.Request, int, error) (bool, bool) { return false, false }
-	if _, err := get(t, hc, "GET", "/slow"); !errors.Is(err, fasthttp.ErrTimeout) {
-		t.Fatalf("err %v, want fasthttp.ErrTimeout", err)
+	for _, p := range []string{"/slow", "/half"} {
+		if _, err := get(t, hc, "GET", p); !errors.Is(err, fasthttp.ErrTimeout) {
+			t.Fatalf("GET %s: err %v, want fasthttp.ErrTimeout", p, err)
+		}
 	}
 }
 
@@ -534,9 +543,11 @@ func TestMalformedStatusLine(t *testing.T) {
 // TestStatusBelow100: an answer whose status code is below 100 ("099") is
 // an error, and its connection is closed. It was read as an answer without
 // a body (as any status below 200 is), and its connection went back to the
-// pool, to hand what the upstream sent next to the next request.
+// pool, to hand what the upstream sent next to the next request. So is one
+// of "000" (fasthttp's unset status, reported as 200) and one above 599 (a
+// code of no class).
 func TestStatusBelow100(t *testing.T) {
-	for _, status := range []string{"099", "000"} {
+	for _, status := range []string{"099", "000", "600", "999"} {
 		t.Run(status, func(t *testing.T) { statusBelow100(t, status) })
 	}
 }

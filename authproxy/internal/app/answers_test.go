@@ -134,7 +134,7 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 		// Slow upstreams: what comes after UPSTREAM_TIMEOUT goes nowhere.
 		{"no-answer", "GET", pause("", stray), 504, ""},
 		{"header-then-silence", "GET", pause(ok+"Content-Length: 10\r\n\r\nabc", "defghij"+stray), 0, ""},
-		{"half-a-header", "GET", pause(ok+"Content-Le", "ngth: 5\r\n\r\nhello"+stray), 502, ""},
+		{"half-a-header", "GET", pause(ok+"Content-Le", "ngth: 5\r\n\r\nhello"+stray), 504, ""}, // timed out, as with no answer
 	}
 	late := map[string]bool{"no-answer": true, "header-then-silence": true, "half-a-header": true}
 	answers := map[string]func(net.Conn) bool{}

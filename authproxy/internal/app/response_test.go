@@ -379,13 +379,17 @@ func TestUpstreamStatusLineIsTheProxys(t *testing.T) {
 // a status line of two or one digits ("HTTP/1.1 99 X"), on a forwarded
 // route without the body, whose connection the proxy then kept for the next
 // request, and on a stream route with a chunked body that no
-// Transfer-Encoding announced.
+// Transfer-Encoding announced. So are "000" (fasthttp's unset status,
+// reported as 200) and codes above 599, which have no class to read them by.
 func TestUpstreamStatusBelow100Refused(t *testing.T) {
 	answers := map[string]string{
 		"/099": "HTTP/1.1 099 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		"/001": "HTTP/1.1 001 Odd\r\nX-App: kept\r\n\r\n",
 		// fasthttp reads "000" as its unset status, which it reports as 200.
 		"/000": "HTTP/1.1 000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		// Above 599: a code of no class (RFC 9110 section 15).
+		"/600": "HTTP/1.1 600 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		"/999": "HTTP/1.1 999 Odd\r\nX-App: kept\r\n\r\n",
 	}
 	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
 	upgrade := "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

@@ -81,7 +81,7 @@ func (m *Manager) ServeStream(r Request) error {
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, errSwitched)
 	}
-	if resp.StatusCode() < 100 {
+	if s := resp.StatusCode(); s < 100 || s > 599 {
 		fasthttp.ReleaseResponse(resp)
 		up.Close()
 		m.release(c, ReasonError)
@@ -152,10 +152,10 @@ func noBody(status int) bool {
 // request that asked for no upgrade.
 var errSwitched = errors.New("upstream switched protocols on a request without an upgrade")
 
-// errStatus: the upstream's status code is below 100 (fasthttp reads any
-// three digits), which the client would get as a status line of one or two
-// digits.
-var errStatus = errors.New("upstream status code below 100")
+// errStatus: the upstream's status code is outside 100–599 (fasthttp reads
+// any three digits): below 100 the client would get a status line of one
+// or two digits, above 599 a code of no class (RFC 9110 section 15).
+var errStatus = errors.New("upstream status code outside 100-599")
 
 // relayStream writes head, then each read of body as a chunk, then the
 // last chunk (unchunked: each read as it is, the close ending the body);

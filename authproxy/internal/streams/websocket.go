@@ -71,7 +71,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 		return err
 	}
 	ctx := r.Ctx
-	if ctx.Response.StatusCode() < 100 {
+	if s := ctx.Response.StatusCode(); s < 100 || s > 599 {
 		ctx.Response.Reset()
 		up.Close()
 		m.release(c, ReasonError)
