@@ -472,7 +472,7 @@ func (s *Server) expectCredential(ctx *fasthttp.RequestCtx, route *rules.Route) 
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
 	st := s.pool.Get().(*state)
-	s.beginExpect(c, st, route)
+	s.beginOutside(c, st, route)
 	err := s.expectJudged(c, st, route)
 	if err == nil {
 		st.seen.Authorization, st.claims = nil, nil // not kept in the pooled state
@@ -489,9 +489,7 @@ func (s *Server) expectCredential(ctx *fasthttp.RequestCtx, route *rules.Route) 
 func (s *Server) expectJudged(c *fiber.Ctx, st *state, route *rules.Route) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
-			c.Response().Reset()
-			err = errPanic
+			err = s.panicked(c, st, r)
 		}
 	}()
 	return s.expectAuth(c, st, route)
@@ -573,18 +571,17 @@ func (s *Server) expectDecision(c *fiber.Ctx, st *state, route *rules.Route, w *
 func (s *Server) answerNow(ctx *fasthttp.RequestCtx, route *rules.Route, err error, outcome string) int {
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
-	st := s.pool.Get().(*state)
-	s.beginExpect(c, st, route)
-	st.outcome = outcome
-	s.respond(c, st, err)
+	s.answer(c, route, err, outcome)
 	return c.Response().StatusCode()
 }
 
-// beginExpect is begin for the expectation hook, which runs before
-// fasthttp reads the request's time (RequestCtx.Time is still the last
-// request's on the connection): the start is read here. route (nil: none)
-// names the request's route, as authorize does.
-func (s *Server) beginExpect(c *fiber.Ctx, st *state, route *rules.Route) {
+// beginOutside is begin for a request answered outside observe (the
+// expectation hook, the error handler), where fasthttp's request time
+// (RequestCtx.Time) is still the connection's previous request's, or its
+// opening's: the start is read here, or the answer would take the
+// connection's idle time as its duration. route (nil: none) names the
+// request's route, as authorize does.
+func (s *Server) beginOutside(c *fiber.Ctx, st *state, route *rules.Route) {
 	s.begin(c, st)
 	st.start = s.d.Now()
 	if route != nil {
@@ -864,12 +861,20 @@ func logMethod(m []byte) string {
 func (s *Server) next(c *fiber.Ctx, st *state) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
-			c.Response().Reset()
-			err = errPanic
+			err = s.panicked(c, st, r)
 		}
 	}()
 	return s.stages(c, st)
+}
+
+// panicked logs a panic recovered while a request was judged (r) and
+// clears whatever answer it had begun: the request is answered 500.
+//
+//go:noinline
+func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
+	s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
+	c.Response().Reset()
+	return errPanic
 }
 
 // hygiene refuses trailers and h2c, takes a WebSocket's bearer from its
@@ -1802,19 +1807,16 @@ func redact(s string) string {
 // metrics and access log as any other answer. (observe renders every
 // other error itself and always returns nil.)
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
-	s.answer(c, err, "")
+	s.answer(c, nil, err, "")
 	return nil
 }
 
-// answer answers a request with err outside observe (errorHandler), as
-// observe would, with outcome (or the one render sets). Its start is read
-// here: for a request fasthttp could not read, RequestCtx.Time is still
-// the connection's previous request's (or its opening's), which would
-// give the answer the connection's idle time as its duration.
-func (s *Server) answer(c *fiber.Ctx, err error, outcome string) {
+// answer answers a request on route (nil: none found, or not matched)
+// with err outside observe (errorHandler, answerNow), as observe would,
+// with outcome (or the one render sets).
+func (s *Server) answer(c *fiber.Ctx, route *rules.Route, err error, outcome string) {
 	st := s.pool.Get().(*state)
-	s.begin(c, st)
-	st.start = s.d.Now()
+	s.beginOutside(c, st, route)
 	st.outcome = outcome
 	s.respond(c, st, err)
 }
