@@ -42,6 +42,50 @@ func TestLastDumpTotals(t *testing.T) {
 	}
 }
 
+// The SHA-256 block functions' own instructions are summed from the
+// dump's cost lines: with callgrind's name compression, a function
+// entered again later in the file, and neither the lines of calls
+// (inclusive costs, which would count the blocks twice) nor the
+// dispatching wrapper sha256.block.
+func TestLastDumpTotalsSHABlocks(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "callgrind.z.9")
+	dump := `events: Ir D1mr
+fl=(1) /go/src/crypto/internal/fips140/sha256/sha256block_amd64.s
+fn=(1) crypto/internal/fips140/sha256.blockAVX2.abi0
+5 2000 3
++1 800
+fl=(2) /go/src/crypto/internal/fips140/sha256/sha256block_amd64.go
+fn=(2) crypto/internal/fips140/sha256.block
+3 10
+cfl=(1)
+cfn=(1)
+calls=1 5
+4 2800 3
+fl=(3) /app/main.go
+fn=(3) main.handler
+cfn=(4) crypto/internal/fips140/sha256.blockSHANI
+calls=1 0
+1 170
+2 50 1
+fn=(4)
+7 170
+fn=(1)
+9 100
+totals: 3300 4
+`
+	if err := os.WriteFile(prefix+".1", []byte(dump), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lastDumpTotals(prefix)
+	if err != nil || got["Ir"] != 3300 || got["D1mr"] != 4 || got[shaBlockIr] != 3070 {
+		t.Fatalf("lastDumpTotals = %v, %v; want Ir 3300, D1mr 4, %s 3070 (2000+800+100 of blockAVX2, 170 of blockSHANI)", got, err, shaBlockIr)
+	}
+	per, _, err := perRequest(got, map[string]float64{"Ir": 100}, 10)
+	if err != nil || per[shaBlockIr] != 307 || per["Ir"] != 320 {
+		t.Fatalf("perRequest = %v, %v; want Ir 320 and %s 307 a request", per, err, shaBlockIr)
+	}
+}
+
 // The idle window is subtracted from the requests' window; an idle window
 // that counted more than a tenth of the requests' instructions is refused
 // rather than turned into a small or negative count per request.
