@@ -69,10 +69,6 @@ func New(v *verify.Verifier) fiber.Handler {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMissing)
 			return write(c, errUnsigned)
 		}
-		if verify.Repeated(func(name string) int { return len(c.Request().Header.PeekAll(name)) }) {
-			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMalformed)
-			return write(c, errUnsigned)
-		}
 		if formParsedOnRead(c) {
 			return write(c, errFormParsed)
 		}
@@ -82,6 +78,13 @@ func New(v *verify.Verifier) fiber.Handler {
 				return write(c, errTooLarge)
 			}
 			return write(c, errBodyUnread)
+		}
+		// After the body: a chunked body's trailer section, read with a
+		// streamed body's last chunk, holds header lines too (PeekAll
+		// returns them beside the header section's).
+		if verify.Repeated(func(name string) int { return len(c.Request().Header.PeekAll(name)) }) {
+			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMalformed)
+			return write(c, errUnsigned)
 		}
 		id, err := v.Check(get, c.Method(), c.OriginalURL(), body)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -399,6 +400,88 @@ func TestStreamedBodyReadBounded(t *testing.T) {
 	var p problem.Problem
 	if res.StatusCode != 413 || json.Unmarshal(pb, &p) != nil || p.Code != problem.CodeBodyTooLarge {
 		t.Fatalf("unfinished streamed body: %d %s, want 413 %s", res.StatusCode, pb, problem.CodeBodyTooLarge)
+	}
+}
+
+// rawChunked sends r's method, path and headers to addr as one HTTP/1.1
+// request of its own framing (extra header lines, then body in one chunk
+// and the trailer section), and returns the answer's status and body.
+func rawChunked(t *testing.T, addr string, r *http.Request, extra []string, body string, trailer []string) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	var b strings.Builder
+	b.WriteString(r.Method + " " + r.URL.RequestURI() + " HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n")
+	for _, l := range extra {
+		b.WriteString(l + "\r\n")
+	}
+	for name := range r.Header {
+		b.WriteString(name + ": " + r.Header.Get(name) + "\r\n")
+	}
+	b.WriteString("\r\n")
+	if body != "" {
+		b.WriteString(strconv.FormatInt(int64(len(body)), 16) + "\r\n" + body + "\r\n")
+	}
+	b.WriteString("0\r\n")
+	for _, l := range trailer {
+		b.WriteString(l + "\r\n")
+	}
+	b.WriteString("\r\n")
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	rb, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(rb)
+}
+
+// TestRepeatedInTrailer: a signed header sent again in the trailer section
+// of a chunked body is a repeated header too: fasthttp's PeekAll (what a
+// reader of every value gets) returns both lines. An app that streams
+// request bodies (StreamRequestBody) reads the trailer only with the body,
+// after the headers were checked; it must refuse the request all the same.
+func TestRepeatedInTrailer(t *testing.T) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const body = "a body over the app's BodyLimit"
+	for _, stream := range []bool{false, true} {
+		cfg := fiber.Config{DisableStartupMessage: true, StreamRequestBody: stream}
+		if stream {
+			cfg.BodyLimit = 8 // the body is streamed, not read before the handlers
+		}
+		app := fiber.New(cfg)
+		app.Use(fiberid.New(v))
+		app.Post("/echo", func(c *fiber.Ctx) error {
+			return c.SendString(strings.Join(fiberid.MustFrom(c).Permissions, ","))
+		})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = app.Listener(ln) }()
+		t.Cleanup(func() { _ = app.Shutdown() })
+		sign := func() *http.Request {
+			return req(t, signer(t, appKey), bob, time.Now(), "POST", "http://app/echo", body)
+		}
+		if status, b := rawChunked(t, ln.Addr().String(), sign(), nil, body, []string{"X-Trace: 1"}); status != 200 || b != "notes:read" {
+			t.Fatalf("stream %v, baseline with an unsigned trailer: %d %s", stream, status, b)
+		}
+		for _, line := range []string{"X-Auth-Permissions: notes:read,notes:write", "x-auth-permissions: notes:write", "X-Auth-Signature: v2=x"} {
+			status, b := rawChunked(t, ln.Addr().String(), sign(), nil, body, []string{line})
+			if status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
+				t.Errorf("stream %v, trailer %q: %d %s, want 401", stream, line, status, b)
+			}
+		}
 	}
 }
 

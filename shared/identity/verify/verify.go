@@ -184,8 +184,10 @@ var (
 // request-target (path and query exactly as sent), body the whole body. It
 // returns the identity, or an error wrapping one of identity's sentinels
 // (ErrMissing, ErrMalformed, ErrExpired, ErrSignature, ErrUnknownKey,
-// ErrVersion). Adapters for other frameworks build on it; the strings of
-// the result alias what get returned.
+// ErrVersion). Adapters for other frameworks build on it, and refuse a
+// request with Repeated headers before calling it (once the body is read,
+// when the framework adds a chunked body's trailer fields to the headers);
+// the strings of the result alias what get returned.
 func (v *Verifier) Check(get identity.Headers, method, pathQuery string, body []byte) (Identity, error) {
 	sum := identity.EmptyBodySHA256
 	if len(body) > 0 {
