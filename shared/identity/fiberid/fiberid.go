@@ -28,6 +28,7 @@
 package fiberid
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -82,7 +83,7 @@ func New(v *verify.Verifier) fiber.Handler {
 		// After the body: a chunked body's trailer section, read with a
 		// streamed body's last chunk, holds header lines too (PeekAll
 		// returns them beside the header section's).
-		if verify.Repeated(func(name string) int { return len(c.Request().Header.PeekAll(name)) }) {
+		if verify.Repeated(lines(c)) {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMalformed)
 			return write(c, errUnsigned)
 		}
@@ -99,6 +100,35 @@ func New(v *verify.Verifier) fiber.Handler {
 }
 
 var errBodyTooLarge = errors.New("fiberid: body too large")
+
+// lines returns the count of verify.Repeated: how many lines of a header
+// (named in canonical form) the request has, in its header and trailer
+// sections. PeekAll finds a name in its canonical spelling only, which is
+// every spelling as fasthttp stores names, unless the app keeps them as
+// sent (DisableHeaderNormalizing): then each line is compared in any
+// letter case, since another reader of the request (a Go or Node server
+// it is passed to, the app's own lookup in another spelling) takes
+// "x-auth-roles" for the same header as "X-Auth-Roles".
+func lines(c *fiber.Ctx) func(name string) int {
+	h := &c.Request().Header
+	if !c.App().Config().DisableHeaderNormalizing {
+		return func(name string) int { return len(h.PeekAll(name)) }
+	}
+	return func(name string) int {
+		n := 0
+		for k := range h.All() {
+			if bytes.EqualFold(k, []byte(name)) {
+				n++
+			}
+		}
+		for line := range bytes.SplitSeq(h.TrailerHeader(), []byte("\r\n")) {
+			if k, _, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(k, []byte(name)) {
+				n++
+			}
+		}
+		return n
+	}
+}
 
 // readBody returns the body as sent: c.Body() would decode a
 // Content-Encoding, but the proxy signed the bytes it forwarded. A body

@@ -485,6 +485,47 @@ func TestRepeatedInTrailer(t *testing.T) {
 	}
 }
 
+// TestRepeatedInOtherCase: an app with DisableHeaderNormalizing keeps
+// header names as sent, and its Peek and PeekAll find a name in the
+// spelling asked for only. A signed header sent again in another letter
+// case (in the header or the trailer section) is still a second line of
+// it to every other reader of the request, and is refused.
+func TestRepeatedInOtherCase(t *testing.T) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, DisableHeaderNormalizing: true})
+	app.Use(fiberid.New(v))
+	app.Post("/echo", func(c *fiber.Ctx) error {
+		return c.SendString(strings.Join(fiberid.MustFrom(c).Permissions, ","))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	const body = "hello"
+	sign := func() *http.Request {
+		return req(t, signer(t, appKey), bob, time.Now(), "POST", "http://app/echo", body)
+	}
+	if status, b := rawChunked(t, ln.Addr().String(), sign(), []string{"x-trace: 1"}, body, nil); status != 200 || b != "notes:read" {
+		t.Fatalf("baseline: %d %s", status, b)
+	}
+	for _, c := range []struct{ extra, trailer []string }{
+		{extra: []string{"x-auth-permissions: notes:write"}},
+		{extra: []string{"X-AUTH-USER-ID: user-eve"}},
+		{extra: []string{"x-request-id: rid-8"}},
+		{trailer: []string{"x-auth-permissions: notes:write"}},
+	} {
+		status, b := rawChunked(t, ln.Addr().String(), sign(), c.extra, body, c.trailer)
+		if status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
+			t.Errorf("%q in the headers, %q in the trailer: %d %s, want 401", c.extra, c.trailer, status, b)
+		}
+	}
+}
+
 // TestRejectionsLogged: like the net/http middleware, the Fiber handler
 // logs the reason of each rejection at debug level to the verifier's
 // Logger (a key rotation is checked by the unknown_key lines), and tells
