@@ -335,8 +335,10 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 	if n, err := base64.RawURLEncoding.Decode(got[:], []byte(enc)); err != nil || n != sha256.Size {
 		return Identity{}, ErrMalformed
 	}
+	// The canonical string holds the header's bytes, written here from
+	// the number: only its one spelling (no sign, no leading zero) is that.
 	tsv, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || tsv <= 0 || len(ts) > 16 {
+	if err != nil || tsv <= 0 || len(ts) > 16 || ts[0] == '+' || ts[0] == '0' {
 		return Identity{}, ErrMalformed
 	}
 	signer, ok := v.keys[get(HeaderKeyID)]

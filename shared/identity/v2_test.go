@@ -82,6 +82,10 @@ func vecInputs() []vector {
 		{Name: "unknown key id", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderKeyID, "app-notes"), NowMs: now, Valid: false, Error: "unknown_key"},
 		{Name: "no timestamp", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderTimestamp, ""), NowMs: now, Valid: false, Error: "missing"},
 		{Name: "bad email-verified value", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderEmailVerified, "yes"), NowMs: now, Valid: false, Error: "malformed"},
+		// Signed over 1796000012345: another spelling of the number is
+		// not the signed bytes.
+		{Name: "timestamp with a plus sign", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderTimestamp, "+1796000012345"), NowMs: now, Valid: false, Error: "malformed"},
+		{Name: "timestamp with a leading zero", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderTimestamp, "01796000012345"), NowMs: now, Valid: false, Error: "malformed"},
 	}
 }
 
