@@ -362,7 +362,7 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 		return Identity{}, ErrMalformed
 	}
 	if at := get(HeaderAuthTime); at != "" {
-		if id.AuthTime, err = strconv.ParseInt(at, 10, 64); err != nil || id.AuthTime <= 0 || at[0] == '+' || at[0] == '0' {
+		if id.AuthTime, err = strconv.ParseInt(at, 10, 64); err != nil || id.AuthTime <= 0 || len(at) > 16 || at[0] == '+' || at[0] == '0' {
 			return Identity{}, ErrMalformed
 		}
 	}

@@ -19,7 +19,7 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000) {
   const keyId = get('x-auth-key-id');
   if (!keys.has(keyId)) fail('unknown_key');
   const ev = get('x-auth-email-verified'), at = get('x-auth-auth-time');
-  if (!['true', 'false'].includes(ev) || !/^([1-9][0-9]*)?$/.test(at)) fail('malformed');
+  if (!['true', 'false'].includes(ev) || !/^([1-9][0-9]{0,15})?$/.test(at)) fail('malformed');
   if (!PRINCIPALS.includes(get('x-auth-principal'))) fail('malformed');
   const lists = ['x-auth-roles', 'x-auth-permissions', 'x-auth-amr'].map(get);
   if (lists.some((l) => l !== '' && l.split(',').includes(''))) fail('malformed');
