@@ -332,7 +332,9 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 	if base64.RawURLEncoding.DecodedLen(len(enc)) != sha256.Size {
 		return Identity{}, ErrMalformed
 	}
-	if n, err := base64.RawURLEncoding.Decode(got[:], []byte(enc)); err != nil || n != sha256.Size {
+	// Strict: the last character's two unused bits are zero, else four
+	// header values would carry one signature.
+	if n, err := strictSig.Decode(got[:], []byte(enc)); err != nil || n != sha256.Size {
 		return Identity{}, ErrMalformed
 	}
 	// The canonical string holds the header's bytes, written here from
@@ -402,6 +404,10 @@ func hasNewlineV2(id *Identity, r *Request) bool {
 	}
 	return false
 }
+
+// strictSig decodes the signature of X-Auth-Signature: base64url without
+// padding, refusing what an encoder never writes.
+var strictSig = base64.RawURLEncoding.Strict()
 
 // Reason names a verification error for logs and metrics: missing,
 // malformed, expired, signature, unknown_key or version. Anything else is

@@ -15,7 +15,7 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000) {
   if (!sig || !ts) fail('missing');
   if (!sig.startsWith('v2=')) fail(sig.startsWith('v1=') ? 'version' : 'malformed');
   const mac = sig.slice(3);
-  if (!/^[A-Za-z0-9_-]{43}$/.test(mac) || !/^[1-9][0-9]{0,15}$/.test(ts)) fail('malformed');
+  if (!/^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/.test(mac) || !/^[1-9][0-9]{0,15}$/.test(ts)) fail('malformed');
   const keyId = get('x-auth-key-id');
   if (!keys.has(keyId)) fail('unknown_key');
   const ev = get('x-auth-email-verified'), at = get('x-auth-auth-time');
