@@ -1,7 +1,7 @@
 // Package nodeverifier holds verify.js, a dependency-free Node.js verifier
 // of Tollgate's identity headers v2 written from docs/identity-headers.md
 // alone, and the test that runs it against the Go implementation's test
-// vectors (shared/identity/testdata/v2_vectors.json) and against requests
-// signed by the Go signer. It shows that a team without Go can verify the
+// vectors (shared/identity/testdata/v2_vectors.json), against requests
+// signed by the Go signer, and against the Go verifier on odd header values. It shows that a team without Go can verify the
 // headers.
 package nodeverifier

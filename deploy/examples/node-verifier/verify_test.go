@@ -1,8 +1,10 @@
 package nodeverifier
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -194,6 +196,90 @@ func TestNodeVerifierAgreesWithGoSigner(t *testing.T) {
 			Timestamp: now.Add(in.skew).UnixMilli(), RequestID: fmt.Sprintf("go-%d", i), ClientIP: in.ip,
 			Method: in.method, PathQuery: r.URL.RequestURI(), BodySHA256: sha256.Sum256([]byte(in.body))}))
 		vs = append(vs, v)
+	}
+	out, err := runNode(t, writeVectors(t, vs))
+	wantAllOK(t, vs, out, err)
+}
+
+// canonicalFields are the headers of fields 2 to 14 of the canonical
+// string, in order (docs/identity-headers.md).
+var canonicalFields = []string{
+	identity.HeaderKeyID, identity.HeaderPrincipal, identity.HeaderUserID, identity.HeaderTenantID, identity.HeaderSessionID,
+	identity.HeaderRoles, identity.HeaderPermissions, identity.HeaderEmailVerified, identity.HeaderAMR, identity.HeaderAuthTime,
+	identity.HeaderTimestamp, identity.HeaderRequestID, identity.HeaderClientIP,
+}
+
+// rawCanonical is the canonical string of a request with a body of
+// nothing, written from the page: the header values exactly as they are.
+func rawCanonical(h http.Header, method, pathQuery string) string {
+	f := []string{"v2"}
+	for _, name := range canonicalFields {
+		f = append(f, h.Get(name))
+	}
+	return strings.Join(append(f, method, pathQuery, hex.EncodeToString(identity.EmptyBodySHA256[:])), "\n")
+}
+
+// TestNodeVerifierAgreesWithGoVerifier puts odd values in each signed
+// header of a signed request (signs, leading zeros, long numbers, other
+// letter cases, empty list elements, separators, non-ASCII, other
+// spellings of the signature), once under the request's signature and once
+// signed anew over the values as they are (the page's canonical string, as
+// a signer that does not check what it signs would), and has both
+// verifiers judge each: node must name the Go verifier's verdict. Neither
+// may read a value in a way of its own (one spelling of a number for
+// another, say), which only the signature of the bytes as they are shows.
+func TestNodeVerifierAgreesWithGoVerifier(t *testing.T) {
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver, err := identity.NewVerifier([]identity.Key{key}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := int64(1796000012345)
+	id := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", SessionID: "s-1", Roles: []string{"admin", "member"},
+		Permissions: []string{"notes:read"}, EmailVerified: true, AMR: []string{"pwd"}, AuthTime: 1796000000}
+	req := identity.Request{Timestamp: now, RequestID: "req-1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/notes", BodySHA256: identity.EmptyBodySHA256}
+	sig := s.Sign(&id, &req)
+	values := []string{"", "0", "-1", "+1796000012345", "01796000012345", "1796000012345", "1796000000", "+1796000000", "01796000000",
+		"9999999999999999", "17960000000000000", "9223372036854775807", "99999999999999999999", "1e12", "0x10", "1796000012345.0",
+		"true", "TRUE", "false", "user", "User", "anonymous", "api_key", "app-notes", "APP-NOTES",
+		"a,,b", ",", "a,", ",a", "a, b", "a\tb", "é", "١٢٣", "v2=", "v1=" + sig[3:]}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for i := range 4 { // the last character with each setting of its unused bits
+		values = append(values, sig[:len(sig)-1]+string(alphabet[strings.IndexByte(alphabet, sig[len(sig)-1])|i]))
+	}
+	var vs []vector
+	for _, resign := range []bool{false, true} {
+		for _, name := range append(canonicalFields, identity.HeaderSignature) {
+			for _, value := range values {
+				h := http.Header{}
+				identity.EachHeader(key.ID, &id, &req, h.Set)
+				h.Set(identity.HeaderSignature, sig)
+				h.Set(name, value)
+				if resign && name != identity.HeaderSignature {
+					m := hmac.New(sha256.New, key.Secret)
+					m.Write([]byte(rawCanonical(h, "GET", "/notes")))
+					h.Set(identity.HeaderSignature, "v2="+base64.RawURLEncoding.EncodeToString(m.Sum(nil)))
+				}
+				v := vector{Name: fmt.Sprintf("%s %q (signed anew: %v)", name, value, resign), KeyID: key.ID,
+					KeySecret: base64.StdEncoding.EncodeToString(key.Secret), Method: "GET", PathQuery: "/notes",
+					Headers: map[string]string{}, NowMs: now, Signature: h.Get(identity.HeaderSignature)}
+				for n := range h {
+					if n != identity.HeaderSignature {
+						v.Headers[n] = h.Get(n)
+					}
+				}
+				if _, err := ver.Verify(time.UnixMilli(now), h.Get, "GET", "/notes", identity.EmptyBodySHA256); err != nil {
+					v.Error = identity.Reason(err)
+				} else {
+					v.Valid, v.Canonical = true, rawCanonical(h, "GET", "/notes")
+				}
+				vs = append(vs, v)
+			}
+		}
 	}
 	out, err := runNode(t, writeVectors(t, vs))
 	wantAllOK(t, vs, out, err)
