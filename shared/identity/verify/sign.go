@@ -15,7 +15,9 @@ import (
 // as authproxy would: for an app's tests, and for tools that call an app
 // directly. It reads r's body to hash it and puts it back. The request id
 // and client IP are taken from r's X-Request-Id and X-Auth-Client-Ip when
-// set (otherwise a new id and 127.0.0.1). An empty Principal means
+// set (otherwise a new id and 127.0.0.1). The request-target signed is the
+// one the middleware checks: r.RequestURI when set (httptest.NewRequest
+// sets it), else the URL's path and query, which a client sends. An empty Principal means
 // anonymous without a user id and user with one.
 func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time.Time) error {
 	sum := identity.EmptyBodySHA256
@@ -45,7 +47,7 @@ func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time
 		ip = "127.0.0.1"
 	}
 	req := identity.Request{Timestamp: now.UnixMilli(), RequestID: rid, ClientIP: ip, Method: r.Method,
-		PathQuery: r.URL.RequestURI(), BodySHA256: sum}
+		PathQuery: requestTarget(r), BodySHA256: sum}
 	h := r.Header
 	set := func(name, value string) {
 		if value == "" {

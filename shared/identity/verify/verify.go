@@ -41,7 +41,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -314,10 +313,12 @@ func (v *Verifier) readBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// requestTarget is the path and query exactly as the request line carried
-// them, which is what the proxy signed.
+// requestTarget is the request-target exactly as the request line carried
+// it, which is what the proxy signed: its origin form, path and query. Any
+// other form ("http://host/path", which net/http parses into the same path
+// and query) is another target, which that signature does not cover.
 func requestTarget(r *http.Request) string {
-	if strings.HasPrefix(r.RequestURI, "/") {
+	if r.RequestURI != "" {
 		return r.RequestURI
 	}
 	return r.URL.RequestURI() // a request built in-process, without a request line

@@ -1,12 +1,14 @@
 package verify_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -388,6 +390,71 @@ func TestMiddlewareRejectsRepeatedHeaders(t *testing.T) {
 			res, b := do(t, r)
 			wantProblem(t, res, b, 401, problem.CodeUnauthenticated, "req-42")
 		})
+	}
+}
+
+// TestMiddlewareBindsTargetAsSent: the signature covers the request-target
+// exactly as the request line carries it. authproxy forwards the origin
+// form ("/echo?x=1"); the same request sent with an absolute-form target
+// ("http://other.example/echo?x=1", which net/http parses into the same
+// path and query but another URL host and scheme) is another target, and
+// is refused, as the Node verifier (req.url) and fiberid (OriginalURL)
+// refuse it.
+func TestMiddlewareBindsTargetAsSent(t *testing.T) {
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey}})
+	r := signed(t, signer(t, curKey), alice, time.Now(), "GET", srv.URL+"/echo?x=1", "")
+	send := func(target string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		var b strings.Builder
+		b.WriteString("GET " + target + " HTTP/1.1\r\nHost: app\r\nConnection: close\r\n")
+		for name := range r.Header {
+			b.WriteString(name + ": " + r.Header.Get(name) + "\r\n")
+		}
+		b.WriteString("\r\n")
+		if _, err := io.WriteString(conn, b.String()); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		return res.Status
+	}
+	if got := send("/echo?x=1"); got != "200 OK" {
+		t.Fatalf("origin form, as signed: %s", got)
+	}
+	for _, target := range []string{"http://other.example/echo?x=1", "https://app/echo?x=1", "http:/echo?x=1"} {
+		if got := send(target); got != "401 Unauthorized" {
+			t.Errorf("%s with the signature of /echo?x=1: %s, want 401", target, got)
+		}
+	}
+	// In process, Sign signs the target the middleware binds: the request
+	// line's of httptest.NewRequest (in either form), the URL's of
+	// http.NewRequest (which has none).
+	v, err := verify.New(verify.Config{Keys: []identity.Key{curKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	absolute, err := http.NewRequest("GET", "http://app/echo?x=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*http.Request{httptest.NewRequest("GET", "/echo?x=1", nil), httptest.NewRequest("GET", "http://app/echo?x=1", nil), absolute} {
+		if err := verify.Sign(r, signer(t, curKey), alice, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 {
+			t.Errorf("in process, target %q: %d %s", r.RequestURI, w.Code, w.Body)
+		}
 	}
 }
 
