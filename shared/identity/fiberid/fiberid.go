@@ -83,7 +83,7 @@ func New(v *verify.Verifier) fiber.Handler {
 		// After the body: a chunked body's trailer section, read with a
 		// streamed body's last chunk, holds header lines too (PeekAll
 		// returns them beside the header section's).
-		if verify.Repeated(lines(c)) {
+		if repeated(c) {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMalformed)
 			return write(c, errUnsigned)
 		}
@@ -101,20 +101,20 @@ func New(v *verify.Verifier) fiber.Handler {
 
 var errBodyTooLarge = errors.New("fiberid: body too large")
 
-// lines returns the count of verify.Repeated: how many lines of a header
-// (named in canonical form) the request has, in its header and trailer
-// sections. PeekAll finds a name in its canonical spelling only, which is
-// every spelling as fasthttp stores names, unless the app keeps them as
-// sent (DisableHeaderNormalizing): then each line is compared in any
-// letter case, since another reader of the request (a Go or Node server
-// it is passed to, the app's own lookup in another spelling) takes
+// repeated is verify.Repeated of the request: whether it has a signed
+// header more than once, in its header and trailer sections. PeekAll finds
+// a name in its canonical spelling only, which is every spelling as
+// fasthttp stores names, unless the app keeps them as sent
+// (DisableHeaderNormalizing): then each line is compared in any letter
+// case, since another reader of the request (a Go or Node server it is
+// passed to, the app's own lookup in another spelling) takes
 // "x-auth-roles" for the same header as "X-Auth-Roles".
-func lines(c *fiber.Ctx) func(name string) int {
+func repeated(c *fiber.Ctx) bool {
 	h := &c.Request().Header
 	if !c.App().Config().DisableHeaderNormalizing {
-		return func(name string) int { return len(h.PeekAll(name)) }
+		return verify.Repeated(func(name string) int { return len(h.PeekAll(name)) })
 	}
-	return func(name string) int {
+	return verify.Repeated(func(name string) int {
 		n := 0
 		for k := range h.All() {
 			if bytes.EqualFold(k, []byte(name)) {
@@ -127,7 +127,7 @@ func lines(c *fiber.Ctx) func(name string) int {
 			}
 		}
 		return n
-	}
+	})
 }
 
 // readBody returns the body as sent: c.Body() would decode a
