@@ -453,11 +453,19 @@ WHERE i.token_hash = $1 FOR UPDATE OF i`
 
 // qGrantable reads, for GrantableRoles, the invitation's roles that still
 // exist, the permissions they grant and the inviter's, both under the live
-// catalog.
+// catalog. The roles stay locked (FOR SHARE) until the accept commits, so
+// that a change of their permissions waits for it instead of committing
+// between this check and the grant, which the grant's foreign-key check
+// would wait for and then let through (roles.Handed).
 var qGrantable = `
-SELECT ARRAY(SELECT r.name FROM roles r WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) ORDER BY r.name),
-       ARRAY(SELECT DISTINCT x FROM roles r, unnest(` + grantPerms + `) x
-             WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND x = ANY($4::text[])),
+WITH r AS MATERIALIZED (
+    SELECT name, builtin, permissions FROM roles
+    WHERE tenant_id = $1 AND name = ANY($2::text[])
+    ORDER BY id
+    FOR SHARE
+)
+SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name),
+       ARRAY(SELECT DISTINCT x FROM r, unnest(` + grantPerms + `) x WHERE x = ANY($4::text[])),
        ARRAY(SELECT DISTINCT x FROM memberships m
              JOIN users u ON u.id = m.user_id AND u.status = 'active'
              JOIN membership_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id

@@ -488,6 +488,58 @@ func TestInviteRolesRecheckedAtAccept(t *testing.T) {
 	}
 }
 
+// TestAcceptRacingRoleEscalation: an invitation accepted while an owner's
+// change adds to its role a permission the inviting admin does not hold.
+// The accept checked the role's permissions unlocked, then waited on the
+// role's row for its foreign key until the change committed, and the
+// invitee joined with tenant:write from an admin who never held it. The
+// role is now locked as it is checked: the accept waits for the change
+// and is refused, as it is once the change has committed.
+func TestAcceptRacingRoleEscalation(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ctx := t.Context()
+	owner := x.signup(t, "o@acme.test")
+	admin := x.SeedUserIn(t, owner.c.Tid, "adm@acme.test", "admin")
+	r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"audit:read"}})
+	wantStatus(t, r, http.StatusCreated)
+	var ops struct{ ID string }
+	r.JSON(t, &ops)
+	x.invite(t, admin, "newbie@example.com", "ops")
+	tok := x.mail(t, "newbie@example.com", "invited").Token()
+	// The owner's PATCH in flight: the role locked and changed, not yet
+	// committed.
+	hold, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.Background())
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM roles WHERE id = $1 FOR UPDATE`, ops.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(ctx, `UPDATE roles SET permissions = '{audit:read,tenant:write}' WHERE id = $1`, ops.ID); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		status int
+		code   string
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"})
+		done <- result{st, code}
+	}()
+	x.DB.WaitForLockWaiters(t, 1)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; got.status != 403 || got.code != problem.CodeForbidden {
+		t.Errorf("accept of a role that now carries tenant:write: %d %s, want 403 %s", got.status, got.code, problem.CodeForbidden)
+	}
+	if x.isMember(t, owner.c.Tid, "newbie@example.com") {
+		t.Error("joined anyway")
+	}
+}
+
 // Withdrawing or resending an invitation needs every permission its roles
 // grant, as making it did: an admin can neither cancel an owner's
 // invitation of another owner nor keep it alive past its expiry with a

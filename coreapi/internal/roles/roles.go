@@ -397,6 +397,33 @@ func LockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	return nil
 }
 
+// Handed reads, in tx, the tenant's roles named in names that are about to
+// be handed out (to a new member, a service account, an invitee): how many
+// of the names are roles, and the sorted permissions those roles grant
+// under the catalog whose arrays all and member are (CatalogArgs). It
+// locks the roles it reads (FOR SHARE) until tx ends, so that a change of
+// their permissions, which locks its role (Store.Update), cannot commit
+// between the caller's escalation check and its grant: without the lock,
+// the grant's foreign-key check waited for such a change and then went
+// through, handing out what the check never saw. A caller that takes the
+// tenant's lock (LockTenant) takes it first, as Store.Delete does.
+func Handed(ctx context.Context, tx pgx.Tx, all, member, tenantID string, names []string) (found int, perms []string, err error) {
+	q := `
+WITH r AS MATERIALIZED (
+    SELECT name, builtin, permissions FROM roles
+    WHERE tenant_id = $1 AND name = ANY($2::text[])
+    ORDER BY id
+    FOR SHARE
+)
+SELECT (SELECT count(*) FROM r),
+       ARRAY(SELECT DISTINCT p FROM r, unnest(` + PermissionsSQL("r", "$3::text[]", "$4::text[]") + `) p
+             WHERE p = ANY($3::text[]) ORDER BY p)`
+	if err := tx.QueryRow(ctx, q, tenantID, names, all, member).Scan(&found, &perms); err != nil {
+		return 0, nil, fmt.Errorf("roles handed out: %w", err)
+	}
+	return found, perms, nil
+}
+
 // Delete removes a custom role (and so every grant of it).
 //
 // It first takes the tenant's lock (LockTenant), as every change of a

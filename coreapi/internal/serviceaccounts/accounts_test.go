@@ -727,3 +727,50 @@ func TestServiceAccountListPages(t *testing.T) {
 		t.Errorf("include_total=false: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestCreateRacingRoleEscalation: a service account created with a role
+// while an owner's change adds to that role a permission the creating
+// admin does not hold. The creation checked the role's permissions
+// unlocked, then waited on the role's row for its foreign key until the
+// change committed, and made an account with tenant:write. The role is
+// now locked as it is checked: the creation waits for the change and is
+// refused.
+func TestCreateRacingRoleEscalation(t *testing.T) {
+	e := start(t, startOpts{})
+	ctx := t.Context()
+	_, owner := e.owner(t, "owner@example.com")
+	admin := e.SeedUserIn(t, owner.TenantID, "admin@example.com", "admin")
+	r := e.Send(t, owner, http.MethodPost, "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"audit:read"}})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create role: %d %s", r.Status, r.Body)
+	}
+	var ops struct{ ID string }
+	r.JSON(t, &ops)
+	// The owner's PATCH in flight: the role locked and changed, not yet
+	// committed.
+	hold, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.Background())
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM roles WHERE id = $1 FOR UPDATE`, ops.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(ctx, `UPDATE roles SET permissions = '{audit:read,tenant:write}' WHERE id = $1`, ops.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan apitest.Response, 1)
+	go func() {
+		done <- e.Send(t, &admin, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "ci", "roles": []string{"ops"}})
+	}()
+	e.DB.WaitForLockWaiters(t, 1)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.Status != http.StatusForbidden {
+		t.Errorf("creation with a role that now carries tenant:write: %d %s, want 403", r.Status, r.Body)
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE kind = 'service'`); n != 0 {
+		t.Errorf("%d service accounts made", n)
+	}
+}

@@ -164,9 +164,6 @@ FOR UPDATE OF sa`
 // Create adds a service account holding the named roles (default:
 // member). The actor must hold every permission the roles grant.
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, name string, roleNames []string) (Account, error) {
-	qPerms := `
-SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + rolePerms + `) p
-WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	const qUser = `
 INSERT INTO users (id, email, display_name, kind)
 SELECT g.id, g.id::text || '@` + EmailDomain + `', $1, 'service' FROM (SELECT gen_random_uuid() AS id) g
@@ -187,16 +184,22 @@ RETURNING created_at`
 		acc.CreatedBy = &a.UserID
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var perms []string
-		if err := tx.QueryRow(ctx, qPerms, tenantID, roleNames, s.all, s.member).Scan(&perms); err != nil {
-			return fmt.Errorf("role permissions: %w", err)
+		// Serialized in the tenant, so the limit holds; the tenant's lock
+		// first, then the roles', as a role's deletion takes them.
+		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		// The roles stay locked until the account holds them: a change of
+		// their permissions waits (roles.Handed).
+		found, perms, err := roles.Handed(ctx, tx, s.all, s.member, tenantID, roleNames)
+		if err != nil {
+			return err
 		}
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
 		}
-		// Serialized in the tenant, so the limit holds.
-		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-			return err
+		if found != len(roleNames) {
+			return ErrUnknownRole
 		}
 		var n int
 		if err := tx.QueryRow(ctx, qCount, tenantID).Scan(&n); err != nil {

@@ -638,9 +638,6 @@ type NewMember struct {
 // that account's owner may accept. Nothing of the existing account leaks
 // into the answer, and a password given for it is ignored.
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n NewMember) (Member, *invitations.Invitation, error) {
-	const qRolePerms = `
-SELECT COALESCE(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + rolePerms + `) p
-WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 	if len(n.Roles) == 0 {
 		n.Roles = []string{roles.Member}
 	}
@@ -660,12 +657,19 @@ WHERE r.tenant_id = $1 AND r.name = ANY($2::text[]) AND p = ANY($3::text[])`
 		inv *invitations.Invitation
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var perms []string
-		if err := tx.QueryRow(ctx, qRolePerms, tenantID, n.Roles, s.all, s.member).Scan(&perms); err != nil {
+		// The roles stay locked until the member holds them: a change of
+		// their permissions waits (roles.Handed).
+		found, perms, err := roles.Handed(ctx, tx, s.all, s.member, tenantID, n.Roles)
+		if err != nil {
 			return err
 		}
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
+		}
+		// A name that is no role now must not become one (created or
+		// renamed to) before the grant, unchecked.
+		if found != len(SortedUnique(n.Roles)) {
+			return tenants.ErrUnknownRole
 		}
 		u, err := Insert(ctx, tx, NewUser{Email: n.Email, DisplayName: n.DisplayName, PasswordHash: hash, PasswordByAdmin: true})
 		userID := u.ID
@@ -907,10 +911,14 @@ SELECT count(*), COALESCE(bool_or(role_id = $3), false) FROM membership_roles WH
 		if _, err := getTx(ctx, tx, tenantID, userID); err != nil {
 			return err
 		}
+		// The role stays locked until the grant commits, so that a change
+		// of its permissions (roles.Store.Update) waits for it rather
+		// than slipping in between this check and the grant, which the
+		// grant's foreign-key check would then wait for and let through.
 		var roleID string
 		var builtin bool
 		var perms []string
-		if err := tx.QueryRow(ctx, qRole, tenantID, roleName).Scan(&roleID, &builtin, &perms); err != nil {
+		if err := tx.QueryRow(ctx, qRole+` FOR SHARE`, tenantID, roleName).Scan(&roleID, &builtin, &perms); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return roles.ErrNotFound
 			}
