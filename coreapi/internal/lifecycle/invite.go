@@ -140,7 +140,10 @@ type myInvitation struct {
 
 // myInvitations lists the pending invitations addressed to the caller,
 // once the caller has proven the address (else anyone who signed up with
-// someone else's address would see that person's invitations).
+// someone else's address would see that person's invitations) and chosen
+// the password (a tenant admin who set it can sign in with it, and would
+// read other tenants' invitations, which the account cannot accept either
+// until then).
 func (s *Service) myInvitations(c *fiber.Ctx) error {
 	pq, err := httpapi.ParsePageWithoutTotal(c)
 	if err != nil {
@@ -156,12 +159,16 @@ func (s *Service) myInvitations(c *fiber.Ctx) error {
 		after = &invitations.Cursor{CreatedAt: t, ID: iid}
 	}
 	ctx := c.UserContext()
-	var verified bool
-	if err := s.pool.QueryRow(ctx, `SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1`, id.UserID).Scan(&verified); err != nil {
+	const qUser = `SELECT email_verified_at IS NOT NULL, password_hash IS NOT NULL AND password_set_by_admin FROM users WHERE id = $1`
+	var verified, adminPassword bool
+	if err := s.pool.QueryRow(ctx, qUser, id.UserID).Scan(&verified, &adminPassword); err != nil {
 		return fmt.Errorf("load user: %w", err)
 	}
 	if !verified {
 		return problem.New(fiber.StatusForbidden, problem.CodeEmailUnverified, "verify your email address to see the invitations sent to it")
+	}
+	if adminPassword {
+		return errAdminPasswordList
 	}
 	list, err := s.invitations.ForUser(ctx, id.UserID, pq.Limit+1, after)
 	if err != nil {
@@ -187,6 +194,8 @@ var (
 		"whoever sent this invitation can no longer grant its roles")
 	errAdminPassword = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
 		"this account's password was set by a tenant administrator: change it (or reset it), then accept")
+	errAdminPasswordList = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
+		"this account's password was set by a tenant administrator: change it (or reset it) to see the invitations sent to it")
 )
 
 // acceptInvitation adds the invitee to the inviting tenant and opens a

@@ -200,6 +200,42 @@ func TestInviteAcceptNeedsTheOwnersPassword(t *testing.T) {
 	}
 }
 
+// TestMyInvitationsNeedTheOwnersPassword: an account whose password a
+// tenant admin chose (POST /users with password) does not list the
+// invitations sent to its address until its owner changes the password:
+// the admin can sign in with it, and the list (other tenants' names, ids
+// and the roles they offer) is no more theirs to read than those
+// invitations are theirs to accept. The address was verified: the member
+// used the link coreapi mailed them.
+func TestMyInvitationsNeedTheOwnersPassword(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	first := x.signup(t, "first@acme.test")
+	other := x.signup(t, "other@beta.test")
+	const addr, adminPW = "hired@example.com", "the first admin's choice"
+	wantStatus(t, x.Send(t, &first.id, http.MethodPost, "/api/v1/users", map[string]string{"email": addr, "password": adminPW}), http.StatusCreated)
+	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE lower(email) = $1`, addr)
+	x.invite(t, other.id, addr)
+
+	r := x.token(t, addr, adminPW) // the member, or the first tenant's admin
+	wantStatus(t, r, http.StatusOK)
+	var tk tokens
+	r.JSON(t, &tk)
+	member := x.identity(t, claimsOf(t, tk.AccessToken))
+	r = x.Get(t, &member, "/api/v1/users/me/invitations")
+	wantProblem(t, r, http.StatusConflict, problem.CodeAdminPasswordBeforeLinking)
+	if strings.Contains(string(r.Body), other.c.Tid) || strings.Contains(string(r.Body), "beta") {
+		t.Errorf("the refusal names the inviting tenant: %s", r.Body)
+	}
+
+	wantStatus(t, x.Send(t, &member, http.MethodPut, "/api/v1/users/me/password",
+		map[string]string{"current_password": adminPW, "new_password": "the member's own choice"}), http.StatusOK)
+	r = x.Get(t, &member, "/api/v1/users/me/invitations")
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(string(r.Body), other.c.Tid) {
+		t.Errorf("after the password change, the list lacks the invitation: %s", r.Body)
+	}
+}
+
 func TestInviteAcceptWithPassword(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "own@acme.test")
