@@ -708,3 +708,41 @@ func TestProfileUpdateAudited(t *testing.T) {
 		wantNoChange(t, w, &w.Admin, "/api/v1/users/me", map[string]any{"display_name": name}, before.Body)
 	}
 }
+
+// TestRevokeNeedsTheMembersPermissions: taking a role from a member needs
+// every permission the member holds, as disabling or removing them does,
+// not only the role's. An admin (no tenant:write) took admin from a member
+// who also held tenant:write through a custom role, leaving them unable to
+// manage members, whom the admin could neither disable nor remove.
+func TestRevokeNeedsTheMembersPermissions(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "tenant-editor", "permissions": []string{"tenant:write"}}), 201)
+	mid := w.Member.UserID
+	base := "/api/v1/users/" + mid + "/roles/"
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", base+"tenant-editor", nil), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", base+"admin", nil), 200)
+	before := len(w.E.OutboxSubjects(t))
+
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/"+mid, map[string]any{"membership_status": "disabled"}), 403, "forbidden")
+	for _, role := range []string{"admin", "member", "no-such-role"} {
+		r := w.E.Send(t, &w.Admin, "DELETE", base+role, nil)
+		if role == "no-such-role" {
+			apitest.WantProblem(t, r, 404, "not_found")
+			continue
+		}
+		apitest.WantProblem(t, r, 403, "forbidden")
+	}
+	var m tenantapi.Member
+	w.E.Get(t, &w.Owner, "/api/v1/users/"+mid).JSON(t, &m)
+	if want := []string{"admin", "member", "tenant-editor"}; !slices.Equal(m.Roles, want) {
+		t.Errorf("roles = %v, want %v", m.Roles, want)
+	}
+	if n := len(w.E.OutboxSubjects(t)); n != before {
+		t.Errorf("refused revocations wrote %d outbox rows", n-before)
+	}
+	// The owner holds every permission; and a member within the admin's
+	// permissions is the admin's to demote.
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", base+"tenant-editor", nil), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "DELETE", base+"admin", nil), 200)
+}

@@ -966,8 +966,10 @@ SELECT count(*), COALESCE(bool_or(role_id = $3), false) FROM membership_roles WH
 }
 
 // RevokeRole takes the named role from the member; revoking a role the
-// member does not hold changes nothing. Taking owner from the last active
-// owner is refused.
+// member does not hold changes nothing. The actor must hold every
+// permission of the role and every permission the member holds, as for
+// disabling or removing the member: one who holds less cannot demote
+// them. Taking owner from the last active owner is refused.
 func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName string, a roles.Actor) (Member, error) {
 	const q = `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2 AND role_id = $3`
 	var m Member
@@ -985,7 +987,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 			}
 			return err
 		}
-		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) {
+		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) || !a.Covers(t.perms) {
 			return roles.ErrEscalation
 		}
 		if builtin && roleName == roles.Owner && t.owner && t.status == identity.StatusActive && !t.otherOwner {
