@@ -131,7 +131,7 @@ func serveBareProxy(ctx context.Context, addr, upstream string) error {
 		DisablePathNormalizing:   true,
 		StreamResponseBody:       true,
 	}
-	hc.Transport = fasttransport.New(hc) // as authproxy's forward.NewHostClient
+	hc.Transport = fasttransport.New(hc, nil) // as authproxy's forward.NewHostClient
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage:        true,
 		BodyLimit:                    1 << 20, // MAX_BODY_BYTES

@@ -26,8 +26,16 @@
 // that belong to none (a body sent with an answer to HEAD, with a 204 or a
 // 304, or past a body's Content-Length), or a 204 that announces a body:
 // pooled, the connection would hand them to the next request as its
-// answer. An answer whose status code is outside 100–599 ("000" included)
-// is an error (ErrStatus) and its connection is closed.
+// answer. Bytes that arrive once the connection is back in the pool are
+// found before the next request is written on it, as Go's net/http and
+// Envoy find them: New installs a dialer of its own, and a pooled
+// connection is read without waiting first (conn.go: in the raw read that
+// then waits for the answer, so at no cost in system calls when the
+// answer is not there yet). A connection with such bytes, or that the
+// upstream has closed, is closed and the request, not yet written, goes on
+// another connection. Each connection closed for stray bytes is told to
+// New's stray function. An answer whose status code is outside 100–599
+// ("000" included) is an error (ErrStatus) and its connection is closed.
 //
 // Per-request timeouts (HostClient.DoTimeout, DoDeadline, Request.SetTimeout)
 // are not applied: fasthttp keeps them in an unexported field. Use the
@@ -51,9 +59,17 @@ import (
 )
 
 // New returns the transport of hc, to be set as hc.Transport: it takes
-// connections from hc's pool and gives them back to it.
-func New(hc *fasthttp.HostClient) fasthttp.RoundTripper {
-	return newTransport(hc, hc.AcquireConn, hc.CloseConn, hc.ReleaseConn)
+// connections from hc's pool and gives them back to it. It also sets
+// hc.DialTimeout to a dialer of its own, which dials as hc's own settings
+// say (Dial, DialTimeout, DialDualStack: set them before New) and lets the
+// transport look at a pooled connection before a request is written on it.
+// stray, when not nil, is told of each connection closed for stray bytes.
+func New(hc *fasthttp.HostClient, stray func(Stray)) fasthttp.RoundTripper {
+	d := &dialer{hc: hc, dial: hc.Dial, dialTimeout: hc.DialTimeout}
+	hc.DialTimeout = d.dialConn
+	t := newTransport(hc, hc.AcquireConn, hc.CloseConn, hc.ReleaseConn)
+	t.stray = stray
+	return t
 }
 
 // conn is fasthttp's pooled connection (an unexported type, named here by
@@ -71,7 +87,8 @@ type transport[C conn] struct {
 	acquire     func(time.Duration, bool) (C, error)
 	closeConn   func(C)
 	releaseConn func(C)
-	bodies      sync.Pool // of *body[C]
+	stray       func(Stray) // nil: not told
+	bodies      sync.Pool   // of *body[C]
 }
 
 func newTransport[C conn](hc *fasthttp.HostClient, acquire func(time.Duration, bool) (C, error), closeConn, releaseConn func(C)) *transport[C] {
@@ -101,40 +118,46 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		// answers (fasthttp's transport allocates nothing for those).
 		return fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
 	}
-	cc, err := t.acquire(0, req.ConnectionClose())
-	if err != nil {
-		return false, err
-	}
-	conn := cc.Conn()
-	resp.ParseNetConn(conn)
-
-	if err = conn.SetWriteDeadline(deadline(hc.WriteTimeout)); err != nil {
+	var cc C
+	var resetClose bool
+	for {
+		if cc, err = t.acquire(0, req.ConnectionClose()); err != nil {
+			return false, err
+		}
+		conn := cc.Conn()
+		if err = conn.SetWriteDeadline(deadline(hc.WriteTimeout)); err != nil {
+			t.closeConn(cc)
+			return true, err
+		}
+		resetClose = hc.MaxConnDuration > 0 && time.Since(cc.CreatedTime()) > hc.MaxConnDuration && !req.ConnectionClose()
+		if resetClose {
+			req.SetConnectionClose()
+		}
+		var idle idleState
+		idle, err = send(hc, conn, req)
+		if resetClose {
+			req.Header.ResetConnectionClose()
+		}
+		if idle == idleClean {
+			break
+		}
+		// Something arrived on the pooled connection while it was idle
+		// (bytes no request asked for, or the upstream's close), and req
+		// was not written: it goes on another connection, pooled or new.
+		// Each turn closes one that was pooled; a new one is not looked
+		// at, so this ends.
 		t.closeConn(cc)
-		return true, err
+		if idle == idleStray {
+			t.strayed(StrayWhileIdle)
+		}
 	}
-	resetClose := false
-	if hc.MaxConnDuration > 0 && time.Since(cc.CreatedTime()) > hc.MaxConnDuration && !req.ConnectionClose() {
-		req.SetConnectionClose()
-		resetClose = true
-	}
-	bw := hc.AcquireWriter(conn)
-	err = req.Write(bw)
-	if resetClose {
-		req.Header.ResetConnectionClose()
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	hc.ReleaseWriter(bw)
 	if err != nil {
 		t.closeConn(cc)
 		return true, timeout(err)
 	}
+	conn := cc.Conn()
+	resp.ParseNetConn(conn)
 
-	if err = conn.SetReadDeadline(deadline(hc.ReadTimeout)); err != nil {
-		t.closeConn(cc)
-		return true, err
-	}
 	if req.Header.IsHead() {
 		resp.SkipBody = true
 	}
@@ -158,8 +181,13 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		// pooled connection the next request would read them as its
 		// own. So would a body a 204 announces (it may have no
 		// Content-Length nor Transfer-Encoding): it follows later.
-		closeConn = closeConn || br.Buffered() > 0 ||
-			status == fasthttp.StatusNoContent && resp.Header.ContentLength() != 0 && resp.Header.ContentLength() != -2
+		// (After a 101, what follows is the other protocol's: the
+		// connection is closed in any case.)
+		if status != fasthttp.StatusSwitchingProtocols && br.Buffered() > 0 ||
+			status == fasthttp.StatusNoContent && resp.Header.ContentLength() != 0 && resp.Header.ContentLength() != -2 {
+			closeConn = true
+			t.strayed(StrayAfterAnswer)
+		}
 		hc.ReleaseReader(br)
 		t.release(cc, closeConn)
 		return false, nil
@@ -173,11 +201,15 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		err = resp.ReadBody(br, 0)
 		resp.StreamBody = true
 		// More than the Content-Length arrived: the rest is no answer's.
-		closeConn = closeConn || br.Buffered() > 0
+		stray := br.Buffered() > 0
 		hc.ReleaseReader(br)
 		if err != nil {
 			t.closeConn(cc)
 			return true, timeout(err)
+		}
+		if stray {
+			closeConn = true
+			t.strayed(StrayAfterAnswer)
 		}
 		t.release(cc, closeConn)
 		return false, nil
@@ -252,6 +284,13 @@ func timeout(err error) error {
 		return fasthttp.ErrTimeout
 	}
 	return err
+}
+
+// strayed tells t.stray, if set, of a connection closed for stray bytes.
+func (t *transport[C]) strayed(s Stray) {
+	if t.stray != nil {
+		t.stray(s)
+	}
 }
 
 // release gives cc back to the pool, or closes it.
@@ -338,7 +377,12 @@ func (b *body[C]) CloseWithError(err error) error {
 	t := b.t
 	// Bytes after the body (more than its Content-Length, or than its
 	// last chunk and trailer) are no answer's: the connection goes.
-	keep := err == nil && b.eof && !b.failed && !b.closeConn && b.br.Buffered() == 0
+	ended := err == nil && b.eof && !b.failed
+	stray := ended && b.br.Buffered() > 0
+	keep := ended && !b.closeConn && !stray
+	if stray {
+		t.strayed(StrayAfterAnswer)
+	}
 	if !keep {
 		t.closeConn(b.cc) // closes the socket before br goes back
 	}

@@ -3,10 +3,13 @@ package fasttransport
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,6 +35,11 @@ func startUpstream(t testing.TB, answer func(r *http.Request, w *bufio.Writer) (
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startUpstreamOn(t, ln, answer)
+}
+
+// startUpstreamOn is startUpstream on ln.
+func startUpstreamOn(t testing.TB, ln net.Listener, answer func(r *http.Request, w *bufio.Writer) (closeAfter bool)) *upstream {
 	u := &upstream{ln: ln}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
@@ -74,7 +82,7 @@ func client(addr string) *fasthttp.HostClient {
 		DisablePathNormalizing: true,
 		StreamResponseBody:     true,
 	}
-	hc.Transport = New(hc)
+	hc.Transport = New(hc, nil)
 	return hc
 }
 
@@ -655,5 +663,221 @@ func TestBytesAfterAnAnswerCloseTheConnection(t *testing.T) {
 				t.Errorf("after %v: GET %s answered %q", c, p, got)
 			}
 		}
+	}
+}
+
+// TestBytesWhileIdleCloseTheConnection: what an upstream sends after an
+// answer's end but later, in a segment of its own (the body of an answer
+// to HEAD, of a 204 or a 304 without a length, the rest of a body past its
+// Content-Length, a second answer, bytes after the last chunk), arrives
+// while the connection is idle in the pool. Taken for the next request,
+// it made that request's answer: another client's data, when it forms an
+// answer. The connection is found with them before the next request is
+// written on it, and closed; the request, a POST too, goes on a new
+// connection and gets its own answer.
+func TestBytesWhileIdleCloseTheConnection(t *testing.T) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nsomeone-elses"
+	cases := []struct {
+		method, path, answer string
+	}{
+		{"HEAD", "/head", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"},
+		{"GET", "/204", "HTTP/1.1 204 No Content\r\n\r\n"},
+		{"GET", "/304", "HTTP/1.1 304 Not Modified\r\n\r\n"},
+		{"GET", "/long", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+		{"GET", "/twice", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+		{"GET", "/chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
+	}
+	release, sent := make(chan struct{}), make(chan struct{}, 1)
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		for _, c := range cases {
+			if r.URL.Path == c.path {
+				w.WriteString(c.answer)
+				_ = w.Flush()
+				<-release // the client has read the answer
+				w.WriteString(stray)
+				_ = w.Flush()
+				sent <- struct{}{}
+				return false
+			}
+		}
+		fixed(w, 200, "own "+r.URL.Path)
+		return false
+	})
+	for _, c := range cases {
+		hc := client(u.addr())
+		var strays []Stray
+		hc.Transport = New(hc, func(s Stray) { strays = append(strays, s) })
+		hc.RetryIfErr = func(*fasthttp.Request, int, error) (bool, bool) { return false, false }
+		resp, err := get(t, hc, c.method, c.path)
+		if err != nil {
+			t.Fatal(c.path, err)
+		}
+		if resp.IsBodyStream() {
+			_, _ = io.Copy(io.Discard, resp.BodyStream())
+			_ = resp.CloseBodyStream()
+		}
+		release <- struct{}{}
+		<-sent
+		time.Sleep(20 * time.Millisecond) // the stray bytes reach the pooled socket
+		accepted := u.accepted.Load()
+		for i, m := range []string{"POST", "GET"} {
+			p := "/next" + strconv.Itoa(i)
+			resp, err := get(t, hc, m, p)
+			if err != nil {
+				t.Errorf("after %s: %s %s: %v", c.path, m, p, err)
+			} else if got := string(resp.Body()); got != "own "+p {
+				t.Errorf("after %s: %s %s answered %q", c.path, m, p, got)
+			}
+		}
+		if got := u.accepted.Load() - accepted; got != 1 {
+			t.Errorf("after %s: %d new connections, want 1 (the idle one closed, its successor kept)", c.path, got)
+		}
+		if len(strays) != 1 || strays[0] != StrayWhileIdle {
+			t.Errorf("after %s: told %v, want [idle]", c.path, strays)
+		}
+	}
+}
+
+// tlsUpstream is startUpstream serving TLS (version v) with httptest's
+// certificate, and a client of it that trusts the certificate. Its
+// connections write only part of each write while cut is set (cutConn).
+func tlsUpstream(t *testing.T, v uint16, cut *atomic.Bool, answer func(r *http.Request, w *bufio.Writer) bool) (*upstream, *fasthttp.HostClient) {
+	t.Helper()
+	s := httptest.NewTLSServer(http.NotFoundHandler())
+	cert, roots := s.TLS.Certificates[0], x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln = tls.NewListener(cutListener{ln, cut}, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: v, MaxVersion: v})
+	u := startUpstreamOn(t, ln, answer)
+	hc := &fasthttp.HostClient{
+		Addr: u.addr(), IsTLS: true, TLSConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, MaxIdleConnDuration: time.Minute,
+		DisablePathNormalizing: true, StreamResponseBody: true,
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+	}
+	return u, hc
+}
+
+// cutListener's connections are cutConns.
+type cutListener struct {
+	net.Listener
+	cut *atomic.Bool
+}
+
+func (l cutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &cutConn{Conn: c, cut: l.cut}, nil
+}
+
+// cutConn writes only the first 7 bytes of each write while cut is set
+// (and drops the rest): the peer gets part of a TLS record.
+type cutConn struct {
+	net.Conn
+	cut *atomic.Bool
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	if c.cut.Load() && len(p) > 7 {
+		_, err := c.Conn.Write(p[:7])
+		return len(p), err
+	}
+	return c.Conn.Write(p)
+}
+
+func getTLS(t *testing.T, hc *fasthttp.HostClient, method, path string) (*fasthttp.Response, error) {
+	t.Helper()
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.SetRequestURI("https://" + hc.Addr + path)
+	req.Header.SetMethod(method)
+	resp := fasthttp.AcquireResponse()
+	t.Cleanup(func() { fasthttp.ReleaseResponse(resp) })
+	return resp, hc.Do(req, resp)
+}
+
+// TestTLSBytesWhileIdleCloseTheConnection: over TLS, stray bytes arriving
+// while the connection is idle are found through the TLS client: a whole
+// record of application data (a second answer), or part of a record,
+// which the TLS client keeps until the rest comes. A TLS connection
+// without stray bytes stays pooled, across the session tickets a TLS 1.3
+// server sends after the handshake.
+func TestTLSBytesWhileIdleCloseTheConnection(t *testing.T) {
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		release, sent := make(chan struct{}), make(chan struct{}, 1)
+		cut := new(atomic.Bool)
+		u, hc := tlsUpstream(t, v, cut, func(r *http.Request, w *bufio.Writer) bool {
+			switch r.URL.Path {
+			case "/twice", "/part":
+				fixed(w, 200, "ok")
+				_ = w.Flush()
+				<-release // the client has read the answer
+				cut.Store(r.URL.Path == "/part")
+				w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nsomeone-elses")
+				_ = w.Flush()
+				cut.Store(false)
+				sent <- struct{}{}
+			default:
+				fixed(w, 200, "own "+r.URL.Path)
+			}
+			return false
+		})
+		var strays []Stray
+		hc.Transport = New(hc, func(s Stray) { strays = append(strays, s) })
+		for i := range 4 {
+			p := "/plain" + strconv.Itoa(i)
+			if resp, err := getTLS(t, hc, "GET", p); err != nil || string(resp.Body()) != "own "+p {
+				t.Fatalf("TLS %x: GET %s: %v", v, p, err)
+			}
+		}
+		if n := u.accepted.Load(); n != 1 || len(strays) != 0 {
+			t.Fatalf("TLS %x: %d connections for 4 requests, told %v; want 1, none", v, n, strays)
+		}
+		for _, path := range []string{"/twice", "/part"} {
+			if resp, err := getTLS(t, hc, "GET", path); err != nil || string(resp.Body()) != "ok" {
+				t.Fatalf("TLS %x: GET %s: %v", v, path, err)
+			}
+			release <- struct{}{}
+			<-sent
+			time.Sleep(20 * time.Millisecond)
+			accepted := u.accepted.Load()
+			if resp, err := getTLS(t, hc, "POST", "/next"); err != nil || string(resp.Body()) != "own /next" {
+				t.Errorf("TLS %x: after %s: POST /next: %v %q", v, path, err, resp.Body())
+			}
+			if got := u.accepted.Load() - accepted; got != 1 {
+				t.Errorf("TLS %x: after %s: %d new connections, want 1", v, path, got)
+			}
+		}
+		if len(strays) != 2 || strays[0] != StrayWhileIdle || strays[1] != StrayWhileIdle {
+			t.Errorf("TLS %x: told %v, want [idle idle]", v, strays)
+		}
+	}
+}
+
+// TestIdlePastTheReadDeadline: a pooled connection idle for longer than
+// the client's ReadTimeout (the read deadline of its last answer has
+// passed) is looked at and used again, not taken for closed.
+func TestIdlePastTheReadDeadline(t *testing.T) {
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		fixed(w, 200, "own "+r.URL.Path)
+		return false
+	})
+	hc := client(u.addr())
+	hc.ReadTimeout = 50 * time.Millisecond
+	for i := range 3 {
+		p := "/" + strconv.Itoa(i)
+		if resp, err := get(t, hc, "GET", p); err != nil || string(resp.Body()) != "own "+p {
+			t.Fatalf("GET %s: %v", p, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := u.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections for 3 requests, want 1", n)
 	}
 }

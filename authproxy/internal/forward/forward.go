@@ -70,7 +70,7 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
-	hc.Transport = fasttransport.New(hc)
+	hc.Transport = fasttransport.New(hc, nil)
 	return hc
 }
 

@@ -71,6 +71,7 @@ type upstream struct {
 	conns    []net.Conn
 	accepted atomic.Int64
 	gate     atomic.Pointer[chan struct{}] // answers wait for it when set
+	waiting  atomic.Int64                  // answers waiting for the gate
 }
 
 func startUpstream(t *testing.T) *upstream {
@@ -82,7 +83,9 @@ func startUpstream(t *testing.T) *upstream {
 	u := &upstream{ln: ln}
 	u.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		if g := u.gate.Load(); g != nil {
+			u.waiting.Add(1)
 			<-*g
+			u.waiting.Add(-1)
 		}
 		ctx.SetBodyString("ok")
 	}}
@@ -194,10 +197,9 @@ func TestStoppedUpstreamWithPooledConns(t *testing.T) {
 }
 
 // A pool gone stale while the upstream is up (it restarted, or timed the
-// connections out): a GET is retried once, on a fresh connection, and
-// succeeds; the other stale connections are dropped with it. A POST on a
-// stale connection is not retried (it may have been received) and is
-// answered as unavailable.
+// connections out): each closed connection is found closed before a
+// request is written on it and dropped, and the request, a POST too, goes
+// out on a fresh connection.
 func TestStalePoolWhileUpstreamUp(t *testing.T) {
 	u := startUpstream(t)
 	hc := newTestClient(u)
@@ -206,25 +208,54 @@ func TestStalePoolWhileUpstreamUp(t *testing.T) {
 	u.closeConns()
 	time.Sleep(50 * time.Millisecond) // the FINs reach the client's sockets
 
-	err := do(hc, u, fasthttp.MethodPost)
-	if f, label := Classify(err); err == nil || f != Unavailable || label != "closed" {
-		t.Fatalf("POST on a stale connection: %v, classified %v (%s); want Unavailable (closed)", err, f, label)
-	}
-	if got := u.accepted.Load(); got != n {
-		t.Fatalf("connections accepted = %d, want %d: the POST was retried", got, n)
-	}
-	if err := do(hc, u, fasthttp.MethodGet); err != nil {
-		t.Fatalf("GET on a stale pool: %v, want a retry on a fresh connection", err)
+	if err := do(hc, u, fasthttp.MethodPost); err != nil {
+		t.Fatalf("POST on a stale pool: %v, want it sent on a fresh connection", err)
 	}
 	if got := u.accepted.Load(); got != n+1 {
-		t.Errorf("connections accepted = %d, want %d (one fresh connection for the retry)", got, n+1)
+		t.Errorf("connections accepted = %d, want %d (one fresh connection)", got, n+1)
 	}
 	if got := hc.ConnsCount(); got != 1 {
-		t.Errorf("pooled connections after the retry = %d, want 1 (the stale ones closed)", got)
+		t.Errorf("pooled connections after the POST = %d, want 1 (the stale ones closed)", got)
 	}
 	for range 3 {
 		if err := do(hc, u, fasthttp.MethodGet); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// A connection the upstream closes after the request went out, before
+// answering: a GET is retried once, on a fresh connection, and succeeds;
+// a POST is not retried (it may have been received) and is answered as
+// unavailable.
+func TestClosedBeforeAnswer(t *testing.T) {
+	u := startUpstream(t)
+	hc := newTestClient(u)
+	u.pool(t, hc, 1)
+	for _, m := range []string{fasthttp.MethodPost, fasthttp.MethodGet} {
+		before := u.accepted.Load()
+		gate := make(chan struct{})
+		u.gate.Store(&gate)
+		done := make(chan error, 1)
+		go func() { done <- do(hc, u, m) }()
+		for deadline := time.Now().Add(5 * time.Second); u.waiting.Load() == 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		u.gate.Store(nil)
+		u.closeConns() // the request is in, its answer held back
+		close(gate)
+		err := <-done
+		if m == fasthttp.MethodGet {
+			if err != nil {
+				t.Errorf("GET closed before its answer: %v, want a retry on a fresh connection", err)
+			}
+			continue
+		}
+		if f, label := Classify(err); err == nil || f != Unavailable || label != "closed" {
+			t.Errorf("POST closed before its answer: %v, classified %v (%s); want Unavailable (closed)", err, f, label)
+		}
+		if got := u.accepted.Load(); got != before {
+			t.Errorf("connections accepted = %d, want %d: the POST was retried", got, before)
 		}
 	}
 }
