@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/adminhttp"
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
@@ -211,7 +212,7 @@ func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, er
 			r.Clients[i] = c
 		} else {
 			o := forward.Options{Addr: u.Addr, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
-				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: timeout}
+				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: timeout, Stray: a.strayed(u.Name, u.Addr)}
 			if u.TLS {
 				o.TLS = cfg.UpstreamTLS
 			}
@@ -228,6 +229,18 @@ func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, er
 		r.Signers[i] = s
 	}
 	return r, nil
+}
+
+// strayed is told of each connection to the upstream named name (at addr)
+// that was closed because the upstream sent bytes outside an answer: they
+// would have been the answer of the next request on it, maybe another
+// client's. It counts it and logs it, without the bytes. A client kept
+// across a reload logs the name its upstream had when it was made.
+func (a *App) strayed(name, addr string) func(fasttransport.Stray) {
+	return func(s fasttransport.Stray) {
+		a.Metrics.UpstreamStray.WithLabelValues(s.String()).Inc()
+		a.log.Warn("upstream sent bytes outside an answer; connection closed", "upstream", name, "addr", addr, "when", s.String())
+	}
 }
 
 // Ready reports whether the proxy should receive traffic.

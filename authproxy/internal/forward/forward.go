@@ -29,6 +29,9 @@ type Options struct {
 	// TLS, when set, makes the client speak TLS (an https:// upstream),
 	// the server's name taken from Addr.
 	TLS *tls.Config
+	// Stray, when set, is told of each upstream connection closed because
+	// the upstream sent bytes outside an answer (NewHostClient only).
+	Stray func(fasttransport.Stray)
 }
 
 // ResponseHeaderBytes is the largest upstream answer header a forwarded
@@ -70,7 +73,7 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
-	hc.Transport = fasttransport.New(hc, nil)
+	hc.Transport = fasttransport.New(hc, o.Stray)
 	return hc
 }
 

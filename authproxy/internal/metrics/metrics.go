@@ -26,18 +26,23 @@ type Metrics struct {
 	requestDuration *codeHistograms
 	AuthDuration    *HistogramOne
 
-	Verifications     *prometheus.CounterVec // result
-	VerifyOK          prometheus.Counter
-	VerifyFailed      prometheus.Counter
-	cacheHits         *CounterVec
-	cacheMisses       *CounterVec
-	cacheEvictions    *CounterVec
-	UnknownKids       prometheus.Counter
-	JWKSFetches       *prometheus.CounterVec // result
-	JWKSKeys          prometheus.Gauge
-	Invalidations     *prometheus.CounterVec // kind
-	InvalidationLag   prometheus.Histogram
-	UpstreamErrors    *prometheus.CounterVec // target, kind
+	Verifications   *prometheus.CounterVec // result
+	VerifyOK        prometheus.Counter
+	VerifyFailed    prometheus.Counter
+	cacheHits       *CounterVec
+	cacheMisses     *CounterVec
+	cacheEvictions  *CounterVec
+	UnknownKids     prometheus.Counter
+	JWKSFetches     *prometheus.CounterVec // result
+	JWKSKeys        prometheus.Gauge
+	Invalidations   *prometheus.CounterVec // kind
+	InvalidationLag prometheus.Histogram
+	UpstreamErrors  *prometheus.CounterVec // target, kind
+	// UpstreamStray counts upstream connections closed because the
+	// upstream sent bytes outside an answer, by when they were found:
+	// after_answer (read with an answer, past its end) or idle (arrived
+	// while the connection was pooled).
+	UpstreamStray     *prometheus.CounterVec
 	ProjectionFetches *prometheus.CounterVec // result
 	NATSConnected     prometheus.Gauge
 	Decisions         *CounterVec // outcome
@@ -96,6 +101,9 @@ func New() *Metrics {
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_upstream_errors_total", Help: "Errors talking to coreapi, by call and kind.",
 		}, []string{"target", "kind"}),
+		UpstreamStray: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_upstream_stray_closes_total", Help: "Upstream connections closed, never reused, because the upstream sent bytes outside an answer: read past an answer's end (after_answer) or arrived while the connection was idle (idle).",
+		}, []string{"when"}),
 		ProjectionFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_projection_fetches_total", Help: "Projection fetches from coreapi, by result.",
 		}, []string{"result"}),
@@ -130,13 +138,16 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
-		m.UpstreamErrors, m.ProjectionFetches, m.NATSConnected, m.Decisions)
+		m.UpstreamErrors, m.UpstreamStray, m.ProjectionFetches, m.NATSConnected, m.Decisions)
 	// Export the error series at zero so that rates and alerts work from
 	// the start.
 	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"}, {"forward", "closed"},
 		{"forward", "transport"}, {"projection", "transport"}, {"projection", "timeout"}, {"projection", "status_5xx"},
 		{"jwks", "transport"}, {"jwks", "status"}} {
 		m.UpstreamErrors.WithLabelValues(tk[0], tk[1])
+	}
+	for _, w := range []string{"after_answer", "idle"} {
+		m.UpstreamStray.WithLabelValues(w)
 	}
 	for _, k := range []string{"user", "tenant", "all", "apikey"} {
 		m.Invalidations.WithLabelValues(k)
