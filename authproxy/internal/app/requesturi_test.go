@@ -17,6 +17,9 @@ func TestForwardedRequestLine(t *testing.T) {
 	}{
 		{"origin form kept", "/api/v1/users/me?a=%41&b=c+d&", "Proxy.Example:8080", "/api/v1/users/me?a=%41&b=c+d&", "Proxy.Example:8080"},
 		{"origin form normalized", "/api/v1/./users//me?a=1", "x", "/api/v1/users/me?a=1", "x"},
+		// Bytes no request-target may carry raw: percent-encoded, as a
+		// browser sends them (Node's parser refuses them with 400).
+		{"query outside ASCII encoded", "/api/v1/users/me?q=caf\xc3\xa9&e=%C3%A9", "x", "/api/v1/users/me?q=caf%C3%A9&e=%C3%A9", "x"},
 		{"absolute form", "http://user:pw@Other.Example/api/v1/users/me?a=1", "x", "/api/v1/users/me?a=1", "other.example"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -42,3 +42,20 @@ func TestForwardHeaderNamesCanonical(t *testing.T) {
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
 
 func toLowerASCII(s string) string { return strings.ToLower(s) }
+
+// appendQuery percent-encodes what no request-target may carry raw (bytes
+// outside ASCII, controls, spaces) and leaves the rest, percent-encodings
+// included, as the client sent it.
+func TestAppendQuery(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"a=1&b=c+d&", "a=1&b=c+d&"},
+		{"q=%C3%A9&r=%zz", "q=%C3%A9&r=%zz"},
+		{"q=caf\xc3\xa9", "q=caf%C3%A9"},
+		{"\xff\x80a", "%FF%80a"},
+		{"a\x00b\x1fc d\x7f", "a%00b%1Fc%20d%7F"},
+	} {
+		if got := string(appendQuery([]byte("/p?"), []byte(tc.in))); got != "/p?"+tc.want {
+			t.Errorf("appendQuery(%q) = %q, want %q", tc.in, got, "/p?"+tc.want)
+		}
+	}
+}

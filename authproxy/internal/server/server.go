@@ -1361,8 +1361,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		st.uri = append(st.uri[:0], st.path...)
 	}
 	if q := req.URI().QueryString(); len(q) > 0 {
-		st.uri = append(st.uri, '?')
-		st.uri = append(st.uri, q...)
+		st.uri = appendQuery(append(st.uri, '?'), q)
 	}
 	setRequestURI(req, st.uri)
 	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
