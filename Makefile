@@ -30,7 +30,7 @@ test:
 bench:
 	@mkdir -p $(BIN)
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/... ./authproxy/... | tee $(BIN)/gobench.txt
-	scripts/with-postgres.sh $(GO) test -run '^$$' -bench 'ProtectedRoute|IdentityMiddleware|ReplayCache' -benchmem ./coreapi/internal/httpapi/ | tee -a $(BIN)/gobench.txt
+	scripts/with-postgres.sh $(GO) test -run '^$$' -bench 'ProtectedRoute|IdentityMiddleware' -benchmem ./coreapi/internal/httpapi/ | tee -a $(BIN)/gobench.txt
 	scripts/with-postgres.sh $(GO) run ./deploy/loadtest -gobench $(BIN)/gobench.txt $(BENCHFLAGS)
 
 ## bench-scale: invalidation fan-out from a real nats-server (one node, then a 3-node cluster)

@@ -48,6 +48,11 @@ var (
 	ErrUnknownKey = errors.New("identity: unknown key id")
 	ErrVersion    = errors.New("identity: unsupported signature version")
 	ErrKeyID      = errors.New("identity: key id must be 1-64 of [A-Za-z0-9._-]")
+	// ErrReplayed: a signature that verified, but was accepted before
+	// within its window (the same request sent again). Verify never
+	// returns it; the replay filters do (package replay, used by coreapi
+	// and the verify and fiberid middlewares).
+	ErrReplayed = errors.New("identity: signature already used")
 )
 
 // Key is one named HMAC key. Every upstream has its own: an app's key can
@@ -410,8 +415,8 @@ func hasNewlineV2(id *Identity, r *Request) bool {
 var strictSig = base64.RawURLEncoding.Strict()
 
 // Reason names a verification error for logs and metrics: missing,
-// malformed, expired, signature, unknown_key or version. Anything else is
-// malformed.
+// malformed, expired, signature, unknown_key, version or replay
+// (ErrReplayed). Anything else is malformed.
 func Reason(err error) string {
 	switch {
 	case errors.Is(err, ErrMissing):
@@ -424,6 +429,8 @@ func Reason(err error) string {
 		return "unknown_key"
 	case errors.Is(err, ErrVersion):
 		return "version"
+	case errors.Is(err, ErrReplayed):
+		return "replay"
 	}
 	return "malformed"
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 )
 
 type metrics struct {
@@ -33,7 +34,7 @@ type requestObservers struct {
 	duration, queries prometheus.Observer
 }
 
-func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, replays *replay.Cache) (*metrics, error) {
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "coreapi_http_request_duration_seconds",
@@ -60,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, replays *replayCache) (*metrics, erro
 	evicted := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "coreapi_identity_replay_cache_evictions_total",
 		Help: "Accepted signatures forgotten before their window ended because the replay cache was full (IDENTITY_REPLAY_CACHE_SIZE).",
-	}, func() float64 { return float64(replays.evicted.Load()) })
+	}, func() float64 { return float64(replays.Evicted()) })
 	info := buildinfo.Read()
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "coreapi_build_info",

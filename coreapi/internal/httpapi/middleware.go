@@ -2,13 +2,10 @@ package httpapi
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -132,9 +129,6 @@ var errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenti
 
 // errV1Refused: a v1 signature while IDENTITY_ACCEPT_V1 is false.
 var errV1Refused = errors.New("identity: v1 signatures are not accepted")
-
-// errReplay: a v2 signature that was already used.
-var errReplay = errors.New("identity: signature already used")
 
 // access is what a route group asks of the identity headers.
 type access int
@@ -266,13 +260,9 @@ func (s *Server) verifyIdentity(c *fiber.Ctx) (*verified, error) {
 	if hs.get(identity.HeaderRequestID) == "" {
 		return nil, identity.ErrMalformed
 	}
-	ts, _ := strconv.ParseInt(hs.get(identity.HeaderTimestamp), 10, 64) // verified above
-	var mac [32]byte
-	if _, err := base64.RawURLEncoding.Decode(mac[:], hs.raw[hdrSignature][len(identity.VersionV2)+1:]); err != nil { // "v2=" checked above
-		return nil, identity.ErrMalformed
-	}
-	if !s.replays.firstUse(replayKey(binary.LittleEndian.Uint64(mac[:8])), ts+s.verifier.Window().Milliseconds(), now.UnixMilli()) {
-		return nil, errReplay
+	// Verified above, the signature and timestamp are well-formed.
+	if err := s.replays.Check(hs.get(identity.HeaderSignature), hs.get(identity.HeaderTimestamp), s.verifier.Window(), now); err != nil {
+		return nil, err
 	}
 	// Copy what is kept out of fasthttp's buffers. Principal is one of
 	// four constants (Verify checked): use them, not copies.
@@ -429,14 +419,12 @@ func readIdentityV1(c *fiber.Ctx) identity.Identity {
 	}
 }
 
-// reason names a refusal for identity_rejected_total: coreapi's own two
-// (v1 refused, replay), else the identity package's name for the error.
+// reason names a refusal for identity_rejected_total: coreapi's own
+// (v1 refused), else the identity package's name for the error (replay
+// for identity.ErrReplayed).
 func reason(err error) string {
-	switch {
-	case errors.Is(err, errV1Refused):
+	if errors.Is(err, errV1Refused) {
 		return "v1_refused"
-	case errors.Is(err, errReplay):
-		return "replay"
 	}
 	return identity.Reason(err)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
@@ -48,7 +49,7 @@ type Options struct {
 	// v1 binds neither the body nor a request id.
 	AcceptV1 bool
 	// ReplayCacheSize bounds how many accepted v2 signatures are
-	// remembered to refuse replays; 0 means DefaultReplayCacheSize.
+	// remembered to refuse replays; 0 means replay.DefaultSize.
 	ReplayCacheSize int
 	// CursorKey authenticates pagination cursors; derive it from the
 	// first identity key with DeriveCursorKey.
@@ -147,7 +148,7 @@ type Server struct {
 	accessLogger *slog.Logger // the access lines (Options.AccessLogger)
 	verifier     *identity.Verifier
 	v1           *identity.Signer // nil unless v1 is accepted
-	replays      *replayCache
+	replays      *replay.Cache
 	now          func() time.Time
 	cursor       cursorCodec
 	metrics      *metrics
@@ -190,7 +191,7 @@ func New(o Options) (*Server, error) {
 	if o.Catalog == nil {
 		o.Catalog = permissions.Builtin()
 	}
-	replays := newReplayCache(o.ReplayCacheSize)
+	replays := replay.New(o.ReplayCacheSize)
 	m, err := newMetrics(o.Registerer, replays)
 	if err != nil {
 		return nil, err
