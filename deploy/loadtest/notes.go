@@ -22,7 +22,9 @@ const (
 // example app. The app accepts only signed requests, so the harness signs
 // them as authproxy would (one per warm user, with the identity the
 // synthetic projection gives), re-signing every 2 s to stay within the
-// app's timestamp window; the bare proxy forwards them untouched.
+// app's timestamp window; the bare proxy forwards them untouched. Each is
+// sent many times, a replay the app accepts only because the harness runs
+// it with NOTES_REPLAY_CACHE_SIZE=off.
 func (h *harness) measureNotesBare(ctx context.Context, conns int) row {
 	signer, err := identity.NewKeySigner(h.notesKey)
 	if err != nil {

@@ -286,7 +286,7 @@ func (r *report) markdown() string {
 	}
 	nBare, nWarm := r.find(r.rows, notesBareRow, 0), r.find(r.rows, notesWarmRow, 0)
 	if nBare != nil && nWarm != nil && nBare.res.RPS > 0 {
-		w("| notes app: authproxy warm ÷ bare proxy throughput, main rows above | %.2f | (the app verifies the same signed headers in both) |\n", nWarm.res.RPS/nBare.res.RPS)
+		w("| notes app: authproxy warm ÷ bare proxy throughput, main rows above | %.2f | (the app verifies the same signed headers in both; its replay filter is off, as the bare proxy's pre-signed requests are sent again) |\n", nWarm.res.RPS/nBare.res.RPS)
 		w("| notes app: p99 added by authproxy (warm p99 − bare p99) | %s | |\n", ms(nWarm.res.P99-nBare.res.P99))
 	}
 	if key := r.find(r.rows, apiKeyWarmRow, 0); key != nil && warm != nil && warm.res.RPS > 0 {

@@ -9,7 +9,9 @@
 //	GET  /notes/ws      notes:read   → WebSocket echoing each message
 //
 // The proxy closes the two streams when the caller loses access (see
-// rules.yaml for their routes).
+// rules.yaml for their routes). A signed request sent again unchanged (a
+// replay of a captured one) is refused 401 by the verifier, so it creates
+// no second note; see docs/identity-headers.md, "Replays".
 //
 // A note is {id, text, author_id, tenant_id, created_at}. Errors are
 // problem+json. The proxy's rules for it are in rules.yaml beside this

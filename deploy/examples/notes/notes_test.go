@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,8 @@ type app struct {
 	url    string
 	store  *notes.Store
 	signer *identity.KeySigner
+	calls  int
+	rid    string // the request id of the last call
 }
 
 // start runs the service as a real HTTP server.
@@ -77,7 +80,11 @@ func (a *app) call(id *identity.Identity, method, path, contentType, body string
 	if contentType != "" {
 		r.Header.Set("Content-Type", contentType)
 	}
-	r.Header.Set("X-Request-Id", "notes-test-1")
+	// A request id of its own, as the proxy gives each request: the same
+	// request signed twice in one millisecond would be a replay.
+	a.calls++
+	a.rid = "notes-test-" + strconv.Itoa(a.calls)
+	r.Header.Set("X-Request-Id", a.rid)
 	if id != nil {
 		if err := verify.Sign(r, a.signer, *id, time.Now()); err != nil {
 			a.t.Fatal(err)
@@ -230,7 +237,7 @@ func TestErrors(t *testing.T) {
 			status, h, body := a.call(tc.id, tc.method, tc.path, tc.contentType, tc.body)
 			var p problem.Problem
 			if err := json.Unmarshal(body, &p); err != nil || status != tc.status || p.Code != tc.code ||
-				h.Get("Content-Type") != problem.ContentType || p.RequestID != "notes-test-1" {
+				h.Get("Content-Type") != problem.ContentType || p.RequestID != a.rid {
 				t.Fatalf("got %d %s %.300s, want %d problem %s", status, h.Get("Content-Type"), body, tc.status, tc.code)
 			}
 			if tc.status == 405 && h.Get("Allow") != "GET, HEAD, POST" {
@@ -270,5 +277,51 @@ func TestForgedTenantIsRejected(t *testing.T) {
 	}
 	if got := a.list(writerB); len(got) != 0 {
 		t.Fatalf("a note landed in tenant B: %+v", got)
+	}
+}
+
+// TestReplayedPostIsRefused: a signed POST /notes captured and sent again
+// unchanged within the window is refused (401) and creates no second note;
+// the same note sent anew (as the proxy signs a client's retry: another
+// request id) is created.
+func TestReplayedPostIsRefused(t *testing.T) {
+	a := start(t)
+	send := func(h http.Header) (int, []byte) {
+		r, _ := http.NewRequest("POST", a.url+"/notes", strings.NewReader(`{"text":"only once"}`))
+		r.Header = h.Clone()
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, b
+	}
+	signed := func(rid string) http.Header {
+		r, _ := http.NewRequest("POST", a.url+"/notes", strings.NewReader(`{"text":"only once"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Request-Id", rid)
+		if err := verify.Sign(r, a.signer, writerA, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return r.Header
+	}
+	captured := signed("notes-replay-1")
+	if status, b := send(captured); status != 201 {
+		t.Fatalf("first POST: %d %s", status, b)
+	}
+	status, b := send(captured)
+	var p problem.Problem
+	if status != 401 || json.Unmarshal(b, &p) != nil || p.Code != problem.CodeUnauthenticated {
+		t.Fatalf("the same POST again: %d %s, want 401 %s", status, b, problem.CodeUnauthenticated)
+	}
+	if got := a.list(readerA); len(got) != 1 {
+		t.Fatalf("%d notes after a replayed POST, want 1: %+v", len(got), got)
+	}
+	if status, b := send(signed("notes-replay-2")); status != 201 {
+		t.Fatalf("the note sent anew: %d %s", status, b)
+	}
+	if got := a.list(readerA); len(got) != 2 {
+		t.Fatalf("%d notes, want 2", len(got))
 	}
 }

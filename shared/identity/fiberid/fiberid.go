@@ -19,10 +19,13 @@
 // (c.MultipartForm still parses them, from the bytes.) Without it, a
 // multipart request is answered 500.
 //
-// Errors answer problem+json directly (401 unsigned, 403
-// insufficient_scope, 413 body too large), whatever the app's ErrorHandler;
-// the reason of a 401 goes to the verifier's Logger at debug level, as with
-// the net/http middleware.
+// Errors answer problem+json directly (401 unsigned, forged, stale or
+// replayed, 403 insufficient_scope, 413 body too large), whatever the
+// app's ErrorHandler; the reason of a 401 goes to the verifier's Logger at
+// debug level, as with the net/http middleware. A replay is the same signed
+// request sent again within the window: the verifier remembers the
+// signatures it accepted (verify.Config.ReplayCacheSize, AllowReplays;
+// see package verify for what that memory covers).
 // The identity's strings are copies: they stay valid after the handler
 // returns, unlike what c.Get returns.
 package fiberid
@@ -57,8 +60,8 @@ var (
 )
 
 // New returns a handler that verifies the identity headers of every
-// request (signature, timestamp window, body digest) and then calls the
-// next handler, with the identity available through From. The body is the
+// request (signature, timestamp window, body digest, not a replay:
+// verify.Verifier.CheckOnce) and then calls the next handler, with the identity available through From. The body is the
 // one fasthttp read (bounded by the app's BodyLimit) or, when the app
 // streams request bodies (StreamRequestBody), at most MaxBodyBytes of the
 // stream, read here and put back for the handler; one over the verifier's
@@ -87,7 +90,7 @@ func New(v *verify.Verifier) fiber.Handler {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMalformed)
 			return write(c, errUnsigned)
 		}
-		id, err := v.Check(get, c.Method(), c.OriginalURL(), body)
+		id, err := v.CheckOnce(get, c.Method(), c.OriginalURL(), body)
 		if err != nil {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), err)
 			return write(c, errUnsigned)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,9 +33,12 @@ var (
 		Roles: []string{"member"}, Permissions: []string{"notes:read"}, EmailVerified: true, AMR: []string{"pwd"}, AuthTime: 1796000000}
 )
 
-func newApp(t testing.TB, kept chan<- *verify.Identity) *fiber.App {
+// newApp is an app behind New with the verifier of cfg (its keys and body
+// limit set here).
+func newApp(t testing.TB, kept chan<- *verify.Identity, cfg verify.Config) *fiber.App {
 	t.Helper()
-	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey, retired}, MaxBodyBytes: 64})
+	cfg.Keys, cfg.MaxBodyBytes = []identity.Key{appKey, retired}, 64
+	v, err := verify.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +59,9 @@ func newApp(t testing.TB, kept chan<- *verify.Identity) *fiber.App {
 	return app
 }
 
-func serve(t *testing.T, kept chan<- *verify.Identity) string {
+func serve(t *testing.T, kept chan<- *verify.Identity, cfg verify.Config) string {
 	t.Helper()
-	app := newApp(t, kept)
+	app := newApp(t, kept, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +111,7 @@ func do(t *testing.T, r *http.Request) (int, []byte, http.Header) {
 
 func TestAccepts(t *testing.T) {
 	kept := make(chan *verify.Identity, 4)
-	base := serve(t, kept)
+	base := serve(t, kept, verify.Config{})
 	for _, k := range []identity.Key{appKey, retired} {
 		status, b, _ := do(t, req(t, signer(t, k), bob, time.Now(), "PUT", base+"/echo?a=1&b=%20", `{"text":"hi"}`))
 		if status != 200 {
@@ -133,8 +137,8 @@ func TestAccepts(t *testing.T) {
 	<-kept
 	other := bob
 	other.UserID, other.TenantID, other.Roles = "user-zzz", "tenant-9", []string{"xxxxxx"}
-	for range 2 {
-		if status, b, _ := do(t, req(t, signer(t, appKey), other, time.Now(), "GET", base+"/echo", "")); status != 200 {
+	for i := range 2 {
+		if status, b, _ := do(t, req(t, signer(t, appKey), other, time.Now(), "GET", base+"/echo?n="+strconv.Itoa(i), "")); status != 200 {
 			t.Fatalf("%d %s", status, b)
 		}
 		<-kept
@@ -147,7 +151,7 @@ func TestAccepts(t *testing.T) {
 // A compressed body is verified as sent (the proxy signs the bytes it
 // forwards); the handler still reads it decoded.
 func TestCompressedBody(t *testing.T) {
-	base := serve(t, nil)
+	base := serve(t, nil, verify.Config{})
 	var gz bytes.Buffer
 	w := gzip.NewWriter(&gz)
 	_, _ = w.Write([]byte(`{"text":"squeezed"}`))
@@ -160,8 +164,10 @@ func TestCompressedBody(t *testing.T) {
 	}
 }
 
+// TestRejects: replays are allowed, so that a case that changes something
+// the signature did not cover is not refused as a replay instead.
 func TestRejects(t *testing.T) {
-	base := serve(t, nil)
+	base := serve(t, nil, verify.Config{AllowReplays: true})
 	app, core := signer(t, appKey), signer(t, otherKey)
 	now := time.Now()
 	writer := bob
@@ -318,8 +324,10 @@ func TestMultipartBody(t *testing.T) {
 		}
 		go func() { _ = app.Listener(ln) }()
 		t.Cleanup(func() { _ = app.Shutdown() })
+		sent := 0
 		send := func(contentType, encoding string) (int, []byte) {
-			r := req(t, signer(t, appKey), bob, time.Now(), "POST", "http://"+ln.Addr().String()+"/upload", body)
+			sent++ // each request its own (the content type is not signed)
+			r := req(t, signer(t, appKey), bob, time.Now(), "POST", "http://"+ln.Addr().String()+"/upload?keep="+strconv.FormatBool(keep)+"&n="+strconv.Itoa(sent), body)
 			r.Header.Set("Content-Type", contentType)
 			if encoding != "" {
 				r.Header.Set("Content-Encoding", encoding)
@@ -467,8 +475,9 @@ func rawChunked(t *testing.T, addr string, r *http.Request, extra []string, body
 // reader of every value gets) returns both lines. An app that streams
 // request bodies (StreamRequestBody) reads the trailer only with the body,
 // after the headers were checked; it must refuse the request all the same.
+// Replays are allowed, so that the refusals are the repeats'.
 func TestRepeatedInTrailer(t *testing.T) {
-	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}})
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,9 +517,10 @@ func TestRepeatedInTrailer(t *testing.T) {
 // header names as sent, and its Peek and PeekAll find a name in the
 // spelling asked for only. A signed header sent again in another letter
 // case (in the header or the trailer section) is still a second line of
-// it to every other reader of the request, and is refused.
+// it to every other reader of the request, and is refused. Replays are
+// allowed, so that the refusals are the repeats'.
 func TestRepeatedInOtherCase(t *testing.T) {
-	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}})
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,6 +552,106 @@ func TestRepeatedInOtherCase(t *testing.T) {
 		if status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
 			t.Errorf("%q in the headers, %q in the trailer: %d %s, want 401", c.extra, c.trailer, status, b)
 		}
+	}
+}
+
+// TestRefusesReplays: as with the net/http middleware, a signed request
+// sent again unchanged within the window is refused (401 unauthenticated,
+// reason replay in the log) without running the handler; the same request
+// with another request id or timestamp is accepted; a forgery carrying the
+// signature (another body), sent first, is refused for its signature and
+// not remembered. Many goroutines sending one signed request at once get
+// it served once.
+func TestRefusesReplays(t *testing.T) {
+	var logs syncBuffer
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey},
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ran atomic.Int32
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(fiberid.New(v))
+	app.Post("/notes", func(c *fiber.Ctx) error {
+		ran.Add(1)
+		return c.Status(201).SendString(fiberid.MustFrom(c).RequestID)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	url := "http://" + ln.Addr().String() + "/notes"
+	s := signer(t, appKey)
+	now := time.Now()
+	const body = `{"text":"once"}`
+	first := req(t, s, bob, now, "POST", url, body)
+	again := func(body string) *http.Request {
+		r := req(t, nil, bob, now, "POST", url, body)
+		r.Header = first.Header.Clone()
+		return r
+	}
+	wantUnauthenticated := func(what string, r *http.Request) {
+		t.Helper()
+		status, b, _ := do(t, r)
+		var p problem.Problem
+		if status != 401 || json.Unmarshal(b, &p) != nil || p.Code != problem.CodeUnauthenticated || p.RequestID != "rid-7" {
+			t.Fatalf("%s: %d %s, want 401 %s", what, status, b, problem.CodeUnauthenticated)
+		}
+	}
+	wantUnauthenticated("the forgery, first", again(`{"text":"twice"}`))
+	if status, b, _ := do(t, again(body)); status != 201 {
+		t.Fatalf("first use: %d %s", status, b)
+	}
+	wantUnauthenticated("the replay", again(body))
+	for _, reason := range []string{"signature", "replay"} {
+		if !strings.Contains(logs.String(), `"reason":"`+reason+`"`) {
+			t.Errorf("the log does not name the %s:\n%s", reason, logs.String())
+		}
+	}
+	retry := req(t, nil, bob, now, "POST", url, body)
+	retry.Header.Set("X-Request-Id", "rid-8")
+	if err := verify.Sign(retry, s, bob, now); err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]*http.Request{"new request id": retry, "new timestamp": req(t, s, bob, now.Add(time.Millisecond), "POST", url, body)} {
+		if status, b, _ := do(t, r); status != 201 {
+			t.Fatalf("%s: %d %s", name, status, b)
+		}
+	}
+	if n := ran.Load(); n != 3 {
+		t.Fatalf("the handler ran %d times, want 3", n)
+	}
+
+	// One signed request from many goroutines at once.
+	shared := req(t, s, bob, now.Add(2*time.Millisecond), "POST", url, body)
+	const workers = 16
+	codes := make(chan int, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := req(t, nil, bob, now, "POST", url, body)
+			r.Header = shared.Header.Clone()
+			res, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = res.Body.Close()
+			codes <- res.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	got := map[int]int{}
+	for c := range codes {
+		got[c]++
+	}
+	if got[201] != 1 || got[401] != workers-1 {
+		t.Fatalf("one request from %d goroutines: %v, want one 201 and the rest 401", workers, got)
 	}
 }
 

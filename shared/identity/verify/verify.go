@@ -24,10 +24,23 @@
 // Unsigned, forged or stale requests, and signatures moved onto another
 // request (other method, path, body, client IP or request id), get 401
 // problem+json; a missing permission gets 403 with code insufficient_scope.
-// The same request replayed unchanged within the window verifies: a service
-// that must not apply a write twice deduplicates on Identity.RequestID. The
-// Fiber adapter lives in package fiberid, so that net/http users do not compile
-// Fiber.
+//
+// The middleware also refuses a replay: the same signed request sent again
+// unchanged within the window (captured on the way from the proxy, say) is
+// 401 too, as coreapi answers it, with the reason replay in the log.
+// authproxy signs every request it forwards anew (its own millisecond
+// timestamp), so a client's retry is not one unless it carries the same
+// X-Request-Id and bytes and is signed in the same millisecond. The
+// Verifier remembers each signature it accepted until its timestamp leaves
+// the window, in a fixed memory (Config.ReplayCacheSize, 4 MiB by default;
+// package replay). That memory is the process's: a request replayed to
+// another replica of the app, or to this one after a restart, is accepted
+// once more there. An app that deduplicates requests itself can turn the
+// filter off (Config.AllowReplays). Check, the lower-level call, never
+// refuses a replay; CheckOnce does.
+//
+// The Fiber adapter lives in package fiberid, so that net/http users do
+// not compile Fiber.
 package verify
 
 import (
@@ -44,6 +57,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
@@ -110,6 +124,20 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil selects time.Now.
 	Now func() time.Time
+	// ReplayCacheSize is how many accepted signatures the Verifier
+	// remembers to refuse replays (16 bytes each, allocated by New): 0
+	// selects replay.DefaultSize, 262144 (4 MiB), enough for some 8,000
+	// requests a second per process with the 30 s window. Beyond that,
+	// signatures are forgotten before their window ends (their replay is
+	// then accepted), which ReplayEvictions counts: raise it when that
+	// grows. Sizes are rounded down to a multiple of 256.
+	ReplayCacheSize int
+	// AllowReplays turns the replay filter off: the middlewares (and
+	// CheckOnce) then accept a signed request as often as it comes within
+	// the window. For an app that deduplicates requests itself (on
+	// Identity.RequestID, which the signature binds, in its own store), or
+	// a load test that sends pre-signed requests again.
+	AllowReplays bool
 }
 
 // Verifier checks the identity headers of requests.
@@ -118,6 +146,7 @@ type Verifier struct {
 	maxBody int64
 	log     *slog.Logger
 	now     func() time.Time
+	replays *replay.Cache // nil: Config.AllowReplays
 }
 
 // New returns a Verifier for cfg.
@@ -132,6 +161,9 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if v.now == nil {
 		v.now = time.Now
+	}
+	if !cfg.AllowReplays {
+		v.replays = replay.New(cfg.ReplayCacheSize)
 	}
 	return v, nil
 }
@@ -183,16 +215,57 @@ var (
 // request-target (path and query exactly as sent), body the whole body. It
 // returns the identity, or an error wrapping one of identity's sentinels
 // (ErrMissing, ErrMalformed, ErrExpired, ErrSignature, ErrUnknownKey,
-// ErrVersion). Adapters for other frameworks build on it, and refuse a
-// request with Repeated headers before calling it (once the body is read,
-// when the framework adds a chunked body's trailer fields to the headers);
-// the strings of the result alias what get returned.
+// ErrVersion); the strings of the result alias what get returned.
+//
+// Check remembers nothing: it accepts the same signed request again and
+// again within the window. Serving requests, call CheckOnce, which also
+// refuses a replay, as the middlewares do; Check is for a caller that
+// deduplicates itself, or only inspects a request.
 func (v *Verifier) Check(get identity.Headers, method, pathQuery string, body []byte) (Identity, error) {
+	return v.check(v.now(), get, method, pathQuery, body)
+}
+
+// CheckOnce is Check, then the replay filter: a request whose signature
+// this Verifier accepted before, within its window, is refused with
+// identity.ErrReplayed. Only a request that verified is remembered, so a
+// request that fails (a forged one, one with another body) neither fills
+// the memory nor makes the genuine one a replay. With Config.AllowReplays
+// it is Check.
+//
+// Adapters for other frameworks build on it, as package fiberid does, and
+// refuse a request with Repeated headers before calling it (once the body
+// is read, when the framework adds a chunked body's trailer fields to the
+// headers).
+func (v *Verifier) CheckOnce(get identity.Headers, method, pathQuery string, body []byte) (Identity, error) {
+	now := v.now()
+	id, err := v.check(now, get, method, pathQuery, body)
+	if err != nil || v.replays == nil {
+		return id, err
+	}
+	// The signature and timestamp verified: they are well-formed.
+	if err := v.replays.Check(get(identity.HeaderSignature), get(identity.HeaderTimestamp), v.v.Window(), now); err != nil {
+		return Identity{}, err
+	}
+	return id, nil
+}
+
+// ReplayEvictions counts the accepted signatures the replay filter forgot
+// before their window ended, because its memory (Config.ReplayCacheSize)
+// was full of live ones: a replay of those requests is accepted. Export it
+// as a counter; when it grows, raise the size. 0 with AllowReplays.
+func (v *Verifier) ReplayEvictions() uint64 {
+	if v.replays == nil {
+		return 0
+	}
+	return v.replays.Evicted()
+}
+
+func (v *Verifier) check(now time.Time, get identity.Headers, method, pathQuery string, body []byte) (Identity, error) {
 	sum := identity.EmptyBodySHA256
 	if len(body) > 0 {
 		sum = sha256.Sum256(body)
 	}
-	id, err := v.v.Verify(v.now(), get, method, pathQuery, sum)
+	id, err := v.v.Verify(now, get, method, pathQuery, sum)
 	if err != nil {
 		return Identity{}, err
 	}
@@ -235,10 +308,11 @@ func Repeated(count func(name string) int) bool {
 	return false
 }
 
-// Middleware verifies every request before next sees it: a request without
-// a valid signature gets 401 problem+json, a body over MaxBodyBytes 413.
-// The verified Identity is in the request's context (FromContext) and the
-// body is readable again.
+// Middleware verifies every request before next sees it (CheckOnce): a
+// request without a valid signature, or a replay of one already accepted,
+// gets 401 problem+json, a body over MaxBodyBytes 413. The verified
+// Identity is in the request's context (FromContext) and the body is
+// readable again.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		get := r.Header.Get
@@ -259,7 +333,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			WriteProblem(w, r, problem.New(http.StatusBadRequest, problem.CodeBadRequest, "could not read the request body"))
 			return
 		}
-		id, err := v.Check(get, r.Method, requestTarget(r), body)
+		id, err := v.CheckOnce(get, r.Method, requestTarget(r), body)
 		if err != nil {
 			v.reject(w, r, err)
 			return

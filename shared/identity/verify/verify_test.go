@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,8 +235,11 @@ func TestRequirePermission(t *testing.T) {
 }
 
 // TestMiddlewareRejects covers every way a request can fail verification.
+// Replays are allowed: most cases are the baseline request with one thing
+// changed, which, if the signature did not cover it, would still be
+// refused (as a replay of the baseline) and hide the gap.
 func TestMiddlewareRejects(t *testing.T) {
-	srv := server(t, verify.Config{Keys: []identity.Key{curKey, oldKey}, MaxBodyBytes: 64})
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey, oldKey}, MaxBodyBytes: 64, AllowReplays: true})
 	cur, old, core := signer(t, curKey), signer(t, oldKey), signer(t, coreKey)
 	now := time.Now()
 	ok := func() *http.Request { return signed(t, cur, alice, now, "POST", srv.URL+"/echo", `{"text":"a"}`) }
@@ -370,8 +376,9 @@ func TestMiddlewareRejects(t *testing.T) {
 // signed headers sent twice (a replay with a line added) is refused, even
 // when the first line, the one verified, is intact: what the verifier
 // checked and what other code reading the request sees could differ.
+// Replays are allowed, so that the refusals are the repeats'.
 func TestMiddlewareRejectsRepeatedHeaders(t *testing.T) {
-	srv := server(t, verify.Config{Keys: []identity.Key{curKey}})
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey}, AllowReplays: true})
 	s := signer(t, curKey)
 	ok := func() *http.Request { return signed(t, s, alice, time.Now(), "POST", srv.URL+"/echo", `{"text":"a"}`) }
 	if res, b := do(t, ok()); res.StatusCode != 200 {
@@ -401,9 +408,10 @@ func TestMiddlewareRejectsRepeatedHeaders(t *testing.T) {
 // ("http://other.example/echo?x=1", which net/http parses into the same
 // path and query but another URL host and scheme) is another target, and
 // is refused, as the Node verifier (req.url) and fiberid (OriginalURL)
-// refuse it.
+// refuse it. Replays are allowed: the refusals must be the target's, not
+// the replay filter's.
 func TestMiddlewareBindsTargetAsSent(t *testing.T) {
-	srv := server(t, verify.Config{Keys: []identity.Key{curKey}})
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey}, AllowReplays: true})
 	r := signed(t, signer(t, curKey), alice, time.Now(), "GET", srv.URL+"/echo?x=1", "")
 	send := func(target string) string {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
@@ -457,6 +465,242 @@ func TestMiddlewareBindsTargetAsSent(t *testing.T) {
 		if w.Code != 200 {
 			t.Errorf("in process, target %q: %d %s", r.RequestURI, w.Code, w.Body)
 		}
+	}
+}
+
+// TestMiddlewareRefusesReplays: a signed request sent again unchanged
+// within the window is refused (401 unauthenticated, as coreapi answers
+// it, reason replay in the log) and the handler does not run again; the
+// same request with another request id or timestamp (what authproxy sends
+// for a client's retry) is accepted. Only verified requests are
+// remembered: the captured headers with another body fail the signature,
+// and such a forgery sent first does not make the genuine request a
+// replay.
+func TestMiddlewareRefusesReplays(t *testing.T) {
+	var logs bytes.Buffer
+	v, err := verify.New(verify.Config{Keys: []identity.Key{curKey},
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := 0
+	h := v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ran++
+		echo(w, r)
+	}))
+	serve := func(r *http.Request, body string) (*http.Response, []byte) {
+		c := r.Clone(r.Context())
+		c.Body = io.NopCloser(strings.NewReader(body))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, c)
+		return w.Result(), w.Body.Bytes()
+	}
+	s := signer(t, curKey)
+	now := time.Now()
+	const body = `{"text":"once"}`
+	first := httptest.NewRequest("POST", "/notes", nil)
+	first.Header.Set("X-Request-Id", "req-42")
+	first.Body = io.NopCloser(strings.NewReader(body))
+	if err := verify.Sign(first, s, alice, now); err != nil {
+		t.Fatal(err)
+	}
+
+	res, b := serve(first, `{"text":"twice"}`) // the forgery, first
+	wantProblem(t, res, b, 401, problem.CodeUnauthenticated, "req-42")
+	if res, b := serve(first, body); res.StatusCode != 200 {
+		t.Fatalf("first use: %d %s", res.StatusCode, b)
+	}
+	res, b = serve(first, body)
+	wantProblem(t, res, b, 401, problem.CodeUnauthenticated, "req-42")
+	for _, reason := range []string{"signature", "replay"} {
+		if !strings.Contains(logs.String(), `"reason":"`+reason+`"`) {
+			t.Errorf("the log does not name the %s:\n%s", reason, logs.String())
+		}
+	}
+
+	// What a client's retry through the proxy carries: a new request id,
+	// or a new timestamp.
+	retry := first.Clone(first.Context())
+	retry.Header.Set("X-Request-Id", "req-43")
+	retry.Body = io.NopCloser(strings.NewReader(body))
+	if err := verify.Sign(retry, s, alice, now); err != nil {
+		t.Fatal(err)
+	}
+	later := first.Clone(first.Context())
+	later.Body = io.NopCloser(strings.NewReader(body))
+	if err := verify.Sign(later, s, alice, now.Add(time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]*http.Request{"new request id": retry, "new timestamp": later} {
+		if res, b := serve(r, body); res.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", name, res.StatusCode, b)
+		}
+	}
+	if ran != 3 {
+		t.Fatalf("the handler ran %d times, want 3 (first, new request id, new timestamp)", ran)
+	}
+}
+
+// TestCheckOnce: Check remembers nothing; CheckOnce refuses a signature
+// it accepted before for as long as the signature itself is valid (the
+// window, inclusive), after which the request is expired anyway. With
+// AllowReplays, CheckOnce is Check.
+func TestCheckOnce(t *testing.T) {
+	start := time.Now()
+	at := start
+	clock := func() time.Time { return at }
+	v, err := verify.New(verify.Config{Keys: []identity.Key{curKey}, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := signed(t, signer(t, curKey), alice, start, "GET", "/notes", "")
+	check := func(f func(identity.Headers, string, string, []byte) (verify.Identity, error)) error {
+		_, err := f(r.Header.Get, "GET", "/notes", nil)
+		return err
+	}
+	for range 2 {
+		if err := check(v.Check); err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+	}
+	if err := check(v.CheckOnce); err != nil {
+		t.Fatalf("CheckOnce, first: %v", err)
+	}
+	for _, d := range []time.Duration{0, 29 * time.Second, 30 * time.Second} {
+		at = start.Add(d)
+		if err := check(v.CheckOnce); !errors.Is(err, identity.ErrReplayed) {
+			t.Fatalf("CheckOnce again %v later: %v, want ErrReplayed", d, err)
+		}
+		if err := check(v.Check); err != nil {
+			t.Fatalf("Check %v later, after CheckOnce: %v", d, err)
+		}
+	}
+	at = start.Add(31 * time.Second)
+	if err := check(v.CheckOnce); !errors.Is(err, identity.ErrExpired) {
+		t.Fatalf("CheckOnce 31 s later: %v, want ErrExpired", err)
+	}
+	if got := identity.Reason(identity.ErrReplayed); got != "replay" {
+		t.Fatalf("Reason(ErrReplayed) = %q, want replay", got)
+	}
+
+	at = start
+	open, err := verify.New(verify.Config{Keys: []identity.Key{curKey}, Now: clock, AllowReplays: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := check(open.CheckOnce); err != nil {
+			t.Fatalf("AllowReplays: %v", err)
+		}
+	}
+	if open.ReplayEvictions() != 0 || v.ReplayEvictions() != 0 {
+		t.Fatalf("evictions %d, %d; want 0", open.ReplayEvictions(), v.ReplayEvictions())
+	}
+}
+
+// TestReplayMemoryFull: a memory full of live signatures still accepts
+// every new request; to make room it forgets the signature closest to
+// expiry (the one signed first), whose replay is then accepted, and
+// ReplayEvictions counts each one forgotten early.
+func TestReplayMemoryFull(t *testing.T) {
+	const n = 2000
+	start := time.Now()
+	v, err := verify.New(verify.Config{Keys: []identity.Key{curKey}, ReplayCacheSize: 256,
+		Now: func() time.Time { return start.Add(n * time.Millisecond) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := signer(t, curKey)
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		r := newReq(t, "GET", "/notes", "")
+		r.Header.Set("X-Request-Id", fmt.Sprintf("req-%d", i))
+		if err := verify.Sign(r, s, alice, start.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		reqs[i] = r
+		if _, err := v.CheckOnce(r.Header.Get, "GET", "/notes", nil); err != nil {
+			t.Fatalf("request %d refused by a full memory: %v", i, err)
+		}
+	}
+	// 256 slots (32 buckets of 8) hold the newest of each bucket; every
+	// other signature was forgotten early.
+	if got := v.ReplayEvictions(); got != n-256 {
+		t.Fatalf("ReplayEvictions() = %d, want %d", got, n-256)
+	}
+	if _, err := v.CheckOnce(reqs[n-1].Header.Get, "GET", "/notes", nil); !errors.Is(err, identity.ErrReplayed) {
+		t.Fatalf("the newest request again: %v, want ErrReplayed", err)
+	}
+	if _, err := v.CheckOnce(reqs[0].Header.Get, "GET", "/notes", nil); err != nil {
+		t.Fatalf("the oldest request again (forgotten early): %v, want accepted", err)
+	}
+	if got := v.ReplayEvictions(); got != n-256+1 {
+		t.Fatalf("ReplayEvictions() = %d after one more, want %d", got, n-256+1)
+	}
+}
+
+// TestReplaysConcurrent (run with -race): the same signed request sent
+// by many goroutines at once is served exactly once; distinct requests
+// sent meanwhile are all served.
+func TestReplaysConcurrent(t *testing.T) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{curKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ran atomic.Int32
+	h := v.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran.Add(1) }))
+	s := signer(t, curKey)
+	now := time.Now()
+	const workers, own = 16, 50
+	same := httptest.NewRequest("POST", "/notes", strings.NewReader("x"))
+	same.Header.Set("X-Request-Id", "req-same")
+	if err := verify.Sign(same, s, alice, now); err != nil {
+		t.Fatal(err)
+	}
+	mine := make([][]*http.Request, workers)
+	for w := range mine {
+		for i := range own {
+			r := httptest.NewRequest("POST", "/notes", strings.NewReader("x"))
+			r.Header.Set("X-Request-Id", fmt.Sprintf("req-%d-%d", w, i))
+			if err := verify.Sign(r, s, alice, now); err != nil {
+				t.Fatal(err)
+			}
+			mine[w] = append(mine[w], r)
+		}
+	}
+	var ok, refused atomic.Int32
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, r := range mine[w] {
+				if i == own/2 {
+					c := same.Clone(same.Context())
+					c.Body = io.NopCloser(strings.NewReader("x"))
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, c)
+					switch rec.Code {
+					case 200:
+						ok.Add(1)
+					case 401:
+						refused.Add(1)
+					}
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, r)
+				if rec.Code != 200 {
+					t.Errorf("request %s: %d", r.Header.Get("X-Request-Id"), rec.Code)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || refused.Load() != workers-1 {
+		t.Fatalf("the shared request: %d served, %d refused; want 1 and %d", ok.Load(), refused.Load(), workers-1)
+	}
+	if got := ran.Load(); got != workers*own+1 {
+		t.Fatalf("the handler ran %d times, want %d", got, workers*own+1)
 	}
 }
 

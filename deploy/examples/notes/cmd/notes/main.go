@@ -7,6 +7,9 @@
 //	TOLLGATE_IDENTITY_KEYS_FILE  required*        or a file holding it (* one of the two)
 //	LOG_LEVEL                    info             debug logs every rejected signature
 //	SHUTDOWN_TIMEOUT             10s              drain time on SIGTERM
+//	NOTES_REPLAY_CACHE_SIZE      262144           signatures remembered to refuse replays (16 bytes each,
+//	                                              at least 256); "off" accepts replays (load tests
+//	                                              that resend pre-signed requests)
 //
 // `notes -check-config` validates the configuration and exits; `notes --version`
 // prints the version, commit and Go version.
@@ -23,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +35,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/adminhttp"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
 )
 
@@ -56,11 +61,13 @@ type config struct {
 	keys          []identity.Key
 	level         slog.Level
 	shutdown      time.Duration
+	replays       int  // verify.Config.ReplayCacheSize
+	allowReplays  bool // NOTES_REPLAY_CACHE_SIZE=off
 }
 
 // loadConfig reads the environment and reports every problem at once.
 func loadConfig(getenv func(string) string) (config, error) {
-	c := config{listen: "127.0.0.1:8082", admin: getenv("NOTES_ADMIN_ADDR"), shutdown: 10 * time.Second}
+	c := config{listen: "127.0.0.1:8082", admin: getenv("NOTES_ADMIN_ADDR"), shutdown: 10 * time.Second, replays: replay.DefaultSize}
 	var errs []error
 	if v := getenv("NOTES_LISTEN_ADDR"); v != "" {
 		c.listen = v
@@ -90,6 +97,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.shutdown = d
 	}
+	if v := getenv("NOTES_REPLAY_CACHE_SIZE"); v == "off" {
+		c.allowReplays = true
+	} else if v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 256 {
+			errs = append(errs, fmt.Errorf(`NOTES_REPLAY_CACHE_SIZE: want a number of at least 256, or "off", got %q`, v))
+		}
+		c.replays = n
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -104,7 +120,8 @@ func run(ctx context.Context, getenv func(string) string, checkOnly bool, logw i
 		return nil
 	}
 	log := slog.New(slog.NewJSONHandler(logw, &slog.HandlerOptions{Level: cfg.level})).With("component", "notes")
-	v, err := verify.New(verify.Config{Keys: cfg.keys, MaxBodyBytes: notes.MaxBodyBytes, Logger: log})
+	v, err := verify.New(verify.Config{Keys: cfg.keys, MaxBodyBytes: notes.MaxBodyBytes, Logger: log,
+		ReplayCacheSize: cfg.replays, AllowReplays: cfg.allowReplays})
 	if err != nil {
 		return err
 	}

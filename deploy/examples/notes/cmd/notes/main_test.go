@@ -44,19 +44,28 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.listen != "127.0.0.1:8082" || c.admin != "" || c.shutdown != 10*time.Second || len(c.keys) != 1 || c.keys[0].ID != "app-notes" {
+	if c.listen != "127.0.0.1:8082" || c.admin != "" || c.shutdown != 10*time.Second || len(c.keys) != 1 || c.keys[0].ID != "app-notes" ||
+		c.replays != 262144 || c.allowReplays {
 		t.Fatalf("defaults = %+v", c)
+	}
+	for v, want := range map[string]config{"1024": {replays: 1024}, "off": {replays: 262144, allowReplays: true}} {
+		c, err := loadConfig(envOf(map[string]string{"TOLLGATE_IDENTITY_KEYS": "app-notes:" + base64.StdEncoding.EncodeToString(secret),
+			"NOTES_REPLAY_CACHE_SIZE": v}))
+		if err != nil || c.replays != want.replays || c.allowReplays != want.allowReplays {
+			t.Errorf("NOTES_REPLAY_CACHE_SIZE=%s: %+v, %v", v, c, err)
+		}
 	}
 }
 
 func TestConfigErrorsReportedTogether(t *testing.T) {
 	err := run(context.Background(), envOf(map[string]string{
 		"NOTES_LISTEN_ADDR": "no-port", "NOTES_ADMIN_ADDR": "also-none", "LOG_LEVEL": "loud", "SHUTDOWN_TIMEOUT": "-1s",
+		"NOTES_REPLAY_CACHE_SIZE": "12",
 	}), true, io.Discard, nil)
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"NOTES_LISTEN_ADDR", "NOTES_ADMIN_ADDR", "LOG_LEVEL", "SHUTDOWN_TIMEOUT", "TOLLGATE_IDENTITY_KEYS"} {
+	for _, want := range []string{"NOTES_LISTEN_ADDR", "NOTES_ADMIN_ADDR", "LOG_LEVEL", "SHUTDOWN_TIMEOUT", "TOLLGATE_IDENTITY_KEYS", "NOTES_REPLAY_CACHE_SIZE"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
@@ -111,6 +120,17 @@ func TestRun(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 201 {
 		t.Fatalf("signed POST: %d", res.StatusCode)
+	}
+	// The same signed request again: a replay, refused by default.
+	again, _ := http.NewRequest("POST", "http://"+addr+"/notes", strings.NewReader(`{"text":"hi"}`))
+	again.Header = r.Header.Clone()
+	res, err = http.DefaultClient.Do(again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Fatalf("the signed POST again: %d, want 401", res.StatusCode)
 	}
 	res, err = http.Get("http://" + addr + "/notes")
 	if err != nil {
