@@ -1,15 +1,44 @@
 // Verifier of Tollgate identity headers v2 in plain Node (no dependencies),
 // following docs/identity-headers.md. verify() takes Node's req.headers
 // (lower-case names), the method, the path+query as received (req.url), the
-// raw body (Buffer), a Map of key id -> secret (Buffer) and the clock (ms).
-// Run as a program it checks every test vector: node verify.js vectors.json
+// raw body (Buffer), a Map of key id -> secret (Buffer), the clock (ms), the
+// window (ms) and the process's Replays, which refuses a signed request
+// sent again ('replay'): const replays = new Replays(); once, then
+// verify(req.headers, req.method, req.url, body, keys, Date.now(), 30000, replays).
+// Run as a program it checks every test vector, in order, through one
+// Replays, and each valid one sent again: node verify.js vectors.json
 'use strict';
 const crypto = require('node:crypto');
 
 const PRINCIPALS = ['user', 'api_key', 'service', 'anonymous'];
 const fail = (code) => { throw Object.assign(new Error(code), { code }); };
 
-function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000) {
+// Replays remembers the signatures verify() accepted until their timestamp
+// leaves the window. It is bounded: at most max entries (about 150 bytes
+// each); when full, the oldest (the first to come, which expires about
+// first) is forgotten early, counted in evicted, and a replay of it is then
+// accepted. It is the process's own: another process accepts a replay once
+// more.
+class Replays {
+  constructor(max = 100000) { this.max = max; this.seen = new Map(); this.evicted = 0; }
+  // firstUse records sig until expMs and says whether it was new.
+  firstUse(sig, expMs, nowMs) {
+    if (this.seen.get(sig) >= nowMs) return false;
+    this.seen.delete(sig);
+    for (const [s, exp] of this.seen) { // expired ones, from the oldest
+      if (exp >= nowMs) break;
+      this.seen.delete(s);
+    }
+    if (this.seen.size >= this.max) {
+      this.seen.delete(this.seen.keys().next().value);
+      this.evicted++;
+    }
+    this.seen.set(sig, expMs);
+    return true;
+  }
+}
+
+function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, replays = null) {
   const get = (name) => h[name] || '';
   const sig = get('x-auth-signature'), ts = get('x-auth-timestamp');
   if (!sig || !ts) fail('missing');
@@ -33,6 +62,9 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000) {
   if (Math.abs(nowMs - Number(ts)) > windowMs) fail('expired');
   const want = crypto.createHmac('sha256', keys.get(keyId)).update(fields.join('\n')).digest();
   if (!crypto.timingSafeEqual(want, Buffer.from(mac, 'base64url'))) fail('signature');
+  // Only a signature that verified is remembered: a forgery neither fills
+  // the memory nor makes the genuine request a replay.
+  if (replays && !replays.firstUse(sig, Number(ts) + windowMs, nowMs)) fail('replay');
   return { principal: fields[2], userId: fields[3], tenantId: fields[4], canonical: fields.join('\n') };
 }
 
@@ -44,17 +76,22 @@ if (require.main === module) {
     console.log(`${got === want ? 'ok  ' : 'FAIL'} ${name}: ${got}${got === want ? '' : `, want ${want}`}`);
     if (got !== want) failed++;
   };
+  const replays = new Replays(); // one server: the vectors in order
   for (const v of JSON.parse(require('node:fs').readFileSync(process.argv[2], 'utf8'))) {
     const keys = new Map([[v.key_id, Buffer.from(v.key_secret_base64, 'base64')]]);
     const h = Object.fromEntries(Object.entries(v.headers).map(([k, x]) => [k.toLowerCase(), x]));
     h['x-auth-signature'] = v.signature;
     const body = Buffer.from(v.body, 'utf8');
+    const run = (b) => verify(h, v.method, v.path_query, b, keys, v.now_ms, 30000, replays);
     check(v.name, v.valid ? 'valid' : v.error, () => {
-      if (verify(h, v.method, v.path_query, body, keys, v.now_ms).canonical !== v.canonical) fail('canonical differs');
+      if (run(body).canonical !== v.canonical) fail('canonical differs');
     });
-    if (v.valid) check(`${v.name}, body changed`, 'signature', () => verify(h, v.method, v.path_query, Buffer.concat([body, Buffer.from(' ')]), keys, v.now_ms));
+    if (v.valid) {
+      check(`${v.name}, body changed`, 'signature', () => run(Buffer.concat([body, Buffer.from(' ')])));
+      check(`${v.name}, sent again`, 'replay', () => run(body));
+    }
   }
   console.log(failed ? `${failed} failed` : 'all vectors pass');
   process.exit(failed ? 1 : 0);
 }
-module.exports = { verify };
+module.exports = { verify, Replays };

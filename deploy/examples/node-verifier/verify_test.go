@@ -6,11 +6,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,8 +80,9 @@ func writeVectors(t *testing.T, vs []vector) string {
 	return p
 }
 
-// wantAllOK checks that node passed and reported every vector (and the
-// body-changed variant of each valid one) as ok.
+// wantAllOK checks that node passed and reported every vector (and, for
+// each valid one, the body-changed variant and the vector sent again, a
+// replay) as ok.
 func wantAllOK(t *testing.T, vs []vector, out string, err error) {
 	t.Helper()
 	if err != nil {
@@ -88,7 +91,7 @@ func wantAllOK(t *testing.T, vs []vector, out string, err error) {
 	for _, v := range vs {
 		names := []string{v.Name}
 		if v.Valid {
-			names = append(names, v.Name+", body changed")
+			names = append(names, v.Name+", body changed", v.Name+", sent again")
 		}
 		for _, n := range names {
 			if !strings.Contains(out, "ok   "+n+": ") {
@@ -234,11 +237,14 @@ func TestNodeVerifierAgreesWithGoVerifier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ver, err := identity.NewVerifier([]identity.Key{key}, 0)
+	now := int64(1796000012345)
+	// The Go verifier with its replay filter, judging the vectors in the
+	// order node does: a value equal to the one signed gives the signed
+	// request again, a replay after its first time.
+	ver, err := verify.New(verify.Config{Keys: []identity.Key{key}, Now: func() time.Time { return time.UnixMilli(now) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := int64(1796000012345)
 	id := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", SessionID: "s-1", Roles: []string{"admin", "member"},
 		Permissions: []string{"notes:read"}, EmailVerified: true, AMR: []string{"pwd"}, AuthTime: 1796000000}
 	req := identity.Request{Timestamp: now, RequestID: "req-1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/notes", BodySHA256: identity.EmptyBodySHA256}
@@ -272,15 +278,153 @@ func TestNodeVerifierAgreesWithGoVerifier(t *testing.T) {
 						v.Headers[n] = h.Get(n)
 					}
 				}
-				if _, err := ver.Verify(time.UnixMilli(now), h.Get, "GET", "/notes", identity.EmptyBodySHA256); err != nil {
+				if _, err := ver.CheckOnce(h.Get, "GET", "/notes", nil); err != nil {
 					v.Error = identity.Reason(err)
 				} else {
 					v.Valid, v.Canonical = true, rawCanonical(h, "GET", "/notes")
+					// What node checks next: the same request again.
+					if _, err := ver.CheckOnce(h.Get, "GET", "/notes", nil); !errors.Is(err, identity.ErrReplayed) {
+						t.Fatalf("%s, sent again: %v, want ErrReplayed", v.Name, err)
+					}
 				}
 				vs = append(vs, v)
 			}
 		}
 	}
+	replays := 0
+	for _, v := range vs {
+		if v.Error == "replay" {
+			replays++
+		}
+	}
+	if replays == 0 {
+		t.Fatal("no vector repeats the signed request: the replay filters were not compared")
+	}
 	out, err := runNode(t, writeVectors(t, vs))
 	wantAllOK(t, vs, out, err)
+}
+
+// TestNodeVerifierRefusesReplays has the Go verifier (its middlewares'
+// CheckOnce) and node judge one sequence of requests, as one server
+// would: a forgery carrying a signature (another body) first, the genuine
+// request, the same again (a replay), the request with a new request id
+// and with a new timestamp (what the proxy sends for a retry: accepted),
+// and the first request again once its window has passed (expired, not a
+// replay). Both must reach the same verdicts.
+func TestNodeVerifierRefusesReplays(t *testing.T) {
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.UnixMilli(1796000012345)
+	id := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", Permissions: []string{"notes:write"}}
+	sign := func(rid string, at time.Time) http.Header {
+		r, err := http.NewRequest("POST", "http://app/notes", strings.NewReader(`{"text":"once"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(identity.HeaderRequestID, rid)
+		r.Header.Set(identity.HeaderClientIP, "203.0.113.7")
+		if err := verify.Sign(r, s, id, at); err != nil {
+			t.Fatal(err)
+		}
+		return r.Header
+	}
+	first := sign("req-1", start)
+	steps := []struct {
+		name  string
+		h     http.Header
+		body  string
+		now   time.Time
+		error string // "" for valid
+	}{
+		{"a forgery with the signature", first, `{"text":"twice"}`, start, "signature"},
+		{"the request", first, `{"text":"once"}`, start, ""},
+		{"the request again", first, `{"text":"once"}`, start.Add(time.Second), "replay"},
+		{"the request again at the end of the window", first, `{"text":"once"}`, start.Add(30 * time.Second), "replay"},
+		{"a new request id", sign("req-2", start), `{"text":"once"}`, start, ""},
+		{"a new timestamp", sign("req-1", start.Add(time.Millisecond)), `{"text":"once"}`, start.Add(time.Millisecond), ""},
+		{"the request after its window", first, `{"text":"once"}`, start.Add(31 * time.Second), "expired"},
+	}
+	at := start
+	ver, err := verify.New(verify.Config{Keys: []identity.Key{key}, Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	for _, st := range steps {
+		at = st.now
+		got := ""
+		if _, err := ver.CheckOnce(st.h.Get, "POST", "/notes", []byte(st.body)); err != nil {
+			got = identity.Reason(err)
+		}
+		if got != st.error {
+			t.Fatalf("Go, %s: %q, want %q", st.name, got, st.error)
+		}
+		v := vector{Name: st.name, KeyID: key.ID, KeySecret: base64.StdEncoding.EncodeToString(key.Secret), Method: "POST",
+			PathQuery: "/notes", Body: st.body, Headers: map[string]string{}, NowMs: st.now.UnixMilli(),
+			Signature: st.h.Get(identity.HeaderSignature), Valid: st.error == "", Error: st.error}
+		for name := range st.h {
+			if name != identity.HeaderSignature {
+				v.Headers[name] = st.h.Get(name)
+			}
+		}
+		if v.Valid {
+			v.Canonical = string(identity.AppendCanonicalV2(nil, key.ID, &id, &identity.Request{
+				Timestamp: mustInt(t, st.h.Get(identity.HeaderTimestamp)), RequestID: st.h.Get(identity.HeaderRequestID),
+				ClientIP: "203.0.113.7", Method: "POST", PathQuery: "/notes", BodySHA256: sha256.Sum256([]byte(st.body))}))
+			// node sends each valid one again: so does Go.
+			if _, err := ver.CheckOnce(st.h.Get, "POST", "/notes", []byte(st.body)); !errors.Is(err, identity.ErrReplayed) {
+				t.Fatalf("Go, %s sent again: %v", st.name, err)
+			}
+		}
+		vs = append(vs, v)
+	}
+	out, err := runNode(t, writeVectors(t, vs))
+	wantAllOK(t, vs, out, err)
+}
+
+func mustInt(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestNodeReplaysBounded: verify.js's Replays holds at most its max
+// entries; a new signature into a full one forgets the oldest early
+// (counted in evicted), whose replay is then accepted, and keeps the
+// newest; expired entries make room without counting.
+func TestNodeReplaysBounded(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not on PATH: %v", err)
+	}
+	const script = `
+const { Replays } = require('./verify.js');
+const r = new Replays(3);
+const out = [];
+for (const s of ['a', 'b', 'c']) out.push(r.firstUse(s, 30000, 0));
+out.push(r.firstUse('a', 30000, 1));      // a replay
+out.push(r.firstUse('d', 30000, 1));      // full: a is forgotten
+out.push(r.evicted, r.seen.size);
+out.push(r.firstUse('a', 30000, 2));      // forgotten early: accepted again (b goes)
+out.push(r.firstUse('d', 30000, 2));      // the newest are kept
+out.push(r.evicted);
+out.push(r.firstUse('e', 60000, 30001));  // all others expired: no eviction
+out.push(r.evicted, r.seen.size);
+console.log(JSON.stringify(out));
+`
+	cmd := exec.Command(node, "-e", script)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, b)
+	}
+	const want = `[true,true,true,false,true,1,3,true,false,2,true,2,1]`
+	if got := strings.TrimSpace(string(b)); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
 }
