@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // capture is a signed request as it travels from a proxy to coreapi: its
@@ -71,7 +72,9 @@ func (c capture) send(t *testing.T, body []byte) reply {
 // and replayed directly to that coreapi within the 30 s window is refused,
 // as is the same request with a different body; a request whose body was
 // swapped before it ever reached coreapi is refused too (the body digest is
-// signed). Each refusal leaves the user unchanged.
+// signed). Each refusal leaves the user unchanged. The same holds for an
+// app built on the SDK: a POST /notes captured on its way to the example
+// app and sent again creates no second note.
 func TestCapturedSignedRequestReplayRefused(t *testing.T) {
 	owner := signup(t, sys.proxyA)
 	for _, core := range []*service{sys.coreA, sys.coreB} {
@@ -108,6 +111,39 @@ func TestCapturedSignedRequestReplayRefused(t *testing.T) {
 			expect(t, fresh.send(t, nil), http.StatusOK)
 		})
 	}
+	t.Run("notes", func(t *testing.T) {
+		text := "only once " + randToken(6)
+		body := `{"text":"` + text + `"}`
+		user := identity.Identity{Principal: identity.PrincipalUser, UserID: owner.UserID, TenantID: owner.TenantID,
+			Roles: []string{"owner"}, Permissions: append([]string(nil), allPermissions...)}
+		post := func() capture { // as a proxy forwards it: signed with the app's key
+			r := signedRequest(t, "POST", "http://"+sys.notes.addr+"/notes", sys.notesKeys[0], user, body)
+			return capture{method: r.Method, target: r.URL.String(), header: r.Header.Clone(), body: []byte(body)}
+		}
+		stored := func() int { // read through a proxy, as the owner
+			n := 0
+			for _, nt := range decode[struct{ Data []note }](t, call(t, "GET", sys.proxyA.url("/notes"), owner.Tokens.AccessToken, nil)).Data {
+				if nt.Text == text {
+					n++
+				}
+			}
+			return n
+		}
+		captured := post()
+		expect(t, captured.send(t, nil), http.StatusCreated)
+		if p := expectProblem(t, captured.send(t, nil), http.StatusUnauthorized); p.Code != problem.CodeUnauthenticated {
+			t.Fatalf("the replayed POST: code %q, want %q", p.Code, problem.CodeUnauthenticated)
+		}
+		if n := stored(); n != 1 {
+			t.Fatalf("%d notes %q after the replayed POST, want 1", n, text)
+		}
+		// The same note sent anew (a new request id, as the proxy signs a
+		// client's retry) is created.
+		expect(t, post().send(t, nil), http.StatusCreated)
+		if n := stored(); n != 2 {
+			t.Fatalf("%d notes %q after the POST sent anew, want 2", n, text)
+		}
+	})
 }
 
 // rejected reads coreapi_identity_rejected_total{reason} from core's
