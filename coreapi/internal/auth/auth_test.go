@@ -874,6 +874,42 @@ func TestSwitchTenant(t *testing.T) {
 	}
 }
 
+// TestSwitchTenantRefusesStaleSession: a session opened by a sign-in
+// that checked the password just before a reset (stamped with the old
+// token version, so no refresh opens it) must not come back through a
+// tenant switch, which stamps the session anew and hands out a refresh
+// token. Its access token still passes a proxy that has not yet heard of
+// the reset; coreapi refuses it here.
+func TestSwitchTenantRefusesStaleSession(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "stale@example.com", "First")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	// What the race leaves: the reset moved the version on and revoked
+	// the sessions it saw; this one was inserted after, under the old one.
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET token_version = token_version + 1 WHERE id = $1`, id.UserID); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Fatalf("refresh of the stale session: %d %s, want 400", r.Status, r.Body)
+	}
+	for _, tid := range []string{second.ID, tk.TenantID} {
+		r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": tid})
+		if r.Status == http.StatusOK {
+			var sw tokens
+			r.JSON(t, &sw)
+			if rr := e.refresh(t, sw.RefreshToken); rr.Status == http.StatusOK {
+				t.Errorf("the refresh token of the switch to %s refreshes the stale session", tid)
+			}
+		}
+		apitest.WantProblem(t, r, http.StatusUnauthorized, "invalid_token")
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND tenant_id = $2`, id.SessionID, tk.TenantID); n != 1 {
+		t.Error("the stale session was moved")
+	}
+}
+
 func TestSessionsListAndRevoke(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "m@example.com", "M")

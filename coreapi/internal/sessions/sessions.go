@@ -449,14 +449,22 @@ RETURNING n.amr, floor(extract(epoch FROM n.auth_time))::bigint`
 	return amr, at, nil
 }
 
-// Fresh reports whether sessionID is userID's live session and was
+// qCurrent is the condition, on a row of sessions whose user is $2, that
+// the session is not stamped with an older token version than the user's:
+// one opened by a sign-in that raced a password reset (CreateAt) is ended
+// for everything, not only for a refresh.
+const qCurrent = `NOT coalesce(token_version < (SELECT u.token_version FROM users u WHERE u.id = $2), false)`
+
+// Fresh reports whether sessionID is userID's live session (not revoked,
+// expired or stamped with an older token version than the user's) and was
 // authenticated (signed in, or stepped up) within maxAge, with a second
 // factor (otp in its amr) when otp is set. A session id that is not
 // valid is not fresh.
 func Fresh(ctx context.Context, q DB, userID, sessionID string, maxAge time.Duration, otp bool) (bool, error) {
 	const qFresh = `
 SELECT auth_time > now() - make_interval(secs => $3) AND (NOT $4 OR 'otp' = ANY (amr))
-FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
+FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+  AND ` + qCurrent
 	if !ids.Valid(sessionID) {
 		return false, nil
 	}
@@ -517,11 +525,16 @@ RETURNING id`
 	return tok, br.Close()
 }
 
-// MoveTenant binds a live session of userID to tenantID.
+// MoveTenant binds a live session of userID to tenantID: not revoked,
+// expired or stamped with an older token version than the user's
+// (ErrNotFound otherwise). The Reissue that follows a move stamps the
+// session with the current version, so a session that a refresh no longer
+// opens must not get that far: a tenant switch would bring it back.
 func (s *Store) MoveTenant(ctx context.Context, q DB, userID, sessionID, tenantID string) error {
 	const qMove = `
 UPDATE sessions SET tenant_id = $3, last_used_at = now()
-WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+  AND ` + qCurrent
 	if !ids.Valid(sessionID) {
 		return ErrNotFound
 	}

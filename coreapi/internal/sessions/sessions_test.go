@@ -474,12 +474,29 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	if _, err := f.store.Rotate(ctx, stale.RefreshToken); !errors.Is(err, ErrRevoked) {
 		t.Errorf("refresh of a session opened under an old token version = %v, want ErrRevoked", err)
 	}
+	// Nor is it live for anything else: a tenant switch (whose Reissue
+	// would stamp it anew and hand out a refresh token) and the recent
+	// sign-in an email change or a second factor's enrolment asks for.
+	_, other := addMember(t, f.pool, "other-tenant@example.com")
+	f.exec(t, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, other, f.user)
+	if err := f.store.MoveTenant(ctx, f.pool, f.user, stale.SessionID, other); !errors.Is(err, ErrNotFound) {
+		t.Errorf("MoveTenant of a session opened under an old token version = %v, want ErrNotFound", err)
+	}
+	if fresh, err := Fresh(ctx, f.pool, f.user, stale.SessionID, time.Hour, false); err != nil || fresh {
+		t.Errorf("Fresh of a session opened under an old token version = %v, %v; want false", fresh, err)
+	}
 	current, err := f.store.CreateAt(ctx, f.pool, f.user, f.tenant, "ua", "ip", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Rotate(ctx, current.RefreshToken); err != nil {
 		t.Errorf("refresh of a current session: %v", err)
+	}
+	if fresh, err := Fresh(ctx, f.pool, f.user, current.SessionID, time.Hour, false); err != nil || !fresh {
+		t.Errorf("Fresh of a current session = %v, %v; want true", fresh, err)
+	}
+	if err := f.store.MoveTenant(ctx, f.pool, f.user, current.SessionID, other); err != nil {
+		t.Errorf("MoveTenant of a current session: %v", err)
 	}
 	// Create stamps the current version; a bump then Reissue keeps it.
 	kept := f.create(t)
