@@ -910,6 +910,89 @@ func TestSwitchTenantRefusesStaleSession(t *testing.T) {
 	}
 }
 
+// TestSwitchTenantRacingRemoval: a tenant switch that found the caller a
+// member of the tenant just before the caller was removed from it must
+// not leave the session bound to that tenant and live: the removal ends
+// the member's sessions there for good, and this one would refresh again
+// once the user is added back. Here the switch has read the membership
+// and waits for the session's row (held by another transaction) while
+// the removal runs.
+func TestSwitchTenantRacingRemoval(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	tk := e.signup(t, "moving@example.com", "First")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	admin := e.SeedUserIn(t, second.ID, "admin@example.com", "owner")
+	e.SeedMember(t, second.ID, id.UserID, "member")
+
+	hold, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, id.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg      sync.WaitGroup
+		sw, rm  apitest.Response
+		removed = make(chan struct{})
+	)
+	wg.Go(func() {
+		sw = e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID})
+	})
+	e.DB.WaitForLockWaiters(t, 1) // the switch, at the session's row
+	wg.Go(func() {
+		defer close(removed)
+		rm = e.Send(t, &admin, http.MethodDelete, "/api/v1/users/"+id.UserID, nil)
+	})
+	// The removal either waits for the switch or has run past it.
+	func() {
+		const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			select {
+			case <-removed:
+				return
+			default:
+			}
+			var n int
+			if err := e.DB.Pool.QueryRow(ctx, q).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n >= 2 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the removal neither waited nor finished")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if rm.Status != http.StatusNoContent {
+		t.Fatalf("removal: %d %s", rm.Status, rm.Body)
+	}
+	if sw.Status != http.StatusOK {
+		// Refused: the switch saw the removal. Nothing to bring back.
+		apitest.WantProblem(t, sw, http.StatusForbidden, "forbidden")
+		return
+	}
+	var moved tokens
+	sw.JSON(t, &moved)
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	if r := e.refresh(t, moved.RefreshToken); r.Status == http.StatusOK {
+		t.Error("the session switched into the tenant the user was being removed from refreshes again once the user is added back")
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, id.SessionID); n != 0 {
+		t.Error("the session switched into the tenant during the removal is live")
+	}
+}
+
 func TestSessionsListAndRevoke(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "m@example.com", "M")

@@ -97,14 +97,19 @@ func BumpTokenVersion(ctx context.Context, db sqldb.DB, userID string) error {
 }
 
 // ActiveMembership returns the token version of a user who is active, with
-// an active membership in an active tenant; ErrNotFound otherwise.
+// an active membership in an active tenant; ErrNotFound otherwise. The
+// membership's row is share-locked until db's transaction ends: a removal
+// (which locks it to delete it) waits, and then finds and ends a session
+// the caller moved into the tenant meanwhile (a tenant switch), instead of
+// leaving it bound there to come back with the next membership.
 func ActiveMembership(ctx context.Context, db sqldb.DB, userID, tenantID string) (int64, error) {
 	const q = `
 SELECT u.token_version FROM memberships m
 JOIN users u ON u.id = m.user_id
 JOIN tenants t ON t.id = m.tenant_id
 WHERE m.user_id = $1 AND m.tenant_id = $2
-  AND m.status = 'active' AND t.status = 'active' AND u.status = 'active'`
+  AND m.status = 'active' AND t.status = 'active' AND u.status = 'active'
+FOR SHARE OF m`
 	var tv int64
 	err := db.QueryRow(ctx, q, userID, tenantID).Scan(&tv)
 	if errors.Is(err, pgx.ErrNoRows) {
