@@ -180,6 +180,28 @@ func (e *env) identityFor(t testing.TB, tk tokens) *identity.Identity {
 	return &id
 }
 
+// waitLockedOrDone waits until n sessions of the database wait on a lock
+// or done is closed, failing the test after 10 s.
+func (e *env) waitLockedOrDone(t testing.TB, n int, done <-chan struct{}) {
+	t.Helper()
+	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if e.count(t, q) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d sessions wait on a lock, and the request has not finished", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (e *env) count(t testing.TB, q string, args ...any) int {
 	t.Helper()
 	var n int
@@ -947,29 +969,7 @@ func TestSwitchTenantRacingRemoval(t *testing.T) {
 		defer close(removed)
 		rm = e.Send(t, &admin, http.MethodDelete, "/api/v1/users/"+id.UserID, nil)
 	})
-	// The removal either waits for the switch or has run past it.
-	func() {
-		const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			select {
-			case <-removed:
-				return
-			default:
-			}
-			var n int
-			if err := e.DB.Pool.QueryRow(ctx, q).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			if n >= 2 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the removal neither waited nor finished")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	e.waitLockedOrDone(t, 2, removed) // the removal waits for the switch, or has run past it
 	if err := hold.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -990,6 +990,50 @@ func TestSwitchTenantRacingRemoval(t *testing.T) {
 	}
 	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, id.SessionID); n != 0 {
 		t.Error("the session switched into the tenant during the removal is live")
+	}
+}
+
+// TestPasswordGrantRacingRemoval: a sign-in that read the membership just
+// before the user's removal from the tenant committed is refused (403),
+// not answered with a session the removal missed (which would refresh
+// again once the user is added back) nor with a server error.
+func TestPasswordGrantRacingRemoval(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	tk := e.signup(t, "leaving@example.com", "First")
+	second := e.SeedTenant(t, "Second")
+	uid := claims(t, tk.AccessToken)["sub"].(string)
+	e.SeedMember(t, second.ID, uid, "member")
+
+	// The removal (as DELETE /users/{id} runs it), held uncommitted.
+	remove, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = remove.Rollback(ctx) }()
+	if _, err := remove.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, second.ID, uid); err != nil {
+		t.Fatal(err)
+	}
+	if err := sessions.RevokeInTenant(ctx, remove, uid, second.ID); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg   sync.WaitGroup
+		r    apitest.Response
+		done = make(chan struct{})
+	)
+	wg.Go(func() {
+		defer close(done)
+		r = e.token(t, map[string]string{"grant_type": "password", "email": "leaving@example.com", "password": pw, "tenant_id": second.ID})
+	})
+	e.waitLockedOrDone(t, 1, done) // the new session waits at the membership's row, or was made past it
+	if err := remove.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	apitest.WantProblem(t, r, http.StatusForbidden, "forbidden")
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND tenant_id = $2`, uid, second.ID); n != 0 {
+		t.Errorf("sessions in the tenant left = %d, want 0", n)
 	}
 }
 

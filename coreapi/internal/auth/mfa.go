@@ -481,12 +481,15 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 				return err
 			}
 		}
+		errInactive := problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
 		if err := tx.QueryRow(ctx, qAccount, userID, tenantID).Scan(&g.TokenVersion); errors.Is(err, pgx.ErrNoRows) {
-			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
+			return errInactive
 		} else if err != nil {
 			return fmt.Errorf("load account: %w", err)
 		}
-		if sd, err = s.sessions.Create(ctx, tx, userID, tenantID, ua, ip); err != nil {
+		if sd, err = s.sessions.Create(ctx, tx, userID, tenantID, ua, ip); errors.Is(err, sessions.ErrNoMembership) {
+			return errInactive // removed from the tenant since the check
+		} else if err != nil {
 			return err
 		}
 		g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID, tenantID)

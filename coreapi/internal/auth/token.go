@@ -183,6 +183,9 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		return TokenResponse{}, err
 	}
 	issued, err := s.sessions.CreateAt(ctx, s.pool, a.UserID, *a.TenantID, ua, ip, a.TokenVersion)
+	if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since the check
+		return TokenResponse{}, problem.New(fiber.StatusForbidden, problem.CodeForbidden, "no active membership in tenant "+*a.TenantID)
+	}
 	if err != nil {
 		return TokenResponse{}, err
 	}

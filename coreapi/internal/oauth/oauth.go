@@ -647,6 +647,9 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 		}
 		issued, err := s.sessions.Create(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP)
+		if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since signInTenant
+			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
+		}
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,9 @@ var (
 	ErrReused       = errors.New("refresh token reused after rotation; session revoked")
 	ErrInactive     = errors.New("user, membership or tenant is not active")
 	ErrNotFound     = errors.New("session not found")
+	// ErrNoMembership: Create or CreateAt found no membership of the user
+	// in the tenant (removed since the caller checked it).
+	ErrNoMembership = errors.New("no membership of the user in the tenant")
 )
 
 // Revocation reasons stored in sessions.revoked_reason.
@@ -137,7 +140,11 @@ func secs(d time.Duration) float64 { return d.Seconds() }
 // Create inserts a session of userID bound to tenantID with its first
 // refresh token, through q (usually the caller's transaction), in one
 // round trip. The session is stamped with the user's current token
-// version.
+// version. The user's membership in the tenant is share-locked until q's
+// transaction ends, so that a removal from the tenant (which locks it to
+// delete it) either finds the new session and ends it, or ends first and
+// leaves nothing to create: ErrNoMembership. A session bound to a tenant
+// the user has left would refresh again once the user is added back.
 func (s *Store) Create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string) (Issued, error) {
 	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil)
 }
@@ -151,10 +158,13 @@ func (s *Store) CreateAt(ctx context.Context, q DB, userID, tenantID, userAgent,
 
 func (s *Store) create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv *int64) (Issued, error) {
 	const qCreate = `
-WITH s AS (
+WITH m AS (
+    SELECT user_id, tenant_id FROM memberships WHERE user_id = $1 AND tenant_id = $2 FOR SHARE
+), s AS (
     INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version)
-    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $6),
-            coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1)))
+    SELECT user_id, tenant_id, $3, $4, now() + make_interval(secs => $6),
+           coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1))
+    FROM m
     RETURNING id
 )
 INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
@@ -165,7 +175,11 @@ RETURNING session_id`
 		return Issued{}, err
 	}
 	var sid string
-	if err := q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv).Scan(&sid); err != nil {
+	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv).Scan(&sid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Issued{}, ErrNoMembership
+	}
+	if err != nil {
 		return Issued{}, fmt.Errorf("create session: %w", err)
 	}
 	return Issued{SessionID: sid, RefreshToken: tok}, nil

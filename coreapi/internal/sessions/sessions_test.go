@@ -605,3 +605,68 @@ func TestRotationRacingRevocation(t *testing.T) {
 		t.Fatal("a token of the revoked session refreshes")
 	}
 }
+
+// TestCreateRacingRemoval: a sign-in that checked the membership just
+// before the user's removal from the tenant must not leave a live session
+// bound to the tenant: the removal ends the member's sessions there for
+// good, and this one would refresh again once the user is added back.
+// The removal (as users.Remove does it: the membership locked and
+// deleted, then the sessions in the tenant revoked) is held uncommitted
+// while the session is created.
+func TestCreateRacingRemoval(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	remove, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = remove.Rollback(ctx) }()
+	if _, err := remove.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, f.tenant, f.user); err != nil {
+		t.Fatal(err)
+	}
+	if err := RevokeInTenant(ctx, remove, f.user, f.tenant); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg      sync.WaitGroup
+		is      Issued
+		cErr    error
+		created = make(chan struct{})
+	)
+	wg.Go(func() {
+		defer close(created)
+		is, cErr = f.store.CreateAt(ctx, f.pool, f.user, f.tenant, "ua", "ip", 0)
+	})
+	// The sign-in either waits for the removal or has run past it.
+	deadline := time.Now().Add(10 * time.Second)
+	for waiting := false; !waiting; {
+		select {
+		case <-created:
+			waiting = true
+			continue
+		default:
+		}
+		waiting = f.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
+		if time.Now().After(deadline) {
+			t.Fatal("the sign-in neither waited nor finished")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := remove.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if cErr == nil {
+		f.exec(t, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, f.tenant, f.user)
+		if _, err := f.store.Rotate(ctx, is.RefreshToken); err == nil {
+			t.Fatal("a session created while the user was being removed from its tenant refreshes once the user is added back")
+		}
+		return
+	}
+	if !errors.Is(cErr, ErrNoMembership) {
+		t.Fatalf("CreateAt racing the removal = %v, want ErrNoMembership or a session the removal ended", cErr)
+	}
+	if _, err := f.store.Create(ctx, f.pool, f.user, f.tenant, "ua", "ip"); !errors.Is(err, ErrNoMembership) {
+		t.Errorf("Create without a membership = %v, want ErrNoMembership", err)
+	}
+}
