@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -452,4 +453,48 @@ func TestForgotPerIPLimitGroupsIPv6By64(t *testing.T) {
 	}
 	wantProblem(t, forgot("2001:db8:1:2::2", "c@example.com"), http.StatusTooManyRequests, problem.CodeTooManyRequests)
 	wantStatus(t, forgot("2001:db8:1:3::1", "c@example.com"), http.StatusAccepted)
+}
+
+// TestEmailChangeRacingReset: an email change whose recent-sign-in check
+// passed just before a password reset committed must not be stored after
+// the reset revoked the pending changes: it would move the account to the
+// requester's mailbox once its link is used, though the reset ended the
+// session that asked for it. The reset (its first statements, as
+// resetPassword runs them) is held uncommitted while the change waits for
+// the account's row.
+func TestEmailChangeRacingReset(t *testing.T) {
+	ctx := context.Background()
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "kai-race@example.com")
+	const intruder = "intruder-race@example.net"
+	reset, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reset.Rollback(ctx) }()
+	if _, err := reset.Exec(ctx, `UPDATE users SET token_version = token_version + 1 WHERE id = $1`, a.c.Sub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sessions.New(x.DB.Pool, time.Hour, 0).RevokeAll(ctx, reset, a.c.Sub, "", "password_reset"); err != nil {
+		t.Fatal(err)
+	}
+	if err := onetime.RevokeEmailChanges(ctx, reset, a.c.Sub); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg sync.WaitGroup
+		r  apitest.Response
+	)
+	wg.Go(func() {
+		r = x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": intruder})
+	})
+	x.DB.WaitForLockWaiters(t, 1) // the change, at the account's row
+	if err := reset.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND lower(email) = $2`, a.c.Sub, intruder); n != 0 {
+		t.Errorf("email changes to %s pending after the reset: %d, want 0 (answer %d %s)", intruder, n, r.Status, r.Body)
+	}
+	wantProblem(t, r, http.StatusUnauthorized, problem.CodeInsufficientUserAuthentication)
 }

@@ -129,7 +129,11 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		if !ok {
 			return httpapi.TooMany(c, wait, "too many email changes requested")
 		}
-		if err := s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, *b.Email, httpapi.RequestIDOf(c)); err != nil {
+		err = s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, id.SessionID, *b.Email, httpapi.RequestIDOf(c), EmailChangeMaxAge)
+		if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
+			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -317,15 +317,27 @@ type auditedProfile struct {
 	DisplayName string `json:"display_name"`
 }
 
+// ErrNotFresh: the session asking for an email change is not live, or
+// its sign-in is older than allowed.
+var ErrNotFresh = errors.New("the session is not live or its sign-in is too old")
+
 // RequestEmailChange mails a verification link to newEmail; the address
 // changes only when the link is used (see package lifecycle). An address
-// that another account has is ErrEmailTaken.
-func (s *Store) RequestEmailChange(ctx context.Context, userID, tenantID, newEmail, requestID string) error {
+// that another account has is ErrEmailTaken. The session sessionID asks
+// for it and must be live and signed in within maxAge (sessions.Fresh),
+// checked with the account's row locked (else ErrNotFresh): a password
+// reset or change, or a sign-out everywhere, locks it too, so either it
+// ends the session first and the change is refused, or it comes after
+// and revokes the change with the other pending ones. Checked only before
+// (as the handler does), a change could be stored just after a reset
+// ended the session that asked for it, and outlive the reset.
+func (s *Store) RequestEmailChange(ctx context.Context, userID, tenantID, sessionID, newEmail, requestID string, maxAge time.Duration) error {
 	const q = `
 SELECT u.email, u.display_name,
        EXISTS (SELECT 1 FROM users o WHERE lower(o.email) = lower($2) AND o.id <> u.id)
 FROM users u
-WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
+WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)
+FOR UPDATE OF u`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
 			current, name string
@@ -333,6 +345,13 @@ WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND u
 		)
 		if err := tx.QueryRow(ctx, q, userID, newEmail, tenantID).Scan(&current, &name, &taken); err != nil {
 			return mapErr(err)
+		}
+		// A statement after the lock: it sees a revocation committed by
+		// whoever held the row before.
+		if fresh, err := sessions.Fresh(ctx, tx, userID, sessionID, maxAge, false); err != nil {
+			return err
+		} else if !fresh {
+			return ErrNotFresh
 		}
 		if taken {
 			return ErrEmailTaken
