@@ -641,7 +641,12 @@ WHERE mfa_totp.status = 'pending'`
 
 // confirmTOTP activates a pending TOTP factor with a code from it and hands
 // out the recovery codes (shown once, stored hashed). The caller's session
-// counts as having given the second factor now.
+// counts as having given the second factor now. It must be live in the
+// caller's tenant (see qSessionLive), else 401 and nothing is activated:
+// an enrolment started with a session that has since ended (a sign-out
+// everywhere, a password reset) must not become the factor of an account
+// its owner has just taken back, by way of a proxy that has not yet heard
+// of the end.
 func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	const qPending = `SELECT status FROM mfa_totp WHERE user_id = $1`
 	const qClear = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
@@ -664,6 +669,13 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	}
 	if status == totpActive {
 		return errMFAActive
+	}
+	// Before the code is looked at, so that an ended session spends none
+	// (setSessionAuth checks again, with the session's row locked).
+	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return err
+	} else if !live {
+		return sessionEnded(c)
 	}
 	_, ip := client(c)
 	rid := strings.Clone(httpapi.RequestIDOf(c))
@@ -690,6 +702,11 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// First: the session's row stays locked until the factor is
+		// active, so a sign-out or reset ends it after, never before.
+		if _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+			return err
+		}
 		if err := activateTOTP(ctx, tx, id.UserID); err != nil {
 			return err
 		}
@@ -703,16 +720,14 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("store recovery codes: %w", err)
 		}
-		if id.SessionID != "" {
-			if _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil && !errors.Is(err, sessions.ErrNotFound) {
-				return err
-			}
-		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
+	if errors.Is(err, sessions.ErrNotFound) {
+		return sessionEnded(c)
+	}
 	if err != nil {
 		return err
 	}

@@ -427,6 +427,32 @@ func TestStepUpRevokedSession(t *testing.T) {
 	wantStatus(t, "forged identity", r, http.StatusUnauthorized, "unauthenticated")
 }
 
+// TestConfirmOfAnEndedSession: an enrolment started by a session that has
+// since ended (the owner signed out everywhere, or reset the password,
+// after someone else started it with a stolen sign-in) cannot be
+// confirmed with that session's access token, which a proxy that has not
+// yet heard of the end still forwards: the factor would lock the owner
+// out of the account they just took back. Nothing is activated and the
+// code is not spent.
+func TestConfirmOfAnEndedSession(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "ended@example.com", "E")
+	as := e.identityFor(t, tk)
+	en := e.enrol(t, as)
+	other := e.identityFor(t, e.login(t, "ended@example.com"))
+	wantStatus(t, "logout everywhere", e.Send(t, other, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"}), http.StatusNoContent, "")
+	code := codeAt(t, en.Secret, time.Now())
+	r := e.confirm(t, as, code)
+	wantStatus(t, "confirm with an ended session", r, http.StatusUnauthorized, "invalid_token")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'pending' AND last_step IS NULL`, as.UserID); n != 1 {
+		t.Error("the enrolment is not pending with its code unspent")
+	}
+	// The owner, signed in again, confirms their own enrolment.
+	mine := e.identityFor(t, e.login(t, "ended@example.com"))
+	en = e.enrol(t, mine)
+	wantStatus(t, "confirm with a live session", e.confirm(t, mine, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+}
+
 func TestAdminResetsMemberMFA(t *testing.T) {
 	e := start(t, cheap)
 	owner := e.signup(t, "owner@example.com", "Acme")
