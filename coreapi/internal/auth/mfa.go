@@ -437,6 +437,10 @@ UPDATE mfa_challenges SET attempts = attempts + 1
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
 RETURNING user_id::text, tenant_id::text`
 	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
+	// qHeld locks the challenge a recovery code claimed: a password reset
+	// or change, or a sign-out everywhere, deletes the user's challenges
+	// (sessions.RevokeAll) when it ends the sessions.
+	const qHeld = `SELECT 1 FROM mfa_challenges WHERE token_hash = $1 FOR UPDATE`
 	const qAccount = `
 SELECT u.token_version FROM users u
 JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
@@ -480,6 +484,12 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 			if err := claim(tx); err != nil {
 				return err
 			}
+		} else if err := tx.QueryRow(ctx, qHeld, hash).Scan(new(int)); errors.Is(err, pgx.ErrNoRows) {
+			// Claimed with a recovery code in a transaction of its own,
+			// and ended since: the account was taken back meanwhile.
+			return errBadMFAToken
+		} else if err != nil {
+			return fmt.Errorf("hold mfa challenge: %w", err)
 		}
 		errInactive := problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
 		if err := tx.QueryRow(ctx, qAccount, userID, tenantID).Scan(&g.TokenVersion); errors.Is(err, pgx.ErrNoRows) {

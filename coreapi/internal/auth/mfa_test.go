@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -451,6 +454,85 @@ func TestConfirmOfAnEndedSession(t *testing.T) {
 	mine := e.identityFor(t, e.login(t, "ended@example.com"))
 	en = e.enrol(t, mine)
 	wantStatus(t, "confirm with a live session", e.confirm(t, mine, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+}
+
+// TestRecoveryCodeSignInRacingReset: a second-factor sign-in whose
+// recovery code was spent (and its challenge claimed) just before a
+// password reset committed must not open a session after the reset: the
+// reset ends the pending sign-ins (their challenges) along with the
+// sessions, and the session would be stamped with the new token version.
+// The request is held between spending the code and opening the session
+// (at the lockout's release, whose row the test locks) while the reset
+// commits.
+func TestRecoveryCodeSignInRacingReset(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	const email = "reset-race@example.com"
+	tk, _, codes := e.mfaUser(t, email)
+	uid := claims(t, tk.AccessToken)["sub"].(string)
+	mt := e.challenge(t, email)
+
+	begin := func() pgx.Tx {
+		t.Helper()
+		tx, err := e.DB.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(ctx) })
+		return tx
+	}
+	waitingOn := func(table string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+				AND wait_event_type = 'Lock' AND query LIKE '%'||$1||'%'`, table) > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the sign-in does not wait at %s", table)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	codeHold := begin() // holds the sign-in while it spends the code
+	if _, err := codeHold.Exec(ctx, `SELECT 1 FROM mfa_recovery_codes WHERE user_id = $1 FOR UPDATE`, uid); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg sync.WaitGroup
+		r  apitest.Response
+	)
+	wg.Go(func() { r = e.mfaOTP(t, mt, codes[0]) })
+	waitingOn("mfa_recovery_codes")
+	releaseHold := begin() // then holds it after the code is spent
+	if _, err := releaseHold.Exec(ctx, `SELECT 1 FROM login_attempts FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	if err := codeHold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitingOn("login_attempts")
+	// The reset: a new token version, every session and pending sign-in
+	// ended.
+	reset := begin()
+	if _, err := reset.Exec(ctx, `UPDATE users SET token_version = token_version + 1 WHERE id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sessions.New(e.DB.Pool, time.Hour, 0).RevokeAll(ctx, reset, uid, "", "password_reset"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reset.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := releaseHold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL
+		AND token_version = (SELECT token_version FROM users WHERE id = $1)`, uid); n != 0 {
+		t.Errorf("live sessions of the current token version after the reset: %d, want 0 (answer %d %s)", n, r.Status, r.Body)
+	}
+	wantStatus(t, "sign-in racing the reset", r, http.StatusBadRequest, "invalid_grant")
 }
 
 func TestAdminResetsMemberMFA(t *testing.T) {
