@@ -187,18 +187,28 @@ func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 // Run loads the set (retrying with jittered exponential backoff until it
 // succeeds) and then refreshes it about every Interval (±10 %, jittered)
 // until ctx ends; after a failed KeysChanged it fetches at once, retrying
-// with the same backoff until it succeeds.
+// with the same backoff until it succeeds. Such a retry fetches on its own,
+// as KeysChanged does: joined to a fetch already under way (an unknown
+// kid's), which may have read the set before the change, it would take
+// that older set for the change's and keep a removed key until the next
+// regular refresh.
 func (c *Client) Run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
+	changed := false // a KeysChanged whose fetch failed is being retried
 	for {
-		_, err, _ := c.sf.Do("refresh", func() (any, error) { return nil, c.fetch(ctx) })
+		var err error
+		if changed {
+			err = c.fetch(ctx)
+		} else {
+			_, err, _ = c.sf.Do("refresh", func() (any, error) { return nil, c.fetch(ctx) })
+		}
 		wait := spread(c.opt.Interval, c.opt.Rand())
 		if err != nil {
 			wait = halfJitter(backoff, c.opt.Rand())
 			c.log.Warn("jwks fetch", "err", err, "url", c.shown, "retry_in", wait.String())
 			backoff = min(backoff*2, 5*time.Second, c.opt.Interval)
 		} else {
-			backoff = 100 * time.Millisecond
+			backoff, changed = 100*time.Millisecond, false
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -208,6 +218,7 @@ func (c *Client) Run(ctx context.Context) {
 		case <-t.C:
 		case <-c.retry:
 			t.Stop()
+			changed = true
 		}
 	}
 }

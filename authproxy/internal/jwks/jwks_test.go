@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -323,6 +324,71 @@ func TestKeysChangedRetriedUntilFetched(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestKeysChangedRetryJoinsNoOlderFetch: the retry of an announced
+// change whose own fetch failed fetches anew: joined to a fetch already
+// under way (an unknown kid's, a refresh), which read the set before the
+// change, it would have taken that fetch's older set for the change's and
+// kept a removed key until the next regular refresh.
+func TestKeysChangedRetryJoinsNoOlderFetch(t *testing.T) {
+	a := testenv.NewKey(t, "a", jwa.EdDSA)
+	b := testenv.NewKey(t, "b", jwa.EdDSA)
+	var body atomic.Value
+	body.Store(keySet(t, a, b))
+	var failing, blockNext atomic.Bool
+	gate := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		set := body.Load().([]byte) // the set as of the request
+		if blockNext.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-gate
+		} else if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(set)
+	}))
+	t.Cleanup(srv.Close)
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate) }) }
+	t.Cleanup(open)                   // before the server closes: it waits for the held request
+	c := newClient(srv.URL, time.Now) // refreshes hourly
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go c.Run(ctx)
+	select {
+	case <-c.Loaded():
+	case <-time.After(5 * time.Second):
+		t.Fatal("key set not loaded")
+	}
+
+	// A fetch that read the set before the change, slow to finish.
+	blockNext.Store(true)
+	slow := make(chan error, 1)
+	go func() { slow <- c.Refresh(context.Background()) }()
+	<-entered
+	failing.Store(true)
+	body.Store(keySet(t, b)) // a is removed
+	if err := c.KeysChanged(context.Background()); err == nil {
+		t.Fatal("KeysChanged succeeded against a failing JWKS")
+	}
+	failing.Store(false)
+	eventually.Within(t, 3*time.Second, func() error {
+		if s := c.Current(); s.Keys["a"] != nil {
+			return errors.New("the removed key is still in the set (the retry waits for the older fetch)")
+		}
+		return nil
+	})
+	open()
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Current(); s.Keys["a"] != nil {
+		t.Fatalf("the older fetch finished last and put back %v", s.Keys)
+	}
 }
 
 // TestURLCredentialNotLogged: a JWKS_URL may carry a credential for the
