@@ -61,11 +61,11 @@ var (
 
 // New returns a handler that verifies the identity headers of every
 // request (signature, timestamp window, body digest, not a replay:
-// verify.Verifier.CheckOnce) and then calls the next handler, with the identity available through From. The body is the
-// one fasthttp read (bounded by the app's BodyLimit) or, when the app
-// streams request bodies (StreamRequestBody), at most MaxBodyBytes of the
-// stream, read here and put back for the handler; one over the verifier's
-// MaxBodyBytes is 413.
+// verify.Verifier.CheckOnce) and then calls the next handler, with the
+// identity available through From. The body is the one fasthttp read
+// (bounded by the app's BodyLimit) or, when the app streams request bodies
+// (StreamRequestBody), at most MaxBodyBytes of the stream, read here and
+// put back for the handler; one over the verifier's MaxBodyBytes is 413.
 func New(v *verify.Verifier) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		get := func(name string) string { return c.Get(name) }
