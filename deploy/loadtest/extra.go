@@ -536,7 +536,7 @@ func perRequest(total, idle map[string]float64, n int) (per, base map[string]flo
 // executed inside the SHA-256 block functions themselves (the compression
 // of the identity headers' HMAC). Valgrind lacks the CPU's SHA extensions,
 // so under it Go runs its AVX2 code, some 2,800 instructions a 64-byte
-// block where the CPU's own run takes a few hundred: the count that the
+// block where the CPU's SHA-NI routine runs some 180: the count that the
 // report shows apart, so that it does not pass for the proxy's own work.
 const shaBlockIr = "Ir:sha256-blocks"
 
