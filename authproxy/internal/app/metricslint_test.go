@@ -55,5 +55,6 @@ var allowZero = map[string]string{
 	"authproxy_rules_reload_failures_total":   "refused rules files (TestRulesReloadSyntaxErrorKeepsRules)",
 	"authproxy_untrusted_forwarded_for_total": "X-Forwarded-For from an untrusted peer (TestUntrustedForwardedForWarned)",
 	"authproxy_upstream_errors_total":         "failures talking to upstreams (TestUpstreamErrorsCounted)",
+	"authproxy_upstream_retries_total":        "requests sent again after their connection closed before an answer (TestRetrySignedAnew)",
 	"authproxy_upstream_stray_closes_total":   "connections closed for bytes an upstream sent outside an answer (TestStrayBytesReachNoOtherClient)",
 }

@@ -6,14 +6,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/verify"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -594,6 +598,93 @@ func TestUpstreamStoppedWithPooledConns(t *testing.T) {
 		if r.header.Get("Retry-After") == "" {
 			t.Fatalf("request %d (%s): 503 without Retry-After", i, m)
 		}
+	}
+}
+
+// An app that read a request and closed its connection without answering
+// (a handler that panicked, a process stopped mid-request) had already
+// accepted its signature when the proxy sent the request again: the SDK's
+// replay filter refused the retry, and the client got 401 for a request
+// the proxy was entitled to retry. The retry is signed anew, with a later
+// timestamp, the same identity, client and forwarding headers, and is
+// counted.
+func TestRetrySignedAnew(t *testing.T) {
+	for _, tc := range []struct {
+		name, access, token string
+		trusted             bool
+	}{
+		{"protected", "protected", "token", false},
+		{"public", "public", "", false},
+		{"trusted peer", "protected", "token", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := verify.New(verify.Config{Keys: []identity.Key{testenv.AppKey}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var calls atomic.Int64
+			var mu sync.Mutex
+			var seen []http.Header
+			app := httptest.NewServer(v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				seen = append(seen, r.Header.Clone())
+				mu.Unlock()
+				if calls.Add(1) == 1 { // read and accepted, never answered
+					c, _, err := http.NewResponseController(w).Hijack()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					c.Close()
+					return
+				}
+				id, _ := verify.FromContext(r.Context())
+				_, _ = io.WriteString(w, id.Principal)
+			})))
+			t.Cleanup(app.Close)
+			vars := map[string]string{}
+			if tc.trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{vars: vars, rules: "upstreams:\n  notes: {url: '" + app.URL + "', key_id: app-notes, rewrite_host: true}\nroutes:\n" +
+				"  - {prefix: /, upstream: notes, access: " + tc.access + "}\n"})
+			auth := ""
+			if tc.token != "" {
+				auth = "Authorization: Bearer " + e.token(nil) + "\r\n"
+			}
+			before := testutil.ToFloat64(e.app.Metrics.UpstreamRetries)
+			r := e.raw("GET /notes?x=1 HTTP/1.1\r\nHost: client.example\r\n" + auth + "X-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n")
+			if r.status != 200 {
+				t.Fatalf("retried GET answered %d %s, want 200", r.status, r.body)
+			}
+			if n := calls.Load(); n != 2 {
+				t.Fatalf("the app saw %d requests, want 2", n)
+			}
+			if n := testutil.ToFloat64(e.app.Metrics.UpstreamRetries) - before; n != 1 {
+				t.Errorf("authproxy_upstream_retries_total rose by %v, want 1", n)
+			}
+			first, second := seen[0], seen[1]
+			if first.Get(identity.HeaderSignature) == second.Get(identity.HeaderSignature) {
+				t.Errorf("the retry carried the first attempt's signature")
+			}
+			if first.Get(identity.HeaderTimestamp) >= second.Get(identity.HeaderTimestamp) {
+				t.Errorf("timestamps %s then %s: the retry's is not later", first.Get(identity.HeaderTimestamp), second.Get(identity.HeaderTimestamp))
+			}
+			for name := range first {
+				if name == identity.HeaderSignature || name == identity.HeaderTimestamp {
+					continue
+				}
+				if a, b := strings.Join(first[name], "|"), strings.Join(second[name], "|"); a != b {
+					t.Errorf("%s: %q then %q on the retry", name, a, b)
+				}
+			}
+			if len(first) != len(second) {
+				t.Errorf("%d headers, then %d on the retry", len(first), len(second))
+			}
+			if h := second.Get("X-Forwarded-Host"); h != "client.example" {
+				t.Errorf("the retry's X-Forwarded-Host is %q, want the client's", h)
+			}
+		})
 	}
 }
 

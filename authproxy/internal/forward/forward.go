@@ -72,35 +72,46 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 	if o.TLS != nil {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
 	}
-	hc.RetryIfErr = retryOnFresh(hc)
+	hc.RetryIfErr = noRetry
 	hc.Transport = fasttransport.New(hc, o.Stray)
 	return hc
 }
 
-// retryOnFresh is the retry policy of a client: fasthttp asks it after a
-// failed attempt (never for a request whose body is streamed). A request
-// is retried once, and only when it is idempotent (GET, HEAD, PUT: the
-// methods fasthttp calls idempotent) and its connection was closed or reset
-// before a byte of the answer came back (Stale): a pooled keep-alive
-// connection the upstream has closed, because it restarted, died or timed
-// the connection out. Before the retry the client's other idle connections
-// are closed, since when one is stale they usually all are: the retry then
-// dials afresh, and an upstream that is gone is answered as refused (503)
-// instead of each stale connection failing a request in turn. Timeouts
-// are never retried: fasthttp's default retried them up to five times, so
-// a hung upstream held a GET for five times UPSTREAM_TIMEOUT.
+// noRetry is the retry policy of a client for forwarded requests: fasthttp
+// never sends one again itself. The request is signed, and a retry is
+// signed anew: the server retries (see Retry).
+func noRetry(*fasthttp.Request, int, error) (resetTimeout, retry bool) { return false, false }
+
+// retryOnFresh is the retry policy of the proxy's own client: fasthttp
+// asks it after a failed attempt, and retries once as Retry allows.
 func retryOnFresh(hc *fasthttp.HostClient) fasthttp.RetryIfErrFunc {
 	return func(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
-		if attempts > 1 || !Stale(err) {
-			return false, false
-		}
-		h := &req.Header
-		if !h.IsGet() && !h.IsHead() && !h.IsPut() {
-			return false, false
-		}
-		hc.CloseIdleConnections()
-		return false, true
+		return false, attempts == 1 && Retry(hc, req, err)
 	}
+}
+
+// Retry reports whether a request whose first upstream call failed with
+// err is to be sent once more. It is when the request is idempotent (GET,
+// HEAD, PUT: the methods fasthttp calls idempotent), its body is not
+// streamed, and its connection was closed or reset before a byte of the
+// answer came back (Stale): a pooled keep-alive connection the upstream
+// has closed, because it restarted, died or timed the connection out. The
+// client's other idle connections are then closed, since when one is
+// stale they usually all are: the retry dials afresh, and an upstream that
+// is gone is answered as refused (503) instead of each stale connection
+// failing a request in turn. Timeouts are never retried: fasthttp's
+// default retried them up to five times, so a hung upstream held a GET for
+// five times UPSTREAM_TIMEOUT.
+func Retry(hc *fasthttp.HostClient, req *fasthttp.Request, err error) bool {
+	if !Stale(err) || req.IsBodyStream() {
+		return false
+	}
+	h := &req.Header
+	if !h.IsGet() && !h.IsHead() && !h.IsPut() {
+		return false
+	}
+	hc.CloseIdleConnections()
+	return true
 }
 
 // Stale reports whether err says the upstream closed or reset the

@@ -153,7 +153,14 @@ func (u *upstream) pool(t *testing.T, hc *fasthttp.HostClient, n int) {
 }
 
 // do sends one request and reads the whole (streamed) answer.
+// do sends a request as the proxy does: once more when Retry allows.
 func do(hc *fasthttp.HostClient, u *upstream, method string) error {
+	_, err := doRetrying(hc, u, method)
+	return err
+}
+
+// doRetrying is do, and returns the first attempt's error too.
+func doRetrying(hc *fasthttp.HostClient, u *upstream, method string) (first, err error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -162,9 +169,18 @@ func do(hc *fasthttp.HostClient, u *upstream, method string) error {
 	if method == fasthttp.MethodPost {
 		req.SetBodyString("{}")
 	}
-	if err := hc.Do(req, resp); err != nil {
-		return err
+	if first = hc.Do(req, resp); first != nil {
+		if !Retry(hc, req, first) {
+			return first, first
+		}
+		if err = hc.Do(req, resp); err != nil {
+			return first, err
+		}
 	}
+	return first, answeredOK(resp)
+}
+
+func answeredOK(resp *fasthttp.Response) error {
 	if string(resp.Body()) != "ok" {
 		return errors.New("unexpected answer " + string(resp.Body()))
 	}
@@ -227,17 +243,27 @@ func TestStalePoolWhileUpstreamUp(t *testing.T) {
 // A connection the upstream closes after the request went out, before
 // answering: a GET is retried once, on a fresh connection, and succeeds;
 // a POST is not retried (it may have been received) and is answered as
-// unavailable.
+// unavailable. The client does not retry on its own: the proxy signs a
+// retry anew, so the first attempt's error comes back to it.
 func TestClosedBeforeAnswer(t *testing.T) {
 	u := startUpstream(t)
 	hc := newTestClient(u)
 	u.pool(t, hc, 1)
 	for _, m := range []string{fasthttp.MethodPost, fasthttp.MethodGet} {
+		// The previous request's handler has left the gate.
+		for deadline := time.Now().Add(5 * time.Second); u.waiting.Load() != 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
 		before := u.accepted.Load()
 		gate := make(chan struct{})
 		u.gate.Store(&gate)
 		done := make(chan error, 1)
-		go func() { done <- do(hc, u, m) }()
+		var first error
+		go func() {
+			var err error
+			first, err = doRetrying(hc, u, m)
+			done <- err
+		}()
 		for deadline := time.Now().Add(5 * time.Second); u.waiting.Load() == 0 && time.Now().Before(deadline); {
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -248,6 +274,9 @@ func TestClosedBeforeAnswer(t *testing.T) {
 		if m == fasthttp.MethodGet {
 			if err != nil {
 				t.Errorf("GET closed before its answer: %v, want a retry on a fresh connection", err)
+			}
+			if !Stale(first) {
+				t.Errorf("GET's first attempt: %v, want the stale connection's error (the client retried on its own)", first)
 			}
 			continue
 		}

@@ -42,7 +42,10 @@ type Metrics struct {
 	// upstream sent bytes outside an answer, by when they were found:
 	// after_answer (read with an answer, past its end) or idle (arrived
 	// while the connection was pooled).
-	UpstreamStray     *prometheus.CounterVec
+	UpstreamStray *prometheus.CounterVec
+	// UpstreamRetries counts forwarded requests sent a second time, signed
+	// anew, after their connection was found stale (forward.Retry).
+	UpstreamRetries   prometheus.Counter
 	ProjectionFetches *prometheus.CounterVec // result
 	NATSConnected     prometheus.Gauge
 	Decisions         *CounterVec // outcome
@@ -104,6 +107,9 @@ func New() *Metrics {
 		UpstreamStray: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_upstream_stray_closes_total", Help: "Upstream connections closed, never reused, because the upstream sent bytes outside an answer: read past an answer's end (after_answer) or arrived while the connection was idle (idle).",
 		}, []string{"when"}),
+		UpstreamRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_upstream_retries_total", Help: "Forwarded requests (GET, HEAD, PUT) sent once more, signed anew, after the upstream closed or reset their connection before answering.",
+		}),
 		ProjectionFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_projection_fetches_total", Help: "Projection fetches from coreapi, by result.",
 		}, []string{"result"}),
@@ -138,7 +144,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
-		m.UpstreamErrors, m.UpstreamStray, m.ProjectionFetches, m.NATSConnected, m.Decisions)
+		m.UpstreamErrors, m.UpstreamStray, m.UpstreamRetries, m.ProjectionFetches, m.NATSConnected, m.Decisions)
 	// Export the error series at zero so that rates and alerts work from
 	// the start.
 	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"}, {"forward", "closed"},

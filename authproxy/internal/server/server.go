@@ -295,6 +295,7 @@ type state struct {
 	ipOf      netip.Addr // the client address ipText is the text of
 	ipText    []byte
 	hdr       []byte // the identity block (identityBlock)
+	hdrFwd    int    // the forwarding lines' length at the start of hdr
 	xff       []byte // a trusted peer's X-Forwarded-For, extended (setForwarded)
 	line      []byte // the access line (accessLine)
 	sentReqID bool   // the client sent an X-Request-Id
@@ -1397,36 +1398,12 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if st.authAt.IsZero() { // not authenticated: signed as of its start
 		st.authAt = st.start
 	}
-	now := st.authAt.UnixMilli()
-	rq := identity.Request{Timestamp: now, RequestID: b2s(st.reqID), ClientIP: b2s(st.ip), Method: b2s(h.Method()), PathQuery: b2s(st.uri)}
-	if body := req.Body(); len(body) > 0 {
-		rq.BodySHA256 = sha256.Sum256(body)
-	} else {
-		rq.BodySHA256 = identity.EmptyBodySHA256
+	st.hdr = st.hdr[:0]
+	if fwdBlock {
+		st.hdr = forwardedLines(st.hdr, st.ip, scheme(c), h.Host(), st.reqID)
 	}
-	st.sig = w.mac.AppendSignatureWith(st.sig[:0], &rq, &st.mac)
-	st.ts = append(st.ts[:0], st.mac.Timestamp()...) // formatted once, for the tail
-	if cl != nil || st.wsBearer {
-		// The upstream never reads the token: the signed identity replaces
-		// it, and the token stays out of the upstream's logs. (On a public
-		// route, a WebSocket's bearer was never needed.)
-		h.Del(fiber.HeaderAuthorization)
-	}
-	if block {
-		st.hdr = st.hdr[:0]
-		if fwdBlock {
-			st.hdr = forwardedLines(st.hdr, st.ip, scheme(c), h.Host(), st.reqID)
-		}
-		st.hdr = identityBlock(st.hdr, w, st)
-		// The block is the name of one header whose value is the
-		// signature: fasthttp writes a name as it is, so the upstream
-		// receives the same lines as from setForwarded and setIdentity,
-		// with one header write instead of seventeen
-		// (TestIdentityBlockMatchesHeaders).
-		h.SetCanonical(st.hdr, st.sig)
-	} else {
-		setIdentity(h, signer.KeyID(), cl, w, st)
-	}
+	st.hdrFwd = len(st.hdr)
+	s.sign(c, st, w, cl, block)
 	up := &rt.Table.Upstreams[route.Upstream]
 	st.upstream = up.Name
 	if up.Host != "" { // rewrite_host: after X-Forwarded-Host took the client's
@@ -1446,7 +1423,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	}
 	resp := c.Response()
 	if err := hc.Do(req, resp); err != nil {
-		return s.forwardFailed(st, resp, err)
+		if err = s.retry(c, st, hc, w, cl, err); err != nil {
+			return s.forwardFailed(st, resp, err)
+		}
 	}
 	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
 		return s.switched(st, resp)
@@ -1459,6 +1438,67 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		s.sessionsEnded(cl.Sub)
 	}
 	return nil
+}
+
+// sign writes the request's identity headers, signed as of st.authAt: when
+// block, as one block of lines after the forwarding lines st.hdr starts
+// with (st.hdrFwd bytes), else each header on its own. It runs again, with
+// a later st.authAt, for a request that is retried (retry): the headers
+// written then replace the first ones.
+func (s *Server) sign(c *fiber.Ctx, st *state, w *warm, cl *tokens.Claims, block bool) {
+	req := c.Request()
+	h := &req.Header
+	now := st.authAt.UnixMilli()
+	rq := identity.Request{Timestamp: now, RequestID: b2s(st.reqID), ClientIP: b2s(st.ip), Method: b2s(h.Method()), PathQuery: b2s(st.uri)}
+	if body := req.Body(); len(body) > 0 {
+		rq.BodySHA256 = sha256.Sum256(body)
+	} else {
+		rq.BodySHA256 = identity.EmptyBodySHA256
+	}
+	st.sig = w.mac.AppendSignatureWith(st.sig[:0], &rq, &st.mac)
+	st.ts = append(st.ts[:0], st.mac.Timestamp()...) // formatted once, for the tail
+	if cl != nil || st.wsBearer {
+		// The upstream never reads the token: the signed identity replaces
+		// it, and the token stays out of the upstream's logs. (On a public
+		// route, a WebSocket's bearer was never needed.)
+		h.Del(fiber.HeaderAuthorization)
+	}
+	if block {
+		st.hdr = identityBlock(st.hdr[:st.hdrFwd], w, st)
+		setBlock(h, st.hdr, st)
+	} else {
+		setIdentity(h, w.mac.Signer().KeyID(), cl, w, st)
+	}
+}
+
+// retry sends a request once more after its upstream call failed with err,
+// when forward.Retry allows it (the connection was stale; see there), and
+// returns the second call's error; else it returns err. The request is
+// signed anew for the retry: an upstream may have read the first attempt
+// before its connection closed, and an app that refuses a signature it has
+// already accepted (the SDKs' replay filter) would refuse the same
+// signature sent again.
+//
+//go:noinline
+func (s *Server) retry(c *fiber.Ctx, st *state, hc *fasthttp.HostClient, w *warm, cl *tokens.Claims, err error) error {
+	req := c.Request()
+	if !forward.Retry(hc, req, err) {
+		return err
+	}
+	h := &req.Header
+	renorm := !h.DisableNormalizing() // the names below are canonical
+	// A signature of another millisecond: the timestamp is signed.
+	next := st.authAt.Add(time.Millisecond)
+	if now := s.d.Now(); now.After(next) {
+		next = now
+	}
+	st.authAt = next
+	s.sign(c, st, w, cl, w.lines)
+	if renorm {
+		h.EnableNormalizing()
+	}
+	s.d.Metrics.UpstreamRetries.Inc()
+	return hc.Do(req, c.Response())
 }
 
 // tlsScheme marks a request to an https:// upstream as https: fasthttp's
@@ -1878,14 +1918,26 @@ func setIdentity(h *fasthttp.RequestHeader, keyID string, cl *tokens.Claims, w *
 }
 
 // identityBlock appends the lines setIdentity writes for a token (or the
-// anonymous identity: w from Router.anonymous), in the
-// same order, up to the signature header's name: "Name: value\r\n" for
-// each header but the last, whose value (the signature) fasthttp adds.
-// Only for a warm state whose values hold no line break (warm.lines); the
-// request's own values (client IP, timestamp) are formatted by the proxy.
+// anonymous identity: w from Router.anonymous), in the same order, up to
+// the timestamp header's name: "Name: value\r\n" for each header before
+// it. Only for a warm state whose values hold no line break (warm.lines);
+// the client IP is formatted by the proxy. setBlock writes the block.
 func identityBlock(dst []byte, w *warm, st *state) []byte {
 	return identity.AppendParts(dst, w.tok, w.peLines, identity.HeaderClientIP+": ", b2s(st.ip),
-		"\r\n"+identity.HeaderTimestamp+": ", b2s(st.ts), "\r\n"+identity.HeaderSignature)
+		"\r\n"+identity.HeaderTimestamp)
+}
+
+// setBlock writes block (identityBlock's lines, after any forwarding
+// lines) as the name of one header whose value is the timestamp, then the
+// signature header: fasthttp writes a name as it is, so the upstream
+// receives the same lines as from setForwarded and setIdentity, with two
+// header writes instead of seventeen (TestIdentityBlockMatchesHeaders).
+// The two values a request signed again changes are the values of the two
+// headers: written again with the same block, they replace the first ones
+// (fasthttp cannot delete a header whose name holds a line break).
+func setBlock(h *fasthttp.RequestHeader, block []byte, st *state) {
+	h.SetCanonical(block, st.ts)
+	h.SetCanonical(s2b(identity.HeaderSignature), st.sig)
 }
 
 // appendLine appends the header line "name: value\r\n".
