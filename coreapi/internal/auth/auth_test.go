@@ -859,15 +859,50 @@ func TestSwitchTenant(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "s@example.com", "First")
 	id := e.identityFor(t, tk)
+	other := e.signup(t, "other@example.com", "Other") // another user's session
 	second := e.SeedTenant(t, "Second")
 	e.SeedMember(t, second.ID, id.UserID, "member")
 	stranger := e.SeedTenant(t, "Stranger")
 
-	r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": stranger.ID})
+	r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": stranger.ID, "refresh_token": tk.RefreshToken})
 	if r.Status != http.StatusForbidden {
 		t.Errorf("switch to a tenant without membership: %d %s", r.Status, r.Body)
 	}
-	r = e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID})
+	// The access token alone does not switch: the switch ends the
+	// session's refresh token and hands out its successor, so the caller
+	// shows it holds the current one (a stolen access token would
+	// otherwise become a refresh token for the session's lifetime and log
+	// its owner out).
+	for _, bad := range []struct {
+		body        map[string]string
+		status      int
+		code, field string
+	}{
+		{map[string]string{"tenant_id": second.ID}, http.StatusUnprocessableEntity, "validation_failed", "refresh_token"},
+		{map[string]string{"tenant_id": second.ID, "refresh_token": "garbage"}, http.StatusBadRequest, "invalid_grant", ""},
+		{map[string]string{"tenant_id": second.ID, "refresh_token": strings.Repeat("A", 43)}, http.StatusBadRequest, "invalid_grant", ""},
+		{map[string]string{"tenant_id": second.ID, "refresh_token": other.RefreshToken}, http.StatusBadRequest, "invalid_grant", ""},
+	} {
+		r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", bad.body)
+		apitest.WantProblem(t, r, bad.status, bad.code)
+		if bad.field != "" && !strings.Contains(string(r.Body), bad.field) {
+			t.Errorf("switch without a refresh token: %s, want the field %s named", r.Body, bad.field)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND tenant_id = $2`, id.SessionID, tk.TenantID); n != 1 {
+		t.Fatal("a refused switch moved the session")
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
+		t.Fatalf("a refused switch ended the refresh token: %d %s", r.Status, r.Body)
+	} else {
+		var rotated tokens
+		r.JSON(t, &rotated)
+		// The token it was rotated from is no longer the session's.
+		sw := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
+		apitest.WantProblem(t, sw, http.StatusBadRequest, "invalid_grant")
+		tk.RefreshToken = rotated.RefreshToken
+	}
+	r = e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
 	if r.Status != http.StatusOK {
 		t.Fatalf("switch: %d %s", r.Status, r.Body)
 	}
@@ -889,7 +924,7 @@ func TestSwitchTenant(t *testing.T) {
 	if r.Status != http.StatusOK || after.TenantID != second.ID {
 		t.Errorf("refresh after switch: %d tenant %s, want %s", r.Status, after.TenantID, second.ID)
 	}
-	for _, body := range []any{map[string]string{"tenant_id": "x"}, map[string]string{}} {
+	for _, body := range []any{map[string]string{"tenant_id": "x", "refresh_token": sw.RefreshToken}, map[string]string{}} {
 		if r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", body); r.Status != http.StatusUnprocessableEntity {
 			t.Errorf("switch %v: %d", body, r.Status)
 		}
@@ -917,7 +952,7 @@ func TestSwitchTenantRefusesStaleSession(t *testing.T) {
 		t.Fatalf("refresh of the stale session: %d %s, want 400", r.Status, r.Body)
 	}
 	for _, tid := range []string{second.ID, tk.TenantID} {
-		r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": tid})
+		r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": tid, "refresh_token": tk.RefreshToken})
 		if r.Status == http.StatusOK {
 			var sw tokens
 			r.JSON(t, &sw)
@@ -962,7 +997,7 @@ func TestSwitchTenantRacingRemoval(t *testing.T) {
 		removed = make(chan struct{})
 	)
 	wg.Go(func() {
-		sw = e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID})
+		sw = e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
 	})
 	e.DB.WaitForLockWaiters(t, 1) // the switch, at the session's row
 	wg.Go(func() {

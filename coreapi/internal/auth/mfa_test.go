@@ -744,7 +744,7 @@ func TestStepUpOfAMovedSession(t *testing.T) {
 	before := e.identityFor(t, tk)
 	second := e.SeedTenant(t, "Second")
 	e.SeedMember(t, second.ID, before.UserID, "member")
-	r := e.Send(t, before, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID})
+	r := e.Send(t, before, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
 	wantStatus(t, "switch", r, http.StatusOK, "")
 	var sw tokens
 	r.JSON(t, &sw)

@@ -103,7 +103,16 @@ func (s *Service) logout(c *fiber.Ctx) error {
 
 type switchRequest struct {
 	TenantID string `json:"tenant_id"`
+	// RefreshToken is the session's current refresh token: the switch
+	// ends it and returns its successor, so the caller proves it holds
+	// it (sessions.HoldsLive).
+	RefreshToken string `json:"refresh_token"`
 }
+
+// errSwitchRefreshToken answers a tenant switch whose refresh token is not
+// the session's live one, as the token endpoint answers such a token.
+var errSwitchRefreshToken = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
+	"the refresh token is not this session's current one")
 
 func (s *Service) switchTenant(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
@@ -114,6 +123,9 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 	tid, ok := ids.Parse(req.TenantID)
 	if !ok {
 		return httpapi.Invalid("tenant_id", "a tenant UUID is required")
+	}
+	if req.RefreshToken == "" {
+		return httpapi.Invalid("refresh_token", "the session's current refresh token is required")
 	}
 	if id.SessionID == "" {
 		return invalidRequest("the access token names no session")
@@ -134,6 +146,13 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 		}
 		if err := s.sessions.MoveTenant(ctx, tx, id.UserID, id.SessionID, tid); err != nil {
 			return err
+		}
+		// The session is live (an ended one is 401 above): its refresh
+		// token must be the caller's.
+		if held, err := s.sessions.HoldsLive(ctx, tx, id.UserID, id.SessionID, req.RefreshToken); err != nil {
+			return err
+		} else if !held {
+			return errSwitchRefreshToken
 		}
 		if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
 			return err

@@ -539,6 +539,28 @@ RETURNING id`
 	return tok, br.Close()
 }
 
+// HoldsLive reports whether token is the live refresh token of userID's
+// session sessionID: the one a refresh would rotate now (not replaced, not
+// expired). A tenant switch, which hands out a new refresh token for the
+// session and ends the old one, asks for it: an access token alone, which
+// reaches every API the token's lifetime long, must not become a refresh
+// token that lasts the session's lifetime and locks its owner out.
+func (s *Store) HoldsLive(ctx context.Context, q DB, userID, sessionID, token string) (bool, error) {
+	const qHolds = `
+SELECT EXISTS (
+    SELECT 1 FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
+    WHERE rt.token_hash = $1 AND rt.session_id = $2 AND s.user_id = $3
+      AND rt.replaced_by IS NULL AND rt.expires_at > now())`
+	if _, ok := decode(token); !ok || !ids.Valid(sessionID) {
+		return false, nil
+	}
+	var held bool
+	if err := q.QueryRow(ctx, qHolds, Hash(token), sessionID, userID).Scan(&held); err != nil {
+		return false, fmt.Errorf("check refresh token: %w", err)
+	}
+	return held, nil
+}
+
 // MoveTenant binds a live session of userID to tenantID: not revoked,
 // expired or stamped with an older token version than the user's
 // (ErrNotFound otherwise). The Reissue that follows a move stamps the
