@@ -60,7 +60,7 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 			setIdentity(&one, signer.KeyID(), cl, w, st)
 			st.hdr = forwardedLines(st.hdr[:0], st.ip, "https", block.Host(), reqID)
 			st.hdr = identityBlock(st.hdr, w, st)
-			setBlock(&block, st.hdr, st)
+			block.SetCanonical(st.hdr, st.sig)
 			want, got := one.AppendBytes(nil), block.AppendBytes(nil)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("block writes\n%q\nheaders one by one write\n%q", got, want)
@@ -89,7 +89,7 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 			trusted.Set("Accept", "application/json")
 			setForwardedOnce(&trusted, st.ip, "https")
 			trusted.SetCanonical(requestIDKey, reqID)
-			setBlock(&trusted, identityBlock(nil, w, st), st)
+			trusted.SetCanonical(identityBlock(nil, w, st), st.sig)
 			if got := trusted.AppendBytes(nil); !bytes.Equal(got, want) {
 				t.Fatalf("identity block after forwarding headers writes\n%q\nheaders one by one write\n%q", got, want)
 			}
@@ -163,7 +163,7 @@ func TestAnonymousBlockMatchesHeaders(t *testing.T) {
 		one.SetCanonical(requestIDKey, []byte(rq.RequestID))
 		setIdentity(&one, signer.KeyID(), nil, w, st)
 		st.hdr = forwardedLines(st.hdr[:0], st.ip, "https", block.Host(), []byte(rq.RequestID))
-		setBlock(&block, identityBlock(st.hdr, w, st), st)
+		block.SetCanonical(identityBlock(st.hdr, w, st), st.sig)
 		if got, want := block.AppendBytes(nil), one.AppendBytes(nil); !bytes.Equal(got, want) {
 			t.Fatalf("upstream %d: block writes\n%q\nheaders one by one write\n%q", i, got, want)
 		}
