@@ -1448,6 +1448,36 @@ func TestSessionIPIgnoresForwardedFor(t *testing.T) {
 	}
 }
 
+// TestSessionsListLeavesOutStaleVersions: a session stamped with an older
+// token version than the user's (one opened by a sign-in that raced a
+// password reset: no refresh opens it) is not listed as live; listed, it
+// looked to the account's owner like a session that outlived the reset.
+func TestSessionsListLeavesOutStaleVersions(t *testing.T) {
+	e := start(t, cheap)
+	stale := e.signup(t, "listed@example.com", "L")
+	staleID := e.identityFor(t, stale).SessionID
+	// What the race leaves: the reset moved the version on after this
+	// session was stamped, and did not see it to revoke it.
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET token_version = token_version + 1 WHERE id = $1`,
+		e.identityFor(t, stale).UserID); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.login(t, "listed@example.com")
+	var l struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	r := e.Get(t, e.identityFor(t, fresh), "/api/v1/users/me/sessions")
+	if r.Status != http.StatusOK {
+		t.Fatalf("list: %d %s", r.Status, r.Body)
+	}
+	r.JSON(t, &l)
+	if len(l.Data) != 1 || l.Data[0].ID != e.identityFor(t, fresh).SessionID {
+		t.Fatalf("sessions listed: %+v, want only the one signed in after the reset (not %s)", l.Data, staleID)
+	}
+}
+
 // TestSignupLimitedPerClient: one client address makes at most
 // DefaultSignupPerHour sign-ups an hour (each hashes a password and mails
 // an address); the next is 429 with Retry-After, before anything is hashed

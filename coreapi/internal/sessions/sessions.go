@@ -584,13 +584,17 @@ WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
 	return nil
 }
 
-// List returns userID's live sessions, newest first, at most limit of them,
+// List returns userID's live sessions (not revoked, expired, or stamped
+// with an older token version than the user's: those no refresh opens,
+// and listing them would show an account's owner sessions that seem to
+// have outlived a password reset), newest first, at most limit of them,
 // starting after the (created_at, id) cursor position when after is set.
 func (s *Store) List(ctx context.Context, userID string, limit int, after *Cursor) ([]Session, error) {
 	const qList = `
 SELECT id, user_id, tenant_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, revoked_reason
 FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+  AND NOT coalesce(token_version < (SELECT u.token_version FROM users u WHERE u.id = $1), false)
   AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT $4`
