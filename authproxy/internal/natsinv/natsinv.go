@@ -174,6 +174,12 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
 		nats.MaxReconnects(-1),
+		// Forever, through refused credentials too: the client's default
+		// gives up for good at the second same authorization error from a
+		// server (one restarting before its account resolver or auth
+		// callout is ready, a configuration rolled back), and the caches
+		// would stay in bounded staleness until the proxy restarts.
+		nats.IgnoreAuthErrorAbort(),
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(o.PingInterval),
 		nats.MaxPingsOutstanding(maxPingsOut),

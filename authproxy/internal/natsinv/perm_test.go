@@ -1,6 +1,8 @@
 package natsinv
 
 import (
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -54,4 +56,61 @@ func TestRefusedSubscriptionIsNoFeed(t *testing.T) {
 	if s.Connected() || !c.BoundedStaleness() {
 		t.Fatalf("connected = %v, bounded staleness = %v: the feed reads live with its subscription refused", s.Connected(), c.BoundedStaleness())
 	}
+}
+
+// startAuthNATS runs a NATS server on port (-1: a free one) that admits
+// user proxy with password pw only, and returns it with its port.
+func startAuthNATS(t *testing.T, port int, pw string) (*natsserver.Server, int) {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{{Username: "proxy", Password: pw}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return ns, ns.Addr().(*net.TCPAddr).Port
+}
+
+// TestReconnectOutlastsRefusedCredentials: NATS comes back from a restart
+// refusing the proxy's credentials for a while (an account resolver or an
+// auth callout not ready yet, a configuration rolled back), then admits
+// them again. The client's default gives up for good after the same
+// authorization error twice from a server: the subscriber would stay
+// closed, its caches in bounded staleness until the proxy restarts.
+func TestReconnectOutlastsRefusedCredentials(t *testing.T) {
+	ns, port := startAuthNATS(t, -1, "pw")
+	r := newRecorder(t)
+	url := "nats://proxy:pw@127.0.0.1:" + strconv.Itoa(port)
+	s, err := Connect(Options{URL: url, ReconnectWait: 20 * time.Millisecond, MaxReconnect: 50 * time.Millisecond}, r, quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	refusing, _ := startAuthNATS(t, port, "another")
+	// Several reconnection attempts are refused.
+	time.Sleep(time.Second)
+	refusing.Shutdown()
+	refusing.WaitForShutdown()
+	ns, _ = startAuthNATS(t, port, "pw")
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+
+	testenv.Eventually(t, func() error {
+		if err := testenv.Want("connected", s.Connected(), true); err != nil {
+			return err
+		}
+		return testenv.Want("bounded staleness", r.BoundedStaleness(), false)
+	})
+	publish(t, url, invalidation.UserSubject("u1"))
+	testenv.Eventually(t, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return testenv.Want("users invalidated", len(r.users), 1)
+	})
 }

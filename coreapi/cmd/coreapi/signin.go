@@ -157,11 +157,20 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name("coreapi outbox relay"),
 		nats.MaxReconnects(-1),
+		// Forever, through refused credentials too: the client's default
+		// gives up for good at the second same authorization error from a
+		// server (one restarting before its account resolver or auth
+		// callout is ready, a configuration rolled back), and the relay
+		// would publish nothing more until coreapi restarts.
+		nats.IgnoreAuthErrorAbort(),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.ConnectHandler(func(*nats.Conn) { log.Info("nats connected"); wake() }),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected"); wake() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		// Into the log (a refused reconnection, a refused publish): the
+		// client's default handler prints to stderr, outside it.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats", "err", err) }),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)

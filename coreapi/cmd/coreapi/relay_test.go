@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// startAuthNATS runs a NATS server on port (-1: a free one) that admits
+// user coreapi with password pw only, and returns it with its port.
+func startAuthNATS(t *testing.T, port int, pw string) (*natsserver.Server, int) {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{{Username: "coreapi", Password: pw}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return ns, ns.Addr().(*net.TCPAddr).Port
+}
+
+// TestRelayOutlastsRefusedCredentials: NATS comes back from a restart
+// refusing coreapi's credentials for a while (an account resolver or an
+// auth callout not ready yet, a configuration rolled back), then admits
+// them again. The client's default gives up for good after the same
+// authorization error twice from a server: the relay would never publish
+// again, every later change waiting in the outbox until coreapi restarts
+// while the proxies, connected, trust their caches for the whole TTL.
+func TestRelayOutlastsRefusedCredentials(t *testing.T) {
+	db := dbtest.New(t)
+	ns, port := startAuthNATS(t, -1, "pw")
+	url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
+	run, err := startRelay(config.Config{NATSURL: url}, slog.New(slog.NewJSONHandler(io.Discard, nil)), db.Pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	refusing, _ := startAuthNATS(t, port, "another")
+	// Several reconnection attempts (one each ~500 ms) are refused.
+	time.Sleep(2500 * time.Millisecond)
+	refusing.Shutdown()
+	refusing.WaitForShutdown()
+	ns, _ = startAuthNATS(t, port, "pw")
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+
+	sub, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	got, err := sub.SubscribeSync(invalidation.SubjectWildcard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return outbox.Write(context.Background(), tx, outbox.Row{Subject: invalidation.UserSubject("u1"), Reason: "test"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := got.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no invalidation published after NATS admitted the relay again: %v", err)
+	}
+	if msg.Subject != invalidation.UserSubject("u1") {
+		t.Fatalf("published %s, want %s", msg.Subject, invalidation.UserSubject("u1"))
+	}
+}
