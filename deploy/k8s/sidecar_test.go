@@ -3,12 +3,16 @@ package k8s
 import (
 	"bytes"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,8 +53,8 @@ func renderSidecar(t *testing.T) *bundle {
 
 // TestSidecarOverlayDecodesStrictly decodes every manifest of the overlay
 // with the k8s.io/api types (unknown fields are errors), checks that the
-// kustomization lists exactly those files, and that its rules file is the
-// example app's.
+// kustomization lists exactly those files, and that its rules file and
+// permission catalog are the example app's.
 func TestSidecarOverlayDecodesStrictly(t *testing.T) {
 	entries, err := os.ReadDir(sidecarDir)
 	if err != nil {
@@ -58,7 +62,7 @@ func TestSidecarOverlayDecodesStrictly(t *testing.T) {
 	}
 	var files []string
 	for _, e := range entries {
-		if e.IsDir() || filepath.Ext(e.Name()) != ".yaml" || e.Name() == "kustomization.yaml" || e.Name() == "rules.yaml" {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".yaml" || slices.Contains(overlayCopies, e.Name()) || e.Name() == "kustomization.yaml" {
 			continue
 		}
 		files = append(files, e.Name())
@@ -103,23 +107,43 @@ func TestSidecarOverlayDecodesStrictly(t *testing.T) {
 	if !slices.Contains(k.Resources, "../../base") {
 		t.Errorf("the overlay does not build on ../../base: %v", k.Resources)
 	}
-	ours, err := os.ReadFile(filepath.Join(sidecarDir, "rules.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	example, err := os.ReadFile(filepath.Join("..", "examples", "notes", "rules.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(ours, example) {
-		t.Error("overlays/app-sidecar/rules.yaml differs from deploy/examples/notes/rules.yaml (kustomize cannot read outside the overlay: keep the copy identical)")
+	for _, f := range overlayCopies {
+		ours, err := os.ReadFile(filepath.Join(sidecarDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		example, err := os.ReadFile(filepath.Join("..", "examples", "notes", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(ours, example) {
+			t.Errorf("overlays/app-sidecar/%s differs from deploy/examples/notes/%[1]s (kustomize cannot read outside the overlay: keep the copy identical)", f)
+		}
 	}
 }
+
+// overlayCopies are the example app's files the overlay keeps a copy of
+// (configMapGenerator inputs, not manifests).
+var overlayCopies = []string{"rules.yaml", "permissions.yaml"}
 
 func TestSidecarOverlayInvariants(t *testing.T) {
 	b := renderSidecar(t)
 	for _, v := range checkSidecar(b) {
 		t.Error(v)
+	}
+}
+
+// TestSidecarRoutesMayRequireBuiltins: a route may require one of coreapi's
+// built-in permissions, which no catalog declares.
+func TestSidecarRoutesMayRequireBuiltins(t *testing.T) {
+	b := renderSidecar(t)
+	for _, cm := range b.ConfigMaps {
+		if strings.HasPrefix(cm.Name, "notes-rules") {
+			cm.Data["rules.yaml"] = strings.Replace(cm.Data["rules.yaml"], "[notes:write]", "[notes:write, users:read]", 1)
+		}
+	}
+	if v := checkSidecar(b); len(v) != 0 {
+		t.Errorf("a route requiring the built-in users:read: %q, want no violation", v)
 	}
 }
 
@@ -339,6 +363,21 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"app without a preStop pause", func(t *testing.T, b *bundle) {
 			appCtr(t, b).Lifecycle = nil
 		}, "no preStop pause"},
+		{"coreapi without the catalog", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "PERMISSIONS_FILE" })
+		}, "requires notes:read, which coreapi's permission catalog does not declare"},
+		{"catalog not mounted", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "permissions" })
+		}, "PERMISSIONS_FILE"},
+		{"a route requires a permission the catalog lacks", func(t *testing.T, b *bundle) {
+			for _, cm := range b.ConfigMaps {
+				if strings.HasPrefix(cm.Name, "notes-rules") {
+					cm.Data["rules.yaml"] = strings.Replace(cm.Data["rules.yaml"], "[notes:write]", "[notes:delete]", 1)
+				}
+			}
+		}, "requires notes:delete"},
 		{"grace period shorter than the app's pause and the proxy's drain", func(t *testing.T, b *bundle) {
 			appDeployment(t, b).Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(15))
 		}, "terminationGracePeriodSeconds"},
@@ -504,6 +543,7 @@ func checkSidecar(b *bundle) []string {
 	if coreKeySecret == "" {
 		v.addf("coreapi: its core key file is not in a mounted Secret")
 	}
+	catalog := coreCatalog(&v, b, corePod, core, coreEnv)
 
 	apps := 0
 	for _, d := range b.Deployments {
@@ -511,7 +551,7 @@ func checkSidecar(b *bundle) []string {
 			continue
 		}
 		apps++
-		checkAppPod(&v, b, d, internal, admitters, corePort, coreKeySecret)
+		checkAppPod(&v, b, d, internal, admitters, corePort, coreKeySecret, catalog)
 	}
 	if apps == 0 {
 		v.addf("no app Deployment")
@@ -595,9 +635,122 @@ type sidecarRules struct {
 	Upstreams map[string]struct {
 		URL string `json:"url"`
 	} `json:"upstreams"`
+	Routes []struct {
+		Prefix      string   `json:"prefix"`
+		Permissions []string `json:"permissions"`
+	} `json:"routes"`
 }
 
-func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*corev1.Service, admitters []metav1.LabelSelector, corePort int32, coreKeySecret string) {
+// catalogEntry is the part of a permission catalog entry the invariants
+// need; a catalog is {"permissions": [...]} or the list alone, in YAML or
+// JSON.
+type catalogEntry struct {
+	Name string `json:"name"`
+}
+
+// coreCatalog returns the permissions coreapi's container declares in its
+// catalog (PERMISSIONS inline, or PERMISSIONS_FILE in a mounted ConfigMap),
+// built-ins included.
+func coreCatalog(v *violations, b *bundle, pod *corev1.PodSpec, c *corev1.Container, env map[string]string) map[string]bool {
+	names := map[string]bool{}
+	builtins, err := builtinPermissions()
+	if err != nil {
+		v.addf("coreapi's built-in permissions: %v", err)
+	}
+	for _, n := range builtins {
+		names[n] = true
+	}
+	text, inline := env["PERMISSIONS"]
+	if f := env["PERMISSIONS_FILE"]; f != "" {
+		cm := configMapAt(b, pod, c, path.Dir(f))
+		if cm == nil || cm.Data[path.Base(f)] == "" {
+			v.addf("coreapi: PERMISSIONS_FILE %q is not a file of a mounted ConfigMap", f)
+			return names
+		}
+		text = cm.Data[path.Base(f)]
+	} else if !inline {
+		return names
+	}
+	var doc struct {
+		Permissions []catalogEntry `json:"permissions"`
+	}
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		if lerr := yaml.Unmarshal([]byte(text), &doc.Permissions); lerr != nil {
+			v.addf("coreapi: permission catalog: %v", err)
+		}
+	}
+	for _, e := range doc.Permissions {
+		names[e.Name] = true
+	}
+	return names
+}
+
+// builtinPermissions reads coreapi's built-in permissions from the source
+// of its permissions package (the deploy module cannot import it): the
+// names of the entries of `var builtins`, constants of that file.
+var builtinPermissions = sync.OnceValues(func() ([]string, error) {
+	const file = "../../coreapi/internal/permissions/catalog.go"
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	consts := map[string]string{}
+	var entries []ast.Expr
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok {
+			continue
+		}
+		for _, sp := range g.Specs {
+			vs, ok := sp.(*ast.ValueSpec)
+			if !ok {
+				continue
+			}
+			for i, n := range vs.Names {
+				if i >= len(vs.Values) {
+					break
+				}
+				switch {
+				case g.Tok == token.CONST:
+					if s, err := stringLit(vs.Values[i]); err == nil {
+						consts[n.Name] = s
+					}
+				case g.Tok == token.VAR && n.Name == "builtins":
+					if lit, ok := vs.Values[i].(*ast.CompositeLit); ok {
+						entries = lit.Elts
+					}
+				}
+			}
+		}
+	}
+	var names []string
+	for _, el := range entries {
+		entry, ok := el.(*ast.CompositeLit)
+		if !ok {
+			return nil, fmt.Errorf("%s: an entry of builtins is not a literal", file)
+		}
+		for _, field := range entry.Elts {
+			kv, ok := field.(*ast.KeyValueExpr)
+			if !ok || fmt.Sprint(kv.Key) != "Name" {
+				continue
+			}
+			name, err := stringLit(kv.Value)
+			if id, ok := kv.Value.(*ast.Ident); ok {
+				name, err = consts[id.Name], nil
+			}
+			if err != nil || name == "" {
+				return nil, fmt.Errorf("%s: a builtins entry's Name is neither a string nor a constant of the file", file)
+			}
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: found no var builtins; the extraction is broken", file)
+	}
+	return names, nil
+})
+
+func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*corev1.Service, admitters []metav1.LabelSelector, corePort int32, coreKeySecret string, catalog map[string]bool) {
 	pod := &d.Spec.Template.Spec
 	podLabels := labels.Set(d.Spec.Template.Labels)
 	name := "Deployment " + d.Name
@@ -684,6 +837,15 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 				v.addf("%s: upstream %s at %q has no port", name, up, u.URL)
 			}
 			upstreamPorts = append(upstreamPorts, n)
+		}
+		// A permission outside coreapi's catalog is one no role can hold,
+		// not even the owner's: every request to the route would be 403.
+		for _, r := range rules.Routes {
+			for _, p := range r.Permissions {
+				if !catalog[p] {
+					v.addf("%s: route %s requires %s, which coreapi's permission catalog does not declare: no role can hold it", name, r.Prefix, p)
+				}
+			}
 		}
 	}
 	for _, c := range allContainers(pod) {
