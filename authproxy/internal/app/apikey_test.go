@@ -403,6 +403,32 @@ func TestAPIKeyUseReported(t *testing.T) {
 	}
 }
 
+// TestAPIKeyUseReportedAtShutdown: Serve returns only once the last
+// report, sent after the drain, has reached coreapi; a proxy that exited
+// first lost the keys used since the previous report.
+func TestAPIKeyUseReportedAtShutdown(t *testing.T) {
+	e := start(t, envOpt{})
+	secret, pid := e.newAPIKey()
+	e.wantStatus(e.do("GET", "/api/v1/users/me", secret, nil), 200)
+	gate := make(chan struct{})
+	e.core.UsedGate.Store(&gate)
+	time.AfterFunc(300*time.Millisecond, func() { close(gate) })
+	e.cancel()
+	var err error
+	select {
+	case err = <-e.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	e.done <- err // for the cleanup's wait
+	if err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if got := e.core.UsedKeys(); !slices.Equal(got, []string{pid}) {
+		t.Fatalf("reported when Serve returned: %v, want [%s]", got, pid)
+	}
+}
+
 // TestAPIKeyOneFetch: concurrent first requests with one key share a
 // single resolve (singleflight, then the cache).
 func TestAPIKeyOneFetch(t *testing.T) {

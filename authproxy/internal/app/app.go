@@ -257,7 +257,8 @@ func (a *App) Close() {
 
 // Serve connects to NATS, starts the key refresher and both servers, and
 // blocks until ctx ends or a server fails; then it shuts down in order:
-// not ready, drain with a deadline, NATS drained, caches closed.
+// not ready, drain with a deadline, NATS drained and the last API-key usage
+// report sent, caches closed.
 func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer a.Close()
 	bg, cancelBg := context.WithCancel(ctx)
@@ -277,7 +278,14 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}
 	a.Subscriber = sub
 	go a.Keys.Run(bg)
-	go a.reportKeyUse(bg)
+	// Waited for before returning: the last report goes out after the
+	// drain, and a process that exited first lost it (coreapi's preStop
+	// pause is sized to outlive it).
+	keyUseDone := make(chan struct{})
+	go func() {
+		defer close(keyUseDone)
+		a.reportKeyUse(bg)
+	}()
 	if a.cfg.RulesFile != "" {
 		watching := make(chan struct{}, 1)
 		go a.watchRules(bg, watching)
@@ -325,6 +333,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	if err := admin.Shutdown(sctx); err != nil {
 		a.log.Warn("shutdown admin", "err", err)
 	}
+	<-keyUseDone // at most reportKeyUse's 2 s
 	for _, c := range a.Server.Router().Clients {
 		c.CloseIdleConnections()
 	}

@@ -226,6 +226,9 @@ type Core struct {
 	KeyFetches atomic.Int64
 	// KeyGate, when set, is received from before a resolve is answered.
 	KeyGate atomic.Pointer[chan struct{}]
+	// UsedGate, when set, is received from before a usage report is
+	// recorded and answered.
+	UsedGate atomic.Pointer[chan struct{}]
 }
 
 // apiKey is a key the stand-in resolves like coreapi: the whole secret,
@@ -644,6 +647,9 @@ func (c *Core) keysUsed(ctx *fiber.Ctx) error {
 	var b apikey.UsedRequest
 	if err := json.Unmarshal(ctx.Body(), &b); err != nil {
 		return problemStatus(ctx, 400, "bad_request")
+	}
+	if g := c.UsedGate.Load(); g != nil {
+		<-*g
 	}
 	c.mu.Lock()
 	c.used = append(c.used, b.Keys...)
