@@ -202,6 +202,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			s.disconnected()
+			if err == nil { // the client's own Close or Drain (shutdown)
+				log.Info("nats connection closed")
+				return
+			}
 			log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -2,6 +2,7 @@ package natsinv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -95,6 +96,48 @@ func newRecorder(t *testing.T) *recorder {
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
+
+// TestCloseLogsNoWarning: a shutdown's Close is no lost link: it logs no
+// warning ("nats disconnected" with a null error, every clean stop), while
+// a server that goes away still does.
+func TestCloseLogsNoWarning(t *testing.T) {
+	for _, serverStops := range []bool{false, true} {
+		n := testenv.StartNATS(t)
+		var buf syncBuffer
+		s, err := Connect(Options{URL: n.URL()}, newRecorder(t), slog.New(slog.NewJSONHandler(&buf, nil)), metrics.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+		if serverStops {
+			n.Stop()
+			testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), false) })
+		}
+		_ = s.Close(time.Second)
+		warned := strings.Contains(buf.String(), `"level":"WARN","msg":"nats disconnected"`)
+		if warned != serverStops {
+			t.Errorf("server stopped %v: warned %v, want %v; log:\n%s", serverStops, warned, serverStops, buf.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the client's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
 
 // TestReconnectWaitsTheJitteredDelay restarts a real NATS server: the
 // subscriber's first attempt comes after the drawn delay (here fixed at

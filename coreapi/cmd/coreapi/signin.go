@@ -167,7 +167,13 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.ConnectHandler(func(*nats.Conn) { log.Info("nats connected"); wake() }),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected"); wake() }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil { // the client's own Close or Drain (shutdown)
+				log.Info("nats connection closed")
+				return
+			}
+			log.Warn("nats disconnected", "err", err)
+		}),
 		// Into the log (a refused reconnection, a refused publish): the
 		// client's default handler prints to stderr, outside it.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats", "err", err) }),
