@@ -163,7 +163,9 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	}
 	a.Streams = streams.New(streams.Options{MaxConns: cfg.StreamMaxConns, MaxPerUser: cfg.StreamMaxPerUser,
 		BufferBytes: cfg.StreamBufferBytes, DialTimeout: cfg.UpstreamMaxConnWait, HandshakeTimeout: cfg.UpstreamTimeout,
-		WriteTimeout: cfg.WriteTimeout, DownRecheck: max(cfg.MaxStaleness, time.Second), Now: h.Now}, a.Projections, log, m.Registry)
+		WriteTimeout: cfg.WriteTimeout, DownRecheck: max(cfg.MaxStaleness, time.Second), Now: h.Now,
+		// Read only once requests are served (a.Server is set below).
+		Table: func() *rules.Table { return a.Server.Router().Table }, Keys: a.Keys.Current}, a.Projections, log, m.Registry)
 	// The streams see every eviction the cache sees: NATS events and the
 	// server's own after a logout.
 	inv := streams.Invalidator{Target: a.Projections, Streams: a.Streams}

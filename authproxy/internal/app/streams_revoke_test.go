@@ -574,3 +574,108 @@ func TestStreamsDecidedAgainWhileNATSDown(t *testing.T) {
 		t.Fatalf("close = %d %q", code, text)
 	}
 }
+
+// holdProjection holds the next projection fetch at the stand-in core
+// until the returned release is called; started has a value once the
+// fetch waits.
+func (e *env) holdProjection() (started <-chan struct{}, release func()) {
+	s, gate := make(chan struct{}, 1), make(chan struct{})
+	e.core.ProjectionStarted.Store(&s)
+	e.core.ProjectionGate.Store(&gate)
+	return s, func() {
+		e.core.ProjectionStarted.Store(nil)
+		e.core.ProjectionGate.Store(nil)
+		close(gate)
+	}
+}
+
+// dialHeld opens a WebSocket whose request waits at its projection fetch
+// (holdProjection) while during runs, then goes on; it returns the
+// connection once open.
+func (e *env) dialHeld(t *testing.T, path, tok string, during func()) *websocket.Conn {
+	t.Helper()
+	started, release := e.holdProjection()
+	type dialed struct {
+		c    *websocket.Conn
+		resp *http.Response
+		err  error
+	}
+	res := make(chan dialed, 1)
+	go func() {
+		c, resp, err := e.dialWS(path, bearer(tok))
+		res <- dialed{c, resp, err}
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		release()
+		t.Fatal("the request fetched no projection")
+	}
+	during()
+	release()
+	d := <-res
+	if d.err != nil {
+		t.Fatalf("dial: %v (%v)", d.err, d.resp)
+	}
+	t.Cleanup(func() { d.c.Close() })
+	return d.c
+}
+
+// TestStreamOfAKeyRemovedWhileItsRequestWasDecided: a token verified just
+// before its key left the set, whose stream registered just after (the
+// request waited for its projection meanwhile), is closed as it registers
+// (1008 key_removed). The streams were held to a new key set only when it
+// became current: that one stayed open until the token expired, though a
+// request with the token was already refused.
+func TestStreamOfAKeyRemovedWhileItsRequestWasDecided(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"JWKS_REFETCH_COOLDOWN": "1h", "JWKS_REFRESH_INTERVAL": "1h"})
+	tok := e.token(nil)
+	c := e.dialHeld(t, "/notes/ws", tok, func() {
+		e.core.Publish(testenv.NewKey(t, "20260201T000000Z-0000bbbb", jwa.EdDSA))
+		e.publish(invalidation.SubjectKeysChanged)
+		eventually.Within(t, 5*time.Second, func() error {
+			if r := e.do("GET", "/api/v1/users/me", tok, nil); r.status != 401 {
+				return fmt.Errorf("token of the removed key: status %d", r.status)
+			}
+			return nil
+		})
+	})
+	if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "key_removed" {
+		t.Fatalf("close = %d %q", code, text)
+	}
+}
+
+// TestStreamRoutedBeforeAReloadRegisteredAfter: a stream whose request was
+// routed by the table a reload replaced, and that registered after the
+// reload had routed the open streams again, is routed again as it
+// registers: closed when the new table no longer routes it the way it
+// was opened (route_changed), decided under its new route otherwise (here
+// one that needs a permission the caller lacks). It kept its old route
+// for good: even an invalidation decided it under the permissions the
+// rules no longer asked for.
+func TestStreamRoutedBeforeAReloadRegisteredAfter(t *testing.T) {
+	e, a := startStreams(t, nil)
+	tok := e.token(nil)
+	upstream := a.rules("")[:strings.Index(a.rules(""), "routes:\n")]
+	reload := func(routes string) func() {
+		return func() {
+			gen := e.generation()
+			e.writeRules(upstream + "routes:\n" + routes)
+			testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
+		}
+	}
+	dropped := e.dialHeld(t, "/notes/ws", tok, reload(
+		"  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}\n"))
+	if code, text := wantClosed(t, dropped, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+		t.Fatalf("route without websocket: close = %d %q", code, text)
+	}
+	dropped.Close()
+	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+	reload(a.rules("")[len(upstream)+len("routes:\n"):])()
+	e.publishAndWait("auth.invalidate.user." + userID) // the next request fetches its projection
+	tightened := e.dialHeld(t, "/notes/ws", tok, reload(
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:write], websocket: true}\n"))
+	if code, text := wantClosed(t, tightened, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
+		t.Fatalf("route now needing notes:write: close = %d %q", code, text)
+	}
+}

@@ -1416,7 +1416,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		h.EnableNormalizing()
 	}
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket || route.StreamTimeout > 0 {
-		return s.streamFrom(c, st, route, hc, cl)
+		return s.streamFrom(c, st, rt, route, cl)
 	}
 	if hc.IsTLS {
 		tlsScheme(req)
@@ -1547,9 +1547,9 @@ func setHost(h *fasthttp.RequestHeader, addr string) { h.SetHost(addr) }
 // stream_timeout) over a connection of its own.
 //
 //go:noinline
-func (s *Server) streamFrom(c *fiber.Ctx, st *state, route *rules.Route, hc *fasthttp.HostClient, cl *tokens.Claims) error {
+func (s *Server) streamFrom(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, cl *tokens.Claims) error {
 	c.Request().SetRequestURIBytes(st.uri) // the streams write the header's request line
-	return s.stream(c, st, route, hc, cl)
+	return s.stream(c, st, rt, route, cl)
 }
 
 // sessionsEnded follows a user's request to coreapi that ended sessions (a

@@ -10,7 +10,6 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/problem"
-	"github.com/valyala/fasthttp"
 )
 
 var (
@@ -51,8 +50,9 @@ func (s *Server) upgradeHygiene(c *fiber.Ctx, st *state) error {
 
 // stream hands a WebSocket upgrade (on a route with websocket: true) or a
 // request of a route with a stream_timeout to the streams manager; the
-// request is authorized and signed.
-func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, hc *fasthttp.HostClient, cl *tokens.Claims) error {
+// request is authorized and signed, routed by rt.
+func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route, cl *tokens.Claims) error {
+	hc := rt.Clients[route.Upstream]
 	if st.wsBearer {
 		c.Request().Header.Del(fiber.HeaderAuthorization)
 	}
@@ -60,7 +60,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, route *rules.Route, hc *fasthtt
 		return unavailable("streams not enabled")
 	}
 	r := streams.Request{Ctx: c.Context(), Addr: hc.Addr, Route: route, Claims: cl, RequestID: string(st.reqID),
-		Path: string(st.path), Method: string(c.Request().Header.Method()), Timeout: hc.ReadTimeout}
+		Path: string(st.path), Method: string(c.Request().Header.Method()), Timeout: hc.ReadTimeout, Table: rt.Table}
 	if hc.IsTLS {
 		r.TLS = hc.TLSConfig
 	}

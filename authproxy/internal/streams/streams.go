@@ -93,7 +93,14 @@ type Options struct {
 	// projection cache, which then trusts an entry only for a bounded
 	// staleness. 0: never.
 	DownRecheck time.Duration
-	Now         func() time.Time
+	// Table and Keys are the current route table and signing key set
+	// (nil: not checked). A stream registered after a reload (Reroute) or
+	// a key set (KeySet) that its request was decided before is held to
+	// them as it registers: Reroute and KeySet found nothing to apply to
+	// it.
+	Table func() *rules.Table
+	Keys  func() *jwks.Set
+	Now   func() time.Time
 }
 
 // Manager holds the open streams.
@@ -115,6 +122,10 @@ type Manager struct {
 	// running); guarded by downMu.
 	downMu   sync.Mutex
 	downStop chan struct{}
+	// routeMu orders the route changes of a stream: Reroute's, and its
+	// registration's (a stream routed by a table that is no longer
+	// current), so that a stream ends on the route of the newest table.
+	routeMu sync.Mutex
 }
 
 // New returns a Manager registering its metrics on reg.
@@ -210,18 +221,20 @@ func (m *Manager) reserve(kind, route string, cl *tokens.Claims, rt *rules.Route
 }
 
 // origin is where a stream was opened: its request's normalized path and
-// method, and the upstream it goes to, which a rules reload reads
-// (Reroute); and its request's trace id, which its log lines carry (set
-// before the stream is registered: a recheck may log at once).
+// method, the upstream it goes to and the table that routed it, which a
+// rules reload reads (Reroute); and its request's trace id, which its log
+// lines carry (set before the stream is registered: a recheck may log at
+// once).
 type origin struct {
 	path, method, addr string
 	tls                bool
 	traceID            string
+	table              *rules.Table
 }
 
 // originOf is r's origin.
 func originOf(r *Request) origin {
-	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil, traceID: r.TraceID}
+	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil, traceID: r.TraceID, table: r.Table}
 }
 
 func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string, at origin) (*Conn, error) {
@@ -235,14 +248,16 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		addr: at.addr, tls: at.tls, traceID: at.traceID, opened: m.o.Now().Unix(), closed: make(chan struct{})}
 	c.rt.Store(rt)
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	switch {
 	case m.drain.Load():
+		m.mu.Unlock()
 		return nil, ErrDraining
 	case m.o.MaxConns > 0 && len(m.all) >= m.o.MaxConns:
+		m.mu.Unlock()
 		m.m.refused.WithLabelValues("proxy_limit").Inc()
 		return nil, ErrProxyLimit
 	case cl != nil && m.o.MaxPerUser > 0 && len(m.users[cl.Sub]) >= m.o.MaxPerUser:
+		m.mu.Unlock()
 		m.m.refused.WithLabelValues("user_limit").Inc()
 		return nil, ErrUserLimit
 	}
@@ -255,14 +270,41 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		}
 	}
 	m.m.open.WithLabelValues(kind, route).Inc()
+	m.mu.Unlock()
+	// The request was decided before the stream joined the indexes
+	// above: a rules reload, a key set or an invalidation in between
+	// found nothing to apply to it. Each is applied from here on (a
+	// reload or a key set made current later finds the stream).
+	if at.table != nil && m.o.Table != nil && !m.routeNew(c, at.table) {
+		return c, nil // closed: route_changed
+	}
+	if m.o.Keys != nil {
+		if s := m.o.Keys(); s != nil && keyRemoved(c, s) {
+			m.log.Info("stream closed: signing key removed", c.logArgs("kid", c.claims.Key.Kid, "route", c.route)...)
+			c.Close(ReasonKeyRemoved)
+			return c, nil
+		}
+	}
 	if cl != nil && m.proj != nil {
-		// The request was decided before the stream joined the indexes
-		// above: an invalidation in between found nothing to recheck.
-		// Deciding once more from here on sees it (a cache hit, the
+		// Deciding once more sees an invalidation (a cache hit, the
 		// decision's own entry, when there was none).
 		m.schedule(c)
 	}
 	return c, nil
+}
+
+// routeNew routes c again if the current table is not the one (was) that
+// routed its request: a reload made it current after the request was
+// routed, and its Reroute may have run before c was registered. It
+// reports whether c stays open.
+func (m *Manager) routeNew(c *Conn, was *rules.Table) bool {
+	m.routeMu.Lock()
+	defer m.routeMu.Unlock()
+	t := m.o.Table()
+	if t == nil || t == was {
+		return true
+	}
+	return m.reroute(c, t)
 }
 
 // start arms the token-expiry close once the transport can be closed.
@@ -372,12 +414,18 @@ func (m *Manager) RecheckSession(id string) { m.recheck(m.snapshot(m.sess, id)) 
 // (an API key, anonymous) is not affected.
 func (m *Manager) KeySet(s *jwks.Set) {
 	for _, c := range m.snapshot(nil, "") {
-		if c.claims == nil || c.claims.Key == nil || s.Keys[c.claims.Key.Kid] == c.claims.Key {
+		if !keyRemoved(c, s) {
 			continue
 		}
 		m.log.Info("stream closed: signing key removed", c.logArgs("kid", c.claims.Key.Kid, "route", c.route)...)
 		c.Close(ReasonKeyRemoved)
 	}
+}
+
+// keyRemoved reports whether c was opened with a token whose signing key
+// is not in s.
+func keyRemoved(c *Conn, s *jwks.Set) bool {
+	return c.claims != nil && c.claims.Key != nil && s.Keys[c.claims.Key.Kid] != c.claims.Key
 }
 
 // RecheckAll re-evaluates every authenticated stream.
@@ -550,26 +598,34 @@ func admits(c *Conn, e *projection.Entry) string {
 // The others take their new route and are decided again (permissions may
 // have changed).
 func (m *Manager) Reroute(t *rules.Table) {
+	m.routeMu.Lock()
+	defer m.routeMu.Unlock()
 	var keep []*Conn
 	for _, c := range m.snapshot(nil, "") {
-		if c.path == "" {
-			continue
+		if c.path != "" && m.reroute(c, t) {
+			keep = append(keep, c)
 		}
-		var r *rules.Route
-		if g, _ := t.Match([]byte(c.path), nil); g != nil {
-			r = g.Pick([]byte(c.method))
-		}
-		switch {
-		case r == nil, c.kind == "websocket" && !r.Websocket, c.kind == "sse" && r.StreamTimeout == 0,
-			c.claims == nil && r.Access != rules.Public && r.Access != rules.Optional,
-			c.addr != "" && movedFrom(c, t, r):
-			c.Close(ReasonRouteChanged)
-			continue
-		}
-		c.rt.Store(r)
-		keep = append(keep, c)
 	}
 	m.recheck(keep)
+}
+
+// reroute matches c again in t: it closes c (route_changed) if t no
+// longer routes it the way it was opened, else gives it its route in t.
+// It reports whether c stays open. Called with routeMu held.
+func (m *Manager) reroute(c *Conn, t *rules.Table) bool {
+	var r *rules.Route
+	if g, _ := t.Match([]byte(c.path), nil); g != nil {
+		r = g.Pick([]byte(c.method))
+	}
+	switch {
+	case r == nil, c.kind == "websocket" && !r.Websocket, c.kind == "sse" && r.StreamTimeout == 0,
+		c.claims == nil && r.Access != rules.Public && r.Access != rules.Optional,
+		c.addr != "" && movedFrom(c, t, r):
+		c.Close(ReasonRouteChanged)
+		return false
+	}
+	c.rt.Store(r)
+	return true
 }
 
 // movedFrom reports whether route r of table t sends c's requests to

@@ -34,8 +34,10 @@ type Request struct {
 	// TraceID is the request's trace id ("" untraced), for the logs.
 	TraceID string
 	// Path (normalized) and Method route the stream again after a rules
-	// reload.
+	// reload; Table is the route table that routed the request (nil: the
+	// stream is not routed again as it registers).
 	Path, Method string
+	Table        *rules.Table
 	// Timeout bounds the upstream's answer to the upgrade or the headers
 	// of a streamed response: its upstream's request timeout (timeout in
 	// the rules file, else UPSTREAM_TIMEOUT). 0: Options.HandshakeTimeout.
