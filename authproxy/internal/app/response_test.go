@@ -145,6 +145,46 @@ func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
 	})
 }
 
+// An upstream's 101 to a WebSocket upgrade is cleaned as its other answers
+// are: the hop-by-hop fields and those its Connection names are removed,
+// the status line is the proxy's, and its wish to close its connection is
+// not passed on; the 101 says that the connection is upgraded, to the
+// upstream's protocol, with the upstream's end-to-end fields. They reached
+// the client as the upstream wrote them, with a second Connection field,
+// "close", from an HTTP/1.0 upstream.
+func TestUpstreamSwitchingProtocolsCleaned(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.0 101 Switching \x01Protocols\r\nConnection: Upgrade, X-Upstream-Hop\r\nUpgrade: websocket\r\n"+
+		"X-Upstream-Hop: internal\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\n"+
+		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-App: kept\r\n\r\n")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /ws, upstream: notes, access: public, websocket: true}\n"})
+	conn, _ := dialProxy(t, e.addr)
+	var raw strings.Builder
+	br := bufio.NewReader(io.TeeReader(conn, &raw))
+	if _, err := io.WriteString(conn, wsUpgrade("/ws")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, line := raw.String(), "HTTP/1.1 101 Switching Protocols\r\n"; !strings.HasPrefix(got, line) {
+		t.Fatalf("answer %q, want it to start with %q", got[:min(len(got), 40)], line)
+	}
+	for _, name := range []string{"X-Upstream-Hop", "Keep-Alive", "Proxy-Authenticate", "Trailer"} {
+		if v, ok := resp.Header[name]; ok {
+			t.Errorf("%s: %v reached the client", name, v)
+		}
+	}
+	if c := resp.Header.Values("Connection"); len(c) != 1 || c[0] != "Upgrade" {
+		t.Errorf("Connection: %q, want Upgrade alone", c)
+	}
+	if resp.Header.Get("Upgrade") != "websocket" || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" ||
+		resp.Header.Get("X-App") != "kept" || resp.Header.Get("X-Request-Id") == "" {
+		t.Errorf("101 header %v", resp.Header)
+	}
+}
+
 // An answer without a body (204, the status that tells an EventSource to
 // stop reconnecting, and 304) on a stream route is passed on as any other
 // answer, and the client's connection stays usable; a 101 to a request

@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -96,6 +97,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	// "Connection: close, Upgrade", a draining server), which left the
 	// upstream's WebSocket open, and the stream counted, without a client.
 	h := &ctx.Response.Header
+	switched(h)
 	h.Set(requestid.Header, r.RequestID)
 	if r.Head != nil {
 		r.Head()
@@ -106,6 +108,25 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	m.watchHijack(c, &s.started, up)
 	ctx.Hijack(s.run)
 	return nil
+}
+
+// switched cleans an upstream's 101 as any other answer is cleaned
+// (headers.SanitizeResponse: its hop-by-hop fields and those its
+// Connection names, its status line, its wish to close its connection),
+// then has it say again what a 101 must: the connection is upgraded, to
+// the protocol the upstream named. The upstream's fields reached the
+// client as it wrote them: an internal field its Connection named, a
+// Keep-Alive, an "HTTP/1.0" status line, a reason phrase's control bytes,
+// and, from an upstream that closes its connections, a second Connection
+// field, "close".
+func switched(h *fasthttp.ResponseHeader) {
+	proto := bytes.Clone(h.Peek("Upgrade"))
+	headers.SanitizeResponse(h)
+	h.ResetConnectionClose()
+	h.Set(fasthttp.HeaderConnection, "Upgrade")
+	if len(proto) > 0 {
+		h.SetBytesV("Upgrade", proto)
+	}
 }
 
 // handshake dials the upstream, writes the upgrade request and reads its
