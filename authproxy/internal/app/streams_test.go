@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -594,4 +595,31 @@ func TestStreamStripPrefixRewriteHost(t *testing.T) {
 		t.Fatalf("event = %q", got)
 	}
 	want("event stream", "/notes/events")
+}
+
+// A WebSocket whose upstream ended ends within the second the client gets
+// to answer the close (its connection half-closed), on a route with a
+// stream_timeout too, and is counted as ended by the upstream: the relay of
+// the client's bytes took that second for a silence and waited on for the
+// rest of stream_timeout, the stream counted against the caps meanwhile,
+// and then closed it as idle.
+func TestWebSocketEndsWithItsUpstreamBeforeStreamTimeout(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x88\x02\x03\xe8")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /ws, upstream: notes, access: public, websocket: true, stream_timeout: 20s}\n"})
+	conn, br := dialProxy(t, e.addr)
+	if _, err := io.WriteString(conn, wsUpgrade("/ws")); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake = %v, %v", resp, err)
+	}
+	// The upstream's close frame, then the proxy's half-close.
+	if b, err := io.ReadAll(br); err != nil || string(b) != "\x88\x02\x03\xe8" {
+		t.Fatalf("after the 101: %q, %v", b, err)
+	}
+	eventually.Within(t, 4*time.Second, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+	if n := metricCount(t, e, `authproxy_streams_closed_total{kind="websocket",reason="upstream"}`); n != 1 {
+		t.Fatalf("closed by the upstream = %v, want 1", n)
+	}
 }

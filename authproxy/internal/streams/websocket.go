@@ -242,10 +242,12 @@ func (s *splice) run(cli net.Conn) {
 		<-s.c.closed
 		t.Stop()
 	}()
-	reason := s.upstreamToClient()
-	if r := s.c.Reason(); r != "" {
-		reason = r
-	}
+	// Closed now, if the upstream ended it (the first reason stands):
+	// what the client still sends is only read for its close frame,
+	// within CloseWait (shutdown), not taken for a silence that
+	// stream_timeout bounds. The goroutine above ends with it.
+	s.c.Close(s.upstreamToClient())
+	reason := s.c.Reason()
 	// Half-close towards the client and let it answer (or go) within
 	// CloseWait, so the close frame is read before the connection ends.
 	if cw, ok := s.raw.(interface{ CloseWrite() error }); ok {
@@ -256,7 +258,6 @@ func (s *splice) run(cli net.Conn) {
 	<-done
 	cli.Close()
 	s.m.release(s.c, reason)
-	s.c.Close(reason) // ends the goroutine above
 }
 
 // upstreamToClient relays until the upstream ends, the client fails or the
