@@ -52,10 +52,11 @@ fmt:
 
 ## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, the example notes app,
 ## authproxy), every port on 127.0.0.1, in a database `tollgate` of its own (created if missing);
-## TRACES=1 also receives both services' OpenTelemetry spans and prints each trace as a tree
+## TRACES=1 also receives both services' OpenTelemetry spans and prints each trace as a tree;
+## RUNFLAGS adds the stack's flags, e.g. RUNFLAGS='-proxy-addr 127.0.0.1:18080' (docs/operations.md)
 run:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
-	PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces)
+	PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces) $(RUNFLAGS)
 
 ## reset: start from scratch: drop the stack's database `tollgate`, then remove .data/ (keys,
 ## binaries, and the local PostgreSQL cluster when `make run` had to start one)

@@ -234,6 +234,21 @@ func TestMakeResetInSpacedCheckout(t *testing.T) {
 	}
 }
 
+// TestMakeRunPassesRunFlags: make run RUNFLAGS=… hands the flags to the
+// stack, so a run beside other services (other ports, another database)
+// keeps make run's PostgreSQL handling.
+func TestMakeRunPassesRunFlags(t *testing.T) {
+	cmd := exec.Command("make", "-n", "run", "RUNFLAGS=-proxy-addr 127.0.0.1:18080 -database tollgate_other", "TRACES=1")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "/stack -traces -proxy-addr 127.0.0.1:18080 -database tollgate_other") {
+		t.Fatalf("make run does not pass RUNFLAGS (and TRACES) to the stack:\n%s", out)
+	}
+}
+
 // startScript starts the script with PG_LOCAL=1, the extra environment and
 // the given shell command, its stderr in a file (a server left running must
 // hold no pipe of the test's).
