@@ -2,7 +2,6 @@ package natsinv
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -103,7 +102,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)
 func TestCloseLogsNoWarning(t *testing.T) {
 	for _, serverStops := range []bool{false, true} {
 		n := testenv.StartNATS(t)
-		var buf syncBuffer
+		var buf testenv.LogBuffer
 		s, err := Connect(Options{URL: n.URL()}, newRecorder(t), slog.New(slog.NewJSONHandler(&buf, nil)), metrics.New())
 		if err != nil {
 			t.Fatal(err)
@@ -119,24 +118,6 @@ func TestCloseLogsNoWarning(t *testing.T) {
 			t.Errorf("server stopped %v: warned %v, want %v; log:\n%s", serverStops, warned, serverStops, buf.String())
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the client's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestReconnectWaitsTheJitteredDelay restarts a real NATS server: the

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -101,7 +100,7 @@ func TestRelayStopLogsNoWarning(t *testing.T) {
 	db := dbtest.New(t)
 	ns, port := startAuthNATS(t, -1, "pw")
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	var buf syncBuffer
+	var buf testkit.LogBuffer
 	run, err := startRelay(config.Config{NATSURL: "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)},
 		slog.New(slog.NewJSONHandler(&buf, nil)), db.Pool, nil)
 	if err != nil {
@@ -116,22 +115,4 @@ func TestRelayStopLogsNoWarning(t *testing.T) {
 	if strings.Contains(buf.String(), `"level":"WARN"`) {
 		t.Fatalf("a clean stop logged a warning:\n%s", buf.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the NATS client's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
