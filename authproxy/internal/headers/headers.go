@@ -695,9 +695,14 @@ const ProtocolBearerPrefix = "bearer."
 
 // TakeProtocolBearer removes every "bearer.<token>" element from the
 // request's Sec-WebSocket-Protocol (the header goes when nothing else is
-// left) and returns the first token, copied; nil when there was none.
+// left) and returns the first token, copied; nil when there was none. A
+// field of the name spelled with '_' (Sec_WebSocket_Protocol) is no
+// WebSocket header and gives no token, but an app that reads '_' as '-'
+// (CGI's HTTP_SEC_WEBSOCKET_PROTOCOL) would find the token in it: such a
+// field that holds a bearer element is removed.
 func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
 	const name = "Sec-WebSocket-Protocol"
+	delUnderscoreBearers(h, name)
 	all := h.PeekAll(name)
 	if len(all) == 0 {
 		return nil
@@ -731,6 +736,39 @@ func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
 		tok = []byte{}
 	}
 	return tok
+}
+
+// delUnderscoreBearers removes the fields named name spelled with '_' for
+// '-' (any case) whose value holds a "bearer." element.
+func delUnderscoreBearers(h *fasthttp.RequestHeader, name string) {
+	for range 64 { // bounded: each pass deletes one spelling's fields
+		var spelled [64]byte
+		n := 0
+		for k, v := range h.All() {
+			if len(k) == len(name) && bytes.IndexByte(k, '_') >= 0 && equalFold(k, name) && hasBearerElement(v) {
+				n = copy(spelled[:], k)
+				break
+			}
+		}
+		if n == 0 {
+			return
+		}
+		keep := h.DisableNormalizing() // the name as stored
+		h.DelBytes(spelled[:n])
+		if !keep {
+			h.EnableNormalizing()
+		}
+	}
+}
+
+// hasBearerElement reports whether a Sec-WebSocket-Protocol value holds a
+// "bearer." element.
+func hasBearerElement(v []byte) bool {
+	found := false
+	forEachToken(v, func(p []byte) {
+		found = found || len(p) >= len(ProtocolBearerPrefix) && equalFold(p[:len(ProtocolBearerPrefix)], ProtocolBearerPrefix)
+	})
+	return found
 }
 
 // APIKeyHeader is the header an API key may be sent in (besides

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 
@@ -420,6 +421,35 @@ func TestTakeProtocolBearer(t *testing.T) {
 				t.Fatalf("header = %q, want %q", got, tc.rest)
 			}
 		})
+	}
+}
+
+// A Sec-WebSocket-Protocol spelled with '_' gives no token, and one that
+// holds a bearer element does not reach the app (which may read '_' as
+// '-'); one without is left alone, as is the real header.
+func TestTakeProtocolBearerUnderscoreSpelling(t *testing.T) {
+	var h fasthttp.RequestHeader
+	raw := "GET /ws HTTP/1.1\r\nHost: x\r\nSec_WebSocket_Protocol: chat, bearer.stolen\r\nsec_websocket_PROTOCOL: Bearer.other\r\n" +
+		"Sec_WebSocket_Protocol_: bearer.kept\r\nSec-WebSocket-Protocol: chat\r\n\r\n" // the third: another name
+	if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	if tok := TakeProtocolBearer(&h); tok != nil {
+		t.Fatalf("token %q taken from an underscore spelling", tok)
+	}
+	var left []string
+	for k, v := range h.All() {
+		left = append(left, string(k)+": "+string(v))
+	}
+	sort.Strings(left)
+	if got, want := strings.Join(left, "; "), "Host: x; Sec-Websocket-Protocol: chat; Sec_websocket_protocol_: bearer.kept"; got != want {
+		t.Fatalf("fields left: %s, want %s", got, want)
+	}
+	var plain fasthttp.RequestHeader
+	plain.Add("Sec_WebSocket_Protocol", "chat")
+	TakeProtocolBearer(&plain)
+	if v := plain.Peek("Sec_WebSocket_Protocol"); string(v) != "chat" {
+		t.Fatalf("an underscore spelling without a bearer: %q, want it kept", v)
 	}
 }
 
