@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 )
 
 func TestReconnectDelay(t *testing.T) {
@@ -102,7 +103,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)
 func TestCloseLogsNoWarning(t *testing.T) {
 	for _, serverStops := range []bool{false, true} {
 		n := testenv.StartNATS(t)
-		var buf testenv.LogBuffer
+		var buf logbuffer.Buffer
 		s, err := Connect(Options{URL: n.URL()}, newRecorder(t), slog.New(slog.NewJSONHandler(&buf, nil)), metrics.New())
 		if err != nil {
 			t.Fatal(err)

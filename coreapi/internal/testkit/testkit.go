@@ -3,27 +3,8 @@
 // watcher, a background loop) and collecting a log written concurrently.
 package testkit
 
-import (
-	"bytes"
-	"sync"
-)
+import "github.com/tollgate-auth/tollgate/shared/logbuffer"
 
 // LogBuffer is an io.Writer safe for concurrent use, for a logger whose
-// output a test reads (or prints when it fails).
-type LogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// String returns everything written so far.
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// output a test reads (or prints when it fails): the one of every module.
+type LogBuffer = logbuffer.Buffer
