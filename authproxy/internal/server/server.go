@@ -1383,8 +1383,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	// (identityBlock), and from an untrusted peer (the usual case) its
 	// forwarding headers too (forwardedLines), unless a value holds a line
 	// break: then they are set one by one.
-	block := w.lines
-	fwdBlock := block && !st.trusted && !hasLineBreak(h.Host())
+	fwdBlock := w.lines && !st.trusted && !hasLineBreak(h.Host())
 	if st.sentReqID {
 		// The client's X-Request-Id (every one it sent): the request's
 		// own id, the one it is signed with, is written below.
@@ -1403,7 +1402,7 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		st.hdr = forwardedLines(st.hdr, st.ip, scheme(c), h.Host(), st.reqID)
 	}
 	st.hdrFwd = len(st.hdr)
-	s.sign(c, st, w, cl, block, nil)
+	s.sign(c, st, w, cl, nil)
 	up := &rt.Table.Upstreams[route.Upstream]
 	st.upstream = up.Name
 	if up.Host != "" { // rewrite_host: after X-Forwarded-Host took the client's
@@ -1440,13 +1439,14 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	return nil
 }
 
-// sign writes the request's identity headers, signed as of st.authAt: when
-// block, as one block of lines after the forwarding lines st.hdr starts
-// with (st.hdrFwd bytes), else each header on its own. It runs again, with
+// sign writes the request's identity headers, signed as of st.authAt: for
+// a warm state whose values allow it (w.lines), as one block of lines after
+// the forwarding lines st.hdr starts with (st.hdrFwd bytes), else each
+// header on its own. It runs again, with
 // a later st.authAt, for a request that is retried (retry): the headers
 // written then replace the first ones, a block through stored, the name
 // of the block written before as fasthttp holds it.
-func (s *Server) sign(c *fiber.Ctx, st *state, w *warm, cl *tokens.Claims, block bool, stored []byte) {
+func (s *Server) sign(c *fiber.Ctx, st *state, w *warm, cl *tokens.Claims, stored []byte) {
 	req := c.Request()
 	h := &req.Header
 	now := st.authAt.UnixMilli()
@@ -1464,7 +1464,7 @@ func (s *Server) sign(c *fiber.Ctx, st *state, w *warm, cl *tokens.Claims, block
 		// route, a WebSocket's bearer was never needed.)
 		h.Del(fiber.HeaderAuthorization)
 	}
-	if block {
+	if w.lines {
 		st.hdr = identityBlock(st.hdr[:st.hdrFwd], w, st)
 		if stored != nil {
 			// fasthttp cannot delete a header whose name holds a line
@@ -1521,7 +1521,7 @@ func (s *Server) retry(c *fiber.Ctx, st *state, hc *fasthttp.HostClient, w *warm
 	}
 	st.authAt = next
 	renorm := !h.DisableNormalizing() // the names below are canonical
-	s.sign(c, st, w, cl, w.lines, stored)
+	s.sign(c, st, w, cl, stored)
 	if renorm {
 		h.EnableNormalizing()
 	}
