@@ -741,11 +741,20 @@ func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
 // delUnderscoreBearers removes the fields named name spelled with '_' for
 // '-' (any case) whose value holds a "bearer." element.
 func delUnderscoreBearers(h *fasthttp.RequestHeader, name string) {
+	delFields(h, func(k, v []byte) bool {
+		return len(k) == len(name) && bytes.IndexByte(k, '_') >= 0 && equalFold(k, name) && hasBearerElement(v)
+	})
+}
+
+// delFields removes every field whose name and value match says: each
+// pass deletes one name as it is stored (every field of that spelling).
+// Names are header names of at most 64 bytes.
+func delFields(h *fasthttp.RequestHeader, match func(k, v []byte) bool) {
 	for range 64 { // bounded: each pass deletes one spelling's fields
 		var spelled [64]byte
 		n := 0
 		for k, v := range h.All() {
-			if len(k) == len(name) && bytes.IndexByte(k, '_') >= 0 && equalFold(k, name) && hasBearerElement(v) {
+			if match(k, v) {
 				n = copy(spelled[:], k)
 				break
 			}
@@ -792,19 +801,5 @@ func APIKey(h *fasthttp.RequestHeader) (v []byte, n int) {
 
 // DelAPIKey removes every X-API-Key header (any spelling of the name).
 func DelAPIKey(h *fasthttp.RequestHeader) {
-	for range 64 { // bounded: each pass deletes one name and its duplicates
-		var name [len(APIKeyHeader)]byte
-		found := false
-		for k := range h.All() {
-			if len(k) == len(APIKeyHeader) && equalFold(k, APIKeyHeader) {
-				copy(name[:], k)
-				found = true
-				break
-			}
-		}
-		if !found {
-			return
-		}
-		h.DelBytes(name[:])
-	}
+	delFields(h, func(k, _ []byte) bool { return len(k) == len(APIKeyHeader) && equalFold(k, APIKeyHeader) })
 }
