@@ -95,7 +95,7 @@ func (s *Server) readBody(c *fiber.Ctx, st *state, limit int) error {
 			}
 			old := cap(b)
 			b = slices.Grow(b, k)
-			s.holdBody(st, int64(cap(b)-old-k)) // the allocator's rounding, counted whatever the bound
+			s.countBody(st, int64(cap(b)-old-k)) // the allocator's rounding, counted whatever the bound
 		}
 		m, err := bs.Read(b[len(b):cap(b)])
 		b = b[:len(b)+m]
@@ -139,6 +139,14 @@ func (s *Server) holdBody(st *state, n int64) bool {
 	}
 	st.bodyHeld += n
 	return true
+}
+
+// countBody counts n more bytes of body buffer for the request whether or
+// not they fit (memory already allocated: the allocator's rounding of a
+// buffer holdBody let grow).
+func (s *Server) countBody(st *state, n int64) {
+	s.bodyBytes.Add(n)
+	st.bodyHeld += n
 }
 
 // overMemory refuses a body BODY_MEMORY_MB has no room for, read into b
