@@ -182,7 +182,10 @@ func (h *harness) startCore(ctx context.Context, name, bin, appName string) (p *
 // startStackProxy starts an authproxy in front of the coreapi at core.
 func (h *harness) startStackProxy(ctx context.Context, name, core string) (p *proc, addr, admin string, err error) {
 	addr, admin = freeAddr(), freeAddr()
-	if p, err = h.start(name, h.proxyEnv(addr, admin, core), filepath.Join(h.bin, "authproxy")); err != nil {
+	// coreapi's relay writes outbox heartbeats: waited for as in
+	// production (the later value of a variable wins).
+	env := append(h.proxyEnv(addr, admin, core), "NATS_HEARTBEAT_TIMEOUT=10s")
+	if p, err = h.start(name, env, filepath.Join(h.bin, "authproxy")); err != nil {
 		return nil, "", "", err
 	}
 	if err := waitHTTP(ctx, "http://"+admin+"/readyz", 30*time.Second); err != nil {

@@ -1,7 +1,8 @@
 // Package invalidation names the NATS subjects and the event body coreapi
 // publishes when something the proxy caches changes: a user, tenant or
 // everything (auth.invalidate.>), or coreapi's signing keys
-// (auth.keys.changed).
+// (auth.keys.changed), and the outbox's heartbeat
+// (auth.outbox.heartbeat).
 package invalidation
 
 import "strings"
@@ -17,6 +18,15 @@ const (
 	// removed key stop verifying. It is outside auth.invalidate.>, so a
 	// proxy subscribes to it separately.
 	SubjectKeysChanged = "auth.keys.changed"
+	// SubjectHeartbeat is an outbox row written every
+	// OUTBOX_HEARTBEAT_INTERVAL by whichever coreapi replica finds the last
+	// one old and published, and published by the relays in turn like any
+	// other row: a proxy that receives it knows the rows committed before
+	// it went out, so one that hears none for NATS_HEARTBEAT_TIMEOUT
+	// trusts its caches only for MAX_STALENESS, as when NATS is down (the
+	// relays may be unable to publish while the proxy is connected). It
+	// is outside auth.invalidate.>, so a proxy subscribes to it separately.
+	SubjectHeartbeat = "auth.outbox.heartbeat"
 )
 
 // Reasons: the Event reason of each kind of change, spelled

@@ -271,7 +271,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		}
 	}
 	sub, err := natsinv.Connect(natsinv.Options{URL: a.cfg.NATSURL, Now: a.now, PingInterval: natsinv.PingIntervalFor(a.cfg.MaxStaleness),
-		KeysChanged: keysChanged, APIKey: a.Projections.InvalidateAPIKey},
+		KeysChanged: keysChanged, APIKey: a.Projections.InvalidateAPIKey, HeartbeatTimeout: a.cfg.HeartbeatTimeout},
 		streams.Invalidator{Target: a.Projections, Streams: a.Streams}, a.log, a.Metrics)
 	if err != nil {
 		ln.Close()

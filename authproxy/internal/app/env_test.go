@@ -114,6 +114,9 @@ func start(t testing.TB, o envOpt) *env {
 		"ACCESS_LOG":            "false",
 		"LOG_LEVEL":             "warn",
 		"MAX_BODY_BYTES":        "65536",
+		// The fake core writes no outbox heartbeat, and most tests move
+		// the clock: TestHeartbeatSilence watches heartbeats.
+		"NATS_HEARTBEAT_TIMEOUT": "0",
 	}
 	if o.rules != "" {
 		p := filepath.Join(t.TempDir(), "rules.yaml")

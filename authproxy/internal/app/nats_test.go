@@ -161,3 +161,53 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatalf("fetches = %d, want 4", fetches())
 	}
 }
+
+// TestHeartbeatSilence: with NATS connected all along, a proxy that hears
+// no outbox heartbeat for NATS_HEARTBEAT_TIMEOUT (coreapi's relays cannot
+// publish: a revocation waits in the outbox) trusts its cached projections
+// only for MAX_STALENESS, as in an outage, and says so in
+// authproxy_invalidation_feed_stale; the next heartbeat ends that without
+// a purge.
+func TestHeartbeatSilence(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s", "NATS_HEARTBEAT_TIMEOUT": "5s"}})
+	stale := func() float64 {
+		_, body := get(t, "http://"+e.admin+"/metrics")
+		return metricValue(body, "authproxy_invalidation_feed_stale")
+	}
+	tok := e.token(nil)
+	fetches := func() int64 { return e.core.ProjectionFetches.Load() }
+	e.publish(invalidation.SubjectHeartbeat)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if fetches() != 1 || stale() != 0 {
+		t.Fatalf("fetches = %d, feed stale %v; want 1, 0", fetches(), stale())
+	}
+
+	// The relays stop publishing; the session is revoked meanwhile.
+	p := defaultProjection()
+	p.RevokedSessions = []string{sessionID}
+	e.core.SetProjection(p)
+	e.clock.Advance(6 * time.Second)
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", stale(), 1) })
+	if !e.app.Subscriber.Connected() {
+		t.Fatal("NATS disconnected")
+	}
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // within the bound
+	e.clock.Advance(25 * time.Second)                            // 31 s past the last heartbeat
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+	if fetches() != 2 {
+		t.Fatalf("fetches past the bound = %d, want 2", fetches())
+	}
+
+	// The relays publish again: the heartbeat ends the staleness, and the
+	// entry fetched during it stays cached (the projection cache's
+	// TestCaughtUpKeepsTheEntries: trusted for its TTL again).
+	e.publish(invalidation.SubjectHeartbeat)
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", stale(), 0) })
+	if e.app.Projections.BoundedStaleness() {
+		t.Fatal("bounded staleness after the heartbeat")
+	}
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+	if fetches() != 2 {
+		t.Fatalf("fetches once caught up = %d, want 2 (no purge)", fetches())
+	}
+}

@@ -74,8 +74,12 @@ type Config struct {
 	ProjectionCacheSize int64
 	ProjectionCacheTTL  time.Duration
 	MaxStaleness        time.Duration
-	JWKSRefresh         time.Duration
-	JWKSCooldown        time.Duration
+	// HeartbeatTimeout (NATS_HEARTBEAT_TIMEOUT): how long a connected feed
+	// may bring no outbox heartbeat before the caches trust their entries
+	// only for MaxStaleness; 0: not watched.
+	HeartbeatTimeout time.Duration
+	JWKSRefresh      time.Duration
+	JWKSCooldown     time.Duration
 
 	UpstreamTimeout     time.Duration
 	UpstreamMaxConns    int
@@ -148,6 +152,7 @@ var Vars = append(envconfig.Table{
 	{Name: "PROJECTION_CACHE_SIZE", Help: "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB"},
 	{Name: "PROJECTION_CACHE_TTL", Default: "5m", Help: "projection TTL (invalidations evict sooner)"},
 	{Name: "MAX_STALENESS", Default: "30s", Help: "how long cached projections are trusted while NATS is down"},
+	{Name: "NATS_HEARTBEAT_TIMEOUT", Default: "10s", Help: "no outbox heartbeat for this long: trusted as while NATS is down (0: not watched)"},
 	{Name: "JWKS_REFRESH_INTERVAL", Default: "5m", Help: "background key set refresh"},
 	{Name: "JWKS_REFETCH_COOLDOWN", Default: "10s", Help: "minimum time between refetches for unknown kids (at least 1s)"},
 	{Name: "UPSTREAM_TIMEOUT", Default: "30s", Help: "read/write timeout of a forwarded request"},
@@ -176,6 +181,11 @@ var Vars = append(envconfig.Table{
 // revoked sessions listed for the access-token TTL plus the deployment's
 // TOKEN_MAX_LEEWAY, and a skew of more than a minute means broken clocks.
 const MaxLeeway = time.Minute
+
+// MinHeartbeatTimeout is the shortest NATS_HEARTBEAT_TIMEOUT but 0: a
+// heartbeat row goes out through the relays' next drain, which a
+// notification starts at once but a missed one only at the next poll (1 s).
+const MinHeartbeatTimeout = 2 * time.Second
 
 // Load reads the configuration through getenv (os.LookupEnv in main). On
 // error it still returns what it could read, so that the caller can check
@@ -300,6 +310,11 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.ProjectionCacheSize = int64(p.Int("PROJECTION_CACHE_SIZE", 1, 0, 0))
 	c.ProjectionCacheTTL = p.Duration("PROJECTION_CACHE_TTL", time.Second, 0)
 	c.MaxStaleness = p.Duration("MAX_STALENESS", 0, 0)
+	c.HeartbeatTimeout = p.Duration("NATS_HEARTBEAT_TIMEOUT", 0, 0)
+	if c.HeartbeatTimeout > 0 && c.HeartbeatTimeout < MinHeartbeatTimeout {
+		p.Failf("NATS_HEARTBEAT_TIMEOUT", "want 0 (not watched) or at least %s (coreapi writes one every OUTBOX_HEARTBEAT_INTERVAL, 2s by default), got %s",
+			MinHeartbeatTimeout, c.HeartbeatTimeout)
+	}
 	c.JWKSRefresh = p.Duration("JWKS_REFRESH_INTERVAL", time.Second, 0)
 	// 0 would refetch the key set for every token naming an unknown kid,
 	// one fetch after another: anyone could keep coreapi serving it.

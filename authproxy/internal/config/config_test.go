@@ -183,6 +183,7 @@ func TestKeys(t *testing.T) {
 		{"two app keys with one secret in two encodings", map[string]string{"IDENTITY_HMAC_KEY": key,
 			"UPSTREAM_KEYS": "app-a:" + key2 + ",app-b:" + strings.TrimRight(base64.URLEncoding.EncodeToString(mustB64(key2)), "=")}, "same secret"},
 		{"unknown-kid refetches unbounded", map[string]string{"IDENTITY_HMAC_KEY": key, "JWKS_REFETCH_COOLDOWN": "0s"}, "JWKS_REFETCH_COOLDOWN"},
+		{"a heartbeat timeout shorter than a relay's poll", map[string]string{"IDENTITY_HMAC_KEY": key, "NATS_HEARTBEAT_TIMEOUT": "1s"}, "NATS_HEARTBEAT_TIMEOUT"},
 		{"app key list malformed", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_KEYS": "nocolon"}, "UPSTREAM_KEYS"},
 		{"UPSTREAM_URL as an app without UPSTREAM_KEYS", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:9000"}, "set UPSTREAM_KEYS"},
 		{"UPSTREAM_URL as an app with a rules file", map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "http://127.0.0.1:9000",

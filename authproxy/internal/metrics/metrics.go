@@ -48,6 +48,9 @@ type Metrics struct {
 	UpstreamRetries   prometheus.Counter
 	ProjectionFetches *prometheus.CounterVec // result
 	NATSConnected     prometheus.Gauge
+	// FeedStale is 1 while no outbox heartbeat arrived within
+	// NATS_HEARTBEAT_TIMEOUT although NATS is connected (natsinv).
+	FeedStale         prometheus.Gauge
 	Decisions         *CounterVec // outcome
 	RulesGeneration   prometheus.Gauge
 	RulesReloadFailed prometheus.Counter
@@ -116,6 +119,9 @@ func New() *Metrics {
 		NATSConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_nats_connected", Help: "1 while the invalidation subscription is connected.",
 		}),
+		FeedStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_invalidation_feed_stale", Help: "1 while no outbox heartbeat arrived within NATS_HEARTBEAT_TIMEOUT although NATS is connected (the relays are not publishing; caches trusted for MAX_STALENESS).",
+		}),
 		Decisions: &CounterVec{desc: prometheus.NewDesc("authproxy_decisions_total", "Access decisions by outcome.", []string{"outcome"}, nil)},
 		RulesGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_rules_generation", Help: "Route tables loaded: 1 at start, +1 per successful reload.",
@@ -144,7 +150,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
-		m.UpstreamErrors, m.UpstreamStray, m.UpstreamRetries, m.ProjectionFetches, m.NATSConnected, m.Decisions)
+		m.UpstreamErrors, m.UpstreamStray, m.UpstreamRetries, m.ProjectionFetches, m.NATSConnected, m.FeedStale, m.Decisions)
 	// Export the error series at zero so that rates and alerts work from
 	// the start.
 	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"}, {"forward", "closed"},

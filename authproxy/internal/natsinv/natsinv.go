@@ -18,6 +18,18 @@
 // once the server has confirmed the subscription on it, and never while
 // the server refuses it (its subject permissions): until then events
 // could be lost.
+//
+// A live connection is not enough: coreapi's relays may be unable to
+// publish (their NATS credentials refused, their link to another node of
+// the cluster cut, their database gone) while the proxy hears nothing and
+// suspects nothing. The relays publish a heartbeat row through the outbox
+// (auth.outbox.heartbeat, every OUTBOX_HEARTBEAT_INTERVAL), behind the
+// invalidations committed before it; with HeartbeatTimeout set, a live
+// feed that brings none for that long is called stale: the caches trust
+// their entries for the staleness bound counted from the last heartbeat,
+// as in an outage, until the next one arrives. Nothing was lost meanwhile
+// (the outbox kept the events, and they arrive before that heartbeat), so
+// its arrival ends the staleness without a purge.
 package natsinv
 
 import (
@@ -44,6 +56,11 @@ type Target interface {
 	InvalidateAll()
 	Disconnected(at time.Time)
 	Reconnected()
+	// CaughtUp ends the bounded staleness Disconnected began, without a
+	// purge: the feed that was stale (no heartbeat) delivers again, and
+	// the events held back meanwhile arrived before the heartbeat that
+	// says so.
+	CaughtUp()
 }
 
 // Subscriber owns the NATS connection.
@@ -74,6 +91,9 @@ type Subscriber struct {
 	// inv is the subscription to auth.invalidate.>, ks the one to
 	// auth.keys.changed (nil without KeysChanged).
 	inv, ks atomic.Pointer[nats.Subscription]
+	// hb is the subscription to auth.outbox.heartbeat (nil without
+	// HeartbeatTimeout).
+	hb atomic.Pointer[nats.Subscription]
 	// dropMu guards purgedAt and refetchedAt: the subscriptions' counts of
 	// dropped events when the caches were last purged, and the key set
 	// last refetched, for them.
@@ -90,6 +110,13 @@ type Subscriber struct {
 	// invalidations (its permissions): the connection is up but no event
 	// comes, so it is not reported live until the next connection.
 	denied atomic.Bool
+	// hbTimeout is Options.HeartbeatTimeout (0: heartbeats not watched).
+	// hbAt is when the last heartbeat arrived, or the feed went live,
+	// in unix nanoseconds; hbStale (under linkMu) is set while the live
+	// feed is called stale for want of one.
+	hbTimeout time.Duration
+	hbAt      atomic.Int64
+	hbStale   bool
 }
 
 // refused reports whether err, a permissions violation, is the refusal of
@@ -142,8 +169,14 @@ type Options struct {
 	// DropCheck is how often the subscriber looks for events its client
 	// dropped since the last purge (default 100ms). The client reports a
 	// slow consumer only at the first drop of a run; the events it drops
-	// after that are caught here.
+	// after that are caught here. The heartbeat's absence is looked for
+	// at the same pace.
 	DropCheck time.Duration
+	// HeartbeatTimeout is how long a live feed may bring no outbox
+	// heartbeat (auth.outbox.heartbeat) before the caches trust their
+	// entries only for the staleness bound (NATS_HEARTBEAT_TIMEOUT); 0:
+	// heartbeats are neither subscribed to nor waited for.
+	HeartbeatTimeout time.Duration
 }
 
 // Connect connects (retrying in the background if NATS is not up yet) and
@@ -169,7 +202,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		o.PingInterval = PingIntervalFor(30 * time.Second)
 	}
 	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{}),
-		dead: DeadAfter(o.PingInterval)}
+		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0)}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
@@ -226,6 +259,8 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				case sub == s.ks.Load():
 					s.refetchForDrops(sub)
 					return
+				case sub == s.hb.Load():
+					return // a heartbeat dropped names nothing to evict
 				}
 				// Events were dropped: which entries they named is unknown.
 				log.Warn("nats slow consumer: invalidations dropped; purging caches")
@@ -238,6 +273,13 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				log.Error("nats refuses the subscription to invalidations; caches are trusted only for the staleness bound", "err", err)
 				s.denied.Store(true)
 				s.disconnected()
+				return
+			}
+			if errors.Is(err, nats.ErrPermissionViolation) && refused(err, invalidation.SubjectHeartbeat) {
+				// Invalidations still arrive, but the feed is called stale
+				// after HeartbeatTimeout, for good.
+				log.Error("nats refuses the subscription to "+invalidation.SubjectHeartbeat+
+					"; caches are trusted only for the staleness bound: allow it, or set NATS_HEARTBEAT_TIMEOUT=0", "err", err)
 				return
 			}
 			log.Warn("nats", "err", err)
@@ -265,6 +307,14 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectKeysChanged, err)
 		}
 		s.ks.Store(ks)
+	}
+	if s.hbTimeout > 0 {
+		hb, err := nc.Subscribe(invalidation.SubjectHeartbeat, s.heartbeat)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectHeartbeat, err)
+		}
+		s.hb.Store(hb)
 	}
 	s.nc = nc
 	s.watcher.Add(1)
@@ -321,6 +371,12 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 	}
 	s.m.NATSConnected.Set(1)
 	if s.live.CompareAndSwap(false, true) {
+		// A heartbeat is waited for afresh: the caches are purged.
+		s.hbAt.Store(s.now().UnixNano())
+		if s.hbStale {
+			s.hbStale = false
+			s.m.FeedStale.Set(0)
+		}
 		s.t.Reconnected()
 		s.reported.Store(true)
 		if refetch && s.keys != nil {
@@ -459,8 +515,49 @@ func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration)
 			if ks != nil {
 				s.refetchForDrops(ks)
 			}
+			s.watchHeartbeat()
 		}
 	}
+}
+
+// heartbeat notes the arrival of an outbox heartbeat, and ends the
+// staleness of a live feed that had brought none for HeartbeatTimeout.
+func (s *Subscriber) heartbeat(*nats.Msg) {
+	s.hbAt.Store(s.now().UnixNano())
+	s.m.Invalidations.WithLabelValues("heartbeat").Inc()
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	if s.hbStale && s.live.Load() {
+		s.hbStale = false
+		s.m.FeedStale.Set(0)
+		s.t.CaughtUp()
+		s.log.Info("outbox heartbeat received again; caches trusted again")
+	}
+}
+
+// watchHeartbeat calls a live feed stale when no heartbeat arrived for
+// HeartbeatTimeout: the caches trust their entries for the staleness
+// bound, counted from the last one (when the feed was last known to
+// deliver what coreapi committed).
+func (s *Subscriber) watchHeartbeat() {
+	if s.hbTimeout == 0 {
+		return
+	}
+	at := s.hbAt.Load()
+	if s.now().UnixNano()-at <= int64(s.hbTimeout) {
+		return
+	}
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	if s.hbStale || !s.live.Load() || s.hbAt.Load() != at {
+		return
+	}
+	s.hbStale = true
+	s.m.FeedStale.Set(1)
+	last := time.Unix(0, at)
+	s.t.Disconnected(last)
+	s.log.Warn("no outbox heartbeat although NATS is connected: coreapi's relays may not be publishing; caches are trusted only for the staleness bound",
+		"since", last, "timeout", s.hbTimeout)
 }
 
 // Dropped is the number of invalidations this client discarded because it

@@ -40,6 +40,8 @@ const (
 	DefaultPublicBaseURL = "http://localhost:8080"
 	MinDBMaxConns        = 8
 	MinReplayCacheSize   = 1024
+	// MinOutboxHeartbeat is the shortest OUTBOX_HEARTBEAT_INTERVAL but 0.
+	MinOutboxHeartbeat = 100 * time.Millisecond
 	// LegacyIdentityKeyID names the key given as IDENTITY_HMAC_KEY(_FILE).
 	LegacyIdentityKeyID = "core"
 )
@@ -105,6 +107,9 @@ type Config struct {
 	// replays (per replica).
 	IdentityReplayCacheSize int
 	NATSURL                 string
+	// OutboxHeartbeat is how often the relays write a heartbeat row
+	// (OUTBOX_HEARTBEAT_INTERVAL; 0: none).
+	OutboxHeartbeat time.Duration
 	// MFAKeys encrypt TOTP secrets at rest (MFA_ENCRYPTION_KEYS(_FILE),
 	// "id:base64" of 32 bytes each): the first seals, any opens. None: MFA
 	// enrolment answers 503.
@@ -227,6 +232,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.DBMaxConns = int32(l.Int("DB_MAX_CONNS", MinDBMaxConns, 1<<20, max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)))
 	c.ProjectionMaxInFlight = l.Int("PROJECTION_MAX_INFLIGHT", 1, 1<<30, int(c.DBMaxConns))
 	c.ProjectionMaxWait = l.Duration("PROJECTION_MAX_WAIT", 0, 0)
+	c.OutboxHeartbeat = l.Duration("OUTBOX_HEARTBEAT_INTERVAL", 0, time.Hour)
+	if c.OutboxHeartbeat > 0 && c.OutboxHeartbeat < MinOutboxHeartbeat {
+		l.Failf("OUTBOX_HEARTBEAT_INTERVAL", "want 0 (none) or at least %s, got %s", MinOutboxHeartbeat, c.OutboxHeartbeat)
+	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(l.String("LOG_LEVEL"))); err != nil {
 		l.Failf("LOG_LEVEL", "want debug, info, warn or error, got %q", l.Raw("LOG_LEVEL"))

@@ -87,6 +87,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"OIDC_PROVIDERS":               "google,Bad-Name",
 		"PROJECTION_MAX_INFLIGHT":      "0",
 		"PROJECTION_MAX_WAIT":          "-1s",
+		"OUTBOX_HEARTBEAT_INTERVAL":    "10ms",
 	}
 	_, err := Load(env(m))
 	var ce *Error
@@ -98,7 +99,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SIGNING_ALG", "SIGNING_KEY_ACTIVATION_DELAY", "TOKEN_MAX_LEEWAY", "MAX_BODY_BYTES", "LOG_LEVEL",
 		"COREAPI_LISTEN_ADDR", "NATS_URL", "IDENTITY_ACCEPT_V1", "IDENTITY_REPLAY_CACHE_SIZE", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
 		"OIDC_GOOGLE_CLIENT_SECRET", "OIDC_GOOGLE_REDIRECT_URL", "bad-name",
-		"PROJECTION_MAX_INFLIGHT", "PROJECTION_MAX_WAIT",
+		"PROJECTION_MAX_INFLIGHT", "PROJECTION_MAX_WAIT", "OUTBOX_HEARTBEAT_INTERVAL",
 	}
 	msg := err.Error()
 	for _, w := range want {

@@ -44,6 +44,10 @@ type RelayOptions struct {
 	PruneEvery time.Duration
 	// FlushTimeout bounds the wait for NATS to confirm a batch (default 5s).
 	FlushTimeout time.Duration
+	// Heartbeat is how often the relay looks whether a heartbeat row is
+	// due (see Beat); zero: never (coreapi's OUTBOX_HEARTBEAT_INTERVAL
+	// sets it, 2 s by default).
+	Heartbeat time.Duration
 }
 
 func (o *RelayOptions) defaults() {
@@ -121,7 +125,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer poll.Stop()
 	prune := time.NewTicker(r.o.PruneEvery)
 	defer prune.Stop()
-	failing := false
+	var beat <-chan time.Time
+	if r.o.Heartbeat > 0 {
+		t := time.NewTicker(r.o.Heartbeat)
+		defer t.Stop()
+		beat = t.C
+	}
+	failing, beatFailing := false, false
 	for {
 		err := r.Drain(ctx)
 		switch {
@@ -140,6 +150,18 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		case <-r.wake:
 		case <-poll.C:
+		case <-beat:
+			// The row's trigger wakes the relays (this one too): it is
+			// published by the next drain.
+			_, err := r.Beat(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil && !beatFailing:
+				r.log.Warn("outbox heartbeat not written", "err", err)
+				beatFailing = true
+			case err == nil && beatFailing:
+				r.log.Info("outbox heartbeat written again")
+				beatFailing = false
+			}
 		case <-prune.C:
 			if n, err := r.Prune(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("outbox prune", "err", err)
@@ -306,13 +328,13 @@ FOR UPDATE SKIP LOCKED`
 }
 
 // deliverable reports whether subject can be published as it is and means
-// something to a proxy: the key-change subject, or an invalidation subject
+// something to a proxy: the key-change or heartbeat subject, or an invalidation subject
 // shared/invalidation parses, without the white space NATS refuses.
 func deliverable(subject string) bool {
 	if strings.ContainsAny(subject, " \t\r\n") {
 		return false
 	}
-	if subject == invalidation.SubjectKeysChanged {
+	if subject == invalidation.SubjectKeysChanged || subject == invalidation.SubjectHeartbeat {
 		return true
 	}
 	kind, _ := invalidation.Parse(subject)
@@ -328,6 +350,32 @@ func body(p pending) []byte {
 	}
 	b, _ := json.Marshal(ev)
 	return b
+}
+
+// Beat writes a heartbeat row (subject auth.outbox.heartbeat) when the
+// newest one is older than Heartbeat and already published, or there is
+// none, and reports whether it wrote one. Every replica's relay looks, so
+// the fleet's proxies get about one heartbeat per interval whatever the
+// number of replicas (two replicas that look at the same moment may both
+// write one: harmless), and never more than one waits unpublished: while
+// no relay can publish, the rows do not pile up into a burst for when one
+// can again. A proxy that hears none for NATS_HEARTBEAT_TIMEOUT trusts its
+// caches only for MAX_STALENESS: the relays are not publishing, although
+// NATS may be up for the proxy.
+func (r *Relay) Beat(ctx context.Context) (bool, error) {
+	// The subject is written out, not a parameter: the partial index
+	// outbox_heartbeat_idx serves a generic plan only for its literal.
+	const q = `
+INSERT INTO outbox (subject)
+SELECT '` + invalidation.SubjectHeartbeat + `'
+WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND published_at IS NOT NULL
+                FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
+                ORDER BY created_at DESC LIMIT 1), true)`
+	tag, err := r.pool.Exec(ctx, q, r.o.Heartbeat.Seconds())
+	if err != nil {
+		return false, fmt.Errorf("outbox heartbeat: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // Prune deletes rows published more than Retain ago.

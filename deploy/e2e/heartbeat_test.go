@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+)
+
+// proxyMetric reads one series (name and labels, as exposed) from p's
+// metrics; found is false while the series does not exist.
+func proxyMetric(p *service, series string) (v float64, found bool, err error) {
+	resp, err := probeClient.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if s, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			v, err := strconv.ParseFloat(s, 64)
+			return v, true, err
+		}
+	}
+	return 0, false, sc.Err()
+}
+
+// TestOutboxHeartbeatReachesTheProxies: coreapi's relays write the outbox
+// heartbeat and publish it through NATS (OUTBOX_HEARTBEAT_INTERVAL, 2 s by
+// default), and every proxy receives it, so none calls its feed stale
+// (NATS_HEARTBEAT_TIMEOUT, 10 s by default). Were the heartbeat lost
+// anywhere on the way, the proxies would trust their caches only for
+// MAX_STALENESS, and authproxy_invalidation_feed_stale would be 1.
+func TestOutboxHeartbeatReachesTheProxies(t *testing.T) {
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		var first float64
+		eventually.Within(t, 20*time.Second, func() error {
+			n, _, err := proxyMetric(p, `authproxy_invalidations_received_total{kind="heartbeat"}`)
+			if err != nil {
+				return err
+			}
+			if first == 0 {
+				first = n
+			}
+			// Two arrivals seen here: heartbeats keep coming.
+			if n < 1 || n < first+2 {
+				return fmt.Errorf("%s received %v heartbeats (first read %v), want two more", p.name, n, first)
+			}
+			return nil
+		})
+		if v, found, err := proxyMetric(p, "authproxy_invalidation_feed_stale"); err != nil || !found || v != 0 {
+			t.Fatalf("%s: authproxy_invalidation_feed_stale %v (found %v, %v), want 0", p.name, v, found, err)
+		}
+	}
+}
