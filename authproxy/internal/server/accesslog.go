@@ -20,7 +20,7 @@ func (s *Server) accessLine(c *fiber.Ctx, st *state, status int, d time.Duration
 	userID, tenantID := st.ids()
 	b := st.line[:0]
 	b = append(b, `{"time":"`...)
-	b = logging.AppendTime(b, st.start.Add(d))
+	b = st.times.Append(b, st.start.Add(d))
 	b = append(b, `","level":"INFO","msg":"request","request_id":`...)
 	b = logging.AppendString(b, b2s(st.reqID))
 	b = append(b, `,"method":`...)
@@ -30,7 +30,7 @@ func (s *Server) accessLine(c *fiber.Ctx, st *state, status int, d time.Duration
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, `,"duration_ms":`...)
-	b = strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', -1, 64)
+	b = logging.AppendMillis(b, d.Microseconds())
 	b = append(b, `,"route":`...)
 	b = logging.AppendString(b, st.route)
 	b = append(b, `,"upstream":`...)

@@ -294,11 +294,12 @@ type state struct {
 	ip        []byte
 	ipOf      netip.Addr // the client address ipText is the text of
 	ipText    []byte
-	hdr       []byte // the identity block (identityBlock)
-	hdrFwd    int    // the forwarding lines' length at the start of hdr
-	xff       []byte // a trusted peer's X-Forwarded-For, extended (setForwarded)
-	line      []byte // the access line (accessLine)
-	sentReqID bool   // the client sent an X-Request-Id
+	hdr       []byte            // the identity block (identityBlock)
+	hdrFwd    int               // the forwarding lines' length at the start of hdr
+	xff       []byte            // a trusted peer's X-Forwarded-For, extended (setForwarded)
+	line      []byte            // the access line (accessLine)
+	times     logging.TimeCache // the access line's time, formatted once a second
+	sentReqID bool              // the client sent an X-Request-Id
 	mac       identity.MACScratch
 	digest    tokens.Name       // the bearer token's cache name
 	keyDigest [sha256.Size]byte // an API key's SHA-256 (apikey.go)
