@@ -40,10 +40,11 @@ type options struct {
 	abRate           float64
 	profile          time.Duration
 	gobench          string
-	proxyMemLimit    string // GOMEMLIMIT of the authproxy processes ("": none)
-	placement        string // of the open-loop rows: placeAlone or placeShared
-	pairedAlone      bool   // -only paired: each proxy alone on its CPUs while measured
-	proxyB           string // -only paired: also compare authproxy with this binary, both loaded at once; -only bodyhold: also measure it
+	proxyMemLimit    string   // GOMEMLIMIT of the authproxy processes ("": none)
+	placement        string   // of the open-loop rows: placeAlone or placeShared
+	pairedAlone      bool     // -only paired: each proxy alone on its CPUs while measured
+	proxyB           string   // -only paired: also compare authproxy with this binary, both loaded at once; -only bodyhold: also measure it
+	proxyBEnv        []string // -only paired -proxy-b: variables set for B alone (K=V)
 }
 
 // analysisMarker starts the hand-written part of the report, which a run
@@ -94,6 +95,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
 	fs.BoolVar(&o.pairedAlone, "paired-alone", false, "-only paired: each proxy, while measured, alone on the CPUs other than CPU 0, with the generator (this process), the upstream and the idle proxy on CPU 0 (the open-loop rows' 'alone' placement); without it all share the CPUs, as in the full run")
 	fs.StringVar(&o.proxyB, "proxy-b", "", "with -only paired: after its rounds, compare authproxy built from this tree (A) with the authproxy binary at this path (B; 'tree': A's own binary file, an A/A check, whose figure is the comparison's bias; 'copy': a byte-identical copy of A's file, an A/A check that also shows what the file itself costs), both started afresh alike and warmed with the same tokens, both loaded at once (half the connections each, which starts first alternating), -rounds times, each round with its control (two bare proxies at once); prints each process's CPU per request and the medians of B − A; read it against a 'copy' run: two byte-identical files measured up to 2 µs a request apart; with -only bodyhold: also measure the authproxy binary at this path, on processes of its own after this tree's")
+	proxyBEnv := fs.String("proxy-b-env", "", "with -only paired -proxy-b: NAME=value[,NAME=value...] set for B alone, after the settings both get (e.g. -proxy-b tree -proxy-b-env ACCESS_LOG=false: what the access log costs)")
 	rounds := fs.Int("rounds", 3, "rounds of -only users, -only paired or -only openloop")
 	coldN := fs.Int("cold", 150000, "one-time tokens sent to the default proxy before -only users (the full run's cold row)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
@@ -118,6 +120,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if o.proxyB != "" && *only != "paired" && *only != "bodyhold" {
 		return fmt.Errorf("-proxy-b needs -only paired or -only bodyhold")
+	}
+	if *proxyBEnv != "" {
+		if o.proxyB == "" || *only != "paired" {
+			return fmt.Errorf("-proxy-b-env needs -only paired -proxy-b")
+		}
+		for _, kv := range strings.Split(*proxyBEnv, ",") {
+			if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+				return fmt.Errorf("-proxy-b-env: %q is not NAME=value", kv)
+			}
+			o.proxyBEnv = append(o.proxyBEnv, kv)
+		}
 	}
 	if o.proxyB != "" && o.proxyB != "tree" && o.proxyB != "copy" {
 		// Checked now, not after the paired rounds' minutes.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -169,7 +170,11 @@ func (h *harness) proxyAB(ctx context.Context, bin string, warmReqs, noAuth [][]
 	}
 	for i, b := range []string{a, bin} {
 		addr, admin := freeAddr(), freeAddr()
-		p, err := h.start("authproxy-"+string(rune('a'+i)), append(h.proxyEnv(addr, admin, h.upstreamAddr), h.appEnv...), b)
+		env := append(h.proxyEnv(addr, admin, h.upstreamAddr), h.appEnv...)
+		if i == 1 {
+			env = append(env, h.o.proxyBEnv...) // the later value of a variable wins
+		}
+		p, err := h.start("authproxy-"+string(rune('a'+i)), env, b)
 		if err != nil {
 			return err
 		}
@@ -181,7 +186,7 @@ func (h *harness) proxyAB(ctx context.Context, bin string, warmReqs, noAuth [][]
 	for _, t := range ab {
 		h.fillOnce(ctx, t.addr, warmReqs)
 	}
-	fmt.Fprintf(out, "authproxy A (this tree): pid %d; B (%s): pid %d\n", ab[0].p.pid(), bin, ab[1].p.pid())
+	fmt.Fprintf(out, "authproxy A (this tree): pid %d; B (%s%s): pid %d\n", ab[0].p.pid(), bin, strings.Join(append([]string{""}, h.o.proxyBEnv...), " "), ab[1].p.pid())
 	bare, bare2 := togetherTarget{h.bareAddr, h.bare, noAuth}, togetherTarget{h.bare2Addr, h.bare2, noAuth}
 	var ts []togetherRound
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
