@@ -67,17 +67,8 @@ func TestHeartbeatSilenceIsAnOutage(t *testing.T) {
 	r := &downRecorder{recorder: newRecorder(t)}
 	m := metrics.New()
 	const timeout = 600 * time.Millisecond
-	s, err := Connect(Options{URL: n.URL(), HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, quiet(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(time.Second)
+	s, pub := connectWithPublisher(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m)
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	pub, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
 
 	// Heartbeats keep the feed trusted well past the timeout.
 	stop := beats(t, pub)

@@ -97,6 +97,26 @@ func newRecorder(t *testing.T) *recorder {
 
 func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
+// connectWithPublisher connects a subscriber to n with o (its URL set
+// here) for target, and a plain client to publish with; both close when
+// the test ends (the subscriber first).
+func connectWithPublisher(t *testing.T, n *testenv.NATS, o Options, target Target, m *metrics.Metrics) (*Subscriber, *nats.Conn) {
+	t.Helper()
+	o.URL = n.URL()
+	s, err := Connect(o, target, quiet(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := nats.Connect(n.URL())
+	if err != nil {
+		_ = s.Close(time.Second)
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	return s, pub
+}
+
 // TestCloseLogsNoWarning: a shutdown's Close is no lost link: it logs no
 // warning ("nats disconnected" with a null error, every clean stop), while
 // a server that goes away still does.
@@ -171,16 +191,7 @@ func TestDroppedCountsSlowConsumerLosses(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := newRecorder(t)
 	r.block = make(chan struct{})
-	s, err := Connect(Options{URL: n.URL(), PendingLimit: 10}, r, quiet(), metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(time.Second)
-	pub, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	s, pub := connectWithPublisher(t, n, Options{PendingLimit: 10}, r, metrics.New())
 	const sent = 50
 	for i := range sent {
 		if err := pub.Publish(invalidation.UserSubject("u"+string(rune('a'+i%26))), nil); err != nil {
@@ -280,17 +291,8 @@ func TestEventsDroppedAfterTheSlowConsumerPurge(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	b := &tenantBlocker{Cache: c, block: make(chan struct{})}
-	s, err := Connect(Options{URL: n.URL(), PendingLimit: 10}, b, quiet(), metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(time.Second)
+	s, pub := connectWithPublisher(t, n, Options{PendingLimit: 10}, b, metrics.New())
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	pub, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
 	publish := func(subject string, times int) {
 		t.Helper()
 		for range times {
