@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -166,8 +168,8 @@ func TestNATSOutage(t *testing.T) {
 // no outbox heartbeat for NATS_HEARTBEAT_TIMEOUT (coreapi's relays cannot
 // publish: a revocation waits in the outbox) trusts its cached projections
 // only for MAX_STALENESS, as in an outage, and says so in
-// authproxy_invalidation_feed_stale; the next heartbeat ends that without
-// a purge.
+// authproxy_invalidation_feed_stale; the next heartbeat ends that with a
+// purge, as a reconnection does.
 func TestHeartbeatSilence(t *testing.T) {
 	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s", "NATS_HEARTBEAT_TIMEOUT": "5s"}})
 	stale := func() float64 {
@@ -198,16 +200,55 @@ func TestHeartbeatSilence(t *testing.T) {
 		t.Fatalf("fetches past the bound = %d, want 2", fetches())
 	}
 
-	// The relays publish again: the heartbeat ends the staleness, and the
-	// entry fetched during it stays cached (the projection cache's
-	// TestCaughtUpKeepsTheEntries: trusted for its TTL again).
+	// The relays publish again: the heartbeat ends the staleness, and
+	// purges.
 	e.publish(invalidation.SubjectHeartbeat)
 	testenv.Eventually(t, func() error { return testenv.Want("feed stale", stale(), 0) })
 	if e.app.Projections.BoundedStaleness() {
 		t.Fatal("bounded staleness after the heartbeat")
 	}
 	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
-	if fetches() != 2 {
-		t.Fatalf("fetches once caught up = %d, want 2 (no purge)", fetches())
+	if fetches() != 3 {
+		t.Fatalf("fetches once the heartbeat is back = %d, want 3 (purged)", fetches())
 	}
+}
+
+// TestHeartbeatAfterLostRevocation: the relays go silent, a session is
+// revoked, and its event never reaches the proxy (published into a NATS
+// node cut off from the proxy's, or held by a relay whose publication
+// keeps failing while another publishes the heartbeats); the heartbeat
+// comes back before the staleness bound ran out. The projection cached
+// before the revocation is not trusted again for its TTL: the heartbeat's
+// purge makes the proxy ask coreapi.
+func TestHeartbeatAfterLostRevocation(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s", "NATS_HEARTBEAT_TIMEOUT": "5s"}})
+	tok := e.token(nil)
+	e.publish(invalidation.SubjectHeartbeat)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+
+	p := defaultProjection()
+	p.RevokedSessions = []string{sessionID}
+	e.core.SetProjection(p)
+	e.clock.Advance(6 * time.Second)
+	testenv.Eventually(t, func() error {
+		return testenv.Want("bounded staleness", e.app.Projections.BoundedStaleness(), true)
+	})
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // within the bound
+	e.publish(invalidation.SubjectHeartbeat)
+	testenv.Eventually(t, func() error {
+		return testenv.Want("bounded staleness", e.app.Projections.BoundedStaleness(), false)
+	})
+	// Heartbeats every 4 s of the clock from here: the feed stays live,
+	// past NATS_HEARTBEAT_TIMEOUT + MAX_STALENESS since the revocation.
+	beats := e.app.Metrics.Invalidations.WithLabelValues("heartbeat")
+	for range 10 {
+		n := testutil.ToFloat64(beats)
+		e.publish(invalidation.SubjectHeartbeat)
+		testenv.Eventually(t, func() error { return testenv.WantAtLeast("heartbeats", testutil.ToFloat64(beats), n+1) })
+		e.clock.Advance(4 * time.Second)
+	}
+	if e.app.Projections.BoundedStaleness() {
+		t.Fatal("bounded staleness with heartbeats every 4 s")
+	}
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
 }

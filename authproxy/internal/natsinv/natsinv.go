@@ -27,9 +27,14 @@
 // invalidations committed before it; with HeartbeatTimeout set, a live
 // feed that brings none for that long is called stale: the caches trust
 // their entries for the staleness bound counted from the last heartbeat,
-// as in an outage, until the next one arrives. Nothing was lost meanwhile
-// (the outbox kept the events, and they arrive before that heartbeat), so
-// its arrival ends the staleness without a purge.
+// as in an outage, until the next one arrives. That heartbeat proves no
+// event before it was applied: another relay may still hold an older row
+// (claimed FOR UPDATE SKIP LOCKED, its publication failing), a relay may
+// have published it into a NATS node the proxy does not hear, and the
+// heartbeat's subscription is served apart from the invalidations', so it
+// can be acted on before an event that came ahead of it. So its arrival
+// ends the staleness as a reconnection does: the caches are purged and
+// the key set is refetched.
 package natsinv
 
 import (
@@ -56,11 +61,6 @@ type Target interface {
 	InvalidateAll()
 	Disconnected(at time.Time)
 	Reconnected()
-	// CaughtUp ends the bounded staleness Disconnected began, without a
-	// purge: the feed that was stale (no heartbeat) delivers again, and
-	// the events held back meanwhile arrived before the heartbeat that
-	// says so.
-	CaughtUp()
 }
 
 // Subscriber owns the NATS connection.
@@ -521,7 +521,9 @@ func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration)
 }
 
 // heartbeat notes the arrival of an outbox heartbeat, and ends the
-// staleness of a live feed that had brought none for HeartbeatTimeout.
+// staleness of a live feed that had brought none for HeartbeatTimeout as
+// a reconnection does (purge, key set refetched): the events before the
+// heartbeat may not all have been applied (see the package comment).
 func (s *Subscriber) heartbeat(*nats.Msg) {
 	s.hbAt.Store(s.now().UnixNano())
 	s.m.Invalidations.WithLabelValues("heartbeat").Inc()
@@ -530,8 +532,11 @@ func (s *Subscriber) heartbeat(*nats.Msg) {
 	if s.hbStale && s.live.Load() {
 		s.hbStale = false
 		s.m.FeedStale.Set(0)
-		s.t.CaughtUp()
-		s.log.Info("outbox heartbeat received again; caches trusted again")
+		s.t.Reconnected()
+		if s.keys != nil {
+			go s.keys() // a fetch over the network: not on the client's callback goroutine
+		}
+		s.log.Info("outbox heartbeat received again; purging caches and refetching keys")
 	}
 }
 

@@ -398,13 +398,6 @@ func (c *Cache) Disconnected(t time.Time) {
 // mode: Disconnected was called and Reconnected not since.
 func (c *Cache) BoundedStaleness() bool { return c.down.Load() != 0 }
 
-// CaughtUp ends the bounded-staleness mode without a purge: the feed,
-// connected all along, had brought no outbox heartbeat for a while, and
-// the events held back meanwhile arrived before the one that ended it.
-func (c *Cache) CaughtUp() {
-	c.down.Store(0)
-}
-
 // Reconnected purges everything (events may have been missed) and ends the
 // bounded-staleness mode.
 func (c *Cache) Reconnected() {

@@ -120,27 +120,6 @@ func TestStalenessWhileDisconnected(t *testing.T) {
 	f.wantFetches(t, 6)
 }
 
-// CaughtUp ends the bound without a purge: an entry fetched before the
-// feed went stale and still within it is served from the cache, and
-// trusted for its TTL again.
-func TestCaughtUpKeepsTheEntries(t *testing.T) {
-	f := newFixture(t)
-	f.get(t, "u1")
-	f.stored(t, "u1")
-	f.wantFetches(t, 1)
-	f.c.Disconnected(time.Unix(0, f.now.Load()))
-	f.advance(20 * time.Second)
-	f.c.CaughtUp()
-	if f.c.BoundedStaleness() {
-		t.Fatal("bounded staleness after CaughtUp")
-	}
-	f.get(t, "u1")
-	f.wantFetches(t, 1)    // no purge
-	f.advance(time.Minute) // past the staleness bound, within the TTL
-	f.get(t, "u1")
-	f.wantFetches(t, 1)
-}
-
 func TestInvalidationScopes(t *testing.T) {
 	f := newFixture(t)
 	f.get(t, "u1")

@@ -766,7 +766,6 @@ type Target interface {
 	InvalidateAll()
 	Disconnected(at time.Time)
 	Reconnected()
-	CaughtUp()
 }
 
 // Invalidator passes every invalidation to the cache first, then has the
@@ -800,14 +799,6 @@ func (i Invalidator) InvalidateAll() {
 func (i Invalidator) Disconnected(at time.Time) {
 	i.Target.Disconnected(at)
 	i.Streams.feedDown()
-}
-
-// CaughtUp ends the cache's bounded staleness and the periodic decisions:
-// nothing was missed (the events held back arrived before the heartbeat
-// that ended it, and re-evaluated the streams they named).
-func (i Invalidator) CaughtUp() {
-	i.Target.CaughtUp()
-	i.Streams.feedUp()
 }
 
 // Reconnected purges the cache (events may have been missed) and
