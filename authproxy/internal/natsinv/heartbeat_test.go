@@ -176,3 +176,28 @@ func TestHeartbeatAfterSilencePurges(t *testing.T) {
 		return testenv.Want("users invalidated", len(r.users), 1)
 	})
 }
+
+// TestHeartbeatStalenessEndsWithTheConnection: authproxy_invalidation_feed_stale
+// says the relays are silent while NATS is up; once NATS is down too it
+// is 0 (authproxy_nats_connected says why the caches are bounded), and the
+// bound still counts from the last heartbeat.
+func TestHeartbeatStalenessEndsWithTheConnection(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := &downRecorder{recorder: newRecorder(t)}
+	m := metrics.New()
+	s, _ := connectWithPublisher(t, n, Options{HeartbeatTimeout: 300 * time.Millisecond, DropCheck: 10 * time.Millisecond}, r, m)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
+	n.Stop()
+	testenv.Eventually(t, func() error { return testenv.Want("NATS connected", testutil.ToFloat64(m.NATSConnected), 0.0) })
+	if v := testutil.ToFloat64(m.FeedStale); v != 0 {
+		t.Fatalf("authproxy_invalidation_feed_stale %v with NATS down, want 0", v)
+	}
+	if !r.BoundedStaleness() {
+		t.Fatal("not in bounded staleness with NATS down")
+	}
+	// Back, and still no heartbeat: stale again.
+	n.Start()
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
+}

@@ -424,6 +424,11 @@ func (s *Subscriber) subscribed(nc *nats.Conn) bool {
 // counts from the last moment the feed was known to deliver, up to
 // DeadAfter(PingInterval) before now (a link that died silently is noticed
 // only by its unanswered pings).
+//
+// A feed stale for want of heartbeats stays in the bounded staleness it was
+// put in (counted from the last heartbeat), but is no longer
+// reported as stale: authproxy_invalidation_feed_stale says that the relays
+// are silent although NATS is up.
 func (s *Subscriber) disconnected() {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
@@ -431,6 +436,10 @@ func (s *Subscriber) disconnected() {
 	s.m.NATSConnected.Set(0)
 	s.live.Store(false)
 	s.reported.Store(false)
+	if s.hbStale {
+		s.hbStale = false
+		s.m.FeedStale.Set(0)
+	}
 }
 
 func (s *Subscriber) handle(msg *nats.Msg) {
