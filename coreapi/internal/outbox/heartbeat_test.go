@@ -60,6 +60,49 @@ func TestBeatWritesOneHeartbeatPerInterval(t *testing.T) {
 	}
 }
 
+// TestBeatDueAtTheNextTick: a relay looks every interval, and the row it
+// wrote at one tick is due at the next even when that tick's statement
+// starts a little sooner after the write than the interval (the write was
+// held up by a drain, the database answered faster): it is due once three
+// quarters of the interval have passed. Due only at the full interval, it
+// was written at every other tick about half the time, one relay's
+// heartbeats coming two intervals apart (12 in 4 s at 200 ms).
+func TestBeatDueAtTheNextTick(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{Heartbeat: time.Minute})
+	ctx := context.Background()
+	setAge := func(d time.Duration) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, `UPDATE outbox SET created_at = now() - make_interval(secs => $1) WHERE subject = $2`,
+			d.Seconds(), invalidation.SubjectHeartbeat); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		age  time.Duration
+		want bool
+	}{{0, false}, {30 * time.Second, false}, {44 * time.Second, false}, {46 * time.Second, true}, {59 * time.Second, true}} {
+		if _, err := db.Pool.Exec(ctx, `DELETE FROM outbox`); err != nil {
+			t.Fatal(err)
+		}
+		if wrote, err := r.Beat(ctx); err != nil || !wrote {
+			t.Fatalf("first heartbeat: %v, %v", wrote, err)
+		}
+		if err := r.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		setAge(c.age)
+		wrote, err := r.Beat(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wrote != c.want {
+			t.Fatalf("newest published %s ago, interval 1m: wrote %v, want %v", c.age, wrote, c.want)
+		}
+	}
+}
+
 // TestRelayPublishesHeartbeats: a running relay with a heartbeat interval
 // writes heartbeat rows and publishes them on auth.outbox.heartbeat, with
 // the row's creation time and its id; without one it writes none.

@@ -353,13 +353,18 @@ func body(p pending) []byte {
 }
 
 // Beat writes a heartbeat row (subject auth.outbox.heartbeat) when the
-// newest one is older than Heartbeat and already published, or there is
-// none, and reports whether it wrote one. Every replica's relay looks, so
-// the fleet's proxies get about one heartbeat per interval whatever the
-// number of replicas (two replicas that look at the same moment may both
-// write one: harmless), and never more than one waits unpublished: while
-// no relay can publish, the rows do not pile up into a burst for when one
-// can again. A proxy that hears none for NATS_HEARTBEAT_TIMEOUT trusts its
+// newest one is older than three quarters of Heartbeat and already
+// published, or there is none, and reports whether it wrote one. Every
+// replica's relay looks every Heartbeat, so the fleet's proxies get one
+// heartbeat every three quarters of an interval to one interval whatever
+// the number of replicas (two replicas that look at the same moment may
+// both write one: harmless); the quarter's slack lets the relay that wrote
+// the last one write the next at its next look, however much sooner than
+// a full interval after the write that look's statement starts (a full
+// interval, and one relay wrote at every other look about half the time).
+// While no relay can publish, at most one row per replica waits
+// unpublished: the rows do not pile up into a burst for when one can
+// again. A proxy that hears none for NATS_HEARTBEAT_TIMEOUT trusts its
 // caches only for MAX_STALENESS: the relays are not publishing, although
 // NATS may be up for the proxy.
 func (r *Relay) Beat(ctx context.Context) (bool, error) {
@@ -371,7 +376,7 @@ SELECT '` + invalidation.SubjectHeartbeat + `'
 WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND published_at IS NOT NULL
                 FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
                 ORDER BY created_at DESC LIMIT 1), true)`
-	tag, err := r.pool.Exec(ctx, q, r.o.Heartbeat.Seconds())
+	tag, err := r.pool.Exec(ctx, q, 0.75*r.o.Heartbeat.Seconds())
 	if err != nil {
 		return false, fmt.Errorf("outbox heartbeat: %w", err)
 	}
