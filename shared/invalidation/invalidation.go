@@ -53,6 +53,10 @@ const (
 	ReasonAPIKeyRevoked       = "api_key.revoked"
 	// ReasonKeysChanged is the reason published on SubjectKeysChanged.
 	ReasonKeysChanged = "keys.changed"
+	// ReasonDatabaseUnreachable is the reason of a heartbeat a relay
+	// publishes straight to NATS while coreapi's database is unreachable
+	// (SubjectHeartbeat).
+	ReasonDatabaseUnreachable = "heartbeat.database_unreachable"
 )
 
 // ReasonMemberStatus is the reason of a membership's status change

@@ -21,7 +21,7 @@
 //
 // A live connection is not enough: coreapi's relays may be unable to
 // publish (their NATS credentials refused, their link to another node of
-// the cluster cut, their database gone) while the proxy hears nothing and
+// the cluster cut, their statements refused) while the proxy hears nothing and
 // suspects nothing. The relays publish a heartbeat row through the outbox
 // (auth.outbox.heartbeat, every OUTBOX_HEARTBEAT_INTERVAL), behind the
 // invalidations committed before it; with HeartbeatTimeout set, a live

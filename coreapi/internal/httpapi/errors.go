@@ -1,19 +1,16 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
@@ -40,7 +37,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 	if errors.As(err, &p) {
 		return p
 	}
-	if dbUnavailable(err) {
+	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):
 		// tell clients and the proxy to come back, rather than a 500.
 		s.log.WarnContext(c.UserContext(), "database unavailable", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
@@ -73,26 +70,6 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 	}
 	s.log.ErrorContext(c.UserContext(), "request failed", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
 	return problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
-}
-
-// dbUnavailable reports whether err means PostgreSQL could not be reached
-// or went away (as opposed to a query that failed): connection refused or
-// reset, an administrator or crash shutdown (57P01-57P03), a connection
-// exception (class 08), or a pool acquire that timed out.
-func dbUnavailable(err error) bool {
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return true
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
-	}
-	var ne *net.OpError
-	if errors.As(err, &ne) {
-		return true
-	}
-	return pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // NeedRecentSignIn is the RFC 9470 refusal of an act that needs the

@@ -3,12 +3,20 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -146,4 +154,135 @@ func TestRelayPublishesHeartbeats(t *testing.T) {
 			t.Fatalf("%d heartbeats in %s, want 3", i, wait)
 		}
 	}
+}
+
+// cutter forwards TCP connections to target until Cut, which closes every
+// connection and the listener: a database that went away (a failover).
+type cutter struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newCutter(t *testing.T, target string) *cutter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln, target: target}
+	t.Cleanup(c.Cut)
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, in, out)
+			c.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return c
+}
+
+func (c *cutter) Cut() {
+	c.ln.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
+}
+
+// poolThrough is a pool on db's database whose connections go through c.
+func poolThrough(t *testing.T, db *dbtest.DB, c *cutter) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(c.ln.Addr().String())
+	p, _ := strconv.Atoi(port)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
+	cfg.ConnConfig.ConnectTimeout = time.Second
+	cfg.ConnConfig.Fallbacks = nil
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// heartbeats collects what arrives on auth.outbox.heartbeat: the outbox's
+// rows (with their id) and the relays' direct ones (without).
+func heartbeats(t *testing.T, url string) (rows, direct func() int) {
+	t.Helper()
+	var mu sync.Mutex
+	var nRows, nDirect int
+	nc := connect(t, url)
+	if _, err := nc.Subscribe(invalidation.SubjectHeartbeat, func(m *nats.Msg) {
+		var ev invalidation.Event
+		_ = json.Unmarshal(m.Data, &ev)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case m.Header.Get(MsgIDHeader) != "":
+			nRows++
+		case ev.Reason == invalidation.ReasonDatabaseUnreachable && ev.At > 0:
+			nDirect++
+		default:
+			t.Errorf("a heartbeat neither from the outbox nor a direct one: %s", m.Data)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	read := func(n *int) func() int {
+		return func() int { mu.Lock(); defer mu.Unlock(); return *n }
+	}
+	return read(&nRows), read(&nDirect)
+}
+
+// TestHeartbeatWhileTheDatabaseIsAway: a relay that had published every
+// row it could see when the database went away keeps the proxies'
+// heartbeat coming straight through NATS (nothing commits meanwhile), so
+// a failover does not make every proxy distrust its caches; a relay that
+// never reached the database (it was not keeping up) stays silent.
+func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	rows, direct := heartbeats(t, ns.ClientURL())
+	host := strings.TrimPrefix(db.URL, "postgres://")
+	host = host[strings.Index(host, "@")+1:]
+	host = host[:strings.IndexAny(host, "/?")]
+
+	down := newCutter(t, host)
+	down.Cut()
+	startRelay(t, poolThrough(t, db, down), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	time.Sleep(time.Second)
+	if r, d := rows(), direct(); r != 0 || d != 0 {
+		t.Fatalf("a relay that never reached the database: %d outbox and %d direct heartbeats, want none", r, d)
+	}
+
+	c := newCutter(t, host)
+	startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
+	c.Cut()
+	before := direct()
+	eventually.Within(t, wait, func() error {
+		return want(direct() >= before+3, "%d direct heartbeats since the database went away, want 3", direct()-before)
+	})
 }

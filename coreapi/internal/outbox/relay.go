@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -29,6 +31,10 @@ const MsgIDHeader = "Nats-Msg-Id"
 // ErrNATSDown means the relay's NATS connection is not connected; rows stay
 // pending and are retried.
 var ErrNATSDown = errors.New("nats not connected")
+
+// errPublish marks a batch that failed on NATS's side (a publish, its
+// flush, a refusal), not the database's.
+var errPublish = errors.New("publish")
 
 // RelayOptions tune a Relay; zero values take the defaults.
 type RelayOptions struct {
@@ -132,8 +138,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		beat = t.C
 	}
 	failing, beatFailing := false, false
+	var w dbWatch
 	for {
 		err := r.Drain(ctx)
+		w.drained(err)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			r.failures.Add(1)
@@ -154,6 +162,12 @@ func (r *Relay) Run(ctx context.Context) error {
 			// The row's trigger wakes the relays (this one too): it is
 			// published by the next drain.
 			_, err := r.Beat(ctx)
+			if err != nil && ctx.Err() == nil {
+				w.drained(err) // the database's failure, seen before the next drain's
+				if w.lost {
+					r.beatDirect(&w)
+				}
+			}
 			switch {
 			case err != nil && ctx.Err() == nil && !beatFailing:
 				r.log.Warn("outbox heartbeat not written", "err", err)
@@ -294,7 +308,7 @@ FOR UPDATE SKIP LOCKED`
 			msg := &nats.Msg{Subject: subject, Data: body(p), Header: nats.Header{}}
 			msg.Header.Set(MsgIDHeader, strconv.FormatInt(p.ID, 10))
 			if err := r.nc.PublishMsg(msg); err != nil {
-				return fmt.Errorf("publish %s: %w", subject, err)
+				return fmt.Errorf("%w %s: %w", errPublish, subject, err)
 			}
 		}
 		// Core NATS has no per-message ack; a flush round trip proves the
@@ -309,10 +323,10 @@ FOR UPDATE SKIP LOCKED`
 					r.log.Warn("outbox relay reconnect", "err", rerr)
 				}
 			}
-			return fmt.Errorf("flush nats: %w", err)
+			return fmt.Errorf("%w: flush nats: %w", errPublish, err)
 		}
 		if err := r.nc.LastError(); err != lastErr && errors.Is(err, nats.ErrPermissionViolation) {
-			return fmt.Errorf("publish refused: %w", err)
+			return fmt.Errorf("%w refused: %w", errPublish, err)
 		}
 		if _, err := tx.Exec(ctx, qMark, ids); err != nil {
 			return fmt.Errorf("mark published: %w", err)
@@ -381,6 +395,59 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
 		return false, fmt.Errorf("outbox heartbeat: %w", err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// dbWatch follows the drains of one relay, to tell a database that went
+// away under a relay that was keeping up from every other failure.
+type dbWatch struct {
+	// clear: the last drain published every row it could see. lost: the
+	// database became unreachable while clear, and has stayed so.
+	clear, lost, told bool
+}
+
+func (w *dbWatch) drained(err error) {
+	switch {
+	case err == nil:
+		w.clear, w.lost, w.told = true, false, false
+	case errors.Is(err, ErrNATSDown) || errors.Is(err, errPublish) || !unreachable(err):
+		w.clear, w.lost = false, false
+	default:
+		w.lost = w.lost || w.clear
+		w.clear = false
+	}
+}
+
+// unreachable reports whether err, from the database, means it could not
+// be reached (a connection refused, broken or timed out) rather than a
+// statement that failed.
+func unreachable(err error) bool {
+	return sqldb.Unavailable(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// beatDirect publishes a heartbeat straight to NATS, not through the
+// outbox, while the database is unreachable after a drain that published
+// every row it could see: nothing commits while it is away, and what
+// committed before went out but for the rows of the last moment (the
+// drains follow every commit's notification), so the proxies may keep
+// trusting their caches. Without it, every database outage longer than
+// the proxies' NATS_HEARTBEAT_TIMEOUT + MAX_STALENESS (a failover) would
+// have them refuse every request whose projection they must refetch. A
+// relay that was not keeping up, or whose failure is not the database's
+// reachability (a refused statement, a lock), publishes none: its
+// silence is what the proxies must hear.
+func (r *Relay) beatDirect(w *dbWatch) {
+	if !r.nc.IsConnected() {
+		return
+	}
+	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Reason: invalidation.ReasonDatabaseUnreachable})
+	if err := r.nc.Publish(invalidation.SubjectHeartbeat, b); err != nil {
+		r.log.Warn("outbox heartbeat not published", "err", err)
+		return
+	}
+	if !w.told {
+		r.log.Warn("database unreachable after the outbox was drained: heartbeats go straight to NATS until it is back")
+		w.told = true
+	}
 }
 
 // Prune deletes rows published more than Retain ago.

@@ -3,10 +3,34 @@ package sqldb
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// Unavailable reports whether err means the database could not be reached
+// or is not accepting work (a failover, a restart, a network outage), as
+// opposed to a statement that failed: a connection that could not be made
+// or broke (the driver closed it: the server went away under it),
+// connection-class and shutdown SQLSTATEs, timeouts.
+func Unavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || errors.Is(err, pgconn.ErrConnClosed) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) {
+		return true
+	}
+	return pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded)
+}
 
 // DB is what a store method needs for its statements: a pool or a
 // transaction (both satisfy it), so that the caller decides whether the

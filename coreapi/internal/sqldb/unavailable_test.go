@@ -1,4 +1,4 @@
-package httpapi
+package sqldb
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/refused"
 )
 
-func TestDBUnavailable(t *testing.T) {
+func TestUnavailable(t *testing.T) {
 	// A real connection error: nothing listens on this port.
 	addr := refused.Addr(t)
 	_, connErr := pgx.Connect(context.Background(), "postgres://postgres@"+addr+"/postgres?connect_timeout=2")
@@ -30,6 +30,7 @@ func TestDBUnavailable(t *testing.T) {
 		{"admin shutdown", fmt.Errorf("q: %w", &pgconn.PgError{Code: "57P01"}), true},
 		{"connection exception", &pgconn.PgError{Code: "08006"}, true},
 		{"reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, true},
+		{"closed under a query", fmt.Errorf("claim: %w", pgconn.ErrConnClosed), true},
 		{"deadline", fmt.Errorf("acquire: %w", context.DeadlineExceeded), true},
 		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"syntax error", &pgconn.PgError{Code: "42601"}, false},
@@ -38,8 +39,8 @@ func TestDBUnavailable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := dbUnavailable(tt.err); got != tt.want {
-				t.Fatalf("dbUnavailable(%v) = %v, want %v", tt.err, got, tt.want)
+			if got := Unavailable(tt.err); got != tt.want {
+				t.Fatalf("Unavailable(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}
