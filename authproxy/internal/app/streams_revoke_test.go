@@ -328,9 +328,22 @@ func TestStreamsClosedOnRevocation(t *testing.T) {
 	}
 }
 
+// refusedStreams is the count of streams refused by the cap reason.
+func refusedStreams(t *testing.T, e *env, reason string) float64 {
+	t.Helper()
+	return metricCount(t, e, `authproxy_streams_refused_total{reason="`+reason+`"}`)
+}
+
 func TestStreamLimits(t *testing.T) {
 	t.Run("per user: 429", func(t *testing.T) {
 		e, _ := startStreams(t, map[string]string{"STREAM_MAX_PER_USER": "1"})
+		// Every cap's refusals are exported before the first one, so
+		// that an alert on their increase sees it.
+		for _, r := range []string{"proxy_limit", "user_limit"} {
+			if n := refusedStreams(t, e, r); n != 0 {
+				t.Fatalf("refused %s before any refusal = %v, want 0", r, n)
+			}
+		}
 		c, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -338,6 +351,9 @@ func TestStreamLimits(t *testing.T) {
 		_, resp, err := e.dialWS("/notes/ws", bearer(e.token(nil)))
 		if err == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
 			t.Fatalf("second stream = %v, %v; want 429", err, resp)
+		}
+		if n := refusedStreams(t, e, "user_limit"); n != 1 {
+			t.Fatalf("refused user_limit = %v, want 1", n)
 		}
 		// Freed when the first goes.
 		c.Close()
@@ -355,6 +371,9 @@ func TestStreamLimits(t *testing.T) {
 		r := e.do("GET", "/notes/ws", e.token(nil), map[string]string{"Connection": "Upgrade", "Upgrade": "websocket",
 			"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
 		e.wantProblem(r, 503, problem.CodeUnavailable)
+		if n := refusedStreams(t, e, "proxy_limit"); n != 1 {
+			t.Fatalf("refused proxy_limit = %v, want 1", n)
+		}
 		// Plain requests are not streams: never capped.
 		e.wantStatus(e.do("GET", "/notes", e.token(nil), nil), 200)
 	})

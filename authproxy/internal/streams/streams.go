@@ -745,6 +745,11 @@ func newMetrics(reg prometheus.Registerer) *metricSet {
 			Name: "authproxy_streams_bytes_total", Help: "Bytes relayed on long-lived connections, by direction.",
 		}, []string{"direction"}),
 	}
+	// Each cap's refusals are exported at zero, so that an alert on
+	// their increase sees the first one.
+	for _, r := range []string{"proxy_limit", "user_limit"} {
+		s.refused.WithLabelValues(r)
+	}
 	s.down = s.bytes.WithLabelValues("to_client")
 	s.upBytes = s.bytes.WithLabelValues("to_upstream")
 	if reg != nil {
