@@ -3,9 +3,9 @@
 // (server-sent events) of routes with a stream_timeout, flushed as they
 // arrive. It keeps an index of the open ones by user, session and tenant so
 // that an invalidation (or a local logout) re-evaluates them and closes
-// those no longer allowed, enforces the per-proxy and per-user caps, closes
-// a connection when its access token expires, and ends them all on
-// shutdown.
+// those no longer allowed, enforces the per-proxy and per-user caps and,
+// on anonymous streams, the per-client-address one, closes a connection
+// when its access token expires, and ends them all on shutdown.
 package streams
 
 import (
@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,9 @@ var (
 	ErrProxyLimit = errors.New("streams: proxy stream limit reached")
 	// ErrUserLimit: the user holds MaxPerUser streams here (429).
 	ErrUserLimit = errors.New("streams: per-user stream limit reached")
+	// ErrIPLimit: the client's address holds MaxPerIP anonymous streams
+	// here (429).
+	ErrIPLimit = errors.New("streams: per-address stream limit reached")
 	// ErrDraining: the proxy is shutting down (503).
 	ErrDraining = errors.New("streams: shutting down")
 	// ErrDial: the upstream could not be reached (503).
@@ -77,6 +81,7 @@ type Projections interface {
 type Options struct {
 	MaxConns    int           // per proxy; 0: no limit
 	MaxPerUser  int           // per user on this proxy; 0: no limit
+	MaxPerIP    int           // anonymous ones per client address (clientKey) on this proxy; 0: no limit
 	BufferBytes int           // per direction and connection
 	DialTimeout time.Duration // upstream connect
 	// HandshakeTimeout bounds the upstream's answer to the upgrade or the
@@ -112,6 +117,7 @@ type Manager struct {
 	mu    sync.Mutex
 	all   map[*Conn]struct{}
 	users map[string]map[*Conn]struct{}
+	ips   map[string]map[*Conn]struct{} // anonymous streams, by clientKey
 	tens  map[string]map[*Conn]struct{}
 	sess  map[string]map[*Conn]struct{}
 	drain atomic.Bool
@@ -149,7 +155,7 @@ func New(o Options, proj Projections, log *slog.Logger, reg prometheus.Registere
 		o.Now = time.Now
 	}
 	m := &Manager{o: o, log: log, proj: proj, m: newMetrics(reg), all: map[*Conn]struct{}{},
-		users: map[string]map[*Conn]struct{}{}, tens: map[string]map[*Conn]struct{}{}, sess: map[string]map[*Conn]struct{}{},
+		users: map[string]map[*Conn]struct{}{}, ips: map[string]map[*Conn]struct{}{}, tens: map[string]map[*Conn]struct{}{}, sess: map[string]map[*Conn]struct{}{},
 		done: make(chan struct{})}
 	m.pool.New = func() any { b := make([]byte, o.BufferBytes); return &b }
 	return m
@@ -168,6 +174,7 @@ type Conn struct {
 	kind     string // "websocket" | "sse"
 	route    string
 	claims   *tokens.Claims // nil: anonymous
+	client   string         // an anonymous stream's key in the per-address index (clientKey)
 	rt       atomic.Pointer[rules.Route]
 	path     string // normalized, for rerouting after a reload
 	method   string
@@ -222,19 +229,43 @@ func (m *Manager) reserve(kind, route string, cl *tokens.Claims, rt *rules.Route
 
 // origin is where a stream was opened: its request's normalized path and
 // method, the upstream it goes to and the table that routed it, which a
-// rules reload reads (Reroute); and its request's trace id, which its log
+// rules reload reads (Reroute); its request's trace id, which its log
 // lines carry (set before the stream is registered: a recheck may log at
-// once).
+// once); and the client it came from (clientKey), which an anonymous
+// stream counts against MaxPerIP under.
 type origin struct {
 	path, method, addr string
 	tls                bool
 	traceID            string
 	table              *rules.Table
+	client             string
 }
 
 // originOf is r's origin.
 func originOf(r *Request) origin {
-	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil, traceID: r.TraceID, table: r.Table}
+	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil, traceID: r.TraceID, table: r.Table,
+		client: clientKey(r.ClientIP)}
+}
+
+// clientKey is what an anonymous stream from the client address ip
+// counts under: an IPv4 address as it is, an IPv6 address by its /64 (a
+// host is commonly given a whole /64, and counting each of its addresses
+// would give it 2^64 budgets; the proxy's API key limits and coreapi's
+// count the same way). Text that is no address ("unknown", "") is a key
+// of its own.
+func clientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if a = a.Unmap(); a.Is4() {
+		return a.String()
+	}
+	p, err := a.WithZone("").Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }
 
 func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string, at origin) (*Conn, error) {
@@ -246,6 +277,9 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 	}
 	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: at.path, method: at.method,
 		addr: at.addr, tls: at.tls, traceID: at.traceID, opened: m.o.Now().Unix(), closed: make(chan struct{})}
+	if cl == nil {
+		c.client = at.client
+	}
 	c.rt.Store(rt)
 	m.mu.Lock()
 	switch {
@@ -260,6 +294,10 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		m.mu.Unlock()
 		m.m.refused.WithLabelValues("user_limit").Inc()
 		return nil, ErrUserLimit
+	case cl == nil && m.o.MaxPerIP > 0 && len(m.ips[c.client]) >= m.o.MaxPerIP:
+		m.mu.Unlock()
+		m.m.refused.WithLabelValues("ip_limit").Inc()
+		return nil, ErrIPLimit
 	}
 	m.all[c] = struct{}{}
 	if cl != nil {
@@ -268,6 +306,8 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		if cl.Sid != "" {
 			add(m.sess, cl.Sid, c)
 		}
+	} else {
+		add(m.ips, c.client, c)
 	}
 	m.m.open.WithLabelValues(kind, route).Inc()
 	m.mu.Unlock()
@@ -345,6 +385,8 @@ func (m *Manager) release(c *Conn, reason string) {
 		if cl.Sid != "" {
 			del(m.sess, cl.Sid, c)
 		}
+	} else {
+		del(m.ips, c.client, c)
 	}
 	last := len(m.all) == 0 && m.drain.Load()
 	m.mu.Unlock()
@@ -747,7 +789,7 @@ func newMetrics(reg prometheus.Registerer) *metricSet {
 	}
 	// Each cap's refusals are exported at zero, so that an alert on
 	// their increase sees the first one.
-	for _, r := range []string{"proxy_limit", "user_limit"} {
+	for _, r := range []string{"proxy_limit", "user_limit", "ip_limit"} {
 		s.refused.WithLabelValues(r)
 	}
 	s.down = s.bytes.WithLabelValues("to_client")

@@ -3,6 +3,7 @@ package streams
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 )
@@ -146,5 +148,118 @@ func TestHijackNeverRun(t *testing.T) {
 	time.Sleep(60 * time.Millisecond)
 	if m.Open() != 1 {
 		t.Fatalf("open = %d, want the started stream kept", m.Open())
+	}
+}
+
+// Anonymous streams count against MaxPerIP under their client's address
+// (an IPv6 client by its /64); streams with a principal do not (they have
+// MaxPerUser), and a released stream frees its slot.
+func TestPerIPCap(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(Options{MaxPerIP: 2}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	rt := &rules.Route{Prefix: "/x"}
+	from := func(ip string) origin { return originOf(&Request{ClientIP: ip, Path: "/x", Method: "GET"}) }
+	a1, err := m.reserveAt("websocket", "/x", nil, rt, "r1", from("192.0.2.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r2", from("192.0.2.1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r3", from("192.0.2.1")); !errors.Is(err, ErrIPLimit) {
+		t.Fatalf("third anonymous stream of 192.0.2.1: %v, want ErrIPLimit", err)
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r4", from("192.0.2.2")); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	// A principal's streams from the same address are not counted.
+	for i := range 3 {
+		cl := &tokens.Claims{Sub: fmt.Sprintf("u%d", i), Tid: "t"}
+		if _, err := m.reserveAt("sse", "/x", cl, rt, "r5", from("192.0.2.1")); err != nil {
+			t.Fatalf("authenticated stream %d from a full address: %v", i, err)
+		}
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r6", from("192.0.2.1")); !errors.Is(err, ErrIPLimit) {
+		t.Fatalf("anonymous after authenticated ones: %v, want ErrIPLimit", err)
+	}
+	m.release(a1, ReasonClient)
+	m.release(a1, ReasonClient) // twice: no effect
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r7", from("192.0.2.1")); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r8", from("192.0.2.1")); !errors.Is(err, ErrIPLimit) {
+		t.Fatalf("the freed slot taken twice: %v", err)
+	}
+	// An IPv6 client counts by its /64: another address of it shares the
+	// budget, another /64 has its own.
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r9", from("2001:db8:1:2::1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r10", from("2001:db8:1:2:ffff::7")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r11", from("2001:db8:1:2:abcd::9")); !errors.Is(err, ErrIPLimit) {
+		t.Fatalf("third stream of one /64: %v, want ErrIPLimit", err)
+	}
+	if _, err := m.reserveAt("sse", "/x", nil, rt, "r12", from("2001:db8:1:3::1")); err != nil {
+		t.Fatalf("another /64: %v", err)
+	}
+	if n := testutil.ToFloat64(m.m.refused.WithLabelValues("ip_limit")); n != 4 {
+		t.Fatalf("refused ip_limit = %v, want 4", n)
+	}
+	// 192.0.2.1: 2 anonymous and 3 authenticated; 192.0.2.2: 1; the
+	// first /64: 2, the second: 1.
+	if m.Open() != 9 || len(m.snapshot(m.ips, "192.0.2.1")) != 2 || len(m.snapshot(m.ips, "2001:db8:1:2::/64")) != 2 {
+		t.Fatalf("open = %d, 192.0.2.1 holds %d", m.Open(), len(m.snapshot(m.ips, "192.0.2.1")))
+	}
+
+	// 0: no cap.
+	m = New(Options{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	for i := range 50 {
+		if _, err := m.reserveAt("sse", "/x", nil, rt, "r", from("192.0.2.1")); err != nil {
+			t.Fatalf("stream %d without a cap: %v", i, err)
+		}
+	}
+}
+
+// The refusals of every cap are exported at zero before the first one.
+func TestRefusedExportedAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	New(Options{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	got := map[string]bool{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "authproxy_streams_refused_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			if mt.GetCounter().GetValue() == 0 {
+				got[mt.GetLabel()[0].GetValue()] = true
+			}
+		}
+	}
+	for _, r := range []string{"proxy_limit", "user_limit", "ip_limit"} {
+		if !got[r] {
+			t.Errorf("authproxy_streams_refused_total{reason=%q} not exported at zero", r)
+		}
+	}
+}
+
+func TestClientKey(t *testing.T) {
+	for ip, want := range map[string]string{
+		"192.0.2.1":            "192.0.2.1",
+		"::ffff:192.0.2.1":     "192.0.2.1",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
+		"2001:db8:1:2::1%eth0": "2001:db8:1:2::/64",
+		"::1":                  "::/64",
+		"unknown":              "unknown",
+		"":                     "",
+	} {
+		if got := clientKey(ip); got != want {
+			t.Errorf("clientKey(%q) = %q, want %q", ip, got, want)
+		}
 	}
 }

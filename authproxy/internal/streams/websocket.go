@@ -34,6 +34,11 @@ type Request struct {
 	RequestID string
 	// TraceID is the request's trace id ("" untraced), for the logs.
 	TraceID string
+	// ClientIP is the client's address as the proxy resolved it (the
+	// peer's, or from a trusted proxy its X-Forwarded-For client: the
+	// address signed as X-Auth-Client-Ip). An anonymous stream counts
+	// against Options.MaxPerIP under it.
+	ClientIP string
 	// Path (normalized) and Method route the stream again after a rules
 	// reload; Table is the route table that routed the request (nil: the
 	// stream is not routed again as it registers).
