@@ -161,7 +161,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 		a.Verifier.Close()
 		return nil, err
 	}
-	a.Streams = streams.New(streams.Options{MaxConns: cfg.StreamMaxConns, MaxPerUser: cfg.StreamMaxPerUser,
+	a.Streams = streams.New(streams.Options{MaxConns: cfg.StreamMaxConns, MaxPerUser: cfg.StreamMaxPerUser, MaxPerIP: cfg.StreamMaxPerIP,
 		BufferBytes: cfg.StreamBufferBytes, DialTimeout: cfg.UpstreamMaxConnWait, HandshakeTimeout: cfg.UpstreamTimeout,
 		WriteTimeout: cfg.WriteTimeout, DownRecheck: max(cfg.MaxStaleness, time.Second), Now: h.Now,
 		// Read only once requests are served (a.Server is set below).

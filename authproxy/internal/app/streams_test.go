@@ -155,7 +155,7 @@ func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-	case r.URL.Path == "/notes/events":
+	case r.URL.Path == "/notes/events" || r.URL.Path == "/notes/open-events":
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
 		w.(http.Flusher).Flush()

@@ -105,6 +105,7 @@ type Config struct {
 	// Long-lived connections (WebSockets, stream routes).
 	StreamMaxConns    int
 	StreamMaxPerUser  int
+	StreamMaxPerIP    int
 	StreamBufferBytes int
 	StreamDrain       time.Duration
 
@@ -173,6 +174,7 @@ var Vars = append(envconfig.Table{
 	{Name: "PROXY_PPROF", Default: "false", Help: "serve /debug/pprof/ on the admin port"},
 	{Name: "STREAM_MAX_CONNS", Default: "10000", Help: "open WebSockets and streamed responses per proxy (503 beyond); 0 no cap"},
 	{Name: "STREAM_MAX_PER_USER", Default: "100", Help: "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},
+	{Name: "STREAM_MAX_PER_IP", Default: "100", Help: "open anonymous WebSockets and streamed responses per client IP (an IPv6 client by its /64) on one proxy (429 beyond); 0 no cap"},
 	{Name: "STREAM_BUFFER_BYTES", Default: "8192", Help: "relay buffer per direction of a long-lived connection"},
 	{Name: "STREAM_DRAIN_TIMEOUT", Default: "5s", Help: "on SIGTERM, how long open streams get to end after their close frame"},
 }, tracing.Vars("authproxy")...)
@@ -349,6 +351,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.Pprof = p.Bool("PROXY_PPROF")
 	c.StreamMaxConns = p.Int("STREAM_MAX_CONNS", 0, 0, 0)
 	c.StreamMaxPerUser = p.Int("STREAM_MAX_PER_USER", 0, 0, 0)
+	c.StreamMaxPerIP = p.Int("STREAM_MAX_PER_IP", 0, 0, 0)
 	c.StreamBufferBytes = p.Int("STREAM_BUFFER_BYTES", 1024, 0, 0)
 	c.StreamDrain = p.Duration("STREAM_DRAIN_TIMEOUT", time.Millisecond, 0)
 	var err error

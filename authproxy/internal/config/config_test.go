@@ -44,6 +44,27 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// STREAM_MAX_PER_IP: 100 unless set, 0 turns the cap off, and a negative
+// or malformed value stops the start.
+func TestStreamMaxPerIP(t *testing.T) {
+	for v, want := range map[string]int{"": 100, "0": 0, "7": 7} {
+		vars := map[string]string{"IDENTITY_HMAC_KEY": key}
+		if v != "" {
+			vars["STREAM_MAX_PER_IP"] = v
+		}
+		c, err := Load(env(vars))
+		if err != nil || c.StreamMaxPerIP != want {
+			t.Errorf("STREAM_MAX_PER_IP=%q: %d, %v; want %d", v, c.StreamMaxPerIP, err, want)
+		}
+	}
+	for _, v := range []string{"-1", "many", "1.5"} {
+		_, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "STREAM_MAX_PER_IP": v}))
+		if err == nil || !strings.Contains(err.Error(), "STREAM_MAX_PER_IP") {
+			t.Errorf("STREAM_MAX_PER_IP=%q: %v, want refused", v, err)
+		}
+	}
+}
+
 func TestAllProblemsReported(t *testing.T) {
 	_, err := Load(env(map[string]string{
 		"PROXY_LISTEN_ADDR":   "nonsense",

@@ -18,6 +18,7 @@ var (
 		detail: "a WebSocket upgrade is a GET without a body"}
 	errStreamsProxy = &httpError{status: 503, code: problem.CodeUnavailable, detail: "too many open streams on this proxy", retryAfter: true}
 	errStreamsUser  = &httpError{status: 429, code: problem.CodeTooManyRequests, detail: "too many open streams for this user", retryAfter: true}
+	errStreamsIP    = &httpError{status: 429, code: problem.CodeTooManyRequests, detail: "too many open streams from this address", retryAfter: true}
 )
 
 // upgradeHygiene runs before the headers are sanitized (which removes
@@ -59,8 +60,11 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 	if s.d.Streams == nil {
 		return unavailable("streams not enabled")
 	}
+	// st.ip: the client address forward resolved (and signed), the
+	// X-Forwarded-For client of a trusted peer.
 	r := streams.Request{Ctx: c.Context(), Addr: hc.Addr, Route: route, Claims: cl, RequestID: string(st.reqID),
-		Path: string(st.path), Method: string(c.Request().Header.Method()), Timeout: hc.ReadTimeout, Table: rt.Table}
+		Path: string(st.path), Method: string(c.Request().Header.Method()), Timeout: hc.ReadTimeout, Table: rt.Table,
+		ClientIP: string(st.ip)}
 	if hc.IsTLS {
 		r.TLS = hc.TLSConfig
 	}
@@ -91,6 +95,8 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 		return errStreamsProxy
 	case errors.Is(err, streams.ErrUserLimit):
 		return errStreamsUser
+	case errors.Is(err, streams.ErrIPLimit):
+		return errStreamsIP
 	case errors.Is(err, streams.ErrDial):
 		label := "connect"
 		if _, l := forward.Classify(err); l == "tls" {
