@@ -204,8 +204,9 @@ func (c *cutter) Cut() {
 	c.conns = nil
 }
 
-// poolThrough is a pool on db's database whose connections go through c.
-func poolThrough(t *testing.T, db *dbtest.DB, c *cutter) *pgxpool.Pool {
+// poolThrough is a pool on db's database whose connections go through c,
+// configured further by each of opts.
+func poolThrough(t *testing.T, db *dbtest.DB, c *cutter, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
@@ -216,6 +217,9 @@ func poolThrough(t *testing.T, db *dbtest.DB, c *cutter) *pgxpool.Pool {
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
 	cfg.ConnConfig.ConnectTimeout = time.Second
 	cfg.ConnConfig.Fallbacks = nil
+	for _, o := range opts {
+		o(cfg)
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -265,9 +269,7 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	rows, direct := heartbeats(t, ns.ClientURL())
-	host := strings.TrimPrefix(db.URL, "postgres://")
-	host = host[strings.Index(host, "@")+1:]
-	host = host[:strings.IndexAny(host, "/?")]
+	host := dbHost(db)
 
 	down := newCutter(t, host)
 	down.Cut()
@@ -285,4 +287,50 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	eventually.Within(t, wait, func() error {
 		return want(direct() >= before+3, "%d direct heartbeats since the database went away, want 3", direct()-before)
 	})
+}
+
+// dbHost is the host:port of db's server.
+func dbHost(db *dbtest.DB) string {
+	host := strings.TrimPrefix(db.URL, "postgres://")
+	host = host[strings.Index(host, "@")+1:]
+	return host[:strings.IndexAny(host, "/?")]
+}
+
+// TestNoDirectHeartbeatOverANotifiedRow: a row committed after the
+// relay's last drain, whose notification the relay heard but which it
+// could not publish before the database went away (its statements waited
+// for a connection), is a revocation the proxies have not applied: the
+// relay publishes no heartbeat straight to NATS, so the proxies' silence
+// bounds how long they trust their caches.
+func TestNoDirectHeartbeatOverANotifiedRow(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	rows, direct := heartbeats(t, ns.ClientURL())
+	events := collect(t, ns.ClientURL())
+
+	c := newCutter(t, dbHost(db))
+	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
+	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })
+
+	// The relay's one connection is busy: its drains wait for it.
+	held, err := pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
+	time.Sleep(300 * time.Millisecond) // the notification reaches the relay
+	c.Cut()
+	held.Release()
+
+	time.Sleep(time.Second)
+	if n := events.distinct(); n != 0 {
+		t.Fatalf("the revocation was published (%d events): the relay was not held back", n)
+	}
+	if d := direct(); d != 0 {
+		t.Fatalf("%d direct heartbeats while a revocation the relay was told of waits unpublished, want none", d)
+	}
+	if n := pendingCount(t, db.Pool); n == 0 {
+		t.Fatal("nothing pending")
+	}
 }

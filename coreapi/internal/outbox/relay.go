@@ -88,6 +88,9 @@ type Relay struct {
 
 	published atomic.Int64
 	failures  atomic.Int64
+	// notes counts the notifications listen heard (and its LISTENs, after
+	// which rows committed meanwhile may be waiting): a commit since.
+	notes atomic.Int64
 }
 
 // NewRelay returns a relay publishing through nc. The caller owns nc
@@ -140,8 +143,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	failing, beatFailing := false, false
 	var w dbWatch
 	for {
+		notes := r.notes.Load()
 		err := r.Drain(ctx)
-		w.drained(err)
+		w.drained(err, notes, r.notes.Load())
 		switch {
 		case err != nil && ctx.Err() == nil:
 			r.failures.Add(1)
@@ -163,7 +167,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			// published by the next drain.
 			_, err := r.Beat(ctx)
 			if err != nil && ctx.Err() == nil {
-				w.drained(err) // the database's failure, seen before the next drain's
+				n := r.notes.Load()
+				w.drained(err, n, n) // the database's failure, seen before the next drain's
 				if w.lost {
 					r.beatDirect(&w)
 				}
@@ -231,11 +236,13 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	r.notes.Add(1)
 	r.Wake() // rows committed while we were not listening
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
+		r.notes.Add(1)
 		r.Wake()
 	}
 }
@@ -401,18 +408,26 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
 // away under a relay that was keeping up from every other failure.
 type dbWatch struct {
 	// clear: the last drain published every row it could see. lost: the
-	// database became unreachable while clear, and has stayed so.
+	// database became unreachable while clear, with no commit notified
+	// since that drain began, and has stayed so.
 	clear, lost, told bool
+	// mark is the relay's notes when the last drain that succeeded began.
+	mark int64
 }
 
-func (w *dbWatch) drained(err error) {
+// drained records a drain's (or a heartbeat's) outcome: err, with the
+// relay's notes when it began and when it ended. A notification heard
+// since the last successful drain began is a row that drain may not have
+// seen (one committed just before the database went away, or a full batch
+// left for the next): the relay is not clear of it, and must stay silent.
+func (w *dbWatch) drained(err error, began, ended int64) {
 	switch {
 	case err == nil:
-		w.clear, w.lost, w.told = true, false, false
+		w.clear, w.lost, w.told, w.mark = true, false, false, began
 	case errors.Is(err, ErrNATSDown) || errors.Is(err, errPublish) || !unreachable(err):
 		w.clear, w.lost = false, false
 	default:
-		w.lost = w.lost || w.clear
+		w.lost = (w.lost || w.clear) && ended == w.mark
 		w.clear = false
 	}
 }
