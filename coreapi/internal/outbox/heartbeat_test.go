@@ -280,8 +280,12 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	}
 
 	c := newCutter(t, host)
-	startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond})
 	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
+	// The heartbeat row's own notification arrives after its publication,
+	// and the relay drains once more for it: cut once that drain is done,
+	// before the next row (a notification not yet drained keeps it silent).
+	time.Sleep(40 * time.Millisecond)
 	c.Cut()
 	before := direct()
 	eventually.Within(t, wait, func() error {
@@ -332,5 +336,52 @@ func TestNoDirectHeartbeatOverANotifiedRow(t *testing.T) {
 	}
 	if n := pendingCount(t, db.Pool); n == 0 {
 		t.Fatal("nothing pending")
+	}
+}
+
+// TestNoDirectHeartbeatWhenTheServerRefusesTheRelay: a server that
+// answers the relay's connections with a refusal (its role may no longer
+// log in; likewise a password refused, too many connections, a database
+// that does not exist) is up, and other replicas may commit through it:
+// the relay publishes no heartbeat straight to NATS.
+func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	rows, direct := heartbeats(t, ns.ClientURL())
+	ctx := context.Background()
+	role := "relay_" + db.Name
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO ` + role,
+		`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ` + role,
+	} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role)
+		_, _ = db.Pool.Exec(ctx, `DROP OWNED BY `+role)
+		_, _ = db.Pool.Exec(ctx, `DROP ROLE `+role)
+	})
+
+	c := newCutter(t, dbHost(db))
+	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.ConnConfig.User = role })
+	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })
+
+	for _, q := range []string{
+		`ALTER ROLE ` + role + ` NOLOGIN`,
+		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '` + role + `'`,
+	} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := direct()
+	time.Sleep(time.Second)
+	if d := direct() - before; d != 0 {
+		t.Fatalf("%d direct heartbeats in a second while the server refuses the relay's connections, want none", d)
 	}
 }

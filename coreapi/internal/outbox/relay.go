@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
@@ -434,8 +435,17 @@ func (w *dbWatch) drained(err error, began, ended int64) {
 
 // unreachable reports whether err, from the database, means it could not
 // be reached (a connection refused, broken or timed out) rather than a
-// statement that failed.
+// statement that failed. A server that answered a connection with a
+// refusal of its own (this relay's role or password refused, too many
+// connections, no such database) is up, and other replicas may commit
+// through it: only a server starting up, shutting down or in recovery
+// (57P03), or a connection exception (class 08), counts.
 func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	if errors.As(err, &ce) && errors.As(err, &pe) {
+		return pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
+	}
 	return sqldb.Unavailable(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
