@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -156,57 +155,9 @@ func TestRelayPublishesHeartbeats(t *testing.T) {
 	}
 }
 
-// cutter forwards TCP connections to target until Cut, which closes every
-// connection and the listener: a database that went away (a failover).
-type cutter struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func newCutter(t *testing.T, target string) *cutter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cutter{ln: ln, target: target}
-	t.Cleanup(c.Cut)
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, in, out)
-			c.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-	return c
-}
-
-func (c *cutter) Cut() {
-	c.ln.Close()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.conns = nil
-}
-
 // poolThrough is a pool on db's database whose connections go through c,
 // configured further by each of opts.
-func poolThrough(t *testing.T, db *dbtest.DB, c *cutter, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
+func poolThrough(t *testing.T, db *dbtest.DB, c *link, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
@@ -271,22 +222,22 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	rows, direct := heartbeats(t, ns.ClientURL())
 	host := dbHost(db)
 
-	down := newCutter(t, host)
-	down.Cut()
+	down := newLink(t, host)
+	down.cut()
 	startRelay(t, poolThrough(t, db, down), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
 	time.Sleep(time.Second)
 	if r, d := rows(), direct(); r != 0 || d != 0 {
 		t.Fatalf("a relay that never reached the database: %d outbox and %d direct heartbeats, want none", r, d)
 	}
 
-	c := newCutter(t, host)
+	c := newLink(t, host)
 	startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond})
 	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
 	// The heartbeat row's own notification arrives after its publication,
 	// and the relay drains once more for it: cut once that drain is done,
 	// before the next row (a notification not yet drained keeps it silent).
 	time.Sleep(40 * time.Millisecond)
-	c.Cut()
+	c.cut()
 	before := direct()
 	eventually.Within(t, wait, func() error {
 		return want(direct() >= before+3, "%d direct heartbeats since the database went away, want 3", direct()-before)
@@ -312,7 +263,7 @@ func TestNoDirectHeartbeatOverANotifiedRow(t *testing.T) {
 	rows, direct := heartbeats(t, ns.ClientURL())
 	events := collect(t, ns.ClientURL())
 
-	c := newCutter(t, dbHost(db))
+	c := newLink(t, dbHost(db))
 	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
 	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
 	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })
@@ -324,7 +275,7 @@ func TestNoDirectHeartbeatOverANotifiedRow(t *testing.T) {
 	}
 	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
 	time.Sleep(300 * time.Millisecond) // the notification reaches the relay
-	c.Cut()
+	c.cut()
 	held.Release()
 
 	time.Sleep(time.Second)
@@ -365,7 +316,7 @@ func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 		_, _ = db.Pool.Exec(ctx, `DROP ROLE `+role)
 	})
 
-	c := newCutter(t, dbHost(db))
+	c := newLink(t, dbHost(db))
 	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.ConnConfig.User = role })
 	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
 	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })

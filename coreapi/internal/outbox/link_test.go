@@ -15,9 +15,11 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
-// link is a TCP relay between a client and a real NATS server whose
-// connections can go silent (a partition: nothing passes either way,
-// nothing is closed); connections made after that pass again.
+// link is a TCP relay between a client and a real server (NATS, or
+// PostgreSQL) whose connections can go silent (a partition: nothing passes
+// either way, nothing is closed; connections made after that pass again),
+// or be cut (every connection closed and new ones refused: a server that
+// went away, a failover).
 type link struct {
 	ln     net.Listener
 	target string
@@ -76,6 +78,17 @@ func (l *link) silence() {
 	defer l.mu.Unlock()
 	for _, p := range l.pairs {
 		p.silent.Store(true)
+	}
+}
+
+// cut closes the listener and every connection.
+func (l *link) cut() {
+	l.ln.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pairs {
+		p.a.Close()
+		p.b.Close()
 	}
 }
 
