@@ -373,15 +373,28 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 	if s.live.CompareAndSwap(false, true) {
 		// A heartbeat is waited for afresh: the caches are purged.
 		s.hbAt.Store(s.now().UnixNano())
-		if s.hbStale {
-			s.hbStale = false
-			s.m.FeedStale.Set(0)
-		}
-		s.t.Reconnected()
+		s.endStale()
 		s.reported.Store(true)
-		if refetch && s.keys != nil {
-			go s.keys() // a fetch over the network: not on the client's callback goroutine
-		}
+		s.purge(refetch)
+	}
+}
+
+// purge tells the caches the feed is live again (they purge: events may
+// have been missed) and, with refetch, refetches the key set (an
+// auth.keys.changed may have been missed too). linkMu is held.
+func (s *Subscriber) purge(refetch bool) {
+	s.t.Reconnected()
+	if refetch && s.keys != nil {
+		go s.keys() // a fetch over the network: not on the client's callback goroutine
+	}
+}
+
+// endStale ends the feed's staleness for want of a heartbeat, if it was
+// stale. linkMu is held.
+func (s *Subscriber) endStale() {
+	if s.hbStale {
+		s.hbStale = false
+		s.m.FeedStale.Set(0)
 	}
 }
 
@@ -436,10 +449,7 @@ func (s *Subscriber) disconnected() {
 	s.m.NATSConnected.Set(0)
 	s.live.Store(false)
 	s.reported.Store(false)
-	if s.hbStale {
-		s.hbStale = false
-		s.m.FeedStale.Set(0)
-	}
+	s.endStale()
 }
 
 func (s *Subscriber) handle(msg *nats.Msg) {
@@ -539,12 +549,8 @@ func (s *Subscriber) heartbeat(*nats.Msg) {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
 	if s.hbStale && s.live.Load() {
-		s.hbStale = false
-		s.m.FeedStale.Set(0)
-		s.t.Reconnected()
-		if s.keys != nil {
-			go s.keys() // a fetch over the network: not on the client's callback goroutine
-		}
+		s.endStale()
+		s.purge(true)
 		s.log.Info("outbox heartbeat received again; purging caches and refetching keys")
 	}
 }
