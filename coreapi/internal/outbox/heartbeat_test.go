@@ -3,6 +3,8 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/refused"
 )
 
 // TestBeatWritesOneHeartbeatPerInterval: a heartbeat row is written when
@@ -334,5 +339,50 @@ func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 	time.Sleep(time.Second)
 	if d := direct() - before; d != 0 {
 		t.Fatalf("%d direct heartbeats in a second while the server refuses the relay's connections, want none", d)
+	}
+}
+
+// TestDBWatch: the relay takes the database's unreachability for an
+// outage under a drained outbox (and publishes heartbeats straight to
+// NATS) only after a drain that succeeded, with no commit notified since
+// it began, and only while every failure since is the connection's: a
+// failure on NATS's side, a statement refused, or a notification heard
+// in between leaves it silent, and a success clears the outage.
+func TestDBWatch(t *testing.T) {
+	_, connErr := pgx.Connect(context.Background(), "postgres://postgres@"+refused.Addr(t)+"/postgres?connect_timeout=2")
+	if connErr == nil || !unreachable(connErr) {
+		t.Fatalf("a refused dial: %v, want an unreachable database", connErr)
+	}
+	closed := fmt.Errorf("claim outbox rows: %w", pgconn.ErrConnClosed)
+	type step struct {
+		err          error
+		began, ended int64
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		lost  bool
+	}{
+		{"drained, then the connection broke", []step{{nil, 1, 1}, {closed, 1, 1}}, true},
+		{"drained, then the dial refused", []step{{nil, 1, 1}, {connErr, 1, 1}, {connErr, 1, 1}}, true},
+		{"never drained", []step{{connErr, 0, 0}}, false},
+		{"a commit notified since the drain began", []step{{nil, 1, 1}, {closed, 1, 2}}, false},
+		{"a commit notified during the drain that succeeded", []step{{nil, 1, 2}, {closed, 2, 2}}, false},
+		{"NATS down before the database went", []step{{nil, 1, 1}, {ErrNATSDown, 1, 1}, {connErr, 1, 1}}, false},
+		// A broken NATS socket reads as a network error too: what counts is
+		// which side it came from.
+		{"a NATS write failed before the database went", []step{{nil, 1, 1},
+			{fmt.Errorf("%w: flush nats: %w", errPublish, &net.OpError{Op: "write", Net: "tcp", Err: errors.New("broken pipe")}), 1, 1}, {connErr, 1, 1}}, false},
+		{"a statement refused", []step{{nil, 1, 1}, {&pgconn.PgError{Code: "42501"}, 1, 1}}, false},
+		{"a statement refused during the outage", []step{{nil, 1, 1}, {connErr, 1, 1}, {&pgconn.PgError{Code: "55P03"}, 1, 1}}, false},
+		{"the database back", []step{{nil, 1, 1}, {connErr, 1, 1}, {nil, 1, 1}}, false},
+	} {
+		var w dbWatch
+		for _, s := range tc.steps {
+			w.drained(s.err, s.began, s.ended)
+		}
+		if w.lost != tc.lost {
+			t.Errorf("%s: lost = %v, want %v", tc.name, w.lost, tc.lost)
+		}
 	}
 }
