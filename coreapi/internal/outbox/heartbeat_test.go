@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
@@ -256,42 +257,111 @@ func dbHost(db *dbtest.DB) string {
 	return host[:strings.IndexAny(host, "/?")]
 }
 
-// TestNoDirectHeartbeatOverANotifiedRow: a row committed after the
-// relay's last drain, whose notification the relay heard but which it
-// could not publish before the database went away (its statements waited
-// for a connection), is a revocation the proxies have not applied: the
-// relay publishes no heartbeat straight to NATS, so the proxies' silence
-// bounds how long they trust their caches.
-func TestNoDirectHeartbeatOverANotifiedRow(t *testing.T) {
-	db := dbtest.New(t)
-	ns := startNATS(t, -1, "")
+// heldRelay starts a relay on db, whose one connection goes through a
+// link, publishing to ns, and waits for its first outbox heartbeats. It
+// returns the link, the pool, and the heartbeats seen straight from the
+// relay. The test then holds the pool's one connection so that the
+// relay's drains wait for it, commits a row (its notification reaches the
+// relay), and cuts the link: the database went away before the relay
+// could publish the row.
+func heldRelay(t *testing.T, db *dbtest.DB, ns *server.Server) (*link, *pgxpool.Pool, func() int) {
+	t.Helper()
 	rows, direct := heartbeats(t, ns.ClientURL())
-	events := collect(t, ns.ClientURL())
-
 	c := newLink(t, dbHost(db))
 	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
 	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
 	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })
+	return c, pool, direct
+}
 
-	// The relay's one connection is busy: its drains wait for it.
+// TestANotifiedRowGoesOutWhileTheDatabaseIsAway: a row committed after
+// the relay's last drain, whose notification the relay heard but which it
+// could not publish before the database went away (its statements waited
+// for a connection), is a revocation the proxies have not applied. The
+// notification announced the row, so the relay publishes it from there,
+// under its row id, and only then the heartbeat straight to NATS: a
+// failover on a database written to all the time neither holds the
+// revocation back until it is over nor silences the heartbeat (which
+// would have the proxies refuse what they must refetch).
+func TestANotifiedRowGoesOutWhileTheDatabaseIsAway(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	events := collect(t, ns.ClientURL())
+	c, pool, direct := heldRelay(t, db, ns)
+
 	held, err := pool.Acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
+	subject := "auth.invalidate.user.00000000-0000-0000-0000-000000000001"
+	insert(t, db.Pool, Row{Subject: subject, Reason: invalidation.ReasonRoleRevoked})
+	var id int64
+	if err := db.Pool.QueryRow(context.Background(), `SELECT id FROM outbox WHERE subject = $1`, subject).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the notification reaches the relay
+	if n := events.distinct(); n != 0 {
+		t.Fatalf("%d events published before the database went away: the relay was not held back", n)
+	}
+	c.cut()
+	held.Release()
+
+	eventually.Within(t, wait, func() error {
+		return want(events.distinct() == 1, "%d events published, want the revocation", events.distinct())
+	})
+	events.mu.Lock()
+	m := events.msgs[0]
+	events.mu.Unlock()
+	var ev invalidation.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != subject || m.Header.Get(MsgIDHeader) != strconv.FormatInt(id, 10) ||
+		ev.Reason != invalidation.ReasonRoleRevoked || ev.At == 0 {
+		t.Fatalf("published %s %q %s, want %s, id %d, reason %s and a time", m.Subject, m.Header.Get(MsgIDHeader), m.Data, subject, id, invalidation.ReasonRoleRevoked)
+	}
+	eventually.Within(t, wait, func() error {
+		return want(direct() >= 2, "%d direct heartbeats since the revocation went out, want 2", direct())
+	})
+	if n := pendingCount(t, db.Pool); n == 0 {
+		t.Fatal("the row was marked published without the database")
+	}
+}
+
+// TestNoDirectHeartbeatOverAnUnannouncedRow: rows whose notification
+// could not carry them (too many for its 8000 bytes; likewise a trigger
+// from before migration 00016, or a LISTEN begun again) are revocations
+// the relay cannot publish without the database: it publishes no
+// heartbeat straight to NATS, so the proxies' silence bounds how long
+// they trust their caches.
+func TestNoDirectHeartbeatOverAnUnannouncedRow(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	events := collect(t, ns.ClientURL())
+	c, pool, direct := heldRelay(t, db, ns)
+
+	held, err := pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := make([]Row, 80)
+	for i := range many {
+		many[i] = Row{Subject: fmt.Sprintf("auth.invalidate.user.00000000-0000-0000-0000-%012d", i), Reason: invalidation.ReasonRoleRevoked}
+	}
+	insert(t, db.Pool, many...)
 	time.Sleep(300 * time.Millisecond) // the notification reaches the relay
 	c.cut()
 	held.Release()
 
 	time.Sleep(time.Second)
 	if n := events.distinct(); n != 0 {
-		t.Fatalf("the revocation was published (%d events): the relay was not held back", n)
+		t.Fatalf("%d events published: the relay was not held back, or published rows it was not told of", n)
 	}
 	if d := direct(); d != 0 {
-		t.Fatalf("%d direct heartbeats while a revocation the relay was told of waits unpublished, want none", d)
+		t.Fatalf("%d direct heartbeats while revocations the relay was not told of wait unpublished, want none", d)
 	}
-	if n := pendingCount(t, db.Pool); n == 0 {
-		t.Fatal("nothing pending")
+	if n := pendingCount(t, db.Pool); n != len(many) {
+		t.Fatalf("%d rows pending, want %d", n, len(many))
 	}
 }
 
@@ -344,16 +414,19 @@ func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 
 // TestDBWatch: the relay takes the database's unreachability for an
 // outage under a drained outbox (and publishes heartbeats straight to
-// NATS) only after a drain that succeeded, with no commit notified since
-// it began, and only while every failure since is the connection's: a
-// failure on NATS's side, a statement refused, or a notification heard
-// in between leaves it silent, and a success clears the outage.
+// NATS) only after a drain that succeeded, with every commit notified
+// since it began published from its notification (cover), and only while
+// every failure since is the connection's (or a server turned read-only):
+// a failure on NATS's side, a statement refused, or a notification heard
+// in between whose rows cover cannot publish leaves it silent, and a
+// success clears the outage.
 func TestDBWatch(t *testing.T) {
 	_, connErr := pgx.Connect(context.Background(), "postgres://postgres@"+refused.Addr(t)+"/postgres?connect_timeout=2")
 	if connErr == nil || !unreachable(connErr) {
 		t.Fatalf("a refused dial: %v, want an unreachable database", connErr)
 	}
 	closed := fmt.Errorf("claim outbox rows: %w", pgconn.ErrConnClosed)
+	readOnly := fmt.Errorf("claim outbox rows: %w", &pgconn.PgError{Code: "25006", Message: "cannot execute SELECT FOR UPDATE in a read-only transaction"})
 	type step struct {
 		err          error
 		began, ended int64
@@ -361,28 +434,119 @@ func TestDBWatch(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		steps []step
-		lost  bool
+		// announced: cover publishes what it is asked to; covered: the
+		// ranges it was asked for.
+		announced bool
+		lost      bool
+		covered   string
 	}{
-		{"drained, then the connection broke", []step{{nil, 1, 1}, {closed, 1, 1}}, true},
-		{"drained, then the dial refused", []step{{nil, 1, 1}, {connErr, 1, 1}, {connErr, 1, 1}}, true},
-		{"never drained", []step{{connErr, 0, 0}}, false},
-		{"a commit notified since the drain began", []step{{nil, 1, 1}, {closed, 1, 2}}, false},
-		{"a commit notified during the drain that succeeded", []step{{nil, 1, 2}, {closed, 2, 2}}, false},
-		{"NATS down before the database went", []step{{nil, 1, 1}, {ErrNATSDown, 1, 1}, {connErr, 1, 1}}, false},
+		{name: "drained, then the connection broke", steps: []step{{nil, 1, 1}, {closed, 1, 1}}, lost: true},
+		{name: "drained, then the dial refused", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {connErr, 1, 1}}, lost: true},
+		{name: "drained, then the server read-only", steps: []step{{nil, 1, 1}, {readOnly, 1, 1}}, lost: true},
+		{name: "never drained", steps: []step{{connErr, 0, 0}}, announced: true},
+		{name: "a commit notified since the drain began", steps: []step{{nil, 1, 1}, {closed, 1, 2}}, covered: "(1,2]"},
+		{name: "a commit notified since the drain began, its rows published from the notification",
+			steps: []step{{nil, 1, 1}, {closed, 1, 2}, {connErr, 2, 2}}, announced: true, lost: true, covered: "(1,2]"},
+		{name: "a commit notified during the drain that succeeded", steps: []step{{nil, 1, 2}, {closed, 2, 2}}, covered: "(1,2]"},
+		{name: "a commit notified during the drain that succeeded, its rows published",
+			steps: []step{{nil, 1, 2}, {closed, 2, 2}}, announced: true, lost: true, covered: "(1,2]"},
+		{name: "a commit notified during the outage, its rows published",
+			steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 3, 3}}, announced: true, lost: true, covered: "(1,3]"},
+		{name: "a commit notified during the outage", steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 3, 3}}, covered: "(1,3]"},
+		{name: "NATS down before the database went", steps: []step{{nil, 1, 1}, {ErrNATSDown, 1, 1}, {connErr, 1, 2}}, announced: true},
 		// A broken NATS socket reads as a network error too: what counts is
 		// which side it came from.
-		{"a NATS write failed before the database went", []step{{nil, 1, 1},
-			{fmt.Errorf("%w: flush nats: %w", errPublish, &net.OpError{Op: "write", Net: "tcp", Err: errors.New("broken pipe")}), 1, 1}, {connErr, 1, 1}}, false},
-		{"a statement refused", []step{{nil, 1, 1}, {&pgconn.PgError{Code: "42501"}, 1, 1}}, false},
-		{"a statement refused during the outage", []step{{nil, 1, 1}, {connErr, 1, 1}, {&pgconn.PgError{Code: "55P03"}, 1, 1}}, false},
-		{"the database back", []step{{nil, 1, 1}, {connErr, 1, 1}, {nil, 1, 1}}, false},
+		{name: "a NATS write failed before the database went", steps: []step{{nil, 1, 1},
+			{fmt.Errorf("%w: flush nats: %w", errPublish, &net.OpError{Op: "write", Net: "tcp", Err: errors.New("broken pipe")}), 1, 1}, {connErr, 1, 1}}},
+		{name: "a statement refused", steps: []step{{nil, 1, 1}, {&pgconn.PgError{Code: "42501"}, 1, 1}}},
+		{name: "a statement refused during the outage", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {&pgconn.PgError{Code: "55P03"}, 1, 1}}},
+		{name: "the database back", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {nil, 1, 1}}},
 	} {
-		var w dbWatch
+		var covered []string
+		w := dbWatch{cover: func(from, to int64) bool {
+			covered = append(covered, fmt.Sprintf("(%d,%d]", from, to))
+			return tc.announced
+		}}
 		for _, s := range tc.steps {
 			w.drained(s.err, s.began, s.ended)
 		}
 		if w.lost != tc.lost {
 			t.Errorf("%s: lost = %v, want %v", tc.name, w.lost, tc.lost)
 		}
+		if got := strings.Join(covered, " "); got != tc.covered {
+			t.Errorf("%s: cover asked for %q, want %q", tc.name, got, tc.covered)
+		}
+	}
+}
+
+// TestHeard: the relay keeps the rows its notifications announced until a
+// drain that began after them succeeds, and knows when it does not have
+// them all: a notification without rows (a LISTEN begun, rows too many
+// for one notification, an older trigger), a payload it cannot read, or
+// more rows than it keeps.
+func TestHeard(t *testing.T) {
+	r := &Relay{}
+	note := func(ids ...int64) string {
+		var b strings.Builder
+		b.WriteString("[")
+		for i, id := range ids {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"id": %d, "subject": "auth.invalidate.user.00000000-0000-0000-0000-000000000001", "payload": {"at": 5, "reason": "role.revoked"}, "created_at": "2026-12-05T01:02:03.456789+00:00"}`, id)
+		}
+		b.WriteString("]")
+		return b.String()
+	}
+	ids := func(rows []pending) []int64 {
+		var out []int64
+		for _, p := range rows {
+			out = append(out, p.ID)
+		}
+		return out
+	}
+	r.hear("")         // 1: LISTEN
+	r.hear(note(7))    // 2
+	r.hear(note(8, 9)) // 3
+	if _, ok := r.heard.since(0, 3); ok {
+		t.Fatal("the rows committed before the LISTEN are known")
+	}
+	rows, ok := r.heard.since(1, 3)
+	if !ok || fmt.Sprint(ids(rows)) != "[7 8 9]" {
+		t.Fatalf("since(1, 3) = %v, %v; want [7 8 9], true", ids(rows), ok)
+	}
+	if p := rows[1]; p.Subject != "auth.invalidate.user.00000000-0000-0000-0000-000000000001" ||
+		string(p.Payload) != `{"at": 5, "reason": "role.revoked"}` || p.CreatedAt.UnixMicro() != time.Date(2026, 12, 5, 1, 2, 3, 456789000, time.UTC).UnixMicro() {
+		t.Fatalf("row 8 heard as %+v", p)
+	}
+	if rows, ok := r.heard.since(2, 2); !ok || len(rows) != 0 {
+		t.Fatalf("since(2, 2) = %v, %v; want none, true", ids(rows), ok)
+	}
+	r.heard.forget(2)
+	if rows, ok := r.heard.since(1, 3); !ok || fmt.Sprint(ids(rows)) != "[8 9]" {
+		t.Fatalf("after forget(2), since(1, 3) = %v, %v; want [8 9], true", ids(rows), ok)
+	}
+	r.hear("not json") // 4
+	if _, ok := r.heard.since(3, 4); ok {
+		t.Fatal("a payload the relay cannot read is taken as known rows")
+	}
+	r.hear(note(10)) // 5
+	if rows, ok := r.heard.since(4, 5); !ok || fmt.Sprint(ids(rows)) != "[10]" {
+		t.Fatalf("since(4, 5) = %v, %v; want [10], true", ids(rows), ok)
+	}
+
+	r = &Relay{}
+	big := make([]int64, maxHeard/2)
+	r.hear(note(big...)) // 1
+	r.hear(note(big...)) // 2
+	if _, ok := r.heard.since(0, 2); !ok {
+		t.Fatal("as many rows as the relay keeps are not all known")
+	}
+	r.hear(note(1)) // 3: the first note goes
+	if _, ok := r.heard.since(0, 3); ok {
+		t.Fatal("more rows than the relay keeps are all known")
+	}
+	if rows, ok := r.heard.since(1, 3); !ok || len(rows) != maxHeard/2+1 {
+		t.Fatalf("since(1, 3): %d rows, %v; want %d, true", len(rows), ok, maxHeard/2+1)
 	}
 }

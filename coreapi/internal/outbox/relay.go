@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,6 +93,8 @@ type Relay struct {
 	// notes counts the notifications listen heard (and its LISTENs, after
 	// which rows committed meanwhile may be waiting): a commit since.
 	notes atomic.Int64
+	// heard holds the rows those notifications announced.
+	heard heard
 }
 
 // NewRelay returns a relay publishing through nc. The caller owns nc
@@ -142,10 +145,13 @@ func (r *Relay) Run(ctx context.Context) error {
 		beat = t.C
 	}
 	failing, beatFailing := false, false
-	var w dbWatch
+	w := dbWatch{cover: r.publishHeard}
 	for {
 		notes := r.notes.Load()
 		err := r.Drain(ctx)
+		if err == nil {
+			r.heard.forget(notes)
+		}
 		w.drained(err, notes, r.notes.Load())
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -237,15 +243,128 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	r.notes.Add(1)
-	r.Wake() // rows committed while we were not listening
+	r.hear("") // rows committed while we were not listening: unknown
+	r.Wake()
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		r.notes.Add(1)
+		r.hear(n.Payload)
 		r.Wake()
 	}
+}
+
+// maxHeard bounds the rows heard and not yet drained that a relay keeps
+// (a drain forgets them); beyond it the oldest go, and the relay no longer
+// knows every row announced since its last drain.
+const maxHeard = 4096
+
+// heard is what the relay's notifications announced since its last
+// successful drain began: each notification's rows, by its number in
+// Relay.notes. A notification that announced no row the relay could read
+// (a LISTEN begun, rows too many for one notification, a trigger older
+// than migration 00016) leaves a dark number: the rows committed before
+// it are not all known.
+type heard struct {
+	mu    sync.Mutex
+	notes []heardNote
+	rows  int
+	dark  int64
+}
+
+type heardNote struct {
+	seq  int64
+	rows []pending
+}
+
+// announced is one row as the outbox trigger's notification carries it.
+type announced struct {
+	ID        int64           `json:"id"`
+	Subject   string          `json:"subject"`
+	Payload   json.RawMessage `json:"payload"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// hear counts a notification (or a LISTEN begun: payload "") and keeps the
+// rows its payload announces.
+func (r *Relay) hear(payload string) {
+	var rows []announced
+	if payload != "" {
+		if err := json.Unmarshal([]byte(payload), &rows); err != nil {
+			rows = nil
+		}
+	}
+	h := &r.heard
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seq := r.notes.Add(1)
+	if len(rows) == 0 {
+		h.dark = seq
+		return
+	}
+	note := heardNote{seq: seq, rows: make([]pending, len(rows))}
+	for i, a := range rows {
+		note.rows[i] = pending{ID: a.ID, Subject: a.Subject, Payload: a.Payload, CreatedAt: a.CreatedAt}
+	}
+	h.notes = append(h.notes, note)
+	h.rows += len(rows)
+	for h.rows > maxHeard {
+		h.dark = max(h.dark, h.notes[0].seq)
+		h.rows -= len(h.notes[0].rows)
+		h.notes = h.notes[1:]
+	}
+}
+
+// forget drops the notes numbered up to seq: a drain that began after them
+// succeeded, and saw their rows committed.
+func (h *heard) forget(seq int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := 0
+	for i < len(h.notes) && h.notes[i].seq <= seq {
+		h.rows -= len(h.notes[i].rows)
+		i++
+	}
+	h.notes = append(h.notes[:0], h.notes[i:]...)
+}
+
+// since returns the rows announced by the notes numbered after from up to
+// to, and whether they are all of the rows those notes announced.
+func (h *heard) since(from, to int64) ([]pending, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dark > from {
+		return nil, false
+	}
+	var rows []pending
+	for _, n := range h.notes {
+		if n.seq > from && n.seq <= to {
+			rows = append(rows, n.rows...)
+		}
+	}
+	return rows, true
+}
+
+// publishHeard publishes, straight to NATS, the rows announced by the
+// notifications numbered after from up to to, when it knows them all,
+// and reports whether it did: the database became unreachable before a
+// drain published them. The drains publish them again once it is back,
+// under the same Nats-Msg-Id (an eviction is idempotent), and mark them.
+func (r *Relay) publishHeard(from, to int64) bool {
+	rows, ok := r.heard.since(from, to)
+	if !ok || !r.nc.IsConnected() {
+		return false
+	}
+	if len(rows) == 0 {
+		return true
+	}
+	if err := r.publish(rows); err != nil {
+		r.log.Warn("outbox rows heard before the database became unreachable not published", "rows", len(rows), "err", err)
+		return false
+	}
+	r.log.Warn("database unreachable before the outbox was drained: published the rows its notifications announced", "rows", len(rows))
+	return true
 }
 
 // Drain publishes batches until no pending row is left (or one fails).
@@ -298,43 +417,12 @@ FOR UPDATE SKIP LOCKED`
 		if len(batch) == 0 {
 			return nil
 		}
+		if err := r.publish(batch); err != nil {
+			return err
+		}
 		ids := make([]int64, len(batch))
-		// The server answers a publish its permissions refuse with an
-		// error of its own, before the flush's answer, and drops the
-		// message: the flush alone would have the row marked published.
-		lastErr := r.nc.LastError()
 		for i, p := range batch {
 			ids[i] = p.ID
-			subject := p.Subject
-			if !deliverable(subject) {
-				// Left pending, the row would hold back every later one
-				// for ever; what it named is unknown, so everything goes.
-				r.log.Error("outbox row has a subject no proxy can act on; publishing auth.invalidate.all instead",
-					"id", p.ID, "subject", subject)
-				subject = invalidation.SubjectAll
-			}
-			msg := &nats.Msg{Subject: subject, Data: body(p), Header: nats.Header{}}
-			msg.Header.Set(MsgIDHeader, strconv.FormatInt(p.ID, 10))
-			if err := r.nc.PublishMsg(msg); err != nil {
-				return fmt.Errorf("%w %s: %w", errPublish, subject, err)
-			}
-		}
-		// Core NATS has no per-message ack; a flush round trip proves the
-		// server has received everything published before it.
-		if err := r.nc.FlushTimeout(r.o.FlushTimeout); err != nil {
-			if r.nc.IsConnected() {
-				// The connection reads as up but the server did not answer:
-				// a link that died without closing, which the client would
-				// notice only after minutes of unanswered pings, while every
-				// batch waits and fails. A new connection is tried at once.
-				if rerr := r.nc.ForceReconnect(); rerr != nil {
-					r.log.Warn("outbox relay reconnect", "err", rerr)
-				}
-			}
-			return fmt.Errorf("%w: flush nats: %w", errPublish, err)
-		}
-		if err := r.nc.LastError(); err != lastErr && errors.Is(err, nats.ErrPermissionViolation) {
-			return fmt.Errorf("%w refused: %w", errPublish, err)
 		}
 		if _, err := tx.Exec(ctx, qMark, ids); err != nil {
 			return fmt.Errorf("mark published: %w", err)
@@ -347,6 +435,48 @@ FOR UPDATE SKIP LOCKED`
 	}
 	r.published.Add(int64(n))
 	return n, nil
+}
+
+// publish publishes rows and waits for NATS to confirm them; an error
+// wraps errPublish.
+func (r *Relay) publish(rows []pending) error {
+	// The server answers a publish its permissions refuse with an error
+	// of its own, before the flush's answer, and drops the message: the
+	// flush alone would have the row marked published.
+	lastErr := r.nc.LastError()
+	for _, p := range rows {
+		subject := p.Subject
+		if !deliverable(subject) {
+			// Left pending, the row would hold back every later one for
+			// ever; what it named is unknown, so everything goes.
+			r.log.Error("outbox row has a subject no proxy can act on; publishing auth.invalidate.all instead",
+				"id", p.ID, "subject", subject)
+			subject = invalidation.SubjectAll
+		}
+		msg := &nats.Msg{Subject: subject, Data: body(p), Header: nats.Header{}}
+		msg.Header.Set(MsgIDHeader, strconv.FormatInt(p.ID, 10))
+		if err := r.nc.PublishMsg(msg); err != nil {
+			return fmt.Errorf("%w %s: %w", errPublish, subject, err)
+		}
+	}
+	// Core NATS has no per-message ack; a flush round trip proves the
+	// server has received everything published before it.
+	if err := r.nc.FlushTimeout(r.o.FlushTimeout); err != nil {
+		if r.nc.IsConnected() {
+			// The connection reads as up but the server did not answer: a
+			// link that died without closing, which the client would
+			// notice only after minutes of unanswered pings, while every
+			// batch waits and fails. A new connection is tried at once.
+			if rerr := r.nc.ForceReconnect(); rerr != nil {
+				r.log.Warn("outbox relay reconnect", "err", rerr)
+			}
+		}
+		return fmt.Errorf("%w: flush nats: %w", errPublish, err)
+	}
+	if err := r.nc.LastError(); err != lastErr && errors.Is(err, nats.ErrPermissionViolation) {
+		return fmt.Errorf("%w refused: %w", errPublish, err)
+	}
+	return nil
 }
 
 // deliverable reports whether subject can be published as it is and means
@@ -409,18 +539,23 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
 // away under a relay that was keeping up from every other failure.
 type dbWatch struct {
 	// clear: the last drain published every row it could see. lost: the
-	// database became unreachable while clear, with no commit notified
-	// since that drain began, and has stayed so.
+	// database became unreachable while clear, with every commit notified
+	// since that drain began published (cover), and has stayed so.
 	clear, lost, told bool
-	// mark is the relay's notes when the last drain that succeeded began.
+	// mark is the relay's notes when the last drain that succeeded began,
+	// or up to which cover published what they announced.
 	mark int64
+	// cover publishes the rows announced by the notes after from up to
+	// to, and reports whether it did (it knew them all; NATS confirmed).
+	cover func(from, to int64) bool
 }
 
 // drained records a drain's (or a heartbeat's) outcome: err, with the
 // relay's notes when it began and when it ended. A notification heard
 // since the last successful drain began is a row that drain may not have
 // seen (one committed just before the database went away, or a full batch
-// left for the next): the relay is not clear of it, and must stay silent.
+// left for the next): unless cover publishes the rows those notifications
+// announced, the relay is not clear of them, and must stay silent.
 func (w *dbWatch) drained(err error, began, ended int64) {
 	switch {
 	case err == nil:
@@ -428,6 +563,9 @@ func (w *dbWatch) drained(err error, began, ended int64) {
 	case errors.Is(err, ErrNATSDown) || errors.Is(err, errPublish) || !unreachable(err):
 		w.clear, w.lost = false, false
 	default:
+		if (w.lost || w.clear) && ended != w.mark && w.cover != nil && w.cover(w.mark, ended) {
+			w.mark = ended
+		}
 		w.lost = (w.lost || w.clear) && ended == w.mark
 		w.clear = false
 	}
@@ -439,22 +577,28 @@ func (w *dbWatch) drained(err error, began, ended int64) {
 // refusal of its own (this relay's role or password refused, too many
 // connections, no such database) is up, and other replicas may commit
 // through it: only a server starting up, shutting down or in recovery
-// (57P03), or a connection exception (class 08), counts.
+// (57P03), or a connection exception (class 08), counts. So does a server
+// that refuses the relay's writes as read-only (25006: a primary demoted
+// to a standby by a failover, which the pool's connections still reach):
+// nothing commits through it either.
 func unreachable(err error) bool {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
 	if errors.As(err, &ce) && errors.As(err, &pe) {
 		return pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
 	}
+	if errors.As(err, &pe) && pe.Code == "25006" {
+		return true
+	}
 	return sqldb.Unavailable(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 // beatDirect publishes a heartbeat straight to NATS, not through the
-// outbox, while the database is unreachable after a drain that published
-// every row it could see: nothing commits while it is away, and what
-// committed before went out but for the rows of the last moment (the
-// drains follow every commit's notification), so the proxies may keep
-// trusting their caches. Without it, every database outage longer than
+// outbox, while the database is unreachable (or read-only) after a drain
+// that published every row it could see, the rows committed since then
+// published from their notifications (publishHeard): nothing commits
+// while it is away, and what committed before went out, so the proxies
+// may keep trusting their caches. Without it, every database outage longer than
 // the proxies' NATS_HEARTBEAT_TIMEOUT + MAX_STALENESS (a failover) would
 // have them refuse every request whose projection they must refetch. A
 // relay that was not keeping up, or whose failure is not the database's
@@ -470,7 +614,7 @@ func (r *Relay) beatDirect(w *dbWatch) {
 		return
 	}
 	if !w.told {
-		r.log.Warn("database unreachable after the outbox was drained: heartbeats go straight to NATS until it is back")
+		r.log.Warn("database unreachable (or read-only) after the outbox was drained: heartbeats go straight to NATS until it is back")
 		w.told = true
 	}
 }

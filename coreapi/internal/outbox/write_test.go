@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -66,5 +67,67 @@ func TestWriteCommitsAndRollsBackWithTheTransaction(t *testing.T) {
 		if got[i].Subject != w.subject || got[i].Reason != w.reason || got[i].At <= 0 || !got[i].Pending {
 			t.Errorf("row %d = %+v, want %v pending with at > 0", i, got[i], w)
 		}
+	}
+}
+
+// TestNotificationAnnouncesTheRows: the outbox trigger's notification
+// carries the rows each statement inserted (id, subject, payload,
+// creation time), in the form the relay reads; rows too many for one
+// notification (8000 bytes) are announced by an empty one.
+func TestNotificationAnnouncesTheRows(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		t.Fatal(err)
+	}
+	next := func() string {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		n, err := conn.Conn().WaitForNotification(wctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Payload
+	}
+	u, ten := invalidation.UserSubject("u1"), invalidation.TenantSubject("t1")
+	insert(t, db.Pool, Row{Subject: u, Reason: "role.granted"}, Row{Subject: ten, Reason: "tenant.suspended"})
+	r := &Relay{}
+	r.hear(next())
+	heard, ok := r.heard.since(0, 1)
+	if !ok || len(heard) != 2 {
+		t.Fatalf("heard %+v, %v; want the 2 rows", heard, ok)
+	}
+	rows, err := db.Pool.Query(ctx, `SELECT id, subject, payload, created_at FROM outbox ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pending, error) {
+		var p pending
+		err := row.Scan(&p.ID, &p.Subject, &p.Payload, &p.CreatedAt)
+		return p, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range stored {
+		h := heard[i]
+		if h.ID != p.ID || h.Subject != p.Subject || !h.CreatedAt.Equal(p.CreatedAt) || string(body(h)) != string(body(p)) {
+			t.Errorf("row %d heard as %+v (body %s), stored as %+v (body %s)", i, h, body(h), p, body(p))
+		}
+	}
+
+	many := make([]Row, 80)
+	for i := range many {
+		many[i] = Row{Subject: u, Reason: "role.granted"}
+	}
+	insert(t, db.Pool, many...)
+	if p := next(); p != "" {
+		t.Fatalf("80 rows announced in %d bytes, want an empty notification", len(p))
 	}
 }
