@@ -373,9 +373,9 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 	if s.live.CompareAndSwap(false, true) {
 		// A heartbeat is waited for afresh: the caches are purged.
 		s.hbAt.Store(s.now().UnixNano())
-		s.endStale()
 		s.reported.Store(true)
 		s.purge(refetch)
+		s.endStale() // after the caches are live: the gauge's 0 says they are
 	}
 }
 
@@ -549,8 +549,8 @@ func (s *Subscriber) heartbeat(*nats.Msg) {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
 	if s.hbStale && s.live.Load() {
-		s.endStale()
 		s.purge(true)
+		s.endStale() // after the caches are live: the gauge's 0 says they are
 		s.log.Info("outbox heartbeat received again; purging caches and refetching keys")
 	}
 }
