@@ -1,8 +1,8 @@
 // Package invalidation names the NATS subjects and the event body coreapi
 // publishes when something the proxy caches changes: a user, tenant or
 // everything (auth.invalidate.>), or coreapi's signing keys
-// (auth.keys.changed), and the outbox's heartbeat
-// (auth.outbox.heartbeat).
+// (auth.keys.changed), the outbox's heartbeat (auth.outbox.heartbeat),
+// and each relay's own beat (auth.outbox.relay).
 package invalidation
 
 import "strings"
@@ -27,6 +27,15 @@ const (
 	// relays may be unable to publish while the proxy is connected). It
 	// is outside auth.invalidate.>, so a proxy subscribes to it separately.
 	SubjectHeartbeat = "auth.outbox.heartbeat"
+	// SubjectRelay is a relay's own beat, published straight to NATS (not
+	// through the outbox) every OUTBOX_HEARTBEAT_INTERVAL by each coreapi
+	// relay while NATS accepts its publications, its Event naming it in
+	// Relay. The heartbeat rows list the relays registered as publishing
+	// (Event.Relays): a proxy that hears no beat from one of them for
+	// NATS_HEARTBEAT_TIMEOUT does not receive what that relay publishes
+	// (its NATS node has lost its route to the proxy's), and trusts its
+	// caches only for MAX_STALENESS. Outside auth.invalidate.>.
+	SubjectRelay = "auth.outbox.relay"
 )
 
 // Reasons: the Event reason of each kind of change, spelled
@@ -84,6 +93,14 @@ type Event struct {
 	At int64 `json:"at"`
 	// Reason is informational: one of the Reason constants.
 	Reason string `json:"reason,omitempty"`
+	// Relay names the relay that published a SubjectRelay beat.
+	Relay string `json:"relay,omitempty"`
+	// Relays, on a heartbeat row (SubjectHeartbeat), are the relays
+	// registered as publishing when it was written, sorted: a proxy
+	// expects a SubjectRelay beat from each. Absent on a heartbeat a relay
+	// publishes straight to NATS, and from a coreapi older than the field:
+	// the proxy keeps (or has) no list.
+	Relays []string `json:"relays,omitempty"`
 }
 
 // Kind of an invalidation subject.
