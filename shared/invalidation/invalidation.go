@@ -95,11 +95,13 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// Relay names the relay that published a SubjectRelay beat.
 	Relay string `json:"relay,omitempty"`
-	// Relays, on a heartbeat row (SubjectHeartbeat), are the relays
-	// registered as publishing when it was written, sorted: a proxy
-	// expects a SubjectRelay beat from each. Absent on a heartbeat a relay
-	// publishes straight to NATS, and from a coreapi older than the field:
-	// the proxy keeps (or has) no list.
+	// Relays, on a heartbeat row (SubjectHeartbeat with a Nats-Msg-Id),
+	// are the relays registered as publishing when it was written,
+	// sorted: a proxy expects a SubjectRelay beat from each, and each row
+	// replaces the list of the one before (absent: none, as from a coreapi
+	// older than the field). A heartbeat a relay publishes straight to
+	// NATS (no Nats-Msg-Id, the database unreachable) carries none and
+	// leaves the list as it was.
 	Relays []string `json:"relays,omitempty"`
 }
 
