@@ -378,7 +378,7 @@ func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 	role := "relay_" + db.Name
 	for _, q := range []string{
 		`CREATE ROLE ` + role + ` LOGIN`,
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON outbox, outbox_relays TO ` + role,
 		`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ` + role,
 	} {
 		if _, err := db.Pool.Exec(ctx, q); err != nil {

@@ -2,11 +2,14 @@ package outbox
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,8 +57,12 @@ type RelayOptions struct {
 	FlushTimeout time.Duration
 	// Heartbeat is how often the relay looks whether a heartbeat row is
 	// due (see Beat); zero: never (coreapi's OUTBOX_HEARTBEAT_INTERVAL
-	// sets it, 2 s by default).
+	// sets it, 2 s by default). Every look also publishes the relay's
+	// own beat (auth.outbox.relay) straight to NATS.
 	Heartbeat time.Duration
+	// ID names the relay in its beats and in outbox_relays (default: the
+	// host name and 8 random hex digits, unique to the process).
+	ID string
 }
 
 func (o *RelayOptions) defaults() {
@@ -74,6 +81,21 @@ func (o *RelayOptions) defaults() {
 	if o.FlushTimeout <= 0 {
 		o.FlushTimeout = 5 * time.Second
 	}
+	if o.ID == "" {
+		o.ID = newRelayID()
+	}
+}
+
+// newRelayID is the host name (a pod's name) with 8 random hex digits: a
+// replica restarted under the same name is another relay.
+func newRelayID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "relay"
+	}
+	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // Relay publishes committed outbox rows to NATS. Any number of relays (one
@@ -95,6 +117,10 @@ type Relay struct {
 	notes atomic.Int64
 	// heard holds the rows those notifications announced.
 	heard heard
+	// beatAt is when NATS last confirmed the relay's own beat (unix ns);
+	// beatRefused whether the last one was refused (logged once).
+	beatAt      atomic.Int64
+	beatRefused bool
 }
 
 // NewRelay returns a relay publishing through nc. The caller owns nc
@@ -133,6 +159,9 @@ func (r *Relay) Wake() {
 // or this one's next start.
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.flush(ctx)
+	if r.o.Heartbeat > 0 {
+		defer r.deregister(ctx)
+	}
 	go r.listen(ctx)
 	poll := time.NewTicker(r.o.Poll)
 	defer poll.Stop()
@@ -170,6 +199,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-r.wake:
 		case <-poll.C:
 		case <-beat:
+			r.beatRelay()
 			// The row's trigger wakes the relays (this one too): it is
 			// published by the next drain.
 			_, err := r.Beat(ctx)
@@ -519,20 +549,102 @@ func body(p pending) []byte {
 // again. A proxy that hears none for NATS_HEARTBEAT_TIMEOUT trusts its
 // caches only for MAX_STALENESS: the relays are not publishing, although
 // NATS may be up for the proxy.
+//
+// First, while NATS confirms the relay's own beats (beatRelay), Beat
+// registers the relay in outbox_relays; the row it writes lists the
+// relays registered in the last relayListed intervals (payload "relays"),
+// whose beats each proxy then expects.
 func (r *Relay) Beat(ctx context.Context) (bool, error) {
+	const qRegister = `
+INSERT INTO outbox_relays (id, seen_at) VALUES ($1, now())
+ON CONFLICT (id) DO UPDATE SET seen_at = now()`
 	// The subject is written out, not a parameter: the partial index
 	// outbox_heartbeat_idx serves a generic plan only for its literal.
 	const q = `
-INSERT INTO outbox (subject)
-SELECT '` + invalidation.SubjectHeartbeat + `'
+INSERT INTO outbox (subject, payload)
+SELECT '` + invalidation.SubjectHeartbeat + `',
+       jsonb_build_object('relays', coalesce((SELECT jsonb_agg(id ORDER BY id) FROM outbox_relays
+                                              WHERE seen_at > now() - make_interval(secs => $2)), '[]'))
 WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND published_at IS NOT NULL
                 FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
                 ORDER BY created_at DESC LIMIT 1), true)`
-	tag, err := r.pool.Exec(ctx, q, 0.75*r.o.Heartbeat.Seconds())
+	if r.beating() {
+		if _, err := r.pool.Exec(ctx, qRegister, r.o.ID); err != nil {
+			return false, fmt.Errorf("outbox relay register: %w", err)
+		}
+	}
+	tag, err := r.pool.Exec(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds())
 	if err != nil {
 		return false, fmt.Errorf("outbox heartbeat: %w", err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// relayListed is how many heartbeat intervals a relay stays listed in the
+// heartbeat rows after it last registered: a look or two may come late,
+// and a relay gone without deleting its row is delisted within about two
+// and a half intervals, sooner than the proxies' NATS_HEARTBEAT_TIMEOUT
+// (several intervals) would call its silence stale.
+const relayListed = 2.5
+
+// beating reports whether NATS confirmed the relay's own beat within the
+// last two intervals: only then does the relay register as publishing
+// (a relay whose beats NATS refuses, or that cannot reach NATS, would have
+// every proxy expect beats it never hears).
+func (r *Relay) beating() bool {
+	at := r.beatAt.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < 2*r.o.Heartbeat
+}
+
+// beatRelay publishes the relay's own beat (auth.outbox.relay, naming it)
+// straight to NATS and waits for the server to confirm it. A proxy that
+// finds the relay listed in the heartbeat rows but does not hear its beat
+// knows that what the relay publishes does not reach it (the relay's NATS
+// node has lost its route to the proxy's), although other relays'
+// heartbeats do.
+func (r *Relay) beatRelay() {
+	if !r.nc.IsConnected() {
+		return
+	}
+	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Relay: r.o.ID})
+	lastErr := r.nc.LastError()
+	err := r.nc.Publish(invalidation.SubjectRelay, b)
+	if err == nil {
+		err = r.nc.FlushTimeout(r.o.FlushTimeout)
+	}
+	if err == nil {
+		if lerr := r.nc.LastError(); lerr != lastErr && errors.Is(lerr, nats.ErrPermissionViolation) {
+			err = lerr
+		}
+	}
+	switch {
+	case err == nil:
+		r.beatAt.Store(time.Now().UnixNano())
+		if r.beatRefused {
+			r.log.Info("outbox relay beat accepted again", "relay", r.o.ID)
+			r.beatRefused = false
+		}
+	case errors.Is(err, nats.ErrPermissionViolation):
+		if !r.beatRefused {
+			r.log.Error("nats refuses the relay's beat on "+invalidation.SubjectRelay+
+				": the relay does not register as publishing, and the proxies cannot tell whether its events reach them; grant coreapi's NATS user publish on it",
+				"relay", r.o.ID, "err", err)
+			r.beatRefused = true
+		}
+	default:
+		r.log.Warn("outbox relay beat not published", "relay", r.o.ID, "err", err)
+	}
+}
+
+// deregister deletes the relay's row from outbox_relays when Run ends, so
+// that the next heartbeat rows no longer list it (best effort: a relay
+// gone without it is delisted after relayListed intervals).
+func (r *Relay) deregister(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if _, err := r.pool.Exec(dctx, `DELETE FROM outbox_relays WHERE id = $1`, r.o.ID); err != nil {
+		r.log.Warn("outbox relay deregister", "relay", r.o.ID, "err", err)
+	}
 }
 
 // dbWatch follows the drains of one relay, to tell a database that went
@@ -625,6 +737,10 @@ func (r *Relay) Prune(ctx context.Context) (int64, error) {
 	tag, err := r.pool.Exec(ctx, q, r.o.Retain.Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("prune outbox: %w", err)
+	}
+	// Relays gone without deleting their row (a crash, a killed pod).
+	if _, err := r.pool.Exec(ctx, `DELETE FROM outbox_relays WHERE seen_at < now() - make_interval(secs => $1)`, r.o.Retain.Seconds()); err != nil {
+		return 0, fmt.Errorf("prune outbox relays: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }

@@ -1,0 +1,223 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+)
+
+// relayWatch records the relay beats (auth.outbox.relay) and the relay
+// lists of the heartbeat rows (auth.outbox.heartbeat with a Nats-Msg-Id)
+// that reach url.
+type relayWatch struct {
+	mu    sync.Mutex
+	beats map[string]int
+	lists []string // each row's list, joined with ","
+}
+
+func watchRelays(t *testing.T, url string) *relayWatch {
+	t.Helper()
+	w := &relayWatch{beats: map[string]int{}}
+	nc := connect(t, url)
+	if _, err := nc.Subscribe(invalidation.SubjectRelay, func(m *nats.Msg) {
+		var ev invalidation.Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.At == 0 || ev.Relay == "" {
+			t.Errorf("relay beat %s: want a time and a relay", m.Data)
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.beats[ev.Relay]++
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(invalidation.SubjectHeartbeat, func(m *nats.Msg) {
+		if m.Header.Get(MsgIDHeader) == "" {
+			return
+		}
+		var ev invalidation.Event
+		_ = json.Unmarshal(m.Data, &ev)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.lists = append(w.lists, strings.Join(ev.Relays, ","))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *relayWatch) heard(id string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.beats[id]
+}
+
+// lastList is the newest row's list, and how many rows came.
+func (w *relayWatch) lastList() (string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.lists) == 0 {
+		return "", 0
+	}
+	return w.lists[len(w.lists)-1], len(w.lists)
+}
+
+// listedNext waits until a row that came after the next one lists list.
+func (w *relayWatch) listedNext(t *testing.T, list string) {
+	t.Helper()
+	_, n := w.lastList()
+	eventually.Within(t, wait, func() error {
+		l, m := w.lastList()
+		return want(m > n+1 && l == list, "heartbeat rows list %q (%d since), want %q", l, m-n, list)
+	})
+}
+
+// TestRelaysBeatAndAreListed: every relay publishes its own beat, naming
+// it, straight to NATS each heartbeat interval, and registers as
+// publishing while NATS confirms those beats; the heartbeat rows list the
+// registered relays, so a proxy knows whose beats to expect. A relay that
+// stops deletes its row, and the next rows no longer list it.
+func TestRelaysBeatAndAreListed(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	w := watchRelays(t, ns.ClientURL())
+	o := RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond}
+
+	o.ID = "relay-a"
+	startRelay(t, db.Pool, connect(t, ns.ClientURL()), o)
+	eventually.Within(t, wait, func() error { return want(w.heard("relay-a") >= 3, "relay-a heard %d times", w.heard("relay-a")) })
+	w.listedNext(t, "relay-a")
+
+	o.ID = "relay-b"
+	b := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	w.listedNext(t, "relay-a,relay-b")
+	if w.heard("relay-b") == 0 {
+		t.Fatal("relay-b listed, never heard")
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox_relays WHERE id = 'relay-b'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("relay-b's row: %d (%v), want deleted when it stopped", n, err)
+	}
+	w.listedNext(t, "relay-a")
+}
+
+// TestRelayListForgetsTheGone: a relay gone without deleting its row (a
+// crash) is listed no longer than two and a half intervals after it last
+// registered, so the proxies stop expecting its beats before their
+// timeout; its row is pruned with the published rows.
+func TestRelayListForgetsTheGone(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	r := NewRelay(db.Pool, connect(t, startNATS(t, -1, "").ClientURL()), quiet(), RelayOptions{Heartbeat: time.Second, ID: "self"})
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO outbox_relays (id, seen_at) VALUES
+		('gone', now() - interval '2 hours'), ('late', now() - interval '3 seconds'), ('recent', now())`); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Beat(ctx); err != nil || !ok {
+		t.Fatalf("Beat = %v, %v", ok, err)
+	}
+	var relays []string
+	if err := db.Pool.QueryRow(ctx, `SELECT ARRAY(SELECT jsonb_array_elements_text(payload->'relays')) FROM outbox WHERE subject = $1`,
+		invalidation.SubjectHeartbeat).Scan(&relays); err != nil {
+		t.Fatal(err)
+	}
+	// "self" never had a beat confirmed: not registered.
+	if !slices.Equal(relays, []string{"recent"}) {
+		t.Fatalf("heartbeat row lists %v, want [recent]", relays)
+	}
+	if _, err := r.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	if err := db.Pool.QueryRow(ctx, `SELECT ARRAY(SELECT id FROM outbox_relays ORDER BY id)`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids, []string{"late", "recent"}) {
+		t.Fatalf("relays after prune: %v, want [late recent]", ids)
+	}
+}
+
+// TestRelayWhoseBeatIsRefusedIsNotListed: a relay whose NATS user may not
+// publish auth.outbox.relay (a deployment that has not granted it) does
+// not register, so no proxy expects beats it would never hear; it says so
+// in its log, once, and keeps publishing invalidations and heartbeats.
+func TestRelayWhoseBeatIsRefusedIsNotListed(t *testing.T) {
+	db := dbtest.New(t)
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "core", Password: "pw", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{invalidation.SubjectWildcard, invalidation.SubjectHeartbeat}},
+			}},
+			{Username: "watch", Password: "pw"},
+		}}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	w := watchRelays(t, "nats://watch:pw@"+ns.Addr().String())
+
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	r := NewRelay(db.Pool, connect(t, "nats://core:pw@"+ns.Addr().String()), log, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond, ID: "refused"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	w.listedNext(t, "")
+	w.listedNext(t, "")
+	if n := w.heard("refused"); n != 0 {
+		t.Fatalf("%d beats heard from a relay NATS refuses them", n)
+	}
+	if n := strings.Count(logs.String(), "nats refuses the relay's beat"); n != 1 {
+		t.Fatalf("the refusal logged %d times, want once:\n%s", n, logs.String())
+	}
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
+	eventually.Within(t, wait, func() error { return want(pendingCount(t, db.Pool) == 0, "the invalidation stays pending") })
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
