@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -220,4 +221,69 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// startNode runs one node of a NATS cluster in-process, its routes
+// solicited towards routes (none: it only accepts them), advertising no
+// cluster address, so the route a test cuts is not replaced by another.
+func startNode(t *testing.T, name string, routes ...string) *server.Server {
+	t.Helper()
+	opts := &server.Options{ServerName: name, Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Cluster: server.ClusterOpts{Name: "tollgate", Host: "127.0.0.1", Port: -1, NoAdvertise: true}}
+	for _, r := range routes {
+		u, err := url.Parse(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// TestARelayCutOffFromTheProxiesNodeIsListedButUnheard: two coreapi
+// replicas' relays on two nodes of a NATS cluster, the proxies on the
+// second. When the route between the nodes goes, the first relay's
+// invalidations no longer reach the proxies (its node accepts them: they
+// are marked published), while the second relay's heartbeats still do.
+// What tells the proxies is that the heartbeat rows keep listing the
+// first relay (it still confirms its beats with its own node) while its
+// beats no longer reach them.
+func TestARelayCutOffFromTheProxiesNodeIsListedButUnheard(t *testing.T) {
+	db := dbtest.New(t)
+	a := startNode(t, "a")
+	route := newLink(t, a.ClusterAddr().String())
+	b := startNode(t, "b", "nats://"+route.ln.Addr().String())
+	eventually.Within(t, wait, func() error {
+		return want(a.NumRoutes() > 0 && b.NumRoutes() > 0, "routes: a %d, b %d", a.NumRoutes(), b.NumRoutes())
+	})
+	w := watchRelays(t, b.ClientURL()) // the proxies' node
+	o := RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond}
+	o.ID = "relay-a"
+	startRelay(t, db.Pool, connect(t, a.ClientURL()), o)
+	o.ID = "relay-b"
+	startRelay(t, db.Pool, connect(t, b.ClientURL()), o)
+	eventually.Within(t, wait, func() error {
+		return want(w.heard("relay-a") > 0 && w.heard("relay-b") > 0, "beats heard: a %d, b %d", w.heard("relay-a"), w.heard("relay-b"))
+	})
+	w.listedNext(t, "relay-a,relay-b")
+
+	route.cut()
+	eventually.Within(t, wait, func() error {
+		return want(a.NumRoutes() == 0 && b.NumRoutes() == 0, "routes: a %d, b %d", a.NumRoutes(), b.NumRoutes())
+	})
+	heardA := w.heard("relay-a")
+	w.listedNext(t, "relay-a,relay-b")
+	w.listedNext(t, "relay-a,relay-b")
+	if n := w.heard("relay-a") - heardA; n != 0 {
+		t.Fatalf("%d beats of relay-a reached the proxies' node across a cut route", n)
+	}
 }
