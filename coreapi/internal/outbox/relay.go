@@ -117,8 +117,11 @@ type Relay struct {
 	notes atomic.Int64
 	// heard holds the rows those notifications announced.
 	heard heard
-	// beatAt is when NATS last confirmed the relay's own beat (unix ns);
-	// beatRefused whether the last one was refused (logged once).
+	// beatAt is when NATS last confirmed the relay's own beat, in ns on
+	// the monotonic clock since born (a wall clock step must not register
+	// a silent relay, or unregister a beating one); beatRefused whether
+	// the last one was refused (logged once).
+	born        time.Time
 	beatAt      atomic.Int64
 	beatRefused bool
 }
@@ -127,7 +130,7 @@ type Relay struct {
 // (connect it with reconnects enabled; drain it after Run returns).
 func NewRelay(pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger, o RelayOptions) *Relay {
 	o.defaults()
-	return &Relay{pool: pool, nc: nc, log: log, o: o, wake: make(chan struct{}, 1)}
+	return &Relay{pool: pool, nc: nc, log: log, o: o, wake: make(chan struct{}, 1), born: time.Now()}
 }
 
 // RelayStats counts what a relay did since it started.
@@ -593,7 +596,7 @@ const relayListed = 2.5
 // every proxy expect beats it never hears).
 func (r *Relay) beating() bool {
 	at := r.beatAt.Load()
-	return at != 0 && time.Since(time.Unix(0, at)) < 2*r.o.Heartbeat
+	return at != 0 && time.Since(r.born)-time.Duration(at) < 2*r.o.Heartbeat
 }
 
 // beatRelay publishes the relay's own beat (auth.outbox.relay, naming it)
@@ -619,7 +622,7 @@ func (r *Relay) beatRelay() {
 	}
 	switch {
 	case err == nil:
-		r.beatAt.Store(time.Now().UnixNano())
+		r.beatAt.Store(max(int64(time.Since(r.born)), 1))
 		if r.beatRefused {
 			r.log.Info("outbox relay beat accepted again", "relay", r.o.ID)
 			r.beatRefused = false
