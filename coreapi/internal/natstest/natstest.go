@@ -20,6 +20,13 @@ func Start(t testing.TB, port int, storeDir string) *server.Server {
 	if storeDir != "" {
 		opts.JetStream, opts.StoreDir = true, storeDir
 	}
+	return StartWith(t, opts)
+}
+
+// StartWith runs a server with opts as they are (users and their
+// permissions, a cluster), shut down when the test ends.
+func StartWith(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -174,15 +175,7 @@ func TestRelayWhoseBeatIsRefusedIsNotListed(t *testing.T) {
 			}},
 			{Username: "watch", Password: "pw"},
 		}}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := natstest.StartWith(t, opts)
 	w := watchRelays(t, "nats://watch:pw@"+ns.Addr().String())
 
 	var logs syncBuffer
@@ -237,15 +230,7 @@ func startNode(t *testing.T, name string, routes ...string) *server.Server {
 		}
 		opts.Routes = append(opts.Routes, u)
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := natstest.StartWith(t, opts)
 	return ns
 }
 
