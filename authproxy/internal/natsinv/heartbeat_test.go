@@ -163,16 +163,16 @@ func TestHeartbeatAfterSilencePurges(t *testing.T) {
 	if r.BoundedStaleness() {
 		t.Fatal("bounded staleness after the heartbeat")
 	}
-	r.mu.Lock()
+	r.recorder.mu.Lock()
 	applied := len(r.users)
-	r.mu.Unlock()
+	r.recorder.mu.Unlock()
 	if rc, _ := r.count(); applied == 0 && rc != reconnects+1 {
 		t.Fatalf("trusted again with the invalidation before the heartbeat not applied, and %d purges, want 1", rc-reconnects)
 	}
 	release()
 	testenv.Eventually(t, func() error {
-		r.mu.Lock()
-		defer r.mu.Unlock()
+		r.recorder.mu.Lock()
+		defer r.recorder.mu.Unlock()
 		return testenv.Want("users invalidated", len(r.users), 1)
 	})
 }
