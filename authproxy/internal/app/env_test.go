@@ -271,18 +271,37 @@ func (e *env) raw(req string) result {
 
 func (e *env) publish(subject string) {
 	e.t.Helper()
+	e.publishMsg(subject, invalidation.Event{Reason: "test"}, nil)
+}
+
+// publishMsg publishes ev (At set to now) on subject with header (nil:
+// none).
+func (e *env) publishMsg(subject string, ev invalidation.Event, header nats.Header) {
+	e.t.Helper()
 	nc, err := nats.Connect(e.nats.URL())
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer nc.Close()
-	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Reason: "test"})
-	if err := nc.Publish(subject, b); err != nil {
+	ev.At = time.Now().UnixMilli()
+	b, _ := json.Marshal(ev)
+	if err := nc.PublishMsg(&nats.Msg{Subject: subject, Data: b, Header: header}); err != nil {
 		e.t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+var heartbeatRows atomic.Int64
+
+// publishHeartbeatRow publishes a heartbeat as the outbox does, with a
+// Nats-Msg-Id, listing relays as the relays registered as publishing.
+func (e *env) publishHeartbeatRow(relays ...string) {
+	e.t.Helper()
+	h := nats.Header{}
+	h.Set(nats.MsgIdHdr, fmt.Sprintf("heartbeat-%d", heartbeatRows.Add(1)))
+	e.publishMsg(invalidation.SubjectHeartbeat, invalidation.Event{Relays: relays}, h)
 }
 
 // publishAndWait publishes and waits until the proxy has applied the event.

@@ -51,6 +51,7 @@ var allowZero = map[string]string{
 	"authproxy_cache_evictions_total":         "entries dropped for space or expiry; the workload fills no cache",
 	"authproxy_invalidation_feed_stale":       "1 while no outbox heartbeat arrives although NATS is connected (TestHeartbeatSilence)",
 	"authproxy_jwks_unknown_kid_total":        "tokens naming a key that is not in the key set",
+	"authproxy_outbox_relays_unheard":         "listed relays whose beat does not arrive although NATS is connected (TestUnheardRelay)",
 	"authproxy_lingering_connections":         "connections answered 413 whose body is still read and dropped (TestLingeringBounded)",
 	"authproxy_request_body_bytes":            "body buffers of requests being read (TestBodyMemoryBounded); the workload sends no body",
 	"authproxy_rules_reload_failures_total":   "refused rules files (TestRulesReloadSyntaxErrorKeepsRules)",

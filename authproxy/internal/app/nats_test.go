@@ -252,3 +252,80 @@ func TestHeartbeatAfterLostRevocation(t *testing.T) {
 	}
 	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
 }
+
+// TestUnheardRelay: the heartbeats keep coming, but one relay the
+// heartbeat rows list (r2) is never heard on auth.outbox.relay: connected
+// to a NATS node that lost its route to the proxy's, it publishes (a
+// revocation among it) into the void while its server accepts. After
+// NATS_HEARTBEAT_TIMEOUT the feed is stale (authproxy_invalidation_feed_stale,
+// authproxy_outbox_relays_unheard), cached projections are trusted for
+// MAX_STALENESS only, and r2's beat ends it with a purge.
+func TestUnheardRelay(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s", "NATS_HEARTBEAT_TIMEOUT": "5s"}})
+	metric := func(name string) float64 {
+		_, body := get(t, "http://"+e.admin+"/metrics")
+		return metricValue(body, name)
+	}
+	// wait publishes with publish and waits until the proxy took it in
+	// (its count of kind went up).
+	wait := func(kind string, publish func()) {
+		t.Helper()
+		c := e.app.Metrics.Invalidations.WithLabelValues(kind)
+		n := testutil.ToFloat64(c)
+		publish()
+		testenv.Eventually(t, func() error { return testenv.WantAtLeast(kind, testutil.ToFloat64(c), n+1) })
+	}
+	beat := func(relay string) {
+		wait("relay", func() { e.publishMsg(invalidation.SubjectRelay, invalidation.Event{Relay: relay}, nil) })
+	}
+	// Every 4 s of the clock: a heartbeat (straight from a relay: it
+	// leaves the list as it is) and r1's beat.
+	tick := func() {
+		e.clock.Advance(4 * time.Second)
+		wait("heartbeat", func() { e.publish(invalidation.SubjectHeartbeat) })
+		beat("r1")
+	}
+	tok := e.token(nil)
+	fetches := func() int64 { return e.core.ProjectionFetches.Load() }
+	wait("heartbeat", func() { e.publishHeartbeatRow("r1", "r2") })
+	beat("r1")
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	if fetches() != 1 || metric("authproxy_invalidation_feed_stale") != 0 {
+		t.Fatalf("fetches = %d, feed stale %v; want 1, 0", fetches(), metric("authproxy_invalidation_feed_stale"))
+	}
+
+	// The session is revoked; r2's event never arrives.
+	p := defaultProjection()
+	p.RevokedSessions = []string{sessionID}
+	e.core.SetProjection(p)
+	tick()
+	e.clock.Advance(2 * time.Second) // r2 listed 6 s ago, the heartbeat and r1 heard 2 s ago
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", metric("authproxy_invalidation_feed_stale"), 1) })
+	if v := metric("authproxy_outbox_relays_unheard"); v != 1 {
+		t.Fatalf("authproxy_outbox_relays_unheard = %v, want 1", v)
+	}
+	if !e.app.Subscriber.Connected() {
+		t.Fatal("NATS disconnected")
+	}
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // within the bound
+	for range 6 {
+		tick()
+	}
+	// 30 s since r2 was listed, heartbeats all along: past the bound.
+	e.clock.Advance(time.Second)
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+	if fetches() != 2 {
+		t.Fatalf("fetches past the bound = %d, want 2", fetches())
+	}
+
+	// r2 is heard: the staleness ends with a purge.
+	beat("r2")
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", metric("authproxy_invalidation_feed_stale"), 0) })
+	if e.app.Projections.BoundedStaleness() || metric("authproxy_outbox_relays_unheard") != 0 {
+		t.Fatal("bounded staleness, or a relay unheard, once r2 is heard")
+	}
+	e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
+	if fetches() != 3 {
+		t.Fatalf("fetches once r2 is heard = %d, want 3 (purged)", fetches())
+	}
+}

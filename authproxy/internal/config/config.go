@@ -75,8 +75,9 @@ type Config struct {
 	ProjectionCacheTTL  time.Duration
 	MaxStaleness        time.Duration
 	// HeartbeatTimeout (NATS_HEARTBEAT_TIMEOUT): how long a connected feed
-	// may bring no outbox heartbeat before the caches trust their entries
-	// only for MaxStaleness; 0: not watched.
+	// may bring no outbox heartbeat, or no beat from a relay the heartbeats
+	// list, before the caches trust their entries only for MaxStaleness;
+	// 0: not watched.
 	HeartbeatTimeout time.Duration
 	JWKSRefresh      time.Duration
 	JWKSCooldown     time.Duration
@@ -153,7 +154,7 @@ var Vars = append(envconfig.Table{
 	{Name: "PROJECTION_CACHE_SIZE", Help: "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB"},
 	{Name: "PROJECTION_CACHE_TTL", Default: "5m", Help: "projection TTL (invalidations evict sooner)"},
 	{Name: "MAX_STALENESS", Default: "30s", Help: "how long cached projections are trusted while NATS is down"},
-	{Name: "NATS_HEARTBEAT_TIMEOUT", Default: "10s", Help: "no outbox heartbeat for this long: trusted as while NATS is down (0: not watched)"},
+	{Name: "NATS_HEARTBEAT_TIMEOUT", Default: "10s", Help: "no outbox heartbeat, or no beat from a listed relay, for this long: trusted as while NATS is down (0: not watched)"},
 	{Name: "JWKS_REFRESH_INTERVAL", Default: "5m", Help: "background key set refresh"},
 	{Name: "JWKS_REFETCH_COOLDOWN", Default: "10s", Help: "minimum time between refetches for unknown kids (at least 1s)"},
 	{Name: "UPSTREAM_TIMEOUT", Default: "30s", Help: "read/write timeout of a forwarded request"},

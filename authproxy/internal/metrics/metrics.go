@@ -49,8 +49,13 @@ type Metrics struct {
 	ProjectionFetches *prometheus.CounterVec // result
 	NATSConnected     prometheus.Gauge
 	// FeedStale is 1 while no outbox heartbeat arrived within
-	// NATS_HEARTBEAT_TIMEOUT although NATS is connected (natsinv).
-	FeedStale         prometheus.Gauge
+	// NATS_HEARTBEAT_TIMEOUT, or a relay the heartbeat rows list was not
+	// heard within it, although NATS is connected (natsinv).
+	FeedStale prometheus.Gauge
+	// RelaysUnheard is the number of relays the heartbeat rows list whose
+	// beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT
+	// while NATS is connected (natsinv).
+	RelaysUnheard     prometheus.Gauge
 	Decisions         *CounterVec // outcome
 	RulesGeneration   prometheus.Gauge
 	RulesReloadFailed prometheus.Counter
@@ -120,7 +125,10 @@ func New() *Metrics {
 			Name: "authproxy_nats_connected", Help: "1 while the invalidation subscription is connected.",
 		}),
 		FeedStale: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "authproxy_invalidation_feed_stale", Help: "1 while no outbox heartbeat arrived within NATS_HEARTBEAT_TIMEOUT although NATS is connected (the relays are not publishing; caches trusted for MAX_STALENESS).",
+			Name: "authproxy_invalidation_feed_stale", Help: "1 while no outbox heartbeat arrived within NATS_HEARTBEAT_TIMEOUT, or a relay the heartbeats list was not heard within it, although NATS is connected (the relays are not publishing, or not to this proxy; caches trusted for MAX_STALENESS).",
+		}),
+		RelaysUnheard: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_outbox_relays_unheard", Help: "Relays the outbox heartbeats list as publishing whose own beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT although NATS is connected (what they publish does not reach this proxy; caches trusted for MAX_STALENESS).",
 		}),
 		Decisions: &CounterVec{desc: prometheus.NewDesc("authproxy_decisions_total", "Access decisions by outcome.", []string{"outcome"}, nil)},
 		RulesGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -150,7 +158,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
-		m.UpstreamErrors, m.UpstreamStray, m.UpstreamRetries, m.ProjectionFetches, m.NATSConnected, m.FeedStale, m.Decisions)
+		m.UpstreamErrors, m.UpstreamStray, m.UpstreamRetries, m.ProjectionFetches, m.NATSConnected, m.FeedStale, m.RelaysUnheard, m.Decisions)
 	// Export the error series at zero so that rates and alerts work from
 	// the start.
 	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"}, {"forward", "closed"},

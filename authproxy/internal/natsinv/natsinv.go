@@ -35,6 +35,22 @@
 // can be acted on before an event that came ahead of it. So its arrival
 // ends the staleness as a reconnection does: the caches are purged and
 // the key set is refetched.
+//
+// Heartbeats alone miss one relay cut off: in a NATS cluster, a relay
+// connected to a node that lost its route to the proxy's has its
+// publications accepted (it marks its rows published) while none reaches
+// the proxy, and the heartbeats the other relays publish keep the caches
+// trusted. So each relay also publishes a beat of its own straight to NATS
+// (auth.outbox.relay, every OUTBOX_HEARTBEAT_INTERVAL, naming it), and each
+// heartbeat row lists the relays registered as publishing when it was
+// written. A live feed on which a listed relay has not been heard for
+// HeartbeatTimeout is stale too, its bound counted from that relay's last
+// beat; the time counts from the latest of that beat, the relay's listing
+// and the feed's going live, so a new relay or a new connection is given
+// the timeout to be heard. The staleness ends, with the same purge, once
+// the relay is heard again or a row no longer lists it. A server that
+// refuses the subscription to auth.outbox.relay (a deployment that has not
+// granted it) leaves relay beats unwatched rather than every proxy stale.
 package natsinv
 
 import (
@@ -44,6 +60,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,9 +108,9 @@ type Subscriber struct {
 	// inv is the subscription to auth.invalidate.>, ks the one to
 	// auth.keys.changed (nil without KeysChanged).
 	inv, ks atomic.Pointer[nats.Subscription]
-	// hb is the subscription to auth.outbox.heartbeat (nil without
-	// HeartbeatTimeout).
-	hb atomic.Pointer[nats.Subscription]
+	// hb is the subscription to auth.outbox.heartbeat, rl the one to
+	// auth.outbox.relay (nil without HeartbeatTimeout).
+	hb, rl atomic.Pointer[nats.Subscription]
 	// dropMu guards purgedAt and refetchedAt: the subscriptions' counts of
 	// dropped events when the caches were last purged, and the key set
 	// last refetched, for them.
@@ -110,14 +127,40 @@ type Subscriber struct {
 	// invalidations (its permissions): the connection is up but no event
 	// comes, so it is not reported live until the next connection.
 	denied atomic.Bool
-	// hbTimeout is Options.HeartbeatTimeout (0: heartbeats not watched).
+	// hbTimeout is Options.HeartbeatTimeout (0: neither heartbeats nor
+	// relay beats watched).
 	// hbAt is when the last heartbeat arrived, or the feed went live,
-	// in unix nanoseconds; hbStale (under linkMu) is set while the live
-	// feed is called stale for want of one.
+	// in unix nanoseconds; stale (under linkMu) is set while the live
+	// feed is called stale for want of one, or of a listed relay's beat.
 	hbTimeout time.Duration
 	hbAt      atomic.Int64
-	hbStale   bool
+	stale     bool
+	// relayDenied is set when the server refused the subscription to
+	// auth.outbox.relay: no relay beat comes on this connection, and none
+	// is waited for (the feed is never stale for a relay's silence).
+	relayDenied atomic.Bool
+	// Under linkMu: heard is when each relay's beat last arrived (at most
+	// maxRelaysHeard of them); listed holds the relays the last heartbeat
+	// row listed, each with when it was first listed in its current
+	// continuous listing; liveAt is when the feed last went live. warned
+	// holds the unheard relays, and warnedSilent is set for the silence,
+	// already named in a warning since the feed turned stale.
+	heard        map[string]time.Time
+	listed       map[string]time.Time
+	liveAt       time.Time
+	warned       map[string]bool
+	warnedSilent bool
 }
+
+// A fleet runs a few coreapi replicas: the relays a heartbeat row lists
+// are taken up to maxRelaysListed, and the last beat of at most
+// maxRelaysHeard relay ids, none longer than maxRelayID bytes, is kept,
+// so that memory stays bounded whatever is published on auth.outbox.relay.
+const (
+	maxRelaysListed = 256
+	maxRelaysHeard  = 1024
+	maxRelayID      = 1024
+)
 
 // refused reports whether err, a permissions violation, is the refusal of
 // a subscription to subject.
@@ -169,13 +212,14 @@ type Options struct {
 	// DropCheck is how often the subscriber looks for events its client
 	// dropped since the last purge (default 100ms). The client reports a
 	// slow consumer only at the first drop of a run; the events it drops
-	// after that are caught here. The heartbeat's absence is looked for
-	// at the same pace.
+	// after that are caught here. The absence of heartbeats, and of the
+	// listed relays' beats, is looked for at the same pace.
 	DropCheck time.Duration
 	// HeartbeatTimeout is how long a live feed may bring no outbox
-	// heartbeat (auth.outbox.heartbeat) before the caches trust their
+	// heartbeat (auth.outbox.heartbeat), or no beat (auth.outbox.relay)
+	// from a relay the heartbeat rows list, before the caches trust their
 	// entries only for the staleness bound (NATS_HEARTBEAT_TIMEOUT); 0:
-	// heartbeats are neither subscribed to nor waited for.
+	// neither is subscribed to nor waited for.
 	HeartbeatTimeout time.Duration
 }
 
@@ -202,7 +246,8 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		o.PingInterval = PingIntervalFor(30 * time.Second)
 	}
 	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{}),
-		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0)}
+		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0),
+		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
@@ -243,7 +288,11 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected; purging caches and refetching keys")
-			s.denied.Store(false) // the subscription is asked for anew
+			// The subscriptions are asked for anew. The client queues this
+			// handler before it reads the server's answer to them, so a
+			// refusal on this connection is reported after it.
+			s.denied.Store(false)
+			s.relayDenied.Store(false)
 			if s.subscribed(nc) {
 				s.connected(nc, true)
 			}
@@ -259,8 +308,8 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				case sub == s.ks.Load():
 					s.refetchForDrops(sub)
 					return
-				case sub == s.hb.Load():
-					return // a heartbeat dropped names nothing to evict
+				case sub == s.hb.Load(), sub == s.rl.Load():
+					return // a heartbeat or a relay's beat dropped names nothing to evict
 				}
 				// Events were dropped: which entries they named is unknown.
 				log.Warn("nats slow consumer: invalidations dropped; purging caches")
@@ -280,6 +329,15 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				// after HeartbeatTimeout, for good.
 				log.Error("nats refuses the subscription to "+invalidation.SubjectHeartbeat+
 					"; caches are trusted only for the staleness bound: allow it, or set NATS_HEARTBEAT_TIMEOUT=0", "err", err)
+				return
+			}
+			if errors.Is(err, nats.ErrPermissionViolation) && refused(err, invalidation.SubjectRelay) {
+				// A deployment that has not granted the subject must not
+				// find every proxy stale: the relays' beats are not
+				// watched on this connection, the heartbeat still is.
+				log.Error("nats refuses the subscription to "+invalidation.SubjectRelay+
+					"; relay beats are not watched, so a relay whose publications do not reach this proxy goes unnoticed: allow it", "err", err)
+				s.relaysNotWatched()
 				return
 			}
 			log.Warn("nats", "err", err)
@@ -315,6 +373,12 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectHeartbeat, err)
 		}
 		s.hb.Store(hb)
+		rl, err := nc.Subscribe(invalidation.SubjectRelay, s.relayBeat)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", invalidation.SubjectRelay, err)
+		}
+		s.rl.Store(rl)
 	}
 	s.nc = nc
 	s.watcher.Add(1)
@@ -371,8 +435,11 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 	}
 	s.m.NATSConnected.Set(1)
 	if s.live.CompareAndSwap(false, true) {
-		// A heartbeat is waited for afresh: the caches are purged.
-		s.hbAt.Store(s.now().UnixNano())
+		// A heartbeat, and each listed relay's beat, is waited for
+		// afresh: the caches are purged.
+		now := s.now()
+		s.hbAt.Store(now.UnixNano())
+		s.liveAt = now
 		s.reported.Store(true)
 		s.purge(refetch)
 		s.endStale() // after the caches are live: the gauge's 0 says they are
@@ -389,13 +456,16 @@ func (s *Subscriber) purge(refetch bool) {
 	}
 }
 
-// endStale ends the feed's staleness for want of a heartbeat, if it was
-// stale. linkMu is held.
+// endStale ends the feed's staleness for want of a heartbeat or of a
+// relay's beat, if it was stale. linkMu is held.
 func (s *Subscriber) endStale() {
-	if s.hbStale {
-		s.hbStale = false
+	if s.stale {
+		s.stale = false
 		s.m.FeedStale.Set(0)
 	}
+	s.m.RelaysUnheard.Set(0)
+	s.warnedSilent = false
+	clear(s.warned)
 }
 
 // subscribed waits until the server has the subscriptions of a new
@@ -438,10 +508,10 @@ func (s *Subscriber) subscribed(nc *nats.Conn) bool {
 // DeadAfter(PingInterval) before now (a link that died silently is noticed
 // only by its unanswered pings).
 //
-// A feed stale for want of heartbeats stays in the bounded staleness it was
-// put in (counted from the last heartbeat), but is no longer
-// reported as stale: authproxy_invalidation_feed_stale says that the relays
-// are silent although NATS is up.
+// A feed stale for want of heartbeats (or of a relay's beats) stays in the
+// bounded staleness it was put in (counted from the last one), but is no
+// longer reported as stale: authproxy_invalidation_feed_stale says that the
+// relays are silent although NATS is up.
 func (s *Subscriber) disconnected() {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
@@ -539,45 +609,226 @@ func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration)
 	}
 }
 
-// heartbeat notes the arrival of an outbox heartbeat, and ends the
-// staleness of a live feed that had brought none for HeartbeatTimeout as
-// a reconnection does (purge, key set refetched): the events before the
-// heartbeat may not all have been applied (see the package comment).
-func (s *Subscriber) heartbeat(*nats.Msg) {
-	s.hbAt.Store(s.now().UnixNano())
+// heartbeat notes the arrival of an outbox heartbeat and, from a row,
+// the relays it lists; it ends the staleness of a live feed that nothing
+// keeps stale any more (recover).
+func (s *Subscriber) heartbeat(msg *nats.Msg) {
+	now := s.now()
+	s.hbAt.Store(now.UnixNano())
 	s.m.Invalidations.WithLabelValues("heartbeat").Inc()
+	// A row (published from the outbox, with its Nats-Msg-Id) lists the
+	// relays registered as publishing when it was written, and replaces
+	// the list; a heartbeat a relay publishes straight to NATS while the
+	// database is unreachable lists none, and leaves it.
+	row := msg.Header.Get(nats.MsgIdHdr) != ""
+	var ev invalidation.Event
+	if row {
+		if err := json.Unmarshal(msg.Data, &ev); err != nil {
+			// The list is unknown: the one before still stands.
+			s.log.Warn("outbox heartbeat body", "err", err)
+			row = false
+		}
+	}
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
-	if s.hbStale && s.live.Load() {
-		s.purge(true)
-		s.endStale() // after the caches are live: the gauge's 0 says they are
-		s.log.Info("outbox heartbeat received again; purging caches and refetching keys")
+	s.warnedSilent = false
+	if row {
+		s.list(ev.Relays, now)
 	}
+	s.recover(now, "outbox heartbeat received")
+}
+
+// relayBeat notes the arrival of a relay's own beat (auth.outbox.relay),
+// and ends the staleness of a live feed that nothing keeps stale any more
+// (recover). A beat that names no relay is ignored.
+func (s *Subscriber) relayBeat(msg *nats.Msg) {
+	var ev invalidation.Event
+	if json.Unmarshal(msg.Data, &ev) != nil || ev.Relay == "" || len(ev.Relay) > maxRelayID {
+		return
+	}
+	s.m.Invalidations.WithLabelValues("relay").Inc()
+	now := s.now()
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	s.hear(ev.Relay, now)
+	s.recover(now, "outbox relay heard", "relay", ev.Relay)
+}
+
+// hear records a beat of relay at now. Once maxRelaysHeard ids are kept, a
+// new one first drops those neither listed nor heard within
+// HeartbeatTimeout; if none goes, a listed relay takes the place of the
+// unlisted one heard longest ago, and an unlisted one is not recorded
+// (its beats count only once a row lists it). linkMu is held.
+func (s *Subscriber) hear(relay string, now time.Time) {
+	delete(s.warned, relay)
+	if _, ok := s.heard[relay]; !ok && len(s.heard) >= maxRelaysHeard {
+		oldest := ""
+		for id, at := range s.heard {
+			if _, ok := s.listed[id]; ok {
+				continue
+			}
+			if now.Sub(at) > s.hbTimeout {
+				delete(s.heard, id)
+			} else if oldest == "" || at.Before(s.heard[oldest]) {
+				oldest = id
+			}
+		}
+		if len(s.heard) >= maxRelaysHeard {
+			if _, ok := s.listed[relay]; !ok || oldest == "" {
+				return
+			}
+			delete(s.heard, oldest)
+		}
+	}
+	s.heard[relay] = now
+}
+
+// list replaces the relays expected to beat with those a heartbeat row
+// lists (the first maxRelaysListed): a relay listed before keeps when it
+// was first listed, a new one is listed from now, the start of its grace.
+// An id too long for its beat to be recorded is left out. linkMu is held.
+func (s *Subscriber) list(relays []string, now time.Time) {
+	next := make(map[string]time.Time, min(len(relays), maxRelaysListed))
+	for _, id := range relays {
+		if len(next) == maxRelaysListed {
+			break
+		}
+		if id == "" || len(id) > maxRelayID {
+			continue
+		}
+		if at, ok := s.listed[id]; ok {
+			next[id] = at
+		} else if _, ok := next[id]; !ok {
+			next[id] = now
+		}
+	}
+	for id := range s.warned {
+		if _, ok := next[id]; !ok {
+			delete(s.warned, id)
+		}
+	}
+	s.listed = next
+}
+
+// unheard returns the listed relays not heard for HeartbeatTimeout (sorted),
+// and since, the earliest moment one of them was last known to deliver:
+// its last beat or, never heard, the start of its grace. The timeout
+// counts from the latest of its last beat, its listing and the feed's
+// going live: a relay just listed, or a connection just made, is given
+// that long to be heard. None while relay beats are not watched. linkMu
+// is held.
+func (s *Subscriber) unheard(now time.Time) (ids []string, since time.Time) {
+	if s.relayDenied.Load() {
+		return nil, time.Time{}
+	}
+	for id, listedAt := range s.listed {
+		grace := latest(listedAt, s.liveAt)
+		beat, heard := s.heard[id]
+		if now.Sub(latest(beat, grace)) <= s.hbTimeout {
+			continue
+		}
+		good := grace
+		if heard {
+			good = beat
+		}
+		if ids == nil || good.Before(since) {
+			since = good
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, since
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// relaysNotWatched stops waiting for the relays' beats: the server refused
+// their subscription. A feed stale only for a relay's silence is trusted
+// again (recover).
+func (s *Subscriber) relaysNotWatched() {
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	s.relayDenied.Store(true)
+	s.m.RelaysUnheard.Set(0)
+	clear(s.warned)
+	s.recover(s.now(), "relay beats not watched")
+}
+
+// recover ends the staleness of a live feed once nothing keeps it stale (a
+// heartbeat within HeartbeatTimeout, every listed relay heard within it),
+// as a reconnection does: the caches are purged and the key set is
+// refetched, since the events before may not all have been applied (see
+// the package comment), least of all those of a relay that went unheard.
+// why and args say what ended it, in the log. linkMu is held.
+func (s *Subscriber) recover(now time.Time, why string, args ...any) {
+	if !s.stale || !s.live.Load() || now.UnixNano()-s.hbAt.Load() > int64(s.hbTimeout) {
+		return
+	}
+	if ids, _ := s.unheard(now); len(ids) > 0 {
+		s.m.RelaysUnheard.Set(float64(len(ids)))
+		return
+	}
+	s.purge(true)
+	s.endStale() // after the caches are live: the gauge's 0 says they are
+	s.log.Info(why+"; the invalidation feed is live again: purging caches and refetching keys", args...)
 }
 
 // watchHeartbeat calls a live feed stale when no heartbeat arrived for
-// HeartbeatTimeout: the caches trust their entries for the staleness
-// bound, counted from the last one (when the feed was last known to
-// deliver what coreapi committed).
+// HeartbeatTimeout, or a listed relay was not heard for it (unheard): the
+// caches trust their entries for the staleness bound, counted from the
+// last heartbeat, or that relay's last beat (when the feed was last known
+// to deliver what coreapi committed, or what that relay published),
+// whichever is earlier. Each reason is named in a warning once, as it
+// arises.
 func (s *Subscriber) watchHeartbeat() {
 	if s.hbTimeout == 0 {
 		return
 	}
-	at := s.hbAt.Load()
-	if s.now().UnixNano()-at <= int64(s.hbTimeout) {
-		return
-	}
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
-	if s.hbStale || !s.live.Load() || s.hbAt.Load() != at {
+	if !s.live.Load() {
 		return
 	}
-	s.hbStale = true
-	s.m.FeedStale.Set(1)
-	last := time.Unix(0, at)
-	s.t.Disconnected(last)
-	s.log.Warn("no outbox heartbeat although NATS is connected: coreapi's relays may not be publishing; caches are trusted only for the staleness bound",
-		"since", last, "timeout", s.hbTimeout)
+	now := s.now()
+	// A heartbeat stores hbAt before it takes linkMu: one that came after
+	// this load finds the feed stale and recovers it.
+	at := time.Unix(0, s.hbAt.Load())
+	silent := now.Sub(at) > s.hbTimeout
+	ids, since := s.unheard(now)
+	s.m.RelaysUnheard.Set(float64(len(ids)))
+	if !s.stale {
+		if !silent && len(ids) == 0 {
+			return
+		}
+		from := since
+		if silent && (len(ids) == 0 || at.Before(since)) {
+			from = at
+		}
+		s.stale = true
+		s.m.FeedStale.Set(1)
+		s.t.Disconnected(from)
+	}
+	if silent && !s.warnedSilent {
+		s.warnedSilent = true
+		s.log.Warn("no outbox heartbeat although NATS is connected: coreapi's relays may not be publishing; caches are trusted only for the staleness bound",
+			"since", at, "timeout", s.hbTimeout)
+	}
+	var named []string
+	for _, id := range ids {
+		if !s.warned[id] {
+			s.warned[id] = true
+			named = append(named, id)
+		}
+	}
+	if len(named) > 0 {
+		s.log.Warn("outbox relays unheard although NATS is connected: what they publish may not reach this proxy (their NATS node cut off from its own); caches are trusted only for the staleness bound",
+			"relays", named, "since", since, "timeout", s.hbTimeout)
+	}
 }
 
 // Dropped is the number of invalidations this client discarded because it

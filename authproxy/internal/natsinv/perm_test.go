@@ -1,16 +1,21 @@
 package natsinv
 
 import (
+	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 )
 
 // TestRefusedSubscriptionIsNoFeed: the NATS server's permissions refuse
@@ -113,4 +118,62 @@ func TestReconnectOutlastsRefusedCredentials(t *testing.T) {
 		defer r.mu.Unlock()
 		return testenv.Want("users invalidated", len(r.users), 1)
 	})
+}
+
+// TestRefusedRelaySubscriptionIsNotStale: the NATS server's permissions
+// refuse the proxy's subscription to auth.outbox.relay (a deployment that
+// has not granted the subject yet). The relays' beats cannot be heard, so
+// a relay the heartbeat rows list must not make the feed stale: that
+// would leave every proxy trusting its caches only for the staleness
+// bound. The refusal is logged as an error once, and the heartbeat is
+// still watched.
+func TestRefusedRelaySubscriptionIsNotStale(t *testing.T) {
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{
+			{Username: "proxy", Password: "pw", Permissions: &natsserver.Permissions{
+				Subscribe: &natsserver.SubjectPermission{Allow: []string{invalidation.SubjectWildcard, invalidation.SubjectKeysChanged,
+					invalidation.SubjectHeartbeat, "_INBOX.>"}},
+			}},
+			{Username: "coreapi", Password: "pw"},
+		}}
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+
+	r := newRecorder(t)
+	m := metrics.New()
+	var logs logbuffer.Buffer
+	const timeout = 300 * time.Millisecond
+	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond},
+		r, slog.New(slog.NewJSONHandler(&logs, nil)), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	pub, err := nats.Connect("nats://coreapi:pw@" + ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+
+	stop := beats(t, pub)
+	heartbeatRow(t, pub, "r2")
+	time.Sleep(4 * timeout)
+	if r.BoundedStaleness() || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
+		t.Fatal("stale for a relay whose beats this proxy may not subscribe to")
+	}
+	if n := strings.Count(logs.String(), `"level":"ERROR","msg":"nats refuses the subscription to auth.outbox.relay`); n != 1 {
+		t.Errorf("%d errors for the refused relay subscription, want 1; log:\n%s", n, logs.String())
+	}
+
+	// The heartbeat is still watched.
+	stop()
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
 }

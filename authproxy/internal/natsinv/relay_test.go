@@ -1,0 +1,370 @@
+package natsinv
+
+import (
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
+)
+
+var rowID atomic.Int64
+
+// heartbeatRow publishes a heartbeat as the outbox does (with a
+// Nats-Msg-Id), listing relays (nil: the field absent, as from an older
+// coreapi), and returns when it was published.
+func heartbeatRow(t *testing.T, nc *nats.Conn, relays ...string) time.Time {
+	t.Helper()
+	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Relays: relays})
+	msg := &nats.Msg{Subject: invalidation.SubjectHeartbeat, Data: b, Header: nats.Header{}}
+	msg.Header.Set(nats.MsgIdHdr, "row-"+strconv.FormatInt(rowID.Add(1), 10))
+	at := time.Now()
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// relayBeats publishes relay's beat every 20 ms until stop is called,
+// which returns when the last one was published.
+func relayBeats(t *testing.T, nc *nats.Conn, relay string) (stop func() time.Time) {
+	t.Helper()
+	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Relay: relay})
+	done, last := make(chan struct{}), make(chan time.Time, 1)
+	go func() {
+		var at time.Time
+		for {
+			at = time.Now()
+			if err := nc.Publish(invalidation.SubjectRelay, b); err != nil {
+				t.Errorf("publish relay beat: %v", err)
+			}
+			_ = nc.Flush()
+			select {
+			case <-done:
+				last <- at
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	var once atomic.Bool
+	stop = func() time.Time {
+		if once.CompareAndSwap(false, true) {
+			close(done)
+			return <-last
+		}
+		return time.Time{}
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// relaysHeard is how many relay beats the subscriber took in.
+func relaysHeard(m *metrics.Metrics) float64 {
+	return testutil.ToFloat64(m.Invalidations.WithLabelValues("relay"))
+}
+
+// TestUnheardRelayIsStale: the heartbeats keep coming (the other relays
+// publish them), but a relay the heartbeat rows list is never heard: its
+// NATS node may have lost its route to the proxy's, and what it publishes,
+// accepted by its server, never arrives. After HeartbeatTimeout from its
+// listing (not before: a relay just listed is given that long) the feed is
+// stale, the bound counted from that grace's start, and the warning names
+// that relay alone; its beat ends it with a purge. A relay heard all along
+// keeps the feed fresh.
+func TestUnheardRelayIsStale(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := &downRecorder{recorder: newRecorder(t)}
+	m := metrics.New()
+	var logs logbuffer.Buffer
+	const timeout = 600 * time.Millisecond
+	s, err := Connect(Options{URL: n.URL(), HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r,
+		slog.New(slog.NewJSONHandler(&logs, nil)), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	pub, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	defer beats(t, pub)() // direct heartbeats: they leave the list as it is
+
+	// r1 is listed and heard every 20 ms: fresh well past the timeout.
+	relayBeats(t, pub, "r1")
+	testenv.Eventually(t, func() error { return testenv.WantAtLeast("relay beats", relaysHeard(m), 1) })
+	heartbeatRow(t, pub, "r1")
+	time.Sleep(3 * timeout)
+	if r.BoundedStaleness() || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
+		t.Fatal("stale while the listed relay is heard")
+	}
+
+	// r2 is listed too, and never heard.
+	reconnects, _ := r.count()
+	listed := heartbeatRow(t, pub, "r1", "r2")
+	time.Sleep(timeout / 2)
+	if r.BoundedStaleness() {
+		t.Fatal("stale within the grace of a relay just listed")
+	}
+	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
+	if since := time.Since(listed); since < timeout {
+		t.Fatalf("stale %s after r2 was listed, before the timeout (%s)", since, timeout)
+	}
+	if at := r.lastDown(); at.Before(listed) || at.After(listed.Add(timeout/2)) {
+		t.Fatalf("staleness counted from %s, want r2's listing (published %s)", at.Format(time.StampMicro), listed.Format(time.StampMicro))
+	}
+	if testutil.ToFloat64(m.FeedStale) != 1 || testutil.ToFloat64(m.RelaysUnheard) != 1 || testutil.ToFloat64(m.NATSConnected) != 1 {
+		t.Fatalf("feed stale %v, relays unheard %v, NATS connected %v; want 1, 1, 1",
+			testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard), testutil.ToFloat64(m.NATSConnected))
+	}
+	warnings := 0
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "outbox relays unheard") {
+			warnings++
+			if !strings.Contains(line, `"relays":["r2"]`) {
+				t.Errorf("the warning does not name r2 alone: %s", line)
+			}
+		}
+	}
+	if warnings != 1 {
+		t.Errorf("%d warnings of unheard relays, want 1; log:\n%s", warnings, logs.String())
+	}
+
+	// r2's beat ends it, with one purge.
+	stop := relayBeats(t, pub, "r2")
+	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), false) })
+	time.Sleep(timeout)
+	if rc, _ := r.count(); rc != reconnects+1 || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
+		t.Fatalf("r2 heard with %d purges (feed stale %v, relays unheard %v), want 1, 0, 0",
+			rc-reconnects, testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard))
+	}
+
+	// r2 falls silent: stale again, counted from its last beat.
+	last := stop()
+	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
+	if at := r.lastDown(); at.Before(last) || at.After(last.Add(timeout/2)) {
+		t.Fatalf("staleness counted from %s, want r2's last beat (published %s)", at.Format(time.StampMicro), last.Format(time.StampMicro))
+	}
+}
+
+// TestRowDelistsRelay: a listed relay unheard makes the feed stale, and
+// heartbeats straight from a relay (no Nats-Msg-Id: the database
+// unreachable) do not change the list; the next heartbeat row that no
+// longer lists it (here one with no list at all, as from a coreapi older
+// than the field) ends the staleness with a purge.
+func TestRowDelistsRelay(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := &downRecorder{recorder: newRecorder(t)}
+	m := metrics.New()
+	const timeout = 400 * time.Millisecond
+	s, pub := connectWithPublisher(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	defer beats(t, pub)()
+	heartbeatRow(t, pub, "r2")
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
+
+	// The direct heartbeats go on (every 20 ms, as would one with the
+	// reason a relay gives them, below): r2 stays expected.
+	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Reason: invalidation.ReasonDatabaseUnreachable})
+	if err := pub.Publish(invalidation.SubjectHeartbeat, b); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * timeout)
+	if !r.BoundedStaleness() || testutil.ToFloat64(m.FeedStale) != 1 || testutil.ToFloat64(m.RelaysUnheard) != 1 {
+		t.Fatal("a direct heartbeat changed the list of relays")
+	}
+
+	reconnects, _ := r.count()
+	heartbeatRow(t, pub) // no relays: r2 is no longer expected
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 0.0) })
+	if r.BoundedStaleness() || testutil.ToFloat64(m.RelaysUnheard) != 0 {
+		t.Fatal("bounded staleness, or a relay unheard, once r2 is delisted")
+	}
+	time.Sleep(timeout)
+	if rc, _ := r.count(); rc != reconnects+1 || r.BoundedStaleness() {
+		t.Fatalf("r2 delisted with %d purges (bounded staleness %v), want 1 and fresh", rc-reconnects, r.BoundedStaleness())
+	}
+}
+
+// TestRelayGraceOnReconnect: a NATS restart purges as ever; the list of
+// relays stays, and each listed relay is given HeartbeatTimeout from the
+// new connection to be heard.
+func TestRelayGraceOnReconnect(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := &downRecorder{recorder: newRecorder(t)}
+	m := metrics.New()
+	const timeout = 600 * time.Millisecond
+	s, err := Connect(Options{URL: n.URL(), HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond,
+		ReconnectWait: 20 * time.Millisecond, MaxReconnect: 50 * time.Millisecond}, r, quiet(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	// The publisher comes back as soon: the heartbeats go on, and only
+	// r2's silence can make the feed stale.
+	pub, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	defer beats(t, pub)()
+	heartbeatRow(t, pub, "r2")
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
+
+	n.Stop()
+	n.Start()
+	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), false) })
+	live := time.Now()
+	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
+	if since := time.Since(live); since < timeout-timeout/4 {
+		t.Fatalf("stale %s after the reconnection, within the grace (%s)", since, timeout)
+	}
+	if v := testutil.ToFloat64(m.RelaysUnheard); v != 1 {
+		t.Fatalf("relays unheard %v after the reconnection, want 1 (r2 still listed)", v)
+	}
+}
+
+// TestRelayNotWatchedWithoutTimeout: with HeartbeatTimeout 0 the proxy
+// does not subscribe to auth.outbox.relay (nor to the heartbeat); with it,
+// it does.
+func TestRelayNotWatchedWithoutTimeout(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	for _, timeout := range []time.Duration{0, time.Second} {
+		s, err := Connect(Options{URL: ns.ClientURL(), HeartbeatTimeout: timeout}, newRecorder(t), quiet(), metrics.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+		connz, err := ns.Connz(&natsserver.ConnzOptions{Subscriptions: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var subs []string
+		for _, c := range connz.Conns {
+			subs = append(subs, c.Subs...)
+		}
+		var relay, heartbeat bool
+		for _, sub := range subs {
+			relay = relay || sub == invalidation.SubjectRelay
+			heartbeat = heartbeat || sub == invalidation.SubjectHeartbeat
+		}
+		if relay != (timeout > 0) || heartbeat != (timeout > 0) {
+			t.Errorf("HeartbeatTimeout %s: subscriptions %v", timeout, subs)
+		}
+		_ = s.Close(time.Second)
+	}
+}
+
+// TestRelayMemoryBounded: whatever is published on auth.outbox.relay and
+// listed in the heartbeat rows, the proxy keeps at most maxRelaysHeard
+// relays' last beats and maxRelaysListed listed relays. A listed relay's
+// beat is always kept, an unlisted one's only while there is room once
+// the relays neither listed nor heard within the timeout are dropped;
+// beats that name no relay, or one too long, are ignored.
+func TestRelayMemoryBounded(t *testing.T) {
+	n := testenv.StartNATS(t)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	m := metrics.New()
+	const timeout = time.Minute
+	s, pub := connectWithPublisher(t, n, Options{HeartbeatTimeout: timeout, Now: now}, newRecorder(t), m)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	state := func() (heard, listed int, has func(string) bool) {
+		s.linkMu.Lock()
+		defer s.linkMu.Unlock()
+		ids := map[string]bool{}
+		for id := range s.heard {
+			ids[id] = true
+		}
+		return len(s.heard), len(s.listed), func(id string) bool { return ids[id] }
+	}
+	publishBeats := func(ids ...string) {
+		t.Helper()
+		want := relaysHeard(m) + float64(len(ids))
+		for _, id := range ids {
+			b, _ := json.Marshal(invalidation.Event{Relay: id})
+			if err := pub.Publish(invalidation.SubjectRelay, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := pub.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, func() error { return testenv.WantAtLeast("relay beats", relaysHeard(m), want) })
+	}
+	idsFrom := func(prefix string, k int) []string {
+		ids := make([]string, k)
+		for i := range ids {
+			ids[i] = prefix + strconv.Itoa(i)
+		}
+		return ids
+	}
+
+	// More listed relays than are taken: the first maxRelaysListed.
+	listed := idsFrom("listed-", maxRelaysListed+50)
+	heartbeatRow(t, pub, listed...)
+	testenv.Eventually(t, func() error {
+		_, l, _ := state()
+		return testenv.Want("listed relays", l, maxRelaysListed)
+	})
+
+	// More unlisted relays heard than are kept.
+	publishBeats(idsFrom("unlisted-", maxRelaysHeard+100)...)
+	if h, _, _ := state(); h != maxRelaysHeard {
+		t.Fatalf("%d relays heard kept, want %d", h, maxRelaysHeard)
+	}
+	// A listed relay's beat is kept even so; one listed past the bound is
+	// no more kept than any unlisted one.
+	publishBeats(listed[0], listed[maxRelaysListed])
+	if h, _, has := state(); h != maxRelaysHeard || !has(listed[0]) || has(listed[maxRelaysListed]) {
+		t.Fatalf("%d relays heard kept (want %d), the listed relay's beat kept: %v, the one past the bound: %v",
+			h, maxRelaysHeard, has(listed[0]), has(listed[maxRelaysListed]))
+	}
+
+	// Past the timeout, a new relay's beat drops those unlisted.
+	clock.Add(int64(2 * timeout))
+	publishBeats("new")
+	if h, _, has := state(); h != 2 || !has("new") || !has(listed[0]) {
+		t.Fatalf("%d relays heard kept, want 2 (the listed one and the new one)", h)
+	}
+
+	// Beats that name no relay, or one too long, are not taken in.
+	before := relaysHeard(m)
+	for _, body := range []string{`{"at":1}`, `not json`, `{"relay":""}`, `{"relay":"` + strings.Repeat("x", maxRelayID+1) + `"}`} {
+		if err := pub.Publish(invalidation.SubjectRelay, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishBeats("last")
+	if got := relaysHeard(m); got != before+1 {
+		t.Fatalf("%v relay beats taken in, want 1 (the last)", got-before)
+	}
+	if h, _, _ := state(); h != 3 {
+		t.Fatalf("%d relays heard kept, want 3", h)
+	}
+}
