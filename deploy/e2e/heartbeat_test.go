@@ -34,7 +34,8 @@ func proxyMetric(p *service, series string) (v float64, found bool, err error) {
 // default), and every proxy receives it, so none calls its feed stale
 // (NATS_HEARTBEAT_TIMEOUT, 10 s by default). Were the heartbeat lost
 // anywhere on the way, the proxies would trust their caches only for
-// MAX_STALENESS, and authproxy_invalidation_feed_stale would be 1.
+// MAX_STALENESS, and authproxy_invalidation_feed_stale would be 1. So do
+// the relays' own beats, and no relay the heartbeat rows list goes unheard.
 func TestOutboxHeartbeatReachesTheProxies(t *testing.T) {
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		var first float64
@@ -54,6 +55,25 @@ func TestOutboxHeartbeatReachesTheProxies(t *testing.T) {
 		})
 		if v, found, err := proxyMetric(p, "authproxy_invalidation_feed_stale"); err != nil || !found || v != 0 {
 			t.Fatalf("%s: authproxy_invalidation_feed_stale %v (found %v, %v), want 0", p.name, v, found, err)
+		}
+		// Each relay's own beat (auth.outbox.relay) reaches the proxy too,
+		// and every relay the heartbeat rows list is heard.
+		var beats float64
+		eventually.Within(t, 20*time.Second, func() error {
+			n, _, err := proxyMetric(p, `authproxy_invalidations_received_total{kind="relay"}`)
+			if err != nil {
+				return err
+			}
+			if beats == 0 {
+				beats = n
+			}
+			if n < 1 || n < beats+2 {
+				return fmt.Errorf("%s received %v relay beats (first read %v), want two more", p.name, n, beats)
+			}
+			return nil
+		})
+		if v, found, err := proxyMetric(p, "authproxy_outbox_relays_unheard"); err != nil || !found || v != 0 {
+			t.Fatalf("%s: authproxy_outbox_relays_unheard %v (found %v, %v), want 0", p.name, v, found, err)
 		}
 	}
 }
