@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -434,38 +435,43 @@ func TestDBWatch(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		steps []step
-		// announced: cover publishes what it is asked to; covered: the
+		// refused: the ranges cover cannot publish (a row it does not
+		// know, the relay not listening, NATS refusing); covered: the
 		// ranges it was asked for.
-		announced bool
-		lost      bool
-		covered   string
+		refused string
+		lost    bool
+		covered string
 	}{
-		{name: "drained, then the connection broke", steps: []step{{nil, 1, 1}, {closed, 1, 1}}, lost: true},
-		{name: "drained, then the dial refused", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {connErr, 1, 1}}, lost: true},
-		{name: "drained, then the server read-only", steps: []step{{nil, 1, 1}, {readOnly, 1, 1}}, lost: true},
-		{name: "never drained", steps: []step{{connErr, 0, 0}}, announced: true},
-		{name: "a commit notified since the drain began", steps: []step{{nil, 1, 1}, {closed, 1, 2}}, covered: "(1,2]"},
+		{name: "drained, then the connection broke", steps: []step{{nil, 1, 1}, {closed, 1, 1}}, lost: true, covered: "(1,1]"},
+		{name: "drained, then the dial refused", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {connErr, 1, 1}}, lost: true, covered: "(1,1] (1,1]"},
+		{name: "drained, then the server read-only", steps: []step{{nil, 1, 1}, {readOnly, 1, 1}}, lost: true, covered: "(1,1]"},
+		{name: "drained, then the connection broke, with nothing heard since but a row another relay held, which cover cannot publish",
+			steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 1, 1}}, refused: "(1,1]", covered: "(1,1]"},
+		{name: "never drained", steps: []step{{connErr, 0, 0}}},
+		{name: "a commit notified since the drain began", steps: []step{{nil, 1, 1}, {closed, 1, 2}}, refused: "(1,2]", covered: "(1,2]"},
 		{name: "a commit notified since the drain began, its rows published from the notification",
-			steps: []step{{nil, 1, 1}, {closed, 1, 2}, {connErr, 2, 2}}, announced: true, lost: true, covered: "(1,2]"},
-		{name: "a commit notified during the drain that succeeded", steps: []step{{nil, 1, 2}, {closed, 2, 2}}, covered: "(1,2]"},
+			steps: []step{{nil, 1, 1}, {closed, 1, 2}, {connErr, 2, 2}}, lost: true, covered: "(1,2] (2,2]"},
+		{name: "a commit notified during the drain that succeeded", steps: []step{{nil, 1, 2}, {closed, 2, 2}}, refused: "(1,2]", covered: "(1,2]"},
 		{name: "a commit notified during the drain that succeeded, its rows published",
-			steps: []step{{nil, 1, 2}, {closed, 2, 2}}, announced: true, lost: true, covered: "(1,2]"},
+			steps: []step{{nil, 1, 2}, {closed, 2, 2}}, lost: true, covered: "(1,2]"},
 		{name: "a commit notified during the outage, its rows published",
-			steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 3, 3}}, announced: true, lost: true, covered: "(1,3]"},
-		{name: "a commit notified during the outage", steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 3, 3}}, covered: "(1,3]"},
-		{name: "NATS down before the database went", steps: []step{{nil, 1, 1}, {ErrNATSDown, 1, 1}, {connErr, 1, 2}}, announced: true},
+			steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 3, 3}}, lost: true, covered: "(1,1] (1,3]"},
+		{name: "a commit notified during the outage", steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 3, 3}, {connErr, 3, 3}},
+			refused: "(1,3]", covered: "(1,1] (1,3]"},
+		{name: "NATS down before the database went", steps: []step{{nil, 1, 1}, {ErrNATSDown, 1, 1}, {connErr, 1, 2}}},
 		// A broken NATS socket reads as a network error too: what counts is
 		// which side it came from.
 		{name: "a NATS write failed before the database went", steps: []step{{nil, 1, 1},
 			{fmt.Errorf("%w: flush nats: %w", errPublish, &net.OpError{Op: "write", Net: "tcp", Err: errors.New("broken pipe")}), 1, 1}, {connErr, 1, 1}}},
 		{name: "a statement refused", steps: []step{{nil, 1, 1}, {&pgconn.PgError{Code: "42501"}, 1, 1}}},
-		{name: "a statement refused during the outage", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {&pgconn.PgError{Code: "55P03"}, 1, 1}}},
-		{name: "the database back", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {nil, 1, 1}}},
+		{name: "a statement refused during the outage", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {&pgconn.PgError{Code: "55P03"}, 1, 1}}, covered: "(1,1]"},
+		{name: "the database back", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {nil, 1, 1}}, covered: "(1,1]"},
 	} {
 		var covered []string
 		w := dbWatch{cover: func(from, to int64) bool {
-			covered = append(covered, fmt.Sprintf("(%d,%d]", from, to))
-			return tc.announced
+			r := fmt.Sprintf("(%d,%d]", from, to)
+			covered = append(covered, r)
+			return !slices.Contains(strings.Fields(tc.refused), r)
 		}}
 		for _, s := range tc.steps {
 			w.drained(s.err, s.began, s.ended)
@@ -522,7 +528,7 @@ func TestHeard(t *testing.T) {
 	if rows, ok := r.heard.since(2, 2); !ok || len(rows) != 0 {
 		t.Fatalf("since(2, 2) = %v, %v; want none, true", ids(rows), ok)
 	}
-	r.heard.forget(2)
+	r.heard.forget(2, nil)
 	if rows, ok := r.heard.since(1, 3); !ok || fmt.Sprint(ids(rows)) != "[8 9]" {
 		t.Fatalf("after forget(2), since(1, 3) = %v, %v; want [8 9], true", ids(rows), ok)
 	}
@@ -548,5 +554,57 @@ func TestHeard(t *testing.T) {
 	}
 	if rows, ok := r.heard.since(1, 3); !ok || len(rows) != maxHeard/2+1 {
 		t.Fatalf("since(1, 3): %d rows, %v; want %d, true", len(rows), ok, maxHeard/2+1)
+	}
+}
+
+// TestARowAnotherRelayHoldsGoesOutWhileTheDatabaseIsAway: another relay
+// claimed a notified row (FOR UPDATE SKIP LOCKED) and has not published
+// it yet (its NATS node went away with the database's zone, say). This
+// relay's drain skips the row and succeeds; the database then goes away
+// before the other relay's batch ends. The row is a revocation nobody
+// has published: the relay that heard it publishes it from its
+// notification before any heartbeat straight to NATS, as it does a row no
+// drain saw.
+func TestARowAnotherRelayHoldsGoesOutWhileTheDatabaseIsAway(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	events := collect(t, ns.ClientURL())
+	c, pool, direct := heldRelay(t, db, ns)
+	ctx := context.Background()
+
+	held, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := "auth.invalidate.user.00000000-0000-0000-0000-000000000001"
+	insert(t, db.Pool, Row{Subject: subject, Reason: invalidation.ReasonRoleRevoked})
+	// The other relay's batch: the row claimed, its publication pending.
+	other, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Rollback(context.Background()) })
+	var id int64
+	if err := other.QueryRow(ctx, `SELECT id FROM outbox WHERE subject = $1 FOR UPDATE`, subject).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	held.Release()
+	time.Sleep(300 * time.Millisecond) // the relay drains, past the claimed row
+	if n := events.distinct(); n != 0 {
+		t.Fatalf("%d events published: the row was not held by the other relay", n)
+	}
+	c.cut()
+
+	eventually.Within(t, wait, func() error {
+		return want(direct() >= 2, "%d direct heartbeats since the database went away, want 2", direct())
+	})
+	if n := events.distinct(); n != 1 {
+		t.Fatalf("%d events published, want the revocation the other relay held before heartbeats straight to NATS", n)
+	}
+	events.mu.Lock()
+	m := events.msgs[0]
+	events.mu.Unlock()
+	if m.Subject != subject || m.Header.Get(MsgIDHeader) != strconv.FormatInt(id, 10) {
+		t.Fatalf("published %s %q, want %s, id %d", m.Subject, m.Header.Get(MsgIDHeader), subject, id)
 	}
 }

@@ -180,9 +180,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	w := dbWatch{cover: r.publishHeard}
 	for {
 		notes := r.notes.Load()
-		err := r.Drain(ctx)
+		held, err := r.drain(ctx, r.heard.upTo(notes))
 		if err == nil {
-			r.heard.forget(notes)
+			r.heard.forget(notes, held)
 		}
 		w.drained(err, notes, r.notes.Load())
 		switch {
@@ -299,11 +299,18 @@ const maxHeard = 4096
 // (a LISTEN begun, rows too many for one notification, a trigger older
 // than migration 00016) leaves a dark number: the rows committed before
 // it are not all known.
+//
+// held are rows announced before the last successful drain began that it
+// found still pending and did not claim: another relay's batch holds them
+// (FOR UPDATE SKIP LOCKED), and its publication may yet fail. They are
+// known rows to publish until a drain finds them published.
 type heard struct {
-	mu    sync.Mutex
-	notes []heardNote
-	rows  int
-	dark  int64
+	mu       sync.Mutex
+	notes    []heardNote
+	rows     int
+	dark     int64
+	held     []pending
+	overflow bool // more rows held than the relay keeps
 }
 
 type heardNote struct {
@@ -349,9 +356,32 @@ func (r *Relay) hear(payload string) {
 	}
 }
 
+// upTo returns the ids of the rows announced by the notes numbered up to
+// seq, and of the rows held: a drain that begins now reports which of
+// them another relay still holds.
+func (h *heard) upTo(seq int64) []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ids []int64
+	for _, n := range h.notes {
+		if n.seq > seq {
+			break
+		}
+		for _, p := range n.rows {
+			ids = append(ids, p.ID)
+		}
+	}
+	for _, p := range h.held {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
 // forget drops the notes numbered up to seq: a drain that began after them
-// succeeded, and saw their rows committed.
-func (h *heard) forget(seq int64) {
+// succeeded, and saw their rows committed; held are those of their rows
+// (and of the rows held before) that it found pending without claiming
+// them: another relay's batch holds them.
+func (h *heard) forget(seq int64, held []pending) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	i := 0
@@ -360,17 +390,22 @@ func (h *heard) forget(seq int64) {
 		i++
 	}
 	h.notes = append(h.notes[:0], h.notes[i:]...)
+	h.held, h.overflow = held, len(held) > maxHeard
+	if h.overflow {
+		h.held = nil
+	}
 }
 
-// since returns the rows announced by the notes numbered after from up to
-// to, and whether they are all of the rows those notes announced.
+// since returns the rows held and those announced by the notes numbered
+// after from up to to, and whether they are all of the rows committed
+// since the last successful drain began that it may not have published.
 func (h *heard) since(from, to int64) ([]pending, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.dark > from {
+	if h.dark > from || h.overflow {
 		return nil, false
 	}
-	var rows []pending
+	rows := append([]pending(nil), h.held...)
 	for _, n := range h.notes {
 		if n.seq > from && n.seq <= to {
 			rows = append(rows, n.rows...)
@@ -379,36 +414,55 @@ func (h *heard) since(from, to int64) ([]pending, bool) {
 	return rows, true
 }
 
-// publishHeard publishes, straight to NATS, the rows announced by the
+// published drops the rows held: NATS confirmed them.
+func (h *heard) published() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held = nil
+}
+
+// publishHeard publishes, straight to NATS, the rows another relay held
+// through the last successful drain and those announced by the
 // notifications numbered after from up to to, when it knows them all,
 // and reports whether it did: the database became unreachable before a
 // drain published them. The drains publish them again once it is back,
 // under the same Nats-Msg-Id (an eviction is idempotent), and mark them.
 func (r *Relay) publishHeard(from, to int64) bool {
 	rows, ok := r.heard.since(from, to)
-	if !ok || !r.nc.IsConnected() {
+	if !ok {
 		return false
 	}
 	if len(rows) == 0 {
 		return true
 	}
+	if !r.nc.IsConnected() {
+		return false
+	}
 	if err := r.publish(rows); err != nil {
 		r.log.Warn("outbox rows heard before the database became unreachable not published", "rows", len(rows), "err", err)
 		return false
 	}
+	r.heard.published()
 	r.log.Warn("database unreachable before the outbox was drained: published the rows its notifications announced", "rows", len(rows))
 	return true
 }
 
 // Drain publishes batches until no pending row is left (or one fails).
 func (r *Relay) Drain(ctx context.Context) error {
+	_, err := r.drain(ctx, nil)
+	return err
+}
+
+// drain is Drain, reporting which of the rows numbered watch its last
+// batch found pending without claiming them (another relay holds them).
+func (r *Relay) drain(ctx context.Context, watch []int64) ([]pending, error) {
 	for {
-		n, err := r.PublishBatch(ctx)
+		n, held, err := r.publishBatch(ctx, watch)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n < r.o.Batch {
-			return nil
+			return held, nil
 		}
 	}
 }
@@ -424,25 +478,50 @@ type pending struct {
 // NATS to confirm, and marks them published, all in one transaction. If
 // anything fails the transaction rolls back and the rows stay pending.
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
+	n, _, err := r.publishBatch(ctx, nil)
+	return n, err
+}
+
+// publishBatch is PublishBatch, reporting too which of the rows numbered
+// watch are pending and were not claimed: another relay's batch holds
+// them (SKIP LOCKED passed them over), in the claim's snapshot.
+func (r *Relay) publishBatch(ctx context.Context, watch []int64) (int, []pending, error) {
 	const (
 		qClaim = `
-SELECT id, subject, payload, created_at FROM outbox
-WHERE published_at IS NULL
-ORDER BY id
-LIMIT $1
-FOR UPDATE SKIP LOCKED`
+WITH claimed AS MATERIALIZED (
+    SELECT id, subject, payload, created_at FROM outbox
+    WHERE published_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)
+SELECT id, subject, payload, created_at, false FROM claimed
+UNION ALL
+SELECT id, subject, payload, created_at, true FROM outbox
+WHERE id = ANY($2) AND published_at IS NULL AND id NOT IN (SELECT id FROM claimed)`
 		qMark = `UPDATE outbox SET published_at = now() WHERE id = ANY($1)`
 	)
 	if !r.nc.IsConnected() {
-		return 0, ErrNATSDown
+		return 0, nil, ErrNATSDown
+	}
+	if watch == nil {
+		watch = []int64{}
 	}
 	var n int
+	var held []pending
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, qClaim, r.o.Batch)
-		batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pending, error) {
-			var p pending
-			err := row.Scan(&p.ID, &p.Subject, &p.Payload, &p.CreatedAt)
-			return p, err
+		rows, _ := tx.Query(ctx, qClaim, r.o.Batch, watch)
+		var batch []pending
+		held = nil
+		var p pending
+		var other bool
+		_, err := pgx.ForEachRow(rows, []any{&p.ID, &p.Subject, &p.Payload, &p.CreatedAt, &other}, func() error {
+			if other {
+				held = append(held, p)
+			} else {
+				batch = append(batch, p)
+			}
+			p = pending{}
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("claim outbox rows: %w", err)
@@ -464,10 +543,10 @@ FOR UPDATE SKIP LOCKED`
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	r.published.Add(int64(n))
-	return n, nil
+	return n, held, nil
 }
 
 // publish publishes rows and waits for NATS to confirm them; an error
@@ -655,12 +734,14 @@ func (r *Relay) deregister(ctx context.Context) {
 type dbWatch struct {
 	// clear: the last drain published every row it could see. lost: the
 	// database became unreachable while clear, with every commit notified
-	// since that drain began published (cover), and has stayed so.
+	// since that drain began, and every row another relay held through
+	// it, published (cover), and has stayed so.
 	clear, lost, told bool
 	// mark is the relay's notes when the last drain that succeeded began,
 	// or up to which cover published what they announced.
 	mark int64
-	// cover publishes the rows announced by the notes after from up to
+	// cover publishes the rows held by another relay through the last
+	// successful drain and those announced by the notes after from up to
 	// to, and reports whether it did (it knew them all; NATS confirmed).
 	cover func(from, to int64) bool
 }
@@ -669,8 +750,10 @@ type dbWatch struct {
 // relay's notes when it began and when it ended. A notification heard
 // since the last successful drain began is a row that drain may not have
 // seen (one committed just before the database went away, or a full batch
-// left for the next): unless cover publishes the rows those notifications
-// announced, the relay is not clear of them, and must stay silent.
+// left for the next), and a row another relay's batch held through it
+// may never be published (that batch's NATS publication failing): unless
+// cover publishes them, at each failure (a notification may come late),
+// the relay is not clear of them, and must stay silent.
 func (w *dbWatch) drained(err error, began, ended int64) {
 	switch {
 	case err == nil:
@@ -678,10 +761,10 @@ func (w *dbWatch) drained(err error, began, ended int64) {
 	case errors.Is(err, ErrNATSDown) || errors.Is(err, errPublish) || !unreachable(err):
 		w.clear, w.lost = false, false
 	default:
-		if (w.lost || w.clear) && ended != w.mark && w.cover != nil && w.cover(w.mark, ended) {
+		w.lost = (w.lost || w.clear) && w.cover(w.mark, ended)
+		if w.lost {
 			w.mark = ended
 		}
-		w.lost = (w.lost || w.clear) && ended == w.mark
 		w.clear = false
 	}
 }
