@@ -445,7 +445,7 @@ func TestDBWatch(t *testing.T) {
 		{name: "drained, then the connection broke", steps: []step{{nil, 1, 1}, {closed, 1, 1}}, lost: true, covered: "(1,1]"},
 		{name: "drained, then the dial refused", steps: []step{{nil, 1, 1}, {connErr, 1, 1}, {connErr, 1, 1}}, lost: true, covered: "(1,1] (1,1]"},
 		{name: "drained, then the server read-only", steps: []step{{nil, 1, 1}, {readOnly, 1, 1}}, lost: true, covered: "(1,1]"},
-		{name: "drained, then the connection broke, with nothing heard since but a row another relay held, which cover cannot publish",
+		{name: "drained, then the connection broke, with nothing heard since but what cover cannot publish (a row another relay held, the relay not listening)",
 			steps: []step{{nil, 1, 1}, {closed, 1, 1}, {connErr, 1, 1}}, refused: "(1,1]", covered: "(1,1]"},
 		{name: "never drained", steps: []step{{connErr, 0, 0}}},
 		{name: "a commit notified since the drain began", steps: []step{{nil, 1, 1}, {closed, 1, 2}}, refused: "(1,2]", covered: "(1,2]"},
@@ -511,9 +511,9 @@ func TestHeard(t *testing.T) {
 		}
 		return out
 	}
-	r.hear("")         // 1: LISTEN
-	r.hear(note(7))    // 2
-	r.hear(note(8, 9)) // 3
+	r.heard.listening(&r.notes) // 1: LISTEN
+	r.hear(note(7))             // 2
+	r.hear(note(8, 9))          // 3
 	if _, ok := r.heard.since(0, 3); ok {
 		t.Fatal("the rows committed before the LISTEN are known")
 	}
@@ -606,5 +606,42 @@ func TestARowAnotherRelayHoldsGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 	events.mu.Unlock()
 	if m.Subject != subject || m.Header.Get(MsgIDHeader) != strconv.FormatInt(id, 10) {
 		t.Fatalf("published %s %q, want %s, id %d", m.Subject, m.Header.Get(MsgIDHeader), subject, id)
+	}
+}
+
+// TestNoDirectHeartbeatWhileNotListening: the relay's LISTEN connection
+// is lost (ended by the server, here) and cannot be opened again, while
+// the pool's connection still drains. A commit meanwhile is not heard:
+// when the database then goes away before the relay drained it, the relay
+// cannot know of it, and publishes no heartbeat straight to NATS.
+func TestNoDirectHeartbeatWhileNotListening(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	events := collect(t, ns.ClientURL())
+	c, pool, direct := heldRelay(t, db, ns)
+	ctx := context.Background()
+
+	c.refuseNew()
+	var ended int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN `+Channel+`'`).Scan(&ended); err != nil || ended != 1 {
+		t.Fatalf("ended %d LISTEN connections (%v), want 1", ended, err)
+	}
+	time.Sleep(300 * time.Millisecond) // the relay drains, deaf
+
+	held, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
+	c.cut()
+	held.Release()
+
+	time.Sleep(time.Second)
+	if n := events.distinct(); n != 0 {
+		t.Fatalf("%d events published: the relay was not held back", n)
+	}
+	if d := direct(); d != 0 {
+		t.Fatalf("%d direct heartbeats while a revocation the relay could not hear waits unpublished, want none", d)
 	}
 }

@@ -82,6 +82,10 @@ func (l *link) silence() {
 	}
 }
 
+// refuseNew closes the listener: the connections open now still pass,
+// new ones are refused.
+func (l *link) refuseNew() { l.ln.Close() }
+
 // cut closes the listener and every connection.
 func (l *link) cut() {
 	l.ln.Close()

@@ -253,6 +253,10 @@ func (r *Relay) listen(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		// Commits from now on are not heard; a drain at once tells a
+		// database gone with the connection from one still up.
+		r.heard.deafen(&r.notes)
+		r.Wake()
 		r.log.Warn("outbox listen", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
@@ -276,7 +280,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	r.hear("") // rows committed while we were not listening: unknown
+	r.heard.listening(&r.notes) // rows committed while we were not listening: unknown
 	r.Wake()
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -304,13 +308,22 @@ const maxHeard = 4096
 // found still pending and did not claim: another relay's batch holds them
 // (FOR UPDATE SKIP LOCKED), and its publication may yet fail. They are
 // known rows to publish until a drain finds them published.
+//
+// The rows committed while the relay is not listening (before its first
+// LISTEN, or since its connection was lost) are not heard: a drain that
+// began after listening stopped and succeeded (deafDrained) saw the
+// database up while commits could go unheard, and nothing is known until
+// a LISTEN is begun again.
 type heard struct {
-	mu       sync.Mutex
-	notes    []heardNote
-	rows     int
-	dark     int64
-	held     []pending
-	overflow bool // more rows held than the relay keeps
+	mu          sync.Mutex
+	notes       []heardNote
+	rows        int
+	dark        int64
+	held        []pending
+	overflow    bool // more rows held than the relay keeps
+	listen      bool
+	deafAt      int64
+	deafDrained bool
 }
 
 type heardNote struct {
@@ -326,8 +339,7 @@ type announced struct {
 	CreatedAt time.Time       `json:"created_at"`
 }
 
-// hear counts a notification (or a LISTEN begun: payload "") and keeps the
-// rows its payload announces.
+// hear counts a notification and keeps the rows its payload announces.
 func (r *Relay) hear(payload string) {
 	var rows []announced
 	if payload != "" {
@@ -353,6 +365,27 @@ func (r *Relay) hear(payload string) {
 		h.dark = max(h.dark, h.notes[0].seq)
 		h.rows -= len(h.notes[0].rows)
 		h.notes = h.notes[1:]
+	}
+}
+
+// listening records a LISTEN begun: the rows committed before it are not
+// all known (a dark number), those after it are heard.
+func (h *heard) listening(notes *atomic.Int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dark = notes.Add(1)
+	h.listen, h.deafDrained = true, false
+}
+
+// deafen records that the relay stopped listening (its LISTEN connection
+// was lost), numbered in notes so that a drain tells whether it began
+// after.
+func (h *heard) deafen(notes *atomic.Int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.listen {
+		h.listen = false
+		h.deafAt = notes.Add(1)
 	}
 }
 
@@ -394,6 +427,9 @@ func (h *heard) forget(seq int64, held []pending) {
 	if h.overflow {
 		h.held = nil
 	}
+	if !h.listen && seq >= h.deafAt {
+		h.deafDrained = true
+	}
 }
 
 // since returns the rows held and those announced by the notes numbered
@@ -402,7 +438,7 @@ func (h *heard) forget(seq int64, held []pending) {
 func (h *heard) since(from, to int64) ([]pending, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.dark > from || h.overflow {
+	if h.dark > from || h.overflow || (!h.listen && h.deafDrained) {
 		return nil, false
 	}
 	rows := append([]pending(nil), h.held...)
@@ -742,7 +778,8 @@ type dbWatch struct {
 	mark int64
 	// cover publishes the rows held by another relay through the last
 	// successful drain and those announced by the notes after from up to
-	// to, and reports whether it did (it knew them all; NATS confirmed).
+	// to, and reports whether it did (it knew them all, the relay
+	// listening; NATS confirmed).
 	cover func(from, to int64) bool
 }
 
@@ -753,7 +790,8 @@ type dbWatch struct {
 // left for the next), and a row another relay's batch held through it
 // may never be published (that batch's NATS publication failing): unless
 // cover publishes them, at each failure (a notification may come late),
-// the relay is not clear of them, and must stay silent.
+// the relay is not clear of them, and must stay silent. So must a relay
+// that could not hear every commit since that drain began.
 func (w *dbWatch) drained(err error, began, ended int64) {
 	switch {
 	case err == nil:
