@@ -645,3 +645,35 @@ func TestNoDirectHeartbeatWhileNotListening(t *testing.T) {
 		t.Fatalf("%d direct heartbeats while a revocation the relay could not hear waits unpublished, want none", d)
 	}
 }
+
+// TestALookThatWritesNoHeartbeatAnnouncesNothing: every relay looks every
+// interval whether a heartbeat row is due, and all but about one a
+// interval find it is not: their statement inserts no row. The outbox's
+// statement trigger fired for it all the same, with an empty
+// notification, which every relay must take for rows it does not know:
+// one heard after the last drain began silenced the relay through a
+// database outage during which nothing had been committed. A statement
+// that inserts nothing announces nothing.
+func TestALookThatWritesNoHeartbeatAnnouncesNothing(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c, pool, direct := heldRelay(t, db, ns)
+	ctx := context.Background()
+
+	held, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another replica's look: its interval is long, the newest row young.
+	other := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{Heartbeat: time.Hour})
+	if wrote, err := other.Beat(ctx); err != nil || wrote {
+		t.Fatalf("the other relay's look: wrote %v, %v; want nothing written", wrote, err)
+	}
+	time.Sleep(300 * time.Millisecond) // a notification would reach the relay
+	c.cut()
+	held.Release()
+
+	eventually.Within(t, wait, func() error {
+		return want(direct() >= 2, "%d direct heartbeats since the database went away with nothing committed, want 2", direct())
+	})
+}
