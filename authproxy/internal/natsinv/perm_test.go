@@ -29,15 +29,7 @@ func TestRefusedSubscriptionIsNoFeed(t *testing.T) {
 		Users: []*natsserver.User{{Username: "proxy", Password: "pw", Permissions: &natsserver.Permissions{
 			Subscribe: &natsserver.SubjectPermission{Allow: []string{invalidation.SubjectKeysChanged, "_INBOX.>"}},
 		}}}}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := startServer(t, opts)
 
 	c, err := projection.New(projection.Options{Size: 100, TTL: time.Minute, MaxStaleness: time.Second}, nil, metrics.New())
 	if err != nil {
@@ -61,6 +53,22 @@ func TestRefusedSubscriptionIsNoFeed(t *testing.T) {
 	if s.Connected() || !c.BoundedStaleness() {
 		t.Fatalf("connected = %v, bounded staleness = %v: the feed reads live with its subscription refused", s.Connected(), c.BoundedStaleness())
 	}
+}
+
+// startServer runs a NATS server with opts as they are (users and their
+// permissions), shut down when the test ends.
+func startServer(t *testing.T, opts *natsserver.Options) *natsserver.Server {
+	t.Helper()
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
 }
 
 // startAuthNATS runs a NATS server on port (-1: a free one) that admits
@@ -136,15 +144,7 @@ func TestRefusedRelaySubscriptionIsNotStale(t *testing.T) {
 			}},
 			{Username: "coreapi", Password: "pw"},
 		}}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := startServer(t, opts)
 
 	r := newRecorder(t)
 	m := metrics.New()

@@ -244,15 +244,7 @@ func TestRelayGraceOnReconnect(t *testing.T) {
 // does not subscribe to auth.outbox.relay (nor to the heartbeat); with it,
 // it does.
 func TestRelayNotWatchedWithoutTimeout(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := startServer(t, &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	for _, timeout := range []time.Duration{0, time.Second} {
 		s, err := Connect(Options{URL: ns.ClientURL(), HeartbeatTimeout: timeout}, newRecorder(t), quiet(), metrics.New())
 		if err != nil {
