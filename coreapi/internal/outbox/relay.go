@@ -607,8 +607,15 @@ func (r *Relay) publish(rows []pending) error {
 			return fmt.Errorf("%w %s: %w", errPublish, subject, err)
 		}
 	}
-	// Core NATS has no per-message ack; a flush round trip proves the
-	// server has received everything published before it.
+	return r.confirm(lastErr)
+}
+
+// confirm waits for NATS to confirm what was published since LastError
+// read lastErr; an error wraps errPublish. Core NATS has no per-message
+// ack: a flush round trip proves the server has received everything
+// published before it, and a publication its permissions refused is
+// answered with an error of its own before the flush's answer.
+func (r *Relay) confirm(lastErr error) error {
 	if err := r.nc.FlushTimeout(r.o.FlushTimeout); err != nil {
 		if r.nc.IsConnected() {
 			// The connection reads as up but the server did not answer: a
@@ -728,12 +735,7 @@ func (r *Relay) beatRelay() {
 	lastErr := r.nc.LastError()
 	err := r.nc.Publish(invalidation.SubjectRelay, b)
 	if err == nil {
-		err = r.nc.FlushTimeout(r.o.FlushTimeout)
-	}
-	if err == nil {
-		if lerr := r.nc.LastError(); lerr != lastErr && errors.Is(lerr, nats.ErrPermissionViolation) {
-			err = lerr
-		}
+		err = r.confirm(lastErr)
 	}
 	switch {
 	case err == nil:
