@@ -2,6 +2,7 @@ package natsinv
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,13 +37,21 @@ func (d *downRecorder) lastDown() time.Time {
 // returns when the last one was published.
 func beats(t *testing.T, nc *nats.Conn) (stop func() time.Time) {
 	t.Helper()
+	return every20ms(t, nc, invalidation.SubjectHeartbeat, []byte(`{"at":1}`))
+}
+
+// every20ms publishes body on subject every 20 ms until stop is called
+// (at the latest when the test ends), which returns when the last one was
+// published (the zero time when called again).
+func every20ms(t *testing.T, nc *nats.Conn, subject string, body []byte) (stop func() time.Time) {
+	t.Helper()
 	done, last := make(chan struct{}), make(chan time.Time, 1)
 	go func() {
 		var at time.Time
 		for {
 			at = time.Now()
-			if err := nc.Publish(invalidation.SubjectHeartbeat, []byte(`{"at":1}`)); err != nil {
-				t.Errorf("publish heartbeat: %v", err)
+			if err := nc.Publish(subject, body); err != nil {
+				t.Errorf("publish %s: %v", subject, err)
 			}
 			_ = nc.Flush()
 			select {
@@ -53,7 +62,16 @@ func beats(t *testing.T, nc *nats.Conn) (stop func() time.Time) {
 			}
 		}
 	}()
-	return func() time.Time { close(done); return <-last }
+	var once atomic.Bool
+	stop = func() time.Time {
+		if once.CompareAndSwap(false, true) {
+			close(done)
+			return <-last
+		}
+		return time.Time{}
+	}
+	t.Cleanup(func() { stop() })
+	return stop
 }
 
 // TestHeartbeatSilenceIsAnOutage: a connected feed that brings no outbox

@@ -43,33 +43,7 @@ func heartbeatRow(t *testing.T, nc *nats.Conn, relays ...string) time.Time {
 func relayBeats(t *testing.T, nc *nats.Conn, relay string) (stop func() time.Time) {
 	t.Helper()
 	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Relay: relay})
-	done, last := make(chan struct{}), make(chan time.Time, 1)
-	go func() {
-		var at time.Time
-		for {
-			at = time.Now()
-			if err := nc.Publish(invalidation.SubjectRelay, b); err != nil {
-				t.Errorf("publish relay beat: %v", err)
-			}
-			_ = nc.Flush()
-			select {
-			case <-done:
-				last <- at
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	var once atomic.Bool
-	stop = func() time.Time {
-		if once.CompareAndSwap(false, true) {
-			close(done)
-			return <-last
-		}
-		return time.Time{}
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	return every20ms(t, nc, invalidation.SubjectRelay, b)
 }
 
 // relaysHeard is how many relay beats the subscriber took in.
