@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 )
 
 // relayWatch records the relay beats (auth.outbox.relay) and the relay
@@ -178,7 +178,7 @@ func TestRelayWhoseBeatIsRefusedIsNotListed(t *testing.T) {
 	ns := natstest.StartWith(t, opts)
 	w := watchRelays(t, "nats://watch:pw@"+ns.Addr().String())
 
-	var logs syncBuffer
+	var logs logbuffer.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	r := NewRelay(db.Pool, connect(t, "nats://core:pw@"+ns.Addr().String()), log, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond, ID: "refused"})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -196,24 +196,6 @@ func TestRelayWhoseBeatIsRefusedIsNotListed(t *testing.T) {
 	}
 	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
 	eventually.Within(t, wait, func() error { return want(pendingCount(t, db.Pool) == 0, "the invalidation stays pending") })
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startNode runs one node of a NATS cluster in-process, its routes
