@@ -181,7 +181,7 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
-	relay := outbox.NewRelay(pool, nc, log, outbox.RelayOptions{Heartbeat: cfg.OutboxHeartbeat})
+	relay := outbox.NewRelay(pool, nc, log, outbox.RelayOptions{Heartbeat: cfg.OutboxHeartbeat, ID: cfg.OutboxRelayID})
 	ready.Store(relay)
 	if reg != nil {
 		err := errors.Join(

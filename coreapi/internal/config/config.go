@@ -110,6 +110,11 @@ type Config struct {
 	// OutboxHeartbeat is how often the relays write a heartbeat row
 	// (OUTBOX_HEARTBEAT_INTERVAL; 0: none).
 	OutboxHeartbeat time.Duration
+	// OutboxRelayID names this replica's relay in its beats and in
+	// outbox_relays (OUTBOX_RELAY_ID; default: the host name, a pod's
+	// name, and the port of ListenAddr): stable across restarts of the
+	// process, unique to each replica.
+	OutboxRelayID string
 	// MFAKeys encrypt TOTP secrets at rest (MFA_ENCRYPTION_KEYS(_FILE),
 	// "id:base64" of 32 bytes each): the first seals, any opens. None: MFA
 	// enrolment answers 503.
@@ -235,6 +240,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.OutboxHeartbeat = l.Duration("OUTBOX_HEARTBEAT_INTERVAL", 0, time.Hour)
 	if c.OutboxHeartbeat > 0 && c.OutboxHeartbeat < MinOutboxHeartbeat {
 		l.Failf("OUTBOX_HEARTBEAT_INTERVAL", "want 0 (none) or at least %s, got %s", MinOutboxHeartbeat, c.OutboxHeartbeat)
+	}
+	c.OutboxRelayID = l.String("OUTBOX_RELAY_ID")
+	if c.OutboxRelayID == "" {
+		c.OutboxRelayID = defaultRelayID(os.Hostname, c.ListenAddr)
 	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(l.String("LOG_LEVEL"))); err != nil {
@@ -663,4 +672,18 @@ func validProviderName(s string) bool {
 		}
 	}
 	return len(s) > 0 && len(s) <= 32
+}
+
+// defaultRelayID is the host name (in Kubernetes the pod's name, which a
+// restarted container keeps) and the port coreapi listens on (two
+// processes on one host cannot share it).
+func defaultRelayID(hostname func() (string, error), listen string) string {
+	host, err := hostname()
+	if err != nil || host == "" {
+		host = "coreapi"
+	}
+	if _, port, err := net.SplitHostPort(listen); err == nil {
+		return host + ":" + port
+	}
+	return host
 }

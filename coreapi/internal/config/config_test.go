@@ -472,3 +472,40 @@ func TestSecretFilesOpenToOthersWarned(t *testing.T) {
 		}
 	}
 }
+
+// TestOutboxRelayID: the relay's default name is the host name and
+// coreapi's port, the same at every start of the process (a replica
+// restarted while the database is away must beat under the name the
+// proxies expect), different for two processes on one host;
+// OUTBOX_RELAY_ID sets it.
+func TestOutboxRelayID(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		t.Fatalf("os.Hostname() = %q, %v", host, err)
+	}
+	vars := minimal()
+	vars["COREAPI_LISTEN_ADDR"] = "127.0.0.1:9091"
+	var names []string
+	for range 2 {
+		c, err := Load(env(vars))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, c.OutboxRelayID)
+	}
+	if names[0] != host+":9091" || names[1] != names[0] {
+		t.Fatalf("default relay names at two starts: %q, want %q both times", names, host+":9091")
+	}
+	vars["COREAPI_LISTEN_ADDR"] = "127.0.0.1:9092"
+	if c, err := Load(env(vars)); err != nil || c.OutboxRelayID != host+":9092" {
+		t.Fatalf("another port: %q (%v), want %q", c.OutboxRelayID, err, host+":9092")
+	}
+	vars["OUTBOX_RELAY_ID"] = "coreapi-0"
+	if c, err := Load(env(vars)); err != nil || c.OutboxRelayID != "coreapi-0" {
+		t.Fatalf("OUTBOX_RELAY_ID=coreapi-0: %q (%v)", c.OutboxRelayID, err)
+	}
+	noHost := func() (string, error) { return "", errors.New("no host name") }
+	if got := defaultRelayID(noHost, "127.0.0.1:8081"); got != "coreapi:8081" {
+		t.Fatalf("without a host name: %q, want coreapi:8081", got)
+	}
+}

@@ -170,7 +170,7 @@ func poolThrough(t *testing.T, db *dbtest.DB, c *link, opts ...func(*pgxpool.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := net.SplitHostPort(c.ln.Addr().String())
+	host, port, _ := net.SplitHostPort(c.addr)
 	p, _ := strconv.Atoi(port)
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
 	cfg.ConnConfig.ConnectTimeout = time.Second

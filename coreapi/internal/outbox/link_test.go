@@ -20,11 +20,13 @@ import (
 // PostgreSQL) whose connections can go silent (a partition: nothing passes
 // either way, nothing is closed; connections made after that pass again),
 // or be cut (every connection closed and new ones refused: a server that
-// went away, a failover).
+// went away, a failover), and then restored (the server back, at the same
+// address).
 type link struct {
-	ln     net.Listener
 	target string
+	addr   string
 	mu     sync.Mutex
+	ln     net.Listener
 	pairs  []*linkPair
 }
 
@@ -39,39 +41,41 @@ func newLink(t *testing.T, target string) *link {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &link{ln: ln, target: target}
+	l := &link{ln: ln, target: target, addr: ln.Addr().String()}
 	t.Cleanup(func() {
-		ln.Close()
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		l.ln.Close()
 		for _, p := range l.pairs {
 			p.a.Close()
 			p.b.Close()
 		}
 	})
-	go func() {
-		for {
-			a, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				a.Close()
-				continue
-			}
-			p := &linkPair{a: a, b: b}
-			l.mu.Lock()
-			l.pairs = append(l.pairs, p)
-			l.mu.Unlock()
-			go p.pipe(a, b)
-			go p.pipe(b, a)
-		}
-	}()
+	go l.serve(ln)
 	return l
 }
 
-func (l *link) URL() string { return "nats://" + l.ln.Addr().String() }
+func (l *link) serve(ln net.Listener) {
+	for {
+		a, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", l.target)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		p := &linkPair{a: a, b: b}
+		l.mu.Lock()
+		l.pairs = append(l.pairs, p)
+		l.mu.Unlock()
+		go p.pipe(a, b)
+		go p.pipe(b, a)
+	}
+}
+
+func (l *link) URL() string { return "nats://" + l.addr }
 
 // silence makes every connection open now go silent.
 func (l *link) silence() {
@@ -84,17 +88,34 @@ func (l *link) silence() {
 
 // refuseNew closes the listener: the connections open now still pass,
 // new ones are refused.
-func (l *link) refuseNew() { l.ln.Close() }
+func (l *link) refuseNew() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ln.Close()
+}
 
 // cut closes the listener and every connection.
 func (l *link) cut() {
-	l.ln.Close()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.ln.Close()
 	for _, p := range l.pairs {
 		p.a.Close()
 		p.b.Close()
 	}
+}
+
+// restore listens again at the link's address after a cut.
+func (l *link) restore(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	go l.serve(ln)
 }
 
 func (p *linkPair) pipe(dst, src net.Conn) {

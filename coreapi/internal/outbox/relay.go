@@ -61,7 +61,13 @@ type RelayOptions struct {
 	// own beat (auth.outbox.relay) straight to NATS.
 	Heartbeat time.Duration
 	// ID names the relay in its beats and in outbox_relays (default: the
-	// host name and 8 random hex digits, unique to the process).
+	// host name). It should stay the same when the process restarts (the
+	// pod's name and coreapi's port: coreapi's default), so that a replica
+	// restarted while the database is away, which cannot register anew,
+	// beats under the name the proxies already expect; and it must differ
+	// between live processes: a relay that finds another process
+	// registered under its name since its own last registration logs an
+	// error and appends its instance to its name (see Beat).
 	ID string
 }
 
@@ -82,20 +88,19 @@ func (o *RelayOptions) defaults() {
 		o.FlushTimeout = 5 * time.Second
 	}
 	if o.ID == "" {
-		o.ID = newRelayID()
+		o.ID = "relay"
+		if host, err := os.Hostname(); err == nil && host != "" {
+			o.ID = host
+		}
 	}
 }
 
-// newRelayID is the host name (a pod's name) with 8 random hex digits: a
-// replica restarted under the same name is another relay.
-func newRelayID() string {
+// newInstance is 8 random hex digits naming one relay process in
+// outbox_relays, apart from its ID, which a restarted process keeps.
+func newInstance() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "relay"
-	}
-	return host + "-" + hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Relay publishes committed outbox rows to NATS. Any number of relays (one
@@ -124,13 +129,17 @@ type Relay struct {
 	born        time.Time
 	beatAt      atomic.Int64
 	beatRefused bool
+	// instance names this process in outbox_relays; registered is whether
+	// it registered there since it started (Beat).
+	instance   string
+	registered bool
 }
 
 // NewRelay returns a relay publishing through nc. The caller owns nc
 // (connect it with reconnects enabled; drain it after Run returns).
 func NewRelay(pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger, o RelayOptions) *Relay {
 	o.defaults()
-	return &Relay{pool: pool, nc: nc, log: log, o: o, wake: make(chan struct{}, 1), born: time.Now()}
+	return &Relay{pool: pool, nc: nc, log: log, o: o, wake: make(chan struct{}, 1), born: time.Now(), instance: newInstance()}
 }
 
 // RelayStats counts what a relay did since it started.
@@ -680,9 +689,12 @@ func body(p pending) []byte {
 // relays registered in the last relayListed intervals (payload "relays"),
 // whose beats each proxy then expects.
 func (r *Relay) Beat(ctx context.Context) (bool, error) {
+	// The registration returns the instance it replaced (NULL: none).
 	const qRegister = `
-INSERT INTO outbox_relays (id, seen_at) VALUES ($1, now())
-ON CONFLICT (id) DO UPDATE SET seen_at = now()`
+WITH prev AS (SELECT instance FROM outbox_relays WHERE id = $1)
+INSERT INTO outbox_relays (id, seen_at, instance) VALUES ($1, now(), $2)
+ON CONFLICT (id) DO UPDATE SET seen_at = now(), instance = excluded.instance
+RETURNING (SELECT instance FROM prev)`
 	// The subject is written out, not a parameter: the partial index
 	// outbox_heartbeat_idx serves a generic plan only for its literal.
 	const q = `
@@ -694,9 +706,26 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
                 FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
                 ORDER BY created_at DESC LIMIT 1), true)`
 	if r.beating() {
-		if _, err := r.pool.Exec(ctx, qRegister, r.o.ID); err != nil {
+		var prev *string
+		if err := r.pool.QueryRow(ctx, qRegister, r.o.ID, r.instance).Scan(&prev); err != nil {
 			return false, fmt.Errorf("outbox relay register: %w", err)
 		}
+		// The row a predecessor left (a process restarted under the same
+		// name) is replaced once, at the first registration; another
+		// instance found after that registered meanwhile: a live process
+		// under the same name, whose beats a proxy would take for this
+		// relay's. This relay takes a name of its own (the other keeps
+		// the shared one), delisted under the old by the next rows.
+		if r.registered && prev != nil && *prev != r.instance {
+			shared := r.o.ID
+			r.o.ID += "-" + r.instance
+			r.log.Error("another coreapi process registers its outbox relay under the same name: give each replica its own OUTBOX_RELAY_ID; this relay now beats under a name of its own",
+				"relay", shared, "other_instance", *prev, "now", r.o.ID)
+			if err := r.pool.QueryRow(ctx, qRegister, r.o.ID, r.instance).Scan(&prev); err != nil {
+				return false, fmt.Errorf("outbox relay register: %w", err)
+			}
+		}
+		r.registered = true
 	}
 	tag, err := r.pool.Exec(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds())
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -228,7 +229,7 @@ func TestARelayCutOffFromTheProxiesNodeIsListedButUnheard(t *testing.T) {
 	db := dbtest.New(t)
 	a := startNode(t, "a")
 	route := newLink(t, a.ClusterAddr().String())
-	b := startNode(t, "b", "nats://"+route.ln.Addr().String())
+	b := startNode(t, "b", route.URL())
 	eventually.Within(t, wait, func() error {
 		return want(a.NumRoutes() > 0 && b.NumRoutes() > 0, "routes: a %d, b %d", a.NumRoutes(), b.NumRoutes())
 	})
@@ -252,5 +253,110 @@ func TestARelayCutOffFromTheProxiesNodeIsListedButUnheard(t *testing.T) {
 	w.listedNext(t, "relay-a,relay-b")
 	if n := w.heard("relay-a") - heardA; n != 0 {
 		t.Fatalf("%d beats of relay-a reached the proxies' node across a cut route", n)
+	}
+}
+
+// runRelay runs a relay on pool until the returned stop is called (or the
+// test ends), logging into logs when it is not nil.
+func runRelay(t *testing.T, pool *pgxpool.Pool, url string, logs *logbuffer.Buffer, o RelayOptions) (*Relay, func()) {
+	t.Helper()
+	log := quiet()
+	if logs != nil {
+		log = slog.New(slog.NewJSONHandler(logs, nil))
+	}
+	r := NewRelay(pool, connect(t, url), log, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return r, stop
+}
+
+// relayRows is outbox_relays' ids and instances, "id/instance" each.
+func relayRows(t *testing.T, pool *pgxpool.Pool) []string {
+	t.Helper()
+	var rows []string
+	if err := pool.QueryRow(context.Background(), `SELECT ARRAY(SELECT id || '/' || instance FROM outbox_relays ORDER BY id)`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+// TestARestartedRelayBeatsUnderItsName: a replica whose process restarts
+// while the database is away cannot register anew, and no heartbeat row
+// changes the list the proxies hold; it keeps its name (coreapi's default:
+// the pod's host name and port), so its beats are the ones the proxies
+// expect. Once the database is back it replaces its predecessor's row
+// without taking it for another live process.
+func TestARestartedRelayBeatsUnderItsName(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	w := watchRelays(t, ns.ClientURL())
+	c := newLink(t, dbHost(db))
+	o := RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond, ID: "pod-1:8081"}
+
+	_, stop := runRelay(t, poolThrough(t, db, c), ns.ClientURL(), nil, o)
+	w.listedNext(t, "pod-1:8081")
+	// The database goes away, then the process: its row stays.
+	c.cut()
+	stop()
+
+	var logs logbuffer.Buffer
+	b, _ := runRelay(t, poolThrough(t, db, c), ns.ClientURL(), &logs, o)
+	before := w.heard("pod-1:8081")
+	eventually.Within(t, wait, func() error {
+		return want(w.heard("pod-1:8081") >= before+3, "%d beats under the listed name since the restart, want 3", w.heard("pod-1:8081")-before)
+	})
+
+	c.restore(t)
+	w.listedNext(t, "pod-1:8081")
+	w.listedNext(t, "pod-1:8081")
+	if rows := relayRows(t, db.Pool); !slices.Equal(rows, []string{"pod-1:8081/" + b.instance}) {
+		t.Fatalf("outbox_relays: %v, want the successor's instance under the name", rows)
+	}
+	if strings.Contains(logs.String(), "same name") {
+		t.Fatalf("the successor took its predecessor's row for another process:\n%s", logs.String())
+	}
+}
+
+// TestTwoRelaysUnderOneNameTakeTwo: two live processes under one name
+// (OUTBOX_RELAY_ID set alike, or one host name and port on two hosts)
+// would have a proxy take one's beats for the other's, and a relay cut
+// off from it go unnoticed. The first to find the other's instance in
+// the row logs an error and beats under a name of its own; both are then
+// listed and heard, and the names stay put.
+func TestTwoRelaysUnderOneNameTakeTwo(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	w := watchRelays(t, ns.ClientURL())
+	o := RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond, ID: "dup"}
+	var logsA, logsB logbuffer.Buffer
+	a, _ := runRelay(t, db.Pool, ns.ClientURL(), &logsA, o)
+	b, _ := runRelay(t, db.Pool, ns.ClientURL(), &logsB, o)
+
+	var list string
+	eventually.Within(t, wait, func() error {
+		list, _ = w.lastList()
+		return want(list == "dup,dup-"+a.instance || list == "dup,dup-"+b.instance, "heartbeat rows list %q, want dup and one renamed", list)
+	})
+	renamed := strings.TrimPrefix(list, "dup,")
+	w.listedNext(t, list)
+	w.listedNext(t, list)
+	if w.heard(renamed) == 0 {
+		t.Fatalf("%s listed, never heard", renamed)
+	}
+	heard := w.heard("dup")
+	eventually.Within(t, wait, func() error { return want(w.heard("dup") > heard, "dup no longer beats") })
+	if n := strings.Count(logsA.String()+logsB.String(), "under the same name"); n != 1 {
+		t.Fatalf("the shared name logged %d times, want once:\n%s\n%s", n, logsA.String(), logsB.String())
 	}
 }
