@@ -676,14 +676,16 @@ func validProviderName(s string) bool {
 
 // defaultRelayID is the host name (in Kubernetes the pod's name, which a
 // restarted container keeps) and the port coreapi listens on (two
-// processes on one host cannot share it).
+// processes on one host cannot share it). A port chosen by the system
+// (0) names no process: "", the relay's own default, unique to the
+// process.
 func defaultRelayID(hostname func() (string, error), listen string) string {
 	host, err := hostname()
 	if err != nil || host == "" {
 		host = "coreapi"
 	}
-	if _, port, err := net.SplitHostPort(listen); err == nil {
+	if _, port, err := net.SplitHostPort(listen); err == nil && port != "0" && port != "" {
 		return host + ":" + port
 	}
-	return host
+	return ""
 }

@@ -508,4 +508,7 @@ func TestOutboxRelayID(t *testing.T) {
 	if got := defaultRelayID(noHost, "127.0.0.1:8081"); got != "coreapi:8081" {
 		t.Fatalf("without a host name: %q, want coreapi:8081", got)
 	}
+	if got := defaultRelayID(os.Hostname, "127.0.0.1:0"); got != "" {
+		t.Fatalf("port 0: %q, want the relay's own default (\"\")", got)
+	}
 }

@@ -61,8 +61,9 @@ type RelayOptions struct {
 	// own beat (auth.outbox.relay) straight to NATS.
 	Heartbeat time.Duration
 	// ID names the relay in its beats and in outbox_relays (default: the
-	// host name). It should stay the same when the process restarts (the
-	// pod's name and coreapi's port: coreapi's default), so that a replica
+	// host name and 8 random hex digits, unique to the process). It should
+	// stay the same when the process restarts (the pod's name and
+	// coreapi's port: coreapi's default), so that a replica
 	// restarted while the database is away, which cannot register anew,
 	// beats under the name the proxies already expect; and it must differ
 	// between live processes: a relay that finds another process
@@ -88,10 +89,11 @@ func (o *RelayOptions) defaults() {
 		o.FlushTimeout = 5 * time.Second
 	}
 	if o.ID == "" {
-		o.ID = "relay"
-		if host, err := os.Hostname(); err == nil && host != "" {
-			o.ID = host
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "relay"
 		}
+		o.ID = host + "-" + newInstance()
 	}
 }
 
@@ -689,12 +691,15 @@ func body(p pending) []byte {
 // relays registered in the last relayListed intervals (payload "relays"),
 // whose beats each proxy then expects.
 func (r *Relay) Beat(ctx context.Context) (bool, error) {
-	// The registration returns the instance it replaced (NULL: none).
+	// A process's first registration takes the name over (from a
+	// predecessor's row: a process restarted under the same name); after
+	// that it renews only a row that still holds its instance, so one that
+	// finds another's (a live process under the same name, whose beats a
+	// proxy would take for this relay's) changes nothing.
 	const qRegister = `
-WITH prev AS (SELECT instance FROM outbox_relays WHERE id = $1)
 INSERT INTO outbox_relays (id, seen_at, instance) VALUES ($1, now(), $2)
 ON CONFLICT (id) DO UPDATE SET seen_at = now(), instance = excluded.instance
-RETURNING (SELECT instance FROM prev)`
+WHERE NOT $3 OR outbox_relays.instance = excluded.instance`
 	// The subject is written out, not a parameter: the partial index
 	// outbox_heartbeat_idx serves a generic plan only for its literal.
 	const q = `
@@ -706,22 +711,19 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
                 FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
                 ORDER BY created_at DESC LIMIT 1), true)`
 	if r.beating() {
-		var prev *string
-		if err := r.pool.QueryRow(ctx, qRegister, r.o.ID, r.instance).Scan(&prev); err != nil {
+		tag, err := r.pool.Exec(ctx, qRegister, r.o.ID, r.instance, r.registered)
+		if err != nil {
 			return false, fmt.Errorf("outbox relay register: %w", err)
 		}
-		// The row a predecessor left (a process restarted under the same
-		// name) is replaced once, at the first registration; another
-		// instance found after that registered meanwhile: a live process
-		// under the same name, whose beats a proxy would take for this
-		// relay's. This relay takes a name of its own (the other keeps
-		// the shared one), delisted under the old by the next rows.
-		if r.registered && prev != nil && *prev != r.instance {
+		// The other process keeps the shared name; this relay takes one
+		// of its own, listed by the next rows (the shared one stays
+		// listed, the other's).
+		if tag.RowsAffected() == 0 {
 			shared := r.o.ID
 			r.o.ID += "-" + r.instance
 			r.log.Error("another coreapi process registers its outbox relay under the same name: give each replica its own OUTBOX_RELAY_ID; this relay now beats under a name of its own",
-				"relay", shared, "other_instance", *prev, "now", r.o.ID)
-			if err := r.pool.QueryRow(ctx, qRegister, r.o.ID, r.instance).Scan(&prev); err != nil {
+				"relay", shared, "now", r.o.ID)
+			if _, err := r.pool.Exec(ctx, qRegister, r.o.ID, r.instance, false); err != nil {
 				return false, fmt.Errorf("outbox relay register: %w", err)
 			}
 		}
