@@ -35,7 +35,8 @@ func proxyMetric(p *service, series string) (v float64, found bool, err error) {
 // (NATS_HEARTBEAT_TIMEOUT, 10 s by default). Were the heartbeat lost
 // anywhere on the way, the proxies would trust their caches only for
 // MAX_STALENESS, and authproxy_invalidation_feed_stale would be 1. So do
-// the relays' own beats, and no relay the heartbeat rows list goes unheard.
+// the relays' own beats, and no relay the heartbeat rows list goes unheard;
+// the default timeout fits the interval the rows announce.
 func TestOutboxHeartbeatReachesTheProxies(t *testing.T) {
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		var first float64
@@ -74,6 +75,10 @@ func TestOutboxHeartbeatReachesTheProxies(t *testing.T) {
 		})
 		if v, found, err := proxyMetric(p, "authproxy_outbox_relays_unheard"); err != nil || !found || v != 0 {
 			t.Fatalf("%s: authproxy_outbox_relays_unheard %v (found %v, %v), want 0", p.name, v, found, err)
+		}
+		// The rows announce coreapi's interval, and the defaults fit.
+		if v, found, err := proxyMetric(p, "authproxy_nats_heartbeat_timeout_short"); err != nil || !found || v != 0 {
+			t.Fatalf("%s: authproxy_nats_heartbeat_timeout_short %v (found %v, %v), want 0", p.name, v, found, err)
 		}
 	}
 }

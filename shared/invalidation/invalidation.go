@@ -5,7 +5,10 @@
 // and each relay's own beat (auth.outbox.relay).
 package invalidation
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Subjects. A proxy subscribes to SubjectWildcard.
 const (
@@ -103,6 +106,28 @@ type Event struct {
 	// NATS (no Nats-Msg-Id, the database unreachable) carries none and
 	// leaves the list as it was.
 	Relays []string `json:"relays,omitempty"`
+	// IntervalMS, on a heartbeat row, is the OUTBOX_HEARTBEAT_INTERVAL of
+	// the coreapi that wrote it, in milliseconds (absent from an older
+	// one): a proxy whose heartbeat timeout is shorter than
+	// MinHeartbeatTimeout of it says so.
+	IntervalMS int64 `json:"interval_ms,omitempty"`
+}
+
+// RelayListed is how many heartbeat intervals a relay stays listed in the
+// heartbeat rows after it last registered: a look or two may come late,
+// and a relay gone without deleting its row is delisted within about two
+// and a half intervals.
+const RelayListed = 2.5
+
+// MinHeartbeatTimeout is the shortest heartbeat timeout a proxy can keep
+// without false staleness with relays writing a heartbeat row every
+// interval: rows come up to an interval apart, and a relay gone without
+// deleting its row (a crash) stays listed RelayListed intervals after its
+// last beat, delisted by the row after that, up to an interval later.
+// Shorter, the proxy calls its feed stale (and purges its caches when it
+// ends) at every such crash.
+func MinHeartbeatTimeout(interval time.Duration) time.Duration {
+	return time.Duration((RelayListed + 1) * float64(interval))
 }
 
 // Kind of an invalidation subject.

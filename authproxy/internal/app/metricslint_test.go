@@ -52,6 +52,7 @@ var allowZero = map[string]string{
 	"authproxy_invalidation_feed_stale":       "1 while no outbox heartbeat arrives although NATS is connected (TestHeartbeatSilence)",
 	"authproxy_jwks_unknown_kid_total":        "tokens naming a key that is not in the key set",
 	"authproxy_outbox_relays_unheard":         "listed relays whose beat does not arrive although NATS is connected (TestUnheardRelay)",
+	"authproxy_nats_heartbeat_timeout_short":  "1 while NATS_HEARTBEAT_TIMEOUT is shorter than the heartbeat rows' interval needs (TestHeartbeatTimeoutCheckedAgainstTheInterval)",
 	"authproxy_lingering_connections":         "connections answered 413 whose body is still read and dropped (TestLingeringBounded)",
 	"authproxy_request_body_bytes":            "body buffers of requests being read (TestBodyMemoryBounded); the workload sends no body",
 	"authproxy_rules_reload_failures_total":   "refused rules files (TestRulesReloadSyntaxErrorKeepsRules)",

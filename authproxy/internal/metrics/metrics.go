@@ -56,7 +56,11 @@ type Metrics struct {
 	// beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT
 	// while NATS is connected (natsinv).
 	RelaysUnheard     prometheus.Gauge
-	Decisions         *CounterVec // outcome
+	// HeartbeatTimeoutShort is 1 while NATS_HEARTBEAT_TIMEOUT is shorter
+	// than the least the heartbeat rows' interval needs
+	// (invalidation.MinHeartbeatTimeout; natsinv).
+	HeartbeatTimeoutShort prometheus.Gauge
+	Decisions             *CounterVec // outcome
 	RulesGeneration   prometheus.Gauge
 	RulesReloadFailed prometheus.Counter
 	UntrustedXFF      prometheus.Counter
@@ -130,6 +134,9 @@ func New() *Metrics {
 		RelaysUnheard: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_outbox_relays_unheard", Help: "Relays the outbox heartbeats list as publishing whose own beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT although NATS is connected (what they publish does not reach this proxy; caches trusted for MAX_STALENESS).",
 		}),
+		HeartbeatTimeoutShort: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_nats_heartbeat_timeout_short", Help: "1 while NATS_HEARTBEAT_TIMEOUT is shorter than 3.5 times the OUTBOX_HEARTBEAT_INTERVAL the outbox heartbeats announce (a coreapi replica that stops without deregistering, or late heartbeats, make the feed stale and purge the caches).",
+		}),
 		Decisions: &CounterVec{desc: prometheus.NewDesc("authproxy_decisions_total", "Access decisions by outcome.", []string{"outcome"}, nil)},
 		RulesGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_rules_generation", Help: "Route tables loaded: 1 at start, +1 per successful reload.",
@@ -158,7 +165,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.requestDuration, m.AuthDuration, m.Verifications, m.cacheHits, m.cacheMisses,
 		m.cacheEvictions, m.UnknownKids, m.JWKSFetches, m.JWKSKeys, m.Invalidations, m.InvalidationLag,
-		m.UpstreamErrors, m.UpstreamStray, m.UpstreamRetries, m.ProjectionFetches, m.NATSConnected, m.FeedStale, m.RelaysUnheard, m.Decisions)
+		m.UpstreamErrors, m.UpstreamStray, m.UpstreamRetries, m.ProjectionFetches, m.NATSConnected, m.FeedStale, m.RelaysUnheard, m.HeartbeatTimeoutShort, m.Decisions)
 	// Export the error series at zero so that rates and alerts work from
 	// the start.
 	for _, tk := range [][2]string{{"forward", "connect"}, {"forward", "timeout"}, {"forward", "no_free_conns"}, {"forward", "closed"},

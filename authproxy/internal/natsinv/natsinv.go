@@ -150,6 +150,9 @@ type Subscriber struct {
 	liveAt       time.Time
 	warned       map[string]bool
 	warnedSilent bool
+	// interval is the OUTBOX_HEARTBEAT_INTERVAL the last heartbeat row
+	// announced (under linkMu; 0: none yet), checked against hbTimeout.
+	interval time.Duration
 }
 
 // A fleet runs a few coreapi replicas: the relays a heartbeat row lists
@@ -634,8 +637,31 @@ func (s *Subscriber) heartbeat(msg *nats.Msg) {
 	s.warnedSilent = false
 	if row {
 		s.list(ev.Relays, now)
+		s.checkInterval(time.Duration(ev.IntervalMS) * time.Millisecond)
 	}
 	s.recover(now, "outbox heartbeat received")
+}
+
+// checkInterval compares the heartbeat timeout with the interval a row
+// announced (0: a coreapi older than the field, nothing to compare): one
+// shorter than invalidation.MinHeartbeatTimeout of it makes the feed stale,
+// and purges the caches when that ends, at every relay that stops without
+// deregistering and at late heartbeats, which the two services' settings
+// alone do not show. It says so in an error when the interval changes,
+// and in authproxy_nats_heartbeat_timeout_short. Called under linkMu.
+func (s *Subscriber) checkInterval(interval time.Duration) {
+	if interval <= 0 || interval == s.interval {
+		return
+	}
+	s.interval = interval
+	least := invalidation.MinHeartbeatTimeout(interval)
+	if s.hbTimeout >= least {
+		s.m.HeartbeatTimeoutShort.Set(0)
+		return
+	}
+	s.m.HeartbeatTimeoutShort.Set(1)
+	s.log.Error("NATS_HEARTBEAT_TIMEOUT is too short for coreapi's OUTBOX_HEARTBEAT_INTERVAL: a coreapi replica that stops without deregistering, or a late heartbeat, will make this proxy distrust its caches and purge them; raise it to at least the value given, or shorten the interval",
+		"timeout", s.hbTimeout.String(), "interval", interval.String(), "at_least", least.String())
 }
 
 // relayBeat notes the arrival of a relay's own beat (auth.outbox.relay),

@@ -334,3 +334,65 @@ func TestRelayMemoryBounded(t *testing.T) {
 		t.Fatalf("%d relays heard kept, want 3", h)
 	}
 }
+
+// TestHeartbeatTimeoutCheckedAgainstTheInterval: the heartbeat rows
+// announce coreapi's OUTBOX_HEARTBEAT_INTERVAL, so a proxy whose timeout is
+// shorter than invalidation.MinHeartbeatTimeout of it (which would make
+// the feed stale, and purge the caches, at every relay that stops without
+// deregistering) says so: an error naming the least timeout, once per
+// interval announced, and authproxy_nats_heartbeat_timeout_short. A row
+// without the field (an older coreapi) leaves both as they are.
+func TestHeartbeatTimeoutCheckedAgainstTheInterval(t *testing.T) {
+	n := testenv.StartNATS(t)
+	m := metrics.New()
+	var logs logbuffer.Buffer
+	s, err := Connect(Options{URL: n.URL(), HeartbeatTimeout: 10 * time.Second}, newRecorder(t),
+		slog.New(slog.NewJSONHandler(&logs, nil)), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	pub, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+
+	row := func(interval time.Duration) {
+		t.Helper()
+		b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
+		msg := &nats.Msg{Subject: invalidation.SubjectHeartbeat, Data: b, Header: nats.Header{}}
+		msg.Header.Set(nats.MsgIdHdr, "row-"+strconv.FormatInt(rowID.Add(1), 10))
+		before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
+		if err := pub.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, func() error {
+			return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
+		})
+	}
+	short := func(want float64, when string) {
+		t.Helper()
+		if got := testutil.ToFloat64(m.HeartbeatTimeoutShort); got != want {
+			t.Fatalf("%s: authproxy_nats_heartbeat_timeout_short = %v, want %v", when, got, want)
+		}
+	}
+	const complaint = "NATS_HEARTBEAT_TIMEOUT is too short"
+
+	row(2 * time.Second) // the defaults: 10 s against 7 s
+	short(0, "interval 2s")
+	row(3 * time.Second) // 10.5 s needed
+	row(3 * time.Second)
+	short(1, "interval 3s")
+	if n := strings.Count(logs.String(), complaint); n != 1 || !strings.Contains(logs.String(), `"at_least":"10.5s"`) {
+		t.Fatalf("the short timeout logged %d times, want once with at_least 10.5s:\n%s", n, logs.String())
+	}
+	row(0) // an older coreapi: nothing to compare
+	short(1, "a row without the interval")
+	row(time.Second)
+	short(0, "interval 1s")
+	if n := strings.Count(logs.String(), complaint); n != 1 {
+		t.Fatalf("logged %d times in all, want once", n)
+	}
+}

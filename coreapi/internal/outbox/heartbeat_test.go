@@ -72,6 +72,16 @@ func TestBeatWritesOneHeartbeatPerInterval(t *testing.T) {
 	if rows != 2 || pending != 0 {
 		t.Fatalf("%d heartbeat rows, %d pending; want 2, 0", rows, pending)
 	}
+	// Each row announces the interval, so that a proxy can tell whether
+	// its timeout fits it.
+	var intervals []int64
+	if err := db.Pool.QueryRow(ctx, `SELECT ARRAY(SELECT (payload->>'interval_ms')::bigint FROM outbox WHERE subject = $1)`,
+		invalidation.SubjectHeartbeat).Scan(&intervals); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(intervals, []int64{60000, 60000}) {
+		t.Fatalf("the rows' interval_ms: %v, want 60000 each", intervals)
+	}
 }
 
 // TestBeatDueAtTheNextTick: a relay looks every interval, and the row it

@@ -706,7 +706,8 @@ WHERE NOT $3 OR outbox_relays.instance = excluded.instance`
 INSERT INTO outbox (subject, payload)
 SELECT '` + invalidation.SubjectHeartbeat + `',
        jsonb_build_object('relays', coalesce((SELECT jsonb_agg(id ORDER BY id) FROM outbox_relays
-                                              WHERE seen_at > now() - make_interval(secs => $2)), '[]'))
+                                              WHERE seen_at > now() - make_interval(secs => $2)), '[]'),
+                          'interval_ms', $3::bigint)
 WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND published_at IS NOT NULL
                 FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
                 ORDER BY created_at DESC LIMIT 1), true)`
@@ -729,7 +730,7 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
 		}
 		r.registered = true
 	}
-	tag, err := r.pool.Exec(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds())
+	tag, err := r.pool.Exec(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds(), r.o.Heartbeat.Milliseconds())
 	if err != nil {
 		return false, fmt.Errorf("outbox heartbeat: %w", err)
 	}
@@ -737,11 +738,10 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
 }
 
 // relayListed is how many heartbeat intervals a relay stays listed in the
-// heartbeat rows after it last registered: a look or two may come late,
-// and a relay gone without deleting its row is delisted within about two
-// and a half intervals, sooner than the proxies' NATS_HEARTBEAT_TIMEOUT
-// (several intervals) would call its silence stale.
-const relayListed = 2.5
+// heartbeat rows after it last registered (invalidation.RelayListed),
+// sooner than the proxies' NATS_HEARTBEAT_TIMEOUT (at least
+// invalidation.MinHeartbeatTimeout) would call its silence stale.
+const relayListed = invalidation.RelayListed
 
 // beating reports whether NATS confirmed the relay's own beat within the
 // last two intervals: only then does the relay register as publishing
