@@ -55,15 +55,15 @@ type Metrics struct {
 	// RelaysUnheard is the number of relays the heartbeat rows list whose
 	// beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT
 	// while NATS is connected (natsinv).
-	RelaysUnheard     prometheus.Gauge
+	RelaysUnheard prometheus.Gauge
 	// HeartbeatTimeoutShort is 1 while NATS_HEARTBEAT_TIMEOUT is shorter
 	// than the least the heartbeat rows' interval needs
 	// (invalidation.MinHeartbeatTimeout; natsinv).
 	HeartbeatTimeoutShort prometheus.Gauge
 	Decisions             *CounterVec // outcome
-	RulesGeneration   prometheus.Gauge
-	RulesReloadFailed prometheus.Counter
-	UntrustedXFF      prometheus.Counter
+	RulesGeneration       prometheus.Gauge
+	RulesReloadFailed     prometheus.Counter
+	UntrustedXFF          prometheus.Counter
 	// APIKeyRefusals counts API keys refused at the proxy, by reason:
 	// malformed, not_a_key (a JWT in X-API-Key), in_query, ambiguous
 	// (X-API-Key and Authorization), unknown, wrong_secret, revoked
