@@ -1353,6 +1353,38 @@ func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
 	}
 }
 
+// TestPasswordChangeEndsAThiefsChain: whoever stole a refresh token and
+// refreshed it twice at once (T0 to T1 to T2) holds T0, rotated moments
+// ago. Its owner changes the password, keeping the session: T0 yields no
+// access token of the new token version afterwards, within the grace
+// window or not.
+func TestPasswordChangeEndsAThiefsChain(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "chain@example.com", "C")
+	id := e.identityFor(t, tk)
+	var t1 tokens
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
+		t.Fatalf("refresh T0: %d %s", r.Status, r.Body)
+	} else {
+		r.JSON(t, &t1)
+	}
+	if r := e.refresh(t, t1.RefreshToken); r.Status != http.StatusOK {
+		t.Fatalf("refresh T1: %d %s", r.Status, r.Body)
+	}
+	r := e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "a brand new password"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("change: %d %s", r.Status, r.Body)
+	}
+	var kept tokens
+	r.JSON(t, &kept)
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Fatalf("T0 after the password change: %d %s, want 400 invalid_grant", r.Status, r.Body)
+	}
+	if r := e.refresh(t, kept.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("the owner's new refresh token: %d %s", r.Status, r.Body)
+	}
+}
+
 func TestPasswordGrantTenantChoice(t *testing.T) {
 	e := start(t, cheap)
 	first := e.signup(t, "two@example.com", "First")

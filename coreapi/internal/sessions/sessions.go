@@ -6,8 +6,8 @@
 // value is derived from the presented token and the successor's row id
 // (HMAC-SHA256 keyed by the presented token), so requests that lose the race
 // inside the grace window get the very same successor without any plaintext
-// being stored, as long as that successor is live (a reissue ends the
-// chain). Presenting an already-rotated token after the grace window is
+// being stored, as long as the chain that follows it still ends in a live
+// token (a reissue ends the chain, however long it has grown since). Presenting an already-rotated token after the grace window is
 // treated as theft: the whole session is revoked.
 package sessions
 
@@ -198,9 +198,21 @@ type Rotation struct {
 	AuthTime int64
 }
 
-// qSuccessorLive reads, for the refresh token rt, whether its successor's
-// row has not expired (lookup.SuccessorLive); false when it has none.
-const qSuccessorLive = `coalesce((SELECT c.expires_at > now() FROM refresh_tokens c WHERE c.id = rt.replaced_by), false)`
+// qSuccessorLive reads, for the refresh token rt, whether the chain that
+// follows it still ends in a live token (lookup.SuccessorLive): the last
+// token of the chain, the one not replaced yet, has not expired. A reissue
+// ends exactly that token, so this is false for every older token of the
+// chain, however many rotations came after rt; the successor's own expiry
+// is not enough, since a successor rotated in turn keeps it. False when rt
+// has no successor. The walk covers only rotations since rt's, which the
+// grace window bounds.
+const qSuccessorLive = `coalesce((
+    WITH RECURSIVE chain AS (
+        SELECT c.replaced_by, c.expires_at FROM refresh_tokens c WHERE c.id = rt.replaced_by
+        UNION ALL
+        SELECT n.replaced_by, n.expires_at FROM refresh_tokens n JOIN chain ON n.id = chain.replaced_by
+    )
+    SELECT expires_at > now() FROM chain WHERE replaced_by IS NULL), false)`
 
 type lookup struct {
 	ID         uuid.UUID

@@ -359,6 +359,52 @@ func TestGraceEndsWithReissue(t *testing.T) {
 	}
 }
 
+// TestGraceEndsWithReissueDeeperInTheChain: a reissue ends the whole
+// chain, not only its last token. A thief who rotated a stolen token twice
+// within the grace window (T0 to T1 to T2) still holds T0, whose successor
+// T1 was rotated and so was never ended by the reissue: presented after
+// the reissue (a password change keeping the session, a step-up), T0 must
+// not yield T1, nor with it an access token of the current token version
+// (and of the step-up's second factor) that outlives the reissue.
+func TestGraceEndsWithReissueDeeperInTheChain(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	r1, err := f.store.Rotate(ctx, is.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := f.store.Rotate(ctx, r1.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reissue(t, f.user, is.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"T0": is.RefreshToken, "T1": r1.RefreshToken, "T2": r2.RefreshToken} {
+		if r, err := f.store.Rotate(ctx, tok); !errors.Is(err, ErrExpired) {
+			t.Errorf("%s within the grace window after a reissue = %+v, %v; want ErrExpired", name, r, err)
+		}
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, is.SessionID); c != 1 {
+		t.Error("the session was revoked")
+	}
+	// Without a reissue, the same chain still yields the successor within
+	// the grace window: two tabs that raced a refresh are not signed out.
+	g := setup(t)
+	js := g.create(t)
+	s1, err := g.store.Rotate(ctx, js.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.store.Rotate(ctx, s1.RefreshToken); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := g.store.Rotate(ctx, js.RefreshToken); err != nil || again.RefreshToken != s1.RefreshToken {
+		t.Fatalf("T0 within grace, no reissue = %v, %v; want its successor", again.RefreshToken == s1.RefreshToken, err)
+	}
+}
+
 func TestRevokeAllListSweep(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
