@@ -7,8 +7,9 @@
 // (HMAC-SHA256 keyed by the presented token), so requests that lose the race
 // inside the grace window get the very same successor without any plaintext
 // being stored, as long as the chain that follows it still ends in a live
-// token (a reissue ends the chain, however long it has grown since). Presenting an already-rotated token after the grace window is
-// treated as theft: the whole session is revoked.
+// token (a reissue ends the chain, however long it has grown since).
+// Presenting an already-rotated token after the grace window is treated
+// as theft: the whole session is revoked.
 package sessions
 
 import (
@@ -204,23 +205,26 @@ type Rotation struct {
 // ends exactly that token, so this is false for every older token of the
 // chain, however many rotations came after rt; the successor's own expiry
 // is not enough, since a successor rotated in turn keeps it. False when rt
-// has no successor. The walk covers only rotations since rt's, which the
-// grace window bounds.
-const qSuccessorLive = `coalesce((
+// has no successor, and for a token rotated before the grace window ($2
+// seconds), which is reuse whatever follows it: the walk covers only the
+// rotations since one inside the window, not the whole history of a
+// month-old session whose stolen token is replayed.
+const qSuccessorLive = `CASE WHEN rt.rotated_at > now() - make_interval(secs => $2) THEN coalesce((
     WITH RECURSIVE chain AS (
         SELECT c.replaced_by, c.expires_at FROM refresh_tokens c WHERE c.id = rt.replaced_by
         UNION ALL
         SELECT n.replaced_by, n.expires_at FROM refresh_tokens n JOIN chain ON n.id = chain.replaced_by
     )
-    SELECT expires_at > now() FROM chain WHERE replaced_by IS NULL), false)`
+    SELECT expires_at > now() FROM chain WHERE replaced_by IS NULL), false) ELSE false END`
 
 type lookup struct {
 	ID         uuid.UUID
 	SessionID  string
 	ReplacedBy *uuid.UUID
 	InGrace    bool
-	// SuccessorLive: the successor's row has not expired (a reissue ends
-	// it); only a live successor is handed out again within the grace.
+	// SuccessorLive: the chain after the token, rotated within the grace,
+	// still ends in a live token (a reissue ends it; qSuccessorLive); only
+	// then is the successor handed out again.
 	SuccessorLive bool
 	TokenExpired  bool
 	UserID        string
