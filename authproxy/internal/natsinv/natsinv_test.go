@@ -102,8 +102,14 @@ func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)
 // the test ends (the subscriber first).
 func connectWithPublisher(t *testing.T, n *testenv.NATS, o Options, target Target, m *metrics.Metrics) (*Subscriber, *nats.Conn) {
 	t.Helper()
+	return connectLogged(t, n, o, target, m, quiet())
+}
+
+// connectLogged is connectWithPublisher logging to log.
+func connectLogged(t *testing.T, n *testenv.NATS, o Options, target Target, m *metrics.Metrics, log *slog.Logger) (*Subscriber, *nats.Conn) {
+	t.Helper()
 	o.URL = n.URL()
-	s, err := Connect(o, target, quiet(), m)
+	s, err := Connect(o, target, log, m)
 	if err != nil {
 		t.Fatal(err)
 	}

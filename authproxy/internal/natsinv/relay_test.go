@@ -25,7 +25,14 @@ var rowID atomic.Int64
 // coreapi), and returns when it was published.
 func heartbeatRow(t *testing.T, nc *nats.Conn, relays ...string) time.Time {
 	t.Helper()
-	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Relays: relays})
+	return publishRow(t, nc, invalidation.Event{At: time.Now().UnixMilli(), Relays: relays})
+}
+
+// publishRow publishes ev as a heartbeat row (with a Nats-Msg-Id) and
+// returns when it was published.
+func publishRow(t *testing.T, nc *nats.Conn, ev invalidation.Event) time.Time {
+	t.Helper()
+	b, _ := json.Marshal(ev)
 	msg := &nats.Msg{Subject: invalidation.SubjectHeartbeat, Data: b, Header: nats.Header{}}
 	msg.Header.Set(nats.MsgIdHdr, "row-"+strconv.FormatInt(rowID.Add(1), 10))
 	at := time.Now()
@@ -65,17 +72,8 @@ func TestUnheardRelayIsStale(t *testing.T) {
 	m := metrics.New()
 	var logs logbuffer.Buffer
 	const timeout = 600 * time.Millisecond
-	s, err := Connect(Options{URL: n.URL(), HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r,
-		slog.New(slog.NewJSONHandler(&logs, nil)), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(time.Second) })
-	pub, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.Close)
+	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m,
+		slog.New(slog.NewJSONHandler(&logs, nil)))
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 	defer beats(t, pub)() // direct heartbeats: they leave the list as it is
 
@@ -346,28 +344,14 @@ func TestHeartbeatTimeoutCheckedAgainstTheInterval(t *testing.T) {
 	n := testenv.StartNATS(t)
 	m := metrics.New()
 	var logs logbuffer.Buffer
-	s, err := Connect(Options{URL: n.URL(), HeartbeatTimeout: 10 * time.Second}, newRecorder(t),
-		slog.New(slog.NewJSONHandler(&logs, nil)), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(time.Second) })
-	pub, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.Close)
+	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: 10 * time.Second}, newRecorder(t), m,
+		slog.New(slog.NewJSONHandler(&logs, nil)))
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 
 	row := func(interval time.Duration) {
 		t.Helper()
-		b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
-		msg := &nats.Msg{Subject: invalidation.SubjectHeartbeat, Data: b, Header: nats.Header{}}
-		msg.Header.Set(nats.MsgIdHdr, "row-"+strconv.FormatInt(rowID.Add(1), 10))
 		before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
-		if err := pub.PublishMsg(msg); err != nil {
-			t.Fatal(err)
-		}
+		publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
 		testenv.Eventually(t, func() error {
 			return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
 		})
