@@ -2,7 +2,10 @@ package outbox
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 )
 
 // link is a TCP relay between a client and a real server (NATS, or
@@ -84,6 +88,21 @@ func (l *link) silence() {
 	for _, p := range l.pairs {
 		p.silent.Store(true)
 	}
+}
+
+// silenceFrom makes the connection that reaches the server from local
+// port port go silent (a server's view of its client: the client_port of
+// pg_stat_activity), and reports whether there was one.
+func (l *link) silenceFrom(port int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pairs {
+		if a, ok := p.b.LocalAddr().(*net.TCPAddr); ok && a.Port == port {
+			p.silent.Store(true)
+			return true
+		}
+	}
+	return false
 }
 
 // refuseNew closes the listener: the connections open now still pass,
@@ -191,5 +210,70 @@ func TestPublishRefusedByPermissionsStaysPending(t *testing.T) {
 	}
 	if got := pendingCount(t, db.Pool); got != 0 {
 		t.Fatalf("pending rows = %d, want 0", got)
+	}
+}
+
+// listenPorts are the client ports of the relays' LISTEN connections that
+// the server sees (one that died without a word stays until the server
+// notices).
+func listenPorts(t *testing.T, db *dbtest.DB) []int {
+	t.Helper()
+	var ports []int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT ARRAY(SELECT client_port FROM pg_stat_activity WHERE application_name = $1 ORDER BY backend_start)`,
+		ListenApplicationName).Scan(&ports); err != nil {
+		t.Fatal(err)
+	}
+	return ports
+}
+
+// TestADeadListenConnectionIsNoticed: the relay's LISTEN connection sits
+// idle between commits, and one that dies without a word (a NAT or a
+// firewall dropping it while idle, a partition) would leave the relay
+// deaf, believing it heard every commit, until TCP keepalive noticed,
+// minutes later: every row waited for the poll, and a database outage
+// meanwhile had it send heartbeats straight to NATS over rows it never
+// heard of. Quiet for ListenPing, the relay asks the server; a connection
+// that does not answer within it is dropped and a new one listens. A
+// healthy connection answers every ping and is kept.
+func TestADeadListenConnectionIsNoticed(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	events := collect(t, ns.ClientURL())
+	c := newLink(t, dbHost(db))
+	var logs logbuffer.Buffer
+	// No poll to speak of: only notifications make the relay drain.
+	runRelay(t, poolThrough(t, db, c), ns.ClientURL(), &logs, RelayOptions{Poll: time.Hour, ListenPing: 50 * time.Millisecond})
+	published := func(n int, when string) {
+		t.Helper()
+		insert(t, db.Pool, Row{Subject: invalidation.UserSubject(fmt.Sprint("u", n)), Reason: invalidation.ReasonRoleRevoked})
+		eventually.Within(t, wait, func() error { return want(events.distinct() == n, "%s: %d rows published, want %d", when, events.distinct(), n) })
+	}
+	var first []int
+	eventually.Within(t, wait, func() error {
+		first = listenPorts(t, db)
+		return want(len(first) == 1, "LISTEN connections %v, want one", first)
+	})
+	published(1, "listening")
+
+	// Twenty pings later the same connection listens, and still hears.
+	time.Sleep(20 * 50 * time.Millisecond)
+	if ports := listenPorts(t, db); !slices.Equal(ports, first) {
+		t.Fatalf("LISTEN connections %v after quiet pings, want %v kept", ports, first)
+	}
+	published(2, "after pings")
+	if strings.Contains(logs.String(), "outbox listen") {
+		t.Fatalf("a healthy LISTEN connection was dropped:\n%s", logs.String())
+	}
+
+	if !c.silenceFrom(first[0]) {
+		t.Fatal("no link connection from the LISTEN connection's port")
+	}
+	eventually.Within(t, wait, func() error {
+		ports := listenPorts(t, db)
+		return want(len(ports) == 2 && ports[0] == first[0], "LISTEN connections %v, want a new one beside the dead %d", ports, first[0])
+	})
+	published(3, "after the dead connection")
+	if !strings.Contains(logs.String(), "listen connection does not answer") {
+		t.Fatalf("the dead connection is not named in the log:\n%s", logs.String())
 	}
 }

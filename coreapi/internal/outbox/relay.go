@@ -55,6 +55,14 @@ type RelayOptions struct {
 	PruneEvery time.Duration
 	// FlushTimeout bounds the wait for NATS to confirm a batch (default 5s).
 	FlushTimeout time.Duration
+	// ListenPing is how long the LISTEN connection may stay quiet before
+	// the relay asks its server whether it is still there, and how long
+	// the answer may take (default 5s): a connection that died without a
+	// word (a NAT or firewall that dropped it while idle, a partition)
+	// would otherwise leave the relay deaf, believing it heard every
+	// commit, until TCP keepalive noticed minutes later. The pings also
+	// keep such middleboxes from dropping it.
+	ListenPing time.Duration
 	// Heartbeat is how often the relay looks whether a heartbeat row is
 	// due (see Beat); zero: never (coreapi's OUTBOX_HEARTBEAT_INTERVAL
 	// sets it, 2 s by default). Every look also publishes the relay's
@@ -87,6 +95,9 @@ func (o *RelayOptions) defaults() {
 	}
 	if o.FlushTimeout <= 0 {
 		o.FlushTimeout = 5 * time.Second
+	}
+	if o.ListenPing <= 0 {
+		o.ListenPing = 5 * time.Second
 	}
 	if o.ID == "" {
 		host, err := os.Hostname()
@@ -278,8 +289,14 @@ func (r *Relay) listen(ctx context.Context) {
 	}
 }
 
+// ListenApplicationName is the application_name of a relay's LISTEN
+// connection (pg_stat_activity), apart from its pool's.
+const ListenApplicationName = "tollgate-outbox-listen"
+
 func (r *Relay) listenOnce(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+	cfg := r.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = ListenApplicationName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -294,12 +311,26 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	r.heard.listening(&r.notes) // rows committed while we were not listening: unknown
 	r.Wake()
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		wctx, cancel := context.WithTimeout(ctx, r.o.ListenPing)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			r.hear(n.Payload)
+			r.Wake()
+			continue
+		case ctx.Err() != nil || !pgconn.Timeout(err):
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		r.hear(n.Payload)
-		r.Wake()
+		// Quiet for ListenPing (a wait that times out leaves the
+		// connection usable): a connection that does not answer now is
+		// dead, and commits are no longer heard.
+		pctx, cancel := context.WithTimeout(ctx, r.o.ListenPing)
+		err = conn.Ping(pctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("listen connection does not answer: %w", err)
+		}
 	}
 }
 
