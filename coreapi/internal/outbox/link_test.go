@@ -246,7 +246,9 @@ func TestADeadListenConnectionIsNoticed(t *testing.T) {
 	published := func(n int, when string) {
 		t.Helper()
 		insert(t, db.Pool, Row{Subject: invalidation.UserSubject(fmt.Sprint("u", n)), Reason: invalidation.ReasonRoleRevoked})
-		eventually.Within(t, wait, func() error { return want(events.distinct() == n, "%s: %d rows published, want %d", when, events.distinct(), n) })
+		eventually.Within(t, wait, func() error {
+			return want(events.distinct() == n, "%s: %d rows published, want %d", when, events.distinct(), n)
+		})
 	}
 	var first []int
 	eventually.Within(t, wait, func() error {
