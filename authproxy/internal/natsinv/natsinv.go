@@ -618,7 +618,9 @@ func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration)
 func (s *Subscriber) heartbeat(msg *nats.Msg) {
 	now := s.now()
 	s.hbAt.Store(now.UnixNano())
-	s.m.Invalidations.WithLabelValues("heartbeat").Inc()
+	// Counted once taken in (after linkMu is released): a reader of the
+	// counter then finds the heartbeat's effects.
+	defer s.m.Invalidations.WithLabelValues("heartbeat").Inc()
 	// A row (published from the outbox, with its Nats-Msg-Id) lists the
 	// relays registered as publishing when it was written, and replaces
 	// the list; a heartbeat a relay publishes straight to NATS while the
