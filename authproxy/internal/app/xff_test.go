@@ -188,3 +188,38 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 		})
 	}
 }
+
+// Each field that only a trusted peer may give (forwarding, client
+// address, trace context) is removed from an untrusted peer's request when
+// it comes alone, not only beside another of them: the scan that decides
+// whether the fields need cleaning at all must know every such name
+// (baggage, alone, reached the upstream as the client wrote it).
+func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
+	const sent = "10.9.9.9-client-chosen"
+	names := []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X_Forwarded_Prefix", "Forwarded",
+		"X-Real-IP", "True-Client-IP", "CF-Connecting-IP", "X-Client-IP", "X-Remote-IP", "X-Remote-Addr",
+		"Fastly-Client-IP", "X-Originating-IP", "X_Cluster_Client_IP", "Client-IP",
+		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE"}
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
+	for _, name := range names {
+		for _, route := range []string{"protected", "public"} {
+			r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: sent})
+			if route == "public" {
+				r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: sent})
+			}
+			e.wantStatus(r, 200)
+			for k, vs := range e.core.Last(t).Headers {
+				if norm(k) != norm(name) {
+					continue
+				}
+				for _, v := range vs {
+					if strings.Contains(v, sent) {
+						t.Errorf("%s route: %s sent alone reached the upstream as %s: %q", route, name, k, v)
+					}
+				}
+			}
+		}
+	}
+}

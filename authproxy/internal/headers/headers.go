@@ -587,7 +587,7 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // re-validates and re-cases its name, or walks every field). Names match
 // in any case. A field's first letter (and for some, its length) decides
 // which names it is compared with: every name Sanitize removes starts with
-// one of c, e, f, k, p, t, u or x, so most fields (Host, Accept,
+// one of b, c, e, f, k, p, t, u or x, so most fields (Host, Accept,
 // User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
@@ -619,6 +619,10 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			}
 		case 'e': // Expect
 			if len(k) != len("Expect") {
+				continue
+			}
+		case 'b': // baggage
+			if len(k) != len("baggage") {
 				continue
 			}
 		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization

@@ -540,7 +540,7 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Real-IP", "x_real_ip", "X-Real-IPs", "Client-IP", "Client-IQ", "CLIENT_IP", "X-Client-IP", "X-Remote-IP",
 		"X-Remote-Addr", "True-Client-IP", "CF-Connecting-IP", "Cf-Connecting-Ix", "Fastly-Client-IP", "X-Originating-IP",
 		"X-Cluster-Client-IP", "Connecting-IP", "X_Request_Id", "X-Request_Id", "X_Request_Ix",
-		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag"}
+		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag", "Baggage", "baggage", "BAGGAGE", "Baggages", "Bagage"}
 	for _, hop := range hopByHop {
 		fields = append(fields, hop, strings.ToLower(hop), strings.ToUpper(hop), strings.ReplaceAll(hop, "-", "_"))
 	}
