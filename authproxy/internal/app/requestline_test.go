@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // rawUpstream records each request it receives as the bytes on the wire
@@ -148,5 +150,46 @@ func TestRequestLineHTTPVersion(t *testing.T) {
 		case c.forwarded != "" && (len(got) != 1 || !strings.HasPrefix(got[0], "GET /notes/x "+c.forwarded+"\r\n")):
 			t.Errorf("%s: forwarded %.60q, want the request line in %s", c.version, got, c.forwarded)
 		}
+	}
+}
+
+// TestSpaceInFieldNameRefused: fasthttp accepts a field name with a space
+// in it ("Transfer-Encoding x"), which is no token (RFC 9110 section 5.1).
+// Forwarded as it came, an upstream that ends a name at its first space
+// (older Netty releases) read "Transfer-Encoding x: chunked" as the
+// framing field (the body, sent with its Content-Length, then parsed as
+// chunks: request smuggling on a pooled connection), and "Forwarded x",
+// "X-HTTP-Method-Override x" or "X-Real-IP x" as the fields the clean-up
+// removes under their whole names. Such a request is refused with 400 on
+// every route kind, before anything is forwarded; a request with its
+// fields well formed, and a value with spaces, still goes through.
+func TestSpaceInFieldNameRefused(t *testing.T) {
+	up := newRawUpstream(t)
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n" +
+		"  - {prefix: /pub, upstream: notes, access: public}\n"})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	if r := e.raw("GET /notes HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\nX-Note: a b c\r\nConnection: close\r\n\r\n"); r.status != 200 {
+		t.Fatalf("well-formed request: status %d", r.status) // and the token is warm
+	}
+	n := len(up.all())
+	for _, field := range []string{"Transfer-Encoding x: chunked", "Content-Length x: 5", "Forwarded x: for=10.9.9.9",
+		"X-HTTP-Method-Override x: DELETE", "X-Original-URL x: /admin", "X-Real-IP x: 10.9.9.9", "Connection x: close",
+		"X-Auth User-Id: " + userID, "X Forwarded-For: 10.9.9.9", "Host x: other"} {
+		for _, target := range []string{"/notes", "/pub/x"} {
+			const body = "0\r\n\r\nGET /notes/admin HTTP/1.1\r\nHost: a\r\n\r\n"
+			req := "POST " + target + " HTTP/1.1\r\nHost: a\r\n" + field + "\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n"
+			if target == "/notes" {
+				req += "Authorization: Bearer " + tok + "\r\n"
+			}
+			r := e.raw(req + "Connection: close\r\n\r\n" + body)
+			if r.status != 400 || r.prob.Code != problem.CodeBadRequest {
+				t.Errorf("%s, field %q: status %d code %q, want 400 %s", target, field, r.status, r.prob.Code, problem.CodeBadRequest)
+			}
+		}
+	}
+	if got := up.all(); len(got) != n {
+		t.Fatalf("the upstream received %d requests with a space in a field name, want none: %q", len(got)-n, got[n:])
 	}
 }

@@ -565,6 +565,14 @@ type Seen struct {
 	// peer (X-Forwarded-*, Forwarded, trace context). Without either,
 	// Sanitize would remove nothing and HasTrailers is false.
 	Hop, Forwarded bool
+	// SpaceInName: a field name holds a space ("Transfer-Encoding x").
+	// fasthttp accepts such a name, which is no token (RFC 9110 section
+	// 5.1), and would forward it as it came; an upstream that ends a name
+	// at its first space reads it as the name before the space, which
+	// the clean-up, comparing whole names, does not remove (a framing
+	// field, a method override, a client address). The request is
+	// refused.
+	SpaceInName bool
 }
 
 // NeedsSanitize reports whether Sanitize, for a peer trusted or not, has
@@ -595,6 +603,9 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 	for k, v := range h.All() {
 		if len(k) == 0 {
 			continue
+		}
+		if bytes.IndexByte(k, ' ') >= 0 {
+			s.SpaceInName = true
 		}
 		c := k[0] | 0x20 // ASCII lower case for letters
 		switch c {

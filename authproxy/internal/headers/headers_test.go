@@ -470,6 +470,9 @@ func TestScan(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\nX_API_KEY: tg_x\r\n\r\n", Seen{APIKey: true}},
 		{"GET / HTTP/1.1\r\nHost: a\r\nX-Api-Kex: tg_x\r\n\r\n", Seen{}},
 		{"GET / HTTP/1.1\r\nHost: a\r\nSEC-WEBSOCKET-PROTOCOL: chat\r\nUPGRADE: h2c\r\nX-REQUEST-ID: r\r\n\r\n", Seen{RequestID: []byte("r"), Upgrade: true, WSProtocol: true}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX-Note: a b\r\n\r\n", Seen{}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding x: chunked\r\n\r\n", Seen{SpaceInName: true}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX Forwarded-For: 1.2.3.4\r\n\r\n", Seen{SpaceInName: true}},
 	} {
 		var req fasthttp.Request
 		if err := req.Read(bufio.NewReader(strings.NewReader(tc.raw))); err != nil {
@@ -477,7 +480,7 @@ func TestScan(t *testing.T) {
 		}
 		got := Scan(&req.Header)
 		if string(got.RequestID) != string(tc.want.RequestID) || got.Upgrade != tc.want.Upgrade ||
-			got.WSProtocol != tc.want.WSProtocol || got.APIKey != tc.want.APIKey {
+			got.WSProtocol != tc.want.WSProtocol || got.APIKey != tc.want.APIKey || got.SpaceInName != tc.want.SpaceInName {
 			t.Errorf("%q: Scan = %+v; want %+v", tc.raw, got, tc.want)
 		}
 		// The same answers as the lookups it stands in front of.

@@ -879,12 +879,17 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 	return errPanic
 }
 
-// hygiene refuses trailers and h2c, takes a WebSocket's bearer from its
-// subprotocols, and cleans the client's fields (headers.Sanitize). What
-// headers.Scan saw decides which of these have anything to do: most
-// requests carry no field any of them reads or removes.
+// hygiene refuses a field name with a space, trailers and h2c, takes a
+// WebSocket's bearer from its subprotocols, and cleans the client's fields
+// (headers.Sanitize). What headers.Scan saw decides which of these have
+// anything to do: most requests carry no field any of them reads or
+// removes.
 func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
+	if st.seen.SpaceInName {
+		st.outcome = "bad_header"
+		return errSpaceInName
+	}
 	if st.seen.Hop && headers.HasTrailers(h) { // a trailer announcement is a hop-by-hop field
 		st.outcome = "trailers"
 		return errTrailers
@@ -1757,9 +1762,11 @@ func (e *httpError) Error() string { return e.code + ": " + e.detail }
 var (
 	errPanic    = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
 	errTrailers = &httpError{status: 400, code: problem.CodeBadRequest, detail: "request trailers are not accepted"}
-	errNotFound = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
-	errTooLarge = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
-	errNoToken  = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
+	// A field name with a space (headers.Seen.SpaceInName).
+	errSpaceInName = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed header field name"}
+	errNotFound    = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
+	errTooLarge    = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
+	errNoToken     = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
 		wwwAuth: `Bearer realm="tollgate"`}
 	errScope = &httpError{status: 403, code: problem.CodeInsufficientScope, detail: "missing a required permission",
 		wwwAuth: `Bearer error="insufficient_scope"`}
