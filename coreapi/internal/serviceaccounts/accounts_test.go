@@ -483,6 +483,60 @@ AND actor_user_id = $3 AND data->>'via' = $4`, owner.TenantID, k.ID, owner.UserI
 	}
 }
 
+// What a service account did stays attributed to it after its deletion:
+// deleting a compromised account is how its leak is answered, and the
+// audit trail must then still tell which keys it minted, which keys it
+// revoked and which members it changed. The audit rows' actor used to be
+// a foreign key set to NULL with the account's user row.
+func TestAccountDeletionKeepsItsAuditTrail(t *testing.T) {
+	e := start(t, startOpts{keyRoutes: true})
+	_, owner := e.owner(t, "owner@example.com")
+	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+	a := e.createAccount(t, owner, "ci", "admin")
+	asA := e.serviceIdentity(t, a.ID, owner.TenantID)
+	k := e.mintKey(t, asA, "persist")
+	if r := e.Send(t, asA, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("revoke as the account: %d %s", r.Status, r.Body)
+	}
+	if r := e.Send(t, asA, http.MethodPatch, "/api/v1/users/"+member.UserID, map[string]string{"membership_status": "disabled"}); r.Status != http.StatusOK {
+		t.Fatalf("disable a member as the account: %d %s", r.Status, r.Body)
+	}
+	const q = `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND actor_user_id = $2`
+	done := e.count(t, q, owner.TenantID, a.ID)
+	if done < 3 {
+		t.Fatalf("%d audit events name the account as actor before its deletion, want at least 3", done)
+	}
+	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	if n := e.count(t, q, owner.TenantID, a.ID); n != done {
+		t.Fatalf("%d audit events name the account as actor after its deletion, want the %d before", n, done)
+	}
+	var page struct {
+		Data []struct {
+			ActorUserID *string `json:"actor_user_id"`
+			Action      string  `json:"action"`
+			TargetID    string  `json:"target_id"`
+		} `json:"data"`
+	}
+	r := e.Get(t, owner, "/api/v1/audit-events?limit=200")
+	if r.Status != http.StatusOK {
+		t.Fatalf("audit events: %d %s", r.Status, r.Body)
+	}
+	r.JSON(t, &page)
+	seen := map[string]bool{}
+	for _, ev := range page.Data {
+		if ev.ActorUserID != nil && *ev.ActorUserID == a.ID {
+			seen[ev.Action+" "+ev.TargetID] = true
+		}
+	}
+	for _, want := range []string{"api_key.created " + k.ID, "api_key.revoked " + k.ID, "member.updated " + member.UserID} {
+		if !seen[want] {
+			t.Errorf("after the deletion, GET /audit-events shows no %q by the account: %s", want, r.Body)
+		}
+	}
+}
+
 // An account's deletion and another admin change that touches the same
 // membership, at once: both answer, neither with a 500. The deletion
 // removed the account's row (and with it its membership and grants) after
