@@ -168,3 +168,58 @@ func TestKeyFillRacingInvalidation(t *testing.T) {
 		t.Fatalf("%d fetches, want 2 (the raced fill not kept)", n)
 	}
 }
+
+// TestKeyFillDuringAnInvalidation: a key's fill that ends while a user or
+// tenant invalidation is half applied (one of its two counters moved) is
+// not kept. The user's counter moved first, and a fill reading it then,
+// before the count of invalidations moved, was kept stamped with the new
+// generation: the permissions it fetched before the change stood for the
+// whole TTL.
+func TestKeyFillDuringAnInvalidation(t *testing.T) {
+	for name, inv := range map[string]func(c *Cache){
+		"user":   func(c *Cache) { c.InvalidateUser("u1") },
+		"tenant": func(c *Cache) { c.InvalidateTenant("t1") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newKeyFixture(t)
+			key, _ := apikey.New()
+			f.core.SetAPIKey(key, keyOf("u1"), false)
+			gate := make(chan struct{})
+			f.core.KeyGate.Store(&gate)
+			filled := make(chan struct{})
+			go func() {
+				defer close(filled)
+				if _, err := f.getKey(key); err != nil {
+					t.Errorf("racing fill: %v", err)
+				}
+			}()
+			testenv.Eventually(t, func() error { return testenv.Want("key fetches", f.core.KeyFetches.Load(), 1) })
+			// The key loses its permission; the fill under way answers
+			// what it read before.
+			mid, cont := make(chan struct{}), make(chan struct{})
+			f.c.halfwayHook = func() { close(mid); <-cont }
+			invalidated := make(chan struct{})
+			go func() {
+				defer close(invalidated)
+				inv(f.c)
+			}()
+			<-mid
+			f.core.KeyGate.Store(nil)
+			close(gate)
+			<-filled
+			close(cont)
+			<-invalidated
+			f.c.halfwayHook = nil
+			p := keyOf("u1")
+			p.Permissions = []string{}
+			f.core.SetAPIKey(key, p, false)
+			e, err := f.getKey(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := f.core.KeyFetches.Load(); n != 2 || e.E.Perms != "" {
+				t.Fatalf("%d fetches, permissions %q; want 2 and none (the raced fill not kept)", n, e.E.Perms)
+			}
+		})
+	}
+}

@@ -121,6 +121,9 @@ type Cache struct {
 	kc     metrics.CacheCounters
 	m      *metrics.Metrics
 	keys   *keyTable
+	// halfwayHook, when set (tests), runs in a user or tenant
+	// invalidation between the moves of its two counters.
+	halfwayHook func()
 }
 
 // New returns a Cache reading through f.
@@ -368,15 +371,34 @@ func appendListLine(dst []byte, name string, list []string) ([]byte, [2]int) {
 func (e *Entry) Active() bool { return e.active }
 
 // InvalidateUser makes every entry of the user a miss.
+//
+// The count of user and tenant invalidations (keyTable.ut) moves before
+// the user's counter. An API-key fill learns its user and tenant only
+// from the answer, reads their counters after it, and keeps its entry only
+// if ut did not move since it started. With ut moved second, a fill that
+// read the user's counter already moved and ut not yet was kept, stamped
+// with the new generation, though what it fetched may predate the change:
+// it was trusted for the whole TTL. Moved first, ut has moved for every
+// fill that can see the new generation. So for InvalidateTenant.
 func (c *Cache) InvalidateUser(id string) {
-	c.user[c.stripe(id)].Add(1)
 	c.keys.ut.Add(1)
+	c.halfway()
+	c.user[c.stripe(id)].Add(1)
 }
 
-// InvalidateTenant makes every entry of the tenant a miss.
+// InvalidateTenant makes every entry of the tenant a miss (ut first, as
+// in InvalidateUser).
 func (c *Cache) InvalidateTenant(id string) {
-	c.tenant[c.stripe(id)].Add(1)
 	c.keys.ut.Add(1)
+	c.halfway()
+	c.tenant[c.stripe(id)].Add(1)
+}
+
+// halfway runs the test hook of a half-applied invalidation, if set.
+func (c *Cache) halfway() {
+	if c.halfwayHook != nil {
+		c.halfwayHook()
+	}
 }
 
 // InvalidateAll makes every entry a miss and frees them.
