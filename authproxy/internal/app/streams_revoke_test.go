@@ -594,6 +594,36 @@ func TestStreamsDecidedAgainWhileNATSDown(t *testing.T) {
 	}
 }
 
+// TestStreamsLoseAccessWhileNATSDownAsRequestsDo: while NATS is down, a
+// stream whose projection is no longer trusted is decided again soon after
+// (each tenth of MAX_STALENESS), not up to MAX_STALENESS later. Decided
+// again only each MAX_STALENESS, a revoked user's stream outlived their
+// requests by up to that much: twice the bound after the revocation.
+func TestStreamsLoseAccessWhileNATSDownAsRequestsDo(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"MAX_STALENESS": "30s"})
+	tok := e.token(nil)
+	c, _, err := e.dialWS("/notes/ws", bearer(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echo(t, c, "x")
+	e.nats.Stop()
+	testenv.Eventually(t, func() error {
+		return testenv.Want("bounded staleness", e.app.Projections.BoundedStaleness(), true)
+	})
+	p := notesProjection()
+	p.MembershipStatus = "disabled"
+	e.core.SetProjection(p)
+	e.clock.Advance(31 * time.Second) // past the bound for the entry and the disconnect
+	e.wantProblem(e.do("GET", "/notes", tok, nil), 401, problem.CodeInvalidToken)
+	// Within a tenth of MAX_STALENESS (3 s), with room to spare; the
+	// next recheck each MAX_STALENESS was 30 s away.
+	if code, text := wantClosed(t, c, 15*time.Second); code != websocket.ClosePolicyViolation || text != "inactive" {
+		t.Fatalf("close = %d %q", code, text)
+	}
+}
+
 // heldFetch is PROJECTION_TIMEOUT for tests that hold a projection fetch
 // (holdProjection) while they change something else.
 const heldFetch = "30s"

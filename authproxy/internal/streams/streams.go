@@ -96,7 +96,7 @@ type Options struct {
 	// DownRecheck: while the invalidation feed is down (no event can
 	// come), every open stream is decided again this often, through the
 	// projection cache, which then trusts an entry only for a bounded
-	// staleness. 0: never.
+	// staleness (DownRecheckFor). 0: never.
 	DownRecheck time.Duration
 	// Table and Keys are the current route table and signing key set
 	// (nil: not checked). A stream registered after a reload (Reroute) or
@@ -508,6 +508,17 @@ func (m *Manager) schedule(c *Conn) {
 			}
 		}
 	}()
+}
+
+// DownRecheckFor is Options.DownRecheck for a projection cache that trusts
+// an entry for maxStaleness while the feed is down: a tenth of it, at
+// least a second. Each entry stops being trusted at a moment of its own
+// (its fetch, or the outage's start, plus maxStaleness), which a recheck
+// finds at most one period later: a stream loses its access at most that
+// long after its requests do. Decided again only each maxStaleness, a
+// revoked user's stream outlived their requests by up to maxStaleness.
+func DownRecheckFor(maxStaleness time.Duration) time.Duration {
+	return max(maxStaleness/10, time.Second)
 }
 
 // feedDown starts deciding every stream again each DownRecheck, until
