@@ -191,7 +191,8 @@ type Verifier struct {
 	// or found in the cache, and emptied when the cache evicts it, so the
 	// table keeps (but for a lookup racing an eviction) nothing alive
 	// beyond the cache's budget; every hit
-	// checks it as a cache hit is checked, and Purge empties the table.
+	// checks it as a cache hit is checked (its key still in the set, its
+	// times).
 	// It is sized from the cache (hotPerEntry), so that a working set
 	// the cache holds is mostly served from it.
 	hot  []hotSlot
