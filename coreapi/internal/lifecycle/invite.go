@@ -194,6 +194,8 @@ var (
 		"whoever sent this invitation can no longer grant its roles")
 	errAdminPassword = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
 		"this account's password was set by a tenant administrator: change it (or reset it), then accept")
+	errPasswordChanged = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
+		"the account's password or sessions changed while the invitation was accepted: try again")
 	errAdminPasswordList = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
 		"this account's password was set by a tenant administrator: change it (or reset it) to see the invitations sent to it")
 )
@@ -275,6 +277,9 @@ FROM users WHERE id = $1`
 		userID string
 		tv     int64
 		hash   string // set for a new account
+		// checkedTV is the token version the password was checked
+		// under (-1: no password checked).
+		checkedTV int64 = -1
 	)
 	switch {
 	case id.UserID != "":
@@ -288,7 +293,7 @@ FROM users WHERE id = $1`
 		case exists && (b.Password == nil || *b.Password == ""):
 			return auth.TokenResponse{}, errAccountExists
 		case exists:
-			if userID, _, err = s.auth.CheckPassword(ctx, email, *b.Password, ip); err != nil {
+			if userID, checkedTV, err = s.auth.CheckPassword(ctx, email, *b.Password, ip); err != nil {
 				return auth.TokenResponse{}, err
 			}
 		default:
@@ -345,6 +350,13 @@ FROM users WHERE id = $1`
 			}
 			if !same {
 				return errMismatch
+			}
+			// A password reset or change (or a sign-out everywhere)
+			// committed since the password was checked: it may no
+			// longer be the account's, and a session stamped with the
+			// version read now would outlive what ended every other.
+			if checkedTV >= 0 && tv != checkedTV {
+				return errPasswordChanged
 			}
 			if status != identity.StatusActive {
 				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -323,6 +325,69 @@ func TestInviteAcceptWithPasswordNeedsTheSecondFactor(t *testing.T) {
 	}
 	if !x.isMember(t, other.c.Tid, "victim@example.com") {
 		t.Error("accepted signed in, but not a member")
+	}
+}
+
+// TestInviteAcceptWithPasswordRacingReset: an invitation accepted with the
+// account's old password while the owner resets it (the password checked
+// before the reset commits, the account's row read after) must neither
+// add the account to the tenant nor open a session the reset did not end:
+// stamped with the token version read after the reset, that session
+// outlived it. The reset (its first statements, as resetPassword runs
+// them) is held uncommitted while the accept waits for the account's row.
+func TestInviteAcceptWithPasswordRacingReset(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ctx := t.Context()
+	victim := x.signup(t, "victim@example.com")
+	other := x.signup(t, "other@evil.test")
+	x.invite(t, other.id, "victim@example.com")
+	tok := x.mail(t, "victim@example.com", "You are invited").Token()
+	newHash, err := x.hasher.Hash(ctx, "the owner's new password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reset, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reset.Rollback(context.Background()) }()
+	if _, err := reset.Exec(ctx, `UPDATE users SET password_hash = $2, token_version = token_version + 1 WHERE id = $1`, victim.c.Sub, newHash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sessions.New(x.DB.Pool, time.Hour, 0).RevokeAll(ctx, reset, victim.c.Sub, "", "password_reset"); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		tk     tokens
+		status int
+		code   string
+	}
+	done := make(chan result, 1)
+	go func() {
+		tk, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw})
+		done <- result{tk, st, code}
+	}()
+	x.DB.WaitForLockWaiters(t, 1) // the accept, at the account's row
+	if err := reset.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.status == http.StatusOK {
+		c := claimsOf(t, got.tk.AccessToken)
+		var tv int64
+		if err := x.DB.Pool.QueryRow(ctx, `SELECT token_version FROM users WHERE id = $1`, victim.c.Sub).Scan(&tv); err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("accept with the password the reset replaced: 200, a session stamped tv %d (the account's is %d)", c.Tv, tv)
+	} else if got.status != http.StatusBadRequest || got.code != problem.CodeInvalidGrant {
+		t.Errorf("accept with the password the reset replaced: %d %s, want 400 %s", got.status, got.code, problem.CodeInvalidGrant)
+	}
+	if x.isMember(t, other.c.Tid, "victim@example.com") {
+		t.Error("the old password added the account to the tenant")
+	}
+	// The invitation is still there for the owner, with the new password.
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "the owner's new password"}); st != http.StatusOK {
+		t.Fatalf("accept with the new password: %d %s", st, code)
 	}
 }
 
