@@ -198,6 +198,10 @@ UPDATE users SET password_hash = $2, token_version = token_version + 1, password
 WHERE id = $1 AND lower(email) = lower($3)`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The account's row before the token (see onetime.LockUser).
+		if err := onetime.LockUser(ctx, tx, onetime.PasswordReset, b.Token); err != nil {
+			return err
+		}
 		t, err := onetime.Consume(ctx, tx, onetime.PasswordReset, b.Token)
 		if err != nil {
 			return err

@@ -498,3 +498,52 @@ func TestEmailChangeRacingReset(t *testing.T) {
 	}
 	wantProblem(t, r, http.StatusUnauthorized, problem.CodeInsufficientUserAuthentication)
 }
+
+// TestEmailChangeConfirmRacingReset: the link of an email change and a
+// reset link of the old address used at once. Each consumed its own token
+// and then waited for the account's row, and each then deletes the
+// other's tokens (the change the reset links, the reset the pending
+// changes): whichever got the row waited for the other's token, which
+// waited for the row, and PostgreSQL ended one of them as a deadlock (500).
+// Both now lock the account's row before they consume: one runs after the
+// other, and the second finds its link gone. Something else holding the
+// row (here the test) lines them up: the change first.
+func TestEmailChangeConfirmRacingReset(t *testing.T) {
+	ctx := t.Context()
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "kim@example.com")
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "kim@example.com"}), 202)
+	resetTok := x.mail(t, "kim@example.com", "Reset").Token()
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "kim-new@example.net"}), http.StatusAccepted)
+	verifyTok := x.mail(t, "kim-new@example.net", "Confirm").Token()
+
+	hold, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(context.Background()) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, a.c.Sub); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg            sync.WaitGroup
+		verify, reset apitest.Response
+	)
+	wg.Go(func() {
+		verify = x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verifyTok})
+	})
+	x.DB.WaitForLockWaiters(t, 1) // the change, at the account's row
+	wg.Go(func() {
+		reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": resetTok, "new_password": "a brand new password"})
+	})
+	x.DB.WaitForLockWaiters(t, 2) // and the reset
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	wantStatus(t, verify, http.StatusOK)
+	wantProblem(t, reset, http.StatusBadRequest, problem.CodeLinkInvalid)
+	if m := x.me(t, a); m.Email != "kim-new@example.net" {
+		t.Errorf("address %s after the change, want kim-new@example.net", m.Email)
+	}
+}

@@ -55,6 +55,10 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var out Verified
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The account's row before the token (see onetime.LockUser).
+		if err := onetime.LockUser(ctx, tx, onetime.VerifyEmail, b.Token); err != nil {
+			return err
+		}
 		t, err := onetime.Consume(ctx, tx, onetime.VerifyEmail, b.Token)
 		if err != nil {
 			return err

@@ -124,6 +124,24 @@ SELECT EXISTS (SELECT 1 FROM gone),
 	return nil
 }
 
+// LockUser locks, in tx, the row of the user a live-or-expired token of
+// purpose p belongs to (nothing when raw is no such token: Consume then
+// answers). Call it before Consume: every transaction that deletes a
+// user's tokens locks the user's row first (a reset, a confirmed email
+// change, a password change or a new link each deletes the others'), so
+// none holds a token while it waits for the row that another, holding
+// the row, waits for it behind (a deadlock PostgreSQL ends with an error).
+func LockUser(ctx context.Context, tx pgx.Tx, p Purpose, raw string) error {
+	const q = `SELECT 1 FROM users WHERE id = (SELECT user_id FROM action_tokens WHERE token_hash = $1 AND purpose = $2) FOR UPDATE`
+	if !Plausible(raw) {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, q, Hash(raw), string(p)); err != nil {
+		return fmt.Errorf("lock the %s token's user: %w", p, err)
+	}
+	return nil
+}
+
 // Consume deletes the token and returns what it proves; ErrInvalid or
 // ErrExpired otherwise. Call it in the transaction that acts on it, so a
 // failed action leaves the token usable (an expired one too: Check
