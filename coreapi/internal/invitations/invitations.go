@@ -312,6 +312,34 @@ RETURNING i.email, ` + invitedPerms
 	})
 }
 
+// WithdrawForMember withdraws, in tx, the pending invitations of tenantID
+// to the address of userID, a member being removed by actorID: an address
+// can become a member while an invitation to it is pending (added with
+// POST /users, or a member's address changed to an invited one), and that
+// invitation's link must not let the removed member join again. Each is
+// audited as invitation.revoked with data.via member.removed.
+func WithdrawForMember(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID string) error {
+	const q = `
+UPDATE invitations i SET status = 'revoked', updated_at = now()
+FROM users u
+WHERE u.id = $2 AND i.tenant_id = $1 AND i.status = 'pending' AND lower(i.email) = lower(u.email)
+RETURNING i.id::text, i.email`
+	rows, _ := tx.Query(ctx, q, tenantID, userID)
+	type withdrawn struct{ ID, Email string }
+	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
+	if err != nil {
+		return fmt.Errorf("withdraw invitations: %w", err)
+	}
+	for _, w := range ws {
+		if err := audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: actorID, Action: audit.ActionInvitationRevoked,
+			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
+			Data: map[string]any{"email": w.Email, "via": audit.ActionMemberRemoved}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // missing tells ErrNotFound from ErrNotPending.
 func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) error {
 	var exists bool

@@ -1044,3 +1044,60 @@ func TestTenantMailsLimited(t *testing.T) {
 	other := x.signup(t, "owner@bravo.test")
 	x.invite(t, other.id, "a@example.com")
 }
+
+// TestRemovalWithdrawsPendingInvitations: an address can become a member
+// while an invitation to it is pending (an admin invites it, then adds it
+// with POST /users, or a member changes their address to an invited one).
+// That invitation's link must not outlive the member's removal: kept
+// pending, it let the removed member join again, with its roles, with no
+// one inviting them anew. The removal withdraws it, audited as such.
+func TestRemovalWithdrawsPendingInvitations(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ctx := t.Context()
+	owner := x.signup(t, "own@removal.test")
+	const addr = "eve@example.com"
+	inv := x.invite(t, owner.id, addr, "admin")
+	tok := x.mail(t, addr, "You are invited").Token()
+	r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]string{"email": addr})
+	wantStatus(t, r, http.StatusCreated)
+	var eve struct{ ID string }
+	r.JSON(t, &eve)
+	// Eve chooses her password (as a reset from her mailbox would set it).
+	h, err := x.hasher.Hash(ctx, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.exec(t, `UPDATE users SET password_hash = $2, password_set_by_admin = false WHERE id = $1`, eve.ID, h)
+	// A pending invitation to another address stays.
+	other := x.invite(t, owner.id, "someone-else@example.com")
+
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+eve.ID, nil), http.StatusNoContent)
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusGone || code != problem.CodeInvitationNotActive {
+		t.Errorf("the removed member accepts the invitation pending before: %d %s, want 410 %s", st, code, problem.CodeInvitationNotActive)
+	}
+	if x.isMember(t, owner.c.Tid, addr) {
+		t.Fatal("the removed member joined again")
+	}
+	status := func(id string) string {
+		var s string
+		if err := x.DB.Pool.QueryRow(ctx, `SELECT status FROM invitations WHERE id = $1`, id).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := status(inv.ID); s != invitations.StatusRevoked {
+		t.Errorf("the removed member's invitation is %s, want %s", s, invitations.StatusRevoked)
+	}
+	if s := status(other.ID); s != invitations.StatusPending {
+		t.Errorf("another address's invitation is %s, want %s", s, invitations.StatusPending)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'invitation.revoked' AND target_id = $2
+		AND actor_user_id = $3 AND data->>'via' = 'member.removed'`, owner.c.Tid, inv.ID, owner.c.Sub); n != 1 {
+		t.Errorf("audit rows of the withdrawal: %d, want 1", n)
+	}
+	// Invited anew, the address joins again.
+	x.invite(t, owner.id, addr)
+	if _, st, code := x.accept(t, nil, map[string]string{"token": x.mail(t, addr, "You are invited").Token(), "password": pw}); st != http.StatusOK {
+		t.Fatalf("accept of a new invitation: %d %s", st, code)
+	}
+}

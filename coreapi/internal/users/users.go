@@ -869,7 +869,8 @@ type auditedMember struct {
 // and announced as a revocation (apikeys.RevokeUserKeys, data.via
 // "member.removed"), so the audit log tells what ended and proxies drop
 // the keys at once; none comes back if the user is added again. So do the
-// user's sessions bound to the tenant.
+// user's sessions bound to the tenant, and the tenant's pending
+// invitations to the user's address (invitations.WithdrawForMember).
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -882,6 +883,13 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		}
 		if t.owner && t.status == identity.StatusActive && !t.otherOwner {
 			return ErrLastOwner
+		}
+		// Before the membership's row is deleted: an accept of one of
+		// these, holding the invitation, then finds the member still
+		// there (409) instead of waiting for the deletion while the
+		// removal waits for the invitation.
+		if err := invitations.WithdrawForMember(ctx, tx, tenantID, userID, a.UserID, a.RequestID); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, q, tenantID, userID); err != nil {
 			return err
