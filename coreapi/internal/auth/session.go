@@ -72,10 +72,14 @@ func (s *Service) logout(c *fiber.Ctx) error {
 		}
 	case "global":
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, "", sessions.ReasonLogoutGlobal); err != nil {
+			// The account's row first, then its sessions, as a password
+			// reset or change takes them: in the other order, a reset
+			// holding the row waited for the sessions this held while
+			// this waited for the row (a deadlock, one of them a 500).
+			if err := users.BumpTokenVersion(ctx, tx, id.UserID); err != nil {
 				return err
 			}
-			if err := users.BumpTokenVersion(ctx, tx, id.UserID); err != nil {
+			if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, "", sessions.ReasonLogoutGlobal); err != nil {
 				return err
 			}
 			// Signing out everywhere takes the account back from whoever

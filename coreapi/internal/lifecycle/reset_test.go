@@ -547,3 +547,47 @@ func TestEmailChangeConfirmRacingReset(t *testing.T) {
 		t.Errorf("address %s after the change, want kim-new@example.net", m.Email)
 	}
 }
+
+// TestLogoutGlobalRacingReset: a sign-out everywhere and a reset at once.
+// The sign-out ended the sessions first and then waited for the account's
+// row, which the reset held while it waited to end those same sessions:
+// PostgreSQL ended one of them as a deadlock (500). The sign-out now takes
+// the account's row first, as the reset does. Something else holding the
+// row (here the test) lines them up: the reset first.
+func TestLogoutGlobalRacingReset(t *testing.T) {
+	ctx := t.Context()
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "lou@example.com")
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "lou@example.com"}), 202)
+	resetTok := x.mail(t, "lou@example.com", "Reset").Token()
+
+	hold, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(context.Background()) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, a.c.Sub); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg            sync.WaitGroup
+		reset, logout apitest.Response
+	)
+	wg.Go(func() {
+		reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": resetTok, "new_password": "a brand new password"})
+	})
+	x.DB.WaitForLockWaiters(t, 1) // the reset, at the account's row
+	wg.Go(func() {
+		logout = x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"})
+	})
+	x.DB.WaitForLockWaiters(t, 2) // and the sign-out
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	wantStatus(t, reset, http.StatusNoContent)
+	wantStatus(t, logout, http.StatusNoContent)
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, a.c.Sub); n != 0 {
+		t.Errorf("%d sessions live after both", n)
+	}
+}
