@@ -77,6 +77,21 @@ var errorText = map[string]string{
 	problem.CodeUnavailable:         "Something went wrong. Try again later.",
 }
 
+// isCode reports whether s is shaped like a problem code (lower-case
+// letters, digits and underscores, at most 64): one the page has no text
+// for is shown as it is, anything else is not shown.
+func isCode(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+			return false
+		}
+	}
+	return true
+}
+
 func render(c *fiber.Ctx, p page) error {
 	p.Token = c.Query("token")
 	if len(p.Token) > onetime.MaxLen {
@@ -85,8 +100,15 @@ func render(c *fiber.Ctx, p page) error {
 	p.Done = c.Query("done") == "1"
 	p.Sent = c.Query("sent") == "1"
 	if code := c.Query("error"); code != "" {
-		if p.Error = errorText[code]; p.Error == "" {
+		p.Error = errorText[code]
+		switch {
+		case p.Error != "":
+		case isCode(code):
 			p.Error = "Something went wrong (" + code + ")."
+		default:
+			// Not a code the API answers: the page does not show a
+			// link's words of anyone's choosing as its own.
+			p.Error = "Something went wrong."
 		}
 	}
 	var buf bytes.Buffer

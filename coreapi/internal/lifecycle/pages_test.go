@@ -51,6 +51,21 @@ func TestPages(t *testing.T) {
 			t.Errorf("token echoed unescaped:\n%s", r.Body)
 		}
 	})
+	// A link to the page with words of its own in error= must not have
+	// the page say them (a phishing mail pointing at the real site): a
+	// code the page has no text for is shown only when it is shaped like
+	// one.
+	t.Run("error text of the link's choosing is not shown", func(t *testing.T) {
+		r := x.Get(t, nil, `/reset-password?error=Your+account+is+locked.+Call+support+at+%2B1+555+0100`)
+		wantStatus(t, r, http.StatusOK)
+		if strings.Contains(string(r.Body), "locked") {
+			t.Errorf("the page shows the link's words:\n%s", r.Body)
+		}
+		r = x.Get(t, nil, `/reset-password?error=some_new_code`)
+		if !strings.Contains(string(r.Body), "some_new_code") {
+			t.Errorf("a code the page has no text for is not shown:\n%s", r.Body)
+		}
+	})
 	t.Run("unknown error code is shown as text", func(t *testing.T) {
 		r := x.Get(t, nil, `/verify-email?error=%3Cb%3E`)
 		if strings.Contains(string(r.Body), "<b>") {
