@@ -892,14 +892,14 @@ func resetRefused(err error) error {
 // ended.
 func signOutAfterReset(ctx context.Context, tx pgx.Tx, ss *sessions.Store, userID string) (int64, error) {
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
-	n, err := ss.RevokeAll(ctx, tx, userID, "", sessions.ReasonMFAReset)
-	if err != nil {
-		return 0, err
-	}
+	// The account's row first, then its sessions, as a sign-out
+	// everywhere and a password change or reset take them: in the other
+	// order each waited for what the other held (a deadlock, one of them
+	// a 500).
 	if _, err := tx.Exec(ctx, qBump, userID); err != nil {
 		return 0, fmt.Errorf("bump token version: %w", err)
 	}
-	return n, nil
+	return ss.RevokeAll(ctx, tx, userID, "", sessions.ReasonMFAReset)
 }
 
 // Errors of ResetMFA.

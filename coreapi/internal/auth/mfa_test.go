@@ -598,6 +598,57 @@ func TestAdminResetsMemberMFA(t *testing.T) {
 	e.enrol(t, &member)
 }
 
+// TestAdminMFAResetRacingLogoutGlobal: a tenant admin's reset of a
+// member's second factor ended the member's sessions before it took the
+// account's row, the reverse of a sign-out everywhere (and of a password
+// change or reset): the two at once deadlocked, and PostgreSQL failed one
+// of them with 500. The reset takes the account's row first now, and the
+// two run one after the other. The test holds the row so that the
+// sign-out waits for it first.
+func TestAdminMFAResetRacingLogoutGlobal(t *testing.T) {
+	e := start(t, cheap)
+	owner := e.signup(t, "owner@example.com", "Acme")
+	ownerAs := e.identityFor(t, owner)
+	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+	ctx := context.Background()
+	if err := e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour') RETURNING id`,
+		member.UserID, owner.TenantID).Scan(&member.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	en := e.enrol(t, &member)
+	wantStatus(t, "member confirms", e.confirm(t, &member, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+
+	hold, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(context.Background()) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, member.UserID); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg            sync.WaitGroup
+		logout, reset apitest.Response
+	)
+	wg.Go(func() {
+		logout = e.Send(t, &member, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"})
+	})
+	e.DB.WaitForLockWaiters(t, 1) // the sign-out, at the account's row
+	wg.Go(func() {
+		reset = e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+member.UserID+"/mfa", nil)
+	})
+	e.DB.WaitForLockWaiters(t, 2) // and the reset
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	wantStatus(t, "sign-out everywhere", logout, http.StatusNoContent, "")
+	wantStatus(t, "reset", reset, http.StatusNoContent, "")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, member.UserID); n != 0 {
+		t.Error("the factor survived the reset")
+	}
+}
+
 // TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant: an admin (every
 // permission but tenant:write) cannot remove the second factor of the owner
 // (who holds more); nor can anybody remove the factor of a member who
