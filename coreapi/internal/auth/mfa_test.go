@@ -683,6 +683,21 @@ func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
 	wantStatus(t, "admin resets an owner without a factor", reset(&admin, owner2.UserID), http.StatusForbidden, "forbidden")
 	member := e.SeedUserIn(t, ownerAs.TenantID, "member@example.com", "member")
 	wantStatus(t, "admin resets a member without a factor", reset(&admin, member.UserID), http.StatusNotFound, "not_found")
+	// An admin demoted since its request was signed resets nothing: the
+	// check reads what it holds now, not what the header says it held.
+	mfaMember, _, _ := e.mfaUser(t, "mfa-member@example.com")
+	mfaMemberAs := e.identityFor(t, mfaMember)
+	if _, err := e.DB.Pool.Exec(context.Background(), `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, mfaMemberAs.TenantID, mfaMemberAs.UserID); err != nil {
+		t.Fatal(err)
+	}
+	e.SeedMember(t, ownerAs.TenantID, mfaMemberAs.UserID, "member")
+	demoted := e.SeedUserIn(t, ownerAs.TenantID, "demoted@example.com", "admin")
+	if _, err := e.DB.Pool.Exec(context.Background(), `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2`, ownerAs.TenantID, demoted.UserID); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "a demoted admin resets a member", reset(&demoted, mfaMemberAs.UserID), http.StatusForbidden, "forbidden")
+	unchanged("a demoted admin resets a member", mfaMemberAs.UserID)
+	wantStatus(t, "an admin resets the same member", reset(&admin, mfaMemberAs.UserID), http.StatusNoContent, "")
 
 	// The victim's own tenant, and a tenant of somebody else that the
 	// victim joined: its owner holds everything the victim holds there.

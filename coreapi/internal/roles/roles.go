@@ -162,6 +162,8 @@ type Role struct {
 type Store struct {
 	pool    *pgxpool.Pool
 	catalog *permissions.Catalog
+	// all and member are the catalog's arrays (CatalogArgs), for Live.
+	all, member string
 }
 
 // NewStore returns a Store on pool; roles are shown and checked under
@@ -170,7 +172,8 @@ func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
 	if c == nil {
 		c = permissions.Builtin()
 	}
-	return &Store{pool: pool, catalog: c}
+	all, member := CatalogArgs(c)
+	return &Store{pool: pool, catalog: c, all: all, member: member}
 }
 
 // effective replaces the stored permissions of r by what it holds under
@@ -250,6 +253,58 @@ func (a Actor) Covers(perms []string) bool {
 	return true
 }
 
+// qLive reads the permissions user $2 holds in tenant $1 now, under the
+// catalog whose arrays all and member are $3 and $4 (CatalogArgs): none
+// unless the membership, the account and the tenant are active, as the
+// projection the proxy authorizes with gives none.
+var qLive = `
+SELECT ARRAY(
+    SELECT DISTINCT p
+    FROM memberships m
+    JOIN users u ON u.id = m.user_id AND u.status = 'active'
+    JOIN tenants t ON t.id = m.tenant_id AND t.status = 'active'
+    JOIN membership_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+    CROSS JOIN LATERAL unnest(` + PermissionsSQL("r", "$3::text[]", "$4::text[]") + `) AS p
+    WHERE m.tenant_id = $1 AND m.user_id = $2::uuid AND m.status = 'active' AND p = ANY($3::text[])
+    ORDER BY p)`
+
+// Live returns a with its permissions narrowed, in tx, to those its user
+// holds in the tenant now, under the catalog whose arrays all and member
+// are (CatalogArgs). The signed identity's permissions are those of the
+// projection the proxy authorized the request with: a request in flight
+// as its caller is demoted, or authorized from a projection the
+// demotion's invalidation has not reached yet, carries what the caller
+// no longer holds. Read after the tenant's lock (LockTenant), which every
+// change that can demote a member takes (a grant, a revocation, a role's
+// edit or deletion, a member's disabling or removal), it sees every such
+// change committed before this one: two admins demoting each other at once cannot both
+// succeed, as each change comes after the other's. An API key's
+// permissions, already its own narrowed to its user's, stay within the
+// key's. An actor without a user holds nothing. need is the permission
+// the route asked of the signed identity: ErrEscalation when the actor no
+// longer holds it.
+func Live(ctx context.Context, tx pgx.Tx, all, member, tenantID string, a Actor, need string) (Actor, error) {
+	if a.UserID == "" || len(a.Permissions) == 0 {
+		return Actor{}, ErrEscalation
+	}
+	var now []string
+	if err := tx.QueryRow(ctx, qLive, tenantID, a.UserID, all, member).Scan(&now); err != nil {
+		return Actor{}, fmt.Errorf("actor's permissions: %w", err)
+	}
+	held := make([]string, 0, len(a.Permissions))
+	for _, p := range a.Permissions {
+		if slices.Contains(now, p) {
+			held = append(held, p)
+		}
+	}
+	a.Permissions = held
+	if !slices.Contains(held, need) {
+		return Actor{}, ErrEscalation
+	}
+	return a, nil
+}
+
 const roleCols = `id::text, name, description, permissions, builtin, created_at, updated_at`
 
 // Create stores a new custom role.
@@ -268,6 +323,13 @@ RETURNING ` + roleCols
 		if err := LockTenant(ctx, tx, tenantID); err != nil {
 			return err
 		}
+		a, err := Live(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
+		if err != nil {
+			return err
+		}
+		if !a.Covers(d.Permissions) {
+			return ErrEscalation
+		}
 		var n int
 		if err := tx.QueryRow(ctx, qCount, tenantID).Scan(&n); err != nil {
 			return fmt.Errorf("count roles: %w", err)
@@ -276,7 +338,6 @@ RETURNING ` + roleCols
 			return ErrTooManyRoles
 		}
 		rows, _ := tx.Query(ctx, q, tenantID, d.Name, d.Description, d.Permissions)
-		var err error
 		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role]); err != nil {
 			return mapErr(err)
 		}
@@ -316,6 +377,16 @@ WHERE tenant_id = $1 AND id = $2
 RETURNING ` + roleCols
 	var r Role
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The tenant's lock first, as Delete: a change of the role's
+		// permissions can demote its holders, so it is ordered with every
+		// other such change, and the actor's are read after it (Live).
+		if err := LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		a, err := Live(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
+		if err != nil {
+			return err
+		}
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)
 		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role])
 		if err != nil {
@@ -384,10 +455,10 @@ func auditedOf(r Role) auditedRole {
 // LockTenant takes the tenant's lock: its row, FOR NO KEY UPDATE, which
 // does not block foreign-key checks against the tenant. Every change that
 // can remove an owner in a tenant takes it (package users), so two
-// concurrent removals cannot both see "another owner remains". A grant and
-// the deletion of a role or of a service account take it too
-// (users.Store.GrantRole, Store.Delete, serviceaccounts.Store.Delete), and
-// first, so that none of them takes the same row locks as these changes in
+// concurrent removals cannot both see "another owner remains". A grant,
+// the creation, change and deletion of a role and the deletion of a
+// service account take it too (users.Store.GrantRole, Store.Create,
+// Store.Update, Store.Delete, serviceaccounts.Store.Delete), and first, so that none of them takes the same row locks as these changes in
 // the opposite order and waits for one that waits for it.
 func LockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	const q = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
@@ -439,6 +510,10 @@ FOR UPDATE`
 	const qDelete = `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		a, err := Live(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
+		if err != nil {
 			return err
 		}
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)

@@ -428,10 +428,13 @@ func TestRolesGrantRevokeAndLastOwner(t *testing.T) {
 	t.Run("with a second owner the first can leave", func(t *testing.T) {
 		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", base+"owner", nil), 200)
 		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+oid+"/roles/owner", nil), 200)
-		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+oid, nil), 204)
+		// It holds no role now, so its request signed before is refused
+		// (TestDemotedActorRefused); the new owner removes it.
+		apitest.WantProblem(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+oid, nil), 403, "forbidden")
+		newOwner := w.E.IdentityOf(t, mid, w.A)
+		apitest.WantStatus(t, w.E.Send(t, &newOwner, "DELETE", "/api/v1/users/"+oid, nil), 204)
 		apitest.WantProblem(t, w.E.Get(t, &w.Admin, "/api/v1/users/"+oid), 404, "not_found")
 		// The new sole owner is protected in turn.
-		newOwner := w.E.IdentityOf(t, mid, w.A)
 		apitest.WantProblem(t, w.E.Send(t, &newOwner, "DELETE", "/api/v1/users/"+mid, nil), 409, "last_owner")
 	})
 }
@@ -467,10 +470,26 @@ func TestDisableAndRemoveMember(t *testing.T) {
 	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/users/"+w.Owner.UserID, nil), 403, "forbidden")
 }
 
-// TestLastOwnerRace: two owners take owner from each other at the same
-// moment; the tenant lock lets exactly one through.
+// TestLastOwnerRace: two owners take owner at the same moment, from each
+// other or each from themselves; the tenant lock lets exactly one through.
+// Taking it from each other, the second is decided after the first has
+// taken its owner role: it holds nothing any more (403). Each from
+// themselves, the second would leave no owner (409).
 func TestLastOwnerRace(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []struct {
+		name    string
+		mutual  bool
+		refused int
+	}{{"each other", true, 403}, {"themselves", false, 409}} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			lastOwnerRace(t, mode.mutual, mode.refused)
+		})
+	}
+}
+
+func lastOwnerRace(t *testing.T, mutual bool, refused int) {
 	w := newWorld(t)
 	current := w.Owner
 	const q = `SELECT mr.user_id::text FROM membership_roles mr JOIN roles r ON r.id = mr.role_id WHERE mr.tenant_id = $1 AND r.name = 'owner'`
@@ -478,7 +497,11 @@ func TestLastOwnerRace(t *testing.T) {
 		second := w.E.SeedUserIn(t, w.A, fmt.Sprintf("owner2-%d@acme.test", round), "owner")
 		statuses := make(chan int, 2)
 		start := make(chan struct{})
-		for _, c := range []struct{ as, target identity.Identity }{{current, second}, {second, current}} {
+		changes := []struct{ as, target identity.Identity }{{current, second}, {second, current}}
+		if !mutual {
+			changes = []struct{ as, target identity.Identity }{{current, current}, {second, second}}
+		}
+		for _, c := range changes {
 			go func() {
 				<-start
 				r := w.E.Send(t, &c.as, "DELETE", "/api/v1/users/"+c.target.UserID+"/roles/owner", nil)
@@ -487,8 +510,8 @@ func TestLastOwnerRace(t *testing.T) {
 		}
 		close(start)
 		a, b := <-statuses, <-statuses
-		if !((a == 200 && b == 409) || (a == 409 && b == 200)) {
-			t.Fatalf("round %d: statuses %d and %d, want one 200 and one 409", round, a, b)
+		if !((a == 200 && b == refused) || (a == refused && b == 200)) {
+			t.Fatalf("round %d: statuses %d and %d, want one 200 and one %d", round, a, b, refused)
 		}
 		var owners []string
 		rows, err := w.E.DB.Pool.Query(t.Context(), q, w.A)

@@ -676,6 +676,11 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 		inv *invitations.Invitation
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// What the actor holds now, not what the request was signed with.
+		a, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+		if err != nil {
+			return err
+		}
 		// The roles stay locked until the member holds them: a change of
 		// their permissions waits (roles.Handed).
 		found, perms, err := roles.Handed(ctx, tx, s.all, s.member, tenantID, n.Roles)
@@ -764,11 +769,19 @@ type target struct {
 }
 
 // lockTarget takes the tenant's lock (roles.LockTenant), which serialises
-// every change that can remove an owner, then reads and locks the target.
-func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID string) (target, error) {
+// every change that can remove an owner or demote a member, narrows the
+// actor's permissions to those it holds now (roles.Live: a change
+// committed before the lock may have demoted it), then reads and locks
+// the target.
+func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID string, a *roles.Actor) (target, error) {
 	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
 		return target{}, err
 	}
+	live, err := roles.Live(ctx, tx, s.all, s.member, tenantID, *a, roles.UsersWrite)
+	if err != nil {
+		return target{}, err
+	}
+	*a = live
 	return readTarget(ctx, tx, s.all, s.member, tenantID, userID)
 }
 
@@ -794,6 +807,15 @@ var ErrMemberElsewhere = errors.New("the member belongs to other tenants too")
 func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID, userID string, a roles.Actor) error {
 	const qElsewhere = `SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id <> $2)`
 	all, member := roles.CatalogArgs(c)
+	// Ordered with every other change of a member (the tenant's lock),
+	// and decided on what the actor holds now (roles.Live).
+	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+		return err
+	}
+	a, err := roles.Live(ctx, tx, all, member, tenantID, a, roles.UsersWrite)
+	if err != nil {
+		return err
+	}
 	t, err := readTarget(ctx, tx, all, member, tenantID, userID)
 	if err != nil {
 		return err
@@ -822,7 +844,7 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 	const q = `UPDATE memberships SET status = $3, updated_at = now() WHERE tenant_id = $1 AND user_id = $2`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		t, err := s.lockTarget(ctx, tx, tenantID, userID)
+		t, err := s.lockTarget(ctx, tx, tenantID, userID, &a)
 		if err != nil {
 			return err
 		}
@@ -874,7 +896,7 @@ type auditedMember struct {
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		t, err := s.lockTarget(ctx, tx, tenantID, userID)
+		t, err := s.lockTarget(ctx, tx, tenantID, userID, &a)
 		if err != nil {
 			return err
 		}
@@ -933,6 +955,10 @@ SELECT count(*), COALESCE(bool_or(role_id = $3), false) FROM membership_roles WH
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		a, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+		if err != nil {
 			return err
 		}
 		if _, err := getTx(ctx, tx, tenantID, userID); err != nil {
@@ -1001,7 +1027,7 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 	const q = `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2 AND role_id = $3`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		t, err := s.lockTarget(ctx, tx, tenantID, userID)
+		t, err := s.lockTarget(ctx, tx, tenantID, userID, &a)
 		if err != nil {
 			return err
 		}

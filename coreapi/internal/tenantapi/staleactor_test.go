@@ -1,0 +1,105 @@
+package tenantapi_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// TestDemotedActorRefused: a request signed with the permissions its
+// caller held before being demoted (one in flight as the demotion commits,
+// or one a proxy authorized from a projection the demotion's invalidation
+// has not reached yet) must not act with them. Two admins demoting each
+// other at once both went through, leaving neither an admin although each
+// change, serialised on the tenant's lock, came after the other's: the
+// second was decided on the header's permissions alone. Every change of a
+// member or role now narrows the caller's permissions to those its
+// membership grants when the change runs.
+func TestDemotedActorRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	// stale is an admin's identity as signed before its demotion.
+	newAdmin := func(t *testing.T, email string) identity.Identity {
+		return w.E.SeedUserIn(t, w.A, email, "admin")
+	}
+	demote := func(t *testing.T, who identity.Identity) {
+		t.Helper()
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+who.UserID+"/roles/admin", nil), 200)
+	}
+	holds := func(t *testing.T, userID, role string) bool {
+		t.Helper()
+		var m tenantapi.Member
+		r := w.E.Get(t, &w.Owner, "/api/v1/users/"+userID)
+		apitest.WantStatus(t, r, 200)
+		r.JSON(t, &m)
+		return slices.Contains(m.Roles, role)
+	}
+	var ro tenantapi.Role
+	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "auditor", "permissions": []string{"audit:read"}})
+	apitest.WantStatus(t, r, 201)
+	r.JSON(t, &ro)
+
+	t.Run("revoke", func(t *testing.T) {
+		stale := newAdmin(t, "revoke@acme.test")
+		other := newAdmin(t, "revoke-other@acme.test")
+		demote(t, stale)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "DELETE", "/api/v1/users/"+other.UserID+"/roles/admin", nil), 403, "forbidden")
+		if !holds(t, other.UserID, "admin") {
+			t.Error("a demoted admin revoked another admin's role")
+		}
+	})
+	t.Run("grant", func(t *testing.T) {
+		stale := newAdmin(t, "grant@acme.test")
+		demote(t, stale)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "PUT", "/api/v1/users/"+stale.UserID+"/roles/admin", nil), 403, "forbidden")
+		if holds(t, stale.UserID, "admin") {
+			t.Error("a demoted admin granted itself admin back")
+		}
+	})
+	t.Run("disable", func(t *testing.T) {
+		stale := newAdmin(t, "disable@acme.test")
+		other := newAdmin(t, "disable-other@acme.test")
+		demote(t, stale)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "PATCH", "/api/v1/users/"+other.UserID, map[string]any{"membership_status": "disabled"}), 403, "forbidden")
+	})
+	t.Run("remove", func(t *testing.T) {
+		stale := newAdmin(t, "remove@acme.test")
+		other := newAdmin(t, "remove-other@acme.test")
+		demote(t, stale)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "DELETE", "/api/v1/users/"+other.UserID, nil), 403, "forbidden")
+		if !holds(t, other.UserID, "admin") {
+			t.Error("a demoted admin removed another admin")
+		}
+	})
+	t.Run("new member", func(t *testing.T) {
+		stale := newAdmin(t, "create@acme.test")
+		demote(t, stale)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "POST", "/api/v1/users", map[string]any{"email": "crony@acme.test", "roles": []string{"admin"}}), 403, "forbidden")
+	})
+	t.Run("disabled membership", func(t *testing.T) {
+		stale := newAdmin(t, "disabled@acme.test")
+		other := newAdmin(t, "disabled-other@acme.test")
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/users/"+stale.UserID, map[string]any{"membership_status": "disabled"}), 200)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "DELETE", "/api/v1/users/"+other.UserID+"/roles/admin", nil), 403, "forbidden")
+	})
+	t.Run("roles", func(t *testing.T) {
+		stale := newAdmin(t, "roles@acme.test")
+		demote(t, stale)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "POST", "/api/v1/roles", map[string]any{"name": "sneaky", "permissions": []string{"users:write"}}), 403, "forbidden")
+		apitest.WantProblem(t, w.E.Send(t, &stale, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"permissions": []string{"audit:read", "users:write"}}), 403, "forbidden")
+		apitest.WantProblem(t, w.E.Send(t, &stale, "DELETE", "/api/v1/roles/"+ro.ID, nil), 403, "forbidden")
+	})
+	t.Run("custom role edited", func(t *testing.T) {
+		// Demoted by an edit of the custom role that gave the power.
+		r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "people", "permissions": []string{"users:read", "users:write"}})
+		apitest.WantStatus(t, r, 201)
+		var people tenantapi.Role
+		r.JSON(t, &people)
+		stale := w.E.SeedUserIn(t, w.A, "people@acme.test", "people", "member")
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+people.ID, map[string]any{"permissions": []string{"users:read"}}), 200)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "DELETE", "/api/v1/users/"+w.Member.UserID, nil), 403, "forbidden")
+	})
+}
