@@ -717,6 +717,58 @@ func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
 	wantStatus(t, "a member of this tenant only", reset(otherAs, victimAs.UserID), http.StatusNoContent, "")
 }
 
+// TestResetMFARacingJoinElsewhere: a member joins another tenant (an
+// invitation accepted there) while an admin resets the member's second
+// factor. The reset found no other membership, the join not yet
+// committed, and removed the factor that now guards the other tenant too,
+// where this admin has no say. The reset locks the account's row before
+// it looks, which a new membership's foreign key check holds against it:
+// it waits for the join and refuses.
+func TestResetMFARacingJoinElsewhere(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	owner := e.signup(t, "owner@example.com", "Acme")
+	ownerAs := e.identityFor(t, owner)
+	victim, _, _ := e.mfaUser(t, "victim@example.com")
+	victimAs := e.identityFor(t, victim)
+	// The victim belongs to Acme alone; Other is about to take it in.
+	if _, err := e.DB.Pool.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, victimAs.TenantID, victimAs.UserID); err != nil {
+		t.Fatal(err)
+	}
+	e.SeedMember(t, ownerAs.TenantID, victimAs.UserID, "member")
+	other := e.identityFor(t, e.signup(t, "other@example.com", "Other"))
+	join, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer join.Rollback(ctx)
+	if _, err := join.Exec(ctx, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, other.TenantID, victimAs.UserID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan apitest.Response, 1)
+	go func() { done <- e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+victimAs.UserID+"/mfa", nil) }()
+	// Either the reset waits for the join, or it answered without.
+	var r apitest.Response
+	for waiting := false; !waiting; {
+		select {
+		case r = <-done:
+			waiting = true
+		default:
+			waiting = e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
+		}
+	}
+	if err := join.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r.Status == 0 {
+		r = <-done
+	}
+	wantStatus(t, "reset while the member joins another tenant", r, http.StatusForbidden, "forbidden")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, victimAs.UserID); n != 1 {
+		t.Error("the factor guarding another tenant too was removed")
+	}
+}
+
 // A sign-in that checked the old password and waits for its second factor
 // ends with a password change: its mfa_token no longer opens a session.
 func TestPasswordChangeEndsPendingSecondFactorSignIn(t *testing.T) {

@@ -806,6 +806,7 @@ var ErrMemberElsewhere = errors.New("the member belongs to other tenants too")
 // member.
 func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID, userID string, a roles.Actor) error {
 	const qElsewhere = `SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id <> $2)`
+	const qLockAccount = `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`
 	all, member := roles.CatalogArgs(c)
 	// Ordered with every other change of a member (the tenant's lock),
 	// and decided on what the actor holds now (roles.Live).
@@ -822,6 +823,15 @@ func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, te
 	}
 	if !a.Covers(t.perms) {
 		return roles.ErrEscalation
+	}
+	// The account's row, locked, holds back a membership being added in
+	// another tenant (an invitation accepted there: its foreign key check
+	// shares the row), and the look below, a statement of its own, sees
+	// one that committed while this waited. Unlocked, a join committing
+	// just after the look let the factor be removed from an account that
+	// belongs to another tenant by then.
+	if _, err := tx.Exec(ctx, qLockAccount, userID); err != nil {
+		return fmt.Errorf("lock account: %w", err)
 	}
 	var elsewhere bool
 	if err := tx.QueryRow(ctx, qElsewhere, userID, tenantID).Scan(&elsewhere); err != nil {
