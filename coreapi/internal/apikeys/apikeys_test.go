@@ -827,3 +827,60 @@ func TestListsPage(t *testing.T) {
 		}
 	}
 }
+
+// TestDemotedCreatorRefused: a request signed with the permissions its
+// caller held before being demoted or disabled (in flight as that
+// committed, or authorized from a projection its invalidation had not
+// reached) creates no key with what it lost, and revokes no one's key
+// without api-keys:write: what the caller holds is read again when the
+// change runs.
+func TestDemotedCreatorRefused(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	// stale is an admin's identity as signed before its demotion to member.
+	stale := x.SeedUserIn(t, ten.ID, "stale@acme.test", "admin", "member")
+	disabled := x.SeedUserIn(t, ten.ID, "disabled@acme.test", "admin")
+	if r := x.Send(t, &owner, http.MethodDelete, "/api/v1/users/"+stale.UserID+"/roles/admin", nil); r.Status != http.StatusOK {
+		t.Fatalf("demote: %d %s", r.Status, r.Body)
+	}
+	if r := x.Send(t, &owner, http.MethodPatch, "/api/v1/users/"+disabled.UserID, map[string]any{"membership_status": "disabled"}); r.Status != http.StatusOK {
+		t.Fatalf("disable: %d %s", r.Status, r.Body)
+	}
+	noKeys := func(t *testing.T, as identity.Identity) {
+		t.Helper()
+		if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND permissions <> '{tenant:read}'`, as.UserID); n != 0 {
+			t.Fatalf("%d keys created with lost permissions", n)
+		}
+	}
+	// A key acting as the demoted admin holds no more than it does now.
+	asKey := stale
+	asKey.Principal = identity.PrincipalAPIKey
+	for name, as := range map[string]identity.Identity{"demoted": stale, "disabled": disabled, "demoted's key": asKey} {
+		if as.Principal != identity.PrincipalAPIKey { // a key creates no key (TestCreateRefused)
+			t.Run(name+" creates a tenant key", func(t *testing.T) {
+				wantProblem(t, x.Send(t, &as, http.MethodPost, "/api/v1/api-keys", map[string]any{"name": "x", "permissions": []string{}}), 403, "forbidden")
+				noKeys(t, as)
+			})
+		}
+		t.Run(name+" revokes another's key", func(t *testing.T) {
+			victim := x.create(t, owner, "/api/v1/api-keys", map[string]any{"name": "prod", "permissions": []string{"users:read"}})
+			wantProblem(t, x.Send(t, &as, http.MethodDelete, "/api/v1/api-keys/"+victim.ID, nil), 403, "forbidden")
+			if n := x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NULL`, victim.ID); n != 1 {
+				t.Fatal("the key was revoked")
+			}
+		})
+	}
+	t.Run("demoted creates a personal key with what it lost", func(t *testing.T) {
+		wantProblem(t, x.Send(t, &stale, http.MethodPost, "/api/v1/users/me/api-keys",
+			map[string]any{"name": "x", "permissions": []string{"users:write"}}), 403, "forbidden")
+		noKeys(t, stale)
+		// What the member still holds it may still hand its keys.
+		x.create(t, stale, "/api/v1/users/me/api-keys", map[string]any{"name": "laptop", "permissions": []string{"tenant:read"}})
+	})
+	t.Run("disabled creates a personal key", func(t *testing.T) {
+		wantProblem(t, x.Send(t, &disabled, http.MethodPost, "/api/v1/users/me/api-keys",
+			map[string]any{"name": "x", "permissions": []string{"users:read"}}), 403, "forbidden")
+		noKeys(t, disabled)
+	})
+}

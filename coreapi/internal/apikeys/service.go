@@ -76,7 +76,9 @@ func New(o Options) (*Service, error) {
 	if o.RevokedWithin <= 0 {
 		o.RevokedWithin = 15 * time.Minute
 	}
-	st := &Store{pool: o.Pool, pepper: o.Pepper, now: o.Now, proj: projection.NewStore(o.Pool, o.RevokedWithin, o.Catalog)}
+	all, member := roles.CatalogArgs(o.Catalog)
+	st := &Store{pool: o.Pool, pepper: o.Pepper, now: o.Now, proj: projection.NewStore(o.Pool, o.RevokedWithin, o.Catalog),
+		all: all, member: member}
 	return &Service{log: o.Logger, store: st, catalog: o.Catalog, slots: make(chan struct{}, o.MaxInFlight), now: o.Now}, nil
 }
 
@@ -123,6 +125,7 @@ func MapError(err error) *problem.Problem {
 		{ErrEscalation, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrKeyCreatesKey, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrNotMember, fiber.StatusForbidden, problem.CodeNoMembership},
+		{ErrNotPermitted, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrLimit, fiber.StatusConflict, problem.CodeConflict},
 		{ErrWrongSecret, fiber.StatusUnauthorized, problem.CodeInvalidToken},
 		{ErrRevoked, fiber.StatusGone, problem.CodeAPIKeyRevoked},
@@ -213,7 +216,7 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 		b.ExpiresAt = &t
 	}
 	k, secret, err := s.store.Create(c.UserContext(), NewKey{TenantID: id.TenantID, UserID: id.UserID, Kind: kind,
-		Name: b.Name, Permissions: b.Permissions, ExpiresAt: b.ExpiresAt, RequestID: httpapi.RequestIDOf(c)})
+		Name: b.Name, Permissions: b.Permissions, ExpiresAt: b.ExpiresAt, RequestID: httpapi.RequestIDOf(c), Held: id.Permissions})
 	if err != nil {
 		return err
 	}
@@ -267,7 +270,8 @@ func (s *Service) revoke(c *fiber.Ctx, owner string) error {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
 	id := httpapi.IdentityOf(c)
-	if err := s.store.Revoke(c.UserContext(), id.TenantID, kid, owner, id.UserID, httpapi.RequestIDOf(c)); err != nil {
+	a := roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c)}
+	if err := s.store.Revoke(c.UserContext(), id.TenantID, kid, owner, a); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -58,6 +59,10 @@ var (
 	// ErrNotMember: the creator is no longer a member of the tenant (a
 	// request let through before a proxy heard of the removal).
 	ErrNotMember = errors.New("the creator is no longer a member of this tenant")
+	// ErrNotPermitted: the caller no longer holds the permission the
+	// route needs (api-keys:write), though its request was signed with it
+	// (demoted, or its membership disabled, meanwhile: roles.Live).
+	ErrNotPermitted = errors.New("the caller no longer holds api-keys:write")
 )
 
 // Kinds of key.
@@ -88,6 +93,9 @@ type Store struct {
 	pepper []byte
 	proj   *projection.Store
 	now    func() time.Time
+	// all and member are the catalog's arrays (roles.CatalogArgs), with
+	// which the caller's permissions are read again (roles.Live).
+	all, member string
 }
 
 // hash is the stored form of a key.
@@ -103,6 +111,9 @@ type NewKey struct {
 	Permissions                  []string
 	ExpiresAt                    *time.Time
 	RequestID                    string
+	// Held is what the creator's request was signed with (its
+	// X-Auth-Permissions).
+	Held []string
 }
 
 // Create stores a new key and returns it with its secret (shown once).
@@ -111,6 +122,14 @@ type NewKey struct {
 // member's keys under the tenant's key lock (RevokeUserKeys), so a
 // creation either commits first and is revoked with the others, or comes
 // after and finds no membership.
+//
+// The key's permissions must be among those the creator holds when the
+// creation runs, not only among those its request was signed with
+// (n.Held): after the tenant's lock (roles.LockTenant), which every change
+// that can demote a member takes, they are narrowed to what the
+// creator's membership grants now (roles.Live), and a key asking for one
+// it lost is ErrEscalation; a tenant key's creator who lost
+// api-keys:write is ErrNotPermitted.
 func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	if s.pepper == nil {
 		return Key{}, "", ErrUnavailable
@@ -131,6 +150,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id::text, created_at`
 	k := Key{PublicID: publicID, Kind: n.Kind, Name: n.Name, Permissions: perms, UserID: n.UserID, ExpiresAt: n.ExpiresAt}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The tenant's lock first, as a member's removal takes it before
+		// the key lock (RevokeUserKeys): every demotion committed before
+		// this creation is seen below.
+		if err := roles.LockTenant(ctx, tx, n.TenantID); err != nil {
+			return err
+		}
 		// Serialize creations in the tenant so the limit holds.
 		if err := lockTenant(ctx, tx, n.TenantID); err != nil {
 			return err
@@ -144,6 +169,19 @@ RETURNING id::text, created_at`
 		}
 		if !member {
 			return ErrNotMember
+		}
+		need := ""
+		if n.Kind == KindTenant {
+			need = roles.APIKeysWrite
+		}
+		a, err := roles.Live(ctx, tx, s.all, s.member, n.TenantID, roles.Actor{UserID: n.UserID, Permissions: n.Held}, need)
+		switch {
+		case errors.Is(err, roles.ErrEscalation):
+			return ErrNotPermitted
+		case err != nil:
+			return err
+		case !a.Covers(perms):
+			return ErrEscalation
 		}
 		if live >= MaxLivePerTenant {
 			return ErrLimit
@@ -199,15 +237,31 @@ LIMIT $5`
 }
 
 // Revoke revokes the live key id of tenantID (ownerID "": any key of the
-// tenant; else only ownerID's personal key) on behalf of actorID, with its
-// audit row and invalidation in the same transaction.
-func (s *Store) Revoke(ctx context.Context, tenantID, id, ownerID, actorID, requestID string) error {
+// tenant; else only ownerID's personal key) on behalf of a, with its
+// audit row and invalidation in the same transaction. Revoking any key of
+// the tenant needs api-keys:write, held when the revocation runs, not
+// only when its request was signed: after the tenant's lock, a's
+// permissions are read again (roles.Live), and a caller who lost it is
+// ErrNotPermitted. Revoking one's own personal key needs nothing.
+func (s *Store) Revoke(ctx context.Context, tenantID, id, ownerID string, a roles.Actor) error {
 	const q = `
 UPDATE api_keys SET revoked_at = now()
 WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL
   AND ($3 = '' OR (kind = 'personal' AND user_id = NULLIF($3, '')::uuid))
 RETURNING public_id, kind`
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if ownerID == "" {
+			if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+				return err
+			}
+			_, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.APIKeysWrite)
+			switch {
+			case errors.Is(err, roles.ErrEscalation):
+				return ErrNotPermitted
+			case err != nil:
+				return err
+			}
+		}
 		var publicID, kind string
 		err := tx.QueryRow(ctx, q, id, tenantID, ownerID).Scan(&publicID, &kind)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -216,7 +270,7 @@ RETURNING public_id, kind`
 		if err != nil {
 			return fmt.Errorf("revoke api key: %w", err)
 		}
-		return revoked(ctx, tx, tenantID, id, publicID, kind, actorID, requestID, "api")
+		return revoked(ctx, tx, tenantID, id, publicID, kind, a.UserID, a.RequestID, "api")
 	})
 }
 
