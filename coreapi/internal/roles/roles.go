@@ -468,7 +468,9 @@ func auditedOf(r Role) auditedRole {
 // changes decided on what their caller holds (Live) take it first too,
 // so that they come after every demotion committed before: an API key's
 // creation and a revocation of another's key (package apikeys, before
-// its key lock).
+// its key lock), a service account's creation and the creation and
+// deletion of its secrets (package serviceaccounts, before the account's
+// row).
 func LockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	const q = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 	if _, err := tx.Exec(ctx, q, tenantID); err != nil {

@@ -139,6 +139,19 @@ func validSecret(s string) bool {
 
 var rolePerms = roles.PermissionsSQL("r", "$3::text[]", "$4::text[]")
 
+// live takes the tenant's lock (roles.LockTenant), first, and returns a
+// with its permissions narrowed to those it holds now (roles.Live): every
+// change of an account decides on them, not on what its request was
+// signed with, which a caller demoted, disabled or removed meanwhile
+// (or before the proxy heard of it) no longer holds. The lock orders the
+// change after every demotion committed before it, as for a member's.
+func (s *Store) live(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Actor) (roles.Actor, error) {
+	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+		return roles.Actor{}, err
+	}
+	return roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+}
+
 // lockAccount locks a service account of the tenant and returns the
 // permissions its roles grant.
 func (s *Store) lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string) ([]string, error) {
@@ -162,7 +175,8 @@ FOR UPDATE OF sa`
 }
 
 // Create adds a service account holding the named roles (default:
-// member). The actor must hold every permission the roles grant.
+// member). The actor must hold every permission the roles grant, and
+// users:write, when the creation runs (live, below).
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, name string, roleNames []string) (Account, error) {
 	const qUser = `
 INSERT INTO users (id, email, display_name, kind)
@@ -187,6 +201,10 @@ RETURNING created_at`
 		// Serialized in the tenant, so the limit holds; the tenant's lock
 		// first, then the roles', as a role's deletion takes them.
 		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		a, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+		if err != nil {
 			return err
 		}
 		// The roles stay locked until the account holds them: a change of
@@ -271,7 +289,8 @@ LIMIT $4`
 // secrets and the API keys it minted (each revoked first, audited and
 // announced as any revocation, so the audit log tells what ended with it).
 // Proxies evict it at once (outbox), so its access tokens and keys stop
-// working. The actor must hold every permission the account holds.
+// working. The actor must hold every permission the account holds, and
+// users:write, when the deletion runs (live).
 //
 // It takes the tenant's lock first (roles.LockTenant), as removing a
 // member and deleting a role do: the row's deletion cascades to the membership and its grants,
@@ -281,7 +300,8 @@ LIMIT $4`
 func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) error {
 	const q = `DELETE FROM users WHERE id = $1 AND kind = 'service'`
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+		a, err := s.live(ctx, tx, tenantID, a)
+		if err != nil {
 			return err
 		}
 		perms, err := s.lockAccount(ctx, tx, tenantID, id)
@@ -307,7 +327,8 @@ func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) 
 
 // CreateSecret adds a client secret to a service account; the value is
 // returned once and only its hash is kept. The actor must hold every
-// permission the account holds (a secret is the account's power).
+// permission the account holds (a secret is the account's power), and
+// users:write, when the creation runs (live).
 func (s *Store) CreateSecret(ctx context.Context, tenantID, id string, a roles.Actor) (NewSecret, error) {
 	const qCount = `SELECT count(*) FROM service_account_secrets WHERE user_id = $1`
 	const qInsert = `
@@ -319,6 +340,10 @@ RETURNING id::text, created_at`
 	}
 	ns := NewSecret{ClientID: id, ClientSecret: secret}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		a, err := s.live(ctx, tx, tenantID, a)
+		if err != nil {
+			return err
+		}
 		perms, err := s.lockAccount(ctx, tx, tenantID, id)
 		if err != nil {
 			return err
@@ -353,11 +378,16 @@ RETURNING id::text, created_at`
 // nor a key minted with such a token may outlive it. Which secret obtained
 // the token that minted a key is not recorded, so every key of the account
 // goes, as every token does. Clients holding another live secret obtain a
-// new token (and mint new keys).
+// new token (and mint new keys). The actor must hold every permission
+// the account holds, and users:write, when the deletion runs (live).
 func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string, a roles.Actor) error {
 	const qDelete = `DELETE FROM service_account_secrets WHERE id = $1 AND user_id = $2`
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		a, err := s.live(ctx, tx, tenantID, a)
+		if err != nil {
+			return err
+		}
 		perms, err := s.lockAccount(ctx, tx, tenantID, id)
 		if err != nil {
 			return err
