@@ -246,15 +246,33 @@ RETURNING ` + cols
 	return inv, err
 }
 
-// Create is the package-level Create in its own transaction.
+// Create is the package-level Create in its own transaction, decided on
+// what a holds when it runs (live).
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
 	var inv Invitation
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
+		a, err := s.live(ctx, tx, tenantID, a)
+		if err != nil {
+			return err
+		}
 		inv, err = Create(ctx, tx, s.catalog, tenantID, a, email, roleNames)
 		return err
 	})
 	return inv, err
+}
+
+// live takes the tenant's lock (roles.LockTenant), first, and returns a
+// with its permissions narrowed to those it holds now (roles.Live): an
+// invitation's creation, resending and withdrawal decide on them, not on
+// what the request was signed with, which a caller demoted, disabled or
+// removed meanwhile (or before the proxy heard of it) no longer holds.
+// The lock orders the change after every demotion committed before it.
+func (s *Store) live(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Actor) (roles.Actor, error) {
+	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+		return roles.Actor{}, err
+	}
+	all, member := roles.CatalogArgs(s.catalog)
+	return roles.Live(ctx, tx, all, member, tenantID, a, roles.UsersWrite)
 }
 
 // Cursor is a position in a tenant's invitation list.
@@ -284,8 +302,9 @@ LIMIT $4`
 }
 
 // Revoke withdraws a pending invitation. As with making one, a must hold
-// every permission its roles grant (else roles.ErrEscalation): whoever
-// could not have sent it cannot withdraw it either.
+// every permission its roles grant, and users:write, when it runs (live;
+// else roles.ErrEscalation): whoever could not have sent it cannot
+// withdraw it either.
 func (s *Store) Revoke(ctx context.Context, tenantID, id string, a roles.Actor) error {
 	q := `
 UPDATE invitations i SET status = 'revoked', updated_at = now()
@@ -293,11 +312,15 @@ WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
 RETURNING i.email, ` + invitedPerms
 	all, member := roles.CatalogArgs(s.catalog)
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		a, err := s.live(ctx, tx, tenantID, a)
+		if err != nil {
+			return err
+		}
 		var (
 			email string
 			perms []string
 		)
-		err := tx.QueryRow(ctx, q, tenantID, id, all, member).Scan(&email, &perms)
+		err = tx.QueryRow(ctx, q, tenantID, id, all, member).Scan(&email, &perms)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s.missing(ctx, tx, tenantID, id)
 		}
@@ -354,8 +377,8 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 
 // Resend gives a pending invitation a new token and expiry and mails it
 // again; the previous link dies. As with making one, a must hold every
-// permission its roles grant (else roles.ErrEscalation): a new link and
-// expiry hand the roles out again.
+// permission its roles grant, and users:write, when it runs (live; else
+// roles.ErrEscalation): a new link and expiry hand the roles out again.
 func (s *Store) Resend(ctx context.Context, tenantID, id string, a roles.Actor) (Invitation, error) {
 	q := `
 UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(secs => $6), updated_at = now()
@@ -365,6 +388,10 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 	all, member := roles.CatalogArgs(s.catalog)
 	var inv Invitation
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		a, err := s.live(ctx, tx, tenantID, a)
+		if err != nil {
+			return err
+		}
 		raw, hash, err := onetime.New()
 		if err != nil {
 			return err

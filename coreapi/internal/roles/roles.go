@@ -470,7 +470,8 @@ func auditedOf(r Role) auditedRole {
 // creation and a revocation of another's key (package apikeys, before
 // its key lock), a service account's creation and the creation and
 // deletion of its secrets (package serviceaccounts, before the account's
-// row).
+// row), an invitation's creation, resending and withdrawal (package
+// invitations, before the invitation's row).
 func LockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	const q = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 	if _, err := tx.Exec(ctx, q, tenantID); err != nil {
