@@ -466,7 +466,8 @@ func auditedOf(r Role) auditedRole {
 // Store.Update, Store.Delete, serviceaccounts.Store.Delete), and first, so that none of them takes the same row locks as these changes in
 // the opposite order and waits for one that waits for it. The other
 // changes decided on what their caller holds (Live) take it first too,
-// so that they come after every demotion committed before: an API key's
+// so that they come after every demotion committed before: a new
+// member's addition (users.Store.Create, before the roles'), an API key's
 // creation and a revocation of another's key (package apikeys, before
 // its key lock), a service account's creation and the creation and
 // deletion of its secrets (package serviceaccounts, before the account's

@@ -1,6 +1,7 @@
 package tenantapi_test
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -102,4 +103,57 @@ func TestDemotedActorRefused(t *testing.T) {
 		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+people.ID, map[string]any{"permissions": []string{"users:read"}}), 200)
 		apitest.WantProblem(t, w.E.Send(t, &stale, "DELETE", "/api/v1/users/"+w.Member.UserID, nil), 403, "forbidden")
 	})
+}
+
+// TestNewMemberRacingDemotion: an admin adds a member with the admin role
+// while its own demotion is being committed. Its permissions read before
+// the tenant's lock were those of before the demotion, and the new member
+// got the role the demotion took; after the lock, the creation waits for
+// the demotion and is refused.
+func TestNewMemberRacingDemotion(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	admin := w.E.SeedUserIn(t, w.A, "racing@acme.test", "admin", "member")
+	// The demotion, as users.Store.RevokeRole makes it: the tenant's lock,
+	// then the grant's deletion, not yet committed.
+	demotion, err := w.E.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer demotion.Rollback(ctx)
+	if _, err := demotion.Exec(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, w.A); err != nil {
+		t.Fatal(err)
+	}
+	const qDemote = `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2
+AND role_id = (SELECT id FROM roles WHERE tenant_id = $1 AND name = 'admin')`
+	if _, err := demotion.Exec(ctx, qDemote, w.A, admin.UserID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan apitest.Response, 1)
+	go func() {
+		done <- w.E.Send(t, &admin, "POST", "/api/v1/users", map[string]any{"email": "crony@acme.test", "roles": []string{"admin"}})
+	}()
+	// Either the creation waits for the demotion, or it answered without.
+	var r apitest.Response
+	for waiting := false; !waiting; {
+		select {
+		case r = <-done:
+			waiting = true
+		default:
+			var n int
+			const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+			if err := w.E.DB.Pool.QueryRow(ctx, q).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			waiting = n > 0
+		}
+	}
+	if err := demotion.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r.Status == 0 {
+		r = <-done
+	}
+	apitest.WantProblem(t, r, 403, "forbidden")
 }

@@ -676,7 +676,12 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 		inv *invitations.Invitation
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// What the actor holds now, not what the request was signed with.
+		// What the actor holds now, not what the request was signed with,
+		// read after the tenant's lock (first, before the roles'), so a
+		// demotion being committed is waited for and seen.
+		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
 		a, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
 		if err != nil {
 			return err
