@@ -215,7 +215,8 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	}
 	// A patch that changes nothing answers the tenant as it is (and
 	// writes no audit row).
-	t, _, err := s.tenants.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), b)
+	all, member := roles.CatalogArgs(s.catalog)
+	t, _, err := s.tenants.UpdateAsMember(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), b, all, member)
 	if err != nil {
 		return err
 	}

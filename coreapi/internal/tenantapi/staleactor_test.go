@@ -93,6 +93,20 @@ func TestDemotedActorRefused(t *testing.T) {
 		apitest.WantProblem(t, w.E.Send(t, &stale, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"permissions": []string{"audit:read", "users:write"}}), 403, "forbidden")
 		apitest.WantProblem(t, w.E.Send(t, &stale, "DELETE", "/api/v1/roles/"+ro.ID, nil), 403, "forbidden")
 	})
+	t.Run("tenant", func(t *testing.T) {
+		// An owner demoted to admin no longer holds tenant:write.
+		stale := w.E.SeedUserIn(t, w.A, "tenant@acme.test", "owner", "admin")
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+stale.UserID+"/roles/owner", nil), 200)
+		apitest.WantProblem(t, w.E.Send(t, &stale, "PATCH", "/api/v1/tenant", map[string]any{"require_mfa": true}), 403, "forbidden")
+		apitest.WantProblem(t, w.E.Send(t, &stale, "PATCH", "/api/v1/tenant", map[string]any{"name": "Renamed"}), 403, "forbidden")
+		var tn tenantapi.Tenant
+		r := w.E.Get(t, &w.Owner, "/api/v1/tenant")
+		apitest.WantStatus(t, r, 200)
+		r.JSON(t, &tn)
+		if tn.Name == "Renamed" || tn.RequireMFA {
+			t.Errorf("a demoted owner changed the tenant: %+v", tn)
+		}
+	})
 	t.Run("custom role edited", func(t *testing.T) {
 		// Demoted by an edit of the custom role that gave the power.
 		r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "people", "permissions": []string{"users:read", "users:write"}})

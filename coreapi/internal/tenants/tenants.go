@@ -170,6 +170,29 @@ type Patch struct {
 // tenant.updated ({"from": …, "to": …}); a patch that does both writes
 // both rows, so neither change goes unrecorded.
 func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patch) (t Tenant, changed bool, err error) {
+	return s.update(ctx, id, actor, p, nil)
+}
+
+// UpdateAsMember is Update for a member of the tenant (PATCH /tenant),
+// decided on what actor holds when it runs, not on what its request was
+// signed with: the tenant's row is locked first (FOR UPDATE, which
+// orders it after every demotion, each holding the tenant's lock,
+// roles.LockTenant), then actor's permissions are narrowed to those its
+// membership grants now (roles.Live, under the catalog whose arrays are
+// all and member), and without tenant:write it is roles.ErrEscalation: an
+// owner demoted meanwhile neither renames the tenant nor changes its MFA
+// policy.
+func (s *Store) UpdateAsMember(ctx context.Context, id string, actor roles.Actor, p Patch, all, member string) (Tenant, bool, error) {
+	return s.update(ctx, id, actor, p, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE`, id); err != nil {
+			return fmt.Errorf("lock tenant: %w", err)
+		}
+		_, err := roles.Live(ctx, tx, all, member, id, actor, roles.TenantWrite)
+		return err
+	})
+}
+
+func (s *Store) update(ctx context.Context, id string, actor roles.Actor, p Patch, first func(pgx.Tx) error) (t Tenant, changed bool, err error) {
 	// The UPDATE runs only when a value differs: a no-op leaves the row,
 	// and its updated_at, as they were. The locking read "old" is what the
 	// audit's "from" records, so a concurrent change cannot slip in
@@ -193,6 +216,11 @@ SELECT old.id, COALESCE(new.name, old.name), COALESCE(new.status, old.status), o
        new.status IS NOT NULL, old.name, old.status, old.require_mfa
 FROM old LEFT JOIN new ON true`
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if first != nil {
+			if err := first(tx); err != nil {
+				return err
+			}
+		}
 		var (
 			oldName, oldStatus string
 			oldMFA             bool
