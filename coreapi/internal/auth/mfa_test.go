@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -745,24 +746,14 @@ func TestResetMFARacingJoinElsewhere(t *testing.T) {
 	if _, err := join.Exec(ctx, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, other.TenantID, victimAs.UserID); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan apitest.Response, 1)
-	go func() { done <- e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+victimAs.UserID+"/mfa", nil) }()
 	// Either the reset waits for the join, or it answered without.
-	var r apitest.Response
-	for waiting := false; !waiting; {
-		select {
-		case r = <-done:
-			waiting = true
-		default:
-			waiting = e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
-		}
-	}
+	answer := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response {
+		return e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+victimAs.UserID+"/mfa", nil)
+	})
 	if err := join.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status == 0 {
-		r = <-done
-	}
+	r := answer()
 	wantStatus(t, "reset while the member joins another tenant", r, http.StatusForbidden, "forbidden")
 	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, victimAs.UserID); n != 1 {
 		t.Error("the factor guarding another tenant too was removed")

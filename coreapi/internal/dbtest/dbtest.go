@@ -58,23 +58,52 @@ func Create(ctx context.Context, prefix string) (*DB, func(), error) {
 	return &DB{Name: name, URL: dbURL, Pool: pool}, func() { pool.Close(); drop() }, nil
 }
 
+// lockWaiters is how many sessions of the database wait on a lock.
+func (d *DB) lockWaiters(t testing.TB) int {
+	t.Helper()
+	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+	var n int
+	if err := d.Pool.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatalf("count lock waiters: %v", err)
+	}
+	return n
+}
+
 // WaitForLockWaiters waits until at least n sessions of the database wait
 // on a lock (work parked behind a row or table a test transaction holds),
 // failing the test after 10 s.
 func (d *DB) WaitForLockWaiters(t testing.TB, n int) {
 	t.Helper()
-	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var got int
-		if err := d.Pool.QueryRow(context.Background(), q).Scan(&got); err != nil {
-			t.Fatalf("count lock waiters: %v", err)
-		}
+		got := d.lockWaiters(t)
 		if got >= n {
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d sessions wait on a lock, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// AnsweredOrWaiting runs send on a goroutine and returns once it has
+// returned or a session of d's database waits on a lock: a request that
+// a test transaction's lock holds back if, and only if, the code takes
+// that lock. The returned function gives send's result, waiting for it
+// (after the test released what it holds).
+func AnsweredOrWaiting[T any](t testing.TB, d *DB, send func() T) func() T {
+	t.Helper()
+	done := make(chan T, 1)
+	go func() { done <- send() }()
+	for {
+		select {
+		case r := <-done:
+			return func() T { return r }
+		default:
+		}
+		if d.lockWaiters(t) > 0 {
+			return func() T { return <-done }
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -92,26 +93,14 @@ func TestInvitationRacingDemotion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	done := make(chan apitest.Response, 1)
-	go func() {
-		done <- x.Send(t, &admin, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "crony@example.com", "roles": []string{"admin"}})
-	}()
 	// Either the invitation waits for the demotion, or it answered without.
-	var r apitest.Response
-	for waiting := false; !waiting; {
-		select {
-		case r = <-done:
-			waiting = true
-		default:
-			waiting = x.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
-		}
-	}
+	answer := dbtest.AnsweredOrWaiting(t, x.DB, func() apitest.Response {
+		return x.Send(t, &admin, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "crony@example.com", "roles": []string{"admin"}})
+	})
 	if err := demotion.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status == 0 {
-		r = <-done
-	}
+	r := answer()
 	wantProblem(t, r, 403, problem.CodeForbidden)
 	if n := x.count(t, `SELECT count(*) FROM invitations WHERE email = 'crony@example.com'`); n != 0 {
 		t.Fatal("the demoted admin's invitation was stored")

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -144,30 +145,13 @@ AND role_id = (SELECT id FROM roles WHERE tenant_id = $1 AND name = 'admin')`
 	if _, err := demotion.Exec(ctx, qDemote, w.A, admin.UserID); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan apitest.Response, 1)
-	go func() {
-		done <- w.E.Send(t, &admin, "POST", "/api/v1/users", map[string]any{"email": "crony@acme.test", "roles": []string{"admin"}})
-	}()
 	// Either the creation waits for the demotion, or it answered without.
-	var r apitest.Response
-	for waiting := false; !waiting; {
-		select {
-		case r = <-done:
-			waiting = true
-		default:
-			var n int
-			const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
-			if err := w.E.DB.Pool.QueryRow(ctx, q).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			waiting = n > 0
-		}
-	}
+	answer := dbtest.AnsweredOrWaiting(t, w.E.DB, func() apitest.Response {
+		return w.E.Send(t, &admin, "POST", "/api/v1/users", map[string]any{"email": "crony@acme.test", "roles": []string{"admin"}})
+	})
 	if err := demotion.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status == 0 {
-		r = <-done
-	}
+	r := answer()
 	apitest.WantProblem(t, r, 403, "forbidden")
 }
