@@ -536,20 +536,29 @@ func TestRecoveryCodeSignInRacingReset(t *testing.T) {
 	wantStatus(t, "sign-in racing the reset", r, http.StatusBadRequest, "invalid_grant")
 }
 
-func TestAdminResetsMemberMFA(t *testing.T) {
-	e := start(t, cheap)
-	owner := e.signup(t, "owner@example.com", "Acme")
-	ownerAs := e.identityFor(t, owner)
-	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
-	ctx := context.Background()
-	// The member enrols from a session just signed in (enrolling needs a
-	// recent sign-in), gone before the sessions the reset is to end.
-	if err := e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour') RETURNING id`,
+// ownerAndEnrolledMember signs up an owner of a new tenant and seeds a
+// member of it who enrols a second factor, from a session just started
+// (enrolling needs a recent sign-in), which member carries.
+func (e *env) ownerAndEnrolledMember(t *testing.T) (owner tokens, ownerAs *identity.Identity, member identity.Identity) {
+	t.Helper()
+	owner = e.signup(t, "owner@example.com", "Acme")
+	ownerAs = e.identityFor(t, owner)
+	member = e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+	if err := e.DB.Pool.QueryRow(context.Background(), `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour') RETURNING id`,
 		member.UserID, owner.TenantID).Scan(&member.SessionID); err != nil {
 		t.Fatal(err)
 	}
 	en := e.enrol(t, &member)
 	wantStatus(t, "member confirms", e.confirm(t, &member, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+	return owner, ownerAs, member
+}
+
+func TestAdminResetsMemberMFA(t *testing.T) {
+	e := start(t, cheap)
+	owner, ownerAs, member := e.ownerAndEnrolledMember(t)
+	ctx := context.Background()
+	// The session the member enrolled from goes before the sessions the
+	// reset is to end.
 	if _, err := e.DB.Pool.Exec(ctx, `DELETE FROM sessions WHERE id = $1`, member.SessionID); err != nil {
 		t.Fatal(err)
 	}
@@ -608,16 +617,8 @@ func TestAdminResetsMemberMFA(t *testing.T) {
 // sign-out waits for it first.
 func TestAdminMFAResetRacingLogoutGlobal(t *testing.T) {
 	e := start(t, cheap)
-	owner := e.signup(t, "owner@example.com", "Acme")
-	ownerAs := e.identityFor(t, owner)
-	member := e.SeedUserIn(t, owner.TenantID, "member@example.com", "member")
+	_, ownerAs, member := e.ownerAndEnrolledMember(t)
 	ctx := context.Background()
-	if err := e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour') RETURNING id`,
-		member.UserID, owner.TenantID).Scan(&member.SessionID); err != nil {
-		t.Fatal(err)
-	}
-	en := e.enrol(t, &member)
-	wantStatus(t, "member confirms", e.confirm(t, &member, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
 
 	hold, err := e.DB.Pool.Begin(ctx)
 	if err != nil {
