@@ -571,36 +571,27 @@ func TestStreamsEndWhenTheirKeyIsRemoved(t *testing.T) {
 // a member disabled during the outage loses the stream as they lose their
 // requests, not at their token's expiry or the feed's return.
 func TestStreamsDecidedAgainWhileNATSDown(t *testing.T) {
-	e, _ := startStreams(t, map[string]string{"MAX_STALENESS": "1s"})
-	tok := e.token(nil)
-	c, _, err := e.dialWS("/notes/ws", bearer(tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	echo(t, c, "x")
-	e.nats.Stop()
-	testenv.Eventually(t, func() error {
-		return testenv.Want("bounded staleness", e.app.Projections.BoundedStaleness(), true)
-	})
-	p := notesProjection()
-	p.MembershipStatus = "disabled"
-	e.core.SetProjection(p)
-	e.clock.Advance(2 * time.Second) // past the bound for the entry and the disconnect
-	// A request already sees it.
-	e.wantProblem(e.do("GET", "/notes", tok, nil), 401, problem.CodeInvalidToken)
-	if code, text := wantClosed(t, c, 10*time.Second); code != websocket.ClosePolicyViolation || text != "inactive" {
-		t.Fatalf("close = %d %q", code, text)
-	}
+	streamLosesAccessWhileNATSDown(t, "1s", 2*time.Second, 10*time.Second)
 }
 
 // TestStreamsLoseAccessWhileNATSDownAsRequestsDo: while NATS is down, a
 // stream whose projection is no longer trusted is decided again soon after
 // (each tenth of MAX_STALENESS), not up to MAX_STALENESS later. Decided
 // again only each MAX_STALENESS, a revoked user's stream outlived their
-// requests by up to that much: twice the bound after the revocation.
+// requests by up to that much: twice the bound after the revocation. The
+// wait, 15 s, has room beyond the tenth (3 s) and ends before the next
+// recheck each MAX_STALENESS would have come (30 s).
 func TestStreamsLoseAccessWhileNATSDownAsRequestsDo(t *testing.T) {
-	e, _ := startStreams(t, map[string]string{"MAX_STALENESS": "30s"})
+	streamLosesAccessWhileNATSDown(t, "30s", 31*time.Second, 15*time.Second)
+}
+
+// streamLosesAccessWhileNATSDown opens a stream with MAX_STALENESS set to
+// maxStaleness, stops NATS, disables the member, moves the clock on by
+// advance (past the bound for the entry and the disconnect), checks that a
+// request is refused, and wants the stream closed as inactive within.
+func streamLosesAccessWhileNATSDown(t *testing.T, maxStaleness string, advance, within time.Duration) {
+	t.Helper()
+	e, _ := startStreams(t, map[string]string{"MAX_STALENESS": maxStaleness})
 	tok := e.token(nil)
 	c, _, err := e.dialWS("/notes/ws", bearer(tok))
 	if err != nil {
@@ -615,11 +606,9 @@ func TestStreamsLoseAccessWhileNATSDownAsRequestsDo(t *testing.T) {
 	p := notesProjection()
 	p.MembershipStatus = "disabled"
 	e.core.SetProjection(p)
-	e.clock.Advance(31 * time.Second) // past the bound for the entry and the disconnect
+	e.clock.Advance(advance)
 	e.wantProblem(e.do("GET", "/notes", tok, nil), 401, problem.CodeInvalidToken)
-	// Within a tenth of MAX_STALENESS (3 s), with room to spare; the
-	// next recheck each MAX_STALENESS was 30 s away.
-	if code, text := wantClosed(t, c, 15*time.Second); code != websocket.ClosePolicyViolation || text != "inactive" {
+	if code, text := wantClosed(t, c, within); code != websocket.ClosePolicyViolation || text != "inactive" {
 		t.Fatalf("close = %d %q", code, text)
 	}
 }
