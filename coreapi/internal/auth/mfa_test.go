@@ -612,38 +612,24 @@ func TestAdminResetsMemberMFA(t *testing.T) {
 // member's second factor ended the member's sessions before it took the
 // account's row, the reverse of a sign-out everywhere (and of a password
 // change or reset): the two at once deadlocked, and PostgreSQL failed one
-// of them with 500. The reset takes the account's row first now, and the
-// two run one after the other. The test holds the row so that the
-// sign-out waits for it first.
+// of them with 500. The reset takes the account's row first now (its
+// check locks it, and signOutAfterReset bumps it before ending the
+// sessions: either alone prevents the deadlock), and the two run one
+// after the other. The test holds the row so that the sign-out waits for
+// it first.
 func TestAdminMFAResetRacingLogoutGlobal(t *testing.T) {
 	e := start(t, cheap)
 	_, ownerAs, member := e.ownerAndEnrolledMember(t)
-	ctx := context.Background()
 
-	hold, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(context.Background()) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, member.UserID); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg            sync.WaitGroup
-		logout, reset apitest.Response
+	var logout, reset apitest.Response
+	e.DB.QueueBehindUser(t, member.UserID,
+		func() { // the sign-out, at the account's row
+			logout = e.Send(t, &member, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"})
+		},
+		func() { // and the reset
+			reset = e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+member.UserID+"/mfa", nil)
+		},
 	)
-	wg.Go(func() {
-		logout = e.Send(t, &member, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"})
-	})
-	e.DB.WaitForLockWaiters(t, 1) // the sign-out, at the account's row
-	wg.Go(func() {
-		reset = e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+member.UserID+"/mfa", nil)
-	})
-	e.DB.WaitForLockWaiters(t, 2) // and the reset
-	if err := hold.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
 	wantStatus(t, "sign-out everywhere", logout, http.StatusNoContent, "")
 	wantStatus(t, "reset", reset, http.StatusNoContent, "")
 	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, member.UserID); n != 0 {

@@ -9,6 +9,7 @@ package dbtest
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,4 +108,33 @@ func AnsweredOrWaiting[T any](t testing.TB, d *DB, send func() T) func() T {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// QueueBehindUser holds user userID's row (FOR UPDATE) in a transaction of
+// its own, starts each of sends on a goroutine, the next only once one
+// more session waits on a lock (so they queue for the row in that order,
+// each having done what it does before it takes the row), then commits
+// and waits for them all: requests that take the same rows in different
+// orders meet as they would in the worst interleaving, and a deadlock
+// between them shows as an error of one.
+func (d *DB) QueueBehindUser(t testing.TB, userID string, sends ...func()) {
+	t.Helper()
+	ctx := context.Background()
+	hold, err := d.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, userID); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i, send := range sends {
+		wg.Go(send)
+		d.WaitForLockWaiters(t, i+1)
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
 }

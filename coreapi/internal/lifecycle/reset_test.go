@@ -509,7 +509,6 @@ func TestEmailChangeRacingReset(t *testing.T) {
 // other, and the second finds its link gone. Something else holding the
 // row (here the test) lines them up: the change first.
 func TestEmailChangeConfirmRacingReset(t *testing.T) {
-	ctx := t.Context()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "kim@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "kim@example.com"}), 202)
@@ -517,30 +516,15 @@ func TestEmailChangeConfirmRacingReset(t *testing.T) {
 	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "kim-new@example.net"}), http.StatusAccepted)
 	verifyTok := x.mail(t, "kim-new@example.net", "Confirm").Token()
 
-	hold, err := x.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(context.Background()) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, a.c.Sub); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg            sync.WaitGroup
-		verify, reset apitest.Response
+	var verify, reset apitest.Response
+	x.DB.QueueBehindUser(t, a.c.Sub,
+		func() { // the change, at the account's row
+			verify = x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verifyTok})
+		},
+		func() { // and the reset
+			reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": resetTok, "new_password": "a brand new password"})
+		},
 	)
-	wg.Go(func() {
-		verify = x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verifyTok})
-	})
-	x.DB.WaitForLockWaiters(t, 1) // the change, at the account's row
-	wg.Go(func() {
-		reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": resetTok, "new_password": "a brand new password"})
-	})
-	x.DB.WaitForLockWaiters(t, 2) // and the reset
-	if err := hold.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
 	wantStatus(t, verify, http.StatusOK)
 	wantProblem(t, reset, http.StatusBadRequest, problem.CodeLinkInvalid)
 	if m := x.me(t, a); m.Email != "kim-new@example.net" {
@@ -555,36 +539,20 @@ func TestEmailChangeConfirmRacingReset(t *testing.T) {
 // the account's row first, as the reset does. Something else holding the
 // row (here the test) lines them up: the reset first.
 func TestLogoutGlobalRacingReset(t *testing.T) {
-	ctx := t.Context()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "lou@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "lou@example.com"}), 202)
 	resetTok := x.mail(t, "lou@example.com", "Reset").Token()
 
-	hold, err := x.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(context.Background()) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, a.c.Sub); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg            sync.WaitGroup
-		reset, logout apitest.Response
+	var reset, logout apitest.Response
+	x.DB.QueueBehindUser(t, a.c.Sub,
+		func() { // the reset, at the account's row
+			reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": resetTok, "new_password": "a brand new password"})
+		},
+		func() { // and the sign-out
+			logout = x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"})
+		},
 	)
-	wg.Go(func() {
-		reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": resetTok, "new_password": "a brand new password"})
-	})
-	x.DB.WaitForLockWaiters(t, 1) // the reset, at the account's row
-	wg.Go(func() {
-		logout = x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"})
-	})
-	x.DB.WaitForLockWaiters(t, 2) // and the sign-out
-	if err := hold.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
 	wantStatus(t, reset, http.StatusNoContent)
 	wantStatus(t, logout, http.StatusNoContent)
 	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, a.c.Sub); n != 0 {
