@@ -463,8 +463,9 @@ func auditedOf(r Role) auditedRole {
 // concurrent removals cannot both see "another owner remains". A grant,
 // the creation, change and deletion of a role and the deletion of a
 // service account take it too (users.Store.GrantRole, Store.Create,
-// Store.Update, Store.Delete, serviceaccounts.Store.Delete), and first, so that none of them takes the same row locks as these changes in
-// the opposite order and waits for one that waits for it. The other
+// Store.Update, Store.Delete, serviceaccounts.Store.Delete), and first,
+// so that none of them takes the same row locks as these changes in the
+// opposite order and waits for one that waits for it. The other
 // changes decided on what their caller holds (Live) take it first too,
 // so that they come after every demotion committed before: a new
 // member's addition (users.Store.Create, before the roles'), an API key's
