@@ -261,6 +261,20 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	})
 }
 
+// staysSilent waits a second after the database went away and wants
+// neither an event nor a direct heartbeat from the relay: rows it does not
+// know wait unpublished, so it must stay silent.
+func staysSilent(t *testing.T, events *collector, direct func() int, waiting string) {
+	t.Helper()
+	time.Sleep(time.Second)
+	if n := events.distinct(); n != 0 {
+		t.Fatalf("%d events published: the relay was not held back, or published rows it was not told of", n)
+	}
+	if d := direct(); d != 0 {
+		t.Fatalf("%d direct heartbeats while %s waits unpublished, want none", d, waiting)
+	}
+}
+
 // dbHost is the host:port of db's server.
 func dbHost(db *dbtest.DB) string {
 	host := strings.TrimPrefix(db.URL, "postgres://")
@@ -364,13 +378,7 @@ func TestNoDirectHeartbeatOverAnUnannouncedRow(t *testing.T) {
 	c.cut()
 	held.Release()
 
-	time.Sleep(time.Second)
-	if n := events.distinct(); n != 0 {
-		t.Fatalf("%d events published: the relay was not held back, or published rows it was not told of", n)
-	}
-	if d := direct(); d != 0 {
-		t.Fatalf("%d direct heartbeats while revocations the relay was not told of wait unpublished, want none", d)
-	}
+	staysSilent(t, events, direct, "revocations the relay was not told of")
 	if n := pendingCount(t, db.Pool); n != len(many) {
 		t.Fatalf("%d rows pending, want %d", n, len(many))
 	}
@@ -647,13 +655,7 @@ func TestNoDirectHeartbeatWhileNotListening(t *testing.T) {
 	c.cut()
 	held.Release()
 
-	time.Sleep(time.Second)
-	if n := events.distinct(); n != 0 {
-		t.Fatalf("%d events published: the relay was not held back", n)
-	}
-	if d := direct(); d != 0 {
-		t.Fatalf("%d direct heartbeats while a revocation the relay could not hear waits unpublished, want none", d)
-	}
+	staysSilent(t, events, direct, "a revocation the relay could not hear")
 }
 
 // TestALookThatWritesNoHeartbeatAnnouncesNothing: every relay looks every
