@@ -39,46 +39,43 @@ func proxyMetric(p *service, series string) (v float64, found bool, err error) {
 // the default timeout fits the interval the rows announce.
 func TestOutboxHeartbeatReachesTheProxies(t *testing.T) {
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
-		var first float64
-		eventually.Within(t, 20*time.Second, func() error {
-			n, _, err := proxyMetric(p, `authproxy_invalidations_received_total{kind="heartbeat"}`)
-			if err != nil {
-				return err
-			}
-			if first == 0 {
-				first = n
-			}
-			// Two arrivals seen here: heartbeats keep coming.
-			if n < 1 || n < first+2 {
-				return fmt.Errorf("%s received %v heartbeats (first read %v), want two more", p.name, n, first)
-			}
-			return nil
-		})
-		if v, found, err := proxyMetric(p, "authproxy_invalidation_feed_stale"); err != nil || !found || v != 0 {
-			t.Fatalf("%s: authproxy_invalidation_feed_stale %v (found %v, %v), want 0", p.name, v, found, err)
-		}
+		// Two arrivals seen here: heartbeats keep coming.
+		wantTwoMore(t, p, "heartbeat")
+		wantZero(t, p, "authproxy_invalidation_feed_stale")
 		// Each relay's own beat (auth.outbox.relay) reaches the proxy too,
 		// and every relay the heartbeat rows list is heard.
-		var beats float64
-		eventually.Within(t, 20*time.Second, func() error {
-			n, _, err := proxyMetric(p, `authproxy_invalidations_received_total{kind="relay"}`)
-			if err != nil {
-				return err
-			}
-			if beats == 0 {
-				beats = n
-			}
-			if n < 1 || n < beats+2 {
-				return fmt.Errorf("%s received %v relay beats (first read %v), want two more", p.name, n, beats)
-			}
-			return nil
-		})
-		if v, found, err := proxyMetric(p, "authproxy_outbox_relays_unheard"); err != nil || !found || v != 0 {
-			t.Fatalf("%s: authproxy_outbox_relays_unheard %v (found %v, %v), want 0", p.name, v, found, err)
-		}
+		wantTwoMore(t, p, "relay")
+		wantZero(t, p, "authproxy_outbox_relays_unheard")
 		// The rows announce coreapi's interval, and the defaults fit.
-		if v, found, err := proxyMetric(p, "authproxy_nats_heartbeat_timeout_short"); err != nil || !found || v != 0 {
-			t.Fatalf("%s: authproxy_nats_heartbeat_timeout_short %v (found %v, %v), want 0", p.name, v, found, err)
+		wantZero(t, p, "authproxy_nats_heartbeat_timeout_short")
+	}
+}
+
+// wantTwoMore waits until proxy p has received two more invalidation
+// events of kind than at the first look (and at least one).
+func wantTwoMore(t *testing.T, p *service, kind string) {
+	t.Helper()
+	series := `authproxy_invalidations_received_total{kind="` + kind + `"}`
+	var first float64
+	eventually.Within(t, 20*time.Second, func() error {
+		n, _, err := proxyMetric(p, series)
+		if err != nil {
+			return err
 		}
+		if first == 0 {
+			first = n
+		}
+		if n < 1 || n < first+2 {
+			return fmt.Errorf("%s received %v %s events (first read %v), want two more", p.name, n, kind, first)
+		}
+		return nil
+	})
+}
+
+// wantZero wants proxy p's gauge series present and 0.
+func wantZero(t *testing.T, p *service, series string) {
+	t.Helper()
+	if v, found, err := proxyMetric(p, series); err != nil || !found || v != 0 {
+		t.Fatalf("%s: %s %v (found %v, %v), want 0", p.name, series, v, found, err)
 	}
 }
