@@ -251,10 +251,7 @@ WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL
 RETURNING public_id, kind`
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if ownerID == "" {
-			if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-				return err
-			}
-			_, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.APIKeysWrite)
+			_, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.APIKeysWrite)
 			switch {
 			case errors.Is(err, roles.ErrEscalation):
 				return ErrNotPermitted

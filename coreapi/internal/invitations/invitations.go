@@ -261,18 +261,15 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, emai
 	return inv, err
 }
 
-// live takes the tenant's lock (roles.LockTenant), first, and returns a
-// with its permissions narrowed to those it holds now (roles.Live): an
+// live takes the tenant's lock, first, and returns a with its permissions
+// narrowed to those it holds now (roles.LockedLive): an
 // invitation's creation, resending and withdrawal decide on them, not on
 // what the request was signed with, which a caller demoted, disabled or
 // removed meanwhile (or before the proxy heard of it) no longer holds.
 // The lock orders the change after every demotion committed before it.
 func (s *Store) live(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Actor) (roles.Actor, error) {
-	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-		return roles.Actor{}, err
-	}
 	all, member := roles.CatalogArgs(s.catalog)
-	return roles.Live(ctx, tx, all, member, tenantID, a, roles.UsersWrite)
+	return roles.LockedLive(ctx, tx, all, member, tenantID, a, roles.UsersWrite)
 }
 
 // Cursor is a position in a tenant's invitation list.

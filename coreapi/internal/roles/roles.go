@@ -310,6 +310,16 @@ func Live(ctx context.Context, tx pgx.Tx, all, member, tenantID string, a Actor,
 	return a, nil
 }
 
+// LockedLive takes the tenant's lock (LockTenant) and returns Live under
+// it: the two steps, in that order and first in the transaction, of every
+// change decided on what its caller holds when it runs.
+func LockedLive(ctx context.Context, tx pgx.Tx, all, member, tenantID string, a Actor, need string) (Actor, error) {
+	if err := LockTenant(ctx, tx, tenantID); err != nil {
+		return Actor{}, err
+	}
+	return Live(ctx, tx, all, member, tenantID, a, need)
+}
+
 const roleCols = `id::text, name, description, permissions, builtin, created_at, updated_at`
 
 // Create stores a new custom role.
@@ -325,10 +335,7 @@ RETURNING ` + roleCols
 	var r Role
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Serialized in the tenant, so the limit holds.
-		if err := LockTenant(ctx, tx, tenantID); err != nil {
-			return err
-		}
-		a, err := Live(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
+		a, err := LockedLive(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
 		if err != nil {
 			return err
 		}
@@ -385,10 +392,7 @@ RETURNING ` + roleCols
 		// The tenant's lock first, as Delete: a change of the role's
 		// permissions can demote its holders, so it is ordered with every
 		// other such change, and the actor's are read after it (Live).
-		if err := LockTenant(ctx, tx, tenantID); err != nil {
-			return err
-		}
-		a, err := Live(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
+		a, err := LockedLive(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
 		if err != nil {
 			return err
 		}
@@ -523,10 +527,7 @@ FROM roles WHERE tenant_id = $1 AND id = $2
 FOR UPDATE`
 	const qDelete = `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := LockTenant(ctx, tx, tenantID); err != nil {
-			return err
-		}
-		a, err := Live(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
+		a, err := LockedLive(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
 		if err != nil {
 			return err
 		}

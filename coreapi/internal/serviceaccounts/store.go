@@ -139,17 +139,14 @@ func validSecret(s string) bool {
 
 var rolePerms = roles.PermissionsSQL("r", "$3::text[]", "$4::text[]")
 
-// live takes the tenant's lock (roles.LockTenant), first, and returns a
-// with its permissions narrowed to those it holds now (roles.Live): every
+// live takes the tenant's lock, first, and returns a with its permissions
+// narrowed to those it holds now (roles.LockedLive): every
 // change of an account decides on them, not on what its request was
 // signed with, which a caller demoted, disabled or removed meanwhile
 // (or before the proxy heard of it) no longer holds. The lock orders the
 // change after every demotion committed before it, as for a member's.
 func (s *Store) live(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Actor) (roles.Actor, error) {
-	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-		return roles.Actor{}, err
-	}
-	return roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+	return roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
 }
 
 // lockAccount locks a service account of the tenant and returns the
@@ -200,10 +197,7 @@ RETURNING created_at`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Serialized in the tenant, so the limit holds; the tenant's lock
 		// first, then the roles', as a role's deletion takes them.
-		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-			return err
-		}
-		a, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+		a, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
 		if err != nil {
 			return err
 		}

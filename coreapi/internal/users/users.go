@@ -679,10 +679,7 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 		// What the actor holds now, not what the request was signed with,
 		// read after the tenant's lock (first, before the roles'), so a
 		// demotion being committed is waited for and seen.
-		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-			return err
-		}
-		a, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+		a, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
 		if err != nil {
 			return err
 		}
@@ -779,10 +776,7 @@ type target struct {
 // committed before the lock may have demoted it), then reads and locks
 // the target.
 func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID string, a *roles.Actor) (target, error) {
-	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-		return target{}, err
-	}
-	live, err := roles.Live(ctx, tx, s.all, s.member, tenantID, *a, roles.UsersWrite)
+	live, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, *a, roles.UsersWrite)
 	if err != nil {
 		return target{}, err
 	}
@@ -815,10 +809,7 @@ func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, te
 	all, member := roles.CatalogArgs(c)
 	// Ordered with every other change of a member (the tenant's lock),
 	// and decided on what the actor holds now (roles.Live).
-	if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-		return err
-	}
-	a, err := roles.Live(ctx, tx, all, member, tenantID, a, roles.UsersWrite)
+	a, err := roles.LockedLive(ctx, tx, all, member, tenantID, a, roles.UsersWrite)
 	if err != nil {
 		return err
 	}
@@ -969,10 +960,7 @@ ON CONFLICT DO NOTHING`
 SELECT count(*), COALESCE(bool_or(role_id = $3), false) FROM membership_roles WHERE tenant_id = $1 AND user_id = $2`
 	var m Member
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
-			return err
-		}
-		a, err := roles.Live(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+		a, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
 		if err != nil {
 			return err
 		}
