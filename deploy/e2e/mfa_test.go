@@ -120,6 +120,21 @@ func TestMFAThroughTheProxies(t *testing.T) {
 		"grant_type": "mfa_otp", "code": totp(t, en.Secret, now.Add(30*time.Second))})
 	expectProblem(t, r, http.StatusBadRequest)
 
+	// Adding a member and changing the tenant's policy need the second
+	// factor too: the password-only token cannot, the stepped-up one can.
+	for _, px := range []*service{sys.proxyA, sys.proxyB} {
+		for _, r := range []reply{
+			call(t, "POST", px.url("/api/v1/users"), old, map[string]any{
+				"email": "member-" + randToken(5) + "@example.com", "password": testPassword, "roles": []string{"admin"}}),
+			call(t, "PATCH", px.url("/api/v1/tenant"), old, map[string]any{"require_mfa": true}),
+		} {
+			if p := expectProblem(t, r, http.StatusUnauthorized); p.Code != "insufficient_user_authentication" {
+				t.Fatalf("%s: code %q", r, p.Code)
+			}
+		}
+	}
+	owner.Tokens.AccessToken = up.AccessToken
+
 	// Tenant policy: a member without MFA is confined to enrolment.
 	m := addMember(t, owner, sys.proxyA, "member")
 	expect(t, call(t, "GET", sys.proxyB.url("/api/v1/tenant"), m.Tokens.AccessToken, nil), http.StatusOK)

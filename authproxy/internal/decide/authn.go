@@ -33,9 +33,8 @@ const amrOTP = "otp"
 // member of a tenant that requires MFA and who has none reaches only
 // /api/v1/users/me, /api/v1/users/me/mfa/... and /api/v1/auth/logout; a
 // route's require_mfa needs "otp" among the token's amr and max_auth_age an
-// auth_time no older than that. coreapi's password change, MFA disabling,
-// API-key creation and user deletion need a second factor within
-// CoreStepUpAge from users who have one. method and path are the request's
+// auth_time no older than that. coreapi's sensitive operations (coreStepUp)
+// need a second factor within CoreStepUpAge from users who have one. method and path are the request's
 // (the path normalized); now is unix seconds. It returns the outcome and,
 // for DenyStepUp, the max_age to announce (0: none).
 func Authn(c *tokens.Claims, e *projection.Entry, r *rules.Route, method, path string, now int64) (Outcome, int64) {
@@ -83,15 +82,41 @@ func enrolmentPath(path string) bool {
 }
 
 // coreStepUp: coreapi's operations that need a fresh second factor from a
-// user who has one.
+// user who has one: those that change the account's credentials, hand out
+// access that outlasts the session (API keys, client secrets, permissions
+// for another account: a member added, invited, re-enabled or granted a
+// role, a role's permissions widened), remove a member, or change the
+// tenant's policy. A stolen access token of an admin who has a second
+// factor is then not turned into lasting access for its thief.
 func coreStepUp(method, path string) bool {
 	switch method {
 	case "PUT":
-		return path == "/api/v1/users/me/password"
+		if path == "/api/v1/users/me/password" {
+			return true
+		}
+		// PUT /api/v1/users/{id}/roles/{role}: a grant.
+		rest, ok := strings.CutPrefix(path, "/api/v1/users/")
+		id, sub, _ := strings.Cut(rest, "/")
+		role, found := strings.CutPrefix(sub, "roles/")
+		return ok && id != "" && found && role != "" && !strings.Contains(role, "/")
+	case "PATCH":
+		// The tenant's name or MFA policy; a member's status (PATCH
+		// /api/v1/users/me is the caller's own profile, another route);
+		// a role's permissions.
+		if path == "/api/v1/tenant" {
+			return true
+		}
+		if id, ok := strings.CutPrefix(path, "/api/v1/users/"); ok {
+			return id != "" && id != "me" && !strings.Contains(id, "/")
+		}
+		id, ok := strings.CutPrefix(path, "/api/v1/roles/")
+		return ok && id != "" && !strings.Contains(id, "/")
 	case "POST":
 		// Credentials that outlast the session: API keys, and a service
-		// account with its first client secret or a further one.
-		if path == "/api/v1/api-keys" || path == "/api/v1/users/me/api-keys" || path == "/api/v1/service-accounts" {
+		// account with its first client secret or a further one; a member
+		// added with roles, or invited to join with them.
+		switch path {
+		case "/api/v1/api-keys", "/api/v1/users/me/api-keys", "/api/v1/service-accounts", "/api/v1/users", "/api/v1/invitations":
 			return true
 		}
 		rest, ok := strings.CutPrefix(path, "/api/v1/service-accounts/")
