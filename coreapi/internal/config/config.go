@@ -221,7 +221,7 @@ func Load(getenv func(string) string) (Config, error) {
 
 		AccessTokenTTL:       l.Duration("ACCESS_TOKEN_TTL", time.Nanosecond, 0),
 		RefreshTokenTTL:      l.Duration("REFRESH_TOKEN_TTL", time.Nanosecond, 0),
-		RefreshReuseGrace:    l.Duration("REFRESH_REUSE_GRACE", 0, 0),
+		RefreshReuseGrace:    l.Duration("REFRESH_REUSE_GRACE", 0, MaxRefreshReuseGrace),
 		TokenMaxLeeway:       l.Duration("TOKEN_MAX_LEEWAY", 0, MaxLeeway),
 		SigningKeyActivation: l.Duration("SIGNING_KEY_ACTIVATION_DELAY", 0, 0),
 		ShutdownTimeout:      l.Duration("SHUTDOWN_TIMEOUT", time.Nanosecond, 0),
@@ -346,6 +346,13 @@ func (l loader) secretFileWarnings(keysDir string) []string {
 // MaxLeeway is the largest clock skew TOKEN_MAX_LEEWAY may allow (the
 // proxies refuse the same): more means broken clocks.
 const MaxLeeway = time.Minute
+
+// MaxRefreshReuseGrace caps REFRESH_REUSE_GRACE. Within the grace a
+// rotated refresh token still yields its live successor, so whoever holds
+// a copy of it (a thief) gets a session as long as the grace lasts,
+// undetected; it exists for two tabs refreshing at once, which race by
+// seconds, not minutes.
+const MaxRefreshReuseGrace = time.Minute
 
 // Error lists every configuration problem found.
 type Error = envconfig.Error

@@ -151,6 +151,24 @@ func TestLeewayAboveAMinuteRefused(t *testing.T) {
 	}
 }
 
+// TestRefreshReuseGraceCapped: within REFRESH_REUSE_GRACE a rotated
+// refresh token still yields its live successor, so a long grace hands a
+// session to whoever replays a copy (a thief) without the reuse being
+// detected; more than a minute is refused at start.
+func TestRefreshReuseGraceCapped(t *testing.T) {
+	for v, ok := range map[string]bool{"10s": true, "0s": true, "1m": true, "61s": false, "24h": false, "-1s": false} {
+		m := minimal()
+		m["REFRESH_REUSE_GRACE"] = v
+		c, err := Load(env(m))
+		if (err == nil) != ok || (err != nil && !strings.Contains(err.Error(), "REFRESH_REUSE_GRACE")) {
+			t.Errorf("REFRESH_REUSE_GRACE=%s: %v, want accepted %v", v, err, ok)
+		}
+		if c.RefreshReuseGrace > MaxRefreshReuseGrace {
+			t.Errorf("REFRESH_REUSE_GRACE=%s: loaded as %s", v, c.RefreshReuseGrace)
+		}
+	}
+}
+
 func TestPrintoutFormat(t *testing.T) {
 	m := minimal()
 	m["SHUTDOWN_TIMEOUT"] = "90s"
