@@ -3,7 +3,8 @@
 #   1. $DATABASE_URL when set;
 #   2. else 127.0.0.1:5432 when it lets user postgres in without a password;
 #   3. else a throwaway cluster (initdb + pg_ctl) on a random free port, as a
-#      non-root user, in a temp dir removed on exit. With PG_PERSIST_DIR set,
+#      non-root user (run as root: postgres or nobody, through runuser, setpriv
+#      or sudo), in a temp dir removed on exit. With PG_PERSIST_DIR set,
 #      the cluster lives there instead and is kept (used by `make run`).
 #      PG_LOCAL=1 skips steps 1 and 2 and always uses a local cluster.
 # Usage: scripts/with-postgres.sh COMMAND [ARGS...]
@@ -78,12 +79,31 @@ MSG
 # (macOS's /bin/bash is 3.2) calls "${RUN_AS[@]}" of an empty array an
 # unbound variable under set -u.
 RUN_AS=()
+PG_USER=
 if [[ $(id -u) -eq 0 ]]; then
 	# initdb refuses to run as root; use an unprivileged account.
 	for u in postgres nobody; do
-		if id "$u" >/dev/null 2>&1; then RUN_AS=(runuser -u "$u" --); break; fi
+		if id "$u" >/dev/null 2>&1; then PG_USER=$u; break; fi
 	done
-	[[ ${#RUN_AS[@]} -gt 0 ]] || { log "running as root and no 'postgres' or 'nobody' user exists"; exit 1; }
+	[[ -n $PG_USER ]] || { log "running as root and no 'postgres' or 'nobody' user exists"; exit 1; }
+	# util-linux's runuser, else its setpriv (a distribution may ship one
+	# without the other), else sudo. Without any, as_pg would fail on
+	# "command not found" and the script would blame the directory.
+	if command -v runuser >/dev/null 2>&1; then
+		RUN_AS=(runuser -u "$PG_USER" --)
+	elif command -v setpriv >/dev/null 2>&1; then
+		RUN_AS=(setpriv "--reuid=$(id -u "$PG_USER")" "--regid=$(id -g "$PG_USER")" --clear-groups --)
+	elif command -v sudo >/dev/null 2>&1; then
+		RUN_AS=(sudo -n -u "$PG_USER" --)
+	else
+		cat >&2 <<MSG
+with-postgres: running as root, PostgreSQL must run as user $PG_USER (initdb refuses root), and
+  none of runuser, setpriv or sudo is installed to switch to it. Either run as a regular user,
+  set DATABASE_URL=postgres://USER@HOST:PORT/DB?sslmode=disable, or install one of them
+  (runuser and setpriv come with util-linux).
+MSG
+		exit 1
+	fi
 fi
 
 # as_pg COMMAND...: runs a PostgreSQL program as the cluster's user, from /
@@ -110,7 +130,7 @@ fi
 PGDATA="$BASE/data"
 chmod 755 "$BASE"
 if [[ ${#RUN_AS[@]} -gt 0 ]]; then
-	chown "${RUN_AS[2]}" "$BASE"
+	chown "$PG_USER" "$BASE"
 	# The unprivileged user needs a way in: every directory above must be
 	# searchable by others, which /root (0700) is not.
 	if ! as_pg test -w "$BASE" -a -x "$BASE"; then
@@ -121,7 +141,7 @@ if [[ ${#RUN_AS[@]} -gt 0 ]]; then
 			where="TMPDIR to a directory it can reach"
 		fi
 		cat >&2 <<MSG
-with-postgres: running as root, PostgreSQL runs as user ${RUN_AS[2]}, which cannot reach $BASE
+with-postgres: running as root, PostgreSQL runs as user $PG_USER, which cannot reach $BASE
   (a directory above it is closed to other users, as /root is). Either run as a regular user,
   set DATABASE_URL=postgres://USER@HOST:PORT/DB?sslmode=disable, or set $where.
 MSG

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -423,4 +424,83 @@ func TestWithPostgresClosedWorkingDirAsRoot(t *testing.T) {
 	if strings.Contains(errb.String(), "could not change directory") {
 		t.Errorf("a PostgreSQL program ran in the closed working directory:\n%s", errb.String())
 	}
+}
+
+// pathWithout returns a PATH holding every program of the usual
+// directories but those named: a host where they are not installed.
+func pathWithout(t *testing.T, hidden ...string) string {
+	t.Helper()
+	// Reachable by the cluster's user, who runs initdb from here: t.TempDir's
+	// parent is 0700.
+	dir, err := os.MkdirTemp("", "with-postgres-path-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if slices.Contains(hidden, name) {
+				continue
+			}
+			// The first directory's wins, as on the PATH.
+			if err := os.Symlink(filepath.Join(d, name), filepath.Join(dir, name)); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, h := range hidden {
+		if _, err := os.Lstat(filepath.Join(dir, h)); err == nil {
+			t.Fatalf("%s still on the PATH", h)
+		}
+	}
+	return "PATH=" + dir
+}
+
+// TestWithPostgresAsRootWithoutRunuser: run as root, the PostgreSQL
+// programs run as an unprivileged user through runuser, which some hosts
+// lack (it is util-linux's, and not every image installs it). The script
+// then failed on "runuser: command not found" and blamed the directory
+// ("cannot reach"); it now switches user with setpriv or sudo, and with
+// none of the three says which tools are missing.
+func TestWithPostgresAsRootWithoutRunuser(t *testing.T) {
+	needServer(t)
+	if os.Geteuid() != 0 {
+		t.Skip("not root")
+	}
+	t.Run("setpriv", func(t *testing.T) {
+		if _, err := exec.LookPath("setpriv"); err != nil {
+			t.Skip("setpriv not installed")
+		}
+		url, stderr, err := withPostgres(t, pathWithout(t, "runuser"))
+		if err != nil {
+			t.Fatalf("without runuser: %v\n%s", err, stderr)
+		}
+		if !strings.HasPrefix(url, "postgres://postgres@127.0.0.1:") {
+			t.Errorf("DATABASE_URL = %q\n%s", url, stderr)
+		}
+	})
+	t.Run("none", func(t *testing.T) {
+		_, stderr, err := withPostgres(t, pathWithout(t, "runuser", "setpriv", "sudo"))
+		if err == nil {
+			t.Fatalf("succeeded without a way to switch user:\n%s", stderr)
+		}
+		for _, want := range []string{"runuser", "setpriv", "sudo", "DATABASE_URL"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, stderr)
+			}
+		}
+		for _, wrong := range []string{"cannot reach", "command not found"} {
+			if strings.Contains(stderr, wrong) {
+				t.Errorf("stderr says %q:\n%s", wrong, stderr)
+			}
+		}
+	})
 }
