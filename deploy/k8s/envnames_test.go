@@ -110,6 +110,12 @@ func parseTable(file string) (envconfig.Table, error) {
 						} else {
 							v.OneOf = s
 						}
+					case "Default":
+						// A literal (authproxy's); coreapi's name constants
+						// are left empty.
+						if s, err := stringLit(kv.Value); err == nil {
+							v.Default = s
+						}
 					case "Required":
 						v.Required = fmt.Sprint(kv.Value) == "true"
 					case "Commands":

@@ -2,10 +2,14 @@ package k8s
 
 import (
 	"fmt"
+	"strconv"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 )
 
 // measuredProxyRSS is the RSS of an authproxy at the default CACHE_MEMORY_MB
@@ -17,16 +21,26 @@ import (
 var measuredProxyRSS = resource.MustParse("675Mi")
 
 // checkProxyMemory: the authproxy container's memory limit covers the
-// measured RSS with at least 10 % headroom, its request equals the limit
-// (no overcommit of a cache that fills), GOMEMLIMIT is set below the limit,
-// and the cache budget is the default the measurement was made at.
-func checkProxyMemory(c *corev1.Container) error {
+// measured RSS with at least 10 % headroom and, on top of it, the request
+// bodies the proxy may buffer at once (BODY_MEMORY_MB: the measurement
+// held none; docs/scaling.md), its request equals the limit (no overcommit
+// of a cache that fills), GOMEMLIMIT is set below the limit, and the cache
+// budget is the default the measurement was made at. env is what the
+// container sees (envOf).
+func checkProxyMemory(c *corev1.Container, env func(string) string) error {
 	lim, ok := c.Resources.Limits[corev1.ResourceMemory]
 	if !ok {
 		return fmt.Errorf("authproxy: no memory limit")
 	}
 	if lim.Value() < measuredProxyRSS.Value()*11/10 {
 		return fmt.Errorf("authproxy: memory limit %s is below the measured RSS %s + 10 %%", lim.String(), measuredProxyRSS.String())
+	}
+	body, err := mib(env, "BODY_MEMORY_MB")
+	if err != nil {
+		return fmt.Errorf("authproxy: %v", err)
+	}
+	if need := measuredProxyRSS.Value() + body<<20; lim.Value() < need {
+		return fmt.Errorf("authproxy: memory limit %s is below the measured RSS %s + BODY_MEMORY_MB (%d MiB)", lim.String(), measuredProxyRSS.String(), body)
 	}
 	if req := c.Resources.Requests[corev1.ResourceMemory]; req.Cmp(lim) != 0 {
 		return fmt.Errorf("authproxy: memory request %s differs from the limit %s", req.String(), lim.String())
@@ -53,9 +67,66 @@ func checkProxyMemory(c *corev1.Container) error {
 	return nil
 }
 
+// mib reads a MiB count (CACHE_MEMORY_MB, BODY_MEMORY_MB) as the container
+// sees it, the proxy's default when unset.
+func mib(env func(string) string, name string) (int64, error) {
+	v := env(name)
+	if v == "" {
+		v = authproxyDefault(name)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%s %q: want a number of MiB", name, v)
+	}
+	return n, nil
+}
+
+var authproxyTable = sync.OnceValues(func() (envconfig.Table, error) { return parseTable(configSources["authproxy"]) })
+
+// authproxyDefault is the default of the proxy's variable name, from its
+// configuration table.
+func authproxyDefault(name string) string {
+	table, err := authproxyTable()
+	if err != nil {
+		panic(err)
+	}
+	v, ok := table.Lookup(name)
+	if !ok || v.Default == "" {
+		panic("authproxy's table has no default for " + name)
+	}
+	return v.Default
+}
+
+// envOf is the environment container c of b sees: its env, over the
+// ConfigMaps it takes with envFrom.
+func envOf(b *bundle, c *corev1.Container) func(string) string {
+	return func(name string) string {
+		for _, e := range c.Env {
+			if e.Name == name {
+				return e.Value
+			}
+		}
+		v := ""
+		for _, from := range c.EnvFrom {
+			if from.ConfigMapRef == nil {
+				continue
+			}
+			for _, cm := range b.ConfigMaps {
+				if cm.Name == from.ConfigMapRef.Name {
+					if x, ok := cm.Data[name]; ok {
+						v = x // the last source wins
+					}
+				}
+			}
+		}
+		return v
+	}
+}
+
 func TestProxyMemoryMatchesMeasurement(t *testing.T) {
 	b := renderBase(t)
-	if err := checkProxyMemory(ctr(t, b, proxyName)); err != nil {
+	c := ctr(t, b, proxyName)
+	if err := checkProxyMemory(c, envOf(b, c)); err != nil {
 		t.Fatal(err)
 	}
 	for cm := range b.ConfigMaps {
@@ -92,33 +163,44 @@ func TestProxyMemoryBreakageIsCaught(t *testing.T) {
 		{"GOMEMLIMIT garbled", func(c *corev1.Container) { setEnv(c, "GOMEMLIMIT", "lotsMiB") }},
 		{"a larger cache budget", func(c *corev1.Container) { setEnv(c, "CACHE_MEMORY_MB", "1024") }},
 		{"an explicit cache size", func(c *corev1.Container) { setEnv(c, "TOKEN_CACHE_SIZE", "400000") }},
+		{"a body budget the limit does not cover", func(c *corev1.Container) { setEnv(c, "BODY_MEMORY_MB", "256") }},
+		{"a garbled body budget", func(c *corev1.Container) { setEnv(c, "BODY_MEMORY_MB", "lots") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := renderBase(t)
 			c := ctr(t, b, proxyName)
 			tc.break_(c)
-			if err := checkProxyMemory(c); err == nil {
+			if err := checkProxyMemory(c, envOf(b, c)); err == nil {
 				t.Fatal("not caught")
 			}
 		})
 	}
+	// Set in the ConfigMap both containers take.
+	b := renderBase(t)
+	b.ConfigMaps[0].Data["BODY_MEMORY_MB"] = "256"
+	c := ctr(t, b, proxyName)
+	if err := checkProxyMemory(c, envOf(b, c)); err == nil {
+		t.Fatal("BODY_MEMORY_MB in the ConfigMap not caught")
+	}
 }
 
 // sidecarFits: an authproxy sidecar with a memory limit below the base's
-// sets a CACHE_MEMORY_MB whose full caches (RSS ≈ 22 MiB + 1.5 × budget,
-// measured) leave at least 20 % of the limit for connections.
-func sidecarFits(c *corev1.Container) error {
+// sets a CACHE_MEMORY_MB whose full caches, with users churning (RSS ≈ 20
+// MiB + 2 × budget, docs/scaling.md "Memory per proxy"), and the request
+// bodies it may buffer at once (BODY_MEMORY_MB) leave at least 20 % of the
+// limit for connections (16 KiB each).
+func sidecarFits(c *corev1.Container, env func(string) string) error {
 	lim := c.Resources.Limits[corev1.ResourceMemory]
-	mb := int64(256)
-	for _, e := range c.Env {
-		if e.Name == "CACHE_MEMORY_MB" {
-			if _, err := fmt.Sscanf(e.Value, "%d", &mb); err != nil {
-				return fmt.Errorf("sidecar: CACHE_MEMORY_MB %q: %v", e.Value, err)
-			}
-		}
+	cache, err := mib(env, "CACHE_MEMORY_MB")
+	if err != nil {
+		return fmt.Errorf("sidecar: %v", err)
 	}
-	if need := (22 + mb*3/2) << 20; need > lim.Value()*8/10 {
-		return fmt.Errorf("sidecar: CACHE_MEMORY_MB=%d fills to ≈ %d MiB, more than 80 %% of the limit %s", mb, need>>20, lim.String())
+	body, err := mib(env, "BODY_MEMORY_MB")
+	if err != nil {
+		return fmt.Errorf("sidecar: %v", err)
+	}
+	if need := (20 + 2*cache + body) << 20; need > lim.Value()*8/10 {
+		return fmt.Errorf("sidecar: CACHE_MEMORY_MB=%d fills to ≈ %d MiB with BODY_MEMORY_MB=%d, more than 80 %% of the limit %s", cache, need>>20, body, lim.String())
 	}
 	return nil
 }
@@ -126,15 +208,29 @@ func sidecarFits(c *corev1.Container) error {
 func TestSidecarMemoryFitsCacheBudget(t *testing.T) {
 	b := renderSidecar(t)
 	c := sidecarOf(t, b)
-	if err := sidecarFits(c); err != nil {
+	env := envOf(b, c)
+	if err := sidecarFits(c, env); err != nil {
 		t.Fatal(err)
 	}
-	setEnv(c, "CACHE_MEMORY_MB", "256") // the default
-	if sidecarFits(c) == nil {
-		t.Fatal("the default budget in a 256Mi sidecar not caught")
+	for name, value := range map[string]string{
+		"CACHE_MEMORY_MB": "256", // the default
+		"BODY_MEMORY_MB":  "64",  // the default
+	} {
+		c := c.DeepCopy()
+		setEnv(c, name, value)
+		if sidecarFits(c, envOf(b, c)) == nil {
+			t.Errorf("%s=%s in a 256Mi sidecar not caught", name, value)
+		}
+	}
+	// The budget the overlay had, 96 MiB: full caches alone (212 MiB) left
+	// too little of 256Mi, and with the default body budget went past it.
+	c96 := c.DeepCopy()
+	setEnv(c96, "CACHE_MEMORY_MB", "96")
+	if sidecarFits(c96, envOf(b, c96)) == nil {
+		t.Error("CACHE_MEMORY_MB=96 in a 256Mi sidecar not caught")
 	}
 	setEnv(c, "CACHE_MEMORY_MB", "ninety")
-	if sidecarFits(c) == nil {
+	if sidecarFits(c, envOf(b, c)) == nil {
 		t.Fatal("a garbled budget not caught")
 	}
 }
