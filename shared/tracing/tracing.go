@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
@@ -104,8 +105,16 @@ func Load(getenv func(string) string, service string) (Config, error) {
 		c.Endpoint = tracesURL(ep)
 	}
 	if c.Endpoint != "" {
-		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		switch u, err := url.Parse(c.Endpoint); {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT=%q: want an http or https URL", maskURL(c.Endpoint)))
+		case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			// The OTLP exporter takes the scheme, host and path of the
+			// URL and drops the rest: a collector's key in the query or
+			// the user information would never be sent, and every
+			// export would be refused.
+			errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT=%q: the exporter sends no user information, query or fragment; "+
+				"pass a collector's credential in OTEL_EXPORTER_OTLP_HEADERS (e.g. api-key=...)", maskURL(c.Endpoint)))
 		}
 	}
 	switch v := get("OTEL_TRACES_EXPORTER"); v {
@@ -157,9 +166,10 @@ func Load(getenv func(string) string, service string) (Config, error) {
 }
 
 // tracesURL is the traces URL of the base OTEL_EXPORTER_OTLP_ENDPOINT:
-// v1/traces appended to its path, before any query (a collector's key,
-// say) rather than inside it. A base that does not parse is returned with
-// the suffix appended, for Load to refuse.
+// v1/traces appended to its path, before any query rather than inside it
+// (Load then refuses the query, but names the URL as it would be). A base
+// that does not parse is returned with the suffix appended, for Load to
+// refuse.
 func tracesURL(base string) string {
 	u, err := url.Parse(base)
 	if err != nil {
@@ -220,11 +230,16 @@ type Provider struct {
 }
 
 // New starts a provider exporting to c.Endpoint in batches; nil, nil when
-// c is off. Shutdown flushes it.
-func New(ctx context.Context, c Config) (*Provider, error) {
+// c is off. Shutdown flushes it. The failures OpenTelemetry reports
+// outside any call (an export of the batch processor refused or not
+// delivered) are written to log (ErrorLogger); OpenTelemetry's default
+// wrote them to standard error in its own format, the collector's answer
+// line by line.
+func New(ctx context.Context, c Config, log *slog.Logger) (*Provider, error) {
 	if !c.Enabled() {
 		return nil, nil
 	}
+	otel.SetErrorHandler(NewErrorLogger(log))
 	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(c.Endpoint))
 	if err != nil {
 		return nil, fmt.Errorf("tracing: otlp exporter: %w", err)

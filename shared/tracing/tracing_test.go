@@ -4,9 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"log"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/tollgate-auth/tollgate/shared/tracing/otlptest"
@@ -29,7 +38,7 @@ func TestLoadOffByDefault(t *testing.T) {
 			if c.Enabled() {
 				t.Fatalf("enabled with %v", vars)
 			}
-			p, err := tracing.New(context.Background(), c)
+			p, err := tracing.New(context.Background(), c, nil)
 			if p != nil || err != nil {
 				t.Fatalf("New = %v, %v; want nil, nil when off", p, err)
 			}
@@ -63,11 +72,11 @@ func TestLoad(t *testing.T) {
 	if c.Endpoint != "https://collector/custom/path" || c.ServiceName != "edge" || c.Sampler != "parentbased_always_on" {
 		t.Fatalf("got %+v", c)
 	}
-	// The signal path goes on the base URL's path, not into its query.
+	// The signal path goes on the base URL's path.
 	for base, want := range map[string]string{
-		"https://collector/otlp/?api_key=k": "https://collector/otlp/v1/traces?api_key=k",
-		"http://collector:4318?x=1":         "http://collector:4318/v1/traces?x=1",
-		"http://collector:4318":             "http://collector:4318/v1/traces",
+		"https://collector/otlp/": "https://collector/otlp/v1/traces",
+		"https://collector/otlp":  "https://collector/otlp/v1/traces",
+		"http://collector:4318":   "http://collector:4318/v1/traces",
 	} {
 		c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": base}), "svc")
 		if err != nil || c.Endpoint != want {
@@ -119,7 +128,7 @@ func TestExportOverOTLPHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := tracing.New(context.Background(), c)
+	p, err := tracing.New(context.Background(), c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,21 +201,80 @@ func TestBadEndpointHidesCredential(t *testing.T) {
 	}
 }
 
-// TestEndpointQueryCredentialMasked: an API key a hosted collector takes
-// in the endpoint's query is not in the configuration printed at start.
-func TestEndpointQueryCredentialMasked(t *testing.T) {
-	c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector/v1/traces?api_key=k1secret"}), "svc")
+// TestEndpointCredentialRefused: the OTLP exporter sends only the scheme,
+// host and path of the endpoint URL, so a collector's key in the query or
+// the user information would never reach it (every export refused): such
+// an endpoint is refused at start, and the problem does not show the
+// credential.
+func TestEndpointCredentialRefused(t *testing.T) {
+	for _, vars := range []map[string]string{
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector/v1/traces?api_key=k1secret"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector/?api_key=k1secret"},
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://tracer:k1secret@collector/v1/traces"},
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://k1secret@collector/v1/traces"},
+	} {
+		c, err := tracing.Load(env(vars), "svc")
+		if err == nil {
+			t.Errorf("%v accepted: %+v", vars, c)
+			continue
+		}
+		if !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_HEADERS") {
+			t.Errorf("%v: the problem does not say where a credential goes: %v", vars, err)
+		}
+		if strings.Contains(err.Error(), "k1secret") {
+			t.Errorf("%v: the problem shows the key: %v", vars, err)
+		}
+	}
+}
+
+// TestExportErrorsLogged: an export the collector refuses is reported as
+// one JSON warning of the service's log, the collector's answer escaped in
+// it, never by OpenTelemetry's default handler, which wrote it to standard
+// error in another format with each line of the answer as a line of the
+// output (where a collector, or whatever answers at its address, could
+// write what looked like the service's own records).
+func TestExportErrorsLogged(t *testing.T) {
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "10") // ms: the batch is exported at once
+	forged := `{"level":"ERROR","msg":"forged"}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "bad key\n"+forged, http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	var std logbuffer.Buffer
+	log.SetOutput(&std)
+	defer log.SetOutput(os.Stderr)
+	var out logbuffer.Buffer
+	logger := slog.New(slog.NewJSONHandler(&out, nil))
+	c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": srv.URL + "/v1/traces"}), "svc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "tracing", c)
-	if strings.Contains(b.String(), "k1secret") {
-		t.Errorf("the log line shows the key: %s", b.String())
+	p, err := tracing.New(context.Background(), c, logger)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, r := range c.Rows() {
-		if strings.Contains(r[1], "k1secret") {
-			t.Errorf("the printout shows the key: %s=%s", r[0], r[1])
+	defer func() { _ = p.Shutdown(context.Background()) }()
+	_, span := p.Tracer("t").Start(context.Background(), "s")
+	span.End()
+	eventually.Within(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), `"msg":"tracing"`) {
+			return fmt.Errorf("no tracing warning in the log: %q; standard error: %q", out.String(), std.String())
 		}
+		return nil
+	})
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("a log line is no JSON record: %q", line)
+		}
+		if rec["msg"] == "forged" {
+			t.Fatalf("the collector's answer wrote a record: %q", out.String())
+		}
+		if rec["msg"] == "tracing" && (rec["level"] != "WARN" || !strings.Contains(fmt.Sprint(rec["err"]), "401")) {
+			t.Errorf("tracing record: %q", line)
+		}
+	}
+	if std.String() != "" {
+		t.Errorf("written to standard error: %q", std.String())
 	}
 }

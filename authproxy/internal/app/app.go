@@ -171,7 +171,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	inv := streams.Invalidator{Target: a.Projections, Streams: a.Streams}
 	a.tracing = h.Tracing
 	if a.tracing == nil {
-		if a.tracing, err = tracing.New(context.Background(), cfg.Tracing); err != nil {
+		if a.tracing, err = tracing.New(context.Background(), cfg.Tracing, log); err != nil {
 			a.Verifier.Close()
 			a.Projections.Close()
 			return nil, err

@@ -69,7 +69,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn(w)
 	}
 
-	tp, err := tracing.New(ctx, cfg.Tracing)
+	tp, err := tracing.New(ctx, cfg.Tracing, log)
 	if err != nil {
 		return err
 	}

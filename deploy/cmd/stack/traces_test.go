@@ -30,7 +30,7 @@ func TestTraceViewerPrintsTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := tracing.New(context.Background(), c)
+	p, err := tracing.New(context.Background(), c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
