@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
 const (
@@ -1336,11 +1337,21 @@ func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
 	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, sessions.Hash(tk.RefreshToken)); err != nil {
 		t.Fatal(err)
 	}
-	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
-		t.Fatalf("reuse after grace: %d %s", r.Status, r.Body)
+	reuse := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
+		Body:     map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken},
+		Header:   http.Header{requestid.Header: {"reuse-req-1"}},
+		ClientIP: "198.51.100.23"})
+	if reuse.Status != http.StatusBadRequest || reuse.Problem(t).Code != "invalid_grant" {
+		t.Fatalf("reuse after grace: %d %s", reuse.Status, reuse.Body)
 	}
 	if r := e.refresh(t, next.RefreshToken); r.Status != http.StatusBadRequest {
 		t.Errorf("successor after reuse detection: %d, want 400", r.Status)
+	}
+	// The audit row names the request that presented the token, and its
+	// client IP (the signed one).
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.refresh_token_reused' AND target_id = $1
+		AND request_id = 'reuse-req-1' AND data->>'client_ip' = '198.51.100.23'`, id.SessionID); n != 1 {
+		t.Errorf("reuse audit rows with the request's id and client IP = %d, want 1", n)
 	}
 	pr := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + id.UserID + "?tenant_id=" + id.TenantID, Service: true})
 	var p identity.Projection

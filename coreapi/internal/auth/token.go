@@ -198,7 +198,8 @@ func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, e
 	if req.RefreshToken == "" {
 		return TokenResponse{}, invalidRequest("refresh_token is required", problem.FieldError{Field: "refresh_token", Message: "required"})
 	}
-	r, err := s.sessions.Rotate(ctx, req.RefreshToken)
+	r, err := s.sessions.Rotate(ctx, req.RefreshToken,
+		sessions.Presenter{RequestID: strings.Clone(httpapi.RequestIDOf(c)), IP: httpapi.ClientIP(c)})
 	switch {
 	case errors.Is(err, sessions.ErrInvalidToken), errors.Is(err, sessions.ErrExpired),
 		errors.Is(err, sessions.ErrRevoked), errors.Is(err, sessions.ErrReused), errors.Is(err, sessions.ErrInactive):

@@ -237,9 +237,16 @@ type lookup struct {
 	AuthTime      int64
 }
 
-// Rotate exchanges a refresh token for its successor. See the package
-// comment for the concurrency and reuse rules.
-func (s *Store) Rotate(ctx context.Context, token string) (Rotation, error) {
+// Presenter is the request that presented a refresh token: a reuse is
+// audited with it, so the theft can be traced to a request and an address.
+type Presenter struct {
+	RequestID string
+	IP        string // the client IP (httpapi.ClientIP)
+}
+
+// Rotate exchanges a refresh token for its successor, presented by by.
+// See the package comment for the concurrency and reuse rules.
+func (s *Store) Rotate(ctx context.Context, token string, by Presenter) (Rotation, error) {
 	const qLookup = `
 SELECT rt.id, rt.session_id, rt.replaced_by,
        coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
@@ -309,7 +316,7 @@ FROM refresh_tokens rt WHERE rt.id = $1`
 		r.RefreshToken = successor(raw, *l.ReplacedBy)
 		return r, nil
 	}
-	if err := s.revokeForReuse(ctx, l.SessionID, l.UserID, l.TenantID); err != nil {
+	if err := s.revokeForReuse(ctx, l.SessionID, l.UserID, l.TenantID, by); err != nil {
 		return Rotation{}, err
 	}
 	return Rotation{}, ErrReused
@@ -365,15 +372,18 @@ RETURNING id`
 
 // revokeForReuse revokes the session of a refresh token presented after
 // its rotation's grace window, and audits it in the session's tenant: a
-// token theft shows there, as a revoked API key's use does.
-func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID, tenantID string) error {
+// token theft shows there, as a revoked API key's use does, with the
+// request that presented the token and its client IP (whoever presented
+// it, the thief or the victim, holds the stolen token's family).
+func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID, tenantID string, by Presenter) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		n, err := s.Revoke(ctx, tx, userID, sessionID, ReasonReuse)
 		if err != nil || n == 0 {
 			return err
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, Action: audit.ActionRefreshTokenReused,
-			TargetType: audit.TargetSession, TargetID: sessionID, Data: map[string]string{"user_id": userID}},
+			TargetType: audit.TargetSession, TargetID: sessionID, RequestID: by.RequestID,
+			Data: map[string]string{"user_id": userID, "client_ip": by.IP}},
 			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
 	})
 }

@@ -120,7 +120,7 @@ func TestRotate(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	is := f.create(t)
-	r, err := f.store.Rotate(ctx, is.RefreshToken)
+	r, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -131,7 +131,7 @@ func TestRotate(t *testing.T) {
 		t.Errorf("rotation = %+v, want session %s user %s tenant %s tv 0", r, is.SessionID, f.user, f.tenant)
 	}
 	// The successor rotates in turn.
-	r2, err := f.store.Rotate(ctx, r.RefreshToken)
+	r2, err := f.store.Rotate(ctx, r.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatalf("Rotate successor: %v", err)
 	}
@@ -160,7 +160,7 @@ func TestConcurrentRefreshSameSuccessor(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			got[i], errs[i] = f.store.Rotate(ctx, is.RefreshToken)
+			got[i], errs[i] = f.store.Rotate(ctx, is.RefreshToken, Presenter{})
 		})
 	}
 	close(start)
@@ -179,7 +179,7 @@ func TestConcurrentRefreshSameSuccessor(t *testing.T) {
 	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, is.SessionID); c != 1 {
 		t.Error("session revoked by concurrent refreshes")
 	}
-	if _, err := f.store.Rotate(ctx, got[0].RefreshToken); err != nil {
+	if _, err := f.store.Rotate(ctx, got[0].RefreshToken, Presenter{}); err != nil {
 		t.Errorf("the shared successor does not refresh: %v", err)
 	}
 }
@@ -188,18 +188,19 @@ func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	is := f.create(t)
-	r, err := f.store.Rotate(ctx, is.RefreshToken)
+	r, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Inside the grace window the old token yields the same successor.
-	again, err := f.store.Rotate(ctx, is.RefreshToken)
+	again, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
 	if err != nil || again.RefreshToken != r.RefreshToken {
 		t.Fatalf("reuse within grace = %v, %v; want the same successor", again.RefreshToken == r.RefreshToken, err)
 	}
 	// Move the rotation out of the grace window.
 	f.exec(t, `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, Hash(is.RefreshToken))
-	if _, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrReused) {
+	thief := Presenter{RequestID: "req-reuse-1", IP: "203.0.113.7"}
+	if _, err := f.store.Rotate(ctx, is.RefreshToken, thief); !errors.Is(err, ErrReused) {
 		t.Fatalf("reuse after grace = %v, want ErrReused", err)
 	}
 	var reason string
@@ -212,12 +213,14 @@ func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	if c := f.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'session.revoked'`, invalidation.UserSubject(f.user)); c != 1 {
 		t.Errorf("outbox rows for the user = %d, want 1", c)
 	}
-	// A theft signal: audited in the session's tenant.
+	// A theft signal: audited in the session's tenant, with the request
+	// that presented the token and its address.
 	if c := f.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.refresh_token_reused' AND target_type = 'session'
-		AND target_id = $1 AND tenant_id = $2 AND data->>'user_id' = $3`, is.SessionID, f.tenant, f.user); c != 1 {
-		t.Errorf("audit rows for the reuse = %d, want 1", c)
+		AND target_id = $1 AND tenant_id = $2 AND data->>'user_id' = $3
+		AND request_id = $4 AND data->>'client_ip' = $5`, is.SessionID, f.tenant, f.user, thief.RequestID, thief.IP); c != 1 {
+		t.Errorf("audit rows for the reuse = %d, want 1 with its request id and client IP", c)
 	}
-	if _, err := f.store.Rotate(ctx, r.RefreshToken); !errors.Is(err, ErrRevoked) {
+	if _, err := f.store.Rotate(ctx, r.RefreshToken, Presenter{}); !errors.Is(err, ErrRevoked) {
 		t.Errorf("successor after the session was revoked = %v, want ErrRevoked", err)
 	}
 }
@@ -282,7 +285,7 @@ func TestRotateRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tok := tt.prepare(t)
-			if _, err := f.store.Rotate(ctx, tok); !errors.Is(err, tt.want) {
+			if _, err := f.store.Rotate(ctx, tok, Presenter{}); !errors.Is(err, tt.want) {
 				t.Errorf("Rotate = %v, want %v", err, tt.want)
 			}
 		})
@@ -307,7 +310,7 @@ func TestReissueAndMove(t *testing.T) {
 	if err != nil {
 		t.Fatalf("move + reissue: %v", err)
 	}
-	r, err := f.store.Rotate(ctx, is.RefreshToken)
+	r, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatalf("Rotate reissued token: %v", err)
 	}
@@ -332,7 +335,7 @@ func TestReissueEndsOldToken(t *testing.T) {
 	if _, err := f.reissue(t, f.user, is.SessionID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrExpired) {
+	if _, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{}); !errors.Is(err, ErrExpired) {
 		t.Errorf("old token after reissue = %v, want ErrExpired", err)
 	}
 }
@@ -345,13 +348,13 @@ func TestGraceEndsWithReissue(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	is := f.create(t)
-	if _, err := f.store.Rotate(ctx, is.RefreshToken); err != nil {
+	if _, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.reissue(t, f.user, is.SessionID); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := f.store.Rotate(ctx, is.RefreshToken); !errors.Is(err, ErrExpired) {
+	if r, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{}); !errors.Is(err, ErrExpired) {
 		t.Fatalf("rotated token within the grace window after a reissue = %+v, %v; want ErrExpired", r, err)
 	}
 	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, is.SessionID); c != 1 {
@@ -370,11 +373,11 @@ func TestGraceEndsWithReissueDeeperInTheChain(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	is := f.create(t)
-	r1, err := f.store.Rotate(ctx, is.RefreshToken)
+	r1, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := f.store.Rotate(ctx, r1.RefreshToken)
+	r2, err := f.store.Rotate(ctx, r1.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +385,7 @@ func TestGraceEndsWithReissueDeeperInTheChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, tok := range map[string]string{"T0": is.RefreshToken, "T1": r1.RefreshToken, "T2": r2.RefreshToken} {
-		if r, err := f.store.Rotate(ctx, tok); !errors.Is(err, ErrExpired) {
+		if r, err := f.store.Rotate(ctx, tok, Presenter{}); !errors.Is(err, ErrExpired) {
 			t.Errorf("%s within the grace window after a reissue = %+v, %v; want ErrExpired", name, r, err)
 		}
 	}
@@ -393,14 +396,14 @@ func TestGraceEndsWithReissueDeeperInTheChain(t *testing.T) {
 	// the grace window: two tabs that raced a refresh are not signed out.
 	g := setup(t)
 	js := g.create(t)
-	s1, err := g.store.Rotate(ctx, js.RefreshToken)
+	s1, err := g.store.Rotate(ctx, js.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.store.Rotate(ctx, s1.RefreshToken); err != nil {
+	if _, err := g.store.Rotate(ctx, s1.RefreshToken, Presenter{}); err != nil {
 		t.Fatal(err)
 	}
-	if again, err := g.store.Rotate(ctx, js.RefreshToken); err != nil || again.RefreshToken != s1.RefreshToken {
+	if again, err := g.store.Rotate(ctx, js.RefreshToken, Presenter{}); err != nil || again.RefreshToken != s1.RefreshToken {
 		t.Fatalf("T0 within grace, no reissue = %v, %v; want its successor", again.RefreshToken == s1.RefreshToken, err)
 	}
 }
@@ -479,7 +482,7 @@ func BenchmarkRotate(b *testing.B) {
 	tok := is.RefreshToken
 	b.ReportAllocs()
 	for b.Loop() {
-		r, err := s.Rotate(ctx, tok)
+		r, err := s.Rotate(ctx, tok, Presenter{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -517,7 +520,7 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Rotate(ctx, stale.RefreshToken); !errors.Is(err, ErrRevoked) {
+	if _, err := f.store.Rotate(ctx, stale.RefreshToken, Presenter{}); !errors.Is(err, ErrRevoked) {
 		t.Errorf("refresh of a session opened under an old token version = %v, want ErrRevoked", err)
 	}
 	// Nor is it live for anything else: a tenant switch (whose Reissue
@@ -535,7 +538,7 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Rotate(ctx, current.RefreshToken); err != nil {
+	if _, err := f.store.Rotate(ctx, current.RefreshToken, Presenter{}); err != nil {
 		t.Errorf("refresh of a current session: %v", err)
 	}
 	if fresh, err := Fresh(ctx, f.pool, f.user, current.SessionID, time.Hour, false); err != nil || !fresh {
@@ -551,14 +554,14 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := f.store.Rotate(ctx, tok); err != nil || r.TokenVersion != 2 {
+	if r, err := f.store.Rotate(ctx, tok, Presenter{}); err != nil || r.TokenVersion != 2 {
 		t.Errorf("refresh after Reissue = %+v, %v; want token version 2", r, err)
 	}
 	// Sessions from before the column (NULL) are not checked.
 	legacy := f.create(t)
 	f.exec(t, `UPDATE sessions SET token_version = NULL WHERE id = $1`, legacy.SessionID)
 	f.exec(t, `UPDATE users SET token_version = 3 WHERE id = $1`, f.user)
-	if _, err := f.store.Rotate(ctx, legacy.RefreshToken); err != nil {
+	if _, err := f.store.Rotate(ctx, legacy.RefreshToken, Presenter{}); err != nil {
 		t.Errorf("refresh of a session without a stamp: %v", err)
 	}
 }
@@ -588,7 +591,7 @@ func TestRotationRacingReissue(t *testing.T) {
 			reissued string
 			reErr    error
 		)
-		rotate := func() { rot, rotErr = f.store.Rotate(ctx, is.RefreshToken) }
+		rotate := func() { rot, rotErr = f.store.Rotate(ctx, is.RefreshToken, Presenter{}) }
 		reissue := func() { reissued, reErr = f.reissue(t, f.user, is.SessionID) }
 		first, second := rotate, reissue
 		if reissueFirst {
@@ -606,13 +609,13 @@ func TestRotationRacingReissue(t *testing.T) {
 			t.Fatalf("round %d: reissue: %v", round, reErr)
 		}
 		if rotErr == nil {
-			if r, err := f.store.Rotate(ctx, rot.RefreshToken); err == nil {
+			if r, err := f.store.Rotate(ctx, rot.RefreshToken, Presenter{}); err == nil {
 				t.Fatalf("round %d (reissue first: %v): the racing refresh's token still refreshes after the reissue (%+v)", round, reissueFirst, r)
 			}
 		} else if !errors.Is(rotErr, ErrExpired) {
 			t.Fatalf("round %d: racing refresh: %v, want success or ErrExpired", round, rotErr)
 		}
-		if _, err := f.store.Rotate(ctx, reissued); err != nil {
+		if _, err := f.store.Rotate(ctx, reissued, Presenter{}); err != nil {
 			t.Fatalf("round %d: the reissued token: %v", round, err)
 		}
 	}
@@ -638,7 +641,7 @@ func TestRotationRacingRevocation(t *testing.T) {
 		rot    Rotation
 		rotErr error
 	)
-	wg.Go(func() { rot, rotErr = f.store.Rotate(ctx, is.RefreshToken) })
+	wg.Go(func() { rot, rotErr = f.store.Rotate(ctx, is.RefreshToken, Presenter{}) })
 	f.db.WaitForLockWaiters(t, 1)
 	if err := revoke.Commit(ctx); err != nil {
 		t.Fatal(err)
@@ -647,7 +650,7 @@ func TestRotationRacingRevocation(t *testing.T) {
 	if rotErr == nil {
 		t.Fatalf("a refresh racing the sign-out succeeded: %+v", rot)
 	}
-	if _, err := f.store.Rotate(ctx, rot.RefreshToken); err == nil {
+	if _, err := f.store.Rotate(ctx, rot.RefreshToken, Presenter{}); err == nil {
 		t.Fatal("a token of the revoked session refreshes")
 	}
 }
@@ -704,7 +707,7 @@ func TestCreateRacingRemoval(t *testing.T) {
 	wg.Wait()
 	if cErr == nil {
 		f.exec(t, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, f.tenant, f.user)
-		if _, err := f.store.Rotate(ctx, is.RefreshToken); err == nil {
+		if _, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{}); err == nil {
 			t.Fatal("a session created while the user was being removed from its tenant refreshes once the user is added back")
 		}
 		return
