@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/url"
@@ -275,7 +277,8 @@ func TestLogoutGlobal(t *testing.T) {
 // (core B), which must find that state in the shared database, accept it only
 // with the browser's cookie, redeem the code with the verifier, check the
 // nonce, and send the browser to the app's return_to with a one-time code that
-// the app exchanges (through either proxy) for tokens.
+// the app exchanges (through either proxy, with the code_verifier of the
+// code_challenge it started with) for tokens.
 func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 	u := oidcUser{Subject: "sub-" + randToken(6), Email: "oidc-" + randToken(5) + "@example.com", Name: "Oidc User"}
 	sys.oidc.loginAs(u)
@@ -315,7 +318,7 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 	})
 
 	done := browserGet(t, callback, fl.cookie)
-	tok := exchangeHandover(t, sys.proxyA, done)
+	tok := exchangeHandover(t, sys.proxyA, done, fl.verifier)
 	c := claimsOf(t, tok)
 	for _, p := range []*service{sys.proxyA, sys.proxyB} {
 		got := me(t, p, tok)
@@ -326,7 +329,7 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 
 	t.Run("hand-over code is used once", func(t *testing.T) {
 		loc, _ := url.Parse(done.Header.Get("Location"))
-		r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {loc.Query().Get("code")}})
+		r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {loc.Query().Get("code")}, "code_verifier": {fl.verifier}})
 		if r.Status != http.StatusBadRequest {
 			t.Fatalf("second exchange of the code: %s, want 400", r)
 		}
@@ -367,25 +370,30 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 	})
 	t.Run("second login links the same user", func(t *testing.T) {
 		fl2 := startOAuth(t, sys.proxyB)
-		tok2 := exchangeHandover(t, sys.proxyB, browserGet(t, fl2.callback, fl2.cookie))
+		tok2 := exchangeHandover(t, sys.proxyB, browserGet(t, fl2.callback, fl2.cookie), fl2.verifier)
 		if got := claimsOf(t, tok2).Sub; got != c.Sub {
 			t.Errorf("second OIDC login of the same subject signed in user %q, want %q", got, c.Sub)
 		}
 	})
 }
 
-// oauthFlow is a sign-in started by a browser: the binding cookie it got
-// and the callback URL the provider sent it back to.
+// oauthFlow is a sign-in started by a browser: the binding cookie it got,
+// the callback URL the provider sent it back to, and the app's PKCE
+// code_verifier, whose S256 challenge started it.
 type oauthFlow struct {
 	cookie   *http.Cookie
 	callback string
+	verifier string
 }
 
 // startOAuth starts a sign-in through p with the app's return_to and lets
 // the provider approve it.
 func startOAuth(t *testing.T, p *service) oauthFlow {
 	t.Helper()
-	start := call(t, "GET", p.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize?return_to="+url.QueryEscape(oauthReturnURL)), "", nil)
+	verifier := randToken(32)
+	sum := sha256.Sum256([]byte(verifier))
+	start := call(t, "GET", p.url("/api/v1/auth/oauth/"+oidcProvider+"/authorize?return_to="+url.QueryEscape(oauthReturnURL)+
+		"&code_challenge="+base64.RawURLEncoding.EncodeToString(sum[:])+"&code_challenge_method=S256"), "", nil)
 	if start.Status != http.StatusFound {
 		t.Fatalf("authorize through %s: %s, want a redirect to the provider", p.name, start)
 	}
@@ -393,7 +401,7 @@ func startOAuth(t *testing.T, p *service) oauthFlow {
 	if !strings.HasPrefix(loc, sys.oidc.issuer()+"/authorize?") {
 		t.Fatalf("authorize through %s redirects to %q, want the provider's authorization endpoint", p.name, loc)
 	}
-	var fl oauthFlow
+	fl := oauthFlow{verifier: verifier}
 	for _, c := range (&http.Response{Header: start.Header}).Cookies() {
 		if strings.HasPrefix(c.Name, "__Host-") && c.Secure && c.HttpOnly && c.SameSite == http.SameSiteLaxMode {
 			fl.cookie = c
@@ -422,8 +430,8 @@ func browserGet(t *testing.T, target string, c *http.Cookie) reply {
 
 // exchangeHandover checks the end of an OIDC login (a redirect to the app's
 // return_to carrying a one-time code and no token) and exchanges the code
-// through p for an access token, as the app would.
-func exchangeHandover(t *testing.T, p *service, r reply) string {
+// through p for an access token, as the app would, with its verifier.
+func exchangeHandover(t *testing.T, p *service, r reply, verifier string) string {
 	t.Helper()
 	if r.Status != http.StatusFound {
 		t.Fatalf("OIDC callback: %s, want a redirect to the app", r)
@@ -439,7 +447,7 @@ func exchangeHandover(t *testing.T, p *service, r reply) string {
 	if code == "" {
 		t.Fatalf("%s: redirect carries no code", r)
 	}
-	ex := call(t, "POST", p.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {code}})
+	ex := call(t, "POST", p.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {code}, "code_verifier": {verifier}})
 	tr := decode[tokenResponse](t, ex)
 	tr.check(t, ex)
 	return tr.AccessToken

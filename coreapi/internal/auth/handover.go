@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -25,21 +26,29 @@ const handoverLen = 43
 
 var errBadHandover = problem.New(400, problem.CodeInvalidGrant, "unknown, used or expired hand-over code")
 
+// errHandoverVerifier: the code_verifier is not the one of the code's
+// flow (or one is sent for a flow that had none, or none for one that had).
+var errHandoverVerifier = problem.New(400, problem.CodeInvalidGrant,
+	"the code_verifier does not match the code_challenge of the sign-in that made this hand-over code")
+
 // CreateHandover stores a one-time hand-over code for a session opened by
 // an external sign-in and returns it. Tokens are never put in a page or a
 // URL: the browser carries only this code back to the app, which exchanges
 // it with grant_type=oauth_handover (one use, HandoverTTL). Only the
-// code's SHA-256 is stored.
-func (s *Service) CreateHandover(ctx context.Context, userID, sessionID string) (string, error) {
+// code's SHA-256 is stored. challenge is the app's S256 code_challenge
+// given at the start of the sign-in ("" for none): the exchange then
+// needs its code_verifier (RFC 7636), so that only the app that started
+// the flow can use the code.
+func (s *Service) CreateHandover(ctx context.Context, userID, sessionID, challenge string) (string, error) {
 	const q = `
-INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4))`
+INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at, code_challenge)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)`
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("read random: %w", err)
 	}
 	code := base64.RawURLEncoding.EncodeToString(b[:])
-	if _, err := s.pool.Exec(ctx, q, handoverHash(code), userID, sessionID, HandoverTTL.Seconds()); err != nil {
+	if _, err := s.pool.Exec(ctx, q, handoverHash(code), userID, sessionID, HandoverTTL.Seconds(), challenge); err != nil {
 		return "", fmt.Errorf("store hand-over code: %w", err)
 	}
 	return code, nil
@@ -58,15 +67,19 @@ func handoverHash(code string) []byte {
 // be active, and the session gets a fresh refresh token (the one made at
 // the callback was never shown to anyone). The liveness is checked before
 // the second-factor hook, which must not turn an ended sign-in into an
-// mfa_token.
+// mfa_token. A code made for a flow with a code_challenge is exchanged
+// only with its code_verifier, and one made without only without: a
+// verifier tells that the app started a flow, so another flow's code
+// (planted in its browser: login CSRF) is refused rather than signing the
+// app into someone else's account. The code is spent either way.
 func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
 	ctx := c.UserContext()
 	const q = `
 WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
-    RETURNING user_id, session_id, expires_at > now() AS live
+    RETURNING user_id, session_id, code_challenge, expires_at > now() AS live
 )
-SELECT h.user_id::text, h.session_id::text, s.tenant_id::text, u.token_version,
+SELECT h.user_id::text, h.session_id::text, h.code_challenge, s.tenant_id::text, u.token_version,
        h.live AND u.status = 'active' AND s.revoked_at IS NULL AND s.expires_at > now()
            AND NOT coalesce(s.token_version < u.token_version, false),
        coalesce(m.status, '') = 'active' AND t.status = 'active',
@@ -83,16 +96,23 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if _, err := base64.RawURLEncoding.DecodeString(req.Code); err != nil {
 		return TokenResponse{}, errBadHandover
 	}
+	if req.CodeVerifier != "" && !validVerifier(req.CodeVerifier) {
+		return TokenResponse{}, errHandoverVerifier
+	}
 	var (
 		g          Grant
+		challenge  string
 		ok, member bool
 	)
-	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &g.TenantID, &g.TokenVersion, &ok, &member, &g.AMR, &g.AuthTime)
+	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &challenge, &g.TenantID, &g.TokenVersion, &ok, &member, &g.AMR, &g.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
 		return TokenResponse{}, errBadHandover
 	}
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("consume hand-over code: %w", err)
+	}
+	if !verifierMatches(req.CodeVerifier, challenge) {
+		return TokenResponse{}, errHandoverVerifier
 	}
 	// Removed from the tenant, or the tenant suspended, since the
 	// callback: the password grant's refusal.
@@ -117,6 +137,31 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		return TokenResponse{}, err
 	}
 	return s.Issue(g)
+}
+
+// validVerifier reports whether v is a code_verifier as RFC 7636 section
+// 4.1 spells it: 43 to 128 characters of [A-Za-z0-9-._~].
+func validVerifier(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
+
+// verifierMatches reports whether verifier answers challenge (S256, RFC
+// 7636 section 4.6); with no challenge, only no verifier does.
+func verifierMatches(verifier, challenge string) bool {
+	if challenge == "" || verifier == "" {
+		return challenge == "" && verifier == ""
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) == 1
 }
 
 // SweepHandovers deletes expired hand-over codes.

@@ -25,6 +25,7 @@ type tokenRequest struct {
 	RefreshToken string `json:"refresh_token"`
 	Code         string `json:"code"`          // grant_type=oauth_handover, mfa_otp
 	MFAToken     string `json:"mfa_token"`     // grant_type=mfa_otp
+	CodeVerifier string `json:"code_verifier"` // grant_type=oauth_handover
 	Scope        string `json:"scope"`         // client_credentials; accepted, ignored by the others
 	ClientID     string `json:"client_id"`     // client_credentials; accepted, ignored by the others
 	ClientSecret string `json:"client_secret"` // client_credentials
@@ -50,7 +51,7 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 		err := httpapi.ReadForm(c.Request().PostArgs(), []httpapi.FormField{
 			{Name: "grant_type", Dst: &f.GrantType}, {Name: "email", Dst: &f.Email}, {Name: "username", Dst: &f.Username},
 			{Name: "password", Dst: &f.Password}, {Name: "tenant_id", Dst: &f.TenantID}, {Name: "refresh_token", Dst: &f.RefreshToken},
-			{Name: "code", Dst: &f.Code}, {Name: "mfa_token", Dst: &f.MFAToken},
+			{Name: "code", Dst: &f.Code}, {Name: "mfa_token", Dst: &f.MFAToken}, {Name: "code_verifier", Dst: &f.CodeVerifier},
 			{Name: "scope", Dst: &f.Scope}, {Name: "client_id", Dst: &f.ClientID}, {Name: "client_secret", Dst: &f.ClientSecret},
 		})
 		if err != nil {

@@ -14,7 +14,11 @@
 // browser a one-time hand-over code (auth.CreateHandover), redirecting to
 // the app's allow-listed return_to?code=… (or answering {code} as JSON when
 // no OAUTH_ALLOWED_RETURN_URLS is set); the app exchanges the code with
-// grant_type=oauth_handover.
+// grant_type=oauth_handover. The code is bound to the app's flow as an
+// authorization code is to its client (RFC 7636): with an allow-list,
+// authorize requires the app's S256 code_challenge, and the exchange needs
+// its code_verifier, so a code from another sign-in planted at return_to
+// (login CSRF) or read from a URL is worth nothing.
 // A provider subject is linked to a user through the identities table.
 package oauth
 
@@ -85,6 +89,10 @@ const CookiePrefix = "__Host-tg_oauth_"
 // header limit for the cookies' 10 minutes.
 const MaxBindingCookies = 8
 
+// appChallengeLen is the length of an S256 code_challenge: a SHA-256,
+// base64url without padding (RFC 7636 section 4.2).
+const appChallengeLen = 43
+
 // Options configure a Service.
 type Options struct {
 	Logger    *slog.Logger
@@ -98,7 +106,9 @@ type Options struct {
 	// AllowedReturnURLs (OAUTH_ALLOWED_RETURN_URLS): once set, authorize
 	// requires a return_to equal to one of them and the callback redirects
 	// there with the hand-over code; unset, return_to is refused and the
-	// callback answers {code} as JSON (development).
+	// callback answers {code} as JSON (development). With the list,
+	// authorize also requires the app's code_challenge (S256), whose
+	// code_verifier the hand-over exchange then needs.
 	AllowedReturnURLs []string
 	// AuthorizePerMinute is how many sign-ins one client IP may start per
 	// minute on this replica; 0 means DefaultAuthorizePerMinute.
@@ -306,6 +316,45 @@ func (s *Service) checkReturnTo(v string) error {
 	return nil
 }
 
+// checkAppChallenge validates the app's PKCE parameters of authorize
+// (RFC 7636 section 4.3): a challenge is a SHA-256 (base64url, 43
+// characters) with code_challenge_method S256, named, since RFC 7636's
+// default is plain, under which a challenge read from a URL would be the
+// verifier. The challenge is required once OAUTH_ALLOWED_RETURN_URLS is
+// set: the hand-over code then travels to the app through the browser,
+// and only the verifier, which the app keeps, tells its own flow's code
+// from one planted in the browser.
+func (s *Service) checkAppChallenge(challenge, method string) error {
+	switch {
+	case challenge == "" && method != "":
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+			"code_challenge_method without a code_challenge")
+	case challenge == "" && len(s.returnTo) > 0:
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+			"code_challenge is required (S256 of the app's code_verifier, which the hand-over exchange needs)")
+	case challenge == "":
+		return nil
+	case method != "S256":
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+			"code_challenge_method must be S256")
+	case len(challenge) != appChallengeLen || !base64URL(challenge):
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+			"code_challenge must be the base64url SHA-256 of the code_verifier (43 characters)")
+	}
+	return nil
+}
+
+// base64URL reports whether s holds only base64url characters.
+func base64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 var errDiscovery = problem.New(fiber.StatusBadGateway, problem.CodeProviderUnavailable, "the sign-in provider cannot be reached")
 
 func (s *Service) authorize(c *fiber.Ctx) error {
@@ -320,9 +369,10 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	// Each parameter at most once (RFC 6749 section 3.1): of two, which
 	// one is meant would be a guess, and another reader may take the
 	// other.
-	var tid, returnTo string
+	var tid, returnTo, challenge, method string
 	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{
-		{Name: "tenant_id", Dst: &tid}, {Name: "return_to", Dst: &returnTo}}); err != nil {
+		{Name: "tenant_id", Dst: &tid}, {Name: "return_to", Dst: &returnTo},
+		{Name: "code_challenge", Dst: &challenge}, {Name: "code_challenge_method", Dst: &method}}); err != nil {
 		return err
 	}
 	var tenantID *string
@@ -333,6 +383,9 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 		tenantID = &tid
 	}
 	if err := s.checkReturnTo(returnTo); err != nil {
+		return err
+	}
+	if err := s.checkAppChallenge(challenge, method); err != nil {
 		return err
 	}
 	oc, _, err := s.discover(p)
@@ -355,7 +408,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	verifier := oauth2.GenerateVerifier()
 	err = saveState(c.UserContext(), s.pool, pendingState{StateHash: hashState(state), Provider: p.cfg.Name,
 		Verifier: verifier, Nonce: nonce, RedirectURI: oc.RedirectURL, TenantID: tenantID, ReturnTo: returnTo,
-		BrowserHash: hashState(browser)}, StateTTL, s.maxStates)
+		BrowserHash: hashState(browser), AppChallenge: challenge}, StateTTL, s.maxStates)
 	switch {
 	case errors.Is(err, errUnknownTenant):
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
@@ -377,8 +430,11 @@ type flow struct {
 	Nonce       string
 	RedirectURI string
 	ReturnTo    string
-	TenantID    *string
-	Live        bool
+	// AppChallenge is the app's S256 code_challenge ("" when none), which
+	// the hand-over code carries on.
+	AppChallenge string
+	TenantID     *string
+	Live         bool
 }
 
 var (
@@ -505,7 +561,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	// Tokens never go into a page or a URL: the browser carries a
 	// one-time code to the app, which exchanges it at the token endpoint.
-	handover, err := s.auth.CreateHandover(ctx, g.UserID, g.SessionID)
+	handover, err := s.auth.CreateHandover(ctx, g.UserID, g.SessionID, f.AppChallenge)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package oauth_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -621,7 +623,8 @@ func TestReturnTo(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
 		t.Fatalf("refused starts wrote %d state rows", n)
 	}
-	st := x.begin(t, "?return_to="+url.QueryEscape(app))
+	pk := newAppPKCE(t)
+	st := x.begin(t, pk.query(app))
 	r := x.callback(t, x.approve(t, st), st.cookie)
 	if r.Status != http.StatusFound {
 		t.Fatalf("callback: %d %s, want 302 to return_to", r.Status, r.Body)
@@ -637,7 +640,7 @@ func TestReturnTo(t *testing.T) {
 		t.Errorf("Referrer-Policy = %q, want no-referrer", r.Header.Get("Referrer-Policy"))
 	}
 	code := loc.Query().Get("code")
-	ex := x.exchange(t, code)
+	ex := x.exchangeWith(t, code, pk.verifier)
 	if ex.Status != http.StatusOK {
 		t.Fatalf("exchange: %d %s", ex.Status, ex.Body)
 	}
@@ -646,8 +649,120 @@ func TestReturnTo(t *testing.T) {
 	if tk.AccessToken == "" || tk.RefreshToken == "" {
 		t.Fatalf("exchange gave %s", ex.Body)
 	}
-	if r := x.exchange(t, code); r.Status != http.StatusBadRequest {
+	if r := x.exchangeWith(t, code, pk.verifier); r.Status != http.StatusBadRequest {
 		t.Errorf("second exchange: %d, want 400", r.Status)
+	}
+}
+
+// appPKCE is an app's proof key for the hand-over (RFC 7636): the
+// verifier it keeps and the S256 challenge it sends to authorize.
+type appPKCE struct{ verifier, challenge string }
+
+func newAppPKCE(t *testing.T) appPKCE {
+	t.Helper()
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	v := base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(v))
+	return appPKCE{verifier: v, challenge: base64.RawURLEncoding.EncodeToString(sum[:])}
+}
+
+// query is the authorize query of a sign-in that ends at returnTo.
+func (p appPKCE) query(returnTo string) string {
+	return "?return_to=" + url.QueryEscape(returnTo) + "&code_challenge=" + p.challenge + "&code_challenge_method=S256"
+}
+
+// exchangeWith exchanges a hand-over code as the app holding verifier
+// does ("": none).
+func (x *env) exchangeWith(t *testing.T, code, verifier string) apitest.Response {
+	t.Helper()
+	body := map[string]string{"grant_type": "oauth_handover", "code": code}
+	if verifier != "" {
+		body["code_verifier"] = verifier
+	}
+	return x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", body)
+}
+
+// codeAt runs a begun sign-in's callback in its browser and returns the
+// hand-over code of the redirect to return_to.
+func (x *env) codeAt(t *testing.T, st started) string {
+	t.Helper()
+	r := x.callback(t, x.approve(t, st), st.cookie)
+	if r.Status != http.StatusFound {
+		t.Fatalf("callback: %d %s, want 302 to return_to", r.Status, r.Body)
+	}
+	loc, err := url.Parse(r.Header.Get("Location"))
+	if err != nil || loc.Query().Get("code") == "" {
+		t.Fatalf("Location = %q, want return_to?code=...", r.Header.Get("Location"))
+	}
+	return loc.Query().Get("code")
+}
+
+// TestHandoverBoundToTheAppsFlow: login CSRF one step after the callback.
+// Someone signs in with their own provider account, stops at the redirect
+// to return_to?code=..., and sends a victim's browser there: the victim's
+// app must not exchange that code into the attacker's session. With an
+// allow-list, authorize requires the app's S256 code_challenge; the
+// hand-over code is exchanged only with its code_verifier, so another
+// flow's code (or a stolen one) fails at the app that did not start it.
+func TestHandoverBoundToTheAppsFlow(t *testing.T) {
+	const app = "https://app.example.com/signed-in"
+	x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = []string{app} })
+	attacker, victim := newAppPKCE(t), newAppPKCE(t)
+
+	for _, tc := range []struct{ name, query string }{
+		{"no code_challenge", "?return_to=" + url.QueryEscape(app)},
+		{"plain method", "?return_to=" + url.QueryEscape(app) + "&code_challenge=" + victim.verifier + "&code_challenge_method=plain"},
+		{"method left to its plain default", "?return_to=" + url.QueryEscape(app) + "&code_challenge=" + victim.challenge},
+		{"method without a challenge", "?return_to=" + url.QueryEscape(app) + "&code_challenge_method=S256"},
+		{"not a SHA-256", "?return_to=" + url.QueryEscape(app) + "&code_challenge=" + victim.challenge[:42] + "&code_challenge_method=S256"},
+		{"two challenges", victim.query(app) + "&code_challenge=" + attacker.challenge},
+	} {
+		r := x.authorize(t, tc.query, "192.0.2.5")
+		if r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeInvalidRequest {
+			t.Errorf("authorize, %s: %d %s, want 400 %s", tc.name, r.Status, r.Body, problem.CodeInvalidRequest)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Fatalf("refused starts wrote %d state rows", n)
+	}
+
+	// The attacker's own sign-in, up to the redirect to the app.
+	x.idp.Subject, x.idp.Email = "attacker-sub", "attacker@example.com"
+	planted := x.codeAt(t, x.begin(t, attacker.query(app)))
+	// The victim's app started a sign-in of its own (or none): the code
+	// it is handed is not its flow's, and is refused, and spent.
+	for _, tc := range []struct{ name, verifier string }{
+		{"the victim app's verifier", victim.verifier},
+		{"no verifier", ""},
+	} {
+		code := planted
+		if tc.verifier == "" {
+			code = x.codeAt(t, x.begin(t, attacker.query(app)))
+		}
+		if r := x.exchangeWith(t, code, tc.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+			t.Errorf("exchange of another flow's code with %s: %d %s, want 400 invalid_grant", tc.name, r.Status, r.Body)
+		}
+		if r := x.exchangeWith(t, code, attacker.verifier); r.Status != http.StatusBadRequest {
+			t.Errorf("a code refused once works afterwards: %d %s", r.Status, r.Body)
+		}
+	}
+	if r := x.exchangeWith(t, x.codeAt(t, x.begin(t, attacker.query(app))), strings.Repeat("~", 42)); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Errorf("exchange with a malformed verifier: %d %s, want 400 invalid_grant", r.Status, r.Body)
+	}
+
+	// The app's own flow: its verifier opens its session.
+	x.idp.Subject, x.idp.Email = "victim-sub", "victim@example.com"
+	r := x.exchangeWith(t, x.codeAt(t, x.begin(t, victim.query(app))), victim.verifier)
+	if r.Status != http.StatusOK {
+		t.Fatalf("exchange with the flow's verifier: %d %s", r.Status, r.Body)
+	}
+	var tk tokens
+	r.JSON(t, &tk)
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE subject = 'victim-sub' AND user_id = $1`, sub(t, tk.AccessToken)); n != 1 {
+		t.Error("the app's exchange did not sign in its own flow's user")
 	}
 }
 
@@ -708,6 +823,25 @@ func TestHandoverExchange(t *testing.T) {
 	form := url.Values{"grant_type": {"oauth_handover"}, "code": {code()}}.Encode()
 	if r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: form, ContentType: "application/x-www-form-urlencoded"}); r.Status != http.StatusOK {
 		t.Fatalf("form exchange: %d %s", r.Status, r.Body)
+	}
+	// Without an allow-list the app's code_challenge is optional; given,
+	// the code needs its verifier (in a form too), and a code made without
+	// one is refused to an app that sends a verifier: that app started
+	// another flow.
+	pk := newAppPKCE(t)
+	if r := x.exchangeWith(t, code(), pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Errorf("verifier for a code made without a challenge: %d %s, want 400 invalid_grant", r.Status, r.Body)
+	}
+	withChallenge := func() string {
+		st := x.begin(t, "?code_challenge="+pk.challenge+"&code_challenge_method=S256")
+		return handover(t, x.callback(t, x.approve(t, st), st.cookie))
+	}
+	if r := x.exchange(t, withChallenge()); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Errorf("no verifier for a code made with a challenge: %d %s, want 400 invalid_grant", r.Status, r.Body)
+	}
+	form = url.Values{"grant_type": {"oauth_handover"}, "code": {withChallenge()}, "code_verifier": {pk.verifier}}.Encode()
+	if r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: form, ContentType: "application/x-www-form-urlencoded"}); r.Status != http.StatusOK {
+		t.Fatalf("form exchange with the verifier: %d %s", r.Status, r.Body)
 	}
 }
 
