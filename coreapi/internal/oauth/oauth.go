@@ -19,7 +19,8 @@
 // authorize requires the app's S256 code_challenge, and the exchange needs
 // its code_verifier, so a code from another sign-in planted at return_to
 // (login CSRF) or read from a URL is worth nothing.
-// A provider subject is linked to a user through the identities table.
+// A provider's issuer and subject are linked to a user through the
+// identities table.
 package oauth
 
 import (
@@ -552,7 +553,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	in := signIn{Provider: p.cfg.Name, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email),
+	in := signIn{Provider: p.cfg.Name, Issuer: idt.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email),
 		Verified: string(cl.EmailVerified) == "true", Name: cl.Name,
 		TenantID: f.TenantID, UserAgent: ua, IP: ip, RequestID: rid}
 	g, err := s.signIn(ctx, in)
@@ -611,6 +612,8 @@ var errProviderAddress = func() *problem.Problem {
 
 type signIn struct {
 	Provider, Subject, Name string
+	// Issuer is the ID token's iss (verified: the provider's issuer).
+	Issuer string
 	// Email is the provider's address in mail.Canonical form (NFC).
 	Email string
 	// LookAlike: NFC replaced a character of the provider's address
@@ -627,7 +630,13 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 	var g auth.Grant
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		g.UserID, err = identityUser(ctx, tx, in.Provider, in.Subject)
+		g.UserID, err = identityUser(ctx, tx, in.Provider, in.Issuer, in.Subject)
+		if errors.Is(err, errOtherIssuer) {
+			// The provider now names another issuer: this subject is
+			// another issuer's user, whoever had it under the old one.
+			return problem.New(fiber.StatusConflict, problem.CodeConflict,
+				"this provider's account was linked through another issuer than the provider's current one; it cannot sign in until an operator removes the old link")
+		}
 		if errors.Is(err, errNoRow) {
 			if in.Email == "" || !in.Verified {
 				return problem.New(fiber.StatusForbidden, problem.CodeEmailNotVerified,
@@ -676,7 +685,7 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			} else if err != nil {
 				return err
 			}
-			if err := linkIdentity(ctx, tx, g.UserID, in.Provider, in.Subject, in.Email); err != nil {
+			if err := linkIdentity(ctx, tx, g.UserID, in.Provider, in.Issuer, in.Subject, in.Email); err != nil {
 				return err
 			}
 			if existing {

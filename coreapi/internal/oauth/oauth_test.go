@@ -63,9 +63,11 @@ func start(t *testing.T, opts ...func(*oauth.Options)) *env {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// x.idp, not idp: an instance started later (second) may be given
+		// another provider under the same name.
 		oo := oauth.Options{Logger: o.Logger, Pool: o.Pool, Auth: a, Sessions: store,
-			Providers: []config.OIDCProvider{{Name: "fake", Issuer: idp.URL, ClientID: idp.clientID,
-				ClientSecret: idp.secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"}}}}
+			Providers: []config.OIDCProvider{{Name: "fake", Issuer: x.idp.URL, ClientID: x.idp.clientID,
+				ClientSecret: x.idp.secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"}}}}
 		for _, f := range opts {
 			f(&oo)
 		}
@@ -600,6 +602,87 @@ func TestFlowAcrossInstances(t *testing.T) {
 	// ... and the code is exchanged on the first.
 	if r := x.exchange(t, h.Code); r.Status != http.StatusOK {
 		t.Fatalf("exchange on the first instance: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestSubjectOfAnotherIssuer: a subject is unique only within its issuer
+// (OpenID Connect Core 5.7). Once a provider's name points at another
+// issuer (another IdP, realm or organisation), that issuer's user with a
+// subject linked under the old one must not enter the old one's account.
+// An identity linked before issuers were recorded takes its first
+// sign-in's.
+func TestSubjectOfAnotherIssuer(t *testing.T) {
+	x := start(t)
+	owner := sub(t, x.finish(t, x.begin(t, "")).AccessToken)
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE provider = 'fake' AND subject = 'idp-user-1' AND issuer = $1`, x.idp.URL); n != 1 {
+		t.Fatal("identity linked without its issuer")
+	}
+
+	// The same provider name, now another issuer, whose user has the
+	// same subject (and an address of their own).
+	first := x.idp
+	x.idp = newFakeIDP(t)
+	x.idp.Email = "someone-else@example.com"
+	other := x.second(t)
+	signIn := func(t *testing.T) (*http.Response, []byte) {
+		t.Helper()
+		start, err := x.noFollow.Get(other + "/api/v1/auth/oauth/fake/authorize")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start.Body.Close()
+		loc, err := url.Parse(start.Header.Get("Location"))
+		if err != nil || start.StatusCode != http.StatusFound {
+			t.Fatalf("authorize: %d %q", start.StatusCode, start.Header.Get("Location"))
+		}
+		req, err := http.NewRequest(http.MethodGet, other+x.approve(t, started{loc: loc}), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range start.Cookies() {
+			req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+		}
+		resp, err := x.noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
+	}
+	resp, body := signIn(t)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), `"code":"conflict"`) {
+		var h oauth.Handover
+		if json.Unmarshal(body, &h) == nil && h.Code != "" {
+			var tk tokens
+			if r := x.exchange(t, h.Code); r.Status == http.StatusOK {
+				r.JSON(t, &tk)
+				t.Errorf("signed in as %s (the first issuer's account: %v)", sub(t, tk.AccessToken), sub(t, tk.AccessToken) == owner)
+			}
+		}
+		t.Fatalf("sign-in through another issuer with a linked subject: %d %s, want 409 conflict", resp.StatusCode, body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, owner); n != 1 {
+		t.Errorf("the first issuer's account has %d sessions, want its own 1", n)
+	}
+
+	// Linked before issuers were recorded: the first sign-in (through the
+	// first instance's, the first issuer) records its issuer, and the
+	// other issuer is refused from then on.
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE identities SET issuer = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	second := x.idp
+	x.idp = first
+	if got := sub(t, x.finish(t, x.begin(t, "")).AccessToken); got != owner {
+		t.Fatalf("first sign-in of an identity linked before issuers were recorded: user %s, want %s", got, owner)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1 AND issuer = $2`, owner, first.URL); n != 1 {
+		t.Error("the identity's first sign-in did not record its issuer")
+	}
+	x.idp = second
+	if resp, body := signIn(t); resp.StatusCode != http.StatusConflict {
+		t.Errorf("another issuer after the identity recorded its first: %d %s, want 409", resp.StatusCode, body)
 	}
 }
 

@@ -30,6 +30,9 @@ var (
 	// errOtherAddress: the account found by lower(email) has another
 	// address (one that lower() folds onto the same string, in NFC).
 	errOtherAddress = errors.New("an account has an address that lower() confuses with this one")
+	// errOtherIssuer: the provider's subject is linked, but was linked
+	// through another issuer than the provider's current one.
+	errOtherIssuer = errors.New("identity linked through another issuer")
 )
 
 // pendingState is a started sign-in, stored until its callback.
@@ -97,17 +100,42 @@ func sweepStates(ctx context.Context, db sqldb.DB) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
-// identityUser returns the user a provider identity is linked to;
-// errNoRow when it is linked to none.
-func identityUser(ctx context.Context, db sqldb.DB, provider, subject string) (string, error) {
-	const q = `SELECT user_id::text FROM identities WHERE provider = $1 AND subject = $2`
-	var uid string
-	err := db.QueryRow(ctx, q, provider, subject).Scan(&uid)
+// identityUser returns the user a provider identity (the provider's
+// issuer and subject) is linked to; errNoRow when it is linked to none,
+// errOtherIssuer when the provider's subject was linked through another
+// issuer: a subject is unique only within its issuer (OpenID Connect Core
+// 5.7), so the same string from the provider's new issuer is not that
+// account's owner. An identity linked before issuers were recorded (NULL)
+// takes the issuer of its first sign-in.
+func identityUser(ctx context.Context, db sqldb.DB, provider, issuer, subject string) (string, error) {
+	const q = `SELECT user_id::text, issuer FROM identities WHERE provider = $1 AND subject = $2`
+	// Under the row's lock: of two first sign-ins through two issuers,
+	// the second sees the first's.
+	const qRecord = `
+UPDATE identities SET issuer = coalesce(issuer, $3) WHERE provider = $1 AND subject = $2
+RETURNING issuer = $3`
+	var (
+		uid    string
+		linked *string
+	)
+	err := db.QueryRow(ctx, q, provider, subject).Scan(&uid, &linked)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", errNoRow
 	}
 	if err != nil {
 		return "", fmt.Errorf("find identity: %w", err)
+	}
+	switch {
+	case linked == nil:
+		var same bool
+		if err := db.QueryRow(ctx, qRecord, provider, subject, issuer).Scan(&same); err != nil {
+			return "", fmt.Errorf("record identity issuer: %w", err)
+		}
+		if !same {
+			return "", errOtherIssuer
+		}
+	case *linked != issuer:
+		return "", errOtherIssuer
 	}
 	return uid, nil
 }
@@ -174,10 +202,10 @@ func equalASCIIFold(a, b string) bool {
 	return true
 }
 
-// linkIdentity links a provider identity to a user.
-func linkIdentity(ctx context.Context, db sqldb.DB, userID, provider, subject, email string) error {
-	const q = `INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, $2, $3, NULLIF($4, ''))`
-	if _, err := db.Exec(ctx, q, userID, provider, subject, email); err != nil {
+// linkIdentity links a provider identity (issuer and subject) to a user.
+func linkIdentity(ctx context.Context, db sqldb.DB, userID, provider, issuer, subject, email string) error {
+	const q = `INSERT INTO identities (user_id, provider, issuer, subject, email) VALUES ($1, $2, $3, $4, NULLIF($5, ''))`
+	if _, err := db.Exec(ctx, q, userID, provider, issuer, subject, email); err != nil {
 		return fmt.Errorf("link identity: %w", err)
 	}
 	return nil
