@@ -9,7 +9,8 @@
 //
 // Password attempts are reserved in PostgreSQL (shared by every replica)
 // before the password is checked, per (address, client IP) with
-// exponential backoff and per address with a softer slowdown: 429 plus
+// exponential backoff, per address with a softer slowdown, and per client
+// IP over every address (a fixed budget of failures an hour): 429 plus
 // Retry-After once locked. An unknown account gets the same answer as a
 // wrong password, after hashing against a dummy so it costs the same.
 package auth
@@ -70,16 +71,26 @@ type Options struct {
 	// SignupPerHour bounds the sign-ups of one client IP (an IPv6 client:
 	// its /64) per hour, over every replica; 0 means DefaultSignupPerHour.
 	SignupPerHour int
+	// SignInFailuresPerHour bounds the wrong passwords one client IP (an
+	// IPv6 client: its /64) may send per hour over every address (sign-in,
+	// invitation acceptance, password change), over every replica; 0
+	// means DefaultSignInFailuresPerHour.
+	SignInFailuresPerHour int
 }
 
 // DefaultSignupPerHour is Options.SignupPerHour's default.
 const DefaultSignupPerHour = 20
 
+// DefaultSignInFailuresPerHour is Options.SignInFailuresPerHour's default.
+const DefaultSignInFailuresPerHour = 100
+
 // Service issues tokens and manages sessions.
 type Service struct {
-	// limiter and signupLimit bound sign-ups per client IP.
+	// limiter and signupLimit bound sign-ups per client IP; guessLimit
+	// the wrong passwords of a client IP over every address.
 	limiter     *ratelimit.Limiter
 	signupLimit ratelimit.Limit
+	guessLimit  ratelimit.Limit
 	log         *slog.Logger
 	pool        *pgxpool.Pool
 	keys        *keys.Ring
@@ -115,11 +126,15 @@ func New(o Options) (*Service, error) {
 	if o.SignupPerHour <= 0 {
 		o.SignupPerHour = DefaultSignupPerHour
 	}
+	if o.SignInFailuresPerHour <= 0 {
+		o.SignInFailuresPerHour = DefaultSignInFailuresPerHour
+	}
 	return &Service{
 		limiter: ratelimit.New(o.Pool), signupLimit: ratelimit.Limit{N: o.SignupPerHour, Window: time.Hour},
 		log: o.Logger, pool: o.Pool, keys: o.Keys, passwords: o.Passwords, sessions: o.Sessions,
-		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, attempts: lockout.New(o.Pool, o.Lockout), now: o.Now,
+		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, now: o.Now,
 		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials, catalog: o.Catalog,
+		guessLimit: ratelimit.Limit{N: o.SignInFailuresPerHour, Window: time.Hour}, attempts: lockout.New(o.Pool, o.Lockout),
 	}, nil
 }
 

@@ -1548,3 +1548,61 @@ func TestSignupLimitedPerClient(t *testing.T) {
 		t.Fatalf("another address: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestPasswordGuessesLimitedPerClient: one client address gets
+// DefaultSignInFailuresPerHour wrong passwords an hour over every address
+// (the per-address lockout alone let it try a password on any number of
+// addresses, each an argon2 hash); past it every password check from that
+// client is 429 with Retry-After, unchecked, the right password and the
+// current password of a password change included, while another client
+// signs in. Correct passwords, and guesses the address lockout refused
+// unchecked, do not spend the budget.
+func TestPasswordGuessesLimitedPerClient(t *testing.T) {
+	e := start(t, cheap)
+	e.signup(t, "owner@example.com", "O")
+	const sprayer = "203.0.113.50"
+	guess := func(ip, email, password string) apitest.Response {
+		t.Helper()
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ClientIP: ip,
+			Body: map[string]string{"grant_type": "password", "email": email, "password": password}})
+	}
+	for i := range 3 {
+		if r := guess(sprayer, "owner@example.com", pw); r.Status != http.StatusOK {
+			t.Fatalf("correct sign-in %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	evaluated := 0
+	for range auth.DefaultLockout.Threshold {
+		if r := guess(sprayer, "locked@example.com", "Summer2024!"); r.Status != http.StatusBadRequest {
+			t.Fatalf("guess for one address: %d %s", r.Status, r.Body)
+		}
+		evaluated++
+	}
+	for range 3 {
+		if r := guess(sprayer, "locked@example.com", "Summer2024!"); r.Status != http.StatusTooManyRequests {
+			t.Fatalf("guess past the address's lock: %d %s, want 429", r.Status, r.Body)
+		}
+	}
+	for i := 0; evaluated < auth.DefaultSignInFailuresPerHour; i++ {
+		if r := guess(sprayer, fmt.Sprintf("u%d@example.com", i), "Summer2024!"); r.Status != http.StatusBadRequest {
+			t.Fatalf("guess %d over many addresses: %d %s, want 400", evaluated+1, r.Status, r.Body)
+		}
+		evaluated++
+	}
+	for _, tc := range []struct{ email, password string }{{"fresh@example.com", "Summer2024!"}, {"owner@example.com", pw}} {
+		r := guess(sprayer, tc.email, tc.password)
+		apitest.WantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+		if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 3600 {
+			t.Errorf("Retry-After = %q, want 1..3600 s", r.Header.Get("Retry-After"))
+		}
+	}
+	// The budget is the client's wherever it guesses: the current password
+	// of a password change too.
+	tk := e.login(t, "owner@example.com") // another client
+	r := e.Do(t, apitest.Request{Method: http.MethodPut, Path: "/api/v1/users/me/password", ClientIP: sprayer, As: e.identityFor(t, tk),
+		Body: map[string]string{"current_password": pw, "new_password": "another long password"}})
+	apitest.WantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+	if r := guess("198.51.100.60", "fresh@example.com", "Summer2024!"); r.Status != http.StatusBadRequest {
+		t.Errorf("a guess from another client: %d %s, want 400", r.Status, r.Body)
+	}
+}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lockout"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -64,10 +66,14 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // invitation acceptance with a password, password change). The attempt is
 // counted under the address and the client before the password is looked
 // at, in the statement that checks the lock, so concurrent guesses cannot
-// all pass a lock that the first of them is about to set. load returns the
-// account's hash; users.ErrNotFound costs the same work and gets the same
-// answer (errBadCredentials) as a wrong password. A correct password
-// clears the client's count.
+// all pass a lock that the first of them is about to set. It is counted
+// too against the client's budget over every address (reserveClient): the
+// per-address counts alone let one client try a password on any number
+// of addresses, each attempt an argon2 hash. load returns the account's
+// hash; users.ErrNotFound costs the same work and gets the same answer
+// (errBadCredentials) as a wrong password. A correct password clears the
+// client's count for the address and takes its hit back from the
+// client's budget, so that only failures add up.
 //
 // stale reports that the correct password's stored hash should be made
 // again from it (rehash): it matched the password as typed, not its NFKC
@@ -77,8 +83,16 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	if len(pw) > password.MaxBytes {
 		return false, errPasswordTooLong
 	}
+	client := guessClientKey(ip)
+	if err := s.reserveClient(ctx, client); err != nil {
+		return false, err
+	}
 	key := lockout.EmailKey(email)
 	if err := s.reserve(ctx, key, ip); err != nil {
+		// Refused unchecked: no failure of the client's.
+		if rerr := s.limiter.Release(ctx, client); rerr != nil {
+			return false, rerr
+		}
 		return false, err
 	}
 	hash, err := load()
@@ -97,7 +111,31 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 		return false, errBadCredentials
 	}
 	stale = m == password.MatchAsTyped || s.passwords.NeedsRehash(hash)
+	if err := s.limiter.Release(ctx, client); err != nil {
+		return false, err
+	}
 	return stale, s.release(ctx, key, ip)
+}
+
+// guessClientKey names a client's budget of password guesses over every
+// address (an IPv6 client is its /64, ratelimit.ClientKey).
+func guessClientKey(ip string) []byte {
+	return ratelimit.Key("password-guess", ratelimit.ClientKey(ip))
+}
+
+// reserveClient counts one guess against the client's budget over every
+// address (Options.SignInFailuresPerHour), or answers 429 with
+// Retry-After when it is spent (then the guess must not be checked).
+func (s *Service) reserveClient(ctx context.Context, client []byte) error {
+	ok, wait, err := s.limiter.Allow(ctx, client, s.guessLimit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		secs := max(1, int((wait+time.Second-1)/time.Second))
+		return &retryAfterError{tooManyAttempts(secs), secs}
+	}
+	return nil
 }
 
 // reserve counts one guess under key from the client ip, or answers 429
