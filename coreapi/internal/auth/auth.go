@@ -100,12 +100,15 @@ type Service struct {
 	audience    string
 	accessTTL   time.Duration
 	attempts    *lockout.Store
-	cursors     *httpapi.Cursors // set by Register
-	mfa         *mfa.Sealer
-	mfaIssuer   string
-	now         func() time.Time
-	cc          ClientCredentials
-	catalog     *permissions.Catalog
+	// codeAttempts counts second-factor codes: attempts' policy with
+	// the window CodeWindow.
+	codeAttempts *lockout.Store
+	cursors      *httpapi.Cursors // set by Register
+	mfa          *mfa.Sealer
+	mfaIssuer    string
+	now          func() time.Time
+	cc           ClientCredentials
+	catalog      *permissions.Catalog
 }
 
 // New returns a Service.
@@ -129,12 +132,16 @@ func New(o Options) (*Service, error) {
 	if o.SignInFailuresPerHour <= 0 {
 		o.SignInFailuresPerHour = DefaultSignInFailuresPerHour
 	}
+	attempts := lockout.New(o.Pool, o.Lockout)
+	codes := attempts.Policy()
+	codes.Window = max(codes.Window, CodeWindow)
 	return &Service{
 		limiter: ratelimit.New(o.Pool), signupLimit: ratelimit.Limit{N: o.SignupPerHour, Window: time.Hour},
 		log: o.Logger, pool: o.Pool, keys: o.Keys, passwords: o.Passwords, sessions: o.Sessions,
 		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, now: o.Now,
 		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials, catalog: o.Catalog,
-		guessLimit: ratelimit.Limit{N: o.SignInFailuresPerHour, Window: time.Hour}, attempts: lockout.New(o.Pool, o.Lockout),
+		guessLimit: ratelimit.Limit{N: o.SignInFailuresPerHour, Window: time.Hour}, attempts: attempts,
+		codeAttempts: lockout.New(o.Pool, codes),
 	}, nil
 }
 
@@ -219,9 +226,13 @@ func (s *Service) Issue(g Grant) (TokenResponse, error) {
 }
 
 // SweepLoginAttempts deletes attempt counts whose window and lock have
-// both passed.
+// both passed. Passwords and second-factor codes share login_attempts, so
+// it sweeps with the longer window of the two (the codes', CodeWindow): a
+// password's count is over after its own window whether or not its row
+// is still there, but a code's count swept after the passwords' window
+// would start over.
 func (s *Service) SweepLoginAttempts(ctx context.Context) (int64, error) {
-	return s.attempts.Sweep(ctx)
+	return s.codeAttempts.Sweep(ctx)
 }
 
 // SweepSessions runs, every interval until ctx ends, the deletes of the

@@ -88,7 +88,7 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 		return false, err
 	}
 	key := lockout.EmailKey(email)
-	if err := s.reserve(ctx, key, ip); err != nil {
+	if err := s.reserve(ctx, s.attempts, key, ip); err != nil {
 		// Refused unchecked: no failure of the client's.
 		if rerr := s.limiter.Release(ctx, client); rerr != nil {
 			return false, rerr
@@ -114,7 +114,7 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	if err := s.limiter.Release(ctx, client); err != nil {
 		return false, err
 	}
-	return stale, s.release(ctx, key, ip)
+	return stale, s.release(ctx, s.attempts, key, ip)
 }
 
 // guessClientKey names a client's budget of password guesses over every
@@ -138,11 +138,11 @@ func (s *Service) reserveClient(ctx context.Context, client []byte) error {
 	return nil
 }
 
-// reserve counts one guess under key from the client ip, or answers 429
-// with Retry-After when a lock applies (then the guess must not be
-// checked).
-func (s *Service) reserve(ctx context.Context, key []byte, ip string) error {
-	wait, err := s.attempts.Reserve(ctx, key, ip)
+// reserve counts one guess under key from the client ip in st (the
+// passwords' store, or the second factors'), or answers 429 with
+// Retry-After when a lock applies (then the guess must not be checked).
+func (s *Service) reserve(ctx context.Context, st *lockout.Store, key []byte, ip string) error {
+	wait, err := st.Reserve(ctx, key, ip)
 	if err != nil {
 		return err
 	}
@@ -152,9 +152,9 @@ func (s *Service) reserve(ctx context.Context, key []byte, ip string) error {
 	return nil
 }
 
-// release clears the client's count after a correct guess.
-func (s *Service) release(ctx context.Context, key []byte, ip string) error {
-	return s.attempts.Release(ctx, key, ip)
+// release clears the client's count in st after a correct guess.
+func (s *Service) release(ctx context.Context, st *lockout.Store, key []byte, ip string) error {
+	return st.Release(ctx, key, ip)
 }
 
 // rehash replaces a stale hash (checkGuess) of the password pw, just

@@ -35,6 +35,15 @@ const (
 	// MFAMaxAge is how recent the second factor must be for disabling it
 	// (and for the built-in step-up routes at the proxy).
 	MFAMaxAge = 5 * time.Minute
+	// CodeWindow is how long an account's count of wrong second-factor
+	// codes lasts after the last one (the passwords' policy otherwise
+	// applies: 5, then locks of 1 s doubling up to 15 minutes). It is
+	// longer than the longest lock on purpose: with the passwords' 15
+	// minutes, the first code a 15-minute lock let through was always
+	// more than a window after the one before and began a fresh count,
+	// so the backoff started over (4 free codes, then 1 s, 2 s, …) at
+	// every longest lock, about 670 codes a day instead of 96.
+	CodeWindow = 24 * time.Hour
 )
 
 // Authentication methods (RFC 8176) and levels carried by access tokens.
@@ -73,7 +82,8 @@ var errSealedUnderMissingKey = problem.New(fiber.StatusServiceUnavailable, probl
 
 // mfaKey names a user's second-factor guesses in login_attempts: the same
 // atomic lockout as passwords (login_reserve), under a key of their own so
-// a correct password never clears the count of wrong codes.
+// a correct password never clears the count of wrong codes, and with a
+// window of its own (CodeWindow, Service.codeAttempts).
 func mfaKey(userID string) []byte {
 	sum := sha256.Sum256([]byte("mfa\x00" + userID))
 	return sum[:]
@@ -301,7 +311,7 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 // transaction that spends the code.
 func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) error {
 	key := mfaKey(u.userID)
-	if err := s.reserve(ctx, key, mfaClient); err != nil {
+	if err := s.reserve(ctx, s.codeAttempts, key, mfaClient); err != nil {
 		return err
 	}
 	code = strings.TrimSpace(code)
@@ -323,7 +333,7 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, cl
 		}
 		return errBadCode
 	}
-	return s.release(ctx, key, mfaClient)
+	return s.release(ctx, s.codeAttempts, key, mfaClient)
 }
 
 func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
@@ -691,7 +701,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	u := factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}
 	key := mfaKey(id.UserID)
-	if err := s.reserve(ctx, key, mfaClient); err != nil {
+	if err := s.reserve(ctx, s.codeAttempts, key, mfaClient); err != nil {
 		return retryAfter(c, err)
 	}
 	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, totpPending)
@@ -704,7 +714,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		}
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidMFACode, "the code is wrong, already used or expired")
 	}
-	if err := s.release(ctx, key, mfaClient); err != nil {
+	if err := s.release(ctx, s.codeAttempts, key, mfaClient); err != nil {
 		return err
 	}
 	codes, err := mfa.NewRecoveryCodes(mfa.RecoveryCodes)

@@ -905,3 +905,39 @@ func TestRecentSignInToEnrolOrMoveTheAddress(t *testing.T) {
 	e.enrol(t, again)
 	wantStatus(t, "email change after signing in", e.Send(t, again, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "new@example.com"}), http.StatusAccepted, "")
 }
+
+// TestMFABackoffOutlivesItsLock: the count of wrong codes goes on after a
+// lock has passed, however long the lock was, and the sweep keeps it: the
+// first wrong code after the lock locks again (for twice as long), with no
+// fresh round of free codes. With a 15-minute window the count restarted
+// at every 15-minute lock (the longest), each time with 4 free codes.
+func TestMFABackoffOutlivesItsLock(t *testing.T) {
+	e := start(t, cheap)
+	tk, _, _ := e.mfaUser(t, "bo@example.com")
+	as := e.identityFor(t, tk)
+	guess := func() apitest.Response {
+		t.Helper()
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: as,
+			Body: map[string]string{"grant_type": "mfa_otp", "code": "000000"}})
+	}
+	limit := auth.DefaultLockout.Threshold
+	for i := range limit {
+		wantStatus(t, "wrong code "+strconv.Itoa(i+1), guess(), http.StatusBadRequest, "invalid_grant")
+	}
+	wantStatus(t, "a code during the lock", guess(), http.StatusTooManyRequests, "too_many_requests")
+	// The lock passes as a lock at its longest does: it ends more than the
+	// password lockout's window (15 minutes) after the last wrong code.
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE login_attempts
+SET locked_until = now() - interval '1 second', last_attempt = now() - interval '16 minutes'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SweepLoginAttempts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "the first code after the lock", guess(), http.StatusBadRequest, "invalid_grant")
+	r := guess()
+	wantStatus(t, "the next code", r, http.StatusTooManyRequests, "too_many_requests")
+	if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 2 {
+		t.Errorf("Retry-After = %q, want at least 2 s (doubled)", r.Header.Get("Retry-After"))
+	}
+}
