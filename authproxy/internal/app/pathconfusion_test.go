@@ -20,7 +20,7 @@ import (
 
 // confusionPrefixes are the app's prefixes in TestRequestTargetConfusion,
 // longest first.
-var confusionPrefixes = []string{"/notes/public", "/events", "/notes", "/admin", "/feed", "/"}
+var confusionPrefixes = []string{"/notes/public/@admin", "/notes/public", "/events", "/notes", "/admin", "/feed", "/"}
 
 // upstreamReaders say under which of confusionPrefixes typical upstream
 // routers serve a request received as raw: Go's ServeMux (Go 1.22
@@ -103,6 +103,7 @@ func TestRequestTargetConfusion(t *testing.T) {
 		"  - {prefix: /admin, upstream: notes, access: protected}\n" +
 		"  - {prefix: /notes, upstream: notes, access: protected}\n" +
 		"  - {prefix: /notes/public, upstream: notes, access: public}\n" +
+		"  - {prefix: /notes/public/@admin, upstream: notes, access: protected}\n" +
 		"  - {prefix: /feed, methods: [GET], upstream: notes, access: public, websocket: true}\n" +
 		"  - {prefix: /events, methods: [GET], upstream: notes, access: public, stream_timeout: 2s}\n" +
 		"  - {prefix: /pub, upstream: billing, access: public, strip_prefix: true}\n" +
@@ -142,6 +143,12 @@ func TestRequestTargetConfusion(t *testing.T) {
 		{line: "GET /notes/public/%ef%bc%8f..%ef%bc%8fadmin", status: 200, fwd: "/notes/public/%EF%BC%8F..%EF%BC%8Fadmin", prefix: "/notes/public"},
 		{line: "GET /notes/public/%u002e%u002e/admin", status: 400},
 		{line: "GET /notes/public/..%3b/..%3b/admin", status: 200, fwd: "/notes/public/..%3B/..%3B/admin", prefix: "/notes/public"},
+		// Escaped path characters (sub-delims, ':', '@') are decoded:
+		// Go's ServeMux reads "%40" as "@", so the rules must too.
+		{line: "GET /notes/public/%40admin", status: 401},
+		{line: "GET /notes/public/%40admin/x", status: 401},
+		{line: "GET /notes/public/%40admin", tok: true, status: 200, fwd: "/notes/public/@admin", prefix: "/notes/public/@admin"},
+		{line: "GET /notes/public/a%3Ab%21%2B%2c%3D", status: 200, fwd: "/notes/public/a:b!+,=", prefix: "/notes/public"},
 		// Backslashes and path parameters.
 		{line: "GET /notes/public\\..\\..\\admin", status: 400},
 		{line: "GET /notes/public;/../../admin", status: 400},

@@ -1,5 +1,6 @@
 // Package pathnorm puts a request path into the one canonical form that the
-// proxy matches its rules against and forwards: unreserved characters
+// proxy matches its rules against and forwards: the escapes of characters a
+// path may hold as they are (unreserved, sub-delims but ';', ':' and '@')
 // percent-decoded, every other escape upper-cased, dot segments resolved
 // (including encoded ones), duplicate and trailing slashes removed. Paths
 // that could be read differently by the upstream (an encoded '/', a '\',
@@ -95,7 +96,14 @@ func appendSlow(dst, raw []byte) ([]byte, error) {
 				return dst[:start], ErrEncodedSlash
 			case v < 0x20 || v == 0x7f:
 				return dst[:start], ErrControl
-			case isUnreserved(v):
+			case pathChars[v]:
+				// Decoded: "%3A" and ":", "%40" and "@" are one
+				// character to Go's ServeMux (it unescapes each
+				// segment before it matches), so they must be one to
+				// the rules too: else "/v1/notes%3Apurge" took a
+				// shorter prefix's route than "/v1/notes:purge" while
+				// the app served it as that. Routers that match the
+				// path as sent (Express, Fiber) then get this form.
 				dst = append(dst, v)
 			default:
 				dst = append(dst, '%', hexUpper[v>>4], hexUpper[v&15])

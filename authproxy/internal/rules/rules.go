@@ -699,7 +699,7 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 		if norm, err := pathnorm.String(sp.Prefix); err != nil {
 			errs = append(errs, fmt.Errorf("prefix: a request path like it is refused (%w)", err))
 		} else if norm != sp.Prefix && !dots {
-			errs = append(errs, fmt.Errorf("prefix is not written as request paths are matched (unreserved characters as they are, any other byte percent-encoded in upper-case hex): write %s", norm))
+			errs = append(errs, fmt.Errorf("prefix is not written as request paths are matched (unreserved characters, sub-delims but ';', ':' and '@' as they are, any other byte percent-encoded in upper-case hex): write %s", norm))
 		}
 		for _, res := range reservedPrefixes {
 			if under(sp.Prefix, res) {

@@ -235,6 +235,7 @@ func TestBadFiles(t *testing.T) {
 		{"raw non-ASCII prefix", ups + "routes: [{prefix: /café, upstream: notes, access: public}]", "write /caf%C3%A9"},
 		{"lower-case escape in prefix", ups + "routes: [{prefix: /caf%c3%a9, upstream: notes, access: public}]", "write /caf%C3%A9"},
 		{"needless escape in prefix", ups + "routes: [{prefix: /%7Enotes, upstream: notes, access: public}]", "write /~notes"},
+		{"escaped path character in prefix", ups + "routes: [{prefix: /v1/notes%3Apurge, upstream: notes, access: public}]", "write /v1/notes:purge"},
 		{"reserved character in prefix", ups + "routes: [{prefix: '/a<b>', upstream: notes, access: public}]", "write /a%3Cb%3E"},
 		{"query in prefix", ups + "routes: [{prefix: '/a?b', upstream: notes, access: public}]", "write /a%3Fb"},
 		{"under /internal", ups + "routes: [{prefix: /internal/x, upstream: notes, access: public}]", "/internal"},
