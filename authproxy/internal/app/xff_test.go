@@ -155,7 +155,8 @@ func TestTrustedForwardedForLines(t *testing.T) {
 // the client's address.
 func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 	sent := map[string]string{"X-Real-IP": "10.9.9.9", "True-Client-IP": "10.9.9.9", "CF-Connecting-IP": "10.9.9.9",
-		"X-Client-IP": "10.9.9.9", "Fastly-Client-IP": "10.9.9.9", "X_Cluster_Client_IP": "10.9.9.9", "Client-IP": "10.9.9.9"}
+		"X-Client-IP": "10.9.9.9", "Fastly-Client-IP": "10.9.9.9", "X_Cluster_Client_IP": "10.9.9.9", "Client-IP": "10.9.9.9",
+		"X-Forwarded": "10.9.9.9", "Forwarded-For": "10.9.9.9", "Via": "10.9.9.9"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
 			vars := map[string]string{}
@@ -199,6 +200,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 	names := []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X_Forwarded_Prefix", "Forwarded",
 		"X-Real-IP", "True-Client-IP", "CF-Connecting-IP", "X-Client-IP", "X-Remote-IP", "X-Remote-Addr",
 		"Fastly-Client-IP", "X-Originating-IP", "X_Cluster_Client_IP", "Client-IP",
+		"X-Forwarded", "Forwarded-For", "Forwarded_For", "Via", "VIA",
 		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)

@@ -218,15 +218,23 @@ func removedUntrusted(k []byte) bool {
 // (X-Real-IP, True-Client-IP, CF-Connecting-IP, ...): an app or a library
 // that reads one of them first (nginx's realip module, many frameworks'
 // "client IP" helpers) would take it, as the client wrote it, for the
-// client's address. X-Auth-Client-Ip is the signed one.
+// client's address. X-Auth-Client-Ip is the signed one. X-Forwarded,
+// Forwarded-For and Via are among them: django-ipware and python-ipware
+// take the first public address of X-Forwarded-For, X-Forwarded,
+// Forwarded-For, Forwarded and Via, in that order, so where
+// X-Forwarded-For holds a private one (a peer behind a load balancer that
+// translates addresses, a client on an internal network) the client's own
+// X-Forwarded: 203.0.113.9 was its address.
 func IsClientAddress(name []byte) bool {
 	switch len(name) {
+	case len("via"):
+		return equalFold(name, "via")
 	case len("x-real-ip"): // and client-ip
 		return equalFold(name, "x-real-ip") || equalFold(name, "client-ip")
-	case len("x-client-ip"): // and x-remote-ip
-		return equalFold(name, "x-client-ip") || equalFold(name, "x-remote-ip")
-	case len("x-remote-addr"):
-		return equalFold(name, "x-remote-addr")
+	case len("x-client-ip"): // and x-remote-ip, x-forwarded
+		return equalFold(name, "x-client-ip") || equalFold(name, "x-remote-ip") || equalFold(name, "x-forwarded")
+	case len("x-remote-addr"): // and forwarded-for
+		return equalFold(name, "x-remote-addr") || equalFold(name, "forwarded-for")
 	case len("true-client-ip"):
 		return equalFold(name, "true-client-ip")
 	case len("cf-connecting-ip"): // and fastly-client-ip, x-originating-ip
@@ -595,7 +603,7 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // re-validates and re-cases its name, or walks every field). Names match
 // in any case. A field's first letter (and for some, its length) decides
 // which names it is compared with: every name Sanitize removes starts with
-// one of b, c, e, f, k, p, t, u or x, so most fields (Host, Accept,
+// one of b, c, e, f, k, p, t, u, v or x, so most fields (Host, Accept,
 // User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
@@ -638,6 +646,10 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			}
 		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization
 			if len(k) < len("Proxy-Connection") {
+				continue
+			}
+		case 'v': // Via
+			if len(k) != len("Via") {
 				continue
 			}
 		case 't', 'x', 'f': // also True-Client-IP, X-Real-IP, Fastly-Client-IP...

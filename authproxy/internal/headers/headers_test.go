@@ -53,7 +53,11 @@ func TestSanitize(t *testing.T) {
 		"true-client-ip: 10.0.0.1\r\n" +
 		"CF_Connecting_IP: 10.0.0.1\r\n" +
 		"Client-IP: 10.0.0.1\r\n" +
+		"X-Forwarded: for=203.0.113.9\r\n" +
+		"Forwarded_For: 203.0.113.9\r\n" +
+		"Via: 203.0.113.9\r\n" +
 		"X-Real-IPs: kept\r\n" +
+		"Vias: kept\r\n" +
 		"X_Request_Id: client-chosen\r\n" +
 		"x-request_id: client-chosen\r\n" +
 		"X-HTTP-Method-Override: DELETE\r\n" +
@@ -86,7 +90,7 @@ func TestSanitize(t *testing.T) {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "expects", "x-real-ips", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "expects", "x-real-ips", "vias", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
@@ -94,7 +98,7 @@ func TestSanitize(t *testing.T) {
 		// The trace context is a trusted peer's to give, like X-Forwarded-*.
 		// So are the client-address headers other than X-Forwarded-For.
 		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded", "traceparent", "tracestate", "baggage",
-			"x-real-ip", "true-client-ip", "cf_connecting_ip", "client-ip"} {
+			"x-real-ip", "true-client-ip", "cf_connecting_ip", "client-ip", "x-forwarded", "forwarded_for", "via"} {
 			if _, ok := got[fwd]; ok != trust {
 				t.Errorf("trust=%v: header %q present = %v, want %v", trust, fwd, ok, trust)
 			}
@@ -542,7 +546,8 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"Sec-WebSocket-Protocol", "Fowarded", "uPGRADE", "CONNECTION", "_Forwarded",
 		"X-Real-IP", "x_real_ip", "X-Real-IPs", "Client-IP", "Client-IQ", "CLIENT_IP", "X-Client-IP", "X-Remote-IP",
 		"X-Remote-Addr", "True-Client-IP", "CF-Connecting-IP", "Cf-Connecting-Ix", "Fastly-Client-IP", "X-Originating-IP",
-		"X-Cluster-Client-IP", "Connecting-IP", "X_Request_Id", "X-Request_Id", "X_Request_Ix",
+		"X-Cluster-Client-IP", "Connecting-IP", "Forwarded-For", "forwarded_for", "Forwarded-Fox", "Via", "VIA", "Vias", "Vi",
+		"X_Forwarded", "X-Forwarder", "X_Request_Id", "X-Request_Id", "X_Request_Ix",
 		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag", "Baggage", "baggage", "BAGGAGE", "Baggages", "Bagage"}
 	for _, hop := range hopByHop {
 		fields = append(fields, hop, strings.ToLower(hop), strings.ToUpper(hop), strings.ReplaceAll(hop, "-", "_"))
