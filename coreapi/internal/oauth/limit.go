@@ -20,6 +20,13 @@ type limiter struct {
 
 	mu      sync.Mutex
 	windows map[string]*ipWindow
+	// pruneAt is when the earliest window the last prune kept ends: a
+	// full table holds no ended window before it, so a newcomer refused
+	// meanwhile costs no scan (a client with many addresses would
+	// otherwise make each of its requests walk every window, under mu).
+	pruneAt time.Time
+	// scans counts prunes (for tests).
+	scans int
 }
 
 type ipWindow struct {
@@ -42,7 +49,7 @@ func (l *limiter) allow(ip string) (bool, time.Duration) {
 		w.start, w.n = now, 0
 	}
 	if !ok {
-		if len(l.windows) >= l.maxKeys {
+		if len(l.windows) >= l.maxKeys && !now.Before(l.pruneAt) {
 			l.prune(now)
 		}
 		if len(l.windows) >= l.maxKeys {
@@ -60,11 +67,17 @@ func (l *limiter) allow(ip string) (bool, time.Duration) {
 	return true, 0
 }
 
-// prune drops the windows that have ended.
+// prune drops the windows that have ended, and notes when the earliest
+// one left ends (pruneAt).
 func (l *limiter) prune(now time.Time) {
+	l.scans++
+	next := now.Add(l.window)
 	for ip, w := range l.windows {
 		if now.Sub(w.start) >= l.window {
 			delete(l.windows, ip)
+		} else if end := w.start.Add(l.window); end.Before(next) {
+			next = end
 		}
 	}
+	l.pruneAt = next
 }
