@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1215,6 +1216,60 @@ func TestSessionRevokeAudited(t *testing.T) {
 	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(id.UserID)); n != 1 {
 		t.Errorf("outbox rows = %d, want 1", n)
 	}
+}
+
+// TestAccountEventsAuditedInEveryTenant: a password change, a sign-out
+// everywhere, and a second factor enabled or disabled are the account's,
+// not one tenant's: they guard (or end) its access to every tenant it
+// belongs to, so each tenant's log records them. They were written in the
+// tenant the request was signed for only, where an admin of the other
+// tenant never saw them.
+func TestAccountEventsAuditedInEveryTenant(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "both@example.com")
+	as := e.identityFor(t, tk)
+	other := e.identityFor(t, e.signup(t, "other-owner@example.com", "Other"))
+	e.SeedMember(t, other.TenantID, as.UserID, "member")
+	in := func(action string, want ...string) {
+		t.Helper()
+		var got []string
+		if err := e.DB.Pool.QueryRow(context.Background(), `SELECT ARRAY(SELECT tenant_id::text FROM audit_events
+WHERE action = $1 AND target_id = $2 AND actor_user_id = $2::uuid ORDER BY tenant_id)`, action, as.UserID).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s audited in tenants %v, want %v", action, got, want)
+		}
+	}
+	// Enabled before the account joined the other tenant: its own only.
+	in("user.mfa_enabled", as.TenantID)
+
+	r := e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
+	if r.Status != http.StatusOK {
+		t.Fatalf("step up: %d %s", r.Status, r.Body)
+	}
+	var up tokens
+	r.JSON(t, &up)
+	upAs := e.identityFor(t, up)
+	if r := e.Send(t, upAs, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("disable: %d %s", r.Status, r.Body)
+	}
+	in("user.mfa_disabled", as.TenantID, other.TenantID)
+	en := e.enrol(t, upAs)
+	if r := e.confirm(t, upAs, codeAt(t, en.Secret, time.Now())); r.Status != http.StatusOK {
+		t.Fatalf("confirm: %d %s", r.Status, r.Body)
+	}
+	in("user.mfa_enabled", as.TenantID, as.TenantID, other.TenantID)
+
+	if r := e.Send(t, upAs, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "a brand new password"}); r.Status != http.StatusOK {
+		t.Fatalf("password change: %d %s", r.Status, r.Body)
+	}
+	in("user.password_changed", as.TenantID, other.TenantID)
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout?scope=global", As: upAs}); r.Status != http.StatusNoContent && r.Status != http.StatusOK {
+		t.Fatalf("global logout: %d %s", r.Status, r.Body)
+	}
+	in("user.logout_global", as.TenantID, other.TenantID)
 }
 
 func TestPasswordChange(t *testing.T) {

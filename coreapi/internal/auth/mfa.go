@@ -740,10 +740,12 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("store recovery codes: %w", err)
 		}
-		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID,
-			Data: map[string]string{"factor": "totp"}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
+			Data: map[string]string{"factor": "totp"}, RequestID: rid}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
 		return sessionEnded(c)
@@ -776,10 +778,12 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, nil, func(tx pgx.Tx) error {
-		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserMFADisabled, TargetType: audit.TargetUser, TargetID: id.UserID,
-			Data: map[string]string{"factor": "totp"}, RequestID: rid},
-			outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
+			Data: map[string]string{"factor": "totp"}, RequestID: rid}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
 	}); err != nil {
 		return err
 	}

@@ -100,7 +100,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 				return err
 			}
 		}
-		if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserPasswordChanged, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid}); err != nil {
 			return err
 		}

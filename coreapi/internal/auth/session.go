@@ -88,7 +88,7 @@ func (s *Service) logout(c *fiber.Ctx) error {
 			if err := onetime.RevokeEmailChanges(ctx, tx, id.UserID); err != nil {
 				return err
 			}
-			if err := audit.Write(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
+			if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 				Action: audit.ActionUserLogoutGlobal, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid}); err != nil {
 				return err
 			}

@@ -149,7 +149,8 @@ func TestResendVerification(t *testing.T) {
 // other than the one it was asked in; none of them gets the new address
 // in full until it is confirmed (a typo or someone else's mailbox would
 // otherwise reach every admin of every tenant), on the request and on a
-// resend. The completed change (user.email_changed) names it.
+// resend. The request (user.email_change_requested) is audited in every
+// tenant too. The completed change (user.email_changed) names it.
 func TestPendingEmailChangeMaskedInAudit(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "mover@example.com")
@@ -172,6 +173,13 @@ func TestPendingEmailChangeMaskedInAudit(t *testing.T) {
 	}
 	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE strpos(lower(data::text), lower($1)) > 0`, secret); n != 0 {
 		t.Fatalf("%d audit events hold the unconfirmed address in full", n)
+	}
+	// The request itself, too: the address is the account's.
+	for _, tid := range []string{a.c.Tid, b.c.Tid} {
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'user.email_change_requested'
+			AND target_id = $2`, tid, a.c.Sub); n != 1 {
+			t.Errorf("tenant %s: %d email_change_requested events, want 1", tid, n)
+		}
 	}
 
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": x.mail(t, secret, "Confirm").Token()}), 200)

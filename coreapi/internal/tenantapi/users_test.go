@@ -730,6 +730,20 @@ func TestProfileUpdateAudited(t *testing.T) {
 	for _, name := range []string{"Ada", " Ada "} {
 		wantNoChange(t, w, &w.Admin, "/api/v1/users/me", map[string]any{"display_name": name}, before.Body)
 	}
+	// The name is the account's: a member of two tenants renamed in one
+	// is renamed in both, and each tenant's log says so.
+	w.E.SeedMember(t, w.B, w.Admin.UserID, "member")
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", "/api/v1/users/me", map[string]any{"display_name": "Countess"}), 200)
+	for _, tid := range []string{w.A, w.B} {
+		var n int
+		if err := w.E.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_events
+WHERE tenant_id = $1 AND action = 'user.profile_updated' AND target_id = $2 AND data->'to'->>'display_name' = 'Countess'`, tid, w.Admin.UserID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("tenant %s: %d user.profile_updated rows for the rename, want 1", tid, n)
+		}
+	}
 }
 
 // TestRevokeNeedsTheMembersPermissions: taking a role from a member needs

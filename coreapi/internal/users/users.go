@@ -293,8 +293,8 @@ FOR NO KEY UPDATE`
 			if _, err := tx.Exec(ctx, qUpdate, userID, displayName); err != nil {
 				return mapErr(err)
 			}
-			if err := audit.Write(ctx, tx, audit.Event{
-				TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
+			if err := audit.WriteForUser(ctx, tx, userID, audit.Event{
+				ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
 				TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
 				Data: map[string]auditedProfile{"from": {DisplayName: old}, "to": {DisplayName: displayName}},
 			}); err != nil {
@@ -362,8 +362,8 @@ FOR UPDATE OF u`
 		if err := onetime.SendVerification(ctx, tx, userID, newEmail, name, true, requestID); err != nil {
 			return err
 		}
-		return audit.Write(ctx, tx, audit.Event{
-			TenantID: tenantID, ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
+		return audit.WriteForUser(ctx, tx, userID, audit.Event{
+			ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
 			TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
 		})
 	})
