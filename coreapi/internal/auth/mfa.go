@@ -447,6 +447,7 @@ UPDATE mfa_challenges SET attempts = attempts + 1
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
 RETURNING user_id::text, tenant_id::text`
 	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
+	const qRefund = `UPDATE mfa_challenges SET attempts = attempts - 1 WHERE token_hash = $1 AND used_at IS NULL AND attempts > 0`
 	// qHeld locks the challenge a recovery code claimed: a password reset
 	// or change, or a sign-out everywhere, deletes the user's challenges
 	// (sessions.RevokeAll) when it ends the sessions.
@@ -483,6 +484,15 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		return nil
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim); err != nil {
+		// A code refused by the account's lock was never looked at: its
+		// try is given back, or whoever guesses codes (holding the
+		// password) would use up the owner's mfa_token too by keeping the
+		// factor locked. Tries checked stay at most ChallengeAttempts.
+		if _, locked := errors.AsType[*retryAfterError](err); locked {
+			if _, rerr := s.pool.Exec(ctx, qRefund, hash); rerr != nil {
+				return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", rerr)
+			}
+		}
 		return TokenResponse{}, err
 	}
 	var (

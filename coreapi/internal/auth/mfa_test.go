@@ -941,3 +941,31 @@ SET locked_until = now() - interval '1 second', last_attempt = now() - interval 
 		t.Errorf("Retry-After = %q, want at least 2 s (doubled)", r.Header.Get("Retry-After"))
 	}
 }
+
+// TestLockedFactorLeavesTheOwnersTokenItsTries: someone with the password
+// keeps the account's second factor locked with wrong codes; the owner's
+// codes, refused by the lock unread (429), do not use up the tries of the
+// owner's mfa_token, which finishes the sign-in once the lock has passed.
+// Each refusal used to spend a try, so the token was dead (400
+// invalid_grant) before the lock ended.
+func TestLockedFactorLeavesTheOwnersTokenItsTries(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "held@example.com")
+	thief := e.identityFor(t, tk)
+	for i := range auth.DefaultLockout.Threshold {
+		wantStatus(t, "wrong code "+strconv.Itoa(i+1), e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: thief,
+			Body: map[string]string{"grant_type": "mfa_otp", "code": "000000"}}), http.StatusBadRequest, "invalid_grant")
+	}
+	owner := e.challenge(t, "held@example.com")
+	code := codeAt(t, secret, time.Now().Add(30*time.Second))
+	for i := range auth.ChallengeAttempts + 1 {
+		wantStatus(t, "the owner's code during the lock "+strconv.Itoa(i+1), e.mfaOTP(t, owner, code), http.StatusTooManyRequests, "too_many_requests")
+	}
+	if n := e.count(t, `SELECT attempts FROM mfa_challenges WHERE used_at IS NULL`); n != 0 {
+		t.Errorf("the owner's mfa_token has %d tries spent, want 0", n)
+	}
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE login_attempts SET locked_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "the owner's code after the lock", e.mfaOTP(t, owner, code), http.StatusOK, "")
+}
