@@ -933,6 +933,47 @@ func TestSwitchTenant(t *testing.T) {
 	}
 }
 
+// TestSwitchedAwayTokenEndsWithItsSession: a tenant switch keeps the
+// session (the same sid), so the access token issued for the tenant the
+// caller left stays valid there until it expires. Signing the session out
+// with the new tenant's token must end it in the old tenant as well: the
+// projection of every tenant of the user lists the session as revoked,
+// whichever tenant the session is bound to now.
+func TestSwitchedAwayTokenEndsWithItsSession(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "switcher@example.com", "First")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
+	if r.Status != http.StatusOK {
+		t.Fatalf("switch: %d %s", r.Status, r.Body)
+	}
+	var sw tokens
+	r.JSON(t, &sw)
+	projection := func(tenantID string) identity.Projection {
+		t.Helper()
+		r := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + id.UserID + "?tenant_id=" + tenantID, Service: true})
+		if r.Status != http.StatusOK {
+			t.Fatalf("projection of %s: %d %s", tenantID, r.Status, r.Body)
+		}
+		var p identity.Projection
+		r.JSON(t, &p)
+		return p
+	}
+	if p := projection(tk.TenantID); p.SessionRevoked(id.SessionID) {
+		t.Fatalf("the switch revoked the session in the tenant it left: %+v", p)
+	}
+	if r := e.Send(t, e.identityFor(t, sw), http.MethodPost, "/api/v1/auth/logout", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Status, r.Body)
+	}
+	for _, tid := range []string{tk.TenantID, second.ID} {
+		if p := projection(tid); !p.SessionRevoked(id.SessionID) {
+			t.Errorf("after the sign-out, the projection in %s does not list session %s as revoked: the token issued there before the switch would still pass", tid, id.SessionID)
+		}
+	}
+}
+
 // TestSwitchTenantRefusesStaleSession: a session opened by a sign-in
 // that checked the password just before a reset (stamped with the old
 // token version, so no refresh opens it) must not come back through a
