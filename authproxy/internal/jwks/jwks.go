@@ -39,6 +39,9 @@ var (
 	// ErrSecretMaterial: a fetched key set holds a private or symmetric
 	// key; it is refused whole.
 	ErrSecretMaterial = errors.New("jwks: key set carries secret key material")
+	// ErrRedirect: the key set URL answered with a redirect, which is not
+	// followed.
+	ErrRedirect = errors.New("jwks: the key set URL redirects; redirects are not followed")
 )
 
 // maxBody bounds a JWKS response.
@@ -65,7 +68,7 @@ type Options struct {
 	Interval time.Duration // background refresh
 	Cooldown time.Duration // minimum time between unknown-kid refetches
 	Timeout  time.Duration // per fetch
-	HTTP     *http.Client  // nil: a client with Timeout
+	HTTP     *http.Client  // nil: a client with Timeout that follows no redirect
 	Now      func() time.Time
 	Rand     func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
 	// OnSet, when set, is called with each key set fetched and made
@@ -108,7 +111,11 @@ func New(opt Options, log *slog.Logger, m *metrics.Metrics) *Client {
 		opt.Rand = rand.Float64
 	}
 	if opt.HTTP == nil {
-		opt.HTTP = &http.Client{Timeout: opt.Timeout}
+		// The key set is what every token is verified against: it comes
+		// from JWKS_URL and nowhere else. A redirect (to another host, or
+		// from https to http, where anyone on the path may answer) is an
+		// error naming its target, never followed.
+		opt.HTTP = &http.Client{Timeout: opt.Timeout, CheckRedirect: refuseRedirect}
 	}
 	c := &Client{opt: opt, algs: map[jwa.SignatureAlgorithm]bool{}, log: log, m: m, loaded: make(chan struct{}), retry: make(chan struct{}, 1)}
 	c.shown = opt.URL
@@ -305,6 +312,12 @@ func (c *Client) download(ctx context.Context) (*Set, error) {
 		return nil, errors.New("read jwks: body larger than 1 MiB")
 	}
 	return c.parse(body)
+}
+
+// refuseRedirect is the CheckRedirect of the key set's client: no
+// redirect is followed.
+func refuseRedirect(req *http.Request, _ []*http.Request) error {
+	return fmt.Errorf("%w (to %s): set JWKS_URL to the key set's own URL", ErrRedirect, req.URL.Redacted())
 }
 
 func (c *Client) parse(body []byte) (*Set, error) {

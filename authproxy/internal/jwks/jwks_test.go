@@ -413,3 +413,53 @@ func TestURLCredentialNotLogged(t *testing.T) {
 		t.Fatalf("log lines: %s", logs.String())
 	}
 }
+
+// TestRedirectNotFollowed: the key set URL answers with a redirect (to
+// another server, here one serving another key). The key set is what
+// every token is verified against: it is read from the configured URL
+// only, so the redirect is an error, at the first load (nothing loaded,
+// not ready) and at a refresh (the previous set stays), and the other
+// server is never asked.
+func TestRedirectNotFollowed(t *testing.T) {
+	own := testenv.NewKey(t, "own", jwa.EdDSA)
+	other := testenv.NewKey(t, "other", jwa.EdDSA)
+	var otherBody atomic.Value
+	otherBody.Store(keySet(t, other))
+	var otherHits atomic.Int64
+	elsewhere := serve(t, &otherBody, &otherHits)
+	var redirect atomic.Bool
+	redirect.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if redirect.Load() {
+			http.Redirect(w, r, elsewhere+"/.well-known/jwks.json", http.StatusFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(keySet(t, own))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(srv.URL, time.Now)
+
+	err := c.Refresh(context.Background())
+	if !errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), elsewhere) {
+		t.Fatalf("first fetch: err = %v, want ErrRedirect naming %s", err, elsewhere)
+	}
+	if c.Ready() || c.Current() != nil {
+		t.Fatal("a key set was loaded through a redirect")
+	}
+
+	redirect.Store(false)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	redirect.Store(true)
+	if err := c.Refresh(context.Background()); !errors.Is(err, ErrRedirect) {
+		t.Fatalf("refresh: err = %v, want ErrRedirect", err)
+	}
+	if keys := c.Current().Keys; keys["own"] == nil || keys["other"] != nil {
+		t.Fatalf("keys after a redirected refresh: %v, want the previous set (own)", keys)
+	}
+	if n := otherHits.Load(); n != 0 {
+		t.Fatalf("the redirect's target was asked %d times", n)
+	}
+}
