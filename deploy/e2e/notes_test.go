@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -257,6 +258,30 @@ func signedRequest(t *testing.T, method, target string, key identity.Key, id ide
 	return r
 }
 
+// internalRequest is signedRequest as the proxy signs its own calls to
+// coreapi's internal endpoints: no X-Auth-Client-Ip.
+func internalRequest(t *testing.T, method, target string, key identity.Key, id identity.Identity, body string) *http.Request {
+	t.Helper()
+	r := signedRequest(t, method, target, key, id, body)
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := identity.EmptyBodySHA256
+	if body != "" {
+		sum = sha256.Sum256([]byte(body))
+	}
+	ts, err := strconv.ParseInt(r.Header.Get(identity.HeaderTimestamp), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := identity.Request{Timestamp: ts, RequestID: r.Header.Get(identity.HeaderRequestID), Method: method,
+		PathQuery: r.URL.RequestURI(), BodySHA256: sum}
+	r.Header.Del(identity.HeaderClientIP)
+	r.Header.Set(identity.HeaderSignature, s.Sign(&id, &req))
+	return r
+}
+
 func do(t *testing.T, r *http.Request) reply {
 	t.Helper()
 	resp, err := apiClient.Do(r)
@@ -293,19 +318,31 @@ func TestKeysAreNotInterchangeable(t *testing.T) {
 		id        identity.Identity
 		good, bad identity.Key
 		ok        int
+		// internal: signed as the proxy signs its own calls (no client
+		// IP), not as it forwards a client's request.
+		internal bool
 	}{
-		{"app write", "POST", "http://" + sys.notes.addr + "/notes", `{"text":"direct"}`, user, appKey, coreKey, http.StatusCreated},
-		{"app read", "GET", "http://" + sys.notes.addr + "/notes", "", user, appKey, coreKey, http.StatusOK},
-		{"core api", "GET", sys.coreA.url("/api/v1/users/me"), "", user, coreKey, appKey, http.StatusOK},
-		{"core internal", "GET", sys.coreA.url("/internal/v1/projections/" + owner.UserID + "?tenant_id=" + owner.TenantID), "", anon, coreKey, appKey, http.StatusOK},
+		{"app write", "POST", "http://" + sys.notes.addr + "/notes", `{"text":"direct"}`, user, appKey, coreKey, http.StatusCreated, false},
+		{"app read", "GET", "http://" + sys.notes.addr + "/notes", "", user, appKey, coreKey, http.StatusOK, false},
+		{"core api", "GET", sys.coreA.url("/api/v1/users/me"), "", user, coreKey, appKey, http.StatusOK, false},
+		{"core internal", "GET", sys.coreA.url("/internal/v1/projections/" + owner.UserID + "?tenant_id=" + owner.TenantID), "", anon, coreKey, appKey, http.StatusOK, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			expect(t, do(t, signedRequest(t, tc.method, tc.target, tc.good, tc.id, tc.body)), tc.ok)
-			r := do(t, signedRequest(t, tc.method, tc.target, tc.bad, tc.id, tc.body))
+			sign := signedRequest
+			if tc.internal {
+				sign = internalRequest
+			}
+			expect(t, do(t, sign(t, tc.method, tc.target, tc.good, tc.id, tc.body)), tc.ok)
+			r := do(t, sign(t, tc.method, tc.target, tc.bad, tc.id, tc.body))
 			expectProblem(t, r, http.StatusUnauthorized)
 			// The same key under the right id: the secret is what counts.
 			forged := identity.Key{ID: tc.good.ID, Secret: tc.bad.Secret}
-			expectProblem(t, do(t, signedRequest(t, tc.method, tc.target, forged, tc.id, tc.body)), http.StatusUnauthorized)
+			expectProblem(t, do(t, sign(t, tc.method, tc.target, forged, tc.id, tc.body)), http.StatusUnauthorized)
+			if tc.internal {
+				// Signed with the right key, but naming a client, as the
+				// proxy signs what it forwards: a client's request.
+				expectProblem(t, do(t, signedRequest(t, tc.method, tc.target, tc.good, tc.id, tc.body)), http.StatusUnauthorized)
+			}
 		})
 	}
 }

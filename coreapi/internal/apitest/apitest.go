@@ -208,14 +208,17 @@ type Request struct {
 	// anonymous identity, as the proxy does on public routes. A caller
 	// without a Principal is a "user" (or "anonymous" without a user id).
 	As *identity.Identity
-	// Service signs the anonymous, empty identity (internal endpoints).
+	// Service signs the anonymous, empty identity without a client IP
+	// (unless ClientIP is set), as the proxy signs its own calls to the
+	// internal endpoints.
 	Service bool
 	// Unsigned sends no identity headers at all (a caller that bypassed
 	// the proxy, or a v1 proxy on a public route).
 	Unsigned bool
 	// V1 signs with the legacy v1 scheme instead of v2.
 	V1 bool
-	// ClientIP is the signed X-Auth-Client-Ip (default DefaultClientIP).
+	// ClientIP is the signed X-Auth-Client-Ip (default DefaultClientIP;
+	// none with Service).
 	ClientIP string
 	// SignedAt overrides the signature time (zero: now).
 	SignedAt time.Time
@@ -378,6 +381,13 @@ func (e *Env) SignV2(h http.Header, id identity.Identity, method, pathQuery stri
 	e.signV2(h, id, Request{}, method, pathQuery, body)
 }
 
+// SignServiceV2 adds the v2 identity headers of one of the proxy's own
+// calls to the internal endpoints (the anonymous, empty identity, no
+// client IP) to h, which must hold the request's X-Request-Id.
+func (e *Env) SignServiceV2(h http.Header, method, pathQuery string, body []byte) {
+	e.signV2(h, identity.Identity{}, Request{Service: true}, method, pathQuery, body)
+}
+
 func (e *Env) signV2(h http.Header, id identity.Identity, req Request, method, pathQuery string, body []byte) {
 	at := req.SignedAt
 	if at.IsZero() {
@@ -393,7 +403,7 @@ func (e *Env) signV2(h http.Header, id identity.Identity, req Request, method, p
 		}
 	}
 	ip := req.ClientIP
-	if ip == "" {
+	if ip == "" && !req.Service {
 		ip = DefaultClientIP
 	}
 	signer := e.SignerV2

@@ -171,7 +171,7 @@ func BenchmarkProjection(b *testing.B) {
 	for b.Loop() {
 		req, _ := http.NewRequest("GET", e.URL+path, nil)
 		req.Header.Set(requestid.Header, requestid.New())
-		e.SignV2(req.Header, identity.Identity{}, "GET", path, nil)
+		e.SignServiceV2(req.Header, "GET", path, nil)
 		resp, err := client.Do(req)
 		if err != nil {
 			b.Fatal(err)

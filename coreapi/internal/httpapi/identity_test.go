@@ -88,6 +88,14 @@ func TestInternalProjectionAuth(t *testing.T) {
 		apitest.WantProblem(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path, Service: true,
 			SignPath: identity.ProjectionPath + "/" + w.Member.UserID + "?tenant_id=" + w.B}), 401, "unauthenticated")
 	})
+	// What the proxy forwards for an anonymous client (a public route) is
+	// signed with the core key over the same empty identity, but names
+	// the client's address: it is a client's request, which no internal
+	// route serves, whatever path it reached coreapi under.
+	t.Run("a forwarded anonymous request", func(t *testing.T) {
+		apitest.WantProblem(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path, Service: true, ClientIP: "203.0.113.7"}), 401, "unauthenticated")
+		apitest.WantProblem(t, w.E.Do(t, apitest.Request{Method: "GET", Path: path}), 401, "unauthenticated")
+	})
 }
 
 func TestPermissions(t *testing.T) {

@@ -141,7 +141,7 @@ const (
 	// tenant.
 	accessProtected
 	// accessInternal: the proxy's own calls, signed with a core key over
-	// the anonymous, empty identity.
+	// the anonymous, empty identity and without a client IP.
 	accessInternal
 	// accessOptional: like accessPublic, but a signed user identity must
 	// name valid ids (routes that serve both anonymous callers and users).
@@ -210,8 +210,13 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 				return errNoIdentity
 			}
 		case accessInternal:
+			// The proxy's own calls carry no client IP; every request it
+			// forwards does (an anonymous client's on a public route is
+			// signed with the same key over the same empty identity), so
+			// one that names a client is a client's, never the proxy's.
 			if id.Principal != identity.PrincipalAnonymous || id.UserID != "" || id.TenantID != "" || id.SessionID != "" ||
-				len(id.Roles) > 0 || len(id.Permissions) > 0 || id.EmailVerified || len(id.AMR) > 0 || id.AuthTime != 0 {
+				len(id.Roles) > 0 || len(id.Permissions) > 0 || id.EmailVerified || len(id.AMR) > 0 || id.AuthTime != 0 ||
+				v.clientIP != "" {
 				s.metrics.identityRejected("not_service")
 				return errNoIdentity
 			}
