@@ -334,6 +334,17 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 					"; caches are trusted only for the staleness bound: allow it, or set NATS_HEARTBEAT_TIMEOUT=0", "err", err)
 				return
 			}
+			if errors.Is(err, nats.ErrPermissionViolation) && refused(err, invalidation.SubjectKeysChanged) {
+				// Invalidations still arrive, so the feed stays live; but
+				// no announced key change does: a signing key removed from
+				// coreapi (a leaked one) keeps verifying tokens here until
+				// the next regular refresh of the key set, as while NATS is
+				// down. Said as loudly as the other refusals, not as one of
+				// the client's passing warnings.
+				log.Error("nats refuses the subscription to "+invalidation.SubjectKeysChanged+
+					"; a signing key removed from coreapi keeps verifying tokens on this proxy until the next JWKS refresh (JWKS_REFRESH_INTERVAL): allow it", "err", err)
+				return
+			}
 			if errors.Is(err, nats.ErrPermissionViolation) && refused(err, invalidation.SubjectRelay) {
 				// A deployment that has not granted the subject must not
 				// find every proxy stale: the relays' beats are not

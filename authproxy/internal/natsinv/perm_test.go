@@ -177,3 +177,37 @@ func TestRefusedRelaySubscriptionIsNotStale(t *testing.T) {
 	stop()
 	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
 }
+
+// TestRefusedKeysChangedSubscriptionIsAnError: the NATS server's
+// permissions refuse the proxy's subscription to auth.keys.changed (a
+// deployment that granted auth.invalidate.> only). Invalidations still
+// arrive, so the feed is live; but a signing key coreapi removes keeps
+// verifying tokens on this proxy until its next regular JWKS refresh. The
+// refusal is an error naming the subject and what it costs, once, not
+// one of the client's passing warnings.
+func TestRefusedKeysChangedSubscriptionIsAnError(t *testing.T) {
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{{Username: "proxy", Password: "pw", Permissions: &natsserver.Permissions{
+			Subscribe: &natsserver.SubjectPermission{Allow: []string{invalidation.SubjectWildcard, "_INBOX.>"}},
+		}}}}
+	ns := startServer(t, opts)
+
+	r := newRecorder(t)
+	var logs logbuffer.Buffer
+	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func() {}},
+		r, slog.New(slog.NewJSONHandler(&logs, nil)), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	const line = `"level":"ERROR","msg":"nats refuses the subscription to auth.keys.changed; a signing key removed from coreapi keeps verifying tokens`
+	testenv.Eventually(t, func() error {
+		if err := testenv.Want("connected", s.Connected(), true); err != nil {
+			return err
+		}
+		return testenv.Want("errors for the refused subscription", strings.Count(logs.String(), line), 1)
+	})
+	if r.BoundedStaleness() {
+		t.Fatal("the feed is not live although invalidations are delivered")
+	}
+}
