@@ -190,6 +190,15 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 	reason := ReasonUpstream
 	cut := false // the upstream's body ended before its framing said
 	for {
+		if r := c.Reason(); r != "" {
+			// Closed: nothing more reaches the client, not even what was
+			// read before the close and not yet relayed (the events that
+			// came along with the header of a stream closed during its
+			// handshake, a reader's read-ahead), which the closed
+			// upstream connection no longer stops.
+			reason = r
+			break
+		}
 		n, err := body.Read(buf)
 		if n > 0 {
 			out := buf[:n]
