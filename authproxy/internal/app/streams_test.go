@@ -604,7 +604,8 @@ func TestStreamStripPrefixRewriteHost(t *testing.T) {
 // rest of stream_timeout, the stream counted against the caps meanwhile,
 // and then closed it as idle.
 func TestWebSocketEndsWithItsUpstreamBeforeStreamTimeout(t *testing.T) {
-	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x88\x02\x03\xe8")
+	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x88\x02\x03\xe8")
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /ws, upstream: notes, access: public, websocket: true, stream_timeout: 20s}\n"})
 	conn, br := dialProxy(t, e.addr)

@@ -16,6 +16,8 @@ var (
 	errH2C            = &httpError{status: 400, code: problem.CodeBadRequest, detail: "Upgrade: h2c is not supported"}
 	errUpgradeRequest = &httpError{status: 400, code: problem.CodeBadRequest,
 		detail: "a WebSocket upgrade is a GET without a body"}
+	errHandshake = &httpError{status: 400, code: problem.CodeBadRequest,
+		detail: "a WebSocket upgrade needs one Sec-WebSocket-Key (16 bytes in base64) and Sec-WebSocket-Version: 13"}
 	errStreamsProxy = &httpError{status: 503, code: problem.CodeUnavailable, detail: "too many open streams on this proxy", retryAfter: true}
 	errStreamsUser  = &httpError{status: 429, code: problem.CodeTooManyRequests, detail: "too many open streams for this user", retryAfter: true}
 	errStreamsIP    = &httpError{status: 429, code: problem.CodeTooManyRequests, detail: "too many open streams from this address", retryAfter: true}
@@ -89,6 +91,9 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, streams.ErrHandshake):
+		st.outcome = "bad_upgrade"
+		return errHandshake
 	case errors.Is(err, streams.ErrDraining):
 		return unavailable("shutting down")
 	case errors.Is(err, streams.ErrProxyLimit):

@@ -2,7 +2,9 @@ package streams
 
 import (
 	"bytes"
+	"crypto/sha1" // RFC 6455 defines Sec-WebSocket-Accept with SHA-1
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -69,6 +71,10 @@ const maxRefusalBody = 1 << 20
 // access is withdrawn or the token expires, 1001 on shutdown or idleness)
 // between two frames.
 func (m *Manager) ServeWebSocket(r Request) error {
+	accept, ok := clientHandshake(&r.Ctx.Request.Header)
+	if !ok {
+		return ErrHandshake
+	}
 	c, err := m.reserveAt("websocket", r.Route.Prefix, r.Claims, r.Route, r.RequestID, originOf(&r))
 	if err != nil {
 		return err
@@ -93,6 +99,15 @@ func (m *Manager) ServeWebSocket(r Request) error {
 		m.release(c, "refused")
 		return nil
 	}
+	if !upstreamHandshake(&ctx.Response.Header, &accept) {
+		// Not the WebSocket the client asked for: spliced, the client's
+		// connection would carry whatever it sends next to the upstream
+		// as it is, HTTP requests past the proxy included.
+		ctx.Response.Reset()
+		up.Close()
+		m.release(c, ReasonError)
+		return errors.Join(ErrUpstream, errHandshake)
+	}
 	raw := ctx.Conn()
 	s := &splice{m: m, c: c, up: up, upr: br, raw: raw, idle: r.Route.StreamTimeout}
 	s.last.Store(m.o.Now().UnixNano())
@@ -113,6 +128,64 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	m.watchHijack(c, &s.started, up)
 	ctx.Hijack(s.run)
 	return nil
+}
+
+// ErrHandshake: the client's upgrade is no WebSocket opening handshake
+// the proxy can check the upstream's answer to (400): it needs one
+// Sec-WebSocket-Key of 16 bytes in base64 and one Sec-WebSocket-Version,
+// 13 (RFC 6455 section 4.1).
+var ErrHandshake = errors.New("streams: not a WebSocket opening handshake")
+
+// errHandshake: the upstream's 101 does not complete the client's
+// WebSocket handshake (RFC 6455 section 4.2.2).
+var errHandshake = errors.New("upstream 101 is no WebSocket handshake: Upgrade or Sec-WebSocket-Accept missing or wrong")
+
+// websocketGUID is the value a Sec-WebSocket-Accept hashes with the
+// client's key (RFC 6455 section 1.3).
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// acceptLen is the length of a Sec-WebSocket-Accept: a SHA-1 in base64.
+const acceptLen = 28
+
+// clientHandshake checks the WebSocket fields of the client's upgrade and
+// returns the Sec-WebSocket-Accept its key calls for.
+func clientHandshake(h *fasthttp.RequestHeader) (accept [acceptLen]byte, ok bool) {
+	// One PeekAll at a time: each reuses the slice of the one before.
+	if v := h.PeekAll("Sec-WebSocket-Version"); len(v) != 1 || string(v[0]) != "13" {
+		return accept, false
+	}
+	keys := h.PeekAll("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return accept, false
+	}
+	var raw [18]byte // a key is 16 bytes; room to see a longer one
+	if n, err := base64.StdEncoding.Decode(raw[:], keys[0]); err != nil || n != 16 || len(keys[0]) != 24 {
+		return accept, false
+	}
+	d := sha1.New()
+	d.Write(keys[0])
+	d.Write([]byte(websocketGUID))
+	base64.StdEncoding.Encode(accept[:], d.Sum(nil))
+	return accept, true
+}
+
+// upstreamHandshake reports whether the upstream's 101 completes the
+// client's handshake: Upgrade: websocket, and the Sec-WebSocket-Accept
+// of the client's key. Anything else (a 101 without them, from a handler
+// that answers a status the request chose, or a server that wrote one and
+// went on speaking HTTP) is no WebSocket, and the client's connection
+// must not be handed to it.
+func upstreamHandshake(h *fasthttp.ResponseHeader, accept *[acceptLen]byte) bool {
+	ws := false
+	for _, v := range h.PeekAll("Upgrade") {
+		for tok := range bytes.SplitSeq(v, []byte(",")) {
+			if bytes.EqualFold(bytes.TrimSpace(tok), []byte("websocket")) {
+				ws = true
+			}
+		}
+	}
+	got := h.PeekAll("Sec-WebSocket-Accept")
+	return ws && len(got) == 1 && string(bytes.TrimSpace(got[0])) == string(accept[:])
 }
 
 // switched cleans an upstream's 101 as any other answer is cleaned
