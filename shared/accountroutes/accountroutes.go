@@ -2,7 +2,7 @@
 // principals may not use, whatever permissions they carry: the routes that
 // act on a person's own account (sign-in, sessions, credentials, second
 // factor, email address, invitations, personal API keys) and the creation
-// of API keys, service accounts and client secrets. authproxy refuses these before forwarding and coreapi
+// of API keys, service accounts, client secrets and members. authproxy refuses these before forwarding and coreapi
 // refuses them again behind it (defense in depth: a proxy bug or a
 // misconfigured rules file must not turn a leaked read-only key into an
 // account takeover). Both answer 403 problem+json with code
@@ -14,7 +14,8 @@
 // a successor without its expiry). A service account is refused on the
 // routes that only make sense for a person: it has no password, second
 // factor, sessions, real address or invitations, and its personal keys
-// would outlive its deletion.
+// would outlive its deletion. Neither adds or invites a member: the person
+// made would outlive the key, the secret and the service account.
 package accountroutes
 
 import (
@@ -71,6 +72,12 @@ var Rules = []Rule{
 	// key's revocation and expiry, as a key made with a key would.
 	{"POST", "/api/v1/service-accounts", APIKey},
 	{"POST", "/api/v1/service-accounts/:id/secrets", APIKey},
+	// New members: an account added with a password its maker chose, or
+	// invited to a mailbox of its choosing, is a person who outlives the
+	// key's revocation and expiry, the secret's deletion and the service
+	// account's, and who may then make keys, service accounts and secrets.
+	{"POST", "/api/v1/users", APIKey | Service},
+	{"POST", "/api/v1/invitations", APIKey | Service},
 }
 
 // Bit returns principal's bit in Rule.Refuse (0: user, anonymous and
@@ -119,6 +126,9 @@ func Index(principal string, method, path []byte) int {
 
 // Detail is the problem detail of r refusing principal.
 func Detail(principal string, r *Rule) string {
+	if r.Method == "POST" && (r.Path == "/api/v1/users" || r.Path == "/api/v1/invitations") {
+		return "API keys and service accounts cannot add or invite members: the account would outlive the key or the service account; use a person's access token"
+	}
 	if principal == identity.PrincipalService {
 		return "service accounts cannot use this route: it acts on a person's own sign-in, sessions, credentials, address, invitations or API keys"
 	}

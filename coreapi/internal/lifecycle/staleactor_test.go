@@ -40,8 +40,12 @@ func TestDemotedInviterRefused(t *testing.T) {
 
 	for name, as := range map[string]identity.Identity{"demoted": stale, "disabled": disabled, "demoted-key": asKey} {
 		t.Run(name+" invites", func(t *testing.T) {
+			code := problem.CodeForbidden
+			if as.Principal == identity.PrincipalAPIKey {
+				code = problem.CodePrincipalNotAllowed // a key invites nobody, whatever it holds
+			}
 			wantProblem(t, x.Send(t, &as, http.MethodPost, "/api/v1/invitations",
-				map[string]any{"email": "crony@example.com", "roles": []string{"admin"}}), 403, problem.CodeForbidden)
+				map[string]any{"email": "crony@example.com", "roles": []string{"admin"}}), 403, code)
 			if n := x.count(t, `SELECT count(*) FROM invitations WHERE email = 'crony@example.com'`); n != 0 {
 				t.Fatal("the invitation was stored")
 			}

@@ -335,6 +335,38 @@ WHERE mr.user_id = $1 AND r.name = 'owner'`, a.ID); n != 0 {
 }
 
 // mintedKey is an API key as created (its secret shown once).
+// A service account, or an API key, cannot add a member: the person it
+// made (with a password of its choosing) would outlive the secret's and
+// the account's deletion, the key's revocation and expiry, and could then
+// make the service accounts and secrets a machine may not. A person with
+// the same permissions still can.
+func TestMachinesAddNoMembers(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "ci", "admin")
+	key := *owner
+	key.Principal = identity.PrincipalAPIKey
+	saKey := *e.serviceIdentity(t, a.ID, owner.TenantID)
+	saKey.Principal = identity.PrincipalAPIKey
+	for name, as := range map[string]*identity.Identity{
+		"service account": e.serviceIdentity(t, a.ID, owner.TenantID), "owner's API key": &key, "service account's API key": &saKey,
+	} {
+		r := e.Send(t, as, http.MethodPost, "/api/v1/users",
+			map[string]any{"email": "mole@example.com", "password": "a long mole password", "roles": []string{"admin"}})
+		if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodePrincipalNotAllowed {
+			t.Errorf("%s adding a member: %d %s", name, r.Status, r.Body)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE lower(email) = 'mole@example.com'`); n != 0 {
+		t.Fatalf("a refused addition left %d accounts", n)
+	}
+	r := e.Send(t, owner, http.MethodPost, "/api/v1/users",
+		map[string]any{"email": "mole@example.com", "password": "a long mole password", "roles": []string{"admin"}})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("the owner adding a member: %d %s", r.Status, r.Body)
+	}
+}
+
 type mintedKey struct {
 	ID       string `json:"id"`
 	PublicID string `json:"public_id"`
