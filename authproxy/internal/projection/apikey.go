@@ -258,13 +258,31 @@ func (e *KeyEntry) fill(p *apikey.Projection) error {
 	}
 	e.KeyID, e.Kind, e.E = p.KeyID, p.Kind, pe
 	if p.ExpiresAt != nil {
-		e.keyExpires = p.ExpiresAt.UnixNano()
+		e.keyExpires = keyExpiry(*p.ExpiresAt)
 	}
 	// Synthetic claims: the acting user, no session; a key is not
 	// affected by the user's token version (sign-outs end sessions, not
 	// keys) and carries no authentication methods.
 	e.Token = tokens.NewEntry(&tokens.Claims{Sub: p.UserID, Tid: p.TenantID, TV: math.MaxInt64})
 	return nil
+}
+
+// lastNano is the latest time int64 unix nanoseconds hold (2262-04-11).
+var lastNano = time.Unix(0, math.MaxInt64)
+
+// keyExpiry is a key's expiry in unix nanoseconds, never 0 (which means
+// "never"). coreapi accepts expiries up to the year 9999, past what
+// UnixNano can count: it wrapped, so a key valid until 2300 or 9999 was
+// taken as expired (or as expiring some other year) by every proxy. Such
+// an expiry is later than any now the proxy can compare it with.
+func keyExpiry(t time.Time) int64 {
+	switch {
+	case t.After(lastNano):
+		return math.MaxInt64
+	case !t.After(time.Unix(0, 0)):
+		return 1 // long past
+	}
+	return t.UnixNano()
 }
 
 // MarkUsed records that e authenticated a request (reported to coreapi by

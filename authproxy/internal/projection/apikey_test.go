@@ -142,6 +142,33 @@ func TestKeyEntryChecks(t *testing.T) {
 	}
 }
 
+// TestKeyFarExpiry: a key that expires after 2262 (coreapi accepts up to
+// the year 9999), past what int64 nanoseconds count, works until then;
+// one that expired works no more.
+func TestKeyFarExpiry(t *testing.T) {
+	f := newKeyFixture(t)
+	for _, exp := range []time.Time{
+		time.Date(2262, 4, 11, 0, 0, 0, 0, time.UTC), time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2700, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
+	} {
+		key, _ := apikey.New()
+		p := keyOf("u1")
+		p.ExpiresAt = &exp
+		f.core.SetAPIKey(key, p, false)
+		if _, err := f.getKey(key); err != nil {
+			t.Errorf("a key expiring at %s: %v", exp, err)
+		}
+	}
+	key, _ := apikey.New()
+	p := keyOf("u1")
+	past := time.Unix(0, f.now.Load()).Add(-time.Second)
+	p.ExpiresAt = &past
+	f.core.SetAPIKey(key, p, false)
+	if _, err := f.getKey(key); !errors.Is(err, ErrKeyRevoked) {
+		t.Fatalf("an expired key: %v", err)
+	}
+}
+
 // TestKeyFillRacingInvalidation: a user invalidation during a key's fetch
 // keeps the answer out of the cache (the next request fetches again).
 func TestKeyFillRacingInvalidation(t *testing.T) {
