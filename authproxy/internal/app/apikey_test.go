@@ -376,6 +376,34 @@ func TestAPIKeyLimits(t *testing.T) {
 	e.wantSigned()
 }
 
+// TestAPIKeyOfAPersonWithASecondFactor: a key acts for its creator but
+// cannot give a second factor, so the routes that ask a person who has one
+// for a recent one (a tenant's policy, a grant, a member's status, a
+// role's permissions) refuse the key of such a person; a thief holding it
+// would otherwise do there what the person must prove a factor for. The
+// key of a person without one is held to its permissions only.
+func TestAPIKeyOfAPersonWithASecondFactor(t *testing.T) {
+	e := start(t, envOpt{})
+	perms := []string{"tenant:read", "tenant:write", "users:write", "roles:write"}
+	withFactor, _ := apikey.New()
+	p := keyProjection(perms...)
+	p.MFAEnabled = true
+	e.core.SetAPIKey(withFactor, p, false)
+	without, _ := e.newAPIKey(perms...)
+	routes := []struct{ method, path string }{
+		{"PATCH", "/api/v1/tenant"}, {"PUT", "/api/v1/users/8d3c2f0e-51a8-4bb9-9d4e-0f1f6b1c2d3e/roles/admin"},
+		{"PATCH", "/api/v1/users/8d3c2f0e-51a8-4bb9-9d4e-0f1f6b1c2d3e"}, {"PATCH", "/api/v1/roles/8d3c2f0e-51a8-4bb9-9d4e-0f1f6b1c2d3e"},
+	}
+	for _, r := range routes {
+		e.wantKeyProblem(e.do(r.method, r.path, withFactor, nil), 403, problem.CodeInsufficientUserAuthentication, "which an API key cannot give")
+	}
+	e.wantNothingForwarded()
+	e.wantStatus(e.do("GET", "/api/v1/tenant", withFactor, nil), 200)
+	for _, r := range routes {
+		e.wantStatus(e.do(r.method, r.path, without, nil), 200)
+	}
+}
+
 // TestAPIKeyUseReported: the keys used since the last report go to
 // coreapi once; an unused interval reports nothing.
 func TestAPIKeyUseReported(t *testing.T) {
