@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 )
 
 // slowCore answers every projection after a delay, with the tenant's
@@ -121,6 +122,50 @@ func TestRechecksOfAStreamDoNotPileUp(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestUnansweredRecheckClosesTheStream: an event asked for a stream to be
+// decided again while coreapi is unreachable: the user's requests get 503
+// unavailable, and the stream, unanswered for RecheckFor, is closed
+// ("unavailable", WebSocket 1013) instead of staying open for as long as
+// coreapi stays away. Without a bound it stays open.
+func TestUnansweredRecheckClosesTheStream(t *testing.T) {
+	for _, bound := range []time.Duration{300 * time.Millisecond, 0} {
+		pc, err := projection.New(projection.Options{TTL: time.Minute, MaxStaleness: time.Minute}, downCore{}, metrics.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		pc.Reconnected()
+		var logs logbuffer.Buffer
+		m := New(Options{RecheckFor: bound}, pc, slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
+		rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
+		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: "u", Tid: "t", Sid: "s"}, rt, "r", origin{path: "/x", method: "GET"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan string, 1)
+		m.start(c, func(reason string) { closed <- reason })
+		defer c.Close("test")
+		start := time.Now()
+		Invalidator{Target: pc, Streams: m}.InvalidateUser("u")
+		select {
+		case reason := <-closed:
+			if bound == 0 {
+				t.Fatalf("closed (%s) without a bound", reason)
+			}
+			if reason != ReasonUnavailable || time.Since(start) < bound {
+				t.Fatalf("closed %q after %v, want %q after at least %v", reason, time.Since(start), ReasonUnavailable, bound)
+			}
+			if !strings.Contains(logs.String(), "stream closed: its access could not be checked") {
+				t.Fatalf("no log line:\n%s", logs.String())
+			}
+		case <-time.After(3 * time.Second):
+			if bound != 0 {
+				t.Fatalf("still open 3 s after a recheck bounded to %v could not be answered", bound)
+			}
+		}
+	}
 }
 
 // rechecking is the number of goroutines running a stream's recheck

@@ -52,6 +52,10 @@ const (
 	// ReasonKeyRemoved: the key that signed the stream's token left the
 	// published key set (a rotation's removal, a compromised key).
 	ReasonKeyRemoved = "key_removed"
+	// ReasonUnavailable: an event asked for the stream to be decided
+	// again and the projection could not be had for Options.RecheckFor
+	// (coreapi unreachable), where a request gets 503 unavailable.
+	ReasonUnavailable = "unavailable"
 )
 
 // Errors Serve returns before anything was sent to the client.
@@ -98,6 +102,11 @@ type Options struct {
 	// projection cache, which then trusts an entry only for a bounded
 	// staleness (DownRecheckFor). 0: never.
 	DownRecheck time.Duration
+	// RecheckFor bounds how long a recheck the projection cache cannot
+	// answer is tried again before the stream is closed
+	// (ReasonUnavailable): an event said its user's access changed, and
+	// what it changed to cannot be known. 0: tried until answered.
+	RecheckFor time.Duration
 	// Table and Keys are the current route table and signing key set
 	// (nil: not checked). A stream registered after a reload (Reroute) or
 	// a key set (KeySet) that its request was decided before is held to
@@ -569,9 +578,13 @@ const (
 // refused fetch, e.g. beyond PROJECTION_MAX_FETCHES when many users'
 // streams are rechecked at once, or coreapi briefly unreachable, is tried
 // again after a jittered backoff: no later event may come to decide it),
-// or c ends.
+// or c ends. Unanswered for RecheckFor, c is closed (ReasonUnavailable):
+// what asked for the recheck may have withdrawn its access, and the
+// requests of its user get 503 meanwhile; the stream was kept open for as
+// long as coreapi stayed away.
 func (m *Manager) recheckConn(c *Conn) {
 	wait := recheckRetryMin
+	var since time.Time
 	for {
 		reason, err := m.decide(c)
 		if err == nil {
@@ -581,8 +594,14 @@ func (m *Manager) recheckConn(c *Conn) {
 			}
 			return
 		}
-		if wait == recheckRetryMin { // once per recheck: retries are not news
+		now := m.o.Now()
+		if since.IsZero() { // once per recheck: retries are not news
+			since = now
 			m.log.Warn("stream recheck", c.logArgs("err", err)...)
+		} else if m.o.RecheckFor > 0 && now.Sub(since) >= m.o.RecheckFor {
+			m.log.Warn("stream closed: its access could not be checked", c.logArgs("err", err, "for", now.Sub(since).Round(time.Millisecond), "route", c.route)...)
+			c.Close(ReasonUnavailable)
+			return
 		}
 		t := time.NewTimer(wait/2 + rand.N(wait/2))
 		select {

@@ -453,6 +453,8 @@ func closeFrame(reason string) []byte {
 		code = 1001 // going away
 	case ReasonError:
 		code = 1011 // internal error: the upstream failed
+	case ReasonUnavailable:
+		code = 1013 // try again later: access could not be checked
 	}
 	if len(reason) > 123 {
 		reason = reason[:123]
