@@ -126,8 +126,12 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 			return nil, fmt.Errorf("upstream key %s: %w", k.ID, err)
 		}
 	}
-	a.internal = forward.NewInternalClient(forward.Options{Addr: cfg.IdentityURL.Host, MaxConns: cfg.UpstreamMaxConns,
-		MaxConnWait: cfg.UpstreamMaxConnWait, IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.ProjectionTimeout})
+	ic := forward.Options{Addr: cfg.IdentityURL.Host, MaxConns: cfg.UpstreamMaxConns,
+		MaxConnWait: cfg.UpstreamMaxConnWait, IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: cfg.ProjectionTimeout}
+	if cfg.IdentityURL.Scheme == "https" {
+		ic.TLS = cfg.IdentityTLS
+	}
+	a.internal = forward.NewInternalClient(ic)
 	router, err := a.newRouter(table, nil)
 	if err != nil {
 		return nil, err
@@ -137,7 +141,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	a.lastRules = table.Source
 
 	a.Keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, Algs: cfg.Algs, Interval: cfg.JWKSRefresh,
-		Cooldown: cfg.JWKSCooldown, Timeout: 5 * time.Second, Now: h.Now,
+		Cooldown: cfg.JWKSCooldown, Timeout: 5 * time.Second, Now: h.Now, TLS: cfg.IdentityTLS,
 		// Streams opened with a token of a key that left the set end
 		// (a.Streams is set below, before the set is first fetched).
 		OnSet: func(s *jwks.Set) { a.Streams.KeySet(s) }}, log, m)
@@ -194,15 +198,18 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, error) {
 	cfg := a.cfg
 	r := &server.Router{Table: t, Clients: make([]*fasthttp.HostClient, len(t.Upstreams)), Signers: make([]*identity.KeySigner, len(t.Upstreams))}
+	// core: coreapi's client (the first), whose TLS trusts
+	// IDENTITY_CA_FILE, never an app's.
 	type endpoint struct {
 		addr    string
 		tls     bool
 		timeout time.Duration
+		core    bool
 	}
 	old := map[endpoint]*fasthttp.HostClient{}
 	if prev != nil {
-		for _, c := range prev.Clients {
-			old[endpoint{c.Addr, c.IsTLS, c.ReadTimeout}] = c
+		for i, c := range prev.Clients {
+			old[endpoint{c.Addr, c.IsTLS, c.ReadTimeout, i == 0}] = c
 		}
 	}
 	for i, u := range t.Upstreams {
@@ -210,12 +217,15 @@ func (a *App) newRouter(t *rules.Table, prev *server.Router) (*server.Router, er
 		if u.Timeout > 0 {
 			timeout = u.Timeout
 		}
-		if c := old[endpoint{u.Addr, u.TLS, timeout}]; c != nil {
+		if c := old[endpoint{u.Addr, u.TLS, timeout, i == 0}]; c != nil {
 			r.Clients[i] = c
 		} else {
 			o := forward.Options{Addr: u.Addr, MaxConns: cfg.UpstreamMaxConns, MaxConnWait: cfg.UpstreamMaxConnWait,
 				IdleTimeout: cfg.UpstreamIdleTimeout, Timeout: timeout, Stray: a.strayed(u.Name, u.Addr)}
-			if u.TLS {
+			switch {
+			case u.TLS && i == 0:
+				o.TLS = cfg.IdentityTLS
+			case u.TLS:
 				o.TLS = cfg.UpstreamTLS
 			}
 			r.Clients[i] = forward.NewHostClient(o)

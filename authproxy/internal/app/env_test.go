@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/testca"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -46,6 +47,7 @@ type env struct {
 	core   *testenv.Core
 	up     *testenv.Core // the app upstream ("{{APP}}" in rules files)
 	upCA   []byte        // its certificate (PEM), with envOpt.tlsApp
+	coreCA *testca.CA    // the CA of core's certificate, with envOpt.tlsCore
 	nats   *testenv.NATS
 	app    *App
 	addr   string
@@ -80,6 +82,10 @@ type envOpt struct {
 	// certificate (e.upCA, PEM), which the proxy trusts only when the test
 	// sets UPSTREAM_CA_FILE.
 	tlsApp bool
+	// tlsCore: coreapi's stand-in serves https (IDENTITY_URL is https://)
+	// with a certificate e.coreCA issued, which the proxy trusts only when
+	// the test sets IDENTITY_CA_FILE.
+	tlsCore bool
 }
 
 func defaultProjection() identity.Projection {
@@ -91,7 +97,12 @@ func defaultProjection() identity.Projection {
 func start(t testing.TB, o envOpt) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{}, done: make(chan error, 1), logs: &logBuffer{}}
-	e.core = testenv.NewCore(t)
+	if o.tlsCore {
+		e.coreCA = testca.New(t, "coreapi test CA")
+		e.core = testenv.NewTLSCore(t, e.coreCA)
+	} else {
+		e.core = testenv.NewCore(t)
+	}
 	if o.tlsApp {
 		e.up, e.upCA = testenv.NewTLSApp(t)
 	} else {

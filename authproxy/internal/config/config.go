@@ -28,8 +28,12 @@ type Config struct {
 	AdminAddr  string
 
 	// IdentityURL is coreapi's internal base: JWKS, projections and the
-	// upstream of the built-in routes.
+	// upstream of the built-in routes (http:// or https://).
 	IdentityURL *url.URL
+	// IdentityTLS is the client configuration of an https:// IDENTITY_URL
+	// and JWKS_URL: the system's roots plus IDENTITY_CA_FILE's
+	// certificates; nil when neither is https://.
+	IdentityTLS *tls.Config
 	// AppURL is the deprecated UPSTREAM_URL when it names an app (not
 	// IdentityURL): one app upstream behind a protected catch-all.
 	AppURL string
@@ -123,9 +127,10 @@ type Config struct {
 var Vars = append(envconfig.Table{
 	{Name: "PROXY_LISTEN_ADDR", Default: ":8080", Help: "public listen address"},
 	{Name: "PROXY_ADMIN_ADDR", Default: ":9090", Help: "admin listen address (/healthz, /readyz, /metrics)"},
-	{Name: "IDENTITY_URL", Default: "http://127.0.0.1:8081", Mask: envconfig.URL, Help: "coreapi's internal base URL (http, host:port): JWKS, projections, its routes"},
+	{Name: "IDENTITY_URL", Default: "http://127.0.0.1:8081", Mask: envconfig.URL, Help: "coreapi's internal base URL (http:// or https://host:port): JWKS, projections, its routes"},
 	{Name: "UPSTREAM_URL", Mask: envconfig.URL, Help: "deprecated: an app's base URL behind a protected catch-all (ignored when equal to IDENTITY_URL)"},
 	{Name: "JWKS_URL", DefaultDoc: "IDENTITY_URL + /.well-known/jwks.json", Mask: envconfig.URL, Help: "key set URL"},
+	{Name: "IDENTITY_CA_FILE", Help: "PEM certificates trusted, besides the system's roots, for an https:// IDENTITY_URL and JWKS_URL"},
 	{Name: "IDENTITY_KEYS", OneOf: "core keys", Mask: envconfig.KeyList, Help: "core keys id:base64[,id:base64...] shared with coreapi; the first signs; or"},
 	{Name: "IDENTITY_KEYS_FILE", OneOf: "core keys", Help: "file holding that list"},
 	{Name: "IDENTITY_HMAC_KEY", OneOf: "core keys", Mask: envconfig.Secret, Help: "legacy: one base64 core key (id core); or"},
@@ -198,10 +203,10 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c := &Config{}
 	c.ListenAddr = p.addr("PROXY_LISTEN_ADDR")
 	c.AdminAddr = p.addr("PROXY_ADMIN_ADDR")
-	c.IdentityURL = p.baseURL("IDENTITY_URL", "")
+	c.IdentityURL = p.baseURL("IDENTITY_URL", "", true)
 	if v := p.String("UPSTREAM_URL"); v != "" {
 		c.UpstreamURLSet = true
-		if u := p.baseURL("UPSTREAM_URL", v); u != nil && c.IdentityURL != nil && u.String() != c.IdentityURL.String() {
+		if u := p.baseURL("UPSTREAM_URL", v, false); u != nil && c.IdentityURL != nil && u.String() != c.IdentityURL.String() {
 			c.AppURL = u.String()
 		}
 	}
@@ -212,6 +217,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	} else if u, err := url.Parse(c.JWKSURL); c.JWKSURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
 		p.fail("JWKS_URL", c.JWKSURL, "want an absolute http(s) URL")
 	}
+	c.IdentityTLS = p.identityTLS(c)
 	c.CoreKeys = p.coreKeys()
 	if v, f := p.String("UPSTREAM_KEYS"), p.String("UPSTREAM_KEYS_FILE"); v != "" || f != "" {
 		keys, err := identity.LoadKeys(v, f)
@@ -414,19 +420,28 @@ func (p *parser) coreKeys() []identity.Key {
 	return []identity.Key{{ID: "core", Secret: k}}
 }
 
-// baseURL parses an http://host:port base URL with no path; v "" reads
+// baseURL parses an http://host:port base URL with no path (or, when
+// https is allowed, https://host:port, port 443 by default); v "" reads
 // the variable.
-func (p *parser) baseURL(name, v string) *url.URL {
+func (p *parser) baseURL(name, v string, https bool) *url.URL {
 	if v == "" {
 		v = p.String(name)
 	}
 	u, err := url.Parse(v)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		p.fail(name, v, "want http://host:port with no path")
+	if err != nil || (u.Scheme != "http" && (!https || u.Scheme != "https")) || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		want := "want http://host:port with no path"
+		if https {
+			want = "want http://host:port or https://host:port with no path"
+		}
+		p.fail(name, v, want)
 		return nil
 	}
 	if u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), "80")
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		u.Host = net.JoinHostPort(u.Hostname(), port)
 	}
 	u.Path = ""
 	return u
@@ -437,14 +452,39 @@ func (p *parser) baseURL(name, v string) *url.URL {
 // those of UPSTREAM_CA_FILE (a PEM file; one that holds no certificate is
 // refused). Nothing turns verification off.
 func (p *parser) upstreamTLS() *tls.Config {
+	return p.clientTLS("UPSTREAM_CA_FILE")
+}
+
+// identityTLS builds the TLS client configuration of coreapi's internal
+// base and of the key set URL when either is https://, as upstreamTLS does
+// but trusting IDENTITY_CA_FILE's certificates: the CA that vouches for
+// coreapi, which sees passwords and accepts the core key's signatures, is
+// not one an app's certificate comes from. nil when neither is https://
+// (the file is then unused, and a warning says so).
+func (p *parser) identityTLS(c *Config) *tls.Config {
+	https := c.IdentityURL != nil && c.IdentityURL.Scheme == "https" || strings.HasPrefix(strings.ToLower(c.JWKSURL), "https://")
+	if !https {
+		if p.String("IDENTITY_CA_FILE") != "" {
+			c.Warnings = append(c.Warnings, "IDENTITY_CA_FILE is set but neither IDENTITY_URL nor JWKS_URL is https://: the file is not used, and coreapi is reached without TLS")
+		}
+		return nil
+	}
+	return p.clientTLS("IDENTITY_CA_FILE")
+}
+
+// clientTLS is a TLS client configuration: TLS 1.2 at least, certificates
+// verified against the system's roots and those of the PEM file the
+// variable name names, if set (a file that holds no certificate is
+// refused). The server's name is the URL's host (set by each client).
+func (p *parser) clientTLS(name string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	file := p.String("UPSTREAM_CA_FILE")
+	file := p.String(name)
 	if file == "" {
 		return cfg
 	}
 	pem, err := os.ReadFile(file)
 	if err != nil {
-		p.Failf("UPSTREAM_CA_FILE", "%v", err)
+		p.Failf(name, "%v", err)
 		return cfg
 	}
 	pool, err := x509.SystemCertPool()
@@ -452,7 +492,7 @@ func (p *parser) upstreamTLS() *tls.Config {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		p.fail("UPSTREAM_CA_FILE", file, "want a file of PEM certificates")
+		p.fail(name, file, "want a file of PEM certificates")
 		return cfg
 	}
 	cfg.RootCAs = pool

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/testca"
 )
 
 var key = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
@@ -286,6 +287,69 @@ func TestUpstreamCAFile(t *testing.T) {
 		if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_CA_FILE": f})); err == nil || !strings.Contains(err.Error(), "UPSTREAM_CA_FILE") {
 			t.Errorf("UPSTREAM_CA_FILE=%s: %v, want it refused", f, err)
 		}
+	}
+}
+
+// An https:// IDENTITY_URL (port 443 unless given) is reached with TLS
+// 1.2 at least, verified against the system's roots plus IDENTITY_CA_FILE
+// (never UPSTREAM_CA_FILE's); an http:// one gets no TLS configuration,
+// and an IDENTITY_CA_FILE it does not use is a warning. A file that cannot
+// be read or holds no certificate stops the start.
+func TestIdentityTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testca.New(t, "coreapi CA")
+	good, junk := ca.WriteCA(t), filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key}))
+	if err != nil || c.IdentityTLS != nil || len(c.Warnings) != 0 {
+		t.Fatalf("default http:// IDENTITY_URL: TLS %+v, warnings %q, %v; want none", c.IdentityTLS, c.Warnings, err)
+	}
+	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_URL": "https://coreapi-internal"}))
+	if err != nil || c.IdentityURL.String() != "https://coreapi-internal:443" || c.JWKSURL != "https://coreapi-internal:443/.well-known/jwks.json" {
+		t.Fatalf("https:// without a port: %v, %v", c.IdentityURL, err)
+	}
+	if cfg := c.IdentityTLS; cfg == nil || cfg.RootCAs != nil || cfg.MinVersion != tls.VersionTLS12 || cfg.InsecureSkipVerify {
+		t.Fatalf("no CA file: %+v; want the system's roots, TLS 1.2 at least", cfg)
+	}
+	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_URL": "https://coreapi-internal:8081", "IDENTITY_CA_FILE": good}))
+	if err != nil || c.IdentityTLS == nil || c.IdentityTLS.RootCAs == nil {
+		t.Fatalf("with a CA file: %+v, %v", c.IdentityTLS, err)
+	}
+	leaf := ca.Issue(t, "coreapi-internal")
+	if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: c.IdentityTLS.RootCAs, DNSName: "coreapi-internal"}); err != nil {
+		t.Fatalf("a certificate of the file's CA does not verify: %v", err)
+	}
+	if c.UpstreamTLS.RootCAs != nil {
+		t.Fatal("IDENTITY_CA_FILE is trusted for app upstreams")
+	}
+	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_URL": "https://coreapi-internal:8081", "UPSTREAM_CA_FILE": good}))
+	if err != nil || c.IdentityTLS.RootCAs != nil {
+		t.Fatalf("UPSTREAM_CA_FILE trusted for coreapi: %+v, %v", c.IdentityTLS, err)
+	}
+	// JWKS_URL alone may be https://.
+	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "JWKS_URL": "https://keys.internal/jwks.json", "IDENTITY_CA_FILE": good}))
+	if err != nil || c.IdentityTLS == nil || c.IdentityTLS.RootCAs == nil {
+		t.Fatalf("https:// JWKS_URL: %+v, %v", c.IdentityTLS, err)
+	}
+	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_CA_FILE": good}))
+	if err != nil || c.IdentityTLS != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "IDENTITY_CA_FILE is set but") {
+		t.Fatalf("unused IDENTITY_CA_FILE: TLS %+v, warnings %q, %v", c.IdentityTLS, c.Warnings, err)
+	}
+	for _, f := range []string{junk, filepath.Join(dir, "missing.pem")} {
+		if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_URL": "https://core:8081", "IDENTITY_CA_FILE": f})); err == nil || !strings.Contains(err.Error(), "IDENTITY_CA_FILE") {
+			t.Errorf("IDENTITY_CA_FILE=%s: %v, want it refused", f, err)
+		}
+	}
+	for _, v := range []string{"ftp://core:8081", "https://core:8081/api", "https://"} {
+		if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "IDENTITY_URL": v})); err == nil || !strings.Contains(err.Error(), "IDENTITY_URL") {
+			t.Errorf("IDENTITY_URL=%s: %v, want it refused", v, err)
+		}
+	}
+	// UPSTREAM_URL (an app, deprecated) stays http:// only.
+	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_URL": "https://app:8443", "UPSTREAM_KEYS": "app:" + key2})); err == nil || !strings.Contains(err.Error(), "UPSTREAM_URL") {
+		t.Errorf("https:// UPSTREAM_URL: %v, want it refused", err)
 	}
 }
 

@@ -125,7 +125,9 @@ func Stale(err error) bool {
 }
 
 // NewInternalClient returns the buffered client for the proxy's own calls
-// (projection fetches).
+// (projection fetches, API-key resolution and use reports), over TLS when
+// o.TLS is set (an https:// IDENTITY_URL; its requests are then marked
+// https: fasthttp refuses a request whose scheme is not its client's).
 func NewInternalClient(o Options) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
 		Addr:                     o.Addr,
@@ -139,6 +141,9 @@ func NewInternalClient(o Options) *fasthttp.HostClient {
 		DisablePathNormalizing:   true,
 		MaxResponseBodySize:      1 << 20,
 		SecureErrorLogMessage:    true, // as NewHostClient
+	}
+	if o.TLS != nil {
+		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
 	return hc

@@ -13,6 +13,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -69,8 +70,12 @@ type Options struct {
 	Cooldown time.Duration // minimum time between unknown-kid refetches
 	Timeout  time.Duration // per fetch
 	HTTP     *http.Client  // nil: a client with Timeout that follows no redirect
-	Now      func() time.Time
-	Rand     func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
+	// TLS, when set, is the TLS client configuration of an https:// URL
+	// (IDENTITY_CA_FILE's certificates trusted besides the system's);
+	// nil: Go's defaults. Ignored with HTTP.
+	TLS  *tls.Config
+	Now  func() time.Time
+	Rand func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
 	// OnSet, when set, is called with each key set fetched and made
 	// current (by Run, Refresh, KeysChanged or an unknown kid's refetch),
 	// after it is current: holders of what was checked against an earlier
@@ -116,6 +121,13 @@ func New(opt Options, log *slog.Logger, m *metrics.Metrics) *Client {
 		// from https to http, where anyone on the path may answer) is an
 		// error naming its target, never followed.
 		opt.HTTP = &http.Client{Timeout: opt.Timeout, CheckRedirect: refuseRedirect}
+		if opt.TLS != nil {
+			// Verified against the URL's host, as always; only the
+			// trusted roots differ from Go's defaults.
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = opt.TLS.Clone()
+			opt.HTTP.Transport = tr
+		}
 	}
 	c := &Client{opt: opt, algs: map[jwa.SignatureAlgorithm]bool{}, log: log, m: m, loaded: make(chan struct{}), retry: make(chan struct{}, 1)}
 	c.shown = opt.URL

@@ -49,6 +49,9 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID str
 	req.Header.SetMethod(fasthttp.MethodGet)
 	req.SetRequestURI(pq)
 	req.Header.SetHost(f.host)
+	if f.hc.IsTLS {
+		req.URI().SetScheme("https") // the request line holds the path only
+	}
 	req.Header.Set("Accept", "application/json")
 	if requestID != "" {
 		req.Header.Set(identity.HeaderRequestID, requestID)
@@ -114,6 +117,9 @@ func (f *HTTPFetcher) post(ctx context.Context, path string, body []byte, reques
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI(path)
 	req.Header.SetHost(f.host)
+	if f.hc.IsTLS {
+		req.URI().SetScheme("https") // the request line holds the path only
+	}
 	req.Header.SetContentType("application/json")
 	req.Header.Set("Accept", "application/json")
 	if requestID == "" {

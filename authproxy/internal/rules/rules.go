@@ -363,18 +363,9 @@ func under(p, base string) bool {
 	return p == base || strings.HasPrefix(p, base+"/")
 }
 
-// ParseUpstreamURL checks coreapi's URL (http://host:port, no path: it
-// runs beside the proxy) and returns its host:port.
-func ParseUpstreamURL(s string) (string, error) {
-	addr, tls, err := parseURL(s)
-	if err == nil && tls {
-		err = fmt.Errorf("url %q: want http://host:port (coreapi is reached over the pod's loopback or network, without TLS)", s)
-	}
-	return addr, err
-}
-
-// ParseAppURL checks an app upstream's URL (http:// or https://host:port,
-// no path) and returns its host:port and whether it speaks TLS.
+// ParseAppURL checks an upstream's URL (http:// or https://host:port, no
+// path; coreapi's IDENTITY_URL too) and returns its host:port and whether
+// it speaks TLS.
 func ParseAppURL(s string) (addr string, tls bool, err error) {
 	return parseURL(s)
 }
@@ -483,12 +474,12 @@ func Parse(b []byte, env Env) (*Table, error) {
 // problem found.
 func Compile(f File, env Env) (*Table, error) {
 	var errs []error
-	coreAddr, err := ParseUpstreamURL(env.CoreURL)
+	coreAddr, coreTLS, err := ParseAppURL(env.CoreURL)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("IDENTITY_URL: %w", err))
 	}
 	t := &Table{
-		Upstreams: []Upstream{{Name: CoreUpstream, Addr: coreAddr, URL: env.CoreURL}},
+		Upstreams: []Upstream{{Name: CoreUpstream, Addr: coreAddr, URL: env.CoreURL, TLS: coreTLS}},
 		groups:    map[string]*Group{},
 	}
 	index := map[string]int{CoreUpstream: 0}

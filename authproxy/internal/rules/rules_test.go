@@ -194,8 +194,8 @@ func TestAppRoutes(t *testing.T) {
 	}
 }
 
-// An app upstream may be https:// (port 443 unless given); coreapi's URL
-// may not: it runs beside the proxy.
+// An upstream may be https:// (port 443 unless given), coreapi's
+// IDENTITY_URL too.
 func TestUpstreamSchemes(t *testing.T) {
 	tb, err := Parse([]byte("upstreams:\n  a: {url: 'https://a.example', key_id: app-notes}\n  b: {url: 'https://10.0.0.9:8443/', key_id: app-other}\n  c: {url: 'http://c.example', key_id: app-third}\nroutes: []\n"), testEnv)
 	if err != nil {
@@ -208,10 +208,16 @@ func TestUpstreamSchemes(t *testing.T) {
 		}
 	}
 	if tb.Upstreams[0].TLS {
-		t.Error("core speaks TLS")
+		t.Error("core (http://) speaks TLS")
 	}
-	if _, err := Parse([]byte("routes: []"), Env{CoreURL: "https://127.0.0.1:8081", CoreKeyIDs: []string{"core"}}); err == nil || !strings.Contains(err.Error(), "without TLS") {
-		t.Errorf("https:// IDENTITY_URL: %v, want refused", err)
+	for url, addr := range map[string]string{"https://coreapi-internal:8081": "coreapi-internal:8081", "https://coreapi-internal": "coreapi-internal:443"} {
+		tb, err := Parse([]byte("routes: []"), Env{CoreURL: url, CoreKeyIDs: []string{"core"}})
+		if err != nil {
+			t.Fatalf("IDENTITY_URL %s: %v", url, err)
+		}
+		if u := tb.Upstreams[0]; !u.TLS || u.Addr != addr {
+			t.Errorf("IDENTITY_URL %s: core at %s tls=%v, want %s over TLS", url, u.Addr, u.TLS, addr)
+		}
 	}
 }
 

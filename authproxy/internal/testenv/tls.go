@@ -12,6 +12,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/testca"
 )
 
 // SelfSigned returns a fresh self-signed certificate for the IP address
@@ -50,4 +52,12 @@ func NewTLSApp(t testing.TB) (*Core, []byte) {
 	t.Helper()
 	cert, pemBytes := SelfSigned(t, "127.0.0.1")
 	return newCoreTLS(t, AppKey, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), pemBytes
+}
+
+// NewTLSCore is NewCore serving https on 127.0.0.1 with a certificate ca
+// issued for that address (what an https:// IDENTITY_URL reaches).
+func NewTLSCore(t testing.TB, ca *testca.CA) *Core {
+	t.Helper()
+	leaf := ca.Issue(t, "127.0.0.1")
+	return newCoreTLS(t, CoreKey, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, MinVersion: tls.VersionTLS12})
 }
