@@ -157,22 +157,34 @@ func splitDocs(data []byte) [][]byte {
 
 // render builds the kustomization at dir and decodes its output strictly.
 func render(fsys filesys.FileSystem, dir string) (*bundle, error) {
+	b, _, err := renderAside(fsys, dir, "")
+	return b, err
+}
+
+// renderAside is render with the objects of API group aside (cert-manager's,
+// which the bundle has no types for) returned as YAML instead.
+func renderAside(fsys filesys.FileSystem, dir, group string) (*bundle, [][]byte, error) {
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
 	rm, err := k.Run(fsys, dir)
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("kustomize build %s: %w", dir, err)
 	}
 	b := &bundle{}
+	var set [][]byte
 	for _, r := range rm.Resources() {
 		y, err := r.AsYAML()
 		if err != nil {
-			return nil, fmt.Errorf("render %s: %w", r.CurId(), err)
+			return nil, nil, fmt.Errorf("render %s: %w", r.CurId(), err)
+		}
+		if group != "" && strings.HasPrefix(r.GetApiVersion(), group+"/") {
+			set = append(set, y)
+			continue
 		}
 		if err := b.add(y); err != nil {
-			return nil, fmt.Errorf("rendered %s: %w", r.CurId(), err)
+			return nil, nil, fmt.Errorf("rendered %s: %w", r.CurId(), err)
 		}
 	}
-	return b, nil
+	return b, set, nil
 }
 
 func renderBase(t *testing.T) *bundle {

@@ -545,13 +545,22 @@ func checkSidecar(b *bundle) []string {
 	}
 	catalog := coreCatalog(&v, b, corePod, core, coreEnv)
 
+	// TLS on coreapi's API port (COREAPI_TLS_*): every proxy dials it
+	// over https:// then, and http:// otherwise; no proxy mounts its key.
+	tls := coreTLSOf(&v, corePod, core, coreEnv)
+	for i := range corePod.Containers {
+		if c := &corePod.Containers[i]; serviceOf(c) == "authproxy" {
+			tls.checkProxy(&v, corePod, c, b.env(&v, c), "Deployment "+dep.Name)
+		}
+	}
+
 	apps := 0
 	for _, d := range b.Deployments {
 		if d.Name == deploymentName {
 			continue
 		}
 		apps++
-		checkAppPod(&v, b, d, internal, admitters, corePort, coreKeySecret, catalog)
+		checkAppPod(&v, b, d, internal, admitters, corePort, coreKeySecret, catalog, tls)
 	}
 	if apps == 0 {
 		v.addf("no app Deployment")
@@ -750,7 +759,82 @@ var builtinPermissions = sync.OnceValues(func() ([]string, error) {
 	return names, nil
 })
 
-func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*corev1.Service, admitters []metav1.LabelSelector, corePort int32, coreKeySecret string, catalog map[string]bool) {
+// coreTLS is how coreapi's API port speaks: TLS when on, with its key from
+// keySecret's item keyItem.
+type coreTLS struct {
+	on                 bool
+	keySecret, keyItem string
+}
+
+// coreTLSOf reads coreapi's COREAPI_TLS_CERT_FILE and COREAPI_TLS_KEY_FILE:
+// both or neither, the key in a mounted Secret.
+func coreTLSOf(v *violations, pod *corev1.PodSpec, core *corev1.Container, env map[string]string) coreTLS {
+	cert, key := env["COREAPI_TLS_CERT_FILE"], env["COREAPI_TLS_KEY_FILE"]
+	if (cert == "") != (key == "") {
+		v.addf("coreapi: COREAPI_TLS_CERT_FILE and COREAPI_TLS_KEY_FILE: set both or neither")
+	}
+	if key == "" {
+		return coreTLS{}
+	}
+	t := coreTLS{on: true, keySecret: secretAt(pod, core, path.Dir(key))}
+	if t.keySecret == "" {
+		v.addf("coreapi: COREAPI_TLS_KEY_FILE %s is not in a mounted Secret", key)
+	}
+	for _, m := range core.VolumeMounts {
+		if strings.HasPrefix(key, strings.TrimSuffix(m.MountPath, "/")+"/") {
+			t.keyItem = itemAt(pod, m.Name, strings.TrimPrefix(key, strings.TrimSuffix(m.MountPath, "/")+"/"))
+		}
+	}
+	return t
+}
+
+// itemAt is the Secret key a volume shows at file (the file's name when
+// the volume lists no items).
+func itemAt(pod *corev1.PodSpec, volume, file string) string {
+	for _, vol := range pod.Volumes {
+		if vol.Name != volume || vol.Secret == nil {
+			continue
+		}
+		for _, it := range vol.Secret.Items {
+			if it.Path == file {
+				return it.Key
+			}
+		}
+	}
+	return file
+}
+
+// checkProxy: a proxy (named name, environment env) dials coreapi with
+// the scheme coreapi serves, and does not mount coreapi's TLS key.
+func (t coreTLS) checkProxy(v *violations, pod *corev1.PodSpec, c *corev1.Container, env map[string]string, name string) {
+	u, err := url.Parse(env["IDENTITY_URL"])
+	switch {
+	case err != nil:
+	case t.on && u.Scheme != "https":
+		v.addf("%s: coreapi serves TLS (COREAPI_TLS_CERT_FILE) but authproxy's IDENTITY_URL %q is not https://", name, env["IDENTITY_URL"])
+	case !t.on && u.Scheme != "http":
+		v.addf("%s: authproxy's IDENTITY_URL %q is not http://, but coreapi serves no TLS", name, env["IDENTITY_URL"])
+	}
+	if !t.on || t.keySecret == "" {
+		return
+	}
+	for _, m := range c.VolumeMounts {
+		for _, vol := range pod.Volumes {
+			if vol.Name != m.Name || vol.Secret == nil || vol.Secret.SecretName != t.keySecret {
+				continue
+			}
+			holds := len(vol.Secret.Items) == 0
+			for _, it := range vol.Secret.Items {
+				holds = holds || it.Key == t.keyItem
+			}
+			if holds {
+				v.addf("%s: authproxy mounts coreapi's TLS key (%s of Secret %s)", name, t.keyItem, t.keySecret)
+			}
+		}
+	}
+}
+
+func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*corev1.Service, admitters []metav1.LabelSelector, corePort int32, coreKeySecret string, catalog map[string]bool, tls coreTLS) {
 	pod := &d.Spec.Template.Spec
 	podLabels := labels.Set(d.Spec.Template.Labels)
 	name := "Deployment " + d.Name
@@ -801,7 +885,8 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 
 	// IDENTITY_URL names the internal Service on its coreapi port.
 	okURL := false
-	if u, err := url.Parse(env["IDENTITY_URL"]); err == nil && u.Scheme == "http" {
+	tls.checkProxy(v, pod, proxy, env, name)
+	if u, err := url.Parse(env["IDENTITY_URL"]); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
 		host := strings.Split(u.Hostname(), ".")[0]
 		for _, s := range internal {
 			for _, sp := range s.Spec.Ports {
@@ -991,4 +1076,129 @@ func preStopSleep(c *corev1.Container) time.Duration {
 		return 0
 	}
 	return time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+}
+
+// copyTree copies the directory src (recursively) to dir in fsys.
+func copyTree(t *testing.T, fsys filesys.FileSystem, src, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return fsys.WriteFile(path.Join(dir, filepath.ToSlash(rel)), data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// renderSidecarTLS renders the overlay with its tls component on, and
+// returns cert-manager's objects aside.
+func renderSidecarTLS(t *testing.T) (*bundle, [][]byte) {
+	t.Helper()
+	fsys := filesys.MakeFsInMemory()
+	copyBase(t, fsys, "/k/base")
+	copyTree(t, fsys, sidecarDir, "/k/overlays/app-sidecar")
+	on := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../overlays/app-sidecar]\ncomponents: [../overlays/app-sidecar/tls]\n"
+	if err := fsys.WriteFile("/k/tls-on/kustomization.yaml", []byte(on)); err != nil {
+		t.Fatal(err)
+	}
+	b, certs, err := renderAside(fsys, "/k/tls-on", "cert-manager.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, certs
+}
+
+// The tls component (TLS between the proxies and coreapi) keeps every
+// invariant of the overlay, sets only variables the services read, has
+// every proxy dial https:// and trust the CA without mounting coreapi's
+// key, and its certificate names the hosts the proxies dial.
+func TestSidecarTLSComponent(t *testing.T) {
+	b, certs := renderSidecarTLS(t)
+	if v := checkSidecar(b); len(v) != 0 {
+		t.Fatalf("overlay with tls is not clean:\n%s", strings.Join(v, "\n"))
+	}
+	vars := serviceVars(t)
+	var names []string // the names the certificate must hold
+	for _, d := range b.Deployments {
+		pod := &d.Spec.Template.Spec
+		for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+			svc := serviceOf(&c)
+			env := map[string]string{}
+			for _, e := range c.Env {
+				env[e.Name] = e.Value
+				if (svc == "authproxy" || svc == "coreapi") && !reads(vars, svc, e.Name) && !slices.Contains(contractProxyVars, e.Name) {
+					t.Errorf("%s %s: %s is not read by %s", d.Name, c.Name, e.Name, svc)
+				}
+			}
+			switch svc {
+			case "authproxy":
+				u, err := url.Parse(env["IDENTITY_URL"])
+				if err != nil || u.Scheme != "https" || env["IDENTITY_CA_FILE"] == "" || secretAt(pod, &c, path.Dir(env["IDENTITY_CA_FILE"])) != "coreapi-internal-tls" {
+					t.Errorf("%s %s: IDENTITY_URL %q, IDENTITY_CA_FILE %q: want https:// and the CA of coreapi-internal-tls", d.Name, c.Name, env["IDENTITY_URL"], env["IDENTITY_CA_FILE"])
+					continue
+				}
+				names = append(names, u.Hostname())
+			case "coreapi":
+				if c.Name != coreName { // the migrate init container
+					continue
+				}
+				if secretAt(pod, &c, path.Dir(env["COREAPI_TLS_KEY_FILE"])) != "coreapi-internal-tls" {
+					t.Errorf("coreapi: COREAPI_TLS_KEY_FILE %q is not from coreapi-internal-tls", env["COREAPI_TLS_KEY_FILE"])
+				}
+			}
+		}
+	}
+	if len(names) != 2 {
+		t.Fatalf("proxies dialling coreapi over TLS: %v, want the base pod's and the sidecar", names)
+	}
+	var cert struct {
+		Metadata struct{ Name string }
+		Spec     struct {
+			SecretName  string   `json:"secretName"`
+			DNSNames    []string `json:"dnsNames"`
+			IPAddresses []string `json:"ipAddresses"`
+		}
+	}
+	found := false
+	for _, doc := range certs {
+		var c = cert
+		if err := yaml.Unmarshal(doc, &c); err == nil && c.Spec.SecretName == "coreapi-internal-tls" {
+			cert, found = c, true
+		}
+	}
+	if !found {
+		t.Fatal("no cert-manager Certificate for the Secret coreapi-internal-tls")
+	}
+	for _, n := range names {
+		if !slices.Contains(cert.Spec.DNSNames, n) && !slices.Contains(cert.Spec.IPAddresses, n) {
+			t.Errorf("certificate %s does not name %s, which a proxy dials", cert.Metadata.Name, n)
+		}
+	}
+
+	// The checks see a proxy left on http://, and one given the key.
+	c := b.deepCopy()
+	setEnv(sidecarOf(t, c), "IDENTITY_URL", "http://coreapi-internal:8081")
+	if got := strings.Join(checkSidecar(c), "\n"); !strings.Contains(got, "is not https://") {
+		t.Errorf("a sidecar on http:// before a TLS coreapi: %q", got)
+	}
+	c = b.deepCopy()
+	pod := &appDeployment(t, c).Spec.Template.Spec
+	for i := range pod.Volumes {
+		if s := pod.Volumes[i].Secret; s != nil && s.SecretName == "coreapi-internal-tls" {
+			s.Items = nil // every key, tls.key included
+		}
+	}
+	if got := strings.Join(checkSidecar(c), "\n"); !strings.Contains(got, "mounts coreapi's TLS key") {
+		t.Errorf("a sidecar mounting coreapi's key: %q", got)
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tlscert"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
@@ -152,6 +154,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return probe.Do(ctx, func(ctx context.Context, c *pgx.Conn) error { return schema.Check(ctx, c) })
 	})
 
+	// TLS on the API listener (COREAPI_TLS_CERT_FILE/KEY_FILE), its pair
+	// read again when it changes; the admin listener stays plain HTTP.
+	var certs *tlscert.Files
+	if cfg.TLSCertFile != "" {
+		if certs, err = tlscert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, tlscert.Options{Log: log}); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -161,7 +171,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		_ = ln.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String())
+	if certs != nil {
+		ln = tls.NewListener(ln, certs.TLSConfig())
+		leaf := certs.Certificate().Leaf
+		log.Info("serving TLS", "cert_file", cfg.TLSCertFile, "subject", leaf.Subject.String(), "dns_names", leaf.DNSNames,
+			"not_after", leaf.NotAfter)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "tls", certs != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// The background workers stop only once the public server has

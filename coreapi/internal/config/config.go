@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,8 +84,13 @@ func (p OIDCProvider) LogValue() slog.Value {
 
 // Config is coreapi's whole configuration.
 type Config struct {
-	ListenAddr  string
-	AdminAddr   string
+	ListenAddr string
+	AdminAddr  string
+	// TLSCertFile and TLSKeyFile, both set or neither, make the API
+	// listener serve TLS with that pair (package tlscert re-reads it when
+	// it changes); the admin listener stays plain HTTP.
+	TLSCertFile string
+	TLSKeyFile  string
 	DatabaseURL string
 	DBMaxConns  int32
 	DBExecMode  string
@@ -237,6 +243,7 @@ func Load(getenv func(string) string) (Config, error) {
 		IdentityAcceptV1:        l.Bool("IDENTITY_ACCEPT_V1"),
 		IdentityReplayCacheSize: l.Int("IDENTITY_REPLAY_CACHE_SIZE", MinReplayCacheSize, 1<<30, 0),
 	}
+	c.TLSCertFile, c.TLSKeyFile = l.tlsFiles()
 	c.DatabaseURL = l.database()
 	c.DBMaxConns = int32(l.Int("DB_MAX_CONNS", MinDBMaxConns, 1<<20, max(4*runtime.GOMAXPROCS(0), MinDBMaxConns)))
 	c.ProjectionMaxInFlight = l.Int("PROJECTION_MAX_INFLIGHT", 1, 1<<30, int(c.DBMaxConns))
@@ -333,7 +340,7 @@ func (l loader) secretFileWarnings(keysDir string) []string {
 			warnings = append(warnings, w)
 		}
 	}
-	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER_FILE"} {
+	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER_FILE", "COREAPI_TLS_KEY_FILE"} {
 		if path := l.Raw(name); path != "" {
 			add(name, path)
 		}
@@ -518,6 +525,24 @@ func (l loader) pepper() ([]byte, string) {
 }
 
 // addr reads a host:port listen address.
+// tlsFiles reads COREAPI_TLS_CERT_FILE and COREAPI_TLS_KEY_FILE: both or
+// neither, and a pair that loads (the certificate matches the key).
+func (l loader) tlsFiles() (certFile, keyFile string) {
+	certFile, keyFile = l.String("COREAPI_TLS_CERT_FILE"), l.String("COREAPI_TLS_KEY_FILE")
+	switch {
+	case certFile == "" && keyFile == "":
+	case keyFile == "":
+		l.Failf("COREAPI_TLS_CERT_FILE", "set without COREAPI_TLS_KEY_FILE: set both (TLS on the API listener) or neither")
+	case certFile == "":
+		l.Failf("COREAPI_TLS_KEY_FILE", "set without COREAPI_TLS_CERT_FILE: set both (TLS on the API listener) or neither")
+	default:
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			l.Failf("COREAPI_TLS_CERT_FILE", "with COREAPI_TLS_KEY_FILE: %v", err)
+		}
+	}
+	return certFile, keyFile
+}
+
 func (l loader) addr(name string) string {
 	v := l.String(name)
 	if _, port, err := net.SplitHostPort(v); err != nil {

@@ -14,6 +14,8 @@ import (
 var Vars = append(envconfig.Table{
 	{Name: "COREAPI_LISTEN_ADDR", Default: DefaultListenAddr, Help: "API listener"},
 	{Name: "COREAPI_ADMIN_ADDR", Default: DefaultAdminAddr, Help: "/healthz, /readyz, /metrics"},
+	{Name: "COREAPI_TLS_CERT_FILE", Help: "PEM certificate (chain) the API listener serves TLS with; with COREAPI_TLS_KEY_FILE; re-read when it changes"},
+	{Name: "COREAPI_TLS_KEY_FILE", Help: "PEM private key of that certificate"},
 	{Name: "DATABASE_URL", Required: true, Commands: []string{"migrate", "tenants"}, Mask: envconfig.URL, Help: "PostgreSQL connection string"},
 	{Name: "DB_MAX_CONNS", DefaultDoc: "4 × GOMAXPROCS, min 8", Help: "pool size per replica"},
 	{Name: "DB_EXEC_MODE", Default: "cache_statement", Help: "pgx exec mode"},
