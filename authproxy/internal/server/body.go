@@ -228,9 +228,16 @@ func (s *Server) linger(c *fiber.Ctx) {
 	// when it fails first: lingering is counted inside.)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(conn net.Conn) {
-		n := s.lingering.Add(1)
+		// Counted only while it lingers: one past the bound gives its
+		// place back before its answer goes out, so the gauge never reads
+		// more than maxLingering once the answers are out.
+		if s.lingering.Add(1) > maxLingering {
+			s.lingering.Add(-1)
+			lingerClose(ctx, conn, false)
+			return
+		}
 		defer s.lingering.Add(-1)
-		lingerClose(ctx, conn, n <= maxLingering)
+		lingerClose(ctx, conn, true)
 	})
 }
 
