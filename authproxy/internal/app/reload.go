@@ -87,15 +87,22 @@ func problems(err error) []error {
 	return []error{err}
 }
 
-// watchRules reloads the rules file when it changes. It watches the file's
-// directory, not the file: editors replace files by rename, and a
+// watchRules reloads the rules file when it changes. It watches
+// directories, not the file: editors replace files by rename, and a
 // Kubernetes ConfigMap volume swaps a "..data" symlink, neither of which a
-// watch on the file itself would see. Only events naming the file or a
-// ConfigMap's ".." entries count: another file in the directory written
-// all the time (a log beside the rules) must not keep postponing the
-// reload. A change whose content equals the last one read is ignored. The
-// file is also checked once as soon as the watch is set, so that a change
-// made while the proxy started is not missed.
+// watch on the file itself would see. The directories are those holding
+// each entry the file's path is resolved through (see watchPoints): the
+// file's own, and that of every symlink on the way (a ConfigMap's "..data",
+// the directory link of a ConfigMap key mounted under a directory, a
+// "current" link a deploy switches). They are worked out again before each
+// read, so that a watch on a directory that was deleted or replaced (a
+// ConfigMap's previous version, a renamed directory) moves to the one now
+// in its place. Only events naming those entries, or a watched directory
+// itself, count: another file in the directory written all the time (a log
+// beside the rules) must not keep postponing the reload. A change whose
+// content equals the last one read is ignored. The file is also checked
+// once as soon as the watch is set, so that a change made while the proxy
+// started is not missed.
 func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 	defer close(ready)
 	w, err := fsnotify.NewWatcher()
@@ -104,9 +111,31 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 		return
 	}
 	defer w.Close()
-	dir, base := filepath.Dir(a.cfg.RulesFile), filepath.Base(a.cfg.RulesFile)
-	if err := w.Add(dir); err != nil {
-		a.log.Error("rules watch: not watching; reload with SIGHUP", "dir", dir, "err", err)
+	watched := map[string]bool{}
+	// watch sets the watches for the file's path as it resolves now and
+	// returns the entries whose events count.
+	watch := func() map[string]bool {
+		dirs, names := watchPoints(a.cfg.RulesFile)
+		for d := range watched {
+			if !dirs[d] {
+				_ = w.Remove(d) // gone already if the directory was
+				delete(watched, d)
+			}
+		}
+		for d := range dirs {
+			// Added again even when watched: a directory replaced under
+			// the same path is another one.
+			if err := w.Add(d); err != nil {
+				a.log.Warn("rules watch: cannot watch", "dir", d, "err", err)
+				continue
+			}
+			watched[d] = true
+		}
+		return names
+	}
+	names := watch()
+	if len(watched) == 0 {
+		a.log.Error("rules watch: not watching; reload with SIGHUP", "file", a.cfg.RulesFile)
 		return
 	}
 	ready <- struct{}{}
@@ -126,11 +155,14 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 			if !ok {
 				return
 			}
-			if name := filepath.Base(ev.Name); name == base || strings.HasPrefix(name, "..") {
+			if name := filepath.Clean(ev.Name); names[name] || watched[name] {
 				settle = time.After(reloadSettle)
 			}
 		case <-settle:
 			settle = nil
+			// The watches first, then the read: a change after the read
+			// is seen by the new watches.
+			names = watch()
 			b, err := os.ReadFile(a.cfg.RulesFile)
 			if err == nil {
 				if sum := sha256.Sum256(b); bytes.Equal(sum[:], a.lastRulesSum()) {
@@ -140,6 +172,56 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 			_ = a.ReloadRules() // logged and counted there
 		}
 	}
+}
+
+// maxLinks bounds the symlinks followed in resolving a path (a loop).
+const maxLinks = 40
+
+// watchPoints resolves path as opening it would, symlink by symlink, and
+// returns the entries it goes through whose change changes what it
+// reads — each symlink on the way and the file itself, or the first
+// entry missing — and the directories holding them.
+func watchPoints(path string) (dirs, names map[string]bool) {
+	dirs, names = map[string]bool{}, map[string]bool{}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return dirs, names
+	}
+	root := filepath.VolumeName(abs) + string(filepath.Separator)
+	dir, rest := root, strings.Split(abs[len(root):], string(filepath.Separator))
+	for links := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			dir = filepath.Dir(dir)
+			continue
+		}
+		p := filepath.Join(dir, c)
+		fi, err := os.Lstat(p)
+		switch {
+		case err != nil || len(rest) == 0 && fi.Mode()&os.ModeSymlink == 0:
+			// Missing (it may be made again), or the file itself.
+			dirs[dir], names[p] = true, true
+			return dirs, names
+		case fi.Mode()&os.ModeSymlink == 0:
+			dir = p
+			continue
+		}
+		dirs[dir], names[p] = true, true
+		target, err := os.Readlink(p)
+		if links++; err != nil || links > maxLinks {
+			return dirs, names
+		}
+		if filepath.IsAbs(target) {
+			dir = filepath.VolumeName(target) + string(filepath.Separator)
+			target = target[len(dir):]
+		}
+		rest = append(strings.Split(target, string(filepath.Separator)), rest...)
+	}
+	return dirs, names
 }
 
 func (a *App) lastRulesSum() []byte {

@@ -278,3 +278,128 @@ routes:
 	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 3) })
 	check(false)
 }
+
+const rulesC = appUpstream + "routes:\n  - {prefix: /third, upstream: notes, access: public}\n"
+
+// swapLink points the symlink at link to target the way kubelet swaps a
+// ConfigMap's "..data": a new link renamed over the old one.
+func swapLink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link+"_tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(link+"_tmp", link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeFile writes a rules file for the test app, creating its directory.
+func (e *env) writeFile(path, text string) {
+	e.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(e.appRules(text)), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// A ConfigMap key mounted under a directory (items: path conf/rules.yaml)
+// is reached through two symlinks, conf -> ..data/conf and ..data ->
+// ..<timestamp>: the directory holding the file is the timestamped one,
+// which each update deletes. Every update is seen, not only the first.
+func TestRulesReloadConfigMapKeyInADirectory(t *testing.T) {
+	dir := t.TempDir()
+	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
+		e.writeFile(filepath.Join(dir, "..2026_01", "conf", "rules.yaml"), rulesA)
+		for target, link := range map[string]string{"..2026_01": "..data", "..data/conf": "conf"} {
+			if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		vars["RULES_FILE"] = filepath.Join(dir, "conf", "rules.yaml")
+	}})
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	old := "..2026_01"
+	for i, u := range []struct{ version, text, path string }{
+		{"..2026_02", rulesB, "/extra"},
+		{"..2026_03", rulesC, "/third"},
+		{"..2026_04", rulesA, "/app/x"},
+	} {
+		e.writeFile(filepath.Join(dir, u.version, "conf", "rules.yaml"), u.text)
+		swapLink(t, u.version, filepath.Join(dir, "..data"))
+		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+			t.Fatal(err)
+		}
+		old = u.version
+		testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), float64(i+2)) })
+		e.wantStatus(e.do("GET", u.path, "", nil), 200)
+	}
+}
+
+// RULES_FILE under a symlinked directory (current -> releases/1, switched
+// by a deploy) follows the link when it is switched.
+func TestRulesReloadSymlinkedDirectorySwitched(t *testing.T) {
+	dir := t.TempDir()
+	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
+		e.writeFile(filepath.Join(dir, "releases", "1", "rules.yaml"), rulesA)
+		e.writeFile(filepath.Join(dir, "releases", "2", "rules.yaml"), rulesB)
+		if err := os.Symlink("releases/1", filepath.Join(dir, "current")); err != nil {
+			t.Fatal(err)
+		}
+		vars["RULES_FILE"] = filepath.Join(dir, "current", "rules.yaml")
+	}})
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	swapLink(t, "releases/2", filepath.Join(dir, "current"))
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+	// Back to the first release, and the one left behind no longer counts.
+	swapLink(t, "releases/1", filepath.Join(dir, "current"))
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 3) })
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	e.writeFile(filepath.Join(dir, "releases", "2", "rules.yaml"), rulesC)
+	e.writeFile(filepath.Join(dir, "releases", "1", "rules.yaml"), rulesC)
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 4) })
+	e.wantStatus(e.do("GET", "/third", "", nil), 200)
+}
+
+// The rules file's directory replaced by another (moved away, a new one
+// made in its place) is watched in its new form.
+func TestRulesReloadDirectoryReplaced(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf")
+	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
+		e.writeFile(filepath.Join(conf, "rules.yaml"), rulesA)
+		vars["RULES_FILE"] = filepath.Join(conf, "rules.yaml")
+	}})
+	if err := os.Rename(conf, conf+".old"); err != nil {
+		t.Fatal(err)
+	}
+	e.writeFile(filepath.Join(conf, "rules.yaml"), rulesB)
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+	// And the new directory's file is watched in its turn.
+	e.writeFile(filepath.Join(conf, "rules.yaml"), rulesC)
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 3) })
+	e.wantStatus(e.do("GET", "/third", "", nil), 200)
+}
+
+// watchPoints stops at a symlink loop, and watches for a missing
+// directory to be made in its parent.
+func TestWatchPointsLoopAndMissing(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink("b", filepath.Join(dir, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("a", filepath.Join(dir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	dirs, names := watchPoints(filepath.Join(dir, "a", "rules.yaml"))
+	if len(dirs) != 1 || !dirs[dir] || !names[filepath.Join(dir, "a")] || !names[filepath.Join(dir, "b")] {
+		t.Fatalf("loop: dirs %v, names %v", dirs, names)
+	}
+	dirs, names = watchPoints(filepath.Join(dir, "conf", "rules.yaml"))
+	if len(dirs) != 1 || !dirs[dir] || len(names) != 1 || !names[filepath.Join(dir, "conf")] {
+		t.Fatalf("missing: dirs %v, names %v", dirs, names)
+	}
+}
