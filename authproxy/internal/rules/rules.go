@@ -16,13 +16,16 @@
 package rules
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -31,6 +34,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
+	yamlv2 "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
 )
 
@@ -452,22 +456,108 @@ func Parse(b []byte, env Env) (*Table, error) {
 	if _, old := probe["replace_defaults"]; old {
 		return nil, ErrOldFormat
 	}
+	if err := oneDocument(b); err != nil {
+		return nil, err
+	}
 	var f File
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
 		return nil, fmt.Errorf("parse rules: %w", err)
 	}
+	errs := writtenFields(probe)
 	t, err := Compile(f, env)
+	errs = append(errs, err)
 	// A file without its list of routes is most often one caught while it
 	// is written in place (empty, or cut before its routes: valid YAML);
 	// taken as it is, it would drop every app route.
 	if r, ok := probe["routes"]; !ok || r == nil {
-		err = errors.Join(ErrNoRoutes, err)
+		errs = append([]error{ErrNoRoutes}, errs...)
 	}
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	t.Source = sha256.Sum256(b)
 	return t, nil
+}
+
+// oneDocument refuses a file of more than one YAML document: only the
+// first would be read, the routes of the others dropped without a word.
+// An empty document (a trailing "---") is none.
+func oneDocument(b []byte) error {
+	d := yamlv2.NewDecoder(bytes.NewReader(b))
+	var doc any
+	if err := d.Decode(&doc); err != nil {
+		return nil // none at all, or one the parse reports
+	}
+	for {
+		doc = nil
+		err := d.Decode(&doc)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return fmt.Errorf("parse rules: %w", err)
+		case doc != nil:
+			return errors.New("rules file has more than one YAML document (---): only the first would be read; write one")
+		}
+	}
+}
+
+var (
+	fileFields     = jsonFields(reflect.TypeFor[File]())
+	upstreamFields = jsonFields(reflect.TypeFor[UpstreamSpec]())
+	routeFields    = jsonFields(reflect.TypeFor[RouteSpec]())
+)
+
+func jsonFields(t reflect.Type) []string {
+	var names []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		names = append(names, name)
+	}
+	return names
+}
+
+// writtenFields checks what decoding the file as JSON lets through: a
+// field written without a value (null: "methods:" with nothing after it,
+// a template that rendered nothing) reads as one left out, which for
+// methods is any method and for permissions and require_* is nothing
+// asked; and a field name is matched ignoring case, so "Require_MFA:
+// false" beside "require_mfa: true" would be a duplicate that one of
+// them silently wins.
+func writtenFields(probe map[string]any) []error {
+	var errs []error
+	check := func(where string, m map[string]any, fields []string) {
+		keys := slices.Sorted(maps.Keys(m))
+		for _, k := range keys {
+			known := slices.Contains(fields, k)
+			if !known {
+				if i := slices.IndexFunc(fields, func(f string) bool { return strings.EqualFold(f, k) }); i >= 0 {
+					errs = append(errs, fmt.Errorf("%sfield %q: write %s (field names are lower case)", where, k, fields[i]))
+				}
+				continue // an unknown field is refused by the parse
+			}
+			if m[k] == nil && where != "" {
+				errs = append(errs, fmt.Errorf("%s%s: written without a value, which would read as left out; give one or leave the field out", where, k))
+			}
+		}
+	}
+	check("", probe, fileFields)
+	if ups, ok := probe["upstreams"].(map[string]any); ok {
+		for _, n := range slices.Sorted(maps.Keys(ups)) {
+			if u, ok := ups[n].(map[string]any); ok {
+				check(fmt.Sprintf("upstream %q: ", n), u, upstreamFields)
+			}
+		}
+	}
+	if routes, ok := probe["routes"].([]any); ok {
+		for i, r := range routes {
+			if r, ok := r.(map[string]any); ok {
+				prefix, _ := r["prefix"].(string)
+				check(fmt.Sprintf("route %d (%s): ", i+1, prefix), r, routeFields)
+			}
+		}
+	}
+	return errs
 }
 
 // Compile validates f against env and returns the table, reporting every

@@ -285,6 +285,21 @@ func TestBadFiles(t *testing.T) {
 		{"duplicate by case", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /A, upstream: notes, access: public}]", "only in letter case"},
 		{"prefixes differing in case", ups + "routes: [{prefix: /Notes, methods: [GET], upstream: notes, access: public}, {prefix: /notes, methods: [POST], upstream: notes, access: protected}]", "route 2 (/notes): prefix /notes differs from another route's /Notes only in letter case"},
 		{"one method-less beside methods", ups + "routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, upstream: notes, access: protected}]", "duplicate"},
+		// Written without a value (a template that rendered nothing):
+		// null would be the field left out, methods: any method,
+		// permissions and require_*: none asked.
+		{"methods without a value", ups + "routes:\n  - prefix: /a\n    methods:\n    upstream: notes\n    access: protected\n", "route 1 (/a): methods: written without a value"},
+		{"permissions without a value", ups + "routes:\n  - {prefix: /a, upstream: notes, access: protected, permissions: ~}\n", "route 1 (/a): permissions: written without a value"},
+		{"require_mfa without a value", ups + "routes:\n  - {prefix: /a, upstream: notes, access: protected, require_mfa: }\n", "route 1 (/a): require_mfa: written without a value"},
+		{"upstream field without a value", "upstreams:\n  notes: {url: 'http://127.0.0.1:8082', key_id: app-notes, timeout: null}\nroutes: []\n", `upstream "notes": timeout: written without a value`},
+		// Field names are matched exactly, not ignoring case as JSON
+		// does: REQUIRE_MFA beside require_mfa would be a duplicate.
+		{"field in another case", ups + "routes:\n  - {prefix: /a, upstream: notes, access: protected, require_mfa: true, Require_MFA: false}\n", `route 1 (/a): field "Require_MFA": write require_mfa`},
+		{"upstream field in another case", "upstreams:\n  notes: {URL: 'http://127.0.0.1:8082', key_id: app-notes}\nroutes: []\n", `upstream "notes": field "URL": write url`},
+		{"top-level field in another case", ups + "routes: []\nRoutes: [{prefix: /a, upstream: notes, access: public}]\n", `field "Routes": write routes`},
+		// Only the first document would be read: the routes of the
+		// others would be dropped without a word.
+		{"second document", ups + "routes: []\n---\nroutes: [{prefix: /a, upstream: notes, access: protected}]\n", "more than one YAML document"},
 		{"not yaml", "routes: [", "parse rules"},
 		// A file caught while written in place: empty, or cut before its
 		// routes (valid YAML) would drop every app route.
@@ -315,6 +330,13 @@ func TestBadFiles(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), testEnv); err == nil {
 		t.Fatal("Load(missing) accepted")
+	}
+	// A document marker before the only document, or an empty one after
+	// it, is still one file.
+	for _, body := range []string{"---\n" + ups + "routes: []\n", ups + "routes: []\n---\n", ups + "routes: []\n...\n"} {
+		if _, err := Parse([]byte(body), testEnv); err != nil {
+			t.Fatalf("Parse(%q) = %v", body, err)
+		}
 	}
 	// Disjoint methods on one prefix are fine.
 	if _, err := Parse([]byte(ups+"routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, methods: [POST, DELETE], upstream: notes, access: protected}]"), testEnv); err != nil {
