@@ -403,3 +403,17 @@ func TestWatchPointsLoopAndMissing(t *testing.T) {
 		t.Fatalf("missing: dirs %v, names %v", dirs, names)
 	}
 }
+
+// A reloaded file whose upstream URL carries a password is refused, and
+// the log of the refusal does not hold the password.
+func TestRulesReloadURLPasswordNotLogged(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	e.writeRules("upstreams:\n  notes:\n    url: http://admin:s3cr3t@127.0.0.1:1\n    key_id: app-notes\nroutes: []\n")
+	testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), 1) })
+	testenv.Eventually(t, func() error {
+		return testenv.Contains("the log", e.logs.String(), "the previous rules stay in force", "xxxxx@127.0.0.1:1")
+	})
+	if strings.Contains(e.logs.String(), "s3cr3t") {
+		t.Fatalf("the password is in the log:\n%s", e.logs.String())
+	}
+}

@@ -506,3 +506,25 @@ func TestStrippedPrefixAliases(t *testing.T) {
 		})
 	}
 }
+
+// An upstream URL carrying credentials is refused without them being
+// repeated: the problems of a file go to the log.
+func TestUpstreamURLCredentialsNotShown(t *testing.T) {
+	for _, u := range []string{
+		"https://user:s3cr3t@x.example",
+		"https://s3cr3t@x.example:8443",
+		"http://user:s3cr3t@x.example:80x",   // does not parse: bad port
+		"http://user:s3cr3t@x.example/a b%z", // does not parse: bad escape
+		"https://x.example?token=s3cr3t",
+		"https://x.example/?s3cr3t",
+	} {
+		_, err := Parse([]byte("upstreams: {notes: {url: '"+u+"', key_id: app-notes}}\nroutes: []\n"), testEnv)
+		if err == nil || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "x.example") {
+			t.Errorf("url %s: %v, want refused, naming the host but not the secret", u, err)
+		}
+	}
+	_, err := Parse([]byte("upstreams: {notes: {url: 'https://user:s3cr3t@x.example', key_id: app-notes}}\nroutes: []\n"), testEnv)
+	if err == nil || !strings.Contains(err.Error(), "https://xxxxx@x.example") || !strings.Contains(err.Error(), "user:password@") {
+		t.Errorf("userinfo: %v, want it masked and named", err)
+	}
+}
