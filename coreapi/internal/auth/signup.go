@@ -90,7 +90,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 		if issued, err = s.sessions.Create(ctx, tx, user.ID, tenant.ID, ua, ip); err != nil {
 			return err
 		}
-		return onetime.SendVerification(ctx, tx, user.ID, user.Email, user.DisplayName, false, rid)
+		return onetime.SendVerification(ctx, tx, user.ID, user.Email, false, rid)
 	})
 	if errors.Is(err, users.ErrEmailTaken) {
 		return errEmailTaken

@@ -135,7 +135,13 @@ func (s *Service) closeResets() {
 // to reset). The account's row is locked, so concurrent requests take
 // turns and each revokes the links before it: only the newest works.
 func (s *Service) startReset(ctx context.Context, email, requestID string) error {
-	const q = `SELECT id::text, email, display_name FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'human' FOR UPDATE`
+	// The mail greets the account's owner by name only once the address
+	// is proven: the name of an account whose address is not is anyone's
+	// who signed up with it (or a tenant admin's who created it), and
+	// anyone can have this mail sent to that address.
+	const q = `
+SELECT id::text, email, CASE WHEN email_verified_at IS NOT NULL THEN display_name ELSE '' END
+FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'human' FOR UPDATE`
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var uid, addr, name string
 		err := tx.QueryRow(ctx, q, email).Scan(&uid, &addr, &name)

@@ -123,7 +123,7 @@ func (s *Service) resendVerification(c *fiber.Ctx) error {
 		return tooMany(c, wait, "too many verification mails requested")
 	}
 	const q = `
-SELECT u.email, u.display_name, u.email_verified_at IS NOT NULL,
+SELECT u.email, u.email_verified_at IS NOT NULL,
        (SELECT t.email FROM action_tokens t
         WHERE t.user_id = u.id AND t.purpose = 'verify_email' AND t.expires_at > now()
         ORDER BY t.created_at DESC LIMIT 1)
@@ -131,11 +131,11 @@ FROM users u WHERE u.id = $1`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
-			email, name string
-			verified    bool
-			pending     *string
+			email    string
+			verified bool
+			pending  *string
 		)
-		if err := tx.QueryRow(ctx, q, id.UserID).Scan(&email, &name, &verified, &pending); err != nil {
+		if err := tx.QueryRow(ctx, q, id.UserID).Scan(&email, &verified, &pending); err != nil {
 			return fmt.Errorf("load user: %w", err)
 		}
 		to, change := email, false
@@ -144,7 +144,7 @@ FROM users u WHERE u.id = $1`
 		} else if verified {
 			return problem.New(fiber.StatusConflict, problem.CodeAlreadyVerified, "the email address is already verified")
 		}
-		return onetime.SendVerification(ctx, tx, id.UserID, to, name, change, rid)
+		return onetime.SendVerification(ctx, tx, id.UserID, to, change, rid)
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -276,5 +277,44 @@ func TestResendConcurrentLeavesOneLink(t *testing.T) {
 	atOnce(8, func() { x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil) })
 	if n := x.liveLinks(t, a.c.Sub, "verify_email"); n != 1 {
 		t.Fatalf("%d live verification links, want 1", n)
+	}
+}
+
+// A mail to an address nobody has proven greets nobody by name: the name
+// is whatever the one who signed up with the address (or asked to move an
+// account to it) typed, and anyone can have the service mail it there, a
+// password reset mail as often as the address's limit allows. Once the
+// address is proven, the reset mail greets its owner by name again.
+func TestUnprovenAddressMailsCarryNoName(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	const words = "Wirethefeeto4477"
+	body := func(m mailtest.Message) string {
+		return strings.ReplaceAll(m.Raw, "=\r\n", "") // undo quoted-printable soft breaks
+	}
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+		map[string]string{"email": "vic@example.com", "password": pw, "tenant_name": "T", "display_name": words})
+	wantStatus(t, r, http.StatusCreated)
+	verify := x.mail(t, "vic@example.com", "Confirm")
+	if strings.Contains(body(verify), words) {
+		t.Errorf("the sign-up's verification mail carries the name typed at sign-up:\n%s", verify.Raw)
+	}
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "vic@example.com"}), 202)
+	if m := x.mail(t, "vic@example.com", "Reset"); strings.Contains(body(m), words) {
+		t.Errorf("the reset mail of an unverified account carries its name:\n%s", m.Raw)
+	}
+
+	// An account moving to someone else's address.
+	a := x.signup(t, "mover@example.com")
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"display_name": words}), 200)
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "other@example.com"}), 202)
+	if m := x.mail(t, "other@example.com", "Confirm"); strings.Contains(body(m), words) {
+		t.Errorf("the email change's mail to the new address carries the account's name:\n%s", m.Raw)
+	}
+
+	// Proven: the owner is greeted by name.
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verify.Token()}), 200)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "vic@example.com"}), 202)
+	if m := x.mail(t, "vic@example.com", "Reset"); !strings.Contains(body(m), "Hello "+words) {
+		t.Errorf("the reset mail of a verified account does not greet its owner by name:\n%s", m.Raw)
 	}
 }

@@ -205,7 +205,12 @@ WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) 
 // audited masked). Earlier verification tokens of the user
 // die: only the newest link works. The user's row is locked, so concurrent
 // calls take turns and each revokes the links before it.
-func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName string, change bool, requestID string) error {
+//
+// The mail greets nobody by name: whoever chose the account's display
+// name (a sign-up, a tenant admin's POST /users, an email change) has not
+// proven to own the mailbox, so the name would be words of anyone's
+// choosing in a mail from this service to an address of theirs.
+func SendVerification(ctx context.Context, tx pgx.Tx, userID, email string, change bool, requestID string) error {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, userID); err != nil {
 		return fmt.Errorf("lock user: %w", err)
 	}
@@ -217,7 +222,7 @@ func SendVerification(ctx context.Context, tx pgx.Tx, userID, email, displayName
 		return err
 	}
 	err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindVerifyEmail, To: email, Token: raw,
-		Data: mail.Data{DisplayName: displayName, ExpiresAt: exp, EmailChange: change}})
+		Data: mail.Data{ExpiresAt: exp, EmailChange: change}})
 	if err != nil {
 		return err
 	}

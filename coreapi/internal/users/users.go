@@ -333,17 +333,17 @@ var ErrNotFresh = errors.New("the session is not live or its sign-in is too old"
 // ended the session that asked for it, and outlive the reset.
 func (s *Store) RequestEmailChange(ctx context.Context, userID, tenantID, sessionID, newEmail, requestID string, maxAge time.Duration) error {
 	const q = `
-SELECT u.email, u.display_name,
+SELECT u.email,
        EXISTS (SELECT 1 FROM users o WHERE lower(o.email) = lower($2) AND o.id <> u.id)
 FROM users u
 WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)
 FOR UPDATE OF u`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
-			current, name string
-			taken         bool
+			current string
+			taken   bool
 		)
-		if err := tx.QueryRow(ctx, q, userID, newEmail, tenantID).Scan(&current, &name, &taken); err != nil {
+		if err := tx.QueryRow(ctx, q, userID, newEmail, tenantID).Scan(&current, &taken); err != nil {
 			return mapErr(err)
 		}
 		// A statement after the lock: it sees a revocation committed by
@@ -359,7 +359,7 @@ FOR UPDATE OF u`
 		if strings.EqualFold(current, newEmail) {
 			return ErrSameEmail
 		}
-		if err := onetime.SendVerification(ctx, tx, userID, newEmail, name, true, requestID); err != nil {
+		if err := onetime.SendVerification(ctx, tx, userID, newEmail, true, requestID); err != nil {
 			return err
 		}
 		return audit.WriteForUser(ctx, tx, userID, audit.Event{
@@ -725,7 +725,7 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 		if err := invitations.CountTenantMail(ctx, tx, tenantID); err != nil {
 			return err
 		}
-		if err := onetime.SendVerification(ctx, tx, userID, n.Email, n.DisplayName, false, a.RequestID); err != nil {
+		if err := onetime.SendVerification(ctx, tx, userID, n.Email, false, a.RequestID); err != nil {
 			return err
 		}
 		// The proxy may hold a "no membership" answer for this user.
