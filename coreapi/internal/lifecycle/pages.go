@@ -116,8 +116,11 @@ func render(c *fiber.Ctx, p page) error {
 		return err
 	}
 	// The token is in the URL: keep it out of Referer headers and caches;
-	// no script may run, forms may only post back here.
+	// no script may run, forms may only post back here, and no other site
+	// may frame the page (X-Frame-Options for browsers without CSP level 2's
+	// frame-ancestors).
 	c.Set("Referrer-Policy", "no-referrer")
+	c.Set(fiber.HeaderXFrameOptions, "DENY")
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 	c.Set("X-Content-Type-Options", "nosniff")

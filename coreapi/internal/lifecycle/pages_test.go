@@ -35,12 +35,12 @@ func TestPages(t *testing.T) {
 			if strings.Contains(strings.ToLower(body), "<script") {
 				t.Error("the page has a script")
 			}
-			for h, want := range map[string]string{"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+			for h, want := range map[string]string{"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"} {
 				if got := r.Header.Get(h); got != want {
 					t.Errorf("%s = %q, want %q", h, got, want)
 				}
 			}
-			if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "form-action 'self'") {
+			if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "form-action 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 				t.Errorf("CSP = %q", csp)
 			}
 		})
