@@ -56,7 +56,7 @@ type KeyEntry struct {
 	err                   error // ErrKeyUnknown (no digest) or ErrKeyRevoked
 	gens                  [4]uint64
 	us, ts, ks            int
-	fetchedAt, expires    int64
+	fetchedAt, expires    int64 // ticks (Cache.ticks)
 	used                  atomic.Bool
 }
 
@@ -132,8 +132,8 @@ func storeKey(set []atomic.Pointer[KeyEntry], e *KeyEntry) *KeyEntry {
 
 // validKey: within its time in the cache, nothing invalidated since it was
 // fetched (user, tenant, key, everything), trusted while the feed is down.
-func (c *Cache) validKey(e *KeyEntry, now int64) bool {
-	return now < e.expires &&
+func (c *Cache) validKey(e *KeyEntry, now time.Time) bool {
+	return c.ticks(now) < e.expires &&
 		e.gens == [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), c.global.Load(), c.keys.key[e.ks].Load()} &&
 		c.freshAt(e.fetchedAt)
 }
@@ -160,7 +160,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 	res, err, _ := c.sf.Do(fk, func() (any, error) {
 		// A fetch that ended between this request's lookup and its Do
 		// has stored the entry: take it instead of fetching again.
-		if e := lookupKey(set, pid); e != nil && c.validKey(e, c.opt.Now().UnixNano()) {
+		if e := lookupKey(set, pid); e != nil && c.validKey(e, c.opt.Now()) {
 			return e, nil
 		}
 		if c.slots != nil {
@@ -172,7 +172,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 				return nil, ErrOverloaded
 			}
 		}
-		fetchedAt := c.opt.Now().UnixNano()
+		fetchedAt := c.ticks(c.opt.Now())
 		p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID)
 		e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt}
 		ttl := c.opt.TTL
@@ -219,7 +219,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 // where GetKey would ask coreapi.
 func (c *Cache) CachedKey(pid []byte, d *[sha256.Size]byte, now time.Time) (*KeyEntry, error) {
 	nowNs := now.UnixNano()
-	if e := lookupKey(c.keySet(pid), pid); e != nil && c.validKey(e, nowNs) {
+	if e := lookupKey(c.keySet(pid), pid); e != nil && c.validKey(e, now) {
 		c.kc.Hits.Inc()
 		return e.check(d, nowNs)
 	}

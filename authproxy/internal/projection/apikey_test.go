@@ -16,10 +16,17 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
-func newKeyFixture(t *testing.T) *fixture {
+func newKeyFixture(t *testing.T) *fixture { return newKeyFixtureClock(t, nil) }
+
+// newKeyFixtureClock is newKeyFixture whose cache reads now (nil: the
+// fixture's clock, f.now).
+func newKeyFixtureClock(t *testing.T, now func() time.Time) *fixture {
 	t.Helper()
 	f := &fixture{core: testenv.NewCore(t)}
 	f.now.Store(time.Now().UnixNano())
+	if now == nil {
+		now = func() time.Time { return time.Unix(0, f.now.Load()) }
+	}
 	signer, err := identity.NewKeySigner(testenv.CoreKey)
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +36,7 @@ func newKeyFixture(t *testing.T) *fixture {
 		IdleTimeout: time.Second, Timeout: 2 * time.Second})
 	fetcher := NewHTTPFetcher(hc, f.core.Addr, signer, 2*time.Second, m)
 	f.c, err = New(Options{Size: 100, TTL: time.Hour, NegativeTTL: time.Hour, MaxStaleness: 30 * time.Second,
-		Now: func() time.Time { return time.Unix(0, f.now.Load()) }, Keys: fetcher}, fetcher, m)
+		Now: now, Keys: fetcher}, fetcher, m)
 	if err != nil {
 		t.Fatal(err)
 	}

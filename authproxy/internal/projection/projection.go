@@ -13,6 +13,11 @@
 // While the invalidation feed is down, an entry is trusted only for a
 // bounded time past max(fetch time, disconnect time); on reconnect
 // everything is purged.
+//
+// Times kept for those bounds (fetch, expiry, disconnect) are durations
+// since the cache was made, read from the monotonic clock (see ticks): a
+// step of the wall clock (NTP, an operator, a VM's resume) neither
+// lengthens a TTL nor the trust while the feed is down.
 package projection
 
 import (
@@ -20,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -74,8 +80,8 @@ type Entry struct {
 	err       error // ErrNoMembership for a remembered 404
 	gens      [3]uint64
 	us, ts    int   // the user's and the tenant's stripe
-	fetchedAt int64 // unix nanos
-	expires   int64 // unix nanos: fetchedAt + TTL
+	fetchedAt int64 // ticks (Cache.ticks)
+	expires   int64 // ticks: fetchedAt + TTL
 }
 
 // EntryBytes is the heap a cached projection costs with typical roles and
@@ -114,13 +120,15 @@ type Cache struct {
 	user   [stripes]atomic.Uint64
 	tenant [stripes]atomic.Uint64
 	global atomic.Uint64
-	down   atomic.Int64 // unix nanos of the disconnect; 0 while connected
-	sf     singleflight.Group
-	slots  chan struct{} // nil: no bound on fetches
-	cc     metrics.CacheCounters
-	kc     metrics.CacheCounters
-	m      *metrics.Metrics
-	keys   *keyTable
+	// base is the origin of ticks: opt.Now() when the cache was made.
+	base  time.Time
+	down  atomic.Int64 // ticks of the disconnect; the constant connected while the feed is up
+	sf    singleflight.Group
+	slots chan struct{} // nil: no bound on fetches
+	cc    metrics.CacheCounters
+	kc    metrics.CacheCounters
+	m     *metrics.Metrics
+	keys  *keyTable
 	// halfwayHook, when set (tests), runs in a user or tenant
 	// invalidation between the moves of its two counters.
 	halfwayHook func()
@@ -138,7 +146,8 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 		opt.EntryCost = EntryBytes
 	}
 	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection),
-		kc: m.Cache(metrics.CacheAPIKey), keys: &keyTable{f: opt.Keys}}
+		kc: m.Cache(metrics.CacheAPIKey), keys: &keyTable{f: opt.Keys}, base: opt.Now()}
+	c.down.Store(connected)
 	if opt.MaxFetches > 0 {
 		c.slots = make(chan struct{}, opt.MaxFetches)
 	}
@@ -159,6 +168,16 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 
 // Close stops the cache's goroutines.
 func (c *Cache) Close() { c.cache.Close() }
+
+// connected is the value of Cache.down while the invalidation feed is up.
+const connected = math.MinInt64
+
+// ticks is t as the cache counts time: nanoseconds since it was made, on
+// the monotonic clock when t and the cache's origin both carry a reading
+// of it (as time.Now's do), else on the wall clock. Unix nanoseconds
+// followed the wall clock: set back an hour, it kept every entry an hour
+// past its TTL, and past MAX_STALENESS while the feed was down.
+func (c *Cache) ticks(t time.Time) int64 { return int64(t.Sub(c.base)) }
 
 func (c *Cache) stripe(id string) int { return int(maphash.String(c.seed, id) % stripes) }
 
@@ -181,10 +200,10 @@ func (c *Cache) fresh(e *Entry) bool { return c.freshAt(e.fetchedAt) }
 
 func (c *Cache) freshAt(fetchedAt int64) bool {
 	down := c.down.Load()
-	if down == 0 {
+	if down == connected {
 		return true
 	}
-	return c.opt.Now().UnixNano()-max(fetchedAt, down) <= int64(c.opt.MaxStaleness)
+	return c.ticks(c.opt.Now())-max(fetchedAt, down) <= int64(c.opt.MaxStaleness)
 }
 
 // Valid reports whether e, an entry Get returned earlier, still stands at
@@ -205,10 +224,10 @@ func (c *Cache) Valid(e *Entry, now time.Time) bool {
 // the entry itself: one line of memory fewer to fetch, at the end of a
 // chain of pointers, once the working set outgrows the CPU's caches.
 type Stamp struct {
-	expires   int64 // unix nanos
+	expires   int64 // ticks (Cache.ticks)
 	gens      [3]uint64
 	us, ts    int32 // the user's and the tenant's stripe
-	fetchedAt int64 // unix nanos
+	fetchedAt int64 // ticks
 }
 
 // Stamp is e's stamp.
@@ -218,7 +237,7 @@ func (e *Entry) Stamp() Stamp {
 
 // ValidStamp is Valid for the entry whose stamp s is.
 func (c *Cache) ValidStamp(s *Stamp, now time.Time) bool {
-	if now.UnixNano() < s.expires &&
+	if c.ticks(now) < s.expires &&
 		s.gens == [3]uint64{c.user[s.us].Load(), c.tenant[s.ts].Load(), c.global.Load()} && c.freshAt(s.fetchedAt) {
 		c.cc.Hits.Inc()
 		return true
@@ -250,7 +269,7 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 				return nil, ErrOverloaded
 			}
 		}
-		fetchedAt := c.opt.Now().UnixNano()
+		fetchedAt := c.ticks(c.opt.Now())
 		p, err := c.f.Fetch(context.WithoutCancel(ctx), sub, tid, requestID)
 		var e *Entry
 		ttl := c.opt.TTL
@@ -413,16 +432,16 @@ func (c *Cache) InvalidateAll() {
 // Disconnected records that the invalidation feed went down at t; from
 // then on entries are trusted only for MaxStaleness.
 func (c *Cache) Disconnected(t time.Time) {
-	c.down.CompareAndSwap(0, t.UnixNano())
+	c.down.CompareAndSwap(connected, max(c.ticks(t), connected+1))
 }
 
 // BoundedStaleness reports whether the cache is in the bounded-staleness
 // mode: Disconnected was called and Reconnected not since.
-func (c *Cache) BoundedStaleness() bool { return c.down.Load() != 0 }
+func (c *Cache) BoundedStaleness() bool { return c.down.Load() != connected }
 
 // Reconnected purges everything (events may have been missed) and ends the
 // bounded-staleness mode.
 func (c *Cache) Reconnected() {
 	c.InvalidateAll()
-	c.down.Store(0)
+	c.down.Store(connected)
 }
