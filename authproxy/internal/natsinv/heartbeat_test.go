@@ -219,3 +219,29 @@ func TestHeartbeatStalenessEndsWithTheConnection(t *testing.T) {
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
 }
+
+// TestHeartbeatSilenceWithTheWallClockSetBack: the silence is timed on the
+// monotonic clock. The last heartbeat's time was kept in unix nanoseconds,
+// so a wall clock set back an hour after it (an NTP step, an operator, a
+// VM resumed) hid an hour of silence: the caches stayed trusted all along
+// while coreapi's relays published nothing.
+func TestHeartbeatSilenceWithTheWallClockSetBack(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := &downRecorder{recorder: newRecorder(t)}
+	var back atomic.Int64
+	now := func() time.Time { return testenv.WallSetBack(time.Now(), time.Duration(back.Load())) }
+	const timeout = 600 * time.Millisecond
+	s, pub := connectWithPublisher(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond, Now: now}, r, metrics.New())
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	stop := beats(t, pub)
+	testenv.Eventually(t, func() error {
+		return testenv.WantAtLeast("heartbeats", testutil.ToFloat64(s.m.Invalidations.WithLabelValues("heartbeat")), 2)
+	})
+	last := stop()
+	back.Store(int64(time.Hour))
+	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
+	// Dated from the last heartbeat on the monotonic clock, not an hour off.
+	if at := r.lastDown(); at.Sub(last) < 0 || at.Sub(last) > timeout {
+		t.Fatalf("staleness counted from %v after the last heartbeat's publication, want within [0, %v]", at.Sub(last), timeout)
+	}
+}

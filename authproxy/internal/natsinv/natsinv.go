@@ -130,10 +130,14 @@ type Subscriber struct {
 	// hbTimeout is Options.HeartbeatTimeout (0: neither heartbeats nor
 	// relay beats watched).
 	// hbAt is when the last heartbeat arrived, or the feed went live,
-	// in unix nanoseconds; stale (under linkMu) is set while the live
+	// in nanoseconds since origin (Options.Now when Connect began: on the
+	// monotonic clock, as time.Now's readings are; unix nanoseconds
+	// followed the wall clock, and one set back an hour hid an hour of
+	// silence); stale (under linkMu) is set while the live
 	// feed is called stale for want of one, or of a listed relay's beat.
 	hbTimeout time.Duration
 	hbAt      atomic.Int64
+	origin    time.Time
 	stale     bool
 	// relayDenied is set when the server refused the subscription to
 	// auth.outbox.relay: no relay beat comes on this connection, and none
@@ -250,7 +254,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	}
 	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{}),
 		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0),
-		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}}
+		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}, origin: o.Now()}
 	t.Disconnected(o.Now())
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
@@ -452,7 +456,7 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 		// A heartbeat, and each listed relay's beat, is waited for
 		// afresh: the caches are purged.
 		now := s.now()
-		s.hbAt.Store(now.UnixNano())
+		s.hbAt.Store(int64(now.Sub(s.origin)))
 		s.liveAt = now
 		s.reported.Store(true)
 		s.purge(refetch)
@@ -628,7 +632,7 @@ func (s *Subscriber) watchDrops(sub, ks *nats.Subscription, every time.Duration)
 // keeps stale any more (recover).
 func (s *Subscriber) heartbeat(msg *nats.Msg) {
 	now := s.now()
-	s.hbAt.Store(now.UnixNano())
+	s.hbAt.Store(int64(now.Sub(s.origin)))
 	// Counted once taken in (after linkMu is released): a reader of the
 	// counter then finds the heartbeat's effects.
 	defer s.m.Invalidations.WithLabelValues("heartbeat").Inc()
@@ -805,7 +809,7 @@ func (s *Subscriber) relaysNotWatched() {
 // the package comment), least of all those of a relay that went unheard.
 // why and args say what ended it, in the log. linkMu is held.
 func (s *Subscriber) recover(now time.Time, why string, args ...any) {
-	if !s.stale || !s.live.Load() || now.UnixNano()-s.hbAt.Load() > int64(s.hbTimeout) {
+	if !s.stale || !s.live.Load() || int64(now.Sub(s.origin))-s.hbAt.Load() > int64(s.hbTimeout) {
 		return
 	}
 	if ids, _ := s.unheard(now); len(ids) > 0 {
@@ -836,7 +840,7 @@ func (s *Subscriber) watchHeartbeat() {
 	now := s.now()
 	// A heartbeat stores hbAt before it takes linkMu: one that came after
 	// this load finds the feed stale and recovers it.
-	at := time.Unix(0, s.hbAt.Load())
+	at := s.origin.Add(time.Duration(s.hbAt.Load()))
 	silent := now.Sub(at) > s.hbTimeout
 	ids, since := s.unheard(now)
 	s.m.RelaysUnheard.Set(float64(len(ids)))

@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -22,13 +22,7 @@ type steppedClock struct {
 }
 
 func (c *steppedClock) now() time.Time {
-	t := c.origin.Add(time.Duration(c.elapsed.Load()))
-	w := t.Add(-time.Duration(c.back.Load()))
-	// A time.Time with a monotonic reading holds the wall clock in its
-	// first word and the monotonic reading in its second: t's wall clock
-	// becomes w's.
-	*(*uint64)(unsafe.Pointer(&t)) = *(*uint64)(unsafe.Pointer(&w))
-	return t
+	return testenv.WallSetBack(c.origin.Add(time.Duration(c.elapsed.Load())), time.Duration(c.back.Load()))
 }
 
 // TestWallClockStepBack: setting the wall clock back lengthens neither an
