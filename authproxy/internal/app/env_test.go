@@ -471,3 +471,29 @@ func testLogOut() io.Writer {
 	}
 	return io.Discard
 }
+
+// serveRaw listens on 127.0.0.1 and runs handle on each connection it
+// accepts, on a goroutine of its own, closing the connection when handle
+// returns (a raw upstream that writes its answers byte by byte). It
+// returns the address; the listener closes at the test's end.
+func serveRaw(t testing.TB, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

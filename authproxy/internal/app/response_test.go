@@ -48,41 +48,27 @@ func cannedUpstream(t *testing.T, answer string) string {
 // follows in one write), then closes the connection; it returns its URL.
 func scriptedUpstream(t *testing.T, answer func(path string) string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr := serveRaw(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		path := ""
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				br := bufio.NewReader(c)
-				path := ""
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if path == "" {
-						if f := strings.Fields(line); len(f) > 1 {
-							path = f[1]
-						}
-					}
-					if line == "\r\n" {
-						break
-					}
+			if path == "" {
+				if f := strings.Fields(line); len(f) > 1 {
+					path = f[1]
 				}
-				_, _ = io.WriteString(c, answer(path))
-			}()
+			}
+			if line == "\r\n" {
+				break
+			}
 		}
-	}()
-	return "http://" + ln.Addr().String()
+		_, _ = io.WriteString(c, answer(path))
+	})
+	return "http://" + addr
 }
 
 // The fields of an upstream's answer that belong to its connection with
@@ -310,38 +296,24 @@ func TestStreamCutShortIsCutShortForTheClient(t *testing.T) {
 // to the request after its own.
 func TestStrayUpstreamBytesReachNoOtherRequest(t *testing.T) {
 	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nsomeone-elses"
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr := serveRaw(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if req.URL.Path == "/nocontent" {
-						_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 31\r\n\r\n")
-						time.Sleep(20 * time.Millisecond)
-						_, _ = io.WriteString(c, stray)
-						continue
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(req.URL.Path))+"\r\n\r\n"+req.URL.Path)
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			if req.URL.Path == "/nocontent" {
+				_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 31\r\n\r\n")
+				time.Sleep(20 * time.Millisecond)
+				_, _ = io.WriteString(c, stray)
+				continue
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(req.URL.Path))+"\r\n\r\n"+req.URL.Path)
 		}
-	}()
-	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
+	})
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + addr + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /, upstream: notes, access: public}\n"})
 	if r := e.raw("GET /nocontent HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); r.status != 204 {
 		t.Fatalf("status %d, want 204", r.status)

@@ -19,38 +19,24 @@ import (
 // proxy closes it. asked gets a value for each request read.
 func gatedUpstream(t *testing.T, answer string) (url string, asked <-chan struct{}, gate chan struct{}) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	a, g := make(chan struct{}, 16), make(chan struct{})
-	go func() {
+	addr := serveRaw(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				a <- struct{}{}
-				<-g
-				_, _ = io.WriteString(c, answer)
-				_, _ = io.Copy(io.Discard, c)
-			}()
+			if line == "\r\n" {
+				break
+			}
 		}
-	}()
-	return "http://" + ln.Addr().String(), a, g
+		a <- struct{}{}
+		<-g
+		_, _ = io.WriteString(c, answer)
+		_, _ = io.Copy(io.Discard, c)
+	})
+	return "http://" + addr, a, g
 }
 
 // An event stream closed while its upstream had not answered yet (here:

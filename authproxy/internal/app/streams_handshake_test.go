@@ -20,38 +20,24 @@ import (
 // returns its URL and the paths it served after the 101.
 func httpAfter101Upstream(t *testing.T, answer string) (string, <-chan string) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	served := make(chan string, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
+	addr := serveRaw(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for first := true; ; first = false {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for first := true; ; first = false {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if first {
-						_, _ = io.WriteString(c, answer)
-						continue
-					}
-					served <- req.URL.Path
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(req.URL.Path))+"\r\n\r\n"+req.URL.Path)
-				}
-			}()
+			if first {
+				_, _ = io.WriteString(c, answer)
+				continue
+			}
+			served <- req.URL.Path
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(req.URL.Path))+"\r\n\r\n"+req.URL.Path)
 		}
-	}()
-	return "http://" + ln.Addr().String(), served
+	})
+	return "http://" + addr, served
 }
 
 // An upstream's 101 is spliced only when it completes the client's

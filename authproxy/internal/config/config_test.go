@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/testca"
 )
 
@@ -259,7 +257,8 @@ func TestUpstreamURLAlias(t *testing.T) {
 // start.
 func TestUpstreamCAFile(t *testing.T) {
 	dir := t.TempDir()
-	_, pemBytes := testenv.SelfSigned(t, "app.internal")
+	ca := testca.New(t, "app CA")
+	pemBytes := ca.PEM
 	good, junk := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "junk.pem")
 	if err := os.WriteFile(good, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
@@ -275,13 +274,8 @@ func TestUpstreamCAFile(t *testing.T) {
 	if err != nil || c.UpstreamTLS.RootCAs == nil {
 		t.Fatalf("with a CA file: %v", err)
 	}
-	block, _ := pem.Decode(pemBytes)
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: c.UpstreamTLS.RootCAs, DNSName: "app.internal"}); err != nil {
-		t.Fatalf("the file's certificate does not verify against the roots: %v", err)
+	if _, err := ca.Issue(t, "app.internal").Cert.Verify(x509.VerifyOptions{Roots: c.UpstreamTLS.RootCAs, DNSName: "app.internal"}); err != nil {
+		t.Fatalf("a certificate of the file's authority does not verify against the roots: %v", err)
 	}
 	for _, f := range []string{junk, filepath.Join(dir, "missing.pem")} {
 		if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_CA_FILE": f})); err == nil || !strings.Contains(err.Error(), "UPSTREAM_CA_FILE") {
