@@ -51,7 +51,9 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		return err
 	}
 	if !ok {
-		return tooMany(c, wait, "too many password reset requests from this address")
+		// The page's form is sent back to the page with the error, as
+		// every other refusal of it is (not a JSON body in the browser).
+		return formError(c, PageResetPassword, "", tooMany(c, wait, "too many password reset requests from this address"))
 	}
 	ok, _, err = s.limiter.Allow(ctx, ratelimit.Key("forgot", "addr", strings.ToLower(email)), s.limits.ForgotPerAddress)
 	if err != nil {

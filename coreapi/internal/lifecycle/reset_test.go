@@ -221,6 +221,12 @@ func TestForgotRateLimits(t *testing.T) {
 	if r.Header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")
 	}
+	// The page's form is sent back to the page with the error, not
+	// answered with the JSON problem a browser would show as it is.
+	r = postForm(t, x, "/api/v1/auth/password/forgot", form("email", "fourth%40example.com"))
+	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || loc != "/reset-password?error=too_many_requests" {
+		t.Errorf("over-limit form: %d Location %q, want 303 to the page with the error", r.Status, loc)
+	}
 	// Another client IP (as forwarded by the proxy) is not limited.
 	r = x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/password/forgot",
 		Body: map[string]string{"email": "third@example.com"}, ClientIP: "192.0.2.7"})
