@@ -367,13 +367,9 @@ func under(p, base string) bool {
 	return p == base || strings.HasPrefix(p, base+"/")
 }
 
-// ParseAppURL checks an upstream's URL (http:// or https://host:port, no
+// parseURL checks an upstream's URL (http:// or https://host:port, no
 // path; coreapi's IDENTITY_URL too) and returns its host:port and whether
 // it speaks TLS.
-func ParseAppURL(s string) (addr string, tls bool, err error) {
-	return parseURL(s)
-}
-
 func parseURL(s string) (addr string, tls bool, err error) {
 	u, err := url.Parse(s)
 	if err == nil && u.User != nil {
@@ -401,7 +397,11 @@ func parseURL(s string) (addr string, tls bool, err error) {
 
 // shownURL is a URL as problems show it (they are logged): the userinfo,
 // whose user as well as password may be a credential, and the query are
-// replaced by xxxxx, also in a URL that does not parse.
+// replaced by xxxxx, also in a URL that does not parse. Not
+// envconfig.MaskURL, which keeps a user without a password and the query
+// parameters not named as credentials, and hides an unparsable URL whole:
+// a refused upstream URL must still name its host, and nothing of what
+// the proxy refuses to send.
 func shownURL(s string) string {
 	const masked = "xxxxx"
 	scheme, rest, ok := strings.Cut(s, "://")
@@ -428,7 +428,7 @@ func shownURL(s string) string {
 }
 
 // hostHeader is the Host header for an upstream at addr (host:port, as
-// ParseAppURL returns it): the host in lower case, without an IPv6
+// parseURL returns it): the host in lower case, without an IPv6
 // address's zone (it names this host's interface, and a Host header has
 // none: RFC 9110 section 7.2; Go's client drops it too), the port left out
 // when it is the scheme's.
@@ -595,7 +595,7 @@ func writtenFields(probe map[string]any) []error {
 // problem found.
 func Compile(f File, env Env) (*Table, error) {
 	var errs []error
-	coreAddr, coreTLS, err := ParseAppURL(env.CoreURL)
+	coreAddr, coreTLS, err := parseURL(env.CoreURL)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("IDENTITY_URL: %w", err))
 	}
@@ -619,7 +619,7 @@ func Compile(f File, env Env) (*Table, error) {
 		case !upstreamName.MatchString(n):
 			uerrs = append(uerrs, errors.New("name: want lower-case letters, digits, '-' or '_'"))
 		}
-		addr, tls, err := ParseAppURL(u.URL)
+		addr, tls, err := parseURL(u.URL)
 		if err != nil {
 			uerrs = append(uerrs, err)
 		}
