@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
@@ -132,7 +131,7 @@ func (s *Service) reserveClient(ctx context.Context, client []byte) error {
 		return err
 	}
 	if !ok {
-		secs := max(1, int((wait+time.Second-1)/time.Second))
+		secs := ratelimit.Seconds(wait)
 		return &retryAfterError{tooManyAttempts(secs), secs}
 	}
 	return nil

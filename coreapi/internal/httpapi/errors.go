@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -97,7 +98,7 @@ func insufficientAuth(c *fiber.Ctx, acr string, maxAge time.Duration, detail str
 // Retry-After in whole seconds (at least 1, rounded up), and what was
 // refused in the detail ("too many sign-ups from this address").
 func TooMany(c *fiber.Ctx, wait time.Duration, what string) error {
-	secs := max(int((wait+time.Second-1)/time.Second), 1)
+	secs := ratelimit.Seconds(wait)
 	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
 	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")
 }

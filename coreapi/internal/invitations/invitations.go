@@ -88,7 +88,7 @@ func (e *TooManyMails) Error() string {
 
 // Seconds is RetryAfter in whole seconds, at least 1 (a Retry-After value).
 func (e *TooManyMails) Seconds() int {
-	return max(1, int((e.RetryAfter+time.Second-1)/time.Second))
+	return ratelimit.Seconds(e.RetryAfter)
 }
 
 // countMail counts, in tx, one invitation mail from tenantID to email

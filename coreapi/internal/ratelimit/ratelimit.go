@@ -53,6 +53,12 @@ func ClientKey(ip string) string {
 	return netip.PrefixFrom(a.WithZone(""), 64).Masked().String()
 }
 
+// Seconds is a wait as a Retry-After value: in whole seconds, rounded up,
+// at least 1.
+func Seconds(wait time.Duration) int {
+	return max(1, int((wait+time.Second-1)/time.Second))
+}
+
 // Allow counts one hit on key and reports whether it is within l; when it
 // is not, retryAfter is the time left in the window. One statement: the
 // row lock serialises concurrent hits, so each is counted exactly once.

@@ -127,3 +127,13 @@ func TestClientKeyIPv6Prefix(t *testing.T) {
 		t.Errorf("ClientKey(::ffff:192.0.2.1) = %q, want %q", a, b)
 	}
 }
+
+// TestSeconds: a Retry-After is whole seconds, rounded up, never 0.
+func TestSeconds(t *testing.T) {
+	for wait, want := range map[time.Duration]int{0: 1, -time.Second: 1, time.Nanosecond: 1, time.Second: 1,
+		time.Second + time.Millisecond: 2, 59*time.Minute + 1: 3541} {
+		if got := ratelimit.Seconds(wait); got != want {
+			t.Errorf("Seconds(%v) = %d, want %d", wait, got, want)
+		}
+	}
+}
