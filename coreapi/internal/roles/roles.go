@@ -373,7 +373,10 @@ type Patch struct {
 
 // Update changes a custom role. Changing its name or permissions changes
 // every holder's projection, so it also queues a tenant invalidation. A
-// patch that changes nothing writes nothing and returns the role.
+// patch that changes nothing writes nothing and returns the role. The
+// actor must hold the role's old and new permissions and, when the patch
+// takes permissions out of it, every permission of its holders
+// (coversHolders).
 func (s *Store) Update(ctx context.Context, tenantID, roleID string, a Actor, p Patch) (Role, error) {
 	const qLock = `
 SELECT ` + roleCols + `
@@ -411,6 +414,13 @@ RETURNING ` + roleCols
 		// could be reshaped by them.
 		if !a.Covers(old.Permissions) || (p.Permissions != nil && !a.Covers(*p.Permissions)) {
 			return ErrEscalation
+		}
+		// Taking permissions out of the role takes them from its holders:
+		// as revoking it from each, that needs what they hold.
+		if p.Permissions != nil && !(Actor{Permissions: s.catalog.Known(*p.Permissions)}).Covers(old.Permissions) {
+			if err := s.coversHolders(ctx, tx, tenantID, roleID, a); err != nil {
+				return err
+			}
 		}
 		// A patch that changes nothing writes nothing (no updated_at, no
 		// audit row, no invalidation), as a member's status set to the
@@ -513,7 +523,9 @@ SELECT (SELECT count(*) FROM r),
 	return found, perms, nil
 }
 
-// Delete removes a custom role (and so every grant of it).
+// Delete removes a custom role (and so every grant of it). The actor must
+// hold the role's permissions and every permission of its holders
+// (coversHolders).
 //
 // It first takes the tenant's lock (LockTenant), as every change of a
 // membership that revokes a role or removes a member does: the deletion's
@@ -543,6 +555,9 @@ FOR UPDATE`
 		if !a.Covers(old.Permissions) {
 			return ErrEscalation
 		}
+		if err := s.coversHolders(ctx, tx, tenantID, roleID, a); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, qDelete, tenantID, roleID); err != nil {
 			return mapErr(err)
 		}
@@ -553,6 +568,39 @@ FOR UPDATE`
 	})
 	if err != nil {
 		return fmt.Errorf("delete role: %w", err)
+	}
+	return nil
+}
+
+// qHolders reads every permission the members holding role $2 of tenant
+// $1 hold, through any of their roles, under the catalog whose arrays are
+// $3 and $4 (CatalogArgs), whatever their membership's status: what
+// revoking the role from each of them would need (users.Store.RevokeRole).
+var qHolders = `
+SELECT ARRAY(
+    SELECT DISTINCT p
+    FROM membership_roles h
+    JOIN membership_roles mr ON mr.tenant_id = h.tenant_id AND mr.user_id = h.user_id
+    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+    CROSS JOIN LATERAL unnest(` + PermissionsSQL("r", "$3::text[]", "$4::text[]") + `) AS p
+    WHERE h.tenant_id = $1 AND h.role_id = $2 AND p = ANY($3::text[])
+    ORDER BY p)`
+
+// coversHolders is ErrEscalation unless a holds every permission of every
+// member holding role roleID. Deleting a role, or taking permissions out
+// of it, demotes its holders: like revoking it from each of them, it
+// needs every permission they hold, so that one who holds less cannot
+// demote them this way either. Called with the tenant's lock (which every
+// grant and revocation takes first) and the role's row lock held (which an
+// invitation's accept, handing the role out, waits for), so the holders
+// read are those the change reaches.
+func (s *Store) coversHolders(ctx context.Context, tx pgx.Tx, tenantID, roleID string, a Actor) error {
+	var held []string
+	if err := tx.QueryRow(ctx, qHolders, tenantID, roleID, s.all, s.member).Scan(&held); err != nil {
+		return fmt.Errorf("holders' permissions: %w", err)
+	}
+	if !a.Covers(held) {
+		return ErrEscalation
 	}
 	return nil
 }

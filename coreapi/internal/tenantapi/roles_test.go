@@ -297,3 +297,50 @@ func TestRoleUpdateAudited(t *testing.T) {
 		t.Errorf("outbox rows = %d, want %d: a patch that changed nothing invalidated", n, outbox)
 	}
 }
+
+// TestRoleChangeNeedsTheHoldersPermissions: deleting a custom role, or
+// taking permissions out of it, takes them from every member holding it,
+// so it needs every permission those members hold, as revoking the role
+// from each of them does (TestRevokeNeedsTheMembersPermissions). An admin
+// (no tenant:write) could not take "managers" from a member who also held
+// tenant:write, but deleted the role, or emptied it, and so demoted that
+// member all the same.
+func TestRoleChangeNeedsTheHoldersPermissions(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	mgr := []string{"roles:read", "roles:write", "users:read", "users:write"}
+	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "managers", "permissions": mgr})
+	apitest.WantStatus(t, r, 201)
+	var managers tenantapi.Role
+	r.JSON(t, &managers)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "tenant-editor", "permissions": []string{"tenant:write"}}), 201)
+	mid := w.Member.UserID
+	base := "/api/v1/users/" + mid + "/roles/"
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", base+"managers", nil), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", base+"tenant-editor", nil), 200)
+	before := len(w.E.OutboxSubjects(t))
+
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", base+"managers", nil), 403, "forbidden")
+	path := "/api/v1/roles/" + managers.ID
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", path, nil), 403, "forbidden")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"permissions": []string{}}), 403, "forbidden")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"permissions": []string{"users:read"}}), 403, "forbidden")
+	if got := w.E.IdentityOf(t, mid, w.A).Permissions; !slices.Equal(got, append(slices.Clone(mgr[:2]), "tenant:read", "tenant:write", "users:read", "users:write")) {
+		t.Errorf("member's permissions = %v after refused changes", got)
+	}
+	if n := len(w.E.OutboxSubjects(t)); n != before {
+		t.Errorf("refused changes wrote %d outbox rows", n-before)
+	}
+
+	// What demotes nobody stays the admin's: a description, a new name,
+	// a permission added.
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"description": "Manage people"}), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"permissions": append(slices.Clone(mgr), "audit:read")}), 200)
+	// Once the member holds nothing beyond the admin, so is the rest.
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", base+"tenant-editor", nil), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"permissions": []string{"users:read"}}), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "DELETE", path, nil), 204)
+	if got := w.E.IdentityOf(t, mid, w.A).Permissions; !slices.Equal(got, []string{"tenant:read"}) {
+		t.Errorf("member's permissions = %v after the role's deletion", got)
+	}
+}
