@@ -525,16 +525,20 @@ SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name),
              WHERE m.tenant_id = $1 AND m.user_id = $3::uuid AND m.status = 'active' AND x = ANY($4::text[]))`
 
 // GrantableRoles re-checks an invitation's roles at accept: the roles that
-// still exist, and whether the inviter (still an active member) holds
-// every permission they grant, both under the live catalog c. An inviter
-// who left or was demoted can no longer hand out what the invitation names.
+// still exist, and whether the inviter (still an active member) may still
+// send it: holds users:write and every permission the roles grant, both
+// under the live catalog c. An inviter who left or was demoted can no
+// longer hand out what the invitation names, nor the membership itself:
+// a role granting nothing (one without permissions, or one deleted since)
+// let an inviter removed from the tenant bring an address of their own
+// back in.
 func GrantableRoles(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, p Pending) ([]string, bool, error) {
 	all, member := roles.CatalogArgs(c)
 	var names, need, have []string
 	if err := tx.QueryRow(ctx, qGrantable, p.TenantID, p.Roles, p.InvitedBy, all, member).Scan(&names, &need, &have); err != nil {
 		return nil, false, fmt.Errorf("check invitation roles: %w", err)
 	}
-	ok := roles.Actor{Permissions: have}.Covers(need)
+	ok := roles.Actor{Permissions: have}.Covers(append(need, roles.UsersWrite))
 	return names, ok, nil
 }
 

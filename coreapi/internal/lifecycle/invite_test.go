@@ -1101,3 +1101,63 @@ func TestRemovalWithdrawsPendingInvitations(t *testing.T) {
 		t.Fatalf("accept of a new invitation: %d %s", st, code)
 	}
 }
+
+// TestAcceptNeedsAnInviterWhoMayStillInvite: an invitation is accepted
+// only while whoever sent it may still send it: an active member holding
+// users:write, as well as every permission its roles grant. The accept
+// checked the roles' permissions alone, so an admin removed from the
+// tenant (or left without users:write) who had invited an address of
+// their own to a role granting nothing (one with no permissions, or one
+// deleted since: the invitee joins without it) came back as a member,
+// able to reach the tenant's app routes that need no permission.
+func TestAcceptNeedsAnInviterWhoMayStillInvite(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	tid := owner.c.Tid
+	for _, tc := range []struct {
+		name string
+		// role is the role invited to; demote takes users:write from the
+		// admin after the invitation was sent.
+		role   string
+		demote func(t *testing.T, admin identity.Identity, role string)
+	}{
+		{"role granting nothing, inviter removed", "guest", func(t *testing.T, admin identity.Identity, _ string) {
+			wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+admin.UserID, nil), http.StatusNoContent)
+		}},
+		{"role deleted since, inviter removed", "temp", func(t *testing.T, admin identity.Identity, role string) {
+			var id string
+			if err := x.DB.Pool.QueryRow(t.Context(), `SELECT id::text FROM roles WHERE tenant_id = $1 AND name = $2`, tid, role).Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/roles/"+id, nil), http.StatusNoContent)
+			wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+admin.UserID, nil), http.StatusNoContent)
+		}},
+		{"member role, inviter kept tenant:read only", "member", func(t *testing.T, admin identity.Identity, _ string) {
+			wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+admin.UserID+"/roles/admin", nil), http.StatusOK)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tc.role + "-alt@example.com"
+			admin := x.SeedUserIn(t, tid, "adm-"+tc.role+"@acme.test", "admin", "member")
+			if tc.role != "member" {
+				r := x.Send(t, &admin, http.MethodPost, "/api/v1/roles", map[string]any{"name": tc.role, "permissions": []string{}})
+				wantStatus(t, r, http.StatusCreated)
+			}
+			x.invite(t, admin, addr, tc.role)
+			tok := x.mail(t, addr, "invited").Token()
+			tc.demote(t, admin, tc.role)
+			if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != http.StatusForbidden || code != problem.CodeForbidden {
+				t.Errorf("accept: %d %s, want 403 %s", st, code, problem.CodeForbidden)
+			}
+			if x.isMember(t, tid, addr) {
+				t.Error("joined anyway")
+			}
+		})
+	}
+	// An inviter who still may: the invitation is accepted.
+	admin := x.SeedUserIn(t, tid, "adm-kept@acme.test", "admin")
+	x.invite(t, admin, "kept@example.com")
+	if _, st, code := x.accept(t, nil, map[string]string{"token": x.mail(t, "kept@example.com", "invited").Token(), "password": "a long password"}); st != http.StatusOK {
+		t.Fatalf("accept: %d %s, want 200", st, code)
+	}
+}
