@@ -161,6 +161,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if certs, err = tlscert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, tlscert.Options{Log: log}); err != nil {
 			return err
 		}
+		// The expiry of the certificate served (a scrape looks at the
+		// files as a handshake does, so a renewal shows without traffic)
+		// and the renewals that did not load: a renewal that never
+		// arrives or never loads is found before clients refuse the old
+		// certificate.
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "coreapi_tls_cert_expiry_timestamp_seconds",
+				Help: "Unix time at which the certificate the API listener serves expires.",
+			}, func() float64 { return float64(certs.Current().Leaf.NotAfter.Unix()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "coreapi_tls_cert_reload_failures_total",
+				Help: "Changed or vanished TLS certificate files that did not load; the certificate served before stays in use.",
+			}, func() float64 { return float64(certs.Failures()) }),
+		)
 	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

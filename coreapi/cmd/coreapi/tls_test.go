@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -82,6 +83,21 @@ func TestServeTLS(t *testing.T) {
 		t.Fatalf("admin healthz over http: %v", err)
 	}
 	resp.Body.Close()
+	// Its metrics say when the certificate served expires.
+	resp, err = http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatalf("admin metrics: %v", err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf("coreapi_tls_cert_expiry_timestamp_seconds %g", float64(leaf.Cert.NotAfter.Unix())),
+		"coreapi_tls_cert_reload_failures_total 0",
+	} {
+		if !strings.Contains(string(metrics), want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, grepLines(string(metrics), "coreapi_tls_"))
+		}
+	}
 	if !strings.Contains(out.String(), `"msg":"serving TLS"`) || !strings.Contains(out.String(), `"tls":true`) {
 		t.Errorf("the start log does not say TLS is served:\n%s", out.String())
 	}
@@ -132,4 +148,15 @@ func TestServeTLSRefusesHalfAPair(t *testing.T) {
 			}
 		})
 	}
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -42,6 +42,8 @@ type Files struct {
 	mu      sync.Mutex // one look at the files at a time
 	checked time.Time  // when the files were last looked at
 	seen    [2]os.FileInfo
+
+	failures atomic.Uint64 // changed pairs that did not load, unreadable files
 }
 
 // Load reads the pair; an error names the file at fault.
@@ -79,6 +81,14 @@ func (f *Files) Certificate() *tls.Certificate { return f.cert.Load() }
 // after a look at the files if the last one is CheckEvery old. A
 // handshake that comes while another looks does not wait for it.
 func (f *Files) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return f.Current(), nil
+}
+
+// Current is the certificate presented from now on: GetCertificate's look
+// at the files, for callers other than a handshake (a metrics scrape, so
+// that the expiry it reports is the renewed certificate's even when no
+// connection came since the renewal).
+func (f *Files) Current() *tls.Certificate {
 	if f.mu.TryLock() {
 		if now := f.o.Now(); now.Sub(f.checked) >= f.o.Every {
 			f.checked = now
@@ -86,8 +96,12 @@ func (f *Files) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		}
 		f.mu.Unlock()
 	}
-	return f.cert.Load(), nil
+	return f.cert.Load()
 }
+
+// Failures counts the looks at changed files that left the certificate
+// in use: files gone or unreadable, or a changed pair that did not load.
+func (f *Files) Failures() uint64 { return f.failures.Load() }
 
 // check reads the pair again if either file changed since it was last
 // read (f.mu held). A pair that does not load is not read again until a
@@ -95,6 +109,7 @@ func (f *Files) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 func (f *Files) check() {
 	seen, err := f.stat()
 	if err != nil {
+		f.failures.Add(1)
 		f.o.Log.Error("TLS certificate files unreadable; still serving the certificate loaded before", "err", err)
 		return
 	}
@@ -104,6 +119,7 @@ func (f *Files) check() {
 	f.seen = seen
 	c, err := f.read()
 	if err != nil {
+		f.failures.Add(1)
 		f.o.Log.Error("TLS certificate files changed but do not load; still serving the certificate loaded before", "err", err,
 			"not_after", f.cert.Load().Leaf.NotAfter)
 		return

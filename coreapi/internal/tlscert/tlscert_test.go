@@ -129,6 +129,9 @@ func TestRotation(t *testing.T) {
 	if n := strings.Count(logs.String(), "do not load"); n != 1 {
 		t.Errorf("%d error lines for one bad pair, want 1", n)
 	}
+	if n := f.Failures(); n != 1 {
+		t.Errorf("Failures() = %d after one bad pair, want 1", n)
+	}
 
 	// A new certificate with the old key.
 	third := ca.Issue(t, "127.0.0.1")
@@ -155,6 +158,31 @@ func TestRotation(t *testing.T) {
 	wantSerial(t, s.presented(), third, "the files gone")
 	if !strings.Contains(logs.String(), "TLS certificate files unreadable") {
 		t.Errorf("no error line for the missing file:\n%s", logs)
+	}
+	if n := f.Failures(); n != 3 {
+		t.Errorf("Failures() = %d after two bad pairs and missing files, want 3", n)
+	}
+}
+
+// Current looks at the files as a handshake does: a metrics scrape sees a
+// renewal (its expiry) even when no connection came since.
+func TestCurrentSeesARenewalWithoutAHandshake(t *testing.T) {
+	ca := testca.New(t, "test CA")
+	dir := t.TempDir()
+	first := ca.Issue(t, "127.0.0.1")
+	certFile, keyFile := first.Write(t, dir)
+	f, clock, _ := load(t, certFile, keyFile)
+	if got := f.Current().Leaf.SerialNumber; got.Cmp(first.Cert.SerialNumber) != 0 {
+		t.Fatalf("at start: serial %s, want %s", got, first.Cert.SerialNumber)
+	}
+	second := ca.Issue(t, "127.0.0.1")
+	second.Write(t, dir)
+	clock.Advance(CheckEvery)
+	if got := f.Current().Leaf.SerialNumber; got.Cmp(second.Cert.SerialNumber) != 0 {
+		t.Fatalf("after the renewal: serial %s, want %s", got, second.Cert.SerialNumber)
+	}
+	if n := f.Failures(); n != 0 {
+		t.Errorf("Failures() = %d, want 0", n)
 	}
 }
 
