@@ -365,11 +365,27 @@ func TestKeysChangedRetryJoinsNoOlderFetch(t *testing.T) {
 		t.Fatal("key set not loaded")
 	}
 
-	// A fetch that read the set before the change, slow to finish.
+	// A fetch that read the set before the change, slow to finish. Loaded
+	// is closed inside Run's first fetch, before that fetch leaves the
+	// single flight: a Refresh in between joins it and fetches nothing, so
+	// it is started again until one reaches the server.
 	blockNext.Store(true)
 	slow := make(chan error, 1)
-	go func() { slow <- c.Refresh(context.Background()) }()
-	<-entered
+	deadline := time.After(10 * time.Second)
+held:
+	for {
+		go func() { slow <- c.Refresh(context.Background()) }()
+		select {
+		case <-entered:
+			break held
+		case err := <-slow: // joined the load's fetch
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatal("no Refresh reached the key server")
+		}
+	}
 	failing.Store(true)
 	body.Store(keySet(t, b)) // a is removed
 	if err := c.KeysChanged(context.Background()); err == nil {
