@@ -3,6 +3,8 @@
 // alone, and the test that runs it against the Go implementation's test
 // vectors (shared/identity/testdata/v2_vectors.json), against requests
 // signed by the Go signer, and against the Go verifier (its replay filter
-// included) on odd header values and on a request sent again. It shows
-// that a team without Go can verify the headers.
+// included) on odd header values and on a request sent again, and, behind
+// Node's own http server, on the bytes of signed requests as they go on the
+// wire, beside the Go middleware. It shows that a team without Go can
+// verify the headers.
 package nodeverifier

@@ -5,6 +5,10 @@
 // window (ms) and the process's Replays, which refuses a signed request
 // sent again ('replay'): const replays = new Replays(); once, then
 // verify(req.headers, req.method, req.url, body, keys, Date.now(), 30000, replays).
+// Node hands out header values as latin1 strings, one character per byte
+// received: the canonical string is hashed as those bytes (latin1), never
+// as a UTF-8 encoding of the characters, which would turn each byte above
+// 0x7F into two.
 // Run as a program it checks every test vector, in order, through one
 // Replays, and each valid one sent again: node verify.js vectors.json
 'use strict';
@@ -58,14 +62,16 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, repla
     ts, get('x-request-id'), get('x-auth-client-ip'), method, pathQuery,
     crypto.createHash('sha256').update(body).digest('hex'),
   ];
-  if (fields.some((f) => /[\r\n]/.test(f))) fail('malformed');
+  // A character above 0xFF is no byte of a request: not one Node gives.
+  if (fields.some((f) => /[\r\n]|[^\x00-\xff]/.test(f))) fail('malformed');
   if (Math.abs(nowMs - Number(ts)) > windowMs) fail('expired');
-  const want = crypto.createHmac('sha256', keys.get(keyId)).update(fields.join('\n')).digest();
+  const canonical = Buffer.from(fields.join('\n'), 'latin1'); // the bytes received
+  const want = crypto.createHmac('sha256', keys.get(keyId)).update(canonical).digest();
   if (!crypto.timingSafeEqual(want, Buffer.from(mac, 'base64url'))) fail('signature');
   // Only a signature that verified is remembered: a forgery neither fills
   // the memory nor makes the genuine request a replay.
   if (replays && !replays.firstUse(sig, Number(ts) + windowMs, nowMs)) fail('replay');
-  return { principal: fields[2], userId: fields[3], tenantId: fields[4], canonical: fields.join('\n') };
+  return { principal: fields[2], userId: fields[3], tenantId: fields[4], canonical };
 }
 
 if (require.main === module) {
@@ -77,14 +83,17 @@ if (require.main === module) {
     if (got !== want) failed++;
   };
   const replays = new Replays(); // one server: the vectors in order
+  // The vectors' text as Node's http module hands it out: the UTF-8 bytes
+  // sent, one latin1 character per byte.
+  const received = (x) => Buffer.from(x, 'utf8').toString('latin1');
   for (const v of JSON.parse(require('node:fs').readFileSync(process.argv[2], 'utf8'))) {
     const keys = new Map([[v.key_id, Buffer.from(v.key_secret_base64, 'base64')]]);
-    const h = Object.fromEntries(Object.entries(v.headers).map(([k, x]) => [k.toLowerCase(), x]));
-    h['x-auth-signature'] = v.signature;
+    const h = Object.fromEntries(Object.entries(v.headers).map(([k, x]) => [k.toLowerCase(), received(x)]));
+    h['x-auth-signature'] = received(v.signature);
     const body = Buffer.from(v.body, 'utf8');
-    const run = (b) => verify(h, v.method, v.path_query, b, keys, v.now_ms, 30000, replays);
+    const run = (b) => verify(h, v.method, received(v.path_query), b, keys, v.now_ms, 30000, replays);
     check(v.name, v.valid ? 'valid' : v.error, () => {
-      if (run(body).canonical !== v.canonical) fail('canonical differs');
+      if (!run(body).canonical.equals(Buffer.from(v.canonical, 'utf8'))) fail('canonical differs');
     });
     if (v.valid) {
       check(`${v.name}, body changed`, 'signature', () => run(Buffer.concat([body, Buffer.from(' ')])));

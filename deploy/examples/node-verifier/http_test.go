@@ -1,0 +1,230 @@
+package nodeverifier
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/verify"
+)
+
+// nodeServer is a Node http server that answers each request with the
+// verdict of verify.js on it, as an app would call it: req.headers,
+// req.method, req.url, the body's bytes, one Replays for the process.
+const nodeServer = `
+const http = require('node:http');
+const { verify, Replays } = require('./verify.js');
+const keys = new Map([[process.env.KEY_ID, Buffer.from(process.env.KEY_SECRET, 'base64')]]);
+const replays = new Replays();
+const srv = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    let verdict = 'valid';
+    try { verify(req.headers, req.method, req.url, Buffer.concat(chunks), keys, Number(process.env.NOW_MS), 30000, replays); }
+    catch (e) { verdict = e.code || String(e); }
+    res.end(verdict);
+  });
+});
+srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
+`
+
+// startNode runs nodeServer and returns its address.
+func startNode(t *testing.T, key identity.Key, now time.Time) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not on PATH: %v", err)
+	}
+	cmd := exec.Command(node, "-e", nodeServer)
+	cmd.Env = append(cmd.Environ(), "KEY_ID="+key.ID, "KEY_SECRET="+base64.StdEncoding.EncodeToString(key.Secret),
+		"NOW_MS="+strconv.FormatInt(now.UnixMilli(), 10))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("node server did not start: %v\n%s", err, stderr.String())
+	}
+	return "127.0.0.1:" + strings.TrimSpace(line)
+}
+
+// roundTrip sends raw to addr on a connection of its own and returns the
+// answer's status and body.
+func roundTrip(t *testing.T, addr string, raw []byte) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestNodeVerifierOverHTTP has the Go middleware and verify.js, each behind
+// its language's own HTTP server, judge the same bytes on the wire: what
+// the other tests hand verify.js as strings, here Node's http module
+// parses, as it does in an app. Header values are bytes: Node gives each
+// as a latin1 string, one character per byte, and a verifier that hashed
+// those characters' UTF-8 encoding refused every signed value with a byte
+// above 0x7F that the Go verifier accepts.
+func TestNodeVerifierOverHTTP(t *testing.T) {
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1796000012345)
+	ver, err := verify.New(verify.Config{Keys: []identity.Key{key}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	goSrv := httptest.NewServer(ver.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "valid")
+	})))
+	t.Cleanup(goSrv.Close)
+	nodeAddr := startNode(t, key, now)
+
+	user := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", SessionID: "s-1",
+		Roles: []string{"member"}, Permissions: []string{"notes:read"}, EmailVerified: true, AMR: []string{"pwd"}, AuthTime: 1796000000}
+	// raw signs a request for id and writes it as it goes on the wire, the
+	// request line's target as given and every header line as signed, plus
+	// extra lines.
+	raw := func(rid string, id identity.Identity, method, target, body string, extra ...string) []byte {
+		r, err := http.NewRequest(method, "http://app"+target, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(identity.HeaderRequestID, rid)
+		r.Header.Set(identity.HeaderClientIP, "203.0.113.7")
+		if err := verify.Sign(r, s, id, now); err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: app\r\nConnection: close\r\nContent-Length: %d\r\n", method, target, len(body))
+		for name, vs := range r.Header {
+			for _, v := range vs {
+				fmt.Fprintf(&b, "%s: %s\r\n", name, v)
+			}
+		}
+		for _, l := range extra {
+			b.WriteString(l + "\r\n")
+		}
+		b.WriteString("\r\n" + body)
+		return b.Bytes()
+	}
+	withRole := func(role string) identity.Identity {
+		id := user
+		id.Roles = []string{"member", role}
+		return id
+	}
+	first := raw("req-1", user, "GET", "/notes?limit=5", "")
+	cases := []struct {
+		name  string
+		raw   []byte
+		valid bool
+	}{
+		{"a user's GET", first, true},
+		{"a POST with a body", raw("req-2", user, "POST", "/notes", `{"text":"été"}`), true},
+		{"an anonymous request", raw("req-3", identity.Identity{}, "GET", "/notes", ""), true},
+		// Signed over the header's bytes, as the page says: the proxy
+		// sends ASCII only, but a verifier must hash what it received.
+		{"a role in UTF-8", raw("req-4", withRole("équipe"), "GET", "/notes", ""), true},
+		{"a role with a byte that is not UTF-8", raw("req-5", withRole("\xe9quipe"), "GET", "/notes", ""), true},
+		{"the first request again", first, false},
+		{"a signed header twice", raw("req-6", user, "GET", "/notes", "", identity.HeaderRoles+": owner"), false},
+		{"an absolute-form target", bytes.Replace(raw("req-7", user, "GET", "/notes", ""), []byte("GET /notes "), []byte("GET http://app/notes "), 1), false},
+	}
+	for _, tc := range cases {
+		gs, gb := roundTrip(t, strings.TrimPrefix(goSrv.URL, "http://"), tc.raw)
+		ns, nb := roundTrip(t, nodeAddr, tc.raw)
+		if gs == http.StatusOK != tc.valid {
+			t.Errorf("%s: Go answered %d %s, want valid=%v", tc.name, gs, gb, tc.valid)
+		}
+		if ns != http.StatusOK || (nb == "valid") != tc.valid {
+			t.Errorf("%s: node answered %d %q, want valid=%v (Go: %d)", tc.name, ns, nb, tc.valid, gs)
+		}
+	}
+}
+
+// TestNodeVerifierRefusesWhatNoRequestCarries: a string handed to
+// verify() with a character above 0xFF cannot be a header Node read (one
+// character per byte), and its latin1 bytes would be another string's:
+// "\u0100" would hash as the byte 0x00. It is malformed, even where the
+// signature over those bytes would verify.
+func TestNodeVerifierRefusesWhatNoRequestCarries(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not on PATH: %v", err)
+	}
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1796000012345)
+	id := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", Roles: []string{"member", "\x00x"}}
+	r, err := http.NewRequest("GET", "http://app/notes", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set(identity.HeaderRequestID, "req-1")
+	if err := verify.Sign(r, s, id, now); err != nil {
+		t.Fatal(err)
+	}
+	h := map[string]string{}
+	for name := range r.Header {
+		h[strings.ToLower(name)] = r.Header.Get(name)
+	}
+	js, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const script = `
+const { verify } = require('./verify.js');
+const h = JSON.parse(process.env.HEADERS);
+const keys = new Map([['app-notes', Buffer.from('0123456789abcdef0123456789abcdef')]]);
+const run = (roles) => {
+  try { verify({ ...h, 'x-auth-roles': roles }, 'GET', '/notes', Buffer.alloc(0), keys, Number(process.env.NOW_MS)); return 'valid'; }
+  catch (e) { return e.code || String(e); }
+};
+console.log(JSON.stringify([run(h['x-auth-roles']), run('member,\u0100x')]));
+`
+	cmd := exec.Command(node, "-e", script)
+	cmd.Env = append(cmd.Environ(), "HEADERS="+string(js), "NOW_MS="+strconv.FormatInt(now.UnixMilli(), 10))
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, b)
+	}
+	if got, want := strings.TrimSpace(string(b)), `["valid","malformed"]`; got != want {
+		t.Fatalf("got %s, want %s (the signed bytes, then a character above 0xFF)", got, want)
+	}
+}
