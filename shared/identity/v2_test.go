@@ -39,7 +39,8 @@ type vector struct {
 	Canonical string `json:"canonical"`
 	Signature string `json:"signature"`
 	// Valid is whether verification at NowMs succeeds; Error names the
-	// failure otherwise (missing, malformed, expired, signature, unknown_key).
+	// failure otherwise (missing, malformed, expired, signature,
+	// unknown_key, version).
 	Valid bool   `json:"valid"`
 	Error string `json:"error,omitempty"`
 }
@@ -58,6 +59,30 @@ func vecInputs() []vector {
 	anon := map[string]string{
 		HeaderKeyID: "core-2026-12", HeaderPrincipal: "anonymous", HeaderEmailVerified: "false",
 		HeaderClientIP: "2001:db8::1", HeaderTimestamp: "1796000012345", HeaderRequestID: "7f3c9a-42",
+	}
+	// A service account's (client credentials) request: roles, no
+	// session, amr or auth time, email-verified false.
+	service := map[string]string{
+		HeaderKeyID: "core-2026-12", HeaderPrincipal: "service",
+		HeaderUserID: "0b4f1f8e-4444-4c2a-9a53-7a1f7e0c0004", HeaderTenantID: "0b4f1f8e-2222-4c2a-9a53-7a1f7e0c0002",
+		HeaderRoles: "member", HeaderPermissions: "notes:read,notes:write", HeaderEmailVerified: "false",
+		HeaderClientIP: "10.0.3.4", HeaderTimestamp: "1796000012345", HeaderRequestID: "req-svc-1",
+	}
+	// The empty fields sent as empty headers rather than left out: both
+	// read as the empty string.
+	anonEmpty := map[string]string{HeaderUserID: "", HeaderTenantID: "", HeaderSessionID: "", HeaderRoles: "",
+		HeaderPermissions: "", HeaderAMR: "", HeaderAuthTime: "", HeaderRequestID: "7f3c9a-43"}
+	for k, v := range anon {
+		if _, ok := anonEmpty[k]; !ok {
+			anonEmpty[k] = v
+		}
+	}
+	// An API key's request: no session, roles, amr or auth time.
+	apiKey := map[string]string{
+		HeaderKeyID: "core-2026-12", HeaderPrincipal: "api_key",
+		HeaderUserID: "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001", HeaderTenantID: "0b4f1f8e-2222-4c2a-9a53-7a1f7e0c0002",
+		HeaderPermissions: "notes:read", HeaderEmailVerified: "true", HeaderClientIP: "198.51.100.20",
+		HeaderTimestamp: "1796000012345", HeaderRequestID: "req-key-1",
 	}
 	with := func(m map[string]string, k, v string) map[string]string {
 		c := map[string]string{}
@@ -90,7 +115,25 @@ func vecInputs() []vector {
 		// it up to 19 digits, the Node one at any length).
 		{Name: "auth time of 17 digits", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderAuthTime, "17960000000000000"), NowMs: now, Valid: false, Error: "malformed"},
 		{Name: "signature with its unused bits set", Method: "GET", PathQuery: "/notes", Headers: user, NowMs: now, Valid: false, Error: "malformed"},
+		{Name: "API key, optional fields left out", Method: "GET", PathQuery: "/notes", Headers: apiKey, NowMs: now, Valid: true},
+		{Name: "service account", Method: "POST", PathQuery: "/notes", Body: `{"text":"nightly"}`, Headers: service, NowMs: now, Valid: true},
+		{Name: "anonymous, empty fields sent empty", Method: "GET", PathQuery: "/api/v1/health", Headers: anonEmpty, NowMs: now, Valid: true},
+		{Name: "timestamp 30 s ahead", Method: "GET", PathQuery: "/notes?limit=5", Headers: with(user, HeaderRequestID, "req-2"), NowMs: now - 30000, Valid: true},
+		// Signed over /notes?limit=5 (see signedOver): the signature of
+		// another request.
+		{Name: "signature of another query", Method: "GET", PathQuery: "/notes?limit=500", Headers: user, NowMs: now, Valid: false, Error: "signature"},
+		{Name: "v1 signature", Method: "GET", PathQuery: "/notes", Headers: user, NowMs: now, Valid: false, Error: "version"},
+		// Signed as sent, by a signer that checks nothing: the verifier
+		// refuses the values themselves.
+		{Name: "principal not one of the four", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderPrincipal, "admin"), NowMs: now, Valid: false, Error: "malformed"},
+		{Name: "empty element in a list", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderRoles, "admin,,member"), NowMs: now, Valid: false, Error: "malformed"},
 	}
+}
+
+// signedOver changes the request a vector's signature is computed over, by
+// the vector's name: the signature of another request than the one sent.
+var signedOver = map[string]func(r *Request){
+	"signature of another query": func(r *Request) { r.PathQuery = "/notes?limit=5" },
 }
 
 // sigTweaks change the signature of a vector, by its name, after it is
@@ -103,6 +146,8 @@ var sigTweaks = map[string]func(string) string{
 		const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 		return sig[:len(sig)-1] + string(alphabet[strings.IndexByte(alphabet, sig[len(sig)-1])|3])
 	},
+	// The previous scheme's prefix: not v2, whatever follows.
+	"v1 signature": func(sig string) string { return Version + "=" + strings.TrimPrefix(sig, VersionV2+"=") },
 }
 
 func computeVector(t *testing.T, v vector) vector {
@@ -125,6 +170,9 @@ func computeVector(t *testing.T, v vector) vector {
 		keyID = vecKey.ID
 	}
 	v.Canonical = string(AppendCanonicalV2(nil, keyID, &id, &r))
+	if other := signedOver[v.Name]; other != nil {
+		other(&r)
+	}
 	v.Signature = s.Sign(&id, &r)
 	if keyID != vecKey.ID { // signed by a key the verifier does not hold
 		other, _ := NewKeySigner(Key{ID: keyID, Secret: []byte("ffffffffffffffffffffffffffffffff")})
@@ -159,7 +207,8 @@ func TestV2Vectors(t *testing.T) {
 	if len(vs) != len(vecInputs()) {
 		t.Fatalf("%s has %d vectors, the inputs %d: run go test -run TestV2Vectors -update", path, len(vs), len(vecInputs()))
 	}
-	errNames := map[string]error{"missing": ErrMissing, "malformed": ErrMalformed, "expired": ErrExpired, "signature": ErrSignature, "unknown_key": ErrUnknownKey}
+	errNames := map[string]error{"missing": ErrMissing, "malformed": ErrMalformed, "expired": ErrExpired, "signature": ErrSignature,
+		"unknown_key": ErrUnknownKey, "version": ErrVersion}
 	for _, v := range vs {
 		t.Run(v.Name, func(t *testing.T) {
 			want := computeVector(t, v)
@@ -193,6 +242,45 @@ func TestV2Vectors(t *testing.T) {
 				t.Fatalf("Verify error = %v, want %s", err, v.Error)
 			}
 		})
+	}
+}
+
+// TestV2VectorsCoverTheContract: the vectors are what a verifier in another
+// language is tested against, so each outcome the page names has a case
+// (replay excepted: a runner makes it by sending a valid case again), each
+// principal a valid one, and both ends of the window a valid one. A file
+// without a case of the signature check passed a verifier that compared
+// nothing.
+func TestV2VectorsCoverTheContract(t *testing.T) {
+	b, err := os.ReadFile("testdata/v2_vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	if err := json.Unmarshal(b, &vs); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, v := range vs {
+		if !v.Valid {
+			seen["error "+v.Error] = true
+			continue
+		}
+		seen["valid "+v.Headers[HeaderPrincipal]] = true
+		ts, _ := strconv.ParseInt(v.Headers[HeaderTimestamp], 10, 64)
+		switch v.NowMs - ts {
+		case DefaultWindow.Milliseconds():
+			seen["valid 30 s old"] = true
+		case -DefaultWindow.Milliseconds():
+			seen["valid 30 s ahead"] = true
+		}
+	}
+	for _, want := range []string{"error missing", "error malformed", "error expired", "error signature", "error unknown_key", "error version",
+		"valid " + PrincipalUser, "valid " + PrincipalAPIKey, "valid " + PrincipalService, "valid " + PrincipalAnonymous,
+		"valid 30 s old", "valid 30 s ahead"} {
+		if !seen[want] {
+			t.Errorf("no vector: %s", want)
+		}
 	}
 }
 
