@@ -10,8 +10,8 @@ import (
 
 // A service account's client_credentials token is forwarded with
 // X-Auth-Principal service and no session; its scope claim narrows the
-// permissions forwarded and checked; the tenant's MFA policy does not
-// confine it.
+// permissions forwarded and checked and forwards no roles; the tenant's
+// MFA policy does not confine it.
 func TestServiceTokenForwardedAsService(t *testing.T) {
 	e := start(t, envOpt{rules: notesRules})
 	p := defaultProjection()
@@ -35,7 +35,7 @@ func TestServiceTokenForwardedAsService(t *testing.T) {
 	}
 	id := r.Identity
 	if id.Principal != identity.PrincipalService || id.UserID != userID || id.TenantID != tenantID || id.SessionID != "" ||
-		!slices.Equal(id.Permissions, []string{"notes:read", "tenant:read"}) {
+		!slices.Equal(id.Permissions, []string{"notes:read", "tenant:read"}) || !slices.Equal(id.Roles, p.Roles) || len(p.Roles) == 0 {
 		t.Fatalf("identity = %+v", id)
 	}
 	if got := r.Headers["X-Auth-Principal"]; len(got) != 1 || got[0] != "service" {
@@ -46,8 +46,14 @@ func TestServiceTokenForwardedAsService(t *testing.T) {
 	// Narrowed to tenant:read: notes:read is neither forwarded nor granted.
 	scoped := service("tenant:read")
 	e.wantStatus(e.do("GET", "/api/v1/tenant", scoped, nil), 200)
-	if got := e.core.Last(t).Identity.Permissions; !slices.Equal(got, []string{"tenant:read"}) {
+	r = e.core.Last(t)
+	if got := r.Identity.Permissions; !slices.Equal(got, []string{"tenant:read"}) {
 		t.Fatalf("scoped permissions = %q", got)
+	}
+	// No roles: a role's name stands for all it grants, more than the
+	// scope (an app authorizing by role would let the token act as one).
+	if got := r.Identity.Roles; len(got) != 0 || len(r.Headers["X-Auth-Roles"]) != 1 || r.Headers["X-Auth-Roles"][0] != "" {
+		t.Fatalf("scoped roles = %q (header %q), want none", got, r.Headers["X-Auth-Roles"])
 	}
 	e.wantProblem(e.do("GET", "/notes", scoped, nil), 403, "insufficient_scope")
 	// The unscoped token's entry is not affected by the scoped one's.
