@@ -75,10 +75,16 @@ var (
 		"second factors are not configured on this server (MFA_ENCRYPTION_KEYS)")
 )
 
-// errSealedUnderMissingKey answers a code for a secret sealed under a key
-// the server no longer has.
+// errSealedUnderMissingKey answers a code for an active secret the server
+// cannot read: sealed under a key it no longer has, or under an id whose
+// key is not the one that sealed it.
 var errSealedUnderMissingKey = problem.New(fiber.StatusServiceUnavailable, problem.CodeMFAUnavailable,
 	"this account's second factor cannot be read on this server (its encryption key is not configured): sign in with a recovery code, or ask an administrator")
+
+// errPendingUnreadable answers a confirmation code for a pending secret
+// the server cannot read.
+var errPendingUnreadable = problem.New(fiber.StatusServiceUnavailable, problem.CodeMFAUnavailable,
+	"the pending TOTP secret cannot be read on this server (its encryption key is not configured): start the enrolment again (POST /users/me/mfa/totp)")
 
 // mfaKey names a user's second-factor guesses in login_attempts: the same
 // atomic lockout as passwords (login_reserve), under a key of their own so
@@ -165,52 +171,94 @@ const (
 	totpActive  = "active"
 )
 
-// checkTOTP matches code against the user's TOTP secret in the given
-// status (pending: confirming enrolment; active: a sign-in or step-up)
-// and consumes its time step, so the same code (or an older one) is never
-// accepted twice. A secret sealed under a retired key is resealed under
-// the current one. It returns false for a wrong, replayed or expired code.
-func (s *Service) checkTOTP(ctx context.Context, userID, code, status string) (bool, error) {
+// totpSecret is a user's TOTP secret as stored (keyID, sealed) and opened
+// (plain).
+type totpSecret struct {
+	keyID  string
+	sealed []byte
+	plain  []byte
+}
+
+// openTOTP loads and opens the user's TOTP secret in the given status;
+// found is false when there is none. A secret this server cannot read
+// (sealed under a key missing from MFA_ENCRYPTION_KEYS, or under a listed
+// id whose key is not the one that sealed it) is unreadable(status), a
+// 503 that says what to do, and is logged for the operator. Callers open
+// the secret before they count the attempt: a code that cannot be looked
+// at must spend none of the owner's tries.
+func (s *Service) openTOTP(ctx context.Context, userID, status string) (sec totpSecret, found bool, err error) {
 	const qLoad = `SELECT key_id, secret_sealed FROM mfa_totp WHERE user_id = $1 AND status = $2`
 	if s.mfa == nil {
-		return false, errMFAUnavailable
+		return totpSecret{}, false, errMFAUnavailable
 	}
-	var (
-		keyID  string
-		sealed []byte
-	)
-	err := s.pool.QueryRow(ctx, qLoad, userID, status).Scan(&keyID, &sealed)
+	err = s.pool.QueryRow(ctx, qLoad, userID, status).Scan(&sec.keyID, &sec.sealed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+		return totpSecret{}, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("load totp secret: %w", err)
+		return totpSecret{}, false, fmt.Errorf("load totp secret: %w", err)
 	}
-	secret, err := s.mfa.Open(keyID, sealed, []byte(userID))
-	if errors.Is(err, mfa.ErrUnknownKey) {
+	sec.plain, err = s.mfa.Open(sec.keyID, sec.sealed, []byte(userID))
+	switch {
+	case errors.Is(err, mfa.ErrUnknownKey):
 		// An operator dropped a key that still seals secrets: the user
 		// is told what to do, the operator what to fix.
 		s.log.ErrorContext(ctx, "a TOTP secret is sealed under a key missing from MFA_ENCRYPTION_KEYS: put the key back (its owner can still sign in with a recovery code, or an admin can reset the factor)",
-			"key_id", keyID, "user_id", userID)
-		return false, errors.Join(errSealedUnderMissingKey, err)
+			"key_id", sec.keyID, "user_id", userID, "status", status)
+		return totpSecret{}, false, errors.Join(unreadable(status), err)
+	case errors.Is(err, mfa.ErrOpen):
+		// The id is listed but its key does not open the secret: the id
+		// was reused for new key material (or the row was altered).
+		s.log.ErrorContext(ctx, "a TOTP secret does not open under the key MFA_ENCRYPTION_KEYS lists with its key id: that id now names other key material than the key that sealed it; list the original key (under a new id for the new one)",
+			"key_id", sec.keyID, "user_id", userID, "status", status)
+		return totpSecret{}, false, errors.Join(unreadable(status), err)
+	case err != nil:
+		return totpSecret{}, false, fmt.Errorf("open totp secret of user %s: %w", userID, err)
 	}
-	if err != nil {
-		return false, fmt.Errorf("open totp secret of user %s: %w", userID, err)
+	return sec, true, nil
+}
+
+// unreadable is the answer to a code for a secret openTOTP cannot read:
+// an active factor's owner signs in with a recovery code, a pending
+// enrolment starts again.
+func unreadable(status string) error {
+	if status == totpPending {
+		return errPendingUnreadable
 	}
-	step, ok := mfa.Match(string(secret), code, s.now())
+	return errSealedUnderMissingKey
+}
+
+// matchTOTP matches code against the user's opened secret sec (in the
+// given status: pending when confirming enrolment, active for a sign-in or
+// step-up) and consumes its time step, so the same code (or an older one)
+// is never accepted twice. A secret sealed under a retired key is resealed
+// under the current one. It returns false for a wrong, replayed or expired
+// code.
+func (s *Service) matchTOTP(ctx context.Context, userID, status string, sec totpSecret, code string) (bool, error) {
+	step, ok := mfa.Match(string(sec.plain), code, s.now())
 	if !ok {
 		return false, nil
 	}
 	var newKey *string
 	var resealed []byte
-	if !s.mfa.Current(keyID) {
-		id, b, err := s.mfa.Seal(secret, []byte(userID))
+	if !s.mfa.Current(sec.keyID) {
+		id, b, err := s.mfa.Seal(sec.plain, []byte(userID))
 		if err != nil {
 			return false, err
 		}
 		newKey, resealed = &id, b
 	}
-	return s.consumeStep(ctx, userID, status, sealed, step, newKey, resealed)
+	return s.consumeStep(ctx, userID, status, sec.sealed, step, newKey, resealed)
+}
+
+// checkTOTP is openTOTP and matchTOTP: false when the user has no secret
+// in status, or for a wrong, replayed or expired code.
+func (s *Service) checkTOTP(ctx context.Context, userID, code, status string) (bool, error) {
+	sec, found, err := s.openTOTP(ctx, userID, status)
+	if err != nil || !found {
+		return false, err
+	}
+	return s.matchTOTP(ctx, userID, status, sec, code)
 }
 
 // consumeStep records step as the last one used of the secret sealed as
@@ -306,23 +354,34 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 // verifyFactor checks a second factor of an MFA user: a TOTP code or a
 // recovery code. Every attempt is reserved first in the same atomic
 // lockout as passwords, for the account whatever the client (mfaClient;
-// 429 with Retry-After once locked); a failure is audited. It returns errBadCode for a wrong, replayed or expired code.
-// claim is useRecoveryCode's: with a recovery code, it runs in the
-// transaction that spends the code.
+// 429 with Retry-After once locked); a failure is audited. It returns
+// errBadCode for a wrong, replayed or expired code. A TOTP secret the
+// server cannot read is answered (503) before anything is reserved: the
+// code is never looked at. claim is useRecoveryCode's: with a recovery
+// code, it runs in the transaction that spends the code.
 func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) error {
 	key := mfaKey(u.userID)
+	code = strings.TrimSpace(code)
+	recovery := mfa.LooksLikeRecovery(code)
+	var (
+		sec   totpSecret
+		found bool
+		err   error
+	)
+	if !recovery {
+		if sec, found, err = s.openTOTP(ctx, u.userID, totpActive); err != nil {
+			return err
+		}
+	}
 	if err := s.reserve(ctx, s.codeAttempts, key, mfaClient); err != nil {
 		return err
 	}
-	code = strings.TrimSpace(code)
-	var (
-		ok  bool
-		err error
-	)
-	if mfa.LooksLikeRecovery(code) {
+	var ok bool
+	switch {
+	case recovery:
 		ok, err = s.useRecoveryCode(ctx, code, u, claim)
-	} else {
-		ok, err = s.checkTOTP(ctx, u.userID, code, totpActive)
+	case found:
+		ok, err = s.matchTOTP(ctx, u.userID, totpActive, sec, code)
 	}
 	if err != nil {
 		return err
@@ -334,6 +393,15 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, cl
 		return errBadCode
 	}
 	return s.release(ctx, s.codeAttempts, key, mfaClient)
+}
+
+// notLookedAt reports whether err refused a code before it was looked at:
+// the account's lock (429), or a secret the server cannot read (503).
+func notLookedAt(err error) bool {
+	if _, locked := errors.AsType[*retryAfterError](err); locked {
+		return true
+	}
+	return errors.Is(err, errMFAUnavailable) || errors.Is(err, errSealedUnderMissingKey)
 }
 
 func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
@@ -484,11 +552,14 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		return nil
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim); err != nil {
-		// A code refused by the account's lock was never looked at: its
-		// try is given back, or whoever guesses codes (holding the
-		// password) would use up the owner's mfa_token too by keeping the
-		// factor locked. Tries checked stay at most ChallengeAttempts.
-		if _, locked := errors.AsType[*retryAfterError](err); locked {
+		// A code refused by the account's lock, or for a secret the
+		// server cannot read, was never looked at: its try is given back,
+		// or whoever guesses codes (holding the password) would use up
+		// the owner's mfa_token too by keeping the factor locked, and an
+		// owner whose secret cannot be read would have no try left for
+		// the recovery code the answer points to. Tries checked stay at
+		// most ChallengeAttempts.
+		if notLookedAt(err) {
 			if _, rerr := s.pool.Exec(ctx, qRefund, hash); rerr != nil {
 				return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", rerr)
 			}
@@ -711,12 +782,19 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	u := factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}
 	key := mfaKey(id.UserID)
+	// Opened before the attempt is counted (see openTOTP).
+	sec, found, err := s.openTOTP(ctx, id.UserID, totpPending)
+	if err != nil {
+		return err
+	}
 	if err := s.reserve(ctx, s.codeAttempts, key, mfaClient); err != nil {
 		return retryAfter(c, err)
 	}
-	ok, err := s.checkTOTP(ctx, id.UserID, req.Code, totpPending)
-	if err != nil {
-		return err
+	ok := false
+	if found {
+		if ok, err = s.matchTOTP(ctx, id.UserID, totpPending, sec, req.Code); err != nil {
+			return err
+		}
 	}
 	if !ok {
 		if err := s.auditFailedCode(ctx, u); err != nil {

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"net/http"
 	"slices"
 	"strconv"
@@ -968,4 +969,67 @@ func TestLockedFactorLeavesTheOwnersTokenItsTries(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantStatus(t, "the owner's code after the lock", e.mfaOTP(t, owner, code), http.StatusOK, "")
+}
+
+// TestUnreadableSecretSpendsNoTries: a TOTP secret this server cannot
+// read, sealed under a key id missing from MFA_ENCRYPTION_KEYS or under a
+// listed id whose key is not the one that sealed it (an id reused for new
+// material), answers 503 mfa_unavailable, never a 500, and its codes,
+// never looked at, spend neither the account's tries nor the mfa_token's:
+// the owner, told to use a recovery code, still can.
+func TestUnreadableSecretSpendsNoTries(t *testing.T) {
+	for name, keys := range map[string]string{
+		"missing key": "k9:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
+		"wrong key":   "k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := start(t, cheap)
+			tk, secret, codes := e.mfaUser(t, "unread@example.com")
+			as := e.identityFor(t, tk)
+			var uid string
+			if err := e.DB.Pool.QueryRow(context.Background(), `SELECT id::text FROM users WHERE email = 'unread@example.com'`).Scan(&uid); err != nil {
+				t.Fatal(err)
+			}
+			keyID, sealed, err := testSealer(t, keys).Seal([]byte(secret), []byte(uid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE mfa_totp SET key_id = $2, secret_sealed = $3 WHERE user_id = $1`, uid, keyID, sealed); err != nil {
+				t.Fatal(err)
+			}
+			code := codeAt(t, secret, time.Now().Add(30*time.Second))
+			mt := e.challenge(t, "unread@example.com")
+			const qCounted = `SELECT coalesce(sum(failures), 0) FROM login_attempts`
+			before := e.count(t, qCounted)
+			for i := range auth.ChallengeAttempts + auth.DefaultLockout.Threshold {
+				wantStatus(t, "sign-in code "+strconv.Itoa(i+1), e.mfaOTP(t, mt, code), http.StatusServiceUnavailable, "mfa_unavailable")
+				wantStatus(t, "step-up code "+strconv.Itoa(i+1), e.Send(t, as, http.MethodPost, "/api/v1/auth/token",
+					map[string]string{"grant_type": "mfa_otp", "code": code}), http.StatusServiceUnavailable, "mfa_unavailable")
+			}
+			if n := e.count(t, qCounted) - before; n != 0 {
+				t.Errorf("%d attempts counted for codes never looked at, want 0", n)
+			}
+			wantStatus(t, "recovery code on the same mfa_token", e.mfaOTP(t, mt, codes[0]), http.StatusOK, "")
+
+			// A pending enrolment whose secret cannot be read: 503, and
+			// the answer says to start again, which works.
+			ptk := e.signup(t, "pending-unread@example.com", "P")
+			pas := e.identityFor(t, ptk)
+			en := e.enrol(t, pas)
+			keyID, sealed, err = testSealer(t, keys).Seal([]byte(en.Secret), []byte(pas.UserID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE mfa_totp SET key_id = $2, secret_sealed = $3 WHERE user_id = $1`, pas.UserID, keyID, sealed); err != nil {
+				t.Fatal(err)
+			}
+			r := e.confirm(t, pas, codeAt(t, en.Secret, time.Now()))
+			wantStatus(t, "confirming an unreadable enrolment", r, http.StatusServiceUnavailable, "mfa_unavailable")
+			if p := r.Problem(t); !strings.Contains(p.Detail, "start the enrolment again") {
+				t.Errorf("confirming an unreadable enrolment: %q, want it to say to start again", p.Detail)
+			}
+			en = e.enrol(t, pas)
+			wantStatus(t, "confirming the new enrolment", e.confirm(t, pas, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+		})
+	}
 }
