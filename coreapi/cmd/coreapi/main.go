@@ -5,6 +5,8 @@
 //	coreapi migrate up|down|status [-all]
 //	coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]
 //	coreapi tenants suspend|reactivate ID
+//	coreapi users reset-mfa USER_ID
+//	coreapi mfa reseal
 //	coreapi --version
 package main
 
@@ -42,6 +44,7 @@ func commands() map[string]command {
 		"keys":    keysCmd,    // keys.go
 		"tenants": tenantsCmd, // tenants.go
 		"users":   usersCmd,   // users.go
+		"mfa":     mfaCmd,     // mfa.go
 	}
 }
 
@@ -57,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		return fmt.Errorf("unknown command %q (want serve, migrate, keys, tenants or users)", name)
+		return fmt.Errorf("unknown command %q (want serve, migrate, keys, tenants, users or mfa)", name)
 	}
 	return cmd(ctx, args, getenv, stdout)
 }

@@ -264,12 +264,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.IdentityKeys, c.IdentityKeysFile = l.identityKeys()
 	l.Derive("identity key ids", maskKeys(c.IdentityKeys))
 
-	if keys, err := mfa.LoadKeys(l.String("MFA_ENCRYPTION_KEYS"), l.String("MFA_ENCRYPTION_KEYS_FILE")); err != nil {
-		l.Problem("MFA_ENCRYPTION_KEYS / MFA_ENCRYPTION_KEYS_FILE: %v", err)
-	} else {
-		c.MFAKeys = keys
-		l.Show("MFA_ENCRYPTION_KEYS", mfaKeyIDs(keys))
-	}
+	c.MFAKeys = l.mfaKeys()
 	c.APIKeyPepper, c.APIKeyPepperFile = l.pepper()
 
 	if _, ok := execModes[c.DBExecMode]; !ok {
@@ -386,12 +381,27 @@ func LoadCommand(command string, getenv func(string) string) (Config, error) {
 			c.SigningKeysDir = l.signingKeysDir()
 		case "SIGNING_ALG":
 			c.SigningAlg = l.String("SIGNING_ALG")
+		case "MFA_ENCRYPTION_KEYS":
+			c.MFAKeys = l.mfaKeys()
+		case "MFA_ENCRYPTION_KEYS_FILE": // read with MFA_ENCRYPTION_KEYS
 		default:
 			l.Problem("%s: read by %s in the table but not by LoadCommand", v.Name, command)
 		}
 	}
 	c.printout = l.Printout()
 	return c, l.Err()
+}
+
+// mfaKeys reads MFA_ENCRYPTION_KEYS or MFA_ENCRYPTION_KEYS_FILE (nil when
+// neither is set).
+func (l loader) mfaKeys() []mfa.Key {
+	keys, err := mfa.LoadKeys(l.String("MFA_ENCRYPTION_KEYS"), l.String("MFA_ENCRYPTION_KEYS_FILE"))
+	if err != nil {
+		l.Problem("MFA_ENCRYPTION_KEYS / MFA_ENCRYPTION_KEYS_FILE: %v", err)
+		return nil
+	}
+	l.Show("MFA_ENCRYPTION_KEYS", mfaKeyIDs(keys))
+	return keys
 }
 
 // CheckFiles checks what -check-config can check beyond the variables: the

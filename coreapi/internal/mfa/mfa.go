@@ -155,6 +155,9 @@ func (s *Sealer) Open(keyID string, sealed, aad []byte) ([]byte, error) {
 // another one is resealed when next touched).
 func (s *Sealer) Current(keyID string) bool { return keyID == s.first }
 
+// KeyID is the id of the key Seal uses (the first listed).
+func (s *Sealer) KeyID() string { return s.first }
+
 // NewSecret generates a TOTP secret (160 bits, base32 without padding) and
 // its otpauth:// URI.
 func NewSecret(issuer, account string) (secret, uri string, err error) {
