@@ -25,9 +25,11 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
-// TestKeyChangeAnnounced runs the real serve command: removing a signing
-// key file takes it out of the JWKS and publishes auth.keys.changed (through
-// the outbox, with its Nats-Msg-Id) within a second; SIGHUP reloads.
+// TestKeyChangeAnnounced runs the real serve command: it announces the
+// keys it starts with (auth.keys.changed: a replica started after a key
+// was removed has no reload to announce), and removing a signing key file
+// takes it out of the JWKS and publishes auth.keys.changed (through the
+// outbox, with its Nats-Msg-Id) within a second; SIGHUP reloads.
 func TestKeyChangeAnnounced(t *testing.T) {
 	db := dbtest.New(t)
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
@@ -98,6 +100,21 @@ func TestKeyChangeAnnounced(t *testing.T) {
 	}
 	if j, err := jwks(); err != nil || !strings.Contains(j, oldKid) {
 		t.Fatalf("jwks before = %s, %v; want %s in it", j, err, oldKid)
+	}
+	// The start's announcement.
+	select {
+	case m := <-changed:
+		var ev invalidation.Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Reason != invalidation.ReasonKeysChanged || m.Header.Get(outbox.MsgIDHeader) == "" {
+			t.Fatalf("start event %s (%v): %v", m.Data, m.Header, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s at start\n%s", invalidation.SubjectKeysChanged, out.String())
+	}
+	select {
+	case m := <-changed:
+		t.Fatalf("a second %s at start: %s", invalidation.SubjectKeysChanged, m.Data)
+	case <-time.After(200 * time.Millisecond):
 	}
 
 	removed := time.Now()

@@ -118,7 +118,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		relayWorker,
 		func(ctx context.Context) error {
 			defer signal.Stop(hup)
-			ring.Watch(ctx, keys.WatchOptions{Every: keysReloadEvery, Reload: hup, Log: log, Changed: announceKeysChanged(pool)})
+			ring.Watch(ctx, keys.WatchOptions{Every: keysReloadEvery, Reload: hup, Log: log, Changed: announceKeysChanged(pool), AtStart: true})
 			return nil
 		},
 		// Revoked sessions must outlive the access-token TTL: the
@@ -135,7 +135,11 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 // relay publishes it (and retries until NATS has it): proxies then refetch
 // the JWKS at once. Every replica announces its own change, because each
 // proxy fetches the JWKS from its own pod's coreapi, which may reload later
-// than another's.
+// than another's, and the set it starts with: a replica started after a
+// key was removed (a rollout of the removal) has no change to announce,
+// and proxies that fetch from any replica through a Service (the
+// app-sidecar overlay) would keep the removed key until their next
+// refresh.
 func announceKeysChanged(pool *pgxpool.Pool) func(ctx context.Context, kids []string) error {
 	return func(ctx context.Context, _ []string) error {
 		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {

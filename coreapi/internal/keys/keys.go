@@ -514,6 +514,12 @@ type WatchOptions struct {
 	// (every RetryEvery) until it succeeds, so a change is never lost
 	// while, say, the database is briefly unreachable.
 	Changed func(ctx context.Context, kids []string) error
+	// AtStart calls Changed once at start too, with the keys loaded then:
+	// a coreapi that starts with keys other than the ones the proxies
+	// hold (a key removed while it was down, or removed by a rollout, as
+	// the emergency rotation does) has no reload to announce, and no
+	// running replica may have announced the set it serves.
+	AtStart bool
 	// RetryEvery is the retry interval of a failed Changed; 0 means 1 s.
 	RetryEvery time.Duration
 	Log        *slog.Logger
@@ -529,7 +535,8 @@ const settle = 20 * time.Millisecond
 // including a mounted Secret's atomic symlink swap), reloads when told to
 // (o.Reload) and, as a fallback, every o.Every. A reload's problems are
 // logged; what it could apply is in use (see Reload). When the published keys change (the JWKS
-// document: ids, or a key's material under its id), it calls o.Changed. If
+// document: ids, or a key's material under its id), and at start with
+// o.AtStart, it calls o.Changed. If
 // the directory cannot be watched, it polls only.
 func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 	if o.Every <= 0 {
@@ -560,7 +567,18 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 	published := string(r.JWKS())
 	signing := r.SigningKeyID()
 	var pending []string // ids not yet announced through Changed
+	if o.AtStart {
+		pending = r.KeyIDs() // never nil
+	}
 	for {
+		if pending != nil && retryC == nil && o.Changed != nil {
+			if err := o.Changed(ctx, pending); err != nil {
+				o.Log.Error("announce signing keys change", "err", err, "retry_in", o.RetryEvery.String())
+				retryC = time.After(o.RetryEvery)
+			} else {
+				pending = nil
+			}
+		}
 		reload := false
 		select {
 		case <-ctx.Done():
@@ -608,14 +626,6 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 					pending = ids
 				}
 				published, signing = now, r.SigningKeyID()
-			}
-		}
-		if pending != nil && retryC == nil && o.Changed != nil {
-			if err := o.Changed(ctx, pending); err != nil {
-				o.Log.Error("announce signing keys change", "err", err, "retry_in", o.RetryEvery.String())
-				retryC = time.After(o.RetryEvery)
-			} else {
-				pending = nil
 			}
 		}
 	}

@@ -380,6 +380,52 @@ func TestWatchAnnouncesRemovalDespiteProblems(t *testing.T) {
 	}
 }
 
+// TestWatchAnnouncesAtStart: with AtStart the watch announces the keys it
+// starts with, once, and a failed announcement is retried; without it,
+// nothing is announced until a change.
+func TestWatchAnnouncesAtStart(t *testing.T) {
+	dir := t.TempDir()
+	kid, _ := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	announced := make(chan []string, 16)
+	failed := false
+	watch(t, r, WatchOptions{Every: time.Hour, AtStart: true, RetryEvery: 10 * time.Millisecond, Changed: func(_ context.Context, kids []string) error {
+		if !failed { // the database briefly unreachable
+			failed = true
+			return errors.New("unreachable")
+		}
+		announced <- kids
+		return nil
+	}})
+	select {
+	case got := <-announced:
+		if !slices.Equal(got, []string{kid}) {
+			t.Fatalf("announced %v, want [%s]", got, kid)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the keys at start were not announced within 2s")
+	}
+	select {
+	case got := <-announced:
+		t.Fatalf("announced again without a change: %v", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	quiet := make(chan []string, 1)
+	watch(t, r, WatchOptions{Every: time.Hour, Changed: func(_ context.Context, kids []string) error {
+		quiet <- kids
+		return nil
+	}})
+	select {
+	case got := <-quiet:
+		t.Fatalf("announced %v at start without AtStart", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 func BenchmarkSign(b *testing.B) {
 	dir := b.TempDir()
 	if _, err := Generate(dir, AlgEdDSA, time.Now()); err != nil {
