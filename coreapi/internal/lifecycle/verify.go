@@ -144,8 +144,15 @@ FROM users u WHERE u.id = $1`
 		} else if verified {
 			return problem.New(fiber.StatusConflict, problem.CodeAlreadyVerified, "the email address is already verified")
 		}
+		// Bounded per address too, whichever accounts ask.
+		if err := onetime.CountAddressMail(ctx, tx, to); err != nil {
+			return err
+		}
 		return onetime.SendVerification(ctx, tx, id.UserID, to, change, rid)
 	})
+	if tm := (*onetime.TooManyMails)(nil); errors.As(err, &tm) {
+		return tooMany(c, tm.RetryAfter, tm.What())
+	}
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package lifecycle_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -267,6 +269,43 @@ func TestEmailChangeRateLimited(t *testing.T) {
 	}
 	// A display-name change is not limited.
 	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"display_name": "Kim"}), http.StatusOK)
+}
+
+// TestVerificationMailsPerAddressLimited: email changes and resends mail
+// an address nobody has proven, and each account's own limits say
+// nothing of the address. Accounts signed up for the purpose, each asking
+// to move to one mailbox, mail it at most onetime.AddressMailLimit times
+// an hour together (429 after, nothing mailed), and a resend to it is
+// refused too; another address is not held back.
+func TestVerificationMailsPerAddressLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	const victim = "inbox@example.org"
+	n := onetime.AddressMailLimit.N
+	var first account
+	for i := range n + 1 {
+		a := x.signup(t, fmt.Sprintf("flood%d@example.com", i))
+		if i == 0 {
+			first = a
+		}
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": victim})
+		if i < n {
+			wantStatus(t, r, http.StatusAccepted)
+			continue
+		}
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		if r.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+		// Another address is not held back by this one's limit.
+		wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "elsewhere@example.org"}), http.StatusAccepted)
+	}
+	// A resend of a pending change to the address counts with them.
+	r := x.Send(t, &first.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil)
+	wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+	x.flush(t)
+	if got := x.mailsTo(victim); got != n {
+		t.Fatalf("%d verification mails to %s, want %d", got, victim, n)
+	}
 }
 
 // Concurrent resends leave one working verification link, as sequential

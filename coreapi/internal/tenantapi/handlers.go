@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
@@ -132,6 +133,9 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		err = s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, id.SessionID, *b.Email, httpapi.RequestIDOf(c), EmailChangeMaxAge)
 		if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
 			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
+		}
+		if tm := (*onetime.TooManyMails)(nil); errors.As(err, &tm) {
+			return httpapi.TooMany(c, tm.RetryAfter, tm.What())
 		}
 		if err != nil {
 			return err

@@ -323,7 +323,9 @@ var ErrNotFresh = errors.New("the session is not live or its sign-in is too old"
 
 // RequestEmailChange mails a verification link to newEmail; the address
 // changes only when the link is used (see package lifecycle). An address
-// that another account has is ErrEmailTaken. The session sessionID asks
+// that another account has is ErrEmailTaken; one that has had
+// onetime.AddressMailLimit verification mails in the window, whichever
+// accounts asked, is *onetime.TooManyMails. The session sessionID asks
 // for it and must be live and signed in within maxAge (sessions.Fresh),
 // checked with the account's row locked (else ErrNotFresh): a password
 // reset or change, or a sign-out everywhere, locks it too, so either it
@@ -358,6 +360,11 @@ FOR UPDATE OF u`
 		}
 		if strings.EqualFold(current, newEmail) {
 			return ErrSameEmail
+		}
+		// Each account's own limit says nothing of the address: bounded
+		// per address too (*onetime.TooManyMails).
+		if err := onetime.CountAddressMail(ctx, tx, newEmail); err != nil {
+			return err
 		}
 		if err := onetime.SendVerification(ctx, tx, userID, newEmail, true, requestID); err != nil {
 			return err
