@@ -11,6 +11,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
@@ -32,7 +33,8 @@ var errEmailTaken = problem.New(fiber.StatusConflict, problem.CodeEmailTaken, "a
 
 // verifyEmail consumes a verify_email token: the address it names becomes
 // the account's verified address (for an email change, the address
-// changes now; outstanding reset links die).
+// changes now, outstanding reset links die, and the previous address, if
+// it was verified, is told).
 func (s *Service) verifyEmail(c *fiber.Ctx) error {
 	var b tokenBody
 	if err := decode(c, &b); err != nil {
@@ -93,6 +95,17 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 		// A reset link mailed to the old address must not outlive it.
 		if err := onetime.Revoke(ctx, tx, t.UserID, onetime.PasswordReset, onetime.VerifyEmail); err != nil {
 			return err
+		}
+		// The old address, if its owner proved it, hears of the move: a
+		// change by whoever signed in with the password (every later
+		// reset link goes to the new address) does not go unnoticed. The
+		// new address is masked: the old mailbox may be someone else's
+		// by now. An address never proven may be anyone's: no mail.
+		if verified && mail.ValidAddress(current) {
+			if err := mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindEmailChanged, To: current,
+				Data: mail.Data{NewAddress: audit.MaskEmail(t.Email)}}); err != nil {
+				return err
+			}
 		}
 		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailChanged, rid, map[string]string{"from": current, "to": t.Email}); err != nil {
 			return err

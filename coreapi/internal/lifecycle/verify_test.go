@@ -254,6 +254,42 @@ func TestEmailChange(t *testing.T) {
 	})
 }
 
+// TestEmailChangeNoticeToTheOldAddress: a confirmed email change tells the
+// account's previous address, when it was proven, that the account moved
+// (to the new address, masked), in a mail without a link: whoever signed
+// in with the password and moved the account to their mailbox, after
+// which every reset link goes there, does not do it unnoticed. An address
+// never proven gets no such mail (it may be anyone's).
+func TestEmailChangeNoticeToTheOldAddress(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "owner@example.com")
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
+		map[string]string{"token": x.mail(t, "owner@example.com", "Confirm").Token()}), 200)
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "thief@example.net"}), http.StatusAccepted)
+	x.flush(t)
+	if n := x.mailsTo("owner@example.com"); n != 1 {
+		t.Fatalf("%d mails to the old address before the change was confirmed, want 1 (its verification)", n)
+	}
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
+		map[string]string{"token": x.mail(t, "thief@example.net", "Confirm").Token()}), 200)
+	n := x.mail(t, "owner@example.com", "changed")
+	if !strings.Contains(n.Raw, "t***@example.net") {
+		t.Errorf("the notice does not name the new address, masked:\n%s", n.Raw)
+	}
+	if strings.Contains(n.Raw, "thief@") || n.Token() != "" {
+		t.Errorf("the notice shows the new address in full, or carries a link:\n%s", n.Raw)
+	}
+
+	b := x.signup(t, "unproven@example.com")
+	wantStatus(t, x.Send(t, &b.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "moved@example.net"}), http.StatusAccepted)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
+		map[string]string{"token": x.mail(t, "moved@example.net", "Confirm").Token()}), 200)
+	x.flush(t)
+	if n := x.mailsTo("unproven@example.com"); n != 1 {
+		t.Errorf("%d mails to an address never proven, want 1 (its verification): no notice", n)
+	}
+}
+
 // Each email change mails someone: at most 5 an hour per user.
 func TestEmailChangeRateLimited(t *testing.T) {
 	x := start(t, lifecycle.Limits{})

@@ -1,5 +1,6 @@
 // Package mail delivers the account mails (email verification, password
-// reset, invitation) without losing or blocking anything.
+// reset, invitation, and the notice of an email change to the previous
+// address) without losing or blocking anything.
 //
 // A mail is a row of mail_queue written with Enqueue inside the
 // transaction of the change that causes it, so it commits or rolls back
@@ -37,7 +38,14 @@ const (
 	KindVerifyEmail   Kind = "verify_email"
 	KindPasswordReset Kind = "password_reset"
 	KindInvitation    Kind = "invitation"
+	// KindEmailChanged tells an account's previous address, once an
+	// email change is confirmed, that the account moved; it has no link
+	// (and no token).
+	KindEmailChanged Kind = "email_changed"
 )
+
+// hasLink reports whether mails of kind k carry a link with a token.
+func (k Kind) hasLink() bool { return k != KindEmailChanged }
 
 // Data is what a template shows besides the link.
 type Data struct {
@@ -47,13 +55,16 @@ type Data struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	// EmailChange marks a verification of a new address (not a signup).
 	EmailChange bool `json:"email_change,omitempty"`
+	// NewAddress is, in a KindEmailChanged mail, the address the account
+	// moved to, masked (audit.MaskEmail).
+	NewAddress string `json:"new_address,omitempty"`
 }
 
 // Message is one mail to queue.
 type Message struct {
 	Kind  Kind
 	To    string
-	Token string // the raw one-time token the link carries
+	Token string // the raw one-time token the link carries ("" for a kind without a link)
 	Data  Data
 }
 
@@ -117,7 +128,7 @@ func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
 }
 
-const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token) VALUES ($1, $2, $3::jsonb, $4)`
+const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token) VALUES ($1, $2, $3::jsonb, NULLIF($4, ''))`
 
 // Enqueue writes m to the queue inside the caller's transaction.
 func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
@@ -126,6 +137,9 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	}
 	if _, ok := templates[m.Kind]; !ok {
 		return fmt.Errorf("mail: unknown kind %q", m.Kind)
+	}
+	if (m.Token != "") != m.Kind.hasLink() {
+		return fmt.Errorf("mail: a %s mail with a token %t", m.Kind, m.Token != "")
 	}
 	data, err := json.Marshal(m.Data)
 	if err != nil {

@@ -22,7 +22,7 @@ type kindTemplates struct {
 }
 
 // templates holds every kind; templates/<kind>.subject, .txt and .html.
-var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation)
+var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation, KindEmailChanged)
 
 var funcs = map[string]any{
 	"date": func(t time.Time) string { return t.UTC().Format("2 January 2006 15:04 MST") },
@@ -85,8 +85,10 @@ func (l Links) of(k Kind) string {
 		return l.VerifyEmail
 	case KindPasswordReset:
 		return l.ResetPassword
+	case KindInvitation:
+		return l.AcceptInvitation
 	}
-	return l.AcceptInvitation
+	return "" // a kind without a link
 }
 
 // Rendered is a message ready for a transport.
@@ -113,6 +115,7 @@ func (l Links) Render(k Kind, to, token string, d Data) (Rendered, error) {
 	v := view{Data: d, To: to, Link: strings.ReplaceAll(l.of(k), "{token}", url.QueryEscape(token))}
 	// Names come from users: no line breaks may reach a header.
 	v.DisplayName, v.TenantName, v.InviterName = oneLine(v.DisplayName), oneLine(v.TenantName), oneLine(v.InviterName)
+	v.NewAddress = oneLine(v.NewAddress)
 	var subj, text, html bytes.Buffer
 	if err := t.subject.Execute(&subj, v); err != nil {
 		return Rendered{}, err
