@@ -2,7 +2,10 @@
 // services, with a stable machine-readable code and the request id.
 package problem
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"net/http"
+)
 
 // ContentType is the media type of a problem body.
 const ContentType = "application/problem+json"
@@ -244,6 +247,12 @@ func title(status int) string {
 		return "Service Unavailable"
 	case 504:
 		return "Gateway Timeout"
+	}
+	// Any other status (410 of a revoked key or a used invitation, 501 of
+	// an unknown method, 505) by its reason phrase too: RFC 9457 section
+	// 4.2.1 asks the title of about:blank to be it.
+	if t := http.StatusText(status); t != "" {
+		return t
 	}
 	return "Error"
 }

@@ -22,3 +22,18 @@ func TestProblemJSON(t *testing.T) {
 		t.Errorf("Error() = %q", p.Error())
 	}
 }
+
+// TestTitles: a problem's title is its status's reason phrase (RFC 9457
+// section 4.2.1), in RFC 9110's wording where it differs from older names,
+// for every status the services answer; "Error" only for a status without
+// one.
+func TestTitles(t *testing.T) {
+	for status, want := range map[int]string{
+		400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 422: "Unprocessable Content",
+		410: "Gone", 501: "Not Implemented", 505: "HTTP Version Not Supported", 599: "Error",
+	} {
+		if got := New(status, CodeBadRequest, "").Title; got != want {
+			t.Errorf("title of %d = %q, want %q", status, got, want)
+		}
+	}
+}
