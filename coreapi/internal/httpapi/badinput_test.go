@@ -152,6 +152,46 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 	apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "POST", Path: "/api/v1/tenant", As: &w.Owner, Body: "{}", Undocumented: true}), 405, "method_not_allowed")
 }
 
+// TestUnknownMethodRefused: a method Fiber does not know is 501
+// not_implemented problem+json with a request id (the client's, when sane),
+// as authproxy answers it; Fiber answered it in plain text ("400 Invalid
+// http method") with neither.
+func TestUnknownMethodRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for _, tt := range []struct {
+		method, path string
+		as           bool
+	}{
+		{"PROPFIND", "/api/v1/users", true},
+		{"get", "/api/v1/users", true}, // methods are case-sensitive (RFC 9110 section 9.1)
+		{"BREW", "/api/v1/health", false},
+		{"PURGE", "/no/such/route", false},
+	} {
+		req := apitest.Request{Method: tt.method, Path: tt.path, Unsigned: !tt.as, Undocumented: true,
+			Header: http.Header{"X-Request-Id": {"client-rid-" + strings.ToLower(tt.method)}}}
+		if tt.as {
+			req.As = &w.Owner
+		}
+		r := w.E.Do(t, req)
+		apitest.WantProblem(t, r, http.StatusNotImplemented, "not_implemented")
+		p := r.Problem(t)
+		if want := "client-rid-" + strings.ToLower(tt.method); p.RequestID != want || r.Header.Get("X-Request-Id") != want {
+			t.Errorf("%s %s: request id %q, header %q, want %q", tt.method, tt.path, p.RequestID, r.Header.Get("X-Request-Id"), want)
+		}
+		if p.Instance != tt.path || p.Title != "Not Implemented" {
+			t.Errorf("%s %s: problem = %+v", tt.method, tt.path, p)
+		}
+	}
+	// Without a sane X-Request-Id the answer still carries one.
+	r := w.E.Do(t, apitest.Request{Method: "PROPFIND", Path: "/api/v1/users", Unsigned: true, Undocumented: true,
+		Header: http.Header{"X-Request-Id": {"not sane"}}})
+	apitest.WantProblem(t, r, http.StatusNotImplemented, "not_implemented")
+	if p := r.Problem(t); p.RequestID == "" || p.RequestID == "not sane" || p.RequestID != r.Header.Get("X-Request-Id") {
+		t.Errorf("request id %q, header %q", p.RequestID, r.Header.Get("X-Request-Id"))
+	}
+}
+
 // A body in a content coding is refused (415, Accept-Encoding: identity),
 // not inflated: MaxBodyBytes bounds the bytes sent, and a gzip body of
 // 50 KiB inflates to 50 MiB.

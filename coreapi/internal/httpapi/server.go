@@ -17,11 +17,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -29,6 +31,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -235,6 +238,19 @@ func New(o Options) (*Server, error) {
 	} else {
 		s.app.Use(s.requestID, s.accessLog, s.recover)
 	}
+	// A method Fiber does not know (PROPFIND, a lower-case get) would be
+	// answered by Fiber itself, before any middleware, as a plain-text
+	// "400 Invalid http method" without a request id or problem body. It
+	// is refused here as authproxy refuses it: 501 not_implemented (RFC
+	// 9110 section 9.1), problem+json with its request id.
+	fiberHandler := s.app.Server().Handler
+	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
+		if !knownMethod(ctx.Method()) {
+			s.unknownMethod(ctx)
+			return
+		}
+		fiberHandler(ctx)
+	}
 
 	rt := Routes{
 		Public:    &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{s.identityHeaders(accessPublic)}},
@@ -270,6 +286,31 @@ func health(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.SendString(`{"status":"ok"}`)
+}
+
+// knownMethod reports whether m is one of the methods Fiber routes (its
+// default set).
+func knownMethod(m []byte) bool {
+	switch string(m) { // no allocation: the compiler special-cases this
+	case fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodPatch,
+		fiber.MethodDelete, fiber.MethodOptions, fiber.MethodConnect, fiber.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// errNotImplemented refuses a request method the server does not know.
+var errNotImplemented = problem.New(fiber.StatusNotImplemented, problem.CodeNotImplemented, "request method not implemented")
+
+// unknownMethod answers a request whose method Fiber does not know with
+// errNotImplemented, through the error handler, with the request id the
+// requestID middleware would have given it.
+func (s *Server) unknownMethod(ctx *fasthttp.RequestCtx) {
+	c := s.app.AcquireCtx(ctx)
+	defer s.app.ReleaseCtx(c)
+	c.Locals(keyRequestID, requestid.From(strings.Clone(c.Get(requestid.Header))))
+	c.Set(requestid.Header, RequestIDOf(c))
+	_ = s.handleError(c, errNotImplemented)
 }
 
 // App exposes the Fiber app (for in-process tests and extra middleware).
