@@ -276,6 +276,35 @@ func TestCreateRefused(t *testing.T) {
 	}
 }
 
+// TestExpiryNotADateTime: an expires_at that is no date-time, a string
+// not in RFC 3339 form or another JSON type (a number, an object), is 422
+// validation_failed naming expires_at, as every wrong type is; another
+// type was 400 malformed_json (time.Time's own error, which names no
+// member), and a bad string named "(body)".
+func TestExpiryNotADateTime(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	for _, tt := range []struct{ value, got string }{
+		{`"tomorrow"`, `got "tomorrow"`},
+		{`1798761600`, "got number"},
+		{`{"t": "2027-01-31T00:00:00Z"}`, "got object"},
+		{`["2027-01-31T00:00:00Z"]`, "got array"},
+		{`true`, "got boolean"},
+	} {
+		r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/api-keys", As: &admin,
+			Body: `{"name": "x", "permissions": [], "expires_at": ` + tt.value + `}`})
+		wantProblem(t, r, 422, "validation_failed")
+		p := r.Problem(t)
+		if len(p.Errors) != 1 || p.Errors[0].Field != "expires_at" || !strings.HasSuffix(p.Errors[0].Message, tt.got) {
+			t.Errorf("expires_at %s: errors %+v, want expires_at ... %s", tt.value, p.Errors, tt.got)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys`); n != 0 {
+		t.Fatalf("%d keys stored by refused requests", n)
+	}
+}
+
 // TestResolve: the internal answers for a wrong secret, an unknown key,
 // an expired key, a suspended tenant, a creator who lost permissions or
 // whose membership is gone while the key is live (deleted in SQL: a

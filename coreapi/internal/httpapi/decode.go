@@ -49,6 +49,9 @@ func decodeJSON(c *fiber.Ctx, dst any, code string) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
+		if p := timeProblem(err, body, dst); p != nil {
+			return p
+		}
 		return decodeProblem(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -425,10 +428,84 @@ func join(path, name string) string {
 	return path + "." + name
 }
 
+var timeType = reflect.TypeFor[time.Time]()
+
+// timeProblem is the 422 validation_failed answer, naming the member, to
+// a date-time member of body that time.Time's UnmarshalJSON refused: a
+// string not in RFC 3339 form, or another JSON type (a number, an
+// object), which it refuses with an error of its own that encoding/json
+// passes on without the member's name, and which is no malformed JSON. nil
+// for any other error.
+func timeProblem(err error, body []byte, dst any) *problem.Problem {
+	var tim *time.ParseError
+	if !errors.As(err, &tim) && !strings.HasPrefix(err.Error(), "Time.UnmarshalJSON: ") {
+		return nil
+	}
+	field, got := timeMember(body, dst)
+	msg := "want an RFC 3339 date-time string such as 2027-01-31T00:00:00Z, got " + got
+	if tim != nil {
+		msg = "want an RFC 3339 date-time such as 2027-01-31T00:00:00Z, got " + strconv.Quote(clip.String(tim.Value, 64))
+	}
+	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "a date-time field is not in RFC 3339 form")
+	p.Errors = []problem.FieldError{{Field: field, Message: msg}}
+	return p
+}
+
+// timeMember finds the top-level member of body that fills a time.Time
+// (or *time.Time) field of the struct dst points to and does not decode
+// as one: its name and its value's JSON type; "(body)" and "another
+// value" when there is none (a date-time nested deeper).
+func timeMember(body []byte, dst any) (string, string) {
+	t := reflect.TypeOf(dst)
+	var members map[string]json.RawMessage
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || json.Unmarshal(body, &members) != nil {
+		return "(body)", "another value"
+	}
+	t = t.Elem()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if ft != timeType || !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		for k, raw := range members { // encoding/json matches names in any case
+			var v time.Time
+			if strings.EqualFold(k, name) && json.Unmarshal(raw, &v) != nil {
+				return name, rawType(raw)
+			}
+		}
+	}
+	return "(body)", "another value"
+}
+
+// rawType names the JSON type of a value as encoding/json's type errors
+// do (number, object...).
+func rawType(raw json.RawMessage) string {
+	switch raw[0] {
+	case '"':
+		return "string"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	}
+	return "number"
+}
+
 func decodeProblem(err error) *problem.Problem {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
-	var tim *time.ParseError
 	switch {
 	case errors.As(err, &syn):
 		return problem.New(fiber.StatusBadRequest, problem.CodeMalformedJSON, fmt.Sprintf("malformed JSON at byte %d", syn.Offset))
@@ -441,12 +518,6 @@ func decodeProblem(err error) *problem.Problem {
 		}
 		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "a field has the wrong type")
 		p.Errors = []problem.FieldError{{Field: field, Message: "want " + jsonType(typ.Type) + ", got " + jsonValue(typ.Value)}}
-		return p
-	case errors.As(err, &tim):
-		// A date-time field's own parse (time.Time.UnmarshalJSON), which
-		// encoding/json returns without the field's name.
-		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "a date-time field is not in RFC 3339 form")
-		p.Errors = []problem.FieldError{{Field: "(body)", Message: "want an RFC 3339 date-time such as 2027-01-31T00:00:00Z, got " + strconv.Quote(clip.String(tim.Value, 64))}}
 		return p
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// The same status as a wrong type: both are well-formed JSON that
