@@ -258,6 +258,7 @@ func TestCreateRefused(t *testing.T) {
 		"no name":                map[string]any{"name": " ", "permissions": []string{}},
 		"long name":              map[string]any{"name": strings.Repeat("n", 201), "permissions": []string{}},
 		"bidi override in name":  map[string]any{"name": "deploy\u202egnp.exe", "permissions": []string{}},
+		"invisible name":         map[string]any{"name": "\ufeff\u3164", "permissions": []string{}},
 		"no permissions":         map[string]any{"name": "x"},
 		"unknown perm":           map[string]any{"name": "x", "permissions": []string{"nukes:launch"}},
 		"past expiry":            map[string]any{"name": "x", "permissions": []string{}, "expires_at": time.Now().Add(-time.Minute)},

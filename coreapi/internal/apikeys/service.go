@@ -177,6 +177,8 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 		add("name", "1 to 200 characters")
 	} else if r, ok := httpapi.PlainText(b.Name); !ok {
 		add("name", fmt.Sprintf("no control characters or bidirectional overrides (%U)", r))
+	} else if !httpapi.Visible(b.Name) {
+		add("name", httpapi.NotVisible)
 	}
 	if b.Permissions == nil {
 		add("permissions", "required (an empty list is allowed)")

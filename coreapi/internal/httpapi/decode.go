@@ -600,12 +600,36 @@ func (v *Checks) Length(field, s string, min, max int) {
 // override, embedding or isolate, with which text displays in another
 // order than it is stored: "Acme" + U+202E + "moc.live" shows as
 // "Acmeevil.com".
+//
+// A name that is required (min at least 1) must also be Visible: one of
+// only zero-width or blank characters is refused, which would pass for a
+// name and show as none ("You are invited to join ").
 func (v *Checks) Text(field, s string, min, max int) {
 	if r, ok := PlainText(s); !ok {
 		v.Add(field, fmt.Sprintf("no control characters or bidirectional overrides (%U)", r))
 		return
 	}
+	n := len(v.errs)
 	v.Length(field, s, min, max)
+	if len(v.errs) == n && min >= 1 && !Visible(s) {
+		v.Add(field, NotVisible)
+	}
+}
+
+// NotVisible is the message of a required name that is not Visible.
+const NotVisible = "at least one visible character (not only white space or zero-width characters)"
+
+// Visible reports whether s holds a character that shows: one that is
+// not white space, a format character (Unicode Cf: U+200B ZERO WIDTH
+// SPACE, U+2060 WORD JOINER, U+FEFF...), a variation selector or another
+// default-ignorable code point (U+3164 HANGUL FILLER, U+115F...).
+func Visible(s string) bool {
+	for _, r := range s {
+		if !unicode.IsSpace(r) && !unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
+			return true
+		}
+	}
+	return false
 }
 
 // PlainText reports whether s holds no control character (Unicode Cc)

@@ -92,6 +92,20 @@ func FuzzRepeatedMember(f *testing.F) {
 	})
 }
 
+// TestVisible: a name of only white space, format characters, variation
+// selectors or other default-ignorable code points shows as nothing.
+func TestVisible(t *testing.T) {
+	for in, want := range map[string]bool{
+		"Acme": true, "\u200bAcme": true, "é": true, "\u05e9\u200f": true, "👩\u200d💻": true, "\u2800": true,
+		"": false, " \u00a0\u3000": false, "\u200b": false, "\u200b\u200c\u200d\u2060\ufeff": false,
+		"\u00ad": false, "\ufe0f": false, "\u3164": false, "\u115f\u1160": false, "\U000e0041": false,
+	} {
+		if got := Visible(in); got != want {
+			t.Errorf("Visible(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
 func TestPlainText(t *testing.T) {
 	for _, tt := range []struct {
 		in    string

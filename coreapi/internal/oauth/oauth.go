@@ -736,6 +736,9 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 // it owns, like a signup.
 func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (string, error) {
 	name := clip.String(strings.TrimSpace(httpapi.CleanText(in.Name)), 200)
+	if !httpapi.Visible(name) { // only zero-width characters: as good as none
+		name = ""
+	}
 	tenantName := name
 	if tenantName == "" {
 		tenantName = in.Email

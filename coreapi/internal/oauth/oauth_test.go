@@ -348,6 +348,24 @@ func TestHappyPath(t *testing.T) {
 	}
 }
 
+// TestInvisibleNameClaim: a name claim of only zero-width characters
+// names neither the new account nor its tenant, which is named after the
+// address as for an account without a name: it passed for a name and
+// showed as none.
+func TestInvisibleNameClaim(t *testing.T) {
+	x := start(t)
+	x.idp.Name = "\u200b\u2060 \ufeff"
+	tk := x.finish(t, x.begin(t, ""))
+	var display, tenant string
+	if err := x.DB.Pool.QueryRow(context.Background(), `SELECT u.display_name, t.name FROM users u, tenants t WHERE u.id = $1 AND t.id = $2`,
+		sub(t, tk.AccessToken), tk.TenantID).Scan(&display, &tenant); err != nil {
+		t.Fatal(err)
+	}
+	if display != "" || tenant != x.idp.Email {
+		t.Errorf("display name %q, tenant %q; want none and %q", display, tenant, x.idp.Email)
+	}
+}
+
 func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	x := start(t)
 	st := x.signup(t, "oidc@example.com")

@@ -139,6 +139,7 @@ func TestServiceAccountPermissions(t *testing.T) {
 		"empty name":         map[string]any{"name": "  "},
 		"long name":          map[string]any{"name": strings.Repeat("n", 201)},
 		"line break in name": map[string]any{"name": "ci\nbot"},
+		"invisible name":     map[string]any{"name": "\u200b\u2060"},
 		"bad role name":      map[string]any{"name": "x", "roles": []string{"Bad Role"}},
 	} {
 		if r := e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts", body); r.Status != http.StatusUnprocessableEntity {

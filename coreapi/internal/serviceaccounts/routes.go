@@ -108,6 +108,8 @@ func (s *Service) create(c *fiber.Ctx) error {
 		errs = append(errs, problem.FieldError{Field: "name", Message: "1 to 200 characters"})
 	} else if r, ok := httpapi.PlainText(req.Name); !ok {
 		errs = append(errs, problem.FieldError{Field: "name", Message: fmt.Sprintf("no control characters or bidirectional overrides (%U)", r)})
+	} else if !httpapi.Visible(req.Name) {
+		errs = append(errs, problem.FieldError{Field: "name", Message: httpapi.NotVisible})
 	}
 	if len(req.Roles) > 50 {
 		errs = append(errs, problem.FieldError{Field: "roles", Message: "at most 50 roles"})
