@@ -47,16 +47,22 @@ const (
 )
 
 // Authentication methods (RFC 8176) and levels carried by access tokens.
+//
+// AMRFederated is a sign-in through an OIDC provider: RFC 8176 registers
+// no value for it, and "fed" is the one Microsoft Entra ID uses ("a
+// federated identity provider was used"); the provider's own methods are
+// not known.
 const (
-	AMRPassword = "pwd"
-	AMROTP      = "otp"
-	ACRPassword = "pwd"
-	ACRMFA      = "mfa"
+	AMRPassword  = "pwd"
+	AMRFederated = "fed"
+	AMROTP       = "otp"
+	ACRPassword  = "pwd"
+	ACRMFA       = "mfa"
 )
 
 var (
-	amrPassword = []string{AMRPassword}
-	amrMFA      = []string{AMRPassword, AMROTP}
+	amrPassword  = []string{AMRPassword}
+	amrFederated = []string{AMRFederated}
 )
 
 // acrOf is the level an authentication reaches: mfa with a second factor.
@@ -133,21 +139,26 @@ func sessionLive(ctx context.Context, q sessions.DB, userID, sessionID, tenantID
 }
 
 // setSessionAuth records a second factor given now for the session, if it
-// is live in tenantID (see qSessionLive; else sessions.ErrNotFound).
-func setSessionAuth(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) (int64, error) {
+// is live in tenantID (see qSessionLive; else sessions.ErrNotFound): otp
+// joins the methods of the sign-in it follows. It returns the session's
+// methods and auth time.
+func setSessionAuth(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) ([]string, int64, error) {
 	const qSet = `
-UPDATE sessions SET amr = $4, auth_time = now()
+UPDATE sessions SET amr = array_append(array_remove(amr, '` + AMROTP + `'), '` + AMROTP + `'), auth_time = now()
 WHERE ` + qSessionLive + `
-RETURNING floor(extract(epoch FROM auth_time))::bigint`
-	var at int64
-	err := q.QueryRow(ctx, qSet, sessionID, userID, tenantID, amrMFA).Scan(&at)
+RETURNING amr, floor(extract(epoch FROM auth_time))::bigint`
+	var (
+		amr []string
+		at  int64
+	)
+	err := q.QueryRow(ctx, qSet, sessionID, userID, tenantID).Scan(&amr, &at)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, sessions.ErrNotFound
+		return nil, 0, sessions.ErrNotFound
 	}
 	if err != nil {
-		return 0, fmt.Errorf("record second factor: %w", err)
+		return nil, 0, fmt.Errorf("record second factor: %w", err)
 	}
-	return at, nil
+	return amr, at, nil
 }
 
 // hasMFA reports whether the user has an active second factor.
@@ -444,17 +455,17 @@ func (e *mfaRequiredError) render(c *fiber.Ctx) error {
 // challenge is stored and the answer is errBadCredentials. The user row
 // is share-locked so that a concurrent reset either waits for this insert
 // (and then deletes the row) or is seen by it.
-func (s *Service) challenge(ctx context.Context, a users.Credentials) error {
+func (s *Service) challenge(ctx context.Context, a users.Credentials, amr []string) error {
 	const q = `
-INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at)
-SELECT $1, u.id, $3, now() + make_interval(secs => $4)
+INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at, amr)
+SELECT $1, u.id, $3, now() + make_interval(secs => $4), $6
 FROM users u WHERE u.id = $2 AND u.token_version = $5
 FOR SHARE`
 	tok, hash, err := mfa.NewToken()
 	if err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, q, hash, a.UserID, *a.TenantID, ChallengeTTL.Seconds(), a.TokenVersion)
+	tag, err := s.pool.Exec(ctx, q, hash, a.UserID, *a.TenantID, ChallengeTTL.Seconds(), a.TokenVersion, amr)
 	if err != nil {
 		return fmt.Errorf("store mfa challenge: %w", err)
 	}
@@ -471,7 +482,7 @@ func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials)
 	if err != nil || !on {
 		return err
 	}
-	return s.challenge(ctx, a)
+	return s.challenge(ctx, a, amrPassword)
 }
 
 // externalSecondFactor is the OAuth hand-over's MFA hook: nil when the
@@ -486,7 +497,11 @@ func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
 		return err
 	}
 	tid := g.TenantID
-	err = s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid, TokenVersion: g.TokenVersion})
+	amr := g.AMR
+	if len(amr) == 0 {
+		amr = amrFederated
+	}
+	err = s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid, TokenVersion: g.TokenVersion}, amr)
 	if errors.Is(err, errBadCredentials) { // signed out everywhere in between
 		return errBadHandover
 	}
@@ -513,7 +528,7 @@ func (s *Service) mfaGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error
 	const qClaim = `
 UPDATE mfa_challenges SET attempts = attempts + 1
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
-RETURNING user_id::text, tenant_id::text`
+RETURNING user_id::text, tenant_id::text, amr`
 	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
 	const qRefund = `UPDATE mfa_challenges SET attempts = attempts - 1 WHERE token_hash = $1 AND used_at IS NULL AND attempts > 0`
 	// qHeld locks the challenge a recovery code claimed: a password reset
@@ -526,8 +541,11 @@ JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
 JOIN tenants t ON t.id = m.tenant_id
 WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'`
 	hash := mfa.HashToken(req.MFAToken)
-	var userID, tenantID string
-	err := s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID)
+	var (
+		userID, tenantID string
+		firstAMR         []string // the sign-in the code completes
+	)
+	err := s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID, &firstAMR)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return TokenResponse{}, errBadMFAToken
 	}
@@ -567,7 +585,7 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		return TokenResponse{}, err
 	}
 	var (
-		g  = Grant{UserID: userID, TenantID: tenantID, AMR: amrMFA}
+		g  = Grant{UserID: userID, TenantID: tenantID}
 		sd sessions.Issued
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -588,12 +606,12 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		} else if err != nil {
 			return fmt.Errorf("load account: %w", err)
 		}
-		if sd, err = s.sessions.Create(ctx, tx, userID, tenantID, ua, ip); errors.Is(err, sessions.ErrNoMembership) {
+		if sd, err = s.sessions.CreateWithAMR(ctx, tx, userID, tenantID, ua, ip, firstAMR); errors.Is(err, sessions.ErrNoMembership) {
 			return errInactive // removed from the tenant since the check
 		} else if err != nil {
 			return err
 		}
-		g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID, tenantID)
+		g.AMR, g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID, tenantID)
 		return err
 	})
 	if err != nil {
@@ -644,9 +662,9 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 		return TokenResponse{}, err
 	}
 	const qTV = `SELECT token_version FROM users WHERE id = $1 AND status = 'active'`
-	g := Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID, AMR: amrMFA}
+	g := Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if g.AuthTime, err = setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		if g.AMR, g.AuthTime, err = setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
 		if err := tx.QueryRow(ctx, qTV, id.UserID).Scan(&g.TokenVersion); err != nil {
@@ -812,7 +830,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// First: the session's row stays locked until the factor is
 		// active, so a sign-out or reset ends it after, never before.
-		if _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		if _, _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
 		if err := activateTOTP(ctx, tx, id.UserID); err != nil {

@@ -3,6 +3,7 @@ package oauth_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
@@ -10,11 +11,16 @@ import (
 
 // TestExternalSignInAsksForTheSecondFactor: an OIDC sign-in of a user with
 // MFA hands over no tokens: the exchange answers mfa_required, the
-// callback's session ends, and the mfa_otp grant opens a new one.
+// callback's session ends, and the mfa_otp grant opens a new one. The
+// tokens say how the user signed in: amr ["fed"] (no password was given),
+// then ["fed","otp"], also after a refresh.
 func TestExternalSignInAsksForTheSecondFactor(t *testing.T) {
 	x := start(t)
 	first := x.finish(t, x.begin(t, ""))
 	uid := sub(t, first.AccessToken)
+	if amr, acr := amrOf(t, first.AccessToken); !slices.Equal(amr, []string{"fed"}) || acr != "pwd" {
+		t.Fatalf("OIDC sign-in: amr %v acr %s, want [fed] pwd", amr, acr)
+	}
 	ctx := context.Background()
 	// The user has an active factor (the secret is never opened here: the
 	// code given is a recovery code).
@@ -49,6 +55,18 @@ func TestExternalSignInAsksForTheSecondFactor(t *testing.T) {
 	r.JSON(t, &tk)
 	if sub(t, tk.AccessToken) != uid {
 		t.Fatal("the second factor signed in someone else")
+	}
+	if amr, acr := amrOf(t, tk.AccessToken); !slices.Equal(amr, []string{"fed", "otp"}) || acr != "mfa" {
+		t.Fatalf("OIDC sign-in with a second factor: amr %v acr %s, want [fed otp] mfa", amr, acr)
+	}
+	r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken})
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", r.Status, r.Body)
+	}
+	var rt tokens
+	r.JSON(t, &rt)
+	if amr, acr := amrOf(t, rt.AccessToken); !slices.Equal(amr, []string{"fed", "otp"}) || acr != "mfa" {
+		t.Fatalf("refreshed: amr %v acr %s, want [fed otp] mfa", amr, acr)
 	}
 }
 

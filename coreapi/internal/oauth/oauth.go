@@ -711,7 +711,8 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 		if status != identity.StatusActive {
 			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 		}
-		issued, err := s.sessions.Create(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP)
+		// The provider vouched for the user: no password was given here.
+		issued, err := s.sessions.CreateWithAMR(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, []string{auth.AMRFederated})
 		if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since signInTenant
 			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
 		}

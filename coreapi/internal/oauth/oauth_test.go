@@ -229,6 +229,24 @@ type tokens struct {
 	TenantID     string `json:"tenant_id"`
 }
 
+// amrOf is an access token's amr and acr claims.
+func amrOf(t *testing.T, access string) ([]string, string) {
+	t.Helper()
+	parts := strings.Split(access, ".")
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		AMR []string `json:"amr"`
+		ACR string   `json:"acr"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.AMR, c.ACR
+}
+
 func sub(t *testing.T, access string) string {
 	t.Helper()
 	parts := strings.Split(access, ".")

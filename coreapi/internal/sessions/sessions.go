@@ -147,24 +147,32 @@ func secs(d time.Duration) float64 { return d.Seconds() }
 // leaves nothing to create: ErrNoMembership. A session bound to a tenant
 // the user has left would refresh again once the user is added back.
 func (s *Store) Create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string) (Issued, error) {
-	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil)
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, nil)
+}
+
+// CreateWithAMR is Create for a sign-in by other methods than a password
+// (amr, RFC 8176 values: ["fed"] for an OIDC provider's); Create records
+// ["pwd"].
+func (s *Store) CreateWithAMR(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, amr []string) (Issued, error) {
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, amr)
 }
 
 // CreateAt is Create for a sign-in that checked credentials against token
 // version tv: if the version moved on meanwhile (a password reset raced
 // the sign-in), the session cannot be refreshed.
 func (s *Store) CreateAt(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv int64) (Issued, error) {
-	return s.create(ctx, q, userID, tenantID, userAgent, ip, &tv)
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, &tv, nil)
 }
 
-func (s *Store) create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv *int64) (Issued, error) {
+func (s *Store) create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv *int64, amr []string) (Issued, error) {
 	const qCreate = `
 WITH m AS (
     SELECT user_id, tenant_id FROM memberships WHERE user_id = $1 AND tenant_id = $2 FOR SHARE
 ), s AS (
-    INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version)
+    INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version, amr)
     SELECT user_id, tenant_id, $3, $4, now() + make_interval(secs => $6),
-           coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1))
+           coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1)),
+           coalesce($8::text[], '{pwd}')
     FROM m
     RETURNING id
 )
@@ -176,7 +184,7 @@ RETURNING session_id`
 		return Issued{}, err
 	}
 	var sid string
-	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv).Scan(&sid)
+	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr).Scan(&sid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Issued{}, ErrNoMembership
 	}
