@@ -258,13 +258,13 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 
 	// Look the invitation up first (unlocked) to know whose credentials
 	// to check; everything is checked again under the lock below.
-	var email string
+	var email, tenantID string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		p, err := invitations.Lock(ctx, tx, b.Token)
 		if err != nil {
 			return err
 		}
-		email = p.Email
+		email, tenantID = p.Email, p.TenantID
 		return usable(p)
 	})
 	if err != nil {
@@ -310,6 +310,14 @@ FROM users WHERE id = $1`
 	}
 	var g auth.Grant
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The tenant's lock first, as every change of a membership or a
+		// role takes it (before the invitation's row, which a member's
+		// removal withdraws under it): the inviter's rights are read
+		// below after any demotion or removal that committed, never
+		// beside one still under way, which would be missed.
+		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
 		p, err := invitations.Lock(ctx, tx, b.Token)
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -18,7 +19,9 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -1159,5 +1162,71 @@ func TestAcceptNeedsAnInviterWhoMayStillInvite(t *testing.T) {
 	x.invite(t, admin, "kept@example.com")
 	if _, st, code := x.accept(t, nil, map[string]string{"token": x.mail(t, "kept@example.com", "invited").Token(), "password": "a long password"}); st != http.StatusOK {
 		t.Fatalf("accept: %d %s, want 200", st, code)
+	}
+}
+
+// TestAcceptWaitsForADemotionUnderWay: an accept is ordered after a change
+// of the inviter's rights that holds the tenant's lock (as every change of
+// a membership or role does) and commits while the accept runs: it reads
+// the inviter's rights after it, not beside it, and is refused. Without
+// the tenant's lock the accept read the rights the demotion was taking
+// away, before it committed, and joined.
+func TestAcceptWaitsForADemotionUnderWay(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	tid := owner.c.Tid
+	admin := x.SeedUserIn(t, tid, "adm@acme.test", "admin")
+	x.invite(t, admin, "racing@example.com")
+	tok := x.mail(t, "racing@example.com", "invited").Token()
+
+	ctx := t.Context()
+	demotion, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer demotion.Rollback(ctx)
+	if err := roles.LockTenant(ctx, demotion, tid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := demotion.Exec(ctx, `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2
+		AND role_id = (SELECT id FROM roles WHERE tenant_id = $1 AND name = 'admin')`, tid, admin.UserID); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		status int
+		body   string
+	}
+	done := make(chan result, 1)
+	go func() {
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/invitations/accept", map[string]string{"token": tok, "password": "a long password"})
+		done <- result{r.Status, string(r.Body)}
+	}()
+	// The accept either finished (it did not wait for the demotion) or
+	// waits for a lock.
+	var early *result
+	eventually.Within(t, 10*time.Second, func() error {
+		select {
+		case r := <-done:
+			early = &r
+			return nil
+		default:
+		}
+		if n := x.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`); n == 0 {
+			return errors.New("the accept neither finished nor waits for a lock")
+		}
+		return nil
+	})
+	if early != nil {
+		t.Fatalf("the accept finished beside the demotion under way: %d %s", early.status, early.body)
+	}
+	if err := demotion.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.status != http.StatusForbidden || !strings.Contains(r.body, `"code":"forbidden"`) {
+		t.Fatalf("accept after the inviter's demotion: %d %s, want 403 forbidden", r.status, r.body)
+	}
+	if x.isMember(t, tid, "racing@example.com") {
+		t.Error("joined anyway")
 	}
 }
