@@ -343,6 +343,7 @@ func TestDocumentedOverlay(t *testing.T) {
 	}
 	fsys := filesys.MakeFsInMemory()
 	copyBase(t, fsys, "/k/base")
+	copyDir(t, fsys, natsComponentDir, "/k/components/nats-credentials")
 	files := map[string]string{
 		"kustomization.yaml":                         string(m[1]),
 		"secrets/identity.key":                       "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0=\n",
@@ -350,6 +351,8 @@ func TestDocumentedOverlay(t *testing.T) {
 		"secrets/database-url":                       "postgres://app:pw@db:5432/app?sslmode=verify-full",
 		"secrets/mfa.keys":                           "mfa1:" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")) + "\n",
 		"secrets/api-key.pepper":                     base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210")) + "\n",
+		"secrets/nats-coreapi-url":                   "nats://coreapi:0123abcd@nats.nats.svc:4222",
+		"secrets/nats-authproxy-url":                 "nats://authproxy:4567cdef@nats.nats.svc:4222",
 	}
 	for name, content := range files {
 		if err := fsys.WriteFile(path.Join("/k/overlays/prod", name), []byte(content)); err != nil {
@@ -405,12 +408,18 @@ func TestDocumentedOverlay(t *testing.T) {
 
 func copyBase(t *testing.T, fsys filesys.FileSystem, dir string) {
 	t.Helper()
-	entries, err := os.ReadDir(baseDir)
+	copyDir(t, fsys, baseDir, dir)
+}
+
+// copyDir copies the files of the directory from into dir of fsys.
+func copyDir(t *testing.T, fsys filesys.FileSystem, from, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(baseDir, e.Name()))
+		data, err := os.ReadFile(filepath.Join(from, e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}

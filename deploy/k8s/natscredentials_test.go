@@ -1,0 +1,86 @@
+package k8s
+
+import (
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// natsComponentDir gives coreapi and the proxies NATS credentials of
+// their own.
+const natsComponentDir = "components/nats-credentials"
+
+// TestNATSCredentialsComponent renders the base with the component
+// nats-credentials and a Secret tollgate-nats as the documented overlay
+// generates it: each container's NATS_URL comes from that Secret (its
+// generated name), under a key of its own, and the base's invariants hold.
+// The users the documented URLs name are those of the NATS authorization
+// the deployment ships (deploy/nats/tollgate.conf).
+func TestNATSCredentialsComponent(t *testing.T) {
+	fsys := filesys.MakeFsInMemory()
+	copyBase(t, fsys, "/k/base")
+	copyDir(t, fsys, natsComponentDir, "/k/components/nats-credentials")
+	urls := map[string]string{
+		"coreapi-url":   "nats://coreapi:0123abcd@nats.nats.svc:4222",
+		"authproxy-url": "nats://authproxy:4567cdef@nats.nats.svc:4222",
+	}
+	overlay := "resources: [../base]\ncomponents: [../components/nats-credentials]\nsecretGenerator:\n  - name: tollgate-nats\n    literals:\n"
+	for k, v := range urls {
+		overlay += "      - " + k + "=" + v + "\n"
+	}
+	if err := fsys.WriteFile("/k/overlay/kustomization.yaml", []byte(overlay)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := render(fsys, "/k/overlay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range check(b) {
+		t.Error(v)
+	}
+	var secret *corev1.Secret
+	for _, s := range b.Secrets {
+		if strings.HasPrefix(s.Name, "tollgate-nats-") {
+			secret = s
+		}
+	}
+	if secret == nil {
+		t.Fatal("no Secret tollgate-nats rendered")
+	}
+
+	t.Setenv("TOLLGATE_NATS_COREAPI_PASSWORD", "x")
+	t.Setenv("TOLLGATE_NATS_AUTHPROXY_PASSWORD", "x")
+	opts, err := server.ProcessConfigFile(filepath.Join("..", "nats", "tollgate.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]bool{}
+	for _, u := range opts.Users {
+		users[u.Username] = true
+	}
+
+	for name, key := range map[string]string{proxyName: "authproxy-url", coreName: "coreapi-url"} {
+		var refs []*corev1.SecretKeySelector
+		for _, e := range ctr(t, b, name).Env {
+			if e.Name != "NATS_URL" {
+				continue
+			}
+			if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+				t.Errorf("%s: NATS_URL set, not from a Secret", name)
+				continue
+			}
+			refs = append(refs, e.ValueFrom.SecretKeyRef)
+		}
+		if len(refs) != 1 || refs[0].Name != secret.Name || refs[0].Key != key {
+			t.Errorf("%s: NATS_URL from %+v, want Secret %s key %s", name, refs, secret.Name, key)
+		}
+		if u, err := url.Parse(urls[key]); err != nil || !users[u.User.Username()] {
+			t.Errorf("%s: %s names no user of deploy/nats/tollgate.conf", key, urls[key])
+		}
+	}
+}
