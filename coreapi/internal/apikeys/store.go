@@ -331,6 +331,31 @@ RETURNING id::text, public_id, kind`
 	return len(keys), nil
 }
 
+// RevokeEveryKeyOf is RevokeUserKeys in every tenant where userID has a
+// live key, in the order of the tenants' ids: a password reset that
+// proves an address the account never had proven ends every key its
+// earlier holder made. The caller takes the tenants' locks
+// (roles.LockTenant) first when it holds the account's row, as a key's
+// creation takes the tenant's and then the key lock before its insert
+// waits for the account's row.
+func RevokeEveryKeyOf(ctx context.Context, tx pgx.Tx, userID, actorID, requestID, via string) (int, error) {
+	const q = `SELECT DISTINCT tenant_id::text FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL ORDER BY 1`
+	rows, _ := tx.Query(ctx, q, userID)
+	tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, fmt.Errorf("tenants of the user's api keys: %w", err)
+	}
+	total := 0
+	for _, tid := range tenants {
+		n, err := RevokeUserKeys(ctx, tx, tid, userID, actorID, requestID, via)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
 // revoked writes the audit row and the invalidation of a revocation.
 func revoked(ctx context.Context, tx pgx.Tx, tenantID, id, publicID, kind, actorID, requestID, via string) error {
 	return audit.WriteWith(ctx, tx, revokedEvent(tenantID, id, publicID, kind, actorID, requestID, via), revokedRow(publicID))

@@ -53,6 +53,11 @@ const (
 	ActionUserMFAReset               = "user.mfa_reset"
 	ActionUserMFACodeFailed          = "user.mfa_code_failed"
 	ActionUserMFARecoveryCodeUsed    = "user.mfa_recovery_code_used"
+	// ActionUserUnverifiedAccessCleared: a password reset proved an
+	// address the account had never proven, and ended what whoever held
+	// the password before could have left (API keys, service-account
+	// secrets, the second factor, pending invitations); data says what.
+	ActionUserUnverifiedAccessCleared = "user.unverified_access_cleared"
 	// ActionUserIdentityLinked: an external (OIDC) identity was linked to
 	// an existing account by its verified address; it signs in to the
 	// account from then on.

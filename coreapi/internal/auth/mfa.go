@@ -905,22 +905,56 @@ func (s *Service) removeMFA(ctx context.Context, userID string, first, then func
 
 // removeFactor is removeMFA on pool.
 func removeFactor(ctx context.Context, pool *pgxpool.Pool, userID string, first, then func(pgx.Tx) error) error {
-	const qTOTP = `DELETE FROM mfa_totp WHERE user_id = $1`
-	const qCodes = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
-	const qChallenges = `DELETE FROM mfa_challenges WHERE user_id = $1`
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if first != nil {
 			if err := first(tx); err != nil {
 				return err
 			}
 		}
-		for _, q := range []string{qTOTP, qCodes, qChallenges} {
-			if _, err := tx.Exec(ctx, q, userID); err != nil {
-				return fmt.Errorf("remove second factor: %w", err)
-			}
+		if _, err := DeleteFactor(ctx, tx, userID); err != nil {
+			return err
 		}
 		return then(tx)
 	})
+}
+
+// RemovedFactor is what DeleteFactor deleted.
+type RemovedFactor struct {
+	// Factor: a TOTP factor, active or still pending.
+	Factor        bool
+	RecoveryCodes int64
+}
+
+// DeleteFactor deletes, in tx, userID's TOTP factor (active or pending),
+// its recovery codes and the sign-ins waiting for it (mfa_challenges), in
+// one round trip. The caller audits it and announces it on the user's
+// invalidation subject (ReasonUserMFADisabled or ReasonUserMFAReset).
+func DeleteFactor(ctx context.Context, tx pgx.Tx, userID string) (RemovedFactor, error) {
+	const qTOTP = `DELETE FROM mfa_totp WHERE user_id = $1`
+	const qCodes = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
+	const qChallenges = `DELETE FROM mfa_challenges WHERE user_id = $1`
+	b := &pgx.Batch{}
+	for _, q := range []string{qTOTP, qCodes, qChallenges} {
+		b.Queue(q, userID)
+	}
+	br := tx.SendBatch(ctx, b)
+	var (
+		r    RemovedFactor
+		tags [3]int64
+	)
+	for i := range tags {
+		tag, err := br.Exec()
+		if err != nil {
+			_ = br.Close()
+			return RemovedFactor{}, fmt.Errorf("remove second factor: %w", err)
+		}
+		tags[i] = tag.RowsAffected()
+	}
+	if err := br.Close(); err != nil {
+		return RemovedFactor{}, fmt.Errorf("remove second factor: %w", err)
+	}
+	r.Factor, r.RecoveryCodes = tags[0] > 0, tags[1]
+	return r, nil
 }
 
 // retryAfter renders a lockout as 429 with Retry-After.

@@ -360,6 +360,39 @@ RETURNING i.id::text, i.email`
 	return nil
 }
 
+// WithdrawSentBy withdraws, in tx, every pending invitation userID sent,
+// in every tenant, each audited as invitation.revoked in its tenant with
+// data via naming the cause; it returns how many. A password reset that
+// proves an address the account never had proven calls it: the earlier
+// holder of the password may have invited addresses of their own.
+func WithdrawSentBy(ctx context.Context, tx pgx.Tx, userID, actorID, requestID, via string) (int, error) {
+	const q = `
+UPDATE invitations SET status = 'revoked', updated_at = now()
+WHERE invited_by = $1 AND status = 'pending'
+RETURNING id::text, tenant_id::text, email`
+	rows, _ := tx.Query(ctx, q, userID)
+	type withdrawn struct{ ID, TenantID, Email string }
+	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
+	if err != nil {
+		return 0, fmt.Errorf("withdraw invitations: %w", err)
+	}
+	if len(ws) == 0 {
+		return 0, nil
+	}
+	b := &pgx.Batch{}
+	for _, w := range ws {
+		if err := audit.Queue(b, audit.Event{TenantID: w.TenantID, ActorUserID: actorID, Action: audit.ActionInvitationRevoked,
+			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
+			Data: map[string]any{"email": w.Email, "via": via}}); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("audit withdrawn invitations: %w", err)
+	}
+	return len(ws), nil
+}
+
 // missing tells ErrNotFound from ErrNotPending.
 func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) error {
 	var exists bool

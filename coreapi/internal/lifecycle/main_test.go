@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
@@ -19,9 +20,12 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -64,6 +68,29 @@ func startWith(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog) 
 // startHasher is startWith with the password hasher h in every part.
 func startHasher(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog, h *password.Hasher) *env {
 	t.Helper()
+	return startOpts(t, startOptions{limits: limits, cat: cat, hasher: h})
+}
+
+// startOptions configure startOpts.
+type startOptions struct {
+	limits lifecycle.Limits
+	cat    *permissions.Catalog
+	hasher *password.Hasher
+	// wide also serves what an account can leave behind: API keys (with a
+	// pepper), service accounts and their client_credentials grant, and
+	// TOTP enrolment (with MFA keys).
+	wide bool
+}
+
+// startWide is start with the API-key, service-account and MFA routes.
+func startWide(t *testing.T) *env {
+	t.Helper()
+	return startOpts(t, startOptions{hasher: password.New(cheap, 0), wide: true})
+}
+
+func startOpts(t *testing.T, so startOptions) *env {
+	t.Helper()
+	limits, cat, h := so.limits, so.cat, so.hasher
 	dir := t.TempDir()
 	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
@@ -75,9 +102,33 @@ func startHasher(t *testing.T, limits lifecycle.Limits, cat *permissions.Catalog
 	x := &env{smtp: mailtest.Start(t), hasher: h}
 	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		o.Catalog = cat
-		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,
-			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
-			Issuer:   "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute})
+		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
+		ao := auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,
+			Sessions: store, Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute}
+		if so.wide {
+			ks, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: []byte("0123456789abcdef0123456789abcdef"), Catalog: cat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sa, err := serviceaccounts.New(serviceaccounts.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Sessions: store,
+				Projections: projection.NewStore(o.Pool, 16*time.Minute, cat), Limiter: ratelimit.New(o.Pool), Catalog: cat,
+				Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute,
+				PublicBaseURL: "http://localhost:8080/", APIKeys: ks})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mk, err := mfa.ParseKeys("k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ao.MFA, err = mfa.NewSealer(mk); err != nil {
+				t.Fatal(err)
+			}
+			ao.ClientCredentials = sa
+			o.Register = append(o.Register, ks.Register, sa.Register)
+			o.ErrorMappers = append(o.ErrorMappers, apikeys.MapError, serviceaccounts.ErrorProblem)
+		}
+		svc, err := auth.New(ao)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,13 +11,17 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -177,7 +181,10 @@ type resetBody struct {
 // resetPassword consumes a reset token: the password is set, the address
 // counts as verified (the link reached it), the token version moves on
 // and every session is revoked (the proxies hear it through the outbox);
-// pending email changes die with them.
+// pending email changes die with them. When the address had never been
+// proven before, whoever chose the password until now was anyone who
+// typed the address at sign-up: what they could have left to outlive the
+// password ends too (clearUnproven).
 func (s *Service) resetPassword(c *fiber.Ctx) error {
 	var b resetBody
 	if err := decode(c, &b); err != nil {
@@ -199,13 +206,20 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	// unproven is whether the address was unproven before this reset (the
+	// row is locked: the FROM's read sees it as it was).
 	const qSet = `
-UPDATE users SET password_hash = $2, token_version = token_version + 1, password_set_by_admin = false,
-       email_verified_at = coalesce(email_verified_at, now()),
+UPDATE users u SET password_hash = $2, token_version = u.token_version + 1, password_set_by_admin = false,
+       email_verified_at = coalesce(u.email_verified_at, now()),
        failed_logins = 0, locked_until = NULL, updated_at = now()
-WHERE id = $1 AND lower(email) = lower($3)`
+FROM (SELECT email_verified_at IS NULL AS unproven FROM users WHERE id = $1) prior
+WHERE u.id = $1 AND lower(u.email) = lower($3)
+RETURNING prior.unproven`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lockUnprovenTenants(ctx, tx, b.Token); err != nil {
+			return err
+		}
 		// The account's row before the token (see onetime.LockUser).
 		if err := onetime.LockUser(ctx, tx, onetime.PasswordReset, b.Token); err != nil {
 			return err
@@ -214,15 +228,21 @@ WHERE id = $1 AND lower(email) = lower($3)`
 		if err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, qSet, t.UserID, hash, t.Email)
+		var unproven bool
+		err = tx.QueryRow(ctx, qSet, t.UserID, hash, t.Email).Scan(&unproven)
+		if errors.Is(err, pgx.ErrNoRows) { // the address changed since the mail
+			return onetime.ErrInvalid
+		}
 		if err != nil {
 			return fmt.Errorf("reset password: %w", err)
 		}
-		if tag.RowsAffected() == 0 { // the address changed since the mail
-			return onetime.ErrInvalid
-		}
 		if _, err := s.auth.Sessions().RevokeAll(ctx, tx, t.UserID, "", "password_reset"); err != nil {
 			return err
+		}
+		if unproven {
+			if err := clearUnproven(ctx, tx, t.UserID, rid); err != nil {
+				return err
+			}
 		}
 		if err := onetime.Revoke(ctx, tx, t.UserID, onetime.PasswordReset); err != nil {
 			return err
@@ -239,4 +259,100 @@ WHERE id = $1 AND lower(email) = lower($3)`
 		return formError(c, PageResetPassword, b.Token, err)
 	}
 	return done(c, PageResetPassword, fiber.StatusNoContent, nil)
+}
+
+// lockUnprovenTenants locks, in tx, the tenants where the account of the
+// reset token raw may have left something for clearUnproven to end (its
+// memberships, the tenants of the service accounts it created and of its
+// pending invitations), in the order of their ids, when its address is
+// unproven; nothing otherwise. Before the account's row: a key's creation
+// takes its tenant's lock (roles.LockTenant) and then the tenant's key
+// lock before its insert waits for the account's row, and a change of a
+// service account the tenant's lock before the account's; taken in the
+// other order, the reset and either of them waited for each other. The
+// tenants are read before the lock; clearUnproven reads what to end
+// again, under it.
+func lockUnprovenTenants(ctx context.Context, tx pgx.Tx, raw string) error {
+	const q = `
+WITH u AS (
+    SELECT u.id FROM action_tokens t JOIN users u ON u.id = t.user_id
+    WHERE t.token_hash = $1 AND t.purpose = $2 AND u.email_verified_at IS NULL)
+SELECT 1 FROM tenants WHERE id IN (
+    SELECT tenant_id FROM memberships WHERE user_id IN (SELECT id FROM u)
+    UNION SELECT tenant_id FROM service_accounts WHERE created_by IN (SELECT id FROM u)
+    UNION SELECT tenant_id FROM invitations WHERE invited_by IN (SELECT id FROM u) AND status = 'pending')
+ORDER BY id FOR NO KEY UPDATE`
+	if !onetime.Plausible(raw) {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, q, onetime.Hash(raw), string(onetime.PasswordReset)); err != nil {
+		return fmt.Errorf("lock the tenants of an unproven account: %w", err)
+	}
+	return nil
+}
+
+// cleared is the audit data of what clearUnproven ended.
+type cleared struct {
+	APIKeys         int      `json:"api_keys_revoked"`
+	ServiceAccounts []string `json:"service_accounts"`
+	Secrets         int      `json:"client_secrets_deleted"`
+	ServiceKeys     int      `json:"service_account_api_keys_revoked"`
+	Factor          bool     `json:"second_factor_removed"`
+	RecoveryCodes   int64    `json:"recovery_codes_deleted"`
+	Invitations     int      `json:"invitations_revoked"`
+}
+
+func (c cleared) any() bool {
+	return c.APIKeys > 0 || len(c.ServiceAccounts) > 0 || c.Factor || c.RecoveryCodes > 0 || c.Invitations > 0
+}
+
+// clearUnproven ends, in the reset's transaction, what anyone who held
+// the password of userID while its address was unproven could have left
+// to outlive the password (sessions and refresh tokens end with every
+// reset): every API key acting as the account, in every tenant; the
+// client secrets of the service accounts it created and the keys those
+// minted (the accounts stay, see serviceaccounts.SilenceCreatedBy); its
+// second factor, recovery codes and waiting second-factor sign-ins (a
+// factor the owner does not hold would lock them out); and the
+// invitations it sent that are still pending. Each is audited and
+// announced as its own revocation is, with data via user.password_reset,
+// and one user.unverified_access_cleared event in each of the account's
+// tenants says what went (none when nothing did).
+func clearUnproven(ctx context.Context, tx pgx.Tx, userID, requestID string) error {
+	const via = audit.ActionUserPasswordReset
+	var (
+		c   cleared
+		err error
+	)
+	if c.APIKeys, err = apikeys.RevokeEveryKeyOf(ctx, tx, userID, userID, requestID, via); err != nil {
+		return err
+	}
+	sas, err := serviceaccounts.SilenceCreatedBy(ctx, tx, userID, userID, requestID, via)
+	if err != nil {
+		return err
+	}
+	c.ServiceAccounts = []string{}
+	for _, sa := range sas {
+		c.ServiceAccounts = append(c.ServiceAccounts, sa.ID)
+		c.Secrets += sa.Secrets
+		c.ServiceKeys += sa.Keys
+	}
+	f, err := auth.DeleteFactor(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	c.Factor, c.RecoveryCodes = f.Factor, f.RecoveryCodes
+	if c.Invitations, err = invitations.WithdrawSentBy(ctx, tx, userID, userID, requestID, via); err != nil {
+		return err
+	}
+	if !c.any() {
+		return nil
+	}
+	if err := auditUser(ctx, tx, userID, userID, audit.ActionUserUnverifiedAccessCleared, requestID, c); err != nil {
+		return err
+	}
+	if !f.Factor {
+		return nil
+	}
+	return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonUserMFAReset})
 }

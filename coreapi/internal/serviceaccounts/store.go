@@ -410,6 +410,75 @@ func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string,
 	})
 }
 
+// Silenced is a service account SilenceCreatedBy left without access.
+type Silenced struct {
+	ID       string `json:"id"`
+	TenantID string `json:"tenant_id"`
+	// Secrets and Keys: how many client secrets were deleted and how
+	// many API keys the account had minted were revoked.
+	Secrets int `json:"client_secrets_deleted"`
+	Keys    int `json:"api_keys_revoked"`
+}
+
+// SilenceCreatedBy ends, in tx, every way into the service accounts that
+// creatorID created, in every tenant, while leaving the accounts (their
+// names, roles and audit trail) for the tenant to keep or delete: each
+// one's client secrets are deleted and its token version moves on (so
+// its access tokens end; the proxies are told, as for DeleteSecret), and
+// the API keys it minted are revoked (apikeys.RevokeUserKeys). Each
+// deleted secret is audited as service_account.secret_deleted, with data
+// via naming the cause. A password reset that proves an address the
+// account never had proven calls it: the earlier holder of the password
+// may have created them. It returns the accounts that had something to
+// end. The accounts are locked in the order of their ids; the caller
+// takes their tenants' locks (roles.LockTenant) first, as the changes of
+// an account do (lockAccount after live).
+func SilenceCreatedBy(ctx context.Context, tx pgx.Tx, creatorID, actorID, requestID, via string) ([]Silenced, error) {
+	const qAccounts = `
+SELECT user_id::text, tenant_id::text FROM service_accounts WHERE created_by = $1 ORDER BY user_id FOR UPDATE`
+	const qDelete = `DELETE FROM service_account_secrets WHERE user_id = $1 RETURNING id::text`
+	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
+	rows, _ := tx.Query(ctx, qAccounts, creatorID)
+	accounts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Silenced, error) {
+		var a Silenced
+		return a, r.Scan(&a.ID, &a.TenantID)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("service accounts created by the user: %w", err)
+	}
+	var out []Silenced
+	for _, a := range accounts {
+		rows, _ := tx.Query(ctx, qDelete, a.ID)
+		secrets, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("delete client secrets: %w", err)
+		}
+		a.Secrets = len(secrets)
+		if a.Secrets > 0 {
+			b := &pgx.Batch{}
+			b.Queue(qBump, a.ID)
+			for _, id := range secrets {
+				if err := audit.Queue(b, audit.Event{TenantID: a.TenantID, ActorUserID: actorID, Action: ActionSecretDeleted,
+					TargetType: "service_account", TargetID: a.ID, RequestID: requestID,
+					Data: map[string]string{"secret_id": id, "via": via}}); err != nil {
+					return nil, err
+				}
+			}
+			outbox.Queue(b, outbox.Row{Subject: invalidation.UserSubject(a.ID), Reason: ReasonSecretDeleted})
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return nil, fmt.Errorf("end the service account's tokens: %w", err)
+			}
+		}
+		if a.Keys, err = apikeys.RevokeUserKeys(ctx, tx, a.TenantID, a.ID, actorID, requestID, via); err != nil {
+			return nil, err
+		}
+		if a.Secrets > 0 || a.Keys > 0 {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
 // Lookup finds the service account a client id names, and whether secret
 // is one of its live secrets. tenantID is "" when the client id names no
 // service account (then ok is false too). A matching secret's last use is
