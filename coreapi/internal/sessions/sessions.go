@@ -288,7 +288,14 @@ WHERE rt.token_hash = $1`
 	switch {
 	case l.SessionDead:
 		return Rotation{}, ErrRevoked
-	case l.TokenExpired || l.SessionExpd:
+	case l.SessionExpd:
+		return Rotation{}, ErrExpired
+	case l.ReplacedBy != nil && !l.InGrace:
+		// Reuse, whatever else holds: the token's own lifetime over, or
+		// the account, membership or tenant inactive for now, must not
+		// spare the session whose live successor someone else holds.
+		return Rotation{}, s.reused(ctx, l, by)
+	case l.TokenExpired:
 		return Rotation{}, ErrExpired
 	case !l.Active:
 		return Rotation{}, ErrInactive
@@ -324,10 +331,17 @@ FROM refresh_tokens rt WHERE rt.id = $1`
 		r.RefreshToken = successor(raw, *l.ReplacedBy)
 		return r, nil
 	}
+	return Rotation{}, s.reused(ctx, l, by)
+}
+
+// reused revokes the session of the token l, presented by by after its
+// rotation's grace window, and returns ErrReused (or the revocation's
+// error).
+func (s *Store) reused(ctx context.Context, l lookup, by Presenter) error {
 	if err := s.revokeForReuse(ctx, l.SessionID, l.UserID, l.TenantID, by); err != nil {
-		return Rotation{}, err
+		return err
 	}
-	return Rotation{}, ErrReused
+	return ErrReused
 }
 
 // rotate marks parent replaced and inserts its successor in one statement;

@@ -225,6 +225,56 @@ func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	}
 }
 
+// TestReuseEndsTheSessionWhateverElseStands: a rotated token presented
+// after the grace window is theft whatever else holds at that moment. The
+// account, its membership or its tenant being inactive (a member disabled
+// while the theft is looked into, a tenant suspended for a while), or the
+// token's own lifetime being over, used to answer first: the session
+// stayed, and the thief's live successor refreshed again once the member
+// or the tenant was active again.
+func TestReuseEndsTheSessionWhateverElseStands(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ name, end, undo string }{
+		{"membership disabled",
+			`UPDATE memberships SET status = 'disabled' WHERE user_id = $1`,
+			`UPDATE memberships SET status = 'active' WHERE user_id = $1`},
+		{"tenant suspended",
+			`UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
+			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
+		{"account disabled",
+			`UPDATE users SET status = 'disabled' WHERE id = $1`,
+			`UPDATE users SET status = 'active' WHERE id = $1`},
+		{"token's lifetime over",
+			`UPDATE refresh_tokens SET expires_at = now() - interval '1 second'
+			 WHERE replaced_by IS NOT NULL AND session_id IN (SELECT id FROM sessions WHERE user_id = $1)`,
+			`SELECT $1::uuid`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			is := f.create(t)
+			thief, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.exec(t, `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, Hash(is.RefreshToken))
+			f.exec(t, tc.end, f.user)
+			if _, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{RequestID: "req-reuse", IP: "203.0.113.7"}); !errors.Is(err, ErrReused) {
+				t.Fatalf("rotated token after the grace window = %v, want ErrReused", err)
+			}
+			if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_reason = $2`, is.SessionID, ReasonReuse); c != 1 {
+				t.Fatal("the session was not revoked for the reuse")
+			}
+			if c := f.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.refresh_token_reused' AND target_id = $1`, is.SessionID); c != 1 {
+				t.Errorf("reuse audit rows = %d, want 1", c)
+			}
+			f.exec(t, tc.undo, f.user)
+			if _, err := f.store.Rotate(ctx, thief.RefreshToken, Presenter{}); !errors.Is(err, ErrRevoked) {
+				t.Errorf("the live successor once active again = %v, want ErrRevoked", err)
+			}
+		})
+	}
+}
+
 func TestRotateRejects(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
