@@ -1359,6 +1359,41 @@ func TestPasswordChange(t *testing.T) {
 	}
 }
 
+// TestPasswordChangeWithTheTokenOfATenantLeft: after a tenant switch, the
+// access token of the tenant left keeps acting there until it expires.
+// A password change made with it keeps the session, now the new tenant's,
+// and hands out tokens for that session: an access token of the session's
+// tenant, not a fresh one for the tenant left, which would outlive the
+// old token and disagree with the session its refresh token renews.
+func TestPasswordChangeWithTheTokenOfATenantLeft(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "left@example.com", "First")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	if r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken}); r.Status != http.StatusOK {
+		t.Fatalf("switch: %d %s", r.Status, r.Body)
+	}
+	// id is the first tenant's identity, as the token issued there before
+	// the switch still signs.
+	r := e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "a brand new password"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("change: %d %s", r.Status, r.Body)
+	}
+	var fresh tokens
+	r.JSON(t, &fresh)
+	if c := claims(t, fresh.AccessToken); c["tid"] != second.ID || fresh.TenantID != second.ID || c["sid"] != id.SessionID {
+		t.Errorf("tokens after the change: tid %v, tenant_id %s, sid %v; want the session's tenant %s and session %s",
+			c["tid"], fresh.TenantID, c["sid"], second.ID, id.SessionID)
+	}
+	r = e.refresh(t, fresh.RefreshToken)
+	var after tokens
+	r.JSON(t, &after)
+	if r.Status != http.StatusOK || after.TenantID != fresh.TenantID {
+		t.Errorf("refresh after the change: %d, tenant %s; want 200 in the tenant the change answered (%s)", r.Status, after.TenantID, fresh.TenantID)
+	}
+}
+
 // TestKeyRotationThroughJWKS: after a key is added, tokens of the old key
 // still verify with the served JWKS and new tokens use the new key; once
 // the old key is removed, its tokens stop verifying.

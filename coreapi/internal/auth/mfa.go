@@ -108,17 +108,15 @@ func mfaKey(userID string) []byte {
 // password and many addresses would get Threshold codes from each.
 const mfaClient = "account"
 
-// sessionAuth reads how the session's holder authenticated.
-func sessionAuth(ctx context.Context, q sessions.DB, sessionID string) ([]string, int64, error) {
-	const qAuth = `SELECT amr, floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`
-	var (
-		amr []string
-		at  int64
-	)
-	if err := q.QueryRow(ctx, qAuth, sessionID).Scan(&amr, &at); err != nil {
-		return nil, 0, fmt.Errorf("read session authentication: %w", err)
+// sessionAuth reads how the session's holder authenticated, and the
+// tenant the session is bound to now (a tenant switch moves it: the
+// caller's access token may be of the tenant it left).
+func sessionAuth(ctx context.Context, q sessions.DB, sessionID string) (amr []string, at int64, tenantID string, err error) {
+	const qAuth = `SELECT amr, floor(extract(epoch FROM auth_time))::bigint, tenant_id::text FROM sessions WHERE id = $1`
+	if err := q.QueryRow(ctx, qAuth, sessionID).Scan(&amr, &at, &tenantID); err != nil {
+		return nil, 0, "", fmt.Errorf("read session authentication: %w", err)
 	}
-	return amr, at, nil
+	return amr, at, tenantID, nil
 }
 
 // qSessionLive is the WHERE clause of a live session $1 of user $2 bound

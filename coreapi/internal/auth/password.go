@@ -76,6 +76,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		tok      string
 		amr      []string
 		authTime int64
+		tenantID string
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if tv, err = users.SetPassword(ctx, tx, id.UserID, newHash); err != nil {
@@ -96,7 +97,11 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 			if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
 				return err
 			}
-			if amr, authTime, err = sessionAuth(ctx, tx, id.SessionID); err != nil {
+			// The tokens are the session's: of the tenant it is bound to,
+			// which a tenant switch since the caller's access token was
+			// issued has changed (that token keeps acting in the tenant
+			// left only until it expires).
+			if amr, authTime, tenantID, err = sessionAuth(ctx, tx, id.SessionID); err != nil {
 				return err
 			}
 		}
@@ -117,7 +122,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	}
 	// The token version moved on, so the caller's access token is stale;
 	// hand it fresh tokens for the session it keeps.
-	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tenantID, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
 		AMR: amr, AuthTime: authTime})
 	if err != nil {
 		return err

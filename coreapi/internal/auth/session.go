@@ -161,7 +161,7 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 		if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
 			return err
 		}
-		amr, authTime, err = sessionAuth(ctx, tx, id.SessionID)
+		amr, authTime, _, err = sessionAuth(ctx, tx, id.SessionID)
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
