@@ -459,20 +459,26 @@ func TestClientTrailersRefused(t *testing.T) {
 	})
 }
 
-// A logout or session revoke forwarded by this proxy takes effect
-// here at once, without waiting for the NATS event.
+// A logout, a session revoke or a password change (which signs every
+// other session out and moves the token version on) forwarded by this
+// proxy takes effect here at once, without waiting for the NATS event.
 func TestLocalEvictionOnSessionEnd(t *testing.T) {
-	for _, tc := range []struct{ method, path string }{
-		{"POST", "/api/v1/auth/logout"},
-		{"DELETE", "/api/v1/users/me/sessions/" + sessionID},
+	revoked := func(p *identity.Projection) { p.RevokedSessions = []string{sessionID} }
+	for _, tc := range []struct {
+		method, path string
+		ended        func(*identity.Projection)
+	}{
+		{"POST", "/api/v1/auth/logout", revoked},
+		{"DELETE", "/api/v1/users/me/sessions/" + sessionID, revoked},
+		{"PUT", "/api/v1/users/me/password", func(p *identity.Projection) { p.TokenVersion++ }},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			e := start(t, envOpt{})
 			tok := e.token(nil)
 			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
-			// coreapi commits the revocation; no event arrives.
+			// coreapi commits the change; no event arrives.
 			p := defaultProjection()
-			p.RevokedSessions = []string{sessionID}
+			tc.ended(&p)
 			e.core.SetProjection(p)
 			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // cached, as expected
 			e.wantStatus(e.do(tc.method, tc.path, tok, nil), 200)
@@ -485,7 +491,8 @@ func TestLocalEvictionOnSessionEnd(t *testing.T) {
 		e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 		n := e.core.ProjectionFetches.Load()
 		for _, r := range [][2]string{{"GET", "/api/v1/auth/logout"}, {"DELETE", "/api/v1/users/me/sessions"},
-			{"DELETE", "/api/v1/users/me/sessions/" + sessionID + "/x"}, {"POST", "/api/v1/users/me"}} {
+			{"DELETE", "/api/v1/users/me/sessions/" + sessionID + "/x"}, {"POST", "/api/v1/users/me"},
+			{"GET", "/api/v1/users/me/password"}, {"PUT", "/api/v1/users/me"}} {
 			e.do(r[0], r[1], tok, nil)
 		}
 		if got := e.core.ProjectionFetches.Load(); got != n {

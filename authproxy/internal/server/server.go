@@ -1559,7 +1559,7 @@ func (s *Server) streamFrom(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 }
 
 // sessionsEnded follows a user's request to coreapi that ended sessions (a
-// logout, a session's revocation): the revocation is committed and its
+// logout, a session's revocation, a password change): the revocation is committed and its
 // event is still on its way over NATS, so the user's projections are
 // forgotten now, before answering, and the next request through this
 // proxy already sees it.
@@ -1611,7 +1611,8 @@ func (s *Server) switched(st *state, resp *fasthttp.Response) error {
 }
 
 // endsSession reports whether a request to coreapi ends sessions: a logout,
-// or the revocation of one of the caller's sessions.
+// the revocation of one of the caller's sessions, or a password change
+// (every other session signed out, the token version moved on).
 func endsSession(method, path []byte) bool {
 	const sessions = "/api/v1/users/me/sessions/"
 	switch string(method) {
@@ -1620,6 +1621,8 @@ func endsSession(method, path []byte) bool {
 	case fiber.MethodDelete:
 		return len(path) > len(sessions) && strings.EqualFold(b2s(path[:len(sessions)]), sessions) &&
 			bytes.IndexByte(path[len(sessions):], '/') < 0
+	case fiber.MethodPut:
+		return strings.EqualFold(b2s(path), "/api/v1/users/me/password")
 	}
 	return false
 }
