@@ -10,6 +10,7 @@ import (
 	"hash/maphash"
 	"math"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,9 +81,65 @@ type keyTable struct {
 	slots [keySlots]atomic.Pointer[KeyEntry]
 	key   [stripes]atomic.Uint64
 	// ut counts user and tenant invalidations: a fill learns its user and
-	// tenant only from the answer, so it keeps its entry only if no such
-	// invalidation happened while it was fetched.
-	ut atomic.Uint64
+	// tenant only from the answer, so it keeps its entry only if no
+	// invalidation of their stripes happened while it was fetched, which
+	// recent tells for the last recentN of them.
+	ut     atomic.Uint64
+	recent recentInvalidations
+}
+
+// recentN is how many user and tenant invalidations a key's fill can look
+// back on: a fill during which more happened is not kept.
+const recentN = 256
+
+// recentInvalidations remembers the stripes of the last recentN user and
+// tenant invalidations, each under its count (keyTable.ut after it). Without
+// it a fill was kept only if no invalidation of any user or tenant happened
+// while it was fetched: with the fleet's logouts and revocations at a few
+// hundred a second, almost no key fill was kept, and every API-key request
+// went to coreapi.
+type recentInvalidations struct {
+	mu sync.Mutex // ut moves, and its slot is written, under mu
+	at [recentN]struct {
+		n      uint64 // the count this slot is for
+		tenant bool
+		stripe int
+	}
+}
+
+// invalidated moves ut and records that invalidation's stripe, at once.
+func (t *keyTable) invalidated(tenant bool, stripe int) {
+	t.recent.mu.Lock()
+	n := t.ut.Add(1)
+	a := &t.recent.at[n%recentN]
+	a.n, a.tenant, a.stripe = n, tenant, stripe
+	t.recent.mu.Unlock()
+}
+
+// untouched reports whether no user or tenant invalidation after count
+// since reached user stripe us or tenant stripe ts: false as well when more
+// than recentN happened since, or when any happened and the fill has no
+// user and tenant (known false: a key coreapi did not resolve).
+func (t *keyTable) untouched(since uint64, us, ts int, known bool) bool {
+	if t.ut.Load() == since {
+		return true
+	}
+	if !known {
+		return false
+	}
+	t.recent.mu.Lock()
+	defer t.recent.mu.Unlock()
+	now := t.ut.Load()
+	if now-since > recentN {
+		return false
+	}
+	for n := since + 1; n <= now; n++ {
+		a := &t.recent.at[n%recentN]
+		if a.n != n || (a.tenant && a.stripe == ts) || (!a.tenant && a.stripe == us) {
+			return false
+		}
+	}
+	return true
 }
 
 // keySet returns the ways of the set publicID belongs to.
@@ -198,7 +255,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		}
 		e.expires = fetchedAt + int64(jittered(ttl))
 		e.gens = [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), gg, kg}
-		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && c.keys.ut.Load() == ut {
+		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && c.keys.untouched(ut, e.us, e.ts, e.err == nil) {
 			if old := storeKey(set, e); old != nil && old.used.Load() {
 				e.used.Store(true) // a refill keeps the unreported use
 			}

@@ -203,6 +203,66 @@ func TestKeyFillRacingInvalidation(t *testing.T) {
 	}
 }
 
+// TestKeyFillKeptBesideOthersInvalidations: invalidations of other users
+// and tenants during a key's fetch (the fleet's logouts and revocations)
+// leave the fill kept, unless more happened than a fill can look back on;
+// one of the key's own user or tenant among them still keeps it out.
+func TestKeyFillKeptBesideOthersInvalidations(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		inv       func(c *Cache)
+		wantFetch int64 // fetches after a second request
+	}{
+		{"other users and tenants", func(c *Cache) {
+			for i := range 20 {
+				if id := fmt.Sprint("other-", i); c.stripe(id) != c.stripe("u1") && c.stripe(id) != c.stripe("t1") {
+					c.InvalidateUser(id)
+					c.InvalidateTenant(id)
+				}
+			}
+		}, 1},
+		{"more than it can look back on", func(c *Cache) {
+			for i := range recentN + 1 {
+				if id := fmt.Sprint("other-", i); c.stripe(id) != c.stripe("u1") {
+					c.InvalidateUser(id)
+				} else {
+					c.InvalidateUser("x" + id)
+				}
+			}
+		}, 2},
+		{"its tenant among others", func(c *Cache) {
+			c.InvalidateUser("someone")
+			c.InvalidateTenant("t1")
+			c.InvalidateUser("someone else")
+		}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newKeyFixture(t)
+			key, _ := apikey.New()
+			f.core.SetAPIKey(key, keyOf("u1"), false)
+			gate := make(chan struct{})
+			f.core.KeyGate.Store(&gate)
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if _, err := f.getKey(key); err != nil {
+					t.Errorf("racing fill: %v", err)
+				}
+			})
+			testenv.Eventually(t, func() error { return testenv.Want("key fetches", f.core.KeyFetches.Load(), 1) })
+			tc.inv(f.c)
+			f.core.KeyGate.Store(nil)
+			close(gate)
+			wg.Wait()
+			if _, err := f.getKey(key); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.core.KeyFetches.Load(); n != tc.wantFetch {
+				t.Fatalf("%d fetches, want %d", n, tc.wantFetch)
+			}
+		})
+	}
+}
+
 // TestKeyFillDuringAnInvalidation: a key's fill that ends while a user or
 // tenant invalidation is half applied (one of its two counters moved) is
 // not kept. The user's counter moved first, and a fill reading it then,

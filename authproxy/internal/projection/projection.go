@@ -400,17 +400,19 @@ func (e *Entry) Active() bool { return e.active }
 // it was trusted for the whole TTL. Moved first, ut has moved for every
 // fill that can see the new generation. So for InvalidateTenant.
 func (c *Cache) InvalidateUser(id string) {
-	c.keys.ut.Add(1)
+	s := c.stripe(id)
+	c.keys.invalidated(false, s)
 	c.halfway()
-	c.user[c.stripe(id)].Add(1)
+	c.user[s].Add(1)
 }
 
 // InvalidateTenant makes every entry of the tenant a miss (ut first, as
 // in InvalidateUser).
 func (c *Cache) InvalidateTenant(id string) {
-	c.keys.ut.Add(1)
+	s := c.stripe(id)
+	c.keys.invalidated(true, s)
 	c.halfway()
-	c.tenant[c.stripe(id)].Add(1)
+	c.tenant[s].Add(1)
 }
 
 // halfway runs the test hook of a half-applied invalidation, if set.
