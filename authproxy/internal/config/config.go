@@ -324,6 +324,13 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		p.Failf("NATS_HEARTBEAT_TIMEOUT", "want 0 (not watched) or at least %s (coreapi writes one every OUTBOX_HEARTBEAT_INTERVAL, 2s by default), got %s",
 			MinHeartbeatTimeout, c.HeartbeatTimeout)
 	}
+	if c.HeartbeatTimeout > c.MaxStaleness {
+		// The silence is known only when the timeout ends; until then the
+		// feed reads as live and every cached entry is trusted.
+		c.Warnings = append(c.Warnings, "NATS_HEARTBEAT_TIMEOUT ("+c.HeartbeatTimeout.String()+") is longer than MAX_STALENESS ("+
+			c.MaxStaleness.String()+"): when coreapi's relays stop publishing, cached projections are trusted until the timeout ends, "+
+			c.HeartbeatTimeout.String()+" after the last heartbeat, not MAX_STALENESS; keep it at most MAX_STALENESS")
+	}
 	c.JWKSRefresh = p.Duration("JWKS_REFRESH_INTERVAL", time.Second, 0)
 	// 0 would refetch the key set for every token naming an unknown kid,
 	// one fetch after another: anyone could keep coreapi serving it.

@@ -396,3 +396,43 @@ func TestKeyFilesOpenToOthersWarned(t *testing.T) {
 		t.Fatalf("warnings = %q, want one for UPSTREAM_KEYS_FILE %s, mode 0644", c.Warnings, app)
 	}
 }
+
+// A heartbeat timeout longer than MAX_STALENESS loads with a warning: the
+// proxy learns that the relays went silent only when the timeout ends,
+// and trusts what it cached until then, so the timeout, not
+// MAX_STALENESS, bounds how long after the last heartbeat a revocation
+// left in the outbox goes unapplied. The defaults, 0 (not watched) and a
+// timeout equal to MAX_STALENESS give none.
+func TestHeartbeatTimeoutLongerThanStalenessWarned(t *testing.T) {
+	for _, tc := range []struct {
+		timeout, staleness string
+		warned             bool
+	}{
+		{"", "", false},
+		{"0", "5s", false},
+		{"5s", "5s", false},
+		{"10s", "5s", true},
+		{"10s", "0s", true},
+	} {
+		vars := map[string]string{"IDENTITY_HMAC_KEY": key}
+		if tc.timeout != "" {
+			vars["NATS_HEARTBEAT_TIMEOUT"] = tc.timeout
+		}
+		if tc.staleness != "" {
+			vars["MAX_STALENESS"] = tc.staleness
+		}
+		c, err := Load(env(vars))
+		if err != nil {
+			t.Fatalf("timeout %q, staleness %q: %v", tc.timeout, tc.staleness, err)
+		}
+		warned := false
+		for _, w := range c.Warnings {
+			if strings.HasPrefix(w, "NATS_HEARTBEAT_TIMEOUT ") && strings.Contains(w, "MAX_STALENESS") {
+				warned = true
+			}
+		}
+		if warned != tc.warned {
+			t.Errorf("timeout %q, staleness %q: warnings %q; want the heartbeat warning: %v", tc.timeout, tc.staleness, c.Warnings, tc.warned)
+		}
+	}
+}
