@@ -1,0 +1,41 @@
+package mail_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+)
+
+// TestSignupVerificationWarnsBeforeTheLink: the verification mail of a
+// sign-up tells whoever did not create the account, before its link, not
+// to open it (confirming would vouch for the password's holder) and to take
+// the address back with a password reset; an email change's does not.
+func TestSignupVerificationWarnsBeforeTheLink(t *testing.T) {
+	links := mail.DefaultLinks("https://auth.example.test")
+	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	signup, err := links.Render(mail.KindVerifyEmail, "a@example.com", "tok", mail.Data{ExpiresAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := "https://auth.example.test/verify-email?token=tok"
+	for name, body := range map[string]string{"text": signup.Text, "html": signup.HTML} {
+		warn, open := strings.Index(body, "do not open the link"), strings.Index(body, link)
+		if warn < 0 || open < 0 || warn > open {
+			t.Errorf("sign-up %s: the warning (at %d) must come before the link (at %d):\n%s", name, warn, open, body)
+		}
+		if !strings.Contains(body, "password reset") {
+			t.Errorf("sign-up %s: no word of the password reset that takes the address back:\n%s", name, body)
+		}
+	}
+	change, err := links.Render(mail.KindVerifyEmail, "a@example.com", "tok", mail.Data{ExpiresAt: at, EmailChange: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"text": change.Text, "html": change.HTML} {
+		if strings.Contains(body, "do not open") || !strings.Contains(body, link) || !strings.Contains(body, "ignore this mail") {
+			t.Errorf("email change %s:\n%s", name, body)
+		}
+	}
+}
