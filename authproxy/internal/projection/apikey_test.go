@@ -179,6 +179,16 @@ func TestKeyFarExpiry(t *testing.T) {
 // TestKeyFillRacingInvalidation: a user invalidation during a key's fetch
 // keeps the answer out of the cache (the next request fetches again).
 func TestKeyFillRacingInvalidation(t *testing.T) {
+	if n := fillDuring(t, func(c *Cache) { c.InvalidateUser("u1") }); n != 2 {
+		t.Fatalf("%d fetches, want 2 (the raced fill not kept)", n)
+	}
+}
+
+// fillDuring runs inv while a key of user u1 (tenant t1) is fetched, then
+// asks for the key again, and returns how many fetches coreapi answered:
+// 1 when the fill was kept, 2 when it was not.
+func fillDuring(t *testing.T, inv func(c *Cache)) int64 {
+	t.Helper()
 	f := newKeyFixture(t)
 	key, _ := apikey.New()
 	f.core.SetAPIKey(key, keyOf("u1"), false)
@@ -191,16 +201,14 @@ func TestKeyFillRacingInvalidation(t *testing.T) {
 		}
 	})
 	testenv.Eventually(t, func() error { return testenv.Want("key fetches", f.core.KeyFetches.Load(), 1) })
-	f.c.InvalidateUser("u1")
+	inv(f.c)
 	f.core.KeyGate.Store(nil)
 	close(gate)
 	wg.Wait()
 	if _, err := f.getKey(key); err != nil {
 		t.Fatal(err)
 	}
-	if n := f.core.KeyFetches.Load(); n != 2 {
-		t.Fatalf("%d fetches, want 2 (the raced fill not kept)", n)
-	}
+	return f.core.KeyFetches.Load()
 }
 
 // TestKeyFillKeptBesideOthersInvalidations: invalidations of other users
@@ -237,26 +245,7 @@ func TestKeyFillKeptBesideOthersInvalidations(t *testing.T) {
 		}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newKeyFixture(t)
-			key, _ := apikey.New()
-			f.core.SetAPIKey(key, keyOf("u1"), false)
-			gate := make(chan struct{})
-			f.core.KeyGate.Store(&gate)
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				if _, err := f.getKey(key); err != nil {
-					t.Errorf("racing fill: %v", err)
-				}
-			})
-			testenv.Eventually(t, func() error { return testenv.Want("key fetches", f.core.KeyFetches.Load(), 1) })
-			tc.inv(f.c)
-			f.core.KeyGate.Store(nil)
-			close(gate)
-			wg.Wait()
-			if _, err := f.getKey(key); err != nil {
-				t.Fatal(err)
-			}
-			if n := f.core.KeyFetches.Load(); n != tc.wantFetch {
+			if n := fillDuring(t, tc.inv); n != tc.wantFetch {
 				t.Fatalf("%d fetches, want %d", n, tc.wantFetch)
 			}
 		})
