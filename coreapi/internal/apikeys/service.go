@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -217,8 +218,11 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 		t := b.ExpiresAt.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps
 		b.ExpiresAt = &t
 	}
-	k, secret, err := s.store.Create(c.UserContext(), NewKey{TenantID: id.TenantID, UserID: id.UserID, Kind: kind,
-		Name: b.Name, Permissions: b.Permissions, ExpiresAt: b.ExpiresAt, RequestID: httpapi.RequestIDOf(c), Held: id.Permissions})
+	k, secret, err := s.store.Create(c.UserContext(), NewKey{TenantID: id.TenantID, UserID: id.UserID, SessionID: httpapi.SessionOf(c),
+		Kind: kind, Name: b.Name, Permissions: b.Permissions, ExpiresAt: b.ExpiresAt, RequestID: httpapi.RequestIDOf(c), Held: id.Permissions})
+	if errors.Is(err, sessions.ErrEnded) {
+		return httpapi.SessionEnded(c)
+	}
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -108,9 +109,12 @@ func (s *Store) hash(key string) []byte {
 // NewKey describes a key to create.
 type NewKey struct {
 	TenantID, UserID, Kind, Name string
-	Permissions                  []string
-	ExpiresAt                    *time.Time
-	RequestID                    string
+	// SessionID is the session the creator's request was signed with
+	// (httpapi.SessionOf; "" for none): it must still be live.
+	SessionID   string
+	Permissions []string
+	ExpiresAt   *time.Time
+	RequestID   string
 	// Held is what the creator's request was signed with (its
 	// X-Auth-Permissions).
 	Held []string
@@ -130,6 +134,14 @@ type NewKey struct {
 // creator's membership grants now (roles.Live), and a key asking for one
 // it lost is ErrEscalation; a tenant key's creator who lost
 // api-keys:write is ErrNotPermitted.
+//
+// A creator whose session (n.SessionID) has ended is sessions.ErrEnded,
+// checked after the tenant's lock, which a password reset of an account
+// with an unproven address takes before it revokes the account's keys
+// (package lifecycle): either the creation commits first and the reset
+// revokes the key with the others, or it comes after and finds the
+// session ended. A proxy that has not yet heard of the end lets the
+// request through; without the check its key would outlive the reset.
 func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	if s.pepper == nil {
 		return Key{}, "", ErrUnavailable
@@ -158,6 +170,9 @@ RETURNING id::text, created_at`
 		}
 		// Serialize creations in the tenant so the limit holds.
 		if err := lockTenant(ctx, tx, n.TenantID); err != nil {
+			return err
+		}
+		if err := sessions.CheckLive(ctx, tx, n.UserID, n.SessionID); err != nil {
 			return err
 		}
 		var (

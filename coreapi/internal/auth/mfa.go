@@ -123,8 +123,7 @@ func sessionAuth(ctx context.Context, q sessions.DB, sessionID string) (amr []st
 // to tenant $3: not revoked or expired, not stamped with an older token
 // version than the user's, and not moved to another tenant since the
 // caller's access token was issued (a tenant switch).
-const qSessionLive = `id = $1 AND user_id = $2 AND tenant_id = $3 AND revoked_at IS NULL AND expires_at > now()
-  AND NOT coalesce(token_version < (SELECT u.token_version FROM users u WHERE u.id = $2), false)`
+const qSessionLive = sessions.QLive + ` AND tenant_id = $3`
 
 // sessionLive reports whether the session is live in tenantID (see
 // qSessionLive).
@@ -619,17 +618,6 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 	return s.Issue(g)
 }
 
-// errSessionEnded refuses a step-up whose bearer's session has ended or
-// is now another tenant's.
-var errSessionEnded = problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
-
-// sessionEnded answers errSessionEnded with the RFC 6750 challenge a 401
-// to a bearer carries.
-func sessionEnded(c *fiber.Ctx) error {
-	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the session has ended"`)
-	return errSessionEnded
-}
-
 // stepUp: a caller with a valid session gives a code and gets a new
 // access token (and refresh token) for the same session, now with the
 // second factor and a fresh auth_time.
@@ -654,7 +642,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return TokenResponse{}, err
 	} else if !live {
-		return TokenResponse{}, sessionEnded(c)
+		return TokenResponse{}, httpapi.SessionEnded(c)
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil); err != nil {
 		return TokenResponse{}, err
@@ -672,7 +660,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {
-		return TokenResponse{}, sessionEnded(c)
+		return TokenResponse{}, httpapi.SessionEnded(c)
 	}
 	if err != nil {
 		return TokenResponse{}, err
@@ -792,7 +780,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return err
 	} else if !live {
-		return sessionEnded(c)
+		return httpapi.SessionEnded(c)
 	}
 	_, ip := client(c)
 	rid := strings.Clone(httpapi.RequestIDOf(c))
@@ -852,7 +840,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
-		return sessionEnded(c)
+		return httpapi.SessionEnded(c)
 	}
 	if err != nil {
 		return err

@@ -102,3 +102,14 @@ func TooMany(c *fiber.Ctx, wait time.Duration, what string) error {
 	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
 	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")
 }
+
+// SessionEnded refuses a request whose bearer's session has ended
+// (signed out, revoked by a password reset or a sign-out everywhere,
+// expired, or stamped with an older token version than the user's; see
+// sessions.CheckLive), though the proxy that signed it had not yet heard:
+// 401 invalid_token, with the RFC 6750 challenge a 401 to a bearer
+// carries.
+func SessionEnded(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the session has ended"`)
+	return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+}

@@ -165,6 +165,16 @@ func IdentityOf(c *fiber.Ctx) identity.Identity {
 	return identity.Identity{Principal: identity.PrincipalAnonymous}
 }
 
+// SessionOf is the session the caller's request was signed with: ""
+// for a caller that has none (a service account, an API key).
+func SessionOf(c *fiber.Ctx) string {
+	id := IdentityOf(c)
+	if id.Principal == identity.PrincipalAPIKey || id.Principal == identity.PrincipalService {
+		return ""
+	}
+	return id.SessionID
+}
+
 // ClientIP is the one place coreapi learns where a request comes from (for
 // sessions, audit, lockout and rate limits): the X-Auth-Client-Ip of a
 // verified v2 signature, else the address of the connection's peer.

@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 )
 
 // TTL is how long an invitation can be accepted.
@@ -247,12 +248,20 @@ RETURNING ` + cols
 }
 
 // Create is the package-level Create in its own transaction, decided on
-// what a holds when it runs (live).
+// what a holds when it runs (live). An inviter whose session
+// (a.SessionID) has ended is sessions.ErrEnded, checked after the
+// tenant's lock, which a password reset of an account with an unproven
+// address takes before it withdraws the invitations the account sent
+// (WithdrawSentBy): one sent on the say of a session the reset ended, by
+// way of a proxy that has not yet heard, would outlive it.
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
 	var inv Invitation
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := s.live(ctx, tx, tenantID, a)
 		if err != nil {
+			return err
+		}
+		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {
 			return err
 		}
 		inv, err = Create(ctx, tx, s.catalog, tenantID, a, email, roleNames)

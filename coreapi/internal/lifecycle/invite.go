@@ -30,7 +30,8 @@ import (
 
 func actor(c *fiber.Ctx) roles.Actor {
 	id := httpapi.IdentityOf(c)
-	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c))}
+	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
+		SessionID: httpapi.SessionOf(c)}
 }
 
 type createInvitationBody struct {
@@ -56,6 +57,9 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 		}
 	}
 	inv, err := s.invitations.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), email, users.SortedUnique(b.Roles))
+	if errors.Is(err, sessions.ErrEnded) {
+		return httpapi.SessionEnded(c)
+	}
 	if err != nil {
 		return tooManyMails(c, err)
 	}

@@ -214,6 +214,64 @@ func TestResetOfAnUnprovenAddressEndsWhatItsHolderLeft(t *testing.T) {
 	}
 }
 
+// TestResetRefusesCreationsOnTheSessionItEnded: the proxies hear of a
+// reset's end of the account's sessions a moment after it commits, and
+// let through meanwhile what the earlier holder of the password sends
+// with their session. A new API key, client secret of a service account
+// it created, or invitation sent so is refused (401 invalid_token) and
+// leaves nothing live: made after the reset, it would outlive what the
+// reset cleared. The owner, signed in again, still makes them.
+func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
+	x := startWide(t)
+	a := x.signup(t, "ended@example.com")
+	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "bot", "roles": []string{"member"}})
+	wantStatus(t, r, http.StatusCreated)
+	var sa struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &sa)
+	x.resetByMail(t, "ended@example.com", "the owner's password")
+
+	creations := []struct {
+		name, path string
+		body       any
+	}{
+		{"a tenant API key", "/api/v1/api-keys", map[string]any{"name": "k", "permissions": []string{"users:read"}}},
+		{"a personal API key", "/api/v1/users/me/api-keys", map[string]any{"name": "k", "permissions": []string{}}},
+		{"a client secret", "/api/v1/service-accounts/" + sa.ID + "/secrets", nil},
+		{"an invitation", "/api/v1/invitations", map[string]any{"email": "mine@example.net", "roles": []string{"admin"}}},
+	}
+	for _, c := range creations {
+		r := x.Send(t, &a.id, http.MethodPost, c.path, c.body) // the ended session, still signed for
+		if r.Status != http.StatusUnauthorized || r.Problem(t).Code != "invalid_token" {
+			t.Errorf("%s with the ended session: %d %s, want 401 invalid_token", c.name, r.Status, r.Body)
+		} else if h := r.Header.Get("WWW-Authenticate"); h != `Bearer error="invalid_token", error_description="the session has ended"` {
+			t.Errorf("%s: WWW-Authenticate %q", c.name, h)
+		}
+	}
+	for _, q := range []string{
+		`SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`,
+		`SELECT count(*) FROM service_account_secrets s JOIN service_accounts sa ON sa.user_id = s.user_id WHERE sa.created_by = $1`,
+		`SELECT count(*) FROM invitations WHERE invited_by = $1 AND status = 'pending'`,
+	} {
+		if n := x.count(t, q, a.c.Sub); n != 0 {
+			t.Errorf("%s: %d after the reset, want 0", q, n)
+		}
+	}
+
+	// The owner's own session makes them.
+	r = x.token(t, "ended@example.com", "the owner's password")
+	wantStatus(t, r, http.StatusOK)
+	var tok tokens
+	r.JSON(t, &tok)
+	owner := x.identity(t, claimsOf(t, tok.AccessToken))
+	for _, c := range creations {
+		if r := x.Send(t, &owner, http.MethodPost, c.path, c.body); r.Status != http.StatusCreated {
+			t.Errorf("%s by the owner: %d %s, want 201", c.name, r.Status, r.Body)
+		}
+	}
+}
+
 // TestResetOfAProvenAddressKeepsWhatTheOwnerMade: the owner of a verified
 // address who forgets the password keeps their keys, service-account
 // secrets, second factor and invitations through the reset (the mailbox

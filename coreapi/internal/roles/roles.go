@@ -241,6 +241,10 @@ type Actor struct {
 	UserID      string
 	Permissions []string
 	RequestID   string
+	// SessionID is the session the actor's request was signed with
+	// (httpapi.SessionOf): "" for a caller with none. A change that makes
+	// a credential checks it is still live (sessions.CheckLive).
+	SessionID string
 }
 
 // Covers reports whether the actor holds every permission in perms.

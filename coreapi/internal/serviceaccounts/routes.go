@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -64,7 +65,8 @@ func ErrorProblem(err error) *problem.Problem {
 
 func actor(c *fiber.Ctx) roles.Actor {
 	id := httpapi.IdentityOf(c)
-	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c))}
+	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
+		SessionID: httpapi.SessionOf(c)}
 }
 
 // list answers a page of the tenant's service accounts; the list has no
@@ -157,6 +159,9 @@ func (s *Service) createSecret(c *fiber.Ctx) error {
 		return err
 	}
 	ns, err := s.store.CreateSecret(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c))
+	if errors.Is(err, sessions.ErrEnded) {
+		return httpapi.SessionEnded(c)
+	}
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -322,7 +323,13 @@ func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) 
 // CreateSecret adds a client secret to a service account; the value is
 // returned once and only its hash is kept. The actor must hold every
 // permission the account holds (a secret is the account's power), and
-// users:write, when the creation runs (live).
+// users:write, when the creation runs (live). An actor whose session
+// (a.SessionID) has ended is sessions.ErrEnded, checked after the
+// tenant's lock, which a password reset of an account with an unproven
+// address takes before it deletes the secrets of the service accounts
+// the account created (SilenceCreatedBy): a secret made on the say of a
+// session the reset ended, by way of a proxy that has not yet heard,
+// would outlive it.
 func (s *Store) CreateSecret(ctx context.Context, tenantID, id string, a roles.Actor) (NewSecret, error) {
 	const qCount = `SELECT count(*) FROM service_account_secrets WHERE user_id = $1`
 	const qInsert = `
@@ -336,6 +343,9 @@ RETURNING id::text, created_at`
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := s.live(ctx, tx, tenantID, a)
 		if err != nil {
+			return err
+		}
+		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {
 			return err
 		}
 		perms, err := s.lockAccount(ctx, tx, tenantID, id)

@@ -517,6 +517,40 @@ RETURNING n.amr, floor(extract(epoch FROM n.auth_time))::bigint`
 // for everything, not only for a refresh.
 const qCurrent = `NOT coalesce(token_version < (SELECT u.token_version FROM users u WHERE u.id = $2), false)`
 
+// QLive is the condition that a row of sessions is the live session $1 of
+// user $2: not revoked or expired, and not stamped with an older token
+// version than the user's (qCurrent).
+const QLive = `id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now() AND ` + qCurrent
+
+// ErrEnded: the session a request was signed with is no longer live
+// (see CheckLive).
+var ErrEnded = errors.New("the session has ended")
+
+// CheckLive is ErrEnded unless sessionID is userID's live session
+// (QLive), or is "" (a caller with no session: a service account, an API
+// key). A change made on the say of a session, in a transaction that
+// takes a lock a sign-out or a password reset takes too (or runs after
+// it), checks it with a statement after the lock: a proxy hears of the
+// end only later, and a request it let through meanwhile must not leave
+// behind a credential (an API key, a client secret, an invitation) that
+// outlives the end. A session id that is not valid is not live.
+func CheckLive(ctx context.Context, q DB, userID, sessionID string) error {
+	if sessionID == "" {
+		return nil
+	}
+	if !ids.Valid(sessionID) {
+		return ErrEnded
+	}
+	var live bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sessions WHERE `+QLive+`)`, sessionID, userID).Scan(&live); err != nil {
+		return fmt.Errorf("check session: %w", err)
+	}
+	if !live {
+		return ErrEnded
+	}
+	return nil
+}
+
 // Fresh reports whether sessionID is userID's live session (not revoked,
 // expired or stamped with an older token version than the user's) and was
 // authenticated (signed in, or stepped up) within maxAge, with a second
@@ -525,8 +559,7 @@ const qCurrent = `NOT coalesce(token_version < (SELECT u.token_version FROM user
 func Fresh(ctx context.Context, q DB, userID, sessionID string, maxAge time.Duration, otp bool) (bool, error) {
 	const qFresh = `
 SELECT auth_time > now() - make_interval(secs => $3) AND (NOT $4 OR 'otp' = ANY (amr))
-FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
-  AND ` + qCurrent
+FROM sessions WHERE ` + QLive
 	if !ids.Valid(sessionID) {
 		return false, nil
 	}
