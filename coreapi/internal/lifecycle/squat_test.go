@@ -218,7 +218,8 @@ func TestResetOfAnUnprovenAddressEndsWhatItsHolderLeft(t *testing.T) {
 // reset's end of the account's sessions a moment after it commits, and
 // let through meanwhile what the earlier holder of the password sends
 // with their session. A new API key, client secret of a service account
-// it created, or invitation sent so is refused (401 invalid_token) and
+// it created, invitation, or member with a password of their choosing
+// sent so is refused (401 invalid_token) and
 // leaves nothing live: made after the reset, it would outlive what the
 // reset cleared. The owner, signed in again, still makes them.
 func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
@@ -240,6 +241,8 @@ func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
 		{"a personal API key", "/api/v1/users/me/api-keys", map[string]any{"name": "k", "permissions": []string{}}},
 		{"a client secret", "/api/v1/service-accounts/" + sa.ID + "/secrets", nil},
 		{"an invitation", "/api/v1/invitations", map[string]any{"email": "mine@example.net", "roles": []string{"admin"}}},
+		{"a member with a password of the caller's choosing", "/api/v1/users",
+			map[string]any{"email": "planted@example.net", "password": "a long password", "roles": []string{"admin"}}},
 	}
 	for _, c := range creations {
 		r := x.Send(t, &a.id, http.MethodPost, c.path, c.body) // the ended session, still signed for
@@ -253,6 +256,7 @@ func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
 		`SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`,
 		`SELECT count(*) FROM service_account_secrets s JOIN service_accounts sa ON sa.user_id = s.user_id WHERE sa.created_by = $1`,
 		`SELECT count(*) FROM invitations WHERE invited_by = $1 AND status = 'pending'`,
+		`SELECT count(*) FROM users WHERE lower(email) = 'planted@example.net' AND $1::uuid IS NOT NULL`,
 	} {
 		if n := x.count(t, q, a.c.Sub); n != 0 {
 			t.Errorf("%s: %d after the reset, want 0", q, n)

@@ -59,7 +59,7 @@ func (s *Server) Register(rt httpapi.Routes) {
 
 func actor(c *fiber.Ctx) roles.Actor {
 	id := httpapi.IdentityOf(c)
-	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c)}
+	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c), SessionID: httpapi.SessionOf(c)}
 }
 
 // --- self ---
@@ -302,6 +302,9 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 		return err
 	}
 	m, inv, err := s.users.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), n)
+	if errors.Is(err, sessions.ErrEnded) {
+		return httpapi.SessionEnded(c)
+	}
 	var tm *invitations.TooManyMails
 	if errors.As(err, &tm) {
 		// The address has an account, and this tenant has invited it as

@@ -690,6 +690,12 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 		if err != nil {
 			return err
 		}
+		// A member made with a password of the caller's choosing outlives
+		// the caller's session: one ended (a password reset, the proxy not
+		// told yet) makes none, as it makes no API key (sessions.CheckLive).
+		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {
+			return err
+		}
 		// The roles stay locked until the member holds them: a change of
 		// their permissions waits (roles.Handed).
 		found, perms, err := roles.Handed(ctx, tx, s.all, s.member, tenantID, n.Roles)
