@@ -18,27 +18,14 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/identitytest"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
 )
 
 const vectorsPath = "../../../shared/identity/testdata/v2_vectors.json"
 
-// vector is the shape of an entry of v2_vectors.json (see
-// docs/identity-headers.md).
-type vector struct {
-	Name      string            `json:"name"`
-	KeyID     string            `json:"key_id"`
-	KeySecret string            `json:"key_secret_base64"`
-	Method    string            `json:"method"`
-	PathQuery string            `json:"path_query"`
-	Body      string            `json:"body"`
-	Headers   map[string]string `json:"headers"`
-	NowMs     int64             `json:"now_ms"`
-	Canonical string            `json:"canonical"`
-	Signature string            `json:"signature"`
-	Valid     bool              `json:"valid"`
-	Error     string            `json:"error,omitempty"`
-}
+// vector is an entry of v2_vectors.json (see docs/identity-headers.md).
+type vector = identitytest.Vector
 
 // runNode runs verify.js on a vectors file and returns its exit error and
 // output. A machine without node fails the test: the check is part of the
@@ -52,19 +39,6 @@ func runNode(t *testing.T, vectorsFile string) (string, error) {
 	}
 	out, err := exec.Command(node, "verify.js", vectorsFile).CombinedOutput()
 	return string(out), err
-}
-
-func readVectors(t *testing.T, path string) []vector {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vs []vector
-	if err := json.Unmarshal(b, &vs); err != nil {
-		t.Fatal(err)
-	}
-	return vs
 }
 
 func writeVectors(t *testing.T, vs []vector) string {
@@ -102,7 +76,7 @@ func wantAllOK(t *testing.T, vs []vector, out string, err error) {
 }
 
 func TestNodeVerifierPassesTheVectors(t *testing.T) {
-	vs := readVectors(t, vectorsPath)
+	vs := identitytest.Load(t)
 	if len(vs) == 0 {
 		t.Fatal("no vectors")
 	}
@@ -113,7 +87,7 @@ func TestNodeVerifierPassesTheVectors(t *testing.T) {
 // TestNodeVerifierCatchesWrongVectors corrupts the vectors in ways a
 // correct verifier must notice, so the check above cannot pass vacuously.
 func TestNodeVerifierCatchesWrongVectors(t *testing.T) {
-	base := readVectors(t, vectorsPath)
+	base := identitytest.Load(t)
 	cases := map[string]func(v *vector){
 		"signature of another request": func(v *vector) { v.PathQuery += "&x=1" },
 		"expected error flipped":       func(v *vector) { v.Valid, v.Error = false, "expired" },
@@ -122,7 +96,7 @@ func TestNodeVerifierCatchesWrongVectors(t *testing.T) {
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
-			vs := readVectors(t, vectorsPath)
+			vs := identitytest.Load(t)
 			mutate(&vs[0])
 			if !base[0].Valid {
 				t.Fatal("the first vector should be a valid one")

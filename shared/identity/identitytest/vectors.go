@@ -23,8 +23,10 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
 )
 
-// Vector is an entry of the vectors file (the fields a verifier reads;
-// shared/identity's own test writes the file and has the rest).
+// Vector is an entry of the vectors file, as every verifier's test reads
+// (and the Node example's writes) it; shared/identity's own test, which
+// generates the file, has its own copy of the type (an in-package test
+// cannot import this package) and documents each field.
 type Vector struct {
 	Name      string            `json:"name"`
 	KeyID     string            `json:"key_id"`
@@ -34,9 +36,10 @@ type Vector struct {
 	Body      string            `json:"body"`
 	Headers   map[string]string `json:"headers"`
 	NowMs     int64             `json:"now_ms"`
+	Canonical string            `json:"canonical"`
 	Signature string            `json:"signature"`
 	Valid     bool              `json:"valid"`
-	Error     string            `json:"error"`
+	Error     string            `json:"error,omitempty"`
 }
 
 // Request is the vector's request as a server receives it: its method,
