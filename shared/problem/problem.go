@@ -256,3 +256,16 @@ func title(status int) string {
 	}
 	return "Error"
 }
+
+// KnownMethod reports whether m is a request method the servers of this
+// project route (Fiber's default set). Fiber answers any other itself,
+// before any middleware, with a plain-text 400: both servers refuse it
+// first, with 501 CodeNotImplemented (RFC 9110 section 9.1).
+func KnownMethod(m []byte) bool {
+	switch string(m) { // no allocation: the compiler special-cases this
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return true
+	}
+	return false
+}

@@ -408,7 +408,7 @@ func New(d Deps, o Options) *Server {
 	// (httpVersion).
 	fiberHandler := s.app.Server().Handler
 	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
-		if !knownMethod(ctx.Method()) {
+		if !problem.KnownMethod(ctx.Method()) {
 			s.unknownMethod(ctx)
 			return
 		}
@@ -614,17 +614,6 @@ func (s *Server) expectRoute(h *fasthttp.RequestHeader) *rules.Route {
 		return nil
 	}
 	return g.Pick(h.Method())
-}
-
-// knownMethod reports whether m is one of the methods Fiber routes (its
-// default set).
-func knownMethod(m []byte) bool {
-	switch string(m) { // no allocation: the compiler special-cases this
-	case fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodPatch,
-		fiber.MethodDelete, fiber.MethodOptions, fiber.MethodConnect, fiber.MethodTrace:
-		return true
-	}
-	return false
 }
 
 // errNotImplemented refuses a request method the proxy does not know.

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -54,7 +55,7 @@ func (s *Server) traceEnd(c *fiber.Ctx, st *state, status int) {
 	span := st.trace.span
 	if span.IsRecording() {
 		method := string(c.Request().Header.Method())
-		if !knownMethod(c.Request().Header.Method()) {
+		if !problem.KnownMethod(c.Request().Header.Method()) {
 			method = "_OTHER" // OpenTelemetry's name for a method outside the known set: span names stay few
 		}
 		name := method

@@ -245,7 +245,7 @@ func New(o Options) (*Server, error) {
 	// 9110 section 9.1), problem+json with its request id.
 	fiberHandler := s.app.Server().Handler
 	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
-		if !knownMethod(ctx.Method()) {
+		if !problem.KnownMethod(ctx.Method()) {
 			s.unknownMethod(ctx)
 			return
 		}
@@ -286,17 +286,6 @@ func health(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.SendString(`{"status":"ok"}`)
-}
-
-// knownMethod reports whether m is one of the methods Fiber routes (its
-// default set).
-func knownMethod(m []byte) bool {
-	switch string(m) { // no allocation: the compiler special-cases this
-	case fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut, fiber.MethodPatch,
-		fiber.MethodDelete, fiber.MethodOptions, fiber.MethodConnect, fiber.MethodTrace:
-		return true
-	}
-	return false
 }
 
 // errNotImplemented refuses a request method the server does not know.
