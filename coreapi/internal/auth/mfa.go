@@ -60,10 +60,7 @@ const (
 	ACRMFA       = "mfa"
 )
 
-var (
-	amrPassword  = []string{AMRPassword}
-	amrFederated = []string{AMRFederated}
-)
+var amrPassword = []string{AMRPassword}
 
 // acrOf is the level an authentication reaches: mfa with a second factor.
 func acrOf(amr []string) string {
@@ -494,11 +491,9 @@ func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
 		return err
 	}
 	tid := g.TenantID
-	amr := g.AMR
-	if len(amr) == 0 {
-		amr = amrFederated
-	}
-	err = s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid, TokenVersion: g.TokenVersion}, amr)
+	// The challenge completes the sign-in the callback's session recorded
+	// (its amr, ["fed"]: sessions.amr is never empty).
+	err = s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid, TokenVersion: g.TokenVersion}, g.AMR)
 	if errors.Is(err, errBadCredentials) { // signed out everywhere in between
 		return errBadHandover
 	}
