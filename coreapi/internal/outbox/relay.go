@@ -260,8 +260,20 @@ func (r *Relay) flush(ctx context.Context) {
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.FlushTimeout)
 	defer cancel()
-	if err := r.Drain(fctx); err != nil {
-		r.log.Warn("outbox relay stopping with rows pending", "err", err)
+	for {
+		// Rows locked by another transaction are waited for, not skipped:
+		// the batch the loop had in flight when ctx ended was cancelled,
+		// and its connection releases its rows only once the server has
+		// seen it closed. Another relay's batch, once committed, no longer
+		// matches (published_at is set) and is not published twice.
+		n, _, err := r.claimAndPublish(fctx, qClaimWaiting, r.o.Batch)
+		if err != nil {
+			r.log.Warn("outbox relay stopping with rows pending", "err", err)
+			return
+		}
+		if n == 0 {
+			return
+		}
 	}
 }
 
@@ -564,8 +576,17 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 // watch are pending and were not claimed: another relay's batch holds
 // them (SKIP LOCKED passed them over), in the claim's snapshot.
 func (r *Relay) publishBatch(ctx context.Context, watch []int64) (int, []pending, error) {
-	const (
-		qClaim = `
+	if watch == nil {
+		watch = []int64{}
+	}
+	return r.claimAndPublish(ctx, qClaim, r.o.Batch, watch)
+}
+
+const (
+	// qClaim claims up to $1 pending rows that no other transaction
+	// holds, and lists those of the rows numbered $2 that are pending and
+	// held by another.
+	qClaim = `
 WITH claimed AS MATERIALIZED (
     SELECT id, subject, payload, created_at FROM outbox
     WHERE published_at IS NULL
@@ -576,18 +597,28 @@ SELECT id, subject, payload, created_at, false FROM claimed
 UNION ALL
 SELECT id, subject, payload, created_at, true FROM outbox
 WHERE id = ANY($2) AND published_at IS NULL AND id NOT IN (SELECT id FROM claimed)`
-		qMark = `UPDATE outbox SET published_at = now() WHERE id = ANY($1)`
-	)
+	// qClaimWaiting is qClaim waiting for the rows another transaction
+	// holds (the last flush): once that one ends they are claimed if
+	// still pending, passed over if it published them.
+	qClaimWaiting = `
+SELECT id, subject, payload, created_at, false FROM outbox
+WHERE published_at IS NULL
+ORDER BY id
+LIMIT $1
+FOR UPDATE`
+	qMark = `UPDATE outbox SET published_at = now() WHERE id = ANY($1)`
+)
+
+// claimAndPublish is publishBatch with its claim (qClaim or qClaimWaiting)
+// and the claim's arguments.
+func (r *Relay) claimAndPublish(ctx context.Context, claim string, args ...any) (int, []pending, error) {
 	if !r.nc.IsConnected() {
 		return 0, nil, ErrNATSDown
-	}
-	if watch == nil {
-		watch = []int64{}
 	}
 	var n int
 	var held []pending
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, qClaim, r.o.Batch, watch)
+		rows, _ := tx.Query(ctx, claim, args...)
 		var batch []pending
 		held = nil
 		var p pending

@@ -398,3 +398,80 @@ func TestRelayPublishesPendingRowsWhenStopped(t *testing.T) {
 	}
 	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
 }
+
+// TestRelayStoppingWaitsForRowsAnotherTransactionHolds: the last flush
+// waits for a row another transaction holds (the loop's own cancelled
+// batch, whose connection releases it only once the server has seen it
+// closed, or another relay's batch) instead of passing it over: released
+// still pending, it is published before Run returns; published by the
+// holder, it is not published again.
+func TestRelayStoppingWaitsForRowsAnotherTransactionHolds(t *testing.T) {
+	for _, holderPublishes := range []bool{false, true} {
+		t.Run(fmt.Sprintf("holder_publishes=%v", holderPublishes), func(t *testing.T) {
+			db := dbtest.New(t)
+			ns := startNATS(t, -1, "")
+			c := collect(t, ns.ClientURL())
+			insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonUserLogoutGlobal})
+			ctx := context.Background()
+			holder, err := db.Pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = holder.Rollback(ctx) }()
+			var id int64
+			if err := holder.QueryRow(ctx, `SELECT id FROM outbox WHERE published_at IS NULL FOR UPDATE`).Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{Poll: time.Hour})
+			stopped, cancel := context.WithCancel(ctx)
+			cancel()
+			done := make(chan error, 1)
+			go func() { done <- r.Run(stopped) }()
+			// The flush is waiting on the row's lock (a wait nothing else
+			// shows): Run must not have returned before it is released.
+			eventually.Within(t, wait, func() error {
+				var waiting bool
+				err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+					WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM outbox%')`).Scan(&waiting)
+				if err != nil {
+					return err
+				}
+				select {
+				case err := <-done:
+					t.Fatalf("Run returned (%v) while another transaction held a pending row", err)
+				default:
+				}
+				return want(waiting, "the relay's flush is not waiting for the held row")
+			})
+			if holderPublishes {
+				if _, err := holder.Exec(ctx, `UPDATE outbox SET published_at = now() WHERE id = $1`, id); err != nil {
+					t.Fatal(err)
+				}
+				if err := holder.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := holder.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if n := pendingCount(t, db.Pool); n != 0 {
+				t.Fatalf("%d rows left pending after Run returned, want 0", n)
+			}
+			if holderPublishes {
+				// A flush round trip on the collector's side would not
+				// order it after the relay's publications: the relay's
+				// own count says what it published.
+				if n := r.Stats().Published; n != 0 {
+					t.Fatalf("the relay published %d rows another relay had published", n)
+				}
+				return
+			}
+			eventually.Within(t, wait, func() error {
+				n := c.distinct()
+				return want(n == 1, "%d distinct events arrived, want 1", n)
+			})
+		})
+	}
+}
