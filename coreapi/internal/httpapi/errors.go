@@ -45,6 +45,9 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "the database is unavailable; retry shortly")
 	}
+	if rf := (*ratelimit.Refused)(nil); errors.As(err, &rf) {
+		return tooMany(c, rf.RetryAfter, rf.What)
+	}
 	for _, m := range s.mappers {
 		if p := m(err); p != nil {
 			return p
@@ -98,6 +101,10 @@ func insufficientAuth(c *fiber.Ctx, acr string, maxAge time.Duration, detail str
 // Retry-After in whole seconds (at least 1, rounded up), and what was
 // refused in the detail ("too many sign-ups from this address").
 func TooMany(c *fiber.Ctx, wait time.Duration, what string) error {
+	return tooMany(c, wait, what)
+}
+
+func tooMany(c *fiber.Ctx, wait time.Duration, what string) *problem.Problem {
 	secs := ratelimit.Seconds(wait)
 	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
 	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")

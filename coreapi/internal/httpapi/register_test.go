@@ -3,13 +3,16 @@ package httpapi_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -35,6 +38,9 @@ func TestRegisterHook(t *testing.T) {
 			rt.Public.Get("/x/teapot", func(c *fiber.Ctx) error { return errTeapot })
 			rt.Public.Get("/x/panic", func(c *fiber.Ctx) error { panic("boom") })
 			rt.Public.Get("/x/fail", func(c *fiber.Ctx) error { return errors.New("database on fire") })
+			rt.Public.Get("/x/limited", func(c *fiber.Ctx) error {
+				return fmt.Errorf("in tx: %w", &ratelimit.Refused{What: "too many teapots", RetryAfter: 1500 * time.Millisecond})
+			})
 			rt.Public.Get("/x/cursor", func(c *fiber.Ctx) error {
 				var v struct{ N int }
 				if cur := c.Query("cursor"); cur != "" {
@@ -73,6 +79,16 @@ func TestRegisterHook(t *testing.T) {
 	apitest.WantProblem(t, r, 500, "internal")
 	if strings.Contains(string(r.Body), "fire") {
 		t.Errorf("500 body leaks the internal error: %s", r.Body)
+	}
+	// A limit's refusal from deep in a transaction: 429, Retry-After
+	// rounded up to whole seconds, what was refused in the detail.
+	r = e.Get(t, nil, "/api/v1/x/limited")
+	apitest.WantProblem(t, r, 429, problem.CodeTooManyRequests)
+	if got := r.Header.Get("Retry-After"); got != "2" {
+		t.Errorf("Retry-After = %q, want 2", got)
+	}
+	if !strings.Contains(string(r.Body), "too many teapots; retry after 2 s") {
+		t.Errorf("429 body does not say what was refused: %s", r.Body)
 	}
 	// The server still serves after a panic.
 	if r := e.Get(t, nil, "/api/v1/x/public"); r.Status != 200 {

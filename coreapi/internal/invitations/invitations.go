@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -66,34 +65,9 @@ const DefaultTenantMailsPerHour = 200
 // TENANT_MAILS_PER_HOUR at start.
 var TenantMailLimit = ratelimit.Limit{N: DefaultTenantMailsPerHour, Window: time.Hour}
 
-// TooManyMails is the error of a creation or resend over MailLimit or
-// TenantMailLimit; nothing is written or mailed.
-type TooManyMails struct {
-	// RetryAfter is the time left in the limit's window.
-	RetryAfter time.Duration
-	// Tenant: the tenant's limit (TenantMailLimit), not the address's.
-	Tenant bool
-}
-
-// What is the refusal, as a 429's detail says it (without the wait).
-func (e *TooManyMails) What() string {
-	if e.Tenant {
-		return "this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)"
-	}
-	return "too many invitation mails to this address"
-}
-
-func (e *TooManyMails) Error() string {
-	return e.What() + "; retry after " + strconv.Itoa(e.Seconds()) + " s"
-}
-
-// Seconds is RetryAfter in whole seconds, at least 1 (a Retry-After value).
-func (e *TooManyMails) Seconds() int {
-	return ratelimit.Seconds(e.RetryAfter)
-}
-
 // countMail counts, in tx, one invitation mail from tenantID to email
-// against MailLimit (*TooManyMails above it). The hit commits with the
+// against MailLimit (a *ratelimit.Refused above it: nothing is written or
+// mailed). The hit commits with the
 // mail, and a caller refused rolls back, so only mails sent are counted.
 func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
 	key := ratelimit.Key("invitation-mail", tenantID, strings.ToLower(mail.Canonical(email)))
@@ -102,21 +76,22 @@ func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
 		return err
 	}
 	if !ok {
-		return &TooManyMails{RetryAfter: wait}
+		return &ratelimit.Refused{What: "too many invitation mails to this address", RetryAfter: wait}
 	}
 	return CountTenantMail(ctx, tx, tenantID)
 }
 
 // CountTenantMail counts, in tx, one mail a member of tenantID causes to
-// be sent to someone else against TenantMailLimit (*TooManyMails with
-// Tenant set above it). As countMail's, the hit commits with the mail.
+// be sent to someone else against TenantMailLimit (a *ratelimit.Refused
+// above it). As countMail's, the hit commits with the mail.
 func CountTenantMail(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("tenant-mail", tenantID), TenantMailLimit)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return &TooManyMails{RetryAfter: wait, Tenant: true}
+		return &ratelimit.Refused{RetryAfter: wait,
+			What: "this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)"}
 	}
 	return nil
 }

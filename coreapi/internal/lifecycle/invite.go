@@ -61,7 +61,7 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 		return httpapi.SessionEnded(c)
 	}
 	if err != nil {
-		return tooManyMails(c, err)
+		return err
 	}
 	c.Location("/api/v1/invitations/" + inv.ID)
 	return c.Status(fiber.StatusCreated).JSON(tenantapi.Invitation(inv))
@@ -90,17 +90,6 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	}), func(inv invitations.Invitation) tenantapi.Invitation { return tenantapi.Invitation(inv) }))
 }
 
-// tooManyMails answers an invitation over invitations.MailLimit or
-// TenantMailLimit with 429 and Retry-After; any other error is returned as
-// it is.
-func tooManyMails(c *fiber.Ctx, err error) error {
-	var tm *invitations.TooManyMails
-	if errors.As(err, &tm) {
-		return tooMany(c, tm.RetryAfter, tm.What())
-	}
-	return err
-}
-
 func invitationID(c *fiber.Ctx) (string, error) {
 	id, ok := ids.Parse(c.Params("id"))
 	if !ok {
@@ -127,7 +116,7 @@ func (s *Service) resendInvitation(c *fiber.Ctx) error {
 	}
 	inv, err := s.invitations.Resend(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c))
 	if err != nil {
-		return tooManyMails(c, err)
+		return err
 	}
 	return c.JSON(tenantapi.Invitation(inv))
 }

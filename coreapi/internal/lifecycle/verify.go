@@ -163,9 +163,6 @@ FROM users u WHERE u.id = $1`
 		}
 		return onetime.SendVerification(ctx, tx, id.UserID, to, change, rid)
 	})
-	if tm := (*onetime.TooManyMails)(nil); errors.As(err, &tm) {
-		return tooMany(c, tm.RetryAfter, tm.What())
-	}
 	if err != nil {
 		return err
 	}

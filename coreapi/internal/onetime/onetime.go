@@ -208,18 +208,8 @@ WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) 
 // the sign-up limit allows and point each at the same mailbox.
 var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
 
-// TooManyMails is CountAddressMail's refusal: email has had
-// AddressMailLimit verification mails in the window, which ends in
-// RetryAfter.
-type TooManyMails struct{ RetryAfter time.Duration }
-
-// What is the refusal, as a 429's detail says it (without the wait).
-func (e *TooManyMails) What() string { return "too many verification mails to this address" }
-
-func (e *TooManyMails) Error() string { return e.What() }
-
 // CountAddressMail counts, in tx, one verification mail to email against
-// AddressMailLimit (*TooManyMails above it). The hit commits with the
+// AddressMailLimit (a *ratelimit.Refused above it). The hit commits with the
 // mail, and a caller refused rolls back, so only mails sent are counted.
 // An email change and a resend call it before SendVerification; a
 // sign-up or a new member mails an address once per account it creates,
@@ -231,7 +221,7 @@ func CountAddressMail(ctx context.Context, tx pgx.Tx, email string) error {
 		return err
 	}
 	if !ok {
-		return &TooManyMails{RetryAfter: wait}
+		return &ratelimit.Refused{What: "too many verification mails to this address", RetryAfter: wait}
 	}
 	return nil
 }

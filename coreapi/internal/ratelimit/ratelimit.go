@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,6 +58,21 @@ func ClientKey(ip string) string {
 // at least 1.
 func Seconds(wait time.Duration) int {
 	return max(1, int((wait+time.Second-1)/time.Second))
+}
+
+// Refused is the error of an act refused by a limit deep in a transaction
+// (a mail to an address that has had its share): nothing was written or
+// sent. coreapi's error handler answers it with 429 and Retry-After, as
+// httpapi.TooMany answers a limit a handler checks itself.
+type Refused struct {
+	// What is the refusal, as a 429's detail says it (without the wait).
+	What string
+	// RetryAfter is the time left in the limit's window.
+	RetryAfter time.Duration
+}
+
+func (e *Refused) Error() string {
+	return e.What + "; retry after " + strconv.Itoa(Seconds(e.RetryAfter)) + " s"
 }
 
 // Allow counts one hit on key and reports whether it is within l; when it

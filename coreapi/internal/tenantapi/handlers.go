@@ -10,9 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	mailq "github.com/tollgate-auth/tollgate/coreapi/internal/mail"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
@@ -133,9 +131,6 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		err = s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, id.SessionID, *b.Email, httpapi.RequestIDOf(c), EmailChangeMaxAge)
 		if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
 			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
-		}
-		if tm := (*onetime.TooManyMails)(nil); errors.As(err, &tm) {
-			return httpapi.TooMany(c, tm.RetryAfter, tm.What())
 		}
 		if err != nil {
 			return err
@@ -304,13 +299,6 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	m, inv, err := s.users.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), n)
 	if errors.Is(err, sessions.ErrEnded) {
 		return httpapi.SessionEnded(c)
-	}
-	var tm *invitations.TooManyMails
-	if errors.As(err, &tm) {
-		// The address has an account, and this tenant has invited it as
-		// often as invitations.MailLimit allows; or the tenant has caused
-		// as many mails this hour as invitations.TenantMailLimit allows.
-		return httpapi.TooMany(c, tm.RetryAfter, tm.What())
 	}
 	if err != nil {
 		return err

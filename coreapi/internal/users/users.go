@@ -325,7 +325,7 @@ var ErrNotFresh = errors.New("the session is not live or its sign-in is too old"
 // changes only when the link is used (see package lifecycle). An address
 // that another account has is ErrEmailTaken; one that has had
 // onetime.AddressMailLimit verification mails in the window, whichever
-// accounts asked, is *onetime.TooManyMails. The session sessionID asks
+// accounts asked, is a *ratelimit.Refused. The session sessionID asks
 // for it and must be live and signed in within maxAge (sessions.Fresh),
 // checked with the account's row locked (else ErrNotFresh): a password
 // reset or change, or a sign-out everywhere, locks it too, so either it
@@ -362,7 +362,7 @@ FOR UPDATE OF u`
 			return ErrSameEmail
 		}
 		// Each account's own limit says nothing of the address: bounded
-		// per address too (*onetime.TooManyMails).
+		// per address too (a *ratelimit.Refused).
 		if err := onetime.CountAddressMail(ctx, tx, newEmail); err != nil {
 			return err
 		}
