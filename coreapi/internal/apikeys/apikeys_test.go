@@ -123,12 +123,7 @@ func (x *env) exec(t *testing.T, q string, args ...any) {
 
 func wantProblem(t *testing.T, r apitest.Response, status int, code string) {
 	t.Helper()
-	if r.Status != status {
-		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
-	}
-	if p := r.Problem(t); p.Code != code {
-		t.Fatalf("code %q, want %q; body %s", p.Code, code, r.Body)
-	}
+	apitest.WantProblem(t, r, status, code)
 }
 
 func (x *env) list(t *testing.T, as identity.Identity, path string) ([]apikeys.Key, string) {

@@ -311,11 +311,11 @@ func (s *Service) used(c *fiber.Ctx) error {
 		return err
 	}
 	if len(b.Keys) > apikey.MaxUsedKeys {
-		return problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "at most 1000 keys per report")
+		return httpapi.Invalid("keys", "at most 1000 keys per report")
 	}
 	for _, k := range b.Keys {
 		if !apikey.ValidPublicID(k) {
-			return problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "keys must be public ids")
+			return httpapi.Invalid("keys", "keys must be public ids")
 		}
 	}
 	if len(b.Keys) > 0 {

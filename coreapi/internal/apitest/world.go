@@ -7,6 +7,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // World is a typical setup: tenant A with an owner, an admin and a member,
@@ -92,5 +93,9 @@ func WantProblem(t testing.TB, r Response, status int, code string) {
 	}
 	if p.RequestID == "" || p.Status != status {
 		t.Fatalf("problem lacks request_id or status: %s", r.Body)
+	}
+	// A client shows a validation failure beside the fields it names.
+	if code == problem.CodeValidation && len(p.Errors) == 0 {
+		t.Fatalf("validation_failed names no field in errors: %s", r.Body)
 	}
 }

@@ -139,7 +139,7 @@ func MapError(err error) *problem.Problem {
 	case errors.Is(err, onetime.ErrExpired):
 		return problem.New(fiber.StatusBadRequest, problem.CodeLinkExpired, err.Error())
 	case errors.Is(err, mail.ErrBadAddress):
-		return problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "email: not a single plain address")
+		return httpapi.Invalid("email", "not a single plain address")
 	}
 	return nil
 }

@@ -73,29 +73,33 @@ func MapError(err error) *problem.Problem {
 		err    error
 		status int
 		code   string
+		field  string // validation_failed: the member the error is about
 	}{
-		{users.ErrNotFound, 404, problem.CodeNotFound},
-		{roles.ErrNotFound, 404, problem.CodeNotFound},
-		{tenants.ErrNotFound, 404, problem.CodeNotFound},
-		{users.ErrAlreadyMember, 409, problem.CodeAlreadyMember},
-		{users.ErrLastOwner, 409, problem.CodeLastOwner},
-		{users.ErrEmailTaken, 409, problem.CodeEmailTaken},
-		{invitations.ErrPending, 409, problem.CodeInvitationPending},
-		{invitations.ErrNotPending, 409, problem.CodeInvitationNotActive},
-		{invitations.ErrIsMember, 409, problem.CodeAlreadyMember},
-		{invitations.ErrNotFound, 404, problem.CodeNotFound},
-		{invitations.ErrUnknownRole, 422, problem.CodeValidation},
-		{users.ErrSameEmail, 422, problem.CodeValidation},
-		{users.ErrServiceOwner, 403, problem.CodeForbidden},
-		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken},
-		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole},
-		{roles.ErrEscalation, 403, problem.CodeForbidden},
-		{roles.ErrTooManyRoles, 409, problem.CodeConflict},
-		{roles.ErrMemberRoles, 409, problem.CodeConflict},
-		{tenants.ErrUnknownRole, 422, problem.CodeValidation},
+		{users.ErrNotFound, 404, problem.CodeNotFound, ""},
+		{roles.ErrNotFound, 404, problem.CodeNotFound, ""},
+		{tenants.ErrNotFound, 404, problem.CodeNotFound, ""},
+		{users.ErrAlreadyMember, 409, problem.CodeAlreadyMember, ""},
+		{users.ErrLastOwner, 409, problem.CodeLastOwner, ""},
+		{users.ErrEmailTaken, 409, problem.CodeEmailTaken, ""},
+		{invitations.ErrPending, 409, problem.CodeInvitationPending, ""},
+		{invitations.ErrNotPending, 409, problem.CodeInvitationNotActive, ""},
+		{invitations.ErrIsMember, 409, problem.CodeAlreadyMember, ""},
+		{invitations.ErrNotFound, 404, problem.CodeNotFound, ""},
+		{invitations.ErrUnknownRole, 422, problem.CodeValidation, "roles"},
+		{users.ErrSameEmail, 422, problem.CodeValidation, "email"},
+		{users.ErrServiceOwner, 403, problem.CodeForbidden, ""},
+		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken, ""},
+		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole, ""},
+		{roles.ErrEscalation, 403, problem.CodeForbidden, ""},
+		{roles.ErrTooManyRoles, 409, problem.CodeConflict, ""},
+		{roles.ErrMemberRoles, 409, problem.CodeConflict, ""},
+		{tenants.ErrUnknownRole, 422, problem.CodeValidation, "roles"},
 	}
 	for _, e := range table {
 		if errors.Is(err, e.err) {
+			if e.field != "" {
+				return httpapi.Invalid(e.field, e.err.Error())
+			}
 			return problem.New(e.status, e.code, e.err.Error())
 		}
 	}
