@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"encoding/base64"
 	"io"
 	"net"
 	"net/http"
@@ -100,11 +101,17 @@ func TestWebSocketUpstreamHandshakeChecked(t *testing.T) {
 			up + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n\r\n",
 			up + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
 			up + "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+			// Longer than a key, in base64: 21 and 768 bytes.
+			up + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(make([]byte, 21)) + "\r\n\r\n",
+			up + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(make([]byte, 768)) + "\r\n\r\n",
 		} {
 			r := e.raw(req)
 			if r.status != 400 || !strings.Contains(string(r.body), problem.CodeBadRequest) {
 				t.Fatalf("%q: %d %s; want 400", req, r.status, r.body)
 			}
+		}
+		if strings.Contains(e.logs.String(), `"msg":"panic"`) {
+			t.Fatalf("a handshake panicked: %s", e.logs.String())
 		}
 	})
 }

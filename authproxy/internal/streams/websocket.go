@@ -155,11 +155,14 @@ func clientHandshake(h *fasthttp.RequestHeader) (accept [acceptLen]byte, ok bool
 		return accept, false
 	}
 	keys := h.PeekAll("Sec-WebSocket-Key")
-	if len(keys) != 1 {
+	// A key is 16 bytes, 24 characters in base64: the length is checked
+	// before decoding, which writes past the end of raw (a panic) for a
+	// longer text.
+	if len(keys) != 1 || len(keys[0]) != base64.StdEncoding.EncodedLen(16) {
 		return accept, false
 	}
-	var raw [18]byte // a key is 16 bytes; room to see a longer one
-	if n, err := base64.StdEncoding.Decode(raw[:], keys[0]); err != nil || n != 16 || len(keys[0]) != 24 {
+	var raw [18]byte // what 24 characters decode to at most
+	if n, err := base64.StdEncoding.Decode(raw[:], keys[0]); err != nil || n != 16 {
 		return accept, false
 	}
 	d := sha1.New()
