@@ -565,6 +565,37 @@ func TestStreamsEndWhenTheirKeyIsRemoved(t *testing.T) {
 	echo(t, nextWS, "after")
 }
 
+// TestUnansweredRecheckClosesTheStreamWithoutStaleness: with
+// MAX_STALENESS=0 (nothing cached is trusted once NATS is down), a stream
+// whose re-evaluation after an event cannot get its projection (coreapi
+// not answering) is closed ("unavailable", WebSocket 1013) at once, as
+// the user's requests get 503. The bound of such a re-evaluation is
+// MAX_STALENESS, and 0 there meant "tried until answered": the strictest
+// setting kept the stream open for as long as coreapi stayed away, the
+// event that may have withdrawn its access never applied.
+func TestUnansweredRecheckClosesTheStreamWithoutStaleness(t *testing.T) {
+	e, _ := startStreams(t, map[string]string{"MAX_STALENESS": "0s", "PROJECTION_TIMEOUT": "200ms"})
+	tok := e.token(nil)
+	c, _, err := e.dialWS("/notes/ws", bearer(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echo(t, c, "x")
+	// coreapi stops answering projections.
+	gate := make(chan struct{})
+	e.core.ProjectionGate.Store(&gate)
+	defer func() {
+		e.core.ProjectionGate.Store(nil)
+		close(gate)
+	}()
+	e.publish("auth.invalidate.user." + userID)
+	if code, text := wantClosed(t, c, 5*time.Second); code != websocket.CloseTryAgainLater || text != "unavailable" {
+		t.Fatalf("close = %d %q", code, text)
+	}
+	e.wantProblem(e.do("GET", "/notes", tok, nil), 503, problem.CodeUpstreamDown)
+}
+
 // TestStreamsDecidedAgainWhileNATSDown: with the invalidation feed down,
 // a request trusts a cached projection for MAX_STALENESS only; an open
 // stream, a decision that lasts, is decided again on the same bound, so

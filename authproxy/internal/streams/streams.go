@@ -530,6 +530,18 @@ func DownRecheckFor(maxStaleness time.Duration) time.Duration {
 	return max(maxStaleness/10, time.Second)
 }
 
+// RecheckForStaleness is Options.RecheckFor for a projection cache that
+// trusts an entry for maxStaleness while the feed is down: maxStaleness,
+// and at least recheckRetryMin. With MAX_STALENESS=0 nothing cached is
+// trusted once the feed is down and a request whose projection cannot be
+// had gets 503 at once: a stream whose recheck cannot be answered is
+// closed at its first retry that is not answered either, not tried until
+// answered (RecheckFor's 0), which kept it open for as long as coreapi
+// stayed away, whatever the event that asked for the recheck had changed.
+func RecheckForStaleness(maxStaleness time.Duration) time.Duration {
+	return max(maxStaleness, recheckRetryMin)
+}
+
 // feedDown starts deciding every stream again each DownRecheck, until
 // feedUp: with the feed down no event will say that one lost its access.
 func (m *Manager) feedDown() {
