@@ -56,6 +56,9 @@ const (
 	// again and the projection could not be had for Options.RecheckFor
 	// (coreapi unreachable), where a request gets 503 unavailable.
 	ReasonUnavailable = "unavailable"
+	// ReasonRefused: the upstream answered a WebSocket upgrade with
+	// another status than 101 (passed on to the client).
+	ReasonRefused = "refused"
 )
 
 // Errors Serve returns before anything was sent to the client.

@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 )
@@ -260,6 +263,38 @@ func TestClientKey(t *testing.T) {
 	} {
 		if got := clientKey(ip); got != want {
 			t.Errorf("clientKey(%q) = %q, want %q", ip, got, want)
+		}
+	}
+}
+
+// TestClosedReasonsDocumented: every reason the closed-streams metric
+// counts (authproxy_streams_closed_total{reason}) is named in its row of
+// docs/operations.md: the reasons of the streams package and every
+// decision outcome but allow.
+func TestClosedReasonsDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.HasPrefix(line, "| `authproxy_streams_closed_total{") {
+			row = line
+		}
+	}
+	if row == "" {
+		t.Fatal("no row of authproxy_streams_closed_total in docs/operations.md")
+	}
+	reasons := []string{ReasonClient, ReasonUpstream, ReasonIdle, ReasonTokenExpired, ReasonShutdown, ReasonError,
+		ReasonRouteChanged, ReasonNoMembership, ReasonKeyRemoved, ReasonUnavailable, ReasonRefused}
+	for _, o := range decide.Outcomes() {
+		if o != decide.Allow {
+			reasons = append(reasons, o.String())
+		}
+	}
+	for _, r := range reasons {
+		if !strings.Contains(row, "`"+r+"`") {
+			t.Errorf("reason %q is not named in the row of authproxy_streams_closed_total", r)
 		}
 	}
 }

@@ -96,7 +96,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 		// back as any other response would.
 		headers.SanitizeResponse(&ctx.Response.Header)
 		up.Close()
-		m.release(c, "refused")
+		m.release(c, ReasonRefused)
 		return nil
 	}
 	if !upstreamHandshake(&ctx.Response.Header, &accept) {
