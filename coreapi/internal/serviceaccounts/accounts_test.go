@@ -368,6 +368,51 @@ func TestMachinesAddNoMembers(t *testing.T) {
 	}
 }
 
+// A key minted by a service account acts as the account, and holds no
+// more than it: it manages no service account or secret either, whatever
+// permissions it carries (the account could otherwise mint a key and do
+// with it what it may not). A person's key with the same permissions
+// still deletes what they may.
+func TestServiceAccountsKeyManagesNoServiceAccount(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	ci := e.createAccount(t, owner, "ci", "admin")
+	saKey := *e.serviceIdentity(t, ci.ID, owner.TenantID)
+	saKey.Principal = identity.PrincipalAPIKey
+	if !saKey.Has("users:write") {
+		t.Fatalf("the account's key lacks users:write: %v", saKey.Permissions)
+	}
+	victim := e.createAccount(t, owner, "victim", "member")
+	s := e.createSecret(t, owner, victim.ID)
+	for _, req := range [][2]string{
+		{http.MethodDelete, "/api/v1/service-accounts/" + victim.ID + "/secrets/" + s.ID},
+		{http.MethodDelete, "/api/v1/service-accounts/" + victim.ID},
+		{http.MethodDelete, "/api/v1/service-accounts/" + ci.ID},
+	} {
+		r := e.Send(t, &saKey, req[0], req[1], nil)
+		if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeForbidden {
+			t.Errorf("the account's key: %s %s: %d %s", req[0], req[1], r.Status, r.Body)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM service_account_secrets WHERE id = $1`, s.ID); n != 1 {
+		t.Fatal("the account's key deleted a secret")
+	}
+	if n := e.count(t, `SELECT count(*) FROM service_accounts WHERE user_id = ANY($1::uuid[])`, []string{victim.ID, ci.ID}); n != 2 {
+		t.Fatal("the account's key deleted an account")
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action LIKE 'service_account.%deleted'`); n != 0 {
+		t.Fatalf("%d deletions audited", n)
+	}
+	ownerKey := *owner
+	ownerKey.Principal = identity.PrincipalAPIKey
+	if r := e.Send(t, &ownerKey, http.MethodDelete, "/api/v1/service-accounts/"+victim.ID+"/secrets/"+s.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("the owner's key deleting a secret: %d %s", r.Status, r.Body)
+	}
+	if r := e.Send(t, &ownerKey, http.MethodDelete, "/api/v1/service-accounts/"+victim.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("the owner's key deleting an account: %d %s", r.Status, r.Body)
+	}
+}
+
 type mintedKey struct {
 	ID       string `json:"id"`
 	PublicID string `json:"public_id"`

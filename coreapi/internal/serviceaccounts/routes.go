@@ -57,6 +57,8 @@ func ErrorProblem(err error) *problem.Problem {
 		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "the request has invalid fields")
 		p.Errors = []problem.FieldError{{Field: "roles", Message: err.Error()}}
 		return p
+	case errors.Is(err, ErrMachineActor):
+		return problem.New(fiber.StatusForbidden, problem.CodeForbidden, err.Error())
 	case errors.Is(err, ErrTooManySecrets), errors.Is(err, ErrTooManyAccounts):
 		return problem.New(fiber.StatusConflict, problem.CodeConflict, err.Error())
 	}

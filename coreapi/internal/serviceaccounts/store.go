@@ -40,6 +40,10 @@ var (
 	ErrTooManyAccounts = fmt.Errorf("the tenant has the most service accounts it may (%d); delete unused ones first", MaxAccounts)
 	// ErrBadClient: the client id or secret is unknown or wrong.
 	ErrBadClient = errors.New("client authentication failed")
+	// ErrMachineActor: the caller acts as a service account (an API key
+	// the account minted: the account's own tokens are refused at the
+	// route), which manages no service account or secret.
+	ErrMachineActor = errors.New("service accounts, and the API keys they minted, cannot manage service accounts or their secrets")
 )
 
 // MaxSecrets is how many client secrets a service account may hold at
@@ -146,8 +150,25 @@ var rolePerms = roles.PermissionsSQL("r", "$3::text[]", "$4::text[]")
 // signed with, which a caller demoted, disabled or removed meanwhile
 // (or before the proxy heard of it) no longer holds. The lock orders the
 // change after every demotion committed before it, as for a member's.
+//
+// An actor that is a service account is ErrMachineActor: its own tokens
+// are refused before (humansOnly), and an API key it minted acts as it
+// (X-Auth-Principal api_key, X-Auth-User-Id the account), so it may not
+// do what the account may not.
 func (s *Store) live(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Actor) (roles.Actor, error) {
-	return roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+	const q = `SELECT kind = 'service' FROM users WHERE id = $1`
+	a, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+	if err != nil {
+		return roles.Actor{}, err
+	}
+	var machine bool
+	if err := tx.QueryRow(ctx, q, a.UserID).Scan(&machine); err != nil {
+		return roles.Actor{}, fmt.Errorf("actor's kind: %w", err)
+	}
+	if machine {
+		return roles.Actor{}, ErrMachineActor
+	}
+	return a, nil
 }
 
 // lockAccount locks a service account of the tenant and returns the
@@ -198,7 +219,7 @@ RETURNING created_at`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Serialized in the tenant, so the limit holds; the tenant's lock
 		// first, then the roles', as a role's deletion takes them.
-		a, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
+		a, err := s.live(ctx, tx, tenantID, a)
 		if err != nil {
 			return err
 		}
