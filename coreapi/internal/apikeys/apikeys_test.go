@@ -909,3 +909,75 @@ func TestDemotedCreatorRefused(t *testing.T) {
 		noKeys(t, disabled)
 	})
 }
+
+// TestRevokeNeedsWhatTheKeyMayDo: revoking a key cuts off whoever uses it
+// with what it may do now (its permissions that its creator still holds),
+// so it needs every one of them, as removing, disabling or demoting its
+// creator does: a holder of api-keys:write who holds less cannot end the
+// owner's integrations. A key listing a permission its creator lost may
+// be revoked by one who holds the rest. A weaker key of the same person
+// cannot revoke a stronger one either, under /api-keys or /users/me.
+func TestRevokeNeedsWhatTheKeyMayDo(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	x.exec(t, `INSERT INTO roles (tenant_id, name, permissions) VALUES ($1, 'key-manager', '{api-keys:write,tenant:read}')`, ten.ID)
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	keyManager := x.SeedUserIn(t, ten.ID, "keys@acme.test", "key-manager")
+	member := x.SeedUserIn(t, ten.ID, "member@acme.test", "member")
+	live := func(t *testing.T, k created) bool {
+		t.Helper()
+		return x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NULL`, k.ID) == 1
+	}
+
+	strong := x.create(t, owner, "/api/v1/api-keys", map[string]any{"name": "billing", "permissions": []string{"tenant:write", "users:read"}})
+	strongMine := x.create(t, owner, "/api/v1/users/me/api-keys", map[string]any{"name": "laptop", "permissions": []string{"tenant:write"}})
+	for name, as := range map[string]identity.Identity{"admin": admin, "key manager": keyManager} {
+		for _, k := range []created{strong, strongMine} {
+			wantProblem(t, x.Send(t, &as, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil), 403, "forbidden")
+			if !live(t, k) {
+				t.Fatalf("%s revoked the owner's key %s", name, k.Name)
+			}
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.revoked'`); n != 0 {
+		t.Fatalf("%d revocations audited", n)
+	}
+
+	// A weaker key of the owner, holding api-keys:write, revokes neither.
+	weakKey := owner
+	weakKey.Principal = identity.PrincipalAPIKey
+	weakKey.Permissions = []string{"api-keys:write", "tenant:read"}
+	wantProblem(t, x.Send(t, &weakKey, http.MethodDelete, "/api/v1/api-keys/"+strong.ID, nil), 403, "forbidden")
+	wantProblem(t, x.Send(t, &weakKey, http.MethodDelete, "/api/v1/users/me/api-keys/"+strongMine.ID, nil), 403, "forbidden")
+	if !live(t, strong) || !live(t, strongMine) {
+		t.Fatal("a weaker key revoked a stronger one")
+	}
+
+	// What the key may do now is what counts: the admin's key listing
+	// users:write, once its creator is demoted to member, may do
+	// tenant:read only, which the key manager holds.
+	demoted := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "sync", "permissions": []string{"tenant:read", "users:write"}})
+	wantProblem(t, x.Send(t, &keyManager, http.MethodDelete, "/api/v1/api-keys/"+demoted.ID, nil), 403, "forbidden")
+	x.exec(t, `DELETE FROM membership_roles mr USING roles r WHERE r.id = mr.role_id AND r.name = 'admin' AND mr.user_id = $1`, admin.UserID)
+	x.exec(t, `INSERT INTO membership_roles (tenant_id, user_id, role_id) SELECT $1, $2, id FROM roles WHERE tenant_id = $1 AND name = 'member'`, ten.ID, admin.UserID)
+	if r := x.Send(t, &keyManager, http.MethodDelete, "/api/v1/api-keys/"+demoted.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("key manager revoking the demoted admin's key: %d %s", r.Status, r.Body)
+	}
+
+	// Within what they hold they revoke as before: a member's key, their
+	// own; and the owner revokes anything.
+	mk := x.create(t, member, "/api/v1/users/me/api-keys", map[string]any{"name": "cli", "permissions": []string{"tenant:read"}})
+	own := x.create(t, keyManager, "/api/v1/api-keys", map[string]any{"name": "mine", "permissions": []string{"api-keys:write"}})
+	for _, k := range []created{mk, own} {
+		if r := x.Send(t, &keyManager, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil); r.Status != http.StatusNoContent {
+			t.Fatalf("key manager revoking %s: %d %s", k.Name, r.Status, r.Body)
+		}
+	}
+	if r := x.Send(t, &owner, http.MethodDelete, "/api/v1/users/me/api-keys/"+strongMine.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("the owner revoking their key: %d %s", r.Status, r.Body)
+	}
+	if r := x.Send(t, &owner, http.MethodDelete, "/api/v1/api-keys/"+strong.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("the owner revoking their tenant key: %d %s", r.Status, r.Body)
+	}
+}

@@ -127,6 +127,7 @@ func MapError(err error) *problem.Problem {
 		{ErrKeyCreatesKey, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrNotMember, fiber.StatusForbidden, problem.CodeNoMembership},
 		{ErrNotPermitted, fiber.StatusForbidden, problem.CodeForbidden},
+		{ErrStrongerKey, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrLimit, fiber.StatusConflict, problem.CodeConflict},
 		{ErrWrongSecret, fiber.StatusUnauthorized, problem.CodeInvalidToken},
 		{ErrRevoked, fiber.StatusGone, problem.CodeAPIKeyRevoked},

@@ -64,6 +64,9 @@ var (
 	// route needs (api-keys:write), though its request was signed with it
 	// (demoted, or its membership disabled, meanwhile: roles.Live).
 	ErrNotPermitted = errors.New("the caller no longer holds api-keys:write")
+	// ErrStrongerKey: the key may use a permission the caller revoking it
+	// does not hold.
+	ErrStrongerKey = errors.New("revoking this key needs every permission it may use, and the caller lacks one")
 )
 
 // Kinds of key.
@@ -254,32 +257,55 @@ LIMIT $5`
 // Revoke revokes the live key id of tenantID (ownerID "": any key of the
 // tenant; else only ownerID's personal key) on behalf of a, with its
 // audit row and invalidation in the same transaction. Revoking any key of
-// the tenant needs api-keys:write, held when the revocation runs, not
-// only when its request was signed: after the tenant's lock, a's
-// permissions are read again (roles.Live), and a caller who lost it is
-// ErrNotPermitted. Revoking one's own personal key needs nothing.
+// the tenant needs api-keys:write; either way a must hold every
+// permission the key may use now (its own that its creator's roles still
+// grant, whatever the membership's status, as a member's disabling reads
+// them), else ErrStrongerKey: a revocation cuts off whoever relies on the
+// key, as removing or demoting its creator would, which needs as much.
+// Both are decided on what a holds when the revocation runs, not only
+// when its request was signed: after the tenant's lock, a's permissions
+// are read again (roles.Live), and a caller who lost api-keys:write is
+// ErrNotPermitted.
 func (s *Store) Revoke(ctx context.Context, tenantID, id, ownerID string, a roles.Actor) error {
-	const q = `
-UPDATE api_keys SET revoked_at = now()
-WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL
-  AND ($3 = '' OR (kind = 'personal' AND user_id = NULLIF($3, '')::uuid))
-RETURNING public_id, kind`
+	q := `
+SELECT k.public_id, k.kind, ARRAY(
+    SELECT DISTINCT p FROM membership_roles mr
+    JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
+    CROSS JOIN LATERAL unnest(` + roles.PermissionsSQL("r", "$4::text[]", "$5::text[]") + `) AS p
+    WHERE mr.tenant_id = k.tenant_id AND mr.user_id = k.user_id AND p = ANY($4::text[]) AND p = ANY(k.permissions)
+    ORDER BY p)
+FROM api_keys k
+WHERE k.id = $1 AND k.tenant_id = $2 AND k.revoked_at IS NULL
+  AND ($3 = '' OR (k.kind = 'personal' AND k.user_id = NULLIF($3, '')::uuid))
+FOR UPDATE OF k`
+	const qRevoke = `UPDATE api_keys SET revoked_at = now() WHERE id = $1`
+	need := ""
+	if ownerID == "" {
+		need = roles.APIKeysWrite
+	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if ownerID == "" {
-			_, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.APIKeysWrite)
-			switch {
-			case errors.Is(err, roles.ErrEscalation):
-				return ErrNotPermitted
-			case err != nil:
-				return err
-			}
+		a, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, need)
+		switch {
+		case errors.Is(err, roles.ErrEscalation):
+			return ErrNotPermitted
+		case err != nil:
+			return err
 		}
-		var publicID, kind string
-		err := tx.QueryRow(ctx, q, id, tenantID, ownerID).Scan(&publicID, &kind)
+		var (
+			publicID, kind string
+			may            []string
+		)
+		err = tx.QueryRow(ctx, q, id, tenantID, ownerID, s.all, s.member).Scan(&publicID, &kind, &may)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
 		}
 		if err != nil {
+			return fmt.Errorf("read api key: %w", err)
+		}
+		if !a.Covers(may) {
+			return ErrStrongerKey
+		}
+		if _, err := tx.Exec(ctx, qRevoke, id); err != nil {
 			return fmt.Errorf("revoke api key: %w", err)
 		}
 		return revoked(ctx, tx, tenantID, id, publicID, kind, a.UserID, a.RequestID, "api")
