@@ -981,3 +981,31 @@ func TestRevokeNeedsWhatTheKeyMayDo(t *testing.T) {
 		t.Fatalf("the owner revoking their tenant key: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestLiveKeyLimit: a tenant holds at most MaxLivePerTenant live keys;
+// revoked and expired ones do not count, so keys that expire on their own
+// (one per CI job, say) never fill the tenant up. They counted, and such a
+// tenant was refused every new key once it had made 500.
+func TestLiveKeyLimit(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	seed := func(prefix string, n int, expires, revoked string) {
+		t.Helper()
+		x.exec(t, `
+INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, secret_hash, expires_at, revoked_at)
+SELECT $1 || lpad(i::text, 15, '0'), $2, $3, 'tenant', 'seeded', sha256(($1 || i)::bytea), `+expires+`, `+revoked+`
+FROM generate_series(1, $4) AS i`, prefix, ten.ID, admin.UserID, n)
+	}
+	seed("a", apikeys.MaxLivePerTenant-1, "NULL", "NULL")
+	seed("b", 20, "now() - interval '1 hour'", "NULL")
+	seed("c", 20, "NULL", "now()")
+	body := map[string]any{"name": "ci", "permissions": []string{}}
+	x.create(t, admin, "/api/v1/api-keys", body)
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 409, "conflict")
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/users/me/api-keys", body), 409, "conflict")
+	// One more expires: there is room for one more.
+	x.exec(t, `UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE public_id = 'a000000000000001'`)
+	x.create(t, admin, "/api/v1/users/me/api-keys", body)
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 409, "conflict")
+}

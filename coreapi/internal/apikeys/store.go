@@ -75,7 +75,9 @@ const (
 	KindPersonal = "personal"
 )
 
-// MaxLivePerTenant bounds the live (not revoked) keys of a tenant.
+// MaxLivePerTenant bounds the live keys of a tenant: neither revoked nor
+// expired (keys made to expire on their own, one per CI job say, must not
+// fill the tenant up).
 const MaxLivePerTenant = 500
 
 // Key is an API key as listed (never its secret).
@@ -157,7 +159,7 @@ func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 		perms = []string{}
 	}
 	const qCount = `
-SELECT (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL),
+SELECT (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())),
        EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2)`
 	const qInsert = `
 INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, permissions, secret_hash, expires_at)
