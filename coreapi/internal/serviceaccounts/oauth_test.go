@@ -575,3 +575,24 @@ func TestClientCredentialsLimitGroupsIPv6By64(t *testing.T) {
 		t.Fatalf("another /64: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestIntrospectionOfAnExpiredSession: introspection is stricter on
+// sessions than the proxy: a user's token is inactive once its session has
+// ended, by its expiry as by a revocation (an access token issued by the
+// last refresh before the session's expiry outlives it by up to its
+// lifetime at the proxy).
+func TestIntrospectionOfAnExpiredSession(t *testing.T) {
+	e := start(t, startOpts{})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "introspector")
+	s := e.createSecret(t, owner, a.ID)
+	if got := e.introspect(t, s, ownerTk.AccessToken); got["active"] != true {
+		t.Fatalf("live session's token: %v", got)
+	}
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1`, owner.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.introspect(t, s, ownerTk.AccessToken); got["active"] != false {
+		t.Fatalf("expired session's token: %v", got)
+	}
+}

@@ -10,12 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 )
@@ -62,8 +62,8 @@ func looksLikeJWT(tok string) bool {
 // the signature, issuer, audience, exp/nbf/iat with leeway, lifetime, id
 // claims, principal) and then checks it against the database as the
 // proxy's projection does (user, membership and tenant active, token
-// version, session not revoked: here any revoked or ended session, not only
-// recent ones). Any failure is errInactive; other errors are the
+// version, session not revoked: here any revoked or expired session, not
+// only recently revoked ones). Any failure is errInactive; other errors are the
 // database's.
 func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	if len(tok) > maxToken || !looksLikeJWT(tok) {
@@ -158,16 +158,15 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	return info, nil
 }
 
-// sessionLive reports whether the session exists, is the user's and has
-// not been revoked.
+// sessionLive reports whether the session is the user's live session
+// (sessions.QLive: not revoked, not expired, not stamped with an older
+// token version than the user's). An access token issued by the last
+// refresh before the session's expiry outlives it at the proxy; here it
+// ends with it.
 func (s *Service) sessionLive(ctx context.Context, sid, userID string) (bool, error) {
-	const q = `SELECT revoked_at IS NULL FROM sessions WHERE id = $1 AND user_id = $2`
+	const q = `SELECT EXISTS (SELECT 1 FROM sessions WHERE ` + sessions.QLive + `)`
 	var live bool
-	err := s.o.Pool.QueryRow(ctx, q, sid, userID).Scan(&live)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
+	if err := s.o.Pool.QueryRow(ctx, q, sid, userID).Scan(&live); err != nil {
 		return false, fmt.Errorf("check session: %w", err)
 	}
 	return live, nil
