@@ -357,7 +357,10 @@ func (c *Cache) stripeBytes(b []byte) int { return int(maphash.Bytes(c.seed, b) 
 
 // ReportUsed sends coreapi the public ids of the keys used since the last
 // call (at most apikey.MaxUsedKeys per request); run it about once a
-// minute. It returns how many keys it reported.
+// minute. It returns how many keys it reported. The keys of a report that
+// fails stay marked used, for the next call: coreapi's last_used_at is how
+// an admin tells a key in use (or a leaked one put to use) from one to
+// revoke.
 func (c *Cache) ReportUsed(ctx context.Context) (int, error) {
 	if c.keys.f == nil {
 		return 0, nil
@@ -370,6 +373,11 @@ func (c *Cache) ReportUsed(ctx context.Context) (int, error) {
 		}
 		if len(ids) == apikey.MaxUsedKeys || i == len(c.keys.slots)-1 && len(ids) > 0 {
 			if err := c.keys.f.ReportUsed(ctx, ids); err != nil {
+				for _, id := range ids {
+					if e := lookupKey(c.keySet([]byte(id)), []byte(id)); e != nil {
+						e.MarkUsed()
+					}
+				}
 				return n, err
 			}
 			n += len(ids)

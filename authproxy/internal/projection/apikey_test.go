@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -304,5 +305,42 @@ func TestKeyFillDuringAnInvalidation(t *testing.T) {
 				t.Fatalf("%d fetches, permissions %q; want 2 and none (the raced fill not kept)", n, e.E.Perms)
 			}
 		})
+	}
+}
+
+// TestKeyUseKeptWhenAReportFails: a usage report coreapi does not take
+// (restarting, unreachable) leaves the keys it named to the next report;
+// they were forgotten, so a key used only then kept an older
+// last_used_at, and one that a leak had put to use could look unused.
+func TestKeyUseKeptWhenAReportFails(t *testing.T) {
+	f := newKeyFixture(t)
+	var pids []string
+	for range 2 {
+		key, pid := apikey.New()
+		f.core.SetAPIKey(key, keyOf("u"+pid), false)
+		e, err := f.getKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.MarkUsed()
+		pids = append(pids, pid)
+	}
+	f.core.UsedStatus.Store(503)
+	if n, err := f.c.ReportUsed(context.Background()); err == nil {
+		t.Fatalf("ReportUsed to a failing coreapi = %d, nil", n)
+	}
+	f.core.UsedStatus.Store(0)
+	n, err := f.c.ReportUsed(context.Background())
+	if err != nil || n != len(pids) {
+		t.Fatalf("the next ReportUsed = %d, %v; want %d", n, err, len(pids))
+	}
+	got := f.core.UsedKeys()
+	slices.Sort(got)
+	slices.Sort(pids)
+	if !slices.Equal(got, pids) {
+		t.Fatalf("reported %v, want %v", got, pids)
+	}
+	if n, err := f.c.ReportUsed(context.Background()); n != 0 || err != nil {
+		t.Fatalf("a report after that = %d, %v; want nothing", n, err)
 	}
 }

@@ -229,6 +229,9 @@ type Core struct {
 	// UsedGate, when set, is received from before a usage report is
 	// recorded and answered.
 	UsedGate atomic.Pointer[chan struct{}]
+	// UsedStatus, when not 0, answers usage reports with that status,
+	// recording nothing (coreapi failing).
+	UsedStatus atomic.Int32
 }
 
 // apiKey is a key the stand-in resolves like coreapi: the whole secret,
@@ -650,6 +653,9 @@ func (c *Core) keysUsed(ctx *fiber.Ctx) error {
 	}
 	if g := c.UsedGate.Load(); g != nil {
 		<-*g
+	}
+	if st := c.UsedStatus.Load(); st != 0 {
+		return problemStatus(ctx, int(st), "unavailable")
 	}
 	c.mu.Lock()
 	c.used = append(c.used, b.Keys...)
