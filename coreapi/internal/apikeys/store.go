@@ -422,19 +422,22 @@ type stored struct {
 	perms                      []string
 	hash                       []byte
 	expiresAt, revokedAt       *time.Time
+	// machine: the key's user is a service account (it minted the key).
+	machine bool
 }
 
 func (s *Store) byPublicID(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, publicID string, forUpdate bool) (stored, error) {
 	sql := `
-SELECT id::text, tenant_id::text, user_id::text, kind, permissions, secret_hash, expires_at, revoked_at
-FROM api_keys WHERE public_id = $1`
+SELECT k.id::text, k.tenant_id::text, k.user_id::text, k.kind, k.permissions, k.secret_hash, k.expires_at, k.revoked_at,
+       u.kind = 'service'
+FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.public_id = $1`
 	if forUpdate {
-		sql += ` FOR UPDATE`
+		sql += ` FOR UPDATE OF k`
 	}
 	var k stored
-	err := q.QueryRow(ctx, sql, publicID).Scan(&k.id, &k.tenantID, &k.userID, &k.kind, &k.perms, &k.hash, &k.expiresAt, &k.revokedAt)
+	err := q.QueryRow(ctx, sql, publicID).Scan(&k.id, &k.tenantID, &k.userID, &k.kind, &k.perms, &k.hash, &k.expiresAt, &k.revokedAt, &k.machine)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return stored{}, ErrNotFound
 	}
@@ -491,6 +494,12 @@ func (s *Store) Resolve(ctx context.Context, key, requestID, clientIP string) (a
 		return apikey.Projection{}, err
 	}
 	p.Permissions = intersect(k.perms, p.Permissions)
+	if k.machine {
+		// A service account has no second factor to enrol and the
+		// tenant's require_mfa policy does not apply to it (the proxy
+		// exempts its tokens): nor to a key it minted, which acts as it.
+		p.TenantRequireMFA = false
+	}
 	p.Roles = []string{}
 	p.RevokedSessions = []string{}
 	p.TokenVersion = 0

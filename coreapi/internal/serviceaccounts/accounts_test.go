@@ -469,6 +469,37 @@ func (e *env) serviceIdentity(t testing.TB, id, tenantID string) *identity.Ident
 	return &sid
 }
 
+// A tenant's require_mfa policy confines people without a second factor
+// to enrolment; a service account has none to enrol and is exempt, and
+// so is a key it minted, which acts as it: the key's resolve does not
+// carry the policy, else every key of the tenant's machines stopped
+// working (403 mfa_enrollment_required at the proxy) once the policy was
+// on, while their own tokens went on. A person's key still carries it.
+func TestServiceAccountsKeyUnderTheMFAPolicy(t *testing.T) {
+	e := start(t, startOpts{keyRoutes: true})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "ci", "admin")
+	machine := e.mintKey(t, e.serviceIdentity(t, a.ID, owner.TenantID), "deploy")
+	person := e.mintKey(t, owner, "laptop")
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE tenants SET require_mfa = true WHERE id = $1`, owner.TenantID); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		k    mintedKey
+		want bool
+	}{{machine, false}, {person, true}} {
+		r := e.resolveKey(t, tc.k.Secret)
+		if r.Status != http.StatusOK {
+			t.Fatalf("resolve %s: %d %s", tc.k.PublicID, r.Status, r.Body)
+		}
+		var p apikey.Projection
+		r.JSON(t, &p)
+		if p.TenantRequireMFA != tc.want || !p.Active() {
+			t.Errorf("key of %s: tenant_require_mfa %v, want %v (%+v)", tc.k.UserID, p.TenantRequireMFA, tc.want, p)
+		}
+	}
+}
+
 // A leaked secret's access token can mint API keys acting as the account.
 // Deleting the secret revokes every key the account minted, in the same
 // transaction, audited and announced like an explicit revocation, so no
