@@ -39,6 +39,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/gofiber/fiber/v2"
@@ -529,8 +530,10 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	// An identity is (provider, subject): a token without a subject
 	// identifies nobody, and "" linked once would let every later
-	// subject-less token into that account.
-	if idt.Subject == "" || len(idt.Subject) > maxSubject {
+	// subject-less token into that account. A control character is no
+	// part of an identifier (OpenID Connect Core 2: at most 255 ASCII
+	// characters), and NUL cannot be stored at all.
+	if idt.Subject == "" || len(idt.Subject) > maxSubject || strings.ContainsFunc(idt.Subject, unicode.IsControl) {
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token names no valid subject")
 	}
 	var cl struct {

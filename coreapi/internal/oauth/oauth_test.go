@@ -1273,10 +1273,13 @@ func TestIDTokenForAnotherClient(t *testing.T) {
 // token without one (or an empty one) identifies nobody, and must not
 // link "" to the first account it signs in (every later subject-less
 // token would enter that account). A subject longer than OpenID Connect
-// allows (255 characters) is refused too.
+// allows (255 characters) is refused too, as is one with a control
+// character: NUL, which PostgreSQL cannot store, was a 500 internal error,
+// and a line break or a C1 control is no part of an identifier.
 func TestIDTokenWithoutSubject(t *testing.T) {
 	x := start(t)
-	for _, claims := range []map[string]any{{"sub": nil}, {"sub": ""}, {"sub": strings.Repeat("s", 256)}} {
+	for _, claims := range []map[string]any{{"sub": nil}, {"sub": ""}, {"sub": strings.Repeat("s", 256)},
+		{"sub": "idp-user\x00"}, {"sub": "idp\nuser"}, {"sub": "idp\u0085user"}} {
 		x.idp.mu.Lock()
 		x.idp.Claims = claims
 		x.idp.mu.Unlock()
