@@ -509,8 +509,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	octx := context.WithValue(oidc.ClientContext(ctx, s.client), oauth2.HTTPClient, s.client)
 	tok, err := oc.Exchange(octx, code, oauth2.VerifierOption(f.Verifier), oauth2.SetAuthURLParam("redirect_uri", f.RedirectURI))
 	if err != nil {
-		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+		if codeRefused(err) {
 			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCode, "the provider rejected the authorization code")
 		}
 		s.log.WarnContext(ctx, "oidc code exchange", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
@@ -581,6 +580,21 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	u.RawQuery = q.Encode()
 	c.Set(fiber.HeaderReferrerPolicy, "no-referrer")
 	return c.Redirect(u.String(), fiber.StatusFound)
+}
+
+// codeRefused reports whether the provider refused the code exchange for
+// the code itself (RFC 6749 section 5.2: invalid_grant, the code is
+// expired, used or another client's; invalid_request, it is malformed):
+// the browser brought a bad code. Any other refusal (invalid_client,
+// unauthorized_client: this service's client id or secret is wrong or not
+// allowed the grant; a 4xx without an error code) is the service's setup,
+// which no new sign-in mends and which the operator must hear of.
+func codeRefused(err error) bool {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response == nil || re.Response.StatusCode >= 500 {
+		return false
+	}
+	return re.ErrorCode == "invalid_grant" || re.ErrorCode == "invalid_request"
 }
 
 // issuedTo reports whether an ID token whose audience the verifier found

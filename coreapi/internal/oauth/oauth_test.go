@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -615,6 +616,43 @@ func TestProviderErrorParam(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
 		t.Errorf("state rows = %d, want 0 (the flow is over)", n)
 	}
+}
+
+// TestCodeExchangeRefusals: a code the provider refuses as such
+// (invalid_grant: used, expired, made up) is the browser's bad code, 400
+// invalid_code. A refusal of this service as a client (invalid_client:
+// a wrong OIDC_<NAME>_CLIENT_SECRET) is no fault of the browser's and no
+// new sign-in mends it: it was answered as the browser's bad code too,
+// and logged nowhere, so the operator never heard why every sign-in
+// failed. It is 502 provider_error, logged with the provider's answer.
+func TestCodeExchangeRefusals(t *testing.T) {
+	t.Run("a code the provider does not know", func(t *testing.T) {
+		x := start(t)
+		st := x.begin(t, "")
+		x.approve(t, st)
+		r := x.callback(t, "/api/v1/auth/oauth/fake/callback?code=made-up&state="+url.QueryEscape(st.state), st.cookie)
+		if r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeInvalidCode {
+			t.Fatalf("callback with an unknown code: %d %s, want 400 %s", r.Status, r.Body, problem.CodeInvalidCode)
+		}
+	})
+	t.Run("this service refused as a client", func(t *testing.T) {
+		logs := &testkit.LogBuffer{}
+		x := start(t, func(o *oauth.Options) {
+			o.Providers[0].ClientSecret = "not-the-secret"
+			o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		})
+		st := x.begin(t, "")
+		r := x.callback(t, x.approve(t, st), st.cookie)
+		if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderError {
+			t.Fatalf("callback with a wrong client secret: %d %s, want 502 %s", r.Status, r.Body, problem.CodeProviderError)
+		}
+		if !strings.Contains(logs.String(), "oidc code exchange") || !strings.Contains(logs.String(), "invalid_client") {
+			t.Errorf("log = %q, want the code exchange's invalid_client", logs.String())
+		}
+		if n := x.count(t, `SELECT count(*) FROM sessions`); n != 0 {
+			t.Errorf("sessions = %d, want 0", n)
+		}
+	})
 }
 
 func TestFlowAcrossInstances(t *testing.T) {
