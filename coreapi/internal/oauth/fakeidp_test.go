@@ -1,6 +1,7 @@
 package oauth_test
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -46,6 +47,9 @@ type fakeIDP struct {
 	// provider); Discoveries counts the discovery requests.
 	DiscoveryStall time.Duration
 	Discoveries    int
+	// DiscoveryPadding and KeysPadding add that many bytes of white
+	// space to the discovery document and the key set (still valid JSON).
+	DiscoveryPadding, KeysPadding int
 }
 
 type grant struct {
@@ -81,8 +85,12 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 	mux.HandleFunc("GET /authorize", f.authorize)
 	mux.HandleFunc("POST /token", f.token)
 	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
+		f.mu.Lock()
+		pad := f.KeysPadding
+		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(f.pub)
+		_, _ = w.Write(bytes.Repeat([]byte{' '}, pad))
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
@@ -93,7 +101,7 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.Discoveries++
-	stall := f.DiscoveryStall
+	stall, pad := f.DiscoveryStall, f.DiscoveryPadding
 	f.mu.Unlock()
 	if stall > 0 {
 		select {
@@ -113,6 +121,7 @@ func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"code_challenge_methods_supported":      []string{"S256"},
 	})
+	_, _ = w.Write(bytes.Repeat([]byte{' '}, pad))
 }
 
 func (f *fakeIDP) authorize(w http.ResponseWriter, r *http.Request) {

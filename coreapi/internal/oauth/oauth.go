@@ -32,6 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -90,6 +91,13 @@ const CookiePrefix = "__Host-tg_oauth_"
 // authorize) cannot grow its requests to this host past the server's
 // header limit for the cookies' 10 minutes.
 const MaxBindingCookies = 8
+
+// MaxProviderResponse bounds each answer of a provider (discovery, key
+// set, token endpoint) that is read: go-oidc reads the discovery document
+// and the key set whole, so an answer without end would be held in memory
+// until the client's timeout. x/oauth2 reads at most as much of a token
+// response.
+const MaxProviderResponse = 1 << 20
 
 // appChallengeLen is the length of an S256 code_challenge: a SHA-256,
 // base64url without padding (RFC 7636 section 4.2).
@@ -166,6 +174,8 @@ func New(o Options) (*Service, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
+	client := *o.HTTPClient // the caller's client stays as it was
+	client.Transport = bodyLimit{base: client.Transport, max: MaxProviderResponse}
 	if o.AuthorizePerMinute <= 0 {
 		o.AuthorizePerMinute = DefaultAuthorizePerMinute
 	}
@@ -175,7 +185,7 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: o.HTTPClient,
+	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: &client,
 		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{},
 		limit:     newLimiter(o.AuthorizePerMinute, time.Minute, limiterKeys, o.Now),
 		maxStates: o.MaxPendingStates}
@@ -186,6 +196,54 @@ func New(o Options) (*Service, error) {
 		s.providers[p.Name] = &provider{cfg: p}
 	}
 	return s, nil
+}
+
+// bodyLimit is a transport whose response bodies end in an error after
+// max bytes, whoever reads them.
+type bodyLimit struct {
+	base http.RoundTripper
+	max  int64
+}
+
+// errTooLarge: a provider's answer went past MaxProviderResponse.
+var errTooLarge = fmt.Errorf("provider response larger than %d bytes", MaxProviderResponse)
+
+func (t bodyLimit) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: t.max}
+	return resp, nil
+}
+
+// limitedBody reads at most left bytes, then fails with errTooLarge
+// (rather than end early, which would look like a whole answer).
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells an answer of exactly the limit from a
+		// longer one.
+		var one [1]byte
+		if n, err := b.ReadCloser.Read(one[:]); n == 0 {
+			return 0, err
+		}
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // discover returns the provider's OAuth2 config and ID token verifier.

@@ -1410,6 +1410,40 @@ func TestDiscoveryOfAHungProvider(t *testing.T) {
 	x.beginFrom(t, "", "198.51.100.99")
 }
 
+// TestProviderAnswersBounded: go-oidc reads a provider's discovery
+// document and key set whole, so a provider (or whoever answers at its
+// address) could have each replica hold an answer of any size in memory
+// until the client's timeout. An answer past MaxProviderResponse is
+// refused as one that does not parse: the discovery fails (502
+// provider_unavailable), the ID token does not verify (502
+// invalid_id_token); nothing is signed in. Answers up to the bound pass.
+func TestProviderAnswersBounded(t *testing.T) {
+	x := start(t)
+	x.idp.mu.Lock()
+	x.idp.DiscoveryPadding = oauth.MaxProviderResponse
+	x.idp.mu.Unlock()
+	r := x.authorize(t, "", "198.51.100.1")
+	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderUnavailable {
+		t.Fatalf("authorize with a discovery document over the bound: %d %s, want 502 %s", r.Status, r.Body, problem.CodeProviderUnavailable)
+	}
+	x.idp.mu.Lock()
+	x.idp.DiscoveryPadding = oauth.MaxProviderResponse - 2048 // the document itself is under 1 KiB
+	x.idp.KeysPadding = oauth.MaxProviderResponse
+	x.idp.mu.Unlock()
+	st := x.beginFrom(t, "", "198.51.100.2")
+	r = x.callback(t, x.approve(t, st), st.cookie)
+	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
+		t.Fatalf("callback with a key set over the bound: %d %s, want 502 %s", r.Status, r.Body, problem.CodeInvalidIDToken)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 0 {
+		t.Errorf("users = %d, want 0", n)
+	}
+	x.idp.mu.Lock()
+	x.idp.KeysPadding = oauth.MaxProviderResponse - 4096
+	x.idp.mu.Unlock()
+	x.finish(t, x.beginFrom(t, "", "198.51.100.3"))
+}
+
 // TestEmailVerifiedNotABoolean: only a JSON true vouches for the address;
 // a string ("true" or "false"), a number or null is not a verification,
 // but it does not make the whole ID token malformed either: an identity
