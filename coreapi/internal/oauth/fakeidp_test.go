@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -47,6 +48,15 @@ type fakeIDP struct {
 	// provider); Discoveries counts the discovery requests.
 	DiscoveryStall time.Duration
 	Discoveries    int
+	// SignedInAt is when the provider last authenticated the user (its
+	// own session): ID tokens say so in auth_time, none when zero. An
+	// authorization request with max_age authenticates the user again
+	// (SignedInAt becomes now) when SignedInAt is zero or older, unless
+	// IgnoreMaxAge. MaxAges are the max_age values the requests carried
+	// ("" for none).
+	SignedInAt   time.Time
+	IgnoreMaxAge bool
+	MaxAges      []string
 	// DiscoveryPadding and KeysPadding add that many bytes of white
 	// space to the discovery document and the key set (still valid JSON).
 	DiscoveryPadding, KeysPadding int
@@ -55,6 +65,7 @@ type fakeIDP struct {
 type grant struct {
 	nonce, challenge, redirect, subject, email, name string
 	verified                                         bool
+	authTime                                         time.Time
 }
 
 func newFakeIDP(t testing.TB) *fakeIDP {
@@ -134,8 +145,14 @@ func (f *fakeIDP) authorize(w http.ResponseWriter, r *http.Request) {
 	_, _ = rand.Read(b[:])
 	code := base64.RawURLEncoding.EncodeToString(b[:])
 	f.mu.Lock()
+	f.MaxAges = append(f.MaxAges, q.Get("max_age"))
+	if v := q.Get("max_age"); v != "" && !f.IgnoreMaxAge {
+		if age, err := strconv.Atoi(v); err != nil || f.SignedInAt.IsZero() || time.Since(f.SignedInAt) > time.Duration(age)*time.Second {
+			f.SignedInAt = time.Now() // the user signs in again
+		}
+	}
 	f.codes[code] = grant{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"),
-		subject: f.Subject, email: f.Email, name: f.Name, verified: f.Verified}
+		subject: f.Subject, email: f.Email, name: f.Name, verified: f.Verified, authTime: f.SignedInAt}
 	f.mu.Unlock()
 	back, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil {
@@ -199,6 +216,12 @@ func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		f.t.Errorf("fake idp: %v", err)
 		return
+	}
+	if !g.authTime.IsZero() {
+		if err := tok.Set("auth_time", g.authTime.Unix()); err != nil {
+			f.t.Errorf("fake idp: auth_time: %v", err)
+			return
+		}
 	}
 	for k, v := range extra {
 		if v == nil {

@@ -37,6 +37,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -98,6 +99,15 @@ const MaxBindingCookies = 8
 // until the client's timeout. x/oauth2 reads at most as much of a token
 // response.
 const MaxProviderResponse = 1 << 20
+
+// maxAgeDigits bounds max_age: at most 9 digits (about 31 years).
+const maxAgeDigits = 9
+
+// AuthTimeLeeway is how much older than max_age a provider's auth_time may
+// be: the redirects (and a consent page) between the provider's sign-in
+// and the callback take time, and max_age=0 (authenticate again now) is
+// never met to the second.
+const AuthTimeLeeway = time.Minute
 
 // appChallengeLen is the length of an S256 code_challenge: a SHA-256,
 // base64url without padding (RFC 7636 section 4.2).
@@ -429,10 +439,15 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	// Each parameter at most once (RFC 6749 section 3.1): of two, which
 	// one is meant would be a guess, and another reader may take the
 	// other.
-	var tid, returnTo, challenge, method string
+	var tid, returnTo, challenge, method, maxAgeParam string
 	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{
 		{Name: "tenant_id", Dst: &tid}, {Name: "return_to", Dst: &returnTo},
-		{Name: "code_challenge", Dst: &challenge}, {Name: "code_challenge_method", Dst: &method}}); err != nil {
+		{Name: "code_challenge", Dst: &challenge}, {Name: "code_challenge_method", Dst: &method},
+		{Name: "max_age", Dst: &maxAgeParam}}); err != nil {
+		return err
+	}
+	maxAge, err := parseMaxAge(maxAgeParam)
+	if err != nil {
 		return err
 	}
 	var tenantID *string
@@ -468,7 +483,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	verifier := oauth2.GenerateVerifier()
 	err = saveState(c.UserContext(), s.pool, pendingState{StateHash: hashState(state), Provider: p.cfg.Name,
 		Verifier: verifier, Nonce: nonce, RedirectURI: oc.RedirectURL, TenantID: tenantID, ReturnTo: returnTo,
-		BrowserHash: hashState(browser), AppChallenge: challenge}, StateTTL, s.maxStates)
+		BrowserHash: hashState(browser), AppChallenge: challenge, MaxAge: maxAge}, StateTTL, s.maxStates)
 	switch {
 	case errors.Is(err, errUnknownTenant):
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
@@ -482,7 +497,58 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	clearBindings(c)
 	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	return c.Redirect(oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), fiber.StatusFound)
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)}
+	if maxAge != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*maxAge)))
+	}
+	return c.Redirect(oc.AuthCodeURL(state, opts...), fiber.StatusFound)
+}
+
+// parseMaxAge reads authorize's max_age (OpenID Connect Core 3.1.2.1):
+// the seconds since the provider last authenticated the user beyond which
+// it must authenticate them again; nil when absent.
+func parseMaxAge(v string) (*int, error) {
+	if v == "" {
+		return nil, nil
+	}
+	if len(v) > maxAgeDigits || strings.Trim(v, "0123456789") != "" {
+		p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "max_age must be a number of seconds, 0 or more")
+		p.Errors = []problem.FieldError{{Field: "max_age", Message: "digits only, at most 9"}}
+		return nil, p
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("max_age %q: %w", v, err)
+	}
+	return &n, nil
+}
+
+// authenticatedAt is when the provider authenticated the user, from the
+// ID token's auth_time (a JSON number of seconds; anything else counts as
+// absent); nil when it does not say. With max_age asked (maxAge not nil)
+// the provider must say (OpenID Connect Core 3.1.2.1), and no longer ago
+// than max_age (with AuthTimeLeeway): otherwise it did not authenticate
+// the user again as asked. A time ahead of now counts as now.
+func authenticatedAt(raw json.RawMessage, maxAge *int, now time.Time) (*time.Time, error) {
+	var at *time.Time
+	if f, err := strconv.ParseFloat(string(raw), 64); err == nil && f > 0 && f < 1e11 {
+		t := time.Unix(int64(f), 0)
+		if t.After(now) {
+			t = now
+		}
+		at = &t
+	}
+	switch {
+	case maxAge == nil:
+		return at, nil
+	case at == nil:
+		return nil, problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken,
+			"the provider's ID token does not say when the user authenticated (auth_time), which a sign-in with max_age needs")
+	case now.Sub(*at) > time.Duration(*maxAge)*time.Second+AuthTimeLeeway:
+		return nil, problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken,
+			"the provider did not authenticate the user again within max_age: its ID token's auth_time is older")
+	}
+	return at, nil
 }
 
 type flow struct {
@@ -494,7 +560,9 @@ type flow struct {
 	// the hand-over code carries on.
 	AppChallenge string
 	TenantID     *string
-	Live         bool
+	// MaxAge is the max_age asked of the provider (nil: none).
+	MaxAge *int
+	Live   bool
 }
 
 var (
@@ -601,6 +669,9 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		EmailVerified json.RawMessage `json:"email_verified"`
 		Name          string          `json:"name"`
 		AZP           string          `json:"azp"`
+		// When the provider authenticated the user: a JSON number; the
+		// session's auth_time, not the time of this callback.
+		AuthTime json.RawMessage `json:"auth_time"`
 	}
 	if err := idt.Claims(&cl); err != nil {
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the ID token's claims are malformed")
@@ -610,12 +681,16 @@ func (s *Service) callback(c *fiber.Ctx) error {
 			"aud", idt.Audience, "azp", clip.String(cl.AZP, 100))
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token was issued to another client")
 	}
+	authTime, err := authenticatedAt(cl.AuthTime, f.MaxAge, time.Now())
+	if err != nil {
+		return err
+	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	in := signIn{Provider: p.cfg.Name, Issuer: idt.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email),
 		Verified: string(cl.EmailVerified) == "true", Name: cl.Name,
-		TenantID: f.TenantID, UserAgent: ua, IP: ip, RequestID: rid}
+		TenantID: f.TenantID, AuthTime: authTime, UserAgent: ua, IP: ip, RequestID: rid}
 	g, err := s.signIn(ctx, in)
 	if err != nil {
 		return err
@@ -693,9 +768,12 @@ type signIn struct {
 	Email string
 	// LookAlike: NFC replaced a character of the provider's address
 	// outright (nfcReplaces), so Email is not the address it vouched for.
-	LookAlike                bool
-	Verified                 bool
-	TenantID                 *string
+	LookAlike bool
+	Verified  bool
+	TenantID  *string
+	// AuthTime is when the provider authenticated the user (nil: it did
+	// not say, and the sign-in counts as now).
+	AuthTime                 *time.Time
 	UserAgent, IP, RequestID string
 }
 
@@ -786,8 +864,16 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 		if status != identity.StatusActive {
 			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 		}
-		// The provider vouched for the user: no password was given here.
-		issued, err := s.sessions.CreateWithAMR(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, []string{auth.AMRFederated})
+		// The provider vouched for the user: no password was given here,
+		// and the user authenticated when the provider says, which may be
+		// long before this sign-in (the provider's own session).
+		amr := []string{auth.AMRFederated}
+		var issued sessions.Issued
+		if in.AuthTime != nil {
+			issued, err = s.sessions.CreateAuthenticatedAt(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr, *in.AuthTime)
+		} else {
+			issued, err = s.sessions.CreateWithAMR(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr)
+		}
 		if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since signInTenant
 			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
 		}

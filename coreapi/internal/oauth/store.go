@@ -43,6 +43,8 @@ type pendingState struct {
 	// code ("" when none).
 	AppChallenge string
 	TenantID     *string
+	// MaxAge is the max_age asked of the provider (nil: none).
+	MaxAge *int
 }
 
 // saveState stores a started sign-in while fewer than max flows are
@@ -50,11 +52,11 @@ type pendingState struct {
 func saveState(ctx context.Context, db sqldb.DB, st pendingState, ttl time.Duration, max int) error {
 	const q = `
 INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at,
-                          return_to, browser_hash, app_challenge)
-SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9, $11
+                          return_to, browser_hash, app_challenge, max_age)
+SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9, $11, $12
 WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now() LIMIT $10) live) < $10`
 	tag, err := db.Exec(ctx, q, st.StateHash, st.Provider, st.Verifier, st.Nonce,
-		st.RedirectURI, st.TenantID, ttl.Seconds(), st.ReturnTo, st.BrowserHash, max, st.AppChallenge)
+		st.RedirectURI, st.TenantID, ttl.Seconds(), st.ReturnTo, st.BrowserHash, max, st.AppChallenge, st.MaxAge)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
@@ -74,10 +76,10 @@ WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now()
 func consumeState(ctx context.Context, db sqldb.DB, stateHash []byte, provider string, browserHash []byte) (flow, error) {
 	const q = `
 DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2 AND browser_hash = $3
-RETURNING code_verifier, nonce, redirect_uri, return_to, app_challenge, tenant_id::text, expires_at > now()`
+RETURNING code_verifier, nonce, redirect_uri, return_to, app_challenge, tenant_id::text, max_age, expires_at > now()`
 	var f flow
 	err := db.QueryRow(ctx, q, stateHash, provider, browserHash).Scan(
-		&f.Verifier, &f.Nonce, &f.RedirectURI, &f.ReturnTo, &f.AppChallenge, &f.TenantID, &f.Live)
+		&f.Verifier, &f.Nonce, &f.RedirectURI, &f.ReturnTo, &f.AppChallenge, &f.TenantID, &f.MaxAge, &f.Live)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return flow{}, errNoState
 	}

@@ -147,32 +147,41 @@ func secs(d time.Duration) float64 { return d.Seconds() }
 // leaves nothing to create: ErrNoMembership. A session bound to a tenant
 // the user has left would refresh again once the user is added back.
 func (s *Store) Create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string) (Issued, error) {
-	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, nil)
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, nil, nil)
 }
 
 // CreateWithAMR is Create for a sign-in by other methods than a password
 // (amr, RFC 8176 values: ["fed"] for an OIDC provider's); Create records
 // ["pwd"].
 func (s *Store) CreateWithAMR(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, amr []string) (Issued, error) {
-	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, amr)
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, amr, nil)
+}
+
+// CreateAuthenticatedAt is CreateWithAMR for an authentication that took
+// place at (the session's auth_time) rather than now: an OIDC provider's
+// sign-in vouches for the user with a session of its own, opened when the
+// provider last authenticated them (the ID token's auth_time).
+func (s *Store) CreateAuthenticatedAt(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, amr []string, at time.Time) (Issued, error) {
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, amr, &at)
 }
 
 // CreateAt is Create for a sign-in that checked credentials against token
 // version tv: if the version moved on meanwhile (a password reset raced
 // the sign-in), the session cannot be refreshed.
 func (s *Store) CreateAt(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv int64) (Issued, error) {
-	return s.create(ctx, q, userID, tenantID, userAgent, ip, &tv, nil)
+	return s.create(ctx, q, userID, tenantID, userAgent, ip, &tv, nil, nil)
 }
 
-func (s *Store) create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv *int64, amr []string) (Issued, error) {
+// create inserts the session; a nil authTime is now (the sign-in's own).
+func (s *Store) create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv *int64, amr []string, authTime *time.Time) (Issued, error) {
 	const qCreate = `
 WITH m AS (
     SELECT user_id, tenant_id FROM memberships WHERE user_id = $1 AND tenant_id = $2 FOR SHARE
 ), s AS (
-    INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version, amr)
+    INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version, amr, auth_time)
     SELECT user_id, tenant_id, $3, $4, now() + make_interval(secs => $6),
            coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1)),
-           coalesce($8::text[], '{pwd}')
+           coalesce($8::text[], '{pwd}'), least(coalesce($9::timestamptz, now()), now())
     FROM m
     RETURNING id
 )
@@ -184,7 +193,7 @@ RETURNING session_id`
 		return Issued{}, err
 	}
 	var sid string
-	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr).Scan(&sid)
+	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr, authTime).Scan(&sid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Issued{}, ErrNoMembership
 	}
