@@ -41,6 +41,9 @@ type Config struct {
 	// defaults filled in.
 	Sampler    string
 	SamplerArg float64
+	// Export holds the exporter's other settings and the batch
+	// processor's (export.go).
+	Export Export
 }
 
 // Enabled reports whether spans are exported.
@@ -62,12 +65,12 @@ func (c Config) Rows() [][2]string {
 	if !c.Enabled() {
 		return [][2]string{{"OTEL_EXPORTER_OTLP_ENDPOINT", "(unset: tracing off)"}}
 	}
-	return [][2]string{
+	return append([][2]string{
 		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", maskURL(c.Endpoint)},
 		{"OTEL_SERVICE_NAME", c.ServiceName},
 		{"OTEL_TRACES_SAMPLER", c.Sampler},
 		{"OTEL_TRACES_SAMPLER_ARG", strconv.FormatFloat(c.SamplerArg, 'g', -1, 64)},
-	}
+	}, c.Export.rows()...)
 }
 
 // maskURL hides an endpoint's user information whole (a token may be
@@ -159,6 +162,8 @@ func Load(getenv func(string) string, service string) (Config, error) {
 			c.SamplerArg = f
 		}
 	}
+	exp, eerrs := loadExport(get, c.Endpoint)
+	c.Export, errs = exp, append(errs, eerrs...)
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
@@ -240,11 +245,11 @@ func New(ctx context.Context, c Config, log *slog.Logger) (*Provider, error) {
 		return nil, nil
 	}
 	otel.SetErrorHandler(NewErrorLogger(log))
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(c.Endpoint))
+	exp, err := otlptracehttp.New(ctx, append([]otlptracehttp.Option{otlptracehttp.WithEndpointURL(c.Endpoint)}, c.Export.exporterOptions()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: otlp exporter: %w", err)
 	}
-	return NewWith(c, sdktrace.WithBatcher(exp))
+	return NewWith(c, sdktrace.WithBatcher(exp, c.Export.batchOptions()...))
 }
 
 // NewWith starts a provider with c's resource and sampler and the given

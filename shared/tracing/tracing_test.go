@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log"
 	"log/slog"
@@ -276,5 +277,125 @@ func TestExportErrorsLogged(t *testing.T) {
 	}
 	if std.String() != "" {
 		t.Errorf("written to standard error: %q", std.String())
+	}
+}
+
+// TestExportSettingsRefused: the exporter's and the batch processor's
+// variables are checked at start. OpenTelemetry's own reading takes a bad
+// value for unset and writes it to standard error in its own format (a
+// header list with a ':' for '=' lost the collector's key, so every export
+// was refused, and printed the key), panics on a negative batch size, and
+// spins on a schedule delay of 0 (more than half a core, for nothing).
+func TestExportSettingsRefused(t *testing.T) {
+	const secret = "k1s3cret"
+	dir := t.TempDir()
+	notPEM := dir + "/ca.pem"
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ k, v string }{
+		{"OTEL_EXPORTER_OTLP_HEADERS", "Authorization: Bearer " + secret},
+		{"OTEL_EXPORTER_OTLP_HEADERS", "api-key=" + secret + ","},
+		{"OTEL_EXPORTER_OTLP_HEADERS", "api-key=" + secret + "%zz"},
+		{"OTEL_EXPORTER_OTLP_HEADERS", "api-key=" + secret + "%0Ax"},
+		{"OTEL_EXPORTER_OTLP_HEADERS", "api key=" + secret},
+		{"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "=" + secret},
+		{"OTEL_EXPORTER_OTLP_TIMEOUT", "10s"},
+		{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0"},
+		{"OTEL_EXPORTER_OTLP_TIMEOUT", "-5"},
+		{"OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"},
+		{"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP"},
+		{"OTEL_EXPORTER_OTLP_CERTIFICATE", dir + "/missing.pem"},
+		{"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", notPEM},
+		{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", notPEM},
+		{"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", notPEM},
+		{"OTEL_BSP_SCHEDULE_DELAY", "0"},
+		{"OTEL_BSP_EXPORT_TIMEOUT", "30s"},
+		{"OTEL_BSP_MAX_QUEUE_SIZE", "-1"},
+		{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1"},
+		{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"}, // more than the queue holds
+	} {
+		vars := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318", tc.k: tc.v}
+		c, err := tracing.Load(env(vars), "svc")
+		if err == nil {
+			t.Errorf("%s=%q accepted (batch delay %v)", tc.k, tc.v, c.Export.BatchDelay)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.k) {
+			t.Errorf("%s=%q: the problem does not name the variable: %v", tc.k, tc.v, err)
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("%s=%q: the problem shows the key: %v", tc.k, tc.v, err)
+		}
+	}
+	// The exporter refuses TLS settings for a plain-HTTP endpoint: said at
+	// start, by -check-config too.
+	ca := writeCA(t, httptest.NewTLSServer(http.NotFoundHandler()))
+	if _, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+		"OTEL_EXPORTER_OTLP_CERTIFICATE": ca}), "svc"); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Errorf("a CA for an http endpoint: %v", err)
+	}
+}
+
+// writeCA writes the certificate of srv (closed at the end of the test)
+// as a PEM file and returns its path.
+func writeCA(t *testing.T, srv *httptest.Server) string {
+	t.Helper()
+	t.Cleanup(srv.Close)
+	path := t.TempDir() + "/ca.pem"
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestExportSettingsApplied: the headers, compression, CA and batch delay
+// Load read are what the exporter uses (read through the service's
+// configuration, not only from the process environment).
+func TestExportSettingsApplied(t *testing.T) {
+	type seen struct{ key, encoding string }
+	got := make(chan seen, 16)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Header.Get("Api-Key"), r.Header.Get("Content-Encoding")}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	srv.StartTLS()
+	ca := writeCA(t, srv)
+	c, err := tracing.Load(env(map[string]string{
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":    srv.URL + "/v1/traces",
+		"OTEL_EXPORTER_OTLP_HEADERS":            "api-key=ignored",
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS":     "api-key=k%2C1 , x-team=edge",
+		"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
+		"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": ca,
+		"OTEL_BSP_SCHEDULE_DELAY":               "10",
+	}), "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Export.BatchDelay != 10*time.Millisecond || c.Export.Headers["x-team"] != "edge" {
+		t.Fatalf("export settings: %+v", c.Export)
+	}
+	var out logbuffer.Buffer
+	p, err := tracing.New(context.Background(), c, slog.New(slog.NewJSONHandler(&out, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Shutdown(context.Background()) }()
+	_, span := p.Tracer("t").Start(context.Background(), "s")
+	span.End()
+	select {
+	case s := <-got:
+		if s.key != "k,1" || s.encoding != "gzip" {
+			t.Fatalf("export carried api-key %q, Content-Encoding %q; want k,1 and gzip", s.key, s.encoding)
+		}
+	case <-time.After(5 * time.Second): // the batch delay is 10 ms
+		t.Fatalf("no export reached the collector; log: %s", out.String())
+	}
+	// The printout shows no header value (and the variable is masked).
+	for _, r := range c.Rows() {
+		if strings.Contains(r[1], "k,1") || strings.Contains(r[1], "edge") {
+			t.Errorf("printout row %s=%s shows a header value", r[0], r[1])
+		}
 	}
 }
