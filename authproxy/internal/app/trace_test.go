@@ -536,3 +536,41 @@ func TestStripPrefixLoggedAsRequested(t *testing.T) {
 		return testenv.Want("access line path", lines[0]["path"], any("/billing/invoices/7"))
 	})
 }
+
+// The trace context of the other propagation formats an app's tracer may
+// read (B3, Jaeger, OpenTracing, X-Ray, Google Cloud, Datadog, Envoy's
+// forced traces) reaches the app only from a trusted peer, as W3C's does:
+// from anyone else an app reading B3 or Datadog took the client's trace id
+// and its forced sampling decision, and one reading Jaeger or OpenTracing
+// baggage took its tenant id, beside the proxy's traceparent.
+func TestTracingOtherFormatsOnlyFromTrustedPeers(t *testing.T) {
+	sent := map[string]string{"b3": clientTrace + "-" + clientSpan + "-d", "X-B3-TraceId": clientTrace, "X-B3-SpanId": clientSpan,
+		"X-B3-Flags": "1", "uber-trace-id": clientTrace + ":" + clientSpan + ":0:1", "uberctx-tenant.id": "someone-else",
+		"jaeger-debug-id": "force", "ot-tracer-traceid": clientTrace, "ot-baggage-tenant.id": "someone-else",
+		"X-Amzn-Trace-Id": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1", "X-Cloud-Trace-Context": clientTrace + "/1;o=1",
+		"x-datadog-trace-id": "4242", "x-datadog-sampling-priority": "2", "x-envoy-force-trace": "true", "x-client-trace-id": clientTrace}
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e, _ := tracedEnv(t, "always_on", vars)
+			tok := e.token(nil)
+			for name, value := range sent { // each alone: the scan must know it
+				e.up.Reset()
+				e.wantStatus(e.do("GET", "/notes", tok, map[string]string{name: value}), 200)
+				got := e.wantSignedAt(e.up, "app-notes").Headers
+				var reached []string
+				for k, vs := range got {
+					if strings.EqualFold(k, name) {
+						reached = vs
+					}
+				}
+				if want := trusted; (len(reached) == 1 && reached[0] == value) != want {
+					t.Errorf("%s: the upstream got %q, want the client's value %v", name, reached, want)
+				}
+			}
+		})
+	}
+}

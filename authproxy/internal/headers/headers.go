@@ -4,8 +4,9 @@
 // method-override header (X-HTTP-Method-Override...) and Expect is
 // removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
-// (IsClientAddress) and the W3C trace context (traceparent, tracestate,
-// and baggage) are kept only from trusted peers. It also parses the bearer
+// (IsClientAddress) and the trace context (IsTraceContext: W3C's
+// traceparent, tracestate and baggage, and other formats' fields) are kept
+// only from trusted peers. It also parses the bearer
 // token strictly, and cleans an upstream's answer of the fields that
 // belong to the upstream's connection (SanitizeResponse).
 package headers
@@ -64,22 +65,68 @@ func isMethodOverride(name []byte) bool {
 	return false
 }
 
-// IsTraceContext reports whether name is traceparent, tracestate or
-// baggage: a client outside TRUSTED_PROXY_CIDRS may not choose the trace
-// (and so the trace id every service logs) its request joins, nor the W3C
-// Baggage that OpenTelemetry's default propagators carry along with it
-// (an app would take its entries, e.g. a tenant or user id, as its
-// caller's telemetry context, and SDKs copy them onto spans and logs).
+// IsTraceContext reports whether name carries trace context or baggage: the
+// W3C traceparent, tracestate and baggage, and the fields of the other
+// propagation formats an app's tracer may read (B3, Jaeger, OpenTracing,
+// AWS X-Ray, Google Cloud, Datadog), with those that force a trace to be
+// recorded (jaeger-debug-id, Envoy's x-envoy-force-trace and
+// x-client-trace-id). A client outside TRUSTED_PROXY_CIDRS may not choose
+// the trace (and so the trace id every service logs) its request joins,
+// nor make every request it sends recorded, nor hand an app telemetry
+// context (OpenTelemetry's default propagators carry W3C Baggage beside
+// the trace, Jaeger's uberctx-* and OpenTracing's ot-baggage-* are the
+// same: an app would take their entries, e.g. a tenant or user id, as its
+// caller's, and SDKs copy them onto spans and logs). The proxy sends the
+// W3C trace context only; an app whose tracer reads another format first
+// (a composite propagator lets the last format found win) would otherwise
+// take the client's.
 func IsTraceContext(name []byte) bool {
+	if len(name) < len("b3") {
+		return false
+	}
+	var exact bool
 	switch len(name) {
-	case len("traceparent"):
-		return equalFold(name, "traceparent")
-	case len("tracestate"):
-		return equalFold(name, "tracestate")
+	case len("b3"):
+		exact = equalFold(name, "b3")
 	case len("baggage"):
-		return equalFold(name, "baggage")
+		exact = equalFold(name, "baggage")
+	case len("tracestate"):
+		exact = equalFold(name, "tracestate")
+	case len("traceparent"):
+		exact = equalFold(name, "traceparent")
+	case len("uber-trace-id"):
+		exact = equalFold(name, "uber-trace-id")
+	case len("grpc-trace-bin"): // and jaeger-baggage
+		exact = equalFold(name, "grpc-trace-bin") || equalFold(name, "jaeger-baggage")
+	case len("jaeger-debug-id"): // and x-amzn-trace-id
+		exact = equalFold(name, "jaeger-debug-id") || equalFold(name, "x-amzn-trace-id")
+	case len("x-client-trace-id"):
+		exact = equalFold(name, "x-client-trace-id")
+	case len("x-envoy-force-trace"):
+		exact = equalFold(name, "x-envoy-force-trace")
+	case len("x-cloud-trace-context"):
+		exact = equalFold(name, "x-cloud-trace-context")
+	}
+	if exact {
+		return true
+	}
+	// The families named by a prefix (X-B3-TraceId, x-datadog-trace-id,
+	// uberctx-<key>, ot-baggage-<key>), whatever their length.
+	switch name[0] | 0x20 {
+	case 'x':
+		return hasPrefixFold(name, "x-b3-") || hasPrefixFold(name, "x-datadog-")
+	case 'u':
+		return hasPrefixFold(name, "uberctx-")
+	case 'o':
+		return hasPrefixFold(name, "ot-tracer-") || hasPrefixFold(name, "ot-baggage-")
 	}
 	return false
+}
+
+// hasPrefixFold reports whether name is longer than prefix and starts with
+// it (equalFold's comparison).
+func hasPrefixFold(name []byte, prefix string) bool {
+	return len(name) > len(prefix) && equalFold(name[:len(prefix)], prefix)
 }
 
 // IsForwarded reports whether name is Forwarded or starts with X-Forwarded-.
@@ -98,8 +145,9 @@ const maxDeletes = 16
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), Expect (isExpect), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, the client-address headers, traceparent, tracestate and baggage. It reports whether the client asked for the
-// connection to be closed, since removing Connection forgets that, and
+// X-Forwarded-*, Forwarded, the client-address headers and the trace
+// context. It reports whether the client asked for the connection to be
+// closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
 // a sign that TRUSTED_PROXY_CIDRS may be missing a load balancer).
 func Sanitize(h *fasthttp.RequestHeader, trustForwarded bool) (closeConn, droppedXFF bool) {
@@ -628,8 +676,8 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 		case 's':
 			s.WSProtocol = s.WSProtocol || len(k) == len("Sec-WebSocket-Protocol") && equalFold(k, "sec-websocket-protocol")
 			continue
-		case 'u': // Upgrade; not User-Agent
-			if len(k) != len("Upgrade") {
+		case 'u': // Upgrade, uber-trace-id, uberctx-*; not User-Agent
+			if len(k) != len("Upgrade") && (len(k) < 2 || k[1]|0x20 != 'b') {
 				continue
 			}
 		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP
@@ -640,8 +688,12 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) != len("Expect") {
 				continue
 			}
-		case 'b': // baggage
-			if len(k) != len("baggage") {
+		case 'b': // baggage, b3
+			if len(k) != len("baggage") && len(k) != len("b3") {
+				continue
+			}
+		case 'g', 'j', 'o': // grpc-trace-bin, jaeger-*, ot-tracer-*, ot-baggage-*; not Origin
+			if len(k) < len("ot-tracer-") {
 				continue
 			}
 		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization

@@ -549,6 +549,8 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Cluster-Client-IP", "Connecting-IP", "Forwarded-For", "forwarded_for", "Forwarded-Fox", "Via", "VIA", "Vias", "Vi",
 		"X_Forwarded", "X-Forwarder", "X_Request_Id", "X-Request_Id", "X_Request_Ix",
 		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag", "Baggage", "baggage", "BAGGAGE", "Baggages", "Bagage"}
+	fields = append(fields, otherTraceFields...)
+	fields = append(fields, otherTraceKept...)
 	for _, hop := range hopByHop {
 		fields = append(fields, hop, strings.ToLower(hop), strings.ToUpper(hop), strings.ReplaceAll(hop, "-", "_"))
 	}
@@ -692,6 +694,50 @@ func TestSanitizeResponseDoesNotAllocate(t *testing.T) {
 			SanitizeResponse(&clean.Header)
 		}); n != 0 {
 			t.Errorf("%q: %v allocations per answer, want 0", raw, n)
+		}
+	}
+}
+
+// otherTraceFields are trace-context fields of propagation formats other
+// than W3C's (in several spellings): IsTraceContext holds for each.
+var otherTraceFields = []string{"b3", "B3", "X-B3-TraceId", "x-b3-spanid", "X_B3_ParentSpanId", "X-B3-Sampled", "X-B3-Flags",
+	"uber-trace-id", "Uber_Trace_Id", "uberctx-tenant.id", "UBERCTX-user", "jaeger-debug-id", "jaeger-baggage",
+	"ot-tracer-traceid", "OT-Tracer-Sampled", "ot-baggage-tenant.id", "ot_baggage_user", "X-Amzn-Trace-Id", "x_amzn_trace_id",
+	"X-Cloud-Trace-Context", "grpc-trace-bin", "x-datadog-trace-id", "X-Datadog-Sampling-Priority", "x_datadog_origin",
+	"x-envoy-force-trace", "X-Client-Trace-Id"}
+
+// otherTraceKept are names close to them that are no trace context.
+var otherTraceKept = []string{"b4", "B", "x-b3", "x-b3-", "X-B4-TraceId", "uberctx-", "uberctx", "uber-trace-ix", "Ub",
+	"User-Agent", "Upgrade-Insecure-Requests", "ot-tracer-", "ot-baggage-", "ot-tracers", "Origin", "jaeger-debug-ix",
+	"grpc-trace-bix", "grpc-timeout", "x-datadog-", "x-datadog", "x-amzn-trace-ix", "x-cloud-trace-contexts",
+	"x-envoy-force-traces", "x-client-trace-ix", "Traceresponse"}
+
+// The trace context of other propagation formats is a trusted peer's to
+// give, like W3C's: an app whose tracer reads B3, Jaeger, Datadog or
+// X-Ray would otherwise take the client's trace id and sampling decision
+// (X-B3-Flags, jaeger-debug-id, x-datadog-sampling-priority force a trace
+// to be recorded), or its baggage (uberctx-*, ot-baggage-*). Each is
+// removed when it comes alone (the scan must know it) and names close to
+// them stay.
+func TestOtherTraceFormatsOnlyFromTrustedPeers(t *testing.T) {
+	for _, name := range otherTraceFields {
+		if !IsTraceContext([]byte(name)) {
+			t.Errorf("IsTraceContext(%q) = false", name)
+		}
+		for _, trust := range []bool{false, true} {
+			req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n"+name+": chosen-by-the-client\r\n\r\n")
+			seen := Scan(&req.Header)
+			if seen.NeedsSanitize(trust) {
+				Sanitize(&req.Header, trust)
+			}
+			if kept := req.Header.Peek(name) != nil; kept != trust {
+				t.Errorf("%s (trusted %v): kept %v, want %v", name, trust, kept, trust)
+			}
+		}
+	}
+	for _, name := range otherTraceKept {
+		if IsTraceContext([]byte(name)) {
+			t.Errorf("IsTraceContext(%q) = true", name)
 		}
 	}
 }
