@@ -400,6 +400,39 @@ func MaskURL(v string) string {
 	return u.String()
 }
 
+// ProblemURL is a refused URL as a configuration problem quotes it (they
+// are logged): the user information, whose user as well as password may
+// be a credential, and the query are replaced by xxxxx, also in a URL that
+// does not parse; the rest is shown as written. Not MaskURL, which keeps
+// a user without a password and the query parameters not named as
+// credentials, and hides an unparsable URL whole: a refused URL must
+// still show its host and what is wrong with it (a missing scheme, a
+// path), and nothing of what may be a credential.
+func ProblemURL(s string) string {
+	const masked = "xxxxx"
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		scheme, rest = "", s
+	} else {
+		scheme += "://"
+	}
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
+	}
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		authority = masked + authority[i:]
+	}
+	if i := strings.IndexByte(tail, '?'); i >= 0 {
+		frag := ""
+		if j := strings.IndexByte(tail[i:], '#'); j >= 0 {
+			frag = tail[i+j:]
+		}
+		tail = tail[:i+1] + masked + frag
+	}
+	return scheme + authority + tail
+}
+
 // credentialParam reports whether a URL query parameter's name says it
 // holds a credential: a password, secret or token, and the API keys,
 // authorization values and signatures that collectors and other hosted

@@ -195,3 +195,21 @@ func TestURLMaskHidesEveryCredential(t *testing.T) {
 		}
 	}
 }
+
+// TestProblemURL: a refused URL is quoted with its user information and
+// query replaced, parsable or not, and the rest as written.
+func TestProblemURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://u:pw@core:8081/api":         "http://xxxxx@core:8081/api",
+		"http://tok@core:8081":              "http://xxxxx@core:8081",
+		"http://u:p%zz@core:8081":           "http://xxxxx@core:8081",
+		"http://core:8081?token=t#frag":     "http://core:8081?xxxxx#frag",
+		"127.0.0.1:8081":                    "127.0.0.1:8081",
+		"app.example.com":                   "app.example.com",
+		"https://keys@auth.example/a@b?x=y": "https://xxxxx@auth.example/a@b?xxxxx",
+	} {
+		if got := ProblemURL(in); got != want {
+			t.Errorf("ProblemURL(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

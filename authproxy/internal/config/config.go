@@ -215,7 +215,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		c.JWKSURL = c.IdentityURL.String() + "/.well-known/jwks.json"
 		p.Show("JWKS_URL", c.JWKSURL)
 	} else if u, err := url.Parse(c.JWKSURL); c.JWKSURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
-		p.fail("JWKS_URL", c.JWKSURL, "want an absolute http(s) URL")
+		p.fail("JWKS_URL", envconfig.ProblemURL(c.JWKSURL), "want an absolute http(s) URL")
 	}
 	c.IdentityTLS = p.identityTLS(c)
 	c.CoreKeys = p.coreKeys()
@@ -440,7 +440,7 @@ func (p *parser) baseURL(name, v string, https bool) *url.URL {
 		if https {
 			want = "want http://host:port or https://host:port with no path"
 		}
-		p.fail(name, v, want)
+		p.fail(name, envconfig.ProblemURL(v), want)
 		return nil
 	}
 	if u.Port() == "" {
@@ -526,7 +526,7 @@ func (p *parser) corsOrigins() []string {
 		u, err := url.Parse(o)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.Contains(u.Host, "*") {
-			p.fail("CORS_ALLOWED_ORIGINS", o, "want * or origins like https://app.example.com (scheme, host, optional port; no path)")
+			p.fail("CORS_ALLOWED_ORIGINS", envconfig.ProblemURL(o), "want * or origins like https://app.example.com (scheme, host, optional port; no path)")
 			continue
 		}
 		host := strings.ToLower(u.Host)

@@ -362,6 +362,36 @@ func TestBadNATSURLHidesCredential(t *testing.T) {
 	}
 }
 
+// TestRefusedURLProblemsHideCredentials: a URL refused for its form (a
+// path, a query, another scheme, an unescaped '%') is quoted in the
+// problem, which is printed and logged, without its user information or
+// query, whichever variable holds it; its host is still shown.
+func TestRefusedURLProblemsHideCredentials(t *testing.T) {
+	for _, tc := range []struct{ name, value, host string }{
+		{"IDENTITY_URL", "http://svc:secretpw@coreapi:8081/api", "coreapi:8081"},
+		{"IDENTITY_URL", "http://secretpw@coreapi:8081/api", "coreapi:8081"},
+		{"IDENTITY_URL", "http://svc:p%zzsecretpw@coreapi:8081", "coreapi:8081"},
+		{"IDENTITY_URL", "http://coreapi:8081?token=secretpw", "coreapi:8081"},
+		{"UPSTREAM_URL", "ftp://app:secretpw@app.internal:3000", "app.internal:3000"},
+		{"JWKS_URL", "ftp://keys:secretpw@coreapi:8081/jwks.json", "coreapi:8081"},
+		{"JWKS_URL", "https://keys:p%zzsecretpw@coreapi:8081/jwks.json", "coreapi:8081"},
+		{"CORS_ALLOWED_ORIGINS", "https://u:secretpw@app.example.com", "app.example.com"},
+		{"CORS_ALLOWED_ORIGINS", "https://app.example.com?sig=secretpw", "app.example.com"},
+	} {
+		_, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, tc.name: tc.value}))
+		if err == nil || !strings.Contains(err.Error(), tc.name+": ") {
+			t.Errorf("%s=%s: Load() = %v, want a %s problem", tc.name, tc.value, err, tc.name)
+			continue
+		}
+		if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("%s=%s: the problem shows the credential: %v", tc.name, tc.value, err)
+		}
+		if !strings.Contains(err.Error(), tc.host) {
+			t.Errorf("%s=%s: the problem does not name the host %s: %v", tc.name, tc.value, tc.host, err)
+		}
+	}
+}
+
 func mustB64(s string) []byte {
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {

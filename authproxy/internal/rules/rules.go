@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	yamlv2 "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
 )
@@ -373,19 +374,19 @@ func under(p, base string) bool {
 func parseURL(s string) (addr string, tls bool, err error) {
 	u, err := url.Parse(s)
 	if err == nil && u.User != nil {
-		return "", false, fmt.Errorf("url %q: no user:password@ (the proxy never sends it; the app checks the key_id's signature instead): want http://host:port or https://host:port", shownURL(s))
+		return "", false, fmt.Errorf("url %q: no user:password@ (the proxy never sends it; the app checks the key_id's signature instead): want http://host:port or https://host:port", envconfig.ProblemURL(s))
 	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || (u.Path != "" && u.Path != "/") ||
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		// An empty host (http://:8082) would be dialled as this host.
-		return "", false, fmt.Errorf("url %q: want http://host:port or https://host:port with no path or query", shownURL(s))
+		return "", false, fmt.Errorf("url %q: want http://host:port or https://host:port with no path or query", envconfig.ProblemURL(s))
 	}
 	tls = u.Scheme == "https"
 	port := u.Port()
 	switch {
 	case port != "":
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "", false, fmt.Errorf("url %q: port %s: want 1 to 65535", shownURL(s), port)
+			return "", false, fmt.Errorf("url %q: port %s: want 1 to 65535", envconfig.ProblemURL(s), port)
 		}
 	case tls:
 		port = "443"
@@ -393,38 +394,6 @@ func parseURL(s string) (addr string, tls bool, err error) {
 		port = "80"
 	}
 	return net.JoinHostPort(u.Hostname(), port), tls, nil
-}
-
-// shownURL is a URL as problems show it (they are logged): the userinfo,
-// whose user as well as password may be a credential, and the query are
-// replaced by xxxxx, also in a URL that does not parse. Not
-// envconfig.MaskURL, which keeps a user without a password and the query
-// parameters not named as credentials, and hides an unparsable URL whole:
-// a refused upstream URL must still name its host, and nothing of what
-// the proxy refuses to send.
-func shownURL(s string) string {
-	const masked = "xxxxx"
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		scheme, rest = "", s
-	} else {
-		scheme += "://"
-	}
-	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority, tail = rest[:i], rest[i:]
-	}
-	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
-		authority = masked + authority[i:]
-	}
-	if i := strings.IndexByte(tail, '?'); i >= 0 {
-		frag := ""
-		if j := strings.IndexByte(tail[i:], '#'); j >= 0 {
-			frag = tail[i+j:]
-		}
-		tail = tail[:i+1] + masked + frag
-	}
-	return scheme + authority + tail
 }
 
 // hostHeader is the Host header for an upstream at addr (host:port, as

@@ -589,9 +589,9 @@ func (l loader) returnURLs() []string {
 		u, err := url.Parse(v)
 		switch {
 		case err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(v, "#"):
-			l.Problem("OAUTH_ALLOWED_RETURN_URLS: %q: want an absolute URL without credentials or fragment", v)
+			l.Problem("OAUTH_ALLOWED_RETURN_URLS: %q: want an absolute URL without credentials or fragment", envconfig.ProblemURL(v))
 		case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
-			l.Problem("OAUTH_ALLOWED_RETURN_URLS: %q: want https (http only for localhost)", v)
+			l.Problem("OAUTH_ALLOWED_RETURN_URLS: %q: want https (http only for localhost)", envconfig.ProblemURL(v))
 		default:
 			out = append(out, v)
 		}

@@ -429,6 +429,27 @@ func TestBadURLProblemHidesCredential(t *testing.T) {
 	}
 }
 
+// TestRefusedReturnURLHidesCredentials: an OAUTH_ALLOWED_RETURN_URLS entry
+// refused for its credentials or its scheme is quoted without its user
+// information or query, and still names its host.
+func TestRefusedReturnURLHidesCredentials(t *testing.T) {
+	for _, v := range []string{"https://u:secretpw@app.example.com/cb", "http://secretpw@app.example.com/cb",
+		"http://app.example.com/cb?token=secretpw", "https://u:p%zzsecretpw@app.example.com/cb"} {
+		m := minimal()
+		m["OAUTH_ALLOWED_RETURN_URLS"] = "https://ok.example.com/cb," + v
+		_, err := Load(env(m))
+		if err == nil || !strings.Contains(err.Error(), "OAUTH_ALLOWED_RETURN_URLS") {
+			t.Fatalf("OAUTH_ALLOWED_RETURN_URLS=%s: Load() = %v, want a problem", v, err)
+		}
+		if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("OAUTH_ALLOWED_RETURN_URLS=%s: the problem shows the credential: %v", v, err)
+		}
+		if !strings.Contains(err.Error(), "app.example.com/cb") {
+			t.Errorf("OAUTH_ALLOWED_RETURN_URLS=%s: the problem does not name the URL: %v", v, err)
+		}
+	}
+}
+
 // TestSecretFilesOpenToOthersWarned: a key file (or signing key) that
 // other users of the host can read loads, with a warning naming it; one
 // readable by its group only, as the manifests' defaultMode 0440 mounts
