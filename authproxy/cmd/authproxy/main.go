@@ -40,6 +40,14 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// The proxy takes no argument but its flags: `authproxy check-config`
+	// would start serving instead of checking.
+	if fs.NArg() > 0 {
+		if f := fs.Lookup(fs.Arg(0)); f != nil {
+			return fmt.Errorf("unexpected argument %q: did you mean -%s?", fs.Arg(0), f.Name)
+		}
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
 	cfg, err := config.Load(getenv)
 	// The rules file is checked even when the variables are not, so that
 	// one run reports every problem.

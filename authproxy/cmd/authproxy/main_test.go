@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
@@ -212,6 +213,28 @@ routes:
 	for _, k := range strings.FieldsFunc(testenv.HMACKeyText+","+testenv.AppKeysText, func(r rune) bool { return r == ',' || r == ':' }) {
 		if len(k) > 20 && strings.Contains(s, k) {
 			t.Errorf("output shows a key:\n%s", s)
+		}
+	}
+}
+
+// TestLeftoverArgumentsRefused: an argument that is not a flag is refused,
+// not ignored: `authproxy check-config` started the proxy instead of
+// checking its configuration.
+func TestLeftoverArgumentsRefused(t *testing.T) {
+	env := envFrom(map[string]string{"IDENTITY_HMAC_KEY": testenv.HMACKeyText,
+		// Where a proxy started by mistake would listen.
+		"PROXY_LISTEN_ADDR": "127.0.0.1:0", "PROXY_ADMIN_ADDR": "127.0.0.1:0"})
+	for args, want := range map[string]string{
+		"check-config":              `unexpected argument "check-config": did you mean -check-config?`,
+		"-check-config extra":       `unexpected argument "extra"`,
+		"-check-config -- -version": `unexpected argument "-version"`,
+	} {
+		out, _ := stdoutFile(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, strings.Fields(args), env, out)
+		cancel()
+		if err == nil || err.Error() != want {
+			t.Errorf("run(%s) = %v, want %s", args, err, want)
 		}
 	}
 }

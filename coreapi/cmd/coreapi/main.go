@@ -68,6 +68,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // errUsage is returned by flag parsing with -h.
 var errUsage = errors.New("usage")
 
+// parseFlags parses a command's flags; the commands that parse flags take
+// no other argument, so one left over is refused rather than ignored:
+// `serve check-config` would start serving instead of checking, and
+// `migrate down all` would roll back one migration instead of every one.
 func parseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
 	fs.SetOutput(out)
 	if err := fs.Parse(args); err != nil {
@@ -76,5 +80,18 @@ func parseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
 		}
 		return err
 	}
+	if fs.NArg() > 0 {
+		return unexpectedArg(fs)
+	}
 	return nil
+}
+
+// unexpectedArg names the first argument left over after fs's flags, and
+// the flag it would be with a leading dash.
+func unexpectedArg(fs *flag.FlagSet) error {
+	arg := fs.Arg(0)
+	if f := fs.Lookup(arg); f != nil {
+		return fmt.Errorf("%s: unexpected argument %q: did you mean -%s?", fs.Name(), arg, f.Name)
+	}
+	return fmt.Errorf("%s: unexpected argument %q", fs.Name(), arg)
 }

@@ -219,3 +219,40 @@ func serveEnv(t *testing.T, dbURL string) map[string]string {
 		"SHUTDOWN_TIMEOUT":    "5s",
 	}
 }
+
+// TestLeftoverArgumentsRefused: an argument after a command's flags is
+// refused, not ignored: `serve check-config` started serving instead of
+// checking the configuration, `keys generate -dir D extra` made a key,
+// and `migrate down all` would roll back one migration, not every one.
+func TestLeftoverArgumentsRefused(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{
+		"DATABASE_URL":      "postgres://app:hunter2@127.0.0.1:1/tollgate?connect_timeout=1",
+		"IDENTITY_HMAC_KEY": testKey,
+		"SIGNING_KEYS_DIR":  dir,
+		// Where a server started by mistake would listen.
+		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
+		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "check-config"}, `serve: unexpected argument "check-config": did you mean -check-config?`},
+		{[]string{"-check-config", "serve"}, `serve: unexpected argument "serve"`},
+		{[]string{"keys", "generate", "-dir", dir, "now"}, `keys generate: unexpected argument "now"`},
+		{[]string{"migrate", "down", "all"}, `migrate down: unexpected argument "all": did you mean -all?`},
+		{[]string{"migrate", "status", "-all", "x"}, `migrate status: unexpected argument "x"`},
+	} {
+		var out bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := run(ctx, tc.args, envOf(env), &out)
+		cancel()
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("run(%q) = %v, want %s", tc.args, err, tc.want)
+		}
+	}
+	if pems, _ := filepath.Glob(filepath.Join(dir, "*.pem")); len(pems) != 0 {
+		t.Errorf("keys generate with a leftover argument made %v", pems)
+	}
+}
