@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -213,6 +214,38 @@ func (r *Reader) Bool(name string) bool {
 	}
 	r.Show(name, strconv.FormatBool(b))
 	return b
+}
+
+// ListenAddr reads a listen address, host:port or :port, the port a
+// number from 0 to 65535 (0: one the system picks), as net.Listen takes it:
+// -check-config refuses what the start would fail on.
+func (r *Reader) ListenAddr(name string) string {
+	v := r.String(name)
+	if _, port, err := net.SplitHostPort(v); err != nil {
+		r.Failf(name, "want host:port or :port, got %q", v)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		r.Failf(name, "want a port from 0 to 65535 in %q", v)
+	}
+	return v
+}
+
+// SameListener reports whether listen addresses a and b (as ListenAddr
+// accepts them) take the same port on a common address, so that the
+// second net.Listen fails: the same port, not 0, and the same host or one
+// of them every address ("", 0.0.0.0 or ::). Host names are not resolved.
+func SameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	na, err1 := strconv.Atoi(pa)
+	nb, err2 := strconv.Atoi(pb)
+	if err1 != nil || err2 != nil || na != nb || na == 0 {
+		return false
+	}
+	every := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return strings.EqualFold(ha, hb) || every(ha) || every(hb)
 }
 
 func defaultOf(t Table, name string) string {

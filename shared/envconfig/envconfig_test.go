@@ -213,3 +213,42 @@ func TestProblemURL(t *testing.T) {
 		}
 	}
 }
+
+// TestListenAddr: an address net.Listen would refuse (no port, a port that
+// is not a number or above 65535) is a problem; :port and port 0 are not.
+func TestListenAddr(t *testing.T) {
+	table := Table{{Name: "ADDR"}}
+	for v, ok := range map[string]bool{":8080": true, "127.0.0.1:0": true, "[::1]:9090": true, "0.0.0.0:65535": true,
+		"8080": false, ":": false, ":http": false, ":99999": false, ":-1": false, "host:8080:1": false} {
+		r := table.Read(func(string) string { return v })
+		r.ListenAddr("ADDR")
+		if got := r.Err() == nil; got != ok {
+			t.Errorf("ListenAddr(%q): accepted = %v, want %v (%v)", v, got, ok, r.Err())
+		}
+	}
+}
+
+// TestSameListener: two listeners on one port clash when they share the
+// host or either takes every address; port 0 never clashes.
+func TestSameListener(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{":9090", ":9090", true},
+		{":9090", "127.0.0.1:9090", true},
+		{"0.0.0.0:9091", "127.0.0.1:09091", true},
+		{"[::]:8080", "10.0.0.1:8080", true},
+		{"127.0.0.1:8081", "127.0.0.1:8081", true},
+		{"LOCALHOST:8081", "localhost:8081", true},
+		{"127.0.0.1:8081", "127.0.0.1:9091", false},
+		{"127.0.0.1:8081", "10.0.0.1:8081", false},
+		{"127.0.0.1:0", "127.0.0.1:0", false},
+		{":0", ":0", false},
+		{"nonsense", ":8080", false},
+	} {
+		if got := SameListener(tc.a, tc.b); got != tc.same {
+			t.Errorf("SameListener(%s, %s) = %v, want %v", tc.a, tc.b, got, tc.same)
+		}
+	}
+}

@@ -201,8 +201,11 @@ const MinHeartbeatTimeout = 2 * time.Second
 func Load(getenv func(string) (string, bool)) (*Config, error) {
 	p := parser{Reader: Vars.Read(envconfig.LookupEnv(getenv))}
 	c := &Config{}
-	c.ListenAddr = p.addr("PROXY_LISTEN_ADDR")
-	c.AdminAddr = p.addr("PROXY_ADMIN_ADDR")
+	c.ListenAddr = p.ListenAddr("PROXY_LISTEN_ADDR")
+	c.AdminAddr = p.ListenAddr("PROXY_ADMIN_ADDR")
+	if envconfig.SameListener(c.ListenAddr, c.AdminAddr) {
+		p.Problem("PROXY_LISTEN_ADDR %s and PROXY_ADMIN_ADDR %s take the same port: the second could not listen; give each its own", c.ListenAddr, c.AdminAddr)
+	}
 	c.IdentityURL = p.baseURL("IDENTITY_URL", "", true)
 	if v := p.String("UPSTREAM_URL"); v != "" {
 		c.UpstreamURLSet = true
@@ -598,12 +601,4 @@ type parser struct {
 
 func (p *parser) fail(name, val, want string) {
 	p.Failf(name, "%q: %s", val, want)
-}
-
-func (p *parser) addr(name string) string {
-	v := p.String(name)
-	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-		p.fail(name, v, "want host:port or :port")
-	}
-	return v
 }

@@ -392,6 +392,29 @@ func TestRefusedURLProblemsHideCredentials(t *testing.T) {
 	}
 }
 
+// TestListenAddrsCheckedAsTheStartUsesThem: a listen address the start
+// could not listen on (a port that is not a number or above 65535), or the
+// two listeners on one port, is refused at load, so -check-config says so.
+func TestListenAddrsCheckedAsTheStartUsesThem(t *testing.T) {
+	for _, tc := range []struct {
+		vars map[string]string
+		want string
+	}{
+		{map[string]string{"PROXY_LISTEN_ADDR": ":99999"}, "PROXY_LISTEN_ADDR: want a port from 0 to 65535"},
+		{map[string]string{"PROXY_ADMIN_ADDR": ":metrics"}, "PROXY_ADMIN_ADDR: want a port from 0 to 65535"},
+		{map[string]string{"PROXY_ADMIN_ADDR": ":8080"}, "PROXY_LISTEN_ADDR :8080 and PROXY_ADMIN_ADDR :8080 take the same port"},
+		{map[string]string{"PROXY_LISTEN_ADDR": "127.0.0.1:9090"}, "PROXY_LISTEN_ADDR 127.0.0.1:9090 and PROXY_ADMIN_ADDR :9090 take the same port"},
+	} {
+		tc.vars["IDENTITY_HMAC_KEY"] = key
+		if _, err := Load(env(tc.vars)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: Load() = %v, want %q", tc.vars, err, tc.want)
+		}
+	}
+	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "PROXY_LISTEN_ADDR": "127.0.0.1:0", "PROXY_ADMIN_ADDR": "127.0.0.1:0"})); err != nil {
+		t.Errorf("both on port 0: %v", err)
+	}
+}
+
 func mustB64(s string) []byte {
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -211,8 +210,8 @@ func (c Config) ExecMode() pgx.QueryExecMode {
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{Vars.Read(getenv)}
 	c := Config{
-		ListenAddr:      l.addr("COREAPI_LISTEN_ADDR"),
-		AdminAddr:       l.addr("COREAPI_ADMIN_ADDR"),
+		ListenAddr:      l.ListenAddr("COREAPI_LISTEN_ADDR"),
+		AdminAddr:       l.ListenAddr("COREAPI_ADMIN_ADDR"),
 		DBExecMode:      l.String("DB_EXEC_MODE"),
 		NATSURL:         l.String("NATS_URL"),
 		TokenIssuer:     l.String("TOKEN_ISSUER"),
@@ -242,6 +241,9 @@ func Load(getenv func(string) string) (Config, error) {
 
 		IdentityAcceptV1:        l.Bool("IDENTITY_ACCEPT_V1"),
 		IdentityReplayCacheSize: l.Int("IDENTITY_REPLAY_CACHE_SIZE", MinReplayCacheSize, 1<<30, 0),
+	}
+	if envconfig.SameListener(c.ListenAddr, c.AdminAddr) {
+		l.Problem("COREAPI_LISTEN_ADDR %s and COREAPI_ADMIN_ADDR %s take the same port: the second could not listen; give each its own", c.ListenAddr, c.AdminAddr)
 	}
 	c.TLSCertFile, c.TLSKeyFile = l.tlsFiles()
 	c.DatabaseURL = l.database()
@@ -534,7 +536,6 @@ func (l loader) pepper() ([]byte, string) {
 	return p, path
 }
 
-// addr reads a host:port listen address.
 // tlsFiles reads COREAPI_TLS_CERT_FILE and COREAPI_TLS_KEY_FILE: both or
 // neither, and a pair that loads (the certificate matches the key).
 func (l loader) tlsFiles() (certFile, keyFile string) {
@@ -551,16 +552,6 @@ func (l loader) tlsFiles() (certFile, keyFile string) {
 		}
 	}
 	return certFile, keyFile
-}
-
-func (l loader) addr(name string) string {
-	v := l.String(name)
-	if _, port, err := net.SplitHostPort(v); err != nil {
-		l.Failf(name, "want host:port, got %q", v)
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		l.Failf(name, "bad port in %q", v)
-	}
-	return v
 }
 
 func (l loader) url(name, v string, schemes ...string) {

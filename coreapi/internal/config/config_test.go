@@ -450,6 +450,25 @@ func TestRefusedReturnURLHidesCredentials(t *testing.T) {
 	}
 }
 
+// TestListenersOnOnePortRefused: the API and admin listeners on one port
+// (the same host, or either on every address) are refused at load: the
+// second could not listen, and -check-config said the configuration was
+// fine.
+func TestListenersOnOnePortRefused(t *testing.T) {
+	for _, addrs := range [][2]string{{"127.0.0.1:9091", ""}, {"0.0.0.0:8081", "127.0.0.1:8081"}, {":9000", ":9000"}} {
+		m := minimal()
+		m["COREAPI_LISTEN_ADDR"], m["COREAPI_ADMIN_ADDR"] = addrs[0], addrs[1]
+		if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "take the same port") {
+			t.Errorf("listen %q, admin %q: Load() = %v, want them refused", addrs[0], addrs[1], err)
+		}
+	}
+	m := minimal()
+	m["COREAPI_LISTEN_ADDR"], m["COREAPI_ADMIN_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
+	if _, err := Load(env(m)); err != nil {
+		t.Errorf("both on port 0: %v", err)
+	}
+}
+
 // TestSecretFilesOpenToOthersWarned: a key file (or signing key) that
 // other users of the host can read loads, with a warning naming it; one
 // readable by its group only, as the manifests' defaultMode 0440 mounts
@@ -505,7 +524,7 @@ func TestOutboxRelayID(t *testing.T) {
 		t.Fatalf("os.Hostname() = %q, %v", host, err)
 	}
 	vars := minimal()
-	vars["COREAPI_LISTEN_ADDR"] = "127.0.0.1:9091"
+	vars["COREAPI_LISTEN_ADDR"] = "127.0.0.1:9093"
 	var names []string
 	for range 2 {
 		c, err := Load(env(vars))
@@ -514,8 +533,8 @@ func TestOutboxRelayID(t *testing.T) {
 		}
 		names = append(names, c.OutboxRelayID)
 	}
-	if names[0] != host+":9091" || names[1] != names[0] {
-		t.Fatalf("default relay names at two starts: %q, want %q both times", names, host+":9091")
+	if names[0] != host+":9093" || names[1] != names[0] {
+		t.Fatalf("default relay names at two starts: %q, want %q both times", names, host+":9093")
 	}
 	vars["COREAPI_LISTEN_ADDR"] = "127.0.0.1:9092"
 	if c, err := Load(env(vars)); err != nil || c.OutboxRelayID != host+":9092" {
