@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
@@ -190,6 +191,12 @@ var Vars = append(envconfig.Table{
 // TOKEN_MAX_LEEWAY, and a skew of more than a minute means broken clocks.
 const MaxLeeway = time.Minute
 
+// MaxMemoryMB caps the memory budgets given in MiB (CACHE_MEMORY_MB,
+// BODY_MEMORY_MB) at 1 TiB: a budget is counted in bytes, and one of 2^43
+// MiB or more wrapped around to 0 or below, which left the caches one
+// entry each, or took the bound off the request bodies.
+const MaxMemoryMB = 1 << 20
+
 // MinHeartbeatTimeout is the shortest NATS_HEARTBEAT_TIMEOUT but 0: a
 // heartbeat row goes out through the relays' next drain, which a
 // notification starts at once but a missed one only at the next poll (1 s).
@@ -305,7 +312,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		}
 	}
 	p.Show("TRUSTED_PROXY_CIDRS", strings.Join(cidrs, ","))
-	c.CacheMemoryMB = int64(p.Int("CACHE_MEMORY_MB", 1, 0, 0))
+	c.CacheMemoryMB = int64(p.Int("CACHE_MEMORY_MB", 1, MaxMemoryMB, 0))
 	c.TokenCacheSize = int64(p.Int("TOKEN_CACHE_SIZE", 1, 0, 0))
 	c.TokenCacheMaxTTL = p.Duration("TOKEN_CACHE_MAX_TTL", time.Second, 0)
 	c.NegativeCacheTTL = p.Duration("NEGATIVE_CACHE_TTL", 0, 0)
@@ -354,8 +361,8 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	}
 	c.ProjectionTimeout = p.Duration("PROJECTION_TIMEOUT", time.Millisecond, 0)
 	c.ProjectionMaxFetches = p.Int("PROJECTION_MAX_FETCHES", 1, 0, 0)
-	c.MaxBodyBytes = p.Int("MAX_BODY_BYTES", 1, 0, 0)
-	c.BodyMemoryMB = p.Int("BODY_MEMORY_MB", 1, 0, 0)
+	c.MaxBodyBytes = p.Int("MAX_BODY_BYTES", 1, rules.MaxRouteBodyBytes, 0)
+	c.BodyMemoryMB = p.Int("BODY_MEMORY_MB", 1, MaxMemoryMB, 0)
 	c.ReadTimeout = p.Duration("READ_TIMEOUT", time.Millisecond, 0)
 	c.WriteTimeout = p.Duration("WRITE_TIMEOUT", time.Millisecond, 0)
 	c.IdleTimeout = p.Duration("IDLE_TIMEOUT", time.Millisecond, 0)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/shared/testca"
 )
 
@@ -412,6 +413,32 @@ func TestListenAddrsCheckedAsTheStartUsesThem(t *testing.T) {
 	}
 	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "PROXY_LISTEN_ADDR": "127.0.0.1:0", "PROXY_ADMIN_ADDR": "127.0.0.1:0"})); err != nil {
 		t.Errorf("both on port 0: %v", err)
+	}
+}
+
+// TestSizesCapped: MAX_BODY_BYTES is at most what a route may set (1 GiB:
+// a body is held in memory until it is forwarded), and the memory budgets
+// in MiB at most 1 TiB: counted in bytes, a budget of 2^43 MiB or more
+// wrapped around, which left the caches one entry each or took the bound
+// off the request bodies.
+func TestSizesCapped(t *testing.T) {
+	for name, v := range map[string]string{
+		"MAX_BODY_BYTES":  "2147483648",
+		"CACHE_MEMORY_MB": "17592186044416",
+		"BODY_MEMORY_MB":  "8796093022208",
+	} {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, name: v}))
+		if err == nil || !strings.Contains(err.Error(), name+": "+v+" is above the maximum") {
+			t.Errorf("%s=%s: Load() = %v, want it refused", name, v, err)
+		}
+		if c.CacheMemoryMB<<20 <= 0 || int64(c.BodyMemoryMB)<<20 <= 0 {
+			t.Errorf("%s=%s: budgets %d MiB and %d MiB wrap around in bytes", name, v, c.CacheMemoryMB, c.BodyMemoryMB)
+		}
+	}
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "MAX_BODY_BYTES": "1073741824",
+		"CACHE_MEMORY_MB": "1048576", "BODY_MEMORY_MB": "1048576"}))
+	if err != nil || c.MaxBodyBytes != rules.MaxRouteBodyBytes || c.CacheMemoryMB != 1<<20 || c.BodyMemoryMB != 1<<20 {
+		t.Errorf("the largest sizes: %v; got %d, %d MiB, %d MiB", err, c.MaxBodyBytes, c.CacheMemoryMB, c.BodyMemoryMB)
 	}
 }
 
