@@ -4,8 +4,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
 // ParseKey decodes an HMAC key given as base64 (standard or URL alphabet,
@@ -41,7 +42,7 @@ func LoadKey(value, path string) ([]byte, error) {
 	case value != "":
 		return ParseKey(value)
 	case path != "":
-		b, err := os.ReadFile(path)
+		b, err := secretfile.Read(path)
 		if err != nil {
 			return nil, fmt.Errorf("identity key: %w", err)
 		}

@@ -8,11 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
 // Header names added by identity headers v2 (the v1 names above keep their
@@ -122,7 +123,7 @@ func LoadKeys(value, path string) ([]Key, error) {
 	case value != "":
 		return ParseKeys(value)
 	case path != "":
-		b, err := os.ReadFile(path)
+		b, err := secretfile.Read(path)
 		if err != nil {
 			return nil, fmt.Errorf("identity keys: %w", err)
 		}

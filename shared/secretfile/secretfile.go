@@ -1,6 +1,7 @@
 // Package secretfile checks that a file holding a secret (a private
 // signing key, an HMAC or encryption key, a pepper) is not open to every
-// user of the host, as OpenSSH checks a private key's mode.
+// user of the host, as OpenSSH checks a private key's mode, and reads such
+// files with a bound on their size.
 //
 // It warns rather than refuses. Access by the file's group is allowed:
 // Kubernetes mounts a Secret volume with the pod's fsGroup as the files'
@@ -14,6 +15,7 @@ package secretfile
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"runtime"
@@ -42,4 +44,29 @@ func Check(name, path string) string {
 			"remove their access (chmod o-rwx, or defaultMode 0440 or 0400 on a Kubernetes Secret volume)", name, path, m)
 	}
 	return ""
+}
+
+// MaxSize is the most a key file may hold: room for a thousand keys of
+// the lists the services read, or a 16,384-bit RSA key in PEM.
+const MaxSize = 64 << 10
+
+// Read returns the contents of the key file at path, refusing one of more
+// than MaxSize bytes with an error naming it: a variable pointed at the
+// wrong file (a log, a disk image, /dev/zero or /dev/urandom) would
+// otherwise be read whole into memory, and a device without end until the
+// process is killed, instead of stopping the start with a clear error.
+func Read(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("%s: more than %d KiB: not a key file", path, MaxSize>>10)
+	}
+	return b, nil
 }

@@ -57,3 +57,30 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBounded: a file of at most MaxSize bytes is read whole; a larger
+// one, whatever it holds, is refused naming the file, after reading no
+// more than MaxSize+1 bytes of it; a directory or a missing file is an
+// error.
+func TestReadBounded(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full")
+	if err := os.WriteFile(full, []byte(strings.Repeat("k", MaxSize)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := Read(full); err != nil || len(b) != MaxSize {
+		t.Fatalf("Read(%d bytes) = %d bytes, %v", MaxSize, len(b), err)
+	}
+	over := filepath.Join(dir, "over")
+	if err := os.WriteFile(over, []byte(strings.Repeat("k", MaxSize+1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := Read(over); err == nil || b != nil || !strings.Contains(err.Error(), over) || !strings.Contains(err.Error(), "not a key file") {
+		t.Fatalf("Read(%d bytes) = %d bytes, %v; want it refused, naming the file", MaxSize+1, len(b), err)
+	}
+	for _, p := range []string{dir, filepath.Join(dir, "missing")} {
+		if _, err := Read(p); err == nil {
+			t.Errorf("Read(%s): no error", p)
+		}
+	}
+}

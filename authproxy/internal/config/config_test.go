@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 	"github.com/tollgate-auth/tollgate/shared/testca"
 )
 
@@ -439,6 +440,40 @@ func TestSizesCapped(t *testing.T) {
 		"CACHE_MEMORY_MB": "1048576", "BODY_MEMORY_MB": "1048576"}))
 	if err != nil || c.MaxBodyBytes != rules.MaxRouteBodyBytes || c.CacheMemoryMB != 1<<20 || c.BodyMemoryMB != 1<<20 {
 		t.Errorf("the largest sizes: %v; got %d, %d MiB, %d MiB", err, c.MaxBodyBytes, c.CacheMemoryMB, c.BodyMemoryMB)
+	}
+}
+
+// TestOversizedKeyFilesRefused: a key file of more than
+// secretfile.MaxSize bytes is refused naming its path, whatever it holds
+// (here a valid key list and padding): a variable pointed at the wrong
+// file (a log, /dev/zero) was read whole into memory.
+func TestOversizedKeyFilesRefused(t *testing.T) {
+	dir := t.TempDir()
+	key2 := base64.StdEncoding.EncodeToString([]byte("app-key-app-key-app-key-app-key-"))
+	pad := strings.Repeat("\n", secretfile.MaxSize)
+	for _, tc := range []struct{ name, content string }{
+		{"IDENTITY_KEYS_FILE", "core:" + key + pad},
+		{"IDENTITY_HMAC_KEY_FILE", key + pad},
+		{"UPSTREAM_KEYS_FILE", "app:" + key2 + pad},
+	} {
+		p := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vars := map[string]string{tc.name: p}
+		if tc.name == "UPSTREAM_KEYS_FILE" {
+			vars["IDENTITY_HMAC_KEY"] = key
+		}
+		_, err := Load(env(vars))
+		if err == nil || !strings.Contains(err.Error(), p+": more than 64 KiB: not a key file") {
+			t.Errorf("%s of %d bytes: Load() = %v, want it refused", tc.name, len(tc.content), err)
+		}
+		if err := os.WriteFile(p, []byte(strings.TrimRight(tc.content, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(env(vars)); err != nil {
+			t.Errorf("%s holding its keys alone: %v", tc.name, err)
+		}
 	}
 }
 

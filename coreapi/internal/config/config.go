@@ -518,7 +518,7 @@ func (l loader) pepper() ([]byte, string) {
 		l.Problem("API_KEY_PEPPER / API_KEY_PEPPER_FILE: set one, not both")
 		return nil, path
 	case path != "":
-		b, err := os.ReadFile(path)
+		b, err := secretfile.Read(path)
 		if err != nil {
 			l.Failf("API_KEY_PEPPER_FILE", "%v", err)
 			return nil, path

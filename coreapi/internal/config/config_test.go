@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
 var key = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
@@ -409,6 +411,41 @@ func TestAPIKeyPepper(t *testing.T) {
 	delete(m, "API_KEY_PEPPER")
 	if c, err = Load(env(m)); err != nil || string(c.APIKeyPepper) != raw || c.APIKeyPepperFile != file {
 		t.Fatalf("pepper file: %q, %v", c.APIKeyPepper, err)
+	}
+}
+
+// TestOversizedKeyFilesRefused: a key file of more than
+// secretfile.MaxSize bytes is refused naming its variable and path,
+// whatever it holds (here a valid key and padding): a variable pointed at
+// the wrong file (a log, /dev/zero) was read whole into memory.
+func TestOversizedKeyFilesRefused(t *testing.T) {
+	dir := t.TempDir()
+	mfaKey := "m1:" + base64.StdEncoding.EncodeToString(make([]byte, 32))
+	pad := strings.Repeat("\n", secretfile.MaxSize)
+	for _, tc := range []struct{ name, content, drop string }{
+		{"IDENTITY_KEYS_FILE", "core:" + key + pad, "IDENTITY_HMAC_KEY"},
+		{"IDENTITY_HMAC_KEY_FILE", key + pad, "IDENTITY_HMAC_KEY"},
+		{"MFA_ENCRYPTION_KEYS_FILE", mfaKey + pad, ""},
+		{"API_KEY_PEPPER_FILE", key + pad, ""},
+	} {
+		p := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m := minimal()
+		delete(m, tc.drop)
+		m[tc.name] = p
+		_, err := Load(env(m))
+		if err == nil || !strings.Contains(err.Error(), p+": more than 64 KiB: not a key file") {
+			t.Errorf("%s of %d bytes: Load() = %v, want it refused", tc.name, len(tc.content), err)
+		}
+		// The same file within the bound loads.
+		if err := os.WriteFile(p, []byte(strings.TrimRight(tc.content, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(env(m)); err != nil {
+			t.Errorf("%s holding its key alone: %v", tc.name, err)
+		}
 	}
 }
 

@@ -37,6 +37,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
 // Supported signing algorithms.
@@ -364,7 +366,7 @@ func loadKey(path string) (*Key, error) {
 	if !kidPattern.MatchString(kid) || kid == "." || kid == ".." {
 		return nil, fmt.Errorf("key %s: file name must be [A-Za-z0-9._-]{1,128}.pem, not ..pem or ...pem", path)
 	}
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
 	}

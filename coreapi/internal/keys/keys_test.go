@@ -216,6 +216,21 @@ func TestLoadErrors(t *testing.T) {
 			return dir
 		}, AlgEdDSA, "file name"},
 		{"bad alg", func(t *testing.T) string { return t.TempDir() }, "HS256", "unsupported"},
+		// A valid key followed by more than the bound of a key file: a
+		// file that large is not a key, whatever it holds.
+		{"oversized", func(t *testing.T) string {
+			dir := t.TempDir()
+			kid, _ := Generate(dir, AlgEdDSA, time.Now())
+			f, err := os.OpenFile(filepath.Join(dir, kid+".pem"), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString(strings.Repeat("\n", 64<<10)); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, AlgEdDSA, "more than 64 KiB: not a key file"},
 		{"no key of alg", func(t *testing.T) string {
 			dir := t.TempDir()
 			_, _ = Generate(dir, AlgEdDSA, time.Now())

@@ -16,13 +16,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
+
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
 // Period is the TOTP time step; Skew the steps accepted either side of now.
@@ -89,7 +90,7 @@ func LoadKeys(value, path string) ([]Key, error) {
 	case value != "":
 		return ParseKeys(value)
 	case path != "":
-		b, err := os.ReadFile(path)
+		b, err := secretfile.Read(path)
 		if err != nil {
 			return nil, fmt.Errorf("mfa keys: %w", err)
 		}
