@@ -233,6 +233,31 @@ as_pg "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"
 set +e
-"$@"
-rc=$?
+# The command runs in the background and this shell waits for it, so that a
+# SIGTERM or SIGHUP sent to this script alone (kill PID, a supervisor or an
+# IDE stopping what it started) is passed on: the command stops its services,
+# then the EXIT trap stops the cluster. Waiting on a command in the
+# foreground, bash ran its traps only once the command ended by itself,
+# which `make run` never does. Ctrl-C signals the whole group: the command
+# gets SIGINT itself (restored here: bash ignores it in a background
+# command), and this shell waits for it to stop before stopping the
+# cluster. Its own standard input is kept (not /dev/null).
+child=
+forward() {
+	if [[ -n $child ]]; then kill -s "$1" "$child" 2>/dev/null; else exit "$2"; fi
+}
+trap 'forward TERM 143' TERM
+trap 'forward HUP 129' HUP
+trap '[[ -n $child ]] || exit 130' INT
+(
+	trap - INT QUIT
+	exec "$@"
+) <&0 &
+child=$!
+while :; do
+	wait "$child"
+	rc=$?
+	# wait returns early when a trap ran; the command may still be stopping.
+	kill -0 "$child" 2>/dev/null || break
+done
 exit $rc

@@ -504,3 +504,82 @@ func TestWithPostgresAsRootWithoutRunuser(t *testing.T) {
 		}
 	})
 }
+
+// TestWithPostgresPassesSignalsOn: a SIGTERM or SIGHUP sent to the script
+// alone (kill PID, a supervisor or IDE stopping what it started) reaches
+// the command, and once the command has ended the cluster stops; the
+// script waited for the command to end by itself, which `make run` never
+// does, so the stack and the cluster ran on. A SIGINT sent to the whole
+// group (Ctrl-C) still reaches the command once, with the database still
+// up while it stops.
+func TestWithPostgresPassesSignalsOn(t *testing.T) {
+	needServer(t)
+	for _, tc := range []struct {
+		sig   syscall.Signal
+		name  string
+		group bool
+	}{{syscall.SIGTERM, "TERM", false}, {syscall.SIGHUP, "HUP", false}, {syscall.SIGINT, "INT", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pd := persistDir(t)
+			stopLeftover(t, pd)
+			dir := t.TempDir()
+			ready, got := filepath.Join(dir, "ready"), filepath.Join(dir, "got")
+			// The command records each signal it gets and whether the
+			// database still answered then, and ends on the first.
+			errf, err := os.CreateTemp(dir, "stderr")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("bash", script, "bash", "-c", `port=${DATABASE_URL##*:}; port=${port%%/*}
+on() { if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "$1 db-up" >>"`+got+`"; else echo "$1 db-down" >>"`+got+`"; fi; }
+trap 'on TERM; exit 0' TERM; trap 'on HUP; exit 0' HUP; trap 'on INT; exit 0' INT
+: >"`+ready+`"; while :; do sleep 0.1; done`)
+			cmd.Env = append(os.Environ(), "PG_LOCAL=1", "DATABASE_URL=", "PG_PERSIST_DIR="+pd)
+			cmd.Stdout, cmd.Stderr = errf, errf
+			// A group of its own, as a terminal's job: Ctrl-C signals it whole.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{}) // closed when the script has ended
+			go func() { _ = cmd.Wait(); close(done) }()
+			defer func() {
+				select {
+				case <-done:
+				default:
+					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+					<-done
+				}
+			}()
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+				if _, err := os.Stat(ready); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the command did not start\n%s", readFile(t, errf))
+				}
+			}
+			portb, _ := os.ReadFile(filepath.Join(pd, "port"))
+			port := strings.TrimSpace(string(portb))
+			target := cmd.Process.Pid
+			if tc.group {
+				target = -target // as a terminal's Ctrl-C: the whole process group
+			}
+			if err := syscall.Kill(target, tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the script still runs 30 s after SIG%s\n%s", tc.name, readFile(t, errf))
+			}
+			b, _ := os.ReadFile(got)
+			if want := tc.name + " db-up\n"; string(b) != want {
+				t.Errorf("the command recorded %q, want %q (the signal once, the database up)", b, want)
+			}
+			if listening(port) {
+				t.Errorf("the cluster still runs on port %s after the script ended", port)
+			}
+		})
+	}
+}
