@@ -319,6 +319,11 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 
 	c.Warnings = l.secretFileWarnings(c.SigningKeysDir)
+	if c.AccessTokenTTL > ProxyTokenMaxLifetime {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("ACCESS_TOKEN_TTL (%s) is longer than authproxy's default TOKEN_MAX_LIFETIME (%s): "+
+			"a proxy refuses a token whose exp - iat passes its TOKEN_MAX_LIFETIME, so proxies left at the default refuse every access token "+
+			"coreapi issues (401 invalid_token); set TOKEN_MAX_LIFETIME to at least %s on every proxy", c.AccessTokenTTL, ProxyTokenMaxLifetime, c.AccessTokenTTL))
+	}
 
 	c.printout = l.Printout()
 	if err := l.Err(); err != nil {
@@ -350,6 +355,11 @@ func (l loader) secretFileWarnings(keysDir string) []string {
 	}
 	return warnings
 }
+
+// ProxyTokenMaxLifetime is authproxy's default TOKEN_MAX_LIFETIME, the
+// longest exp - iat a proxy accepts: an ACCESS_TOKEN_TTL beyond it is
+// warned at start (the proxies' own setting is not known here).
+const ProxyTokenMaxLifetime = time.Hour
 
 // MaxLeeway is the largest clock skew TOKEN_MAX_LEEWAY may allow (the
 // proxies refuse the same): more means broken clocks.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
@@ -503,6 +504,50 @@ func TestListenersOnOnePortRefused(t *testing.T) {
 	m["COREAPI_LISTEN_ADDR"], m["COREAPI_ADMIN_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
 	if _, err := Load(env(m)); err != nil {
 		t.Errorf("both on port 0: %v", err)
+	}
+}
+
+// TestAccessTokenTTLBeyondProxiesLifetimeWarned: an ACCESS_TOKEN_TTL
+// longer than authproxy's default TOKEN_MAX_LIFETIME loads, with a
+// warning: proxies left at that default refuse every token coreapi issues
+// (exp - iat too long), and nothing said so. The constant is held to the
+// proxy's documented default.
+func TestAccessTokenTTLBeyondProxiesLifetimeWarned(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := envconfig.ParseDocTable(string(doc), "### authproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rows {
+		if len(r.Names) == 1 && r.Names[0] == "TOKEN_MAX_LIFETIME" {
+			d, err := time.ParseDuration(strings.Trim(r.Default, "`"))
+			if err != nil || d != ProxyTokenMaxLifetime {
+				t.Errorf("authproxy's documented TOKEN_MAX_LIFETIME default %s, ProxyTokenMaxLifetime %s", r.Default, ProxyTokenMaxLifetime)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no TOKEN_MAX_LIFETIME row in the authproxy table")
+	}
+	for ttl, warned := range map[string]bool{"15m": false, "1h": false, "61m": true, "24h": true} {
+		m := minimal()
+		m["ACCESS_TOKEN_TTL"] = ttl
+		c, err := Load(env(m))
+		if err != nil {
+			t.Fatalf("ACCESS_TOKEN_TTL=%s: %v", ttl, err)
+		}
+		got := strings.Contains(strings.Join(c.Warnings, "\n"), "ACCESS_TOKEN_TTL")
+		if got != warned {
+			t.Errorf("ACCESS_TOKEN_TTL=%s: warned %v, want %v: %q", ttl, got, warned, c.Warnings)
+		}
+		if got && !strings.Contains(strings.Join(c.Warnings, "\n"), "TOKEN_MAX_LIFETIME") {
+			t.Errorf("ACCESS_TOKEN_TTL=%s: the warning does not name TOKEN_MAX_LIFETIME: %q", ttl, c.Warnings)
+		}
 	}
 }
 
