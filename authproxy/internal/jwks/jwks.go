@@ -76,10 +76,13 @@ type Options struct {
 	TLS  *tls.Config
 	Now  func() time.Time
 	Rand func() float64 // uniform in [0, 1) for jitter; nil: math/rand/v2
-	// OnSet, when set, is called with each key set fetched and made
-	// current (by Run, Refresh, KeysChanged or an unknown kid's refetch),
-	// after it is current: holders of what was checked against an earlier
-	// set (open streams) can drop what a removed key signed.
+	// OnSet, when set, is called after a fetched key set (by Run,
+	// Refresh, KeysChanged or an unknown kid's refetch) is made current,
+	// with the set current then: holders of what was checked against an
+	// earlier set (open streams) can drop what a removed key signed. Calls
+	// never overlap, and the last one is always made with the current set:
+	// sets made current while a call runs are handed on once it returns,
+	// the newest only, possibly by another fetch's goroutine.
 	OnSet func(*Set)
 }
 
@@ -99,6 +102,12 @@ type Client struct {
 	started atomic.Uint64
 	storeMu sync.Mutex
 	stored  uint64
+	// handMu guards handing sets to OnSet: handing is true while a
+	// goroutine does (it hands on every newer set before it stops), and
+	// handed is the set OnSet last got.
+	handMu  sync.Mutex
+	handing bool
+	handed  *Set
 	sf      singleflight.Group
 	loaded  chan struct{}
 	loadedF atomic.Bool
@@ -280,19 +289,59 @@ func (c *Client) fetch(ctx context.Context) error {
 		c.storeMu.Unlock()
 		return nil // a later fetch already stored a newer set
 	}
+	// An unchanged key keeps its pointer, so that what was checked
+	// against it (cached tokens, open streams) stays valid across
+	// refreshes. Matched against the set this one replaces, not the one
+	// current when it was parsed: another fetch may have stored a set
+	// since, whose new keys would otherwise get a second pointer here.
+	if prev := c.cur.Load(); prev != nil {
+		for kid, k := range s.Keys {
+			if old := prev.Keys[kid]; old != nil && old.thumb == k.thumb && old.Alg == k.Alg {
+				s.Keys[kid] = old
+			}
+		}
+	}
 	c.stored = seq
 	c.cur.Store(s)
+	c.m.JWKSKeys.Set(float64(len(s.Keys))) // in the order of the stores
 	c.storeMu.Unlock()
-	if c.opt.OnSet != nil {
-		c.opt.OnSet(s)
-	}
-	c.m.JWKSKeys.Set(float64(len(s.Keys)))
+	c.handOn()
 	if len(s.Keys) == 0 {
 		c.log.Warn("jwks has no usable key", "url", c.shown)
 	} else if c.loadedF.CompareAndSwap(false, true) {
 		close(c.loaded)
 	}
 	return nil
+}
+
+// handOn calls OnSet with the current set, unless another goroutine is
+// doing so: that one then hands on the newest set once its call returns.
+// Calls made by each fetch on its own, after storing, could come in
+// another order than the stores: the last call was then made with an
+// older set, and its holder (the streams manager) took the keys that set
+// lacked, added since, for removed.
+func (c *Client) handOn() {
+	if c.opt.OnSet == nil {
+		return
+	}
+	c.handMu.Lock()
+	if c.handing {
+		c.handMu.Unlock()
+		return
+	}
+	c.handing = true
+	for {
+		s := c.cur.Load()
+		if s == c.handed {
+			c.handing = false
+			c.handMu.Unlock()
+			return
+		}
+		c.handed = s
+		c.handMu.Unlock()
+		c.opt.OnSet(s)
+		c.handMu.Lock()
+	}
 }
 
 func (c *Client) download(ctx context.Context) (*Set, error) {
@@ -348,7 +397,6 @@ func (c *Client) parse(body []byte) (*Set, error) {
 				ErrSecretMaterial, jk.KeyID(), what)
 		}
 	}
-	prev := c.cur.Load()
 	s := &Set{Keys: make(map[string]*Key, set.Len()), FetchedAt: c.opt.Now()}
 	for i := 0; i < set.Len(); i++ {
 		jk, _ := set.Key(i)
@@ -362,13 +410,6 @@ func (c *Client) parse(body []byte) (*Set, error) {
 			c.log.Warn("jwks duplicate kid skipped", "kid", k.Kid)
 			s.Keys[k.Kid] = nil
 			continue
-		}
-		// Keep the old pointer for an unchanged key, so tokens cached
-		// against it stay valid across refreshes.
-		if prev != nil {
-			if old := prev.Keys[k.Kid]; old != nil && old.thumb == k.thumb && old.Alg == k.Alg {
-				k = old
-			}
 		}
 		s.Keys[k.Kid] = k
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
@@ -477,5 +478,127 @@ func TestRedirectNotFollowed(t *testing.T) {
 	}
 	if n := otherHits.Load(); n != 0 {
 		t.Fatalf("the redirect's target was asked %d times", n)
+	}
+}
+
+// TestOnSetEndsWithTheCurrentSet: two fetches that finish close together
+// (a refresh and an announced change) each make their set current in
+// order, and the last set handed to OnSet is the current one. Each fetch
+// called OnSet on its own after storing its set, so the one that stored
+// first could call it last, with the older set: the streams manager then
+// closed the streams of a key the older set lacked (a key just added) as
+// if it had been removed, while every request with their tokens passed.
+func TestOnSetEndsWithTheCurrentSet(t *testing.T) {
+	a := testenv.NewKey(t, "a", jwa.EdDSA)
+	b := testenv.NewKey(t, "b", jwa.EdDSA)
+	var body atomic.Value
+	body.Store(keySet(t, a))
+	var hits atomic.Int64
+	c := newClient(serve(t, &body, &hits), time.Now)
+	var (
+		mu      sync.Mutex
+		handed  []*Set
+		hold    atomic.Bool
+		entered = make(chan struct{}, 1)
+		release = make(chan struct{})
+	)
+	c.opt.OnSet = func(s *Set) {
+		if s.Keys["b"] == nil && hold.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-release
+		}
+		mu.Lock()
+		handed = append(handed, s)
+		mu.Unlock()
+	}
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// A refresh reads the set without b, makes it current and is slow to
+	// hand it on.
+	hold.Store(true)
+	slow := make(chan error, 1)
+	go func() { slow <- c.Refresh(context.Background()) }()
+	<-entered
+	// Meanwhile b is published and announced.
+	body.Store(keySet(t, a, b))
+	if err := c.KeysChanged(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	cur := c.Current()
+	if cur.Keys["b"] == nil {
+		t.Fatal("the announced change's set is not current")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if last := handed[len(handed)-1]; last != cur {
+		t.Fatalf("OnSet was last called with a set holding %d keys (b: %v), not the current one", len(last.Keys), last.Keys["b"] != nil)
+	}
+}
+
+// TestConcurrentFetchesKeepKeyIdentity: a key that two overlapping fetches
+// both find keeps one *Key from the first set that holds it to the next.
+// Each fetch matched its keys with the set current when it parsed them, so
+// one that parsed before another stored made a second pointer for a key
+// just added: streams opened with a token of the first pointer were closed
+// as if the key had been removed (the streams manager compares pointers),
+// and the verifier verified its cached tokens again.
+func TestConcurrentFetchesKeepKeyIdentity(t *testing.T) {
+	a := testenv.NewKey(t, "a", jwa.EdDSA)
+	b := testenv.NewKey(t, "b", jwa.EdDSA)
+	var body atomic.Value
+	var hits atomic.Int64
+	c := newClient(serve(t, &body, &hits), time.Now)
+	var (
+		mu     sync.Mutex
+		handed []*Set
+	)
+	c.opt.OnSet = func(s *Set) {
+		mu.Lock()
+		handed = append(handed, s)
+		mu.Unlock()
+	}
+	ok := func() float64 { return testutil.ToFloat64(c.m.JWKSFetches.WithLabelValues("ok")) }
+	ctx := context.Background()
+	for range 5 {
+		body.Store(keySet(t, a))
+		if err := c.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		handed = nil
+		mu.Unlock()
+		body.Store(keySet(t, a, b))
+		// Both fetches parse the set with b before either stores it.
+		c.storeMu.Lock()
+		errs := make(chan error, 2)
+		for range 2 {
+			base := ok()
+			go func() { errs <- c.fetch(ctx) }()
+			eventually.Within(t, 5*time.Second, func() error { return testenv.Want("fetches parsed", ok()-base, 1) })
+		}
+		c.storeMu.Unlock()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := c.Current().Keys["b"]
+		if want == nil {
+			t.Fatal("b not in the current set")
+		}
+		mu.Lock()
+		for _, s := range handed {
+			if s.Keys["b"] != want {
+				mu.Unlock()
+				t.Fatalf("b had two pointers in the sets made current (%p and %p)", s.Keys["b"], want)
+			}
+		}
+		mu.Unlock()
 	}
 }
