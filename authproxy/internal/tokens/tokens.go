@@ -365,6 +365,11 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *Name) (*Ent
 			// out the entries of valid ones there.
 			if v.opt.NegativeTTL > 0 {
 				ne := &Entry{digest: *d, err: err, expires: now.Add(v.opt.NegativeTTL).UnixNano()}
+				if c != nil {
+					// Not yet valid (the issuer's clock ahead of ours):
+					// refused until it is, not for the whole TTL.
+					ne.expires = min(ne.expires, v.validFrom(c))
+				}
 				if errors.Is(err, ErrSignature) || errors.Is(err, ErrAlg) {
 					// Refusals that depend on the key material hold only
 					// while this key set is current.
@@ -573,7 +578,9 @@ func issuerProbe(iss string) string {
 	return best
 }
 
-// verify does the full check of a token not seen before.
+// verify does the full check of a token not seen before. A token refused
+// as not yet valid (ErrNotYetValid, ErrIssuedInFuture) comes with its
+// claims, all else checked.
 func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	parts := bytes.Split(token, []byte{'.'})
 	if len(parts) != 3 || len(parts[0]) == 0 || len(parts[1]) == 0 || len(parts[2]) == 0 {
@@ -683,9 +690,23 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 		return nil, ErrLifetime
 	}
 	if err := v.checkTimes(v.opt.Now(), c.Exp, c.Nbf, c.Iat); err != nil {
-		return nil, err
+		if errors.Is(err, ErrExpired) {
+			return nil, err
+		}
+		return c, err // not yet valid: see VerifyEntry
 	}
 	return c, nil
+}
+
+// validFrom is when c, refused as not yet valid, becomes valid: its nbf
+// and iat both within the leeway (unix nanoseconds).
+func (v *Verifier) validFrom(c *Claims) int64 {
+	lw := -int64(v.opt.Leeway)
+	from := secNanos(c.Iat, lw)
+	if c.Nbf != 0 {
+		from = max(from, secNanos(c.Nbf, lw))
+	}
+	return from
 }
 
 // validScope reports whether s is a permission name as the catalog spells

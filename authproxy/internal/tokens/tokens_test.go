@@ -571,3 +571,30 @@ func TestVerifyEntryAfterAFlightEnded(t *testing.T) {
 		t.Fatalf("refused token: errs %v, %v; verifications %v, want 1", err1, err2, f.verifications()-n)
 	}
 }
+
+// TestEarlyTokenRefusedOnlyUntilValid: a token issued by a coreapi whose
+// clock runs ahead of the proxy's by more than the leeway is refused
+// (not yet valid), and that refusal is remembered only until the token
+// becomes valid, not for the whole negative TTL: a valid token was
+// refused for up to NEGATIVE_CACHE_TTL after its iat and nbf had come
+// within the leeway.
+func TestEarlyTokenRefusedOnlyUntilValid(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	var off atomic.Int64
+	start := time.Now()
+	f.v.opt.Now = func() time.Time { return start.Add(time.Duration(off.Load())) }
+	// iat and nbf 40 s ahead: valid from 10 s on, with the 30 s leeway.
+	tok := []byte(testenv.Sign(t, f.key, testenv.DefaultClaims(start.Add(40*time.Second), "u", "t1", "s1"), nil))
+	_, err := f.v.Verify(context.Background(), tok)
+	if !errors.Is(err, ErrNotYetValid) && !errors.Is(err, ErrIssuedInFuture) {
+		t.Fatalf("Verify 40 s early = %v, want not yet valid", err)
+	}
+	off.Store(int64(5 * time.Second))
+	if _, err := f.v.Verify(context.Background(), tok); err == nil {
+		t.Fatal("accepted 35 s early, beyond the leeway")
+	}
+	off.Store(int64(11 * time.Second))
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("Verify once within the leeway = %v, want accepted (the refusal outlived the reason for it)", err)
+	}
+}
