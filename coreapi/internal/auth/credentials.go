@@ -51,6 +51,48 @@ func (s *Service) CheckPassword(ctx context.Context, email, pw, ip string) (stri
 var ErrSecondFactor = problem.New(401, problem.CodeAccountExists,
 	"this account has a second factor: sign in with it, then accept signed in")
 
+// ErrNoPassword is CheckPasswordOf's answer for an account without a
+// password (one that signs in through an identity provider): nothing
+// was checked or counted.
+var ErrNoPassword = errors.New("the account has no password")
+
+// errWrongPassword is CheckPasswordOf's refusal of a wrong password: the
+// password grant's (400 invalid_grant), without the address, which the
+// caller did not give.
+var errWrongPassword = problem.New(400, problem.CodeInvalidGrant, "the password is wrong")
+
+// CheckPasswordOf verifies pw as the password of the account userID,
+// counted as a guess of a sign-in with the account's address is (the
+// same per-address lockout and the same budget of the client over every
+// address, reserved before the password is looked at), so that no route
+// guesses a password faster than the password grant allows. It returns
+// the token version read with the hash: a password change or reset
+// committed since moves it on. A wrong password is 400 invalid_grant, a
+// lockout 429 with RetryAfter; an account without a password is
+// ErrNoPassword (nothing counted). A correct password's stale hash is
+// made again, as on a sign-in. It says nothing of the account's status
+// or second factor: the caller decides what the password proves.
+func (s *Service) CheckPasswordOf(ctx context.Context, userID, pw, ip string) (int64, error) {
+	cur, err := users.PasswordOf(ctx, s.pool, userID)
+	if err != nil {
+		return 0, err
+	}
+	if cur.Hash == "" {
+		return 0, ErrNoPassword
+	}
+	stale, err := s.checkGuess(ctx, cur.Email, pw, ip, func() (string, error) { return cur.Hash, nil })
+	if errors.Is(err, errBadCredentials) {
+		return 0, errWrongPassword
+	}
+	if err != nil {
+		return 0, err
+	}
+	if stale {
+		s.rehash(ctx, userID, cur.Hash, pw)
+	}
+	return cur.TokenVersion, nil
+}
+
 // RetryAfter reports the Retry-After seconds of a lockout error.
 func RetryAfter(err error) (int, bool) {
 	var ra *retryAfterError

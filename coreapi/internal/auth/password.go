@@ -43,7 +43,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	hash, email, err := users.PasswordOf(ctx, s.pool, id.UserID)
+	cur, err := users.PasswordOf(ctx, s.pool, id.UserID)
 	if errors.Is(err, users.ErrNotFound) {
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "user not found")
 	} else if err != nil {
@@ -55,7 +55,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	// never had.
 	// A stale hash of the current password needs no rehash: the new
 	// password's hash replaces it below.
-	_, err = s.checkGuess(ctx, email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, error) { return hash, nil })
+	_, err = s.checkGuess(ctx, cur.Email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, error) { return cur.Hash, nil })
 	if ra := (*retryAfterError)(nil); errors.As(err, &ra) {
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
 		return ra.Problem

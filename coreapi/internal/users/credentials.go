@@ -48,18 +48,26 @@ WHERE lower(u.email) = lower($1)`
 	return c, nil
 }
 
-// PasswordOf returns a user's password hash ("" without one) and address;
+// Password is what a check of a user's password needs.
+type Password struct {
+	Hash         string // "" for an account without a password
+	Email        string // the address the check is counted under (lockout)
+	TokenVersion int64  // moves on with every password change or reset
+}
+
+// PasswordOf returns a user's password hash, address and token version;
 // ErrNotFound for no such user.
-func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (hash, email string, err error) {
-	const q = `SELECT coalesce(password_hash, ''), email FROM users WHERE id = $1`
-	err = db.QueryRow(ctx, q, userID).Scan(&hash, &email)
+func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (Password, error) {
+	const q = `SELECT coalesce(password_hash, ''), email, token_version FROM users WHERE id = $1`
+	var p Password
+	err := db.QueryRow(ctx, q, userID).Scan(&p.Hash, &p.Email, &p.TokenVersion)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", ErrNotFound
+		return Password{}, ErrNotFound
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("load password: %w", err)
+		return Password{}, fmt.Errorf("load password: %w", err)
 	}
-	return hash, email, nil
+	return p, nil
 }
 
 // SetPassword stores a new password hash the account's owner chose (no
