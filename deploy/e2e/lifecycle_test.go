@@ -29,7 +29,9 @@ type verifiedMe struct {
 }
 
 // Sign up, read the verification mail from the real SMTP server, open its
-// link through the proxy and post the page's form: the address is verified.
+// link through the proxy and post the page's form: without the account's
+// password the page comes back asking for it (the link kept); with it,
+// the address is verified.
 func TestSignupThenVerifyByMailedLink(t *testing.T) {
 	a := signup(t, sys.proxyB)
 	if m := decode[verifiedMe](t, call(t, "GET", sys.proxyB.url("/api/v1/users/me"), a.Tokens.AccessToken, nil)); m.EmailVerified {
@@ -41,10 +43,15 @@ func TestSignupThenVerifyByMailedLink(t *testing.T) {
 		t.Errorf("link %q does not open the verify page on PUBLIC_BASE_URL (proxy A)", link)
 	}
 	page := call(t, "GET", link, "", nil)
-	if page.Status != http.StatusOK || !strings.Contains(string(page.Body), `action="/api/v1/auth/verify-email"`) {
+	if page.Status != http.StatusOK || !strings.Contains(string(page.Body), `action="/api/v1/auth/verify-email"`) ||
+		!strings.Contains(string(page.Body), `name="password"`) {
 		t.Fatalf("the link's page through the proxy: %s", page)
 	}
 	post := call(t, "POST", sys.proxyA.url("/api/v1/auth/verify-email"), "", url.Values{"token": {tok}})
+	if loc := post.Header.Get("Location"); post.Status != http.StatusSeeOther || loc != "/verify-email?error=account_proof_required&token="+tok {
+		t.Fatalf("the page's form post without the password: %s (Location %q)", post, loc)
+	}
+	post = call(t, "POST", sys.proxyA.url("/api/v1/auth/verify-email"), "", url.Values{"token": {tok}, "password": {a.Password}})
 	if post.Status != http.StatusSeeOther || post.Header.Get("Location") != "/verify-email?done=1" {
 		t.Fatalf("the page's form post: %s (Location %q)", post, post.Header.Get("Location"))
 	}
@@ -54,9 +61,34 @@ func TestSignupThenVerifyByMailedLink(t *testing.T) {
 		}
 	}
 	// The link is single use.
-	again := call(t, "POST", sys.proxyB.url("/api/v1/auth/verify-email"), "", map[string]string{"token": tok})
+	again := call(t, "POST", sys.proxyB.url("/api/v1/auth/verify-email"), "", map[string]string{"token": tok, "password": a.Password})
 	if p := expectProblem(t, again, http.StatusBadRequest); p.Code != "link_invalid" {
 		t.Errorf("reused link: %s", again)
+	}
+}
+
+// An app's own page posts the link's token with the signed-in user's
+// bearer: the proxy forwards it as the identity (the route is optional),
+// and coreapi verifies the address only for the account the link was
+// sent for.
+func TestVerifyWithBearerThroughTheProxy(t *testing.T) {
+	a := signup(t, sys.proxyA)
+	other := signup(t, sys.proxyB)
+	_, tok := linkParts(t, sys.mail.link(t, a.Email, "Confirm your email"))
+	wrong := call(t, "POST", sys.proxyB.url("/api/v1/auth/verify-email"), other.Tokens.AccessToken, map[string]string{"token": tok})
+	if p := expectProblem(t, wrong, http.StatusForbidden); p.Code != "link_account_mismatch" {
+		t.Errorf("another account's bearer: %s", wrong)
+	}
+	none := call(t, "POST", sys.proxyB.url("/api/v1/auth/verify-email"), "", map[string]string{"token": tok})
+	if p := expectProblem(t, none, http.StatusUnauthorized); p.Code != "account_proof_required" {
+		t.Errorf("no proof: %s", none)
+	}
+	ok := call(t, "POST", sys.proxyB.url("/api/v1/auth/verify-email"), a.Tokens.AccessToken, map[string]string{"token": tok})
+	expect(t, ok, http.StatusOK)
+	for _, p := range []*service{sys.proxyA, sys.proxyB} {
+		if m := decode[verifiedMe](t, call(t, "GET", p.url("/api/v1/users/me"), a.Tokens.AccessToken, nil)); !m.EmailVerified {
+			t.Errorf("%s: not verified after the bearer's verification: %+v", p.name, m)
+		}
 	}
 }
 

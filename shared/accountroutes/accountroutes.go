@@ -60,6 +60,9 @@ var Rules = []Rule{
 	// The address.
 	{"PATCH", "/api/v1/users/me", APIKey | Service},
 	{"POST", "/api/v1/auth/verify-email/resend", APIKey | Service},
+	// A bearer proves that a verification comes from the account's holder:
+	// a key must not vouch for the mailbox in its person's place.
+	{"POST", "/api/v1/auth/verify-email", APIKey | Service},
 	// Invitations.
 	{"GET", "/api/v1/users/me/invitations", APIKey | Service},
 	{"POST", "/api/v1/invitations/accept", APIKey | Service},

@@ -120,6 +120,14 @@ const (
 	CodeInvitationNotActive = "invitation_not_pending"
 	CodeAccountExists       = "account_exists"
 	CodeVerifyBeforeLinking = "account_email_unverified"
+	// CodeAccountProofRequired: a mailed verification link was used
+	// without proof of holding the account it was sent for: the account's
+	// password in the body, or that account's bearer token (the only proof
+	// of an account without a password). The link stays usable.
+	CodeAccountProofRequired = "account_proof_required"
+	// CodeLinkAccountMismatch: a mailed link was used with the bearer
+	// token of another account than the one it was sent for.
+	CodeLinkAccountMismatch = "link_account_mismatch"
 	// CodeAdminPasswordBeforeLinking: an OIDC sign-in found, or an
 	// invitation's acceptance names, an account whose password a tenant
 	// admin chose; its owner changes or resets it first.

@@ -361,7 +361,7 @@ func TestAPIKeyLimits(t *testing.T) {
 		{"POST", "/api/v1/auth/logout"}, {"POST", "/api/v1/auth/switch-tenant"}, {"POST", "/api/v1/auth/verify-email/resend"},
 		{"PUT", "/api/v1/users/me/password"}, {"POST", "/api/v1/users/me/mfa/totp"}, {"DELETE", "/api/v1/users/me/mfa/totp"},
 		{"GET", "/api/v1/users/me/sessions"}, {"DELETE", "/api/v1/users/me/sessions/x"}, {"PATCH", "/api/v1/users/me"},
-		{"GET", "/api/v1/users/me/invitations"}, {"POST", "/api/v1/invitations/accept"},
+		{"GET", "/api/v1/users/me/invitations"}, {"POST", "/api/v1/invitations/accept"}, {"POST", "/api/v1/auth/verify-email"},
 	} {
 		e.wantKeyProblem(e.do(c.method, c.path, secret, nil), 403, problem.CodePrincipalNotAllowed, "cannot change sign-in")
 	}

@@ -322,7 +322,9 @@ var coreSpecs = []coreSpec{
 	// mfa_otp steps that session up); without one the grants are public.
 	{TokenPath, []string{"POST"}, Optional},
 	{"/api/v1/auth/oauth", []string{"GET"}, Public},
-	{"/api/v1/auth/verify-email", []string{"POST"}, Public},
+	// Optional: a bearer, when sent, proves that the verification comes
+	// from the account's holder (else its password, in the body).
+	{"/api/v1/auth/verify-email", []string{"POST"}, Optional},
 	// Resending the verification mail is the signed-in user's own act.
 	{"/api/v1/auth/verify-email/resend", nil, Protected},
 	{"/api/v1/auth/password", []string{"POST"}, Public},

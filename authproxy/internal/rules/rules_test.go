@@ -48,7 +48,7 @@ func TestCoreRoutes(t *testing.T) {
 		{"HEAD", "/api/v1/auth/oauth/google/authorize", 200, Public},
 		{"GET", "/api/v1/auth/oauth/google/callback", 200, Public},
 		{"POST", "/api/v1/auth/logout", 200, Protected},
-		{"POST", "/api/v1/auth/verify-email", 200, Public},
+		{"POST", "/api/v1/auth/verify-email", 200, Optional},
 		{"POST", "/api/v1/auth/verify-email/resend", 200, Protected},
 		{"POST", "/api/v1/auth/password/forgot", 200, Public},
 		{"POST", "/api/v1/invitations/accept", 200, Optional},

@@ -73,8 +73,8 @@ type Options struct {
 	SignupPerHour int
 	// SignInFailuresPerHour bounds the wrong passwords one client IP (an
 	// IPv6 client: its /64) may send per hour over every address (sign-in,
-	// invitation acceptance, password change), over every replica; 0
-	// means DefaultSignInFailuresPerHour.
+	// invitation acceptance, email verification, password change), over
+	// every replica; 0 means DefaultSignInFailuresPerHour.
 	SignInFailuresPerHour int
 }
 

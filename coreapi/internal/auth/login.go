@@ -62,17 +62,17 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 }
 
 // checkGuess is the one lockout-guarded password check (sign-in,
-// invitation acceptance with a password, password change). The attempt is
-// counted under the address and the client before the password is looked
-// at, in the statement that checks the lock, so concurrent guesses cannot
-// all pass a lock that the first of them is about to set. It is counted
-// too against the client's budget over every address (reserveClient): the
-// per-address counts alone let one client try a password on any number
-// of addresses, each attempt an argon2 hash. load returns the account's
-// hash; users.ErrNotFound costs the same work and gets the same answer
-// (errBadCredentials) as a wrong password. A correct password clears the
-// client's count for the address and takes its hit back from the
-// client's budget, so that only failures add up.
+// invitation acceptance and email verification with a password, password
+// change). The attempt is counted under the address and the client before
+// the password is looked at, in the statement that checks the lock, so
+// concurrent guesses cannot all pass a lock that the first of them is
+// about to set. It is counted too against the client's budget over every
+// address (reserveClient): the per-address counts alone let one client try
+// a password on any number of addresses, each attempt an argon2 hash. load
+// returns the account's hash; users.ErrNotFound costs the same work and
+// gets the same answer (errBadCredentials) as a wrong password. A correct
+// password clears the client's count for the address and takes its hit
+// back from the client's budget, so that only failures add up.
 //
 // stale reports that the correct password's stored hash should be made
 // again from it (rehash): it matched the password as typed, not its NFKC

@@ -113,7 +113,7 @@ func New(o Options) (*Service, error) {
 // Register adds the routes (an httpapi.Options.Register hook).
 func (s *Service) Register(rt httpapi.Routes) {
 	s.cursors = rt.Cursors
-	rt.Public.Post("/auth/verify-email", s.verifyEmail)
+	rt.Optional.Post("/auth/verify-email", s.verifyEmail)
 	rt.Protected.Post("/auth/verify-email/resend", s.resendVerification)
 	rt.Public.Post("/auth/password/forgot", s.forgotPassword)
 	rt.Public.Post("/auth/password/reset", s.resetPassword)

@@ -80,6 +80,8 @@ type startOptions struct {
 	// pepper), service accounts and their client_credentials grant, and
 	// TOTP enrolment (with MFA keys).
 	wide bool
+	// lockout is the password guesses' backoff (zero: the default).
+	lockout auth.Lockout
 }
 
 // startWide is start with the API-key, service-account and MFA routes.
@@ -104,7 +106,7 @@ func startOpts(t *testing.T, so startOptions) *env {
 		o.Catalog = cat
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		ao := auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,
-			Sessions: store, Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute}
+			Sessions: store, Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, Lockout: so.lockout}
 		if so.wide {
 			ks, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: []byte("0123456789abcdef0123456789abcdef"), Catalog: cat})
 			if err != nil {

@@ -95,7 +95,7 @@ func TestEmailChangeComparesNFC(t *testing.T) {
 	const zoeNFC, zoeNFD = "zo\u00eb@example.com", "zoe\u0308@example.com"
 	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": zoeNFD}), http.StatusAccepted)
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
-		map[string]string{"token": x.mail(t, zoeNFC, "Confirm").Token()}), http.StatusOK)
+		map[string]string{"token": x.mail(t, zoeNFC, "Confirm").Token(), "password": pw}), http.StatusOK)
 	if m := x.me(t, a); m.Email != zoeNFC {
 		t.Errorf("address after the change: %+q, want %+q", m.Email, zoeNFC)
 	}

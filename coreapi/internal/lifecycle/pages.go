@@ -21,6 +21,7 @@ const (
 // encoded, no JavaScript), or the outcome of the last post.
 type page struct {
 	Title   string
+	Intro   string // above the form: what it asks for and why
 	Action  string
 	Token   string
 	Done    bool
@@ -46,6 +47,7 @@ label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem}button{m
 <body><h1>{{.Title}}</h1>
 {{if .Done}}<p>{{.Message}}</p>
 {{else}}{{if .Error}}<p class="error">{{.Error}}</p>{{end}}
+{{if .Intro}}<p>{{.Intro}}</p>{{end}}
 {{if .Sent}}<p>If an account has this address, a link to reset its password is on its way.</p>{{end}}
 <form method="post" action="{{.Action}}">
 {{if .Token}}<input type="hidden" name="token" value="{{.Token}}">{{end}}
@@ -75,6 +77,11 @@ var errorText = map[string]string{
 	problem.CodeAlreadyVerified:     "The address is already verified.",
 	problem.CodeInternal:            "Something went wrong. Try again later.",
 	problem.CodeUnavailable:         "Something went wrong. Try again later.",
+
+	// Verification: the link needs proof of holding the account.
+	problem.CodeAccountProofRequired: "Enter the account's password to confirm the address. An account without a password (one you sign in to through another service) confirms it from the app, signed in.",
+	problem.CodeLinkAccountMismatch:  "This link was sent for another account than the one signed in.",
+	problem.CodeInvalidToken:         "Your session has ended. Sign in again.",
 }
 
 // isCode reports whether s is shaped like a problem code (lower-case
@@ -130,6 +137,12 @@ func render(c *fiber.Ctx, p page) error {
 
 func (s *Service) pageVerifyEmail(c *fiber.Ctx) error {
 	return render(c, page{Title: "Confirm your email address", Action: "/api/v1/auth/verify-email",
+		Intro: "Enter the password of the account to confirm that the address is yours. " +
+			"Whoever creates an account chooses its password: if you did not create this one, do not confirm it; " +
+			"take the address back with a password reset (“Forgot password”) instead. " +
+			"An account you sign in to through another service confirms its address from the app, signed in; " +
+			"one an administrator added without a password needs none here.",
+		Fields: []field{{Name: "password", Label: "Password of the account", Type: "password", Autocomplete: "current-password"}},
 		Submit: "Confirm", Message: "Your email address is confirmed. You can close this page."})
 }
 

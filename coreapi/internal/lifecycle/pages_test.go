@@ -85,7 +85,20 @@ func TestPageForms(t *testing.T) {
 	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/verify-email?error=link_invalid" {
 		t.Errorf("bad token form: %d Location %q", r.Status, r.Header.Get("Location"))
 	}
+	// Without the password: back to the page, which keeps the link.
 	r = postForm(t, x, "/api/v1/auth/verify-email", form("token", tok))
+	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || loc != "/verify-email?error=account_proof_required&token="+tok {
+		t.Errorf("verify form without the password: %d Location %q", r.Status, loc)
+	}
+	if page := x.Get(t, nil, "/verify-email?error=account_proof_required&token="+tok); !strings.Contains(string(page.Body), "Enter the account&#39;s password") ||
+		!strings.Contains(string(page.Body), `name="token" value="`+tok+`"`) {
+		t.Errorf("the page after a post without the password:\n%s", page.Body)
+	}
+	r = postForm(t, x, "/api/v1/auth/verify-email", form("token", tok, "password", "wrong+password"))
+	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || loc != "/verify-email?error=invalid_grant&token="+tok {
+		t.Errorf("verify form with a wrong password: %d Location %q", r.Status, loc)
+	}
+	r = postForm(t, x, "/api/v1/auth/verify-email", form("token", tok, "password", strings.ReplaceAll(pw, " ", "+")))
 	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/verify-email?done=1" {
 		t.Errorf("verify form: %d Location %q", r.Status, r.Header.Get("Location"))
 	}

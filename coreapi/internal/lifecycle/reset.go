@@ -199,7 +199,7 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	// A cheap look-up first: random or expired tokens must not cost an
 	// argon2 hash each.
-	if err := onetime.Check(ctx, s.pool, onetime.PasswordReset, b.Token); err != nil {
+	if _, err := onetime.Check(ctx, s.pool, onetime.PasswordReset, b.Token); err != nil {
 		return formError(c, PageResetPassword, "", err)
 	}
 	hash, err := s.passwords.Hash(ctx, b.NewPassword)

@@ -418,6 +418,8 @@ func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
 			x.exec(t, `INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at)
 				VALUES ($1, 'verify_email', $2, $3, now() + interval '1 hour')`, onetime.Hash("own-"+how), a.c.Sub, a.email)
 
+			// The password the owner holds afterwards: the link's proof.
+			owners := "the owner's new password"
 			switch how {
 			case "reset":
 				wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": a.email}), 202)
@@ -429,6 +431,7 @@ func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
 					map[string]string{"current_password": pw, "new_password": "the owner's new password"}), http.StatusOK)
 			case "logout":
 				wantStatus(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/logout", map[string]string{"scope": "global"}), http.StatusNoContent)
+				owners = pw
 			}
 
 			wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": change}),
@@ -440,7 +443,7 @@ func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
 			if email != a.email {
 				t.Fatalf("the address moved to %s after the owner took the account back", email)
 			}
-			wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": "own-" + how}), http.StatusOK)
+			wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": "own-" + how, "password": owners}), http.StatusOK)
 		})
 	}
 }
@@ -525,7 +528,7 @@ func TestEmailChangeConfirmRacingReset(t *testing.T) {
 	var verify, reset apitest.Response
 	x.DB.QueueBehindUser(t, a.c.Sub,
 		func() { // the change, at the account's row
-			verify = x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verifyTok})
+			verify = x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verifyTok})
 		},
 		func() { // and the reset
 			reset = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": resetTok, "new_password": "a brand new password"})

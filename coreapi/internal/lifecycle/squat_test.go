@@ -285,7 +285,7 @@ func TestResetOfAProvenAddressKeepsWhatTheOwnerMade(t *testing.T) {
 	x := startWide(t)
 	a := x.signup(t, "kept@example.com")
 	verify := x.mail(t, "kept@example.com", "Confirm").Token()
-	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verify}), http.StatusOK)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verify, "password": pw}), http.StatusOK)
 	a.id = x.identity(t, a.c)
 	p := x.plant(t, a)
 	x.resetByMail(t, "kept@example.com", "the owner's new password")

@@ -1,8 +1,10 @@
 package lifecycle
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -10,17 +12,23 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-type tokenBody struct {
+type verifyBody struct {
 	Token string `json:"token"`
+	// Password is the account's password: proof that whoever uses the
+	// link holds the account (else its bearer token).
+	Password *string `json:"password"`
 }
 
 // Verified is the answer of a verification.
@@ -29,14 +37,120 @@ type Verified struct {
 	EmailVerified bool   `json:"email_verified"`
 }
 
-var errEmailTaken = problem.New(fiber.StatusConflict, problem.CodeEmailTaken, "another account has this email address now")
+var (
+	errEmailTaken = problem.New(fiber.StatusConflict, problem.CodeEmailTaken, "another account has this email address now")
+	// errProofRequired: a link used by someone who may not hold the
+	// account. Whoever signed up with another person's address (or asked
+	// to move their account to it) chose the password: the mailbox's
+	// owner opening the link must not vouch for them.
+	errProofRequired = problem.New(fiber.StatusUnauthorized, problem.CodeAccountProofRequired,
+		"confirming the address needs proof that the account is yours: its password, or its access token (sign in, then confirm); if you did not create the account, reset its password instead")
+	errBearerRequired = problem.New(fiber.StatusUnauthorized, problem.CodeAccountProofRequired,
+		"this account has no password: sign in to it, then confirm the address with its access token")
+	errOtherAccount = problem.New(fiber.StatusForbidden, problem.CodeLinkAccountMismatch,
+		"this link was sent for another account than the one signed in")
+	errChangedWhileVerifying = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
+		"the account's password or sessions changed while the address was confirmed: try again")
+)
+
+// holder is how a verification proves that it comes from whoever holds
+// the account the link was sent for.
+type holder struct {
+	// sessionID is the bearer's session, when the caller is signed in as
+	// the account (checked live under the account's lock).
+	sessionID string
+	bearer    bool
+	// checkedTV is the token version the password was checked under (-1:
+	// no password given).
+	checkedTV int64
+}
+
+// proof names h in the audit data.
+func (h holder) proof() string {
+	switch {
+	case h.bearer:
+		return "session"
+	case h.checkedTV >= 0:
+		return "password"
+	}
+	return "none"
+}
+
+// proveHolder checks, before the link is consumed, the proof the request
+// carries that it comes from the holder of userID: a bearer must be that
+// account's (else errOtherAccount), and a password is checked as a
+// sign-in's guess (auth.CheckPasswordOf: the same lockout). Without
+// either, or for an account without a password, the transaction decides
+// (confirm). A second factor is not asked for: the verification opens no
+// session, and what tells the account's holder from the mailbox's owner
+// is the password that whoever created the account chose.
+func (s *Service) proveHolder(c *fiber.Ctx, userID string, pw *string) (holder, error) {
+	if id, ok := httpapi.OptionalIdentityOf(c); ok {
+		if id.UserID != userID {
+			return holder{}, errOtherAccount
+		}
+		return holder{bearer: true, sessionID: id.SessionID, checkedTV: -1}, nil
+	}
+	if pw == nil || *pw == "" {
+		return holder{checkedTV: -1}, nil
+	}
+	tv, err := s.auth.CheckPasswordOf(c.UserContext(), userID, *pw, clientIP(c))
+	switch {
+	case errors.Is(err, auth.ErrNoPassword): // nothing checked: no proof
+		return holder{checkedTV: -1}, nil
+	case errors.Is(err, users.ErrNotFound): // gone with its tokens
+		return holder{}, onetime.ErrInvalid
+	case err != nil:
+		return holder{}, err
+	}
+	return holder{checkedTV: tv}, nil
+}
+
+// verifying is the account a link is used for, read under its lock.
+type verifying struct {
+	email        string
+	verified     bool
+	tokenVersion int64
+	// hasPassword and federated: whether anyone can hold the account (by
+	// its password, or through an identity provider).
+	hasPassword, federated bool
+}
+
+// confirm decides, under the account's lock, whether h proves holding the
+// account a: a bearer's session must still be live (a password reset or
+// a sign-out everywhere ends it), a password must not have changed since
+// it was checked. Without proof, only an account nobody can hold (no
+// password, no identity: a member a tenant admin added without one,
+// before any sign-in) has its own address verified by the link alone.
+func (h holder) confirm(ctx context.Context, tx pgx.Tx, userID string, a verifying, own bool) error {
+	switch {
+	case h.bearer:
+		if h.sessionID == "" {
+			return sessions.ErrEnded
+		}
+		return sessions.CheckLive(ctx, tx, userID, h.sessionID)
+	case h.checkedTV >= 0:
+		if a.tokenVersion != h.checkedTV {
+			return errChangedWhileVerifying
+		}
+		return nil
+	case a.hasPassword:
+		return errProofRequired
+	case a.federated || !own:
+		return errBearerRequired
+	}
+	return nil
+}
 
 // verifyEmail consumes a verify_email token: the address it names becomes
 // the account's verified address (for an email change, the address
 // changes now, outstanding reset links die, and the previous address, if
-// it was verified, is told).
+// it was verified, is told). The request must prove that it comes from
+// the account's holder (proveHolder, confirm): reaching the mailbox alone
+// would vouch for whoever chose the password. A refusal leaves the link
+// usable.
 func (s *Service) verifyEmail(c *fiber.Ctx) error {
-	var b tokenBody
+	var b verifyBody
 	if err := decode(c, &b); err != nil {
 		return formError(c, PageVerifyEmail, "", err)
 	}
@@ -44,19 +158,30 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 		return formError(c, PageVerifyEmail, "", httpapi.Invalid("token", "required"))
 	}
 	const (
-		qUser   = `SELECT email, email_verified_at IS NOT NULL FROM users WHERE id = $1 FOR UPDATE`
+		qUser = `
+SELECT email, email_verified_at IS NOT NULL, token_version, password_hash IS NOT NULL,
+       EXISTS (SELECT 1 FROM identities WHERE user_id = u.id)
+FROM users u WHERE id = $1 FOR UPDATE`
 		qVerify = `UPDATE users SET email_verified_at = now(), updated_at = now() WHERE id = $1`
 		qChange = `UPDATE users SET email = $2, email_verified_at = now(), updated_at = now() WHERE id = $1`
 	)
 	ctx := c.UserContext()
 	// Outside the transaction, which an expired token rolls back: Check
-	// deletes it.
-	if err := onetime.Check(ctx, s.pool, onetime.VerifyEmail, b.Token); err != nil {
+	// deletes it. First, so that a dead link costs no password hash.
+	tok, err := onetime.Check(ctx, s.pool, onetime.VerifyEmail, b.Token)
+	if err != nil {
 		return formError(c, PageVerifyEmail, "", err)
+	}
+	h, err := s.proveHolder(c, tok.UserID, b.Password)
+	if err != nil {
+		if secs, ok := auth.RetryAfter(err); ok {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+		}
+		return formError(c, PageVerifyEmail, b.Token, err)
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var out Verified
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The account's row before the token (see onetime.LockUser).
 		if err := onetime.LockUser(ctx, tx, onetime.VerifyEmail, b.Token); err != nil {
 			return err
@@ -65,12 +190,17 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 		if err != nil {
 			return err
 		}
-		var (
-			current  string
-			verified bool
-		)
-		if err := tx.QueryRow(ctx, qUser, t.UserID).Scan(&current, &verified); err != nil {
+		if t.UserID != tok.UserID { // a token names one account for good
+			return onetime.ErrInvalid
+		}
+		var a verifying
+		if err := tx.QueryRow(ctx, qUser, t.UserID).Scan(&a.email, &a.verified, &a.tokenVersion, &a.hasPassword, &a.federated); err != nil {
 			return fmt.Errorf("load user: %w", err)
+		}
+		current, verified := a.email, a.verified
+		// Refused, the transaction rolls back and the link stays usable.
+		if err := h.confirm(ctx, tx, t.UserID, a, strings.EqualFold(current, t.Email)); err != nil {
+			return err
 		}
 		out = Verified{Email: t.Email, EmailVerified: true}
 		if strings.EqualFold(current, t.Email) {
@@ -80,7 +210,8 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 			if _, err := tx.Exec(ctx, qVerify, t.UserID); err != nil {
 				return fmt.Errorf("verify email: %w", err)
 			}
-			if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailVerified, rid, map[string]string{"email": t.Email}); err != nil {
+			if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailVerified, rid,
+				map[string]string{"email": t.Email, "proof": h.proof()}); err != nil {
 				return err
 			}
 			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserEmailVerified})
@@ -107,13 +238,19 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 				return err
 			}
 		}
-		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailChanged, rid, map[string]string{"from": current, "to": t.Email}); err != nil {
+		if err := auditUser(ctx, tx, t.UserID, t.UserID, audit.ActionUserEmailChanged, rid,
+			map[string]string{"from": current, "to": t.Email, "proof": h.proof()}); err != nil {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(t.UserID), Reason: invalidation.ReasonUserEmailChanged})
 	})
+	if errors.Is(err, sessions.ErrEnded) {
+		err = httpapi.SessionEnded(c)
+	}
 	if err != nil {
-		return formError(c, PageVerifyEmail, "", err)
+		// The token goes back to the page unless the link itself is
+		// dead (formError): the owner retries with the password.
+		return formError(c, PageVerifyEmail, b.Token, err)
 	}
 	return done(c, PageVerifyEmail, fiber.StatusOK, out)
 }

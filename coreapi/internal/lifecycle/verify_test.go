@@ -37,7 +37,7 @@ func TestSignupVerification(t *testing.T) {
 		t.Error("the token is not stored as its SHA-256")
 	}
 
-	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok})
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok, "password": pw})
 	wantStatus(t, r, http.StatusOK)
 	if got := x.me(t, a); !got.EmailVerified || got.Email != "ada@example.com" {
 		t.Errorf("after verify: %+v", got)
@@ -141,7 +141,7 @@ func TestResendVerification(t *testing.T) {
 		t.Error("429 without Retry-After")
 	}
 	third := x.mail(t, "cy@example.com", "Confirm").Token()
-	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": third}), 200)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": third, "password": pw}), 200)
 	b := x.signup(t, "dee@example.com")
 	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE id = $1`, b.c.Sub)
 	wantProblem(t, x.Send(t, &b.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusConflict, problem.CodeAlreadyVerified)
@@ -185,7 +185,7 @@ func TestPendingEmailChangeMaskedInAudit(t *testing.T) {
 		}
 	}
 
-	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": x.mail(t, secret, "Confirm").Token()}), 200)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": x.mail(t, secret, "Confirm").Token(), "password": pw}), 200)
 	for _, tid := range []string{a.c.Tid, b.c.Tid} {
 		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'user.email_changed'
 			AND data->>'from' = 'mover@example.com' AND data->>'to' = $2`, tid, secret); n != 1 {
@@ -211,7 +211,7 @@ func TestEmailChange(t *testing.T) {
 	if !strings.Contains(m.Raw, "change the email address") {
 		t.Errorf("not an email-change mail:\n%s", m.Raw)
 	}
-	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": m.Token()}), 200)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": m.Token(), "password": pw}), 200)
 	if got := x.me(t, a); got.Email != "new@example.com" || !got.EmailVerified {
 		t.Errorf("after verify: %+v", got)
 	}
@@ -233,7 +233,7 @@ func TestEmailChange(t *testing.T) {
 		wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "race@example.com"}), 202)
 		tok := x.mail(t, "race@example.com", "Confirm").Token()
 		x.exec(t, `UPDATE users SET email = 'race@example.com' WHERE id = $1`, other.c.Sub)
-		wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok}), 409, problem.CodeEmailTaken)
+		wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok, "password": pw}), 409, problem.CodeEmailTaken)
 		if got := x.me(t, a); got.Email != "new@example.com" {
 			t.Errorf("address after the refused change: %s", got.Email)
 		}
@@ -264,14 +264,14 @@ func TestEmailChangeNoticeToTheOldAddress(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "owner@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
-		map[string]string{"token": x.mail(t, "owner@example.com", "Confirm").Token()}), 200)
+		map[string]string{"token": x.mail(t, "owner@example.com", "Confirm").Token(), "password": pw}), 200)
 	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "thief@example.net"}), http.StatusAccepted)
 	x.flush(t)
 	if n := x.mailsTo("owner@example.com"); n != 1 {
 		t.Fatalf("%d mails to the old address before the change was confirmed, want 1 (its verification)", n)
 	}
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
-		map[string]string{"token": x.mail(t, "thief@example.net", "Confirm").Token()}), 200)
+		map[string]string{"token": x.mail(t, "thief@example.net", "Confirm").Token(), "password": pw}), 200)
 	n := x.mail(t, "owner@example.com", "changed")
 	if !strings.Contains(n.Raw, "t***@example.net") {
 		t.Errorf("the notice does not name the new address, masked:\n%s", n.Raw)
@@ -283,7 +283,7 @@ func TestEmailChangeNoticeToTheOldAddress(t *testing.T) {
 	b := x.signup(t, "unproven@example.com")
 	wantStatus(t, x.Send(t, &b.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "moved@example.net"}), http.StatusAccepted)
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
-		map[string]string{"token": x.mail(t, "moved@example.net", "Confirm").Token()}), 200)
+		map[string]string{"token": x.mail(t, "moved@example.net", "Confirm").Token(), "password": pw}), 200)
 	x.flush(t)
 	if n := x.mailsTo("unproven@example.com"); n != 1 {
 		t.Errorf("%d mails to an address never proven, want 1 (its verification): no notice", n)
@@ -387,7 +387,7 @@ func TestUnprovenAddressMailsCarryNoName(t *testing.T) {
 	}
 
 	// Proven: the owner is greeted by name.
-	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verify.Token()}), 200)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": verify.Token(), "password": pw}), 200)
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "vic@example.com"}), 202)
 	if m := x.mail(t, "vic@example.com", "Reset"); !strings.Contains(body(m), "Hello "+words) {
 		t.Errorf("the reset mail of a verified account does not greet its owner by name:\n%s", m.Raw)

@@ -1,6 +1,7 @@
 // Package lockout counts password and second-factor guesses in
 // login_attempts and locks out clients that guess too often: the one
-// lockout of sign-in, invitation acceptance, password change and MFA.
+// lockout of sign-in, invitation acceptance, email verification, password
+// change and MFA.
 // Attempts are counted per (key, client IP) and per key; see
 // docs/security.md.
 package lockout

@@ -12,6 +12,8 @@ import (
 // sign-up tells whoever did not create the account, before its link, not
 // to open it (confirming would vouch for the password's holder) and to take
 // the address back with a password reset; an email change's does not.
+// Both say, before the link, that confirming asks for the account's
+// password (or is done signed in).
 func TestSignupVerificationWarnsBeforeTheLink(t *testing.T) {
 	links := mail.DefaultLinks("https://auth.example.test")
 	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
@@ -28,6 +30,9 @@ func TestSignupVerificationWarnsBeforeTheLink(t *testing.T) {
 		if !strings.Contains(body, "password reset") {
 			t.Errorf("sign-up %s: no word of the password reset that takes the address back:\n%s", name, body)
 		}
+		if asks := strings.Index(body, "confirming asks for"); asks < 0 || asks > open {
+			t.Errorf("sign-up %s: does not say, before the link, that confirming asks for the password:\n%s", name, body)
+		}
 	}
 	change, err := links.Render(mail.KindVerifyEmail, "a@example.com", "tok", mail.Data{ExpiresAt: at, EmailChange: true})
 	if err != nil {
@@ -36,6 +41,9 @@ func TestSignupVerificationWarnsBeforeTheLink(t *testing.T) {
 	for name, body := range map[string]string{"text": change.Text, "html": change.HTML} {
 		if strings.Contains(body, "do not open") || !strings.Contains(body, link) || !strings.Contains(body, "ignore this mail") {
 			t.Errorf("email change %s:\n%s", name, body)
+		}
+		if asks := strings.Index(body, "confirming asks for"); asks < 0 || asks > strings.Index(body, link) {
+			t.Errorf("email change %s: does not say, before the link, that confirming asks for the password:\n%s", name, body)
 		}
 	}
 }

@@ -49,7 +49,7 @@ var (
 	ErrExpired = errors.New("the link has expired; ask for a new one")
 )
 
-// Token is a consumed token.
+// Token is what a token proves: its user and address.
 type Token struct {
 	UserID string
 	Email  string
@@ -98,32 +98,36 @@ const MaxLen = 200
 func Plausible(raw string) bool { return raw != "" && len(raw) <= MaxLen }
 
 // Check reports, without consuming it, whether raw is a live token of
-// purpose p: ErrInvalid or ErrExpired otherwise. An expired token is
-// deleted, so call it outside the transaction that acts on the token (that
-// one rolls back on the error), and before any costly work: an unknown or
-// expired token must not cost a password hash.
-func Check(ctx context.Context, db sqldb.DB, p Purpose, raw string) error {
+// purpose p, and returns what it would prove (its user and address):
+// ErrInvalid or ErrExpired otherwise. An expired token is deleted, so call
+// it outside the transaction that acts on the token (that one rolls back
+// on the error), and before any costly work: an unknown or expired token
+// must not cost a password hash.
+func Check(ctx context.Context, db sqldb.DB, p Purpose, raw string) (Token, error) {
 	const q = `
 WITH gone AS (
     DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2 AND expires_at <= now()
     RETURNING 1
 )
-SELECT EXISTS (SELECT 1 FROM gone),
-       EXISTS (SELECT 1 FROM action_tokens WHERE token_hash = $1 AND purpose = $2)`
+SELECT EXISTS (SELECT 1 FROM gone), t.user_id::text, t.email
+FROM (VALUES (1)) one LEFT JOIN action_tokens t ON t.token_hash = $1 AND t.purpose = $2`
 	if !Plausible(raw) {
-		return ErrInvalid
+		return Token{}, ErrInvalid
 	}
-	var expired, known bool
-	if err := db.QueryRow(ctx, q, Hash(raw), string(p)).Scan(&expired, &known); err != nil {
-		return fmt.Errorf("check %s token: %w", p, err)
+	var (
+		expired       bool
+		userID, email *string
+	)
+	if err := db.QueryRow(ctx, q, Hash(raw), string(p)).Scan(&expired, &userID, &email); err != nil {
+		return Token{}, fmt.Errorf("check %s token: %w", p, err)
 	}
 	switch {
 	case expired:
-		return ErrExpired
-	case !known:
-		return ErrInvalid
+		return Token{}, ErrExpired
+	case userID == nil || email == nil:
+		return Token{}, ErrInvalid
 	}
-	return nil
+	return Token{UserID: *userID, Email: *email}, nil
 }
 
 // LockUser locks, in tx, the row of the user a live-or-expired token of
