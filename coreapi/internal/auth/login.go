@@ -89,7 +89,7 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	key := lockout.EmailKey(email)
 	if err := s.reserve(ctx, s.attempts, key, ip); err != nil {
 		// Refused unchecked: no failure of the client's.
-		if rerr := s.limiter.Release(ctx, client); rerr != nil {
+		if rerr := s.limiter.Release(ctx, client, s.guessLimit); rerr != nil {
 			return false, rerr
 		}
 		return false, err
@@ -110,7 +110,7 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 		return false, errBadCredentials
 	}
 	stale = m == password.MatchAsTyped || s.passwords.NeedsRehash(hash)
-	if err := s.limiter.Release(ctx, client); err != nil {
+	if err := s.limiter.Release(ctx, client, s.guessLimit); err != nil {
 		return false, err
 	}
 	return stale, s.release(ctx, s.attempts, key, ip)

@@ -77,7 +77,10 @@ func (e *Refused) Error() string {
 
 // Allow counts one hit on key and reports whether it is within l; when it
 // is not, retryAfter is the time left in the window. One statement: the
-// row lock serialises concurrent hits, so each is counted exactly once.
+// row lock serialises concurrent hits, so each is counted exactly once. A
+// hit refused is not counted (the row holds at most l.N+1, which says
+// "full, and refused since"), so that a reservation later released
+// (Release) makes room again whatever was refused meanwhile.
 func (r *Limiter) Allow(ctx context.Context, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
 	return AllowIn(ctx, r.pool, key, l)
 }
@@ -95,13 +98,13 @@ func AllowIn(ctx context.Context, q Querier, key []byte, l Limit) (ok bool, retr
 INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1)
 ON CONFLICT (key) DO UPDATE SET
     window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN now() ELSE r.window_start END,
-    hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE r.hits + 1 END
+    hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE least(r.hits + 1, $3 + 1) END
 RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => $2) - now()), 0)::float8`
 	var (
 		hits int
 		left float64
 	)
-	if err := q.QueryRow(ctx, qAllow, key, l.Window.Seconds()).Scan(&hits, &left); err != nil {
+	if err := q.QueryRow(ctx, qAllow, key, l.Window.Seconds(), l.N).Scan(&hits, &left); err != nil {
 		return false, 0, fmt.Errorf("rate limit: %w", err)
 	}
 	if hits <= l.N {
@@ -110,11 +113,14 @@ RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs 
 	return false, time.Duration(left * float64(time.Second)), nil
 }
 
-// Release takes back one hit counted on key (a reservation that turned out
-// fine, such as a correct client secret), so that only failures add up.
-func (r *Limiter) Release(ctx context.Context, key []byte) error {
-	const q = `UPDATE rate_limits SET hits = greatest(hits - 1, 0) WHERE key = $1`
-	if _, err := r.pool.Exec(ctx, q, key); err != nil {
+// Release takes back one hit Allow counted on key under l (a reservation
+// that turned out fine, such as a correct client secret), so that only
+// failures add up. The hits refused meanwhile were never counted: a
+// burst of correct attempts beyond l.N, refused past it, leaves nothing
+// behind once those let through are released.
+func (r *Limiter) Release(ctx context.Context, key []byte, l Limit) error {
+	const q = `UPDATE rate_limits SET hits = greatest(least(hits, $2) - 1, 0) WHERE key = $1`
+	if _, err := r.pool.Exec(ctx, q, key, l.N); err != nil {
 		return fmt.Errorf("rate limit release: %w", err)
 	}
 	return nil

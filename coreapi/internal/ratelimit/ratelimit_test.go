@@ -87,7 +87,7 @@ func TestRelease(t *testing.T) {
 		if ok, _, err := l.Allow(ctx, k, lim); err != nil || !ok {
 			t.Fatalf("reservation %d = %v, %v; want allowed (each released)", i, ok, err)
 		}
-		if err := l.Release(ctx, k); err != nil {
+		if err := l.Release(ctx, k, lim); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,8 +99,45 @@ func TestRelease(t *testing.T) {
 	if ok, _, err := l.Allow(ctx, k, lim); err != nil || ok {
 		t.Fatalf("third failure = %v, %v; want refused", ok, err)
 	}
-	if err := l.Release(ctx, ratelimit.Key("never", "seen")); err != nil {
+	if err := l.Release(ctx, ratelimit.Key("never", "seen"), lim); err != nil {
 		t.Fatalf("release of an unknown key: %v", err)
+	}
+}
+
+// TestRefusedHitsAreNotCounted: a hit the limit refuses is not counted, so
+// the reservations it let through, once released (a correct secret or
+// password), leave room again: a burst of correct attempts larger than the
+// limit, answered 429 beyond it, does not leave the budget spent without a
+// single failure. The limit still holds: N reservations, no more, pass
+// while none is released.
+func TestRefusedHitsAreNotCounted(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	lim := ratelimit.Limit{N: 3, Window: time.Hour}
+	k := ratelimit.Key("client", "id", "ip")
+	for i := range lim.N {
+		if ok, _, err := l.Allow(ctx, k, lim); err != nil || !ok {
+			t.Fatalf("reservation %d = %v, %v; want allowed", i, ok, err)
+		}
+	}
+	for i := range 2 * lim.N {
+		if ok, retry, err := l.Allow(ctx, k, lim); err != nil || ok || retry <= 0 {
+			t.Fatalf("reservation %d past the limit = %v, %v, %v; want refused with a wait", lim.N+i, ok, retry, err)
+		}
+	}
+	for range lim.N {
+		if err := l.Release(ctx, k, lim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range lim.N {
+		if ok, _, err := l.Allow(ctx, k, lim); err != nil || !ok {
+			t.Fatalf("reservation %d after the first were released = %v, %v; want allowed (refused hits counted)", i, ok, err)
+		}
+	}
+	if ok, _, err := l.Allow(ctx, k, lim); err != nil || ok {
+		t.Fatalf("reservation past the limit again = %v, %v; want refused", ok, err)
 	}
 }
 

@@ -123,7 +123,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 		}
 		return Client{}, invalidClient(c, cr.basic, "client authentication failed")
 	}
-	if err := s.o.Limiter.Release(ctx, key); err != nil {
+	if err := s.o.Limiter.Release(ctx, key, ClientLimit); err != nil {
 		return Client{}, err
 	}
 	return cl, nil

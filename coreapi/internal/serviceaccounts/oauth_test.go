@@ -596,3 +596,69 @@ func TestIntrospectionOfAnExpiredSession(t *testing.T) {
 		t.Fatalf("expired session's token: %v", got)
 	}
 }
+
+// TestBurstOfRightSecretsLeavesTheClientIn: client authentications are
+// reserved before the secret is checked, so more at once than
+// ClientLimit.N are refused beyond it (429); but only failures may add
+// up. A gateway introspecting tokens in parallel used to find itself
+// locked out of its own client id for the rest of the 15 minutes, without
+// a single wrong secret: every refused reservation stayed counted, and
+// the right secrets released only their own.
+func TestBurstOfRightSecretsLeavesTheClientIn(t *testing.T) {
+	e := start(t, startOpts{})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "gateway")
+	s := e.createSecret(t, owner, a.ID)
+	const ip = "198.51.100.30"
+	introspect := func(secret string) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/introspect", ContentType: form,
+			Body: url.Values{"token": {ownerTk.AccessToken}}.Encode(), Header: basic(s.ClientID, secret), ClientIP: ip})
+	}
+	const failures = 3
+	for range failures {
+		oauthProblem(t, introspect("wrong"), http.StatusUnauthorized, "invalid_client")
+	}
+	// Hold the right secrets in flight: their look-up stamps the secret's
+	// last use, which waits for this lock.
+	ctx := context.Background()
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE service_account_secrets SET last_used_at = NULL WHERE user_id = $1`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // committed below
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM service_account_secrets WHERE user_id = $1 FOR UPDATE`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	inFlight := serviceaccounts.ClientLimit.N - failures
+	statuses := make(chan int, inFlight)
+	for range inFlight {
+		go func() { statuses <- introspect(s.ClientSecret).Status }()
+	}
+	const qWaiting = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+	for deadline := time.Now().Add(10 * time.Second); e.count(t, qWaiting) < inFlight; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d introspections wait on the secret", inFlight)
+		}
+	}
+	// The limit is reached: more at once are refused, unchecked.
+	for range serviceaccounts.ClientLimit.N {
+		oauthProblem(t, introspect(s.ClientSecret), http.StatusTooManyRequests, "temporarily_unavailable")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range inFlight {
+		if st := <-statuses; st != http.StatusOK {
+			t.Fatalf("introspection in flight: %d, want 200", st)
+		}
+	}
+	// Only the 3 wrong secrets count: the client is in.
+	for i := range serviceaccounts.ClientLimit.N - failures {
+		if r := introspect(s.ClientSecret); r.Status != http.StatusOK {
+			t.Fatalf("introspection %d after the burst: %d %s, want 200", i+1, r.Status, r.Body)
+		}
+	}
+}
