@@ -708,7 +708,7 @@ func TestLockoutPerClient(t *testing.T) {
 	// on a client that already failed is slowed down...
 	// Each fresh client gets its guess (it has not failed yet); past the
 	// threshold the address is locked for a few seconds.
-	fails := auth.DefaultLockout.Threshold + 1 // the attacker's counted attempts so far, plus the owner's
+	fails := auth.DefaultLockout.Threshold // the attacker's counted attempts so far (the owner's sign-in gave its own back)
 	for i := 0; fails < auth.DefaultLockout.AccountThreshold+4; i++ {
 		ip := "203.0.113." + strconv.Itoa(20+i)
 		if r := send(ip, "guess"); r.Status != http.StatusBadRequest {
@@ -1736,5 +1736,31 @@ func TestPasswordGuessesLimitedPerClient(t *testing.T) {
 	apitest.WantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
 	if r := guess("198.51.100.60", "fresh@example.com", "Summer2024!"); r.Status != http.StatusBadRequest {
 		t.Errorf("a guess from another client: %d %s, want 400", r.Status, r.Body)
+	}
+}
+
+// TestOwnSignInsDoNotSlowTheOwner: the address-wide count holds failures,
+// not the owner's own sign-ins. An account signed in to often (a script,
+// a shared device) used to pass the address-wide threshold with correct
+// passwords alone, and a single typo then cost its owner a 429 of up to a
+// minute, the right password included.
+func TestOwnSignInsDoNotSlowTheOwner(t *testing.T) {
+	e := start(t, cheap)
+	e.signup(t, "often@example.com", "O")
+	send := func(password string) apitest.Response {
+		t.Helper()
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ClientIP: "192.0.2.44",
+			Body: map[string]string{"grant_type": "password", "email": "often@example.com", "password": password}})
+	}
+	for i := range 2 * auth.DefaultLockout.AccountThreshold {
+		if r := send(pw); r.Status != http.StatusOK {
+			t.Fatalf("sign-in %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	if r := send("a typo of it"); r.Status != http.StatusBadRequest {
+		t.Fatalf("typo: %d %s, want 400", r.Status, r.Body)
+	}
+	if r := send(pw); r.Status != http.StatusOK {
+		t.Fatalf("the right password after one typo: %d %s, want 200", r.Status, r.Body)
 	}
 }

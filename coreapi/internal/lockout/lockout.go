@@ -95,12 +95,25 @@ func (s *Store) Reserve(ctx context.Context, key []byte, ip string) (int, error)
 	return max(wait, 0), nil
 }
 
-// Release clears the client's count after a correct guess. The key's own
-// count is left to expire: it only slows clients that failed.
+// Release follows a correct guess: it clears the client's count and gives
+// back the attempt Reserve counted for the key as a whole, so that the
+// key's count (which slows failing clients) holds failures only: an owner
+// who signs in often must not pass AccountThreshold with right answers
+// and then be locked after one typo. The key's lock, if any, stays. Both
+// rows are locked in login_reserve's order (the key's, then the pair's).
 func (s *Store) Release(ctx context.Context, key []byte, ip string) error {
 	const q = `
-UPDATE login_attempts SET failures = 0, locked_until = NULL
-WHERE email_hash = $1 AND client_ip = $2`
+WITH locked AS (
+    SELECT client_ip FROM login_attempts
+    WHERE email_hash = $1 AND client_ip IN ('', $2)
+    ORDER BY client_ip
+    FOR UPDATE
+)
+UPDATE login_attempts a SET
+    failures     = CASE WHEN a.client_ip = '' THEN greatest(a.failures - 1, 0) ELSE 0 END,
+    locked_until = CASE WHEN a.client_ip = '' THEN a.locked_until ELSE NULL END
+FROM locked
+WHERE a.email_hash = $1 AND a.client_ip = locked.client_ip`
 	if _, err := s.pool.Exec(ctx, q, key, clientKey(ip)); err != nil {
 		return fmt.Errorf("release attempt: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 )
@@ -41,5 +42,39 @@ func TestReservePerIPv6Prefix(t *testing.T) {
 	}
 	if wait, err := s.Reserve(ctx, key, "2001:db8:1:3::1"); err != nil || wait != 0 {
 		t.Fatalf("another /64: wait %d, %v; want a guess", wait, err)
+	}
+}
+
+// TestSuccessesDoNotCountForTheKey: the key's own count (every client
+// together) holds failures only. A correct guess gives back the attempt it
+// reserved there as well as clearing its client's count: an owner who
+// signs in often (or gives a code every day, in the codes' day-long
+// window) used to reach AccountThreshold with right answers alone, and was
+// then locked for up to AccountMax after a single typo.
+func TestSuccessesDoNotCountForTheKey(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.New(t).Pool
+	codes := Default
+	codes.Window = 24 * time.Hour
+	for name, p := range map[string]Policy{"passwords": Default, "codes": codes} {
+		t.Run(name, func(t *testing.T) {
+			s := New(pool, p)
+			key := EmailKey(name + "@example.com")
+			const ip = "192.0.2.1"
+			for i := range 2 * p.AccountThreshold {
+				if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 {
+					t.Fatalf("correct guess %d: wait %d, %v", i+1, wait, err)
+				}
+				if err := s.Release(ctx, key, ip); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 { // a typo
+				t.Fatalf("first wrong guess: wait %d, %v", wait, err)
+			}
+			if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 {
+				t.Fatalf("the guess after one failure: locked for %d s (%v), want none", wait, err)
+			}
+		})
 	}
 }
