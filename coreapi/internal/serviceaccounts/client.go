@@ -103,7 +103,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 	}
 	if !ok {
 		s.o.Logger.Warn("client authentication locked", "client_id", safeID(cr.id), "client_ip", ip, "request_id", httpapi.RequestIDOf(c))
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(max(1, int(retry.Seconds()+0.5))))
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ratelimit.Seconds(retry)))
 		return Client{}, oautherr.Problem(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
 			"too many failed client authentications; retry later")
 	}

@@ -662,3 +662,34 @@ func TestBurstOfRightSecretsLeavesTheClientIn(t *testing.T) {
 		}
 	}
 }
+
+// TestClientLockRetryAfterRoundsUp: the Retry-After of a locked client is
+// the time left in the window rounded up, as every other 429 of coreapi
+// says it: rounded to the nearest second, 1.3 s left was "1", and a client
+// that waited that long was refused again.
+func TestClientLockRetryAfterRoundsUp(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	cc := url.Values{"grant_type": {"client_credentials"}}
+	send := func(secret string) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: cc.Encode(), ContentType: form,
+			Header: basic(s.ClientID, secret), ClientIP: "198.51.100.31"})
+	}
+	for range serviceaccounts.ClientLimit.N {
+		oauthProblem(t, send("wrong"), http.StatusUnauthorized, "invalid_client")
+	}
+	// The client's counter is the one row at the limit; 1.3 s are left
+	// in its window.
+	tag, err := e.DB.Pool.Exec(context.Background(), `UPDATE rate_limits SET window_start = now() - make_interval(secs => $1) + interval '1.3 seconds' WHERE hits >= $2`,
+		serviceaccounts.ClientLimit.Window.Seconds(), serviceaccounts.ClientLimit.N)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("move the window: %v, %d rows", err, tag.RowsAffected())
+	}
+	r := send(s.ClientSecret)
+	oauthProblem(t, r, http.StatusTooManyRequests, "temporarily_unavailable")
+	if got := r.Header.Get("Retry-After"); got != "2" {
+		t.Errorf("Retry-After = %q with 1.3 s left, want 2", got)
+	}
+}
