@@ -72,7 +72,8 @@ var (
 type openLoopRow struct {
 	name          string
 	rate          float64
-	requests      uint64
+	requests      uint64 // served
+	failed        uint64
 	success       float64
 	p50, p99, max time.Duration
 	// sliceP99 is each slice's own p99, in the row's order of slices
@@ -182,8 +183,9 @@ type openLoopPart struct {
 }
 
 // pooledOpenLoopRow makes one proxy's open-loop row from its slices: the
-// latency percentiles of every slice's requests together, the requests
-// and errors summed, the first error kept, and each CPU figure the mean
+// latency percentiles of every slice's served requests together, the
+// requests served and failed summed (success: the served share of all
+// that were due), the first error kept, and each CPU figure the mean
 // of the slices' (all of equal length), unread (-1) if any slice's is.
 func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoopRow {
 	r := openLoopRow{name: name, rate: rate, use: usage{-1, -1, -1, -1, -1}}
@@ -214,9 +216,9 @@ func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoop
 			use[k] += v / float64(len(parts))
 		}
 	}
-	r.requests = uint64(requests)
-	if requests > 0 {
-		r.success = 1 - float64(errs)/float64(requests)
+	r.requests, r.failed = uint64(requests), uint64(errs)
+	if requests+errs > 0 {
+		r.success = float64(requests) / float64(requests+errs) // served of all due
 	}
 	r.p50, r.p99, r.max = percentiles(lat)
 	r.use = usage{use[0], use[1], use[2], use[3], use[4]}

@@ -38,12 +38,27 @@ type load struct {
 	// keep makes the result carry every latency of the measured window
 	// (result.Latencies), for pooling the slices of one row.
 	keep bool
+	// timeout bounds each request (0: defaultRequestTimeout).
+	timeout time.Duration
+}
+
+func (l load) requestTimeout() time.Duration {
+	if l.timeout > 0 {
+		return l.timeout
+	}
+	return defaultRequestTimeout
 }
 
 // result is what one run measured, during the measured window only.
 type result struct {
+	// Requests are the requests answered with the wanted status: the
+	// throughput, the CPU per request and the percentiles are theirs. A
+	// request that failed (no answer, an error, a timeout, another status)
+	// is counted in Errors instead, never as one served.
 	Requests int64
 	Errors   int64
+	// Elapsed is the measured window; in an open-loop run, until the last
+	// of the window's requests was answered when that came later.
 	Elapsed  time.Duration
 	RPS      float64
 	P50, P99 time.Duration
@@ -57,66 +72,137 @@ type result struct {
 	Latencies []uint32
 }
 
+// defaultRequestTimeout bounds each request: a closed-loop request from when it
+// is sent, an open-loop one from when it was due.
+const defaultRequestTimeout = 10 * time.Second
+
+// errLate is an open-loop request that was still waiting for a free
+// connection when it had been due for its timeout: it would have timed
+// out had it been sent.
+var errLate = errors.New("not sent within the request timeout of its due time (no free connection)")
+
+// tally counts a run's outcomes.
+type tally struct {
+	mu       sync.Mutex
+	all      []uint32 // latencies of the requests answered as wanted, µs
+	ok, errs atomic.Int64
+	firstErr atomic.Value
+	kinds    errKinds
+}
+
+func (t *tally) fail(err error, kind string) {
+	t.errs.Add(1)
+	t.firstErr.CompareAndSwap(nil, err.Error())
+	t.kinds.add(kind)
+}
+
+// outcome files one measured request: err from sending it and reading the
+// answer, resp the answer, d its latency. It reports whether the request
+// was answered with the wanted status.
+func (t *tally) outcome(err error, resp *fasthttp.Response, want int, d time.Duration, lat *[]uint32) bool {
+	switch {
+	case err != nil:
+		t.fail(err, transportKind(err))
+	case resp.StatusCode() != want:
+		t.fail(errors.New("status "+fasthttp.StatusMessage(resp.StatusCode())+": "+string(truncate(resp.Body(), 200))), responseKind(resp))
+	default:
+		t.ok.Add(1)
+		*lat = append(*lat, uint32(min(d.Microseconds(), 1<<31)))
+		return true
+	}
+	return false
+}
+
+func (t *tally) merge(lat []uint32) {
+	t.mu.Lock()
+	t.all = append(t.all, lat...)
+	t.mu.Unlock()
+}
+
+// result is the tally as a result over elapsed.
+func (t *tally) result(elapsed time.Duration, keep bool) result {
+	r := result{Requests: t.ok.Load(), Errors: t.errs.Load(), Elapsed: elapsed, Kinds: t.kinds.counts()}
+	if v := t.firstErr.Load(); v != nil {
+		r.FirstErr = v.(string)
+	}
+	if elapsed > 0 {
+		r.RPS = float64(r.Requests) / elapsed.Seconds()
+	}
+	r.P50, r.P99, r.Max = percentiles(t.all)
+	if keep {
+		r.Latencies = t.all
+	}
+	return r
+}
+
+// rawConn is one worker's keep-alive connection.
+type rawConn struct {
+	addr string
+	conn net.Conn
+	br   *bufio.Reader
+	resp fasthttp.Response
+}
+
+func (c *rawConn) dial() error {
+	c.close()
+	conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	c.conn, c.br = conn, bufio.NewReaderSize(conn, 16<<10)
+	return nil
+}
+
+func (c *rawConn) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// do sends req on the connection and reads the answer into c.resp, by
+// deadline. The connection is closed after a transport error or an answer
+// that closes it.
+func (c *rawConn) do(req []byte, deadline time.Time) error {
+	_ = c.conn.SetDeadline(deadline)
+	_, err := c.conn.Write(req)
+	if err == nil {
+		c.resp.Reset()
+		err = c.resp.Read(c.br)
+	}
+	if err != nil || c.resp.ConnectionClose() {
+		c.close()
+	}
+	return err
+}
+
 func (l load) run(ctx context.Context) result {
-	var (
-		measuring atomic.Bool
-		stop      atomic.Bool
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		all       []uint32 // latencies in microseconds
-		reqs      atomic.Int64
-		errs      atomic.Int64
-		firstErr  atomic.Value
-		kinds     errKinds
-	)
-	noteErr := func(err error, kind string) {
-		errs.Add(1)
-		firstErr.CompareAndSwap(nil, err.Error())
-		kinds.add(kind)
-	}
-	var due chan time.Time // open loop: when each request is due
-	done := make(chan struct{})
 	if l.rate > 0 {
-		due = make(chan time.Time, 1<<20)
-		go pace(l.rate, due, done)
+		return l.runOpen(ctx)
 	}
+	return l.runClosed(ctx)
+}
+
+// runClosed is the closed loop: a request counts when it completes inside
+// the measured window.
+func (l load) runClosed(ctx context.Context) result {
+	var (
+		measuring, stop atomic.Bool
+		wg              sync.WaitGroup
+		t               tally
+	)
 	for w := 0; w < l.conns; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
+			c := &rawConn{addr: l.addr}
 			lat := make([]uint32, 0, 4096)
-			var (
-				conn net.Conn
-				br   *bufio.Reader
-				resp fasthttp.Response
-			)
-			resp.SkipBody = false
-			dial := func() error {
-				if conn != nil {
-					conn.Close()
-				}
-				c, err := net.DialTimeout("tcp", l.addr, 5*time.Second)
-				if err != nil {
-					conn = nil
-					return err
-				}
-				conn = c
-				br = bufio.NewReaderSize(c, 16<<10)
-				return nil
-			}
-			defer func() {
-				if conn != nil {
-					conn.Close()
-				}
-				mu.Lock()
-				all = append(all, lat...)
-				mu.Unlock()
-			}()
+			defer func() { c.close(); t.merge(lat) }()
 			for i := 0; !stop.Load(); i++ {
-				if conn == nil {
-					if err := dial(); err != nil {
+				if c.conn == nil {
+					if err := c.dial(); err != nil {
 						if measuring.Load() {
-							noteErr(err, transportKind(err))
+							t.fail(err, transportKind(err))
 						}
 						time.Sleep(10 * time.Millisecond)
 						continue
@@ -124,41 +210,11 @@ func (l load) run(ctx context.Context) result {
 				}
 				req := l.request(w, i)
 				start := time.Now()
-				if due != nil {
-					select {
-					case start = <-due:
-					case <-done:
-						continue
-					}
-				}
-				_ = conn.SetDeadline(start.Add(10 * time.Second))
-				_, err := conn.Write(req)
-				if err == nil {
-					resp.Reset()
-					err = resp.Read(br)
-				}
+				err := c.do(req, start.Add(l.requestTimeout()))
 				d := time.Since(start)
-				if !measuring.Load() {
-					if err != nil {
-						conn.Close()
-						conn = nil
-					}
-					continue
+				if measuring.Load() {
+					t.outcome(err, &c.resp, l.want, d, &lat)
 				}
-				reqs.Add(1)
-				switch {
-				case err != nil:
-					noteErr(err, transportKind(err))
-					conn.Close()
-					conn = nil
-				case resp.StatusCode() != l.want:
-					noteErr(errors.New("status "+fasthttp.StatusMessage(resp.StatusCode())+": "+string(truncate(resp.Body(), 200))), responseKind(&resp))
-				}
-				if resp.ConnectionClose() && conn != nil {
-					conn.Close()
-					conn = nil
-				}
-				lat = append(lat, uint32(min(d.Microseconds(), 1<<31)))
 			}
 		}(w)
 	}
@@ -175,44 +231,97 @@ func (l load) run(ctx context.Context) result {
 		l.onEnd()
 	}
 	stop.Store(true)
-	close(done)
 	wg.Wait()
-
-	r := result{Requests: reqs.Load(), Errors: errs.Load(), Elapsed: elapsed, Kinds: kinds.counts()}
-	if v := firstErr.Load(); v != nil {
-		r.FirstErr = v.(string)
-	}
-	r.RPS = float64(r.Requests) / elapsed.Seconds()
-	r.P50, r.P99, r.Max = percentiles(all)
-	if l.keep {
-		r.Latencies = all
-	}
-	return r
+	return t.result(elapsed, l.keep)
 }
 
-// pace sends on due the times at which requests are due, rate per second,
-// until done is closed. It sleeps between them and, after oversleeping,
-// sends every time that has come due, so that the schedule holds on
-// average.
-func pace(rate float64, due chan<- time.Time, done <-chan struct{}) {
-	interval := time.Duration(float64(time.Second) / rate)
-	next := time.Now()
-	for {
-		now := time.Now()
-		for !next.After(now) {
-			select {
-			case due <- next:
-			case <-done:
-				return
+// runOpen is the open loop. The measured window's edges are fixed before
+// the first request, and a request belongs to the window in which it was
+// due, whenever it is sent or answered: every request due inside the
+// window is counted, from when it was due, including those still waiting
+// for a free connection or for their answer when the window closes (the
+// run waits for them, at most their timeout past their due time), and
+// none that was due before it, in the warm-up.
+func (l load) runOpen(ctx context.Context) result {
+	begin := time.Now()
+	winStart := begin.Add(l.warmup)
+	winEnd := winStart.Add(l.duration)
+	// Every due time fits: the pacer never waits for the workers.
+	due := make(chan time.Time, int(l.rate*(l.warmup+l.duration).Seconds())+1)
+	go pace(ctx, l.rate, begin, winEnd, due)
+	var (
+		wg       sync.WaitGroup
+		t        tally
+		lastDone atomic.Int64 // the latest answer to a counted request, ns after winStart
+	)
+	for w := 0; w < l.conns; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c := &rawConn{addr: l.addr}
+			lat := make([]uint32, 0, 4096)
+			defer func() { c.close(); t.merge(lat) }()
+			i := 0
+			for at := range due {
+				if ctx.Err() != nil {
+					continue // drain: a cancelled run sends nothing more
+				}
+				counted := !at.Before(winStart) && at.Before(winEnd)
+				if time.Since(at) >= l.requestTimeout() {
+					if counted {
+						t.fail(errLate, "transport: timeout")
+					}
+					continue
+				}
+				var err error
+				if c.conn == nil {
+					err = c.dial()
+				}
+				if err == nil {
+					err = c.do(l.request(w, i), at.Add(l.requestTimeout()))
+					i++
+				}
+				now := time.Now()
+				if !counted {
+					continue
+				}
+				if t.outcome(err, &c.resp, l.want, now.Sub(at), &lat) {
+					done := int64(now.Sub(winStart))
+					for old := lastDone.Load(); done > old && !lastDone.CompareAndSwap(old, done); old = lastDone.Load() {
+					}
+				}
 			}
-			next = next.Add(interval)
-		}
-		select {
-		case <-done:
+		}(w)
+	}
+	sleepCtx(ctx, time.Until(winStart))
+	if l.onStart != nil {
+		l.onStart()
+	}
+	sleepCtx(ctx, time.Until(winEnd))
+	if l.onEnd != nil {
+		l.onEnd()
+	}
+	wg.Wait()
+	return t.result(max(l.duration, time.Duration(lastDone.Load())), l.keep)
+}
+
+// pace sends on due the times at which requests are due, rate per second
+// from begin, the last one before end, then closes due (at once when ctx
+// ends). It sleeps until each time has come and, after oversleeping,
+// sends every time that has come due, so that the schedule holds; each
+// time is computed from begin, so that the rounding of the interval does
+// not add up.
+func pace(ctx context.Context, rate float64, begin, end time.Time, due chan<- time.Time) {
+	defer close(due)
+	for k := 0; ; k++ {
+		next := begin.Add(time.Duration(float64(k) * float64(time.Second) / rate))
+		if !next.Before(end) || ctx.Err() != nil {
 			return
-		default:
 		}
-		time.Sleep(next.Sub(now))
+		if d := time.Until(next); d > 0 {
+			sleepCtx(ctx, d)
+		}
+		due <- next
 	}
 }
 

@@ -212,6 +212,8 @@ func (r *report) markdown() string {
 	w("- date: %s\n- machine: %s\n- command: `%s`\n", r.date, r.machine, r.command)
 	w("- closed loop: each connection sends its next request when the previous response is read;\n")
 	w("  %s warm-up then %s measured per row; file-descriptor limit %d\n", r.opts.warmup, r.opts.duration, r.fdLimit)
+	w("- every row: req/s, latency and CPU per request are those of the requests answered with the status wanted (200);\n")
+	w("  a request that failed (another status, no answer, a timeout) is counted under errors and in none of them\n")
 	if r.tokens.eddsa > 0 {
 		rs := "not measured"
 		if r.tokens.rs256 > 0 {
@@ -458,7 +460,10 @@ func (r *report) markdown() string {
 		w("\nOpen loop (fixed rate: each request is due on schedule whether or not earlier ones were answered, is sent on\n")
 		w("the next free one of %d keep-alive connections, and its latency counts from when it was due, so waiting for a\n", r.opts.conns*4)
 		sw, sd := openLoopSliceTimes(r.opts.warmup, r.opts.duration)
-		w("free connection counts too; the same raw-connection generator as the closed-loop rows), the rate the one at which the bare\n")
+		w("free connection counts too; a request belongs to the window in which it was due: those still waiting or unanswered when\n")
+		w("it closes are waited for, up to 10 s from when they were due, then count as failed, and those due in the warm-up do not\n")
+		w("count; success is the share of the window's requests answered 200, the percentiles are theirs; the same raw-connection\n")
+		w("generator as the closed-loop rows), the rate the one at which the bare\n")
 		w("proxy keeps half a CPU busy, measured the same way at the start of each round. Each row is measured in %d slices of %s\n", openLoopSlicesPerRow, sd)
 		w("(%s warm-up each), the two proxies taking turns (bare, authproxy, authproxy, bare, ...; the first pair's order alternating\n", sw)
 		w("from round to round), so that the host's slow and fast stretches fall on both rows alike; a row's percentiles are over\n")
@@ -469,7 +474,7 @@ func (r *report) markdown() string {
 		w("\nCPU-s/s is each process's utime+stime from /proc over the measured window ÷ its length (1: one CPU kept busy; the generator's\n")
 		w("process also runs the embedded NATS server, idle here); busy is the share of the CPU's time, from /proc/stat, that any\n")
 		w("process on the machine kept it busy (from %.0f %%, a CPU counts as saturated):\n\n", 100*saturated)
-		w("| round | target | rate | requests | success | p50 | p99 | max | CPU-s/s generator | upstream | proxy | CPU 0 busy | other CPUs busy |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		w("| round | target | rate | requests served | success | p50 | p99 | max | CPU-s/s generator | upstream | proxy | CPU 0 busy | other CPUs busy |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, rows := range r.openLoop {
 			for _, o := range rows {
 				if o.note != "" && o.requests == 0 {

@@ -51,6 +51,9 @@ func (h *harness) runTogether(ctx context.Context, conns int, d time.Duration, t
 			cw := &cpuWindow{pid: t.p.pid()}
 			r := load{addr: t.addr, conns: conns, warmup: pairedWarmup, duration: d, request: cycle(t.reqs, conns), want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)
 			out[i] = cw.perRequest(r.Requests)
+			if r.Errors > 0 {
+				h.logf("together run on %s: %d requests failed (left out of its CPU per request): %s", t.addr, r.Errors, r.FirstErr)
+			}
 		}()
 	}
 	wg.Wait()
