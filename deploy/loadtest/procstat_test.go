@@ -118,11 +118,11 @@ func TestPairedRoundsAlternateAndReport(t *testing.T) {
 		t.Fatalf("pairedOrder: %v and reversed %v; want one the other reversed", a, b)
 	}
 	r := &report{opts: options{conns: 64, duration: 10 * time.Second}, paired: []pairedRound{
-		{bare: result{RPS: 20000}, warm: result{RPS: 16000}, bareCPU: 40, warmCPU: 47.5, tok: result{Requests: 1}, tokCPU: 42,
+		{bare: result{Requests: 1, RPS: 20000}, warm: result{Requests: 1, RPS: 16000}, bareCPU: 40, warmCPU: 47.5, tok: result{Requests: 1}, tokCPU: 42,
 			pub: result{Requests: 1}, pubCPU: 46, aa: result{Requests: 1}, aaCPU: 39},
-		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: -1, warmFirst: true, tok: result{Requests: 1}, tokCPU: 44,
+		{bare: result{Requests: 1, RPS: 20000}, warm: result{Requests: 1, RPS: 18000}, bareCPU: 41, warmCPU: -1, warmFirst: true, tok: result{Requests: 1}, tokCPU: 44,
 			pub: result{Requests: 1}, pubCPU: -1, aa: result{Requests: 1}, aaCPU: 43.5},
-		{bare: result{RPS: 20000}, warm: result{RPS: 18000}, bareCPU: 41, warmCPU: 49, tokCPU: 99, pubCPU: 99, aaCPU: 99}, // not run: left out
+		{bare: result{Requests: 1, RPS: 20000}, warm: result{Requests: 1, RPS: 18000}, bareCPU: 41, warmCPU: 49, tokCPU: 99, pubCPU: 99, aaCPU: 99}, // not run: left out
 	}}
 	out := r.markdown()
 	reportHas(t, out,
@@ -140,6 +140,32 @@ func TestPairedRoundsAlternateAndReport(t *testing.T) {
 		"authproxy on a public route (the bare proxy's requests, no token) − the bare proxy, median of the rounds' differences | 6.0 |",
 		"a second bare proxy, identical to the first − the bare proxy, median of the rounds' differences (rounds from -1.0 to +2.5) | 0.8 |",
 	)
+}
+
+// With an even number of rounds the median is the mean of the two middle
+// values, not the upper one: the full run has 10 paired rounds.
+func TestPairedMediansEvenRounds(t *testing.T) {
+	round := func(bareRPS, warmRPS float64, bareP99, warmP99 time.Duration) pairedRound {
+		return pairedRound{bare: result{Requests: 1, RPS: bareRPS, P99: bareP99}, warm: result{Requests: 1, RPS: warmRPS, P99: warmP99}}
+	}
+	r := &report{paired: []pairedRound{
+		round(100, 80, time.Millisecond, 2*time.Millisecond),         // 0.80, +1 ms
+		round(100, 95, time.Millisecond, 1100*time.Microsecond),      // 0.95, +0.1 ms
+		round(100, 86, time.Millisecond, 1300*time.Microsecond),      // 0.86, +0.3 ms
+		round(100, 88, time.Millisecond, 1500*time.Microsecond),      // 0.88, +0.5 ms
+		{bare: result{Requests: 1, RPS: 100, P99: time.Millisecond}}, // authproxy answered nothing: left out
+		{bare: result{RPS: 0}, warm: result{Requests: 1, RPS: 90}},   // the bare proxy answered nothing: left out
+	}}
+	ratio, added := r.pairedMedians()
+	if math.Abs(ratio-0.87) > 1e-9 || added != 400*time.Microsecond {
+		t.Fatalf("pairedMedians = %v, %v; want 0.87 and 400µs (the means of the middle two of four)", ratio, added)
+	}
+	if m := median(nil); !math.IsNaN(m) {
+		t.Fatalf("median of nothing = %v, want NaN", m)
+	}
+	if m := median([]float64{3, 1, 2, 10}); m != 2.5 {
+		t.Fatalf("median of 1, 2, 3, 10 = %v, want 2.5", m)
+	}
 }
 
 func TestTogetherRoundsReport(t *testing.T) {

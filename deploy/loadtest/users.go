@@ -14,7 +14,10 @@ import (
 type usersRound struct {
 	few, many       result
 	fewCPU, manyCPU float64
-	verif           float64 // signature verifications per many-users request (-1: not read)
+	// Signature verifications per request of each run (-1: not read):
+	// both working sets are to be warm, the few users' as much as the
+	// many.
+	fewVerif, verif float64
 }
 
 // usersRounds alternates closed-loop runs of the few-users and the
@@ -26,18 +29,25 @@ func (h *harness) usersRounds(ctx context.Context, addr, admin string, p *proc, 
 	pid := p.pid()
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
 		var r usersRound
-		r.few, r.fewCPU = h.cpuRun(ctx, addr, pid, few, h.o.conns, d)
+		fsc := &scrapers{proxy: "http://" + admin + "/metrics"}
+		r.few, r.fewCPU = h.cpuRunWith(ctx, addr, pid, few, h.o.conns, d, fsc)
 		sc := &scrapers{proxy: "http://" + admin + "/metrics"}
 		r.many, r.manyCPU = h.cpuRunWith(ctx, addr, pid, many, h.o.conns, d, sc)
-		r.verif = -1
-		if name := sc.after[0].find("verif", "total"); name != "" && r.many.Requests > 0 {
-			r.verif = delta(sc.before[0], sc.after[0], name) / float64(r.many.Requests)
-		}
-		h.logf("users round %d: %d users %.0f req/s %.1f µs CPU/req, %d users %.0f req/s %.1f µs CPU/req, ratio %.2f, verifications/req %.3g",
-			i+1, len(few), r.few.RPS, r.fewCPU, len(many), r.many.RPS, r.manyCPU, r.many.RPS/r.few.RPS, r.verif)
+		r.fewVerif, r.verif = verificationsPer(fsc, r.few.Requests), verificationsPer(sc, r.many.Requests)
+		h.logf("users round %d: %d users %.0f req/s %.1f µs CPU/req, %d users %.0f req/s %.1f µs CPU/req, ratio %.2f, verifications/req %.3g and %.3g",
+			i+1, len(few), r.few.RPS, r.fewCPU, len(many), r.many.RPS, r.manyCPU, r.many.RPS/r.few.RPS, r.fewVerif, r.verif)
 		out = append(out, r)
 	}
 	return out
+}
+
+// verificationsPer is the signature verifications authproxy counted
+// between sc's scrapes per request served, -1 when not read.
+func verificationsPer(sc *scrapers, requests int64) float64 {
+	if name := sc.after[0].find("verif", "total"); name != "" && requests > 0 {
+		return delta(sc.before[0], sc.after[0], name) / float64(requests)
+	}
+	return -1
 }
 
 // runUsers is the -only users mode: the warm rows with 1,000 and with
@@ -76,10 +86,10 @@ func (h *harness) runUsers(ctx context.Context, w io.Writer, rounds, coldN int) 
 		h.fillOnce(ctx, p.addr, warmReqs)
 		h.fillOnce(ctx, p.addr, manyReqs)
 		fmt.Fprintf(w, "\n%s: %d vs %d users, %d conns\n\n", p.name, len(warmReqs), len(manyReqs), c)
-		fmt.Fprintln(w, "| round | few req/s | few CPU/req | many req/s | many CPU/req | ratio | many verifications/req |")
+		fmt.Fprintln(w, "| round | few req/s | few CPU/req | many req/s | many CPU/req | ratio | verifications/req (few; many) |")
 		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|")
 		for i, r := range h.usersRounds(ctx, p.addr, p.admin, p.p, warmReqs, manyReqs, rounds, h.o.duration) {
-			fmt.Fprintf(w, "| %d | %.0f | %.1f µs | %.0f | %.1f µs | %.2f | %.3f |\n", i+1, r.few.RPS, r.fewCPU, r.many.RPS, r.manyCPU, r.many.RPS/r.few.RPS, r.verif)
+			fmt.Fprintf(w, "| %d | %.0f | %.1f µs | %.0f | %.1f µs | %.2f | %.3f; %.3f |\n", i+1, r.few.RPS, r.fewCPU, r.many.RPS, r.manyCPU, r.many.RPS/r.few.RPS, r.fewVerif, r.verif)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
