@@ -501,8 +501,11 @@ func proxyCounters(before, after sample, requests int64) []counter {
 		if hits == "" || misses == "" {
 			continue
 		}
-		h := after.labelled(hits, cache) - before.labelled(hits, cache)
-		m := after.labelled(misses, cache) - before.labelled(misses, cache)
+		// The label whole: cache="token" is not cache="token_negative",
+		// the refused tokens' cache, whose hits are no valid token's.
+		label := `cache="` + cache + `"`
+		h := after.labelled(hits, label) - before.labelled(hits, label)
+		m := after.labelled(misses, label) - before.labelled(misses, label)
 		if h+m > 0 {
 			out = append(out, counter{label: cache + " cache hit ratio", metric: hits + "/" + misses, value: h / (h + m)})
 		}
