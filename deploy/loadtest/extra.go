@@ -81,7 +81,11 @@ type openLoopRow struct {
 	// with no answer.
 	sliceP99 []time.Duration
 	use      usage // CPU of each process and CPU over the measured window
-	note     string
+	// misses are the token verifications and projection fetches made in
+	// the row's windows (-1: not read in a slice): a row that made any was
+	// not warm, and its round is left out of the medians.
+	misses float64
+	note   string
 }
 
 // tokenSizes are the lengths of one access token signed each way, same claims.
@@ -160,12 +164,31 @@ func openLoopSlices(ctx context.Context, round int, slice func(i int) (openLoopP
 // used over the measured window. The harness's raw-connection generator
 // costs a fraction of what an HTTP client library does per request, so
 // it keeps the schedule on the one CPU it is given (openLoops).
-func (h *harness) openLoopSlice(ctx context.Context, addr string, rate float64, reqs [][]byte, probe *usageProbe) openLoopPart {
+//
+// With sc (authproxy's metrics), the slice also counts the token
+// verifications and projection fetches authproxy made in its measured
+// window (the scrapes outside the CPU window): a warm row makes none.
+func (h *harness) openLoopSlice(ctx context.Context, addr string, rate float64, reqs [][]byte, probe *usageProbe, sc *scrapers) openLoopPart {
 	c := h.o.conns * 4 // free connections to send on, even when answers are slow
 	warmup, d := openLoopSliceTimes(h.o.warmup, h.o.duration)
 	res := load{addr: addr, conns: c, warmup: warmup, duration: d, request: cycle(reqs, c), want: 200, rate: rate, keep: true,
-		onStart: probe.start, onEnd: probe.end}.run(ctx)
-	return openLoopPart{res: res, use: probe.got}
+		onStart: func() { sc.start(); probe.start() }, onEnd: func() { probe.end(); sc.end() }}.run(ctx)
+	part := openLoopPart{res: res, use: probe.got}
+	if sc != nil {
+		part.misses = coldWork(sc.before[0], sc.after[0])
+	}
+	return part
+}
+
+// coldWork is the token verifications and projection fetches authproxy
+// counted between two scrapes of its metrics (-1 when either counter is
+// missing): what a request that is not warm costs.
+func coldWork(before, after sample) float64 {
+	v, f := after.find("verif", "total"), after.find("projection", "fetch", "total")
+	if v == "" || f == "" {
+		return -1
+	}
+	return delta(before, after, v) + delta(before, after, f)
 }
 
 // openLoopSliceTimes is one slice's warm-up and measured window: the row's
@@ -180,6 +203,10 @@ func openLoopSliceTimes(warmup, duration time.Duration) (time.Duration, time.Dur
 type openLoopPart struct {
 	res result
 	use usage
+	// misses are authproxy's token verifications and projection fetches
+	// in the slice's window (coldWork; -1: not read; 0 also for a slice
+	// of the bare proxy, which has none).
+	misses float64
 }
 
 // pooledOpenLoopRow makes one proxy's open-loop row from its slices: the
@@ -197,6 +224,11 @@ func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoop
 	var requests, errs int64
 	var use [5]float64
 	for _, p := range parts {
+		if p.misses < 0 || r.misses < 0 {
+			r.misses = -1
+		} else {
+			r.misses += p.misses
+		}
 		p99 := time.Duration(-1)
 		if len(p.res.Latencies) > 0 {
 			_, p99, _ = percentiles(p.res.Latencies)
@@ -222,6 +254,13 @@ func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoop
 	}
 	r.p50, r.p99, r.max = percentiles(lat)
 	r.use = usage{use[0], use[1], use[2], use[3], use[4]}
+	if r.misses > 0 {
+		note := fmt.Sprintf("not warm: %.0f token verifications and projection fetches in its measured windows", r.misses)
+		if r.note != "" {
+			note += "; " + r.note
+		}
+		r.note = note
+	}
 	return r
 }
 

@@ -385,3 +385,43 @@ func TestOpenLoopSlices(t *testing.T) {
 		t.Fatalf("cancelled after two slices: %d and %d slices, failed %q", len(parts[0]), len(parts[1]), failed)
 	}
 }
+
+// An authproxy row whose slices verified tokens or fetched projections in
+// their windows was not warm: its round is said so and left out of the
+// medians, and the verdict names it.
+func TestOpenLoopRowNotWarm(t *testing.T) {
+	lat := []uint32{100, 200, 300}
+	warm := openLoopPart{res: result{Requests: 3, Latencies: lat}}
+	cold := openLoopPart{res: result{Requests: 3, Latencies: lat}, misses: 1000}
+	if r := pooledOpenLoopRow("authproxy warm", 5000, []openLoopPart{warm, warm}); r.note != "" || r.misses != 0 {
+		t.Fatalf("warm slices: note %q, misses %v", r.note, r.misses)
+	}
+	r := pooledOpenLoopRow("authproxy warm (1000 users)", 5000, []openLoopPart{warm, cold, cold, warm})
+	if r.misses != 2000 || r.note != "not warm: 2000 token verifications and projection fetches in its measured windows" {
+		t.Fatalf("two slices with 1000 each: misses %v, note %q", r.misses, r.note)
+	}
+	if u := pooledOpenLoopRow("authproxy warm", 5000, []openLoopPart{warm, {res: warm.res, misses: -1}}); u.misses != -1 || u.note != "" {
+		t.Fatalf("a slice unread: misses %v, note %q; want -1 and no note", u.misses, u.note)
+	}
+	bare := openLoopRow{name: "bare Fiber proxy", rate: 5000, requests: 3, success: 1, p99: 100 * time.Microsecond}
+	ok := openLoopRow{name: "authproxy warm (1000 users)", rate: 5000, requests: 3, success: 1, p99: 400 * time.Microsecond}
+	rounds := [][]openLoopRow{{bare, ok}, {bare, r}, {bare, ok}}
+	if _, added, n := openLoopAdded(rounds); n != 2 || added != 300*time.Microsecond {
+		t.Fatalf("openLoopAdded: %v over %d rounds; want 300µs over the 2 warm ones", added, n)
+	}
+	rep := &report{opts: options{conns: 64}, openLoop: rounds, openLoopNotes: []string{"a", "b", "c"}}
+	reportHas(t, rep.markdown(), "median of 2 rounds (where each ran and the CPU each used: below) | 0.30 ms | ≤ 0.3 ms: met; round 2 left out, authproxy warm (1000 users) row: not warm: 2000 token verifications and projection fetches in its measured windows |")
+}
+
+// coldWork sums authproxy's verifications and projection fetches between
+// two scrapes, and says when it could not read them.
+func TestColdWork(t *testing.T) {
+	before := sample{"authproxy_token_verifications_total": 10, "authproxy_projection_fetches_total": 5}
+	after := sample{"authproxy_token_verifications_total": 13, "authproxy_projection_fetches_total": 9}
+	if got := coldWork(before, after); got != 7 {
+		t.Fatalf("coldWork = %v, want 3 + 4", got)
+	}
+	if got := coldWork(sample{}, sample{}); got != -1 {
+		t.Fatalf("no counters: %v, want -1", got)
+	}
+}

@@ -230,15 +230,36 @@ func (h *harness) startSynthetic(ctx context.Context) error {
 		}
 	}
 	h.tenant = uuid.NewString()
-	mk := func(n int) []user {
-		us := make([]user, n)
-		for i := range us {
-			us[i] = user{id: uuid.NewString(), tenant: h.tenant, session: uuid.NewString()}
-		}
-		return us
-	}
-	h.warmUsers, h.manyUsers = mk(h.o.users), mk(h.o.manyUsers)
+	h.warmUsers, h.manyUsers = h.newUsers(h.o.users), h.newUsers(h.o.manyUsers)
 	return nil
+}
+
+// newUsers returns n users of the harness's tenant, never seen before.
+func (h *harness) newUsers(n int) []user {
+	us := make([]user, n)
+	for i := range us {
+		us[i] = user{id: uuid.NewString(), tenant: h.tenant, session: uuid.NewString()}
+	}
+	return us
+}
+
+// freshWarm returns the requests of as many new users as the warm rows
+// have, with authproxy's caches filled with their tokens and projections:
+// a run that starts now finds every entry cached for the caches' TTLs
+// (TOKEN_CACHE_MAX_TTL, PROJECTION_CACHE_TTL: 5 min, a projection's
+// shortened by up to a tenth). The warm users' own entries, cached when
+// the first warm row ran, expire some four and a half minutes into the
+// run, which the open-loop rounds reach: their authproxy rows would verify
+// tokens and fetch projections again. On failure it returns reqs.
+func (h *harness) freshWarm(ctx context.Context, reqs [][]byte) [][]byte {
+	toks, err := h.minter.mintAll(h.newUsers(len(h.warmUsers)), len(h.warmUsers))
+	if err != nil {
+		h.logf("fresh warm users: %v; the warm users' requests are used", err)
+		return reqs
+	}
+	fresh := render("bench", benchURI, toks)
+	h.fillOnce(ctx, h.proxyAddr, fresh)
+	return fresh
 }
 
 // cycle returns a request function cycling over pre-rendered requests
@@ -389,7 +410,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	// placement (-placement): the latency each proxy adds when neither it
 	// nor its CPU is saturated.
 	for i := 0; i < openLoopRounds && ctx.Err() == nil; i++ {
-		rows, note := h.openLoops(ctx, noAuth, warmReqs, h.o.placement, i)
+		rows, note := h.openLoops(ctx, noAuth, h.freshWarm(ctx, warmReqs), h.o.placement, i)
 		rep.openLoop, rep.openLoopNotes = append(rep.openLoop, rows), append(rep.openLoopNotes, note)
 	}
 	rep.instr = h.callgrindRows(ctx, noAuth, warmReqs)
@@ -565,6 +586,9 @@ type pairedRound struct {
 	aa        result
 	aaCPU     float64
 	warmFirst bool // authproxy ran first in this round
+	// warmMisses are the token verifications and projection fetches
+	// authproxy made in the warm run's window (coldWork; -1: not read).
+	warmMisses float64
 }
 
 // runCPU is what one run's window cost per request (µs) beside the
@@ -743,7 +767,11 @@ func (h *harness) openLoops(ctx context.Context, noAuth, warmReqs [][]byte, plac
 				}
 			}
 			h.logf("open loop %-40s %.0f req/s ...", t.name, rate)
-			return h.openLoopSlice(ctx, t.addr, rate, t.reqs, newUsageProbe(self, up, t.pid, genCPUs, otherCPUs)), nil
+			var sc *scrapers
+			if t.pid == auth {
+				sc = &scrapers{proxy: "http://" + h.proxyAdmin + "/metrics"}
+			}
+			return h.openLoopSlice(ctx, t.addr, rate, t.reqs, newUsageProbe(self, up, t.pid, genCPUs, otherCPUs), sc), nil
 		})
 	}
 	if iso != nil {
@@ -801,7 +829,7 @@ func (h *harness) pairedOnly(ctx context.Context, rounds int, out io.Writer) err
 	}
 	ps := h.pairedRounds(ctx, noAuth, warmReqs, rounds)
 	r := &report{paired: ps}
-	ratio, _ := r.pairedMedians()
+	ratio, _, _ := r.pairedMedians()
 	bare, warm, added, _ := r.pairedCPU()
 	tok, _ := r.sideCPU(pairedRound.tokRun)
 	pub, _ := r.sideCPU(pairedRound.pubRun)
@@ -863,7 +891,7 @@ func (h *harness) openLoopOnly(ctx context.Context, rounds int, placements []str
 			slices.Reverse(order)
 		}
 		for _, pl := range order {
-			rows, note := h.openLoops(ctx, noAuth, warmReqs, pl, i)
+			rows, note := h.openLoops(ctx, noAuth, h.freshWarm(ctx, warmReqs), pl, i)
 			fmt.Fprintf(out, "round %d, placement %s: %s\n", i+1, pl, note)
 			writeOpenLoopRows(out, rows)
 			got[pl] = append(got[pl], rows)
@@ -929,7 +957,7 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 	c := h.o.conns
 	d := pairedLength(h.o.duration)
 	out := make([]pairedRound, 0, rounds)
-	run := func(addr string, p *proc, reqs [][]byte) (result, float64, runCPU) {
+	run := func(addr string, p *proc, reqs [][]byte, sc *scrapers) (result, float64, runCPU) {
 		if h.o.pairedAlone {
 			idle := h.proxy
 			if p == h.proxy {
@@ -945,9 +973,10 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 		}
 		// The proxy, and over the same window the upstream and the
 		// generator (this process): what else each request cost.
+		// sc's scrapes, when given, lie outside every CPU window.
 		cw, up, gen := &cpuWindow{pid: p.pid()}, &cpuWindow{pid: h.upstream.pid()}, &cpuWindow{pid: os.Getpid()}
-		start := func() { gen.start(); up.start(); cw.start() }
-		end := func() { cw.end(); up.end(); gen.end() }
+		start := func() { sc.start(); gen.start(); up.start(); cw.start() }
+		end := func() { cw.end(); up.end(); gen.end(); sc.end() }
 		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(reqs, c), want: 200, onStart: start, onEnd: end}.run(ctx)
 		return r, cw.perRequest(r.Requests), runCPU{sys: cw.sysPerRequest(r.Requests), gen: gen.perRequest(r.Requests), up: up.perRequest(r.Requests)}
 	}
@@ -957,19 +986,23 @@ func (h *harness) pairedRounds(ctx context.Context, noAuth, warmReqs [][]byte, r
 		for _, r := range pairedOrder(p.warmFirst) {
 			switch r {
 			case runWarm:
-				p.warm, p.warmCPU, p.warmRest = run(h.proxyAddr, h.proxy, warmReqs)
+				// authproxy's counters over the warm run's window: a warm
+				// run verifies no token and fetches no projection.
+				sc := &scrapers{proxy: "http://" + h.proxyAdmin + "/metrics"}
+				p.warm, p.warmCPU, p.warmRest = run(h.proxyAddr, h.proxy, warmReqs, sc)
+				p.warmMisses = coldWork(sc.before[0], sc.after[0])
 			case runPub:
-				p.pub, p.pubCPU, _ = run(h.proxyAddr, h.proxy, pubReqs)
+				p.pub, p.pubCPU, _ = run(h.proxyAddr, h.proxy, pubReqs, nil)
 			case runBare:
-				p.bare, p.bareCPU, p.bareRest = run(h.bareAddr, h.bare, noAuth)
+				p.bare, p.bareCPU, p.bareRest = run(h.bareAddr, h.bare, noAuth, nil)
 			case runTok:
-				p.tok, p.tokCPU, _ = run(h.bareAddr, h.bare, warmReqs)
+				p.tok, p.tokCPU, _ = run(h.bareAddr, h.bare, warmReqs, nil)
 			case runAA:
-				p.aa, p.aaCPU, _ = run(h.bare2Addr, h.bare2, noAuth)
+				p.aa, p.aaCPU, _ = run(h.bare2Addr, h.bare2, noAuth, nil)
 			}
 		}
-		h.logf("paired round %d (%s first): bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req, ratio %.2f; bare with the tokens %.1f, authproxy public route %.1f, second bare proxy %.1f µs CPU/req",
-			i+1, p.first(), p.bare.RPS, p.bare.P99, p.bareCPU, p.warm.RPS, p.warm.P99, p.warmCPU, p.warm.RPS/p.bare.RPS, p.tokCPU, p.pubCPU, p.aaCPU)
+		h.logf("paired round %d (%s first): bare %.0f req/s p99 %v %.1f µs CPU/req, warm %.0f req/s p99 %v %.1f µs CPU/req (token verifications and projection fetches %.0f), ratio %.2f; bare with the tokens %.1f, authproxy public route %.1f, second bare proxy %.1f µs CPU/req",
+			i+1, p.first(), p.bare.RPS, p.bare.P99, p.bareCPU, p.warm.RPS, p.warm.P99, p.warmCPU, p.warmMisses, p.warm.RPS/p.bare.RPS, p.tokCPU, p.pubCPU, p.aaCPU)
 		out = append(out, p)
 	}
 	return out

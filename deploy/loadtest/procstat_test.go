@@ -156,7 +156,7 @@ func TestPairedMediansEvenRounds(t *testing.T) {
 		{bare: result{Requests: 1, RPS: 100, P99: time.Millisecond}}, // authproxy answered nothing: left out
 		{bare: result{RPS: 0}, warm: result{Requests: 1, RPS: 90}},   // the bare proxy answered nothing: left out
 	}}
-	ratio, added := r.pairedMedians()
+	ratio, added, _ := r.pairedMedians()
 	if math.Abs(ratio-0.87) > 1e-9 || added != 400*time.Microsecond {
 		t.Fatalf("pairedMedians = %v, %v; want 0.87 and 400µs (the means of the middle two of four)", ratio, added)
 	}
