@@ -39,7 +39,7 @@ type FanoutResult struct {
 	Applied       int64 // evictions seen at the subscribers
 	Dropped       int   // discarded by subscribers' clients as slow consumers
 	SlowConsumers int64 // slow consumers counted by the servers
-	Lag           Summary
+	Lag           Summary // over every delivery expected: those never applied rank last (Unreached)
 	Wall          time.Duration // from the first publish until every event was applied (or the wait gave up)
 	NATSCPU       time.Duration // CPU used by the nats-server processes in Wall
 	SimCPU        time.Duration // CPU used by this process (publisher + subscribers) in Wall
@@ -238,7 +238,9 @@ func Fanout(ctx context.Context, c *Cluster, cfg FanoutConfig, log *slog.Logger)
 		all = append(all, p.lags...)
 		p.mu.Unlock()
 	}
-	res.Lag = Summarize(all)
+	// Deliveries never applied (dropped, or still missing when the wait
+	// gave up) are the latest of all: the percentiles rank them last.
+	res.Lag = SummarizeMissing(all, int(res.Expected-res.Applied))
 	return res, nil
 }
 

@@ -8,23 +8,45 @@ import (
 	"time"
 )
 
-// Summary is the distribution of a set of durations.
+// Summary is the distribution of a set of durations, some of which may
+// never have ended (Missing): a delivery never applied, a proxy never
+// warm. Those rank above every measured value, so a percentile that falls
+// among them is Unreached, not the largest value that was measured.
 type Summary struct {
-	N             int
+	N             int // values measured
+	Missing       int // values that never came
 	P50, P99, Max time.Duration
 }
 
+// Unreached is a percentile that falls among the values that never came.
+const Unreached time.Duration = -1
+
 // Summarize sorts d (in place) and returns its nearest-rank percentiles.
-func Summarize(d []time.Duration) Summary {
-	if len(d) == 0 {
+func Summarize(d []time.Duration) Summary { return SummarizeMissing(d, 0) }
+
+// SummarizeMissing is Summarize of d and of missing more values that never
+// came, each larger than any of d: the percentiles are ranked over all
+// len(d)+missing, and those ranked among the missing are Unreached (Max
+// too when any is missing).
+func SummarizeMissing(d []time.Duration, missing int) Summary {
+	missing = max(missing, 0)
+	n := len(d) + missing
+	if n == 0 {
 		return Summary{}
 	}
 	slices.Sort(d)
 	rank := func(p float64) time.Duration {
-		i := int(float64(len(d))*p+0.999999) - 1 // ceil(p·n) - 1
-		return d[max(0, min(i, len(d)-1))]
+		i := max(0, min(int(float64(n)*p+0.999999)-1, n-1)) // ceil(p·n) - 1
+		if i >= len(d) {
+			return Unreached
+		}
+		return d[i]
 	}
-	return Summary{N: len(d), P50: rank(0.50), P99: rank(0.99), Max: d[len(d)-1]}
+	s := Summary{N: len(d), Missing: missing, P50: rank(0.50), P99: rank(0.99), Max: Unreached}
+	if missing == 0 {
+		s.Max = d[len(d)-1]
+	}
+	return s
 }
 
 // seqPrefix starts the user ids of measured events; the last 12 hex
@@ -51,4 +73,13 @@ func parseSeq(id string) (int, bool) {
 // ms renders a duration in milliseconds with two decimals.
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
+}
+
+// pct renders a percentile of a Summary: ms, or never when it was not
+// reached.
+func pct(d time.Duration, never string) string {
+	if d == Unreached {
+		return never
+	}
+	return ms(d)
 }

@@ -159,3 +159,55 @@ func TestParseStatusRSS(t *testing.T) {
 		t.Fatalf("ProcessRSS(self) = %d, %v", n, err)
 	}
 }
+
+// Values that never came (a delivery never applied, a proxy never warm)
+// rank above every measured one: a percentile among them is Unreached,
+// not the largest value measured, and so is the maximum.
+func TestSummarizeMissing(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 961; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	// 39 of 1,000 never came (3.9 %, as in the 1-server 1000 × 1000 row).
+	got := SummarizeMissing(d, 39)
+	want := Summary{N: 961, Missing: 39, P50: 500 * time.Millisecond, P99: Unreached, Max: Unreached}
+	if got != want {
+		t.Fatalf("SummarizeMissing = %+v, want %+v", got, want)
+	}
+	// 5 of 1,000 missing: p99 (rank 990) is still measured, the max not.
+	d = d[:0]
+	for i := 1; i <= 995; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	got = SummarizeMissing(d, 5)
+	if got.P99 != 990*time.Millisecond || got.Max != Unreached || got.P50 != 500*time.Millisecond {
+		t.Fatalf("5 missing: %+v", got)
+	}
+	if got := SummarizeMissing(nil, 3); got != (Summary{Missing: 3, P50: Unreached, P99: Unreached, Max: Unreached}) {
+		t.Fatalf("nothing measured: %+v", got)
+	}
+	if got := SummarizeMissing([]time.Duration{7}, 0); got != Summarize([]time.Duration{7}) {
+		t.Fatalf("none missing: %+v", got)
+	}
+}
+
+// The tables say "not applied" and "never" where a percentile falls among
+// the values that never came, instead of the largest one measured.
+func TestWriteTablesUnreached(t *testing.T) {
+	lags := make([]time.Duration, 0, 961)
+	for i := 1; i <= 961; i++ {
+		lags = append(lags, time.Duration(i)*time.Millisecond)
+	}
+	var b strings.Builder
+	WriteFanout(&b, []*FanoutResult{{FanoutConfig: FanoutConfig{Subscribers: 10, Rate: 100}, Nodes: 1, Published: 100, Expected: 1000, Applied: 961,
+		Lag: SummarizeMissing(lags, 39), NATSCPU: time.Second, Wall: 10 * time.Second}})
+	if !strings.Contains(b.String(), "| 961 / 1000 | 0 | 0 | 500.00 ms | not applied | not applied |") {
+		t.Errorf("fan-out row:\n%s", b.String())
+	}
+	b.Reset()
+	WriteStorm(&b, []*StormResult{{StormConfig: StormConfig{Proxies: 1000, UsersPerProxy: 10, MaxFetches: 64}, Cold: 821,
+		Warm: SummarizeMissing(lags[:179:179], 821), NATSConnected: SummarizeMissing(lags, 39).Max}})
+	if !strings.Contains(b.String(), "| 1000 | 10 | 64 | never | never | never | 821 | never |") {
+		t.Errorf("storm row:\n%s", b.String())
+	}
+}

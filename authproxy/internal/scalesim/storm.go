@@ -31,7 +31,7 @@ type StormConfig struct {
 // StormResult is what coreapi, PostgreSQL and the proxies saw.
 type StormResult struct {
 	StormConfig
-	Warm            Summary // per proxy: start until keys loaded and every user's projection fetched
+	Warm            Summary // per proxy: start until keys loaded and every user's projection fetched; proxies never warm rank last (Unreached)
 	Cold            int     // proxies not warm when the run gave up
 	Retries         int64   // projection fetches answered "retry" (coreapi 503 or the proxy's own bound)
 	CoreJWKS        float64 // JWKS requests coreapi served
@@ -43,7 +43,7 @@ type StormResult struct {
 	PGConnsPeak     int     // highest count of coreapi's backends sampled
 	EmptyAcquires   float64 // pool acquires that had to wait
 	CoreCPU, PGCPU  time.Duration
-	NATSConnected   time.Duration // until every proxy's NATS connection was up
+	NATSConnected   time.Duration // until every proxy's NATS connection was up (Unreached: one never was)
 	FirstFailure    string        // the first error that left a proxy cold
 }
 
@@ -162,12 +162,15 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 			defer wg.Done()
 			<-go0
 			go p.keys.Run(sctx)
+			natsUp[i] = -1 // not connected (yet)
 			if s, err := natsinv.Connect(natsinv.Options{URL: cfg.NATSURL}, p.cache, quiet, metrics.New()); err == nil {
 				p.sub = s
 				for !s.Connected() && sctx.Err() == nil {
 					time.Sleep(5 * time.Millisecond)
 				}
-				natsUp[i] = time.Since(start)
+				if s.Connected() {
+					natsUp[i] = time.Since(start)
+				}
 			}
 			select {
 			case <-p.keys.Loaded():
@@ -239,8 +242,14 @@ func Storm(ctx context.Context, core *Core, cfg StormConfig, log *slog.Logger) (
 		}
 		ok = append(ok, w)
 	}
-	res.Warm = Summarize(ok)
-	res.NATSConnected = Summarize(natsUp).Max
+	res.Warm = SummarizeMissing(ok, res.Cold)
+	var up []time.Duration
+	for _, d := range natsUp {
+		if d >= 0 {
+			up = append(up, d)
+		}
+	}
+	res.NATSConnected = SummarizeMissing(up, len(natsUp)-len(up)).Max
 	res.Retries = retries.Load()
 	if f := firstFailure.Load(); f != nil {
 		res.FirstFailure = *f
