@@ -90,3 +90,19 @@ func TestPairedRoundNotWarm(t *testing.T) {
 		"| 4.0 (24.0 − 20.0) | ≤ 5: met; round 2 left out: authproxy not warm",
 	)
 }
+
+// The invalidation trials that did not turn count as trials, ranked above
+// every latency measured: the count and the percentiles are over all of
+// them.
+func TestInvalidationTrialsCountTimeouts(t *testing.T) {
+	l := &latencies{timeouts: 5}
+	for i := 1; i <= 195; i++ {
+		l.values = append(l.values, time.Duration(i)*100*time.Microsecond)
+	}
+	r := &report{invalidation: l}
+	md := r.markdown()
+	reportHas(t, md, "first 403 at the proxy, 200 trials (5 did not turn within 5 s, ranked above every latency measured)",
+		"| 10.00 ms | did not turn within 5 s | did not turn within 5 s | **missed** |")
+	l.timeouts = 0
+	reportHas(t, r.markdown(), "195 trials (0 did not turn", "| 9.80 ms | 19.30 ms | 19.50 ms | met |")
+}
