@@ -259,7 +259,8 @@ func measureCPU(ctx context.Context, o *options, natsBin, work, admin string, w 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "## CPU per request\n\nClosed loop for %s per row; CPU of each process from /proc (PostgreSQL: the backends of coreapi's pool). The load generator runs in this process and shares the cores.\n\n", o.cpuDuration)
+	fmt.Fprintf(w, "## CPU per request\n\nClosed loop, %s of warm-up (connections opened, new backends' caches filled) then %s measured per row; CPU of each process from /proc over the measured window (PostgreSQL: the backends of coreapi's pool), per request answered as wanted. The load generator runs in this process and shares the cores.\n\n",
+		scalesim.CPUWarmup, o.cpuDuration)
 	scalesim.WriteCPU(w, append([]*scalesim.CPURow{proj}, stack...))
 	fmt.Fprintf(w, "\nauthproxy resident memory: %.1f MiB when ready (keys loaded, caches empty), %.1f MiB after the rows (8 tokens and projections cached, 32 connections).\n\n",
 		float64(rss0)/(1<<20), float64(rss1)/(1<<20))

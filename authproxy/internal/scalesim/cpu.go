@@ -59,39 +59,62 @@ func (s cpuSampler) read(ctx context.Context) (proxy, core, pg time.Duration, er
 	return
 }
 
-// closedLoop runs conns workers, each calling do until d has passed, and
-// returns the CPU spent per process.
-func closedLoop(ctx context.Context, name string, s cpuSampler, conns int, d time.Duration, do func(worker, i int) error) (*CPURow, error) {
+// CPUWarmup is the unmeasured start of every CPU row: the first requests
+// open the connections (coreapi's pool connections and their PostgreSQL
+// backends, whose caches start empty; the proxy's to coreapi), which no
+// request after them pays.
+const CPUWarmup = time.Second
+
+// closedLoop runs conns workers, each calling do, for warmup and then for
+// the measured window d, and returns the CPU each process spent in the
+// window (read by read at its edges, while the workers run) and the
+// requests that ended in it.
+func closedLoop(ctx context.Context, name string, read func(context.Context) (proxy, core, pg time.Duration, err error), conns int, warmup, d time.Duration,
+	do func(worker, i int) error) (*CPURow, error) {
 	r := &CPURow{Name: name, Conns: conns}
-	p0, c0, g0, err := s.read(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var ok, bad atomic.Int64
+	var measuring, stop atomic.Bool
 	var wg sync.WaitGroup
-	start := time.Now()
 	for w := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; time.Since(start) < d && ctx.Err() == nil; i++ {
-				if do(w, i) == nil {
+			for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
+				err := do(w, i)
+				switch {
+				case !measuring.Load():
+				case err == nil:
 					ok.Add(1)
-				} else {
+				default:
 					bad.Add(1)
 				}
 			}
 		}()
 	}
-	wg.Wait()
+	defer func() { stop.Store(true); wg.Wait() }()
+	sleep := func(d time.Duration) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+	sleep(warmup)
+	p0, c0, g0, err := read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	measuring.Store(true)
+	start := time.Now()
+	sleep(d)
+	measuring.Store(false)
 	r.Wall = time.Since(start)
-	p1, c1, g1, err := s.read(ctx)
+	p1, c1, g1, err := read(ctx)
 	if err != nil {
 		return nil, err
 	}
 	r.Requests, r.Errors = ok.Load(), bad.Load()
 	r.Proxy, r.Core, r.PG = p1-p0, c1-c0, max(0, g1-g0)
-	return r, nil
+	return r, ctx.Err()
 }
 
 // MeasureProjections fetches projections of the seeded members straight
@@ -107,7 +130,7 @@ func MeasureProjections(ctx context.Context, core *Core, conns int, d time.Durat
 	defer hc.CloseIdleConnections()
 	f := projection.NewHTTPFetcher(hc, core.Addr, signer, 2*time.Second, metrics.New())
 	n := len(core.Users)
-	return closedLoop(ctx, "projection fetch (coreapi direct)", cpuSampler{core: core}, conns, d, func(w, i int) error {
+	return closedLoop(ctx, "projection fetch (coreapi direct)", cpuSampler{core: core}.read, conns, CPUWarmup, d, func(w, i int) error {
 		_, err := f.Fetch(ctx, core.Users[(w*7919+i)%n], core.TenantID, "")
 		return err
 	})
@@ -217,11 +240,11 @@ func MeasureStack(ctx context.Context, core *Core, proxy *Proxy, accounts, conns
 			return nil, err
 		}
 	}
-	read, err := closedLoop(ctx, "warm read GET /api/v1/users/me (through authproxy)", s, conns, d, call("GET", "/api/v1/users/me", nil, 200))
+	read, err := closedLoop(ctx, "warm read GET /api/v1/users/me (through authproxy)", s.read, conns, CPUWarmup, d, call("GET", "/api/v1/users/me", nil, 200))
 	if err != nil {
 		return nil, err
 	}
-	write, err := closedLoop(ctx, "write PATCH /api/v1/users/me (through authproxy)", s, conns, d,
+	write, err := closedLoop(ctx, "write PATCH /api/v1/users/me (through authproxy)", s.read, conns, CPUWarmup, d,
 		call("PATCH", "/api/v1/users/me", func(i int) string { return `{"display_name":"Owner ` + strconv.Itoa(i) + `"}` }, 200))
 	if err != nil {
 		return nil, err
