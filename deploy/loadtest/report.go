@@ -389,7 +389,7 @@ func (r *report) markdown() string {
 				}
 			}
 		}
-		w("| p99 added by authproxy, open loop at %.0f req/s (the bare proxy at half a CPU), median of %d rounds (where each ran and the CPU each used: below) | %s | ≤ 0.3 ms: %s |\n", rate, n, ms(added), v)
+		w("| p99 added by authproxy, open loop at %.0f req/s (%s), median of %d rounds (where each ran and the CPU each used: below) | %s | ≤ 0.3 ms: %s |\n", rate, openLoopLoad(r.openLoop), n, ms(added), v)
 		if added, lo, hi, n := openLoopPairs(r.openLoop); n > 0 {
 			w("| the same, median of the %d back-to-back slice pairs' differences (each pair: one slice of each proxy, run one after the other; pairs from %s to %s) | %s | ≤ 0.3 ms: %s (a host stall moves one slice's p99 by tens of ms; the median leaves such slices out, the rounds' pooled figure above keeps them) |\n",
 				n, ms(lo), ms(hi), ms(added), verdictServed(added <= 300*time.Microsecond, olFailed))
@@ -757,6 +757,26 @@ func openLoopPairs(rounds [][]openLoopRow) (added, lo, hi time.Duration, n int) 
 		return 0, 0, 0, 0
 	}
 	return time.Duration(median(adds)), time.Duration(slices.Min(adds)), time.Duration(slices.Max(adds)), len(adds)
+}
+
+// openLoopLoad says what load the open-loop rate put on the bare proxy:
+// the rate is chosen for half a CPU from a short probe (halfLoadRate), and
+// the CPU-s/s the bare proxy then used over its rows is what it was.
+func openLoopLoad(rounds [][]openLoopRow) string {
+	var used []float64
+	for _, rows := range rounds {
+		if completeOpenLoopRound(rows) && rows[0].use.proxy >= 0 {
+			used = append(used, rows[0].use.proxy)
+		}
+	}
+	if len(used) == 0 {
+		return "the rate chosen for the bare proxy at half a CPU; its CPU not read"
+	}
+	lo, hi := slices.Min(used), slices.Max(used)
+	if lo == hi {
+		return fmt.Sprintf("the rate chosen for the bare proxy at half a CPU; it used %s CPU-s/s", cpuPS(lo))
+	}
+	return fmt.Sprintf("the rate chosen for the bare proxy at half a CPU; it used %s–%s CPU-s/s", cpuPS(lo), cpuPS(hi))
 }
 
 // completeOpenLoopRound reports whether a round has both rows (bare, then
