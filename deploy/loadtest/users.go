@@ -98,13 +98,9 @@ func (h *harness) runUsers(ctx context.Context, w io.Writer, rounds, coldN int) 
 	return nil
 }
 
-// cpuRun measures one closed-loop run against addr and the CPU the process
-// pid spent per request in its measured window.
-func (h *harness) cpuRun(ctx context.Context, addr string, pid int, reqs [][]byte, conns int, d time.Duration) (result, float64) {
-	return h.cpuRunWith(ctx, addr, pid, reqs, conns, d, nil)
-}
-
-// cpuRunWith is cpuRun, scraping sc at the edges of the measured window.
+// cpuRunWith measures one closed-loop run against addr and the CPU the
+// process pid spent per request in its measured window, scraping sc (when
+// not nil) at the edges of that window.
 func (h *harness) cpuRunWith(ctx context.Context, addr string, pid int, reqs [][]byte, conns int, d time.Duration, sc *scrapers) (result, float64) {
 	cw := &cpuWindow{pid: pid, sc: sc}
 	r := load{addr: addr, conns: conns, warmup: time.Second, duration: d, request: cycle(reqs, conns), want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)

@@ -35,11 +35,11 @@ type FanoutResult struct {
 	FanoutConfig
 	Nodes         int
 	Published     int
-	Expected      int64 // Published × Subscribers
-	Applied       int64 // evictions seen at the subscribers
-	Dropped       int   // discarded by subscribers' clients as slow consumers
-	SlowConsumers int64 // slow consumers counted by the servers
-	Lag           Summary // over every delivery expected: those never applied rank last (Unreached)
+	Expected      int64         // Published × Subscribers
+	Applied       int64         // evictions seen at the subscribers
+	Dropped       int           // discarded by subscribers' clients as slow consumers
+	SlowConsumers int64         // slow consumers counted by the servers
+	Lag           Summary       // over every delivery expected: those never applied rank last (Unreached)
 	Wall          time.Duration // from the first publish until every event was applied (or the wait gave up)
 	NATSCPU       time.Duration // CPU used by the nats-server processes in Wall
 	SimCPU        time.Duration // CPU used by this process (publisher + subscribers) in Wall
