@@ -243,7 +243,7 @@ LIMIT $3`
 		return nil, 0, fmt.Errorf("list audit events: %w", err)
 	}
 	out, total, err := sqldb.Split(got, func(c counted) (Record, int64) { return c.Record, c.Total })
-	if p.IncludeTotal && len(out) == 0 && p.BeforeID != 0 { // past the end (the retention sweep removed the rest): no row to carry the total
+	if p.IncludeTotal && len(out) == 0 && p.BeforeID != 0 { // past the end (a cursor past the oldest event): no row to carry the total
 		if total, err = sqldb.Count(ctx, s.db, `SELECT count(*) FROM audit_events WHERE tenant_id = $1`, p.TenantID); err != nil {
 			return nil, 0, fmt.Errorf("count audit events: %w", err)
 		}
