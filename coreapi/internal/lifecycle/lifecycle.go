@@ -209,11 +209,8 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	}
 	code := problem.CodeInternal
 	var p *problem.Problem
-	var rf *ratelimit.Refused
 	if errors.As(err, &p) {
 		code = p.Code
-	} else if errors.As(err, &rf) {
-		code = problem.CodeTooManyRequests
 	} else if mp := MapError(err); mp != nil {
 		code = mp.Code
 	}
