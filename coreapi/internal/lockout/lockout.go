@@ -120,12 +120,21 @@ WHERE a.email_hash = $1 AND a.client_ip = locked.client_ip`
 	return nil
 }
 
-// Sweep deletes counts whose window and lock have both passed.
+// Sweep deletes counts whose window and lock have both passed. It skips
+// rows another transaction holds: a Reserve locks the key's row, then
+// the pair's, and a sweep deleting in table order could hold the pair's
+// while waiting for the key's (a deadlock PostgreSQL ends by failing the
+// sign-in). A row skipped is in use, so it is not stale anyway.
 func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	const q = `
-DELETE FROM login_attempts
-WHERE last_attempt < now() - make_interval(secs => $1)
-  AND (locked_until IS NULL OR locked_until < now())`
+DELETE FROM login_attempts a
+USING (
+    SELECT email_hash, client_ip FROM login_attempts
+    WHERE last_attempt < now() - make_interval(secs => $1)
+      AND (locked_until IS NULL OR locked_until < now())
+    FOR UPDATE SKIP LOCKED
+) stale
+WHERE a.email_hash = stale.email_hash AND a.client_ip = stale.client_ip`
 	tag, err := s.pool.Exec(ctx, q, s.policy.Window.Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("sweep login attempts: %w", err)

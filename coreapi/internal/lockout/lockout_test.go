@@ -78,3 +78,81 @@ func TestSuccessesDoNotCountForTheKey(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepDoesNotDeadlockWithReserve: a Reserve locks the key's row and
+// then the pair's. A sweep that deleted stale rows in table order, with
+// the pair's row first, held it while it waited for the key's row the
+// Reserve held, and the Reserve then waited for the pair's: PostgreSQL
+// ended the deadlock by failing one of them (a sign-in answered 500).
+// The sweep passes over rows in use instead.
+func TestSweepDoesNotDeadlockWithReserve(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.New(t).Pool
+	s := New(pool, Default)
+	key := EmailKey("swept@example.com")
+	const ip = "192.0.2.7"
+	// Both rows stale, the pair's first in the table.
+	for _, row := range []struct {
+		client string
+		age    string
+	}{{clientKey(ip), "2 hours"}, {"", "1 hour"}} {
+		if _, err := pool.Exec(ctx, `INSERT INTO login_attempts (email_hash, client_ip, failures, last_attempt)
+VALUES ($1, $2, 1, now() - $3::interval)`, key, row.client, row.age); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	// What login_reserve does first: lock the key's row.
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM login_attempts WHERE email_hash = $1 AND client_ip = '' FOR UPDATE`, key); err != nil {
+		t.Fatal(err)
+	}
+	swept := make(chan error, 1)
+	go func() {
+		_, err := s.Sweep(ctx)
+		swept <- err
+	}()
+	// Let the sweep run until it finishes or waits on a lock.
+	deadline := time.Now().Add(10 * time.Second)
+wait:
+	for {
+		select {
+		case err := <-swept:
+			swept <- err
+			break wait
+		default:
+		}
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Then the rest of login_reserve, in the same transaction: the pair.
+	var wait int
+	l := Default
+	if err := tx.QueryRow(ctx, `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`, key, clientKey(ip), l.Window.Seconds(),
+		l.Threshold, l.Base.Seconds(), l.Max.Seconds(), l.AccountThreshold, l.AccountMax.Seconds()).Scan(&wait); err != nil {
+		t.Fatalf("reserve while a sweep runs: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit the reserve: %v", err)
+	}
+	if err := <-swept; err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM login_attempts WHERE email_hash = $1`, key).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("%d rows for the key after the reserve, want 2 (the key's and the pair's)", n)
+	}
+}
