@@ -285,6 +285,14 @@ FROM users u WHERE u.id = $1`
 			verified bool
 			pending  *string
 		)
+		// The account's row first, as an email change takes it, and only
+		// then the address's mail count (CountAddressMail): taken the
+		// other way round, a resend and a change to the same address
+		// would each wait for the other. The query comes after the lock,
+		// so it sees a change committed by whoever held the row.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id.UserID); err != nil {
+			return fmt.Errorf("lock user: %w", err)
+		}
 		if err := tx.QueryRow(ctx, q, id.UserID).Scan(&email, &verified, &pending); err != nil {
 			return fmt.Errorf("load user: %w", err)
 		}

@@ -1,10 +1,12 @@
 package lifecycle_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
@@ -392,4 +394,55 @@ func TestUnprovenAddressMailsCarryNoName(t *testing.T) {
 	if m := x.mail(t, "vic@example.com", "Reset"); !strings.Contains(body(m), "Hello "+words) {
 		t.Errorf("the reset mail of a verified account does not greet its owner by name:\n%s", m.Raw)
 	}
+}
+
+// TestResendAndEmailChangeTakeLocksInOneOrder: an email change locks the
+// account's row, then counts its mail against the address; a resend of
+// that pending change counts against the same address. Were the resend to
+// take the address's count first and the account's row after, the two
+// would each wait for the other (a deadlock PostgreSQL ends by failing
+// one of them). Here a transaction holds the account's row as an email
+// change does while a resend starts, then counts a mail to the address:
+// both succeed.
+func TestResendAndEmailChangeTakeLocksInOneOrder(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "lockstep@example.com")
+	const moved = "lockstep.new@example.com"
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": moved}), http.StatusAccepted)
+
+	ctx := context.Background()
+	tx, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, a.c.Sub); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan apitest.Response, 1)
+	go func() { done <- x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil) }()
+	// Wait until the resend waits on a lock (or has finished, which it
+	// cannot while the row is held).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := x.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the resend never waited on a lock while the account's row was held")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := onetime.CountAddressMail(ctx, tx, moved); err != nil {
+		t.Fatalf("counting a mail to the address while a resend waits: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	wantStatus(t, <-done, http.StatusAccepted)
 }
