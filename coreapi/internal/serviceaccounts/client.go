@@ -137,12 +137,23 @@ func safeID(id string) string {
 	return "(malformed)"
 }
 
-// auditFailure records a wrong secret for an existing service account. An
-// error here is logged, not answered: the client's answer stays the same.
+// auditFailure records a wrong secret for an existing service account, at
+// most AuditFailureLimit of them an account in a window; a failure beyond
+// is logged instead. An error here is logged, not answered: the client's
+// answer stays the same.
 func (s *Service) auditFailure(c *fiber.Ctx, cl Client) {
 	ctx := c.UserContext()
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	err := pgx.BeginFunc(ctx, s.o.Pool, func(tx pgx.Tx) error {
+		ok, _, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("client_credentials_audit", cl.ID), AuditFailureLimit)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			s.o.Logger.Warn("client authentication failed (not audited: the account's failures fill its audit budget)",
+				"service_account_id", cl.ID, "tenant_id", cl.TenantID, "client_ip", httpapi.ClientIP(c), "request_id", rid)
+			return nil
+		}
 		return audit.Write(ctx, tx, audit.Event{TenantID: cl.TenantID, Action: ActionAuthFailed, TargetType: "service_account",
 			TargetID: cl.ID, Data: map[string]string{"client_ip": httpapi.ClientIP(c), "path": strings.Clone(c.Path())}, RequestID: rid})
 	})

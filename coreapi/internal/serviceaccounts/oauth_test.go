@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -691,5 +692,32 @@ func TestClientLockRetryAfterRoundsUp(t *testing.T) {
 	oauthProblem(t, r, http.StatusTooManyRequests, "temporarily_unavailable")
 	if got := r.Header.Get("Retry-After"); got != "2" {
 		t.Errorf("Retry-After = %q with 1.3 s left, want 2", got)
+	}
+}
+
+// TestAuthFailureAuditBounded: wrong secrets for one service account are
+// audited at most AuditFailureLimit.N times a window, however many client
+// IPs send them. ClientLimit bounds each IP only, so a client with many
+// addresses wrote an audit event into the account's tenant for every one,
+// without end. The answers stay 401 invalid_client.
+func TestAuthFailureAuditBounded(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	body := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	n := serviceaccounts.AuditFailureLimit.N + 5
+	for i := range n {
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: body, ContentType: form,
+			Header: basic(s.ClientID, "wrong"), ClientIP: "2001:db8:" + strconv.Itoa(i+1) + "::1"})
+		oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	}
+	if got := e.count(t, `SELECT count(*) FROM audit_events WHERE action = $1 AND target_id = $2`,
+		serviceaccounts.ActionAuthFailed, a.ID); got != serviceaccounts.AuditFailureLimit.N {
+		t.Fatalf("%d auth_failed events after %d wrong secrets from as many addresses, want %d", got, n, serviceaccounts.AuditFailureLimit.N)
+	}
+	// The right secret still works from anywhere.
+	if tk := e.clientToken(t, s, ""); tk.AccessToken == "" {
+		t.Fatal("no token with the right secret")
 	}
 }

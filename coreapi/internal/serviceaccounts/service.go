@@ -68,6 +68,14 @@ type APIKeyRevoker interface {
 // make for one client id in a window before it must wait.
 var ClientLimit = ratelimit.Limit{N: 10, Window: 15 * time.Minute}
 
+// AuditFailureLimit is how many failed client authentications of one
+// service account are audited in a window (service_account.auth_failed),
+// whichever client IPs send them; those beyond are logged only. ClientLimit
+// bounds each IP, and a client with many addresses (an IPv6 host has a
+// /64 per customer, a botnet thousands) could otherwise write audit
+// events into the account's tenant without end, burying its admins' own.
+var AuditFailureLimit = ratelimit.Limit{N: 20, Window: time.Hour}
+
 // Options configure a Service.
 type Options struct {
 	Logger      *slog.Logger
