@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -37,7 +38,11 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	fs := flag.NewFlagSet("authproxy", flag.ContinueOnError)
 	checkConfig := fs.Bool("check-config", false, "validate the configuration (and rules file), print it with secrets masked, and exit")
 	fs.Bool("version", false, "print the version, commit and Go version, and exit")
+	fs.SetOutput(stdout)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // the usage is printed; -h succeeds, as a Go program's flags do
+		}
 		return err
 	}
 	// The proxy takes no argument but its flags: `authproxy check-config`

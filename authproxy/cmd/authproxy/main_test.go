@@ -238,3 +238,20 @@ func TestLeftoverArgumentsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpSucceeds: -h prints the flags and exits 0, as a Go program's
+// flags do; it answered "flag: help requested" and exit status 1.
+func TestHelpSucceeds(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		out, read := stdoutFile(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, []string{arg}, envFrom(nil), out)
+		cancel()
+		if err != nil {
+			t.Errorf("run(%s) = %v, want nil", arg, err)
+		}
+		if got := read(); !strings.Contains(got, "-check-config") {
+			t.Errorf("run(%s) printed %q, want the flags", arg, got)
+		}
+	}
+}

@@ -62,10 +62,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if !ok {
 		return fmt.Errorf("unknown command %q (want serve, migrate, keys, tenants, users or mfa)", name)
 	}
-	return cmd(ctx, args, getenv, stdout)
+	// -h or -help prints the command's usage and succeeds, as a Go
+	// program's flags do.
+	if err := cmd(ctx, args, getenv, stdout); !errors.Is(err, errUsage) {
+		return err
+	}
+	return nil
 }
 
-// errUsage is returned by flag parsing with -h.
+// errUsage is returned by flag parsing with -h: the usage was printed.
 var errUsage = errors.New("usage")
 
 // parseFlags parses a command's flags; the commands that parse flags take

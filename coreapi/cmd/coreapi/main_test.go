@@ -256,3 +256,28 @@ func TestLeftoverArgumentsRefused(t *testing.T) {
 		t.Errorf("keys generate with a leftover argument made %v", pems)
 	}
 }
+
+// TestHelpSucceeds: -h prints a command's flags and succeeds, as a Go
+// program's flags do; it failed with "usage" (exit status 1).
+func TestHelpSucceeds(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"-h"}, "-check-config"},
+		{[]string{"serve", "-help"}, "-check-config"},
+		{[]string{"migrate", "down", "-h"}, "-all"},
+		{[]string{"keys", "generate", "-h"}, "-dir"},
+	} {
+		var out bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := run(ctx, tc.args, envOf(nil), &out)
+		cancel()
+		if err != nil {
+			t.Errorf("run(%q) = %v, want nil", tc.args, err)
+		}
+		if !strings.Contains(out.String(), tc.flag) {
+			t.Errorf("run(%q) printed %q, want its flags", tc.args, out.String())
+		}
+	}
+}
