@@ -131,7 +131,6 @@ type Manager struct {
 	users map[string]map[*Conn]struct{}
 	ips   map[string]map[*Conn]struct{} // anonymous streams, by clientKey
 	tens  map[string]map[*Conn]struct{}
-	sess  map[string]map[*Conn]struct{}
 	drain atomic.Bool
 	done  chan struct{} // closed when draining and the last stream ends
 	pool  sync.Pool     // of *[]byte, BufferBytes each
@@ -167,7 +166,7 @@ func New(o Options, proj Projections, log *slog.Logger, reg prometheus.Registere
 		o.Now = time.Now
 	}
 	m := &Manager{o: o, log: log, proj: proj, m: newMetrics(reg), all: map[*Conn]struct{}{},
-		users: map[string]map[*Conn]struct{}{}, ips: map[string]map[*Conn]struct{}{}, tens: map[string]map[*Conn]struct{}{}, sess: map[string]map[*Conn]struct{}{},
+		users: map[string]map[*Conn]struct{}{}, ips: map[string]map[*Conn]struct{}{}, tens: map[string]map[*Conn]struct{}{},
 		done: make(chan struct{})}
 	m.pool.New = func() any { b := make([]byte, o.BufferBytes); return &b }
 	return m
@@ -315,9 +314,6 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 	if cl != nil {
 		add(m.users, cl.Sub, c)
 		add(m.tens, cl.Tid, c)
-		if cl.Sid != "" {
-			add(m.sess, cl.Sid, c)
-		}
 	} else {
 		add(m.ips, c.client, c)
 	}
@@ -394,9 +390,6 @@ func (m *Manager) release(c *Conn, reason string) {
 	if cl := c.claims; cl != nil {
 		del(m.users, cl.Sub, c)
 		del(m.tens, cl.Tid, c)
-		if cl.Sid != "" {
-			del(m.sess, cl.Sid, c)
-		}
 	} else {
 		del(m.ips, c.client, c)
 	}
@@ -457,9 +450,6 @@ func (m *Manager) RecheckUser(id string) { m.recheck(m.snapshot(m.users, id)) }
 
 // RecheckTenant re-evaluates the tenant's streams.
 func (m *Manager) RecheckTenant(id string) { m.recheck(m.snapshot(m.tens, id)) }
-
-// RecheckSession re-evaluates the session's streams.
-func (m *Manager) RecheckSession(id string) { m.recheck(m.snapshot(m.sess, id)) }
 
 // KeySet closes the streams opened with a token whose signing key is not
 // in s, the key set just made current: a request with such a token is
