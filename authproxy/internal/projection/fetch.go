@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/propagation"
@@ -42,6 +43,12 @@ const maxProjection = 1 << 20
 // Fetch implements Fetcher.
 func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID string) (*identity.Projection, error) {
 	pq := identity.ProjectionPath + "/" + url.PathEscape(userID) + "?tenant_id=" + url.QueryEscape(tenantID)
+	// coreapi refuses a signed request without a request id (it is what
+	// makes two identical requests' signatures differ): a fetch of no
+	// request of a client's gets one of its own.
+	if requestID == "" {
+		requestID = requestid.New()
+	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -53,9 +60,7 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID str
 		req.URI().SetScheme("https") // the request line holds the path only
 	}
 	req.Header.Set("Accept", "application/json")
-	if requestID != "" {
-		req.Header.Set(identity.HeaderRequestID, requestID)
-	}
+	req.Header.Set(identity.HeaderRequestID, requestID)
 	ts := f.now().UnixMilli()
 	id := identity.Identity{Principal: identity.PrincipalAnonymous}
 	r := identity.Request{Timestamp: ts, RequestID: requestID, Method: fasthttp.MethodGet, PathQuery: pq, BodySHA256: identity.EmptyBodySHA256}

@@ -304,3 +304,14 @@ func TestTTLJitterSpreadsExpiry(t *testing.T) {
 		t.Fatal("a TTL of zero or less is not jittered")
 	}
 }
+
+// TestFetchWithoutRequestID: a fetch for no client request (the scale
+// simulator's, a tool's) gets a request id of its own. coreapi refuses a
+// signed request without one, and every such fetch was a 401.
+func TestFetchWithoutRequestID(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.c.Get(context.Background(), "u1", "t1", ""); err != nil {
+		t.Fatalf("Get without a request id: %v", err)
+	}
+	f.wantFetches(t, 1)
+}

@@ -19,6 +19,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -404,6 +405,9 @@ func (c *Core) projection(ctx *fiber.Ctx) error {
 	if err == nil && (id.Principal != identity.PrincipalAnonymous || id.UserID != "") {
 		err = fmt.Errorf("projection fetch with identity %+v", id)
 	}
+	if err == nil && ctx.Get(identity.HeaderRequestID) == "" { // as coreapi refuses it
+		err = errors.New("projection fetch without a request id")
+	}
 	if err != nil {
 		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
 	}
@@ -600,6 +604,9 @@ func (c *Core) verifyService(ctx *fiber.Ctx) error {
 	id, err := c.coreV.Verify(c.now(), func(name string) string { return ctx.Get(name) }, ctx.Method(), ctx.OriginalURL(), sha256.Sum256(ctx.Body()))
 	if err == nil && (id.Principal != identity.PrincipalAnonymous || id.UserID != "") {
 		err = fmt.Errorf("service call with identity %+v", id)
+	}
+	if err == nil && ctx.Get(identity.HeaderRequestID) == "" { // as coreapi refuses it
+		err = errors.New("service call without a request id")
 	}
 	return err
 }
