@@ -130,6 +130,10 @@ func serveBareProxy(ctx context.Context, addr, upstream string) error {
 		WriteTimeout:             30 * time.Second,
 		DisablePathNormalizing:   true,
 		StreamResponseBody:       true,
+		ReadBufferSize:           16 << 10, // forward.ResponseHeaderBytes
+		SecureErrorLogMessage:    true,
+		// authproxy's forwarded requests are never retried by fasthttp.
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 	}
 	hc.Transport = fasttransport.New(hc, nil) // as authproxy's forward.NewHostClient
 	app := fiber.New(fiber.Config{
@@ -141,7 +145,9 @@ func serveBareProxy(ctx context.Context, addr, upstream string) error {
 		ReadBufferSize:               16 << 10,
 		Network:                      fiber.NetworkTCP,
 		DisablePreParseMultipartForm: true,
+		StreamRequestBody:            true,
 	})
+	app.Server().SecureErrorLogMessage = true
 	app.All("/*", func(c *fiber.Ctx) error {
 		req := c.Request()
 		req.Header.Del(fiber.HeaderConnection)
