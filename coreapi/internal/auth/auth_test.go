@@ -759,9 +759,10 @@ func TestLockoutUnknownAccount(t *testing.T) {
 	if n := e.count(t, `SELECT count(*) FROM login_attempts WHERE position('nobody' in encode(email_hash, 'escape')) > 0`); n != 0 {
 		t.Error("login_attempts stores the address")
 	}
-	// Expired records are swept (the client's row and the address's row).
+	// Expired records are swept (the client's row and the address's row):
+	// a window has passed since the last attempt and since the lock ended.
 	if _, err := e.DB.Pool.Exec(context.Background(),
-		`UPDATE login_attempts SET locked_until = now() - interval '1 second', last_attempt = now() - interval '1 day'`); err != nil {
+		`UPDATE login_attempts SET locked_until = now() - interval '1 day', last_attempt = now() - interval '1 day'`); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := e.svc.SweepLoginAttempts(context.Background()); err != nil || n != 2 {

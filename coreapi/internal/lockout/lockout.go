@@ -28,8 +28,10 @@ type Policy struct {
 	Threshold int
 	Base      time.Duration
 	Max       time.Duration
-	// Window: an attempt more than Window after the previous one starts
-	// the count again.
+	// Window: an attempt more than Window after both the previous one
+	// and the end of the client's lock starts the count again. A client
+	// that waits out a lock goes on counting: once at Max, it gets one
+	// guess per lock.
 	Window time.Duration
 	// AccountThreshold is the attempt count of the key from every client
 	// (within Window) from which the key slows down: locked for
@@ -120,7 +122,9 @@ WHERE a.email_hash = $1 AND a.client_ip = locked.client_ip`
 	return nil
 }
 
-// Sweep deletes counts whose window and lock have both passed. It skips
+// Sweep deletes counts whose window has passed since both the last
+// attempt and the end of the lock (a count runs on after a lock within
+// the window, see migration 00031). It skips
 // rows another transaction holds: a Reserve locks the key's row, then
 // the pair's, and a sweep deleting in table order could hold the pair's
 // while waiting for the key's (a deadlock PostgreSQL ends by failing the
@@ -131,7 +135,7 @@ DELETE FROM login_attempts a
 USING (
     SELECT email_hash, client_ip FROM login_attempts
     WHERE last_attempt < now() - make_interval(secs => $1)
-      AND (locked_until IS NULL OR locked_until < now())
+      AND (locked_until IS NULL OR locked_until < now() - make_interval(secs => $1))
     FOR UPDATE SKIP LOCKED
 ) stale
 WHERE a.email_hash = stale.email_hash AND a.client_ip = stale.client_ip`

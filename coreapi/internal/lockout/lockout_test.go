@@ -156,3 +156,53 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err 
 		t.Fatalf("%d rows for the key after the reserve, want 2 (the key's and the pair's)", n)
 	}
 }
+
+// TestCountRunsOnAfterALock: a client that waits out its lock goes on
+// counting, so its next failure locks it again. The count used to start
+// afresh when the lock had outlasted the window since the last attempt
+// (the longest lock, 15 minutes, equals the default window), giving
+// Threshold more guesses after every longest lock: some 28 an hour from
+// one client. And the sweep keeps a count whose lock ended within the
+// window, or the count would start afresh all the same.
+func TestCountRunsOnAfterALock(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.New(t).Pool
+	p := Policy{Threshold: 2, Base: 2 * time.Second, Max: 2 * time.Second, Window: time.Second,
+		AccountThreshold: 100, AccountMax: time.Second}
+	s := New(pool, p)
+	key := EmailKey("patient@example.com")
+	const ip = "192.0.2.9"
+	reserve := func(what string, wantLocked bool) {
+		t.Helper()
+		wait, err := s.Reserve(ctx, key, ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (wait > 0) != wantLocked {
+			t.Fatalf("%s: wait %d s, want locked %v", what, wait, wantLocked)
+		}
+	}
+	reserve("first guess", false)
+	reserve("second guess (locks)", false)
+	reserve("during the lock", true)
+	time.Sleep(p.Max + 100*time.Millisecond) // the lock is over, and so is a window since the last attempt
+	reserve("the guess after the lock", false)
+	reserve("the next one", true)
+
+	// The sweep keeps a count whose lock ended within the window.
+	other := EmailKey("swept-late@example.com")
+	if _, err := pool.Exec(ctx, `INSERT INTO login_attempts (email_hash, client_ip, failures, last_attempt, locked_until)
+VALUES ($1, $2, 9, now() - interval '2 hours', now() - interval '1 minute')`, other, clientKey(ip)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(pool, Default).Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM login_attempts WHERE email_hash = $1`, other).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatal("the sweep deleted a count whose lock ended a minute ago, within the window")
+	}
+}
