@@ -565,8 +565,14 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 		}
 		s.m.Invalidations.WithLabelValues("apikey").Inc()
 	default:
+		// Something changed that this proxy cannot name (the design's
+		// auth.invalidate.session.<id>, a subject written by hand, a kind
+		// a newer coreapi publishes): everything goes, as the relay
+		// publishes a row it cannot deliver as auth.invalidate.all.
+		// Dropped, what it announced was trusted for the entries' TTL.
+		s.log.Warn("invalidation subject not understood; purging caches", "subject", msg.Subject)
+		s.t.InvalidateAll()
 		s.m.Invalidations.WithLabelValues("unknown").Inc()
-		s.log.Warn("invalidation subject not understood", "subject", msg.Subject)
 		return
 	}
 	if ev.At > 0 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
@@ -502,5 +503,49 @@ func TestConnectionLostDuringConnect(t *testing.T) {
 	}
 	if s.Connected() {
 		t.Fatal("Connected with the connection down")
+	}
+}
+
+// TestUnknownSubjectPurges: an event under auth.invalidate.> whose subject
+// the proxy does not understand (the design's auth.invalidate.session.<id>,
+// which coreapi does not publish, a subject typed by hand, a kind a newer
+// coreapi adds) names something that changed, the proxy cannot tell what:
+// everything cached goes, as the relay publishes a row it cannot deliver
+// as auth.invalidate.all. Dropped, a revocation announced that way was
+// never applied and the entries it named were trusted for their TTL.
+func TestUnknownSubjectPurges(t *testing.T) {
+	n := testenv.StartNATS(t)
+	f := &countingFetcher{}
+	c, err := projection.New(projection.Options{Size: 100, TTL: time.Hour, MaxStaleness: time.Second}, f, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	m := metrics.New()
+	s, pub := connectWithPublisher(t, n, Options{}, c, m)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	ctx := context.Background()
+	for i, subject := range []string{
+		"auth.invalidate.session.0b6f1c2e-6a1d-4f0e-9c3b-2d7e8f9a0b1c",
+		"auth.invalidate.user.u1.extra",
+		"auth.invalidate.unheard-of.x",
+	} {
+		e, err := c.Get(ctx, "u1", "t1", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Valid(e, time.Now()) {
+			t.Fatalf("%s: the entry is not valid before the event", subject)
+		}
+		if err := pub.Publish(subject, []byte(`{"at":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, func() error { return testenv.Want(subject+": entry valid", c.Valid(e, time.Now()), false) })
+		testenv.Eventually(t, func() error {
+			return testenv.Want(subject+": unknown events counted", testutil.ToFloat64(m.Invalidations.WithLabelValues("unknown")), float64(i+1))
+		})
 	}
 }
