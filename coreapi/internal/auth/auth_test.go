@@ -976,6 +976,36 @@ func TestSwitchedAwayTokenEndsWithItsSession(t *testing.T) {
 	}
 }
 
+// TestSwitchTenantIsNoWayAroundReuseDetection: whoever stole a session's
+// access and refresh tokens and switched it to the tenant it is already in
+// holds the session's new refresh token. The owner's refresh token, ended
+// by the switch, presented after the grace window is reuse as a rotated
+// one is: the session ends for both, rather than the owner being told the
+// token expired while the thief keeps the session for its lifetime.
+func TestSwitchTenantIsNoWayAroundReuseDetection(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "laundered@example.com", "L")
+	id := e.identityFor(t, tk)
+	r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": tk.TenantID, "refresh_token": tk.RefreshToken})
+	if r.Status != http.StatusOK {
+		t.Fatalf("switch to the same tenant: %d %s", r.Status, r.Body)
+	}
+	var thief tokens
+	r.JSON(t, &thief)
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, sessions.Hash(tk.RefreshToken)); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Fatalf("the owner's ended token after grace: %d %s, want 400 invalid_grant", r.Status, r.Body)
+	}
+	if r := e.refresh(t, thief.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("the switch's refresh token after the reuse: %d %s, want 400", r.Status, r.Body)
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_reason = 'refresh_token_reuse'`, id.SessionID); n != 1 {
+		t.Errorf("sessions revoked for reuse = %d, want 1", n)
+	}
+}
+
 // TestSwitchTenantRefusesStaleSession: a session opened by a sign-in
 // that checked the password just before a reset (stamped with the old
 // token version, so no refresh opens it) must not come back through a

@@ -9,7 +9,10 @@
 // being stored, as long as the chain that follows it still ends in a live
 // token (a reissue ends the chain, however long it has grown since).
 // Presenting an already-rotated token after the grace window is treated
-// as theft: the whole session is revoked.
+// as theft: the whole session is revoked. A token ended by a reissue (a
+// tenant switch, a step-up, a password change keeping the session) counts
+// as rotated at the reissue: within the grace window it is only expired,
+// after it reuse.
 package sessions
 
 import (
@@ -244,14 +247,18 @@ type lookup struct {
 	// then is the successor handed out again.
 	SuccessorLive bool
 	TokenExpired  bool
-	UserID        string
-	TenantID      string
-	SessionDead   bool // revoked
-	SessionExpd   bool
-	Active        bool
-	TokenVersion  int64
-	AMR           []string
-	AuthTime      int64
+	// Reissued: a reissue ended the token (Reissue stamps rotated_at
+	// and leaves replaced_by unset); presented after the grace window,
+	// it is reuse as a rotated token is.
+	Reissued     bool
+	UserID       string
+	TenantID     string
+	SessionDead  bool // revoked
+	SessionExpd  bool
+	Active       bool
+	TokenVersion int64
+	AMR          []string
+	AuthTime     int64
 }
 
 // Presenter is the request that presented a refresh token: a reuse is
@@ -268,7 +275,7 @@ func (s *Store) Rotate(ctx context.Context, token string, by Presenter) (Rotatio
 SELECT rt.id, rt.session_id, rt.replaced_by,
        coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
        ` + qSuccessorLive + `,
-       rt.expires_at <= now(),
+       rt.expires_at <= now(), rt.replaced_by IS NULL AND rt.rotated_at IS NOT NULL,
        s.user_id, s.tenant_id,
        s.revoked_at IS NOT NULL OR coalesce(s.token_version < u.token_version, false),
        s.expires_at <= now(),
@@ -286,7 +293,7 @@ WHERE rt.token_hash = $1`
 	}
 	var l lookup
 	err := s.pool.QueryRow(ctx, qLookup, Hash(token), secs(s.grace)).Scan(
-		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.SuccessorLive, &l.TokenExpired,
+		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.SuccessorLive, &l.TokenExpired, &l.Reissued,
 		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion, &l.AMR, &l.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Rotation{}, ErrInvalidToken
@@ -299,10 +306,15 @@ WHERE rt.token_hash = $1`
 		return Rotation{}, ErrRevoked
 	case l.SessionExpd:
 		return Rotation{}, ErrExpired
-	case l.ReplacedBy != nil && !l.InGrace:
+	case (l.ReplacedBy != nil || l.Reissued) && !l.InGrace:
 		// Reuse, whatever else holds: the token's own lifetime over, or
 		// the account, membership or tenant inactive for now, must not
 		// spare the session whose live successor someone else holds.
+		// A token a reissue ended is such a token too: the reissue
+		// handed its successor to whoever asked for it (a tenant switch
+		// needs only the access token and this token), so the holder
+		// left behind is told apart from the holder of the session the
+		// same way.
 		return Rotation{}, s.reused(ctx, l, by)
 	case l.TokenExpired:
 		return Rotation{}, ErrExpired
@@ -582,7 +594,11 @@ FROM sessions WHERE ` + QLive
 
 // Reissue ends every live refresh token of a live session and issues a new
 // one (after switch-tenant or a password change), in tx. ErrNotFound if
-// the session is not userID's or is revoked.
+// the session is not userID's or is revoked. The tokens it ends are stamped
+// rotated now: one presented after the grace window is reuse (see Rotate).
+// A tenant switch needs only the access token and the refresh token, so
+// a thief holding both could otherwise switch the session to the tenant it
+// is in and keep it, its owner's refresh token refused as merely expired.
 func (s *Store) Reissue(ctx context.Context, tx pgx.Tx, userID, sessionID string) (string, error) {
 	// Two statements, in this order: the first locks the session's row,
 	// waiting for a rotation in flight (see rotate) to commit; the second,
@@ -595,7 +611,7 @@ UPDATE sessions SET token_version = (SELECT token_version FROM users WHERE id = 
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
 		qReissue = `
 WITH old AS (
-    UPDATE refresh_tokens SET expires_at = now()
+    UPDATE refresh_tokens SET expires_at = now(), rotated_at = now()
     WHERE session_id = $1 AND replaced_by IS NULL AND expires_at > now()
 )
 INSERT INTO refresh_tokens (session_id, token_hash, expires_at)

@@ -769,3 +769,57 @@ func TestCreateRacingRemoval(t *testing.T) {
 		t.Errorf("Create without a membership = %v, want ErrNoMembership", err)
 	}
 }
+
+// TestReissuedTokenReusedAfterGrace: a reissue (a tenant switch, a
+// step-up, a password change keeping the session) hands the session a new
+// refresh token and ends the old one, as a rotation does. Presented after
+// the grace window, the token it ended is reuse like a rotated one: whoever
+// switched the session with a stolen refresh token must not keep it from
+// its owner, whose next refresh would otherwise be refused as merely
+// expired while the thief's token lives on.
+func TestReissuedTokenReusedAfterGrace(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	is := f.create(t)
+	next, err := f.reissue(t, f.user, is.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Within the grace window: expired, the session stays (another tab of
+	// the owner refreshing as the switch happened).
+	if _, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{}); !errors.Is(err, ErrExpired) {
+		t.Fatalf("reissued token within grace = %v, want ErrExpired", err)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, is.SessionID); c != 1 {
+		t.Fatal("the session was revoked within the grace window")
+	}
+	f.exec(t, `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, Hash(is.RefreshToken))
+	by := Presenter{RequestID: "req-reissued-1", IP: "203.0.113.9"}
+	if _, err := f.store.Rotate(ctx, is.RefreshToken, by); !errors.Is(err, ErrReused) {
+		t.Fatalf("reissued token after grace = %v, want ErrReused", err)
+	}
+	var reason string
+	if err := f.pool.QueryRow(ctx, `SELECT revoked_reason FROM sessions WHERE id = $1 AND revoked_at IS NOT NULL`, is.SessionID).Scan(&reason); err != nil {
+		t.Fatalf("session not revoked: %v", err)
+	}
+	if reason != ReasonReuse {
+		t.Errorf("revoked_reason = %q, want %q", reason, ReasonReuse)
+	}
+	if c := f.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.refresh_token_reused' AND target_id = $1
+		AND request_id = $2 AND data->>'client_ip' = $3`, is.SessionID, by.RequestID, by.IP); c != 1 {
+		t.Errorf("audit rows for the reuse = %d, want 1", c)
+	}
+	if _, err := f.store.Rotate(ctx, next, Presenter{}); !errors.Is(err, ErrRevoked) {
+		t.Errorf("the reissued successor after the reuse = %v, want ErrRevoked", err)
+	}
+	// A token that merely ran out of time is no reuse.
+	g := setup(t)
+	js := g.create(t)
+	g.exec(t, `UPDATE refresh_tokens SET expires_at = now() - interval '1 minute' WHERE token_hash = $1`, Hash(js.RefreshToken))
+	if _, err := g.store.Rotate(ctx, js.RefreshToken, Presenter{}); !errors.Is(err, ErrExpired) {
+		t.Errorf("expired token = %v, want ErrExpired", err)
+	}
+	if c := g.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, js.SessionID); c != 1 {
+		t.Error("an expired token revoked its session")
+	}
+}
