@@ -1,8 +1,9 @@
 // Verifier of Tollgate identity headers v2 in plain Node (no dependencies),
 // following docs/identity-headers.md. verify() takes Node's req.headers
 // (lower-case names), the method, the path+query as received (req.url), the
-// raw body (Buffer), a Map of key id -> secret (Buffer), the clock (ms), the
-// window (ms) and the process's Replays, which refuses a signed request
+// raw body (Buffer), a Map of key id -> secret (Buffer, at least 32 bytes:
+// parseKeys(process.env.TOLLGATE_IDENTITY_KEYS) makes it), the clock (ms),
+// the window (ms) and the process's Replays, which refuses a signed request
 // sent again ('replay'): const replays = new Replays(); once, then
 // verify(req.headers, req.method, req.url, body, keys, Date.now(), 30000, replays).
 // Node hands out header values as latin1 strings, one character per byte
@@ -15,7 +16,36 @@
 const crypto = require('node:crypto');
 
 const PRINCIPALS = ['user', 'api_key', 'service', 'anonymous'];
+const MIN_KEY_BYTES = 32;
 const fail = (code) => { throw Object.assign(new Error(code), { code }); };
+
+// parseKeys reads a key list as TOLLGATE_IDENTITY_KEYS holds it ("id:base64"
+// entries separated by commas, spaces or newlines; standard or URL base64,
+// padded or not) into the Map verify() takes, as the Go SDK reads it, and
+// throws on anything else: an id that is not 1-64 of [A-Za-z0-9._-], an id
+// listed twice, a secret that is not base64 or is shorter than 32 bytes.
+// (Buffer.from(text, 'base64') skips what it cannot read: a mistyped or
+// missing secret became a short key, or an empty one, with which anybody
+// signs.)
+function parseKeys(text) {
+  const entries = String(text ?? '').split(/[, \t\r\n]+/).filter((e) => e !== '');
+  if (entries.length === 0) throw new Error('identity keys: empty');
+  const keys = new Map();
+  entries.forEach((e, i) => {
+    const at = e.indexOf(':'), id = e.slice(0, Math.max(at, 0)), b64 = e.slice(at + 1), bare = b64.replace(/={1,2}$/, '');
+    const bad = (why) => { throw new Error(`identity keys: entry ${i + 1}${at > 0 ? ` (${id})` : ''}: ${why}`); };
+    if (at < 0) bad('want id:base64');
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) bad('key id must be 1-64 of [A-Za-z0-9._-]');
+    if (keys.has(id)) bad('key id listed twice');
+    if (!/^([A-Za-z0-9+/]*|[A-Za-z0-9_-]*)$/.test(bare) || bare.length % 4 === 1 || (bare !== b64 && b64.length % 4 !== 0)) {
+      bad('not valid base64');
+    }
+    const secret = Buffer.from(bare, 'base64');
+    if (secret.length < MIN_KEY_BYTES) bad(`${secret.length} bytes, want at least ${MIN_KEY_BYTES}`);
+    keys.set(id, secret);
+  });
+  return keys;
+}
 
 // Replays remembers the signatures verify() accepted until their timestamp
 // leaves the window. It is bounded: at most max entries (about 150 bytes
@@ -51,6 +81,10 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, repla
   if (!/^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/.test(mac) || !/^[1-9][0-9]{0,15}$/.test(ts)) fail('malformed');
   const keyId = get('x-auth-key-id');
   if (!keys.has(keyId)) fail('unknown_key');
+  // A secret shorter than a key's 32 bytes (an unset variable decoded to an
+  // empty Buffer, say) is no key: anybody could sign with it.
+  const secret = keys.get(keyId);
+  if (!(secret instanceof Uint8Array) || secret.length < MIN_KEY_BYTES) fail('bad_key');
   const ev = get('x-auth-email-verified'), at = get('x-auth-auth-time');
   if (!['true', 'false'].includes(ev) || !/^([1-9][0-9]{0,15})?$/.test(at)) fail('malformed');
   if (!PRINCIPALS.includes(get('x-auth-principal'))) fail('malformed');
@@ -66,7 +100,7 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, repla
   if (fields.some((f) => /[\r\n]|[^\x00-\xff]/.test(f))) fail('malformed');
   if (Math.abs(nowMs - Number(ts)) > windowMs) fail('expired');
   const canonical = Buffer.from(fields.join('\n'), 'latin1'); // the bytes received
-  const want = crypto.createHmac('sha256', keys.get(keyId)).update(canonical).digest();
+  const want = crypto.createHmac('sha256', secret).update(canonical).digest();
   if (!crypto.timingSafeEqual(want, Buffer.from(mac, 'base64url'))) fail('signature');
   // Only a signature that verified is remembered: a forgery neither fills
   // the memory nor makes the genuine request a replay.
@@ -87,7 +121,7 @@ if (require.main === module) {
   // sent, one latin1 character per byte.
   const received = (x) => Buffer.from(x, 'utf8').toString('latin1');
   for (const v of JSON.parse(require('node:fs').readFileSync(process.argv[2], 'utf8'))) {
-    const keys = new Map([[v.key_id, Buffer.from(v.key_secret_base64, 'base64')]]);
+    const keys = parseKeys(`${v.key_id}:${v.key_secret_base64}`);
     const h = Object.fromEntries(Object.entries(v.headers).map(([k, x]) => [k.toLowerCase(), received(x)]));
     h['x-auth-signature'] = received(v.signature);
     const body = Buffer.from(v.body, 'utf8');
@@ -103,4 +137,4 @@ if (require.main === module) {
   console.log(failed ? `${failed} failed` : 'all vectors pass');
   process.exit(failed ? 1 : 0);
 }
-module.exports = { verify, Replays };
+module.exports = { verify, Replays, parseKeys };

@@ -402,3 +402,110 @@ console.log(JSON.stringify(out));
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
+
+// runScript runs a node program in this directory with env added and
+// returns its trimmed output.
+func runScript(t *testing.T, script string, env ...string) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not on PATH: %v", err)
+	}
+	cmd := exec.Command(node, "-e", script)
+	cmd.Env = append(cmd.Environ(), env...)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, b)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestNodeVerifierRefusesShortKeys: a secret in verify()'s Map shorter
+// than a key's 32 bytes is no key. An app that built the Map from an
+// unset variable (decoded with Buffer.from, an empty Buffer) or a
+// mistyped one (Node's base64 decoder skips what it cannot read) accepted
+// every request signed with that short secret, which anybody can compute:
+// each is refused (bad_key), and a request signed with the 32-byte key
+// still verifies.
+func TestNodeVerifierRefusesShortKeys(t *testing.T) {
+	now := int64(1796000012345)
+	id := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", Permissions: []string{"notes:write"}}
+	req := identity.Request{Timestamp: now, RequestID: "req-1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/notes", BodySHA256: identity.EmptyBodySHA256}
+	var cases []map[string]string
+	for _, secret := range []string{"", "x", "0123456789abcdef0123456789abcde", "0123456789abcdef0123456789abcdef"} {
+		h := http.Header{}
+		identity.EachHeader("app-notes", &id, &req, h.Set)
+		m := hmac.New(sha256.New, []byte(secret))
+		m.Write([]byte(rawCanonical(h, "GET", "/notes")))
+		h.Set(identity.HeaderSignature, "v2="+base64.RawURLEncoding.EncodeToString(m.Sum(nil)))
+		c := map[string]string{"secret": base64.StdEncoding.EncodeToString([]byte(secret))}
+		for name := range h {
+			c[strings.ToLower(name)] = h.Get(name)
+		}
+		cases = append(cases, c)
+	}
+	js, err := json.Marshal(cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const script = `
+const { verify } = require('./verify.js');
+console.log(JSON.stringify(JSON.parse(process.env.CASES).map(({ secret, ...h }) => {
+  try {
+    verify(h, 'GET', '/notes', Buffer.alloc(0), new Map([['app-notes', Buffer.from(secret, 'base64')]]), Number(process.env.NOW_MS));
+    return 'valid';
+  } catch (e) { return e.code || String(e); }
+})));
+`
+	got := runScript(t, script, "CASES="+string(js), "NOW_MS="+strconv.FormatInt(now, 10))
+	if want := `["bad_key","bad_key","bad_key","valid"]`; got != want {
+		t.Fatalf("secrets of 0, 1, 31 and 32 bytes: got %s, want %s", got, want)
+	}
+}
+
+// TestNodeParseKeysAgreesWithGo: verify.js's parseKeys reads a key list
+// (TOLLGATE_IDENTITY_KEYS) as identity.ParseKeys does: the same keys from
+// the same text, and an error where Go refuses it (a short or empty
+// secret, text that is not base64, a bad or repeated id).
+func TestNodeParseKeysAgreesWithGo(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef\xfb\xff")
+	std, raw := base64.StdEncoding.EncodeToString(secret), base64.RawStdEncoding.EncodeToString(secret)
+	url, rawURL := base64.URLEncoding.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret)
+	short := base64.StdEncoding.EncodeToString(secret[:31])
+	inputs := []string{
+		"app:" + std, "app:" + raw, "app:" + url, "app:" + rawURL,
+		"a:" + std + ",b:" + rawURL, "a:" + std + " b:" + raw + "\nc:" + url + "\r\n\td:" + rawURL + ",",
+		"", " , ", "app", "app:", ":" + std, "app:" + short, "app:" + std[:len(std)-2], "app:" + raw[:len(raw)-1],
+		"app:" + std + "=", "app:" + raw + "=", "app:" + std + "==", "app:" + strings.Replace(std, "+", "-", 1),
+		"app:" + std[:10] + "!" + std[11:], "app:" + std + ",app:" + std, "app key:" + std, strings.Repeat("k", 65) + ":" + std,
+		"app:" + std + ":x", "app:" + std + "\x00",
+	}
+	js, err := json.Marshal(inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const script = `
+const { parseKeys } = require('./verify.js');
+console.log(JSON.stringify(JSON.parse(process.env.INPUTS).map((text) => {
+  try { return Object.fromEntries([...parseKeys(text)].map(([id, s]) => [id, s.toString('hex')])); }
+  catch (e) { return null; }
+})));
+`
+	var got []map[string]string
+	if err := json.Unmarshal([]byte(runScript(t, script, "INPUTS="+string(js))), &got); err != nil || len(got) != len(inputs) {
+		t.Fatalf("node's answer: %v (%d of %d)", err, len(got), len(inputs))
+	}
+	for i, text := range inputs {
+		keys, err := identity.ParseKeys(text)
+		var want map[string]string
+		if err == nil {
+			want = map[string]string{}
+			for _, k := range keys {
+				want[k.ID] = hex.EncodeToString(k.Secret)
+			}
+		}
+		if fmt.Sprint(got[i]) != fmt.Sprint(want) {
+			t.Errorf("%q: node %v, Go %v (err %v)", text, got[i], want, err)
+		}
+	}
+}
