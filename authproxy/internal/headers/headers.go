@@ -592,6 +592,43 @@ func equalFold(a []byte, s string) bool {
 	return true
 }
 
+// RawCookie appends to dst the values of the request's Cookie fields as
+// fasthttp read them, joined by "; " (RFC 9113 section 8.2.3), and reports
+// whether there was one. It must run before anything iterates the fields
+// (All, Scan): fasthttp then parses the cookies, and writes the parsed
+// ones back when the request is forwarded, which drops a cookie whose
+// value holds '"' or '\' (Python's http.cookies writes a value with a
+// comma or a space as "a\054b"), unquotes a quoted value and trims spaces.
+// SetRawCookie puts the field back as it came.
+func RawCookie(dst []byte, h *fasthttp.RequestHeader) ([]byte, bool) {
+	all := h.PeekAll(fasthttp.HeaderCookie)
+	for i, v := range all {
+		if i > 0 {
+			dst = append(dst, "; "...)
+		}
+		dst = append(dst, v...)
+	}
+	return dst, len(all) > 0
+}
+
+// SetRawCookie makes raw (from RawCookie) the request's one Cookie field,
+// as it is. fasthttp would parse a Cookie field set the usual way (and
+// drop the ';' of a cookie it sets alone): it is set as a plain field,
+// which fasthttp writes as it is, once the parsed cookies are removed.
+func SetRawCookie(h *fasthttp.RequestHeader, raw []byte) {
+	h.DelAllCookies()
+	if len(raw) == 0 {
+		return
+	}
+	special := !h.DisableSpecialHeader()
+	h.SetCanonical(cookieName, raw)
+	if special {
+		h.EnableSpecialHeader()
+	}
+}
+
+var cookieName = []byte(fasthttp.HeaderCookie)
+
 // Upgrade is what a request's Upgrade header asks for.
 type Upgrade uint8
 

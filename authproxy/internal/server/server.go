@@ -314,6 +314,7 @@ type state struct {
 	// (seen's Authorization may no longer be the header's).
 	edited   bool
 	wsBearer bool   // Authorization came from Sec-WebSocket-Protocol
+	cookie   []byte // the client's Cookie fields, as sent (begin)
 	xkey     []byte // X-API-Key's value, copied (apikey.go)
 	xkeyN    int    // X-API-Key headers sent
 	// body holds a streamed request body readBody read (reused by the
@@ -749,7 +750,14 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.unparsed = false
 	st.upgrade, st.wsBearer = headers.UpgradeNone, false
 	h := &c.Request().Header
+	// The cookies as the client sent them: Scan's iteration makes fasthttp
+	// parse them, and forward its parse (headers.RawCookie).
+	var cookie bool
+	st.cookie, cookie = headers.RawCookie(st.cookie[:0], h)
 	st.seen = headers.Scan(h)
+	if cookie {
+		headers.SetRawCookie(h, st.cookie)
+	}
 	in := st.seen.RequestID
 	st.seen.RequestID = nil // request memory: not kept in the pooled state
 	st.edited = st.seen.Upgrade || st.seen.WSProtocol || st.seen.APIKey
