@@ -1368,6 +1368,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		st.uri = appendQuery(append(st.uri, '?'), q)
 	}
 	setRequestURI(req, st.uri)
+	// A body without a Content-Type goes on without one: fasthttp's writer
+	// would name it application/octet-stream.
+	h.SetNoDefaultContentType(true)
 	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
 		setHost(h, hc.Addr)
 	}
