@@ -47,8 +47,9 @@ const ResponseHeaderBytes = 16 << 10
 // request for a streamed answer.
 func NewHostClient(o Options) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
-		Addr:                          o.Addr,
-		Name:                          "tollgate-authproxy",
+		Addr: o.Addr,
+		// No Name: fasthttp writes it as the User-Agent of a request
+		// without one, and the app would take the proxy for its client.
 		NoDefaultUserAgentHeader:      true,
 		MaxConns:                      o.MaxConns,
 		MaxConnWaitTimeout:            o.MaxConnWait,
