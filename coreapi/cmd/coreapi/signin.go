@@ -127,6 +127,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 			return svc.SweepSessions(ctx, sessionSweepEvery, cfg.AccessTokenTTL+24*time.Hour)
 		},
 		func(ctx context.Context) error { return oidc.RunSweeper(ctx, oauthSweepEvery) },
+		func(ctx context.Context) error { return keysSvc.RunSweeper(ctx, sessionSweepEvery) },
 	}
 	return append(workers, lifecycleWorkers...), nil
 }

@@ -1009,3 +1009,31 @@ FROM generate_series(1, $4) AS i`, prefix, ten.ID, admin.UserID, n)
 	x.create(t, admin, "/api/v1/users/me/api-keys", body)
 	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 409, "conflict")
 }
+
+// TestSweep: keys revoked or expired more than SweepKeep ago are deleted;
+// live keys, and keys revoked or expired since, stay. Neither the
+// live-key limit nor the listing counts such keys, so without the sweep a
+// caller making short-lived keys grew the table without end.
+func TestSweep(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	mk := func(name string) string {
+		return x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": name, "permissions": []string{}}).ID
+	}
+	live, revokedOld, revokedNew, expiredOld, expiredNew := mk("live"), mk("revoked-old"), mk("revoked-new"), mk("expired-old"), mk("expired-new")
+	old := apikeys.SweepKeep + time.Hour
+	x.exec(t, `UPDATE api_keys SET revoked_at = now() - make_interval(secs => $2) WHERE id = $1`, revokedOld, old.Seconds())
+	x.exec(t, `UPDATE api_keys SET revoked_at = now() - interval '1 hour' WHERE id = $1`, revokedNew)
+	x.exec(t, `UPDATE api_keys SET expires_at = now() - make_interval(secs => $2) WHERE id = $1`, expiredOld, old.Seconds())
+	x.exec(t, `UPDATE api_keys SET expires_at = now() - interval '1 hour' WHERE id = $1`, expiredNew)
+	n, err := x.svc.Store().Sweep(context.Background(), apikeys.SweepKeep)
+	if err != nil || n != 2 {
+		t.Fatalf("Sweep = %d, %v; want 2 keys", n, err)
+	}
+	for id, want := range map[string]int{live: 1, revokedNew: 1, expiredNew: 1, revokedOld: 0, expiredOld: 0} {
+		if got := x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1`, id); got != want {
+			t.Errorf("key %s: %d rows after the sweep, want %d", id, got, want)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -325,4 +326,15 @@ func (s *Service) used(c *fiber.Ctx) error {
 		}
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// SweepKeep is how long a revoked or expired key is kept (an expired one
+// stays listed, marked by its expires_at) before the sweeper deletes it.
+const SweepKeep = 7 * 24 * time.Hour
+
+// RunSweeper deletes, every interval, the keys revoked or expired more
+// than SweepKeep ago, until ctx ends.
+func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
+	return sweep.Every(ctx, every, s.log, slog.LevelInfo,
+		sweep.Task{Name: "api keys", Run: func(ctx context.Context) (int64, error) { return s.store.Sweep(ctx, SweepKeep) }})
 }
