@@ -392,10 +392,16 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 // Resend gives a pending invitation a new token and expiry and mails it
 // again; the previous link dies. As with making one, a must hold every
 // permission its roles grant, and users:write, when it runs (live; else
-// roles.ErrEscalation): a new link and expiry hand the roles out again.
+// roles.ErrEscalation): a new link and expiry hand the roles out again,
+// on a's say. So a becomes the invitation's sender (invited_by), whom the
+// mail names and the accept checks (GrantableRoles): an invitation whose
+// first sender was removed or demoted since, resent by someone who may
+// send it, can be accepted, and one resent by someone demoted since
+// cannot.
 func (s *Store) Resend(ctx context.Context, tenantID, id string, a roles.Actor) (Invitation, error) {
 	q := `
-UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(secs => $6), updated_at = now()
+UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(secs => $6), updated_at = now(),
+    invited_by = NULLIF($7, '')::uuid
 WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
 RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
     coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + invitedPerms

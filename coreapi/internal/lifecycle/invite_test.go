@@ -1230,3 +1230,39 @@ func TestAcceptWaitsForADemotionUnderWay(t *testing.T) {
 		t.Error("joined anyway")
 	}
 }
+
+// TestResentInvitationIsTheResenders: resending an invitation hands its
+// roles out again on the resender's say (who must hold them), and the mail
+// names the resender as the inviter; so the accept checks the resender,
+// not whoever first sent it. An invitation whose first sender was removed
+// since, resent by the owner, was mailed again (200) and then refused at
+// accept (403: "whoever sent this invitation can no longer grant its
+// roles"), so a resend could never revive it.
+func TestResentInvitationIsTheResenders(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	tid := owner.c.Tid
+	admin := x.SeedUserIn(t, tid, "adm@acme.test", "admin")
+	inv := x.invite(t, admin, "revived@example.com", "member")
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+admin.UserID, nil), http.StatusNoContent)
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil), http.StatusOK)
+	tok := x.mail(t, "revived@example.com", "invited").Token()
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != http.StatusOK {
+		t.Fatalf("accept of the resent invitation: %d %s, want 200", st, code)
+	}
+	if !x.isMember(t, tid, "revived@example.com") {
+		t.Fatal("not a member after the accept")
+	}
+
+	// The other way round: once resent, the resender's rights decide. A
+	// resender demoted since cannot have it accepted, though whoever
+	// first sent it still could.
+	inv = x.invite(t, owner.id, "second@example.com", "member")
+	helper := x.SeedUserIn(t, tid, "helper@acme.test", "admin")
+	wantStatus(t, x.Send(t, &helper, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil), http.StatusOK)
+	tok = x.mail(t, "second@example.com", "invited").Token()
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+helper.UserID+"/roles/admin", nil), http.StatusOK)
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != http.StatusForbidden || code != problem.CodeForbidden {
+		t.Errorf("accept after the resender's demotion: %d %s, want 403 %s", st, code, problem.CodeForbidden)
+	}
+}
