@@ -451,6 +451,7 @@ func (s *Server) createRole(c *fiber.Ctx) error {
 	}
 	var v httpapi.Checks
 	v.Require(roles.ValidName(b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
+	b.Description = strings.TrimSpace(b.Description)
 	v.Text("description", b.Description, 0, roles.MaxDescription)
 	s.checkPermissions(&v, "permissions", b.Permissions)
 	if err := v.Err(); err != nil {
@@ -483,7 +484,9 @@ func (s *Server) patchRole(c *fiber.Ctx) error {
 		v.Require(roles.ValidName(*b.Name), "name", "1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit")
 	}
 	if b.Description != nil {
-		v.Text("description", *b.Description, 0, roles.MaxDescription)
+		d := strings.TrimSpace(*b.Description)
+		b.Description = &d
+		v.Text("description", d, 0, roles.MaxDescription)
 	}
 	if b.Permissions != nil {
 		s.checkPermissions(&v, "permissions", *b.Permissions)

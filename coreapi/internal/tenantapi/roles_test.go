@@ -344,3 +344,43 @@ func TestRoleChangeNeedsTheHoldersPermissions(t *testing.T) {
 		t.Errorf("member's permissions = %v after the role's deletion", got)
 	}
 }
+
+// TestRoleDescriptionTrimmed: a role's description is stored without the
+// white space around it, on creation and on a change, as a tenant's or a
+// member's name is (docs/security.md: role descriptions are trimmed); it
+// was stored as sent. A change to the description the role has, give or
+// take that white space, changes nothing.
+func TestRoleDescriptionTrimmed(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "ops", "description": " \tRuns things\n "})
+	apitest.WantStatus(t, r, 201)
+	var ro tenantapi.Role
+	r.JSON(t, &ro)
+	if ro.Description != "Runs things" {
+		t.Errorf("created description = %q, want %q", ro.Description, "Runs things")
+	}
+	r = w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"description": "  Runs more  "})
+	apitest.WantStatus(t, r, 200)
+	r.JSON(t, &ro)
+	if ro.Description != "Runs more" {
+		t.Errorf("changed description = %q, want %q", ro.Description, "Runs more")
+	}
+	var stored string
+	if err := w.E.DB.Pool.QueryRow(t.Context(), `SELECT description FROM roles WHERE id = $1`, ro.ID).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != "Runs more" {
+		t.Errorf("stored description = %q", stored)
+	}
+	wantNoChange(t, w, &w.Owner, "/api/v1/roles/"+ro.ID, map[string]any{"description": " Runs more "}, mustJSON(t, ro))
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
