@@ -1,8 +1,6 @@
 package app
 
 import (
-	"bufio"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,11 +12,7 @@ import (
 // type in its own way (sniffing it, or refusing it with a message of its
 // own) then took for the client's; one sent reaches it unchanged.
 func TestNoContentTypeAdded(t *testing.T) {
-	up := newRawUpstream(t)
-	e := start(t, envOpt{rules: "upstreams:\n  notes: {url: http://" + up.ln.Addr().String() + ", key_id: app-notes}\n" +
-		"routes:\n" +
-		"  - {prefix: /notes, upstream: notes, access: protected}\n" +
-		"  - {prefix: /, upstream: notes, access: public}\n"})
+	e, up := startRawApp(t)
 	tok := e.token(nil)
 	for _, tt := range []struct {
 		name, path, auth, hdr, body, want string
@@ -30,7 +24,6 @@ func TestNoContentTypeAdded(t *testing.T) {
 		{name: "sent", path: "/x", hdr: "Content-Type: text/plain\r\n", body: "abc", want: "text/plain"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			n := len(up.all())
 			req := "POST " + tt.path + " HTTP/1.1\r\nHost: x\r\n" + tt.hdr
 			if tt.auth != "" {
 				req += "Authorization: Bearer " + tt.auth + "\r\n"
@@ -38,17 +31,7 @@ func TestNoContentTypeAdded(t *testing.T) {
 			if tt.hdr == "" || !strings.Contains(tt.hdr, "chunked") {
 				req += "Content-Length: " + strconv.Itoa(len(tt.body)) + "\r\n"
 			}
-			if resp := rawSend(t, e.addr, req+"Connection: close\r\n\r\n"+tt.body); !strings.HasPrefix(resp, "HTTP/1.1 200 ") {
-				t.Fatalf("answered %.80q", resp)
-			}
-			got := up.all()[n:]
-			if len(got) != 1 {
-				t.Fatalf("forwarded %d requests, want 1", len(got))
-			}
-			hreq, err := http.ReadRequest(bufio.NewReader(strings.NewReader(got[0])))
-			if err != nil {
-				t.Fatal(err)
-			}
+			hreq := forwardedAs(t, e, up, req, tt.body)
 			if ct := hreq.Header.Values("Content-Type"); strings.Join(ct, ",") != tt.want {
 				t.Fatalf("Content-Type forwarded as %q, want %q", ct, tt.want)
 			}

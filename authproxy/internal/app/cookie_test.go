@@ -1,8 +1,6 @@
 package app
 
 import (
-	"bufio"
-	"net/http"
 	"strings"
 	"testing"
 )
@@ -17,11 +15,7 @@ import (
 // trimmed. Several Cookie lines are joined with "; " (RFC 9113 section
 // 8.2.3, as HTTP/2 to HTTP/1.1 gateways join them).
 func TestCookiesForwardedAsSent(t *testing.T) {
-	up := newRawUpstream(t)
-	e := start(t, envOpt{rules: "upstreams:\n  notes: {url: http://" + up.ln.Addr().String() + ", key_id: app-notes}\n" +
-		"routes:\n" +
-		"  - {prefix: /notes, upstream: notes, access: protected}\n" +
-		"  - {prefix: /, upstream: notes, access: public}\n"})
+	e, up := startRawApp(t)
 	tok := e.token(nil)
 	const quoted = `a=1; messages="9f2c$[[\"__json_message\"\0540\05420\054\"Saved\"]]"; q="x y"; flag;  sp = v `
 	for _, tt := range []struct {
@@ -36,7 +30,6 @@ func TestCookiesForwardedAsSent(t *testing.T) {
 		{"plain", "/x", "", []string{"a=1; b=2"}, "a=1; b=2"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			n := len(up.all())
 			req := "GET " + tt.path + " HTTP/1.1\r\nHost: x\r\n"
 			for _, l := range tt.lines {
 				req += "Cookie: " + l + "\r\n"
@@ -44,17 +37,7 @@ func TestCookiesForwardedAsSent(t *testing.T) {
 			if tt.auth != "" {
 				req += "Authorization: Bearer " + tt.auth + "\r\n"
 			}
-			if resp := rawSend(t, e.addr, req+"Connection: close\r\n\r\n"); !strings.HasPrefix(resp, "HTTP/1.1 200 ") {
-				t.Fatalf("answered %.80q", resp)
-			}
-			got := up.all()[n:]
-			if len(got) != 1 {
-				t.Fatalf("forwarded %d requests, want 1", len(got))
-			}
-			hreq, err := http.ReadRequest(bufio.NewReader(strings.NewReader(got[0])))
-			if err != nil {
-				t.Fatal(err)
-			}
+			hreq := forwardedAs(t, e, up, req, "")
 			if c := hreq.Header.Values("Cookie"); len(c) != 1 || c[0] != strings.TrimSpace(tt.want) {
 				t.Fatalf("Cookie forwarded as %q, want %q", c, tt.want)
 			}

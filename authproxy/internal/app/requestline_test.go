@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,4 +193,36 @@ func TestSpaceInFieldNameRefused(t *testing.T) {
 	if got := up.all(); len(got) != n {
 		t.Fatalf("the upstream received %d requests with a space in a field name, want none: %q", len(got)-n, got[n:])
 	}
+}
+
+// startRawApp starts a proxy in front of a raw upstream that records what
+// it is sent: /notes protected, every other path public.
+func startRawApp(t *testing.T) (*env, *rawUpstream) {
+	t.Helper()
+	up := newRawUpstream(t)
+	e := start(t, envOpt{rules: "upstreams:\n  notes: {url: http://" + up.ln.Addr().String() + ", key_id: app-notes}\n" +
+		"routes:\n" +
+		"  - {prefix: /notes, upstream: notes, access: protected}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	return e, up
+}
+
+// forwardedAs sends the raw request req (its head without the final blank
+// line, then body), which must be answered 200, and returns the one
+// request the upstream received for it, parsed.
+func forwardedAs(t *testing.T, e *env, up *rawUpstream, head, body string) *http.Request {
+	t.Helper()
+	n := len(up.all())
+	if resp := rawSend(t, e.addr, head+"Connection: close\r\n\r\n"+body); !strings.HasPrefix(resp, "HTTP/1.1 200 ") {
+		t.Fatalf("answered %.80q", resp)
+	}
+	got := up.all()[n:]
+	if len(got) != 1 {
+		t.Fatalf("forwarded %d requests, want 1", len(got))
+	}
+	hreq, err := http.ReadRequest(bufio.NewReader(strings.NewReader(got[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hreq
 }
