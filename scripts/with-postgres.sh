@@ -6,6 +6,8 @@
 #      non-root user (run as root: postgres or nobody, through runuser, setpriv
 #      or sudo), in a temp dir removed on exit. With PG_PERSIST_DIR set,
 #      the cluster lives there instead and is kept (used by `make run`).
+#      Its superuser postgres has a random password (DATABASE_URL holds it),
+#      required on every connection.
 #      PG_LOCAL=1 skips steps 1 and 2 and always uses a local cluster.
 # Usage: scripts/with-postgres.sh COMMAND [ARGS...]
 set -euo pipefail
@@ -218,11 +220,49 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 echo $$ >"$owner_file"
 
+# The cluster's superuser has a password, and every connection must give it
+# (scram-sha-256), from 127.0.0.1 too: with trust authentication any local
+# user could connect as the superuser and, through COPY ... TO PROGRAM, run
+# commands as the cluster's OS user (whoever runs this script, or postgres
+# when root does, which owns the system's own clusters). The password is
+# random, kept in $BASE/password (mode 0600, for whoever runs this script)
+# and passed on in DATABASE_URL.
+pw_file="$BASE/password"
+new_password() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
+save_password() { (umask 077 && printf '%s\n' "$1" >"$pw_file"); }
+POSTGRES=$(dirname "$INITDB")/postgres
 if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
 	log "initialising a local cluster in $PGDATA"
-	as_pg "$INITDB" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
-		{ tail -n 30 "$BASE/initdb.log" >&2; exit 1; }
+	PW=$(new_password)
+	save_password "$PW"
+	# initdb reads it from a file of the cluster's user, removed at once.
+	pw_init="$BASE/initdb.pw"
+	(umask 077 && printf '%s\n' "$PW" >"$pw_init")
+	[[ ${#RUN_AS[@]} -eq 0 ]] || chown "$PG_USER" "$pw_init"
+	as_pg "$INITDB" -D "$PGDATA" -U postgres --auth=scram-sha-256 --pwfile="$pw_init" \
+		-E UTF8 --no-sync >"$BASE/initdb.log" 2>&1 ||
+		{ rm -f "$pw_init"; tail -n 30 "$BASE/initdb.log" >&2; exit 1; }
+	rm -f "$pw_init"
+else
+	PW=$(cat "$pw_file" 2>/dev/null || true)
+	if ! [[ $PW =~ ^[0-9a-f]{32}$ ]]; then
+		# A kept cluster from before passwords (trust authentication): give
+		# its superuser one in single-user mode, with no connection open.
+		log "setting a password on the superuser of the cluster in $PGDATA (kept in $pw_file)"
+		PW=$(new_password)
+		printf "ALTER ROLE postgres PASSWORD '%s';\n" "$PW" |
+			as_pg "$POSTGRES" --single -D "$PGDATA" -c password_encryption=scram-sha-256 postgres >"$BASE/single.log" 2>&1 ||
+			{ tail -n 30 "$BASE/single.log" >&2; exit 1; }
+		save_password "$PW"
+	fi
 fi
+# Written at every start, so that no cluster of ours admits anyone without it.
+printf '%s\n' "# Written by scripts/with-postgres.sh at every start: the superuser's password on every connection." \
+	"local all all scram-sha-256" \
+	"host all all 127.0.0.1/32 scram-sha-256" \
+	"host all all ::1/128 scram-sha-256" |
+	as_pg sh -c 'cat >"$1"' sh "$PGDATA/pg_hba.conf" ||
+	{ log "could not write $PGDATA/pg_hba.conf"; exit 1; }
 log "starting PostgreSQL on 127.0.0.1:$PORT"
 # TCP only: no Unix socket, whose path (the cluster's directory, wherever
 # the checkout is) may be too long for one (107 bytes) or hold a space,
@@ -231,7 +271,7 @@ as_pg "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
 	-o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c fsync=off -c max_connections=300" start >/dev/null ||
 	{ tail -n 30 "$BASE/postgres.log" >&2; exit 1; }
 
-export DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"
+export DATABASE_URL="postgres://postgres:$PW@127.0.0.1:$PORT/postgres?sslmode=disable"
 set +e
 # The command runs in the background and this shell waits for it, so that a
 # SIGTERM or SIGHUP sent to this script alone (kill PID, a supervisor or an

@@ -2,7 +2,9 @@ package scripts
 
 import (
 	"bytes"
+	"context"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +15,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 var script = filepath.Join("..", "..", "scripts", "with-postgres.sh")
+
+// localURL is the DATABASE_URL of a cluster the script started: its
+// superuser with the cluster's password, on 127.0.0.1.
+var localURL = regexp.MustCompile(`^postgres://postgres:[0-9a-f]{32}@127\.0\.0\.1:[0-9]+/postgres\?sslmode=disable$`)
 
 // needServer skips unless bash and the PostgreSQL server binaries the
 // script looks for are installed.
@@ -94,7 +102,7 @@ func TestWithPostgresMovesOffATakenPort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second run, with port %s taken: %v\n%s", port, err, stderr)
 	}
-	if second == first || !strings.HasPrefix(second, "postgres://postgres@127.0.0.1:") {
+	if second == first || !localURL.MatchString(second) {
 		t.Errorf("second run's DATABASE_URL = %q (first %q)", second, first)
 	}
 	if !strings.Contains(stderr, "taken") {
@@ -185,7 +193,7 @@ func TestWithPostgresDeepOrSpacedDir(t *testing.T) {
 			if err != nil {
 				t.Fatalf("PG_PERSIST_DIR=%q: %v\n%s", pd, err, stderr)
 			}
-			if !strings.HasPrefix(url, "postgres://postgres@127.0.0.1:") {
+			if !localURL.MatchString(url) {
 				t.Errorf("DATABASE_URL = %q", url)
 			}
 		})
@@ -327,7 +335,7 @@ func TestWithPostgresClusterLeftRunning(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run after a killed run: %v\n%s", err, stderr)
 	}
-	if !strings.HasPrefix(url, "postgres://postgres@127.0.0.1:") {
+	if !localURL.MatchString(url) {
 		t.Errorf("DATABASE_URL = %q", url)
 	}
 	if !strings.Contains(stderr, "left running") {
@@ -418,7 +426,7 @@ func TestWithPostgresClosedWorkingDirAsRoot(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
-	if !strings.HasPrefix(out.String(), "postgres://postgres@127.0.0.1:") {
+	if !localURL.MatchString(out.String()) {
 		t.Errorf("DATABASE_URL = %q", out.String())
 	}
 	if strings.Contains(errb.String(), "could not change directory") {
@@ -483,7 +491,7 @@ func TestWithPostgresAsRootWithoutRunuser(t *testing.T) {
 		if err != nil {
 			t.Fatalf("without runuser: %v\n%s", err, stderr)
 		}
-		if !strings.HasPrefix(url, "postgres://postgres@127.0.0.1:") {
+		if !localURL.MatchString(url) {
 			t.Errorf("DATABASE_URL = %q\n%s", url, stderr)
 		}
 	})
@@ -582,4 +590,104 @@ trap 'on TERM; exit 0' TERM; trap 'on HUP; exit 0' HUP; trap 'on INT; exit 0' IN
 			}
 		})
 	}
+}
+
+// TestWithPostgresClusterNeedsThePassword: the cluster the script starts
+// admits its superuser only with the password DATABASE_URL carries, from
+// 127.0.0.1 too. It trusted every local connection, so any user of the
+// machine could connect as the superuser and run commands as the
+// cluster's OS user (COPY ... TO PROGRAM): as whoever ran `make run` or
+// `make test`, or as postgres when root did, the owner of the system's own
+// clusters. A kept cluster made before that (trust, no password file) is
+// given a password by its next run.
+func TestWithPostgresClusterNeedsThePassword(t *testing.T) {
+	needServer(t)
+	// Neither may supply a password the URL lacks.
+	t.Setenv("PGPASSWORD", "")
+	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
+	pd := persistDir(t)
+	stopLeftover(t, pd)
+	check := func(t *testing.T) {
+		dir := t.TempDir()
+		got, release := filepath.Join(dir, "url"), filepath.Join(dir, "release")
+		cmd, errf := startScript(t, `printf %s "$DATABASE_URL" >"`+got+`.tmp" && mv "`+got+`.tmp" "`+got+`"
+while [ ! -f "`+release+`" ]; do sleep 0.1; done`, "PG_PERSIST_DIR="+pd)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		defer func() {
+			os.WriteFile(release, nil, 0o644)
+			select {
+			case <-done:
+			case <-time.After(time.Minute):
+				cmd.Process.Kill()
+			}
+		}()
+		var dbURL string
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			if b, err := os.ReadFile(got); err == nil {
+				dbURL = string(b)
+				break
+			}
+			select {
+			case err := <-done:
+				done <- err
+				t.Fatalf("the script ended: %v\n%s", err, readFile(t, errf))
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the command did not start\n%s", readFile(t, errf))
+			}
+		}
+		connect := func(u string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			conn, err := pgx.Connect(ctx, u)
+			if err != nil {
+				return err
+			}
+			var one int
+			err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+			conn.Close(ctx)
+			return err
+		}
+		if err := connect(dbURL); err != nil {
+			t.Fatalf("with the URL's password: %v", err)
+		}
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, user := range map[string]*url.Userinfo{
+			"no password":    url.User("postgres"),
+			"wrong password": url.UserPassword("postgres", "wrong"),
+		} {
+			u.User = user
+			if err := connect(u.String()); err == nil {
+				t.Errorf("%s: the cluster let the superuser in", name)
+			}
+		}
+		if !localURL.MatchString(dbURL) {
+			t.Errorf("DATABASE_URL = %q", dbURL)
+		}
+		if b, err := os.ReadFile(filepath.Join(pd, "password")); err != nil || !strings.Contains(dbURL, ":"+strings.TrimSpace(string(b))+"@") {
+			t.Errorf("password file %q (%v) is not the URL's", b, err)
+		}
+		if fi, err := os.Stat(filepath.Join(pd, "password")); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("password file mode %v: others may read it", fi.Mode().Perm())
+		}
+		os.WriteFile(release, nil, 0o644)
+		if err := <-done; err != nil {
+			t.Errorf("the script: %v\n%s", err, readFile(t, errf))
+		}
+		done <- nil // for the deferred wait
+	}
+	t.Run("new", check)
+	// The cluster as the script left it before passwords.
+	if err := os.Remove(filepath.Join(pd, "password")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pd, "data", "pg_hba.conf"), []byte("host all all 127.0.0.1/32 trust\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("kept from before", check)
 }
