@@ -3,8 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -26,8 +29,13 @@ import (
 // dies with the test binary even when the binary is killed, and so that the
 // suite can stop and start it without disturbing any other test package.
 type pgCluster struct {
-	base     string // parent of the data directory, removed by the suite
-	data     string
+	base string // parent of the data directory, removed by the suite
+	data string
+	// password of the superuser postgres, required on every connection:
+	// with trust authentication any local user could connect as the
+	// superuser and run commands as the cluster's OS user (COPY ... TO
+	// PROGRAM) while the suite runs.
+	password string
 	port     int
 	postgres string // path of the postgres binary
 	cred     *syscall.Credential
@@ -137,13 +145,30 @@ func newPGCluster(ctx context.Context, base string, port int) (*pgCluster, error
 			return nil, fmt.Errorf("chown %s: %w", base, err)
 		}
 	}
+	var pw [16]byte
+	if _, err := rand.Read(pw[:]); err != nil {
+		return nil, err
+	}
+	c.password = hex.EncodeToString(pw[:])
+	// initdb reads it from a file of the cluster's user, removed at once.
+	pwFile := filepath.Join(base, "initdb.pw")
+	if err := os.WriteFile(pwFile, []byte(c.password+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	defer os.Remove(pwFile)
+	if cred != nil {
+		if err := os.Chown(pwFile, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("chown %s: %w", pwFile, err)
+		}
+	}
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", c.data, "-U", "postgres",
-		"--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+		"--auth=scram-sha-256", "--pwfile="+pwFile, "-E", "UTF8", "--no-sync", "--no-instructions")
 	initdb.Dir = base
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	os.Remove(pwFile)
 	if err := c.start(ctx); err != nil {
 		return nil, err
 	}
@@ -152,7 +177,7 @@ func newPGCluster(ctx context.Context, base string, port int) (*pgCluster, error
 
 // URL is the connection string of the cluster's postgres database.
 func (c *pgCluster) URL() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable", c.password, c.port)
 }
 
 // start runs the postmaster and waits until it accepts connections.
@@ -284,6 +309,41 @@ func TestPgMajor(t *testing.T) {
 	} {
 		if got := pgMajor(dir); got != want {
 			t.Errorf("pgMajor(%q) = %v, want %v", dir, got, want)
+		}
+	}
+}
+
+// TestSuiteClusterNeedsThePassword: the suite's cluster admits its
+// superuser only with the password its URL carries. It trusted every local
+// connection, so any user of the machine could connect as the superuser
+// while the suite ran and run commands as the cluster's OS user.
+func TestSuiteClusterNeedsThePassword(t *testing.T) {
+	// Neither may supply a password the URL lacks.
+	t.Setenv("PGPASSWORD", "")
+	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
+	connect := func(u string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			return err
+		}
+		return conn.Close(ctx)
+	}
+	if err := connect(sys.pg.URL()); err != nil {
+		t.Fatalf("with the password: %v", err)
+	}
+	u, err := url.Parse(sys.pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, user := range map[string]*url.Userinfo{
+		"no password":    url.User("postgres"),
+		"wrong password": url.UserPassword("postgres", "wrong"),
+	} {
+		u.User = user
+		if err := connect(u.String()); err == nil {
+			t.Errorf("%s: the cluster let the superuser in", name)
 		}
 	}
 }
