@@ -84,3 +84,64 @@ func TestNATSCredentialsComponent(t *testing.T) {
 		}
 	}
 }
+
+// TestNATSCredentialsReachTheSidecars renders the app-sidecar overlay with
+// the component nats-credentials, as an installation whose NATS server
+// runs deploy/nats/tollgate.conf does: every proxy, the app pods'
+// sidecars included, takes the authproxy user's NATS_URL from the Secret
+// tollgate-nats. The component patched the Deployment tollgate only, so
+// the sidecars kept the ConfigMap's NATS_URL, which names no user: the
+// server refused them, and no invalidation (a revoked role, session or API
+// key) reached the app pods' proxies.
+func TestNATSCredentialsReachTheSidecars(t *testing.T) {
+	fsys := filesys.MakeFsInMemory()
+	copyBase(t, fsys, "/k/base")
+	copyDir(t, fsys, natsComponentDir, "/k/components/nats-credentials")
+	copyTree(t, fsys, sidecarDir, "/k/overlays/app-sidecar")
+	overlay := "resources: [../overlays/app-sidecar]\ncomponents: [../components/nats-credentials]\nsecretGenerator:\n  - name: tollgate-nats\n    literals:\n" +
+		"      - coreapi-url=nats://coreapi:0123abcd@nats.nats.svc:4222\n" +
+		"      - authproxy-url=nats://authproxy:4567cdef@nats.nats.svc:4222\n"
+	if err := fsys.WriteFile("/k/overlay/kustomization.yaml", []byte(overlay)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := render(fsys, "/k/overlay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := checkSidecar(b); len(v) != 0 {
+		t.Fatalf("overlay with nats-credentials is not clean:\n%s", strings.Join(v, "\n"))
+	}
+	var secret string
+	for _, s := range b.Secrets {
+		if strings.HasPrefix(s.Name, "tollgate-nats-") {
+			secret = s.Name
+		}
+	}
+	proxies := 0
+	for _, d := range b.Deployments {
+		pod := &d.Spec.Template.Spec
+		for _, c := range allContainers(pod) {
+			if !strings.HasSuffix(strings.SplitN(c.Image, ":", 2)[0], "/authproxy") {
+				continue
+			}
+			proxies++
+			var refs []*corev1.SecretKeySelector
+			for _, e := range c.Env {
+				if e.Name != "NATS_URL" {
+					continue
+				}
+				if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+					t.Errorf("Deployment %s container %s: NATS_URL set, not from a Secret", d.Name, c.Name)
+					continue
+				}
+				refs = append(refs, e.ValueFrom.SecretKeyRef)
+			}
+			if len(refs) != 1 || refs[0].Name != secret || refs[0].Key != "authproxy-url" {
+				t.Errorf("Deployment %s container %s: NATS_URL from %+v, want Secret %s key authproxy-url (the ConfigMap's names no NATS user)", d.Name, c.Name, refs, secret)
+			}
+		}
+	}
+	if proxies != 2 {
+		t.Errorf("%d authproxy containers, want 2 (coreapi's pod and the app's)", proxies)
+	}
+}
