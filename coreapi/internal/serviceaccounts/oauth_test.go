@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -681,10 +682,12 @@ func TestClientLockRetryAfterRoundsUp(t *testing.T) {
 	for range serviceaccounts.ClientLimit.N {
 		oauthProblem(t, send("wrong"), http.StatusUnauthorized, "invalid_client")
 	}
-	// The client's counter is the one row at the limit; 1.3 s are left
-	// in its window.
-	tag, err := e.DB.Pool.Exec(context.Background(), `UPDATE rate_limits SET window_start = now() - make_interval(secs => $1) + interval '1.3 seconds' WHERE hits >= $2`,
-		serviceaccounts.ClientLimit.Window.Seconds(), serviceaccounts.ClientLimit.N)
+	// The client's counter (not the account's audit budget, which counted
+	// the same failures) has 1.3 s left in its window.
+	key := ratelimit.Key("client_credentials", strings.ToLower(s.ClientID), ratelimit.ClientKey("198.51.100.31"))
+	tag, err := e.DB.Pool.Exec(context.Background(), `UPDATE rate_limits SET window_start = now() - make_interval(secs => $1) + interval '1.3 seconds'
+WHERE key = $3 AND hits >= $2`,
+		serviceaccounts.ClientLimit.Window.Seconds(), serviceaccounts.ClientLimit.N, key)
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("move the window: %v, %d rows", err, tag.RowsAffected())
 	}
