@@ -524,3 +524,32 @@ func TestLateFailureOfAnExpiredClaimLeavesTheRowSent(t *testing.T) {
 		t.Errorf("after the late failure: %+v; want sent after 2 attempts, no error, token NULL", row)
 	}
 }
+
+// A mail server that accepted the message (250 after DATA) and then lost
+// the connection before answering the commands that end the session: the
+// mail was delivered, so the row is sent (its token scrubbed), and it is
+// never sent a second time.
+func TestDeliveredThenConnectionLostSendsOnce(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.HangUpAfterData(true)
+	r.enqueue(t, verify)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.smtp.WaitFor(t, "ada@example.com", "Confirm", 5*time.Second)
+	rows := r.rows(t)
+	if rows[0].Status != "sent" || rows[0].Token != nil || rows[0].LastErr != nil {
+		t.Errorf("after a delivery whose connection was lost: %+v; want sent, token NULL, no error", rows[0])
+	}
+	if got := r.failures("temporary") + r.failures("permanent"); got != 0 {
+		t.Errorf("%v failures counted for a delivered mail", got)
+	}
+	r.smtp.HangUpAfterData(false)
+	r.dueNow(t)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(r.smtp.Messages()); got != 1 {
+		t.Errorf("%d copies received, want 1", got)
+	}
+}

@@ -108,6 +108,14 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 		return fmt.Errorf("smtp client: %w", err)
 	}
 	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+		// The server accepted the message (250 after DATA), and what
+		// failed came after: the RSET or QUIT that ends the session, or
+		// the connection, lost meanwhile. The mail was delivered: sent
+		// again, it would arrive twice (its link in both); taken for a
+		// 5xx, a delivered mail would be parked.
+		if msg.IsDelivered() {
+			return nil
+		}
 		var se *gomail.SendError
 		if errors.As(err, &se) && se.ErrorCode() >= 500 && se.ErrorCode() < 600 {
 			return fmt.Errorf("%w: %v", ErrPermanent, err)

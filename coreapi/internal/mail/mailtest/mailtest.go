@@ -40,6 +40,9 @@ type Server struct {
 	mu     sync.Mutex
 	msgs   []Message
 	refuse int // 0: accept; else the SMTP code DATA is answered with
+	// hangUp: once a message is accepted, its connection is closed
+	// when the client sends its next command (RSET, QUIT), unanswered.
+	hangUp bool
 	notify chan struct{}
 }
 
@@ -52,7 +55,7 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("mailtest: %v", err)
 	}
 	s.Addr = ln.Addr().String()
-	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{s: s}, nil }))
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &session{s: s, conn: c}, nil }))
 	s.srv.Domain = "mailtest.local"
 	s.srv.ReadTimeout = 10 * time.Second
 	s.srv.WriteTimeout = 10 * time.Second
@@ -81,11 +84,39 @@ type gate struct {
 func (g *gate) Accept() (net.Conn, error) {
 	for {
 		c, err := g.Listener.Accept()
-		if err != nil || !g.down.Load() {
+		if err != nil {
 			return c, err
+		}
+		if !g.down.Load() {
+			return &hangUpConn{Conn: c}, nil
 		}
 		_ = c.Close()
 	}
+}
+
+// hangUpConn closes itself at its next read once hangUp is set: the
+// server then answers nothing more on it.
+type hangUpConn struct {
+	net.Conn
+	hangUp atomic.Bool
+}
+
+func (c *hangUpConn) Read(b []byte) (int, error) {
+	if c.hangUp.Load() {
+		_ = c.Conn.Close()
+		return 0, io.EOF
+	}
+	return c.Conn.Read(b)
+}
+
+// HangUpAfterData makes the server accept each message (250 after DATA)
+// and then close the connection without answering the client's next
+// command (the RSET or QUIT that follows): a connection lost after the
+// message was delivered. false answers them again.
+func (s *Server) HangUpAfterData(on bool) {
+	s.mu.Lock()
+	s.hangUp = on
+	s.mu.Unlock()
 }
 
 // Refuse makes DATA answer code (e.g. 550 or 451); 0 accepts again.
@@ -139,6 +170,7 @@ func (m Message) Token() string {
 
 type session struct {
 	s    *Server
+	conn *smtp.Conn
 	from string
 	rcpt []string
 }
@@ -172,7 +204,11 @@ func (x *session) Data(r io.Reader) error {
 	}
 	x.s.mu.Lock()
 	x.s.msgs = append(x.s.msgs, m)
+	hangUp := x.s.hangUp
 	x.s.mu.Unlock()
+	if hc, ok := x.conn.Conn().(*hangUpConn); ok && hangUp {
+		hc.hangUp.Store(true) // after the 250 this answer gets
+	}
 	select {
 	case x.s.notify <- struct{}{}:
 	default:
