@@ -169,13 +169,41 @@ RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts`
 	if err != nil {
 		return 0, fmt.Errorf("claim mail: %w", err)
 	}
-	for _, m := range batch {
+	for i, m := range batch {
+		if ctx.Err() != nil { // stopping: the rows not yet tried go back
+			return len(batch), errors.Join(ctx.Err(), s.giveBack(ctx, batch[i:]...))
+		}
 		if err := s.deliver(ctx, m); err != nil {
+			if ctx.Err() != nil {
+				err = errors.Join(err, s.giveBack(ctx, batch[i+1:]...))
+			}
 			return len(batch), err
 		}
 	}
 	return len(batch), nil
 }
+
+// giveBack returns claimed rows the sender's stop kept from going out:
+// due now, for another replica (or this one once restarted), without the
+// attempt their claim counted, rather than after the lease. A row claimed
+// again since (its lease ended) is left alone.
+func (s *Sender) giveBack(ctx context.Context, ms ...claimed) error {
+	const q = `
+UPDATE mail_queue SET attempts = attempts - 1, next_attempt_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'pending'`
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	for _, m := range ms {
+		if _, err := s.o.Pool.Exec(ctx, q, m.ID, m.Attempts); err != nil {
+			return fmt.Errorf("give back mail %d: %w", m.ID, err)
+		}
+	}
+	return nil
+}
+
+// recordTimeout bounds the recording of a send's outcome, which does not
+// end with the sender's context.
+const recordTimeout = 5 * time.Second
 
 func (s *Sender) deliver(ctx context.Context, m claimed) error {
 	const (
@@ -222,8 +250,17 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	} else {
 		sendErr = s.o.Transport.Send(ctx, out)
 	}
+	// What the send did is recorded even if the sender is stopping
+	// meanwhile (ctx ends at shutdown): an SMTP session, once connected,
+	// runs to its end, and a mail it delivered but left pending would be
+	// sent again after the lease, its token kept until then.
+	if sendErr != nil && ctx.Err() != nil {
+		return errors.Join(ctx.Err(), s.giveBack(ctx, m))
+	}
+	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	if sendErr == nil {
-		if _, err := s.o.Pool.Exec(ctx, qSent, m.ID); err != nil {
+		if _, err := s.o.Pool.Exec(rec, qSent, m.ID); err != nil {
 			return fmt.Errorf("mark mail %d sent: %w", m.ID, err)
 		}
 		s.sent.Inc()
@@ -246,7 +283,7 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	} else {
 		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", sendErr)
 	}
-	if _, err := s.o.Pool.Exec(ctx, qFail, m.ID, clip.String(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
+	if _, err := s.o.Pool.Exec(rec, qFail, m.ID, clip.String(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
 		return fmt.Errorf("record mail %d failure: %w", m.ID, err)
 	}
 	return nil

@@ -84,8 +84,11 @@ func (r *rig) dueNow(t *testing.T) {
 	}
 }
 
-func (r *rig) failures(kind string) float64 {
-	mfs, _ := r.reg.Gather()
+func (r *rig) failures(kind string) float64 { return failures(r.reg, kind) }
+
+// failures is coreapi_mail_failures_total{kind} in reg.
+func failures(reg *prometheus.Registry, kind string) float64 {
+	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
 		if mf.GetName() != "coreapi_mail_failures_total" {
 			continue
@@ -551,5 +554,85 @@ func TestDeliveredThenConnectionLostSendsOnce(t *testing.T) {
 	}
 	if got := len(r.smtp.Messages()); got != 1 {
 		t.Errorf("%d copies received, want 1", got)
+	}
+}
+
+// stopTransport stops the sender (cancels its context) around a real
+// send: after it when after is set (the stop came while the mail server
+// took the message, which an SMTP session, once connected, does not
+// interrupt), else before it (the stop came first: nothing goes out).
+type stopTransport struct {
+	next  mail.Transport
+	stop  context.CancelFunc
+	after bool
+}
+
+func (s stopTransport) Send(ctx context.Context, m mail.Outgoing) error {
+	if !s.after {
+		s.stop()
+	}
+	err := s.next.Send(ctx, m)
+	if s.after {
+		s.stop()
+	}
+	return err
+}
+
+// coreapi stopping while a mail is being sent: one the server took is
+// recorded as sent (not sent again once the lease ends, its token not
+// kept); one the stop kept from going out, and the rest of the batch, are
+// given back, due at once and without the attempt or a failure counted.
+func TestStopDuringSendLosesAndRepeatsNothing(t *testing.T) {
+	for _, after := range []bool{true, false} {
+		t.Run(map[bool]string{true: "delivered", false: "not sent"}[after], func(t *testing.T) {
+			r := newRig(t, mail.SenderOptions{})
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			reg := prometheus.NewRegistry()
+			s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: stopTransport{mustSMTP(t, r.smtp.URL()), stop, after},
+				From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg,
+				Links: mail.DefaultLinks("http://localhost:8080")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			second := verify
+			second.To = "bob@example.com"
+			r.enqueue(t, verify, second)
+			if n, _ := s.SendDue(ctx); n != 2 {
+				t.Fatalf("claimed %d, want the batch of 2", n)
+			}
+			var due []bool
+			rows, _ := r.db.Pool.Query(context.Background(), `SELECT next_attempt_at <= now() FROM mail_queue ORDER BY id`)
+			if due, err = pgx.CollectRows(rows, pgx.RowTo[bool]); err != nil {
+				t.Fatal(err)
+			}
+			for i, row := range r.rows(t) {
+				if i == 0 && after {
+					if row.Status != "sent" || row.Token != nil {
+						t.Errorf("a mail delivered as the sender stopped: %+v; want sent, token NULL", row)
+					}
+				} else if row.Status != "pending" || row.Attempts != 0 || row.Token == nil || row.LastErr != nil || !due[i] {
+					t.Errorf("mail %d, which the stop kept from going out: %+v (due now: %t); want pending, 0 attempts, token kept, no error, due now",
+						i+1, row, due[i])
+				}
+			}
+			if got := failures(reg, "temporary") + failures(reg, "permanent"); got != 0 {
+				t.Errorf("%v failures counted", got)
+			}
+			// Another replica, after the lease.
+			if _, err := r.db.Pool.Exec(context.Background(), `UPDATE mail_queue SET next_attempt_at = now() - interval '1 second' WHERE status = 'pending'`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.s.SendDue(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]int{}
+			for _, m := range r.smtp.Messages() {
+				got[m.Rcpt[0]]++
+			}
+			if got["ada@example.com"] != 1 || got["bob@example.com"] != 1 {
+				t.Errorf("copies received: %v, want one each", got)
+			}
+		})
 	}
 }
