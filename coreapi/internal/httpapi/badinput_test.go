@@ -45,6 +45,8 @@ func TestBadBodies(t *testing.T) {
 		{"NUL in display name", "PATCH", "/api/v1/users/me", `{"display_name": "\u0000"}`, "", 400, "bad_request", "display_name"},
 		{"NUL in a list item", "POST", "/api/v1/roles", `{"name": "x", "permissions": ["audit:read\u0000"]}`, "", 400, "bad_request", "permissions"},
 		{"line break in display name", "PATCH", "/api/v1/users/me", `{"display_name": "Bob\nAdmin"}`, "", 422, "validation_failed", "display_name"},
+		{"line separator in display name", "PATCH", "/api/v1/users/me", `{"display_name": "Bob\u2028Admin"}`, "", 422, "validation_failed", "display_name"},
+		{"paragraph separator in a new member's name", "POST", "/api/v1/users", `{"email": "p@b.test", "display_name": "Bob\u2029Admin"}`, "", 422, "validation_failed", "display_name"},
 		{"zero-width tenant name", "PATCH", "/api/v1/tenant", `{"name": "\u200b\u2060\ufeff"}`, "", 422, "validation_failed", "name"},
 		{"Hangul filler tenant name", "PATCH", "/api/v1/tenant", `{"name": "\u3164 \u115f"}`, "", 422, "validation_failed", "name"},
 		{"bidi override in tenant name", "PATCH", "/api/v1/tenant", `{"name": "Acme\u202emoc.live"}`, "", 422, "validation_failed", "name"},

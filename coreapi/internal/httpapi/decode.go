@@ -596,7 +596,8 @@ func (v *Checks) Length(field, s string, min, max int) {
 
 // Text is Length for a name or description that others are shown (a
 // member list, an invitation mail's subject), refusing as well a control
-// character (a line break, a tab, a terminal escape) and a bidirectional
+// character (a line break, U+2028 and U+2029 included, a tab, a terminal
+// escape) and a bidirectional
 // override, embedding or isolate, with which text displays in another
 // order than it is stored: "Acme" + U+202E + "moc.live" shows as
 // "Acmeevil.com".
@@ -632,10 +633,13 @@ func Visible(s string) bool {
 	return false
 }
 
-// PlainText reports whether s holds no control character (Unicode Cc)
-// and no bidirectional embedding, override or isolate (U+202A-U+202E,
-// U+2066-U+2069); else the first such character. The marks U+200E, U+200F
-// and U+061C, which right-to-left names need, are allowed.
+// PlainText reports whether s holds no control character (Unicode Cc),
+// no line or paragraph separator (U+2028, U+2029: line breaks too, in
+// JavaScript, editors and some terminals, as the mail templates take
+// them) and no bidirectional embedding, override or isolate
+// (U+202A-U+202E, U+2066-U+2069); else the first such character. The
+// marks U+200E, U+200F and U+061C, which right-to-left names need, are
+// allowed.
 func PlainText(s string) (rune, bool) {
 	for _, r := range s {
 		if !plainRune(r) {
@@ -660,7 +664,7 @@ func CleanText(s string) string {
 }
 
 func plainRune(r rune) bool {
-	return !unicode.IsControl(r) && (r < 0x202A || r > 0x202E) && (r < 0x2066 || r > 0x2069)
+	return !unicode.IsControl(r) && (r < 0x2028 || r > 0x202E) && (r < 0x2066 || r > 0x2069)
 }
 
 // Err is nil without errors, else the 422 problem listing them.

@@ -120,6 +120,8 @@ func TestPlainText(t *testing.T) {
 		{"tab\there", false, "tabhere"},
 		{"\x1b[2Jx", false, "[2Jx"},
 		{"\u0085next line", false, "next line"},
+		{"Bob\u2028Admin", false, "BobAdmin"}, // LINE SEPARATOR
+		{"Bob\u2029Admin", false, "BobAdmin"}, // PARAGRAPH SEPARATOR
 		{"Acme\u202emoc.live", false, "Acmemoc.live"},
 		{"\u2066iso\u2069", false, "iso"},
 	} {
