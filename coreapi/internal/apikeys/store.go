@@ -377,26 +377,29 @@ RETURNING id::text, public_id, kind`
 // RevokeEveryKeyOf is RevokeUserKeys in every tenant where userID has a
 // live key, in the order of the tenants' ids: a password reset that
 // proves an address the account never had proven ends every key its
-// earlier holder made. The caller takes the tenants' locks
+// earlier holder made. It returns how many keys it revoked in each tenant
+// (by tenant id). The caller takes the tenants' locks
 // (roles.LockTenant) first when it holds the account's row, as a key's
 // creation takes the tenant's and then the key lock before its insert
 // waits for the account's row.
-func RevokeEveryKeyOf(ctx context.Context, tx pgx.Tx, userID, actorID, requestID, via string) (int, error) {
+func RevokeEveryKeyOf(ctx context.Context, tx pgx.Tx, userID, actorID, requestID, via string) (map[string]int, error) {
 	const q = `SELECT DISTINCT tenant_id::text FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL ORDER BY 1`
 	rows, _ := tx.Query(ctx, q, userID)
 	tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return 0, fmt.Errorf("tenants of the user's api keys: %w", err)
+		return nil, fmt.Errorf("tenants of the user's api keys: %w", err)
 	}
-	total := 0
+	revoked := make(map[string]int, len(tenants))
 	for _, tid := range tenants {
 		n, err := RevokeUserKeys(ctx, tx, tid, userID, actorID, requestID, via)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		total += n
+		if n > 0 {
+			revoked[tid] = n
+		}
 	}
-	return total, nil
+	return revoked, nil
 }
 
 // revoked writes the audit row and the invalidation of a revocation.

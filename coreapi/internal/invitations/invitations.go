@@ -346,10 +346,11 @@ RETURNING i.id::text, i.email`
 
 // WithdrawSentBy withdraws, in tx, every pending invitation userID sent,
 // in every tenant, each audited as invitation.revoked in its tenant with
-// data via naming the cause; it returns how many. A password reset that
-// proves an address the account never had proven calls it: the earlier
-// holder of the password may have invited addresses of their own.
-func WithdrawSentBy(ctx context.Context, tx pgx.Tx, userID, actorID, requestID, via string) (int, error) {
+// data via naming the cause; it returns how many in each tenant (by
+// tenant id). A password reset that proves an address the account never
+// had proven calls it: the earlier holder of the password may have
+// invited addresses of their own.
+func WithdrawSentBy(ctx context.Context, tx pgx.Tx, userID, actorID, requestID, via string) (map[string]int, error) {
 	const q = `
 UPDATE invitations SET status = 'revoked', updated_at = now()
 WHERE invited_by = $1 AND status = 'pending'
@@ -358,23 +359,25 @@ RETURNING id::text, tenant_id::text, email`
 	type withdrawn struct{ ID, TenantID, Email string }
 	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
 	if err != nil {
-		return 0, fmt.Errorf("withdraw invitations: %w", err)
+		return nil, fmt.Errorf("withdraw invitations: %w", err)
 	}
+	withdrawnIn := map[string]int{}
 	if len(ws) == 0 {
-		return 0, nil
+		return withdrawnIn, nil
 	}
 	b := &pgx.Batch{}
 	for _, w := range ws {
 		if err := audit.Queue(b, audit.Event{TenantID: w.TenantID, ActorUserID: actorID, Action: audit.ActionInvitationRevoked,
 			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
 			Data: map[string]any{"email": w.Email, "via": via}}); err != nil {
-			return 0, err
+			return nil, err
 		}
+		withdrawnIn[w.TenantID]++
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return 0, fmt.Errorf("audit withdrawn invitations: %w", err)
+		return nil, fmt.Errorf("audit withdrawn invitations: %w", err)
 	}
-	return len(ws), nil
+	return withdrawnIn, nil
 }
 
 // missing tells ErrNotFound from ErrNotPending.

@@ -291,7 +291,10 @@ ORDER BY id FOR NO KEY UPDATE`
 	return nil
 }
 
-// cleared is the audit data of what clearUnproven ended.
+// cleared is the audit data of what clearUnproven ended, in one tenant:
+// that tenant's API keys, service accounts (with their secrets and keys)
+// and invitations, and the account's second factor, which guards every
+// tenant of the account.
 type cleared struct {
 	APIKeys         int      `json:"api_keys_revoked"`
 	ServiceAccounts []string `json:"service_accounts"`
@@ -317,39 +320,50 @@ func (c cleared) any() bool {
 // invitations it sent that are still pending. Each is audited and
 // announced as its own revocation is, with data via user.password_reset,
 // and one user.unverified_access_cleared event in each of the account's
-// tenants says what went (none when nothing did).
+// tenants says what went there, and the second factor (none where
+// nothing did): a tenant's admins are not told of another tenant's
+// service accounts, keys or invitations.
 func clearUnproven(ctx context.Context, tx pgx.Tx, userID, requestID string) error {
 	const via = audit.ActionUserPasswordReset
-	var (
-		c   cleared
-		err error
-	)
-	if c.APIKeys, err = apikeys.RevokeEveryKeyOf(ctx, tx, userID, userID, requestID, via); err != nil {
+	const qTenants = `SELECT tenant_id::text FROM memberships WHERE user_id = $1 ORDER BY tenant_id`
+	keys, err := apikeys.RevokeEveryKeyOf(ctx, tx, userID, userID, requestID, via)
+	if err != nil {
 		return err
 	}
 	sas, err := serviceaccounts.SilenceCreatedBy(ctx, tx, userID, userID, requestID, via)
 	if err != nil {
 		return err
 	}
-	c.ServiceAccounts = []string{}
-	for _, sa := range sas {
-		c.ServiceAccounts = append(c.ServiceAccounts, sa.ID)
-		c.Secrets += sa.Secrets
-		c.ServiceKeys += sa.Keys
-	}
 	f, err := auth.DeleteFactor(ctx, tx, userID)
 	if err != nil {
 		return err
 	}
-	c.Factor, c.RecoveryCodes = f.Factor, f.RecoveryCodes
-	if c.Invitations, err = invitations.WithdrawSentBy(ctx, tx, userID, userID, requestID, via); err != nil {
+	invited, err := invitations.WithdrawSentBy(ctx, tx, userID, userID, requestID, via)
+	if err != nil {
 		return err
 	}
-	if !c.any() {
-		return nil
+	rows, _ := tx.Query(ctx, qTenants, userID)
+	tenantIDs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("tenants of the account: %w", err)
 	}
-	if err := auditUser(ctx, tx, userID, userID, audit.ActionUserUnverifiedAccessCleared, requestID, c); err != nil {
-		return err
+	for _, tid := range tenantIDs {
+		c := cleared{APIKeys: keys[tid], ServiceAccounts: []string{}, Factor: f.Factor, RecoveryCodes: f.RecoveryCodes,
+			Invitations: invited[tid]}
+		for _, sa := range sas {
+			if sa.TenantID == tid {
+				c.ServiceAccounts = append(c.ServiceAccounts, sa.ID)
+				c.Secrets += sa.Secrets
+				c.ServiceKeys += sa.Keys
+			}
+		}
+		if !c.any() {
+			continue
+		}
+		if err := audit.Write(ctx, tx, audit.Event{TenantID: tid, ActorUserID: userID, Action: audit.ActionUserUnverifiedAccessCleared,
+			TargetType: audit.TargetUser, TargetID: userID, Data: c, RequestID: requestID}); err != nil {
+			return err
+		}
 	}
 	if !f.Factor {
 		return nil

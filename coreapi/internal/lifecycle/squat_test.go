@@ -360,3 +360,53 @@ func TestUnprovenResetRacingKeyCreation(t *testing.T) {
 		t.Errorf("%d keys of the account live after the reset (the racing one: %s)", n, keyID)
 	}
 }
+
+// TestUnprovenResetAuditedPerTenant: the account whose reset clears what
+// its earlier holder left belongs to a second tenant, where nothing was
+// planted. Each tenant's user.unverified_access_cleared says what went in
+// that tenant (and the account's own second factor): the second tenant's
+// admins are not told the ids of the first tenant's service accounts, nor
+// how many keys and invitations went there.
+func TestUnprovenResetAuditedPerTenant(t *testing.T) {
+	x := startWide(t)
+	a := x.signup(t, "owner@example.com")
+	p := x.plant(t, a)
+	other := x.SeedTenant(t, "Other").ID
+	x.SeedMember(t, other, a.c.Sub, "member")
+
+	x.resetByMail(t, "owner@example.com", "the owner's password")
+
+	type clearedData struct {
+		APIKeys         int      `json:"api_keys_revoked"`
+		ServiceKeys     int      `json:"service_account_api_keys_revoked"`
+		ServiceAccounts []string `json:"service_accounts"`
+		Secrets         int      `json:"client_secrets_deleted"`
+		Factor          bool     `json:"second_factor_removed"`
+		RecoveryCodes   int      `json:"recovery_codes_deleted"`
+		Invitations     int      `json:"invitations_revoked"`
+	}
+	read := func(tenantID string) (clearedData, []byte) {
+		t.Helper()
+		var data []byte
+		if err := x.DB.Pool.QueryRow(context.Background(), `SELECT data FROM audit_events
+			WHERE tenant_id = $1 AND action = 'user.unverified_access_cleared' AND target_id = $2`, tenantID, a.c.Sub).Scan(&data); err != nil {
+			t.Fatalf("audit of what the reset cleared in %s: %v", tenantID, err)
+		}
+		var got clearedData
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		return got, data
+	}
+	if got, data := read(a.c.Tid); got.APIKeys != 2 || got.ServiceKeys != 1 || len(got.ServiceAccounts) != 1 ||
+		got.ServiceAccounts[0] != p.saID || got.Secrets != 1 || !got.Factor || got.RecoveryCodes != 10 || got.Invitations != 1 {
+		t.Errorf("the planted tenant's audit data %s: want 2 keys, the service account %s with 1 secret and 1 key, the factor and its 10 codes, 1 invitation", data, p.saID)
+	}
+	got, data := read(other)
+	if got.APIKeys != 0 || got.ServiceKeys != 0 || len(got.ServiceAccounts) != 0 || got.Secrets != 0 || got.Invitations != 0 {
+		t.Errorf("the other tenant's audit data %s tells what went in the planted tenant", data)
+	}
+	if !got.Factor || got.RecoveryCodes != 10 {
+		t.Errorf("the other tenant's audit data %s: want the account's factor and its 10 recovery codes, which guarded it too", data)
+	}
+}
