@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate-auth/tollgate/deploy/internal/pgcheck"
 	"github.com/tollgate-auth/tollgate/deploy/internal/proc"
 )
 
@@ -318,32 +318,5 @@ func TestPgMajor(t *testing.T) {
 // connection, so any user of the machine could connect as the superuser
 // while the suite ran and run commands as the cluster's OS user.
 func TestSuiteClusterNeedsThePassword(t *testing.T) {
-	// Neither may supply a password the URL lacks.
-	t.Setenv("PGPASSWORD", "")
-	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
-	connect := func(u string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, u)
-		if err != nil {
-			return err
-		}
-		return conn.Close(ctx)
-	}
-	if err := connect(sys.pg.URL()); err != nil {
-		t.Fatalf("with the password: %v", err)
-	}
-	u, err := url.Parse(sys.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, user := range map[string]*url.Userinfo{
-		"no password":    url.User("postgres"),
-		"wrong password": url.UserPassword("postgres", "wrong"),
-	} {
-		u.User = user
-		if err := connect(u.String()); err == nil {
-			t.Errorf("%s: the cluster let the superuser in", name)
-		}
-	}
+	pgcheck.WantPasswordRequired(t, sys.pg.URL())
 }

@@ -2,9 +2,7 @@ package scripts
 
 import (
 	"bytes"
-	"context"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/tollgate-auth/tollgate/deploy/internal/pgcheck"
 )
 
 var script = filepath.Join("..", "..", "scripts", "with-postgres.sh")
@@ -638,34 +636,7 @@ while [ ! -f "`+release+`" ]; do sleep 0.1; done`, "PG_PERSIST_DIR="+pd)
 				t.Fatalf("the command did not start\n%s", readFile(t, errf))
 			}
 		}
-		connect := func(u string) error {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			conn, err := pgx.Connect(ctx, u)
-			if err != nil {
-				return err
-			}
-			var one int
-			err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
-			conn.Close(ctx)
-			return err
-		}
-		if err := connect(dbURL); err != nil {
-			t.Fatalf("with the URL's password: %v", err)
-		}
-		u, err := url.Parse(dbURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for name, user := range map[string]*url.Userinfo{
-			"no password":    url.User("postgres"),
-			"wrong password": url.UserPassword("postgres", "wrong"),
-		} {
-			u.User = user
-			if err := connect(u.String()); err == nil {
-				t.Errorf("%s: the cluster let the superuser in", name)
-			}
-		}
+		pgcheck.WantPasswordRequired(t, dbURL)
 		if !localURL.MatchString(dbURL) {
 			t.Errorf("DATABASE_URL = %q", dbURL)
 		}
