@@ -26,6 +26,12 @@ import (
 // warm requests, bearer token included.
 const bareTokensName = "bare Fiber proxy, authproxy's requests (bearer token forwarded as it is)"
 
+// publicRouteName is the callgrind row of authproxy sent the bare proxy's
+// requests on a public route (publicURI): its request pipeline (routing,
+// header stripping, the forwarded headers it adds, metrics, access log)
+// without a token, the part of the difference no auth work explains.
+const publicRouteName = "authproxy, public route (no token)"
+
 // oauth2ProxyModule is the peer measured in JWT bearer mode, built from
 // the Go module proxy.
 const oauth2ProxyModule = "github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6"
@@ -363,7 +369,7 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 	// The third row is the bare proxy sent authproxy's requests, bearer
 	// token included (forwarded as it is): what the token's bytes cost a
 	// proxy that does nothing with them, as in the paired rounds.
-	names := []string{"bare Fiber proxy", fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), bareTokensName}
+	names := []string{"bare Fiber proxy", fmt.Sprintf("authproxy warm (%d users)", len(h.warmUsers)), bareTokensName, publicRouteName}
 	missing := func(note string) []instrRow {
 		out := make([]instrRow, len(names))
 		for i, n := range names {
@@ -382,6 +388,7 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		return nil
 	}
 	bareAddr, bareTokAddr, proxyAddr, proxyAdmin := freeAddr(), freeAddr(), freeAddr(), freeAddr()
+	pubAddr, pubAdmin := freeAddr(), freeAddr()
 	targets := []struct {
 		name, addr, ready, gc string
 		env                   []string
@@ -397,6 +404,8 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		// nothing).
 		{names[1], proxyAddr, "http://" + proxyAdmin + "/readyz", "http://" + proxyAdmin + "/debug/pprof/heap?gc=1", append(append(h.proxyEnv(proxyAddr, proxyAdmin, h.upstreamAddr), h.appEnv...), "PROJECTION_TIMEOUT=60s"),
 			filepath.Join(h.bin, "authproxy"), nil, warmReqs},
+		{names[3], pubAddr, "http://" + pubAdmin + "/readyz", "http://" + pubAdmin + "/debug/pprof/heap?gc=1", append(append(h.proxyEnv(pubAddr, pubAdmin, h.upstreamAddr), h.appEnv...), "PROJECTION_TIMEOUT=60s"),
+			filepath.Join(h.bin, "authproxy"), nil, [][]byte{rawGET("bench", publicURI, "")}},
 	}
 	// In names' order (the report's: bare, authproxy, bare with the
 	// tokens), whatever order they run in.

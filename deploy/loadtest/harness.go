@@ -870,6 +870,9 @@ func (h *harness) callgrindOnly(ctx context.Context, out io.Writer) error {
 	if len(rows) >= 3 && rows[1].perRequest > 0 && rows[2].perRequest > 0 {
 		fmt.Fprintf(out, "authproxy ÷ bare sent authproxy's requests: %.2f×\n", rows[1].perRequest/rows[2].perRequest)
 	}
+	if len(rows) >= 4 && rows[0].perRequest > 0 && rows[3].perRequest > 0 {
+		fmt.Fprintf(out, "authproxy public route − bare: %.0f instructions/request\n", rows[3].perRequest-rows[0].perRequest)
+	}
 	return ctx.Err()
 }
 

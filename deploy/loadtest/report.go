@@ -66,7 +66,7 @@ type report struct {
 	users                  []usersRound    // few vs many users, alternating on the default proxy
 	openLoop               [][]openLoopRow // rounds, each: bare, then authproxy warm
 	openLoopNotes          []string        // per round: where the generator and the targets ran, and the rate
-	instr                  []instrRow      // bare, then authproxy warm
+	instr                  []instrRow      // bare, authproxy warm, bare with the tokens, authproxy public route
 	tokens                 tokenSizes
 }
 
@@ -410,6 +410,10 @@ func (r *report) markdown() string {
 			t := r.instr[2].perRequest
 			w("| of which the bearer token's bytes: the bare proxy sent authproxy's requests (token included, forwarded as it is) − the bare proxy, instructions per request | %.1fk (%.1fk − %.1fk) | (what any proxy the token passes through pays; not the auth work) |\n", (t-r.instr[0].perRequest)/1000, t/1000, r.instr[0].perRequest/1000)
 			w("| authproxy ÷ that bare proxy (the same requests), instructions per warm request | %.2f× (%.1fk ÷ %.1fk) | (the auth work alone; not the target, which is the row above it) |\n", r.instr[1].perRequest/t, r.instr[1].perRequest/1000, t/1000)
+		}
+		if len(r.instr) >= 4 && r.instr[3].perRequest > 0 {
+			p := r.instr[3].perRequest
+			w("| of which the request pipeline: authproxy on a public route (the bare proxy's requests, no token) − the bare proxy, instructions per request | %.1fk (%.1fk − %.1fk) | (routing, header stripping, forwarded headers, metrics, access log: no auth work) |\n", (p-r.instr[0].perRequest)/1000, p/1000, r.instr[0].perRequest/1000)
 		}
 	}
 	if o2 := r.find(r.rows, "oauth2-proxy", 0); o2 != nil && warm != nil {
