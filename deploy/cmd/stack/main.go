@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -249,9 +250,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		logger.Info("mailpit ready", "smtp", mp.smtpAddr, "ui", o.mailUI)
 	}
 
+	// With NATS_URL set both services use it; else each connects to the
+	// embedded server as its own user (natsShown: the URL without them).
 	natsURL := os.Getenv("NATS_URL")
+	coreNATS, proxyNATS, natsShown := natsURL, natsURL, redactURL(natsURL)
 	if natsURL == "" {
-		ns, err := startNATS()
+		ns, err := startNATS(root)
 		if err != nil {
 			return err
 		}
@@ -260,11 +264,11 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 			ns.WaitForShutdown()
 			logger.Info("nats stopped")
 		}()
-		natsURL = ns.ClientURL()
-		logger.Info("embedded nats started", "url", natsURL)
+		coreNATS, proxyNATS, natsShown = ns.coreURL, ns.proxyURL, ns.ClientURL()
+		logger.Info("embedded nats started", "url", natsShown, "users", "coreapi, authproxy (deploy/nats/tollgate.conf; random passwords, in each service's NATS_URL)")
 	}
 
-	common := []string{"NATS_URL=" + natsURL}
+	var common []string
 	if !userKey {
 		common = append(common, "IDENTITY_HMAC_KEY_FILE="+hmacFile)
 	}
@@ -283,6 +287,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		}
 	}
 	coreEnv := append(append(environ(), common...),
+		"NATS_URL="+coreNATS,
 		"COREAPI_LISTEN_ADDR="+o.coreAddr,
 		"COREAPI_ADMIN_ADDR="+o.coreAdmin,
 		"DATABASE_URL="+dbURL,
@@ -302,6 +307,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	}
 	// The proxy never sees the database credentials.
 	proxyEnv := append(append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE"), common...),
+		"NATS_URL="+proxyNATS,
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,
 		"PROXY_ADMIN_ADDR="+o.proxyAdmin,
 		"IDENTITY_URL=http://"+o.coreAddr,
@@ -347,14 +353,14 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if err := waitReady(ctx, localURL(o.proxyAdmin)+"/readyz", o.readyWait, proxy); err != nil {
 		return fmt.Errorf("authproxy: %w", err)
 	}
-	logger.Info("stack ready", "proxy", localURL(o.proxyAddr), "core", o.coreAddr, "notes", o.notesAddr, "nats", natsURL)
+	logger.Info("stack ready", "proxy", localURL(o.proxyAddr), "core", o.coreAddr, "notes", o.notesAddr, "nats", natsShown)
 
 	if o.seed {
 		d, err := seed(ctx, localURL(o.proxyAddr), o)
 		if err != nil {
 			return fmt.Errorf("seed demo data: %w", err)
 		}
-		printTour(stdout, d, o, natsURL)
+		printTour(stdout, d, o, natsShown)
 	}
 
 	select {
@@ -425,4 +431,28 @@ func environ(drop ...string) []string {
 		}
 	}
 	return env
+}
+
+// redactURL is u (a NATS_URL: one URL or a comma-separated list) with the
+// password or token of each URL, if any, masked: what the stack prints of a
+// NATS_URL it was given.
+func redactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, s := range parts {
+		p, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			if strings.Contains(s, "@") {
+				parts[i] = "(unparsable URL)"
+			}
+			continue
+		}
+		if p.User == nil {
+			continue
+		}
+		if _, ok := p.User.Password(); !ok { // nats://TOKEN@host: a token
+			p.User = url.User("xxxxx")
+		}
+		parts[i] = p.Redacted()
+	}
+	return strings.Join(parts, ",")
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,23 +103,61 @@ func build(ctx context.Context, root, dir string, logs io.Writer) error {
 	return nil
 }
 
+// embeddedNATS is the in-process NATS server of `make run` and the URL
+// each service connects with.
+type embeddedNATS struct {
+	*server.Server
+	// coreURL and proxyURL name the users of deploy/nats/tollgate.conf,
+	// coreapi and authproxy, with their passwords: the permissions the
+	// services get in production, so that `make run` refuses what
+	// production refuses.
+	coreURL, proxyURL string
+}
+
+// natsPasswordVars are the variables deploy/nats/tollgate.conf takes the
+// users' passwords from.
+var natsPasswordVars = [2]string{"TOLLGATE_NATS_COREAPI_PASSWORD", "TOLLGATE_NATS_AUTHPROXY_PASSWORD"}
+
 // startNATS runs an in-process NATS server on 127.0.0.1:4222, or on a random
-// port when 4222 is taken.
-func startNATS() (*server.Server, error) {
+// port when 4222 is taken, with the users and permissions of the shipped
+// configuration (root/deploy/nats/tollgate.conf) and a fresh random
+// password for each: a client that presents none (another local user) is
+// refused, and neither service may do what its user may not.
+func startNATS(root string) (*embeddedNATS, error) {
 	port := 4222
 	if l, err := net.Listen("tcp", "127.0.0.1:4222"); err != nil {
 		port = server.RANDOM_PORT
 	} else {
 		l.Close()
 	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "tollgate-stack",
-		Host:       "127.0.0.1",
-		Port:       port,
-		NoSigs:     true,
-		NoLog:      true,
-		HTTPPort:   0,
-	})
+	var pw [2]string
+	for i, name := range natsPasswordVars {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		pw[i] = hex.EncodeToString(b)
+		// The configuration file reads them from the environment; they
+		// leave it again at once, so that no child inherits them.
+		prev, had := os.LookupEnv(name)
+		os.Setenv(name, pw[i])
+		defer func() {
+			if had {
+				os.Setenv(name, prev)
+			} else {
+				os.Unsetenv(name)
+			}
+		}()
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(root, "deploy", "nats", "tollgate.conf"))
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	opts.ServerName = "tollgate-stack"
+	opts.Host, opts.Port = "127.0.0.1", port
+	opts.NoSigs, opts.NoLog = true, true
+	opts.HTTPPort = 0
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
@@ -125,7 +166,11 @@ func startNATS() (*server.Server, error) {
 		ns.Shutdown()
 		return nil, errors.New("nats: not ready after 10s")
 	}
-	return ns, nil
+	addr := ns.Addr().String()
+	return &embeddedNATS{Server: ns,
+		coreURL:  "nats://coreapi:" + pw[0] + "@" + addr,
+		proxyURL: "nats://authproxy:" + pw[1] + "@" + addr,
+	}, nil
 }
 
 // lockedWriter serialises writes from several goroutines.

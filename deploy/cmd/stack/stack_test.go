@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/refused"
 )
@@ -145,39 +146,101 @@ func TestLocalURL(t *testing.T) {
 }
 
 // TestEmbeddedNATS starts two embedded servers (the second cannot have the
-// same port) and round-trips a message through each.
+// same port) and, through each, checks the users of the shipped
+// configuration: coreapi's URL publishes an invalidation that authproxy's
+// URL receives, a client without credentials is refused, authproxy may
+// not publish, and the passwords are not left in the environment (the
+// children inherit it).
 func TestEmbeddedNATS(t *testing.T) {
+	root, err := repo.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var urls []string
 	for range 2 {
-		ns, err := startNATS()
+		ns, err := startNATS(root)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 		urls = append(urls, ns.ClientURL())
+		for _, v := range natsPasswordVars {
+			if _, ok := os.LookupEnv(v); ok {
+				t.Errorf("%s left in the environment", v)
+			}
+		}
+		if !strings.Contains(ns.coreURL, "coreapi:") || !strings.Contains(ns.proxyURL, "authproxy:") || ns.coreURL == ns.proxyURL {
+			t.Fatalf("URLs %s, %s", redactURL(ns.coreURL), redactURL(ns.proxyURL))
+		}
 
-		nc, err := nats.Connect(ns.ClientURL())
+		if nc, err := nats.Connect(ns.ClientURL()); err == nil {
+			nc.Close()
+			t.Fatalf("%s accepted a client without credentials", ns.ClientURL())
+		} else if !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("without credentials: %v, want an authorization error", err)
+		}
+
+		violations := make(chan error, 4)
+		proxy, err := nats.Connect(ns.proxyURL, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub, err := nc.SubscribeSync("auth.invalidate.>")
+		sub, err := proxy.SubscribeSync("auth.invalidate.>")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := nc.Publish("auth.invalidate.all", []byte(`{"at":1}`)); err != nil {
+		if err := proxy.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		core, err := nats.Connect(ns.coreURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := core.Publish("auth.invalidate.all", []byte(`{"at":1}`)); err != nil {
 			t.Fatal(err)
 		}
 		msg, err := sub.NextMsg(5 * time.Second)
 		if err != nil {
-			t.Fatalf("no message through %s: %v", ns.ClientURL(), err)
+			t.Fatalf("no message from coreapi's user to authproxy's: %v", err)
 		}
 		if string(msg.Data) != `{"at":1}` {
 			t.Errorf("got %q", msg.Data)
 		}
-		nc.Close()
+		if err := proxy.Publish("auth.invalidate.all", []byte(`{"at":2}`)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-violations:
+			if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+				t.Errorf("authproxy's publish: %v, want a permissions violation", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("authproxy's user published without a permissions violation")
+		}
+		if m, err := sub.NextMsg(200 * time.Millisecond); err == nil {
+			t.Errorf("authproxy's own publication was delivered: %q", m.Data)
+		}
+		core.Close()
+		proxy.Close()
 	}
 	if urls[0] == urls[1] {
 		t.Fatalf("both servers at %s", urls[0])
+	}
+}
+
+// TestRedactURL: the stack prints a NATS_URL it was given without its
+// password or token.
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":                   "nats://127.0.0.1:4222",
+		"nats://coreapi:s3cret@nats:4222":         "nats://coreapi:xxxxx@nats:4222",
+		"tls://t0ken@nats:4222":                   "tls://xxxxx@nats:4222",
+		"nats://a:s3cret@n1:4222,nats://b:x@n2:1": "nats://a:xxxxx@n1:4222,nats://b:xxxxx@n2:1",
+		"nats://a:s3cret@n1:bad port":             "(unparsable URL)",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
