@@ -1390,6 +1390,67 @@ func TestPasswordChange(t *testing.T) {
 	}
 }
 
+// TestPasswordChangeRacingReset: a change checks the current password
+// before its transaction. A reset that commits in between (the account's
+// owner locking out whoever knew the old password) must stand: the change,
+// made with a password no longer current, is refused and changes nothing.
+// With a session, the reset's revocation of it stopped the change too (as
+// a 401); an identity without one (a signed identity names no session
+// when it has none) replaced the reset's password.
+func TestPasswordChangeRacingReset(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	const resetPW = "the owner's reset password"
+	resetHash, err := password.New(cheap, 1).Hash(ctx, resetPW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, withSession := range []bool{true, false} {
+		email := fmt.Sprintf("race%d@example.com", i)
+		id := e.identityFor(t, e.signup(t, email, "Race"))
+		if !withSession {
+			id.SessionID = ""
+		}
+		// The reset (as POST /auth/password/reset runs it), holding the
+		// account's row.
+		reset, err := e.DB.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = reset.Rollback(ctx) }()
+		if _, err := reset.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id.UserID); err != nil {
+			t.Fatal(err)
+		}
+		var (
+			wg   sync.WaitGroup
+			r    apitest.Response
+			done = make(chan struct{})
+		)
+		wg.Go(func() {
+			defer close(done)
+			r = e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "the old password's holder's choice"})
+		})
+		e.waitLockedOrDone(t, 1, done) // the change waits at the account's row
+		if _, err := reset.Exec(ctx, `UPDATE users SET password_hash = $2, token_version = token_version + 1 WHERE id = $1`, id.UserID, resetHash); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reset.Exec(ctx, `UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL`, id.UserID); err != nil {
+			t.Fatal(err)
+		}
+		if err := reset.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		apitest.WantProblem(t, r, http.StatusForbidden, "invalid_current_password")
+		if r := e.token(t, map[string]string{"grant_type": "password", "email": email, "password": resetPW}); r.Status != http.StatusOK {
+			t.Errorf("session %v: the reset's password after the change: %d %s", withSession, r.Status, r.Body)
+		}
+		if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = 'user.password_changed'`, invalidation.UserSubject(id.UserID)); n != 0 {
+			t.Errorf("session %v: outbox rows of a change = %d, want 0", withSession, n)
+		}
+	}
+}
+
 // TestPasswordChangeWithTheTokenOfATenantLeft: after a tenant switch, the
 // access token of the tenant left keeps acting there until it expires.
 // A password change made with it keeps the session, now the new tenant's,

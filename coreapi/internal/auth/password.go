@@ -79,7 +79,10 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		tenantID string
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if tv, err = users.SetPassword(ctx, tx, id.UserID, newHash); err != nil {
+		// Only over the hash the current password was checked against: a
+		// reset committed since (its owner locking out whoever knew the old
+		// password) must not be overwritten by a change made with it.
+		if tv, err = users.SetPassword(ctx, tx, id.UserID, cur.Hash, newHash); err != nil {
 			return err
 		}
 		if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonPasswordChange); err != nil {
@@ -113,6 +116,9 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
 		return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+	}
+	if errors.Is(err, users.ErrPasswordChanged) {
+		return problem.New(fiber.StatusForbidden, problem.CodeInvalidCurrentPassword, "the current password is wrong: the password changed meanwhile")
 	}
 	if err != nil {
 		return err

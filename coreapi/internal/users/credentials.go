@@ -71,19 +71,30 @@ func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (Password, erro
 }
 
 // SetPassword stores a new password hash the account's owner chose (no
-// longer one a tenant admin set) and moves the token version on (every
-// access token of the user becomes stale); it returns the new version.
-func SetPassword(ctx context.Context, db sqldb.DB, userID, hash string) (int64, error) {
+// longer one a tenant admin set) in place of the hash current, the one the
+// owner's current password was checked against, and moves the token version
+// on (every access token of the user becomes stale); it returns the new
+// version. ErrPasswordChanged: the stored hash is no longer current (a reset,
+// or another change, committed since it was read), and nothing changed.
+func SetPassword(ctx context.Context, db sqldb.DB, userID, current, hash string) (int64, error) {
 	const q = `
-UPDATE users SET password_hash = $2, token_version = token_version + 1, password_set_by_admin = false, updated_at = now()
-WHERE id = $1
+UPDATE users SET password_hash = $3, token_version = token_version + 1, password_set_by_admin = false, updated_at = now()
+WHERE id = $1 AND password_hash = $2
 RETURNING token_version`
 	var tv int64
-	if err := db.QueryRow(ctx, q, userID, hash).Scan(&tv); err != nil {
+	err := db.QueryRow(ctx, q, userID, current, hash).Scan(&tv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrPasswordChanged
+	}
+	if err != nil {
 		return 0, fmt.Errorf("update password: %w", err)
 	}
 	return tv, nil
 }
+
+// ErrPasswordChanged: the account's password hash is not the one a change
+// checked the current password against.
+var ErrPasswordChanged = errors.New("the password changed meanwhile")
 
 // Rehash replaces a password hash made with older parameters, unless it
 // changed meanwhile.
