@@ -57,6 +57,7 @@ var Rules = []Rule{
 	{"POST", "/api/v1/users/me/mfa/totp", APIKey | Service},
 	{"POST", "/api/v1/users/me/mfa/totp/confirm", APIKey | Service},
 	{"DELETE", "/api/v1/users/me/mfa/totp", APIKey | Service},
+	{"POST", "/api/v1/users/me/mfa/recovery-codes", APIKey | Service},
 	// The address.
 	{"PATCH", "/api/v1/users/me", APIKey | Service},
 	{"POST", "/api/v1/auth/verify-email/resend", APIKey | Service},

@@ -112,11 +112,13 @@ func coreStepUp(method, path string) bool {
 		id, ok := strings.CutPrefix(path, "/api/v1/roles/")
 		return ok && id != "" && !strings.Contains(id, "/")
 	case "POST":
-		// Credentials that outlast the session: API keys, and a service
-		// account with its first client secret or a further one; a member
-		// added with roles, or invited to join with them.
+		// Credentials that outlast the session: API keys, a service
+		// account with its first client secret or a further one, new
+		// recovery codes (a way past the second factor); a member added
+		// with roles, or invited to join with them.
 		switch path {
-		case "/api/v1/api-keys", "/api/v1/users/me/api-keys", "/api/v1/service-accounts", "/api/v1/users", "/api/v1/invitations":
+		case "/api/v1/api-keys", "/api/v1/users/me/api-keys", "/api/v1/service-accounts", "/api/v1/users", "/api/v1/invitations",
+			"/api/v1/users/me/mfa/recovery-codes":
 			return true
 		}
 		rest, ok := strings.CutPrefix(path, "/api/v1/service-accounts/")

@@ -42,6 +42,7 @@ func TestAuthn(t *testing.T) {
 		{"core password change, MFA user, old otp", identity.Projection{MFAEnabled: true}, mfaOld, core, "PUT", "/api/v1/users/me/password", DenyStepUp, 300},
 		{"core password change, MFA user, fresh otp", identity.Projection{MFAEnabled: true}, mfaFresh, core, "PUT", "/api/v1/users/me/password", Allow, 0},
 		{"core disable MFA", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/mfa/totp", DenyStepUp, 300},
+		{"core new recovery codes", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/mfa/recovery-codes", DenyStepUp, 300},
 		{"core api key", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/api-keys", DenyStepUp, 300},
 		{"core own api key", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/api-keys", DenyStepUp, 300},
 		{"core service account", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/service-accounts", DenyStepUp, 300},

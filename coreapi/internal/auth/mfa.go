@@ -877,6 +877,84 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
+// regenerateRecoveryCodes replaces the caller's recovery codes with a new
+// set: every code handed out before stops working at once (a printed sheet
+// that was lost, or codes nearly used up). Like disabling the factor, it
+// needs a second factor given by this session within MFAMaxAge (step up
+// first): a session alone, stolen or left open, must not mint itself a
+// way past the factor.
+func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
+	const (
+		qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
+		qClear  = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
+		qCode   = `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`
+	)
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	on, err := s.hasMFA(ctx, id.UserID)
+	if err != nil {
+		return err
+	}
+	if !on {
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
+	}
+	needFresh := func() error {
+		return httpapi.NeedRecentSecondFactor(c, MFAMaxAge, "new recovery codes need a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+	}
+	if fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, MFAMaxAge, true); err != nil {
+		return err
+	} else if !fresh {
+		return needFresh()
+	}
+	codes, err := mfa.NewRecoveryCodes(mfa.RecoveryCodes)
+	if err != nil {
+		return err
+	}
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	errGone, errStale := errors.New("factor gone"), errors.New("session not fresh")
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The factor's row first: a disable, an admin's reset or a password
+		// reset's clean-up in flight ends before, or waits until the new
+		// codes are in and then deletes them with the factor.
+		var one int
+		if err := tx.QueryRow(ctx, qActive, id.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
+			return errGone
+		} else if err != nil {
+			return fmt.Errorf("lock totp: %w", err)
+		}
+		// Again under the lock: a sign-out everywhere or a reset may have
+		// ended the session since.
+		if fresh, err := sessions.Fresh(ctx, tx, id.UserID, id.SessionID, MFAMaxAge, true); err != nil {
+			return err
+		} else if !fresh {
+			return errStale
+		}
+		if _, err := tx.Exec(ctx, qClear, id.UserID); err != nil {
+			return fmt.Errorf("clear recovery codes: %w", err)
+		}
+		b := &pgx.Batch{}
+		for _, code := range codes {
+			b.Queue(qCode, id.UserID, mfa.HashRecovery(code))
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("store recovery codes: %w", err)
+		}
+		return audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
+			Action: audit.ActionUserMFARecoveryCodesRegenerated, TargetType: audit.TargetUser, TargetID: id.UserID,
+			Data: map[string]string{"factor": "totp"}, RequestID: rid})
+	})
+	switch {
+	case errors.Is(err, errGone):
+		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
+	case errors.Is(err, errStale):
+		return needFresh()
+	case err != nil:
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(recoveryCodes{RecoveryCodes: codes})
+}
+
 // removeMFA deletes a user's factor and recovery codes in one
 // transaction: first (when not nil) runs before, and may refuse, and then
 // after.
@@ -952,6 +1030,7 @@ func (s *Service) registerMFA(rt httpapi.Routes) {
 	rt.Protected.Post("/users/me/mfa/totp", s.enrolTOTP)
 	rt.Protected.Post("/users/me/mfa/totp/confirm", s.confirmTOTP)
 	rt.Protected.Delete("/users/me/mfa/totp", s.disableTOTP)
+	rt.Protected.Post("/users/me/mfa/recovery-codes", s.regenerateRecoveryCodes)
 	rt.Protected.Delete("/users/:id/mfa", httpapi.RequirePermission(roles.UsersWrite), s.resetMFA)
 }
 

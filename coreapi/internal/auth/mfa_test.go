@@ -416,6 +416,64 @@ func TestStepUpAndDisable(t *testing.T) {
 	wantStatus(t, "step up without MFA", r, http.StatusBadRequest, "invalid_grant")
 }
 
+// TestRegenerateRecoveryCodes: new recovery codes need a second factor
+// given in the last five minutes (as disabling it does); they replace the
+// old ones, which stop working at once; the new ones sign in; without a
+// factor there are none to make.
+func TestRegenerateRecoveryCodes(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	tk, secret, old := e.mfaUser(t, "rc@example.com")
+	as := e.identityFor(t, tk)
+	regen := func(as *identity.Identity) apitest.Response {
+		return e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil)
+	}
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE sessions SET auth_time = now() - interval '10 minutes'`); err != nil {
+		t.Fatal(err)
+	}
+	r := regen(as)
+	wantStatus(t, "new codes with an old factor", r, http.StatusUnauthorized, "insufficient_user_authentication")
+	if got := r.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=300` {
+		t.Errorf("WWW-Authenticate = %q", got)
+	}
+	r = e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
+	wantStatus(t, "step up", r, http.StatusOK, "")
+
+	r = regen(as)
+	wantStatus(t, "new codes", r, http.StatusOK, "")
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", cc)
+	}
+	var rc struct {
+		RecoveryCodes []string `json:"recovery_codes"`
+	}
+	r.JSON(t, &rc)
+	if len(rc.RecoveryCodes) != len(old) {
+		t.Fatalf("%d new codes, want %d", len(rc.RecoveryCodes), len(old))
+	}
+	for _, c := range rc.RecoveryCodes {
+		if slices.Contains(old, c) {
+			t.Errorf("new code %q was an old one", c)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1`, as.UserID); n != len(old) {
+		t.Errorf("%d stored codes, want %d", n, len(old))
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_recovery_codes_regenerated'`); n != 1 {
+		t.Errorf("%d user.mfa_recovery_codes_regenerated events, want 1", n)
+	}
+	// An old code no longer signs in; a new one does.
+	wantStatus(t, "old code", e.mfaOTP(t, e.challenge(t, "rc@example.com"), old[1]), http.StatusBadRequest, "")
+	wantStatus(t, "new code", e.mfaOTP(t, e.challenge(t, "rc@example.com"), rc.RecoveryCodes[0]), http.StatusOK, "")
+
+	// Without an active factor: nothing to make codes for.
+	plain := e.identityFor(t, e.signup(t, "plain@example.com", "Plain"))
+	wantStatus(t, "no factor", regen(plain), http.StatusNotFound, "not_found")
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1`, plain.UserID); n != 0 {
+		t.Errorf("%d codes for an account without a factor", n)
+	}
+}
+
 func TestStepUpRevokedSession(t *testing.T) {
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "rv@example.com")
