@@ -283,3 +283,41 @@ func TestADeadListenConnectionIsNoticed(t *testing.T) {
 		t.Fatalf("the dead connection is not named in the log:\n%s", logs.String())
 	}
 }
+
+// TestABatchLostWithItsConnectionStaysPending: the relay's NATS connection
+// is lost after the batch went out on it and before its flush: the
+// server died with the batch unread (here the link drops it, then closes).
+// The client sends the flush's ping on the next connection, and that
+// server answers it: the flush succeeded, and the rows were marked
+// published although no server ever had them. A batch whose connection
+// was replaced before NATS confirmed it must fail and stay pending.
+func TestABatchLostWithItsConnectionStaysPending(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	l := newLink(t, ns.Addr().String())
+	nc := connect(t, l.URL())
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
+	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{})
+	r.confirmHook = func() {
+		l.cut()
+		eventually.Within(t, wait, func() error {
+			return want(nc.IsReconnecting(), "the relay's connection is %v, want reconnecting", nc.Status())
+		})
+		l.restore(t)
+	}
+	l.silence()
+	if n, err := r.PublishBatch(context.Background()); err == nil {
+		t.Errorf("PublishBatch = %d rows, nil error; want an error: the connection that carried them was lost before NATS confirmed them", n)
+	}
+	if n := pendingCount(t, db.Pool); n != 1 {
+		t.Fatalf("%d rows pending, want 1: the server never had it", n)
+	}
+
+	r.confirmHook = nil
+	eventually.Within(t, wait, func() error { return want(nc.IsConnected(), "the relay's connection is %v", nc.Status()) })
+	if n, err := r.PublishBatch(context.Background()); err != nil || n != 1 {
+		t.Fatalf("PublishBatch on the new connection = %d, %v; want 1, nil", n, err)
+	}
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
+}

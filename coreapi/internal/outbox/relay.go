@@ -146,6 +146,9 @@ type Relay struct {
 	// it registered there since it started (Beat).
 	instance   string
 	registered bool
+	// confirmHook, when set (tests), runs in publish between the
+	// publications and the wait for their confirmation.
+	confirmHook func()
 }
 
 // NewRelay returns a relay publishing through nc. The caller owns nc
@@ -664,7 +667,7 @@ func (r *Relay) publish(rows []pending) error {
 	// The server answers a publish its permissions refuse with an error
 	// of its own, before the flush's answer, and drops the message: the
 	// flush alone would have the row marked published.
-	lastErr := r.nc.LastError()
+	before := r.sending()
 	for _, p := range rows {
 		subject := p.Subject
 		if !deliverable(subject) {
@@ -680,15 +683,40 @@ func (r *Relay) publish(rows []pending) error {
 			return fmt.Errorf("%w %s: %w", errPublish, subject, err)
 		}
 	}
-	return r.confirm(lastErr)
+	if r.confirmHook != nil {
+		r.confirmHook()
+	}
+	return r.confirm(before)
 }
 
-// confirm waits for NATS to confirm what was published since LastError
-// read lastErr; an error wraps errPublish. Core NATS has no per-message
-// ack: a flush round trip proves the server has received everything
-// published before it, and a publication its permissions refused is
-// answered with an error of its own before the flush's answer.
-func (r *Relay) confirm(lastErr error) error {
+// sent is the state of the relay's NATS connection before a publication,
+// against which confirm judges it: its last error and its count of
+// reconnections.
+type sent struct {
+	lastErr    error
+	reconnects uint64
+}
+
+// sending reads the connection's state before a publication (confirm).
+func (r *Relay) sending() sent {
+	return sent{lastErr: r.nc.LastError(), reconnects: r.nc.Stats().Reconnects}
+}
+
+// confirm waits for NATS to confirm what was published since sending
+// returned before; an error wraps errPublish. Core NATS has no
+// per-message ack: a flush round trip proves the server has received
+// everything published before it on the same connection, and a
+// publication its permissions refused is answered with an error of its
+// own before the flush's answer.
+//
+// A connection lost meanwhile takes with it what it had not yet
+// delivered (the client's buffer, the socket's, a server that died with
+// them unread), while the flush's ping, sent once the client is
+// reconnecting, waits in its buffer for the next connection, whose server
+// answers it: a flush that succeeded across a reconnection proves nothing
+// of what went out before it, and the publication fails (it is sent
+// again; a duplicate eviction is harmless).
+func (r *Relay) confirm(before sent) error {
 	if err := r.nc.FlushTimeout(r.o.FlushTimeout); err != nil {
 		if r.nc.IsConnected() {
 			// The connection reads as up but the server did not answer: a
@@ -701,7 +729,10 @@ func (r *Relay) confirm(lastErr error) error {
 		}
 		return fmt.Errorf("%w: flush nats: %w", errPublish, err)
 	}
-	if err := r.nc.LastError(); err != lastErr && errors.Is(err, nats.ErrPermissionViolation) {
+	if n := r.nc.Stats().Reconnects; n != before.reconnects {
+		return fmt.Errorf("%w: nats reconnected before confirming the publication", errPublish)
+	}
+	if err := r.nc.LastError(); err != before.lastErr && errors.Is(err, nats.ErrPermissionViolation) {
 		return fmt.Errorf("%w refused: %w", errPublish, err)
 	}
 	return nil
@@ -825,10 +856,10 @@ func (r *Relay) beatRelay() {
 		return
 	}
 	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Relay: r.o.ID})
-	lastErr := r.nc.LastError()
+	before := r.sending()
 	err := r.nc.Publish(invalidation.SubjectRelay, b)
 	if err == nil {
-		err = r.confirm(lastErr)
+		err = r.confirm(before)
 	}
 	switch {
 	case err == nil:
