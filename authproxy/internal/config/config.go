@@ -150,14 +150,14 @@ var Vars = append(envconfig.Table{
 	{Name: "CORS_EXPOSE_HEADERS", Help: "comma list of response headers browser scripts may read besides X-Request-Id, WWW-Authenticate, Retry-After and Location (e.g. ETag, Content-Disposition)"},
 	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose X-Forwarded-* headers and trace context (traceparent, tracestate, baggage) are kept and whose X-Forwarded-For names the client"},
 	{Name: "CACHE_MEMORY_MB", Default: "256", Help: "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
-	{Name: "TOKEN_CACHE_SIZE", Help: "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB"},
+	{Name: "TOKEN_CACHE_SIZE", Help: "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB (at most 1073741824)"},
 	{Name: "TOKEN_CACHE_MAX_TTL", Default: "5m", Help: "cap on a cached token's TTL (it never outlives exp)"},
 	{Name: "NEGATIVE_CACHE_TTL", Default: "10s", Help: "how long a rejected token is remembered"},
 	{Name: "TOKEN_LEEWAY", Default: "30s", Help: "clock skew allowed on exp, nbf, iat (at most TOKEN_MAX_LEEWAY, and at most 1m)"},
 	{Name: "TOKEN_MAX_LEEWAY", Default: "60s", Help: "deployment-wide cap on TOKEN_LEEWAY (at most 1m); set the same value on coreapi"},
 	{Name: "TOKEN_MAX_LIFETIME", Default: "1h", Help: "longest accepted exp - iat"},
 	{Name: "MAX_TOKEN_BYTES", Default: "4096", Help: "longest accepted bearer token"},
-	{Name: "PROJECTION_CACHE_SIZE", Help: "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB"},
+	{Name: "PROJECTION_CACHE_SIZE", Help: "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB (at most 1073741824)"},
 	{Name: "PROJECTION_CACHE_TTL", Default: "5m", Help: "projection TTL (invalidations evict sooner)"},
 	{Name: "MAX_STALENESS", Default: "30s", Help: "how long cached projections are trusted while NATS is down"},
 	{Name: "NATS_HEARTBEAT_TIMEOUT", Default: "10s", Help: "no outbox heartbeat, or no beat from a listed relay, for this long: trusted as while NATS is down (0: not watched)"},
@@ -196,6 +196,14 @@ const MaxLeeway = time.Minute
 // MiB or more wrapped around to 0 or below, which left the caches one
 // entry each, or took the bound off the request bodies.
 const MaxMemoryMB = 1 << 20
+
+// MaxCacheEntries caps TOKEN_CACHE_SIZE and PROJECTION_CACHE_SIZE at 2^30
+// entries: at more than a KiB each, already beyond MaxMemoryMB. The token
+// cache allocates its slots at start and the projection cache counts its
+// cost in bytes (entries times bytes per entry), so a larger count stopped
+// the start out of memory, or wrapped around below 0 and was refused with
+// an error about the cache's internals.
+const MaxCacheEntries = 1 << 30
 
 // MinHeartbeatTimeout is the shortest NATS_HEARTBEAT_TIMEOUT but 0: a
 // heartbeat row goes out through the relays' next drain, which a
@@ -313,7 +321,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	}
 	p.Show("TRUSTED_PROXY_CIDRS", strings.Join(cidrs, ","))
 	c.CacheMemoryMB = int64(p.Int("CACHE_MEMORY_MB", 1, MaxMemoryMB, 0))
-	c.TokenCacheSize = int64(p.Int("TOKEN_CACHE_SIZE", 1, 0, 0))
+	c.TokenCacheSize = int64(p.Int("TOKEN_CACHE_SIZE", 1, MaxCacheEntries, 0))
 	c.TokenCacheMaxTTL = p.Duration("TOKEN_CACHE_MAX_TTL", time.Second, 0)
 	c.NegativeCacheTTL = p.Duration("NEGATIVE_CACHE_TTL", 0, 0)
 	c.Leeway = p.Duration("TOKEN_LEEWAY", 0, MaxLeeway)
@@ -326,7 +334,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	}
 	c.TokenMaxLifetime = p.Duration("TOKEN_MAX_LIFETIME", time.Minute, 0)
 	c.MaxTokenBytes = p.Int("MAX_TOKEN_BYTES", 256, 0, 0)
-	c.ProjectionCacheSize = int64(p.Int("PROJECTION_CACHE_SIZE", 1, 0, 0))
+	c.ProjectionCacheSize = int64(p.Int("PROJECTION_CACHE_SIZE", 1, MaxCacheEntries, 0))
 	c.ProjectionCacheTTL = p.Duration("PROJECTION_CACHE_TTL", time.Second, 0)
 	c.MaxStaleness = p.Duration("MAX_STALENESS", 0, 0)
 	c.HeartbeatTimeout = p.Duration("NATS_HEARTBEAT_TIMEOUT", 0, 0)

@@ -443,6 +443,29 @@ func TestSizesCapped(t *testing.T) {
 	}
 }
 
+// TestCacheSizesCapped: TOKEN_CACHE_SIZE and PROJECTION_CACHE_SIZE above
+// 2^30 entries are refused at load. They were accepted whatever their
+// size, and -check-config said the configuration was ok: the token cache
+// allocates its slots at start, so TOKEN_CACHE_SIZE=1000000000000000 (a
+// budget in bytes written as a count) stopped the start with a fatal out
+// of memory, and the projection cache counts its cost in bytes, which
+// PROJECTION_CACHE_SIZE=9000000000000000 wrapped below 0 ("projection
+// cache: MaxCost can't be negative").
+func TestCacheSizesCapped(t *testing.T) {
+	for _, name := range []string{"TOKEN_CACHE_SIZE", "PROJECTION_CACHE_SIZE"} {
+		for _, v := range []string{"1073741825", "1000000000000000", "9000000000000000", "9223372036854775807"} {
+			_, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, name: v}))
+			if err == nil || !strings.Contains(err.Error(), name+": "+v+" is above the maximum of 1073741824") {
+				t.Errorf("%s=%s: Load() = %v, want it refused", name, v, err)
+			}
+		}
+	}
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "TOKEN_CACHE_SIZE": "1073741824", "PROJECTION_CACHE_SIZE": "1073741824"}))
+	if err != nil || c.TokenCacheSize != MaxCacheEntries || c.ProjectionCacheSize != MaxCacheEntries {
+		t.Errorf("the largest cache sizes: %v; got %d and %d", err, c.TokenCacheSize, c.ProjectionCacheSize)
+	}
+}
+
 // TestOversizedKeyFilesRefused: a key file of more than
 // secretfile.MaxSize bytes is refused naming its path, whatever it holds
 // (here a valid key list and padding): a variable pointed at the wrong
