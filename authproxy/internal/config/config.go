@@ -283,6 +283,12 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		p.Failf("NATS_URL", "want nats://host:port or tls://host:port, got %q", maskURL(c.NATSURL))
 	}
 	c.Issuer = p.String("TOKEN_ISSUER")
+	// coreapi refuses an issuer that is not an absolute http(s) URL, so
+	// no token it issues could carry such an iss: every token would be
+	// refused 401 invalid_token.
+	if u, err := url.Parse(c.Issuer); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		p.fail("TOKEN_ISSUER", envconfig.ProblemURL(c.Issuer), "want an absolute http(s) URL, coreapi's TOKEN_ISSUER (the public URL, like https://auth.example.com)")
+	}
 	c.Audience = p.String("TOKEN_AUDIENCE")
 	for _, a := range strings.Split(p.String("TOKEN_ALGS"), ",") {
 		a = strings.TrimSpace(a)

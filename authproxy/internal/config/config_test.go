@@ -443,6 +443,26 @@ func TestSizesCapped(t *testing.T) {
 	}
 }
 
+// TestIssuerIsAnAbsoluteURL: TOKEN_ISSUER must be an absolute http(s)
+// URL, as coreapi requires of its own: an issuer without a scheme
+// ("auth.example.com", "localhost:8080"), or of another scheme, was
+// accepted, and since coreapi issues no token with such an iss the proxy
+// then refused every token 401 invalid_token.
+func TestIssuerIsAnAbsoluteURL(t *testing.T) {
+	for _, bad := range []string{"auth.example.com", "localhost:8080", "https://", "ftp://auth.example.com", "urn:tollgate", "/auth"} {
+		_, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "TOKEN_ISSUER": bad}))
+		if err == nil || !strings.Contains(err.Error(), "TOKEN_ISSUER: ") {
+			t.Errorf("TOKEN_ISSUER=%s: Load() = %v, want it refused", bad, err)
+		}
+	}
+	for _, good := range []string{"https://auth.example.com", "http://localhost:8080", "https://example.com/auth/", "https://auth.example.com:8443"} {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "TOKEN_ISSUER": good}))
+		if err != nil || c.Issuer != good {
+			t.Errorf("TOKEN_ISSUER=%s: Load() = %v, issuer %q", good, err, c.Issuer)
+		}
+	}
+}
+
 // TestCacheSizesCapped: TOKEN_CACHE_SIZE and PROJECTION_CACHE_SIZE above
 // 2^30 entries are refused at load. They were accepted whatever their
 // size, and -check-config said the configuration was ok: the token cache
