@@ -156,7 +156,7 @@ var Vars = append(envconfig.Table{
 	{Name: "TOKEN_LEEWAY", Default: "30s", Help: "clock skew allowed on exp, nbf, iat (at most TOKEN_MAX_LEEWAY, and at most 1m)"},
 	{Name: "TOKEN_MAX_LEEWAY", Default: "60s", Help: "deployment-wide cap on TOKEN_LEEWAY (at most 1m); set the same value on coreapi"},
 	{Name: "TOKEN_MAX_LIFETIME", Default: "1h", Help: "longest accepted exp - iat"},
-	{Name: "MAX_TOKEN_BYTES", Default: "4096", Help: "longest accepted bearer token"},
+	{Name: "MAX_TOKEN_BYTES", Default: "4096", Help: "longest accepted bearer token (at most 65536)"},
 	{Name: "PROJECTION_CACHE_SIZE", Help: "projection cache entries, overriding the projection cache's share of CACHE_MEMORY_MB (at most 1073741824)"},
 	{Name: "PROJECTION_CACHE_TTL", Default: "5m", Help: "projection TTL (invalidations evict sooner)"},
 	{Name: "MAX_STALENESS", Default: "30s", Help: "how long cached projections are trusted while NATS is down"},
@@ -204,6 +204,10 @@ const MaxMemoryMB = 1 << 20
 // the start out of memory, or wrapped around below 0 and was refused with
 // an error about the cache's internals.
 const MaxCacheEntries = 1 << 30
+
+// MaxTokenBytes caps MAX_TOKEN_BYTES: each connection's header buffer is
+// sized to hold a token that long beside the other headers.
+const MaxTokenBytes = 64 << 10
 
 // MinHeartbeatTimeout is the shortest NATS_HEARTBEAT_TIMEOUT but 0: a
 // heartbeat row goes out through the relays' next drain, which a
@@ -339,7 +343,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		p.fail("TOKEN_LEEWAY", c.Leeway.String(), "want at most TOKEN_MAX_LEEWAY ("+c.MaxLeeway.String()+"), the leeway coreapi keeps revoked sessions listed for")
 	}
 	c.TokenMaxLifetime = p.Duration("TOKEN_MAX_LIFETIME", time.Minute, 0)
-	c.MaxTokenBytes = p.Int("MAX_TOKEN_BYTES", 256, 0, 0)
+	c.MaxTokenBytes = p.Int("MAX_TOKEN_BYTES", 256, MaxTokenBytes, 0)
 	c.ProjectionCacheSize = int64(p.Int("PROJECTION_CACHE_SIZE", 1, MaxCacheEntries, 0))
 	c.ProjectionCacheTTL = p.Duration("PROJECTION_CACHE_TTL", time.Second, 0)
 	c.MaxStaleness = p.Duration("MAX_STALENESS", 0, 0)

@@ -463,6 +463,19 @@ func TestIssuerIsAnAbsoluteURL(t *testing.T) {
 	}
 }
 
+// TestMaxTokenBytesCapped: MAX_TOKEN_BYTES is at most 64 KiB, since each
+// connection's header buffer grows with it.
+func TestMaxTokenBytesCapped(t *testing.T) {
+	_, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "MAX_TOKEN_BYTES": "65537"}))
+	if err == nil || !strings.Contains(err.Error(), "MAX_TOKEN_BYTES: 65537 is above the maximum of 65536") {
+		t.Errorf("MAX_TOKEN_BYTES=65537: Load() = %v, want it refused", err)
+	}
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "MAX_TOKEN_BYTES": "65536"}))
+	if err != nil || c.MaxTokenBytes != MaxTokenBytes {
+		t.Errorf("MAX_TOKEN_BYTES=65536: %v, got %d", err, c.MaxTokenBytes)
+	}
+}
+
 // TestCacheSizesCapped: TOKEN_CACHE_SIZE and PROJECTION_CACHE_SIZE above
 // 2^30 entries are refused at load. They were accepted whatever their
 // size, and -check-config said the configuration was ok: the token cache

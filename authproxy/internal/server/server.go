@@ -219,6 +219,19 @@ func newAnonymous(signer *identity.KeySigner) *warm {
 	return w
 }
 
+// HeaderAllowance is the room the request header buffer keeps beside the
+// largest accepted bearer token, for the request line and the other
+// headers (cookies, a User-Agent, trace context).
+const HeaderAllowance = 12 << 10
+
+// ReadBufferSize is the listener's per-connection read buffer, which
+// bounds a request's header (beyond it: 431): 16 KiB, or more when
+// MAX_TOKEN_BYTES needs it, so that every token the setting accepts can
+// be read with ordinary headers beside it.
+func ReadBufferSize(maxTokenBytes int) int {
+	return max(16<<10, maxTokenBytes+HeaderAllowance)
+}
+
 // Options are the app's limits.
 type Options struct {
 	MaxBodyBytes int
@@ -383,7 +396,7 @@ func New(d Deps, o Options) *Server {
 		ReadTimeout:                  o.ReadTimeout,
 		WriteTimeout:                 o.WriteTimeout,
 		IdleTimeout:                  o.IdleTimeout,
-		ReadBufferSize:               16 << 10, // a 4 KiB token plus ordinary headers
+		ReadBufferSize:               ReadBufferSize(o.MaxTokenBytes),
 		Network:                      fiber.NetworkTCP,
 		DisablePreParseMultipartForm: true,
 		// Bodies are read once a request is allowed (body.go).
