@@ -182,7 +182,7 @@ var Vars = append(envconfig.Table{
 	{Name: "STREAM_MAX_CONNS", Default: "10000", Help: "open WebSockets and streamed responses per proxy (503 beyond); 0 no cap"},
 	{Name: "STREAM_MAX_PER_USER", Default: "100", Help: "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},
 	{Name: "STREAM_MAX_PER_IP", Default: "100", Help: "open anonymous WebSockets and streamed responses per client IP (an IPv6 client by its /64) on one proxy (429 beyond); 0 no cap"},
-	{Name: "STREAM_BUFFER_BYTES", Default: "8192", Help: "relay buffer per direction of a long-lived connection"},
+	{Name: "STREAM_BUFFER_BYTES", Default: "8192", Help: "relay buffer per direction of a long-lived connection (1024 to 1048576)"},
 	{Name: "STREAM_DRAIN_TIMEOUT", Default: "5s", Help: "on SIGTERM, how long open streams get to end after their close frame"},
 }, tracing.Vars("authproxy")...)
 
@@ -208,6 +208,12 @@ const MaxCacheEntries = 1 << 30
 // MaxTokenBytes caps MAX_TOKEN_BYTES: each connection's header buffer is
 // sized to hold a token that long beside the other headers.
 const MaxTokenBytes = 64 << 10
+
+// MaxStreamBufferBytes caps STREAM_BUFFER_BYTES at 1 MiB: two buffers of
+// it are allocated for each stream as it opens, so a larger value (a size
+// written in the wrong unit) stopped the proxy, and every connection it
+// held, out of memory at its first WebSocket or event stream.
+const MaxStreamBufferBytes = 1 << 20
 
 // MinHeartbeatTimeout is the shortest NATS_HEARTBEAT_TIMEOUT but 0: a
 // heartbeat row goes out through the relays' next drain, which a
@@ -394,7 +400,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.StreamMaxConns = p.Int("STREAM_MAX_CONNS", 0, 0, 0)
 	c.StreamMaxPerUser = p.Int("STREAM_MAX_PER_USER", 0, 0, 0)
 	c.StreamMaxPerIP = p.Int("STREAM_MAX_PER_IP", 0, 0, 0)
-	c.StreamBufferBytes = p.Int("STREAM_BUFFER_BYTES", 1024, 0, 0)
+	c.StreamBufferBytes = p.Int("STREAM_BUFFER_BYTES", 1024, MaxStreamBufferBytes, 0)
 	c.StreamDrain = p.Duration("STREAM_DRAIN_TIMEOUT", time.Millisecond, 0)
 	var err error
 	if c.Tracing, err = tracing.Load(p.Raw, "authproxy"); err != nil {

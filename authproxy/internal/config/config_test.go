@@ -40,7 +40,7 @@ func TestDefaults(t *testing.T) {
 	if c.Issuer != "http://localhost:8080" || c.Audience != "tollgate" || c.MaxStaleness != 30*time.Second {
 		t.Errorf("issuer/audience/staleness = %s %s %s", c.Issuer, c.Audience, c.MaxStaleness)
 	}
-	if c.MaxBodyBytes != 1<<20 || c.NATSURL != "nats://127.0.0.1:4222" || !c.AccessLog {
+	if c.MaxBodyBytes != MaxStreamBufferBytes || c.NATSURL != "nats://127.0.0.1:4222" || !c.AccessLog {
 		t.Errorf("body/nats/access = %d %s %v", c.MaxBodyBytes, c.NATSURL, c.AccessLog)
 	}
 }
@@ -438,7 +438,7 @@ func TestSizesCapped(t *testing.T) {
 	}
 	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "MAX_BODY_BYTES": "1073741824",
 		"CACHE_MEMORY_MB": "1048576", "BODY_MEMORY_MB": "1048576"}))
-	if err != nil || c.MaxBodyBytes != rules.MaxRouteBodyBytes || c.CacheMemoryMB != 1<<20 || c.BodyMemoryMB != 1<<20 {
+	if err != nil || c.MaxBodyBytes != rules.MaxRouteBodyBytes || c.CacheMemoryMB != MaxStreamBufferBytes || c.BodyMemoryMB != 1<<20 {
 		t.Errorf("the largest sizes: %v; got %d, %d MiB, %d MiB", err, c.MaxBodyBytes, c.CacheMemoryMB, c.BodyMemoryMB)
 	}
 }
@@ -473,6 +473,23 @@ func TestMaxTokenBytesCapped(t *testing.T) {
 	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "MAX_TOKEN_BYTES": "65536"}))
 	if err != nil || c.MaxTokenBytes != MaxTokenBytes {
 		t.Errorf("MAX_TOKEN_BYTES=65536: %v, got %d", err, c.MaxTokenBytes)
+	}
+}
+
+// TestStreamBufferBytesCapped: STREAM_BUFFER_BYTES is at most 1 MiB. Any
+// size was accepted, and each stream allocates two buffers of it as it
+// opens: STREAM_BUFFER_BYTES=8000000000000 loaded, and the first stream
+// stopped the proxy with a fatal out of memory.
+func TestStreamBufferBytesCapped(t *testing.T) {
+	for _, v := range []string{"1048577", "8000000000000"} {
+		_, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "STREAM_BUFFER_BYTES": v}))
+		if err == nil || !strings.Contains(err.Error(), "STREAM_BUFFER_BYTES: "+v+" is above the maximum of 1048576") {
+			t.Errorf("STREAM_BUFFER_BYTES=%s: Load() = %v, want it refused", v, err)
+		}
+	}
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "STREAM_BUFFER_BYTES": "1048576"}))
+	if err != nil || c.StreamBufferBytes != MaxStreamBufferBytes {
+		t.Errorf("STREAM_BUFFER_BYTES=1048576: %v, got %d", err, c.StreamBufferBytes)
 	}
 }
 
