@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Mailpit is the mail catcher `make run` starts unless SMTP_URL is set: a
@@ -40,6 +45,50 @@ func planMail(userSMTP string, o options) mailPlan {
 func (p mailPlan) mailpitArgs(dataDir string) []string {
 	return []string{"--smtp", p.smtpAddr, "--listen", p.uiAddr, "--disable-version-check",
 		"--database", filepath.Join(dataDir, "mailpit.db")}
+}
+
+// mailpitUser is the user of Mailpit's web UI and API (basic
+// authentication): without one, any local user, or any web page the
+// developer's browser opens that reaches 127.0.0.1, could read the caught
+// mails, password-reset and invitation links included.
+const mailpitUser = "tollgate"
+
+// ensureMailpitPassword returns the password of Mailpit's web UI and API,
+// kept in path (mode 0600) so that a browser that saved it keeps working
+// across runs; created when missing, replaced when it is not one.
+func ensureMailpitPassword(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if pw := strings.TrimSpace(string(b)); validMailpitPassword(pw) {
+			return pw, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("mailpit password: %w", err)
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("mailpit password: %w", err)
+	}
+	pw := hex.EncodeToString(b[:])
+	_ = os.Remove(path) // a malformed one (writeNew never overwrites)
+	if err := writeNew(path, pw+"\n"); err != nil {
+		return "", fmt.Errorf("mailpit password: %w", err)
+	}
+	return pw, nil
+}
+
+// validMailpitPassword: 32 hex digits, as ensureMailpitPassword makes them
+// (no character that MP_UI_AUTH's "user:password" list would split on).
+func validMailpitPassword(pw string) bool {
+	if len(pw) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(pw)
+	return err == nil
+}
+
+// mailpitEnv is Mailpit's environment: env and its UI and API user.
+func mailpitEnv(env []string, password string) []string {
+	return append(env, "MP_UI_AUTH="+mailpitUser+":"+password)
 }
 
 // ensureMailpit builds Mailpit into dir once (about a minute the first

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/smtp"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -58,7 +60,11 @@ func TestMailpit(t *testing.T) {
 	o := options{mailSMTPAddr: freeAddr(t), mailUIAddr: freeAddr(t)}
 	p := planMail("", o)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := startChild(logger, "mailpit", path, p.mailpitArgs(dir), environ(), &lockedWriter{w: &logs})
+	pw, err := ensureMailpitPassword(filepath.Join(dir, "mailpit.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := startChild(logger, "mailpit", path, p.mailpitArgs(dir), mailpitEnv(environ(), pw), &lockedWriter{w: &logs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +76,24 @@ func TestMailpit(t *testing.T) {
 	if err := smtp.SendMail(p.smtpAddr, nil, "no-reply@example.com", []string{"you@example.com"}, []byte(msg)); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(localURL(p.uiAddr) + "/api/v1/messages")
+	// Without the password the API (and the UI) refuses: the mails hold
+	// reset and invitation links.
+	for _, path := range []string{"/api/v1/messages", "/"} {
+		resp, err := http.Get(localURL(p.uiAddr) + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without the password: %d, want 401", path, resp.StatusCode)
+		}
+	}
+	req, err := http.NewRequest(http.MethodGet, localURL(p.uiAddr)+"/api/v1/messages", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(mailpitUser, pw)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +108,35 @@ func TestMailpit(t *testing.T) {
 	}
 	if len(list.Messages) != 1 || list.Messages[0].Subject != "Confirm your email address" {
 		t.Errorf("Mailpit holds %+v, want the one mail sent", list.Messages)
+	}
+}
+
+// TestMailpitPassword: the password is made once (mode 0600) and kept
+// across runs; a file that does not hold one is replaced.
+func TestMailpitPassword(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailpit.password")
+	pw, err := ensureMailpitPassword(path)
+	if err != nil || !validMailpitPassword(pw) {
+		t.Fatalf("first: %q, %v", pw, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("file mode %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	if again, err := ensureMailpitPassword(path); err != nil || again != pw {
+		t.Errorf("second run: %q, %v; want %q kept", again, err, pw)
+	}
+	if err := os.WriteFile(path, []byte("a b:c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fresh, err := ensureMailpitPassword(path); err != nil || !validMailpitPassword(fresh) || fresh == pw {
+		t.Errorf("malformed file: %q, %v; want a new password", fresh, err)
+	}
+	o := options{mailUI: "http://localhost:8025", mailSMTPAddr: "127.0.0.1:1025", mailAuth: mailpitUser + ":" + pw}
+	if got := mailWhere(o); !strings.Contains(got, "user "+mailpitUser+", password "+pw) {
+		t.Errorf("mailWhere = %q, want the user and password", got)
+	}
+	if got := readMail(o); !strings.Contains(got, "curl -s -u '"+mailpitUser+":"+pw+"' http://localhost:8025/api/v1/messages") {
+		t.Errorf("readMail = %q, want the API call with the password", got)
 	}
 }
 

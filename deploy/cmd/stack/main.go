@@ -73,6 +73,8 @@ type options struct {
 	// mailUI is the Mailpit UI the tour points at; empty when mail goes
 	// to the user's SMTP_URL.
 	mailUI     string
+	// mailAuth is Mailpit's UI and API user and password ("user:password").
+	mailAuth string
 	notesAddr  string
 	notesAdmin string
 	database   string
@@ -239,7 +241,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		if err != nil {
 			return err
 		}
-		mailpit, err := startChild(logger, "mailpit", path, mp.mailpitArgs(o.dataDir), environ(), logs)
+		pw, err := ensureMailpitPassword(filepath.Join(o.dataDir, "mailpit.password"))
+		if err != nil {
+			return err
+		}
+		o.mailAuth = mailpitUser + ":" + pw
+		mailpit, err := startChild(logger, "mailpit", path, mp.mailpitArgs(o.dataDir), mailpitEnv(environ(), pw), logs)
 		if err != nil {
 			return err
 		}

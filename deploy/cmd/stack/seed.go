@@ -280,7 +280,8 @@ curl -s %[8]s/metrics | grep '^authproxy_' | head
 // mailWhere says in the tour where the mails go.
 func mailWhere(o options) string {
 	if o.mailUI != "" {
-		return "Mailpit " + o.mailUI + " (every mail the stack sends; SMTP " + o.mailSMTPAddr + ")"
+		user, pw, _ := strings.Cut(o.mailAuth, ":")
+		return "Mailpit " + o.mailUI + " (user " + user + ", password " + pw + "; every mail the stack sends; SMTP " + o.mailSMTPAddr + ")"
 	}
 	return "sent to SMTP_URL (Mailpit not started)"
 }
@@ -292,6 +293,6 @@ func readMail(o options) string {
 	}
 	return fmt.Sprintf(`
 # Read the mails in the Mailpit UI at %[1]s, or through its API:
-sleep 2; curl -s %[1]s/api/v1/messages | grep -o '"Subject":"[^"]*"' | head
-`, o.mailUI)[1:]
+sleep 2; curl -s -u '%[2]s' %[1]s/api/v1/messages | grep -o '"Subject":"[^"]*"' | head
+`, o.mailUI, o.mailAuth)[1:]
 }
