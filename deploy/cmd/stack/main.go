@@ -72,9 +72,9 @@ type options struct {
 	mailUIAddr   string
 	// mailUI is the Mailpit UI the tour points at; empty when mail goes
 	// to the user's SMTP_URL.
-	mailUI     string
+	mailUI string
 	// mailAuth is Mailpit's UI and API user and password ("user:password").
-	mailAuth string
+	mailAuth   string
 	notesAddr  string
 	notesAdmin string
 	database   string
