@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 func TestBadBodies(t *testing.T) {
@@ -119,6 +120,45 @@ func TestBodyTooLarge(t *testing.T) {
 	// Just under the limit is accepted (and then validated).
 	ok := `{"display_name": "` + strings.Repeat("x", 150) + `"}`
 	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: ok, As: &owner}), 200)
+}
+
+// TestBodyTooLargeKeepsRequestID: the 413 of a body over the limit is
+// raised before any middleware runs; it still carries the client's sane
+// X-Request-Id (the one the proxy signs and logs), in its header and its
+// problem, as every other answer does, on a data route as on an OAuth
+// endpoint.
+func TestBodyTooLargeKeepsRequestID(t *testing.T) {
+	t.Parallel()
+	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) { o.MaxBodyBytes = 4096 }})
+	ten := e.SeedTenant(t, "Acme")
+	owner := e.SeedUserIn(t, ten.ID, "o@acme.test", "owner")
+	big := `{"display_name": "` + strings.Repeat("x", 5000) + `"}`
+	for _, tt := range []struct {
+		path string
+		as   *identity.Identity
+	}{
+		{"/api/v1/users/me", &owner},
+		{"/api/v1/auth/token", nil},
+	} {
+		rid := "client-rid-413" + strings.ReplaceAll(tt.path, "/", "-")
+		method := "PATCH"
+		if tt.as == nil {
+			method = "POST"
+		}
+		r := e.Do(t, apitest.Request{Method: method, Path: tt.path, Body: big, As: tt.as,
+			Header: http.Header{"X-Request-Id": {rid}}})
+		apitest.WantProblem(t, r, 413, "body_too_large")
+		if p := r.Problem(t); p.RequestID != rid || r.Header.Get("X-Request-Id") != rid {
+			t.Errorf("%s: request id %q, header %q, want the client's %q", tt.path, p.RequestID, r.Header.Get("X-Request-Id"), rid)
+		}
+	}
+	// An id that is not sane is replaced, as on any other answer.
+	r := e.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: big, As: &owner,
+		Header: http.Header{"X-Request-Id": {"not sane"}}})
+	apitest.WantProblem(t, r, 413, "body_too_large")
+	if p := r.Problem(t); p.RequestID == "not sane" || p.RequestID != r.Header.Get("X-Request-Id") {
+		t.Errorf("request id %q, header %q", p.RequestID, r.Header.Get("X-Request-Id"))
+	}
 }
 
 // TestHeaderFieldsTooLarge: header fields over what the server reads (16

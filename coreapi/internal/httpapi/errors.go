@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -21,8 +22,13 @@ import (
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	p := s.toProblem(c, err)
 	rid := RequestIDOf(c)
-	if rid == "" { // errors raised before the middleware ran (e.g. 413)
-		rid = requestid.New()
+	if rid == "" {
+		// An error raised before the middleware ran (413: a body over
+		// the limit, 431): the client's sane id all the same, as the
+		// requestID middleware would have taken it, so the answer's id
+		// is the one the proxy signed and logged. Its header fields may
+		// not have been read (431): a new id then.
+		rid = requestid.From(strings.Clone(c.Get(requestid.Header)))
 		c.Set(requestid.Header, rid)
 	}
 	if p.OAuthError == "" && oautherr.Endpoint(c.Path()) {
