@@ -348,19 +348,13 @@ func (g *Group) Get(path string, h ...fiber.Handler) {
 }
 
 // GetOnly registers a GET route whose answer has effects (it writes):
-// HEAD, which Get would also accept, is refused with 405 and Allow: GET
-// rather than run the handler for an answer nobody reads. Link checkers,
-// mail scanners and prefetchers send HEAD; they must not start or finish
-// anything.
+// HEAD, which Get would also accept, is not routed, so it is refused with
+// 405 and Allow: GET rather than run the handler for an answer nobody
+// reads. Link checkers, mail scanners and prefetchers send HEAD; they must
+// not start or finish anything. Any other method is refused with the same
+// Allow: GET (no HEAD route is there to be listed).
 func (g *Group) GetOnly(path string, h ...fiber.Handler) {
-	g.r.Head(path, refuseHead)
 	g.r.Add(fiber.MethodGet, path, g.chain(fiber.MethodGet, path, h)...)
-}
-
-func refuseHead(c *fiber.Ctx) error {
-	c.Set(fiber.HeaderAllow, fiber.MethodGet)
-	return problem.New(fiber.StatusMethodNotAllowed, problem.CodeMethodNotAllowed,
-		"this route answers GET only: its answer has effects a HEAD would cause unseen")
 }
 
 // Post registers a POST route.

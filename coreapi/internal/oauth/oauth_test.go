@@ -555,6 +555,32 @@ func TestHeadStartsAndFinishesNothing(t *testing.T) {
 	handover(t, x.callback(t, cb, st.cookie))
 }
 
+// TestGetOnlyAllow: authorize and the callback answer GET only, so every
+// 405 on them (HEAD, POST, OPTIONS, DELETE) says Allow: GET. A POST was
+// told Allow: GET, HEAD, and a client that followed it with a HEAD met
+// another 405.
+func TestGetOnlyAllow(t *testing.T) {
+	x := start(t)
+	for _, path := range []string{"/api/v1/auth/oauth/fake/authorize", "/api/v1/auth/oauth/fake/callback"} {
+		for _, m := range []string{http.MethodHead, http.MethodPost, http.MethodOptions, http.MethodDelete, http.MethodPut} {
+			r := x.Do(t, apitest.Request{Method: m, Path: path, ClientIP: "192.0.2.9", Undocumented: true})
+			if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != http.MethodGet {
+				t.Errorf("%s %s: %d Allow=%q, want 405 with Allow: GET", m, path, r.Status, r.Header.Get("Allow"))
+				continue
+			}
+			if m != http.MethodHead {
+				apitest.WantProblem(t, r, http.StatusMethodNotAllowed, "method_not_allowed")
+			}
+			if r.Stats.Queries != 0 {
+				t.Errorf("%s %s ran %d queries, want none", m, path, r.Stats.Queries)
+			}
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Fatalf("state rows = %d, want 0", n)
+	}
+}
+
 func TestReplayedState(t *testing.T) {
 	x := start(t)
 	st := x.begin(t, "")
