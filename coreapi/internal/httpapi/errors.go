@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -14,23 +13,14 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/shared/problem"
-	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
-// handleError is the Fiber ErrorHandler: every error leaving a handler or
-// middleware becomes an application/problem+json response here.
+// handleError turns every error into an application/problem+json
+// response: those leaving a handler or middleware (accessLog), and those
+// raised before any middleware ran (handleEarly, the Fiber ErrorHandler).
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	p := s.toProblem(c, err)
-	rid := RequestIDOf(c)
-	if rid == "" {
-		// An error raised before the middleware ran (413: a body over
-		// the limit, 431): the client's sane id all the same, as the
-		// requestID middleware would have taken it, so the answer's id
-		// is the one the proxy signed and logged. Its header fields may
-		// not have been read (431): a new id then.
-		rid = requestid.From(strings.Clone(c.Get(requestid.Header)))
-		c.Set(requestid.Header, rid)
-	}
+	rid := RequestIDOf(c) // set by requestID, or by handleEarly
 	if p.OAuthError == "" && oautherr.Endpoint(c.Path()) {
 		p = oautherr.Annotate(p)
 	}

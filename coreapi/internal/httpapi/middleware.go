@@ -35,10 +35,16 @@ func RequestIDOf(c *fiber.Ctx) string {
 
 // requestID accepts a sane client X-Request-Id or makes one, and echoes it.
 func (s *Server) requestID(c *fiber.Ctx) error {
+	setRequestID(c)
+	return c.Next()
+}
+
+// setRequestID gives the request its id (the client's X-Request-Id when
+// sane, else a new one) and sets it on the response.
+func setRequestID(c *fiber.Ctx) {
 	id := requestid.From(strings.Clone(c.Get(requestid.Header)))
 	c.Locals(keyRequestID, id)
 	c.Set(requestid.Header, id)
-	return c.Next()
 }
 
 // accessLog times the whole request, counts its database round trips, turns
@@ -53,12 +59,38 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 			c.Status(fiber.StatusInternalServerError)
 		}
 	}
-	d := time.Since(start)
-	status := c.Response().StatusCode()
 	route := c.Route().Path
 	if route == "/" { // only middleware matched: keep metric labels bounded
 		route = "unmatched"
 	}
+	s.record(c, start, route, counter)
+	return nil
+}
+
+// handleEarly is the Fiber ErrorHandler: it answers the errors raised
+// before any middleware ran (a body over the limit, header fields too
+// large, a malformed request) and a method the server does not know
+// (unknownMethod), and records them as accessLog records the others (an
+// access line, the metrics, Observe), on the route "unmatched".
+func (s *Server) handleEarly(c *fiber.Ctx, err error) error {
+	start := time.Now()
+	// The client's sane id all the same, as requestID would have taken
+	// it, so that the answer's id is the one the proxy signed and logged.
+	// The header fields may not have been read (431): a new id then.
+	setRequestID(c)
+	herr := s.handleError(c, err)
+	if herr != nil {
+		c.Status(fiber.StatusInternalServerError)
+	}
+	// Not c.Route(): outside the router it is the request's own path.
+	s.record(c, start, "unmatched", &pgtrace.Counter{})
+	return nil
+}
+
+// record logs, counts and reports a request answered since start.
+func (s *Server) record(c *fiber.Ctx, start time.Time, route string, counter *pgtrace.Counter) {
+	d := time.Since(start)
+	status := c.Response().StatusCode()
 	method := methodName(c.Method())
 	s.metrics.observe(method, route, status, d, counter.Queries())
 	level := slog.LevelInfo
@@ -74,7 +106,6 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 			Duration: d, Queries: counter.Queries(), Transactions: counter.Transactions(), Prepares: counter.Prepares(),
 		})
 	}
-	return nil
 }
 
 // logRequest writes the access log line of a finished request (only
@@ -82,6 +113,11 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 // only while debugging).
 func (s *Server) logRequest(c *fiber.Ctx, level slog.Level, method, route string, status int, d time.Duration, counter *pgtrace.Counter) {
 	id := IdentityOf(c)
+	if method == otherMethod {
+		// The line names the method as sent, clipped as authproxy clips
+		// it (its client chooses the length).
+		method = strings.Clone(c.Method()[:min(len(c.Method()), 32)])
+	}
 	// trace_id is added by tracing.LogHandler from the context when the
 	// request is traced.
 	s.accessLogger.LogAttrs(c.UserContext(), level, "request",
@@ -102,7 +138,9 @@ func (s *Server) logRequest(c *fiber.Ctx, level slog.Level, method, route string
 
 // methodName returns a request method as a string that stays unchanged
 // (c.Method() aliases the request's buffer): the constant for the
-// standard methods, else a copy.
+// standard methods, a copy for the other methods the server routes
+// (CONNECT, TRACE), and otherMethod for any other (answered 501), whose
+// name a client chooses: it is a metric label.
 func methodName(m string) string {
 	for _, std := range [...]string{fiber.MethodGet, fiber.MethodPost, fiber.MethodPatch, fiber.MethodPut,
 		fiber.MethodDelete, fiber.MethodHead, fiber.MethodOptions} {
@@ -110,8 +148,15 @@ func methodName(m string) string {
 			return std
 		}
 	}
+	if !problem.KnownMethod([]byte(m)) {
+		return otherMethod
+	}
 	return strings.Clone(m)
 }
+
+// otherMethod stands for a request method the server does not know
+// (OpenTelemetry's name for one outside the known set).
+const otherMethod = "_OTHER"
 
 // recover turns a handler panic into a 500 problem and logs it.
 func (s *Server) recover(c *fiber.Ctx) (err error) {

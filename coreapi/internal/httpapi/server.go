@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -31,7 +30,6 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/problem"
-	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -216,7 +214,7 @@ func New(o Options) (*Server, error) {
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",
 		BodyLimit:             o.MaxBodyBytes,
-		ErrorHandler:          s.handleError,
+		ErrorHandler:          s.handleEarly,
 		DisableStartupMessage: true,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
@@ -292,14 +290,13 @@ func health(c *fiber.Ctx) error {
 var errNotImplemented = problem.New(fiber.StatusNotImplemented, problem.CodeNotImplemented, "request method not implemented")
 
 // unknownMethod answers a request whose method Fiber does not know with
-// errNotImplemented, through the error handler, with the request id the
-// requestID middleware would have given it.
+// errNotImplemented, as handleEarly answers the requests refused before
+// any middleware ran (with the request id requestID would have given it,
+// an access line and the metrics).
 func (s *Server) unknownMethod(ctx *fasthttp.RequestCtx) {
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
-	c.Locals(keyRequestID, requestid.From(strings.Clone(c.Get(requestid.Header))))
-	c.Set(requestid.Header, RequestIDOf(c))
-	_ = s.handleError(c, errNotImplemented)
+	_ = s.handleEarly(c, errNotImplemented)
 }
 
 // App exposes the Fiber app (for in-process tests and extra middleware).
