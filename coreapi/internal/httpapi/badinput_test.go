@@ -114,6 +114,8 @@ func TestBodyTooLarge(t *testing.T) {
 		{Method: "DELETE", Path: "/api/v1/users/" + owner.UserID, Body: big, As: &owner},
 		{Method: "GET", Path: "/api/v1/health", Body: big},
 		{Method: "GET", Path: "/api/v1/permissions", Body: big, As: &owner},
+		// The internal routes too (their document says so as well).
+		{Method: "GET", Path: "/internal/v1/projections/" + owner.UserID + "?tenant_id=" + ten.ID, Body: big, Service: true},
 	} {
 		apitest.WantProblem(t, e.Do(t, req), 413, "body_too_large")
 	}
@@ -176,6 +178,7 @@ func TestHeaderFieldsTooLarge(t *testing.T) {
 		{Method: "GET", Path: "/api/v1/health", Header: big},
 		{Method: "POST", Path: "/api/v1/auth/token", Body: `{"grant_type":"password"}`, Header: big},
 		{Method: "GET", Path: "/.well-known/jwks.json", Header: big},
+		{Method: "GET", Path: "/internal/v1/projections/" + w.Owner.UserID + "?tenant_id=" + w.A, Service: true, Header: big},
 	} {
 		r := e.Do(t, req)
 		apitest.WantStatus(t, r, http.StatusRequestHeaderFieldsTooLarge)

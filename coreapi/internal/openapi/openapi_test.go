@@ -120,3 +120,31 @@ func TestMergeRefusesDuplicates(t *testing.T) {
 		t.Errorf("new section: %v %v", err, dst)
 	}
 }
+
+// TestEarlyRefusalsDocumented: coreapi refuses a body over MAX_BODY_BYTES
+// (413) and header fields over what it reads (431) before any route is
+// chosen, so every operation, internal ones included, documents both.
+func TestEarlyRefusalsDocumented(t *testing.T) {
+	merged, err := Internal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := openapi3.NewLoader().LoadFromData(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for path, item := range all.Paths.Map() {
+		for method, op := range item.Operations() {
+			n++
+			for _, status := range []int{413, 431} {
+				if op.Responses.Status(status) == nil {
+					t.Errorf("%s %s does not document %d", method, path, status)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no operation found")
+	}
+}
