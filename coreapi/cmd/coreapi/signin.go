@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
@@ -26,6 +27,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -128,6 +130,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		},
 		func(ctx context.Context) error { return oidc.RunSweeper(ctx, oauthSweepEvery) },
 		func(ctx context.Context) error { return keysSvc.RunSweeper(ctx, sessionSweepEvery) },
+		func(ctx context.Context) error { return sweepAudit(ctx, log, pool, cfg.AuditRetention) },
 	}
 	return append(workers, lifecycleWorkers...), nil
 }
@@ -251,4 +254,14 @@ func mfaSealer(cfg config.Config, log *slog.Logger) (*mfa.Sealer, error) {
 		return nil, fmt.Errorf("mfa keys: %w", err)
 	}
 	return s, nil
+}
+
+// sweepAudit deletes the audit events older than keep (AUDIT_RETENTION)
+// every sessionSweepEvery; with keep 0 it keeps them all and returns.
+func sweepAudit(ctx context.Context, log *slog.Logger, pool *pgxpool.Pool, keep time.Duration) error {
+	if keep <= 0 {
+		return nil
+	}
+	return sweep.Every(ctx, sessionSweepEvery, log, slog.LevelInfo, sweep.Task{Name: "audit events",
+		Run: func(ctx context.Context) (int64, error) { return audit.Sweep(ctx, pool, keep) }})
 }

@@ -252,6 +252,39 @@ LIMIT $3`
 	return out, total, err
 }
 
+// SweepBatch is how many events one statement of Sweep looks at.
+const SweepBatch = 5000
+
+// SweepBatches bounds the statements of one Sweep, so that a first run
+// over years of events spreads over several sweeps.
+const SweepBatches = 20
+
+// Sweep deletes the events older than keep (AUDIT_RETENTION), oldest
+// first, and returns how many it deleted. Each statement reads the
+// SweepBatch oldest events by id (the primary key: no scan of the table)
+// and deletes those created before the cutoff; it stops at the first
+// statement that deletes fewer. Ids follow creation up to the length of a
+// transaction (created_at is its start), so an event may outlive the
+// cutoff by that long.
+func Sweep(ctx context.Context, db sqldb.DB, keep time.Duration) (int64, error) {
+	const q = `
+DELETE FROM audit_events WHERE id IN (
+    SELECT id FROM (SELECT id, created_at FROM audit_events ORDER BY id LIMIT $2) oldest
+    WHERE created_at < now() - make_interval(secs => $1))`
+	var total int64
+	for range SweepBatches {
+		tag, err := db.Exec(ctx, q, keep.Seconds(), SweepBatch)
+		if err != nil {
+			return total, fmt.Errorf("sweep audit events: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < SweepBatch {
+			break
+		}
+	}
+	return total, nil
+}
+
 // WriteWith inserts e and the outbox rows announcing the same change inside
 // the caller's transaction, in one round trip.
 func WriteWith(ctx context.Context, tx pgx.Tx, e Event, rows ...outbox.Row) error {

@@ -115,6 +115,9 @@ type Config struct {
 	// OutboxHeartbeat is how often the relays write a heartbeat row
 	// (OUTBOX_HEARTBEAT_INTERVAL; 0: none).
 	OutboxHeartbeat time.Duration
+	// AuditRetention is how long audit events are kept (AUDIT_RETENTION;
+	// 0: for ever).
+	AuditRetention time.Duration
 	// OutboxRelayID names this replica's relay in its beats and in
 	// outbox_relays (OUTBOX_RELAY_ID; default: the host name, a pod's
 	// name, and the port of ListenAddr): stable across restarts of the
@@ -254,6 +257,10 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.OutboxHeartbeat > 0 && c.OutboxHeartbeat < MinOutboxHeartbeat {
 		l.Failf("OUTBOX_HEARTBEAT_INTERVAL", "want 0 (none) or at least %s, got %s", MinOutboxHeartbeat, c.OutboxHeartbeat)
 	}
+	c.AuditRetention = l.Duration("AUDIT_RETENTION", 0, 0)
+	if c.AuditRetention > 0 && c.AuditRetention < MinAuditRetention {
+		l.Failf("AUDIT_RETENTION", "want 0 (for ever) or at least %s, got %s", MinAuditRetention, c.AuditRetention)
+	}
 	c.OutboxRelayID = l.String("OUTBOX_RELAY_ID")
 	if c.OutboxRelayID == "" {
 		c.OutboxRelayID = defaultRelayID(os.Hostname, c.ListenAddr)
@@ -364,6 +371,10 @@ const ProxyTokenMaxLifetime = time.Hour
 // MaxLeeway is the largest clock skew TOKEN_MAX_LEEWAY may allow (the
 // proxies refuse the same): more means broken clocks.
 const MaxLeeway = time.Minute
+
+// MinAuditRetention is the shortest AUDIT_RETENTION but 0: a shorter one
+// is a typo (a unit forgotten) more likely than a policy.
+const MinAuditRetention = 24 * time.Hour
 
 // MaxRefreshReuseGrace caps REFRESH_REUSE_GRACE. Within the grace a
 // rotated refresh token still yields its live successor, so whoever holds

@@ -55,6 +55,7 @@ var Vars = append(envconfig.Table{
 	{Name: "OAUTH_AUTHORIZE_PER_MINUTE", Default: "20", Help: "OAuth sign-ins one client IP may start per minute"},
 	{Name: "SIGNUP_PER_HOUR", Default: "20", Help: "sign-ups one client IP may make per hour"},
 	{Name: "SIGNIN_FAILURES_PER_HOUR", Default: "100", Help: "wrong passwords one client IP may send per hour, over every address"},
+	{Name: "AUDIT_RETENTION", Default: "0", Help: "how long audit events are kept (0: for ever; otherwise at least 24h)"},
 	{Name: "TENANT_MAILS_PER_HOUR", Default: "200", Help: "invitation and account mails one tenant may cause per hour"},
 	{Name: "SMTP_URL", Mask: envconfig.URL, Help: "mail server; empty: mails to the log"},
 	{Name: "MAIL_FROM", Default: DefaultMailFrom, Help: "sender address"},
