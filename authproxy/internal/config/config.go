@@ -402,6 +402,11 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.StreamMaxPerIP = p.Int("STREAM_MAX_PER_IP", 0, 0, 0)
 	c.StreamBufferBytes = p.Int("STREAM_BUFFER_BYTES", 1024, MaxStreamBufferBytes, 0)
 	c.StreamDrain = p.Duration("STREAM_DRAIN_TIMEOUT", time.Millisecond, 0)
+	if c.StreamDrain >= c.ShutdownTimeout && c.ShutdownTimeout > 0 {
+		// The drain runs within the shutdown's deadline, which cuts it.
+		c.Warnings = append(c.Warnings, "STREAM_DRAIN_TIMEOUT ("+c.StreamDrain.String()+") is not shorter than SHUTDOWN_TIMEOUT ("+
+			c.ShutdownTimeout.String()+"): the drain runs within the shutdown's deadline, so open streams get less than it says; keep it shorter")
+	}
 	var err error
 	if c.Tracing, err = tracing.Load(p.Raw, "authproxy"); err != nil {
 		p.Problem("%v", err)

@@ -624,3 +624,19 @@ func TestHeartbeatTimeoutLongerThanStalenessWarned(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamDrainLongerThanShutdown: a STREAM_DRAIN_TIMEOUT the shutdown
+// deadline would cut loads, with a warning; a shorter one without.
+func TestStreamDrainLongerThanShutdown(t *testing.T) {
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "STREAM_DRAIN_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "15s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0], "STREAM_DRAIN_TIMEOUT (20s) is not shorter than SHUTDOWN_TIMEOUT (15s)") {
+		t.Errorf("warnings %q, want one about STREAM_DRAIN_TIMEOUT", c.Warnings)
+	}
+	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "STREAM_DRAIN_TIMEOUT": "5s", "SHUTDOWN_TIMEOUT": "15s"}))
+	if err != nil || len(c.Warnings) != 0 {
+		t.Errorf("shorter drain: warnings %q, %v; want none", c.Warnings, err)
+	}
+}
