@@ -704,15 +704,43 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if f.ReturnTo == "" { // no allow-list (development)
 		return c.JSON(Handover{Code: handover})
 	}
-	u, err := url.Parse(f.ReturnTo)
+	to, err := withCode(f.ReturnTo, handover)
 	if err != nil {
-		return fmt.Errorf("stored return_to: %w", err)
+		return err
 	}
-	q := u.Query()
-	q.Set("code", handover)
-	u.RawQuery = q.Encode()
 	c.Set(fiber.HeaderReferrerPolicy, "no-referrer")
-	return c.Redirect(u.String(), fiber.StatusFound)
+	return c.Redirect(to, fiber.StatusFound)
+}
+
+// withCode is returnTo (an allow-listed URL) with the hand-over code added
+// to its query. The app's own parameters stay as the operator listed
+// them, byte for byte: decoded and encoded again, a pair with ";" would
+// be dropped (Go's query parser refuses it) and escapes respelled. A code
+// parameter of the listed URL, between "&" or ";", is left out, so the
+// app reads only the hand-over code.
+func withCode(returnTo, code string) (string, error) {
+	u, err := url.Parse(returnTo)
+	if err != nil {
+		return "", fmt.Errorf("stored return_to: %w", err)
+	}
+	var kept []string
+	for _, pair := range strings.Split(u.RawQuery, "&") {
+		var parts []string
+		for _, part := range strings.Split(pair, ";") {
+			name, _, _ := strings.Cut(part, "=")
+			if n, err := url.QueryUnescape(name); err == nil {
+				name = n
+			}
+			if part != "" && name != "code" {
+				parts = append(parts, part)
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, ";"))
+		}
+	}
+	u.RawQuery = strings.Join(append(kept, "code="+url.QueryEscape(code)), "&")
+	return u.String(), nil
 }
 
 // codeRefused reports whether the provider refused the code exchange for

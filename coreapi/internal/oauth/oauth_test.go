@@ -949,6 +949,54 @@ func TestHandoverBoundToTheAppsFlow(t *testing.T) {
 	}
 }
 
+// TestReturnToKeepsItsQuery: the callback adds the hand-over code to an
+// allow-listed return_to and leaves the app's own parameters as the
+// operator listed them: a pair with ";" (which Go's query parser drops
+// whole) or an escape spelled another way still reaches the app. A code
+// parameter already in the listed URL is replaced, never doubled, so the
+// app reads only the hand-over code.
+func TestReturnToKeepsItsQuery(t *testing.T) {
+	for _, tc := range []struct{ name, app, want string }{
+		{"semicolons", "https://app.example.com/cb?view=list;sort=name&from=tollgate", "view=list;sort=name&from=tollgate"},
+		{"escapes kept as written", "https://app.example.com/cb?next=/notes/1&q=a%20b", "next=/notes/1&q=a%20b"},
+		{"a code of its own", "https://app.example.com/cb?code=stale&a=1;code=old;b=2", "a=1;b=2"},
+		{"no query", "https://app.example.com/cb", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = []string{tc.app} })
+			pk := newAppPKCE(t)
+			st := x.begin(t, pk.query(tc.app))
+			r := x.callback(t, x.approve(t, st), st.cookie)
+			if r.Status != http.StatusFound {
+				t.Fatalf("callback: %d %s, want 302 to return_to", r.Status, r.Body)
+			}
+			loc := r.Header.Get("Location")
+			base, query, _ := strings.Cut(tc.app, "?")
+			rest, ok := strings.CutPrefix(loc, base+"?")
+			if !ok {
+				t.Fatalf("Location = %q, want %s?...", loc, base)
+			}
+			i := strings.LastIndex(rest, "code=")
+			if i < 0 {
+				t.Fatalf("Location = %q, want a code", loc)
+			}
+			kept, code := rest[:i], rest[i+len("code="):]
+			code, _, _ = strings.Cut(code, "&")
+			if want := tc.want; want != "" {
+				want += "&"
+				if kept != want {
+					t.Errorf("Location = %q: the app's parameters are %q, want %q (listed as %q)", loc, kept, want, query)
+				}
+			} else if kept != "" {
+				t.Errorf("Location = %q: parameters %q added besides the code", loc, kept)
+			}
+			if r := x.exchangeWith(t, code, pk.verifier); r.Status != http.StatusOK {
+				t.Errorf("exchange of the code in %q: %d %s", loc, r.Status, r.Body)
+			}
+		})
+	}
+}
+
 // TestReturnToWithoutAllowList: no list configured, a return_to is refused
 // (it could not be checked).
 func TestReturnToWithoutAllowList(t *testing.T) {
