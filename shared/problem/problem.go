@@ -132,6 +132,10 @@ const (
 	// invitation's acceptance names, an account whose password a tenant
 	// admin chose; its owner changes or resets it first.
 	CodeAdminPasswordBeforeLinking = "account_password_set_by_admin"
+	// CodeMFABeforeLinking: an OIDC sign-in found an account with an
+	// active second factor, which no provider identity is linked to by
+	// email.
+	CodeMFABeforeLinking = "account_mfa_enabled"
 )
 
 // Codes of multi-factor authentication.

@@ -858,6 +858,21 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				return problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
 					"an account with this email address has a password that an administrator set; change it (or reset it) and sign in again")
 			}
+			if err == nil {
+				mfa, err := hasSecondFactor(ctx, tx, g.UserID)
+				if err != nil {
+					return err
+				}
+				if mfa {
+					// The provider's word for the address is one factor,
+					// and not the account's: linked, it would stand for
+					// the password of an account whose owner asked for
+					// two, and let whoever holds the provider's account
+					// ask for the second (and spend its attempts).
+					return problem.New(fiber.StatusConflict, problem.CodeMFABeforeLinking,
+						"an account with this email address has a second factor, and no sign-in provider is linked to it by its address; sign in to it as before")
+				}
+			}
 			existing := err == nil
 			if errors.Is(err, errNoRow) {
 				if g.UserID, err = s.createAccount(ctx, tx, in); err != nil {

@@ -473,6 +473,63 @@ func TestNoLinkToAnAdminSetPassword(t *testing.T) {
 	}
 }
 
+// TestNoLinkToAnAccountWithASecondFactor: the provider's word for an
+// address is one factor, and not the account's: linked by email, it would
+// stand for the password of an account whose owner asked for two, and let
+// whoever holds that provider account (or a provider that vouches for
+// addresses it does not control) ask for mfa_tokens and spend the
+// factor's attempts until it locks. An account with an active second
+// factor is never linked to a new provider identity; nothing is linked,
+// no session opened, no link audited. A factor still being enrolled is
+// none yet, and once the owner removes theirs, the identity links.
+func TestNoLinkToAnAccountWithASecondFactor(t *testing.T) {
+	x := start(t)
+	st := x.signup(t, "oidc@example.com")
+	uid := sub(t, st.AccessToken)
+	ctx := context.Background()
+	if _, err := x.DB.Pool.Exec(ctx, `UPDATE users SET email_verified_at = now() WHERE id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, 'k', '\x00', 'active')`, uid); err != nil {
+		t.Fatal(err)
+	}
+	b := x.begin(t, "")
+	r := x.callback(t, x.approve(t, b), b.cookie)
+	if r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeMFABeforeLinking {
+		t.Fatalf("sign-in for an account with a second factor: %d %s, want 409 %s", r.Status, r.Body, problem.CodeMFABeforeLinking)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("%d identities linked to an account with a second factor", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, uid); n != 1 {
+		t.Errorf("%d sessions of the account, want only the signup's", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.identity_linked'`); n != 0 {
+		t.Errorf("%d identity_linked audit events for a refused link", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_handovers`); n != 0 {
+		t.Errorf("%d hand-over codes made for a refused link", n)
+	}
+
+	// A factor being enrolled (not confirmed) guards nothing yet: the
+	// identity links, as to any verified account.
+	if _, err := x.DB.Pool.Exec(ctx, `UPDATE mfa_totp SET status = 'pending' WHERE user_id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != uid {
+		t.Errorf("sign-in with the factor pending: user %s, want %s", sub(t, tk.AccessToken), uid)
+	}
+	// Linked, it signs in as before: the factor, once active, is asked
+	// for at the exchange (TestExternalSignInAsksForTheSecondFactor).
+	if _, err := x.DB.Pool.Exec(ctx, `UPDATE mfa_totp SET status = 'active' WHERE user_id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	b = x.begin(t, "")
+	if r := x.exchange(t, handover(t, x.callback(t, x.approve(t, b), b.cookie))); r.Status != http.StatusUnauthorized || r.Problem(t).Code != problem.CodeMFARequired {
+		t.Errorf("linked identity of an account with a second factor: %d %s, want 401 %s", r.Status, r.Body, problem.CodeMFARequired)
+	}
+}
+
 // TestStateBoundToBrowser: whoever holds a callback URL (code + state) but
 // not the browser's cookie cannot finish the sign-in (stolen callback URL),
 // and a prepared callback cannot log a victim into the attacker's account

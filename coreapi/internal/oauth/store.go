@@ -167,6 +167,20 @@ FROM users WHERE lower(email) = lower($1)`
 	return uid, verified, adminPassword, nil
 }
 
+// hasSecondFactor reports whether the user has an active second factor
+// (one still being enrolled is none). No row is locked: a factor
+// confirmed in the instant of a link (which only the account's bearer
+// can do) leaves the link in place, and every sign-in through it still
+// asks for the factor.
+func hasSecondFactor(ctx context.Context, db sqldb.DB, userID string) (bool, error) {
+	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
+	var active bool
+	if err := db.QueryRow(ctx, q, userID).Scan(&active); err != nil {
+		return false, fmt.Errorf("find second factor: %w", err)
+	}
+	return active, nil
+}
+
 // nfcReplaces reports whether NFC replaces a character of s outright
 // rather than composing it with its neighbours: one that never occurs in
 // NFC text, such as KELVIN SIGN U+212A (NFC "K"), OHM SIGN U+2126 or a CJK
