@@ -136,6 +136,9 @@ const (
 	// active second factor, which no provider identity is linked to by
 	// email.
 	CodeMFABeforeLinking = "account_mfa_enabled"
+	// CodeOtherSubjectLinked: an OIDC sign-in whose address is that of an
+	// account already linked to another subject of the same provider.
+	CodeOtherSubjectLinked = "account_linked_to_other_subject"
 )
 
 // Codes of multi-factor authentication.

@@ -873,6 +873,20 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 						"an account with this email address has a second factor, and no sign-in provider is linked to it by its address; sign in to it as before")
 				}
 			}
+			if err == nil {
+				other, err := linkedToIssuer(ctx, tx, g.UserID, in.Provider, in.Issuer)
+				if err != nil {
+					return err
+				}
+				if other {
+					// The account's holder at this provider is the subject
+					// it is linked to: another one with its address is
+					// someone the provider gave the address to since (a
+					// mailbox recycled, an account made again).
+					return problem.New(fiber.StatusConflict, problem.CodeOtherSubjectLinked,
+						"an account with this email address is linked to another account of this provider; sign in with that one (or as before)")
+				}
+			}
 			existing := err == nil
 			if errors.Is(err, errNoRow) {
 				if g.UserID, err = s.createAccount(ctx, tx, in); err != nil {

@@ -530,6 +530,39 @@ func TestNoLinkToAnAccountWithASecondFactor(t *testing.T) {
 	}
 }
 
+// TestNoSecondSubjectOfAProviderByAddress: once an account is linked to
+// a provider's subject, that subject is its owner at the provider. Another
+// subject of the same provider whose verified address is the account's is
+// someone else to whom the provider gave the address later (a mailbox
+// recycled after its holder left, an account deleted and created again):
+// linked by address, they would take over the earlier holder's account
+// and its data. Such a sign-in is refused, nothing linked, no session
+// opened; the linked subject keeps signing in.
+func TestNoSecondSubjectOfAProviderByAddress(t *testing.T) {
+	x := start(t)
+	owner := sub(t, x.finish(t, x.begin(t, "")).AccessToken)
+	x.idp.mu.Lock()
+	x.idp.Subject = "idp-user-2" // the same address, now someone else's
+	x.idp.mu.Unlock()
+	b := x.begin(t, "")
+	r := x.callback(t, x.approve(t, b), b.cookie)
+	if r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeOtherSubjectLinked {
+		t.Fatalf("sign-in of another subject with a linked account's address: %d %s, want 409 %s", r.Status, r.Body, problem.CodeOtherSubjectLinked)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE subject = 'idp-user-2'`); n != 0 {
+		t.Errorf("%d identities of the second subject linked", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, owner); n != 1 {
+		t.Errorf("the account has %d sessions, want its owner's 1", n)
+	}
+	x.idp.mu.Lock()
+	x.idp.Subject = "idp-user-1"
+	x.idp.mu.Unlock()
+	if got := sub(t, x.finish(t, x.begin(t, "")).AccessToken); got != owner {
+		t.Errorf("the linked subject signed in as %s, want %s", got, owner)
+	}
+}
+
 // TestStateBoundToBrowser: whoever holds a callback URL (code + state) but
 // not the browser's cookie cannot finish the sign-in (stolen callback URL),
 // and a prepared callback cannot log a victim into the attacker's account
