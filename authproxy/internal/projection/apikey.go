@@ -118,14 +118,10 @@ func (t *keyTable) invalidated(tenant bool, stripe int) {
 
 // untouched reports whether no user or tenant invalidation after count
 // since reached user stripe us or tenant stripe ts: false as well when more
-// than recentN happened since, or when any happened and the fill has no
-// user and tenant (known false: a key coreapi did not resolve).
-func (t *keyTable) untouched(since uint64, us, ts int, known bool) bool {
+// than recentN happened since.
+func (t *keyTable) untouched(since uint64, us, ts int) bool {
 	if t.ut.Load() == since {
 		return true
-	}
-	if !known {
-		return false
 	}
 	t.recent.mu.Lock()
 	defer t.recent.mu.Unlock()
@@ -189,7 +185,14 @@ func storeKey(set []atomic.Pointer[KeyEntry], e *KeyEntry) *KeyEntry {
 
 // validKey: within its time in the cache, nothing invalidated since it was
 // fetched (user, tenant, key, everything), trusted while the feed is down.
+// A refusal (e.err: revoked, expired or unknown) names no user or tenant,
+// and no change of theirs undoes it: only the key's own invalidation and
+// everything's end it before its time.
 func (c *Cache) validKey(e *KeyEntry, now time.Time) bool {
+	if e.err != nil {
+		return c.ticks(now) < e.expires && e.gens[2] == c.global.Load() && e.gens[3] == c.keys.key[e.ks].Load() &&
+			c.freshAt(e.fetchedAt)
+	}
 	return c.ticks(now) < e.expires &&
 		e.gens == [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), c.global.Load(), c.keys.key[e.ks].Load()} &&
 		c.freshAt(e.fetchedAt)
@@ -255,7 +258,12 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		}
 		e.expires = fetchedAt + int64(jittered(ttl))
 		e.gens = [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), gg, kg}
-		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && c.keys.untouched(ut, e.us, e.ts, e.err == nil) {
+		// A refusal is kept whatever users' and tenants' invalidations
+		// came meanwhile (validKey): with the fleet's at a few hundred a
+		// second, a leaked key's refusal was seldom kept, and the key
+		// reached coreapi, its database and its audit log on almost every
+		// request.
+		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && (e.err != nil || c.keys.untouched(ut, e.us, e.ts)) {
 			if old := storeKey(set, e); old != nil && old.used.Load() {
 				e.used.Store(true) // a refill keeps the unreported use
 			}

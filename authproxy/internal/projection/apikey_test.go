@@ -344,3 +344,66 @@ func TestKeyUseKeptWhenAReportFails(t *testing.T) {
 		t.Fatalf("a report after that = %d, %v; want nothing", n, err)
 	}
 }
+
+// TestRefusedKeyRememberedThroughOthersInvalidations: a revoked (or
+// expired) key's refusal, and an unknown key's, is remembered for the
+// negative TTL whatever users' and tenants' invalidations come meanwhile,
+// during its fetch or after: no change of a user or tenant undoes a
+// revocation, an expiry or an unknown public id. Such a fill was not kept
+// when any user or tenant invalidation happened while it was fetched, and
+// a kept one was dropped by every invalidation of the first user or tenant
+// counter (a refusal names no user or tenant): with the fleet's logouts
+// and revocations at a few hundred a second, a leaked key still in use
+// reached coreapi, its database and its audit log on almost every request.
+func TestRefusedKeyRememberedThroughOthersInvalidations(t *testing.T) {
+	f := newKeyFixture(t)
+	revoked, pid := apikey.New()
+	f.core.SetAPIKey(revoked, keyOf("u1"), true)
+	unknown, _ := apikey.New()
+	want := map[string]error{revoked: ErrKeyRevoked, unknown: ErrKeyUnknown}
+	ask := func(when string) {
+		t.Helper()
+		for k, werr := range want {
+			if _, err := f.getKey(k); !errors.Is(err, werr) {
+				t.Fatalf("%s: %v, want %v", when, err, werr)
+			}
+		}
+	}
+	// Both fetched while other users and tenants are invalidated.
+	gate := make(chan struct{})
+	f.core.KeyGate.Store(&gate)
+	var wg sync.WaitGroup
+	wg.Go(func() { ask("racing fill") })
+	testenv.Eventually(t, func() error { return testenv.Want("key fetches", f.core.KeyFetches.Load(), 1) })
+	f.c.InvalidateUser("someone")
+	f.c.InvalidateTenant("somewhere")
+	f.core.KeyGate.Store(nil)
+	close(gate)
+	wg.Wait()
+	if n := f.core.KeyFetches.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2", n)
+	}
+	ask("after the fills")
+	if n := f.core.KeyFetches.Load(); n != 2 {
+		t.Fatalf("refusals fetched during others' invalidations not kept: %d fetches, want 2", n)
+	}
+	// Every user and tenant counter moves: the fleet's traffic.
+	for i := 0; i < 20*stripes; i++ {
+		f.c.InvalidateUser(fmt.Sprint("user-", i))
+		f.c.InvalidateTenant(fmt.Sprint("tenant-", i))
+	}
+	ask("after others' invalidations")
+	if n := f.core.KeyFetches.Load(); n != 2 {
+		t.Fatalf("refusals dropped by others' invalidations: %d fetches, want 2", n)
+	}
+	// The key's own invalidation, and everything's, still make it a miss.
+	f.c.InvalidateAPIKey(pid)
+	if _, err := f.getKey(revoked); !errors.Is(err, ErrKeyRevoked) || f.core.KeyFetches.Load() != 3 {
+		t.Fatalf("after the key's invalidation: %v, %d fetches, want 3", err, f.core.KeyFetches.Load())
+	}
+	f.c.InvalidateAll()
+	ask("after everything's invalidation")
+	if n := f.core.KeyFetches.Load(); n != 5 {
+		t.Fatalf("after everything's invalidation: %d fetches, want 5", n)
+	}
+}
