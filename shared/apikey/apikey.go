@@ -120,6 +120,12 @@ const (
 // ResolveRequest is the body of ResolvePath.
 type ResolveRequest struct {
 	Key string `json:"key"`
+	// ClientIP is the address of the client whose request presented the
+	// key, as the proxy would forward it (X-Auth-Client-Ip): the resolve is
+	// the proxy's own call, whose signature names no client, so coreapi
+	// learns it only here, for the audit row of a revoked key's use.
+	// Empty: not known.
+	ClientIP string `json:"client_ip,omitempty"`
 }
 
 // Projection is what a key may do now: its user's projection in its

@@ -546,3 +546,25 @@ routes:
 	}
 	e.wantNothingForwarded()
 }
+
+// TestAPIKeyResolveNamesTheClient: the proxy's resolve of a key tells
+// coreapi the address of the client whose request presented it (the
+// X-Auth-Client-Ip it would forward: here from a trusted X-Forwarded-For),
+// which coreapi's audit row of a revoked key's use records. The resolve
+// is the proxy's own call, whose signature names no client: without it,
+// coreapi could only record the proxy's address, the same for every use.
+func TestAPIKeyResolveNamesTheClient(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	revoked, _ := apikey.New()
+	e.core.SetAPIKey(revoked, keyProjection("tenant:read"), true)
+	from := func(ip string) map[string]string { return map[string]string{"X-Forwarded-For": ip} }
+	e.wantStatus(e.do("GET", "/notes", secret, from("198.51.100.9")), 200)
+	e.wantKeyProblem(e.do("GET", "/notes", revoked, from("2001:db8::7")), 401, problem.CodeInvalidToken, "not valid")
+	e.wantKeyProblem(e.do("GET", "/notes", "", map[string]string{"X-API-Key": revoked}), 401, problem.CodeInvalidToken, "not valid")
+	// The refusal is remembered: one resolve for the revoked key.
+	if got, want := e.core.KeyClients(), []string{"198.51.100.9", "2001:db8::7"}; !slices.Equal(got, want) {
+		t.Fatalf("resolves named the clients %q, want %q", got, want)
+	}
+}

@@ -37,7 +37,9 @@ var (
 type KeyFetcher interface {
 	// FetchKey answers what key (the whole secret) may do, or ErrKeyUnknown,
 	// ErrWrongSecret, ErrKeyRevoked, or an ErrUnavailable/ErrUpstream error.
-	FetchKey(ctx context.Context, key []byte, requestID string) (*apikey.Projection, error)
+	// clientIP is the address of the client whose request presented the
+	// key ("": not known), which coreapi audits a revoked key's use with.
+	FetchKey(ctx context.Context, key []byte, requestID, clientIP string) (*apikey.Projection, error)
 	// ReportUsed tells coreapi the keys were used.
 	ReportUsed(ctx context.Context, publicIDs []string) error
 }
@@ -203,8 +205,11 @@ func (c *Cache) validKey(e *KeyEntry, now time.Time) bool {
 // is checked by comparing d with the digest of the secret coreapi
 // verified, in constant time: a warm key costs no fetch. A wrong secret
 // for a cached key is refused without a fetch. key may alias request
-// memory: it is not kept.
-func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID string) (*KeyEntry, error) {
+// memory: it is not kept. clientIP is the address of the client whose
+// request presented the key, told to coreapi when it is asked (the first
+// of concurrent requests sharing a fetch names it); it may alias request
+// memory too.
+func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID, clientIP string) (*KeyEntry, error) {
 	if c.keys.f == nil {
 		return nil, ErrKeysUnsupported
 	}
@@ -233,7 +238,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 			}
 		}
 		fetchedAt := c.ticks(c.opt.Now())
-		p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID)
+		p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID, clientIP)
 		e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt}
 		ttl := c.opt.TTL
 		switch {

@@ -56,7 +56,7 @@ func (f *fixture) getKey(key string) (*KeyEntry, error) {
 		panic("not a key")
 	}
 	d := sha256.Sum256([]byte(key))
-	return f.c.GetKey(context.Background(), []byte(key), pid, &d, time.Unix(0, f.now.Load()), "rid")
+	return f.c.GetKey(context.Background(), []byte(key), pid, &d, time.Unix(0, f.now.Load()), "rid", "")
 }
 
 // TestKeysDoNotThrash: many keys in use at once are each fetched once; a

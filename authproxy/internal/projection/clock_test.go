@@ -57,7 +57,7 @@ func TestWallClockStepBack(t *testing.T) {
 			if err != nil {
 				return nil, nil, err
 			}
-			ke, err := f.c.GetKey(context.Background(), []byte(key), pid, &d, clk.now(), "rid")
+			ke, err := f.c.GetKey(context.Background(), []byte(key), pid, &d, clk.now(), "rid", "")
 			return e, ke, err
 		}
 		return f, key, get

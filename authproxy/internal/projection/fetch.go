@@ -154,8 +154,8 @@ func (f *HTTPFetcher) post(ctx context.Context, path string, body []byte, reques
 
 // FetchKey implements KeyFetcher: POST apikey.ResolvePath. The key
 // travels in the signed body, never in a URL.
-func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID string) (*apikey.Projection, error) {
-	body, err := json.Marshal(apikey.ResolveRequest{Key: string(key)})
+func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clientIP string) (*apikey.Projection, error) {
+	body, err := json.Marshal(apikey.ResolveRequest{Key: string(key), ClientIP: clientIP})
 	if err != nil {
 		return nil, fmt.Errorf("encode key: %w", err)
 	}

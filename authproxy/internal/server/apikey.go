@@ -29,7 +29,7 @@ import (
 // Keys resolves API keys (the projection cache): GetKey from the cache or
 // coreapi, CachedKey from the cache alone (projection.ErrKeyNotCached).
 type Keys interface {
-	GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID string) (*projection.KeyEntry, error)
+	GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID, clientIP string) (*projection.KeyEntry, error)
 	CachedKey(pid []byte, d *[sha256.Size]byte, now time.Time) (*projection.KeyEntry, error)
 }
 
@@ -240,7 +240,7 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 			return nil, nil, unknownKeysLimited(st, s, wait)
 		}
 	} else {
-		ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID))
+		ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip))
 	}
 	if err != nil {
 		st.outcome = "api_key"

@@ -223,6 +223,8 @@ type Core struct {
 
 	apiKeys map[string]*apiKey // by public id
 	used    []string
+	// keyClients: the client_ip of each authenticated resolve, in order.
+	keyClients []string
 	// KeyFetches counts authenticated API-key resolves.
 	KeyFetches atomic.Int64
 	// KeyGate, when set, is received from before a resolve is answered.
@@ -592,6 +594,14 @@ func (c *Core) SetAPIKey(secret string, p apikey.Projection, revoked bool) {
 	c.mu.Unlock()
 }
 
+// KeyClients returns the client_ip of every authenticated API-key
+// resolve so far, in order.
+func (c *Core) KeyClients() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.keyClients...)
+}
+
 // UsedKeys returns the public ids reported used so far.
 func (c *Core) UsedKeys() []string {
 	c.mu.Lock()
@@ -628,6 +638,9 @@ func (c *Core) resolveKey(ctx *fiber.Ctx) error {
 	if err := json.Unmarshal(ctx.Body(), &b); err != nil {
 		return problemStatus(ctx, 400, "bad_request")
 	}
+	c.mu.Lock()
+	c.keyClients = append(c.keyClients, b.ClientIP)
+	c.mu.Unlock()
 	pid, ok := apikey.Parse([]byte(b.Key))
 	if !ok {
 		return problemStatus(ctx, 404, "not_found")

@@ -1037,3 +1037,51 @@ func TestSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestRevokedKeyUseAuditsTheClient: the audit row of a revoked key's use
+// names the address of the client that presented the key, as the proxy
+// tells it in the resolve, not the address of the proxy asking (the
+// resolve is the proxy's own call, whose signature names no client): the
+// row said where every use came from was the proxy, and a leaked key
+// still in use could not be traced. A resolve naming no client records
+// none; one naming something that is no address is refused.
+func TestRevokedKeyUseAuditsTheClient(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	k := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "ci", "permissions": []string{"users:read"}})
+	if r := x.Send(t, &admin, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	resolve := func(ip string) apitest.Response {
+		return x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.ResolvePath,
+			Body: apikey.ResolveRequest{Key: k.Secret, ClientIP: ip}, Service: true})
+	}
+	audited := func() []string {
+		t.Helper()
+		rows, err := x.DB.Pool.Query(context.Background(), `
+SELECT data->>'client_ip' FROM audit_events WHERE action = 'api_key.used_after_revocation' AND target_id = $1 ORDER BY id`, k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ips
+	}
+	wantProblem(t, resolve("203.0.113.7"), 410, "api_key_revoked")
+	wantProblem(t, resolve("2001:DB8::7"), 410, "api_key_revoked")
+	wantProblem(t, resolve("::ffff:198.51.100.9"), 410, "api_key_revoked")
+	wantProblem(t, resolve(""), 410, "api_key_revoked")
+	if got, want := audited(), []string{"203.0.113.7", "2001:db8::7", "198.51.100.9", ""}; !slices.Equal(got, want) {
+		t.Fatalf("audited client addresses %q, want %q", got, want)
+	}
+	for _, bad := range []string{"proxy", "203.0.113.7:443", "203.0.113.7, 10.0.0.1", strings.Repeat("1", 100)} {
+		r := resolve(bad)
+		wantProblem(t, r, http.StatusUnprocessableEntity, "validation_failed")
+	}
+	if n := len(audited()); n != 4 {
+		t.Fatalf("%d use-after-revocation events after refused resolves, want 4", n)
+	}
+}

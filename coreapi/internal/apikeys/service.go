@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -292,6 +293,18 @@ func (s *Service) resolve(c *fiber.Ctx) error {
 	if err := httpapi.DecodeJSON(c, &b); err != nil {
 		return err
 	}
+	// The client that presented the key, as the proxy tells it: the
+	// resolve is the proxy's own call, so the request's own address
+	// (httpapi.ClientIP) is the proxy's, which a revoked key's audit row
+	// named for every use.
+	clientIP := ""
+	if b.ClientIP != "" {
+		a, err := netip.ParseAddr(b.ClientIP)
+		if err != nil || a.Zone() != "" {
+			return httpapi.Invalid("client_ip", "an IP address")
+		}
+		clientIP = a.Unmap().String()
+	}
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
@@ -299,7 +312,7 @@ func (s *Service) resolve(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "too many API key resolves in flight; retry shortly")
 	}
-	p, err := s.store.Resolve(c.UserContext(), b.Key, httpapi.RequestIDOf(c), httpapi.ClientIP(c))
+	p, err := s.store.Resolve(c.UserContext(), b.Key, httpapi.RequestIDOf(c), clientIP)
 	if err != nil {
 		return err
 	}
