@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -131,11 +132,12 @@ func (s *Service) introspect(c *fiber.Ctx) error {
 }
 
 // revoke: POST /api/v1/auth/revoke (RFC 7009). Refresh tokens end their
-// session; "tg_" API keys go to the API-key revoker; a valid access token
-// is unsupported_token_type (they are short-lived: revoke the refresh
-// token, or the session); anything else, and any token of another tenant,
-// is answered 200 with nothing revoked. token_type_hint is read but never
-// trusted: every kind is tried by the token's shape.
+// session; API keys (their whole format, apikey.Parse) go to the API-key
+// revoker; a valid access token is unsupported_token_type (they are
+// short-lived: revoke the refresh token, or the session); anything else,
+// and any token of another tenant, is answered 200 with nothing revoked.
+// token_type_hint is read but never trusted: every kind is tried by the
+// token's shape.
 func (s *Service) revoke(c *fiber.Ctx) error {
 	q, err := decodeQuery(c)
 	if err != nil {
@@ -149,8 +151,13 @@ func (s *Service) revoke(c *fiber.Ctx) error {
 		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidRequest, "token is required")
 	}
 	ctx := c.UserContext()
+	_, isKey := apikey.Parse([]byte(q.Token))
 	switch {
-	case strings.HasPrefix(q.Token, "tg_"):
+	case isKey:
+		// An API key's whole format, not only its prefix: a refresh
+		// token is 43 base64url characters, "_" among them, and about
+		// one in 262,144 starts with "tg_" (it went to the API-key
+		// revoker, which found no key in it, and its session stayed).
 		if s.o.APIKeys != nil {
 			if _, err := s.o.APIKeys.RevokeAPIKey(ctx, cl.TenantID, q.Token, cl.ID, strings.Clone(httpapi.RequestIDOf(c))); err != nil {
 				return err

@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -363,6 +364,38 @@ func TestRevocation(t *testing.T) {
 	r = e.form(t, "/api/v1/auth/revoke", url.Values{"token": {otherTk.RefreshToken}}, nil)
 	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
 	oauthProblem(t, e.form(t, "/api/v1/auth/revoke", url.Values{}, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "invalid_request")
+}
+
+// TestRevocationOfARefreshTokenStartingLikeAKey: a refresh token is 43
+// base64url characters, "_" among them, so about one in 262,144 starts with
+// "tg_", as an API key does. Such a token sent for revocation went to the
+// API-key revoker, which found no key in it, and was answered 200 with its
+// session left live: the client took it for revoked. Only a token in an
+// API key's whole format is one now; this one ends its session.
+func TestRevocationOfARefreshTokenStartingLikeAKey(t *testing.T) {
+	rv := &revoker{keys: map[string]string{}}
+	e := start(t, startOpts{apiKeys: rv})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "revoker")
+	s := e.createSecret(t, owner, a.ID)
+	// The session's refresh token is one that starts with "tg_".
+	tok := "tg_" + ownerTk.RefreshToken[3:]
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE refresh_tokens SET token_hash = $1 WHERE token_hash = $2`,
+		sessions.Hash(tok), sessions.Hash(ownerTk.RefreshToken)); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.form(t, "/api/v1/auth/revoke", url.Values{"token": {tok}}, basic(s.ClientID, s.ClientSecret)); r.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	if len(rv.calls) != 0 {
+		t.Errorf("the refresh token went to the API-key revoker: %q", rv.calls)
+	}
+	r := e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": tok})
+	oauthProblem(t, r, http.StatusBadRequest, "invalid_grant")
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = $2 AND target_id = $3 AND actor_user_id = $4`,
+		owner.TenantID, serviceaccounts.ActionTokenRevoked, owner.SessionID, a.ID); n != 1 {
+		t.Errorf("revocation audit events: %d, want 1", n)
+	}
 }
 
 // RFC 6749 section 3.1: an introspection, revocation or client_credentials
