@@ -37,6 +37,27 @@ func HasPrefix(v []byte) bool {
 	return len(v) >= len(Prefix) && v[0] == 't' && v[1] == 'g' && v[2] == '_'
 }
 
+// HeadLen is the length of a key's head: the prefix, the public id and
+// the "_" after it.
+const HeadLen = len(Prefix) + PublicIDLen + 1
+
+// HasHead reports whether v starts as a key does: "tg_", a public id and
+// "_", whatever follows (a key cut or mangled after its head is still one
+// shown). HasPrefix alone says less: a 43-character base64url token, such
+// as coreapi's one-time and refresh tokens, starts with "tg_" about once
+// in 262,144, and with a key's head practically never.
+func HasHead(v []byte) bool {
+	if len(v) < HeadLen || !HasPrefix(v) || v[HeadLen-1] != '_' {
+		return false
+	}
+	for _, c := range v[len(Prefix) : HeadLen-1] {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // Parse checks the whole format of key and returns its public id (aliasing
 // key). It reads at most Len bytes of a longer value.
 func Parse(key []byte) (publicID []byte, ok bool) {

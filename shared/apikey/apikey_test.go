@@ -87,3 +87,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestHasHead: a key's head is "tg_", a public id and "_"; a value that
+// only starts with "tg_" (a base64url token now and then) has none.
+func TestHasHead(t *testing.T) {
+	good, _ := New()
+	for _, v := range []string{good, good[:HeadLen], good[:HeadLen] + "cut", good + "more"} {
+		if !HasHead([]byte(v)) {
+			t.Errorf("HasHead(%q) = false", v)
+		}
+	}
+	for _, v := range []string{"", "tg_", good[:HeadLen-1], "tg_Y7nFsAUqc2OCGTkHQhooiBBDu7KqWtNSBCbYmNnw",
+		"tg_" + strings.ToUpper(good[3:19]) + good[19:], good[:19] + "-" + good[20:], "Tg" + good[2:]} {
+		if HasHead([]byte(v)) {
+			t.Errorf("HasHead(%q) = true", v)
+		}
+	}
+}

@@ -568,3 +568,32 @@ func TestAPIKeyResolveNamesTheClient(t *testing.T) {
 		t.Fatalf("resolves named the clients %q, want %q", got, want)
 	}
 }
+
+// TestOneTimeLinkStartingLikeAKey: coreapi's one-time tokens (the
+// verification, reset and invitation links' token, the OAuth state) are
+// 43 base64url characters, "_" among them, so about one in 262,144 starts
+// with "tg_". Such a link was refused 400 api_key_in_query, telling its
+// reader their key was exposed, and the address could not be verified,
+// the password not reset, the invitation not accepted. A query value is
+// taken for a key only with a key's head: "tg_", its 16-character public
+// id and "_" (a key cut after it still is); a key in the query is refused
+// as before.
+func TestOneTimeLinkStartingLikeAKey(t *testing.T) {
+	e := start(t, envOpt{})
+	secret, _ := e.newAPIKey("tenant:read")
+	for _, tok := range []string{
+		"tg_Y7nFsAUqc2OCGTkHQhooiBBDu7KqWtNSBCbYmNnw",
+		"tg_abcdefghijklmnopq-rstuvwxyz0123456789ABC", // a public id's length, then no "_"
+		"tg_", "tg_abc",
+	} {
+		for _, path := range []string{"/verify-email?token=", "/reset-password?token=", "/accept-invitation?token="} {
+			e.wantStatus(e.do("GET", path+tok, "", nil), 200)
+			if got := e.core.Last(t); got.URI != path+tok {
+				t.Fatalf("forwarded %q for %s%s", got.URI, path, tok)
+			}
+		}
+	}
+	for _, q := range []string{"token=" + secret, "token=" + secret[:20], "token=" + secret[:30] + "&x=1", "k=tg%5F" + secret[3:25]} {
+		e.wantKeyProblem(e.do("GET", "/verify-email?"+q, "", nil), 400, problem.CodeAPIKeyInQuery, "query string")
+	}
+}

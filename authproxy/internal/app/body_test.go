@@ -360,7 +360,7 @@ func TestExpectContinueRefusedFromHeaders(t *testing.T) {
 		code                string
 	}{
 		{"no credential", "/uploads/a?name=x", "", 401, problem.CodeUnauthenticated},
-		{"a key in the query", "/uploads/a?k=tg_abc", "Authorization: Bearer " + tok + "\r\n", 400, problem.CodeAPIKeyInQuery},
+		{"a key in the query", "/uploads/a?k=" + secret, "Authorization: Bearer " + tok + "\r\n", 400, problem.CodeAPIKeyInQuery},
 		{"a bearer", "/uploads/a", "Authorization: Bearer " + tok + "\r\n", 100, ""},
 		{"an API key", "/uploads/a", "X-API-Key: " + secret + "\r\n", 100, ""},
 		{"a malformed API key", "/uploads/a", "X-API-Key: tg_x\r\n", 401, problem.CodeInvalidToken},

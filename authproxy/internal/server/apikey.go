@@ -113,9 +113,12 @@ func (s *Server) apiKeyHeader(h *fasthttp.RequestHeader, st *state) error {
 	return nil
 }
 
-// keyInQuery reports whether a query parameter's name or value starts with
-// "tg_" (percent-encoded or not). The raw scan is cheap; only a hit parses
-// the query.
+// keyInQuery reports whether a query parameter's name or value starts as
+// a key does (apikey.HasHead: "tg_", a public id, "_"; percent-encoded or
+// not). "tg_" alone is not enough: one of coreapi's one-time tokens (a
+// verification, reset or invitation link's, an OAuth state) in about
+// 262,144 starts so, and its link was refused. The raw scan is cheap; only
+// a hit parses the query.
 func keyInQuery(q []byte) bool {
 	if !bytes.Contains(q, []byte("tg")) && (bytes.IndexByte(q, '%') < 0 || !encodedTG(q)) {
 		return false
@@ -123,7 +126,7 @@ func keyInQuery(q []byte) bool {
 	var args fasthttp.Args
 	args.ParseBytes(q)
 	for k, v := range args.All() {
-		if apikey.HasPrefix(k) || apikey.HasPrefix(v) {
+		if apikey.HasHead(k) || apikey.HasHead(v) {
 			return true
 		}
 	}
