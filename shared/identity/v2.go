@@ -320,8 +320,9 @@ type Headers func(name string) string
 // returns the identity they assert. method, pathQuery and bodySHA256 are
 // the request as received; the request id and client IP come from the
 // headers. It returns an error (one of the package's sentinels) unless the
-// signature is authentic under one of the verifier's keys and the
-// timestamp lies within the window.
+// signature is authentic under one of the verifier's keys, the timestamp
+// lies within the window and the request carries a request id
+// (ErrMalformed without one).
 func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, bodySHA256 [sha256.Size]byte) (Identity, error) {
 	sig, ts := get(HeaderSignature), get(HeaderTimestamp)
 	if sig == "" || ts == "" {
@@ -380,7 +381,10 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 		return Identity{}, ErrMalformed
 	}
 	r := Request{Timestamp: tsv, RequestID: get(HeaderRequestID), ClientIP: get(HeaderClientIP), Method: method, PathQuery: pathQuery, BodySHA256: bodySHA256}
-	if hasNewlineV2(&id, &r) {
+	// The request id is what makes the signatures of two identical
+	// requests differ; a signer that sends none cannot be told from a
+	// replay. The proxy always sends one.
+	if r.RequestID == "" || hasNewlineV2(&id, &r) {
 		return Identity{}, ErrMalformed
 	}
 	skew := now.UnixMilli() - tsv

@@ -127,6 +127,9 @@ func vecInputs() []vector {
 		// refuses the values themselves.
 		{Name: "principal not one of the four", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderPrincipal, "admin"), NowMs: now, Valid: false, Error: "malformed"},
 		{Name: "empty element in a list", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderRoles, "admin,,member"), NowMs: now, Valid: false, Error: "malformed"},
+		// The request id makes two identical requests' signatures differ:
+		// without one a request cannot be told from a replay of another.
+		{Name: "no request id", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderRequestID, ""), NowMs: now, Valid: false, Error: "malformed"},
 	}
 }
 

@@ -90,6 +90,9 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, repla
   if (!PRINCIPALS.includes(get('x-auth-principal'))) fail('malformed');
   const lists = ['x-auth-roles', 'x-auth-permissions', 'x-auth-amr'].map(get);
   if (lists.some((l) => l !== '' && l.split(',').includes(''))) fail('malformed');
+  // The request id makes two identical requests' signatures differ: one
+  // without it cannot be told from a replay of another.
+  if (!get('x-request-id')) fail('malformed');
   const fields = [
     'v2', keyId, get('x-auth-principal'), get('x-auth-user-id'), get('x-auth-tenant-id'), get('x-auth-session-id'),
     ...lists.slice(0, 2), ev, lists[2], at,
