@@ -518,6 +518,7 @@ func TestBadInput(t *testing.T) {
 		{"NUL in signup display name", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"T","display_name":"\u0000"}`, "", 400, "bad_request", true},
 		{"signup tenant name with a bidi override", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"Acme\u202emoc.live"}`, "", 422, "validation_failed", true},
 		{"signup tenant name of zero-width characters", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"\u200b\u200d"}`, "", 422, "validation_failed", true},
+		{"signup display name of zero-width characters", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"T","display_name":"\u200b\ufeff"}`, "", 422, "validation_failed", true},
 		{"signup display name with an escape", "/api/v1/auth/signup", `{"email":"z@example.com","password":"correct horse battery","tenant_name":"T","display_name":"\u001b[2JBob"}`, "", 422, "validation_failed", true},
 		{"signup unknown field", "/api/v1/auth/signup", map[string]any{"email": "s@example.com", "password": pw, "tenant_name": "S", "admin": true}, "", 422, "unknown_field", true},
 	}

@@ -602,9 +602,10 @@ func (v *Checks) Length(field, s string, min, max int) {
 // order than it is stored: "Acme" + U+202E + "moc.live" shows as
 // "Acmeevil.com".
 //
-// A name that is required (min at least 1) must also be Visible: one of
-// only zero-width or blank characters is refused, which would pass for a
-// name and show as none ("You are invited to join ").
+// Text that is not empty must also be Visible, an optional one (a display
+// name, min 0) included: one of only zero-width or blank characters, or
+// of combining marks with nothing to combine with, is refused, which would
+// pass for a name and show as none ("You are invited to join ").
 func (v *Checks) Text(field, s string, min, max int) {
 	if r, ok := PlainText(s); !ok {
 		v.Add(field, fmt.Sprintf("no control characters or bidirectional overrides (%U)", r))
@@ -612,21 +613,23 @@ func (v *Checks) Text(field, s string, min, max int) {
 	}
 	n := len(v.errs)
 	v.Length(field, s, min, max)
-	if len(v.errs) == n && min >= 1 && !Visible(s) {
+	if len(v.errs) == n && s != "" && !Visible(s) {
 		v.Add(field, NotVisible)
 	}
 }
 
-// NotVisible is the message of a required name that is not Visible.
-const NotVisible = "at least one visible character (not only white space or zero-width characters)"
+// NotVisible is the message of a text that is not Visible.
+const NotVisible = "at least one visible character (not only white space, zero-width characters or combining marks)"
 
-// Visible reports whether s holds a character that shows: one that is
-// not white space, a format character (Unicode Cf: U+200B ZERO WIDTH
-// SPACE, U+2060 WORD JOINER, U+FEFF...), a variation selector or another
-// default-ignorable code point (U+3164 HANGUL FILLER, U+115F...).
+// Visible reports whether s holds a character that shows on its own: one
+// that is not white space, a format character (Unicode Cf: U+200B ZERO
+// WIDTH SPACE, U+2060 WORD JOINER, U+FEFF...), a variation selector,
+// another default-ignorable code point (U+3164 HANGUL FILLER, U+115F...)
+// or a combining mark (Unicode M: U+0301, U+20DD...), which shows only on
+// the character before it.
 func Visible(s string) bool {
 	for _, r := range s {
-		if !unicode.IsSpace(r) && !unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
+		if !unicode.IsSpace(r) && !unicode.In(r, unicode.Cf, unicode.M, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
 			return true
 		}
 	}

@@ -93,12 +93,14 @@ func FuzzRepeatedMember(f *testing.F) {
 }
 
 // TestVisible: a name of only white space, format characters, variation
-// selectors or other default-ignorable code points shows as nothing.
+// selectors, other default-ignorable code points or combining marks shows
+// as nothing.
 func TestVisible(t *testing.T) {
 	for in, want := range map[string]bool{
 		"Acme": true, "\u200bAcme": true, "é": true, "\u05e9\u200f": true, "👩\u200d💻": true, "\u2800": true,
 		"": false, " \u00a0\u3000": false, "\u200b": false, "\u200b\u200c\u200d\u2060\ufeff": false,
 		"\u00ad": false, "\ufe0f": false, "\u3164": false, "\u115f\u1160": false, "\U000e0041": false,
+		"e\u0301": true, "\u0301": false, "\u0301\u0308 \u20dd": false, "\u200b\u0301\u034f": false,
 	} {
 		if got := Visible(in); got != want {
 			t.Errorf("Visible(%q) = %v, want %v", in, got, want)

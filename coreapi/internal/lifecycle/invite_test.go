@@ -80,6 +80,10 @@ func TestInviteNewAddress(t *testing.T) {
 	if _, st, code := x.accept(t, nil, map[string]string{"token": m.Token()}); st != 422 || code != problem.CodeValidation {
 		t.Errorf("accept without a password: %d %s", st, code)
 	}
+	// A name that shows as none is no name.
+	if _, st, code := x.accept(t, nil, map[string]string{"token": m.Token(), "password": "newbie's password", "display_name": "\u200b\u0301"}); st != 422 || code != problem.CodeValidation {
+		t.Errorf("accept with an invisible display name: %d %s", st, code)
+	}
 	tk, st, code := x.accept(t, nil, map[string]string{"token": m.Token(), "password": "newbie's password", "display_name": "Newbie"})
 	if st != 200 {
 		t.Fatalf("accept: %d %s", st, code)
