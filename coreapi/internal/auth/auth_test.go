@@ -375,6 +375,8 @@ func TestRepeatedParameterRefused(t *testing.T) {
 		{"password", "grant_type=password&username=p%40example.com&password=" + url.QueryEscape(pw) + "&password=x", form, "password"},
 		{"email", "grant_type=password&email=p%40example.com&email=q%40example.com&password=" + url.QueryEscape(pw), form, "email"},
 		{"email and username that differ", "grant_type=password&email=p%40example.com&username=q%40example.com&password=" + url.QueryEscape(pw), form, "username"},
+		// U+017F LONG S: strings.EqualFold takes it for "s", lower() does not.
+		{"email and username that lower() tells apart", "grant_type=password&email=s%40example.com&username=%C5%BF%40example.com&password=" + url.QueryEscape(pw), form, "username"},
 		{"scope", "grant_type=client_credentials&scope=a&scope=b", form, "scope"},
 		{"client_id", "grant_type=client_credentials&client_id=a&client_id=b&client_secret=s", form, "client_id"},
 		{"JSON member", `{"grant_type":"refresh_token","refresh_token":"` + tk.RefreshToken + `","refresh_token":"x"}`, "", "refresh_token"},

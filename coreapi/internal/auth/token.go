@@ -147,7 +147,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	switch {
 	case email == "":
 		email = username
-	case username != "" && !strings.EqualFold(username, email): // one address in two letter cases is one account (lower() compares them)
+	case username != "" && !mail.SameAddress(username, email): // one address in two letter cases is one account (lower() compares them)
 		// One field under two names (RFC 6749's and ours): two addresses
 		// leave it unclear whose password this is.
 		return TokenResponse{}, invalidRequest("email and username name the same field and differ; send one",

@@ -198,12 +198,13 @@ FROM users u WHERE id = $1 FOR UPDATE`
 			return fmt.Errorf("load user: %w", err)
 		}
 		current, verified := a.email, a.verified
+		own := mail.SameAddress(current, t.Email)
 		// Refused, the transaction rolls back and the link stays usable.
-		if err := h.confirm(ctx, tx, t.UserID, a, strings.EqualFold(current, t.Email)); err != nil {
+		if err := h.confirm(ctx, tx, t.UserID, a, own); err != nil {
 			return err
 		}
 		out = Verified{Email: t.Email, EmailVerified: true}
-		if strings.EqualFold(current, t.Email) {
+		if own {
 			if verified {
 				return nil // a second link of the same address: nothing changes
 			}
@@ -297,7 +298,7 @@ FROM users u WHERE u.id = $1`
 			return fmt.Errorf("load user: %w", err)
 		}
 		to, change := email, false
-		if pending != nil && !strings.EqualFold(*pending, email) {
+		if pending != nil && !mail.SameAddress(*pending, email) {
 			to, change = *pending, true
 		} else if verified {
 			return problem.New(fiber.StatusConflict, problem.CodeAlreadyVerified, "the email address is already verified")

@@ -256,6 +256,36 @@ func TestEmailChange(t *testing.T) {
 	})
 }
 
+// TestEmailChangeSameAddressAsTheDatabaseSeesIt: whether an email change
+// names the account's own address is decided as the database decides who
+// holds an address (unique on lower(email)). There "İnci" (U+0130) is
+// "inci": sign-up with it is refused as taken, so a change to it is the
+// same address (422, as "INCI" is), not a change that mails a link, moves
+// the account to "another" address and tells the old one. "ſam" (U+017F
+// LONG S) is not "sam": another account signs up with it, so the account
+// "sam" may change to it. strings.EqualFold, which decided before, said
+// the opposite of both.
+func TestEmailChangeSameAddressAsTheDatabaseSeesIt(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	t.Run("dotted capital I is i", func(t *testing.T) {
+		inci := x.signup(t, "inci@example.com")
+		wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+			map[string]string{"email": "\u0130nci@example.com", "password": pw, "tenant_name": "T"}), http.StatusConflict, problem.CodeEmailTaken)
+		r := x.Send(t, &inci.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "\u0130nci@example.com"})
+		wantProblem(t, r, http.StatusUnprocessableEntity, problem.CodeValidation)
+		if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'verify_email' AND email <> 'inci@example.com'`, inci.c.Sub); n != 0 {
+			t.Errorf("%d verification links to another spelling of the account's own address", n)
+		}
+	})
+	t.Run("long s is not s", func(t *testing.T) {
+		sam := x.signup(t, "sam@example.com")
+		r := x.Send(t, &sam.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "\u017fam@example.com"})
+		wantStatus(t, r, http.StatusAccepted)
+		x.signup(t, "sim@example.com")
+		x.signup(t, "\u017fim@example.com") // another address than "sim": an account of its own
+	})
+}
+
 // TestEmailChangeNoticeToTheOldAddress: a confirmed email change tells the
 // account's previous address, when it was proven, that the account moved
 // (to the new address, masked), in a mail without a link: whoever signed

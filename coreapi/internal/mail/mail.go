@@ -98,6 +98,19 @@ func Canonical(s string) string {
 	return norm.NFC.String(strings.TrimSpace(s))
 }
 
+// SameAddress reports whether a and b (both Canonical) are one address as
+// the database decides it: lower(a) = lower(b), the key users.email and
+// pending invitations are unique on. Every comparison of addresses in Go
+// goes through it, so that no decision in Go disagrees with a query on who
+// has an address. strings.ToLower maps each character as PostgreSQL's
+// lower() does in a UTF-8 database (TestSameAddressIsLower checks every
+// one against the server); strings.EqualFold does not: it keeps "İ"
+// (U+0130) apart from "i", which lower() folds together, and folds "ſ"
+// (U+017F) onto "s" and "ς" onto "σ", which lower() keeps apart.
+func SameAddress(a, b string) bool {
+	return a == b || strings.ToLower(a) == strings.ToLower(b)
+}
+
 // ValidAddress reports whether s is one plain address of at most
 // MaxAddress octets, with nothing that could smuggle a header or a second
 // recipient, outside the reserved top-level domain .invalid (RFC 2606: no

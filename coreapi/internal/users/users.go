@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -358,7 +358,7 @@ FOR UPDATE OF u`
 		if taken {
 			return ErrEmailTaken
 		}
-		if strings.EqualFold(current, newEmail) {
+		if mail.SameAddress(current, newEmail) {
 			return ErrSameEmail
 		}
 		// Each account's own limit says nothing of the address: bounded
