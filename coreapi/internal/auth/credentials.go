@@ -47,9 +47,10 @@ func (s *Service) CheckPassword(ctx context.Context, email, pw, ip string) (stri
 }
 
 // ErrSecondFactor is CheckPassword's answer to a correct password of an
-// account with a second factor.
-var ErrSecondFactor = problem.New(401, problem.CodeAccountExists,
-	"this account has a second factor: sign in with it, then accept signed in")
+// account with a second factor: the caller answers with
+// httpapi.NeedSecondFactorSignIn, which tells the client to sign in with
+// the factor and act on the bearer token it gets.
+var ErrSecondFactor = errors.New("the account has a second factor: its password alone does not prove its owner")
 
 // ErrNoPassword is CheckPasswordOf's answer for an account without a
 // password (one that signs in through an identity provider): nothing

@@ -88,6 +88,18 @@ func NeedRecentSecondFactor(c *fiber.Ctx, maxAge time.Duration, detail string) e
 	return insufficientAuth(c, `, acr_values="mfa"`, maxAge, detail)
 }
 
+// NeedSecondFactorSignIn is the RFC 9470 refusal of an act that a
+// password alone does not prove for an account with a second factor
+// (accepting an invitation with the password): 401
+// insufficient_user_authentication with WWW-Authenticate acr_values="mfa"
+// and no max_age. The client signs in with the password and the second
+// factor (grant_type=mfa_otp after mfa_required) and acts on the bearer
+// token it gets.
+func NeedSecondFactorSignIn(c *fiber.Ctx, detail string) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication", acr_values="mfa"`)
+	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)
+}
+
 func insufficientAuth(c *fiber.Ctx, acr string, maxAge time.Duration, detail string) error {
 	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="insufficient_user_authentication"`+acr+`, max_age=`+strconv.Itoa(int(maxAge/time.Second)))
 	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)

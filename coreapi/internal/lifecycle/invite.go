@@ -183,6 +183,11 @@ var (
 		"this invitation was sent to another address than this account's")
 	errAccountExists = problem.New(fiber.StatusUnauthorized, problem.CodeAccountExists,
 		"an account has this address: accept signed in as it, or with its password")
+	// errSecondFactorDetail: the right password of an account with a
+	// second factor, which the password alone does not prove (whoever
+	// reset it from the mailbox would get a session without the factor).
+	errSecondFactorDetail = "this account has a second factor: sign in with its password and second factor " +
+		"(grant_type=password, then grant_type=mfa_otp), then accept with the access token"
 	errInviterCannotGrant = problem.New(fiber.StatusForbidden, problem.CodeForbidden,
 		"whoever sent this invitation can no longer grant its roles")
 	errAdminPassword = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
@@ -286,7 +291,11 @@ FROM users WHERE id = $1`
 		case exists && (b.Password == nil || *b.Password == ""):
 			return auth.TokenResponse{}, errAccountExists
 		case exists:
-			if userID, checkedTV, err = s.auth.CheckPassword(ctx, email, *b.Password, ip); err != nil {
+			userID, checkedTV, err = s.auth.CheckPassword(ctx, email, *b.Password, ip)
+			if errors.Is(err, auth.ErrSecondFactor) {
+				return auth.TokenResponse{}, httpapi.NeedSecondFactorSignIn(c, errSecondFactorDetail)
+			}
+			if err != nil {
 				return auth.TokenResponse{}, err
 			}
 		default:

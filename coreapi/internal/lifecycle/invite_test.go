@@ -300,8 +300,11 @@ func TestInviteAcceptWithPasswordUpgradesPreNFKCHash(t *testing.T) {
 // (else whoever knows it, e.g. after resetting it from the mailbox, would
 // get a session without the factor by inviting the address to a tenant of
 // their own, then switch into the account's other tenants). The answer
-// is account_exists, nothing is created, and the invitation stays usable
-// for the account signed in.
+// tells the client what to do instead: 401 insufficient_user_authentication
+// with WWW-Authenticate acr_values="mfa" (sign in with the second factor,
+// then accept with the bearer), and the page says so rather than asking
+// for the password just given. Nothing is created, and the invitation
+// stays usable for the account signed in.
 func TestInviteAcceptWithPasswordNeedsTheSecondFactor(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	victim := x.signup(t, "victim@example.com")
@@ -313,8 +316,23 @@ func TestInviteAcceptWithPasswordNeedsTheSecondFactor(t *testing.T) {
 	x.invite(t, other.id, "victim@example.com")
 	tok := x.mail(t, "victim@example.com", "You are invited").Token()
 	sessions := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, victim.c.Sub)
-	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusUnauthorized || code != "account_exists" {
-		t.Fatalf("accept with the password of an MFA account: %d %s, want 401 account_exists", st, code)
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/invitations/accept", map[string]string{"token": tok, "password": pw})
+	wantProblem(t, r, http.StatusUnauthorized, problem.CodeInsufficientUserAuthentication)
+	if h := r.Header.Get("WWW-Authenticate"); !strings.HasPrefix(h, "Bearer ") || !strings.Contains(h, `error="insufficient_user_authentication"`) ||
+		!strings.Contains(h, `acr_values="mfa"`) {
+		t.Errorf("WWW-Authenticate %q, want a bearer with insufficient_user_authentication and acr_values=\"mfa\"", h)
+	}
+	if p := r.Problem(t); !strings.Contains(p.Detail, "second factor") || !strings.Contains(p.Detail, "mfa_otp") {
+		t.Errorf("detail %q does not say to sign in with the second factor", p.Detail)
+	}
+	// The page's form: back to the page, which says what to do.
+	r = postForm(t, x, "/api/v1/invitations/accept", form("token", tok, "password", strings.ReplaceAll(pw, " ", "+")))
+	loc := r.Header.Get("Location")
+	if r.Status != http.StatusSeeOther || loc != "/accept-invitation?error=insufficient_user_authentication&token="+tok {
+		t.Fatalf("accept form with the password of an MFA account: %d Location %q", r.Status, loc)
+	}
+	if page := string(x.Get(t, nil, loc).Body); !strings.Contains(page, "second factor") || strings.Contains(page, "enter its password") {
+		t.Errorf("the page after the form:\n%s", page)
 	}
 	if x.isMember(t, other.c.Tid, "victim@example.com") {
 		t.Error("the refused accept added the account to the tenant")
