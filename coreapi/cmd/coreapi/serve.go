@@ -98,6 +98,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn("schema version not checked", "err", err)
 	}
 
+	if ok, ctype, err := schema.CaseMapping(ctx, pool); err == nil && !ok {
+		log.Warn("the database lowercases ASCII letters only (LC_CTYPE "+ctype+"): addresses that differ in the case of a non-ASCII letter "+
+			"are two accounts to the database and one to coreapi's checks; create it with a UTF-8 LC_CTYPE such as C.UTF-8 (docs/operations.md, Database)",
+			"lc_ctype", ctype)
+	}
 	if cfg.IdentityAcceptV1 {
 		log.Warn("accepting v1 identity signatures (IDENTITY_ACCEPT_V1=true): they bind neither the body nor a request id; " +
 			"set IDENTITY_ACCEPT_V1=false once every proxy sends v2 (the setting goes away in the next release)")

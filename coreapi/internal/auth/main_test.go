@@ -11,7 +11,7 @@ import (
 var coverage = apitest.NewCoverage()
 
 // operations are the documented operations this package serves.
-var operations = []string{"getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA"}
+var operations = []string{"getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "enrolTOTP", "confirmTOTP", "disableTOTP", "regenerateRecoveryCodes", "resetMFA"}
 
 // TestMain fails a full run that leaves one of the package's operations
 // without a successful, document-conforming response.

@@ -46,3 +46,19 @@ func Check(ctx context.Context, db Querier) error {
 	}
 	return nil
 }
+
+// CaseMapping reports whether the database lowercases letters beyond
+// ASCII (its LC_CTYPE maps Unicode case, as C.UTF-8 or en_US.UTF-8 do;
+// "C" and "POSIX" lowercase ASCII only), with the LC_CTYPE it has. Email
+// addresses are unique, and looked up, by lower() in the database, and
+// coreapi decides in Go whether two are one the same way
+// (mail.SameAddress, strings.ToLower): under an ASCII-only LC_CTYPE the
+// two disagree on addresses that differ in the case of a non-ASCII
+// letter, the database taking them for two accounts.
+func CaseMapping(ctx context.Context, db Querier) (ok bool, ctype string, err error) {
+	const q = `SELECT lower(U&'\00C4\0394') = U&'\00E4\03B4', current_setting('lc_ctype')`
+	if err := db.QueryRow(ctx, q).Scan(&ok, &ctype); err != nil {
+		return false, "", fmt.Errorf("check the database's case mapping: %w", err)
+	}
+	return ok, ctype, nil
+}

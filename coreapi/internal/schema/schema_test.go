@@ -106,3 +106,37 @@ func TestCheckAndReadiness(t *testing.T) {
 		t.Fatalf("readyz after migrate up = %d %s", code, body)
 	}
 }
+
+// TestCaseMapping: the test databases lowercase beyond ASCII; one created
+// with LC_CTYPE C does not, and CaseMapping says so with its LC_CTYPE.
+func TestCaseMapping(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	if ok, ctype, err := schema.CaseMapping(ctx, db.Pool); err != nil || !ok {
+		t.Fatalf("test database (LC_CTYPE %q): CaseMapping = %v, %v; want true", ctype, ok, err)
+	}
+	admin, err := pgx.Connect(ctx, dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	name := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "_")) + "_c"
+	_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	cfg, err := pgx.ParseConfig(dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Database = name
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if ok, ctype, err := schema.CaseMapping(ctx, c); err != nil || ok || ctype != "C" {
+		t.Errorf("LC_CTYPE C: CaseMapping = %v, %q, %v; want false, \"C\"", ok, ctype, err)
+	}
+}

@@ -27,7 +27,7 @@ var otherOperations = []string{"getOpenAPI", "getOpenAPIv1", "getHealth", "getJW
 	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
 	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",
 	"pageVerifyEmail", "pageResetPassword", "pageAcceptInvitation",
-	"enrolTOTP", "confirmTOTP", "disableTOTP", "resetMFA",
+	"enrolTOTP", "confirmTOTP", "disableTOTP", "regenerateRecoveryCodes", "resetMFA",
 	// package serviceaccounts' routes, checked by its own TestMain
 	"getAuthorizationServerMetadata", "getOpenIDConfiguration", "introspectToken", "revokeToken",
 	"listServiceAccounts", "createServiceAccount", "deleteServiceAccount", "createClientSecret", "deleteClientSecret",
