@@ -59,8 +59,8 @@ func TestMigrateUpDownUp(t *testing.T) {
 	// invitations, mail_queue and rate_limits (00004), permission_catalog (00005),
 	// mfa_totp, mfa_recovery_codes and mfa_challenges (00007), api_keys (00008),
 	// service_accounts and service_account_secrets (00009),
-	// tenant_member_counts (00011), outbox_relays (00017).
-	const tables = 26
+	// tenant_member_counts (00011), outbox_relays (00017), invitation_roles (00040).
+	const tables = 27
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
@@ -148,6 +148,8 @@ func TestIndexes(t *testing.T) {
 		"invitations_email_pending_idx":   "invitations (lower(email)) pending: my invitations",
 		"invitations_invited_by_idx":      "invitations (invited_by)",
 		"invitations_accepted_by_idx":     "invitations (accepted_by)",
+		"invitation_roles_pkey":           "invitation_roles (tenant_id, invitation_id, role_id): an invitation's roles",
+		"invitation_roles_role_idx":       "invitation_roles (tenant_id, role_id): role deletion cascade",
 		"mail_queue_pkey":                 "mail_queue (id)",
 		"mail_queue_due_idx":              "mail_queue (next_attempt_at, id) pending: sender claim",
 		"mail_queue_sent_at_idx":          "mail_queue (sent_at) sent: pruning",
@@ -461,5 +463,86 @@ AND subject IN ('auth.invalidate.apikey.aaaaaaaaaaaaaaa2', 'auth.invalidate.apik
 	}
 	if audited != 2 || announced != 2 || total != 2 {
 		t.Fatalf("audit rows %d (of %d in all), outbox rows %d; want one each for the two revoked keys", audited, total, announced)
+	}
+}
+
+// TestMigrateInvitationRolesToIDs: migration 00040 gives each pending
+// invitation the roles its names are in its tenant (not another tenant's
+// role of that name), reports one naming a role that no longer exists,
+// leaves invitations no longer pending alone, and resolves the names of an
+// invitation inserted afterwards with names only (as the previous release,
+// serving during a rolling upgrade, inserts them). Down, a pending
+// invitation names the roles it holds then.
+func TestMigrateInvitationRolesToIDs(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	downTo(t, db, 31)
+	const (
+		tenant   = "00000000-0000-0000-0000-0000000000aa"
+		other    = "00000000-0000-0000-0000-0000000000bb"
+		auditor  = "00000000-0000-0000-0000-0000000000a1"
+		member   = "00000000-0000-0000-0000-0000000000a2"
+		elsewhre = "00000000-0000-0000-0000-0000000000b1" // other's auditor
+		named    = "00000000-0000-0000-0000-0000000000c1" // pending, both roles exist
+		gone     = "00000000-0000-0000-0000-0000000000c2" // pending, names a deleted role
+		accepted = "00000000-0000-0000-0000-0000000000c3"
+		later    = "00000000-0000-0000-0000-0000000000c4" // inserted after the migration, names only
+	)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	roleIDs := func(inv string) string {
+		t.Helper()
+		var ids string
+		if err := db.Pool.QueryRow(ctx, `SELECT coalesce(string_agg(role_id::text, ',' ORDER BY role_id), '')
+FROM invitation_roles WHERE invitation_id = $1`, inv).Scan(&ids); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T'), ($2, 'O')`, tenant, other)
+	exec(`INSERT INTO roles (id, tenant_id, name, builtin) VALUES ($1, $4, 'auditor', false), ($2, $4, 'member', true), ($3, $5, 'auditor', false)`,
+		auditor, member, elsewhre, tenant, other)
+	exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, expires_at) VALUES
+($1, $4, 'a@example.com', '{auditor,member}', '\x01', 'pending', now() + interval '1 day'),
+($2, $4, 'b@example.com', '{gone,member}', '\x02', 'pending', now() + interval '1 day'),
+($3, $4, 'c@example.com', '{auditor}', '\x03', 'accepted', now())`, named, gone, accepted, tenant)
+
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "up"}, env, &out); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out.String())
+	}
+	for inv, want := range map[string]string{named: auditor + "," + member, gone: member, accepted: ""} {
+		if got := roleIDs(inv); got != want {
+			t.Errorf("invitation %s holds roles %q, want %q", inv, got, want)
+		}
+	}
+	if want := "NOTICE: invitation_roles: pending invitation " + gone + " names roles that no longer exist (gone)"; !strings.Contains(out.String(), want) {
+		t.Errorf("migrate up output lacks %q:\n%s", want, out.String())
+	}
+	if n := strings.Count(out.String(), "invitation_roles:"); n != 1 {
+		t.Errorf("%d invitations reported, want 1:\n%s", n, out.String())
+	}
+
+	exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, expires_at) VALUES ($1, $2, 'd@example.com', '{auditor}', '\x04', now() + interval '1 day')`, later, tenant)
+	if got := roleIDs(later); got != auditor {
+		t.Errorf("invitation inserted with names only holds roles %q, want %q", got, auditor)
+	}
+
+	// The role renamed, then the migration undone.
+	exec(`UPDATE roles SET name = 'reviewer' WHERE id = $1`, auditor)
+	downTo(t, db, 31)
+	for inv, want := range map[string]string{named: "{member,reviewer}", gone: "{member}", accepted: "{auditor}", later: "{reviewer}"} {
+		var got string
+		if err := db.Pool.QueryRow(ctx, `SELECT roles::text FROM invitations WHERE id = $1`, inv).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("after down, invitation %s names %s, want %s", inv, got, want)
+		}
 	}
 }

@@ -4,12 +4,21 @@
 // (see package lifecycle). Creating one queues the mail in the same
 // transaction; roles are never above the inviter's, checked again at
 // accept, nor above the caller's who resends or withdraws one.
+//
+// An invitation holds the roles themselves (invitation_roles, migration
+// 00040), not their names: it hands out the roles its inviter chose,
+// under whatever names they have when it is accepted, and never another
+// role created since under one of those names. A role deleted since
+// leaves the invitation (ON DELETE CASCADE), which then can be neither
+// accepted nor resent (ErrRoleDeleted): its tenant withdraws it and
+// invites again.
 package invitations
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +53,9 @@ var (
 	ErrNotPending  = errors.New("the invitation is no longer pending")
 	ErrIsMember    = errors.New("this address already belongs to a member of this tenant")
 	ErrUnknownRole = errors.New("unknown role")
+	// ErrRoleDeleted: a role the invitation was sent with has been
+	// deleted since.
+	ErrRoleDeleted = errors.New("a role this invitation grants was deleted since it was sent; withdraw it and invite again")
 )
 
 // MailLimit bounds the invitation mails one tenant sends to one address
@@ -97,7 +109,9 @@ func CountTenantMail(ctx context.Context, tx pgx.Tx, tenantID string) error {
 }
 
 // Invitation is one invitation as its tenant sees it (written as
-// tenantapi.Invitation).
+// tenantapi.Invitation). Roles are, while it is pending, the names its
+// roles have now (a role deleted since is not among them); once it is no
+// longer pending, the names they had when it was sent.
 type Invitation struct {
 	ID        string    `db:"id"`
 	Email     string    `db:"email"`
@@ -107,10 +121,22 @@ type Invitation struct {
 	CreatedAt time.Time `db:"created_at"`
 }
 
-// cols reads an Invitation; a pending one past its expiry shows expired.
-const cols = `id::text, email, roles,
-    CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END AS status,
-    expires_at, created_at`
+// rolesNow is the names the roles of invitation row i have now, in Go's
+// sort order (COLLATE "C", as users.SortedUnique sorts the names given).
+const rolesNow = `ARRAY(SELECT r.name FROM invitation_roles ir
+    JOIN roles r ON r.tenant_id = ir.tenant_id AND r.id = ir.role_id
+    WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id ORDER BY r.name COLLATE "C")`
+
+// roleDeleted is whether a role invitation row i was sent with (its
+// names, invitations.roles) has been deleted since: it holds fewer roles.
+const roleDeleted = `((SELECT count(*) FROM invitation_roles ir WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id)
+    < (SELECT count(DISTINCT n) FROM unnest(i.roles) n))`
+
+// cols reads an Invitation from row i; a pending one past its expiry
+// shows expired.
+const cols = `i.id::text AS id, i.email, CASE WHEN i.status = 'pending' THEN ` + rolesNow + ` ELSE i.roles END AS roles,
+    CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status END AS status,
+    i.expires_at, i.created_at`
 
 // Store reads and writes invitations.
 type Store struct {
@@ -140,16 +166,17 @@ var (
 // invitedPerms is the permissions invitation row i's roles grant, with the
 // catalog's arrays bound as $3 and $4 (the statements of Revoke and Resend
 // return it, and roll back when the caller does not hold them).
-var invitedPerms = `ARRAY(SELECT DISTINCT p FROM roles r, unnest(` + changePerms + `) p
-    WHERE r.tenant_id = i.tenant_id AND r.name = ANY(i.roles) AND p = ANY($3::text[]))`
+var invitedPerms = `ARRAY(SELECT DISTINCT p FROM invitation_roles ir
+    JOIN roles r ON r.tenant_id = ir.tenant_id AND r.id = ir.role_id, unnest(` + changePerms + `) p
+    WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id AND p = ANY($3::text[]))`
 
-// qPrep reads, for Create, the tenant's name, the inviter's, how many of the
-// roles exist, the permissions they grant and whether the address is a
-// member already.
+// qPrep reads, for Create, the tenant's name, the inviter's, the ids of
+// the named roles that exist (in the order of their names), the
+// permissions they grant and whether the address is a member already.
 var qPrep = `
 SELECT t.name,
        coalesce((SELECT display_name FROM users WHERE id = NULLIF($3, '')::uuid), ''),
-       (SELECT count(*) FROM roles r WHERE r.tenant_id = t.id AND r.name = ANY($4::text[])),
+       ARRAY(SELECT r.id::text FROM roles r WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) ORDER BY r.name COLLATE "C"),
        (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + prepPerms + `) p
         WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) AND p = ANY($5::text[])),
        EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
@@ -159,31 +186,43 @@ FROM tenants t WHERE t.id = $1`
 // Create invites email into tenantID with roles (default member) inside
 // tx, and queues the invitation mail. The inviter a must hold every
 // permission the roles grant under the catalog c (else
-// roles.ErrEscalation).
+// roles.ErrEscalation). The invitation holds the roles the names are now
+// (the caller holds the tenant's lock, which a role's renaming and
+// deletion take too), stored by id.
 func Create(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
 	const (
 		qExpire = `
 UPDATE invitations SET status = 'expired', updated_at = now()
 WHERE tenant_id = $1 AND lower(email) = lower($2) AND status = 'pending' AND expires_at <= now()`
+		// The roles are inserted with the invitation, so the trigger that
+		// resolves the names of an invitation inserted without them
+		// (migration 00040) leaves them be.
 		qInsert = `
-INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
-VALUES ($1, $2, $3, $4, NULLIF($5, '')::uuid, now() + make_interval(secs => $6))
-RETURNING ` + cols
+WITH i AS (
+    INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
+    VALUES ($1, $2, $3, $4, NULLIF($5, '')::uuid, now() + make_interval(secs => $6))
+    RETURNING id, email, status, expires_at, created_at, tenant_id
+), g AS (
+    INSERT INTO invitation_roles (tenant_id, invitation_id, role_id)
+    SELECT i.tenant_id, i.id, unnest($7::uuid[]) FROM i
+)
+SELECT i.id::text AS id, i.email, $3::text[] AS roles, i.status, i.expires_at, i.created_at FROM i`
 	)
 	if len(roleNames) == 0 {
 		roleNames = []string{roles.Member}
 	}
+	roleNames = slices.Compact(slices.Sorted(slices.Values(roleNames)))
 	var (
 		tenantName, inviter string
-		known               int
+		roleIDs             []string
 		perms               []string
 		member              bool
 	)
 	all, memberPerms := roles.CatalogArgs(c)
-	if err := tx.QueryRow(ctx, qPrep, tenantID, email, a.UserID, roleNames, all, memberPerms).Scan(&tenantName, &inviter, &known, &perms, &member); err != nil {
+	if err := tx.QueryRow(ctx, qPrep, tenantID, email, a.UserID, roleNames, all, memberPerms).Scan(&tenantName, &inviter, &roleIDs, &perms, &member); err != nil {
 		return Invitation{}, fmt.Errorf("prepare invitation: %w", err)
 	}
-	if known != len(roleNames) {
+	if len(roleIDs) != len(roleNames) {
 		return Invitation{}, ErrUnknownRole
 	}
 	if !a.Covers(perms) {
@@ -202,11 +241,14 @@ RETURNING ` + cols
 	if err != nil {
 		return Invitation{}, err
 	}
-	rows, _ := tx.Query(ctx, qInsert, tenantID, email, roleNames, hash, a.UserID, TTL.Seconds())
+	rows, _ := tx.Query(ctx, qInsert, tenantID, email, roleNames, hash, a.UserID, TTL.Seconds(), roleIDs)
 	inv, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Invitation])
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
 		return Invitation{}, ErrPending
+	}
+	if errors.As(err, &pe) && pe.Code == "23503" {
+		return Invitation{}, ErrUnknownRole // a role deleted meanwhile: unknown now
 	}
 	if err != nil {
 		return Invitation{}, fmt.Errorf("create invitation: %w", err)
@@ -218,7 +260,7 @@ RETURNING ` + cols
 	}
 	err = audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: a.UserID, Action: audit.ActionInvitationCreated,
 		TargetType: audit.TargetInvitation, TargetID: inv.ID, RequestID: a.RequestID,
-		Data: map[string]any{"email": email, "roles": roleNames}})
+		Data: map[string]any{"email": email, "roles": roleNames, "role_ids": roleIDs}})
 	return inv, err
 }
 
@@ -266,9 +308,9 @@ type Cursor struct {
 // (oldest first).
 func (s *Store) List(ctx context.Context, tenantID string, limit int, after *Cursor) ([]Invitation, error) {
 	const q = `
-SELECT ` + cols + ` FROM invitations
-WHERE tenant_id = $1 AND (created_at, id) > ($2, $3::uuid)
-ORDER BY created_at, id
+SELECT ` + cols + ` FROM invitations i
+WHERE i.tenant_id = $1 AND (i.created_at, i.id) > ($2, $3::uuid)
+ORDER BY i.created_at, i.id
 LIMIT $4`
 	at, id := time.Time{}, "00000000-0000-0000-0000-000000000000"
 	if after != nil {
@@ -400,14 +442,15 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 // mail names and the accept checks (GrantableRoles): an invitation whose
 // first sender was removed or demoted since, resent by someone who may
 // send it, can be accepted, and one resent by someone demoted since
-// cannot.
+// cannot. One a role of which was deleted since is ErrRoleDeleted: its
+// link could not be accepted.
 func (s *Store) Resend(ctx context.Context, tenantID, id string, a roles.Actor) (Invitation, error) {
 	q := `
 UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(secs => $6), updated_at = now(),
     invited_by = NULLIF($7, '')::uuid
 WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
 RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
-    coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + invitedPerms
+    coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + invitedPerms + `, ` + roleDeleted
 	all, member := roles.CatalogArgs(s.catalog)
 	var inv Invitation
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -422,9 +465,10 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 		var (
 			tenantName, inviter string
 			perms               []string
+			deleted             bool
 		)
 		err = tx.QueryRow(ctx, q, tenantID, id, all, member, hash, TTL.Seconds(), a.UserID).Scan(
-			&inv.ID, &inv.Email, &inv.Roles, &inv.Status, &inv.ExpiresAt, &inv.CreatedAt, &tenantName, &inviter, &perms)
+			&inv.ID, &inv.Email, &inv.Roles, &inv.Status, &inv.ExpiresAt, &inv.CreatedAt, &tenantName, &inviter, &perms, &deleted)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s.missing(ctx, tx, tenantID, id)
 		}
@@ -433,6 +477,9 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 		}
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
+		}
+		if deleted {
+			return ErrRoleDeleted
 		}
 		if err := countMail(ctx, tx, tenantID, inv.Email); err != nil {
 			return err
@@ -449,7 +496,7 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 }
 
 // Mine is a pending invitation addressed to the caller (written as
-// lifecycle's myInvitation).
+// lifecycle's myInvitation); Roles are the names its roles have now.
 type Mine struct {
 	ID         string    `db:"id"`
 	TenantID   string    `db:"tenant_id"`
@@ -464,7 +511,8 @@ type Mine struct {
 // is not nil (keyset on created_at and id, both descending).
 func (s *Store) ForUser(ctx context.Context, userID string, limit int, after *Cursor) ([]Mine, error) {
 	const q = `
-SELECT i.id::text AS id, i.tenant_id::text AS tenant_id, t.name AS tenant_name, i.roles, i.expires_at, i.created_at
+SELECT i.id::text AS id, i.tenant_id::text AS tenant_id, t.name AS tenant_name, ` + rolesNow + ` AS roles,
+       i.expires_at, i.created_at
 FROM users u
 JOIN invitations i ON lower(i.email) = lower(u.email) AND i.status = 'pending' AND i.expires_at > now()
 JOIN tenants t ON t.id = i.tenant_id
@@ -494,7 +542,9 @@ type Pending struct {
 	// Email is the invited address in mail.Canonical form, whatever the
 	// row holds: migration 00012 leaves the spelling of a pending
 	// invitation whose NFC form another one of its tenant has.
-	Email     string
+	Email string
+	// Roles are the names the invitation's roles had when it was sent
+	// (invitations.roles): what it grants is GrantableRoles'.
 	Roles     []string
 	Status    string
 	Expired   bool
@@ -529,20 +579,23 @@ WHERE i.token_hash = $1 FOR UPDATE OF i`
 	return p, nil
 }
 
-// qGrantable reads, for GrantableRoles, the invitation's roles that still
-// exist, the permissions they grant and the inviter's, both under the live
-// catalog. The roles stay locked (FOR SHARE) until the accept commits, so
-// that a change of their permissions waits for it instead of committing
-// between this check and the grant, which the grant's foreign-key check
-// would wait for and then let through (roles.Handed).
+// qGrantable reads, for GrantableRoles, the invitation's roles (those it
+// holds: a deleted one is gone), by name and id, the permissions they grant
+// and the inviter's, both under the live catalog. The roles stay locked
+// (FOR SHARE) until the accept commits, so that a change of their
+// permissions waits for it instead of committing between this check and
+// the grant, which the grant's foreign-key check would wait for and then
+// let through (roles.Handed).
 var qGrantable = `
 WITH r AS MATERIALIZED (
-    SELECT name, builtin, permissions FROM roles
-    WHERE tenant_id = $1 AND name = ANY($2::text[])
-    ORDER BY id
-    FOR SHARE
+    SELECT ro.id, ro.name, ro.builtin, ro.permissions
+    FROM invitation_roles ir JOIN roles ro ON ro.tenant_id = ir.tenant_id AND ro.id = ir.role_id
+    WHERE ir.tenant_id = $1 AND ir.invitation_id = $2
+    ORDER BY ro.id
+    FOR SHARE OF ro
 )
-SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name),
+SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name COLLATE "C"),
+       ARRAY(SELECT r.id::text FROM r ORDER BY r.name COLLATE "C"),
        ARRAY(SELECT DISTINCT x FROM r, unnest(` + grantPerms + `) x WHERE x = ANY($4::text[])),
        ARRAY(SELECT DISTINCT x FROM memberships m
              JOIN users u ON u.id = m.user_id AND u.status = 'active'
@@ -550,22 +603,39 @@ SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name),
              JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id, unnest(` + grantPerms + `) x
              WHERE m.tenant_id = $1 AND m.user_id = $3::uuid AND m.status = 'active' AND x = ANY($4::text[]))`
 
-// GrantableRoles re-checks an invitation's roles at accept: the roles that
-// still exist, and whether the inviter (still an active member) may still
-// send it: holds users:write and every permission the roles grant, both
-// under the live catalog c. An inviter who left or was demoted can no
-// longer hand out what the invitation names, nor the membership itself:
-// a role granting nothing (one without permissions, or one deleted since)
-// let an inviter removed from the tenant bring an address of their own
-// back in.
-func GrantableRoles(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, p Pending) ([]string, bool, error) {
+// Grant is what an accepted invitation hands out (GrantableRoles).
+type Grant struct {
+	// Names and IDs are the invitation's roles, by their names now
+	// (sorted) and, in the same order, their ids.
+	Names, IDs []string
+	// RoleDeleted: a role the invitation was sent with has been deleted
+	// since (it holds fewer roles than it named).
+	RoleDeleted bool
+	// InviterMay: the inviter may still send the invitation.
+	InviterMay bool
+}
+
+// GrantableRoles re-checks an invitation's roles at accept: the roles it
+// holds (the very roles it was sent with, renamed or not, less any
+// deleted since), and whether the inviter (still an active member) may
+// still send it: holds users:write and every permission the roles grant,
+// both under the live catalog c. An inviter who left or was demoted can
+// no longer hand out what the invitation names, nor the membership
+// itself: a role granting nothing (one without permissions, or one
+// deleted since) let an inviter removed from the tenant bring an address
+// of their own back in.
+func GrantableRoles(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, p Pending) (Grant, error) {
 	all, member := roles.CatalogArgs(c)
-	var names, need, have []string
-	if err := tx.QueryRow(ctx, qGrantable, p.TenantID, p.Roles, p.InvitedBy, all, member).Scan(&names, &need, &have); err != nil {
-		return nil, false, fmt.Errorf("check invitation roles: %w", err)
+	var (
+		g          Grant
+		need, have []string
+	)
+	if err := tx.QueryRow(ctx, qGrantable, p.TenantID, p.ID, p.InvitedBy, all, member).Scan(&g.Names, &g.IDs, &need, &have); err != nil {
+		return Grant{}, fmt.Errorf("check invitation roles: %w", err)
 	}
-	ok := roles.Actor{Permissions: have}.Covers(append(need, roles.UsersWrite))
-	return names, ok, nil
+	g.InviterMay = roles.Actor{Permissions: have}.Covers(append(need, roles.UsersWrite))
+	g.RoleDeleted = len(g.IDs) < len(slices.Compact(slices.Sorted(slices.Values(p.Roles))))
+	return g, nil
 }
 
 // MarkAccepted records the accept.

@@ -190,6 +190,8 @@ var (
 		"(grant_type=password, then grant_type=mfa_otp), then accept with the access token"
 	errInviterCannotGrant = problem.New(fiber.StatusForbidden, problem.CodeForbidden,
 		"whoever sent this invitation can no longer grant its roles")
+	errInvitationRoleDeleted = problem.New(fiber.StatusConflict, problem.CodeConflict,
+		"a role this invitation grants was deleted since it was sent: ask for a new invitation")
 	errAdminPassword = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
 		"this account's password was set by a tenant administrator: change it (or reset it), then accept")
 	errPasswordChanged = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
@@ -327,12 +329,19 @@ FROM users WHERE id = $1`
 		if err := usable(p); err != nil {
 			return err
 		}
-		names, ok, err := invitations.GrantableRoles(ctx, tx, s.catalog, p)
+		grant, err := invitations.GrantableRoles(ctx, tx, s.catalog, p)
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !grant.InviterMay {
 			return errInviterCannotGrant
+		}
+		// The invitee joins with every role the inviter chose or not at
+		// all: never with fewer, unsaid (nor with another role created
+		// since under a deleted one's name, which the invitation never
+		// held).
+		if grant.RoleDeleted {
+			return errInvitationRoleDeleted
 		}
 		created := false
 		if userID == "" {
@@ -381,7 +390,7 @@ FROM users WHERE id = $1`
 				return fmt.Errorf("verify email: %w", err)
 			}
 		}
-		if err := tenants.AddMember(ctx, tx, p.TenantID, userID, names...); err != nil {
+		if err := tenants.AddMemberWithRoles(ctx, tx, p.TenantID, userID, grant.IDs); err != nil {
 			if errors.Is(err, tenants.ErrAlreadyMember) {
 				return problem.New(fiber.StatusConflict, problem.CodeAlreadyMember, "this account is already a member of the tenant")
 			}
@@ -392,7 +401,7 @@ FROM users WHERE id = $1`
 		}
 		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: audit.ActionInvitationAccepted,
 			TargetType: audit.TargetInvitation, TargetID: p.ID, RequestID: rid,
-			Data: map[string]any{"email": p.Email, "roles": names, "user_created": created}},
+			Data: map[string]any{"email": p.Email, "roles": grant.Names, "role_ids": grant.IDs, "user_created": created}},
 			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
 		}

@@ -86,6 +86,7 @@ func MapError(err error) *problem.Problem {
 		{invitations.ErrIsMember, 409, problem.CodeAlreadyMember, ""},
 		{invitations.ErrNotFound, 404, problem.CodeNotFound, ""},
 		{invitations.ErrUnknownRole, 422, problem.CodeValidation, "roles"},
+		{invitations.ErrRoleDeleted, 409, problem.CodeConflict, ""},
 		{users.ErrSameEmail, 422, problem.CodeValidation, "email"},
 		{users.ErrServiceOwner, 403, problem.CodeForbidden, ""},
 		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken, ""},

@@ -83,7 +83,26 @@ const roleGrantFK = "membership_roles_tenant_id_role_id_fkey"
 // caller rolls back). It writes neither audit nor outbox rows: the caller
 // knows why the member is added.
 func AddMember(ctx context.Context, tx pgx.Tx, tenantID, userID string, roleNames ...string) error {
-	const q = `
+	if roleNames == nil {
+		roleNames = []string{}
+	}
+	return addMember(ctx, tx, tenantID, userID, `r.name = ANY($3::text[])`, roleNames, len(uniq(roleNames)))
+}
+
+// AddMemberWithRoles is AddMember with the roles given by id: those an
+// accepted invitation hands out are the roles it was sent with, whatever
+// their names are now.
+func AddMemberWithRoles(ctx context.Context, tx pgx.Tx, tenantID, userID string, roleIDs []string) error {
+	if roleIDs == nil {
+		roleIDs = []string{}
+	}
+	return addMember(ctx, tx, tenantID, userID, `r.id = ANY($3::uuid[])`, roleIDs, len(uniq(roleIDs)))
+}
+
+// addMember is AddMember's statement, the roles being those of the tenant
+// that match keys (bound as $3), of which want must be found.
+func addMember(ctx context.Context, tx pgx.Tx, tenantID, userID, match string, keys []string, want int) error {
+	q := `
 WITH m AS (
     INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)
     ON CONFLICT DO NOTHING
@@ -91,15 +110,12 @@ WITH m AS (
 ), g AS (
     INSERT INTO membership_roles (tenant_id, user_id, role_id)
     SELECT m.tenant_id, m.user_id, r.id
-    FROM m JOIN roles r ON r.tenant_id = m.tenant_id AND r.name = ANY($3::text[])
+    FROM m JOIN roles r ON r.tenant_id = m.tenant_id AND ` + match + `
     RETURNING role_id
 )
 SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM g)`
-	if roleNames == nil {
-		roleNames = []string{}
-	}
 	var added, granted int
-	if err := tx.QueryRow(ctx, q, tenantID, userID, roleNames).Scan(&added, &granted); err != nil {
+	if err := tx.QueryRow(ctx, q, tenantID, userID, keys).Scan(&added, &granted); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23503" && pe.ConstraintName == roleGrantFK {
 			// A role the statement found was deleted by a transaction
@@ -112,7 +128,7 @@ SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM g)`
 	if added == 0 {
 		return ErrAlreadyMember
 	}
-	if granted != len(uniq(roleNames)) {
+	if granted != want {
 		return ErrUnknownRole
 	}
 	return nil
