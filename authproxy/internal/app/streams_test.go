@@ -155,6 +155,22 @@ func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	case r.URL.Path == "/notes/events/flood":
+		// Writes events without end, counting the bytes the proxy took.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		rc := http.NewResponseController(w)
+		ev := []byte("data: " + strings.Repeat("x", 16<<10) + "\n\n")
+		for {
+			_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := w.Write(ev); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+			a.flooded.Add(int64(len(ev)))
+		}
 	case r.URL.Path == "/notes/events" || r.URL.Path == "/notes/open-events":
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)

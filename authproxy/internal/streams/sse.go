@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -119,7 +120,11 @@ func (m *Manager) ServeStream(r Request) error {
 		r.Head()
 	}
 	head := h.AppendBytes(nil)
-	m.start(c, func(string) { up.Close() }) // ends the blocked read at once
+	out := &sseClient{m: m}
+	m.start(c, func(string) {
+		up.Close() // ends the blocked read at once
+		out.closing()
+	})
 	ctx.HijackSetNoResponse(true)
 	var started atomic.Bool
 	m.watchHijack(c, &started, up)
@@ -128,7 +133,9 @@ func (m *Manager) ServeStream(r Request) error {
 			cli.Close()
 			return
 		}
-		reason := m.relayStream(c, cli, resp.BodyStream(), head, unchunked)
+		_ = cli.SetDeadline(time.Time{})
+		out.set(cli)
+		reason := m.relayStream(c, out, resp.BodyStream(), head, unchunked)
 		up.Close()
 		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
@@ -136,6 +143,53 @@ func (m *Manager) ServeStream(r Request) error {
 		m.release(c, reason)
 	})
 	return nil
+}
+
+// sseClient is the client connection of an event stream, as its close
+// sees it: a write in progress when the stream is closed gets CloseWait to
+// finish, not WriteTimeout, so that a client that stopped reading does
+// not hold the stream (its slot under the caps, its upstream connection,
+// a drain) for WriteTimeout after its close.
+type sseClient struct {
+	m      *Manager
+	mu     sync.Mutex
+	cli    net.Conn
+	closed bool
+}
+
+// set is the client connection, once hijacked (its deadlines cleared).
+func (o *sseClient) set(cli net.Conn) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.cli = cli
+	if o.closed {
+		_ = cli.SetWriteDeadline(o.m.o.Now().Add(o.m.o.CloseWait))
+	}
+}
+
+// closing shortens the deadline of a write in progress, and of those to
+// come, to CloseWait.
+func (o *sseClient) closing() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	if o.cli != nil {
+		_ = o.cli.SetWriteDeadline(o.m.o.Now().Add(o.m.o.CloseWait))
+	}
+}
+
+// write writes p within WriteTimeout, or CloseWait once the stream is
+// closed.
+func (o *sseClient) write(p []byte) error {
+	o.mu.Lock()
+	d := o.m.o.WriteTimeout
+	if o.closed {
+		d = o.m.o.CloseWait
+	}
+	_ = o.cli.SetWriteDeadline(o.m.o.Now().Add(d))
+	o.mu.Unlock()
+	_, err := o.cli.Write(p)
+	return err
 }
 
 // bodyReaderBytes is the reader of a streamed body: chunk sizes are read
@@ -160,8 +214,8 @@ var errStatus = errors.New("upstream status code outside 100-599")
 // relayStream writes head, then each read of body as a chunk, then the
 // last chunk (unchunked: each read as it is, the close ending the body);
 // it returns why it ended.
-func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte, unchunked bool) string {
-	_ = cli.SetDeadline(time.Time{})
+func (m *Manager) relayStream(c *Conn, out *sseClient, body io.Reader, head []byte, unchunked bool) string {
+	cli := out.cli
 	// A client that goes away is noticed even while the upstream is
 	// silent: it sends nothing else on this connection. The watch ends
 	// before this returns: fasthttp takes the hijacked connection's reader
@@ -179,8 +233,7 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 		_ = cli.SetReadDeadline(time.Unix(1, 0)) // in the past: the read returns
 		<-watch
 	}()
-	_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
-	if _, err := cli.Write(head); err != nil {
+	if err := out.write(head); err != nil {
 		return ReasonClient
 	}
 	bp := m.buf()
@@ -201,14 +254,13 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 		}
 		n, err := body.Read(buf)
 		if n > 0 {
-			out := buf[:n]
+			p := buf[:n]
 			if !unchunked {
 				chunk = strconv.AppendInt(chunk[:0], int64(n), 16)
 				chunk = append(append(append(chunk, "\r\n"...), buf[:n]...), "\r\n"...)
-				out = chunk
+				p = chunk
 			}
-			_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
-			if _, werr := cli.Write(out); werr != nil {
+			if werr := out.write(p); werr != nil {
 				c.Close(ReasonClient)
 				return ReasonClient
 			}
@@ -236,8 +288,7 @@ func (m *Manager) relayStream(c *Conn, cli net.Conn, body io.Reader, head []byte
 	// the connection closes without the last chunk, so that a download is
 	// not taken for whole.
 	if !cut && !unchunked { // unchunked: the close ends it
-		_ = cli.SetWriteDeadline(m.o.Now().Add(m.o.WriteTimeout))
-		_, _ = cli.Write([]byte("0\r\n\r\n"))
+		_ = out.write([]byte("0\r\n\r\n"))
 	}
 	return c.Reason()
 }

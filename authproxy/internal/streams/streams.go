@@ -98,7 +98,9 @@ type Options struct {
 	// WriteTimeout bounds one write to the client.
 	WriteTimeout time.Duration
 	// CloseWait is how long a closed WebSocket waits for the client to
-	// answer the close frame before the connection is dropped.
+	// answer the close frame before the connection is dropped, and how
+	// long a closed stream's writes to the client (one in progress, the
+	// close frame, the last chunk) may take instead of WriteTimeout.
 	CloseWait time.Duration
 	// DownRecheck: while the invalidation feed is down (no event can
 	// come), every open stream is decided again this often, through the

@@ -269,18 +269,35 @@ type splice struct {
 	last atomic.Int64  // unix nanos of the last byte either way
 	// started is set when the hijack handler runs.
 	started atomic.Bool
+	// dropped: a write to the client failed (run's goroutine only).
+	dropped bool
 	mu      sync.Mutex // cli, set once run starts
 }
 
 // shutdown wakes both copy loops: the upstream read returns at once (the
 // relay then writes the close frame), the client read within CloseWait.
+// A write to the client in progress gets CloseWait to finish, not
+// WriteTimeout: a client that stopped reading held the stream (its slot
+// under the caps, its upstream connection, a drain) that long after its
+// close.
 func (s *splice) shutdown(string) {
 	_ = s.up.SetReadDeadline(time.Unix(1, 0))
 	s.mu.Lock()
 	if s.cli != nil {
 		_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+		_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
 	}
 	s.mu.Unlock()
+}
+
+// writeDeadline bounds the next write to the client: WriteTimeout, or once
+// the stream is closed CloseWait. The deadline is set before the closed
+// check: a Close in between sees a deadline shutdown shortens, or is seen.
+func (s *splice) writeDeadline() {
+	_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+	if s.closed() {
+		_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+	}
 }
 
 func (s *splice) closed() bool {
@@ -302,7 +319,7 @@ func (s *splice) run(cli net.Conn) {
 	s.cli = cli
 	s.mu.Unlock()
 	_ = cli.SetDeadline(time.Time{})
-	_ = cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+	s.writeDeadline()
 	if _, err := cli.Write(s.head); err != nil {
 		s.up.Close()
 		cli.Close()
@@ -330,11 +347,17 @@ func (s *splice) run(cli net.Conn) {
 	s.c.Close(s.upstreamToClient())
 	reason := s.c.Reason()
 	// Half-close towards the client and let it answer (or go) within
-	// CloseWait, so the close frame is read before the connection ends.
+	// CloseWait, so the close frame is read before the connection ends;
+	// after a failed write (a client that stopped reading, a frame cut
+	// short) there is nothing it could answer, and it is dropped at once.
 	if cw, ok := s.raw.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_ = cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+	if s.dropped {
+		_ = cli.SetReadDeadline(time.Unix(1, 0))
+	} else {
+		_ = cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+	}
 	s.up.Close()
 	<-done
 	cli.Close()
@@ -360,8 +383,9 @@ func (s *splice) upstreamToClient() string {
 		if n > 0 {
 			s.last.Store(s.m.o.Now().UnixNano())
 			f.feed(buf[:n])
-			_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+			s.writeDeadline()
 			if _, werr := s.cli.Write(buf[:n]); werr != nil {
+				s.dropped = true
 				s.c.Close(ReasonClient)
 				return ReasonClient
 			}
@@ -386,7 +410,7 @@ func (s *splice) upstreamToClient() string {
 	}
 	reason := s.c.Reason()
 	if f.boundary() {
-		_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.WriteTimeout))
+		s.writeDeadline()
 		_, _ = s.cli.Write(closeFrame(reason))
 	}
 	return reason

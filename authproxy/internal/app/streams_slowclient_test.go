@@ -1,0 +1,80 @@
+package app
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+)
+
+// floodBlocked waits until the app's floods no longer get anything through
+// the proxy: every buffer on the way to a client that reads nothing is
+// full, and the proxy's relay is blocked writing to that client.
+func floodBlocked(t *testing.T, a *streamApp) {
+	t.Helper()
+	var prev int64 = -1
+	testenv.Eventually(t, func() error {
+		time.Sleep(300 * time.Millisecond)
+		n, was := a.flooded.Load(), prev
+		prev = n
+		if n != was || n == 0 {
+			return fmt.Errorf("the upstream still writes: %d bytes, %d 300 ms before", n, was)
+		}
+		return nil
+	})
+}
+
+// A stream whose client stopped reading ends promptly when it is closed:
+// the relay blocked writing to that client is given the close wait (one
+// second), not WRITE_TIMEOUT (30 s), to finish, so revocation releases
+// the stream, its slot under the caps and its upstream connection at
+// once, for a WebSocket (its close frame cannot be written: the
+// connection is dropped) as for an event stream.
+func TestStreamOfAClientThatStopsReadingEndsPromptlyOnRevocation(t *testing.T) {
+	e, a := startStreams(t, nil) // WRITE_TIMEOUT: its default, 30s
+	tok := e.token(nil)
+	e.openWS(t, "/notes/ws/flood", tok) // never read
+	e.openSSE(t, "/notes/events/flood", tok)
+	floodBlocked(t, a)
+	p := notesProjection()
+	p.Permissions = []string{"tenant:read"}
+	e.core.SetProjection(p)
+	start := time.Now()
+	e.publish("auth.invalidate.user." + userID)
+	eventually.Within(t, 5*time.Second, func() error {
+		for _, kind := range []string{"websocket", "sse"} {
+			if n := metricCount(t, e, `authproxy_streams_closed_total{kind="`+kind+`",reason="insufficient_scope"}`); n != 1 {
+				return fmt.Errorf("%s streams closed insufficient_scope = %v, want 1", kind, n)
+			}
+		}
+		return nil
+	})
+	t.Logf("both streams released %v after the event", time.Since(start))
+	if open := e.app.Streams.Open(); open != 0 {
+		t.Fatalf("%d streams still open", open)
+	}
+}
+
+// On shutdown, a client that stopped reading does not hold the drain for
+// WRITE_TIMEOUT either: the proxy is done with its streams within the
+// close wait.
+func TestStreamOfAClientThatStopsReadingEndsPromptlyOnShutdown(t *testing.T) {
+	e, a := startStreams(t, map[string]string{"STREAM_DRAIN_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "30s"})
+	tok := e.token(nil)
+	e.openWS(t, "/notes/ws/flood", tok)
+	e.openSSE(t, "/notes/events/flood", tok)
+	floodBlocked(t, a)
+	start := time.Now()
+	e.cancel()
+	select {
+	case err := <-e.done:
+		e.done <- err // for the cleanup
+	case <-time.After(25 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %v with a client that does not read", d)
+	}
+}
