@@ -99,7 +99,11 @@ func (m *Manager) ServeStream(r Request) error {
 		return nil
 	}
 	_ = up.SetDeadline(time.Time{})
-	ic.idle = r.Route.StreamTimeout
+	ic.last = time.Now()
+	ic.idle = func() time.Duration { return c.rt.Load().StreamTimeout }
+	// A reload that changes the route's stream_timeout (Reroute) wakes the
+	// read, which then waits for the new one.
+	c.setRetime(func() { _ = up.SetReadDeadline(time.Unix(1, 0)) })
 	// The proxy writes the answer itself on the hijacked connection, so
 	// that the headers leave at once (fasthttp holds them until the first
 	// body bytes) and every read is its own flushed chunk. The connection
@@ -293,16 +297,41 @@ func (m *Manager) relayStream(c *Conn, out *sseClient, body io.Reader, head []by
 	return c.Reason()
 }
 
-// idleConn sets a read deadline of idle before each read once idle is set,
-// so only a silence longer than idle times out.
+// idleConn, once idle is set, bounds each read by the route's
+// stream_timeout as it is when the read waits (a reload may change it),
+// so only a silence longer than that times out.
 type idleConn struct {
 	net.Conn
-	idle time.Duration
+	idle func() time.Duration // nil: the handshake's deadline stands
+	last time.Time            // the last byte read (or the headers)
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
-	if c.idle > 0 {
-		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	if c.idle == nil {
+		return c.Conn.Read(p)
 	}
-	return c.Conn.Read(p)
+	for {
+		idle := c.idle()
+		c.arm(idle)
+		if c.idle() != idle { // retimed meanwhile
+			continue
+		}
+		n, err := c.Conn.Read(p)
+		if n > 0 {
+			c.last = time.Now()
+		}
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && (c.idle() == 0 || time.Since(c.last) < c.idle()) {
+			continue // woken by a retime: wait for the new stream_timeout
+		}
+		return n, err
+	}
+}
+
+// arm sets the read deadline at idle after the last byte (none for 0).
+func (c *idleConn) arm(idle time.Duration) {
+	var at time.Time
+	if idle > 0 {
+		at = c.last.Add(idle)
+	}
+	_ = c.Conn.SetReadDeadline(at)
 }

@@ -202,6 +202,10 @@ type Conn struct {
 	reason   atomic.Pointer[string]
 	smu      sync.Mutex          // closed and shutdown
 	shutdown func(reason string) // ends the transport (set by start; nil before)
+	// retime has the transport's reads wait for the stream_timeout of
+	// the route Reroute just gave the stream (set before start; nil: it
+	// reads the route at each wait anyway).
+	retime func()
 
 	// rechecking is set while a recheck of the stream runs (schedule):
 	// another one asked meanwhile sets again instead of starting its own,
@@ -232,6 +236,29 @@ func (c *Conn) Close(reason string) {
 			f(reason)
 		}
 	})
+}
+
+// setRetime sets the transport's retime.
+func (c *Conn) setRetime(f func()) {
+	c.smu.Lock()
+	c.retime = f
+	c.smu.Unlock()
+}
+
+// retimed has the open transport wait for its route's new
+// stream_timeout.
+func (c *Conn) retimed() {
+	c.smu.Lock()
+	f := c.retime
+	c.smu.Unlock()
+	select {
+	case <-c.closed:
+		return
+	default:
+	}
+	if f != nil {
+		f()
+	}
 }
 
 // reserve counts a new stream against the caps; the returned Conn must be
@@ -674,8 +701,8 @@ func admits(c *Conn, e *projection.Entry) string {
 // the way it was opened is closed (route_changed): its route is gone, no
 // longer streams, no longer admits an anonymous caller, or now goes to
 // another upstream address (the stream's connection is to the old one).
-// The others take their new route and are decided again (permissions may
-// have changed).
+// The others take their new route, its stream_timeout included, and are
+// decided again (permissions may have changed).
 func (m *Manager) Reroute(t *rules.Table) {
 	m.routeMu.Lock()
 	defer m.routeMu.Unlock()
@@ -703,7 +730,12 @@ func (m *Manager) reroute(c *Conn, t *rules.Table) bool {
 		c.Close(ReasonRouteChanged)
 		return false
 	}
-	c.rt.Store(r)
+	// A new stream_timeout applies to the open stream too: from now on
+	// it waits at most the new one (a silence already longer ends it at
+	// once).
+	if old := c.rt.Swap(r); old == nil || old.StreamTimeout != r.StreamTimeout {
+		c.retimed()
+	}
 	return true
 }
 

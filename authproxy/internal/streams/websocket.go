@@ -109,7 +109,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 		return errors.Join(ErrUpstream, errHandshake)
 	}
 	raw := ctx.Conn()
-	s := &splice{m: m, c: c, up: up, upr: br, raw: raw, idle: r.Route.StreamTimeout}
+	s := &splice{m: m, c: c, up: up, upr: br, raw: raw}
 	s.last.Store(m.o.Now().UnixNano())
 	// The splice writes the 101 itself, first thing on the hijacked
 	// connection: fasthttp would not run the hijack handler after an
@@ -124,6 +124,7 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	}
 	s.head = h.AppendBytes(nil)
 	ctx.HijackSetNoResponse(true)
+	c.setRetime(s.retime)
 	m.start(c, s.shutdown)
 	m.watchHijack(c, &s.started, up)
 	ctx.Hijack(s.run)
@@ -261,12 +262,11 @@ type splice struct {
 	m    *Manager
 	c    *Conn
 	up   net.Conn
-	head []byte        // the 101, as the client gets it
-	upr  io.Reader     // the upstream's bytes, some maybe read with its 101
-	raw  net.Conn      // the client's TCP connection (for half-close)
-	cli  net.Conn      // the hijacked client connection (reads buffered bytes first)
-	idle time.Duration // stream_timeout: the longest silence both ways; 0 none
-	last atomic.Int64  // unix nanos of the last byte either way
+	head []byte       // the 101, as the client gets it
+	upr  io.Reader    // the upstream's bytes, some maybe read with its 101
+	raw  net.Conn     // the client's TCP connection (for half-close)
+	cli  net.Conn     // the hijacked client connection (reads buffered bytes first)
+	last atomic.Int64 // unix nanos of the last byte either way
 	// started is set when the hijack handler runs.
 	started atomic.Bool
 	// dropped: a write to the client failed (run's goroutine only).
@@ -298,6 +298,44 @@ func (s *splice) writeDeadline() {
 	if s.closed() {
 		_ = s.cli.SetWriteDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
 	}
+}
+
+// idle is the stream_timeout of the stream's route, as the rules now have
+// it (a reload's Reroute gives the stream its new route): the longest
+// silence both ways; 0 none.
+func (s *splice) idle() time.Duration { return s.c.rt.Load().StreamTimeout }
+
+// armIdle sets conn's read deadline to idle from now (none: left as it
+// is; a deadline left from a longer one is cleared when it passes). A
+// retime between the read of idle and the deadline is seen: the deadline
+// is set again.
+func (s *splice) armIdle(conn net.Conn) {
+	for {
+		idle := s.idle()
+		if idle > 0 {
+			_ = conn.SetReadDeadline(s.m.o.Now().Add(idle))
+		}
+		if s.idle() == idle {
+			return
+		}
+	}
+}
+
+// retime wakes both reads after a reload changed the route's
+// stream_timeout: each then waits for the new one (or closes the stream
+// idle if the silence so far already exceeds it).
+func (s *splice) retime() {
+	_ = s.up.SetReadDeadline(time.Unix(1, 0))
+	s.mu.Lock()
+	if s.cli != nil && !s.closed() {
+		_ = s.cli.SetReadDeadline(time.Unix(1, 0))
+	}
+	s.mu.Unlock()
+}
+
+// silence is how long nothing went either way.
+func (s *splice) silence() time.Duration {
+	return time.Duration(s.m.o.Now().UnixNano() - s.last.Load())
 }
 
 func (s *splice) closed() bool {
@@ -373,9 +411,7 @@ func (s *splice) upstreamToClient() string {
 	buf := *bp
 	var f frames
 	for {
-		if s.idle > 0 {
-			_ = s.up.SetReadDeadline(s.m.o.Now().Add(s.idle))
-		}
+		s.armIdle(s.up)
 		if s.closed() {
 			break
 		}
@@ -396,9 +432,13 @@ func (s *splice) upstreamToClient() string {
 		}
 		switch {
 		case s.closed():
-		case errors.Is(err, os.ErrDeadlineExceeded) && s.idle > 0:
-			if time.Duration(s.m.o.Now().UnixNano()-s.last.Load()) < s.idle {
-				continue // the client side was busy
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			switch idle := s.idle(); {
+			case idle == 0: // a reload dropped stream_timeout (retime)
+				_ = s.up.SetReadDeadline(time.Time{})
+				continue
+			case s.silence() < idle:
+				continue // the client side was busy, or a retime
 			}
 			s.c.Close(ReasonIdle)
 		case errors.Is(err, io.EOF):
@@ -428,8 +468,8 @@ func (s *splice) clientToUpstream() {
 	buf := *bp
 	upDead := false
 	for {
-		if s.idle > 0 && !s.closed() {
-			_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.idle))
+		if !s.closed() {
+			s.armIdle(s.cli)
 			if s.closed() { // Close set the CloseWait deadline meanwhile
 				_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
 			}
@@ -454,11 +494,16 @@ func (s *splice) clientToUpstream() {
 		if err == nil {
 			continue
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) && s.idle > 0 && !s.closed() {
-			if time.Duration(s.m.o.Now().UnixNano()-s.last.Load()) < s.idle {
-				continue
+		if errors.Is(err, os.ErrDeadlineExceeded) && !s.closed() {
+			switch idle := s.idle(); {
+			case idle == 0: // a reload dropped stream_timeout (retime)
+				_ = s.cli.SetReadDeadline(time.Time{})
+				if s.closed() {
+					_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
+				}
+			case s.silence() >= idle:
+				s.c.Close(ReasonIdle)
 			}
-			s.c.Close(ReasonIdle)
 			continue
 		}
 		if errors.Is(err, io.EOF) && !upDead {
