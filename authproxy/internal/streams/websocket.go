@@ -69,7 +69,8 @@ const maxRefusalBody = 1 << 20
 // verbatim, upstream to client verbatim but with the frame boundaries
 // tracked, so that the proxy can put its own close frame (1008 when
 // access is withdrawn or the token expires, 1001 on shutdown or idleness)
-// between two frames.
+// between two frames. Closed in the middle of a frame, or after the
+// upstream's own close frame, the client's connection ends without one.
 func (m *Manager) ServeWebSocket(r Request) error {
 	accept, ok := clientHandshake(&r.Ctx.Request.Header)
 	if !ok {
@@ -404,7 +405,8 @@ func (s *splice) run(cli net.Conn) {
 
 // upstreamToClient relays until the upstream ends, the client fails or the
 // connection is closed; in that last case it writes the proxy's close
-// frame if the relay stands between two frames. It returns the reason.
+// frame if the relay stands between two frames and the upstream sent no
+// close frame of its own. It returns the reason.
 func (s *splice) upstreamToClient() string {
 	bp := s.m.buf()
 	defer s.m.put(bp)
@@ -449,7 +451,10 @@ func (s *splice) upstreamToClient() string {
 		break
 	}
 	reason := s.c.Reason()
-	if f.boundary() {
+	// In the middle of a frame, or after the upstream's close frame, the
+	// client gets the connection's end alone (run half-closes it): the
+	// rest of the frame is not relayed, and no second close is sent.
+	if f.closeFits() {
 		s.writeDeadline()
 		_, _ = s.cli.Write(closeFrame(reason))
 	}
@@ -543,6 +548,9 @@ type frames struct {
 	hdr    [14]byte
 	hn     int    // header bytes seen of the current frame
 	remain uint64 // payload bytes left of the current frame
+	// closed: a close frame has begun (the upstream's own close, which
+	// the client may be answering): an endpoint sends one.
+	closed bool
 }
 
 func (f *frames) feed(p []byte) {
@@ -581,12 +589,20 @@ func (f *frames) feed(p []byte) {
 		default:
 			f.remain = uint64(l7)
 		}
+		if f.hdr[0]&0x0f == 0x8 {
+			f.closed = true
+		}
 		f.hn = 0
 	}
 }
 
 // boundary reports whether the stream stands between two frames.
 func (f *frames) boundary() bool { return f.hn == 0 && f.remain == 0 }
+
+// closeFits reports whether the proxy's close frame may follow what was
+// relayed: between two frames (a close inside a frame would be read as
+// its payload), and no close frame sent yet (the upstream's).
+func (f *frames) closeFits() bool { return f.boundary() && !f.closed }
 
 // watchHijack forgets c (and closes its upstream connection) if fasthttp
 // never runs the hijack handler: the answer could not be written to a
