@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -447,6 +449,14 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"grace period shorter than coreapi's pause and drain", func(t *testing.T, b *bundle) {
 			b.Deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(40))
 		}, "terminationGracePeriodSeconds does not exceed coreapi's"},
+		{"coreapi's parallelism left to the node", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
+			delete(c.Resources.Limits, corev1.ResourceCPU)
+		}, "neither GOMAXPROCS nor a cpu limit"},
+		{"coreapi's GOMAXPROCS not a number", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "GOMAXPROCS", "two")
+		}, "GOMAXPROCS \"two\""},
 		{"coreapi on all interfaces", func(t *testing.T, b *bundle) {
 			setEnv(ctr(t, b, coreName), "COREAPI_LISTEN_ADDR", "0.0.0.0:8081")
 		}, "not loopback"},
@@ -769,6 +779,16 @@ func check(b *bundle) []string {
 	coreHost, corePort := addr(&v, coreEnv, "COREAPI_LISTEN_ADDR")
 	coreAdminHost, coreAdmin := addr(&v, coreEnv, "COREAPI_ADMIN_ADDR")
 
+	// coreapi's database pool (DB_MAX_CONNS unset: 4 × GOMAXPROCS, at
+	// least 8) and its password hashes at once (argon2id, 19 MiB each:
+	// GOMAXPROCS of them) follow GOMAXPROCS, which the Go runtime takes
+	// from the CPU limit or, without one, from the node's CPU count: on a
+	// 32-CPU node that is 128 connections a replica and 608 MiB of hashes
+	// in a 512Mi container. The manifest must fix it.
+	if _, err := coreProcs(core, coreEnv); err != nil {
+		v.addf("coreapi: %v", err)
+	}
+
 	// coreapi is reachable only from inside the pod.
 	if !isLoopback(coreHost) {
 		v.addf("coreapi: COREAPI_LISTEN_ADDR host %q is not loopback", coreHost)
@@ -995,6 +1015,110 @@ func check(b *bundle) []string {
 		v.addf("Deployment %s: no init container runs `coreapi migrate up` with image %s before the pod serves", dep.Name, core.Image)
 	}
 	return v
+}
+
+// coreProcs is coreapi's GOMAXPROCS as the manifest fixes it: the
+// GOMAXPROCS variable, else the CPU limit rounded up (at least 2, as the Go
+// runtime does).
+func coreProcs(c *corev1.Container, env map[string]string) (int, error) {
+	if s, ok := env["GOMAXPROCS"]; ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("GOMAXPROCS %q is not a positive number", s)
+		}
+		return n, nil
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
+		return max(int((q.MilliValue()+999)/1000), 2), nil
+	}
+	return 0, errors.New("neither GOMAXPROCS nor a cpu limit is set: the database pool (4 × GOMAXPROCS) and the password hashes run at once (19 MiB each) grow with the node's CPU count")
+}
+
+// corePool is the size of one coreapi replica's database pool.
+func corePool(b *bundle) (int, error) {
+	var v violations
+	var core *corev1.Container
+	for _, d := range b.Deployments {
+		for i := range d.Spec.Template.Spec.Containers {
+			if c := &d.Spec.Template.Spec.Containers[i]; d.Name == deploymentName && c.Name == coreName {
+				core = c
+			}
+		}
+	}
+	if core == nil {
+		return 0, errors.New("no coreapi container")
+	}
+	env := b.env(&v, core)
+	if s, ok := env["DB_MAX_CONNS"]; ok {
+		return strconv.Atoi(s)
+	}
+	procs, err := coreProcs(core, env)
+	if err != nil {
+		return 0, err
+	}
+	return max(4*procs, 8), nil
+}
+
+// documentedConnections matches docs/operations.md's count of the
+// database connections at the HPA's maximum ("at 20 pods × (8 + 2) that
+// is 200").
+var documentedConnections = regexp.MustCompile(`at (\d+) pods × \((\d+) \+ (\d+)\)\s+that is (\d+)`)
+
+// checkConnectionsDoc compares that count with the rendered base: the
+// HPA's maxReplicas and coreapi's pool.
+func checkConnectionsDoc(b *bundle, doc []byte) error {
+	m := documentedConnections.FindSubmatch(doc)
+	if m == nil {
+		return errors.New(`docs/operations.md no longer says "at N pods × (POOL + 2) that is TOTAL"`)
+	}
+	n := make([]int, 4)
+	for i := range n {
+		n[i], _ = strconv.Atoi(string(m[i+1]))
+	}
+	pool, err := corePool(b)
+	if err != nil {
+		return err
+	}
+	if len(b.HPAs) != 1 {
+		return fmt.Errorf("%d HPAs, want 1", len(b.HPAs))
+	}
+	maxPods := int(b.HPAs[0].Spec.MaxReplicas)
+	if n[0] != maxPods || n[1] != pool || n[3] != n[0]*(n[1]+n[2]) {
+		return fmt.Errorf("docs/operations.md counts %s database connections; the base opens up to %d pods × (%d + %d) = %d", m[0], maxPods, pool, n[2], maxPods*(pool+n[2]))
+	}
+	return nil
+}
+
+// TestDatabaseConnectionsAsDocumented: the connections the base opens at
+// the HPA's maximum are the ones docs/operations.md counts (PostgreSQL's
+// max_connections is sized from it).
+func TestDatabaseConnectionsAsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := renderBase(t)
+	if err := checkConnectionsDoc(base, doc); err != nil {
+		t.Error(err)
+	}
+	for name, mutate := range map[string]func(*bundle){
+		"a larger GOMAXPROCS": func(b *bundle) { setEnv(ctr(t, b, coreName), "GOMAXPROCS", "16") },
+		"a larger pool":       func(b *bundle) { setEnv(ctr(t, b, coreName), "DB_MAX_CONNS", "32") },
+		"more pods":           func(b *bundle) { b.HPAs[0].Spec.MaxReplicas = 40 },
+		"a cpu limit of 8": func(b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
+			c.Resources.Limits[corev1.ResourceCPU] = resource.MustParse("8")
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := base.deepCopy()
+			mutate(b)
+			if err := checkConnectionsDoc(b, doc); err == nil {
+				t.Fatal("checkConnectionsDoc accepted it")
+			}
+		})
+	}
 }
 
 // env resolves a container's environment from its ConfigMap references and
