@@ -502,6 +502,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"http probe against a loopback admin", func(t *testing.T, b *bundle) {
 			setEnv(ctr(t, b, coreName), "COREAPI_ADMIN_ADDR", "127.0.0.1:9091")
 		}, "cannot reach"},
+		{"coreapi's startup probe waits on the database", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).StartupProbe.HTTPGet.Path = "/readyz"
+		}, "startup probe on /readyz, not /healthz"},
+		{"coreapi's liveness probe waits on the database", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).LivenessProbe.HTTPGet.Path = "/readyz"
+		}, "liveness probe on /readyz, not /healthz"},
 		{"missing readiness probe", func(t *testing.T, b *bundle) {
 			ctr(t, b, coreName).ReadinessProbe = nil
 		}, "no readiness probe"},
@@ -849,6 +855,17 @@ func check(b *bundle) []string {
 	// Probes hit the admin ports.
 	checkProbes(&v, proxy, proxyAdmin, proxyAdminHost)
 	checkProbes(&v, core, coreAdmin, coreAdminHost)
+	// coreapi starts without its database and waits for it, /readyz
+	// reporting the outage; but the kubelet kills a container whose startup
+	// or liveness probe keeps failing. On /readyz (which pings the
+	// database), a coreapi restarted during an outage would be killed
+	// again every few minutes, then wait out its crash-loop back-off once
+	// the database is back.
+	for kind, p := range map[string]*corev1.Probe{"liveness": core.LivenessProbe, "startup": core.StartupProbe} {
+		if p != nil && p.HTTPGet != nil && p.HTTPGet.Path != "/healthz" {
+			v.addf("coreapi: %s probe on %s, not /healthz: the kubelet would kill coreapi during a database outage", kind, p.HTTPGet.Path)
+		}
+	}
 
 	// Secrets: never in ConfigMaps or literal env values.
 	for _, cm := range b.ConfigMaps {
