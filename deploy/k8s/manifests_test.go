@@ -368,6 +368,10 @@ func TestDocumentedOverlay(t *testing.T) {
 	for _, v := range check(b) {
 		t.Error(v)
 	}
+	var v violations
+	if err := trustsIngress(b.env(&v, ctr(t, b, proxyName))); err != nil {
+		t.Errorf("authproxy: %v", err)
+	}
 	base := renderBase(t)
 	baseNames := map[string]bool{}
 	for _, s := range base.Secrets {
@@ -404,6 +408,47 @@ func TestDocumentedOverlay(t *testing.T) {
 	for _, c := range b.Deployments[0].Spec.Template.Spec.Containers {
 		if !strings.HasPrefix(c.Image, "registry.example.com/tollgate/") {
 			t.Errorf("container %s image %s, want the overlay's", c.Name, c.Image)
+		}
+	}
+}
+
+// trustsIngress checks that a proxy behind the cluster's ingress lists it
+// in TRUSTED_PROXY_CIDRS. The Service is a ClusterIP: every client comes
+// through an ingress or a gateway, and without it each one has the
+// ingress's address, so coreapi's per-address limits (SIGNUP_PER_HOUR,
+// OAUTH_AUTHORIZE_PER_MINUTE, SIGNIN_FAILURES_PER_HOUR) and the proxy's
+// STREAM_MAX_PER_IP count every client together.
+func trustsIngress(env map[string]string) error {
+	s := strings.TrimSpace(env["TRUSTED_PROXY_CIDRS"])
+	if s == "" {
+		return errors.New("TRUSTED_PROXY_CIDRS is not set: every client behind the ingress shares its address and its per-address limits")
+	}
+	for _, c := range strings.Split(s, ",") {
+		_, n, err := net.ParseCIDR(strings.TrimSpace(c))
+		if err != nil {
+			return fmt.Errorf("TRUSTED_PROXY_CIDRS entry %q: %v", c, err)
+		}
+		if ones, _ := n.Mask.Size(); ones == 0 {
+			return fmt.Errorf("TRUSTED_PROXY_CIDRS entry %q trusts every peer: any client chooses its own address", c)
+		}
+	}
+	return nil
+}
+
+func TestTrustsIngress(t *testing.T) {
+	for _, tc := range []struct {
+		val string
+		ok  bool
+	}{
+		{"", false},
+		{"10.244.0.0/16", true},
+		{"10.244.0.0/16, fd00::/64", true},
+		{"0.0.0.0/0", false},
+		{"10.244.0.0/16,::/0", false},
+		{"10.244.0.1", false},
+	} {
+		if err := trustsIngress(map[string]string{"TRUSTED_PROXY_CIDRS": tc.val}); (err == nil) != tc.ok {
+			t.Errorf("trustsIngress(%q) = %v, want ok %v", tc.val, err, tc.ok)
 		}
 	}
 }
