@@ -1085,3 +1085,36 @@ SELECT data->>'client_ip' FROM audit_events WHERE action = 'api_key.used_after_r
 		t.Fatalf("%d use-after-revocation events after refused resolves, want 4", n)
 	}
 }
+
+// TestRevokedKeyUsesAuditedUpToALimit: a revoked key presented again and
+// again (a leaked key in a loop, through proxies that each remember the
+// refusal only for NEGATIVE_CACHE_TTL) is refused every time, and audited
+// at most RevokedUseAuditLimit times in the window: the rows filled the
+// tenant's audit log without bound. Another key has its own budget.
+func TestRevokedKeyUsesAuditedUpToALimit(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	var keys []created
+	for _, name := range []string{"ci", "cd"} {
+		k := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": name, "permissions": []string{"users:read"}})
+		if r := x.Send(t, &admin, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil); r.Status != http.StatusNoContent {
+			t.Fatalf("delete: %d %s", r.Status, r.Body)
+		}
+		keys = append(keys, k)
+	}
+	resolve := func(k created) apitest.Response {
+		return x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.ResolvePath,
+			Body: apikey.ResolveRequest{Key: k.Secret, ClientIP: "203.0.113.7"}, Service: true})
+	}
+	limit := apikeys.RevokedUseAuditLimit.N
+	for range limit + 5 {
+		wantProblem(t, resolve(keys[0]), 410, "api_key_revoked")
+	}
+	wantProblem(t, resolve(keys[1]), 410, "api_key_revoked")
+	for i, want := range []int{limit, 1} {
+		if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.used_after_revocation' AND target_id = $1`, keys[i].ID); n != want {
+			t.Errorf("key %d: %d use-after-revocation events, want %d", i, n, want)
+		}
+	}
+}

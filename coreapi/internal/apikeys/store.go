@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
@@ -450,6 +451,11 @@ FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.public_id = $1`
 	return k, nil
 }
 
+// RevokedUseAuditLimit is how many uses of one revoked key are audited
+// (api_key.used_after_revocation) in a window; the uses beyond are
+// refused alike, unaudited.
+var RevokedUseAuditLimit = ratelimit.Limit{N: 20, Window: time.Hour}
+
 // Resolve checks a presented key and returns what it may do now. The
 // secret is compared in constant time with the stored HMAC. A right
 // secret of a revoked key is audited (use after revocation).
@@ -471,6 +477,14 @@ func (s *Store) Resolve(ctx context.Context, key, requestID, clientIP string) (a
 	switch {
 	case k.revokedAt != nil:
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			// At most RevokedUseAuditLimit rows a key in a window: a leaked
+			// key in a loop, through a fleet of proxies (each remembers the
+			// refusal for NEGATIVE_CACHE_TTL only), would otherwise fill
+			// the tenant's audit log.
+			ok, _, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("api_key_revoked_use_audit", k.id), RevokedUseAuditLimit)
+			if err != nil || !ok {
+				return err
+			}
 			return audit.Write(ctx, tx, audit.Event{TenantID: k.tenantID, Action: audit.ActionAPIKeyUsedAfterRevocation,
 				TargetType: "api_key", TargetID: k.id, RequestID: requestID,
 				Data: map[string]any{"public_id": string(pid), "client_ip": clientIP, "revoked_at": k.revokedAt}})
