@@ -386,6 +386,48 @@ RETURNING i.id::text, i.email`
 	return nil
 }
 
+// WithdrawForAddressLeft withdraws, in tx, the pending invitations to
+// email of the tenants where userID is a member (in any status), an
+// account whose address is changing from email: such an invitation was
+// pending when the member came to hold the address (see
+// WithdrawForMember), and once the address is no member's, no removal
+// finds it by the member's address, so its link, which the member still
+// reads in the mailbox they left, would let them join again, as a new
+// account, after their removal. Invitations of other tenants to email
+// stay: they are not the member's to end. Each is audited in its tenant
+// as invitation.revoked with the member as actor and data.via
+// user.email_changed. The caller takes the tenants' locks
+// (roles.LockTenant) first, as an accept does before the invitation's
+// row.
+func WithdrawForAddressLeft(ctx context.Context, tx pgx.Tx, userID, email, requestID string) error {
+	const q = `
+UPDATE invitations i SET status = 'revoked', updated_at = now()
+FROM memberships m
+WHERE m.user_id = $1 AND i.tenant_id = m.tenant_id AND i.status = 'pending' AND lower(i.email) = lower($2)
+RETURNING i.id::text, i.tenant_id::text, i.email`
+	rows, _ := tx.Query(ctx, q, userID, email)
+	type withdrawn struct{ ID, TenantID, Email string }
+	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
+	if err != nil {
+		return fmt.Errorf("withdraw invitations: %w", err)
+	}
+	if len(ws) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, w := range ws {
+		if err := audit.Queue(b, audit.Event{TenantID: w.TenantID, ActorUserID: userID, Action: audit.ActionInvitationRevoked,
+			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
+			Data: map[string]any{"email": w.Email, "via": audit.ActionUserEmailChanged}}); err != nil {
+			return err
+		}
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("audit withdrawn invitations: %w", err)
+	}
+	return nil
+}
+
 // WithdrawSentBy withdraws, in tx, every pending invitation userID sent,
 // in every tenant, each audited as invitation.revoked in its tenant with
 // data via naming the cause; it returns how many in each tenant (by

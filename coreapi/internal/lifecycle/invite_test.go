@@ -1127,6 +1127,71 @@ func TestRemovalWithdrawsPendingInvitations(t *testing.T) {
 	}
 }
 
+// TestRemovalWithdrawsInvitationsToAnAddressLeft: a member who changes
+// their address away from one a pending invitation of their tenant is
+// addressed to leaves that invitation behind, matched by no address of a
+// member. The removal withdrew only the invitations to the member's
+// current address, so the removed member, who still reads the mailbox
+// they left, accepted the invitation with it (as a new account) and was a
+// member again, with its roles. Moving away from the address withdraws
+// the tenant's invitations to it, audited as such.
+func TestRemovalWithdrawsInvitationsToAnAddressLeft(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ctx := t.Context()
+	owner := x.signup(t, "own@left.test")
+	const addr, moved = "eve@example.com", "eve.elsewhere@example.com"
+	inv := x.invite(t, owner.id, addr, "admin")
+	tok := x.mail(t, addr, "You are invited").Token()
+	r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]string{"email": addr})
+	wantStatus(t, r, http.StatusCreated)
+	var eve struct{ ID string }
+	r.JSON(t, &eve)
+	h, err := x.hasher.Hash(ctx, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.exec(t, `UPDATE users SET password_hash = $2, password_set_by_admin = false WHERE id = $1`, eve.ID, h)
+	// Another tenant's invitation to the address left stays: it is not
+	// the member's to end.
+	other := x.signup(t, "own@other.test")
+	kept := x.invite(t, other.id, addr)
+
+	// Eve signs in and moves her account to another address.
+	r = x.token(t, addr, pw)
+	wantStatus(t, r, http.StatusOK)
+	var et tokens
+	r.JSON(t, &et)
+	eveID := x.identity(t, claimsOf(t, et.AccessToken))
+	wantStatus(t, x.Send(t, &eveID, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": moved}), http.StatusAccepted)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
+		map[string]string{"token": x.mail(t, moved, "Confirm").Token(), "password": pw}), http.StatusOK)
+
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+eve.ID, nil), http.StatusNoContent)
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusGone || code != problem.CodeInvitationNotActive {
+		t.Errorf("the removed member accepts the invitation to the address she left: %d %s, want 410 %s", st, code, problem.CodeInvitationNotActive)
+	}
+	if x.isMember(t, owner.c.Tid, addr) {
+		t.Fatal("the removed member joined again through the address she left")
+	}
+	status := func(id string) string {
+		var s string
+		if err := x.DB.Pool.QueryRow(ctx, `SELECT status FROM invitations WHERE id = $1`, id).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := status(inv.ID); s != invitations.StatusRevoked {
+		t.Errorf("the invitation to the address left is %s, want %s", s, invitations.StatusRevoked)
+	}
+	if s := status(kept.ID); s != invitations.StatusPending {
+		t.Errorf("another tenant's invitation to the address is %s, want %s", s, invitations.StatusPending)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'invitation.revoked' AND target_id = $2
+		AND actor_user_id = $3 AND data->>'via' = 'user.email_changed'`, owner.c.Tid, inv.ID, eve.ID); n != 1 {
+		t.Errorf("audit rows of the withdrawal: %d, want 1", n)
+	}
+}
+
 // TestAcceptNeedsAnInviterWhoMayStillInvite: an invitation is accepted
 // only while whoever sent it may still send it: an active member holding
 // users:write, as well as every permission its roles grant. The accept

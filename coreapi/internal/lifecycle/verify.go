@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
@@ -182,6 +183,9 @@ FROM users u WHERE id = $1 FOR UPDATE`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var out Verified
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lockTenantsOfAddressLeft(ctx, tx, b.Token); err != nil {
+			return err
+		}
 		// The account's row before the token (see onetime.LockUser).
 		if err := onetime.LockUser(ctx, tx, onetime.VerifyEmail, b.Token); err != nil {
 			return err
@@ -228,6 +232,11 @@ FROM users u WHERE id = $1 FOR UPDATE`
 		if err := onetime.Revoke(ctx, tx, t.UserID, onetime.PasswordReset, onetime.VerifyEmail); err != nil {
 			return err
 		}
+		// Nor must an invitation to it of the account's tenants, which
+		// the removal of the member would no longer find.
+		if err := invitations.WithdrawForAddressLeft(ctx, tx, t.UserID, current, rid); err != nil {
+			return err
+		}
 		// The old address, if its owner proved it, hears of the move: a
 		// change by whoever signed in with the password (every later
 		// reset link goes to the new address) does not go unnoticed. The
@@ -254,6 +263,34 @@ FROM users u WHERE id = $1 FOR UPDATE`
 		return formError(c, PageVerifyEmail, b.Token, err)
 	}
 	return done(c, PageVerifyEmail, fiber.StatusOK, out)
+}
+
+// lockTenantsOfAddressLeft locks, in tx, the tenants whose pending
+// invitations an email change by the verify_email token raw withdraws
+// (invitations.WithdrawForAddressLeft: those to the account's address of
+// the tenants it is a member of), in the order of their ids; nothing when
+// raw changes no address or there are none. Before the account's row,
+// as an accept takes the tenant's lock before the invitation's row and
+// then the account's (or waits on the address the change frees): taken
+// in the other order, the two waited for each other. The tenants are read
+// before the lock; the withdrawal reads the invitations again, under it.
+func lockTenantsOfAddressLeft(ctx context.Context, tx pgx.Tx, raw string) error {
+	const q = `
+WITH u AS (
+    SELECT u.id, u.email FROM action_tokens t JOIN users u ON u.id = t.user_id
+    WHERE t.token_hash = $1 AND t.purpose = $2 AND lower(t.email) <> lower(u.email))
+SELECT 1 FROM tenants WHERE id IN (
+    SELECT i.tenant_id FROM u
+    JOIN memberships m ON m.user_id = u.id
+    JOIN invitations i ON i.tenant_id = m.tenant_id AND i.status = 'pending' AND lower(i.email) = lower(u.email))
+ORDER BY id FOR NO KEY UPDATE`
+	if !onetime.Plausible(raw) {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, q, onetime.Hash(raw), string(onetime.VerifyEmail)); err != nil {
+		return fmt.Errorf("lock the tenants of invitations to the address left: %w", err)
+	}
+	return nil
 }
 
 // Accepted is the body of every 202 of this package.
