@@ -264,6 +264,12 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"sidecar without a startup probe", func(t *testing.T, b *bundle) {
 			sidecarOf(t, b).StartupProbe = nil
 		}, "startup probe"},
+		{"sidecar startup probe on /readyz", func(t *testing.T, b *bundle) {
+			sidecarOf(t, b).StartupProbe.HTTPGet.Path = "/readyz"
+		}, "not /healthz"},
+		{"sidecar without a readiness probe", func(t *testing.T, b *bundle) {
+			sidecarOf(t, b).ReadinessProbe = nil
+		}, "no readiness probe on /readyz"},
 		{"proxy as a regular container", func(t *testing.T, b *bundle) {
 			pod := &appDeployment(t, b).Spec.Template.Spec
 			pod.Containers = append(pod.Containers, pod.InitContainers[0])
@@ -861,7 +867,14 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 		v.addf("%s: init container %s lacks restartPolicy: Always; it would have to exit before the app starts", name, proxy.Name)
 	}
 	if proxy.StartupProbe == nil {
-		v.addf("%s: sidecar %s has no startup probe: the app would start before its proxy is ready", name, proxy.Name)
+		v.addf("%s: sidecar %s has no startup probe: the app would start before its proxy listens", name, proxy.Name)
+	} else if g := proxy.StartupProbe.HTTPGet; g != nil && g.Path != "/healthz" {
+		// Readiness needs the key set from coreapi-internal, which has no
+		// endpoint while every coreapi is unready (a database outage).
+		v.addf("%s: sidecar %s's startup probe on %s, not /healthz: the kubelet would kill a sidecar started during a coreapi outage, and back it off once coreapi is back", name, proxy.Name, g.Path)
+	}
+	if proxy.ReadinessProbe == nil || proxy.ReadinessProbe.HTTPGet == nil || proxy.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		v.addf("%s: sidecar %s has no readiness probe on /readyz: the pod would take traffic before its proxy has the key set", name, proxy.Name)
 	}
 
 	// The pod may reach coreapi.
