@@ -59,8 +59,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	// invitations, mail_queue and rate_limits (00004), permission_catalog (00005),
 	// mfa_totp, mfa_recovery_codes and mfa_challenges (00007), api_keys (00008),
 	// service_accounts and service_account_secrets (00009),
-	// tenant_member_counts (00011), outbox_relays (00017), invitation_roles (00040).
-	const tables = 27
+	// tenant_member_counts (00011), outbox_relays (00017), invitation_roles (00040),
+	// signing_key_sightings (00043).
+	const tables = 28
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}

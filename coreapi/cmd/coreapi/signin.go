@@ -47,9 +47,13 @@ const (
 // code; the tenant API needs nothing from it.
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
 	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, error) {
-	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation))
+	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation),
+		keys.WithSightings(keys.PGSightings(pool)))
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	if err := ring.SightingsErr(); err != nil {
+		log.Warn("signing keys: going by the kids' times until the database answers (each reload asks again)", "err", err)
 	}
 	log.Info("signing keys loaded", "kids", ring.KeyIDs(), "signing_kid", ring.SigningKeyID())
 	if u := ring.Untimed(); len(u) > 0 {

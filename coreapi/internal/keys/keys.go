@@ -90,7 +90,30 @@ type Ring struct {
 	// a reload (not at Load) and still in the directory, when that was.
 	mu       sync.Mutex
 	appeared map[string]time.Time
+	// sightings records and looks up when the fleet first found a key
+	// (nil: not kept); sighted caches its answers, which never change,
+	// and sightErr is the last lookup's failure (nil once one succeeds).
+	sightings Sightings
+	sighted   map[string]time.Time
+	sightErr  error
 }
+
+// Sightings records each kid of kids as found now, unless a coreapi found
+// it before, and returns when each was first found. The times must come
+// from one clock shared by every replica, and survive restarts (the
+// database's: see PGSightings).
+type Sightings func(ctx context.Context, kids []string) (map[string]time.Time, error)
+
+// WithSightings makes the activation delay of a generated key count from
+// when any coreapi first found it (sightings), if that is later than its
+// kid's time: a coreapi that starts with the key already in its directory
+// then switches when the replicas running before it do, neither at once (a
+// key generated long before it was published, which the proxies of pods
+// whose Secret lacks it yet cannot verify) nor a delay after its own start.
+func WithSightings(s Sightings) Option { return func(r *Ring) { r.sightings = s } }
+
+// sightingTimeout bounds one lookup of Sightings.
+const sightingTimeout = 5 * time.Second
 
 // Option configures Load.
 type Option func(*Ring)
@@ -103,7 +126,9 @@ type Option func(*Ring)
 // directory while coreapi runs (found by Reload) waits d from then at the
 // least, however old its kid: one generated long before it was published
 // would otherwise sign on the first replica to load it while other pods'
-// Secrets still lack it. Keys whose kid carries no time are active at once.
+// Secrets still lack it. With WithSightings, the delay also counts from
+// when any coreapi first found the key, at start too. Keys whose kid
+// carries no time are active at once.
 func WithActivationDelay(d time.Duration) Option { return func(r *Ring) { r.activation = d } }
 
 // WithClock sets the clock used for activation (tests).
@@ -125,13 +150,67 @@ func Load(dir, alg string, opts ...Option) (*Ring, error) {
 	for _, o := range opts {
 		o(r)
 	}
-	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), nil, nil)
+	r.sighted = map[string]time.Time{}
+	r.sight()
+	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), nil, r.sightedAt)
 	if err != nil {
 		return nil, err
 	}
 	r.cur.Store(s)
 	return r, nil
 }
+
+// SightingsErr is the failure of the last lookup of the keys' first
+// sightings (WithSightings), nil once one succeeded: until then a key not
+// looked up goes by its kid's time (and, found by a reload, by when this
+// coreapi found it). Each reload looks again.
+func (r *Ring) SightingsErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sightErr
+}
+
+// sight looks up (recording them first) the sightings of the timed kids
+// in the directory not yet known. r.mu is held, or r is being loaded.
+func (r *Ring) sight() {
+	if r.sightings == nil {
+		return
+	}
+	paths, err := filepath.Glob(filepath.Join(r.dir, "*.pem"))
+	if err != nil {
+		return // loadSet reports it
+	}
+	var kids []string
+	for _, p := range paths {
+		kid := strings.TrimSuffix(filepath.Base(p), ".pem")
+		if _, known := r.sighted[kid]; known || !kidPattern.MatchString(kid) {
+			continue
+		}
+		if _, timed := kidTime(kid); timed {
+			kids = append(kids, kid)
+		}
+	}
+	if len(kids) == 0 {
+		r.sightErr = nil
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sightingTimeout)
+	defer cancel()
+	seen, err := r.sightings(ctx, kids)
+	if err != nil {
+		r.sightErr = fmt.Errorf("look up when the signing keys were first found: %w", err)
+		return
+	}
+	r.sightErr = nil
+	for _, kid := range kids {
+		if t, ok := seen[kid]; ok {
+			r.sighted[kid] = t
+		}
+	}
+}
+
+// sightedAt is when the fleet first found kid, zero if unknown.
+func (r *Ring) sightedAt(kid string) time.Time { return r.sighted[kid] }
 
 // Reload re-reads the directory and re-evaluates which key signs. A key
 // whose file is gone is never kept, whatever else is wrong: removing a
@@ -144,17 +223,21 @@ func (r *Ring) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now, prev := r.now(), r.cur.Load()
+	r.sight()
 	appeared := map[string]time.Time{}
 	since := func(kid string) time.Time {
 		t, ok := r.appeared[kid]
 		switch {
 		case ok:
 		case prev.key(kid) != nil:
-			return time.Time{} // known since Load: its kid's time counts
+			return r.sightedAt(kid) // known since Load: its kid's time counts
 		default:
 			t = now
 		}
 		appeared[kid] = t
+		if f := r.sightedAt(kid); f.After(t) {
+			return f
+		}
 		return t
 	}
 	s, err := loadSet(r.dir, r.alg, r.activation, now, prev, since)
@@ -162,7 +245,7 @@ func (r *Ring) Reload() error {
 		r.cur.Store(s)
 		r.appeared = appeared
 	}
-	return err
+	return errors.Join(err, r.sightErr)
 }
 
 // SigningKeyID is the kid of the key that signs new tokens ("" when none
@@ -273,9 +356,9 @@ func (r *Ring) Untimed() []string {
 // error and no set is returned. With prev (a reload), a set is returned
 // unless the directory cannot be listed: a file that fails to load keeps
 // prev's key of its kid, if any, or is left out, and a missing key of alg
-// leaves the signer nil; the problems are returned with it. since (nil at
-// start) is when a key with a timed kid was first found, if later than its
-// kid's time.
+// leaves the signer nil; the problems are returned with it. since is when
+// a key with a timed kid was first found (zero if unknown), which counts
+// if later than its kid's time.
 func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set, since func(kid string) time.Time) (*set, error) {
 	if prev != nil {
 		// A directory gone (unmounted, renamed) is no statement about

@@ -20,6 +20,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
@@ -910,8 +911,9 @@ func TestGenerateWritesAtomically(t *testing.T) {
 // reaches the directory of a running coreapi waits the activation delay
 // from when that coreapi first finds it, not from its kid's time: signing
 // with it at once would hand other pods' proxies, whose Secrets may not
-// have it yet, tokens they cannot verify. A coreapi starting with the key
-// already there goes by the kid's time.
+// have it yet, tokens they cannot verify. Without sightings
+// (WithSightings), a coreapi starting with the key already there goes by
+// the kid's time.
 func TestActivationCountsFromAppearance(t *testing.T) {
 	dir := t.TempDir()
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -952,5 +954,60 @@ func TestActivationCountsFromAppearance(t *testing.T) {
 	}
 	if got := restarted.SigningKeyID(); got != late {
 		t.Errorf("a coreapi starting with the key there: signing kid = %s, want %s", got, late)
+	}
+}
+
+// TestActivationAfterRestartCountsFromFirstSighting: a key generated long
+// before it was published waits the activation delay from when the fleet
+// first found it (recorded in the database), also on a coreapi that starts
+// or restarts with the key already in its directory. Going by the kid's
+// time there, a pod started by the rollout that publishes the key signed
+// with it at once, while the other pods' proxies could not have it yet.
+func TestActivationAfterRestartCountsFromFirstSighting(t *testing.T) {
+	db := dbtest.New(t)
+	dir := t.TempDir()
+	const delay = 5 * time.Minute
+	t0 := time.Now()
+	old, err := Generate(dir, AlgEdDSA, t0.Add(-48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	clock := WithClock(func() time.Time { return now })
+	load := func() *Ring {
+		t.Helper()
+		r, err := Load(dir, AlgEdDSA, WithActivationDelay(delay), clock, WithSightings(PGSightings(db.Pool)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.SightingsErr(); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	running := load()
+	// Generated a day ago, published now: a running replica finds it in
+	// a reload, another one starts with it.
+	late, err := Generate(dir, AlgEdDSA, t0.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		at   time.Duration
+		want string
+	}{{0, old}, {delay / 2, old}, {delay - 5*time.Second, old}, {delay + 5*time.Second, late}} {
+		now = t0.Add(step.at)
+		if err := running.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if got := running.SigningKeyID(); got != step.want {
+			t.Errorf("%s after the key appeared, running replica: signing kid = %s, want %s", step.at, got, step.want)
+		}
+		if got := load().SigningKeyID(); got != step.want {
+			t.Errorf("%s after the key appeared, replica (re)started then: signing kid = %s, want %s", step.at, got, step.want)
+		}
 	}
 }
