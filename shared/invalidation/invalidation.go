@@ -111,6 +111,13 @@ type Event struct {
 	// one): a proxy whose heartbeat timeout is shorter than
 	// MinHeartbeatTimeout of it says so.
 	IntervalMS int64 `json:"interval_ms,omitempty"`
+	// Keys, on a SubjectKeysChanged event, is the KeySetDigest of the
+	// JWKS document the announcing coreapi serves (absent from an older
+	// one): a proxy whose key set already is that document need not
+	// refetch it. Every replica announces the keys it starts with, so a
+	// rollout would otherwise make every proxy fetch the set once per
+	// replica.
+	Keys string `json:"keys,omitempty"`
 }
 
 // RelayListed is how many heartbeat intervals a relay stays listed in the

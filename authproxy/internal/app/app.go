@@ -275,8 +275,8 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer a.Close()
 	bg, cancelBg := context.WithCancel(ctx)
 	defer cancelBg()
-	keysChanged := func() {
-		if err := a.Keys.KeysChanged(bg); err != nil {
+	keysChanged := func(digest string) {
+		if _, err := a.Keys.KeysAnnounced(bg, digest); err != nil {
 			a.log.Warn("jwks refetch after auth.keys.changed", "err", err)
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/safeid"
 	"golang.org/x/sync/singleflight"
 )
@@ -60,6 +61,10 @@ type Key struct {
 type Set struct {
 	Keys      map[string]*Key
 	FetchedAt time.Time
+	// Digest is the invalidation.KeySetDigest of the document the set
+	// was read from (every key in it, usable or not): coreapi names the
+	// set it serves so in auth.keys.changed (see KeysAnnounced).
+	Digest string
 }
 
 // Options configure a Client.
@@ -100,8 +105,10 @@ type Client struct {
 	// set is current. A fetch that started before another but finished
 	// after it must not put back the older set.
 	started atomic.Uint64
-	storeMu sync.Mutex
-	stored  uint64
+	// inFlight counts the fetches under way (see KeysAnnounced).
+	inFlight atomic.Int64
+	storeMu  sync.Mutex
+	stored   uint64
 	// handMu guards handing sets to OnSet: handing is true while a
 	// goroutine does (it hands on every newer set before it stops), and
 	// handed is the set OnSet last got.
@@ -275,7 +282,28 @@ func (c *Client) KeysChanged(ctx context.Context) error {
 	return err
 }
 
+// KeysAnnounced handles an auth.keys.changed that names the key set its
+// coreapi serves (digest, the invalidation.KeySetDigest of its JWKS; ""
+// when the event names none): when the current set was read from a
+// document of that digest, the proxy already holds exactly the announced
+// keys and nothing is fetched; otherwise it is KeysChanged. Every coreapi
+// replica announces the keys it starts with, so without this a rollout of
+// N replicas made every proxy fetch the set N times, though the keys did
+// not change. No change is missed: every replica announces each change of
+// its own set, after serving it, so the last announcement of a change
+// names the set every replica serves, and a proxy holding another one
+// fetches. Nor is the fetch skipped while another one is under way: that
+// one may have read an older set, and store it once this returns.
+func (c *Client) KeysAnnounced(ctx context.Context, digest string) (fetched bool, err error) {
+	if s := c.cur.Load(); digest != "" && s != nil && s.Digest == digest && c.inFlight.Load() == 0 {
+		return false, nil
+	}
+	return true, c.KeysChanged(ctx)
+}
+
 func (c *Client) fetch(ctx context.Context) error {
+	c.inFlight.Add(1)
+	defer c.inFlight.Add(-1)
 	seq := c.started.Add(1)
 	c.last.Store(c.opt.Now().UnixNano())
 	s, err := c.download(ctx)
@@ -398,6 +426,9 @@ func (c *Client) parse(body []byte) (*Set, error) {
 		}
 	}
 	s := &Set{Keys: make(map[string]*Key, set.Len()), FetchedAt: c.opt.Now()}
+	// Not named ("") when it cannot be computed: every announcement then
+	// refetches.
+	s.Digest, _ = invalidation.KeySetDigest(body)
 	for i := 0; i < set.Len(); i++ {
 		jk, _ := set.Key(i)
 		k, err := c.usable(jk)

@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 func pub(t *testing.T, raw any, kid string, alg jwa.KeyAlgorithm, use string) map[string]any {
@@ -600,5 +601,104 @@ func TestConcurrentFetchesKeepKeyIdentity(t *testing.T) {
 			}
 		}
 		mu.Unlock()
+	}
+}
+
+// TestKeysAnnouncedOfTheHeldSet: auth.keys.changed naming the key set the
+// proxy already holds fetches nothing. Every coreapi replica announces the
+// keys it starts with, so a rollout of 20 replicas made every proxy fetch
+// the same set 20 times. An announcement naming another set, or none,
+// still fetches at once, so a removed key stops verifying.
+func TestKeysAnnouncedOfTheHeldSet(t *testing.T) {
+	a := testenv.NewKey(t, "a", jwa.EdDSA)
+	b := testenv.NewKey(t, "b", jwa.EdDSA)
+	var body atomic.Value
+	body.Store(keySet(t, a, b))
+	var hits atomic.Int64
+	c := newClient(serve(t, &body, &hits), time.Now)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	digest := func() string {
+		t.Helper()
+		d, err := invalidation.KeySetDigest(body.Load().([]byte))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	announce := func(d string, wantFetch bool) {
+		t.Helper()
+		before := hits.Load()
+		fetched, err := c.KeysAnnounced(context.Background(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hits.Load() - before; fetched != wantFetch || got != map[bool]int64{false: 0, true: 1}[wantFetch] {
+			t.Fatalf("announcement of %q: fetched = %v, %d fetches; want a fetch: %v", d, fetched, got, wantFetch)
+		}
+	}
+	// A rollout of 20 replicas, each announcing the set it starts with.
+	held := digest()
+	for range 20 {
+		announce(held, false)
+	}
+	announce("", true) // names no set (an older coreapi)
+	// Key a removed: the announcement names the set without it.
+	body.Store(keySet(t, b))
+	announce(digest(), true)
+	if s := c.Current(); s.Keys["a"] != nil || s.Keys["b"] == nil {
+		t.Fatalf("after the removal was announced: keys %v, want only b", s.Keys)
+	}
+	announce(digest(), false) // the other replicas' announcements of it
+	// An announcement naming a set the proxy does not hold (its own
+	// coreapi has not reloaded yet) fetches, though that fetch gets the
+	// set held.
+	announce(held, true)
+}
+
+// TestKeysAnnouncedWhileAFetchRuns: an announcement naming the set held
+// still fetches while another fetch is under way: that one may have read
+// an older set and would store it after the announcement was skipped.
+func TestKeysAnnouncedWhileAFetchRuns(t *testing.T) {
+	a := testenv.NewKey(t, "a", jwa.EdDSA)
+	var hits atomic.Int64
+	gate := make(chan struct{})
+	var block atomic.Bool
+	entered := make(chan struct{}, 1)
+	body := keySet(t, a)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		if block.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-gate
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(srv.URL, time.Now)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	held := c.Current().Digest
+	block.Store(true)
+	slow := make(chan error, 1)
+	go func() { slow <- c.Refresh(context.Background()) }()
+	<-entered
+	before := hits.Load()
+	fetched, err := c.KeysAnnounced(context.Background(), held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fetched || hits.Load() == before {
+		t.Errorf("announcement of the held set while a fetch ran: fetched = %v, %d fetches; want one", fetched, hits.Load()-before)
+	}
+	close(gate)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if fetched, err := c.KeysAnnounced(context.Background(), held); err != nil || fetched {
+		t.Errorf("announcement of the held set once no fetch runs: fetched = %v, %v; want none", fetched, err)
 	}
 }

@@ -54,7 +54,7 @@ func TestShippedNATSConfig(t *testing.T) {
 	var keys atomic.Int64
 	var apiKey atomic.Value
 	s, err := Connect(Options{URL: "nats://authproxy:proxy-pw@" + addr, HeartbeatTimeout: time.Minute, DropCheck: 10 * time.Millisecond,
-		KeysChanged: func() { keys.Add(1) }, APIKey: func(id string) { apiKey.Store(id) }},
+		KeysChanged: func(string) { keys.Add(1) }, APIKey: func(id string) { apiKey.Store(id) }},
 		r, slog.New(slog.NewJSONHandler(&logs, nil)), m)
 	if err != nil {
 		t.Fatal(err)

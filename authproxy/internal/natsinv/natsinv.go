@@ -87,7 +87,7 @@ type Subscriber struct {
 	key func(string)
 	// keys refetches the key set (Options.KeysChanged; nil: not
 	// subscribed).
-	keys func()
+	keys func(keys string)
 	log  *slog.Logger
 	m    *metrics.Metrics
 	now  func() time.Time
@@ -205,8 +205,11 @@ type Options struct {
 	// KeysChanged is called for each auth.keys.changed event (coreapi's
 	// signing keys changed): refetch the key set now. It is also called
 	// (on a goroutine of its own) when the feed comes back after an outage
-	// or dropped such an event. nil: not subscribed.
-	KeysChanged func()
+	// or dropped such an event. keys is the digest of the key set the
+	// event names (invalidation.Event.Keys), "" when it names none and
+	// after an outage or a drop: refetch unless the set held is that one.
+	// nil: not subscribed.
+	KeysChanged func(keys string)
 	// APIKey is called for each auth.invalidate.apikey.<public id> event
 	// (a key revoked): forget the key. nil: such events are counted and
 	// dropped.
@@ -470,7 +473,7 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 func (s *Subscriber) purge(refetch bool) {
 	s.t.Reconnected()
 	if refetch && s.keys != nil {
-		go s.keys() // a fetch over the network: not on the client's callback goroutine
+		go s.keys("") // a fetch over the network: not on the client's callback goroutine
 	}
 }
 
@@ -610,7 +613,7 @@ func (s *Subscriber) refetchForDrops(ks *nats.Subscription) {
 	}
 	s.log.Warn("nats slow consumer: key changes dropped; refetching keys", "dropped_total", n)
 	s.refetchedAt = n
-	go s.keys()
+	go s.keys("")
 }
 
 // watchDrops acts on dropped events every DropCheck until Close: a purge
@@ -889,9 +892,12 @@ func (s *Subscriber) Dropped() int {
 
 func (s *Subscriber) keysChanged(msg *nats.Msg) {
 	s.m.Invalidations.WithLabelValues("keys").Inc()
-	s.keys()
 	var ev invalidation.Event
-	if json.Unmarshal(msg.Data, &ev) == nil && ev.At > 0 {
+	if json.Unmarshal(msg.Data, &ev) != nil {
+		ev = invalidation.Event{} // unreadable: names no key set, refetch
+	}
+	s.keys(ev.Keys)
+	if ev.At > 0 {
 		s.m.InvalidationLag.Observe(max(s.now().Sub(time.UnixMilli(ev.At)), 0).Seconds())
 	}
 }

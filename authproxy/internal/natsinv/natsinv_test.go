@@ -356,7 +356,7 @@ func TestReconnectRefetchesKeys(t *testing.T) {
 	r := newRecorder(t)
 	var refetches atomic.Int64
 	s, err := Connect(Options{URL: n.URL(), ReconnectWait: 100 * time.Millisecond, MaxReconnect: 200 * time.Millisecond,
-		KeysChanged: func() { refetches.Add(1) }}, r, quiet(), metrics.New())
+		KeysChanged: func(string) { refetches.Add(1) }}, r, quiet(), metrics.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +379,7 @@ func TestFirstConnectionRefetchesNoKeys(t *testing.T) {
 	n := testenv.StartNATS(t)
 	for i := range 8 {
 		var refetches atomic.Int64
-		s, err := Connect(Options{URL: n.URL(), KeysChanged: func() { refetches.Add(1) }}, newRecorder(t), quiet(), metrics.New())
+		s, err := Connect(Options{URL: n.URL(), KeysChanged: func(string) { refetches.Add(1) }}, newRecorder(t), quiet(), metrics.New())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -394,7 +394,7 @@ func TestFirstConnectionRefetchesNoKeys(t *testing.T) {
 	n.Stop()
 	var refetches atomic.Int64
 	s, err := Connect(Options{URL: n.URL(), ReconnectWait: 50 * time.Millisecond, MaxReconnect: 100 * time.Millisecond,
-		KeysChanged: func() { refetches.Add(1) }}, newRecorder(t), quiet(), metrics.New())
+		KeysChanged: func(string) { refetches.Add(1) }}, newRecorder(t), quiet(), metrics.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,5 +547,41 @@ func TestUnknownSubjectPurges(t *testing.T) {
 		testenv.Eventually(t, func() error {
 			return testenv.Want(subject+": unknown events counted", testutil.ToFloat64(m.Invalidations.WithLabelValues("unknown")), float64(i+1))
 		})
+	}
+}
+
+// TestKeysChangedNamesTheKeySet: the key set an auth.keys.changed names
+// (its digest) reaches KeysChanged, so that a proxy holding that set does
+// not fetch it again; an event naming none, or unreadable, hands on "".
+func TestKeysChangedNamesTheKeySet(t *testing.T) {
+	n := testenv.StartNATS(t)
+	got := make(chan string, 4)
+	s, err := Connect(Options{URL: n.URL(), KeysChanged: func(keys string) { got <- keys }}, newRecorder(t), quiet(), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	pub, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for _, c := range []struct{ body, want string }{
+		{`{"at":1,"reason":"keys.changed","keys":"0c3b"}`, "0c3b"},
+		{`{"at":1,"reason":"keys.changed"}`, ""},
+		{`not json`, ""},
+	} {
+		if err := pub.Publish(invalidation.SubjectKeysChanged, []byte(c.body)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case keys := <-got:
+			if keys != c.want {
+				t.Errorf("%s: KeysChanged(%q), want %q", c.body, keys, c.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: KeysChanged not called", c.body)
+		}
 	}
 }

@@ -37,7 +37,7 @@ func TestRefusedSubscriptionIsNoFeed(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	m := metrics.New()
-	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func() {}}, c, quiet(), m)
+	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func(string) {}}, c, quiet(), m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestRefusedKeysChangedSubscriptionIsAnError(t *testing.T) {
 
 	r := newRecorder(t)
 	var logs logbuffer.Buffer
-	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func() {}},
+	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func(string) {}},
 		r, slog.New(slog.NewJSONHandler(&logs, nil)), metrics.New())
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,9 @@ import (
 // keys it starts with (auth.keys.changed: a replica started after a key
 // was removed has no reload to announce), and removing a signing key file
 // takes it out of the JWKS and publishes auth.keys.changed (through the
-// outbox, with its Nats-Msg-Id) within a second; SIGHUP reloads.
+// outbox, with its Nats-Msg-Id) within a second; SIGHUP reloads. Each
+// event names the key set served then (its digest), so that proxies that
+// hold it already need not refetch it.
 func TestKeyChangeAnnounced(t *testing.T) {
 	db := dbtest.New(t)
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
@@ -108,6 +110,10 @@ func TestKeyChangeAnnounced(t *testing.T) {
 		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Reason != invalidation.ReasonKeysChanged || m.Header.Get(outbox.MsgIDHeader) == "" {
 			t.Fatalf("start event %s (%v): %v", m.Data, m.Header, err)
 		}
+		j, _ := jwks()
+		if want, err := invalidation.KeySetDigest([]byte(j)); err != nil || ev.Keys != want {
+			t.Errorf("start event keys = %q, want %q, the digest of the JWKS served (%v)", ev.Keys, want, err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no %s at start\n%s", invalidation.SubjectKeysChanged, out.String())
 	}
@@ -126,6 +132,10 @@ func TestKeyChangeAnnounced(t *testing.T) {
 		var ev invalidation.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Reason != invalidation.ReasonKeysChanged {
 			t.Fatalf("event body %s: %v", m.Data, err)
+		}
+		j, _ := jwks()
+		if want, err := invalidation.KeySetDigest([]byte(j)); err != nil || ev.Keys != want {
+			t.Errorf("event keys = %q, want %q, the digest of the JWKS served after the removal (%v)", ev.Keys, want, err)
 		}
 		if m.Header.Get(outbox.MsgIDHeader) == "" {
 			t.Errorf("event without %s: not from the outbox", outbox.MsgIDHeader)

@@ -124,7 +124,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		relayWorker,
 		func(ctx context.Context) error {
 			defer signal.Stop(hup)
-			ring.Watch(ctx, keys.WatchOptions{Every: keysReloadEvery, Reload: hup, Log: log, Changed: announceKeysChanged(pool), AtStart: true})
+			ring.Watch(ctx, keys.WatchOptions{Every: keysReloadEvery, Reload: hup, Log: log, Changed: announceKeysChanged(pool, ring), AtStart: true})
 			return nil
 		},
 		// Revoked sessions must outlive the access-token TTL: the
@@ -147,11 +147,18 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 // key was removed (a rollout of the removal) has no change to announce,
 // and proxies that fetch from any replica through a Service (the
 // app-sidecar overlay) would keep the removed key until their next
-// refresh.
-func announceKeysChanged(pool *pgxpool.Pool) func(ctx context.Context, kids []string) error {
+// refresh. The event names the key set the replica serves then (its
+// digest): a proxy that holds that set already does not refetch it, so a
+// rollout that changes no key costs no fetch, instead of one per proxy and
+// replica.
+func announceKeysChanged(pool *pgxpool.Pool, ring *keys.Ring) func(ctx context.Context, kids []string) error {
 	return func(ctx context.Context, _ []string) error {
+		digest, err := invalidation.KeySetDigest(ring.JWKS())
+		if err != nil {
+			digest = "" // every proxy refetches, as without a digest
+		}
 		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged, Keys: digest})
 		})
 	}
 }

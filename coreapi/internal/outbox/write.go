@@ -16,16 +16,20 @@ import (
 type Row struct {
 	Subject string
 	Reason  string
+	// Keys, on an auth.keys.changed row, is the invalidation.KeySetDigest
+	// of the JWKS the writer serves ("": none is sent).
+	Keys string
 }
 
 // The payload is the invalidation.Event body minus its final commit time:
-// {"reason": ..., "at": unix ms}. "at" is the statement clock at insert,
+// {"reason": ..., "at": unix ms}, and "keys" when the row has Keys. "at" is the statement clock at insert,
 // which precedes the commit by at most the rest of the transaction; the
 // relay may overwrite it with the row's publication-time knowledge.
 const qInsert = `
 INSERT INTO outbox (subject, payload)
 SELECT s, jsonb_build_object('reason', r, 'at', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
-FROM unnest($1::text[], $2::text[]) AS u(s, r)`
+       || CASE WHEN k = '' THEN '{}'::jsonb ELSE jsonb_build_object('keys', k) END
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(s, r, k)`
 
 // Write inserts rows into the outbox inside the caller's transaction, in
 // one statement, so they commit or roll back with the change they announce.
@@ -34,8 +38,8 @@ func Write(ctx context.Context, tx pgx.Tx, rows ...Row) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	subjects, reasons := split(rows)
-	if _, err := tx.Exec(ctx, qInsert, subjects, reasons); err != nil {
+	subjects, reasons, keys := split(rows)
+	if _, err := tx.Exec(ctx, qInsert, subjects, reasons, keys); err != nil {
 		return fmt.Errorf("write outbox: %w", err)
 	}
 	return nil
@@ -47,16 +51,18 @@ func Queue(b *pgx.Batch, rows ...Row) {
 	if len(rows) == 0 {
 		return
 	}
-	subjects, reasons := split(rows)
-	b.Queue(qInsert, subjects, reasons)
+	subjects, reasons, keys := split(rows)
+	b.Queue(qInsert, subjects, reasons, keys)
 }
 
-func split(rows []Row) (subjects, reasons []string) {
+func split(rows []Row) (subjects, reasons, keys []string) {
 	subjects = make([]string, len(rows))
 	reasons = make([]string, len(rows))
+	keys = make([]string, len(rows))
 	for i, r := range rows {
 		subjects[i] = r.Subject
 		reasons[i] = r.Reason
+		keys[i] = r.Keys
 	}
-	return subjects, reasons
+	return subjects, reasons, keys
 }
