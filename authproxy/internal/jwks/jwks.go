@@ -429,25 +429,26 @@ func (c *Client) parse(body []byte) (*Set, error) {
 	// Not named ("") when it cannot be computed: every announcement then
 	// refetches.
 	s.Digest, _ = invalidation.KeySetDigest(body)
+	// Two keys under one kid: neither can be trusted to be the one meant,
+	// even when only one of them is usable here (another proxy, with other
+	// TOKEN_ALGS, would take the other one).
+	kids := make(map[string]int, set.Len())
 	for i := 0; i < set.Len(); i++ {
 		jk, _ := set.Key(i)
+		kids[jk.KeyID()]++
+	}
+	for i := 0; i < set.Len(); i++ {
+		jk, _ := set.Key(i)
+		if kids[jk.KeyID()] > 1 {
+			c.log.Warn("jwks duplicate kid skipped", "kid", jk.KeyID())
+			continue
+		}
 		k, err := c.usable(jk)
 		if err != nil {
 			c.log.Warn("jwks key skipped", "kid", jk.KeyID(), "err", err)
 			continue
 		}
-		if _, dup := s.Keys[k.Kid]; dup {
-			// Two keys under one kid: neither can be trusted to be the one meant.
-			c.log.Warn("jwks duplicate kid skipped", "kid", k.Kid)
-			s.Keys[k.Kid] = nil
-			continue
-		}
 		s.Keys[k.Kid] = k
-	}
-	for kid, k := range s.Keys {
-		if k == nil {
-			delete(s.Keys, kid)
-		}
 	}
 	return s, nil
 }

@@ -702,3 +702,44 @@ func TestKeysAnnouncedWhileAFetchRuns(t *testing.T) {
 		t.Errorf("announcement of the held set once no fetch runs: fetched = %v, %v; want none", fetched, err)
 	}
 }
+
+// TestDuplicateKidDroppedWhateverTheOtherCopy: a kid published twice is
+// dropped even when one copy is not usable here (an algorithm outside
+// TOKEN_ALGS, an RSA key too small, a wrong curve): which copy was meant
+// cannot be known, and proxies with other TOKEN_ALGS would otherwise
+// verify the kid with different keys.
+func TestDuplicateKidDroppedWhateverTheOtherCopy(t *testing.T) {
+	ed := testenv.NewKey(t, "x", jwa.EdDSA)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	keys := []map[string]any{
+		pub(t, ed.Public, "good", jwa.EdDSA, "sig"),
+		// The unusable copy first, then the usable one, and the other way round.
+		pub(t, small.Public(), "small-first", jwa.RS256, "sig"),
+		pub(t, ed.Public, "small-first", jwa.EdDSA, "sig"),
+		pub(t, ed.Public, "curve-last", jwa.EdDSA, "sig"),
+		pub(t, ec384.Public(), "curve-last", jwa.ES256, "sig"),
+		// ES256 is not among this proxy's algorithms.
+		pub(t, ec.Public(), "alg-elsewhere", jwa.ES256, "sig"),
+		pub(t, ed.Public, "alg-elsewhere", jwa.EdDSA, "sig"),
+	}
+	b, _ := json.Marshal(map[string]any{"keys": keys})
+	var body atomic.Value
+	body.Store(b)
+	var hits atomic.Int64
+	c := New(Options{URL: serve(t, &body, &hits), Algs: []string{"EdDSA", "RS256"}, Interval: time.Hour, Cooldown: time.Minute,
+		Timeout: 5 * time.Second}, slog.New(slog.NewJSONHandler(io.Discard, nil)), metrics.New())
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Current().Keys
+	for _, kid := range []string{"small-first", "curve-last", "alg-elsewhere"} {
+		if got[kid] != nil {
+			t.Errorf("kid %s published twice: kept (%s)", kid, got[kid].Alg)
+		}
+	}
+	if got["good"] == nil || len(got) != 1 {
+		t.Errorf("keys = %v, want only good", got)
+	}
+}
