@@ -108,6 +108,7 @@ func Canonical(s string) string {
 // (U+0130) apart from "i", which lower() folds together, and folds "ſ"
 // (U+017F) onto "s" and "ς" onto "σ", which lower() keeps apart.
 func SameAddress(a, b string) bool {
+	//lint:ignore SA6005 lower()'s mapping is the point, not EqualFold's folding (see above)
 	return a == b || strings.ToLower(a) == strings.ToLower(b)
 }
 
