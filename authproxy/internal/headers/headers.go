@@ -300,20 +300,28 @@ func IsClientAddress(name []byte) bool {
 // connection, which is not the client's: the proxy decides about its own
 // connection with the client. Most answers carry none of them, which one
 // pass over the fields finds out. The status line becomes the proxy's own
-// (ownStatusLine).
+// (ownStatusLine). Every X-Request-Id of the answer is removed too: the
+// request id the client gets is the proxy's (set after this), the one both
+// services logged and the upstream received; an upstream's own stood
+// beside it (a second field) or, set twice, survived the proxy's.
 func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if !h.IsHTTP11() || len(h.StatusMessage()) > 0 {
 		ownStatusLine(h)
 	}
-	dirty := false
+	dirty, reqID := false, false
 	for k := range h.All() {
-		if isHopByHop(k) {
+		switch {
+		case isHopByHop(k):
 			dirty = true
-			break
+		case len(k) == len("X-Request-Id") && asciiFold(k, "x-request-id"):
+			reqID = true
 		}
 	}
 	if dirty {
 		sanitizeResponse(h)
+	}
+	if reqID {
+		h.Del("X-Request-Id")
 	}
 }
 

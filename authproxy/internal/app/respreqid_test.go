@@ -1,0 +1,59 @@
+package app
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// An app that answers with X-Request-Id fields of its own (one, two, in
+// lower case) does not change the request id the client gets: the client
+// receives exactly one X-Request-Id, the proxy's, the one both services
+// logged and the app received. Stream routes too.
+func TestUpstreamRequestIDAnswerIsTheProxys(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: app-1\r\nx-request-id: app-2\r\nX-App: kept\r\n\r\nok")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	for _, path := range []string{"/x", "/events"} {
+		t.Run(path, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+e.addr+path, nil)
+			req.Header.Set("X-Request-Id", "client-req-1")
+			resp, err := e.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-App") != "kept" {
+				t.Fatalf("status %d, body %q, X-App %q", resp.StatusCode, body, resp.Header.Get("X-App"))
+			}
+			if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] != "client-req-1" {
+				t.Fatalf("X-Request-Id %q, want exactly the proxy's [client-req-1]", ids)
+			}
+		})
+	}
+}
+
+// The same for an app's 101 to a WebSocket upgrade.
+func TestUpstreamRequestIDSwitchingProtocolsIsTheProxys(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Request-Id: app-1\r\nX-Request-Id: app-2\r\n\r\n")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /ws, upstream: notes, access: public, websocket: true}\n"})
+	conn, br := dialProxy(t, e.addr)
+	if _, err := io.WriteString(conn, strings.Replace(wsUpgrade("/ws"), "\r\n", "\r\nX-Request-Id: client-req-1\r\n", 1)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] != "client-req-1" {
+		t.Fatalf("X-Request-Id %q, want exactly the proxy's [client-req-1]", ids)
+	}
+}
