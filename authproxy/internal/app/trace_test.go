@@ -574,3 +574,48 @@ func TestTracingOtherFormatsOnlyFromTrustedPeers(t *testing.T) {
 		})
 	}
 }
+
+// An API key the proxy resolves at coreapi is traced as a child span of
+// the request's, "api key", and the resolve carries that span's
+// traceparent, so coreapi's side joins the client's trace under it. A key
+// served from the cache costs no span. The resolve was neither traced nor
+// linked: coreapi's span of it started a trace of its own.
+func TestTracingAPIKeyResolve(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", nil)
+	secret, _ := e.newAPIKey("tenant:read")
+	e.wantStatus(e.do("GET", "/notes/1", "", map[string]string{"X-API-Key": secret}), 200)
+
+	spans := exp.GetSpans()
+	srv := spanNamed(t, spans, "GET /notes")
+	key := spanNamed(t, spans, "api key")
+	if key.Parent.SpanID() != srv.SpanContext.SpanID() || key.SpanContext.TraceID() != srv.SpanContext.TraceID() {
+		t.Fatalf("the api key span is not a child of the request's span")
+	}
+	if attr(srv, "tollgate.principal") != "api_key" {
+		t.Fatalf("principal %q, want api_key", attr(srv, "tollgate.principal"))
+	}
+	kt := e.core.KeyTraceparents()
+	if len(kt) != 1 {
+		t.Fatalf("%d key resolves, want 1", len(kt))
+	}
+	if gt, gs, flags := parseTP(t, kt[0]); gt != srv.SpanContext.TraceID().String() || gs != key.SpanContext.SpanID().String() || flags != "01" {
+		t.Fatalf("resolve traceparent %s, want trace %s under span %s", kt[0], srv.SpanContext.TraceID(), key.SpanContext.SpanID())
+	}
+	for _, s := range spans {
+		for _, a := range s.Attributes {
+			if strings.Contains(a.Value.Emit(), secret) {
+				t.Fatalf("span %s attribute %s holds the key", s.Name, a.Key)
+			}
+		}
+	}
+
+	// Warm: from the cache, no resolve and no span of it.
+	exp.Reset()
+	e.wantStatus(e.do("GET", "/notes/2", "", map[string]string{"X-API-Key": secret}), 200)
+	if spans := exp.GetSpans(); len(spans) != 1 {
+		t.Fatalf("warm key request: %d spans, want the server span only", len(spans))
+	}
+	if n := len(e.core.KeyTraceparents()); n != 1 {
+		t.Fatalf("%d key resolves after a cached key, want 1", n)
+	}
+}

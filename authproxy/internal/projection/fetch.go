@@ -141,6 +141,11 @@ func (f *HTTPFetcher) post(ctx context.Context, path string, body []byte, reques
 	req.Header.Set(identity.HeaderEmailVerified, "false")
 	req.Header.Set(identity.HeaderTimestamp, strconv.FormatInt(ts, 10))
 	req.Header.Set(identity.HeaderSignature, f.signer.Sign(&id, &r))
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The request's trace continues in coreapi's handler (an API
+		// key's resolve).
+		propagation.TraceContext{}.Inject(ctx, tracing.RequestHeaderCarrier{H: &req.Header})
+	}
 	timeout := f.timeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))

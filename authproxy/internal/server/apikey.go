@@ -242,6 +242,8 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 		if ke, err = s.d.Keys.CachedKey(pid, &st.keyDigest, st.start); errors.Is(err, projection.ErrKeyNotCached) {
 			return nil, nil, unknownKeysLimited(st, s, wait)
 		}
+	} else if st.trace.on {
+		ke, err = s.tracedKey(st, key, pid)
 	} else {
 		ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip))
 	}
@@ -277,6 +279,23 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 	st.principal, st.claims = identity.PrincipalAPIKey, ke.Token.Claims()
 	st.waited = true // a key may have been resolved by coreapi: read the clock
 	return ke, w, nil
+}
+
+// tracedKey is GetKey for a traced request: a key the cache does not hold
+// is resolved under a child span of the request's, "api key", whose
+// context the resolve carries to coreapi (traceparent), as the projection
+// fetch does; a cached key costs no span. Out of line (noinline): most
+// requests are not traced.
+//
+//go:noinline
+func (s *Server) tracedKey(st *state, key, pid []byte) (*projection.KeyEntry, error) {
+	if ke, err := s.d.Keys.CachedKey(pid, &st.keyDigest, st.start); !errors.Is(err, projection.ErrKeyNotCached) {
+		return ke, err
+	}
+	ctx, span := s.traceChild(st, "api key")
+	ke, err := s.d.Keys.GetKey(ctx, key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip))
+	endChild(span, err)
+	return ke, err
 }
 
 // keyRefusal reports whether err (resolveKey's) refuses the key itself:

@@ -225,6 +225,7 @@ type Core struct {
 	used    []string
 	// keyClients: the client_ip of each authenticated resolve, in order.
 	keyClients []string
+	keyTrace   []string // the traceparent of each authenticated resolve
 	// KeyFetches counts authenticated API-key resolves.
 	KeyFetches atomic.Int64
 	// KeyGate, when set, is received from before a resolve is answered.
@@ -602,6 +603,14 @@ func (c *Core) KeyClients() []string {
 	return append([]string(nil), c.keyClients...)
 }
 
+// KeyTraceparents are the traceparent headers of the authenticated
+// API-key resolves so far ("" for one without).
+func (c *Core) KeyTraceparents() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.keyTrace...)
+}
+
 // UsedKeys returns the public ids reported used so far.
 func (c *Core) UsedKeys() []string {
 	c.mu.Lock()
@@ -640,6 +649,7 @@ func (c *Core) resolveKey(ctx *fiber.Ctx) error {
 	}
 	c.mu.Lock()
 	c.keyClients = append(c.keyClients, b.ClientIP)
+	c.keyTrace = append(c.keyTrace, ctx.Get("Traceparent"))
 	c.mu.Unlock()
 	pid, ok := apikey.Parse([]byte(b.Key))
 	if !ok {
