@@ -1,6 +1,7 @@
 package tracing
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 
@@ -31,8 +32,19 @@ func canonical(key string) string {
 	return key
 }
 
-// Get returns the first value of key.
-func (c RequestHeaderCarrier) Get(key string) string { return string(c.H.Peek(canonical(key))) }
+// Get returns the first value of key; for tracestate, every value joined
+// with commas: W3C Trace Context lets a sender split the list over several
+// header fields, which the receiver combines (only the first was read, the
+// entries of the others lost).
+func (c RequestHeaderCarrier) Get(key string) string {
+	k := canonical(key)
+	if k == HeaderTracestate {
+		if vs := c.H.PeekAll(k); len(vs) > 1 {
+			return string(bytes.Join(vs, []byte{','}))
+		}
+	}
+	return string(c.H.Peek(k))
+}
 
 // Set replaces key.
 func (c RequestHeaderCarrier) Set(key, value string) { c.H.Set(canonical(key), value) }

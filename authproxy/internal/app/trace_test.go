@@ -619,3 +619,23 @@ func TestTracingAPIKeyResolve(t *testing.T) {
 		t.Fatalf("%d key resolves after a cached key, want 1", n)
 	}
 }
+
+// A trusted peer's tracestate split over several fields (W3C Trace
+// Context: one list, which may be sent as several header fields, to be
+// combined) is adopted whole and travels on as one field. Only its first
+// field was read, and the others removed: the vendors' entries of the
+// later fields were lost.
+func TestTracingTrustedTracestateFieldsCombined(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
+	tok := e.token(nil)
+	e.wantStatus(e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\ntraceparent: "+clientTraceparent+
+		"\r\ntracestate: vendor=opaque,other=1\r\ntracestate: third=x\r\nConnection: close\r\n\r\n"), 200)
+	srv := spanNamed(t, exp.GetSpans(), "GET /notes")
+	if got, want := srv.SpanContext.TraceState().String(), "vendor=opaque,other=1,third=x"; got != want {
+		t.Fatalf("span tracestate %q, want %q", got, want)
+	}
+	up := e.wantSignedAt(e.up, "app-notes")
+	if ts := up.Headers["Tracestate"]; len(ts) != 1 || ts[0] != "vendor=opaque,other=1,third=x" {
+		t.Fatalf("upstream tracestate %q, want [vendor=opaque,other=1,third=x]", ts)
+	}
+}
