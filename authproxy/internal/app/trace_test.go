@@ -548,7 +548,9 @@ func TestTracingOtherFormatsOnlyFromTrustedPeers(t *testing.T) {
 		"X-B3-Flags": "1", "uber-trace-id": clientTrace + ":" + clientSpan + ":0:1", "uberctx-tenant.id": "someone-else",
 		"jaeger-debug-id": "force", "ot-tracer-traceid": clientTrace, "ot-baggage-tenant.id": "someone-else",
 		"X-Amzn-Trace-Id": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1", "X-Cloud-Trace-Context": clientTrace + "/1;o=1",
-		"x-datadog-trace-id": "4242", "x-datadog-sampling-priority": "2", "x-envoy-force-trace": "true", "x-client-trace-id": clientTrace}
+		"x-datadog-trace-id": "4242", "x-datadog-sampling-priority": "2", "x-envoy-force-trace": "true", "x-client-trace-id": clientTrace,
+		"elastic-apm-traceparent": clientTraceparent, "newrelic": "eyJ2IjpbMCwxXX0=", "sw8": "1-" + clientTrace + "-x-0-c2VydmljZQ==-aW5zdA==-L25vdGVz-YWRkcg==",
+		"sw8-correlation": "dGVuYW50Lmlk:c29tZW9uZS1lbHNl", "X-Instana-T": clientSpan, "X-Instana-L": "1", "x-dynatrace": "FW4;0;1;2;3;0;4;5"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
 			vars := map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}

@@ -68,8 +68,9 @@ func isMethodOverride(name []byte) bool {
 // IsTraceContext reports whether name carries trace context or baggage: the
 // W3C traceparent, tracestate and baggage, and the fields of the other
 // propagation formats an app's tracer may read (B3, Jaeger, OpenTracing,
-// AWS X-Ray, Google Cloud, Datadog), with those that force a trace to be
-// recorded (jaeger-debug-id, Envoy's x-envoy-force-trace and
+// AWS X-Ray, Google Cloud, Datadog, Elastic APM, New Relic, SkyWalking,
+// Instana, Dynatrace), with those that force a trace to be recorded
+// (jaeger-debug-id, X-Instana-L, Envoy's x-envoy-force-trace and
 // x-client-trace-id). A client outside TRUSTED_PROXY_CIDRS may not choose
 // the trace (and so the trace id every service logs) its request joins,
 // nor make every request it sends recorded, nor hand an app telemetry
@@ -88,33 +89,41 @@ func IsTraceContext(name []byte) bool {
 	switch len(name) {
 	case len("b3"):
 		exact = equalFold(name, "b3")
+	case len("sw8"):
+		exact = equalFold(name, "sw8")
+	case len("sw8-x"):
+		exact = equalFold(name, "sw8-x")
+	case len("newrelic"):
+		exact = equalFold(name, "newrelic")
 	case len("baggage"):
 		exact = equalFold(name, "baggage")
 	case len("tracestate"):
 		exact = equalFold(name, "tracestate")
-	case len("traceparent"):
-		exact = equalFold(name, "traceparent")
+	case len("traceparent"): // and x-dynatrace
+		exact = equalFold(name, "traceparent") || equalFold(name, "x-dynatrace")
 	case len("uber-trace-id"):
 		exact = equalFold(name, "uber-trace-id")
 	case len("grpc-trace-bin"): // and jaeger-baggage
 		exact = equalFold(name, "grpc-trace-bin") || equalFold(name, "jaeger-baggage")
-	case len("jaeger-debug-id"): // and x-amzn-trace-id
-		exact = equalFold(name, "jaeger-debug-id") || equalFold(name, "x-amzn-trace-id")
+	case len("jaeger-debug-id"): // and x-amzn-trace-id, sw8-correlation
+		exact = equalFold(name, "jaeger-debug-id") || equalFold(name, "x-amzn-trace-id") || equalFold(name, "sw8-correlation")
 	case len("x-client-trace-id"):
 		exact = equalFold(name, "x-client-trace-id")
 	case len("x-envoy-force-trace"):
 		exact = equalFold(name, "x-envoy-force-trace")
 	case len("x-cloud-trace-context"):
 		exact = equalFold(name, "x-cloud-trace-context")
+	case len("elastic-apm-traceparent"):
+		exact = equalFold(name, "elastic-apm-traceparent")
 	}
 	if exact {
 		return true
 	}
 	// The families named by a prefix (X-B3-TraceId, x-datadog-trace-id,
-	// uberctx-<key>, ot-baggage-<key>), whatever their length.
+	// X-Instana-T, uberctx-<key>, ot-baggage-<key>), whatever their length.
 	switch name[0] | 0x20 {
 	case 'x':
-		return hasPrefixFold(name, "x-b3-") || hasPrefixFold(name, "x-datadog-")
+		return hasPrefixFold(name, "x-b3-") || hasPrefixFold(name, "x-datadog-") || hasPrefixFold(name, "x-instana-")
 	case 'u':
 		return hasPrefixFold(name, "uberctx-")
 	case 'o':
@@ -696,8 +705,8 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // re-validates and re-cases its name, or walks every field). Names match
 // in any case. A field's first letter (and for some, its length) decides
 // which names it is compared with: every name Sanitize removes starts with
-// one of b, c, e, f, k, p, t, u, v or x, so most fields (Host, Accept,
-// User-Agent...) cost one switch.
+// one of b, c, e, f, g, j, k, n, o, p, s, t, u, v or x, so most fields
+// (Host, Accept, User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
 	seenID := false
@@ -718,9 +727,11 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 				s.Authorizations++
 			}
 			continue
-		case 's':
+		case 's': // Sec-WebSocket-Protocol; sw8, sw8-*
 			s.WSProtocol = s.WSProtocol || len(k) == len("Sec-WebSocket-Protocol") && equalFold(k, "sec-websocket-protocol")
-			continue
+			if len(k) < len("sw8") || k[1]|0x20 != 'w' {
+				continue
+			}
 		case 'u': // Upgrade, uber-trace-id, uberctx-*; not User-Agent
 			if len(k) != len("Upgrade") && (len(k) < 2 || k[1]|0x20 != 'b') {
 				continue
@@ -729,8 +740,12 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") {
 				continue
 			}
-		case 'e': // Expect
-			if len(k) != len("Expect") {
+		case 'e': // Expect, elastic-apm-traceparent
+			if len(k) != len("Expect") && len(k) != len("elastic-apm-traceparent") {
+				continue
+			}
+		case 'n': // newrelic
+			if len(k) != len("newrelic") {
 				continue
 			}
 		case 'b': // baggage, b3

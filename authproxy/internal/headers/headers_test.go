@@ -704,17 +704,21 @@ var otherTraceFields = []string{"b3", "B3", "X-B3-TraceId", "x-b3-spanid", "X_B3
 	"uber-trace-id", "Uber_Trace_Id", "uberctx-tenant.id", "UBERCTX-user", "jaeger-debug-id", "jaeger-baggage",
 	"ot-tracer-traceid", "OT-Tracer-Sampled", "ot-baggage-tenant.id", "ot_baggage_user", "X-Amzn-Trace-Id", "x_amzn_trace_id",
 	"X-Cloud-Trace-Context", "grpc-trace-bin", "x-datadog-trace-id", "X-Datadog-Sampling-Priority", "x_datadog_origin",
-	"x-envoy-force-trace", "X-Client-Trace-Id"}
+	"x-envoy-force-trace", "X-Client-Trace-Id",
+	"elastic-apm-traceparent", "Elastic-Apm-Traceparent", "newrelic", "NewRelic", "sw8", "SW8", "sw8-correlation", "sw8_x",
+	"X-Instana-T", "x-instana-s", "X-INSTANA-L", "x-instana-synthetic", "x-dynatrace", "X_Dynatrace"}
 
 // otherTraceKept are names close to them that are no trace context.
 var otherTraceKept = []string{"b4", "B", "x-b3", "x-b3-", "X-B4-TraceId", "uberctx-", "uberctx", "uber-trace-ix", "Ub",
 	"User-Agent", "Upgrade-Insecure-Requests", "ot-tracer-", "ot-baggage-", "ot-tracers", "Origin", "jaeger-debug-ix",
 	"grpc-trace-bix", "grpc-timeout", "x-datadog-", "x-datadog", "x-amzn-trace-ix", "x-cloud-trace-contexts",
-	"x-envoy-force-traces", "x-client-trace-ix", "Traceresponse"}
+	"x-envoy-force-traces", "x-client-trace-ix", "Traceresponse",
+	"elastic-apm-traceparenx", "Expect", "newrelix", "sw9", "sw8-", "Sec-WebSocket-Key", "sw8-correlatiox", "x-instana-", "x-instana",
+	"x-dynatracx", "Server-Timing"}
 
 // The trace context of other propagation formats is a trusted peer's to
-// give, like W3C's: an app whose tracer reads B3, Jaeger, Datadog or
-// X-Ray would otherwise take the client's trace id and sampling decision
+// give, like W3C's: an app whose tracer reads B3, Jaeger, Datadog, X-Ray,
+// Elastic APM, New Relic, SkyWalking, Instana or Dynatrace would otherwise take the client's trace id and sampling decision
 // (X-B3-Flags, jaeger-debug-id, x-datadog-sampling-priority force a trace
 // to be recorded), or its baggage (uberctx-*, ot-baggage-*). Each is
 // removed when it comes alone (the scan must know it) and names close to
