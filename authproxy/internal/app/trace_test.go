@@ -605,7 +605,7 @@ func TestTracingAPIKeyResolve(t *testing.T) {
 	}
 	for _, s := range spans {
 		for _, a := range s.Attributes {
-			if strings.Contains(a.Value.Emit(), secret) {
+			if strings.Contains(a.Value.String(), secret) {
 				t.Fatalf("span %s attribute %s holds the key", s.Name, a.Key)
 			}
 		}
