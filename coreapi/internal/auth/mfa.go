@@ -749,8 +749,6 @@ WHERE mfa_totp.status = 'pending'`
 // of the end.
 func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	const qPending = `SELECT status FROM mfa_totp WHERE user_id = $1`
-	const qClear = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
-	const qCode = `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`
 	id := httpapi.IdentityOf(c)
 	var req totpConfirm
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
@@ -817,15 +815,8 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		if err := activateTOTP(ctx, tx, id.UserID); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, qClear, id.UserID); err != nil {
-			return fmt.Errorf("clear recovery codes: %w", err)
-		}
-		b := &pgx.Batch{}
-		for _, code := range codes {
-			b.Queue(qCode, id.UserID, mfa.HashRecovery(code))
-		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("store recovery codes: %w", err)
+		if err := storeRecoveryCodes(ctx, tx, id.UserID, codes); err != nil {
+			return err
 		}
 		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID,
@@ -884,11 +875,7 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 // first): a session alone, stolen or left open, must not mint itself a
 // way past the factor.
 func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
-	const (
-		qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
-		qClear  = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
-		qCode   = `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`
-	)
+	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
 	on, err := s.hasMFA(ctx, id.UserID)
@@ -929,15 +916,8 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 		} else if !fresh {
 			return errStale
 		}
-		if _, err := tx.Exec(ctx, qClear, id.UserID); err != nil {
-			return fmt.Errorf("clear recovery codes: %w", err)
-		}
-		b := &pgx.Batch{}
-		for _, code := range codes {
-			b.Queue(qCode, id.UserID, mfa.HashRecovery(code))
-		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("store recovery codes: %w", err)
+		if err := storeRecoveryCodes(ctx, tx, id.UserID, codes); err != nil {
+			return err
 		}
 		return audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserMFARecoveryCodesRegenerated, TargetType: audit.TargetUser, TargetID: id.UserID,
@@ -953,6 +933,26 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.JSON(recoveryCodes{RecoveryCodes: codes})
+}
+
+// storeRecoveryCodes replaces, in tx, userID's recovery codes with the
+// hashes of codes (the inserts in one batch).
+func storeRecoveryCodes(ctx context.Context, tx pgx.Tx, userID string, codes []string) error {
+	const (
+		qClear = `DELETE FROM mfa_recovery_codes WHERE user_id = $1`
+		qCode  = `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`
+	)
+	if _, err := tx.Exec(ctx, qClear, userID); err != nil {
+		return fmt.Errorf("clear recovery codes: %w", err)
+	}
+	b := &pgx.Batch{}
+	for _, code := range codes {
+		b.Queue(qCode, userID, mfa.HashRecovery(code))
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("store recovery codes: %w", err)
+	}
+	return nil
 }
 
 // removeMFA deletes a user's factor and recovery codes in one
