@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -1101,8 +1102,9 @@ func resetRefused(err error) error {
 }
 
 // signOutAfterReset ends every session of userID whose second factor was
-// just reset (ReasonMFAReset) and bumps its token version, so no access
-// token issued before outlives the reset. It returns how many sessions
+// just reset (ReasonMFAReset), and the email changes they asked for, and
+// bumps its token version, so no access token issued before outlives the
+// reset. It returns how many sessions
 // ended.
 func signOutAfterReset(ctx context.Context, tx pgx.Tx, ss *sessions.Store, userID string) (int64, error) {
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
@@ -1113,7 +1115,17 @@ func signOutAfterReset(ctx context.Context, tx pgx.Tx, ss *sessions.Store, userI
 	if _, err := tx.Exec(ctx, qBump, userID); err != nil {
 		return 0, fmt.Errorf("bump token version: %w", err)
 	}
-	return ss.RevokeAll(ctx, tx, userID, "", sessions.ReasonMFAReset)
+	n, err := ss.RevokeAll(ctx, tx, userID, "", sessions.ReasonMFAReset)
+	if err != nil {
+		return 0, err
+	}
+	// As a sign-out everywhere and a password change do: an email change
+	// one of the sessions ended asked for must not move the account to
+	// another mailbox afterwards.
+	if err := onetime.RevokeEmailChanges(ctx, tx, userID); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // Errors of ResetMFA.

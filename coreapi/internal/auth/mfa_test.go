@@ -638,7 +638,23 @@ func TestAdminResetsMemberMFA(t *testing.T) {
 	if err := e.DB.Pool.QueryRow(ctx, `SELECT token_version FROM users WHERE id = $1`, member.UserID).Scan(&tvBefore); err != nil {
 		t.Fatal(err)
 	}
+	// An email change a session of the member asked for, its link in
+	// flight, and a verification link of the member's own address.
+	if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at)
+VALUES (sha256(gen_random_uuid()::text::bytea), 'verify_email', $1, 'elsewhere@example.net', now() + interval '1 day'),
+       (sha256(gen_random_uuid()::text::bytea), 'verify_email', $1, 'member@example.com', now() + interval '1 day')`, member.UserID); err != nil {
+		t.Fatal(err)
+	}
 	wantStatus(t, "reset", reset(ownerAs, member.UserID), http.StatusNoContent, "")
+	// The reset ends the sessions: an email change one of them asked for
+	// must not move the account to another mailbox afterwards, as after a
+	// sign-out everywhere or a password change.
+	if n := e.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND email = 'elsewhere@example.net'`, member.UserID); n != 0 {
+		t.Error("a pending email change survived the reset")
+	}
+	if n := e.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND email = 'member@example.com'`, member.UserID); n != 1 {
+		t.Error("the own address's verification link did not survive the reset")
+	}
 	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, member.UserID); n != 0 {
 		t.Error("the factor survived the reset")
 	}
