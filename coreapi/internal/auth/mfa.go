@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -836,24 +837,45 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	return c.JSON(recoveryCodes{RecoveryCodes: codes})
 }
 
-// disableTOTP removes the caller's second factor; the session must have
-// given it within MFAMaxAge (step up first).
-func (s *Service) disableTOTP(c *fiber.Ctx) error {
-	id := httpapi.IdentityOf(c)
+// errNoActiveFactor: the caller has no active second factor.
+var errNoActiveFactor = problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
+
+// recentFactor is nil when the caller has an active second factor and its
+// session gave it within MFAMaxAge: what disabling the factor and new
+// recovery codes need. Else errNoActiveFactor, or the step-up answer
+// (needRecentFactor) saying that what needs one.
+func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) error {
 	ctx := c.UserContext()
 	on, err := s.hasMFA(ctx, id.UserID)
 	if err != nil {
 		return err
 	}
 	if !on {
-		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
+		return errNoActiveFactor
 	}
 	fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, MFAMaxAge, true)
 	if err != nil {
 		return err
 	}
 	if !fresh {
-		return httpapi.NeedRecentSecondFactor(c, MFAMaxAge, "disabling the second factor needs one given in the last 5 minutes; step up with grant_type=mfa_otp")
+		return needRecentFactor(c, what)
+	}
+	return nil
+}
+
+// needRecentFactor is the step-up answer: what needs a second factor
+// given in the last MFAMaxAge.
+func needRecentFactor(c *fiber.Ctx, what string) error {
+	return httpapi.NeedRecentSecondFactor(c, MFAMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+}
+
+// disableTOTP removes the caller's second factor; the session must have
+// given it within MFAMaxAge (step up first).
+func (s *Service) disableTOTP(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	if err := s.recentFactor(c, id, "disabling the second factor"); err != nil {
+		return err
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, nil, func(tx pgx.Tx) error {
@@ -879,20 +901,9 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
-	on, err := s.hasMFA(ctx, id.UserID)
-	if err != nil {
+	const what = "new recovery codes"
+	if err := s.recentFactor(c, id, what); err != nil {
 		return err
-	}
-	if !on {
-		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
-	}
-	needFresh := func() error {
-		return httpapi.NeedRecentSecondFactor(c, MFAMaxAge, "new recovery codes need a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
-	}
-	if fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, MFAMaxAge, true); err != nil {
-		return err
-	} else if !fresh {
-		return needFresh()
 	}
 	codes, err := mfa.NewRecoveryCodes(mfa.RecoveryCodes)
 	if err != nil {
@@ -926,9 +937,9 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 	})
 	switch {
 	case errors.Is(err, errGone):
-		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
+		return errNoActiveFactor
 	case errors.Is(err, errStale):
-		return needFresh()
+		return needRecentFactor(c, what)
 	case err != nil:
 		return err
 	}
