@@ -134,7 +134,9 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		},
 		func(ctx context.Context) error { return oidc.RunSweeper(ctx, oauthSweepEvery) },
 		func(ctx context.Context) error { return keysSvc.RunSweeper(ctx, sessionSweepEvery) },
-		func(ctx context.Context) error { return sweepAudit(ctx, log, pool, cfg.AuditRetention) },
+		func(ctx context.Context) error {
+			return sweepAudit(ctx, log, pool, cfg.AuditRetention, sessionSweepEvery)
+		},
 	}
 	return append(workers, lifecycleWorkers...), nil
 }
@@ -268,11 +270,11 @@ func mfaSealer(cfg config.Config, log *slog.Logger) (*mfa.Sealer, error) {
 }
 
 // sweepAudit deletes the audit events older than keep (AUDIT_RETENTION)
-// every sessionSweepEvery; with keep 0 it keeps them all and returns.
-func sweepAudit(ctx context.Context, log *slog.Logger, pool *pgxpool.Pool, keep time.Duration) error {
+// every interval until ctx ends; with keep 0 it keeps them all and returns.
+func sweepAudit(ctx context.Context, log *slog.Logger, pool *pgxpool.Pool, keep, every time.Duration) error {
 	if keep <= 0 {
 		return nil
 	}
-	return sweep.Every(ctx, sessionSweepEvery, log, slog.LevelInfo, sweep.Task{Name: "audit events",
+	return sweep.Every(ctx, every, log, slog.LevelInfo, sweep.Task{Name: "audit events",
 		Run: func(ctx context.Context) (int64, error) { return audit.Sweep(ctx, pool, keep) }})
 }
