@@ -499,6 +499,13 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
 			delete(c.Resources.Limits, corev1.ResourceCPU)
 		}, "neither GOMAXPROCS nor a cpu limit"},
+		{"one scratch volume for both containers", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).VolumeMounts = append(ctr(t, b, coreName).VolumeMounts, corev1.VolumeMount{Name: "authproxy-tmp", MountPath: "/var/tmp"})
+		}, "emptyDir authproxy-tmp is written by authproxy and coreapi"},
+		{"authproxy's parallelism left to the node", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
+		}, "authproxy: neither GOMAXPROCS nor a cpu limit"},
 		{"coreapi's GOMAXPROCS not a number", func(t *testing.T, b *bundle) {
 			setEnv(ctr(t, b, coreName), "GOMAXPROCS", "two")
 		}, "GOMAXPROCS \"two\""},
@@ -839,6 +846,8 @@ func check(b *bundle) []string {
 	if _, err := coreProcs(core, coreEnv); err != nil {
 		v.addf("coreapi: %v", err)
 	}
+	checkProxyProcs(&v, proxy, proxyEnv, "authproxy")
+	checkScratch(&v, pod, "Deployment "+dep.Name)
 
 	// coreapi is reachable only from inside the pod.
 	if !isLoopback(coreHost) {
@@ -1079,21 +1088,65 @@ func check(b *bundle) []string {
 	return v
 }
 
-// coreProcs is coreapi's GOMAXPROCS as the manifest fixes it: the
+// procsOf is a container's GOMAXPROCS as the manifest fixes it: the
 // GOMAXPROCS variable, else the CPU limit rounded up (at least 2, as the Go
-// runtime does).
-func coreProcs(c *corev1.Container, env map[string]string) (int, error) {
-	if s, ok := env["GOMAXPROCS"]; ok {
+// runtime does). ok is false when neither is set: the Go runtime then takes
+// the node's CPU count.
+func procsOf(c *corev1.Container, env map[string]string) (n int, ok bool, err error) {
+	if s, set := env["GOMAXPROCS"]; set {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			return 0, fmt.Errorf("GOMAXPROCS %q is not a positive number", s)
+			return 0, true, fmt.Errorf("GOMAXPROCS %q is not a positive number", s)
 		}
-		return n, nil
+		return n, true, nil
 	}
-	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
-		return max(int((q.MilliValue()+999)/1000), 2), nil
+	if q, set := c.Resources.Limits[corev1.ResourceCPU]; set {
+		return max(int((q.MilliValue()+999)/1000), 2), true, nil
 	}
-	return 0, errors.New("neither GOMAXPROCS nor a cpu limit is set: the database pool (4 × GOMAXPROCS) and the password hashes run at once (19 MiB each) grow with the node's CPU count")
+	return 0, false, nil
+}
+
+// coreProcs is coreapi's GOMAXPROCS as the manifest fixes it.
+func coreProcs(c *corev1.Container, env map[string]string) (int, error) {
+	n, ok, err := procsOf(c, env)
+	if err == nil && !ok {
+		err = errors.New("neither GOMAXPROCS nor a cpu limit is set: the database pool (4 × GOMAXPROCS) and the password hashes run at once (19 MiB each) grow with the node's CPU count")
+	}
+	return n, err
+}
+
+// checkProxyProcs: authproxy's parallelism is fixed too. Without
+// GOMAXPROCS or a cpu limit it takes the node's CPU count: on a 64-CPU node
+// its garbage collector alone runs 16 workers at once, in bursts taken
+// from the app and coreapi beside it in the pod, and the memory limit was
+// measured with two. Sidecar proxies conventionally run with 2 (Istio's
+// proxy concurrency).
+func checkProxyProcs(v *violations, c *corev1.Container, env map[string]string, who string) {
+	if _, ok, err := procsOf(c, env); err != nil {
+		v.addf("%s: %v", who, err)
+	} else if !ok {
+		v.addf("%s: neither GOMAXPROCS nor a cpu limit is set: its parallelism (garbage collector workers included) follows the node's CPU count, not the memory limit measured with 2", who)
+	}
+}
+
+// checkScratch: a writable scratch volume (emptyDir) belongs to one
+// container. Shared, what one process writes under /tmp the other reads
+// or replaces, and one container's use fills the other's space.
+func checkScratch(v *violations, pod *corev1.PodSpec, who string) {
+	for _, vol := range pod.Volumes {
+		if vol.EmptyDir == nil {
+			continue
+		}
+		var users []string
+		for _, c := range allContainers(pod) {
+			if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == vol.Name && !m.ReadOnly }) {
+				users = append(users, c.Name)
+			}
+		}
+		if len(users) > 1 {
+			v.addf("%s: emptyDir %s is written by %s: give each container its own", who, vol.Name, strings.Join(users, " and "))
+		}
+	}
 }
 
 // corePool is the size of one coreapi replica's database pool.

@@ -267,6 +267,10 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"sidecar startup probe on /readyz", func(t *testing.T, b *bundle) {
 			sidecarOf(t, b).StartupProbe.HTTPGet.Path = "/readyz"
 		}, "not /healthz"},
+		{"sidecar's parallelism left to the node", func(t *testing.T, b *bundle) {
+			c := sidecarOf(t, b)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
+		}, "neither GOMAXPROCS nor a cpu limit"},
 		{"sidecar without a readiness probe", func(t *testing.T, b *bundle) {
 			sidecarOf(t, b).ReadinessProbe = nil
 		}, "no readiness probe on /readyz"},
@@ -895,6 +899,8 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 		v.addf("%s: sidecar containerPort http = %d, want PROXY_LISTEN_ADDR port %d", name, httpPort, proxyPort)
 	}
 	checkProbes(v, proxy, proxyAdmin, adminHost)
+	checkProxyProcs(v, proxy, env, name+": sidecar "+proxy.Name)
+	checkScratch(v, pod, name)
 
 	// IDENTITY_URL names the internal Service on its coreapi port.
 	okURL := false
