@@ -220,6 +220,26 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 echo $$ >"$owner_file"
 
+# A throwaway cluster outlived a run killed before its EXIT trap (kill -9,
+# the OOM killer): a postmaster and its directory left behind for good. A
+# watchdog, in a session of its own where setsid exists (a signal to this
+# run's process group does not reach it), waits for this shell to end and
+# then stops and removes what is left; after a clean exit that is nothing.
+if [[ $KEEP -eq 0 ]]; then
+	watchdog() {
+		trap '' INT TERM HUP
+		while kill -0 "$1" 2>/dev/null; do sleep 1; done
+		[[ -d "$PGDATA" ]] || exit 0
+		as_pg "$PG_CTL" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1
+		rm -rf "$BASE"
+	}
+	if command -v setsid >/dev/null 2>&1; then
+		setsid bash -c "$(declare -f watchdog as_pg); $(declare -p RUN_AS PG_CTL PGDATA BASE); watchdog $$" </dev/null >/dev/null 2>&1 &
+	else
+		(watchdog $$) </dev/null >/dev/null 2>&1 &
+	fi
+fi
+
 # The cluster's superuser has a password, and every connection must give it
 # (scram-sha-256), from 127.0.0.1 too: with trust authentication any local
 # user could connect as the superuser and, through COPY ... TO PROGRAM, run

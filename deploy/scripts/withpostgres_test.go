@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/pgcheck"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
 
 var script = filepath.Join("..", "..", "scripts", "with-postgres.sh")
@@ -661,4 +663,40 @@ while [ ! -f "`+release+`" ]; do sleep 0.1; done`, "PG_PERSIST_DIR="+pd)
 		t.Fatal(err)
 	}
 	t.Run("kept from before", check)
+}
+
+// TestWithPostgresThrowawayClusterOutlivesNoKilledRun: a throwaway cluster
+// (no PG_PERSIST_DIR) whose run is killed before its EXIT trap (kill -9)
+// is stopped and removed once the run is gone; a postmaster and its
+// directory were left behind for good.
+func TestWithPostgresThrowawayClusterOutlivesNoKilledRun(t *testing.T) {
+	needServer(t)
+	tmp := filepath.Dir(persistDir(t)) // reachable by the cluster's user
+	urlFile := filepath.Join(t.TempDir(), "url")
+	// The command records the URL, then kills the script (its parent) as
+	// kill -9 would: no trap runs.
+	cmd, errf := startScript(t, `printf %s "$DATABASE_URL" >"`+urlFile+`"; kill -9 $PPID`, "TMPDIR="+tmp)
+	_ = cmd.Wait()
+	b, err := os.ReadFile(urlFile)
+	if err != nil {
+		t.Fatalf("the command did not run: %v\n%s", err, readFile(t, errf))
+	}
+	m := regexp.MustCompile(`:(\d+)/`).FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatalf("DATABASE_URL %q has no port", b)
+	}
+	port := m[1]
+	dirs, _ := filepath.Glob(filepath.Join(tmp, "tollgate-pg.*"))
+	for _, d := range dirs {
+		stopLeftover(t, d)
+	}
+	eventually.Within(t, time.Minute, func() error {
+		if listening(port) {
+			return fmt.Errorf("the killed run's cluster still listens on port %s", port)
+		}
+		if left, _ := filepath.Glob(filepath.Join(tmp, "tollgate-pg.*")); len(left) > 0 {
+			return fmt.Errorf("the killed run's cluster directory is left: %v", left)
+		}
+		return nil
+	})
 }
