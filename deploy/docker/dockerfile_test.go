@@ -28,6 +28,28 @@ var images = map[string]string{
 	"notes.Dockerfile":     "notes",
 }
 
+// modDownloads returns the arguments of each `go mod download` in a
+// command line (flags left out).
+func modDownloads(fields []string) [][]string {
+	var out [][]string
+	for i := 0; i+2 < len(fields); i++ {
+		if fields[i] != "go" || fields[i+1] != "mod" || fields[i+2] != "download" {
+			continue
+		}
+		args := []string{}
+		for _, a := range fields[i+3:] {
+			if a == "&&" || a == ";" || a == "||" || a == "|" {
+				break
+			}
+			if !strings.HasPrefix(a, "-") {
+				args = append(args, a)
+			}
+		}
+		out = append(out, args)
+	}
+	return out
+}
+
 // mainPackage is the package that builds a binary.
 func mainPackage(bin string) string {
 	if bin == "notes" {
@@ -194,6 +216,13 @@ func TestImagesAreStaticNonRootMinimal(t *testing.T) {
 			for _, r := range build.all("RUN") {
 				if strings.Contains(r, "go build") {
 					buildCmd = r
+				}
+				// `go mod download` with no module fetches the module's whole
+				// graph (test dependencies; for the example app the deploy
+				// module's Kubernetes client, hundreds of MB); the build fetches
+				// what the binary is built from.
+				if f := strings.Fields(stripMounts(r)); slices.ContainsFunc(modDownloads(f), func(args []string) bool { return len(args) == 0 }) {
+					t.Errorf("RUN %s downloads the whole module graph", r)
 				}
 			}
 			for _, want := range []string{"-trimpath", `-ldflags="-s -w `, mainPackage(bin),

@@ -20,16 +20,17 @@ ARG REVISION
 WORKDIR /src
 ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 
-# Module files first, so the download layer survives source edits. The
-# workspace needs every module's go.mod, not its sources.
+# The workspace needs every module's go.mod, not its sources. The build
+# downloads the modules the binary is built from, and only those, into the
+# cache mount (a `go mod download` here would fetch the module's whole
+# graph: test dependencies, and for the example app the deploy module's
+# Kubernetes client).
 COPY go.work go.work.sum ./
 COPY shared/go.mod shared/go.sum shared/
 COPY migrations/go.mod migrations/go.sum migrations/
 COPY coreapi/go.mod coreapi/go.sum coreapi/
 COPY authproxy/go.mod authproxy/go.sum authproxy/
 COPY deploy/go.mod deploy/go.sum deploy/
-RUN --mount=type=cache,target=/go/pkg/mod \
-    cd deploy && go mod download
 
 COPY shared/ shared/
 COPY deploy/examples/notes/ deploy/examples/notes/
