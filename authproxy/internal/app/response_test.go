@@ -131,6 +131,39 @@ func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
 	})
 }
 
+// An app's diagnostic answer fields (its trace and span ids in
+// traceresponse and its tracer's own formats, its Server-Timing) stop at
+// the proxy, on forwarded and stream routes alike; its other fields pass.
+func TestUpstreamDiagnosticAnswerFieldsRemoved(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"+
+		"traceresponse: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"+
+		"Server-Timing: db;dur=53;desc=\"orders-primary\", cache;dur=2\r\nServer-Timing: total;dur=61\r\n"+
+		"X-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\nX-B3-TraceId: 80f198ee56343ba864fe8b2a57d3eff7\r\n"+
+		"uber-trace-id: 80f198ee56343ba8:e457b5a2e4d86bd1:0:1\r\nX-App: kept\r\n\r\nok")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	for _, path := range []string{"/x", "/events"} {
+		resp, err := e.client.Get("http://" + e.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("%s: status %d, body %q", path, resp.StatusCode, body)
+		}
+		for _, name := range []string{"Traceresponse", "Server-Timing", "X-Amzn-Trace-Id", "X-B3-Traceid", "Uber-Trace-Id"} {
+			if v, ok := resp.Header[name]; ok {
+				t.Errorf("%s: %s: %v reached the client", path, name, v)
+			}
+		}
+		if resp.Header.Get("X-App") != "kept" {
+			t.Errorf("%s: X-App = %q, want the app's other fields kept", path, resp.Header.Get("X-App"))
+		}
+	}
+}
+
 // An upstream's 101 to a WebSocket upgrade is cleaned as its other answers
 // are: the hop-by-hop fields and those its Connection names are removed,
 // the status line is the proxy's, and its wish to close its connection is

@@ -312,18 +312,22 @@ func IsClientAddress(name []byte) bool {
 // (ownStatusLine). Every X-Request-Id of the answer is removed too: the
 // request id the client gets is the proxy's (set after this), the one both
 // services logged and the upstream received; an upstream's own stood
-// beside it (a second field) or, set twice, survived the proxy's.
+// beside it (a second field) or, set twice, survived the proxy's. So are
+// the upstream's diagnostic fields (IsDiagnosticAnswer): its trace ids and
+// timings are for its operators, not for whoever sent the request.
 func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if !h.IsHTTP11() || len(h.StatusMessage()) > 0 {
 		ownStatusLine(h)
 	}
-	dirty, reqID := false, false
+	dirty, reqID, diag := false, false, 0
 	for k := range h.All() {
 		switch {
 		case isHopByHop(k):
 			dirty = true
 		case len(k) == len("X-Request-Id") && asciiFold(k, "x-request-id"):
 			reqID = true
+		case IsDiagnosticAnswer(k):
+			diag++
 		}
 	}
 	if dirty {
@@ -331,6 +335,49 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	}
 	if reqID {
 		h.Del("X-Request-Id")
+	}
+	if diag > 0 {
+		delDiagnostic(h, diag)
+	}
+}
+
+// IsDiagnosticAnswer reports whether name, in an upstream's answer, tells
+// of the upstream's tracing or timing: the trace context of every format
+// the proxy strips from requests (IsTraceContext: an app's tracer may
+// echo it, or X-Ray's and Google's load balancers' ids), W3C Trace Context
+// Level 2's traceresponse (the app's trace and span ids) and Server-Timing
+// (the app's own durations: database, cache, each backend it called,
+// often with their names). None of it is the client's: the proxy is the
+// edge, and what crosses it names the request by its X-Request-Id alone.
+func IsDiagnosticAnswer(name []byte) bool {
+	if len(name) == len("traceresponse") && (equalFold(name, "traceresponse") || equalFold(name, "server-timing")) {
+		return true
+	}
+	return IsTraceContext(name)
+}
+
+// delDiagnostic removes an answer's n diagnostic fields
+// (IsDiagnosticAnswer), one per pass, as sanitizeResponse removes the
+// hop-by-hop ones: without allocating, but for a name longer than 64
+// bytes.
+func delDiagnostic(h *fasthttp.ResponseHeader, n int) {
+	for range n {
+		var name [64]byte
+		var found []byte
+		for k := range h.All() {
+			if IsDiagnosticAnswer(k) {
+				found = k
+				break
+			}
+		}
+		switch {
+		case found == nil:
+			return
+		case len(found) <= len(name):
+			h.DelBytes(name[:copy(name[:], found)])
+		default:
+			h.Del(string(found))
+		}
 	}
 }
 

@@ -662,6 +662,41 @@ func TestSanitizeResponseManyConnectionNames(t *testing.T) {
 	}
 }
 
+// An upstream's diagnostic fields (its trace ids in any format, W3C's
+// traceresponse, Server-Timing) never reach the client, however many and
+// however spelled; the fields next to them stay.
+func TestSanitizeResponseDiagnostic(t *testing.T) {
+	long := "uberctx-" + strings.Repeat("k", 100)
+	var fields strings.Builder
+	for _, name := range append([]string{"traceresponse", "Traceresponse", "Server-Timing", "server_timing", "Traceparent",
+		"tracestate", "baggage", long}, otherTraceFields...) {
+		fmt.Fprintf(&fields, "%s: v\r\n", name)
+	}
+	resp := parseResponse(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"+fields.String()+
+		"Server-Timing: db;dur=53\r\nTiming-Allow-Origin: *\r\nX-App: kept\r\nServer: app\r\n\r\nok")
+	SanitizeResponse(&resp.Header)
+	for k, v := range resp.Header.All() {
+		if IsDiagnosticAnswer(k) {
+			t.Errorf("%.30s: %s survived", k, v)
+		}
+	}
+	for name, want := range map[string]string{"X-App": "kept", "Timing-Allow-Origin": "*", "Server": "app", "Content-Length": "2"} {
+		if got := string(resp.Header.Peek(name)); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	for _, name := range append([]string{"traceresponse", "Server-Timing", "server_timing", "TRACEPARENT"}, otherTraceFields...) {
+		if !IsDiagnosticAnswer([]byte(name)) {
+			t.Errorf("IsDiagnosticAnswer(%q) = false", name)
+		}
+	}
+	for _, name := range []string{"Server", "Timing-Allow-Origin", "traceresponsx", "server-timinx", "X-Request-Id", "X-App"} {
+		if IsDiagnosticAnswer([]byte(name)) {
+			t.Errorf("IsDiagnosticAnswer(%q) = true", name)
+		}
+	}
+}
+
 // The status line of an answer is the proxy's: HTTP/1.1 and the code's own
 // reason phrase, whatever the upstream's version and reason phrase.
 func TestSanitizeResponseStatusLine(t *testing.T) {
@@ -686,6 +721,7 @@ func TestSanitizeResponseDoesNotAllocate(t *testing.T) {
 	for _, raw := range []string{
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\nX-App: 1\r\n\r\nok",
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTraceresponse: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nServer-Timing: db;dur=53\r\n\r\nok",
 	} {
 		resp := parseResponse(t, raw)
 		var clean fasthttp.Response
