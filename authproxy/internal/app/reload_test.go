@@ -232,6 +232,40 @@ func TestRulesReloadInFlight(t *testing.T) {
 	}
 }
 
+// A request that waited for "100 Continue" is routed once, by the
+// expectation hook, and finishes on that route table when a reload swaps
+// in another before its body arrives: its headers and its body are never
+// judged by two tables (before, the handler routed it again, on the new
+// one, and refused it 404).
+func TestRulesReloadAfterContinue(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	conn, br := dialProxy(t, e.addr)
+	if _, err := io.WriteString(conn, "POST /app/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("interim answer: %v, %v; want 100 Continue", resp, err)
+	}
+	e.writeRules("routes: []\n")
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	e.wantProblem(e.do("POST", "/app/x", "", nil), 404, problem.CodeNotFound)
+	if _, err := io.WriteString(conn, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err = http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the reload: %d %s, want 200 from the route it was told to continue on", resp.StatusCode, body)
+	}
+	if got := e.up.Last(t); got.URI != "/app/x" || string(got.Body) != "ok" {
+		t.Fatalf("the app got %s %q", got.URI, got.Body)
+	}
+}
+
 // TestRulesReloadRouteOptions: a reload that sets, then drops, an
 // upstream's rewrite_host and timeout and a route's strip_prefix and
 // max_body_bytes applies to the next requests.

@@ -463,7 +463,13 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
 		return s.answerNow(ctx, nil, errKeyInQuery, "api_key_in_query")
 	}
-	route := s.expectRoute(h)
+	// The request is routed here, on the router of the moment, and the
+	// handler takes the same one (routerOf): a reload between the two
+	// must not judge its headers by one route table and its body by
+	// another.
+	rt := s.router.Load()
+	ctx.SetUserValue(expectRouter{}, rt)
+	route := s.expectRoute(rt, h)
 	n := h.ContentLength() // -1 chunked: refused while read, past the limit
 	limit := s.o.MaxBodyBytes
 	if n > 0 && route != nil && route.MaxBodyBytes > 0 {
@@ -613,7 +619,7 @@ func (s *Server) beginOutside(c *fiber.Ctx, st *state, route *rules.Route) {
 // route, or a method the route does not take.
 //
 //go:noinline
-func (s *Server) expectRoute(h *fasthttp.RequestHeader) *rules.Route {
+func (s *Server) expectRoute(rt *Router, h *fasthttp.RequestHeader) *rules.Route {
 	u := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(u)
 	if err := u.Parse(h.Host(), h.RequestURI()); err != nil {
@@ -623,11 +629,24 @@ func (s *Server) expectRoute(h *fasthttp.RequestHeader) *rules.Route {
 	if err != nil {
 		return nil
 	}
-	g, _ := s.router.Load().Table.Match(p, nil)
+	g, _ := rt.Table.Match(p, nil)
 	if g == nil {
 		return nil
 	}
 	return g.Pick(h.Method())
+}
+
+// expectRouter is the key of the router expectContinue routed a request
+// with, among the request's user values.
+type expectRouter struct{}
+
+// routerOf is the router of a request: the one the expectation hook
+// routed it with, if it ran (expectContinue), else the current one.
+func (s *Server) routerOf(ctx *fasthttp.RequestCtx) *Router {
+	if rt, ok := ctx.UserValue(expectRouter{}).(*Router); ok {
+		return rt
+	}
+	return s.router.Load()
 }
 
 // errNotImplemented refuses a request method the proxy does not know.
@@ -970,9 +989,10 @@ func (s *Server) normalize(c *fiber.Ctx, st *state) error {
 // ones with a bearer), authenticates and authorizes it; then it forwards.
 func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
-	// One load: the request keeps this router to the end, whatever a
-	// reload swaps in meanwhile.
-	rt := s.router.Load()
+	// One router: the request keeps it to the end, whatever a reload swaps
+	// in meanwhile; a request that waited for "100 Continue" keeps the one
+	// it was told to continue on.
+	rt := s.routerOf(c.Context())
 	if err := s.keyHygiene(c, st); err != nil {
 		return err
 	}
