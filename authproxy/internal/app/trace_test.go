@@ -641,3 +641,52 @@ func TestTracingTrustedTracestateFieldsCombined(t *testing.T) {
 		t.Fatalf("upstream tracestate %q, want [vendor=opaque,other=1,third=x]", ts)
 	}
 }
+
+// A URL's query, where coreapi's mailed links carry their token and an
+// identity provider's callback its code and state, reaches neither the
+// access log nor the span: both name the normalized path alone (and the
+// route's prefix), while the query goes on to coreapi as it came.
+func TestSecretQueryNotRecorded(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", nil)
+	for _, target := range []string{
+		"/verify-email?token=Secret1VerifyToken",
+		"/reset-password?token=Secret2ResetToken",
+		"/accept-invitation?token=Secret3InviteToken",
+		"/api/v1/auth/oauth/google/callback?state=Secret4State&code=Secret5Code",
+	} {
+		e.core.Reset()
+		e.do("GET", target, "", nil)
+		if got := e.core.Last(t).URI; got != target {
+			t.Errorf("coreapi got %q, want %q", got, target)
+		}
+	}
+	lines := accessLines(t, e)
+	if len(lines) != 4 {
+		t.Fatalf("%d access lines, want 4", len(lines))
+	}
+	if strings.Contains(e.logs.String(), "Secret") {
+		t.Errorf("a query's secret in the log:\n%s", e.logs.String())
+	}
+	for _, l := range lines {
+		if p, _ := l["path"].(string); strings.Contains(p, "?") {
+			t.Errorf("access log path %q holds a query", p)
+		}
+	}
+	spans := exp.GetSpans()
+	if len(spans) < 4 {
+		t.Fatalf("%d spans, want at least 4", len(spans))
+	}
+	for _, s := range spans {
+		for _, a := range s.Attributes {
+			if strings.Contains(a.Value.String(), "Secret") || strings.Contains(a.Value.String(), "?") {
+				t.Errorf("span %q attribute %s = %q", s.Name, a.Key, a.Value.String())
+			}
+		}
+		if strings.Contains(s.Name, "Secret") {
+			t.Errorf("span name %q", s.Name)
+		}
+	}
+	if got := attr(spanNamed(t, spans, "GET /api/v1/auth/oauth"), "url.path"); got != "/api/v1/auth/oauth/google/callback" {
+		t.Errorf("callback span url.path %q", got)
+	}
+}
