@@ -597,3 +597,31 @@ func TestOneTimeLinkStartingLikeAKey(t *testing.T) {
 		e.wantKeyProblem(e.do("GET", "/verify-email?"+q, "", nil), 400, problem.CodeAPIKeyInQuery, "query string")
 	}
 }
+
+// A bearer starting with "tg_" is an API key to the proxy, whoever issued
+// it: a third party's opaque token that happens to start so (a JWT never
+// does: its header is base64url JSON, "{" encoded as "e") is refused 401 as a
+// malformed key on protected and optional routes, and on a public one is
+// removed with the request's other Authorization fields, where another
+// third party's bearer goes on as it came. The contract is the prefix, not
+// a guess at the issuer: a key the proxy forwarded because it did not
+// look like one would reach an app.
+func TestThirdPartyBearerStartingLikeAKey(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	const third = "tg_3rdPartyOpaqueToken.not-ours"
+	for _, path := range []string{"/notes/1", "/notes/maybe"} {
+		e.wantKeyProblem(e.do("GET", path, third, nil), 401, problem.CodeInvalidToken, "malformed API key")
+	}
+	for bearer, forwarded := range map[string]bool{third: false, "opaque-third-party-token": true, foreignToken(t): true} {
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes/public/1", bearer, nil), 200)
+		got := e.wantAnonymousAt(e.up, testenv.AppKey.ID).Headers["Authorization"]
+		if forwarded && (len(got) != 1 || got[0] != "Bearer "+bearer) {
+			t.Errorf("%.20q: the app got Authorization %.40q, want it as it came", bearer, got)
+		}
+		if !forwarded && got != nil {
+			t.Errorf("%.20q: the app got Authorization %.40q, want none", bearer, got)
+		}
+	}
+}
