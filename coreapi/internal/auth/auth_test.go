@@ -1859,3 +1859,47 @@ func TestOwnSignInsDoNotSlowTheOwner(t *testing.T) {
 		t.Fatalf("the right password after one typo: %d %s, want 200", r.Status, r.Body)
 	}
 }
+
+// TestProjectionLeavesOutSessionsTheVersionEnds: the sessions a sign-out
+// everywhere ends are refused by the token version it bumps, so the
+// projection does not list them: a user with tens of thousands of sessions
+// (a script that never signs out) who then signed out everywhere had a
+// projection past the proxy's 1 MiB bound. A session revoked on its own
+// after that is listed.
+func TestProjectionLeavesOutSessionsTheVersionEnds(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "many@example.com", "M")
+	id := e.identityFor(t, tk)
+	// Thousands of sessions, stamped as sign-in stamps them.
+	if _, err := e.DB.Pool.Exec(context.Background(), `
+INSERT INTO sessions (user_id, tenant_id, expires_at, token_version)
+SELECT $1, $2, now() + interval '1 day', (SELECT token_version FROM users WHERE id = $1) FROM generate_series(1, 30000)`,
+		id.UserID, id.TenantID); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout", Body: map[string]string{"scope": "global"}, As: id}); r.Status != http.StatusNoContent {
+		t.Fatalf("logout everywhere: %d %s", r.Status, r.Body)
+	}
+	projection := func() (identity.Projection, int) {
+		t.Helper()
+		r := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + id.UserID + "?tenant_id=" + id.TenantID, Service: true})
+		apitest.WantStatus(t, r, http.StatusOK)
+		var p identity.Projection
+		r.JSON(t, &p)
+		return p, len(r.Body)
+	}
+	p, size := projection()
+	if p.TokenVersion != 1 || len(p.RevokedSessions) != 0 {
+		t.Fatalf("after a sign-out everywhere: tv %d, %d revoked sessions listed (%d bytes), want tv 1 and none: the version refuses them", p.TokenVersion, len(p.RevokedSessions), size)
+	}
+
+	// A session opened since, revoked on its own, is listed.
+	later := e.login(t, "many@example.com")
+	lid := e.identityFor(t, later)
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout", Body: map[string]string{"scope": "local"}, As: lid}); r.Status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Status, r.Body)
+	}
+	if p, _ := projection(); !slices.Equal(p.RevokedSessions, []string{lid.SessionID}) {
+		t.Fatalf("revoked sessions = %v, want only %s", p.RevokedSessions, lid.SessionID)
+	}
+}

@@ -52,6 +52,18 @@ const rolePerms = `CASE WHEN NOT r.builtin THEN r.permissions WHEN r.name = 'own
 	` ELSE '{}'::text[] END`
 
 // Get returns the projection of userID in tenantID in one query.
+//
+// The revoked sessions listed are those whose tokens the token version does
+// not already refuse: a session's access tokens carry at most its stamp
+// (sessions.token_version, raised only by a reissue), so one stamped below
+// the user's version is refused by tv < token_version whatever the list
+// says. Every mass revocation (a sign-out everywhere, a password change or
+// reset, an MFA reset) bumps the version in its transaction, so its
+// sessions stay out of the list: a user who signed in tens of thousands of
+// times (a script that never signs out) and then signed out everywhere had a
+// projection past the proxy's 1 MiB bound, and no request of theirs got
+// through until the sessions aged out of the window. Sessions from before
+// the stamp (NULL) are listed as before.
 func (s *Store) Get(ctx context.Context, userID, tenantID string) (identity.Projection, error) {
 	const q = `
 SELECT u.id::text, m.tenant_id::text, u.email, u.email_verified_at IS NOT NULL, u.status, m.status, t.status,
@@ -68,6 +80,7 @@ SELECT u.id::text, m.tenant_id::text, u.email, u.email_verified_at IS NOT NULL, 
        ARRAY(SELECT s.id::text FROM sessions s
              WHERE s.user_id = u.id AND s.revoked_at IS NOT NULL
                AND s.revoked_at > now() - make_interval(secs => $3)
+               AND NOT coalesce(s.token_version < u.token_version, false)
              ORDER BY s.id),
        EXISTS (SELECT 1 FROM mfa_totp f WHERE f.user_id = u.id AND f.status = 'active'),
        t.require_mfa
