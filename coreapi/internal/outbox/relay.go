@@ -882,11 +882,13 @@ func (r *Relay) beatRelay() {
 
 // deregister deletes the relay's row from outbox_relays when Run ends, so
 // that the next heartbeat rows no longer list it (best effort: a relay
-// gone without it is delisted after relayListed intervals).
+// gone without it is delisted after relayListed intervals). Only a row
+// that still holds its instance: a successor that took the name over (the
+// pod restarted while this process was still stopping) keeps its own.
 func (r *Relay) deregister(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	if _, err := r.pool.Exec(dctx, `DELETE FROM outbox_relays WHERE id = $1`, r.o.ID); err != nil {
+	if _, err := r.pool.Exec(dctx, `DELETE FROM outbox_relays WHERE id = $1 AND instance = $2`, r.o.ID, r.instance); err != nil {
 		r.log.Warn("outbox relay deregister", "relay", r.o.ID, "err", err)
 	}
 }

@@ -360,3 +360,43 @@ func TestTwoRelaysUnderOneNameTakeTwo(t *testing.T) {
 		t.Fatalf("the shared name logged %d times, want once:\n%s\n%s", n, logsA.String(), logsB.String())
 	}
 }
+
+// TestAStoppingRelayLeavesItsSuccessorsRow: a pod restarted while its old
+// process is still stopping has the new process take the name over (its
+// first registration), and the old one's deregistration then deleted the
+// row by name: the successor's. The heartbeat rows no longer listed it
+// until its next look, and the proxies stopped expecting its beats. A
+// relay deletes only the row that holds its own instance.
+func TestAStoppingRelayLeavesItsSuccessorsRow(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	// No ticker fires: each relay registers when the test says so.
+	o := RelayOptions{Heartbeat: time.Hour, ID: "pod-1:8081"}
+	register := func(r *Relay) {
+		t.Helper()
+		r.beatRelay()
+		if !r.beating() {
+			t.Fatalf("relay %s: NATS did not confirm its beat", r.instance)
+		}
+		if _, err := r.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), o)
+	register(old)
+	successor := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), o)
+	register(successor)
+	if rows := relayRows(t, db.Pool); !slices.Equal(rows, []string{"pod-1:8081/" + successor.instance}) {
+		t.Fatalf("outbox_relays: %v, want the successor's instance under the name", rows)
+	}
+
+	old.deregister(ctx)
+	if rows := relayRows(t, db.Pool); !slices.Equal(rows, []string{"pod-1:8081/" + successor.instance}) {
+		t.Fatalf("outbox_relays after the old process stopped: %v, want the successor's row kept", rows)
+	}
+	successor.deregister(ctx)
+	if rows := relayRows(t, db.Pool); len(rows) != 0 {
+		t.Fatalf("outbox_relays after the successor stopped: %v, want none", rows)
+	}
+}
