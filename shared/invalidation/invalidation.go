@@ -6,6 +6,8 @@
 package invalidation
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -135,6 +137,43 @@ const RelayListed = 2.5
 // ends) at every such crash.
 func MinHeartbeatTimeout(interval time.Duration) time.Duration {
 	return time.Duration((RelayListed + 1) * float64(interval))
+}
+
+// MaxSubjectLen bounds a subject coreapi publishes: far above any id's (a
+// UUID, an API key's public id), far below the 4 KiB protocol line NATS
+// takes by default. A longer line makes the server close the publishing
+// connection, which the client then does not reopen.
+const MaxSubjectLen = 256
+
+// ErrInvalidSubject is the error of CheckSubject.
+var ErrInvalidSubject = errors.New("invalid invalidation subject")
+
+// CheckSubject reports whether subject can go through coreapi's outbox:
+// SubjectAll, SubjectKeysChanged, SubjectHeartbeat, or a user, tenant or
+// API-key subject (Parse) whose id is one token (no '.', nor an empty one)
+// without a wildcard ('*', '>'), white space or control character, and no
+// longer than MaxSubjectLen in all. NATS refuses some of the others, one
+// too long for good, and delivers the rest where no proxy can tell what they
+// name (a wildcard is a literal in a published subject). The error wraps
+// ErrInvalidSubject.
+func CheckSubject(subject string) error {
+	if len(subject) > MaxSubjectLen {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidSubject, len(subject), MaxSubjectLen)
+	}
+	switch subject {
+	case SubjectAll, SubjectKeysChanged, SubjectHeartbeat:
+		return nil
+	}
+	kind, id := Parse(subject)
+	if kind == KindUnknown {
+		return fmt.Errorf("%w: %q is not a user, tenant or API-key subject", ErrInvalidSubject, subject)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c == 0x7f || c == '*' || c == '>' {
+			return fmt.Errorf("%w: %q: the id holds %q", ErrInvalidSubject, subject, c)
+		}
+	}
+	return nil
 }
 
 // Kind of an invalidation subject.

@@ -213,6 +213,9 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "coreapi_outbox_publish_failures_total", Help: "Outbox batches that could not be published (NATS down, database error).",
 			}, func() float64 { return float64(relay.Stats().Failures) })),
+			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "coreapi_outbox_undeliverable_total", Help: "Outbox rows published as auth.invalidate.all because NATS cannot deliver their subject or no proxy can act on it.",
+			}, func() float64 { return float64(relay.Stats().Undeliverable) })),
 			reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "coreapi_nats_connected", Help: "1 while the outbox relay's NATS connection is up.",
 			}, func() float64 {

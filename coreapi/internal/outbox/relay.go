@@ -128,8 +128,9 @@ type Relay struct {
 	o    RelayOptions
 	wake chan struct{}
 
-	published atomic.Int64
-	failures  atomic.Int64
+	published     atomic.Int64
+	failures      atomic.Int64
+	undeliverable atomic.Int64
 	// notes counts the notifications listen heard (and its LISTENs, after
 	// which rows committed meanwhile may be waiting): a commit since.
 	notes atomic.Int64
@@ -162,11 +163,15 @@ func NewRelay(pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger, o RelayOption
 type RelayStats struct {
 	Published int64 // rows published and marked
 	Failures  int64 // batches that could not be published
+	// Undeliverable counts the publications of rows whose subject
+	// invalidation.CheckSubject refuses, sent as auth.invalidate.all
+	// instead.
+	Undeliverable int64
 }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() RelayStats {
-	return RelayStats{Published: r.published.Load(), Failures: r.failures.Load()}
+	return RelayStats{Published: r.published.Load(), Failures: r.failures.Load(), Undeliverable: r.undeliverable.Load()}
 }
 
 // Wake asks the relay to look for pending rows now (e.g. from a NATS
@@ -670,11 +675,16 @@ func (r *Relay) publish(rows []pending) error {
 	before := r.sending()
 	for _, p := range rows {
 		subject := p.Subject
-		if !deliverable(subject) {
+		if err := invalidation.CheckSubject(subject); err != nil {
 			// Left pending, the row would hold back every later one for
-			// ever; what it named is unknown, so everything goes.
-			r.log.Error("outbox row has a subject no proxy can act on; publishing auth.invalidate.all instead",
-				"id", p.ID, "subject", subject)
+			// ever (one too long for NATS's protocol line has the server
+			// close the connection, which the client does not reopen);
+			// what it named is unknown, so everything goes. Written by
+			// hand, or by a release that did not check subjects (Write
+			// refuses them).
+			r.undeliverable.Add(1)
+			r.log.Error("outbox row has a subject NATS cannot deliver or no proxy can act on; publishing auth.invalidate.all instead",
+				"id", p.ID, "subject", truncate(subject, 2*invalidation.MaxSubjectLen), "err", err)
 			subject = invalidation.SubjectAll
 		}
 		msg := &nats.Msg{Subject: subject, Data: body(p), Header: nats.Header{}}
@@ -738,18 +748,12 @@ func (r *Relay) confirm(before sent) error {
 	return nil
 }
 
-// deliverable reports whether subject can be published as it is and means
-// something to a proxy: the key-change or heartbeat subject, or an invalidation subject
-// shared/invalidation parses, without the white space NATS refuses.
-func deliverable(subject string) bool {
-	if strings.ContainsAny(subject, " \t\r\n") {
-		return false
+// truncate is s cut to at most n bytes, for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	if subject == invalidation.SubjectKeysChanged || subject == invalidation.SubjectHeartbeat {
-		return true
-	}
-	kind, _ := invalidation.Parse(subject)
-	return kind != invalidation.KindUnknown
+	return s[:n] + "…"
 }
 
 // body is the invalidation.Event for a row; "at" defaults to the row's

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -340,34 +341,63 @@ func TestPublishBatchNATSDown(t *testing.T) {
 }
 
 // TestUnpublishableRowDoesNotHoldBackTheOthers: a row whose subject NATS
-// refuses (white space) or no proxy understands (an empty id) is never
-// going to be delivered as written. It must not stay pending at the head
-// of the queue, where every later invalidation would wait behind it for
-// ever; it goes out as auth.invalidate.all instead (what it named is
-// unknown, so everything is dropped), and the rows after it follow.
+// refuses (white space), takes for good (one longer than its 4 KiB
+// protocol line: the server closes the connection, and the client does
+// not reopen it, so the relay published nothing more) or delivers where no
+// proxy understands it (an empty id, a wildcard, a literal in a published
+// subject) is never going to be delivered as written. Write refuses them,
+// but one written otherwise (by hand, by an older release) must not stay
+// pending at the head of the queue, where every later invalidation would
+// wait behind it for ever; it goes out as auth.invalidate.all instead
+// (what it named is unknown, so everything is dropped), counted, and the
+// rows after it follow.
 func TestUnpublishableRowDoesNotHoldBackTheOthers(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	c := collect(t, ns.ClientURL())
-	insert(t, db.Pool,
-		Row{Subject: invalidation.UserSubject("a b"), Reason: invalidation.ReasonMemberRemoved},
-		Row{Subject: invalidation.UserSubject(""), Reason: invalidation.ReasonMemberRemoved},
-		Row{Subject: invalidation.UserSubject("u2"), Reason: invalidation.ReasonRoleRevoked})
-	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{})
+	bad := []string{
+		invalidation.UserSubject("a b"),
+		invalidation.UserSubject(""),
+		invalidation.UserSubject(strings.Repeat("a", 5000)),
+		invalidation.TenantSubject("*"),
+		invalidation.UserSubject(">"),
+	}
+	for _, s := range bad {
+		if _, err := db.Pool.Exec(context.Background(), `INSERT INTO outbox (subject, payload) VALUES ($1, $2)`,
+			s, `{"reason": "`+invalidation.ReasonMemberRemoved+`"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u2"), Reason: invalidation.ReasonRoleRevoked})
+	nc := connect(t, ns.ClientURL())
+	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{})
 	if _, err := r.PublishBatch(context.Background()); err != nil {
-		t.Fatalf("PublishBatch: %v", err)
+		t.Fatalf("PublishBatch: %v (connection %v, %v)", err, nc.Status(), nc.LastError())
 	}
 	if got := pendingCount(t, db.Pool); got != 0 {
 		t.Errorf("pending rows = %d, want 0", got)
 	}
-	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 3, "%d distinct events arrived, want 3", n) })
+	if !nc.IsConnected() {
+		t.Errorf("the relay's connection is %v (%v) after the batch", nc.Status(), nc.LastError())
+	}
+	if n := r.Stats().Undeliverable; n != int64(len(bad)) {
+		t.Errorf("Stats().Undeliverable = %d, want %d", n, len(bad))
+	}
+	eventually.Within(t, wait, func() error {
+		n := c.distinct()
+		return want(n == len(bad)+1, "%d distinct events arrived, want %d", n, len(bad)+1)
+	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var got []string
 	for _, m := range c.msgs {
 		got = append(got, m.Subject)
 	}
-	wantSubjects := []string{invalidation.SubjectAll, invalidation.SubjectAll, invalidation.UserSubject("u2")}
+	var wantSubjects []string
+	for range bad {
+		wantSubjects = append(wantSubjects, invalidation.SubjectAll)
+	}
+	wantSubjects = append(wantSubjects, invalidation.UserSubject("u2"))
 	if fmt.Sprint(got) != fmt.Sprint(wantSubjects) {
 		t.Errorf("subjects = %v, want %v", got, wantSubjects)
 	}

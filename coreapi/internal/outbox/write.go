@@ -8,10 +8,15 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 // Row is one pending invalidation: a NATS subject (built with
-// shared/invalidation: UserSubject, TenantSubject or SubjectAll) and the
+// shared/invalidation: UserSubject, TenantSubject, APIKeySubject,
+// SubjectAll or SubjectKeysChanged; invalidation.CheckSubject must take
+// it) and the
 // reason that goes into the published invalidation.Event.
 type Row struct {
 	Subject string
@@ -33,10 +38,15 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS u(s, r, k)`
 
 // Write inserts rows into the outbox inside the caller's transaction, in
 // one statement, so they commit or roll back with the change they announce.
-// Writing no rows sends nothing.
+// Writing no rows sends nothing. A row whose subject invalidation.CheckSubject
+// refuses writes none and fails the write (its error wraps
+// invalidation.ErrInvalidSubject): NATS would never deliver it as written.
 func Write(ctx context.Context, tx pgx.Tx, rows ...Row) error {
 	if len(rows) == 0 {
 		return nil
+	}
+	if err := check(rows); err != nil {
+		return err
 	}
 	subjects, reasons, keys := split(rows)
 	if _, err := tx.Exec(ctx, qInsert, subjects, reasons, keys); err != nil {
@@ -46,13 +56,29 @@ func Write(ctx context.Context, tx pgx.Tx, rows ...Row) error {
 }
 
 // Queue adds the same insert to a batch that the caller sends inside its
-// transaction (one round trip for several statements).
+// transaction (one round trip for several statements). A row whose subject
+// invalidation.CheckSubject refuses has the batch insert none and fail
+// when its results are read (Close returns the error, as Write's).
 func Queue(b *pgx.Batch, rows ...Row) {
 	if len(rows) == 0 {
 		return
 	}
+	if err := check(rows); err != nil {
+		b.Queue(qInsert, []string{}, []string{}, []string{}).Exec(func(pgconn.CommandTag) error { return err })
+		return
+	}
 	subjects, reasons, keys := split(rows)
 	b.Queue(qInsert, subjects, reasons, keys)
+}
+
+// check refuses rows whose subject NATS would not deliver as written.
+func check(rows []Row) error {
+	for _, r := range rows {
+		if err := invalidation.CheckSubject(r.Subject); err != nil {
+			return fmt.Errorf("write outbox: %w", err)
+		}
+	}
+	return nil
 }
 
 func split(rows []Row) (subjects, reasons, keys []string) {

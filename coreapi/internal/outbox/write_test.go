@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +130,45 @@ func TestNotificationAnnouncesTheRows(t *testing.T) {
 	insert(t, db.Pool, many...)
 	if p := next(); p != "" {
 		t.Fatalf("80 rows announced in %d bytes, want an empty notification", len(p))
+	}
+}
+
+// TestWriteRefusesASubjectNATSWouldNotDeliver: a row whose subject NATS
+// refuses, takes for good or delivers where no proxy understands it fails
+// the write that carries it, loudly, rather than committing an
+// invalidation that never arrives; the transaction writes nothing.
+func TestWriteRefusesASubjectNATSWouldNotDeliver(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	good := Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked}
+	for _, subject := range []string{
+		invalidation.UserSubject(strings.Repeat("a", 5000)),
+		invalidation.UserSubject(""),
+		invalidation.UserSubject("a b"),
+		invalidation.TenantSubject("*"),
+		invalidation.UserSubject(">"),
+		"auth.invalidate.session.x",
+	} {
+		bad := Row{Subject: subject, Reason: invalidation.ReasonRoleRevoked}
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return Write(ctx, tx, good, bad) })
+		if !errors.Is(err, invalidation.ErrInvalidSubject) {
+			t.Errorf("Write(%.40q) = %v, want ErrInvalidSubject", subject, err)
+		}
+		err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			Queue(b, good, bad)
+			b.Queue(`SELECT 1`)
+			return tx.SendBatch(ctx, b).Close()
+		})
+		if !errors.Is(err, invalidation.ErrInvalidSubject) {
+			t.Errorf("Queue(%.40q) = %v, want ErrInvalidSubject", subject, err)
+		}
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d outbox rows written, want none", n)
 	}
 }
