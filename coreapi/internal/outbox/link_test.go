@@ -37,6 +37,9 @@ type link struct {
 type linkPair struct {
 	a, b   net.Conn
 	silent atomic.Bool
+	// gate, while set, holds what either side sends until it is closed
+	// (a slow server: nothing is lost, all of it comes late).
+	gate atomic.Pointer[chan struct{}]
 }
 
 func newLink(t *testing.T, target string) *link {
@@ -47,6 +50,7 @@ func newLink(t *testing.T, target string) *link {
 	}
 	l := &link{ln: ln, target: target, addr: ln.Addr().String()}
 	t.Cleanup(func() {
+		l.release()
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.ln.Close()
@@ -87,6 +91,28 @@ func (l *link) silence() {
 	defer l.mu.Unlock()
 	for _, p := range l.pairs {
 		p.silent.Store(true)
+	}
+}
+
+// hold makes every connection open now hold what either side sends, until
+// release: a server (or a network) slow to answer, not gone.
+func (l *link) hold() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pairs {
+		g := make(chan struct{})
+		p.gate.Store(&g)
+	}
+}
+
+// release lets what hold held through, in order.
+func (l *link) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pairs {
+		if g := p.gate.Swap(nil); g != nil {
+			close(*g)
+		}
 	}
 }
 
@@ -142,6 +168,9 @@ func (p *linkPair) pipe(dst, src net.Conn) {
 	b := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(b)
+		if g := p.gate.Load(); g != nil {
+			<-*g
+		}
 		if n > 0 && !p.silent.Load() {
 			if _, werr := dst.Write(b[:n]); werr != nil {
 				return
@@ -164,7 +193,8 @@ func TestRelayLeavesASilentConnection(t *testing.T) {
 	ns := startNATS(t, -1, "")
 	c := collect(t, ns.ClientURL())
 	l := newLink(t, ns.Addr().String())
-	startRelay(t, db.Pool, connect(t, l.URL()), RelayOptions{Poll: 100 * time.Millisecond, FlushTimeout: 300 * time.Millisecond})
+	nc := connect(t, l.URL())
+	startRelay(t, db.Pool, nc, RelayOptions{Poll: 100 * time.Millisecond, FlushTimeout: 300 * time.Millisecond})
 
 	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
 	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
@@ -175,6 +205,44 @@ func TestRelayLeavesASilentConnection(t *testing.T) {
 		n := c.distinct()
 		return want(n == 2, "%d distinct events arrived, want 2: the one committed after the link went silent is still pending", n)
 	})
+	if n := nc.Stats().Reconnects; n == 0 {
+		t.Fatal("the events arrived without a reconnection")
+	}
+}
+
+// TestRelayKeepsASlowConnection: a server slow to answer (overloaded, a
+// long pause) is not a dead link. A batch it does not confirm within
+// FlushTimeout fails and stays pending, but the relay keeps its
+// connection when the server answers a second ping: forcing a
+// reconnection there has every relay of the fleet reconnect at once to the
+// server that is already slow. The batch goes out on the same connection.
+func TestRelayKeepsASlowConnection(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	l := newLink(t, ns.Addr().String())
+	nc := connect(t, l.URL())
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
+	// Long enough that a loaded machine answers the second ping in time.
+	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{FlushTimeout: 2 * time.Second})
+	r.confirmHook = l.hold // the batch and the flush's ping wait in the link
+	r.probeHook = l.release
+	if n, err := r.PublishBatch(context.Background()); err == nil {
+		t.Errorf("PublishBatch = %d rows, nil error; want an error: NATS did not confirm it within FlushTimeout", n)
+	}
+	if n := pendingCount(t, db.Pool); n != 1 {
+		t.Fatalf("%d rows pending, want 1", n)
+	}
+
+	r.confirmHook, r.probeHook = nil, nil
+	eventually.Within(t, wait, func() error { return want(nc.IsConnected(), "the relay's connection is %v", nc.Status()) })
+	if n, err := r.PublishBatch(context.Background()); err != nil || n != 1 {
+		t.Fatalf("PublishBatch after the server answered = %d, %v; want 1, nil", n, err)
+	}
+	if n := nc.Stats().Reconnects; n != 0 {
+		t.Fatalf("the relay reconnected %d times to a server that was slow, not gone", n)
+	}
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
 }
 
 // TestPublishRefusedByPermissionsStaysPending: the NATS server's subject
@@ -199,6 +267,10 @@ func TestPublishRefusedByPermissionsStaysPending(t *testing.T) {
 	}
 	if got := pendingCount(t, db.Pool); got != 1 {
 		t.Fatalf("pending rows = %d, want 1: the refused event was marked published", got)
+	}
+	// A refusal is the answer of a working connection: it is kept.
+	if n := nc.Stats().Reconnects; n != 0 || !nc.IsConnected() {
+		t.Fatalf("the refusal made the relay reconnect (%d reconnections, connection %v)", n, nc.Status())
 	}
 	// An allowed subject still goes out (the refusal is not sticky).
 	if _, err := db.Pool.Exec(context.Background(), `DELETE FROM outbox`); err != nil {

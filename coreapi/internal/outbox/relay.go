@@ -53,7 +53,9 @@ type RelayOptions struct {
 	Retain time.Duration
 	// PruneEvery is the pruning interval (default 1m).
 	PruneEvery time.Duration
-	// FlushTimeout bounds the wait for NATS to confirm a batch (default 5s).
+	// FlushTimeout bounds the wait for NATS to confirm a batch (default
+	// 5s). A connection that answers neither that confirmation nor a
+	// second ping within it again is dropped for a new one.
 	FlushTimeout time.Duration
 	// ListenPing is how long the LISTEN connection may stay quiet before
 	// the relay asks its server whether it is still there, and how long
@@ -148,8 +150,10 @@ type Relay struct {
 	instance   string
 	registered bool
 	// confirmHook, when set (tests), runs in publish between the
-	// publications and the wait for their confirmation.
+	// publications and the wait for their confirmation; probeHook in
+	// confirm, before the second ping that follows a flush timed out.
 	confirmHook func()
+	probeHook   func()
 }
 
 // NewRelay returns a relay publishing through nc. The caller owns nc
@@ -728,11 +732,12 @@ func (r *Relay) sending() sent {
 // again; a duplicate eviction is harmless).
 func (r *Relay) confirm(before sent) error {
 	if err := r.nc.FlushTimeout(r.o.FlushTimeout); err != nil {
-		if r.nc.IsConnected() {
-			// The connection reads as up but the server did not answer: a
+		if r.dead(err, before) {
+			// The connection reads as up but the server answers nothing: a
 			// link that died without closing, which the client would
 			// notice only after minutes of unanswered pings, while every
 			// batch waits and fails. A new connection is tried at once.
+			r.log.Warn("outbox relay's NATS connection does not answer; reconnecting", "err", err)
 			if rerr := r.nc.ForceReconnect(); rerr != nil {
 				r.log.Warn("outbox relay reconnect", "err", rerr)
 			}
@@ -746,6 +751,32 @@ func (r *Relay) confirm(before sent) error {
 		return fmt.Errorf("%w refused: %w", errPublish, err)
 	}
 	return nil
+}
+
+// dead reports whether a flush that failed with err, on the connection
+// whose state before the publication was before, leaves it unusable: the
+// flush timed out on that very connection, which still reads as up, and a
+// second ping gets no answer within FlushTimeout either. A server that
+// answers it (pings are answered in order, after what came before them)
+// is slow, not gone. No other failure makes the relay reconnect: a
+// connection lost meanwhile (the flush's answer cleared, ErrConnectionClosed)
+// is one the client is already replacing, or one closed (the relay's own
+// shutdown); a refusal (permissions) is the server's answer on a
+// connection that works. Forcing a reconnection over them would throw
+// away a working connection, each relay of the fleet at once when the
+// server is slow for all.
+func (r *Relay) dead(err error, before sent) bool {
+	replaced := func() bool {
+		return !r.nc.IsConnected() || r.nc.IsDraining() || r.nc.Stats().Reconnects != before.reconnects
+	}
+	if !errors.Is(err, nats.ErrTimeout) || replaced() {
+		return false
+	}
+	if r.probeHook != nil {
+		r.probeHook()
+	}
+	err = r.nc.FlushTimeout(r.o.FlushTimeout)
+	return errors.Is(err, nats.ErrTimeout) && !replaced()
 }
 
 // truncate is s cut to at most n bytes, for a log line.
