@@ -157,6 +157,30 @@ RETURNING amr, floor(extract(epoch FROM auth_time))::bigint`
 	return amr, at, nil
 }
 
+// errInactive refuses a second factor of an account that is disabled, or
+// no longer an active member of an active tenant: a sign-in's second step
+// and a step-up alike, whatever the code.
+var errInactive = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
+
+// activeAccount returns the token version of userID if the account, its
+// membership in tenantID and the tenant are active, else errInactive.
+func activeAccount(ctx context.Context, q sessions.DB, userID, tenantID string) (int64, error) {
+	const qAccount = `
+SELECT u.token_version FROM users u
+JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
+JOIN tenants t ON t.id = m.tenant_id
+WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'`
+	var tv int64
+	err := q.QueryRow(ctx, qAccount, userID, tenantID).Scan(&tv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errInactive
+	}
+	if err != nil {
+		return 0, fmt.Errorf("load account: %w", err)
+	}
+	return tv, nil
+}
+
 // hasMFA reports whether the user has an active second factor.
 func (s *Service) hasMFA(ctx context.Context, userID string) (bool, error) {
 	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
@@ -529,11 +553,6 @@ RETURNING user_id::text, tenant_id::text, amr`
 	// or change, or a sign-out everywhere, deletes the user's challenges
 	// (sessions.RevokeAll) when it ends the sessions.
 	const qHeld = `SELECT 1 FROM mfa_challenges WHERE token_hash = $1 FOR UPDATE`
-	const qAccount = `
-SELECT u.token_version FROM users u
-JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
-JOIN tenants t ON t.id = m.tenant_id
-WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'`
 	hash := mfa.HashToken(req.MFAToken)
 	var (
 		userID, tenantID string
@@ -594,11 +613,8 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 		} else if err != nil {
 			return fmt.Errorf("hold mfa challenge: %w", err)
 		}
-		errInactive := problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
-		if err := tx.QueryRow(ctx, qAccount, userID, tenantID).Scan(&g.TokenVersion); errors.Is(err, pgx.ErrNoRows) {
-			return errInactive
-		} else if err != nil {
-			return fmt.Errorf("load account: %w", err)
+		if g.TokenVersion, err = activeAccount(ctx, tx, userID, tenantID); err != nil {
+			return err
 		}
 		if sd, err = s.sessions.CreateWithAMR(ctx, tx, userID, tenantID, ua, ip, firstAMR); errors.Is(err, sessions.ErrNoMembership) {
 			return errInactive // removed from the tenant since the check
@@ -641,17 +657,24 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	} else if !live {
 		return TokenResponse{}, httpapi.SessionEnded(c)
 	}
+	// A disabled account, or one disabled or removed in the session's
+	// tenant (or of a suspended tenant), is refused as its sign-in is, and
+	// spends no code: a proxy that has not yet heard of the change still
+	// forwards its bearer, and the step-up would mint a fresh auth_time
+	// and a refresh token for it. Checked again in the transaction.
+	if _, err := activeAccount(ctx, s.pool, id.UserID, id.TenantID); err != nil {
+		return TokenResponse{}, err
+	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil); err != nil {
 		return TokenResponse{}, err
 	}
-	const qTV = `SELECT token_version FROM users WHERE id = $1 AND status = 'active'`
 	g := Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if g.AMR, g.AuthTime, err = setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, qTV, id.UserID).Scan(&g.TokenVersion); err != nil {
-			return fmt.Errorf("load token version: %w", err)
+		if g.TokenVersion, err = activeAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
+			return err
 		}
 		g.RefreshToken, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID)
 		return err

@@ -490,6 +490,63 @@ func TestStepUpRevokedSession(t *testing.T) {
 	wantStatus(t, "forged identity", r, http.StatusUnauthorized, "unauthenticated")
 }
 
+// TestStepUpOfAnInactiveAccount: a step-up mints a fresh auth_time (and a
+// refresh token) for its session, so an account that could not sign in
+// now cannot step up either, with the answer its sign-in gets (403
+// user_disabled): a disabled account, a member disabled in the session's
+// tenant, a suspended tenant. A proxy that has not yet heard of the
+// change still forwards the bearer. The refused code is not spent, the
+// session's auth_time does not move, and once active again the same code
+// steps up.
+func TestStepUpOfAnInactiveAccount(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	tk, secret, _ := e.mfaUser(t, "inactive@example.com")
+	as := e.identityFor(t, tk)
+	code := codeAt(t, secret, time.Now().Add(30*time.Second))
+	stepUp := func() apitest.Response {
+		return e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": code})
+	}
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := e.DB.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	authTime := func() int64 {
+		t.Helper()
+		var at int64
+		if err := e.DB.Pool.QueryRow(ctx, `SELECT floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`, as.SessionID).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	exec(`UPDATE sessions SET auth_time = now() - interval '10 minutes' WHERE id = $1`, as.SessionID)
+	before := authTime()
+	for _, tc := range []struct {
+		name, off, on string
+	}{
+		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
+		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
+		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
+			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
+	} {
+		exec(tc.off, as.UserID)
+		if tc.name == "disabled account" {
+			// What the sign-in of the same account answers.
+			wantStatus(t, "sign-in of a disabled account", e.token(t, map[string]string{"grant_type": "password", "email": "inactive@example.com", "password": pw}),
+				http.StatusForbidden, "user_disabled")
+		}
+		wantStatus(t, "step-up of a "+tc.name, stepUp(), http.StatusForbidden, "user_disabled")
+		if got := authTime(); got != before {
+			t.Errorf("%s: the refused step-up moved auth_time to %d, was %d", tc.name, got, before)
+		}
+		exec(tc.on, as.UserID)
+	}
+	// Nothing was spent: the same code steps up the active account.
+	wantStatus(t, "step-up once active", stepUp(), http.StatusOK, "")
+}
+
 // TestConfirmOfAnEndedSession: an enrolment started by a session that has
 // since ended (the owner signed out everywhere, or reset the password,
 // after someone else started it with a stolen sign-in) cannot be
