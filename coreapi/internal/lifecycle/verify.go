@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -50,6 +51,11 @@ var (
 		"this account has no password: sign in to it, then confirm the address with its access token")
 	errOtherAccount = problem.New(fiber.StatusForbidden, problem.CodeLinkAccountMismatch,
 		"this link was sent for another account than the one signed in")
+	// errVerifyDisabled: a disabled account's address is neither
+	// confirmed nor changed (the sign-in's answer); the link stays
+	// usable should the account be enabled again.
+	errVerifyDisabled = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled,
+		"this account is disabled: its address cannot be confirmed or changed")
 	errChangedWhileVerifying = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
 		"the account's password or sessions changed while the address was confirmed: try again")
 )
@@ -115,6 +121,7 @@ type verifying struct {
 	// hasPassword and federated: whether anyone can hold the account (by
 	// its password, or through an identity provider).
 	hasPassword, federated bool
+	status                 string
 }
 
 // confirm decides, under the account's lock, whether h proves holding the
@@ -148,8 +155,9 @@ func (h holder) confirm(ctx context.Context, tx pgx.Tx, userID string, a verifyi
 // changes now, outstanding reset links die, and the previous address, if
 // it was verified, is told). The request must prove that it comes from
 // the account's holder (proveHolder, confirm): reaching the mailbox alone
-// would vouch for whoever chose the password. A refusal leaves the link
-// usable.
+// would vouch for whoever chose the password. A disabled account is
+// refused (errVerifyDisabled), as its sign-in is. A refusal leaves the
+// link usable.
 func (s *Service) verifyEmail(c *fiber.Ctx) error {
 	var b verifyBody
 	if err := decode(c, &b); err != nil {
@@ -161,7 +169,7 @@ func (s *Service) verifyEmail(c *fiber.Ctx) error {
 	const (
 		qUser = `
 SELECT email, email_verified_at IS NOT NULL, token_version, password_hash IS NOT NULL,
-       EXISTS (SELECT 1 FROM identities WHERE user_id = u.id)
+       EXISTS (SELECT 1 FROM identities WHERE user_id = u.id), status
 FROM users u WHERE id = $1 FOR UPDATE`
 		qVerify = `UPDATE users SET email_verified_at = now(), updated_at = now() WHERE id = $1`
 		qChange = `UPDATE users SET email = $2, email_verified_at = now(), updated_at = now() WHERE id = $1`
@@ -198,7 +206,7 @@ FROM users u WHERE id = $1 FOR UPDATE`
 			return onetime.ErrInvalid
 		}
 		var a verifying
-		if err := tx.QueryRow(ctx, qUser, t.UserID).Scan(&a.email, &a.verified, &a.tokenVersion, &a.hasPassword, &a.federated); err != nil {
+		if err := tx.QueryRow(ctx, qUser, t.UserID).Scan(&a.email, &a.verified, &a.tokenVersion, &a.hasPassword, &a.federated, &a.status); err != nil {
 			return fmt.Errorf("load user: %w", err)
 		}
 		current, verified := a.email, a.verified
@@ -206,6 +214,11 @@ FROM users u WHERE id = $1 FOR UPDATE`
 		// Refused, the transaction rolls back and the link stays usable.
 		if err := h.confirm(ctx, tx, t.UserID, a, own); err != nil {
 			return err
+		}
+		// After the proof, as a sign-in says so after the password: only
+		// the account's holder learns that it is disabled.
+		if a.status != identity.StatusActive {
+			return errVerifyDisabled
 		}
 		out = Verified{Email: t.Email, EmailVerified: true}
 		if own {

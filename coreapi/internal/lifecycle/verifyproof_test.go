@@ -329,3 +329,59 @@ func TestSquattedAddressStaysUnproven(t *testing.T) {
 	wantProblem(t, x.token(t, "victim@example.com", pw), http.StatusBadRequest, problem.CodeInvalidGrant)
 	wantStatus(t, x.token(t, "victim@example.com", "the victim's own password"), http.StatusOK)
 }
+
+// TestVerifyDisabledAccount: a disabled account's link neither confirms
+// its address nor changes it, whatever proves the account: 403
+// user_disabled (the sign-in's answer, and only to whoever proved the
+// account: without proof the answer is still the proof's), the row, the
+// audit and the outbox untouched, the link kept for an account enabled
+// again. The page's form says so.
+func TestVerifyDisabledAccount(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "off@example.com")
+	tok := x.mail(t, a.email, "Confirm").Token()
+	b := x.signup(t, "moving@example.com")
+	wantStatus(t, x.Send(t, &b.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "moved@example.com"}), http.StatusAccepted)
+	change := x.mail(t, "moved@example.com", "Confirm").Token()
+	x.exec(t, `UPDATE users SET status = 'disabled' WHERE id IN ($1, $2)`, a.c.Sub, b.c.Sub)
+	audits := x.count(t, `SELECT count(*) FROM audit_events`)
+	outbox := x.count(t, `SELECT count(*) FROM outbox`)
+
+	wantProblem(t, x.verify(t, nil, tok), http.StatusUnauthorized, problem.CodeAccountProofRequired)
+	for name, r := range map[string]apitest.Response{
+		"password": x.verify(t, nil, tok, "password", pw),
+		"bearer":   x.verify(t, &a.id, tok),
+		"change":   x.verify(t, nil, change, "password", pw),
+	} {
+		wantProblem(t, r, http.StatusForbidden, problem.CodeUserDisabled)
+		if !strings.Contains(r.Problem(t).Detail, "disabled") {
+			t.Errorf("%s: the refusal does not say why: %s", name, r.Body)
+		}
+	}
+	x.wantLinkKept(t, a.c.Sub, tok)
+	x.wantLinkKept(t, b.c.Sub, change)
+	x.wantUnverified(t, a)
+	if n := x.count(t, `SELECT count(*) FROM users WHERE id = $1 AND email = $2 AND email_verified_at IS NULL`, b.c.Sub, b.email); n != 1 {
+		t.Error("the disabled account's address changed")
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events`); n != audits {
+		t.Errorf("%d audit events, want %d", n, audits)
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox`); n != outbox {
+		t.Errorf("%d outbox rows, want %d", n, outbox)
+	}
+	// The page's form comes back to the page, which says why.
+	r := postForm(t, x, "/api/v1/auth/verify-email", form("token", tok, "password", strings.ReplaceAll(pw, " ", "+")))
+	loc := r.Header.Get("Location")
+	if r.Status != http.StatusSeeOther || !strings.HasPrefix(loc, "/verify-email?error=user_disabled") {
+		t.Fatalf("the form of a disabled account: %d Location %q", r.Status, loc)
+	}
+	if page := string(x.Get(t, nil, loc).Body); !strings.Contains(page, "This account is disabled.") {
+		t.Errorf("the page after the form:\n%s", page)
+	}
+	x.wantUnverified(t, a)
+
+	// Enabled again, the same link confirms.
+	x.exec(t, `UPDATE users SET status = 'active' WHERE id = $1`, a.c.Sub)
+	wantStatus(t, x.verify(t, nil, tok, "password", pw), http.StatusOK)
+}
