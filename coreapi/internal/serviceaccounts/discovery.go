@@ -19,6 +19,10 @@ const (
 // that authenticates clients (RFC 6749 section 2.3.1).
 var authMethods = []string{"client_secret_basic", "client_secret_post"}
 
+// revocationAuthMethods adds "none" (RFC 8414): a public client revokes
+// its own refresh token without client authentication.
+var revocationAuthMethods = []string{"client_secret_basic", "client_secret_post", "none"}
+
 // metadata is the authorization server metadata. No authorization
 // endpoint exists (no redirect-based flows for third parties), so
 // response_types_supported is empty; no ID tokens are issued, so there is
@@ -68,7 +72,7 @@ func (s *Service) document() metadata {
 		ResponseTypesSupported:            []string{},
 		TokenEndpointAuthMethodsSupported: authMethods,
 		IntrospectionEndpointAuthMethodsSupported: authMethods,
-		RevocationEndpointAuthMethodsSupported:    authMethods,
+		RevocationEndpointAuthMethodsSupported:    revocationAuthMethods,
 		ScopesSupported:                           s.o.Catalog.Names(),
 		SubjectTypesSupported:                     []string{"public"},
 		AccessTokenSigningAlgValuesSupported:      algs,

@@ -138,9 +138,20 @@ func (s *Service) introspect(c *fiber.Ctx) error {
 // and any token of another tenant, is answered 200 with nothing revoked.
 // token_type_hint is read but never trusted: every kind is tried by the
 // token's shape.
+//
+// A request without client credentials comes from a public client (an
+// app a user signed in to): the refresh grant asks it for none, so neither
+// does the revocation of a refresh token, which ends the token's session
+// in whatever tenant (its holder could end it by replaying an old token
+// anyway). Such a client can thus sign out when its access token has
+// expired. An unknown token gets the same 200; what is shaped as an
+// access token or an API key still needs client authentication.
 func (s *Service) revoke(c *fiber.Ctx) error {
 	q, err := decodeQuery(c)
 	if err != nil {
+		return err
+	}
+	if holder, err := s.holderRevocation(c, q); err != nil || holder {
 		return err
 	}
 	cl, err := s.client(c, q)
@@ -173,7 +184,7 @@ func (s *Service) revoke(c *fiber.Ctx) error {
 				"access tokens are not revoked one by one (they are short-lived): revoke the refresh token")
 		}
 	default:
-		if err := s.revokeRefresh(c, cl, q.Token); err != nil {
+		if err := s.revokeRefresh(c, cl.TenantID, cl.ID, q.Token); err != nil {
 			return err
 		}
 	}
@@ -182,32 +193,62 @@ func (s *Service) revoke(c *fiber.Ctx) error {
 	return nil
 }
 
-// revokeRefresh ends the session of a refresh token of the client's
-// tenant (any token of the session's rotation chain names it).
-func (s *Service) revokeRefresh(c *fiber.Ctx, cl Client, tok string) error {
+// holderRevocation revokes, for a request without client credentials, the
+// refresh token it names (see revoke) and answers 200: holder is true
+// when it did. A request with credentials, without a token, or with a
+// token shaped as an access token or an API key is left to the client
+// authentication (holder false, nothing answered).
+func (s *Service) holderRevocation(c *fiber.Ctx, q tokenQuery) (holder bool, err error) {
+	if q.Token == "" {
+		return false, nil
+	}
+	// A bearer is no client authentication (readCredentials): a client
+	// whose access token expired may still send it.
+	if cr, err := readCredentials(c, q.ClientID, q.ClientSecret); err != nil || cr.basic || cr.id != "" || cr.secret != "" {
+		return false, nil
+	}
+	if _, isKey := apikey.Parse([]byte(q.Token)); isKey || looksLikeJWT(q.Token) {
+		return false, nil
+	}
+	if err := s.revokeRefresh(c, "", "", q.Token); err != nil {
+		return true, err
+	}
+	c.Status(fiber.StatusOK)
+	return true, nil
+}
+
+// revokeRefresh ends the session of a refresh token (any token of the
+// session's rotation chain names it): of tenantID's sessions only, for a
+// client of that tenant acting as actorID; of any tenant when tenantID is
+// "" (the token's holder revokes it: the session's user is the actor).
+func (s *Service) revokeRefresh(c *fiber.Ctx, tenantID, actorID, tok string) error {
 	const q = `
-SELECT s.id::text, s.user_id::text FROM refresh_tokens rt
+SELECT s.id::text, s.user_id::text, s.tenant_id::text FROM refresh_tokens rt
 JOIN sessions s ON s.id = rt.session_id
-WHERE rt.token_hash = $1 AND s.tenant_id = $2 AND s.revoked_at IS NULL`
+WHERE rt.token_hash = $1 AND s.revoked_at IS NULL`
 	if len(tok) > maxToken {
 		return nil
 	}
 	ctx := c.UserContext()
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	return pgx.BeginFunc(ctx, s.o.Pool, func(tx pgx.Tx) error {
-		var sid, uid string
-		err := tx.QueryRow(ctx, q, sessions.Hash(tok), cl.TenantID).Scan(&sid, &uid)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+		var sid, uid, tid string
+		err := tx.QueryRow(ctx, q, sessions.Hash(tok)).Scan(&sid, &uid, &tid)
+		if errors.Is(err, pgx.ErrNoRows) || err == nil && tenantID != "" && tid != tenantID {
+			return nil // another tenant's session: untouched, answered alike
 		}
 		if err != nil {
 			return fmt.Errorf("find refresh token: %w", err)
 		}
-		n, err := s.o.Sessions.Revoke(ctx, tx, uid, sid, sessions.ReasonRevoked)
+		reason := sessions.ReasonRevoked
+		if actorID == "" {
+			actorID, reason = uid, sessions.ReasonLogout
+		}
+		n, err := s.o.Sessions.Revoke(ctx, tx, uid, sid, reason)
 		if err != nil || n == 0 {
 			return err
 		}
-		if err := audit.Write(ctx, tx, audit.Event{TenantID: cl.TenantID, ActorUserID: cl.ID, Action: ActionTokenRevoked,
+		if err := audit.Write(ctx, tx, audit.Event{TenantID: tid, ActorUserID: actorID, Action: ActionTokenRevoked,
 			TargetType: "session", TargetID: sid, Data: map[string]string{"user_id": uid, "token_type": "refresh_token"}, RequestID: rid}); err != nil {
 			return err
 		}

@@ -360,10 +360,107 @@ func TestRevocation(t *testing.T) {
 		t.Fatalf("another tenant's access token: %d %s", r.Status, r.Body)
 	}
 
-	// No client authentication, and no token.
-	r = e.form(t, "/api/v1/auth/revoke", url.Values{"token": {otherTk.RefreshToken}}, nil)
+	// No client authentication for an access token, and no token.
+	r = e.form(t, "/api/v1/auth/revoke", url.Values{"token": {otherTk.AccessToken}}, nil)
 	oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
 	oauthProblem(t, e.form(t, "/api/v1/auth/revoke", url.Values{}, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "invalid_request")
+}
+
+// TestRevocationByTheTokensHolder: a public client (an app a user signed
+// in to) revokes its refresh token without client authentication and
+// without an access token (one that expired, sent as a bearer, is no
+// client authentication): the session ends, as a sign-out does, audited
+// with the user as actor and announced through the outbox; the refresh
+// and the session's access token stop working. Unknown, already revoked
+// and other tenants' tokens (sent by a client of another tenant) get the
+// very same answer and change nothing. Access tokens and API keys still
+// need client authentication.
+func TestRevocationByTheTokensHolder(t *testing.T) {
+	rv := &revoker{keys: map[string]string{}}
+	e := start(t, startOpts{apiKeys: rv})
+	userTk, user := e.owner(t, "user@example.com")
+	otherTk, other := e.owner(t, "other@example.com")
+	a := e.createAccount(t, other, "revoker")
+	s := e.createSecret(t, other, a.ID)
+	revoke := func(tok string, hdr http.Header) apitest.Response {
+		return e.form(t, "/api/v1/auth/revoke", url.Values{"token": {tok}}, hdr)
+	}
+	refresh := func(tok string) apitest.Response {
+		return e.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": tok})
+	}
+	outbox := func() int {
+		return e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+			invalidation.UserSubject(user.UserID), invalidation.ReasonSessionRevoked)
+	}
+	// The answer, whatever the token: 200, no body, the same headers.
+	answer := func(r apitest.Response) string {
+		return strconv.Itoa(r.Status) + " " + string(r.Body) + " " + r.Header.Get("Content-Type") + " " + r.Header.Get("Cache-Control") + " " + r.Header.Get("WWW-Authenticate")
+	}
+	const want = "200    "
+
+	bearer := http.Header{"Authorization": {"Bearer " + userTk.AccessToken}}
+	for name, r := range map[string]apitest.Response{
+		"unknown":                         revoke("unknown-"+strings.Repeat("x", 36), nil),
+		"unknown, with a bearer":          revoke("unknown-"+strings.Repeat("y", 36), bearer),
+		"another tenant's, by its client": revoke(userTk.RefreshToken, basic(s.ClientID, s.ClientSecret)),
+		"too long":                        revoke(strings.Repeat("z", 9000), nil),
+	} {
+		if got := answer(r); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	wantStatus := func(what string, r apitest.Response, status int) {
+		t.Helper()
+		if r.Status != status {
+			t.Fatalf("%s: %d %s, want %d", what, r.Status, r.Body, status)
+		}
+	}
+	if n := outbox(); n != 0 {
+		t.Fatalf("%d session revocations announced before any", n)
+	}
+	// Nothing was revoked: the token refreshes.
+	wantStatus("refresh after the no-ops", refresh(userTk.RefreshToken), http.StatusOK)
+	// A client of another tenant gets the same answer as the holder, but
+	// the session stays.
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, user.SessionID); n != 1 {
+		t.Fatal("another tenant's client ended the session")
+	}
+
+	// The holder, with a rotated token of the chain (any names the
+	// session, as for a client) and an expired access token as bearer.
+	if got := answer(revoke(userTk.RefreshToken, bearer)); got != want {
+		t.Fatalf("the holder's revocation: %q, want %q", got, want)
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NOT NULL AND revoked_reason = $2`,
+		user.SessionID, sessions.ReasonLogout); n != 1 {
+		t.Fatal("the session was not ended as a sign-out")
+	}
+	if n := outbox(); n != 1 {
+		t.Errorf("%d session revocations announced, want 1", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = $2 AND target_id = $3 AND actor_user_id = $4`,
+		user.TenantID, serviceaccounts.ActionTokenRevoked, user.SessionID, user.UserID); n != 1 {
+		t.Errorf("revocation audit events with the user as actor: %d, want 1", n)
+	}
+	oauthProblem(t, refresh(userTk.RefreshToken), http.StatusBadRequest, "invalid_grant")
+	// Again: the same answer, nothing more.
+	if got := answer(revoke(userTk.RefreshToken, nil)); got != want {
+		t.Errorf("revoked again: %q, want %q", got, want)
+	}
+	if n := outbox(); n != 1 {
+		t.Errorf("%d session revocations announced after a repeat, want 1", n)
+	}
+
+	// Access tokens and API keys: client authentication, as before.
+	oauthProblem(t, revoke(otherTk.AccessToken, nil), http.StatusUnauthorized, "invalid_client")
+	key := "tg_abcdefghijklmnop_" + strings.Repeat("K", 43)
+	rv.keys[key] = other.TenantID
+	oauthProblem(t, revoke(key, nil), http.StatusUnauthorized, "invalid_client")
+	if _, still := rv.keys[key]; !still || len(rv.calls) != 0 {
+		t.Fatalf("an API key was revoked without client authentication: %q", rv.calls)
+	}
+	// The other tenant's owner still refreshes.
+	wantStatus("the other session", refresh(otherTk.RefreshToken), http.StatusOK)
 }
 
 // TestRevocationOfARefreshTokenStartingLikeAKey: a refresh token is 43
@@ -486,7 +583,7 @@ func TestDiscovery(t *testing.T) {
 		t.Fatalf("grants %q, response types %q", md.GrantTypes, md.ResponseTypes)
 	}
 	want := []string{"client_secret_basic", "client_secret_post"}
-	if !slices.Equal(md.TokenAuthMethods, want) || !slices.Equal(md.IntrospectionAuth, want) || !slices.Equal(md.RevocationAuth, want) {
+	if !slices.Equal(md.TokenAuthMethods, want) || !slices.Equal(md.IntrospectionAuth, want) || !slices.Equal(md.RevocationAuth, append(want, "none")) {
 		t.Fatalf("auth methods: %+v", md)
 	}
 	if !slices.Equal(md.Scopes, permissions.Builtin().Names()) || !slices.Equal(md.AccessTokenSigningAlgs, []string{"EdDSA"}) {

@@ -45,7 +45,8 @@ const (
 	// ActionAuthFailed: a wrong secret for an existing service account (or
 	// a client locked out for too many of them).
 	ActionAuthFailed = "service_account.auth_failed"
-	// ActionTokenRevoked: a client revoked a refresh token (its session).
+	// ActionTokenRevoked: a client, or the token's holder (the session's
+	// user as actor), revoked a refresh token (its session).
 	ActionTokenRevoked = "token.revoked"
 )
 
