@@ -139,7 +139,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
 	// it appends to opts.Register and opts.ErrorMappers, and starts its
 	// background workers on g below.
-	bg, err := wireSignIn(ctx, cfg, log, pool, reg, hasher, &opts)
+	bg, signInReady, err := wireSignIn(ctx, cfg, log, pool, reg, hasher, &opts)
 	if err != nil {
 		return err
 	}
@@ -158,6 +158,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	admin.SetSchemaCheck(func(ctx context.Context) error {
 		return probe.Do(ctx, func(ctx context.Context, c *pgx.Conn) error { return schema.Check(ctx, c) })
 	})
+	admin.AddCheck(signInReady)
 
 	// TLS on the API listener (COREAPI_TLS_CERT_FILE/KEY_FILE), its pair
 	// read again when it changes; the admin listener stays plain HTTP.

@@ -43,17 +43,18 @@ const (
 )
 
 // wireSignIn connects the sign-in part (routes, password hasher, error
-// mapping, outbox relay) to the server options. It is owned by the sign-in
-// code; the tenant API needs nothing from it.
+// mapping, outbox relay) to the server options, and returns its background
+// workers and its readiness check. It is owned by the sign-in code; the
+// tenant API needs nothing from it.
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
-	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, error) {
+	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, func() error, error) {
 	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation),
 		keys.WithSightings(keys.PGSightings(pool)))
 	if err != nil {
-		return nil, fmt.Errorf("signing keys: %w", err)
+		return nil, nil, fmt.Errorf("signing keys: %w", err)
 	}
 	if err := ring.SightingsErr(); err != nil {
-		log.Warn("signing keys: going by the kids' times until the database answers (each reload asks again)", "err", err)
+		log.Error("signing keys: first sightings not looked up: not ready, and no generated key whose first sighting is unknown signs, until the database answers (asked again every second)", "err", err)
 	}
 	log.Info("signing keys loaded", "kids", ring.KeyIDs(), "signing_kid", ring.SigningKeyID())
 	if u := ring.Untimed(); len(u) > 0 {
@@ -74,22 +75,22 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 			}
 			return 0
 		})); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	store := sessions.New(pool, cfg.RefreshTokenTTL, cfg.RefreshReuseGrace)
 	sealer, err := mfaSealer(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	keysSvc, err := wireAPIKeys(cfg, log, pool)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// API keys ("tg_" tokens) are revocable at the RFC 7009 endpoint too.
 	sa, err := wireServiceAccounts(cfg, log, pool, ring, store, keysSvc, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	svc, err := auth.New(auth.Options{
 		Logger: log, Pool: pool, Keys: ring, Passwords: hasher, Sessions: store,
@@ -98,23 +99,23 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		SignInFailuresPerHour: cfg.SignInFailuresPerHour,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	oidc, err := oauth.New(oauth.Options{Logger: log, Pool: pool, Providers: cfg.OIDCProviders, Auth: svc, Sessions: store,
 		AllowedReturnURLs: cfg.OAuthReturnURLs, AuthorizePerMinute: cfg.OAuthPerMinute})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	opts.Register = append(opts.Register, svc.Register, oidc.Register, keysSvc.Register)
 	opts.ErrorMappers = append(opts.ErrorMappers, apikeys.MapError)
 	lifecycleWorkers, err := wireLifecycle(cfg, log, pool, reg, opts, svc, hasher)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	relayWorker, err := startRelay(cfg, log, pool, reg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// SIGHUP reloads the signing keys at once (registered here, before
 	// serving, so that a signal never finds the default action).
@@ -138,7 +139,9 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 			return sweepAudit(ctx, log, pool, cfg.AuditRetention, sessionSweepEvery)
 		},
 	}
-	return append(workers, lifecycleWorkers...), nil
+	// Not ready until the keys' first sightings are known: until then a
+	// generated key does not sign (see keys.Ring.SightingsErr).
+	return append(workers, lifecycleWorkers...), ring.SightingsErr, nil
 }
 
 // announceKeysChanged writes auth.keys.changed to the outbox, so that the

@@ -20,14 +20,20 @@ type Pinger interface {
 }
 
 // Admin is the operations server: /healthz (the process is alive),
-// /readyz (the database answers, its schema is recent enough, and shutdown
-// has not begun) and /metrics.
+// /readyz (the database answers, its schema is recent enough, the other
+// checks pass, and shutdown has not begun) and /metrics.
 type Admin struct {
 	srv      *http.Server
 	db       Pinger
 	schema   func(context.Context) error
+	checks   []func() error
 	stopping atomic.Bool
 }
+
+// AddCheck makes /readyz answer 503 with check's error while it fails
+// (the signing keys' first sightings not looked up yet). Call before
+// Serve.
+func (a *Admin) AddCheck(check func() error) { a.checks = append(a.checks, check) }
 
 // SetSchemaCheck makes /readyz also run check (schema.Check in serve) and
 // answer 503 with its error while it fails. Call before Serve.
@@ -64,6 +70,13 @@ func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.schema != nil {
 		if err := a.schema(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(err.Error() + "\n"))
+			return
+		}
+	}
+	for _, check := range a.checks {
+		if err := check(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(err.Error() + "\n"))
 			return

@@ -2,8 +2,10 @@ package httpapi_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,6 +71,30 @@ func TestAdminReadiness(t *testing.T) {
 	if got := status("/readyz"); got != 200 {
 		t.Fatalf("readyz = %d, want 200", got)
 	}
+	var notYet atomic.Bool
+	notYet.Store(true)
+	c := httpapi.NewAdmin(pool2, prometheus.NewRegistry())
+	c.AddCheck(func() error {
+		if notYet.Load() {
+			return errors.New("signing keys: first sightings not looked up")
+		}
+		return nil
+	})
+	ln3, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Serve(ln3) }()
+	defer c.Shutdown(context.Background())
+	base = "http://" + ln3.Addr().String()
+	if got := status("/readyz"); got != 503 {
+		t.Fatalf("readyz with a check failing = %d, want 503", got)
+	}
+	notYet.Store(false)
+	if got := status("/readyz"); got != 200 {
+		t.Fatalf("readyz with the check passing = %d, want 200", got)
+	}
+	base = "http://" + ln2.Addr().String()
 	b.SetNotReady()
 	if got := status("/readyz"); got != 503 {
 		t.Fatalf("readyz after SetNotReady = %d, want 503", got)

@@ -161,9 +161,14 @@ func Load(dir, alg string, opts ...Option) (*Ring, error) {
 }
 
 // SightingsErr is the failure of the last lookup of the keys' first
-// sightings (WithSightings), nil once one succeeded: until then a key not
-// looked up goes by its kid's time (and, found by a reload, by when this
-// coreapi found it). Each reload looks again.
+// sightings (WithSightings), nil once one succeeded. Until then a key
+// with a timed kid whose first sighting is not known does not sign (while
+// no other key of the algorithm is active, the oldest one does, as on a
+// fresh install): going by its kid's time would sign at once with a key
+// generated long before it was published, which other pods' proxies may
+// not have yet, and switch back to the older key once the database
+// answered with a later sighting. Each reload looks again; serve is not
+// ready while this is not nil.
 func (r *Ring) SightingsErr() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -209,8 +214,15 @@ func (r *Ring) sight() {
 	}
 }
 
-// sightedAt is when the fleet first found kid, zero if unknown.
-func (r *Ring) sightedAt(kid string) time.Time { return r.sighted[kid] }
+// sightedAt is when the fleet first found kid (zero if it was not looked
+// up), and whether that is known: not while the lookup fails.
+func (r *Ring) sightedAt(kid string) (time.Time, bool) {
+	if r.sightings == nil {
+		return time.Time{}, true
+	}
+	t, ok := r.sighted[kid]
+	return t, ok
+}
 
 // Reload re-reads the directory and re-evaluates which key signs. A key
 // whose file is gone is never kept, whatever else is wrong: removing a
@@ -220,32 +232,40 @@ func (r *Ring) sightedAt(kid string) time.Time { return r.sighted[kid] }
 // fails with ErrNoKeys until one is added. Each such problem is returned
 // (joined), after the reloaded keys are in use.
 func (r *Ring) Reload() error {
+	err, sightErr := r.reload()
+	return errors.Join(err, sightErr)
+}
+
+// reload is Reload, with the directory's problems apart from the failure
+// of the sightings' lookup.
+func (r *Ring) reload() (err, sightErr error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now, prev := r.now(), r.cur.Load()
 	r.sight()
 	appeared := map[string]time.Time{}
-	since := func(kid string) time.Time {
+	since := func(kid string) (time.Time, bool) {
+		f, known := r.sightedAt(kid)
 		t, ok := r.appeared[kid]
 		switch {
 		case ok:
 		case prev.key(kid) != nil:
-			return r.sightedAt(kid) // known since Load: its kid's time counts
+			return f, known // known since Load: its kid's time counts
 		default:
 			t = now
 		}
 		appeared[kid] = t
-		if f := r.sightedAt(kid); f.After(t) {
-			return f
+		if f.After(t) {
+			return f, known
 		}
-		return t
+		return t, known
 	}
 	s, err := loadSet(r.dir, r.alg, r.activation, now, prev, since)
 	if s != nil {
 		r.cur.Store(s)
 		r.appeared = appeared
 	}
-	return errors.Join(err, r.sightErr)
+	return err, r.sightErr
 }
 
 // SigningKeyID is the kid of the key that signs new tokens ("" when none
@@ -357,9 +377,10 @@ func (r *Ring) Untimed() []string {
 // unless the directory cannot be listed: a file that fails to load keeps
 // prev's key of its kid, if any, or is left out, and a missing key of alg
 // leaves the signer nil; the problems are returned with it. since is when
-// a key with a timed kid was first found (zero if unknown), which counts
-// if later than its kid's time.
-func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set, since func(kid string) time.Time) (*set, error) {
+// a key with a timed kid was first found (zero if it does not matter),
+// which counts if later than its kid's time, and whether that is known: a
+// key whose first sighting is not known is not active.
+func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set, since func(kid string) (time.Time, bool)) (*set, error) {
 	if prev != nil {
 		// A directory gone (unmounted, renamed) is no statement about
 		// the keys: keep them, as for a listing that fails.
@@ -393,13 +414,19 @@ func loadSet(dir, alg string, activation time.Duration, now time.Time, prev *set
 		if oldest == nil || newer(oldest, k) {
 			oldest = k
 		}
-		created, ok := kidTime(k.ID)
-		if ok && since != nil {
-			if t := since(k.ID); t.After(created) {
-				created = t
+		created, timed := kidTime(k.ID)
+		active := !timed
+		if timed {
+			known := true
+			if since != nil {
+				var t time.Time
+				if t, known = since(k.ID); t.After(created) {
+					created = t
+				}
 			}
+			active = known && !now.Before(created.Add(activation))
 		}
-		if (!ok || !now.Before(created.Add(activation))) && (s.signer == nil || newer(k, s.signer)) {
+		if active && (s.signer == nil || newer(k, s.signer)) {
 			s.signer = k // the newest active key wins
 		}
 	}
@@ -605,7 +632,9 @@ type WatchOptions struct {
 	// the emergency rotation does) has no reload to announce, and no
 	// running replica may have announced the set it serves.
 	AtStart bool
-	// RetryEvery is the retry interval of a failed Changed; 0 means 1 s.
+	// RetryEvery is the retry interval of a failed Changed, and of a
+	// reload while the keys' first sightings cannot be looked up
+	// (SightingsErr: serve is not ready until they are); 0 means 1 s.
 	RetryEvery time.Duration
 	Log        *slog.Logger
 }
@@ -645,7 +674,7 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 	}
 	poll := time.NewTicker(o.Every)
 	defer poll.Stop()
-	var settleC, retryC <-chan time.Time
+	var settleC, retryC, sightC <-chan time.Time
 	// The document, not only its ids: a key file replaced under its name
 	// keeps the kid, and a proxy holding the old key would refuse every
 	// token of the new one (and accept the old one's) until it refetched.
@@ -655,7 +684,11 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 	if o.AtStart {
 		pending = r.KeyIDs() // never nil
 	}
+	sightFailed := r.SightingsErr() != nil // logged at start (serve)
 	for {
+		if sightC == nil && r.SightingsErr() != nil {
+			sightC = time.After(o.RetryEvery)
+		}
 		if pending != nil && retryC == nil && o.Changed != nil {
 			if err := o.Changed(ctx, pending); err != nil {
 				o.Log.Error("announce signing keys change", "err", err, "retry_in", o.RetryEvery.String())
@@ -694,13 +727,25 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 			reload = true
 		case <-retryC:
 			retryC = nil
+		case <-sightC:
+			sightC, reload = nil, true
 		}
 		if reload {
 			// A reload with problems still applies what it could (a
-			// removed key is gone): compare either way.
-			if err := r.Reload(); err != nil {
+			// removed key is gone): compare either way. A lookup of the
+			// sightings that keeps failing (the database down) is
+			// logged once, not at every retry.
+			err, sightErr := r.reload()
+			if err != nil {
 				o.Log.Error("reload signing keys", "err", err)
 			}
+			switch {
+			case sightErr != nil && !sightFailed:
+				o.Log.Error("reload signing keys", "err", sightErr, "retry_in", o.RetryEvery.String())
+			case sightErr == nil && sightFailed:
+				o.Log.Info("signing keys: first sightings looked up", "signing_kid", r.SigningKeyID())
+			}
+			sightFailed = sightErr != nil
 			ids := r.KeyIDs()
 			if now := string(r.JWKS()); now != published || r.SigningKeyID() != signing {
 				o.Log.Info("signing keys changed", "kids", ids, "signing_kid", r.SigningKeyID())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,12 +18,14 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/refused"
 )
 
 func verifyWith(t *testing.T, jwks []byte, token []byte) error {
@@ -1009,5 +1012,101 @@ func TestActivationAfterRestartCountsFromFirstSighting(t *testing.T) {
 		if got := load().SigningKeyID(); got != step.want {
 			t.Errorf("%s after the key appeared, replica (re)started then: signing kid = %s, want %s", step.at, got, step.want)
 		}
+	}
+}
+
+// switchedPool is a pool on db whose new connections are refused while
+// down is set (a database that does not answer), and reach db otherwise.
+func switchedPool(t *testing.T, db *dbtest.DB, down *atomic.Bool) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := refused.Addr(t)
+	var d net.Dialer
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if down.Load() {
+			addr = closed
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// TestUnknownSightingDoesNotSign: a coreapi starts while the database
+// does not answer, with a key generated long before it was published (a
+// day) that the running replicas found a moment ago. Going by the kid's
+// time, it signed with that key at once, while other pods' proxies may not
+// have it yet, and switched back to the older key once the database
+// answered with the recent sighting. A key whose first sighting is not
+// known does not sign: the older key does until the sighting is known, and
+// the signing kid only moves forward. Watch asks again every RetryEvery,
+// and SightingsErr (readiness) clears once the database answers.
+func TestUnknownSightingDoesNotSign(t *testing.T) {
+	db := dbtest.New(t)
+	dir := t.TempDir()
+	const delay = 5 * time.Minute
+	t0 := time.Now()
+	old, err := Generate(dir, AlgEdDSA, t0.Add(-48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at atomic.Int64 // the clock, read by Watch's goroutine too
+	at.Store(t0.UnixNano())
+	clock := WithClock(func() time.Time { return time.Unix(0, at.Load()) })
+	running, err := Load(dir, AlgEdDSA, WithActivationDelay(delay), clock, WithSightings(PGSightings(db.Pool)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := Generate(dir, AlgEdDSA, t0.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Reload(); err != nil {
+		t.Fatal(err)
+	}
+
+	var down atomic.Bool
+	down.Store(true)
+	started, err := Load(dir, AlgEdDSA, WithActivationDelay(delay), clock, WithSightings(PGSightings(switchedPool(t, db, &down))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if started.SightingsErr() == nil {
+		t.Fatal("SightingsErr = nil with the database refusing connections")
+	}
+	if got := started.SigningKeyID(); got != old {
+		t.Fatalf("started without the database: signing kid = %s, want %s (the key found a moment ago by the others must not sign before the delay)", got, old)
+	}
+	if !slices.Contains(started.KeyIDs(), late) {
+		t.Fatalf("%s not published", late)
+	}
+	// Past the delay by the kid's time, as long as the database is down.
+	at.Store(t0.Add(2 * time.Minute).UnixNano())
+	if err := started.Reload(); err == nil {
+		t.Fatal("Reload = nil with the database refusing connections")
+	}
+	if got := started.SigningKeyID(); got != old {
+		t.Fatalf("database still down: signing kid = %s, want %s", got, old)
+	}
+
+	watch(t, started, WatchOptions{Every: time.Hour, RetryEvery: 10 * time.Millisecond})
+	down.Store(false)
+	eventually.Within(t, 10*time.Second, func() error { return started.SightingsErr() })
+	if got := started.SigningKeyID(); got != old {
+		t.Fatalf("sightings known, within the delay of the others' find: signing kid = %s, want %s", got, old)
+	}
+	at.Store(t0.Add(delay + 5*time.Second).UnixNano())
+	if err := started.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := started.SigningKeyID(); got != late {
+		t.Fatalf("past the delay of the others' find: signing kid = %s, want %s", got, late)
 	}
 }
