@@ -138,6 +138,9 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		func(ctx context.Context) error {
 			return sweepAudit(ctx, log, pool, cfg.AuditRetention, sessionSweepEvery)
 		},
+		func(ctx context.Context) error {
+			return sweepSightings(ctx, log, pool, ring, max(keys.SightingsKeep, 2*cfg.SigningKeyActivation), sessionSweepEvery)
+		},
 	}
 	// Not ready until the keys' first sightings are known: until then a
 	// generated key does not sign (see keys.Ring.SightingsErr).
@@ -283,4 +286,12 @@ func sweepAudit(ctx context.Context, log *slog.Logger, pool *pgxpool.Pool, keep,
 	}
 	return sweep.Every(ctx, every, log, slog.LevelInfo, sweep.Task{Name: "audit events",
 		Run: func(ctx context.Context) (int64, error) { return audit.Sweep(ctx, pool, keep) }})
+}
+
+// sweepSightings deletes, every interval until ctx ends, the first
+// sightings of the signing keys gone from the directory for good
+// (keys.PruneSightings: first found more than keep ago).
+func sweepSightings(ctx context.Context, log *slog.Logger, pool *pgxpool.Pool, ring *keys.Ring, keep, every time.Duration) error {
+	return sweep.Every(ctx, every, log, slog.LevelInfo, sweep.Task{Name: "signing key sightings",
+		Run: func(ctx context.Context) (int64, error) { return keys.PruneSightings(ctx, pool, ring.KeyIDs(), keep) }})
 }
