@@ -589,26 +589,35 @@ func (l loader) url(name, v string, schemes ...string) {
 	l.Problem("%s: scheme %q not one of %s", name, u.Scheme, strings.Join(schemes, ", "))
 }
 
-// returnURLs reads OAUTH_ALLOWED_RETURN_URLS: absolute URLs without a
-// fragment, https unless the host is a loopback name (development).
+// returnURLs reads OAUTH_ALLOWED_RETURN_URLS (see codeURL).
 func (l loader) returnURLs() []string {
 	var out []string
 	for _, raw := range strings.Split(l.String("OAUTH_ALLOWED_RETURN_URLS"), ",") {
 		v := strings.TrimSpace(raw)
-		if v == "" {
-			continue
-		}
-		u, err := url.Parse(v)
-		switch {
-		case err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(v, "#"):
-			l.Problem("OAUTH_ALLOWED_RETURN_URLS: %q: want an absolute URL without credentials or fragment", envconfig.ProblemURL(v))
-		case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
-			l.Problem("OAUTH_ALLOWED_RETURN_URLS: %q: want https (http only for localhost)", envconfig.ProblemURL(v))
-		default:
+		if v != "" && l.codeURL("OAUTH_ALLOWED_RETURN_URLS", v) {
 			out = append(out, v)
 		}
 	}
 	return out
+}
+
+// codeURL checks a URL that a browser is sent to with a code in its
+// query (a provider's callback, an app's return URL): absolute, without
+// user information (a credential in a URL ends up in logs and history)
+// or a fragment (RFC 6749 section 3.1.2: a redirection endpoint has
+// none), and https unless its host is a loopback name (development):
+// over plain http the code would cross the network in clear.
+func (l loader) codeURL(name, v string) bool {
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(v, "#"):
+		l.Problem("%s: %q: want an absolute URL without credentials or fragment", name, envconfig.ProblemURL(v))
+	case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
+		l.Problem("%s: %q: want https (http only for localhost)", name, envconfig.ProblemURL(v))
+	default:
+		return true
+	}
+	return false
 }
 
 func isLoopback(host string) bool {
@@ -663,7 +672,7 @@ func (l loader) oidc() []OIDCProvider {
 		if p.RedirectURL == "" {
 			l.Problem("%sREDIRECT_URL: required for provider %q", pre, name)
 		} else {
-			l.url(pre+"REDIRECT_URL", p.RedirectURL, "http", "https")
+			l.codeURL(pre+"REDIRECT_URL", p.RedirectURL)
 		}
 		hasOpenID := false
 		for _, s := range p.Scopes {

@@ -172,6 +172,48 @@ func TestIdentityKeyFile(t *testing.T) {
 	}
 }
 
+// TestOIDCRedirectURL: a provider's callback URL carries the
+// authorization code in its query, so it is checked as a return URL is:
+// absolute, https (http only on a loopback host), without a fragment or
+// credentials; a bad one is refused at load, naming its variable.
+func TestOIDCRedirectURL(t *testing.T) {
+	for _, tt := range []struct{ value, bad string }{
+		{"https://auth.example.com/api/v1/auth/oauth/corp/callback", ""},
+		{"http://localhost:8080/api/v1/auth/oauth/corp/callback", ""},
+		{"http://127.0.0.1:8080/api/v1/auth/oauth/corp/callback", ""},
+		{"http://[::1]:8080/api/v1/auth/oauth/corp/callback", ""},
+		{"http://auth.example.com/api/v1/auth/oauth/corp/callback", "want https"},
+		{"http://localhost.example.com/callback", "want https"},
+		{"ftp://auth.example.com/callback", "want https"},
+		{"/api/v1/auth/oauth/corp/callback", "absolute URL"},
+		{"https://auth.example.com/callback#frag", "fragment"},
+		{"https://auth.example.com/callback#", "fragment"},
+		{"https://user:secretpw@auth.example.com/callback", "credentials"},
+	} {
+		t.Run(tt.value, func(t *testing.T) {
+			m := minimal()
+			m["OIDC_PROVIDERS"] = "corp"
+			m["OIDC_CORP_ISSUER"] = "https://corp.example"
+			m["OIDC_CORP_CLIENT_ID"] = "id"
+			m["OIDC_CORP_CLIENT_SECRET"] = "secret"
+			m["OIDC_CORP_REDIRECT_URL"] = tt.value
+			_, err := Load(env(m))
+			if tt.bad == "" {
+				if err != nil {
+					t.Fatalf("Load() = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "OIDC_CORP_REDIRECT_URL") || !strings.Contains(err.Error(), tt.bad) {
+				t.Fatalf("Load() = %v, want an error about OIDC_CORP_REDIRECT_URL: %q", err, tt.bad)
+			}
+			if strings.Contains(err.Error(), "secretpw") {
+				t.Errorf("the problem shows the credential: %v", err)
+			}
+		})
+	}
+}
+
 func TestOAuthReturnURLs(t *testing.T) {
 	tests := []struct {
 		name  string
