@@ -884,8 +884,12 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 						"an account with this email address has a second factor, and no sign-in provider is linked to it by its address; sign in to it as before")
 				}
 			}
+			// linked: a concurrent sign-in of this same subject linked it
+			// to the account while this one was checking.
+			linked := false
 			if err == nil {
-				other, err := linkedToIssuer(ctx, tx, g.UserID, in.Provider, in.Issuer)
+				var other bool
+				other, linked, err = linkedToIssuer(ctx, tx, g.UserID, in.Provider, in.Issuer, in.Subject)
 				if err != nil {
 					return err
 				}
@@ -906,10 +910,12 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			} else if err != nil {
 				return err
 			}
-			if err := linkIdentity(ctx, tx, g.UserID, in.Provider, in.Issuer, in.Subject, in.Email); err != nil {
-				return err
+			if !linked {
+				if err := linkIdentity(ctx, tx, g.UserID, in.Provider, in.Issuer, in.Subject, in.Email); err != nil {
+					return err
+				}
 			}
-			if existing {
+			if existing && !linked {
 				// A new way into an existing account, as a password
 				// change is: its tenants' audit logs say so.
 				if err := audit.WriteForUser(ctx, tx, g.UserID, audit.Event{ActorUserID: g.UserID,

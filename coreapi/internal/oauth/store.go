@@ -181,25 +181,27 @@ func hasSecondFactor(ctx context.Context, db sqldb.DB, userID string) (bool, err
 	return active, nil
 }
 
-// linkedToIssuer reports whether the user is linked to a subject of the
-// provider under issuer (or under no recorded issuer: one linked before
-// issuers were recorded takes the issuer of its first sign-in). It first
+// linkedToIssuer reports whether the user is linked to another subject
+// of the provider than subject under issuer (or under no recorded
+// issuer: one linked before issuers were recorded takes the issuer of its
+// first sign-in), and whether subject itself is linked to it. It first
 // takes a transaction-scoped lock of the user and provider, so that of two
-// subjects linking to the same account at once, the second sees the
-// first's.
-func linkedToIssuer(ctx context.Context, db sqldb.DB, userID, provider, issuer string) (bool, error) {
+// sign-ins linking to the same account at once, the second sees the
+// first's link: another subject's, which it must not add to, or its own
+// subject's (two tabs, a double click), which it signs in through.
+func linkedToIssuer(ctx context.Context, db sqldb.DB, userID, provider, issuer, subject string) (other, self bool, err error) {
 	const qLock = `SELECT pg_advisory_xact_lock(hashtextextended('identities:' || $1 || ':' || $2, 0))`
 	const q = `
-SELECT EXISTS (SELECT 1 FROM identities
-               WHERE user_id = $1 AND provider = $2 AND (issuer IS NULL OR issuer = $3))`
+SELECT coalesce(bool_or(subject <> $4), false), coalesce(bool_or(subject = $4), false)
+FROM identities
+WHERE user_id = $1 AND provider = $2 AND (issuer IS NULL OR issuer = $3)`
 	if _, err := db.Exec(ctx, qLock, userID, provider); err != nil {
-		return false, fmt.Errorf("lock identities of user: %w", err)
+		return false, false, fmt.Errorf("lock identities of user: %w", err)
 	}
-	var linked bool
-	if err := db.QueryRow(ctx, q, userID, provider, issuer).Scan(&linked); err != nil {
-		return false, fmt.Errorf("find identities of user: %w", err)
+	if err := db.QueryRow(ctx, q, userID, provider, issuer, subject).Scan(&other, &self); err != nil {
+		return false, false, fmt.Errorf("find identities of user: %w", err)
 	}
-	return linked, nil
+	return other, self, nil
 }
 
 // nfcReplaces reports whether NFC replaces a character of s outright
