@@ -315,11 +315,27 @@ WHERE user_id = $1 AND status = $2 AND secret_sealed = $6 AND (last_step IS NULL
 var errEnrolmentRestarted = problem.New(fiber.StatusConflict, problem.CodeConflict,
 	"the TOTP enrolment was restarted meanwhile; confirm with a code of the new secret")
 
+// lockUserForFactor locks the user's row until tx ends, before a second
+// factor is made active. A sign-in through a provider links an identity
+// to an account by its address only while it holds that row share-locked
+// and sees no active factor (the oauth package), so the factor becomes
+// active either before such a link is checked, which is then refused, or
+// after it is made. Taken before the session's row, in the order of a
+// password change or reset (the user's row, then its sessions).
+func lockUserForFactor(ctx context.Context, tx pgx.Tx, userID string) error {
+	const q = `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`
+	if _, err := tx.Exec(ctx, q, userID); err != nil {
+		return fmt.Errorf("lock user: %w", err)
+	}
+	return nil
+}
+
 // activateTOTP turns the user's pending secret active in tx, only if a
 // code of it was just matched (its last_step is set: restarting the
 // enrolment clears it). It answers errMFAActive when a concurrent
 // confirmation won, errEnrolmentRestarted when the enrolment was
-// restarted since the code was matched.
+// restarted since the code was matched. The caller holds the user's row
+// locked (lockUserForFactor).
 func activateTOTP(ctx context.Context, tx pgx.Tx, userID string) error {
 	const qActivate = `
 UPDATE mfa_totp SET status = 'active', confirmed_at = now()
@@ -832,7 +848,10 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// First: the session's row stays locked until the factor is
+		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+			return err
+		}
+		// Then the session's row, which stays locked until the factor is
 		// active, so a sign-out or reset ends it after, never before.
 		if _, _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -131,4 +132,131 @@ func TestConcurrentLinksKeepOne(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNoLinkAfterTheFactorIsActive: linking to an account by its address
+// is refused once the account has a second factor. A link checks for the
+// factor and links in one transaction holding the account's row, which
+// the factor's confirmation locks before it activates the factor: a
+// confirmation that answers while a link is in flight would let that link
+// land on an account whose factor is already active. Either the link is
+// made first (and the confirmation waits for it: the order of any link
+// made before a factor), or the factor first (and the link is refused).
+func TestNoLinkAfterTheFactorIsActive(t *testing.T) {
+	ks, err := mfa.ParseKeys("k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := mfa.NewSealer(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// enrol starts an enrolment of the account and returns the code that
+	// confirms it.
+	enrol := func(t *testing.T, x *env, acct tokens) string {
+		t.Helper()
+		r := x.Send(t, x.identityFor(t, acct), http.MethodPost, "/api/v1/users/me/mfa/totp", nil)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("enrol: %d %s", r.Status, r.Body)
+		}
+		var en struct {
+			Secret string `json:"secret"`
+		}
+		r.JSON(t, &en)
+		code, err := mfa.Code(en.Secret, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code
+	}
+	type confirmed struct {
+		r apitest.Response
+		// linked is how many identities the account had when the
+		// confirmation answered.
+		linked int
+		err    error
+	}
+
+	t.Run("link in flight", func(t *testing.T) {
+		x := startWith(t, sealer)
+		acct := x.verifiedAccount(t, "oidc@example.com")
+		uid := sub(t, acct.AccessToken)
+		code := enrol(t, x, acct)
+		b := x.begin(t, "")
+		path := x.approve(t, b)
+		// The link stops after its checks (no active factor), before it
+		// links.
+		held := x.hold(t, qIdentitiesLock, uid)
+		linked := make(chan apitest.Response, 1)
+		go func() { linked <- x.callback(t, path, b.cookie) }()
+		x.waitingOnLocks(t, 1)
+		done := make(chan confirmed, 1)
+		as := x.identityFor(t, acct)
+		go func() {
+			var c confirmed
+			c.r = x.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/totp/confirm", map[string]string{"code": code})
+			c.err = x.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM identities WHERE user_id = $1`, uid).Scan(&c.linked)
+			done <- c
+		}()
+		// The confirmation answers, or waits for the link.
+		eventually.Within(t, 30*time.Second, func() error {
+			if len(done) == 1 {
+				return nil
+			}
+			return x.lockWaiters(2)
+		})
+		if err := held.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c := <-done
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+		if c.r.Status != http.StatusOK {
+			t.Fatalf("confirm: %d %s", c.r.Status, c.r.Body)
+		}
+		r := <-linked
+		if r.Status == http.StatusOK && c.linked == 0 {
+			t.Fatal("the link landed after the confirmation of the second factor had answered")
+		}
+		if r.Status != http.StatusOK && (r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeMFABeforeLinking) {
+			t.Fatalf("callback: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("factor confirmed first", func(t *testing.T) {
+		x := startWith(t, sealer)
+		acct := x.verifiedAccount(t, "oidc@example.com")
+		uid := sub(t, acct.AccessToken)
+		code := enrol(t, x, acct)
+		_, _, sid, _ := claimsOf(t, acct.AccessToken)
+		b := x.begin(t, "")
+		path := x.approve(t, b)
+		// The confirmation stops at the session's row, which it locks
+		// after the account's.
+		held := x.hold(t, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, sid)
+		done := make(chan apitest.Response, 1)
+		as := x.identityFor(t, acct)
+		go func() {
+			done <- x.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/totp/confirm", map[string]string{"code": code})
+		}()
+		x.waitingOnLocks(t, 1)
+		linked := make(chan apitest.Response, 1)
+		go func() { linked <- x.callback(t, path, b.cookie) }()
+		// The link waits for the account's row.
+		x.waitingOnLocks(t, 2)
+		if err := held.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-done; r.Status != http.StatusOK {
+			t.Fatalf("confirm: %d %s", r.Status, r.Body)
+		}
+		if r := <-linked; r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeMFABeforeLinking {
+			t.Fatalf("link after the factor: %d %s, want 409 %s", r.Status, r.Body, problem.CodeMFABeforeLinking)
+		}
+		if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, uid); n != 0 {
+			t.Errorf("%d identities linked to an account with an active second factor", n)
+		}
+	})
 }

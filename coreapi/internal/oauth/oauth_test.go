@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -45,6 +46,13 @@ type env struct {
 
 func start(t *testing.T, opts ...func(*oauth.Options)) *env {
 	t.Helper()
+	return startWith(t, nil, opts...)
+}
+
+// startWith is start with sealer sealing TOTP secrets (nil: enrolment is
+// unavailable).
+func startWith(t *testing.T, sealer *mfa.Sealer, opts ...func(*oauth.Options)) *env {
+	t.Helper()
 	idp := newFakeIDP(t)
 	dir := t.TempDir()
 	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now()); err != nil {
@@ -60,7 +68,7 @@ func start(t *testing.T, opts ...func(*oauth.Options)) *env {
 		h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		a, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Sessions: store,
-			Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute})
+			Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, MFA: sealer})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -149,10 +149,15 @@ RETURNING issuer = $3`
 // PostgreSQL's lower() also folds non-ASCII letters ("É" to "é"): an
 // account whose stored address, in NFC, differs from email in more than
 // ASCII letter case is another address's, and is errOtherAddress.
+// The account's row stays share-locked until the transaction ends: a
+// second factor is confirmed only under that row's lock (the auth
+// package's activateTOTP), so none becomes active while a link to the
+// account is being checked and made (see hasSecondFactor).
 func userByEmail(ctx context.Context, db sqldb.DB, email string) (uid string, verified, adminPassword bool, err error) {
 	const q = `
 SELECT id::text, email, email_verified_at IS NOT NULL, password_hash IS NOT NULL AND password_set_by_admin
-FROM users WHERE lower(email) = lower($1)`
+FROM users WHERE lower(email) = lower($1)
+FOR SHARE`
 	var stored string
 	err = db.QueryRow(ctx, q, email).Scan(&uid, &stored, &verified, &adminPassword)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -168,9 +173,12 @@ FROM users WHERE lower(email) = lower($1)`
 }
 
 // hasSecondFactor reports whether the user has an active second factor
-// (one still being enrolled is none). No row is locked: a factor
-// confirmed in the instant of a link (which only the account's bearer
-// can do) leaves the link in place, and every sign-in through it still
+// (one still being enrolled is none). Run after userByEmail locked the
+// user's row, in the link's transaction: a confirmation of a factor
+// (which locks that row before activating it) either committed before,
+// and is seen here, or waits until the link is made or refused. So no
+// link lands on an account once its factor is active; one made first
+// stays, as any link made before a factor, and every sign-in through it
 // asks for the factor.
 func hasSecondFactor(ctx context.Context, db sqldb.DB, userID string) (bool, error) {
 	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
