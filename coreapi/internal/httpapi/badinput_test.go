@@ -1,16 +1,25 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/logging"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 func TestBadBodies(t *testing.T) {
@@ -164,6 +173,76 @@ func TestBodyTooLargeKeepsRequestID(t *testing.T) {
 	if p := r.Problem(t); p.RequestID == "not sane" || p.RequestID != r.Header.Get("X-Request-Id") {
 		t.Errorf("request id %q, header %q", p.RequestID, r.Header.Get("X-Request-Id"))
 	}
+}
+
+// TestChunkedBodyTooLargeKeepsRequestID: a chunked body is counted as it
+// is read, and fasthttp resets the request once it is over the limit; its
+// 413 still names the client's X-Request-Id, in its header, its problem
+// and its access line, and the request's path, whether the limit is
+// passed within one chunk or over several.
+func TestChunkedBodyTooLargeKeepsRequestID(t *testing.T) {
+	t.Parallel()
+	access := &testkit.LogBuffer{}
+	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+		o.MaxBodyBytes = 4096
+		o.AccessLogger = slog.New(logging.NewHandler(access, slog.LevelInfo))
+	}})
+	chunk := func(n int) string { return fmt.Sprintf("%x\r\n%s\r\n", n, strings.Repeat("a", n)) }
+	for _, tt := range []struct {
+		name, path, body string
+	}{
+		{"one chunk", "/api/v1/users/me", chunk(5000)},
+		{"several chunks", "/api/v1/users/me", chunk(3000) + chunk(3000)},
+		{"oauth endpoint", "/api/v1/auth/token", chunk(3000) + chunk(3000)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rid := "chunked-rid-" + strings.ReplaceAll(tt.name, " ", "-")
+			resp, body := rawRequest(t, e, "PATCH "+tt.path+" HTTP/1.1\r\nHost: coreapi\r\nX-Request-Id: "+rid+
+				"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"+tt.body+"0\r\n\r\n")
+			var p problem.Problem
+			if err := json.Unmarshal(body, &p); err != nil {
+				t.Fatalf("%d %s: %v", resp.StatusCode, body, err)
+			}
+			if resp.StatusCode != 413 || p.Code != "body_too_large" {
+				t.Fatalf("%d %s, want 413 body_too_large", resp.StatusCode, body)
+			}
+			if p.RequestID != rid || resp.Header.Get("X-Request-Id") != rid || p.Instance != tt.path {
+				t.Errorf("request id %q, header %q, instance %q; want %q and %s", p.RequestID, resp.Header.Get("X-Request-Id"), p.Instance, rid, tt.path)
+			}
+			if line := accessLine(t, access.String(), rid); line == nil || line["path"] != tt.path || line["status"] != float64(413) {
+				t.Errorf("access line %v", line)
+			}
+		})
+	}
+	// Under the limit, a chunked body reaches its route as any other.
+	resp, body := rawRequest(t, e, "GET /api/v1/health HTTP/1.1\r\nHost: coreapi\r\nTransfer-Encoding: chunked\r\n\r\n"+chunk(100)+"0\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("chunked body under the limit: %d %s", resp.StatusCode, body)
+	}
+}
+
+// rawRequest writes raw, as it is, on a new connection to the server and
+// reads one response.
+func rawRequest(t *testing.T, e *apitest.Env, raw string) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Written while the answer is read: the server may answer, and close,
+	// before it has read everything.
+	go func() { _, _ = io.WriteString(c, raw) }()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
 }
 
 // TestHeaderFieldsTooLarge: header fields over what the server reads (16

@@ -157,6 +157,7 @@ type Server struct {
 	mappers      []func(error) *problem.Problem
 	projector    *projection.Store
 	projLimit    *limiter
+	chunked      chunkedHeads
 }
 
 // New builds the server and its routes.
@@ -243,11 +244,20 @@ func New(o Options) (*Server, error) {
 	// 9110 section 9.1), problem+json with its request id.
 	fiberHandler := s.app.Server().Handler
 	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
+		s.chunked.forget(&ctx.Request.Header)
 		if !problem.KnownMethod(ctx.Method()) {
 			s.unknownMethod(ctx)
 			return
 		}
 		fiberHandler(ctx)
+	}
+	// A chunked body over the limit is refused with the request's own id
+	// and path (chunked.go).
+	s.app.Server().HeaderReceived = s.chunked.received
+	fiberErrors := s.app.Server().ErrorHandler
+	s.app.Server().ErrorHandler = func(ctx *fasthttp.RequestCtx, err error) {
+		s.chunked.restore(ctx, err)
+		fiberErrors(ctx, err)
 	}
 
 	rt := Routes{
