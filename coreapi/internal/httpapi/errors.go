@@ -19,7 +19,7 @@ import (
 // response: those leaving a handler or middleware (accessLog), and those
 // raised before any middleware ran (handleEarly, the Fiber ErrorHandler).
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
-	p := s.toProblem(c, err)
+	p := s.mapError(c, err)
 	rid := RequestIDOf(c) // set by requestID, or by handleEarly
 	if p.OAuthError == "" && oautherr.Endpoint(c.Path()) {
 		p = oautherr.Annotate(p)
@@ -27,6 +27,21 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	p = p.With(rid, c.Path())
 	c.Set(fiber.HeaderContentType, problem.ContentType)
 	return c.Status(p.Status).Send(p.JSON())
+}
+
+// mapError is toProblem outside the recover middleware: handleError runs
+// in accessLog, around it, and in handleEarly, before it, so a panic in a
+// feature's ErrorMapper (or in a method of the error it inspects) would
+// end the process. It is answered as a handler's panic is: a 500 problem
+// and the panic logged with its stack.
+func (s *Server) mapError(c *fiber.Ctx, err error) (p *problem.Problem) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logPanic(c, r)
+			p = problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
+		}
+	}()
+	return s.toProblem(c, err)
 }
 
 func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {

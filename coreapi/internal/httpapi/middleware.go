@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"time"
 	"unsafe"
@@ -162,11 +163,18 @@ const otherMethod = "_OTHER"
 func (s *Server) recover(c *fiber.Ctx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.ErrorContext(c.UserContext(), "panic", "request_id", RequestIDOf(c), "panic", fmt.Sprint(r))
+			s.logPanic(c, r)
 			err = problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
 		}
 	}()
 	return c.Next()
+}
+
+// logPanic logs a recovered panic r with the stack that raised it (call
+// it in the deferred function that recovered).
+func (s *Server) logPanic(c *fiber.Ctx, r any) {
+	s.log.ErrorContext(c.UserContext(), "panic", "request_id", RequestIDOf(c), "method", methodName(c.Method()),
+		"path", c.Path(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 }
 
 var errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenticated,
