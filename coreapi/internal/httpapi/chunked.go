@@ -2,12 +2,14 @@ package httpapi
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate-auth/tollgate/shared/requestid"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // chunkedHeads keeps what a chunked request's refusal needs of its head
@@ -31,9 +33,10 @@ type chunkedHeads struct {
 }
 
 // chunkedHead is an owned copy of the parts of a request's head its
-// refusal reports.
+// refusal reports, and of the trace context its span joins.
 type chunkedHead struct {
-	method, uri, requestID string
+	method, uri, requestID  string
+	traceparent, tracestate string
 }
 
 // maxChunkedHeads bounds the heads kept: more chunked requests than this
@@ -53,6 +56,9 @@ func (ch *chunkedHeads) received(h *fasthttp.RequestHeader) fasthttp.RequestConf
 		method:    string(h.Method()),
 		uri:       string(h.RequestURI()),
 		requestID: string(h.Peek(requestid.Header)),
+		// Read as the tracing middleware reads them.
+		traceparent: strings.Clone(tracing.RequestHeaderCarrier{H: h}.Get("traceparent")),
+		tracestate:  strings.Clone(tracing.RequestHeaderCarrier{H: h}.Get("tracestate")),
 	}
 	ch.mu.Lock()
 	if len(ch.m) >= maxChunkedHeads {
@@ -89,8 +95,9 @@ func (ch *chunkedHeads) take(h *fasthttp.RequestHeader) (chunkedHead, bool) {
 }
 
 // restore puts back, into a request fasthttp reset after its chunked
-// body went over the limit, the method, target and X-Request-Id it had,
-// so that its 413 reports them as any other refusal does.
+// body went over the limit, the method, target, X-Request-Id and trace
+// context it had, so that its 413 reports them, and its span joins the
+// proxy's trace, as any other refusal's.
 func (ch *chunkedHeads) restore(ctx *fasthttp.RequestCtx, err error) {
 	h := &ctx.Request.Header
 	head, ok := ch.take(h)
@@ -99,7 +106,9 @@ func (ch *chunkedHeads) restore(ctx *fasthttp.RequestCtx, err error) {
 	}
 	h.SetMethod(head.method)
 	ctx.Request.SetRequestURI(head.uri)
-	if head.requestID != "" {
-		h.Set(requestid.Header, head.requestID)
+	for _, f := range [...][2]string{{requestid.Header, head.requestID}, {tracing.HeaderTraceparent, head.traceparent}, {tracing.HeaderTracestate, head.tracestate}} {
+		if f[1] != "" {
+			h.Set(f[0], f[1])
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
@@ -72,19 +73,27 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 // before any middleware ran (a body over the limit, header fields too
 // large, a malformed request) and a method the server does not know
 // (unknownMethod), and records them as accessLog records the others (an
-// access line, the metrics, Observe), on the route "unmatched".
+// access line, the metrics, Observe) and traces them as the tracing
+// middleware traces the others, on the route "unmatched".
 func (s *Server) handleEarly(c *fiber.Ctx, err error) error {
 	start := time.Now()
 	// The client's sane id all the same, as requestID would have taken
 	// it, so that the answer's id is the one the proxy signed and logged.
 	// The header fields may not have been read (431): a new id then.
 	setRequestID(c)
+	var span trace.Span
+	if s.tracer != nil {
+		span = s.tracer.start(c)
+	}
 	herr := s.handleError(c, err)
 	if herr != nil {
 		c.Status(fiber.StatusInternalServerError)
 	}
 	// Not c.Route(): outside the router it is the request's own path.
 	s.record(c, start, "unmatched", &pgtrace.Counter{})
+	if span != nil {
+		s.tracer.end(c, span, "unmatched")
+	}
 	return nil
 }
 

@@ -158,6 +158,7 @@ type Server struct {
 	projector    *projection.Store
 	projLimit    *limiter
 	chunked      chunkedHeads
+	tracer       *requestTracer // nil: requests are not traced
 }
 
 // New builds the server and its routes.
@@ -233,7 +234,8 @@ func New(o Options) (*Server, error) {
 		DisablePreParseMultipartForm: true,
 	})
 	if o.Tracing != nil {
-		s.app.Use(s.requestID, traceRequests(o.Tracing), s.accessLog, s.recover)
+		s.tracer = newRequestTracer(o.Tracing)
+		s.app.Use(s.requestID, s.tracer.middleware, s.accessLog, s.recover)
 	} else {
 		s.app.Use(s.requestID, s.accessLog, s.recover)
 	}

@@ -1,9 +1,12 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
+	"github.com/tollgate-auth/tollgate/shared/tracing/otlptest"
 )
 
 // The proxy's span, as its traceparent names it.
@@ -205,5 +209,85 @@ func TestSecretQueryNotRecorded(t *testing.T) {
 				t.Errorf("span %q attribute %s = %q", s.Name, a.Key, a.Value.String())
 			}
 		}
+	}
+}
+
+// TestEarlyRefusalsTraced: the requests refused before any middleware
+// runs (a body over the limit, declared or chunked, 413; header fields
+// too large, 431; a malformed head, 400; a method the server does not
+// know, 501) get a server span, as the requests the router answers do (no
+// such route, 404; a forged identity, 401, on its route): named after the
+// route unmatched, with the status and the request id, under the proxy's span
+// when the head carrying its traceparent was read. They had none. The
+// spans are read from what the OTLP exporter sent.
+func TestEarlyRefusalsTraced(t *testing.T) {
+	rcv, err := otlptest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rcv.Close() })
+	vars := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": rcv.URL(), "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+	c, err := tracing.Load(func(k string) string { return vars[k] }, "coreapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tracing.New(context.Background(), c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	e := apitest.Start(t, apitest.Options{Tracing: p, AllowUndocumented: true, Configure: func(o *httpapi.Options) { o.MaxBodyBytes = 4096 }})
+	traceparent := "Traceparent: 00-" + proxyTrace + "-" + proxySpan + "-01\r\n"
+	big := strings.Repeat("x", 5000)
+	for _, tt := range []struct {
+		name, raw, method string
+		status            int
+		underProxy        bool
+		route             string
+	}{
+		{"body over the limit", "POST /api/v1/auth/token HTTP/1.1\r\nHost: coreapi\r\n" + traceparent +
+			"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n" + big, "POST", 413, true, "unmatched"},
+		{"chunked body over the limit", "PATCH /api/v1/users/me HTTP/1.1\r\nHost: coreapi\r\n" + traceparent +
+			"Transfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(big), big), "PATCH", 413, true, "unmatched"},
+		{"header fields too large", "GET /api/v1/users HTTP/1.1\r\nHost: coreapi\r\nX-Padding: " + strings.Repeat("a", 17<<10) + "\r\n\r\n",
+			"GET", 431, false, "unmatched"},
+		{"malformed head", "GET /api/v1/users HTTP/1.1\r\nHost: coreapi\r\nContent-Length: many\r\n\r\n", "GET", 400, false, "unmatched"},
+		{"unknown method", "PROPFIND /api/v1/users HTTP/1.1\r\nHost: coreapi\r\n" + traceparent + "\r\n", "_OTHER", 501, true, "unmatched"},
+		{"no such route", "GET /api/v1/nope HTTP/1.1\r\nHost: coreapi\r\n" + traceparent + "\r\n", "GET", 404, true, "unmatched"},
+		{"forged identity", "GET /api/v1/users HTTP/1.1\r\nHost: coreapi\r\n" + traceparent +
+			"X-Auth-Signature: v2=forged\r\nX-Request-Id: forged-rid\r\n\r\n", "GET", 401, true, "/api/v1/users"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := rawRequest(t, e, tt.raw)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("%d %s, want %d", resp.StatusCode, body, tt.status)
+			}
+			rid := resp.Header.Get("X-Request-Id")
+			if err := p.ForceFlush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var got *otlptest.Span
+			for _, s := range rcv.Spans() {
+				if s.Attrs["tollgate.request_id"] == rid && s.Kind == "SPAN_KIND_SERVER" {
+					got = &s
+				}
+			}
+			if got == nil {
+				t.Fatalf("no server span of request %s among %d", rid, len(rcv.Spans()))
+			}
+			route := tt.route
+			if want := tt.method + " " + route; got.Name != want {
+				t.Errorf("span name %q, want %q", got.Name, want)
+			}
+			if got.Attrs["http.response.status_code"] != strconv.Itoa(tt.status) || got.Attrs["http.route"] != route {
+				t.Errorf("span attributes %v", got.Attrs)
+			}
+			if tt.underProxy && (got.TraceID != proxyTrace || got.ParentSpanID != proxySpan) {
+				t.Errorf("span in trace %s under %s, want the proxy's", got.TraceID, got.ParentSpanID)
+			}
+		})
+	}
+	if errs := rcv.Errors(); len(errs) > 0 {
+		t.Fatal(errs)
 	}
 }
