@@ -44,7 +44,10 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 	if err := httpapi.CheckCoding(c); err != nil {
 		return tokenRequest{}, err
 	}
-	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
+	ct, err := httpapi.MediaType(c)
+	if err != nil {
+		return tokenRequest{}, err
+	}
 	if ct == fiber.MIMEApplicationForm {
 		var f tokenRequest // apart from req, which the JSON decoder moves to the heap
 		// A parameter sent twice is invalid_request (RFC 6749 section 3.1).

@@ -84,6 +84,29 @@ func CheckCoding(c *fiber.Ctx) error {
 		"send the body without a Content-Encoding (identity): compressed bodies are not accepted")
 }
 
+// MediaType returns the media type of the request's Content-Type, lower
+// case, read as mime.ParseMediaType reads it; "" when there is none. A
+// field that does not parse (a parameter without a value, an empty one,
+// text after the subtype) is 415 unsupported_media_type, as is a charset
+// other than UTF-8 (in any case), the only one bodies are read in: a
+// body is never read under a type it does not declare exactly.
+func MediaType(c *fiber.Ctx) (string, error) {
+	ct := c.Get(fiber.HeaderContentType)
+	if strings.TrimSpace(ct) == "" {
+		return "", nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,
+			"malformed Content-Type: a media type, then only name=value parameters")
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return "", problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,
+			"unsupported charset in Content-Type: send the body in UTF-8")
+	}
+	return mt, nil
+}
+
 // fieldNames is the set of JSON member names of the struct dst points to,
 // spelled exactly as its fields declare them, or nil when dst is not a
 // pointer to a struct.

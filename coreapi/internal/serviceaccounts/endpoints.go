@@ -33,7 +33,10 @@ func decodeQuery(c *fiber.Ctx) (tokenQuery, error) {
 	if err := httpapi.CheckCoding(c); err != nil {
 		return tokenQuery{}, err
 	}
-	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(c.Get(fiber.HeaderContentType), ";", 2)[0]))
+	ct, err := httpapi.MediaType(c)
+	if err != nil {
+		return tokenQuery{}, err
+	}
 	if ct == fiber.MIMEApplicationForm {
 		var f tokenQuery // apart from q, which the JSON decoder moves to the heap
 		// A parameter sent twice is invalid_request (RFC 6749 section 3.1).

@@ -540,6 +540,54 @@ func TestRepeatedParameterRefused(t *testing.T) {
 	}
 }
 
+// TestContentTypeParsed: the token, introspection and revocation
+// endpoints read the Content-Type as mime.ParseMediaType does: a
+// malformed one (a parameter without a value, an empty one) or a charset
+// other than UTF-8 is 415 unsupported_media_type saying which, before any
+// work; the form type with charset=utf-8, in any case, is read as the
+// form. The type before the first ";" was taken, whatever followed.
+func TestContentTypeParsed(t *testing.T) {
+	e := start(t, startOpts{})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	bodies := map[string]string{
+		"/api/v1/auth/token":      "grant_type=client_credentials",
+		"/api/v1/auth/introspect": "token=" + url.QueryEscape(ownerTk.AccessToken),
+		"/api/v1/auth/revoke":     "token=unknown",
+	}
+	for _, path := range []string{"/api/v1/auth/token", "/api/v1/auth/introspect", "/api/v1/auth/revoke"} {
+		for _, tc := range []struct{ ct, detail string }{
+			{form + "; charset", "malformed Content-Type"},
+			{form + ";;", "malformed Content-Type"},
+			{form + "; ; charset=utf-8", "malformed Content-Type"},
+			{form + "; charset=utf-8; charset=latin1", "malformed Content-Type"},
+			{form + " x", "malformed Content-Type"},
+			{form + "; charset=iso-8859-1", "charset"},
+			{"application/json; charset=latin1", "charset"},
+		} {
+			t.Run(path+" "+tc.ct, func(t *testing.T) {
+				r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: path, Body: bodies[path], ContentType: tc.ct,
+					Header: basic(s.ClientID, s.ClientSecret)})
+				apitest.WantProblem(t, r, http.StatusUnsupportedMediaType, "unsupported_media_type")
+				if p := r.Problem(t); !strings.Contains(p.Detail, tc.detail) || p.OAuthError != "invalid_request" {
+					t.Errorf("problem %+v, want invalid_request saying %q", p, tc.detail)
+				}
+				if r.Stats.Queries != 0 {
+					t.Errorf("ran %d queries, want the request refused before any work", r.Stats.Queries)
+				}
+			})
+		}
+		for _, ct := range []string{form + "; charset=utf-8", "Application/X-WWW-Form-Urlencoded;Charset=UTF-8", form + `; charset="Utf-8"`} {
+			t.Run(path+" "+ct, func(t *testing.T) {
+				r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: path, Body: bodies[path], ContentType: ct,
+					Header: basic(s.ClientID, s.ClientSecret)})
+				apitest.WantStatus(t, r, http.StatusOK)
+			})
+		}
+	}
+}
+
 // Without an API-key revoker, tg_ tokens are unknown tokens: 200.
 func TestRevocationWithoutAPIKeys(t *testing.T) {
 	e := start(t, startOpts{})
