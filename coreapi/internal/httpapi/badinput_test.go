@@ -321,6 +321,37 @@ func TestUnknownMethodRefused(t *testing.T) {
 	}
 }
 
+// TestAsteriskFormRefused: OPTIONS * (the request target "*", which asks
+// about the server) is 400 bad_path problem+json with the client's
+// request id and an access line, as authproxy answers it; Fiber answered
+// it 404 no such route. fasthttp refuses "*" with any other method as a
+// malformed request (400).
+func TestAsteriskFormRefused(t *testing.T) {
+	t.Parallel()
+	access := &testkit.LogBuffer{}
+	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+		o.AccessLogger = slog.New(logging.NewHandler(access, slog.LevelInfo))
+	}})
+	for _, method := range []string{"OPTIONS"} {
+		rid := "asterisk-rid-" + strings.ToLower(method)
+		resp, body := rawRequest(t, e, method+" * HTTP/1.1\r\nHost: coreapi\r\nX-Request-Id: "+rid+"\r\nContent-Length: 0\r\n\r\n")
+		var p problem.Problem
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Fatalf("%s *: %d %s: %v", method, resp.StatusCode, body, err)
+		}
+		if resp.StatusCode != 400 || p.Code != problem.CodeBadPath || !strings.Contains(p.Detail, "*") ||
+			resp.Header.Get("Content-Type") != problem.ContentType {
+			t.Errorf("%s *: %d %s, want 400 bad_path", method, resp.StatusCode, body)
+		}
+		if p.RequestID != rid || resp.Header.Get("X-Request-Id") != rid {
+			t.Errorf("%s *: request id %q, header %q, want %q", method, p.RequestID, resp.Header.Get("X-Request-Id"), rid)
+		}
+		if line := accessLine(t, access.String(), rid); line == nil || line["status"] != float64(400) || line["route"] != "unmatched" {
+			t.Errorf("%s *: access line %v", method, line)
+		}
+	}
+}
+
 // A body in a content coding is refused (415, Accept-Encoding: identity),
 // not inflated: MaxBodyBytes bounds the bytes sent, and a gzip body of
 // 50 KiB inflates to 50 MiB.

@@ -71,10 +71,10 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 
 // handleEarly is the Fiber ErrorHandler: it answers the errors raised
 // before any middleware ran (a body over the limit, header fields too
-// large, a malformed request) and a method the server does not know
-// (unknownMethod), and records them as accessLog records the others (an
-// access line, the metrics, Observe) and traces them as the tracing
-// middleware traces the others, on the route "unmatched".
+// large, a malformed request), a method the server does not know and the
+// target "*" (refuseEarly), and records them as accessLog records the
+// others (an access line, the metrics, Observe) and traces them as the
+// tracing middleware traces the others, on the route "unmatched".
 func (s *Server) handleEarly(c *fiber.Ctx, err error) error {
 	start := time.Now()
 	// The client's sane id all the same, as requestID would have taken

@@ -248,7 +248,11 @@ func New(o Options) (*Server, error) {
 	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
 		s.chunked.forget(&ctx.Request.Header)
 		if !problem.KnownMethod(ctx.Method()) {
-			s.unknownMethod(ctx)
+			s.refuseEarly(ctx, errNotImplemented)
+			return
+		}
+		if string(ctx.Request.Header.RequestURI()) == "*" {
+			s.refuseEarly(ctx, errAsteriskForm)
 			return
 		}
 		fiberHandler(ctx)
@@ -301,14 +305,22 @@ func health(c *fiber.Ctx) error {
 // errNotImplemented refuses a request method the server does not know.
 var errNotImplemented = problem.New(fiber.StatusNotImplemented, problem.CodeNotImplemented, "request method not implemented")
 
-// unknownMethod answers a request whose method Fiber does not know with
-// errNotImplemented, as handleEarly answers the requests refused before
-// any middleware ran (with the request id requestID would have given it,
-// an access line and the metrics).
-func (s *Server) unknownMethod(ctx *fasthttp.RequestCtx) {
+// errAsteriskForm refuses OPTIONS *, the request target "*" (RFC 9112
+// section 3.2.4; fasthttp refuses it with any other method), which asks
+// about the server rather than a resource: coreapi serves paths only.
+// authproxy, the one exposed, refuses it with the same 400 bad_path, so a
+// client meets one answer at either.
+var errAsteriskForm = problem.New(fiber.StatusBadRequest, problem.CodeBadPath, "path not accepted: the request target * is not served")
+
+// refuseEarly answers a request with err before Fiber routes it (a method
+// Fiber does not know, which it would answer itself in plain text; the
+// target "*"), as handleEarly answers the requests refused before any
+// middleware ran (with the request id requestID would have given it, an
+// access line, the metrics and a span).
+func (s *Server) refuseEarly(ctx *fasthttp.RequestCtx, err error) {
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
-	_ = s.handleEarly(c, errNotImplemented)
+	_ = s.handleEarly(c, err)
 }
 
 // App exposes the Fiber app (for in-process tests and extra middleware).
