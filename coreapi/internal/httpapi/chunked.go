@@ -8,6 +8,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
@@ -33,10 +34,12 @@ type chunkedHeads struct {
 }
 
 // chunkedHead is an owned copy of the parts of a request's head its
-// refusal reports, and of the trace context its span joins.
+// refusal reports, and of the trace context its span joins (adopted from
+// a signed request only: the signature is kept too).
 type chunkedHead struct {
 	method, uri, requestID  string
 	traceparent, tracestate string
+	signature               string
 }
 
 // maxChunkedHeads bounds the heads kept: more chunked requests than this
@@ -59,6 +62,7 @@ func (ch *chunkedHeads) received(h *fasthttp.RequestHeader) fasthttp.RequestConf
 		// Read as the tracing middleware reads them.
 		traceparent: strings.Clone(tracing.RequestHeaderCarrier{H: h}.Get("traceparent")),
 		tracestate:  strings.Clone(tracing.RequestHeaderCarrier{H: h}.Get("tracestate")),
+		signature:   string(h.Peek(identity.HeaderSignature)),
 	}
 	ch.mu.Lock()
 	if len(ch.m) >= maxChunkedHeads {
@@ -95,8 +99,8 @@ func (ch *chunkedHeads) take(h *fasthttp.RequestHeader) (chunkedHead, bool) {
 }
 
 // restore puts back, into a request fasthttp reset after its chunked
-// body went over the limit, the method, target, X-Request-Id and trace
-// context it had, so that its 413 reports them, and its span joins the
+// body went over the limit, the method, target, X-Request-Id, trace
+// context and signature it had, so that its 413 reports them, and its span joins the
 // proxy's trace, as any other refusal's.
 func (ch *chunkedHeads) restore(ctx *fasthttp.RequestCtx, err error) {
 	h := &ctx.Request.Header
@@ -106,7 +110,8 @@ func (ch *chunkedHeads) restore(ctx *fasthttp.RequestCtx, err error) {
 	}
 	h.SetMethod(head.method)
 	ctx.Request.SetRequestURI(head.uri)
-	for _, f := range [...][2]string{{requestid.Header, head.requestID}, {tracing.HeaderTraceparent, head.traceparent}, {tracing.HeaderTracestate, head.tracestate}} {
+	for _, f := range [...][2]string{{requestid.Header, head.requestID}, {tracing.HeaderTraceparent, head.traceparent},
+		{tracing.HeaderTracestate, head.tracestate}, {identity.HeaderSignature, head.signature}} {
 		if f[1] != "" {
 			h.Set(f[0], f[1])
 		}

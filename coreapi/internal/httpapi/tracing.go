@@ -8,13 +8,18 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 // requestTracer gives each request a server span, the child of the
-// proxy's span when the request carries its traceparent (only the proxies
-// reach coreapi, and a proxy forwards a client's trace context only from
-// TRUSTED_PROXY_CIDRS). The span travels in the request's user context:
+// proxy's span when the request carries its traceparent (a proxy forwards
+// a client's trace context only from TRUSTED_PROXY_CIDRS, and replaces it
+// otherwise). Only a request that carries an identity signature, as every
+// request a proxy sends does, has its trace context adopted: another
+// caller that reaches coreapi's port (an app container beside its
+// sidecar, on the app-sidecar overlay) starts a trace of its own rather
+// than choose the trace id coreapi logs. The span travels in the request's user context:
 // the database queries (pgtrace) and the log lines (tracing.LogHandler) of
 // the request find it there. It is named after the route template once
 // routing is done, "unmatched" for a request no route took.
@@ -41,7 +46,10 @@ func (t *requestTracer) middleware(c *fiber.Ctx) error {
 
 // start starts the request's span and puts it in its user context.
 func (t *requestTracer) start(c *fiber.Ctx) trace.Span {
-	ctx := t.p.Propagator.Extract(c.UserContext(), tracing.RequestHeaderCarrier{H: &c.Request().Header})
+	ctx := c.UserContext()
+	if h := &c.Request().Header; len(h.Peek(identity.HeaderSignature)) > 0 {
+		ctx = t.p.Propagator.Extract(ctx, tracing.RequestHeaderCarrier{H: h})
+	}
 	ctx, span := t.tr.Start(ctx, methodName(c.Method()), trace.WithSpanKind(trace.SpanKindServer))
 	c.SetUserContext(ctx)
 	return span

@@ -212,6 +212,46 @@ func TestSecretQueryNotRecorded(t *testing.T) {
 	}
 }
 
+// TestUnsignedTraceparentNotAdopted: a request without an identity
+// signature (not a proxy's: every request a proxy sends is signed) starts
+// a trace of its own, whatever traceparent it carries; a signed one joins
+// the proxy's trace.
+func TestUnsignedTraceparentNotAdopted(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(tracing.Config{ServiceName: "coreapi", Sampler: "parentbased_always_on"}, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := apitest.Start(t, apitest.Options{Tracing: p})
+	tp := http.Header{"Traceparent": {"00-" + proxyTrace + "-" + proxySpan + "-01"}}
+	for _, tt := range []struct {
+		name     string
+		unsigned bool
+		adopted  bool
+	}{
+		{"unsigned", true, false},
+		{"signed", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			exp.Reset()
+			r := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/health", Unsigned: tt.unsigned, Header: tp})
+			apitest.WantStatus(t, r, 200)
+			var srv *tracetest.SpanStub
+			for i, s := range exp.GetSpans() {
+				if s.Name == "GET /api/v1/health" {
+					srv = &exp.GetSpans()[i]
+				}
+			}
+			if srv == nil {
+				t.Fatal("no server span")
+			}
+			if adopted := srv.SpanContext.TraceID().String() == proxyTrace; adopted != tt.adopted || adopted != srv.Parent.IsValid() {
+				t.Errorf("trace %s, parent %s: adopted %v, want %v", srv.SpanContext.TraceID(), srv.Parent.SpanID(), adopted, tt.adopted)
+			}
+		})
+	}
+}
+
 // TestEarlyRefusalsTraced: the requests refused before any middleware
 // runs (a body over the limit, declared or chunked, 413; header fields
 // too large, 431; a malformed head, 400; a method the server does not
@@ -237,7 +277,8 @@ func TestEarlyRefusalsTraced(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	e := apitest.Start(t, apitest.Options{Tracing: p, AllowUndocumented: true, Configure: func(o *httpapi.Options) { o.MaxBodyBytes = 4096 }})
-	traceparent := "Traceparent: 00-" + proxyTrace + "-" + proxySpan + "-01\r\n"
+	// As a proxy sends it: signed (the signature is not what is tested).
+	traceparent := "X-Auth-Signature: v2=unverified\r\nTraceparent: 00-" + proxyTrace + "-" + proxySpan + "-01\r\n"
 	big := strings.Repeat("x", 5000)
 	for _, tt := range []struct {
 		name, raw, method string
@@ -255,7 +296,7 @@ func TestEarlyRefusalsTraced(t *testing.T) {
 		{"unknown method", "PROPFIND /api/v1/users HTTP/1.1\r\nHost: coreapi\r\n" + traceparent + "\r\n", "_OTHER", 501, true, "unmatched"},
 		{"no such route", "GET /api/v1/nope HTTP/1.1\r\nHost: coreapi\r\n" + traceparent + "\r\n", "GET", 404, true, "unmatched"},
 		{"forged identity", "GET /api/v1/users HTTP/1.1\r\nHost: coreapi\r\n" + traceparent +
-			"X-Auth-Signature: v2=forged\r\nX-Request-Id: forged-rid\r\n\r\n", "GET", 401, true, "/api/v1/users"},
+			"X-Request-Id: forged-rid\r\n\r\n", "GET", 401, true, "/api/v1/users"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp, body := rawRequest(t, e, tt.raw)
