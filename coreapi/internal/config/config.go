@@ -620,6 +620,20 @@ func (l loader) codeURL(name, v string) bool {
 	return false
 }
 
+// issuerURL checks a provider's issuer: coreapi fetches its discovery
+// document and signing keys from it, so it is https unless its host is a
+// loopback name (development). Over plain http anyone on the path could
+// serve keys of their own and sign ID tokens for any account.
+func (l loader) issuerURL(name, v string) {
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || u.Host == "":
+		l.Problem("%s: want an absolute URL, got %q", name, envconfig.MaskURL(v))
+	case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
+		l.Problem("%s: %q: want https (http only for localhost): the provider's signing keys are fetched from it", name, envconfig.MaskURL(v))
+	}
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -661,7 +675,7 @@ func (l loader) oidc() []OIDCProvider {
 		if p.Issuer == "" {
 			l.Problem("%sISSUER: required for provider %q", pre, name)
 		} else {
-			l.url(pre+"ISSUER", p.Issuer, "http", "https")
+			l.issuerURL(pre+"ISSUER", p.Issuer)
 		}
 		if p.ClientID == "" {
 			l.Problem("%sCLIENT_ID: required for provider %q", pre, name)

@@ -214,6 +214,42 @@ func TestOIDCRedirectURL(t *testing.T) {
 	}
 }
 
+// TestOIDCIssuerURL: the issuer is where the provider's discovery document
+// and signing keys come from, so it is https (http only on a loopback host):
+// over plain http to any host, anyone on the path could serve keys of their
+// own and sign ID tokens for any account.
+func TestOIDCIssuerURL(t *testing.T) {
+	for _, tt := range []struct{ value, bad string }{
+		{"https://accounts.example.com", ""},
+		{"https://login.example.com/tenant-1/v2.0", ""},
+		{"http://127.0.0.1:9000", ""},
+		{"http://localhost:9000/realms/dev", ""},
+		{"http://accounts.example.com", "want https"},
+		{"http://localhost.example.com", "want https"},
+		{"ftp://accounts.example.com", "want https"},
+		{"accounts.example.com", "absolute URL"},
+	} {
+		t.Run(tt.value, func(t *testing.T) {
+			m := minimal()
+			m["OIDC_PROVIDERS"] = "corp"
+			m["OIDC_CORP_ISSUER"] = tt.value
+			m["OIDC_CORP_CLIENT_ID"] = "id"
+			m["OIDC_CORP_CLIENT_SECRET"] = "secret"
+			m["OIDC_CORP_REDIRECT_URL"] = "https://auth.example.com/api/v1/auth/oauth/corp/callback"
+			_, err := Load(env(m))
+			if tt.bad == "" {
+				if err != nil {
+					t.Fatalf("Load() = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "OIDC_CORP_ISSUER") || !strings.Contains(err.Error(), tt.bad) {
+				t.Fatalf("Load() = %v, want an error about OIDC_CORP_ISSUER: %q", err, tt.bad)
+			}
+		})
+	}
+}
+
 func TestOAuthReturnURLs(t *testing.T) {
 	tests := []struct {
 		name  string
