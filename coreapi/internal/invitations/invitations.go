@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,12 +76,13 @@ const DefaultTenantMailsPerHour = 200
 // TENANT_MAILS_PER_HOUR at start.
 var TenantMailLimit = ratelimit.Limit{N: DefaultTenantMailsPerHour, Window: time.Hour}
 
-// countMail counts, in tx, one invitation mail from tenantID to email
-// against MailLimit (a *ratelimit.Refused above it: nothing is written or
-// mailed). The hit commits with the
-// mail, and a caller refused rolls back, so only mails sent are counted.
+// countMail counts, in tx, one invitation mail from tenantID to email's
+// inbox (mail.Inbox: a "+tag" is no other inbox) against MailLimit (a
+// *ratelimit.Refused above it: nothing is written or mailed). The hit
+// commits with the mail, and a caller refused rolls back, so only mails
+// sent are counted.
 func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
-	key := ratelimit.Key("invitation-mail", tenantID, strings.ToLower(mail.Canonical(email)))
+	key := ratelimit.Key("invitation-mail", tenantID, mail.Inbox(email))
 	ok, wait, err := ratelimit.AllowIn(ctx, tx, key, MailLimit)
 	if err != nil {
 		return err

@@ -1002,6 +1002,11 @@ func TestInvitationMailsLimited(t *testing.T) {
 	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+inv.ID, nil), http.StatusNoContent)
 	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "victim@example.com"}))
 	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "Victim@Example.com"}))
+	// A subaddress is the same inbox: no fresh budget.
+	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "victim+1@example.com"}))
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE lower(email) = 'victim+1@example.com'`); n != 0 {
+		t.Fatalf("an invitation to a subaddress of a limited inbox was written")
+	}
 	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'invitation' AND lower(to_address) = 'victim@example.com'`); n != invitations.MailLimit.N {
 		t.Fatalf("%d invitation mails queued, want %d", n, invitations.MailLimit.N)
 	}

@@ -59,7 +59,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		// every other refusal of it is (not a JSON body in the browser).
 		return formError(c, PageResetPassword, "", tooMany(c, wait, "too many password reset requests from this address"))
 	}
-	ok, _, err = s.limiter.Allow(ctx, ratelimit.Key("forgot", "addr", strings.ToLower(email)), s.limits.ForgotPerAddress)
+	ok, _, err = s.limiter.Allow(ctx, ratelimit.Key("forgot", "addr", mail.Inbox(email)), s.limits.ForgotPerAddress)
 	if err != nil {
 		return err
 	}

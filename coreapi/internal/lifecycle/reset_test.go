@@ -233,6 +233,30 @@ func TestForgotRateLimits(t *testing.T) {
 	wantStatus(t, r, http.StatusAccepted)
 }
 
+// The per-address limit on reset mails counts the inbox: accounts at
+// "gus+a@…", "gus+b@…" and "gus+c@…" (anyone may sign them up) share the
+// inbox's budget rather than have one each.
+func TestForgotLimitPerInbox(t *testing.T) {
+	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(2), ForgotPerIP: limit(100)})
+	for _, tag := range []string{"a", "b", "c"} {
+		x.signup(t, "gus+"+tag+"@example.com")
+	}
+	for _, tag := range []string{"a", "b", "C"} {
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "Gus+" + tag + "@example.com"})
+		wantStatus(t, r, http.StatusAccepted)
+	}
+	x.flush(t)
+	resets := 0
+	for _, m := range x.smtp.Messages() {
+		if m.Subject == "Reset your password" {
+			resets++
+		}
+	}
+	if resets != 2 {
+		t.Errorf("%d reset mails to one inbox, want 2 (the per-address limit)", resets)
+	}
+}
+
 // A password reset racing a sign-in with the old password: whichever
 // wins, no session opened with the old password survives the reset, and
 // none can be refreshed.

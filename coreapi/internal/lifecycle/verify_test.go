@@ -376,6 +376,28 @@ func TestVerificationMailsPerAddressLimited(t *testing.T) {
 	}
 }
 
+// The limit is the inbox's, not the address's: accounts moved to
+// "inbox+1@…", "inbox+2@…" and so on all mail one inbox, and each tag
+// used to be a fresh budget of AddressMailLimit mails.
+func TestVerificationMailsPerInboxLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	n := onetime.AddressMailLimit.N
+	for i := range n + 1 {
+		a := x.signup(t, fmt.Sprintf("tagflood%d@example.com", i))
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": fmt.Sprintf("Inbox+%d@example.org", i)})
+		if i < n {
+			wantStatus(t, r, http.StatusAccepted)
+			continue
+		}
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		// Another inbox is not held back by this one's limit.
+		wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "inbox2+1@example.org"}), http.StatusAccepted)
+	}
+	if got := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'verify_email' AND lower(to_address) LIKE 'inbox+%@example.org'`); got != n {
+		t.Fatalf("%d verification mails to one inbox, want %d", got, n)
+	}
+}
+
 // Concurrent resends leave one working verification link, as sequential
 // ones do.
 func TestResendConcurrentLeavesOneLink(t *testing.T) {

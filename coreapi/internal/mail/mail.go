@@ -112,6 +112,27 @@ func SameAddress(a, b string) bool {
 	return a == b || strings.ToLower(a) == strings.ToLower(b)
 }
 
+// Inbox is the key under which the limits on mails to one mailbox count
+// an address: Canonical, lower-cased as lower() compares addresses, and
+// without its subaddress (RFC 5233: a "+" in the local part and what
+// follows it), which mail systems deliver to the address without it.
+// "Victim+1@example.org", "victim+2@example.org" and "victim@example.org"
+// are three accounts or invitations but one inbox, and a limit counted
+// per address would give someone flooding that inbox a fresh budget with
+// each tag. It is a key for counting only: accounts, invitations and
+// sign-ins keep the address as given.
+func Inbox(addr string) string {
+	a := strings.ToLower(Canonical(addr))
+	at := strings.LastIndexByte(a, '@')
+	if at < 0 {
+		return a
+	}
+	if plus := strings.IndexByte(a[:at], '+'); plus >= 0 {
+		return a[:plus] + a[at:]
+	}
+	return a
+}
+
 // ValidAddress reports whether s is one plain address of at most
 // MaxAddress octets, with nothing that could smuggle a header or a second
 // recipient, outside the reserved top-level domain .invalid (RFC 2606: no

@@ -12,7 +12,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -206,10 +205,11 @@ WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) 
 }
 
 // AddressMailLimit bounds the verification mails that email changes and
-// resends send to one address, whichever accounts ask for them: each
-// account's own limits (5 email changes an hour, 3 resends in 15 minutes)
-// say nothing of the address, and anyone can sign up as many accounts as
-// the sign-up limit allows and point each at the same mailbox.
+// resends send to one inbox (mail.Inbox: its subaddresses "+tag"
+// included), whichever accounts ask for them: each account's own limits
+// (5 email changes an hour, 3 resends in 15 minutes) say nothing of the
+// address, and anyone can sign up as many accounts as the sign-up limit
+// allows and point each at the same mailbox.
 var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
 
 // CountAddressMail counts, in tx, one verification mail to email against
@@ -219,7 +219,7 @@ var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
 // sign-up or a new member mails an address once per account it creates,
 // and is bounded by the limits of those.
 func CountAddressMail(ctx context.Context, tx pgx.Tx, email string) error {
-	key := ratelimit.Key("verify-mail", "addr", strings.ToLower(mail.Canonical(email)))
+	key := ratelimit.Key("verify-mail", "addr", mail.Inbox(email))
 	ok, wait, err := ratelimit.AllowIn(ctx, tx, key, AddressMailLimit)
 	if err != nil {
 		return err
