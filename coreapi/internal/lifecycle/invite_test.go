@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
@@ -1015,6 +1016,36 @@ func TestInvitationMailsLimited(t *testing.T) {
 	}
 	other := x.signup(t, "owner@bravo.test")
 	x.invite(t, other.id, "victim@example.com")
+}
+
+// TestNewMembersPerInboxLimited: a tenant's POST /users of a new account
+// mails a verification link to an address nobody there has proven, and
+// each "+tag" of one inbox is a new account: those mails count against
+// the inbox's limit over every account (onetime.AddressMailLimit), as an
+// email change's do, not only against the tenant's.
+func TestNewMembersPerInboxLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@tags.test")
+	n := onetime.AddressMailLimit.N
+	for i := range n + 1 {
+		r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": fmt.Sprintf("victim+%d@example.org", i)})
+		if i < n {
+			wantStatus(t, r, http.StatusCreated)
+			continue
+		}
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		if r.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
+	if got := x.count(t, `SELECT count(*) FROM users WHERE email LIKE 'victim+%@example.org'`); got != n {
+		t.Fatalf("%d accounts made, want %d (nothing written past the limit)", got, n)
+	}
+	if got := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'verify_email' AND to_address LIKE 'victim+%@example.org'`); got != n {
+		t.Fatalf("%d verification mails to one inbox, want %d", got, n)
+	}
+	// Another inbox is not held back.
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "someone@example.org"}), http.StatusCreated)
 }
 
 // TestTenantMailsLimited: MailLimit bounds one address, but a tenant

@@ -734,7 +734,12 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 			return err
 		}
 		// The new account's owner has not proven the address yet; the
-		// mail counts against the tenant's mail limit, as an invitation's.
+		// mail counts against the tenant's mail limit, as an invitation's,
+		// and against its inbox's: "victim+1@…", "victim+2@…" are new
+		// accounts each, one inbox.
+		if err := onetime.CountAddressMail(ctx, tx, n.Email); err != nil {
+			return err
+		}
 		if err := invitations.CountTenantMail(ctx, tx, tenantID); err != nil {
 			return err
 		}
