@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -1773,6 +1774,37 @@ func TestSignupLimitedPerClient(t *testing.T) {
 	}
 	if r := send("198.51.100.8", "over@example.com"); r.Status != http.StatusCreated {
 		t.Fatalf("another address: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestSignupMailsPerInboxLimited: each sign-up mails a verification link,
+// and every "+tag" of one inbox is an address without an account, so
+// sign-ups from many client addresses (each within its own limit) flooded
+// that inbox. They count against its verification mails over every
+// account: past the limit 429 with Retry-After, nothing written.
+func TestSignupMailsPerInboxLimited(t *testing.T) {
+	e := start(t, cheap)
+	send := func(i int) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", ClientIP: fmt.Sprintf("198.51.100.%d", 10+i),
+			Body: map[string]string{"email": fmt.Sprintf("Inbox+%d@example.org", i), "password": pw, "tenant_name": "T"}})
+	}
+	n := onetime.AddressMailLimit.N
+	for i := range n {
+		if r := send(i); r.Status != http.StatusCreated {
+			t.Fatalf("sign-up %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	r := send(n)
+	apitest.WantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	if c := e.count(t, `SELECT count(*) FROM users WHERE lower(email) LIKE 'inbox+%@example.org'`); c != n {
+		t.Errorf("%d accounts, want %d: the refused sign-up wrote one", c, n)
+	}
+	if r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", ClientIP: "198.51.100.99",
+		Body: map[string]string{"email": "other+1@example.org", "password": pw, "tenant_name": "T"}}); r.Status != http.StatusCreated {
+		t.Fatalf("another inbox: %d %s", r.Status, r.Body)
 	}
 }
 

@@ -90,6 +90,12 @@ func (s *Service) signup(c *fiber.Ctx) error {
 		if issued, err = s.sessions.Create(ctx, tx, user.ID, tenant.ID, ua, ip); err != nil {
 			return err
 		}
+		// Each "+tag" of one inbox is an address without an account: the
+		// per-client limit alone let clients at many addresses mail it
+		// without bound.
+		if err := onetime.CountAddressMail(ctx, tx, user.Email); err != nil {
+			return err
+		}
 		return onetime.SendVerification(ctx, tx, user.ID, user.Email, false, rid)
 	})
 	if errors.Is(err, users.ErrEmailTaken) {

@@ -215,10 +215,9 @@ var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
 // CountAddressMail counts, in tx, one verification mail to email against
 // AddressMailLimit (a *ratelimit.Refused above it). The hit commits with the
 // mail, and a caller refused rolls back, so only mails sent are counted.
-// An email change, a resend and a new member made by a tenant (POST
-// /users: one inbox has as many addresses as "+tag"s, each a new account)
-// call it before SendVerification; a sign-up mails an address once per
-// account it creates, and is bounded by the sign-up limit.
+// An email change, a resend, a sign-up and a new member made by a tenant
+// (POST /users) call it before SendVerification: one inbox has as many
+// addresses as "+tag"s, each of which may become a new account.
 func CountAddressMail(ctx context.Context, tx pgx.Tx, email string) error {
 	key := ratelimit.Key("verify-mail", "addr", mail.Inbox(email))
 	ok, wait, err := ratelimit.AllowIn(ctx, tx, key, AddressMailLimit)
