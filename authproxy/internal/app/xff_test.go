@@ -103,6 +103,14 @@ func TestClientIPEachRequest(t *testing.T) {
 		{"", "127.0.0.1"},
 		{"::ffff:203.0.113.8", "203.0.113.8"},
 		{"203.0.113.7", "203.0.113.7"},
+		// A hop with its port, as some balancers write it: the client
+		// is its address, not the balancer behind it.
+		{"203.0.113.20:51234", "203.0.113.20"},
+		{"[2001:db8::2]:443", "2001:db8::2"},
+		{"6.6.6.6, 203.0.113.21:4000", "203.0.113.21"},
+		{"203.0.113.22, 127.0.0.5:8080", "203.0.113.22"},
+		{"not-an-address, 203.0.113.23", "203.0.113.23"},
+		{"203.0.113.24, not-an-address", "127.0.0.1"},
 	} {
 		var hdr map[string]string
 		if tc.xff != "" {

@@ -1662,7 +1662,8 @@ func endsSession(method, path []byte) bool {
 
 // clientIP appends the client's address: the peer's, or, when the peer is
 // a trusted proxy, the rightmost X-Forwarded-For hop that is not itself a
-// trusted proxy (hops that do not parse end the walk).
+// trusted proxy (hops that do not parse end the walk; a hop's port, as
+// some balancers write it, is left out).
 func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 	peer, ok := netip.AddrFromSlice(c.Context().RemoteIP())
 	if !ok {
@@ -1701,7 +1702,15 @@ func (s *Server) forwardedClient(c *fiber.Ctx, ip netip.Addr) netip.Addr {
 		end = max(i, 0)
 		a, err := netip.ParseAddr(b2s(hop))
 		if err != nil {
-			break
+			// Some balancers (Azure Application Gateway, some ingress
+			// controllers) write the client's port too: "ip:port",
+			// "[v6]:port". Ending the walk there took the balancer for
+			// the client, and every client behind it shared one address.
+			ap, perr := netip.ParseAddrPort(b2s(hop))
+			if perr != nil {
+				break
+			}
+			a = ap.Addr()
 		}
 		ip = a.Unmap()
 		if !s.isTrusted(ip) {
