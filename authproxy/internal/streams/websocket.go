@@ -275,14 +275,18 @@ type splice struct {
 	mu      sync.Mutex // cli, set once run starts
 }
 
-// shutdown wakes both copy loops: the upstream read returns at once (the
-// relay then writes the close frame), the client read within CloseWait.
-// A write to the client in progress gets CloseWait to finish, not
-// WriteTimeout: a client that stopped reading held the stream (its slot
-// under the caps, its upstream connection, a drain) that long after its
-// close.
+// shutdown wakes both copy loops: the upstream connection is closed at
+// once (nothing more is relayed either way once the stream is closed: the
+// relay's read returns and it writes the close frame), the client read
+// returns within CloseWait. A write to the client in progress gets
+// CloseWait to finish, not WriteTimeout: a client that stopped reading
+// held the stream (its slot under the caps, a drain) that long after its
+// close. The upstream connection is not held for that wait: it was
+// closed only once the relay's write gave up, so a client that stopped
+// reading kept the upstream's WebSocket open past the stream's end (an
+// event stream's upstream connection is closed at once too).
 func (s *splice) shutdown(string) {
-	_ = s.up.SetReadDeadline(time.Unix(1, 0))
+	_ = s.up.Close()
 	s.mu.Lock()
 	if s.cli != nil {
 		_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
