@@ -310,15 +310,20 @@ func (s *splice) writeDeadline() {
 // silence both ways; 0 none.
 func (s *splice) idle() time.Duration { return s.c.rt.Load().StreamTimeout }
 
-// armIdle sets conn's read deadline to idle from now (none: left as it
-// is; a deadline left from a longer one is cleared when it passes). A
-// retime between the read of idle and the deadline is seen: the deadline
-// is set again.
+// armIdle sets conn's read deadline to idle after the last byte either
+// way (none: left as it is; a deadline left from a longer one is cleared
+// when it passes). The silence is counted from that byte, not from the
+// moment the read waits: after a reload's retime, which wakes both reads,
+// a deadline set from then gave a stream silent for most of the new
+// stream_timeout the whole of it again, and each reload (every one that
+// changes the value wakes them) did so anew. One already past returns at
+// once: the stream ends idle. A retime between the read of idle and the
+// deadline is seen: the deadline is set again.
 func (s *splice) armIdle(conn net.Conn) {
 	for {
 		idle := s.idle()
 		if idle > 0 {
-			_ = conn.SetReadDeadline(s.m.o.Now().Add(idle))
+			_ = conn.SetReadDeadline(time.Unix(0, s.last.Load()).Add(idle))
 		}
 		if s.idle() == idle {
 			return
@@ -327,8 +332,9 @@ func (s *splice) armIdle(conn net.Conn) {
 }
 
 // retime wakes both reads after a reload changed the route's
-// stream_timeout: each then waits for the new one (or closes the stream
-// idle if the silence so far already exceeds it).
+// stream_timeout: each then waits for what is left of the new one after
+// the silence so far (or closes the stream idle if that silence already
+// exceeds it).
 func (s *splice) retime() {
 	_ = s.up.SetReadDeadline(time.Unix(1, 0))
 	s.mu.Lock()
