@@ -17,10 +17,21 @@ const Heartbeat = 15 * time.Second
 const MaxMessageBytes = 64 << 10
 
 // events streams the notes created in the caller's tenant as server-sent
-// events until the client (or the proxy, on revocation) ends it.
+// events until the client (or the proxy, on revocation) ends it; a HEAD
+// gets the stream's headers and nothing else.
 func (h *handlers) events(w http.ResponseWriter, r *http.Request) {
 	id, ok := tenantOf(w, r)
 	if !ok {
+		return
+	}
+	if r.Method == http.MethodHead {
+		// The stream's headers only: a HEAD sends no body, so a stream
+		// would write into nothing for as long as the connection stays
+		// open, while the client, its answer complete, waits there for
+		// the answer to its next request.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	rc := http.NewResponseController(w)

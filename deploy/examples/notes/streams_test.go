@@ -2,8 +2,11 @@ package notes_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tollgate-auth/tollgate/deploy/examples/notes"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
 )
@@ -130,5 +134,46 @@ func TestWebSocketRouteNeedsUpgrade(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 400 {
 		t.Fatalf("plain GET /notes/ws: %d, want 400", res.StatusCode)
+	}
+}
+
+// A HEAD of /notes/events (the proxy lets HEAD through wherever it lets
+// GET) answers the stream's headers and ends. It used to subscribe and run
+// for as long as the connection stayed open, writing heartbeats and notes
+// into a body HEAD never sends: a client that kept the connection, its
+// answer being complete, waited forever for the answer to its next
+// request there.
+func TestEventsHeadEnds(t *testing.T) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := notes.Handler(v, notes.NewStore(), nil)
+	s, err := identity.NewKeySigner(appKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // the connection's end
+	r := httptest.NewRequest(http.MethodHead, "/notes/events", nil).WithContext(ctx)
+	if err := verify.Sign(r, s, readerA, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.ServeHTTP(w, r)
+	}()
+	eventually.Within(t, 10*time.Second, func() error {
+		select {
+		case <-done:
+			return nil
+		default:
+			return errors.New("HEAD /notes/events still running while its connection is open")
+		}
+	})
+	if w.Code != 200 || w.Header().Get("Content-Type") != "text/event-stream" || w.Body.Len() != 0 {
+		t.Fatalf("HEAD /notes/events: %d %s %q", w.Code, w.Header().Get("Content-Type"), w.Body)
 	}
 }
