@@ -6,6 +6,10 @@
 // the window (ms) and the process's Replays, which refuses a signed request
 // sent again ('replay'): const replays = new Replays(); once, then
 // verify(req.headers, req.method, req.url, body, keys, Date.now(), 30000, replays).
+// It returns the caller as the Go SDK's verify.Identity holds it
+// ({principal, userId, tenantId, sessionId, roles, permissions,
+// emailVerified, amr, authTime, clientIp, requestId, keyId}, lists as
+// arrays) or throws an Error whose code names the reason.
 // Node hands out header values as latin1 strings, one character per byte
 // received: the canonical string is hashed as those bytes (latin1), never
 // as a UTF-8 encoding of the characters, which would turn each byte above
@@ -108,7 +112,16 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, repla
   // Only a signature that verified is remembered: a forgery neither fills
   // the memory nor makes the genuine request a replay.
   if (replays && !replays.firstUse(sig, Number(ts) + windowMs, nowMs)) fail('replay');
-  return { principal: fields[2], userId: fields[3], tenantId: fields[4], canonical };
+  // The verified identity, read as the Go SDK reads it (verify.Identity):
+  // lists split at each comma (never ', '), the empty string the empty
+  // list; authTime in unix seconds, 0 when unknown. Authorize with
+  // permissions.includes(name), never a substring test of the header.
+  const list = (l) => (l === '' ? [] : l.split(','));
+  return {
+    principal: fields[2], userId: fields[3], tenantId: fields[4], sessionId: fields[5],
+    roles: list(lists[0]), permissions: list(lists[1]), emailVerified: ev === 'true', amr: list(lists[2]),
+    authTime: at === '' ? 0 : Number(at), clientIp: fields[13], requestId: fields[12], keyId, canonical,
+  };
 }
 
 if (require.main === module) {

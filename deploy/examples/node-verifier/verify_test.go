@@ -509,3 +509,97 @@ console.log(JSON.stringify(JSON.parse(process.env.INPUTS).map((text) => {
 		}
 	}
 }
+
+// TestNodeIdentityAgreesWithGo: what verify() returns for a request it
+// accepts is the caller as the Go middleware hands it to a handler
+// (verify.Identity): every field, lists as the elements between commas,
+// empty lists empty. verify() returned the principal, user and tenant
+// only, which left each app to split the roles, permissions and methods
+// out of the headers itself (and to test a permission as a substring of
+// the header, which "notes:write-all" passes for "notes:write").
+func TestNodeIdentityAgreesWithGo(t *testing.T) {
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1796000012345)
+	ver, err := verify.New(verify.Config{Keys: []identity.Key{key}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []identity.Identity{
+		{},
+		{Principal: identity.PrincipalAPIKey, UserID: "u-1", TenantID: "t-1", Permissions: []string{"notes:write-all"}},
+		{Principal: identity.PrincipalService, UserID: "sa-1", TenantID: "t-2", Permissions: []string{"a:b", "c:d"}},
+		{Principal: identity.PrincipalUser, UserID: "u-2", TenantID: "t-3", SessionID: "s-9", Roles: []string{"owner", "member"},
+			Permissions: []string{"notes:read", "notes:write"}, EmailVerified: true, AMR: []string{"pwd", "otp"}, AuthTime: 1795999000},
+	}
+	// Node's answer in the shape of verify.Identity, AuthTime in seconds.
+	type ident struct {
+		Principal, UserID, TenantID, SessionID string
+		Roles, Permissions, AMR                []string
+		EmailVerified                          bool
+		AuthTime                               int64
+		ClientIP, RequestID, KeyID             string
+	}
+	var cases []map[string]string
+	var want []ident
+	for i, id := range ids {
+		r, err := http.NewRequest("GET", "http://app/notes", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(identity.HeaderRequestID, fmt.Sprintf("req-%d", i))
+		r.Header.Set(identity.HeaderClientIP, "2001:db8::7")
+		if err := verify.Sign(r, s, id, now); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ver.Check(r.Header.Get, "GET", "/notes", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := ident{Principal: got.Principal, UserID: got.UserID, TenantID: got.TenantID, SessionID: got.SessionID,
+			Roles: got.Roles, Permissions: got.Permissions, AMR: got.AMR, EmailVerified: got.EmailVerified,
+			ClientIP: got.ClientIP, RequestID: got.RequestID, KeyID: got.KeyID}
+		if !got.AuthTime.IsZero() {
+			w.AuthTime = got.AuthTime.Unix()
+		}
+		want = append(want, w)
+		c := map[string]string{}
+		for name := range r.Header {
+			c[strings.ToLower(name)] = r.Header.Get(name)
+		}
+		cases = append(cases, c)
+	}
+	js, err := json.Marshal(cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const script = `
+const { verify } = require('./verify.js');
+const keys = new Map([['app-notes', Buffer.from('0123456789abcdef0123456789abcdef')]]);
+console.log(JSON.stringify(JSON.parse(process.env.CASES).map((h) => {
+  const id = verify(h, 'GET', '/notes', Buffer.alloc(0), keys, Number(process.env.NOW_MS));
+  return { Principal: id.principal, UserID: id.userId, TenantID: id.tenantId, SessionID: id.sessionId,
+    Roles: id.roles, Permissions: id.permissions, AMR: id.amr, EmailVerified: id.emailVerified,
+    AuthTime: id.authTime, ClientIP: id.clientIp, RequestID: id.requestId, KeyID: id.keyId };
+})));
+`
+	var got []ident
+	out := runScript(t, script, "CASES="+string(js), "NOW_MS="+strconv.FormatInt(now.UnixMilli(), 10))
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != len(want) {
+		t.Fatalf("node's answer %s: %v", out, err)
+	}
+	for i := range want {
+		// Go's empty list is nil, node's []: both are no element.
+		for _, l := range []*[]string{&want[i].Roles, &want[i].Permissions, &want[i].AMR, &got[i].Roles, &got[i].Permissions, &got[i].AMR} {
+			if len(*l) == 0 {
+				*l = nil
+			}
+		}
+		if fmt.Sprintf("%#v", got[i]) != fmt.Sprintf("%#v", want[i]) {
+			t.Errorf("identity %d:\nnode %#v\nGo   %#v", i, got[i], want[i])
+		}
+	}
+}
