@@ -139,6 +139,18 @@ func MinHeartbeatTimeout(interval time.Duration) time.Duration {
 	return time.Duration((RelayListed + 1) * float64(interval))
 }
 
+// MaxRelayLen bounds a relay's name (Event.Relay, Event.Relays): a proxy
+// ignores a longer one, in a beat as in a heartbeat row's list, so that
+// what it keeps stays bounded whatever is published on SubjectRelay. A
+// relay named longer is not watched: a proxy never misses its beats.
+const MaxRelayLen = 1024
+
+// MaxRelayIDLen bounds the name a relay is given (coreapi's
+// OUTBOX_RELAY_ID): a relay that finds another process registered under
+// its name appends "-" and 8 hex digits of its own, and that name too must
+// stay within MaxRelayLen.
+const MaxRelayIDLen = MaxRelayLen - 9
+
 // MaxSubjectLen bounds a subject coreapi publishes: far above any id's (a
 // UUID, an API key's public id), far below the 4 KiB protocol line NATS
 // takes by default. A longer line makes the server close the publishing

@@ -162,11 +162,12 @@ type Subscriber struct {
 // A fleet runs a few coreapi replicas: the relays a heartbeat row lists
 // are taken up to maxRelaysListed, and the last beat of at most
 // maxRelaysHeard relay ids, none longer than maxRelayID bytes, is kept,
-// so that memory stays bounded whatever is published on auth.outbox.relay.
+// so that memory stays bounded whatever is published on auth.outbox.relay
+// (coreapi refuses to start with a longer OUTBOX_RELAY_ID).
 const (
 	maxRelaysListed = 256
 	maxRelaysHeard  = 1024
-	maxRelayID      = 1024
+	maxRelayID      = invalidation.MaxRelayLen
 )
 
 // refused reports whether err, a permissions violation, is the refusal of

@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
@@ -262,6 +263,11 @@ func Load(getenv func(string) string) (Config, error) {
 		l.Failf("AUDIT_RETENTION", "want 0 (for ever) or at least %s, got %s", MinAuditRetention, c.AuditRetention)
 	}
 	c.OutboxRelayID = l.String("OUTBOX_RELAY_ID")
+	// The proxies ignore a longer name (its beats and its listing): such
+	// a relay would publish without being watched.
+	if n := len(c.OutboxRelayID); n > invalidation.MaxRelayIDLen {
+		l.Failf("OUTBOX_RELAY_ID", "want at most %d bytes (the proxies watch no relay named longer), got %d", invalidation.MaxRelayIDLen, n)
+	}
 	if c.OutboxRelayID == "" {
 		c.OutboxRelayID = defaultRelayID(os.Hostname, c.ListenAddr)
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
@@ -704,6 +706,17 @@ func TestOutboxRelayID(t *testing.T) {
 	vars["OUTBOX_RELAY_ID"] = "coreapi-0"
 	if c, err := Load(env(vars)); err != nil || c.OutboxRelayID != "coreapi-0" {
 		t.Fatalf("OUTBOX_RELAY_ID=coreapi-0: %q (%v)", c.OutboxRelayID, err)
+	}
+	// The proxies ignore a relay named longer: it would go unwatched.
+	vars["OUTBOX_RELAY_ID"] = strings.Repeat("r", invalidation.MaxRelayIDLen)
+	if c, err := Load(env(vars)); err != nil || c.OutboxRelayID != vars["OUTBOX_RELAY_ID"] {
+		t.Fatalf("OUTBOX_RELAY_ID of %d bytes: %v", invalidation.MaxRelayIDLen, err)
+	}
+	vars["OUTBOX_RELAY_ID"] += "r"
+	_, err = Load(env(vars))
+	if want := fmt.Sprintf("want at most %d bytes", invalidation.MaxRelayIDLen); err == nil ||
+		!strings.Contains(err.Error(), "OUTBOX_RELAY_ID") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("OUTBOX_RELAY_ID of %d bytes: Load() = %v, want an error naming it and %q", invalidation.MaxRelayIDLen+1, err, want)
 	}
 	noHost := func() (string, error) { return "", errors.New("no host name") }
 	if got := defaultRelayID(noHost, "127.0.0.1:8081"); got != "coreapi:8081" {

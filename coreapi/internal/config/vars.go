@@ -29,7 +29,7 @@ var Vars = append(envconfig.Table{
 	{Name: "IDENTITY_REPLAY_CACHE_SIZE", Default: "262144", Help: "accepted v2 signatures remembered to refuse replays"},
 	{Name: "NATS_URL", Default: DefaultNATSURL, Mask: envconfig.URL, Help: "where the outbox relay publishes (nats:// or tls://)"},
 	{Name: "OUTBOX_HEARTBEAT_INTERVAL", Default: "2s", Help: "how often an outbox heartbeat row is due (0: none; proxies then need NATS_HEARTBEAT_TIMEOUT=0)"},
-	{Name: "OUTBOX_RELAY_ID", Help: "this replica's relay name in its beats (default: host name:port of COREAPI_LISTEN_ADDR; unique per replica, stable across restarts)"},
+	{Name: "OUTBOX_RELAY_ID", Help: "this replica's relay name in its beats (default: host name:port of COREAPI_LISTEN_ADDR; unique per replica, stable across restarts; at most 1015 bytes)"},
 	{Name: "MFA_ENCRYPTION_KEYS", Commands: []string{"mfa"}, Mask: envconfig.KeyList, Help: "AES-256 keys id:base64 encrypting TOTP secrets"},
 	{Name: "MFA_ENCRYPTION_KEYS_FILE", Commands: []string{"mfa"}, Help: "file holding that list"},
 	{Name: "API_KEY_PEPPER", Mask: envconfig.Secret, Help: "base64 HMAC key under which API-key secrets are stored"},
