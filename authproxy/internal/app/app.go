@@ -357,14 +357,29 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 // (coreapi records last_used_at at most once a minute per key anyway).
 const KeyUseEvery = time.Minute
 
+// KeyUseEarly is the least time between two reports of key use when the
+// uses held apart from the key table fill up before KeyUseEvery
+// (projection.Cache.KeyUseFull).
+const KeyUseEarly = 5 * time.Second
+
 // reportKeyUse sends coreapi the keys used since the last report, every
-// KeyUseEvery, and once more when ctx ends.
+// KeyUseEvery, sooner (at most every KeyUseEarly) when the uses held apart
+// from the key table fill up, and once more when ctx ends. Uses dropped
+// all the same are logged at most once per KeyUseEvery.
 func (a *App) reportKeyUse(ctx context.Context) {
 	t := time.NewTicker(KeyUseEvery)
 	defer t.Stop()
+	var last, logged time.Time
+	var dropped uint64
 	report := func(ctx context.Context) {
+		last = time.Now()
 		if _, err := a.Projections.ReportUsed(ctx); err != nil {
 			a.log.Warn("report api key use", "err", err)
+		}
+		if d := a.Projections.KeyUsesDropped(); d > dropped && time.Since(logged) >= KeyUseEvery {
+			a.log.Warn("api key uses dropped from the usage reports: more keys in use than the key table holds between reports; their last_used_at may lag",
+				"dropped", d-dropped, "dropped_total", d)
+			dropped, logged = d, time.Now()
 		}
 	}
 	for {
@@ -376,6 +391,10 @@ func (a *App) reportKeyUse(ctx context.Context) {
 			return
 		case <-t.C:
 			report(ctx)
+		case <-a.Projections.KeyUseFull():
+			if time.Since(last) >= KeyUseEarly {
+				report(ctx)
+			}
 		}
 	}
 }

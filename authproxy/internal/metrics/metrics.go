@@ -70,6 +70,10 @@ type Metrics struct {
 	// (or expired), rate_limited (per key and client IP),
 	// unknown_rate_limited (per client IP, after too many unknown keys).
 	APIKeyRefusals *prometheus.CounterVec
+	// APIKeyUsesDropped counts API-key uses left out of the reports to
+	// coreapi (last_used_at): the keys were evicted from the table, or
+	// purged, while more keys than it holds waited for a report.
+	APIKeyUsesDropped prometheus.Counter
 }
 
 // CacheCounters are one cache's hit/miss/eviction counters.
@@ -147,6 +151,9 @@ func New() *Metrics {
 		APIKeyRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_api_key_refusals_total", Help: "API keys refused at the proxy, by reason (wrong_secret counts guesses; rate_limited the requests refused 429 per key id and client IP; unknown_rate_limited those refused 429 per client IP after too many unknown keys).",
 		}, []string{"reason"}),
+		APIKeyUsesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_api_key_uses_dropped_total", Help: "API-key uses left out of the usage reports to coreapi (last_used_at): more keys left the table of resolved keys while used than it holds between two reports.",
+		}),
 		UntrustedXFF: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_untrusted_forwarded_for_total", Help: "Requests that carried X-Forwarded-For from a peer outside TRUSTED_PROXY_CIDRS (header dropped, the peer taken as the client).",
 		}),
@@ -159,7 +166,7 @@ func New() *Metrics {
 		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
 	})
 	buildInfo.Set(1)
-	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals, m.APIKeyUsesDropped)
 	for _, r := range []string{"malformed", "not_a_key", "in_query", "ambiguous", "unknown", "wrong_secret", "revoked", "rate_limited", "unknown_rate_limited"} {
 		m.APIKeyRefusals.WithLabelValues(r)
 	}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 )
@@ -60,7 +61,12 @@ type KeyEntry struct {
 	gens                  [4]uint64
 	us, ts, ks            int
 	fetchedAt, expires    int64 // ticks (Cache.ticks)
-	used                  atomic.Bool
+	// used: the key authenticated a request since the last report. gone:
+	// the entry left the table (another key's took its way, a purge, a
+	// refill) or never entered it; its use is then held apart
+	// (keyTable.uses), since no report finds it in the table.
+	used, gone atomic.Bool
+	t          *keyTable
 }
 
 // The table of resolved keys is set-associative: keyWays slots per set,
@@ -88,6 +94,76 @@ type keyTable struct {
 	// recent tells for the last recentN of them.
 	ut     atomic.Uint64
 	recent recentInvalidations
+	uses   pendingUses
+}
+
+// maxPendingUses bounds the keys whose use is held apart from the table
+// until the next report: as many as the table holds (at most about 1 MB of
+// public ids). Past it a use is dropped and counted.
+const maxPendingUses = keySlots
+
+// pendingUses holds the public ids of keys used since the last report
+// whose entries left the table: evicted by keys of their set (more than
+// keyWays in use at once), purged (InvalidateAll), or fetched but not kept.
+// No report finds them in the table: without it an admin reading
+// last_used_at could take a key in use (or a leaked one put to use) for an
+// unused one.
+type pendingUses struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+	// dropped counts the uses lost with the set full; full is signalled
+	// when it holds apikey.MaxUsedKeys ids (a report's worth): report
+	// early (Cache.KeyUseFull).
+	dropped atomic.Uint64
+	m       *metrics.Metrics
+	full    chan struct{}
+}
+
+// pend holds the use of key publicID apart from the table.
+func (t *keyTable) pend(publicID string) {
+	p := &t.uses
+	p.mu.Lock()
+	if _, ok := p.ids[publicID]; ok {
+		p.mu.Unlock()
+		return
+	}
+	if len(p.ids) >= maxPendingUses {
+		p.mu.Unlock()
+		p.dropped.Add(1)
+		p.m.APIKeyUsesDropped.Inc()
+		return
+	}
+	if p.ids == nil {
+		p.ids = make(map[string]struct{})
+	}
+	p.ids[publicID] = struct{}{}
+	n := len(p.ids)
+	p.mu.Unlock()
+	if n >= apikey.MaxUsedKeys {
+		select {
+		case p.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// takePending returns the uses held apart and empties the set.
+func (t *keyTable) takePending() map[string]struct{} {
+	t.uses.mu.Lock()
+	defer t.uses.mu.Unlock()
+	ids := t.uses.ids
+	t.uses.ids = nil
+	return ids
+}
+
+// leave marks e out of the table, holding its unreported use apart. With
+// MarkUsed (used set, then gone read) one of the two sees the other's
+// write: a use is never lost between them, at worst reported twice.
+func (t *keyTable) leave(e *KeyEntry) {
+	e.gone.Store(true)
+	if e.used.Load() {
+		t.pend(e.PublicID)
+	}
 }
 
 // recentN is how many user and tenant invalidations a key's fill can look
@@ -158,31 +234,33 @@ func lookupKey(set []atomic.Pointer[KeyEntry], publicID []byte) *KeyEntry {
 
 // storeKey puts e in its set: in place of the same key's entry, else in an
 // empty way, else in place of the entry that expires first. It returns the
-// entry replaced for the same key (nil if none).
-func storeKey(set []atomic.Pointer[KeyEntry], e *KeyEntry) *KeyEntry {
+// entry it displaced (nil: the way was empty) and whether that was the
+// same key's, as the swap itself read it: an entry a concurrent store put
+// in the way meanwhile is displaced seen, its unreported use kept.
+func storeKey(set []atomic.Pointer[KeyEntry], e *KeyEntry) (*KeyEntry, bool) {
 	victim := 0
 	for i := range set {
 		old := set[i].Load()
 		switch {
 		case old != nil && old.PublicID == e.PublicID:
-			set[i].Store(e)
-			return old
+			return replaced(set[i].Swap(e), e)
 		case old == nil:
 			victim = i
 			for j := i + 1; j < len(set); j++ { // the key may sit further on
 				if o := set[j].Load(); o != nil && o.PublicID == e.PublicID {
-					set[j].Store(e)
-					return o
+					return replaced(set[j].Swap(e), e)
 				}
 			}
-			set[victim].Store(e)
-			return nil
+			return replaced(set[victim].Swap(e), e)
 		case set[victim].Load() != nil && old.expires < set[victim].Load().expires:
 			victim = i
 		}
 	}
-	set[victim].Store(e)
-	return nil
+	return replaced(set[victim].Swap(e), e)
+}
+
+func replaced(old, e *KeyEntry) (*KeyEntry, bool) {
+	return old, old != nil && old.PublicID == e.PublicID
 }
 
 // validKey: within its time in the cache, nothing invalidated since it was
@@ -239,7 +317,7 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		}
 		fetchedAt := c.ticks(c.opt.Now())
 		p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID, clientIP)
-		e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt}
+		e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt, t: c.keys}
 		ttl := c.opt.TTL
 		switch {
 		case err == nil:
@@ -269,9 +347,17 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		// reached coreapi, its database and its audit log on almost every
 		// request.
 		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && (e.err != nil || c.keys.untouched(ut, e.us, e.ts)) {
-			if old := storeKey(set, e); old != nil && old.used.Load() {
-				e.used.Store(true) // a refill keeps the unreported use
+			switch old, same := storeKey(set, e); {
+			case same:
+				old.gone.Store(true)
+				if old.used.Load() {
+					e.used.Store(true) // a refill keeps the unreported use
+				}
+			case old != nil:
+				c.keys.leave(old) // another key's entry, evicted
 			}
+		} else {
+			e.gone.Store(true) // not kept: a use of it is held apart
 		}
 		return e, nil
 	})
@@ -356,10 +442,15 @@ func keyExpiry(t time.Time) int64 {
 }
 
 // MarkUsed records that e authenticated a request (reported to coreapi by
-// ReportUsed). It writes only the first time between reports.
+// ReportUsed). It writes only the first time between reports. The use of
+// an entry out of the table is held apart (keyTable.leave).
 func (e *KeyEntry) MarkUsed() {
-	if !e.used.Load() {
-		e.used.Store(true)
+	if e.used.Load() {
+		return
+	}
+	e.used.Store(true)
+	if e.gone.Load() && e.t != nil {
+		e.t.pend(e.PublicID)
 	}
 }
 
@@ -369,33 +460,66 @@ func (c *Cache) InvalidateAPIKey(publicID string) { c.keys.key[c.stripe(publicID
 func (c *Cache) stripeBytes(b []byte) int { return int(maphash.Bytes(c.seed, b) % stripes) }
 
 // ReportUsed sends coreapi the public ids of the keys used since the last
-// call (at most apikey.MaxUsedKeys per request); run it about once a
-// minute. It returns how many keys it reported. The keys of a report that
-// fails stay marked used, for the next call: coreapi's last_used_at is how
-// an admin tells a key in use (or a leaked one put to use) from one to
-// revoke.
+// call (at most apikey.MaxUsedKeys per request): those of the table, and
+// those whose entries left it meanwhile (held apart, up to maxPendingUses);
+// run it about once a minute, and when KeyUseFull says. It returns how
+// many keys it reported. The keys of a report that fails are kept for the
+// next call: coreapi's last_used_at is how an admin tells a key in use (or
+// a leaked one put to use) from one to revoke.
 func (c *Cache) ReportUsed(ctx context.Context) (int, error) {
 	if c.keys.f == nil {
 		return 0, nil
 	}
+	held := c.keys.takePending()
+	carry := make([]string, 0, len(held))
+	for id := range held {
+		carry = append(carry, id)
+	}
 	var ids []string
 	n := 0
-	for i := range c.keys.slots {
-		if e := c.keys.slots[i].Load(); e != nil && e.used.Load() && e.used.CompareAndSwap(true, false) {
-			ids = append(ids, e.PublicID)
+	report := func() error {
+		if err := c.keys.f.ReportUsed(ctx, ids); err != nil {
+			for _, id := range ids {
+				c.keys.pend(id)
+			}
+			return err
 		}
-		if len(ids) == apikey.MaxUsedKeys || i == len(c.keys.slots)-1 && len(ids) > 0 {
-			if err := c.keys.f.ReportUsed(ctx, ids); err != nil {
-				for _, id := range ids {
-					if e := lookupKey(c.keySet([]byte(id)), []byte(id)); e != nil {
-						e.MarkUsed()
-					}
+		n += len(ids)
+		ids = ids[:0]
+		return nil
+	}
+	for i, id := range carry {
+		ids = append(ids, id)
+		if len(ids) == apikey.MaxUsedKeys {
+			if err := report(); err != nil {
+				for _, id := range carry[i+1:] {
+					c.keys.pend(id)
 				}
 				return n, err
 			}
-			n += len(ids)
-			ids = ids[:0]
+		}
+	}
+	for i := range c.keys.slots {
+		if e := c.keys.slots[i].Load(); e != nil && e.used.Load() && e.used.CompareAndSwap(true, false) {
+			if _, ok := held[e.PublicID]; !ok {
+				ids = append(ids, e.PublicID)
+			}
+		}
+		if len(ids) == apikey.MaxUsedKeys || i == len(c.keys.slots)-1 && len(ids) > 0 {
+			if err := report(); err != nil {
+				return n, err
+			}
 		}
 	}
 	return n, nil
 }
+
+// KeyUseFull is signalled when the uses held apart from the table reach a
+// report's worth (apikey.MaxUsedKeys): call ReportUsed before its time,
+// so that none is dropped.
+func (c *Cache) KeyUseFull() <-chan struct{} { return c.keys.uses.full }
+
+// KeyUsesDropped is how many API-key uses went unreported since the cache
+// was made because the set held apart from the table was full
+// (authproxy_api_key_uses_dropped_total).
+func (c *Cache) KeyUsesDropped() uint64 { return c.keys.uses.dropped.Load() }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
@@ -342,6 +344,118 @@ func TestKeyUseKeptWhenAReportFails(t *testing.T) {
 	}
 	if n, err := f.c.ReportUsed(context.Background()); n != 0 || err != nil {
 		t.Fatalf("a report after that = %d, %v; want nothing", n, err)
+	}
+}
+
+// sameSetKeys returns n API keys (and their public ids) whose entries
+// share one set of the key table, each known to the fixture's coreapi.
+func (f *fixture) sameSetKeys(t *testing.T, n int) (keys, pids []string) {
+	t.Helper()
+	for len(keys) < n {
+		key, pid := apikey.New()
+		if len(keys) > 0 && &f.c.keySet([]byte(pid))[0] != &f.c.keySet([]byte(pids[0]))[0] {
+			continue
+		}
+		f.core.SetAPIKey(key, keyOf("u"+pid), false)
+		keys, pids = append(keys, key), append(pids, pid)
+	}
+	return keys, pids
+}
+
+// reported is what the fixture's coreapi was told were used, sorted.
+func (f *fixture) reported() []string {
+	got := f.core.UsedKeys()
+	slices.Sort(got)
+	return got
+}
+
+// TestKeyUseKeptWhenTheEntryLeaves: the use of a key whose entry leaves
+// the table before the next report (evicted by keys of its set, purged,
+// fetched but not kept) is reported all the same; it was lost, so a key
+// in use could look unused to an admin reading last_used_at.
+func TestKeyUseKeptWhenTheEntryLeaves(t *testing.T) {
+	t.Run("evicted", func(t *testing.T) {
+		f := newKeyFixture(t)
+		keys, pids := f.sameSetKeys(t, 2*keyWays)
+		for _, k := range keys {
+			e, err := f.getKey(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.MarkUsed()
+		}
+		if n, err := f.c.ReportUsed(context.Background()); err != nil || n != len(keys) {
+			t.Fatalf("ReportUsed = %d, %v; want %d", n, err, len(keys))
+		}
+		slices.Sort(pids)
+		if got := f.reported(); !slices.Equal(got, pids) {
+			t.Fatalf("reported %v, want %v", got, pids)
+		}
+		if n, err := f.c.ReportUsed(context.Background()); n != 0 || err != nil {
+			t.Fatalf("a report after that = %d, %v; want nothing", n, err)
+		}
+	})
+	t.Run("purged", func(t *testing.T) {
+		f := newKeyFixture(t)
+		key, pid := apikey.New()
+		f.core.SetAPIKey(key, keyOf("u1"), false)
+		e, err := f.getKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.MarkUsed()
+		f.c.InvalidateAll()
+		// A request holding the purged entry marks it after the purge.
+		key2, pid2 := apikey.New()
+		f.core.SetAPIKey(key2, keyOf("u2"), false)
+		e2, err := f.getKey(key2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.c.InvalidateAll()
+		e2.MarkUsed()
+		if n, err := f.c.ReportUsed(context.Background()); err != nil || n != 2 {
+			t.Fatalf("ReportUsed = %d, %v; want 2", n, err)
+		}
+		want := []string{pid, pid2}
+		slices.Sort(want)
+		if got := f.reported(); !slices.Equal(got, want) {
+			t.Fatalf("reported %v, want %v", got, want)
+		}
+	})
+}
+
+// TestKeyUseOverflowCounted: past maxPendingUses keys held apart from the
+// table, a use is dropped, counted (authproxy_api_key_uses_dropped_total)
+// and not silent; a report's worth held apart asks for an early report
+// (KeyUseFull), which reports every one held and frees the set.
+func TestKeyUseOverflowCounted(t *testing.T) {
+	f := newKeyFixture(t)
+	select {
+	case <-f.c.KeyUseFull():
+		t.Fatal("an early report asked for with nothing held")
+	default:
+	}
+	for i := range maxPendingUses + 2 {
+		f.c.keys.pend(fmt.Sprintf("k%015d", i))
+	}
+	if got := f.c.KeyUsesDropped(); got != 2 {
+		t.Fatalf("KeyUsesDropped = %d, want 2", got)
+	}
+	if got := testutil.ToFloat64(f.c.m.APIKeyUsesDropped); got != 2 {
+		t.Fatalf("authproxy_api_key_uses_dropped_total = %v, want 2", got)
+	}
+	select {
+	case <-f.c.KeyUseFull():
+	default:
+		t.Fatal("no early report asked for with the set full")
+	}
+	if n, err := f.c.ReportUsed(context.Background()); err != nil || n != maxPendingUses {
+		t.Fatalf("ReportUsed = %d, %v; want %d", n, err, maxPendingUses)
+	}
+	f.c.keys.pend("again")
+	if got := f.c.KeyUsesDropped(); got != 2 {
+		t.Fatalf("after a report: KeyUsesDropped = %d, want 2 (room again)", got)
 	}
 }
 

@@ -147,6 +147,7 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 	}
 	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection),
 		kc: m.Cache(metrics.CacheAPIKey), keys: &keyTable{f: opt.Keys}, base: opt.Now()}
+	c.keys.uses.full, c.keys.uses.m = make(chan struct{}, 1), m
 	c.down.Store(connected)
 	if opt.MaxFetches > 0 {
 		c.slots = make(chan struct{}, opt.MaxFetches)
@@ -427,7 +428,9 @@ func (c *Cache) InvalidateAll() {
 	c.global.Add(1)
 	c.cache.Clear()
 	for i := range c.keys.slots {
-		c.keys.slots[i].Store(nil)
+		if e := c.keys.slots[i].Swap(nil); e != nil {
+			c.keys.leave(e) // its unreported use is kept
+		}
 	}
 }
 
