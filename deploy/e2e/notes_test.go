@@ -78,6 +78,74 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 	return sorted[max(i-1, 0)]
 }
 
+// TestRoleChangesReachOtherProxy: a change of a custom role that changes
+// what its holders may do, through proxy A, reaches the projection proxy B
+// cached for a holder within the propagation bound, far inside the
+// projection cache's TTL: taking a permission out of the role, and
+// deleting the role (whose invalidation names the tenant: the holders'
+// projections go with it).
+func TestRoleChangesReachOtherProxy(t *testing.T) {
+	owner := signup(t, sys.proxyA)
+	m := addMember(t, owner, sys.proxyA, "member")
+	role := createRole(t, owner, sys.proxyA, "notes:write")
+	roleID := ""
+	for _, r := range decode[struct {
+		Data []struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"data"`
+	}](t, call(t, "GET", sys.proxyA.url("/api/v1/roles?limit=100"), owner.Tokens.AccessToken, nil)).Data {
+		if r.Name == role {
+			roleID = r.ID
+		}
+	}
+	if roleID == "" {
+		t.Fatalf("role %s not listed", role)
+	}
+	expect(t, call(t, "PUT", sys.proxyA.url("/api/v1/users/"+m.UserID+"/roles/"+role), owner.Tokens.AccessToken, nil), http.StatusOK)
+	notesB := sys.proxyB.url("/notes")
+	roleURL := sys.proxyA.url("/api/v1/roles/" + roleID)
+	write := func(want int) func() (bool, string) {
+		return statusIs("POST", notesB, m.Tokens.AccessToken, `{"text":"role change"}`, want)
+	}
+
+	// cached polls until proxy B answers the member's write with want
+	// from its projection cache (the request counted a hit): what follows
+	// then has to drop B's entry, not find none (a fill is stored
+	// asynchronously, so the requests right after one may fetch afresh).
+	cached := func(what string, want int) {
+		t.Helper()
+		const hits = `authproxy_cache_hits_total{cache="projection"}`
+		_, err := pollUntil(what, propagation, time.Millisecond, func() (bool, string) {
+			before, _, err := proxyMetric(sys.proxyB, hits)
+			if err != nil {
+				return false, err.Error()
+			}
+			if done, last := write(want)(); !done {
+				return false, last
+			}
+			after, _, err := proxyMetric(sys.proxyB, hits)
+			if err != nil {
+				return false, err.Error()
+			}
+			return after > before, fmt.Sprintf("projection cache hits %v, then %v", before, after)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cached("write through B from its cache after the grant", http.StatusCreated)
+	expect(t, call(t, "PATCH", roleURL, owner.Tokens.AccessToken, map[string]any{"permissions": []string{}}), http.StatusOK)
+	cached("write refused through B after the role lost notes:write", http.StatusForbidden)
+	expect(t, call(t, "PATCH", roleURL, owner.Tokens.AccessToken, map[string]any{"permissions": []string{"notes:write"}}), http.StatusOK)
+	cached("write through B after the role got notes:write back", http.StatusCreated)
+	expect(t, call(t, "DELETE", roleURL, owner.Tokens.AccessToken, nil), http.StatusNoContent)
+	if _, err := pollUntil("write refused through B after the role's deletion", propagation, time.Millisecond, write(http.StatusForbidden)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestNotesGrantAndRevokeReachOtherProxy grants a custom role holding
 // notes:write through proxy A and measures how soon the member's write to
 // the app through proxy B succeeds, then revokes it and measures how soon
