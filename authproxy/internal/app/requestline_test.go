@@ -226,3 +226,34 @@ func forwardedAs(t *testing.T, e *env, up *rawUpstream, head, body string) *http
 	}
 	return hreq
 }
+
+// TestUserinfoInHostRefused: a Host field with userinfo (`u:p@a`), which
+// no Host value may hold (RFC 9110 section 7.2: uri-host and port), is
+// refused with 400 on every route, nothing forwarded. fasthttp read it as
+// the target's userinfo and its client wrote that as `Authorization: Basic`
+// to the upstream, after the proxy had removed the client's own field: on
+// a protected route, credentials of the client's choosing beside the
+// signed identity.
+func TestUserinfoInHostRefused(t *testing.T) {
+	e, up := startRawApp(t)
+	tok := e.token(nil)
+	if r := e.raw("GET /notes/a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n"); r.status != 200 {
+		t.Fatalf("well-formed request: status %d", r.status)
+	}
+	n := len(up.all())
+	for _, host := range []string{"admin:secret@a", "admin@a:80", "@a", "a%40b@c", "u:p@[::1]:80"} {
+		for _, target := range []string{"/notes/a", "/pub/x"} {
+			req := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n"
+			if target == "/notes/a" {
+				req += "Authorization: Bearer " + tok + "\r\n"
+			}
+			r := e.raw(req + "Connection: close\r\n\r\n")
+			if r.status != 400 || r.prob.Code != problem.CodeBadRequest {
+				t.Errorf("%s, Host %q: status %d code %q, want 400 %s", target, host, r.status, r.prob.Code, problem.CodeBadRequest)
+			}
+		}
+	}
+	if got := up.all(); len(got) != n {
+		t.Fatalf("the upstream received %d requests with userinfo in Host, want none: %q", len(got)-n, got[n:])
+	}
+}

@@ -919,6 +919,14 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		st.outcome = "bad_header"
 		return errSpaceInName
 	}
+	// Userinfo in Host ("u:p@a"), which no Host value holds (RFC 9110
+	// section 7.2): fasthttp reads it as the target's, and its client
+	// writes that as "Authorization: Basic" to the upstream, after the
+	// client's own field was removed.
+	if bytes.IndexByte(h.Host(), '@') >= 0 {
+		st.outcome = "bad_header"
+		return errHostUserinfo
+	}
 	if st.seen.Hop && headers.HasTrailers(h) { // a trailer announcement is a hop-by-hop field
 		st.outcome = "trailers"
 		return errTrailers
@@ -1809,9 +1817,11 @@ var (
 	errTrailers = &httpError{status: 400, code: problem.CodeBadRequest, detail: "request trailers are not accepted"}
 	// A field name with a space (headers.Seen.SpaceInName).
 	errSpaceInName = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed header field name"}
-	errNotFound    = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
-	errTooLarge    = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
-	errNoToken     = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
+	// A Host field with userinfo ("u:p@a").
+	errHostUserinfo = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
+	errNotFound     = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
+	errTooLarge     = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
+	errNoToken      = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
 		wwwAuth: `Bearer realm="tollgate"`}
 	errScope = &httpError{status: 403, code: problem.CodeInsufficientScope, detail: "missing a required permission",
 		wwwAuth: `Bearer error="insufficient_scope"`}
