@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -255,5 +257,53 @@ func TestUserinfoInHostRefused(t *testing.T) {
 	}
 	if got := up.all(); len(got) != n {
 		t.Fatalf("the upstream received %d requests with userinfo in Host, want none: %q", len(got)-n, got[n:])
+	}
+}
+
+// TestTooManyFieldsToRemoveRefused: a request with more fields for the
+// clean-up to remove than headers.MaxRemoved (identity fields of distinct
+// names, forwarding fields from an untrusted peer, names listed in
+// Connection) is refused with 431 on every route, nothing forwarded; at
+// the bound it is cleaned and forwarded. Each removal walks every field,
+// so a header block of such fields cost milliseconds of CPU per request.
+func TestTooManyFieldsToRemoveRefused(t *testing.T) {
+	e, up := startRawApp(t)
+	tok := e.token(nil)
+	many := func(format string, n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, format, i)
+		}
+		return b.String()
+	}
+	send := func(target, fields string) result {
+		req := "GET " + target + " HTTP/1.1\r\nHost: a\r\n" + fields
+		if target == "/notes/a" {
+			req += "Authorization: Bearer " + tok + "\r\n"
+		}
+		return e.raw(req + "\r\n")
+	}
+	const max = headers.MaxRemoved
+	for _, target := range []string{"/notes/a", "/pub/x"} {
+		for _, fields := range []string{many("X-Auth-%d: 1\r\n", max), many("X-B3-%d: 1\r\n", max),
+			"Connection: " + many("h%d, ", max-1) + "close\r\n" + many("h%d: 1\r\n", max-1)} {
+			if r := send(target, fields); r.status != 200 {
+				t.Fatalf("%s, %d fields to remove: status %d, want 200", target, max, r.status)
+			}
+		}
+	}
+	n := len(up.all())
+	for _, target := range []string{"/notes/a", "/pub/x"} {
+		for _, fields := range []string{many("X-Auth-%d: 1\r\n", max+1), many("x_forwarded_%d: 1\r\n", max+1),
+			many("X-Auth-%d: 1\r\n", max/2) + many("X-Datadog-%d: 1\r\n", max/2+1),
+			"Connection: " + many("h%d, ", max) + "close\r\n" + many("h%d: 1\r\n", 1000)} {
+			r := send(target, fields)
+			if r.status != 431 || r.prob.Code != problem.CodeBadRequest {
+				t.Errorf("%s, %.40q...: status %d code %q, want 431 %s", target, fields, r.status, r.prob.Code, problem.CodeBadRequest)
+			}
+		}
+	}
+	if got := up.all(); len(got) != n {
+		t.Fatalf("the upstream received %d requests with too many fields to remove, want none", len(got)-n)
 	}
 }

@@ -730,6 +730,38 @@ type Seen struct {
 	// field, a method override, a client address). The request is
 	// refused.
 	SpaceInName bool
+	// Hops and Forwardeds count the fields Hop and Forwarded stand for
+	// (TooManyRemovals).
+	Hops, Forwardeds int
+}
+
+// MaxRemoved bounds the fields Sanitize removes from one request, and the
+// names its Connection fields may list: fasthttp deletes a name by walking
+// every field, so a header block of removable fields of distinct names
+// (X-Auth-1, X-Auth-2, ... or a Connection listing thousands of names)
+// cost milliseconds of CPU per request, thousands of times a plain one's,
+// from anyone on any route. No client needs more than a few.
+const MaxRemoved = 64
+
+// TooManyRemovals reports whether Sanitize, for a peer trusted or not,
+// would remove more than MaxRemoved fields from the fields s was scanned
+// from, or their Connection fields list more than MaxRemoved names.
+func (s *Seen) TooManyRemovals(h *fasthttp.RequestHeader, trustForwarded bool) bool {
+	n := s.Hops
+	if !trustForwarded {
+		n += s.Forwardeds
+	}
+	if n > MaxRemoved {
+		return true
+	}
+	if !s.Hop { // Connection is a hop-by-hop field
+		return false
+	}
+	names := 0
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		forEachToken(v, func([]byte) { names++ })
+	}
+	return names > MaxRemoved
 }
 
 // NeedsSanitize reports whether Sanitize, for a peer trusted or not, has
@@ -817,8 +849,10 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 		}
 		if removedAlways(k) {
 			s.Hop = true
+			s.Hops++
 		} else if removedUntrusted(k) {
 			s.Forwarded = true
+			s.Forwardeds++
 		}
 		switch len(k) {
 		case len("Upgrade"):

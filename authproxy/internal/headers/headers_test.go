@@ -781,3 +781,54 @@ func TestOtherTraceFormatsOnlyFromTrustedPeers(t *testing.T) {
 		}
 	}
 }
+
+// TooManyRemovals counts what Sanitize would remove: the fields removed
+// from every peer always, the forwarding ones only from an untrusted
+// peer, and the names Connection lists, each bounded by MaxRemoved.
+func TestTooManyRemovals(t *testing.T) {
+	many := func(format string, n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, format, i)
+		}
+		return b.String()
+	}
+	names := func(n int) string {
+		var b strings.Builder
+		b.WriteString("Connection: close")
+		for i := range n - 1 {
+			fmt.Fprintf(&b, ", h%d", i)
+		}
+		return b.String() + "\r\n"
+	}
+	for _, tc := range []struct {
+		name             string
+		fields           string
+		trusted, refused bool
+	}{
+		{"none", "X-Note: 1\r\n", false, false},
+		{"identity fields at the bound", many("X-Auth-%d: 1\r\n", MaxRemoved), false, false},
+		{"identity fields past the bound", many("X-Auth-%d: 1\r\n", MaxRemoved+1), false, true},
+		{"identity fields past the bound, trusted", many("x_auth_%d: 1\r\n", MaxRemoved+1), true, true},
+		{"one name many times", strings.Repeat("X-Auth-User-Id: 1\r\n", MaxRemoved+1), false, true},
+		{"forwarding fields past the bound", many("X-Forwarded-%d: 1\r\n", MaxRemoved+1), false, true},
+		{"forwarding fields past the bound, trusted", many("X-Forwarded-%d: 1\r\n", MaxRemoved+1), true, false},
+		{"both at the bound", many("X-Auth-%d: 1\r\n", MaxRemoved/2) + many("X-B3-%d: 1\r\n", MaxRemoved/2), false, false},
+		{"both past the bound", many("X-Auth-%d: 1\r\n", MaxRemoved/2) + many("X-B3-%d: 1\r\n", MaxRemoved/2+1), false, true},
+		{"Connection names at the bound", names(MaxRemoved), false, false},
+		{"Connection names past the bound", names(MaxRemoved + 1), true, true},
+		{"Connection names past the bound in two fields", names(MaxRemoved/2) + "Connection: " + many("n%d,", MaxRemoved/2) + "x\r\n", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var req fasthttp.Request
+			raw := "GET / HTTP/1.1\r\nHost: a\r\n" + tc.fields + "\r\n"
+			if err := req.Read(bufio.NewReaderSize(strings.NewReader(raw), 64<<10)); err != nil {
+				t.Fatal(err)
+			}
+			seen := Scan(&req.Header)
+			if got := seen.TooManyRemovals(&req.Header, tc.trusted); got != tc.refused {
+				t.Fatalf("TooManyRemovals = %v, want %v (Scan %d hop-by-hop, %d forwarding)", got, tc.refused, seen.Hops, seen.Forwardeds)
+			}
+		})
+	}
+}

@@ -939,6 +939,10 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		st.closeConn = h.ConnectionClose()
 		return nil
 	}
+	if st.seen.TooManyRemovals(h, st.trusted) {
+		st.outcome = "bad_header"
+		return errTooManyRemovals
+	}
 	st.edited = true
 	var droppedXFF bool
 	st.closeConn, droppedXFF = headers.Sanitize(h, st.trusted)
@@ -1819,9 +1823,11 @@ var (
 	errSpaceInName = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed header field name"}
 	// A Host field with userinfo ("u:p@a").
 	errHostUserinfo = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
-	errNotFound     = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
-	errTooLarge     = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
-	errNoToken      = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
+	// More fields to remove than headers.MaxRemoved.
+	errTooManyRemovals = &httpError{status: 431, code: problem.CodeBadRequest, detail: "too many connection, identity or forwarding fields"}
+	errNotFound        = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
+	errTooLarge        = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
+	errNoToken         = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
 		wwwAuth: `Bearer realm="tollgate"`}
 	errScope = &httpError{status: 403, code: problem.CodeInsufficientScope, detail: "missing a required permission",
 		wwwAuth: `Bearer error="insufficient_scope"`}
