@@ -164,7 +164,8 @@ func TestTrustedForwardedForLines(t *testing.T) {
 func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 	sent := map[string]string{"X-Real-IP": "10.9.9.9", "True-Client-IP": "10.9.9.9", "CF-Connecting-IP": "10.9.9.9",
 		"X-Client-IP": "10.9.9.9", "Fastly-Client-IP": "10.9.9.9", "X_Cluster_Client_IP": "10.9.9.9", "Client-IP": "10.9.9.9",
-		"X-Forwarded": "10.9.9.9", "Forwarded-For": "10.9.9.9", "Via": "10.9.9.9"}
+		"X-Forwarded": "10.9.9.9", "Forwarded-For": "10.9.9.9", "Via": "10.9.9.9", "X-Envoy-External-Address": "10.9.9.9",
+		"X-Envoy-Internal": "true"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
 			vars := map[string]string{}
@@ -209,7 +210,9 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"X-Real-IP", "True-Client-IP", "CF-Connecting-IP", "X-Client-IP", "X-Remote-IP", "X-Remote-Addr",
 		"Fastly-Client-IP", "X-Originating-IP", "X_Cluster_Client_IP", "Client-IP",
 		"X-Forwarded", "Forwarded-For", "Forwarded_For", "Via", "VIA",
-		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE"}
+		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE",
+		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
+		"X-Envoy-Original-Path"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }

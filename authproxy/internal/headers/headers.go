@@ -4,9 +4,9 @@
 // method-override header (X-HTTP-Method-Override...) and Expect is
 // removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
-// (IsClientAddress) and the trace context (IsTraceContext: W3C's
-// traceparent, tracestate and baggage, and other formats' fields) are kept
-// only from trusted peers. It also parses the bearer
+// (IsClientAddress), the trace context (IsTraceContext: W3C's
+// traceparent, tracestate and baggage, and other formats' fields) and
+// Envoy's x-envoy-* fields (IsEnvoy) are kept only from trusted peers. It also parses the bearer
 // token strictly, and cleans an upstream's answer of the fields that
 // belong to the upstream's connection (SanitizeResponse).
 package headers
@@ -154,8 +154,8 @@ const maxDeletes = 16
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), Expect (isExpect), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, the client-address headers and the trace
-// context. It reports whether the client asked for the connection to be
+// X-Forwarded-*, Forwarded, the client-address headers, the trace context
+// and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
 // closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
 // a sign that TRUSTED_PROXY_CIDRS may be missing a load balancer).
@@ -264,10 +264,23 @@ func isRequestIDVariant(name []byte) bool {
 	return len(name) == len("X-Request-Id") && bytes.IndexByte(name, '_') >= 0 && equalFold(name, "x-request-id")
 }
 
-// removedUntrusted: a forwarding, client-address or trace-context header,
-// removed from a peer outside TRUSTED_PROXY_CIDRS.
+// removedUntrusted: a forwarding, client-address, trace-context or
+// x-envoy-* header, removed from a peer outside TRUSTED_PROXY_CIDRS.
 func removedUntrusted(k []byte) bool {
-	return IsForwarded(k) || IsClientAddress(k) || IsTraceContext(k)
+	return IsForwarded(k) || IsClientAddress(k) || IsTraceContext(k) || IsEnvoy(k)
+}
+
+// IsEnvoy reports whether name is one of Envoy's x-envoy-* request fields.
+// An Envoy between the proxy and an app (an Istio or other mesh sidecar)
+// takes them from the proxy, a peer inside the mesh, as the mesh's own:
+// x-envoy-retry-on and x-envoy-max-retries make it resend a request (a
+// POST included) up to the count the client chose, x-envoy-upstream-rq-
+// timeout-ms sets the app's deadline, x-envoy-internal marks the request
+// internal and x-envoy-external-address (an address an app may read as
+// the client's) is the client's to choose. Envoy itself removes them
+// from a request that comes from outside; the proxy is that edge.
+func IsEnvoy(name []byte) bool {
+	return hasPrefixFold(name, "x-envoy-")
 }
 
 // IsClientAddress reports whether name is one of the headers in which
