@@ -908,7 +908,8 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 	return errPanic
 }
 
-// hygiene refuses a field name with a space, trailers and h2c, takes a
+// hygiene refuses a field name with a space, userinfo in Host, trailers,
+// h2c and more fields to remove than headers.MaxRemoved, takes a
 // WebSocket's bearer from its subprotocols, and cleans the client's fields
 // (headers.Sanitize). What headers.Scan saw decides which of these have
 // anything to do: most requests carry no field any of them reads or
