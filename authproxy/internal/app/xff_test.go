@@ -165,7 +165,9 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 	sent := map[string]string{"X-Real-IP": "10.9.9.9", "True-Client-IP": "10.9.9.9", "CF-Connecting-IP": "10.9.9.9",
 		"X-Client-IP": "10.9.9.9", "Fastly-Client-IP": "10.9.9.9", "X_Cluster_Client_IP": "10.9.9.9", "Client-IP": "10.9.9.9",
 		"X-Forwarded": "10.9.9.9", "Forwarded-For": "10.9.9.9", "Via": "10.9.9.9", "X-Envoy-External-Address": "10.9.9.9",
-		"X-Envoy-Internal": "true"}
+		"X-Envoy-Internal": "true", "X-Original-Forwarded-For": "10.9.9.9", "X-Appengine-User-Ip": "10.9.9.9",
+		"Fly-Client-IP": "10.9.9.9", "Do-Connecting-Ip": "10.9.9.9", "Cf-Pseudo-IPv4": "10.9.9.9", "X-Azure-ClientIP": "10.9.9.9",
+		"X_Azure_SocketIP": "10.9.9.9"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
 			vars := map[string]string{}
@@ -210,6 +212,8 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"X-Real-IP", "True-Client-IP", "CF-Connecting-IP", "X-Client-IP", "X-Remote-IP", "X-Remote-Addr",
 		"Fastly-Client-IP", "X-Originating-IP", "X_Cluster_Client_IP", "Client-IP",
 		"X-Forwarded", "Forwarded-For", "Forwarded_For", "Via", "VIA",
+		"X-Original-Forwarded-For", "X-Appengine-User-Ip", "Fly-Client-IP", "Do-Connecting-Ip", "Cf-Pseudo-IPv4",
+		"X-Azure-ClientIP", "x_azure_socketip",
 		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE",
 		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
 		"X-Envoy-Original-Path"}

@@ -294,7 +294,11 @@ func IsEnvoy(name []byte) bool {
 // Forwarded-For, Forwarded and Via, in that order, so where
 // X-Forwarded-For holds a private one (a peer behind a load balancer that
 // translates addresses, a client on an internal network) the client's own
-// X-Forwarded: 203.0.113.9 was its address.
+// X-Forwarded: 203.0.113.9 was its address. So are the fields of other
+// hosts and CDNs (Fly-Client-IP, Do-Connecting-Ip, X-Appengine-User-Ip,
+// X-Azure-ClientIP and X-Azure-SocketIP, Cloudflare's Cf-Pseudo-IPv4) and
+// ingress-nginx's X-Original-Forwarded-For (the X-Forwarded-For it was
+// given, which apps behind it read as the client's chain).
 func IsClientAddress(name []byte) bool {
 	switch len(name) {
 	case len("via"):
@@ -303,14 +307,17 @@ func IsClientAddress(name []byte) bool {
 		return equalFold(name, "x-real-ip") || equalFold(name, "client-ip")
 	case len("x-client-ip"): // and x-remote-ip, x-forwarded
 		return equalFold(name, "x-client-ip") || equalFold(name, "x-remote-ip") || equalFold(name, "x-forwarded")
-	case len("x-remote-addr"): // and forwarded-for
-		return equalFold(name, "x-remote-addr") || equalFold(name, "forwarded-for")
-	case len("true-client-ip"):
-		return equalFold(name, "true-client-ip")
-	case len("cf-connecting-ip"): // and fastly-client-ip, x-originating-ip
-		return equalFold(name, "cf-connecting-ip") || equalFold(name, "fastly-client-ip") || equalFold(name, "x-originating-ip")
-	case len("x-cluster-client-ip"):
-		return equalFold(name, "x-cluster-client-ip")
+	case len("x-remote-addr"): // and forwarded-for, fly-client-ip
+		return equalFold(name, "x-remote-addr") || equalFold(name, "forwarded-for") || equalFold(name, "fly-client-ip")
+	case len("true-client-ip"): // and cf-pseudo-ipv4
+		return equalFold(name, "true-client-ip") || equalFold(name, "cf-pseudo-ipv4")
+	case len("cf-connecting-ip"): // and fastly-client-ip, x-originating-ip, do-connecting-ip, x-azure-clientip, x-azure-socketip
+		return equalFold(name, "cf-connecting-ip") || equalFold(name, "fastly-client-ip") || equalFold(name, "x-originating-ip") ||
+			equalFold(name, "do-connecting-ip") || equalFold(name, "x-azure-clientip") || equalFold(name, "x-azure-socketip")
+	case len("x-cluster-client-ip"): // and x-appengine-user-ip
+		return equalFold(name, "x-cluster-client-ip") || equalFold(name, "x-appengine-user-ip")
+	case len("x-original-forwarded-for"):
+		return equalFold(name, "x-original-forwarded-for")
 	}
 	return false
 }
@@ -797,7 +804,7 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // re-validates and re-cases its name, or walks every field). Names match
 // in any case. A field's first letter (and for some, its length) decides
 // which names it is compared with: every name Sanitize removes starts with
-// one of b, c, e, f, g, j, k, n, o, p, s, t, u, v or x, so most fields
+// one of b, c, d, e, f, g, j, k, n, o, p, s, t, u, v or x, so most fields
 // (Host, Accept, User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
@@ -828,8 +835,13 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) != len("Upgrade") && (len(k) < 2 || k[1]|0x20 != 'b') {
 				continue
 			}
-		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP
-			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") {
+		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP, Cf-Pseudo-IPv4
+			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") &&
+				len(k) != len("Cf-Pseudo-IPv4") {
+				continue
+			}
+		case 'd': // Do-Connecting-Ip
+			if len(k) != len("Do-Connecting-Ip") {
 				continue
 			}
 		case 'e': // Expect, elastic-apm-traceparent
@@ -856,7 +868,7 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) != len("Via") {
 				continue
 			}
-		case 't', 'x', 'f': // also True-Client-IP, X-Real-IP, Fastly-Client-IP...
+		case 't', 'x', 'f': // also True-Client-IP, X-Real-IP, Fastly-Client-IP, Fly-Client-IP...
 		default:
 			continue
 		}

@@ -548,7 +548,10 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Remote-Addr", "True-Client-IP", "CF-Connecting-IP", "Cf-Connecting-Ix", "Fastly-Client-IP", "X-Originating-IP",
 		"X-Cluster-Client-IP", "Connecting-IP", "Forwarded-For", "forwarded_for", "Forwarded-Fox", "Via", "VIA", "Vias", "Vi",
 		"X_Forwarded", "X-Forwarder", "X_Request_Id", "X-Request_Id", "X_Request_Ix",
-		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag", "Baggage", "baggage", "BAGGAGE", "Baggages", "Bagage"}
+		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag", "Baggage", "baggage", "BAGGAGE", "Baggages", "Bagage",
+		"X-Original-Forwarded-For", "x_original_forwarded_for", "X-Original-Forwarded-Fox", "X-Appengine-User-Ip",
+		"Fly-Client-IP", "fly_client_ip", "Fly-Client-IQ", "Do-Connecting-Ip", "DO_CONNECTING_IP", "Do-Connecting-Iq", "Dnt",
+		"Cf-Pseudo-IPv4", "cf_pseudo_ipv4", "Cf-Pseudo-IPv6", "X-Azure-ClientIP", "X-Azure-SocketIP", "X-Azure-FDID"}
 	fields = append(fields, otherTraceFields...)
 	fields = append(fields, otherTraceKept...)
 	for _, hop := range hopByHop {
