@@ -373,7 +373,10 @@ func (a *App) reportKeyUse(ctx context.Context) {
 	var dropped uint64
 	report := func(ctx context.Context) {
 		last = time.Now()
-		if _, err := a.Projections.ReportUsed(ctx); err != nil {
+		switch _, err := a.Projections.ReportUsed(ctx); {
+		case errors.Is(err, projection.ErrReportRefused):
+			a.log.Warn("api key uses refused by coreapi: dropped, not reported again", "err", err)
+		case err != nil:
 			a.log.Warn("report api key use", "err", err)
 		}
 		if d := a.Projections.KeyUsesDropped(); d > dropped && time.Since(logged) >= KeyUseEvery {

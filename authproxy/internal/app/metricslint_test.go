@@ -49,6 +49,7 @@ func TestMetricsLint(t *testing.T) {
 var allowZero = map[string]string{
 	"authproxy_api_key_refusals_total":        "refusals of bad API keys (TestAPIKeyRefused)",
 	"authproxy_api_key_uses_dropped_total":    "API-key uses past what the proxy holds between reports (TestKeyUseOverflowCounted)",
+	"authproxy_api_key_uses_refused_total":    "API-key uses of usage reports coreapi refused for good (TestKeyUseDroppedWhenAReportIsRefused)",
 	"authproxy_cache_evictions_total":         "entries dropped for space or expiry; the workload fills no cache",
 	"authproxy_invalidation_feed_stale":       "1 while no outbox heartbeat arrives although NATS is connected (TestHeartbeatSilence)",
 	"authproxy_jwks_unknown_kid_total":        "tokens naming a key that is not in the key set",

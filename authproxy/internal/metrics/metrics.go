@@ -74,6 +74,9 @@ type Metrics struct {
 	// coreapi (last_used_at): the keys were evicted from the table, or
 	// purged, while more keys than it holds waited for a report.
 	APIKeyUsesDropped prometheus.Counter
+	// APIKeyUsesRefused counts API-key uses dropped with a usage report
+	// coreapi refused for good (a 4xx other than 408 and 429).
+	APIKeyUsesRefused prometheus.Counter
 }
 
 // CacheCounters are one cache's hit/miss/eviction counters.
@@ -154,6 +157,9 @@ func New() *Metrics {
 		APIKeyUsesDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_api_key_uses_dropped_total", Help: "API-key uses left out of the usage reports to coreapi (last_used_at): more keys left the table of resolved keys while used than it holds between two reports.",
 		}),
+		APIKeyUsesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_api_key_uses_refused_total", Help: "API-key uses dropped with a usage report to coreapi that coreapi refused for good (a 4xx other than 408 and 429): not sent again.",
+		}),
 		UntrustedXFF: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_untrusted_forwarded_for_total", Help: "Requests that carried X-Forwarded-For from a peer outside TRUSTED_PROXY_CIDRS (header dropped, the peer taken as the client).",
 		}),
@@ -166,7 +172,7 @@ func New() *Metrics {
 		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
 	})
 	buildInfo.Set(1)
-	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals, m.APIKeyUsesDropped)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals, m.APIKeyUsesDropped, m.APIKeyUsesRefused)
 	for _, r := range []string{"malformed", "not_a_key", "in_query", "ambiguous", "unknown", "wrong_secret", "revoked", "rate_limited", "unknown_rate_limited"} {
 		m.APIKeyRefusals.WithLabelValues(r)
 	}

@@ -32,6 +32,10 @@ var (
 	// ErrKeyNotCached: CachedKey holds no answer for the key; only coreapi
 	// has one.
 	ErrKeyNotCached = errors.New("projection: API key not cached")
+	// ErrReportRefused: coreapi refused a usage report for good (a 4xx
+	// other than 408 and 429: a body it cannot take, an id it rejects);
+	// sending it again would be refused again.
+	ErrReportRefused = errors.New("projection: usage report refused")
 )
 
 // KeyFetcher resolves API keys at coreapi and reports their use.
@@ -465,7 +469,11 @@ func (c *Cache) stripeBytes(b []byte) int { return int(maphash.Bytes(c.seed, b) 
 // run it about once a minute, and when KeyUseFull says. It returns how
 // many keys it reported. The keys of a report that fails are kept for the
 // next call: coreapi's last_used_at is how an admin tells a key in use (or
-// a leaked one put to use) from one to revoke.
+// a leaked one put to use) from one to revoke. Those of a report coreapi
+// refuses for good (ErrReportRefused) are dropped and counted
+// (authproxy_api_key_uses_refused_total), not held for a next call that
+// would be refused the same, and the other reports still go out; the
+// error returned is then the first refusal.
 func (c *Cache) ReportUsed(ctx context.Context) (int, error) {
 	if c.keys.f == nil {
 		return 0, nil
@@ -476,15 +484,24 @@ func (c *Cache) ReportUsed(ctx context.Context) (int, error) {
 		carry = append(carry, id)
 	}
 	var ids []string
+	var refused error
 	n := 0
 	report := func() error {
-		if err := c.keys.f.ReportUsed(ctx, ids); err != nil {
+		err := c.keys.f.ReportUsed(ctx, ids)
+		switch {
+		case errors.Is(err, ErrReportRefused):
+			c.m.APIKeyUsesRefused.Add(float64(len(ids)))
+			if refused == nil {
+				refused = fmt.Errorf("%w (%d key uses dropped)", err, len(ids))
+			}
+		case err != nil:
 			for _, id := range ids {
 				c.keys.pend(id)
 			}
 			return err
+		default:
+			n += len(ids)
 		}
-		n += len(ids)
 		ids = ids[:0]
 		return nil
 	}
@@ -511,7 +528,7 @@ func (c *Cache) ReportUsed(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	return n, nil
+	return n, refused
 }
 
 // KeyUseFull is signalled when the uses held apart from the table reach a

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -344,6 +345,58 @@ func TestKeyUseKeptWhenAReportFails(t *testing.T) {
 	}
 	if n, err := f.c.ReportUsed(context.Background()); n != 0 || err != nil {
 		t.Fatalf("a report after that = %d, %v; want nothing", n, err)
+	}
+}
+
+// TestKeyUseDroppedWhenAReportIsRefused: a usage report coreapi refuses
+// for good (a 4xx other than 408 and 429, such as 422 for an id it does
+// not take) is dropped and counted (authproxy_api_key_uses_refused_total),
+// not held: it was put back and sent, and refused, every minute for
+// ever, its keys held with it. A 408, a 429 or a 5xx still leaves the
+// keys to the next report.
+func TestKeyUseDroppedWhenAReportIsRefused(t *testing.T) {
+	for _, st := range []int{400, 404, 413, 422, 408, 429, 500, 503} {
+		t.Run(strconv.Itoa(st), func(t *testing.T) {
+			f := newKeyFixture(t)
+			var pids []string
+			for range 2 {
+				key, pid := apikey.New()
+				f.core.SetAPIKey(key, keyOf("u"+pid), false)
+				e, err := f.getKey(key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.MarkUsed()
+				pids = append(pids, pid)
+			}
+			refused := st != 408 && st != 429 && st < 500
+			f.core.UsedStatus.Store(int32(st))
+			n, err := f.c.ReportUsed(context.Background())
+			if err == nil || n != 0 || errors.Is(err, ErrReportRefused) != refused {
+				t.Fatalf("ReportUsed answered %d = %d, %v; want an error, refused for good %v", st, n, err, refused)
+			}
+			want := 0.0
+			if refused {
+				want = float64(len(pids))
+			}
+			if got := testutil.ToFloat64(f.c.m.APIKeyUsesRefused); got != want {
+				t.Fatalf("authproxy_api_key_uses_refused_total = %v, want %v", got, want)
+			}
+			f.core.UsedStatus.Store(0)
+			n, err = f.c.ReportUsed(context.Background())
+			if refused {
+				if n != 0 || err != nil || len(f.core.UsedKeys()) != 0 {
+					t.Fatalf("the next ReportUsed = %d, %v, reported %v; want nothing", n, err, f.core.UsedKeys())
+				}
+				return
+			}
+			got := f.core.UsedKeys()
+			slices.Sort(got)
+			slices.Sort(pids)
+			if err != nil || n != len(pids) || !slices.Equal(got, pids) {
+				t.Fatalf("the next ReportUsed = %d, %v, reported %v; want %v", n, err, got, pids)
+			}
+		})
 	}
 }
 

@@ -194,7 +194,9 @@ func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clien
 	return &p, nil
 }
 
-// ReportUsed implements KeyFetcher: POST apikey.UsedPath.
+// ReportUsed implements KeyFetcher: POST apikey.UsedPath. A 4xx answer
+// other than 408 and 429 is ErrReportRefused: the same report would be
+// refused again.
 func (f *HTTPFetcher) ReportUsed(ctx context.Context, publicIDs []string) error {
 	body, err := json.Marshal(apikey.UsedRequest{Keys: publicIDs})
 	if err != nil {
@@ -206,8 +208,11 @@ func (f *HTTPFetcher) ReportUsed(ctx context.Context, publicIDs []string) error 
 	if err != nil {
 		return err
 	}
-	if code != fasthttp.StatusNoContent {
-		return fmt.Errorf("%w: report used API keys: status %d", ErrUpstream, code)
+	switch {
+	case code == fasthttp.StatusNoContent:
+		return nil
+	case code >= 400 && code < 500 && code != fasthttp.StatusRequestTimeout && code != fasthttp.StatusTooManyRequests:
+		return fmt.Errorf("%w: report used API keys: status %d", ErrReportRefused, code)
 	}
-	return nil
+	return fmt.Errorf("%w: report used API keys: status %d", ErrUpstream, code)
 }
