@@ -151,6 +151,12 @@ func BoolString(b bool) string {
 	return "false"
 }
 
+// MaxAuthTime is the largest X-Auth-Auth-Time a verifier accepts: 2^53-1,
+// the largest integer a JavaScript number (JSON's, Node's) holds exactly.
+// Above it the Node verifier read another number than the one signed, so
+// both refuse it (ErrMalformed); no real sign-in is that late.
+const MaxAuthTime = 1<<53 - 1
+
 // FormatAuthTime renders X-Auth-Auth-Time: unix seconds, or "" when
 // unknown (t <= 0).
 func FormatAuthTime(t int64) string {
@@ -371,7 +377,7 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 		return Identity{}, ErrMalformed
 	}
 	if at := get(HeaderAuthTime); at != "" {
-		if id.AuthTime, err = strconv.ParseInt(at, 10, 64); err != nil || id.AuthTime <= 0 || len(at) > 16 || at[0] == '+' || at[0] == '0' {
+		if id.AuthTime, err = strconv.ParseInt(at, 10, 64); err != nil || id.AuthTime <= 0 || id.AuthTime > MaxAuthTime || len(at) > 16 || at[0] == '+' || at[0] == '0' {
 			return Identity{}, ErrMalformed
 		}
 	}

@@ -114,6 +114,8 @@ func vecInputs() []vector {
 		// Signed as sent: a number no verifier need read (the Go one read
 		// it up to 19 digits, the Node one at any length).
 		{Name: "auth time of 17 digits", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderAuthTime, "17960000000000000"), NowMs: now, Valid: false, Error: "malformed"},
+		// Above 2^53-1: a JavaScript number cannot hold it exactly.
+		{Name: "auth time above 2^53-1", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderAuthTime, "9007199254740992"), NowMs: now, Valid: false, Error: "malformed"},
 		{Name: "signature with its unused bits set", Method: "GET", PathQuery: "/notes", Headers: user, NowMs: now, Valid: false, Error: "malformed"},
 		{Name: "API key, optional fields left out", Method: "GET", PathQuery: "/notes", Headers: apiKey, NowMs: now, Valid: true},
 		{Name: "service account", Method: "POST", PathQuery: "/notes", Body: `{"text":"nightly"}`, Headers: service, NowMs: now, Valid: true},

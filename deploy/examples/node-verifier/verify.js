@@ -90,7 +90,11 @@ function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, repla
   const secret = keys.get(keyId);
   if (!(secret instanceof Uint8Array) || secret.length < MIN_KEY_BYTES) fail('bad_key');
   const ev = get('x-auth-email-verified'), at = get('x-auth-auth-time');
-  if (!['true', 'false'].includes(ev) || !/^([1-9][0-9]{0,15})?$/.test(at)) fail('malformed');
+  // An auth time above 2^53-1 is no number JavaScript holds exactly:
+  // Number() would return another one than was signed.
+  if (!['true', 'false'].includes(ev) || !/^([1-9][0-9]{0,15})?$/.test(at) || !Number.isSafeInteger(Number(at))) {
+    fail('malformed');
+  }
   if (!PRINCIPALS.includes(get('x-auth-principal'))) fail('malformed');
   const lists = ['x-auth-roles', 'x-auth-permissions', 'x-auth-amr'].map(get);
   if (lists.some((l) => l !== '' && l.split(',').includes(''))) fail('malformed');

@@ -224,7 +224,7 @@ func TestNodeVerifierAgreesWithGoVerifier(t *testing.T) {
 	req := identity.Request{Timestamp: now, RequestID: "req-1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/notes", BodySHA256: identity.EmptyBodySHA256}
 	sig := s.Sign(&id, &req)
 	values := []string{"", "0", "-1", "+1796000012345", "01796000012345", "1796000012345", "1796000000", "+1796000000", "01796000000",
-		"9999999999999999", "17960000000000000", "9223372036854775807", "99999999999999999999", "1e12", "0x10", "1796000012345.0",
+		"9999999999999999", "9007199254740991", "9007199254740992", "17960000000000000", "9223372036854775807", "99999999999999999999", "1e12", "0x10", "1796000012345.0",
 		"true", "TRUE", "false", "user", "User", "anonymous", "api_key", "app-notes", "APP-NOTES",
 		"a,,b", ",", "a,", ",a", "a, b", "a\tb", "é", "١٢٣", "v2=", "v1=" + sig[3:]}
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -534,6 +534,8 @@ func TestNodeIdentityAgreesWithGo(t *testing.T) {
 		{Principal: identity.PrincipalService, UserID: "sa-1", TenantID: "t-2", Permissions: []string{"a:b", "c:d"}},
 		{Principal: identity.PrincipalUser, UserID: "u-2", TenantID: "t-3", SessionID: "s-9", Roles: []string{"owner", "member"},
 			Permissions: []string{"notes:read", "notes:write"}, EmailVerified: true, AMR: []string{"pwd", "otp"}, AuthTime: 1795999000},
+		// The largest auth time both accept: node's number is the one signed.
+		{Principal: identity.PrincipalUser, UserID: "u-3", TenantID: "t-3", SessionID: "s-8", EmailVerified: true, AuthTime: identity.MaxAuthTime},
 	}
 	// Node's answer in the shape of verify.Identity, AuthTime in seconds.
 	type ident struct {
