@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
@@ -142,10 +143,11 @@ func (s *Service) introspect(c *fiber.Ctx) error {
 // token_type_hint is read but never trusted: every kind is tried by the
 // token's shape.
 //
-// A request without client credentials comes from a public client (an
-// app a user signed in to): the refresh grant asks it for none, so neither
-// does the revocation of a refresh token, which ends the token's session
-// in whatever tenant (its holder could end it by replaying an old token
+// A request without client credentials (at most a client_id naming no
+// service account) comes from a public client (an app a user signed in
+// to): the refresh grant asks it for none, so neither does the
+// revocation of a refresh token, which ends the token's session in
+// whatever tenant (its holder could end it by replaying an old token
 // anyway). Such a client can thus sign out when its access token has
 // expired. An unknown token gets the same 200; what is shaped as an
 // access token or an API key still needs client authentication.
@@ -201,23 +203,44 @@ func (s *Service) revoke(c *fiber.Ctx) error {
 // when it did. A request with credentials, without a token, or with a
 // token shaped as an access token or an API key is left to the client
 // authentication (holder false, nothing answered).
+//
+// A client_id alone, without a secret, is a public client naming itself
+// (RFC 6749 section 2.3; many libraries send it): a request whose
+// client_id names no service account is the holder's. One that names a
+// service account (a confidential client) without its secret is left to
+// the client authentication, which refuses it.
 func (s *Service) holderRevocation(c *fiber.Ctx, q tokenQuery) (holder bool, err error) {
 	if q.Token == "" {
 		return false, nil
 	}
 	// A bearer is no client authentication (readCredentials): a client
 	// whose access token expired may still send it.
-	if cr, err := readCredentials(c, q.ClientID, q.ClientSecret); err != nil || cr.basic || cr.id != "" || cr.secret != "" {
+	cr, err := readCredentials(c, q.ClientID, q.ClientSecret)
+	if err != nil || cr.basic || cr.secret != "" {
 		return false, nil
 	}
 	if _, isKey := apikey.Parse([]byte(q.Token)); isKey || looksLikeJWT(q.Token) {
 		return false, nil
+	}
+	if confidential, err := s.confidential(c, cr.id); err != nil || confidential {
+		return false, err
 	}
 	if err := s.revokeRefresh(c, "", "", q.Token); err != nil {
 		return true, err
 	}
 	c.Status(fiber.StatusOK)
 	return true, nil
+}
+
+// confidential tells whether a client id names a service account, a
+// confidential client, whatever the state of the account or its secrets.
+func (s *Service) confidential(c *fiber.Ctx, clientID string) (bool, error) {
+	id, valid := ids.Parse(clientID)
+	if !valid {
+		return false, nil
+	}
+	cl, _, err := s.store.Lookup(c.UserContext(), id, "")
+	return cl.TenantID != "", err
 }
 
 // revokeRefresh ends the session of a refresh token (any token of the

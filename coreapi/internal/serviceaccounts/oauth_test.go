@@ -463,6 +463,48 @@ func TestRevocationByTheTokensHolder(t *testing.T) {
 	wantStatus("the other session", refresh(otherTk.RefreshToken), http.StatusOK)
 }
 
+// TestRevocationByAPublicClientNamingItself: many OAuth libraries send a
+// public client's client_id, without a secret, with every request. A
+// client_id that names no service account (an app's own name, or an id of
+// no account) is no client authentication: the holder's revocation ends
+// the session. A client_id of a service account without its secret is
+// still 401 invalid_client, and the session stays.
+func TestRevocationByAPublicClientNamingItself(t *testing.T) {
+	e := start(t, startOpts{})
+	tkA, a := e.owner(t, "a@example.com")
+	tkB, b := e.owner(t, "b@example.com")
+	tkC, cu := e.owner(t, "c@example.com")
+	acct := e.createAccount(t, cu, "confidential")
+	e.createSecret(t, cu, acct.ID)
+	live := func(sid string) bool {
+		return e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, sid) == 1
+	}
+	for _, tc := range []struct {
+		name, clientID, token, session string
+	}{
+		{"an app's name", "my-spa", tkA.RefreshToken, a.SessionID},
+		{"an id of no account", "0b0e2c38-4c55-4f4a-9b9f-1d7e1c0d2f11", tkB.RefreshToken, b.SessionID},
+	} {
+		r := e.form(t, "/api/v1/auth/revoke", url.Values{"token": {tc.token}, "client_id": {tc.clientID}}, nil)
+		if r.Status != http.StatusOK || len(r.Body) != 0 {
+			t.Fatalf("%s: %d %s, want 200 and no body", tc.name, r.Status, r.Body)
+		}
+		if live(tc.session) {
+			t.Errorf("%s: the session is still live", tc.name)
+		}
+	}
+
+	// A confidential client's id without its secret: refused, nothing
+	// revoked, whatever the letter case of the id.
+	for _, id := range []string{acct.ClientID, strings.ToUpper(acct.ClientID)} {
+		r := e.form(t, "/api/v1/auth/revoke", url.Values{"token": {tkC.RefreshToken}, "client_id": {id}}, nil)
+		oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+	}
+	if !live(cu.SessionID) {
+		t.Fatal("a service account's client_id without a secret ended a session")
+	}
+}
+
 // TestRevocationOfARefreshTokenStartingLikeAKey: a refresh token is 43
 // base64url characters, "_" among them, so about one in 262,144 starts with
 // "tg_", as an API key does. Such a token sent for revocation went to the
