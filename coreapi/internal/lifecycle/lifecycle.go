@@ -189,11 +189,23 @@ func decode(c *fiber.Ctx, dst any) error {
 	return nil
 }
 
+// seeOther answers a page's form with a 303 to location, so the browser
+// GETs it. Its address can hold the posted link's token, as the page's
+// own does: it gets the page's Referrer-Policy, Cache-Control and
+// X-Content-Type-Options (render), so that neither it nor the token is
+// kept in a cache or sent on as a Referer.
+func seeOther(c *fiber.Ctx, location string) error {
+	c.Set("Referrer-Policy", "no-referrer")
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set("X-Content-Type-Options", "nosniff")
+	return c.Redirect(location, fiber.StatusSeeOther)
+}
+
 // done answers a page's form with a redirect back to the page showing the
 // outcome (303, so the browser GETs it); API clients get v as JSON.
 func done(c *fiber.Ctx, page string, status int, v any) error {
 	if isForm(c) {
-		return c.Redirect(page+"?done=1", fiber.StatusSeeOther)
+		return seeOther(c, page+"?done=1")
 	}
 	if v == nil {
 		return c.SendStatus(status)
@@ -218,7 +230,7 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	if token != "" && code != problem.CodeLinkInvalid && code != problem.CodeLinkExpired {
 		q += "&token=" + url.QueryEscape(token)
 	}
-	return c.Redirect(page+q, fiber.StatusSeeOther)
+	return seeOther(c, page+q)
 }
 
 // clientIP is the caller's address: the proxy's signed client IP (see

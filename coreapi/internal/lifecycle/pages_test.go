@@ -9,9 +9,25 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 )
 
+// postForm posts a page's form. Every 303 it gets back, whose Location
+// can hold the link's token, must have the page's own Referrer-Policy,
+// Cache-Control and X-Content-Type-Options.
 func postForm(t *testing.T, x *env, path, body string) apitest.Response {
 	t.Helper()
-	return x.Do(t, apitest.Request{Method: http.MethodPost, Path: path, Body: body, ContentType: "application/x-www-form-urlencoded"})
+	r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: path, Body: body, ContentType: "application/x-www-form-urlencoded"})
+	if r.Status == http.StatusSeeOther {
+		wantRedirectHeaders(t, r)
+	}
+	return r
+}
+
+func wantRedirectHeaders(t *testing.T, r apitest.Response) {
+	t.Helper()
+	for h, want := range map[string]string{"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+		if got := r.Header.Get(h); got != want {
+			t.Errorf("303 to %q: %s = %q, want %q", r.Header.Get("Location"), h, got, want)
+		}
+	}
 }
 
 func TestPages(t *testing.T) {
@@ -75,7 +91,8 @@ func TestPages(t *testing.T) {
 }
 
 // The pages' forms work without JavaScript: a form post answers 303 back
-// to the page with the outcome.
+// to the page with the outcome, never cached nor sent on as a Referer
+// (postForm checks each 303's headers), as the page itself is not.
 func TestPageForms(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	x.signup(t, "ivy@example.com")

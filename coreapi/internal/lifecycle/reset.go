@@ -69,7 +69,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		}
 	}
 	if isForm(c) {
-		return c.Redirect(PageResetPassword+"?sent=1", fiber.StatusSeeOther)
+		return seeOther(c, PageResetPassword+"?sent=1")
 	}
 	return c.Status(fiber.StatusAccepted).JSON(forgotAnswer)
 }
