@@ -54,6 +54,27 @@ func TestShutdownPublishesWritesOfTheDrain(t *testing.T) {
 		}
 		return nil
 	})
+	// The writes of serve's start (the permission catalog's invalidation,
+	// the signing keys' announcement) are committed and published first:
+	// the workers making them stop at the same time as the relay, and a
+	// row one of them commits as it is stopped (a cancelled COMMIT the
+	// database completes) can miss the relay's last flush and wait for
+	// the next relay. Only the writes of the drain are checked here.
+	eventually.Within(t, 20*time.Second, func() error {
+		if !strings.Contains(out.String(), `"msg":"permission catalog recorded"`) {
+			return errors.New("the permission catalog is not recorded yet")
+		}
+		var keys, pending int
+		if err := db.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FILTER (WHERE subject = $1), count(*) FILTER (WHERE published_at IS NULL) FROM outbox`,
+			invalidation.SubjectKeysChanged).Scan(&keys, &pending); err != nil {
+			return err
+		}
+		if keys == 0 || pending != 0 {
+			return fmt.Errorf("start's writes: %d keys announcements, %d rows pending", keys, pending)
+		}
+		return nil
+	})
 
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
