@@ -370,11 +370,26 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 // often with their names). None of it is the client's: the proxy is the
 // edge, and what crosses it names the request by its X-Request-Id alone.
 func IsDiagnosticAnswer(name []byte) bool {
+	// Every answer's every field comes here: most (Content-Type,
+	// Content-Length, Date, Cache-Control, Vary) begin with a letter no
+	// diagnostic name begins with, and leave after one table lookup.
+	if len(name) == 0 || !diagnosticFirst[name[0]] {
+		return false
+	}
 	if len(name) == len("traceresponse") && (equalFold(name, "traceresponse") || equalFold(name, "server-timing")) {
 		return true
 	}
 	return IsTraceContext(name)
 }
+
+// diagnosticFirst marks, in either case, the first letters of the names
+// IsDiagnosticAnswer knows (TestDiagnosticFirstLetters keeps it complete).
+var diagnosticFirst = func() (t [256]bool) {
+	for _, c := range "begjnostux" {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	return t
+}()
 
 // delDiagnostic removes an answer's n diagnostic fields
 // (IsDiagnosticAnswer), one per pass, as sanitizeResponse removes the

@@ -2,8 +2,12 @@ package headers
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -833,5 +837,39 @@ func TestTooManyRemovals(t *testing.T) {
 				t.Fatalf("TooManyRemovals = %v, want %v (Scan %d hop-by-hop, %d forwarding)", got, tc.refused, seen.Hops, seen.Forwardeds)
 			}
 		})
+	}
+}
+
+// TestDiagnosticFirstLetters: IsDiagnosticAnswer's first-letter table
+// lets through every name its lists know, in either case: each lower-case
+// name quoted in this package's source (and one longer, for the prefix
+// families) gets the same answer with the table as without it.
+func TestDiagnosticFirstLetters(t *testing.T) {
+	src, err := os.ReadFile("headers.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unfiltered := func(name []byte) bool {
+		return equalFold(name, "traceresponse") || equalFold(name, "server-timing") || IsTraceContext(name)
+	}
+	known := 0
+	for _, m := range regexp.MustCompile(`"([a-z0-9][a-z0-9-]*)"`).FindAllSubmatch(src, -1) {
+		for _, name := range [][]byte{m[1], append(slices.Clone(m[1]), 'x'), bytes.ToUpper(m[1])} {
+			want := unfiltered(name)
+			if got := IsDiagnosticAnswer(name); got != want {
+				t.Errorf("IsDiagnosticAnswer(%q) = %v, want %v: the first-letter table lacks %q", name, got, want, name[0])
+			}
+			if want {
+				known++
+			}
+		}
+	}
+	if known < 20 {
+		t.Fatalf("only %d diagnostic names found in headers.go: the test reads the wrong file", known)
+	}
+	for _, name := range []string{"Content-Type", "Content-Length", "Date", "Vary", "Cache-Control", ""} {
+		if IsDiagnosticAnswer([]byte(name)) {
+			t.Errorf("IsDiagnosticAnswer(%q) = true", name)
+		}
 	}
 }
