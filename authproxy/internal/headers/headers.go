@@ -751,12 +751,14 @@ type Seen struct {
 	// or X-API-Key field (any spelling APIKey accepts) is present;
 	// UpgradeOf, TakeProtocolBearer and APIKey need not run without one.
 	Upgrade, WSProtocol, APIKey bool
-	// Hop: a field Sanitize removes from every peer is present (a
+	// Hops: how many fields Sanitize removes from every peer (a
 	// hop-by-hop one, Connection and a trailer announcement included, an
-	// identity header, a method override or Expect); Forwarded: one it removes from an untrusted
-	// peer (X-Forwarded-*, Forwarded, trace context). Without either,
-	// Sanitize would remove nothing and HasTrailers is false.
-	Hop, Forwarded bool
+	// identity header, a method override or Expect); Forwardeds: how many
+	// it removes from an untrusted peer only (X-Forwarded-*, Forwarded,
+	// trace context, x-envoy-*). With neither, Sanitize would remove
+	// nothing and HasTrailers is false; their sum bounds the removals
+	// (TooManyRemovals).
+	Hops, Forwardeds int
 	// SpaceInName: a field name holds a space ("Transfer-Encoding x").
 	// fasthttp accepts such a name, which is no token (RFC 9110 section
 	// 5.1), and would forward it as it came; an upstream that ends a name
@@ -765,9 +767,6 @@ type Seen struct {
 	// field, a method override, a client address). The request is
 	// refused.
 	SpaceInName bool
-	// Hops and Forwardeds count the fields Hop and Forwarded stand for
-	// (TooManyRemovals).
-	Hops, Forwardeds int
 }
 
 // MaxRemoved bounds the fields Sanitize removes from one request, and the
@@ -789,7 +788,7 @@ func (s *Seen) TooManyRemovals(h *fasthttp.RequestHeader, trustForwarded bool) b
 	if n > MaxRemoved {
 		return true
 	}
-	if !s.Hop { // Connection is a hop-by-hop field
+	if s.Hops == 0 { // Connection is a hop-by-hop field
 		return false
 	}
 	names := 0
@@ -802,7 +801,7 @@ func (s *Seen) TooManyRemovals(h *fasthttp.RequestHeader, trustForwarded bool) b
 // NeedsSanitize reports whether Sanitize, for a peer trusted or not, has
 // anything to remove from the fields s was scanned from.
 func (s *Seen) NeedsSanitize(trustForwarded bool) bool {
-	return s.Hop || !trustForwarded && s.Forwarded
+	return s.Hops > 0 || !trustForwarded && s.Forwardeds > 0
 }
 
 // BearerCandidate is BearerCandidate of the fields s was scanned from
@@ -888,10 +887,8 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			continue
 		}
 		if removedAlways(k) {
-			s.Hop = true
 			s.Hops++
 		} else if removedUntrusted(k) {
-			s.Forwarded = true
 			s.Forwardeds++
 		}
 		switch len(k) {

@@ -346,7 +346,7 @@ func TestTrailers(t *testing.T) {
 			}
 			// The proxy asks HasTrailers only when Scan saw a field
 			// Sanitize removes.
-			if seen := Scan(&req.Header); tt.want && !seen.Hop {
+			if seen := Scan(&req.Header); tt.want && seen.Hops == 0 {
 				t.Fatalf("trailers, yet Scan saw no hop-by-hop field")
 			}
 		})
@@ -582,7 +582,7 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 			if seen.NeedsSanitize(trust) != changed {
 				t.Errorf("%q (trusted %v): Scan says Sanitize needed %v, Sanitize removed something %v", name, trust, seen.NeedsSanitize(trust), changed)
 			}
-			if trailers && !seen.Hop {
+			if trailers && seen.Hops == 0 {
 				t.Errorf("%q: HasTrailers without Scan's Hop", name)
 			}
 		}

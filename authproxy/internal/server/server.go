@@ -540,7 +540,7 @@ func (s *Server) expectAuth(c *fiber.Ctx, st *state, route *rules.Route) error {
 		return nil
 	}
 	if st.seen.Upgrade || st.seen.WSProtocol || s.o.CORS != nil && h.IsOptions() ||
-		st.seen.Hop && (headers.HasTrailers(h) || headers.ConnectionDrops(h)) {
+		st.seen.Hops > 0 && (headers.HasTrailers(h) || headers.ConnectionDrops(h)) {
 		return nil
 	}
 	st.trusted = s.trusted(c)
@@ -928,7 +928,7 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		st.outcome = "bad_header"
 		return errHostUserinfo
 	}
-	if st.seen.Hop && headers.HasTrailers(h) { // a trailer announcement is a hop-by-hop field
+	if st.seen.Hops > 0 && headers.HasTrailers(h) { // a trailer announcement is a hop-by-hop field
 		st.outcome = "trailers"
 		return errTrailers
 	}
