@@ -356,8 +356,11 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if reqID {
 		h.Del("X-Request-Id")
 	}
-	if diag > 0 {
-		delDiagnostic(h, diag)
+	// One name per pass, as the hop-by-hop ones (delFirst).
+	for range diag {
+		if !delFirst(h, IsDiagnosticAnswer) {
+			break
+		}
 	}
 }
 
@@ -390,31 +393,6 @@ var diagnosticFirst = func() (t [256]bool) {
 	}
 	return t
 }()
-
-// delDiagnostic removes an answer's n diagnostic fields
-// (IsDiagnosticAnswer), one per pass, as sanitizeResponse removes the
-// hop-by-hop ones: without allocating, but for a name longer than 64
-// bytes.
-func delDiagnostic(h *fasthttp.ResponseHeader, n int) {
-	for range n {
-		var name [64]byte
-		var found []byte
-		for k := range h.All() {
-			if IsDiagnosticAnswer(k) {
-				found = k
-				break
-			}
-		}
-		switch {
-		case found == nil:
-			return
-		case len(found) <= len(name):
-			h.DelBytes(name[:copy(name[:], found)])
-		default:
-			h.Del(string(found))
-		}
-	}
-}
 
 // ownStatusLine makes an answer's status line the proxy's: HTTP/1.1 and
 // the status code's own reason phrase. fasthttp writes back the version and
@@ -463,19 +441,34 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) {
 	// Then the hop-by-hop fields (Connection among them), one name per
 	// pass: an answer has few.
 	for range len(hopByHop) {
-		var name [len("Proxy-Authorization")]byte // the longest hop-by-hop name
-		l := 0
-		for k := range h.All() {
-			if isHopByHop(k) {
-				l = copy(name[:], k)
-				break
-			}
-		}
-		if l == 0 {
+		if !delFirst(h, isHopByHop) {
 			return
 		}
-		h.DelBytes(name[:l])
 	}
+}
+
+// delFirst removes the answer's fields named as the first one match
+// accepts, and reports whether there was one: without allocating, but for
+// a name longer than 64 bytes (deleting moves the name it was given, so
+// the name is copied first).
+func delFirst(h *fasthttp.ResponseHeader, match func([]byte) bool) bool {
+	var found []byte
+	for k := range h.All() {
+		if match(k) {
+			found = k
+			break
+		}
+	}
+	var name [64]byte
+	switch {
+	case found == nil:
+		return false
+	case len(found) <= len(name):
+		h.DelBytes(name[:copy(name[:], found)])
+	default:
+		h.Del(string(found))
+	}
+	return true
 }
 
 // delNamedSlow removes the fields an answer's Connection names when they
