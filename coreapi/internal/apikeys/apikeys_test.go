@@ -1003,11 +1003,54 @@ FROM generate_series(1, $4) AS i`, prefix, ten.ID, admin.UserID, n)
 	body := map[string]any{"name": "ci", "permissions": []string{}}
 	x.create(t, admin, "/api/v1/api-keys", body)
 	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 409, "conflict")
-	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/users/me/api-keys", body), 409, "conflict")
 	// One more expires: there is room for one more.
 	x.exec(t, `UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE public_id = 'a000000000000001'`)
-	x.create(t, admin, "/api/v1/users/me/api-keys", body)
+	x.create(t, admin, "/api/v1/api-keys", body)
 	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 409, "conflict")
+	// Personal keys count apart, per member: the tenant's keys being at
+	// their limit leaves a member's own.
+	x.create(t, admin, "/api/v1/users/me/api-keys", body)
+}
+
+// TestPersonalKeyLimit: a member holds at most MaxLivePersonalPerMember
+// live personal keys, and they do not count against the tenant's
+// MaxLivePerTenant. A member holding no permission at all could make
+// personal keys until the tenant held 500 live ones, and every tenant key
+// (a CI job's, a service account's) and every other member's personal key
+// was then refused with 409 until an admin found and revoked them.
+func TestPersonalKeyLimit(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	m1 := x.SeedUserIn(t, ten.ID, "m1@acme.test", "member")
+	m2 := x.SeedUserIn(t, ten.ID, "m2@acme.test", "member")
+	seed := func(prefix string, n int, expires, revoked string) {
+		t.Helper()
+		x.exec(t, `
+INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, secret_hash, expires_at, revoked_at)
+SELECT $1 || lpad(i::text, 15, '0'), $2, $3, 'personal', 'seeded', sha256(($1 || i)::bytea), `+expires+`, `+revoked+`
+FROM generate_series(1, $4) AS i`, prefix, ten.ID, m1.UserID, n)
+	}
+	seed("a", apikeys.MaxLivePersonalPerMember-1, "NULL", "NULL")
+	seed("b", 20, "now() - interval '1 hour'", "NULL")
+	seed("c", 20, "NULL", "now()")
+	body := map[string]any{"name": "laptop", "permissions": []string{}}
+	x.create(t, m1, "/api/v1/users/me/api-keys", body)
+	wantProblem(t, x.Send(t, &m1, http.MethodPost, "/api/v1/users/me/api-keys", body), 409, "conflict")
+	// Another member's and the tenant's keys are not affected.
+	x.create(t, m2, "/api/v1/users/me/api-keys", body)
+	x.create(t, admin, "/api/v1/api-keys", body)
+	// A member at their limit fills no tenant: with the tenant's own keys
+	// one short of theirs, one more tenant key still fits.
+	x.exec(t, `
+INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, secret_hash)
+SELECT 'd' || lpad(i::text, 15, '0'), $1, $2, 'tenant', 'seeded', sha256(('d' || i)::bytea)
+FROM generate_series(1, $3) AS i`, ten.ID, admin.UserID, apikeys.MaxLivePerTenant-2)
+	x.create(t, admin, "/api/v1/api-keys", body)
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body), 409, "conflict")
+	// One of m1's expires: there is room for one more.
+	x.exec(t, `UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE public_id = 'a000000000000001'`)
+	x.create(t, m1, "/api/v1/users/me/api-keys", body)
 }
 
 // TestSweep: keys revoked or expired more than SweepKeep ago are deleted;

@@ -131,6 +131,7 @@ func MapError(err error) *problem.Problem {
 		{ErrNotPermitted, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrStrongerKey, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrLimit, fiber.StatusConflict, problem.CodeConflict},
+		{ErrPersonalLimit, fiber.StatusConflict, problem.CodeConflict},
 		{ErrWrongSecret, fiber.StatusUnauthorized, problem.CodeInvalidToken},
 		{ErrRevoked, fiber.StatusGone, problem.CodeAPIKeyRevoked},
 		{ErrExpired, fiber.StatusGone, problem.CodeAPIKeyExpired},

@@ -45,8 +45,11 @@ var (
 	ErrNotFound = errors.New("no such API key")
 	// ErrEscalation: the key would hold a permission its creator lacks.
 	ErrEscalation = errors.New("an API key cannot hold a permission its creator does not hold")
-	// ErrLimit: the tenant already has MaxLivePerTenant live keys.
+	// ErrLimit: the tenant already has MaxLivePerTenant live tenant keys.
 	ErrLimit = errors.New("the tenant has reached its limit of live API keys; revoke unused ones")
+	// ErrPersonalLimit: the member already has MaxLivePersonalPerMember
+	// live personal keys in the tenant.
+	ErrPersonalLimit = errors.New("you have reached your limit of live personal API keys in this tenant; revoke unused ones")
 	// ErrWrongSecret: a key with this public id exists, the secret is not its.
 	ErrWrongSecret = errors.New("wrong API key secret")
 	// ErrRevoked and ErrExpired: the secret is right, the key no longer works.
@@ -76,10 +79,17 @@ const (
 	KindPersonal = "personal"
 )
 
-// MaxLivePerTenant bounds the live keys of a tenant: neither revoked nor
-// expired (keys made to expire on their own, one per CI job say, must not
-// fill the tenant up).
+// MaxLivePerTenant bounds the live tenant keys of a tenant: neither
+// revoked nor expired (keys made to expire on their own, one per CI job
+// say, must not fill the tenant up).
 const MaxLivePerTenant = 500
+
+// MaxLivePersonalPerMember bounds the live personal keys of one member in
+// a tenant. Personal keys count apart from the tenant's: any member may
+// make them, without a permission, and one counted with the tenant's
+// could fill it up, every tenant key and every other member's personal
+// key then refused.
+const MaxLivePersonalPerMember = 50
 
 // Key is an API key as listed (never its secret).
 type Key struct {
@@ -159,8 +169,11 @@ func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	if perms == nil {
 		perms = []string{}
 	}
+	// The live keys of the kind: a tenant's tenant keys, or the creator's
+	// own personal keys in it.
 	const qCount = `
-SELECT (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())),
+SELECT (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND kind = $3 AND ($3 = 'tenant' OR user_id = $2)
+          AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())),
        EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2)`
 	const qInsert = `
 INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, permissions, secret_hash, expires_at)
@@ -185,7 +198,7 @@ RETURNING id::text, created_at`
 			live   int
 			member bool
 		)
-		if err := tx.QueryRow(ctx, qCount, n.TenantID, n.UserID).Scan(&live, &member); err != nil {
+		if err := tx.QueryRow(ctx, qCount, n.TenantID, n.UserID, n.Kind).Scan(&live, &member); err != nil {
 			return fmt.Errorf("count api keys: %w", err)
 		}
 		if !member {
@@ -204,8 +217,11 @@ RETURNING id::text, created_at`
 		case !a.Covers(perms):
 			return ErrEscalation
 		}
-		if live >= MaxLivePerTenant {
+		switch {
+		case n.Kind == KindTenant && live >= MaxLivePerTenant:
 			return ErrLimit
+		case n.Kind == KindPersonal && live >= MaxLivePersonalPerMember:
+			return ErrPersonalLimit
 		}
 		if err := tx.QueryRow(ctx, qInsert, publicID, n.TenantID, n.UserID, n.Kind, n.Name, perms, s.hash(secret), n.ExpiresAt).
 			Scan(&k.ID, &k.CreatedAt); err != nil {
