@@ -398,6 +398,38 @@ func TestVerificationMailsPerInboxLimited(t *testing.T) {
 	}
 }
 
+// The inbox's domain is one however it is spelled: in Unicode or in
+// Punycode, in any letter case, or in the fullwidth letters IDNA maps to
+// it. Each spelling used to be an inbox of its own, with a budget of
+// AddressMailLimit mails.
+func TestVerificationMailsPerInboxAcrossDomainSpellings(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	spellings := []string{
+		"inbox@b\u00fccher.example",
+		"inbox@xn--bcher-kva.example",
+		"inbox+a@B\u00dcCHER.example",
+		"inbox+a@XN--BCHER-KVA.example",
+		"inbox+b@\uff42\u00fc\uff43\uff48\uff45\uff52.example",
+		"inbox+c@xn--bcher-kva.example",
+		"inbox+c@b\u00fccher.example",
+	}
+	n := onetime.AddressMailLimit.N
+	if len(spellings) <= n {
+		t.Fatalf("%d spellings for a limit of %d", len(spellings), n)
+	}
+	for i, addr := range spellings[:n+1] {
+		a := x.signup(t, fmt.Sprintf("idnflood%d@example.com", i))
+		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": addr})
+		if i < n {
+			wantStatus(t, r, http.StatusAccepted)
+			continue
+		}
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		// Another domain is not held back by this one's limit.
+		wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "inbox@b\u00fccher2.example"}), http.StatusAccepted)
+	}
+}
+
 // Concurrent resends leave one working verification link, as sequential
 // ones do.
 func TestResendConcurrentLeavesOneLink(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -119,18 +120,36 @@ func SameAddress(a, b string) bool {
 // "Victim+1@example.org", "victim+2@example.org" and "victim@example.org"
 // are three accounts or invitations but one inbox, and a limit counted
 // per address would give someone flooding that inbox a fresh budget with
-// each tag. It is a key for counting only: accounts, invitations and
-// sign-ins keep the address as given.
+// each tag. The domain is one name however it is spelled (inboxDomain):
+// "victim@bücher.example" and "victim@xn--bcher-kva.example" are one
+// inbox. Dots in the local part are kept: that one provider delivers
+// "v.ictim" to "victim" is its own rule, not the mail system's. It is a
+// key for counting only: accounts, invitations and sign-ins keep the
+// address as given.
 func Inbox(addr string) string {
 	a := strings.ToLower(Canonical(addr))
 	at := strings.LastIndexByte(a, '@')
 	if at < 0 {
 		return a
 	}
-	if plus := strings.IndexByte(a[:at], '+'); plus >= 0 {
-		return a[:plus] + a[at:]
+	local := a[:at]
+	if plus := strings.IndexByte(local, '+'); plus >= 0 {
+		local = local[:plus]
 	}
-	return a
+	return local + "@" + inboxDomain(a[at+1:])
+}
+
+// inboxDomain is the one spelling of a domain name (lower case) that mail
+// reaches the same way: its ASCII form (IDNA's lookup mapping, then
+// Punycode: "bücher.example", "BÜCHER.example", "bücher。example" and
+// "xn--bcher-kva.example" are one), without the trailing dots of a fully
+// qualified name. A domain IDNA refuses (an underscore, an address
+// literal, a broken Punycode label) is kept as it came, less those dots.
+func inboxDomain(d string) string {
+	if a, err := idna.Lookup.ToASCII(d); err == nil {
+		d = strings.ToLower(a)
+	}
+	return strings.TrimRight(d, ".")
 }
 
 // ValidAddress reports whether s is one plain address of at most
