@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -1160,4 +1161,48 @@ func TestRevokedKeyUsesAuditedUpToALimit(t *testing.T) {
 			t.Errorf("key %d: %d use-after-revocation events, want %d", i, n, want)
 		}
 	}
+}
+
+// TestPersonalCreationsLimited: a member creates at most
+// PersonalCreations.N personal keys in a tenant in its window, revoked
+// and expired ones included, then 429 with Retry-After and nothing
+// written; another member and tenant keys are not held
+// back, and a creation refused otherwise is not counted. Without it a
+// member holding no permission created and revoked keys without end: a
+// row, an audit row and an invalidation to every proxy each.
+func TestPersonalCreationsLimited(t *testing.T) {
+	old := apikeys.PersonalCreations
+	apikeys.PersonalCreations = ratelimit.Limit{N: 3, Window: time.Hour}
+	t.Cleanup(func() { apikeys.PersonalCreations = old })
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	m := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+	m2 := x.SeedUserIn(t, ten.ID, "m2@acme.test", "member")
+	body := map[string]any{"name": "laptop", "permissions": []string{}}
+	// Refused for another reason: not counted.
+	wantProblem(t, x.Send(t, &m, http.MethodPost, "/api/v1/users/me/api-keys",
+		map[string]any{"name": "laptop", "permissions": []string{"tenant:write"}}), 403, "insufficient_scope")
+	for i := range 3 {
+		k := x.create(t, m, "/api/v1/users/me/api-keys", body)
+		if i == 0 {
+			if r := x.Send(t, &m, http.MethodDelete, "/api/v1/users/me/api-keys/"+k.ID, nil); r.Status != http.StatusNoContent {
+				t.Fatalf("revoke: %d %s", r.Status, r.Body)
+			}
+		}
+		if i == 1 {
+			x.exec(t, `UPDATE api_keys SET expires_at = now() - interval '1 minute' WHERE id = $1`, k.ID)
+		}
+	}
+	before := x.count(t, `SELECT count(*) FROM api_keys`)
+	r := x.Send(t, &m, http.MethodPost, "/api/v1/users/me/api-keys", body)
+	wantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+	if r.Header.Get("Retry-After") == "" {
+		t.Errorf("429 without Retry-After: %v", r.Header)
+	}
+	if after := x.count(t, `SELECT count(*) FROM api_keys`); after != before {
+		t.Fatalf("%d keys after the refusal, %d before", after, before)
+	}
+	x.create(t, m2, "/api/v1/users/me/api-keys", body)
+	x.create(t, admin, "/api/v1/api-keys", body)
 }

@@ -91,6 +91,15 @@ const MaxLivePerTenant = 500
 // key then refused.
 const MaxLivePersonalPerMember = 50
 
+// PersonalCreations bounds how many personal keys a member creates in a
+// tenant in a window, revoked or expired ones included: the live-key
+// limit does not count them, so a member holding no permission could
+// create and revoke (or create to expire at once) without end, each key a
+// row kept for SweepKeep, an audit row and, when revoked, an
+// invalidation every proxy receives. A creation refused by another check
+// is not counted.
+var PersonalCreations = ratelimit.Limit{N: 100, Window: 24 * time.Hour}
+
 // Key is an API key as listed (never its secret).
 type Key struct {
 	ID          string     `json:"id"`
@@ -222,6 +231,16 @@ RETURNING id::text, created_at`
 			return ErrLimit
 		case n.Kind == KindPersonal && live >= MaxLivePersonalPerMember:
 			return ErrPersonalLimit
+		}
+		if n.Kind == KindPersonal {
+			ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("api_key_personal_create", n.TenantID, n.UserID), PersonalCreations)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return &ratelimit.Refused{What: fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", PersonalCreations.N, window(PersonalCreations.Window)),
+					RetryAfter: wait}
+			}
 		}
 		if err := tx.QueryRow(ctx, qInsert, publicID, n.TenantID, n.UserID, n.Kind, n.Name, perms, s.hash(secret), n.ExpiresAt).
 			Scan(&k.ID, &k.CreatedAt); err != nil {
@@ -618,4 +637,15 @@ WHERE revoked_at < now() - make_interval(secs => $1) OR expires_at < now() - mak
 		return 0, fmt.Errorf("sweep api keys: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// window names a limit's window for a refusal's detail ("24 hours").
+func window(d time.Duration) string {
+	switch {
+	case d == time.Hour:
+		return "1 hour"
+	case d > time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	}
+	return d.String()
 }
