@@ -260,6 +260,9 @@ func wireAPIKeys(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (*apik
 	if cfg.APIKeyPepper == nil {
 		log.Warn("API_KEY_PEPPER is not set: API keys can be neither created nor used")
 	}
+	if cfg.APIKeyCreationsPerHour > 0 {
+		apikeys.TenantCreations.N = cfg.APIKeyCreationsPerHour
+	}
 	return apikeys.New(apikeys.Options{Logger: log, Pool: pool, Pepper: cfg.APIKeyPepper, Catalog: cfg.Catalog,
 		RevokedWithin: cfg.AccessTokenTTL + cfg.TokenMaxLeeway})
 }

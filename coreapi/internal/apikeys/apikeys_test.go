@@ -1206,3 +1206,49 @@ func TestPersonalCreationsLimited(t *testing.T) {
 	x.create(t, m2, "/api/v1/users/me/api-keys", body)
 	x.create(t, admin, "/api/v1/api-keys", body)
 }
+
+// TestTenantCreationsLimited: a tenant creates at most TenantCreations
+// tenant keys in a window, revoked and expired ones included (anyone can
+// own a tenant, and each revocation reaches every proxy); a creation
+// refused for another reason does not count, another tenant and the
+// members' personal keys have budgets of their own.
+func TestTenantCreationsLimited(t *testing.T) {
+	old := apikeys.TenantCreations
+	apikeys.TenantCreations = ratelimit.Limit{N: 3, Window: time.Hour}
+	t.Cleanup(func() { apikeys.TenantCreations = old })
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	m := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+	other := x.SeedTenant(t, "Other")
+	otherAdmin := x.SeedUserIn(t, other.ID, "admin@other.test", "admin")
+	body := map[string]any{"name": "ci", "permissions": []string{}}
+	// Refused for another reason: not counted.
+	wantProblem(t, x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys",
+		map[string]any{"name": "ci", "permissions": []string{"tenant:write"}}), 403, "insufficient_scope")
+	for i := range 3 {
+		k := x.create(t, admin, "/api/v1/api-keys", body)
+		if i == 0 {
+			if r := x.Send(t, &admin, http.MethodDelete, "/api/v1/api-keys/"+k.ID, nil); r.Status != http.StatusNoContent {
+				t.Fatalf("revoke: %d %s", r.Status, r.Body)
+			}
+		}
+		if i == 1 {
+			x.exec(t, `UPDATE api_keys SET expires_at = now() - interval '1 minute' WHERE id = $1`, k.ID)
+		}
+	}
+	before := x.count(t, `SELECT count(*) FROM api_keys`)
+	r := x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys", body)
+	wantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+	if r.Header.Get("Retry-After") == "" {
+		t.Errorf("429 without Retry-After: %v", r.Header)
+	}
+	if d := r.Problem(t).Detail; !strings.Contains(d, "API_KEY_CREATIONS_PER_HOUR") {
+		t.Errorf("detail %q does not name the setting", d)
+	}
+	if after := x.count(t, `SELECT count(*) FROM api_keys`); after != before {
+		t.Fatalf("%d keys after the refusal, %d before", after, before)
+	}
+	x.create(t, otherAdmin, "/api/v1/api-keys", body)
+	x.create(t, m, "/api/v1/users/me/api-keys", body)
+}

@@ -100,6 +100,21 @@ const MaxLivePersonalPerMember = 50
 // is not counted.
 var PersonalCreations = ratelimit.Limit{N: 100, Window: 24 * time.Hour}
 
+// DefaultTenantCreationsPerHour is TenantCreations' default
+// (API_KEY_CREATIONS_PER_HOUR).
+const DefaultTenantCreationsPerHour = 1000
+
+// TenantCreations bounds how many tenant keys a tenant creates in a
+// window, revoked or expired ones included. Anyone can sign up and own a
+// tenant, with api-keys:write; MaxLivePerTenant counts live keys only, so
+// without it a tenant could create and revoke without end, each revoke an
+// invalidation every proxy of the fleet receives and acts on (it drops the
+// cached keys that share the revoked key's stripe, other tenants' among
+// them). Set from API_KEY_CREATIONS_PER_HOUR at start; generous for one
+// short-lived key per CI job. A creation refused by another check is not
+// counted.
+var TenantCreations = ratelimit.Limit{N: DefaultTenantCreationsPerHour, Window: time.Hour}
+
 // Key is an API key as listed (never its secret).
 type Key struct {
 	ID          string     `json:"id"`
@@ -239,6 +254,15 @@ RETURNING id::text, created_at`
 			}
 			if !ok {
 				return &ratelimit.Refused{What: fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", PersonalCreations.N, window(PersonalCreations.Window)),
+					RetryAfter: wait}
+			}
+		} else {
+			ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("api_key_tenant_create", n.TenantID), TenantCreations)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return &ratelimit.Refused{What: fmt.Sprintf("this tenant has created as many API keys as it may in %s: at most %d (API_KEY_CREATIONS_PER_HOUR)", window(TenantCreations.Window), TenantCreations.N),
 					RetryAfter: wait}
 			}
 		}

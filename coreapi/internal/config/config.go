@@ -165,6 +165,10 @@ type Config struct {
 	// TenantMailsPerHour bounds the invitation and account mails one
 	// tenant's members cause per hour (invitations.TenantMailLimit).
 	TenantMailsPerHour int
+	// APIKeyCreationsPerHour bounds the tenant API keys one tenant
+	// creates per hour, revoked and expired ones included
+	// (apikeys.TenantCreations).
+	APIKeyCreationsPerHour int
 
 	// PermissionsFile is where the permission catalog came from, if from a
 	// file; PermissionsText is the PERMISSIONS variable.
@@ -231,17 +235,18 @@ func Load(getenv func(string) string) (Config, error) {
 		ResetPasswordURL:    l.String("RESET_PASSWORD_URL"),
 		AcceptInvitationURL: l.String("ACCEPT_INVITATION_URL"),
 
-		AccessTokenTTL:        l.Duration("ACCESS_TOKEN_TTL", time.Nanosecond, 0),
-		RefreshTokenTTL:       l.Duration("REFRESH_TOKEN_TTL", time.Nanosecond, 0),
-		RefreshReuseGrace:     l.Duration("REFRESH_REUSE_GRACE", 0, MaxRefreshReuseGrace),
-		TokenMaxLeeway:        l.Duration("TOKEN_MAX_LEEWAY", 0, MaxLeeway),
-		SigningKeyActivation:  l.Duration("SIGNING_KEY_ACTIVATION_DELAY", 0, 0),
-		ShutdownTimeout:       l.Duration("SHUTDOWN_TIMEOUT", time.Nanosecond, 0),
-		MaxBodyBytes:          l.Int("MAX_BODY_BYTES", 1024, 1<<30, 0),
-		OAuthPerMinute:        l.Int("OAUTH_AUTHORIZE_PER_MINUTE", 1, 1<<30, 0),
-		SignupPerHour:         l.Int("SIGNUP_PER_HOUR", 1, 1<<30, 0),
-		SignInFailuresPerHour: l.Int("SIGNIN_FAILURES_PER_HOUR", 1, 1<<30, 0),
-		TenantMailsPerHour:    l.Int("TENANT_MAILS_PER_HOUR", 1, 1<<30, 0),
+		AccessTokenTTL:         l.Duration("ACCESS_TOKEN_TTL", time.Nanosecond, 0),
+		RefreshTokenTTL:        l.Duration("REFRESH_TOKEN_TTL", time.Nanosecond, 0),
+		RefreshReuseGrace:      l.Duration("REFRESH_REUSE_GRACE", 0, MaxRefreshReuseGrace),
+		TokenMaxLeeway:         l.Duration("TOKEN_MAX_LEEWAY", 0, MaxLeeway),
+		SigningKeyActivation:   l.Duration("SIGNING_KEY_ACTIVATION_DELAY", 0, 0),
+		ShutdownTimeout:        l.Duration("SHUTDOWN_TIMEOUT", time.Nanosecond, 0),
+		MaxBodyBytes:           l.Int("MAX_BODY_BYTES", 1024, 1<<30, 0),
+		OAuthPerMinute:         l.Int("OAUTH_AUTHORIZE_PER_MINUTE", 1, 1<<30, 0),
+		SignupPerHour:          l.Int("SIGNUP_PER_HOUR", 1, 1<<30, 0),
+		SignInFailuresPerHour:  l.Int("SIGNIN_FAILURES_PER_HOUR", 1, 1<<30, 0),
+		TenantMailsPerHour:     l.Int("TENANT_MAILS_PER_HOUR", 1, 1<<30, 0),
+		APIKeyCreationsPerHour: l.Int("API_KEY_CREATIONS_PER_HOUR", 1, 1<<30, 0),
 
 		IdentityAcceptV1:        l.Bool("IDENTITY_ACCEPT_V1"),
 		IdentityReplayCacheSize: l.Int("IDENTITY_REPLAY_CACHE_SIZE", MinReplayCacheSize, 1<<30, 0),

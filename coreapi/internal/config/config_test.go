@@ -63,6 +63,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"projection wait", c.ProjectionMaxWait, 100 * time.Millisecond},
 		{"signups per hour", c.SignupPerHour, 20},
 		{"tenant mails per hour", c.TenantMailsPerHour, 200},
+		{"API key creations per hour", c.APIKeyCreationsPerHour, 1000},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -414,12 +415,13 @@ func TestMailSettings(t *testing.T) {
 		t.Errorf("TENANT_MAILS_PER_HOUR=5000: %d, %v", c.TenantMailsPerHour, err)
 	}
 	for name, bad := range map[string]map[string]string{
-		"TENANT_MAILS_PER_HOUR": {"TENANT_MAILS_PER_HOUR": "0"},
-		"SMTP_URL":              {"SMTP_URL": "http://mail.example.com"},
-		"MAIL_FROM":             {"MAIL_FROM": "no-reply@acme.example\r\nBcc: evil@example.com"},
-		"PUBLIC_BASE_URL":       {"PUBLIC_BASE_URL": "auth.acme.example"},
-		"VERIFY_EMAIL_URL":      {"VERIFY_EMAIL_URL": "https://app.acme.example/verify"},
-		"ACCEPT_INVITATION_URL": {"ACCEPT_INVITATION_URL": "/join?token={token}"},
+		"TENANT_MAILS_PER_HOUR":      {"TENANT_MAILS_PER_HOUR": "0"},
+		"API_KEY_CREATIONS_PER_HOUR": {"API_KEY_CREATIONS_PER_HOUR": "0"},
+		"SMTP_URL":                   {"SMTP_URL": "http://mail.example.com"},
+		"MAIL_FROM":                  {"MAIL_FROM": "no-reply@acme.example\r\nBcc: evil@example.com"},
+		"PUBLIC_BASE_URL":            {"PUBLIC_BASE_URL": "auth.acme.example"},
+		"VERIFY_EMAIL_URL":           {"VERIFY_EMAIL_URL": "https://app.acme.example/verify"},
+		"ACCEPT_INVITATION_URL":      {"ACCEPT_INVITATION_URL": "/join?token={token}"},
 	} {
 		m := minimal()
 		for k, v := range bad {

@@ -57,6 +57,7 @@ var Vars = append(envconfig.Table{
 	{Name: "SIGNIN_FAILURES_PER_HOUR", Default: "100", Help: "wrong passwords one client IP may send per hour, over every address"},
 	{Name: "AUDIT_RETENTION", Default: "0", Help: "how long audit events are kept (0: for ever; otherwise at least 24h)"},
 	{Name: "TENANT_MAILS_PER_HOUR", Default: "200", Help: "invitation and account mails one tenant may cause per hour"},
+	{Name: "API_KEY_CREATIONS_PER_HOUR", Default: "1000", Help: "tenant API keys one tenant may create per hour, revoked and expired ones included"},
 	{Name: "SMTP_URL", Mask: envconfig.URL, Help: "mail server; empty: mails to the log"},
 	{Name: "MAIL_FROM", Default: DefaultMailFrom, Help: "sender address"},
 	{Name: "PUBLIC_BASE_URL", Default: DefaultPublicBaseURL, Help: "public URL of the proxy, base of mailed links"},
