@@ -259,6 +259,42 @@ func TestPathParametersRefused(t *testing.T) {
 	})
 }
 
+// A path segment that ends in '.' or a space, raw or encoded, is refused:
+// IIS, ASP.NET and Windows file servers drop a segment's trailing dots and
+// spaces, so such an app would serve "/notes./secret" as /notes/secret
+// (protected) while the rules matched "/" (public).
+func TestTrailingDotSegmentsRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	for _, path := range []string{
+		"/notes.",
+		"/notes./secret",
+		"/notes%2e/secret",
+		"/notes%2E%2E",
+		"/notes%20/secret",
+		"/notes.%20",
+		"/notes/public./x",
+	} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			r := e.raw("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			e.wantProblem(r, 400, problem.CodeBadPath)
+			if !strings.Contains(r.prob.Detail, "ends in '.' or a space") {
+				t.Fatalf("detail %q does not say why", r.prob.Detail)
+			}
+			e.wantNothingForwarded()
+		})
+	}
+	t.Run("dots inside a segment", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.raw("GET /v1.2/a..b/.well-known HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200)
+		if got := e.wantAnonymousAt(e.up, testenv.AppKey.ID); got.URI != "/v1.2/a..b/.well-known" {
+			t.Fatalf("forwarded URI = %q", got.URI)
+		}
+	})
+}
+
 // The method the proxy authorizes (and signs) is the request line's: a
 // method-override header, which many frameworks (Express's
 // method-override, Symfony, Laravel, Spring's HiddenHttpMethodFilter

@@ -4,8 +4,8 @@
 // percent-decoded, every other escape upper-cased, dot segments resolved
 // (including encoded ones), duplicate and trailing slashes removed. Paths
 // that could be read differently by the upstream (an encoded '/', a '\',
-// a raw ';', a NUL or another control character, a broken escape) are
-// refused.
+// a raw ';', a segment ending in '.' or a space, a NUL or another control
+// character, a broken escape) are refused.
 package pathnorm
 
 import "errors"
@@ -23,6 +23,13 @@ var (
 	// other segments. An encoded ';' (%3B) is a plain character of its
 	// segment to every server, and is accepted.
 	ErrPathParam = errors.New("pathnorm: ';' in path (send a literal ';' as %3B)")
+	// ErrTrailingDot: a segment that ends in '.' or a space, raw or
+	// encoded, other than the dot segments "." and "..". Windows (IIS,
+	// ASP.NET, a file server on NTFS) and several frameworks drop a
+	// segment's trailing dots and spaces, so "/admin." and "/admin%20/x"
+	// are /admin and /admin/x to them, while the rules would match
+	// another route ("/", or none of /admin's).
+	ErrTrailingDot = errors.New("pathnorm: a path segment ends in '.' or a space (some servers drop them and read another path)")
 )
 
 const hexUpper = "0123456789ABCDEF"
@@ -49,8 +56,9 @@ var pathChars = func() (t [256]bool) {
 }()
 
 // normal reports whether raw (starting with '/') is its own normal form:
-// only bytes allowed raw in a path (so no escapes), no empty, "." or ".."
-// segment, and no trailing slash unless it is "/".
+// only bytes allowed raw in a path (so no escapes), no empty segment nor
+// one ending in '.' (".", "..", or one appendSlow refuses), and no
+// trailing slash unless it is "/".
 func normal(raw []byte) bool {
 	seg := 1 // start of the current segment
 	for i := 1; i < len(raw); i++ {
@@ -59,17 +67,27 @@ func normal(raw []byte) bool {
 			return false
 		}
 		if c == '/' {
-			if dotOrEmpty(raw[seg:i]) {
+			if emptyOrDotEnd(raw[seg:i]) {
 				return false
 			}
 			seg = i + 1
 		}
 	}
-	return len(raw) == 1 || !dotOrEmpty(raw[seg:])
+	return len(raw) == 1 || !emptyOrDotEnd(raw[seg:])
 }
 
-func dotOrEmpty(seg []byte) bool {
-	return len(seg) == 0 || len(seg) == 1 && seg[0] == '.' || len(seg) == 2 && seg[0] == '.' && seg[1] == '.'
+func emptyOrDotEnd(seg []byte) bool {
+	return len(seg) == 0 || seg[len(seg)-1] == '.'
+}
+
+// trailingDot reports whether seg (decoded by appendSlow's first pass, a
+// space as "%20") ends in '.' or a space and is not a dot segment.
+func trailingDot(seg []byte) bool {
+	n := len(seg)
+	if n >= 3 && seg[n-3] == '%' && seg[n-2] == '2' && seg[n-1] == '0' {
+		return true
+	}
+	return n > 0 && seg[n-1] == '.' && !(n == 1 || n == 2 && seg[0] == '.')
 }
 
 // appendSlow is Append for a path that needs work: escapes decoded or
@@ -139,6 +157,9 @@ func appendSlow(dst, raw []byte) ([]byte, error) {
 			end++
 		}
 		seg := buf[r:end]
+		if trailingDot(seg) {
+			return dst[:start], ErrTrailingDot
+		}
 		switch {
 		case len(seg) == 1 && seg[0] == '.':
 		case len(seg) == 2 && seg[0] == '.' && seg[1] == '.':
