@@ -139,7 +139,7 @@ func TestHTTP10Bodies(t *testing.T) {
 	big := strings.Repeat("h", 20_000)
 	conn, br := dialProxy(t, e.addr)
 	fmt.Fprintf(conn, "POST /forms/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%s", len(big), big)
-	fmt.Fprintf(conn, "POST /forms/b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	fmt.Fprintf(conn, "POST /forms/b HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
 	fmt.Fprintf(conn, "POST /uploads/c HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello")
 	fmt.Fprintf(conn, "POST /forms/d HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n%s", smuggled)
 	answers := readAnswers(t, br, []string{"POST", "POST", "POST", "POST"}, []int{200, 200, 401, 400})
@@ -162,7 +162,7 @@ func TestAfterOverLimitNothingRead(t *testing.T) {
 	for _, tc := range []struct{ name, method, req string }{
 		{"declared", "POST", fmt.Sprintf("POST /forms/a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s%s", len(over), over, smuggled)},
 		{"HEAD", "HEAD", fmt.Sprintf("HEAD /any/a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s%s", len(over), over, smuggled)},
-		{"HTTP/1.0", "POST", fmt.Sprintf("POST /forms/a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%s%s", len(over), over, smuggled)},
+		{"HTTP/1.0", "POST", fmt.Sprintf("POST /forms/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%s%s", len(over), over, smuggled)},
 		{"declared, a part sent", "POST", fmt.Sprintf("POST /forms/a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(over), over[:10<<10])},
 		{"chunked", "POST", fmt.Sprintf("POST /forms/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n%s", len(over), over, smuggled)},
 	} {

@@ -963,11 +963,23 @@ func TestBackgroundRefreshDropsKeys(t *testing.T) {
 	})
 }
 
+// An HTTP/1.0 request without Host is refused with 400, nothing
+// forwarded, as fasthttp refuses an HTTP/1.1 one: forwarded, it went with
+// the upstream's own address as its Host and X-Forwarded-Host, the host
+// an app takes the client to have asked for. With a Host it goes on.
 func TestHTTP10WithoutHost(t *testing.T) {
 	e := start(t, envOpt{})
-	r := e.raw("GET /api/v1/users/me HTTP/1.0\r\nAuthorization: Bearer " + e.token(nil) + "\r\n\r\n")
-	e.wantStatus(r, 200)
-	e.wantSigned()
+	tok := e.token(nil)
+	r := e.raw("GET /api/v1/users/me HTTP/1.0\r\nAuthorization: Bearer " + tok + "\r\n\r\n")
+	e.wantProblem(r, 400, problem.CodeBadRequest)
+	if !strings.Contains(r.prob.Detail, "missing Host field") {
+		t.Fatalf("detail %q does not name the missing Host", r.prob.Detail)
+	}
+	e.wantNothingForwarded()
+	e.wantStatus(e.raw("GET /api/v1/users/me HTTP/1.0\r\nHost: api.example\r\nAuthorization: Bearer "+tok+"\r\n\r\n"), 200)
+	if h := e.wantSigned().Headers["X-Forwarded-Host"]; len(h) != 1 || h[0] != "api.example" {
+		t.Fatalf("X-Forwarded-Host = %q, want the client's Host", h)
+	}
 }
 
 func TestMethods(t *testing.T) {

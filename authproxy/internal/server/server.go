@@ -908,8 +908,9 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 	return errPanic
 }
 
-// hygiene refuses a field name with a space, userinfo in Host, trailers,
-// h2c and more fields to remove than headers.MaxRemoved, takes a
+// hygiene refuses a field name with a space, an HTTP/1.0 request without
+// Host, userinfo in Host, trailers, h2c and more fields to remove than
+// headers.MaxRemoved, takes a
 // WebSocket's bearer from its subprotocols, and cleans the client's fields
 // (headers.Sanitize). What headers.Scan saw decides which of these have
 // anything to do: most requests carry no field any of them reads or
@@ -920,11 +921,20 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		st.outcome = "bad_header"
 		return errSpaceInName
 	}
+	host := h.Host()
+	// No Host: fasthttp refuses an HTTP/1.1 request without one, not an
+	// HTTP/1.0 one. Forwarded, it would name the host it is for after
+	// the proxy's own choice (the upstream's address, in Host and
+	// X-Forwarded-Host), which an app takes for the client's.
+	if len(host) == 0 {
+		st.outcome = "bad_header"
+		return errNoHost
+	}
 	// Userinfo in Host ("u:p@a"), which no Host value holds (RFC 9110
 	// section 7.2): fasthttp reads it as the target's, and its client
 	// writes that as "Authorization: Basic" to the upstream, after the
 	// client's own field was removed.
-	if bytes.IndexByte(h.Host(), '@') >= 0 {
+	if bytes.IndexByte(host, '@') >= 0 {
 		st.outcome = "bad_header"
 		return errHostUserinfo
 	}
@@ -1417,9 +1427,6 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	// A body without a Content-Type goes on without one: fasthttp's writer
 	// would name it application/octet-stream.
 	h.SetNoDefaultContentType(true)
-	if len(h.Host()) == 0 { // HTTP/1.0 without Host: name the upstream
-		setHost(h, hc.Addr)
-	}
 	// Every name written or looked up from here to the upstream call is a
 	// constant in canonical form (the form fasthttp stored the client's
 	// headers in): used as it is, not re-normalized on each call.
@@ -1588,9 +1595,8 @@ func (s *Server) retry(c *fiber.Ctx, st *state, hc *fasthttp.HostClient, w *warm
 //go:noinline
 func tlsScheme(req *fasthttp.Request) { req.URI().SetScheme("https") }
 
-// setHost names the upstream as the request's Host (an HTTP/1.0 request
-// without one). Out of line (noinline), as are the other rare branches of
-// forward.
+// setHost names the upstream as the request's Host (rewrite_host). Out
+// of line (noinline), as are the other rare branches of forward.
 //
 //go:noinline
 func setHost(h *fasthttp.RequestHeader, addr string) { h.SetHost(addr) }
@@ -1824,6 +1830,9 @@ var (
 	errSpaceInName = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed header field name"}
 	// A Host field with userinfo ("u:p@a").
 	errHostUserinfo = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
+	// An HTTP/1.0 request without a Host field (fasthttp refuses an
+	// HTTP/1.1 one).
+	errNoHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "missing Host field: a request must name the host it is for"}
 	// More fields to remove than headers.MaxRemoved.
 	errTooManyRemovals = &httpError{status: 431, code: problem.CodeBadRequest, detail: "too many connection, identity or forwarding fields"}
 	errNotFound        = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
