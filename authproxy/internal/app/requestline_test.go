@@ -156,6 +156,30 @@ func TestRequestLineHTTPVersion(t *testing.T) {
 	}
 }
 
+// TestOptionsAsteriskRefused: "OPTIONS *" (the server's options as a
+// whole) is refused with 400 bad_path, as before, nothing forwarded, with
+// a detail that says what is refused: it was pathnorm's, about a path not
+// starting with '/', which the client never sent. Another method with
+// the target "*" is malformed (fasthttp refuses it before the proxy).
+func TestOptionsAsteriskRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	for _, c := range []struct{ line, code, detail string }{
+		{"OPTIONS *", problem.CodeBadPath, "OPTIONS * (the server's options as a whole) is not served"},
+		{"GET *", problem.CodeBadRequest, "malformed request"},
+	} {
+		t.Run(c.line, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			r := e.raw(c.line + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			e.wantProblem(r, 400, c.code)
+			if !strings.HasPrefix(r.prob.Detail, c.detail) {
+				t.Fatalf("detail %q, want it to start with %q", r.prob.Detail, c.detail)
+			}
+			e.wantNothingForwarded()
+		})
+	}
+}
+
 // TestSpaceInFieldNameRefused: fasthttp accepts a field name with a space
 // in it ("Transfer-Encoding x"), which is no token (RFC 9110 section 5.1).
 // Forwarded as it came, an upstream that ends a name at its first space

@@ -1003,9 +1003,27 @@ func (s *Server) normalize(c *fiber.Ctx, st *state) error {
 	p, err := pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	st.path = p
 	if err != nil {
-		return &httpError{status: 400, code: problem.CodeBadPath, detail: "path not accepted: " + err.Error()}
+		return pathRefused(&c.Request().Header, err)
 	}
 	return nil
+}
+
+// errOptionsAsterisk refuses "OPTIONS *" (RFC 9110 section 9.3.7: the
+// options of the server as a whole), which no route describes: the
+// proxy has none of its own to tell, and which app's to give is not
+// known without a path.
+var errOptionsAsterisk = &httpError{status: 400, code: problem.CodeBadPath,
+	detail: "OPTIONS * (the server's options as a whole) is not served: send OPTIONS with the path of a route"}
+
+// pathRefused is the answer to a request whose path pathnorm refused with
+// err. Out of line (noinline): rare.
+//
+//go:noinline
+func pathRefused(h *fasthttp.RequestHeader, err error) error {
+	if string(h.RequestURI()) == "*" && h.IsOptions() {
+		return errOptionsAsterisk
+	}
+	return &httpError{status: 400, code: problem.CodeBadPath, detail: "path not accepted: " + err.Error()}
 }
 
 // authorize routes the request and, for protected routes (and optional
