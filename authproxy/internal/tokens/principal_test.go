@@ -2,7 +2,9 @@ package tokens
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -62,6 +64,38 @@ func TestPrincipalAndScopeClaims(t *testing.T) {
 	} {
 		if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, ErrClaims) && !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrClaims", name, err)
+		}
+	}
+}
+
+// TestAuthTimeWithinTheSignedRange: the auth_time claim becomes the signed
+// X-Auth-Auth-Time, which both identity verifiers (Go's and the Node
+// example's) refuse above identity.MaxAuthTime (2^53-1): the proxy must
+// never sign one. A token whose auth_time lies past the NumericDate range
+// (about year 2514, far below 2^53-1), or is not a positive number, is
+// refused as any malformed claim is (ErrClaims: 401); the largest one
+// accepted is within what the verifiers read. The test fails if either
+// bound moves past the other.
+func TestAuthTimeWithinTheSignedRange(t *testing.T) {
+	f := newFixture(t, 0)
+	now := time.Now()
+	tok := func(at any) []byte {
+		c := testenv.DefaultClaims(now, "u1", "t1", "s1")
+		c["amr"], c["auth_time"] = []string{"pwd"}, at
+		return []byte(testenv.Sign(t, f.key, c, nil))
+	}
+	const largest = int64(math.MaxInt32) * 4 // jwtclaims.NumericDate's bound
+	cl, err := f.v.Verify(context.Background(), tok(largest))
+	if err != nil {
+		t.Fatalf("auth_time %d: %v", largest, err)
+	}
+	if cl.AuthTime != largest || cl.AuthTime > identity.MaxAuthTime {
+		t.Fatalf("auth_time = %d, want %d, at most identity.MaxAuthTime", cl.AuthTime, largest)
+	}
+	for _, at := range []any{largest + 1, int64(identity.MaxAuthTime), int64(identity.MaxAuthTime) + 1,
+		json.Number("9007199254740993"), json.Number("1e300"), int64(math.MaxInt64), 0, -1} {
+		if _, err := f.v.Verify(context.Background(), tok(at)); !errors.Is(err, ErrClaims) && !errors.Is(err, ErrMalformed) {
+			t.Errorf("auth_time %v: err = %v, want ErrClaims", at, err)
 		}
 	}
 }
