@@ -48,6 +48,7 @@ package fasttransport
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -126,7 +127,7 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		}
 		conn := cc.Conn()
 		if err = conn.SetWriteDeadline(deadline(hc.WriteTimeout)); err != nil {
-			t.closeConn(cc)
+			t.abandon(cc)
 			return true, err
 		}
 		resetClose = hc.MaxConnDuration > 0 && time.Since(cc.CreatedTime()) > hc.MaxConnDuration && !req.ConnectionClose()
@@ -152,7 +153,7 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		}
 	}
 	if err != nil {
-		t.closeConn(cc)
+		t.abandon(cc) // the write failed or timed out: the upstream may not be reading
 		return true, timeout(err)
 	}
 	conn := cc.Conn()
@@ -167,7 +168,7 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 	br := hc.AcquireReader(conn)
 	if err = readHeader(&resp.Header, br); err != nil {
 		hc.ReleaseReader(br)
-		t.closeConn(cc)
+		t.abandon(cc)
 		// Nothing of an answer, or a broken one: the request may be
 		// retried on a fresh connection (the client's RetryIfErr decides).
 		return true, timeout(err)
@@ -204,7 +205,7 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		stray := br.Buffered() > 0
 		hc.ReleaseReader(br)
 		if err != nil {
-			t.closeConn(cc)
+			t.abandon(cc)
 			return true, timeout(err)
 		}
 		if stray {
@@ -291,6 +292,24 @@ func (t *transport[C]) strayed(s Stray) {
 	if t.stray != nil {
 		t.stray(s)
 	}
+}
+
+// abandon closes cc after a failed exchange (a write or read that failed
+// or timed out, an answer not read to its end) without the TLS
+// close_notify alert, as nginx closes an upstream connection after an
+// error: its socket is closed first, then cc (the pool's count). Go's
+// tls.Conn.Close writes the alert with a deadline of its own, 5 s, and on
+// a connection whose upstream stopped reading (a request body it does
+// not take) that write waits the whole 5 s, on the request's goroutine,
+// before the request's error is answered. Where an exchange failed the
+// TLS stream may end in part of a record anyway; the upstream reads the
+// end of the connection as such. A connection closed after a complete
+// exchange (release) still sends the alert.
+func (t *transport[C]) abandon(cc C) {
+	if tc, ok := cc.Conn().(*tls.Conn); ok {
+		_ = tc.NetConn().Close()
+	}
+	t.closeConn(cc)
 }
 
 // release gives cc back to the pool, or closes it.
@@ -383,8 +402,11 @@ func (b *body[C]) CloseWithError(err error) error {
 	if stray {
 		t.strayed(StrayAfterAnswer)
 	}
-	if !keep {
-		t.closeConn(b.cc) // closes the socket before br goes back
+	switch {
+	case !ended:
+		t.abandon(b.cc) // closes the socket before br goes back
+	case !keep:
+		t.closeConn(b.cc)
 	}
 	t.hc.ReleaseReader(b.br)
 	if keep {

@@ -881,3 +881,95 @@ func TestIdlePastTheReadDeadline(t *testing.T) {
 		t.Fatalf("%d connections for 3 requests, want 1", n)
 	}
 }
+
+// TestTLSFailedWriteClosesAtOnce: a request whose write to a TLS upstream
+// fails (here: times out, the upstream reading nothing after the request
+// line) has its connection closed without the TLS close_notify alert. Go's
+// tls.Conn.Close writes the alert with a deadline of 5 s of its own, and
+// to an upstream that does not read, the write waited all of it before
+// the request's error (504 at the proxy) came back. The test watches the
+// socket: once a write on it has failed, nothing more is written on it
+// while it is open.
+func TestTLSFailedWriteClosesAtOnce(t *testing.T) {
+	s := httptest.NewTLSServer(http.NotFoundHandler())
+	cert, roots := s.TLS.Certificates[0], x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = bufio.NewReader(c).ReadString('\n') // the request line, then nothing
+				<-done
+			}()
+		}
+	}()
+	var w *watchedConn
+	hc := &fasthttp.HostClient{
+		Addr: ln.Addr().String(), IsTLS: true, TLSConfig: &tls.Config{RootCAs: roots},
+		ReadTimeout: 5 * time.Second, WriteTimeout: 100 * time.Millisecond,
+		DisablePathNormalizing: true, StreamResponseBody: true,
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			w = &watchedConn{TCPConn: c.(*net.TCPConn)}
+			return w, nil
+		},
+	}
+	hc.Transport = New(hc, nil)
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.SetRequestURI("https://" + hc.Addr + "/upload")
+	req.Header.SetMethod("POST")
+	req.SetBody(make([]byte, 64<<20)) // more than the socket buffers hold
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := hc.Do(req, resp); !errors.Is(err, fasthttp.ErrTimeout) {
+		t.Fatalf("err %v, want fasthttp.ErrTimeout", err)
+	}
+	if !w.failed.Load() || !w.closed.Load() {
+		t.Fatalf("write failed %v, socket closed %v: want both", w.failed.Load(), w.closed.Load())
+	}
+	if n := w.late.Load(); n != 0 {
+		t.Fatalf("%d writes on the open socket after a write failed (the close_notify alert, waited for)", n)
+	}
+}
+
+// watchedConn counts the writes begun on a socket that is still open after
+// a write on it failed. Its SyscallConn is the socket's, so that the
+// transport's dialer wraps it as it wraps any socket.
+type watchedConn struct {
+	*net.TCPConn
+	failed, closed atomic.Bool
+	late           atomic.Int64
+}
+
+func (c *watchedConn) Write(p []byte) (int, error) {
+	if c.failed.Load() && !c.closed.Load() {
+		c.late.Add(1)
+	}
+	n, err := c.TCPConn.Write(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *watchedConn) Close() error {
+	c.closed.Store(true)
+	return c.TCPConn.Close()
+}
