@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -138,8 +139,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
 	// it appends to opts.Register and opts.ErrorMappers, and starts its
-	// background workers on g below.
-	bg, signInReady, err := wireSignIn(ctx, cfg, log, pool, reg, hasher, &opts)
+	// background workers and the outbox relay on g below.
+	bg, relay, signInReady, err := wireSignIn(ctx, cfg, log, pool, reg, hasher, &opts)
 	if err != nil {
 		return err
 	}
@@ -201,21 +202,38 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "tls", certs != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
-	// The background workers stop only once the public server has
-	// drained: the writes of the requests finished during the drain are
-	// published by this replica's outbox relay (which then flushes what
-	// is left), not left pending until another relay runs.
-	wctx, stopWorkers := context.WithCancel(context.WithoutCancel(gctx))
-	defer stopWorkers()
+	// A shutdown stops the writers of outbox rows before the relay that
+	// publishes them (shutdown): the public server drains, the background
+	// workers (sweeps, mail, the signing keys' watch, the catalog's record)
+	// stop, and only then does the relay flush what is pending and stop.
+	// A row committed by the last request or the last sweep goes out now,
+	// not when another replica's relay (or this one's next start) picks
+	// it up.
+	wctx, stopWriters := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopWriters()
+	rctx, stopRelay := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopRelay()
+	if testHooks.writer != nil {
+		bg = append(bg, testHooks.writer)
+	}
+	var writers sync.WaitGroup
+	for _, w := range bg {
+		writers.Add(1)
+		g.Go(func() error { defer writers.Done(); return w(wctx) })
+	}
+	writersDone := make(chan struct{})
+	go func() { writers.Wait(); close(writersDone) }()
 	g.Go(func() error { return srv.Serve(ln) })
 	g.Go(func() error { return admin.Serve(adminLn) })
-	for _, w := range bg {
-		g.Go(func() error { return w(wctx) })
-	}
+	g.Go(func() error {
+		err := relay(rctx)
+		testHooks.at("relay stopped")
+		return err
+	})
 	g.Go(func() error {
 		<-gctx.Done()
-		defer stopWorkers()
-		return shutdown(log, cfg.ShutdownTimeout, admin, srv)
+		defer stopRelay()
+		return shutdown(log, cfg.ShutdownTimeout, admin, srv, stopWriters, writersDone)
 	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -225,17 +243,47 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return err
 }
 
-// shutdown marks the service not ready, drains the public server within
-// the deadline, then stops the admin server. The background workers stop
-// after it, and the pool after them.
-func shutdown(log *slog.Logger, timeout time.Duration, admin *httpapi.Admin, srv *httpapi.Server) error {
+// shutdown marks the service not ready, drains the public server, then
+// stops the background writers and waits for them, all within one deadline
+// (SHUTDOWN_TIMEOUT), then stops the admin server. The outbox relay stops
+// after it (its last flush bounded by its own FlushTimeout), and the pool
+// after that. A writer still running at the deadline is not waited for:
+// what it commits later is left for the next relay.
+func shutdown(log *slog.Logger, timeout time.Duration, admin *httpapi.Admin, srv *httpapi.Server,
+	stopWriters func(), writersDone <-chan struct{}) error {
 	log.Info("shutting down", "timeout", timeout)
 	admin.SetNotReady()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := srv.Shutdown(ctx)
+	stopWriters()
+	testHooks.at("writers stopping")
+	select {
+	case <-writersDone:
+	case <-ctx.Done():
+		log.Warn("background work still running at the shutdown deadline: the outbox relay stops without waiting for it, and what it commits later waits for the next relay",
+			"timeout", timeout)
+	}
 	if aerr := admin.Shutdown(ctx); err == nil {
 		err = aerr
 	}
 	return err
+}
+
+// testHooks lets tests take part in serve: writer runs beside the
+// background workers, and step is told when a shutdown reaches a step
+// ("writers stopping": they were told to stop and are waited for, the
+// relay still running; "relay stopped": its Run returned). Unset in
+// production.
+var testHooks hooks
+
+type hooks struct {
+	writer worker
+	step   func(string)
+}
+
+func (h hooks) at(step string) {
+	if h.step != nil {
+		h.step(step)
+	}
 }

@@ -56,10 +56,10 @@ func TestShutdownPublishesWritesOfTheDrain(t *testing.T) {
 	})
 	// The writes of serve's start (the permission catalog's invalidation,
 	// the signing keys' announcement) are committed and published first:
-	// the workers making them stop at the same time as the relay, and a
-	// row one of them commits as it is stopped (a cancelled COMMIT the
-	// database completes) can miss the relay's last flush and wait for
-	// the next relay. Only the writes of the drain are checked here.
+	// a COMMIT of theirs cancelled as the workers stop, which the
+	// database then completes, can land after the relay's last flush.
+	// Only the writes of the drain are checked here (the workers' own:
+	// TestShutdownStopsTheWritersBeforeTheRelay).
 	eventually.Within(t, 20*time.Second, func() error {
 		if !strings.Contains(out.String(), `"msg":"permission catalog recorded"`) {
 			return errors.New("the permission catalog is not recorded yet")
@@ -140,6 +140,89 @@ func TestShutdownPublishesWritesOfTheDrain(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("no %s published", subject)
 		}
+	}
+}
+
+// TestShutdownStopsTheWritersBeforeTheRelay: a background worker that
+// commits an outbox row as it stops (a sweep's last pass) has it published
+// by this replica's relay before serve returns: the relay's last flush
+// comes after every other writer has returned. The worker commits as late
+// as the shutdown lets it: once the relay has stopped, or once serve waits
+// for the writers with the relay still running.
+func TestShutdownStopsTheWritersBeforeTheRelay(t *testing.T) {
+	db := dbtest.New(t)
+	ns := natstest.Start(t, -1, "")
+	subject := invalidation.UserSubject("swept-user")
+	got := make(chan *nats.Msg, 16)
+	sub := natstest.Connect(t, ns.ClientURL())
+	if _, err := sub.ChanSubscribe(subject, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	relayStopped, writersStopping := make(chan struct{}), make(chan struct{})
+	committed := make(chan error, 1)
+	testHooks = hooks{
+		writer: func(ctx context.Context) error {
+			<-ctx.Done()
+			select {
+			case <-relayStopped:
+			case <-writersStopping:
+			}
+			committed <- pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+				return outbox.Write(context.Background(), tx, outbox.Row{Subject: subject, Reason: invalidation.ReasonUserLogoutGlobal})
+			})
+			return nil
+		},
+		step: func(step string) {
+			switch step {
+			case "relay stopped":
+				close(relayStopped)
+			case "writers stopping":
+				close(writersStopping)
+			}
+		},
+	}
+	defer func() { testHooks = hooks{} }()
+	env := serveEnv(t, db.URL)
+	env["NATS_URL"] = ns.ClientURL()
+	var out testkit.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+	listening(t, &out, done)
+	eventually.Within(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), `"msg":"nats connected"`) {
+			return errors.New("the relay is not connected to NATS yet")
+		}
+		return nil
+	})
+	cancel() // SIGTERM
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("serve = %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return")
+	}
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	var pending int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE subject = $1 AND published_at IS NULL`,
+		subject).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 0 {
+		t.Fatalf("the row a worker committed as it stopped was left pending when serve returned\n%s", out.String())
+	}
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s published", subject)
 	}
 }
 

@@ -44,14 +44,15 @@ const (
 
 // wireSignIn connects the sign-in part (routes, password hasher, error
 // mapping, outbox relay) to the server options, and returns its background
-// workers and its readiness check. It is owned by the sign-in code; the
-// tenant API needs nothing from it.
+// workers, the outbox relay apart from them (a shutdown stops it last, after
+// every other writer), and its readiness check. It is owned by the sign-in
+// code; the tenant API needs nothing from it.
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
-	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, func() error, error) {
+	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, worker, func() error, error) {
 	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation),
 		keys.WithSightings(keys.PGSightings(pool)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("signing keys: %w", err)
+		return nil, nil, nil, fmt.Errorf("signing keys: %w", err)
 	}
 	if err := ring.SightingsErr(); err != nil {
 		log.Error("signing keys: first sightings not looked up: not ready, and no generated key whose first sighting is unknown signs, until the database answers (asked again every second)", "err", err)
@@ -75,22 +76,22 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 			}
 			return 0
 		})); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	store := sessions.New(pool, cfg.RefreshTokenTTL, cfg.RefreshReuseGrace)
 	sealer, err := mfaSealer(cfg, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	keysSvc, err := wireAPIKeys(cfg, log, pool)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// API keys ("tg_" tokens) are revocable at the RFC 7009 endpoint too.
 	sa, err := wireServiceAccounts(cfg, log, pool, ring, store, keysSvc, opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	svc, err := auth.New(auth.Options{
 		Logger: log, Pool: pool, Keys: ring, Passwords: hasher, Sessions: store,
@@ -99,30 +100,29 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		SignInFailuresPerHour: cfg.SignInFailuresPerHour,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	oidc, err := oauth.New(oauth.Options{Logger: log, Pool: pool, Providers: cfg.OIDCProviders, Auth: svc, Sessions: store,
 		AllowedReturnURLs: cfg.OAuthReturnURLs, AuthorizePerMinute: cfg.OAuthPerMinute})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	opts.Register = append(opts.Register, svc.Register, oidc.Register, keysSvc.Register)
 	opts.ErrorMappers = append(opts.ErrorMappers, apikeys.MapError)
 	lifecycleWorkers, err := wireLifecycle(cfg, log, pool, reg, opts, svc, hasher)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 
 	relayWorker, err := startRelay(cfg, log, pool, reg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// SIGHUP reloads the signing keys at once (registered here, before
 	// serving, so that a signal never finds the default action).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	workers := []worker{
-		relayWorker,
 		func(ctx context.Context) error {
 			defer signal.Stop(hup)
 			ring.Watch(ctx, keys.WatchOptions{Every: keysReloadEvery, Reload: hup, Log: log, Changed: announceKeysChanged(pool, ring), AtStart: true})
@@ -144,7 +144,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	}
 	// Not ready until the keys' first sightings are known: until then a
 	// generated key does not sign (see keys.Ring.SightingsErr).
-	return append(workers, lifecycleWorkers...), ring.SightingsErr, nil
+	return append(workers, lifecycleWorkers...), relayWorker, ring.SightingsErr, nil
 }
 
 // announceKeysChanged writes auth.keys.changed to the outbox, so that the
