@@ -108,6 +108,11 @@ type Event struct {
 	// NATS (no Nats-Msg-Id, the database unreachable) carries none and
 	// leaves the list as it was.
 	Relays []string `json:"relays,omitempty"`
+	// RelaysUnlisted, on a heartbeat row, is how many more relays were
+	// registered as publishing than the row lists (MaxRelaysListed): a
+	// proxy cannot expect their beats, and calls its feed stale while a
+	// row says so, as for a listed relay it does not hear.
+	RelaysUnlisted int `json:"relays_unlisted,omitempty"`
 	// IntervalMS, on a heartbeat row, is the OUTBOX_HEARTBEAT_INTERVAL of
 	// the coreapi that wrote it, in milliseconds (absent from an older
 	// one): a proxy whose heartbeat timeout is shorter than
@@ -144,6 +149,15 @@ func MinHeartbeatTimeout(interval time.Duration) time.Duration {
 // what it keeps stays bounded whatever is published on SubjectRelay. A
 // relay named longer is not watched: a proxy never misses its beats.
 const MaxRelayLen = 1024
+
+// MaxRelaysListed bounds the relays a heartbeat row lists (Event.Relays),
+// the first by name; the others are counted (Event.RelaysUnlisted). It
+// bounds the coreapi replicas of one database whose beats the proxies can
+// watch, and the row: MaxRelaysListed names of up to MaxRelayLen bytes fit
+// well within NATS's default max_payload (1 MiB), which a row must never
+// exceed (one the server refuses would stay pending, and every row behind
+// it).
+const MaxRelaysListed = 256
 
 // MaxRelayIDLen bounds the name a relay is given (coreapi's
 // OUTBOX_RELAY_ID): a relay that finds another process registered under

@@ -54,7 +54,8 @@ type Metrics struct {
 	FeedStale prometheus.Gauge
 	// RelaysUnheard is the number of relays the heartbeat rows list whose
 	// beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT
-	// while NATS is connected (natsinv).
+	// while NATS is connected, plus one while a row counts relays it could
+	// not list (natsinv).
 	RelaysUnheard prometheus.Gauge
 	// HeartbeatTimeoutShort is 1 while NATS_HEARTBEAT_TIMEOUT is shorter
 	// than the least the heartbeat rows' interval needs
@@ -139,7 +140,7 @@ func New() *Metrics {
 			Name: "authproxy_invalidation_feed_stale", Help: "1 while no outbox heartbeat arrived within NATS_HEARTBEAT_TIMEOUT, or a relay the heartbeats list was not heard within it, although NATS is connected (the relays are not publishing, or not to this proxy; caches trusted for MAX_STALENESS).",
 		}),
 		RelaysUnheard: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "authproxy_outbox_relays_unheard", Help: "Relays the outbox heartbeats list as publishing whose own beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT although NATS is connected (what they publish does not reach this proxy; caches trusted for MAX_STALENESS).",
+			Name: "authproxy_outbox_relays_unheard", Help: "Relays the outbox heartbeats list as publishing whose own beat (auth.outbox.relay) was not heard within NATS_HEARTBEAT_TIMEOUT although NATS is connected (what they publish does not reach this proxy; caches trusted for MAX_STALENESS), plus 1 while the heartbeats count relays they could not list (more than 256).",
 		}),
 		HeartbeatTimeoutShort: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_nats_heartbeat_timeout_short", Help: "1 while NATS_HEARTBEAT_TIMEOUT is shorter than 3.5 times the OUTBOX_HEARTBEAT_INTERVAL the outbox heartbeats announce (a coreapi replica that stops without deregistering, or late heartbeats, make the feed stale and purge the caches).",

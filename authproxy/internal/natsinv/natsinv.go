@@ -149,8 +149,15 @@ type Subscriber struct {
 	// continuous listing; liveAt is when the feed last went live. warned
 	// holds the unheard relays, and warnedSilent is set for the silence,
 	// already named in a warning since the feed turned stale.
-	heard        map[string]time.Time
-	listed       map[string]time.Time
+	heard  map[string]time.Time
+	listed map[string]time.Time
+	// unlisted is how many relays the last heartbeat row could not list
+	// (invalidation.MaxRelaysListed: the row's own count, and the names
+	// past the bound), since unlistedAt: their beats cannot be expected,
+	// and the feed is stale while they last, as for an unheard relay
+	// (unheard names them unlistedRelays).
+	unlisted     int
+	unlistedAt   time.Time
 	liveAt       time.Time
 	warned       map[string]bool
 	warnedSilent bool
@@ -160,15 +167,21 @@ type Subscriber struct {
 }
 
 // A fleet runs a few coreapi replicas: the relays a heartbeat row lists
-// are taken up to maxRelaysListed, and the last beat of at most
-// maxRelaysHeard relay ids, none longer than maxRelayID bytes, is kept,
-// so that memory stays bounded whatever is published on auth.outbox.relay
-// (coreapi refuses to start with a longer OUTBOX_RELAY_ID).
+// are taken up to maxRelaysListed (those past it count as unlisted), and
+// the last beat of at most maxRelaysHeard relay ids, none longer than
+// maxRelayID bytes, is kept, so that memory stays bounded whatever is
+// published on auth.outbox.relay (coreapi refuses to start with a longer
+// OUTBOX_RELAY_ID).
 const (
-	maxRelaysListed = 256
+	maxRelaysListed = invalidation.MaxRelaysListed
 	maxRelaysHeard  = 1024
 	maxRelayID      = invalidation.MaxRelayLen
 )
+
+// unlistedRelays stands, among the unheard relays (the warning, the
+// authproxy_outbox_relays_unheard count), for all of those a heartbeat row
+// could not list.
+const unlistedRelays = "(relays not listed)"
 
 // refused reports whether err, a permissions violation, is the refusal of
 // a subscription to subject.
@@ -663,7 +676,7 @@ func (s *Subscriber) heartbeat(msg *nats.Msg) {
 	defer s.linkMu.Unlock()
 	s.warnedSilent = false
 	if row {
-		s.list(ev.Relays, now)
+		s.list(ev.Relays, ev.RelaysUnlisted, now)
 		s.checkInterval(time.Duration(ev.IntervalMS) * time.Millisecond)
 	}
 	s.recover(now, "outbox heartbeat received")
@@ -739,24 +752,38 @@ func (s *Subscriber) hear(relay string, now time.Time) {
 // list replaces the relays expected to beat with those a heartbeat row
 // lists (the first maxRelaysListed): a relay listed before keeps when it
 // was first listed, a new one is listed from now, the start of its grace.
-// An id too long for its beat to be recorded is left out. linkMu is held.
-func (s *Subscriber) list(relays []string, now time.Time) {
+// An id too long for its beat to be recorded is left out. unlisted is how
+// many more relays the row counted than it lists; with the names past
+// maxRelaysListed, they are relays whose beats cannot be expected, given
+// the same grace from when the row first said so. linkMu is held.
+func (s *Subscriber) list(relays []string, unlisted int, now time.Time) {
 	next := make(map[string]time.Time, min(len(relays), maxRelaysListed))
 	for _, id := range relays {
-		if len(next) == maxRelaysListed {
-			break
-		}
 		if id == "" || len(id) > maxRelayID {
 			continue
 		}
 		if at, ok := s.listed[id]; ok {
 			next[id] = at
-		} else if _, ok := next[id]; !ok {
+		} else if _, ok := next[id]; ok {
+			continue
+		} else if len(next) == maxRelaysListed {
+			unlisted++
+		} else {
 			next[id] = now
 		}
 	}
+	unlisted = max(unlisted, 0)
+	switch {
+	case unlisted > 0 && s.unlisted == 0:
+		s.unlistedAt = now
+		s.log.Error("coreapi runs more outbox relays than a heartbeat lists: this proxy cannot expect every relay's beat, and calls its invalidation feed stale while this lasts (caches trusted only for the staleness bound); run fewer coreapi replicas against one database",
+			"listed", maxRelaysListed, "unlisted", unlisted, "timeout", s.hbTimeout)
+	case unlisted == 0 && s.unlisted > 0:
+		s.log.Info("every outbox relay is listed in the heartbeat again")
+	}
+	s.unlisted = unlisted
 	for id := range s.warned {
-		if _, ok := next[id]; !ok {
+		if _, ok := next[id]; !ok && (id != unlistedRelays || unlisted == 0) {
 			delete(s.warned, id)
 		}
 	}
@@ -788,6 +815,14 @@ func (s *Subscriber) unheard(now time.Time) (ids []string, since time.Time) {
 			since = good
 		}
 		ids = append(ids, id)
+	}
+	if s.unlisted > 0 {
+		if grace := latest(s.unlistedAt, s.liveAt); now.Sub(grace) > s.hbTimeout {
+			if ids == nil || grace.Before(since) {
+				since = grace
+			}
+			ids = append(ids, unlistedRelays)
+		}
 	}
 	slices.Sort(ids)
 	return ids, since

@@ -133,6 +133,47 @@ func TestUnheardRelayIsStale(t *testing.T) {
 	}
 }
 
+// TestUnlistedRelaysAreStale: a heartbeat row that counts relays it could
+// not list (more coreapi replicas than invalidation.MaxRelaysListed) makes
+// the feed stale once HeartbeatTimeout has passed, although every listed
+// relay is heard: whether what the others publish reaches this proxy is
+// unknown. The error says so once; a row that lists every relay again ends
+// the staleness with a purge.
+func TestUnlistedRelaysAreStale(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := &downRecorder{recorder: newRecorder(t)}
+	m := metrics.New()
+	var logs logbuffer.Buffer
+	const timeout = 400 * time.Millisecond
+	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m,
+		slog.New(slog.NewJSONHandler(&logs, nil)))
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	defer beats(t, pub)()
+	defer relayBeats(t, pub, "r1")()
+	testenv.Eventually(t, func() error { return testenv.WantAtLeast("relay beats", relaysHeard(m), 1) })
+
+	reconnects, _ := r.count()
+	listed := publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), Relays: []string{"r1"}, RelaysUnlisted: 3})
+	publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), Relays: []string{"r1"}, RelaysUnlisted: 3})
+	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
+	if since := time.Since(listed); since < timeout {
+		t.Fatalf("stale %s after the row, before the timeout (%s)", since, timeout)
+	}
+	if testutil.ToFloat64(m.FeedStale) != 1 || testutil.ToFloat64(m.RelaysUnheard) != 1 {
+		t.Fatalf("feed stale %v, relays unheard %v; want 1, 1", testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard))
+	}
+	if n := strings.Count(logs.String(), "coreapi runs more outbox relays than a heartbeat lists"); n != 1 {
+		t.Fatalf("%d errors for the unlisted relays, want 1:\n%s", n, logs.String())
+	}
+
+	heartbeatRow(t, pub, "r1")
+	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), false) })
+	if rc, _ := r.count(); rc != reconnects+1 || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
+		t.Fatalf("every relay listed again with %d purges (feed stale %v, relays unheard %v), want 1, 0, 0",
+			rc-reconnects, testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard))
+	}
+}
+
 // TestRowDelistsRelay: a listed relay unheard makes the feed stale, and
 // heartbeats straight from a relay (no Nats-Msg-Id: the database
 // unreachable) do not change the list; the next heartbeat row that no
@@ -295,6 +336,12 @@ func TestRelayMemoryBounded(t *testing.T) {
 		_, l, _ := state()
 		return testenv.Want("listed relays", l, maxRelaysListed)
 	})
+	s.linkMu.Lock()
+	unlisted := s.unlisted
+	s.linkMu.Unlock()
+	if unlisted != 50 {
+		t.Fatalf("%d relays counted as unlisted, want the 50 past the bound", unlisted)
+	}
 
 	// More unlisted relays heard than are kept.
 	publishBeats(idsFrom("unlisted-", maxRelaysHeard+100)...)

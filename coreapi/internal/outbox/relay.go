@@ -149,6 +149,9 @@ type Relay struct {
 	// it registered there since it started (Beat).
 	instance   string
 	registered bool
+	// unlisted is how many registered relays the last heartbeat row this
+	// relay wrote left unlisted (invalidation.MaxRelaysListed).
+	unlisted int64
 	// confirmHook, when set (tests), runs in publish between the
 	// publications and the wait for their confirmation; probeHook in
 	// confirm, before the second ping that follows a flush timed out.
@@ -817,7 +820,10 @@ func body(p pending) []byte {
 // First, while NATS confirms the relay's own beats (beatRelay), Beat
 // registers the relay in outbox_relays; the row it writes lists the
 // relays registered in the last relayListed intervals (payload "relays"),
-// whose beats each proxy then expects.
+// whose beats each proxy then expects: the first
+// invalidation.MaxRelaysListed by name, the others counted (payload
+// "relays_unlisted"; an error says so once), which keeps the row within
+// NATS's max_payload and has the proxies call their feed stale.
 func (r *Relay) Beat(ctx context.Context) (bool, error) {
 	// A process's first registration takes the name over (from a
 	// predecessor's row: a process restarted under the same name); after
@@ -830,15 +836,21 @@ ON CONFLICT (id) DO UPDATE SET seen_at = now(), instance = excluded.instance
 WHERE NOT $3 OR outbox_relays.instance = excluded.instance`
 	// The subject is written out, not a parameter: the partial index
 	// outbox_heartbeat_idx serves a generic plan only for its literal.
+	// The row lists the first $4 relays (invalidation.MaxRelaysListed) by
+	// name and counts the others in relays_unlisted.
 	const q = `
+WITH live AS (SELECT id FROM outbox_relays WHERE seen_at > now() - make_interval(secs => $2))
 INSERT INTO outbox (subject, payload)
 SELECT '` + invalidation.SubjectHeartbeat + `',
-       jsonb_build_object('relays', coalesce((SELECT jsonb_agg(id ORDER BY id) FROM outbox_relays
-                                              WHERE seen_at > now() - make_interval(secs => $2)), '[]'),
+       jsonb_build_object('relays', coalesce((SELECT jsonb_agg(id ORDER BY id)
+                                              FROM (SELECT id FROM live ORDER BY id LIMIT $4) listed), '[]'),
                           'interval_ms', $3::bigint)
+       || (SELECT CASE WHEN count(*) > $4 THEN jsonb_build_object('relays_unlisted', count(*) - $4) ELSE '{}'::jsonb END
+           FROM live)
 WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND published_at IS NOT NULL
                 FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
-                ORDER BY created_at DESC LIMIT 1), true)`
+                ORDER BY created_at DESC LIMIT 1), true)
+RETURNING coalesce((payload->>'relays_unlisted')::bigint, 0)`
 	if r.beating() {
 		tag, err := r.pool.Exec(ctx, qRegister, r.o.ID, r.instance, r.registered)
 		if err != nil {
@@ -858,11 +870,24 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
 		}
 		r.registered = true
 	}
-	tag, err := r.pool.Exec(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds(), r.o.Heartbeat.Milliseconds())
+	var unlisted int64
+	err := r.pool.QueryRow(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds(), r.o.Heartbeat.Milliseconds(),
+		invalidation.MaxRelaysListed).Scan(&unlisted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("outbox heartbeat: %w", err)
 	}
-	return tag.RowsAffected() == 1, nil
+	switch {
+	case unlisted > 0 && r.unlisted == 0:
+		r.log.Error("more coreapi replicas register an outbox relay than a heartbeat lists: the proxies cannot expect every relay's beat, and call their invalidation feed stale while this lasts; run fewer replicas against one database",
+			"listed", invalidation.MaxRelaysListed, "unlisted", unlisted)
+	case unlisted == 0 && r.unlisted > 0:
+		r.log.Info("every registered outbox relay is listed in the heartbeat again")
+	}
+	r.unlisted = unlisted
+	return true, nil
 }
 
 // relayListed is how many heartbeat intervals a relay stays listed in the

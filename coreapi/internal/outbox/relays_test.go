@@ -127,6 +127,64 @@ func TestRelaysBeatAndAreListed(t *testing.T) {
 	w.listedNext(t, "relay-a")
 }
 
+// TestHeartbeatListsAtMostMaxRelaysListed: with more relays registered
+// than a heartbeat row may list, the row lists the first
+// invalidation.MaxRelaysListed by name and counts the others, so that a
+// proxy knows it cannot watch them all (and the row stays within NATS's
+// max_payload however many replicas run); the relay says so in an error,
+// once, and once more when every relay is listed again.
+func TestHeartbeatListsAtMostMaxRelaysListed(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	var logs logbuffer.Buffer
+	r := NewRelay(db.Pool, connect(t, startNATS(t, -1, "").ClientURL()), slog.New(slog.NewJSONHandler(&logs, nil)),
+		RelayOptions{Heartbeat: time.Second, ID: "self"})
+	const extra = 44
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO outbox_relays (id, seen_at)
+		SELECT 'relay-' || lpad(i::text, 4, '0'), now() FROM generate_series(1, $1) AS i`, invalidation.MaxRelaysListed+extra); err != nil {
+		t.Fatal(err)
+	}
+	row := func() (relays []string, unlisted int) {
+		t.Helper()
+		if ok, err := r.Beat(ctx); err != nil || !ok {
+			t.Fatalf("Beat = %v, %v", ok, err)
+		}
+		var payload []byte
+		if err := db.Pool.QueryRow(ctx, `SELECT payload FROM outbox WHERE subject = $1 ORDER BY id DESC LIMIT 1`,
+			invalidation.SubjectHeartbeat).Scan(&payload); err != nil {
+			t.Fatal(err)
+		}
+		var ev invalidation.Event
+		if err := json.Unmarshal(payload, &ev); err != nil {
+			t.Fatal(err)
+		}
+		// The next look writes again.
+		if _, err := db.Pool.Exec(ctx, `UPDATE outbox SET published_at = now(), created_at = created_at - interval '1 minute'`); err != nil {
+			t.Fatal(err)
+		}
+		return ev.Relays, ev.RelaysUnlisted
+	}
+	relays, unlisted := row()
+	if len(relays) != invalidation.MaxRelaysListed || relays[0] != "relay-0001" ||
+		relays[len(relays)-1] != "relay-0256" || unlisted != extra {
+		t.Fatalf("heartbeat row lists %d relays (%v...), %d unlisted; want the first %d, %d unlisted",
+			len(relays), relays[:min(len(relays), 3)], unlisted, invalidation.MaxRelaysListed, extra)
+	}
+	row()
+	if n := strings.Count(logs.String(), "more coreapi replicas register an outbox relay than a heartbeat lists"); n != 1 {
+		t.Fatalf("%d errors logged for the unlisted relays, want 1:\n%s", n, logs.String())
+	}
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM outbox_relays WHERE id > 'relay-0256'`); err != nil {
+		t.Fatal(err)
+	}
+	if relays, unlisted := row(); len(relays) != invalidation.MaxRelaysListed || unlisted != 0 {
+		t.Fatalf("heartbeat row lists %d relays, %d unlisted; want %d, 0", len(relays), unlisted, invalidation.MaxRelaysListed)
+	}
+	if !strings.Contains(logs.String(), "every registered outbox relay is listed in the heartbeat again") {
+		t.Fatalf("no word when every relay is listed again:\n%s", logs.String())
+	}
+}
+
 // TestRelayListForgetsTheGone: a relay gone without deleting its row (a
 // crash) is listed no longer than two and a half intervals after it last
 // registered, so the proxies stop expecting its beats before their
