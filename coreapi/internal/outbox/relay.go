@@ -696,6 +696,16 @@ func (r *Relay) publish(rows []pending) error {
 		}
 		msg := &nats.Msg{Subject: subject, Data: body(p), Header: nats.Header{}}
 		msg.Header.Set(MsgIDHeader, strconv.FormatInt(p.ID, 10))
+		if max := r.nc.MaxPayload(); max > 0 && int64(len(msg.Data)+msgHeaderRoom) > max {
+			// The server's max_payload refuses it (the client does, before
+			// sending): left pending, it would hold back every later row
+			// for ever. Its payload is what is too long (a reason written
+			// by hand, a heartbeat listing relays with long names under a
+			// lowered max_payload); the subject says what to drop.
+			r.log.Error("outbox row too large for NATS's max_payload; publishing it without its payload",
+				"id", p.ID, "subject", subject, "bytes", len(msg.Data), "max_payload", max)
+			msg.Data = shrunk(p, subject)
+		}
 		if err := r.nc.PublishMsg(msg); err != nil {
 			return fmt.Errorf("%w %s: %w", errPublish, subject, err)
 		}
@@ -788,6 +798,30 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// msgHeaderRoom bounds the headers of a row's message (Nats-Msg-Id and
+// the header line), counted by NATS against max_payload.
+const msgHeaderRoom = 64
+
+// shrunk is the body of a row whose payload is too large to publish: its
+// time alone (an auth.keys.changed without its key set's digest has every
+// proxy refetch), and on a heartbeat its interval and the count of the
+// relays it listed, as unlisted: a proxy then knows it cannot watch them,
+// and calls its feed stale.
+func shrunk(p pending, subject string) []byte {
+	var ev invalidation.Event
+	_ = json.Unmarshal(p.Payload, &ev)
+	out := invalidation.Event{At: ev.At}
+	if out.At == 0 {
+		out.At = p.CreatedAt.UnixMilli()
+	}
+	if subject == invalidation.SubjectHeartbeat {
+		out.IntervalMS = ev.IntervalMS
+		out.RelaysUnlisted = max(len(ev.Relays)+ev.RelaysUnlisted, 1)
+	}
+	b, _ := json.Marshal(out)
+	return b
 }
 
 // body is the invalidation.Event for a row; "at" defaults to the row's

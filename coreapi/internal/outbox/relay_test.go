@@ -407,6 +407,71 @@ func TestUnpublishableRowDoesNotHoldBackTheOthers(t *testing.T) {
 	}
 }
 
+// TestOversizedRowDoesNotHoldBackTheOthers: a row whose message NATS's
+// max_payload refuses (a reason written by hand; a heartbeat listing many
+// relays with long names under a lowered max_payload) would fail its batch
+// for ever, every later row waiting behind it. It goes out under its own
+// subject without its payload (its time alone; a heartbeat with its
+// relays counted as unlisted, so the proxies know they cannot watch
+// them), and the rows after it follow.
+func TestOversizedRowDoesNotHoldBackTheOthers(t *testing.T) {
+	db := dbtest.New(t)
+	ns := natstest.StartWith(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: 2048})
+	got := make(chan *nats.Msg, 16)
+	sub := connect(t, ns.ClientURL())
+	if _, err := sub.ChanSubscribe("auth.>", got); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	relays := make([]string, 100)
+	for i := range relays {
+		relays[i] = fmt.Sprintf("coreapi-%03d-with-a-long-pod-name", i)
+	}
+	list, _ := json.Marshal(relays)
+	for _, r := range []struct{ subject, payload string }{
+		{invalidation.UserSubject("u1"), `{"reason": "` + strings.Repeat("x", 4000) + `", "at": 1234}`},
+		{invalidation.SubjectHeartbeat, `{"relays": ` + string(list) + `, "interval_ms": 2000}`},
+	} {
+		if _, err := db.Pool.Exec(context.Background(), `INSERT INTO outbox (subject, payload) VALUES ($1, $2)`, r.subject, r.payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u2"), Reason: invalidation.ReasonRoleRevoked})
+	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{})
+	if _, err := r.PublishBatch(context.Background()); err != nil {
+		t.Fatalf("PublishBatch: %v", err)
+	}
+	if n := pendingCount(t, db.Pool); n != 0 {
+		t.Fatalf("pending rows = %d, want 0", n)
+	}
+	var bodies []string
+	for range 3 {
+		select {
+		case m := <-got:
+			bodies = append(bodies, m.Subject+" "+string(m.Data))
+		case <-time.After(wait):
+			t.Fatalf("only %d messages arrived: %v", len(bodies), bodies)
+		}
+	}
+	wantBodies := []string{
+		invalidation.UserSubject("u1") + ` {"at":1234}`,
+		invalidation.SubjectHeartbeat + ` {"at":`,
+		invalidation.UserSubject("u2") + ` {"at":`,
+	}
+	for i, b := range bodies {
+		if !strings.HasPrefix(b, wantBodies[i]) {
+			t.Errorf("message %d = %.200s, want %s...", i, b, wantBodies[i])
+		}
+	}
+	var hb invalidation.Event
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(bodies[1], invalidation.SubjectHeartbeat+" ")), &hb); err != nil ||
+		hb.RelaysUnlisted != len(relays) || len(hb.Relays) != 0 || hb.IntervalMS != 2000 {
+		t.Errorf("heartbeat = %s (%v), want its %d relays counted as unlisted and its interval", bodies[1], err, len(relays))
+	}
+}
+
 // TestRelayPublishesPendingRowsWhenStopped: rows still pending when the
 // relay is told to stop (the writes of the last requests before a
 // shutdown) are published before Run returns, not left for another relay.
