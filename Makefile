@@ -46,6 +46,8 @@ lint:
 	$(GO) vet work
 	$(GO) run $(STATICCHECK) ./shared/... ./migrations/... ./coreapi/... ./authproxy/... ./deploy/...
 	@test -z "$$(gofmt -l shared migrations coreapi authproxy deploy)" || { gofmt -l shared migrations coreapi authproxy deploy; echo 'gofmt needed'; exit 1; }
+	@bins=$$(git ls-files -z | LC_ALL=C xargs -0 -r grep -l -a -m1 -P '^\x7fELF' 2>/dev/null); \
+	test -z "$$bins" || { echo "compiled binaries tracked by git (build output belongs in bin/):"; echo "$$bins"; exit 1; }
 
 fmt:
 	gofmt -w shared migrations coreapi authproxy deploy
