@@ -286,6 +286,13 @@ func (e *env) count(t testing.TB, q string, args ...any) int {
 	return n
 }
 
+func (e *env) exec(t testing.TB, q string, args ...any) {
+	t.Helper()
+	if _, err := e.DB.Pool.Exec(context.Background(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
 func (e *env) introspect(t testing.TB, s secret, tok string) map[string]any {
 	t.Helper()
 	r := e.form(t, "/api/v1/auth/introspect", url.Values{"token": {tok}}, basic(s.ClientID, s.ClientSecret))

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -52,6 +53,20 @@ const MaxSecrets = 5
 
 // MaxAccounts bounds a tenant's service accounts (ErrTooManyAccounts).
 const MaxAccounts = 1000
+
+// SecretCreations bounds how many client secrets are created for one
+// service account in a window, deleted ones included, and
+// TenantSecretCreations how many for all of a tenant's accounts (its
+// accounts come and go, each with a budget of its own). MaxSecrets counts
+// live secrets only, so without them a create-and-delete loop ran without
+// end, each deletion moving the account's token version on, revoking its
+// keys and sending every proxy of the fleet an invalidation. A rotation
+// needs one creation; both leave room for many. A creation refused by
+// another check is not counted (*ratelimit.Refused: 429, Retry-After).
+var (
+	SecretCreations       = ratelimit.Limit{N: 20, Window: 24 * time.Hour}
+	TenantSecretCreations = ratelimit.Limit{N: 200, Window: time.Hour}
+)
 
 // EmailDomain is the reserved domain (RFC 2606 .invalid) of service
 // accounts' user rows: no mail can reach it, no identity provider vouches
@@ -383,6 +398,23 @@ RETURNING id::text, created_at`
 		if n >= MaxSecrets {
 			return ErrTooManySecrets
 		}
+		for _, l := range []struct {
+			key   []byte
+			limit ratelimit.Limit
+			what  string
+		}{
+			{ratelimit.Key("service_account_secret_create", tenantID, id), SecretCreations, "this service account"},
+			{ratelimit.Key("service_account_secret_create_tenant", tenantID), TenantSecretCreations, "this tenant's service accounts"},
+		} {
+			ok, wait, err := ratelimit.AllowIn(ctx, tx, l.key, l.limit)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return &ratelimit.Refused{RetryAfter: wait,
+					What: fmt.Sprintf("at most %d client secrets may be created for %s in %s, deleted ones included", l.limit.N, l.what, window(l.limit.Window))}
+			}
+		}
 		if err := tx.QueryRow(ctx, qInsert, id, hashSecret(secret)).Scan(&ns.ID, &ns.CreatedAt); err != nil {
 			return fmt.Errorf("create secret: %w", err)
 		}
@@ -537,4 +569,15 @@ SELECT sa.tenant_id::text, COALESCE((SELECT id::text FROM hit), ''), sa.token_ve
 		return Client{}, false, fmt.Errorf("look up client: %w", err)
 	}
 	return c, c.SecretID != "", nil
+}
+
+// window names a limit's window for a refusal's detail ("24 hours").
+func window(d time.Duration) string {
+	switch {
+	case d == time.Hour:
+		return "1 hour"
+	case d > time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	}
+	return d.String()
 }
