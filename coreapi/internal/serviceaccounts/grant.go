@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -61,6 +62,10 @@ func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsR
 	if len(r.Scope) > maxScope {
 		return oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidScope, "scope is too long")
 	}
+	requested, err := parseScope(r.Scope)
+	if err != nil {
+		return err
+	}
 	cl, err := s.authenticate(c, cr)
 	if err != nil {
 		return err
@@ -85,7 +90,7 @@ func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsR
 	}
 	var scope *string
 	granted := p.Permissions
-	if requested := strings.Fields(r.Scope); len(requested) > 0 {
+	if len(requested) > 0 {
 		slices.Sort(requested)
 		requested = slices.Compact(requested)
 		for _, sc := range requested {
@@ -120,6 +125,29 @@ func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsR
 	}
 	return c.JSON(tokenResponse{AccessToken: string(tok), TokenType: "Bearer", ExpiresIn: ttl,
 		Scope: strings.Join(granted, " "), TenantID: cl.TenantID})
+}
+
+// parseScope reads a scope parameter (RFC 6749 section 3.3): scope
+// tokens of %x21 / %x23-5B / %x5D-7E separated by spaces (U+0020 only).
+// Empty tokens (spaces repeated, leading or trailing) are skipped; any
+// other character, a tab, a line break or a Unicode space (NBSP, U+0085,
+// which strings.Fields took for separators) among them, is 400
+// invalid_scope naming it.
+func parseScope(scope string) ([]string, error) {
+	for i := 0; i < len(scope); i++ {
+		if c := scope[i]; c != ' ' && (c < 0x21 || c > 0x7e || c == '"' || c == '\\') {
+			r, _ := utf8.DecodeRuneInString(scope[i:])
+			return nil, oautherr.Problem(fiber.StatusBadRequest, problem.CodeInvalidScope,
+				fmt.Sprintf("scope holds %U, which no scope token may: tokens of printable ASCII but '\"' and '\\', separated by spaces (U+0020)", r))
+		}
+	}
+	var out []string
+	for tok := range strings.SplitSeq(scope, " ") {
+		if tok != "" {
+			out = append(out, tok)
+		}
+	}
+	return out, nil
 }
 
 // quote shows a client-sent value in an error, bounded and printable.

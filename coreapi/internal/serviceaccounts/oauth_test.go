@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -942,5 +943,44 @@ func TestAuthFailureAuditBounded(t *testing.T) {
 	// The right secret still works from anywhere.
 	if tk := e.clientToken(t, s, ""); tk.AccessToken == "" {
 		t.Fatal("no token with the right secret")
+	}
+}
+
+// TestScopeSyntax: scope tokens are separated by U+0020 only and made of
+// %x21 / %x23-5B / %x5D-7E (RFC 6749 section 3.3). A tab, a line break
+// or a Unicode space (NBSP, NEL, IDEOGRAPHIC SPACE), which strings.Fields
+// took for separators and so granted the permissions on either side, is
+// 400 invalid_scope naming the character, and no token is issued;
+// repeated, leading and trailing spaces are still only separators.
+func TestScopeSyntax(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "ci", "admin")
+	s := e.createSecret(t, owner, a.ID)
+	held := e.IdentityOf(t, a.ID, owner.TenantID).Permissions
+	if len(held) < 2 {
+		t.Fatalf("the admin role grants %q: the test needs two permissions", held)
+	}
+	p0, p1 := held[0], held[1]
+	for _, sep := range []string{"\u00a0", "\u0085", "\u3000", "\t", "\n", "\v"} {
+		v := url.Values{"grant_type": {"client_credentials"}, "scope": {p0 + sep + p1}}
+		r := e.form(t, "/api/v1/auth/token", v, basic(s.ClientID, s.ClientSecret))
+		if r.Status != http.StatusBadRequest {
+			t.Errorf("separator %U: %d %s", []rune(sep)[0], r.Status, r.Body)
+			continue
+		}
+		p := oauthProblem(t, r, http.StatusBadRequest, "invalid_scope")
+		if want := fmt.Sprintf("%U", []rune(sep)[0]); !strings.Contains(p.OAuthErrorDescription, want) {
+			t.Errorf("separator %s: description %q does not name it", want, p.OAuthErrorDescription)
+		}
+	}
+	for _, bad := range []string{`"` + p0 + `"`, p0 + `\`, "é"} {
+		v := url.Values{"grant_type": {"client_credentials"}, "scope": {bad}}
+		oauthProblem(t, e.form(t, "/api/v1/auth/token", v, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "invalid_scope")
+	}
+	want := []string{p0, p1}
+	slices.Sort(want)
+	if tk := e.clientToken(t, s, "  "+p1+"   "+p0+" "); tk.Scope != strings.Join(want, " ") {
+		t.Fatalf("scope %q, want %q", tk.Scope, strings.Join(want, " "))
 	}
 }
