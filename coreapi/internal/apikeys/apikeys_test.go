@@ -53,9 +53,15 @@ type env struct {
 
 func start(t *testing.T, pep []byte) *env {
 	t.Helper()
+	return startAt(t, pep, nil)
+}
+
+// startAt is start with now as the service's clock (nil: time.Now).
+func startAt(t *testing.T, pep []byte, now func() time.Time) *env {
+	t.Helper()
 	x := &env{}
 	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
-		svc, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: pep})
+		svc, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: pep, Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1251,4 +1257,41 @@ func TestTenantCreationsLimited(t *testing.T) {
 	}
 	x.create(t, otherAdmin, "/api/v1/api-keys", body)
 	x.create(t, m, "/api/v1/users/me/api-keys", body)
+}
+
+// TestExpiryAtLeastAMinuteAhead: an expires_at is checked as stored, to
+// the microsecond, and must be at least MinLifetime ahead. One less than a
+// microsecond after the clock passed "in the future" and was stored
+// truncated, before it: the key was created expired (201, a secret that
+// never worked). Both it and one a few seconds ahead are 422 naming
+// expires_at, nothing written; MinLifetime ahead is created.
+func TestExpiryAtLeastAMinuteAhead(t *testing.T) {
+	// A clock a few hundred nanoseconds into a microsecond.
+	at := time.Now().UTC().Truncate(time.Microsecond).Add(300 * time.Nanosecond)
+	x := startAt(t, pepper, func() time.Time { return at })
+	ten := x.SeedTenant(t, "Acme")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	for name, exp := range map[string]time.Time{
+		"under a microsecond ahead": at.Add(500 * time.Nanosecond),
+		"a few seconds ahead":       at.Add(5 * time.Second),
+		"just under a minute ahead": at.Add(apikeys.MinLifetime - time.Microsecond),
+	} {
+		r := x.Send(t, &admin, http.MethodPost, "/api/v1/api-keys",
+			map[string]any{"name": "ci", "permissions": []string{}, "expires_at": exp.Format(time.RFC3339Nano)})
+		if r.Status != http.StatusUnprocessableEntity {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+			continue
+		}
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "expires_at" {
+			t.Errorf("%s: errors %+v, want one on expires_at", name, p.Errors)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys`); n != 0 {
+		t.Fatalf("%d keys stored by refused requests", n)
+	}
+	exp := at.Add(apikeys.MinLifetime).Truncate(time.Microsecond).Add(time.Microsecond)
+	k := x.create(t, admin, "/api/v1/api-keys", map[string]any{"name": "ci", "permissions": []string{}, "expires_at": exp})
+	if k.ExpiresAt == nil || !k.ExpiresAt.Equal(exp) {
+		t.Fatalf("expires_at %v, want %v", k.ExpiresAt, exp)
+	}
 }

@@ -157,6 +157,14 @@ type createBody struct {
 // last RFC 3339 can write.
 const maxExpiryYear = 9999
 
+// MinLifetime is how far ahead of the creation an expires_at must be, as
+// stored (to the microsecond, as PostgreSQL keeps it): "in the future"
+// let through a time less than a microsecond ahead, which the truncation
+// put in the past, and a key a few milliseconds from its expiry is as
+// useless, gone before its creator can use it (or before a proxy whose
+// clock runs a little ahead sees it).
+const MinLifetime = time.Minute
+
 // created is the 201 body: the key and, this once, its secret.
 type created struct {
 	Key
@@ -197,10 +205,14 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 			add("permissions", "unknown permission \""+p+"\": not in the permission catalog (GET /api/v1/permissions lists it)")
 		}
 	}
+	if b.ExpiresAt != nil {
+		t := b.ExpiresAt.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps
+		b.ExpiresAt = &t
+	}
 	switch {
 	case b.ExpiresAt == nil:
-	case !b.ExpiresAt.After(s.now()):
-		add("expires_at", "must be in the future")
+	case b.ExpiresAt.Before(s.now().Add(MinLifetime)):
+		add("expires_at", "must be at least 1 minute in the future")
 	case b.ExpiresAt.UTC().Year() > maxExpiryYear:
 		// An offset can carry 9999-12-31T23:00:00-23:00 into year 10000
 		// in UTC, which RFC 3339 (and so JSON) cannot write: the key's
@@ -217,10 +229,6 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 			return problem.New(fiber.StatusForbidden, problem.CodeInsufficientScope,
 				"an API key cannot hold a permission its creator does not hold: "+p)
 		}
-	}
-	if b.ExpiresAt != nil {
-		t := b.ExpiresAt.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps
-		b.ExpiresAt = &t
 	}
 	k, secret, err := s.store.Create(c.UserContext(), NewKey{TenantID: id.TenantID, UserID: id.UserID, SessionID: httpapi.SessionOf(c),
 		Kind: kind, Name: b.Name, Permissions: b.Permissions, ExpiresAt: b.ExpiresAt, RequestID: httpapi.RequestIDOf(c), Held: id.Permissions})
