@@ -51,8 +51,19 @@ var (
 	ErrOverloaded = fmt.Errorf("%w: too many projection fetches in flight", ErrUnavailable)
 )
 
-// stripes is the number of generation counters per dimension.
-const stripes = 1024
+// stripes is the number of generation counters per dimension (user,
+// tenant, API key): an invalidation moves one, and every entry hashed to it
+// misses. Anyone can sign up for a tenant and loop writes that invalidate
+// its own users, tenants or keys (a role granted and revoked, a sign-in and
+// a sign-out); each such invalidation makes 1/stripes of every other
+// tenant's entries miss on every proxy, and coreapi fetch them again. At
+// 1,024, a thousand such writes reached most of the fleet's cached users;
+// at 65,536 an attacker's sustained 500 a second re-fetch an entry about
+// every two minutes, of the order of its TTL
+// (TestInvalidationsSpareOthers). The three arrays take 1.5 MB; a warm
+// request reads two counters, of lines that a working set of thousands
+// of users keeps in the CPU's second-level cache.
+const stripes = 1 << 16
 
 // Fetcher loads one projection from coreapi.
 type Fetcher interface {
