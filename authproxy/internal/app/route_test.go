@@ -295,6 +295,46 @@ func TestTrailingDotSegmentsRefused(t *testing.T) {
 	})
 }
 
+// NTFS aliases: "/notes::$DATA" (a data stream) and "/NOTES~1/secret"
+// (an 8.3 short name) are /notes and /notes/secret to a file server on
+// Windows, while the rules match them under "/" (public). They are refused;
+// a ':' before anything else (Google-style custom methods, IPv6 addresses)
+// and a '~' outside the short-name shape still pass.
+func TestWindowsPathAliasesRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	for _, tc := range []struct{ path, detail string }{
+		{"/notes::$DATA", "NTFS data stream"},
+		{"/notes:$DATA", "NTFS data stream"},
+		{"/notes::$INDEX_ALLOCATION/secret", "NTFS data stream"},
+		{"/notes%3A%3A%24data/secret", "NTFS data stream"},
+		{"/notes:", "NTFS data stream"},
+		{"/NOTES~1/secret", "8.3 short name"},
+		{"/notes%7E1/secret", "8.3 short name"},
+		{"/notes/PUBLIC~1.TXT", "8.3 short name"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			r := e.raw("GET " + tc.path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			e.wantProblem(r, 400, problem.CodeBadPath)
+			if !strings.Contains(r.prob.Detail, tc.detail) {
+				t.Fatalf("detail %q does not say why", r.prob.Detail)
+			}
+			e.wantNothingForwarded()
+		})
+	}
+	for _, path := range []string{"/v1/things/abc:activate", "/ips/fe80::1", "/~alice/x", "/~1/a~1b"} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			e.wantStatus(e.raw("GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200)
+			if got := e.wantAnonymousAt(e.up, testenv.AppKey.ID); got.URI != path {
+				t.Fatalf("forwarded URI = %q", got.URI)
+			}
+		})
+	}
+}
+
 // The method the proxy authorizes (and signs) is the request line's: a
 // method-override header, which many frameworks (Express's
 // method-override, Symfony, Laravel, Spring's HiddenHttpMethodFilter

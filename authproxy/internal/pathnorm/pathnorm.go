@@ -4,8 +4,9 @@
 // percent-decoded, every other escape upper-cased, dot segments resolved
 // (including encoded ones), duplicate and trailing slashes removed. Paths
 // that could be read differently by the upstream (an encoded '/', a '\',
-// a raw ';', a segment ending in '.' or a space, a NUL or another control
-// character, a broken escape) are refused.
+// a raw ';', a segment ending in '.' or a space, an NTFS stream or 8.3
+// short name, a NUL or another control character, a broken escape) are
+// refused.
 package pathnorm
 
 import "errors"
@@ -30,6 +31,21 @@ var (
 	// are /admin and /admin/x to them, while the rules would match
 	// another route ("/", or none of /admin's).
 	ErrTrailingDot = errors.New("pathnorm: a path segment ends in '.' or a space (some servers drop them and read another path)")
+	// ErrStream: a segment naming an NTFS data stream: a ':' followed by
+	// '$' ("/admin::$DATA", "/admin:$DATA", "/admin::$INDEX_ALLOCATION",
+	// "/admin:x:$DATA") or ending the segment ("/admin:", "/admin::").
+	// A file server on Windows opens "admin::$DATA" as the file admin,
+	// while the rules would match another route. A ':' followed by
+	// anything else ("/v1/things/abc:activate", "/ips/fe80::1") passes:
+	// on NTFS it names another stream than the file's, never the file.
+	ErrStream = errors.New("pathnorm: a path segment names an NTFS data stream (':$' or a ':' ending it; Windows servers read the file before the ':')")
+	// ErrShortName: a segment of the shape of a Windows 8.3 short name
+	// (1 to 6 characters, '~', a digit 1-9 and maybe more digits, at most
+	// 8 before an optional '.' and 1 to 3 characters: "ADMINI~1",
+	// "WEB~1.CON"). A file server on an NTFS volume that keeps short names
+	// opens "/ADMINI~1/x" as /administration/x, while the rules would
+	// match another route. "~alice", "~1" and "a~1b" pass.
+	ErrShortName = errors.New("pathnorm: a path segment has the shape of a Windows 8.3 short name (NAME~1, NAME~1.EXT; some servers read it as a longer name)")
 )
 
 const hexUpper = "0123456789ABCDEF"
@@ -57,14 +73,15 @@ var pathChars = func() (t [256]bool) {
 
 // normal reports whether raw (starting with '/') is its own normal form:
 // only bytes allowed raw in a path (so no escapes), no empty segment nor
-// one ending in '.' (".", "..", or one appendSlow refuses), and no
-// trailing slash unless it is "/".
+// one ending in '.' (".", "..", or one appendSlow refuses), no '~' and no
+// ':' before a '$' or a segment's end (the segments appendSlow may refuse
+// as Windows aliases), and no trailing slash unless it is "/".
 func normal(raw []byte) bool {
 	seg := 1 // start of the current segment
 	for i := 1; i < len(raw); i++ {
 		c := raw[i]
-		if !pathChars[c] {
-			return false
+		if !pathChars[c] || c == '~' || c == ':' && (i+1 == len(raw) || raw[i+1] == '$' || raw[i+1] == '/') {
+			return false // '~' and those ':' are for the slow path to judge
 		}
 		if c == '/' {
 			if emptyOrDotEnd(raw[seg:i]) {
@@ -88,6 +105,60 @@ func trailingDot(seg []byte) bool {
 		return true
 	}
 	return n > 0 && seg[n-1] == '.' && !(n == 1 || n == 2 && seg[0] == '.')
+}
+
+// ntfsStream reports whether seg holds a ':' followed by '$' or ending it.
+func ntfsStream(seg []byte) bool {
+	for i, c := range seg {
+		if c == ':' && (i+1 == len(seg) || seg[i+1] == '$') {
+			return true
+		}
+	}
+	return false
+}
+
+// shortName reports whether seg has the shape of an 8.3 short name that
+// Windows generates: a stem of 1 to 6 characters other than '.', '~',
+// '%' or ':', then '~', a digit 1-9 and maybe more digits, at most 8 in
+// all, then nothing or '.' and 1 to 3 characters other than '.' or '~'.
+// Escaped bytes count as the 3 characters of their escape, which only
+// makes the shape longer: a generated short name is ASCII.
+func shortName(seg []byte) bool {
+	t := -1
+	for i, c := range seg {
+		if c == '~' {
+			t = i
+			break
+		}
+	}
+	if t < 1 || t+2 > len(seg) || seg[t+1] < '1' || seg[t+1] > '9' {
+		return false
+	}
+	for _, c := range seg[:t] {
+		if c == '.' || c == '%' || c == ':' {
+			return false
+		}
+	}
+	end := t + 2
+	for end < len(seg) && seg[end] >= '0' && seg[end] <= '9' {
+		end++
+	}
+	if end > 8 {
+		return false
+	}
+	if end == len(seg) {
+		return true
+	}
+	ext := seg[end:]
+	if ext[0] != '.' || len(ext) < 2 || len(ext) > 4 {
+		return false
+	}
+	for _, c := range ext[1:] {
+		if c == '.' || c == '~' || c == '%' || c == ':' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendSlow is Append for a path that needs work: escapes decoded or
@@ -159,6 +230,12 @@ func appendSlow(dst, raw []byte) ([]byte, error) {
 		seg := buf[r:end]
 		if trailingDot(seg) {
 			return dst[:start], ErrTrailingDot
+		}
+		if ntfsStream(seg) {
+			return dst[:start], ErrStream
+		}
+		if shortName(seg) {
+			return dst[:start], ErrShortName
 		}
 		switch {
 		case len(seg) == 1 && seg[0] == '.':

@@ -29,7 +29,7 @@ func TestString(t *testing.T) {
 		{"/api/%7euser", "/api/~user", nil},
 		{"/api/a%20b", "/api/a%20b", nil},
 		{"/api/a b", "/api/a%20b", nil},
-		{"/api/a%3a", "/api/a:", nil},
+		{"/api/a%3ab", "/api/a:b", nil},
 		{"/v1/notes%3Apurge", "/v1/notes:purge", nil},
 		{"/users/%40me", "/users/@me", nil},
 		{"/api/%3A%40%21%24%26%27%28%29%2A%2B%2C%3D", "/api/:@!$&'()*+,=", nil},
@@ -62,6 +62,42 @@ func TestString(t *testing.T) {
 		{"/a/x./../b", "", ErrTrailingDot},
 		{"/a/..%20/b", "", ErrTrailingDot},
 		{"/v1.2./x", "", ErrTrailingDot},
+		{"/admin::$DATA", "", ErrStream},
+		{"/admin:$DATA", "", ErrStream},
+		{"/admin::$data/x", "", ErrStream},
+		{"/admin::$INDEX_ALLOCATION/x", "", ErrStream},
+		{"/admin:x:$DATA", "", ErrStream},
+		{"/admin%3A%3A%24DATA", "", ErrStream},
+		{"/admin:%24DATA", "", ErrStream},
+		{"/admin%3a$Data", "", ErrStream},
+		{"/admin:", "", ErrStream},
+		{"/admin::/x", "", ErrStream},
+		{"/admin%3A", "", ErrStream},
+		{"/a/admin::$DATA/../b", "", ErrStream},
+		{"/v1/things/abc:activate", "/v1/things/abc:activate", nil},
+		{"/v1/things/abc%3Aactivate", "/v1/things/abc:activate", nil},
+		{"/ips/fe80::1/x", "/ips/fe80::1/x", nil},
+		{"/:a/b:c$", "/:a/b:c$", nil},
+		{"/$DATA/a$b", "/$DATA/a$b", nil},
+		{"/ADMINI~1", "", ErrShortName},
+		{"/ADMINI~1/x", "", ErrShortName},
+		{"/admini~1/x", "", ErrShortName},
+		{"/ADMINI%7E1/x", "", ErrShortName},
+		{"/WEB~1.CON", "", ErrShortName},
+		{"/A~1.C", "", ErrShortName},
+		{"/AB~12345.TXT", "", ErrShortName},
+		{"/AB1234~9/x", "", ErrShortName},
+		{"/~alice/x", "/~alice/x", nil},
+		{"/~1/x", "/~1/x", nil},
+		{"/a~1b", "/a~1b", nil},
+		{"/a~0", "/a~0", nil},
+		{"/ADMINIS~1", "/ADMINIS~1", nil},
+		{"/AB~123456", "/AB~123456", nil},
+		{"/WEB~1.CONF", "/WEB~1.CONF", nil},
+		{"/a.b~1", "/a.b~1", nil},
+		{"/a~1.", "", ErrTrailingDot},
+		{"/a~1.b.c", "/a~1.b.c", nil},
+		{"/a%20~1", "/a%20~1", nil},
 		{"/api/v1/auth%2f..%2fusers/me", "", ErrEncodedSlash},
 		{"/api/v1/auth%2F..%2Fusers/me", "", ErrEncodedSlash},
 		{"/api/v1%5cusers", "", ErrEncodedSlash},
@@ -104,10 +140,11 @@ func TestAppendKeepsPrefix(t *testing.T) {
 
 // FuzzNormalize checks the invariants the proxy relies on: the output is
 // canonical (normalizing it again changes nothing), starts with '/', holds no
-// dot segment, empty segment, segment ending in '.' or a space, backslash,
+// dot segment, empty segment, segment ending in '.' or a space, NTFS
+// stream or 8.3 short name, backslash,
 // control byte, or encoded slash, backslash or unreserved character.
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"/", "/api/v1/users/me", "/a/", "/a//b", "/a/.", "/a/..", "/./a", "/..", "/.a/..b/...", "/a./b", "/a%2e/b", "/a%20", "/a:b@c!$&'()*+,;=", "//a/../b", "/%2e%2e/%2f", "/a%5c", "/%00", "/a/./b/", "/%41%7e%zz", "/caf\xc3\xa9 x"} {
+	for _, s := range []string{"/", "/api/v1/users/me", "/a/", "/a//b", "/a/.", "/a/..", "/./a", "/..", "/.a/..b/...", "/a./b", "/a%2e/b", "/a%20", "/a:b@c!$&'()*+,;=", "//a/../b", "/%2e%2e/%2f", "/a%5c", "/%00", "/a/./b/", "/%41%7e%zz", "/caf\xc3\xa9 x", "/a::$DATA", "/a%3a", "/AB~1.TXT", "/~1/a~1b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -135,6 +172,11 @@ func FuzzNormalize(f *testing.F) {
 		for _, seg := range strings.Split(out[1:], "/") {
 			if out != "/" && (seg == "" || strings.HasSuffix(seg, ".") || strings.HasSuffix(seg, "%20")) {
 				t.Fatalf("%q -> %q: segment %q left", in, out, seg)
+			}
+		}
+		for _, seg := range strings.Split(out[1:], "/") {
+			if ntfsStream([]byte(seg)) || shortName([]byte(seg)) {
+				t.Fatalf("%q -> %q: Windows alias %q left", in, out, seg)
 			}
 		}
 		for i := 0; i < len(out); i++ {
