@@ -12,14 +12,39 @@ import (
 	"strings"
 )
 
+// Number is a claim that must be a JSON number: the NumericDate claims
+// (exp, iat, nbf, auth_time; RFC 7519 section 2) and tv. Unlike
+// json.Number, which encoding/json also fills from a string holding a
+// number ("exp":"1700000000"), it refuses any other JSON value, so a token
+// whose claims another verifier would read differently (or refuse) is
+// malformed here too. null leaves a *Number nil, as if absent.
+type Number json.Number
+
+// ErrNotNumber is the decoding error of a Number given another JSON value.
+var ErrNotNumber = errors.New("jwt: claim is not a JSON number")
+
+// UnmarshalJSON accepts a JSON number literal only. The decoder has
+// checked b is one JSON value; a number is the only one that starts with
+// '-' or a digit.
+func (n *Number) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '-' && (b[0] < '0' || b[0] > '9') {
+		return ErrNotNumber
+	}
+	*n = Number(b)
+	return nil
+}
+
+// Int64 is json.Number's Int64.
+func (n Number) Int64() (int64, error) { return json.Number(n).Int64() }
+
 // NumericDate reads a NumericDate claim (RFC 7519 section 2): a positive
 // number of seconds, fractions dropped, within a sane range (up to about
 // year 2514). false: absent or not such a number.
-func NumericDate(n *json.Number) (int64, bool) {
+func NumericDate(n *Number) (int64, bool) {
 	if n == nil {
 		return 0, false
 	}
-	f, err := n.Float64()
+	f, err := json.Number(*n).Float64()
 	if err != nil || f <= 0 || f > math.MaxInt32*4 || math.IsNaN(f) {
 		return 0, false
 	}

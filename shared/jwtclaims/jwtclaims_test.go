@@ -7,9 +7,9 @@ import (
 )
 
 func TestNumericDate(t *testing.T) {
-	num := func(s string) *json.Number { n := json.Number(s); return &n }
+	num := func(s string) *Number { n := Number(s); return &n }
 	for _, tc := range []struct {
-		in   *json.Number
+		in   *Number
 		want int64
 		ok   bool
 	}{
@@ -25,6 +25,46 @@ func TestNumericDate(t *testing.T) {
 		got, ok := NumericDate(tc.in)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("NumericDate(%v) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestNumberRefusesStrings: RFC 7519 makes a NumericDate a JSON number;
+// json.Number also takes a string holding one ("exp":"1700000000"), which
+// a Number refuses, as any value but a number. null is absent.
+func TestNumberRefusesStrings(t *testing.T) {
+	type claims struct {
+		Exp *Number `json:"exp"`
+	}
+	for _, tc := range []struct {
+		in   string
+		want string // "" when refused; "nil" when absent
+	}{
+		{`{"exp":1700000000}`, "1700000000"},
+		{`{"exp":-1.5e3}`, "-1.5e3"},
+		{`{"exp":null}`, "nil"},
+		{`{}`, "nil"},
+		{`{"exp":"1700000000"}`, ""},
+		{`{"exp":""}`, ""},
+		{`{"exp":true}`, ""},
+		{`{"exp":[1]}`, ""},
+		{`{"exp":{"a":1}}`, ""},
+	} {
+		var c claims
+		err := json.Unmarshal([]byte(tc.in), &c)
+		switch {
+		case tc.want == "":
+			if err == nil {
+				t.Errorf("%s: accepted as %v", tc.in, *c.Exp)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tc.in, err)
+		case tc.want == "nil":
+			if c.Exp != nil {
+				t.Errorf("%s: Exp = %q, want absent", tc.in, *c.Exp)
+			}
+		case c.Exp == nil || string(*c.Exp) != tc.want:
+			t.Errorf("%s: Exp = %v, want %s", tc.in, c.Exp, tc.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -64,6 +65,26 @@ func TestPrincipalAndScopeClaims(t *testing.T) {
 	} {
 		if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, ErrClaims) && !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrClaims", name, err)
+		}
+	}
+}
+
+// TestQuotedNumericClaimsRefused: exp, iat, nbf, auth_time and tv are JSON
+// numbers (RFC 7519 section 2); a token carrying one as a string holding
+// a number ("exp":"1700000000") is malformed (ErrClaims: 401), as other
+// verifiers refuse or misread it.
+func TestQuotedNumericClaimsRefused(t *testing.T) {
+	f := newFixture(t, 0)
+	now := time.Now()
+	for _, claim := range []string{"exp", "iat", "nbf", "auth_time", "tv"} {
+		c := testenv.DefaultClaims(now, "u1", "t1", "s1")
+		c["amr"], c["auth_time"], c["nbf"] = []string{"pwd"}, now.Unix()-10, now.Unix()-10
+		if _, err := f.v.Verify(context.Background(), []byte(testenv.Sign(t, f.key, c, nil))); err != nil {
+			t.Fatalf("%s as a number: %v", claim, err)
+		}
+		c[claim] = fmt.Sprint(c[claim])
+		if _, err := f.v.Verify(context.Background(), []byte(testenv.Sign(t, f.key, c, nil))); !errors.Is(err, ErrClaims) {
+			t.Errorf("%s as a string (%q): err = %v, want ErrClaims", claim, c[claim], err)
 		}
 	}
 }

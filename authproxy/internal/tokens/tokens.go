@@ -490,19 +490,19 @@ func secNanos(s, off int64) int64 {
 }
 
 type payload struct {
-	Iss string          `json:"iss"`
-	Aud json.RawMessage `json:"aud"`
-	Sub string          `json:"sub"`
-	Tid string          `json:"tid"`
-	Sid string          `json:"sid"`
-	Jti string          `json:"jti"`
-	TV  *json.Number    `json:"tv"`
-	Exp *json.Number    `json:"exp"`
-	Nbf *json.Number    `json:"nbf"`
-	Iat *json.Number    `json:"iat"`
-	AMR []string        `json:"amr"`
+	Iss string            `json:"iss"`
+	Aud json.RawMessage   `json:"aud"`
+	Sub string            `json:"sub"`
+	Tid string            `json:"tid"`
+	Sid string            `json:"sid"`
+	Jti string            `json:"jti"`
+	TV  *jwtclaims.Number `json:"tv"`
+	Exp *jwtclaims.Number `json:"exp"`
+	Nbf *jwtclaims.Number `json:"nbf"`
+	Iat *jwtclaims.Number `json:"iat"`
+	AMR []string          `json:"amr"`
 	// AuthTime is the sign-in time (unix seconds), when the token says.
-	AuthTime *json.Number `json:"auth_time"`
+	AuthTime *jwtclaims.Number `json:"auth_time"`
 	// Principal is absent (a user's token) or "service".
 	Principal *string `json:"principal"`
 	Scope     *string `json:"scope"`

@@ -36,19 +36,19 @@ type tokenInfo struct {
 }
 
 type jwtPayload struct {
-	Iss       string          `json:"iss"`
-	Aud       json.RawMessage `json:"aud"`
-	Sub       string          `json:"sub"`
-	Tid       string          `json:"tid"`
-	Sid       string          `json:"sid"`
-	Jti       string          `json:"jti"`
-	TV        *json.Number    `json:"tv"`
-	Exp       *json.Number    `json:"exp"`
-	Nbf       *json.Number    `json:"nbf"`
-	Iat       *json.Number    `json:"iat"`
-	Principal *string         `json:"principal"`
-	ClientID  string          `json:"client_id"`
-	Scope     *string         `json:"scope"`
+	Iss       string            `json:"iss"`
+	Aud       json.RawMessage   `json:"aud"`
+	Sub       string            `json:"sub"`
+	Tid       string            `json:"tid"`
+	Sid       string            `json:"sid"`
+	Jti       string            `json:"jti"`
+	TV        *jwtclaims.Number `json:"tv"`
+	Exp       *jwtclaims.Number `json:"exp"`
+	Nbf       *jwtclaims.Number `json:"nbf"`
+	Iat       *jwtclaims.Number `json:"iat"`
+	Principal *string           `json:"principal"`
+	ClientID  string            `json:"client_id"`
+	Scope     *string           `json:"scope"`
 }
 
 // looksLikeJWT: three non-empty dot-separated parts.
