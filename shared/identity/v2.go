@@ -154,13 +154,21 @@ func BoolString(b bool) string {
 // MaxAuthTime is the largest X-Auth-Auth-Time a verifier accepts: 2^53-1,
 // the largest integer a JavaScript number (JSON's, Node's) holds exactly.
 // Above it the Node verifier read another number than the one signed, so
-// both refuse it (ErrMalformed); no real sign-in is that late.
+// both refuse it (ErrMalformed); no real sign-in is that late. The signer
+// (FormatAuthTime, AppendIdentityBlock, EachHeader) leaves a later one out.
 const MaxAuthTime = 1<<53 - 1
 
+// signedAuthTime reports whether t is an auth time the signer writes:
+// positive and at most MaxAuthTime. Any other is left out (the header and
+// the canonical field empty: unknown), so the signer never produces an
+// X-Auth-Auth-Time a verifier refuses as malformed.
+func signedAuthTime(t int64) bool { return t > 0 && t <= MaxAuthTime }
+
 // FormatAuthTime renders X-Auth-Auth-Time: unix seconds, or "" when
-// unknown (t <= 0).
+// unknown (t <= 0) or past what a verifier reads (t > MaxAuthTime), as
+// AppendIdentityBlock signs it.
 func FormatAuthTime(t int64) string {
-	if t <= 0 {
+	if !signedAuthTime(t) {
 		return ""
 	}
 	return strconv.FormatInt(t, 10)
@@ -182,7 +190,7 @@ func AppendIdentityBlock(dst []byte, keyID string, id *Identity) []byte {
 	dst = append(AppendList(dst, id.Permissions), '\n')
 	dst = append(append(dst, BoolString(id.EmailVerified)...), '\n')
 	dst = append(AppendList(dst, id.AMR), '\n')
-	if id.AuthTime > 0 {
+	if signedAuthTime(id.AuthTime) {
 		dst = strconv.AppendInt(dst, id.AuthTime, 10)
 	}
 	return append(dst, '\n')

@@ -2,11 +2,13 @@ package identity
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
+	"math"
 	mathrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -155,6 +157,25 @@ var sigTweaks = map[string]func(string) string{
 	"v1 signature": func(sig string) string { return Version + "=" + strings.TrimPrefix(sig, VersionV2+"=") },
 }
 
+// uncheckedCanonical is AppendCanonicalV2 by a signer that checks
+// nothing: the auth time is written as given, also past MaxAuthTime,
+// which the package's signer leaves out. The vectors hold such a request,
+// for a verifier to refuse.
+func uncheckedCanonical(keyID string, id *Identity, r *Request) []byte {
+	cp := *id
+	cp.AuthTime = 0
+	b := AppendIdentityBlock(nil, keyID, &cp)
+	b = strconv.AppendInt(b[:len(b)-1], id.AuthTime, 10)
+	return AppendRequestTail(append(b, '\n'), r)
+}
+
+// uncheckedSign is KeySigner.Sign over uncheckedCanonical.
+func uncheckedSign(k Key, id *Identity, r *Request) string {
+	m := hmac.New(sha256.New, k.Secret)
+	m.Write(uncheckedCanonical(k.ID, id, r))
+	return VersionV2 + "=" + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
 func computeVector(t *testing.T, v vector) vector {
 	t.Helper()
 	v.KeyID, v.KeySecret = vecKey.ID, base64.StdEncoding.EncodeToString(vecKey.Secret)
@@ -182,6 +203,10 @@ func computeVector(t *testing.T, v vector) vector {
 	if keyID != vecKey.ID { // signed by a key the verifier does not hold
 		other, _ := NewKeySigner(Key{ID: keyID, Secret: []byte("ffffffffffffffffffffffffffffffff")})
 		v.Signature = other.Sign(&id, &r)
+	}
+	if at > 0 && !signedAuthTime(at) { // past what KeySigner writes
+		v.Canonical = string(uncheckedCanonical(keyID, &id, &r))
+		v.Signature = uncheckedSign(vecKey, &id, &r)
 	}
 	if tweak := sigTweaks[v.Name]; tweak != nil {
 		v.Signature = tweak(v.Signature)
@@ -307,6 +332,42 @@ func signedHeaders(t testing.TB, s *KeySigner, id Identity, r Request) http.Head
 	h.Set(HeaderTimestamp, strconv.FormatInt(r.Timestamp, 10))
 	h.Set(HeaderSignature, s.Sign(&id, &r))
 	return h
+}
+
+// TestSignerLeavesOutUnverifiableAuthTime: the verifiers refuse an
+// X-Auth-Auth-Time above MaxAuthTime as malformed, so the signer (the
+// header, through EachHeader, and the signed field alike) leaves such an
+// auth time out, as an unknown one: the request verifies, without it.
+func TestSignerLeavesOutUnverifiableAuthTime(t *testing.T) {
+	key := Key{ID: "core-2", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, _ := NewKeySigner(key)
+	ver, err := NewVerifier([]Key{key}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1_800_000_000_000)
+	r := Request{Timestamp: now.UnixMilli(), RequestID: "r1", ClientIP: "198.51.100.2", Method: "GET", PathQuery: "/notes", BodySHA256: EmptyBodySHA256}
+	for _, tc := range []struct{ in, want int64 }{
+		{1_799_999_000, 1_799_999_000}, {MaxAuthTime, MaxAuthTime}, {MaxAuthTime + 1, 0},
+		{math.MaxInt64, 0}, {0, 0}, {-1, 0},
+	} {
+		id := Identity{Principal: PrincipalUser, UserID: "u1", TenantID: "t1", SessionID: "s1", AMR: []string{"pwd"}, AuthTime: tc.in}
+		h := http.Header{}
+		EachHeader(s.KeyID(), &id, &r, func(name, value string) {
+			if value != "" {
+				h.Set(name, value)
+			}
+		})
+		h.Set(HeaderSignature, s.Sign(&id, &r))
+		got, err := ver.Verify(now, h.Get, "GET", "/notes", EmptyBodySHA256)
+		if err != nil {
+			t.Errorf("auth time %d: %v (header %q)", tc.in, err, h.Get(HeaderAuthTime))
+			continue
+		}
+		if got.AuthTime != tc.want {
+			t.Errorf("auth time %d verified as %d, want %d", tc.in, got.AuthTime, tc.want)
+		}
+	}
 }
 
 func TestV2Tampering(t *testing.T) {
