@@ -57,6 +57,9 @@ func TestPrincipalAndScopeClaims(t *testing.T) {
 		"principal user spelled": service(func(c testenv.Claims) { c["principal"] = "user"; c["sid"] = "s1" }),
 		"bad scope":              service(func(c testenv.Claims) { c["scope"] = "Users:read" }),
 		"scope not a string":     service(func(c testenv.Claims) { c["scope"] = []string{"users:read"} }),
+		// RFC 6749 section 3.3: scope tokens are separated by U+0020 only.
+		"scope split by a tab":  service(func(c testenv.Claims) { c["scope"] = "notes:read\tusers:read" }),
+		"scope split by a NBSP": service(func(c testenv.Claims) { c["scope"] = "notes:read\u00a0users:read" }),
 		"user without session": func() []byte {
 			c := testenv.DefaultClaims(now, "u1", "t1", "")
 			delete(c, "sid")

@@ -665,9 +665,14 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 		return nil, ErrClaims
 	}
 	if p.Scope != nil {
-		c.Scope = strings.Fields(*p.Scope)
-		if c.Scope == nil {
-			c.Scope = []string{}
+		// Tokens separated by U+0020 only (RFC 6749 section 3.3), as
+		// coreapi reads them: any other space is part of a token, which
+		// validScope then refuses.
+		c.Scope = []string{}
+		for sc := range strings.SplitSeq(*p.Scope, " ") {
+			if sc != "" {
+				c.Scope = append(c.Scope, sc)
+			}
 		}
 		for _, sc := range c.Scope {
 			if !validScope(sc) {

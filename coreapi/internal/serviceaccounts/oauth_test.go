@@ -984,3 +984,45 @@ func TestScopeSyntax(t *testing.T) {
 		t.Fatalf("scope %q, want %q", tk.Scope, strings.Join(want, " "))
 	}
 }
+
+// TestIntrospectionReadsScopeAsIssued: introspection splits a token's
+// scope on U+0020 only, as the grant writes it and the proxy reads it; a
+// token whose scope holds another separator is no token coreapi issued,
+// and is inactive rather than read as two permissions.
+func TestIntrospectionReadsScopeAsIssued(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "ci", "admin")
+	s := e.createSecret(t, owner, a.ID)
+	held := e.IdentityOf(t, a.ID, owner.TenantID).Permissions
+	if len(held) < 2 {
+		t.Fatalf("the admin role grants %q: the test needs two permissions", held)
+	}
+	tk := e.clientToken(t, s, held[0]+" "+held[1])
+	resign := func(scope string) string {
+		parts := strings.Split(tk.AccessToken, ".")
+		payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var claims map[string]any
+		if err := json.Unmarshal(payload, &claims); err != nil {
+			t.Fatal(err)
+		}
+		claims["scope"] = scope
+		payload, _ = json.Marshal(claims)
+		signed, err := e.ring.Sign(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(signed)
+	}
+	if got := e.introspect(t, s, resign(held[0]+"  "+held[1])); got["active"] != true {
+		t.Fatalf("a token with its scope as issued, spaces doubled: %v", got)
+	}
+	for _, sep := range []string{"\u00a0", "\t"} {
+		if got := e.introspect(t, s, resign(held[0]+sep+held[1])); got["active"] != false {
+			t.Errorf("scope separated by %U: %v", []rune(sep)[0], got)
+		}
+	}
+}

@@ -152,7 +152,13 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	}
 	info.Permissions = pr.Permissions
 	if p.Scope != nil {
-		scope := strings.Fields(*p.Scope)
+		// Split as the grant writes it and the proxy reads it (U+0020
+		// only): a token holding another separator is not one coreapi
+		// issued.
+		scope, err := parseScope(*p.Scope)
+		if err != nil {
+			return tokenInfo{}, errInactive
+		}
 		info.Permissions = slices.DeleteFunc(slices.Clone(pr.Permissions), func(perm string) bool { return !slices.Contains(scope, perm) })
 	}
 	return info, nil
