@@ -78,3 +78,44 @@ SELECT $1, sha256(i::text::bytea) FROM generate_series(1, $2) i`, b.ID, servicea
 	c := e.createAccount(t, other, "ci")
 	e.createSecret(t, other, c.ID)
 }
+
+// TestAccountCreationsLimited: a tenant creates at most
+// AccountCreations.N service accounts in a window, deleted ones included,
+// then 429 with Retry-After and nothing written; a creation refused
+// otherwise is not counted, another tenant is not held back. Without it a
+// create-and-delete loop ran without end, each deletion an invalidation
+// every proxy receives.
+func TestAccountCreationsLimited(t *testing.T) {
+	old := serviceaccounts.AccountCreations
+	serviceaccounts.AccountCreations = ratelimit.Limit{N: 3, Window: time.Hour}
+	t.Cleanup(func() { serviceaccounts.AccountCreations = old })
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	_, other := e.owner(t, "other@example.com")
+	// Refused for another reason (the owner role is never handed): not counted.
+	if r := e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts",
+		map[string]any{"name": "root", "roles": []string{"owner"}}); r.Status < 400 || r.Status == http.StatusTooManyRequests {
+		t.Fatalf("an account with the owner role: %d %s", r.Status, r.Body)
+	}
+	for i := range 3 {
+		a := e.createAccount(t, owner, "ci")
+		if i < 2 {
+			if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil); r.Status != http.StatusNoContent {
+				t.Fatalf("delete account: %d %s", r.Status, r.Body)
+			}
+		}
+	}
+	before := e.count(t, `SELECT count(*) FROM service_accounts`)
+	r := e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "ci"})
+	apitest.WantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+	if r.Header.Get("Retry-After") == "" {
+		t.Errorf("429 without Retry-After: %v", r.Header)
+	}
+	if d := r.Problem(t).Detail; !strings.Contains(d, "service accounts") {
+		t.Errorf("detail %q does not name service accounts", d)
+	}
+	if n := e.count(t, `SELECT count(*) FROM service_accounts`); n != before {
+		t.Errorf("%d accounts after the refusal, %d before", n, before)
+	}
+	e.createAccount(t, other, "ci")
+}

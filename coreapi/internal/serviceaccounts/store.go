@@ -54,6 +54,14 @@ const MaxSecrets = 5
 // MaxAccounts bounds a tenant's service accounts (ErrTooManyAccounts).
 const MaxAccounts = 1000
 
+// AccountCreations bounds how many service accounts a tenant creates in a
+// window, deleted ones included. MaxAccounts counts live accounts only, so
+// without it a create-and-delete loop ran without end, each account a user
+// row, audit rows and, at its deletion, an invalidation every proxy of the
+// fleet receives and its keys revoked. A creation refused by another check
+// is not counted (*ratelimit.Refused: 429, Retry-After).
+var AccountCreations = ratelimit.Limit{N: 100, Window: time.Hour}
+
 // SecretCreations bounds how many client secrets are created for one
 // service account in a window, deleted ones included, and
 // TenantSecretCreations how many for all of a tenant's accounts (its
@@ -256,6 +264,14 @@ RETURNING created_at`
 		}
 		if n >= MaxAccounts {
 			return ErrTooManyAccounts
+		}
+		ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("service_account_create", tenantID), AccountCreations)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return &ratelimit.Refused{RetryAfter: wait,
+				What: fmt.Sprintf("at most %d service accounts may be created in a tenant in %s, deleted ones included", AccountCreations.N, window(AccountCreations.Window))}
 		}
 		if err := tx.QueryRow(ctx, qUser, name).Scan(&acc.ID); err != nil {
 			return fmt.Errorf("create service account user: %w", err)
