@@ -3,6 +3,7 @@ package streams
 import (
 	"bufio"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -99,13 +100,20 @@ func (u *floodUpstream) blocked(t *testing.T) {
 // spliced, another request streamed), and returns its address.
 func proxyStreams(t *testing.T, m *Manager, addr string) string {
 	t.Helper()
+	return proxyStreamsTLS(t, m, addr, nil)
+}
+
+// proxyStreamsTLS is proxyStreams to an upstream that speaks TLS when cfg
+// is set (its client configuration).
+func proxyStreamsTLS(t *testing.T, m *Manager, addr string, cfg *tls.Config) string {
+	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rt := &rules.Route{Prefix: "/s", Websocket: true, StreamTimeout: time.Hour}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		r := Request{Ctx: ctx, Addr: addr, Route: rt, RequestID: "r", ClientIP: "127.0.0.1", Path: "/s", Method: "GET"}
+		r := Request{Ctx: ctx, Addr: addr, TLS: cfg, Route: rt, RequestID: "r", ClientIP: "127.0.0.1", Path: "/s", Method: "GET"}
 		var err error
 		if len(ctx.Request.Header.Peek("Upgrade")) > 0 {
 			err = m.ServeWebSocket(r)

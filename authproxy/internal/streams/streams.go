@@ -137,6 +137,9 @@ type Manager struct {
 	done  chan struct{} // closed when draining and the last stream ends
 	pool  sync.Pool     // of *[]byte, BufferBytes each
 	seq   atomic.Uint64
+	// netDial connects to an upstream (a net.Dialer's; tests watch the
+	// socket under a stream's TLS).
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// downStop ends the periodic rechecks of a feed outage (nil: none
 	// running); guarded by downMu.
 	downMu   sync.Mutex
@@ -169,7 +172,7 @@ func New(o Options, proj Projections, log *slog.Logger, reg prometheus.Registere
 	}
 	m := &Manager{o: o, log: log, proj: proj, m: newMetrics(reg), all: map[*Conn]struct{}{},
 		users: map[string]map[*Conn]struct{}{}, ips: map[string]map[*Conn]struct{}{}, tens: map[string]map[*Conn]struct{}{},
-		done: make(chan struct{})}
+		done: make(chan struct{}), netDial: (&net.Dialer{}).DialContext}
 	m.pool.New = func() any { b := make([]byte, o.BufferBytes); return &b }
 	return m
 }
@@ -815,21 +818,41 @@ func after(rest []byte, r io.Reader) io.Reader {
 // handshake within the same DialTimeout). A certificate that does not
 // verify is a failed connection, as a refused one is.
 func (m *Manager) dial(addr string, cfg *tls.Config) (net.Conn, error) {
-	var c net.Conn
-	var err error
-	if cfg == nil {
-		c, err = net.DialTimeout("tcp", addr, m.o.DialTimeout)
-	} else {
+	ctx, cancel := context.WithTimeout(context.Background(), m.o.DialTimeout)
+	defer cancel()
+	c, err := m.netDial(ctx, "tcp", addr)
+	if err == nil && cfg != nil {
 		cfg = cfg.Clone()
 		if cfg.ServerName == "" {
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
 		}
-		c, err = tls.DialWithDialer(&net.Dialer{Timeout: m.o.DialTimeout}, "tcp", addr, cfg)
+		tc := tls.Client(c, cfg)
+		if err = tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+		}
+		c = tc
 	}
 	if err != nil {
 		return nil, errors.Join(ErrDial, err)
 	}
 	return c, nil
+}
+
+// abandon closes an upstream connection whose stream did not end as the
+// upstream ended it (revoked, expired, shut down, idle, a write or read
+// that failed or timed out, the client gone) without TLS's close_notify
+// alert, as the forwarding transport closes a connection whose exchange
+// failed: the socket under the tls.Conn is closed first. Go's
+// tls.Conn.Close writes the alert with a deadline of its own, 5 s, and to
+// an upstream that stopped reading (its receive window full) that write
+// waited all of it, on the goroutine that closed the stream: a
+// revocation's, a drain's, which close streams one after another. A
+// stream the upstream ended is closed with the alert (Close).
+func abandon(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		_ = tc.NetConn().Close()
+	}
+	_ = c.Close()
 }
 
 type metricSet struct {

@@ -227,7 +227,7 @@ func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	h.Set("Upgrade", "websocket")
 	_ = up.SetDeadline(m.o.Now().Add(m.handshakeTimeout(&r)))
 	if _, err := up.Write(h.Header()); err != nil {
-		up.Close()
+		abandon(up)
 		return nil, nil, errors.Join(ErrUpstream, err)
 	}
 	br := headerReader(up)
@@ -242,7 +242,7 @@ func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	// splice reads them first, then the connection.
 	rest := releaseHeader(br)
 	if err != nil {
-		up.Close()
+		abandon(up)
 		resp.Reset()
 		return nil, nil, errors.Join(ErrUpstream, err)
 	}
@@ -284,9 +284,15 @@ type splice struct {
 // close. The upstream connection is not held for that wait: it was
 // closed only once the relay's write gave up, so a client that stopped
 // reading kept the upstream's WebSocket open past the stream's end (an
-// event stream's upstream connection is closed at once too).
-func (s *splice) shutdown(string) {
-	_ = s.up.Close()
+// event stream's upstream connection is closed at once too). Unless the
+// upstream ended the stream, it is closed without TLS's close_notify
+// (abandon), whose write waited 5 s on an upstream that stopped reading.
+func (s *splice) shutdown(reason string) {
+	if reason == ReasonUpstream {
+		_ = s.up.Close()
+	} else {
+		abandon(s.up)
+	}
 	s.mu.Lock()
 	if s.cli != nil {
 		_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
@@ -370,14 +376,14 @@ func (s *splice) run(cli net.Conn) {
 	_ = cli.SetDeadline(time.Time{})
 	s.writeDeadline()
 	if _, err := cli.Write(s.head); err != nil {
-		s.up.Close()
+		abandon(s.up)
 		cli.Close()
 		s.m.release(s.c, ReasonClient)
 		s.c.Close(ReasonClient)
 		return
 	}
 	if s.closed() { // closed before the hijack (e.g. already revoked)
-		s.shutdown("")
+		s.shutdown(s.c.Reason())
 	}
 	done := make(chan struct{})
 	go func() {
@@ -622,7 +628,7 @@ func (m *Manager) watchHijack(c *Conn, started *atomic.Bool, up net.Conn) {
 	time.AfterFunc(m.o.HandshakeTimeout, func() {
 		if started.CompareAndSwap(false, true) {
 			m.release(c, ReasonClient)
-			up.Close()
+			abandon(up)
 		}
 	})
 }
