@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -129,7 +130,11 @@ func Stale(err error) bool {
 // (projection fetches, API-key resolution and use reports), over TLS when
 // o.TLS is set (an https:// IDENTITY_URL; its requests are then marked
 // https: fasthttp refuses a request whose scheme is not its client's).
-func NewInternalClient(o Options) *fasthttp.HostClient {
+func NewInternalClient(o Options) *fasthttp.HostClient { return newInternalClient(o, nil) }
+
+// newInternalClient is NewInternalClient, its connections dialed by dial
+// (nil: as fasthttp dials them).
+func newInternalClient(o Options, dial fasthttp.DialFuncWithTimeout) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
 		Addr:                     o.Addr,
 		Name:                     "tollgate-authproxy",
@@ -145,9 +150,65 @@ func NewInternalClient(o Options) *fasthttp.HostClient {
 	}
 	if o.TLS != nil {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
+		if dial == nil {
+			dial = dialTCP
+		}
+		hc.DialTimeout = func(addr string, timeout time.Duration) (net.Conn, error) {
+			c, err := dial(addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			return &quietConn{Conn: c}, nil
+		}
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
 	return hc
+}
+
+// dialTCP dials as fasthttp does for a TLS client without a dialer of its
+// own.
+func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {
+	addr = fasthttp.AddMissingPort(addr, true)
+	if timeout > 0 {
+		return fasthttp.DialTimeout(addr, timeout)
+	}
+	return fasthttp.Dial(addr)
+}
+
+// quietConn is the socket under a TLS connection of the internal client:
+// once a read or write on it failed (timed out, reset, ended), nothing
+// more is written on it, and the next write closes it instead. fasthttp's
+// transport closes a connection whose exchange failed, and Go's
+// tls.Conn.Close writes TLS's close_notify alert first with a deadline of
+// its own, 5 s: to a coreapi that stopped reading (a use report larger
+// than the socket buffers hold, to a host gone from the network) that
+// write waited all of it before the call's error came back, holding its
+// connection slot. The alert is left out as the forwarding transport
+// leaves it out after a failed exchange (shared/fasttransport abandon); a
+// connection closed after complete exchanges still sends it.
+type quietConn struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *quietConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *quietConn) Write(p []byte) (int, error) {
+	if c.failed.Load() {
+		_ = c.Conn.Close()
+		return 0, net.ErrClosed
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
 }
 
 // isTLSFailure reports whether err is a failed TLS handshake.

@@ -1,7 +1,9 @@
 package forward
 
 import (
+	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log"
@@ -311,4 +313,134 @@ func TestClassifyTLS(t *testing.T) {
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 	}
+}
+
+// A call of the internal client to an https:// coreapi whose exchange
+// failed (a write or a read that timed out) closes its connection without
+// TLS's close_notify alert: Go's tls.Conn.Close writes it with a deadline
+// of 5 s of its own, and to a coreapi that stopped reading the call's
+// error waited all of it. The test watches the socket under the tls.Conn:
+// once a read or write on it has failed, nothing more is written on it
+// while it is open. A connection closed after a complete exchange still
+// sends the alert.
+func TestInternalTLSFailedExchangeClosesAtOnce(t *testing.T) {
+	s := httptest.NewTLSServer(http.NotFoundHandler())
+	cert, roots := s.TLS.Certificates[0], x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	s.Close()
+	for _, tc := range []struct {
+		name   string
+		server string // deaf: reads the request line only; silent: the header, answers nothing; else answers
+		method string
+		body   int
+		alerts int64 // alert records written on the open socket
+	}{
+		{"write timed out", "deaf", "POST", 64 << 20, 0}, // more than the socket buffers hold
+		{"read timed out", "silent", "GET", 0, 0},
+		{"complete exchange", "answers", "GET", 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// TLS 1.2: its alerts are records of their own type on the wire.
+			ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12})
+			done := make(chan struct{})
+			t.Cleanup(func() { close(done); ln.Close() })
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for l := ""; l != "\r\n"; {
+					if l, err = br.ReadString('\n'); err != nil || tc.server == "deaf" {
+						break
+					}
+				}
+				if tc.server == "answers" {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					_, _ = io.Copy(io.Discard, br)
+				}
+				<-done
+			}()
+			var w *watchedConn
+			hc := newInternalClient(Options{Addr: ln.Addr().String(), MaxConns: 1, Timeout: 200 * time.Millisecond,
+				TLS: &tls.Config{RootCAs: roots}}, func(addr string, timeout time.Duration) (net.Conn, error) {
+				c, err := net.DialTimeout("tcp", addr, timeout)
+				if err != nil {
+					return nil, err
+				}
+				w = &watchedConn{TCPConn: c.(*net.TCPConn)}
+				return w, nil
+			})
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("https://" + hc.Addr + "/internal")
+			req.Header.SetMethod(tc.method)
+			req.SetBody(make([]byte, tc.body))
+			err = hc.Do(req, resp)
+			if tc.server == "answers" {
+				if err != nil || resp.StatusCode() != 200 {
+					t.Fatalf("%d, %v: want 200", resp.StatusCode(), err)
+				}
+				hc.CloseIdleConnections()
+			} else if !errors.Is(err, fasthttp.ErrTimeout) {
+				t.Fatalf("err %v, want fasthttp.ErrTimeout", err)
+			}
+			if !w.closed.Load() {
+				t.Fatal("the socket is still open")
+			}
+			if tc.server != "answers" && !w.failed.Load() {
+				t.Fatal("no read or write failed on the socket")
+			}
+			if n := w.late.Load(); n != 0 {
+				t.Fatalf("%d writes on the open socket after a read or write failed (the close_notify alert)", n)
+			}
+			if n := w.alerts.Load(); n != tc.alerts {
+				t.Fatalf("%d alerts written on the open socket, want %d", n, tc.alerts)
+			}
+		})
+	}
+}
+
+// watchedConn counts the writes begun on a socket that is still open after
+// a read or write on it failed, and the TLS 1.2 alert records written on
+// it while open.
+type watchedConn struct {
+	*net.TCPConn
+	failed, closed atomic.Bool
+	late, alerts   atomic.Int64
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.TCPConn.Read(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *watchedConn) Write(p []byte) (int, error) {
+	if !c.closed.Load() {
+		if c.failed.Load() {
+			c.late.Add(1)
+		}
+		if len(p) > 0 && p[0] == 21 { // an alert record
+			c.alerts.Add(1)
+		}
+	}
+	n, err := c.TCPConn.Write(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *watchedConn) Close() error {
+	c.closed.Store(true)
+	return c.TCPConn.Close()
 }
