@@ -45,7 +45,7 @@ func (m *Manager) ServeStream(r Request) error {
 		err = bw.Flush()
 	}
 	if err != nil {
-		up.Close()
+		abandon(up)
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, err)
 	}
@@ -69,7 +69,7 @@ func (m *Manager) ServeStream(r Request) error {
 	}
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		up.Close()
+		abandon(up)
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, err)
 	}
@@ -125,8 +125,14 @@ func (m *Manager) ServeStream(r Request) error {
 	}
 	head := h.AppendBytes(nil)
 	out := &sseClient{m: m}
-	m.start(c, func(string) {
-		up.Close() // ends the blocked read at once
+	m.start(c, func(reason string) {
+		// Ends the blocked read at once; without TLS's close_notify
+		// unless the upstream ended its answer (abandon).
+		if reason == ReasonUpstream {
+			up.Close()
+		} else {
+			abandon(up)
+		}
 		out.closing()
 	})
 	ctx.HijackSetNoResponse(true)

@@ -22,8 +22,9 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
 
-// A stream to a TLS upstream that ends otherwise than by the upstream's
-// end (revoked, shut down, a write to the upstream timed out) has its
+// A stream (a WebSocket, an event stream) to a TLS upstream that ends
+// otherwise than by the upstream's end (revoked, shut down, a write to the
+// upstream timed out) has its
 // upstream connection closed without TLS's close_notify alert: Go's
 // tls.Conn.Close writes it with a deadline of 5 s of its own, and to an
 // upstream that stopped reading that write waited all of it, on the
@@ -42,6 +43,9 @@ func TestTLSStreamClosedWithoutCloseNotify(t *testing.T) {
 		{"websocket", "drain", ReasonShutdown, 0},
 		{"websocket", "write_timeout", ReasonError, 0},
 		{"websocket", "upstream", ReasonUpstream, 1},
+		{"sse", "revoke", "session_revoked", 0},
+		{"sse", "drain", ReasonShutdown, 0},
+		{"sse", "upstream", ReasonUpstream, 1},
 	} {
 		t.Run(tc.kind+"/"+tc.end, func(t *testing.T) {
 			m := New(Options{CloseWait: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}, nil,
