@@ -623,7 +623,7 @@ func (l loader) codeURL(name, v string) bool {
 	switch {
 	case err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(v, "#"):
 		l.Problem("%s: %q: want an absolute URL without credentials or fragment", name, envconfig.ProblemURL(v))
-	case !httpsOrLoopback(u):
+	case !HTTPSOrLoopback(u):
 		l.Problem("%s: %q: want https (http only for localhost)", name, envconfig.ProblemURL(v))
 	default:
 		return true
@@ -640,13 +640,14 @@ func (l loader) issuerURL(name, v string) {
 	switch {
 	case err != nil || u.Host == "":
 		l.Problem("%s: want an absolute URL, got %q", name, envconfig.MaskURL(v))
-	case !httpsOrLoopback(u):
+	case !HTTPSOrLoopback(u):
 		l.Problem("%s: %q: want https (http only for localhost): the provider's signing keys are fetched from it", name, envconfig.MaskURL(v))
 	}
 }
 
-// httpsOrLoopback: u is https, or http to a loopback host (development).
-func httpsOrLoopback(u *url.URL) bool {
+// HTTPSOrLoopback reports whether u is https, or http to a loopback host
+// (development): the URLs an issuer's, a code's or a key set's may be.
+func HTTPSOrLoopback(u *url.URL) bool {
 	return u.Scheme == "https" || u.Scheme == "http" && isLoopback(u.Hostname())
 }
 

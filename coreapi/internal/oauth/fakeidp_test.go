@@ -60,6 +60,11 @@ type fakeIDP struct {
 	// DiscoveryPadding and KeysPadding add that many bytes of white
 	// space to the discovery document and the key set (still valid JSON).
 	DiscoveryPadding, KeysPadding int
+	// Endpoints replace members of the discovery document
+	// ("authorization_endpoint", "token_endpoint", "jwks_uri").
+	Endpoints map[string]string
+	// MovedTo is where GET /moved redirects (302).
+	MovedTo string
 }
 
 type grant struct {
@@ -95,6 +100,12 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 	mux.HandleFunc("GET /.well-known/openid-configuration", f.discovery)
 	mux.HandleFunc("GET /authorize", f.authorize)
 	mux.HandleFunc("POST /token", f.token)
+	mux.HandleFunc("GET /moved", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		to := f.MovedTo
+		f.mu.Unlock()
+		http.Redirect(w, r, to, http.StatusFound)
+	})
 	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
 		f.mu.Lock()
 		pad := f.KeysPadding
@@ -113,6 +124,7 @@ func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.Discoveries++
 	stall, pad := f.DiscoveryStall, f.DiscoveryPadding
+	endpoints := maps.Clone(f.Endpoints)
 	f.mu.Unlock()
 	if stall > 0 {
 		select {
@@ -122,7 +134,7 @@ func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{
+	doc := map[string]any{
 		"issuer":                                f.URL,
 		"authorization_endpoint":                f.URL + "/authorize",
 		"token_endpoint":                        f.URL + "/token",
@@ -131,7 +143,11 @@ func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"code_challenge_methods_supported":      []string{"S256"},
-	})
+	}
+	for k, v := range endpoints {
+		doc[k] = v
+	}
+	_ = json.NewEncoder(w).Encode(doc)
 	_, _ = w.Write(bytes.Repeat([]byte{' '}, pad))
 }
 

@@ -218,7 +218,22 @@ type bodyLimit struct {
 // errTooLarge: a provider's answer went past MaxProviderResponse.
 var errTooLarge = fmt.Errorf("provider response larger than %d bytes", MaxProviderResponse)
 
+// errInsecureURL: a request to a provider over plain http to a host that
+// is not a loopback one (an endpoint its discovery document names, or a
+// redirect one of its answers makes).
+var errInsecureURL = errors.New("provider URL is not https (http only on a loopback host)")
+
 func (t bodyLimit) RoundTrip(r *http.Request) (*http.Response, error) {
+	// Every request, each redirect's too (the client follows them through
+	// this transport): the key set, the token endpoint (which gets the
+	// client secret) and the discovery document are worth no more than
+	// the network path they cross.
+	if !config.HTTPSOrLoopback(r.URL) {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, fmt.Errorf("%w: %s", errInsecureURL, r.URL.Redacted())
+	}
 	base := t.base
 	if base == nil {
 		base = http.DefaultTransport
@@ -272,6 +287,9 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 		if err != nil {
 			return nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
 		}
+		if err := secureEndpoints(op); err != nil {
+			return nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
+		}
 		scopes := p.cfg.Scopes
 		if !slices.Contains(scopes, oidc.ScopeOpenID) {
 			scopes = append([]string{oidc.ScopeOpenID}, scopes...)
@@ -291,6 +309,31 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 	}
 	oc, v := p.discovered()
 	return oc, v, nil
+}
+
+// secureEndpoints checks the endpoints a discovery document names, as
+// the issuer was (config): https, or http on a loopback host. The key set
+// decides which ID tokens verify, the token endpoint gets the client
+// secret and the code, and the browser is sent to the authorization
+// endpoint; over plain http, anyone on the path could answer in the
+// provider's place.
+func secureEndpoints(op *oidc.Provider) error {
+	var doc struct {
+		JWKS string `json:"jwks_uri"`
+	}
+	if err := op.Claims(&doc); err != nil {
+		return fmt.Errorf("discovery document: %w", err)
+	}
+	ep := op.Endpoint()
+	for _, e := range []struct{ name, url string }{
+		{"authorization_endpoint", ep.AuthURL}, {"token_endpoint", ep.TokenURL}, {"jwks_uri", doc.JWKS},
+	} {
+		u, err := url.Parse(e.url)
+		if err != nil || u.Host == "" || !config.HTTPSOrLoopback(u) {
+			return fmt.Errorf("%s %q: %w", e.name, clip.String(e.url, 200), errInsecureURL)
+		}
+	}
+	return nil
 }
 
 // Register adds the OAuth routes (an httpapi.Options.Register hook).
