@@ -65,6 +65,9 @@ type fakeIDP struct {
 	Endpoints map[string]string
 	// MovedTo is where GET /moved redirects (302).
 	MovedTo string
+	// Sign, when set, signs issued ID tokens in place of the provider's
+	// key (RS256): another key, another algorithm, none.
+	Sign func(jwt.Token) ([]byte, error)
 }
 
 type grant struct {
@@ -208,7 +211,11 @@ func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 	f.Exchanges++
 	override := f.NonceOverride
 	extra := maps.Clone(f.Claims)
+	sign := f.Sign
 	f.mu.Unlock()
+	if sign == nil {
+		sign = func(tok jwt.Token) ([]byte, error) { return jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.key)) }
+	}
 	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
 	switch {
 	case r.PostForm.Get("grant_type") != "authorization_code" || !found:
@@ -250,7 +257,7 @@ func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.key))
+	signed, err := sign(tok)
 	if err != nil {
 		f.t.Errorf("fake idp: %v", err)
 		return

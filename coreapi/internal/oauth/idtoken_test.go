@@ -1,0 +1,108 @@
+package oauth_test
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// TestIDTokenChecks pins the checks of an ID token that go-oidc makes
+// for the callback (OpenID Connect Core 3.1.3.7): its issuer must be the
+// provider's, its audience this client, it must not have expired, and it
+// must be signed by a key of the provider's key set with an algorithm
+// the provider announces (RS256 here): not unsigned ("none"), not HMAC
+// keyed with the provider's public key (algorithm confusion), not by
+// another key under the provider's kid. Each is refused with 502
+// invalid_id_token and nothing is created; a token without the flow's
+// nonce is 400 nonce_mismatch.
+func TestIDTokenChecks(t *testing.T) {
+	x := start(t)
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, err := jwk.FromRaw(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = otherKey.Set(jwk.KeyIDKey, "idp-key") // the provider's kid
+	var priv rsa.PrivateKey
+	if err := x.idp.key.Raw(&priv); err != nil {
+		t.Fatal(err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// handMade signs a token's claims as alg says, with the provider's kid.
+	handMade := func(alg string, sign func([]byte) []byte) func(jwt.Token) ([]byte, error) {
+		return func(tok jwt.Token) ([]byte, error) {
+			claims, err := json.Marshal(tok)
+			if err != nil {
+				return nil, err
+			}
+			head, _ := json.Marshal(map[string]string{"alg": alg, "kid": "idp-key", "typ": "JWT"})
+			in := base64.RawURLEncoding.EncodeToString(head) + "." + base64.RawURLEncoding.EncodeToString(claims)
+			return []byte(in + "." + base64.RawURLEncoding.EncodeToString(sign([]byte(in)))), nil
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		claims map[string]any
+		sign   func(jwt.Token) ([]byte, error)
+		code   string
+	}{
+		{name: "another issuer", claims: map[string]any{"iss": "https://idp.example.net"}},
+		{name: "the issuer with a trailing slash", claims: map[string]any{"iss": x.idp.URL + "/"}},
+		{name: "another audience only", claims: map[string]any{"aud": []string{"other-client"}}},
+		{name: "no audience", claims: map[string]any{"aud": nil}},
+		{name: "expired", claims: map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}},
+		{name: "no expiry", claims: map[string]any{"exp": nil}},
+		{name: "unsigned", sign: handMade("none", func([]byte) []byte { return nil })},
+		{name: "HS256 keyed with the public key", sign: handMade("HS256", func(in []byte) []byte {
+			m := hmac.New(sha256.New, pubDER)
+			m.Write(in)
+			return m.Sum(nil)
+		})},
+		{name: "another key under the provider's kid", sign: func(tok jwt.Token) ([]byte, error) {
+			return jwt.Sign(tok, jwt.WithKey(jwa.RS256, otherKey))
+		}},
+		{name: "no nonce", claims: map[string]any{"nonce": nil}, code: problem.CodeNonceMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x.idp.mu.Lock()
+			x.idp.Claims, x.idp.Sign = tc.claims, tc.sign
+			x.idp.mu.Unlock()
+			st := x.begin(t, "")
+			r := x.callback(t, x.approve(t, st), st.cookie)
+			status, code := http.StatusBadGateway, problem.CodeInvalidIDToken
+			if tc.code != "" {
+				status, code = http.StatusBadRequest, tc.code
+			}
+			if r.Status != status || r.Problem(t).Code != code {
+				t.Fatalf("callback: %d %s, want %d %s", r.Status, r.Body, status, code)
+			}
+			if n := x.count(t, `SELECT count(*) FROM users`); n != 0 {
+				t.Errorf("users = %d, want 0 (none created)", n)
+			}
+		})
+	}
+	// The same provider, with its own claims and key, signs in.
+	x.idp.mu.Lock()
+	x.idp.Claims, x.idp.Sign = nil, nil
+	x.idp.mu.Unlock()
+	x.finish(t, x.begin(t, ""))
+}
