@@ -398,3 +398,38 @@ func TestCompressedBodyRefused(t *testing.T) {
 		Header: http.Header{"Content-Encoding": {"identity"}}, As: &w.Owner})
 	apitest.WantStatus(t, r, 200)
 }
+
+// TestProblemAnswersStayPrivate: every problem answer, whichever step
+// raised it (the router's 404 and 405, a handler's error, the framework's
+// early refusals: an unknown method, a body over the limit), is kept out
+// of caches, frames, Referer headers and sniffing. The pages and the
+// OAuth callback, whose URLs hold tokens, set these on their own answers;
+// a 405 on their paths never reached their handlers.
+func TestProblemAnswersStayPrivate(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	want := map[string]string{
+		"Cache-Control":           "no-store",
+		"X-Content-Type-Options":  "nosniff",
+		"Referrer-Policy":         "no-referrer",
+		"X-Frame-Options":         "DENY",
+		"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+	}
+	for _, req := range []apitest.Request{
+		{Method: "GET", Path: "/api/v1/nope", As: &w.Owner, Undocumented: true},
+		{Method: "POST", Path: "/api/v1/tenant", As: &w.Owner, Body: "{}", Undocumented: true},
+		{Method: "GET", Path: "/api/v1/users?limit=-1", As: &w.Owner, Undocumented: true},
+		{Method: "PROPFIND", Path: "/api/v1/users", As: &w.Owner, Undocumented: true},
+		{Method: "GET", Path: "/api/v1/users", Unsigned: true, Undocumented: true},
+	} {
+		r := w.E.Do(t, req)
+		if r.Status < 400 {
+			t.Fatalf("%s %s: %d, want an error", req.Method, req.Path, r.Status)
+		}
+		for k, v := range want {
+			if got := r.Header.Get(k); got != v {
+				t.Errorf("%s %s (%d): %s = %q, want %q", req.Method, req.Path, r.Status, k, got, v)
+			}
+		}
+	}
+}
