@@ -82,6 +82,10 @@ var Rules = []Rule{
 	// account's, and who may then make keys, service accounts and secrets.
 	{"POST", "/api/v1/users", APIKey | Service},
 	{"POST", "/api/v1/invitations", APIKey | Service},
+	// A resend mails a new link and makes its caller the sender the
+	// accept checks: it revives an invitation (one whose sender left, one
+	// expired) as sending it would.
+	{"POST", "/api/v1/invitations/:id/resend", APIKey | Service},
 }
 
 // Bit returns principal's bit in Rule.Refuse (0: user, anonymous and
@@ -130,7 +134,7 @@ func Index(principal string, method, path []byte) int {
 
 // Detail is the problem detail of r refusing principal.
 func Detail(principal string, r *Rule) string {
-	if r.Method == "POST" && (r.Path == "/api/v1/users" || r.Path == "/api/v1/invitations") {
+	if r.Method == "POST" && (r.Path == "/api/v1/users" || r.Path == "/api/v1/invitations" || r.Path == "/api/v1/invitations/:id/resend") {
 		return "API keys and service accounts cannot add or invite members: the account would outlive the key or the service account; use a person's access token"
 	}
 	if principal == identity.PrincipalService {

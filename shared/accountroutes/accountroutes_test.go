@@ -33,7 +33,10 @@ func TestRefuses(t *testing.T) {
 		{identity.PrincipalAPIKey, "POST", "/api/v1/invitations", true, "cannot add or invite members"},
 		{identity.PrincipalUser, "POST", "/api/v1/users", false, ""},
 		{identity.PrincipalService, "GET", "/api/v1/users", false, ""},
-		{identity.PrincipalAPIKey, "POST", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001/resend", false, ""},
+		{identity.PrincipalAPIKey, "POST", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001/resend", true, "cannot add or invite members"},
+		{identity.PrincipalService, "POST", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001/resend", true, "cannot add or invite members"},
+		{identity.PrincipalAPIKey, "DELETE", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001", false, ""},
+		{identity.PrincipalAPIKey, "POST", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001", false, ""},
 	} {
 		i := Index(c.principal, []byte(c.method), []byte(c.path))
 		got, detail := i >= 0, ""

@@ -1389,3 +1389,34 @@ func TestResentInvitationIsTheResenders(t *testing.T) {
 		t.Errorf("accept after the resender's demotion: %d %s, want 403 %s", st, code, problem.CodeForbidden)
 	}
 }
+
+// Neither an API key nor a service account resends an invitation, as
+// neither sends one: a resend mails a new link and makes its caller the
+// sender whom the accept checks, so a pending invitation whose sender was
+// removed (to an address of their own, say) came back to life on a
+// machine's say, and the person who joined outlived the key's revocation
+// and the service account's deletion. A person may still resend it.
+func TestMachinesResendNoInvitation(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	tid := owner.c.Tid
+	admin := x.SeedUserIn(t, tid, "adm@acme.test", "admin")
+	inv := x.invite(t, admin, "left-behind@example.com", "admin")
+	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+admin.UserID, nil), http.StatusNoContent)
+	for _, p := range []string{identity.PrincipalAPIKey, identity.PrincipalService} {
+		as := owner.id
+		as.Principal = p
+		wantProblem(t, x.Send(t, &as, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil), http.StatusForbidden, problem.CodePrincipalNotAllowed)
+	}
+	x.flush(t)
+	if n := x.mailsTo("left-behind@example.com"); n != 1 {
+		t.Fatalf("%d mails to the invitee, want the first one only", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE id = $1 AND invited_by = $2`, inv.ID, admin.UserID); n != 1 {
+		t.Fatal("a refused resend changed the invitation's sender")
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'invitation.resent'`); n != 0 {
+		t.Fatalf("%d resends audited", n)
+	}
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil), http.StatusOK)
+}
