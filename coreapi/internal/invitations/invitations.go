@@ -627,7 +627,10 @@ WHERE i.token_hash = $1 FOR UPDATE OF i`
 // (FOR SHARE) until the accept commits, so that a change of their
 // permissions waits for it instead of committing between this check and
 // the grant, which the grant's foreign-key check would wait for and then
-// let through (roles.Handed).
+// let through (roles.Handed). A service account is no sender: machines may
+// not send or resend invitations (a person they invite would outlive
+// them), and one a service account resent before that rule is not
+// accepted.
 var qGrantable = `
 WITH r AS MATERIALIZED (
     SELECT ro.id, ro.name, ro.builtin, ro.permissions
@@ -640,7 +643,7 @@ SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name COLLATE "C"),
        ARRAY(SELECT r.id::text FROM r ORDER BY r.name COLLATE "C"),
        ARRAY(SELECT DISTINCT x FROM r, unnest(` + grantPerms + `) x WHERE x = ANY($4::text[])),
        ARRAY(SELECT DISTINCT x FROM memberships m
-             JOIN users u ON u.id = m.user_id AND u.status = 'active'
+             JOIN users u ON u.id = m.user_id AND u.status = 'active' AND u.kind <> 'service'
              JOIN membership_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
              JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id, unnest(` + grantPerms + `) x
              WHERE m.tenant_id = $1 AND m.user_id = $3::uuid AND m.status = 'active' AND x = ANY($4::text[]))`

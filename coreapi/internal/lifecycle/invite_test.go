@@ -1420,3 +1420,29 @@ func TestMachinesResendNoInvitation(t *testing.T) {
 	}
 	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil), http.StatusOK)
 }
+
+// TestServiceAccountSendsNoInvitation: an invitation whose sender is a
+// service account (one it resent before machines were refused resends) is
+// not accepted: a person invited by a machine would outlive the account,
+// and the accept checks the sender as one who may still send it.
+func TestServiceAccountSendsNoInvitation(t *testing.T) {
+	x := startWide(t)
+	owner := x.signup(t, "o@acme.test")
+	inv := x.invite(t, owner.id, "newbie@example.com", "member")
+	r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "ci", "roles": []string{"admin"}})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create service account: %d %s", r.Status, r.Body)
+	}
+	var sa struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &sa)
+	x.exec(t, `UPDATE invitations SET invited_by = $2 WHERE id = $1`, inv.ID, sa.ID)
+	m := x.mail(t, "newbie@example.com", "")
+	if _, st, code := x.accept(t, nil, map[string]string{"token": m.Token(), "password": "newbie's password"}); st != http.StatusForbidden || code != problem.CodeForbidden {
+		t.Fatalf("accept of an invitation a service account sent: %d %s", st, code)
+	}
+	if x.isMember(t, owner.c.Tid, "newbie@example.com") {
+		t.Fatal("the invitee joined")
+	}
+}
