@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
@@ -688,5 +689,25 @@ func TestSecretQueryNotRecorded(t *testing.T) {
 	}
 	if got := attr(spanNamed(t, spans, "GET /api/v1/auth/oauth"), "url.path"); got != "/api/v1/auth/oauth/google/callback" {
 		t.Errorf("callback span url.path %q", got)
+	}
+}
+
+// A path's length is the client's to choose, up to the header buffer: the
+// access line and the span's url.path hold its first
+// logging.MaxPathBytes, so that a line stays one line to the container
+// runtime (16 KiB) and a span stays small.
+func TestLongPathClipped(t *testing.T) {
+	e, exp := tracedEnv(t, "always_on", nil)
+	path := "/notes/" + strings.Repeat("a", 12<<10)
+	e.wantStatus(e.do("GET", path, "", nil), 401)
+	lines := accessLines(t, e)
+	if len(lines) != 1 {
+		t.Fatalf("%d access lines, want 1", len(lines))
+	}
+	if got, _ := lines[0]["path"].(string); got != path[:logging.MaxPathBytes] {
+		t.Errorf("access log path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
+	}
+	if got := attr(spanNamed(t, exp.GetSpans(), "GET /notes"), "url.path"); got != path[:logging.MaxPathBytes] {
+		t.Errorf("span url.path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
 	}
 }

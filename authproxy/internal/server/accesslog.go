@@ -26,7 +26,7 @@ func (s *Server) accessLine(c *fiber.Ctx, st *state, status int, d time.Duration
 	b = append(b, `,"method":`...)
 	b = logging.AppendString(b, logMethod(c.Request().Header.Method()))
 	b = append(b, `,"path":`...)
-	b = logging.AppendString(b, b2s(st.path))
+	b = logging.AppendString(b, logging.ClipPath(b2s(st.path)))
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, `,"duration_ms":`...)

@@ -863,7 +863,7 @@ func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration)
 	s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
 		slog.String("request_id", b2s(st.reqID)),
 		slog.String("method", logMethod(c.Request().Header.Method())),
-		slog.String("path", b2s(st.path)),
+		slog.String("path", logging.ClipPath(b2s(st.path))),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("route", st.route),

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
@@ -65,7 +67,7 @@ func (s *Server) traceEnd(c *fiber.Ctx, st *state, status int) {
 		span.SetName(name)
 		span.SetAttributes(
 			attribute.String("http.request.method", method),
-			attribute.String("url.path", string(st.path)),
+			attribute.String("url.path", strings.Clone(logging.ClipPath(b2s(st.path)))), // st.path is reused
 			attribute.String("http.route", st.route),
 			attribute.Int("http.response.status_code", status),
 			attribute.String("tollgate.request_id", string(st.reqID)),

@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -69,7 +70,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):
 		// tell clients and the proxy to come back, rather than a 500.
-		s.log.WarnContext(c.UserContext(), "database unavailable", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
+		s.log.WarnContext(c.UserContext(), "database unavailable", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "the database is unavailable; retry shortly")
 	}
@@ -100,7 +101,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 			return problem.New(fe.Code, problem.CodeBadRequest, http.StatusText(fe.Code))
 		}
 	}
-	s.log.ErrorContext(c.UserContext(), "request failed", "request_id", RequestIDOf(c), "method", c.Method(), "path", c.Path(), "err", err)
+	s.log.ErrorContext(c.UserContext(), "request failed", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
 	return problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
@@ -133,7 +134,7 @@ func (s *Server) logRequest(c *fiber.Ctx, level slog.Level, method, route string
 	s.accessLogger.LogAttrs(c.UserContext(), level, "request",
 		slog.String("request_id", RequestIDOf(c)),
 		slog.String("method", method),
-		slog.String("path", c.Path()),
+		slog.String("path", logging.ClipPath(c.Path())),
 		slog.String("route", route),
 		slog.Int("status", status),
 		slog.String("principal", id.Principal),
@@ -183,7 +184,7 @@ func (s *Server) recover(c *fiber.Ctx) (err error) {
 // it in the deferred function that recovered).
 func (s *Server) logPanic(c *fiber.Ctx, r any) {
 	s.log.ErrorContext(c.UserContext(), "panic", "request_id", RequestIDOf(c), "method", methodName(c.Method()),
-		"path", c.Path(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		"path", logging.ClipPath(c.Path()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 }
 
 var errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenticated,

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
@@ -65,7 +66,7 @@ func (t *requestTracer) end(c *fiber.Ctx, span trace.Span, route string) {
 		span.SetAttributes(
 			attribute.String("http.request.method", method),
 			attribute.String("http.route", route),
-			attribute.String("url.path", strings.Clone(c.Path())),
+			attribute.String("url.path", strings.Clone(logging.ClipPath(c.Path()))),
 			attribute.Int("http.response.status_code", status),
 			attribute.String("tollgate.request_id", RequestIDOf(c)),
 			attribute.String("tollgate.principal", id.Principal),

@@ -332,3 +332,44 @@ func TestEarlyRefusalsTraced(t *testing.T) {
 		t.Fatal(errs)
 	}
 }
+
+// A path's length is the client's to choose, up to the header buffer: the
+// access line and the span's url.path hold its first
+// logging.MaxPathBytes, so that a line stays one line to the container
+// runtime (16 KiB) and a span stays small.
+func TestLongPathClipped(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(tracing.Config{ServiceName: "coreapi", Sampler: "parentbased_always_on"}, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.LogBuffer{}
+	e := apitest.Start(t, apitest.Options{Tracing: p, AllowUndocumented: true, Configure: func(o *httpapi.Options) {
+		o.Logger = slog.New(tracing.LogHandler{Handler: logging.NewHandler(logs, slog.LevelInfo)})
+	}})
+	path := "/api/v1/nope/" + strings.Repeat("a", 12<<10)
+	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: path}), 404)
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got, _ := line["path"].(string); got != path[:logging.MaxPathBytes] {
+		t.Errorf("access log path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
+	}
+	var srv *tracetest.SpanStub
+	for i, s := range exp.GetSpans() {
+		if s.Name == "GET unmatched" {
+			srv = &exp.GetSpans()[i]
+		}
+	}
+	if srv == nil {
+		t.Fatal("no server span")
+	}
+	if got, _ := attrOf(*srv, "url.path"); got != path[:logging.MaxPathBytes] {
+		t.Errorf("span url.path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
+	}
+}

@@ -1,0 +1,27 @@
+package logging
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestClipPath(t *testing.T) {
+	short := "/api/v1/users/" + strings.Repeat("a", 100)
+	if got := ClipPath(short); got != short {
+		t.Errorf("short path changed: %q", got)
+	}
+	long := "/" + strings.Repeat("b", 3*MaxPathBytes)
+	if got := ClipPath(long); got != long[:MaxPathBytes] {
+		t.Errorf("long path cut to %d bytes, want %d", len(got), MaxPathBytes)
+	}
+	// A rune across the limit is left out whole.
+	multi := "/" + strings.Repeat("é", MaxPathBytes)
+	got := ClipPath(multi)
+	if len(got) > MaxPathBytes || len(got) < MaxPathBytes-utf8.UTFMax || !utf8.ValidString(got) {
+		t.Errorf("cut to %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = ClipPath(long) }); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}
