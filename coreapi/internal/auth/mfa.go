@@ -748,7 +748,7 @@ WHERE mfa_totp.status = 'pending'`
 	// A second factor locks out whoever lacks it: one enrolled with a
 	// session taken from its owner (a leaked token) would keep the owner
 	// out of their own account. Enrolling needs a recent sign-in.
-	fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, MFAMaxAge, false)
+	fresh, err := sessions.Fresh(ctx, s.pool, id, MFAMaxAge, false)
 	if err != nil {
 		return err
 	}
@@ -895,7 +895,7 @@ func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) 
 	if !on {
 		return errNoActiveFactor
 	}
-	fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, MFAMaxAge, true)
+	fresh, err := sessions.Fresh(ctx, s.pool, id, MFAMaxAge, true)
 	if err != nil {
 		return err
 	}
@@ -965,7 +965,7 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 		}
 		// Again under the lock: a sign-out everywhere or a reset may have
 		// ended the session since.
-		if fresh, err := sessions.Fresh(ctx, tx, id.UserID, id.SessionID, MFAMaxAge, true); err != nil {
+		if fresh, err := sessions.Fresh(ctx, tx, id, MFAMaxAge, true); err != nil {
 			return err
 		} else if !fresh {
 			return errStale

@@ -1164,3 +1164,67 @@ func TestUnreadableSecretSpendsNoTries(t *testing.T) {
 		})
 	}
 }
+
+// signedAs is the identity a proxy signs for a request carrying tk: the
+// token's authentication methods and time included.
+func (e *env) signedAs(t testing.TB, tk tokens) *identity.Identity {
+	t.Helper()
+	as := e.identityFor(t, tk)
+	as.AMR, _, as.AuthTime = amrOf(t, tk.AccessToken)
+	return as
+}
+
+// TestRecentAuthenticationIsTheTokens: what needs a recent sign-in or
+// second factor is judged on the access token the request carries, not
+// on its session alone. A step-up (or an enrolment's confirmation)
+// renews the session's authentication, but an access token issued before
+// it, held by someone else, still says how long ago its holder signed
+// in: it must not move the account's address or remove the factor
+// because the owner has just proven the factor on the same session.
+func TestRecentAuthenticationIsTheTokens(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "fresh@example.com")
+	sensitive := []struct {
+		what, method, path string
+		body               any
+	}{
+		{"email change", http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "thief@example.com"}},
+		{"disable the factor", http.MethodDelete, "/api/v1/users/me/mfa/totp", nil},
+		{"new recovery codes", http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil},
+	}
+	// The sign-up's token: a password only, though its session has given
+	// the second factor since (the enrolment's confirmation).
+	pwdOnly := e.signedAs(t, tk)
+	if !slices.Equal(pwdOnly.AMR, []string{"pwd"}) {
+		t.Fatalf("sign-up token amr %v", pwdOnly.AMR)
+	}
+	for _, c := range sensitive[1:] {
+		wantStatus(t, c.what+" with a token without the factor", e.Send(t, pwdOnly, c.method, c.path, c.body),
+			http.StatusUnauthorized, "insufficient_user_authentication")
+	}
+	// A token of the session from a sign-in ten minutes ago, both
+	// factors; then the owner steps the session up.
+	stale := e.signedAs(t, tk)
+	stale.AMR, stale.AuthTime = []string{"pwd", "otp"}, time.Now().Add(-10*time.Minute).Unix()
+	r := e.Send(t, pwdOnly, http.MethodPost, "/api/v1/auth/token",
+		map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
+	wantStatus(t, "step up", r, http.StatusOK, "")
+	var up tokens
+	r.JSON(t, &up)
+	for _, c := range sensitive {
+		wantStatus(t, c.what+" with a token of an old sign-in", e.Send(t, stale, c.method, c.path, c.body),
+			http.StatusUnauthorized, "insufficient_user_authentication")
+	}
+	if n := e.count(t, `SELECT count(*) FROM mail_queue WHERE to_address = 'thief@example.com'`); n != 0 {
+		t.Errorf("%d mails to the new address after a refused change", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'active'`, stale.UserID); n != 1 {
+		t.Errorf("%d active factors, want 1", n)
+	}
+	// The stepped-up token does all of it.
+	owner := e.signedAs(t, up)
+	wantStatus(t, "email change after the step-up", e.Send(t, owner, http.MethodPatch, "/api/v1/users/me",
+		map[string]string{"email": "fresh2@example.com"}), http.StatusAccepted, "")
+	wantStatus(t, "new codes after the step-up", e.Send(t, owner, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil), http.StatusOK, "")
+	wantStatus(t, "disable after the step-up", e.Send(t, owner, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil), http.StatusNoContent, "")
+}

@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -572,20 +573,36 @@ func CheckLive(ctx context.Context, q DB, userID, sessionID string) error {
 	return nil
 }
 
-// Fresh reports whether sessionID is userID's live session (not revoked,
-// expired or stamped with an older token version than the user's) and was
-// authenticated (signed in, or stepped up) within maxAge, with a second
-// factor (otp in its amr) when otp is set. A session id that is not
-// valid is not fresh.
-func Fresh(ctx context.Context, q DB, userID, sessionID string, maxAge time.Duration, otp bool) (bool, error) {
+// Fresh reports whether id's session is userID's live session (not
+// revoked, expired or stamped with an older token version than the
+// user's) and was authenticated (signed in, or stepped up) within maxAge,
+// with a second factor (otp in its amr) when otp is set; and whether the
+// access token the request carries says so too, when the signed identity
+// holds its authentication (id.AuthTime set: the v2 identity of a token's
+// bearer). The session's authentication moves on when a second factor is
+// given on it (a step-up, an enrolment's confirmation), but an access
+// token issued before keeps its own: held by someone else, it must not
+// pass for a recent sign-in because the owner has just proven the factor
+// on the same session. A session id that is not valid is not fresh.
+func Fresh(ctx context.Context, q DB, id identity.Identity, maxAge time.Duration, otp bool) (bool, error) {
+	// least() skips a NULL: without the token's authentication the
+	// session's decides.
 	const qFresh = `
-SELECT auth_time > now() - make_interval(secs => $3) AND (NOT $4 OR 'otp' = ANY (amr))
+SELECT least(auth_time, to_timestamp($5)) > now() - make_interval(secs => $3)
+   AND (NOT $4 OR ('otp' = ANY (amr) AND ($6::text[] IS NULL OR 'otp' = ANY ($6::text[]))))
 FROM sessions WHERE ` + QLive
-	if !ids.Valid(sessionID) {
+	if !ids.Valid(id.SessionID) {
 		return false, nil
 	}
+	var (
+		tokenAt  *int64
+		tokenAMR []string // nil: NULL
+	)
+	if id.AuthTime > 0 {
+		tokenAt, tokenAMR = &id.AuthTime, append([]string{}, id.AMR...)
+	}
 	var fresh bool
-	err := q.QueryRow(ctx, qFresh, sessionID, userID, maxAge.Seconds(), otp).Scan(&fresh)
+	err := q.QueryRow(ctx, qFresh, id.SessionID, id.UserID, maxAge.Seconds(), otp, tokenAt, tokenAMR).Scan(&fresh)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, fmt.Errorf("check session authentication: %w", err)
 	}

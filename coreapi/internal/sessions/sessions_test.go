@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -581,7 +582,7 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	if err := f.store.MoveTenant(ctx, f.pool, f.user, stale.SessionID, other); !errors.Is(err, ErrNotFound) {
 		t.Errorf("MoveTenant of a session opened under an old token version = %v, want ErrNotFound", err)
 	}
-	if fresh, err := Fresh(ctx, f.pool, f.user, stale.SessionID, time.Hour, false); err != nil || fresh {
+	if fresh, err := Fresh(ctx, f.pool, identity.Identity{UserID: f.user, SessionID: stale.SessionID}, time.Hour, false); err != nil || fresh {
 		t.Errorf("Fresh of a session opened under an old token version = %v, %v; want false", fresh, err)
 	}
 	current, err := f.store.CreateAt(ctx, f.pool, f.user, f.tenant, "ua", "ip", 1)
@@ -591,7 +592,7 @@ func TestSessionOpenedUnderAnOldTokenVersion(t *testing.T) {
 	if _, err := f.store.Rotate(ctx, current.RefreshToken, Presenter{}); err != nil {
 		t.Errorf("refresh of a current session: %v", err)
 	}
-	if fresh, err := Fresh(ctx, f.pool, f.user, current.SessionID, time.Hour, false); err != nil || !fresh {
+	if fresh, err := Fresh(ctx, f.pool, identity.Identity{UserID: f.user, SessionID: current.SessionID}, time.Hour, false); err != nil || !fresh {
 		t.Errorf("Fresh of a current session = %v, %v; want true", fresh, err)
 	}
 	if err := f.store.MoveTenant(ctx, f.pool, f.user, current.SessionID, other); err != nil {

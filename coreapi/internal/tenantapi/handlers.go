@@ -112,7 +112,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		// The address is where a password reset goes: moving it with a
 		// session taken from its owner (a leaked token) would hand the
 		// account over. It needs a recent sign-in.
-		fresh, err := sessions.Fresh(ctx, s.pool, id.UserID, id.SessionID, EmailChangeMaxAge, false)
+		fresh, err := sessions.Fresh(ctx, s.pool, id, EmailChangeMaxAge, false)
 		if err != nil {
 			return err
 		}
@@ -128,7 +128,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		if !ok {
 			return httpapi.TooMany(c, wait, "too many email changes requested")
 		}
-		err = s.users.RequestEmailChange(ctx, id.UserID, id.TenantID, id.SessionID, *b.Email, httpapi.RequestIDOf(c), EmailChangeMaxAge)
+		err = s.users.RequestEmailChange(ctx, id, *b.Email, httpapi.RequestIDOf(c), EmailChangeMaxAge)
 		if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
 			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
 		}

@@ -325,15 +325,17 @@ var ErrNotFresh = errors.New("the session is not live or its sign-in is too old"
 // changes only when the link is used (see package lifecycle). An address
 // that another account has is ErrEmailTaken; one that has had
 // onetime.AddressMailLimit verification mails in the window, whichever
-// accounts asked, is a *ratelimit.Refused. The session sessionID asks
-// for it and must be live and signed in within maxAge (sessions.Fresh),
+// accounts asked, is a *ratelimit.Refused. The caller id asks for it: its
+// session must be live and it must have signed in within maxAge, as its
+// session and its access token say (sessions.Fresh),
 // checked with the account's row locked (else ErrNotFresh): a password
 // reset or change, or a sign-out everywhere, locks it too, so either it
 // ends the session first and the change is refused, or it comes after
 // and revokes the change with the other pending ones. Checked only before
 // (as the handler does), a change could be stored just after a reset
 // ended the session that asked for it, and outlive the reset.
-func (s *Store) RequestEmailChange(ctx context.Context, userID, tenantID, sessionID, newEmail, requestID string, maxAge time.Duration) error {
+func (s *Store) RequestEmailChange(ctx context.Context, id identity.Identity, newEmail, requestID string, maxAge time.Duration) error {
+	userID, tenantID := id.UserID, id.TenantID
 	const q = `
 SELECT u.email,
        EXISTS (SELECT 1 FROM users o WHERE lower(o.email) = lower($2) AND o.id <> u.id)
@@ -350,7 +352,7 @@ FOR UPDATE OF u`
 		}
 		// A statement after the lock: it sees a revocation committed by
 		// whoever held the row before.
-		if fresh, err := sessions.Fresh(ctx, tx, userID, sessionID, maxAge, false); err != nil {
+		if fresh, err := sessions.Fresh(ctx, tx, id, maxAge, false); err != nil {
 			return err
 		} else if !fresh {
 			return ErrNotFresh
