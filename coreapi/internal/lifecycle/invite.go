@@ -412,8 +412,9 @@ FROM users WHERE id = $1`
 		g = auth.Grant{UserID: userID, TenantID: p.TenantID, SessionID: issued.SessionID, TokenVersion: tv, RefreshToken: issued.RefreshToken}
 		if id.UserID != "" {
 			// Signed in, nobody authenticated now: the new session is the
-			// bearer's sign-in (its methods and time), not a fresh one.
-			g.AMR, g.AuthTime, err = sessions.InheritAuth(ctx, tx, userID, id.SessionID, issued.SessionID)
+			// bearer's sign-in (its methods and time, as its access token
+			// says), not a fresh one.
+			g.AMR, g.AuthTime, err = sessions.InheritAuth(ctx, tx, userID, id, issued.SessionID)
 		}
 		return err
 	})

@@ -470,6 +470,37 @@ func TestInviteAcceptSignedInKeepsTheAuthentication(t *testing.T) {
 	check("refresh of the accept's session", claimsOf(t, rt.AccessToken))
 }
 
+// TestInviteAcceptSignedInTakesTheTokensAuthentication: the session an
+// acceptance with a bearer opens takes the authentication of the access
+// token the request carries (as the proxy signs it), not the bearer's
+// session's, which a step-up renews after the token was issued: a token
+// of a sign-in ten minutes old, held by someone else while its owner
+// stepped the session up, must not open a session that gave the second
+// factor just now (a route's max_auth_age, the step-up routes).
+func TestInviteAcceptSignedInTakesTheTokensAuthentication(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	victim := x.signup(t, "victim@example.com")
+	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, victim.c.Sub)
+	// The owner stepped the session up just now.
+	x.exec(t, `UPDATE sessions SET amr = '{pwd,otp}', auth_time = now() WHERE id = $1`, victim.c.Sid)
+	other := x.signup(t, "other@example.com")
+	x.invite(t, other.id, "victim@example.com")
+	tok := x.mail(t, "victim@example.com", "You are invited").Token()
+	// The bearer: a token of the session issued before the step-up, of a
+	// sign-in ten minutes ago with the password only.
+	bearer := victim.id
+	signedIn := time.Now().Add(-10 * time.Minute).Unix()
+	bearer.AMR, bearer.AuthTime = []string{"pwd"}, signedIn
+	tk, st, code := x.accept(t, &bearer, map[string]string{"token": tok})
+	if st != http.StatusOK {
+		t.Fatalf("accept signed in: %d %s", st, code)
+	}
+	c := claimsOf(t, tk.AccessToken)
+	if !slices.Equal(c.Amr, []string{"pwd"}) || c.AuthTime != signedIn {
+		t.Errorf("accept: amr %v auth_time %d, want the bearer token's [pwd] %d", c.Amr, c.AuthTime, signedIn)
+	}
+}
+
 func TestInvitationLifecycle(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "boss@acme.test")

@@ -503,27 +503,42 @@ WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL AND expires_at > no
 }
 
 // InheritAuth gives the session to the authentication (amr, auth_time) of
-// userID's session from, which must be live (not revoked or expired, and
-// not stamped with an older token version than the user's), and returns
-// it (auth_time in unix seconds): a session opened on the strength of
+// the caller id: its session (id.SessionID, userID's), which must be live
+// (not revoked or expired, and not stamped with an older token version
+// than the user's), and the access token the request carries, when the
+// signed identity holds its authentication (id.AuthTime set): the token's
+// methods, and the older of the two times. The session's authentication
+// moves on when a second factor is given on it (a step-up), but a token
+// issued before keeps its own, and whoever holds it must not open a
+// session that gave the factor since. It returns the authentication
+// given (auth_time in unix seconds): a session opened on the strength of
 // another one (an invitation accepted signed in) is no new sign-in. It is
-// ErrNotFound when from is not such a session.
-func InheritAuth(ctx context.Context, q DB, userID, from, to string) ([]string, int64, error) {
+// ErrNotFound when id's session is not such a session.
+func InheritAuth(ctx context.Context, q DB, userID string, id identity.Identity, to string) ([]string, int64, error) {
+	// coalesce and least() skip a NULL: without the token's
+	// authentication the session's is taken.
 	const qInherit = `
-UPDATE sessions n SET amr = f.amr, auth_time = f.auth_time
+UPDATE sessions n SET amr = coalesce($4::text[], f.amr), auth_time = least(f.auth_time, to_timestamp($5))
 FROM sessions f JOIN users u ON u.id = f.user_id
 WHERE n.id = $3 AND n.user_id = $1 AND f.id = $2 AND f.user_id = $1
   AND f.revoked_at IS NULL AND f.expires_at > now()
   AND NOT coalesce(f.token_version < u.token_version, false)
 RETURNING n.amr, floor(extract(epoch FROM n.auth_time))::bigint`
-	if !ids.Valid(from) {
+	if !ids.Valid(id.SessionID) {
 		return nil, 0, ErrNotFound
+	}
+	var (
+		tokenAt  *int64
+		tokenAMR []string // nil: NULL
+	)
+	if id.AuthTime > 0 && len(id.AMR) > 0 {
+		tokenAt, tokenAMR = &id.AuthTime, id.AMR
 	}
 	var (
 		amr []string
 		at  int64
 	)
-	err := q.QueryRow(ctx, qInherit, userID, from, to).Scan(&amr, &at)
+	err := q.QueryRow(ctx, qInherit, userID, id.SessionID, to, tokenAMR, tokenAt).Scan(&amr, &at)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, ErrNotFound
 	}
