@@ -134,6 +134,20 @@ func sessionLive(ctx context.Context, q sessions.DB, userID, sessionID, tenantID
 	return ok, nil
 }
 
+// lockLiveSession locks the session's row if it is live in tenantID (see
+// qSessionLive; else sessions.ErrNotFound).
+func lockLiveSession(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) error {
+	var one int
+	err := q.QueryRow(ctx, `SELECT 1 FROM sessions WHERE `+qSessionLive+` FOR UPDATE`, sessionID, userID, tenantID).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return sessions.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("lock session: %w", err)
+	}
+	return nil
+}
+
 // setSessionAuth records a second factor given now for the session, if it
 // is live in tenantID (see qSessionLive; else sessions.ErrNotFound): otp
 // joins the methods of the sign-in it follows. It returns the session's
@@ -852,8 +866,13 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 			return err
 		}
 		// Then the session's row, which stays locked until the factor is
-		// active, so a sign-out or reset ends it after, never before.
-		if _, _, err := setSessionAuth(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		// active, so a sign-out or reset ends it after, never before. The
+		// confirmation is no step-up of the session: a step-up reissues
+		// the session's refresh token to whoever gave the code, and this
+		// answer carries none, so whoever else holds the session's live
+		// refresh token (a thief the owner enrols a factor to shut out)
+		// would refresh into the second factor given just now.
+		if err := lockLiveSession(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
 		if err := activateTOTP(ctx, tx, id.UserID); err != nil {

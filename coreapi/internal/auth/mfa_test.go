@@ -1228,3 +1228,29 @@ func TestRecentAuthenticationIsTheTokens(t *testing.T) {
 	wantStatus(t, "new codes after the step-up", e.Send(t, owner, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil), http.StatusOK, "")
 	wantStatus(t, "disable after the step-up", e.Send(t, owner, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil), http.StatusNoContent, "")
 }
+
+// TestConfirmIsNoStepUp: confirming a factor activates it but does not
+// make the session's sign-in one with a second factor given now. A
+// step-up reissues the session's refresh token to whoever gave the code;
+// the confirmation hands out none, so whoever else held the session's
+// refresh token (a thief its owner enrols a factor to shut out) would
+// refresh into "otp" and a fresh auth time, and with them regenerate the
+// recovery codes or disable the factor. The owner steps up with the next
+// code when a route asks for one.
+func TestConfirmIsNoStepUp(t *testing.T) {
+	e := start(t, cheap)
+	tk, _, _ := e.mfaUser(t, "confirm@example.com")
+	_, _, signedAt := amrOf(t, tk.AccessToken)
+	r := e.refresh(t, tk.RefreshToken)
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", r.Status, r.Body)
+	}
+	var next tokens
+	r.JSON(t, &next)
+	amr, _, at := amrOf(t, next.AccessToken)
+	if slices.Contains(amr, "otp") || at != signedAt {
+		t.Fatalf("after the confirmation the session's refresh gave amr %v, auth time %d (the sign-in's: %d)", amr, at, signedAt)
+	}
+	wantStatus(t, "new recovery codes with the refreshed token", e.Send(t, e.signedAs(t, next), http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil),
+		http.StatusUnauthorized, "insufficient_user_authentication")
+}
