@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
@@ -566,6 +567,13 @@ func (p *parser) corsOrigins() []string {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.Contains(u.Host, "*") {
 			p.fail("CORS_ALLOWED_ORIGINS", envconfig.ProblemURL(o), "want * or origins like https://app.example.com (scheme, host, optional port; no path)")
+			continue
+		}
+		if i := strings.IndexFunc(u.Host, func(r rune) bool { return r >= utf8.RuneSelf }); i >= 0 {
+			// A browser sends such a host in its ASCII form
+			// (https://xn--bcher-kva.example): as written it would never
+			// match, and the origin would be refused without a word.
+			p.fail("CORS_ALLOWED_ORIGINS", envconfig.ProblemURL(o), "the host must be written in ASCII as browsers send it in Origin (an internationalized name in its xn-- form)")
 			continue
 		}
 		host := strings.ToLower(u.Host)

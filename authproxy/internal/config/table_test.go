@@ -173,6 +173,10 @@ func TestCORSOrigins(t *testing.T) {
 		{"ftp://a.example", "", "error"},
 		{"https://*.example.com", "", "error"},
 		{"https://u:p@a.example", "", "error"},
+		// Browsers send a host in Unicode as its ASCII form (xn--...):
+		// this one would never match.
+		{"https://bücher.example", "", "error"},
+		{"https://xn--bcher-kva.example", "", "https://xn--bcher-kva.example"},
 	} {
 		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "CORS_ALLOWED_ORIGINS": tc.origins, "CORS_ALLOW_CREDENTIALS": tc.creds}))
 		if tc.want == "error" {
