@@ -2,8 +2,10 @@
 // following docs/identity-headers.md. verify() takes Node's req.headers
 // (lower-case names), the method, the path+query as received (req.url), the
 // raw body (Buffer), a Map of key id -> secret (Buffer, at least 32 bytes:
-// parseKeys(process.env.TOLLGATE_IDENTITY_KEYS) makes it), the clock (ms),
-// the window (ms) and the process's Replays, which refuses a signed request
+// parseKeys(process.env.TOLLGATE_IDENTITY_KEYS) makes it), the clock (ms;
+// undefined: Date.now()), the window (ms; undefined: 30000; either one not
+// a whole number of ms throws a TypeError, as a NaN clock would pass a
+// request of any age) and the process's Replays, which refuses a signed request
 // sent again ('replay'): const replays = new Replays(); once, then
 // verify(req.headers, req.method, req.url, body, keys, Date.now(), 30000, replays).
 // It returns the caller as the Go SDK's verify.Identity holds it
@@ -76,7 +78,12 @@ class Replays {
   }
 }
 
-function verify(h, method, pathQuery, body, keys, nowMs, windowMs = 30000, replays = null) {
+function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs = 30000, replays = null) {
+  // NaN compares false: a clock or window that is no whole number of
+  // milliseconds would pass a signature of any age, and a replay.
+  if (!Number.isSafeInteger(nowMs) || !Number.isSafeInteger(windowMs) || windowMs < 0) {
+    throw new TypeError('verify: nowMs and windowMs must be whole milliseconds');
+  }
   const get = (name) => h[name] || '';
   const sig = get('x-auth-signature'), ts = get('x-auth-timestamp');
   if (!sig || !ts) fail('missing');

@@ -605,3 +605,45 @@ console.log(JSON.stringify(JSON.parse(process.env.CASES).map((h) => {
 		}
 	}
 }
+
+// TestNodeVerifierNeedsItsClock: verify() compared the timestamp with
+// nowMs and windowMs as given, and NaN compares false: an app that left the
+// clock out (verify(h, method, url, body, keys)), or passed something that
+// is no number of milliseconds, accepted a signature of any age, and its
+// Replays, judging expiry with the same NaN, took each replay for a first
+// use. A clock left out is now Date.now(), as the Go SDK's Config.Now is
+// time.Now; any other clock or window that is not a whole number of
+// milliseconds throws a TypeError, which an app answers as any refusal.
+func TestNodeVerifierNeedsItsClock(t *testing.T) {
+	const script = `
+const { verify, Replays, parseKeys } = require('./verify.js');
+const vs = JSON.parse(require('node:fs').readFileSync(process.env.VECTORS, 'utf8'));
+const out = {};
+for (const name of ['user GET', 'timestamp 31 s old']) {
+  const v = vs.find((x) => x.name === name);
+  const h = Object.fromEntries(Object.entries(v.headers).map(([k, x]) => [k.toLowerCase(), x]));
+  h['x-auth-signature'] = v.signature;
+  const keys = parseKeys(v.key_id + ':' + v.key_secret_base64);
+  const replays = new Replays();
+  const run = (...args) => {
+    try { verify(h, v.method, v.path_query, Buffer.from(v.body, 'utf8'), keys, ...args); return 'valid'; }
+    catch (e) { return e.code || e.name; }
+  };
+  out[name] = [
+    run(), run(undefined, undefined, replays), run(undefined, undefined, replays), run(NaN, 30000, replays),
+    run(NaN, 30000, replays), run('x', 30000), run(String(v.now_ms), 30000), run(Infinity, 30000),
+    run(v.now_ms, NaN, replays), run(v.now_ms, -1), run(v.now_ms, Infinity), run(v.now_ms, 30000, replays),
+  ];
+}
+console.log(JSON.stringify(out));
+`
+	got := runScript(t, script, "VECTORS="+vectorsPath)
+	// Both vectors were signed before this test was written: at the real
+	// clock, both are stale. With the vector's clock, the first is valid
+	// once and the second stale.
+	const want = `{"user GET":["expired","expired","expired","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","valid"],` +
+		`"timestamp 31 s old":["expired","expired","expired","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","expired"]}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
