@@ -60,7 +60,12 @@ function parseKeys(text) {
 // accepted. It is the process's own: another process accepts a replay once
 // more.
 class Replays {
-  constructor(max = 100000) { this.max = max; this.seen = new Map(); this.evicted = 0; }
+  constructor(max = 100000) {
+    // NaN (an unset variable, say) compares false: the memory would never
+    // be bounded.
+    if (!Number.isSafeInteger(max) || max < 1) throw new TypeError('Replays: max must be a whole number, at least 1');
+    this.max = max; this.seen = new Map(); this.evicted = 0; this.swept = -Infinity;
+  }
   // firstUse records sig until expMs and says whether it was new.
   firstUse(sig, expMs, nowMs) {
     if (this.seen.get(sig) >= nowMs) return false;
@@ -68,6 +73,13 @@ class Replays {
     for (const [s, exp] of this.seen) { // expired ones, from the oldest
       if (exp >= nowMs) break;
       this.seen.delete(s);
+    }
+    if (this.seen.size >= this.max && nowMs - this.swept >= 1000) {
+      // Held in the order they came, from proxies whose clocks differ:
+      // expired entries can sit behind a live one. Full, look at every
+      // entry (at most once a second) before forgetting a live one early.
+      this.swept = nowMs;
+      for (const [s, exp] of this.seen) if (exp < nowMs) this.seen.delete(s);
     }
     if (this.seen.size >= this.max) {
       this.seen.delete(this.seen.keys().next().value);

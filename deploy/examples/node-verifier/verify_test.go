@@ -403,6 +403,33 @@ console.log(JSON.stringify(out));
 	}
 }
 
+// TestNodeReplaysSweepBeforeEvicting: a full Replays looks past its
+// oldest live entry for expired ones before it forgets a live signature
+// early (whose replay would then be accepted): entries come in the order
+// requests arrive, from proxies whose clocks differ, so expired ones can
+// sit behind a live head. And a max that is no whole number is refused:
+// NaN (an unset variable) never bounded the memory.
+func TestNodeReplaysSweepBeforeEvicting(t *testing.T) {
+	got := runScript(t, `
+const { Replays } = require('./verify.js');
+const r = new Replays(3);
+const out = [];
+out.push(r.firstUse('a', 60000, 0));  // a live head
+out.push(r.firstUse('b', 10, 0), r.firstUse('c', 10, 0));
+out.push(r.firstUse('d', 60000, 20)); // full, b and c expired behind a
+out.push(r.evicted, r.seen.size);
+out.push(r.firstUse('a', 60000, 21)); // still remembered: a replay
+for (const m of [NaN, 0, -1, 2.5, '3']) {
+  try { new Replays(m); out.push('accepted'); } catch (e) { out.push(e.name); }
+}
+console.log(JSON.stringify(out));
+`)
+	const want = `[true,true,true,true,0,2,false,"TypeError","TypeError","TypeError","TypeError","TypeError"]`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
 // runScript runs a node program in this directory with env added and
 // returns its trimmed output.
 func runScript(t *testing.T, script string, env ...string) string {
