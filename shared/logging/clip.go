@@ -13,15 +13,20 @@ const MaxPathBytes = 2048
 // ClipPath returns path cut to MaxPathBytes, on a rune boundary when the
 // path is UTF-8 there; it does not allocate.
 func ClipPath(path string) string {
-	if len(path) <= MaxPathBytes {
-		return path
+	return clip(path, MaxPathBytes)
+}
+
+// clip returns s cut to n bytes, on a rune boundary when s is UTF-8
+// there.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	n := MaxPathBytes
 	for i := n; i > n-utf8.UTFMax && i > 0; i-- {
-		if utf8.RuneStart(path[i]) {
+		if utf8.RuneStart(s[i]) {
 			n = i
 			break
 		}
 	}
-	return path[:n]
+	return s[:n]
 }

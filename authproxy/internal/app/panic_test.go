@@ -1,11 +1,13 @@
 package app
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -70,4 +72,58 @@ func TestPanicInExpectHookAnswers500(t *testing.T) {
 	readAnswers(t, br, []string{"POST"}, []int{100})
 	_, _ = conn.Write([]byte("hello"))
 	readAnswers(t, br, []string{"POST"}, []int{200})
+}
+
+// panicValueTransport panics with v in the upstream round trip.
+type panicValueTransport struct{ v string }
+
+func (p panicValueTransport) RoundTrip(*fasthttp.HostClient, *fasthttp.Request, *fasthttp.Response) (bool, error) {
+	panic(p.v)
+}
+
+// A panic's value may hold the request's own bytes (a credential in a
+// formatted error) and be of any size: it is logged redacted and cut, as
+// an error is, with its stack.
+func TestPanicValueIsRedactedAndCut(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	hcs := e.app.Server.Router().Clients
+	saved := make([]fasthttp.RoundTripper, len(hcs))
+	for i, hc := range hcs {
+		saved[i], hc.Transport = hc.Transport, panicValueTransport{
+			v: "upstream fault for Authorization: Bearer " + tok + " " + strings.Repeat("x", 10<<10)}
+	}
+	t.Cleanup(func() {
+		for i, hc := range hcs {
+			hc.Transport = saved[i]
+		}
+	})
+	r := e.do("GET", "/api/v1/users/me", tok, nil)
+	e.wantProblem(r, 500, problem.CodeInternal)
+	if strings.Contains(e.logs.String(), tok) {
+		t.Fatal("the bearer token in the panic value was logged")
+	}
+	var found bool
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if !strings.Contains(line, `"msg":"panic"`) {
+			continue
+		}
+		var rec struct{ Panic, Stack string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("panic line: %v: %s", err, line)
+		}
+		found = true
+		if !strings.HasPrefix(rec.Panic, "upstream fault for Authorization: Bearer [redacted] xxx") {
+			t.Errorf("panic value %.100q..., want it redacted", rec.Panic)
+		}
+		if len(rec.Panic) > logging.MaxRedactedBytes+len("...") {
+			t.Errorf("panic value of %d bytes logged, want at most %d", len(rec.Panic), logging.MaxRedactedBytes+3)
+		}
+		if !strings.HasPrefix(rec.Stack, "goroutine ") {
+			t.Errorf("stack %.100q, want the stack trace", rec.Stack)
+		}
+	}
+	if !found {
+		t.Fatalf("no panic line: %s", e.logs.String())
+	}
 }

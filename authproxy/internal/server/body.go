@@ -11,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/valyala/fasthttp"
 )
@@ -172,7 +173,7 @@ func (s *Server) bodyFailed(st *state, err error) error {
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() || errors.Is(err, fasthttp.ErrTimeout) {
 		return errBodyTimeout
 	}
-	s.d.Log.Info("request refused", st.logArgs("status", 400, "err", redact(err.Error()))...)
+	s.d.Log.Info("request refused", st.logArgs("status", 400, "err", logging.Redact(err.Error()))...)
 	return errBodyMalformed
 }
 

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -405,7 +404,7 @@ func New(d Deps, o Options) *Server {
 	})
 	// fasthttp's errors about a request it could not read would quote up
 	// to 200 bytes from each end of its headers (where a token's tail or
-	// a cookie may be); what it quotes even so, redact drops.
+	// a cookie may be); what it quotes even so, logging.Redact drops.
 	s.app.Server().SecureErrorLogMessage = true
 	// A request that waits for "100 Continue" before sending its body is
 	// refused from its headers instead, when they decide the answer (its
@@ -903,7 +902,7 @@ func (s *Server) next(c *fiber.Ctx, st *state) (err error) {
 //
 //go:noinline
 func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
-	s.d.Log.Error("panic", st.logArgs("panic", fmt.Sprint(r), "stack", string(debug.Stack()))...)
+	s.d.Log.Error("panic", st.logArgs("panic", logging.Redact(fmt.Sprint(r)), "stack", string(debug.Stack()))...)
 	c.Response().Reset()
 	return errPanic
 }
@@ -1649,8 +1648,8 @@ func (s *Server) forwardFailed(st *state, resp *fasthttp.Response, err error) er
 	resp.Reset()
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
-	// redact: fasthttp still quotes the line of an answer it refuses.
-	s.d.Log.Warn("forward", st.logArgs("err", redact(err.Error()), "upstream", st.upstream)...)
+	// logging.Redact: fasthttp still quotes the line of an answer it refuses.
+	s.d.Log.Warn("forward", st.logArgs("err", logging.Redact(err.Error()), "upstream", st.upstream)...)
 	switch kind {
 	case forward.Unavailable:
 		return unavailable("upstream unavailable")
@@ -1904,10 +1903,10 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		case errors.As(err, &fe) && fe.Code == fiber.StatusRequestTimeout:
 			he = &httpError{status: 408, code: problem.CodeBadRequest, detail: "request timed out"}
 		case errors.As(err, &fe) && fe.Code < 500:
-			s.d.Log.Info("request refused", st.logArgs("status", fe.Code, "err", redact(fe.Message))...)
+			s.d.Log.Info("request refused", st.logArgs("status", fe.Code, "err", logging.Redact(fe.Message))...)
 			he = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed request"}
 		default:
-			s.d.Log.Error("request", st.logArgs("err", redact(err.Error()))...)
+			s.d.Log.Error("request", st.logArgs("err", logging.Redact(err.Error()))...)
 			he = &httpError{status: 500, code: problem.CodeInternal, detail: "internal error"}
 		}
 		st.outcome = "refused"
@@ -1937,32 +1936,6 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		resp.Header.Set(fiber.HeaderRetryAfter, "1")
 	}
 	resp.SetBodyRaw(p.JSON())
-}
-
-// bearerText matches credentials in a raw error that quotes the request.
-var bearerText = regexp.MustCompile(`(?i)(bearer|basic)\s+[^\s"\\]+`)
-
-// apiKeyText matches an API key anywhere (a header or query quoted in an
-// error).
-var apiKeyText = regexp.MustCompile(`tg_[a-z0-9]{4,}[_A-Za-z0-9%]*`)
-
-// quotedText matches a quoted (%q) string, or what is left of one at
-// the end.
-var quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*(?:"|\\?$)`)
-
-// redact keeps credentials out of the log and bounds the line. Quoted
-// text is dropped whole: in an error about the request it is the
-// request's own bytes (fasthttp quotes a header value it refuses even
-// with SecureErrorLogMessage), where a credential may be in any header
-// and under any scheme, or cut so that no pattern below recognizes it.
-func redact(s string) string {
-	s = quotedText.ReplaceAllString(s, `"[redacted]"`)
-	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
-	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
-	if len(s) > 512 {
-		s = s[:512] + "..."
-	}
-	return s
 }
 
 // errorHandler answers requests refused before the middleware chain ran

@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -112,7 +113,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 	}
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("stream", label).Inc()
-	s.d.Log.Warn("stream", st.logArgs("err", redact(err.Error()))...)
+	s.d.Log.Warn("stream", st.logArgs("err", logging.Redact(err.Error()))...)
 	if kind == forward.Timeout {
 		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
 	}

@@ -1,7 +1,9 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -80,4 +82,51 @@ func TestErrorMapperPanic(t *testing.T) {
 	}
 	// Still serving.
 	apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/health"}), 200)
+}
+
+// TestPanicValueIsRedactedAndCut: a panic's value may hold the request's
+// own bytes (a credential in a formatted error) and be of any size: it
+// is logged redacted and cut to logging.MaxRedactedBytes, with its stack.
+func TestPanicValueIsRedactedAndCut(t *testing.T) {
+	t.Parallel()
+	logs := &testkit.LogBuffer{}
+	const token = "eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJl"
+	e := start(t, apitest.Options{AllowUndocumented: true, Configure: func(o *httpapi.Options) {
+		o.Logger = slog.New(logging.NewHandler(logs, slog.LevelInfo))
+		o.Register = append(o.Register, func(rt httpapi.Routes) {
+			rt.Public.Get("/x/panics", func(c *fiber.Ctx) error {
+				panic(fmt.Errorf("handler fault for Authorization: %s %s", c.Get("Authorization"), strings.Repeat("x", 10<<10)))
+			})
+		})
+	}})
+	rid := "panic-rid-redacted"
+	r := e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/x/panics", Undocumented: true,
+		Header: http.Header{"X-Request-Id": {rid}, "Authorization": {"Bearer " + token}}})
+	apitest.WantProblem(t, r, 500, "internal")
+	if strings.Contains(logs.String(), token) {
+		t.Fatal("the bearer token in the panic value was logged")
+	}
+	var found bool
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(l, `"msg":"panic"`) || !strings.Contains(l, rid) {
+			continue
+		}
+		var rec struct{ Panic, Stack string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("panic line: %v: %s", err, l)
+		}
+		found = true
+		if !strings.HasPrefix(rec.Panic, "handler fault for Authorization: Bearer [redacted] xxx") {
+			t.Errorf("panic value %.100q..., want it redacted", rec.Panic)
+		}
+		if len(rec.Panic) > logging.MaxRedactedBytes+len("...") {
+			t.Errorf("panic value of %d bytes logged, want at most %d", len(rec.Panic), logging.MaxRedactedBytes+3)
+		}
+		if !strings.HasPrefix(rec.Stack, "goroutine ") {
+			t.Errorf("stack %.100q, want the stack trace", rec.Stack)
+		}
+	}
+	if !found {
+		t.Fatalf("no panic line for %s:\n%s", rid, logs)
+	}
 }

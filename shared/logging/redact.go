@@ -1,0 +1,36 @@
+package logging
+
+import "regexp"
+
+// MaxRedactedBytes bounds a text Redact returns (before its "..."): an
+// error or panic value may quote a request of any size.
+const MaxRedactedBytes = 512
+
+// bearerText matches credentials in a raw error that quotes the request.
+var bearerText = regexp.MustCompile(`(?i)(bearer|basic)\s+[^\s"\\]+`)
+
+// apiKeyText matches an API key anywhere (a header or query quoted in an
+// error).
+var apiKeyText = regexp.MustCompile(`tg_[a-z0-9]{4,}[_A-Za-z0-9%]*`)
+
+// quotedText matches a quoted (%q) string, or what is left of one at
+// the end.
+var quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*(?:"|\\?$)`)
+
+// Redact keeps credentials out of the log and bounds the line, for a
+// text that may quote a request: an error, a recovered panic's value.
+// Quoted text is dropped whole: in an error about the request it is the
+// request's own bytes (fasthttp quotes a header value it refuses even
+// with SecureErrorLogMessage), where a credential may be in any header
+// and under any scheme, or cut so that no pattern below recognizes it.
+// What is left is cut to MaxRedactedBytes (on a rune boundary) and
+// marked "..." when cut.
+func Redact(s string) string {
+	s = quotedText.ReplaceAllString(s, `"[redacted]"`)
+	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
+	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
+	if len(s) > MaxRedactedBytes {
+		s = clip(s, MaxRedactedBytes) + "..."
+	}
+	return s
+}

@@ -1,0 +1,33 @@
+package logging
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestRedact(t *testing.T) {
+	for _, tt := range []struct{ name, in, want string }{
+		{"plain", "dial tcp: connection refused", "dial tcp: connection refused"},
+		{"bearer", "auth: Bearer eyJhbGciOi.x.y failed", "auth: Bearer [redacted] failed"},
+		{"basic", "basic dXNlcjpwYXNz", "basic [redacted]"},
+		{"api key", "key tg_abcd1234efgh5678_secretpart refused", "key tg_[redacted] refused"},
+		{"quoted", `bad header "Authorization: Token abc"`, `bad header "[redacted]"`},
+		{"quote cut at the end", `bad header "Token ab\`, `bad header "[redacted]"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Redact(tt.in); got != tt.want {
+				t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+	long := strings.Repeat("x", 10<<10)
+	if got := Redact(long); got != long[:MaxRedactedBytes]+"..." {
+		t.Errorf("long text cut to %d bytes, want %d and ...", len(got), MaxRedactedBytes)
+	}
+	// A rune across the limit is left out whole.
+	got := Redact(strings.Repeat("é", MaxRedactedBytes))
+	if len(got) > MaxRedactedBytes+3 || !utf8.ValidString(got) || !strings.HasSuffix(got, "...") {
+		t.Errorf("cut to %d bytes, valid UTF-8 %v: %q", len(got), utf8.ValidString(got), got)
+	}
+}
