@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -68,6 +69,10 @@ type fakeIDP struct {
 	// Sign, when set, signs issued ID tokens in place of the provider's
 	// key (RS256): another key, another algorithm, none.
 	Sign func(jwt.Token) ([]byte, error)
+	// TokenAnswer, when set, answers every token request in place of the
+	// checks (its form parsed): a failing provider's status, content type
+	// and body.
+	TokenAnswer func(r *http.Request) (status int, contentType, body string)
 }
 
 type grant struct {
@@ -194,6 +199,16 @@ func (f *fakeIDP) tokenError(w http.ResponseWriter, code string) {
 func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		f.tokenError(w, "invalid_request")
+		return
+	}
+	f.mu.Lock()
+	answer := f.TokenAnswer
+	f.mu.Unlock()
+	if answer != nil {
+		status, ct, body := answer(r)
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
 		return
 	}
 	id, secret, ok := r.BasicAuth()

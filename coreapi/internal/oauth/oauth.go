@@ -693,7 +693,8 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		if codeRefused(err) {
 			return problem.New(fiber.StatusBadRequest, problem.CodeInvalidCode, "the provider rejected the authorization code")
 		}
-		s.log.WarnContext(ctx, "oidc code exchange", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(ctx, "oidc code exchange", append([]any{"request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name},
+			exchangeFailure(err, p.cfg.ClientID, p.cfg.ClientSecret, code, f.Verifier)...)...)
 		return problem.New(fiber.StatusBadGateway, problem.CodeProviderError, "the code exchange with the provider failed")
 	}
 	raw, _ := tok.Extra("id_token").(string)
@@ -810,6 +811,47 @@ func codeRefused(err error) bool {
 		return false
 	}
 	return re.ErrorCode == "invalid_grant" || re.ErrorCode == "invalid_request"
+}
+
+// maxExchangeError bounds what the "oidc code exchange" warning says of
+// the provider's answer: the oauth2 library's error holds the answer's
+// whole body, whose size is the provider's (or whatever answers at its
+// token endpoint) to choose.
+const maxExchangeError = 512
+
+// exchangeFailure is what the "oidc code exchange" warning logs of err:
+// the provider's status and its error code and description, or, when its
+// answer named no error, the start of its body; otherwise err's text. The
+// client secret, the code and the PKCE verifier are taken out first, in
+// every form the request carried them (a provider may quote the request
+// it refuses), and the text is then cut to maxExchangeError bytes.
+func exchangeFailure(err error, clientID, clientSecret, code, verifier string) []any {
+	msg := err.Error()
+	var attrs []any
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		if re.Response != nil {
+			attrs = append(attrs, "status", re.Response.StatusCode)
+		}
+		switch {
+		case re.ErrorCode == "":
+			msg = string(re.Body)
+		case re.ErrorDescription != "":
+			msg = re.ErrorCode + ": " + re.ErrorDescription
+		default:
+			msg = re.ErrorCode
+		}
+	}
+	basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(clientID) + ":" + url.QueryEscape(clientSecret)))
+	for _, secret := range []string{basic, clientSecret, url.QueryEscape(clientSecret), code, url.QueryEscape(code), verifier} {
+		if secret != "" {
+			msg = strings.ReplaceAll(msg, secret, "[redacted]")
+		}
+	}
+	if len(msg) > maxExchangeError {
+		msg = clip.Text(msg, maxExchangeError) + "..."
+	}
+	return append(attrs, "err", msg)
 }
 
 // issuedTo reports whether an ID token whose audience the verifier found

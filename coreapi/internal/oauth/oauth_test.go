@@ -777,6 +777,71 @@ func TestCodeExchangeRefusals(t *testing.T) {
 			t.Errorf("sessions = %d, want 0", n)
 		}
 	})
+	// A provider's error answer is logged cut, without what the request
+	// sent it: the oauth2 library's error holds the whole body (a failing
+	// endpoint's page of any size, which may quote the request).
+	for _, tt := range []struct {
+		name, ct, want string
+		status         int
+		body           func(echo string) string
+	}{
+		{"a large page", "text/html", "<html>", http.StatusInternalServerError,
+			func(echo string) string { return "<html>" + echo + strings.Repeat("x", 64<<10) + "</html>" }},
+		{"a large error description", "application/json", "invalid_client: ", http.StatusUnauthorized,
+			func(echo string) string {
+				b, _ := json.Marshal(map[string]string{"error": "invalid_client",
+					"error_description": echo + strings.Repeat("x", 64<<10)})
+				return string(b)
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &testkit.LogBuffer{}
+			x := start(t, func(o *oauth.Options) {
+				o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			})
+			x.idp.TokenAnswer = func(r *http.Request) (int, string, string) {
+				// The request as a careless provider would quote it.
+				return tt.status, tt.ct, tt.body("request: " + r.Header.Get("Authorization") + " " + r.PostForm.Encode() + " ")
+			}
+			st := x.begin(t, "")
+			back := x.approve(t, st)
+			u, err := url.Parse(back)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code := u.Query().Get("code")
+			r := x.callback(t, back, st.cookie)
+			if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderError {
+				t.Fatalf("callback: %d %s, want 502 %s", r.Status, r.Body, problem.CodeProviderError)
+			}
+			var line struct {
+				Msg, Err string
+				Status   int
+			}
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, `"msg":"oidc code exchange"`) {
+					if err := json.Unmarshal([]byte(l), &line); err != nil {
+						t.Fatalf("log line: %v: %s", err, l)
+					}
+				}
+			}
+			if line.Msg == "" {
+				t.Fatalf("no oidc code exchange line: %s", logs)
+			}
+			if line.Status != tt.status || !strings.HasPrefix(line.Err, tt.want+"request: ") ||
+				!strings.Contains(line.Err, "client_secret=[redacted]&code=[redacted]&") {
+				t.Errorf("logged status %d, err %.200q..., want %d and %q", line.Status, line.Err, tt.status, tt.want)
+			}
+			if len(line.Err) > 512+len("...") {
+				t.Errorf("logged %d bytes of the provider's answer, want at most 515", len(line.Err))
+			}
+			for _, secret := range []string{x.idp.secret, code} {
+				if code == "" || strings.Contains(logs.String(), secret) {
+					t.Errorf("the log holds %q (the client secret or the code): %.600s", secret, logs)
+				}
+			}
+		})
+	}
 }
 
 func TestFlowAcrossInstances(t *testing.T) {
