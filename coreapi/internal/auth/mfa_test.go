@@ -837,6 +837,50 @@ func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
 	wantStatus(t, "a member of this tenant only", reset(otherAs, victimAs.UserID), http.StatusNoContent, "")
 }
 
+// TestResetMFANoFactorBeforeOtherTenants: a member with no active second
+// factor (none, or one enrolled and not confirmed) has nothing to reset:
+// 404 "no active second factor", as the self routes answer. The reset
+// answered a member of other tenants 403 whether there was a factor or
+// not, telling any admin of a tenant the member joined that the member
+// belongs to other tenants. That is said only when there is a factor to
+// reset now, and nothing is removed or revoked before.
+func TestResetMFANoFactorBeforeOtherTenants(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	owner := e.signup(t, "owner@example.com", "Acme")
+	ownerAs := e.identityFor(t, owner)
+	joiner := e.signup(t, "joiner@example.com", "Own")
+	joinerAs := e.identityFor(t, joiner)
+	if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, ownerAs.TenantID, joinerAs.UserID); err != nil {
+		t.Fatal(err)
+	}
+	reset := func() apitest.Response {
+		return e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+joinerAs.UserID+"/mfa", nil)
+	}
+	noFactor := func(what string) {
+		t.Helper()
+		r := reset()
+		wantStatus(t, what, r, http.StatusNotFound, "not_found")
+		if p := r.Problem(t); p.Detail != "no active second factor" {
+			t.Errorf("%s: detail %q, want %q", what, p.Detail, "no active second factor")
+		}
+		if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_reason = 'mfa_reset'`, joinerAs.UserID); n != 0 {
+			t.Errorf("%s: %d sessions revoked", what, n)
+		}
+	}
+	noFactor("no factor")
+	en := e.enrol(t, joinerAs)
+	noFactor("a factor enrolled, not confirmed")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'pending'`, joinerAs.UserID); n != 1 {
+		t.Error("the pending enrolment was removed")
+	}
+	wantStatus(t, "confirm", e.confirm(t, joinerAs, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+	wantStatus(t, "an active factor, other tenants", reset(), http.StatusForbidden, "forbidden")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'active'`, joinerAs.UserID); n != 1 {
+		t.Error("the factor was removed")
+	}
+}
+
 // TestResetMFARacingJoinElsewhere: a member joins another tenant (an
 // invitation accepted there) while an admin resets the member's second
 // factor. The reset found no other membership, the join not yet

@@ -815,17 +815,23 @@ func readTarget(ctx context.Context, tx pgx.Tx, all, member, tenantID, userID st
 // ErrMemberElsewhere: the member belongs to another tenant too.
 var ErrMemberElsewhere = errors.New("the member belongs to other tenants too")
 
+// ErrNoActiveFactor: the member has no active second factor (none, or
+// one enrolled but not confirmed).
+var ErrNoActiveFactor = errors.New("the member has no active second factor")
+
 // CheckFactorReset is the check, in tx, before a tenant admin a removes the
 // second factor of the member userID (DELETE /users/{id}/mfa). It locks the
 // membership row (readTarget). a must hold every permission the
 // member holds in the tenant (else roles.ErrEscalation), as for disabling
-// or removing it. And the member must belong to no other tenant (else
+// or removing it. The member must have an active second factor (else
+// ErrNoActiveFactor), and only then belong to no other tenant (else
 // ErrMemberElsewhere): the factor is the account's, so it guards the
-// account's other tenants too, where a has no say. ErrNotFound: no such
-// member.
+// account's other tenants too, where a has no say; that the member
+// belongs to other tenants is said only when there is a factor to reset.
+// ErrNotFound: no such member.
 func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID, userID string, a roles.Actor) error {
 	const qElsewhere = `SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id <> $2)`
-	const qLockAccount = `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`
+	const qLockAccount = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = u.id AND status = 'active') FROM users u WHERE u.id = $1 FOR UPDATE OF u`
 	all, member := roles.CatalogArgs(c)
 	// Ordered with every other change of a member (the tenant's lock),
 	// and decided on what the actor holds now (roles.Live).
@@ -846,8 +852,12 @@ func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, te
 	// one that committed while this waited. Unlocked, a join committing
 	// just after the look let the factor be removed from an account that
 	// belongs to another tenant by then.
-	if _, err := tx.Exec(ctx, qLockAccount, userID); err != nil {
+	var active bool
+	if err := tx.QueryRow(ctx, qLockAccount, userID).Scan(&active); err != nil {
 		return fmt.Errorf("lock account: %w", err)
+	}
+	if !active {
+		return ErrNoActiveFactor
 	}
 	var elsewhere bool
 	if err := tx.QueryRow(ctx, qElsewhere, userID, tenantID).Scan(&elsewhere); err != nil {
