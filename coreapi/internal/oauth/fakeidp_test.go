@@ -61,6 +61,9 @@ type fakeIDP struct {
 	// DiscoveryPadding and KeysPadding add that many bytes of white
 	// space to the discovery document and the key set (still valid JSON).
 	DiscoveryPadding, KeysPadding int
+	// DiscoveryError, when set, is the discovery's answer instead of the
+	// document: a provider failing with a body of its choosing.
+	DiscoveryError string
 	// Endpoints replace members of the discovery document
 	// ("authorization_endpoint", "token_endpoint", "jwks_uri").
 	Endpoints map[string]string
@@ -131,9 +134,13 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.Discoveries++
-	stall, pad := f.DiscoveryStall, f.DiscoveryPadding
+	stall, pad, failure := f.DiscoveryStall, f.DiscoveryPadding, f.DiscoveryError
 	endpoints := maps.Clone(f.Endpoints)
 	f.mu.Unlock()
+	if failure != "" {
+		http.Error(w, failure, http.StatusInternalServerError)
+		return
+	}
 	if stall > 0 {
 		select {
 		case <-time.After(stall):

@@ -63,6 +63,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -508,7 +509,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	}
 	oc, _, err := s.discover(p)
 	if err != nil {
-		s.log.WarnContext(c.UserContext(), "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(c.UserContext(), "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
 		return errDiscovery
 	}
 	state, err := random()
@@ -684,7 +685,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	bindingCookie(c, state, "") // spent: the browser may forget it
 	oc, verifier, err := s.discover(p)
 	if err != nil {
-		s.log.WarnContext(ctx, "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(ctx, "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
 		return errDiscovery
 	}
 	octx := context.WithValue(oidc.ClientContext(ctx, s.client), oauth2.HTTPClient, s.client)
@@ -703,7 +704,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	idt, err := verifier.Verify(octx, raw)
 	if err != nil {
-		s.log.WarnContext(ctx, "oidc id token", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err)
+		s.log.WarnContext(ctx, "oidc id token", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token did not verify")
 	}
 	if idt.Nonce != f.Nonce {

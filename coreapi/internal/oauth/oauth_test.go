@@ -1779,3 +1779,30 @@ func TestAuthorizeRateLimitGroupsIPv6By64(t *testing.T) {
 		t.Errorf("another /64: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestProviderFailureLoggedCut: a provider's failing discovery answer is
+// logged cut (logging.Redact), not whole: go-oidc puts the answer's body
+// in its error, up to MaxProviderResponse, and one provider failing with
+// a large page wrote lines that container runtimes split.
+func TestProviderFailureLoggedCut(t *testing.T) {
+	logs := &testkit.LogBuffer{}
+	x := start(t, func(o *oauth.Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	})
+	x.idp.mu.Lock()
+	x.idp.DiscoveryError = "<html>" + strings.Repeat("x", 64<<10) + "</html>"
+	x.idp.mu.Unlock()
+	r := x.authorize(t, "", "198.51.100.7")
+	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderUnavailable {
+		t.Fatalf("authorize while discovery fails: %d %s", r.Status, r.Body)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "oidc discovery") {
+		t.Fatalf("no discovery warning in %q", out)
+	}
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		if len(line) > 2048 {
+			t.Errorf("a log line of %d bytes: %.200s...", len(line), line)
+		}
+	}
+}
