@@ -80,6 +80,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		}
 	}
 	store := sessions.New(pool, cfg.RefreshTokenTTL, cfg.RefreshReuseGrace)
+	store.SetMaxAge(cfg.SessionMaxAge)
 	sealer, err := mfaSealer(cfg, log)
 	if err != nil {
 		return nil, nil, nil, err

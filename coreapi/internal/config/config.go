@@ -140,6 +140,10 @@ type Config struct {
 	AccessTokenTTL    time.Duration
 	RefreshTokenTTL   time.Duration
 	RefreshReuseGrace time.Duration
+	// SessionMaxAge bounds a session's lifetime from its sign-in, however
+	// often it is refreshed (0: no bound; REFRESH_TOKEN_TTL then bounds
+	// only its idle time).
+	SessionMaxAge time.Duration
 	// TokenMaxLeeway is the largest TOKEN_LEEWAY any proxy of the
 	// deployment may use (the proxies refuse more): revoked sessions stay
 	// listed in projections for AccessTokenTTL + TokenMaxLeeway.
@@ -238,6 +242,7 @@ func Load(getenv func(string) string) (Config, error) {
 		AccessTokenTTL:         l.Duration("ACCESS_TOKEN_TTL", time.Nanosecond, 0),
 		RefreshTokenTTL:        l.Duration("REFRESH_TOKEN_TTL", time.Nanosecond, 0),
 		RefreshReuseGrace:      l.Duration("REFRESH_REUSE_GRACE", 0, MaxRefreshReuseGrace),
+		SessionMaxAge:          l.Duration("SESSION_MAX_AGE", 0, 0),
 		TokenMaxLeeway:         l.Duration("TOKEN_MAX_LEEWAY", 0, MaxLeeway),
 		SigningKeyActivation:   l.Duration("SIGNING_KEY_ACTIVATION_DELAY", 0, 0),
 		ShutdownTimeout:        l.Duration("SHUTDOWN_TIMEOUT", time.Nanosecond, 0),

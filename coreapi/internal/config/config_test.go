@@ -48,6 +48,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"access ttl", c.AccessTokenTTL, 15 * time.Minute},
 		{"refresh ttl", c.RefreshTokenTTL, 720 * time.Hour},
 		{"grace", c.RefreshReuseGrace, 10 * time.Second},
+		{"session max age", c.SessionMaxAge, 2160 * time.Hour},
 		{"alg", c.SigningAlg, "EdDSA"},
 		{"key activation", c.SigningKeyActivation, 5 * time.Minute},
 		{"max leeway", c.TokenMaxLeeway, time.Minute},

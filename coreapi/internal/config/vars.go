@@ -39,6 +39,7 @@ var Vars = append(envconfig.Table{
 	{Name: "ACCESS_TOKEN_TTL", Default: "15m", Help: "access-token lifetime"},
 	{Name: "REFRESH_TOKEN_TTL", Default: "720h", Help: "refresh-token (session) lifetime"},
 	{Name: "REFRESH_REUSE_GRACE", Default: "10s", Help: "window for presenting a rotated refresh token again (at most 1m)"},
+	{Name: "SESSION_MAX_AGE", Default: "2160h", Help: "a session's lifetime from its sign-in, however often refreshed (0: no bound)"},
 	{Name: "TOKEN_MAX_LEEWAY", Default: "60s", Help: "largest TOKEN_LEEWAY of any proxy (at most 1m)"},
 	{Name: "SIGNING_KEYS_DIR", Required: true, Commands: []string{"keys"}, Help: "directory of *.pem signing keys"},
 	{Name: "SIGNING_ALG", Default: "EdDSA", Commands: []string{"keys"}, Help: "signing algorithm (EdDSA, ES256, RS256); also what `keys generate` makes by default"},

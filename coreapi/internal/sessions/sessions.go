@@ -74,6 +74,25 @@ type Store struct {
 	pool  *pgxpool.Pool
 	ttl   time.Duration // refresh token (and idle session) lifetime
 	grace time.Duration // concurrent-refresh window
+	// maxAge is the session's absolute lifetime, from its creation: no
+	// refresh or reissue takes it further (0: none).
+	maxAge time.Duration
+}
+
+// SetMaxAge bounds every session's lifetime from its creation
+// (SESSION_MAX_AGE; 0: no bound). Without it, each refresh moved a
+// session's end REFRESH_TOKEN_TTL on, so a refresh token taken from an
+// owner who stopped using it kept the session for ever: reuse detection
+// fires only when the owner refreshes again. Set before use.
+func (s *Store) SetMaxAge(d time.Duration) { s.maxAge = d }
+
+// maxAgeSecs is maxAge for the queries: with no bound, one no session
+// reaches.
+func (s *Store) maxAgeSecs() float64 {
+	if s.maxAge <= 0 {
+		return 1e10
+	}
+	return s.maxAge.Seconds()
 }
 
 // New returns a Store. ttl is the refresh-token lifetime, grace the window in
@@ -183,21 +202,21 @@ WITH m AS (
     SELECT user_id, tenant_id FROM memberships WHERE user_id = $1 AND tenant_id = $2 FOR SHARE
 ), s AS (
     INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version, amr, auth_time)
-    SELECT user_id, tenant_id, $3, $4, now() + make_interval(secs => $6),
+    SELECT user_id, tenant_id, $3, $4, now() + make_interval(secs => least($6::float8, $10::float8)),
            coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1)),
            coalesce($8::text[], '{pwd}'), least(coalesce($9::timestamptz, now()), now())
     FROM m
     RETURNING id
 )
 INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
-SELECT id, $5, now() + make_interval(secs => $6) FROM s
+SELECT id, $5, now() + make_interval(secs => least($6::float8, $10::float8)) FROM s
 RETURNING session_id`
 	tok, hash, err := newToken()
 	if err != nil {
 		return Issued{}, err
 	}
 	var sid string
-	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr, authTime).Scan(&sid)
+	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr, authTime, s.maxAgeSecs()).Scan(&sid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Issued{}, ErrNoMembership
 	}
@@ -279,7 +298,7 @@ SELECT rt.id, rt.session_id, rt.replaced_by,
        rt.expires_at <= now(), rt.replaced_by IS NULL AND rt.rotated_at IS NOT NULL,
        s.user_id, s.tenant_id,
        s.revoked_at IS NOT NULL OR coalesce(s.token_version < u.token_version, false),
-       s.expires_at <= now(),
+       s.expires_at <= now() OR s.created_at + make_interval(secs => $3) <= now(),
        (u.status = 'active' AND coalesce(m.status, '') = 'active' AND t.status = 'active'),
        u.token_version, s.amr, floor(extract(epoch FROM s.auth_time))::bigint
 FROM refresh_tokens rt
@@ -293,7 +312,7 @@ WHERE rt.token_hash = $1`
 		return Rotation{}, ErrInvalidToken
 	}
 	var l lookup
-	err := s.pool.QueryRow(ctx, qLookup, Hash(token), secs(s.grace)).Scan(
+	err := s.pool.QueryRow(ctx, qLookup, Hash(token), secs(s.grace), s.maxAgeSecs()).Scan(
 		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.SuccessorLive, &l.TokenExpired, &l.Reissued,
 		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion, &l.AMR, &l.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -382,8 +401,10 @@ func (s *Store) rotate(ctx context.Context, parent uuid.UUID, sessionID string, 
 	// an empty CTE and do nothing.
 	const qRotate = `
 WITH s AS (
-    SELECT id FROM sessions
+    SELECT id, least(now() + make_interval(secs => $4), created_at + make_interval(secs => $6)) AS ends
+    FROM sessions
     WHERE id = $5 AND revoked_at IS NULL AND expires_at > clock_timestamp()
+      AND created_at + make_interval(secs => $6) > clock_timestamp()
     FOR UPDATE
 ), parent AS (
     UPDATE refresh_tokens SET replaced_by = $2, rotated_at = now()
@@ -392,10 +413,10 @@ WITH s AS (
     RETURNING id, session_id
 ), child AS (
     INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, expires_at)
-    SELECT $2, session_id, $3, id, now() + make_interval(secs => $4) FROM parent
+    SELECT $2, session_id, $3, id, (SELECT ends FROM s) FROM parent
     RETURNING session_id
 )
-UPDATE sessions SET last_used_at = now(), expires_at = now() + make_interval(secs => $4)
+UPDATE sessions SET last_used_at = now(), expires_at = (SELECT ends FROM s)
 WHERE id = (SELECT session_id FROM child)
 RETURNING id`
 	childID, err := uuid.NewRandom()
@@ -404,7 +425,7 @@ RETURNING id`
 	}
 	next := successor(parentRaw, childID)
 	var sid string
-	err = s.pool.QueryRow(ctx, qRotate, parent, childID, Hash(next), secs(s.ttl), sessionID).Scan(&sid)
+	err = s.pool.QueryRow(ctx, qRotate, parent, childID, Hash(next), secs(s.ttl), sessionID, s.maxAgeSecs()).Scan(&sid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}
@@ -639,7 +660,8 @@ func (s *Store) Reissue(ctx context.Context, tx pgx.Tx, userID, sessionID string
 	// invisible to it, and stay live.
 	const (
 		qStamp = `
-UPDATE sessions SET token_version = (SELECT token_version FROM users WHERE id = $2)
+UPDATE sessions SET token_version = (SELECT token_version FROM users WHERE id = $2),
+    expires_at = least(now() + make_interval(secs => $3), created_at + make_interval(secs => $4))
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
 		qReissue = `
 WITH old AS (
@@ -647,7 +669,7 @@ WITH old AS (
     WHERE session_id = $1 AND replaced_by IS NULL AND expires_at > now()
 )
 INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
-SELECT id, $3, now() + make_interval(secs => $4) FROM sessions
+SELECT id, $3, expires_at FROM sessions
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
 RETURNING id`
 	)
@@ -659,8 +681,8 @@ RETURNING id`
 		return "", err
 	}
 	b := &pgx.Batch{}
-	b.Queue(qStamp, sessionID, userID)
-	b.Queue(qReissue, sessionID, userID, hash, secs(s.ttl))
+	b.Queue(qStamp, sessionID, userID, secs(s.ttl), s.maxAgeSecs())
+	b.Queue(qReissue, sessionID, userID, hash)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {

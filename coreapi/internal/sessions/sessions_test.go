@@ -824,3 +824,43 @@ func TestReissuedTokenReusedAfterGrace(t *testing.T) {
 		t.Error("an expired token revoked its session")
 	}
 }
+
+// TestSessionMaxAge: a session ends SetMaxAge after its creation however
+// often it is refreshed or reissued: each refresh moved its end
+// REFRESH_TOKEN_TTL on, so a refresh token taken from an owner who stopped
+// using it kept the session for ever. No refresh, and no reissue, sets a
+// session's or a token's end past that bound; a session older than it
+// (one created before the bound was set) is refused as expired.
+func TestSessionMaxAge(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t) // REFRESH_TOKEN_TTL 1h
+	f.store.SetMaxAge(90 * time.Minute)
+	is := f.create(t)
+	bound := `SELECT count(*) FROM sessions s WHERE s.id = $1 AND s.expires_at <= s.created_at + interval '90 minutes'
+  AND NOT EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = s.id AND rt.replaced_by IS NULL
+    AND rt.expires_at > now() AND rt.expires_at > s.created_at + interval '90 minutes')`
+	// An hour on, a refresh: the session's end is its 90th minute, not
+	// the refresh's 60 minutes on.
+	f.exec(t, `UPDATE sessions SET created_at = created_at - interval '60 minutes' WHERE id = $1`, is.SessionID)
+	_, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if n := f.count(t, bound, is.SessionID); n != 1 {
+		t.Fatal("a refresh set the session's or its token's end past its bound")
+	}
+	if _, err := f.reissue(t, f.user, is.SessionID); err != nil {
+		t.Fatalf("Reissue: %v", err)
+	}
+	if n := f.count(t, bound, is.SessionID); n != 1 {
+		t.Fatal("a reissue set the session's or its token's end past its bound")
+	}
+	// A session past the bound, whatever its expires_at says, refreshes
+	// no more.
+	s2 := f.create(t)
+	f.exec(t, `UPDATE sessions SET created_at = now() - interval '91 minutes' WHERE id = $1`, s2.SessionID)
+	if _, err := f.store.Rotate(ctx, s2.RefreshToken, Presenter{}); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Rotate of a session past its bound: %v, want ErrExpired", err)
+	}
+
+}
