@@ -22,7 +22,9 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 type forgotBody struct {
@@ -173,6 +175,12 @@ FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'huma
 	})
 }
 
+// errResetDisabled: a disabled account's password is not reset (the
+// sign-in's answer); the link stays usable should the account be enabled
+// again.
+var errResetDisabled = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled,
+	"this account is disabled: its password cannot be reset")
+
 type resetBody struct {
 	Token       string `json:"token"`
 	NewPassword string `json:"new_password"`
@@ -227,6 +235,19 @@ RETURNING prior.unproven`
 		t, err := onetime.Consume(ctx, tx, onetime.PasswordReset, b.Token)
 		if err != nil {
 			return err
+		}
+		// A link mailed before the account was disabled sets no password
+		// (nor proves the address, nor ends what clearUnproven ends): no
+		// link is mailed to a disabled account, and one enabled again
+		// must not come back with a password whoever held the link chose
+		// meanwhile. Refused, the transaction rolls back and the link
+		// stays usable.
+		var status string
+		if err := tx.QueryRow(ctx, `SELECT status FROM users WHERE id = $1`, t.UserID).Scan(&status); err != nil {
+			return fmt.Errorf("load user: %w", err)
+		}
+		if status != identity.StatusActive {
+			return errResetDisabled
 		}
 		var unproven bool
 		err = tx.QueryRow(ctx, qSet, t.UserID, hash, t.Email).Scan(&unproven)

@@ -594,3 +594,55 @@ func TestLogoutGlobalRacingReset(t *testing.T) {
 		t.Errorf("%d sessions live after both", n)
 	}
 }
+
+// TestResetOfADisabledAccount: a reset link mailed while the account was
+// active sets no password once the account is disabled: 403
+// user_disabled, the password, the address's proof, the sessions, the
+// audit and the outbox untouched, and the link kept for an account
+// enabled again, where it works. The page's form says why.
+func TestResetOfADisabledAccount(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "off-reset@example.com")
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": a.email}), http.StatusAccepted)
+	x.flush(t)
+	tok := x.mail(t, a.email, "Reset").Token()
+	x.exec(t, `UPDATE users SET status = 'disabled' WHERE id = $1`, a.c.Sub)
+	audits := x.count(t, `SELECT count(*) FROM audit_events`)
+	outbox := x.count(t, `SELECT count(*) FROM outbox`)
+
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "the stranger's password"})
+	wantProblem(t, r, http.StatusForbidden, problem.CodeUserDisabled)
+	if !strings.Contains(r.Problem(t).Detail, "disabled") {
+		t.Errorf("the refusal does not say why: %s", r.Body)
+	}
+	x.wantUnverified(t, a)
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, a.c.Sub); n == 0 {
+		t.Error("the refused reset ended the sessions")
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events`); n != audits {
+		t.Errorf("%d audit events, want %d", n, audits)
+	}
+	if n := x.count(t, `SELECT count(*) FROM outbox`); n != outbox {
+		t.Errorf("%d outbox rows, want %d", n, outbox)
+	}
+	if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'password_reset'
+		AND token_hash = sha256(convert_to($2, 'UTF8'))`, a.c.Sub, tok); n != 1 {
+		t.Fatalf("the refused reset used the link up (%d left)", n)
+	}
+	// The page's form comes back to the page, which says why.
+	f := postForm(t, x, "/api/v1/auth/password/reset", form("token", tok, "new_password", "the+stranger's+password"))
+	loc := f.Header.Get("Location")
+	if f.Status != http.StatusSeeOther || !strings.HasPrefix(loc, "/reset-password?error=user_disabled") {
+		t.Fatalf("the form of a disabled account: %d Location %q", f.Status, loc)
+	}
+	if page := string(x.Get(t, nil, loc).Body); !strings.Contains(page, "This account is disabled.") {
+		t.Errorf("the page after the form:\n%s", page)
+	}
+
+	// Enabled again, the owner's password still signs in, and the same
+	// link resets it.
+	x.exec(t, `UPDATE users SET status = 'active' WHERE id = $1`, a.c.Sub)
+	wantStatus(t, x.token(t, a.email, pw), http.StatusOK)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "the owner's new password"}), http.StatusNoContent)
+}
