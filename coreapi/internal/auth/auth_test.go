@@ -1592,6 +1592,86 @@ func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
 	}
 }
 
+// TestRefreshRacingSignOut: a sign-out that commits between the refresh's
+// rotation and the signing of its access token, or that has revoked the
+// session by then and commits only later, leaves no token: one issued
+// after revoked_at would outlive the projection's revoked list.
+func TestRefreshRacingSignOut(t *testing.T) {
+	e := start(t, cheap)
+	const qRevoke = `UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = 'logout' WHERE id = $1`
+	refused := func(t *testing.T, r apitest.Response) {
+		t.Helper()
+		if r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+			t.Fatalf("refresh of a session signed out before the signing: %d %s, want 400 invalid_grant", r.Status, r.Body)
+		}
+		if strings.Contains(string(r.Body), "access_token") {
+			t.Errorf("answer carries an access token: %s", r.Body)
+		}
+	}
+	t.Cleanup(func() { auth.SetBeforeRefreshIssue(nil) })
+
+	t.Run("committed", func(t *testing.T) {
+		tk := e.signup(t, "race1@example.com", "R1")
+		id := e.identityFor(t, tk)
+		auth.SetBeforeRefreshIssue(func(sessionID string) {
+			if sessionID != id.SessionID {
+				return
+			}
+			if _, err := e.DB.Pool.Exec(context.Background(), qRevoke, sessionID); err != nil {
+				t.Error(err)
+			}
+		})
+		refused(t, e.refresh(t, tk.RefreshToken))
+	})
+
+	// The revocation's transaction has updated the row but commits only
+	// once the grant's check waits for it.
+	t.Run("committed after the check began", func(t *testing.T) {
+		tk := e.signup(t, "race2@example.com", "R2")
+		id := e.identityFor(t, tk)
+		ctx := context.Background()
+		committed := make(chan struct{})
+		done := make(chan struct{})
+		auth.SetBeforeRefreshIssue(func(sessionID string) {
+			if sessionID != id.SessionID {
+				return
+			}
+			tx, err := e.DB.Pool.Begin(ctx)
+			if err != nil {
+				t.Error(err)
+				close(committed)
+				return
+			}
+			if _, err := tx.Exec(ctx, qRevoke, sessionID); err != nil {
+				t.Error(err)
+			}
+			go func() {
+				defer close(committed)
+				const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+			wait: // until the grant's check waits on the row, or the grant has answered
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+					select {
+					case <-done:
+						break wait
+					default:
+					}
+					var n int
+					if err := e.DB.Pool.QueryRow(ctx, q).Scan(&n); err == nil && n > 0 {
+						break
+					}
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Error(err)
+				}
+			}()
+		})
+		r := e.refresh(t, tk.RefreshToken)
+		close(done)
+		<-committed
+		refused(t, r)
+	})
+}
+
 // TestPasswordChangeEndsAThiefsChain: whoever stole a refresh token and
 // refreshed it twice at once (T0 to T1 to T2) holds T0, rotated moments
 // ago. Its owner changes the password, keeping the session: T0 yields no

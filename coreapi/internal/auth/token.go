@@ -211,6 +211,26 @@ func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, e
 	case err != nil:
 		return TokenResponse{}, err
 	}
-	return s.Issue(Grant{UserID: r.UserID, TenantID: r.TenantID, SessionID: r.SessionID,
+	if beforeRefreshIssue != nil {
+		beforeRefreshIssue(r.SessionID)
+	}
+	tr, err := s.Issue(Grant{UserID: r.UserID, TenantID: r.TenantID, SessionID: r.SessionID,
 		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime})
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	// A sign-out that committed since the rotation must not leave a token
+	// issued after its revoked_at (see sessions.Store.HoldLive).
+	err = s.sessions.HoldLive(ctx, r.UserID, r.SessionID)
+	if errors.Is(err, sessions.ErrRevoked) {
+		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, err.Error())
+	}
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return tr, nil
 }
+
+// beforeRefreshIssue, when set (tests), runs in the refresh grant between
+// the rotation and the signing of the access token.
+var beforeRefreshIssue func(sessionID string)

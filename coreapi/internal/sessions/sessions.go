@@ -458,7 +458,7 @@ func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID, tenantID 
 // writes the outbox row in the same transaction.
 func (s *Store) Revoke(ctx context.Context, q DB, userID, sessionID, reason string) (int64, error) {
 	const qRevoke = `
-UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 	if !ids.Valid(sessionID) {
 		return 0, nil
@@ -476,7 +476,7 @@ WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
 // writes the audit and outbox rows in the same transaction.
 func (s *Store) RevokeLive(ctx context.Context, q DB, userID, sessionID, reason string) (tenantID string, ok bool, err error) {
 	const qRevoke = `
-UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
 RETURNING tenant_id::text`
 	if !ids.Valid(sessionID) {
@@ -499,7 +499,7 @@ RETURNING tenant_id::text`
 func (s *Store) RevokeAll(ctx context.Context, q DB, userID, keep, reason string) (int64, error) {
 	const qRevokeAll = `
 WITH pending AS (DELETE FROM mfa_challenges WHERE user_id = $1)
-UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
   AND id IS DISTINCT FROM NULLIF($2, '')::uuid`
 	tag, err := q.Exec(ctx, qRevokeAll, userID, keep, reason)
@@ -515,7 +515,7 @@ WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
 // membership is gone, but would again once the user is added back.
 func RevokeInTenant(ctx context.Context, q DB, userID, tenantID string) error {
 	const qRevoke = `
-UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
 WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL AND expires_at > now()`
 	if _, err := q.Exec(ctx, qRevoke, userID, tenantID, ReasonMemberRemoved); err != nil {
 		return fmt.Errorf("revoke sessions in tenant: %w", err)
@@ -605,6 +605,27 @@ func CheckLive(ctx context.Context, q DB, userID, sessionID string) error {
 	}
 	if !live {
 		return ErrEnded
+	}
+	return nil
+}
+
+// HoldLive is ErrRevoked unless sessionID is still userID's live session
+// (QLive), checked after an access token of it was signed: a revocation
+// that committed between the refresh's rotation and the signing would
+// otherwise leave a token issued after revoked_at, which outlives the
+// projection's revoked list (listed for one access-token lifetime plus
+// TOKEN_MAX_LEEWAY from revoked_at). The row is read FOR SHARE, so a
+// revocation not yet committed is waited for and seen; one that comes
+// after stamps revoked_at with its own statement's clock
+// (clock_timestamp(), not its transaction's start), later than the token.
+func (s *Store) HoldLive(ctx context.Context, userID, sessionID string) error {
+	var one int
+	err := s.pool.QueryRow(ctx, `SELECT 1 FROM sessions WHERE `+QLive+` FOR SHARE`, sessionID, userID).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrRevoked
+	}
+	if err != nil {
+		return fmt.Errorf("check session: %w", err)
 	}
 	return nil
 }
