@@ -247,24 +247,14 @@ RETURNING id::text, created_at`
 		case n.Kind == KindPersonal && live >= MaxLivePersonalPerMember:
 			return ErrPersonalLimit
 		}
+		key, limit, what := ratelimit.Key("api_key_tenant_create", n.TenantID), TenantCreations,
+			fmt.Sprintf("this tenant has created as many API keys as it may in %s: at most %d (API_KEY_CREATIONS_PER_HOUR)", TenantCreations.Period(), TenantCreations.N)
 		if n.Kind == KindPersonal {
-			ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("api_key_personal_create", n.TenantID, n.UserID), PersonalCreations)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return &ratelimit.Refused{What: fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", PersonalCreations.N, window(PersonalCreations.Window)),
-					RetryAfter: wait}
-			}
-		} else {
-			ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("api_key_tenant_create", n.TenantID), TenantCreations)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return &ratelimit.Refused{What: fmt.Sprintf("this tenant has created as many API keys as it may in %s: at most %d (API_KEY_CREATIONS_PER_HOUR)", window(TenantCreations.Window), TenantCreations.N),
-					RetryAfter: wait}
-			}
+			key, limit, what = ratelimit.Key("api_key_personal_create", n.TenantID, n.UserID), PersonalCreations,
+				fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", PersonalCreations.N, PersonalCreations.Period())
+		}
+		if err := ratelimit.CheckIn(ctx, tx, key, limit, what); err != nil {
+			return err
 		}
 		if err := tx.QueryRow(ctx, qInsert, publicID, n.TenantID, n.UserID, n.Kind, n.Name, perms, s.hash(secret), n.ExpiresAt).
 			Scan(&k.ID, &k.CreatedAt); err != nil {
@@ -661,15 +651,4 @@ WHERE revoked_at < now() - make_interval(secs => $1) OR expires_at < now() - mak
 		return 0, fmt.Errorf("sweep api keys: %w", err)
 	}
 	return tag.RowsAffected(), nil
-}
-
-// window names a limit's window for a refusal's detail ("24 hours").
-func window(d time.Duration) string {
-	switch {
-	case d == time.Hour:
-		return "1 hour"
-	case d > time.Hour && d%time.Hour == 0:
-		return fmt.Sprintf("%d hours", d/time.Hour)
-	}
-	return d.String()
 }

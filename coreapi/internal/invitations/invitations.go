@@ -83,12 +83,8 @@ var TenantMailLimit = ratelimit.Limit{N: DefaultTenantMailsPerHour, Window: time
 // sent are counted.
 func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
 	key := ratelimit.Key("invitation-mail", tenantID, mail.Inbox(email))
-	ok, wait, err := ratelimit.AllowIn(ctx, tx, key, MailLimit)
-	if err != nil {
+	if err := ratelimit.CheckIn(ctx, tx, key, MailLimit, "too many invitation mails to this address"); err != nil {
 		return err
-	}
-	if !ok {
-		return &ratelimit.Refused{What: "too many invitation mails to this address", RetryAfter: wait}
 	}
 	return CountTenantMail(ctx, tx, tenantID)
 }
@@ -97,15 +93,8 @@ func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
 // be sent to someone else against TenantMailLimit (a *ratelimit.Refused
 // above it). As countMail's, the hit commits with the mail.
 func CountTenantMail(ctx context.Context, tx pgx.Tx, tenantID string) error {
-	ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("tenant-mail", tenantID), TenantMailLimit)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return &ratelimit.Refused{RetryAfter: wait,
-			What: "this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)"}
-	}
-	return nil
+	return ratelimit.CheckIn(ctx, tx, ratelimit.Key("tenant-mail", tenantID), TenantMailLimit,
+		"this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)")
 }
 
 // Invitation is one invitation as its tenant sees it (written as

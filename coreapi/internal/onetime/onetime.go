@@ -220,14 +220,7 @@ var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
 // addresses as "+tag"s, each of which may become a new account.
 func CountAddressMail(ctx context.Context, tx pgx.Tx, email string) error {
 	key := ratelimit.Key("verify-mail", "addr", mail.Inbox(email))
-	ok, wait, err := ratelimit.AllowIn(ctx, tx, key, AddressMailLimit)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return &ratelimit.Refused{What: "too many verification mails to this address", RetryAfter: wait}
-	}
-	return nil
+	return ratelimit.CheckIn(ctx, tx, key, AddressMailLimit, "too many verification mails to this address")
 }
 
 // SendVerification issues a verify_email token for email and queues the

@@ -113,6 +113,32 @@ RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs 
 	return false, time.Duration(left * float64(time.Second)), nil
 }
 
+// CheckIn is AllowIn for a write the limit stops: nil when the hit is
+// allowed, else a *Refused saying what (a 429's detail) with the time
+// left in the window.
+func CheckIn(ctx context.Context, q Querier, key []byte, l Limit, what string) error {
+	ok, wait, err := AllowIn(ctx, q, key, l)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &Refused{What: what, RetryAfter: wait}
+	}
+	return nil
+}
+
+// Period names l's window for a refusal's detail ("1 hour", "24 hours").
+func (l Limit) Period() string {
+	switch d := l.Window; {
+	case d == time.Hour:
+		return "1 hour"
+	case d > time.Hour && d%time.Hour == 0:
+		return strconv.Itoa(int(d/time.Hour)) + " hours"
+	default:
+		return d.String()
+	}
+}
+
 // Release takes back one hit Allow counted on key under l (a reservation
 // that turned out fine, such as a correct client secret), so that only
 // failures add up. The hits refused meanwhile were never counted: a

@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -172,5 +173,34 @@ func TestSeconds(t *testing.T) {
 		if got := ratelimit.Seconds(wait); got != want {
 			t.Errorf("Seconds(%v) = %d, want %d", wait, got, want)
 		}
+	}
+}
+
+func TestPeriod(t *testing.T) {
+	for w, want := range map[time.Duration]string{
+		time.Hour: "1 hour", 24 * time.Hour: "24 hours", 15 * time.Minute: "15m0s", 90 * time.Minute: "1h30m0s",
+	} {
+		if got := (ratelimit.Limit{N: 1, Window: w}).Period(); got != want {
+			t.Errorf("Period of %v = %q, want %q", w, got, want)
+		}
+	}
+}
+
+// TestCheckIn: nil while the hits are within the limit, then a *Refused
+// carrying what the caller said and the time left in the window.
+func TestCheckIn(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	lim := ratelimit.Limit{N: 2, Window: time.Hour}
+	key := ratelimit.Key("check", "x")
+	for range 2 {
+		if err := ratelimit.CheckIn(ctx, db.Pool, key, lim, "too many"); err != nil {
+			t.Fatalf("within the limit: %v", err)
+		}
+	}
+	err := ratelimit.CheckIn(ctx, db.Pool, key, lim, "too many")
+	var rf *ratelimit.Refused
+	if !errors.As(err, &rf) || rf.What != "too many" || rf.RetryAfter <= 0 || rf.RetryAfter > time.Hour {
+		t.Fatalf("over the limit: %v (%+v)", err, rf)
 	}
 }

@@ -265,13 +265,9 @@ RETURNING created_at`
 		if n >= MaxAccounts {
 			return ErrTooManyAccounts
 		}
-		ok, wait, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("service_account_create", tenantID), AccountCreations)
-		if err != nil {
+		if err := ratelimit.CheckIn(ctx, tx, ratelimit.Key("service_account_create", tenantID), AccountCreations,
+			fmt.Sprintf("at most %d service accounts may be created in a tenant in %s, deleted ones included", AccountCreations.N, AccountCreations.Period())); err != nil {
 			return err
-		}
-		if !ok {
-			return &ratelimit.Refused{RetryAfter: wait,
-				What: fmt.Sprintf("at most %d service accounts may be created in a tenant in %s, deleted ones included", AccountCreations.N, window(AccountCreations.Window))}
 		}
 		if err := tx.QueryRow(ctx, qUser, name).Scan(&acc.ID); err != nil {
 			return fmt.Errorf("create service account user: %w", err)
@@ -422,13 +418,9 @@ RETURNING id::text, created_at`
 			{ratelimit.Key("service_account_secret_create", tenantID, id), SecretCreations, "this service account"},
 			{ratelimit.Key("service_account_secret_create_tenant", tenantID), TenantSecretCreations, "this tenant's service accounts"},
 		} {
-			ok, wait, err := ratelimit.AllowIn(ctx, tx, l.key, l.limit)
-			if err != nil {
+			if err := ratelimit.CheckIn(ctx, tx, l.key, l.limit,
+				fmt.Sprintf("at most %d client secrets may be created for %s in %s, deleted ones included", l.limit.N, l.what, l.limit.Period())); err != nil {
 				return err
-			}
-			if !ok {
-				return &ratelimit.Refused{RetryAfter: wait,
-					What: fmt.Sprintf("at most %d client secrets may be created for %s in %s, deleted ones included", l.limit.N, l.what, window(l.limit.Window))}
 			}
 		}
 		if err := tx.QueryRow(ctx, qInsert, id, hashSecret(secret)).Scan(&ns.ID, &ns.CreatedAt); err != nil {
@@ -585,15 +577,4 @@ SELECT sa.tenant_id::text, COALESCE((SELECT id::text FROM hit), ''), sa.token_ve
 		return Client{}, false, fmt.Errorf("look up client: %w", err)
 	}
 	return c, c.SecretID != "", nil
-}
-
-// window names a limit's window for a refusal's detail ("24 hours").
-func window(d time.Duration) string {
-	switch {
-	case d == time.Hour:
-		return "1 hour"
-	case d > time.Hour && d%time.Hour == 0:
-		return fmt.Sprintf("%d hours", d/time.Hour)
-	}
-	return d.String()
 }
