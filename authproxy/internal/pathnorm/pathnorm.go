@@ -9,7 +9,10 @@
 // refused.
 package pathnorm
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+)
 
 // Errors returned by Append. Each means "answer 400, forward nothing".
 var (
@@ -124,13 +127,7 @@ func ntfsStream(seg []byte) bool {
 // Escaped bytes count as the 3 characters of their escape, which only
 // makes the shape longer: a generated short name is ASCII.
 func shortName(seg []byte) bool {
-	t := -1
-	for i, c := range seg {
-		if c == '~' {
-			t = i
-			break
-		}
-	}
+	t := bytes.IndexByte(seg, '~')
 	if t < 1 || t+2 > len(seg) || seg[t+1] < '1' || seg[t+1] > '9' {
 		return false
 	}
