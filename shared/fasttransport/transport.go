@@ -306,10 +306,25 @@ func (t *transport[C]) strayed(s Stray) {
 // end of the connection as such. A connection closed after a complete
 // exchange (release) still sends the alert.
 func (t *transport[C]) abandon(cc C) {
-	if tc, ok := cc.Conn().(*tls.Conn); ok {
+	closeRaw(cc.Conn())
+	t.closeConn(cc)
+}
+
+// Abandon closes c without TLS's close_notify alert (see abandon): the
+// socket under a tls.Conn first, then c. For connections outside the
+// pool, such as a stream's upstream connection that did not end as the
+// upstream ended it.
+func Abandon(c net.Conn) {
+	closeRaw(c)
+	_ = c.Close()
+}
+
+// closeRaw closes the socket under c when c is a tls.Conn, so that
+// closing c then writes nothing.
+func closeRaw(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
 		_ = tc.NetConn().Close()
 	}
-	t.closeConn(cc)
 }
 
 // release gives cc back to the pool, or closes it.

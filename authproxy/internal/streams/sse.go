@@ -45,7 +45,7 @@ func (m *Manager) ServeStream(r Request) error {
 		err = bw.Flush()
 	}
 	if err != nil {
-		abandon(up)
+		fasttransport.Abandon(up)
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, err)
 	}
@@ -69,7 +69,7 @@ func (m *Manager) ServeStream(r Request) error {
 	}
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		abandon(up)
+		fasttransport.Abandon(up)
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, err)
 	}
@@ -127,12 +127,8 @@ func (m *Manager) ServeStream(r Request) error {
 	out := &sseClient{m: m}
 	m.start(c, func(reason string) {
 		// Ends the blocked read at once; without TLS's close_notify
-		// unless the upstream ended its answer (abandon).
-		if reason == ReasonUpstream {
-			up.Close()
-		} else {
-			abandon(up)
-		}
+		// unless the upstream ended its answer (closeUpstream).
+		closeUpstream(up, reason)
 		out.closing()
 	})
 	ctx.HijackSetNoResponse(true)

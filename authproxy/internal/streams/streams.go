@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 )
 
 // Close reasons: the "reason" label of the closed-streams metric, and the
@@ -838,21 +839,20 @@ func (m *Manager) dial(addr string, cfg *tls.Config) (net.Conn, error) {
 	return c, nil
 }
 
-// abandon closes an upstream connection whose stream did not end as the
-// upstream ended it (revoked, expired, shut down, idle, a write or read
-// that failed or timed out, the client gone) without TLS's close_notify
-// alert, as the forwarding transport closes a connection whose exchange
-// failed: the socket under the tls.Conn is closed first. Go's
+// closeUpstream closes a stream's upstream connection as the stream's
+// reason says: with TLS's close_notify when the upstream ended it, else
+// without (fasttransport.Abandon: revoked, expired, shut down, idle, a
+// write or read that failed or timed out, the client gone). Go's
 // tls.Conn.Close writes the alert with a deadline of its own, 5 s, and to
 // an upstream that stopped reading (its receive window full) that write
 // waited all of it, on the goroutine that closed the stream: a
-// revocation's, a drain's, which close streams one after another. A
-// stream the upstream ended is closed with the alert (Close).
-func abandon(c net.Conn) {
-	if tc, ok := c.(*tls.Conn); ok {
-		_ = tc.NetConn().Close()
+// revocation's, a drain's, which close streams one after another.
+func closeUpstream(c net.Conn, reason string) {
+	if reason == ReasonUpstream {
+		_ = c.Close()
+		return
 	}
-	_ = c.Close()
+	fasttransport.Abandon(c)
 }
 
 type metricSet struct {

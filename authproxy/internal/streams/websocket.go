@@ -227,7 +227,7 @@ func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	h.Set("Upgrade", "websocket")
 	_ = up.SetDeadline(m.o.Now().Add(m.handshakeTimeout(&r)))
 	if _, err := up.Write(h.Header()); err != nil {
-		abandon(up)
+		fasttransport.Abandon(up)
 		return nil, nil, errors.Join(ErrUpstream, err)
 	}
 	br := headerReader(up)
@@ -242,7 +242,7 @@ func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	// splice reads them first, then the connection.
 	rest := releaseHeader(br)
 	if err != nil {
-		abandon(up)
+		fasttransport.Abandon(up)
 		resp.Reset()
 		return nil, nil, errors.Join(ErrUpstream, err)
 	}
@@ -286,13 +286,9 @@ type splice struct {
 // reading kept the upstream's WebSocket open past the stream's end (an
 // event stream's upstream connection is closed at once too). Unless the
 // upstream ended the stream, it is closed without TLS's close_notify
-// (abandon), whose write waited 5 s on an upstream that stopped reading.
+// (closeUpstream), whose write waited 5 s on an upstream that stopped reading.
 func (s *splice) shutdown(reason string) {
-	if reason == ReasonUpstream {
-		_ = s.up.Close()
-	} else {
-		abandon(s.up)
-	}
+	closeUpstream(s.up, reason)
 	s.mu.Lock()
 	if s.cli != nil {
 		_ = s.cli.SetReadDeadline(s.m.o.Now().Add(s.m.o.CloseWait))
@@ -376,7 +372,7 @@ func (s *splice) run(cli net.Conn) {
 	_ = cli.SetDeadline(time.Time{})
 	s.writeDeadline()
 	if _, err := cli.Write(s.head); err != nil {
-		abandon(s.up)
+		fasttransport.Abandon(s.up)
 		cli.Close()
 		s.m.release(s.c, ReasonClient)
 		s.c.Close(ReasonClient)
@@ -628,7 +624,7 @@ func (m *Manager) watchHijack(c *Conn, started *atomic.Bool, up net.Conn) {
 	time.AfterFunc(m.o.HandshakeTimeout, func() {
 		if started.CompareAndSwap(false, true) {
 			m.release(c, ReasonClient)
-			abandon(up)
+			fasttransport.Abandon(up)
 		}
 	})
 }
