@@ -303,6 +303,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.RefreshTokenTTL > 0 && c.AccessTokenTTL > c.RefreshTokenTTL {
 		l.Failf("ACCESS_TOKEN_TTL", "%s is longer than REFRESH_TOKEN_TTL %s", c.AccessTokenTTL, c.RefreshTokenTTL)
 	}
+	if c.SessionMaxAge > 0 && c.AccessTokenTTL > c.SessionMaxAge {
+		l.Failf("SESSION_MAX_AGE", "%s is shorter than ACCESS_TOKEN_TTL %s", c.SessionMaxAge, c.AccessTokenTTL)
+	}
 	c.SigningKeysDir = l.signingKeysDir()
 	validAlg := false
 	for _, a := range signingAlgs {

@@ -418,6 +418,7 @@ func TestMailSettings(t *testing.T) {
 	for name, bad := range map[string]map[string]string{
 		"TENANT_MAILS_PER_HOUR":      {"TENANT_MAILS_PER_HOUR": "0"},
 		"API_KEY_CREATIONS_PER_HOUR": {"API_KEY_CREATIONS_PER_HOUR": "0"},
+		"SESSION_MAX_AGE":            {"SESSION_MAX_AGE": "1m"},
 		"SMTP_URL":                   {"SMTP_URL": "http://mail.example.com"},
 		"MAIL_FROM":                  {"MAIL_FROM": "no-reply@acme.example\r\nBcc: evil@example.com"},
 		"PUBLIC_BASE_URL":            {"PUBLIC_BASE_URL": "auth.acme.example"},

@@ -331,7 +331,7 @@ func secureEndpoints(op *oidc.Provider) error {
 	} {
 		u, err := url.Parse(e.url)
 		if err != nil || u.Host == "" || !config.HTTPSOrLoopback(u) {
-			return fmt.Errorf("%s %q: %w", e.name, clip.String(e.url, 200), errInsecureURL)
+			return fmt.Errorf("%s %s: %w", e.name, clip.String(e.url, 200), errInsecureURL)
 		}
 	}
 	return nil
