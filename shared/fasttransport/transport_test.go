@@ -921,14 +921,7 @@ func TestTLSFailedWriteClosesAtOnce(t *testing.T) {
 		ReadTimeout: 5 * time.Second, WriteTimeout: 100 * time.Millisecond,
 		DisablePathNormalizing: true, StreamResponseBody: true,
 		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
-		Dial: func(addr string) (net.Conn, error) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			w = &watchedConn{TCPConn: c.(*net.TCPConn)}
-			return w, nil
-		},
+		Dial:       watchedDial(&w),
 	}
 	hc.Transport = New(hc, nil)
 	req := fasthttp.AcquireRequest()
@@ -949,22 +942,111 @@ func TestTLSFailedWriteClosesAtOnce(t *testing.T) {
 	}
 }
 
-// watchedConn counts the writes begun on a socket that is still open after
-// a write on it failed. Its SyscallConn is the socket's, so that the
-// transport's dialer wraps it as it wraps any socket.
+// TestTLSUnreadBodyClosesAtOnce: a streamed body closed before its end
+// (the client went away while the proxy wrote it out) has its TLS
+// connection closed, and without the close_notify alert: an upstream still
+// writing the body does not read it, and the alert's write could wait its
+// 5 s on the goroutine that closed the body. The test watches the socket
+// from the close on: nothing is written on it while it is open.
+func TestTLSUnreadBodyClosesAtOnce(t *testing.T) {
+	big := strings.Repeat("z", 4<<20) // more than the socket buffers hold
+	u, hc := tlsUpstream(t, tls.VersionTLS13, new(atomic.Bool), func(r *http.Request, w *bufio.Writer) bool {
+		fixed(w, 200, big)
+		return false
+	})
+	var w *watchedConn
+	hc.Dial = watchedDial(&w)
+	hc.Transport = New(hc, nil)
+	resp, err := getTLS(t, hc, "GET", "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p [10]byte
+	if _, err := io.ReadFull(resp.BodyStream(), p[:]); err != nil {
+		t.Fatal(err)
+	}
+	w.watched.Store(true)
+	_ = resp.CloseBodyStream() // the rest is still on the way
+	if !w.closed.Load() || hc.ConnsCount() != 0 {
+		t.Fatalf("socket closed %v, %d connections counted: want closed, 0", w.closed.Load(), hc.ConnsCount())
+	}
+	if n := w.late.Load(); n != 0 {
+		t.Fatalf("%d writes on the open socket after the body was closed early (the close_notify alert)", n)
+	}
+	if n := u.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+// TestTLSHeaderTimeoutClosesAtOnce: an answer whose header does not come
+// within ReadTimeout is fasthttp.ErrTimeout, and its TLS connection is
+// closed without the close_notify alert, as after a failed write: the
+// upstream may be stuck and not reading, and the alert's write could wait
+// its 5 s before the 504. The test watches the socket from the read that
+// timed out on: nothing is written on it while it is open.
+func TestTLSHeaderTimeoutClosesAtOnce(t *testing.T) {
+	done := make(chan struct{})
+	_, hc := tlsUpstream(t, tls.VersionTLS13, new(atomic.Bool), func(r *http.Request, w *bufio.Writer) bool {
+		<-done // no answer
+		return true
+	})
+	t.Cleanup(func() { close(done) })
+	var w *watchedConn
+	hc.Dial = watchedDial(&w)
+	hc.ReadTimeout = 100 * time.Millisecond
+	hc.Transport = New(hc, nil)
+	if _, err := getTLS(t, hc, "GET", "/slow"); !errors.Is(err, fasthttp.ErrTimeout) {
+		t.Fatalf("err %v, want fasthttp.ErrTimeout", err)
+	}
+	if !w.timedOut.Load() || !w.closed.Load() || hc.ConnsCount() != 0 {
+		t.Fatalf("read timed out %v, socket closed %v, %d connections counted: want true, true, 0",
+			w.timedOut.Load(), w.closed.Load(), hc.ConnsCount())
+	}
+	if n := w.late.Load(); n != 0 {
+		t.Fatalf("%d writes on the open socket after the header's read timed out (the close_notify alert)", n)
+	}
+}
+
+// watchedDial is a HostClient's Dial that dials a watchedConn, kept in *w.
+func watchedDial(w **watchedConn) fasthttp.DialFunc {
+	return func(addr string) (net.Conn, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		*w = &watchedConn{TCPConn: c.(*net.TCPConn)}
+		return *w, nil
+	}
+}
+
+// watchedConn counts the writes begun on a socket that is still open once
+// it is watched: after a write on it failed or a read on it timed out, or
+// from when the test sets watched. Its SyscallConn is the socket's, so
+// that the transport's dialer wraps it as it wraps any socket.
 type watchedConn struct {
 	*net.TCPConn
-	failed, closed atomic.Bool
-	late           atomic.Int64
+	failed, timedOut, closed, watched atomic.Bool
+	late                              atomic.Int64
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.TCPConn.Read(p)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.timedOut.Store(true)
+		c.watched.Store(true)
+	}
+	return n, err
 }
 
 func (c *watchedConn) Write(p []byte) (int, error) {
-	if c.failed.Load() && !c.closed.Load() {
+	if c.watched.Load() && !c.closed.Load() {
 		c.late.Add(1)
 	}
 	n, err := c.TCPConn.Write(p)
 	if err != nil {
 		c.failed.Store(true)
+		c.watched.Store(true)
 	}
 	return n, err
 }
