@@ -39,12 +39,24 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 // them, and their URLs hold link tokens and provider codes. An error is
 // never worth caching either (a 404 of a route, a 503 of a failover).
 func problemHeaders(c *fiber.Ctx) {
+	PrivateHeaders(c)
+	h := &c.Response().Header
+	h.Set(fiber.HeaderXFrameOptions, "DENY")
+	h.Set(fiber.HeaderContentSecurityPolicy, "default-src 'none'; frame-ancestors 'none'")
+}
+
+// PrivateHeaders marks an answer whose URL, Location or body holds a
+// secret (a link's token, a provider's code, a hand-over code) private:
+// no cache keeps it (Cache-Control: no-store), no Referer sends its URL on
+// (Referrer-Policy: no-referrer), and no browser sniffs its body into
+// another type than the one given (X-Content-Type-Options: nosniff). The
+// pages, their redirects, the OAuth callback and every problem answer set
+// it.
+func PrivateHeaders(c *fiber.Ctx) {
 	h := &c.Response().Header
 	h.Set(fiber.HeaderCacheControl, "no-store")
 	h.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 	h.Set(fiber.HeaderReferrerPolicy, "no-referrer")
-	h.Set(fiber.HeaderXFrameOptions, "DENY")
-	h.Set(fiber.HeaderContentSecurityPolicy, "default-src 'none'; frame-ancestors 'none'")
 }
 
 // mapError is toProblem outside the recover middleware: handleError runs

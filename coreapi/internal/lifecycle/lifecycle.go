@@ -191,13 +191,11 @@ func decode(c *fiber.Ctx, dst any) error {
 
 // seeOther answers a page's form with a 303 to location, so the browser
 // GETs it. Its address can hold the posted link's token, as the page's
-// own does: it gets the page's Referrer-Policy, Cache-Control and
-// X-Content-Type-Options (render), so that neither it nor the token is
-// kept in a cache or sent on as a Referer.
+// own does: it is private as the page is (httpapi.PrivateHeaders, as in
+// render), so that neither it nor the token is kept in a cache or sent on
+// as a Referer.
 func seeOther(c *fiber.Ctx, location string) error {
-	c.Set("Referrer-Policy", "no-referrer")
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set("X-Content-Type-Options", "nosniff")
+	httpapi.PrivateHeaders(c)
 	return c.Redirect(location, fiber.StatusSeeOther)
 }
 

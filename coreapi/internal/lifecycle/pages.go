@@ -6,6 +6,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -125,15 +126,13 @@ func render(c *fiber.Ctx, p page) error {
 	if err := pageTemplate.Execute(&buf, p); err != nil {
 		return err
 	}
-	// The token is in the URL: keep it out of Referer headers and caches;
-	// no script may run, forms may only post back here, and no other site
-	// may frame the page (X-Frame-Options for browsers without CSP level 2's
-	// frame-ancestors).
-	c.Set("Referrer-Policy", "no-referrer")
+	// The token is in the URL: keep it out of Referer headers and caches
+	// (PrivateHeaders); no script may run, forms may only post back here,
+	// and no other site may frame the page (X-Frame-Options for browsers
+	// without CSP level 2's frame-ancestors).
+	httpapi.PrivateHeaders(c)
 	c.Set(fiber.HeaderXFrameOptions, "DENY")
-	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	c.Set("X-Content-Type-Options", "nosniff")
 	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
 	return c.Send(buf.Bytes())
 }

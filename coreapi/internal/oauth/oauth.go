@@ -626,20 +626,12 @@ func (s *Service) consume(ctx context.Context, providerName, state, browser stri
 	return f, err
 }
 
-// callbackHeaders are set on every answer of the callback, whatever it
-// is: the redirect to return_to carries the hand-over code, the JSON
-// answer the code itself, and the request's URL the provider's
-// authorization code and state. No cache keeps any of them, no Referer
-// sends the URL on, and a browser reads the body as the type it is given
-// rather than sniffing it into HTML.
-func callbackHeaders(c *fiber.Ctx) {
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
-	c.Set(fiber.HeaderReferrerPolicy, "no-referrer")
-}
-
 func (s *Service) callback(c *fiber.Ctx) error {
-	callbackHeaders(c) // first: an error answer gets them too
+	// Every answer of the callback is private, whatever it is: the
+	// redirect to return_to carries the hand-over code, the JSON answer
+	// the code itself, and the request's URL the provider's authorization
+	// code and state. Set first: an error answer gets them too.
+	httpapi.PrivateHeaders(c)
 	p, err := s.lookup(c)
 	if err != nil {
 		return err
