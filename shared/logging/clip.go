@@ -1,6 +1,6 @@
 package logging
 
-import "unicode/utf8"
+import "github.com/tollgate-auth/tollgate/shared/clip"
 
 // MaxPathBytes bounds a request path as both services record it (access
 // lines, error lines, the url.path span attribute). The client chooses its
@@ -13,20 +13,5 @@ const MaxPathBytes = 2048
 // ClipPath returns path cut to MaxPathBytes, on a rune boundary when the
 // path is UTF-8 there; it does not allocate.
 func ClipPath(path string) string {
-	return clip(path, MaxPathBytes)
-}
-
-// clip returns s cut to n bytes, on a rune boundary when s is UTF-8
-// there.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for i := n; i > n-utf8.UTFMax && i > 0; i-- {
-		if utf8.RuneStart(s[i]) {
-			n = i
-			break
-		}
-	}
-	return s[:n]
+	return clip.String(path, MaxPathBytes)
 }

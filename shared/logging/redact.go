@@ -1,6 +1,10 @@
 package logging
 
-import "regexp"
+import (
+	"regexp"
+
+	"github.com/tollgate-auth/tollgate/shared/clip"
+)
 
 // MaxRedactedBytes bounds a text Redact returns (before its "..."): an
 // error or panic value may quote a request of any size.
@@ -30,7 +34,7 @@ func Redact(s string) string {
 	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
 	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
 	if len(s) > MaxRedactedBytes {
-		s = clip(s, MaxRedactedBytes) + "..."
+		s = clip.String(s, MaxRedactedBytes) + "..."
 	}
 	return s
 }

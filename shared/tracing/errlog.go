@@ -2,10 +2,10 @@ package tracing
 
 import (
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/tollgate-auth/tollgate/shared/clip"
 )
 
 // ErrorLogger is an OpenTelemetry error handler (otel.SetErrorHandler)
@@ -58,14 +58,11 @@ func (h *ErrorLogger) Handle(err error) {
 	h.log.Warn("tracing", args...)
 }
 
-// clipError cuts s to MaxErrorBytes, on a rune boundary.
+// clipError cuts s to MaxErrorBytes (clip.String), followed by "..."
+// when cut.
 func clipError(s string) string {
 	if len(s) <= MaxErrorBytes {
 		return s
 	}
-	i := MaxErrorBytes
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return strings.Clone(s[:i]) + "..."
+	return clip.String(s, MaxErrorBytes) + "..."
 }

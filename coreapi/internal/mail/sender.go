@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/clip"
+	"github.com/tollgate-auth/tollgate/shared/clip"
 )
 
 // SenderOptions configure a Sender; zero durations and counts take the
