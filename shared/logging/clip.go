@@ -15,3 +15,20 @@ const MaxPathBytes = 2048
 func ClipPath(path string) string {
 	return clip.String(path, MaxPathBytes)
 }
+
+// MaxStackBytes bounds a recovered panic's stack in the log (the `stack`
+// of a `panic` line): its first frames, where the panic was raised. A
+// panic deep in a recursion has a stack of any size, and a line longer
+// than the container runtime's 16 KiB is split into parts that no longer
+// parse as JSON.
+const MaxStackBytes = 8 << 10
+
+// ClipStack returns stack (debug.Stack's) cut to MaxStackBytes on a
+// character boundary (clip.String), followed by "..." when cut.
+func ClipStack(stack []byte) string {
+	if len(stack) <= MaxStackBytes {
+		return string(stack)
+	}
+	// Only what String looks at is copied into the string.
+	return clip.String(string(stack[:MaxStackBytes+1]), MaxStackBytes) + "..."
+}

@@ -25,3 +25,22 @@ func TestClipPath(t *testing.T) {
 		t.Errorf("%v allocations", n)
 	}
 }
+
+func TestClipStack(t *testing.T) {
+	short := []byte("goroutine 1 [running]:\nmain.main()\n")
+	if got := ClipStack(short); got != string(short) {
+		t.Errorf("short stack changed: %q", got)
+	}
+	for _, n := range []int{MaxStackBytes + 1, MaxStackBytes + 2, 4 * MaxStackBytes} {
+		long := []byte(strings.Repeat("x", n))
+		if got := ClipStack(long); got != string(long[:MaxStackBytes])+"..." {
+			t.Errorf("stack of %d bytes cut to %d bytes, want %d and ...", n, len(got), MaxStackBytes)
+		}
+	}
+	// A character across the limit is left out whole.
+	multi := []byte("goroutine 1 [running]:\n" + strings.Repeat("é", MaxStackBytes))
+	got := ClipStack(multi)
+	if len(got) > MaxStackBytes+3 || len(got) < MaxStackBytes || !utf8.ValidString(got) || !strings.HasSuffix(got, "...") {
+		t.Errorf("cut to %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+	}
+}

@@ -78,12 +78,25 @@ func TestPanicInExpectHookAnswers500(t *testing.T) {
 type panicValueTransport struct{ v string }
 
 func (p panicValueTransport) RoundTrip(*fasthttp.HostClient, *fasthttp.Request, *fasthttp.Response) (bool, error) {
-	panic(p.v)
+	deep(200, func() { panic(p.v) })
+	return false, nil
+}
+
+// deep calls f n calls down: a panic there has a stack of n more frames.
+//
+//go:noinline
+func deep(n int, f func()) {
+	if n == 0 {
+		f()
+		return
+	}
+	deep(n-1, f)
 }
 
 // A panic's value may hold the request's own bytes (a credential in a
 // formatted error) and be of any size: it is logged redacted and cut, as
-// an error is, with its stack.
+// an error is, with its stack (cut to logging.MaxStackBytes: a panic deep
+// in a recursion has one of any size).
 func TestPanicValueIsRedactedAndCut(t *testing.T) {
 	e := start(t, envOpt{})
 	tok := e.token(nil)
@@ -121,6 +134,10 @@ func TestPanicValueIsRedactedAndCut(t *testing.T) {
 		}
 		if !strings.HasPrefix(rec.Stack, "goroutine ") {
 			t.Errorf("stack %.100q, want the stack trace", rec.Stack)
+		}
+		// 200 frames deep: cut to its first frames.
+		if len(rec.Stack) > logging.MaxStackBytes+len("...") || !strings.HasSuffix(rec.Stack, "...") {
+			t.Errorf("stack of %d bytes logged, want it cut to %d and ...", len(rec.Stack), logging.MaxStackBytes)
 		}
 	}
 	if !found {

@@ -902,7 +902,7 @@ func (s *Server) next(c *fiber.Ctx, st *state) (err error) {
 //
 //go:noinline
 func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
-	s.d.Log.Error("panic", st.logArgs("panic", logging.Redact(fmt.Sprint(r)), "stack", string(debug.Stack()))...)
+	s.d.Log.Error("panic", st.logArgs("panic", logging.Redact(fmt.Sprint(r)), "stack", logging.ClipStack(debug.Stack()))...)
 	c.Response().Reset()
 	return errPanic
 }

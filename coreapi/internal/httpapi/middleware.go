@@ -184,7 +184,7 @@ func (s *Server) recover(c *fiber.Ctx) (err error) {
 // it in the deferred function that recovered).
 func (s *Server) logPanic(c *fiber.Ctx, r any) {
 	s.log.ErrorContext(c.UserContext(), "panic", "request_id", RequestIDOf(c), "method", methodName(c.Method()),
-		"path", logging.ClipPath(c.Path()), "panic", logging.Redact(fmt.Sprint(r)), "stack", string(debug.Stack()))
+		"path", logging.ClipPath(c.Path()), "panic", logging.Redact(fmt.Sprint(r)), "stack", logging.ClipStack(debug.Stack()))
 }
 
 var errNoIdentity = problem.New(fiber.StatusUnauthorized, problem.CodeUnauthenticated,

@@ -86,7 +86,9 @@ func TestErrorMapperPanic(t *testing.T) {
 
 // TestPanicValueIsRedactedAndCut: a panic's value may hold the request's
 // own bytes (a credential in a formatted error) and be of any size: it
-// is logged redacted and cut to logging.MaxRedactedBytes, with its stack.
+// is logged redacted and cut to logging.MaxRedactedBytes, with its stack
+// (cut to logging.MaxStackBytes: a panic deep in a recursion has one of
+// any size).
 func TestPanicValueIsRedactedAndCut(t *testing.T) {
 	t.Parallel()
 	logs := &testkit.LogBuffer{}
@@ -95,7 +97,9 @@ func TestPanicValueIsRedactedAndCut(t *testing.T) {
 		o.Logger = slog.New(logging.NewHandler(logs, slog.LevelInfo))
 		o.Register = append(o.Register, func(rt httpapi.Routes) {
 			rt.Public.Get("/x/panics", func(c *fiber.Ctx) error {
-				panic(fmt.Errorf("handler fault for Authorization: %s %s", c.Get("Authorization"), strings.Repeat("x", 10<<10)))
+				auth := c.Get("Authorization")
+				deep(200, func() { panic(fmt.Errorf("handler fault for Authorization: %s %s", auth, strings.Repeat("x", 10<<10))) })
+				return nil
 			})
 		})
 	}})
@@ -125,8 +129,23 @@ func TestPanicValueIsRedactedAndCut(t *testing.T) {
 		if !strings.HasPrefix(rec.Stack, "goroutine ") {
 			t.Errorf("stack %.100q, want the stack trace", rec.Stack)
 		}
+		// 200 frames deep: cut to its first frames.
+		if len(rec.Stack) > logging.MaxStackBytes+len("...") || !strings.HasSuffix(rec.Stack, "...") {
+			t.Errorf("stack of %d bytes logged, want it cut to %d and ...", len(rec.Stack), logging.MaxStackBytes)
+		}
 	}
 	if !found {
 		t.Fatalf("no panic line for %s:\n%s", rid, logs)
 	}
+}
+
+// deep calls f n calls down: a panic there has a stack of n more frames.
+//
+//go:noinline
+func deep(n int, f func()) {
+	if n == 0 {
+		f()
+		return
+	}
+	deep(n-1, f)
 }

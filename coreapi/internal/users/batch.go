@@ -2,9 +2,12 @@ package users
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
 // batchTimeout bounds each shared round trip. It carries several
@@ -176,13 +179,15 @@ func (b *batcher[T, P]) run(ctx context.Context, own *T) {
 
 // sendBounded is send within batchTimeout. A panic in send answers every
 // read of the batch not yet answered with an error, instead of leaving
-// them, and the runner's slot, waiting for good.
+// them, and the runner's slot, waiting for good. The error carries the
+// panic's value redacted and cut (logging.Redact), as a recovered panic
+// is logged: each read's request logs it as its error.
 func (b *batcher[T, P]) sendBounded(ctx context.Context, batch []*T) {
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
-			err := fmt.Errorf("users: batched read failed: %v", r)
+			err := errors.New("users: batched read failed: " + logging.Redact(fmt.Sprint(r)))
 			for _, c := range batch {
 				P(c).answer().fail(err)
 			}

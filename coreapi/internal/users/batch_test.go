@@ -2,11 +2,14 @@ package users
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
 // testCall is a read for the batcher alone, without a database.
@@ -61,6 +64,27 @@ func TestBatcherPanicAnswersEveryRead(t *testing.T) {
 	for _, c := range queueAll(t, b, 2) {
 		if c.err != nil {
 			t.Fatalf("read after the panic: %v", c.err)
+		}
+	}
+}
+
+// A panic's value may quote a request (a credential in a formatted error)
+// and be of any size: the error each read of the batch gets, which its
+// request logs, carries it redacted and cut, as a recovered panic is
+// logged.
+func TestBatcherPanicValueIsRedacted(t *testing.T) {
+	const token = "eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJl"
+	b := newTestBatcher(func(context.Context, []*testCall) {
+		panic(fmt.Errorf("decoder bug for Authorization: Bearer %s %s", token, strings.Repeat("x", 10<<10)))
+	})
+	const prefix = "users: batched read failed: "
+	for _, c := range queueAll(t, b, 2) {
+		msg := c.err.Error()
+		if strings.Contains(msg, token) || !strings.HasPrefix(msg, prefix+"decoder bug for Authorization: Bearer [redacted] xxx") {
+			t.Errorf("read of the panicked batch: err %.200q..., want the value redacted", msg)
+		}
+		if limit := len(prefix) + logging.MaxRedactedBytes + len("..."); len(msg) > limit {
+			t.Errorf("err of %d bytes, want at most %d", len(msg), limit)
 		}
 	}
 }
