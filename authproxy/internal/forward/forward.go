@@ -151,7 +151,9 @@ func newInternalClient(o Options, dial fasthttp.DialFuncWithTimeout) *fasthttp.H
 	if o.TLS != nil {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
 		if dial == nil {
-			dial = dialTCP
+			dial = func(addr string, timeout time.Duration) (net.Conn, error) {
+				return dialTCP(addr, timeout, hc.DialDualStack)
+			}
 		}
 		hc.DialTimeout = func(addr string, timeout time.Duration) (net.Conn, error) {
 			c, err := dial(addr, timeout)
@@ -166,11 +168,17 @@ func newInternalClient(o Options, dial fasthttp.DialFuncWithTimeout) *fasthttp.H
 }
 
 // dialTCP dials as fasthttp does for a TLS client without a dialer of its
-// own.
-func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {
+// own: over IPv4 only unless dualStack (the client's DialDualStack, read
+// at each dial as fasthttp reads it), then over IPv6 too.
+func dialTCP(addr string, timeout time.Duration, dualStack bool) (net.Conn, error) {
 	addr = fasthttp.AddMissingPort(addr, true)
-	if timeout > 0 {
+	switch {
+	case timeout > 0 && dualStack:
+		return fasthttp.DialDualStackTimeout(addr, timeout)
+	case timeout > 0:
 		return fasthttp.DialTimeout(addr, timeout)
+	case dualStack:
+		return fasthttp.DialDualStack(addr)
 	}
 	return fasthttp.Dial(addr)
 }

@@ -444,3 +444,34 @@ func (c *watchedConn) Close() error {
 	c.closed.Store(true)
 	return c.TCPConn.Close()
 }
+
+// TestInternalTLSDialDualStack: the internal client's own dialer (a TLS
+// client's, which leaves the TLS close_notify alert out after a failed
+// exchange) honours DialDualStack as fasthttp's would: set, an https
+// IDENTITY_URL at an IPv6 address is reached; fasthttp's default dial is
+// IPv4 only.
+func TestInternalTLSDialDualStack(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	s.Listener.Close()
+	s.Listener = ln
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	hc := NewInternalClient(Options{Addr: ln.Addr().String(), MaxConns: 1, Timeout: 5 * time.Second,
+		TLS: &tls.Config{RootCAs: roots}})
+	hc.DialDualStack = true
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("https://" + hc.Addr + "/internal")
+	if err := hc.Do(req, resp); err != nil || resp.StatusCode() != 200 || string(resp.Body()) != "ok" {
+		t.Fatalf("GET over IPv6: %d %q, %v: want 200 ok", resp.StatusCode(), resp.Body(), err)
+	}
+}
