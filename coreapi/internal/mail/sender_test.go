@@ -2,7 +2,9 @@ package mail_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -336,6 +338,30 @@ func TestHeaderInjection(t *testing.T) {
 	}
 	if strings.ContainsAny(m.Subject, "\r\n") {
 		t.Errorf("subject %q has a line break", m.Subject)
+	}
+}
+
+// TestSubjectEncodedWordShownAsTyped: a tenant name is plain text, so an
+// RFC 2047 encoded word typed into it ("=?UTF-8?B?...?=") reaches the
+// recipient as those characters, not decoded by the mail client into
+// what the name checks refuse (here U+202E, a right-to-left override,
+// and a line break) or into any other text.
+func TestSubjectEncodedWordShownAsTyped(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	word := "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte("\u202eevil\r\nBcc: x")) + "?="
+	for i, name := range []string{"Acme " + word, word, "Acme =?us-ascii?Q?Pay=20here?= Ltd", "Äcme " + word + " " + strings.Repeat("long ", 30)} {
+		to := fmt.Sprintf("bob%d@example.com", i)
+		inv := mail.Message{Kind: mail.KindInvitation, To: to, Token: "t1",
+			Data: mail.Data{TenantName: name, ExpiresAt: time.Now().Add(time.Hour)}}
+		r.enqueue(t, inv)
+		if _, err := r.s.SendDue(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		want := "You are invited to join " + name
+		m := r.smtp.WaitFor(t, to, "invited", 5*time.Second)
+		if m.Subject != want {
+			t.Errorf("tenant %q: the recipient reads the subject %q, want %q", name, m.Subject, want)
+		}
 	}
 }
 

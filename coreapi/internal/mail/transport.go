@@ -2,13 +2,16 @@ package mail
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	gomail "github.com/wneessen/go-mail"
 )
@@ -98,7 +101,7 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 	if err := msg.To(m.To); err != nil {
 		return fmt.Errorf("%w: to: %v", ErrPermanent, err)
 	}
-	msg.Subject(m.Subject)
+	msg.Subject(subjectHeader(m.Subject))
 	msg.SetMessageIDWithValue(m.MessageID)
 	msg.SetDate()
 	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
@@ -123,6 +126,35 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 		return fmt.Errorf("smtp send: %w", err)
 	}
 	return nil
+}
+
+// subjectHeader is the Subject header's value for subject. One of
+// printable ASCII only is left as it is (and one with other characters
+// go-mail encodes as RFC 2047 encoded words), unless it holds "=?": a
+// tenant's name may be any printable text, and an encoded word typed into
+// it ("=?UTF-8?B?...?=") would be decoded by the recipient's mail client
+// into text of the name's writer's choosing (a line break, a
+// right-to-left override: what the name checks refuse). Such a subject is
+// encoded whole, so the recipient reads the characters as typed.
+func subjectHeader(subject string) string {
+	if !strings.Contains(subject, "=?") {
+		return subject
+	}
+	// RFC 2047 section 2: at most 75 characters a word; 45 bytes are 60
+	// in base64, 72 with "=?UTF-8?B?" and "?=". A word holds whole
+	// characters (section 5), and the white space between two words is
+	// not part of the text (section 6.2).
+	const maxChunk = 45
+	var words []string
+	for subject != "" {
+		n := min(len(subject), maxChunk)
+		for n < len(subject) && n > 1 && !utf8.RuneStart(subject[n]) {
+			n--
+		}
+		words = append(words, "=?UTF-8?B?"+base64.StdEncoding.EncodeToString([]byte(subject[:n]))+"?=")
+		subject = subject[n:]
+	}
+	return strings.Join(words, " ")
 }
 
 // Log writes messages to the log instead of sending them (development,
