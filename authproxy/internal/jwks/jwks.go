@@ -414,8 +414,8 @@ func (c *Client) parse(body []byte) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse jwks: %w", err)
 	}
-	// A key set that carries secret material (a private key's "d", a
-	// symmetric "k") is refused whole, not trimmed to its public keys:
+	// A key set that carries secret material (a private key's "d" or
+	// any other private member, a symmetric "k") is refused whole, not trimmed to its public keys:
 	// whoever serves it has published the key that signs, so neither the
 	// document nor its source can be trusted. The previous set stays.
 	for i := 0; i < set.Len(); i++ {
@@ -453,14 +453,26 @@ func (c *Client) parse(body []byte) (*Set, error) {
 	return s, nil
 }
 
+// privateMembers are the JWK members that hold secret key material (RFC
+// 7518 section 6: an RSA key's "d" and its CRT members, an EC or OKP
+// key's "d", an oct key's "k").
+var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
 // secretPart names the secret member jk carries, "" when it is a public
-// key.
+// key. A key parsed as public may still carry one: jwx takes an RSA key
+// without "d" for a public key and keeps its "p" (one prime factor of n,
+// the whole private key) as an extra member.
 func secretPart(jk jwk.Key) string {
 	switch jk.(type) {
 	case jwk.RSAPrivateKey, jwk.ECDSAPrivateKey, jwk.OKPPrivateKey:
 		return `private key material ("d")`
 	case jwk.SymmetricKey:
 		return `a symmetric secret ("k")`
+	}
+	for _, m := range privateMembers {
+		if _, ok := jk.Get(m); ok {
+			return fmt.Sprintf("private key material (%q)", m)
+		}
 	}
 	return ""
 }

@@ -113,8 +113,9 @@ func TestOnlyUsableKeysKept(t *testing.T) {
 	}
 }
 
-// TestSecretMaterialRefused: a key set holding a private key ("d") or a
-// symmetric one ("k") is refused whole, at the first load (nothing
+// TestSecretMaterialRefused: a key set holding a private key ("d", or
+// any other private member: a prime factor, a CRT value) or a symmetric
+// one ("k") is refused whole, at the first load (nothing
 // loaded, not ready) and at a refresh (the previous set stays), with an
 // error naming the key: its keys are not trimmed to the public ones.
 func TestSecretMaterialRefused(t *testing.T) {
@@ -127,6 +128,20 @@ func TestSecretMaterialRefused(t *testing.T) {
 		"rsa-private": pub(t, rk, "rsa-private", jwa.RS256, "sig"),
 		"oct":         pub(t, []byte("0123456789abcdef0123456789abcdef"), "oct", jwa.HS256, "sig"),
 	}
+	// A public key with a private member but no "d" (RFC 7518 section
+	// 6.3.2 asks for "d" with the others, but a broken serialiser need
+	// not): one prime factor of n is the whole private key.
+	rsaFull := pub(t, rk, "x", jwa.RS256, "sig")
+	rsaFull["oth"] = []any{map[string]any{"r": rsaFull["p"], "d": rsaFull["dp"], "t": rsaFull["qi"]}}
+	for _, member := range []string{"p", "q", "dp", "dq", "qi", "oth"} {
+		kid := "rsa-public-with-" + member
+		leak := pub(t, &rk.PublicKey, kid, jwa.RS256, "sig")
+		leak[member] = rsaFull[member]
+		leaks[kid] = leak
+	}
+	ecWithK := pub(t, &ec.PublicKey, "ec-public-with-k", jwa.ES256, "sig")
+	ecWithK["k"] = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
+	leaks["ec-public-with-k"] = ecWithK
 	for kid, leak := range leaks {
 		t.Run(kid, func(t *testing.T) {
 			doc := func(keys ...map[string]any) []byte {
