@@ -76,6 +76,10 @@ type Options struct {
 	// invitation acceptance, email verification, password change), over
 	// every replica; 0 means DefaultSignInFailuresPerHour.
 	SignInFailuresPerHour int
+	// BeforeIssue, when set (tests), runs in Issue between the caller's
+	// step on the session (created, rotated, reissued) and the signing of
+	// its access token.
+	BeforeIssue func(sessionID string)
 }
 
 // DefaultSignupPerHour is Options.SignupPerHour's default.
@@ -109,6 +113,7 @@ type Service struct {
 	now          func() time.Time
 	cc           ClientCredentials
 	catalog      *permissions.Catalog
+	beforeIssue  func(sessionID string)
 }
 
 // New returns a Service.
@@ -141,7 +146,7 @@ func New(o Options) (*Service, error) {
 		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, now: o.Now,
 		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials, catalog: o.Catalog,
 		guessLimit: ratelimit.Limit{N: o.SignInFailuresPerHour, Window: time.Hour}, attempts: attempts,
-		codeAttempts: lockout.New(o.Pool, codes),
+		codeAttempts: lockout.New(o.Pool, codes), beforeIssue: o.BeforeIssue,
 	}, nil
 }
 
@@ -190,8 +195,37 @@ type TokenResponse struct {
 	Tenant       any    `json:"tenant,omitempty"`
 }
 
-// Issue signs an access token for g and builds the token response.
-func (s *Service) Issue(g Grant) (TokenResponse, error) {
+// Issue signs an access token for g's session and builds the token
+// response, then holds the session live (sessions.Store.HoldLive): a
+// revocation (a sign-out, a sign-out everywhere, a password change or
+// reset, a member's removal) that committed after the caller created,
+// rotated or reissued the session and before the signing would otherwise
+// leave a token issued after revoked_at, which outlives the projection's
+// revoked list (listed for one access-token lifetime plus
+// TOKEN_MAX_LEEWAY from revoked_at). A session ended meanwhile is
+// answered with ended(), the caller's answer to an ended session, and no
+// token. Every path that signs a session's access token goes through
+// here; the cost is one read of the session's row by its primary key.
+func (s *Service) Issue(ctx context.Context, g Grant, ended func() error) (TokenResponse, error) {
+	if s.beforeIssue != nil {
+		s.beforeIssue(g.SessionID)
+	}
+	tr, err := s.sign(g)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	err = s.sessions.HoldLive(ctx, g.UserID, g.SessionID)
+	if errors.Is(err, sessions.ErrRevoked) {
+		return TokenResponse{}, ended()
+	}
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return tr, nil
+}
+
+// sign signs an access token for g and builds the token response.
+func (s *Service) sign(g Grant) (TokenResponse, error) {
 	var jti [16]byte
 	if _, err := rand.Read(jti[:]); err != nil {
 		return TokenResponse{}, fmt.Errorf("read random: %w", err)

@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +50,21 @@ type env struct {
 	ring   *keys.Ring
 	keyDir string
 	svc    *auth.Service
+	// beforeIssue is the service's BeforeIssue hook (nil: none); set it
+	// with onIssue.
+	beforeIssue atomic.Pointer[func(sessionID string)]
+}
+
+// onIssue runs f in every token issue, between the session's step and
+// the signing, until the test ends or onIssue(t, nil).
+func (e *env) onIssue(t testing.TB, f func(sessionID string)) {
+	t.Helper()
+	if f == nil {
+		e.beforeIssue.Store(nil)
+		return
+	}
+	e.beforeIssue.Store(&f)
+	t.Cleanup(func() { e.beforeIssue.Store(nil) })
 }
 
 // mfaKeys is the MFA_ENCRYPTION_KEYS of the test servers.
@@ -84,6 +101,11 @@ func start(t testing.TB, p password.Params, ringOpts ...keys.Option) *env {
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
 			Issuer:   issuer, Audience: audience, AccessTTL: 15 * time.Minute,
 			MFA: testSealer(t, mfaKeys),
+			BeforeIssue: func(sessionID string) {
+				if f := e.beforeIssue.Load(); f != nil {
+					(*f)(sessionID)
+				}
+			},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -1608,12 +1630,10 @@ func TestRefreshRacingSignOut(t *testing.T) {
 			t.Errorf("answer carries an access token: %s", r.Body)
 		}
 	}
-	t.Cleanup(func() { auth.SetBeforeRefreshIssue(nil) })
-
 	t.Run("committed", func(t *testing.T) {
 		tk := e.signup(t, "race1@example.com", "R1")
 		id := e.identityFor(t, tk)
-		auth.SetBeforeRefreshIssue(func(sessionID string) {
+		e.onIssue(t, func(sessionID string) {
 			if sessionID != id.SessionID {
 				return
 			}
@@ -1632,7 +1652,7 @@ func TestRefreshRacingSignOut(t *testing.T) {
 		ctx := context.Background()
 		committed := make(chan struct{})
 		done := make(chan struct{})
-		auth.SetBeforeRefreshIssue(func(sessionID string) {
+		e.onIssue(t, func(sessionID string) {
 			if sessionID != id.SessionID {
 				return
 			}
@@ -1670,6 +1690,111 @@ func TestRefreshRacingSignOut(t *testing.T) {
 		<-committed
 		refused(t, r)
 	})
+}
+
+// TestIssueRacingSignOut: every path that issues a session's access token
+// (not only the refresh grant) gives none when the session is signed out
+// between the path's step on it (created, reissued, stepped up) and the
+// signing: the token would be issued after revoked_at, and outlive the
+// projection's revoked list. Each path answers as it answers an ended
+// session.
+func TestIssueRacingSignOut(t *testing.T) {
+	e := start(t, cheap)
+	const qRevoke = `UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = 'logout' WHERE id = $1`
+	// qReset ends the session as a password reset or a sign-out
+	// everywhere does for the proxy: the token version moves on.
+	const qReset = `UPDATE users SET token_version = token_version + 1 WHERE id = (SELECT user_id FROM sessions WHERE id = $1)`
+	for _, tc := range []struct {
+		name string
+		// setup prepares an account and returns the request that issues
+		// the token.
+		setup  func(t *testing.T, email string) func() apitest.Response
+		status int
+		code   string
+		// end is the statement that ends the session (qRevoke if empty).
+		end string
+	}{
+		{"password grant", func(t *testing.T, email string) func() apitest.Response {
+			e.signup(t, email, "T "+email)
+			return func() apitest.Response {
+				return e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
+			}
+		}, http.StatusBadRequest, "invalid_grant", ""},
+		{"password grant racing a reset", func(t *testing.T, email string) func() apitest.Response {
+			e.signup(t, email, "T "+email)
+			return func() apitest.Response {
+				return e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
+			}
+		}, http.StatusBadRequest, "invalid_grant", qReset},
+		{"refresh grant", func(t *testing.T, email string) func() apitest.Response {
+			tk := e.signup(t, email, "T "+email)
+			return func() apitest.Response { return e.refresh(t, tk.RefreshToken) }
+		}, http.StatusBadRequest, "invalid_grant", ""},
+		{"signup", func(t *testing.T, email string) func() apitest.Response {
+			return func() apitest.Response {
+				return e.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+					map[string]string{"email": email, "password": pw, "tenant_name": "T " + email, "display_name": "D"})
+			}
+		}, http.StatusUnauthorized, "invalid_token", ""},
+		{"tenant switch", func(t *testing.T, email string) func() apitest.Response {
+			tk := e.signup(t, email, "T "+email)
+			id := e.identityFor(t, tk)
+			second := e.SeedTenant(t, "Second "+email)
+			e.SeedMember(t, second.ID, id.UserID, "member")
+			return func() apitest.Response {
+				return e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant",
+					map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
+			}
+		}, http.StatusUnauthorized, "invalid_token", ""},
+		{"password change", func(t *testing.T, email string) func() apitest.Response {
+			id := e.identityFor(t, e.signup(t, email, "T "+email))
+			return func() apitest.Response {
+				return e.Send(t, id, http.MethodPut, "/api/v1/users/me/password",
+					map[string]string{"current_password": pw, "new_password": "a brand new password"})
+			}
+		}, http.StatusUnauthorized, "invalid_token", ""},
+		{"second factor sign-in", func(t *testing.T, email string) func() apitest.Response {
+			_, _, codes := e.mfaUser(t, email)
+			mt := e.challenge(t, email)
+			return func() apitest.Response { return e.mfaOTP(t, mt, codes[0]) }
+		}, http.StatusBadRequest, "invalid_grant", ""},
+		{"step-up", func(t *testing.T, email string) func() apitest.Response {
+			tk, _, codes := e.mfaUser(t, email)
+			as := e.identityFor(t, tk)
+			return func() apitest.Response {
+				return e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codes[0]})
+			}
+		}, http.StatusUnauthorized, "invalid_token", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			email := strings.ReplaceAll(tc.name, " ", "-") + "@example.com"
+			send := tc.setup(t, email)
+			end := cmp.Or(tc.end, qRevoke)
+			revoked := make(chan string, 1)
+			e.onIssue(t, func(sessionID string) {
+				select {
+				case revoked <- sessionID:
+				default:
+				}
+				if _, err := e.DB.Pool.Exec(context.Background(), end, sessionID); err != nil {
+					t.Error(err)
+				}
+			})
+			r := send()
+			e.onIssue(t, nil)
+			select {
+			case <-revoked:
+			default:
+				t.Fatalf("no token was issued: %d %s", r.Status, r.Body)
+			}
+			if r.Status != tc.status || r.Problem(t).Code != tc.code {
+				t.Fatalf("%s of a session signed out before the signing: %d %s, want %d %s", tc.name, r.Status, r.Body, tc.status, tc.code)
+			}
+			if strings.Contains(string(r.Body), "access_token") {
+				t.Errorf("answer carries an access token: %s", r.Body)
+			}
+		})
+	}
 }
 
 // TestPasswordChangeEndsAThiefsChain: whoever stole a refresh token and

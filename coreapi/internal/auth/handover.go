@@ -137,7 +137,7 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	return s.Issue(g)
+	return s.Issue(ctx, g, func() error { return errBadHandover }) // signed out since the reissue
 }
 
 // validVerifier reports whether v is a code_verifier as RFC 7636 section

@@ -658,7 +658,7 @@ RETURNING user_id::text, tenant_id::text, amr`
 		return TokenResponse{}, err
 	}
 	g.SessionID, g.RefreshToken = sd.SessionID, sd.RefreshToken
-	return s.Issue(g)
+	return s.Issue(ctx, g, func() error { return errSignedOutMeanwhile })
 }
 
 // stepUp: a caller with a valid session gives a code and gets a new
@@ -715,7 +715,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	return s.Issue(g)
+	return s.Issue(ctx, g, func() error { return httpapi.SessionEnded(c) })
 }
 
 // SweepChallenges deletes sign-in challenges that expired.

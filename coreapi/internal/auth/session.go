@@ -113,6 +113,10 @@ type switchRequest struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
+// errSessionEnded answers a request whose session ended before its change
+// (or, signed out meanwhile, before its new tokens were issued).
+var errSessionEnded = problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+
 // errSwitchRefreshToken answers a tenant switch whose refresh token is not
 // the session's live one, as the token endpoint answers such a token.
 var errSwitchRefreshToken = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
@@ -165,13 +169,13 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
-		return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+		return errSessionEnded
 	}
 	if err != nil {
 		return err
 	}
-	resp, err := s.Issue(Grant{UserID: id.UserID, TenantID: tid, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
-		AMR: amr, AuthTime: authTime})
+	resp, err := s.Issue(ctx, Grant{UserID: id.UserID, TenantID: tid, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
+		AMR: amr, AuthTime: authTime}, func() error { return errSessionEnded })
 	if err != nil {
 		return err
 	}

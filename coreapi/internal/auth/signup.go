@@ -104,7 +104,10 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	resp, err := s.Issue(Grant{UserID: user.ID, TenantID: tenant.ID, SessionID: issued.SessionID, RefreshToken: issued.RefreshToken})
+	// The account stays: signed out before its tokens were issued (by
+	// whoever holds its password already), it signs in.
+	resp, err := s.Issue(ctx, Grant{UserID: user.ID, TenantID: tenant.ID, SessionID: issued.SessionID, RefreshToken: issued.RefreshToken},
+		func() error { return errSessionEnded })
 	if err != nil {
 		return err
 	}

@@ -193,9 +193,18 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	return s.Issue(Grant{UserID: a.UserID, TenantID: *a.TenantID, SessionID: issued.SessionID,
-		TokenVersion: a.TokenVersion, RefreshToken: issued.RefreshToken})
+	return s.Issue(ctx, Grant{UserID: a.UserID, TenantID: *a.TenantID, SessionID: issued.SessionID,
+		TokenVersion: a.TokenVersion, RefreshToken: issued.RefreshToken}, func() error { return errSignedOutMeanwhile })
 }
+
+// errSignedOutMeanwhile answers a sign-in whose new session was signed
+// out (a sign-out everywhere, a password change or reset) before its
+// access token was issued (see Service.Issue).
+var errSignedOutMeanwhile = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
+	"the session was signed out before its tokens were issued; sign in again")
+
+// errRefreshRevoked answers the refresh of a revoked session.
+var errRefreshRevoked = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, sessions.ErrRevoked.Error())
 
 func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
 	ctx := c.UserContext()
@@ -211,26 +220,9 @@ func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, e
 	case err != nil:
 		return TokenResponse{}, err
 	}
-	if beforeRefreshIssue != nil {
-		beforeRefreshIssue(r.SessionID)
-	}
-	tr, err := s.Issue(Grant{UserID: r.UserID, TenantID: r.TenantID, SessionID: r.SessionID,
-		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime})
-	if err != nil {
-		return TokenResponse{}, err
-	}
-	// A sign-out that committed since the rotation must not leave a token
-	// issued after its revoked_at (see sessions.Store.HoldLive).
-	err = s.sessions.HoldLive(ctx, r.UserID, r.SessionID)
-	if errors.Is(err, sessions.ErrRevoked) {
-		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, err.Error())
-	}
-	if err != nil {
-		return TokenResponse{}, err
-	}
-	return tr, nil
+	// A sign-out that committed since the rotation is answered as a
+	// revoked session's refresh.
+	return s.Issue(ctx, Grant{UserID: r.UserID, TenantID: r.TenantID, SessionID: r.SessionID,
+		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime},
+		func() error { return errRefreshRevoked })
 }
-
-// beforeRefreshIssue, when set (tests), runs in the refresh grant between
-// the rotation and the signing of the access token.
-var beforeRefreshIssue func(sessionID string)

@@ -198,6 +198,10 @@ var (
 		"the account's password or sessions changed while the invitation was accepted: try again")
 	errAdminPasswordList = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
 		"this account's password was set by a tenant administrator: change it (or reset it) to see the invitations sent to it")
+	// errSessionEnded: the bearer's session ended before the acceptance,
+	// or the session it opened was signed out before its tokens were
+	// issued.
+	errSessionEnded = problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
 )
 
 // acceptInvitation adds the invitee to the inviting tenant and opens a
@@ -419,10 +423,12 @@ FROM users WHERE id = $1`
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
-		return auth.TokenResponse{}, problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
+		return auth.TokenResponse{}, errSessionEnded
 	}
 	if err != nil {
 		return auth.TokenResponse{}, err
 	}
-	return s.auth.Issue(g)
+	// The membership stays: a session signed out meanwhile (a sign-out
+	// everywhere, a password reset) gets no token.
+	return s.auth.Issue(ctx, g, func() error { return errSessionEnded })
 }

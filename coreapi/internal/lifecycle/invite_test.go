@@ -470,6 +470,67 @@ func TestInviteAcceptSignedInKeepsTheAuthentication(t *testing.T) {
 	check("refresh of the accept's session", claimsOf(t, rt.AccessToken))
 }
 
+// TestInviteAcceptRacingSignOut: the session an acceptance opens, signed
+// out before its access token was signed (a sign-out everywhere, a
+// password reset), gives no token: one issued after revoked_at would
+// outlive the projection's revoked list. The answer is an ended
+// session's; the account has joined.
+func TestInviteAcceptRacingSignOut(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	for _, tc := range []struct {
+		name string
+		// setup invites email and returns the bearer (nil: none) and the
+		// body that accept.
+		setup func(t *testing.T, email string) (*identity.Identity, map[string]string)
+	}{
+		{"new account", func(t *testing.T, email string) (*identity.Identity, map[string]string) {
+			x.invite(t, owner.id, email)
+			return nil, map[string]string{"token": x.mail(t, email, "You are invited").Token(), "password": "a new account's password"}
+		}},
+		{"password", func(t *testing.T, email string) (*identity.Identity, map[string]string) {
+			x.signup(t, email)
+			x.invite(t, owner.id, email)
+			return nil, map[string]string{"token": x.mail(t, email, "You are invited").Token(), "password": pw}
+		}},
+		{"bearer", func(t *testing.T, email string) (*identity.Identity, map[string]string) {
+			a := x.signup(t, email)
+			x.invite(t, owner.id, email)
+			return &a.id, map[string]string{"token": x.mail(t, email, "You are invited").Token()}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			email := strings.ReplaceAll(tc.name, " ", "-") + "@example.com"
+			as, body := tc.setup(t, email)
+			revoked := make(chan string, 1)
+			f := func(sessionID string) {
+				select {
+				case revoked <- sessionID:
+				default:
+				}
+				const q = `UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = 'logout' WHERE id = $1`
+				if _, err := x.DB.Pool.Exec(context.Background(), q, sessionID); err != nil {
+					t.Error(err) // not Fatal: the hook runs in the server's goroutine
+				}
+			}
+			x.beforeIssue.Store(&f)
+			r := x.Send(t, as, http.MethodPost, "/api/v1/invitations/accept", body)
+			x.beforeIssue.Store(nil)
+			select {
+			case <-revoked:
+			default:
+				t.Fatalf("no token was issued: %d %s", r.Status, r.Body)
+			}
+			if r.Status != http.StatusUnauthorized || r.Problem(t).Code != problem.CodeInvalidToken {
+				t.Fatalf("accept whose session was signed out before the signing: %d %s, want 401 %s", r.Status, r.Body, problem.CodeInvalidToken)
+			}
+			if strings.Contains(string(r.Body), "access_token") {
+				t.Errorf("answer carries an access token: %s", r.Body)
+			}
+		})
+	}
+}
+
 // TestInviteAcceptSignedInTakesTheTokensAuthentication: the session an
 // acceptance with a bearer opens takes the authentication of the access
 // token the request carries (as the proxy signs it), not the bearer's

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,8 @@ type env struct {
 	sender *mail.Sender
 	hasher *password.Hasher
 	lc     *lifecycle.Service
+	// beforeIssue is the auth service's BeforeIssue hook (nil: none).
+	beforeIssue atomic.Pointer[func(sessionID string)]
 }
 
 func start(t *testing.T, limits lifecycle.Limits) *env {
@@ -106,7 +109,12 @@ func startOpts(t *testing.T, so startOptions) *env {
 		o.Catalog = cat
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		ao := auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,
-			Sessions: store, Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, Lockout: so.lockout}
+			Sessions: store, Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, Lockout: so.lockout,
+			BeforeIssue: func(sessionID string) {
+				if f := x.beforeIssue.Load(); f != nil {
+					(*f)(sessionID)
+				}
+			}}
 		if so.wide {
 			ks, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: []byte("0123456789abcdef0123456789abcdef"), Catalog: cat})
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,8 @@ type env struct {
 	configure func(*httpapi.Options)
 	svc       *oauth.Service
 	noFollow  *http.Client
+	// beforeIssue is the auth service's BeforeIssue hook (nil: none).
+	beforeIssue atomic.Pointer[func(sessionID string)]
 }
 
 func start(t *testing.T, opts ...func(*oauth.Options)) *env {
@@ -68,7 +71,12 @@ func startWith(t *testing.T, sealer *mfa.Sealer, opts ...func(*oauth.Options)) *
 		h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		a, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Sessions: store,
-			Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, MFA: sealer})
+			Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, MFA: sealer,
+			BeforeIssue: func(sessionID string) {
+				if f := x.beforeIssue.Load(); f != nil {
+					(*f)(sessionID)
+				}
+			}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1236,6 +1244,41 @@ func TestHandoverExchange(t *testing.T) {
 	form = url.Values{"grant_type": {"oauth_handover"}, "code": {withChallenge()}, "code_verifier": {pk.verifier}}.Encode()
 	if r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: form, ContentType: "application/x-www-form-urlencoded"}); r.Status != http.StatusOK {
 		t.Fatalf("form exchange with the verifier: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestHandoverRacingSignOut: a session signed out after the exchange
+// reissued its refresh token and before its access token was signed gets
+// no token (one issued after revoked_at would outlive the projection's
+// revoked list): the answer of a session signed out before the exchange.
+func TestHandoverRacingSignOut(t *testing.T) {
+	x := start(t)
+	st := x.begin(t, "")
+	c := handover(t, x.callback(t, x.approve(t, st), st.cookie))
+	revoked := make(chan string, 1)
+	f := func(sessionID string) {
+		select {
+		case revoked <- sessionID:
+		default:
+		}
+		const q = `UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = 'logout' WHERE id = $1`
+		if _, err := x.DB.Pool.Exec(context.Background(), q, sessionID); err != nil {
+			t.Error(err)
+		}
+	}
+	x.beforeIssue.Store(&f)
+	r := x.exchange(t, c)
+	x.beforeIssue.Store(nil)
+	select {
+	case <-revoked:
+	default:
+		t.Fatalf("no token was issued: %d %s", r.Status, r.Body)
+	}
+	if r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeInvalidGrant {
+		t.Fatalf("exchange of a session signed out before the signing: %d %s, want 400 %s", r.Status, r.Body, problem.CodeInvalidGrant)
+	}
+	if strings.Contains(string(r.Body), "access_token") {
+		t.Errorf("answer carries an access token: %s", r.Body)
 	}
 }
 

@@ -611,13 +611,14 @@ func CheckLive(ctx context.Context, q DB, userID, sessionID string) error {
 
 // HoldLive is ErrRevoked unless sessionID is still userID's live session
 // (QLive), checked after an access token of it was signed: a revocation
-// that committed between the refresh's rotation and the signing would
-// otherwise leave a token issued after revoked_at, which outlives the
-// projection's revoked list (listed for one access-token lifetime plus
-// TOKEN_MAX_LEEWAY from revoked_at). The row is read FOR SHARE, so a
-// revocation not yet committed is waited for and seen; one that comes
-// after stamps revoked_at with its own statement's clock
-// (clock_timestamp(), not its transaction's start), later than the token.
+// that committed between the step that created, rotated or reissued the
+// session and the signing would otherwise leave a token issued after
+// revoked_at, which outlives the projection's revoked list (listed for
+// one access-token lifetime plus TOKEN_MAX_LEEWAY from revoked_at). The
+// row is read FOR SHARE, so a revocation not yet committed is waited for
+// and seen; one that comes after stamps revoked_at with its own
+// statement's clock (clock_timestamp(), not its transaction's start),
+// later than the token.
 func (s *Store) HoldLive(ctx context.Context, userID, sessionID string) error {
 	var one int
 	err := s.pool.QueryRow(ctx, `SELECT 1 FROM sessions WHERE `+QLive+` FOR SHARE`, sessionID, userID).Scan(&one)
