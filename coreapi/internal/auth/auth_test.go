@@ -532,6 +532,8 @@ func TestBadInput(t *testing.T) {
 		{"text/plain", "/api/v1/auth/token", "grant_type=password", "text/plain", 415, "unsupported_media_type", true},
 		{"signup missing fields", "/api/v1/auth/signup", map[string]string{}, "", 422, "validation_failed", true},
 		{"signup short password", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "short", "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"signup password of eight spaces", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "        ", "tenant_name": "S"}, "", 422, "validation_failed", true},
+		{"signup password of other white space", "/api/v1/auth/signup", map[string]string{"email": "s@example.com", "password": "\t\u00a0\u3000\u2003\n\u2028\u205f ", "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"signup bad email", "/api/v1/auth/signup", map[string]string{"email": "not an email", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"signup email over 254 octets", "/api/v1/auth/signup", map[string]string{"email": strings.Repeat("a", 248) + "@x.test", "password": pw, "tenant_name": "S"}, "", 422, "validation_failed", true},
 		{"NUL in login email", "/api/v1/auth/token", `{"grant_type":"password","email":"b@example.com\u0000","password":"x"}`, "", 400, "bad_request", true},
@@ -1385,6 +1387,12 @@ func TestPasswordChange(t *testing.T) {
 	r = e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "short"})
 	if r.Status != http.StatusUnprocessableEntity {
 		t.Errorf("short new password: %d", r.Status)
+	}
+	r = e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "\u3000       \t"})
+	if r.Status != http.StatusUnprocessableEntity || r.Stats.Queries != 0 {
+		t.Errorf("new password of white space: %d after %d queries, want 422 before any", r.Status, r.Stats.Queries)
+	} else if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "new_password" {
+		t.Errorf("new password of white space: errors %+v, want one naming new_password", p.Errors)
 	}
 	r = e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": strings.Repeat("y", 1_000_000)})
 	if r.Status != http.StatusUnprocessableEntity || r.Stats.Queries != 0 {

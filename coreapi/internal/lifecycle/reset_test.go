@@ -54,6 +54,8 @@ func TestForgotAndReset(t *testing.T) {
 	// A weak password is refused and does not burn the token.
 	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
 		map[string]string{"token": tok, "new_password": "short"}), 422, problem.CodeValidation)
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "        "}), 422, problem.CodeValidation)
 
 	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "the new password"})
 	wantStatus(t, r, http.StatusNoContent)

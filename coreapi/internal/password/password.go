@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -43,6 +44,10 @@ var (
 	ErrTooLong = fmt.Errorf("password must be at most %d bytes", MaxBytes)
 	// ErrTooShort means a new password of fewer than MinChars characters.
 	ErrTooShort = fmt.Errorf("password must be at least %d characters", MinChars)
+	// ErrBlank means a new password made only of white space: eight
+	// spaces count as eight characters but are the first thing guessed
+	// after the common list.
+	ErrBlank = errors.New("password must not be only white space")
 	// ErrCommon means a new password that is among the most common ones.
 	ErrCommon = errors.New("password is too common (it appears in lists of breached passwords); choose another")
 	// ErrInvalidHash means a stored hash that is not a valid argon2id PHC string.
@@ -89,9 +94,11 @@ func (h *Hasher) Params() Params { return h.p }
 
 // CheckNew validates a password a user is choosing (NIST SP 800-63B): at
 // most MaxBytes bytes as sent, and in NFKC (as it is hashed) at least
-// MinChars characters and not among the most common passwords
-// (case-insensitively). Passwords already set are never checked again, so
-// nobody is locked out by a policy change.
+// MinChars characters, not only white space (unicode.IsSpace) and not
+// among the most common passwords (case-insensitively). A password is
+// never trimmed: white space around other characters is part of it.
+// Passwords already set are never checked again, so nobody is locked out
+// by a policy change.
 func CheckNew(pw string) error {
 	if len(pw) > MaxBytes {
 		return ErrTooLong
@@ -99,6 +106,9 @@ func CheckNew(pw string) error {
 	pw = norm.NFKC.String(pw)
 	if utf8.RuneCountInString(pw) < MinChars {
 		return ErrTooShort
+	}
+	if strings.TrimFunc(pw, unicode.IsSpace) == "" {
+		return ErrBlank
 	}
 	if _, ok := common[strings.ToLower(pw)]; ok {
 		return ErrCommon

@@ -94,6 +94,12 @@ func TestCheckNew(t *testing.T) {
 		{"short", ErrTooShort},
 		{"ééééééé", ErrTooShort}, // 7 characters, 14 bytes
 		{"eightchr", nil},
+		{"        ", ErrBlank},      // eight spaces
+		{" \t\n\r\v\f  ", ErrBlank}, // ASCII white space
+		{"\u00a0\u2003\u3000\u2028\u0085\u1680\u202f\u205f", ErrBlank}, // no-break, em, ideographic, line separator, NEL, ogham, narrow and math spaces
+		{strings.Repeat(" ", MaxBytes), ErrBlank},
+		{"   eightchr   ", nil}, // not trimmed: the spaces are part of it
+		{"        x", nil},
 		{strings.Repeat("a", MaxBytes), nil},
 		{strings.Repeat("a", MaxBytes+1), ErrTooLong},
 	}
