@@ -281,8 +281,9 @@ func TestServiceAccountIsAMember(t *testing.T) {
 	}
 }
 
-// A disabled or removed membership stops the account from obtaining
-// tokens, and its tokens go inactive.
+// A disabled membership stops the account from obtaining tokens, and its
+// tokens go inactive. The member route does not remove a service account
+// (TestServiceAccountNotRemovedAsAMember).
 func TestServiceAccountMembershipEnds(t *testing.T) {
 	e := start(t, startOpts{})
 	_, owner := e.owner(t, "owner@example.com")
@@ -308,10 +309,57 @@ func TestServiceAccountMembershipEnds(t *testing.T) {
 		t.Fatalf("enable: %d %s", r.Status, r.Body)
 	}
 	e.clientToken(t, s, "")
-	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/users/"+a.ID, nil); r.Status != http.StatusNoContent {
-		t.Fatalf("remove member: %d %s", r.Status, r.Body)
+}
+
+// DELETE /users/{id} on a service account is 409 and changes nothing: it
+// removed the membership alone, leaving the account, its user row and its
+// client secrets behind, with no route that could make it a member again
+// (listed with no roles, counted against the tenant's limit, its deletion
+// never audited as one). DELETE /service-accounts/{id} deletes it whole,
+// also one left without a membership that way before.
+func TestServiceAccountNotRemovedAsAMember(t *testing.T) {
+	e := start(t, startOpts{keyRoutes: true})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "admin")
+	s := e.createSecret(t, owner, a.ID)
+	keyOf := e.mintKey(t, e.serviceIdentity(t, a.ID, owner.TenantID), "deploy")
+	outbox := e.count(t, `SELECT count(*) FROM outbox`)
+
+	r := e.Send(t, owner, http.MethodDelete, "/api/v1/users/"+a.ID, nil)
+	apitest.WantProblem(t, r, http.StatusConflict, problem.CodeConflict)
+	if p := r.Problem(t); !strings.Contains(p.Detail, "/api/v1/service-accounts/{id}") {
+		t.Errorf("detail %q does not name the service-account route", p.Detail)
 	}
-	oauthProblem(t, e.form(t, "/api/v1/auth/token", cc, basic(s.ClientID, s.ClientSecret)), http.StatusBadRequest, "unauthorized_client")
+	if n := e.count(t, `SELECT count(*) FROM memberships WHERE tenant_id = $1 AND user_id = $2`, owner.TenantID, a.ID); n != 1 {
+		t.Fatalf("the refused removal left %d memberships", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox`); n != outbox {
+		t.Errorf("the refused removal wrote %d outbox rows", n-outbox)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND action = 'member.removed'`, owner.TenantID); n != 0 {
+		t.Errorf("the refused removal was audited as done")
+	}
+	e.clientToken(t, s, "")
+	e.wantKey(t, keyOf, http.StatusOK, "")
+
+	// The service-account route deletes it whole.
+	apitest.WantStatus(t, e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil), http.StatusNoContent)
+	oauthProblem(t, e.form(t, "/api/v1/auth/token", url.Values{"grant_type": {"client_credentials"}}, basic(s.ClientID, s.ClientSecret)),
+		http.StatusUnauthorized, "invalid_client")
+	if n := e.count(t, `SELECT count(*) FROM users WHERE id = $1`, a.ID); n != 0 {
+		t.Fatal("the account's user row outlived it")
+	}
+
+	// One whose membership went before (by the old member route) is
+	// deleted by the service-account route too, secrets and all.
+	b := e.createAccount(t, owner, "orphan")
+	e.createSecret(t, owner, b.ID)
+	e.exec(t, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, owner.TenantID, b.ID)
+	apitest.WantStatus(t, e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+b.ID, nil), http.StatusNoContent)
+	if n := e.count(t, `SELECT count(*) FROM service_account_secrets WHERE user_id = $1`, b.ID) +
+		e.count(t, `SELECT count(*) FROM users WHERE id = $1`, b.ID); n != 0 {
+		t.Fatal("the account left without a membership outlived its deletion")
+	}
 }
 
 // The owner role is never a machine's, whichever route would give it: the

@@ -89,6 +89,7 @@ func MapError(err error) *problem.Problem {
 		{invitations.ErrRoleDeleted, 409, problem.CodeConflict, ""},
 		{users.ErrSameEmail, 422, problem.CodeValidation, "email"},
 		{users.ErrServiceOwner, 403, problem.CodeForbidden, ""},
+		{users.ErrServiceAccount, 409, problem.CodeConflict, ""},
 		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken, ""},
 		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole, ""},
 		{roles.ErrEscalation, 403, problem.CodeForbidden, ""},

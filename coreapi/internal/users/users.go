@@ -56,6 +56,10 @@ var (
 	// ErrServiceOwner: the owner role granted to a service account (a
 	// machine owns no tenant).
 	ErrServiceOwner = errors.New("a service account cannot hold the owner role")
+	// ErrServiceAccount: a service account's membership removed through
+	// the member route, which would leave the account, its client secrets
+	// and its user row behind with no membership to come back to.
+	ErrServiceAccount = errors.New("this member is a service account: delete it with DELETE /api/v1/service-accounts/{id}, which also deletes its client secrets")
 )
 
 // Member is a user seen from one tenant. The API writes it as tenantapi's
@@ -929,12 +933,22 @@ type auditedMember struct {
 // the keys at once; none comes back if the user is added again. So do the
 // user's sessions bound to the tenant, and the tenant's pending
 // invitations to the user's address (invitations.WithdrawForMember).
+// A service account is ErrServiceAccount: it is deleted whole, with its
+// secrets, by serviceaccounts.Store.Delete.
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
+	const qService = `SELECT kind = 'service' FROM users WHERE id = $1`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		t, err := s.lockTarget(ctx, tx, tenantID, userID, &a)
 		if err != nil {
 			return err
+		}
+		var service bool
+		if err := tx.QueryRow(ctx, qService, userID).Scan(&service); err != nil {
+			return fmt.Errorf("member's kind: %w", err)
+		}
+		if service {
+			return ErrServiceAccount
 		}
 		if !a.Covers(t.perms) {
 			return roles.ErrEscalation
