@@ -795,13 +795,15 @@ WHERE mfa_totp.status = 'pending'`
 }
 
 // confirmTOTP activates a pending TOTP factor with a code from it and hands
-// out the recovery codes (shown once, stored hashed). The caller's session
-// counts as having given the second factor now. It must be live in the
-// caller's tenant (see qSessionLive), else 401 and nothing is activated:
-// an enrolment started with a session that has since ended (a sign-out
-// everywhere, a password reset) must not become the factor of an account
-// its owner has just taken back, by way of a proxy that has not yet heard
-// of the end.
+// out the recovery codes (shown once, stored hashed). As a password change
+// does, it ends every other session of the account and its pending email
+// changes: a factor enrolled to shut out whoever else holds a session (a
+// leaked access or refresh token) shuts them out at once, not when that
+// session ends. The caller's session must be live in the caller's tenant
+// (see qSessionLive), else 401 and nothing is activated: an enrolment
+// started with a session that has since ended (a sign-out everywhere, a
+// password reset) must not become the factor of an account its owner has
+// just taken back, by way of a proxy that has not yet heard of the end.
 func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	const qPending = `SELECT status FROM mfa_totp WHERE user_id = $1`
 	id := httpapi.IdentityOf(c)
@@ -881,9 +883,21 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		if err := storeRecoveryCodes(ctx, tx, id.UserID, codes); err != nil {
 			return err
 		}
+		// The account's row, then its sessions, as a password change
+		// takes them. The user's invalidation below makes every proxy
+		// refetch the projection, which lists the sessions ended here.
+		ended, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonMFAEnabled)
+		if err != nil {
+			return err
+		}
+		// An email change one of them asked for must not move the
+		// account to another mailbox afterwards.
+		if err := onetime.RevokeEmailChanges(ctx, tx, id.UserID); err != nil {
+			return err
+		}
 		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID,
-			Data: map[string]string{"factor": "totp"}, RequestID: rid}); err != nil {
+			Data: map[string]any{"factor": "totp", "sessions_revoked": ended}, RequestID: rid}); err != nil {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})

@@ -1298,3 +1298,50 @@ func TestConfirmIsNoStepUp(t *testing.T) {
 	wantStatus(t, "new recovery codes with the refreshed token", e.Send(t, e.signedAs(t, next), http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil),
 		http.StatusUnauthorized, "insufficient_user_authentication")
 }
+
+// TestConfirmEndsTheOtherSessions: confirming a factor ends every other
+// session of the account and its pending email changes, as a password
+// change does, in the confirmation's transaction, while the confirming
+// session goes on. An owner enrolling a factor to shut out whoever holds
+// another session (a leaked access or refresh token) shut out nobody: that
+// session kept refreshing, and the email change it asked for still moved
+// the account to its mailbox.
+func TestConfirmEndsTheOtherSessions(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "ends@example.com", "E")
+	as := e.identityFor(t, tk)
+	other := e.login(t, "ends@example.com")
+	otherAs := e.identityFor(t, other)
+	wantStatus(t, "email change from the other session", e.Send(t, otherAs, http.MethodPatch, "/api/v1/users/me",
+		map[string]string{"email": "elsewhere@example.com"}), http.StatusAccepted, "")
+	const qChanges = `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'verify_email' AND email = 'elsewhere@example.com'`
+	if n := e.count(t, qChanges, as.UserID); n != 1 {
+		t.Fatalf("%d pending email changes, want 1", n)
+	}
+
+	en := e.enrol(t, as)
+	wantStatus(t, "confirm", e.confirm(t, as, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+
+	if r := e.refresh(t, other.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("the other session refreshed after the confirmation: %d %s", r.Status, r.Body)
+	}
+	r := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + as.UserID + "?tenant_id=" + as.TenantID, Service: true})
+	var p identity.Projection
+	r.JSON(t, &p)
+	if !p.SessionRevoked(otherAs.SessionID) || p.SessionRevoked(as.SessionID) {
+		t.Errorf("projection = %+v, want session %s revoked and %s not", p, otherAs.SessionID, as.SessionID)
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_reason = $2`, otherAs.SessionID, sessions.ReasonMFAEnabled); n != 1 {
+		t.Errorf("the other session is not ended as %s", sessions.ReasonMFAEnabled)
+	}
+	if n := e.count(t, qChanges, as.UserID); n != 0 {
+		t.Errorf("%d email changes still pending after the confirmation", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_enabled' AND (data->>'sessions_revoked')::int = 1`); n != 1 {
+		t.Errorf("%d user.mfa_enabled audit rows counting one session ended, want 1", n)
+	}
+	// The confirming session goes on.
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("the confirming session's refresh: %d %s", r.Status, r.Body)
+	}
+}

@@ -62,6 +62,7 @@ const (
 	ReasonMFAReset       = "mfa_reset"
 	ReasonMFAPending     = "replaced_after_second_factor"
 	ReasonMemberRemoved  = "member_removed"
+	ReasonMFAEnabled     = "mfa_enabled"
 )
 
 const tokenBytes = 32
