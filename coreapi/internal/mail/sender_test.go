@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -180,24 +181,124 @@ func TestServerDownThenBack(t *testing.T) {
 	}
 }
 
-// SMTP 5xx: parked at once, counted, token scrubbed, not retried.
+// SMTP 5xx to the mail's RCPT TO or to its DATA: parked at once, counted,
+// token scrubbed, not retried.
 func TestPermanentFailureParks(t *testing.T) {
-	r := newRig(t, mail.SenderOptions{})
-	r.smtp.Refuse(550)
-	r.enqueue(t, verify)
-	if _, err := r.s.SendDue(context.Background()); err != nil {
+	for _, tc := range []struct {
+		name   string
+		refuse func(*mailtest.Server)
+	}{
+		{"DATA", func(s *mailtest.Server) { s.Refuse(550) }},
+		{"RCPT TO", func(s *mailtest.Server) { s.RefuseRcpt(550) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, mail.SenderOptions{})
+			tc.refuse(r.smtp)
+			r.enqueue(t, verify)
+			if _, err := r.s.SendDue(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rows := r.rows(t)
+			if rows[0].Status != "parked" || rows[0].Token != nil || rows[0].LastErr == nil || !strings.Contains(*rows[0].LastErr, "550") {
+				t.Fatalf("after a 550: %+v; want parked, token NULL, the 550 recorded", rows[0])
+			}
+			if got := r.failures("permanent"); got != 1 {
+				t.Errorf("permanent failures %v, want 1", got)
+			}
+			r.dueNow(t)
+			if n, _ := r.s.SendDue(context.Background()); n != 0 {
+				t.Error("a parked row was claimed again")
+			}
+		})
+	}
+}
+
+// A mail server that refuses the session (the connection, TLS, its
+// greeting, AUTH, or MAIL FROM for the sender: a wrong SMTP_URL or
+// MAIL_FROM, a server that wants TLS or a password) refuses every mail
+// alike, for a reason none of them has: each stays pending with its token,
+// the failure is counted temporary and retried with the backoff, nothing
+// is parked, and every mail goes out once the server is set right.
+func TestSessionRefusalParksNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	rows := r.rows(t)
-	if rows[0].Status != "parked" || rows[0].Token != nil || rows[0].LastErr == nil || !strings.Contains(*rows[0].LastErr, "550") {
-		t.Fatalf("after a 550: %+v; want parked, token NULL, the 550 recorded", rows[0])
-	}
-	if got := r.failures("permanent"); got != 1 {
-		t.Errorf("permanent failures %v, want 1", got)
-	}
-	r.dueNow(t)
-	if n, _ := r.s.SendDue(context.Background()); n != 0 {
-		t.Error("a parked row was claimed again")
+	closed := ln.Addr().String()
+	_ = ln.Close()
+	for _, tc := range []struct {
+		name   string
+		url    string // SMTP_URL; %s is the test server's address
+		refuse func(s *mailtest.Server, code int)
+		code   int
+		want   string // in last_error
+	}{
+		{"nothing listening", "smtp://" + closed, nil, 0, "refused"},
+		{"greeting 554", "smtp://%s?starttls=off", (*mailtest.Server).Greet, 554, "554"},
+		{"implicit TLS to a plain server", "smtps://%s", nil, 0, "tls"},
+		{"STARTTLS required, not offered", "smtp://%s?starttls=required", nil, 0, "STARTTLS"},
+		{"AUTH 535", "smtp://user:wrong@%s?starttls=off", func(s *mailtest.Server, on int) { s.FailAuth(on != 0) }, 535, "535"},
+		{"MAIL FROM 530 (STARTTLS or AUTH first)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseMail, 530, "530"},
+		{"MAIL FROM 553 (sender not allowed)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseMail, 553, "553"},
+		{"RCPT TO 530 (AUTH first)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseRcpt, 530, "530"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, mail.SenderOptions{})
+			url := tc.url
+			if strings.Contains(url, "%s") {
+				url = fmt.Sprintf(url, r.smtp.Addr)
+			}
+			reg := prometheus.NewRegistry()
+			failing, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: mustSMTP(t, url),
+				From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg,
+				BackoffBase: time.Hour, BackoffMax: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.refuse != nil {
+				tc.refuse(r.smtp, tc.code)
+			}
+			var msgs []mail.Message
+			for _, to := range []string{"a@example.com", "b@example.com", "c@example.com"} {
+				m := verify
+				m.To, m.Token = to, "tok-"+to[:1]
+				msgs = append(msgs, m)
+			}
+			r.enqueue(t, msgs...)
+			if n, err := failing.SendDue(context.Background()); err != nil || n != 3 {
+				t.Fatalf("SendDue = %d, %v; want the 3 mails tried", n, err)
+			}
+			var due []bool
+			rows, _ := r.db.Pool.Query(context.Background(), `SELECT next_attempt_at > now() + interval '30 minutes' FROM mail_queue ORDER BY id`)
+			if due, err = pgx.CollectRows(rows, pgx.RowTo[bool]); err != nil {
+				t.Fatal(err)
+			}
+			for i, row := range r.rows(t) {
+				lastErr := "<nil>"
+				if row.LastErr != nil {
+					lastErr = *row.LastErr
+				}
+				if row.Status != "pending" || row.Token == nil || row.Attempts != 1 || !strings.Contains(lastErr, tc.want) || !due[i] {
+					t.Errorf("mail %d after the session was refused: %s, token kept %t, %d attempts, error %q, retried after the backoff %t; want pending, token kept, 1 attempt, the error (%q) recorded, retried after the backoff",
+						i+1, row.Status, row.Token != nil, row.Attempts, lastErr, due[i], tc.want)
+				}
+			}
+			if got, parked := failures(reg, "temporary"), failures(reg, "permanent"); got != 3 || parked != 0 {
+				t.Errorf("failures: %v temporary, %v permanent; want 3 temporary", got, parked)
+			}
+			if tc.refuse != nil {
+				tc.refuse(r.smtp, 0)
+			}
+			r.dueNow(t)
+			if _, err := r.s.SendDue(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				if got := r.smtp.WaitFor(t, m.To, "Confirm", 5*time.Second).Token(); got != m.Token {
+					t.Errorf("mail to %s has the link token %q, want %q", m.To, got, m.Token)
+				}
+			}
+		})
 	}
 }
 

@@ -31,7 +31,8 @@ type Transport interface {
 	Send(ctx context.Context, m Outgoing) error
 }
 
-// ErrPermanent marks a delivery that retrying cannot fix (SMTP 5xx).
+// ErrPermanent marks a delivery that retrying cannot fix (SMTP 5xx to the
+// mail's recipient or content).
 var ErrPermanent = errors.New("permanent delivery failure")
 
 // SMTP sends over SMTP with github.com/wneessen/go-mail.
@@ -119,13 +120,38 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 		if msg.IsDelivered() {
 			return nil
 		}
-		var se *gomail.SendError
-		if errors.As(err, &se) && se.ErrorCode() >= 500 && se.ErrorCode() < 600 {
+		if refusesTheMail(err) {
 			return fmt.Errorf("%w: %v", ErrPermanent, err)
 		}
 		return fmt.Errorf("smtp send: %w", err)
 	}
 	return nil
+}
+
+// refusesTheMail tells a refusal of this mail from one of the session. Only
+// a 5xx answered to the mail's own RCPT TO or DATA is the mail's (its
+// address, its content). Whatever fails before a recipient is named is the
+// mail server's or its configuration's, alike for every mail: the
+// connection, TLS, the greeting, AUTH (go-mail returns those as plain
+// errors, no SendError), and MAIL FROM (the sender MAIL_FROM, a session
+// without the TLS or AUTH the server wants). So is a 530 (RFC 3207, RFC
+// 4954: STARTTLS or AUTH first) wherever it comes. Parking each queued mail
+// for those would scrub every link for an operator's mistake: they are
+// retried with the backoff instead, as a mail server that is down is.
+func refusesTheMail(err error) bool {
+	var se *gomail.SendError
+	if !errors.As(err, &se) {
+		return false
+	}
+	code := se.ErrorCode()
+	if code < 500 || code > 599 || code == 530 {
+		return false
+	}
+	switch se.Reason {
+	case gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
+		return true
+	}
+	return false
 }
 
 // subjectHeader is the Subject header's value for subject. One of

@@ -1,12 +1,14 @@
 // Package mailtest runs a real SMTP server in the test process
 // (github.com/emersion/go-smtp) that keeps what it receives, so tests read
 // the mails coreapi really sent. It can be taken down and brought back on
-// the same port (mail server down) and told to refuse messages with a code
-// (4xx temporary, 5xx permanent).
+// the same port (mail server down), told to refuse messages with a code
+// (4xx temporary, 5xx permanent), and made to refuse whole sessions (its
+// greeting, AUTH, MAIL FROM) as a misconfigured mail server does.
 package mailtest
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/mail"
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -40,6 +43,10 @@ type Server struct {
 	mu     sync.Mutex
 	msgs   []Message
 	refuse int // 0: accept; else the SMTP code DATA is answered with
+	// greet, refuseMail, refuseRcpt: 0, or the code the greeting, MAIL
+	// FROM or RCPT TO is answered with.
+	greet, refuseMail, refuseRcpt int
+	failAuth                      bool // offer AUTH CRAM-MD5 and refuse it with 535
 	// hangUp: once a message is accepted, its connection is closed
 	// when the client sends its next command (RSET, QUIT), unanswered.
 	hangUp bool
@@ -59,7 +66,8 @@ func Start(t testing.TB) *Server {
 	s.srv.Domain = "mailtest.local"
 	s.srv.ReadTimeout = 10 * time.Second
 	s.srv.WriteTimeout = 10 * time.Second
-	go func() { _ = s.srv.Serve(&gate{Listener: ln, down: &s.down}) }()
+	s.srv.AllowInsecureAuth = true // AUTH is offered only by FailAuth
+	go func() { _ = s.srv.Serve(&gate{Listener: ln, s: s}) }()
 	t.Cleanup(func() { _ = s.srv.Close() })
 	return s
 }
@@ -75,10 +83,11 @@ func (s *Server) Stop() { s.down.Store(true) }
 // Restart brings the server back on the same address.
 func (s *Server) Restart(testing.TB) { s.down.Store(false) }
 
-// gate drops every connection while down.
+// gate drops every connection while down, and answers each with the
+// greeting code set by Greet (then closes it) while one is set.
 type gate struct {
 	net.Listener
-	down *atomic.Bool
+	s *Server
 }
 
 func (g *gate) Accept() (net.Conn, error) {
@@ -87,9 +96,18 @@ func (g *gate) Accept() (net.Conn, error) {
 		if err != nil {
 			return c, err
 		}
-		if !g.down.Load() {
+		if g.s.down.Load() {
+			_ = c.Close()
+			continue
+		}
+		g.s.mu.Lock()
+		code := g.s.greet
+		g.s.mu.Unlock()
+		if code == 0 {
 			return &hangUpConn{Conn: c}, nil
 		}
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = fmt.Fprintf(c, "%d mailtest.local not accepting mail (the test)\r\n", code)
 		_ = c.Close()
 	}
 }
@@ -124,6 +142,44 @@ func (s *Server) Refuse(code int) {
 	s.mu.Lock()
 	s.refuse = code
 	s.mu.Unlock()
+}
+
+// Greet makes the server answer each new connection with code (e.g. 554)
+// instead of its 220 greeting, and close it; 0 greets again.
+func (s *Server) Greet(code int) {
+	s.mu.Lock()
+	s.greet = code
+	s.mu.Unlock()
+}
+
+// FailAuth makes the server offer AUTH CRAM-MD5 (a mechanism a client
+// uses without TLS) and answer every attempt with 535 5.7.8, as it does
+// to a wrong password; false offers no AUTH again.
+func (s *Server) FailAuth(on bool) {
+	s.mu.Lock()
+	s.failAuth = on
+	s.mu.Unlock()
+}
+
+// RefuseMail makes MAIL FROM answer code (e.g. 530 or 553); 0 accepts
+// again.
+func (s *Server) RefuseMail(code int) {
+	s.mu.Lock()
+	s.refuseMail = code
+	s.mu.Unlock()
+}
+
+// RefuseRcpt makes RCPT TO answer code (e.g. 550); 0 accepts again.
+func (s *Server) RefuseRcpt(code int) {
+	s.mu.Lock()
+	s.refuseRcpt = code
+	s.mu.Unlock()
+}
+
+// refusal is the answer a test asked for: code, with the enhanced code
+// RFC 3463 gives its class.
+func refusal(code int) error {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{code / 100, 0, 0}, Message: "refused by the test"}
 }
 
 // Messages returns what was received so far.
@@ -175,12 +231,53 @@ type session struct {
 	rcpt []string
 }
 
-func (x *session) Reset()                                      { x.from, x.rcpt = "", nil }
-func (x *session) Logout() error                               { return nil }
-func (x *session) Mail(from string, _ *smtp.MailOptions) error { x.from = from; return nil }
+func (x *session) Reset()        { x.from, x.rcpt = "", nil }
+func (x *session) Logout() error { return nil }
+
+func (x *session) Mail(from string, _ *smtp.MailOptions) error {
+	x.s.mu.Lock()
+	code := x.s.refuseMail
+	x.s.mu.Unlock()
+	if code != 0 {
+		return refusal(code)
+	}
+	x.from = from
+	return nil
+}
+
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	x.s.mu.Lock()
+	code := x.s.refuseRcpt
+	x.s.mu.Unlock()
+	if code != 0 {
+		return refusal(code)
+	}
 	x.rcpt = append(x.rcpt, to)
 	return nil
+}
+
+// AuthMechanisms offers CRAM-MD5 while FailAuth is on, else nothing (no
+// AUTH in the EHLO answer).
+func (x *session) AuthMechanisms() []string {
+	x.s.mu.Lock()
+	defer x.s.mu.Unlock()
+	if x.s.failAuth {
+		return []string{"CRAM-MD5"}
+	}
+	return nil
+}
+
+func (x *session) Auth(string) (sasl.Server, error) { return &refusedAuth{}, nil }
+
+// refusedAuth sends a CRAM-MD5 challenge and refuses whatever answers it.
+type refusedAuth struct{ challenged bool }
+
+func (a *refusedAuth) Next([]byte) ([]byte, bool, error) {
+	if !a.challenged {
+		a.challenged = true
+		return []byte("<1.1@mailtest.local>"), false, nil
+	}
+	return nil, false, smtp.ErrAuthFailed
 }
 
 func (x *session) Data(r io.Reader) error {
