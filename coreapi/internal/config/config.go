@@ -654,7 +654,8 @@ func (l loader) issuerURL(name, v string) {
 }
 
 // HTTPSOrLoopback reports whether u is https, or http to a loopback host
-// (development): the URLs an issuer's, a code's or a key set's may be.
+// (development): the URLs an issuer's, a code's, a mailed link's or a key
+// set's may be.
 func HTTPSOrLoopback(u *url.URL) bool {
 	return u.Scheme == "https" || u.Scheme == "http" && isLoopback(u.Hostname())
 }
@@ -737,15 +738,44 @@ func (l loader) mail(c Config) {
 	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || strings.ContainsAny(c.MailFrom, "\r\n") || !mail.ValidAddress(a.Address) {
 		l.Problem("MAIL_FROM: want an address like \"Tollgate <no-reply@example.com>\", got %q", c.MailFrom)
 	}
-	l.url("PUBLIC_BASE_URL", c.PublicBaseURL, "http", "https")
+	l.linkURL("PUBLIC_BASE_URL", c.PublicBaseURL, false)
 	for name, v := range map[string]string{"VERIFY_EMAIL_URL": c.VerifyEmailURL,
 		"RESET_PASSWORD_URL": c.ResetPasswordURL, "ACCEPT_INVITATION_URL": c.AcceptInvitationURL} {
-		if v == "" {
-			continue
+		if v != "" {
+			l.linkURL(name, v, true)
 		}
+	}
+}
+
+// linkURL checks PUBLIC_BASE_URL (template false) or a link template: the
+// links built from them are mailed to every user with a one-time token in
+// them (a password reset's, an invitation's), and PUBLIC_BASE_URL is also
+// shown in the discovery documents. So, as a URL a code is sent to (see
+// codeURL): no user information (a credential there would be mailed to
+// everyone), and https unless its host is a loopback name (development):
+// over plain http the token would cross the network in clear. The base
+// has no query or fragment either: the links' paths and "?token=" are
+// appended to it, and either would break every link. A template may carry
+// both, as it places {token} itself.
+func (l loader) linkURL(name, v string, template bool) {
+	parsed := v
+	if template {
 		if err := mail.CheckLinkTemplate(v); err != nil {
 			l.Problem("%s: %v", name, err)
+			return
 		}
+		parsed = strings.ReplaceAll(v, "{token}", "t")
+	}
+	u, err := url.Parse(parsed)
+	switch {
+	case err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https":
+		l.Problem("%s: want an absolute http or https URL, got %q", name, envconfig.ProblemURL(v))
+	case u.User != nil:
+		l.Problem("%s: %q: want a URL without user information: it would be in every mailed link", name, envconfig.ProblemURL(v))
+	case !template && strings.ContainsAny(v, "?#"):
+		l.Problem("%s: %q: want a URL without query or fragment: the mailed links' paths and token are appended to it", name, envconfig.ProblemURL(v))
+	case !HTTPSOrLoopback(u):
+		l.Problem("%s: %q: want https (http only for localhost): the mailed links carry one-time tokens", name, envconfig.ProblemURL(v))
 	}
 }
 

@@ -415,24 +415,57 @@ func TestMailSettings(t *testing.T) {
 	if c, err := Load(env(m)); err != nil || c.TenantMailsPerHour != 5000 {
 		t.Errorf("TENANT_MAILS_PER_HOUR=5000: %d, %v", c.TenantMailsPerHour, err)
 	}
-	for name, bad := range map[string]map[string]string{
-		"TENANT_MAILS_PER_HOUR":      {"TENANT_MAILS_PER_HOUR": "0"},
-		"API_KEY_CREATIONS_PER_HOUR": {"API_KEY_CREATIONS_PER_HOUR": "0"},
-		"SESSION_MAX_AGE":            {"SESSION_MAX_AGE": "1m"},
-		"SMTP_URL":                   {"SMTP_URL": "http://mail.example.com"},
-		"MAIL_FROM":                  {"MAIL_FROM": "no-reply@acme.example\r\nBcc: evil@example.com"},
-		"PUBLIC_BASE_URL":            {"PUBLIC_BASE_URL": "auth.acme.example"},
-		"VERIFY_EMAIL_URL":           {"VERIFY_EMAIL_URL": "https://app.acme.example/verify"},
-		"ACCEPT_INVITATION_URL":      {"ACCEPT_INVITATION_URL": "/join?token={token}"},
+	// The mailed links' URLs: a template places {token} itself, so it
+	// may carry a query or a fragment; plain http only on a loopback host.
+	for name, good := range map[string]string{
+		"PUBLIC_BASE_URL":       "https://acme.example/auth",
+		"VERIFY_EMAIL_URL":      "https://app.acme.example/#/verify?token={token}",
+		"RESET_PASSWORD_URL":    "http://localhost:3000/reset?t={token}&from=mail",
+		"ACCEPT_INVITATION_URL": "http://[::1]:3000/join/{token}",
 	} {
 		m := minimal()
-		for k, v := range bad {
-			m[k] = v
+		m[name] = good
+		if _, err := Load(env(m)); err != nil {
+			t.Errorf("%s=%s: Load() = %v", name, good, err)
 		}
+	}
+	for _, good := range []string{"http://127.0.0.1:8080", "http://localhost:18080/", "http://[::1]:8080"} {
+		m := minimal()
+		m["PUBLIC_BASE_URL"] = good
+		if _, err := Load(env(m)); err != nil {
+			t.Errorf("PUBLIC_BASE_URL=%s: Load() = %v", good, err)
+		}
+	}
+
+	for _, tt := range []struct{ name, value, want string }{
+		{"TENANT_MAILS_PER_HOUR", "0", ""},
+		{"API_KEY_CREATIONS_PER_HOUR", "0", ""},
+		{"SESSION_MAX_AGE", "1m", ""},
+		{"SMTP_URL", "http://mail.example.com", ""},
+		{"MAIL_FROM", "no-reply@acme.example\r\nBcc: evil@example.com", ""},
+		{"PUBLIC_BASE_URL", "auth.acme.example", "absolute"},
+		{"PUBLIC_BASE_URL", "ftp://auth.acme.example", "absolute"},
+		{"PUBLIC_BASE_URL", "https://mailer:secretpw@auth.acme.example", "user information"},
+		{"PUBLIC_BASE_URL", "https://secretpw@auth.acme.example/", "user information"},
+		{"PUBLIC_BASE_URL", "https://auth.acme.example/?tenant=acme", "query or fragment"},
+		{"PUBLIC_BASE_URL", "https://auth.acme.example/?", "query or fragment"},
+		{"PUBLIC_BASE_URL", "https://auth.acme.example/#app", "query or fragment"},
+		{"PUBLIC_BASE_URL", "http://auth.acme.example", "want https"},
+		{"PUBLIC_BASE_URL", "http://localhost.acme.example", "want https"},
+		{"VERIFY_EMAIL_URL", "https://app.acme.example/verify", "{token}"},
+		{"VERIFY_EMAIL_URL", "https://app:secretpw@app.acme.example/verify?token={token}", "user information"},
+		{"RESET_PASSWORD_URL", "http://app.acme.example/reset?t={token}", "want https"},
+		{"ACCEPT_INVITATION_URL", "/join?token={token}", "absolute"},
+		{"ACCEPT_INVITATION_URL", "https://{token}@app.acme.example/join", "user information"},
+	} {
+		m := minimal()
+		m[tt.name] = tt.value
 		_, err := Load(env(m))
 		var ce *Error
-		if !errors.As(err, &ce) || !strings.Contains(err.Error(), name) {
-			t.Errorf("%s %q: Load() = %v, want a problem naming it", name, bad[name], err)
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.name) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s=%s: Load() = %v, want a problem naming it (%q)", tt.name, tt.value, err, tt.want)
+		} else if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("%s=%s: the problem shows the credential: %v", tt.name, tt.value, err)
 		}
 	}
 }
