@@ -86,6 +86,10 @@ type envOpt struct {
 	// with a certificate e.coreCA issued, which the proxy trusts only when
 	// the test sets IDENTITY_CA_FILE.
 	tlsCore bool
+	// ipv6Core, ipv6App: the stand-in listens on [::1] (IDENTITY_URL, or
+	// the app's url in the rules file, is http://[::1]:port, https:// with
+	// tlsCore); the test is skipped where there is no IPv6 loopback.
+	ipv6Core, ipv6App bool
 }
 
 func defaultProjection() identity.Projection {
@@ -97,15 +101,24 @@ func defaultProjection() identity.Projection {
 func start(t testing.TB, o envOpt) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{}, done: make(chan error, 1), logs: &logBuffer{}}
-	if o.tlsCore {
+	switch {
+	case o.tlsCore && o.ipv6Core:
+		e.coreCA = testca.New(t, "coreapi test CA")
+		e.core = testenv.NewTLSCoreIPv6(t, e.coreCA)
+	case o.tlsCore:
 		e.coreCA = testca.New(t, "coreapi test CA")
 		e.core = testenv.NewTLSCore(t, e.coreCA)
-	} else {
+	case o.ipv6Core:
+		e.core = testenv.NewCoreIPv6(t)
+	default:
 		e.core = testenv.NewCore(t)
 	}
-	if o.tlsApp {
+	switch {
+	case o.tlsApp:
 		e.up, e.upCA = testenv.NewTLSApp(t)
-	} else {
+	case o.ipv6App:
+		e.up = testenv.NewAppIPv6(t)
+	default:
 		e.up = testenv.NewApp(t)
 	}
 	e.nats = testenv.StartNATS(t)

@@ -45,7 +45,8 @@ const ResponseHeaderBytes = 16 << 10
 // answer without allocating: one whose body arrived with its header is
 // read from the connection's buffer, any other is streamed through a
 // pooled reader, where fasthttp's own transport allocates four objects per
-// request for a streamed answer.
+// request for a streamed answer. Its connections are dialled by newDial:
+// an IPv6 upstream is reached, an IPv4 address preferred.
 func NewHostClient(o Options) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
 		Addr: o.Addr,
@@ -74,6 +75,7 @@ func NewHostClient(o Options) *fasthttp.HostClient {
 	if o.TLS != nil {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
 	}
+	hc.DialTimeout = newDial(hc.IsTLS, net.DefaultResolver)
 	hc.RetryIfErr = noRetry
 	hc.Transport = fasttransport.New(hc, o.Stray)
 	return hc
@@ -129,11 +131,12 @@ func Stale(err error) bool {
 // NewInternalClient returns the buffered client for the proxy's own calls
 // (projection fetches, API-key resolution and use reports), over TLS when
 // o.TLS is set (an https:// IDENTITY_URL; its requests are then marked
-// https: fasthttp refuses a request whose scheme is not its client's).
+// https: fasthttp refuses a request whose scheme is not its client's),
+// its connections dialled by newDial as the forwarding client's.
 func NewInternalClient(o Options) *fasthttp.HostClient { return newInternalClient(o, nil) }
 
 // newInternalClient is NewInternalClient, its connections dialed by dial
-// (nil: as fasthttp dials them).
+// (nil: by newDial's dialer, as the forwarding client's).
 func newInternalClient(o Options, dial fasthttp.DialFuncWithTimeout) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
 		Addr:                     o.Addr,
@@ -148,13 +151,12 @@ func newInternalClient(o Options, dial fasthttp.DialFuncWithTimeout) *fasthttp.H
 		MaxResponseBodySize:      1 << 20,
 		SecureErrorLogMessage:    true, // as NewHostClient
 	}
+	if dial == nil {
+		dial = newDial(o.TLS != nil, net.DefaultResolver)
+	}
+	hc.DialTimeout = dial
 	if o.TLS != nil {
 		hc.IsTLS, hc.TLSConfig = true, o.TLS.Clone()
-		if dial == nil {
-			dial = func(addr string, timeout time.Duration) (net.Conn, error) {
-				return dialTCP(addr, timeout, hc.DialDualStack)
-			}
-		}
 		hc.DialTimeout = func(addr string, timeout time.Duration) (net.Conn, error) {
 			c, err := dial(addr, timeout)
 			if err != nil {
@@ -165,22 +167,6 @@ func newInternalClient(o Options, dial fasthttp.DialFuncWithTimeout) *fasthttp.H
 	}
 	hc.RetryIfErr = retryOnFresh(hc)
 	return hc
-}
-
-// dialTCP dials as fasthttp does for a TLS client without a dialer of its
-// own: over IPv4 only unless dualStack (the client's DialDualStack, read
-// at each dial as fasthttp reads it), then over IPv6 too.
-func dialTCP(addr string, timeout time.Duration, dualStack bool) (net.Conn, error) {
-	addr = fasthttp.AddMissingPort(addr, true)
-	switch {
-	case timeout > 0 && dualStack:
-		return fasthttp.DialDualStackTimeout(addr, timeout)
-	case timeout > 0:
-		return fasthttp.DialTimeout(addr, timeout)
-	case dualStack:
-		return fasthttp.DialDualStack(addr)
-	}
-	return fasthttp.Dial(addr)
 }
 
 // quietConn is the socket under a TLS connection of the internal client:

@@ -445,12 +445,11 @@ func (c *watchedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// TestInternalTLSDialDualStack: the internal client's own dialer (a TLS
+// TestInternalTLSOverIPv6: the internal client's own dialer (a TLS
 // client's, which leaves the TLS close_notify alert out after a failed
-// exchange) honours DialDualStack as fasthttp's would: set, an https
-// IDENTITY_URL at an IPv6 address is reached; fasthttp's default dial is
-// IPv4 only.
-func TestInternalTLSDialDualStack(t *testing.T) {
+// exchange) reaches an https IDENTITY_URL at an IPv6 address, as newDial
+// does; fasthttp's default dial is IPv4 only.
+func TestInternalTLSOverIPv6(t *testing.T) {
 	ln, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
@@ -466,7 +465,6 @@ func TestInternalTLSDialDualStack(t *testing.T) {
 	roots.AddCert(s.Certificate())
 	hc := NewInternalClient(Options{Addr: ln.Addr().String(), MaxConns: 1, Timeout: 5 * time.Second,
 		TLS: &tls.Config{RootCAs: roots}})
-	hc.DialDualStack = true
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)

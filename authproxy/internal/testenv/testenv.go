@@ -254,6 +254,25 @@ func NewCore(t testing.TB) *Core { return newCore(t, CoreKey) }
 // AppKey.
 func NewApp(t testing.TB) *Core { return newCore(t, AppKey) }
 
+// NewCoreIPv6 is NewCore on [::1] (an IDENTITY_URL at an IPv6 address);
+// the test is skipped where there is no IPv6 loopback.
+func NewCoreIPv6(t testing.TB) *Core { return newCoreOn(t, CoreKey, nil, listenIPv6(t)) }
+
+// NewAppIPv6 is NewApp on [::1] (an app upstream at an IPv6 address); the
+// test is skipped where there is no IPv6 loopback.
+func NewAppIPv6(t testing.TB) *Core { return newCoreOn(t, AppKey, nil, listenIPv6(t)) }
+
+// listenIPv6 listens on [::1], or skips the test where the host has no
+// IPv6 loopback.
+func listenIPv6(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	return ln
+}
+
 func newCore(t testing.TB, echoKey identity.Key) *Core {
 	t.Helper()
 	return newCoreTLS(t, echoKey, nil)
@@ -261,6 +280,16 @@ func newCore(t testing.TB, echoKey identity.Key) *Core {
 
 // newCoreTLS is newCore, serving TLS with cfg when it is not nil.
 func newCoreTLS(t testing.TB, echoKey identity.Key, cfg *tls.Config) *Core {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newCoreOn(t, echoKey, cfg, ln)
+}
+
+// newCoreOn is newCoreTLS serving on ln.
+func newCoreOn(t testing.TB, echoKey identity.Key, cfg *tls.Config, ln net.Listener) *Core {
 	t.Helper()
 	coreV, err := identity.NewVerifier([]identity.Key{CoreKey}, 0)
 	if err != nil {
@@ -287,10 +316,6 @@ func newCoreTLS(t testing.TB, echoKey identity.Key, cfg *tls.Config) *Core {
 	app.Get("/api/v1/users/bench", bench)
 	app.Get("/bench", bench)
 	app.All("/*", c.echo)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	c.Addr = ln.Addr().String()
 	if cfg != nil {
 		ln, c.tls = tls.NewListener(ln, cfg), true

@@ -24,3 +24,12 @@ func NewTLSCore(t testing.TB, ca *testca.CA) *Core {
 	leaf := ca.Issue(t, "127.0.0.1")
 	return newCoreTLS(t, CoreKey, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, MinVersion: tls.VersionTLS12})
 }
+
+// NewTLSCoreIPv6 is NewTLSCore on [::1], its certificate issued for ::1;
+// the test is skipped where there is no IPv6 loopback.
+func NewTLSCoreIPv6(t testing.TB, ca *testca.CA) *Core {
+	t.Helper()
+	ln := listenIPv6(t)
+	leaf := ca.Issue(t, "::1")
+	return newCoreOn(t, CoreKey, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, MinVersion: tls.VersionTLS12}, ln)
+}
