@@ -82,6 +82,27 @@ func WantStatus(t testing.TB, r Response, want int) {
 	}
 }
 
+// ProblemHeaders are the headers every problem answer carries
+// (httpapi.ProblemHeaders), with their values.
+var ProblemHeaders = map[string]string{
+	"Cache-Control":           "no-store",
+	"X-Content-Type-Options":  "nosniff",
+	"Referrer-Policy":         "no-referrer",
+	"X-Frame-Options":         "DENY",
+	"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+// WantProblemHeaders reports (t.Errorf) each of ProblemHeaders that r
+// lacks or carries with another value; what names the request.
+func WantProblemHeaders(t testing.TB, what string, r Response) {
+	t.Helper()
+	for k, v := range ProblemHeaders {
+		if got := r.Header.Get(k); got != v {
+			t.Errorf("%s (%d): %s = %q, want %q", what, r.Status, k, got, v)
+		}
+	}
+}
+
 // WantProblem fails the test unless r is a problem with the status and
 // code, carrying its request id.
 func WantProblem(t testing.TB, r Response, status int, code string) {

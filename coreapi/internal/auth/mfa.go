@@ -494,6 +494,7 @@ func (e *mfaRequiredError) render(c *fiber.Ctx) error {
 		"a second factor is required: send grant_type=mfa_otp with this mfa_token and a code").
 		With(httpapi.RequestIDOf(c), c.Path()))
 	c.Set(fiber.HeaderContentType, problem.ContentType)
+	httpapi.ProblemHeaders(c) // as every problem answer (handleError)
 	return c.Status(fiber.StatusUnauthorized).JSON(mfaRequiredBody{Problem: p,
 		MFAToken: e.token, ExpiresIn: int64(ChallengeTTL / time.Second)}, problem.ContentType)
 }

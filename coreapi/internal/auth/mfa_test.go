@@ -101,6 +101,9 @@ func (e *env) challenge(t testing.TB, email string) string {
 	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Errorf("content type %q", ct)
 	}
+	// The headers of every problem answer (handleError's), though the
+	// token endpoint writes this one itself.
+	apitest.WantProblemHeaders(t, "mfa_required", r)
 	var m mfaRequired
 	r.JSON(t, &m)
 	if m.Code != "mfa_required" || m.Error != "mfa_required" || m.MFAToken == "" || m.ExpiresIn != 300 || m.Status != 401 {

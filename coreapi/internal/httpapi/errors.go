@@ -27,18 +27,21 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	}
 	p = p.With(rid, c.Path())
 	c.Set(fiber.HeaderContentType, problem.ContentType)
-	problemHeaders(c)
+	ProblemHeaders(c)
 	return c.Status(p.Status).Send(p.JSON())
 }
 
-// problemHeaders keeps every problem answer out of caches, frames,
+// ProblemHeaders keeps every problem answer out of caches, frames,
 // Referer headers and content sniffing, whatever route raised it: the
 // pages and the OAuth callback set such headers on their own answers, but
 // an error raised before their handlers run (a method the route does not
 // serve, a body over the limit, a refusal of the framework) never reached
 // them, and their URLs hold link tokens and provider codes. An error is
 // never worth caching either (a 404 of a route, a 503 of a failover).
-func problemHeaders(c *fiber.Ctx) {
+// handleError sets them; a problem answer written by its handler (the
+// token endpoint's mfa_required, which carries fields of its own) sets
+// them through this function too.
+func ProblemHeaders(c *fiber.Ctx) {
 	PrivateHeaders(c)
 	h := &c.Response().Header
 	h.Set(fiber.HeaderXFrameOptions, "DENY")
