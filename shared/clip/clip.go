@@ -28,9 +28,10 @@ func String(s string, n int) string {
 	return s[:n]
 }
 
-// Text is String for text a client sent as raw bytes (an HTTP header):
-// invalid UTF-8 becomes U+FFFD and NUL bytes are dropped first, so that
-// PostgreSQL stores it instead of failing the request (SQLSTATE 22021).
+// Text is String for text that came from outside as raw bytes (an HTTP
+// header, a mail server's error): invalid UTF-8 becomes U+FFFD and NUL
+// bytes are dropped first, so that PostgreSQL stores it instead of
+// failing the statement (SQLSTATE 22021).
 func Text(s string, n int) string {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")

@@ -283,7 +283,7 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	} else {
 		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", sendErr)
 	}
-	if _, err := s.o.Pool.Exec(rec, qFail, m.ID, clip.String(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
+	if _, err := s.o.Pool.Exec(rec, qFail, m.ID, clip.Text(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
 		return fmt.Errorf("record mail %d failure: %w", m.ID, err)
 	}
 	return nil

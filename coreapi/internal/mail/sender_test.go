@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,10 @@ func newRig(t *testing.T, o mail.SenderOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Pool, o.Transport, o.From, o.Registerer = r.db.Pool, tr, "Tollgate <no-reply@example.com>", r.reg
+	if o.Transport == nil {
+		o.Transport = tr
+	}
+	o.Pool, o.From, o.Registerer = r.db.Pool, "Tollgate <no-reply@example.com>", r.reg
 	o.Links = mail.DefaultLinks("http://localhost:8080")
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if o.BackoffBase == 0 {
@@ -300,6 +304,86 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An SMTP error whose text is not UTF-8 is recorded as any other, each
+// run of invalid bytes as one U+FFFD and NUL bytes left out. A server's
+// reply line reaches the error quoted (net/textproto), but a SCRAM
+// challenge the client does not expect, base64 on the wire, is put in it
+// as it decodes: stored as it was, the row's UPDATE failed (PostgreSQL
+// 22021), so the mail was neither parked nor its token scrubbed, and it
+// was tried again after each lease, beyond MaxAttempts.
+func TestSMTPErrorNotUTF8(t *testing.T) {
+	addr := scramServer(t, "\xff\xfe\x00no such step \xc3")
+	tr, err := mail.ParseSMTPURL("smtp://ada:secret@" + addr + "?starttls=off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, mail.SenderOptions{Transport: tr, MaxAttempts: 1})
+	r.enqueue(t, verify)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rows := r.rows(t)
+	if rows[0].Status != "parked" || rows[0].Attempts != 1 || rows[0].Token != nil || rows[0].LastErr == nil {
+		t.Fatalf("after a failed last attempt: %+v; want parked, 1 attempt, token NULL, the error recorded", rows[0])
+	}
+	if got, want := *rows[0].LastErr, "\uFFFDno such step \uFFFD"; !strings.Contains(got, want) {
+		t.Fatalf("last_error %q, want it to hold %q", got, want)
+	}
+}
+
+// scramServer is an SMTP server on 127.0.0.1 that offers AUTH
+// SCRAM-SHA-256 (what a client picks without TLS) and answers the client's
+// first message with challenge; it answers 250 to whatever follows, 221 to
+// QUIT. It returns its address.
+func scramServer(t *testing.T, challenge string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				tc := textproto.NewConn(c)
+				steps := []string{"334 ", "334 " + base64.StdEncoding.EncodeToString([]byte(challenge))}
+				if tc.PrintfLine("220 scramserver ESMTP") != nil {
+					return
+				}
+				for step := 0; ; {
+					line, err := tc.ReadLine()
+					if err != nil {
+						return
+					}
+					cmd := strings.ToUpper(line)
+					switch {
+					case strings.HasPrefix(cmd, "EHLO"):
+						err = tc.PrintfLine("250-scramserver\r\n250 AUTH SCRAM-SHA-256")
+					case strings.HasPrefix(cmd, "QUIT"):
+						_ = tc.PrintfLine("221 bye")
+						return
+					case strings.HasPrefix(cmd, "AUTH ") || step > 0 && step < len(steps):
+						err = tc.PrintfLine("%s", steps[step])
+						step++
+					default:
+						err = tc.PrintfLine("250 ok")
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // Prune removes sent rows after Retain and parked rows after RetainParked
