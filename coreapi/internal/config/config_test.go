@@ -406,6 +406,11 @@ func TestMailSettings(t *testing.T) {
 	if l := c.Links(); l.ResetPassword != "https://app.acme.example/reset?t={token}" || l.VerifyEmail != "https://auth.acme.example/verify-email?token={token}" {
 		t.Errorf("links = %+v", l)
 	}
+	// The security notices point at coreapi's own forgot page: an app's
+	// reset page takes a token, and a notice has none.
+	if l := c.Links(); l.ForgotPassword != "https://auth.acme.example/reset-password" {
+		t.Errorf("forgot page = %q, want coreapi's under PUBLIC_BASE_URL", l.ForgotPassword)
+	}
 	if s := c.String(); strings.Contains(s, "hunter2") || !strings.Contains(s, "SMTP_URL=smtp://mailer:xxxxx@mail.example.com") {
 		t.Errorf("SMTP password not masked in:\n%s", s)
 	}

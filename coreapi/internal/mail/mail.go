@@ -1,6 +1,7 @@
 // Package mail delivers the account mails (email verification, password
-// reset, invitation, and the notice of an email change to the previous
-// address) without losing or blocking anything.
+// reset, invitation, the notice of an email change to the previous
+// address, and the security notices of a password or second-factor change
+// to the account's address) without losing or blocking anything.
 //
 // A mail is a row of mail_queue written with Enqueue inside the
 // transaction of the change that causes it, so it commits or rolls back
@@ -43,10 +44,27 @@ const (
 	// email change is confirmed, that the account moved; it has no link
 	// (and no token).
 	KindEmailChanged Kind = "email_changed"
+	// The security notices tell an account's verified address that its
+	// password changed, or that a second factor was enabled, disabled by
+	// the owner or reset by an administrator, so that a change made by
+	// someone else holding the password or a session is noticed. They
+	// carry no token; their link (Links.ForgotPassword) asks for a reset
+	// link, which goes to the account's address.
+	KindPasswordChanged Kind = "password_changed"
+	KindMFAEnabled      Kind = "mfa_enabled"
+	KindMFADisabled     Kind = "mfa_disabled"
+	KindMFAReset        Kind = "mfa_reset"
 )
 
-// hasLink reports whether mails of kind k carry a link with a token.
-func (k Kind) hasLink() bool { return k != KindEmailChanged }
+// hasToken reports whether mails of kind k carry a link with a one-time
+// token.
+func (k Kind) hasToken() bool {
+	switch k {
+	case KindVerifyEmail, KindPasswordReset, KindInvitation:
+		return true
+	}
+	return false
+}
 
 // Data is what a template shows besides the link.
 type Data struct {
@@ -59,6 +77,8 @@ type Data struct {
 	// NewAddress is, in a KindEmailChanged mail, the address the account
 	// moved to, masked (audit.MaskEmail).
 	NewAddress string `json:"new_address,omitempty"`
+	// At is, in a security notice, when the change was made.
+	At time.Time `json:"at,omitzero"`
 }
 
 // Message is one mail to queue.
@@ -192,7 +212,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if _, ok := templates[m.Kind]; !ok {
 		return fmt.Errorf("mail: unknown kind %q", m.Kind)
 	}
-	if (m.Token != "") != m.Kind.hasLink() {
+	if (m.Token != "") != m.Kind.hasToken() {
 		return fmt.Errorf("mail: a %s mail with a token %t", m.Kind, m.Token != "")
 	}
 	data, err := json.Marshal(m.Data)

@@ -22,7 +22,8 @@ type kindTemplates struct {
 }
 
 // templates holds every kind; templates/<kind>.subject, .txt and .html.
-var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation, KindEmailChanged)
+var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation, KindEmailChanged,
+	KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset)
 
 var funcs = map[string]any{
 	"date": func(t time.Time) string { return t.UTC().Format("2 January 2006 15:04 MST") },
@@ -53,16 +54,24 @@ type Links struct {
 	VerifyEmail      string
 	ResetPassword    string
 	AcceptInvitation string
+	// ForgotPassword is the page that mails a reset link (no token), to
+	// which the security notices point; empty, they name the page in
+	// words instead.
+	ForgotPassword string
 }
 
 // DefaultLinks are the pages coreapi serves itself under base (the
-// public base URL, e.g. http://localhost:8080).
+// public base URL, e.g. http://localhost:8080). The forgot page is
+// coreapi's own even when an app's page takes the reset link's token
+// (RESET_PASSWORD_URL): that template says where a token goes, not where
+// one is asked for.
 func DefaultLinks(base string) Links {
 	base = strings.TrimRight(base, "/")
 	return Links{
 		VerifyEmail:      base + "/verify-email?token={token}",
 		ResetPassword:    base + "/reset-password?token={token}",
 		AcceptInvitation: base + "/accept-invitation?token={token}",
+		ForgotPassword:   base + "/reset-password",
 	}
 }
 
@@ -87,6 +96,8 @@ func (l Links) of(k Kind) string {
 		return l.ResetPassword
 	case KindInvitation:
 		return l.AcceptInvitation
+	case KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset:
+		return l.ForgotPassword
 	}
 	return "" // a kind without a link
 }

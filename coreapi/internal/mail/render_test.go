@@ -47,3 +47,49 @@ func TestSignupVerificationWarnsBeforeTheLink(t *testing.T) {
 		}
 	}
 }
+
+// TestSecurityNotices: each security notice says when the change was
+// made and points at the forgot page, which mails a reset link to the
+// account's address; it carries no token. Without a forgot page (links
+// built without one) it names the page in words and has no link at all.
+func TestSecurityNotices(t *testing.T) {
+	at := time.Date(2026, 12, 6, 10, 4, 0, 0, time.FixedZone("CET", 3600))
+	const when = "6 December 2026 09:04 UTC"
+	for _, c := range []struct {
+		kind          mail.Kind
+		subject, says string
+	}{
+		{mail.KindPasswordChanged, "The password of your account was changed", "password of the Tollgate account of a@example.com was changed"},
+		{mail.KindMFAEnabled, "A second factor was set up for your account", "was set up for the Tollgate account of\na@example.com"},
+		{mail.KindMFADisabled, "The second factor of your account was turned off", "second factor of the Tollgate account of a@example.com was turned off"},
+		{mail.KindMFAReset, "The second factor of your account was removed by an administrator", "An administrator removed the second factor of the Tollgate account of a@example.com"},
+	} {
+		got, err := mail.DefaultLinks("https://auth.example.test/").Render(c.kind, "a@example.com", "", mail.Data{At: at})
+		if err != nil {
+			t.Fatalf("%s: %v", c.kind, err)
+		}
+		if got.Subject != c.subject {
+			t.Errorf("%s: subject %q, want %q", c.kind, got.Subject, c.subject)
+		}
+		if !strings.Contains(got.Text, c.says) {
+			t.Errorf("%s: the text does not say %q:\n%s", c.kind, c.says, got.Text)
+		}
+		for name, body := range map[string]string{"text": got.Text, "html": got.HTML} {
+			if !strings.Contains(body, when) {
+				t.Errorf("%s %s: does not say when (%s):\n%s", c.kind, name, when, body)
+			}
+			if !strings.Contains(body, "https://auth.example.test/reset-password") || strings.Contains(body, "token") {
+				t.Errorf("%s %s: want the forgot page's link and no token:\n%s", c.kind, name, body)
+			}
+		}
+		bare, err := mail.Links{}.Render(c.kind, "a@example.com", "", mail.Data{At: at})
+		if err != nil {
+			t.Fatalf("%s: %v", c.kind, err)
+		}
+		for name, body := range map[string]string{"text": bare.Text, "html": bare.HTML} {
+			if strings.Contains(body, "http") || strings.Contains(body, "href") || !strings.Contains(body, `"Forgot password" on the sign-in page`) {
+				t.Errorf("%s %s without a forgot page: want the page named in words, no link:\n%s", c.kind, name, body)
+			}
+		}
+	}
+}
