@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
@@ -805,6 +806,7 @@ WHERE mfa_totp.status = 'pending'`
 // started with a session that has since ended (a sign-out everywhere, a
 // password reset) must not become the factor of an account its owner has
 // just taken back, by way of a proxy that has not yet heard of the end.
+// The owner's verified address is told (noticeOwner).
 func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	const qPending = `SELECT status FROM mfa_totp WHERE user_id = $1`
 	id := httpapi.IdentityOf(c)
@@ -884,6 +886,12 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		if err := storeRecoveryCodes(ctx, tx, id.UserID, codes); err != nil {
 			return err
 		}
+		// The owner hears of it: a factor enrolled by whoever else held
+		// the password shuts the owner out, and the end of the other
+		// sessions below signs the owner out without a word otherwise.
+		if err := noticeOwner(ctx, tx, id.UserID, mail.KindMFAEnabled, s.now()); err != nil {
+			return err
+		}
 		// The account's row, then its sessions, as a password change
 		// takes them. The user's invalidation below makes every proxy
 		// refetch the projection, which lists the sessions ended here.
@@ -946,7 +954,8 @@ func needRecentFactor(c *fiber.Ctx, what string) error {
 }
 
 // disableTOTP removes the caller's second factor; the session must have
-// given it within MFAMaxAge (step up first).
+// given it within MFAMaxAge (step up first). The owner's verified address
+// is told (noticeOwner).
 func (s *Service) disableTOTP(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
@@ -955,6 +964,9 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if err := s.removeMFA(ctx, id.UserID, nil, func(tx pgx.Tx) error {
+		if err := noticeOwner(ctx, tx, id.UserID, mail.KindMFADisabled, s.now()); err != nil {
+			return err
+		}
 		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserMFADisabled, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid}); err != nil {
@@ -1124,9 +1136,10 @@ func (s *Service) registerMFA(rt httpapi.Routes) {
 
 // resetMFA is a tenant admin's recovery of a member who lost their second
 // factor: the factor and recovery codes are deleted, every session of the
-// member is revoked (and its token version bumped), and it is audited. A
-// caller resets their own factor with DELETE /users/me/mfa/totp instead
-// (which needs the factor).
+// member is revoked (and its token version bumped), it is audited, and the
+// member's verified address is told (noticeOwner). A caller resets their
+// own factor with DELETE /users/me/mfa/totp instead (which needs the
+// factor).
 func (s *Service) resetMFA(c *fiber.Ctx) error {
 	const qMember = `SELECT true FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 	id := httpapi.IdentityOf(c)
@@ -1153,6 +1166,9 @@ func (s *Service) resetMFA(c *fiber.Ctx) error {
 	err = s.removeMFA(ctx, uid, check, func(tx pgx.Tx) error {
 		n, err := signOutAfterReset(ctx, tx, s.sessions, uid)
 		if err != nil {
+			return err
+		}
+		if err := noticeOwner(ctx, tx, uid, mail.KindMFAReset, s.now()); err != nil {
 			return err
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
@@ -1230,8 +1246,9 @@ type Reset struct {
 // As that route does, it deletes the factor and the recovery codes, ends
 // every session and bumps the token version, in one transaction; it is
 // audited in each of the account's tenants with no acting user and
-// requestID, and announced on the user's invalidation subject through the
-// outbox. The operator is expected to have checked who asks.
+// requestID, announced on the user's invalidation subject through the
+// outbox, and told to the account's verified address (noticeOwner). The
+// operator is expected to have checked who asks.
 func ResetMFA(ctx context.Context, pool *pgxpool.Pool, ss *sessions.Store, userID, requestID string) (Reset, error) {
 	const qUser = `
 SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = u.id),
@@ -1256,6 +1273,9 @@ FROM users u WHERE u.id = $1 FOR UPDATE`
 			return err
 		}
 		r.SessionsRevoked = n
+		if err := noticeOwner(ctx, tx, userID, mail.KindMFAReset, time.Now()); err != nil {
+			return err
+		}
 		b := &pgx.Batch{}
 		for _, tid := range r.Tenants {
 			err := audit.Queue(b, audit.Event{TenantID: tid, Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser,

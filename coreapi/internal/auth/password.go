@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -83,6 +84,10 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		// reset committed since (its owner locking out whoever knew the old
 		// password) must not be overwritten by a change made with it.
 		if tv, err = users.SetPassword(ctx, tx, id.UserID, cur.Hash, newHash); err != nil {
+			return err
+		}
+		// The owner hears of it, at the address reset links go to.
+		if err := noticeOwner(ctx, tx, id.UserID, mail.KindPasswordChanged, s.now()); err != nil {
 			return err
 		}
 		if _, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonPasswordChange); err != nil {
