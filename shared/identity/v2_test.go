@@ -12,6 +12,7 @@ import (
 	mathrand "math/rand/v2"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -611,6 +612,67 @@ func TestScratchTimestampFollowsEveryStep(t *testing.T) {
 		sc.setTimestamp(ms)
 		if got, want := string(sc.Timestamp()), strconv.FormatInt(ms, 10); got != want {
 			t.Fatalf("after %d: %q", ms, got)
+		}
+	}
+}
+
+// TestForgedListsCostNoMoreThanSent: a request whose signature does not
+// verify, or whose lists are malformed, costs the verifier at most one
+// copy of the headers it sent, however many elements its lists hold. The
+// lists were split before the signature was checked: a megabyte of commas
+// in X-Auth-Roles, from anyone who reaches the service's port, cost 16 MiB
+// of slices (16 bytes per element), 50 MiB for the three lists.
+func TestForgedListsCostNoMoreThanSent(t *testing.T) {
+	key := Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	ver, err := NewVerifier([]Key{key}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1_800_000_000_000)
+	const n = 1 << 20
+	for _, tc := range []struct {
+		name, list string
+		want       error
+	}{
+		{"commas", strings.Repeat(",", n), ErrMalformed},
+		{"one-letter elements", strings.Repeat("a,", n/2) + "a", ErrSignature},
+	} {
+		h := http.Header{}
+		for name, value := range map[string]string{
+			HeaderKeyID: key.ID, HeaderPrincipal: PrincipalUser, HeaderEmailVerified: "true", HeaderRequestID: "r1",
+			HeaderTimestamp: strconv.FormatInt(now.UnixMilli(), 10), HeaderSignature: "v2=" + strings.Repeat("A", 43),
+			HeaderRoles: tc.list, HeaderPermissions: tc.list, HeaderAMR: tc.list,
+		} {
+			h.Set(name, value)
+		}
+		sent := 3 * len(tc.list)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, err := ver.Verify(now, h.Get, "GET", "/notes", EmptyBodySHA256)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > uint64(sent)+64<<10 {
+			t.Errorf("%s: %d bytes allocated for %d bytes of lists, want at most one copy", tc.name, got, sent)
+		}
+	}
+	// Checked whole, as sent, each list still refuses an empty element.
+	s, _ := NewKeySigner(key)
+	id := Identity{Principal: PrincipalUser, UserID: "u1", TenantID: "t1", Roles: []string{"member", "writer"}, Permissions: []string{"notes:read"}, AMR: []string{"pwd"}}
+	r := Request{Timestamp: now.UnixMilli(), RequestID: "r1", ClientIP: "198.51.100.2", Method: "GET", PathQuery: "/notes", BodySHA256: EmptyBodySHA256}
+	if got, err := ver.Verify(now, signedHeaders(t, s, id, r).Get, "GET", "/notes", EmptyBodySHA256); err != nil ||
+		strings.Join(got.Roles, "|") != "member|writer" || strings.Join(got.Permissions, "|") != "notes:read" || strings.Join(got.AMR, "|") != "pwd" {
+		t.Fatalf("signed lists: %+v, %v", got, err)
+	}
+	for _, header := range []string{HeaderRoles, HeaderPermissions, HeaderAMR} {
+		for _, v := range []string{",", ",member", "member,", "member,,writer", "member\r"} {
+			h := signedHeaders(t, s, id, r)
+			h[header] = []string{v}
+			if _, err := ver.Verify(now, h.Get, "GET", "/notes", EmptyBodySHA256); !errors.Is(err, ErrMalformed) {
+				t.Errorf("%s: %q: %v, want ErrMalformed", header, v, err)
+			}
 		}
 	}
 }
