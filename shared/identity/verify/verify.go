@@ -361,6 +361,9 @@ func (v *Verifier) LogRejected(ctx context.Context, path string, err error) {
 
 var errBodyTooLarge = errors.New("verify: body too large")
 
+// bodyHead is the most readBody allocates before a body's bytes arrive.
+const bodyHead = 8 << 10
+
 // readBody reads the whole body, at most maxBody bytes, and puts it back
 // on r for the handler.
 func (v *Verifier) readBody(r *http.Request) ([]byte, error) {
@@ -370,9 +373,13 @@ func (v *Verifier) readBody(r *http.Request) ([]byte, error) {
 	if r.ContentLength > v.maxBody {
 		return nil, errBodyTooLarge
 	}
+	// The buffer grows with the bytes received, from at most its first
+	// bodyHead: sized by the declared length, a request that declared
+	// MaxBodyBytes and sent none held that much (unverified: anyone
+	// reaching the port) for as long as the server waited for it.
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, bodyHead)))
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, v.maxBody+1))
 	_ = r.Body.Close()

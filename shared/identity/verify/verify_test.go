@@ -892,3 +892,101 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestDeclaredBodyNotHeldBeforeItArrives: a request that declares a large
+// body and sends only its headers (a well-formed signature of nobody's
+// key, on as many connections as the sender likes) holds no buffer of the
+// declared size while the middleware waits for the body. It held one:
+// 8 connections declaring 16 MiB took 128 MiB of heap.
+func TestDeclaredBodyNotHeldBeforeItArrives(t *testing.T) {
+	const conns, declared = 8, 16 << 20
+	v, err := verify.New(verify.Config{Keys: []identity.Key{curKey}, MaxBodyBytes: declared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := &waitListener{Listener: ln}
+	srv := &http.Server{Handler: v.Middleware(http.HandlerFunc(echo)), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(wl) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	head := "POST /echo HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(declared) + "\r\n" +
+		identity.HeaderKeyID + ": " + curKey.ID + "\r\n" + identity.HeaderSignature + ": v2=" + strings.Repeat("A", 43) + "\r\n" +
+		identity.HeaderTimestamp + ": 1796000012345\r\nX-Request-Id: r1\r\n\r\n"
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range conns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each connection's headers were read and the server waits in a read
+	// for the body: the middleware sized its buffer before that read.
+	deadline := time.Now().Add(5 * time.Second)
+	for wl.waitingAfter(len(head)) < conns {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections waiting for their body", wl.waitingAfter(len(head)), conns)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
+		t.Fatalf("heap grew by %d MiB for %d connections that declared %d MiB and sent none of it", grew>>20, conns, declared>>20)
+	}
+}
+
+// waitListener counts the connections whose server side has read a given
+// number of bytes and waits in a read for more.
+type waitListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []*waitConn
+}
+
+type waitConn struct {
+	net.Conn
+	read    atomic.Int64
+	waiting atomic.Bool
+}
+
+func (c *waitConn) Read(b []byte) (int, error) {
+	c.waiting.Store(true)
+	n, err := c.Conn.Read(b)
+	c.waiting.Store(false)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (l *waitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	wc := &waitConn{Conn: c}
+	l.mu.Lock()
+	l.conns = append(l.conns, wc)
+	l.mu.Unlock()
+	return wc, nil
+}
+
+func (l *waitListener) waitingAfter(n int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := 0
+	for _, c := range l.conns {
+		if c.read.Load() == int64(n) && c.waiting.Load() {
+			k++
+		}
+	}
+	return k
+}
