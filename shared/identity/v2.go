@@ -391,15 +391,11 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 	// the signature verified: split first, a forged request's header of
 	// commas cost sixteen bytes of slice per byte sent.
 	roles, perms, amr := get(HeaderRoles), get(HeaderPermissions), get(HeaderAMR)
-	var raw [3][1]string
 	id := Identity{
-		Principal:   get(HeaderPrincipal),
-		UserID:      get(HeaderUserID),
-		TenantID:    get(HeaderTenantID),
-		SessionID:   get(HeaderSessionID),
-		Roles:       asSigned(&raw[0], roles),
-		Permissions: asSigned(&raw[1], perms),
-		AMR:         asSigned(&raw[2], amr),
+		Principal: get(HeaderPrincipal),
+		UserID:    get(HeaderUserID),
+		TenantID:  get(HeaderTenantID),
+		SessionID: get(HeaderSessionID),
 	}
 	switch get(HeaderEmailVerified) {
 	case "true":
@@ -422,7 +418,13 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 	// The request id is what makes the signatures of two identical
 	// requests differ; a signer that sends none cannot be told from a
 	// replay. The proxy always sends one.
-	if r.RequestID == "" || hasNewlineV2(&id, &r) {
+	// signed is the identity as hashed: its lists the headers' values
+	// (kept apart from id, which is returned, so that raw stays on the
+	// stack).
+	var raw [3][1]string
+	signed := id
+	signed.Roles, signed.Permissions, signed.AMR = asSigned(&raw[0], roles), asSigned(&raw[1], perms), asSigned(&raw[2], amr)
+	if r.RequestID == "" || hasNewlineV2(&signed, &r) {
 		return Identity{}, ErrMalformed
 	}
 	skew := now.UnixMilli() - tsv
@@ -430,7 +432,7 @@ func (v *Verifier) Verify(now time.Time, get Headers, method, pathQuery string, 
 		return Identity{}, ErrExpired
 	}
 	var sum [sha256.Size]byte
-	if !hmac.Equal(signer.mac(sum[:0], &id, &r), got[:]) {
+	if !hmac.Equal(signer.mac(sum[:0], &signed, &r), got[:]) {
 		return Identity{}, ErrSignature
 	}
 	id.Roles, id.Permissions, id.AMR = SplitList(roles), SplitList(perms), SplitList(amr)

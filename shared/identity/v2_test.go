@@ -676,3 +676,31 @@ func TestForgedListsCostNoMoreThanSent(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyAllocations pins what a valid verification allocates: the
+// three lists it returns, split, and nothing more (the lists as signed are
+// held on the stack while the signature is checked).
+func TestVerifyAllocations(t *testing.T) {
+	key := Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	ver, err := NewVerifier([]Key{key}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := NewKeySigner(key)
+	now := time.UnixMilli(1_800_000_000_000)
+	id := Identity{Principal: PrincipalUser, UserID: "u1", TenantID: "t1", Roles: []string{"member", "writer"}, Permissions: []string{"notes:read"}, AMR: []string{"pwd"}}
+	r := Request{Timestamp: now.UnixMilli(), RequestID: "r1", ClientIP: "198.51.100.2", Method: "GET", PathQuery: "/notes", BodySHA256: EmptyBodySHA256}
+	h := signedHeaders(t, s, id, r)
+	get := func(name string) string {
+		if v := h[name]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	if _, err := ver.Verify(now, get, "GET", "/notes", EmptyBodySHA256); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = ver.Verify(now, get, "GET", "/notes", EmptyBodySHA256) }); n != 3 {
+		t.Errorf("a valid verification allocates %v times, want 3 (its three lists)", n)
+	}
+}
