@@ -560,6 +560,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"coreapi's liveness probe waits on the database", func(t *testing.T, b *bundle) {
 			ctr(t, b, coreName).LivenessProbe.HTTPGet.Path = "/readyz"
 		}, "liveness probe on /readyz, not /healthz"},
+		{"the proxy's startup probe waits on coreapi", func(t *testing.T, b *bundle) {
+			ctr(t, b, proxyName).StartupProbe.HTTPGet.Path = "/readyz"
+		}, "authproxy: startup probe on /readyz, not /healthz"},
+		{"the proxy's liveness probe waits on coreapi", func(t *testing.T, b *bundle) {
+			ctr(t, b, proxyName).LivenessProbe.HTTPGet.Path = "/readyz"
+		}, "authproxy: liveness probe on /readyz, not /healthz"},
 		{"missing readiness probe", func(t *testing.T, b *bundle) {
 			ctr(t, b, coreName).ReadinessProbe = nil
 		}, "no readiness probe"},
@@ -918,6 +924,16 @@ func check(b *bundle) []string {
 	for kind, p := range map[string]*corev1.Probe{"liveness": core.LivenessProbe, "startup": core.StartupProbe} {
 		if p != nil && p.HTTPGet != nil && p.HTTPGet.Path != "/healthz" {
 			v.addf("coreapi: %s probe on %s, not /healthz: the kubelet would kill coreapi during a database outage", kind, p.HTTPGet.Path)
+		}
+	}
+	// The proxy's readiness needs the key set from the coreapi beside it.
+	// A proxy (re)started while that coreapi cannot serve (starting, or
+	// in its own crash-loop back-off) would be killed by a startup or
+	// liveness probe on /readyz, and then backed off for minutes after
+	// coreapi is back.
+	for kind, p := range map[string]*corev1.Probe{"liveness": proxy.LivenessProbe, "startup": proxy.StartupProbe} {
+		if p != nil && p.HTTPGet != nil && p.HTTPGet.Path != "/healthz" {
+			v.addf("authproxy: %s probe on %s, not /healthz: the kubelet would kill the proxy while coreapi cannot serve its key set", kind, p.HTTPGet.Path)
 		}
 	}
 
