@@ -5,6 +5,8 @@
 // sidecar overlay, its API port from pods that run authproxy; the Services
 // and the NetworkPolicies admit the proxy ports only; an app listens on
 // loopback behind its sidecar and never holds the core key; probes hit the
-// admin ports; no secret sits in a ConfigMap; and every container runs
-// non-root on a read-only filesystem.
+// admin ports; no secret sits in a ConfigMap; every container runs with a
+// fixed non-root uid and gid on a read-only filesystem; and the replicas
+// spread over nodes behind a PodDisruptionBudget that lets a drain evict
+// one at a time, unready ones included.
 package k8s

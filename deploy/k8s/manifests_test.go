@@ -678,6 +678,43 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"PDB selects nothing", func(t *testing.T, b *bundle) {
 			b.PDBs[0].Spec.Selector.MatchLabels = map[string]string{"app": "other"}
 		}, "no PodDisruptionBudget"},
+		{"PDB blocks every drain", func(t *testing.T, b *bundle) {
+			b.PDBs[0].Spec.MaxUnavailable = new(intstr.FromInt32(0))
+		}, "allows no eviction at 2 pods"},
+		{"PDB's minAvailable is the HPA's minimum", func(t *testing.T, b *bundle) {
+			b.PDBs[0].Spec.MaxUnavailable = nil
+			b.PDBs[0].Spec.MinAvailable = new(intstr.FromInt32(2))
+		}, "allows no eviction at 2 pods"},
+		{"PDB's minAvailable a percentage that rounds up to every pod", func(t *testing.T, b *bundle) {
+			b.PDBs[0].Spec.MaxUnavailable = nil
+			b.PDBs[0].Spec.MinAvailable = new(intstr.FromString("60%"))
+		}, "allows no eviction at 2 pods"},
+		{"PDB protects nothing", func(t *testing.T, b *bundle) {
+			b.PDBs[0].Spec.MaxUnavailable = new(intstr.FromString("100%"))
+		}, "allows all 2 pods"},
+		{"PDB holds back unready pods", func(t *testing.T, b *bundle) {
+			b.PDBs[0].Spec.UnhealthyPodEvictionPolicy = nil
+		}, "unhealthyPodEvictionPolicy"},
+		{"no spread over nodes", func(t *testing.T, b *bundle) {
+			pod := &b.Deployments[0].Spec.Template.Spec
+			pod.TopologySpreadConstraints = slices.DeleteFunc(pod.TopologySpreadConstraints, func(c corev1.TopologySpreadConstraint) bool {
+				return c.TopologyKey == corev1.LabelHostname
+			})
+		}, "no topology spread over kubernetes.io/hostname"},
+		{"spread over nodes of other pods", func(t *testing.T, b *bundle) {
+			for i := range b.Deployments[0].Spec.Template.Spec.TopologySpreadConstraints {
+				b.Deployments[0].Spec.Template.Spec.TopologySpreadConstraints[i].LabelSelector.MatchLabels = map[string]string{"app": "other"}
+			}
+		}, "no topology spread"},
+		{"no fixed uid", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.SecurityContext.RunAsUser = nil
+		}, "no fixed uid (runAsUser)"},
+		{"no fixed gid", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.SecurityContext.RunAsGroup = nil
+		}, "no fixed gid (runAsGroup)"},
+		{"the migration runs as gid 0", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers[0].SecurityContext.RunAsGroup = new(int64(0))
+		}, "container migrate: runs as gid 0"},
 		{"no migration before the pod serves", func(t *testing.T, b *bundle) {
 			b.Deployments[0].Spec.Template.Spec.InitContainers = nil
 		}, "migrate up"},
@@ -1059,20 +1096,34 @@ func check(b *bundle) []string {
 	}
 
 	// Availability objects point at this workload.
+	hpas := 0
+	minPods := int32(1) // the fewest replicas the Deployment runs
+	if dep.Spec.Replicas != nil {
+		minPods = *dep.Spec.Replicas
+	}
+	for _, h := range b.HPAs {
+		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == dep.Name {
+			hpas++
+			minPods = 1
+			if h.Spec.MinReplicas != nil {
+				minPods = *h.Spec.MinReplicas
+			}
+		}
+	}
 	pdbs := 0
 	for _, p := range b.PDBs {
 		if sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector); err == nil && sel.Matches(podLabels) {
 			pdbs++
+			if err := checkPDB(p, int(minPods)); err != nil {
+				v.addf("PodDisruptionBudget %s: %v", p.Name, err)
+			}
 		}
 	}
 	if pdbs == 0 {
 		v.addf("no PodDisruptionBudget selects the pod")
 	}
-	hpas := 0
-	for _, h := range b.HPAs {
-		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == dep.Name {
-			hpas++
-		}
+	if minPods > 1 && !spreadOverNodes(pod, podLabels) {
+		v.addf("Deployment %s: no topology spread over %s selecting its pods: its %d replicas may share a node, and that node's loss or drain takes them all", dep.Name, corev1.LabelHostname, minPods)
 	}
 	if hpas == 0 {
 		v.addf("no HorizontalPodAutoscaler targets Deployment %s", dep.Name)
@@ -1102,6 +1153,71 @@ func check(b *bundle) []string {
 		v.addf("Deployment %s: no init container runs `coreapi migrate up` with image %s before the pod serves", dep.Name, core.Image)
 	}
 	return v
+}
+
+// checkPDB: at n replicas (the HPA's minimum) the budget lets a node
+// drain evict one pod and never all of them, and it lets the drain evict
+// unready pods: during a database outage every pod is unready at once,
+// and with the default policy (IfHealthyBudget) no drain would go on.
+func checkPDB(p *policyv1.PodDisruptionBudget, n int) error {
+	if p.Spec.UnhealthyPodEvictionPolicy == nil || *p.Spec.UnhealthyPodEvictionPolicy != policyv1.AlwaysAllow {
+		return errors.New("unhealthyPodEvictionPolicy is not AlwaysAllow: while every pod is unready (a database outage) no node drain could evict one")
+	}
+	if n < 2 {
+		return nil
+	}
+	var allowed int
+	switch {
+	case p.Spec.MaxUnavailable != nil && p.Spec.MinAvailable == nil:
+		m, err := intstr.GetScaledValueFromIntOrPercent(p.Spec.MaxUnavailable, n, true)
+		if err != nil {
+			return fmt.Errorf("maxUnavailable: %v", err)
+		}
+		allowed = m
+	case p.Spec.MinAvailable != nil && p.Spec.MaxUnavailable == nil:
+		m, err := intstr.GetScaledValueFromIntOrPercent(p.Spec.MinAvailable, n, true)
+		if err != nil {
+			return fmt.Errorf("minAvailable: %v", err)
+		}
+		allowed = n - m
+	default:
+		return errors.New("want exactly one of maxUnavailable and minAvailable")
+	}
+	if allowed < 1 {
+		return fmt.Errorf("allows no eviction at %d pods: every node drain would block", n)
+	}
+	if allowed >= n {
+		return fmt.Errorf("allows all %d pods to be evicted at once", n)
+	}
+	return nil
+}
+
+// spreadOverNodes reports whether the pod's replicas are spread over nodes:
+// a topology spread constraint, or a pod anti-affinity term, on the
+// hostname label that selects them.
+func spreadOverNodes(pod *corev1.PodSpec, podLabels labels.Set) bool {
+	selects := func(ls *metav1.LabelSelector) bool {
+		sel, err := metav1.LabelSelectorAsSelector(ls)
+		return ls != nil && err == nil && !sel.Empty() && sel.Matches(podLabels)
+	}
+	for _, c := range pod.TopologySpreadConstraints {
+		if c.TopologyKey == corev1.LabelHostname && c.MaxSkew >= 1 && selects(c.LabelSelector) {
+			return true
+		}
+	}
+	if a := pod.Affinity; a != nil && a.PodAntiAffinity != nil {
+		for _, t := range a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+			if t.TopologyKey == corev1.LabelHostname && selects(t.LabelSelector) {
+				return true
+			}
+		}
+		for _, w := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			if w.PodAffinityTerm.TopologyKey == corev1.LabelHostname && selects(w.PodAffinityTerm.LabelSelector) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // procsOf is a container's GOMAXPROCS as the manifest fixes it: the
@@ -1418,8 +1534,26 @@ func checkPod(v *violations, b *bundle, owner string, pod *corev1.PodSpec) {
 		if nonRoot == nil || !*nonRoot {
 			v.addf("%s: runAsNonRoot is not true", name)
 		}
-		if uid := sc.RunAsUser; (uid != nil && *uid == 0) || (uid == nil && psc.RunAsUser != nil && *psc.RunAsUser == 0) {
-			v.addf("%s: runs as uid 0", name)
+		// A fixed uid and gid, not the image's: the Secrets' mode 0440
+		// with fsGroup assumes them, and runAsNonRoot alone lets an image
+		// whose user is a name, or whose group is 0, decide.
+		for _, id := range []struct {
+			what, field string
+			ctr, pod    *int64
+		}{
+			{"uid", "runAsUser", sc.RunAsUser, psc.RunAsUser},
+			{"gid", "runAsGroup", sc.RunAsGroup, psc.RunAsGroup},
+		} {
+			n := id.ctr
+			if n == nil {
+				n = id.pod
+			}
+			switch {
+			case n == nil:
+				v.addf("%s: no fixed %s (%s): the image decides", name, id.what, id.field)
+			case *n == 0:
+				v.addf("%s: runs as %s 0", name, id.what)
+			}
 		}
 		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 			v.addf("%s: readOnlyRootFilesystem is not true", name)
