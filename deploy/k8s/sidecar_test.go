@@ -19,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -388,6 +389,19 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 				}
 			}
 		}, "requires notes:delete"},
+		{"no PDB for the app", func(t *testing.T, b *bundle) {
+			b.PDBs = slices.DeleteFunc(b.PDBs, func(p *policyv1.PodDisruptionBudget) bool { return p.Name == "notes" })
+		}, "no PodDisruptionBudget selects them"},
+		{"the app's PDB blocks every drain", func(t *testing.T, b *bundle) {
+			for _, p := range b.PDBs {
+				if p.Name == "notes" {
+					p.Spec.MaxUnavailable = new(intstr.FromInt32(0))
+				}
+			}
+		}, "PodDisruptionBudget notes: allows no eviction at 2 pods"},
+		{"the app's replicas not spread over nodes", func(t *testing.T, b *bundle) {
+			appDeployment(t, b).Spec.Template.Spec.TopologySpreadConstraints = nil
+		}, "Deployment notes: no topology spread"},
 		{"grace period shorter than the app's pause and the proxy's drain", func(t *testing.T, b *bundle) {
 			appDeployment(t, b).Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(15))
 		}, "terminationGracePeriodSeconds"},
@@ -1083,6 +1097,38 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 		}
 		if grace := pod.TerminationGracePeriodSeconds; grace == nil || time.Duration(*grace)*time.Second <= pause+proxyDrain {
 			v.addf("%s: terminationGracePeriodSeconds does not exceed app container %s's preStop pause (%s) plus the proxy's SHUTDOWN_TIMEOUT (%s)", name, c.Name, pause, proxyDrain)
+		}
+	}
+
+	// Availability, as for coreapi's pods: with more than one replica, a
+	// PDB a node drain can get through and the replicas spread over nodes.
+	minPods := int32(1)
+	if d.Spec.Replicas != nil {
+		minPods = *d.Spec.Replicas
+	}
+	for _, h := range b.HPAs {
+		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == d.Name {
+			minPods = 1
+			if h.Spec.MinReplicas != nil {
+				minPods = *h.Spec.MinReplicas
+			}
+		}
+	}
+	if minPods > 1 {
+		pdbs := 0
+		for _, p := range b.PDBs {
+			if sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector); err == nil && sel.Matches(podLabels) {
+				pdbs++
+				if err := checkPDB(p, int(minPods)); err != nil {
+					v.addf("PodDisruptionBudget %s: %v", p.Name, err)
+				}
+			}
+		}
+		if pdbs == 0 {
+			v.addf("%s: %d replicas and no PodDisruptionBudget selects them: a node drain may evict them all at once", name, minPods)
+		}
+		if !spreadOverNodes(pod, podLabels) {
+			v.addf("%s: no topology spread over %s selecting its pods: its %d replicas may share a node, and that node's loss or drain takes them all", name, corev1.LabelHostname, minPods)
 		}
 	}
 
