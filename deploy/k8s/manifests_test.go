@@ -405,9 +405,43 @@ func TestDocumentedOverlay(t *testing.T) {
 			t.Errorf("the Deployment mounts Secret %s, which the overlay does not render", name)
 		}
 	}
-	for _, c := range b.Deployments[0].Spec.Template.Spec.Containers {
+	for _, c := range allContainers(&b.Deployments[0].Spec.Template.Spec) {
 		if !strings.HasPrefix(c.Image, "registry.example.com/tollgate/") {
 			t.Errorf("container %s image %s, want the overlay's", c.Name, c.Image)
+		}
+		if err := pinned(c.Image); err != nil {
+			t.Errorf("container %s: %v", c.Name, err)
+		}
+	}
+}
+
+var digestRef = regexp.MustCompile(`@sha256:[0-9a-f]{64}$`)
+
+// pinned: an image reference names its digest. A tag may be pushed again,
+// and with imagePullPolicy IfNotPresent a node that pulled it before keeps
+// the old build while others pull the new one.
+func pinned(image string) error {
+	if !digestRef.MatchString(image) {
+		return fmt.Errorf("image %s is not pinned by digest (@sha256:...): a tag pushed again runs different builds on different nodes", image)
+	}
+	return nil
+}
+
+func TestPinned(t *testing.T) {
+	for _, tc := range []struct {
+		image string
+		ok    bool
+	}{
+		{"registry.example.com/tollgate/coreapi:0.1.0", false},
+		{"registry.example.com/tollgate/coreapi", false},
+		{"registry.example.com/tollgate/coreapi:0.1.0@sha256:" + strings.Repeat("a", 64), true},
+		{"registry.example.com/tollgate/coreapi@sha256:" + strings.Repeat("0", 64), true},
+		{"registry.example.com/tollgate/coreapi@sha256:" + strings.Repeat("a", 63), false},
+		{"registry.example.com/tollgate/coreapi@sha256:" + strings.Repeat("A", 64), false},
+		{"registry.example.com/tollgate/coreapi:0.1.0@sha256:REPLACE-ME", false},
+	} {
+		if err := pinned(tc.image); (err == nil) != tc.ok {
+			t.Errorf("pinned(%q) = %v, want ok %v", tc.image, err, tc.ok)
 		}
 	}
 }
