@@ -283,8 +283,8 @@ func TestBaseInvariants(t *testing.T) {
 // TestCommittedSecretsArePlaceholders keeps real key material out of git.
 func TestCommittedSecretsArePlaceholders(t *testing.T) {
 	b := renderBase(t)
-	if len(b.Secrets) != 5 {
-		t.Fatalf("%d Secrets, want 5 (identity HMAC key, signing keys, MFA keys, API-key pepper, database)", len(b.Secrets))
+	if len(b.Secrets) != 6 {
+		t.Fatalf("%d Secrets, want 6 (identity HMAC key, signing keys, MFA keys, API-key pepper, database, mail server)", len(b.Secrets))
 	}
 	for _, s := range b.Secrets {
 		values := map[string]string{}
@@ -307,6 +307,8 @@ func TestCommittedSecretsArePlaceholders(t *testing.T) {
 			switch {
 			case k == "identity.key":
 				_, err = identity.ParseKey(v)
+			case strings.HasPrefix(s.Name, "tollgate-smtp") && k == "url":
+				err = smtpURL(v)
 			case k == "url":
 				_, err = pgx.ParseConfig(v)
 			case k == "mfa.keys":
@@ -351,6 +353,7 @@ func TestDocumentedOverlay(t *testing.T) {
 		"secrets/identity.key":                       "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0=\n",
 		"secrets/keys/20260101T000000Z-1a2b3c4d.pem": "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
 		"secrets/database-url":                       "postgres://app:pw@db:5432/app?sslmode=verify-full",
+		"secrets/smtp-url":                           "smtp://tollgate:pw@smtp.example.com:587?starttls=required",
 		"secrets/mfa.keys":                           "mfa1:" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")) + "\n",
 		"secrets/api-key.pepper":                     base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210")) + "\n",
 		"secrets/nats-coreapi-url":                   "nats://coreapi:0123abcd@nats.nats.svc:4222",
@@ -1726,6 +1729,20 @@ func mfaKeys(v string) error {
 		if len(k.Secret) != 32 {
 			return fmt.Errorf("key %s: %d bytes, want 32", k.ID, len(k.Secret))
 		}
+	}
+	return nil
+}
+
+// smtpURL is the part of coreapi's SMTP_URL check the placeholder must
+// fail (the deploy module cannot import coreapi's mail package): an
+// smtp:// or smtps:// URL with a host.
+func smtpURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "smtp" && u.Scheme != "smtps" || u.Hostname() == "" {
+		return fmt.Errorf("want smtp://host or smtps://host, got %q", v)
 	}
 	return nil
 }
