@@ -32,6 +32,7 @@ func TestCheckConfigPermissions(t *testing.T) {
 		"IDENTITY_HMAC_KEY": testKey,
 		"SIGNING_KEYS_DIR":  t.TempDir(),
 		"PERMISSIONS_FILE":  file,
+		"MAIL_TO_LOG":       "true",
 	}
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"keys", "generate"}, envOf(env), &out); err != nil {
@@ -79,6 +80,7 @@ func TestServeRecordsCatalog(t *testing.T) {
 			"DATABASE_URL": db.URL, "IDENTITY_HMAC_KEY": testKey, "SIGNING_KEYS_DIR": keysDir,
 			"COREAPI_LISTEN_ADDR": "127.0.0.1:0", "COREAPI_ADMIN_ADDR": "127.0.0.1:0",
 			"NATS_URL": ns.ClientURL(), "PERMISSIONS": catalog, "SHUTDOWN_TIMEOUT": "5s",
+			"MAIL_TO_LOG": "true",
 		}
 		var out testkit.LogBuffer
 		ctx, cancel := context.WithCancel(context.Background())

@@ -74,6 +74,7 @@ func TestKeyChangeAnnounced(t *testing.T) {
 		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
 		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
 		"SHUTDOWN_TIMEOUT":    "5s",
+		"MAIL_TO_LOG":         "true",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

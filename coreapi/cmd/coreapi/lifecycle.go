@@ -26,7 +26,8 @@ func wireLifecycle(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg 
 	opts *httpapi.Options, svc *auth.Service, hasher *password.Hasher) ([]worker, error) {
 	var transport mail.Transport
 	if cfg.SMTPURL == "" {
-		log.Warn("SMTP_URL is unset: mails are written to the log, not sent (development only)")
+		// Load refuses an unset SMTP_URL unless MAIL_TO_LOG=true.
+		log.Warn("SMTP_URL is unset and MAIL_TO_LOG=true: mails are written to the log, one-time links included, not sent (development only)")
 		transport = mail.Log{Logger: log}
 	} else {
 		t, err := mail.ParseSMTPURL(cfg.SMTPURL)

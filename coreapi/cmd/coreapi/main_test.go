@@ -31,9 +31,15 @@ func TestCheckConfig(t *testing.T) {
 	}
 	var out bytes.Buffer
 	// -check-config reads the signing-key directory: an empty one fails.
-	if err := run(context.Background(), []string{"-check-config"}, envOf(env), &out); err == nil || !strings.Contains(err.Error(), "SIGNING_KEYS_DIR: ") || !strings.Contains(err.Error(), "no EdDSA key") {
+	// Neither SMTP_URL nor MAIL_TO_LOG is set: reported with it.
+	err := run(context.Background(), []string{"-check-config"}, envOf(env), &out)
+	if err == nil || !strings.Contains(err.Error(), "SIGNING_KEYS_DIR: ") || !strings.Contains(err.Error(), "no EdDSA key") {
 		t.Fatalf("check-config with no signing key = %v, want a SIGNING_KEYS_DIR problem", err)
 	}
+	if !strings.Contains(err.Error(), "SMTP_URL / MAIL_TO_LOG: ") {
+		t.Errorf("check-config with neither SMTP_URL nor MAIL_TO_LOG = %v, want that problem too", err)
+	}
+	env["MAIL_TO_LOG"] = "true"
 	if err := run(context.Background(), []string{"keys", "generate"}, envOf(env), &out); err != nil {
 		t.Fatalf("keys generate into SIGNING_KEYS_DIR (ending in a newline): %v", err)
 	}
@@ -51,7 +57,8 @@ func TestCheckConfig(t *testing.T) {
 		}
 	}
 
-	if !strings.Contains(s, "\nTOKEN_MAX_LEEWAY=1m0s\n") || !strings.Contains(s, "\nDATABASE_URL=postgres://app:xxxxx@db:5432/tollgate\n") {
+	if !strings.Contains(s, "\nTOKEN_MAX_LEEWAY=1m0s\n") || !strings.Contains(s, "\nDATABASE_URL=postgres://app:xxxxx@db:5432/tollgate\n") ||
+		!strings.Contains(s, "\nMAIL_TO_LOG=true\n") {
 		t.Errorf("output is not the NAME=value printout:\n%s", s)
 	}
 
@@ -78,7 +85,7 @@ func TestCheckConfig(t *testing.T) {
 	env["DB_MAX_CONNS"] = "2"
 	env["ACCESS_TOKEN_TTL"] = "forever"
 	delete(env, "DATABASE_URL")
-	err := run(context.Background(), []string{"serve", "-check-config"}, envOf(env), &out)
+	err = run(context.Background(), []string{"serve", "-check-config"}, envOf(env), &out)
 	if err == nil {
 		t.Fatal("bad configuration accepted")
 	}
@@ -217,6 +224,27 @@ func serveEnv(t *testing.T, dbURL string) map[string]string {
 		"COREAPI_LISTEN_ADDR": "127.0.0.1:0",
 		"COREAPI_ADMIN_ADDR":  "127.0.0.1:0",
 		"SHUTDOWN_TIMEOUT":    "5s",
+		"MAIL_TO_LOG":         "true", // the tests read the mails from the log
+	}
+}
+
+// TestServeRefusesMailsToTheLogUnasked: without SMTP_URL the mails, and
+// the one-time links in them, would go to the log; serve refuses to start
+// unless MAIL_TO_LOG=true asks for that, and names both variables.
+func TestServeRefusesMailsToTheLogUnasked(t *testing.T) {
+	for _, toLog := range []string{"", "false"} {
+		env := serveEnv(t, "postgres://nobody@127.0.0.1:1/none")
+		env["MAIL_TO_LOG"] = toLog
+		var out testkit.LogBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := run(ctx, []string{"serve"}, envOf(env), &out)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "SMTP_URL / MAIL_TO_LOG: set SMTP_URL") || !strings.Contains(err.Error(), "or MAIL_TO_LOG=true") {
+			t.Fatalf("serve with MAIL_TO_LOG=%q and no SMTP_URL = %v, want a refusal naming both", toLog, err)
+		}
+		if strings.Contains(out.String(), `"msg":"listening"`) {
+			t.Errorf("MAIL_TO_LOG=%q: serve listened before refusing", toLog)
+		}
 	}
 }
 

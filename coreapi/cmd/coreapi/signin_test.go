@@ -67,6 +67,8 @@ func TestSignInWiring(t *testing.T) {
 		"SHUTDOWN_TIMEOUT":    "5s",
 		// Checked below: the second invitation of the hour is refused.
 		"TENANT_MAILS_PER_HOUR": "1",
+		// Read below: the sign-up's verification mail.
+		"MAIL_TO_LOG": "true",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -182,7 +184,7 @@ func TestSignInWiring(t *testing.T) {
 	}
 
 	waitMetric(t, out.String(), "coreapi_outbox_published_total")
-	// The sign-up's verification mail (to the log: no SMTP_URL).
+	// The sign-up's verification mail (to the log: MAIL_TO_LOG=true).
 	metrics := waitMetric(t, out.String(), "coreapi_mail_sent_total")
 	if !strings.Contains(metrics, "coreapi_nats_connected 1") {
 		t.Errorf("metrics lack coreapi_nats_connected 1")

@@ -182,8 +182,11 @@ type Config struct {
 	// PERMISSIONS_FILE or PERMISSIONS declares.
 	Catalog *permissions.Catalog
 
-	// Mail. SMTPURL empty: mails go to the log (development only).
+	// Mail. SMTPURL empty: mails go to the log (development only), which
+	// takes MailToLog (MAIL_TO_LOG=true): the log would hold every
+	// one-time link, so a deployment that forgot SMTP_URL must not start.
 	SMTPURL       string
+	MailToLog     bool
 	MailFrom      string
 	PublicBaseURL string
 	// Link templates ({token} is replaced); empty: coreapi's own pages
@@ -233,6 +236,7 @@ func Load(getenv func(string) string) (Config, error) {
 		PermissionsText: l.String("PERMISSIONS"),
 
 		SMTPURL:             l.String("SMTP_URL"),
+		MailToLog:           l.Bool("MAIL_TO_LOG"),
 		MailFrom:            l.String("MAIL_FROM"),
 		PublicBaseURL:       l.String("PUBLIC_BASE_URL"),
 		VerifyEmailURL:      l.String("VERIFY_EMAIL_URL"),
@@ -730,6 +734,13 @@ func (l loader) oidc() []OIDCProvider {
 // parsed where they are used; the same checks run here so that every
 // problem is reported at start).
 func (l loader) mail(c Config) {
+	switch {
+	case c.SMTPURL != "" && c.MailToLog:
+		l.Problem("SMTP_URL / MAIL_TO_LOG: set one, not both: MAIL_TO_LOG=true writes the mails to the log instead of sending them")
+	case c.SMTPURL == "" && !c.MailToLog:
+		l.Problem("SMTP_URL / MAIL_TO_LOG: set SMTP_URL to send the mails (smtp://[user:pass@]host[:port]), or MAIL_TO_LOG=true to write them to the log instead " +
+			"(development only: the log then holds every password-reset, verification and invitation link with its one-time token)")
+	}
 	if c.SMTPURL != "" {
 		if _, err := mail.ParseSMTPURL(c.SMTPURL); err != nil {
 			l.Problem("SMTP_URL: %v", err)

@@ -23,12 +23,23 @@ func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
+// minimal is the least a development start needs: mails to the log.
 func minimal() map[string]string {
 	return map[string]string{
 		"DATABASE_URL":      "postgres://app:s3cret@db:5432/tollgate?sslmode=disable",
 		"IDENTITY_HMAC_KEY": key,
 		"SIGNING_KEYS_DIR":  "/keys",
+		"MAIL_TO_LOG":       "true",
 	}
+}
+
+// production is minimal with a mail server instead of the log.
+func production() map[string]string {
+	m := minimal()
+	delete(m, "MAIL_TO_LOG")
+	m["SMTP_URL"] = "smtp://mail.example.com:587"
+	m["PUBLIC_BASE_URL"] = "https://auth.example.com"
+	return m
 }
 
 func TestLoadDefaults(t *testing.T) {
@@ -96,6 +107,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"PROJECTION_MAX_WAIT":          "-1s",
 		"OUTBOX_HEARTBEAT_INTERVAL":    "10ms",
 		"AUDIT_RETENTION":              "1h",
+		"MAIL_TO_LOG":                  "false",
 	}
 	_, err := Load(env(m))
 	var ce *Error
@@ -108,6 +120,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"COREAPI_LISTEN_ADDR", "NATS_URL", "IDENTITY_ACCEPT_V1", "IDENTITY_REPLAY_CACHE_SIZE", "OIDC_GOOGLE_ISSUER", "OIDC_GOOGLE_CLIENT_ID",
 		"OIDC_GOOGLE_CLIENT_SECRET", "OIDC_GOOGLE_REDIRECT_URL", "bad-name",
 		"PROJECTION_MAX_INFLIGHT", "PROJECTION_MAX_WAIT", "OUTBOX_HEARTBEAT_INTERVAL", "AUDIT_RETENTION",
+		"SMTP_URL / MAIL_TO_LOG",
 	}
 	msg := err.Error()
 	for _, w := range want {
@@ -394,7 +407,7 @@ func TestMailSettings(t *testing.T) {
 		t.Errorf("default links = %+v", l)
 	}
 
-	m := minimal()
+	m := production()
 	m["SMTP_URL"] = "smtp://mailer:hunter2@mail.example.com:587?starttls=required"
 	m["MAIL_FROM"] = "Acme <no-reply@acme.example>"
 	m["PUBLIC_BASE_URL"] = "https://auth.acme.example/"
@@ -446,7 +459,6 @@ func TestMailSettings(t *testing.T) {
 		{"TENANT_MAILS_PER_HOUR", "0", ""},
 		{"API_KEY_CREATIONS_PER_HOUR", "0", ""},
 		{"SESSION_MAX_AGE", "1m", ""},
-		{"SMTP_URL", "http://mail.example.com", ""},
 		{"MAIL_FROM", "no-reply@acme.example\r\nBcc: evil@example.com", ""},
 		{"PUBLIC_BASE_URL", "auth.acme.example", "absolute"},
 		{"PUBLIC_BASE_URL", "ftp://auth.acme.example", "absolute"},
@@ -472,6 +484,53 @@ func TestMailSettings(t *testing.T) {
 		} else if strings.Contains(err.Error(), "secretpw") {
 			t.Errorf("%s=%s: the problem shows the credential: %v", tt.name, tt.value, err)
 		}
+	}
+}
+
+// TestMailTransport: without SMTP_URL the mails, and the one-time links
+// in them, go to the log, which is for development only: coreapi starts
+// so only when MAIL_TO_LOG=true says it is meant, never by default.
+func TestMailTransport(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		smtp     string // SMTP_URL
+		toLog    string // MAIL_TO_LOG
+		want     string // a problem holding it; "": accepted
+		wantSMTP bool   // accepted: mails sent, not logged
+	}{
+		{"neither", "", "", "SMTP_URL / MAIL_TO_LOG: set SMTP_URL to send the mails", false},
+		{"log refused", "", "false", "SMTP_URL / MAIL_TO_LOG: set SMTP_URL", false},
+		{"log refused in other words", "", "0", "SMTP_URL / MAIL_TO_LOG: set SMTP_URL", false},
+		{"log asked for", "", "true", "", false},
+		{"log asked for in other words", "", "1", "", false},
+		{"log asked for with a newline", "", "true\n", "", false},
+		{"not a boolean", "", "yes", "MAIL_TO_LOG: want true or false", false},
+		{"both", "smtp://mail.example.com", "true", "SMTP_URL / MAIL_TO_LOG: set one, not both", false},
+		{"mail server", "smtp://mail.example.com", "", "", true},
+		{"mail server, log refused", "smtps://mail.example.com", "false", "", true},
+		{"a bad mail server", "http://mail.example.com", "", "SMTP_URL: ", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := production()
+			m["SMTP_URL"], m["MAIL_TO_LOG"] = tt.smtp, tt.toLog
+			c, err := Load(env(m))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Load() = %v, want it accepted", err)
+				}
+				if (c.SMTPURL != "") != tt.wantSMTP || c.MailToLog == tt.wantSMTP {
+					t.Errorf("SMTPURL %q, MailToLog %v; want mails sent %v", c.SMTPURL, c.MailToLog, tt.wantSMTP)
+				}
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load() = %v, want a problem %q", err, tt.want)
+			}
+			if strings.Contains(tt.want, "set SMTP_URL") && !strings.Contains(err.Error(), "or MAIL_TO_LOG=true") {
+				t.Errorf("the problem does not say how to start with mails to the log: %v", err)
+			}
+		})
 	}
 }
 
