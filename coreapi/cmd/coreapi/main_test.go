@@ -248,6 +248,27 @@ func TestServeRefusesMailsToTheLogUnasked(t *testing.T) {
 	}
 }
 
+// TestServeRefusesLocalhostLinksWithAMailServer: with SMTP_URL set and
+// PUBLIC_BASE_URL left at its default, the mailed links would point at
+// http://localhost:8080; serve and -check-config refuse to start.
+func TestServeRefusesLocalhostLinksWithAMailServer(t *testing.T) {
+	env := serveEnv(t, "postgres://nobody@127.0.0.1:1/none")
+	delete(env, "MAIL_TO_LOG")
+	env["SMTP_URL"] = "smtp://127.0.0.1:1"
+	for _, args := range [][]string{{"serve"}, {"-check-config"}} {
+		var out testkit.LogBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := run(ctx, args, envOf(env), &out)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "PUBLIC_BASE_URL: unset while SMTP_URL is set: mailed links would point at http://localhost:8080") {
+			t.Fatalf("%q with SMTP_URL and no PUBLIC_BASE_URL = %v, want a refusal naming PUBLIC_BASE_URL", args, err)
+		}
+		if strings.Contains(out.String(), `"msg":"listening"`) {
+			t.Errorf("%q listened before refusing", args)
+		}
+	}
+}
+
 // TestLeftoverArgumentsRefused: an argument after a command's flags is
 // refused, not ignored: `serve check-config` started serving instead of
 // checking the configuration, `keys generate -dir D extra` made a key,

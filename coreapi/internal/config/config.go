@@ -745,6 +745,7 @@ func (l loader) mail(c Config) {
 		if _, err := mail.ParseSMTPURL(c.SMTPURL); err != nil {
 			l.Problem("SMTP_URL: %v", err)
 		}
+		l.mailedBase(c)
 	}
 	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || strings.ContainsAny(c.MailFrom, "\r\n") || !mail.ValidAddress(a.Address) {
 		l.Problem("MAIL_FROM: want an address like \"Tollgate <no-reply@example.com>\", got %q", c.MailFrom)
@@ -756,6 +757,24 @@ func (l loader) mail(c Config) {
 			l.linkURL(name, v, true)
 		}
 	}
+}
+
+// mailedBase refuses PUBLIC_BASE_URL left at its default when mails are
+// sent (SMTP_URL): the links would point at the development host. Link
+// templates for all three mails do not make it optional: the discovery
+// documents name the token, introspection, revocation and key-set
+// endpoints under it. Set to the default on purpose, it is taken.
+func (l loader) mailedBase(c Config) {
+	if l.Raw("PUBLIC_BASE_URL") != "" {
+		return
+	}
+	if c.VerifyEmailURL != "" && c.ResetPasswordURL != "" && c.AcceptInvitationURL != "" {
+		l.Failf("PUBLIC_BASE_URL", "unset while SMTP_URL is set: the discovery documents (/.well-known/oauth-authorization-server, "+
+			"/.well-known/openid-configuration) would name their endpoints under %s; set it to the proxy's public URL", DefaultPublicBaseURL)
+		return
+	}
+	l.Failf("PUBLIC_BASE_URL", "unset while SMTP_URL is set: mailed links would point at %s, and so would the discovery documents' endpoints; "+
+		"set it to the proxy's public URL", DefaultPublicBaseURL)
 }
 
 // linkURL checks PUBLIC_BASE_URL (template false) or a link template: the

@@ -534,6 +534,68 @@ func TestMailTransport(t *testing.T) {
 	}
 }
 
+// TestPublicBaseURLWithAMailServer: mails sent through SMTP_URL with
+// PUBLIC_BASE_URL left at its default would carry links to
+// http://localhost:8080, which nobody who gets them can open; coreapi
+// refuses that start. Link templates for every mail do not lift it: the
+// discovery documents name their endpoints under PUBLIC_BASE_URL.
+func TestPublicBaseURLWithAMailServer(t *testing.T) {
+	templates := map[string]string{
+		"VERIFY_EMAIL_URL":      "https://app.example.com/verify?token={token}",
+		"RESET_PASSWORD_URL":    "https://app.example.com/reset?token={token}",
+		"ACCEPT_INVITATION_URL": "https://app.example.com/join?token={token}",
+	}
+	for _, tt := range []struct {
+		name      string
+		base      string // PUBLIC_BASE_URL
+		toLog     bool   // MAIL_TO_LOG=true instead of SMTP_URL
+		templates int    // how many of the link templates are set
+		want      string // a problem holding it; "": accepted
+	}{
+		{"unset", "", false, 0, "PUBLIC_BASE_URL: unset while SMTP_URL is set: mailed links would point at http://localhost:8080"},
+		{"blank", " \n", false, 0, "mailed links would point at http://localhost:8080"},
+		{"unset, some templates", "", false, 2, "mailed links would point at http://localhost:8080"},
+		{"unset, every template", "", false, 3, "PUBLIC_BASE_URL: unset while SMTP_URL is set: the discovery documents"},
+		{"set", "https://auth.example.com", false, 0, ""},
+		{"set, every template", "https://auth.example.com", false, 3, ""},
+		{"set to the default on purpose", DefaultPublicBaseURL, false, 0, ""},
+		{"unset, mails to the log", "", true, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := production()
+			m["PUBLIC_BASE_URL"] = tt.base
+			if tt.toLog {
+				delete(m, "SMTP_URL")
+				m["MAIL_TO_LOG"] = "true"
+			}
+			n := 0
+			for _, name := range []string{"VERIFY_EMAIL_URL", "RESET_PASSWORD_URL", "ACCEPT_INVITATION_URL"} {
+				if n < tt.templates {
+					m[name] = templates[name]
+					n++
+				}
+			}
+			c, err := Load(env(m))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Load() = %v, want it accepted", err)
+				}
+				if want := strings.TrimSpace(tt.base); want != "" && c.PublicBaseURL != want {
+					t.Errorf("PublicBaseURL = %q, want %q", c.PublicBaseURL, want)
+				}
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load() = %v, want a problem %q", err, tt.want)
+			}
+			if len(ce.Problems) != 1 {
+				t.Errorf("problems = %q, want the one", ce.Problems)
+			}
+		})
+	}
+}
+
 func TestMFAKeys(t *testing.T) {
 	m := minimal()
 	c, err := Load(env(m))

@@ -62,7 +62,7 @@ var Vars = append(envconfig.Table{
 	{Name: "SMTP_URL", OneOf: "mail transports", Mask: envconfig.URL, Help: "mail server; set it or MAIL_TO_LOG=true"},
 	{Name: "MAIL_TO_LOG", Default: "false", OneOf: "mail transports", Help: "true: without SMTP_URL, mails (their one-time links included) are written to the log, not sent (development only)"},
 	{Name: "MAIL_FROM", Default: DefaultMailFrom, Help: "sender address"},
-	{Name: "PUBLIC_BASE_URL", Default: DefaultPublicBaseURL, Help: "public URL of the proxy, base of mailed links"},
+	{Name: "PUBLIC_BASE_URL", Default: DefaultPublicBaseURL, Help: "public URL of the proxy, base of mailed links and of the discovery documents' endpoints; required with SMTP_URL"},
 	{Name: "VERIFY_EMAIL_URL", Help: "link template for verification mails"},
 	{Name: "RESET_PASSWORD_URL", Help: "link template for reset mails"},
 	{Name: "ACCEPT_INVITATION_URL", Help: "link template for invitation mails"},
