@@ -112,11 +112,13 @@ func (s *Sender) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		for {
-			n, err := s.SendDue(ctx)
+			n, refused, err := s.sendDue(ctx)
 			if err != nil && ctx.Err() == nil {
 				s.o.Logger.Warn("mail queue", "err", err)
 			}
-			if n < s.o.Batch || err != nil {
+			// A refused session waits out its backoff: another batch now
+			// would open another session the server refuses.
+			if n < s.o.Batch || refused || err != nil {
 				break
 			}
 		}
@@ -149,7 +151,19 @@ type claimed struct {
 // many it claimed. The claim is committed before sending (attempts counted,
 // next_attempt_at pushed by the lease), so no transaction stays open
 // during SMTP and a sender that dies mid-send leaves its rows to others.
+// A failure of the mail server's session (ErrSession) ends the batch: the
+// rows not yet tried would each open a session the server refuses alike
+// (a server refusing AUTH would see a failed login per row, and some lock
+// the account after a few), so they are given back, due with the failed
+// row's retry.
 func (s *Sender) SendDue(ctx context.Context) (int, error) {
+	n, _, err := s.sendDue(ctx)
+	return n, err
+}
+
+// sendDue is SendDue, also telling whether the batch ended at a refused
+// session.
+func (s *Sender) sendDue(ctx context.Context) (n int, refused bool, err error) {
 	const qClaim = `
 UPDATE mail_queue q SET attempts = q.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
 FROM (
@@ -163,38 +177,44 @@ WHERE q.id = c.id
 RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts`
 	rows, err := s.o.Pool.Query(ctx, qClaim, s.o.Batch, s.o.Lease.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("claim mail: %w", err)
+		return 0, false, fmt.Errorf("claim mail: %w", err)
 	}
 	batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
 	if err != nil {
-		return 0, fmt.Errorf("claim mail: %w", err)
+		return 0, false, fmt.Errorf("claim mail: %w", err)
 	}
 	for i, m := range batch {
 		if ctx.Err() != nil { // stopping: the rows not yet tried go back
-			return len(batch), errors.Join(ctx.Err(), s.giveBack(ctx, batch[i:]...))
+			return len(batch), false, errors.Join(ctx.Err(), s.giveBack(ctx, 0, batch[i:]...))
 		}
-		if err := s.deliver(ctx, m); err != nil {
+		retry, err := s.deliver(ctx, m)
+		if err != nil {
 			if ctx.Err() != nil {
-				err = errors.Join(err, s.giveBack(ctx, batch[i+1:]...))
+				err = errors.Join(err, s.giveBack(ctx, 0, batch[i+1:]...))
 			}
-			return len(batch), err
+			return len(batch), false, err
+		}
+		if retry > 0 {
+			return len(batch), true, s.giveBack(ctx, retry, batch[i+1:]...)
 		}
 	}
-	return len(batch), nil
+	return len(batch), false, nil
 }
 
-// giveBack returns claimed rows the sender's stop kept from going out:
-// due now, for another replica (or this one once restarted), without the
-// attempt their claim counted, rather than after the lease. A row claimed
-// again since (its lease ended) is left alone.
-func (s *Sender) giveBack(ctx context.Context, ms ...claimed) error {
+// giveBack returns claimed rows that did not go out, without the attempt
+// their claim counted, due after the given delay rather than after the
+// lease: at once (0) for the rows the sender's stop kept from going out,
+// for another replica (or this one once restarted); with the failed row's
+// retry for those a refused session kept back. A row claimed again since
+// (its lease ended) is left alone.
+func (s *Sender) giveBack(ctx context.Context, after time.Duration, ms ...claimed) error {
 	const q = `
-UPDATE mail_queue SET attempts = attempts - 1, next_attempt_at = now()
+UPDATE mail_queue SET attempts = attempts - 1, next_attempt_at = now() + make_interval(secs => $3)
 WHERE id = $1 AND attempts = $2 AND status = 'pending'`
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	for _, m := range ms {
-		if _, err := s.o.Pool.Exec(ctx, q, m.ID, m.Attempts); err != nil {
+		if _, err := s.o.Pool.Exec(ctx, q, m.ID, m.Attempts, after.Seconds()); err != nil {
 			return fmt.Errorf("give back mail %d: %w", m.ID, err)
 		}
 	}
@@ -205,7 +225,10 @@ WHERE id = $1 AND attempts = $2 AND status = 'pending'`
 // end with the sender's context.
 const recordTimeout = 5 * time.Second
 
-func (s *Sender) deliver(ctx context.Context, m claimed) error {
+// deliver sends m and records the outcome. For a failure of the mail
+// server's session (ErrSession) it returns the delay of m's retry, which
+// the rest of the batch waits as well; else 0.
+func (s *Sender) deliver(ctx context.Context, m claimed) (time.Duration, error) {
 	const (
 		// The claim covers the whole batch, whose rows are sent one after
 		// the other: a slow mail server can make the batch outlast the
@@ -227,13 +250,13 @@ UPDATE mail_queue SET last_error = $2,
 WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	)
 	if tag, err := s.o.Pool.Exec(ctx, qRenew, m.ID, m.Attempts, s.o.Lease.Seconds()); err != nil {
-		return fmt.Errorf("renew the lease of mail %d: %w", m.ID, err)
+		return 0, fmt.Errorf("renew the lease of mail %d: %w", m.ID, err)
 	} else if tag.RowsAffected() == 0 {
-		return nil
+		return 0, nil
 	}
 	var d Data
 	if err := json.Unmarshal(m.Data, &d); err != nil {
-		return fmt.Errorf("mail %d: data: %w", m.ID, err)
+		return 0, fmt.Errorf("mail %d: data: %w", m.ID, err)
 	}
 	tok := ""
 	if m.Token != nil {
@@ -255,16 +278,16 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	// runs to its end, and a mail it delivered but left pending would be
 	// sent again after the lease, its token kept until then.
 	if sendErr != nil && ctx.Err() != nil {
-		return errors.Join(ctx.Err(), s.giveBack(ctx, m))
+		return 0, errors.Join(ctx.Err(), s.giveBack(ctx, 0, m))
 	}
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	if sendErr == nil {
 		if _, err := s.o.Pool.Exec(rec, qSent, m.ID); err != nil {
-			return fmt.Errorf("mark mail %d sent: %w", m.ID, err)
+			return 0, fmt.Errorf("mark mail %d sent: %w", m.ID, err)
 		}
 		s.sent.Inc()
-		return nil
+		return 0, nil
 	}
 	permanent := errors.Is(sendErr, ErrPermanent)
 	park := permanent || m.Attempts >= s.o.MaxAttempts
@@ -284,9 +307,12 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", sendErr)
 	}
 	if _, err := s.o.Pool.Exec(rec, qFail, m.ID, clip.Text(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
-		return fmt.Errorf("record mail %d failure: %w", m.ID, err)
+		return 0, fmt.Errorf("record mail %d failure: %w", m.ID, err)
 	}
-	return nil
+	if errors.Is(sendErr, ErrSession) && !permanent {
+		return delay, nil
+	}
+	return 0, nil
 }
 
 // Prune deletes sent rows older than Retain and parked rows queued more

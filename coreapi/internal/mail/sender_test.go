@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -217,12 +218,28 @@ func TestPermanentFailureParks(t *testing.T) {
 	}
 }
 
+// countingTransport counts the sessions a sender opens: SMTP.Send opens
+// one per mail.
+type countingTransport struct {
+	next mail.Transport
+	n    *atomic.Int32
+}
+
+func (c countingTransport) Send(ctx context.Context, m mail.Outgoing) error {
+	c.n.Add(1)
+	return c.next.Send(ctx, m)
+}
+
 // A mail server that refuses the session (the connection, TLS, its
 // greeting, AUTH, or MAIL FROM for the sender: a wrong SMTP_URL or
 // MAIL_FROM, a server that wants TLS or a password) refuses every mail
-// alike, for a reason none of them has: each stays pending with its token,
-// the failure is counted temporary and retried with the backoff, nothing
-// is parked, and every mail goes out once the server is set right.
+// alike, for a reason none of them has: nothing is parked, every mail
+// stays pending with its token, and every mail goes out once the server is
+// set right. The first refusal ends the batch: one session is opened (one
+// login a server refusing AUTH sees, where each mail of the batch made
+// one), the failure counted temporary and retried with the backoff, and
+// the mails not tried are given back without an attempt or an error, due
+// with the failed mail's retry.
 func TestSessionRefusalParksNothing(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -244,6 +261,7 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 		{"AUTH 535", "smtp://user:wrong@%s?starttls=off", func(s *mailtest.Server, on int) { s.FailAuth(on != 0) }, 535, "535"},
 		{"MAIL FROM 530 (STARTTLS or AUTH first)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseMail, 530, "530"},
 		{"MAIL FROM 553 (sender not allowed)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseMail, 553, "553"},
+		{"MAIL FROM 451", "smtp://%s?starttls=off", (*mailtest.Server).RefuseMail, 451, "451"},
 		{"RCPT TO 530 (AUTH first)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseRcpt, 530, "530"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -253,7 +271,8 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 				url = fmt.Sprintf(url, r.smtp.Addr)
 			}
 			reg := prometheus.NewRegistry()
-			failing, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: mustSMTP(t, url),
+			var sessions atomic.Int32
+			failing, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: countingTransport{mustSMTP(t, url), &sessions},
 				From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg,
 				BackoffBase: time.Hour, BackoffMax: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
 			if err != nil {
@@ -270,11 +289,23 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 			}
 			r.enqueue(t, msgs...)
 			if n, err := failing.SendDue(context.Background()); err != nil || n != 3 {
-				t.Fatalf("SendDue = %d, %v; want the 3 mails tried", n, err)
+				t.Fatalf("SendDue = %d, %v; want the 3 mails claimed", n, err)
 			}
-			var due []bool
-			rows, _ := r.db.Pool.Query(context.Background(), `SELECT next_attempt_at > now() + interval '30 minutes' FROM mail_queue ORDER BY id`)
-			if due, err = pgx.CollectRows(rows, pgx.RowTo[bool]); err != nil {
+			if got := sessions.Load(); got != 1 {
+				t.Errorf("%d sessions opened, want 1: the first refusal ends the batch", got)
+			}
+			if tc.code == 535 {
+				if got := r.smtp.AuthAttempts(); got != 1 {
+					t.Errorf("the server saw %d AUTH attempts, want 1", got)
+				}
+			}
+			type timing struct{ AfterBackoff, NoLaterThanFirst bool }
+			rows, _ := r.db.Pool.Query(context.Background(), `
+SELECT next_attempt_at > now() + interval '30 minutes',
+       next_attempt_at <= (SELECT next_attempt_at FROM mail_queue ORDER BY id LIMIT 1) + interval '1 second'
+FROM mail_queue ORDER BY id`)
+			due, err := pgx.CollectRows(rows, pgx.RowToStructByPos[timing])
+			if err != nil {
 				t.Fatal(err)
 			}
 			for i, row := range r.rows(t) {
@@ -282,13 +313,18 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 				if row.LastErr != nil {
 					lastErr = *row.LastErr
 				}
-				if row.Status != "pending" || row.Token == nil || row.Attempts != 1 || !strings.Contains(lastErr, tc.want) || !due[i] {
-					t.Errorf("mail %d after the session was refused: %s, token kept %t, %d attempts, error %q, retried after the backoff %t; want pending, token kept, 1 attempt, the error (%q) recorded, retried after the backoff",
-						i+1, row.Status, row.Token != nil, row.Attempts, lastErr, due[i], tc.want)
+				if i == 0 {
+					if row.Status != "pending" || row.Token == nil || row.Attempts != 1 || !strings.Contains(lastErr, tc.want) || !due[i].AfterBackoff {
+						t.Errorf("mail 1, which met the refusal: %s, token kept %t, %d attempts, error %q, retried after the backoff %t; want pending, token kept, 1 attempt, the error (%q) recorded, retried after the backoff",
+							row.Status, row.Token != nil, row.Attempts, lastErr, due[i].AfterBackoff, tc.want)
+					}
+				} else if row.Status != "pending" || row.Token == nil || row.Attempts != 0 || row.LastErr != nil || !due[i].AfterBackoff || !due[i].NoLaterThanFirst {
+					t.Errorf("mail %d, not tried: %s, token kept %t, %d attempts, error %q, due after the backoff %t, no later than mail 1 %t; want pending, token kept, 0 attempts, no error, due with mail 1's retry",
+						i+1, row.Status, row.Token != nil, row.Attempts, lastErr, due[i].AfterBackoff, due[i].NoLaterThanFirst)
 				}
 			}
-			if got, parked := failures(reg, "temporary"), failures(reg, "permanent"); got != 3 || parked != 0 {
-				t.Errorf("failures: %v temporary, %v permanent; want 3 temporary", got, parked)
+			if got, parked := failures(reg, "temporary"), failures(reg, "permanent"); got != 1 || parked != 0 {
+				t.Errorf("failures: %v temporary, %v permanent; want 1 temporary", got, parked)
 			}
 			if tc.refuse != nil {
 				tc.refuse(r.smtp, 0)
@@ -300,6 +336,180 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 			for _, m := range msgs {
 				if got := r.smtp.WaitFor(t, m.To, "Confirm", 5*time.Second).Token(); got != m.Token {
 					t.Errorf("mail to %s has the link token %q, want %q", m.To, got, m.Token)
+				}
+			}
+		})
+	}
+}
+
+// A refused session also ends the sender's round: Run claims batch after
+// batch while they come full, and each would open one more session the
+// server refuses. Five mails in batches of two meet one AUTH refusal, not
+// three, until the backoff ends.
+func TestSessionRefusalEndsTheRound(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.FailAuth(true)
+	var sessions atomic.Int32
+	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
+		Transport: countingTransport{mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"), &sessions},
+		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Batch: 2, Poll: time.Hour, BackoffBase: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []mail.Message
+	for _, to := range []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com"} {
+		m := verify
+		m.To = to
+		msgs = append(msgs, m)
+	}
+	r.enqueue(t, msgs...)
+	// The end of the round: Run prunes once its batches are done, here a
+	// sent row of 8 days ago.
+	r.enqueue(t, verify)
+	if _, err := r.db.Pool.Exec(context.Background(), `
+UPDATE mail_queue SET status = 'sent', token = NULL, sent_at = now() - interval '8 days'
+WHERE id = (SELECT max(id) FROM mail_queue)`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		stop()
+		<-done
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var left int
+		if err := r.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM mail_queue WHERE status = 'sent'`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sender's first round did not end within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, auth := sessions.Load(), r.smtp.AuthAttempts(); got != 1 || auth != 1 {
+		t.Errorf("first round: %d sessions, %d AUTH attempts; want 1 of each", got, auth)
+	}
+	var tried int
+	if err := r.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM mail_queue WHERE attempts > 0`).Scan(&tried); err != nil {
+		t.Fatal(err)
+	}
+	if tried != 1 {
+		t.Errorf("%d mails with an attempt counted, want 1", tried)
+	}
+}
+
+// A connection lost at a mail's RCPT TO, without an answer, is no answer
+// about the mail: it is the session's, retried with the backoff, and it
+// ends the batch as a refusal does.
+func TestConnectionLostAtRcptEndsTheBatch(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				tc := textproto.NewConn(c)
+				if tc.PrintfLine("220 hangup ESMTP") != nil {
+					return
+				}
+				for {
+					line, err := tc.ReadLine()
+					if err != nil || strings.HasPrefix(strings.ToUpper(line), "RCPT") {
+						return // hung up, unanswered
+					}
+					if strings.HasPrefix(strings.ToUpper(line), "EHLO") {
+						err = tc.PrintfLine("250 hangup")
+					} else {
+						err = tc.PrintfLine("250 ok")
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	var sessions atomic.Int32
+	r := newRig(t, mail.SenderOptions{})
+	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
+		Transport: countingTransport{mustSMTP(t, "smtp://"+ln.Addr().String()+"?starttls=off"), &sessions},
+		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		BackoffBase: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := verify, verify
+	a.To, b.To = "a@example.com", "b@example.com"
+	r.enqueue(t, a, b)
+	if _, err := s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := sessions.Load(); got != 1 {
+		t.Errorf("%d sessions opened, want 1", got)
+	}
+	rows := r.rows(t)
+	if rows[0].Status != "pending" || rows[0].Attempts != 1 || rows[0].Token == nil || rows[0].LastErr == nil {
+		t.Errorf("mail 1, whose connection was lost: %+v; want pending, 1 attempt, token kept, the error recorded", rows[0])
+	}
+	if rows[1].Status != "pending" || rows[1].Attempts != 0 || rows[1].Token == nil || rows[1].LastErr != nil {
+		t.Errorf("mail 2, not tried: %+v; want pending, 0 attempts, token kept, no error", rows[1])
+	}
+}
+
+// A mail's own refusal (an answer to its RCPT TO or DATA, 5xx or 4xx) is
+// no refusal of the session: the batch goes on with the other mails.
+func TestMailRefusalGoesOnWithTheBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		refuse func(*mailtest.Server, int)
+		code   int
+		status string
+	}{
+		{"RCPT TO 550", (*mailtest.Server).RefuseRcpt, 550, "parked"},
+		{"RCPT TO 450", (*mailtest.Server).RefuseRcpt, 450, "pending"},
+		{"DATA 554", (*mailtest.Server).Refuse, 554, "parked"},
+		{"DATA 451", (*mailtest.Server).Refuse, 451, "pending"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sessions atomic.Int32
+			r := newRig(t, mail.SenderOptions{})
+			s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: countingTransport{mustSMTP(t, r.smtp.URL()+"?starttls=off"), &sessions},
+				From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Links: mail.DefaultLinks("http://localhost:8080")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.refuse(r.smtp, tc.code)
+			var msgs []mail.Message
+			for _, to := range []string{"a@example.com", "b@example.com", "c@example.com"} {
+				m := verify
+				m.To = to
+				msgs = append(msgs, m)
+			}
+			r.enqueue(t, msgs...)
+			if n, err := s.SendDue(context.Background()); err != nil || n != 3 {
+				t.Fatalf("SendDue = %d, %v; want the 3 mails claimed", n, err)
+			}
+			if got := sessions.Load(); got != 3 {
+				t.Errorf("%d sessions opened, want 3: one per mail", got)
+			}
+			for i, row := range r.rows(t) {
+				if row.Status != tc.status || row.Attempts != 1 || row.LastErr == nil || !strings.Contains(*row.LastErr, fmt.Sprint(tc.code)) {
+					t.Errorf("mail %d: %+v; want %s after 1 attempt, the %d recorded", i+1, row, tc.status, tc.code)
 				}
 			}
 		})

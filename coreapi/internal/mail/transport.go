@@ -26,7 +26,8 @@ type Outgoing struct {
 }
 
 // Transport delivers one message. An error wrapping ErrPermanent is not
-// retried.
+// retried; one wrapping ErrSession keeps the other mails of the batch
+// back until the failed one's retry.
 type Transport interface {
 	Send(ctx context.Context, m Outgoing) error
 }
@@ -34,6 +35,11 @@ type Transport interface {
 // ErrPermanent marks a delivery that retrying cannot fix (SMTP 5xx to the
 // mail's recipient or content).
 var ErrPermanent = errors.New("permanent delivery failure")
+
+// ErrSession marks a failure of the mail server's session, not of the mail
+// (see refusesTheMail): every other mail would meet it alike, each in a
+// session of its own.
+var ErrSession = errors.New("mail server session failed")
 
 // SMTP sends over SMTP with github.com/wneessen/go-mail.
 type SMTP struct {
@@ -109,7 +115,7 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
 	c, err := gomail.NewClient(s.host, s.opts...)
 	if err != nil {
-		return fmt.Errorf("smtp client: %w", err)
+		return fmt.Errorf("%w: smtp client: %w", ErrSession, err)
 	}
 	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
 		// The server accepted the message (250 after DATA), and what
@@ -122,6 +128,9 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 		}
 		if refusesTheMail(err) {
 			return fmt.Errorf("%w: %v", ErrPermanent, err)
+		}
+		if !answersTheMail(err) {
+			return fmt.Errorf("%w: %w", ErrSession, err)
 		}
 		return fmt.Errorf("smtp send: %w", err)
 	}
@@ -139,19 +148,36 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 // for those would scrub every link for an operator's mistake: they are
 // retried with the backoff instead, as a mail server that is down is.
 func refusesTheMail(err error) bool {
+	code, ok := mailAnswer(err)
+	return ok && code >= 500 && code <= 599
+}
+
+// answersTheMail tells whether err is the server's answer to the mail's
+// own RCPT TO or DATA, other than a 530: a 4xx there is the mail's too (a
+// full mailbox, greylisting), and the batch's other mails go on. Any other
+// failure, a connection lost or timed out without an answer included, is
+// the session's (ErrSession).
+func answersTheMail(err error) bool {
+	_, ok := mailAnswer(err)
+	return ok
+}
+
+// mailAnswer is the SMTP code (4xx or 5xx, no 530) err answered the mail's
+// RCPT TO or DATA with.
+func mailAnswer(err error) (int, bool) {
 	var se *gomail.SendError
 	if !errors.As(err, &se) {
-		return false
+		return 0, false
 	}
 	code := se.ErrorCode()
-	if code < 500 || code > 599 || code == 530 {
-		return false
+	if code < 400 || code > 599 || code == 530 {
+		return 0, false
 	}
 	switch se.Reason {
 	case gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
-		return true
+		return code, true
 	}
-	return false
+	return 0, false
 }
 
 // subjectHeader is the Subject header's value for subject. One of

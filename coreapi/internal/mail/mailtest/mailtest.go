@@ -47,6 +47,7 @@ type Server struct {
 	// FROM or RCPT TO is answered with.
 	greet, refuseMail, refuseRcpt int
 	failAuth                      bool // offer AUTH CRAM-MD5 and refuse it with 535
+	authAttempts                  int  // AUTH commands received
 	// hangUp: once a message is accepted, its connection is closed
 	// when the client sends its next command (RSET, QUIT), unanswered.
 	hangUp bool
@@ -161,6 +162,14 @@ func (s *Server) FailAuth(on bool) {
 	s.mu.Unlock()
 }
 
+// AuthAttempts is how many AUTH commands the server has received (each a
+// login a real server would count against the account).
+func (s *Server) AuthAttempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authAttempts
+}
+
 // RefuseMail makes MAIL FROM answer code (e.g. 530 or 553); 0 accepts
 // again.
 func (s *Server) RefuseMail(code int) {
@@ -267,7 +276,12 @@ func (x *session) AuthMechanisms() []string {
 	return nil
 }
 
-func (x *session) Auth(string) (sasl.Server, error) { return &refusedAuth{}, nil }
+func (x *session) Auth(string) (sasl.Server, error) {
+	x.s.mu.Lock()
+	x.s.authAttempts++
+	x.s.mu.Unlock()
+	return &refusedAuth{}, nil
+}
 
 // refusedAuth sends a CRAM-MD5 challenge and refuses whatever answers it.
 type refusedAuth struct{ challenged bool }
