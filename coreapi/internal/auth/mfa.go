@@ -984,7 +984,9 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 // that was lost, or codes nearly used up). Like disabling the factor, it
 // needs a second factor given by this session within MFAMaxAge (step up
 // first): a session alone, stolen or left open, must not mint itself a
-// way past the factor.
+// way past the factor. The owner's verified address is told
+// (noticeOwner): the new codes are a way past the factor for whoever
+// asked for them.
 func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
 	id := httpapi.IdentityOf(c)
@@ -1017,6 +1019,9 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 			return errStale
 		}
 		if err := storeRecoveryCodes(ctx, tx, id.UserID, codes); err != nil {
+			return err
+		}
+		if err := noticeOwner(ctx, tx, id.UserID, mail.KindRecoveryCodes, s.now()); err != nil {
 			return err
 		}
 		return audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,

@@ -199,6 +199,46 @@ func TestSecondFactorNotices(t *testing.T) {
 	}
 }
 
+// TestRecoveryCodesNotice: new recovery codes tell the account's
+// verified address, once, as a way past the second factor for whoever
+// asked for them; a request refused for want of a recent second factor
+// mails nothing, and an address never proven hears nothing.
+func TestRecoveryCodesNotice(t *testing.T) {
+	e := start(t, cheap)
+	box := e.mailbox(t)
+	regen := func(as *identity.Identity) apitest.Response {
+		return e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil)
+	}
+	stepUp := func(as *identity.Identity, secret string) {
+		t.Helper()
+		r := e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
+		wantStatus(t, "step up", r, http.StatusOK, "")
+	}
+	const addr = "codes@example.com"
+	tk, secret, _ := e.mfaUser(t, addr)
+	as := e.identityFor(t, tk)
+	// Proven after the enrolment, which so told nobody.
+	e.verifyAddress(t, as.UserID)
+	// The confirmation is no step-up: the session gave no second factor.
+	wantStatus(t, "new codes without a recent factor", regen(as), http.StatusUnauthorized, "insufficient_user_authentication")
+	if n := len(box.to(t, addr)); n != 0 {
+		t.Fatalf("%d mails after a refused request, want none", n)
+	}
+	stepUp(as, secret)
+	from := time.Now()
+	wantStatus(t, "new codes", regen(as), http.StatusOK, "")
+	wantNotice(t, box.one(t, addr, 0), "New recovery codes were made", "New recovery codes for the second factor", from, time.Now())
+
+	const unproven = "unproven-codes@example.com"
+	tk, secret, _ = e.mfaUser(t, unproven)
+	as = e.identityFor(t, tk)
+	stepUp(as, secret)
+	wantStatus(t, "new codes of an unproven account", regen(as), http.StatusOK, "")
+	if n := len(box.to(t, unproven)); n != 0 {
+		t.Errorf("%d mails to an address never proven, want none", n)
+	}
+}
+
 // TestAdminMFAResetNotice: a tenant admin's reset of a member's second
 // factor tells the member's verified address that an administrator did
 // it; a refused reset mails nothing.

@@ -1,7 +1,7 @@
 // Package mail delivers the account mails (email verification, password
 // reset, invitation, the notice of an email change to the previous
-// address, and the security notices of a password or second-factor change
-// to the account's address) without losing or blocking anything.
+// address, and the security notices of a password or second-factor change,
+// new recovery codes included, to the account's address) without losing or blocking anything.
 //
 // A mail is a row of mail_queue written with Enqueue inside the
 // transaction of the change that causes it, so it commits or rolls back
@@ -45,15 +45,18 @@ const (
 	// (and no token).
 	KindEmailChanged Kind = "email_changed"
 	// The security notices tell an account's verified address that its
-	// password changed, or that a second factor was enabled, disabled by
-	// the owner or reset by an administrator, so that a change made by
-	// someone else holding the password or a session is noticed. They
+	// password changed, that a second factor was enabled, disabled by the
+	// owner or reset by an administrator, or that new recovery codes were
+	// made (a way past the factor for whoever asked for them), so that a
+	// change made by someone else holding the password or a session is
+	// noticed. They
 	// carry no token; their link (Links.ForgotPassword) asks for a reset
 	// link, which goes to the account's address.
 	KindPasswordChanged Kind = "password_changed"
 	KindMFAEnabled      Kind = "mfa_enabled"
 	KindMFADisabled     Kind = "mfa_disabled"
 	KindMFAReset        Kind = "mfa_reset"
+	KindRecoveryCodes   Kind = "mfa_recovery_codes_regenerated"
 )
 
 // hasToken reports whether mails of kind k carry a link with a one-time

@@ -23,7 +23,7 @@ type kindTemplates struct {
 
 // templates holds every kind; templates/<kind>.subject, .txt and .html.
 var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation, KindEmailChanged,
-	KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset)
+	KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes)
 
 var funcs = map[string]any{
 	"date": func(t time.Time) string { return t.UTC().Format("2 January 2006 15:04 MST") },
@@ -96,7 +96,7 @@ func (l Links) of(k Kind) string {
 		return l.ResetPassword
 	case KindInvitation:
 		return l.AcceptInvitation
-	case KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset:
+	case KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes:
 		return l.ForgotPassword
 	}
 	return "" // a kind without a link

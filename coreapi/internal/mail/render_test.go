@@ -63,6 +63,7 @@ func TestSecurityNotices(t *testing.T) {
 		{mail.KindMFAEnabled, "A second factor was set up for your account", "was set up for the Tollgate account of\na@example.com"},
 		{mail.KindMFADisabled, "The second factor of your account was turned off", "second factor of the Tollgate account of a@example.com was turned off"},
 		{mail.KindMFAReset, "The second factor of your account was removed by an administrator", "An administrator removed the second factor of the Tollgate account of a@example.com"},
+		{mail.KindRecoveryCodes, "New recovery codes were made for your account", "New recovery codes for the second factor of the Tollgate account of a@example.com\nwere made on"},
 	} {
 		got, err := mail.DefaultLinks("https://auth.example.test/").Render(c.kind, "a@example.com", "", mail.Data{At: at})
 		if err != nil {
