@@ -58,6 +58,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/replay"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
@@ -119,8 +120,8 @@ type Config struct {
 	// MaxBodyBytes bounds the body read to hash it; a longer body is 413.
 	// 0 selects DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// Logger receives one debug line per rejected request (the reason);
-	// nil logs nothing.
+	// Logger receives one debug line per rejected request (the reason,
+	// and the path cut to logging.MaxPathBytes); nil logs nothing.
 	Logger *slog.Logger
 	// Now is the clock; nil selects time.Now.
 	Now func() time.Time
@@ -351,11 +352,15 @@ func (v *Verifier) reject(w http.ResponseWriter, r *http.Request, err error) {
 // headers (the reason, identity.Reason of err, and the path) to the
 // configured Logger, if any. The middleware calls it for every refusal;
 // adapters for other frameworks call it too, so that every app built on
-// the SDK logs the same lines.
+// the SDK logs the same lines. The path is cut as the services cut it
+// (logging.ClipPath): whoever reaches the app's port chooses it, unsigned,
+// as long as the server's header limit allows (1 MiB by default in
+// net/http), and a line longer than the container runtime's 16 KiB is
+// split into parts that no longer parse as JSON.
 func (v *Verifier) LogRejected(ctx context.Context, path string, err error) {
 	if v.log != nil {
 		v.log.LogAttrs(ctx, slog.LevelDebug, "identity rejected",
-			slog.String("reason", identity.Reason(err)), slog.String("path", path))
+			slog.String("reason", identity.Reason(err)), slog.String("path", logging.ClipPath(path)))
 	}
 }
 

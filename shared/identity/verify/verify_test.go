@@ -25,6 +25,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -538,6 +539,39 @@ func TestMiddlewareRefusesReplays(t *testing.T) {
 	}
 	if ran != 3 {
 		t.Fatalf("the handler ran %d times, want 3 (first, new request id, new timestamp)", ran)
+	}
+}
+
+// TestRejectedPathClipped: the debug line of a refused request carries
+// its path cut to logging.MaxPathBytes, as the services log paths: the
+// sender of an unsigned request chooses the path's length.
+func TestRejectedPathClipped(t *testing.T) {
+	var logs bytes.Buffer
+	v, err := verify.New(verify.Config{Keys: []identity.Key{curKey},
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := v.Middleware(http.HandlerFunc(echo))
+	for _, path := range []string{"/notes", "/notes/" + strings.Repeat("a", 64<<10)} {
+		logs.Reset()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if w.Code != http.StatusUnauthorized {
+			t.Fatalf("unsigned request: %d", w.Code)
+		}
+		var line struct{ Msg, Reason, Path string }
+		if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
+			t.Fatalf("the log is not one JSON line: %v\n%.200s", err, logs.String())
+		}
+		want := path // ASCII: cut at the limit itself
+		if len(want) > logging.MaxPathBytes {
+			want = want[:logging.MaxPathBytes]
+		}
+		if line.Msg != "identity rejected" || line.Reason != "missing" || line.Path != want {
+			t.Errorf("path of %d bytes: logged %q, reason %q, a path of %d bytes; want identity rejected, missing, its first %d bytes",
+				len(path), line.Msg, line.Reason, len(line.Path), len(want))
+		}
 	}
 }
 
