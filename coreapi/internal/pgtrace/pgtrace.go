@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
@@ -145,12 +146,27 @@ func QueryTracer(o PoolOptions) pgx.QueryTracer {
 		otelpgx.WithDisableConnectionDetailsInAttributes()))
 }
 
+// DefaultConnectTimeout bounds each new connection (TCP, TLS and the
+// server's start-up answer) when the connection string sets no
+// connect_timeout (nor PGCONNECT_TIMEOUT). Without it pgx waits as long as
+// the operating system does: a database that does not answer (a network
+// partition, a failover to a stale address, packets dropped) held every
+// connection attempt for minutes, or for ever once the TCP connection was
+// accepted, and the pool's attempts run on after the caller has given up.
+const DefaultConnectTimeout = 5 * time.Second
+
 // NewPool opens a pgx pool on url with the tracer installed. It does not
-// wait for the database: readiness reports that.
+// wait for the database: readiness reports that. A connection attempt
+// gives up after the url's connect_timeout, DefaultConnectTimeout when it
+// sets none (connect_timeout=0, "wait indefinitely" in libpq's words,
+// counts as none).
 func NewPool(ctx context.Context, url string, o PoolOptions) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns

@@ -3,11 +3,14 @@ package pgtrace
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/silent"
 )
 
 func TestCounter(t *testing.T) {
@@ -117,5 +120,58 @@ func TestNewContext(t *testing.T) {
 	Tracer{}.TraceQueryStart(derived, nil, pgx.TraceQueryStartData{SQL: "BEGIN"})
 	if c.Queries() != 1 || c.Transactions() != 1 {
 		t.Fatalf("%d queries, %d transactions; want 1, 1", c.Queries(), c.Transactions())
+	}
+}
+
+// TestConnectTimeout: a connection string without connect_timeout gets
+// DefaultConnectTimeout, so that a connection attempt to a database that
+// accepts and never answers gives up (it waited for as long as the
+// connection stayed open: for ever); a timeout the operator set, in the
+// URL or PGCONNECT_TIMEOUT, is kept.
+func TestConnectTimeout(t *testing.T) {
+	addr := silent.Addr(t)
+	open := func(t *testing.T, query string) *pgxpool.Pool {
+		t.Helper()
+		pool, err := NewPool(context.Background(), "postgres://tollgate@"+addr+"/tollgate"+query, PoolOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		return pool
+	}
+	for _, tc := range []struct {
+		name, query, env string
+		want             time.Duration
+	}{
+		{"unset", "", "", DefaultConnectTimeout},
+		{"zero", "?connect_timeout=0", "", DefaultConnectTimeout},
+		{"set in the url", "?connect_timeout=1", "", time.Second},
+		{"set in the environment", "", "2", 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("PGCONNECT_TIMEOUT", tc.env)
+			}
+			if got := open(t, tc.query).Config().ConnConfig.ConnectTimeout; got != tc.want {
+				t.Errorf("ConnectTimeout = %s, want %s", got, tc.want)
+			}
+		})
+	}
+
+	// A ping without a deadline of its own gives up at the bound.
+	pool := open(t, "")
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- pool.Ping(context.Background()) }()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("ping of a database that never answers succeeded")
+		}
+		if d := time.Since(start); d < DefaultConnectTimeout-time.Second {
+			t.Errorf("ping gave up after %s, before DefaultConnectTimeout (%s): %v", d, DefaultConnectTimeout, err)
+		}
+	case <-time.After(DefaultConnectTimeout + 10*time.Second):
+		t.Fatalf("ping of a database that never answers still waiting after %s", time.Since(start))
 	}
 }
