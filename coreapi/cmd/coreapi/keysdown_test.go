@@ -21,9 +21,11 @@ import (
 )
 
 // switchedForward listens on a local port and, while down is set, closes
-// every connection at once (a database that does not answer); otherwise
-// it relays them to target.
-func switchedForward(t *testing.T, target string, down *atomic.Bool) string {
+// every connection at once (a database that refuses), or with silent holds
+// it open unanswered until the test ends (one that does not answer at
+// all: a partition, a failover to a stale address); otherwise it relays
+// them to target.
+func switchedForward(t *testing.T, target string, down *atomic.Bool, silent bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,7 +39,11 @@ func switchedForward(t *testing.T, target string, down *atomic.Bool) string {
 				return
 			}
 			if down.Load() {
-				a.Close()
+				if silent {
+					t.Cleanup(func() { a.Close() })
+				} else {
+					a.Close()
+				}
 				continue
 			}
 			b, err := net.Dial("tcp", target)
@@ -66,7 +72,7 @@ func TestServeStartedWithoutDatabase(t *testing.T) {
 	}
 	var down atomic.Bool
 	down.Store(true)
-	u.Host = switchedForward(t, u.Host, &down)
+	u.Host = switchedForward(t, u.Host, &down, false)
 	env := serveEnv(t, u.String())
 	var out testkit.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -31,6 +32,18 @@ import (
 // accessLinesInterval is how often buffered access lines are written at
 // least.
 const accessLinesInterval = 100 * time.Millisecond
+
+// startupDBTimeout bounds, together, the steps of serve's start that wait
+// for the database before it listens (the schema check, the case mapping,
+// the signing keys' first sightings): a database that does not answer
+// delays /healthz by this much at most, far within the startup probe.
+// What did not get an answer is done once the database answers
+// (checkDatabaseLater).
+const startupDBTimeout = 5 * time.Second
+
+// startupRetryEvery paces the database checks of a start that did not get
+// an answer, until one does.
+const startupRetryEvery = time.Second
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -90,19 +103,24 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pool.Close()
+	// Every step of the start that waits for the database shares one
+	// deadline: a database that does not answer at all (a partition, a
+	// failover to a stale address) must not keep /healthz down until the
+	// startup probe kills the pod, again and again.
+	startCtx, startDone := context.WithTimeout(ctx, startupDBTimeout)
+	defer startDone()
 	// An older schema would answer requests with 500s: refuse to start and
-	// say what to run. An unreachable database is not a reason to refuse
-	// (readiness reports it until it answers).
-	if err := schema.Check(ctx, pool); errors.Is(err, schema.ErrOutdated) {
+	// say what to run. An unreachable database is not a reason to refuse:
+	// serve starts not ready, and checks once the database answers
+	// (checkDatabaseLater), before any background work runs.
+	checked := make(chan struct{}) // closed once the database was checked
+	if err := checkDatabase(startCtx, pool, log); errors.Is(err, schema.ErrOutdated) {
 		return err
 	} else if err != nil {
-		log.Warn("schema version not checked", "err", err)
-	}
-
-	if ok, ctype, err := schema.CaseMapping(ctx, pool); err == nil && !ok {
-		log.Warn("the database lowercases ASCII letters only (LC_CTYPE "+ctype+"): addresses that differ in the case of a non-ASCII letter "+
-			"are two accounts to the database and one to coreapi's checks; create it with a UTF-8 LC_CTYPE such as C.UTF-8 (docs/operations.md, Database)",
-			"lc_ctype", ctype)
+		log.Warn("database not checked at start: not ready, and no background work runs, until it answers (asked again every second); "+
+			"coreapi stops then if its schema is older than it needs", "err", err, "timeout", startupDBTimeout)
+	} else {
+		close(checked)
 	}
 	if cfg.IdentityAcceptV1 {
 		log.Warn("accepting v1 identity signatures (IDENTITY_ACCEPT_V1=true): they bind neither the body nor a request id; " +
@@ -140,10 +158,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
 	// it appends to opts.Register and opts.ErrorMappers, and starts its
 	// background workers and the outbox relay on g below.
-	bg, relay, signInReady, err := wireSignIn(ctx, cfg, log, pool, reg, hasher, &opts)
+	bg, relay, signInReady, err := wireSignIn(startCtx, cfg, log, pool, reg, hasher, &opts)
 	if err != nil {
 		return err
 	}
+	startDone()
 
 	bg = append(bg, recordCatalog(cfg.Catalog, pool, log))
 
@@ -158,6 +177,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	admin := httpapi.NewAdmin(probe, reg)
 	admin.SetSchemaCheck(func(ctx context.Context) error {
 		return probe.Do(ctx, func(ctx context.Context, c *pgx.Conn) error { return schema.Check(ctx, c) })
+	})
+	admin.AddCheck(func() error {
+		select {
+		case <-checked:
+			return nil
+		default:
+			return errors.New("database not checked since the start")
+		}
 	})
 	admin.AddCheck(signInReady)
 
@@ -216,11 +243,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if testHooks.writer != nil {
 		bg = append(bg, testHooks.writer)
 	}
+	// The writers change data by this build's rules: none runs before the
+	// schema was found recent enough.
 	var writers sync.WaitGroup
 	for _, w := range bg {
 		writers.Add(1)
-		g.Go(func() error { defer writers.Done(); return w(wctx) })
+		g.Go(func() error {
+			defer writers.Done()
+			select {
+			case <-checked:
+			case <-wctx.Done():
+				return nil
+			}
+			return w(wctx)
+		})
 	}
+	g.Go(func() error { return checkDatabaseLater(gctx, pool, log, checked) })
 	writersDone := make(chan struct{})
 	go func() { writers.Wait(); close(writersDone) }()
 	g.Go(func() error { return srv.Serve(ln) })
@@ -241,6 +279,61 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log.Info("stopped")
 	return err
+}
+
+// checkDatabase runs the checks of the database that serve makes before it
+// serves: the schema's version (an error wrapping schema.ErrOutdated when
+// it is older than this build needs; any other error: the database could
+// not be asked, e.g. it did not answer in time) and the case mapping (a
+// warning only, not made when it cannot be asked).
+func checkDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	if err := schema.Check(ctx, pool); err != nil {
+		return err
+	}
+	if ok, ctype, err := schema.CaseMapping(ctx, pool); err == nil && !ok {
+		log.Warn("the database lowercases ASCII letters only (LC_CTYPE "+ctype+"): addresses that differ in the case of a non-ASCII letter "+
+			"are two accounts to the database and one to coreapi's checks; create it with a UTF-8 LC_CTYPE such as C.UTF-8 (docs/operations.md, Database)",
+			"lc_ctype", ctype)
+	}
+	return nil
+}
+
+// checkDatabaseLater runs checkDatabase every startupRetryEvery, each
+// within startupDBTimeout, until it gets an answer, unless checked is
+// closed already (the start's own check had one). A recent enough schema
+// closes checked: the background work starts, and readiness no longer
+// waits for it. An older one is returned, and serve stops as it does when
+// the database answers at start: exiting, rather than staying up not ready,
+// keeps the background work of this build off a schema it does not know,
+// and a rollout that ran ahead of its migration shows as the crash loop
+// (with its `coreapi migrate up` message) an operator already knows from
+// a start on that schema.
+func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, checked chan struct{}) error {
+	select {
+	case <-checked:
+		return nil
+	default:
+	}
+	t := time.NewTicker(startupRetryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, startupDBTimeout)
+		err := checkDatabase(cctx, pool, log)
+		cancel()
+		switch {
+		case errors.Is(err, schema.ErrOutdated):
+			return err
+		case err == nil:
+			log.Info("database checked: starting the background work")
+			close(checked)
+			return nil
+		}
+	}
 }
 
 // shutdown marks the service not ready, drains the public server, then

@@ -46,10 +46,11 @@ const (
 // mapping, outbox relay) to the server options, and returns its background
 // workers, the outbox relay apart from them (a shutdown stops it last, after
 // every other writer), and its readiness check. It is owned by the sign-in
-// code; the tenant API needs nothing from it.
+// code; the tenant API needs nothing from it. ctx bounds its start's
+// database steps (the signing keys' first sightings).
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
 	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, worker, func() error, error) {
-	ring, err := keys.Load(cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation),
+	ring, err := keys.LoadContext(ctx, cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation),
 		keys.WithSightings(keys.PGSightings(pool)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("signing keys: %w", err)

@@ -143,6 +143,15 @@ func WithClock(now func() time.Time) Option { return func(r *Ring) { r.now = now
 // and those order lexically among themselves, so a key named by hand
 // signs only while no generated key of alg is active (Untimed lists them).
 func Load(dir, alg string, opts ...Option) (*Ring, error) {
+	return LoadContext(context.Background(), dir, alg, opts...)
+}
+
+// LoadContext is Load, its lookup of the first sightings (WithSightings)
+// also ended by ctx: serve's start bounds every step that waits for the
+// database with one deadline. A lookup that ctx ended fails as one the
+// database did not answer: SightingsErr reports it and each reload looks
+// again.
+func LoadContext(ctx context.Context, dir, alg string, opts ...Option) (*Ring, error) {
 	if !validAlg(alg) {
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedAlg, alg)
 	}
@@ -151,7 +160,7 @@ func Load(dir, alg string, opts ...Option) (*Ring, error) {
 		o(r)
 	}
 	r.sighted = map[string]time.Time{}
-	r.sight()
+	r.sight(ctx)
 	s, err := loadSet(r.dir, r.alg, r.activation, r.now(), nil, r.sightedAt)
 	if err != nil {
 		return nil, err
@@ -176,8 +185,9 @@ func (r *Ring) SightingsErr() error {
 }
 
 // sight looks up (recording them first) the sightings of the timed kids
-// in the directory not yet known. r.mu is held, or r is being loaded.
-func (r *Ring) sight() {
+// in the directory not yet known, within sightingTimeout and ctx. r.mu is
+// held, or r is being loaded.
+func (r *Ring) sight(ctx context.Context) {
 	if r.sightings == nil {
 		return
 	}
@@ -199,7 +209,7 @@ func (r *Ring) sight() {
 		r.sightErr = nil
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), sightingTimeout)
+	ctx, cancel := context.WithTimeout(ctx, sightingTimeout)
 	defer cancel()
 	seen, err := r.sightings(ctx, kids)
 	if err != nil {
@@ -242,7 +252,7 @@ func (r *Ring) reload() (err, sightErr error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now, prev := r.now(), r.cur.Load()
-	r.sight()
+	r.sight(context.Background())
 	appeared := map[string]time.Time{}
 	since := func(kid string) (time.Time, bool) {
 		f, known := r.sightedAt(kid)
