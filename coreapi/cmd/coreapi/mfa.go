@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 )
 
 const mfaUsage = "mfa: want `mfa reseal`"
@@ -35,7 +34,7 @@ func mfaCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return fmt.Errorf("mfa reseal: %w", err)
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pool, err := pgtrace.NewPool(ctx, cfg.DatabaseURL, pgtrace.PoolOptions{})
 	if err != nil {
 		return fmt.Errorf("mfa: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/migrations"
 )
 
@@ -33,6 +34,12 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	cc, err := pgx.ParseConfig(url)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
+	}
+	// A database that does not answer ends the command (and the migrate
+	// init container) instead of holding it for ever, as it does the
+	// server's connections (pgtrace.DefaultConnectTimeout).
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = pgtrace.DefaultConnectTimeout
 	}
 	// What a migration reports (RAISE NOTICE or WARNING: rows it had to
 	// leave for the operator) goes to the output, before the status.

@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
@@ -43,7 +42,7 @@ func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := pgtrace.NewPool(ctx, url, pgtrace.PoolOptions{})
 	if err != nil {
 		return fmt.Errorf("tenants: %w", err)
 	}

@@ -8,11 +8,10 @@ import (
 	"io"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
@@ -35,7 +34,7 @@ func usersCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := pgtrace.NewPool(ctx, url, pgtrace.PoolOptions{})
 	if err != nil {
 		return fmt.Errorf("users: %w", err)
 	}
