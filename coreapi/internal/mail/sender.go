@@ -155,7 +155,8 @@ type claimed struct {
 // rows not yet tried would each open a session the server refuses alike
 // (a server refusing AUTH would see a failed login per row, and some lock
 // the account after a few), so they are given back, due with the failed
-// row's retry.
+// row's retry, and every other due row no sender holds waits that retry
+// too.
 func (s *Sender) SendDue(ctx context.Context) (int, error) {
 	n, _, err := s.sendDue(ctx)
 	return n, err
@@ -195,7 +196,7 @@ RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts`
 			return len(batch), false, err
 		}
 		if retry > 0 {
-			return len(batch), true, s.giveBack(ctx, retry, batch[i+1:]...)
+			return len(batch), true, errors.Join(s.giveBack(ctx, retry, batch[i+1:]...), s.holdBack(ctx, retry))
 		}
 	}
 	return len(batch), false, nil
@@ -217,6 +218,31 @@ WHERE id = $1 AND attempts = $2 AND status = 'pending'`
 		if _, err := s.o.Pool.Exec(ctx, q, m.ID, m.Attempts, after.Seconds()); err != nil {
 			return fmt.Errorf("give back mail %d: %w", m.ID, err)
 		}
+	}
+	return nil
+}
+
+// holdBack makes every due mail no claim holds wait the given delay (the
+// retry of the mail whose session was refused), its attempts unchanged: the
+// next poll would claim them, a batch at a time, and each batch would open
+// one more session the server refuses alike (one more failed login for a
+// server refusing AUTH). Rows another sender holds are left alone: a claim
+// pushed their next_attempt_at past now, and one under way has them locked
+// (skipped rather than waited for). Mails that fall due later are not held
+// back.
+func (s *Sender) holdBack(ctx context.Context, after time.Duration) error {
+	const q = `
+UPDATE mail_queue q SET next_attempt_at = now() + make_interval(secs => $1)
+FROM (
+    SELECT id FROM mail_queue
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    FOR UPDATE SKIP LOCKED
+) d
+WHERE q.id = d.id`
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if _, err := s.o.Pool.Exec(ctx, q, after.Seconds()); err != nil {
+		return fmt.Errorf("hold back due mail: %w", err)
 	}
 	return nil
 }

@@ -404,6 +404,129 @@ WHERE id = (SELECT max(id) FROM mail_queue)`); err != nil {
 	}
 }
 
+// A refused session holds back every due mail, not only its batch: the
+// next poll would claim the rest of a backlog (or the mails queued since)
+// a batch at a time, each batch one more login the server refuses. Seven
+// due mails in batches of two meet one AUTH refusal until the backoff
+// ends; none but the one tried has an attempt counted. A mail due later
+// keeps its time, and one another replica is claiming (its row locked
+// meanwhile) is neither waited for nor pushed back: it keeps that claim's
+// lease.
+func TestSessionRefusalHoldsBackEveryDueMail(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.FailAuth(true)
+	var sessions atomic.Int32
+	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
+		Transport: countingTransport{mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"), &sessions},
+		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Batch: 2, BackoffBase: time.Hour, BackoffMax: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []mail.Message
+	for _, to := range []string{"a", "b", "c", "d", "e", "f", "g", "later"} {
+		m := verify
+		m.To, m.Token = to+"@example.com", "tok-"+to
+		msgs = append(msgs, m)
+	}
+	r.enqueue(t, msgs...)
+	ctx := context.Background()
+	idRows, _ := r.db.Pool.Query(ctx, `SELECT id FROM mail_queue ORDER BY id`)
+	ids, err := pgx.CollectRows(idRows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimedElsewhere, later := ids[6], ids[7]
+	var laterDue time.Time
+	if err := r.db.Pool.QueryRow(ctx, `
+UPDATE mail_queue SET next_attempt_at = now() + interval '10 minutes' WHERE id = $1
+RETURNING next_attempt_at`, later).Scan(&laterDue); err != nil {
+		t.Fatal(err)
+	}
+	// Another replica's claim under way: the row stays locked until the
+	// claim commits its attempt and lease.
+	other, err := r.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	if _, err := other.Exec(ctx, `SELECT id FROM mail_queue WHERE id = $1 FOR UPDATE`, claimedElsewhere); err != nil {
+		t.Fatal(err)
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	n, err := s.SendDue(sendCtx)
+	cancel()
+	if err != nil || n != 2 {
+		t.Fatalf("SendDue = %d, %v; want a batch of 2 claimed, and no wait for the row another replica is claiming", n, err)
+	}
+	if _, err := other.Exec(ctx, `
+UPDATE mail_queue SET attempts = attempts + 1, next_attempt_at = now() + interval '2 minutes' WHERE id = $1`, claimedElsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for poll := range 3 { // the polls of the next seconds
+		if n, err := s.SendDue(ctx); err != nil || n != 0 {
+			t.Errorf("poll %d after the refusal: SendDue = %d, %v; want nothing due", poll+1, n, err)
+		}
+	}
+	if got, auth := sessions.Load(), r.smtp.AuthAttempts(); got != 1 || auth != 1 {
+		t.Errorf("%d sessions, %d AUTH attempts before the backoff ends; want 1 of each", got, auth)
+	}
+	type timing struct {
+		AfterBackoff, NoLaterThanFirst bool
+		Due                            time.Time
+	}
+	timingRows, _ := r.db.Pool.Query(ctx, `
+SELECT next_attempt_at > now() + interval '30 minutes',
+       next_attempt_at <= (SELECT next_attempt_at FROM mail_queue ORDER BY id LIMIT 1) + interval '1 second',
+       next_attempt_at
+FROM mail_queue ORDER BY id`)
+	timings, err := pgx.CollectRows(timingRows, pgx.RowToStructByPos[timing])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, row := range r.rows(t) {
+		switch id, due := ids[i], timings[i]; {
+		case i == 0:
+			if row.Status != "pending" || row.Attempts != 1 || row.LastErr == nil || !due.AfterBackoff {
+				t.Errorf("mail 1, which met the refusal: %+v, retried after the backoff %t; want pending, 1 attempt, its error, retried after the backoff", row, due.AfterBackoff)
+			}
+		case id == claimedElsewhere:
+			if row.Attempts != 1 || due.AfterBackoff {
+				t.Errorf("mail %d, claimed by another replica: %d attempts, pushed to the retry %t; want its claim's attempt and lease kept", i+1, row.Attempts, due.AfterBackoff)
+			}
+		case id == later:
+			if row.Attempts != 0 || !due.Due.Equal(laterDue) {
+				t.Errorf("mail %d, due later: %d attempts, due at %v; want 0 attempts, due at %v as before", i+1, row.Attempts, due.Due, laterDue)
+			}
+		default:
+			if row.Status != "pending" || row.Token == nil || row.Attempts != 0 || row.LastErr != nil || !due.AfterBackoff || !due.NoLaterThanFirst {
+				t.Errorf("mail %d, not tried: %+v, due after the backoff %t, no later than mail 1 %t; want pending, token kept, 0 attempts, no error, due with mail 1's retry",
+					i+1, row, due.AfterBackoff, due.NoLaterThanFirst)
+			}
+		}
+	}
+	// The server set right, and the backoff over: every mail goes out.
+	r.smtp.FailAuth(false)
+	r.dueNow(t)
+	for {
+		n, err := r.s.SendDue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	for _, m := range msgs {
+		if got := r.smtp.WaitFor(t, m.To, "Confirm", 5*time.Second).Token(); got != m.Token {
+			t.Errorf("mail to %s has the link token %q, want %q", m.To, got, m.Token)
+		}
+	}
+}
+
 // A connection lost at a mail's RCPT TO, without an answer, is no answer
 // about the mail: it is the session's, retried with the backoff, and it
 // ends the batch as a refusal does.
