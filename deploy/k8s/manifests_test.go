@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
 
 const (
@@ -530,7 +531,24 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		}, "coreapi's preStop pause (10s) ends before"},
 		{"grace period shorter than coreapi's pause and drain", func(t *testing.T, b *bundle) {
 			b.Deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(40))
-		}, "terminationGracePeriodSeconds does not exceed coreapi's"},
+		}, "terminationGracePeriodSeconds (40s) does not exceed coreapi's shutdown"},
+		{"grace period without the relay's deregistration and NATS close", func(t *testing.T, b *bundle) {
+			// coreapi's pause, drain and relay's last publication: 42s.
+			b.Deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(45))
+		}, "terminationGracePeriodSeconds (45s) does not exceed coreapi's shutdown (48s"},
+		{"coreapi's own SHUTDOWN_TIMEOUT longer than the ConfigMap's", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "SHUTDOWN_TIMEOUT", "20s")
+		}, "does not exceed coreapi's shutdown (53s: preStop pause 22s + SHUTDOWN_TIMEOUT 20s"},
+		{"tracing on", func(t *testing.T, b *bundle) {
+			for _, cm := range b.ConfigMaps {
+				if strings.HasPrefix(cm.Name, "tollgate-config") {
+					cm.Data["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://otel-collector:4318"
+				}
+			}
+		}, "does not exceed coreapi's shutdown (53s: preStop pause 22s + SHUTDOWN_TIMEOUT 15s + the relay's deregistration 1s, last publication 5s and NATS close 5s + the last spans' export 5s)"},
+		{"the proxy's stop outlasts the grace period", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, proxyName), "SHUTDOWN_TIMEOUT", "41s")
+		}, "terminationGracePeriodSeconds (50s) does not exceed authproxy's shutdown (51s: preStop pause 5s + SHUTDOWN_TIMEOUT 41s + its NATS close 5s"},
 		{"coreapi's parallelism left to the node", func(t *testing.T, b *bundle) {
 			c := ctr(t, b, coreName)
 			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
@@ -886,26 +904,6 @@ func check(b *bundle) []string {
 		v.addf("Deployment %s: containers %v, want exactly %s and %s", dep.Name, names, proxyName, coreName)
 		return v
 	}
-	// Shutdown order: coreapi keeps serving until the proxy has drained
-	// (its pause, then up to SHUTDOWN_TIMEOUT) and sent its last API-key
-	// usage report (up to 2 s); the grace period covers coreapi's own
-	// pause and drain.
-	drain := 15 * time.Second
-	for _, cm := range b.ConfigMaps {
-		if d, err := time.ParseDuration(cm.Data["SHUTDOWN_TIMEOUT"]); err == nil {
-			drain = d
-		}
-	}
-	proxyPause, corePause := preStopSleep(proxy), preStopSleep(core)
-	if corePause < proxyPause+drain+2*time.Second {
-		v.addf("coreapi's preStop pause (%s) ends before the proxy's pause (%s), its drain (SHUTDOWN_TIMEOUT %s) and its last usage report (2s): forwarded requests would find coreapi gone", corePause, proxyPause, drain)
-	}
-	// After its drain, coreapi's outbox relay publishes what is still
-	// pending, within its flush timeout (outbox.Options.FlushTimeout).
-	const relayFlush = 5 * time.Second
-	if grace := pod.TerminationGracePeriodSeconds; grace == nil || time.Duration(*grace)*time.Second <= corePause+drain+relayFlush {
-		v.addf("terminationGracePeriodSeconds does not exceed coreapi's preStop pause (%s) plus its SHUTDOWN_TIMEOUT (%s) plus its relay's last publication (%s)", corePause, drain, relayFlush)
-	}
 	if sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector); err != nil || !sel.Matches(podLabels) {
 		v.addf("Deployment %s: selector does not match its pod template", dep.Name)
 	}
@@ -916,6 +914,23 @@ func check(b *bundle) []string {
 	proxyAdminHost, proxyAdmin := addr(&v, proxyEnv, "PROXY_ADMIN_ADDR")
 	coreHost, corePort := addr(&v, coreEnv, "COREAPI_LISTEN_ADDR")
 	coreAdminHost, coreAdmin := addr(&v, coreEnv, "COREAPI_ADMIN_ADDR")
+
+	// Shutdown order: coreapi keeps serving until the proxy has drained
+	// (its pause, then up to its SHUTDOWN_TIMEOUT) and sent its last
+	// API-key usage report; the grace period covers each container's
+	// whole stop, the steps after the drain included.
+	proxyPause, corePause := preStopSleep(proxy), preStopSleep(core)
+	proxyDrain := shutdownTimeout(&v, proxyName, proxyEnv, serviceDrain)
+	if corePause < proxyPause+proxyDrain+usageReport {
+		v.addf("coreapi's preStop pause (%s) ends before the proxy's pause (%s), its drain (SHUTDOWN_TIMEOUT %s) and its last usage report (%s): forwarded requests would find coreapi gone", corePause, proxyPause, proxyDrain, usageReport)
+	}
+	grace := gracePeriod(pod)
+	if stop, steps := coreStop(&v, core, coreEnv); grace <= stop {
+		v.addf("terminationGracePeriodSeconds (%s) does not exceed coreapi's shutdown (%s: %s)", grace, stop, steps)
+	}
+	if stop, steps := proxyStop(&v, proxy, proxyEnv); grace <= stop {
+		v.addf("terminationGracePeriodSeconds (%s) does not exceed authproxy's shutdown (%s: %s)", grace, stop, steps)
+	}
 
 	// coreapi's database pool (DB_MAX_CONNS unset: 4 × GOMAXPROCS, at
 	// least 8) and its password hashes at once (argon2id, 19 MiB each:
@@ -1745,4 +1760,88 @@ func smtpURL(v string) error {
 		return fmt.Errorf("want smtp://host or smtps://host, got %q", v)
 	}
 	return nil
+}
+
+// The bounds of the shutdown steps no manifest sets, as docs/operations.md
+// "Shutdown" gives them (the deploy module cannot import the services'
+// internals).
+const (
+	// serviceDrain is authproxy's and coreapi's SHUTDOWN_TIMEOUT unset.
+	serviceDrain = 15 * time.Second
+	// usageReport: authproxy's last API-key usage report, sent after its
+	// drain beside the NATS close.
+	usageReport = 2 * time.Second
+	// proxyNATSClose: authproxy drains and closes its NATS connection
+	// after its drain (natsinv.Subscriber.Close).
+	proxyNATSClose = 5 * time.Second
+	// After coreapi's drain its outbox relay deletes its row from
+	// outbox_relays (relayDeregister), publishes what is still pending
+	// (relayFlush, outbox's FlushTimeout), and its NATS connection is
+	// drained and closed (coreNATSClose), one after the other.
+	relayDeregister = time.Second
+	relayFlush      = 5 * time.Second
+	coreNATSClose   = 5 * time.Second
+	// tracingShutdown: with tracing on, each service exports its last
+	// spans as it exits (tracing.Provider.Shutdown).
+	tracingShutdown = 5 * time.Second
+	// notesDrain is the notes example's SHUTDOWN_TIMEOUT unset.
+	notesDrain = 10 * time.Second
+)
+
+// gracePeriod is pod's terminationGracePeriodSeconds, Kubernetes' 30 s
+// unset.
+func gracePeriod(pod *corev1.PodSpec) time.Duration {
+	if g := pod.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// shutdownTimeout is env's SHUTDOWN_TIMEOUT, or def when unset.
+func shutdownTimeout(v *violations, name string, env map[string]string, def time.Duration) time.Duration {
+	s, ok := env["SHUTDOWN_TIMEOUT"]
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		v.addf("%s: SHUTDOWN_TIMEOUT %q is not a positive duration", name, s)
+		return def
+	}
+	return d
+}
+
+// tracingStop is what exporting the last spans adds to a service's stop:
+// tracingShutdown when env turns tracing on, else nothing.
+func tracingStop(env map[string]string) time.Duration {
+	if c, err := tracing.Load(func(k string) string { return env[k] }, ""); err == nil && c.Enabled() {
+		return tracingShutdown
+	}
+	return 0
+}
+
+// coreStop is the longest coreapi can take from the pod's termination to
+// its exit, and its steps in words.
+func coreStop(v *violations, c *corev1.Container, env map[string]string) (time.Duration, string) {
+	pause, drain, traces := preStopSleep(c), shutdownTimeout(v, c.Name, env, serviceDrain), tracingStop(env)
+	return pause + drain + relayDeregister + relayFlush + coreNATSClose + traces,
+		fmt.Sprintf("preStop pause %s + SHUTDOWN_TIMEOUT %s + the relay's deregistration %s, last publication %s and NATS close %s%s",
+			pause, drain, relayDeregister, relayFlush, coreNATSClose, spans(traces))
+}
+
+// spans words tracingStop's share of a stop.
+func spans(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" + the last spans' export %s", d)
+}
+
+// proxyStop is the longest authproxy can take from the moment it is told
+// to stop (its preStop hook) to its exit, and its steps in words.
+func proxyStop(v *violations, c *corev1.Container, env map[string]string) (time.Duration, string) {
+	pause, drain, traces := preStopSleep(c), shutdownTimeout(v, c.Name, env, serviceDrain), tracingStop(env)
+	return pause + drain + max(proxyNATSClose, usageReport) + traces,
+		fmt.Sprintf("preStop pause %s + SHUTDOWN_TIMEOUT %s + its NATS close %s (its last usage report beside it)%s",
+			pause, drain, max(proxyNATSClose, usageReport), spans(traces))
 }

@@ -405,6 +405,22 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"grace period shorter than the app's pause and the proxy's drain", func(t *testing.T, b *bundle) {
 			appDeployment(t, b).Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(15))
 		}, "terminationGracePeriodSeconds"},
+		{"grace period without the app's drain and the proxy's NATS close", func(t *testing.T, b *bundle) {
+			// The app's pause and the proxy's drain: 20s.
+			appDeployment(t, b).Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64(25))
+		}, "Deployment notes: terminationGracePeriodSeconds (25s) does not exceed the app's shutdown and then the sidecar's (35s: app container app's preStop pause 5s + its drain 10s; then preStop pause 0s + SHUTDOWN_TIMEOUT 15s + its NATS close 5s"},
+		{"grace period left to Kubernetes' default", func(t *testing.T, b *bundle) {
+			appDeployment(t, b).Spec.Template.Spec.TerminationGracePeriodSeconds = nil
+		}, "Deployment notes: terminationGracePeriodSeconds (30s) does not exceed the app's shutdown and then the sidecar's (35s"},
+		{"the app drains longer", func(t *testing.T, b *bundle) {
+			setEnv(appCtr(t, b), "SHUTDOWN_TIMEOUT", "20s")
+		}, "Deployment notes: terminationGracePeriodSeconds (40s) does not exceed the app's shutdown and then the sidecar's (45s: app container app's preStop pause 5s + its drain 20s"},
+		{"the sidecar pauses before its drain", func(t *testing.T, b *bundle) {
+			sidecarOf(t, b).Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 10}}}
+		}, "then preStop pause 10s + SHUTDOWN_TIMEOUT 15s"},
+		{"the sidecar's tracing on", func(t *testing.T, b *bundle) {
+			setEnv(sidecarOf(t, b), "OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318")
+		}, "(its last usage report beside it) + the last spans' export 5s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1080,12 +1096,11 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 	// requests. An app that stops listening at once, while the endpoint is
 	// still in the Service, has its proxy answer 502 until the endpoint is
 	// gone: each app container pauses in preStop first, as the base's
-	// proxy does, and the grace period covers that pause and the proxy's
-	// drain.
-	proxyDrain := 15 * time.Second
-	if d, err := time.ParseDuration(env["SHUTDOWN_TIMEOUT"]); err == nil {
-		proxyDrain = d
-	}
+	// proxy does. The grace period covers the slowest app container's
+	// pause and drain (its SHUTDOWN_TIMEOUT, the notes example's default
+	// unset), then the whole stop of the sidecar.
+	var appStop time.Duration
+	appSteps := "no app container"
 	for i := range pod.Containers {
 		c := &pod.Containers[i]
 		if serviceOf(c) != "" {
@@ -1095,9 +1110,15 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 		if pause <= 0 {
 			v.addf("%s: app container %s has no preStop pause: it stops listening while the Service still sends to its proxy", name, c.Name)
 		}
-		if grace := pod.TerminationGracePeriodSeconds; grace == nil || time.Duration(*grace)*time.Second <= pause+proxyDrain {
-			v.addf("%s: terminationGracePeriodSeconds does not exceed app container %s's preStop pause (%s) plus the proxy's SHUTDOWN_TIMEOUT (%s)", name, c.Name, pause, proxyDrain)
+		drain := shutdownTimeout(v, c.Name, b.env(v, c), notesDrain)
+		if pause+drain > appStop {
+			appStop = pause + drain
+			appSteps = fmt.Sprintf("app container %s's preStop pause %s + its drain %s", c.Name, pause, drain)
 		}
+	}
+	sidecarStop, sidecarSteps := proxyStop(v, proxy, env)
+	if grace := gracePeriod(pod); grace <= appStop+sidecarStop {
+		v.addf("%s: terminationGracePeriodSeconds (%s) does not exceed the app's shutdown and then the sidecar's (%s: %s; then %s)", name, grace, appStop+sidecarStop, appSteps, sidecarSteps)
 	}
 
 	// Availability, as for coreapi's pods: with more than one replica, a
