@@ -883,6 +883,31 @@ func TestSubjectEncodedWordShownAsTyped(t *testing.T) {
 	}
 }
 
+// TestUnicodeDomainReachesAnASCIIServer: an address whose domain is in
+// Unicode, as addresses are stored, reaches a mail server without the
+// SMTPUTF8 extension, which refuses a raw UTF-8 address: the envelope and
+// the To header name the domain's ASCII (Punycode) form.
+func TestUnicodeDomainReachesAnASCIIServer(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.ASCIIOnly(true)
+	m := verify
+	m.To = "ada@bücher.example"
+	r.enqueue(t, m)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rows := r.rows(t); len(rows) != 1 || rows[0].Status != "sent" {
+		t.Fatalf("queue %+v, want the mail sent", rows)
+	}
+	got := r.smtp.WaitFor(t, "ada@xn--bcher-kva.example", "", 5*time.Second)
+	if len(got.Rcpt) != 1 || got.Rcpt[0] != "ada@xn--bcher-kva.example" {
+		t.Errorf("RCPT TO %v, want ada@xn--bcher-kva.example", got.Rcpt)
+	}
+	if to := got.Header.Get("To"); to != "<ada@xn--bcher-kva.example>" {
+		t.Errorf("To: %q, want <ada@xn--bcher-kva.example>", to)
+	}
+}
+
 func TestParseSMTPURL(t *testing.T) {
 	for _, ok := range []string{"smtp://127.0.0.1:1025", "smtp://user:pw@mail.example.com", "smtps://mail.example.com",
 		"smtp://mail.example.com:587?starttls=required", "smtp://h:25?starttls=off"} {

@@ -51,7 +51,10 @@ type Server struct {
 	// hangUp: once a message is accepted, its connection is closed
 	// when the client sends its next command (RSET, QUIT), unanswered.
 	hangUp bool
-	notify chan struct{}
+	// asciiOnly: a non-ASCII address in MAIL FROM or RCPT TO is refused
+	// with 553 (see ASCIIOnly).
+	asciiOnly bool
+	notify    chan struct{}
 }
 
 // Start listens on a random loopback port until the test ends.
@@ -178,6 +181,26 @@ func (s *Server) RefuseMail(code int) {
 	s.mu.Unlock()
 }
 
+// ASCIIOnly makes the server behave as one without the SMTPUTF8
+// extension (RFC 6531) must: it does not offer it, and a non-ASCII address
+// in MAIL FROM or RCPT TO ("ada@bücher.example") is refused with 553
+// 5.6.7. Off (the default), such an address is accepted as sent.
+func (s *Server) ASCIIOnly(on bool) {
+	s.mu.Lock()
+	s.asciiOnly = on
+	s.mu.Unlock()
+}
+
+// nonASCII reports whether addr holds a byte outside US-ASCII.
+func nonASCII(addr string) bool {
+	for i := 0; i < len(addr); i++ {
+		if addr[i] >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
 // RefuseRcpt makes RCPT TO answer code (e.g. 550); 0 accepts again.
 func (s *Server) RefuseRcpt(code int) {
 	s.mu.Lock()
@@ -233,6 +256,10 @@ func (m Message) Token() string {
 	return ""
 }
 
+// nonASCIIRefusal answers a non-ASCII address while ASCIIOnly is on (RFC
+// 6531 section 3.5: 553 5.6.7).
+var nonASCIIRefusal = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "non-ASCII address without SMTPUTF8"}
+
 type session struct {
 	s    *Server
 	conn *smtp.Conn
@@ -245,10 +272,13 @@ func (x *session) Logout() error { return nil }
 
 func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 	x.s.mu.Lock()
-	code := x.s.refuseMail
+	code, asciiOnly := x.s.refuseMail, x.s.asciiOnly
 	x.s.mu.Unlock()
 	if code != 0 {
 		return refusal(code)
+	}
+	if asciiOnly && nonASCII(from) {
+		return nonASCIIRefusal
 	}
 	x.from = from
 	return nil
@@ -256,10 +286,13 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	x.s.mu.Lock()
-	code := x.s.refuseRcpt
+	code, asciiOnly := x.s.refuseRcpt, x.s.asciiOnly
 	x.s.mu.Unlock()
 	if code != 0 {
 		return refusal(code)
+	}
+	if asciiOnly && nonASCII(to) {
+		return nonASCIIRefusal
 	}
 	x.rcpt = append(x.rcpt, to)
 	return nil
