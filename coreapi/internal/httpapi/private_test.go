@@ -22,7 +22,9 @@ func TestPrivateHeaders(t *testing.T) {
 			set(c)
 		}
 		got := map[string]string{}
-		c.Response().Header.VisitAll(func(k, v []byte) { got[string(k)] = string(v) })
+		for k, v := range c.Response().Header.All() {
+			got[string(k)] = string(v)
+		}
 		return got
 	}
 	got, bare := headers(httpapi.PrivateHeaders), headers(nil)
