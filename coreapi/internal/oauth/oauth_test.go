@@ -1508,6 +1508,30 @@ func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 	}
 }
 
+// TestLinksAddressByItsDomainSpelling: a provider that spells an
+// account's domain in Punycode (or with a trailing dot) vouches for that
+// same address: the sign-in links to the account of the Unicode spelling
+// instead of creating a second one.
+func TestLinksAddressByItsDomainSpelling(t *testing.T) {
+	x := start(t)
+	st := x.signup(t, "ada@b\u00fccher.example")
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
+		t.Fatal(err)
+	}
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email, x.idp.Verified = "ada", "ada@xn--bcher-kva.example.", true
+	x.idp.mu.Unlock()
+	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
+		t.Errorf("sign-in with the Punycode spelling: user %s, want the account %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
+		t.Errorf("%d accounts for one address", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE email = $1`, "ada@b\u00fccher.example"); n != 1 {
+		t.Errorf("the identity does not record the Unicode spelling")
+	}
+}
+
 // TestLinksAddressByItsNFCForm: a provider that spells an account's address
 // decomposed (e + U+0301 where the account has U+00E9) vouches for that
 // same address: the sign-in links to the account instead of creating a
@@ -1535,7 +1559,8 @@ func TestLinksAddressByItsNFCForm(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
 		t.Errorf("%d accounts for one address", n)
 	}
-	if n := x.count(t, `SELECT count(*) FROM identities WHERE email = $1`, "Jos\u00e9@Example.com"); n != 1 {
+	// The domain in its one spelling (mail.Canonical): lower case.
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE email = $1`, "Jos\u00e9@example.com"); n != 1 {
 		t.Errorf("the identity does not record the NFC spelling")
 	}
 

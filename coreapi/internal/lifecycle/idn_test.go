@@ -1,0 +1,85 @@
+package lifecycle_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// The one mailbox ada@bücher.example, its domain in Unicode and in
+// Punycode (the form the mail server is given).
+const (
+	adaUnicode  = "ada@b\u00fccher.example"
+	adaPunycode = "ada@xn--bcher-kva.example"
+)
+
+// TestOneAccountPerDomainSpelling: an address whose domain is spelled
+// another way (Punycode, an ideographic full stop, a trailing dot, upper
+// case) is the address itself: a second sign-up is 409 email_taken, and
+// sign-in and a password reset by any spelling reach the one account,
+// stored under the Unicode spelling.
+func TestOneAccountPerDomainSpelling(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ada := x.signup(t, adaPunycode)
+	if m := x.me(t, ada); m.Email != adaUnicode {
+		t.Errorf("address stored as %+q, want %+q", m.Email, adaUnicode)
+	}
+	for _, other := range []string{adaUnicode, "ada@B\u00dcCHER.example", "ada@b\u00fccher\u3002example", adaPunycode + "."} {
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+			map[string]string{"email": other, "password": pw, "tenant_name": "T2", "display_name": "D2"})
+		wantProblem(t, r, http.StatusConflict, problem.CodeEmailTaken)
+		wantStatus(t, x.token(t, other, pw), http.StatusOK)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users WHERE kind = 'human'`); n != 1 {
+		t.Fatalf("%d accounts for one mailbox, want 1", n)
+	}
+
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "ada@xn--bcher-kva.example."}), http.StatusAccepted)
+	if n := x.liveLinks(t, ada.c.Sub, "password_reset"); n != 1 {
+		t.Fatalf("%d reset links for the account after a forgot with another spelling, want 1", n)
+	}
+	tok := x.mail(t, adaPunycode, "Reset").Token()
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": tok, "new_password": "the new password"}), http.StatusNoContent)
+	wantStatus(t, x.token(t, adaUnicode, "the new password"), http.StatusOK)
+}
+
+// TestInvitationsCompareDomainSpelling: an invitation to the Punycode
+// spelling of an account's address is that account's: POST /users
+// invites it (no second account), a second invitation by the Unicode
+// spelling is pending, and the account accepts.
+func TestInvitationsCompareDomainSpelling(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	ada := x.signup(t, adaUnicode)
+
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]string{"email": adaPunycode}), http.StatusAccepted)
+	if n := x.count(t, `SELECT count(*) FROM users WHERE kind = 'human'`); n != 2 {
+		t.Fatalf("%d accounts after POST /users with the Punycode spelling of an account's address, want 2", n)
+	}
+	wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]string{"email": adaUnicode}),
+		http.StatusConflict, problem.CodeInvitationPending)
+	tk, st, code := x.accept(t, &ada.id, map[string]string{"token": x.mail(t, adaPunycode, "You are invited").Token()})
+	if st != http.StatusOK || tk.TenantID != owner.c.Tid {
+		t.Fatalf("the account accepts its invitation: %d %s", st, code)
+	}
+
+	// An address without an account, invited by one spelling then another.
+	if inv := x.invite(t, owner.id, "zoe@xn--bcher-kva.example."); inv.Email != "zoe@b\u00fccher.example" {
+		t.Errorf("invitation answered as %+q, want zoe@b\u00fccher.example", inv.Email)
+	}
+	wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]string{"email": "zoe@B\u00dcCHER\u3002example"}),
+		http.StatusConflict, problem.CodeInvitationPending)
+}
+
+// TestEmailChangeComparesDomainSpelling: an email change to another
+// spelling of an account's address is taken.
+func TestEmailChangeComparesDomainSpelling(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "old@example.com")
+	x.signup(t, adaUnicode)
+	wantProblem(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": adaPunycode}),
+		http.StatusConflict, problem.CodeEmailTaken)
+}
