@@ -29,7 +29,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/net/idna"
-	"golang.org/x/text/unicode/norm"
+
+	"github.com/tollgate-auth/tollgate/shared/address"
 )
 
 // Kind names a template.
@@ -110,44 +111,21 @@ const MaxAddress = 254
 const MaxStoredAddress = 320
 
 // Canonical is the form in which an address is stored, compared and looked
-// up: without surrounding white space, in Unicode NFC, its domain in one
-// spelling (CanonicalDomain). One address typed with precomposed or
-// decomposed letters ("é" as U+00E9, or as "e" and U+0301), or with its
-// domain in Unicode or Punycode ("bücher.example", "xn--bcher-kva.example",
-// "bücher。example", "bücher.example."), is one account, one invitation,
-// one sign-in. The local part keeps its letter case; queries compare
-// lower() of both sides (users.email is unique on lower(email)). Every
-// address a client or an identity provider gives (signup, sign-in,
-// password reset, invitation, new member, email change, OIDC) goes
-// through it before ValidAddress and before any query, so every address
-// written is in this form. Canonical(Canonical(s)) == Canonical(s).
-func Canonical(s string) string {
-	s = norm.NFC.String(strings.TrimSpace(s))
-	at := strings.LastIndexByte(s, '@')
-	if at < 0 {
-		return s
-	}
-	return s[:at+1] + CanonicalDomain(s[at+1:])
-}
-
-// CanonicalDomain is the one spelling in which a domain is stored: its
-// Unicode form (IDNA's lookup mapping, then ToUnicode: lower case, a
-// Punycode label decoded, "。" read as "."), without the trailing dots of
-// a fully qualified name. The Unicode form, not the ASCII one, because it
-// is what the owners of such addresses type and read: an account shown as
-// "xn--bcher-kva.example" would look like another address to its owner
-// and to the administrators inviting it. The mail transport sends the
-// domain in ASCII (wireAddress), so mail reaches it through a server
-// without SMTPUTF8 as well. A domain IDNA refuses (an underscore, an
-// address literal, a broken Punycode label) is kept as it came, less
-// those dots: a trailing dot names the same host, and an address literal
-// never ends in one.
-func CanonicalDomain(d string) string {
-	if u, err := idna.Lookup.ToUnicode(d); err == nil {
-		d = u
-	}
-	return strings.TrimRight(d, ".")
-}
+// up (address.Canonical): without surrounding white space, in Unicode NFC,
+// its domain in one spelling, its Unicode form. One address typed with
+// precomposed or decomposed letters ("é" as U+00E9, or as "e" and U+0301),
+// or with its domain in Unicode or Punycode ("bücher.example",
+// "xn--bcher-kva.example", "bücher。example", "bücher.example."), is one
+// account, one invitation, one sign-in. The local part keeps its letter
+// case; queries compare lower() of both sides (users.email is unique on
+// lower(email)). Every address a client or an identity provider gives
+// (signup, sign-in, password reset, invitation, new member, email change,
+// OIDC) goes through it before ValidAddress and before any query, so every
+// address written is in this form; migrations 00012 and 00044 rewrote the
+// addresses stored before. The mail transport sends the domain in ASCII
+// (wireAddress), so mail reaches it through a server without SMTPUTF8 as
+// well.
+func Canonical(s string) string { return address.Canonical(s) }
 
 // SameAddress reports whether a and b (both Canonical) are one address as
 // the database decides it: lower(a) = lower(b), the key users.email and
