@@ -1,5 +1,6 @@
 // Package migrations embeds the SQL migrations of the data model, in goose
-// format ("-- +goose Up" / "-- +goose Down"). coreapi applies them with
+// format ("-- +goose Up" / "-- +goose Down"), beside the few written in Go
+// where SQL cannot do the work (addresses.go). coreapi applies them with
 // `coreapi migrate up|down|status`; tests apply them to a fresh database.
 package migrations
 

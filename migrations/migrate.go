@@ -11,18 +11,19 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
-// NewProvider returns a goose provider over the embedded migrations for a
-// PostgreSQL database. Up and Down hold a session-level advisory lock
-// (pg_advisory_lock, per database) while they run, so several `coreapi
-// migrate up` started together (one init container per new pod) apply
-// each migration once: the others wait, then find nothing pending.
+// NewProvider returns a goose provider over the embedded migrations, and
+// those written in Go (goMigrations), for a PostgreSQL database. Up and
+// Down hold a session-level advisory lock (pg_advisory_lock, per database)
+// while they run, so several `coreapi migrate up` started together (one
+// init container per new pod) apply each migration once: the others wait,
+// then find nothing pending.
 func NewProvider(db *sql.DB) (*goose.Provider, error) {
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 600))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
 	p, err := goose.NewProvider(goose.DialectPostgres, db, mustSub(), goose.WithLogger(goose.NopLogger()),
-		goose.WithSessionLocker(locker))
+		goose.WithSessionLocker(locker), goose.WithGoMigrations(goMigrations()...))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
@@ -73,13 +74,17 @@ func Status(ctx context.Context, db *sql.DB, w io.Writer) error {
 		if !s.AppliedAt.IsZero() {
 			applied = s.AppliedAt.UTC().Format("2006-01-02T15:04:05Z")
 		}
-		fmt.Fprintf(w, "%05d  %-8s  %s  %s\n", s.Source.Version, s.State, applied, s.Source.Path)
+		path := s.Source.Path
+		if path == "" && s.Source.Type == goose.TypeGo {
+			path = "(Go) " + goMigrationName(s.Source.Version)
+		}
+		fmt.Fprintf(w, "%05d  %-8s  %s  %s\n", s.Source.Version, s.State, applied, path)
 	}
 	return nil
 }
 
-// Latest is the highest migration version embedded: the schema this build
-// of coreapi needs.
+// Latest is the highest migration version, of the embedded SQL files and
+// of the migrations in Go: the schema this build of coreapi needs.
 func Latest() int64 {
 	entries, err := fs.ReadDir(mustSub(), ".")
 	if err != nil {
@@ -91,6 +96,9 @@ func Latest() int64 {
 		if err == nil && n > v {
 			v = n
 		}
+	}
+	for _, m := range goMigrations() {
+		v = max(v, m.Version)
 	}
 	return v
 }

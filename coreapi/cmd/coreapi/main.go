@@ -2,7 +2,7 @@
 // the internal projection endpoint, behind authproxy.
 //
 //	coreapi [serve] [-check-config]
-//	coreapi migrate up|down|status [-all]
+//	coreapi migrate up|down|status|addresses [-all]
 //	coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]
 //	coreapi tenants suspend|reactivate ID
 //	coreapi users reset-mfa USER_ID

@@ -19,7 +19,7 @@ import (
 
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("migrate: want up, down or status")
+		return fmt.Errorf("migrate: want up, down, status or addresses")
 	}
 	action := args[0]
 	fs := flag.NewFlagSet("migrate "+action, flag.ContinueOnError)
@@ -60,9 +60,36 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 		if err := migrations.Down(ctx, db, *all); err != nil {
 			return err
 		}
+	case "addresses":
+		// Migration 00044's rewrite again: after the operator resolved a
+		// row it left, and once after the rollout (pods of the previous
+		// release store a domain as it was typed until they are replaced).
+		if err := rewriteAddresses(ctx, db, stdout); err != nil {
+			return err
+		}
 	case "status":
 	default:
-		return fmt.Errorf("migrate: unknown action %q (want up, down or status)", action)
+		return fmt.Errorf("migrate: unknown action %q (want up, down, status or addresses)", action)
 	}
 	return migrations.Status(ctx, db, stdout)
+}
+
+// rewriteAddresses runs migrations.RewriteAddresses in a transaction of its
+// own and prints what it did; its warnings (the rows it left) are printed
+// before, as a migration's are.
+func rewriteAddresses(ctx context.Context, db *sql.DB, stdout io.Writer) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate addresses: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	rewritten, left, err := migrations.RewriteAddresses(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("migrate addresses: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate addresses: %w", err)
+	}
+	fmt.Fprintf(stdout, "addresses: %d rewritten, %d left\n", rewritten, left)
+	return nil
 }

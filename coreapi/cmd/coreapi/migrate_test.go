@@ -284,12 +284,23 @@ func TestMigrateUpConcurrently(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT version_id) FROM goose_db_version WHERE version_id > 0`).Scan(&applied, &distinct); err != nil {
 		t.Fatal(err)
 	}
+	// The SQL files and the migrations in Go.
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	defer sqlDB.Close()
+	p, err := migrations.NewProvider(sqlDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := len(p.ListSources())
 	files, err := fs.Glob(migrations.FS, migrations.Dir+"/*.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if applied != distinct || applied != len(files) {
-		t.Errorf("goose_db_version has %d rows for %d versions, want each of the %d migrations once", applied, distinct, len(files))
+	if all <= len(files) {
+		t.Errorf("%d migrations for %d SQL files: the migrations in Go are missing", all, len(files))
+	}
+	if applied != distinct || applied != all {
+		t.Errorf("goose_db_version has %d rows for %d versions, want each of the %d migrations once", applied, distinct, all)
 	}
 }
 
@@ -400,6 +411,149 @@ func TestMigrateEmailsToNFC(t *testing.T) {
 	}
 	if got := email(qUser, zoeNFD); got != "ZO\u00cb@example.com" {
 		t.Errorf("users %s after its duplicate went: %+q", zoeNFD, got)
+	}
+}
+
+// TestMigrateAddressesToOneSpelling: migration 00044 rewrites the stored
+// addresses of an older release with their domain in its one spelling
+// (Unicode, lower case, no trailing dot), except a row whose canonical
+// form another row's address already is: that row is left as it was and
+// reported in the output of `migrate up`, and `migrate addresses`
+// finishes the rewrite once the operator resolved the duplicate.
+func TestMigrateAddressesToOneSpelling(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	downTo(t, db, 43)
+	const (
+		ada     = "00000000-0000-0000-0000-000000000001" // Punycode, alone: rewritten
+		bo      = "00000000-0000-0000-0000-000000000002" // upper case and a trailing dot: rewritten
+		cy      = "00000000-0000-0000-0000-000000000003" // an ideographic full stop: rewritten
+		zoeUni  = "00000000-0000-0000-0000-000000000004" // canonical: keeps its address
+		zoePuny = "00000000-0000-0000-0000-000000000005" // zoeUni's in Punycode, verified and older: left
+		eveOld  = "00000000-0000-0000-0000-000000000006" // unverified, older: left
+		eveVerd = "00000000-0000-0000-0000-000000000007" // verified: gets the canonical spelling
+		plain   = "00000000-0000-0000-0000-000000000008" // ASCII, canonical: not touched
+		under   = "00000000-0000-0000-0000-000000000009" // a domain IDNA refuses: loses its trailing dot
+		tenant  = "00000000-0000-0000-0000-0000000000aa"
+	)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO users (id, email, email_verified_at, created_at, updated_at) VALUES
+($1, $10, now(), now(), now() - interval '1 year'),
+($2, $11, NULL, now(), now() - interval '1 year'),
+($3, $12, NULL, now(), now() - interval '1 year'),
+($4, $13, NULL, now(), now() - interval '1 year'),
+($5, $14, now(), now() - interval '1 day', now() - interval '1 year'),
+($6, $15, NULL, now() - interval '1 day', now() - interval '1 year'),
+($7, $16, now(), now(), now() - interval '1 year'),
+($8, $17, NULL, now(), now() - interval '1 year'),
+($9, $18, NULL, now(), now() - interval '1 year')`,
+		ada, bo, cy, zoeUni, zoePuny, eveOld, eveVerd, plain, under,
+		"ada@xn--bcher-kva.example", "Bo@Example.COM.", "cy@b\u00fccher\u3002example",
+		"zoe@b\u00fccher.example", "Zoe@XN--BCHER-KVA.example",
+		"eve@xn--bcher-kva.example", "EVE@B\u00dcCHER.example.",
+		"plain@example.com", "und@Under_Score.example.")
+	exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T')`, tenant)
+	exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, expires_at) VALUES
+('00000000-0000-0000-0000-0000000000b1', $1, $2, '{member}', '\x01', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b2', $1, $3, '{member}', '\x02', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b3', $1, $4, '{member}', '\x03', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b4', $1, $3, '{member}', '\x04', 'accepted', now())`,
+		tenant, "al@xn--bcher-kva.example.", "ivy@xn--bcher-kva.example", "ivy@b\u00fccher.example")
+	exec(`INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at) VALUES ('\x01', 'verify_email', $1, $2, now() + interval '1 hour')`,
+		ada, "new@xn--bcher-kva.example")
+	exec(`INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, 'p', 's', $2)`, ada, "ADA@XN--BCHER-KVA.EXAMPLE")
+
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "up"}, env, &out); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out.String())
+	}
+	email := func(q, id string) string {
+		t.Helper()
+		var e string
+		if err := db.Pool.QueryRow(ctx, q, id).Scan(&e); err != nil {
+			t.Fatalf("%s [%s]: %v", q, id, err)
+		}
+		return e
+	}
+	const qUser, qInv = `SELECT email FROM users WHERE id = $1`, `SELECT email FROM invitations WHERE id = $1`
+	for id, want := range map[string]string{
+		ada:     "ada@b\u00fccher.example",
+		bo:      "Bo@example.com",
+		cy:      "cy@b\u00fccher.example",
+		zoeUni:  "zoe@b\u00fccher.example",
+		zoePuny: "Zoe@XN--BCHER-KVA.example",
+		eveOld:  "eve@xn--bcher-kva.example",
+		eveVerd: "EVE@b\u00fccher.example",
+		plain:   "plain@example.com",
+		under:   "und@Under_Score.example",
+	} {
+		if got := email(qUser, id); got != want {
+			t.Errorf("users %s: %+q, want %+q", id, got, want)
+		}
+	}
+	var touched int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM users WHERE updated_at > now() - interval '1 hour'`).Scan(&touched); err != nil || touched != 5 {
+		t.Errorf("%d users updated (%v), want the 5 rewritten", touched, err)
+	}
+	for id, want := range map[string]string{
+		"00000000-0000-0000-0000-0000000000b1": "al@b\u00fccher.example",
+		"00000000-0000-0000-0000-0000000000b2": "ivy@xn--bcher-kva.example", // left: b3 is pending to its canonical form
+		"00000000-0000-0000-0000-0000000000b3": "ivy@b\u00fccher.example",
+		"00000000-0000-0000-0000-0000000000b4": "ivy@b\u00fccher.example", // not pending: no uniqueness
+	} {
+		if got := email(qInv, id); got != want {
+			t.Errorf("invitations %s: %+q, want %+q", id, got, want)
+		}
+	}
+	if got := email(`SELECT email FROM action_tokens WHERE user_id = $1`, ada); got != "new@b\u00fccher.example" {
+		t.Errorf("action token: %+q", got)
+	}
+	if got := email(`SELECT email FROM identities WHERE user_id = $1`, ada); got != "ADA@b\u00fccher.example" {
+		t.Errorf("identity: %+q", got)
+	}
+	// Every row left is reported, naming the row that has its canonical form.
+	for _, want := range []string{
+		"WARNING: rewrite_addresses: users " + zoePuny + " keeps its address 'Zoe@XN--BCHER-KVA.example'",
+		"its canonical form 'Zoe@b\u00fccher.example' is the address of users " + zoeUni,
+		"WARNING: rewrite_addresses: users " + eveOld, "address of users " + eveVerd,
+		"WARNING: rewrite_addresses: invitations 00000000-0000-0000-0000-0000000000b2",
+		"address of pending invitations 00000000-0000-0000-0000-0000000000b3 of the same tenant",
+		"(Go) rewrite_addresses",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate up output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := strings.Count(out.String(), "WARNING"); n != 3 {
+		t.Errorf("%d warnings, want 3:\n%s", n, out.String())
+	}
+	if err := schema.Check(ctx, db.Pool); err != nil {
+		t.Errorf("schema after migrate up: %v", err)
+	}
+
+	// The operator resolves a duplicate, then runs the rewrite again.
+	exec(`DELETE FROM users WHERE id = $1`, zoeUni)
+	out.Reset()
+	if err := run(ctx, []string{"migrate", "addresses"}, env, &out); err != nil {
+		t.Fatalf("migrate addresses: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "addresses: 1 rewritten, 2 left") || strings.Count(out.String(), "WARNING") != 2 {
+		t.Errorf("migrate addresses output:\n%s", out.String())
+	}
+	if got := email(qUser, zoePuny); got != "Zoe@b\u00fccher.example" {
+		t.Errorf("users %s after its duplicate went: %+q", zoePuny, got)
+	}
+
+	// Down changes nothing: each canonical spelling is the same address.
+	downTo(t, db, 43)
+	if got := email(qUser, ada); got != "ada@b\u00fccher.example" {
+		t.Errorf("users %s after down: %+q", ada, got)
 	}
 }
 

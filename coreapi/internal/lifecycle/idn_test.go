@@ -1,10 +1,14 @@
 package lifecycle_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
 
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/migrations"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -82,4 +86,46 @@ func TestEmailChangeComparesDomainSpelling(t *testing.T) {
 	x.signup(t, adaUnicode)
 	wantProblem(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": adaPunycode}),
 		http.StatusConflict, problem.CodeEmailTaken)
+}
+
+// TestStoredPunycodeAccountAfterMigration: an account an older release
+// stored with its domain in Punycode is found by neither spelling once
+// addresses are looked up in their canonical form, until migration 00044
+// rewrites it: then sign-in and a password reset by either spelling reach
+// it.
+func TestStoredPunycodeAccountAfterMigration(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ada := x.signup(t, adaUnicode)
+	ctx := context.Background()
+	sqlDB := stdlib.OpenDBFromPool(x.DB.Pool)
+	defer sqlDB.Close()
+	p, err := migrations.NewProvider(sqlDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(ctx, migrations.AddressesVersion-1); err != nil {
+		t.Fatal(err)
+	}
+	// As an older release stored it.
+	if _, err := x.DB.Pool.Exec(ctx, `UPDATE users SET email = $2 WHERE id = $1`, ada.c.Sub, adaPunycode); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": adaUnicode}), http.StatusAccepted)
+	if n := x.liveLinks(t, ada.c.Sub, "password_reset"); n != 0 {
+		t.Fatalf("%d reset links for an account stored in Punycode before the migration: the test no longer shows what it fixes", n)
+	}
+
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m := x.me(t, ada); m.Email != adaUnicode {
+		t.Errorf("address after the migration %+q, want %+q", m.Email, adaUnicode)
+	}
+	for _, spelling := range []string{adaUnicode, adaPunycode} {
+		wantStatus(t, x.token(t, spelling, pw), http.StatusOK)
+	}
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": adaPunycode}), http.StatusAccepted)
+	if n := x.liveLinks(t, ada.c.Sub, "password_reset"); n != 1 {
+		t.Fatalf("%d reset links after the migration, want 1", n)
+	}
 }
