@@ -531,45 +531,29 @@ FROM mail_queue ORDER BY id`)
 // about the mail: it is the session's, retried with the backoff, and it
 // ends the batch as a refusal does.
 func TestConnectionLostAtRcptEndsTheBatch(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr := scriptedSMTP(t, func(tc *textproto.Conn) {
+		if tc.PrintfLine("220 hangup ESMTP") != nil {
+			return
+		}
 		for {
-			c, err := ln.Accept()
+			line, err := tc.ReadLine()
+			if err != nil || strings.HasPrefix(strings.ToUpper(line), "RCPT") {
+				return // hung up, unanswered
+			}
+			if strings.HasPrefix(strings.ToUpper(line), "EHLO") {
+				err = tc.PrintfLine("250 hangup")
+			} else {
+				err = tc.PrintfLine("250 ok")
+			}
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				tc := textproto.NewConn(c)
-				if tc.PrintfLine("220 hangup ESMTP") != nil {
-					return
-				}
-				for {
-					line, err := tc.ReadLine()
-					if err != nil || strings.HasPrefix(strings.ToUpper(line), "RCPT") {
-						return // hung up, unanswered
-					}
-					if strings.HasPrefix(strings.ToUpper(line), "EHLO") {
-						err = tc.PrintfLine("250 hangup")
-					} else {
-						err = tc.PrintfLine("250 ok")
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	var sessions atomic.Int32
 	r := newRig(t, mail.SenderOptions{})
 	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
-		Transport: countingTransport{mustSMTP(t, "smtp://"+ln.Addr().String()+"?starttls=off"), &sessions},
+		Transport: countingTransport{mustSMTP(t, "smtp://"+addr+"?starttls=off"), &sessions},
 		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		BackoffBase: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
 	if err != nil {
@@ -672,6 +656,41 @@ func TestSMTPErrorNotUTF8(t *testing.T) {
 // QUIT. It returns its address.
 func scramServer(t *testing.T, challenge string) string {
 	t.Helper()
+	steps := []string{"334 ", "334 " + base64.StdEncoding.EncodeToString([]byte(challenge))}
+	return scriptedSMTP(t, func(tc *textproto.Conn) {
+		if tc.PrintfLine("220 scramserver ESMTP") != nil {
+			return
+		}
+		for step := 0; ; {
+			line, err := tc.ReadLine()
+			if err != nil {
+				return
+			}
+			cmd := strings.ToUpper(line)
+			switch {
+			case strings.HasPrefix(cmd, "EHLO"):
+				err = tc.PrintfLine("250-scramserver\r\n250 AUTH SCRAM-SHA-256")
+			case strings.HasPrefix(cmd, "QUIT"):
+				_ = tc.PrintfLine("221 bye")
+				return
+			case strings.HasPrefix(cmd, "AUTH ") || step > 0 && step < len(steps):
+				err = tc.PrintfLine("%s", steps[step])
+				step++
+			default:
+				err = tc.PrintfLine("250 ok")
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
+
+// scriptedSMTP is a server on 127.0.0.1 that runs serve on each
+// connection it accepts (for at most 10 s), for a conversation mailtest's
+// server cannot have. It returns its address.
+func scriptedSMTP(t *testing.T, serve func(*textproto.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -686,33 +705,7 @@ func scramServer(t *testing.T, challenge string) string {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				tc := textproto.NewConn(c)
-				steps := []string{"334 ", "334 " + base64.StdEncoding.EncodeToString([]byte(challenge))}
-				if tc.PrintfLine("220 scramserver ESMTP") != nil {
-					return
-				}
-				for step := 0; ; {
-					line, err := tc.ReadLine()
-					if err != nil {
-						return
-					}
-					cmd := strings.ToUpper(line)
-					switch {
-					case strings.HasPrefix(cmd, "EHLO"):
-						err = tc.PrintfLine("250-scramserver\r\n250 AUTH SCRAM-SHA-256")
-					case strings.HasPrefix(cmd, "QUIT"):
-						_ = tc.PrintfLine("221 bye")
-						return
-					case strings.HasPrefix(cmd, "AUTH ") || step > 0 && step < len(steps):
-						err = tc.PrintfLine("%s", steps[step])
-						step++
-					default:
-						err = tc.PrintfLine("250 ok")
-					}
-					if err != nil {
-						return
-					}
-				}
+				serve(textproto.NewConn(c))
 			}()
 		}
 	}()
