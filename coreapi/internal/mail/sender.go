@@ -110,15 +110,24 @@ func NewSender(o SenderOptions) (*Sender, error) {
 func (s *Sender) Run(ctx context.Context) error {
 	t := time.NewTicker(s.o.Poll)
 	defer t.Stop()
+	// paused: until when a refused session's backoff runs. The refused
+	// batch and every row due then wait for it (holdBack), but a mail
+	// queued since is due at once, and sending it would open one more
+	// session the server refuses (one more failed login, for a server
+	// refusing AUTH): this sender sends nothing until then.
+	var paused time.Time
 	for {
-		for {
+		for time.Now().After(paused) {
 			n, refused, err := s.sendDue(ctx)
 			if err != nil && ctx.Err() == nil {
 				s.o.Logger.Warn("mail queue", "err", err)
 			}
+			if refused > 0 {
+				paused = time.Now().Add(refused)
+			}
 			// A refused session waits out its backoff: another batch now
 			// would open another session the server refuses.
-			if n < s.o.Batch || refused || err != nil {
+			if n < s.o.Batch || refused > 0 || err != nil {
 				break
 			}
 		}
@@ -162,9 +171,9 @@ func (s *Sender) SendDue(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// sendDue is SendDue, also telling whether the batch ended at a refused
-// session.
-func (s *Sender) sendDue(ctx context.Context) (n int, refused bool, err error) {
+// sendDue is SendDue, also telling, when the batch ended at a refused
+// session, the failed row's retry (0: not refused).
+func (s *Sender) sendDue(ctx context.Context) (n int, refused time.Duration, err error) {
 	const qClaim = `
 UPDATE mail_queue q SET attempts = q.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
 FROM (
@@ -178,28 +187,28 @@ WHERE q.id = c.id
 RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts`
 	rows, err := s.o.Pool.Query(ctx, qClaim, s.o.Batch, s.o.Lease.Seconds())
 	if err != nil {
-		return 0, false, fmt.Errorf("claim mail: %w", err)
+		return 0, 0, fmt.Errorf("claim mail: %w", err)
 	}
 	batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
 	if err != nil {
-		return 0, false, fmt.Errorf("claim mail: %w", err)
+		return 0, 0, fmt.Errorf("claim mail: %w", err)
 	}
 	for i, m := range batch {
 		if ctx.Err() != nil { // stopping: the rows not yet tried go back
-			return len(batch), false, errors.Join(ctx.Err(), s.giveBack(ctx, 0, batch[i:]...))
+			return len(batch), 0, errors.Join(ctx.Err(), s.giveBack(ctx, 0, batch[i:]...))
 		}
 		retry, err := s.deliver(ctx, m)
 		if err != nil {
 			if ctx.Err() != nil {
 				err = errors.Join(err, s.giveBack(ctx, 0, batch[i+1:]...))
 			}
-			return len(batch), false, err
+			return len(batch), 0, err
 		}
 		if retry > 0 {
-			return len(batch), true, errors.Join(s.giveBack(ctx, retry, batch[i+1:]...), s.holdBack(ctx, retry))
+			return len(batch), retry, errors.Join(s.giveBack(ctx, retry, batch[i+1:]...), s.holdBack(ctx, retry))
 		}
 	}
-	return len(batch), false, nil
+	return len(batch), 0, nil
 }
 
 // giveBack returns claimed rows that did not go out, without the attempt

@@ -404,6 +404,51 @@ WHERE id = (SELECT max(id) FROM mail_queue)`); err != nil {
 	}
 }
 
+// After a refused session the sender sends nothing until its backoff
+// ends: a mail queued meanwhile is due at once, and sending it would open
+// one more session the server refuses (one more failed login).
+func TestSessionRefusalPausesTheSender(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.FailAuth(true)
+	const poll = 10 * time.Millisecond
+	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
+		Transport: mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"),
+		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Poll: poll, BackoffBase: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := verify
+	a.To = "a@example.com"
+	r.enqueue(t, a)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		stop()
+		<-done
+	}()
+	for deadline := time.Now().Add(10 * time.Second); r.smtp.AuthAttempts() == 0; time.Sleep(poll) {
+		if time.Now().After(deadline) {
+			t.Fatal("no session within 10s")
+		}
+	}
+	b := verify
+	b.To = "b@example.com"
+	r.enqueue(t, b) // due at once
+	time.Sleep(50 * poll)
+	if n := r.smtp.AuthAttempts(); n != 1 {
+		t.Errorf("%d AUTH attempts after a mail was queued during the backoff, want 1", n)
+	}
+	var attempts int
+	if err := r.db.Pool.QueryRow(context.Background(), `SELECT attempts FROM mail_queue WHERE to_address = 'b@example.com'`).Scan(&attempts); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 0 {
+		t.Errorf("the mail queued during the backoff has %d attempts, want 0 (not tried)", attempts)
+	}
+}
+
 // A refused session holds back every due mail, not only its batch: the
 // next poll would claim the rest of a backlog (or the mails queued since)
 // a batch at a time, each batch one more login the server refuses. Seven
