@@ -1,13 +1,12 @@
 package app
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/tollgate-auth/tollgate/shared/logging"
+	"github.com/tollgate-auth/tollgate/shared/logging/logtest"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -116,31 +115,6 @@ func TestPanicValueIsRedactedAndCut(t *testing.T) {
 	if strings.Contains(e.logs.String(), tok) {
 		t.Fatal("the bearer token in the panic value was logged")
 	}
-	var found bool
-	for _, line := range strings.Split(e.logs.String(), "\n") {
-		if !strings.Contains(line, `"msg":"panic"`) {
-			continue
-		}
-		var rec struct{ Panic, Stack string }
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("panic line: %v: %s", err, line)
-		}
-		found = true
-		if !strings.HasPrefix(rec.Panic, "upstream fault for Authorization: Bearer [redacted] xxx") {
-			t.Errorf("panic value %.100q..., want it redacted", rec.Panic)
-		}
-		if len(rec.Panic) > logging.MaxRedactedBytes+len("...") {
-			t.Errorf("panic value of %d bytes logged, want at most %d", len(rec.Panic), logging.MaxRedactedBytes+3)
-		}
-		if !strings.HasPrefix(rec.Stack, "goroutine ") {
-			t.Errorf("stack %.100q, want the stack trace", rec.Stack)
-		}
-		// 200 frames deep: cut to its first frames.
-		if len(rec.Stack) > logging.MaxStackBytes+len("...") || !strings.HasSuffix(rec.Stack, "...") {
-			t.Errorf("stack of %d bytes logged, want it cut to %d and ...", len(rec.Stack), logging.MaxStackBytes)
-		}
-	}
-	if !found {
-		t.Fatalf("no panic line: %s", e.logs.String())
-	}
+	// 200 frames deep: the stack is cut to its first frames.
+	logtest.WantPanicLine(t, e.logs.String(), "", "upstream fault for Authorization: Bearer [redacted] xxx")
 }

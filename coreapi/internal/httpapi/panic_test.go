@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/logging"
+	"github.com/tollgate-auth/tollgate/shared/logging/logtest"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -110,33 +110,8 @@ func TestPanicValueIsRedactedAndCut(t *testing.T) {
 	if strings.Contains(logs.String(), token) {
 		t.Fatal("the bearer token in the panic value was logged")
 	}
-	var found bool
-	for _, l := range strings.Split(logs.String(), "\n") {
-		if !strings.Contains(l, `"msg":"panic"`) || !strings.Contains(l, rid) {
-			continue
-		}
-		var rec struct{ Panic, Stack string }
-		if err := json.Unmarshal([]byte(l), &rec); err != nil {
-			t.Fatalf("panic line: %v: %s", err, l)
-		}
-		found = true
-		if !strings.HasPrefix(rec.Panic, "handler fault for Authorization: Bearer [redacted] xxx") {
-			t.Errorf("panic value %.100q..., want it redacted", rec.Panic)
-		}
-		if len(rec.Panic) > logging.MaxRedactedBytes+len("...") {
-			t.Errorf("panic value of %d bytes logged, want at most %d", len(rec.Panic), logging.MaxRedactedBytes+3)
-		}
-		if !strings.HasPrefix(rec.Stack, "goroutine ") {
-			t.Errorf("stack %.100q, want the stack trace", rec.Stack)
-		}
-		// 200 frames deep: cut to its first frames.
-		if len(rec.Stack) > logging.MaxStackBytes+len("...") || !strings.HasSuffix(rec.Stack, "...") {
-			t.Errorf("stack of %d bytes logged, want it cut to %d and ...", len(rec.Stack), logging.MaxStackBytes)
-		}
-	}
-	if !found {
-		t.Fatalf("no panic line for %s:\n%s", rid, logs)
-	}
+	// 200 frames deep: the stack is cut to its first frames.
+	logtest.WantPanicLine(t, logs.String(), rid, "handler fault for Authorization: Bearer [redacted] xxx")
 }
 
 // deep calls f n calls down: a panic there has a stack of n more frames.
