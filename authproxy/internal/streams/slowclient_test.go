@@ -143,6 +143,13 @@ func deafClient(t *testing.T, addr string, ws bool) net.Conn {
 		}
 		return serr
 	}}
+	return sendStreamRequest(t, &d, addr, ws)
+}
+
+// sendStreamRequest dials addr with d and sends a WebSocket handshake (or
+// an event stream's GET) for /s; the connection is closed with the test.
+func sendStreamRequest(t *testing.T, d *net.Dialer, addr string, ws bool) net.Conn {
+	t.Helper()
 	c, err := d.Dial("tcp4", addr)
 	if err != nil {
 		t.Fatal(err)

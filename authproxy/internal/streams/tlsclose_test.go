@@ -176,19 +176,7 @@ func newTLSUpstream(t *testing.T, cert tls.Certificate) *tlsUpstream {
 // addr and reads the answer's header.
 func openStream(t *testing.T, addr string, ws bool) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	req := "GET /s HTTP/1.1\r\nHost: app\r\n\r\n"
-	if ws {
-		req = "GET /s HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-	}
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
+	c := sendStreamRequest(t, &net.Dialer{}, addr, ws)
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReader(c)
 	status, err := br.ReadString('\n')
