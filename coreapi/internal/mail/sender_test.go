@@ -52,6 +52,29 @@ func newRig(t *testing.T, o mail.SenderOptions) *rig {
 	return r
 }
 
+// sender is another sender on r's database with o's settings, sending
+// from no-reply@example.com with the rig's links and a silent logger
+// unless o sets them (no Registerer unless o sets one: the rig's holds its
+// own sender's metrics).
+func (r *rig) sender(t *testing.T, o mail.SenderOptions) *mail.Sender {
+	t.Helper()
+	o.Pool = r.db.Pool
+	if o.From == "" {
+		o.From = "no-reply@example.com"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Links == (mail.Links{}) {
+		o.Links = mail.DefaultLinks("http://localhost:8080")
+	}
+	s, err := mail.NewSender(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func (r *rig) enqueue(t *testing.T, msgs ...mail.Message) {
 	t.Helper()
 	err := pgx.BeginFunc(context.Background(), r.db.Pool, func(tx pgx.Tx) error {
@@ -272,12 +295,7 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 			}
 			reg := prometheus.NewRegistry()
 			var sessions atomic.Int32
-			failing, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: countingTransport{mustSMTP(t, url), &sessions},
-				From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg,
-				BackoffBase: time.Hour, BackoffMax: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
-			if err != nil {
-				t.Fatal(err)
-			}
+			failing := r.sender(t, mail.SenderOptions{Transport: countingTransport{mustSMTP(t, url), &sessions}, Registerer: reg, BackoffBase: time.Hour, BackoffMax: time.Hour})
 			if tc.refuse != nil {
 				tc.refuse(r.smtp, tc.code)
 			}
@@ -350,13 +368,7 @@ func TestSessionRefusalEndsTheRound(t *testing.T) {
 	r := newRig(t, mail.SenderOptions{})
 	r.smtp.FailAuth(true)
 	var sessions atomic.Int32
-	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
-		Transport: countingTransport{mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"), &sessions},
-		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Batch: 2, Poll: time.Hour, BackoffBase: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := r.sender(t, mail.SenderOptions{Transport: countingTransport{mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"), &sessions}, Batch: 2, Poll: time.Hour, BackoffBase: time.Hour})
 	var msgs []mail.Message
 	for _, to := range []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com"} {
 		m := verify
@@ -411,13 +423,7 @@ func TestSessionRefusalPausesTheSender(t *testing.T) {
 	r := newRig(t, mail.SenderOptions{})
 	r.smtp.FailAuth(true)
 	const poll = 10 * time.Millisecond
-	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
-		Transport: mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"),
-		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Poll: poll, BackoffBase: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := r.sender(t, mail.SenderOptions{Transport: mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"), Poll: poll, BackoffBase: time.Hour})
 	a := verify
 	a.To = "a@example.com"
 	r.enqueue(t, a)
@@ -461,13 +467,7 @@ func TestSessionRefusalHoldsBackEveryDueMail(t *testing.T) {
 	r := newRig(t, mail.SenderOptions{})
 	r.smtp.FailAuth(true)
 	var sessions atomic.Int32
-	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
-		Transport: countingTransport{mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"), &sessions},
-		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Batch: 2, BackoffBase: time.Hour, BackoffMax: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := r.sender(t, mail.SenderOptions{Transport: countingTransport{mustSMTP(t, "smtp://user:wrong@"+r.smtp.Addr+"?starttls=off"), &sessions}, Batch: 2, BackoffBase: time.Hour, BackoffMax: time.Hour})
 	var msgs []mail.Message
 	for _, to := range []string{"a", "b", "c", "d", "e", "f", "g", "later"} {
 		m := verify
@@ -597,13 +597,7 @@ func TestConnectionLostAtRcptEndsTheBatch(t *testing.T) {
 	})
 	var sessions atomic.Int32
 	r := newRig(t, mail.SenderOptions{})
-	s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
-		Transport: countingTransport{mustSMTP(t, "smtp://"+addr+"?starttls=off"), &sessions},
-		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		BackoffBase: time.Hour, Links: mail.DefaultLinks("http://localhost:8080")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := r.sender(t, mail.SenderOptions{Transport: countingTransport{mustSMTP(t, "smtp://"+addr+"?starttls=off"), &sessions}, BackoffBase: time.Hour})
 	a, b := verify, verify
 	a.To, b.To = "a@example.com", "b@example.com"
 	r.enqueue(t, a, b)
@@ -639,12 +633,7 @@ func TestMailRefusalGoesOnWithTheBatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var sessions atomic.Int32
 			r := newRig(t, mail.SenderOptions{})
-			s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: countingTransport{mustSMTP(t, r.smtp.URL()+"?starttls=off"), &sessions},
-				From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-				Links: mail.DefaultLinks("http://localhost:8080")})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := r.sender(t, mail.SenderOptions{Transport: countingTransport{mustSMTP(t, r.smtp.URL()+"?starttls=off"), &sessions}})
 			tc.refuse(r.smtp, tc.code)
 			var msgs []mail.Message
 			for _, to := range []string{"a@example.com", "b@example.com", "c@example.com"} {
@@ -813,12 +802,7 @@ func TestTooManyAttemptsParks(t *testing.T) {
 // Two senders on one queue (two replicas): every mail goes out once.
 func TestConcurrentSendersDeliverOnce(t *testing.T) {
 	r := newRig(t, mail.SenderOptions{Batch: 3})
-	other, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: mustSMTP(t, r.smtp.URL()),
-		From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Batch: 3,
-		Links: mail.DefaultLinks("http://localhost:8080")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := r.sender(t, mail.SenderOptions{Transport: mustSMTP(t, r.smtp.URL()), Batch: 3})
 	var msgs []mail.Message
 	for i := range 20 {
 		m := verify
@@ -1031,12 +1015,7 @@ func (s slowTransport) Send(ctx context.Context, m mail.Outgoing) error {
 func TestSlowBatchOutlastingTheLeaseSendsOnce(t *testing.T) {
 	const lease, pause = 2 * time.Second, 1500 * time.Millisecond
 	r := newRig(t, mail.SenderOptions{Batch: 2, Lease: lease})
-	slow, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: slowTransport{mustSMTP(t, r.smtp.URL()), pause},
-		From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Batch: 2, Lease: lease,
-		Links: mail.DefaultLinks("http://localhost:8080")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	slow := r.sender(t, mail.SenderOptions{Transport: slowTransport{mustSMTP(t, r.smtp.URL()), pause}, Batch: 2, Lease: lease})
 	a, b := verify, verify
 	a.To, b.To = "first@example.com", "second@example.com"
 	r.enqueue(t, a, b)
@@ -1086,13 +1065,7 @@ func (f failingTransport) Send(ctx context.Context, m mail.Outgoing) error {
 func TestLateFailureOfAnExpiredClaimLeavesTheRowSent(t *testing.T) {
 	const lease, pause = time.Second, 2 * time.Second
 	r := newRig(t, mail.SenderOptions{Batch: 1, Lease: lease})
-	slow, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool,
-		Transport: failingTransport{pause, errors.Join(mail.ErrPermanent, errors.New("550 mailbox unavailable"))},
-		From:      "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Batch: 1, Lease: lease,
-		Links: mail.DefaultLinks("http://localhost:8080")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	slow := r.sender(t, mail.SenderOptions{Transport: failingTransport{pause, errors.Join(mail.ErrPermanent, errors.New("550 mailbox unavailable"))}, Batch: 1, Lease: lease})
 	r.enqueue(t, verify)
 	done := make(chan error, 1)
 	go func() {
@@ -1180,21 +1153,16 @@ func TestStopDuringSendLosesAndRepeatsNothing(t *testing.T) {
 			ctx, stop := context.WithCancel(context.Background())
 			defer stop()
 			reg := prometheus.NewRegistry()
-			s, err := mail.NewSender(mail.SenderOptions{Pool: r.db.Pool, Transport: stopTransport{mustSMTP(t, r.smtp.URL()), stop, after},
-				From: "no-reply@example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg,
-				Links: mail.DefaultLinks("http://localhost:8080")})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := r.sender(t, mail.SenderOptions{Transport: stopTransport{mustSMTP(t, r.smtp.URL()), stop, after}, Registerer: reg})
 			second := verify
 			second.To = "bob@example.com"
 			r.enqueue(t, verify, second)
 			if n, _ := s.SendDue(ctx); n != 2 {
 				t.Fatalf("claimed %d, want the batch of 2", n)
 			}
-			var due []bool
 			rows, _ := r.db.Pool.Query(context.Background(), `SELECT next_attempt_at <= now() FROM mail_queue ORDER BY id`)
-			if due, err = pgx.CollectRows(rows, pgx.RowTo[bool]); err != nil {
+			due, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+			if err != nil {
 				t.Fatal(err)
 			}
 			for i, row := range r.rows(t) {
