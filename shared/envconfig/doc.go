@@ -99,6 +99,9 @@ func (t Table) checkDoc(rows []DocRow, complete bool) []string {
 	documented := map[string]string{}
 	for _, r := range rows {
 		for _, n := range r.Names {
+			if _, twice := documented[n]; twice {
+				diffs = append(diffs, fmt.Sprintf("%s is documented twice", n))
+			}
 			documented[n] = r.Default
 			if _, ok := t.Lookup(n); !ok {
 				diffs = append(diffs, fmt.Sprintf("%s is documented but not in the configuration table", n))

@@ -113,6 +113,7 @@ func TestCheckDoc(t *testing.T) {
 		{"| `N` | `4` | c |\n", "| `N` | `4` | c |\n| `EXTRA` | — | x |\n", "EXTRA is documented but not in the configuration table"},
 		{"| `DB_URL` | — (required) |", "| `DB_URL` | — |", "DB_URL: documented as required = false"},
 		{"| `PASSWORD` | empty |", "| `PASSWORD` | `x` |", "PASSWORD: documented default \"x\", the table has none"},
+		{"| `N` | `4` | c |\n", "| `N` | `4` | c |\n| `N` | `4` | c, again |\n", "N is documented twice"},
 	} {
 		rows, err := ParseDocTable(strings.Replace(doc, tc.from, tc.to, 1), "### svc")
 		if err != nil {
