@@ -247,13 +247,14 @@ RETURNING id::text, created_at`
 		case n.Kind == KindPersonal && live >= MaxLivePersonalPerMember:
 			return ErrPersonalLimit
 		}
-		key, limit, what := ratelimit.Key("api_key_tenant_create", n.TenantID), TenantCreations,
-			fmt.Sprintf("this tenant has created as many API keys as it may in %s: at most %d (API_KEY_CREATIONS_PER_HOUR)", TenantCreations.Period(), TenantCreations.N)
 		if n.Kind == KindPersonal {
-			key, limit, what = ratelimit.Key("api_key_personal_create", n.TenantID, n.UserID), PersonalCreations,
-				fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", PersonalCreations.N, PersonalCreations.Period())
+			err = ratelimit.CheckIn(ctx, tx, ratelimit.Key("api_key_personal_create", n.TenantID, n.UserID), PersonalCreations,
+				fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", PersonalCreations.N, PersonalCreations.Period()))
+		} else {
+			err = ratelimit.CheckIn(ctx, tx, ratelimit.Key("api_key_tenant_create", n.TenantID), TenantCreations,
+				fmt.Sprintf("this tenant has created as many API keys as it may in %s: at most %d (API_KEY_CREATIONS_PER_HOUR)", TenantCreations.Period(), TenantCreations.N))
 		}
-		if err := ratelimit.CheckIn(ctx, tx, key, limit, what); err != nil {
+		if err != nil {
 			return err
 		}
 		if err := tx.QueryRow(ctx, qInsert, publicID, n.TenantID, n.UserID, n.Kind, n.Name, perms, s.hash(secret), n.ExpiresAt).
