@@ -770,8 +770,8 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 }
 
 // qTarget reads the target member's status, whether it is an active owner,
-// the union of its roles' permissions, and whether another active owner
-// exists.
+// the union of its roles' permissions, whether another active owner
+// exists, and whether the member is a service account.
 const qTarget = `
 SELECT m.status,
        EXISTS (SELECT 1 FROM membership_roles mr JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
@@ -782,7 +782,8 @@ SELECT m.status,
                JOIN memberships o ON o.tenant_id = mr.tenant_id AND o.user_id = mr.user_id
                JOIN users ou ON ou.id = o.user_id
                WHERE mr.tenant_id = m.tenant_id AND mr.user_id <> m.user_id
-                 AND r.builtin AND r.name = 'owner' AND o.status = 'active' AND ou.status = 'active')
+                 AND r.builtin AND r.name = 'owner' AND o.status = 'active' AND ou.status = 'active'),
+       (SELECT u.kind = 'service' FROM users u WHERE u.id = m.user_id)
 FROM memberships m
 WHERE m.tenant_id = $1 AND m.user_id = $2
 FOR NO KEY UPDATE OF m`
@@ -792,6 +793,7 @@ type target struct {
 	owner      bool
 	perms      []string
 	otherOwner bool
+	service    bool // a service account's membership
 }
 
 // lockTarget takes the tenant's lock (roles.LockTenant), which serialises
@@ -812,7 +814,7 @@ func (s *Store) lockTarget(ctx context.Context, tx pgx.Tx, tenantID, userID stri
 // catalog's arrays all and member (roles.CatalogArgs).
 func readTarget(ctx context.Context, tx pgx.Tx, all, member, tenantID, userID string) (target, error) {
 	var t target
-	err := tx.QueryRow(ctx, qTarget, tenantID, userID, all, member).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner)
+	err := tx.QueryRow(ctx, qTarget, tenantID, userID, all, member).Scan(&t.status, &t.owner, &t.perms, &t.otherOwner, &t.service)
 	return t, mapErr(err)
 }
 
@@ -937,17 +939,12 @@ type auditedMember struct {
 // secrets, by serviceaccounts.Store.Delete.
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
-	const qService = `SELECT kind = 'service' FROM users WHERE id = $1`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		t, err := s.lockTarget(ctx, tx, tenantID, userID, &a)
 		if err != nil {
 			return err
 		}
-		var service bool
-		if err := tx.QueryRow(ctx, qService, userID).Scan(&service); err != nil {
-			return fmt.Errorf("member's kind: %w", err)
-		}
-		if service {
+		if t.service {
 			return ErrServiceAccount
 		}
 		if !a.Covers(t.perms) {
