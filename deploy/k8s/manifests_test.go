@@ -1147,35 +1147,11 @@ func check(b *bundle) []string {
 		v.addf("no NetworkPolicy restricts ingress to the pod")
 	}
 
-	// Availability objects point at this workload.
-	hpas := 0
-	minPods := int32(1) // the fewest replicas the Deployment runs
-	if dep.Spec.Replicas != nil {
-		minPods = *dep.Spec.Replicas
-	}
-	for _, h := range b.HPAs {
-		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == dep.Name {
-			hpas++
-			minPods = 1
-			if h.Spec.MinReplicas != nil {
-				minPods = *h.Spec.MinReplicas
-			}
-		}
-	}
-	pdbs := 0
-	for _, p := range b.PDBs {
-		if sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector); err == nil && sel.Matches(podLabels) {
-			pdbs++
-			if err := checkPDB(p, int(minPods)); err != nil {
-				v.addf("PodDisruptionBudget %s: %v", p.Name, err)
-			}
-		}
-	}
+	// Availability objects point at this workload: an HPA, and a PDB even
+	// at one replica.
+	_, hpas, pdbs := checkAvailability(&v, b, dep)
 	if pdbs == 0 {
 		v.addf("no PodDisruptionBudget selects the pod")
-	}
-	if minPods > 1 && !spreadOverNodes(pod, podLabels) {
-		v.addf("Deployment %s: no topology spread over %s selecting its pods: its %d replicas may share a node, and that node's loss or drain takes them all", dep.Name, corev1.LabelHostname, minPods)
 	}
 	if hpas == 0 {
 		v.addf("no HorizontalPodAutoscaler targets Deployment %s", dep.Name)
@@ -1205,6 +1181,41 @@ func check(b *bundle) []string {
 		v.addf("Deployment %s: no init container runs `coreapi migrate up` with image %s before the pod serves", dep.Name, core.Image)
 	}
 	return v
+}
+
+// checkAvailability checks the availability of d's pods at the fewest
+// replicas d runs (its replicas, or the minimum of an HPA targeting it):
+// every PodDisruptionBudget selecting the pods passes checkPDB, and more
+// than one replica spread over nodes. It returns that count, the number of
+// HPAs targeting d and the number of PDBs selecting its pods.
+func checkAvailability(v *violations, b *bundle, d *appsv1.Deployment) (minPods int32, hpas, pdbs int) {
+	pod := &d.Spec.Template.Spec
+	podLabels := labels.Set(d.Spec.Template.Labels)
+	minPods = 1
+	if d.Spec.Replicas != nil {
+		minPods = *d.Spec.Replicas
+	}
+	for _, h := range b.HPAs {
+		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == d.Name {
+			hpas++
+			minPods = 1
+			if h.Spec.MinReplicas != nil {
+				minPods = *h.Spec.MinReplicas
+			}
+		}
+	}
+	for _, p := range b.PDBs {
+		if sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector); err == nil && sel.Matches(podLabels) {
+			pdbs++
+			if err := checkPDB(p, int(minPods)); err != nil {
+				v.addf("PodDisruptionBudget %s: %v", p.Name, err)
+			}
+		}
+	}
+	if minPods > 1 && !spreadOverNodes(pod, podLabels) {
+		v.addf("Deployment %s: no topology spread over %s selecting its pods: its %d replicas may share a node, and that node's loss or drain takes them all", d.Name, corev1.LabelHostname, minPods)
+	}
+	return minPods, hpas, pdbs
 }
 
 // checkPDB: at n replicas (the HPA's minimum) the budget lets a node

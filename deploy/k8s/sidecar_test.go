@@ -399,6 +399,14 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 				}
 			}
 		}, "PodDisruptionBudget notes: allows no eviction at 2 pods"},
+		{"the app's PDB holds back unready pods at one replica", func(t *testing.T, b *bundle) {
+			appDeployment(t, b).Spec.Replicas = new(int32(1))
+			for _, p := range b.PDBs {
+				if p.Name == "notes" {
+					p.Spec.UnhealthyPodEvictionPolicy = nil
+				}
+			}
+		}, "PodDisruptionBudget notes: unhealthyPodEvictionPolicy is not AlwaysAllow"},
 		{"the app's replicas not spread over nodes", func(t *testing.T, b *bundle) {
 			appDeployment(t, b).Spec.Template.Spec.TopologySpreadConstraints = nil
 		}, "Deployment notes: no topology spread"},
@@ -1121,36 +1129,10 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 		v.addf("%s: terminationGracePeriodSeconds (%s) does not exceed the app's shutdown and then the sidecar's (%s: %s; then %s)", name, grace, appStop+sidecarStop, appSteps, sidecarSteps)
 	}
 
-	// Availability, as for coreapi's pods: with more than one replica, a
-	// PDB a node drain can get through and the replicas spread over nodes.
-	minPods := int32(1)
-	if d.Spec.Replicas != nil {
-		minPods = *d.Spec.Replicas
-	}
-	for _, h := range b.HPAs {
-		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == d.Name {
-			minPods = 1
-			if h.Spec.MinReplicas != nil {
-				minPods = *h.Spec.MinReplicas
-			}
-		}
-	}
-	if minPods > 1 {
-		pdbs := 0
-		for _, p := range b.PDBs {
-			if sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector); err == nil && sel.Matches(podLabels) {
-				pdbs++
-				if err := checkPDB(p, int(minPods)); err != nil {
-					v.addf("PodDisruptionBudget %s: %v", p.Name, err)
-				}
-			}
-		}
-		if pdbs == 0 {
-			v.addf("%s: %d replicas and no PodDisruptionBudget selects them: a node drain may evict them all at once", name, minPods)
-		}
-		if !spreadOverNodes(pod, podLabels) {
-			v.addf("%s: no topology spread over %s selecting its pods: its %d replicas may share a node, and that node's loss or drain takes them all", name, corev1.LabelHostname, minPods)
-		}
+	// Availability, as for coreapi's pods; a PDB is required only with
+	// more than one replica.
+	if minPods, _, pdbs := checkAvailability(v, b, d); minPods > 1 && pdbs == 0 {
+		v.addf("%s: %d replicas and no PodDisruptionBudget selects them: a node drain may evict them all at once", name, minPods)
 	}
 
 	checkPod(v, b, name, pod)
