@@ -804,6 +804,25 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 	}
 }
 
+// TestHealthzProbesInOrder: both probes off /healthz are reported, liveness
+// first, the same way on every run.
+func TestHealthzProbesInOrder(t *testing.T) {
+	c := ctr(t, renderBase(t), coreName)
+	c.LivenessProbe.HTTPGet.Path = "/readyz"
+	c.StartupProbe.HTTPGet.Path = "/ready"
+	want := []string{
+		"coreapi: liveness probe on /readyz, not /healthz: why",
+		"coreapi: startup probe on /ready, not /healthz: why",
+	}
+	for range 20 {
+		var v violations
+		checkHealthzProbes(&v, c, "coreapi", "why")
+		if !slices.Equal(v, want) {
+			t.Fatalf("checkHealthzProbes() = %q, want %q", v, want)
+		}
+	}
+}
+
 // TestOverlayBreakageIsCaught renders an overlay that patches the base the
 // way a careless change would, through kustomize itself, and expects the
 // invariants to reject it.
@@ -1010,21 +1029,13 @@ func check(b *bundle) []string {
 	// database), a coreapi restarted during an outage would be killed
 	// again every few minutes, then wait out its crash-loop back-off once
 	// the database is back.
-	for kind, p := range map[string]*corev1.Probe{"liveness": core.LivenessProbe, "startup": core.StartupProbe} {
-		if p != nil && p.HTTPGet != nil && p.HTTPGet.Path != "/healthz" {
-			v.addf("coreapi: %s probe on %s, not /healthz: the kubelet would kill coreapi during a database outage", kind, p.HTTPGet.Path)
-		}
-	}
+	checkHealthzProbes(&v, core, "coreapi", "the kubelet would kill coreapi during a database outage")
 	// The proxy's readiness needs the key set from the coreapi beside it.
 	// A proxy (re)started while that coreapi cannot serve (starting, or
 	// in its own crash-loop back-off) would be killed by a startup or
 	// liveness probe on /readyz, and then backed off for minutes after
 	// coreapi is back.
-	for kind, p := range map[string]*corev1.Probe{"liveness": proxy.LivenessProbe, "startup": proxy.StartupProbe} {
-		if p != nil && p.HTTPGet != nil && p.HTTPGet.Path != "/healthz" {
-			v.addf("authproxy: %s probe on %s, not /healthz: the kubelet would kill the proxy while coreapi cannot serve its key set", kind, p.HTTPGet.Path)
-		}
-	}
+	checkHealthzProbes(&v, proxy, "authproxy", "the kubelet would kill the proxy while coreapi cannot serve its key set")
 
 	// Secrets: never in ConfigMaps or literal env values.
 	for _, cm := range b.ConfigMaps {
@@ -1553,6 +1564,20 @@ func checkProbes(v *violations, c *corev1.Container, admin int32, adminHost stri
 		}
 		if isLoopback(adminHost) {
 			v.addf("%s: %s probe comes from the kubelet and cannot reach an admin port bound to %s", c.Name, kind, adminHost)
+		}
+	}
+}
+
+// checkHealthzProbes reports c's liveness and startup probes that ask
+// anything but /healthz: a probe that waits on another service has the
+// kubelet kill c while that service is away (why says what follows).
+func checkHealthzProbes(v *violations, c *corev1.Container, who, why string) {
+	for _, p := range []struct {
+		kind  string
+		probe *corev1.Probe
+	}{{"liveness", c.LivenessProbe}, {"startup", c.StartupProbe}} {
+		if g := p.probe; g != nil && g.HTTPGet != nil && g.HTTPGet.Path != "/healthz" {
+			v.addf("%s: %s probe on %s, not /healthz: %s", who, p.kind, g.HTTPGet.Path, why)
 		}
 	}
 }

@@ -268,6 +268,9 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"sidecar startup probe on /readyz", func(t *testing.T, b *bundle) {
 			sidecarOf(t, b).StartupProbe.HTTPGet.Path = "/readyz"
 		}, "not /healthz"},
+		{"sidecar liveness probe on /readyz", func(t *testing.T, b *bundle) {
+			sidecarOf(t, b).LivenessProbe.HTTPGet.Path = "/readyz"
+		}, "sidecar authproxy: liveness probe on /readyz, not /healthz"},
 		{"sidecar's parallelism left to the node", func(t *testing.T, b *bundle) {
 			c := sidecarOf(t, b)
 			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
@@ -910,11 +913,10 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 	}
 	if proxy.StartupProbe == nil {
 		v.addf("%s: sidecar %s has no startup probe: the app would start before its proxy listens", name, proxy.Name)
-	} else if g := proxy.StartupProbe.HTTPGet; g != nil && g.Path != "/healthz" {
-		// Readiness needs the key set from coreapi-internal, which has no
-		// endpoint while every coreapi is unready (a database outage).
-		v.addf("%s: sidecar %s's startup probe on %s, not /healthz: the kubelet would kill a sidecar started during a coreapi outage, and back it off once coreapi is back", name, proxy.Name, g.Path)
 	}
+	// Readiness needs the key set from coreapi-internal, which has no
+	// endpoint while every coreapi is unready (a database outage).
+	checkHealthzProbes(v, proxy, name+": sidecar "+proxy.Name, "the kubelet would kill the sidecar during a coreapi outage, and back it off once coreapi is back")
 	if proxy.ReadinessProbe == nil || proxy.ReadinessProbe.HTTPGet == nil || proxy.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		v.addf("%s: sidecar %s has no readiness probe on /readyz: the pod would take traffic before its proxy has the key set", name, proxy.Name)
 	}
