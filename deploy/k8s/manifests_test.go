@@ -804,6 +804,19 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 	}
 }
 
+// TestBadShutdownTimeoutReportedOnce: the proxy's SHUTDOWN_TIMEOUT feeds
+// both its drain before coreapi stops and its whole stop; a bad value is
+// one violation.
+func TestBadShutdownTimeoutReportedOnce(t *testing.T) {
+	b := renderBase(t)
+	setEnv(ctr(t, b, proxyName), "SHUTDOWN_TIMEOUT", "soon")
+	want := `authproxy: SHUTDOWN_TIMEOUT "soon" is not a positive duration`
+	got := check(b)
+	if n := slices.Index(got, want); n < 0 || slices.Contains(got[n+1:], want) {
+		t.Fatalf("check() = %q, want %q exactly once", got, want)
+	}
+}
+
 // TestHealthzProbesInOrder: both probes off /healthz are reported, liveness
 // first, the same way on every run.
 func TestHealthzProbesInOrder(t *testing.T) {
@@ -947,7 +960,7 @@ func check(b *bundle) []string {
 	if stop, steps := coreStop(&v, core, coreEnv); grace <= stop {
 		v.addf("terminationGracePeriodSeconds (%s) does not exceed coreapi's shutdown (%s: %s)", grace, stop, steps)
 	}
-	if stop, steps := proxyStop(&v, proxy, proxyEnv); grace <= stop {
+	if stop, steps := proxyStop(proxy, proxyEnv, proxyDrain); grace <= stop {
 		v.addf("terminationGracePeriodSeconds (%s) does not exceed authproxy's shutdown (%s: %s)", grace, stop, steps)
 	}
 
@@ -1874,9 +1887,10 @@ func spans(d time.Duration) string {
 }
 
 // proxyStop is the longest authproxy can take from the moment it is told
-// to stop (its preStop hook) to its exit, and its steps in words.
-func proxyStop(v *violations, c *corev1.Container, env map[string]string) (time.Duration, string) {
-	pause, drain, traces := preStopSleep(c), shutdownTimeout(v, c.Name, env, serviceDrain), tracingStop(env)
+// to stop (its preStop hook) to its exit, and its steps in words; drain is
+// its SHUTDOWN_TIMEOUT as shutdownTimeout read it.
+func proxyStop(c *corev1.Container, env map[string]string, drain time.Duration) (time.Duration, string) {
+	pause, traces := preStopSleep(c), tracingStop(env)
 	return pause + drain + max(proxyNATSClose, usageReport) + traces,
 		fmt.Sprintf("preStop pause %s + SHUTDOWN_TIMEOUT %s + its NATS close %s (its last usage report beside it)%s",
 			pause, drain, max(proxyNATSClose, usageReport), spans(traces))

@@ -1126,7 +1126,7 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 			appSteps = fmt.Sprintf("app container %s's preStop pause %s + its drain %s", c.Name, pause, drain)
 		}
 	}
-	sidecarStop, sidecarSteps := proxyStop(v, proxy, env)
+	sidecarStop, sidecarSteps := proxyStop(proxy, env, shutdownTimeout(v, proxy.Name, env, serviceDrain))
 	if grace := gracePeriod(pod); grace <= appStop+sidecarStop {
 		v.addf("%s: terminationGracePeriodSeconds (%s) does not exceed the app's shutdown and then the sidecar's (%s: %s; then %s)", name, grace, appStop+sidecarStop, appSteps, sidecarSteps)
 	}
