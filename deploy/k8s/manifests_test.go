@@ -747,6 +747,9 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"PDB protects nothing", func(t *testing.T, b *bundle) {
 			b.PDBs[0].Spec.MaxUnavailable = new(intstr.FromString("100%"))
 		}, "allows all 2 pods"},
+		{"PDB sets both maxUnavailable and minAvailable", func(t *testing.T, b *bundle) {
+			b.PDBs[0].Spec.MinAvailable = new(intstr.FromInt32(1))
+		}, "PodDisruptionBudget tollgate: want exactly one of maxUnavailable and minAvailable"},
 		{"PDB holds back unready pods", func(t *testing.T, b *bundle) {
 			b.PDBs[0].Spec.UnhealthyPodEvictionPolicy = nil
 		}, "unhealthyPodEvictionPolicy"},
@@ -755,6 +758,15 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			pod.TopologySpreadConstraints = slices.DeleteFunc(pod.TopologySpreadConstraints, func(c corev1.TopologySpreadConstraint) bool {
 				return c.TopologyKey == corev1.LabelHostname
 			})
+		}, "no topology spread over kubernetes.io/hostname"},
+		{"spread over nodes by a required pod anti-affinity instead", func(t *testing.T, b *bundle) {
+			spreadByAntiAffinity(b, corev1.LabelHostname, true)
+		}, ""},
+		{"spread over nodes by a preferred pod anti-affinity instead", func(t *testing.T, b *bundle) {
+			spreadByAntiAffinity(b, corev1.LabelHostname, false)
+		}, ""},
+		{"pod anti-affinity over zones only", func(t *testing.T, b *bundle) {
+			spreadByAntiAffinity(b, corev1.LabelTopologyZone, true)
 		}, "no topology spread over kubernetes.io/hostname"},
 		{"spread over nodes of other pods", func(t *testing.T, b *bundle) {
 			for i := range b.Deployments[0].Spec.Template.Spec.TopologySpreadConstraints {
@@ -794,6 +806,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			b := base.deepCopy()
 			tt.mutate(t, b)
 			got := check(b)
+			if tt.want == "" { // a sound alternative: nothing to catch
+				if len(got) != 0 {
+					t.Fatalf("check() = %q, want no violation", got)
+				}
+				return
+			}
 			for _, v := range got {
 				if strings.Contains(v, tt.want) {
 					return
@@ -802,6 +820,27 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			t.Fatalf("check() = %q, want a violation containing %q", got, tt.want)
 		})
 	}
+}
+
+// spreadByAntiAffinity replaces the Deployment's topology spread over nodes
+// by a pod anti-affinity term on key selecting its pods, required or
+// preferred.
+func spreadByAntiAffinity(b *bundle, key string, required bool) {
+	pod := &b.Deployments[0].Spec.Template.Spec
+	pod.TopologySpreadConstraints = slices.DeleteFunc(pod.TopologySpreadConstraints, func(c corev1.TopologySpreadConstraint) bool {
+		return c.TopologyKey == corev1.LabelHostname
+	})
+	term := corev1.PodAffinityTerm{
+		TopologyKey:   key,
+		LabelSelector: &metav1.LabelSelector{MatchLabels: b.Deployments[0].Spec.Template.Labels},
+	}
+	anti := &corev1.PodAntiAffinity{}
+	if required {
+		anti.RequiredDuringSchedulingIgnoredDuringExecution = []corev1.PodAffinityTerm{term}
+	} else {
+		anti.PreferredDuringSchedulingIgnoredDuringExecution = []corev1.WeightedPodAffinityTerm{{Weight: 100, PodAffinityTerm: term}}
+	}
+	pod.Affinity = &corev1.Affinity{PodAntiAffinity: anti}
 }
 
 // TestBadShutdownTimeoutReportedOnce: the proxy's SHUTDOWN_TIMEOUT feeds
