@@ -48,13 +48,22 @@ func memTracer(t *testing.T, sampler string) (*tracing.Provider, *tracetest.InMe
 // tracedEnv is a proxy tracing with sampler (and arg) into memory.
 func tracedEnv(t *testing.T, sampler string, vars map[string]string) (*env, *tracetest.InMemoryExporter) {
 	t.Helper()
+	return tracedEnvOpt(t, sampler, envOpt{vars: vars})
+}
+
+// tracedEnvOpt is tracedEnv with o's vars and other options (such as
+// slogAccess); its rules, tracing and ACCESS_LOG are tracedEnv's.
+func tracedEnvOpt(t *testing.T, sampler string, o envOpt) (*env, *tracetest.InMemoryExporter) {
+	t.Helper()
 	p, exp := memTracer(t, sampler)
-	if vars == nil {
-		vars = map[string]string{}
+	if o.vars == nil {
+		o.vars = map[string]string{}
 	}
-	vars["ACCESS_LOG"] = "true"
-	return start(t, envOpt{vars: vars, tracing: p, rules: appUpstream +
-		"routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n"}), exp
+	o.vars["ACCESS_LOG"] = "true"
+	o.tracing = p
+	o.rules = appUpstream +
+		"routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n"
+	return start(t, o), exp
 }
 
 // parseTP splits a traceparent into trace id, parent span id and flags.
@@ -695,19 +704,24 @@ func TestSecretQueryNotRecorded(t *testing.T) {
 // A path's length is the client's to choose, up to the header buffer: the
 // access line and the span's url.path hold its first
 // logging.MaxPathBytes, so that a line stays one line to the container
-// runtime (16 KiB) and a span stays small.
+// runtime (16 KiB) and a span stays small. Both ways of writing the
+// access line clip: buffered (Hooks.Lines) and through the logger.
 func TestLongPathClipped(t *testing.T) {
-	e, exp := tracedEnv(t, "always_on", nil)
-	path := "/notes/" + strings.Repeat("a", 12<<10)
-	e.wantStatus(e.do("GET", path, "", nil), 401)
-	lines := accessLines(t, e)
-	if len(lines) != 1 {
-		t.Fatalf("%d access lines, want 1", len(lines))
-	}
-	if got, _ := lines[0]["path"].(string); got != path[:logging.MaxPathBytes] {
-		t.Errorf("access log path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
-	}
-	if got := attr(spanNamed(t, exp.GetSpans(), "GET /notes"), "url.path"); got != path[:logging.MaxPathBytes] {
-		t.Errorf("span url.path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
+	for _, slogAccess := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slog=%v", slogAccess), func(t *testing.T) {
+			e, exp := tracedEnvOpt(t, "always_on", envOpt{slogAccess: slogAccess})
+			path := "/notes/" + strings.Repeat("a", 12<<10)
+			e.wantStatus(e.do("GET", path, "", nil), 401)
+			lines := accessLines(t, e)
+			if len(lines) != 1 {
+				t.Fatalf("%d access lines, want 1", len(lines))
+			}
+			if got, _ := lines[0]["path"].(string); got != path[:logging.MaxPathBytes] {
+				t.Errorf("access log path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
+			}
+			if got := attr(spanNamed(t, exp.GetSpans(), "GET /notes"), "url.path"); got != path[:logging.MaxPathBytes] {
+				t.Errorf("span url.path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
+			}
+		})
 	}
 }
