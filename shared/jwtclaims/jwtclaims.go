@@ -68,6 +68,28 @@ func HasAudience(raw json.RawMessage, want string) bool {
 	return slices.Contains(many, want)
 }
 
+// SplitScope splits a scope claim or parameter (RFC 6749 section 3.3) into
+// its tokens, separated by U+0020 only: any other space (a tab, a line
+// break, NBSP) is part of a token, for the caller to refuse. Empty tokens
+// (spaces repeated, leading or trailing) are skipped. The result is never
+// nil: a scope present but empty (or all spaces) grants nothing, which a
+// nil scope (absent) would not say.
+func SplitScope(s string) []string {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] != ' ' && (i == 0 || s[i-1] == ' ') {
+			n++
+		}
+	}
+	out := make([]string, 0, n)
+	for tok := range strings.SplitSeq(s, " ") {
+		if tok != "" {
+			out = append(out, tok)
+		}
+	}
+	return out
+}
+
 // Header is a JWS protected header as the access-token verifiers read it.
 type Header struct {
 	Alg  string          `json:"alg"`

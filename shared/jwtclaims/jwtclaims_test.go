@@ -3,6 +3,7 @@ package jwtclaims
 import (
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"testing"
 )
 
@@ -65,6 +66,29 @@ func TestNumberRefusesStrings(t *testing.T) {
 			}
 		case c.Exp == nil || string(*c.Exp) != tc.want:
 			t.Errorf("%s: Exp = %v, want %s", tc.in, c.Exp, tc.want)
+		}
+	}
+}
+
+// TestSplitScope: tokens are separated by U+0020 only, empty ones
+// skipped; any other space stays in its token. Never nil, and cut to its
+// length.
+func TestSplitScope(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", []string{}},
+		{"   ", []string{}},
+		{"a:b", []string{"a:b"}},
+		{" a:b  c:d ", []string{"a:b", "c:d"}},
+		{"a:b\tc:d", []string{"a:b\tc:d"}},
+		{"a:b\u00a0c:d e:f", []string{"a:b\u00a0c:d", "e:f"}},
+		{"a:b\nc:d", []string{"a:b\nc:d"}},
+	} {
+		got := SplitScope(tc.in)
+		if got == nil || !slices.Equal(got, tc.want) || cap(got) != len(got) {
+			t.Errorf("SplitScope(%q) = %q (nil %v, cap %d), want %q", tc.in, got, got == nil, cap(got), tc.want)
 		}
 	}
 }

@@ -668,12 +668,7 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 		// Tokens separated by U+0020 only (RFC 6749 section 3.3), as
 		// coreapi reads them: any other space is part of a token, which
 		// validScope then refuses.
-		c.Scope = []string{}
-		for sc := range strings.SplitSeq(*p.Scope, " ") {
-			if sc != "" {
-				c.Scope = append(c.Scope, sc)
-			}
-		}
+		c.Scope = jwtclaims.SplitScope(*p.Scope)
 		for _, sc := range c.Scope {
 			if !validScope(sc) {
 				return nil, ErrClaims

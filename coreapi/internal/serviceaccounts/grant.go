@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -128,7 +129,8 @@ func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsR
 }
 
 // parseScope reads a scope parameter (RFC 6749 section 3.3): scope
-// tokens of %x21 / %x23-5B / %x5D-7E separated by spaces (U+0020 only).
+// tokens of %x21 / %x23-5B / %x5D-7E separated by spaces (U+0020 only),
+// split by jwtclaims.SplitScope as the proxy splits a token's scope.
 // Empty tokens (spaces repeated, leading or trailing) are skipped; any
 // other character, a tab, a line break or a Unicode space (NBSP, U+0085,
 // which strings.Fields took for separators) among them, is 400
@@ -141,13 +143,7 @@ func parseScope(scope string) ([]string, error) {
 				fmt.Sprintf("scope holds %U, which no scope token may: tokens of printable ASCII but '\"' and '\\', separated by spaces (U+0020)", r))
 		}
 	}
-	var out []string
-	for tok := range strings.SplitSeq(scope, " ") {
-		if tok != "" {
-			out = append(out, tok)
-		}
-	}
-	return out, nil
+	return jwtclaims.SplitScope(scope), nil
 }
 
 // quote shows a client-sent value in an error, bounded and printable.
