@@ -28,6 +28,15 @@ func String(s string, n int) string {
 	return s[:n]
 }
 
+// Mark is String followed by "..." when s was cut: a log value that
+// shows it is not whole. s of at most n bytes is returned as it is.
+func Mark(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return String(s, n) + "..."
+}
+
 // Text is String for text that came from outside as raw bytes (an HTTP
 // header, a mail server's error): invalid UTF-8 becomes U+FFFD and NUL
 // bytes are dropped first, so that PostgreSQL stores it instead of

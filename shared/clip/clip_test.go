@@ -69,6 +69,32 @@ func TestStringEveryCut(t *testing.T) {
 	}
 }
 
+func TestMark(t *testing.T) {
+	tests := []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"", 3, ""},
+		{"abc", 3, "abc"},
+		{"abcd", 3, "abc..."},
+		{"a€b", 3, "a..."}, // cut on a character boundary, then marked
+		{"a€b", 5, "a€b"},  // fits exactly: no mark
+		{"😀", 2, "..."},    // nothing whole fits: only the mark
+		{"abc", 0, "..."},  //
+		{"abc", -1, "..."}, //
+	}
+	for _, tt := range tests {
+		if got := clip.Mark(tt.s, tt.n); got != tt.want {
+			t.Errorf("Mark(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
+		}
+	}
+	long := strings.Repeat("x", 100)
+	if a := testing.AllocsPerRun(100, func() { _ = clip.Mark(long, 100) }); a != 0 {
+		t.Errorf("%v allocations for a text that fits", a)
+	}
+}
+
 func TestText(t *testing.T) {
 	tests := []struct {
 		s    string

@@ -24,11 +24,11 @@ func ClipPath(path string) string {
 const MaxStackBytes = 8 << 10
 
 // ClipStack returns stack (debug.Stack's) cut to MaxStackBytes on a
-// character boundary (clip.String), followed by "..." when cut.
+// character boundary, followed by "..." when cut (clip.Mark).
 func ClipStack(stack []byte) string {
-	if len(stack) <= MaxStackBytes {
-		return string(stack)
+	// Only what Mark looks at is copied into the string.
+	if len(stack) > MaxStackBytes+1 {
+		stack = stack[:MaxStackBytes+1]
 	}
-	// Only what String looks at is copied into the string.
-	return clip.String(string(stack[:MaxStackBytes+1]), MaxStackBytes) + "..."
+	return clip.Mark(string(stack), MaxStackBytes)
 }

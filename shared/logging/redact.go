@@ -33,8 +33,5 @@ func Redact(s string) string {
 	s = quotedText.ReplaceAllString(s, `"[redacted]"`)
 	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
 	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
-	if len(s) > MaxRedactedBytes {
-		s = clip.String(s, MaxRedactedBytes) + "..."
-	}
-	return s
+	return clip.Mark(s, MaxRedactedBytes)
 }

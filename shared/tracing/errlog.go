@@ -51,18 +51,9 @@ func (h *ErrorLogger) Handle(err error) {
 	dropped := h.dropped
 	h.dropped = 0
 	h.mu.Unlock()
-	args := []any{"err", clipError(err.Error())}
+	args := []any{"err", clip.Mark(err.Error(), MaxErrorBytes)}
 	if dropped > 0 {
 		args = append(args, "errors_not_logged", dropped)
 	}
 	h.log.Warn("tracing", args...)
-}
-
-// clipError cuts s to MaxErrorBytes (clip.String), followed by "..."
-// when cut.
-func clipError(s string) string {
-	if len(s) <= MaxErrorBytes {
-		return s
-	}
-	return clip.String(s, MaxErrorBytes) + "..."
 }
