@@ -3,6 +3,7 @@ package jwtclaims
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"slices"
 	"testing"
 )
@@ -32,7 +33,8 @@ func TestNumericDate(t *testing.T) {
 
 // TestNumberRefusesStrings: RFC 7519 makes a NumericDate a JSON number;
 // json.Number also takes a string holding one ("exp":"1700000000"), which
-// a Number refuses, as any value but a number. null is absent.
+// a Number refuses (ErrNotNumber), as any value but a number. null is
+// absent.
 func TestNumberRefusesStrings(t *testing.T) {
 	type claims struct {
 		Exp *Number `json:"exp"`
@@ -57,6 +59,8 @@ func TestNumberRefusesStrings(t *testing.T) {
 		case tc.want == "":
 			if err == nil {
 				t.Errorf("%s: accepted as %v", tc.in, *c.Exp)
+			} else if !errors.Is(err, ErrNotNumber) {
+				t.Errorf("%s: %v, want ErrNotNumber", tc.in, err)
 			}
 		case err != nil:
 			t.Errorf("%s: %v", tc.in, err)
