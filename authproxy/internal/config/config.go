@@ -569,7 +569,7 @@ func (p *parser) corsOrigins() []string {
 			p.fail("CORS_ALLOWED_ORIGINS", envconfig.ProblemURL(o), "want * or origins like https://app.example.com (scheme, host, optional port; no path)")
 			continue
 		}
-		if i := strings.IndexFunc(u.Host, func(r rune) bool { return r >= utf8.RuneSelf }); i >= 0 {
+		if strings.ContainsFunc(u.Host, func(r rune) bool { return r >= utf8.RuneSelf }) {
 			// A browser sends such a host in its ASCII form
 			// (https://xn--bcher-kva.example): as written it would never
 			// match, and the origin would be refused without a word.

@@ -123,9 +123,9 @@ func ntfsStream(seg []byte) bool {
 // shortName reports whether seg has the shape of an 8.3 short name that
 // Windows generates: a stem of 1 to 6 characters other than '.', '~',
 // '%' or ':', then '~', a digit 1-9 and maybe more digits, at most 8 in
-// all, then nothing or '.' and 1 to 3 characters other than '.' or '~'.
-// Escaped bytes count as the 3 characters of their escape, which only
-// makes the shape longer: a generated short name is ASCII.
+// all, then nothing or '.' and 1 to 3 characters other than '.', '~',
+// '%' or ':'. A segment holding an escape (a byte left escaped after
+// decoding, so its '%') is never of the shape.
 func shortName(seg []byte) bool {
 	t := bytes.IndexByte(seg, '~')
 	if t < 1 || t+2 > len(seg) || seg[t+1] < '1' || seg[t+1] > '9' {
