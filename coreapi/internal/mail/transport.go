@@ -14,7 +14,6 @@ import (
 	"unicode/utf8"
 
 	gomail "github.com/wneessen/go-mail"
-	"golang.org/x/net/idna"
 )
 
 // Outgoing is one rendered message with its envelope.
@@ -139,25 +138,21 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 }
 
 // wireAddress is addr as the SMTP session names it, in RCPT TO and in the
-// To header: its domain in ASCII (IDNA's lookup mapping, then Punycode:
-// "ada@bücher.example" is sent as "ada@xn--bcher-kva.example"). Addresses
-// are stored with the domain in Unicode (Canonical), as their owners type
-// and read them; go-mail sends an address as given, and a raw UTF-8
-// domain is valid only in a session with the SMTPUTF8 extension (RFC
-// 6531), which many relays lack and refuse it without (553 5.6.7). The
-// ASCII form reaches the same mailbox over any server. A domain IDNA
-// refuses (an address literal) is sent as stored; a local part that is
-// not ASCII still needs a server with SMTPUTF8.
+// To header: its domain in ASCII (inboxDomain: "ada@bücher.example" is
+// sent as "ada@xn--bcher-kva.example"). Addresses are stored with the
+// domain in Unicode (Canonical), as their owners type and read them;
+// go-mail sends an address as given, and a raw UTF-8 domain is valid only
+// in a session with the SMTPUTF8 extension (RFC 6531), which many relays
+// lack and refuse it without (553 5.6.7). The ASCII form reaches the same
+// mailbox over any server. A domain IDNA refuses (an address literal) is
+// sent as stored; a local part that is not ASCII still needs a server with
+// SMTPUTF8.
 func wireAddress(addr string) string {
 	at := strings.LastIndexByte(addr, '@')
 	if at < 0 {
 		return addr
 	}
-	d, err := idna.Lookup.ToASCII(addr[at+1:])
-	if err != nil {
-		return addr
-	}
-	return addr[:at+1] + d
+	return addr[:at+1] + inboxDomain(addr[at+1:])
 }
 
 // refusesTheMail tells a refusal of this mail from one of the session. Only
