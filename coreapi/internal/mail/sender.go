@@ -344,7 +344,7 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	if _, err := s.o.Pool.Exec(rec, qFail, m.ID, clip.Text(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
 		return 0, fmt.Errorf("record mail %d failure: %w", m.ID, err)
 	}
-	if errors.Is(sendErr, ErrSession) && !permanent {
+	if errors.Is(sendErr, ErrSession) {
 		return delay, nil
 	}
 	return 0, nil

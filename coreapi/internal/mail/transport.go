@@ -37,7 +37,7 @@ type Transport interface {
 var ErrPermanent = errors.New("permanent delivery failure")
 
 // ErrSession marks a failure of the mail server's session, not of the mail
-// (see refusesTheMail): every other mail would meet it alike, each in a
+// (see mailAnswer): every other mail would meet it alike, each in a
 // session of its own.
 var ErrSession = errors.New("mail server session failed")
 
@@ -126,11 +126,12 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 		if msg.IsDelivered() {
 			return nil
 		}
-		if refusesTheMail(err) {
-			return fmt.Errorf("%w: %v", ErrPermanent, err)
-		}
-		if !answersTheMail(err) {
+		code, ok := mailAnswer(err)
+		if !ok {
 			return fmt.Errorf("%w: %w", ErrSession, err)
+		}
+		if code >= 500 {
+			return fmt.Errorf("%w: %v", ErrPermanent, err)
 		}
 		return fmt.Errorf("smtp send: %w", err)
 	}
@@ -155,33 +156,20 @@ func wireAddress(addr string) string {
 	return addr[:at+1] + inboxDomain(addr[at+1:])
 }
 
-// refusesTheMail tells a refusal of this mail from one of the session. Only
-// a 5xx answered to the mail's own RCPT TO or DATA is the mail's (its
-// address, its content). Whatever fails before a recipient is named is the
-// mail server's or its configuration's, alike for every mail: the
-// connection, TLS, the greeting, AUTH (go-mail returns those as plain
-// errors, no SendError), and MAIL FROM (the sender MAIL_FROM, a session
-// without the TLS or AUTH the server wants). So is a 530 (RFC 3207, RFC
-// 4954: STARTTLS or AUTH first) wherever it comes. Parking each queued mail
-// for those would scrub every link for an operator's mistake: they are
-// retried with the backoff instead, as a mail server that is down is.
-func refusesTheMail(err error) bool {
-	code, ok := mailAnswer(err)
-	return ok && code >= 500 && code <= 599
-}
-
-// answersTheMail tells whether err is the server's answer to the mail's
-// own RCPT TO or DATA, other than a 530: a 4xx there is the mail's too (a
-// full mailbox, greylisting), and the batch's other mails go on. Any other
-// failure, a connection lost or timed out without an answer included, is
-// the session's (ErrSession).
-func answersTheMail(err error) bool {
-	_, ok := mailAnswer(err)
-	return ok
-}
-
 // mailAnswer is the SMTP code (4xx or 5xx, no 530) err answered the mail's
-// RCPT TO or DATA with.
+// own RCPT TO or DATA with; ok is false for any other failure, which is
+// the session's (ErrSession). Only an answer to the mail's RCPT TO or DATA
+// is the mail's: a 5xx there refuses it (its address, its content:
+// ErrPermanent), and a 4xx is its too (a full mailbox, greylisting), so
+// the batch's other mails go on. Whatever fails before a recipient is
+// named is the mail server's or its configuration's, alike for every
+// mail: the connection, TLS, the greeting, AUTH (go-mail returns those as
+// plain errors, no SendError), and MAIL FROM (the sender MAIL_FROM, a
+// session without the TLS or AUTH the server wants). So is a 530 (RFC
+// 3207, RFC 4954: STARTTLS or AUTH first) wherever it comes, and a
+// connection lost or timed out without an answer. Parking each queued
+// mail for those would scrub every link for an operator's mistake: they
+// are retried with the backoff instead, as a mail server that is down is.
 func mailAnswer(err error) (int, bool) {
 	var se *gomail.SendError
 	if !errors.As(err, &se) {
