@@ -122,12 +122,13 @@ func (s *Sender) Run(ctx context.Context) error {
 			if err != nil && ctx.Err() == nil {
 				s.o.Logger.Warn("mail queue", "err", err)
 			}
+			// A refused session waits out its backoff (the loop's
+			// condition ends the round): another batch now would open
+			// another session the server refuses.
 			if refused > 0 {
 				paused = time.Now().Add(refused)
 			}
-			// A refused session waits out its backoff: another batch now
-			// would open another session the server refuses.
-			if n < s.o.Batch || refused > 0 || err != nil {
+			if n < s.o.Batch || err != nil {
 				break
 			}
 		}
