@@ -55,8 +55,7 @@ type Links struct {
 	ResetPassword    string
 	AcceptInvitation string
 	// ForgotPassword is the page that mails a reset link (no token), to
-	// which the security notices point; empty, they name the page in
-	// words instead.
+	// which the security notices point.
 	ForgotPassword string
 }
 
