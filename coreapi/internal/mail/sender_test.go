@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/textproto"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -885,11 +887,14 @@ func TestHeaderInjection(t *testing.T) {
 // RFC 2047 encoded word typed into it ("=?UTF-8?B?...?=") reaches the
 // recipient as those characters, not decoded by the mail client into
 // what the name checks refuse (here U+202E, a right-to-left override,
-// and a line break) or into any other text.
+// and a line break) or into any other text. Each encoded word holds whole
+// characters, so a client decoding word by word reads them too.
 func TestSubjectEncodedWordShownAsTyped(t *testing.T) {
 	r := newRig(t, mail.SenderOptions{})
 	word := "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte("\u202eevil\r\nBcc: x")) + "?="
-	for i, name := range []string{"Acme " + word, word, "Acme =?us-ascii?Q?Pay=20here?= Ltd", "Äcme " + word + " " + strings.Repeat("long ", 30)} {
+	for i, name := range []string{"Acme " + word, word, "Acme =?us-ascii?Q?Pay=20here?= Ltd", "Äcme " + word + " " + strings.Repeat("long ", 30),
+		// A word's 45 bytes end inside an "é": the word ends before it.
+		"=?" + strings.Repeat("é", 40)} {
 		to := fmt.Sprintf("bob%d@example.com", i)
 		inv := mail.Message{Kind: mail.KindInvitation, To: to, Token: "t1",
 			Data: mail.Data{TenantName: name, ExpiresAt: time.Now().Add(time.Hour)}}
@@ -901,6 +906,17 @@ func TestSubjectEncodedWordShownAsTyped(t *testing.T) {
 		m := r.smtp.WaitFor(t, to, "invited", 5*time.Second)
 		if m.Subject != want {
 			t.Errorf("tenant %q: the recipient reads the subject %q, want %q", name, m.Subject, want)
+		}
+		// Each word holds whole characters (RFC 2047 section 5): a client
+		// decoding word by word shows no broken character.
+		var dec mime.WordDecoder
+		for _, w := range strings.Fields(m.Header.Get("Subject")) {
+			if !strings.HasPrefix(w, "=?") {
+				continue
+			}
+			if text, err := dec.Decode(w); err != nil || !utf8.ValidString(text) {
+				t.Errorf("tenant %q: the subject's word %s decodes to %q (%v), not whole characters", name, w, text, err)
+			}
 		}
 	}
 }
