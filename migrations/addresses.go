@@ -120,7 +120,8 @@ func RewriteAddresses(ctx context.Context, tx *sql.Tx) (rewritten, left int, err
 	return rewritten, left, nil
 }
 
-type addressRow struct{ key, label, email string }
+// addressRow is a candidate row and its address's canonical form.
+type addressRow struct{ key, label, email, canonical string }
 
 func rewriteTable(ctx context.Context, tx *sql.Tx, t addressTable) (rewritten, left int, err error) {
 	rows, err := tx.QueryContext(ctx, t.rows)
@@ -134,7 +135,7 @@ func rewriteTable(ctx context.Context, tx *sql.Tx, t addressTable) (rewritten, l
 			_ = rows.Close()
 			return 0, 0, err
 		}
-		if address.Canonical(r.email) != r.email {
+		if r.canonical = address.Canonical(r.email); r.canonical != r.email {
 			todo = append(todo, r)
 		}
 	}
@@ -146,7 +147,7 @@ func rewriteTable(ctx context.Context, tx *sql.Tx, t addressTable) (rewritten, l
 	}
 
 	for _, r := range todo {
-		c := address.Canonical(r.email)
+		c := r.canonical
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT rewrite_address`); err != nil {
 			return rewritten, left, err
 		}
@@ -158,6 +159,12 @@ func rewriteTable(ctx context.Context, tx *sql.Tx, t addressTable) (rewritten, l
 			}
 			left++
 			reason := "its canonical form is too long"
+			if pe.Code == "23505" {
+				// The holders query finds the rows of the table's unique
+				// index; a violation it cannot explain (another unique
+				// index) is named by its constraint.
+				reason = fmt.Sprintf("its canonical form %s is taken (%s)", quote(c), pe.ConstraintName)
+			}
 			if pe.Code == "23505" && t.holders != "" {
 				var holders sql.NullString
 				if err := tx.QueryRowContext(ctx, t.holders, r.key, c).Scan(&holders); err != nil {

@@ -557,6 +557,42 @@ func TestMigrateAddressesToOneSpelling(t *testing.T) {
 	}
 }
 
+// TestMigrateAddressesNamesAnUnexplainedDuplicate: a row left for a unique
+// violation that no holders query explains (here a unique index an
+// operator added on identities) is reported as a taken address, naming
+// the index, not as an address too long.
+func TestMigrateAddressesNamesAnUnexplainedDuplicate(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	const user = "00000000-0000-0000-0000-000000000001"
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO users (id, email) VALUES ($1, $2)`, []any{user, "ada@b\u00fccher.example"}},
+		{`INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, 'p', 's1', $2), ($1, 'p', 's2', $3)`,
+			[]any{user, "ada@b\u00fccher.example", "ADA@XN--BCHER-KVA.EXAMPLE"}},
+		{`CREATE UNIQUE INDEX identities_email_test_key ON identities (lower(email))`, nil},
+	} {
+		if _, err := db.Pool.Exec(ctx, q.sql, q.args...); err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "addresses"}, env, &out); err != nil {
+		t.Fatalf("migrate addresses: %v\n%s", err, out.String())
+	}
+	want := "WARNING: rewrite_addresses: identities "
+	reason := "its canonical form 'ADA@b\u00fccher.example' is taken (identities_email_test_key)"
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), reason) || strings.Contains(out.String(), "too long") {
+		t.Errorf("migrate addresses output, want %q with %q:\n%s", want, reason, out.String())
+	}
+	if !strings.Contains(out.String(), "addresses: 0 rewritten, 1 left") {
+		t.Errorf("migrate addresses output:\n%s", out.String())
+	}
+}
+
 // TestMigrateRevokesFormerMembersKeys: migration 00013 revokes the live API
 // keys an older release left to members removed from their tenant (each
 // audited and announced as a removal now does), and nothing else.
