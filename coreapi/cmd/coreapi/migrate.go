@@ -8,7 +8,6 @@ import (
 	"io"
 	"sync"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -31,15 +30,12 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	cc, err := pgx.ParseConfig(url)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	// A database that does not answer ends the command (and the migrate
 	// init container) instead of holding it for ever, as it does the
 	// server's connections (pgtrace.DefaultConnectTimeout).
-	if cc.ConnectTimeout == 0 {
-		cc.ConnectTimeout = pgtrace.DefaultConnectTimeout
+	cc, err := pgtrace.ParseConnConfig(url)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
 	}
 	// What a migration reports (RAISE NOTICE or WARNING: rows it had to
 	// leave for the operator) goes to the output, before the status.

@@ -155,19 +155,37 @@ func QueryTracer(o PoolOptions) pgx.QueryTracer {
 // accepted, and the pool's attempts run on after the caller has given up.
 const DefaultConnectTimeout = 5 * time.Second
 
+// ParseConnConfig parses url as pgx does, with the connect timeout
+// NewPool's connections get: a single connection (the migrate command's)
+// to a database that does not answer gives up as the pool's do.
+func ParseConnConfig(url string) (*pgx.ConnConfig, error) {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	boundConnect(cc)
+	return cc, nil
+}
+
+// boundConnect sets DefaultConnectTimeout in cc when its connection string
+// set no timeout (connect_timeout=0, "wait indefinitely" in libpq's words,
+// counts as none).
+func boundConnect(cc *pgx.ConnConfig) {
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = DefaultConnectTimeout
+	}
+}
+
 // NewPool opens a pgx pool on url with the tracer installed. It does not
 // wait for the database: readiness reports that. A connection attempt
 // gives up after the url's connect_timeout, DefaultConnectTimeout when it
-// sets none (connect_timeout=0, "wait indefinitely" in libpq's words,
-// counts as none).
+// sets none (boundConnect).
 func NewPool(ctx context.Context, url string, o PoolOptions) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	if cfg.ConnConfig.ConnectTimeout == 0 {
-		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
-	}
+	boundConnect(cfg.ConnConfig)
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
 	}

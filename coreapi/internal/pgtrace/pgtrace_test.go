@@ -127,7 +127,8 @@ func TestNewContext(t *testing.T) {
 // DefaultConnectTimeout, so that a connection attempt to a database that
 // accepts and never answers gives up (it waited for as long as the
 // connection stayed open: for ever); a timeout the operator set, in the
-// URL or PGCONNECT_TIMEOUT, is kept.
+// URL or PGCONNECT_TIMEOUT, is kept. ParseConnConfig (a single
+// connection's) follows the same rule.
 func TestConnectTimeout(t *testing.T) {
 	addr := silent.Addr(t)
 	open := func(t *testing.T, query string) *pgxpool.Pool {
@@ -154,6 +155,13 @@ func TestConnectTimeout(t *testing.T) {
 			}
 			if got := open(t, tc.query).Config().ConnConfig.ConnectTimeout; got != tc.want {
 				t.Errorf("ConnectTimeout = %s, want %s", got, tc.want)
+			}
+			cc, err := ParseConnConfig("postgres://tollgate@" + addr + "/tollgate" + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cc.ConnectTimeout != tc.want {
+				t.Errorf("ParseConnConfig: ConnectTimeout = %s, want %s", cc.ConnectTimeout, tc.want)
 			}
 		})
 	}
