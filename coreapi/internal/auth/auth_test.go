@@ -1712,6 +1712,7 @@ func TestIssueRacingSignOut(t *testing.T) {
 	// qReset ends the session as a password reset or a sign-out
 	// everywhere does for the proxy: the token version moves on.
 	const qReset = `UPDATE users SET token_version = token_version + 1 WHERE id = (SELECT user_id FROM sessions WHERE id = $1)`
+	const ended = `Bearer error="invalid_token", error_description="the session has ended"`
 	for _, tc := range []struct {
 		name string
 		// setup prepares an account and returns the request that issues
@@ -1721,29 +1722,32 @@ func TestIssueRacingSignOut(t *testing.T) {
 		code   string
 		// end is the statement that ends the session (qRevoke if empty).
 		end string
+		// challenge is the answer's WWW-Authenticate: the RFC 6750
+		// challenge where a bearer was sent, none otherwise.
+		challenge string
 	}{
 		{"password grant", func(t *testing.T, email string) func() apitest.Response {
 			e.signup(t, email, "T "+email)
 			return func() apitest.Response {
 				return e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
 			}
-		}, http.StatusBadRequest, "invalid_grant", ""},
+		}, http.StatusBadRequest, "invalid_grant", "", ""},
 		{"password grant racing a reset", func(t *testing.T, email string) func() apitest.Response {
 			e.signup(t, email, "T "+email)
 			return func() apitest.Response {
 				return e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
 			}
-		}, http.StatusBadRequest, "invalid_grant", qReset},
+		}, http.StatusBadRequest, "invalid_grant", qReset, ""},
 		{"refresh grant", func(t *testing.T, email string) func() apitest.Response {
 			tk := e.signup(t, email, "T "+email)
 			return func() apitest.Response { return e.refresh(t, tk.RefreshToken) }
-		}, http.StatusBadRequest, "invalid_grant", ""},
+		}, http.StatusBadRequest, "invalid_grant", "", ""},
 		{"signup", func(t *testing.T, email string) func() apitest.Response {
 			return func() apitest.Response {
 				return e.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
 					map[string]string{"email": email, "password": pw, "tenant_name": "T " + email, "display_name": "D"})
 			}
-		}, http.StatusUnauthorized, "invalid_token", ""},
+		}, http.StatusUnauthorized, "invalid_token", "", ""},
 		{"tenant switch", func(t *testing.T, email string) func() apitest.Response {
 			tk := e.signup(t, email, "T "+email)
 			id := e.identityFor(t, tk)
@@ -1753,26 +1757,26 @@ func TestIssueRacingSignOut(t *testing.T) {
 				return e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant",
 					map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
 			}
-		}, http.StatusUnauthorized, "invalid_token", ""},
+		}, http.StatusUnauthorized, "invalid_token", "", ended},
 		{"password change", func(t *testing.T, email string) func() apitest.Response {
 			id := e.identityFor(t, e.signup(t, email, "T "+email))
 			return func() apitest.Response {
 				return e.Send(t, id, http.MethodPut, "/api/v1/users/me/password",
 					map[string]string{"current_password": pw, "new_password": "a brand new password"})
 			}
-		}, http.StatusUnauthorized, "invalid_token", ""},
+		}, http.StatusUnauthorized, "invalid_token", "", ended},
 		{"second factor sign-in", func(t *testing.T, email string) func() apitest.Response {
 			_, _, codes := e.mfaUser(t, email)
 			mt := e.challenge(t, email)
 			return func() apitest.Response { return e.mfaOTP(t, mt, codes[0]) }
-		}, http.StatusBadRequest, "invalid_grant", ""},
+		}, http.StatusBadRequest, "invalid_grant", "", ""},
 		{"step-up", func(t *testing.T, email string) func() apitest.Response {
 			tk, _, codes := e.mfaUser(t, email)
 			as := e.identityFor(t, tk)
 			return func() apitest.Response {
 				return e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codes[0]})
 			}
-		}, http.StatusUnauthorized, "invalid_token", ""},
+		}, http.StatusUnauthorized, "invalid_token", "", ended},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			email := strings.ReplaceAll(tc.name, " ", "-") + "@example.com"
@@ -1800,6 +1804,9 @@ func TestIssueRacingSignOut(t *testing.T) {
 			}
 			if strings.Contains(string(r.Body), "access_token") {
 				t.Errorf("answer carries an access token: %s", r.Body)
+			}
+			if h := r.Header.Get("WWW-Authenticate"); h != tc.challenge {
+				t.Errorf("%s: WWW-Authenticate %q, want %q", tc.name, h, tc.challenge)
 			}
 		})
 	}

@@ -120,7 +120,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserPasswordChanged})
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
-		return errSessionEnded
+		return httpapi.SessionEnded(c)
 	}
 	if errors.Is(err, users.ErrPasswordChanged) {
 		return problem.New(fiber.StatusForbidden, problem.CodeInvalidCurrentPassword, "the current password is wrong: the password changed meanwhile")
@@ -134,7 +134,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	// The token version moved on, so the caller's access token is stale;
 	// hand it fresh tokens for the session it keeps.
 	resp, err := s.Issue(ctx, Grant{UserID: id.UserID, TenantID: tenantID, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
-		AMR: amr, AuthTime: authTime}, func() error { return errSessionEnded })
+		AMR: amr, AuthTime: authTime}, func() error { return httpapi.SessionEnded(c) })
 	if err != nil {
 		return err
 	}

@@ -113,8 +113,9 @@ type switchRequest struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
-// errSessionEnded answers a request whose session ended before its change
-// (or, signed out meanwhile, before its new tokens were issued).
+// errSessionEnded answers a sign-up whose new session was signed out
+// before its tokens were issued. No bearer was sent, so no RFC 6750
+// challenge: a route called with one answers httpapi.SessionEnded.
 var errSessionEnded = problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
 
 // errSwitchRefreshToken answers a tenant switch whose refresh token is not
@@ -169,13 +170,13 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
-		return errSessionEnded
+		return httpapi.SessionEnded(c)
 	}
 	if err != nil {
 		return err
 	}
 	resp, err := s.Issue(ctx, Grant{UserID: id.UserID, TenantID: tid, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
-		AMR: amr, AuthTime: authTime}, func() error { return errSessionEnded })
+		AMR: amr, AuthTime: authTime}, func() error { return httpapi.SessionEnded(c) })
 	if err != nil {
 		return err
 	}

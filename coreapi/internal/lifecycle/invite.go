@@ -198,9 +198,9 @@ var (
 		"the account's password or sessions changed while the invitation was accepted: try again")
 	errAdminPasswordList = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
 		"this account's password was set by a tenant administrator: change it (or reset it) to see the invitations sent to it")
-	// errSessionEnded: the bearer's session ended before the acceptance,
-	// or the session it opened was signed out before its tokens were
-	// issued.
+	// errSessionEnded: the session an acceptance without a bearer opened
+	// was signed out before its tokens were issued (no bearer was sent,
+	// so no RFC 6750 challenge; see accept's ended).
 	errSessionEnded = problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, "the session has ended")
 )
 
@@ -422,13 +422,21 @@ FROM users WHERE id = $1`
 		}
 		return err
 	})
+	// ended answers a session that ended: the bearer's, with the RFC 6750
+	// challenge, when one was sent.
+	ended := func() error {
+		if id.UserID != "" {
+			return httpapi.SessionEnded(c)
+		}
+		return errSessionEnded
+	}
 	if errors.Is(err, sessions.ErrNotFound) {
-		return auth.TokenResponse{}, errSessionEnded
+		return auth.TokenResponse{}, ended()
 	}
 	if err != nil {
 		return auth.TokenResponse{}, err
 	}
 	// The membership stays: a session signed out meanwhile (a sign-out
 	// everywhere, a password reset) gets no token.
-	return s.auth.Issue(ctx, g, func() error { return errSessionEnded })
+	return s.auth.Issue(ctx, g, ended)
 }

@@ -527,6 +527,14 @@ func TestInviteAcceptRacingSignOut(t *testing.T) {
 			if strings.Contains(string(r.Body), "access_token") {
 				t.Errorf("answer carries an access token: %s", r.Body)
 			}
+			// The RFC 6750 challenge answers a bearer, and only a bearer.
+			want := ""
+			if as != nil {
+				want = `Bearer error="invalid_token", error_description="the session has ended"`
+			}
+			if h := r.Header.Get("WWW-Authenticate"); h != want {
+				t.Errorf("WWW-Authenticate %q, want %q", h, want)
+			}
 		})
 	}
 }
