@@ -1,6 +1,7 @@
 package openapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -146,5 +147,31 @@ func TestEarlyRefusalsDocumented(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no operation found")
+	}
+}
+
+// TestDocumentsLaidOut: both documents are laid out as json.Indent lays
+// them out with one space a level, so a line indented by hand at the
+// wrong depth (which JSON ignores but a reader and a diff do not) shows.
+func TestDocumentsLaidOut(t *testing.T) {
+	for name, d := range map[string][]byte{"openapi.json": doc, "internal.json": internalDoc} {
+		var compact, want bytes.Buffer
+		if err := json.Compact(&compact, d); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := json.Indent(&want, compact.Bytes(), "", " "); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want.WriteByte('\n')
+		got, wantLines := strings.Split(string(d), "\n"), strings.Split(want.String(), "\n")
+		for i := range min(len(got), len(wantLines)) {
+			if got[i] != wantLines[i] {
+				t.Errorf("%s line %d is laid out\n%.80s\nnot\n%.80s", name, i+1, got[i], wantLines[i])
+				break
+			}
+		}
+		if len(got) != len(wantLines) {
+			t.Errorf("%s has %d lines, laid out %d", name, len(got), len(wantLines))
+		}
 	}
 }
