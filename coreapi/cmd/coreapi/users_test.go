@@ -50,6 +50,12 @@ func TestUsersResetMFA(t *testing.T) {
 		return uid
 	}
 	uid, other := seed("lost@example.com"), seed("other@example.com")
+	// pending enrolled a factor and never confirmed it: it has none yet,
+	// as DELETE /users/{id}/mfa holds.
+	pending := seed("pending@example.com")
+	q(`UPDATE mfa_totp SET status = 'pending', confirmed_at = NULL WHERE user_id = $1 RETURNING user_id::text`, pending)
+	q(`WITH d AS (DELETE FROM mfa_recovery_codes WHERE user_id = $1) SELECT $1::text`, pending) // given at the confirmation
+	q(`UPDATE users SET email_verified_at = now() WHERE id = $1 RETURNING id::text`, pending)
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 
 	var out bytes.Buffer
@@ -99,6 +105,7 @@ func TestUsersResetMFA(t *testing.T) {
 		{[]string{"users", "reset-mfa", "00000000-0000-0000-0000-000000000001"}, env, "no user"},
 		{[]string{"users", "reset-mfa", uid}, env, "has no second factor"}, // done already
 		{[]string{"users", "reset-mfa", uid}, envOf(nil), "DATABASE_URL"},
+		{[]string{"users", "reset-mfa", pending}, env, "has no second factor"},
 	}
 	for _, b := range bad {
 		if err := run(ctx, b.args, b.env, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), b.want) {
@@ -108,6 +115,19 @@ func TestUsersResetMFA(t *testing.T) {
 	// A refusal changes nothing: still one announcement.
 	if n := count(`SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.UserSubject(uid)); n != 1 {
 		t.Errorf("outbox rows after the refusals: %d, want 1", n)
+	}
+	// Nor does the refusal of a pending factor: its enrolment, the
+	// sessions and the token version stay; nothing is audited, announced
+	// or mailed.
+	if n := count(`SELECT (SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'pending') +
+		(SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL)`, pending); n != 3 {
+		t.Errorf("the pending factor and sessions after its refusal: %d rows, want 3", n)
+	}
+	if n := count(`SELECT (SELECT token_version FROM users WHERE id::text = $1) +
+		(SELECT count(*) FROM audit_events WHERE target_id = $1) +
+		(SELECT count(*) FROM outbox WHERE subject = $2) +
+		(SELECT count(*) FROM mail_queue WHERE to_address = 'pending@example.com')`, pending, invalidation.UserSubject(pending)); n != 0 {
+		t.Errorf("the refusal of a pending factor: token version, audit events, outbox rows and mails add up to %d, want 0", n)
 	}
 }
 

@@ -1253,10 +1253,12 @@ type Reset struct {
 // audited in each of the account's tenants with no acting user and
 // requestID, announced on the user's invalidation subject through the
 // outbox, and told to the account's verified address (noticeOwner). The
-// operator is expected to have checked who asks.
+// operator is expected to have checked who asks. As the route, it takes a
+// factor enrolled and never confirmed for none (ErrNoFactor): the account
+// signs in without it, and nothing is ended, audited or mailed.
 func ResetMFA(ctx context.Context, pool *pgxpool.Pool, ss *sessions.Store, userID, requestID string) (Reset, error) {
 	const qUser = `
-SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = u.id),
+SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = u.id AND status = 'active'),
        ARRAY(SELECT tenant_id::text FROM memberships WHERE user_id = u.id ORDER BY tenant_id)
 FROM users u WHERE u.id = $1 FOR UPDATE`
 	r := Reset{UserID: userID}
