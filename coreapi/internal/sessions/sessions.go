@@ -549,13 +549,9 @@ RETURNING n.amr, floor(extract(epoch FROM n.auth_time))::bigint`
 	if !ids.Valid(id.SessionID) {
 		return nil, 0, ErrNotFound
 	}
-	var (
-		tokenAt  *int64
-		tokenAMR []string // nil: NULL
-	)
-	if id.AuthTime > 0 && len(id.AMR) > 0 {
-		tokenAt, tokenAMR = &id.AuthTime, id.AMR
-	}
+	// A token that names no method leaves the session's methods (and
+	// time) to the session.
+	tokenAt, tokenAMR := tokenAuth(id, true)
 	var (
 		amr []string
 		at  int64
@@ -568,6 +564,21 @@ RETURNING n.amr, floor(extract(epoch FROM n.auth_time))::bigint`
 		return nil, 0, fmt.Errorf("inherit session authentication: %w", err)
 	}
 	return amr, at, nil
+}
+
+// tokenAuth is the authentication the access token a request carries
+// says, as query arguments: its time and its methods when the signed
+// identity holds them (id.AuthTime set: the v2 identity of a token's
+// bearer), else nil for both (NULL, which least() and coalesce() skip).
+// The methods are a copy, never nil when the time is set: an empty list
+// is a token that names none. needAMR: such a token says nothing (both
+// nil).
+func tokenAuth(id identity.Identity, needAMR bool) (*int64, []string) {
+	if id.AuthTime <= 0 || needAMR && len(id.AMR) == 0 {
+		return nil, nil
+	}
+	at := id.AuthTime
+	return &at, append([]string{}, id.AMR...)
 }
 
 // qCurrent is the condition, on a row of sessions whose user is $2, that
@@ -653,13 +664,8 @@ FROM sessions WHERE ` + QLive
 	if !ids.Valid(id.SessionID) {
 		return false, nil
 	}
-	var (
-		tokenAt  *int64
-		tokenAMR []string // nil: NULL
-	)
-	if id.AuthTime > 0 {
-		tokenAt, tokenAMR = &id.AuthTime, append([]string{}, id.AMR...)
-	}
+	// A token that names no method has not given the second factor.
+	tokenAt, tokenAMR := tokenAuth(id, false)
 	var fresh bool
 	err := q.QueryRow(ctx, qFresh, id.SessionID, id.UserID, maxAge.Seconds(), otp, tokenAt, tokenAMR).Scan(&fresh)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {

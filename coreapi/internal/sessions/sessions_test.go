@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -863,4 +864,43 @@ func TestSessionMaxAge(t *testing.T) {
 		t.Fatalf("Rotate of a session past its bound: %v, want ErrExpired", err)
 	}
 
+}
+
+// TestTokenThatNamesNoMethod: an access token that carries its sign-in's
+// time but no method (tokenAuth) counts for nothing in what a session
+// opened on its strength inherits (InheritAuth takes the bearer's
+// session's methods and time), but has not given the second factor a
+// route asks for (Fresh with otp is false, though its session gave it).
+func TestTokenThatNamesNoMethod(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	from := f.create(t)
+	f.exec(t, `UPDATE sessions SET amr = '{pwd,otp}', auth_time = date_trunc('second', now()) WHERE id = $1`, from.SessionID)
+	var sessionAt int64
+	if err := f.pool.QueryRow(ctx, `SELECT floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`, from.SessionID).Scan(&sessionAt); err != nil {
+		t.Fatal(err)
+	}
+	tokenAt := sessionAt - 60
+	for _, c := range []struct {
+		what    string
+		amr     []string
+		wantAMR []string
+		wantAt  int64
+		fresh   bool
+	}{
+		{"a token naming its methods", []string{"pwd", "otp"}, []string{"pwd", "otp"}, tokenAt, true},
+		{"a token naming the password only", []string{"pwd"}, []string{"pwd"}, tokenAt, false},
+		{"a token naming no method", nil, []string{"pwd", "otp"}, sessionAt, false},
+		{"a token naming an empty list", []string{}, []string{"pwd", "otp"}, sessionAt, false},
+	} {
+		id := identity.Identity{UserID: f.user, SessionID: from.SessionID, AMR: c.amr, AuthTime: tokenAt}
+		if fresh, err := Fresh(ctx, f.pool, id, time.Hour, true); err != nil || fresh != c.fresh {
+			t.Errorf("%s: Fresh with otp = %v, %v; want %v", c.what, fresh, err, c.fresh)
+		}
+		to := f.create(t)
+		amr, at, err := InheritAuth(ctx, f.pool, f.user, id, to.SessionID)
+		if err != nil || !slices.Equal(amr, c.wantAMR) || at != c.wantAt {
+			t.Errorf("%s: InheritAuth = %v %d, %v; want %v %d", c.what, amr, at, err, c.wantAMR, c.wantAt)
+		}
+	}
 }
