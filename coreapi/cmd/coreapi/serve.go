@@ -250,9 +250,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		writers.Add(1)
 		g.Go(func() error {
 			defer writers.Done()
-			select {
-			case <-checked:
-			case <-wctx.Done():
+			if !waitChecked(wctx, checked) {
 				return nil
 			}
 			return w(wctx)
@@ -296,6 +294,24 @@ func checkDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) er
 			"lc_ctype", ctype)
 	}
 	return nil
+}
+
+// waitChecked waits for checked to close and reports whether it did; false
+// when ctx ended first. A database already checked counts even when ctx
+// has ended too (a shutdown right at the start): the writer then runs with
+// its ended context, as it would have a moment later, and stops at once.
+func waitChecked(ctx context.Context, checked <-chan struct{}) bool {
+	select {
+	case <-checked:
+		return true
+	default:
+	}
+	select {
+	case <-checked:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // checkDatabaseLater runs checkDatabase every startupRetryEvery, each

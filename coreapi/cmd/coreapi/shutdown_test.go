@@ -206,7 +206,7 @@ func TestShutdownStopsTheWritersBeforeTheRelay(t *testing.T) {
 			t.Fatalf("serve = %v", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not return")
+		t.Fatalf("serve did not return; its log:\n%s", out.String())
 	}
 	if err := <-committed; err != nil {
 		t.Fatal(err)

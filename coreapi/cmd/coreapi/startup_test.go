@@ -161,3 +161,22 @@ func backgroundWork(t *testing.T) <-chan struct{} {
 	t.Cleanup(func() { testHooks = hooks{} })
 	return started
 }
+
+// TestWaitChecked: a database already checked lets a writer run even when
+// the shutdown has begun too (a SIGTERM right at the start), so that a
+// writer's last work is not skipped at random; one not checked waits, and
+// gives up when the shutdown comes.
+func TestWaitChecked(t *testing.T) {
+	checked := make(chan struct{})
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if waitChecked(ended, checked) {
+		t.Error("not checked, shutting down: want false")
+	}
+	close(checked)
+	for range 100 { // a select over both ready channels would pick at random
+		if !waitChecked(ended, checked) {
+			t.Fatal("checked, shutting down: want true")
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -144,7 +145,15 @@ type Routes struct {
 
 // Server is coreapi's public HTTP server.
 type Server struct {
-	app          *fiber.App
+	app *fiber.App
+	// lnMu guards ln and closed: fasthttp's Shutdown closes only the
+	// listeners Serve has registered, so a Shutdown that runs before Serve
+	// got that far (a SIGTERM right at the start) would leave Serve
+	// accepting for ever; Shutdown closes the listener itself, and a Serve
+	// after it returns at once.
+	lnMu         sync.Mutex
+	ln           net.Listener
+	closed       bool
 	log          *slog.Logger
 	accessLogger *slog.Logger // the access lines (Options.AccessLogger)
 	verifier     *identity.Verifier
@@ -328,6 +337,16 @@ func (s *Server) App() *fiber.App { return s.app }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.lnMu.Lock()
+	closed := s.closed
+	s.ln = ln
+	s.lnMu.Unlock()
+	if closed {
+		_ = ln.Close()
+		return nil
+	}
+	// A listener closed by Shutdown ends this with nil (fasthttp reads
+	// its Accept error as the end).
 	if err := s.app.Listener(ln); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -335,9 +354,18 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting connections and waits for in-flight requests
-// until ctx expires.
+// until ctx expires; a Serve not yet started, or not yet accepting,
+// returns too.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.app.ShutdownWithContext(ctx); err != nil {
+	s.lnMu.Lock()
+	s.closed = true
+	ln := s.ln
+	s.lnMu.Unlock()
+	err := s.app.ShutdownWithContext(ctx)
+	if ln != nil {
+		_ = ln.Close() // closed already unless Serve had not registered it
+	}
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
