@@ -311,6 +311,8 @@ func TestWindowsPathAliasesRefused(t *testing.T) {
 		{"/NOTES~1/secret", "8.3 short name"},
 		{"/notes%7E1/secret", "8.3 short name"},
 		{"/notes/PUBLIC~1.TXT", "8.3 short name"},
+		{"/NO%5ETES~1/secret", "8.3 short name"},
+		{"/%C3%89CRAN~1/secret", "8.3 short name"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			e := e.with(t)
@@ -323,7 +325,7 @@ func TestWindowsPathAliasesRefused(t *testing.T) {
 			e.wantNothingForwarded()
 		})
 	}
-	for _, path := range []string{"/v1/things/abc:activate", "/ips/fe80::1", "/~alice/x", "/~1/a~1b"} {
+	for _, path := range []string{"/v1/things/abc:activate", "/ips/fe80::1", "/~alice/x", "/~1/a~1b", "/a%20~1/x"} {
 		t.Run(path, func(t *testing.T) {
 			e := e.with(t)
 			e.reset()

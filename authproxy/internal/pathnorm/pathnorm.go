@@ -47,7 +47,10 @@ var (
 	// 8 before an optional '.' and 1 to 3 characters: "ADMINI~1",
 	// "WEB~1.CON"). A file server on an NTFS volume that keeps short names
 	// opens "/ADMINI~1/x" as /administration/x, while the rules would
-	// match another route. "~alice", "~1" and "a~1b" pass.
+	// match another route. The characters counted are those the server
+	// decodes: "AB%5ECD~1" is AB^CD~1, a short name, and so is a stem of
+	// six escaped UTF-8 characters. "~alice", "~1", "a~1b" and "a%20~1"
+	// (a short name holds no space) pass.
 	ErrShortName = errors.New("pathnorm: a path segment has the shape of a Windows 8.3 short name (NAME~1, NAME~1.EXT; some servers read it as a longer name)")
 )
 
@@ -120,42 +123,74 @@ func ntfsStream(seg []byte) bool {
 	return false
 }
 
-// shortName reports whether seg has the shape of an 8.3 short name that
-// Windows generates: a stem of 1 to 6 characters other than '.', '~',
-// '%' or ':', then '~', a digit 1-9 and maybe more digits, at most 8 in
-// all, then nothing or '.' and 1 to 3 characters other than '.', '~',
-// '%' or ':'. A segment holding an escape (a byte left escaped after
-// decoding, so its '%') is never of the shape.
+// shortName reports whether seg (as appendSlow's first pass leaves it:
+// the characters a path may hold raw decoded, every other byte as an
+// upper-case "%XX") has the shape of an 8.3 short name that Windows
+// generates: a stem of 1 to 6 characters other than '.', '~' or ':', then
+// '~', a digit 1-9 and maybe more digits, at most 8 characters in all,
+// then nothing or '.' and 1 to 3 characters other than '.', '~' or ':'.
+// The characters are those the server reads after it decodes the path:
+// an escape is one character ("AB%5ECD~1" is AB^CD~1, a short name), and
+// the bytes of one UTF-8 character are one. An escape of a character that
+// a short name never holds (a space, '"', '<', '>', '[', ']', '|') makes
+// the segment no short name ("a%20~1" is no alias of anything).
 func shortName(seg []byte) bool {
 	t := bytes.IndexByte(seg, '~')
 	if t < 1 || t+2 > len(seg) || seg[t+1] < '1' || seg[t+1] > '9' {
 		return false
 	}
-	for _, c := range seg[:t] {
-		if c == '.' || c == '%' || c == ':' {
-			return false
-		}
+	n, ok := shortChars(seg[:t])
+	if !ok || n > 6 {
+		return false
 	}
 	end := t + 2
 	for end < len(seg) && seg[end] >= '0' && seg[end] <= '9' {
 		end++
 	}
-	if end > 8 {
+	if n+end-t > 8 {
 		return false
 	}
 	if end == len(seg) {
 		return true
 	}
 	ext := seg[end:]
-	if ext[0] != '.' || len(ext) < 2 || len(ext) > 4 {
+	if ext[0] != '.' {
 		return false
 	}
-	for _, c := range ext[1:] {
-		if c == '.' || c == '~' || c == '%' || c == ':' {
-			return false
+	n, ok = shortChars(ext[1:])
+	return ok && n >= 1 && n <= 3 && bytes.IndexByte(ext[1:], '~') < 0
+}
+
+// shortChars counts the characters of part (a short name's stem or
+// extension, escapes as appendSlow leaves them) and reports whether a
+// short name could hold each: no '.', ':' nor an escape of a character
+// outside the 8.3 set. The escapes that may stand in a short name are
+// those of '#', '%', '^', '`', '{', '}' and of non-ASCII bytes, whose
+// continuation bytes (0x80-0xBF) add no character.
+func shortChars(part []byte) (n int, ok bool) {
+	for i := 0; i < len(part); i++ {
+		c := part[i]
+		switch {
+		case c == '.' || c == ':':
+			return 0, false
+		case c == '%' && i+2 < len(part):
+			hi, _ := unhex(part[i+1])
+			lo, _ := unhex(part[i+2])
+			v := hi<<4 | lo
+			i += 2
+			switch {
+			case v >= 0x80 && v < 0xc0:
+				continue // a UTF-8 continuation byte: the same character
+			case v >= 0x80, v == '#', v == '%', v == '^', v == '`', v == '{', v == '}':
+			default:
+				return 0, false
+			}
+		case c == '%':
+			return 0, false
 		}
+		n++
 	}
-	return true
+	return n, true
 }
 
 // appendSlow is Append for a path that needs work: escapes decoded or
