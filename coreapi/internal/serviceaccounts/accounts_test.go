@@ -146,6 +146,13 @@ func TestServiceAccountPermissions(t *testing.T) {
 			t.Errorf("%s: %d %s", name, r.Status, r.Body)
 		}
 	}
+	// A long bad role name is quoted cut on a character boundary: 'a'
+	// then 40 two-byte characters, the 64-byte cut inside the 32nd.
+	r = e.Send(t, owner, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "x", "roles": []string{"a" + strings.Repeat("é", 40)}})
+	if p := r.Problem(t); r.Status != http.StatusUnprocessableEntity || len(p.Errors) != 1 ||
+		p.Errors[0].Message != `not a role name: "a`+strings.Repeat("é", 31)+`..."` {
+		t.Fatalf("long role name: %d %s", r.Status, r.Body)
+	}
 	if n := e.count(t, `SELECT count(*) FROM users WHERE kind = 'service'`); n != 0 {
 		t.Fatalf("refused creations left %d service users", n)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
+	"github.com/tollgate-auth/tollgate/shared/clip"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -147,9 +148,8 @@ func parseScope(scope string) ([]string, error) {
 }
 
 // quote shows a client-sent value in an error, bounded and printable.
+// A value longer than 64 bytes is cut on a character boundary, so a
+// cut never shows as a "\xc3" escape of half a character.
 func quote(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "..."
-	}
-	return fmt.Sprintf("%q", s)
+	return fmt.Sprintf("%q", clip.Mark(s, 64))
 }
