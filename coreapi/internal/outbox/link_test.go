@@ -285,13 +285,14 @@ func TestPublishRefusedByPermissionsStaysPending(t *testing.T) {
 	}
 }
 
-// listenPorts are the client ports of the relays' LISTEN connections that
+// listenPorts are the client ports of the relays' LISTEN connections to the
+// test's database (another process's relay may listen on the same server) that
 // the server sees (one that died without a word stays until the server
 // notices).
 func listenPorts(t *testing.T, db *dbtest.DB) []int {
 	t.Helper()
 	var ports []int
-	if err := db.Pool.QueryRow(context.Background(), `SELECT ARRAY(SELECT client_port FROM pg_stat_activity WHERE application_name = $1 ORDER BY backend_start)`,
+	if err := db.Pool.QueryRow(context.Background(), `SELECT ARRAY(SELECT client_port FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 ORDER BY backend_start)`,
 		ListenApplicationName).Scan(&ports); err != nil {
 		t.Fatal(err)
 	}
