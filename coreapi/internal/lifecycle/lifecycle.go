@@ -224,6 +224,10 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	} else if mp := MapError(err); mp != nil {
 		code = mp.Code
 	}
+	// The page shows the code; a challenge or a wait set for an API
+	// client's answer is no part of a browser's redirect.
+	c.Response().Header.Del(fiber.HeaderWWWAuthenticate)
+	c.Response().Header.Del(fiber.HeaderRetryAfter)
 	q := "?error=" + code
 	if token != "" && code != problem.CodeLinkInvalid && code != problem.CodeLinkExpired {
 		q += "&token=" + url.QueryEscape(token)

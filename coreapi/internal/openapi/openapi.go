@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -144,7 +145,48 @@ func (v *Validator) ValidateResponse(req *http.Request, reqBody []byte, status i
 			MultiError:            true,
 		},
 	}
-	return op, openapi3filter.ValidateResponse(context.Background(), in)
+	err = openapi3filter.ValidateResponse(context.Background(), in)
+	if herr := undocumentedHeaders(route.Operation, status, header); herr != nil {
+		err = errors.Join(err, herr)
+	}
+	return op, err
+}
+
+// answerHeaders are the response fields a client acts on (a challenge to
+// answer, a time to wait, a place to go): the document must name each
+// where a response carries it, which the validator, checking only the
+// fields it names, does not ask.
+var answerHeaders = []string{"WWW-Authenticate", "Retry-After", "Location"}
+
+// undocumentedHeaders reports the answerHeaders present in header that
+// op's response for status (or its default) does not document.
+func undocumentedHeaders(op *openapi3.Operation, status int, header http.Header) error {
+	ref := op.Responses.Status(status)
+	if ref == nil {
+		ref = op.Responses.Default()
+	}
+	if ref == nil || ref.Value == nil {
+		return nil // the validator reports an undocumented status
+	}
+	var errs []error
+	for _, h := range answerHeaders {
+		if header.Get(h) == "" {
+			continue
+		}
+		if !documents(ref.Value.Headers, h) {
+			errs = append(errs, fmt.Errorf("response %d of %s carries %s, which the document does not name", status, op.OperationID, h))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func documents(hs openapi3.Headers, name string) bool {
+	for k := range hs {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Operations returns every operation id in the document.

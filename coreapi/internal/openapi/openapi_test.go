@@ -175,3 +175,63 @@ func TestDocumentsLaidOut(t *testing.T) {
 		}
 	}
 }
+
+// TestResponsesInOrder: every operation lists its responses by status,
+// ascending, so a reader finds a status where it belongs (a 429 after the
+// 4xx before it, not after a 431 appended later).
+func TestResponsesInOrder(t *testing.T) {
+	for name, d := range map[string][]byte{"openapi.json": doc, "internal.json": internalDoc} {
+		var paths struct {
+			Paths map[string]map[string]json.RawMessage `json:"paths"`
+		}
+		if err := json.Unmarshal(d, &paths); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for path, ops := range paths.Paths {
+			for method, raw := range ops {
+				var op struct {
+					Responses json.RawMessage `json:"responses"`
+				}
+				if json.Unmarshal(raw, &op) != nil || op.Responses == nil {
+					continue
+				}
+				codes := keysInOrder(t, op.Responses)
+				if !slices.IsSortedFunc(codes, func(a, b string) int { return strings.Compare(statusKey(a), statusKey(b)) }) {
+					t.Errorf("%s: %s %s lists its responses as %v", name, method, path, codes)
+				}
+			}
+		}
+	}
+}
+
+// statusKey sorts "default" after every status and 3-digit statuses by
+// number.
+func statusKey(code string) string {
+	if code == "default" {
+		return "999"
+	}
+	return code
+}
+
+// keysInOrder returns the members' names of the JSON object obj as they
+// appear in it.
+func keysInOrder(t *testing.T, obj json.RawMessage) []string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if _, err := dec.Token(); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keys
+}
