@@ -62,6 +62,23 @@ func PrivateHeaders(c *fiber.Ctx) {
 	h.Set(fiber.HeaderReferrerPolicy, "no-referrer")
 }
 
+var (
+	headerCacheControl = []byte(fiber.HeaderCacheControl)
+	valueNoStore       = []byte("no-store")
+)
+
+// noStore marks every answer of the API routes Cache-Control: no-store
+// before their handler runs, which may set another (a public document's
+// max-age). What they answer is their caller's (a member list with its
+// addresses, audit events, the caller's sessions and keys), and a shared
+// cache keyed on the URL alone (a CDN, an nginx proxy_cache, a Varnish
+// that takes X-API-Key for no credential) would hand it to the next
+// caller of the same URL; a browser would keep it on disk.
+func noStore(c *fiber.Ctx) error {
+	c.Response().Header.SetCanonical(headerCacheControl, valueNoStore)
+	return c.Next()
+}
+
 // mapError is toProblem outside the recover middleware: handleError runs
 // in accessLog, around it, and in handleEarly, before it, so a panic in a
 // feature's ErrorMapper (or in a method of the error it inspects) would

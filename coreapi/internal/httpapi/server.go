@@ -275,12 +275,15 @@ func New(o Options) (*Server, error) {
 		fiberErrors(ctx, err)
 	}
 
+	// Every answer under /api/v1 and /internal is the caller's alone
+	// (noStore) unless its handler says otherwise; the Root group's
+	// documents and pages set their own.
 	rt := Routes{
-		Public:    &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{s.identityHeaders(accessPublic)}},
-		Protected: &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{s.identityHeaders(accessProtected)}},
-		Optional:  &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{s.identityHeaders(accessOptional)}},
+		Public:    &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessPublic)}},
+		Protected: &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessProtected)}},
+		Optional:  &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessOptional)}},
 		Root:      &Group{r: s.app},
-		Internal:  &Group{r: s.app.Group(InternalPrefix), prefix: InternalPrefix, mw: []fiber.Handler{s.identityHeaders(accessInternal)}},
+		Internal:  &Group{r: s.app.Group(InternalPrefix), prefix: InternalPrefix, mw: []fiber.Handler{noStore, s.identityHeaders(accessInternal)}},
 		Cursors:   &Cursors{cc: s.cursor},
 	}
 	serveDoc := func(c *fiber.Ctx) error {

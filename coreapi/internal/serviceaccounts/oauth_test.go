@@ -393,11 +393,12 @@ func TestRevocationByTheTokensHolder(t *testing.T) {
 		return e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
 			invalidation.UserSubject(user.UserID), invalidation.ReasonSessionRevoked)
 	}
-	// The answer, whatever the token: 200, no body, the same headers.
+	// The answer, whatever the token: 200, no body, the same headers
+	// (no-store, as every answer of the API).
 	answer := func(r apitest.Response) string {
 		return strconv.Itoa(r.Status) + " " + string(r.Body) + " " + r.Header.Get("Content-Type") + " " + r.Header.Get("Cache-Control") + " " + r.Header.Get("WWW-Authenticate")
 	}
-	const want = "200    "
+	const want = "200   no-store "
 
 	bearer := http.Header{"Authorization": {"Bearer " + userTk.AccessToken}}
 	for name, r := range map[string]apitest.Response{
