@@ -228,6 +228,95 @@ const (
 	CodeAmbiguousCredentials = "ambiguous_credentials"
 )
 
+// known holds every code above.
+var known = map[string]struct{}{
+	CodeBadRequest:                     {},
+	CodeValidation:                     {},
+	CodeInvalidToken:                   {},
+	CodeUnauthenticated:                {},
+	CodeInsufficientScope:              {},
+	CodeForbidden:                      {},
+	CodeNotFound:                       {},
+	CodeMethodNotAllowed:               {},
+	CodeNotImplemented:                 {},
+	CodeConflict:                       {},
+	CodeBodyTooLarge:                   {},
+	CodeUnsupportedMedia:               {},
+	CodeTooManyRequests:                {},
+	CodeUpstreamDown:                   {},
+	CodeUnavailable:                    {},
+	CodeInternal:                       {},
+	CodeBadPath:                        {},
+	CodeEmailUnverified:                {},
+	CodePrincipalNotAllowed:            {},
+	CodeOperatorOnly:                   {},
+	CodeStateNotBound:                  {},
+	CodeReturnToNotAllowed:             {},
+	CodeSchemaOutdated:                 {},
+	CodeEmailTaken:                     {},
+	CodeAlreadyVerified:                {},
+	CodeLinkInvalid:                    {},
+	CodeLinkExpired:                    {},
+	CodeInvitationMismatch:             {},
+	CodeInvitationPending:              {},
+	CodeInvitationNotActive:            {},
+	CodeAccountExists:                  {},
+	CodeVerifyBeforeLinking:            {},
+	CodeAccountProofRequired:           {},
+	CodeLinkAccountMismatch:            {},
+	CodeAdminPasswordBeforeLinking:     {},
+	CodeMFABeforeLinking:               {},
+	CodeOtherSubjectLinked:             {},
+	CodeMFARequired:                    {},
+	CodeInsufficientUserAuthentication: {},
+	CodeMFAEnrollmentRequired:          {},
+	CodeInvalidMFACode:                 {},
+	CodeMFAUnavailable:                 {},
+	CodeInvalidRequest:                 {},
+	CodeMalformedJSON:                  {},
+	CodeUnknownField:                   {},
+	CodeInvalidID:                      {},
+	CodeInvalidQuery:                   {},
+	CodeInvalidCursor:                  {},
+	CodeInvalidGrant:                   {},
+	CodeUnsupportedGrantType:           {},
+	CodeInvalidClient:                  {},
+	CodeInvalidScope:                   {},
+	CodeUnauthorizedClient:             {},
+	CodeUnsupportedTokenType:           {},
+	CodeInvalidCurrentPassword:         {},
+	CodeUserDisabled:                   {},
+	CodeNoMembership:                   {},
+	CodeAlreadyMember:                  {},
+	CodeLastOwner:                      {},
+	CodeRoleNameTaken:                  {},
+	CodeBuiltinRole:                    {},
+	CodeUnknownProvider:                {},
+	CodeProviderUnavailable:            {},
+	CodeProviderError:                  {},
+	CodeInvalidState:                   {},
+	CodeExpiredState:                   {},
+	CodeInvalidCode:                    {},
+	CodeInvalidIDToken:                 {},
+	CodeNonceMismatch:                  {},
+	CodeEmailNotVerified:               {},
+	CodeAPIKeyRevoked:                  {},
+	CodeAPIKeyExpired:                  {},
+	CodeAPIKeysUnavailable:             {},
+	CodeAPIKeyInQuery:                  {},
+	CodeAmbiguousCredentials:           {},
+}
+
+// Known reports whether code is one of this package's codes, one the
+// services answer. A page that shows a code from its URL (the mailed
+// links' pages of coreapi) shows only these: another, however code-shaped
+// (your_account_is_locked_call_us), would be a link's words shown as the
+// service's own.
+func Known(code string) bool {
+	_, ok := known[code]
+	return ok
+}
+
 func title(status int) string {
 	switch status {
 	case 400:

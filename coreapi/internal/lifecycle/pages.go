@@ -88,21 +88,6 @@ var errorText = map[string]string{
 	problem.CodeInvalidToken:         "Your session has ended. Sign in again.",
 }
 
-// isCode reports whether s is shaped like a problem code (lower-case
-// letters, digits and underscores, at most 64): one the page has no text
-// for is shown as it is, anything else is not shown.
-func isCode(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
-			return false
-		}
-	}
-	return true
-}
-
 func render(c *fiber.Ctx, p page) error {
 	p.Token = c.Query("token")
 	if len(p.Token) > onetime.MaxLen {
@@ -114,10 +99,11 @@ func render(c *fiber.Ctx, p page) error {
 		p.Error = errorText[code]
 		switch {
 		case p.Error != "":
-		case isCode(code):
+		case problem.Known(code):
 			p.Error = "Something went wrong (" + code + ")."
 		default:
-			// Not a code the API answers: the page does not show a
+			// Not a code the API answers, however code-shaped
+			// (your_account_is_locked_call_us): the page does not show a
 			// link's words of anyone's choosing as its own.
 			p.Error = "Something went wrong."
 		}

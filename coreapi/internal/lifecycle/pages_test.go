@@ -7,6 +7,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // postForm posts a page's form. Every 303 it gets back, whose Location
@@ -77,9 +78,18 @@ func TestPages(t *testing.T) {
 		if strings.Contains(string(r.Body), "locked") {
 			t.Errorf("the page shows the link's words:\n%s", r.Body)
 		}
-		r = x.Get(t, nil, `/reset-password?error=some_new_code`)
-		if !strings.Contains(string(r.Body), "some_new_code") {
+		r = x.Get(t, nil, `/reset-password?error=`+problem.CodeConflict)
+		if !strings.Contains(string(r.Body), problem.CodeConflict) {
 			t.Errorf("a code the page has no text for is not shown:\n%s", r.Body)
+		}
+		// Words shaped like a code are still the link's: only a code
+		// the API answers is shown as one.
+		for _, words := range []string{"your_account_is_locked_call_5550100", "some_new_code"} {
+			r = x.Get(t, nil, `/reset-password?error=`+words)
+			wantStatus(t, r, http.StatusOK)
+			if strings.Contains(string(r.Body), words) || !strings.Contains(string(r.Body), "Something went wrong.") {
+				t.Errorf("error=%s: the page shows the link's words, or no error:\n%s", words, r.Body)
+			}
 		}
 	})
 	t.Run("unknown error code is shown as text", func(t *testing.T) {
