@@ -41,10 +41,36 @@ func planMail(userSMTP string, o options) mailPlan {
 }
 
 // mailpitArgs are Mailpit's flags: loopback only, no update check, the
-// mails kept in the data directory between runs.
-func (p mailPlan) mailpitArgs(dataDir string) []string {
+// mails kept in mailDir (mailpitDir) between runs.
+func (p mailPlan) mailpitArgs(mailDir string) []string {
 	return []string{"--smtp", p.smtpAddr, "--listen", p.uiAddr, "--disable-version-check",
-		"--database", filepath.Join(dataDir, "mailpit.db")}
+		"--database", filepath.Join(mailDir, "mailpit.db")}
+}
+
+// mailpitDir returns the directory of Mailpit's database, dataDir/mailpit,
+// made (or narrowed) to mode 0700: the database holds every caught mail,
+// reset and invitation links included, and Mailpit writes it (and its
+// -wal and -shm files) readable by every local user, in a data directory
+// that `go build` made world-searchable. A database an earlier run left in
+// dataDir itself is moved in.
+func mailpitDir(dataDir string) (string, error) {
+	dir := filepath.Join(dataDir, "mailpit")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("mailpit directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("mailpit directory: %w", err)
+	}
+	for _, name := range []string{"mailpit.db", "mailpit.db-wal", "mailpit.db-shm"} {
+		old := filepath.Join(dataDir, name)
+		if _, err := os.Lstat(old); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := os.Rename(old, filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("mailpit directory: move the earlier database in: %w", err)
+		}
+	}
+	return dir, nil
 }
 
 // mailpitUser is the user of Mailpit's web UI and API (basic

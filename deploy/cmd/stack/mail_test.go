@@ -64,7 +64,11 @@ func TestMailpit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := startChild(logger, "mailpit", path, p.mailpitArgs(dir), mailpitEnv(environ(), pw), &lockedWriter{w: &logs})
+	mailDir, err := mailpitDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := startChild(logger, "mailpit", path, p.mailpitArgs(mailDir), mailpitEnv(environ(), pw), &lockedWriter{w: &logs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +112,63 @@ func TestMailpit(t *testing.T) {
 	}
 	if len(list.Messages) != 1 || list.Messages[0].Subject != "Confirm your email address" {
 		t.Errorf("Mailpit holds %+v, want the one mail sent", list.Messages)
+	}
+	// The mail is stored where no other local user reads it.
+	if _, err := os.Stat(filepath.Join(mailDir, "mailpit.db")); err != nil {
+		t.Errorf("Mailpit's database is not in its private directory: %v", err)
+	}
+	if fi, err := os.Stat(mailDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("Mailpit's directory: %v, %v; want mode 0700", fi, err)
+	}
+}
+
+// TestMailpitDir: Mailpit's database lives in a directory of mode 0700,
+// since Mailpit writes its files readable by every local user and the
+// mails hold reset and invitation links; a directory left open is
+// narrowed, and the database an earlier run kept in the data directory
+// itself (world-readable there) is moved in with its -wal and -shm files.
+func TestMailpitDir(t *testing.T) {
+	dataDir := t.TempDir()
+	if err := os.Chmod(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"mailpit.db", "mailpit.db-wal"} {
+		if err := os.WriteFile(filepath.Join(dataDir, name), []byte(name+" reset-password?token=x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := mailpitDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir != filepath.Join(dataDir, "mailpit") {
+		t.Errorf("dir = %q, want %q", dir, filepath.Join(dataDir, "mailpit"))
+	}
+	args := strings.Join(planMail("", options{mailSMTPAddr: "127.0.0.1:1025", mailUIAddr: "127.0.0.1:8025"}).mailpitArgs(dir), " ")
+	if want := "--database " + filepath.Join(dir, "mailpit.db"); !strings.Contains(args, want) {
+		t.Errorf("mailpit args %q lack %q", args, want)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("mailpit directory: %v, %v; want mode 0700", fi, err)
+	}
+	for _, name := range []string{"mailpit.db", "mailpit.db-wal"} {
+		if _, err := os.Stat(filepath.Join(dataDir, name)); err == nil {
+			t.Errorf("%s is still in the data directory, readable by every local user", name)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || !strings.HasPrefix(string(b), name) {
+			t.Errorf("%s in the mailpit directory: %q, %v; want the earlier run's file", name, b, err)
+		}
+	}
+	// A directory an earlier run (or the user) left open is narrowed.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mailpitDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("mailpit directory after a second run: %v, %v; want mode 0700", fi, err)
 	}
 }
 

@@ -246,7 +246,11 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 			return err
 		}
 		o.mailAuth = mailpitUser + ":" + pw
-		mailpit, err := startChild(logger, "mailpit", path, mp.mailpitArgs(o.dataDir), mailpitEnv(environ(), pw), logs)
+		mailDir, err := mailpitDir(o.dataDir)
+		if err != nil {
+			return err
+		}
+		mailpit, err := startChild(logger, "mailpit", path, mp.mailpitArgs(mailDir), mailpitEnv(environ(), pw), logs)
 		if err != nil {
 			return err
 		}
