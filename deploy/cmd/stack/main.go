@@ -234,6 +234,13 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if err != nil {
 		return err
 	}
+	appCore, appProxy, err := appEnv(os.Getenv, filepath.Join(root, "deploy", "examples", "notes", "permissions.yaml"), rulesFile, appKeys)
+	if err != nil {
+		return err
+	}
+	for _, kv := range append(slices.Clone(appCore), appProxy...) {
+		logger.Info("apps behind the proxy", "setting", kv)
+	}
 
 	if mp.mailpit {
 		logger.Info("building mailpit (about a minute the first time)", "version", mailpitVersion)
@@ -304,8 +311,8 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"DATABASE_URL="+dbURL,
 		"SIGNING_KEYS_DIR="+keysDir,
 		"SMTP_URL="+mp.smtpURL,
-		"PERMISSIONS_FILE="+filepath.Join(root, "deploy", "examples", "notes", "permissions.yaml"),
 	)
+	coreEnv = append(coreEnv, appCore...)
 	if !userMFAKeys {
 		coreEnv = append(coreEnv, "MFA_ENCRYPTION_KEYS_FILE="+mfaKeys)
 	}
@@ -322,9 +329,8 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,
 		"PROXY_ADMIN_ADDR="+o.proxyAdmin,
 		"IDENTITY_URL=http://"+o.coreAddr,
-		"RULES_FILE="+rulesFile,
-		"UPSTREAM_KEYS_FILE="+appKeys,
 	)
+	proxyEnv = append(proxyEnv, appProxy...)
 	// The app holds its own key only: no core key, no database.
 	notesEnv := append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
 		"NOTES_LISTEN_ADDR="+o.notesAddr,
@@ -417,6 +423,43 @@ func notesRules(root string, o options) (string, error) {
 		return "", fmt.Errorf("notes rules: %w", err)
 	}
 	return dst, nil
+}
+
+// appEnv is what the stack sets for the apps behind the proxy: coreapi's
+// permission catalog (PERMISSIONS_FILE) and the proxy's route table
+// (RULES_FILE) and app keys (UPSTREAM_KEYS_FILE): the example's perms, rules
+// and keys, unless the environment names the user's own (PERMISSIONS_FILE
+// or PERMISSIONS, RULES_FILE, UPSTREAM_KEYS_FILE or UPSTREAM_KEYS), which
+// then reach the services as set, with a relative file name made absolute
+// (the services run in the repository's root, not where the stack was
+// started). The example app keeps its own key either way.
+func appEnv(getenv func(string) string, perms, rules, keys string) (core, proxy []string, err error) {
+	pick := func(fileVar, valueVar, example string) ([]string, error) {
+		file := getenv(fileVar)
+		if file == "" && valueVar != "" && getenv(valueVar) != "" {
+			return nil, nil // the user's value, in the environment the service inherits
+		}
+		if file == "" {
+			return []string{fileVar + "=" + example}, nil
+		}
+		abs, err := filepath.Abs(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", fileVar, err)
+		}
+		return []string{fileVar + "=" + abs}, nil
+	}
+	if core, err = pick("PERMISSIONS_FILE", "PERMISSIONS", perms); err != nil {
+		return nil, nil, err
+	}
+	r, err := pick("RULES_FILE", "", rules)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := pick("UPSTREAM_KEYS_FILE", "UPSTREAM_KEYS", keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return core, append(r, k...), nil
 }
 
 // localURL is the http URL reaching a listen address from this machine
