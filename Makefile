@@ -8,15 +8,21 @@ BIN         := bin
 # Where `make run` keeps the PostgreSQL cluster it starts when it finds no server.
 PG_PERSIST_DIR ?= $(CURDIR)/.data/postgres
 
-.PHONY: all build test test-short bench bench-scale lint fmt run reset pin-images clean
+.PHONY: all help build test bench bench-scale lint fmt run reset pin-images clean
 
 all: build
+
+## help: this list of targets (each `## target:` comment of this Makefile)
+help:
+	@awk '/^## [a-z-]+:/ { sub(/^## /, ""); n = index($$0, ":"); printf "  %-12s%s\n", substr($$0, 1, n - 1), substr($$0, n + 1); next } \
+	     /^## / { sub(/^## /, ""); printf "  %-12s %s\n", "", $$0 }' $(firstword $(MAKEFILE_LIST))
 
 # --version and the build_info gauges (docs/operations.md, "Versions and images").
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X github.com/tollgate-auth/tollgate/shared/buildinfo.version=$(VERSION) -X github.com/tollgate-auth/tollgate/shared/buildinfo.revision=$(REVISION)
 
+## build: coreapi, authproxy and their tools into bin/
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./coreapi/cmd/... ./authproxy/cmd/...
 
@@ -42,6 +48,7 @@ bench-scale:
 	$(GO) build -o $(BIN)/ ./coreapi/cmd/coreapi ./authproxy/cmd/authproxy ./authproxy/cmd/scalesim
 	scripts/with-postgres.sh $(BIN)/scalesim -coreapi $(BIN)/coreapi -authproxy $(BIN)/authproxy -out $(BIN)/scale.md $(SCALEFLAGS)
 
+## lint: go vet, staticcheck, gofmt, and no compiled binary tracked by git
 lint:
 	$(GO) vet work
 	$(GO) run $(STATICCHECK) ./shared/... ./migrations/... ./coreapi/... ./authproxy/... ./deploy/...
@@ -49,13 +56,15 @@ lint:
 	@bins=$$(git ls-files -z | LC_ALL=C xargs -0 -r grep -l -a -m1 -P '^\x7fELF' 2>/dev/null); \
 	test -z "$$bins" || { echo "compiled binaries tracked by git (build output belongs in bin/):"; echo "$$bins"; exit 1; }
 
+## fmt: gofmt every module in place
 fmt:
 	gofmt -w shared migrations coreapi authproxy deploy
 
 ## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, the example notes app,
 ## authproxy), every port on 127.0.0.1, in a database `tollgate` of its own (created if missing);
 ## TRACES=1 also receives both services' OpenTelemetry spans and prints each trace as a tree;
-## RUNFLAGS adds the stack's flags, e.g. RUNFLAGS='-proxy-addr 127.0.0.1:18080' (docs/operations.md)
+## RUNFLAGS adds the stack's flags, e.g. RUNFLAGS='-proxy-addr 127.0.0.1:18080' (docs/operations.md);
+## RULES_FILE, PERMISSIONS_FILE and UPSTREAM_KEYS_FILE put a service of yours behind the proxy (README.md)
 run:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
 	PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces) $(RUNFLAGS)
@@ -72,5 +81,6 @@ reset:
 pin-images:
 	scripts/pin-images.sh
 
+## clean: remove bin/ (make reset removes .data/)
 clean:
 	rm -rf $(BIN)
