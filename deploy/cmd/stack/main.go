@@ -166,9 +166,10 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		return nil
 	}
 	mp := planMail(os.Getenv("SMTP_URL"), o)
-	ports := []string{o.coreAddr, o.coreAdmin, o.proxyAddr, o.proxyAdmin, o.notesAddr, o.notesAdmin}
+	ports := []stackPort{{"-core-addr", o.coreAddr}, {"-core-admin-addr", o.coreAdmin}, {"-proxy-addr", o.proxyAddr},
+		{"-proxy-admin-addr", o.proxyAdmin}, {"-notes-addr", o.notesAddr}, {"-notes-admin-addr", o.notesAdmin}}
 	if mp.mailpit {
-		ports = append(ports, mp.smtpAddr, mp.uiAddr)
+		ports = append(ports, stackPort{"-mail-smtp-addr", mp.smtpAddr}, stackPort{"-mail-ui-addr", mp.uiAddr})
 		o.mailUI = publicURL(mp.uiAddr)
 	}
 	if err := portsFree(ports...); err != nil {

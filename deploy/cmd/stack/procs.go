@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,22 +67,44 @@ func waitReady(ctx context.Context, url string, timeout time.Duration, c *child)
 	return proc.WaitReady(ctx, url, timeout, c.Child)
 }
 
-// portsFree fails, naming every busy address, when a service port is taken
-// (most often by a stack still running in another terminal).
-func portsFree(addrs ...string) error {
-	var busy []string
-	for _, a := range addrs {
-		l, err := net.Listen("tcp", a)
+// stackPort is one address the stack listens on, and the flag that moves it.
+type stackPort struct{ flag, addr string }
+
+// portsFree fails, naming every busy address and its flag, when a service
+// port is taken (most often by a stack still running in another terminal,
+// but 8080 and 8081 are popular), and says how to move the stack's: with
+// the flags through RUNFLAGS, each here suggested 10000 ports higher.
+func portsFree(ports ...stackPort) error {
+	var busy, moves []string
+	for _, p := range ports {
+		l, err := net.Listen("tcp", p.addr)
 		if err != nil {
-			busy = append(busy, a)
+			busy = append(busy, p.addr+" ("+p.flag+")")
+			moves = append(moves, p.flag+" "+movedAddr(p.addr))
 			continue
 		}
 		l.Close()
 	}
 	if len(busy) > 0 {
-		return fmt.Errorf("ports in use: %s (is another stack running?)", strings.Join(busy, ", "))
+		return fmt.Errorf("ports in use: %s; another make run still running? Stop it (Ctrl-C), "+
+			"or what else listens there, or give the stack other addresses: make run RUNFLAGS='%s'",
+			strings.Join(busy, ", "), strings.Join(moves, " "))
 	}
 	return nil
+}
+
+// movedAddr is addr with its port 10000 higher (or lower, near the top),
+// the suggestion of portsFree.
+func movedAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil {
+		return addr
+	}
+	if n += 10000; n > 65535 {
+		n -= 20000
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n))
 }
 
 // build compiles both services and the example app into dir.

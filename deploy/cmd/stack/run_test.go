@@ -226,7 +226,11 @@ func TestRunTwice(t *testing.T) {
 		case <-time.After(time.Minute):
 			t.Fatalf("run #%d: did not stop within a minute", i+1)
 		}
-		if err := portsFree(addrs...); err != nil {
+		var ports []stackPort
+		for _, a := range addrs {
+			ports = append(ports, stackPort{"-addr", a})
+		}
+		if err := portsFree(ports...); err != nil {
 			t.Fatalf("run #%d: after stop: %v", i+1, err)
 		}
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,13 +121,41 @@ func TestPortsFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	err = portsFree(addr)
+	free := freeAddr(t)
+	err = portsFree(stackPort{"-proxy-addr", addr}, stackPort{"-core-addr", free})
 	if err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("portsFree(busy) = %v, want an error naming %s", err, addr)
 	}
+	// It says how to move the stack: the busy address's flag, through
+	// RUNFLAGS, with a suggested address; nothing about the free one.
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	if n += 10000; n > 65535 {
+		n -= 20000
+	}
+	moved := net.JoinHostPort("127.0.0.1", strconv.Itoa(n))
+	if want := "make run RUNFLAGS='-proxy-addr " + moved + "'"; !strings.Contains(err.Error(), want) {
+		t.Errorf("portsFree(busy) = %v, want it to suggest %s", err, want)
+	}
+	if strings.Contains(err.Error(), free) || strings.Contains(err.Error(), "-core-addr") {
+		t.Errorf("portsFree(busy) = %v, names the free address", err)
+	}
 	l.Close()
-	if err := portsFree(addr); err != nil {
+	if err := portsFree(stackPort{"-proxy-addr", addr}); err != nil {
 		t.Fatalf("portsFree(free) = %v", err)
+	}
+}
+
+func TestMovedAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8080":  "127.0.0.1:18080",
+		"127.0.0.1:60000": "127.0.0.1:50000",
+		"[::1]:1025":      "[::1]:11025",
+		"no-port":         "no-port",
+	} {
+		if got := movedAddr(in); got != want {
+			t.Errorf("movedAddr(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
