@@ -11,7 +11,9 @@
 // It returns the caller as the Go SDK's verify.Identity holds it
 // ({principal, userId, tenantId, sessionId, roles, permissions,
 // emailVerified, amr, authTime, clientIp, requestId, keyId}, lists as
-// arrays) or throws an Error whose code names the reason.
+// arrays, plus canonical, a Buffer of the bytes the signature covers, which
+// the test vectors compare: pick the fields an app passes on rather than
+// sending the whole object) or throws an Error whose code names the reason.
 // Node hands out header values as latin1 strings, one character per byte
 // received: the canonical string is hashed as those bytes (latin1), never
 // as a UTF-8 encoding of the characters, which would turn each byte above
