@@ -273,7 +273,8 @@ func TestRunFailsFastOnPermanentDatabaseError(t *testing.T) {
 	data := t.TempDir()
 	args := []string{"-data", data, "-database", "stack_" + randHex(6), "-ready-timeout", "2m",
 		"-core-addr", freeAddr(t), "-core-admin-addr", freeAddr(t), "-proxy-addr", freeAddr(t),
-		"-proxy-admin-addr", freeAddr(t), "-notes-addr", freeAddr(t), "-notes-admin-addr", freeAddr(t)}
+		"-proxy-admin-addr", freeAddr(t), "-notes-addr", freeAddr(t), "-notes-admin-addr", freeAddr(t),
+		"-mail-smtp-addr", freeAddr(t), "-mail-ui-addr", freeAddr(t)}
 	start := time.Now()
 	err = run(context.Background(), slog.New(slog.NewJSONHandler(io.Discard, nil)), args, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "database refused") || !strings.Contains(err.Error(), "does not exist") {
