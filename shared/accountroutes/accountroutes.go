@@ -1,8 +1,9 @@
 // Package accountroutes is the one table of coreapi's routes that some
 // principals may not use, whatever permissions they carry: the routes that
 // act on a person's own account (sign-in, sessions, credentials, second
-// factor, email address, invitations, personal API keys) and the creation
-// of API keys, service accounts, client secrets and members. authproxy refuses these before forwarding and coreapi
+// factor, email address, invitations, personal API keys), the creation
+// of API keys, service accounts, client secrets and members, and the reset
+// of a member's second factor. authproxy refuses these before forwarding and coreapi
 // refuses them again behind it (defense in depth: a proxy bug or a
 // misconfigured rules file must not turn a leaked read-only key into an
 // account takeover). Both answer 403 problem+json with code
@@ -15,7 +16,10 @@
 // routes that only make sense for a person: it has no password, second
 // factor, sessions, real address or invitations, and its personal keys
 // would outlive its deletion. Neither adds or invites a member: the person
-// made would outlive the key, the secret and the service account.
+// made would outlive the key, the secret and the service account. Neither
+// resets a member's second factor: that is a recovery step for a person,
+// decided by a person, not something a leaked secret may do to every
+// member.
 package accountroutes
 
 import (
@@ -86,6 +90,10 @@ var Rules = []Rule{
 	// accept checks: it revives an invitation (one whose sender left, one
 	// expired) as sending it would.
 	{"POST", "/api/v1/invitations/:id/resend", APIKey | Service},
+	// A member's second factor: its reset is a recovery step for a
+	// person, decided by a person; a leaked secret or key must not strip
+	// every member's factor (and sign them out).
+	{"DELETE", "/api/v1/users/:id/mfa", APIKey | Service},
 }
 
 // Bit returns principal's bit in Rule.Refuse (0: user, anonymous and
@@ -136,6 +144,9 @@ func Index(principal string, method, path []byte) int {
 func Detail(principal string, r *Rule) string {
 	if r.Method == "POST" && (r.Path == "/api/v1/users" || r.Path == "/api/v1/invitations" || r.Path == "/api/v1/invitations/:id/resend") {
 		return "API keys and service accounts cannot add or invite members: the account would outlive the key or the service account; use a person's access token"
+	}
+	if r.Method == "DELETE" && r.Path == "/api/v1/users/:id/mfa" {
+		return "API keys and service accounts cannot reset a member's second factor: a reset is a recovery step for a person, decided by a person; use a person's access token"
 	}
 	if principal == identity.PrincipalService {
 		return "service accounts cannot use this route: it acts on a person's own sign-in, sessions, credentials, address, invitations or API keys"

@@ -37,6 +37,10 @@ func TestRefuses(t *testing.T) {
 		{identity.PrincipalService, "POST", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001/resend", true, "cannot add or invite members"},
 		{identity.PrincipalAPIKey, "DELETE", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001", false, ""},
 		{identity.PrincipalAPIKey, "POST", "/api/v1/invitations/0b0d3c4e-0000-4000-8000-000000000001", false, ""},
+		{identity.PrincipalAPIKey, "DELETE", "/api/v1/users/0b0d3c4e-0000-4000-8000-000000000001/mfa", true, "cannot reset a member's second factor"},
+		{identity.PrincipalService, "DELETE", "/api/v1/users/0b0d3c4e-0000-4000-8000-000000000001/mfa", true, "cannot reset a member's second factor"},
+		{identity.PrincipalUser, "DELETE", "/api/v1/users/0b0d3c4e-0000-4000-8000-000000000001/mfa", false, ""},
+		{identity.PrincipalService, "DELETE", "/api/v1/users/0b0d3c4e-0000-4000-8000-000000000001", false, ""},
 	} {
 		i := Index(c.principal, []byte(c.method), []byte(c.path))
 		got, detail := i >= 0, ""

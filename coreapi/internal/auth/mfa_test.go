@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 type enrolment struct {
@@ -741,6 +742,81 @@ VALUES (sha256(gen_random_uuid()::text::bytea), 'verify_email', $1, 'elsewhere@e
 		t.Fatal(err)
 	}
 	e.enrol(t, &member)
+}
+
+// TestMachinesResetNoSecondFactor: a factor's reset is a recovery step
+// for a person, decided by a person. A service account, an API key of a
+// person and an API key of a service account are refused it whatever
+// permissions they carry (403 principal_not_allowed), as they are adding
+// or inviting a member: else a leaked client secret or key strips every
+// member's second factor and signs them out. Nothing changes, nothing is
+// mailed, no reset is audited. A person holding the service account's
+// permissions still resets the factor.
+func TestMachinesResetNoSecondFactor(t *testing.T) {
+	e := start(t, cheap)
+	box := e.mailbox(t)
+	ctx := context.Background()
+	_, ownerAs, member := e.ownerAndEnrolledMember(t)
+	const addr = "member@example.com" // ownerAndEnrolledMember's
+	e.verifyAddress(t, member.UserID)
+	// A service account holding admin, as POST /service-accounts makes one.
+	sa := e.SeedUserIn(t, ownerAs.TenantID, "ci@service-accounts.invalid", "admin")
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE users SET kind = 'service' WHERE id = $1`, sa.UserID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO service_accounts (user_id, tenant_id, name) VALUES ($1, $2, 'ci')`, sa.UserID, ownerAs.TenantID); err != nil {
+		t.Fatal(err)
+	}
+	sa.Principal = identity.PrincipalService
+	saKey := sa
+	saKey.Principal = identity.PrincipalAPIKey
+	ownerKey := *ownerAs
+	ownerKey.Principal = identity.PrincipalAPIKey
+	if !sa.Has("users:write") {
+		t.Fatalf("the service account lacks users:write: %v", sa.Permissions)
+	}
+	reset := func(as *identity.Identity) apitest.Response {
+		return e.Send(t, as, http.MethodDelete, "/api/v1/users/"+member.UserID+"/mfa", nil)
+	}
+	var tv int64
+	if err := e.DB.Pool.QueryRow(ctx, `SELECT token_version FROM users WHERE id = $1`, member.UserID).Scan(&tv); err != nil {
+		t.Fatal(err)
+	}
+	codes := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1`, member.UserID)
+	if codes == 0 {
+		t.Fatal("the member has no recovery codes")
+	}
+	for _, c := range []struct {
+		name string
+		as   *identity.Identity
+	}{{"service account", &sa}, {"owner's API key", &ownerKey}, {"service account's API key", &saKey}} {
+		wantStatus(t, c.name, reset(c.as), http.StatusForbidden, problem.CodePrincipalNotAllowed)
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'active'`, member.UserID); n != 1 {
+		t.Error("a refused reset removed the factor")
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1`, member.UserID); n != codes {
+		t.Errorf("%d recovery codes after refused resets, want %d", n, codes)
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL`, member.UserID); n != 0 {
+		t.Errorf("refused resets ended %d sessions", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM users WHERE id = $1 AND token_version = $2`, member.UserID, tv); n != 1 {
+		t.Error("a refused reset bumped the token version")
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_reset'`); n != 0 {
+		t.Errorf("%d resets audited", n)
+	}
+	if n := len(box.to(t, addr)); n != 0 {
+		t.Fatalf("%d mails after refused resets, want none", n)
+	}
+	// A person holding the same permissions.
+	admin := e.SeedUserIn(t, ownerAs.TenantID, "admin@example.com", "admin")
+	if !slices.Equal(admin.Permissions, sa.Permissions) {
+		t.Fatalf("the admin holds %v, the service account %v", admin.Permissions, sa.Permissions)
+	}
+	wantStatus(t, "an admin", reset(&admin), http.StatusNoContent, "")
+	box.one(t, addr, 0)
 }
 
 // TestAdminMFAResetRacingLogoutGlobal: a tenant admin's reset of a
