@@ -51,7 +51,7 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 	if ct == fiber.MIMEApplicationForm {
 		var f tokenRequest // apart from req, which the JSON decoder moves to the heap
 		// A parameter sent twice is invalid_request (RFC 6749 section 3.1).
-		err := httpapi.ReadForm(c.Request().PostArgs(), []httpapi.FormField{
+		err := httpapi.ReadPostForm(c, []httpapi.FormField{
 			{Name: "grant_type", Dst: &f.GrantType}, {Name: "email", Dst: &f.Email}, {Name: "username", Dst: &f.Username},
 			{Name: "password", Dst: &f.Password}, {Name: "tenant_id", Dst: &f.TenantID}, {Name: "refresh_token", Dst: &f.RefreshToken},
 			{Name: "code", Dst: &f.Code}, {Name: "mfa_token", Dst: &f.MFAToken}, {Name: "code_verifier", Dst: &f.CodeVerifier},

@@ -174,7 +174,7 @@ func decode(c *fiber.Ctx, dst any) error {
 	}
 	// Also refuses a NUL byte or invalid UTF-8 in any field, as the JSON
 	// path does, rather than a NUL reaching PostgreSQL (a 500).
-	if err := httpapi.ReadBodyForm(c.Request().PostArgs(), fields); err != nil {
+	if err := httpapi.ReadPostBodyForm(c, fields); err != nil {
 		return err
 	}
 	for i, s := range vals {

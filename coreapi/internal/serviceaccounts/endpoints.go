@@ -41,7 +41,7 @@ func decodeQuery(c *fiber.Ctx) (tokenQuery, error) {
 	if ct == fiber.MIMEApplicationForm {
 		var f tokenQuery // apart from q, which the JSON decoder moves to the heap
 		// A parameter sent twice is invalid_request (RFC 6749 section 3.1).
-		err := httpapi.ReadForm(c.Request().PostArgs(), []httpapi.FormField{
+		err := httpapi.ReadPostForm(c, []httpapi.FormField{
 			{Name: "token", Dst: &f.Token}, {Name: "token_type_hint", Dst: &f.TokenTypeHint},
 			{Name: "client_id", Dst: &f.ClientID}, {Name: "client_secret", Dst: &f.ClientSecret},
 		})
