@@ -249,7 +249,8 @@ func (s *system) newCore(name, addr, admin string) *service {
 			"DB_MAX_CONNS=8",
 			"IDENTITY_HMAC_KEY=" + s.hmacKey,
 			"MFA_ENCRYPTION_KEYS=" + s.mfaKey,
-			"SIGNUP_PER_HOUR=100000", // every test account signs up from this host
+			"SIGNUP_PER_HOUR=100000",          // every test account signs up from this host
+			"PASSWORD_CHECKS_PER_HOUR=100000", // and signs in from it
 			"API_KEY_PEPPER=" + s.pepper,
 			"NATS_URL=" + s.natsURL(),
 			"SIGNING_KEYS_DIR=" + s.keysDir,

@@ -99,7 +99,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		Logger: log, Pool: pool, Keys: ring, Passwords: hasher, Sessions: store,
 		Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, AccessTTL: cfg.AccessTokenTTL,
 		MFA: sealer, ClientCredentials: sa, Catalog: cfg.Catalog, SignupPerHour: cfg.SignupPerHour,
-		SignInFailuresPerHour: cfg.SignInFailuresPerHour,
+		SignInFailuresPerHour: cfg.SignInFailuresPerHour, PasswordChecksPerHour: cfg.PasswordChecksPerHour,
 	})
 	if err != nil {
 		return nil, nil, nil, err

@@ -76,6 +76,14 @@ type Options struct {
 	// invitation acceptance, email verification, password change), over
 	// every replica; 0 means DefaultSignInFailuresPerHour.
 	SignInFailuresPerHour int
+	// PasswordChecksPerHour bounds the passwords, right or wrong, one
+	// client IP (an IPv6 client: its /64) may have checked per hour over
+	// every address and route, over every replica; 0 means
+	// DefaultPasswordChecksPerHour. Each check is an argon2 hash: whoever
+	// knows one password (anyone, after a sign-up) could otherwise keep
+	// every hashing slot busy with correct sign-ins, which
+	// SignInFailuresPerHour does not count.
+	PasswordChecksPerHour int
 	// BeforeIssue, when set (tests), runs in Issue between the caller's
 	// step on the session (created, rotated, reissued) and the signing of
 	// its access token.
@@ -88,13 +96,18 @@ const DefaultSignupPerHour = 20
 // DefaultSignInFailuresPerHour is Options.SignInFailuresPerHour's default.
 const DefaultSignInFailuresPerHour = 100
 
+// DefaultPasswordChecksPerHour is Options.PasswordChecksPerHour's default.
+const DefaultPasswordChecksPerHour = 1000
+
 // Service issues tokens and manages sessions.
 type Service struct {
 	// limiter and signupLimit bound sign-ups per client IP; guessLimit
-	// the wrong passwords of a client IP over every address.
+	// the wrong passwords of a client IP over every address, checkLimit
+	// all its passwords checked.
 	limiter     *ratelimit.Limiter
 	signupLimit ratelimit.Limit
 	guessLimit  ratelimit.Limit
+	checkLimit  ratelimit.Limit
 	log         *slog.Logger
 	pool        *pgxpool.Pool
 	keys        *keys.Ring
@@ -137,6 +150,9 @@ func New(o Options) (*Service, error) {
 	if o.SignInFailuresPerHour <= 0 {
 		o.SignInFailuresPerHour = DefaultSignInFailuresPerHour
 	}
+	if o.PasswordChecksPerHour <= 0 {
+		o.PasswordChecksPerHour = DefaultPasswordChecksPerHour
+	}
 	attempts := lockout.New(o.Pool, o.Lockout)
 	codes := attempts.Policy()
 	codes.Window = max(codes.Window, CodeWindow)
@@ -146,6 +162,7 @@ func New(o Options) (*Service, error) {
 		issuer: o.Issuer, audience: o.Audience, accessTTL: o.AccessTTL, now: o.Now,
 		mfa: o.MFA, mfaIssuer: o.MFAIssuer, cc: o.ClientCredentials, catalog: o.Catalog,
 		guessLimit: ratelimit.Limit{N: o.SignInFailuresPerHour, Window: time.Hour}, attempts: attempts,
+		checkLimit:   ratelimit.Limit{N: o.PasswordChecksPerHour, Window: time.Hour},
 		codeAttempts: lockout.New(o.Pool, codes), beforeIssue: o.BeforeIssue,
 	}, nil
 }

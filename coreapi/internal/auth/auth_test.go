@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -2195,5 +2196,77 @@ func TestFormParamsBounded(t *testing.T) {
 	}
 	if got := after.TotalAlloc - before.TotalAlloc; got > 32<<20 {
 		t.Errorf("1 MiB of parameters allocated %d MiB, want under 32", got>>20)
+	}
+}
+
+// TestPasswordChecksLimitedPerClient: every password checked, right or
+// wrong, counts against the client's budget of checks
+// (PasswordChecksPerHour); past it a check is 429 with Retry-After before
+// anything is hashed, the right password included, and another client
+// keeps its own. Correct sign-ins, which the budget of failures gives
+// back, were unbounded: from one address, whoever knew one password (any
+// account signed up) kept every hashing slot busy, and everyone else's
+// sign-in waited (from 45 ms to 900 ms on two cores). A check refused by
+// another limit does not count.
+func TestPasswordChecksLimitedPerClient(t *testing.T) {
+	const budget = 4
+	dir := t.TempDir()
+	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keys.Load(dir, keys.AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{ring: ring, keyDir: dir}
+	h := password.New(cheap, 0)
+	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
+		svc, err := auth.New(auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
+			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second), Issuer: issuer, Audience: audience,
+			AccessTTL: 15 * time.Minute, MFA: testSealer(t, mfaKeys), SignInFailuresPerHour: 2, PasswordChecksPerHour: budget})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.svc = svc
+		o.Register = append(o.Register, svc.Register)
+	}})
+	e.signup(t, "owner@example.com", "O")
+	const client = "203.0.113.70"
+	signIn := func(ip, password string) apitest.Response {
+		t.Helper()
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ClientIP: ip,
+			Body: map[string]string{"grant_type": "password", "email": "owner@example.com", "password": password}})
+	}
+	// One wrong password and budget-1 right ones: budget checks.
+	if r := signIn(client, "wrong password"); r.Status != http.StatusBadRequest {
+		t.Fatalf("wrong password: %d %s", r.Status, r.Body)
+	}
+	for i := range budget - 1 {
+		if r := signIn(client, pw); r.Status != http.StatusOK {
+			t.Fatalf("correct sign-in %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	r := signIn(client, pw)
+	apitest.WantProblem(t, r, http.StatusTooManyRequests, "too_many_requests")
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 3600 {
+		t.Errorf("Retry-After = %q, want 1..3600 s", r.Header.Get("Retry-After"))
+	}
+	if r := signIn("198.51.100.70", pw); r.Status != http.StatusOK {
+		t.Errorf("another client: %d %s, want 200", r.Status, r.Body)
+	}
+	// A check the failures' budget refuses is not counted against this
+	// one: a client that spent its failures keeps its checks for the hour.
+	const other = "198.51.100.71"
+	for range 2 {
+		if r := signIn(other, "wrong password"); r.Status != http.StatusBadRequest {
+			t.Fatalf("wrong password: %d %s", r.Status, r.Body)
+		}
+	}
+	for range budget {
+		apitest.WantProblem(t, signIn(other, pw), http.StatusTooManyRequests, "too_many_requests")
+	}
+	if n := e.count(t, `SELECT coalesce(sum(hits), 0)::int FROM rate_limits WHERE key = $1`,
+		ratelimit.Key("password-check", ratelimit.ClientKey(other))); n != 2 {
+		t.Errorf("checks counted for a client refused by its failures' budget: %d, want 2", n)
 	}
 }

@@ -72,7 +72,10 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // returns the account's hash; users.ErrNotFound costs the same work and
 // gets the same answer (errBadCredentials) as a wrong password. A correct
 // password clears the client's count for the address and takes its hit
-// back from the client's budget, so that only failures add up.
+// back from the client's budget, so that only failures add up. Every
+// check, right or wrong, counts against the client's budget of checks
+// (reserveChecks), which nothing gives back but a refusal before the
+// password was looked at.
 //
 // stale reports that the correct password's stored hash should be made
 // again from it (rehash): it matched the password as typed, not its NFKC
@@ -82,14 +85,25 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	if len(pw) > password.MaxBytes {
 		return false, errPasswordTooLong
 	}
+	checks := checkClientKey(ip)
+	if err := s.reserveChecks(ctx, checks); err != nil {
+		return false, err
+	}
 	client := guessClientKey(ip)
 	if err := s.reserveClient(ctx, client); err != nil {
+		// Refused unchecked: no check of the client's.
+		if rerr := s.limiter.Release(ctx, checks, s.checkLimit); rerr != nil {
+			return false, rerr
+		}
 		return false, err
 	}
 	key := lockout.EmailKey(email)
 	if err := s.reserve(ctx, s.attempts, key, ip); err != nil {
-		// Refused unchecked: no failure of the client's.
+		// Refused unchecked: no failure, nor check, of the client's.
 		if rerr := s.limiter.Release(ctx, client, s.guessLimit); rerr != nil {
+			return false, rerr
+		}
+		if rerr := s.limiter.Release(ctx, checks, s.checkLimit); rerr != nil {
 			return false, rerr
 		}
 		return false, err
@@ -120,6 +134,30 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 // address (an IPv6 client is its /64, ratelimit.ClientKey).
 func guessClientKey(ip string) []byte {
 	return ratelimit.Key("password-guess", ratelimit.ClientKey(ip))
+}
+
+// checkClientKey names a client's budget of password checks, right or
+// wrong, over every address (an IPv6 client is its /64).
+func checkClientKey(ip string) []byte {
+	return ratelimit.Key("password-check", ratelimit.ClientKey(ip))
+}
+
+// reserveChecks counts one password check against the client's budget
+// (Options.PasswordChecksPerHour), or answers 429 with Retry-After when it
+// is spent (then the password must not be checked): each check is an
+// argon2 hash, and a correct password, which the budget of failures gives
+// back, costs one as well.
+func (s *Service) reserveChecks(ctx context.Context, checks []byte) error {
+	ok, wait, err := s.limiter.Allow(ctx, checks, s.checkLimit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		secs := ratelimit.Seconds(wait)
+		return &retryAfterError{problem.New(429, problem.CodeTooManyRequests,
+			"too many sign-in attempts from this address; retry after "+strconv.Itoa(secs)+" s"), secs}
+	}
+	return nil
 }
 
 // reserveClient counts one guess against the client's budget over every

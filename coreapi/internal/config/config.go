@@ -166,6 +166,9 @@ type Config struct {
 	// SignInFailuresPerHour bounds the wrong passwords one client IP may
 	// send per hour, over every address.
 	SignInFailuresPerHour int
+	// PasswordChecksPerHour bounds the passwords, right or wrong, one
+	// client IP may have checked per hour.
+	PasswordChecksPerHour int
 	// TenantMailsPerHour bounds the invitation and account mails one
 	// tenant's members cause per hour (invitations.TenantMailLimit).
 	TenantMailsPerHour int
@@ -254,6 +257,7 @@ func Load(getenv func(string) string) (Config, error) {
 		OAuthPerMinute:         l.Int("OAUTH_AUTHORIZE_PER_MINUTE", 1, 1<<30, 0),
 		SignupPerHour:          l.Int("SIGNUP_PER_HOUR", 1, 1<<30, 0),
 		SignInFailuresPerHour:  l.Int("SIGNIN_FAILURES_PER_HOUR", 1, 1<<30, 0),
+		PasswordChecksPerHour:  l.Int("PASSWORD_CHECKS_PER_HOUR", 1, 1<<30, 0),
 		TenantMailsPerHour:     l.Int("TENANT_MAILS_PER_HOUR", 1, 1<<30, 0),
 		APIKeyCreationsPerHour: l.Int("API_KEY_CREATIONS_PER_HOUR", 1, 1<<30, 0),
 
