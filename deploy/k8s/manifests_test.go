@@ -454,8 +454,9 @@ func TestPinned(t *testing.T) {
 // in TRUSTED_PROXY_CIDRS. The Service is a ClusterIP: every client comes
 // through an ingress or a gateway, and without it each one has the
 // ingress's address, so coreapi's per-address limits (SIGNUP_PER_HOUR,
-// OAUTH_AUTHORIZE_PER_MINUTE, SIGNIN_FAILURES_PER_HOUR) and the proxy's
-// STREAM_MAX_PER_IP count every client together.
+// OAUTH_AUTHORIZE_PER_MINUTE, SIGNIN_FAILURES_PER_HOUR,
+// PASSWORD_CHECKS_PER_HOUR) and the proxy's STREAM_MAX_PER_IP count every
+// client together.
 func trustsIngress(env map[string]string) error {
 	s := strings.TrimSpace(env["TRUSTED_PROXY_CIDRS"])
 	if s == "" {
