@@ -200,6 +200,28 @@ func ReadForm(args *fasthttp.Args, fields []FormField) error {
 // any limit. No form coreapi reads has more than 12 fields.
 const MaxFormParams = 256
 
+// MaxQueryParams bounds the parameters of a query string (counted as
+// MaxFormParams counts a form's), on every route, before anything parses
+// it: fasthttp keeps a parsed query as it keeps a form, and "a&a&…" up to
+// the 16 KiB of a request's head left 582 KiB held by the pooled context
+// of each connection that sent one, on public routes too (the OAuth
+// sign-in's start and callback, the mailed links' pages). The queries
+// coreapi reads (a list's page, the OAuth callback's, with what a provider
+// adds) hold a handful.
+const MaxQueryParams = MaxFormParams
+
+var errTooManyQueryParams = problem.New(fiber.StatusBadRequest, problem.CodeInvalidQuery,
+	"the query has more than "+strconv.Itoa(MaxQueryParams)+" parameters")
+
+// boundQuery refuses (400 invalid_query) a request whose query string
+// holds more than MaxQueryParams parameters, before any handler parses it.
+func boundQuery(c *fiber.Ctx) error {
+	if bytes.Count(c.Request().URI().QueryString(), []byte{'&'}) >= MaxQueryParams {
+		return errTooManyQueryParams
+	}
+	return c.Next()
+}
+
 // ReadPostForm is ReadForm over the request's form body, refused (400
 // invalid_request) before it is parsed when it holds more than
 // MaxFormParams parameters.

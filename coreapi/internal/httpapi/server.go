@@ -244,9 +244,9 @@ func New(o Options) (*Server, error) {
 	})
 	if o.Tracing != nil {
 		s.tracer = newRequestTracer(o.Tracing)
-		s.app.Use(s.requestID, s.tracer.middleware, s.accessLog, s.recover)
+		s.app.Use(s.requestID, s.tracer.middleware, s.accessLog, s.recover, boundQuery)
 	} else {
-		s.app.Use(s.requestID, s.accessLog, s.recover)
+		s.app.Use(s.requestID, s.accessLog, s.recover, boundQuery)
 	}
 	// A method Fiber does not know (PROPFIND, a lower-case get) would be
 	// answered by Fiber itself, before any middleware, as a plain-text
