@@ -88,13 +88,19 @@ var errorText = map[string]string{
 	problem.CodeInvalidToken:         "Your session has ended. Sign in again.",
 }
 
+// actionForgot is the forgot form's action: /reset-password without a
+// token.
+const actionForgot = "/api/v1/auth/password/forgot"
+
 func render(c *fiber.Ctx, p page) error {
 	p.Token = c.Query("token")
 	if len(p.Token) > onetime.MaxLen {
 		p.Token = ""
 	}
 	p.Done = c.Query("done") == "1"
-	p.Sent = c.Query("sent") == "1"
+	// Only the forgot form says a link is on its way: another page does
+	// not take sent=1 from a link of anyone's making.
+	p.Sent = p.Action == actionForgot && c.Query("sent") == "1"
 	if code := c.Query("error"); code != "" {
 		p.Error = errorText[code]
 		switch {
@@ -140,7 +146,7 @@ func (s *Service) pageResetPassword(c *fiber.Ctx) error {
 		Fields:  []field{{Name: "new_password", Label: "New password", Type: "password", Autocomplete: "new-password", Required: true}}}
 	if c.Query("token") == "" {
 		// No token: ask for the address to mail a link to.
-		p.Action, p.Submit = "/api/v1/auth/password/forgot", "Mail me a link"
+		p.Action, p.Submit = actionForgot, "Mail me a link"
 		p.Fields = []field{{Name: "email", Label: "Email address", Type: "email", Autocomplete: "email", Required: true}}
 	}
 	return render(c, p)

@@ -62,6 +62,13 @@ func TestPages(t *testing.T) {
 			}
 		})
 	}
+	// Only the forgot form says that a link is on its way.
+	for path, want := range map[string]bool{"/reset-password?sent=1": true, "/reset-password?token=abc&sent=1": false,
+		"/verify-email?token=abc&sent=1": false, "/accept-invitation?token=abc&sent=1": false} {
+		if got := strings.Contains(string(x.Get(t, nil, path).Body), "is on its way"); got != want {
+			t.Errorf("%s says a link is on its way: %v, want %v", path, got, want)
+		}
+	}
 	t.Run("token is escaped", func(t *testing.T) {
 		r := x.Get(t, nil, `/verify-email?token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E`)
 		if strings.Contains(string(r.Body), "<script>") {
