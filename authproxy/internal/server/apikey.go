@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/shared/accountroutes"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/clientkey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/valyala/fasthttp"
@@ -381,16 +382,25 @@ func newKeyLimiter(limit int, window time.Duration) *keyLimiter {
 
 // pair is the map key of (pid, ip); a nil pid is the IP's own count (of
 // unknown keys), apart from every key's (a public id is never empty). An
-// IPv6 client counts by its /64: a
-// host is commonly given a whole /64, and counting each of its addresses
-// would give it 2^64 budgets (coreapi's limits count the same way).
+// IPv6 client counts by its /64: a host is commonly given a whole /64,
+// and counting each of its addresses would give it 2^64 budgets; one that
+// embeds an IPv4 address (6to4, NAT64, Teredo) counts as that IPv4
+// address, whose holder holds every /64 of it (clientkey.Prefix;
+// coreapi's limits count the same way).
 func (l *keyLimiter) pair(pid, ip []byte) uint64 {
 	var h maphash.Hash
 	h.SetSeed(l.seed)
 	_, _ = h.Write(pid)
 	_ = h.WriteByte(0)
-	if a, err := netip.ParseAddr(b2s(ip)); err == nil && !a.Unmap().Is4() {
-		b := a.As16()
+	if a, err := netip.ParseAddr(b2s(ip)); err == nil {
+		p := clientkey.Prefix(a)
+		if p.Addr().Is4() {
+			b := p.Addr().As4()
+			_, _ = h.Write(b[:])
+			_ = h.WriteByte('4')
+			return h.Sum64()
+		}
+		b := p.Addr().As16()
 		_, _ = h.Write(b[:8])
 		_ = h.WriteByte('/')
 		return h.Sum64()

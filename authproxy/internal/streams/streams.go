@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +29,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/clientkey"
 	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 )
 
@@ -292,25 +292,13 @@ func originOf(r *Request) origin {
 }
 
 // clientKey is what an anonymous stream from the client address ip
-// counts under: an IPv4 address as it is, an IPv6 address by its /64 (a
-// host is commonly given a whole /64, and counting each of its addresses
-// would give it 2^64 budgets; the proxy's API key limits and coreapi's
-// count the same way). Text that is no address ("unknown", "") is a key
-// of its own.
-func clientKey(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	if a = a.Unmap(); a.Is4() {
-		return a.String()
-	}
-	p, err := a.WithZone("").Prefix(64)
-	if err != nil {
-		return ip
-	}
-	return p.String()
-}
+// counts under (clientkey.Of): an IPv4 address as it is, an IPv6 address
+// by its /64 (a host is commonly given a whole /64, and counting each of
+// its addresses would give it 2^64 budgets), one that embeds an IPv4
+// address (6to4, NAT64, Teredo) as that IPv4 address; the proxy's API key
+// limits and coreapi's count the same way. Text that is no address
+// ("unknown", "") is a key of its own.
+func clientKey(ip string) string { return clientkey.Of(ip) }
 
 func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string, at origin) (*Conn, error) {
 	if cl != nil {

@@ -257,6 +257,11 @@ func TestClientKey(t *testing.T) {
 		"::1":                  "::/64",
 		"unknown":              "unknown",
 		"":                     "",
+		// An IPv6 address that embeds an IPv4 address is that address:
+		// 6to4, NAT64 well-known prefix, Teredo (the client's, inverted).
+		"2002:c000:201:ffff::1":                "192.0.2.1",
+		"64:ff9b::c000:201":                    "192.0.2.1",
+		"2001:0:4136:e378:8000:63bf:3fff:fdfe": "192.0.2.1",
 	} {
 		if got := clientKey(ip); got != want {
 			t.Errorf("clientKey(%q) = %q, want %q", ip, got, want)

@@ -7,12 +7,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-auth/tollgate/shared/clientkey"
 )
 
 // Limit is at most N hits per Window.
@@ -39,20 +40,13 @@ func Key(parts ...string) []byte {
 	return h.Sum(nil)
 }
 
-// ClientKey is how a limit names a client address: an IPv6 address by its
-// /64, since that is what one customer line or host is given (and it can
-// pick any of its 2^64 addresses for each request); an IPv4 address, or
-// a name that is no address, as it is.
-func ClientKey(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	if a = a.Unmap(); a.Is4() {
-		return a.String()
-	}
-	return netip.PrefixFrom(a.WithZone(""), 64).Masked().String()
-}
+// ClientKey is how a limit names a client address (clientkey.Of): an
+// IPv6 address by its /64, since that is what one customer line or host
+// is given (and it can pick any of its 2^64 addresses for each request);
+// an IPv4 address as it is, and so an IPv6 address that embeds one
+// (IPv4-mapped, 6to4, NAT64, Teredo), since its holder holds every /64
+// of it (65,536 of a 6to4 /48); a name that is no address as it is.
+func ClientKey(ip string) string { return clientkey.Of(ip) }
 
 // Seconds is a wait as a Retry-After value: in whole seconds, rounded up,
 // at least 1.

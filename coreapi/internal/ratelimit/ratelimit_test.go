@@ -166,6 +166,32 @@ func TestClientKeyIPv6Prefix(t *testing.T) {
 	}
 }
 
+// TestClientKeyEmbeddedIPv4: an IPv6 address that embeds an IPv4 address
+// is that IPv4 address's client. A 6to4 /48 (2002:AABB:CCDD::/48) is one
+// IPv4 address's, so its 65,536 /64s were 65,536 budgets of one client;
+// the NAT64 well-known prefix's one /64 holds every IPv4 address, so all
+// its clients were one; Teredo carries its client's address inverted.
+func TestClientKeyEmbeddedIPv4(t *testing.T) {
+	v4 := ratelimit.ClientKey("192.0.2.1")
+	for _, ip := range []string{
+		"2002:c000:201::1", "2002:c000:201:1::1", "2002:c000:201:ffff:1:2:3:4",
+		"64:ff9b::c000:201", "64:ff9b::192.0.2.1",
+		"2001:0:4136:e378:8000:63bf:3fff:fdfe", "2001:0:cb00:7101::3fff:fdfe",
+	} {
+		if got := ratelimit.ClientKey(ip); got != v4 {
+			t.Errorf("ClientKey(%q) = %q, want %q (192.0.2.1)", ip, got, v4)
+		}
+	}
+	for _, ip := range []string{"2002:c000:202::1", "64:ff9b::c000:202", "2001:0:4136:e378:8000:63bf:3fff:fdfd", "2001:db8::1"} {
+		if got := ratelimit.ClientKey(ip); got == v4 {
+			t.Errorf("ClientKey(%q) = %q, 192.0.2.1's", ip, got)
+		}
+	}
+	if a, b := ratelimit.ClientKey("64:ff9b::c000:201"), ratelimit.ClientKey("64:ff9b::c000:202"); a == b {
+		t.Errorf("two NAT64 clients share the key %q", a)
+	}
+}
+
 // TestSeconds: a Retry-After is whole seconds, rounded up, never 0.
 func TestSeconds(t *testing.T) {
 	for wait, want := range map[time.Duration]int{0: 1, -time.Second: 1, time.Nanosecond: 1, time.Second: 1,
