@@ -12,8 +12,8 @@ import (
 // wireTenantAPI adds the tenant API (users, roles, tenant, audit,
 // permissions). Call it before the other features: its /users/me must be
 // registered before their parameter routes.
-func wireTenantAPI(pool *pgxpool.Pool, hasher *password.Hasher, catalog *permissions.Catalog, opts *httpapi.Options) error {
-	api, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: hasher, Catalog: catalog})
+func wireTenantAPI(pool *pgxpool.Pool, hasher *password.Hasher, catalog *permissions.Catalog, checksPerHour int, opts *httpapi.Options) error {
+	api, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: hasher, Catalog: catalog, PasswordChecksPerHour: checksPerHour})
 	if err != nil {
 		return err
 	}

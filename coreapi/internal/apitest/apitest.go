@@ -68,6 +68,9 @@ type Options struct {
 	// Passwords hashes the passwords of members the tenant API creates
 	// (nil: cheap parameters of the production format).
 	Passwords users.PasswordHasher
+	// PasswordChecksPerHour is the tenant API's budget of password hashes
+	// per client IP (0: the default).
+	PasswordChecksPerHour int
 	// ExecMode is the pgx exec mode of the server's pool (0: the default,
 	// cache_statement); the PgBouncer-friendly modes are tested with it.
 	ExecMode pgx.QueryExecMode
@@ -166,7 +169,7 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Configure != nil {
 		o.Configure(&opts)
 	}
-	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog})
+	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog, PasswordChecksPerHour: o.PasswordChecksPerHour})
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}

@@ -97,7 +97,7 @@ const DefaultSignupPerHour = 20
 const DefaultSignInFailuresPerHour = 100
 
 // DefaultPasswordChecksPerHour is Options.PasswordChecksPerHour's default.
-const DefaultPasswordChecksPerHour = 1000
+const DefaultPasswordChecksPerHour = ratelimit.DefaultPasswordChecks
 
 // Service issues tokens and manages sessions.
 type Service struct {

@@ -139,7 +139,7 @@ func guessClientKey(ip string) []byte {
 // checkClientKey names a client's budget of password checks, right or
 // wrong, over every address (an IPv6 client is its /64).
 func checkClientKey(ip string) []byte {
-	return ratelimit.Key("password-check", ratelimit.ClientKey(ip))
+	return ratelimit.PasswordChecksKey(ip)
 }
 
 // reserveChecks counts one password check against the client's budget

@@ -93,9 +93,14 @@ func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
 // be sent to someone else against TenantMailLimit (a *ratelimit.Refused
 // above it). As countMail's, the hit commits with the mail.
 func CountTenantMail(ctx context.Context, tx pgx.Tx, tenantID string) error {
-	return ratelimit.CheckIn(ctx, tx, ratelimit.Key("tenant-mail", tenantID), TenantMailLimit,
-		"this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)")
+	return ratelimit.CheckIn(ctx, tx, TenantMailKey(tenantID), TenantMailLimit, TenantMailRefusal)
 }
+
+// TenantMailKey is the key of tenantID's count under TenantMailLimit.
+func TenantMailKey(tenantID string) []byte { return ratelimit.Key("tenant-mail", tenantID) }
+
+// TenantMailRefusal is the refusal of a mail past TenantMailLimit.
+const TenantMailRefusal = "this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)"
 
 // Invitation is one invitation as its tenant sees it (written as
 // tenantapi.Invitation). Roles are, while it is pending, the names its

@@ -219,9 +219,17 @@ var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
 // (POST /users) call it before SendVerification: one inbox has as many
 // addresses as "+tag"s, each of which may become a new account.
 func CountAddressMail(ctx context.Context, tx pgx.Tx, email string) error {
-	key := ratelimit.Key("verify-mail", "addr", mail.Inbox(email))
-	return ratelimit.CheckIn(ctx, tx, key, AddressMailLimit, "too many verification mails to this address")
+	return ratelimit.CheckIn(ctx, tx, AddressMailKey(email), AddressMailLimit, AddressMailRefusal)
 }
+
+// AddressMailKey is the key of email's inbox's count under
+// AddressMailLimit.
+func AddressMailKey(email string) []byte {
+	return ratelimit.Key("verify-mail", "addr", mail.Inbox(email))
+}
+
+// AddressMailRefusal is the refusal of a mail past AddressMailLimit.
+const AddressMailRefusal = "too many verification mails to this address"
 
 // SendVerification issues a verify_email token for email and queues the
 // mail with its link, inside tx, and audits it in the user's tenants (call

@@ -48,6 +48,18 @@ func Key(parts ...string) []byte {
 // of it (65,536 of a 6to4 /48); a name that is no address as it is.
 func ClientKey(ip string) string { return clientkey.Of(ip) }
 
+// PasswordChecksKey names the client ip's budget of password hashes,
+// PASSWORD_CHECKS_PER_HOUR (DefaultPasswordChecks an hour): each password
+// checked (a sign-in, whatever its route) or hashed for another (a member
+// made with one, a reset) is an argon2 hash, tens of ms of CPU on one of
+// a few hashing slots, and every route that makes one counts it here.
+func PasswordChecksKey(ip string) []byte {
+	return Key("password-check", ClientKey(ip))
+}
+
+// DefaultPasswordChecks is PASSWORD_CHECKS_PER_HOUR's default.
+const DefaultPasswordChecks = 1000
+
 // Seconds is a wait as a Retry-After value: in whole seconds, rounded up,
 // at least 1.
 func Seconds(wait time.Duration) int {

@@ -1,6 +1,7 @@
 package tenantapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -281,6 +282,8 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 			v.Add("password", err.Error())
 		}
 		n.Password = *b.Password
+		ip := httpapi.ClientIP(c)
+		n.BeforeHash = func(ctx context.Context) error { return s.chargeHash(ctx, ip) }
 	}
 	if b.DisplayName != nil {
 		n.DisplayName = strings.TrimSpace(*b.DisplayName)
@@ -310,6 +313,22 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	}
 	c.Location("/api/v1/users/" + m.ID)
 	return sendMember(c, fiber.StatusCreated, m)
+}
+
+// chargeHash counts a password hash against the client ip's budget of
+// them, the sign-in's PASSWORD_CHECKS_PER_HOUR, or refuses it (429,
+// Retry-After): each is an argon2 hash, and anyone can sign up a tenant
+// and make members with passwords in a loop.
+func (s *Server) chargeHash(ctx context.Context, ip string) error {
+	ok, wait, err := s.limiter.Allow(ctx, ratelimit.PasswordChecksKey(ip), s.checkLimit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &ratelimit.Refused{What: "too many passwords hashed for this address in " + s.checkLimit.Period() +
+			" (PASSWORD_CHECKS_PER_HOUR)", RetryAfter: wait}
+	}
+	return nil
 }
 
 // patchUserBody changes a membership: membership_status, the name Me and

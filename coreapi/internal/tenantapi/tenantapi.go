@@ -10,6 +10,7 @@ package tenantapi
 
 import (
 	"errors"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -33,6 +34,11 @@ type Options struct {
 	// permissions only): what roles may hold, what built-in roles hold,
 	// and what GET /permissions lists.
 	Catalog *permissions.Catalog
+	// PasswordChecksPerHour bounds the passwords one client IP may have
+	// hashed or checked an hour over every route (PASSWORD_CHECKS_PER_HOUR,
+	// shared with sign-in); a member made with a password counts one. 0
+	// means ratelimit.DefaultPasswordChecks.
+	PasswordChecksPerHour int
 }
 
 // Server serves the tenant API's routes.
@@ -44,7 +50,9 @@ type Server struct {
 	audit   *audit.Store
 	catalog *permissions.Catalog
 	limiter *ratelimit.Limiter
-	cursor  *httpapi.Cursors // set by Register
+	// checkLimit is the client's budget of password hashes.
+	checkLimit ratelimit.Limit
+	cursor     *httpapi.Cursors // set by Register
 }
 
 // New builds the tenant API.
@@ -55,14 +63,18 @@ func New(o Options) (*Server, error) {
 	if o.Catalog == nil {
 		o.Catalog = permissions.Builtin()
 	}
+	if o.PasswordChecksPerHour <= 0 {
+		o.PasswordChecksPerHour = ratelimit.DefaultPasswordChecks
+	}
 	return &Server{
-		pool:    o.Pool,
-		users:   users.NewStore(o.Pool, o.Passwords, o.Catalog),
-		tenants: tenants.NewStore(o.Pool),
-		roles:   roles.NewStore(o.Pool, o.Catalog),
-		audit:   audit.NewStore(o.Pool),
-		catalog: o.Catalog,
-		limiter: ratelimit.New(o.Pool),
+		pool:       o.Pool,
+		users:      users.NewStore(o.Pool, o.Passwords, o.Catalog),
+		tenants:    tenants.NewStore(o.Pool),
+		roles:      roles.NewStore(o.Pool, o.Catalog),
+		audit:      audit.NewStore(o.Pool),
+		catalog:    o.Catalog,
+		limiter:    ratelimit.New(o.Pool),
+		checkLimit: ratelimit.Limit{N: o.PasswordChecksPerHour, Window: time.Hour},
 	}, nil
 }
 

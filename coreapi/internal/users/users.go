@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
@@ -662,28 +663,116 @@ type NewMember struct {
 	Password    string // optional; only for a user that does not exist yet
 	DisplayName string
 	Roles       []string // defaults to member
+	// BeforeHash, when set, runs right before Password is hashed, once
+	// the cheap refusals have been looked for (Create): it charges the
+	// hash to the caller's budget, and an error it returns refuses the
+	// request, unhashed and with nothing written.
+	BeforeHash func(context.Context) error
 }
+
+// How create treats the password: hashed is the write with the hash made
+// (or no password); unhashed is the write for an address that had an
+// account (an invitation, the password ignored, never hashed), refused
+// with errNeedsHash should a user be made after all (the account was
+// deleted meanwhile).
+type createMode uint8
+
+const (
+	hashed createMode = iota
+	unhashed
+)
+
+var errNeedsHash = errors.New("the new user needs its password hashed")
 
 // Create adds a member to the tenant, creating the user if the email is
 // new. For an address that already has an account nobody is added: an
 // invitation is created instead (returned, with a zero Member), which
 // that account's owner may accept. Nothing of the existing account leaks
 // into the answer, and a password given for it is ignored.
+//
+// A password costs an argon2 hash (tens of ms of CPU on one of a few
+// hashing slots), so it is hashed only once the cheap refusals have been
+// looked for, in one statement outside the transaction (precheck): an
+// address that has an account (invited, or a member already: 409) is
+// never hashed for, and an unknown role or a spent mail limit is refused
+// unhashed. Then n.BeforeHash charges the hash, and the transaction
+// checks everything again, as it does without a password.
 func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n NewMember) (Member, *invitations.Invitation, error) {
 	if len(n.Roles) == 0 {
 		n.Roles = []string{roles.Member}
 	}
-	var hash string
-	if n.Password != "" {
-		if s.hasher == nil {
-			return Member{}, nil, ErrNoHasher
-		}
-		h, err := s.hasher.Hash(ctx, n.Password)
-		if err != nil {
-			return Member{}, nil, fmt.Errorf("create member: %w", err)
-		}
-		hash = h
+	if n.Password == "" {
+		return s.create(ctx, tenantID, n, a, "", hashed)
 	}
+	if s.hasher == nil {
+		return Member{}, nil, ErrNoHasher
+	}
+	taken, err := s.precheck(ctx, tenantID, n)
+	if err != nil {
+		return Member{}, nil, fmt.Errorf("create member: %w", err)
+	}
+	if taken {
+		m, inv, err := s.create(ctx, tenantID, n, a, "", unhashed)
+		if !errors.Is(err, errNeedsHash) {
+			return m, inv, err
+		}
+	}
+	if n.BeforeHash != nil {
+		if err := n.BeforeHash(ctx); err != nil {
+			return Member{}, nil, err
+		}
+	}
+	h, err := s.hasher.Hash(ctx, n.Password)
+	if err != nil {
+		return Member{}, nil, fmt.Errorf("create member: %w", err)
+	}
+	return s.create(ctx, tenantID, n, a, h, hashed)
+}
+
+// qPrecheck reads, for a new member: whether its address has an account,
+// how many of its roles the tenant has, and the time left in the windows
+// of the tenant's mail limit and of the address's verification mails when
+// they are spent (NULL: not spent), as ratelimit.AllowIn counts them.
+const qPrecheck = `
+SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1)),
+       (SELECT count(*) FROM roles WHERE tenant_id = $2 AND name = ANY($3::text[])),
+       (SELECT greatest(extract(epoch FROM window_start + make_interval(secs => $5) - now()), 0)::float8
+        FROM rate_limits WHERE key = $4 AND hits >= $6 AND window_start > now() - make_interval(secs => $5)),
+       (SELECT greatest(extract(epoch FROM window_start + make_interval(secs => $8) - now()), 0)::float8
+        FROM rate_limits WHERE key = $7 AND hits >= $9 AND window_start > now() - make_interval(secs => $8))`
+
+// precheck looks for what refuses a new member without a lock or a write,
+// before its password is hashed: an unknown role (tenants.ErrUnknownRole),
+// a spent mail limit of the tenant or of the address (*ratelimit.Refused,
+// as the transaction's counts answer). taken reports that the address has
+// an account: it is invited instead, and its password never hashed.
+func (s *Store) precheck(ctx context.Context, tenantID string, n NewMember) (taken bool, err error) {
+	var (
+		found                int
+		tenantWait, addrWait *float64
+	)
+	tl, al := invitations.TenantMailLimit, onetime.AddressMailLimit
+	if err := s.pool.QueryRow(ctx, qPrecheck, n.Email, tenantID, n.Roles,
+		invitations.TenantMailKey(tenantID), tl.Window.Seconds(), tl.N,
+		onetime.AddressMailKey(n.Email), al.Window.Seconds(), al.N).Scan(&taken, &found, &tenantWait, &addrWait); err != nil {
+		return false, err
+	}
+	switch {
+	case taken:
+		return true, nil
+	case found != len(SortedUnique(n.Roles)):
+		return false, tenants.ErrUnknownRole
+	case tenantWait != nil:
+		return false, &ratelimit.Refused{What: invitations.TenantMailRefusal, RetryAfter: time.Duration(*tenantWait * float64(time.Second))}
+	case addrWait != nil:
+		return false, &ratelimit.Refused{What: onetime.AddressMailRefusal, RetryAfter: time.Duration(*addrWait * float64(time.Second))}
+	}
+	return false, nil
+}
+
+// create is Create's transaction, in mode, with hash the password's hash
+// (empty: none, or not made yet).
+func (s *Store) create(ctx context.Context, tenantID string, n NewMember, a roles.Actor, hash string, mode createMode) (Member, *invitations.Invitation, error) {
 	var (
 		m   Member
 		inv *invitations.Invitation
@@ -732,6 +821,9 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 		}
 		if err != nil {
 			return mapErr(err)
+		}
+		if mode == unhashed {
+			return errNeedsHash
 		}
 		if err := tenants.AddMember(ctx, tx, tenantID, userID, n.Roles...); err != nil {
 			if errors.Is(err, tenants.ErrAlreadyMember) {
