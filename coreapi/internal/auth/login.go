@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
@@ -158,6 +159,16 @@ func (s *Service) reserveChecks(ctx context.Context, checks []byte) error {
 			"too many sign-in attempts from this address; retry after "+strconv.Itoa(secs)+" s"), secs}
 	}
 	return nil
+}
+
+// ReserveHash counts a password hashed for the client ip (a reset's new
+// password) against its budget of password checks
+// (Options.PasswordChecksPerHour), which every sign-in's check counts
+// against too: ok false, with the time left in the window, when it is
+// spent, and then the password must not be hashed. Each is an argon2
+// hash on one of a few hashing slots.
+func (s *Service) ReserveHash(ctx context.Context, ip string) (ok bool, wait time.Duration, err error) {
+	return s.limiter.Allow(ctx, checkClientKey(ip), s.checkLimit)
 }
 
 // reserveClient counts one guess against the client's budget over every

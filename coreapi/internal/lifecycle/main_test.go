@@ -85,6 +85,8 @@ type startOptions struct {
 	wide bool
 	// lockout is the password guesses' backoff (zero: the default).
 	lockout auth.Lockout
+	// checks is PASSWORD_CHECKS_PER_HOUR (0: the default).
+	checks int
 }
 
 // startWide is start with the API-key, service-account and MFA routes.
@@ -109,7 +111,7 @@ func startOpts(t *testing.T, so startOptions) *env {
 		o.Catalog = cat
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		ao := auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,
-			Sessions: store, Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, Lockout: so.lockout,
+			Sessions: store, Issuer: "http://localhost:8080", Audience: "tollgate", AccessTTL: 15 * time.Minute, Lockout: so.lockout, PasswordChecksPerHour: so.checks,
 			BeforeIssue: func(sessionID string) {
 				if f := x.beforeIssue.Load(); f != nil {
 					(*f)(sessionID)

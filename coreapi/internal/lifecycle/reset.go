@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -207,8 +208,25 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	// A cheap look-up first: random or expired tokens must not cost an
 	// argon2 hash each.
-	if _, err := onetime.Check(ctx, s.pool, onetime.PasswordReset, b.Token); err != nil {
+	t, err := onetime.Check(ctx, s.pool, onetime.PasswordReset, b.Token)
+	if err != nil {
 		return formError(c, PageResetPassword, "", err)
+	}
+	// Nor must a link the transaction below refuses while leaving it
+	// usable (a disabled account's, one whose address changed since the
+	// mail): its holder could send it again and again, a hash each.
+	if err := resettable(ctx, s.pool, t); err != nil {
+		return formError(c, PageResetPassword, b.Token, err)
+	}
+	// The hash counts against the client's budget of password checks,
+	// as a sign-in's does.
+	ok, wait, err := s.auth.ReserveHash(ctx, clientIP(c))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return formError(c, PageResetPassword, b.Token, tooMany(c, wait,
+			"too many passwords checked from this address (PASSWORD_CHECKS_PER_HOUR)"))
 	}
 	hash, err := s.passwords.Hash(ctx, b.NewPassword)
 	if err != nil {
@@ -280,6 +298,30 @@ RETURNING prior.unproven`
 		return formError(c, PageResetPassword, b.Token, err)
 	}
 	return done(c, PageResetPassword, fiber.StatusNoContent, nil)
+}
+
+// resettable refuses, before its new password is hashed, the reset of
+// the token t (onetime.Check) that resetPassword's transaction would
+// refuse: a disabled account (errResetDisabled) or an address changed
+// since the mail (onetime.ErrInvalid). The transaction checks both again
+// under the account's lock.
+func resettable(ctx context.Context, db sqldb.DB, t onetime.Token) error {
+	var (
+		status string
+		same   bool
+	)
+	err := db.QueryRow(ctx, `SELECT status, lower(email) = lower($2) FROM users WHERE id = $1`, t.UserID, t.Email).Scan(&status, &same)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return onetime.ErrInvalid
+	case err != nil:
+		return fmt.Errorf("load user: %w", err)
+	case status != identity.StatusActive:
+		return errResetDisabled
+	case !same:
+		return onetime.ErrInvalid
+	}
+	return nil
 }
 
 // lockUnprovenTenants locks, in tx, the tenants where the account of the

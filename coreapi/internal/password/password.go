@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -71,6 +72,8 @@ type Hasher struct {
 	p     Params
 	sem   chan struct{}
 	dummy func() string
+	// made counts the hashes Hash made.
+	made atomic.Int64
 }
 
 // New returns a Hasher using p that runs at most concurrency hashes at once
@@ -157,8 +160,13 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 	}
 	key := argon2.IDKey([]byte(pw), salt, h.p.Time, h.p.Memory, h.p.Threads, h.p.KeyLen)
 	h.release()
+	h.made.Add(1)
 	return encode(h.p, salt, key), nil
 }
+
+// Made is the number of hashes Hash has made (Verify's not counted): what
+// a route that must refuse before hashing can be held to.
+func (h *Hasher) Made() int64 { return h.made.Load() }
 
 // A Match is Verify's answer: which form of the password, if any, the
 // stored hash holds.
