@@ -119,6 +119,50 @@ RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs 
 	return false, time.Duration(left * float64(time.Second)), nil
 }
 
+// AllowBoth counts one hit on outer under lo and one on inner under li,
+// in one statement, and reports whether both are within their limits;
+// when not, retryAfter is the time left in the window of the limit that
+// refused. A hit outer refuses never reaches inner: no row of inner's is
+// written for it (outer bounds how many inner keys a client can make,
+// such as a client IP's budget over the ids it names). A hit inner
+// refuses is taken back from outer (one more statement), so a refused
+// hit counts nowhere, as with Allow.
+func (r *Limiter) AllowBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) (ok bool, retryAfter time.Duration, err error) {
+	const qAllowBoth = `
+WITH o AS (
+    INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1)
+    ON CONFLICT (key) DO UPDATE SET
+        window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN now() ELSE r.window_start END,
+        hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE least(r.hits + 1, $3 + 1) END
+    RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => $2) - now()), 0)::float8 AS left_s
+), i AS (
+    INSERT INTO rate_limits AS r (key, window_start, hits) SELECT $4, now(), 1 FROM o WHERE o.hits <= $3
+    ON CONFLICT (key) DO UPDATE SET
+        window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $5) THEN now() ELSE r.window_start END,
+        hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $5) THEN 1 ELSE least(r.hits + 1, $6 + 1) END
+    RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => $5) - now()), 0)::float8 AS left_s
+)
+SELECT o.hits, o.left_s, coalesce(i.hits, 0), coalesce(i.left_s, 0) FROM o LEFT JOIN i ON true`
+	var (
+		outerHits, innerHits int
+		outerLeft, innerLeft float64
+	)
+	if err := r.pool.QueryRow(ctx, qAllowBoth, outer, lo.Window.Seconds(), lo.N, inner, li.Window.Seconds(), li.N).
+		Scan(&outerHits, &outerLeft, &innerHits, &innerLeft); err != nil {
+		return false, 0, fmt.Errorf("rate limit: %w", err)
+	}
+	switch {
+	case outerHits > lo.N:
+		return false, time.Duration(outerLeft * float64(time.Second)), nil
+	case innerHits > li.N:
+		if err := r.Release(ctx, outer, lo); err != nil {
+			return false, 0, err
+		}
+		return false, time.Duration(innerLeft * float64(time.Second)), nil
+	}
+	return true, 0, nil
+}
+
 // CheckIn is AllowIn for a write the limit stops: nil when the hit is
 // allowed, else a *Refused saying what (a 429's detail) with the time
 // left in the window.
@@ -153,6 +197,17 @@ func (l Limit) Period() string {
 func (r *Limiter) Release(ctx context.Context, key []byte, l Limit) error {
 	const q = `UPDATE rate_limits SET hits = greatest(least(hits, $2) - 1, 0) WHERE key = $1`
 	if _, err := r.pool.Exec(ctx, q, key, l.N); err != nil {
+		return fmt.Errorf("rate limit release: %w", err)
+	}
+	return nil
+}
+
+// ReleaseBoth is Release of the two hits AllowBoth counted, in one
+// statement.
+func (r *Limiter) ReleaseBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) error {
+	const q = `UPDATE rate_limits SET hits = greatest(least(hits, CASE WHEN key = $1 THEN $2::int ELSE $4::int END) - 1, 0)
+WHERE key = $1 OR key = $3`
+	if _, err := r.pool.Exec(ctx, q, outer, lo.N, inner, li.N); err != nil {
 		return fmt.Errorf("rate limit release: %w", err)
 	}
 	return nil

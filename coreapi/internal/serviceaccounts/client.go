@@ -96,8 +96,12 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 	}
 	ctx := c.UserContext()
 	ip := httpapi.ClientIP(c)
+	// The client IP's budget over every client id, and the client id's
+	// from that IP, in one statement: a refusal of the first writes no
+	// row of the client id's own.
+	ipKey := ratelimit.Key("client_credentials_ip", ratelimit.ClientKey(ip))
 	key := ratelimit.Key("client_credentials", strings.ToLower(cr.id), ratelimit.ClientKey(ip))
-	ok, retry, err := s.o.Limiter.Allow(ctx, key, ClientLimit)
+	ok, retry, err := s.o.Limiter.AllowBoth(ctx, ipKey, ClientIPLimit, key, ClientLimit)
 	if err != nil {
 		return Client{}, err
 	}
@@ -123,7 +127,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 		}
 		return Client{}, invalidClient(c, cr.basic, "client authentication failed")
 	}
-	if err := s.o.Limiter.Release(ctx, key, ClientLimit); err != nil {
+	if err := s.o.Limiter.ReleaseBoth(ctx, ipKey, ClientIPLimit, key, ClientLimit); err != nil {
 		return Client{}, err
 	}
 	return cl, nil

@@ -920,6 +920,63 @@ WHERE key = $3 AND hits >= $2`,
 	}
 }
 
+// TestMadeUpClientIDsBoundedPerAddress: failed client authentications are
+// counted per client IP too, whatever client ids they name. The counter
+// per (client id, client IP) is a row of rate_limits kept a day after its
+// window, so a client naming a new client id in each request, which that
+// counter never stops, added a row with each, as fast as it could send
+// them (through the proxy: the token endpoint is public). Beyond
+// ClientIPLimit.N the address gets 429 and no row is written; another
+// address, and the right secret from it, are not affected.
+func TestMadeUpClientIDsBoundedPerAddress(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "bot", "member")
+	s := e.createSecret(t, owner, a.ID)
+	body := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	send := func(id, secret, ip string) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: body, ContentType: form,
+			Header: basic(id, secret), ClientIP: ip})
+	}
+	const qRows = `SELECT count(*) FROM rate_limits`
+	before := e.count(t, qRows)
+	n := serviceaccounts.ClientIPLimit.N * 3
+	refused := 0
+	for i := range n {
+		r := send(fmt.Sprintf("0b7e7a2c-0000-4000-8000-%012d", i), "tgcs_"+strings.Repeat("A", 43), "2001:db8:7::"+strconv.Itoa(i+1))
+		switch r.Status {
+		case http.StatusUnauthorized:
+			oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
+		case http.StatusTooManyRequests:
+			oauthProblem(t, r, http.StatusTooManyRequests, "temporarily_unavailable")
+			if r.Header.Get("Retry-After") == "" {
+				t.Fatalf("429 without Retry-After")
+			}
+			refused++
+		default:
+			t.Fatalf("made-up client id %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	// One address (a /64): its own counter and one per client id it was
+	// let to try.
+	if got, most := e.count(t, qRows)-before, serviceaccounts.ClientIPLimit.N+1; got > most {
+		t.Fatalf("%d made-up client ids from one address left %d rate_limits rows, want at most %d", n, got, most)
+	}
+	if want := n - serviceaccounts.ClientIPLimit.N; refused != want {
+		t.Errorf("%d of %d made-up client ids refused 429, want %d", refused, n, want)
+	}
+	// Another address is not affected.
+	if r := send(s.ClientID, s.ClientSecret, "198.51.100.40"); r.Status != http.StatusOK {
+		t.Fatalf("right secret from another address: %d %s", r.Status, r.Body)
+	}
+	// Right secrets give their reservation back: they never add up.
+	for i := range serviceaccounts.ClientIPLimit.N + 5 {
+		if r := send(s.ClientID, s.ClientSecret, "198.51.100.41"); r.Status != http.StatusOK {
+			t.Fatalf("right secret %d from one address: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+}
+
 // TestAuthFailureAuditBounded: wrong secrets for one service account are
 // audited at most AuditFailureLimit.N times a window, however many client
 // IPs send them. ClientLimit bounds each IP only, so a client with many

@@ -69,6 +69,14 @@ type APIKeyRevoker interface {
 // make for one client id in a window before it must wait.
 var ClientLimit = ratelimit.Limit{N: 10, Window: 15 * time.Minute}
 
+// ClientIPLimit is how many failed client authentications one client IP
+// (an IPv6 client: its /64) may make in a window, whatever client ids it
+// names, before it must wait. ClientLimit's counter is a row per (client
+// id, client IP) kept a day after its window: without this one, a client
+// naming a new client id in each request added a row to rate_limits with
+// each, as fast as it could send them.
+var ClientIPLimit = ratelimit.Limit{N: 100, Window: 15 * time.Minute}
+
 // AuditFailureLimit is how many failed client authentications of one
 // service account are audited in a window (service_account.auth_failed),
 // whichever client IPs send them; those beyond are logged only. ClientLimit
