@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
@@ -106,7 +107,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 		return Client{}, err
 	}
 	if !ok {
-		s.o.Logger.Warn("client authentication locked", "client_id", safeID(cr.id), "client_ip", ip, "request_id", httpapi.RequestIDOf(c))
+		s.warnRefusal("client authentication locked", "client_id", safeID(cr.id), "client_ip", ip, "request_id", httpapi.RequestIDOf(c))
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ratelimit.Seconds(retry)))
 		return Client{}, oautherr.Problem(fiber.StatusTooManyRequests, problem.CodeTooManyRequests,
 			"too many failed client authentications; retry later")
@@ -133,6 +134,19 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 	return cl, nil
 }
 
+// warnRefusal writes a warning about a refused client authentication,
+// at most RefusalLogsPerSecond a second: a client sends as many as it
+// likes, and at LOG_LEVEL=warn each was a line (the access lines are not).
+func (s *Service) warnRefusal(msg string, args ...any) {
+	ok, dropped := s.refusalLogs.Take(time.Now())
+	if dropped > 0 {
+		s.o.Logger.Warn("client authentication refusals not logged", "count", dropped, "per_second", RefusalLogsPerSecond)
+	}
+	if ok {
+		s.o.Logger.Warn(msg, args...)
+	}
+}
+
 // safeID is a client id fit for a log line (it came from the client).
 func safeID(id string) string {
 	if ids.Valid(id) {
@@ -154,7 +168,7 @@ func (s *Service) auditFailure(c *fiber.Ctx, cl Client) {
 			return err
 		}
 		if !ok {
-			s.o.Logger.Warn("client authentication failed (not audited: the account's failures fill its audit budget)",
+			s.warnRefusal("client authentication failed (not audited: the account's failures fill its audit budget)",
 				"service_account_id", cl.ID, "tenant_id", cl.TenantID, "client_ip", httpapi.ClientIP(c), "request_id", rid)
 			return nil
 		}

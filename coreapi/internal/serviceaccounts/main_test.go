@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -89,6 +91,8 @@ type startOpts struct {
 	// API-key service is then the revocation endpoint's revoker (unless
 	// apiKeys names another).
 	keyRoutes bool
+	// logs, when set, receives the service's log lines (warnings and up).
+	logs *testkit.LogBuffer
 }
 
 func start(t testing.TB, so startOpts) *env {
@@ -119,8 +123,12 @@ func start(t testing.TB, so startOpts) *env {
 				so.apiKeys = ks
 			}
 		}
+		saLog := o.Logger
+		if so.logs != nil {
+			saLog = slog.New(slog.NewJSONHandler(so.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		}
 		sa, err := serviceaccounts.New(serviceaccounts.Options{
-			Logger: o.Logger, Pool: o.Pool, Keys: ring, Sessions: store,
+			Logger: saLog, Pool: o.Pool, Keys: ring, Sessions: store,
 			Projections: projection.NewStore(o.Pool, 16*time.Minute, o.Catalog), Limiter: ratelimit.New(o.Pool),
 			Catalog: o.Catalog, Issuer: issuer, Audience: audience, AccessTTL: 15 * time.Minute,
 			PublicBaseURL: so.baseURL + "/", APIKeys: so.apiKeys,

@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -974,6 +975,42 @@ func TestMadeUpClientIDsBoundedPerAddress(t *testing.T) {
 		if r := send(s.ClientID, s.ClientSecret, "198.51.100.41"); r.Status != http.StatusOK {
 			t.Fatalf("right secret %d from one address: %d %s", i+1, r.Status, r.Body)
 		}
+	}
+}
+
+// TestClientRefusalWarningsBounded: the warnings about refused client
+// authentications are at most RefusalLogsPerSecond a second, then one
+// line counting those left out. A client whose address is locked out
+// wrote a "client authentication locked" warning with each request, as
+// fast as it sent them, which LOG_LEVEL=warn (no access lines) did not
+// stop. The answers stay 429.
+func TestClientRefusalWarningsBounded(t *testing.T) {
+	logs := &testkit.LogBuffer{}
+	e := start(t, startOpts{logs: logs})
+	body := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	const ip = "198.51.100.50"
+	send := func(i int) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: body, ContentType: form,
+			Header: basic(fmt.Sprintf("0b7e7a2c-0000-4000-8000-%012d", i), "wrong"), ClientIP: ip})
+	}
+	for i := range serviceaccounts.ClientIPLimit.N {
+		oauthProblem(t, send(i), http.StatusUnauthorized, "invalid_client")
+	}
+	n := 10 * serviceaccounts.RefusalLogsPerSecond
+	start := time.Now()
+	for i := range n {
+		oauthProblem(t, send(i), http.StatusTooManyRequests, "temporarily_unavailable")
+	}
+	secs := int(time.Now().Unix()-start.Unix()) + 1 // the seconds they were sent in
+	got := strings.Count(logs.String(), `"msg":"client authentication locked"`)
+	if most := secs * serviceaccounts.RefusalLogsPerSecond; got > most || got == 0 {
+		t.Fatalf("%d locked-out requests in under %d s wrote %d warnings, want 1 to %d", n, secs, got, most)
+	}
+	// The next second's first refusal says how many went unlogged.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	oauthProblem(t, send(0), http.StatusTooManyRequests, "temporarily_unavailable")
+	if !strings.Contains(logs.String(), `"msg":"client authentication refusals not logged"`) {
+		t.Fatalf("no line counting the refusals not logged:\n%s", logs.String())
 	}
 }
 

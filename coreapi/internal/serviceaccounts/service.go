@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
 // Audit actions of this package.
@@ -120,7 +121,17 @@ type Service struct {
 	o       Options
 	store   *Store
 	cursors *httpapi.Cursors // set by Register
+	// refusalLogs bounds the warnings about refused client
+	// authentications, whose number a client decides.
+	refusalLogs logging.Budget
 }
+
+// RefusalLogsPerSecond bounds the "client authentication locked" and
+// "client authentication failed (not audited ...)" warnings written in
+// one second, together; the others are counted in one line
+// ("client authentication refusals not logged") with the next one let
+// through.
+const RefusalLogsPerSecond = 10
 
 // New returns a Service.
 func New(o Options) (*Service, error) {
@@ -141,7 +152,7 @@ func New(o Options) (*Service, error) {
 		o.Now = time.Now
 	}
 	o.PublicBaseURL = strings.TrimRight(o.PublicBaseURL, "/")
-	s := &Service{o: o, store: NewStore(o.Pool, o.Catalog)}
+	s := &Service{o: o, store: NewStore(o.Pool, o.Catalog), refusalLogs: logging.Budget{PerSecond: RefusalLogsPerSecond}}
 	if _, err := s.buildMetadata(); err != nil {
 		return nil, err
 	}
