@@ -1180,6 +1180,53 @@ func TestUnknownKidNotNegativelyCached(t *testing.T) {
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 }
 
+// TestFailureLogsBounded: while an upstream is down (or answers some
+// request badly), every request forwarded to it wrote a "forward"
+// warning, so a client sending requests as fast as it could chose the
+// proxy's log volume, anonymously on a public route, with LOG_LEVEL=warn
+// and ACCESS_LOG off. Now such lines (forward, stream, projection fetch,
+// api key fetch) are at most 100 a second, and the first of a later
+// second logs how many went unlogged: the lines plus the counts account
+// for every failure.
+func TestFailureLogsBounded(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "false", "LOG_LEVEL": "warn"}})
+	e.core.Shutdown()
+	const n = 1000
+	begin := time.Now()
+	for range n {
+		e.wantProblem(e.do("POST", "/api/v1/auth/token", "", nil), 503, problem.CodeUpstreamDown)
+	}
+	seconds := int(time.Since(begin)/time.Second) + 2 // the seconds the burst can have touched
+	e.clock.Advance(2 * time.Second)
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	e.wantProblem(e.do("POST", "/api/v1/auth/token", "", nil), 503, problem.CodeUpstreamDown)
+	var logged, unlogged int
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var rec struct {
+			Msg   string
+			Count int
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		switch rec.Msg {
+		case "forward":
+			logged++
+		case "upstream failures not logged":
+			unlogged += rec.Count
+		}
+	}
+	if logged > 100*(seconds+1) {
+		t.Errorf("%d failed forwards logged for a burst of at most %d s, want at most 100 a second", logged, seconds)
+	}
+	if logged+unlogged != n+1 {
+		t.Errorf("%d logged + %d reported unlogged = %d, want every one of the %d failures", logged, unlogged, logged+unlogged, n+1)
+	}
+	if unlogged == 0 {
+		t.Errorf("no failure went unlogged: the budget did not apply")
+	}
+}
+
 // TestRefusalLogsBounded: every refused token wrote a "token refused"
 // line, so a client sending bad tokens chose the proxy's log volume (even
 // with ACCESS_LOG off, a refused token already cached as bad included).

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash/maphash"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -266,10 +267,10 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 			s.logInvalid(c, st, err)
 			return nil, nil, errKeyInvalid
 		case errors.Is(err, projection.ErrUnavailable):
-			s.d.Log.Warn("api key fetch", "err", err, "request_id", string(st.reqID))
+			s.logFailure(st, slog.LevelWarn, "api key fetch", "err", err, "request_id", string(st.reqID))
 			return nil, nil, unavailable("identity service unavailable")
 		}
-		s.d.Log.Error("api key fetch", "err", err, "request_id", string(st.reqID))
+		s.logFailure(st, slog.LevelError, "api key fetch", "err", err, "request_id", string(st.reqID))
 		return nil, nil, &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 	}
 	w := (*warm)(ke.Token.Aux())

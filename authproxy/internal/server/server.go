@@ -269,6 +269,9 @@ type Server struct {
 	xffWarnAt atomic.Int64
 	// refusalLogs bounds the "token refused" log lines (logInvalid).
 	refusalLogs logBudget
+	// failureLogs bounds the warnings and errors about requests whose
+	// call to an upstream or coreapi failed (logFailure).
+	failureLogs logBudget
 	keyLimit    *keyLimiter
 	// ctxClock: Deps.Now is the real clock, so a request's start can be
 	// fasthttp's reading of it (RequestCtx.Time).
@@ -1203,10 +1206,10 @@ func (s *Server) projectionFailed(c *fiber.Ctx, st *state, rt *Router, route *ru
 		}
 		return errInvalidToken
 	case errors.Is(err, projection.ErrUnavailable):
-		s.d.Log.Warn("projection fetch", st.logArgs("err", err)...)
+		s.logFailure(st, slog.LevelWarn, "projection fetch", st.logArgs("err", err)...)
 		return unavailable("identity service unavailable")
 	}
-	s.d.Log.Error("projection fetch", st.logArgs("err", err)...)
+	s.logFailure(st, slog.LevelError, "projection fetch", st.logArgs("err", err)...)
 	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "identity service answered badly"}
 }
 
@@ -1363,7 +1366,28 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 	}
 }
 
-// refusalLogsPerSecond bounds the "token refused" lines a second.
+// logFailure writes a warning or error about a request whose call to an
+// upstream or coreapi failed (forward, stream, projection fetch, api key
+// fetch), at most refusalLogsPerSecond of them a second: while an
+// upstream is down, or answers some request badly, a client sending such
+// requests as fast as it can wrote a line with each, LOG_LEVEL=warn and
+// ACCESS_LOG=false notwithstanding. The first line of a later second is
+// preceded by one counting those left out (the metrics count every
+// failure: authproxy_upstream_errors_total, the request durations).
+//
+//go:noinline
+func (s *Server) logFailure(st *state, level slog.Level, msg string, args ...any) {
+	ok, dropped := s.failureLogs.take(st.start.Unix())
+	if dropped > 0 {
+		s.d.Log.Warn("upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
+	}
+	if ok {
+		s.d.Log.Log(context.Background(), level, msg, args...)
+	}
+}
+
+// refusalLogsPerSecond bounds the "token refused" lines a second, and
+// those logFailure writes.
 const refusalLogsPerSecond = 100
 
 // logBudget lets through at most refusalLogsPerSecond log lines in each
@@ -1649,7 +1673,7 @@ func (s *Server) forwardFailed(st *state, resp *fasthttp.Response, err error) er
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("forward", label).Inc()
 	// logging.Redact: fasthttp still quotes the line of an answer it refuses.
-	s.d.Log.Warn("forward", st.logArgs("err", logging.Redact(err.Error()), "upstream", st.upstream)...)
+	s.logFailure(st, slog.LevelWarn, "forward", st.logArgs("err", logging.Redact(err.Error()), "upstream", st.upstream)...)
 	switch kind {
 	case forward.Unavailable:
 		return unavailable("upstream unavailable")
@@ -1675,7 +1699,7 @@ var errSwitched = errors.New("upstream answered 101 Switching Protocols to a req
 func (s *Server) switched(st *state, resp *fasthttp.Response) error {
 	resp.Reset()
 	s.d.Metrics.UpstreamErrors.WithLabelValues("forward", "transport").Inc()
-	s.d.Log.Warn("forward", st.logArgs("err", errSwitched.Error(), "upstream", st.upstream)...)
+	s.logFailure(st, slog.LevelWarn, "forward", st.logArgs("err", errSwitched.Error(), "upstream", st.upstream)...)
 	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
 }
 

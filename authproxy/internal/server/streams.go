@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"log/slog"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
@@ -113,7 +114,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 	}
 	kind, label := forward.Classify(err)
 	s.d.Metrics.UpstreamErrors.WithLabelValues("stream", label).Inc()
-	s.d.Log.Warn("stream", st.logArgs("err", logging.Redact(err.Error()))...)
+	s.logFailure(st, slog.LevelWarn, "stream", st.logArgs("err", logging.Redact(err.Error()))...)
 	if kind == forward.Timeout {
 		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
 	}
