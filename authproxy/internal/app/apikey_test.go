@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/server"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -286,6 +287,56 @@ func TestAPIKeyUnknownKeysLimited(t *testing.T) {
 	// The window ends.
 	e.clock.Advance(61 * time.Second)
 	e.wantKeyProblem(e.do("GET", "/notes", unknown(), from(attacker)), 401, problem.CodeInvalidToken, "not valid")
+}
+
+// TestAPIKeyUnknownKeysReservedBeforeResolve: a resolve at coreapi is
+// counted against the client IP's budget of unknown keys before it is
+// made. Counted only once answered, made-up keys sent at once were all
+// resolved (40 at once: 40 resolves, with a budget of 10), each holding
+// one of the fetch slots other callers' cold requests share. A key that
+// resolves gives its reservation back, so right keys never add up.
+func TestAPIKeyUnknownKeysReservedBeforeResolve(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	from := map[string]string{"X-Forwarded-For": "203.0.113.8"}
+	// Right keys resolved one after the other leave nothing counted.
+	for range 2 * server.DefaultAPIKeyFailures {
+		k, _ := e.newAPIKey("tenant:read")
+		e.wantStatus(e.do("GET", "/notes", k, from), 200)
+	}
+	base := e.core.KeyFetches.Load()
+	gate := make(chan struct{})
+	e.core.KeyGate.Store(&gate)
+	const n = 40
+	statuses := make(chan int, n)
+	for range n {
+		go func() {
+			k, _ := apikey.New()
+			statuses <- e.do("GET", "/notes", k, from).status
+		}()
+	}
+	got := map[int]int{}
+	answered := 0
+	// Those beyond the budget are answered without waiting for a resolve.
+	for timeout := time.After(5 * time.Second); answered < n-server.DefaultAPIKeyFailures; answered++ {
+		select {
+		case st := <-statuses:
+			got[st]++
+			continue
+		case <-timeout:
+		}
+		break
+	}
+	if inFlight := e.core.KeyFetches.Load() - base; inFlight != server.DefaultAPIKeyFailures {
+		t.Errorf("%d resolves for %d made-up keys sent at once, want %d (the budget)", inFlight, n, server.DefaultAPIKeyFailures)
+	}
+	close(gate)
+	for ; answered < n; answered++ {
+		got[<-statuses]++
+	}
+	if got[401] != server.DefaultAPIKeyFailures || got[429] != n-server.DefaultAPIKeyFailures {
+		t.Fatalf("statuses %v, want %d 401 and %d 429", got, server.DefaultAPIKeyFailures, n-server.DefaultAPIKeyFailures)
+	}
 }
 
 // TestAPIKeyEvicted: revocation (the key's subject), a user event and a

@@ -238,16 +238,27 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 			retryAfter: true}
 	}
 	st.keyDigest = sha256.Sum256(key)
-	var ke *projection.KeyEntry
-	var err error
-	if wait := s.keyLimit.locked(nil, st.ip, st.start); wait > 0 {
-		if ke, err = s.d.Keys.CachedKey(pid, &st.keyDigest, st.start); errors.Is(err, projection.ErrKeyNotCached) {
+	ke, err := s.d.Keys.CachedKey(pid, &st.keyDigest, st.start)
+	reserved := false
+	if errors.Is(err, projection.ErrKeyNotCached) {
+		// A resolve at coreapi is counted against the client IP's budget
+		// of unknown keys before it is made, and given back unless the
+		// key turns out unknown: counted only once answered, a client
+		// sending its made-up keys at once had them all resolved (and
+		// held the shared fetch slots), however small the budget.
+		window, wait := s.keyLimit.reserve(st.ip, st.start)
+		if wait > 0 {
 			return nil, nil, unknownKeysLimited(st, s, wait)
 		}
-	} else if st.trace.on {
-		ke, err = s.tracedKey(st, key, pid)
-	} else {
-		ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip))
+		reserved = true
+		if st.trace.on {
+			ke, err = s.tracedKey(st, key, pid)
+		} else {
+			ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip))
+		}
+		if !errors.Is(err, projection.ErrKeyUnknown) {
+			s.keyLimit.release(st.ip, window)
+		}
 	}
 	if err != nil {
 		st.outcome = "api_key"
@@ -259,7 +270,9 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 			return nil, nil, errKeyInvalid
 		case errors.Is(err, projection.ErrKeyUnknown):
 			s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown").Inc()
-			s.keyLimit.fail(nil, st.ip, st.start)
+			if !reserved { // remembered as unknown: no resolve, no reservation
+				s.keyLimit.fail(nil, st.ip, st.start)
+			}
 			s.logInvalid(c, st, err)
 			return nil, nil, errKeyInvalid
 		case errors.Is(err, projection.ErrKeyRevoked):
@@ -449,6 +462,47 @@ func (l *keyLimiter) fail(pid, ip []byte, now time.Time) {
 		l.pairs[k] = w
 	}
 	w.n++
+}
+
+// reserve counts one unknown key of ip at now, before its resolve, unless
+// ip is locked out of resolves: then wait is what is left of its window.
+// window names the count reserved on, for release.
+func (l *keyLimiter) reserve(ip []byte, now time.Time) (window int64, wait time.Duration) {
+	k, t := l.pair(nil, ip), now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.pairs[k]
+	switch {
+	case w == nil:
+		if len(l.pairs) >= maxKeyFailPairs {
+			l.evict(t)
+		}
+		l.n.Add(1)
+		w = &failWindow{start: t}
+		l.pairs[k] = w
+	case t-w.start >= l.window:
+		w.start, w.n = t, 0
+	case w.n >= l.limit:
+		return 0, time.Duration(w.start + l.window - t)
+	}
+	w.n++
+	return w.start, 0
+}
+
+// release gives back a reservation of ip made in window whose key was
+// not unknown (resolved, refused for another reason, or not answered).
+func (l *keyLimiter) release(ip []byte, window int64) {
+	k := l.pair(nil, ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w := l.pairs[k]; w != nil && w.start == window && w.n > 0 {
+		// None left: forget the address, so that its keys' requests skip
+		// the lock again (locked).
+		if w.n--; w.n == 0 {
+			delete(l.pairs, k)
+			l.n.Add(-1)
+		}
+	}
 }
 
 // evict drops the pairs whose window ended, or else an arbitrary one.
