@@ -327,7 +327,7 @@ func TestAPIKeyUnknownKeysReservedBeforeResolve(t *testing.T) {
 		}
 		break
 	}
-	if inFlight := e.core.KeyFetches.Load() - base; inFlight != server.DefaultAPIKeyFailures {
+	if inFlight := resolvesInFlight(e, base, server.DefaultAPIKeyFailures); inFlight != server.DefaultAPIKeyFailures {
 		t.Errorf("%d resolves for %d made-up keys sent at once, want %d (the budget)", inFlight, n, server.DefaultAPIKeyFailures)
 	}
 	close(gate)
@@ -337,6 +337,52 @@ func TestAPIKeyUnknownKeysReservedBeforeResolve(t *testing.T) {
 	if got[401] != server.DefaultAPIKeyFailures || got[429] != n-server.DefaultAPIKeyFailures {
 		t.Fatalf("statuses %v, want %d 401 and %d 429", got, server.DefaultAPIKeyFailures, n-server.DefaultAPIKeyFailures)
 	}
+
+	// Wrong secrets of a key the proxy does not hold are never remembered
+	// (each is a resolve): sent at once, they get no more resolves at once
+	// than the same budget.
+	e.clock.Advance(61 * time.Second)
+	right, pid := e.newAPIKey("tenant:read")
+	base = e.core.KeyFetches.Load()
+	gate = make(chan struct{})
+	e.core.KeyGate.Store(&gate)
+	for range n {
+		go func() {
+			k, _ := apikey.New()
+			wrong := right[:len(apikey.Prefix)+len(pid)] + k[len(apikey.Prefix)+len(pid):]
+			statuses <- e.do("GET", "/notes", wrong, from).status
+		}()
+	}
+	got, answered = map[int]int{}, 0
+	for timeout := time.After(5 * time.Second); answered < n-server.DefaultAPIKeyFailures; answered++ {
+		select {
+		case st := <-statuses:
+			got[st]++
+			continue
+		case <-timeout:
+		}
+		break
+	}
+	if inFlight := resolvesInFlight(e, base, server.DefaultAPIKeyFailures); inFlight != server.DefaultAPIKeyFailures {
+		t.Errorf("%d resolves for %d wrong secrets sent at once, want %d (the budget)", inFlight, n, server.DefaultAPIKeyFailures)
+	}
+	close(gate)
+	for ; answered < n; answered++ {
+		got[<-statuses]++
+	}
+	if got[401] != server.DefaultAPIKeyFailures || got[429] != n-server.DefaultAPIKeyFailures {
+		t.Fatalf("wrong secrets: statuses %v, want %d 401 and %d 429", got, server.DefaultAPIKeyFailures, n-server.DefaultAPIKeyFailures)
+	}
+}
+
+// resolvesInFlight is how many resolves reached the stand-in since base,
+// once want of them have (or 2 s passed) and a moment more.
+func resolvesInFlight(e *env, base int64, want int) int64 {
+	for deadline := time.Now().Add(2 * time.Second); e.core.KeyFetches.Load()-base < int64(want) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	return e.core.KeyFetches.Load() - base
 }
 
 // TestAPIKeyEvicted: revocation (the key's subject), a user event and a

@@ -242,10 +242,12 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 	reserved := false
 	if errors.Is(err, projection.ErrKeyNotCached) {
 		// A resolve at coreapi is counted against the client IP's budget
-		// of unknown keys before it is made, and given back unless the
-		// key turns out unknown: counted only once answered, a client
-		// sending its made-up keys at once had them all resolved (and
-		// held the shared fetch slots), however small the budget.
+		// of unknown keys before it is made, and given back once answered
+		// unless the key turns out unknown: counted only once answered, a
+		// client sending its made-up keys (or wrong secrets) at once had
+		// them all resolved (and held the shared fetch slots), however
+		// small the budget. A wrong secret is given back here, and
+		// counted per key below.
 		window, wait := s.keyLimit.reserve(st.ip, st.start)
 		if wait > 0 {
 			return nil, nil, unknownKeysLimited(st, s, wait)
