@@ -292,6 +292,19 @@ func (c *Cache) validKey(e *KeyEntry, now time.Time) bool {
 // of concurrent requests sharing a fetch names it); it may alias request
 // memory too.
 func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID, clientIP string) (*KeyEntry, error) {
+	return c.GetKeyAdmitted(ctx, key, pid, d, now, requestID, clientIP, nil)
+}
+
+// Admission is asked by the request that resolves a key at coreapi (not
+// by the requests that join its resolve) before the call; an error stops
+// the resolve, and every request sharing it gets that error. done is
+// called once the resolve is answered, unknown telling whether coreapi
+// does not know the key.
+type Admission func() (done func(unknown bool), err error)
+
+// GetKeyAdmitted is GetKey whose resolve, if one is made, is first
+// admitted by admit (nil: always).
+func (c *Cache) GetKeyAdmitted(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID, clientIP string, admit Admission) (*KeyEntry, error) {
 	if c.keys.f == nil {
 		return nil, ErrKeysUnsupported
 	}
@@ -310,60 +323,18 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		if e := lookupKey(set, pid); e != nil && c.validKey(e, c.opt.Now()) {
 			return e, nil
 		}
-		if c.slots != nil {
-			select {
-			case c.slots <- struct{}{}:
-				defer func() { <-c.slots }()
-			default:
-				c.m.ProjectionFetches.WithLabelValues("overloaded").Inc()
-				return nil, ErrOverloaded
-			}
-		}
-		fetchedAt := c.ticks(c.opt.Now())
-		p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID, clientIP)
-		e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt, t: c.keys}
-		ttl := c.opt.TTL
-		switch {
-		case err == nil:
-			if err := e.fill(p); err != nil {
-				c.m.ProjectionFetches.WithLabelValues("bad").Inc()
+		if admit != nil {
+			done, err := admit()
+			if err != nil {
 				return nil, err
 			}
-			c.m.ProjectionFetches.WithLabelValues("ok").Inc()
-			e.us, e.ts = c.stripe(e.E.Sub), c.stripe(e.E.Tid)
-		case errors.Is(err, ErrKeyUnknown), errors.Is(err, ErrKeyRevoked):
-			c.m.ProjectionFetches.WithLabelValues("not_found").Inc()
-			e.err = err
-			ttl = c.opt.NegativeTTL
-		case errors.Is(err, ErrWrongSecret):
-			// Never cached: the right secret must still be resolved.
-			c.m.ProjectionFetches.WithLabelValues("not_found").Inc()
-			return nil, err
-		default:
-			c.m.ProjectionFetches.WithLabelValues("error").Inc()
-			return nil, err
+			unknown := false
+			defer func() { done(unknown) }()
+			e, err := c.resolveKey(ctx, key, pid, d, requestID, clientIP, set, ks, kg, gg, ut)
+			unknown = errors.Is(err, ErrKeyUnknown) || err == nil && e.err == ErrKeyUnknown
+			return e, err
 		}
-		e.expires = fetchedAt + int64(jittered(ttl))
-		e.gens = [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), gg, kg}
-		// A refusal is kept whatever users' and tenants' invalidations
-		// came meanwhile (validKey): with the fleet's at a few hundred a
-		// second, a leaked key's refusal was seldom kept, and the key
-		// reached coreapi, its database and its audit log on almost every
-		// request.
-		if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && (e.err != nil || c.keys.untouched(ut, e.us, e.ts)) {
-			switch old, same := storeKey(set, e); {
-			case same:
-				old.gone.Store(true)
-				if old.used.Load() {
-					e.used.Store(true) // a refill keeps the unreported use
-				}
-			case old != nil:
-				c.keys.leave(old) // another key's entry, evicted
-			}
-		} else {
-			e.gone.Store(true) // not kept: a use of it is held apart
-		}
-		return e, nil
+		return c.resolveKey(ctx, key, pid, d, requestID, clientIP, set, ks, kg, gg, ut)
 	})
 	if err != nil {
 		return nil, err
@@ -373,6 +344,66 @@ func (c *Cache) GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byt
 		return nil, ErrKeyUnknown
 	}
 	return e.check(d, nowNs)
+}
+
+// resolveKey is GetKey's resolve at coreapi, made by one of the requests
+// sharing it.
+func (c *Cache) resolveKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, requestID, clientIP string,
+	set []atomic.Pointer[KeyEntry], ks int, kg, gg, ut uint64) (*KeyEntry, error) {
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+			defer func() { <-c.slots }()
+		default:
+			c.m.ProjectionFetches.WithLabelValues("overloaded").Inc()
+			return nil, ErrOverloaded
+		}
+	}
+	fetchedAt := c.ticks(c.opt.Now())
+	p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID, clientIP)
+	e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt, t: c.keys}
+	ttl := c.opt.TTL
+	switch {
+	case err == nil:
+		if err := e.fill(p); err != nil {
+			c.m.ProjectionFetches.WithLabelValues("bad").Inc()
+			return nil, err
+		}
+		c.m.ProjectionFetches.WithLabelValues("ok").Inc()
+		e.us, e.ts = c.stripe(e.E.Sub), c.stripe(e.E.Tid)
+	case errors.Is(err, ErrKeyUnknown), errors.Is(err, ErrKeyRevoked):
+		c.m.ProjectionFetches.WithLabelValues("not_found").Inc()
+		e.err = err
+		ttl = c.opt.NegativeTTL
+	case errors.Is(err, ErrWrongSecret):
+		// Never cached: the right secret must still be resolved.
+		c.m.ProjectionFetches.WithLabelValues("not_found").Inc()
+		return nil, err
+	default:
+		c.m.ProjectionFetches.WithLabelValues("error").Inc()
+		return nil, err
+	}
+	e.expires = fetchedAt + int64(jittered(ttl))
+	e.gens = [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), gg, kg}
+	// A refusal is kept whatever users' and tenants' invalidations
+	// came meanwhile (validKey): with the fleet's at a few hundred a
+	// second, a leaked key's refusal was seldom kept, and the key
+	// reached coreapi, its database and its audit log on almost every
+	// request.
+	if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && (e.err != nil || c.keys.untouched(ut, e.us, e.ts)) {
+		switch old, same := storeKey(set, e); {
+		case same:
+			old.gone.Store(true)
+			if old.used.Load() {
+				e.used.Store(true) // a refill keeps the unreported use
+			}
+		case old != nil:
+			c.keys.leave(old) // another key's entry, evicted
+		}
+	} else {
+		e.gone.Store(true) // not kept: a use of it is held apart
+	}
+	return e, nil
 }
 
 // CachedKey is GetKey answered from the cache alone: ErrKeyNotCached

@@ -31,7 +31,8 @@ import (
 // Keys resolves API keys (the projection cache): GetKey from the cache or
 // coreapi, CachedKey from the cache alone (projection.ErrKeyNotCached).
 type Keys interface {
-	GetKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID, clientIP string) (*projection.KeyEntry, error)
+	GetKeyAdmitted(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID, clientIP string,
+		admit projection.Admission) (*projection.KeyEntry, error)
 	CachedKey(pid []byte, d *[sha256.Size]byte, now time.Time) (*projection.KeyEntry, error)
 }
 
@@ -242,24 +243,32 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 	reserved := false
 	if errors.Is(err, projection.ErrKeyNotCached) {
 		// A resolve at coreapi is counted against the client IP's budget
-		// of unknown keys before it is made, and given back once answered
+		// of unknown keys before it is made (by the request that makes
+		// it, not those that join it), and given back once answered
 		// unless the key turns out unknown: counted only once answered, a
 		// client sending its made-up keys (or wrong secrets) at once had
 		// them all resolved (and held the shared fetch slots), however
 		// small the budget. A wrong secret is given back here, and
 		// counted per key below.
-		window, wait := s.keyLimit.reserve(st.ip, st.start)
-		if wait > 0 {
-			return nil, nil, unknownKeysLimited(st, s, wait)
-		}
 		reserved = true
-		if st.trace.on {
-			ke, err = s.tracedKey(st, key, pid)
-		} else {
-			ke, err = s.d.Keys.GetKey(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip))
+		admit := func() (func(unknown bool), error) {
+			window, wait := s.keyLimit.reserve(st.ip, st.start)
+			if wait > 0 {
+				return nil, &keysLimited{wait: wait}
+			}
+			return func(unknown bool) {
+				if !unknown {
+					s.keyLimit.release(st.ip, window)
+				}
+			}, nil
 		}
-		if !errors.Is(err, projection.ErrKeyUnknown) {
-			s.keyLimit.release(st.ip, window)
+		if st.trace.on {
+			ke, err = s.tracedKey(st, key, pid, admit)
+		} else {
+			ke, err = s.d.Keys.GetKeyAdmitted(c.Context(), key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip), admit)
+		}
+		if lim, ok := errors.AsType[*keysLimited](err); ok {
+			return nil, nil, unknownKeysLimited(st, s, lim.wait)
 		}
 	}
 	if err != nil {
@@ -305,15 +314,21 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 // requests are not traced.
 //
 //go:noinline
-func (s *Server) tracedKey(st *state, key, pid []byte) (*projection.KeyEntry, error) {
+func (s *Server) tracedKey(st *state, key, pid []byte, admit projection.Admission) (*projection.KeyEntry, error) {
 	if ke, err := s.d.Keys.CachedKey(pid, &st.keyDigest, st.start); !errors.Is(err, projection.ErrKeyNotCached) {
 		return ke, err
 	}
 	ctx, span := s.traceChild(st, "api key")
-	ke, err := s.d.Keys.GetKey(ctx, key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip))
+	ke, err := s.d.Keys.GetKeyAdmitted(ctx, key, pid, &st.keyDigest, st.start, b2s(st.reqID), b2s(st.ip), admit)
 	endChild(span, err)
 	return ke, err
 }
+
+// keysLimited is the error of a resolve refused because the client IP
+// spent its budget of unknown keys (wait is what is left of its window).
+type keysLimited struct{ wait time.Duration }
+
+func (e *keysLimited) Error() string { return "too many unknown API keys from this address" }
 
 // keyRefusal reports whether err (resolveKey's) refuses the key itself:
 // malformed, unknown, revoked or a wrong secret. A route that asks for it
