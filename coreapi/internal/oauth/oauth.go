@@ -152,6 +152,10 @@ type Service struct {
 	returnTo  map[string]bool
 	limit     *limiter
 	maxStates int
+	// fullLogs bounds the "oauth states full" warnings: while the table
+	// is full every start is refused, and clients from many addresses
+	// would otherwise each write one.
+	fullLogs logging.Budget
 }
 
 // provider is one configured OIDC provider. Discovery runs on first use
@@ -196,7 +200,7 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: &client,
+	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: &client, fullLogs: logging.Budget{PerSecond: 1},
 		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{},
 		limit:     newLimiter(o.AuthorizePerMinute, time.Minute, limiterKeys, o.Now),
 		maxStates: o.MaxPendingStates}
@@ -532,7 +536,9 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	case errors.Is(err, errUnknownTenant):
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
 	case errors.Is(err, errStatesFull):
-		s.log.Warn("oauth states full", "max", s.maxStates)
+		if ok, dropped := s.fullLogs.Take(time.Now()); ok {
+			s.log.Warn("oauth states full", "max", s.maxStates, "refused_since_last_line", dropped)
+		}
 		c.Set(fiber.HeaderRetryAfter, "60")
 		return errFull
 	case err != nil:

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -1412,6 +1413,29 @@ func TestAuthorizeTableBounded(t *testing.T) {
 	x.beginFrom(t, "", "198.51.100.3")
 	if n, err := x.svc.Sweep(context.Background()); err != nil || n != 2 {
 		t.Fatalf("Sweep = %d, %v; want the 2 expired rows", n, err)
+	}
+}
+
+// TestStatesFullWarningsBounded: while the pending states are at their cap
+// every start is refused, and one warning a second says so, whatever the
+// number of clients and addresses refused (each wrote a line).
+func TestStatesFullWarningsBounded(t *testing.T) {
+	logs := &testkit.LogBuffer{}
+	x := start(t, func(o *oauth.Options) {
+		o.MaxPendingStates = 1
+		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	})
+	x.beginFrom(t, "", "198.51.100.1")
+	const n = 40
+	begin := time.Now()
+	for i := range n {
+		if r := x.authorize(t, "", fmt.Sprintf("198.51.100.%d", 10+i)); r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("start %d over the cap: %d %s", i, r.Status, r.Body)
+		}
+	}
+	secs := int(time.Now().Unix()-begin.Unix()) + 1 // the seconds they were sent in
+	if got := strings.Count(logs.String(), `"msg":"oauth states full"`); got == 0 || got > secs {
+		t.Fatalf("%d refused starts in under %d s wrote %d warnings, want 1 to %d", n, secs, got, secs)
 	}
 }
 
