@@ -175,9 +175,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	probe := httpapi.NewDBProbe(pool)
 	defer probe.Close()
 	admin := httpapi.NewAdmin(probe, reg)
-	admin.SetSchemaCheck(func(ctx context.Context) error {
+	admin.SetSchemaCheck(readySchema(log, func(ctx context.Context) error {
 		return probe.Do(ctx, func(ctx context.Context, c *pgx.Conn) error { return schema.Check(ctx, c) })
-	})
+	}))
 	admin.AddCheck(func() error {
 		select {
 		case <-checked:
@@ -394,5 +394,25 @@ type hooks struct {
 func (h hooks) at(step string) {
 	if h.step != nil {
 		h.step(step)
+	}
+}
+
+// errSchemaUnread is what /readyz says when the schema's version could
+// not be read.
+var errSchemaUnread = errors.New("the database's schema version could not be read (coreapi's log says why)")
+
+// readySchema is check for /readyz, which anyone who reaches the admin
+// listener reads: a schema behind this build is said as it is (the
+// version and `coreapi migrate up`), while another failure, whose driver
+// error can name the database's host, user and database, is logged and
+// answered with errSchemaUnread.
+func readySchema(log *slog.Logger, check func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := check(ctx)
+		if err == nil || errors.Is(err, schema.ErrOutdated) {
+			return err
+		}
+		log.Warn("readiness: schema check", "err", err)
+		return errSchemaUnread
 	}
 }
