@@ -304,75 +304,53 @@ func TestAPIKeyUnknownKeysReservedBeforeResolve(t *testing.T) {
 		k, _ := e.newAPIKey("tenant:read")
 		e.wantStatus(e.do("GET", "/notes", k, from), 200)
 	}
-	base := e.core.KeyFetches.Load()
-	gate := make(chan struct{})
-	e.core.KeyGate.Store(&gate)
+	// burst sends n requests at once, each with the key next returns,
+	// while the stand-in holds every resolve: those beyond the budget are
+	// answered without waiting for one, the budget's resolves are in
+	// flight, and once released they are refused as unknown (401), the
+	// others as over the budget (429).
 	const n = 40
-	statuses := make(chan int, n)
-	for range n {
-		go func() {
-			k, _ := apikey.New()
-			statuses <- e.do("GET", "/notes", k, from).status
-		}()
-	}
-	got := map[int]int{}
-	answered := 0
-	// Those beyond the budget are answered without waiting for a resolve.
-	for timeout := time.After(5 * time.Second); answered < n-server.DefaultAPIKeyFailures; answered++ {
-		select {
-		case st := <-statuses:
-			got[st]++
-			continue
-		case <-timeout:
+	burst := func(what string, next func() string) {
+		t.Helper()
+		base := e.core.KeyFetches.Load()
+		gate := make(chan struct{})
+		e.core.KeyGate.Store(&gate)
+		statuses := make(chan int, n)
+		for range n {
+			go func() { statuses <- e.do("GET", "/notes", next(), from).status }()
 		}
-		break
+		got, answered := map[int]int{}, 0
+		for timeout := time.After(5 * time.Second); answered < n-server.DefaultAPIKeyFailures; answered++ {
+			select {
+			case st := <-statuses:
+				got[st]++
+				continue
+			case <-timeout:
+			}
+			break
+		}
+		if inFlight := resolvesInFlight(e, base, server.DefaultAPIKeyFailures); inFlight != server.DefaultAPIKeyFailures {
+			t.Errorf("%d resolves for %d %s sent at once, want %d (the budget)", inFlight, n, what, server.DefaultAPIKeyFailures)
+		}
+		close(gate)
+		for ; answered < n; answered++ {
+			got[<-statuses]++
+		}
+		if got[401] != server.DefaultAPIKeyFailures || got[429] != n-server.DefaultAPIKeyFailures {
+			t.Fatalf("%s: statuses %v, want %d 401 and %d 429", what, got, server.DefaultAPIKeyFailures, n-server.DefaultAPIKeyFailures)
+		}
 	}
-	if inFlight := resolvesInFlight(e, base, server.DefaultAPIKeyFailures); inFlight != server.DefaultAPIKeyFailures {
-		t.Errorf("%d resolves for %d made-up keys sent at once, want %d (the budget)", inFlight, n, server.DefaultAPIKeyFailures)
-	}
-	close(gate)
-	for ; answered < n; answered++ {
-		got[<-statuses]++
-	}
-	if got[401] != server.DefaultAPIKeyFailures || got[429] != n-server.DefaultAPIKeyFailures {
-		t.Fatalf("statuses %v, want %d 401 and %d 429", got, server.DefaultAPIKeyFailures, n-server.DefaultAPIKeyFailures)
-	}
+	burst("made-up keys", func() string { k, _ := apikey.New(); return k })
 
 	// Wrong secrets of a key the proxy does not hold are never remembered
 	// (each is a resolve): sent at once, they get no more resolves at once
 	// than the same budget.
 	e.clock.Advance(61 * time.Second)
 	right, pid := e.newAPIKey("tenant:read")
-	base = e.core.KeyFetches.Load()
-	gate = make(chan struct{})
-	e.core.KeyGate.Store(&gate)
-	for range n {
-		go func() {
-			k, _ := apikey.New()
-			wrong := right[:len(apikey.Prefix)+len(pid)] + k[len(apikey.Prefix)+len(pid):]
-			statuses <- e.do("GET", "/notes", wrong, from).status
-		}()
-	}
-	got, answered = map[int]int{}, 0
-	for timeout := time.After(5 * time.Second); answered < n-server.DefaultAPIKeyFailures; answered++ {
-		select {
-		case st := <-statuses:
-			got[st]++
-			continue
-		case <-timeout:
-		}
-		break
-	}
-	if inFlight := resolvesInFlight(e, base, server.DefaultAPIKeyFailures); inFlight != server.DefaultAPIKeyFailures {
-		t.Errorf("%d resolves for %d wrong secrets sent at once, want %d (the budget)", inFlight, n, server.DefaultAPIKeyFailures)
-	}
-	close(gate)
-	for ; answered < n; answered++ {
-		got[<-statuses]++
-	}
-	if got[401] != server.DefaultAPIKeyFailures || got[429] != n-server.DefaultAPIKeyFailures {
-		t.Fatalf("wrong secrets: statuses %v, want %d 401 and %d 429", got, server.DefaultAPIKeyFailures, n-server.DefaultAPIKeyFailures)
-	}
+	burst("wrong secrets", func() string {
+		k, _ := apikey.New()
+		return right[:len(apikey.Prefix)+len(pid)] + k[len(apikey.Prefix)+len(pid):]
+	})
 }
 
 // resolvesInFlight is how many resolves reached the stand-in since base,

@@ -1200,31 +1200,7 @@ func TestFailureLogsBounded(t *testing.T) {
 	e.clock.Advance(2 * time.Second)
 	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 	e.wantProblem(e.do("POST", "/api/v1/auth/token", "", nil), 503, problem.CodeUpstreamDown)
-	var logged, unlogged int
-	for _, line := range strings.Split(e.logs.String(), "\n") {
-		var rec struct {
-			Msg   string
-			Count int
-		}
-		if json.Unmarshal([]byte(line), &rec) != nil {
-			continue
-		}
-		switch rec.Msg {
-		case "forward":
-			logged++
-		case "upstream failures not logged":
-			unlogged += rec.Count
-		}
-	}
-	if logged > 100*(seconds+1) {
-		t.Errorf("%d failed forwards logged for a burst of at most %d s, want at most 100 a second", logged, seconds)
-	}
-	if logged+unlogged != n+1 {
-		t.Errorf("%d logged + %d reported unlogged = %d, want every one of the %d failures", logged, unlogged, logged+unlogged, n+1)
-	}
-	if unlogged == 0 {
-		t.Errorf("no failure went unlogged: the budget did not apply")
-	}
+	wantLogsBounded(t, e.logs.String(), n+1, seconds, "forward", "upstream failures not logged")
 }
 
 // TestRefusalLogsBounded: every refused token wrote a "token refused"
@@ -1247,8 +1223,17 @@ func TestRefusalLogsBounded(t *testing.T) {
 	if r := e.do("GET", "/api/v1/users/me", "not.a.token", nil); r.status != 401 {
 		t.Fatalf("status %d", r.status)
 	}
-	var logged, unlogged int
-	for _, line := range strings.Split(e.logs.String(), "\n") {
+	wantLogsBounded(t, e.logs.String(), n+1, seconds, "token refused", "token refusals not logged")
+}
+
+// wantLogsBounded checks the log lines of a burst of events (n in all,
+// sent over at most seconds): at most 100 lines named msg a second, and
+// those lines plus the counts of the lines named unlogged account for
+// every event, some of them unlogged.
+func wantLogsBounded(t *testing.T, logs string, n, seconds int, msg, unlogged string) {
+	t.Helper()
+	var lines, counted int
+	for _, line := range strings.Split(logs, "\n") {
 		var rec struct {
 			Msg   string
 			Count int
@@ -1257,19 +1242,19 @@ func TestRefusalLogsBounded(t *testing.T) {
 			continue
 		}
 		switch rec.Msg {
-		case "token refused":
-			logged++
-		case "token refusals not logged":
-			unlogged += rec.Count
+		case msg:
+			lines++
+		case unlogged:
+			counted += rec.Count
 		}
 	}
-	if logged > 100*(seconds+1) {
-		t.Errorf("%d refusals logged for a burst of at most %d s, want at most 100 a second", logged, seconds)
+	if lines > 100*(seconds+1) {
+		t.Errorf("%d %q lines for a burst of at most %d s, want at most 100 a second", lines, msg, seconds)
 	}
-	if logged+unlogged != n+1 {
-		t.Errorf("%d logged + %d reported unlogged = %d, want every one of the %d refusals", logged, unlogged, logged+unlogged, n+1)
+	if lines+counted != n {
+		t.Errorf("%d %q lines + %d counted unlogged = %d, want every one of the %d", lines, msg, counted, lines+counted, n)
 	}
-	if unlogged == 0 {
-		t.Errorf("no refusal went unlogged: the budget did not apply")
+	if counted == 0 {
+		t.Errorf("no %q line went unlogged: the budget did not apply", msg)
 	}
 }
