@@ -350,15 +350,10 @@ func (c *Cache) GetKeyAdmitted(ctx context.Context, key, pid []byte, d *[sha256.
 // sharing it.
 func (c *Cache) resolveKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, requestID, clientIP string,
 	set []atomic.Pointer[KeyEntry], ks int, kg, gg, ut uint64) (*KeyEntry, error) {
-	if c.slots != nil {
-		select {
-		case c.slots <- struct{}{}:
-			defer func() { <-c.slots }()
-		default:
-			c.m.ProjectionFetches.WithLabelValues("overloaded").Inc()
-			return nil, ErrOverloaded
-		}
+	if err := c.takeSlot(); err != nil {
+		return nil, err
 	}
+	defer c.releaseSlot()
 	fetchedAt := c.ticks(c.opt.Now())
 	p, err := c.keys.f.FetchKey(context.WithoutCancel(ctx), key, requestID, clientIP)
 	e := &KeyEntry{PublicID: string(pid), digest: *d, ks: ks, fetchedAt: fetchedAt, t: c.keys}

@@ -272,15 +272,10 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 	c.cc.Misses.Inc()
 	fk := sub + "\x00" + tid + "\x00" + strconv.FormatUint(g[0], 36) + "." + strconv.FormatUint(g[1], 36) + "." + strconv.FormatUint(g[2], 36)
 	res, err, _ := c.sf.Do(fk, func() (any, error) {
-		if c.slots != nil {
-			select {
-			case c.slots <- struct{}{}:
-				defer func() { <-c.slots }()
-			default:
-				c.m.ProjectionFetches.WithLabelValues("overloaded").Inc()
-				return nil, ErrOverloaded
-			}
+		if err := c.takeSlot(); err != nil {
+			return nil, err
 		}
+		defer c.releaseSlot()
 		fetchedAt := c.ticks(c.opt.Now())
 		p, err := c.f.Fetch(context.WithoutCancel(ctx), sub, tid, requestID)
 		var e *Entry
@@ -460,4 +455,26 @@ func (c *Cache) BoundedStaleness() bool { return c.down.Load() != connected }
 func (c *Cache) Reconnected() {
 	c.InvalidateAll()
 	c.down.Store(connected)
+}
+
+// takeSlot takes one of the fetch slots that the projection and key
+// misses share, or counts the miss refused as overloaded (ErrOverloaded)
+// when none is free; releaseSlot gives it back.
+func (c *Cache) takeSlot() error {
+	if c.slots == nil {
+		return nil
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+		c.m.ProjectionFetches.WithLabelValues("overloaded").Inc()
+		return ErrOverloaded
+	}
+}
+
+func (c *Cache) releaseSlot() {
+	if c.slots != nil {
+		<-c.slots
+	}
 }
