@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
@@ -88,14 +89,7 @@ func testSealer(t testing.TB, text string) *mfa.Sealer {
 
 func start(t testing.TB, p password.Params, ringOpts ...keys.Option) *env {
 	t.Helper()
-	dir := t.TempDir()
-	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := keys.Load(dir, keys.AlgEdDSA, ringOpts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring, dir := keytest.Ring(t, ringOpts...)
 	e := &env{ring: ring, keyDir: dir}
 	h := password.New(p, 0)
 	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
@@ -2210,14 +2204,7 @@ func TestFormParamsBounded(t *testing.T) {
 // another limit does not count.
 func TestPasswordChecksLimitedPerClient(t *testing.T) {
 	const budget = 4
-	dir := t.TempDir()
-	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := keys.Load(dir, keys.AlgEdDSA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring, dir := keytest.Ring(t)
 	e := &env{ring: ring, keyDir: dir}
 	h := password.New(cheap, 0)
 	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -35,14 +36,7 @@ func sealerOf(t *testing.T, text string) *mfa.Sealer {
 // testRing is a signing key ring of one EdDSA key.
 func testRing(t *testing.T) *keys.Ring {
 	t.Helper()
-	dir := t.TempDir()
-	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := keys.Load(dir, keys.AlgEdDSA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring, _ := keytest.Ring(t)
 	return ring
 }
 

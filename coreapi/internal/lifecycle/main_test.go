@@ -17,7 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
@@ -98,14 +98,7 @@ func startWide(t *testing.T) *env {
 func startOpts(t *testing.T, so startOptions) *env {
 	t.Helper()
 	limits, cat, h := so.limits, so.cat, so.hasher
-	dir := t.TempDir()
-	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := keys.Load(dir, keys.AlgEdDSA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring, _ := keytest.Ring(t)
 	x := &env{smtp: mailtest.Start(t), hasher: h}
 	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		o.Catalog = cat

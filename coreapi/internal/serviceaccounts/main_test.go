@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
@@ -97,14 +98,7 @@ type startOpts struct {
 
 func start(t testing.TB, so startOpts) *env {
 	t.Helper()
-	dir := t.TempDir()
-	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := keys.Load(dir, keys.AlgEdDSA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring, _ := keytest.Ring(t)
 	if so.baseURL == "" {
 		so.baseURL = base
 	}
