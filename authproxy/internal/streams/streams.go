@@ -285,20 +285,14 @@ type origin struct {
 	client             string
 }
 
-// originOf is r's origin.
+// originOf is r's origin. An anonymous stream counts under its client's
+// key (clientkey.Of, as the proxy's API key limits and coreapi's count):
+// an IPv6 address by its /64, one that embeds an IPv4 address as that
+// address.
 func originOf(r *Request) origin {
 	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil, traceID: r.TraceID, table: r.Table,
-		client: clientKey(r.ClientIP)}
+		client: clientkey.Of(r.ClientIP)}
 }
-
-// clientKey is what an anonymous stream from the client address ip
-// counts under (clientkey.Of): an IPv4 address as it is, an IPv6 address
-// by its /64 (a host is commonly given a whole /64, and counting each of
-// its addresses would give it 2^64 budgets), one that embeds an IPv4
-// address (6to4, NAT64, Teredo) as that IPv4 address; the proxy's API key
-// limits and coreapi's count the same way. Text that is no address
-// ("unknown", "") is a key of its own.
-func clientKey(ip string) string { return clientkey.Of(ip) }
 
 func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string, at origin) (*Conn, error) {
 	if cl != nil {

@@ -248,27 +248,6 @@ func TestRefusedExportedAtZero(t *testing.T) {
 	}
 }
 
-func TestClientKey(t *testing.T) {
-	for ip, want := range map[string]string{
-		"192.0.2.1":            "192.0.2.1",
-		"::ffff:192.0.2.1":     "192.0.2.1",
-		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
-		"2001:db8:1:2::1%eth0": "2001:db8:1:2::/64",
-		"::1":                  "::/64",
-		"unknown":              "unknown",
-		"":                     "",
-		// An IPv6 address that embeds an IPv4 address is that address:
-		// 6to4, NAT64 well-known prefix, Teredo (the client's, inverted).
-		"2002:c000:201:ffff::1":                "192.0.2.1",
-		"64:ff9b::c000:201":                    "192.0.2.1",
-		"2001:0:4136:e378:8000:63bf:3fff:fdfe": "192.0.2.1",
-	} {
-		if got := clientKey(ip); got != want {
-			t.Errorf("clientKey(%q) = %q, want %q", ip, got, want)
-		}
-	}
-}
-
 // TestClosedReasonsDocumented: every reason the closed-streams metric
 // counts (authproxy_streams_closed_total{reason}) is named in its row of
 // docs/operations.md: the reasons of the streams package and every
