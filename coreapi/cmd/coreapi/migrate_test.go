@@ -304,6 +304,59 @@ func TestMigrateUpConcurrently(t *testing.T) {
 	}
 }
 
+// addressRig is the rig of a migration that rewrites stored addresses,
+// on a database taken down to the version before it.
+type addressRig struct {
+	t   *testing.T
+	db  *dbtest.DB
+	env func(string) string
+}
+
+func (r addressRig) exec(q string, args ...any) {
+	r.t.Helper()
+	if _, err := r.db.Pool.Exec(context.Background(), q, args...); err != nil {
+		r.t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// beside stores, besides the users, the addresses such a migration
+// rewrites: tenant's invitations b1, b2 and b3, pending, to inv[0],
+// inv[1] and inv[2], and b4, accepted, to inv[1]; a verification token of
+// user to token; an identity of user with the address identity.
+func (r addressRig) beside(tenant, user string, inv [3]string, token, identity string) {
+	r.t.Helper()
+	r.exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T')`, tenant)
+	r.exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, expires_at) VALUES
+('00000000-0000-0000-0000-0000000000b1', $1, $2, '{member}', '\x01', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b2', $1, $3, '{member}', '\x02', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b3', $1, $4, '{member}', '\x03', 'pending', now() + interval '1 day'),
+('00000000-0000-0000-0000-0000000000b4', $1, $3, '{member}', '\x04', 'accepted', now())`,
+		tenant, inv[0], inv[1], inv[2])
+	r.exec(`INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at) VALUES ('\x01', 'verify_email', $1, $2, now() + interval '1 hour')`,
+		user, token)
+	r.exec(`INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, 'p', 's', $2)`, user, identity)
+}
+
+// up runs `coreapi migrate up` and returns its output.
+func (r addressRig) up() *bytes.Buffer {
+	r.t.Helper()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"migrate", "up"}, r.env, &out); err != nil {
+		r.t.Fatalf("migrate up: %v\n%s", err, out.String())
+	}
+	return &out
+}
+
+// email is the address q selects for id.
+func (r addressRig) email(q, id string) string {
+	r.t.Helper()
+	var e string
+	if err := r.db.Pool.QueryRow(context.Background(), q, id).Scan(&e); err != nil {
+		r.t.Fatalf("%s [%s]: %v", q, id, err)
+	}
+	return e
+}
+
 // TestMigrateEmailsToNFC: migration 00012 rewrites the stored addresses of
 // an older release in NFC, except a row whose NFC form another row's
 // address already is: that row is left as it was and reported in the
@@ -322,12 +375,8 @@ func TestMigrateEmailsToNFC(t *testing.T) {
 		tranVerifd = "00000000-0000-0000-0000-000000000005" // verified: gets the NFC spelling
 		tenant     = "00000000-0000-0000-0000-0000000000aa"
 	)
-	exec := func(q string, args ...any) {
-		t.Helper()
-		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	r := addressRig{t: t, db: db, env: env}
+	exec := r.exec
 	exec(`INSERT INTO users (id, email, email_verified_at, created_at) VALUES
 ($1, $6, NULL, now()),
 ($2, $7, NULL, now()),
@@ -337,29 +386,9 @@ func TestMigrateEmailsToNFC(t *testing.T) {
 		alone, zoeNFC, zoeNFD, tranOld, tranVerifd,
 		"jose\u0301@example.com", "zo\u00eb@example.com", "ZOE\u0308@example.com",
 		"tra\u0323\u0302n@example.com", "tra\u0302\u0323n@example.com") // both orders of the marks compose to U+1EAD
-	exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T')`, tenant)
-	exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, expires_at) VALUES
-('00000000-0000-0000-0000-0000000000b1', $1, $2, '{member}', '\x01', 'pending', now() + interval '1 day'),
-('00000000-0000-0000-0000-0000000000b2', $1, $3, '{member}', '\x02', 'pending', now() + interval '1 day'),
-('00000000-0000-0000-0000-0000000000b3', $1, $4, '{member}', '\x03', 'pending', now() + interval '1 day'),
-('00000000-0000-0000-0000-0000000000b4', $1, $3, '{member}', '\x04', 'accepted', now())`,
-		tenant, "jose\u0301@example.com", "ana\u0308@example.com", "an\u00e4@example.com")
-	exec(`INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at) VALUES ('\x01', 'verify_email', $1, $2, now() + interval '1 hour')`,
-		alone, "ne\u0301w@example.com")
-	exec(`INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, 'p', 's', $2)`, alone, "JOSE\u0301@example.com")
-
-	var out bytes.Buffer
-	if err := run(ctx, []string{"migrate", "up"}, env, &out); err != nil {
-		t.Fatalf("migrate up: %v\n%s", err, out.String())
-	}
-	email := func(q, id string) string {
-		t.Helper()
-		var e string
-		if err := db.Pool.QueryRow(ctx, q, id).Scan(&e); err != nil {
-			t.Fatalf("%s [%s]: %v", q, id, err)
-		}
-		return e
-	}
+	r.beside(tenant, alone, [3]string{"jose\u0301@example.com", "ana\u0308@example.com", "an\u00e4@example.com"}, "ne\u0301w@example.com", "JOSE\u0301@example.com")
+	out := r.up()
+	exec, email := r.exec, r.email
 	const qUser, qInv = `SELECT email FROM users WHERE id = $1`, `SELECT email FROM invitations WHERE id = $1`
 	for id, want := range map[string]string{
 		alone:      "jos\u00e9@example.com",
@@ -437,12 +466,8 @@ func TestMigrateAddressesToOneSpelling(t *testing.T) {
 		under   = "00000000-0000-0000-0000-000000000009" // a domain IDNA refuses: loses its trailing dot
 		tenant  = "00000000-0000-0000-0000-0000000000aa"
 	)
-	exec := func(q string, args ...any) {
-		t.Helper()
-		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	r := addressRig{t: t, db: db, env: env}
+	exec := r.exec
 	exec(`INSERT INTO users (id, email, email_verified_at, created_at, updated_at) VALUES
 ($1, $10, now(), now(), now() - interval '1 year'),
 ($2, $11, NULL, now(), now() - interval '1 year'),
@@ -458,29 +483,9 @@ func TestMigrateAddressesToOneSpelling(t *testing.T) {
 		"zoe@b\u00fccher.example", "Zoe@XN--BCHER-KVA.example",
 		"eve@xn--bcher-kva.example", "EVE@B\u00dcCHER.example.",
 		"plain@example.com", "und@Under_Score.example.")
-	exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T')`, tenant)
-	exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, expires_at) VALUES
-('00000000-0000-0000-0000-0000000000b1', $1, $2, '{member}', '\x01', 'pending', now() + interval '1 day'),
-('00000000-0000-0000-0000-0000000000b2', $1, $3, '{member}', '\x02', 'pending', now() + interval '1 day'),
-('00000000-0000-0000-0000-0000000000b3', $1, $4, '{member}', '\x03', 'pending', now() + interval '1 day'),
-('00000000-0000-0000-0000-0000000000b4', $1, $3, '{member}', '\x04', 'accepted', now())`,
-		tenant, "al@xn--bcher-kva.example.", "ivy@xn--bcher-kva.example", "ivy@b\u00fccher.example")
-	exec(`INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at) VALUES ('\x01', 'verify_email', $1, $2, now() + interval '1 hour')`,
-		ada, "new@xn--bcher-kva.example")
-	exec(`INSERT INTO identities (user_id, provider, subject, email) VALUES ($1, 'p', 's', $2)`, ada, "ADA@XN--BCHER-KVA.EXAMPLE")
-
-	var out bytes.Buffer
-	if err := run(ctx, []string{"migrate", "up"}, env, &out); err != nil {
-		t.Fatalf("migrate up: %v\n%s", err, out.String())
-	}
-	email := func(q, id string) string {
-		t.Helper()
-		var e string
-		if err := db.Pool.QueryRow(ctx, q, id).Scan(&e); err != nil {
-			t.Fatalf("%s [%s]: %v", q, id, err)
-		}
-		return e
-	}
+	r.beside(tenant, ada, [3]string{"al@xn--bcher-kva.example.", "ivy@xn--bcher-kva.example", "ivy@b\u00fccher.example"}, "new@xn--bcher-kva.example", "ADA@XN--BCHER-KVA.EXAMPLE")
+	out := r.up()
+	exec, email := r.exec, r.email
 	const qUser, qInv = `SELECT email FROM users WHERE id = $1`, `SELECT email FROM invitations WHERE id = $1`
 	for id, want := range map[string]string{
 		ada:     "ada@b\u00fccher.example",
@@ -540,7 +545,7 @@ func TestMigrateAddressesToOneSpelling(t *testing.T) {
 	// The operator resolves a duplicate, then runs the rewrite again.
 	exec(`DELETE FROM users WHERE id = $1`, zoeUni)
 	out.Reset()
-	if err := run(ctx, []string{"migrate", "addresses"}, env, &out); err != nil {
+	if err := run(ctx, []string{"migrate", "addresses"}, env, out); err != nil {
 		t.Fatalf("migrate addresses: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "addresses: 1 rewritten, 2 left") || strings.Count(out.String(), "WARNING") != 2 {
