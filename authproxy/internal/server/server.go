@@ -268,10 +268,10 @@ type Server struct {
 	// warning may be logged.
 	xffWarnAt atomic.Int64
 	// refusalLogs bounds the "token refused" log lines (logInvalid).
-	refusalLogs logBudget
+	refusalLogs logging.Budget
 	// failureLogs bounds the warnings and errors about requests whose
 	// call to an upstream or coreapi failed (logFailure).
-	failureLogs logBudget
+	failureLogs logging.Budget
 	keyLimit    *keyLimiter
 	// ctxClock: Deps.Now is the real clock, so a request's start can be
 	// fasthttp's reading of it (RequestCtx.Time).
@@ -377,7 +377,8 @@ func New(d Deps, o Options) *Server {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow)}
+	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow),
+		refusalLogs: logging.Budget{PerSecond: refusalLogsPerSecond}, failureLogs: logging.Budget{PerSecond: refusalLogsPerSecond}}
 	s.router.Store(d.Router)
 	d.Metrics.Lingering(s.lingering.Load)
 	d.Metrics.BodyBytes(s.bodyBytes.Load)
@@ -1355,7 +1356,7 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 	// A client sends as many bad tokens as it likes: at most
 	// refusalLogsPerSecond lines a second, then one line saying how many
 	// went unlogged (the metrics count every refusal).
-	ok, dropped := s.refusalLogs.take(st.start.Unix())
+	ok, dropped := s.refusalLogs.Take(st.start)
 	if dropped > 0 {
 		s.d.Log.LogAttrs(c.Context(), slog.LevelWarn, "token refusals not logged",
 			slog.Int64("count", dropped), slog.Int("per_second", refusalLogsPerSecond))
@@ -1377,7 +1378,7 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 //
 //go:noinline
 func (s *Server) logFailure(st *state, level slog.Level, msg string, args ...any) {
-	ok, dropped := s.failureLogs.take(st.start.Unix())
+	ok, dropped := s.failureLogs.Take(st.start)
 	if dropped > 0 {
 		s.d.Log.Warn("upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
 	}
@@ -1389,33 +1390,6 @@ func (s *Server) logFailure(st *state, level slog.Level, msg string, args ...any
 // refusalLogsPerSecond bounds the "token refused" lines a second, and
 // those logFailure writes.
 const refusalLogsPerSecond = 100
-
-// logBudget lets through at most refusalLogsPerSecond log lines in each
-// second and counts the others.
-type logBudget struct {
-	mu      sync.Mutex
-	sec     int64 // the current second (unix)
-	n       int   // lines let through in it
-	dropped int64 // lines refused since the last report
-}
-
-// take asks for one line in second sec. It reports whether the line may
-// be written, and, on the first line of a new second, how many were
-// refused before it (to be reported once).
-func (b *logBudget) take(sec int64) (ok bool, dropped int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if sec != b.sec {
-		b.sec, b.n = sec, 0
-		dropped, b.dropped = b.dropped, 0
-	}
-	if b.n < refusalLogsPerSecond {
-		b.n++
-		return true, dropped
-	}
-	b.dropped++
-	return false, dropped
-}
 
 var denyDetail = map[decide.Outcome]string{
 	decide.DenyInactive:       "user, membership or tenant not active",
