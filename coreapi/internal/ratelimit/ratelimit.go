@@ -91,6 +91,28 @@ func (r *Limiter) Allow(ctx context.Context, key []byte, l Limit) (ok bool, retr
 	return AllowIn(ctx, r.pool, key, l)
 }
 
+// hitSQL is the statement counting one hit: it inserts the row of the key
+// rows gives ("VALUES ($1, now(), 1)", or a SELECT of one) or updates it,
+// starting a new window when the one stored is older than the window
+// parameter win (seconds), the hits held at the limit parameter n plus
+// one (so a refusal is "full, and refused since"), and returns the hits
+// and the seconds left in the window (left_s).
+func hitSQL(rows, win, n string) string {
+	return `INSERT INTO rate_limits AS r (key, window_start, hits) ` + rows + `
+ON CONFLICT (key) DO UPDATE SET
+    window_start = CASE WHEN r.window_start <= now() - make_interval(secs => ` + win + `) THEN now() ELSE r.window_start END,
+    hits         = CASE WHEN r.window_start <= now() - make_interval(secs => ` + win + `) THEN 1 ELSE least(r.hits + 1, ` + n + ` + 1) END
+RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => ` + win + `) - now()), 0)::float8 AS left_s`
+}
+
+var (
+	qAllow = hitSQL("VALUES ($1, now(), 1)", "$2", "$3")
+	// qAllowBoth counts $1's hit, then $4's only when $1's is within its
+	// limit.
+	qAllowBoth = `WITH o AS (` + qAllow + `), i AS (` + hitSQL("SELECT $4, now(), 1 FROM o WHERE o.hits <= $3", "$5", "$6") + `)
+SELECT o.hits, o.left_s, coalesce(i.hits, 0), coalesce(i.left_s, 0) FROM o LEFT JOIN i ON true`
+)
+
 // Querier is what AllowIn counts through: a pool, or a transaction.
 type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -100,12 +122,6 @@ type Querier interface {
 // the transaction commits, so a caller that counts what it then does (a
 // mail it queues) and rolls back when refused counts only what was done.
 func AllowIn(ctx context.Context, q Querier, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
-	const qAllow = `
-INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1)
-ON CONFLICT (key) DO UPDATE SET
-    window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN now() ELSE r.window_start END,
-    hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE least(r.hits + 1, $3 + 1) END
-RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => $2) - now()), 0)::float8`
 	var (
 		hits int
 		left float64
@@ -128,21 +144,6 @@ RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs 
 // refuses is taken back from outer (one more statement), so a refused
 // hit counts nowhere, as with Allow.
 func (r *Limiter) AllowBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) (ok bool, retryAfter time.Duration, err error) {
-	const qAllowBoth = `
-WITH o AS (
-    INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1)
-    ON CONFLICT (key) DO UPDATE SET
-        window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN now() ELSE r.window_start END,
-        hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE least(r.hits + 1, $3 + 1) END
-    RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => $2) - now()), 0)::float8 AS left_s
-), i AS (
-    INSERT INTO rate_limits AS r (key, window_start, hits) SELECT $4, now(), 1 FROM o WHERE o.hits <= $3
-    ON CONFLICT (key) DO UPDATE SET
-        window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $5) THEN now() ELSE r.window_start END,
-        hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $5) THEN 1 ELSE least(r.hits + 1, $6 + 1) END
-    RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => $5) - now()), 0)::float8 AS left_s
-)
-SELECT o.hits, o.left_s, coalesce(i.hits, 0), coalesce(i.left_s, 0) FROM o LEFT JOIN i ON true`
 	var (
 		outerHits, innerHits int
 		outerLeft, innerLeft float64

@@ -230,3 +230,54 @@ func TestCheckIn(t *testing.T) {
 		t.Fatalf("over the limit: %v (%+v)", err, rf)
 	}
 }
+
+// TestAllowBoth: a hit counts on the outer key and, only while that is
+// within its limit, on the inner one; a hit the outer limit refuses
+// writes no row of its inner key, one the inner limit refuses is taken
+// back from the outer key, and ReleaseBoth takes back both hits.
+func TestAllowBoth(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	outer, inner := ratelimit.Key("ip", "192.0.2.1"), ratelimit.Key("client", "c1")
+	lo, li := ratelimit.Limit{N: 3, Window: time.Hour}, ratelimit.Limit{N: 1, Window: time.Minute}
+	hits := func(key []byte) int {
+		t.Helper()
+		var n int
+		if err := db.Pool.QueryRow(ctx, `SELECT coalesce((SELECT hits FROM rate_limits WHERE key = $1), -1)`, key).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li); err != nil || !ok {
+		t.Fatalf("first hit = %v, %v; want allowed", ok, err)
+	}
+	ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	if err != nil || ok || retry <= 0 || retry > time.Minute {
+		t.Fatalf("second hit on the inner key = %v, %v, %v; want refused within the inner window", ok, retry, err)
+	}
+	if o, i := hits(outer), hits(inner); o != 1 || i != 2 {
+		t.Fatalf("after the inner refusal: outer %d, inner %d hits; want 1 (taken back) and 2 (full, refused since)", o, i)
+	}
+	if err := l.ReleaseBoth(ctx, outer, lo, inner, li); err != nil {
+		t.Fatal(err)
+	}
+	if o, i := hits(outer), hits(inner); o != 0 || i != 0 {
+		t.Fatalf("after ReleaseBoth: outer %d, inner %d hits; want 0 and 0", o, i)
+	}
+	// Inner keys of their own fill the outer limit, then one more writes
+	// no inner row.
+	for n := range lo.N {
+		if ok, _, err := l.AllowBoth(ctx, outer, lo, ratelimit.Key("client", string(rune('a'+n))), li); err != nil || !ok {
+			t.Fatalf("hit %d = %v, %v; want allowed", n, ok, err)
+		}
+	}
+	last := ratelimit.Key("client", "last")
+	ok, retry, err = l.AllowBoth(ctx, outer, lo, last, li)
+	if err != nil || ok || retry <= time.Minute || retry > time.Hour {
+		t.Fatalf("hit over the outer limit = %v, %v, %v; want refused within the outer window", ok, retry, err)
+	}
+	if i := hits(last); i != -1 {
+		t.Fatalf("a hit the outer limit refused wrote its inner key's row (%d hits)", i)
+	}
+}
