@@ -18,12 +18,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -102,9 +104,10 @@ var isolationRoleBodies = map[string]string{
 var isolationChurn = map[string]bool{"outbox": true, "mail_queue": true}
 
 // TestTenantIsolation walks every operation of the OpenAPI document on the
-// real serve command, as principals (user, API key, service account) of
-// tenant B holding every permission, against tenant A, both seeded with a
-// row of every kind through the API:
+// real serve command, as principals of tenant B holding every permission
+// (a user, an API key, a service account, and a person who is a member of
+// A too, sent their own rows of A where the path says "me"), against
+// tenant A, both seeded with a row of every kind through the API:
 //   - an operation with ids in its path, sent a real id of tenant A, must
 //     answer as it does to a random id (status, problem code and detail),
 //     404 for the user, and leave every row of tenant A as it was;
@@ -118,20 +121,32 @@ func TestTenantIsolation(t *testing.T) {
 	w := startIsolationWalk(t)
 	a := w.seedTenant(t, "alpha")
 	b := w.seedTenant(t, "bravo")
+	both := w.seedPersonInBoth(t, a, b)
 	aIDs, bIDs := w.tenantIDs(t, a.tenant), w.tenantIDs(t, b.tenant)
 	for id := range aIDs {
-		if bIDs[id] {
+		if bIDs[id] && id != both.UserID {
 			t.Fatalf("seed: %s is both tenants'", id)
 		}
 	}
+	delete(aIDs, both.UserID) // a member of B too: B may show it
 	before := w.snapshot(t, a.tenant)
 
 	all := permissions.BuiltinNames()
-	principals := []identity.Identity{
-		{Principal: identity.PrincipalUser, UserID: b.owner, TenantID: b.tenant, SessionID: b.session, Roles: []string{"owner"},
-			Permissions: all, EmailVerified: true, AMR: []string{"pwd"}, AuthTime: time.Now().Unix()},
-		{Principal: identity.PrincipalAPIKey, UserID: b.owner, TenantID: b.tenant, Permissions: all, EmailVerified: true},
-		{Principal: identity.PrincipalService, UserID: b.values["service-accounts/{id}"], TenantID: b.tenant, Permissions: all},
+	principals := []isolationPrincipal{
+		{name: "user", foreign: a.values, id: identity.Identity{Principal: identity.PrincipalUser, UserID: b.owner, TenantID: b.tenant,
+			SessionID: b.session, Roles: []string{"owner"}, Permissions: all, EmailVerified: true, AMR: []string{"pwd"}, AuthTime: time.Now().Unix()}},
+		{name: "api_key", foreign: a.values, id: identity.Identity{Principal: identity.PrincipalAPIKey, UserID: b.owner, TenantID: b.tenant,
+			Permissions: all, EmailVerified: true}},
+		{name: "service", foreign: a.values, id: identity.Identity{Principal: identity.PrincipalService, UserID: b.values["service-accounts/{id}"],
+			TenantID: b.tenant, Permissions: all}},
+		// A person in both tenants, acting in B, sent its own rows in A
+		// where the path says "me": a query keyed by the caller alone,
+		// not by the tenant too, shows or changes them.
+		{name: "user in both tenants", foreign: both.foreign, id: both.Identity, ownAcross: map[string]string{
+			"listSessions":  "a person's sessions are theirs in every tenant (each names its tenant_id)",
+			"revokeSession": "a person may sign out their own session in another tenant (audited there)",
+			"listMyTenants": "the tenants the person belongs to",
+		}},
 	}
 
 	ops := isolationOperations(t)
@@ -155,7 +170,7 @@ func TestTenantIsolation(t *testing.T) {
 			}
 			driven++
 			for _, as := range principals {
-				w.checkForeignRoleName(t, op, tmpl, as, a, before)
+				w.checkForeignRoleName(t, op, tmpl, as, a.tenant, before)
 			}
 		case len(params) == 0 && op.Method == http.MethodGet:
 			driven++
@@ -188,7 +203,9 @@ func TestTenantIsolation(t *testing.T) {
 			}
 			driven++
 			for _, as := range principals {
-				w.checkForeignIDs(t, op, keys, body, as, a, b, before)
+				if _, ok := as.ownAcross[op.ID]; !ok {
+					w.checkForeignIDs(t, op, keys, body, as, a.tenant, b.values, before)
+				}
 			}
 		}
 	}
@@ -216,6 +233,69 @@ func paramKey(path, param string) string {
 		k = "me/" + k
 	}
 	return k
+}
+
+// isolationPrincipal is a caller of tenant B.
+type isolationPrincipal struct {
+	name string
+	id   identity.Identity
+	// foreign holds the values of tenant A's it is sent, by paramKey.
+	foreign map[string]string
+	// ownAcross are the operations that show or change the principal's own
+	// rows in every tenant, on purpose, with why.
+	ownAcross map[string]string
+}
+
+// isolationPerson is a person who is a member of tenants A and B.
+type isolationPerson struct {
+	identity.Identity                   // acting in tenant B
+	foreign           map[string]string // tenant A's values, with the person's own for "me"
+}
+
+// seedPersonInBoth signs a person up (their own tenant) and makes them a
+// member of A and an owner of B through the store, as the tests of the
+// tenant API add members; signs them in to A and to B, and makes them a
+// personal API key in each.
+func (w *isolationWalk) seedPersonInBoth(t *testing.T, a, b isolationTenant) isolationPerson {
+	t.Helper()
+	const email = "both@charlie.test"
+	var su struct {
+		User struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	w.send(t, nil, http.MethodPost, "/api/v1/auth/signup", `{"email":"`+email+`","password":"a long password","tenant_name":"charlie"}`, http.StatusCreated, &su)
+	uid := su.User.ID
+	if err := pgx.BeginFunc(t.Context(), w.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(t.Context(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, uid); err != nil {
+			return err
+		}
+		if err := tenants.AddMember(t.Context(), tx, a.tenant, uid, "member"); err != nil {
+			return err
+		}
+		return tenants.AddMember(t.Context(), tx, b.tenant, uid, "owner")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	signIn := func(tenantID string, roles ...string) identity.Identity {
+		var tk struct {
+			AccessToken string `json:"access_token"`
+		}
+		w.send(t, nil, http.MethodPost, "/api/v1/auth/token",
+			fmt.Sprintf(`{"grant_type":"password","email":%q,"password":"a long password","tenant_id":%q}`, email, tenantID), http.StatusOK, &tk)
+		return identity.Identity{Principal: identity.PrincipalUser, UserID: uid, TenantID: tenantID, SessionID: tokenSessionID(t, tk.AccessToken),
+			Roles: roles, Permissions: permissions.BuiltinNames(), EmailVerified: true, AMR: []string{"pwd"}, AuthTime: time.Now().Unix()}
+	}
+	inA, inB := signIn(a.tenant, "member"), signIn(b.tenant, "owner")
+	inA.Permissions = []string{"tenant:read"}
+	var key struct {
+		ID string `json:"id"`
+	}
+	w.send(t, &inB, http.MethodPost, "/api/v1/users/me/api-keys", `{"name":"mine in bravo","permissions":["tenant:read"]}`, http.StatusCreated, nil)
+	w.send(t, &inA, http.MethodPost, "/api/v1/users/me/api-keys", `{"name":"mine in alpha","permissions":["tenant:read"]}`, http.StatusCreated, &key)
+	foreign := maps.Clone(a.values)
+	foreign["me/sessions/{id}"], foreign["me/api-keys/{id}"] = inA.SessionID, key.ID
+	return isolationPerson{Identity: inB, foreign: foreign}
 }
 
 // isolationOp is one documented operation.
@@ -412,6 +492,12 @@ type isolationTenant struct {
 	values                 map[string]string
 }
 
+// ownerIdentity is the identity the proxy forwards for the tenant's owner.
+func (ten isolationTenant) ownerIdentity() identity.Identity {
+	return identity.Identity{Principal: identity.PrincipalUser, UserID: ten.owner, TenantID: ten.tenant, SessionID: ten.session,
+		Roles: []string{"owner"}, Permissions: permissions.BuiltinNames(), EmailVerified: true, AMR: []string{"pwd"}, AuthTime: time.Now().Unix()}
+}
+
 func (w *isolationWalk) seedTenant(t *testing.T, name string) isolationTenant {
 	t.Helper()
 	var su struct {
@@ -430,8 +516,8 @@ func (w *isolationWalk) seedTenant(t *testing.T, name string) isolationTenant {
 		t.Fatal(err)
 	}
 	ten := isolationTenant{tenant: su.TenantID, owner: su.User.ID, session: sid, values: map[string]string{"me/sessions/{id}": sid}}
-	owner := &identity.Identity{Principal: identity.PrincipalUser, UserID: ten.owner, TenantID: ten.tenant, SessionID: sid,
-		Roles: []string{"owner"}, Permissions: permissions.BuiltinNames(), EmailVerified: true, AMR: []string{"pwd"}, AuthTime: time.Now().Unix()}
+	id := ten.ownerIdentity()
+	owner := &id
 	var obj struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
@@ -605,8 +691,10 @@ func diffSnapshots(before, after map[string]string) string {
 
 // checkRead reads a GET operation without ids, every page of it, as a
 // principal of tenant B: the answers hold none of tenant A's ids.
-func (w *isolationWalk) checkRead(t *testing.T, op isolationOp, as identity.Identity, aIDs, bIDs map[string]bool) {
+func (w *isolationWalk) checkRead(t *testing.T, op isolationOp, p isolationPrincipal, aIDs, bIDs map[string]bool) {
 	t.Helper()
+	as := p.id
+	_, ownAcross := p.ownAcross[op.ID]
 	path := op.Path
 	if op.Limit {
 		path += "?limit=200"
@@ -614,20 +702,20 @@ func (w *isolationWalk) checkRead(t *testing.T, op isolationOp, as identity.Iden
 	own := false // tenant B's rows were read: the read is not empty by mistake
 	defer func() {
 		if _, ok := isolationNoOwnRows[op.ID]; !ok && !own && as.Principal == identity.PrincipalUser {
-			t.Errorf("%s as %s of B: none of tenant B's ids in the answer: the walk does not read its rows", op.ID, as.Principal)
+			t.Errorf("%s as %s of B: none of tenant B's ids in the answer: the walk does not read its rows", op.ID, p.name)
 		}
 	}()
 	for page := 0; ; page++ {
 		got := w.do(t, &as, http.MethodGet, path, "")
 		if got.Status != http.StatusOK && as.Principal == identity.PrincipalUser {
-			t.Errorf("%s as %s of B: %s, want 200: the walk cannot read it", op.ID, as.Principal, got)
+			t.Errorf("%s as %s of B: %s, want 200: the walk cannot read it", op.ID, p.name, got)
 		}
 		for id := range bIDs {
 			own = own || bytes.Contains(got.Body, []byte(id))
 		}
 		for id := range aIDs {
-			if bytes.Contains(got.Body, []byte(id)) {
-				t.Errorf("LEAK %s as %s of B shows %s of tenant A: %s", op.ID, as.Principal, id, got.Body)
+			if !ownAcross && bytes.Contains(got.Body, []byte(id)) {
+				t.Errorf("LEAK %s as %s of B shows %s of tenant A: %s", op.ID, p.name, id, got.Body)
 			}
 		}
 		var list struct {
@@ -648,8 +736,9 @@ func (w *isolationWalk) checkRead(t *testing.T, op isolationOp, as identity.Iden
 // all of them set to tenant A's; each answer must be the one the same
 // request gets with that value replaced by one nobody has, and tenant A's
 // rows must not change.
-func (w *isolationWalk) checkForeignIDs(t *testing.T, op isolationOp, keys []string, body string, as identity.Identity, a, b isolationTenant, before map[string]string) {
+func (w *isolationWalk) checkForeignIDs(t *testing.T, op isolationOp, keys []string, body string, p isolationPrincipal, tenantA string, own map[string]string, before map[string]string) {
 	t.Helper()
+	as := p.id
 	params := pathParam.FindAllString(op.Path, -1)
 	cases := make([][]int, 0, len(params)+1) // the indexes set to tenant A's value
 	for i := range params {
@@ -665,17 +754,17 @@ func (w *isolationWalk) checkForeignIDs(t *testing.T, op isolationOp, keys []str
 	for _, foreign := range cases {
 		realPath, missingPath := op.Path, op.Path
 		var sent []string
-		for i, p := range params {
-			v := b.values[keys[i]]
+		for i, param := range params {
+			v := own[keys[i]]
 			m := v
 			if slices.Contains(foreign, i) {
-				v, m = a.values[keys[i]], missingValue(keys[i])
+				v, m = p.foreign[keys[i]], missingValue(keys[i])
 				sent = append(sent, v, m)
 			}
-			realPath = strings.Replace(realPath, p, url.PathEscape(v), 1)
-			missingPath = strings.Replace(missingPath, p, url.PathEscape(m), 1)
+			realPath = strings.Replace(realPath, param, url.PathEscape(v), 1)
+			missingPath = strings.Replace(missingPath, param, url.PathEscape(m), 1)
 		}
-		what := fmt.Sprintf("%s %s as %s of B", op.Method, realPath, as.Principal)
+		what := fmt.Sprintf("%s %s as %s of B", op.Method, realPath, p.name)
 		gotMissing := w.do(t, &as, op.Method, missingPath, body)
 		gotReal := w.do(t, &as, op.Method, realPath, body)
 		if gotReal.Status != gotMissing.Status || gotReal.Code != gotMissing.Code || normalDetail(gotReal.Detail, sent) != normalDetail(gotMissing.Detail, sent) {
@@ -684,7 +773,7 @@ func (w *isolationWalk) checkForeignIDs(t *testing.T, op isolationOp, keys []str
 		if as.Principal == identity.PrincipalUser && gotMissing.Status != http.StatusNotFound {
 			t.Errorf("%s (%s, ids sent %v): %s, want 404: the walk does not reach the lookup", what, op.ID, sent, gotMissing)
 		}
-		if diff := diffSnapshots(before, w.snapshot(t, a.tenant)); diff != "" {
+		if diff := diffSnapshots(before, w.snapshot(t, tenantA)); diff != "" {
 			t.Fatalf("LEAK %s (%s) changed tenant A: %s", what, op.ID, diff)
 		}
 	}
@@ -694,14 +783,15 @@ func (w *isolationWalk) checkForeignIDs(t *testing.T, op isolationOp, keys []str
 // its body, a role of tenant A (by name, which tenant B does not have),
 // then one nobody has: the answers must be alike (the user's 422, the
 // role unknown), and tenant A's rows unchanged.
-func (w *isolationWalk) checkForeignRoleName(t *testing.T, op isolationOp, tmpl string, as identity.Identity, a isolationTenant, before map[string]string) {
+func (w *isolationWalk) checkForeignRoleName(t *testing.T, op isolationOp, tmpl string, p isolationPrincipal, tenantA string, before map[string]string) {
 	t.Helper()
-	name, missing := a.values["roles/{role}"], missingValue("roles/{role}")
+	as := p.id
+	name, missing := p.foreign["roles/{role}"], missingValue("roles/{role}")
 	w.probes++
 	gotMissing := w.do(t, &as, op.Method, op.Path, fmt.Sprintf(tmpl, `["`+missing+`"]`, w.probes))
 	w.probes++
 	gotReal := w.do(t, &as, op.Method, op.Path, fmt.Sprintf(tmpl, `["`+name+`"]`, w.probes))
-	what := fmt.Sprintf("%s %s as %s of B naming role %s", op.Method, op.Path, as.Principal, name)
+	what := fmt.Sprintf("%s %s as %s of B naming role %s", op.Method, op.Path, p.name, name)
 	sent := []string{name, missing}
 	if gotReal.Status != gotMissing.Status || gotReal.Code != gotMissing.Code || normalDetail(gotReal.Detail, sent) != normalDetail(gotMissing.Detail, sent) {
 		t.Errorf("LEAK %s (%s): tenant A's role answers %s; a missing role answers %s", what, op.ID, gotReal, gotMissing)
@@ -709,7 +799,7 @@ func (w *isolationWalk) checkForeignRoleName(t *testing.T, op isolationOp, tmpl 
 	if as.Principal == identity.PrincipalUser && gotMissing.Status != http.StatusUnprocessableEntity {
 		t.Errorf("%s (%s): a missing role answers %s, want 422: the walk does not reach the roles' lookup", what, op.ID, gotMissing)
 	}
-	if diff := diffSnapshots(before, w.snapshot(t, a.tenant)); diff != "" {
+	if diff := diffSnapshots(before, w.snapshot(t, tenantA)); diff != "" {
 		t.Fatalf("LEAK %s (%s) changed tenant A: %s", what, op.ID, diff)
 	}
 }
