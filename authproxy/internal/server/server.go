@@ -57,13 +57,15 @@ type Verifier interface {
 }
 
 // Projections returns the projection of a user in a tenant, and forgets a
-// user's when the proxy itself saw a session end.
+// user's or a tenant's when the proxy itself forwarded a change to them
+// (coreWrote).
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
 	// ValidStamp reports whether the entry Get returned whose stamp s is
 	// still stands at now.
 	ValidStamp(s *projection.Stamp, now time.Time) bool
 	InvalidateUser(id string)
+	InvalidateTenant(id string)
 }
 
 // warm is what the server keeps on a cached token's entry: the projection
@@ -1507,8 +1509,8 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if !h.IsHTTP11() && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
 		st.untilClose = true // fasthttp would chunk it (closeDelimited)
 	}
-	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && endsSession(h.Method(), st.path) {
-		s.sessionsEnded(cl.Sub)
+	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && string(h.Method()) != fiber.MethodGet {
+		s.coreWrote(h.Method(), st.path, cl)
 	}
 	return nil
 }
@@ -1625,15 +1627,27 @@ func (s *Server) streamFrom(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 	return s.stream(c, st, rt, route, cl)
 }
 
-// sessionsEnded follows a user's request to coreapi that ended sessions (a
-// logout, a session's revocation, a password change): the revocation is committed and its
-// event is still on its way over NATS, so the user's projections are
-// forgotten now, before answering, and the next request through this
-// proxy already sees it.
+// coreWrote follows a user's write to coreapi that coreapi answered 2xx:
+// when the write changed what a projection holds (localEviction: a
+// logout, a session's revocation, a password change, a member's removal,
+// status, roles or second factor, a role's permissions, ...), the change
+// is committed and its event is still on its way over NATS, so the
+// projections it names are forgotten now, before answering (and the
+// streams they authorized re-decided, as an event does), and the next
+// request through this proxy already sees it.
 //
 //go:noinline
-func (s *Server) sessionsEnded(sub string) {
-	s.d.Projections.InvalidateUser(sub)
+func (s *Server) coreWrote(method, path []byte, cl *tokens.Claims) {
+	switch ev, user := localEviction(method, path); ev {
+	case evictCaller:
+		s.d.Projections.InvalidateUser(cl.Sub)
+	case evictUser:
+		s.d.Projections.InvalidateUser(user)
+	case evictTenant:
+		s.d.Projections.InvalidateTenant(cl.Tid)
+	default:
+		return
+	}
 	s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
 }
 

@@ -236,6 +236,9 @@ type Core struct {
 	// UsedStatus, when not 0, answers usage reports with that status,
 	// recording nothing (coreapi failing).
 	UsedStatus atomic.Int32
+	// EchoStatus, when not 0, is the status of the echo route's answers
+	// (a write coreapi refused, or failed), recorded as ever.
+	EchoStatus atomic.Int32
 }
 
 // apiKey is a key the stand-in resolves like coreapi: the whole secret,
@@ -512,6 +515,9 @@ func (c *Core) echo(ctx *fiber.Ctx) error {
 	c.mu.Lock()
 	c.received = append(c.received, r)
 	c.mu.Unlock()
+	if st := c.EchoStatus.Load(); st != 0 {
+		return problemStatus(ctx, int(st), "echo_status")
+	}
 	return ctx.JSON(fiber.Map{"ok": true, "uri": r.URI})
 }
 
