@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -102,7 +103,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):
 		// tell clients and the proxy to come back, rather than a 500.
-		s.log.WarnContext(c.UserContext(), "database unavailable", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
+		s.logFailure(c.UserContext(), slog.LevelWarn, "database unavailable", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "the database is unavailable; retry shortly")
 	}
@@ -133,7 +134,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 			return problem.New(fe.Code, problem.CodeBadRequest, http.StatusText(fe.Code))
 		}
 	}
-	s.log.ErrorContext(c.UserContext(), "request failed", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
+	s.logFailure(c.UserContext(), slog.LevelError, "request failed", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
 	return problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
 }
 

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -108,7 +109,7 @@ func (s *Server) record(c *fiber.Ctx, start time.Time, route string, counter *pg
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	if s.accessLogger.Enabled(c.UserContext(), level) {
+	if s.accessLogger.Enabled(c.UserContext(), level) && s.accessLineDue(c.UserContext(), level) {
 		s.logRequest(c, level, method, route, status, d, counter)
 	}
 	if s.observe != nil {
@@ -118,6 +119,48 @@ func (s *Server) record(c *fiber.Ctx, start time.Time, route string, counter *pg
 		})
 	}
 }
+
+// accessLineDue reports whether the access line of a request, at level,
+// is to be written. At info every request has one (the access log); a
+// 5xx's line, at error, is there below info only because it is an error,
+// and it is then one of the lines logFailure bounds: while the database
+// is down every request answers 503, and at LOG_LEVEL=warn each wrote an
+// error line, as many as clients sent requests.
+func (s *Server) accessLineDue(ctx context.Context, level slog.Level) bool {
+	if level < slog.LevelError || s.accessLogger.Enabled(ctx, slog.LevelInfo) {
+		return true
+	}
+	return s.takeFailureLine(ctx)
+}
+
+// logFailure writes a warning or error about a request answered 5xx
+// ("database unavailable", "request failed", "panic"), at most
+// FailureLogsPerSecond of them a second together with the 5xx access
+// lines written below info: while the database is down, or a handler
+// fails on some request, a client repeating it as fast as it likes
+// wrote a line or two each, whatever LOG_LEVEL said. The first line of a
+// later second is preceded by one counting those left out
+// (coreapi_http_request_duration_seconds_count counts every request, by
+// route and code).
+func (s *Server) logFailure(ctx context.Context, level slog.Level, msg string, args ...any) {
+	if s.log.Enabled(ctx, level) && s.takeFailureLine(ctx) {
+		s.log.Log(ctx, level, msg, args...)
+	}
+}
+
+// takeFailureLine asks failureLogs for one line, and writes the count of
+// those refused since the last report first when there is one.
+func (s *Server) takeFailureLine(ctx context.Context) bool {
+	ok, dropped := s.failureLogs.Take(time.Now())
+	if dropped > 0 {
+		s.log.WarnContext(ctx, "request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
+	}
+	return ok
+}
+
+// FailureLogsPerSecond bounds the lines about requests answered 5xx a
+// second (logFailure), as authproxy bounds its upstream failures.
+const FailureLogsPerSecond = 100
 
 // logRequest writes the access log line of a finished request (only
 // built when the level is enabled: most deployments log requests at info
@@ -183,7 +226,7 @@ func (s *Server) recover(c *fiber.Ctx) (err error) {
 // logPanic logs a recovered panic r with the stack that raised it (call
 // it in the deferred function that recovered).
 func (s *Server) logPanic(c *fiber.Ctx, r any) {
-	s.log.ErrorContext(c.UserContext(), "panic", "request_id", RequestIDOf(c), "method", methodName(c.Method()),
+	s.logFailure(c.UserContext(), slog.LevelError, "panic", "request_id", RequestIDOf(c), "method", methodName(c.Method()),
 		"path", logging.ClipPath(c.Path()), "panic", logging.Redact(fmt.Sprint(r)), "stack", logging.ClipStack(debug.Stack()))
 }
 

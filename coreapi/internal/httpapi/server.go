@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/replay"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 )
@@ -168,6 +169,9 @@ type Server struct {
 	projLimit    *limiter
 	chunked      chunkedHeads
 	tracer       *requestTracer // nil: requests are not traced
+	// failureLogs bounds the lines about requests answered 5xx
+	// (logFailure).
+	failureLogs logging.Budget
 }
 
 // New builds the server and its routes.
@@ -221,6 +225,7 @@ func New(o Options) (*Server, error) {
 		mappers:      o.ErrorMappers,
 		projLimit:    newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
 		projector:    projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
+		failureLogs:  logging.Budget{PerSecond: FailureLogsPerSecond},
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",

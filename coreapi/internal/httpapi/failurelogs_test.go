@@ -1,0 +1,122 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/logging"
+)
+
+// TestFailureLogsBounded: while the database is down every request is
+// answered 503, and each wrote a "database unavailable" warning and, at
+// error level, its access line, so at LOG_LEVEL=warn a client's request
+// rate was the log's line rate. Now those lines are at most
+// FailureLogsPerSecond a second together, and the first of a later
+// second is preceded by one counting those left out: the lines plus the
+// counts account for every one. At LOG_LEVEL=info the access log keeps a
+// line for every request.
+func TestFailureLogsBounded(t *testing.T) {
+	for _, tt := range []struct {
+		level slog.Level
+		// bounded: the messages whose lines the budget holds.
+		bounded []string
+	}{
+		{slog.LevelWarn, []string{"database unavailable", "request"}},
+		{slog.LevelInfo, []string{"database unavailable"}},
+	} {
+		t.Run(tt.level.String(), func(t *testing.T) {
+			logs := &testkit.LogBuffer{}
+			e := start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+				o.Logger = slog.New(logging.NewHandler(logs, tt.level))
+			}})
+			tn := e.SeedTenant(t, "Failing")
+			id := e.SeedUserIn(t, tn.ID, "failing@example.com", "member")
+			databaseDown(t, e.DB)
+
+			const n = 400
+			begin := time.Now()
+			for range n {
+				if r := e.Get(t, &id, "/api/v1/users/me"); r.Status != 503 {
+					t.Fatalf("database down: %d %s, want 503", r.Status, r.Body)
+				}
+			}
+			seconds := int(time.Since(begin)/time.Second) + 2 // the seconds the burst can have touched
+			// The count is written with the first line of a later second.
+			time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+			if r := e.Get(t, &id, "/api/v1/users/me"); r.Status != 503 {
+				t.Fatalf("database down: %d %s, want 503", r.Status, r.Body)
+			}
+
+			var lines, counted, access int
+			for _, line := range strings.Split(logs.String(), "\n") {
+				var rec struct {
+					Msg    string
+					Status int
+					Count  int
+				}
+				if json.Unmarshal([]byte(line), &rec) != nil {
+					continue
+				}
+				switch {
+				case rec.Msg == "request failures not logged":
+					counted += rec.Count
+				case rec.Msg == "request" && rec.Status == 503:
+					access++
+					if len(tt.bounded) > 1 {
+						lines++
+					}
+				case rec.Msg == "database unavailable":
+					lines++
+				}
+			}
+			want := (n + 1) * len(tt.bounded)
+			if lines > httpapi.FailureLogsPerSecond*seconds {
+				t.Errorf("%d lines of %q over at most %d s, want at most %d a second", lines, tt.bounded, seconds, httpapi.FailureLogsPerSecond)
+			}
+			if lines+counted != want {
+				t.Errorf("%d lines of %q + %d counted unlogged = %d, want every one of the %d", lines, tt.bounded, counted, lines+counted, want)
+			}
+			if counted == 0 {
+				t.Errorf("no line of %q went unlogged: the budget did not apply", tt.bounded)
+			}
+			if tt.level == slog.LevelInfo && access != n+1 {
+				t.Errorf("%d access lines of a 503 at info, want one for each of the %d requests", access, n+1)
+			}
+		})
+	}
+}
+
+// databaseDown takes d's database away from every session but those of
+// the test's admin connection until the test ends: its connections are
+// ended and new ones refused, as while a primary is down.
+func databaseDown(t *testing.T, d *dbtest.DB) {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := pgx.Identifier{d.Name}.Sanitize()
+	t.Cleanup(func() {
+		if _, err := admin.Exec(ctx, "ALTER DATABASE "+name+" ALLOW_CONNECTIONS true"); err != nil {
+			t.Errorf("database back: %v", err)
+		}
+		admin.Close(ctx)
+	})
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+name+" ALLOW_CONNECTIONS false"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, d.Name); err != nil {
+		t.Fatal(err)
+	}
+}
