@@ -69,11 +69,14 @@ run:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
 	PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack $(if $(TRACES),-traces) $(RUNFLAGS)
 
-## reset: start from scratch: drop the stack's database `tollgate`, then remove .data/ (keys,
-## binaries, and the local PostgreSQL cluster when `make run` had to start one)
+## reset: start from scratch: drop the database `make run` recorded in .data/database (on the
+## server it used, the local cluster it started included, and only if it created it), then remove
+## .data/ (keys, binaries, and the local PostgreSQL cluster when `make run` had to start one)
 reset:
 	$(GO) build -o $(BIN)/stack ./deploy/cmd/stack
-	PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack -reset
+	cluster=$$(sed -n 's/^local=//p' "$(CURDIR)/.data/database" 2>/dev/null); \
+	if [ -n "$$cluster" ]; then PG_LOCAL=1 PG_PERSIST_DIR="$$cluster" scripts/with-postgres.sh $(BIN)/stack -reset; \
+	else PG_PERSIST_DIR="$(PG_PERSIST_DIR)" scripts/with-postgres.sh $(BIN)/stack -reset; fi
 	rm -rf "$(CURDIR)/.data"
 
 ## pin-images: pin (or update the pins of) the Dockerfiles' base images by digest; needs

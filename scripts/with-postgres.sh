@@ -9,10 +9,14 @@
 #      Its superuser postgres has a random password (DATABASE_URL holds it),
 #      required on every connection.
 #      PG_LOCAL=1 skips steps 1 and 2 and always uses a local cluster.
+#      A kept cluster's directory is passed on in PG_LOCAL_CLUSTER (empty
+#      otherwise), which `make run` records for `make reset`.
 # Usage: scripts/with-postgres.sh COMMAND [ARGS...]
 set -euo pipefail
 
 log() { printf 'with-postgres: %s\n' "$*" >&2; }
+
+export PG_LOCAL_CLUSTER= # set below when the command runs on a kept cluster of ours
 
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -292,6 +296,7 @@ as_pg "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
 	{ tail -n 30 "$BASE/postgres.log" >&2; exit 1; }
 
 export DATABASE_URL="postgres://postgres:$PW@127.0.0.1:$PORT/postgres?sslmode=disable"
+[[ $KEEP -eq 0 ]] || PG_LOCAL_CLUSTER=$BASE
 set +e
 # The command runs in the background and this shell waits for it, so that a
 # SIGTERM or SIGHUP sent to this script alone (kill PID, a supervisor or an

@@ -243,6 +243,98 @@ func TestMakeResetInSpacedCheckout(t *testing.T) {
 	}
 }
 
+// TestMakeResetUsesTheRecordedCluster: after a `make run` on a cluster
+// of its own (PG_LOCAL=1, or 5432 down), `make reset` starts that cluster
+// (PG_LOCAL=1, its directory) instead of reaching 127.0.0.1:5432, where it
+// dropped a database the stack never used; with a record of another
+// server, or none, it finds its server as `make run` does.
+func TestMakeResetUsesTheRecordedCluster(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	mk, err := os.ReadFile(filepath.Join("..", "..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, record, want string
+	}{
+		{"local cluster", "database=tollgate\nsystem_identifier=7\nlocal=/srv/pg dir\ncreated=true\n", "PG_LOCAL=1 PG_PERSIST_DIR=/srv/pg dir"},
+		{"another server", "database=tollgate\nsystem_identifier=7\nlocal=\ncreated=true\n", "PG_LOCAL= PG_PERSIST_DIR={checkout}/.data/postgres"},
+		{"no record", "", "PG_LOCAL= PG_PERSIST_DIR={checkout}/.data/postgres"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			checkout := t.TempDir()
+			seen := filepath.Join(t.TempDir(), "seen")
+			if err := os.MkdirAll(filepath.Join(checkout, "scripts"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(checkout, ".data"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			files := map[string]string{
+				filepath.Join(checkout, "Makefile"):                    string(mk),
+				filepath.Join(checkout, "scripts", "with-postgres.sh"): "#!/bin/sh\nprintf 'PG_LOCAL=%s PG_PERSIST_DIR=%s' \"$PG_LOCAL\" \"$PG_PERSIST_DIR\" >'" + seen + "'\n",
+			}
+			if tt.record != "" {
+				files[filepath.Join(checkout, ".data", "database")] = tt.record
+			}
+			for name, body := range files {
+				if err := os.WriteFile(name, []byte(body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := exec.Command("make", "reset", "GO=true")
+			cmd.Dir = checkout
+			cmd.Env = []string{"PG_LOCAL="} // and no PG_PERSIST_DIR: the Makefile's default
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "PG_LOCAL=") && !strings.HasPrefix(kv, "PG_PERSIST_DIR=") {
+					cmd.Env = append(cmd.Env, kv)
+				}
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("make reset: %v\n%s", err, out)
+			}
+			got, err := os.ReadFile(seen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.ReplaceAll(tt.want, "{checkout}", checkout); string(got) != want {
+				t.Errorf("make reset ran with-postgres.sh with %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestWithPostgresNamesItsKeptCluster: the command learns the directory
+// of the kept cluster it runs on (PG_LOCAL_CLUSTER), which `make run`
+// records so that `make reset` starts that cluster again; on a throwaway
+// cluster, whose databases go with it, and on a server of DATABASE_URL
+// (one set in the caller's environment included) it is empty.
+func TestWithPostgresNamesItsKeptCluster(t *testing.T) {
+	needServer(t)
+	pd := persistDir(t)
+	run := func(env ...string) string {
+		t.Helper()
+		cmd := exec.Command("bash", script, "sh", "-c", `printf '[%s]' "$PG_LOCAL_CLUSTER"`)
+		cmd.Env = append(os.Environ(), append([]string{"PG_LOCAL_CLUSTER=/stale"}, env...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("with-postgres.sh %v: %v", env, err)
+		}
+		return string(out)
+	}
+	if got := run("PG_LOCAL=1", "DATABASE_URL=", "PG_PERSIST_DIR="+pd); got != "["+pd+"]" {
+		t.Errorf("kept cluster: PG_LOCAL_CLUSTER = %s, want [%s]", got, pd)
+	}
+	if got := run("PG_LOCAL=1", "DATABASE_URL=", "PG_PERSIST_DIR="); got != "[]" {
+		t.Errorf("throwaway cluster: PG_LOCAL_CLUSTER = %s, want []", got)
+	}
+	if got := run("DATABASE_URL=postgres://u@h/db"); got != "[]" {
+		t.Errorf("DATABASE_URL: PG_LOCAL_CLUSTER = %s, want []", got)
+	}
+}
+
 // TestMakeRunPassesRunFlags: make run RUNFLAGS=… hands the flags to the
 // stack, so a run beside other services (other ports, another database)
 // keeps make run's PostgreSQL handling.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -247,14 +250,17 @@ func TestRunReset(t *testing.T) {
 	}
 	t.Setenv("DATABASE_URL", adminURL())
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	if err := run(context.Background(), logger, []string{"-reset", "-database", name, "-data", t.TempDir()}, io.Discard, io.Discard); err != nil {
+	data := recordRun(t, name, true)
+	if err := run(context.Background(), logger, []string{"-reset", "-database", name, "-data", data}, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if databaseExists(t, name) {
 		t.Fatal("database still there after -reset")
 	}
 	for _, reserved := range []string{"postgres", "template1"} {
-		err := run(context.Background(), logger, []string{"-reset", "-database", reserved, "-data", t.TempDir()}, io.Discard, io.Discard)
+		data := t.TempDir()
+		writeRecord(t, data, usedDB{Database: reserved, ServerID: thisServerID(t), Created: true})
+		err := run(context.Background(), logger, []string{"-reset", "-database", reserved, "-data", data}, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "belongs to the server") {
 			t.Errorf("-reset -database %s = %v, want a refusal", reserved, err)
 		}
@@ -305,7 +311,7 @@ func TestResetRefusesDatabaseInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-reset", "-database", name, "-data", t.TempDir()}
+	args := []string{"-reset", "-database", name, "-data", recordRun(t, name, true)}
 	err = run(ctx, slog.New(slog.DiscardHandler), args, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "open connection") || !strings.Contains(err.Error(), "stop it first") {
 		t.Errorf("reset with the database in use = %v", err)
@@ -319,5 +325,126 @@ func TestResetRefusesDatabaseInUse(t *testing.T) {
 	}
 	if databaseExists(t, name) {
 		t.Error("reset did not drop the database")
+	}
+}
+
+// TestResetDropsOnlyTheDatabaseRunUsed: `make reset` found its server by
+// the rules `make run` follows, so after `PG_LOCAL=1 make run` (a cluster
+// under .data/) a plain reset reached 127.0.0.1:5432 and dropped the
+// `tollgate` there, which the stack never used. Reset now drops the
+// database the run recorded, only on the server the run used (by its
+// system identifier, whatever its port) and only when the run created it;
+// with no record it drops nothing. Every database here is the test's own.
+func TestResetDropsOnlyTheDatabaseRunUsed(t *testing.T) {
+	name := dropLater(t, "stack_"+randHex(6))
+	if _, _, err := ensureDatabase(context.Background(), adminURL(), name, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DATABASE_URL", adminURL())
+	reset := func(data string) (string, error) {
+		var logs strings.Builder
+		err := run(context.Background(), slog.New(slog.NewJSONHandler(&logs, nil)), []string{"-reset", "-database", name, "-data", data}, io.Discard, io.Discard)
+		return logs.String(), err
+	}
+	for _, tt := range []struct {
+		name    string
+		record  *usedDB // nil: none
+		wantErr string
+		wantLog string
+	}{
+		{"no record", nil, "", "no record of the database make run used"},
+		{"another server's", &usedDB{Database: name, Server: "127.0.0.1:24680", ServerID: "1", Local: "/elsewhere/.data/postgres", Created: true},
+			"another server", ""},
+		{"not created by the stack", &usedDB{Database: name, ServerID: thisServerID(t), Created: false}, "", "existed before make run"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			data := t.TempDir()
+			if tt.record != nil {
+				writeRecord(t, data, *tt.record)
+			}
+			logs, err := reset(data)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("reset = %v, want %q", err, tt.wantErr)
+			}
+			if !strings.Contains(logs, tt.wantLog) {
+				t.Errorf("reset logged %s, want %q", logs, tt.wantLog)
+			}
+			if !databaseExists(t, name) {
+				t.Fatal("reset dropped a database make run did not record as its own")
+			}
+		})
+	}
+	// The run's record names another database than -database: that one goes.
+	other := dropLater(t, "stack_"+randHex(6))
+	if _, _, err := ensureDatabase(context.Background(), adminURL(), other, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	data := recordRun(t, other, true)
+	if logs, err := reset(data); err != nil {
+		t.Fatalf("reset of the recorded database: %v\n%s", err, logs)
+	}
+	if databaseExists(t, other) || !databaseExists(t, name) {
+		t.Errorf("after reset: recorded %s exists %v, -database %s exists %v; want only the recorded one gone",
+			other, databaseExists(t, other), name, databaseExists(t, name))
+	}
+	if _, err := readUsedDB(data); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("record after the drop: %v, want it gone", err)
+	}
+}
+
+// TestNoteDatabase: the record keeps that the stack created its database
+// across runs that find it (make run again), names the kept cluster
+// scripts/with-postgres.sh passes on, and a run on another database
+// starts afresh.
+func TestNoteDatabase(t *testing.T) {
+	data := t.TempDir()
+	ctx := context.Background()
+	if _, err := noteDatabase(ctx, data, adminURL(), "stack_a", true, "", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := noteDatabase(ctx, data, adminURL(), "stack_a", false, "/x/.data/postgres", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readUsedDB(data); err != nil || got != rec || !got.Created || got.Local != "/x/.data/postgres" || got.ServerID != thisServerID(t) {
+		t.Errorf("second run's record %+v, %v; want stack_a created, this server, the cluster named", got, err)
+	}
+	if rec, err := noteDatabase(ctx, data, adminURL(), "stack_b", false, "", 30*time.Second); err != nil || rec.Created {
+		t.Errorf("record of another database %+v, %v; want it not created by the stack", rec, err)
+	}
+	if err := os.WriteFile(filepath.Join(data, recordFile), []byte("created=true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readUsedDB(data); err == nil || !strings.Contains(err.Error(), "names no database") {
+		t.Errorf("a record without a database: %v, want it refused", err)
+	}
+}
+
+// thisServerID is the system identifier of the tests' server.
+func thisServerID(t *testing.T) string {
+	t.Helper()
+	id, err := serverID(context.Background(), adminURL(), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// recordRun is a data directory whose record says a run used database
+// name on the tests' server (created by it or not).
+func recordRun(t *testing.T, name string, created bool) string {
+	t.Helper()
+	data := t.TempDir()
+	if _, err := noteDatabase(context.Background(), data, adminURL(), name, created, "", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func writeRecord(t *testing.T, data string, rec usedDB) {
+	t.Helper()
+	body := fmt.Sprintf("database=%s\nserver=%s\nsystem_identifier=%s\nlocal=%s\ncreated=%t\n", rec.Database, rec.Server, rec.ServerID, rec.Local, rec.Created)
+	if err := os.WriteFile(filepath.Join(data, recordFile), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -12,7 +12,8 @@
 // closed terminal) stops everything in order.
 //
 // Every step is idempotent: running it again reuses the keys, the database
-// and the demo users. `stack -reset` (make reset) drops the database.
+// and the demo users. `stack -reset` (make reset) drops the database the
+// last run recorded under .data/ (record.go), on that server only.
 package main
 
 import (
@@ -104,7 +105,7 @@ func parseFlags(args []string, root string) (options, error) {
 	fs.StringVar(&o.notesAddr, "notes-addr", defaultNotesAddr, "example notes app listen address (loopback)")
 	fs.StringVar(&o.notesAdmin, "notes-admin-addr", "127.0.0.1:9092", "example notes app admin address")
 	fs.StringVar(&o.database, "database", "tollgate", "the stack's own database on the server of DATABASE_URL (created if missing)")
-	fs.BoolVar(&o.reset, "reset", false, "drop the stack's database and exit (make reset, which also removes .data/)")
+	fs.BoolVar(&o.reset, "reset", false, "drop the database make run recorded in the data directory (when on this server, and created by the stack) and exit (make reset, which also removes .data/)")
 	fs.StringVar(&o.mailSMTPAddr, "mail-smtp-addr", "127.0.0.1:1025", "Mailpit SMTP address (unless SMTP_URL is set)")
 	fs.StringVar(&o.mailUIAddr, "mail-ui-addr", "127.0.0.1:8025", "Mailpit web UI and API address (unless SMTP_URL is set)")
 	fs.DurationVar(&o.readyWait, "ready-timeout", 90*time.Second, "how long each service may take to become ready")
@@ -147,23 +148,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		logger.Warn("database not reachable; retrying (Ctrl-C to stop)", "for", wait.String(), "err", err.Error())
 	})
 	if o.reset {
-		// A stack still running (make run in another terminal) would lose
-		// its database from under it, and .data/ after it.
-		if _, err := databaseURL(serverURL, o.database); err != nil {
-			return err
-		}
-		n, err := databaseSessions(ctx, serverURL, o.database, o.readyWait)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return fmt.Errorf("database %s has %d open connection(s), most likely a stack still running (make run in another terminal): stop it first (Ctrl-C), then reset", o.database, n)
-		}
-		if err := dropDatabase(ctx, serverURL, o.database, o.readyWait); err != nil {
-			return err
-		}
-		logger.Info("database dropped", "database", o.database)
-		return nil
+		return reset(ctx, logger, o, serverURL)
 	}
 	mp := planMail(os.Getenv("SMTP_URL"), o)
 	ports := []stackPort{{"-core-addr", o.coreAddr}, {"-core-admin-addr", o.coreAdmin}, {"-proxy-addr", o.proxyAddr},
@@ -180,6 +165,10 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		return err
 	}
 	logger.Info("database", "database", o.database, "created", created)
+	// make reset drops this database, on this server, and no other.
+	if _, err := noteDatabase(ctx, o.dataDir, serverURL, o.database, created, os.Getenv("PG_LOCAL_CLUSTER"), o.readyWait); err != nil {
+		return fmt.Errorf("record the database: %w", err)
+	}
 
 	bin := filepath.Join(o.dataDir, "bin")
 	logger.Info("building binaries", "dir", bin)

@@ -263,6 +263,11 @@ func TestRunTwice(t *testing.T) {
 		} else if d != firstDemo {
 			t.Errorf("second run seeded %+v, want the first run's %+v", d, firstDemo)
 		}
+		// make reset drops what this records: the run's database, which
+		// the first run created (the second found it).
+		if rec, err := readUsedDB(data); err != nil || rec.Database != dbName || !rec.Created || rec.ServerID == "" {
+			t.Errorf("run #%d: record of the database used: %+v, %v; want %s, created", i+1, rec, err, dbName)
+		}
 	}
 }
 

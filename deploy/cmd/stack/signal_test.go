@@ -19,17 +19,20 @@ import (
 // SIGHUP killed the runner outright, with no service stopped in order.
 func TestStopsOnSignal(t *testing.T) {
 	if os.Getenv("STACK_SIGNAL_TEST_MAIN") == "1" {
-		os.Args = []string{"stack", "-reset", "-ready-timeout", "60s"}
+		// A record of make run's database: reset asks the server for it.
+		os.Args = []string{"stack", "-reset", "-ready-timeout", "60s", "-data", os.Getenv("STACK_SIGNAL_TEST_DATA")}
 		main()
 		return
 	}
 	if runtime.GOOS == "windows" {
 		t.Skip("no POSIX signals")
 	}
+	data := t.TempDir()
+	writeRecord(t, data, usedDB{Database: "tollgate", ServerID: "1", Created: true})
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestStopsOnSignal$")
-			cmd.Env = append(os.Environ(), "STACK_SIGNAL_TEST_MAIN=1",
+			cmd.Env = append(os.Environ(), "STACK_SIGNAL_TEST_MAIN=1", "STACK_SIGNAL_TEST_DATA="+data,
 				// Nothing listens on port 1: the runner retries until the signal.
 				"DATABASE_URL=postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=1")
 			var out bytes.Buffer
