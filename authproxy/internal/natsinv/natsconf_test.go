@@ -61,6 +61,8 @@ func TestShippedNATSConfig(t *testing.T) {
 	}
 	defer s.Close(time.Second)
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	// The first connection's refetch (TestFirstConnectionRefetchesKeys).
+	testenv.Eventually(t, func() error { return testenv.Want("key set refetches", keys.Load(), int64(1)) })
 
 	received := func(kind string) int { return int(testutil.ToFloat64(m.Invalidations.WithLabelValues(kind))) }
 	core := connectAs(t, "nats://coreapi:core-pw@"+addr)
@@ -82,8 +84,8 @@ func TestShippedNATSConfig(t *testing.T) {
 	r.mu.Lock()
 	users, purges := strings.Join(r.users, ","), r.purges
 	r.mu.Unlock()
-	if users != "u1" || purges != 1 || keys.Load() != 1 || apiKey.Load() != "k1" {
-		t.Fatalf("applied: users %q, purges %d, key set refetches %d, API key %v; want u1, 1, 1, k1", users, purges, keys.Load(), apiKey.Load())
+	if users != "u1" || purges != 1 || keys.Load() != 2 || apiKey.Load() != "k1" {
+		t.Fatalf("applied: users %q, purges %d, key set refetches %d, API key %v; want u1, 1, 2 (the first connection's, the event's), k1", users, purges, keys.Load(), apiKey.Load())
 	}
 	if stale := testutil.ToFloat64(m.FeedStale); stale != 0 || !s.Connected() {
 		t.Fatalf("feed stale %v, connected %v: want a live, fresh feed", stale, s.Connected())

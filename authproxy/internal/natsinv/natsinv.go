@@ -69,6 +69,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
 
 // Target is what invalidations act on (the projection cache).
@@ -247,9 +248,12 @@ type Options struct {
 	HeartbeatTimeout time.Duration
 }
 
-// Connect connects (retrying in the background if NATS is not up yet) and
-// subscribes. Until the first connection the target is in bounded-staleness
-// mode.
+// Connect subscribes and returns at once: the connection is made in the
+// background (natsdial), retried until NATS is up, so that no server of
+// the URL holds the start. Until the first connection the target is in
+// bounded-staleness mode; the first connection purges it and fetches the
+// key set again (KeysChanged("")), as a reconnection does, since the
+// start's fetch may come before the subscriptions are live.
 func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscriber, error) {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -273,8 +277,14 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0),
 		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}, origin: o.Now()}
 	t.Disconnected(o.Now())
+	// The first connection is made in the background, at once
+	// (natsdial): the client's own pass over the servers before Connect
+	// returned held the start 2 s for each server that accepts and never
+	// answers.
+	dial := natsdial.New(0)
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
+		nats.SetCustomDialer(dial),
 		nats.MaxReconnects(-1),
 		// Forever, through refused credentials too: the client's default
 		// gives up for good at the second same authorization error from a
@@ -285,21 +295,21 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(o.PingInterval),
 		nats.MaxPingsOutstanding(maxPingsOut),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+		nats.CustomReconnectDelay(dial.Delay(func(attempts int) time.Duration {
 			return reconnectDelay(attempts, o.ReconnectWait, o.MaxReconnect, o.Rand())
-		}),
+		})),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected")
-			// The client runs this for the connection Connect makes too,
-			// often before Connect has subscribed and flushed: Connect
-			// reports that one. A first connection made after Connect
-			// returned (NATS down at start) is reported here, as a
-			// reconnection: keys may have changed meanwhile.
+			// The first connection is made in the background: one made
+			// before Connect has subscribed and flushed is reported by
+			// Connect; one made after it returned (the usual case, and
+			// NATS down at start) is reported here, as a reconnection:
+			// keys may have changed meanwhile.
 			s.linkMu.Lock()
 			started := s.started
 			s.linkMu.Unlock()
 			if started && s.subscribed(nc) {
-				s.connected(nc, true)
+				s.connected(nc)
 			}
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -318,7 +328,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			s.denied.Store(false)
 			s.relayDenied.Store(false)
 			if s.subscribed(nc) {
-				s.connected(nc, true)
+				s.connected(nc)
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
@@ -435,8 +445,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	s.linkMu.Unlock()
 	switch {
 	case flushed:
-		// The key set is fetched at start: no refetch for this one.
-		s.connected(nc, false)
+		// Connected in the background already. The key set is fetched
+		// again all the same, as for every first connection: the start's
+		// fetch may come before the subscriptions are live.
+		s.connected(nc)
 	case nc.IsConnected():
 		// Connected after a failed first attempt, its handler perhaps
 		// run (and passed over) before started was set; or connected all
@@ -447,7 +459,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		go func() {
 			defer s.watcher.Done()
 			if s.subscribed(nc) {
-				s.connected(nc, true)
+				s.connected(nc)
 			}
 		}()
 	}
@@ -455,14 +467,15 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 }
 
 // connected reports the feed live, once per outage: the caches purge
-// (events may have been missed) and, with refetch, the key set is fetched
-// again, since an auth.keys.changed may have been missed too.
+// (events may have been missed) and the key set is fetched again, since
+// an auth.keys.changed may have been missed too (at the first connection:
+// the start's fetch may have come before the subscriptions were live).
 //
 // A connection already lost again is not reported: its disconnection may
 // have been reported before (the client reads as disconnected first, then
 // runs its handler), and the caches must stay in bounded staleness until
 // the reconnection's own report.
-func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
+func (s *Subscriber) connected(nc *nats.Conn) {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
 	if !nc.IsConnected() || s.denied.Load() {
@@ -475,18 +488,21 @@ func (s *Subscriber) connected(nc *nats.Conn, refetch bool) {
 		now := s.now()
 		s.hbAt.Store(int64(now.Sub(s.origin)))
 		s.liveAt = now
+		s.purge()
+		// Connected only once the caches are told, as Connected says: the
+		// purge of a large cache takes milliseconds, and a caller that
+		// went on at Connected found them still in bounded staleness.
 		s.reported.Store(true)
-		s.purge(refetch)
 		s.endStale() // after the caches are live: the gauge's 0 says they are
 	}
 }
 
 // purge tells the caches the feed is live again (they purge: events may
-// have been missed) and, with refetch, refetches the key set (an
-// auth.keys.changed may have been missed too). linkMu is held.
-func (s *Subscriber) purge(refetch bool) {
+// have been missed) and refetches the key set (an auth.keys.changed may
+// have been missed too). linkMu is held.
+func (s *Subscriber) purge() {
 	s.t.Reconnected()
-	if refetch && s.keys != nil {
+	if s.keys != nil {
 		go s.keys("") // a fetch over the network: not on the client's callback goroutine
 	}
 }
@@ -861,7 +877,7 @@ func (s *Subscriber) recover(now time.Time, why string, args ...any) {
 		s.m.RelaysUnheard.Set(float64(len(ids)))
 		return
 	}
-	s.purge(true)
+	s.purge()
 	s.endStale() // after the caches are live: the gauge's 0 says they are
 	s.log.Info(why+"; the invalidation feed is live again: purging caches and refetching keys", args...)
 }

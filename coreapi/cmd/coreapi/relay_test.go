@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/silent"
 )
 
 // startAuthNATS runs a NATS server on port (-1: a free one) that admits
@@ -109,10 +110,68 @@ func TestRelayStopLogsNoWarning(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
-	time.Sleep(100 * time.Millisecond)
+	// Connected (in the background) before the stop: that connection's
+	// close is what must not warn.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(buf.String(), `"msg":"nats connected"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected within 10 s:\n%s", buf.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	cancel()
 	<-done
 	if strings.Contains(buf.String(), `"level":"WARN"`) {
 		t.Fatalf("a clean stop logged a warning:\n%s", buf.String())
+	}
+}
+
+// TestRelayStartWaitsOnNoSilentServer: startRelay tried every server of
+// NATS_URL before it returned, and one that accepts and never answers (a
+// partition, a stale address) held coreapi's start 2 s each, 6 s for
+// three. It now returns at once; the relay connects in the background to
+// the server that answers and publishes there.
+func TestRelayStartWaitsOnNoSilentServer(t *testing.T) {
+	db := dbtest.New(t)
+	ns, port := startAuthNATS(t, -1, "pw")
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	good := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
+	url := strings.Join([]string{"nats://" + silent.Addr(t), "nats://" + silent.Addr(t), "nats://" + silent.Addr(t), good}, ",")
+	begin := time.Now()
+	run, err := startRelay(config.Config{NATSURL: url}, slog.New(slog.NewJSONHandler(io.Discard, nil)), db.Pool, nil)
+	took := time.Since(begin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("startRelay returned after %v", took)
+	if took > 500*time.Millisecond {
+		t.Errorf("startRelay returned after %v with three silent servers, want at once", took)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	sub, err := nats.Connect(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	got, err := sub.SubscribeSync(invalidation.SubjectWildcard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return outbox.Write(context.Background(), tx, outbox.Row{Subject: invalidation.UserSubject("u1"), Reason: "test"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The silent servers are tried in the background (2 s each at most,
+	// in the client's random order) before or after the one that answers.
+	if _, err := got.NextMsg(15 * time.Second); err != nil {
+		t.Fatalf("no invalidation published: %v", err)
 	}
 }

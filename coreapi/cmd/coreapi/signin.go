@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,6 +32,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
 
 // worker is a background loop run until ctx ends (e.g. the outbox relay).
@@ -173,6 +177,11 @@ func announceKeysChanged(pool *pgxpool.Pool, ring *keys.Ring) func(ctx context.C
 	}
 }
 
+// natsFirstConnectWait is how long the relay's first drain waits for the
+// first NATS connection: the client's connect timeout, the time its own
+// pass over a single server took at most.
+const natsFirstConnectWait = 2 * time.Second
+
 // startRelay connects to NATS (retrying in the background, so coreapi
 // starts while NATS is down) and returns the outbox relay as a worker that
 // drains the connection when it stops.
@@ -184,8 +193,20 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 			r.Wake()
 		}
 	}
+	// The first connection is made in the background, at once
+	// (natsdial): the client's own pass over the servers before Connect
+	// returned held the start 2 s for each server that accepts and never
+	// answers.
+	dial := natsdial.New(0)
+	connected := make(chan struct{})
+	firstConnected := sync.OnceFunc(func() { close(connected) })
+	jitter := nats.GetDefaultOptions().ReconnectJitter
+	if strings.Contains(cfg.NATSURL, "tls://") {
+		jitter = nats.GetDefaultOptions().ReconnectJitterTLS
+	}
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name("coreapi outbox relay"),
+		nats.SetCustomDialer(dial),
 		nats.MaxReconnects(-1),
 		// Forever, through refused credentials too: the client's default
 		// gives up for good at the second same authorization error from a
@@ -194,8 +215,12 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		// would publish nothing more until coreapi restarts.
 		nats.IgnoreAuthErrorAbort(),
 		nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(500*time.Millisecond),
-		nats.ConnectHandler(func(*nats.Conn) { log.Info("nats connected"); wake() }),
+		// The client's ReconnectWait of 500 ms and its jitter (100 ms, 1 s
+		// over TLS), after a first pass at once.
+		nats.CustomReconnectDelay(dial.Delay(func(int) time.Duration {
+			return 500*time.Millisecond + rand.N(jitter)
+		})),
+		nats.ConnectHandler(func(*nats.Conn) { log.Info("nats connected"); firstConnected(); wake() }),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected"); wake() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil { // the client's own Close or Drain (shutdown)
@@ -239,6 +264,14 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		}
 	}
 	run := func(ctx context.Context) error {
+		// The relay's first drain waits for the first connection, made in
+		// the background, as long as the client's own pass waited on one
+		// server: else every start warned that the relay cannot publish.
+		select {
+		case <-connected:
+		case <-ctx.Done():
+		case <-time.After(natsFirstConnectWait):
+		}
 		err := relay.Run(ctx)
 		closed := make(chan struct{})
 		nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
