@@ -323,3 +323,59 @@ func hasAll(have []string, want ...string) bool {
 	}
 	return true
 }
+
+// pollUntil calls try every interval until it reports done or timeout
+// passes; the error then names what was awaited and try's last answer. It
+// returns the time from the call to the first done.
+func pollUntil(what string, timeout, interval time.Duration, try func() (done bool, last string)) (time.Duration, error) {
+	start := time.Now()
+	last := "no attempt"
+	for time.Since(start) < timeout {
+		done, l := try()
+		if done {
+			return time.Since(start), nil
+		}
+		last = l
+		if interval > 0 {
+			time.Sleep(interval)
+		}
+	}
+	return 0, fmt.Errorf("%s: not within %s; last: %s", what, timeout, last)
+}
+
+// statusIs is a pollUntil probe: one request, done when it answers want.
+func statusIs(method, target, token string, body any, want int) func() (bool, string) {
+	return func() (bool, string) {
+		r, err := send(method, target, token, body)
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == want, r.String()
+	}
+}
+
+// waitCached polls until px answers the request with want from its
+// projection cache (the request counted a hit): what follows then has to
+// drop px's entry, not find none (a fill is stored asynchronously, so the
+// requests right after one may fetch afresh).
+func waitCached(t testing.TB, px *service, what, method, target, token string, body any, want int) {
+	t.Helper()
+	const hits = `authproxy_cache_hits_total{cache="projection"}`
+	_, err := pollUntil(what, propagation, time.Millisecond, func() (bool, string) {
+		before, _, err := proxyMetric(px, hits)
+		if err != nil {
+			return false, err.Error()
+		}
+		if done, last := statusIs(method, target, token, body, want)(); !done {
+			return false, last
+		}
+		after, _, err := proxyMetric(px, hits)
+		if err != nil {
+			return false, err.Error()
+		}
+		return after > before, fmt.Sprintf("%s: projection cache hits %v, then %v", px.name, before, after)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

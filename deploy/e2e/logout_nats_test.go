@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Issue 11 item 16: with NATS down, a logout forwarded by proxy A is
@@ -22,24 +20,7 @@ func TestLogoutWithNATSDownEnforcedAtOnceByTheForwardingProxy(t *testing.T) {
 		me(t, p, tok) // cached at both proxies
 		me(t, p, other.AccessToken)
 	}
-	clients := sys.nats.NumClients()
-	if clients < 4 {
-		t.Fatalf("NATS has %d clients, want at least 4 (two cores, two proxies)", clients)
-	}
-	// Whatever happens below, later tests get NATS back with every client.
-	t.Cleanup(func() {
-		if sys.nats == nil {
-			if err := sys.startNATS(); err != nil {
-				t.Errorf("restart NATS: %v", err)
-				return
-			}
-		}
-		if err := waitNATSClients(clients); err != nil {
-			t.Errorf("after the test: %v", err)
-		}
-	})
-
-	sys.stopNATS()
+	back := natsDown(t)
 	r := call(t, "POST", sys.proxyA.url("/api/v1/auth/logout"), tok, nil)
 	if r.Status/100 != 2 {
 		t.Fatalf("logout while NATS is down: %s", r)
@@ -56,12 +37,7 @@ func TestLogoutWithNATSDownEnforcedAtOnceByTheForwardingProxy(t *testing.T) {
 	// token from its cache, up to MAX_STALENESS); reported for the record.
 	t.Logf("proxy B while NATS is down: %d", call(t, "GET", sys.proxyB.url("/api/v1/users/me"), tok, nil).Status)
 
-	if err := sys.startNATS(); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitNATSClients(clients); err != nil {
-		t.Fatal(err)
-	}
+	back()
 	// Once NATS is back (purge on reconnect, then the relayed event), B
 	// refuses the token too; A still does, and the other session lives.
 	for _, p := range []*service{sys.proxyB, sys.proxyA} {
@@ -69,17 +45,4 @@ func TestLogoutWithNATSDownEnforcedAtOnceByTheForwardingProxy(t *testing.T) {
 		expectProblem(t, got, http.StatusUnauthorized)
 		me(t, p, other.AccessToken)
 	}
-}
-
-// waitNATSClients waits until the suite's NATS server has n clients again.
-func waitNATSClients(n int) error {
-	return poll(30*time.Second, func() error {
-		if sys.nats == nil {
-			return fmt.Errorf("NATS is not running")
-		}
-		if c := sys.nats.NumClients(); c < n {
-			return fmt.Errorf("%d of %d NATS clients connected", c, n)
-		}
-		return nil
-	})
 }

@@ -386,6 +386,52 @@ func (s *system) stopNATS() {
 	}
 }
 
+// natsDown stops the suite's NATS server for the rest of t, after checking
+// that every service is connected to it, and returns back, which starts it
+// again and waits until they all are. Whatever happens in t, later tests
+// get NATS back with every client.
+func natsDown(t *testing.T) (back func()) {
+	t.Helper()
+	clients := sys.nats.NumClients()
+	if clients < 4 {
+		t.Fatalf("NATS has %d clients, want at least 4 (two cores, two proxies)", clients)
+	}
+	t.Cleanup(func() {
+		if sys.nats == nil {
+			if err := sys.startNATS(); err != nil {
+				t.Errorf("restart NATS: %v", err)
+				return
+			}
+		}
+		if err := waitNATSClients(clients); err != nil {
+			t.Errorf("after the test: %v", err)
+		}
+	})
+	sys.stopNATS()
+	return func() {
+		t.Helper()
+		if err := sys.startNATS(); err != nil {
+			t.Fatal(err)
+		}
+		if err := waitNATSClients(clients); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitNATSClients waits until the suite's NATS server has n clients again.
+func waitNATSClients(n int) error {
+	return poll(30*time.Second, func() error {
+		if sys.nats == nil {
+			return fmt.Errorf("NATS is not running")
+		}
+		if c := sys.nats.NumClients(); c < n {
+			return fmt.Errorf("%d of %d NATS clients connected", c, n)
+		}
+		return nil
+	})
+}
+
 // close stops every child, NATS, the fake provider and PostgreSQL, and
 // removes the work directory.
 func (s *system) close() {

@@ -34,36 +34,6 @@ type note struct {
 	TenantID string `json:"tenant_id"`
 }
 
-// pollUntil calls try every interval until it reports done or timeout
-// passes; the error then names what was awaited and try's last answer. It
-// returns the time from the call to the first done.
-func pollUntil(what string, timeout, interval time.Duration, try func() (done bool, last string)) (time.Duration, error) {
-	start := time.Now()
-	last := "no attempt"
-	for time.Since(start) < timeout {
-		done, l := try()
-		if done {
-			return time.Since(start), nil
-		}
-		last = l
-		if interval > 0 {
-			time.Sleep(interval)
-		}
-	}
-	return 0, fmt.Errorf("%s: not within %s; last: %s", what, timeout, last)
-}
-
-// statusIs is a pollUntil probe: one request, done when it answers want.
-func statusIs(method, target, token string, body any, want int) func() (bool, string) {
-	return func() (bool, string) {
-		r, err := send(method, target, token, body)
-		if err != nil {
-			return false, err.Error()
-		}
-		return r.Status == want, r.String()
-	}
-}
-
 // createRole creates a custom role in owner's tenant through via.
 func createRole(t *testing.T, owner account, via *service, perms ...string) string {
 	t.Helper()
@@ -109,30 +79,9 @@ func TestRoleChangesReachOtherProxy(t *testing.T) {
 		return statusIs("POST", notesB, m.Tokens.AccessToken, `{"text":"role change"}`, want)
 	}
 
-	// cached polls until proxy B answers the member's write with want
-	// from its projection cache (the request counted a hit): what follows
-	// then has to drop B's entry, not find none (a fill is stored
-	// asynchronously, so the requests right after one may fetch afresh).
 	cached := func(what string, want int) {
 		t.Helper()
-		const hits = `authproxy_cache_hits_total{cache="projection"}`
-		_, err := pollUntil(what, propagation, time.Millisecond, func() (bool, string) {
-			before, _, err := proxyMetric(sys.proxyB, hits)
-			if err != nil {
-				return false, err.Error()
-			}
-			if done, last := write(want)(); !done {
-				return false, last
-			}
-			after, _, err := proxyMetric(sys.proxyB, hits)
-			if err != nil {
-				return false, err.Error()
-			}
-			return after > before, fmt.Sprintf("projection cache hits %v, then %v", before, after)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		waitCached(t, sys.proxyB, what, "POST", notesB, m.Tokens.AccessToken, `{"text":"role change"}`, want)
 	}
 
 	cached("write through B from its cache after the grant", http.StatusCreated)
