@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// Issue 11 item 16: with NATS down, a logout forwarded by proxy A is
+// With NATS down, a logout forwarded by proxy A is
 // enforced by proxy A from the very next request (it evicts locally,
 // without the NATS event). Proxy B only learns of it through NATS: until
 // NATS is back it may keep accepting the token from its cache (for at most

@@ -68,7 +68,7 @@ func (c capture) send(t *testing.T, body []byte) reply {
 	return do(t, r)
 }
 
-// Issue 11 item 6: a signed request captured between a proxy and coreapi
+// A signed request captured between a proxy and coreapi
 // and replayed directly to that coreapi within the 30 s window is refused,
 // as is the same request with a different body; a request whose body was
 // swapped before it ever reached coreapi is refused too (the body digest is

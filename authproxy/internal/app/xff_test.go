@@ -18,7 +18,7 @@ func xffWarnings(e *env) []string {
 	return out
 }
 
-// Issue 11 item 11: a request carrying X-Forwarded-For from a peer outside
+// A request carrying X-Forwarded-For from a peer outside
 // TRUSTED_PROXY_CIDRS is counted every time and warned about the first
 // time, then at most once a minute; the warning names the peer and the
 // setting. Requests without the header, and from trusted peers, are not.
