@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tollgate-auth/tollgate/migrations/tenantrows"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -91,12 +91,8 @@ func standingAt(t *testing.T, px *service, p sharedPerson, tenantID string) shar
 	return s
 }
 
-// tenantRows returns, by table, the rows of a tenant: those of each table
-// with a tenant_id; for its members, those of users and of each table with
-// a user_id and no tenant_id (what is the account's, in every tenant); for
-// its sessions, those of each table with a session_id. The outbox and the
-// mail queue, which background work changes, are left out.
-// (TestTenantIsolation of coreapi/cmd/coreapi compares the same rows.)
+// tenantRows returns, by table, the rows of a tenant (tenantrows.Snapshot,
+// which TestTenantIsolation of coreapi/cmd/coreapi compares too).
 func tenantRows(t *testing.T, tenantID string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -106,68 +102,11 @@ func tenantRows(t *testing.T, tenantID string) map[string]string {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	const tables = `
-SELECT c.table_name, bool_or(c.column_name = 'tenant_id'), bool_or(c.column_name = 'user_id'), bool_or(c.column_name = 'session_id')
-FROM information_schema.columns c
-JOIN information_schema.tables tb ON tb.table_schema = c.table_schema AND tb.table_name = c.table_name AND tb.table_type = 'BASE TABLE'
-WHERE c.table_schema = 'public' AND c.table_name NOT IN ('outbox', 'mail_queue')
-GROUP BY 1 ORDER BY 1`
-	rows, err := conn.Query(ctx, tables)
+	rows, err := tenantrows.Snapshot(ctx, conn, tenantID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var q []string
-	for rows.Next() {
-		var tbl string
-		var hasTenant, hasUser, hasSession bool
-		if err := rows.Scan(&tbl, &hasTenant, &hasUser, &hasSession); err != nil {
-			t.Fatal(err)
-		}
-		var where string
-		switch {
-		case hasTenant:
-			where = "x.tenant_id = $1"
-		case hasUser:
-			where = "x.user_id IN (SELECT user_id FROM memberships WHERE tenant_id = $1)"
-		case hasSession:
-			where = "x.session_id IN (SELECT id FROM sessions WHERE tenant_id = $1)"
-		case tbl == "users":
-			where = "x.id IN (SELECT user_id FROM memberships WHERE tenant_id = $1)"
-		default:
-			continue
-		}
-		q = append(q, fmt.Sprintf(`SELECT '%s', COALESCE(json_agg(x ORDER BY x::text)::text, '[]') FROM %q x WHERE %s`, tbl, tbl, where))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	rows, err = conn.Query(ctx, strings.Join(q, " UNION ALL "), tenantID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for rows.Next() {
-		var tbl, v string
-		if err := rows.Scan(&tbl, &v); err != nil {
-			t.Fatal(err)
-		}
-		out[tbl] = v
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// rowsDiff names the tables whose rows differ, with both versions.
-func rowsDiff(before, after map[string]string) string {
-	var diffs []string
-	for _, tbl := range slices.Sorted(maps.Keys(before)) {
-		if before[tbl] != after[tbl] {
-			diffs = append(diffs, fmt.Sprintf("%s: before %s\nafter %s", tbl, before[tbl], after[tbl]))
-		}
-	}
-	return strings.Join(diffs, "\n")
+	return rows
 }
 
 // userEvents watches the invalidations of one user, from before a change:
@@ -308,7 +247,7 @@ func TestSharedMemberChangedInOneTenant(t *testing.T) {
 			if c.reason != "" {
 				w.wait(t, c.reason)
 			}
-			if diff := rowsDiff(before, tenantRows(t, a.TenantID)); diff != "" {
+			if diff := tenantrows.Diff(before, tenantRows(t, a.TenantID)); diff != "" {
 				t.Errorf("tenant A's rows changed by B's %s: %s", c.name, diff)
 			}
 			for _, px := range []*service{sys.proxyA, sys.proxyB} {
@@ -331,7 +270,7 @@ func TestSharedMemberChangedInOneTenant(t *testing.T) {
 		w := watchUser(t, p.UserID)
 		expect(t, call(t, "DELETE", sys.proxyB.url("/api/v1/users/"+p.UserID), a.Tokens.AccessToken, nil), http.StatusNoContent)
 		w.wait(t, invalidation.ReasonMemberRemoved)
-		if diff := rowsDiff(before, tenantRows(t, b.TenantID)); diff != "" {
+		if diff := tenantrows.Diff(before, tenantRows(t, b.TenantID)); diff != "" {
 			t.Errorf("tenant B's rows changed by A's removal: %s", diff)
 		}
 		removed := sharedStanding{Token: http.StatusUnauthorized, Key: http.StatusUnauthorized}

@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/migrations/tenantrows"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -97,11 +98,6 @@ var isolationRoleBodies = map[string]string{
 	"CreateInvitation":     `{"email":"probe-%[2]d@bravo.test","roles":%[1]s}`,
 	"CreateServiceAccount": `{"name":"probe %[2]d","roles":%[1]s}`,
 }
-
-// isolationChurn are the tables with a tenant_id whose rows background
-// work changes while the walk runs (the outbox relay marks rows published,
-// the mail sender marks mails sent), left out of the before/after compare.
-var isolationChurn = map[string]bool{"outbox": true, "mail_queue": true}
 
 // TestTenantIsolation walks every operation of the OpenAPI document on the
 // real serve command, as principals of tenant B holding every permission
@@ -214,7 +210,7 @@ func TestTenantIsolation(t *testing.T) {
 	}
 	t.Logf("%d operations driven as %d principals, %d requests", driven, len(principals), w.requests)
 	// Tenant A as a whole, once more, after every request.
-	if diff := diffSnapshots(before, w.snapshot(t, a.tenant)); diff != "" {
+	if diff := tenantrows.Diff(before, w.snapshot(t, a.tenant)); diff != "" {
 		t.Errorf("tenant A changed by the walk: %s", diff)
 	}
 }
@@ -614,79 +610,14 @@ ORDER BY 1, 2`
 	return ids
 }
 
-// snapshot returns, by table, the rows of a tenant: those of each table
-// with a tenant_id; for its members, those of users and of each table with
-// a user_id and no tenant_id; for its sessions, those of each table with a
-// session_id (refresh tokens).
+// snapshot returns, by table, the rows of a tenant (tenantrows.Snapshot).
 func (w *isolationWalk) snapshot(t *testing.T, tenantID string) map[string]string {
 	t.Helper()
-	const tables = `
-SELECT c.table_name, bool_or(c.column_name = 'tenant_id'), bool_or(c.column_name = 'user_id'), bool_or(c.column_name = 'session_id')
-FROM information_schema.columns c
-JOIN information_schema.tables tb ON tb.table_schema = c.table_schema AND tb.table_name = c.table_name AND tb.table_type = 'BASE TABLE'
-WHERE c.table_schema = 'public'
-GROUP BY 1 ORDER BY 1`
-	rows, err := w.pool.Query(t.Context(), tables)
+	rows, err := tenantrows.Snapshot(t.Context(), w.pool, tenantID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var q []string
-	for rows.Next() {
-		var tbl string
-		var hasTenant, hasUser, hasSession bool
-		if err := rows.Scan(&tbl, &hasTenant, &hasUser, &hasSession); err != nil {
-			t.Fatal(err)
-		}
-		var where string
-		switch {
-		case isolationChurn[tbl]:
-			continue
-		case hasTenant:
-			where = "x.tenant_id = $1"
-		case hasUser:
-			where = "x.user_id IN (SELECT user_id FROM memberships WHERE tenant_id = $1)"
-		case hasSession:
-			where = "x.session_id IN (SELECT id FROM sessions WHERE tenant_id = $1)"
-		case tbl == "users":
-			where = "x.id IN (SELECT user_id FROM memberships WHERE tenant_id = $1)"
-		default:
-			continue
-		}
-		q = append(q, fmt.Sprintf(`SELECT %s, COALESCE(json_agg(x ORDER BY x::text)::text, '[]') FROM %q x WHERE %s`,
-			quoteLiteral(tbl), tbl, where))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	rows, err = w.pool.Query(t.Context(), strings.Join(q, " UNION ALL "), tenantID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for rows.Next() {
-		var tbl, v string
-		if err := rows.Scan(&tbl, &v); err != nil {
-			t.Fatal(err)
-		}
-		out[tbl] = v
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-// diffSnapshots names the tables whose rows differ, with both versions.
-func diffSnapshots(before, after map[string]string) string {
-	var diffs []string
-	for _, tbl := range slices.Sorted(maps.Keys(before)) {
-		if before[tbl] != after[tbl] {
-			diffs = append(diffs, fmt.Sprintf("%s: before %s\nafter %s", tbl, before[tbl], after[tbl]))
-		}
-	}
-	return strings.Join(diffs, "\n")
+	return rows
 }
 
 // checkRead reads a GET operation without ids, every page of it, as a
@@ -773,7 +704,7 @@ func (w *isolationWalk) checkForeignIDs(t *testing.T, op isolationOp, keys []str
 		if as.Principal == identity.PrincipalUser && gotMissing.Status != http.StatusNotFound {
 			t.Errorf("%s (%s, ids sent %v): %s, want 404: the walk does not reach the lookup", what, op.ID, sent, gotMissing)
 		}
-		if diff := diffSnapshots(before, w.snapshot(t, tenantA)); diff != "" {
+		if diff := tenantrows.Diff(before, w.snapshot(t, tenantA)); diff != "" {
 			t.Fatalf("LEAK %s (%s) changed tenant A: %s", what, op.ID, diff)
 		}
 	}
@@ -799,7 +730,7 @@ func (w *isolationWalk) checkForeignRoleName(t *testing.T, op isolationOp, tmpl 
 	if as.Principal == identity.PrincipalUser && gotMissing.Status != http.StatusUnprocessableEntity {
 		t.Errorf("%s (%s): a missing role answers %s, want 422: the walk does not reach the roles' lookup", what, op.ID, gotMissing)
 	}
-	if diff := diffSnapshots(before, w.snapshot(t, tenantA)); diff != "" {
+	if diff := tenantrows.Diff(before, w.snapshot(t, tenantA)); diff != "" {
 		t.Fatalf("LEAK %s (%s) changed tenant A: %s", what, op.ID, diff)
 	}
 }
