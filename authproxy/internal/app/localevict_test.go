@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -210,5 +211,132 @@ func TestLocalEvictionClosesTheMembersStream(t *testing.T) {
 	e.wantStatus(e.do("DELETE", "/api/v1/users/"+memberID, e.token(nil), nil), 200)
 	if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "no_membership" {
 		t.Fatalf("close = %d %q", code, text)
+	}
+}
+
+// Keys of the key-revocation tests: the key revoked, another key of the
+// same tenant, a key of another tenant, a member's personal key.
+const (
+	revokedKeyID = "88888888-8888-4888-8888-888888888881"
+	siblingKeyID = "88888888-8888-4888-8888-888888888882"
+	foreignKeyID = "88888888-8888-4888-8888-888888888883"
+	memberKeyID  = "88888888-8888-4888-8888-888888888884"
+	otherTenant  = "99999999-9999-4999-8999-999999999999"
+)
+
+// revocationKey registers at the stand-in a key of id, kind, user and
+// tenant, with tenant:read, and returns it.
+func (e *env) revocationKey(id, kind, user, tenant string) string {
+	secret, _ := apikey.New()
+	p := keyProjection("tenant:read")
+	p.KeyID, p.Kind, p.UserID, p.TenantID = id, kind, user, tenant
+	e.core.SetAPIKey(secret, p, false)
+	return secret
+}
+
+// wantKeysServed sends a request with each key and wants it forwarded,
+// from the cache: no resolve at coreapi.
+func (e *env) wantKeysServed(keys ...string) {
+	e.t.Helper()
+	fetches := e.core.KeyFetches.Load()
+	for _, k := range keys {
+		e.wantStatus(e.do("GET", "/api/v1/users/me", k, nil), 200)
+	}
+	if got := e.core.KeyFetches.Load(); got != fetches {
+		e.t.Fatalf("key resolves %d -> %d: a cached key was dropped", fetches, got)
+	}
+}
+
+// An API key revoked through this proxy, by a tenant admin or by its
+// owner, and answered 2xx, is refused from its next request through this
+// proxy, with NATS down: the path names the key's id, coreapi's event
+// names its public id, and the key's cached entry would have been
+// trusted for up to MAX_STALENESS. Another key of the tenant, and a key
+// of another tenant, stay cached: not even a crafted revocation that
+// names one (answered 2xx here by the stand-in, which coreapi would not:
+// 404) evicts a key the caller could not revoke.
+func TestLocalEvictionOnKeyRevoked(t *testing.T) {
+	for _, tc := range []struct{ name, kind, path string }{
+		{"by a tenant admin", "tenant", "/api/v1/api-keys/" + revokedKeyID},
+		{"by a tenant admin, id in upper case", "tenant", "/api/v1/api-keys/" + strings.ToUpper(revokedKeyID)},
+		{"by its owner", "personal", "/api/v1/users/me/api-keys/" + revokedKeyID},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, envOpt{})
+			e.core.SetProjection(memberProjection())
+			admin := e.token(nil)
+			revoked := e.revocationKey(revokedKeyID, tc.kind, userID, tenantID)
+			sibling := e.revocationKey(siblingKeyID, tc.kind, userID, tenantID)
+			foreign := e.revocationKey(foreignKeyID, tc.kind, userID, otherTenant)
+			member := e.revocationKey(memberKeyID, "personal", memberID, tenantID)
+			keys := []string{revoked, sibling, foreign, member}
+			for _, k := range keys {
+				e.wantStatus(e.do("GET", "/api/v1/users/me", k, nil), 200)
+			}
+			e.wantKeysServed(keys...)
+			e.natsDown(t)
+			// Revocations naming keys the caller cannot revoke: of another
+			// tenant (either route), a member's personal key (the own-key
+			// route), the caller's tenant key (the own-key route).
+			before := e.localEvictions()
+			crafted := []string{"/api/v1/api-keys/" + foreignKeyID, "/api/v1/users/me/api-keys/" + foreignKeyID,
+				"/api/v1/users/me/api-keys/" + memberKeyID}
+			if tc.kind == "tenant" {
+				crafted = append(crafted, "/api/v1/users/me/api-keys/"+revokedKeyID)
+			}
+			for _, path := range crafted {
+				e.wantStatus(e.do("DELETE", path, admin, nil), 200)
+			}
+			e.wantKeysServed(keys...)
+			if got := e.localEvictions(); got != before+float64(len(crafted)) {
+				t.Fatalf("local invalidations %v -> %v, want %d more", before, got, len(crafted))
+			}
+
+			p := keyProjection("tenant:read")
+			p.KeyID, p.Kind = revokedKeyID, tc.kind
+			e.core.SetAPIKey(revoked, p, true) // coreapi commits it; no event arrives
+			e.wantKeysServed(revoked)          // cached, as expected
+			fetches, before := e.core.KeyFetches.Load(), e.localEvictions()
+			e.wantStatus(e.do("DELETE", tc.path, admin, nil), 200)
+			if got := e.localEvictions(); got != before+1 {
+				t.Fatalf("local invalidations %v -> %v, want one more", before, got)
+			}
+			e.wantKeyProblem(e.do("GET", "/api/v1/users/me", revoked, nil), 401, problem.CodeInvalidToken, "not valid")
+			if got := e.core.KeyFetches.Load(); got != fetches+1 {
+				t.Fatalf("key resolves %d -> %d, want the revoked key's one", fetches, got)
+			}
+			e.wantKeysServed(sibling, foreign, member)
+		})
+	}
+}
+
+// A revocation coreapi refused or failed, or whose id is not a UUID as
+// coreapi reads it, evicts nothing: the key stays cached (no resolve)
+// and nothing is counted.
+func TestLocalEvictionOfKeyNotOnFailureOrBadID(t *testing.T) {
+	e := start(t, envOpt{})
+	admin := e.token(nil)
+	key := e.revocationKey(revokedKeyID, "personal", userID, tenantID)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", key, nil), 200)
+	e.wantKeysServed(key)
+	e.natsDown(t)
+	before := e.localEvictions()
+	for _, status := range []int{400, 403, 404, 409, 500, 503} {
+		e.core.EchoStatus.Store(int32(status))
+		for _, path := range []string{"/api/v1/api-keys/" + revokedKeyID, "/api/v1/users/me/api-keys/" + revokedKeyID} {
+			if got := e.do("DELETE", path, admin, nil); got.status != status {
+				t.Fatalf("DELETE %s answered %d, want %d", path, got.status, status)
+			}
+		}
+	}
+	e.core.EchoStatus.Store(0)
+	for _, id := range []string{"not-a-uuid", strings.ReplaceAll(revokedKeyID, "-", ""), "urn:uuid:" + revokedKeyID,
+		revokedKeyID[:35], revokedKeyID + "1", "{" + revokedKeyID + "}"} {
+		e.wantStatus(e.do("DELETE", "/api/v1/api-keys/"+id, admin, nil), 200)
+		e.wantStatus(e.do("DELETE", "/api/v1/users/me/api-keys/"+id, admin, nil), 200)
+	}
+	e.wantKeysServed(key)
+	if got := e.localEvictions(); got != before {
+		t.Fatalf("local invalidations %v -> %v, want none", before, got)
 	}
 }

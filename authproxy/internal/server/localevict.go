@@ -22,6 +22,12 @@ const (
 	// (auth.invalidate.tenant.<tenant>), the tenant of the verified
 	// token, never one the request names.
 	evictTenant
+	// evictKey: the API key of the caller's tenant whose key id the path
+	// names (DELETE /api-keys/{id}: any key of the tenant).
+	evictKey
+	// evictOwnKey: the caller's own personal key in the caller's tenant
+	// whose key id the path names (DELETE /users/me/api-keys/{id}).
+	evictOwnKey
 )
 
 // apiPrefix is where coreapi's routes lie.
@@ -33,7 +39,8 @@ const maxWriteSegments = 5
 
 // localEviction reports what a coreapi write, method on the normalized
 // path (no repeated or trailing slash), evicts once answered 2xx, and for
-// evictUser the user's id in canonical (lower-case) form:
+// evictUser the user's id, for evictKey and evictOwnKey the key's id, in
+// canonical (lower-case) form:
 //
 //   - a logout, a session revocation, a password change (endsSession), a
 //     second factor confirmed or removed by its owner
@@ -49,7 +56,13 @@ const maxWriteSegments = 5
 //   - a role edited or deleted (PATCH, DELETE /roles/{id}), the tenant
 //     edited (PATCH /tenant: coreapi announces a change of its MFA
 //     policy, and the proxy cannot tell that from the path): the caller's
-//     tenant.
+//     tenant;
+//   - an API key revoked by a tenant admin (DELETE /api-keys/{id}): that
+//     key, if it acts in the caller's tenant; by its owner
+//     (DELETE /users/me/api-keys/{id}): that key, if it is the caller's
+//     personal key in the caller's tenant. The path names the key's id,
+//     not its public id, by which the proxy caches it
+//     (projection.Cache.InvalidateKeyID).
 //
 // An id is what coreapi takes: a UUID in its 36-character form, in either
 // case, or, where coreapi reads the user's id with "me" for the caller
@@ -95,6 +108,14 @@ func localEviction(method, path []byte) (eviction, string) {
 	case n == 4 && m == fiber.MethodDelete && is(0, "users") && is(1, "me") && is(2, "mfa") && is(3, "totp"),
 		n == 5 && m == fiber.MethodPost && is(0, "users") && is(1, "me") && is(2, "mfa") && is(3, "totp") && is(4, "confirm"):
 		return evictCaller, ""
+	case n == 2 && m == fiber.MethodDelete && is(0, "api-keys"):
+		if id, ok := parseUUID(seg[1]); ok {
+			return evictKey, id
+		}
+	case n == 4 && m == fiber.MethodDelete && is(0, "users") && is(1, "me") && is(2, "api-keys"):
+		if id, ok := parseUUID(seg[3]); ok {
+			return evictOwnKey, id
+		}
 	case n == 2 && m == fiber.MethodDelete && is(0, "service-accounts"):
 		if id, ok := parseUUID(seg[1]); ok {
 			return evictUser, id

@@ -40,6 +40,10 @@ func TestLocalEviction(t *testing.T) {
 		{"PATCH", "/api/v1/tenant", evictTenant, ""},
 		{"DELETE", "/api/v1/service-accounts/" + id, evictUser, id},
 		{"DELETE", "/api/v1/service-accounts/" + id + "/secrets/" + upper, evictUser, id},
+		{"DELETE", "/api/v1/api-keys/" + id, evictKey, id},
+		{"DELETE", "/api/v1/api-keys/" + upper, evictKey, lower},
+		{"DELETE", "/api/v1/users/me/api-keys/" + id, evictOwnKey, id},
+		{"DELETE", "/API/V1/Users/Me/Api-Keys/" + upper, evictOwnKey, lower},
 
 		// PATCH /users/me is the caller's profile: coreapi announces nothing.
 		{"PATCH", "/api/v1/users/me", evictNothing, ""},
@@ -54,13 +58,21 @@ func TestLocalEviction(t *testing.T) {
 		{"DELETE", "/api/v1/users/" + id + "0", evictNothing, ""},
 		{"PATCH", "/api/v1/roles/admin", evictNothing, ""},
 		{"DELETE", "/api/v1/service-accounts/" + id + "/secrets/x", evictNothing, ""},
+		{"DELETE", "/api/v1/api-keys/tg_" + id, evictNothing, ""},
+		{"DELETE", "/api/v1/api-keys/" + strings.ReplaceAll(id, "-", ""), evictNothing, ""},
+		{"DELETE", "/api/v1/users/me/api-keys/not-a-uuid", evictNothing, ""},
+		// Another user's keys are not a route of coreapi's.
+		{"DELETE", "/api/v1/users/" + id + "/api-keys/" + id, evictNothing, ""},
 		// Writes that change no projection, or that the path cannot tell.
 		{"POST", "/api/v1/users", evictNothing, ""},
 		{"POST", "/api/v1/roles", evictNothing, ""},
 		{"POST", "/api/v1/users/me/mfa/totp", evictNothing, ""},
 		{"POST", "/api/v1/users/me/mfa/recovery-codes", evictNothing, ""},
 		{"POST", "/api/v1/service-accounts/" + id + "/secrets", evictNothing, ""},
-		{"DELETE", "/api/v1/api-keys/" + id, evictNothing, ""},
+		{"POST", "/api/v1/api-keys", evictNothing, ""},
+		{"POST", "/api/v1/users/me/api-keys", evictNothing, ""},
+		{"PATCH", "/api/v1/api-keys/" + id, evictNothing, ""},
+		{"DELETE", "/api/v1/api-keys/" + id + "/x", evictNothing, ""},
 		{"DELETE", "/api/v1/invitations/" + id, evictNothing, ""},
 		// Other methods, shapes and places.
 		{"GET", "/api/v1/users/" + id, evictNothing, ""},

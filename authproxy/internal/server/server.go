@@ -1630,21 +1630,27 @@ func (s *Server) streamFrom(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 // coreWrote follows a user's write to coreapi that coreapi answered 2xx:
 // when the write changed what a projection holds (localEviction: a
 // logout, a session's revocation, a password change, a member's removal,
-// status, roles or second factor, a role's permissions, ...), the change
+// status, roles or second factor, a role's permissions, an API key's
+// revocation, ...), the change
 // is committed and its event is still on its way over NATS, so the
-// projections it names are forgotten now, before answering (and the
-// streams they authorized re-decided, as an event does), and the next
-// request through this proxy already sees it.
+// projections or the API key it names are forgotten now, before answering
+// (and the streams they authorized re-decided, as an event does; a key
+// authorizes no stream, errKeyStream), and the next request through this
+// proxy already sees it.
 //
 //go:noinline
 func (s *Server) coreWrote(method, path []byte, cl *tokens.Claims) {
-	switch ev, user := localEviction(method, path); ev {
+	switch ev, id := localEviction(method, path); ev {
 	case evictCaller:
 		s.d.Projections.InvalidateUser(cl.Sub)
 	case evictUser:
-		s.d.Projections.InvalidateUser(user)
+		s.d.Projections.InvalidateUser(id)
 	case evictTenant:
 		s.d.Projections.InvalidateTenant(cl.Tid)
+	case evictKey:
+		s.d.Keys.InvalidateKeyID(id, cl.Tid, "")
+	case evictOwnKey:
+		s.d.Keys.InvalidateKeyID(id, cl.Tid, cl.Sub)
 	default:
 		return
 	}
