@@ -68,30 +68,7 @@ func TestRelayOutlastsRefusedCredentials(t *testing.T) {
 	ns, _ = startAuthNATS(t, port, "pw")
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 
-	sub, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	got, err := sub.SubscribeSync(invalidation.SubjectWildcard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
-		return outbox.Write(context.Background(), tx, outbox.Row{Subject: invalidation.UserSubject("u1"), Reason: "test"})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	msg, err := got.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatalf("no invalidation published after NATS admitted the relay again: %v", err)
-	}
-	if msg.Subject != invalidation.UserSubject("u1") {
-		t.Fatalf("published %s, want %s", msg.Subject, invalidation.UserSubject("u1"))
-	}
+	expectRelayed(t, url, db, 10*time.Second, "after NATS admitted the relay again")
 }
 
 // TestRelayStopLogsNoWarning: stopping the relay closes its NATS
@@ -152,7 +129,17 @@ func TestRelayStartWaitsOnNoSilentServer(t *testing.T) {
 	go func() { done <- run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	sub, err := nats.Connect(good)
+	// The silent servers are tried in the background (2 s each at most,
+	// in the client's random order) before or after the one that answers.
+	expectRelayed(t, good, db, 15*time.Second, "with silent servers beside the one that answers")
+}
+
+// expectRelayed subscribes to the invalidations on the NATS server at url,
+// writes one outbox row for user u1 and fails the test (saying when: what)
+// unless the relay publishes it there within wait.
+func expectRelayed(t *testing.T, url string, db *dbtest.DB, wait time.Duration, what string) {
+	t.Helper()
+	sub, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +156,11 @@ func TestRelayStartWaitsOnNoSilentServer(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The silent servers are tried in the background (2 s each at most,
-	// in the client's random order) before or after the one that answers.
-	if _, err := got.NextMsg(15 * time.Second); err != nil {
-		t.Fatalf("no invalidation published: %v", err)
+	msg, err := got.NextMsg(wait)
+	if err != nil {
+		t.Fatalf("no invalidation published %s: %v", what, err)
+	}
+	if msg.Subject != invalidation.UserSubject("u1") {
+		t.Fatalf("published %s %s, want %s", msg.Subject, what, invalidation.UserSubject("u1"))
 	}
 }

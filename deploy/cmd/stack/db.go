@@ -99,6 +99,22 @@ func waitDB(ctx context.Context, wait time.Duration, try func(context.Context) e
 	}
 }
 
+// withServer runs try on a connection to the server of serverURL, each
+// attempt within timeout, waiting up to wait (waitDB) for the server to
+// accept it.
+func withServer(ctx context.Context, serverURL string, wait, timeout time.Duration, try func(context.Context, *pgx.Conn) error) error {
+	return waitDB(ctx, wait, func(ctx context.Context) error {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		conn, err := pgx.Connect(cctx, serverURL)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		return try(cctx, conn)
+	})
+}
+
 // ensureDatabase creates database name on the server of serverURL unless
 // it exists, connecting to serverURL's own database for that, and returns
 // the URL of name.
@@ -108,14 +124,7 @@ func ensureDatabase(ctx context.Context, serverURL, name string, wait time.Durat
 		return "", false, err
 	}
 	var created bool
-	err = waitDB(ctx, wait, func(ctx context.Context) error {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(cctx, serverURL)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
+	err = withServer(ctx, serverURL, wait, 5*time.Second, func(cctx context.Context, conn *pgx.Conn) error {
 		var exists bool
 		if err := conn.QueryRow(cctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
 			return err
@@ -123,7 +132,7 @@ func ensureDatabase(ctx context.Context, serverURL, name string, wait time.Durat
 		if exists {
 			return nil
 		}
-		_, err = conn.Exec(cctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+		_, err := conn.Exec(cctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "42P04" { // duplicate_database: created meanwhile
 			return nil
@@ -145,15 +154,8 @@ func dropDatabase(ctx context.Context, serverURL, name string, wait time.Duratio
 	if _, err := databaseURL(serverURL, name); err != nil {
 		return err
 	}
-	return waitDB(ctx, wait, func(ctx context.Context) error {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(cctx, serverURL)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		_, err = conn.Exec(cctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	return withServer(ctx, serverURL, wait, 30*time.Second, func(cctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(cctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 		return err
 	})
 }
@@ -162,14 +164,7 @@ func dropDatabase(ctx context.Context, serverURL, name string, wait time.Duratio
 // on the server of serverURL (0 when it does not exist).
 func databaseSessions(ctx context.Context, serverURL, name string, wait time.Duration) (int, error) {
 	var n int
-	err := waitDB(ctx, wait, func(ctx context.Context) error {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(cctx, serverURL)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
+	err := withServer(ctx, serverURL, wait, 10*time.Second, func(cctx context.Context, conn *pgx.Conn) error {
 		return conn.QueryRow(cctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, name).Scan(&n)
 	})
 	return n, err

@@ -39,14 +39,7 @@ type usedDB struct {
 // whatever port it listens on.
 func serverID(ctx context.Context, serverURL string, wait time.Duration) (string, error) {
 	var id string
-	err := waitDB(ctx, wait, func(ctx context.Context) error {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(cctx, serverURL)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
+	err := withServer(ctx, serverURL, wait, 10*time.Second, func(cctx context.Context, conn *pgx.Conn) error {
 		return conn.QueryRow(cctx, `SELECT system_identifier::text FROM pg_control_system()`).Scan(&id)
 	})
 	return id, err
