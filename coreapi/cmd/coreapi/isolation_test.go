@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -21,12 +20,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/migrations/tenantrows"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -380,24 +377,11 @@ type isolationWalk struct {
 func startIsolationWalk(t *testing.T) *isolationWalk {
 	t.Helper()
 	db := dbtest.New(t)
-	var out testkit.LogBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	env := serveEnv(t, db.URL)
 	// Every feature on: API keys and second factors too.
 	env["API_KEY_PEPPER"] = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	env["MFA_ENCRYPTION_KEYS"] = "k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32))
-	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
-	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + waitListening(t, &out, done)
-	secret, err := identity.ParseKey(testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := identity.NewKeySigner(identity.Key{ID: config.LegacyIdentityKeyID, Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, signer := startServe(t, env)
 	v, err := openapi.NewValidator()
 	if err != nil {
 		t.Fatal(err)

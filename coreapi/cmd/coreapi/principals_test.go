@@ -33,20 +33,17 @@ var openToKeys = map[string]string{
 	"GET /api/v1/users/me/tenants": "the tenants one belongs to",
 }
 
-// TestPrincipalMatrix runs the real serve command and sends, for every
-// route of shared/accountroutes, a signed identity of each principal:
-// the refused ones get 403 principal_not_allowed whatever permissions
-// they carry (the proxy is not trusted to have refused them); users, and
-// the principals a rule does not refuse, reach the handler.
-func TestPrincipalMatrix(t *testing.T) {
+// startServe runs the real serve command with env until the test ends and
+// returns its base URL and a signer of identity headers it accepts (the
+// core key, as the proxy signs them).
+func startServe(t *testing.T, env map[string]string) (string, *identity.KeySigner) {
+	t.Helper()
 	var out testkit.LogBuffer
-	env := serveEnv(t, dbtest.New(t).URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
 	t.Cleanup(func() { cancel(); <-done })
 	base := "http://" + waitListening(t, &out, done)
-
 	secret, err := identity.ParseKey(testKey)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +52,16 @@ func TestPrincipalMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return base, signer
+}
+
+// TestPrincipalMatrix runs the real serve command and sends, for every
+// route of shared/accountroutes, a signed identity of each principal:
+// the refused ones get 403 principal_not_allowed whatever permissions
+// they carry (the proxy is not trusted to have refused them); users, and
+// the principals a rule does not refuse, reach the handler.
+func TestPrincipalMatrix(t *testing.T) {
+	base, signer := startServe(t, serveEnv(t, dbtest.New(t).URL))
 	do := func(id identity.Identity, method, path string) (int, problem.Problem, []byte) {
 		t.Helper()
 		var body []byte
