@@ -381,6 +381,10 @@ func New(d Deps, o Options) *Server {
 	_, _ = rand.Read(b[:])
 	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow),
 		refusalLogs: logging.Budget{PerSecond: refusalLogsPerSecond}, failureLogs: logging.Budget{PerSecond: refusalLogsPerSecond}}
+	// A count no later line takes is written about a second after the
+	// burst's last refusal.
+	s.refusalLogs.Report = func(dropped int64) { s.logRefusalsUnlogged(context.Background(), dropped) }
+	s.failureLogs.Report = s.logFailuresUnlogged
 	s.router.Store(d.Router)
 	d.Metrics.Lingering(s.lingering.Load)
 	d.Metrics.BodyBytes(s.bodyBytes.Load)
@@ -1360,8 +1364,7 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 	// went unlogged (the metrics count every refusal).
 	ok, dropped := s.refusalLogs.Take(st.start)
 	if dropped > 0 {
-		s.d.Log.LogAttrs(c.Context(), slog.LevelWarn, "token refusals not logged",
-			slog.Int64("count", dropped), slog.Int("per_second", refusalLogsPerSecond))
+		s.logRefusalsUnlogged(c.Context(), dropped)
 	}
 	if ok {
 		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "token refused",
@@ -1375,18 +1378,31 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 // upstream is down, or answers some request badly, a client sending such
 // requests as fast as it can wrote a line with each, LOG_LEVEL=warn and
 // ACCESS_LOG=false notwithstanding. The first line of a later second is
-// preceded by one counting those left out (the metrics count every
+// preceded by one counting those left out, written on its own about a
+// second after the last when none comes (the metrics count every
 // failure: authproxy_upstream_errors_total, the request durations).
 //
 //go:noinline
 func (s *Server) logFailure(st *state, level slog.Level, msg string, args ...any) {
 	ok, dropped := s.failureLogs.Take(st.start)
 	if dropped > 0 {
-		s.d.Log.Warn("upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
+		s.logFailuresUnlogged(dropped)
 	}
 	if ok {
 		s.d.Log.Log(context.Background(), level, msg, args...)
 	}
+}
+
+// logRefusalsUnlogged writes the count of "token refused" lines
+// refusalLogs left out.
+func (s *Server) logRefusalsUnlogged(ctx context.Context, dropped int64) {
+	s.d.Log.LogAttrs(ctx, slog.LevelWarn, "token refusals not logged",
+		slog.Int64("count", dropped), slog.Int("per_second", refusalLogsPerSecond))
+}
+
+// logFailuresUnlogged writes the count of lines failureLogs left out.
+func (s *Server) logFailuresUnlogged(dropped int64) {
+	s.d.Log.Warn("upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
 }
 
 // refusalLogsPerSecond bounds the "token refused" lines a second, and

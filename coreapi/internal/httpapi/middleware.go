@@ -139,7 +139,8 @@ func (s *Server) accessLineDue(ctx context.Context, level slog.Level) bool {
 // lines written below info: while the database is down, or a handler
 // fails on some request, a client repeating it as fast as it likes
 // wrote a line or two each, whatever LOG_LEVEL said. The first line of a
-// later second is preceded by one counting those left out
+// later second is preceded by one counting those left out, written on its
+// own about a second after the last when none comes
 // (coreapi_http_request_duration_seconds_count counts every request, by
 // route and code).
 func (s *Server) logFailure(ctx context.Context, level slog.Level, msg string, args ...any) {
@@ -149,13 +150,20 @@ func (s *Server) logFailure(ctx context.Context, level slog.Level, msg string, a
 }
 
 // takeFailureLine asks failureLogs for one line, and writes the count of
-// those refused since the last report first when there is one.
+// those refused since the last report first when there is one (a count
+// no later line takes is written by failureLogs.Report about a second
+// after the last refusal).
 func (s *Server) takeFailureLine(ctx context.Context) bool {
 	ok, dropped := s.failureLogs.Take(time.Now())
 	if dropped > 0 {
-		s.log.WarnContext(ctx, "request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
+		s.logUnlogged(ctx, dropped)
 	}
 	return ok
+}
+
+// logUnlogged writes the count of failure lines failureLogs left out.
+func (s *Server) logUnlogged(ctx context.Context, dropped int64) {
+	s.log.WarnContext(ctx, "request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
 }
 
 // FailureLogsPerSecond bounds the lines about requests answered 5xx a

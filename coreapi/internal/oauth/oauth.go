@@ -204,6 +204,7 @@ func New(o Options) (*Service, error) {
 		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{},
 		limit:     newLimiter(o.AuthorizePerMinute, time.Minute, limiterKeys, o.Now),
 		maxStates: o.MaxPendingStates}
+	s.fullLogs.Report = s.logFull
 	for _, u := range o.AllowedReturnURLs {
 		s.returnTo[u] = true
 	}
@@ -537,7 +538,7 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
 	case errors.Is(err, errStatesFull):
 		if ok, dropped := s.fullLogs.Take(time.Now()); ok {
-			s.log.Warn("oauth states full", "max", s.maxStates, "refused_since_last_line", dropped)
+			s.logFull(dropped)
 		}
 		c.Set(fiber.HeaderRetryAfter, "60")
 		return errFull
@@ -1083,4 +1084,12 @@ func (s *Service) Sweep(ctx context.Context) (int64, error) {
 // RunSweeper sweeps expired states every interval until ctx ends.
 func (s *Service) RunSweeper(ctx context.Context, every time.Duration) error {
 	return sweep.Every(ctx, every, s.log, slog.LevelDebug, sweep.Task{Name: "oauth states", Run: s.Sweep})
+}
+
+// logFull writes the "oauth states full" warning, with the count of those
+// fullLogs left out since the last: for a start let through, or, when no
+// later start is refused, about a second after the last one left out
+// (fullLogs.Report), so the count is not held back for ever.
+func (s *Service) logFull(dropped int64) {
+	s.log.Warn("oauth states full", "max", s.maxStates, "refused_since_last_line", dropped)
 }

@@ -140,11 +140,18 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 func (s *Service) warnRefusal(msg string, args ...any) {
 	ok, dropped := s.refusalLogs.Take(time.Now())
 	if dropped > 0 {
-		s.o.Logger.Warn("client authentication refusals not logged", "count", dropped, "per_second", RefusalLogsPerSecond)
+		s.logUnlogged(dropped)
 	}
 	if ok {
 		s.o.Logger.Warn(msg, args...)
 	}
+}
+
+// logUnlogged writes the count of refusal warnings refusalLogs left out:
+// before the first let through in a later second, or, when none comes,
+// about a second after the last refusal (refusalLogs.Report).
+func (s *Service) logUnlogged(dropped int64) {
+	s.o.Logger.Warn("client authentication refusals not logged", "count", dropped, "per_second", RefusalLogsPerSecond)
 }
 
 // safeID is a client id fit for a log line (it came from the client).

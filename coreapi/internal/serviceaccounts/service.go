@@ -153,6 +153,7 @@ func New(o Options) (*Service, error) {
 	}
 	o.PublicBaseURL = strings.TrimRight(o.PublicBaseURL, "/")
 	s := &Service{o: o, store: NewStore(o.Pool, o.Catalog), refusalLogs: logging.Budget{PerSecond: RefusalLogsPerSecond}}
+	s.refusalLogs.Report = s.logUnlogged
 	if _, err := s.buildMetadata(); err != nil {
 		return nil, err
 	}
