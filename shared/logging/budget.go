@@ -55,6 +55,17 @@ func (b *Budget) Take(now time.Time) (ok bool, dropped int64) {
 	return false, dropped
 }
 
+// Allow is Take for a caller whose count line is Report's: it asks for
+// one line at now, passes a count the line hands over to Report first,
+// and reports whether the line may be written.
+func (b *Budget) Allow(now time.Time) bool {
+	ok, dropped := b.Take(now)
+	if dropped > 0 && b.Report != nil {
+		b.Report(dropped)
+	}
+	return ok
+}
+
 // arm starts the timer that reports a count no later line takes; b.mu is
 // held. One timer at most is pending, so a burst costs no more than one
 // a second.

@@ -156,3 +156,28 @@ func BenchmarkBudgetTakeRefused(b *testing.B) {
 		bg.Take(at)
 	}
 }
+
+// TestBudgetAllow: Allow hands a count the line takes to Report, before
+// saying the line may be written, and reports it once.
+func TestBudgetAllow(t *testing.T) {
+	b := &Budget{PerSecond: 1}
+	var got []int64
+	b.Report = func(dropped int64) { got = append(got, dropped) }
+	b.timer = time.AfterFunc(time.Hour, func() {}) // no report from the timer here
+	at := time.Unix(2000, 0)
+	if !b.Allow(at) {
+		t.Fatal("first line refused")
+	}
+	for range 4 {
+		if b.Allow(at) {
+			t.Fatal("a line over the budget let through")
+		}
+	}
+	if !b.Allow(at.Add(time.Second)) || len(got) != 1 || got[0] != 4 {
+		t.Fatalf("next second: reports %v, want [4] before the line", got)
+	}
+	if !b.Allow(at.Add(2*time.Second)) || len(got) != 1 {
+		t.Fatalf("later: reports %v, want the count reported once", got)
+	}
+	b.timer.Stop()
+}

@@ -383,7 +383,7 @@ func New(d Deps, o Options) *Server {
 		refusalLogs: logging.Budget{PerSecond: refusalLogsPerSecond}, failureLogs: logging.Budget{PerSecond: refusalLogsPerSecond}}
 	// A count no later line takes is written about a second after the
 	// burst's last refusal.
-	s.refusalLogs.Report = func(dropped int64) { s.logRefusalsUnlogged(context.Background(), dropped) }
+	s.refusalLogs.Report = s.logRefusalsUnlogged
 	s.failureLogs.Report = s.logFailuresUnlogged
 	s.router.Store(d.Router)
 	d.Metrics.Lingering(s.lingering.Load)
@@ -1362,11 +1362,7 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 	// A client sends as many bad tokens as it likes: at most
 	// refusalLogsPerSecond lines a second, then one line saying how many
 	// went unlogged (the metrics count every refusal).
-	ok, dropped := s.refusalLogs.Take(st.start)
-	if dropped > 0 {
-		s.logRefusalsUnlogged(c.Context(), dropped)
-	}
-	if ok {
+	if s.refusalLogs.Allow(st.start) {
 		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "token refused",
 			slog.String("request_id", b2s(st.reqID)), slog.String("reason", err.Error()), st.traceAttr())
 	}
@@ -1384,19 +1380,15 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 //
 //go:noinline
 func (s *Server) logFailure(st *state, level slog.Level, msg string, args ...any) {
-	ok, dropped := s.failureLogs.Take(st.start)
-	if dropped > 0 {
-		s.logFailuresUnlogged(dropped)
-	}
-	if ok {
+	if s.failureLogs.Allow(st.start) {
 		s.d.Log.Log(context.Background(), level, msg, args...)
 	}
 }
 
 // logRefusalsUnlogged writes the count of "token refused" lines
 // refusalLogs left out.
-func (s *Server) logRefusalsUnlogged(ctx context.Context, dropped int64) {
-	s.d.Log.LogAttrs(ctx, slog.LevelWarn, "token refusals not logged",
+func (s *Server) logRefusalsUnlogged(dropped int64) {
+	s.d.Log.LogAttrs(context.Background(), slog.LevelWarn, "token refusals not logged",
 		slog.Int64("count", dropped), slog.Int("per_second", refusalLogsPerSecond))
 }
 

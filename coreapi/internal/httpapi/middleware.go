@@ -130,7 +130,7 @@ func (s *Server) accessLineDue(ctx context.Context, level slog.Level) bool {
 	if level < slog.LevelError || s.accessLogger.Enabled(ctx, slog.LevelInfo) {
 		return true
 	}
-	return s.takeFailureLine(ctx)
+	return s.failureLogs.Allow(time.Now())
 }
 
 // logFailure writes a warning or error about a request answered 5xx
@@ -144,26 +144,14 @@ func (s *Server) accessLineDue(ctx context.Context, level slog.Level) bool {
 // (coreapi_http_request_duration_seconds_count counts every request, by
 // route and code).
 func (s *Server) logFailure(ctx context.Context, level slog.Level, msg string, args ...any) {
-	if s.log.Enabled(ctx, level) && s.takeFailureLine(ctx) {
+	if s.log.Enabled(ctx, level) && s.failureLogs.Allow(time.Now()) {
 		s.log.Log(ctx, level, msg, args...)
 	}
 }
 
-// takeFailureLine asks failureLogs for one line, and writes the count of
-// those refused since the last report first when there is one (a count
-// no later line takes is written by failureLogs.Report about a second
-// after the last refusal).
-func (s *Server) takeFailureLine(ctx context.Context) bool {
-	ok, dropped := s.failureLogs.Take(time.Now())
-	if dropped > 0 {
-		s.logUnlogged(ctx, dropped)
-	}
-	return ok
-}
-
 // logUnlogged writes the count of failure lines failureLogs left out.
-func (s *Server) logUnlogged(ctx context.Context, dropped int64) {
-	s.log.WarnContext(ctx, "request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
+func (s *Server) logUnlogged(dropped int64) {
+	s.log.Warn("request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
 }
 
 // FailureLogsPerSecond bounds the lines about requests answered 5xx a

@@ -227,7 +227,7 @@ func New(o Options) (*Server, error) {
 		projector:    projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
 		failureLogs:  logging.Budget{PerSecond: FailureLogsPerSecond},
 	}
-	s.failureLogs.Report = func(dropped int64) { s.logUnlogged(context.Background(), dropped) }
+	s.failureLogs.Report = s.logUnlogged
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",
 		BodyLimit:             o.MaxBodyBytes,

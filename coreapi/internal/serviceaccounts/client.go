@@ -138,11 +138,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 // at most RefusalLogsPerSecond a second: a client sends as many as it
 // likes, and at LOG_LEVEL=warn each was a line (the access lines are not).
 func (s *Service) warnRefusal(msg string, args ...any) {
-	ok, dropped := s.refusalLogs.Take(time.Now())
-	if dropped > 0 {
-		s.logUnlogged(dropped)
-	}
-	if ok {
+	if s.refusalLogs.Allow(time.Now()) {
 		s.o.Logger.Warn(msg, args...)
 	}
 }
