@@ -91,6 +91,16 @@ func TenantSubject(tenantID string) string { return SubjectPrefix + "tenant." + 
 // public id (the 16 characters after "tg_"): a proxy caches keys by it.
 func APIKeySubject(publicID string) string { return SubjectPrefix + "apikey." + publicID }
 
+// HeaderInvalidated is the response header in which coreapi names what a
+// request invalidated: the distinct subjects of the outbox rows it wrote,
+// separated by a space, in the auth.invalidate.user.<id>,
+// auth.invalidate.tenant.<id>, auth.invalidate.apikey.<public id> or
+// auth.invalidate.all form (all past a bound). It is an internal contract
+// between coreapi and the proxy: the proxy that forwarded the request
+// evicts what the header names before it answers, the NATS events
+// following later, and removes the header from every answer it relays.
+const HeaderInvalidated = "X-Auth-Invalidated"
+
 // Event is the JSON body of an invalidation message.
 type Event struct {
 	// At is when the change committed, in unix milliseconds; the proxy

@@ -418,7 +418,7 @@ RETURNING id::text, public_id, kind`
 		}
 		inv = append(inv, revokedRow(k.publicID))
 	}
-	outbox.Queue(b, inv...)
+	outbox.Queue(ctx, b, inv...)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("write api key revocations: %w", err)
 	}

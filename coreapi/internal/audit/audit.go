@@ -295,7 +295,7 @@ func WriteWith(ctx context.Context, tx pgx.Tx, e Event, rows ...outbox.Row) erro
 	if err := Queue(b, e); err != nil {
 		return err
 	}
-	outbox.Queue(b, rows...)
+	outbox.Queue(ctx, b, rows...)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("write audit event and outbox: %w", err)
 	}

@@ -1291,7 +1291,7 @@ FROM users u WHERE u.id = $1 FOR UPDATE`
 				return err
 			}
 		}
-		outbox.Queue(b, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonUserMFAReset})
+		outbox.Queue(ctx, b, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonUserMFAReset})
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("write audit events and outbox: %w", err)
 		}

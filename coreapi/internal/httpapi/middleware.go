@@ -17,8 +17,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -51,24 +53,61 @@ func setRequestID(c *fiber.Ctx) {
 	c.Set(requestid.Header, id)
 }
 
+// requestContext is a request's context: its count of database round
+// trips and its collector of the invalidations it writes, allocated
+// together, once per request.
+type requestContext struct {
+	context.Context
+	queries pgtrace.Counter
+	writes  outbox.Collector
+}
+
+// Value answers the request's counter and collector without a lookup up
+// the chain.
+func (rc *requestContext) Value(key any) any {
+	switch key.(type) {
+	case pgtrace.ContextKey:
+		return &rc.queries
+	case outbox.ContextKey:
+		return &rc.writes
+	}
+	return rc.Context.Value(key)
+}
+
 // accessLog times the whole request, counts its database round trips, turns
-// a returned error into the response (so the status is final), then logs,
-// records metrics and reports to Options.Observe.
+// a returned error into the response (so the status is final), names what
+// the request invalidated (setInvalidated), then logs, records metrics and
+// reports to Options.Observe.
 func (s *Server) accessLog(c *fiber.Ctx) error {
 	start := time.Now()
-	ctx, counter := pgtrace.NewContext(c.UserContext())
-	c.SetUserContext(ctx)
+	rc := &requestContext{Context: c.UserContext()}
+	c.SetUserContext(rc)
+	counter := &rc.queries
 	if err := c.Next(); err != nil {
 		if herr := s.handleError(c, err); herr != nil {
 			c.Status(fiber.StatusInternalServerError)
 		}
 	}
+	setInvalidated(c, &rc.writes)
 	route := c.Route().Path
 	if route == "/" { // only middleware matched: keep metric labels bounded
 		route = "unmatched"
 	}
 	s.record(c, start, route, counter)
 	return nil
+}
+
+// setInvalidated names in the answer what the request invalidated
+// (invalidation.HeaderInvalidated: the subjects of the outbox rows it
+// wrote), whatever its status: a refresh token's reuse is answered 400
+// after its session's revocation committed. The proxy that forwarded the
+// request evicts them before it answers, without waiting for the NATS
+// events, and removes the header. A request that wrote no row gets none
+// (a read costs one check of an empty list).
+func setInvalidated(c *fiber.Ctx, w *outbox.Collector) {
+	if v := w.Header(); v != "" {
+		c.Response().Header.Set(invalidation.HeaderInvalidated, v)
+	}
 }
 
 // handleEarly is the Fiber ErrorHandler: it answers the errors raised

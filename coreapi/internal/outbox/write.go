@@ -41,6 +41,7 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS u(s, r, k)`
 // Writing no rows sends nothing. A row whose subject invalidation.CheckSubject
 // refuses writes none and fails the write (its error wraps
 // invalidation.ErrInvalidSubject): NATS would never deliver it as written.
+// The subjects are recorded in ctx's Collector, if it carries one.
 func Write(ctx context.Context, tx pgx.Tx, rows ...Row) error {
 	if len(rows) == 0 {
 		return nil
@@ -48,6 +49,7 @@ func Write(ctx context.Context, tx pgx.Tx, rows ...Row) error {
 	if err := check(rows); err != nil {
 		return err
 	}
+	CollectorFrom(ctx).add(rows)
 	subjects, reasons, keys := split(rows)
 	if _, err := tx.Exec(ctx, qInsert, subjects, reasons, keys); err != nil {
 		return fmt.Errorf("write outbox: %w", err)
@@ -58,8 +60,10 @@ func Write(ctx context.Context, tx pgx.Tx, rows ...Row) error {
 // Queue adds the same insert to a batch that the caller sends inside its
 // transaction (one round trip for several statements). A row whose subject
 // invalidation.CheckSubject refuses has the batch insert none and fail
-// when its results are read (Close returns the error, as Write's).
-func Queue(b *pgx.Batch, rows ...Row) {
+// when its results are read (Close returns the error, as Write's). The
+// subjects are recorded in ctx's Collector, if it carries one: ctx is the
+// context the batch is sent with.
+func Queue(ctx context.Context, b *pgx.Batch, rows ...Row) {
 	if len(rows) == 0 {
 		return
 	}
@@ -67,6 +71,7 @@ func Queue(b *pgx.Batch, rows ...Row) {
 		b.Queue(qInsert, []string{}, []string{}, []string{}).Exec(func(pgconn.CommandTag) error { return err })
 		return
 	}
+	CollectorFrom(ctx).add(rows)
 	subjects, reasons, keys := split(rows)
 	b.Queue(qInsert, subjects, reasons, keys)
 }

@@ -36,8 +36,8 @@ func TestWriteCommitsAndRollsBackWithTheTransaction(t *testing.T) {
 	}
 	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		Queue(b, Row{Subject: u, Reason: "batched"})
-		Queue(b) // nothing
+		Queue(ctx, b, Row{Subject: u, Reason: "batched"})
+		Queue(ctx, b) // nothing
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
@@ -156,7 +156,7 @@ func TestWriteRefusesASubjectNATSWouldNotDeliver(t *testing.T) {
 		}
 		err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 			b := &pgx.Batch{}
-			Queue(b, good, bad)
+			Queue(ctx, b, good, bad)
 			b.Queue(`SELECT 1`)
 			return tx.SendBatch(ctx, b).Close()
 		})

@@ -40,39 +40,19 @@ func (c *Counter) Transactions() int64 { return c.txs.Load() }
 // extra round trip; after that it is 0.
 func (c *Counter) Prepares() int64 { return c.prepares.Load() }
 
-type ctxKey struct{}
+// ContextKey is the context key of a request's *Counter: a context type
+// that carries one itself (the HTTP layer's request context, allocated
+// once with the rest of the request's state) answers it from Value.
+type ContextKey struct{}
 
 // WithCounter returns a context that carries c.
 func WithCounter(ctx context.Context, c *Counter) context.Context {
-	return context.WithValue(ctx, ctxKey{}, c)
-}
-
-// NewContext returns a context that carries a new Counter, and the
-// counter: one allocation for both (the HTTP layer makes one per request).
-func NewContext(parent context.Context) (context.Context, *Counter) {
-	cc := &counterCtx{Context: parent}
-	return cc, &cc.c
-}
-
-// counterCtx is a context carrying a Counter, allocated with it.
-type counterCtx struct {
-	context.Context
-	c Counter
-}
-
-func (cc *counterCtx) Value(key any) any {
-	if _, ok := key.(ctxKey); ok {
-		return &cc.c
-	}
-	return cc.Context.Value(key)
+	return context.WithValue(ctx, ContextKey{}, c)
 }
 
 // FromContext returns the context's counter, or nil.
 func FromContext(ctx context.Context) *Counter {
-	if cc, ok := ctx.(*counterCtx); ok { // the usual case: no lookup up the chain
-		return &cc.c
-	}
-	c, _ := ctx.Value(ctxKey{}).(*Counter)
+	c, _ := ctx.Value(ContextKey{}).(*Counter)
 	return c
 }
 

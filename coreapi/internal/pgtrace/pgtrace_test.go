@@ -97,32 +97,6 @@ func TestPoolCollector(t *testing.T) {
 	}
 }
 
-// TestNewContext: the counter made with its context is found directly, and
-// through a context derived from it; a parent's value stays visible.
-func TestNewContext(t *testing.T) {
-	type other struct{}
-	parent := context.WithValue(context.Background(), other{}, "v")
-	ctx, c := NewContext(parent)
-	if FromContext(ctx) != c {
-		t.Fatal("FromContext(ctx) is not the new counter")
-	}
-	derived, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if FromContext(derived) != c {
-		t.Fatal("FromContext(derived) is not the new counter")
-	}
-	if derived.Value(other{}) != "v" {
-		t.Fatal("the parent's value is lost")
-	}
-	if FromContext(parent) != nil {
-		t.Fatal("a context without a counter has one")
-	}
-	Tracer{}.TraceQueryStart(derived, nil, pgx.TraceQueryStartData{SQL: "BEGIN"})
-	if c.Queries() != 1 || c.Transactions() != 1 {
-		t.Fatalf("%d queries, %d transactions; want 1, 1", c.Queries(), c.Transactions())
-	}
-}
-
 // TestConnectTimeout: a connection string without connect_timeout gets
 // DefaultConnectTimeout, so that a connection attempt to a database that
 // accepts and never answers gives up (it waited for as long as the

@@ -535,7 +535,7 @@ SELECT user_id::text, tenant_id::text FROM service_accounts WHERE created_by = $
 					return nil, err
 				}
 			}
-			outbox.Queue(b, outbox.Row{Subject: invalidation.UserSubject(a.ID), Reason: ReasonSecretDeleted})
+			outbox.Queue(ctx, b, outbox.Row{Subject: invalidation.UserSubject(a.ID), Reason: ReasonSecretDeleted})
 			if err := tx.SendBatch(ctx, b).Close(); err != nil {
 				return nil, fmt.Errorf("end the service account's tokens: %w", err)
 			}

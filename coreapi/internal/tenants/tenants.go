@@ -262,7 +262,7 @@ FROM old LEFT JOIN new ON true`
 			if err := audit.Queue(b, e); err != nil {
 				return err
 			}
-			outbox.Queue(b, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantStatus(t.Status)})
+			outbox.Queue(ctx, b, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantStatus(t.Status)})
 		}
 		if oldName != t.Name || oldMFA != t.RequireMFA {
 			// tenant.updated says what changed, as role.updated does: the
@@ -278,7 +278,7 @@ FROM old LEFT JOIN new ON true`
 			}
 			if oldMFA != t.RequireMFA {
 				// Every projection in the tenant carries the policy.
-				outbox.Queue(b, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantRequireMFA})
+				outbox.Queue(ctx, b, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantRequireMFA})
 			}
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
