@@ -4,7 +4,8 @@
 // invalidation (of built-in and app permissions, and of open WebSockets and event streams, which
 // a revoke, logout or tenant suspension through one side closes at the other; of a person who belongs to two
 // tenants, whose standing one tenant changes and the other keeps; of a logout, a member's
-// removal, a role revoked or a role edited through one proxy while NATS is down, which that
+// removal, a role revoked or a role edited, a password reset or an RFC 7009 revocation through
+// one proxy while NATS is down, which that
 // proxy enforces at once and the other once NATS is back), OAuth flows that start on one core and
 // finish on another, refresh rotation races, app-key rotation under traffic, the separation
 // of app and core keys, and recovery from a dead or hung core, a NATS restart, and a stopped

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/refused"
 )
@@ -539,7 +540,8 @@ func TestClientTrailersRefused(t *testing.T) {
 
 // A logout, a session revoke or a password change (which signs every
 // other session out and moves the token version on) forwarded by this
-// proxy takes effect here at once, without waiting for the NATS event.
+// proxy takes effect here at once, without waiting for the NATS event:
+// coreapi's answer names the caller (X-Auth-Invalidated).
 func TestLocalEvictionOnSessionEnd(t *testing.T) {
 	revoked := func(p *identity.Projection) { p.RevokedSessions = []string{sessionID} }
 	for _, tc := range []struct {
@@ -559,7 +561,9 @@ func TestLocalEvictionOnSessionEnd(t *testing.T) {
 			tc.ended(&p)
 			e.core.SetProjection(p)
 			e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // cached, as expected
+			answerInvalidated(e.core, invalidation.UserSubject(userID))
 			e.wantStatus(e.do(tc.method, tc.path, tok, nil), 200)
+			answerInvalidated(e.core)
 			e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 401, problem.CodeInvalidToken)
 		})
 	}

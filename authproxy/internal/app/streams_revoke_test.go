@@ -273,7 +273,9 @@ func TestStreamsClosedOnRevocation(t *testing.T) {
 		p := notesProjection()
 		p.RevokedSessions = []string{sessionID}
 		e.core.SetProjection(p)
+		answerInvalidated(e.core, invalidation.UserSubject(userID)) // coreapi's answer names the caller
 		e.wantStatus(e.do("POST", "/api/v1/auth/logout", tok, nil), 200)
+		answerInvalidated(e.core)
 		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "session_revoked" {
 			t.Fatalf("close = %d %q", code, text)
 		}

@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/valyala/fasthttp"
 )
 
@@ -334,18 +335,24 @@ func IsClientAddress(name []byte) bool {
 // services logged and the upstream received; an upstream's own stood
 // beside it (a second field) or, set twice, survived the proxy's. So are
 // the upstream's diagnostic fields (IsDiagnosticAnswer): its trace ids and
-// timings are for its operators, not for whoever sent the request.
+// timings are for its operators, not for whoever sent the request. And so
+// is every X-Auth-Invalidated (invalidation.HeaderInvalidated), which
+// coreapi's answers carry for the proxy alone (read before this from
+// coreapi's answers only) and an app's must not pass off as coreapi's to
+// a proxy in front.
 func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if !h.IsHTTP11() || len(h.StatusMessage()) > 0 {
 		ownStatusLine(h)
 	}
-	dirty, reqID, diag := false, false, 0
+	dirty, reqID, inv, diag := false, false, false, 0
 	for k := range h.All() {
 		switch {
 		case isHopByHop(k):
 			dirty = true
 		case len(k) == len("X-Request-Id") && asciiFold(k, "x-request-id"):
 			reqID = true
+		case len(k) == len(invalidation.HeaderInvalidated) && asciiFold(k, "x-auth-invalidated"):
+			inv = true
 		case IsDiagnosticAnswer(k):
 			diag++
 		}
@@ -355,6 +362,9 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	}
 	if reqID {
 		h.Del("X-Request-Id")
+	}
+	if inv {
+		h.Del(invalidation.HeaderInvalidated)
 	}
 	// One name per pass, as the hop-by-hop ones (delFirst).
 	for range diag {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/valyala/fasthttp"
 )
 
@@ -700,6 +701,26 @@ func TestSanitizeResponseDiagnostic(t *testing.T) {
 	for _, name := range []string{"Server", "Timing-Allow-Origin", "traceresponsx", "server-timinx", "X-Request-Id", "X-App"} {
 		if IsDiagnosticAnswer([]byte(name)) {
 			t.Errorf("IsDiagnosticAnswer(%q) = true", name)
+		}
+	}
+}
+
+// Every X-Auth-Invalidated of an answer, however spelled, is removed: it
+// is coreapi's word to the proxy, and an app's answer carrying one must
+// not reach a proxy or client in front as if coreapi had sent it.
+func TestSanitizeResponseInvalidated(t *testing.T) {
+	resp := parseResponse(t, "HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n"+
+		"X-Auth-Invalidated: auth.invalidate.user.u1\r\nx-auth-invalidated: auth.invalidate.all\r\n"+
+		"X-Auth-Invalidatex: kept\r\nX-App: kept\r\n\r\nok")
+	SanitizeResponse(&resp.Header)
+	for k, v := range resp.Header.All() {
+		if strings.EqualFold(string(k), invalidation.HeaderInvalidated) {
+			t.Errorf("%s: %s survived", k, v)
+		}
+	}
+	for name, want := range map[string]string{"X-App": "kept", "X-Auth-Invalidatex": "kept", "Content-Length": "2"} {
+		if got := string(resp.Header.Peek(name)); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
 		}
 	}
 }

@@ -72,13 +72,48 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
 
-// Target is what invalidations act on (the projection cache).
-type Target interface {
+// Evicter is what an invalidation evicts from: the projection cache, and
+// with it the streams its entries authorized (streams.Invalidator).
+type Evicter interface {
 	InvalidateUser(id string)
 	InvalidateTenant(id string)
 	InvalidateAll()
+}
+
+// Target is what invalidations act on (the projection cache).
+type Target interface {
+	Evicter
 	Disconnected(at time.Time)
 	Reconnected()
+}
+
+// Evict evicts from t what subject names, and an API key's entry through
+// key (nil: no key is cached), as its event does, and returns the kind
+// counted in authproxy_invalidations_received_total: user, tenant, all or
+// apikey. A subject it does not understand evicts nothing and returns "":
+// what that means is the caller's (an event purges everything; a subject
+// coreapi's answer names, the server ignores). The subscriber and the
+// server (a change the proxy forwarded itself, named by coreapi's answer)
+// both evict through it.
+func Evict(t Evicter, key func(publicID string), subject string) string {
+	kind, id := invalidation.Parse(subject)
+	switch kind {
+	case invalidation.KindUser:
+		t.InvalidateUser(id)
+		return "user"
+	case invalidation.KindTenant:
+		t.InvalidateTenant(id)
+		return "tenant"
+	case invalidation.KindAll:
+		t.InvalidateAll()
+		return "all"
+	case invalidation.KindAPIKey:
+		if key != nil {
+			key(id)
+		}
+		return "apikey"
+	}
+	return ""
 }
 
 // Subscriber owns the NATS connection.
@@ -574,7 +609,6 @@ func (s *Subscriber) disconnected() {
 }
 
 func (s *Subscriber) handle(msg *nats.Msg) {
-	kind, id := invalidation.Parse(msg.Subject)
 	var ev invalidation.Event
 	if len(msg.Data) > 0 {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
@@ -582,22 +616,8 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 			s.log.Warn("invalidation body", "subject", msg.Subject, "err", err)
 		}
 	}
-	switch kind {
-	case invalidation.KindUser:
-		s.t.InvalidateUser(id)
-		s.m.Invalidations.WithLabelValues("user").Inc()
-	case invalidation.KindTenant:
-		s.t.InvalidateTenant(id)
-		s.m.Invalidations.WithLabelValues("tenant").Inc()
-	case invalidation.KindAll:
-		s.t.InvalidateAll()
-		s.m.Invalidations.WithLabelValues("all").Inc()
-	case invalidation.KindAPIKey:
-		if s.key != nil {
-			s.key(id)
-		}
-		s.m.Invalidations.WithLabelValues("apikey").Inc()
-	default:
+	kind := Evict(s.t, s.key, msg.Subject)
+	if kind == "" {
 		// Something changed that this proxy cannot name (the design's
 		// auth.invalidate.session.<id>, a subject written by hand, a kind
 		// a newer coreapi publishes): everything goes, as the relay
@@ -608,6 +628,7 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 		s.m.Invalidations.WithLabelValues("unknown").Inc()
 		return
 	}
+	s.m.Invalidations.WithLabelValues(kind).Inc()
 	if ev.At > 0 {
 		lag := s.now().Sub(time.UnixMilli(ev.At))
 		s.m.InvalidationLag.Observe(max(lag, 0).Seconds())

@@ -10,7 +10,6 @@ import (
 	"hash/maphash"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,10 +99,6 @@ type keyTable struct {
 	ut     atomic.Uint64
 	recent recentInvalidations
 	uses   pendingUses
-	// byID counts evictions by key id (Cache.InvalidateKeyID): a fill
-	// during which one happened is not kept, since it may be that key's,
-	// which the eviction's scan of the table could not find yet.
-	byID atomic.Uint64
 }
 
 // maxPendingUses bounds the keys whose use is held apart from the table
@@ -320,9 +315,8 @@ func (c *Cache) GetKeyAdmitted(ctx context.Context, key, pid []byte, d *[sha256.
 	set := c.keySet(pid)
 	c.kc.Misses.Inc()
 	ks := c.stripeBytes(pid)
-	kg, gg, ut, bi := c.keys.key[ks].Load(), c.global.Load(), c.keys.ut.Load(), c.keys.byID.Load()
-	fk := string(pid) + hex.EncodeToString(d[:8]) + "." + strconv.FormatUint(kg, 36) + "." + strconv.FormatUint(gg, 36) + "." + strconv.FormatUint(ut, 36) +
-		"." + strconv.FormatUint(bi, 36)
+	kg, gg, ut := c.keys.key[ks].Load(), c.global.Load(), c.keys.ut.Load()
+	fk := string(pid) + hex.EncodeToString(d[:8]) + "." + strconv.FormatUint(kg, 36) + "." + strconv.FormatUint(gg, 36) + "." + strconv.FormatUint(ut, 36)
 	res, err, _ := c.sf.Do(fk, func() (any, error) {
 		// A fetch that ended between this request's lookup and its Do
 		// has stored the entry: take it instead of fetching again.
@@ -336,11 +330,11 @@ func (c *Cache) GetKeyAdmitted(ctx context.Context, key, pid []byte, d *[sha256.
 			}
 			unknown := false
 			defer func() { done(unknown) }()
-			e, err := c.resolveKey(ctx, key, pid, d, requestID, clientIP, set, ks, kg, gg, ut, bi)
+			e, err := c.resolveKey(ctx, key, pid, d, requestID, clientIP, set, ks, kg, gg, ut)
 			unknown = errors.Is(err, ErrKeyUnknown) || err == nil && e.err == ErrKeyUnknown
 			return e, err
 		}
-		return c.resolveKey(ctx, key, pid, d, requestID, clientIP, set, ks, kg, gg, ut, bi)
+		return c.resolveKey(ctx, key, pid, d, requestID, clientIP, set, ks, kg, gg, ut)
 	})
 	if err != nil {
 		return nil, err
@@ -355,7 +349,7 @@ func (c *Cache) GetKeyAdmitted(ctx context.Context, key, pid []byte, d *[sha256.
 // resolveKey is GetKey's resolve at coreapi, made by one of the requests
 // sharing it.
 func (c *Cache) resolveKey(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, requestID, clientIP string,
-	set []atomic.Pointer[KeyEntry], ks int, kg, gg, ut, bi uint64) (*KeyEntry, error) {
+	set []atomic.Pointer[KeyEntry], ks int, kg, gg, ut uint64) (*KeyEntry, error) {
 	if err := c.takeSlot(); err != nil {
 		return nil, err
 	}
@@ -391,8 +385,7 @@ func (c *Cache) resolveKey(ctx context.Context, key, pid []byte, d *[sha256.Size
 	// second, a leaked key's refusal was seldom kept, and the key
 	// reached coreapi, its database and its audit log on almost every
 	// request.
-	if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && (e.err != nil || c.keys.untouched(ut, e.us, e.ts)) &&
-		(e.err != nil || c.keys.byID.Load() == bi) {
+	if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && (e.err != nil || c.keys.untouched(ut, e.us, e.ts)) {
 		switch old, same := storeKey(set, e); {
 		case same:
 			old.gone.Store(true)
@@ -401,14 +394,6 @@ func (c *Cache) resolveKey(ctx context.Context, key, pid []byte, d *[sha256.Size
 			}
 		case old != nil:
 			c.keys.leave(old) // another key's entry, evicted
-		}
-		if e.err == nil && c.keys.byID.Load() != bi {
-			// An eviction by key id began between the check above and
-			// the store, and its scan may have run before the entry was
-			// in the table: the entry is made a miss, as the key's own
-			// event would (either the scan sees the entry, or this
-			// load sees the eviction's count).
-			c.InvalidateAPIKey(e.PublicID)
 		}
 	} else {
 		e.gone.Store(true) // not kept: a use of it is held apart
@@ -501,39 +486,6 @@ func (e *KeyEntry) MarkUsed() {
 
 // InvalidateAPIKey makes the key with this public id a miss.
 func (c *Cache) InvalidateAPIKey(publicID string) { c.keys.key[c.stripe(publicID)].Add(1) }
-
-// kindPersonal is the Kind of a personal key (coreapi's
-// apikeys.KindPersonal), the only kind DELETE /users/me/api-keys/{id}
-// revokes.
-const kindPersonal = "personal"
-
-// InvalidateKeyID makes a miss of the cached key whose key id (coreapi's
-// id of the key, a UUID, compared ignoring case) is id, as its
-// auth.invalidate.apikey.<public id> event would, when the key acts in
-// tenant and, owner not "", is owner's personal key: a revocation names
-// the key by its id (DELETE /api-keys/{id}, DELETE
-// /users/me/api-keys/{id}), and the table knows keys by their public id,
-// so it is searched, each entry's KeyID beside its PublicID. An entry of
-// another tenant or owner, or a refusal (which names no key id), is left
-// as it is: an id a caller names is acted on only within what coreapi
-// let that caller revoke. A fill of the key in flight meanwhile is not
-// kept (keyTable.byID). It returns how many entries it made a miss. The
-// search reads each of the keySlots ways once (about 0.15 ms with the
-// table full); it runs on a revocation only, never on a request's lookup.
-func (c *Cache) InvalidateKeyID(id, tenant, owner string) int {
-	c.keys.byID.Add(1)
-	n := 0
-	for i := range c.keys.slots {
-		e := c.keys.slots[i].Load()
-		if e == nil || e.E == nil || !strings.EqualFold(e.KeyID, id) || e.E.Tid != tenant ||
-			owner != "" && (e.E.Sub != owner || e.Kind != kindPersonal) {
-			continue
-		}
-		c.InvalidateAPIKey(e.PublicID)
-		n++
-	}
-	return n
-}
 
 func (c *Cache) stripeBytes(b []byte) int { return int(maphash.Bytes(c.seed, b) % stripes) }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,56 +184,6 @@ func TestKeyFarExpiry(t *testing.T) {
 // keeps the answer out of the cache (the next request fetches again).
 func TestKeyFillRacingInvalidation(t *testing.T) {
 	if n := fillDuring(t, func(c *Cache) { c.InvalidateUser("u1") }); n != 2 {
-		t.Fatalf("%d fetches, want 2 (the raced fill not kept)", n)
-	}
-}
-
-// TestInvalidateKeyID: a revocation naming a key by its key id (either
-// case) makes that key a miss, if it acts in the tenant named and, an
-// owner named, is that owner's personal key; other keys of the tenant,
-// keys of other tenants and other owners' keys stay cached.
-func TestInvalidateKeyID(t *testing.T) {
-	f := newKeyFixture(t)
-	const kid, sibling, foreign = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa1", "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa2", "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa3"
-	key := func(id, kind, user, tenant string) string {
-		k, _ := apikey.New()
-		p := keyOf(user)
-		p.KeyID, p.Kind, p.TenantID = id, kind, tenant
-		f.core.SetAPIKey(k, p, false)
-		if _, err := f.getKey(k); err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	revoked, same, other := key(kid, "personal", "u1", "t1"), key(sibling, "personal", "u1", "t1"), key(foreign, "personal", "u1", "t2")
-	tenantKey := key(sibling, "tenant", "u1", "t3")
-	fetches := f.core.KeyFetches.Load()
-	for _, tc := range []struct{ id, tenant, owner string }{
-		{foreign, "t1", ""}, {kid, "t2", ""}, {kid, "t1", "u2"}, {sibling, "t3", "u1"}, {"k", "t1", ""},
-		{kid[:35], "t1", ""},
-	} {
-		if n := f.c.InvalidateKeyID(tc.id, tc.tenant, tc.owner); n != 0 {
-			t.Fatalf("InvalidateKeyID(%q, %q, %q) = %d, want 0", tc.id, tc.tenant, tc.owner, n)
-		}
-	}
-	if n := f.c.InvalidateKeyID(strings.ToUpper(kid), "t1", "u1"); n != 1 {
-		t.Fatalf("InvalidateKeyID of the key = %d, want 1", n)
-	}
-	for _, k := range []string{revoked, same, other, tenantKey} {
-		if _, err := f.getKey(k); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := f.core.KeyFetches.Load(); n != fetches+1 {
-		t.Fatalf("%d fetches, want %d (the revoked key's alone)", n, fetches+1)
-	}
-}
-
-// TestKeyFillRacingEvictionByID: a fill during which an eviction by key
-// id happened is not kept: the eviction's search of the table could not
-// find an entry not yet stored.
-func TestKeyFillRacingEvictionByID(t *testing.T) {
-	if n := fillDuring(t, func(c *Cache) { c.InvalidateKeyID("k", "t1", "") }); n != 2 {
 		t.Fatalf("%d fetches, want 2 (the raced fill not kept)", n)
 	}
 }

@@ -34,10 +34,9 @@ type Keys interface {
 	GetKeyAdmitted(ctx context.Context, key, pid []byte, d *[sha256.Size]byte, now time.Time, requestID, clientIP string,
 		admit projection.Admission) (*projection.KeyEntry, error)
 	CachedKey(pid []byte, d *[sha256.Size]byte, now time.Time) (*projection.KeyEntry, error)
-	// InvalidateKeyID forgets the cached key whose key id is id, if it
-	// acts in tenant and, owner not "", is owner's personal key
-	// (coreWrote: a revocation this proxy forwarded).
-	InvalidateKeyID(id, tenant, owner string) int
+	// InvalidateAPIKey forgets the cached key with this public id (a
+	// revocation coreapi's answer names: coreAnswered).
+	InvalidateAPIKey(publicID string)
 }
 
 // Wrong-secret limits: after APIKeyFailures wrong secrets for one key from

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/valyala/fasthttp"
 )
@@ -10,6 +11,10 @@ import (
 // requestIDKey is the request id header's name in canonical form
 // (TestForwardHeaderNamesCanonical), written without re-normalizing it.
 var requestIDKey = []byte(requestid.Header)
+
+// invalidatedKey is invalidation.HeaderInvalidated, in the canonical form
+// fasthttp stores an upstream's answer's names in.
+var invalidatedKey = []byte(invalidation.HeaderInvalidated)
 
 // setRequestURI makes the request line req is forwarded with uri (the
 // normalized path and the query, exactly as signed). When the client sent

@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/natsinv"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/percpu"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
@@ -37,7 +38,9 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/clip"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -56,16 +59,15 @@ type Verifier interface {
 	Ours(token []byte) bool
 }
 
-// Projections returns the projection of a user in a tenant, and forgets a
-// user's or a tenant's when the proxy itself forwarded a change to them
-// (coreWrote).
+// Projections returns the projection of a user in a tenant, and forgets
+// what coreapi's answer to a request the proxy forwarded names as
+// invalidated (coreAnswered), as the NATS event will (natsinv.Evicter).
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
 	// ValidStamp reports whether the entry Get returned whose stamp s is
 	// still stands at now.
 	ValidStamp(s *projection.Stamp, now time.Time) bool
-	InvalidateUser(id string)
-	InvalidateTenant(id string)
+	natsinv.Evicter
 }
 
 // warm is what the server keeps on a cached token's entry: the projection
@@ -1513,12 +1515,12 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
 		return s.switched(st, resp)
 	}
-	headers.SanitizeResponse(&resp.Header)
+	if route.Core {
+		s.coreAnswered(st, &resp.Header)
+	}
+	headers.SanitizeResponse(&resp.Header) // and X-Auth-Invalidated, whoever sent it
 	if !h.IsHTTP11() && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
 		st.untilClose = true // fasthttp would chunk it (closeDelimited)
-	}
-	if cl != nil && route.Core && resp.StatusCode()/100 == 2 && string(h.Method()) != fiber.MethodGet {
-		s.coreWrote(h.Method(), st.path, cl)
 	}
 	return nil
 }
@@ -1635,34 +1637,42 @@ func (s *Server) streamFrom(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 	return s.stream(c, st, rt, route, cl)
 }
 
-// coreWrote follows a user's write to coreapi that coreapi answered 2xx:
-// when the write changed what a projection holds (localEviction: a
-// logout, a session's revocation, a password change, a member's removal,
-// status, roles or second factor, a role's permissions, an API key's
-// revocation, ...), the change
-// is committed and its event is still on its way over NATS, so the
-// projections or the API key it names are forgotten now, before answering
-// (and the streams they authorized re-decided, as an event does; a key
-// authorizes no stream, errKeyStream), and the next request through this
-// proxy already sees it.
+// coreAnswered evicts, before the answer goes on, what coreapi's answer
+// names as invalidated by the request (invalidation.HeaderInvalidated: the
+// subjects of the outbox rows the request wrote, whatever its status),
+// as their NATS events will once they arrive: the next request through
+// this proxy, and the streams the eviction re-decides, see the change,
+// NATS up or down. Only coreapi's answers are read (route.Core): an app
+// naming subjects would have the proxy's caches thrashed at its word.
+// The header is removed from every answer (headers.SanitizeResponse).
+func (s *Server) coreAnswered(st *state, h *fasthttp.ResponseHeader) {
+	if v := h.PeekBytes(invalidatedKey); len(v) > 0 {
+		s.evictNamed(st, v)
+	}
+}
+
+// evictNamed evicts what each subject of v names (natsinv.Evict, as the
+// subscriber does), counting each one applied as local in
+// authproxy_invalidations_received_total. A subject it does not
+// understand evicts nothing (not everything, as such an event does: the
+// list is coreapi's answer, not the feed), and is counted as
+// local_unknown and logged.
 //
 //go:noinline
-func (s *Server) coreWrote(method, path []byte, cl *tokens.Claims) {
-	switch ev, id := localEviction(method, path); ev {
-	case evictCaller:
-		s.d.Projections.InvalidateUser(cl.Sub)
-	case evictUser:
-		s.d.Projections.InvalidateUser(id)
-	case evictTenant:
-		s.d.Projections.InvalidateTenant(cl.Tid)
-	case evictKey:
-		s.d.Keys.InvalidateKeyID(id, cl.Tid, "")
-	case evictOwnKey:
-		s.d.Keys.InvalidateKeyID(id, cl.Tid, cl.Sub)
-	default:
-		return
+func (s *Server) evictNamed(st *state, v []byte) {
+	var key func(string)
+	if s.d.Keys != nil {
+		key = s.d.Keys.InvalidateAPIKey
 	}
-	s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
+	for subject := range strings.FieldsSeq(b2s(v)) {
+		if natsinv.Evict(s.d.Projections, key, subject) == "" {
+			s.d.Metrics.Invalidations.WithLabelValues("local_unknown").Inc()
+			s.logFailure(st, slog.LevelWarn, "invalidation not understood; nothing evicted",
+				st.logArgs("subject", strings.Clone(clip.Mark(subject, 256)), "header", invalidation.HeaderInvalidated)...)
+			continue
+		}
+		s.d.Metrics.Invalidations.WithLabelValues("local").Inc()
+	}
 }
 
 // forwardFailed answers a forward whose upstream call failed with err. It
@@ -1703,23 +1713,6 @@ func (s *Server) switched(st *state, resp *fasthttp.Response) error {
 	s.d.Metrics.UpstreamErrors.WithLabelValues("forward", "transport").Inc()
 	s.logFailure(st, slog.LevelWarn, "forward", st.logArgs("err", errSwitched.Error(), "upstream", st.upstream)...)
 	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
-}
-
-// endsSession reports whether a request to coreapi ends sessions: a logout,
-// the revocation of one of the caller's sessions, or a password change
-// (every other session signed out, the token version moved on).
-func endsSession(method, path []byte) bool {
-	const sessions = "/api/v1/users/me/sessions/"
-	switch string(method) {
-	case fiber.MethodPost:
-		return strings.EqualFold(b2s(path), "/api/v1/auth/logout")
-	case fiber.MethodDelete:
-		return len(path) > len(sessions) && strings.EqualFold(b2s(path[:len(sessions)]), sessions) &&
-			bytes.IndexByte(path[len(sessions):], '/') < 0
-	case fiber.MethodPut:
-		return strings.EqualFold(b2s(path), "/api/v1/users/me/password")
-	}
-	return false
 }
 
 // clientIP appends the client's address: the peer's, or, when the peer is

@@ -37,6 +37,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 // HMACKey is the core identity key shared by the proxy under test and Core.
@@ -239,6 +240,9 @@ type Core struct {
 	// EchoStatus, when not 0, is the status of the echo route's answers
 	// (a write coreapi refused, or failed), recorded as ever.
 	EchoStatus atomic.Int32
+	// EchoInvalidated, when set, is the X-Auth-Invalidated of the echo
+	// route's answers (what coreapi names as invalidated by a request).
+	EchoInvalidated atomic.Pointer[string]
 }
 
 // apiKey is a key the stand-in resolves like coreapi: the whole secret,
@@ -515,6 +519,9 @@ func (c *Core) echo(ctx *fiber.Ctx) error {
 	c.mu.Lock()
 	c.received = append(c.received, r)
 	c.mu.Unlock()
+	if v := c.EchoInvalidated.Load(); v != nil {
+		ctx.Set(invalidation.HeaderInvalidated, *v)
+	}
 	if st := c.EchoStatus.Load(); st != 0 {
 		return problemStatus(ctx, int(st), "echo_status")
 	}
