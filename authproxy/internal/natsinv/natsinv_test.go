@@ -199,6 +199,10 @@ func TestDroppedCountsSlowConsumerLosses(t *testing.T) {
 	r := newRecorder(t)
 	r.block = make(chan struct{})
 	s, pub := connectWithPublisher(t, n, Options{PendingLimit: 10}, r, metrics.New())
+	// The first connection is made in the background: an event published
+	// before the subscription is live reaches nobody, neither applied nor
+	// dropped.
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 	const sent = 50
 	for i := range sent {
 		if err := pub.Publish(invalidation.UserSubject("u"+string(rune('a'+i%26))), nil); err != nil {
