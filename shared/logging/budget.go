@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -15,55 +16,104 @@ import (
 // let through in a later second. When Report is set, a count no later
 // line has taken about a second after the last refusal is passed to
 // Report instead: after a burst ends (an outage over, a client gone) no
-// later line may come, and the count would wait for it for ever. Each
-// count is reported once, by Take or by Report, never both.
+// later line may come, and the count would wait for it for ever. Close
+// passes a count still pending to Report at once, when the service stops.
+// Each count is reported once, by Take, by Report or by Close.
 type Budget struct {
 	PerSecond int
 	// Report, if set, writes a count of refused lines that no later line
-	// took (the same line the caller writes for Take's count). It runs on
-	// a timer's goroutine, without the budget's lock held.
-	Report func(dropped int64)
+	// took (the same line the caller writes for Take's count), with the
+	// most severe level among the lines it counts (as Allow was given
+	// them; Take's count as slog.LevelInfo): the count of error lines
+	// left out is written where LOG_LEVEL=error shows it. It runs on a
+	// timer's goroutine (or Allow's, or Close's caller), without the
+	// budget's lock held.
+	Report func(dropped int64, level slog.Level)
+
+	// reporting is held while the timer reports, so that Close returns
+	// only once a report under way is written.
+	reporting sync.Mutex
 
 	mu       sync.Mutex
-	sec      int64 // the current second (unix)
-	n        int   // lines let through in it
-	dropped  int64 // lines refused since the last report
+	sec      int64      // the current second (unix)
+	n        int        // lines let through in it
+	dropped  int64      // lines refused since the last report
+	level    slog.Level // the most severe of them (while dropped > 0)
 	timer    *time.Timer
 	pending  bool  // timer is armed
 	armedSec int64 // sec when timer was armed
+	closed   bool  // a timer reports nothing (Close)
 }
 
 // Take asks for one line at now. It reports whether the line may be
 // written and, on the first line of a later second, how many were refused
 // since the last report (to be reported once, with that line).
 func (b *Budget) Take(now time.Time) (ok bool, dropped int64) {
+	ok, dropped, _ = b.take(now, slog.LevelInfo)
+	return ok, dropped
+}
+
+// take is Take for a line at level; it also returns the most severe
+// level among the lines counted in dropped.
+func (b *Budget) take(now time.Time, level slog.Level) (ok bool, dropped int64, dlevel slog.Level) {
 	sec := now.Unix()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if sec != b.sec {
 		b.sec, b.n = sec, 0
-		dropped, b.dropped = b.dropped, 0
+		dropped, b.dropped, dlevel = b.dropped, 0, b.level
 	}
 	if b.n < b.PerSecond {
 		b.n++
-		return true, dropped
+		return true, dropped, dlevel
+	}
+	// The level is kept on this path only: a line let through costs
+	// nothing more.
+	if b.dropped == 0 || level > b.level {
+		b.level = level
 	}
 	b.dropped++
 	if b.Report != nil && !b.pending {
 		b.arm(time.Second)
 	}
-	return false, dropped
+	return false, dropped, dlevel
 }
 
 // Allow is Take for a caller whose count line is Report's: it asks for
-// one line at now, passes a count the line hands over to Report first,
-// and reports whether the line may be written.
-func (b *Budget) Allow(now time.Time) bool {
-	ok, dropped := b.Take(now)
+// one line at level at now, passes a count the line hands over to Report
+// first, and reports whether the line may be written.
+func (b *Budget) Allow(now time.Time, level slog.Level) bool {
+	ok, dropped, dlevel := b.take(now, level)
 	if dropped > 0 && b.Report != nil {
-		b.Report(dropped)
+		b.Report(dropped, dlevel)
 	}
 	return ok
+}
+
+// Close stops the timer and passes a count no line has taken yet to
+// Report before it returns (waiting for a report the timer is writing),
+// so that a service stopping writes its counts before its last line and
+// before its log's output is closed, not on a timer that may fire after
+// them or never. Lines asked for after Close are still bounded, but no
+// timer reports them: their count goes with a later line of a later
+// second, or to another Close.
+func (b *Budget) Close() {
+	if b.Report == nil {
+		return
+	}
+	b.reporting.Lock()
+	defer b.reporting.Unlock()
+	b.mu.Lock()
+	b.closed = true
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	dropped, level := b.dropped, b.level
+	b.dropped = 0
+	b.mu.Unlock()
+	if dropped > 0 {
+		b.Report(dropped, level)
+	}
 }
 
 // arm starts the timer that reports a count no later line takes; b.mu is
@@ -84,24 +134,46 @@ func (b *Budget) arm(d time.Duration) {
 // takes: the timer waits for the end of that second, so a burst still
 // going costs no extra line, and its last count comes at most about a
 // second after its last refusal.
+//
+// The count written is one of the lines of the second it is written in:
+// a budget whose count goes in its own line (Take's callers) writes at
+// most PerSecond lines a second, the timer's included.
 func (b *Budget) flush() {
+	b.reporting.Lock()
+	defer b.reporting.Unlock()
 	b.mu.Lock()
+	if b.closed { // Close took the count; later ones wait for a line
+		b.mu.Unlock()
+		return
+	}
 	b.pending = false
-	dropped := b.dropped
+	dropped, level := b.dropped, b.level
+	now := time.Now().Unix()
 	switch {
 	case dropped == 0:
-	case b.sec != b.armedSec:
+	case b.sec != b.armedSec, now == b.sec && b.n >= b.PerSecond:
 		// Just after the end of that second: a burst still going has
-		// had its line of the next second by then. On the real clock
-		// this is at most 1.1 s; a caller's clock set apart is held to
-		// a second (or reported at once, when behind).
+		// had its line of the next second by then (or this second's
+		// lines are all written). On the real clock this is at most
+		// 1.1 s; a caller's clock set apart is held to a second (or
+		// reported at once, when behind).
 		b.arm(min(time.Until(time.Unix(b.sec+1, 0))+100*time.Millisecond, time.Second))
 		dropped = 0
 	default:
 		b.dropped = 0
+		if now != b.sec {
+			b.sec, b.n = now, 0
+		}
+		b.n++
 	}
 	b.mu.Unlock()
 	if dropped > 0 {
-		b.Report(dropped)
+		b.Report(dropped, level)
 	}
 }
+
+// CountLevel is the level of a line counting lines a Budget left out,
+// given the most severe level among them (Report's): a warning, or
+// theirs when more severe, so that LOG_LEVEL=error, which shows the error
+// lines let through, shows how many were left out too.
+func CountLevel(level slog.Level) slog.Level { return max(level, slog.LevelWarn) }

@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,7 +32,7 @@ func TestBudget(t *testing.T) {
 // reports collects what a Budget's Report is given.
 func reports(b *Budget) <-chan int64 {
 	ch := make(chan int64, 16)
-	b.Report = func(dropped int64) { ch <- dropped }
+	b.Report = func(dropped int64, _ slog.Level) { ch <- dropped }
 	return ch
 }
 
@@ -113,7 +114,7 @@ func TestBudgetNoTimerWithoutRefusal(t *testing.T) {
 func TestBudgetConcurrentLosesNothing(t *testing.T) {
 	b := &Budget{PerSecond: 50}
 	var reported atomic.Int64
-	b.Report = func(dropped int64) { reported.Add(dropped) }
+	b.Report = func(dropped int64, _ slog.Level) { reported.Add(dropped) }
 	var asked, passed, taken atomic.Int64
 	var wg sync.WaitGroup
 	end := time.Now().Add(1200 * time.Millisecond)
@@ -149,7 +150,7 @@ func TestBudgetConcurrentLosesNothing(t *testing.T) {
 // BenchmarkBudgetTakeRefused: a refused line, the proxy's per-request
 // cost while a client is refused.
 func BenchmarkBudgetTakeRefused(b *testing.B) {
-	bg := &Budget{PerSecond: 1, Report: func(int64) {}}
+	bg := &Budget{PerSecond: 1, Report: func(int64, slog.Level) {}}
 	at := time.Unix(1000, 0)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -162,22 +163,203 @@ func BenchmarkBudgetTakeRefused(b *testing.B) {
 func TestBudgetAllow(t *testing.T) {
 	b := &Budget{PerSecond: 1}
 	var got []int64
-	b.Report = func(dropped int64) { got = append(got, dropped) }
+	b.Report = func(dropped int64, _ slog.Level) { got = append(got, dropped) }
 	b.timer = time.AfterFunc(time.Hour, func() {}) // no report from the timer here
 	at := time.Unix(2000, 0)
-	if !b.Allow(at) {
+	if !b.Allow(at, slog.LevelWarn) {
 		t.Fatal("first line refused")
 	}
 	for range 4 {
-		if b.Allow(at) {
+		if b.Allow(at, slog.LevelWarn) {
 			t.Fatal("a line over the budget let through")
 		}
 	}
-	if !b.Allow(at.Add(time.Second)) || len(got) != 1 || got[0] != 4 {
+	if !b.Allow(at.Add(time.Second), slog.LevelWarn) || len(got) != 1 || got[0] != 4 {
 		t.Fatalf("next second: reports %v, want [4] before the line", got)
 	}
-	if !b.Allow(at.Add(2*time.Second)) || len(got) != 1 {
+	if !b.Allow(at.Add(2*time.Second), slog.LevelWarn) || len(got) != 1 {
 		t.Fatalf("later: reports %v, want the count reported once", got)
 	}
 	b.timer.Stop()
+}
+
+// levelReport is what a Budget's Report is given.
+type levelReport struct {
+	dropped int64
+	level   slog.Level
+}
+
+// levelReports collects what a Budget's Report is given, level included.
+func levelReports(b *Budget) <-chan levelReport {
+	ch := make(chan levelReport, 16)
+	b.Report = func(dropped int64, level slog.Level) { ch <- levelReport{dropped, level} }
+	return ch
+}
+
+// TestBudgetReportLevel: a count is reported with the most severe level
+// among the lines it counts, so that the count of error lines left out is
+// written at error (LOG_LEVEL=error showed the error lines let through,
+// but not the warning that counted those left out). Each count has its
+// own level: one of warnings only after one with an error is a warning.
+func TestBudgetReportLevel(t *testing.T) {
+	b := &Budget{PerSecond: 1}
+	ch := levelReports(b)
+	at := time.Unix(3000, 0)
+	b.Allow(at, slog.LevelWarn)
+	b.Allow(at, slog.LevelWarn)
+	b.Allow(at, slog.LevelError)
+	b.Allow(at, slog.LevelWarn)
+	// Handed over by the first line of the next second.
+	b.Allow(at.Add(time.Second), slog.LevelWarn)
+	if got := <-ch; got.dropped != 3 || got.level != slog.LevelError {
+		t.Fatalf("handed over: %d at %v, want 3 at ERROR", got.dropped, got.level)
+	}
+	// Reported by the timer: warnings only.
+	b.Allow(at.Add(time.Second), slog.LevelWarn)
+	b.Allow(at.Add(time.Second), slog.LevelInfo)
+	select {
+	case got := <-ch:
+		if got.dropped != 2 || got.level != slog.LevelWarn {
+			t.Fatalf("timer: %d at %v, want 2 at WARN", got.dropped, got.level)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no report within 3 s")
+	}
+	// An error the timer reports.
+	b.Allow(at.Add(2*time.Second), slog.LevelWarn)
+	b.Allow(at.Add(2*time.Second), slog.LevelError)
+	select {
+	case got := <-ch:
+		if got.dropped != 1 || got.level != slog.LevelError {
+			t.Fatalf("timer: %d at %v, want 1 at ERROR", got.dropped, got.level)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no report within 3 s")
+	}
+}
+
+// TestBudgetClose: Close reports a pending count at once, exactly once;
+// the timer that was armed writes nothing after it, nor does another
+// Close.
+func TestBudgetClose(t *testing.T) {
+	b := &Budget{PerSecond: 3}
+	ch := levelReports(b)
+	at := time.Unix(1000, 0)
+	for range 10 {
+		b.Allow(at, slog.LevelError)
+	}
+	b.Close()
+	select {
+	case got := <-ch:
+		if got.dropped != 7 || got.level != slog.LevelError {
+			t.Fatalf("Close reported %d at %v, want 7 at ERROR", got.dropped, got.level)
+		}
+	default:
+		t.Fatal("Close returned before the count was reported")
+	}
+	b.Close()
+	select {
+	case got := <-ch:
+		t.Fatalf("reported again after Close: %+v", got)
+	case <-time.After(1500 * time.Millisecond): // past the timer's second
+	}
+	// Refused after Close: no timer; a later line takes the count.
+	b.Allow(at, slog.LevelWarn)
+	select {
+	case got := <-ch:
+		t.Fatalf("a timer reported after Close: %+v", got)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	b.Allow(at.Add(time.Second), slog.LevelWarn)
+	if got := <-ch; got.dropped != 1 {
+		t.Fatalf("after Close, the next second's line handed over %d, want 1", got.dropped)
+	}
+}
+
+// TestBudgetCloseNothingPending: a Close with nothing left out writes
+// nothing, whether lines were refused (and their count taken) or not;
+// lines refused after it start no timer, and their count goes to the
+// next Close.
+func TestBudgetCloseNothingPending(t *testing.T) {
+	b := &Budget{PerSecond: 1}
+	ch := levelReports(b)
+	b.Close()
+	at := time.Unix(1000, 0)
+	b2 := &Budget{PerSecond: 1}
+	ch2 := levelReports(b2)
+	b2.Allow(at, slog.LevelWarn)
+	b2.Allow(at, slog.LevelWarn)
+	b2.Allow(at.Add(time.Second), slog.LevelWarn) // takes the count
+	<-ch2
+	b2.Close()
+	b.Allow(at, slog.LevelWarn)
+	b.Allow(at, slog.LevelWarn)
+	select {
+	case got := <-ch:
+		t.Fatalf("Close of an unused budget, or a timer after it, reported %+v", got)
+	case got := <-ch2:
+		t.Fatalf("Close with the count taken reported %+v", got)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	b.Close()
+	if got := <-ch; got.dropped != 1 {
+		t.Fatalf("the next Close reported %d, want the 1 refused after the first", got.dropped)
+	}
+}
+
+// TestBudgetCloseWaitsForTimer: a Close while the timer is writing its
+// report returns once it is written, and writes nothing itself: a
+// service's last line comes after it.
+func TestBudgetCloseWaitsForTimer(t *testing.T) {
+	b := &Budget{PerSecond: 1}
+	started, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	var written atomic.Bool
+	b.Report = func(int64, slog.Level) {
+		if calls.Add(1) == 1 {
+			close(started)
+			<-release
+		}
+		written.Store(true)
+	}
+	at := time.Unix(1000, 0)
+	b.Take(at)
+	b.Take(at)
+	select {
+	case <-started:
+	case <-time.After(3 * time.Second):
+		t.Fatal("no report within 3 s")
+	}
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while the timer was writing its report")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-closed
+	if !written.Load() || calls.Load() != 1 {
+		t.Fatalf("%d reports, written %v: want the timer's one, before Close returned", calls.Load(), written.Load())
+	}
+}
+
+// TestBudgetTimerLineIsTheSecondsLine: the count the timer writes is one
+// of the lines of its second, so a budget of one line a second whose
+// count goes in its line (Take) writes one line in that second, not the
+// timer's and then a later line's too; the line refused is counted and
+// reported about a second later.
+func TestBudgetTimerLineIsTheSecondsLine(t *testing.T) {
+	b := &Budget{PerSecond: 1}
+	ch := reports(b)
+	// Begin just after a second starts: the report comes about a second
+	// later, well inside the next one.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 50*time.Millisecond)))
+	b.Take(time.Now())
+	b.Take(time.Now())
+	wantReport(t, ch, 1)
+	if ok, dropped := b.Take(time.Now()); ok || dropped != 0 {
+		t.Fatalf("in the second of the timer's line: %v, %d dropped, want refused (one line a second)", ok, dropped)
+	}
+	wantReport(t, ch, 1)
 }

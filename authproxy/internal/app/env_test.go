@@ -90,6 +90,9 @@ type envOpt struct {
 	// the app's url in the rules file, is http://[::1]:port, https:// with
 	// tlsCore); the test is skipped where there is no IPv6 loopback.
 	ipv6Core, ipv6App bool
+	// logLevel: the log is at LOG_LEVEL, as the command builds it (else
+	// every record is written, whatever LOG_LEVEL says).
+	logLevel bool
 }
 
 func defaultProjection() identity.Projection {
@@ -172,6 +175,9 @@ func start(t testing.TB, o envOpt) *env {
 	t.Cleanup(func() { _ = lines.Close() })
 	e.logs.flush = lines.Flush
 	log := slog.New(slog.NewJSONHandler(lines, nil))
+	if o.logLevel {
+		log = logging.New(lines, cfg.LogLevel)
+	}
 	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing, Lines: lines}
 	if o.slogAccess {
 		hooks.Lines = nil

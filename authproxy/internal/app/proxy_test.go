@@ -2,6 +2,7 @@ package app
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -1201,6 +1202,29 @@ func TestFailureLogsBounded(t *testing.T) {
 	}
 	seconds := int(time.Since(begin)/time.Second) + 2 // the seconds the burst can have touched
 	wantLogsBounded(t, e.logs.String, n, seconds, "forward", "upstream failures not logged")
+}
+
+// TestFailureLogsCountedAtError: at LOG_LEVEL=error the proxy wrote the
+// "projection fetch" errors it let through (coreapi answering badly) but
+// not the count of those it left out, a warning: the log did not say how
+// many errors it lacked. The count is written at error when some of the
+// lines it counts are errors; the warnings below LOG_LEVEL take nothing
+// from the budget: the "forward" warnings of an app upstream down, sent
+// between them, neither hold back errors nor count as left out.
+func TestFailureLogsCountedAtError(t *testing.T) {
+	other := base64.StdEncoding.EncodeToString([]byte("not the key coreapi verifies with"))
+	e := start(t, envOpt{logLevel: true, vars: map[string]string{"LOG_LEVEL": "error", "IDENTITY_HMAC_KEY": other},
+		rules: appUpstream + "routes:\n  - {prefix: /open, upstream: notes, access: public}\n"})
+	e.up.Shutdown()
+	tok := e.token(nil)
+	const n = 400
+	begin := time.Now()
+	for range n {
+		e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 502, problem.CodeUpstreamDown)
+		e.wantProblem(e.do("GET", "/open", "", nil), 503, problem.CodeUpstreamDown)
+	}
+	seconds := int(time.Since(begin)/time.Second) + 2 // the seconds the burst can have touched
+	wantLogsBounded(t, e.logs.String, n, seconds, "projection fetch", "upstream failures not logged")
 }
 
 // TestRefusalLogsBounded: every refused token wrote a "token refused"

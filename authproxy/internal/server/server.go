@@ -1364,7 +1364,7 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 	// A client sends as many bad tokens as it likes: at most
 	// refusalLogsPerSecond lines a second, then one line saying how many
 	// went unlogged (the metrics count every refusal).
-	if s.refusalLogs.Allow(st.start) {
+	if s.refusalLogs.Allow(st.start, slog.LevelInfo) {
 		s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "token refused",
 			slog.String("request_id", b2s(st.reqID)), slog.String("reason", err.Error()), st.traceAttr())
 	}
@@ -1378,25 +1378,29 @@ func (s *Server) logInvalid(c *fiber.Ctx, st *state, err error) {
 // ACCESS_LOG=false notwithstanding. The first line of a later second is
 // preceded by one counting those left out, written on its own about a
 // second after the last when none comes (the metrics count every
-// failure: authproxy_upstream_errors_total, the request durations).
+// failure: authproxy_upstream_errors_total, the request durations). A
+// line below LOG_LEVEL takes nothing from the budget: it would not have
+// been written, and is not counted as left out.
 //
 //go:noinline
 func (s *Server) logFailure(st *state, level slog.Level, msg string, args ...any) {
-	if s.failureLogs.Allow(st.start) {
-		s.d.Log.Log(context.Background(), level, msg, args...)
+	ctx := context.Background()
+	if s.d.Log.Enabled(ctx, level) && s.failureLogs.Allow(st.start, level) {
+		s.d.Log.Log(ctx, level, msg, args...)
 	}
 }
 
 // logRefusalsUnlogged writes the count of "token refused" lines
 // refusalLogs left out.
-func (s *Server) logRefusalsUnlogged(dropped int64) {
-	s.d.Log.LogAttrs(context.Background(), slog.LevelWarn, "token refusals not logged",
+func (s *Server) logRefusalsUnlogged(dropped int64, level slog.Level) {
+	s.d.Log.LogAttrs(context.Background(), logging.CountLevel(level), "token refusals not logged",
 		slog.Int64("count", dropped), slog.Int("per_second", refusalLogsPerSecond))
 }
 
-// logFailuresUnlogged writes the count of lines failureLogs left out.
-func (s *Server) logFailuresUnlogged(dropped int64) {
-	s.d.Log.Warn("upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
+// logFailuresUnlogged writes the count of lines failureLogs left out, at
+// error when some of them were errors.
+func (s *Server) logFailuresUnlogged(dropped int64, level slog.Level) {
+	s.d.Log.Log(context.Background(), logging.CountLevel(level), "upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
 }
 
 // refusalLogsPerSecond bounds the "token refused" lines a second, and

@@ -169,7 +169,7 @@ func (s *Server) accessLineDue(ctx context.Context, level slog.Level) bool {
 	if level < slog.LevelError || s.accessLogger.Enabled(ctx, slog.LevelInfo) {
 		return true
 	}
-	return s.failureLogs.Allow(time.Now())
+	return s.failureLogs.Allow(time.Now(), level)
 }
 
 // logFailure writes a warning or error about a request answered 5xx
@@ -183,14 +183,15 @@ func (s *Server) accessLineDue(ctx context.Context, level slog.Level) bool {
 // (coreapi_http_request_duration_seconds_count counts every request, by
 // route and code).
 func (s *Server) logFailure(ctx context.Context, level slog.Level, msg string, args ...any) {
-	if s.log.Enabled(ctx, level) && s.failureLogs.Allow(time.Now()) {
+	if s.log.Enabled(ctx, level) && s.failureLogs.Allow(time.Now(), level) {
 		s.log.Log(ctx, level, msg, args...)
 	}
 }
 
-// logUnlogged writes the count of failure lines failureLogs left out.
-func (s *Server) logUnlogged(dropped int64) {
-	s.log.Warn("request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
+// logUnlogged writes the count of failure lines failureLogs left out, at
+// error when some of them were errors (LOG_LEVEL=error shows it then).
+func (s *Server) logUnlogged(dropped int64, level slog.Level) {
+	s.log.Log(context.Background(), logging.CountLevel(level), "request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
 }
 
 // FailureLogsPerSecond bounds the lines about requests answered 5xx a

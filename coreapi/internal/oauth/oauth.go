@@ -204,7 +204,7 @@ func New(o Options) (*Service, error) {
 		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{},
 		limit:     newLimiter(o.AuthorizePerMinute, time.Minute, limiterKeys, o.Now),
 		maxStates: o.MaxPendingStates}
-	s.fullLogs.Report = s.logFull
+	s.fullLogs.Report = func(dropped int64, _ slog.Level) { s.logFull(dropped) } // warnings only
 	for _, u := range o.AllowedReturnURLs {
 		s.returnTo[u] = true
 	}

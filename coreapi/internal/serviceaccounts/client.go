@@ -1,8 +1,10 @@
 package serviceaccounts
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -138,7 +141,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 // at most RefusalLogsPerSecond a second: a client sends as many as it
 // likes, and at LOG_LEVEL=warn each was a line (the access lines are not).
 func (s *Service) warnRefusal(msg string, args ...any) {
-	if s.refusalLogs.Allow(time.Now()) {
+	if s.refusalLogs.Allow(time.Now(), slog.LevelWarn) {
 		s.o.Logger.Warn(msg, args...)
 	}
 }
@@ -146,8 +149,8 @@ func (s *Service) warnRefusal(msg string, args ...any) {
 // logUnlogged writes the count of refusal warnings refusalLogs left out:
 // before the first let through in a later second, or, when none comes,
 // about a second after the last refusal (refusalLogs.Report).
-func (s *Service) logUnlogged(dropped int64) {
-	s.o.Logger.Warn("client authentication refusals not logged", "count", dropped, "per_second", RefusalLogsPerSecond)
+func (s *Service) logUnlogged(dropped int64, level slog.Level) {
+	s.o.Logger.Log(context.Background(), logging.CountLevel(level), "client authentication refusals not logged", "count", dropped, "per_second", RefusalLogsPerSecond)
 }
 
 // safeID is a client id fit for a log line (it came from the client).
