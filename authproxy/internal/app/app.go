@@ -269,8 +269,9 @@ func (a *App) Close() {
 
 // Serve connects to NATS, starts the key refresher and both servers, and
 // blocks until ctx ends or a server fails; then it shuts down in order:
-// not ready, drain with a deadline, NATS drained and the last API-key usage
-// report sent, caches closed.
+// not ready, drain with a deadline, the counts of log lines left out
+// written, NATS drained and the last API-key usage report sent, caches
+// closed.
 func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer a.Close()
 	bg, cancelBg := context.WithCancel(ctx)
@@ -338,6 +339,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	if err := a.Server.App().ShutdownWithContext(sctx); err != nil {
 		a.log.Warn("shutdown", "err", err)
 	}
+	a.Server.CloseLogs()
 	cancelBg()
 	if err := sub.Close(5 * time.Second); err != nil {
 		a.log.Warn("close nats", "err", err)

@@ -1204,6 +1204,36 @@ func TestFailureLogsBounded(t *testing.T) {
 	wantLogsBounded(t, e.logs.String, n, seconds, "forward", "upstream failures not logged")
 }
 
+// TestFailureLogsCountedAtShutdown: the count of the lines a burst left
+// out waited for a timer about a second after it, which a proxy stopping
+// before then wrote after its last lines, into a log output flushed and
+// closed, or never. Serve writes it before it returns, once, and nothing
+// comes after.
+func TestFailureLogsCountedAtShutdown(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "false", "LOG_LEVEL": "warn"}})
+	e.core.Shutdown()
+	const n = 300
+	for range n {
+		e.wantProblem(e.do("POST", "/api/v1/auth/token", "", nil), 503, problem.CodeUpstreamDown)
+	}
+	e.cancel()
+	select {
+	case err := <-e.done:
+		e.done <- err // for the cleanup
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	lines, counted := countLines(e.logs.String(), "forward", "upstream failures not logged")
+	if lines+counted != n || counted == 0 {
+		t.Fatalf("when Serve returned: %d \"forward\" lines + %d counted unlogged, want every one of the %d, some counted", lines, counted, n)
+	}
+	at := e.logs.String()
+	time.Sleep(1500 * time.Millisecond) // past a timer's second
+	if after := e.logs.String(); after != at {
+		t.Fatalf("written after Serve returned:\n%s", strings.TrimPrefix(after, at))
+	}
+}
+
 // TestFailureLogsCountedAtError: at LOG_LEVEL=error the proxy wrote the
 // "projection fetch" errors it let through (coreapi answering badly) but
 // not the count of those it left out, a warning: the log did not say how
@@ -1259,22 +1289,7 @@ func wantLogsBounded(t *testing.T, logs func() string, n, seconds int, msg, unlo
 	t.Helper()
 	var lines, counted int
 	eventually.Within(t, 3*time.Second, func() error {
-		lines, counted = 0, 0
-		for _, line := range strings.Split(logs(), "\n") {
-			var rec struct {
-				Msg   string
-				Count int
-			}
-			if json.Unmarshal([]byte(line), &rec) != nil {
-				continue
-			}
-			switch rec.Msg {
-			case msg:
-				lines++
-			case unlogged:
-				counted += rec.Count
-			}
-		}
+		lines, counted = countLines(logs(), msg, unlogged)
 		if lines+counted != n {
 			return fmt.Errorf("%d %q lines + %d counted unlogged = %d, want every one of the %d", lines, msg, counted, lines+counted, n)
 		}
@@ -1286,4 +1301,25 @@ func wantLogsBounded(t *testing.T, logs func() string, n, seconds int, msg, unlo
 	if counted == 0 {
 		t.Errorf("no %q line went unlogged: the budget did not apply", msg)
 	}
+}
+
+// countLines counts the lines named msg in logs, and adds up the counts
+// of those named unlogged.
+func countLines(logs, msg, unlogged string) (lines, counted int) {
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Msg   string
+			Count int
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		switch rec.Msg {
+		case msg:
+			lines++
+		case unlogged:
+			counted += rec.Count
+		}
+	}
+	return lines, counted
 }

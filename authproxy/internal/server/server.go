@@ -1403,6 +1403,16 @@ func (s *Server) logFailuresUnlogged(dropped int64, level slog.Level) {
 	s.d.Log.Log(context.Background(), logging.CountLevel(level), "upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
 }
 
+// CloseLogs writes the counts of lines the log budgets left out that no
+// line took yet (logging.Budget.Close). Called once the requests are
+// done, it puts them before the proxy's last lines and before its log's
+// output is flushed and closed, where a timer could write them late or
+// not at all.
+func (s *Server) CloseLogs() {
+	s.refusalLogs.Close()
+	s.failureLogs.Close()
+}
+
 // refusalLogsPerSecond bounds the "token refused" lines a second, and
 // those logFailure writes.
 const refusalLogsPerSecond = 100

@@ -125,6 +125,76 @@ func TestFailureLogsBounded(t *testing.T) {
 	}
 }
 
+// TestFailureLogsCountedAtShutdown: the count of the lines a burst left
+// out waited for a timer about a second after it, which a coreapi
+// stopping sooner wrote after its "stopped" line and the flush of its
+// log's output, or never. Shutdown writes it before it returns, once,
+// and nothing comes after.
+func TestFailureLogsCountedAtShutdown(t *testing.T) {
+	logs := &testkit.LogBuffer{}
+	e := start(t, apitest.Options{Configure: func(o *httpapi.Options) {
+		o.Logger = slog.New(logging.NewHandler(logs, slog.LevelWarn))
+	}})
+	tn := e.SeedTenant(t, "Failing")
+	id := e.SeedUserIn(t, tn.ID, "failing@example.com", "member")
+	databaseDown(t, e.DB)
+	// Two lines a request, more than the budget, sent just after a
+	// second begins: its count is pending when the server stops. On a
+	// machine too busy to send them within that second, again.
+	const n, clients = 96, 16
+	sent := 0
+	for range 5 {
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
+		begin := time.Now()
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				for range n / clients {
+					if r := e.Get(t, &id, "/api/v1/users/me"); r.Status != 503 {
+						t.Errorf("database down: %d %s, want 503", r.Status, r.Body)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		sent += n
+		if t.Failed() || time.Now().Unix() == begin.Unix() {
+			break
+		}
+	}
+	if err := e.Server.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	count := func() (lines, counted int) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec struct {
+				Msg   string
+				Count int
+			}
+			if json.Unmarshal([]byte(line), &rec) != nil {
+				continue
+			}
+			switch rec.Msg {
+			case "request failures not logged":
+				counted += rec.Count
+			case "request", "database unavailable":
+				lines++
+			}
+		}
+		return lines, counted
+	}
+	lines, counted := count()
+	if lines+counted != 2*sent || counted == 0 {
+		t.Fatalf("when Shutdown returned: %d lines + %d counted unlogged, want every one of the %d, some counted", lines, counted, 2*sent)
+	}
+	at := logs.String()
+	time.Sleep(1500 * time.Millisecond) // past a timer's second
+	if after := logs.String(); after != at {
+		t.Fatalf("written after Shutdown returned:\n%s", strings.TrimPrefix(after, at))
+	}
+}
+
 // databaseDown takes d's database away from every session but those of
 // the test's admin connection until the test ends: its connections are
 // ended and new ones refused, as while a primary is down.

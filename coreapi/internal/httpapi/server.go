@@ -142,6 +142,11 @@ type Routes struct {
 	Root      *Group
 	Internal  *Group
 	Cursors   *Cursors
+	// CloseAtShutdown hands Shutdown a feature's log budget: Shutdown
+	// closes it once the requests are done (logging.Budget.Close), so the
+	// count of the lines it left out comes before a stopping process's
+	// last line, not on a timer after it.
+	CloseAtShutdown func(*logging.Budget)
 }
 
 // Server is coreapi's public HTTP server.
@@ -172,6 +177,9 @@ type Server struct {
 	// failureLogs bounds the lines about requests answered 5xx
 	// (logFailure).
 	failureLogs logging.Budget
+	// budgets are closed by Shutdown: failureLogs and the features'
+	// (Routes.CloseAtShutdown).
+	budgets []*logging.Budget
 }
 
 // New builds the server and its routes.
@@ -291,7 +299,11 @@ func New(o Options) (*Server, error) {
 		Root:      &Group{r: s.app},
 		Internal:  &Group{r: s.app.Group(InternalPrefix), prefix: InternalPrefix, mw: []fiber.Handler{noStore, s.identityHeaders(accessInternal)}},
 		Cursors:   &Cursors{cc: s.cursor},
+		CloseAtShutdown: func(b *logging.Budget) {
+			s.budgets = append(s.budgets, b)
+		},
 	}
+	s.budgets = append(s.budgets, &s.failureLogs)
 	serveDoc := func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "application/json")
 		c.Set(fiber.HeaderCacheControl, "public, max-age=300")
@@ -364,7 +376,8 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting connections and waits for in-flight requests
 // until ctx expires; a Serve not yet started, or not yet accepting,
-// returns too.
+// returns too. Then it writes the counts of log lines left out that no
+// line took yet.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.lnMu.Lock()
 	s.closed = true
@@ -373,6 +386,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.app.ShutdownWithContext(ctx)
 	if ln != nil {
 		_ = ln.Close() // closed already unless Serve had not registered it
+	}
+	for _, b := range s.budgets {
+		b.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)

@@ -344,6 +344,7 @@ func secureEndpoints(op *oidc.Provider) error {
 
 // Register adds the OAuth routes (an httpapi.Options.Register hook).
 func (s *Service) Register(rt httpapi.Routes) {
+	rt.CloseAtShutdown(&s.fullLogs)
 	// GET only: authorize stores a pending state (and counts against the
 	// per-address and table limits), the callback consumes it and opens a
 	// session; neither may happen for a HEAD that no browser follows.

@@ -1448,6 +1448,51 @@ func TestStatesFullWarningsBounded(t *testing.T) {
 	})
 }
 
+// TestStatesFullCountedAtShutdown: the count of the refused starts no
+// warning took waited for a timer about a second after them, which a
+// coreapi stopping sooner wrote after its last line, or never. The
+// server's Shutdown writes it before it returns.
+func TestStatesFullCountedAtShutdown(t *testing.T) {
+	logs := &testkit.LogBuffer{}
+	x := start(t, func(o *oauth.Options) {
+		o.MaxPendingStates = 1
+		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	})
+	x.beginFrom(t, "", "198.51.100.1")
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
+	const n = 5
+	for i := range n {
+		if r := x.authorize(t, "", fmt.Sprintf("198.51.100.%d", 10+i)); r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("start %d over the cap: %d %s", i, r.Status, r.Body)
+		}
+	}
+	if err := x.Server.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines, refused := statesFull(t, logs.String())
+	if lines != 2 || refused != n-1 {
+		t.Fatalf("when Shutdown returned: %d warnings counting %d refused starts, want 2 counting the %d left out", lines, refused, n-1)
+	}
+}
+
+// statesFull counts the "oauth states full" warnings in logs and adds up
+// the refused starts they count.
+func statesFull(t *testing.T, logs string) (lines, refused int) {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Msg     string
+			Refused int `json:"refused_since_last_line"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "oauth states full" {
+			continue
+		}
+		lines++
+		refused += rec.Refused
+	}
+	return lines, refused
+}
+
 func TestSweep(t *testing.T) {
 	x := start(t)
 	x.begin(t, "")

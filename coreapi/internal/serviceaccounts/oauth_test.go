@@ -1018,6 +1018,53 @@ func TestClientRefusalWarningsBounded(t *testing.T) {
 	})
 }
 
+// TestClientRefusalWarningsCountedAtShutdown: the count of the refusal
+// warnings a burst left out waited for a timer about a second after it,
+// which a coreapi stopping sooner wrote after its last line, or never.
+// The server's Shutdown writes it before it returns.
+func TestClientRefusalWarningsCountedAtShutdown(t *testing.T) {
+	logs := &testkit.LogBuffer{}
+	e := start(t, startOpts{logs: logs})
+	body := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	const ip = "198.51.100.51"
+	send := func(i int) apitest.Response {
+		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: body, ContentType: form,
+			Header: basic(fmt.Sprintf("0b7e7a2c-0000-4000-8000-%012d", i), "wrong"), ClientIP: ip})
+	}
+	for i := range serviceaccounts.ClientIPLimit.N {
+		oauthProblem(t, send(i), http.StatusUnauthorized, "invalid_client")
+	}
+	// Just after a second begins, so that the burst's count is pending
+	// when the server stops.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
+	n := 3 * serviceaccounts.RefusalLogsPerSecond
+	for i := range n {
+		oauthProblem(t, send(i), http.StatusTooManyRequests, "temporarily_unavailable")
+	}
+	if err := e.Server.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var lines, counted int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var rec struct {
+			Msg   string
+			Count int
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		switch rec.Msg {
+		case "client authentication locked":
+			lines++
+		case "client authentication refusals not logged":
+			counted += rec.Count
+		}
+	}
+	if lines+counted != n || counted == 0 {
+		t.Fatalf("when Shutdown returned: %d warnings + %d counted unlogged, want every one of the %d, some counted", lines, counted, n)
+	}
+}
+
 // TestAuthFailureAuditBounded: wrong secrets for one service account are
 // audited at most AuditFailureLimit.N times a window, however many client
 // IPs send them. ClientLimit bounds each IP only, so a client with many

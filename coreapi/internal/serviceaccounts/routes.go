@@ -24,6 +24,7 @@ import (
 // users:write.
 func (s *Service) Register(rt httpapi.Routes) {
 	s.cursors = rt.Cursors
+	rt.CloseAtShutdown(&s.refusalLogs)
 	rt.Root.Get(MetadataPath, s.serveMetadata)
 	rt.Root.Get(OIDCMetadataPath, s.serveMetadata)
 	rt.Public.Post("/auth/introspect", oautherr.Wrap(s.introspect))
