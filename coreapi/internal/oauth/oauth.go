@@ -154,7 +154,9 @@ type Service struct {
 	maxStates int
 	// fullLogs bounds the "oauth states full" warnings: while the table
 	// is full every start is refused, and clients from many addresses
-	// would otherwise each write one.
+	// would otherwise each write one. One a second at most: the count
+	// goes in the warning (Take), and one the timer writes is its
+	// second's.
 	fullLogs logging.Budget
 }
 
