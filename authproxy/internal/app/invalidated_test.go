@@ -37,15 +37,6 @@ func (e *env) memberToken() string {
 	return e.token(func(c testenv.Claims) { c["sub"], c["sid"] = memberID, memberSess })
 }
 
-// serviceAccountToken is a client_credentials token of the member as a
-// service account of the tenant.
-func (e *env) serviceAccountToken() string {
-	return e.token(func(c testenv.Claims) {
-		delete(c, "sid")
-		c["sub"], c["principal"], c["client_id"] = memberID, "service", memberID
-	})
-}
-
 // localApplied reads the local kind of the invalidations counter.
 func (e *env) localApplied() float64 {
 	return testutil.ToFloat64(e.app.Metrics.Invalidations.WithLabelValues("local"))
