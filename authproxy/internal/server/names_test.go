@@ -7,6 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/valyala/fasthttp"
 )
@@ -56,6 +57,26 @@ func TestAppendQuery(t *testing.T) {
 	} {
 		if got := string(appendQuery([]byte("/p?"), []byte(tc.in))); got != "/p?"+tc.want {
 			t.Errorf("appendQuery(%q) = %q, want %q", tc.in, got, "/p?"+tc.want)
+		}
+	}
+}
+
+// TestAnswerHeaderNamesCanonical: the names the proxy looks up in an
+// upstream's answer as they are (PeekCanonical, invalidatedKey) are in the
+// form fasthttp stores them in however the upstream spelled them.
+func TestAnswerHeaderNamesCanonical(t *testing.T) {
+	for _, name := range []string{invalidation.HeaderInvalidated} {
+		if string(invalidatedKey) != name {
+			t.Fatalf("invalidatedKey %q, want %q", invalidatedKey, name)
+		}
+		for _, sent := range []string{toLowerASCII(name), strings.ToUpper(name), name} {
+			var h fasthttp.ResponseHeader
+			if err := h.Read(bufioReader("HTTP/1.1 204 No Content\r\n" + sent + ": v\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.PeekCanonical([]byte(name)); string(got) != "v" {
+				t.Errorf("%q sent as %q: PeekCanonical(%q) = %q, want \"v\"", name, sent, name, got)
+			}
 		}
 	}
 }

@@ -1660,7 +1660,10 @@ func (s *Server) streamFrom(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 // naming subjects would have the proxy's caches thrashed at its word.
 // The header is removed from every answer (headers.SanitizeResponse).
 func (s *Server) coreAnswered(st *state, h *fasthttp.ResponseHeader) {
-	if v := h.PeekBytes(invalidatedKey); len(v) > 0 {
+	// PeekCanonical: the name is looked up as it is, not copied and
+	// normalized on every answer of coreapi's (PeekBytes: some 500
+	// instructions a request).
+	if v := h.PeekCanonical(invalidatedKey); len(v) > 0 {
 		s.evictNamed(st, v)
 	}
 }
