@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
+	"github.com/tollgate-auth/tollgate/shared/logging/logtest"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -1223,7 +1224,7 @@ func TestFailureLogsCountedAtShutdown(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Serve did not return")
 	}
-	lines, counted := countLines(e.logs.String(), "forward", "upstream failures not logged")
+	lines, counted := logtest.CountLines(e.logs.String(), "upstream failures not logged", "forward")
 	if lines+counted != n || counted == 0 {
 		t.Fatalf("when Serve returned: %d \"forward\" lines + %d counted unlogged, want every one of the %d, some counted", lines, counted, n)
 	}
@@ -1289,7 +1290,7 @@ func wantLogsBounded(t *testing.T, logs func() string, n, seconds int, msg, unlo
 	t.Helper()
 	var lines, counted int
 	eventually.Within(t, 3*time.Second, func() error {
-		lines, counted = countLines(logs(), msg, unlogged)
+		lines, counted = logtest.CountLines(logs(), unlogged, msg)
 		if lines+counted != n {
 			return fmt.Errorf("%d %q lines + %d counted unlogged = %d, want every one of the %d", lines, msg, counted, lines+counted, n)
 		}
@@ -1301,25 +1302,4 @@ func wantLogsBounded(t *testing.T, logs func() string, n, seconds int, msg, unlo
 	if counted == 0 {
 		t.Errorf("no %q line went unlogged: the budget did not apply", msg)
 	}
-}
-
-// countLines counts the lines named msg in logs, and adds up the counts
-// of those named unlogged.
-func countLines(logs, msg, unlogged string) (lines, counted int) {
-	for _, line := range strings.Split(logs, "\n") {
-		var rec struct {
-			Msg   string
-			Count int
-		}
-		if json.Unmarshal([]byte(line), &rec) != nil {
-			continue
-		}
-		switch rec.Msg {
-		case msg:
-			lines++
-		case unlogged:
-			counted += rec.Count
-		}
-	}
-	return lines, counted
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/logging"
+	"github.com/tollgate-auth/tollgate/shared/logging/logtest"
 )
 
 // TestFailureLogsBounded: while the database is down every request is
@@ -166,25 +167,7 @@ func TestFailureLogsCountedAtShutdown(t *testing.T) {
 	if err := e.Server.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	count := func() (lines, counted int) {
-		for _, line := range strings.Split(logs.String(), "\n") {
-			var rec struct {
-				Msg   string
-				Count int
-			}
-			if json.Unmarshal([]byte(line), &rec) != nil {
-				continue
-			}
-			switch rec.Msg {
-			case "request failures not logged":
-				counted += rec.Count
-			case "request", "database unavailable":
-				lines++
-			}
-		}
-		return lines, counted
-	}
-	lines, counted := count()
+	lines, counted := logtest.CountLines(logs.String(), "request failures not logged", "request", "database unavailable")
 	if lines+counted != 2*sent || counted == 0 {
 		t.Fatalf("when Shutdown returned: %d lines + %d counted unlogged, want every one of the %d, some counted", lines, counted, 2*sent)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logging/logtest"
 )
 
 const form = "application/x-www-form-urlencoded"
@@ -1044,22 +1045,7 @@ func TestClientRefusalWarningsCountedAtShutdown(t *testing.T) {
 	if err := e.Server.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var lines, counted int
-	for _, line := range strings.Split(logs.String(), "\n") {
-		var rec struct {
-			Msg   string
-			Count int
-		}
-		if json.Unmarshal([]byte(line), &rec) != nil {
-			continue
-		}
-		switch rec.Msg {
-		case "client authentication locked":
-			lines++
-		case "client authentication refusals not logged":
-			counted += rec.Count
-		}
-	}
+	lines, counted := logtest.CountLines(logs.String(), "client authentication refusals not logged", "client authentication locked")
 	if lines+counted != n || counted == 0 {
 		t.Fatalf("when Shutdown returned: %d warnings + %d counted unlogged, want every one of the %d, some counted", lines, counted, n)
 	}

@@ -4,6 +4,7 @@ package logtest
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,4 +44,27 @@ func WantPanicLine(t testing.TB, logs, match, wantPanic string) {
 	if !found {
 		t.Fatalf("no panic line holding %q:\n%s", match, logs)
 	}
+}
+
+// CountLines reads logs (JSON lines) for a bounded kind of line: lines is
+// how many are named one of msgs, counted the sum of the "count" of those
+// named unlogged (the lines a logging.Budget left out). Together they
+// account for every line the kind was asked to write.
+func CountLines(logs, unlogged string, msgs ...string) (lines, counted int) {
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Msg   string
+			Count int
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		switch {
+		case rec.Msg == unlogged:
+			counted += rec.Count
+		case slices.Contains(msgs, rec.Msg):
+			lines++
+		}
+	}
+	return lines, counted
 }
