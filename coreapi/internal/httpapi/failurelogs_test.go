@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/logging/logtest"
 )
@@ -60,18 +61,7 @@ func TestFailureLogsBounded(t *testing.T) {
 			// client alone may not reach the budget on a busy machine.
 			const n, clients = 400, 16
 			begin := time.Now()
-			var wg sync.WaitGroup
-			for range clients {
-				wg.Go(func() {
-					for range n / clients {
-						if r := e.Get(t, &id, "/api/v1/users/me"); r.Status != 503 {
-							t.Errorf("database down: %d %s, want 503", r.Status, r.Body)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
+			burst503(t, e, &id, n, clients)
 			if t.Failed() {
 				return
 			}
@@ -147,18 +137,7 @@ func TestFailureLogsCountedAtShutdown(t *testing.T) {
 	for range 5 {
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
 		begin := time.Now()
-		var wg sync.WaitGroup
-		for range clients {
-			wg.Go(func() {
-				for range n / clients {
-					if r := e.Get(t, &id, "/api/v1/users/me"); r.Status != 503 {
-						t.Errorf("database down: %d %s, want 503", r.Status, r.Body)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
+		burst503(t, e, &id, n, clients)
 		sent += n
 		if t.Failed() || time.Now().Unix() == begin.Unix() {
 			break
@@ -176,6 +155,25 @@ func TestFailureLogsCountedAtShutdown(t *testing.T) {
 	if after := logs.String(); after != at {
 		t.Fatalf("written after Shutdown returned:\n%s", strings.TrimPrefix(after, at))
 	}
+}
+
+// burst503 sends n requests of id from clients at once (n/clients each),
+// each of which the database being down answers 503; a request otherwise
+// answered fails the test.
+func burst503(t *testing.T, e *apitest.Env, id *identity.Identity, n, clients int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for range n / clients {
+				if r := e.Get(t, id, "/api/v1/users/me"); r.Status != 503 {
+					t.Errorf("database down: %d %s, want 503", r.Status, r.Body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // databaseDown takes d's database away from every session but those of
