@@ -37,6 +37,32 @@ func (e *env) memberToken() string {
 	return e.token(func(c testenv.Claims) { c["sub"], c["sid"] = memberID, memberSess })
 }
 
+// cachedThenRemoved caches the member's entry and the admin's, stops NATS
+// and has coreapi remove the member, as a change whose event never
+// arrives: the member's entry stays cached until something evicts it. It
+// returns the admin's token and the member's.
+func (e *env) cachedThenRemoved(t *testing.T) (admin, member string) {
+	t.Helper()
+	e.core.SetProjection(memberProjection())
+	admin, member = e.token(nil), e.memberToken()
+	e.wantPermissions(member, "notes:write", "tenant:read")
+	e.wantStatus(e.do("GET", "/api/v1/users/me", admin, nil), 200) // the admin's cached too
+	e.natsDown(t)
+	e.core.DeleteProjection(memberID, tenantID)
+	return admin, member
+}
+
+// wantStillCached checks that the member's entry is still the cached one
+// (cachedThenRemoved): its permissions are served without a projection
+// fetch since fetches was read; else the test fails saying why.
+func (e *env) wantStillCached(t *testing.T, member string, fetches int64, why string) {
+	t.Helper()
+	e.wantPermissions(member, "notes:write", "tenant:read")
+	if got := e.core.ProjectionFetches.Load(); got != fetches {
+		t.Fatalf("projection fetches %d -> %d: %s", fetches, got, why)
+	}
+}
+
 // localApplied reads the local kind of the invalidations counter.
 func (e *env) localApplied() float64 {
 	return testutil.ToFloat64(e.app.Metrics.Invalidations.WithLabelValues("local"))
@@ -164,20 +190,12 @@ func TestEvictionNamedByCore(t *testing.T) {
 // failed): the proxy no longer guesses from the path.
 func TestNoEvictionUnnamed(t *testing.T) {
 	e := start(t, envOpt{})
-	e.core.SetProjection(memberProjection())
-	admin, member := e.token(nil), e.memberToken()
-	e.wantPermissions(member, "notes:write", "tenant:read")
-	e.wantStatus(e.do("GET", "/api/v1/users/me", admin, nil), 200) // the admin's cached too
-	e.natsDown(t)
-	e.core.DeleteProjection(memberID, tenantID)
+	admin, member := e.cachedThenRemoved(t)
 	fetches, before := e.core.ProjectionFetches.Load(), e.localApplied()
 	for _, r := range [][2]string{{"PATCH", "/api/v1/tenant"}, {"DELETE", "/api/v1/users/" + memberID}, {"PATCH", "/api/v1/roles/" + roleID}} {
 		e.wantStatus(e.do(r[0], r[1], admin, nil), 200)
 	}
-	e.wantPermissions(member, "notes:write", "tenant:read")
-	if got := e.core.ProjectionFetches.Load(); got != fetches {
-		t.Fatalf("projection fetches %d -> %d: the cache was dropped", fetches, got)
-	}
+	e.wantStillCached(t, member, fetches, "the cache was dropped")
 	if got := e.localApplied(); got != before {
 		t.Fatalf("local invalidations %v -> %v, want none", before, got)
 	}
@@ -187,12 +205,7 @@ func TestNoEvictionUnnamed(t *testing.T) {
 // the proxy's caches), and its header is removed all the same.
 func TestInvalidatedFromAnAppIgnored(t *testing.T) {
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
-	e.core.SetProjection(memberProjection())
-	admin, member := e.token(nil), e.memberToken()
-	e.wantPermissions(member, "notes:write", "tenant:read")
-	e.wantStatus(e.do("GET", "/api/v1/users/me", admin, nil), 200)
-	e.natsDown(t)
-	e.core.DeleteProjection(memberID, tenantID)
+	admin, member := e.cachedThenRemoved(t)
 	fetches, before, unknown := e.core.ProjectionFetches.Load(), e.localApplied(), e.localUnknown()
 	answerInvalidated(e.up, invalidation.UserSubject(memberID), invalidation.TenantSubject(tenantID), invalidation.SubjectAll)
 	for _, m := range []string{"GET", "POST", "DELETE"} {
@@ -200,10 +213,7 @@ func TestInvalidatedFromAnAppIgnored(t *testing.T) {
 		e.wantStatus(r, 200)
 		wantNoInvalidated(t, r)
 	}
-	e.wantPermissions(member, "notes:write", "tenant:read")
-	if got := e.core.ProjectionFetches.Load(); got != fetches {
-		t.Fatalf("projection fetches %d -> %d: the cache was dropped at an app's word", fetches, got)
-	}
+	e.wantStillCached(t, member, fetches, "the cache was dropped at an app's word")
 	if got, gotUnknown := e.localApplied(), e.localUnknown(); got != before || gotUnknown != unknown {
 		t.Fatalf("local invalidations %v -> %v, unknown %v -> %v; want none", before, got, unknown, gotUnknown)
 	}
@@ -215,12 +225,7 @@ func TestInvalidatedFromAnAppIgnored(t *testing.T) {
 // are applied.
 func TestInvalidatedGarbageIgnored(t *testing.T) {
 	e := start(t, envOpt{})
-	e.core.SetProjection(memberProjection())
-	admin, member := e.token(nil), e.memberToken()
-	e.wantPermissions(member, "notes:write", "tenant:read")
-	e.wantStatus(e.do("GET", "/api/v1/users/me", admin, nil), 200) // the admin's cached too
-	e.natsDown(t)
-	e.core.DeleteProjection(memberID, tenantID)
+	admin, member := e.cachedThenRemoved(t)
 	fetches, before, unknown := e.core.ProjectionFetches.Load(), e.localApplied(), e.localUnknown()
 	garbage := []string{"auth.invalidate.session.x", "auth.invalidate.user.", "auth.invalidate.user.a.b", invalidation.SubjectKeysChanged,
 		"other.user." + memberID, strings.Repeat("x", 300)}
@@ -232,10 +237,7 @@ func TestInvalidatedGarbageIgnored(t *testing.T) {
 	if !strings.Contains(string(r.body), `"ok":true`) {
 		t.Fatalf("answer body %q", r.body)
 	}
-	e.wantPermissions(member, "notes:write", "tenant:read")
-	if got := e.core.ProjectionFetches.Load(); got != fetches {
-		t.Fatalf("projection fetches %d -> %d: garbage dropped the cache", fetches, got)
-	}
+	e.wantStillCached(t, member, fetches, "garbage dropped the cache")
 	if got, gotUnknown := e.localApplied(), e.localUnknown(); got != before || gotUnknown != unknown+float64(len(garbage)) {
 		t.Fatalf("local %v -> %v, local_unknown %v -> %v; want none and %d more", before, got, unknown, gotUnknown, len(garbage))
 	}
