@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -177,3 +178,12 @@ func (b *Budget) flush() {
 // theirs when more severe, so that LOG_LEVEL=error, which shows the error
 // lines let through, shows how many were left out too.
 func CountLevel(level slog.Level) slog.Level { return max(level, slog.LevelWarn) }
+
+// CountLine returns a Budget.Report that writes the count of lines left
+// out to log as msg, at CountLevel, with the count and the budget's
+// per_second: the line every service writes for its budgets.
+func CountLine(log *slog.Logger, msg string, perSecond int) func(dropped int64, level slog.Level) {
+	return func(dropped int64, level slog.Level) {
+		log.LogAttrs(context.Background(), CountLevel(level), msg, slog.Int64("count", dropped), slog.Int("per_second", perSecond))
+	}
+}

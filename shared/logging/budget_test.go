@@ -1,6 +1,8 @@
 package logging
 
 import (
+	"bytes"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -362,4 +364,28 @@ func TestBudgetTimerLineIsTheSecondsLine(t *testing.T) {
 		t.Fatalf("in the second of the timer's line: %v, %d dropped, want refused (one line a second)", ok, dropped)
 	}
 	wantReport(t, ch, 1)
+}
+
+// TestCountLine: the count line is msg at CountLevel (a warning, an error
+// when errors were left out), with the count and the budget's per_second.
+func TestCountLine(t *testing.T) {
+	for _, tt := range []struct {
+		left, want slog.Level
+	}{{slog.LevelInfo, slog.LevelWarn}, {slog.LevelWarn, slog.LevelWarn}, {slog.LevelError, slog.LevelError}} {
+		var buf bytes.Buffer
+		report := CountLine(slog.New(slog.NewJSONHandler(&buf, nil)), "things not logged", 7)
+		report(42, tt.left)
+		var rec struct {
+			Level     string
+			Msg       string
+			Count     int64
+			PerSecond int `json:"per_second"`
+		}
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+			t.Fatalf("%q: %v", buf.String(), err)
+		}
+		if rec.Level != tt.want.String() || rec.Msg != "things not logged" || rec.Count != 42 || rec.PerSecond != 7 {
+			t.Errorf("lines left out at %v: %s, want %v things not logged, count 42, per_second 7", tt.left, buf.String(), tt.want)
+		}
+	}
 }

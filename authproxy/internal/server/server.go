@@ -385,8 +385,8 @@ func New(d Deps, o Options) *Server {
 		refusalLogs: logging.Budget{PerSecond: refusalLogsPerSecond}, failureLogs: logging.Budget{PerSecond: refusalLogsPerSecond}}
 	// A count no later line takes is written about a second after the
 	// burst's last refusal.
-	s.refusalLogs.Report = s.logRefusalsUnlogged
-	s.failureLogs.Report = s.logFailuresUnlogged
+	s.refusalLogs.Report = logging.CountLine(d.Log, "token refusals not logged", refusalLogsPerSecond)
+	s.failureLogs.Report = logging.CountLine(d.Log, "upstream failures not logged", refusalLogsPerSecond)
 	s.router.Store(d.Router)
 	d.Metrics.Lingering(s.lingering.Load)
 	d.Metrics.BodyBytes(s.bodyBytes.Load)
@@ -1388,19 +1388,6 @@ func (s *Server) logFailure(st *state, level slog.Level, msg string, args ...any
 	if s.d.Log.Enabled(ctx, level) && s.failureLogs.Allow(st.start, level) {
 		s.d.Log.Log(ctx, level, msg, args...)
 	}
-}
-
-// logRefusalsUnlogged writes the count of "token refused" lines
-// refusalLogs left out.
-func (s *Server) logRefusalsUnlogged(dropped int64, level slog.Level) {
-	s.d.Log.LogAttrs(context.Background(), logging.CountLevel(level), "token refusals not logged",
-		slog.Int64("count", dropped), slog.Int("per_second", refusalLogsPerSecond))
-}
-
-// logFailuresUnlogged writes the count of lines failureLogs left out, at
-// error when some of them were errors.
-func (s *Server) logFailuresUnlogged(dropped int64, level slog.Level) {
-	s.d.Log.Log(context.Background(), logging.CountLevel(level), "upstream failures not logged", "count", dropped, "per_second", refusalLogsPerSecond)
 }
 
 // CloseLogs writes the counts of lines the log budgets left out that no

@@ -188,12 +188,6 @@ func (s *Server) logFailure(ctx context.Context, level slog.Level, msg string, a
 	}
 }
 
-// logUnlogged writes the count of failure lines failureLogs left out, at
-// error when some of them were errors (LOG_LEVEL=error shows it then).
-func (s *Server) logUnlogged(dropped int64, level slog.Level) {
-	s.log.Log(context.Background(), logging.CountLevel(level), "request failures not logged", "count", dropped, "per_second", FailureLogsPerSecond)
-}
-
 // FailureLogsPerSecond bounds the lines about requests answered 5xx a
 // second (logFailure), as authproxy bounds its upstream failures.
 const FailureLogsPerSecond = 100

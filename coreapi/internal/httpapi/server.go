@@ -235,7 +235,7 @@ func New(o Options) (*Server, error) {
 		projector:    projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
 		failureLogs:  logging.Budget{PerSecond: FailureLogsPerSecond},
 	}
-	s.failureLogs.Report = s.logUnlogged
+	s.failureLogs.Report = logging.CountLine(s.log, "request failures not logged", FailureLogsPerSecond)
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",
 		BodyLimit:             o.MaxBodyBytes,

@@ -1,7 +1,6 @@
 package serviceaccounts
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
-	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -144,13 +142,6 @@ func (s *Service) warnRefusal(msg string, args ...any) {
 	if s.refusalLogs.Allow(time.Now(), slog.LevelWarn) {
 		s.o.Logger.Warn(msg, args...)
 	}
-}
-
-// logUnlogged writes the count of refusal warnings refusalLogs left out:
-// before the first let through in a later second, or, when none comes,
-// about a second after the last refusal (refusalLogs.Report).
-func (s *Service) logUnlogged(dropped int64, level slog.Level) {
-	s.o.Logger.Log(context.Background(), logging.CountLevel(level), "client authentication refusals not logged", "count", dropped, "per_second", RefusalLogsPerSecond)
 }
 
 // safeID is a client id fit for a log line (it came from the client).

@@ -153,7 +153,7 @@ func New(o Options) (*Service, error) {
 	}
 	o.PublicBaseURL = strings.TrimRight(o.PublicBaseURL, "/")
 	s := &Service{o: o, store: NewStore(o.Pool, o.Catalog), refusalLogs: logging.Budget{PerSecond: RefusalLogsPerSecond}}
-	s.refusalLogs.Report = s.logUnlogged
+	s.refusalLogs.Report = logging.CountLine(o.Logger, "client authentication refusals not logged", RefusalLogsPerSecond)
 	if _, err := s.buildMetadata(); err != nil {
 		return nil, err
 	}
