@@ -4,6 +4,7 @@
 package jwtclaims
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -88,6 +89,37 @@ func SplitScope(s string) []string {
 		}
 	}
 	return out
+}
+
+// Payload is an access token's claims as the verifiers read them (the
+// proxy's, for every bearer, and coreapi's introspection), decoded by
+// DecodePayload. A claim absent or null leaves its pointer nil.
+type Payload struct {
+	Iss string          `json:"iss"`
+	Aud json.RawMessage `json:"aud"`
+	Sub string          `json:"sub"`
+	Tid string          `json:"tid"`
+	Sid string          `json:"sid"`
+	Jti string          `json:"jti"`
+	TV  *Number         `json:"tv"`
+	Exp *Number         `json:"exp"`
+	Nbf *Number         `json:"nbf"`
+	Iat *Number         `json:"iat"`
+	AMR []string        `json:"amr"`
+	// AuthTime is the sign-in time (unix seconds), when the token says.
+	AuthTime *Number `json:"auth_time"`
+	// Principal is absent (a user's token) or "service".
+	Principal *string `json:"principal"`
+	ClientID  string  `json:"client_id"`
+	Scope     *string `json:"scope"`
+}
+
+// DecodePayload decodes a verified JWS payload into p. Numbers are kept
+// as written (Number), so a NumericDate is read by NumericDate alone.
+func DecodePayload(body []byte, p *Payload) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	return dec.Decode(p)
 }
 
 // Header is a JWS protected header as the access-token verifiers read it.

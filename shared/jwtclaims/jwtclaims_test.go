@@ -146,3 +146,29 @@ func TestParseHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodePayload: the claims both verifiers read, numbers as written,
+// a NumericDate given as a string refused, null as absent.
+func TestDecodePayload(t *testing.T) {
+	var p Payload
+	body := `{"iss":"i","aud":["a"],"sub":"s","tid":"t","sid":"d","jti":"j","tv":3,"exp":1764608400.5,"iat":1764608000,"nbf":null,` +
+		`"amr":["pwd","otp"],"auth_time":1764607000,"principal":"service","client_id":"c","scope":"x y"}`
+	if err := DecodePayload([]byte(body), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Iss != "i" || p.Sub != "s" || p.Tid != "t" || p.Sid != "d" || p.Jti != "j" || p.ClientID != "c" ||
+		*p.Principal != "service" || *p.Scope != "x y" || !slices.Equal(p.AMR, []string{"pwd", "otp"}) || p.Nbf != nil {
+		t.Fatalf("decoded %+v", p)
+	}
+	if exp, ok := NumericDate(p.Exp); !ok || exp != 1764608400 || string(*p.TV) != "3" || string(*p.AuthTime) != "1764607000" {
+		t.Fatalf("numbers: exp %v %v, tv %v, auth_time %v", exp, ok, *p.TV, *p.AuthTime)
+	}
+	if !HasAudience(p.Aud, "a") {
+		t.Fatal("aud")
+	}
+	for _, bad := range []string{`{"exp":"1764608400"}`, `{"tv":true}`, `[]`, `{"sub":`} {
+		if err := DecodePayload([]byte(bad), new(Payload)); err == nil {
+			t.Errorf("DecodePayload(%s) accepted", bad)
+		}
+	}
+}

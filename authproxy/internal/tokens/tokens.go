@@ -489,25 +489,6 @@ func secNanos(s, off int64) int64 {
 	return r + off
 }
 
-type payload struct {
-	Iss string            `json:"iss"`
-	Aud json.RawMessage   `json:"aud"`
-	Sub string            `json:"sub"`
-	Tid string            `json:"tid"`
-	Sid string            `json:"sid"`
-	Jti string            `json:"jti"`
-	TV  *jwtclaims.Number `json:"tv"`
-	Exp *jwtclaims.Number `json:"exp"`
-	Nbf *jwtclaims.Number `json:"nbf"`
-	Iat *jwtclaims.Number `json:"iat"`
-	AMR []string          `json:"amr"`
-	// AuthTime is the sign-in time (unix seconds), when the token says.
-	AuthTime *jwtclaims.Number `json:"auth_time"`
-	// Principal is absent (a user's token) or "service".
-	Principal *string `json:"principal"`
-	Scope     *string `json:"scope"`
-}
-
 // Ours reports whether token has the shape of an access token this proxy
 // verifies: a JWS whose protected header parses as one of coreapi's (typ
 // at+jwt) and that either names a key id of the current key set or,
@@ -619,10 +600,8 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 		return nil, ErrSignature
 	}
 	v.m.VerifyOK.Inc()
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var p payload
-	if err := dec.Decode(&p); err != nil {
+	var p jwtclaims.Payload
+	if err := jwtclaims.DecodePayload(body, &p); err != nil {
 		return nil, ErrClaims
 	}
 	if p.Iss != v.opt.Issuer {

@@ -1,9 +1,7 @@
 package serviceaccounts
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,22 +31,6 @@ type tokenInfo struct {
 	Subject, TenantID, SessionID, Principal, ClientID, ID string
 	IssuedAt, NotBefore, Expires                          int64
 	Permissions                                           []string
-}
-
-type jwtPayload struct {
-	Iss       string            `json:"iss"`
-	Aud       json.RawMessage   `json:"aud"`
-	Sub       string            `json:"sub"`
-	Tid       string            `json:"tid"`
-	Sid       string            `json:"sid"`
-	Jti       string            `json:"jti"`
-	TV        *jwtclaims.Number `json:"tv"`
-	Exp       *jwtclaims.Number `json:"exp"`
-	Nbf       *jwtclaims.Number `json:"nbf"`
-	Iat       *jwtclaims.Number `json:"iat"`
-	Principal *string           `json:"principal"`
-	ClientID  string            `json:"client_id"`
-	Scope     *string           `json:"scope"`
 }
 
 // looksLikeJWT: three non-empty dot-separated parts.
@@ -83,10 +65,8 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	if err != nil {
 		return tokenInfo{}, errInactive
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var p jwtPayload
-	if err := dec.Decode(&p); err != nil {
+	var p jwtclaims.Payload
+	if err := jwtclaims.DecodePayload(body, &p); err != nil {
 		return tokenInfo{}, errInactive
 	}
 	if p.Iss != s.o.Issuer || !jwtclaims.HasAudience(p.Aud, s.o.Audience) {
