@@ -336,3 +336,52 @@ func TestEvictionNamedByCoreOfKey(t *testing.T) {
 	}
 	e.wantKeysServed(sibling)
 }
+
+// A revoked key is refused from its next request through the proxy that
+// forwarded its revocation, with NATS down, when coreapi's answer names
+// only its owner's user subject (auth.invalidate.user.<the key's user>),
+// not the key's own: an entry of a key is stamped with the generation of
+// the user it acts as, so the user's invalidation makes it a miss. So
+// coreapi leaves out of X-Auth-Invalidated the key subjects whose owner's
+// it lists (outbox.Row.CoveredBy). It holds for every kind of key: a
+// tenant key and a personal key of a member, a key a service account
+// minted (it acts as the account, whose user subject its deletion and the
+// deletion of its secrets name). A key of another user stays cached.
+func TestEvictionNamedByCoreOfKeyOwner(t *testing.T) {
+	const serviceID = "99999999-9999-4999-8999-999999999999"
+	for _, tc := range []struct{ name, kind, owner string }{
+		{"a member's tenant key", "tenant", memberID},
+		{"a member's personal key", "personal", memberID},
+		{"a service account's key", "tenant", serviceID},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, envOpt{})
+			admin := e.token(nil)
+			revoked, _ := e.revocationKey(revokedKeyID, tc.kind, tc.owner, tenantID)
+			sibling, _ := e.revocationKey(siblingKeyID, "tenant", userID, tenantID)
+			for _, k := range []string{revoked, sibling} {
+				e.wantStatus(e.do("GET", "/api/v1/users/me", k, nil), 200)
+			}
+			e.wantKeysServed(revoked, sibling)
+			e.natsDown(t)
+			p := keyProjection("tenant:read")
+			p.KeyID, p.Kind, p.UserID = revokedKeyID, tc.kind, tc.owner
+			e.core.SetAPIKey(revoked, p, true) // coreapi commits it; no event arrives
+			e.wantKeysServed(revoked)          // cached, as expected
+			fetches, before := e.core.KeyFetches.Load(), e.localApplied()
+			answerInvalidated(e.core, invalidation.UserSubject(tc.owner))
+			r := e.do("DELETE", "/api/v1/users/"+tc.owner, admin, nil)
+			answerInvalidated(e.core)
+			e.wantStatus(r, 200)
+			wantNoInvalidated(t, r)
+			if got := e.localApplied(); got != before+1 {
+				t.Fatalf("local invalidations %v -> %v, want one more", before, got)
+			}
+			e.wantKeyProblem(e.do("GET", "/api/v1/users/me", revoked, nil), 401, problem.CodeInvalidToken, "not valid")
+			if got := e.core.KeyFetches.Load(); got != fetches+1 {
+				t.Fatalf("key resolves %d -> %d, want the revoked key's one", fetches, got)
+			}
+			e.wantKeysServed(sibling)
+		})
+	}
+}
