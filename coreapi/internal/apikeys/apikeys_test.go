@@ -18,7 +18,9 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -404,6 +406,81 @@ func TestRevokeAPIKey(t *testing.T) {
 		t.Fatalf("second RevokeAPIKey = %v, %v; want false, nil", ok, err)
 	}
 	wantProblem(t, x.resolve(t, k.Secret), 410, "api_key_revoked")
+}
+
+// TestRevocationsCoveredByTheKeysUser: every revocation's invalidation
+// (its event unchanged) is covered by the user subject of the user the
+// key acts as (its user_id), not of whoever revoked it: a request that
+// also names that user leaves the key's subject out of
+// X-Auth-Invalidated (outbox.Row.CoveredBy; a proxy's entry of the key
+// misses on the user's invalidation). So for a revocation by id, an RFC
+// 7009 revocation and RevokeUserKeys, for tenant and personal keys.
+func TestRevocationsCoveredByTheKeysUser(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	body := map[string]any{"name": "k", "permissions": []string{}}
+	actor := roles.Actor{UserID: owner.UserID, Permissions: owner.Permissions, RequestID: "r"}
+	keyUser, revoker := invalidation.UserSubject(admin.UserID), invalidation.UserSubject(owner.UserID)
+	for _, tc := range []struct {
+		name   string
+		path   string
+		revoke func(ctx context.Context, k created) error
+	}{
+		{"by id", "/api/v1/api-keys", func(ctx context.Context, k created) error {
+			return x.svc.Store().Revoke(ctx, ten.ID, k.ID, "", actor)
+		}},
+		{"by RFC 7009", "/api/v1/users/me/api-keys", func(ctx context.Context, k created) error {
+			if ok, err := x.svc.RevokeAPIKey(ctx, ten.ID, k.Secret, owner.UserID, "r"); !ok || err != nil {
+				return fmt.Errorf("RevokeAPIKey = %v, %v", ok, err)
+			}
+			return nil
+		}},
+		{"every key of the user", "/api/v1/users/me/api-keys", func(ctx context.Context, k created) error {
+			return pgx.BeginFunc(ctx, x.DB.Pool, func(tx pgx.Tx) error {
+				_, err := apikeys.RevokeUserKeys(ctx, tx, ten.ID, admin.UserID, owner.UserID, "r", "test.cause")
+				return err
+			})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := x.create(t, admin, tc.path, body)
+			var c outbox.Collector
+			ctx := outbox.WithCollector(context.Background(), &c)
+			if err := tc.revoke(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			sub := invalidation.APIKeySubject(k.PublicID)
+			name := func(subject string) {
+				t.Helper()
+				if err := pgx.BeginFunc(ctx, x.DB.Pool, func(tx pgx.Tx) error {
+					return outbox.Write(ctx, tx, outbox.Row{Subject: subject, Reason: "test"})
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, step := range []struct {
+				name string
+				want string
+			}{
+				{"", sub},
+				{revoker, sub + " " + revoker},
+				{keyUser, revoker + " " + keyUser},
+			} {
+				if step.name != "" {
+					name(step.name)
+				}
+				if got := c.Header(); got != step.want {
+					t.Fatalf("with %q written: Header() = %q, want %q", step.name, got, step.want)
+				}
+			}
+			if n := x.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+				sub, invalidation.ReasonAPIKeyRevoked); n != 1 {
+				t.Fatalf("%d invalidations of the key, want 1", n)
+			}
+		})
+	}
 }
 
 // TestUsedReport: last_used_at is written at most once a minute per key,

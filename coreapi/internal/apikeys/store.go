@@ -321,7 +321,7 @@ LIMIT $5`
 // ErrNotPermitted.
 func (s *Store) Revoke(ctx context.Context, tenantID, id, ownerID string, a roles.Actor) error {
 	q := `
-SELECT k.public_id, k.kind, ARRAY(
+SELECT k.public_id, k.kind, k.user_id::text, ARRAY(
     SELECT DISTINCT p FROM membership_roles mr
     JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
     CROSS JOIN LATERAL unnest(` + roles.PermissionsSQL("r", "$4::text[]", "$5::text[]") + `) AS p
@@ -345,10 +345,10 @@ FOR UPDATE OF k`
 			return err
 		}
 		var (
-			publicID, kind string
-			may            []string
+			publicID, kind, keyUser string
+			may                     []string
 		)
-		err = tx.QueryRow(ctx, q, id, tenantID, ownerID, s.all, s.member).Scan(&publicID, &kind, &may)
+		err = tx.QueryRow(ctx, q, id, tenantID, ownerID, s.all, s.member).Scan(&publicID, &kind, &keyUser, &may)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -361,7 +361,7 @@ FOR UPDATE OF k`
 		if _, err := tx.Exec(ctx, qRevoke, id); err != nil {
 			return fmt.Errorf("revoke api key: %w", err)
 		}
-		return revoked(ctx, tx, tenantID, id, publicID, kind, a.UserID, a.RequestID, "api")
+		return revoked(ctx, tx, tenantID, id, publicID, kind, keyUser, a.UserID, a.RequestID, "api")
 	})
 }
 
@@ -391,7 +391,7 @@ func RevokeUserKeys(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, r
 	const q = `
 UPDATE api_keys SET revoked_at = now()
 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL
-RETURNING id::text, public_id, kind`
+RETURNING id::text, public_id, kind, user_id::text`
 	if err := lockTenant(ctx, tx, tenantID); err != nil {
 		return 0, err
 	}
@@ -399,10 +399,10 @@ RETURNING id::text, public_id, kind`
 	if err != nil {
 		return 0, fmt.Errorf("revoke user's api keys: %w", err)
 	}
-	type key struct{ id, publicID, kind string }
+	type key struct{ id, publicID, kind, userID string }
 	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (key, error) {
 		var k key
-		return k, r.Scan(&k.id, &k.publicID, &k.kind)
+		return k, r.Scan(&k.id, &k.publicID, &k.kind, &k.userID)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("revoke user's api keys: %w", err)
@@ -416,7 +416,7 @@ RETURNING id::text, public_id, kind`
 		if err := audit.Queue(b, revokedEvent(tenantID, k.id, k.publicID, k.kind, actorID, requestID, via)); err != nil {
 			return 0, err
 		}
-		inv = append(inv, revokedRow(k.publicID))
+		inv = append(inv, revokedRow(k.publicID, k.userID))
 	}
 	outbox.Queue(ctx, b, inv...)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -453,9 +453,10 @@ func RevokeEveryKeyOf(ctx context.Context, tx pgx.Tx, userID, actorID, requestID
 	return revoked, nil
 }
 
-// revoked writes the audit row and the invalidation of a revocation.
-func revoked(ctx context.Context, tx pgx.Tx, tenantID, id, publicID, kind, actorID, requestID, via string) error {
-	return audit.WriteWith(ctx, tx, revokedEvent(tenantID, id, publicID, kind, actorID, requestID, via), revokedRow(publicID))
+// revoked writes the audit row and the invalidation of a revocation of
+// the key acting as keyUser.
+func revoked(ctx context.Context, tx pgx.Tx, tenantID, id, publicID, kind, keyUser, actorID, requestID, via string) error {
+	return audit.WriteWith(ctx, tx, revokedEvent(tenantID, id, publicID, kind, actorID, requestID, via), revokedRow(publicID, keyUser))
 }
 
 // revokedEvent is the audit row of a revocation.
@@ -465,9 +466,17 @@ func revokedEvent(tenantID, id, publicID, kind, actorID, requestID, via string) 
 		Data: map[string]any{"public_id": publicID, "kind": kind, "via": via}}
 }
 
-// revokedRow is the invalidation of a revocation: every proxy drops the key.
-func revokedRow(publicID string) outbox.Row {
-	return outbox.Row{Subject: invalidation.APIKeySubject(publicID), Reason: invalidation.ReasonAPIKeyRevoked}
+// revokedRow is the invalidation of a revocation: every proxy drops the
+// key. keyUser is the key's user_id, the user it acts as: a proxy's entry
+// of the key is stamped with that user's generation, so the user's
+// invalidation drops it too (outbox.Row.CoveredBy), and a write that
+// names the user (a member removed, a service account or its secret
+// deleted, a password reset) need not name each of their keys to the
+// proxy that forwarded it. The event is the key's all the same: the
+// other proxies hear it from NATS.
+func revokedRow(publicID, keyUser string) outbox.Row {
+	return outbox.Row{Subject: invalidation.APIKeySubject(publicID), Reason: invalidation.ReasonAPIKeyRevoked,
+		CoveredBy: invalidation.UserSubject(keyUser)}
 }
 
 // stored is a key row as Resolve and RevokeSecret read it.
@@ -616,7 +625,7 @@ func (s *Store) RevokeSecret(ctx context.Context, tenantID, key, actorID, reques
 			return fmt.Errorf("revoke api key: %w", err)
 		}
 		done = true
-		return revoked(ctx, tx, k.tenantID, k.id, string(pid), k.kind, actorID, requestID, "oauth_revoke")
+		return revoked(ctx, tx, k.tenantID, k.id, string(pid), k.kind, k.userID, actorID, requestID, "oauth_revoke")
 	})
 	if err != nil {
 		return false, err

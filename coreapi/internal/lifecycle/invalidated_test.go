@@ -2,21 +2,37 @@ package lifecycle_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
+
+// qWritten lists the distinct subjects of the outbox rows past id $1 as
+// X-Auth-Invalidated names them: auth.keys.changed ($2) aside, and an API
+// key's aside when its user's subject is among them.
+const qWritten = `
+SELECT DISTINCT o.subject FROM outbox o
+WHERE o.id > $1 AND o.subject <> $2
+  AND NOT EXISTS (
+    SELECT 1 FROM api_keys k JOIN outbox u ON u.id > $1 AND u.subject = 'auth.invalidate.user.' || k.user_id::text
+    WHERE o.subject = 'auth.invalidate.apikey.' || k.public_id)
+ORDER BY 1`
 
 // TestAnswerNamesWhatItInvalidated drives writes through the real HTTP
 // server and compares, for each request, the subjects its answer names in
 // X-Auth-Invalidated with the outbox rows it inserted (the rows past the
-// outbox's last id before the request; auth.keys.changed aside): the
-// same set, whatever the status (a refresh token's reuse is answered 400
+// outbox's last id before the request; auth.keys.changed aside, and the
+// API keys' whose user's subject the request also wrote, which a proxy's
+// eviction of that user covers: a member removed with their keys names
+// the member only): the same set, whatever the status (a refresh token's reuse is answered 400
 // after its session's revocation committed), and no header at all for a
 // request that wrote none (a GET, PATCH /tenant changing its name but not
 // its MFA policy). The proxy that forwards the request evicts what the
@@ -34,8 +50,7 @@ func TestAnswerNamesWhatItInvalidated(t *testing.T) {
 	}
 	written := func(after int64) []string {
 		x.lc.WaitResets()
-		rows, err := x.DB.Pool.Query(ctx, `SELECT DISTINCT subject FROM outbox WHERE id > $1 AND subject <> $2 ORDER BY 1`,
-			after, invalidation.SubjectKeysChanged)
+		rows, err := x.DB.Pool.Query(ctx, qWritten, after, invalidation.SubjectKeysChanged)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,5 +188,77 @@ func TestAnswerNamesWhatItInvalidated(t *testing.T) {
 	rtok := x.mail(t, "ver@example.com", "Reset").Token()
 	check("password reset", http.StatusNoContent, true, func() apitest.Response {
 		return x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": rtok, "new_password": "the new password"})
+	})
+}
+
+// TestAnswerNamesTheOwnerOfManyKeys: the writes that revoke every API
+// key of an account or a member, here more than MaxReported of them,
+// write one outbox row per key (its event goes out to every proxy), but
+// the answer names the user's subject and not the keys': at the proxy
+// that forwarded the write, the user's eviction makes every key acting as
+// the user a miss. It used to be auth.invalidate.all, with which a tenant
+// admin removing a member who made many keys had the proxy they use drop
+// every tenant's entries. So for a member's removal (tenant keys) and a
+// password reset that proves an address the account had never proven
+// (personal keys in two tenants).
+func TestAnswerNamesTheOwnerOfManyKeys(t *testing.T) {
+	x := startWide(t)
+	ctx := context.Background()
+	keys := func(as identity.Identity, path string, n int) []string {
+		t.Helper()
+		pids := make([]string, n)
+		for i := range pids {
+			r := x.Send(t, &as, http.MethodPost, path, map[string]any{"name": fmt.Sprint("k", i), "permissions": []string{}})
+			wantStatus(t, r, http.StatusCreated)
+			var k struct {
+				PublicID string `json:"public_id"`
+			}
+			r.JSON(t, &k)
+			pids[i] = k.PublicID
+		}
+		return pids
+	}
+	lastID := func() (id int64) {
+		x.lc.WaitResets()
+		if err := x.DB.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	check := func(t *testing.T, r apitest.Response, userID string, pids []string, before int64) {
+		t.Helper()
+		if got, want := r.Header.Values(invalidation.HeaderInvalidated), []string{invalidation.UserSubject(userID)}; !slices.Equal(got, want) {
+			t.Fatalf("%s = %q, want %q", invalidation.HeaderInvalidated, got, want)
+		}
+		for _, pid := range pids {
+			if n := x.count(t, `SELECT count(*) FROM outbox WHERE id > $1 AND subject = $2 AND payload->>'reason' = $3`,
+				before, invalidation.APIKeySubject(pid), invalidation.ReasonAPIKeyRevoked); n != 1 {
+				t.Fatalf("key %s: %d invalidations written, want 1", pid, n)
+			}
+		}
+	}
+
+	t.Run("member removed", func(t *testing.T) {
+		owner := x.signup(t, "owner@example.com")
+		memberID := x.SeedUser(t, "mem@example.com", "")
+		x.SeedMember(t, owner.c.Tid, memberID, "admin")
+		pids := keys(x.IdentityOf(t, memberID, owner.c.Tid), "/api/v1/api-keys", outbox.MaxReported+1)
+		before := lastID()
+		r := x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+memberID, nil)
+		wantStatus(t, r, http.StatusNoContent)
+		check(t, r, memberID, pids, before)
+	})
+	t.Run("password reset proving an address never proven", func(t *testing.T) {
+		a := x.signup(t, "many@example.com")
+		other := x.SeedTenant(t, "Other")
+		x.SeedMember(t, other.ID, a.c.Sub, "admin")
+		pids := keys(a.id, "/api/v1/users/me/api-keys", outbox.MaxReported/2+1)
+		pids = append(pids, keys(x.IdentityOf(t, a.c.Sub, other.ID), "/api/v1/users/me/api-keys", outbox.MaxReported/2+1)...)
+		before := lastID()
+		wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": a.email}), http.StatusAccepted)
+		tok := x.mail(t, a.email, "Reset").Token()
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "the owner's password"})
+		wantStatus(t, r, http.StatusNoContent)
+		check(t, r, a.c.Sub, pids, before)
 	})
 }

@@ -24,6 +24,13 @@ type Row struct {
 	// Keys, on an auth.keys.changed row, is the invalidation.KeySetDigest
 	// of the JWKS the writer serves ("": none is sent).
 	Keys string
+	// CoveredBy is the subject whose invalidation, at a proxy, also
+	// evicts what Subject names ("": none): the user subject of the user
+	// an API key acts as, whose invalidation makes every cached entry of
+	// that user's keys a miss. It is not stored: the row is written and
+	// published as any other. It only spares the Collector from reporting
+	// Subject when the request also wrote CoveredBy.
+	CoveredBy string
 }
 
 // The payload is the invalidation.Event body minus its final commit time:
