@@ -308,33 +308,7 @@ func (e *env) wantKeysServed(keys ...string) {
 // as its event does) is refused from its next request through this
 // proxy, with NATS down; another key of the tenant stays cached.
 func TestEvictionNamedByCoreOfKey(t *testing.T) {
-	e := start(t, envOpt{})
-	admin := e.token(nil)
-	revoked, pid := e.revocationKey(revokedKeyID, "tenant", userID, tenantID)
-	sibling, _ := e.revocationKey(siblingKeyID, "tenant", userID, tenantID)
-	for _, k := range []string{revoked, sibling} {
-		e.wantStatus(e.do("GET", "/api/v1/users/me", k, nil), 200)
-	}
-	e.wantKeysServed(revoked, sibling)
-	e.natsDown(t)
-	p := keyProjection("tenant:read")
-	p.KeyID, p.Kind = revokedKeyID, "tenant"
-	e.core.SetAPIKey(revoked, p, true) // coreapi commits it; no event arrives
-	e.wantKeysServed(revoked)          // cached, as expected
-	fetches, before := e.core.KeyFetches.Load(), e.localApplied()
-	answerInvalidated(e.core, invalidation.APIKeySubject(pid))
-	r := e.do("DELETE", "/api/v1/api-keys/"+revokedKeyID, admin, nil)
-	answerInvalidated(e.core)
-	e.wantStatus(r, 200)
-	wantNoInvalidated(t, r)
-	if got := e.localApplied(); got != before+1 {
-		t.Fatalf("local invalidations %v -> %v, want one more", before, got)
-	}
-	e.wantKeyProblem(e.do("GET", "/api/v1/users/me", revoked, nil), 401, problem.CodeInvalidToken, "not valid")
-	if got := e.core.KeyFetches.Load(); got != fetches+1 {
-		t.Fatalf("key resolves %d -> %d, want the revoked key's one", fetches, got)
-	}
-	e.wantKeysServed(sibling)
+	revokeKeyThroughProxy(t, "tenant", userID, "/api/v1/api-keys/"+revokedKeyID, invalidation.APIKeySubject)
 }
 
 // A revoked key is refused from its next request through the proxy that
@@ -355,33 +329,44 @@ func TestEvictionNamedByCoreOfKeyOwner(t *testing.T) {
 		{"a service account's key", "tenant", serviceID},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := start(t, envOpt{})
-			admin := e.token(nil)
-			revoked, _ := e.revocationKey(revokedKeyID, tc.kind, tc.owner, tenantID)
-			sibling, _ := e.revocationKey(siblingKeyID, "tenant", userID, tenantID)
-			for _, k := range []string{revoked, sibling} {
-				e.wantStatus(e.do("GET", "/api/v1/users/me", k, nil), 200)
-			}
-			e.wantKeysServed(revoked, sibling)
-			e.natsDown(t)
-			p := keyProjection("tenant:read")
-			p.KeyID, p.Kind, p.UserID = revokedKeyID, tc.kind, tc.owner
-			e.core.SetAPIKey(revoked, p, true) // coreapi commits it; no event arrives
-			e.wantKeysServed(revoked)          // cached, as expected
-			fetches, before := e.core.KeyFetches.Load(), e.localApplied()
-			answerInvalidated(e.core, invalidation.UserSubject(tc.owner))
-			r := e.do("DELETE", "/api/v1/users/"+tc.owner, admin, nil)
-			answerInvalidated(e.core)
-			e.wantStatus(r, 200)
-			wantNoInvalidated(t, r)
-			if got := e.localApplied(); got != before+1 {
-				t.Fatalf("local invalidations %v -> %v, want one more", before, got)
-			}
-			e.wantKeyProblem(e.do("GET", "/api/v1/users/me", revoked, nil), 401, problem.CodeInvalidToken, "not valid")
-			if got := e.core.KeyFetches.Load(); got != fetches+1 {
-				t.Fatalf("key resolves %d -> %d, want the revoked key's one", fetches, got)
-			}
-			e.wantKeysServed(sibling)
+			revokeKeyThroughProxy(t, tc.kind, tc.owner, "/api/v1/users/"+tc.owner,
+				func(string) string { return invalidation.UserSubject(tc.owner) })
 		})
 	}
+}
+
+// revokeKeyThroughProxy caches a key of kind acting as owner and a sibling
+// key of the admin, stops NATS, has coreapi revoke the key (no event
+// arrives) and answer DELETE path naming subject(the key's public id),
+// and checks the key is refused from its next request, after one resolve,
+// while the sibling stays cached.
+func revokeKeyThroughProxy(t *testing.T, kind, owner, path string, subject func(pid string) string) {
+	t.Helper()
+	e := start(t, envOpt{})
+	admin := e.token(nil)
+	revoked, pid := e.revocationKey(revokedKeyID, kind, owner, tenantID)
+	sibling, _ := e.revocationKey(siblingKeyID, "tenant", userID, tenantID)
+	for _, k := range []string{revoked, sibling} {
+		e.wantStatus(e.do("GET", "/api/v1/users/me", k, nil), 200)
+	}
+	e.wantKeysServed(revoked, sibling)
+	e.natsDown(t)
+	p := keyProjection("tenant:read")
+	p.KeyID, p.Kind, p.UserID = revokedKeyID, kind, owner
+	e.core.SetAPIKey(revoked, p, true) // coreapi commits it; no event arrives
+	e.wantKeysServed(revoked)          // cached, as expected
+	fetches, before := e.core.KeyFetches.Load(), e.localApplied()
+	answerInvalidated(e.core, subject(pid))
+	r := e.do("DELETE", path, admin, nil)
+	answerInvalidated(e.core)
+	e.wantStatus(r, 200)
+	wantNoInvalidated(t, r)
+	if got := e.localApplied(); got != before+1 {
+		t.Fatalf("local invalidations %v -> %v, want one more", before, got)
+	}
+	e.wantKeyProblem(e.do("GET", "/api/v1/users/me", revoked, nil), 401, problem.CodeInvalidToken, "not valid")
+	if got := e.core.KeyFetches.Load(); got != fetches+1 {
+		t.Fatalf("key resolves %d -> %d, want the revoked key's one", fetches, got)
+	}
+	e.wantKeysServed(sibling)
 }
