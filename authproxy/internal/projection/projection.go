@@ -140,8 +140,10 @@ type Cache struct {
 	kc    metrics.CacheCounters
 	m     *metrics.Metrics
 	keys  *keyTable
-	// halfwayHook, when set (tests), runs in a user or tenant
-	// invalidation between the moves of its two counters.
+	// halfwayHook, when set (tests), runs between the two steps of an
+	// invalidation: in a user or tenant one between the moves of its two
+	// counters; in Reconnected between the purge and the end of the
+	// bounded staleness.
 	halfwayHook func()
 }
 
@@ -422,7 +424,8 @@ func (c *Cache) InvalidateTenant(id string) {
 	c.tenant[s].Add(1)
 }
 
-// halfway runs the test hook of a half-applied invalidation, if set.
+// halfway runs the test hook of a half-applied invalidation or
+// reconnection, if set.
 func (c *Cache) halfway() {
 	if c.halfwayHook != nil {
 		c.halfwayHook()
@@ -451,9 +454,12 @@ func (c *Cache) Disconnected(t time.Time) {
 func (c *Cache) BoundedStaleness() bool { return c.down.Load() != connected }
 
 // Reconnected purges everything (events may have been missed) and ends the
-// bounded-staleness mode.
+// bounded-staleness mode, in that order: the other way round, an entry
+// from before the outage, no longer trusted, would be trusted again until
+// the purge (TestReconnectedPurgesFirst).
 func (c *Cache) Reconnected() {
 	c.InvalidateAll()
+	c.halfway()
 	c.down.Store(connected)
 }
 

@@ -120,6 +120,57 @@ func TestStalenessWhileDisconnected(t *testing.T) {
 	f.wantFetches(t, 6)
 }
 
+// TestReconnectedPurgesFirst: a reconnection purges the cache before it
+// trusts entries again. An entry from before the outage, projection or
+// API key, past the staleness bound, is not trusted at any moment of it:
+// ended the other way round, the bounded staleness would leave such an
+// entry trusted until the purge.
+func TestReconnectedPurgesFirst(t *testing.T) {
+	f := newKeyFixture(t)
+	now := func() time.Time { return time.Unix(0, f.now.Load()) }
+	f.core.SetProjection(identity.Projection{UserID: "u1", TenantID: "t1", UserStatus: "active",
+		MembershipStatus: "active", TenantStatus: "active", Roles: []string{"member"}})
+	e, err := f.c.Get(context.Background(), "u1", "t1", "rid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := apikey.New()
+	f.core.SetAPIKey(key, keyOf("u1"), false)
+	ke, err := f.getKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.c.Disconnected(now())
+	f.advance(31 * time.Second)
+	trusted := func() string {
+		switch {
+		case f.c.Valid(e, now()):
+			return "projection"
+		case f.c.validKey(ke, now()):
+			return "API key"
+		}
+		return ""
+	}
+	if what := trusted(); what != "" {
+		t.Fatalf("%s entry trusted past the staleness bound", what)
+	}
+	ran := false
+	f.c.halfwayHook = func() {
+		ran = true
+		if what := trusted(); what != "" {
+			t.Errorf("%s entry from before the outage trusted while the reconnection is under way", what)
+		}
+	}
+	f.c.Reconnected()
+	f.c.halfwayHook = nil
+	if !ran {
+		t.Fatal("the reconnection ran no hook")
+	}
+	if what := trusted(); what != "" {
+		t.Fatalf("%s entry from before the outage trusted after the reconnection", what)
+	}
+}
+
 func TestInvalidationScopes(t *testing.T) {
 	f := newFixture(t)
 	f.get(t, "u1")
