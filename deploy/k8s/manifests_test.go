@@ -47,8 +47,8 @@ const (
 
 // Defaults of the services when the variable is unset (the brief's contract).
 var defaultAddr = map[string]string{
-	"PROXY_LISTEN_ADDR":   ":8080",
-	"PROXY_ADMIN_ADDR":    ":9090",
+	"PROXY_LISTEN_ADDR":   "127.0.0.1:8080",
+	"PROXY_ADMIN_ADDR":    "127.0.0.1:9090",
 	"COREAPI_LISTEN_ADDR": "127.0.0.1:8081",
 	"COREAPI_ADMIN_ADDR":  "127.0.0.1:9091",
 }
@@ -572,6 +572,10 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			c := ctr(t, b, coreName)
 			setEnv(c, "COREAPI_LISTEN_ADDR", ":8081")
 		}, "not loopback"},
+		{"the proxy left on its loopback default", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "PROXY_LISTEN_ADDR" })
+		}, "PROXY_LISTEN_ADDR host \"127.0.0.1\" is loopback"},
 		{"coreapi declares its API port", func(t *testing.T, b *bundle) {
 			c := ctr(t, b, coreName)
 			c.Ports = append(c.Ports, corev1.ContainerPort{Name: "api", ContainerPort: 8081})
@@ -982,7 +986,7 @@ func check(b *bundle) []string {
 
 	proxyEnv := b.env(&v, proxy)
 	coreEnv := b.env(&v, core)
-	_, proxyPort := addr(&v, proxyEnv, "PROXY_LISTEN_ADDR")
+	proxyHost, proxyPort := addr(&v, proxyEnv, "PROXY_LISTEN_ADDR")
 	proxyAdminHost, proxyAdmin := addr(&v, proxyEnv, "PROXY_ADMIN_ADDR")
 	coreHost, corePort := addr(&v, coreEnv, "COREAPI_LISTEN_ADDR")
 	coreAdminHost, coreAdmin := addr(&v, coreEnv, "COREAPI_ADMIN_ADDR")
@@ -1016,6 +1020,11 @@ func check(b *bundle) []string {
 	checkProxyProcs(&v, proxy, proxyEnv, "authproxy")
 	checkScratch(&v, pod, "Deployment "+dep.Name)
 
+	// The proxy is the pod's way in: the Service reaches it on the pod IP
+	// (its default listener is loopback, so the manifest must set it).
+	if isLoopback(proxyHost) {
+		v.addf("authproxy: PROXY_LISTEN_ADDR host %q is loopback: the Service cannot reach it (set :%d)", proxyHost, proxyPort)
+	}
 	// coreapi is reachable only from inside the pod.
 	if !isLoopback(coreHost) {
 		v.addf("coreapi: COREAPI_LISTEN_ADDR host %q is not loopback", coreHost)

@@ -127,8 +127,8 @@ type Config struct {
 // docs/operations.md (a test compares the two). Load can read nothing that
 // is not listed here; -check-config and the start log print from it.
 var Vars = append(envconfig.Table{
-	{Name: "PROXY_LISTEN_ADDR", Default: ":8080", Help: "public listen address"},
-	{Name: "PROXY_ADMIN_ADDR", Default: ":9090", Help: "admin listen address (/healthz, /readyz, /metrics)"},
+	{Name: "PROXY_LISTEN_ADDR", Default: "127.0.0.1:8080", Help: "public listen address"},
+	{Name: "PROXY_ADMIN_ADDR", Default: "127.0.0.1:9090", Help: "admin listen address (/healthz, /readyz, /metrics)"},
 	{Name: "IDENTITY_URL", Default: "http://127.0.0.1:8081", Mask: envconfig.URL, Help: "coreapi's internal base URL (http:// or https://host:port): JWKS, projections, its routes"},
 	{Name: "UPSTREAM_URL", Mask: envconfig.URL, Help: "deprecated: an app's base URL behind a protected catch-all (ignored when equal to IDENTITY_URL)"},
 	{Name: "JWKS_URL", DefaultDoc: "IDENTITY_URL + /.well-known/jwks.json", Mask: envconfig.URL, Help: "key set URL"},

@@ -28,7 +28,9 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ListenAddr != ":8080" || c.AdminAddr != ":9090" {
+	// Everything binds loopback unless told otherwise; a pod sets
+	// :8080 and :9090 (deploy/k8s).
+	if c.ListenAddr != "127.0.0.1:8080" || c.AdminAddr != "127.0.0.1:9090" {
 		t.Errorf("addrs = %s %s", c.ListenAddr, c.AdminAddr)
 	}
 	if c.IdentityURL.String() != "http://127.0.0.1:8081" || c.JWKSURL != "http://127.0.0.1:8081/.well-known/jwks.json" {
@@ -404,8 +406,9 @@ func TestListenAddrsCheckedAsTheStartUsesThem(t *testing.T) {
 	}{
 		{map[string]string{"PROXY_LISTEN_ADDR": ":99999"}, "PROXY_LISTEN_ADDR: want a port from 0 to 65535"},
 		{map[string]string{"PROXY_ADMIN_ADDR": ":metrics"}, "PROXY_ADMIN_ADDR: want a port from 0 to 65535"},
-		{map[string]string{"PROXY_ADMIN_ADDR": ":8080"}, "PROXY_LISTEN_ADDR :8080 and PROXY_ADMIN_ADDR :8080 take the same port"},
-		{map[string]string{"PROXY_LISTEN_ADDR": "127.0.0.1:9090"}, "PROXY_LISTEN_ADDR 127.0.0.1:9090 and PROXY_ADMIN_ADDR :9090 take the same port"},
+		{map[string]string{"PROXY_ADMIN_ADDR": ":8080"}, "PROXY_LISTEN_ADDR 127.0.0.1:8080 and PROXY_ADMIN_ADDR :8080 take the same port"},
+		{map[string]string{"PROXY_LISTEN_ADDR": "127.0.0.1:9090"}, "PROXY_LISTEN_ADDR 127.0.0.1:9090 and PROXY_ADMIN_ADDR 127.0.0.1:9090 take the same port"},
+		{map[string]string{"PROXY_LISTEN_ADDR": ":9090"}, "PROXY_LISTEN_ADDR :9090 and PROXY_ADMIN_ADDR 127.0.0.1:9090 take the same port"},
 	} {
 		tc.vars["IDENTITY_HMAC_KEY"] = key
 		if _, err := Load(env(tc.vars)); err == nil || !strings.Contains(err.Error(), tc.want) {
