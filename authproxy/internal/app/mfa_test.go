@@ -30,6 +30,10 @@ routes:
     upstream: notes
     access: protected
     max_auth_age: 1m
+  - prefix: /notes/mfa
+    upstream: notes
+    access: protected
+    require_mfa: true
 `
 	now := time.Now().Unix()
 	pwd := func(c testenv.Claims) { c["amr"] = []string{"pwd"}; c["auth_time"] = now - 10 }
@@ -52,6 +56,13 @@ routes:
 		{"require_mfa, no amr claim", nil, nil, "GET", "/notes/secure", 401, problem.CodeInsufficientUserAuthentication, ""},
 		{"require_mfa, old second factor", nil, oldOTP, "GET", "/notes/secure", 401, problem.CodeInsufficientUserAuthentication, ""},
 		{"require_mfa, fresh second factor", nil, otp, "GET", "/notes/secure", 200, "", ""},
+		// No age applies: the challenge names none (RFC 9470 max_age only
+		// "when relevant").
+		{"require_mfa alone, password only", nil, pwd, "GET", "/notes/mfa", 401, problem.CodeInsufficientUserAuthentication,
+			`Bearer error="insufficient_user_authentication", acr_values="mfa"`},
+		{"require_mfa alone, old second factor", nil, oldOTP, "GET", "/notes/mfa", 200, "", ""},
+		{"max_auth_age, no auth_time claim", nil, func(c testenv.Claims) { c["amr"] = []string{"pwd", "otp"} }, "GET", "/notes/recent", 401,
+			problem.CodeInsufficientUserAuthentication, `Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=60`},
 		{"max_auth_age, recent password", nil, pwd, "GET", "/notes/recent", 200, "", ""},
 		{"max_auth_age, old sign-in", nil, oldOTP, "GET", "/notes/recent", 401, problem.CodeInsufficientUserAuthentication,
 			`Bearer error="insufficient_user_authentication", acr_values="mfa", max_age=60`},
