@@ -49,5 +49,9 @@ LABEL org.opencontainers.image.title="authproxy" \
 COPY --from=build /out/authproxy /authproxy
 USER 65532:65532
 # 8080: the proxied API (the only port behind the Service); 9090: admin.
+# The binary binds loopback unless told otherwise; in the image the
+# container's own interfaces are the boundary, so both listen on them
+# (`docker run -p 8080:8080` works; the manifests set the same).
+ENV PROXY_LISTEN_ADDR=:8080 PROXY_ADMIN_ADDR=:9090
 EXPOSE 8080 9090
 ENTRYPOINT ["/authproxy"]

@@ -411,6 +411,25 @@ func TestBuildStageReplay(t *testing.T) {
 	}
 }
 
+// TestProxyImageListensOnItsInterfaces: the binary binds loopback by
+// default, which inside a container no published port reaches; the
+// image sets both listeners to the container's interfaces, on the ports
+// it exposes.
+func TestProxyImageListensOnItsInterfaces(t *testing.T) {
+	stages := loadDockerfile(t, "authproxy.Dockerfile")
+	final := stages[len(stages)-1]
+	env := final.envOf()
+	exposed := strings.Fields(strings.Join(final.all("EXPOSE"), " "))
+	for name, port := range map[string]string{"PROXY_LISTEN_ADDR": "8080", "PROXY_ADMIN_ADDR": "9090"} {
+		if env[name] != ":"+port {
+			t.Errorf("%s = %q in the image, want %q", name, env[name], ":"+port)
+		}
+		if !slices.Contains(exposed, port) {
+			t.Errorf("port %s of %s not exposed (EXPOSE %v)", port, name, exposed)
+		}
+	}
+}
+
 // TestIgnoreFileTrimsContext checks .dockerignore keeps tests, local data
 // and VCS metadata out of the build context, and keeps the sources in.
 func TestIgnoreFileTrimsContext(t *testing.T) {
