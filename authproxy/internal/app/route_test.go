@@ -30,6 +30,7 @@ routes:
   - {prefix: /notes, methods: [POST], upstream: notes, access: protected, permissions: [notes:write]}
   - {prefix: /notes/public, methods: [GET], upstream: notes, access: public}
   - {prefix: /notes/maybe, upstream: notes, access: optional}
+  - {prefix: /notes/both, methods: [GET], upstream: notes, access: protected, permissions: [notes:read, notes:write]}
   - {prefix: /, methods: [GET], upstream: notes, access: public}
 `
 
@@ -80,6 +81,27 @@ func TestAppRouting(t *testing.T) {
 		if got := e.wantSignedAt(e.up, testenv.AppKey.ID); strings.Join(got.Identity.Roles, ",") != "member,auditor" {
 			t.Fatalf("roles after the change = %v", got.Identity.Roles)
 		}
+		e.core.SetProjection(notesProjection())
+		e.publishAndWait("auth.invalidate.all")
+	})
+	// A route's permissions are all required: one of the two held is 403
+	// insufficient_scope, and nothing reaches the app; both held pass.
+	t.Run("every permission of the route required", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantProblem(e.do("GET", "/notes/both", tok, nil), 403, problem.CodeInsufficientScope)
+		e.wantNothingForwarded()
+		p := notesProjection()
+		p.Permissions = []string{"notes:write"}
+		e.core.SetProjection(p)
+		e.publishAndWait("auth.invalidate.all")
+		e.wantProblem(e.do("GET", "/notes/both", tok, nil), 403, problem.CodeInsufficientScope)
+		e.wantNothingForwarded()
+		p.Permissions = []string{"notes:read", "notes:write"}
+		e.core.SetProjection(p)
+		e.publishAndWait("auth.invalidate.all")
+		e.wantStatus(e.do("GET", "/notes/both", tok, nil), 200)
+		e.wantSignedAt(e.up, testenv.AppKey.ID)
 		e.core.SetProjection(notesProjection())
 		e.publishAndWait("auth.invalidate.all")
 	})
