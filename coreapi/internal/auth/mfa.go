@@ -476,6 +476,9 @@ func (s *Service) auditFailedCode(ctx context.Context, u factorUse) error {
 
 // --- sign-in challenge ---
 
+// mfaChallenge is the WWW-Authenticate of the mfa_required answer.
+const mfaChallenge = `Bearer error="insufficient_user_authentication", acr_values="mfa"`
+
 // mfaRequiredError is the answer to a correct password of an MFA user:
 // 401 problem+json with code and error mfa_required and the mfa_token.
 type mfaRequiredError struct {
@@ -496,6 +499,9 @@ func (e *mfaRequiredError) render(c *fiber.Ctx) error {
 		With(httpapi.RequestIDOf(c), c.Path()))
 	c.Set(fiber.HeaderContentType, problem.ContentType)
 	httpapi.ProblemHeaders(c) // as every problem answer (handleError)
+	// A 401 carries a challenge (RFC 9110 section 15.5.2): the RFC 9470
+	// one that asks for a second factor, as a step-up's refusal does.
+	c.Set(fiber.HeaderWWWAuthenticate, mfaChallenge)
 	return c.Status(fiber.StatusUnauthorized).JSON(mfaRequiredBody{Problem: p,
 		MFAToken: e.token, ExpiresIn: int64(ChallengeTTL / time.Second)}, problem.ContentType)
 }

@@ -105,6 +105,11 @@ func (e *env) challenge(t testing.TB, email string) string {
 	// The headers of every problem answer (handleError's), though the
 	// token endpoint writes this one itself.
 	apitest.WantProblemHeaders(t, "mfa_required", r)
+	// A 401 carries a challenge (RFC 9110): RFC 9470's, asking for a
+	// second factor.
+	if wa := r.Header.Get("WWW-Authenticate"); wa != `Bearer error="insufficient_user_authentication", acr_values="mfa"` {
+		t.Errorf("WWW-Authenticate %q", wa)
+	}
 	var m mfaRequired
 	r.JSON(t, &m)
 	if m.Code != "mfa_required" || m.Error != "mfa_required" || m.MFAToken == "" || m.ExpiresIn != 300 || m.Status != 401 {
