@@ -17,8 +17,10 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-// probeClient polls readiness endpoints.
-var probeClient = &http.Client{Timeout: 2 * time.Second}
+// metricsClient reads the services' metrics. A test checks most figures
+// once rather than polling, so its timeout is the API client's: the 2 s it
+// had were passed by one scrape on a loaded machine.
+var metricsClient = &http.Client{Timeout: 20 * time.Second}
 
 // apiClient talks to the proxies like a client would, except that it never
 // follows redirects (the OAuth test follows them step by step). Its timeout

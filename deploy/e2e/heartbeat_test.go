@@ -14,7 +14,7 @@ import (
 // proxyMetric reads one series (name and labels, as exposed) from p's
 // metrics; found is false while the series does not exist.
 func proxyMetric(p *service, series string) (v float64, found bool, err error) {
-	resp, err := probeClient.Get("http://" + p.admin + "/metrics")
+	resp, err := metricsClient.Get("http://" + p.admin + "/metrics")
 	if err != nil {
 		return 0, false, err
 	}

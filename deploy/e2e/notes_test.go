@@ -366,7 +366,7 @@ func TestKeysAreNotInterchangeable(t *testing.T) {
 
 // rulesGeneration reads authproxy_rules_generation from p's metrics.
 func rulesGeneration(p *service) (int, error) {
-	resp, err := probeClient.Get("http://" + p.admin + "/metrics")
+	resp, err := metricsClient.Get("http://" + p.admin + "/metrics")
 	if err != nil {
 		return 0, err
 	}

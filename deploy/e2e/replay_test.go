@@ -150,7 +150,7 @@ func TestCapturedSignedRequestReplayRefused(t *testing.T) {
 // metrics (0 while the series does not exist yet).
 func rejected(t *testing.T, core *service, reason string) float64 {
 	t.Helper()
-	resp, err := probeClient.Get("http://" + core.admin + "/metrics")
+	resp, err := metricsClient.Get("http://" + core.admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -213,7 +213,7 @@ func checkEnd(t *testing.T, s *liveStream, reason string) {
 // streamsClosed reads authproxy_streams_closed_total for kind and reason
 // from p's metrics (0 before the first such close).
 func streamsClosed(p *service, kind, reason string) (int, error) {
-	resp, err := probeClient.Get("http://" + p.admin + "/metrics")
+	resp, err := metricsClient.Get("http://" + p.admin + "/metrics")
 	if err != nil {
 		return 0, err
 	}

@@ -81,15 +81,29 @@ func TestUsageProbe(t *testing.T) {
 	defer iso.undo()
 	time.Sleep(200 * time.Millisecond) // the child is past its start-up
 	p := newUsageProbe(os.Getpid(), idle, burner, iso.generatorCPUs, iso.targetCPUs)
+	// The window lasts until the burner has run 0.5 CPU-s (2 s at its 0.3;
+	// longer when the rest of the machine's work leaves it less), so that
+	// the ticks' rounding is a small part of what is read.
 	p.start()
-	time.Sleep(2 * time.Second)
+	run0, t0 := schedRun(t, burner), time.Now()
+	time.Sleep(time.Second)
+	for schedRun(t, burner)-run0 < 500*time.Millisecond && time.Since(t0) < 20*time.Second {
+		time.Sleep(100 * time.Millisecond)
+	}
+	run1, window := schedRun(t, burner), time.Since(t0)
 	p.end()
+	ran := float64(run1-run0) / float64(window)
 	u := p.got
-	t.Logf("usage %+v", u)
-	// 0.3 burnt, within the 10 ms ticks of /proc and what the other work on
-	// the machine leaves it.
-	if u.proxy < 0.2 || u.proxy > 0.36 {
-		t.Errorf("burner (0.3 of a CPU) read as %.3f CPU-s/s", u.proxy)
+	t.Logf("usage %+v over %v; the scheduler's count of the burner's run time %.3f CPU-s/s", u, window.Round(time.Millisecond), ran)
+	// The burner uses at most 0.3, and the probe's reading, from the 10 ms
+	// ticks of /proc/<pid>/stat, is what the scheduler's own nanosecond
+	// count (/proc/<pid>/task/*/schedstat) says it ran, within 40 ms of
+	// CPU time over the window (a few ticks, and the reads' own moments).
+	if ran*window.Seconds() < 0.3 {
+		t.Fatalf("the burner ran %.3f CPU-s/s over %v: too little CPU was left it to check anything", ran, window)
+	}
+	if u.proxy > 0.36 || math.Abs(u.proxy-ran)*window.Seconds() > 0.04 {
+		t.Errorf("burner (0.3 of a CPU, %.3f by the scheduler) read as %.3f CPU-s/s", ran, u.proxy)
 	}
 	if u.upstream < 0 || u.upstream > 0.02 {
 		t.Errorf("sleeping process read as %.3f CPU-s/s", u.upstream)
@@ -111,6 +125,35 @@ func TestUsageProbe(t *testing.T) {
 	if q.got.upstream != -1 || q.got.generatorCPUs != -1 || q.got.proxyCPUs != -1 || q.got.proxy < 0 {
 		t.Errorf("unread figures not -1 (or a read one -1): %+v", q.got)
 	}
+}
+
+// schedRun is the time the scheduler counts the threads of process pid as
+// having run (the first field of each /proc/<pid>/task/<tid>/schedstat, in
+// nanoseconds): a count apart from the ticks the probe reads.
+func schedRun(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum time.Duration
+	for _, task := range tasks {
+		b, err := os.ReadFile(dir + "/" + task.Name() + "/schedstat")
+		if err != nil {
+			continue // a thread gone meanwhile
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 1 {
+			t.Fatalf("schedstat of %s: %q", task.Name(), b)
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			t.Fatalf("schedstat of %s: %v", task.Name(), err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum
 }
 
 // Busy shares come from the per-CPU lines of /proc/stat: idle and iowait
