@@ -114,12 +114,21 @@ type Payload struct {
 	Scope     *string `json:"scope"`
 }
 
+// ErrPayload is the error of DecodePayload given a payload that is not a
+// JSON object.
+var ErrPayload = errors.New("jwt: payload is not a JSON object")
+
 // DecodePayload decodes a verified JWS payload into p. Numbers are kept
-// as written (Number), so a NumericDate is read by NumericDate alone.
+// as written (Number), so a NumericDate is read by NumericDate alone. The
+// payload must be one JSON object (RFC 7519 section 7.2) and nothing else:
+// null, which the JSON decoder takes for no claims, and a claims set
+// followed by more (a second object, stray bytes) are refused, as a
+// verifier that reads the whole payload would refuse them.
 func DecodePayload(body []byte, p *Payload) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	return dec.Decode(p)
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return ErrPayload
+	}
+	return json.Unmarshal(body, p)
 }
 
 // Header is a JWS protected header as the access-token verifiers read it.
@@ -152,6 +161,11 @@ var (
 // against its keys.
 func ParseHeader(seg []byte) (Header, error) {
 	var h Header
+	// The decoder skips CR and LF even when strict: a segment holding
+	// them is no base64url, and would be one header in many spellings.
+	if bytes.ContainsAny(seg, "\r\n") {
+		return h, ErrMalformed
+	}
 	hb := make([]byte, base64.RawURLEncoding.DecodedLen(len(seg)))
 	n, err := base64.RawURLEncoding.Strict().Decode(hb, seg)
 	if err != nil {

@@ -136,6 +136,9 @@ func TestParseHeader(t *testing.T) {
 		{enc(`[1]`), ErrMalformed},
 		{[]byte("eyJ=="), ErrMalformed},
 		{[]byte("!!"), ErrMalformed},
+		// Line breaks, which the base64 decoder skips, are no base64url.
+		{append(enc(`{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}`)[:4:4], append([]byte("\r\n"), enc(`{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}`)[4:]...)...), ErrMalformed},
+		{append(enc(`{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}`), '\n'), ErrMalformed},
 	} {
 		h, err := ParseHeader(tc.seg)
 		if err != tc.want {
@@ -166,7 +169,9 @@ func TestDecodePayload(t *testing.T) {
 	if !HasAudience(p.Aud, "a") {
 		t.Fatal("aud")
 	}
-	for _, bad := range []string{`{"exp":"1764608400"}`, `{"tv":true}`, `[]`, `{"sub":`} {
+	// One JSON object: not null, and nothing may follow it (a second
+	// object, stray bytes).
+	for _, bad := range []string{`{"exp":"1764608400"}`, `{"tv":true}`, `[]`, `{"sub":`, `null`, ` null `, `"x"`, ``, `{} {}`, `{"sub":"s"}x`, `{"sub":"s"}]`, `{"sub":"s"} {"sub":"t"}`} {
 		if err := DecodePayload([]byte(bad), new(Payload)); err == nil {
 			t.Errorf("DecodePayload(%s) accepted", bad)
 		}
