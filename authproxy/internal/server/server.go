@@ -1721,8 +1721,8 @@ func (s *Server) switched(st *state, resp *fasthttp.Response) error {
 
 // clientIP appends the client's address: the peer's, or, when the peer is
 // a trusted proxy, the rightmost X-Forwarded-For hop that is not itself a
-// trusted proxy (hops that do not parse end the walk; a hop's port, as
-// some balancers write it, is left out).
+// trusted proxy (hops that do not parse or carry an IPv6 zone end the
+// walk; a hop's port, as some balancers write it, is left out).
 func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 	peer, ok := netip.AddrFromSlice(c.Context().RemoteIP())
 	if !ok {
@@ -1730,7 +1730,7 @@ func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 	}
 	ip := peer.Unmap()
 	if st.trusted {
-		ip = s.forwardedClient(c, ip)
+		ip = s.forwardedClient(c.Request().Header.Peek("X-Forwarded-For"), ip)
 	}
 	if ip != st.ipOf { // most requests come from the address before
 		st.ipText, st.ipOf = ip.AppendTo(st.ipText[:0]), ip
@@ -1739,13 +1739,13 @@ func (s *Server) clientIP(c *fiber.Ctx, st *state, dst []byte) []byte {
 }
 
 // forwardedClient is the client behind the trusted peer ip: the rightmost
-// X-Forwarded-For hop that is not itself a trusted proxy (hops that do not
-// parse end the walk). Out of line: most peers are not trusted.
+// hop of xff (the request's X-Forwarded-For) that is not itself a trusted
+// proxy (hops that do not parse, or carry an IPv6 zone, end the walk). Out
+// of line: most peers are not trusted.
 //
 //go:noinline
-func (s *Server) forwardedClient(c *fiber.Ctx, ip netip.Addr) netip.Addr {
+func (s *Server) forwardedClient(xff []byte, ip netip.Addr) netip.Addr {
 	// setForwarded appended the (trusted) peer last: the walk passes it.
-	xff := c.Request().Header.Peek("X-Forwarded-For")
 	for end := len(xff); end > 0; {
 		i := end - 1
 		for i >= 0 && xff[i] != ',' {
@@ -1770,6 +1770,14 @@ func (s *Server) forwardedClient(c *fiber.Ctx, ip netip.Addr) netip.Addr {
 				break
 			}
 			a = ap.Addr()
+		}
+		if a.Zone() != "" {
+			// fe80::1%eth0 names an interface of the host that wrote
+			// it, no address of a client: as a hop that does not parse.
+			// Taken, the text after the % went out as the client IP
+			// (signed, logged, rate limited on): one host under as many
+			// addresses as zones written.
+			break
 		}
 		ip = a.Unmap()
 		if !s.isTrusted(ip) {
