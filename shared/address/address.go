@@ -7,6 +7,7 @@ package address
 
 import (
 	"strings"
+	"unicode"
 
 	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
@@ -40,9 +41,15 @@ func Canonical(s string) string {
 // domain IDNA refuses (an underscore, an address literal, a broken
 // Punycode label) is kept as it came, less those dots: a trailing dot
 // names the same host, and an address literal never ends in one.
+//
+// White space at the end goes with the dots, before IDNA reads the
+// domain: Canonical trims it from the address, so a domain ending in
+// " ." would otherwise come out ending in " ", and its canonical form
+// would be another address again (IDNA refuses "ü .", reads "ü").
 func Domain(d string) string {
+	d = strings.TrimRightFunc(d, func(r rune) bool { return r == '.' || unicode.IsSpace(r) })
 	if u, err := idna.Lookup.ToUnicode(d); err == nil {
-		d = u
+		d = strings.TrimRight(u, ".")
 	}
-	return strings.TrimRight(d, ".")
+	return d
 }

@@ -34,6 +34,11 @@ func TestCanonical(t *testing.T) {
 		"Ada@[192.0.2.1]":           "Ada@[192.0.2.1]",
 		"b\u00fccher.example":       "b\u00fccher.example", // no "@": no domain
 		"a@b@XN--BCHER-KVA.example": "a@b@b\u00fccher.example",
+		// White space and dots at the end of the domain go before IDNA
+		// reads it: the result is its own canonical form.
+		"@\u00dc .":                    "@\u00fc",
+		"Ada@XN--BCHER-KVA.example. .": "Ada@b\u00fccher.example",
+		"Ada@Under_Score.example \t.":  "Ada@Under_Score.example",
 	} {
 		got := address.Canonical(in)
 		if got != want {
