@@ -406,6 +406,13 @@ func MaskURL(v string) string {
 	if err != nil || u.Scheme == "" {
 		return Masked
 	}
+	if u.User == nil && u.Host == "" && strings.Contains(v, "@") {
+		// No authority ("postgres:u:pw@h", "postgres:/u:pw@h": slashes
+		// missing, or one too many): what was meant as user
+		// information is the opaque part or the path, which print as
+		// written.
+		return Masked
+	}
 	if u.User != nil {
 		if _, ok := u.User.Password(); ok {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
@@ -449,8 +456,16 @@ func ProblemURL(s string) string {
 	} else {
 		scheme += "://"
 	}
+	// The authority ends at the first '/', '?' or '#'; without "://", or
+	// with nothing before that '/' ("postgres:/u:pw@h", "postgres:///u:pw@h":
+	// slashes missing, or one too many), what was meant as user
+	// information lies after a '/', so the part masked ends at '?' or '#'.
+	end := "/?#"
+	if !ok || strings.HasPrefix(rest, "/") {
+		end = "?#"
+	}
 	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+	if i := strings.IndexAny(rest, end); i >= 0 {
 		authority, tail = rest[:i], rest[i:]
 	}
 	if i := strings.LastIndexByte(authority, '@'); i >= 0 {

@@ -186,6 +186,11 @@ func TestURLMaskHidesEveryCredential(t *testing.T) {
 		{"https://collector/v1/traces?Authorization=Bearer+k9secret", "https://collector/v1/traces?Authorization=xxxxx", "k9secret"},
 		{"https://store/v1/traces?sv=2022&sig=k10secret", "https://store/v1/traces?sig=xxxxx&sv=2022", "k10secret"},
 		{"postgres://u@h/db?sslmode=disable", "postgres://u@h/db?sslmode=disable", ""},
+		// Slashes missing, or one too many: the password is no user
+		// information the parser finds, but printed it would still be.
+		{"postgres:u:pw11secret@h:5432/db", Masked, "pw11secret"},
+		{"postgres:/u:pw12secret@h/db", Masked, "pw12secret"},
+		{"postgres:///u:pw13secret@h/db", Masked, "pw13secret"},
 	} {
 		got := mask(URL, tc.in)
 		if got != tc.want {
@@ -208,6 +213,9 @@ func TestProblemURL(t *testing.T) {
 		"127.0.0.1:8081":                    "127.0.0.1:8081",
 		"app.example.com":                   "app.example.com",
 		"https://keys@auth.example/a@b?x=y": "https://xxxxx@auth.example/a@b?xxxxx",
+		"postgres:u:pw@h:5432/db":           "xxxxx@h:5432/db",
+		"postgres:/u:pw@h/db?x=y":           "xxxxx@h/db?xxxxx",
+		"postgres:///u:pw@h/db":             "postgres://xxxxx@h/db",
 	} {
 		if got := ProblemURL(in); got != want {
 			t.Errorf("ProblemURL(%s) = %s, want %s", in, got, want)
