@@ -451,6 +451,11 @@ func MaskURL(v string) string {
 func ProblemURL(s string) string {
 	const masked = "xxxxx"
 	scheme, rest, ok := strings.Cut(s, "://")
+	if ok && strings.ContainsAny(scheme, ":/?#@") {
+		// Not a scheme: the "://" comes later, in a path or query
+		// ("postgres:/u:pw@h/db?next=http://x").
+		ok = false
+	}
 	if !ok {
 		scheme, rest = "", s
 	} else {

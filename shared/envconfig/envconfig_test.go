@@ -216,6 +216,7 @@ func TestProblemURL(t *testing.T) {
 		"postgres:u:pw@h:5432/db":           "xxxxx@h:5432/db",
 		"postgres:/u:pw@h/db?x=y":           "xxxxx@h/db?xxxxx",
 		"postgres:///u:pw@h/db":             "postgres://xxxxx@h/db",
+		"postgres:/u:pw@h/db?next=http://x": "xxxxx@h/db?xxxxx",
 	} {
 		if got := ProblemURL(in); got != want {
 			t.Errorf("ProblemURL(%s) = %s, want %s", in, got, want)
