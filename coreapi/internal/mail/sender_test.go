@@ -954,7 +954,9 @@ func TestParseSMTPURL(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "mail.example.com", "http://mail.example.com", "smtp://", "smtp://h:0",
-		"smtp://h:99999", "smtp://h:x", "smtp://h?starttls=maybe"} {
+		"smtp://h:99999", "smtp://h:x", "smtp://h?starttls=maybe",
+		// Hosts url.Parse leaves in place that no dialler takes.
+		"smtp://]0", "smtp://u:p@h]x:25", "smtp://a,b", "smtp://a!b:25", "smtp://h%C3%A9", "smtp://::%25]:10", "smtp://[fe80::1%25a]b]"} {
 		if _, err := mail.ParseSMTPURL(bad); err == nil {
 			t.Errorf("ParseSMTPURL(%q) accepted", bad)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -53,13 +54,25 @@ const DefaultSMTPTimeout = 10 * time.Second
 // ParseSMTPURL checks an SMTP_URL: smtp://[user:pass@]host[:port] (STARTTLS
 // when the server offers it; ?starttls=required refuses a server without
 // it, ?starttls=off never uses it) or smtps://… (implicit TLS, port 465 by
-// default).
+// default). The server is dialled at that host and port only: go-mail's
+// port policies (WithTLSPortPolicy, WithSSLPort) would fall back to port 25
+// when the port given does not answer, so the TLS mode is set apart from
+// the port.
 func ParseSMTPURL(raw string) (*SMTP, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Hostname() == "" {
 		return nil, errors.New("want smtp://[user:password@]host[:port] or smtps://…")
 	}
-	s := &SMTP{host: u.Hostname(), opts: []gomail.Option{gomail.WithTimeout(DefaultSMTPTimeout)}}
+	host := u.Hostname()
+	if !dialableHost(host) {
+		return nil, errors.New("bad host: want a DNS name or an IP address")
+	}
+	if strings.Contains(host, ":") {
+		// An IPv6 literal: go-mail dials host + ":" + port, so it keeps
+		// its brackets ("[::1]:587"), which TLS's name check takes too.
+		host = "[" + host + "]"
+	}
+	s := &SMTP{host: host, opts: []gomail.Option{gomail.WithTimeout(DefaultSMTPTimeout)}}
 	port := 0
 	if p := u.Port(); p != "" {
 		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
@@ -81,7 +94,7 @@ func ParseSMTPURL(raw string) (*SMTP, error) {
 		default:
 			return nil, errors.New("starttls: want auto, required or off")
 		}
-		s.opts = append(s.opts, gomail.WithTLSPortPolicy(policy))
+		s.opts = append(s.opts, gomail.WithTLSPolicy(policy))
 	case "smtps":
 		if port == 0 {
 			port = 465
@@ -97,6 +110,27 @@ func ParseSMTPURL(raw string) (*SMTP, error) {
 			gomail.WithUsername(u.User.Username()), gomail.WithPassword(pw))
 	}
 	return s, nil
+}
+
+// dialableHost reports whether host, a URL's Hostname, is one a dialler
+// takes: an IP address (an IPv6 one with a zone of name characters) or a
+// name of letters, digits, '-', '_' and '.'. url.Parse leaves much else in
+// a host ("]x", "a,b", "a!b", "::%]"), which could never be reached.
+func dialableHost(host string) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Zone() == "" || nameChars(a.Zone())
+	}
+	return nameChars(host)
+}
+
+func nameChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Send delivers m in its own SMTP session.
