@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"unicode/utf8"
 
+	yamlv2 "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
 )
 
@@ -62,10 +64,14 @@ type declared struct {
 //	  - name: notes:write
 //	    description: Create notes
 //
-// or the list alone. Unknown fields, bad names, missing descriptions,
-// duplicates and redeclared built-ins are all reported together.
+// or the list alone, in one YAML document. Unknown fields, bad names,
+// missing descriptions, duplicates and redeclared built-ins are all
+// reported together.
 func Parse(data []byte, source string) (*Catalog, error) {
 	fail := func(p ...string) error { return &Error{Source: source, Problems: p} }
+	if err := oneDocument(data); err != nil {
+		return nil, fail(err.Error())
+	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return nil, fail(fmt.Sprintf("not YAML or JSON: %v", err))
@@ -137,4 +143,28 @@ func Parse(data []byte, source string) (*Catalog, error) {
 		return nil, &Error{Source: source, Problems: problems}
 	}
 	return c, nil
+}
+
+// oneDocument refuses a catalog of more than one YAML document: only the
+// first would be read, the permissions of the others dropped without a
+// word (and a broken one not reported). An empty document (a trailing
+// "---") is none.
+func oneDocument(b []byte) error {
+	d := yamlv2.NewDecoder(bytes.NewReader(b))
+	var doc any
+	if err := d.Decode(&doc); err != nil {
+		return nil // none at all, or one the parse reports
+	}
+	for {
+		doc = nil
+		err := d.Decode(&doc)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return fmt.Errorf("not YAML or JSON: %v", err)
+		case doc != nil:
+			return errors.New("more than one YAML document (---): only the first would be read; write one")
+		}
+	}
 }

@@ -84,6 +84,8 @@ func TestParseRefuses(t *testing.T) {
 		{"wrong type", `[{name: notes:read, description: x, member_default: "yes"}]`, `member_default`},
 		{"a scalar", `notes:read`, `want a list of permissions`},
 		{"not yaml", "permissions: [\n  - {", `not YAML or JSON`},
+		{"two documents", "- {name: notes:read, description: x}\n---\n- {name: notes:write, description: w}\n", `more than one YAML document`},
+		{"a broken second document", "- {name: notes:read, description: x}\n---\n- [\n", `not YAML or JSON`},
 		// YAML 1.1 reads an unquoted yes/no/y/n as a boolean.
 		{"boolean description", `[{name: notes:read, description: yes}]`, `description of type string`},
 	} {
@@ -235,5 +237,15 @@ func TestUnknownAndKnown(t *testing.T) {
 	}
 	if got := c.Known([]string{"notes:read", "x:y", "tenant:read"}); !slices.Equal(got, []string{"notes:read", "tenant:read"}) {
 		t.Errorf("Known = %v", got)
+	}
+}
+
+// TestParseDocumentMarkers: a catalog that opens with "---", or ends with
+// one, is one document.
+func TestParseDocumentMarkers(t *testing.T) {
+	for _, text := range []string{"---\n" + notesYAML, notesYAML + "---\n", "---\n" + notesYAML + "...\n"} {
+		if c := mustParse(t, text); !c.Has("notes:write") {
+			t.Errorf("Parse(%q): names %v", text, c.Names())
+		}
 	}
 }
