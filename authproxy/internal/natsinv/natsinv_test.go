@@ -87,7 +87,7 @@ func (r *recorder) Reconnected() {
 	r.mu.Unlock()
 }
 
-func newRecorder(t *testing.T) *recorder {
+func newRecorder(t testing.TB) *recorder {
 	c, err := projection.New(projection.Options{Size: 100, TTL: time.Minute, MaxStaleness: time.Second}, nil, metrics.New())
 	if err != nil {
 		t.Fatal(err)
@@ -101,13 +101,13 @@ func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)
 // connectWithPublisher connects a subscriber to n with o (its URL set
 // here) for target, and a plain client to publish with; both close when
 // the test ends (the subscriber first).
-func connectWithPublisher(t *testing.T, n *testenv.NATS, o Options, target Target, m *metrics.Metrics) (*Subscriber, *nats.Conn) {
+func connectWithPublisher(t testing.TB, n *testenv.NATS, o Options, target Target, m *metrics.Metrics) (*Subscriber, *nats.Conn) {
 	t.Helper()
 	return connectLogged(t, n, o, target, m, quiet())
 }
 
 // connectLogged is connectWithPublisher logging to log.
-func connectLogged(t *testing.T, n *testenv.NATS, o Options, target Target, m *metrics.Metrics, log *slog.Logger) (*Subscriber, *nats.Conn) {
+func connectLogged(t testing.TB, n *testenv.NATS, o Options, target Target, m *metrics.Metrics, log *slog.Logger) (*Subscriber, *nats.Conn) {
 	t.Helper()
 	o.URL = n.URL()
 	s, err := Connect(o, target, log, m)
