@@ -16,7 +16,6 @@
 package rules
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -35,7 +34,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
-	yamlv2 "go.yaml.in/yaml/v2"
+	"github.com/tollgate-auth/tollgate/shared/yamldoc"
 	"sigs.k8s.io/yaml"
 )
 
@@ -483,25 +482,14 @@ func Parse(b []byte, env Env) (*Table, error) {
 
 // oneDocument refuses a file of more than one YAML document: only the
 // first would be read, the routes of the others dropped without a word.
-// An empty document (a trailing "---") is none.
 func oneDocument(b []byte) error {
-	d := yamlv2.NewDecoder(bytes.NewReader(b))
-	var doc any
-	if err := d.Decode(&doc); err != nil {
-		return nil // none at all, or one the parse reports
+	switch err := yamldoc.Single(b); {
+	case errors.Is(err, yamldoc.ErrMany):
+		return errors.New("rules file has " + err.Error())
+	case err != nil:
+		return fmt.Errorf("parse rules: %w", err)
 	}
-	for {
-		doc = nil
-		err := d.Decode(&doc)
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
-			return fmt.Errorf("parse rules: %w", err)
-		case doc != nil:
-			return errors.New("rules file has more than one YAML document (---): only the first would be read; write one")
-		}
-	}
+	return nil
 }
 
 var (

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"unicode/utf8"
 
-	yamlv2 "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tollgate-auth/tollgate/shared/yamldoc"
 )
 
 // Error lists every problem found in a catalog.
@@ -147,24 +147,13 @@ func Parse(data []byte, source string) (*Catalog, error) {
 
 // oneDocument refuses a catalog of more than one YAML document: only the
 // first would be read, the permissions of the others dropped without a
-// word (and a broken one not reported). An empty document (a trailing
-// "---") is none.
+// word (and a broken one not reported).
 func oneDocument(b []byte) error {
-	d := yamlv2.NewDecoder(bytes.NewReader(b))
-	var doc any
-	if err := d.Decode(&doc); err != nil {
-		return nil // none at all, or one the parse reports
+	switch err := yamldoc.Single(b); {
+	case errors.Is(err, yamldoc.ErrMany):
+		return err
+	case err != nil:
+		return fmt.Errorf("not YAML or JSON: %v", err)
 	}
-	for {
-		doc = nil
-		err := d.Decode(&doc)
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
-			return fmt.Errorf("not YAML or JSON: %v", err)
-		case doc != nil:
-			return errors.New("more than one YAML document (---): only the first would be read; write one")
-		}
-	}
+	return nil
 }
