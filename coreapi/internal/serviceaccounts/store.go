@@ -543,6 +543,17 @@ SELECT user_id::text, tenant_id::text FROM service_accounts WHERE created_by = $
 		if a.Keys, err = apikeys.RevokeUserKeys(ctx, tx, a.TenantID, a.ID, actorID, requestID, via); err != nil {
 			return nil, err
 		}
+		if a.Secrets == 0 && a.Keys > 0 {
+			// Keys but no secret (a key minted through a proxy that had
+			// not yet heard of the last secret's deletion): the account's
+			// subject is written all the same, so that the request's
+			// X-Auth-Invalidated names the account, whose eviction covers
+			// its keys (outbox.Row.CoveredBy), and not each key, which
+			// past outbox.MaxReported would purge the proxy's whole cache.
+			if err := outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(a.ID), Reason: invalidation.ReasonAPIKeyRevoked}); err != nil {
+				return nil, err
+			}
+		}
 		if a.Secrets > 0 || a.Keys > 0 {
 			out = append(out, a)
 		}
