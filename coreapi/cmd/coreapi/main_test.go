@@ -269,6 +269,33 @@ func TestServeRefusesLocalhostLinksWithAMailServer(t *testing.T) {
 	}
 }
 
+// TestServeRefusesAMistypedSMTPURL: an SMTP_URL with a mistake in it
+// (here starttls mistyped, which left STARTTLS opportunistic where the
+// operator asked for it required) stops serve and -check-config before
+// anything listens, naming the mistake; neither the error nor the log
+// shows the mail server's password.
+func TestServeRefusesAMistypedSMTPURL(t *testing.T) {
+	env := serveEnv(t, "postgres://nobody@127.0.0.1:1/none")
+	delete(env, "MAIL_TO_LOG")
+	env["SMTP_URL"] = "smtp://mailer:secretpw@127.0.0.1:1?startls=required"
+	env["PUBLIC_BASE_URL"] = "https://auth.example.com"
+	for _, args := range [][]string{{"serve"}, {"-check-config"}} {
+		var out testkit.LogBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := run(ctx, args, envOf(env), &out)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), `SMTP_URL: unknown query parameter "startls"`) {
+			t.Fatalf("%q with SMTP_URL ?startls=required = %v, want a refusal naming the parameter", args, err)
+		}
+		if strings.Contains(err.Error()+out.String(), "secretpw") {
+			t.Errorf("%q: the password shows in the error or the log:\n%v\n%s", args, err, out.String())
+		}
+		if strings.Contains(out.String(), `"msg":"listening"`) {
+			t.Errorf("%q listened before refusing", args)
+		}
+	}
+}
+
 // TestLeftoverArgumentsRefused: an argument after a command's flags is
 // refused, not ignored: `serve check-config` started serving instead of
 // checking the configuration, `keys generate -dir D extra` made a key,

@@ -509,6 +509,17 @@ func TestMailTransport(t *testing.T) {
 		{"mail server", "smtp://mail.example.com", "", "", true},
 		{"mail server, log refused", "smtps://mail.example.com", "false", "", true},
 		{"a bad mail server", "http://mail.example.com", "", "SMTP_URL: ", false},
+		// What ParseSMTPURL refuses is a problem naming SMTP_URL and what
+		// is wrong, never the password (secretpw).
+		{"a typo in starttls", "smtp://mailer:secretpw@mail.example.com:587?startls=required", "", `SMTP_URL: unknown query parameter "startls"`, false},
+		{"starttls twice", "smtp://mailer:secretpw@mail.example.com?starttls=off&starttls=required", "", "SMTP_URL: starttls given 2 times", false},
+		{"starttls on smtps", "smtps://mailer:secretpw@mail.example.com?starttls=required", "", "SMTP_URL: starttls with smtps://", false},
+		{"a password without a user", "smtp://:secretpw@mail.example.com", "", "SMTP_URL: a password without a user name", false},
+		{"a user without a password", "smtp://mailer@mail.example.com", "", "SMTP_URL: a user name without a password", false},
+		{"a path", "smtp://mailer:secretpw@mail.example.com/relay", "", "SMTP_URL: a path after the host", false},
+		{"a fragment", "smtp://mailer:secretpw@mail.example.com#tls", "", "SMTP_URL: a fragment", false},
+		{"opaque", "smtp:mailer:secretpw@mail.example.com", "", `SMTP_URL: no "//" before the host`, false},
+		{"an unescaped ? in the password", "smtp://mailer:12?secretpw@mail.example.com", "", `SMTP_URL: "@" after the host`, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := production()
@@ -529,6 +540,9 @@ func TestMailTransport(t *testing.T) {
 			}
 			if strings.Contains(tt.want, "set SMTP_URL") && !strings.Contains(err.Error(), "or MAIL_TO_LOG=true") {
 				t.Errorf("the problem does not say how to start with mails to the log: %v", err)
+			}
+			if strings.Contains(err.Error(), "secretpw") {
+				t.Errorf("the problem shows the password: %v", err)
 			}
 		})
 	}

@@ -946,19 +946,77 @@ func TestUnicodeDomainReachesAnASCIIServer(t *testing.T) {
 	}
 }
 
+// TestParseSMTPURL: an SMTP_URL is taken in the documented forms only.
+// Anything else in it is refused, naming what is wrong, not ignored: a
+// typo (?startls=required) would leave TLS or AUTH other than the
+// operator meant, unnoticed. No refusal quotes the password.
 func TestParseSMTPURL(t *testing.T) {
 	for _, ok := range []string{"smtp://127.0.0.1:1025", "smtp://user:pw@mail.example.com", "smtps://mail.example.com",
-		"smtp://mail.example.com:587?starttls=required", "smtp://h:25?starttls=off"} {
+		"smtp://mail.example.com:587?starttls=required", "smtp://h:25?starttls=off", "smtp://h?starttls=auto",
+		"smtp://h:25/", "smtps://user:pw@[::1]:465/", "smtp://h?", "smtp://h?&starttls=off&", "smtp://h?%73tarttls=off",
+		"smtp://us%3Aer:p%2F%3F%23w@h"} {
 		if _, err := mail.ParseSMTPURL(ok); err != nil {
 			t.Errorf("ParseSMTPURL(%q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "mail.example.com", "http://mail.example.com", "smtp://", "smtp://h:0",
-		"smtp://h:99999", "smtp://h:x", "smtp://h?starttls=maybe",
+	const pw = "s3cretPW"
+	for _, tc := range []struct{ url, want string }{
+		// want "": refused, whatever the words.
+		{"", ""}, {"mail.example.com", ""}, {"http://mail.example.com", ""}, {"smtp://", ""}, {"smtp://h:0", ""},
+		{"smtp://h:99999", ""}, {"smtp://h:x", ""}, {"smtp://h:", "bad port"},
 		// Hosts url.Parse leaves in place that no dialler takes.
-		"smtp://]0", "smtp://u:p@h]x:25", "smtp://a,b", "smtp://a!b:25", "smtp://h%C3%A9", "smtp://::%25]:10", "smtp://[fe80::1%25a]b]"} {
-		if _, err := mail.ParseSMTPURL(bad); err == nil {
-			t.Errorf("ParseSMTPURL(%q) accepted", bad)
+		{"smtp://]0", ""}, {"smtp://u:p@h]x:25", ""}, {"smtp://a,b", ""}, {"smtp://a!b:25", ""}, {"smtp://h%C3%A9", ""},
+		{"smtp://::%25]:10", ""}, {"smtp://[fe80::1%25a]b]", ""},
+		// A parameter other than starttls: a typo of it, or one that
+		// means nothing here.
+		{"smtp://mailer:" + pw + "@mail.example.com:587?startls=required", `unknown query parameter "startls"`},
+		{"smtp://mailer:" + pw + "@h?STARTTLS=required", `unknown query parameter "STARTTLS"`},
+		{"smtp://h?starttls=off&tls=on&auth=plain", `unknown query parameter "auth", "tls"`},
+		{"smtp://h?=off", `unknown query parameter ""`},
+		{"smtp://h?starttls=off;x=1", "bad query"},
+		{"smtp://h?starttls=%zz", "bad query"},
+		// starttls more than once: which would win?
+		{"smtp://mailer:" + pw + "@h?starttls=off&starttls=required", "starttls given 2 times"},
+		{"smtp://h?starttls=required&starttls=required", "starttls given 2 times"},
+		{"smtp://h?starttls=maybe", `starttls="maybe": want auto, required or off`},
+		{"smtp://h?starttls", `starttls="": want auto, required or off`},
+		{"smtp://h?starttls=Required", `starttls="Required"`},
+		// starttls on implicit TLS, where it means nothing.
+		{"smtps://mailer:" + pw + "@h?starttls=required", "starttls with smtps://"},
+		{"smtps://h?starttls=off", "starttls with smtps://"},
+		{"smtps://h:465?starttls=auto", "starttls with smtps://"},
+		// User information that leads to no AUTH, or to one with an
+		// empty password.
+		{"smtp://:" + pw + "@h", "a password without a user name"},
+		{"smtps://:" + pw + "@h:465", "a password without a user name"},
+		{"smtp://@h", "an empty user name"},
+		{"smtp://mailer@h", "a user name without a password"},
+		{"smtp://mailer:@h:587", "a user name without a password"},
+		// A path, a fragment, an opaque URL: nothing in them is used.
+		{"smtp://mailer:" + pw + "@h/mail", "a path after the host"},
+		{"smtp://h:25//", "a path after the host"},
+		{"smtp://h/%2F", "a path after the host"},
+		{"smtp://mailer:" + pw + "@h#starttls=required", "a fragment"},
+		{"smtp://h:25?starttls=off#", "a fragment"},
+		{"smtp:mailer:" + pw + "@h:25", `no "//" before the host`},
+		{"smtp:h:25", `no "//" before the host`},
+		// A '/', '?' or '#' left unescaped in the password ends the
+		// host: the rest of the password is a path, query or fragment.
+		{"smtp://mailer:12?" + pw + "@h", `"@" after the host`},
+		{"smtp://mailer:12#" + pw + "@h", `"@" after the host`},
+		{"smtp://mailer:12/" + pw + "@h", `"@" after the host`},
+		{"smtp://mailer:12?x=" + pw + "@h", `"@" after the host`},
+	} {
+		_, err := mail.ParseSMTPURL(tc.url)
+		if err == nil {
+			t.Errorf("ParseSMTPURL(%q) accepted", tc.url)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseSMTPURL(%q) = %v, want it to say %q", tc.url, err, tc.want)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("ParseSMTPURL(%q) = %v: shows the password", tc.url, err)
 		}
 	}
 }

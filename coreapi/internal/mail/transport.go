@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,10 +59,26 @@ const DefaultSMTPTimeout = 10 * time.Second
 // port policies (WithTLSPortPolicy, WithSSLPort) would fall back to port 25
 // when the port given does not answer, so the TLS mode is set apart from
 // the port.
+//
+// Whatever else the URL holds is refused, not ignored: an operator's typo
+// (?startls=required) would otherwise leave the mail server's TLS or AUTH
+// other than meant, unnoticed. The errors name what is wrong and never
+// quote the password (nor url.Parse's error, which quotes the URL).
 func ParseSMTPURL(raw string) (*SMTP, error) {
 	u, err := url.Parse(raw)
-	if err != nil || u.Hostname() == "" {
-		return nil, errors.New("want smtp://[user:password@]host[:port] or smtps://…")
+	if err != nil {
+		return nil, errSMTPURLForm
+	}
+	if strings.Contains(u.Path+u.RawQuery+u.Fragment, "@") {
+		// "smtp://u:12?pw@h": the password's '?' ended the host, and the
+		// rest of the password is the query. Quoting it would show it.
+		return nil, errors.New(`"@" after the host: write a "/", "?" or "#" in the user name or password as %2F, %3F or %23`)
+	}
+	if u.Opaque != "" {
+		return nil, errors.New(`no "//" before the host: want smtp://[user:password@]host[:port] or smtps://…`)
+	}
+	if u.Hostname() == "" {
+		return nil, errSMTPURLForm
 	}
 	host := u.Hostname()
 	if !dialableHost(host) {
@@ -78,6 +95,34 @@ func ParseSMTPURL(raw string) (*SMTP, error) {
 		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
 			return nil, errors.New("bad port")
 		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return nil, errors.New(`bad port: none after ":"`)
+	}
+	if p := u.EscapedPath(); p != "" && p != "/" {
+		return nil, errors.New("a path after the host: nothing after host[:port] is used but ?starttls=")
+	}
+	if strings.Contains(raw, "#") {
+		// url.Parse cuts at the first '#', so one is always the fragment's
+		// (an empty fragment is not kept in u).
+		return nil, errors.New("a fragment (#…): nothing after host[:port] is used but ?starttls=")
+	}
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, errors.New("bad query: want ?starttls=auto, required or off")
+	}
+	var unknown []string
+	for name := range query {
+		if name != "starttls" {
+			unknown = append(unknown, strconv.Quote(name))
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return nil, fmt.Errorf("unknown query parameter %s: only starttls is taken", strings.Join(unknown, ", "))
+	}
+	starttls := query["starttls"]
+	if len(starttls) > 1 {
+		return nil, fmt.Errorf("starttls given %d times: give it once", len(starttls))
 	}
 	switch u.Scheme {
 	case "smtp":
@@ -85,32 +130,52 @@ func ParseSMTPURL(raw string) (*SMTP, error) {
 			port = 587
 		}
 		policy := gomail.TLSOpportunistic
-		switch u.Query().Get("starttls") {
-		case "", "auto":
-		case "required":
-			policy = gomail.TLSMandatory
-		case "off":
-			policy = gomail.NoTLS
-		default:
-			return nil, errors.New("starttls: want auto, required or off")
+		if len(starttls) == 1 {
+			switch starttls[0] {
+			case "auto":
+			case "required":
+				policy = gomail.TLSMandatory
+			case "off":
+				policy = gomail.NoTLS
+			default:
+				return nil, fmt.Errorf("starttls=%q: want auto, required or off", starttls[0])
+			}
 		}
 		s.opts = append(s.opts, gomail.WithTLSPolicy(policy))
 	case "smtps":
 		if port == 0 {
 			port = 465
 		}
+		if len(starttls) > 0 {
+			return nil, errors.New("starttls with smtps://: smtps is TLS from the first byte, STARTTLS is for smtp://")
+		}
 		s.opts = append(s.opts, gomail.WithSSL())
 	default:
 		return nil, fmt.Errorf("scheme %q: want smtp or smtps", u.Scheme)
 	}
 	s.opts = append(s.opts, gomail.WithPort(port))
-	if u.User != nil && u.User.Username() != "" {
-		pw, _ := u.User.Password()
+	if u.User != nil {
+		pw, hasPW := u.User.Password()
+		switch {
+		case u.User.Username() == "" && hasPW:
+			return nil, errors.New("a password without a user name: want smtp://user:password@host, or no user information for a server that takes mail without AUTH")
+		case u.User.Username() == "":
+			return nil, errors.New(`an empty user name before "@": want smtp://user:password@host, or no user information for a server that takes mail without AUTH`)
+		case pw == "":
+			// go-mail would log in with an empty password: a server that
+			// offers AUTH refuses it (a failed login on the account), one
+			// that offers none fails every session ("server does not
+			// support SMTP AUTH").
+			return nil, errors.New("a user name without a password: want smtp://user:password@host, or no user information for a server that takes mail without AUTH")
+		}
 		s.opts = append(s.opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
 			gomail.WithUsername(u.User.Username()), gomail.WithPassword(pw))
 	}
 	return s, nil
 }
+
+// errSMTPURLForm refuses what is no smtp:// or smtps:// URL with a host.
+var errSMTPURLForm = errors.New("want smtp://[user:password@]host[:port] or smtps://…")
 
 // dialableHost reports whether host, a URL's Hostname, is one a dialler
 // takes: an IP address (an IPv6 one with a zone of name characters) or a
