@@ -413,6 +413,13 @@ func MaskURL(v string) string {
 		// written.
 		return Masked
 	}
+	if strings.Contains(u.Path+u.RawQuery+u.Fragment, "@") {
+		// An '@' after the authority: what was meant as user
+		// information may run past it, a '/', '?' or '#' left unescaped
+		// in the password ("postgres://u:12?pw@h/db": the host is "u:12"
+		// and the rest of the password the query), and print as written.
+		return Masked
+	}
 	if u.User != nil {
 		if _, ok := u.User.Password(); ok {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
@@ -461,29 +468,24 @@ func ProblemURL(s string) string {
 	} else {
 		scheme += "://"
 	}
-	// The authority ends at the first '/', '?' or '#'; without "://", or
-	// with nothing before that '/' ("postgres:/u:pw@h", "postgres:///u:pw@h":
-	// slashes missing, or one too many), what was meant as user
-	// information lies after a '/', so the part masked ends at '?' or '#'.
-	end := "/?#"
-	if !ok || strings.HasPrefix(rest, "/") {
-		end = "?#"
+	// The user information ends at the last '@' of the value: a password
+	// may hold a '/', '?' or '#' left unescaped ("postgres://u:12?pw@h",
+	// "postgres://u:12/pw@h"), which would end the authority before it,
+	// and without "://", or with nothing before the first '/'
+	// ("postgres:/u:pw@h", "postgres:///u:pw@h": slashes missing, or one
+	// too many), it lies after a '/' too. An '@' of a path or query is
+	// taken for one as well: masking a host shows less, never a password.
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = masked + rest[i:]
 	}
-	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, end); i >= 0 {
-		authority, tail = rest[:i], rest[i:]
-	}
-	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
-		authority = masked + authority[i:]
-	}
-	if i := strings.IndexByte(tail, '?'); i >= 0 {
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
 		frag := ""
-		if j := strings.IndexByte(tail[i:], '#'); j >= 0 {
-			frag = tail[i+j:]
+		if j := strings.IndexByte(rest[i:], '#'); j >= 0 {
+			frag = rest[i+j:]
 		}
-		tail = tail[:i+1] + masked + frag
+		rest = rest[:i+1] + masked + frag
 	}
-	return scheme + authority + tail
+	return scheme + rest
 }
 
 // credentialParam reports whether a URL query parameter's name says it

@@ -191,6 +191,13 @@ func TestURLMaskHidesEveryCredential(t *testing.T) {
 		{"postgres:u:pw11secret@h:5432/db", Masked, "pw11secret"},
 		{"postgres:/u:pw12secret@h/db", Masked, "pw12secret"},
 		{"postgres:///u:pw13secret@h/db", Masked, "pw13secret"},
+		// A '/', '?' or '#' left unescaped in the password: the parser
+		// ends the authority there, and the rest of the password is the
+		// path, the query or the fragment.
+		{"postgres://u:12/pw14secret@h/db", Masked, "pw14secret"},
+		{"postgres://u:12?pw15secret@h/db", Masked, "pw15secret"},
+		{"postgres://u:12#pw16secret@h/db", Masked, "pw16secret"},
+		{"nats://tok?17secret@nats:4222", Masked, "17secret"},
 	} {
 		got := mask(URL, tc.in)
 		if got != tc.want {
@@ -212,7 +219,14 @@ func TestProblemURL(t *testing.T) {
 		"http://core:8081?token=t#frag":     "http://core:8081?xxxxx#frag",
 		"127.0.0.1:8081":                    "127.0.0.1:8081",
 		"app.example.com":                   "app.example.com",
-		"https://keys@auth.example/a@b?x=y": "https://xxxxx@auth.example/a@b?xxxxx",
+		"https://keys@auth.example/a@b?x=y": "https://xxxxx@b?xxxxx",
+		// A '/', '?' or '#' left unescaped in the password ends the
+		// authority before the '@'.
+		"postgres://u:12?pw@h/db":           "postgres://xxxxx@h/db",
+		"postgres://u:12/pw@h/db?x=y":       "postgres://xxxxx@h/db?xxxxx",
+		"postgres://u:12#pw@h/db":           "postgres://xxxxx@h/db",
+		"nats://to?ken@h:4222":              "nats://xxxxx@h:4222",
+		"http://core:8081/p#f?token=t":      "http://core:8081/p#f?xxxxx",
 		"postgres:u:pw@h:5432/db":           "xxxxx@h:5432/db",
 		"postgres:/u:pw@h/db?x=y":           "xxxxx@h/db?xxxxx",
 		"postgres:///u:pw@h/db":             "postgres://xxxxx@h/db",
