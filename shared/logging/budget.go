@@ -48,7 +48,8 @@ type Budget struct {
 
 // Take asks for one line at now. It reports whether the line may be
 // written and, on the first line of a later second, how many were refused
-// since the last report (to be reported once, with that line).
+// since the last report (to be reported once, with that line). A line of
+// a second before the current one counts in the current one.
 func (b *Budget) Take(now time.Time) (ok bool, dropped int64) {
 	ok, dropped, _ = b.take(now, slog.LevelInfo)
 	return ok, dropped
@@ -60,7 +61,11 @@ func (b *Budget) take(now time.Time, level slog.Level) (ok bool, dropped int64, 
 	sec := now.Unix()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if sec != b.sec {
+	// A line of an earlier second (a caller that read the clock before
+	// another took the lock, a proxy's failure timed by its request's
+	// start) counts in the current one: moved back, the budget started
+	// afresh at each line of seconds taking turns, and let all through.
+	if sec > b.sec {
 		b.sec, b.n = sec, 0
 		dropped, b.dropped, dlevel = b.dropped, 0, b.level
 	}
@@ -152,7 +157,7 @@ func (b *Budget) flush() {
 	now := time.Now().Unix()
 	switch {
 	case dropped == 0:
-	case b.sec != b.armedSec, now == b.sec && b.n >= b.PerSecond:
+	case b.sec != b.armedSec, now <= b.sec && b.n >= b.PerSecond:
 		// Just after the end of that second: a burst still going has
 		// had its line of the next second by then (or this second's
 		// lines are all written). On the real clock this is at most
@@ -162,7 +167,7 @@ func (b *Budget) flush() {
 		dropped = 0
 	default:
 		b.dropped = 0
-		if now != b.sec {
+		if now > b.sec { // never back (take)
 			b.sec, b.n = now, 0
 		}
 		b.n++

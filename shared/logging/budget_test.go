@@ -227,9 +227,12 @@ func TestBudgetReportLevel(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("no report within 3 s")
 	}
-	// An error the timer reports.
-	b.Allow(at.Add(2*time.Second), slog.LevelWarn)
-	b.Allow(at.Add(2*time.Second), slog.LevelError)
+	// An error the timer reports. The timer's line took a line of the
+	// real clock's second, which the budget is at now: a line of an
+	// earlier second would count in it, so these are of a later one.
+	later := time.Now().Add(time.Second)
+	b.Allow(later, slog.LevelWarn)
+	b.Allow(later, slog.LevelError)
 	select {
 	case got := <-ch:
 		if got.dropped != 1 || got.level != slog.LevelError {
@@ -387,5 +390,31 @@ func TestCountLine(t *testing.T) {
 		if rec.Level != tt.want.String() || rec.Msg != "things not logged" || rec.Count != 42 || rec.PerSecond != 7 {
 			t.Errorf("lines left out at %v: %s, want %v things not logged, count 42, per_second 7", tt.left, buf.String(), tt.want)
 		}
+	}
+}
+
+// TestBudgetSecondsOutOfOrder: a line whose time is of a second before
+// the budget's current one (a proxy's upstream failure is timed by its
+// request's start, and a request that waited out a timeout fails beside
+// one refused at once; concurrent callers read the clock before the
+// lock) counts in the current second. It reset the budget to that older
+// second, and the next line of the current one reset it again: lines of
+// two seconds taking turns were all let through, however many.
+func TestBudgetSecondsOutOfOrder(t *testing.T) {
+	b := &Budget{PerSecond: 3}
+	at := time.Unix(4000, 0)
+	passed, dropped := 0, int64(0)
+	for i := range 100 {
+		ok, d := b.Take(at.Add(time.Duration(1-i%2) * time.Second)) // at+1s, at, at+1s, ...
+		if ok {
+			passed++
+		}
+		dropped += d
+	}
+	if passed > 2*b.PerSecond {
+		t.Fatalf("%d of 100 lines of two seconds let through, want at most %d", passed, 2*b.PerSecond)
+	}
+	if ok, d := b.Take(at.Add(2 * time.Second)); !ok || int64(passed)+dropped+d != 100 {
+		t.Fatalf("next second: %v, %d let through + %d dropped, want every one of the 100 accounted for", ok, passed, dropped+d)
 	}
 }
