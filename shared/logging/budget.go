@@ -46,6 +46,14 @@ type Budget struct {
 	closed   bool  // a timer reports nothing (Close)
 }
 
+// clockStepBack: a line's second this much before the budget's current
+// one is the wall clock set back, not a late line (see take). It is longer
+// than any request a line is timed by the start of, so that lines of the
+// seconds of requests of every length, taking turns, are not let through
+// at will: only one timed more than a minute back starts the budget
+// afresh, and so at most one a minute per request a client holds open.
+const clockStepBack = 60
+
 // Take asks for one line at now. It reports whether the line may be
 // written and, on the first line of a later second, how many were refused
 // since the last report (to be reported once, with that line). A line of
@@ -65,7 +73,10 @@ func (b *Budget) take(now time.Time, level slog.Level) (ok bool, dropped int64, 
 	// another took the lock, a proxy's failure timed by its request's
 	// start) counts in the current one: moved back, the budget started
 	// afresh at each line of seconds taking turns, and let all through.
-	if sec > b.sec {
+	// A second more than clockStepBack before it is the wall clock set
+	// back, which the budget follows: else it would let one second's
+	// lines through until the clock came back to where it was.
+	if sec > b.sec || sec < b.sec-clockStepBack {
 		b.sec, b.n = sec, 0
 		dropped, b.dropped, dlevel = b.dropped, 0, b.level
 	}
@@ -157,7 +168,7 @@ func (b *Budget) flush() {
 	now := time.Now().Unix()
 	switch {
 	case dropped == 0:
-	case b.sec != b.armedSec, now <= b.sec && b.n >= b.PerSecond:
+	case b.sec != b.armedSec, now <= b.sec && now >= b.sec-clockStepBack && b.n >= b.PerSecond:
 		// Just after the end of that second: a burst still going has
 		// had its line of the next second by then (or this second's
 		// lines are all written). On the real clock this is at most
@@ -167,7 +178,7 @@ func (b *Budget) flush() {
 		dropped = 0
 	default:
 		b.dropped = 0
-		if now > b.sec { // never back (take)
+		if now > b.sec || now < b.sec-clockStepBack { // as take moves
 			b.sec, b.n = now, 0
 		}
 		b.n++

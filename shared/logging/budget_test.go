@@ -418,3 +418,24 @@ func TestBudgetSecondsOutOfOrder(t *testing.T) {
 		t.Fatalf("next second: %v, %d let through + %d dropped, want every one of the 100 accounted for", ok, passed, dropped+d)
 	}
 }
+
+// TestBudgetFollowsTheClockSetBack: a line more than clockStepBack
+// seconds before the budget's second is the wall clock set back (an NTP
+// step), which the budget follows; counted in the later second instead,
+// every line but the first PerSecond would be refused until the clock
+// came back to it.
+func TestBudgetFollowsTheClockSetBack(t *testing.T) {
+	b := &Budget{PerSecond: 2}
+	at := time.Unix(4000, 0)
+	for range 3 {
+		b.Take(at)
+	}
+	back := at.Add(-(clockStepBack + 1) * time.Second)
+	for s := range 3 {
+		for i := range 2 {
+			if ok, _ := b.Take(back.Add(time.Duration(s) * time.Second)); !ok {
+				t.Fatalf("second %d after the clock was set back: line %d refused", s, i)
+			}
+		}
+	}
+}
