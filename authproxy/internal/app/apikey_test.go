@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -240,6 +241,32 @@ func TestAPIKeyWrongSecret(t *testing.T) {
 	// The window ends.
 	e.clock.Advance(61 * time.Second)
 	e.wantStatus(e.do("GET", "/notes", secret, from(attacker)), 200)
+}
+
+// TestAPIKeyLockoutReadsEveryForwardedLine: behind a trusted peer that
+// adds an X-Forwarded-For line of its own (HAProxy's option forwardfor)
+// rather than extending the client's, the client IP a wrong key is
+// counted against, which the key check reads before the request's lines
+// are joined for forwarding, is the peer's line's, not one the client
+// wrote in a line before it: a client naming another address in each
+// request would never be locked out.
+func TestAPIKeyLockoutReadsEveryForwardedLine(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	wrong := secret[:apikey.Len-1] + map[bool]string{true: "b", false: "a"}[secret[apikey.Len-1] == 'a']
+	send := func(key, spoofed string) result {
+		return e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nX-API-Key: " + key + "\r\nX-Forwarded-For: " + spoofed +
+			"\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n")
+	}
+	for i := range 10 {
+		e.wantKeyProblem(send(wrong, fmt.Sprintf("198.51.100.%d", i+1)), 401, problem.CodeInvalidToken, "not valid")
+	}
+	e.wantKeyProblem(send(wrong, "198.51.100.99"), 429, problem.CodeTooManyRequests, "too many failed API key attempts")
+	e.wantStatus(send(secret, "198.51.100.100"), 429)
+	// From the client the peer's line names as another, the key works.
+	e.wantStatus(e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nX-API-Key: "+secret+"\r\nX-Forwarded-For: 203.0.113.7\r\n"+
+		"X-Forwarded-For: 198.51.100.9\r\nConnection: close\r\n\r\n"), 200)
 }
 
 // TestAPIKeyUnknownKeysLimited: well-formed keys that coreapi does not
