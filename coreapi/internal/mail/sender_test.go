@@ -1271,3 +1271,32 @@ func TestStopDuringSendLosesAndRepeatsNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestUnicodeSenderDomainReachesAnASCIIServer: a MAIL_FROM whose domain is
+// not ASCII (which the configuration takes) is sent in its ASCII form, in
+// MAIL FROM and the From header, as a recipient's is: sent as written, a
+// server without SMTPUTF8 refused every session at MAIL FROM, and no mail
+// ever went out.
+func TestUnicodeSenderDomainReachesAnASCIIServer(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{})
+	r.smtp.ASCIIOnly(true)
+	tr, err := mail.ParseSMTPURL(r.smtp.URL() + "?starttls=off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := r.sender(t, mail.SenderOptions{Transport: tr, From: "Tollgate <no-reply@bücher.example>"})
+	r.enqueue(t, verify)
+	if _, err := s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rows := r.rows(t); len(rows) != 1 || rows[0].Status != "sent" {
+		t.Fatalf("queue %+v, want the mail sent", rows)
+	}
+	got := r.smtp.WaitFor(t, verify.To, "", 5*time.Second)
+	if got.From != "no-reply@xn--bcher-kva.example" {
+		t.Errorf("MAIL FROM %q, want no-reply@xn--bcher-kva.example", got.From)
+	}
+	if from := got.Header.Get("From"); !strings.Contains(from, "<no-reply@xn--bcher-kva.example>") {
+		t.Errorf("From: %q, want <no-reply@xn--bcher-kva.example>", from)
+	}
+}

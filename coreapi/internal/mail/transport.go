@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	netmail "net/mail"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -201,9 +202,15 @@ func nameChars(s string) bool {
 // Send delivers m in its own SMTP session.
 func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 	msg := gomail.NewMsg()
-	if err := msg.From(m.From); err != nil {
+	// The sender's domain goes out in ASCII too (MAIL FROM and the From
+	// header): a MAIL_FROM with a Unicode domain, sent as written, was
+	// refused at MAIL FROM by every server without SMTPUTF8, each session.
+	from, err := netmail.ParseAddress(m.From)
+	if err != nil {
 		return fmt.Errorf("%w: from: %v", ErrPermanent, err)
 	}
+	from.Address = wireAddress(from.Address)
+	msg.FromMailAddress(from)
 	if err := msg.To(wireAddress(m.To)); err != nil {
 		return fmt.Errorf("%w: to: %v", ErrPermanent, err)
 	}
@@ -238,7 +245,7 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 }
 
 // wireAddress is addr as the SMTP session names it, in RCPT TO and in the
-// To header: its domain in ASCII (inboxDomain: "ada@bücher.example" is
+// To header (and the sender's, in MAIL FROM and the From header): its domain in ASCII (inboxDomain: "ada@bücher.example" is
 // sent as "ada@xn--bcher-kva.example"). Addresses are stored with the
 // domain in Unicode (Canonical), as their owners type and read them;
 // go-mail sends an address as given, and a raw UTF-8 domain is valid only
