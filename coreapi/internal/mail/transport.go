@@ -245,8 +245,9 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 }
 
 // wireAddress is addr as the SMTP session names it, in RCPT TO and in the
-// To header (and the sender's, in MAIL FROM and the From header): its domain in ASCII (inboxDomain: "ada@bücher.example" is
-// sent as "ada@xn--bcher-kva.example"). Addresses are stored with the
+// To header (and the sender's, in MAIL FROM and the From header): its
+// domain in ASCII (inboxDomain: "ada@bücher.example" is sent as
+// "ada@xn--bcher-kva.example"). Addresses are stored with the
 // domain in Unicode (Canonical), as their owners type and read them;
 // go-mail sends an address as given, and a raw UTF-8 domain is valid only
 // in a session with the SMTPUTF8 extension (RFC 6531), which many relays
