@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	netmail "net/mail"
 	"net/netip"
 	"net/url"
@@ -335,14 +334,22 @@ func (l Log) Send(_ context.Context, m Outgoing) error {
 	return nil
 }
 
-// hostOf is the host part of a URL, for Message-IDs.
+// hostOf is the host part of a URL, for Message-IDs: the part after the
+// '@' of one, which RFC 5322 (3.6.4) takes as a dot-atom or a bracketed
+// literal, in ASCII. A Unicode name goes in its ASCII form (inboxDomain:
+// raw UTF-8 in a header needs SMTPUTF8, as in an address), an IPv6
+// address in brackets (its colons are no atom's).
 func hostOf(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Hostname() == "" {
 		return "localhost"
 	}
-	if h, _, err := net.SplitHostPort(u.Host); err == nil {
-		return h
+	h := u.Hostname()
+	if a, err := netip.ParseAddr(h); err == nil {
+		if a.Is4() {
+			return h
+		}
+		return "[" + a.WithZone("").String() + "]"
 	}
-	return u.Hostname()
+	return inboxDomain(h)
 }

@@ -300,3 +300,26 @@ func (r *responder) serve(c net.Conn) {
 		}
 	}
 }
+
+// TestHostOfIsAMessageIDDomain: the domain of Message-IDs, taken from the
+// verification link's host, is one RFC 5322 takes after a msg-id's '@' in
+// ASCII: a Unicode host (PUBLIC_BASE_URL=https://bücher.example) in its
+// ASCII form, which went out as raw UTF-8 (valid only with SMTPUTF8), and
+// an IPv6 address in brackets, whose colons no dot-atom holds.
+func TestHostOfIsAMessageIDDomain(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://auth.example.com/verify?t={token}": "auth.example.com",
+		"https://auth.example.com:8443/verify":      "auth.example.com",
+		"https://Bücher.example/verify":             "xn--bcher-kva.example",
+		"https://bücher.example./verify":            "xn--bcher-kva.example",
+		"http://127.0.0.1:8080/verify":              "127.0.0.1",
+		"http://[::1]:8080/verify":                  "[::1]",
+		"http://[2001:db8::1]/verify":               "[2001:db8::1]",
+		"":                                          "localhost",
+		"/verify":                                   "localhost",
+	} {
+		if got := hostOf(in); got != want {
+			t.Errorf("hostOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
