@@ -56,7 +56,7 @@ var Vars = append(envconfig.Table{
 	{Name: "OAUTH_AUTHORIZE_PER_MINUTE", Default: "20", Help: "OAuth sign-ins one client IP may start per minute"},
 	{Name: "SIGNUP_PER_HOUR", Default: "20", Help: "sign-ups one client IP may make per hour"},
 	{Name: "SIGNIN_FAILURES_PER_HOUR", Default: "100", Help: "wrong passwords one client IP may send per hour, over every address"},
-	{Name: "PASSWORD_CHECKS_PER_HOUR", Default: "1000", Help: "passwords, right or wrong, one client IP may have checked, or hashed for a member it makes or a reset, per hour"},
+	{Name: "PASSWORD_CHECKS_PER_HOUR", Default: "1000", Help: "passwords, right or wrong, one client IP may have checked, or hashed for a member it makes, a reset or an account an invitation creates, per hour"},
 	{Name: "AUDIT_RETENTION", Default: "0", Help: "how long audit events are kept (0: for ever; otherwise at least 24h)"},
 	{Name: "TENANT_MAILS_PER_HOUR", Default: "200", Help: "invitation and account mails one tenant may cause per hour"},
 	{Name: "API_KEY_CREATIONS_PER_HOUR", Default: "1000", Help: "tenant API keys one tenant may create per hour, revoked and expired ones included"},

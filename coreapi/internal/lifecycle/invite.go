@@ -311,6 +311,19 @@ FROM users WHERE id = $1`
 			if err := password.CheckNew(*b.Password); err != nil {
 				return auth.TokenResponse{}, httpapi.Invalid("password", err.Error())
 			}
+			// The hash counts against the client's budget of password
+			// checks, as a reset's does: what only the transaction below
+			// tells (a role deleted since, an inviter demoted) refuses
+			// after it and leaves the invitation pending, and its link
+			// could be sent again and again, a hash each.
+			ok, wait, err := s.auth.ReserveHash(ctx, ip)
+			if err != nil {
+				return auth.TokenResponse{}, err
+			}
+			if !ok {
+				return auth.TokenResponse{}, tooMany(c, wait,
+					"too many passwords checked from this address (PASSWORD_CHECKS_PER_HOUR)")
+			}
 			if hash, err = s.passwords.Hash(ctx, *b.Password); err != nil {
 				return auth.TokenResponse{}, err
 			}
