@@ -2193,6 +2193,28 @@ func TestFormParamsBounded(t *testing.T) {
 	}
 }
 
+// TestFormInAnyLetterCase: a form body's media type in another letter
+// case is the same type (RFC 9110 section 8.3.1), read as a form by
+// MediaType and by fasthttp's parse of the body alike: a parser that
+// compared the type as written would read every field empty (400
+// "grant_type is required").
+func TestFormInAnyLetterCase(t *testing.T) {
+	e := start(t, cheap)
+	e.signup(t, "case@example.com", "C")
+	grant := "grant_type=password&email=case%40example.com&password=" + url.QueryEscape(pw)
+	for _, ct := range []string{"application/x-www-form-urlencoded", "Application/X-WWW-Form-Urlencoded",
+		"APPLICATION/X-WWW-FORM-URLENCODED; charset=UTF-8"} {
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: grant, ContentType: ct})
+		if r.Status != http.StatusOK {
+			t.Errorf("%s: %d %s, want 200", ct, r.Status, r.Body)
+		}
+		r = e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: grant + "&grant_type=password", ContentType: ct})
+		if r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_request" {
+			t.Errorf("%s, grant_type twice: %d %s, want 400 invalid_request", ct, r.Status, r.Body)
+		}
+	}
+}
+
 // TestPasswordChecksLimitedPerClient: every password checked, right or
 // wrong, counts against the client's budget of checks
 // (PasswordChecksPerHour); past it a check is 429 with Retry-After before
