@@ -34,3 +34,19 @@ func TestReadySchemaSaysNoDriverError(t *testing.T) {
 		t.Fatalf("the driver's error is not logged:\n%s", logs.String())
 	}
 }
+
+// TestReadySightingsSaysNoDriverError: /readyz says that the signing
+// keys' first sightings could not be looked up, without the lookup's
+// driver error (serve logs it).
+func TestReadySightingsSaysNoDriverError(t *testing.T) {
+	var failure error
+	ready := readySightings(func() error { return failure })
+	if err := ready(); err != nil {
+		t.Fatalf("looked up: %v", err)
+	}
+	failure = errors.New(`look up when the signing keys were first found: failed to connect to host=db.internal user=tollgate database=tollgate: timeout`)
+	err := ready()
+	if err == nil || strings.Contains(err.Error(), "db.internal") || strings.Contains(err.Error(), "user=") || !strings.Contains(err.Error(), "signing keys") {
+		t.Fatalf("not looked up: %v, want the signing keys named without the driver's message", err)
+	}
+}

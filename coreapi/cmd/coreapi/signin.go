@@ -150,7 +150,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	}
 	// Not ready until the keys' first sightings are known: until then a
 	// generated key does not sign (see keys.Ring.SightingsErr).
-	return append(workers, lifecycleWorkers...), relayWorker, ring.SightingsErr, nil
+	return append(workers, lifecycleWorkers...), relayWorker, readySightings(ring.SightingsErr), nil
 }
 
 // announceKeysChanged writes auth.keys.changed to the outbox, so that the
@@ -332,4 +332,23 @@ func sweepAudit(ctx context.Context, log *slog.Logger, pool *pgxpool.Pool, keep,
 func sweepSightings(ctx context.Context, log *slog.Logger, pool *pgxpool.Pool, ring *keys.Ring, keep, every time.Duration) error {
 	return sweep.Every(ctx, every, log, slog.LevelInfo, sweep.Task{Name: "signing key sightings",
 		Run: func(ctx context.Context) (int64, error) { return keys.PruneSightings(ctx, pool, ring.KeyIDs(), keep) }})
+}
+
+// errSightingsUnread is what /readyz says while the signing keys' first
+// sightings have not been looked up.
+var errSightingsUnread = errors.New("the signing keys' first sightings could not be looked up yet (coreapi's log says why)")
+
+// readySightings is the readiness check of the signing keys' first
+// sightings (keys.Ring.SightingsErr), for /readyz, which anyone who
+// reaches the admin listener reads: the lookup's error, whose driver text
+// can name the database's host, user and database, is in the log (serve
+// logs it at start, and the keys' watch when a reload's lookup starts
+// failing), and /readyz says only that it failed.
+func readySightings(err func() error) func() error {
+	return func() error {
+		if err() != nil {
+			return errSightingsUnread
+		}
+		return nil
+	}
 }
