@@ -799,15 +799,20 @@ func (s *Subscriber) list(relays []string, unlisted int, now time.Time) {
 		if id == "" || len(id) > maxRelayID {
 			continue
 		}
-		if at, ok := s.listed[id]; ok {
-			next[id] = at
-		} else if _, ok := next[id]; ok {
+		if _, ok := next[id]; ok {
 			continue
-		} else if len(next) == maxRelaysListed {
-			unlisted++
-		} else {
-			next[id] = now
 		}
+		// The bound holds for a relay listed before too: the row's first
+		// maxRelaysListed are listed, in its order.
+		if len(next) == maxRelaysListed {
+			unlisted++
+			continue
+		}
+		at, ok := s.listed[id]
+		if !ok {
+			at = now
+		}
+		next[id] = at
 	}
 	unlisted = max(unlisted, 0)
 	switch {

@@ -3,6 +3,7 @@ package natsinv
 import (
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -376,6 +377,46 @@ func TestRelayMemoryBounded(t *testing.T) {
 	}
 	if h, _, _ := state(); h != 3 {
 		t.Fatalf("%d relays heard kept, want 3", h)
+	}
+}
+
+// TestListedRelaysBoundedAcrossRows: a heartbeat row that lists new
+// relays before those an earlier row listed keeps the first
+// maxRelaysListed of its own order and counts the rest as unlisted, as it
+// does for a first row: the relays listed before were kept past the bound,
+// so rows could grow the listed set without end (and the relays past the
+// bound were expected to beat rather than counted as unlisted).
+func TestListedRelaysBoundedAcrossRows(t *testing.T) {
+	n := testenv.StartNATS(t)
+	m := metrics.New()
+	s, pub := connectWithPublisher(t, n, Options{HeartbeatTimeout: time.Minute}, newRecorder(t), m)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	ids := func(prefix string) []string {
+		out := make([]string, maxRelaysListed)
+		for i := range out {
+			out[i] = prefix + strconv.Itoa(i)
+		}
+		return out
+	}
+	row := func(relays []string) {
+		t.Helper()
+		before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
+		heartbeatRow(t, pub, relays...)
+		testenv.Eventually(t, func() error {
+			return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
+		})
+	}
+	old, fresh := ids("old-"), ids("new-")
+	row(old)
+	row(append(slices.Clone(fresh), old...))
+	s.linkMu.Lock()
+	listed, unlisted := len(s.listed), s.unlisted
+	_, keptOld := s.listed[old[0]]
+	_, keptNew := s.listed[fresh[0]]
+	s.linkMu.Unlock()
+	if listed != maxRelaysListed || unlisted != maxRelaysListed || keptOld || !keptNew {
+		t.Fatalf("%d relays listed (want %d), %d unlisted (want %d), the row's first kept: %v, one past the bound kept: %v",
+			listed, maxRelaysListed, unlisted, maxRelaysListed, keptNew, keptOld)
 	}
 }
 
