@@ -206,3 +206,31 @@ VALUES ($1, $2, 9, now() - interval '2 hours', now() - interval '1 minute')`, ot
 		t.Fatal("the sweep deleted a count whose lock ended a minute ago, within the window")
 	}
 }
+
+// TestManyClientsDoNotBreakTheKey: the key's count grows with every
+// client's failure while they keep coming within Window, and the
+// address-wide lock is Base·2^(attempts−AccountThreshold), at most
+// AccountMax. Past some 1,044 attempts the power of two no longer fits a
+// float8, and PostgreSQL failed the statement ("value out of range"): from
+// then on every sign-in to the address, the owner's from a client that
+// never failed included, was an error until the count went stale. Clients
+// enough for that are one guess each from the /64s of one IPv6 /48.
+func TestManyClientsDoNotBreakTheKey(t *testing.T) {
+	ctx := context.Background()
+	s := New(dbtest.New(t).Pool, Default)
+	key := EmailKey("target@example.com")
+	const clients = 1100
+	for i := range clients {
+		ip := "2001:db8:" + strconv.FormatInt(int64(i), 16) + "::1" // a /64 of its own
+		if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 {
+			t.Fatalf("client %d's first guess: wait %d, %v; want a guess (it never failed for the key)", i+1, wait, err)
+		}
+	}
+	if wait, err := s.Reserve(ctx, key, "192.0.2.77"); err != nil || wait != 0 {
+		t.Fatalf("the owner's sign-in after %d clients' guesses: wait %d, %v; want a guess", clients, wait, err)
+	}
+	// A client that failed is still slowed, at most AccountMax.
+	if wait, err := s.Reserve(ctx, key, "2001:db8:0::1"); err != nil || wait <= 0 || wait > int(Default.AccountMax.Seconds()) {
+		t.Fatalf("a client that failed: wait %d, %v; want 1-%d s", wait, err, int(Default.AccountMax.Seconds()))
+	}
+}
