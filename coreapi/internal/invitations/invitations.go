@@ -479,7 +479,11 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 // first sender was removed or demoted since, resent by someone who may
 // send it, can be accepted, and one resent by someone demoted since
 // cannot. One a role of which was deleted since is ErrRoleDeleted: its
-// link could not be accepted.
+// link could not be accepted. A caller whose session (a.SessionID) has
+// ended is sessions.ErrEnded, checked after the tenant's lock as Create
+// checks it: made the sender after a password reset withdrew the
+// invitations the account sent, the earlier holder of the password would
+// have one pending again, with a new link.
 func (s *Store) Resend(ctx context.Context, tenantID, id string, a roles.Actor) (Invitation, error) {
 	q := `
 UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(secs => $6), updated_at = now(),
@@ -492,6 +496,9 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := s.live(ctx, tx, tenantID, a)
 		if err != nil {
+			return err
+		}
+		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {
 			return err
 		}
 		raw, hash, err := onetime.New()

@@ -115,6 +115,9 @@ func (s *Service) resendInvitation(c *fiber.Ctx) error {
 		return err
 	}
 	inv, err := s.invitations.Resend(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c))
+	if errors.Is(err, sessions.ErrEnded) {
+		return httpapi.SessionEnded(c)
+	}
 	if err != nil {
 		return err
 	}

@@ -410,3 +410,45 @@ func TestUnprovenResetAuditedPerTenant(t *testing.T) {
 		t.Errorf("the other tenant's audit data %s: want the account's factor and its 10 recovery codes, which guarded it too", data)
 	}
 }
+
+// TestResetRefusesResendsOnTheSessionItEnded: a resend makes its caller
+// the invitation's sender (whom the accept checks) and mails a new link,
+// so on the say of a session a password reset ended it would leave an
+// invitation sent by the account's earlier holder pending after the reset
+// that withdrew all the others they sent. It is refused as a creation is
+// (401 invalid_token), and nothing changes.
+func TestResetRefusesResendsOnTheSessionItEnded(t *testing.T) {
+	x := startWide(t)
+	a := x.signup(t, "resend-ended@example.com")
+	// Another admin of the tenant sends an invitation: not the account's,
+	// so the reset leaves it pending.
+	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "colleague@example.net", "roles": []string{"admin"}})
+	wantStatus(t, r, http.StatusCreated)
+	var b struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &b)
+	bID := x.IdentityOf(t, b.ID, a.c.Tid)
+	r = x.Send(t, &bID, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "invitee@example.net", "roles": []string{"admin"}})
+	wantStatus(t, r, http.StatusCreated)
+	var inv struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &inv)
+	x.resetByMail(t, "resend-ended@example.com", "the owner's password")
+	mails := x.mailsTo("invitee@example.net")
+
+	r = x.Send(t, &a.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil) // the ended session, still signed for
+	if r.Status != http.StatusUnauthorized || r.Problem(t).Code != "invalid_token" {
+		t.Errorf("a resend with the ended session: %d %s, want 401 invalid_token", r.Status, r.Body)
+	} else if h := r.Header.Get("WWW-Authenticate"); h != `Bearer error="invalid_token", error_description="the session has ended"` {
+		t.Errorf("WWW-Authenticate %q", h)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE invited_by = $1 AND status = 'pending'`, a.c.Sub); n != 0 {
+		t.Errorf("%d pending invitations sent by the account after the reset, want 0", n)
+	}
+	x.flush(t)
+	if n := x.mailsTo("invitee@example.net"); n != mails {
+		t.Errorf("%d invitation mails after the refused resend, want %d", n, mails)
+	}
+}
