@@ -484,7 +484,11 @@ func redactURL(u string) string {
 	parts := strings.Split(u, ",")
 	for i, s := range parts {
 		p, err := url.Parse(strings.TrimSpace(s))
-		if err != nil {
+		if err != nil || strings.Contains(p.Opaque+p.Path+p.RawQuery+p.Fragment, "@") {
+			// An '@' after the authority, or with no authority: a '/',
+			// '?' or '#' left unescaped in a password ends the authority
+			// before it ("nats://u:12/pw@h": the host is "u:12"), and
+			// the rest would print as a path, query or fragment.
 			if strings.Contains(s, "@") {
 				parts[i] = "(unparsable URL)"
 			}

@@ -266,6 +266,14 @@ func TestRedactURL(t *testing.T) {
 		"tls://t0ken@nats:4222":                   "tls://xxxxx@nats:4222",
 		"nats://a:s3cret@n1:4222,nats://b:x@n2:1": "nats://a:xxxxx@n1:4222,nats://b:xxxxx@n2:1",
 		"nats://a:s3cret@n1:bad port":             "(unparsable URL)",
+		// A '/', '?' or '#' left unescaped in a password ends the
+		// authority before it: the parser finds no user information, and
+		// the rest of the password in a path, query or fragment.
+		"nats://a:12/s3cret@n1:4222":                "(unparsable URL)",
+		"nats://a:12?s3cret@n1:4222":                "(unparsable URL)",
+		"nats://a:12#s3cret@n1:4222":                "(unparsable URL)",
+		"nats:a:s3cret@n1:4222":                     "(unparsable URL)",
+		"nats://n0:4222,nats://a:12/s3cret@n1:4222": "nats://n0:4222,(unparsable URL)",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
