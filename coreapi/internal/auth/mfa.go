@@ -963,13 +963,33 @@ func needRecentFactor(c *fiber.Ctx, what string) error {
 // given it within MFAMaxAge (step up first). The owner's verified address
 // is told (noticeOwner).
 func (s *Service) disableTOTP(c *fiber.Ctx) error {
+	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
-	if err := s.recentFactor(c, id, "disabling the second factor"); err != nil {
+	const what = "disabling the second factor"
+	if err := s.recentFactor(c, id, what); err != nil {
 		return err
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	if err := s.removeMFA(ctx, id.UserID, nil, func(tx pgx.Tx) error {
+	errGone, errStale := errors.New("factor gone"), errors.New("session not fresh")
+	err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
+		// The factor's row first, then the session again, as for new
+		// recovery codes: a sign-out everywhere or a reset may have ended
+		// the session since the check above, and an admin's reset may
+		// have removed the factor (nothing left to disable or announce).
+		var one int
+		if err := tx.QueryRow(ctx, qActive, id.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
+			return errGone
+		} else if err != nil {
+			return fmt.Errorf("lock totp: %w", err)
+		}
+		if fresh, err := sessions.Fresh(ctx, tx, id, MFAMaxAge, true); err != nil {
+			return err
+		} else if !fresh {
+			return errStale
+		}
+		return nil
+	}, func(tx pgx.Tx) error {
 		if err := noticeOwner(ctx, tx, id.UserID, mail.KindMFADisabled, s.now()); err != nil {
 			return err
 		}
@@ -979,7 +999,13 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
-	}); err != nil {
+	})
+	switch {
+	case errors.Is(err, errGone):
+		return errNoActiveFactor
+	case errors.Is(err, errStale):
+		return needRecentFactor(c, what)
+	case err != nil:
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
