@@ -548,8 +548,8 @@ func TestStripPrefixLoggedAsRequested(t *testing.T) {
 }
 
 // The trace context of the other propagation formats an app's tracer may
-// read (B3, Jaeger, OpenTracing, X-Ray, Google Cloud, Datadog, Envoy's
-// forced traces) reaches the app only from a trusted peer, as W3C's does:
+// read (B3, Jaeger, OpenTracing, X-Ray, Google Cloud, Datadog, Sentry,
+// Envoy's forced traces) reaches the app only from a trusted peer, as W3C's does:
 // from anyone else an app reading B3 or Datadog took the client's trace id
 // and its forced sampling decision, and one reading Jaeger or OpenTracing
 // baggage took its tenant id, beside the proxy's traceparent.
@@ -560,7 +560,8 @@ func TestTracingOtherFormatsOnlyFromTrustedPeers(t *testing.T) {
 		"X-Amzn-Trace-Id": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1", "X-Cloud-Trace-Context": clientTrace + "/1;o=1",
 		"x-datadog-trace-id": "4242", "x-datadog-sampling-priority": "2", "x-envoy-force-trace": "true", "x-client-trace-id": clientTrace,
 		"elastic-apm-traceparent": clientTraceparent, "newrelic": "eyJ2IjpbMCwxXX0=", "sw8": "1-" + clientTrace + "-x-0-c2VydmljZQ==-aW5zdA==-L25vdGVz-YWRkcg==",
-		"sw8-correlation": "dGVuYW50Lmlk:c29tZW9uZS1lbHNl", "X-Instana-T": clientSpan, "X-Instana-L": "1", "x-dynatrace": "FW4;0;1;2;3;0;4;5"}
+		"sw8-correlation": "dGVuYW50Lmlk:c29tZW9uZS1lbHNl", "X-Instana-T": clientSpan, "X-Instana-L": "1", "x-dynatrace": "FW4;0;1;2;3;0;4;5",
+		"sentry-trace": clientTrace + "-" + clientSpan + "-1"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
 			vars := map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}

@@ -70,7 +70,7 @@ func isMethodOverride(name []byte) bool {
 // W3C traceparent, tracestate and baggage, and the fields of the other
 // propagation formats an app's tracer may read (B3, Jaeger, OpenTracing,
 // AWS X-Ray, Google Cloud, Datadog, Elastic APM, New Relic, SkyWalking,
-// Instana, Dynatrace), with those that force a trace to be recorded
+// Instana, Dynatrace, Sentry), with those that force a trace to be recorded
 // (jaeger-debug-id, X-Instana-L, Envoy's x-envoy-force-trace and
 // x-client-trace-id). A client outside TRUSTED_PROXY_CIDRS may not choose
 // the trace (and so the trace id every service logs) its request joins,
@@ -102,6 +102,8 @@ func IsTraceContext(name []byte) bool {
 		exact = equalFold(name, "tracestate")
 	case len("traceparent"): // and x-dynatrace
 		exact = equalFold(name, "traceparent") || equalFold(name, "x-dynatrace")
+	case len("sentry-trace"):
+		exact = equalFold(name, "sentry-trace")
 	case len("uber-trace-id"):
 		exact = equalFold(name, "uber-trace-id")
 	case len("grpc-trace-bin"): // and jaeger-baggage
@@ -843,9 +845,9 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 				s.Authorizations++
 			}
 			continue
-		case 's': // Sec-WebSocket-Protocol; sw8, sw8-*
+		case 's': // Sec-WebSocket-Protocol; sw8, sw8-*; sentry-trace
 			s.WSProtocol = s.WSProtocol || len(k) == len("Sec-WebSocket-Protocol") && equalFold(k, "sec-websocket-protocol")
-			if len(k) < len("sw8") || k[1]|0x20 != 'w' {
+			if len(k) != len("sentry-trace") && (len(k) < len("sw8") || k[1]|0x20 != 'w') {
 				continue
 			}
 		case 'u': // Upgrade, uber-trace-id, uberctx-*; not User-Agent

@@ -770,7 +770,8 @@ var otherTraceFields = []string{"b3", "B3", "X-B3-TraceId", "x-b3-spanid", "X_B3
 	"X-Cloud-Trace-Context", "grpc-trace-bin", "x-datadog-trace-id", "X-Datadog-Sampling-Priority", "x_datadog_origin",
 	"x-envoy-force-trace", "X-Client-Trace-Id",
 	"elastic-apm-traceparent", "Elastic-Apm-Traceparent", "newrelic", "NewRelic", "sw8", "SW8", "sw8-correlation", "sw8_x",
-	"X-Instana-T", "x-instana-s", "X-INSTANA-L", "x-instana-synthetic", "x-dynatrace", "X_Dynatrace"}
+	"X-Instana-T", "x-instana-s", "X-INSTANA-L", "x-instana-synthetic", "x-dynatrace", "X_Dynatrace",
+	"sentry-trace", "Sentry-Trace", "SENTRY_TRACE"}
 
 // otherTraceKept are names close to them that are no trace context.
 var otherTraceKept = []string{"b4", "B", "x-b3", "x-b3-", "X-B4-TraceId", "uberctx-", "uberctx", "uber-trace-ix", "Ub",
@@ -778,11 +779,11 @@ var otherTraceKept = []string{"b4", "B", "x-b3", "x-b3-", "X-B4-TraceId", "uberc
 	"grpc-trace-bix", "grpc-timeout", "x-datadog-", "x-datadog", "x-amzn-trace-ix", "x-cloud-trace-contexts",
 	"x-envoy-force-traces", "x-client-trace-ix", "Traceresponse",
 	"elastic-apm-traceparenx", "Expect", "newrelix", "sw9", "sw8-", "Sec-WebSocket-Key", "sw8-correlatiox", "x-instana-", "x-instana",
-	"x-dynatracx", "Server-Timing"}
+	"x-dynatracx", "Server-Timing", "sentry-tracx", "sentry", "Sentry-Trace-Id"}
 
 // The trace context of other propagation formats is a trusted peer's to
 // give, like W3C's: an app whose tracer reads B3, Jaeger, Datadog, X-Ray,
-// Elastic APM, New Relic, SkyWalking, Instana or Dynatrace would otherwise take the client's trace id and sampling decision
+// Elastic APM, New Relic, SkyWalking, Instana, Dynatrace or Sentry would otherwise take the client's trace id and sampling decision
 // (X-B3-Flags, jaeger-debug-id, x-datadog-sampling-priority force a trace
 // to be recorded), or its baggage (uberctx-*, ot-baggage-*). Each is
 // removed when it comes alone (the scan must know it) and names close to
