@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
@@ -95,6 +96,24 @@ func TestInvitationGrantsTheRoleNotItsName(t *testing.T) {
 		}
 		if x.isMember(t, tid, addr) {
 			t.Errorf("joined with %v, a role the invitation never named", x.rolesOf(t, tid, addr))
+		}
+	})
+
+	// The page's form: back to the page, which says why and what to do
+	// (it said "Something went wrong (conflict).").
+	t.Run("role deleted, accepted with the page's form", func(t *testing.T) {
+		const addr = "form@example.com"
+		id := x.createRole(t, owner, "scribe", "audit:read")
+		x.invite(t, owner.id, addr, "scribe")
+		wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/roles/"+id, nil), http.StatusNoContent)
+		tok := x.mail(t, addr, "invited").Token()
+		r := postForm(t, x, "/api/v1/invitations/accept", form("token", tok, "password", strings.ReplaceAll(pw, " ", "+")))
+		loc := r.Header.Get("Location")
+		if r.Status != http.StatusSeeOther || loc != "/accept-invitation?error="+problem.CodeConflict+"&token="+tok {
+			t.Fatalf("accept form after the role was deleted: %d Location %q", r.Status, loc)
+		}
+		if page := string(x.Get(t, nil, loc).Body); !strings.Contains(page, "was deleted since it was sent") || strings.Contains(page, "Something went wrong") {
+			t.Errorf("the page after the form:\n%s", page)
 		}
 	})
 

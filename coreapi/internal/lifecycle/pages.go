@@ -75,12 +75,17 @@ var errorText = map[string]string{
 	problem.CodeAlreadyMember:                  "You are already a member.",
 	problem.CodeTooManyRequests:                "Too many attempts. Wait a little and try again.",
 	problem.CodeForbidden:                      "This invitation can no longer be accepted.",
-	problem.CodeUserDisabled:                   "This account is disabled.",
-	problem.CodeBadRequest:                     "The form could not be read.",
-	problem.CodeUnsupportedMedia:               "The form could not be read.",
-	problem.CodeAlreadyVerified:                "The address is already verified.",
-	problem.CodeInternal:                       "Something went wrong. Try again later.",
-	problem.CodeUnavailable:                    "Something went wrong. Try again later.",
+	// The accept form's other refusals: a role the invitation grants
+	// deleted since (the only conflict a page's form answers), and an
+	// account whose password a tenant admin chose.
+	problem.CodeConflict:                   "A role this invitation grants was deleted since it was sent. Ask for a new invitation.",
+	problem.CodeAdminPasswordBeforeLinking: "This account's password was set by a tenant administrator. Change it (or reset it), then accept.",
+	problem.CodeUserDisabled:               "This account is disabled.",
+	problem.CodeBadRequest:                 "The form could not be read.",
+	problem.CodeUnsupportedMedia:           "The form could not be read.",
+	problem.CodeAlreadyVerified:            "The address is already verified.",
+	problem.CodeInternal:                   "Something went wrong. Try again later.",
+	problem.CodeUnavailable:                "Something went wrong. Try again later.",
 
 	// Verification: the link needs proof of holding the account.
 	problem.CodeAccountProofRequired: "Enter the account's password to confirm the address. An account without a password (one you sign in to through another service) confirms it from the app, signed in.",

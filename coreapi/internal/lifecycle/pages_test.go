@@ -85,8 +85,8 @@ func TestPages(t *testing.T) {
 		if strings.Contains(string(r.Body), "locked") {
 			t.Errorf("the page shows the link's words:\n%s", r.Body)
 		}
-		r = x.Get(t, nil, `/reset-password?error=`+problem.CodeConflict)
-		if !strings.Contains(string(r.Body), problem.CodeConflict) {
+		r = x.Get(t, nil, `/reset-password?error=`+problem.CodeNotImplemented)
+		if !strings.Contains(string(r.Body), problem.CodeNotImplemented) {
 			t.Errorf("a code the page has no text for is not shown:\n%s", r.Body)
 		}
 		// Words shaped like a code are still the link's: only a code
