@@ -973,10 +973,15 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	errGone, errStale := errors.New("factor gone"), errors.New("session not fresh")
 	err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
-		// The factor's row first, then the session again, as for new
-		// recovery codes: a sign-out everywhere or a reset may have ended
-		// the session since the check above, and an admin's reset may
-		// have removed the factor (nothing left to disable or announce).
+		// The account's row, the factor's, then the session again, as
+		// for new recovery codes: a sign-out everywhere or a reset may
+		// have ended the session since the check above, and an admin's
+		// reset may have removed the factor (nothing left to disable or
+		// announce). The account's row held, one that starts now (each
+		// moves the account's token version on) waits until this commits.
+		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+			return err
+		}
 		var one int
 		if err := tx.QueryRow(ctx, qActive, id.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
 			return errGone
@@ -1034,9 +1039,14 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	errGone, errStale := errors.New("factor gone"), errors.New("session not fresh")
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// The factor's row first: a disable, an admin's reset or a password
-		// reset's clean-up in flight ends before, or waits until the new
-		// codes are in and then deletes them with the factor.
+		// The account's row, then the factor's: a disable, an admin's
+		// reset or a password reset's clean-up in flight ends before, or
+		// waits until the new codes are in and then deletes them with the
+		// factor; a sign-out everywhere or a reset that starts now (each
+		// moves the account's token version on) waits until this commits.
+		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+			return err
+		}
 		var one int
 		if err := tx.QueryRow(ctx, qActive, id.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
 			return errGone
