@@ -930,13 +930,18 @@ RETURNING coalesce((payload->>'relays_unlisted')::bigint, 0)`
 // invalidation.MinHeartbeatTimeout) would call its silence stale.
 const relayListed = invalidation.RelayListed
 
-// beating reports whether NATS confirmed the relay's own beat within the
-// last two intervals: only then does the relay register as publishing
-// (a relay whose beats NATS refuses, or that cannot reach NATS, would have
-// every proxy expect beats it never hears).
+// beating reports whether NATS confirmed the relay's own beat at this
+// look (beatRelay runs just before Beat), within the last half interval,
+// not at the look before: only then does the relay register as
+// publishing (a relay whose beats NATS refuses, or that cannot reach
+// NATS, would have every proxy expect beats it never hears). A relay
+// that went on registering at the looks after its last confirmed beat
+// stayed listed longer than invalidation.MinHeartbeatTimeout allows for:
+// its proxies called their feed stale, and purged their caches, whenever
+// its NATS connection went away.
 func (r *Relay) beating() bool {
 	at := r.beatAt.Load()
-	return at != 0 && time.Since(r.born)-time.Duration(at) < 2*r.o.Heartbeat
+	return at != 0 && time.Since(r.born)-time.Duration(at) < r.o.Heartbeat/2
 }
 
 // beatRelay publishes the relay's own beat (auth.outbox.relay, naming it)

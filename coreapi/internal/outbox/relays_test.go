@@ -458,3 +458,52 @@ func TestAStoppingRelayLeavesItsSuccessorsRow(t *testing.T) {
 		t.Fatalf("outbox_relays after the successor stopped: %v, want none", rows)
 	}
 }
+
+// TestARelayRegistersOnlyAtALookWhoseBeatNATSConfirmed: a relay whose
+// NATS connection goes away (or whose beats NATS stops confirming) no
+// longer registers from its next look on. It went on registering at the
+// looks of the next two intervals, so the heartbeat rows listed it up to
+// four and a half intervals after the last beat a proxy heard from it,
+// past the three and a half of invalidation.MinHeartbeatTimeout: a proxy
+// with that timeout (or the default one, five intervals) called its feed
+// stale for a relay that was publishing nothing, and purged its caches
+// when the row that no longer listed it came.
+func TestARelayRegistersOnlyAtALookWhoseBeatNATSConfirmed(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	nc := connect(t, ns.ClientURL())
+	// No ticker: each look (the relay's beat, then Beat) is the test's,
+	// one interval apart as Run's ticks are.
+	const interval = time.Second
+	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{Heartbeat: interval, ID: "r"})
+	seen := func() time.Time {
+		t.Helper()
+		var at time.Time
+		if err := db.Pool.QueryRow(ctx, `SELECT seen_at FROM outbox_relays WHERE id = 'r'`).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	look := func() {
+		t.Helper()
+		r.beatRelay()
+		if _, err := r.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	look()
+	if !r.beating() {
+		t.Fatal("NATS did not confirm the relay's beat")
+	}
+	last := seen()
+
+	ns.Shutdown()
+	eventually.Within(t, wait, func() error { return want(!nc.IsConnected(), "still connected to NATS") })
+	time.Sleep(time.Until(start.Add(interval)))
+	look() // the next tick: its beat not confirmed
+	if at := seen(); !at.Equal(last) {
+		t.Fatalf("registered again at a look whose beat NATS did not confirm: seen_at %s, then %s", last, at)
+	}
+}
