@@ -395,3 +395,52 @@ func TestABatchLostWithItsConnectionStaysPending(t *testing.T) {
 	}
 	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
 }
+
+// TestAListenConnectionLostAfterAnOutageIsReplacedAtOnce: the relay
+// retries its LISTEN connection with a backoff that doubles at each
+// failure, up to 10 s. It was never brought down again once a connection
+// listened, so after a database outage (a restart, a failover) every
+// later loss of the LISTEN connection, however long after, left the relay
+// deaf for as long as that outage's last wait: a connection dropped by a
+// NAT was replaced after up to 20 s, not within the 10 s
+// docs/operations.md gives, and a commit meanwhile waited for the poll. A
+// connection that listened starts the backoff over.
+func TestAListenConnectionLostAfterAnOutageIsReplacedAtOnce(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := newLink(t, dbHost(db))
+	runRelay(t, poolThrough(t, db, c), ns.ClientURL(), nil, RelayOptions{Poll: 20 * time.Millisecond})
+	listening := func(not int) int {
+		t.Helper()
+		var port int
+		eventually.Within(t, wait, func() error {
+			ports := listenPorts(t, db)
+			if len(ports) == 1 && ports[0] != not {
+				port = ports[0]
+			}
+			return want(port != 0, "LISTEN connections %v, want one (not %d)", ports, not)
+		})
+		return port
+	}
+	before := listening(0)
+
+	// An outage of 2 s: the LISTEN connection and every attempt to open
+	// another fail (waits of 0.1, 0.2, 0.4, 0.8 and 1.6 s), then one
+	// listens.
+	c.cut()
+	time.Sleep(2 * time.Second)
+	c.restore(t)
+	port := listening(before)
+
+	// Much later, the server ends that connection.
+	var ended bool
+	if err := db.Pool.QueryRow(context.Background(), `SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $1`, ListenApplicationName).Scan(&ended); err != nil || !ended {
+		t.Fatalf("terminate the LISTEN connection: %v, %v", ended, err)
+	}
+	lost := time.Now()
+	listening(port)
+	if d := time.Since(lost); d > time.Second {
+		t.Fatalf("a new LISTEN connection %s after the healthy one was lost, want the backoff started over (0.1 s)", d.Round(time.Millisecond))
+	}
+}

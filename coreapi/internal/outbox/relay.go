@@ -294,13 +294,19 @@ func (r *Relay) flush(ctx context.Context) {
 
 // listen holds a dedicated connection LISTENing on Channel and wakes the
 // loop on each notification; on error it reconnects with backoff while the
-// poll ticker keeps rows flowing.
+// poll ticker keeps rows flowing. A connection that listened starts the
+// backoff over: the waits of an outage long past must not hold back the
+// replacement of a connection lost later.
 func (r *Relay) listen(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	const firstBackoff = 100 * time.Millisecond
+	backoff := firstBackoff
 	for ctx.Err() == nil {
-		err := r.listenOnce(ctx)
+		listened, err := r.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if listened {
+			backoff = firstBackoff
 		}
 		// Commits from now on are not heard; a drain at once tells a
 		// database gone with the connection from one still up.
@@ -320,12 +326,14 @@ func (r *Relay) listen(ctx context.Context) {
 // connection (pg_stat_activity), apart from its pool's.
 const ListenApplicationName = "tollgate-outbox-listen"
 
-func (r *Relay) listenOnce(ctx context.Context) error {
+// listenOnce listens on one connection until it fails, and reports
+// whether it got as far as listening.
+func (r *Relay) listenOnce(ctx context.Context) (bool, error) {
 	cfg := r.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = ListenApplicationName
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return false, fmt.Errorf("connect: %w", err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -333,7 +341,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 		_ = conn.Close(cctx)
 	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return false, fmt.Errorf("listen: %w", err)
 	}
 	r.heard.listening(&r.notes) // rows committed while we were not listening: unknown
 	r.Wake()
@@ -347,7 +355,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 			r.Wake()
 			continue
 		case ctx.Err() != nil || !pgconn.Timeout(err):
-			return fmt.Errorf("wait for notification: %w", err)
+			return true, fmt.Errorf("wait for notification: %w", err)
 		}
 		// Quiet for ListenPing (a wait that times out leaves the
 		// connection usable): a connection that does not answer now is
@@ -356,7 +364,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 		err = conn.Ping(pctx)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("listen connection does not answer: %w", err)
+			return true, fmt.Errorf("listen connection does not answer: %w", err)
 		}
 	}
 }
