@@ -294,9 +294,11 @@ func (r *Relay) flush(ctx context.Context) {
 
 // listen holds a dedicated connection LISTENing on Channel and wakes the
 // loop on each notification; on error it reconnects with backoff while the
-// poll ticker keeps rows flowing. A connection that listened starts the
-// backoff over: the waits of an outage long past must not hold back the
-// replacement of a connection lost later.
+// poll ticker keeps rows flowing. A connection that listened for as long
+// as the wait before it starts the backoff over: the waits of an outage
+// long past must not hold back the replacement of a connection lost
+// later, while a server that drops each connection as soon as it listens
+// still has the waits grow.
 func (r *Relay) listen(ctx context.Context) {
 	const firstBackoff = 100 * time.Millisecond
 	backoff := firstBackoff
@@ -305,7 +307,7 @@ func (r *Relay) listen(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if listened {
+		if listened >= backoff {
 			backoff = firstBackoff
 		}
 		// Commits from now on are not heard; a drain at once tells a
@@ -326,14 +328,14 @@ func (r *Relay) listen(ctx context.Context) {
 // connection (pg_stat_activity), apart from its pool's.
 const ListenApplicationName = "tollgate-outbox-listen"
 
-// listenOnce listens on one connection until it fails, and reports
-// whether it got as far as listening.
-func (r *Relay) listenOnce(ctx context.Context) (bool, error) {
+// listenOnce listens on one connection until it fails, and reports for
+// how long it listened (0: it never did).
+func (r *Relay) listenOnce(ctx context.Context) (time.Duration, error) {
 	cfg := r.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = ListenApplicationName
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return false, fmt.Errorf("connect: %w", err)
+		return 0, fmt.Errorf("connect: %w", err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -341,8 +343,9 @@ func (r *Relay) listenOnce(ctx context.Context) (bool, error) {
 		_ = conn.Close(cctx)
 	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return false, fmt.Errorf("listen: %w", err)
+		return 0, fmt.Errorf("listen: %w", err)
 	}
+	since := time.Now()
 	r.heard.listening(&r.notes) // rows committed while we were not listening: unknown
 	r.Wake()
 	for {
@@ -355,7 +358,7 @@ func (r *Relay) listenOnce(ctx context.Context) (bool, error) {
 			r.Wake()
 			continue
 		case ctx.Err() != nil || !pgconn.Timeout(err):
-			return true, fmt.Errorf("wait for notification: %w", err)
+			return max(time.Since(since), 1), fmt.Errorf("wait for notification: %w", err)
 		}
 		// Quiet for ListenPing (a wait that times out leaves the
 		// connection usable): a connection that does not answer now is
@@ -364,7 +367,7 @@ func (r *Relay) listenOnce(ctx context.Context) (bool, error) {
 		err = conn.Ping(pctx)
 		cancel()
 		if err != nil {
-			return true, fmt.Errorf("listen connection does not answer: %w", err)
+			return max(time.Since(since), 1), fmt.Errorf("listen connection does not answer: %w", err)
 		}
 	}
 }
