@@ -1053,16 +1053,13 @@ func (w *dbWatch) drained(err error, began, ended int64) {
 // through it: only a server starting up, shutting down or in recovery
 // (57P03), or a connection exception (class 08), counts. So does a server
 // that refuses the relay's writes as read-only (25006: a primary demoted
-// to a standby by a failover, which the pool's connections still reach):
-// nothing commits through it either.
+// to a standby by a failover, which the pool's connections still reach;
+// sqldb.Unavailable): nothing commits through it either.
 func unreachable(err error) bool {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
 	if errors.As(err, &ce) && errors.As(err, &pe) {
 		return pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
-	}
-	if errors.As(err, &pe) && pe.Code == "25006" {
-		return true
 	}
 	return sqldb.Unavailable(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }

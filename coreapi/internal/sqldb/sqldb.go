@@ -15,7 +15,9 @@ import (
 // or is not accepting work (a failover, a restart, a network outage), as
 // opposed to a statement that failed: a connection that could not be made
 // or broke (the driver closed it: the server went away under it),
-// connection-class and shutdown SQLSTATEs, timeouts.
+// connection-class and shutdown SQLSTATEs, timeouts, and a write refused
+// as read-only (25006: a primary demoted to a standby by a failover,
+// which the pool's connections still reach; nothing commits through it).
 func Unavailable(err error) bool {
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || errors.Is(err, pgconn.ErrConnClosed) {
@@ -23,7 +25,7 @@ func Unavailable(err error) bool {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || pe.Code == "25006"
 	}
 	var ne *net.OpError
 	if errors.As(err, &ne) {

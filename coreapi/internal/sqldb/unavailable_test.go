@@ -29,6 +29,7 @@ func TestUnavailable(t *testing.T) {
 		{"connect refused", fmt.Errorf("get me: %w", connErr), true},
 		{"admin shutdown", fmt.Errorf("q: %w", &pgconn.PgError{Code: "57P01"}), true},
 		{"connection exception", &pgconn.PgError{Code: "08006"}, true},
+		{"read-only (a demoted primary)", fmt.Errorf("write outbox: %w", &pgconn.PgError{Code: "25006"}), true},
 		{"reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, true},
 		{"closed under a query", fmt.Errorf("claim: %w", pgconn.ErrConnClosed), true},
 		{"deadline", fmt.Errorf("acquire: %w", context.DeadlineExceeded), true},
