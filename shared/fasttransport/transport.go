@@ -48,6 +48,7 @@ package fasttransport
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -260,12 +261,57 @@ func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 // StatusZero reports whether the answer br holds next has the status code
 // "000", which fasthttp reads as its unset status and reports as 200: a
 // reader of upstream answers refuses it (ErrStatus) before reading the
-// header. It looks at the status line's first 12 bytes, which any status
-// line has, waiting for them as reading the header would.
+// header. The code is found as fasthttp's parser finds it (nextStatus), in
+// any spelling it accepts: looking only for "HTTP/1.1 000" at the start let
+// "HTTP/1.1  000" and an empty line before the status line through.
 func StatusZero(br *bufio.Reader) bool {
-	b, _ := br.Peek(len("HTTP/1.1 000"))
-	return len(b) == len("HTTP/1.1 000") && string(b[:5]) == "HTTP/" && string(b[8:]) == " 000"
+	code, _ := nextStatus(br)
+	return string(code) == "000"
 }
+
+// nextStatus returns the status code of the answer br holds next as
+// fasthttp's header parser reads it: in the first line that is not empty,
+// after the first space and any spaces that follow it, up to the next
+// space. It waits for that line as reading the header would; false when it
+// does not come whole (an error, a line longer than br's buffer), which
+// the read of the header then reports. It aliases br's buffer.
+func nextStatus(br *bufio.Reader) ([]byte, bool) {
+	// The usual spelling, "HTTP/1.1 200 OK": 13 bytes, which any status
+	// line has (and its CRLF), tell.
+	if b, _ := br.Peek(13); len(b) == 13 && string(b[:5]) == "HTTP/" && bytes.IndexByte(b[:9], ' ') == 8 &&
+		isDigit(b[9]) && isDigit(b[10]) && isDigit(b[11]) && b[12] == ' ' {
+		return b[9:12], true
+	}
+	for n := 1; n <= br.Size(); n = br.Buffered() + 1 {
+		if _, err := br.Peek(n); err != nil {
+			return nil, false
+		}
+		b, _ := br.Peek(br.Buffered())
+		for {
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				break // the line is still coming
+			}
+			line := bytes.TrimSuffix(b[:i], []byte("\r"))
+			if len(line) == 0 { // fasthttp skips empty lines before it
+				b = b[i+1:]
+				continue
+			}
+			sp := bytes.IndexByte(line, ' ')
+			if sp < 0 {
+				return nil, true
+			}
+			code := bytes.TrimLeft(line[sp+1:], " ")
+			if sp = bytes.IndexByte(code, ' '); sp >= 0 {
+				code = code[:sp]
+			}
+			return code, true
+		}
+	}
+	return nil, false
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // deadline is now plus d, or no deadline for d ≤ 0.
 func deadline(d time.Duration) time.Time {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/refused"
@@ -557,6 +558,42 @@ func TestMalformedStatusLine(t *testing.T) {
 func TestStatusBelow100(t *testing.T) {
 	for _, status := range []string{"099", "000", "600", "999"} {
 		t.Run(status, func(t *testing.T) { statusBelow100(t, status) })
+	}
+}
+
+// TestStatusZeroSpellings: StatusZero finds "000" wherever fasthttp's
+// parser reads it, which skips empty lines before the status line and
+// spaces after the version; it looked only for "HTTP/1.1 000" at the
+// start, so those spellings reached the client as 200. Read whole or a
+// byte at a time.
+func TestStatusZeroSpellings(t *testing.T) {
+	for answer, want := range map[string]bool{
+		"HTTP/1.1 000 Odd\r\n\r\n":     true,
+		"HTTP/1.1 000\r\n\r\n":         true,
+		"HTTP/1.0 000 Odd\r\n\r\n":     true,
+		"HTTP/1.1  000 Odd\r\n\r\n":    true,
+		"HTTP/1.1   000\r\n\r\n":       true,
+		"\r\nHTTP/1.1 000 Odd\r\n\r\n": true,
+		"\n\r\n\nHTTP/1.1 000\n\n":     true,
+		"HTTP/1.1 200 OK\r\n\r\n":      false,
+		"HTTP/1.1 200\r\n\r\n":         false,
+		"HTTP/1.1  200 OK\r\n\r\n":     false,
+		"\r\nHTTP/1.1 204\r\n\r\n":     false,
+		"HTTP/1.1 0000 Odd\r\n\r\n":    false,
+		"HTTP/1.1 000x\r\n\r\n":        false,
+		"HTTP/1.1 100 000\r\n\r\n":     false,
+		"HTTP/1.1\r\n\r\n":             false,
+		"":                             false,
+	} {
+		for _, oneByte := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(answer)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			if got := StatusZero(bufio.NewReader(r)); got != want {
+				t.Errorf("StatusZero(%q) = %v (a byte at a time: %v), want %v", answer, got, oneByte, want)
+			}
+		}
 	}
 }
 

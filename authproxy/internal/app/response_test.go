@@ -432,6 +432,10 @@ func TestUpstreamStatusBelow100Refused(t *testing.T) {
 		"/001": "HTTP/1.1 001 Odd\r\nX-App: kept\r\n\r\n",
 		// fasthttp reads "000" as its unset status, which it reports as 200.
 		"/000": "HTTP/1.1 000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		// Spelled as fasthttp also reads it: spaces after the version, an
+		// empty line before the status line.
+		"/000-spaces": "HTTP/1.1   000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		"/000-line":   "\r\nHTTP/1.1 000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		// Above 599: a code of no class (RFC 9110 section 15).
 		"/600": "HTTP/1.1 600 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		"/999": "HTTP/1.1 999 Odd\r\nX-App: kept\r\n\r\n",
