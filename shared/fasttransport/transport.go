@@ -269,6 +269,32 @@ func StatusZero(br *bufio.Reader) bool {
 	return string(code) == "000"
 }
 
+// SkipInterim reads the informational (1xx) answers br holds next into h,
+// but for a 101, which is final, and refuses (ErrStatus) a status code of
+// "000" (StatusZero) in any of them and in the answer that follows, which
+// it leaves to be read. For a reader that reads that answer with fasthttp's
+// Response.Read, which skips interim answers itself: StatusZero looked
+// only at the first status line, and a "000" after a "103 Early Hints"
+// was read as 200.
+func SkipInterim(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
+	for n := 0; ; n++ {
+		code, ok := nextStatus(br)
+		switch {
+		case !ok:
+			return nil // the answer's read reports why
+		case string(code) == "000":
+			return ErrStatus
+		case len(code) != 3 || code[0] != '1' || string(code) == "101":
+			return nil // final (or no status fasthttp reads: it says so)
+		case n >= maxInterim:
+			return ErrTooManyInterim
+		}
+		if err := h.Read(br); err != nil {
+			return err
+		}
+	}
+}
+
 // nextStatus returns the status code of the answer br holds next as
 // fasthttp's header parser reads it: in the first line that is not empty,
 // after the first space and any spaces that follow it, up to the next

@@ -597,6 +597,37 @@ func TestStatusZeroSpellings(t *testing.T) {
 	}
 }
 
+// TestSkipInterim: SkipInterim refuses a "000" after interim answers, which
+// fasthttp's Response.Read would skip on its own and then read the "000"
+// as 200, and leaves a final answer (a 101 among them) to be read.
+func TestSkipInterim(t *testing.T) {
+	const early = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+	for answer, want := range map[string]error{
+		early + "HTTP/1.1 000 Odd\r\nContent-Length: 2\r\n\r\nok":                                    ErrStatus,
+		early + "HTTP/1.1  000\r\nContent-Length: 2\r\n\r\nok":                                       ErrStatus,
+		"HTTP/1.1 000 Odd\r\nContent-Length: 2\r\n\r\nok":                                            ErrStatus,
+		early + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":                                     nil,
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n":                                     nil,
+		strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", maxInterim+1) + "HTTP/1.1 200 OK\r\n\r\n": ErrTooManyInterim,
+	} {
+		br := bufio.NewReader(iotest.OneByteReader(strings.NewReader(answer)))
+		var resp fasthttp.Response
+		err := SkipInterim(&resp.Header, br)
+		if !errors.Is(err, want) || want == nil && err != nil {
+			t.Fatalf("SkipInterim(%.60q) = %v, want %v", answer, err, want)
+		}
+		if err != nil {
+			continue
+		}
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("%.60q: the answer after SkipInterim: %v", answer, err)
+		}
+		if s := resp.StatusCode(); s != 200 && s != 101 || s == 200 && string(resp.Body()) != "ok" {
+			t.Fatalf("%.60q: read %d %q after SkipInterim, want the final answer", answer, s, resp.Body())
+		}
+	}
+}
+
 func statusBelow100(t *testing.T, status string) {
 	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
 		if r.URL.Path == "/odd" {

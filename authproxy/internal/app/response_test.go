@@ -436,6 +436,9 @@ func TestUpstreamStatusBelow100Refused(t *testing.T) {
 		// empty line before the status line.
 		"/000-spaces": "HTTP/1.1   000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		"/000-line":   "\r\nHTTP/1.1 000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
+		// After an interim answer, which fasthttp's Response.Read, reading
+		// a stream route's answer and a WebSocket's, skips on its own.
+		"/103-000": "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 000 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		// Above 599: a code of no class (RFC 9110 section 15).
 		"/600": "HTTP/1.1 600 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		"/999": "HTTP/1.1 999 Odd\r\nX-App: kept\r\n\r\n",

@@ -56,9 +56,9 @@ func (m *Manager) ServeStream(r Request) error {
 	// through a small one that starts with what came along with the header.
 	resp.SkipBody = true
 	br := headerReader(ic)
-	if fasttransport.StatusZero(br) { // fasthttp would read it as 200
-		err = errStatus
-	} else {
+	// A status of 000, which fasthttp would read as 200, is refused in
+	// every status line, an interim answer's too.
+	if err = fasttransport.SkipInterim(&resp.Header, br); err == nil {
 		err = resp.Read(br)
 	}
 	rest := releaseHeader(br)

@@ -233,9 +233,9 @@ func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	br := headerReader(up)
 	resp := &r.Ctx.Response
 	resp.Reset()
-	if fasttransport.StatusZero(br) { // fasthttp would read it as 200
-		err = errStatus
-	} else {
+	// A status of 000, which fasthttp would read as 200, is refused in
+	// every status line, an interim answer's too.
+	if err = fasttransport.SkipInterim(&resp.Header, br); err == nil {
 		err = resp.ReadLimitBody(br, maxRefusalBody)
 	}
 	// Frames the upstream sent right after its 101 were read with it: the
