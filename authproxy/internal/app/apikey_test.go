@@ -1,10 +1,12 @@
 package app
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -545,6 +547,50 @@ func TestAPIKeyUseReportedAtShutdown(t *testing.T) {
 	time.AfterFunc(300*time.Millisecond, func() { close(gate) })
 	e.cancel()
 	var err error
+	select {
+	case err = <-e.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	e.done <- err // for the cleanup's wait
+	if err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if got := e.core.UsedKeys(); !slices.Equal(got, []string{pid}) {
+		t.Fatalf("reported when Serve returned: %v, want [%s]", got, pid)
+	}
+}
+
+// TestAPIKeyUseDuringDrainReported: a key first used by a request served
+// during the drain (its header completed after SIGTERM, on a connection
+// opened before) is in the last report. The report went out as the
+// shutdown began, not after the drain: such uses were never reported.
+func TestAPIKeyUseDuringDrainReported(t *testing.T) {
+	e := start(t, envOpt{})
+	secret, pid := e.newAPIKey()
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, "GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the proxy has begun reading it
+	e.cancel()
+	time.Sleep(300 * time.Millisecond) // the shutdown is under way
+	if _, err := io.WriteString(conn, "Authorization: Bearer "+secret+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the request begun before the shutdown: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d, want 200 (served during the drain)", resp.StatusCode)
+	}
 	select {
 	case err = <-e.done:
 	case <-time.After(10 * time.Second):

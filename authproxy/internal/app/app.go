@@ -274,7 +274,11 @@ func (a *App) Close() {
 // closed.
 func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer a.Close()
-	bg, cancelBg := context.WithCancel(ctx)
+	// The background work (the key set's refresh, the rules' watch, the
+	// usage reports) outlives ctx until the drain is over (cancelBg
+	// below): requests served during the drain still use it, and the last
+	// usage report must count their keys.
+	bg, cancelBg := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBg()
 	keysChanged := func(digest string) {
 		if _, err := a.Keys.KeysAnnounced(bg, digest); err != nil {
