@@ -304,8 +304,8 @@ func SkipInterim(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 func nextStatus(br *bufio.Reader) ([]byte, bool) {
 	// The usual spelling, "HTTP/1.1 200 OK": 13 bytes, which any status
 	// line has (and its CRLF), tell.
-	if b, _ := br.Peek(13); len(b) == 13 && string(b[:5]) == "HTTP/" && bytes.IndexByte(b[:9], ' ') == 8 &&
-		isDigit(b[9]) && isDigit(b[10]) && isDigit(b[11]) && b[12] == ' ' {
+	if b, _ := br.Peek(13); len(b) == 13 && string(b[:5]) == "HTTP/" && b[5] != ' ' && b[6] != ' ' && b[7] != ' ' &&
+		b[8] == ' ' && isDigit(b[9]) && isDigit(b[10]) && isDigit(b[11]) && b[12] == ' ' {
 		return b[9:12], true
 	}
 	for n := 1; n <= br.Size(); n = br.Buffered() + 1 {
