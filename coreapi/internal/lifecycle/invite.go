@@ -196,11 +196,11 @@ var (
 	errInvitationRoleDeleted = problem.New(fiber.StatusConflict, problem.CodeConflict,
 		"a role this invitation grants was deleted since it was sent: ask for a new invitation")
 	errAdminPassword = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
-		"this account's password was set by a tenant administrator: change it (or reset it), then accept")
+		"this account's password was set by a tenant administrator: reset it (forgot password), then accept")
 	errPasswordChanged = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant,
 		"the account's password or sessions changed while the invitation was accepted: try again")
 	errAdminPasswordList = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
-		"this account's password was set by a tenant administrator: change it (or reset it) to see the invitations sent to it")
+		"this account's password was set by a tenant administrator: reset it (forgot password) to see the invitations sent to it")
 	// errSessionEnded: the session an acceptance without a bearer opened
 	// was signed out before its tokens were issued (no bearer was sent,
 	// so no RFC 6750 challenge; see accept's ended).

@@ -79,7 +79,7 @@ var errorText = map[string]string{
 	// deleted since (the only conflict a page's form answers), and an
 	// account whose password a tenant admin chose.
 	problem.CodeConflict:                   "A role this invitation grants was deleted since it was sent. Ask for a new invitation.",
-	problem.CodeAdminPasswordBeforeLinking: "This account's password was set by a tenant administrator. Change it (or reset it), then accept.",
+	problem.CodeAdminPasswordBeforeLinking: "This account's password was set by a tenant administrator. Reset it (forgot password), then accept.",
 	problem.CodeUserDisabled:               "This account is disabled.",
 	problem.CodeBadRequest:                 "The form could not be read.",
 	problem.CodeUnsupportedMedia:           "The form could not be read.",

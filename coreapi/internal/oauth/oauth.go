@@ -953,9 +953,10 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				// their choosing (POST /users): linked, the owner would
 				// sign in through the provider while the admin kept
 				// password access to the account, in every tenant it
-				// joins. Its owner changes or resets the password first.
+				// joins. Its owner resets the password first (a change
+				// proves only the current password, which the admin knows).
 				return problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
-					"an account with this email address has a password that an administrator set; change it (or reset it) and sign in again")
+					"an account with this email address has a password that an administrator set; reset it (forgot password) and sign in again")
 			}
 			if err == nil {
 				mfa, err := hasSecondFactor(ctx, tx, g.UserID)

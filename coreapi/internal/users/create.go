@@ -22,7 +22,8 @@ type NewUser struct {
 	// vouched for it, or an invitation link sent to it was used).
 	Verified bool
 	// PasswordByAdmin: a tenant admin chose PasswordHash (POST /users),
-	// so the admin knows it until the owner changes or resets it.
+	// so the admin knows it, and any password changed from it, until
+	// the owner resets it (SetPassword).
 	PasswordByAdmin bool
 }
 

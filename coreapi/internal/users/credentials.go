@@ -70,15 +70,20 @@ func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (Password, erro
 	return p, nil
 }
 
-// SetPassword stores a new password hash the account's owner chose (no
-// longer one a tenant admin set) in place of the hash current, the one the
-// owner's current password was checked against, and moves the token version
-// on (every access token of the user becomes stale); it returns the new
-// version. ErrPasswordChanged: the stored hash is no longer current (a reset,
-// or another change, committed since it was read), and nothing changed.
+// SetPassword stores a new password hash in place of the hash current, the
+// one the caller's current password was checked against, and moves the
+// token version on (every access token of the user becomes stale); it
+// returns the new version. ErrPasswordChanged: the stored hash is no longer
+// current (a reset, or another change, committed since it was read), and
+// nothing changed. A password a tenant admin chose stays marked so
+// (users.password_set_by_admin): the change proves knowledge of the
+// current password, which that admin has too, and an admin who changed it
+// to another of their own would keep password access to the account its
+// owner then links a provider to, or joins tenants with. Only a reset,
+// which proves the mailbox, clears the mark.
 func SetPassword(ctx context.Context, db sqldb.DB, userID, current, hash string) (int64, error) {
 	const q = `
-UPDATE users SET password_hash = $3, token_version = token_version + 1, password_set_by_admin = false, updated_at = now()
+UPDATE users SET password_hash = $3, token_version = token_version + 1, updated_at = now()
 WHERE id = $1 AND password_hash = $2
 RETURNING token_version`
 	var tv int64
