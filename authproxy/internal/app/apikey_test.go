@@ -133,6 +133,33 @@ func TestAPIKeyForwarded(t *testing.T) {
 	e.wantKeyIdentity(e.up, "app-notes", "tenant:read", "users:read")
 }
 
+// TestRefusedCredentialOnTheTokenEndpointIsAnonymous: the token endpoint
+// forwards a request whose bearer the projection refuses (its user
+// disabled) as anonymous, its grants carrying their own credentials; the
+// access line names the anonymous principal it was forwarded as, not the
+// token's, which the bearer had set before the projection refused it (an
+// API key's likewise).
+func TestRefusedCredentialOnTheTokenEndpointIsAnonymous(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
+	tok := e.token(nil)
+	p := defaultProjection()
+	p.UserStatus = "disabled"
+	e.core.DeleteProjection(userID, tenantID)
+	e.core.SetProjection(p)
+	e.publishAndWait("auth.invalidate.all")
+	e.wantStatus(e.do("POST", "/api/v1/auth/token", tok, nil), 200)
+	e.wantAnonymousAt(e.core, testenv.CoreKey.ID)
+	testenv.Eventually(t, func() error {
+		var principals []any
+		for _, line := range accessLines(t, e) {
+			if line["path"] == "/api/v1/auth/token" {
+				principals = append(principals, line["principal"])
+			}
+		}
+		return testenv.Want("the token request's access line's principal", fmt.Sprint(principals), "[anonymous]")
+	})
+}
+
 // TestAPIKeyRefused: every malformed or misplaced key is refused before
 // anything is forwarded or fetched, with a clear problem.
 func TestAPIKeyRefused(t *testing.T) {

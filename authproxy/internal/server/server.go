@@ -1240,6 +1240,9 @@ func (s *Server) decidedAt(st *state) {
 // anonymous one, on a route that asks for it (Route.IgnoreBadBearer).
 func (s *Server) forwardAnonymous(c *fiber.Ctx, st *state, rt *Router, route *rules.Route) error {
 	st.outcome = "anonymous_bad_bearer"
+	// As forwarded: the refused credential's principal and claims (set
+	// before the projection refused it) are not the request's.
+	st.principal, st.claims = identity.PrincipalAnonymous, nil
 	c.Request().Header.Del(fiber.HeaderAuthorization)
 	return s.forward(c, st, rt, route, nil, nil)
 }
