@@ -108,16 +108,19 @@ func Load(getenv func(string) string, service string) (Config, error) {
 		c.Endpoint = tracesURL(ep)
 	}
 	if c.Endpoint != "" {
+		// A refused endpoint is quoted as envconfig.ProblemURL quotes it:
+		// its user information and whole query hidden, since what this
+		// refuses is a credential put there, under any parameter name.
 		switch u, err := url.Parse(c.Endpoint); {
 		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT=%q: want an http or https URL", maskURL(c.Endpoint)))
+			errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT=%q: want an http or https URL", envconfig.ProblemURL(c.Endpoint)))
 		case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 			// The OTLP exporter takes the scheme, host and path of the
 			// URL and drops the rest: a collector's key in the query or
 			// the user information would never be sent, and every
 			// export would be refused.
 			errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT=%q: the exporter sends no user information, query or fragment; "+
-				"pass a collector's credential in OTEL_EXPORTER_OTLP_HEADERS (e.g. api-key=...)", maskURL(c.Endpoint)))
+				"pass a collector's credential in OTEL_EXPORTER_OTLP_HEADERS (e.g. api-key=...)", envconfig.ProblemURL(c.Endpoint)))
 		}
 	}
 	switch v := get("OTEL_TRACES_EXPORTER"); v {

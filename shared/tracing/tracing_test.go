@@ -213,6 +213,10 @@ func TestEndpointCredentialRefused(t *testing.T) {
 		{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector/?api_key=k1secret"},
 		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://tracer:k1secret@collector/v1/traces"},
 		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://k1secret@collector/v1/traces"},
+		// A collector's key under a name that says nothing of a
+		// credential (Honeycomb's header is x-honeycomb-team).
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector/v1/traces?x-honeycomb-team=k1secret"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector/?dataset=d&team=k1secret"},
 	} {
 		c, err := tracing.Load(env(vars), "svc")
 		if err == nil {
