@@ -605,7 +605,7 @@ func (l loader) tlsFiles() (certFile, keyFile string) {
 func (l loader) url(name, v string, schemes ...string) {
 	u, err := url.Parse(v)
 	if err != nil || u.Host == "" {
-		l.Problem("%s: want an absolute URL, got %q", name, envconfig.MaskURL(v))
+		l.Problem("%s: want an absolute URL, got %q", name, envconfig.ProblemURL(v))
 		return
 	}
 	for _, s := range schemes {
@@ -655,9 +655,9 @@ func (l loader) issuerURL(name, v string) {
 	u, err := url.Parse(v)
 	switch {
 	case err != nil || u.Host == "":
-		l.Problem("%s: want an absolute URL, got %q", name, envconfig.MaskURL(v))
+		l.Problem("%s: want an absolute URL, got %q", name, envconfig.ProblemURL(v))
 	case !HTTPSOrLoopback(u):
-		l.Problem("%s: %q: want https (http only for localhost): the provider's signing keys are fetched from it", name, envconfig.MaskURL(v))
+		l.Problem("%s: %q: want https (http only for localhost): the provider's signing keys are fetched from it", name, envconfig.ProblemURL(v))
 	}
 }
 

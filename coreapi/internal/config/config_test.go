@@ -245,6 +245,10 @@ func TestOIDCIssuerURL(t *testing.T) {
 		{"http://localhost.example.com", "want https"},
 		{"ftp://accounts.example.com", "want https"},
 		{"accounts.example.com", "absolute URL"},
+		// A refused issuer is quoted without its user information and
+		// query, whatever their names (envconfig.ProblemURL).
+		{"http://accounts.example.com/?team=k1secret", "want https"},
+		{"http://u:k2secret@accounts.example.com", "want https"},
 	} {
 		t.Run(tt.value, func(t *testing.T) {
 			m := minimal()
@@ -262,6 +266,9 @@ func TestOIDCIssuerURL(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), "OIDC_CORP_ISSUER") || !strings.Contains(err.Error(), tt.bad) {
 				t.Fatalf("Load() = %v, want an error about OIDC_CORP_ISSUER: %q", err, tt.bad)
+			}
+			if strings.Contains(err.Error(), "k1secret") || strings.Contains(err.Error(), "k2secret") {
+				t.Fatalf("Load() = %v: the refused URL's credential is quoted", err)
 			}
 		})
 	}
