@@ -573,19 +573,7 @@ func TestAPIKeyUseReportedAtShutdown(t *testing.T) {
 	e.core.UsedGate.Store(&gate)
 	time.AfterFunc(300*time.Millisecond, func() { close(gate) })
 	e.cancel()
-	var err error
-	select {
-	case err = <-e.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return")
-	}
-	e.done <- err // for the cleanup's wait
-	if err != nil {
-		t.Fatalf("Serve: %v", err)
-	}
-	if got := e.core.UsedKeys(); !slices.Equal(got, []string{pid}) {
-		t.Fatalf("reported when Serve returned: %v, want [%s]", got, pid)
-	}
+	e.wantReportedWhenServeReturns(pid)
 }
 
 // TestAPIKeyUseDuringDrainReported: a key first used by a request served
@@ -618,17 +606,26 @@ func TestAPIKeyUseDuringDrainReported(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d, want 200 (served during the drain)", resp.StatusCode)
 	}
+	e.wantReportedWhenServeReturns(pid)
+}
+
+// wantReportedWhenServeReturns waits for Serve (cancelled) to return
+// without error and checks that the keys reported used by then are
+// exactly pids.
+func (e *env) wantReportedWhenServeReturns(pids ...string) {
+	e.t.Helper()
+	var err error
 	select {
 	case err = <-e.done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return")
+		e.t.Fatal("Serve did not return")
 	}
 	e.done <- err // for the cleanup's wait
 	if err != nil {
-		t.Fatalf("Serve: %v", err)
+		e.t.Fatalf("Serve: %v", err)
 	}
-	if got := e.core.UsedKeys(); !slices.Equal(got, []string{pid}) {
-		t.Fatalf("reported when Serve returned: %v, want [%s]", got, pid)
+	if got := e.core.UsedKeys(); !slices.Equal(got, pids) {
+		e.t.Fatalf("reported when Serve returned: %v, want %v", got, pids)
 	}
 }
 

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -43,27 +41,7 @@ func TestWritesRefusedAsReadOnlyAre503(t *testing.T) {
 		}
 	}()
 
-	var addr string
-	for deadline := time.Now().Add(20 * time.Second); addr == ""; {
-		if time.Now().After(deadline) {
-			t.Fatalf("no listening line in the log:\n%s", out.String())
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		sc := bufio.NewScanner(strings.NewReader(out.String()))
-		for sc.Scan() {
-			var l struct {
-				Msg  string `json:"msg"`
-				Addr string `json:"addr"`
-			}
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
-				addr = l.Addr
-			}
-		}
-	}
+	addr := waitListening(t, &out, done)
 	resp, err := http.Post("http://"+addr+"/api/v1/auth/signup", "application/json",
 		strings.NewReader(`{"email":"ro@example.com","password":"a long enough password","tenant_name":"RO"}`))
 	if err != nil {

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // TestDisableRacingSignOutEverywhere: disabling the second factor is
@@ -22,24 +25,7 @@ import (
 func TestDisableRacingSignOutEverywhere(t *testing.T) {
 	ctx := context.Background()
 	e := start(t, cheap)
-	const email = "disable-race@example.com"
-	tk, _, codes := e.mfaUser(t, email)
-	uid := claims(t, tk.AccessToken)["sub"].(string)
-	// A session signed in with both factors: it may disable the factor.
-	r := e.mfaOTP(t, e.challenge(t, email), codes[0])
-	wantStatus(t, "sign-in with the second factor", r, http.StatusOK, "")
-	var signedIn tokens
-	r.JSON(t, &signedIn)
-	as := e.identityFor(t, signedIn)
-
-	hold, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hold.Rollback(ctx) })
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, uid); err != nil {
-		t.Fatal(err)
-	}
+	uid, as, hold := e.holdFactorSession(t, "disable-race@example.com", `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`)
 	var (
 		wg       sync.WaitGroup
 		disabled apitest.Response
@@ -96,22 +82,7 @@ func TestDisableHoldsTheAccountAgainstSignOutEverywhere(t *testing.T) {
 func holdsTheAccount(t *testing.T, email, method, path string) {
 	ctx := context.Background()
 	e := start(t, cheap)
-	tk, _, codes := e.mfaUser(t, email)
-	uid := claims(t, tk.AccessToken)["sub"].(string)
-	r := e.mfaOTP(t, e.challenge(t, email), codes[0])
-	wantStatus(t, "sign-in with the second factor", r, http.StatusOK, "")
-	var signedIn tokens
-	r.JSON(t, &signedIn)
-	as := e.identityFor(t, signedIn)
-
-	hold, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hold.Rollback(ctx) })
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM mfa_recovery_codes WHERE user_id = $1 FOR UPDATE`, uid); err != nil {
-		t.Fatal(err)
-	}
+	_, as, hold := e.holdFactorSession(t, email, `SELECT 1 FROM mfa_recovery_codes WHERE user_id = $1 FOR UPDATE`)
 	waiting := func(like string) int {
 		return e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 			AND wait_event_type = 'Lock' AND query LIKE $1`, like)
@@ -156,4 +127,29 @@ func holdsTheAccount(t *testing.T, email, method, path string) {
 	if signedOutFirst && disabled.Status/100 == 2 {
 		t.Fatalf("the sign-out everywhere answered while the request was under way, which then succeeded (%d) on the say of the session it ended", disabled.Status)
 	}
+}
+
+// holdFactorSession makes an account with an active second factor and a
+// session signed in with both factors (which may disable the factor or
+// ask for new recovery codes), and opens a transaction that has run lock
+// (with the account's id as $1), rolled back when the test ends. It
+// returns the account's id, the session's identity and the transaction.
+func (e *env) holdFactorSession(t *testing.T, email, lock string) (string, *identity.Identity, pgx.Tx) {
+	t.Helper()
+	ctx := context.Background()
+	tk, _, codes := e.mfaUser(t, email)
+	uid := claims(t, tk.AccessToken)["sub"].(string)
+	r := e.mfaOTP(t, e.challenge(t, email), codes[0])
+	wantStatus(t, "sign-in with the second factor", r, http.StatusOK, "")
+	var signedIn tokens
+	r.JSON(t, &signedIn)
+	hold, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hold.Rollback(ctx) })
+	if _, err := hold.Exec(ctx, lock, uid); err != nil {
+		t.Fatal(err)
+	}
+	return uid, e.identityFor(t, signedIn), hold
 }

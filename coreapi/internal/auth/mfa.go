@@ -345,6 +345,40 @@ func lockUserForFactor(ctx context.Context, tx pgx.Tx, userID string) error {
 	return nil
 }
 
+// lockFactorAgain takes, in tx, the account's row (lockUserForFactor),
+// then its active factor's, and checks the session again (sessions.Fresh,
+// a second factor within MFAMaxAge), for a change that only a recent
+// second factor may make (disabling the factor, new recovery codes),
+// decided on the same check made before tx: a sign-out everywhere or a
+// reset may have ended the session since, and one that starts now (each
+// moves the account's token version on) waits until tx commits.
+// errFactorGone: no factor is active any more (an admin's reset);
+// errSessionNotFresh: the session is not what the change needs now.
+func lockFactorAgain(ctx context.Context, tx pgx.Tx, id identity.Identity) error {
+	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
+	if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+		return err
+	}
+	var one int
+	if err := tx.QueryRow(ctx, qActive, id.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
+		return errFactorGone
+	} else if err != nil {
+		return fmt.Errorf("lock totp: %w", err)
+	}
+	if fresh, err := sessions.Fresh(ctx, tx, id, MFAMaxAge, true); err != nil {
+		return err
+	} else if !fresh {
+		return errSessionNotFresh
+	}
+	return nil
+}
+
+// errFactorGone and errSessionNotFresh: see lockFactorAgain.
+var (
+	errFactorGone      = errors.New("factor gone")
+	errSessionNotFresh = errors.New("session not fresh")
+)
+
 // activateTOTP turns the user's pending secret active in tx, only if a
 // code of it was just matched (its last_step is set: restarting the
 // enrolment clears it). It answers errMFAActive when a concurrent
@@ -963,7 +997,6 @@ func needRecentFactor(c *fiber.Ctx, what string) error {
 // given it within MFAMaxAge (step up first). The owner's verified address
 // is told (noticeOwner).
 func (s *Service) disableTOTP(c *fiber.Ctx) error {
-	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
 	const what = "disabling the second factor"
@@ -971,29 +1004,10 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 		return err
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	errGone, errStale := errors.New("factor gone"), errors.New("session not fresh")
 	err := s.removeMFA(ctx, id.UserID, func(tx pgx.Tx) error {
-		// The account's row, the factor's, then the session again, as
-		// for new recovery codes: a sign-out everywhere or a reset may
-		// have ended the session since the check above, and an admin's
-		// reset may have removed the factor (nothing left to disable or
-		// announce). The account's row held, one that starts now (each
-		// moves the account's token version on) waits until this commits.
-		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
-			return err
-		}
-		var one int
-		if err := tx.QueryRow(ctx, qActive, id.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
-			return errGone
-		} else if err != nil {
-			return fmt.Errorf("lock totp: %w", err)
-		}
-		if fresh, err := sessions.Fresh(ctx, tx, id, MFAMaxAge, true); err != nil {
-			return err
-		} else if !fresh {
-			return errStale
-		}
-		return nil
+		// An admin's reset may have removed the factor meanwhile: nothing
+		// left to disable or announce.
+		return lockFactorAgain(ctx, tx, id)
 	}, func(tx pgx.Tx) error {
 		if err := noticeOwner(ctx, tx, id.UserID, mail.KindMFADisabled, s.now()); err != nil {
 			return err
@@ -1006,9 +1020,9 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
 	})
 	switch {
-	case errors.Is(err, errGone):
+	case errors.Is(err, errFactorGone):
 		return errNoActiveFactor
-	case errors.Is(err, errStale):
+	case errors.Is(err, errSessionNotFresh):
 		return needRecentFactor(c, what)
 	case err != nil:
 		return err
@@ -1025,7 +1039,6 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 // (noticeOwner): the new codes are a way past the factor for whoever
 // asked for them.
 func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
-	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
 	const what = "new recovery codes"
@@ -1037,28 +1050,12 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 		return err
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	errGone, errStale := errors.New("factor gone"), errors.New("session not fresh")
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// The account's row, then the factor's: a disable, an admin's
-		// reset or a password reset's clean-up in flight ends before, or
-		// waits until the new codes are in and then deletes them with the
-		// factor; a sign-out everywhere or a reset that starts now (each
-		// moves the account's token version on) waits until this commits.
-		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+		// A disable, an admin's reset or a password reset's clean-up in
+		// flight ends before, or waits until the new codes are in and
+		// then deletes them with the factor.
+		if err := lockFactorAgain(ctx, tx, id); err != nil {
 			return err
-		}
-		var one int
-		if err := tx.QueryRow(ctx, qActive, id.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
-			return errGone
-		} else if err != nil {
-			return fmt.Errorf("lock totp: %w", err)
-		}
-		// Again under the lock: a sign-out everywhere or a reset may have
-		// ended the session since.
-		if fresh, err := sessions.Fresh(ctx, tx, id, MFAMaxAge, true); err != nil {
-			return err
-		} else if !fresh {
-			return errStale
 		}
 		if err := storeRecoveryCodes(ctx, tx, id.UserID, codes); err != nil {
 			return err
@@ -1071,9 +1068,9 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 			Data: map[string]string{"factor": "totp"}, RequestID: rid})
 	})
 	switch {
-	case errors.Is(err, errGone):
+	case errors.Is(err, errFactorGone):
 		return errNoActiveFactor
-	case errors.Is(err, errStale):
+	case errors.Is(err, errSessionNotFresh):
 		return needRecentFactor(c, what)
 	case err != nil:
 		return err
