@@ -91,7 +91,9 @@ var ErrBadCursor = problem.New(fiber.StatusBadRequest, problem.CodeInvalidCursor
 
 func (cc cursorCodec) decode(list, scope, s string, v any) error {
 	p, t, ok := strings.Cut(s, ".")
-	if !ok || len(s) > 1024 {
+	// The decoder skips CR and LF even when strict: a cursor holding them
+	// would be one cursor in many spellings.
+	if !ok || len(s) > 1024 || strings.ContainsAny(s, "\r\n") {
 		return ErrBadCursor
 	}
 	enc := base64.RawURLEncoding.Strict() // one accepted spelling per cursor

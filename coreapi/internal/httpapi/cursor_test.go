@@ -34,6 +34,10 @@ func TestCursorRoundTripAndBinding(t *testing.T) {
 		{"truncated", "users", "tenant-a", c[:len(c)-1], cc},
 		{"empty", "users", "tenant-a", "", cc},
 		{"too long", "users", "tenant-a", strings.Repeat("A", 2000) + "." + strings.Repeat("A", 22), cc},
+		// The base64 decoder skips CR and LF even when strict: each would
+		// be another spelling of the same cursor.
+		{"line feed inside", "users", "tenant-a", c[:4] + "\n" + c[4:], cc},
+		{"carriage return in the tag", "users", "tenant-a", c[:len(c)-2] + "\r" + c[len(c)-2:], cc},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -168,6 +168,7 @@ func TestCursorTampering(t *testing.T) {
 		{"mac altered", "a", payload + "." + strings.Repeat("A", len(mac))},
 		{"no mac", "a", payload},
 		{"garbage", "a", "%%%"},
+		{"line break inside", "a", payload[:4] + "%0A" + payload[4:] + "." + mac},
 		{"cursor of another tenant", "b", good},
 		{"cursor of another list", "a", *rl.NextCursor},
 	}
