@@ -197,10 +197,24 @@ type Subscriber struct {
 	liveAt       time.Time
 	warned       map[string]bool
 	warnedSilent bool
-	// interval is the OUTBOX_HEARTBEAT_INTERVAL the last heartbeat row
-	// announced (under linkMu; 0: none yet), checked against hbTimeout.
-	interval time.Duration
+	// interval is the longest OUTBOX_HEARTBEAT_INTERVAL the last
+	// intervalRows heartbeat rows announced (under linkMu; 0: none yet),
+	// checked against hbTimeout; intervals holds those rows' (a ring,
+	// next its next slot).
+	interval  time.Duration
+	intervals [intervalRows]time.Duration
+	next      int
 }
+
+// intervalRows: the heartbeat timeout is checked against the longest
+// interval of this many last rows, not the last row's alone. Replicas
+// with different OUTBOX_HEARTBEAT_INTERVAL values (a rollout that changes
+// it) write rows in turn, and the check flipped at each: an error logged
+// at every other row, and authproxy_nats_heartbeat_timeout_short flapping
+// so that an alert held for minutes never fired. The longest is the one
+// the timeout must allow for. Once every replica writes the shorter one,
+// it is taken after this many rows (some 16 intervals).
+const intervalRows = 16
 
 // A fleet runs a few coreapi replicas: the relays a heartbeat row lists
 // are taken up to maxRelaysListed (those past it count as unlisted), and
@@ -720,14 +734,21 @@ func (s *Subscriber) heartbeat(msg *nats.Msg) {
 }
 
 // checkInterval compares the heartbeat timeout with the interval a row
-// announced (0: a coreapi older than the field, nothing to compare): one
-// shorter than invalidation.MinHeartbeatTimeout of it makes the feed stale,
-// and purges the caches when that ends, at every relay that stops without
+// announced (0: a coreapi older than the field, nothing to compare), the
+// longest of the last intervalRows rows': a timeout shorter than
+// invalidation.MinHeartbeatTimeout of it makes the feed stale, and purges
+// the caches when that ends, at every relay that stops without
 // deregistering and at late heartbeats, which the two services' settings
-// alone do not show. It says so in an error when the interval changes,
+// alone do not show. It says so in an error when that interval changes,
 // and in authproxy_nats_heartbeat_timeout_short. Called under linkMu.
-func (s *Subscriber) checkInterval(interval time.Duration) {
-	if interval <= 0 || interval == s.interval {
+func (s *Subscriber) checkInterval(announced time.Duration) {
+	if announced <= 0 {
+		return
+	}
+	s.intervals[s.next] = announced
+	s.next = (s.next + 1) % intervalRows
+	interval := slices.Max(s.intervals[:])
+	if interval == s.interval {
 		return
 	}
 	s.interval = interval

@@ -461,9 +461,46 @@ func TestHeartbeatTimeoutCheckedAgainstTheInterval(t *testing.T) {
 	}
 	row(0) // an older coreapi: nothing to compare
 	short(1, "a row without the interval")
+	// Once the last intervalRows rows all announce 1s, 1s is the one.
+	for range intervalRows - 1 {
+		row(time.Second)
+	}
+	short(1, "interval 1s, the last rows but one")
 	row(time.Second)
 	short(0, "interval 1s")
 	if n := strings.Count(logs.String(), complaint); n != 1 {
 		t.Fatalf("logged %d times in all, want once", n)
+	}
+}
+
+// TestHeartbeatIntervalsInTurn: replicas with different
+// OUTBOX_HEARTBEAT_INTERVAL values (a rollout that changes it) write rows
+// in turn; the timeout is checked against the longest, once, and
+// authproxy_nats_heartbeat_timeout_short stays 1 throughout. It was
+// checked against each row's, an error logged at every other row and the
+// gauge flapping, so an alert held for minutes never fired.
+func TestHeartbeatIntervalsInTurn(t *testing.T) {
+	n := testenv.StartNATS(t)
+	m := metrics.New()
+	var logs logbuffer.Buffer
+	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: 10 * time.Second}, newRecorder(t), m,
+		slog.New(slog.NewJSONHandler(&logs, nil)))
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	for i := range 12 {
+		interval := 2 * time.Second // 7 s needed
+		if i%2 == 1 {
+			interval = 3 * time.Second // 10.5 s needed
+		}
+		before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
+		publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
+		testenv.Eventually(t, func() error {
+			return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
+		})
+		if got, want := testutil.ToFloat64(m.HeartbeatTimeoutShort), map[bool]float64{true: 0, false: 1}[i == 0]; got != want {
+			t.Fatalf("row %d (%s): authproxy_nats_heartbeat_timeout_short = %v, want %v", i, interval, got, want)
+		}
+	}
+	if n := strings.Count(logs.String(), "NATS_HEARTBEAT_TIMEOUT is too short"); n != 1 {
+		t.Fatalf("the short timeout logged %d times over 12 rows, want once:\n%s", n, logs.String())
 	}
 }
