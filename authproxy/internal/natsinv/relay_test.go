@@ -29,6 +29,17 @@ func heartbeatRow(t *testing.T, nc *nats.Conn, relays ...string) time.Time {
 	return publishRow(t, nc, invalidation.Event{At: time.Now().UnixMilli(), Relays: relays})
 }
 
+// rowTakenIn publishes ev as a heartbeat row (publishRow) and waits until
+// the subscriber whose metrics m are has taken it in.
+func rowTakenIn(t *testing.T, nc *nats.Conn, m *metrics.Metrics, ev invalidation.Event) {
+	t.Helper()
+	before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
+	publishRow(t, nc, ev)
+	testenv.Eventually(t, func() error {
+		return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
+	})
+}
+
 // publishRow publishes ev as a heartbeat row (with a Nats-Msg-Id) and
 // returns when it was published.
 func publishRow(t *testing.T, nc *nats.Conn, ev invalidation.Event) time.Time {
@@ -400,11 +411,7 @@ func TestListedRelaysBoundedAcrossRows(t *testing.T) {
 	}
 	row := func(relays []string) {
 		t.Helper()
-		before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
-		heartbeatRow(t, pub, relays...)
-		testenv.Eventually(t, func() error {
-			return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
-		})
+		rowTakenIn(t, pub, m, invalidation.Event{At: time.Now().UnixMilli(), Relays: relays})
 	}
 	old, fresh := ids("old-"), ids("new-")
 	row(old)
@@ -437,11 +444,7 @@ func TestHeartbeatTimeoutCheckedAgainstTheInterval(t *testing.T) {
 
 	row := func(interval time.Duration) {
 		t.Helper()
-		before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
-		publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
-		testenv.Eventually(t, func() error {
-			return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
-		})
+		rowTakenIn(t, pub, m, invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
 	}
 	short := func(want float64, when string) {
 		t.Helper()
@@ -491,11 +494,7 @@ func TestHeartbeatIntervalsInTurn(t *testing.T) {
 		if i%2 == 1 {
 			interval = 3 * time.Second // 10.5 s needed
 		}
-		before := testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat"))
-		publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
-		testenv.Eventually(t, func() error {
-			return testenv.Want("heartbeats taken in", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), before+1)
-		})
+		rowTakenIn(t, pub, m, invalidation.Event{At: time.Now().UnixMilli(), IntervalMS: interval.Milliseconds()})
 		if got, want := testutil.ToFloat64(m.HeartbeatTimeoutShort), map[bool]float64{true: 0, false: 1}[i == 0]; got != want {
 			t.Fatalf("row %d (%s): authproxy_nats_heartbeat_timeout_short = %v, want %v", i, interval, got, want)
 		}
