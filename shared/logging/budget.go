@@ -54,6 +54,11 @@ type Budget struct {
 // afresh, and so at most one a minute per request a client holds open.
 const clockStepBack = 60
 
+// movesTo reports whether a line of second sec starts a second of its own
+// (a later one, or the wall clock set back): else it counts in b.sec, the
+// current one. b.mu is held.
+func (b *Budget) movesTo(sec int64) bool { return sec > b.sec || sec < b.sec-clockStepBack }
+
 // Take asks for one line at now. It reports whether the line may be
 // written and, on the first line of a later second, how many were refused
 // since the last report (to be reported once, with that line). A line of
@@ -76,7 +81,7 @@ func (b *Budget) take(now time.Time, level slog.Level) (ok bool, dropped int64, 
 	// A second more than clockStepBack before it is the wall clock set
 	// back, which the budget follows: else it would let one second's
 	// lines through until the clock came back to where it was.
-	if sec > b.sec || sec < b.sec-clockStepBack {
+	if b.movesTo(sec) {
 		b.sec, b.n = sec, 0
 		dropped, b.dropped, dlevel = b.dropped, 0, b.level
 	}
@@ -168,7 +173,7 @@ func (b *Budget) flush() {
 	now := time.Now().Unix()
 	switch {
 	case dropped == 0:
-	case b.sec != b.armedSec, now <= b.sec && now >= b.sec-clockStepBack && b.n >= b.PerSecond:
+	case b.sec != b.armedSec, !b.movesTo(now) && b.n >= b.PerSecond:
 		// Just after the end of that second: a burst still going has
 		// had its line of the next second by then (or this second's
 		// lines are all written). On the real clock this is at most
@@ -178,7 +183,7 @@ func (b *Budget) flush() {
 		dropped = 0
 	default:
 		b.dropped = 0
-		if now > b.sec || now < b.sec-clockStepBack { // as take moves
+		if b.movesTo(now) {
 			b.sec, b.n = now, 0
 		}
 		b.n++
