@@ -269,23 +269,18 @@ func TestAnswerNamesTheOwnerOfManyKeys(t *testing.T) {
 	// auth.invalidate.all.
 	t.Run("password reset, a service account with keys and no secret", func(t *testing.T) {
 		a := x.signup(t, "creator@example.com")
-		r := x.Send(t, &a.id, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "bot", "roles": []string{"admin"}})
-		wantStatus(t, r, http.StatusCreated)
-		var sa struct {
-			ID string `json:"id"`
-		}
-		r.JSON(t, &sa)
-		as := x.IdentityOf(t, sa.ID, a.c.Tid)
+		saID := x.createServiceAccount(t, &a.id, "bot", "admin")
+		as := x.IdentityOf(t, saID, a.c.Tid)
 		as.Principal = identity.PrincipalService
 		pids := keys(as, "/api/v1/api-keys", outbox.MaxReported+1)
 		before := lastID()
 		wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": a.email}), http.StatusAccepted)
 		tok := x.mail(t, a.email, "Reset").Token()
-		r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "the owner's password"})
+		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "the owner's password"})
 		wantStatus(t, r, http.StatusNoContent)
 		got := strings.Fields(strings.Join(r.Header.Values(invalidation.HeaderInvalidated), " "))
 		slices.Sort(got)
-		want := []string{invalidation.UserSubject(a.c.Sub), invalidation.UserSubject(sa.ID)}
+		want := []string{invalidation.UserSubject(a.c.Sub), invalidation.UserSubject(saID)}
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
 			t.Fatalf("%s = %q, want %q", invalidation.HeaderInvalidated, got, want)

@@ -226,9 +226,7 @@ func TestInviteAcceptNeedsTheOwnersPassword(t *testing.T) {
 // session).
 func (x *env) resetPassword(t *testing.T, addr, pw string) identity.Identity {
 	t.Helper()
-	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": addr}), http.StatusAccepted)
-	reset := x.mail(t, addr, "Reset").Token()
-	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": reset, "new_password": pw}), http.StatusNoContent)
+	x.resetByMail(t, addr, pw)
 	r := x.token(t, addr, pw)
 	wantStatus(t, r, http.StatusOK)
 	var tk tokens
@@ -1562,15 +1560,8 @@ func TestServiceAccountSendsNoInvitation(t *testing.T) {
 	x := startWide(t)
 	owner := x.signup(t, "o@acme.test")
 	inv := x.invite(t, owner.id, "newbie@example.com", "member")
-	r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "ci", "roles": []string{"admin"}})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("create service account: %d %s", r.Status, r.Body)
-	}
-	var sa struct {
-		ID string `json:"id"`
-	}
-	r.JSON(t, &sa)
-	x.exec(t, `UPDATE invitations SET invited_by = $2 WHERE id = $1`, inv.ID, sa.ID)
+	saID := x.createServiceAccount(t, &owner.id, "ci", "admin")
+	x.exec(t, `UPDATE invitations SET invited_by = $2 WHERE id = $1`, inv.ID, saID)
 	m := x.mail(t, "newbie@example.com", "")
 	if _, st, code := x.accept(t, nil, map[string]string{"token": m.Token(), "password": "newbie's password"}); st != http.StatusForbidden || code != problem.CodeForbidden {
 		t.Fatalf("accept of an invitation a service account sent: %d %s", st, code)

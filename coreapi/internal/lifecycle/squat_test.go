@@ -46,14 +46,8 @@ func (x *env) plant(t *testing.T, a account) planted {
 	p.ownKey = key(&a.id, "/api/v1/api-keys", []string{"users:read"})
 	p.personalKey = key(&a.id, "/api/v1/users/me/api-keys", []string{})
 
-	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "bot", "roles": []string{"admin"}})
-	wantStatus(t, r, http.StatusCreated)
-	var sa struct {
-		ID string `json:"id"`
-	}
-	r.JSON(t, &sa)
-	p.saID = sa.ID
-	r = x.Send(t, &a.id, http.MethodPost, "/api/v1/service-accounts/"+sa.ID+"/secrets", nil)
+	p.saID = x.createServiceAccount(t, &a.id, "bot", "admin")
+	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/service-accounts/"+p.saID+"/secrets", nil)
 	wantStatus(t, r, http.StatusCreated)
 	var sec struct {
 		ID           string `json:"id"`
@@ -63,7 +57,7 @@ func (x *env) plant(t *testing.T, a account) planted {
 	r.JSON(t, &sec)
 	p.saSecretID, p.clientID, p.clientSecret = sec.ID, sec.ClientID, sec.ClientSecret
 	wantStatus(t, x.clientCredentials(t, p), http.StatusOK)
-	saID := x.IdentityOf(t, sa.ID, a.c.Tid)
+	saID := x.IdentityOf(t, p.saID, a.c.Tid)
 	saID.Principal = identity.PrincipalService
 	p.saKey = key(&saID, "/api/v1/api-keys", []string{"users:read"})
 
@@ -103,6 +97,19 @@ func (x *env) clientCredentials(t *testing.T, p planted) apitest.Response {
 func (x *env) resolveKey(t *testing.T, key string) int {
 	t.Helper()
 	return x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.ResolvePath, Body: apikey.ResolveRequest{Key: key}, Service: true}).Status
+}
+
+// createServiceAccount creates a service account named name with roles,
+// as the caller as, and returns its id.
+func (x *env) createServiceAccount(t *testing.T, as *identity.Identity, name string, roles ...string) string {
+	t.Helper()
+	r := x.Send(t, as, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": name, "roles": roles})
+	wantStatus(t, r, http.StatusCreated)
+	var sa struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &sa)
+	return sa.ID
 }
 
 // resetByMail is the mailbox owner's forgotten-password round.
@@ -225,12 +232,7 @@ func TestResetOfAnUnprovenAddressEndsWhatItsHolderLeft(t *testing.T) {
 func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
 	x := startWide(t)
 	a := x.signup(t, "ended@example.com")
-	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/service-accounts", map[string]any{"name": "bot", "roles": []string{"member"}})
-	wantStatus(t, r, http.StatusCreated)
-	var sa struct {
-		ID string `json:"id"`
-	}
-	r.JSON(t, &sa)
+	saID := x.createServiceAccount(t, &a.id, "bot", "member")
 	x.resetByMail(t, "ended@example.com", "the owner's password")
 
 	creations := []struct {
@@ -239,7 +241,7 @@ func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
 	}{
 		{"a tenant API key", "/api/v1/api-keys", map[string]any{"name": "k", "permissions": []string{"users:read"}}},
 		{"a personal API key", "/api/v1/users/me/api-keys", map[string]any{"name": "k", "permissions": []string{}}},
-		{"a client secret", "/api/v1/service-accounts/" + sa.ID + "/secrets", nil},
+		{"a client secret", "/api/v1/service-accounts/" + saID + "/secrets", nil},
 		{"an invitation", "/api/v1/invitations", map[string]any{"email": "mine@example.net", "roles": []string{"admin"}}},
 		{"a member with a password of the caller's choosing", "/api/v1/users",
 			map[string]any{"email": "planted@example.net", "password": "a long password", "roles": []string{"admin"}}},
@@ -264,7 +266,7 @@ func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
 	}
 
 	// The owner's own session makes them.
-	r = x.token(t, "ended@example.com", "the owner's password")
+	r := x.token(t, "ended@example.com", "the owner's password")
 	wantStatus(t, r, http.StatusOK)
 	var tok tokens
 	r.JSON(t, &tok)
