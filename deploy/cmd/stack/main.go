@@ -24,7 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
+
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -35,6 +35,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/repo"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 )
 
 func main() {
@@ -477,30 +478,18 @@ func environ(drop ...string) []string {
 	return env
 }
 
-// redactURL is u (a NATS_URL: one URL or a comma-separated list) with the
-// password or token of each URL, if any, masked: what the stack prints of a
-// NATS_URL it was given.
+// redactURL is u (a NATS_URL: one URL or a comma-separated list) with
+// each URL masked as the services print a URL setting (envconfig.MaskURL:
+// its password, a NATS token, credential parameters), one that does not
+// parse, or whose user information the parser cannot find (a '/', '?' or
+// '#' left unescaped in a password), as "(unparsable URL)": what the stack
+// prints of a NATS_URL it was given.
 func redactURL(u string) string {
 	parts := strings.Split(u, ",")
 	for i, s := range parts {
-		p, err := url.Parse(strings.TrimSpace(s))
-		if err != nil || strings.Contains(p.Opaque+p.Path+p.RawQuery+p.Fragment, "@") {
-			// An '@' after the authority, or with no authority: a '/',
-			// '?' or '#' left unescaped in a password ends the authority
-			// before it ("nats://u:12/pw@h": the host is "u:12"), and
-			// the rest would print as a path, query or fragment.
-			if strings.Contains(s, "@") {
-				parts[i] = "(unparsable URL)"
-			}
-			continue
+		if parts[i] = envconfig.MaskURL(strings.TrimSpace(s)); parts[i] == envconfig.Masked {
+			parts[i] = "(unparsable URL)"
 		}
-		if p.User == nil {
-			continue
-		}
-		if _, ok := p.User.Password(); !ok { // nats://TOKEN@host: a token
-			p.User = url.User("xxxxx")
-		}
-		parts[i] = p.Redacted()
 	}
 	return strings.Join(parts, ",")
 }
