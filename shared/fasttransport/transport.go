@@ -232,30 +232,23 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 }
 
 // readHeader reads the final answer's header, skipping informational ones
-// (but for 101, which is final). A status outside 100–599 is an error:
-// below 100, written back, it made a status line of one or two digits, and
-// the answer was read as one without a body, its connection pooled.
+// (but for 101, which is final) as SkipInterim does, which refuses a
+// status code of "000" in any of them ("000" would read as 200: the
+// upstream's broken answer would reach the client as a success). A status
+// outside 100–599 is an error: below 100, written back, it made a status
+// line of one or two digits, and the answer was read as one without a
+// body, its connection pooled.
 func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
-	for n := 0; ; n++ {
-		// "000" would read as 200: the upstream's broken answer would
-		// reach the client as a success.
-		if StatusZero(br) {
-			return ErrStatus
-		}
-		if err := h.Read(br); err != nil {
-			return err
-		}
-		s := h.StatusCode()
-		if s < 100 || s > 599 {
-			return ErrStatus
-		}
-		if s > 199 || s == fasthttp.StatusSwitchingProtocols {
-			return nil
-		}
-		if n >= maxInterim {
-			return ErrTooManyInterim
-		}
+	if err := SkipInterim(h, br); err != nil {
+		return err
 	}
+	if err := h.Read(br); err != nil {
+		return err
+	}
+	if s := h.StatusCode(); s < 100 || s > 599 {
+		return ErrStatus
+	}
+	return nil
 }
 
 // StatusZero reports whether the answer br holds next has the status code
