@@ -251,24 +251,17 @@ func readHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 	return nil
 }
 
-// StatusZero reports whether the answer br holds next has the status code
-// "000", which fasthttp reads as its unset status and reports as 200: a
-// reader of upstream answers refuses it (ErrStatus) before reading the
-// header. The code is found as fasthttp's parser finds it (nextStatus), in
-// any spelling it accepts: looking only for "HTTP/1.1 000" at the start let
-// "HTTP/1.1  000" and an empty line before the status line through.
-func StatusZero(br *bufio.Reader) bool {
-	code, _ := nextStatus(br)
-	return string(code) == "000"
-}
-
 // SkipInterim reads the informational (1xx) answers br holds next into h,
 // but for a 101, which is final, and refuses (ErrStatus) a status code of
-// "000" (StatusZero) in any of them and in the answer that follows, which
-// it leaves to be read. For a reader that reads that answer with fasthttp's
-// Response.Read, which skips interim answers itself: StatusZero looked
-// only at the first status line, and a "000" after a "103 Early Hints"
-// was read as 200.
+// "000" in any of them and in the answer that follows, which it leaves to
+// be read. fasthttp reads "000" as its unset status and reports it as 200,
+// so the code is looked for in the status line before the header is read,
+// as fasthttp's parser finds it (nextStatus), in any spelling it accepts:
+// looking only for "HTTP/1.1 000" at the start let "HTTP/1.1  000" and an
+// empty line before the status line through. For readHeader, and for a
+// reader that reads the answer with fasthttp's Response.Read, which skips
+// interim answers itself: a "000" after a "103 Early Hints" was read as
+// 200.
 func SkipInterim(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 	for n := 0; ; n++ {
 		code, ok := nextStatus(br)
