@@ -427,6 +427,19 @@ func TestListedRelaysBoundedAcrossRows(t *testing.T) {
 	}
 }
 
+// timeoutChecked connects a subscriber whose heartbeat timeout is 10 s,
+// logging to the buffer it returns, with its metrics and a publisher.
+func timeoutChecked(t *testing.T) (*nats.Conn, *metrics.Metrics, *logbuffer.Buffer) {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	m := metrics.New()
+	logs := &logbuffer.Buffer{}
+	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: 10 * time.Second}, newRecorder(t), m,
+		slog.New(slog.NewJSONHandler(logs, nil)))
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	return pub, m, logs
+}
+
 // TestHeartbeatTimeoutCheckedAgainstTheInterval: the heartbeat rows
 // announce coreapi's OUTBOX_HEARTBEAT_INTERVAL, so a proxy whose timeout is
 // shorter than invalidation.MinHeartbeatTimeout of it (which would make
@@ -435,12 +448,7 @@ func TestListedRelaysBoundedAcrossRows(t *testing.T) {
 // interval announced, and authproxy_nats_heartbeat_timeout_short. A row
 // without the field (an older coreapi) leaves both as they are.
 func TestHeartbeatTimeoutCheckedAgainstTheInterval(t *testing.T) {
-	n := testenv.StartNATS(t)
-	m := metrics.New()
-	var logs logbuffer.Buffer
-	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: 10 * time.Second}, newRecorder(t), m,
-		slog.New(slog.NewJSONHandler(&logs, nil)))
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	pub, m, logs := timeoutChecked(t)
 
 	row := func(interval time.Duration) {
 		t.Helper()
@@ -483,12 +491,7 @@ func TestHeartbeatTimeoutCheckedAgainstTheInterval(t *testing.T) {
 // checked against each row's, an error logged at every other row and the
 // gauge flapping, so an alert held for minutes never fired.
 func TestHeartbeatIntervalsInTurn(t *testing.T) {
-	n := testenv.StartNATS(t)
-	m := metrics.New()
-	var logs logbuffer.Buffer
-	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: 10 * time.Second}, newRecorder(t), m,
-		slog.New(slog.NewJSONHandler(&logs, nil)))
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	pub, m, logs := timeoutChecked(t)
 	for i := range 12 {
 		interval := 2 * time.Second // 7 s needed
 		if i%2 == 1 {
