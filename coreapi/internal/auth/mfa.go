@@ -206,6 +206,34 @@ func (s *Service) hasMFA(ctx context.Context, userID string) (bool, error) {
 	return ok, nil
 }
 
+// errFactorConfirmedMeanwhile rolls back a password sign-in's session
+// when factorActiveLocked finds a second factor confirmed since the
+// sign-in looked for one.
+var errFactorConfirmedMeanwhile = errors.New("second factor confirmed meanwhile")
+
+// factorActiveLocked reports, in tx, whether the user has an active second
+// factor, with the account's row share-locked until tx ends: a
+// confirmation (which locks that row before activating the factor,
+// lockUserForFactor) either committed before, and is seen here (the look
+// is a statement of its own, after the lock), or waits until tx commits,
+// and then ends the session tx opened with the account's other sessions.
+// Taken after the session's membership (sessions.Store.CreateAt), in the
+// order of an admin's reset of the factor (users.CheckFactorReset).
+func factorActiveLocked(ctx context.Context, tx pgx.Tx, userID string) (bool, error) {
+	const (
+		qLock   = `SELECT 1 FROM users WHERE id = $1 FOR SHARE`
+		qActive = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
+	)
+	if _, err := tx.Exec(ctx, qLock, userID); err != nil {
+		return false, fmt.Errorf("lock user: %w", err)
+	}
+	var on bool
+	if err := tx.QueryRow(ctx, qActive, userID).Scan(&on); err != nil {
+		return false, fmt.Errorf("check mfa: %w", err)
+	}
+	return on, nil
+}
+
 // factorUse says what a second factor was and who gave it, for the audit.
 type factorUse struct {
 	userID, tenantID, actor, ip, requestID string

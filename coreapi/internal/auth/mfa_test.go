@@ -1429,3 +1429,54 @@ func TestConfirmEndsTheOtherSessions(t *testing.T) {
 		t.Errorf("the confirming session's refresh: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestPasswordSignInRacingConfirmation: a password sign-in that found no
+// active factor and opens its session after a confirmation committed
+// must not hold a session without the second factor, which the
+// confirmation's end of the other sessions never saw. The sign-in is held
+// at the membership its session is created under (which the test locks)
+// while the factor is confirmed; it then answers mfa_required.
+func TestPasswordSignInRacingConfirmation(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	const email = "signin-confirm-race@example.com"
+	tk := e.signup(t, email, "R")
+	as := e.identityFor(t, tk)
+	en := e.enrol(t, as)
+	hold, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hold.Rollback(ctx) })
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM memberships WHERE user_id = $1 FOR UPDATE`, as.UserID); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg       sync.WaitGroup
+		signedIn apitest.Response
+	)
+	wg.Go(func() {
+		signedIn = e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
+	})
+	for deadline := time.Now().Add(10 * time.Second); e.count(t, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO sessions%'`) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sign-in does not wait at the membership")
+		}
+	}
+	wantStatus(t, "confirm", e.confirm(t, as, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if signedIn.Status == http.StatusOK {
+		var tk tokens
+		signedIn.JSON(t, &tk)
+		amr, _, _ := amrOf(t, tk.AccessToken)
+		t.Fatalf("a password sign-in that opened its session after the factor was confirmed got tokens (amr %v)", amr)
+	}
+	wantStatus(t, "password sign-in after the confirmation", signedIn, http.StatusUnauthorized, "mfa_required")
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2`, as.UserID, as.SessionID); n != 0 {
+		t.Errorf("%d live sessions besides the confirming one, want 0", n)
+	}
+}

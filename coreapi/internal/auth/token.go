@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
@@ -186,7 +187,25 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if err := s.passwordSecondFactor(ctx, a); err != nil {
 		return TokenResponse{}, err
 	}
-	issued, err := s.sessions.CreateAt(ctx, s.pool, a.UserID, *a.TenantID, ua, ip, a.TokenVersion)
+	var issued sessions.Issued
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if issued, err = s.sessions.CreateAt(ctx, tx, a.UserID, *a.TenantID, ua, ip, a.TokenVersion); err != nil {
+			return err
+		}
+		// A factor confirmed since passwordSecondFactor looked ended the
+		// account's other sessions before this one existed: the sign-in
+		// asks for it instead (factorActiveLocked).
+		if on, err := factorActiveLocked(ctx, tx, a.UserID); err != nil {
+			return err
+		} else if on {
+			return errFactorConfirmedMeanwhile
+		}
+		return nil
+	})
+	if errors.Is(err, errFactorConfirmedMeanwhile) {
+		return TokenResponse{}, s.challenge(ctx, a, amrPassword)
+	}
 	if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since the check
 		return TokenResponse{}, problem.New(fiber.StatusForbidden, problem.CodeForbidden, "no active membership in tenant "+*a.TenantID)
 	}
