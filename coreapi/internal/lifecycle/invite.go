@@ -280,6 +280,7 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 	const qAccount = `
 SELECT id::text, lower(email) = lower($2), status, token_version, password_hash IS NOT NULL AND password_set_by_admin
 FROM users WHERE id = $1`
+	const qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	var (
 		userID string
 		tv     int64
@@ -396,6 +397,21 @@ FROM users WHERE id = $1`
 			// version read now would outlive what ended every other.
 			if checkedTV >= 0 && tv != checkedTV {
 				return errPasswordChanged
+			}
+			// A second factor confirmed since the password was checked
+			// (a confirmation activates it with this row locked, and this
+			// look is a statement after the lock): the password alone no
+			// longer proves the owner, as CheckPassword says of one found
+			// before, and the confirmation's end of the other sessions
+			// never saw the session this would open.
+			if checkedTV >= 0 {
+				var factor bool
+				if err := tx.QueryRow(ctx, qFactor, userID).Scan(&factor); err != nil {
+					return fmt.Errorf("find second factor: %w", err)
+				}
+				if factor {
+					return httpapi.NeedSecondFactorSignIn(c, errSecondFactorDetail)
+				}
 			}
 			if status != identity.StatusActive {
 				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")

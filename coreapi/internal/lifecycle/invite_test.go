@@ -448,6 +448,63 @@ func TestInviteAcceptWithPasswordRacingReset(t *testing.T) {
 	}
 }
 
+// TestInviteAcceptWithPasswordRacingConfirmation: an invitation accepted
+// with the account's password while its owner confirms a second factor
+// (the password checked before the confirmation commits, the account's
+// row read after) must neither add the account to the tenant nor open a
+// session without the factor, which the confirmation's end of the other
+// sessions never saw. The confirmation (its statements, as confirmTOTP
+// runs them) is held uncommitted while the accept waits for the
+// account's row.
+func TestInviteAcceptWithPasswordRacingConfirmation(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ctx := t.Context()
+	victim := x.signup(t, "victim@example.com")
+	other := x.signup(t, "other@evil.test")
+	x.invite(t, other.id, "victim@example.com")
+	tok := x.mail(t, "victim@example.com", "You are invited").Token()
+	confirm, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = confirm.Rollback(context.Background()) }()
+	if _, err := confirm.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, victim.c.Sub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := confirm.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, victim.c.Sub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sessions.New(x.DB.Pool, time.Hour, 0).RevokeAll(ctx, confirm, victim.c.Sub, victim.c.Sid, sessions.ReasonMFAEnabled); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		tk     tokens
+		status int
+		code   string
+	}
+	done := make(chan result, 1)
+	go func() {
+		tk, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw})
+		done <- result{tk, st, code}
+	}()
+	x.DB.WaitForLockWaiters(t, 1) // the accept, at the account's row
+	if err := confirm.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.status == http.StatusOK {
+		t.Errorf("accept with the password alone after the factor was confirmed: 200, a session of amr %v", claimsOf(t, got.tk.AccessToken).Amr)
+	} else if got.status != http.StatusUnauthorized || got.code != problem.CodeInsufficientUserAuthentication {
+		t.Errorf("accept with the password alone after the factor was confirmed: %d %s, want 401 %s", got.status, got.code, problem.CodeInsufficientUserAuthentication)
+	}
+	if x.isMember(t, other.c.Tid, "victim@example.com") {
+		t.Error("the password alone added the account with a second factor to the tenant")
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2`, victim.c.Sub, victim.c.Sid); n != 0 {
+		t.Errorf("%d live sessions besides the confirming one, want 0", n)
+	}
+}
+
 // TestInviteAcceptSignedInKeepsTheAuthentication: accepting signed in is
 // no new authentication. The session it opens carries the bearer's
 // session's methods and time (amr, auth_time), in its tokens and after a
