@@ -15,6 +15,8 @@ import (
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
 )
 
 // Export is what the OTLP exporter and the batch span processor are given
@@ -191,15 +193,16 @@ func validHeaderName(s string) bool {
 	return true
 }
 
-// readCAFile reads PEM certificates into a pool.
+// readCAFile reads PEM certificates into a pool; a block that is no
+// certificate is refused (envconfig.AppendCertificates).
 func readCAFile(path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	if err := envconfig.AppendCertificates(p, b); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 
+	"github.com/tollgate-auth/tollgate/shared/testca"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/tollgate-auth/tollgate/shared/tracing/otlptest"
 )
@@ -297,6 +298,13 @@ func TestExportSettingsRefused(t *testing.T) {
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A good certificate with a private key pasted after it: a CA file
+	// holds certificates only (envconfig.AppendCertificates).
+	withKey := dir + "/ca-and-key.pem"
+	if err := os.WriteFile(withKey, append(append([]byte{}, testca.New(t, "collector CA").PEM...),
+		"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ k, v string }{
 		{"OTEL_EXPORTER_OTLP_HEADERS", "Authorization: Bearer " + secret},
 		{"OTEL_EXPORTER_OTLP_HEADERS", "api-key=" + secret + ","},
@@ -311,6 +319,7 @@ func TestExportSettingsRefused(t *testing.T) {
 		{"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP"},
 		{"OTEL_EXPORTER_OTLP_CERTIFICATE", dir + "/missing.pem"},
 		{"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", notPEM},
+		{"OTEL_EXPORTER_OTLP_CERTIFICATE", withKey},
 		{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", notPEM},
 		{"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", notPEM},
 		{"OTEL_BSP_SCHEDULE_DELAY", "0"},

@@ -496,8 +496,8 @@ func (p *parser) baseURL(name, v string, https bool) *url.URL {
 
 // upstreamTLS builds the TLS client configuration of https:// upstreams:
 // TLS 1.2 at least, certificates verified against the system's roots and
-// those of UPSTREAM_CA_FILE (a PEM file; one that holds no certificate is
-// refused). Nothing turns verification off.
+// those of UPSTREAM_CA_FILE (a PEM file; one that holds no certificate, or
+// a block that is none, is refused). Nothing turns verification off.
 func (p *parser) upstreamTLS() *tls.Config {
 	return p.clientTLS("UPSTREAM_CA_FILE")
 }
@@ -521,8 +521,8 @@ func (p *parser) identityTLS(c *Config) *tls.Config {
 
 // clientTLS is a TLS client configuration: TLS 1.2 at least, certificates
 // verified against the system's roots and those of the PEM file the
-// variable name names, if set (a file that holds no certificate is
-// refused). The server's name is the URL's host (set by each client).
+// variable name names, if set (a file that holds no certificate, or a
+// PEM block that is no certificate, is refused: envconfig.AppendCertificates). The server's name is the URL's host (set by each client).
 func (p *parser) clientTLS(name string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	file := p.String(name)
@@ -538,8 +538,8 @@ func (p *parser) clientTLS(name string) *tls.Config {
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
-	if !pool.AppendCertsFromPEM(pem) {
-		p.fail(name, file, "want a file of PEM certificates")
+	if err := envconfig.AppendCertificates(pool, pem); err != nil {
+		p.fail(name, file, "want a file of PEM certificates: "+err.Error())
 		return cfg
 	}
 	cfg.RootCAs = pool

@@ -281,7 +281,13 @@ func TestUpstreamCAFile(t *testing.T) {
 	if _, err := ca.Issue(t, "app.internal").Cert.Verify(x509.VerifyOptions{Roots: c.UpstreamTLS.RootCAs, DNSName: "app.internal"}); err != nil {
 		t.Fatalf("a certificate of the file's authority does not verify against the roots: %v", err)
 	}
-	for _, f := range []string{junk, filepath.Join(dir, "missing.pem")} {
+	// Beside a good certificate, a block that is none (here a damaged
+	// one) is refused too, not skipped (envconfig.AppendCertificates).
+	mixed := filepath.Join(dir, "mixed.pem")
+	if err := os.WriteFile(mixed, append(append([]byte{}, pemBytes...), bytes.Replace(testca.New(t, "other CA").PEM, []byte("\n"), []byte("\n!"), 2)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{junk, mixed, filepath.Join(dir, "missing.pem")} {
 		if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "UPSTREAM_CA_FILE": f})); err == nil || !strings.Contains(err.Error(), "UPSTREAM_CA_FILE") {
 			t.Errorf("UPSTREAM_CA_FILE=%s: %v, want it refused", f, err)
 		}

@@ -1,0 +1,53 @@
+package envconfig
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+)
+
+// AppendCertificates adds the PEM certificates of data (a CA file's
+// contents) to pool, or adds none and says what is wrong. Unlike
+// x509.CertPool.AppendCertsFromPEM, which skips whatever it cannot use,
+// every PEM block must be a certificate that parses: a bundle with one
+// damaged certificate (a line lost in a copy, a missing END line), or a
+// private key pasted in, is refused at the start rather than loaded
+// without it, to fail every TLS handshake with the server that
+// certificate vouched for. Text between the blocks (the comments of a
+// ca-certificates bundle, openssl's subject= lines) is allowed. Errors
+// name a block by its place in the file, never its contents.
+func AppendCertificates(pool *x509.CertPool, data []byte) error {
+	var (
+		certs []*x509.Certificate
+		rest  = data
+	)
+	for i := 1; ; i++ {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return fmt.Errorf("PEM block %d is a %q, not a CERTIFICATE: a CA file holds certificates only", i, b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return fmt.Errorf("PEM block %d: not a certificate: %v", i, err)
+		}
+		certs = append(certs, c)
+	}
+	// pem.Decode skips what it cannot decode up to the next block that it
+	// can: each "-----BEGIN " it did not return as a block is a damaged one.
+	if begins := bytes.Count(data, []byte("-----BEGIN ")); begins != len(certs) {
+		return fmt.Errorf("%d of its %d PEM blocks do not decode (damaged base64, a missing END line)", begins-len(certs), begins)
+	}
+	if len(certs) == 0 {
+		return errors.New("no PEM certificate in it")
+	}
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return nil
+}
