@@ -131,6 +131,49 @@ func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
 	})
 }
 
+// Every spelling of a hop-by-hop field in an upstream's answer is removed
+// ('_' for '-' in any case, as headers.SanitizeResponse reads the names),
+// however many of them the answer carries: one pass per hop-by-hop name,
+// nine, left the fields of a tenth spelling (here Proxy-Authenticate,
+// Upgrade and the upstream's "Connection: close", which then closed the
+// client's connection) to reach the client.
+func TestUpstreamHopByHopAnswerFieldsRemovedInEverySpelling(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"+
+		"Keep_Alive: a\r\nProxy_Connection: b\r\nProxy_Authenticate: c\r\nProxy_Authorization: d\r\nTransfer_Encoding: e\r\n"+
+		"Te: f\r\nKeep-Alive: g\r\nProxy-Connection: h\r\nProxy-Authorization: i\r\n"+
+		"Proxy-Authenticate: Basic realm=\"upstream\"\r\nUpgrade: h2c\r\nConnection: close\r\nX-App: kept\r\n\r\nok")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	for _, path := range []string{"/x", "/events"} {
+		conn, br := dialProxy(t, e.addr)
+		if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("%s: status %d, body %q", path, resp.StatusCode, body)
+		}
+		for k, v := range resp.Header {
+			switch strings.ToLower(strings.ReplaceAll(k, "_", "-")) {
+			case "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "transfer-encoding", "te", "upgrade":
+				t.Errorf("%s: %s: %v reached the client", path, k, v)
+			}
+		}
+		if path == "/x" && resp.Close {
+			t.Errorf("%s: the proxy closes the client's connection because the upstream closed its own", path)
+		}
+		if resp.Header.Get("X-App") != "kept" {
+			t.Errorf("%s: X-App = %q, want the upstream's end-to-end field kept", path, resp.Header.Get("X-App"))
+		}
+	}
+}
+
 // An app's diagnostic answer fields (its trace and span ids in
 // traceresponse and its tracer's own formats, its Server-Timing) stop at
 // the proxy, on forwarded and stream routes alike; its other fields pass.

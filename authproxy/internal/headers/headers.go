@@ -346,11 +346,11 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if !h.IsHTTP11() || len(h.StatusMessage()) > 0 {
 		ownStatusLine(h)
 	}
-	dirty, reqID, inv, diag := false, false, false, 0
+	hops, reqID, inv, diag := 0, false, false, 0
 	for k := range h.All() {
 		switch {
 		case isHopByHop(k):
-			dirty = true
+			hops++
 		case len(k) == len("X-Request-Id") && asciiFold(k, "x-request-id"):
 			reqID = true
 		case len(k) == len(invalidation.HeaderInvalidated) && asciiFold(k, "x-auth-invalidated"):
@@ -359,8 +359,8 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 			diag++
 		}
 	}
-	if dirty {
-		sanitizeResponse(h)
+	if hops > 0 {
+		sanitizeResponse(h, hops)
 	}
 	if reqID {
 		h.Del("X-Request-Id")
@@ -420,10 +420,10 @@ func ownStatusLine(h *fasthttp.ResponseHeader) {
 	h.SetStatusMessage(nil)
 }
 
-// sanitizeResponse is SanitizeResponse for an answer that carries a field
-// to remove (some upstreams, Node's among them, send Connection and
-// Keep-Alive on every answer): it does not allocate either.
-func sanitizeResponse(h *fasthttp.ResponseHeader) {
+// sanitizeResponse is SanitizeResponse for an answer that carries hops
+// hop-by-hop fields (some upstreams, Node's among them, send Connection
+// and Keep-Alive on every answer): it does not allocate either.
+func sanitizeResponse(h *fasthttp.ResponseHeader, hops int) {
 	// The names listed in Connection, copied: deleting a field moves the
 	// values PeekAll returned.
 	var names [maxDeletes][]byte
@@ -451,8 +451,10 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) {
 		}
 	}
 	// Then the hop-by-hop fields (Connection among them), one name per
-	// pass: an answer has few.
-	for range len(hopByHop) {
+	// pass: an answer has few. A pass per field, not per hop-by-hop name:
+	// each name has several spellings ('_' for '-', which fasthttp keeps
+	// apart), and the fields of those past the ninth reached the client.
+	for range hops {
 		if !delFirst(h, isHopByHop) {
 			return
 		}
