@@ -213,7 +213,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"Fastly-Client-IP", "X-Originating-IP", "X_Cluster_Client_IP", "Client-IP",
 		"X-Forwarded", "Forwarded-For", "Forwarded_For", "Via", "VIA",
 		"X-Original-Forwarded-For", "X-Appengine-User-Ip", "Fly-Client-IP", "Do-Connecting-Ip", "Cf-Pseudo-IPv4",
-		"X-Azure-ClientIP", "x_azure_socketip",
+		"X-Azure-ClientIP", "x_azure_socketip", "X-Scheme", "x_url_scheme", "Front-End-Https",
 		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE",
 		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
 		"X-Envoy-Original-Path"}

@@ -157,7 +157,7 @@ const maxDeletes = 16
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), Expect (isExpect), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, the client-address headers, the trace context
+// X-Forwarded-*, Forwarded, the client-address and scheme headers, the trace context
 // and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
 // closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
@@ -270,7 +270,27 @@ func isRequestIDVariant(name []byte) bool {
 // removedUntrusted: a forwarding, client-address, trace-context or
 // x-envoy-* header, removed from a peer outside TRUSTED_PROXY_CIDRS.
 func removedUntrusted(k []byte) bool {
-	return IsForwarded(k) || IsClientAddress(k) || IsTraceContext(k) || IsEnvoy(k)
+	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsTraceContext(k) || IsEnvoy(k)
+}
+
+// IsScheme reports whether name is one of the fields besides
+// X-Forwarded-Proto and X-Forwarded-Ssl in which a proxy in front of an app
+// says the client came over TLS: X-Scheme (nginx configurations, Tornado's
+// xheaders), X-Url-Scheme and Front-End-Https (Microsoft's). An app that
+// reads one takes a plain-HTTP request for an HTTPS one, as the client
+// wrote it: its redirects and links, its Secure cookies and its
+// HTTPS-only checks follow the client's word. The proxy sends
+// X-Forwarded-Proto, which it sets itself.
+func IsScheme(name []byte) bool {
+	switch len(name) {
+	case len("x-scheme"):
+		return equalFold(name, "x-scheme")
+	case len("x-url-scheme"):
+		return equalFold(name, "x-url-scheme")
+	case len("front-end-https"):
+		return equalFold(name, "front-end-https")
+	}
+	return false
 }
 
 // IsEnvoy reports whether name is one of Envoy's x-envoy-* request fields.
