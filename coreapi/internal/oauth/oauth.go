@@ -747,7 +747,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	in := signIn{Provider: p.cfg.Name, Issuer: idt.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email),
+	in := signIn{Provider: p.cfg.Name, Issuer: idt.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email) || lowerRenamesDomain(cl.Email),
 		Verified: string(cl.EmailVerified) == "true", Name: cl.Name,
 		TenantID: f.TenantID, AuthTime: authTime, UserAgent: ua, IP: ip, RequestID: rid}
 	g, err := s.signIn(ctx, in)
@@ -894,7 +894,8 @@ type signIn struct {
 	// Email is the provider's address in mail.Canonical form (NFC).
 	Email string
 	// LookAlike: NFC replaced a character of the provider's address
-	// outright (nfcReplaces), so Email is not the address it vouched for.
+	// outright (nfcReplaces), or its domain names another one in lower case
+	// (lowerRenamesDomain), so Email is not the address it vouched for.
 	LookAlike bool
 	Verified  bool
 	TenantID  *string

@@ -1624,6 +1624,47 @@ func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 	}
 }
 
+// TestNoLinkByADomainItsLowerCaseRenames: IDNA's mapping takes U+1E9E
+// (capital sharp s) to "ss", while its lower case, as lower() and any
+// provider that lowers addresses have it, is U+00DF "ß": "STRA\u1E9EE.example"
+// is "stra\u00dfe.example" (xn--strae-oqa), another domain than
+// "strasse.example". The provider vouched for the former; the sign-in
+// neither enters nor links the latter's account, nor creates one of it.
+func TestNoLinkByADomainItsLowerCaseRenames(t *testing.T) {
+	x := start(t)
+	st := x.signup(t, "ada@strasse.example")
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
+		t.Fatal(err)
+	}
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email, x.idp.Verified = "attacker", "ada@STRA\u1E9EE.example", true
+	x.idp.mu.Unlock()
+	b := x.begin(t, "")
+	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
+		t.Errorf("sign-in for a capital sharp s spelling of another domain: %d %s, want 409", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("%d identities linked to the account of another domain", n)
+	}
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email = "attacker", "kim@STRA\u1E9EE.example"
+	x.idp.mu.Unlock()
+	b = x.begin(t, "")
+	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
+		t.Errorf("sign-in for a capital sharp s domain and no account: %d %s, want 409", r.Status, r.Body)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
+		t.Errorf("%d accounts, want only ada's", n)
+	}
+	// The account's domain in capitals still links.
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email = "ada", "ada@STRASSE.Example"
+	x.idp.mu.Unlock()
+	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
+		t.Errorf("sign-in with the domain in capitals: user %s, want %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
+	}
+}
+
 // TestLinksAddressByItsDomainSpelling: a provider that spells an
 // account's domain in Punycode (or with a trailing dot) vouches for that
 // same address: the sign-in links to the account of the Unicode spelling

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -226,6 +227,21 @@ func nfcReplaces(s string) bool {
 		}
 	}
 	return false
+}
+
+// lowerRenamesDomain reports whether the domain of s, in lower case, is
+// another domain than its canonical form (mail.Canonical): IDNA's mapping
+// takes U+1E9E (capital sharp s) to "ss", while its lower case, which
+// lower() and a provider that lowers addresses give it, is "ß", and
+// "straße.example" (xn--strae-oqa) is not "strasse.example". The provider
+// vouched for a mailbox at the former.
+func lowerRenamesDomain(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return false
+	}
+	local, domain := s[:at+1], s[at+1:]
+	return !equalASCIIFold(mail.Canonical(local+domain), mail.Canonical(local+strings.ToLower(domain)))
 }
 
 // equalASCIIFold reports whether a and b are equal up to the case of ASCII
