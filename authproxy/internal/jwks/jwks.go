@@ -14,6 +14,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -409,7 +410,26 @@ func refuseRedirect(req *http.Request, _ []*http.Request) error {
 	return fmt.Errorf("%w (to %s): set JWKS_URL to the key set's own URL", ErrRedirect, req.URL.Redacted())
 }
 
+// errNotASet refuses a document that is no JWK Set (RFC 7517 section 5).
+var errNotASet = errors.New(`parse jwks: not a JWK Set: want an object whose "keys" member is an array`)
+
+// isKeySet reports whether body is a JSON object whose "keys" member is an
+// array: jwk.Parse takes {"keys":null} and {} for a set without keys, and
+// a lone JWK for a set of one, so a JWKS_URL that names another document
+// (or an answer rewritten on its way) would replace every key.
+func isKeySet(body []byte) bool {
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(body, &doc) != nil {
+		return false
+	}
+	keys, ok := doc["keys"]
+	return ok && len(keys) > 0 && keys[0] == '['
+}
+
 func (c *Client) parse(body []byte) (*Set, error) {
+	if !isKeySet(body) {
+		return nil, errNotASet
+	}
 	set, err := jwk.Parse(body)
 	if err != nil {
 		return nil, fmt.Errorf("parse jwks: %w", err)

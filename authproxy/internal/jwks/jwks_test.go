@@ -233,12 +233,25 @@ func TestBadJWKSKeepsOldSet(t *testing.T) {
 	if err := c.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	body.Store([]byte("{not json"))
-	if err := c.Refresh(context.Background()); err == nil {
-		t.Fatal("bad JWKS accepted")
+	// Not JSON; and JSON that is no JWK Set (RFC 7517 section 5: an
+	// object whose "keys" is an array), which jwk.Parse took for an empty
+	// set ({"keys":null}, {}) or a set of one (a lone JWK): a JWKS_URL
+	// that names another document, or an answer rewritten on the way,
+	// dropped every key and failed every token. {"keys":[]} is coreapi's
+	// set without keys, and is taken.
+	lone, _ := json.Marshal(pub(t, k1.Public, "k1", jwa.EdDSA, "sig"))
+	for _, bad := range []string{"{not json", `{"keys":null}`, `{}`, `{"keys":{}}`, `[]`, `null`, string(lone)} {
+		body.Store([]byte(bad))
+		if err := c.Refresh(context.Background()); err == nil {
+			t.Errorf("%s: bad JWKS accepted", bad)
+		}
+		if c.Current().Keys["k1"] == nil || !c.Ready() {
+			t.Fatalf("%s: bad JWKS dropped the previous set", bad)
+		}
 	}
-	if c.Current().Keys["k1"] == nil || !c.Ready() {
-		t.Fatal("bad JWKS dropped the previous set")
+	body.Store([]byte(`{"keys":[]}`))
+	if err := c.Refresh(context.Background()); err != nil || len(c.Current().Keys) != 0 {
+		t.Fatalf("an empty key set: %v, keys %v; want it taken", err, c.Current().Keys)
 	}
 }
 
