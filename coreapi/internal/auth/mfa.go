@@ -446,7 +446,7 @@ var errNoSuchCode = errors.New("no such recovery code")
 func (s *Service) useRecoveryCode(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) (bool, error) {
 	const q = `
 UPDATE mfa_recovery_codes SET used_at = now()
-WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
+WHERE user_id = $1 AND code_hash IN ($2, $3) AND used_at IS NULL
   AND EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')
 RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL)`
 	var ok bool
@@ -457,7 +457,8 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 			}
 		}
 		var left int
-		err := tx.QueryRow(ctx, q, u.userID, mfa.HashRecovery(code)).Scan(&left)
+		// A code stored by an earlier release is still in its legacy form.
+		err := tx.QueryRow(ctx, q, u.userID, mfa.HashRecovery(u.userID, code), mfa.LegacyHashRecovery(code)).Scan(&left)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errNoSuchCode // the claim rolls back with it
 		}
@@ -1119,7 +1120,7 @@ func storeRecoveryCodes(ctx context.Context, tx pgx.Tx, userID string, codes []s
 	}
 	b := &pgx.Batch{}
 	for _, code := range codes {
-		b.Queue(qCode, userID, mfa.HashRecovery(code))
+		b.Queue(qCode, userID, mfa.HashRecovery(userID, code))
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("store recovery codes: %w", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
@@ -1479,4 +1480,35 @@ func TestPasswordSignInRacingConfirmation(t *testing.T) {
 	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2`, as.UserID, as.SessionID); n != 0 {
 		t.Errorf("%d live sessions besides the confirming one, want 0", n)
 	}
+}
+
+// Recovery codes are stored hashed with their account's id: stored as the
+// code's hash alone, one guess was tested against every account's codes
+// at once by whoever read the table. Codes an earlier release stored in
+// that form are still taken, once each.
+func TestRecoveryCodesHashedPerAccount(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	const email = "per-account@example.com"
+	tk, _, codes := e.mfaUser(t, email)
+	uid := claims(t, tk.AccessToken)["sub"].(string)
+	for _, c := range codes {
+		if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND code_hash = $2`, uid, mfa.LegacyHashRecovery(c)); n != 0 {
+			t.Fatalf("code %q stored as the hash of the code alone", c)
+		}
+		if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND code_hash = $2`, uid, mfa.HashRecovery(uid, c)); n != 1 {
+			t.Fatalf("code %q: %d rows hold its hash with the account's id, want 1", c, n)
+		}
+	}
+	if bytes.Equal(mfa.HashRecovery(uid, codes[0]), mfa.HashRecovery(uuid.NewString(), codes[0])) {
+		t.Fatal("one code hashes alike for two accounts")
+	}
+	// A code stored by an earlier release: taken once, then spent.
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE mfa_recovery_codes SET code_hash = $2 WHERE user_id = $1 AND code_hash = $3`,
+		uid, mfa.LegacyHashRecovery(codes[0]), mfa.HashRecovery(uid, codes[0])); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "a legacy code", e.mfaOTP(t, e.challenge(t, email), codes[0]), http.StatusOK, "")
+	wantStatus(t, "a legacy code again", e.mfaOTP(t, e.challenge(t, email), codes[0]), http.StatusBadRequest, "invalid_grant")
+	wantStatus(t, "a code of the new form", e.mfaOTP(t, e.challenge(t, email), codes[1]), http.StatusOK, "")
 }

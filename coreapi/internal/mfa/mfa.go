@@ -232,8 +232,21 @@ func NormalizeRecovery(code string) string {
 	}, code)
 }
 
-// HashRecovery is the stored form of a recovery code.
-func HashRecovery(code string) []byte {
+// HashRecovery is the stored form of userID's recovery code: SHA-256 of
+// the code with the account's id, so that one guess tests one account's
+// codes, not every account's. With the code alone (LegacyHashRecovery),
+// whoever read the table tested each guess against all the codes stored
+// at once: with ten codes of 50 bits per account, a million accounts' put
+// a code within some 2^26 guesses.
+func HashRecovery(userID, code string) []byte {
+	sum := sha256.Sum256([]byte("recovery-v2\x00" + strings.ToLower(userID) + "\x00" + NormalizeRecovery(code)))
+	return sum[:]
+}
+
+// LegacyHashRecovery is the form in which earlier releases stored a
+// recovery code (the code alone): such codes are still taken until used
+// or replaced by new ones.
+func LegacyHashRecovery(code string) []byte {
 	sum := sha256.Sum256([]byte("recovery\x00" + NormalizeRecovery(code)))
 	return sum[:]
 }

@@ -27,7 +27,7 @@ func TestExternalSignInAsksForTheSecondFactor(t *testing.T) {
 	if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, 'k', '\x00', 'active')`, uid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`, uid, mfa.HashRecovery("abcde-fghij")); err != nil {
+	if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`, uid, mfa.HashRecovery(uid, "abcde-fghij")); err != nil {
 		t.Fatal(err)
 	}
 	st := x.begin(t, "")
