@@ -472,6 +472,45 @@ func TestStreamsEndWhenTheirRouteMovesUpstream(t *testing.T) {
 	echo(t, kept, "unchanged")
 }
 
+// A rules reload after which a stream's route would reach the upstream at
+// another path (strip_prefix turned on) or with another Host
+// (rewrite_host) closes the stream (route_changed), as a move to another
+// upstream address does: the stream is to the resource the old route
+// named. A longer prefix that forwards the same path and Host keeps it.
+func TestStreamsEndWhenTheirRouteForwardsElsewhere(t *testing.T) {
+	e, a := startStreams(t, nil)
+	tok := e.token(nil)
+	dial := func(path string) *websocket.Conn {
+		c, _, err := e.dialWS(path, bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	stripped, hosted, longer, kept := dial("/notes/ws/stripped"), dial("/notes/ws/hosted"), dial("/notes/ws/longer"), dial("/notes/ws")
+	for _, c := range []*websocket.Conn{stripped, hosted, longer, kept} {
+		echo(t, c, "before")
+	}
+	gen := e.generation()
+	e.writeRules("upstreams:\n" +
+		"  notes:\n    url: http://" + a.addr + "\n    key_id: app-notes\n" +
+		"  hosted:\n    url: http://" + a.addr + "\n    key_id: app-notes\n    rewrite_host: true\n" +
+		"routes:\n" +
+		"  - {prefix: /notes/ws/stripped, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true, strip_prefix: true}\n" +
+		"  - {prefix: /notes/ws/hosted, methods: [GET], upstream: hosted, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/ws/longer, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n" +
+		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n")
+	testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
+	for name, c := range map[string]*websocket.Conn{"strip_prefix turned on": stripped, "rewrite_host turned on": hosted} {
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+			t.Fatalf("%s: close = %d %q", name, code, text)
+		}
+	}
+	echo(t, longer, "longer prefix, same path")
+	echo(t, kept, "unchanged")
+}
+
 // A stream is decided again as its token sees the projection: a scope
 // claim narrows the permissions as it does for requests, and a route that
 // now requires a second factor closes the streams of tokens without one.

@@ -197,6 +197,7 @@ type Conn struct {
 	method   string
 	addr     string // the upstream it was opened to (host:port), "" unknown
 	tls      bool   // over TLS
+	host     string // the upstream's rewrite_host Host it was opened with ("" the client's)
 	opened   int64  // unix seconds: the clock step-up ages are read at
 	reqID    string
 	traceID  string // "" untraced
@@ -305,6 +306,9 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		addr: at.addr, tls: at.tls, traceID: at.traceID, opened: m.o.Now().Unix(), closed: make(chan struct{})}
 	if cl == nil {
 		c.client = at.client
+	}
+	if at.table != nil && rt != nil && rt.Upstream >= 0 && rt.Upstream < len(at.table.Upstreams) {
+		c.host = at.table.Upstreams[rt.Upstream].Host
 	}
 	c.rt.Store(rt)
 	m.mu.Lock()
@@ -685,8 +689,11 @@ func admits(c *Conn, e *projection.Entry) string {
 // Reroute applies a reloaded route table to the open streams: each is
 // matched again by its path and method; one the table no longer routes
 // the way it was opened is closed (route_changed): its route is gone, no
-// longer streams, no longer admits an anonymous caller, or now goes to
-// another upstream address (the stream's connection is to the old one).
+// longer streams, no longer admits an anonymous caller, now goes to
+// another upstream address (the stream's connection is to the old one),
+// or would now reach the upstream at another path (strip_prefix, or a
+// prefix it strips, changed) or with another Host (rewrite_host changed):
+// the stream is to the resource the old route named, not the new one.
 // The others take their new route, its stream_timeout included, and are
 // decided again (permissions may have changed).
 func (m *Manager) Reroute(t *rules.Table) {
@@ -712,7 +719,7 @@ func (m *Manager) reroute(c *Conn, t *rules.Table) bool {
 	switch {
 	case r == nil, c.kind == "websocket" && !r.Websocket, c.kind == "sse" && r.StreamTimeout == 0,
 		c.claims == nil && r.Access != rules.Public && r.Access != rules.Optional,
-		c.addr != "" && movedFrom(c, t, r):
+		c.addr != "" && movedFrom(c, t, r), forwardedElsewhere(c.rt.Load(), r):
 		c.Close(ReasonRouteChanged)
 		return false
 	}
@@ -732,7 +739,14 @@ func movedFrom(c *Conn, t *rules.Table, r *rules.Route) bool {
 		return true
 	}
 	up := t.Upstreams[r.Upstream]
-	return up.Addr != c.addr || up.TLS != c.tls
+	return up.Addr != c.addr || up.TLS != c.tls || up.Host != c.host
+}
+
+// forwardedElsewhere reports whether route r forwards a path to another
+// upstream path than old does: one strips its prefix and the other not,
+// or both strip prefixes that differ.
+func forwardedElsewhere(old, r *rules.Route) bool {
+	return old != nil && (old.StripPrefix != r.StripPrefix || r.StripPrefix && old.Prefix != r.Prefix)
 }
 
 // Drain refuses new streams, closes the open ones (WebSocket close 1001,
