@@ -1372,3 +1372,71 @@ func TestExpiryAtLeastAMinuteAhead(t *testing.T) {
 		t.Fatalf("expires_at %v, want %v", k.ExpiresAt, exp)
 	}
 }
+
+// TestUseReportBesideARevocation: a use report and a revocation of a
+// user's keys (a member's removal, a service account or its secret
+// deleted) lock the rows they share in one order. The report reached them
+// by their public ids, the revocation by their user, in other orders:
+// each held a row the other waited for, and PostgreSQL failed one of them
+// (the report, or the removal with a 500).
+func TestUseReportBesideARevocation(t *testing.T) {
+	x := start(t, pepper)
+	ctx := context.Background()
+	ten := x.SeedTenant(t, "Acme")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	body := map[string]any{"name": "k", "permissions": []string{}}
+	first, second := x.create(t, admin, "/api/v1/api-keys", body), x.create(t, admin, "/api/v1/api-keys", body)
+	// The row written first gets the public id that sorts last.
+	x.exec(t, `UPDATE api_keys SET public_id = 'zzzzzzzzzzzzzzzz' WHERE id = $1`, first.ID)
+	x.exec(t, `UPDATE api_keys SET public_id = 'aaaaaaaaaaaaaaaa' WHERE id = $1`, second.ID)
+	// Keys enough of others that each statement reads its rows through its
+	// index, as on a server: the report by public id, the removal by user.
+	x.exec(t, `INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, secret_hash)
+SELECT lpad(to_hex(i), 16, '0'), $1, $2, 'tenant', 'other', sha256(i::text::bytea) FROM generate_series(1, 5000) i`, ten.ID, owner.UserID)
+	x.exec(t, `ANALYZE api_keys`)
+	waiting := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); x.count(t, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`) < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d transactions waiting for a lock", n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	hold, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE`, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	revoked := make(chan error, 1)
+	go func() {
+		revoked <- pgx.BeginFunc(ctx, x.DB.Pool, func(tx pgx.Tx) error {
+			_, err := apikeys.RevokeUserKeys(ctx, tx, ten.ID, admin.UserID, owner.UserID, "req-1", "test.cause")
+			return err
+		})
+	}()
+	waiting(1)
+	marked := make(chan error, 1)
+	go func() {
+		_, err := x.svc.Store().MarkUsed(ctx, []string{"zzzzzzzzzzzzzzzz", "aaaaaaaaaaaaaaaa"})
+		marked <- err
+	}()
+	waiting(2)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-revoked; err != nil {
+		t.Errorf("RevokeUserKeys beside a use report = %v", err)
+	}
+	if err := <-marked; err != nil {
+		t.Errorf("MarkUsed beside a revocation = %v", err)
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NOT NULL`, admin.UserID); n != 2 {
+		t.Errorf("%d keys revoked, want 2", n)
+	}
+}

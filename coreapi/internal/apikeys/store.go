@@ -388,10 +388,16 @@ func lockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 // when it may have leaked, and a key minted with a token obtained with it
 // must not outlive it.
 func RevokeUserKeys(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID, via string) (int, error) {
+	// The rows are locked in the order of their ids, as MarkUsed locks
+	// them: in any other, the two could each hold a row the other waits for.
 	const q = `
-UPDATE api_keys SET revoked_at = now()
-WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL
-RETURNING id::text, public_id, kind, user_id::text`
+UPDATE api_keys k SET revoked_at = now()
+FROM (SELECT id FROM api_keys
+      WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL
+      ORDER BY id
+      FOR UPDATE) live
+WHERE k.id = live.id
+RETURNING k.id::text, k.public_id, k.kind, k.user_id::text`
 	if err := lockTenant(ctx, tx, tenantID); err != nil {
 		return 0, err
 	}
@@ -634,12 +640,20 @@ func (s *Store) RevokeSecret(ctx context.Context, tenantID, key, actorID, reques
 }
 
 // MarkUsed records that the keys were used now: at most one write per key
-// and minute, however many proxies report it.
+// and minute, however many proxies report it. It locks the rows in the
+// order of their ids, as RevokeUserKeys does: reached by their public ids
+// (the report) and by their user (a revocation), they were locked in
+// other orders, each statement held a row the other waited for, and
+// PostgreSQL failed one of them (a member's removal among them).
 func (s *Store) MarkUsed(ctx context.Context, publicIDs []string) (int64, error) {
 	const q = `
-UPDATE api_keys SET last_used_at = now()
-WHERE public_id = ANY($1::text[]) AND revoked_at IS NULL
-  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`
+UPDATE api_keys k SET last_used_at = now()
+FROM (SELECT id FROM api_keys
+      WHERE public_id = ANY($1::text[]) AND revoked_at IS NULL
+        AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+      ORDER BY id
+      FOR NO KEY UPDATE) used
+WHERE k.id = used.id`
 	tag, err := s.pool.Exec(ctx, q, publicIDs)
 	if err != nil {
 		return 0, fmt.Errorf("mark api keys used: %w", err)
