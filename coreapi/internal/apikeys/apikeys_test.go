@@ -1440,3 +1440,81 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`) < n; {
 		t.Errorf("%d keys revoked, want 2", n)
 	}
 }
+
+// TestSweepBesideARevocation: the sweep passes over the keys another
+// transaction holds, so it cannot deadlock with a revocation of a user's
+// keys, which locks them in the order of their ids while the sweep read
+// them in the table's: each held a row the other waited for, and
+// PostgreSQL failed one of them (the sweep, or a member's removal with a
+// 500). A key passed over is swept next time.
+func TestSweepBesideARevocation(t *testing.T) {
+	x := start(t, pepper)
+	ctx := context.Background()
+	ten := x.SeedTenant(t, "Acme")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	body := map[string]any{"name": "k", "permissions": []string{}}
+	low, high := x.create(t, admin, "/api/v1/api-keys", body).ID, x.create(t, admin, "/api/v1/api-keys", body).ID
+	if high < low {
+		low, high = high, low
+	}
+	// Expired long ago, written again in the order opposite to their ids'.
+	old := (apikeys.SweepKeep + time.Hour).Seconds()
+	x.exec(t, `UPDATE api_keys SET expires_at = now() - make_interval(secs => $2) WHERE id = $1`, high, old)
+	x.exec(t, `UPDATE api_keys SET expires_at = now() - make_interval(secs => $2) WHERE id = $1`, low, old)
+	waiters := func() int {
+		return x.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+	}
+	hold, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE`, low); err != nil {
+		t.Fatal(err)
+	}
+	revoked := make(chan error, 1)
+	go func() {
+		revoked <- pgx.BeginFunc(ctx, x.DB.Pool, func(tx pgx.Tx) error {
+			_, err := apikeys.RevokeUserKeys(ctx, tx, ten.ID, admin.UserID, owner.UserID, "req-1", "test.cause")
+			return err
+		})
+	}()
+	for deadline := time.Now().Add(10 * time.Second); waiters() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the revocation is not waiting for the key held")
+		}
+	}
+	swept := make(chan error, 1)
+	go func() {
+		_, err := x.svc.Store().Sweep(ctx, apikeys.SweepKeep)
+		swept <- err
+	}()
+	var sweepErr error
+	sweepDone := false
+	for deadline := time.Now().Add(10 * time.Second); !sweepDone && waiters() < 2; time.Sleep(10 * time.Millisecond) {
+		select {
+		case sweepErr = <-swept:
+			sweepDone = true
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep neither ended nor waits")
+		}
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-revoked; err != nil {
+		t.Errorf("RevokeUserKeys beside the sweep = %v", err)
+	}
+	if !sweepDone {
+		sweepErr = <-swept
+	}
+	if sweepErr != nil {
+		t.Errorf("Sweep beside a revocation = %v", sweepErr)
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`, admin.UserID); n != 0 {
+		t.Errorf("%d keys neither revoked nor swept", n)
+	}
+}

@@ -665,11 +665,19 @@ WHERE k.id = used.id`
 // is refused either way (an unknown key is refused as a revoked one is),
 // and every use, revocation and expiry is in the audit log; without the
 // sweep the table would grow by every short-lived key ever made, since
-// neither the live-key limit nor the listing counts them.
+// neither the live-key limit nor the listing counts them. It skips the
+// keys another transaction holds: a revocation of a user's keys locks
+// them in the order of their ids, and a sweep deleting in table order
+// could hold a key the revocation waited for while waiting for one the
+// revocation held (a deadlock PostgreSQL ended by failing one of them, a
+// member's removal among them). A key skipped is swept next time.
 func (s *Store) Sweep(ctx context.Context, keep time.Duration) (int64, error) {
 	const q = `
 DELETE FROM api_keys
-WHERE revoked_at < now() - make_interval(secs => $1) OR expires_at < now() - make_interval(secs => $1)`
+WHERE id IN (
+    SELECT id FROM api_keys
+    WHERE revoked_at < now() - make_interval(secs => $1) OR expires_at < now() - make_interval(secs => $1)
+    FOR UPDATE SKIP LOCKED)`
 	tag, err := s.pool.Exec(ctx, q, keep.Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("sweep api keys: %w", err)
