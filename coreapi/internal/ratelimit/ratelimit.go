@@ -204,10 +204,20 @@ func (r *Limiter) Release(ctx context.Context, key []byte, l Limit) error {
 }
 
 // ReleaseBoth is Release of the two hits AllowBoth counted, in one
-// statement.
+// statement. It locks the rows in AllowBoth's order, outer's first: in
+// the table's order, which may put inner's first, a release and a count
+// of the same two keys at once each held a row the other waited for, and
+// PostgreSQL failed one of them.
 func (r *Limiter) ReleaseBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) error {
-	const q = `UPDATE rate_limits SET hits = greatest(least(hits, CASE WHEN key = $1 THEN $2::int ELSE $4::int END) - 1, 0)
-WHERE key = $1 OR key = $3`
+	const q = `
+WITH locked AS (
+    SELECT key FROM rate_limits WHERE key = $1 OR key = $3
+    ORDER BY key = $1 DESC
+    FOR UPDATE
+)
+UPDATE rate_limits r SET hits = greatest(least(r.hits, CASE WHEN r.key = $1 THEN $2::int ELSE $4::int END) - 1, 0)
+FROM locked
+WHERE r.key = locked.key`
 	if _, err := r.pool.Exec(ctx, q, outer, lo.N, inner, li.N); err != nil {
 		return fmt.Errorf("rate limit release: %w", err)
 	}

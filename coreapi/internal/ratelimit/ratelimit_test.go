@@ -281,3 +281,65 @@ func TestAllowBoth(t *testing.T) {
 		t.Fatalf("a hit the outer limit refused wrote its inner key's row (%d hits)", i)
 	}
 }
+
+// TestReleaseBothBesideAllowBoth: ReleaseBoth locks the two rows in
+// AllowBoth's order, the outer key's first, so that one client's requests
+// at once (a correct secret released while the next is counted) cannot
+// deadlock: ReleaseBoth locked them in the table's order, which may put
+// the inner row first, and PostgreSQL failed one of the two, a request
+// answered 500.
+func TestReleaseBothBesideAllowBoth(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	outer, inner := ratelimit.Key("ip", "192.0.2.1"), ratelimit.Key("client", "c1")
+	lo, li := ratelimit.Limit{N: 100, Window: time.Hour}, ratelimit.Limit{N: 10, Window: time.Hour}
+	// The inner row written first, so first in the table.
+	for _, k := range [][]byte{inner, outer} {
+		if _, _, err := l.Allow(ctx, k, ratelimit.Limit{N: 100, Window: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var w int
+			if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err != nil {
+				t.Fatal(err)
+			}
+			if w >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d statements waiting for a lock", n)
+			}
+		}
+	}
+	hold, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM rate_limits WHERE key = $1 FOR UPDATE`, inner); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan error, 1)
+	go func() { released <- l.ReleaseBoth(ctx, outer, lo, inner, li) }()
+	waiting(1)
+	allowed := make(chan error, 1)
+	go func() {
+		_, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
+		allowed <- err
+	}()
+	waiting(2)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-released; err != nil {
+		t.Errorf("ReleaseBoth beside AllowBoth = %v", err)
+	}
+	if err := <-allowed; err != nil {
+		t.Errorf("AllowBoth beside ReleaseBoth = %v", err)
+	}
+}
