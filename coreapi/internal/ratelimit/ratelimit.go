@@ -224,9 +224,17 @@ WHERE r.key = locked.key`
 	return nil
 }
 
-// Sweep deletes counters whose window ended more than olderThan ago.
+// Sweep deletes counters whose window ended more than olderThan ago. It
+// skips the counters another statement holds: AllowBoth locks its outer
+// key's row and then its inner key's, and a sweep deleting in the table's
+// order could hold the inner one while waiting for the outer (a deadlock
+// PostgreSQL ended by failing one of them, the request with a 500). A
+// counter skipped is in use, so it is not stale anyway.
 func (r *Limiter) Sweep(ctx context.Context, olderThan time.Duration) (int64, error) {
-	const q = `DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)`
+	const q = `
+DELETE FROM rate_limits WHERE key IN (
+    SELECT key FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)
+    FOR UPDATE SKIP LOCKED)`
 	tag, err := r.pool.Exec(ctx, q, olderThan.Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("sweep rate limits: %w", err)

@@ -343,3 +343,78 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err 
 		t.Errorf("AllowBoth beside ReleaseBoth = %v", err)
 	}
 }
+
+// TestSweepBesideAllowBoth: the sweep passes over the counters another
+// statement holds, so it cannot deadlock with AllowBoth counting two of
+// them whose windows ended a day ago: deleting in the table's order, it
+// could hold the inner row while waiting for the outer one AllowBoth
+// held, and PostgreSQL failed one of them (a request with a 500).
+func TestSweepBesideAllowBoth(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	outer, inner := ratelimit.Key("ip", "192.0.2.1"), ratelimit.Key("client", "c1")
+	lo, li := ratelimit.Limit{N: 100, Window: time.Hour}, ratelimit.Limit{N: 10, Window: time.Hour}
+	// The inner row written first, so first in the table; both windows
+	// ended more than a day ago.
+	for _, k := range [][]byte{inner, outer} {
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, now() - interval '2 days', 1)`, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiters := func() int {
+		var w int
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	hold, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM rate_limits WHERE key = $1 FOR UPDATE`, inner); err != nil {
+		t.Fatal(err)
+	}
+	swept := make(chan error, 1)
+	go func() {
+		_, err := l.Sweep(ctx, 24*time.Hour)
+		swept <- err
+	}()
+	var sweepErr error
+	sweepDone := false
+	for deadline := time.Now().Add(10 * time.Second); !sweepDone && waiters() < 1; time.Sleep(10 * time.Millisecond) {
+		select {
+		case sweepErr = <-swept:
+			sweepDone = true
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep neither ended nor waits")
+		}
+	}
+	allowed := make(chan error, 1)
+	go func() {
+		_, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
+		allowed <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); waiters() < 1 || (!sweepDone && waiters() < 2); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("AllowBoth is not waiting for the inner row")
+		}
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !sweepDone {
+		sweepErr = <-swept
+	}
+	if sweepErr != nil {
+		t.Errorf("Sweep beside AllowBoth = %v", sweepErr)
+	}
+	if err := <-allowed; err != nil {
+		t.Errorf("AllowBoth beside the sweep = %v", err)
+	}
+}
