@@ -335,7 +335,7 @@ func TestResetEndsPendingSecondFactorSignIn(t *testing.T) {
 	a := x.signup(t, "ida@example.com")
 	const code = "abcde-fghij"
 	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, a.c.Sub)
-	x.exec(t, `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`, a.c.Sub, mfa.HashRecovery(code))
+	x.exec(t, `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`, a.c.Sub, mfa.HashRecovery(a.c.Sub, code))
 	r := x.token(t, "ida@example.com", pw)
 	if r.Status != http.StatusUnauthorized || r.Problem(t).Code != "mfa_required" {
 		t.Fatalf("password grant of an MFA user: %d %s, want 401 mfa_required", r.Status, r.Body)
