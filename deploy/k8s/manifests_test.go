@@ -1472,6 +1472,68 @@ func checkConnectionsDoc(b *bundle, doc []byte) error {
 	return nil
 }
 
+// scalingConnections matches docs/scaling.md's formula ("connections =
+// coreapi replicas × (DB_MAX_CONNS + 2)") and its count at the HPA's
+// maximum ("open up to 200 connections").
+var (
+	scalingFormula = regexp.MustCompile(`connections = coreapi replicas × \(DB_MAX_CONNS \+ (\d+)\)`)
+	scalingTotal   = regexp.MustCompile(`open up to (\d+) connections`)
+)
+
+// checkScalingDoc compares docs/scaling.md's count of the database
+// connections with docs/operations.md's (ops): the same connections of
+// each replica's own beside its pool, and the same total at the base's
+// HPA maximum.
+func checkScalingDoc(b *bundle, ops, scaling []byte) error {
+	if err := checkConnectionsDoc(b, ops); err != nil {
+		return err
+	}
+	own, _ := strconv.Atoi(string(documentedConnections.FindSubmatch(ops)[3]))
+	f, total := scalingFormula.FindSubmatch(scaling), scalingTotal.FindSubmatch(scaling)
+	if f == nil || total == nil {
+		return errors.New(`docs/scaling.md no longer says "connections = coreapi replicas × (DB_MAX_CONNS + N)" and "open up to TOTAL connections"`)
+	}
+	pool, err := corePool(b)
+	if err != nil {
+		return err
+	}
+	maxPods := int(b.HPAs[0].Spec.MaxReplicas)
+	n, _ := strconv.Atoi(string(f[1]))
+	sum, _ := strconv.Atoi(string(total[1]))
+	if n != own || sum != maxPods*(pool+own) {
+		return fmt.Errorf("docs/scaling.md counts DB_MAX_CONNS + %d a replica, %d in all; docs/operations.md and the base: %d pods × (%d + %d) = %d", n, sum, maxPods, pool, own, maxPods*(pool+own))
+	}
+	return nil
+}
+
+// TestScalingDocCountsTheSameConnections: docs/scaling.md, from which
+// PostgreSQL's max_connections is sized too, counts each replica's
+// connections outside its pool (the outbox relay's LISTEN and the
+// readiness probe's) as docs/operations.md does.
+func TestScalingDocCountsTheSameConnections(t *testing.T) {
+	ops, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaling, err := os.ReadFile(filepath.Join("..", "..", "docs", "scaling.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := renderBase(t)
+	if err := checkScalingDoc(base, ops, scaling); err != nil {
+		t.Error(err)
+	}
+	for name, doc := range map[string]string{
+		"one connection of its own": "connections = coreapi replicas × (DB_MAX_CONNS + 1)\n20 replicas open up to 180 connections",
+		"a wrong total":             "connections = coreapi replicas × (DB_MAX_CONNS + 2)\n20 replicas open up to 180 connections",
+		"no formula":                "20 replicas open up to 200 connections",
+	} {
+		if err := checkScalingDoc(base, ops, []byte(doc)); err == nil {
+			t.Errorf("%s: checkScalingDoc accepted it", name)
+		}
+	}
+}
+
 // TestDatabaseConnectionsAsDocumented: the connections the base opens at
 // the HPA's maximum are the ones docs/operations.md counts (PostgreSQL's
 // max_connections is sized from it).
