@@ -632,6 +632,9 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"database password in a ConfigMap", func(t *testing.T, b *bundle) {
 			b.ConfigMaps[0].Data["DATABASE_URL"] = "postgres://app:hunter2@db:5432/app"
 		}, "secret-looking value"},
+		{"NATS token in a ConfigMap", func(t *testing.T, b *bundle) {
+			b.ConfigMaps[0].Data["NATS_URL"] = "nats://s3cr3t-t0ken@nats:4222"
+		}, "secret-looking value"},
 		{"client secret in a ConfigMap", func(t *testing.T, b *bundle) {
 			b.ConfigMaps[0].Data["OIDC_GOOGLE_CLIENT_SECRET"] = "x"
 		}, "secret-looking key"},
@@ -1872,6 +1875,11 @@ func secretValue(val string) bool {
 		}
 		if u, err := url.Parse(f); err == nil && u.User != nil {
 			if _, ok := u.User.Password(); ok {
+				return true
+			}
+			// NATS takes a token as the user information alone
+			// (nats://TOKEN@host), masked as a password is.
+			if (u.Scheme == "nats" || u.Scheme == "tls") && u.User.Username() != "" {
 				return true
 			}
 		}
