@@ -694,6 +694,15 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			p := intstr.FromInt32(8081)
 			np.Spec.Ingress[0].Ports = append(np.Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Port: &p})
 		}, "coreapi's API port"},
+		{"NetworkPolicy without policyTypes admits coreapi", func(t *testing.T, b *bundle) {
+			// The API server defaults policyTypes to Ingress: the rule applies.
+			np := b.NetworkPolicies[0].DeepCopy()
+			np.Name = "extra"
+			np.Spec.PolicyTypes = nil
+			p := intstr.FromInt32(8081)
+			np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: &p}}}}
+			b.NetworkPolicies = append(b.NetworkPolicies, np)
+		}, "NetworkPolicy extra rule 0: admits coreapi's API port"},
 		{"NetworkPolicy admits admin ports from anywhere", func(t *testing.T, b *bundle) {
 			b.NetworkPolicies[0].Spec.Ingress[1].From = nil
 		}, "from anywhere"},
@@ -1188,7 +1197,9 @@ func check(b *bundle) []string {
 	policies := 0
 	for _, np := range b.NetworkPolicies {
 		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
-		if err != nil || !sel.Matches(podLabels) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		// Without policyTypes the API server makes it an Ingress policy.
+		ingress := len(np.Spec.PolicyTypes) == 0 || slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+		if err != nil || !sel.Matches(podLabels) || !ingress {
 			continue
 		}
 		policies++

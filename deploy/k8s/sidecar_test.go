@@ -346,6 +346,15 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 			np := findPolicy(t, b, "notes")
 			np.Spec.Ingress[0].Ports = append(np.Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Port: &p})
 		}, "admits port 8082"},
+		{"app NetworkPolicy without policyTypes admits the upstream port", func(t *testing.T, b *bundle) {
+			// The API server defaults policyTypes to Ingress: the rule applies.
+			np := findPolicy(t, b, "notes").DeepCopy()
+			np.Name = "notes-extra"
+			np.Spec.PolicyTypes = nil
+			p := intstr.FromInt32(8082)
+			np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: &p}}}}
+			b.NetworkPolicies = append(b.NetworkPolicies, np)
+		}, "NetworkPolicy notes-extra rule 0: admits port 8082"},
 		{"app admin port from anywhere", func(t *testing.T, b *bundle) {
 			findPolicy(t, b, "notes").Spec.Ingress[1].From = nil
 		}, "from anywhere"},
@@ -1034,7 +1043,9 @@ func checkAppPod(v *violations, b *bundle, d *appsv1.Deployment, internal []*cor
 	policies := 0
 	for _, np := range b.NetworkPolicies {
 		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
-		if err != nil || !sel.Matches(podLabels) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		// Without policyTypes the API server makes it an Ingress policy.
+		ingress := len(np.Spec.PolicyTypes) == 0 || slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+		if err != nil || !sel.Matches(podLabels) || !ingress {
 			continue
 		}
 		policies++
