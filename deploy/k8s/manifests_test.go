@@ -626,6 +626,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"the proxy's liveness probe waits on coreapi", func(t *testing.T, b *bundle) {
 			ctr(t, b, proxyName).LivenessProbe.HTTPGet.Path = "/readyz"
 		}, "authproxy: liveness probe on /readyz, not /healthz"},
+		{"coreapi ready while its database is down", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).ReadinessProbe.HTTPGet.Path = "/healthz"
+		}, "coreapi: readiness probe on /healthz, not /readyz"},
+		{"the proxy ready without its key set", func(t *testing.T, b *bundle) {
+			ctr(t, b, proxyName).ReadinessProbe.HTTPGet.Path = "/healthz"
+		}, "authproxy: readiness probe on /healthz, not /readyz"},
 		{"missing readiness probe", func(t *testing.T, b *bundle) {
 			ctr(t, b, coreName).ReadinessProbe = nil
 		}, "no readiness probe"},
@@ -1110,6 +1116,19 @@ func check(b *bundle) []string {
 	// liveness probe on /readyz, and then backed off for minutes after
 	// coreapi is back.
 	checkHealthzProbes(&v, proxy, "authproxy", "the kubelet would kill the proxy while coreapi cannot serve its key set")
+	// Readiness asks /readyz: /healthz answers while coreapi cannot reach
+	// its database, and while the proxy has no key set to verify with.
+	for _, c := range []*corev1.Container{proxy, core} {
+		if p := c.ReadinessProbe; p != nil {
+			what := "a non-HTTP check"
+			if p.HTTPGet != nil {
+				what = p.HTTPGet.Path
+			}
+			if what != "/readyz" {
+				v.addf("%s: readiness probe on %s, not /readyz: the pod would take traffic it cannot serve", c.Name, what)
+			}
+		}
+	}
 
 	// Secrets: never in ConfigMaps or literal env values.
 	for _, cm := range b.ConfigMaps {
