@@ -372,6 +372,12 @@ func TestDocumentedOverlay(t *testing.T) {
 	for _, v := range check(b) {
 		t.Error(v)
 	}
+	// The variables it sets are ones the services read, and it sets every
+	// one they require (a misspelt name in the example would be copied).
+	vars := serviceVars(t)
+	for _, v := range append(unknownVars(b, vars), missingRequired(b, vars)...) {
+		t.Errorf("the documented overlay: %s", v)
+	}
 	var v violations
 	if err := trustsIngress(b.env(&v, ctr(t, b, proxyName))); err != nil {
 		t.Errorf("authproxy: %v", err)
