@@ -522,7 +522,9 @@ func (p *parser) identityTLS(c *Config) *tls.Config {
 // clientTLS is a TLS client configuration: TLS 1.2 at least, certificates
 // verified against the system's roots and those of the PEM file the
 // variable name names, if set (a file that holds no certificate, or a
-// PEM block that is no certificate, is refused: envconfig.AppendCertificates). The server's name is the URL's host (set by each client).
+// PEM block that is no certificate, is refused:
+// envconfig.AppendCertificates). The server's name is the URL's host (set
+// by each client).
 func (p *parser) clientTLS(name string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	file := p.String(name)
