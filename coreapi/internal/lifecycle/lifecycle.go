@@ -250,9 +250,18 @@ func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestI
 		TargetType: audit.TargetUser, TargetID: userID, Data: data, RequestID: requestID})
 }
 
-// Sweep deletes expired one-time tokens and old rate-limit counters.
+// Sweep deletes expired one-time tokens and old rate-limit counters. It
+// skips the tokens another transaction holds: a revocation of a user's
+// tokens (onetime.Revoke) reaches them by user, newest first, and a sweep
+// deleting them by expiry could hold one while waiting for another the
+// revocation held (a deadlock PostgreSQL ended by failing one of them, a
+// password reset with a 500). A token skipped is taken next time.
 func (s *Service) Sweep(ctx context.Context) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM action_tokens WHERE expires_at < now()`)
+	const q = `
+DELETE FROM action_tokens WHERE token_hash IN (
+    SELECT token_hash FROM action_tokens WHERE expires_at < now()
+    FOR UPDATE SKIP LOCKED)`
+	tag, err := s.pool.Exec(ctx, q)
 	if err != nil {
 		return 0, fmt.Errorf("sweep tokens: %w", err)
 	}

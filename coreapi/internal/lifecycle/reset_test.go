@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
@@ -647,4 +649,87 @@ func TestResetOfADisabledAccount(t *testing.T) {
 	wantStatus(t, x.token(t, a.email, pw), http.StatusOK)
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
 		map[string]string{"token": tok, "new_password": "the owner's new password"}), http.StatusNoContent)
+}
+
+// TestSweepBesideATokenRevocation: the sweep of expired one-time tokens
+// passes over the tokens another transaction holds, so it cannot deadlock
+// with a revocation of a user's tokens (a password reset or change, an
+// email's verification), which reaches them by user, newest first, while
+// the sweep took them by expiry, oldest first: each held a token the other
+// waited for, and PostgreSQL failed one of them (the reset with a 500).
+func TestSweepBesideATokenRevocation(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ctx := context.Background()
+	uid := x.SeedUser(t, "ada@example.test", "Ada")
+	other := x.SeedUser(t, "bob@example.test", "Bob")
+	// Two expired reset links of Ada's, the older one written first.
+	older, newer := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	x.exec(t, `INSERT INTO action_tokens (token_hash, purpose, user_id, email, created_at, expires_at)
+VALUES ($1, 'password_reset', $3, 'ada@example.test', now() - interval '2 hours', now() - interval '90 minutes'),
+       ($2, 'password_reset', $3, 'ada@example.test', now() - interval '1 hour', now() - interval '30 minutes')`, older, newer, uid)
+	// Live tokens enough of another user's that each statement reads its
+	// rows through its index, as on a server: the sweep by expiry, the
+	// revocation by user.
+	x.exec(t, `INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at)
+SELECT sha256(i::text::bytea), 'verify_email', $1, 'bob@example.test', now() + interval '1 day' FROM generate_series(1, 5000) i`, other)
+	x.exec(t, `ANALYZE action_tokens`)
+	hold, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM action_tokens WHERE token_hash = $1 FOR UPDATE`, newer); err != nil {
+		t.Fatal(err)
+	}
+	revoked := make(chan error, 1)
+	go func() {
+		revoked <- pgx.BeginFunc(ctx, x.DB.Pool, func(tx pgx.Tx) error {
+			return onetime.Revoke(ctx, tx, uid, onetime.PasswordReset)
+		})
+	}()
+	x.DB.WaitForLockWaiters(t, 1)
+	swept := make(chan error, 1)
+	go func() {
+		_, err := x.lc.Sweep(ctx)
+		swept <- err
+	}()
+	var sweepErr error
+	sweepDone := false
+	for deadline := time.Now().Add(10 * time.Second); !sweepDone; time.Sleep(5 * time.Millisecond) {
+		var w int
+		if err := x.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err != nil {
+			t.Fatal(err)
+		}
+		if w >= 2 {
+			break
+		}
+		select {
+		case sweepErr = <-swept:
+			sweepDone = true
+		default:
+		}
+		if !sweepDone && time.Now().After(deadline) {
+			t.Fatal("the sweep neither ended nor waits")
+		}
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !sweepDone {
+		sweepErr = <-swept
+	}
+	if sweepErr != nil {
+		t.Errorf("Sweep beside a revocation = %v", sweepErr)
+	}
+	if err := <-revoked; err != nil {
+		t.Errorf("Revoke beside the sweep = %v", err)
+	}
+	var n int
+	if err := x.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM action_tokens WHERE user_id = $1`, uid).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d tokens of Ada's left, want 0", n)
+	}
 }
