@@ -789,9 +789,18 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	return s.Issue(ctx, g, func() error { return httpapi.SessionEnded(c) })
 }
 
-// SweepChallenges deletes sign-in challenges that expired.
+// SweepChallenges deletes sign-in challenges that expired. It skips the
+// challenges another transaction holds: the end of a user's sign-ins
+// (sessions.Store.RevokeAll, DeleteFactor) reaches them by user, and a
+// sweep deleting them by expiry could hold one while waiting for another
+// the revocation held (a deadlock PostgreSQL ended by failing one of
+// them, a password change with a 500). A challenge skipped is taken next
+// time.
 func (s *Service) SweepChallenges(ctx context.Context) (int64, error) {
-	const q = `DELETE FROM mfa_challenges WHERE expires_at < now()`
+	const q = `
+DELETE FROM mfa_challenges WHERE token_hash IN (
+    SELECT token_hash FROM mfa_challenges WHERE expires_at < now()
+    FOR UPDATE SKIP LOCKED)`
 	tag, err := s.pool.Exec(ctx, q)
 	if err != nil {
 		return 0, fmt.Errorf("sweep mfa challenges: %w", err)

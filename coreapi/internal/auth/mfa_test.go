@@ -1512,3 +1512,89 @@ func TestRecoveryCodesHashedPerAccount(t *testing.T) {
 	wantStatus(t, "a legacy code again", e.mfaOTP(t, e.challenge(t, email), codes[0]), http.StatusBadRequest, "invalid_grant")
 	wantStatus(t, "a code of the new form", e.mfaOTP(t, e.challenge(t, email), codes[1]), http.StatusOK, "")
 }
+
+// TestSweepChallengesBesideARevocation: the sweep of expired sign-in
+// challenges passes over the challenges another transaction holds, so it
+// cannot deadlock with the end of a user's sessions and pending sign-ins
+// (RevokeAll: a password change or reset, a global logout, a factor
+// enabled or reset), which reaches them by user, while the sweep took them
+// by expiry: each held a challenge the other waited for, and PostgreSQL
+// failed one of them (the password change with a 500).
+func TestSweepChallengesBesideARevocation(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	ten := e.SeedTenant(t, "Acme")
+	uid := e.SeedUser(t, "ada@example.test", "Ada")
+	other := e.SeedUser(t, "bob@example.test", "Bob")
+	// Two expired challenges of Ada's, the one that expired last written
+	// first.
+	later, sooner := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	for _, c := range []struct {
+		hash []byte
+		ago  string
+	}{{later, "10 minutes"}, {sooner, "20 minutes"}} {
+		if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at)
+VALUES ($1, $2, $3, now() - $4::interval)`, c.hash, uid, ten.ID, c.ago); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Live challenges enough of another user's that each statement reads
+	// its rows through its index, as on a server: the sweep by expiry, the
+	// revocation by user.
+	if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at)
+SELECT sha256(i::text::bytea), $1, $2, now() + interval '5 minutes' FROM generate_series(1, 5000) i`, other, ten.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.DB.Pool.Exec(ctx, `ANALYZE mfa_challenges`); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM mfa_challenges WHERE token_hash = $1 FOR UPDATE`, later); err != nil {
+		t.Fatal(err)
+	}
+	revoked := make(chan error, 1)
+	go func() {
+		revoked <- pgx.BeginFunc(ctx, e.DB.Pool, func(tx pgx.Tx) error {
+			_, err := e.svc.Sessions().RevokeAll(ctx, tx, uid, "", sessions.ReasonPasswordChange)
+			return err
+		})
+	}()
+	e.DB.WaitForLockWaiters(t, 1)
+	swept := make(chan error, 1)
+	go func() {
+		_, err := e.svc.SweepChallenges(ctx)
+		swept <- err
+	}()
+	var sweepErr error
+	sweepDone := false
+	for deadline := time.Now().Add(10 * time.Second); !sweepDone && e.count(t, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`) < 2; time.Sleep(5 * time.Millisecond) {
+		select {
+		case sweepErr = <-swept:
+			sweepDone = true
+		default:
+		}
+		if !sweepDone && time.Now().After(deadline) {
+			t.Fatal("the sweep neither ended nor waits")
+		}
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !sweepDone {
+		sweepErr = <-swept
+	}
+	if sweepErr != nil {
+		t.Errorf("SweepChallenges beside a revocation = %v", sweepErr)
+	}
+	if err := <-revoked; err != nil {
+		t.Errorf("RevokeAll beside the sweep = %v", err)
+	}
+	if n := e.count(t, `SELECT count(*) FROM mfa_challenges WHERE user_id = $1`, uid); n != 0 {
+		t.Errorf("%d challenges of Ada's left, want 0", n)
+	}
+}
