@@ -1031,6 +1031,7 @@ type auditedMember struct {
 // secrets, by serviceaccounts.Store.Delete.
 func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Actor) error {
 	const q = `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`
+	const qLockAccount = `SELECT 1 FROM users WHERE id = $1 FOR SHARE`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		t, err := s.lockTarget(ctx, tx, tenantID, userID, &a)
 		if err != nil {
@@ -1044,6 +1045,15 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		}
 		if t.owner && t.status == identity.StatusActive && !t.otherOwner {
 			return ErrLastOwner
+		}
+		// The account's row before its sessions, as a password change or
+		// reset, a sign-out everywhere and a factor's confirmation take
+		// them: the change holds the row and ends the other sessions
+		// before the one it keeps, so ending them here without the row
+		// waited for the change while it waited for this (a deadlock, one
+		// of them a 500).
+		if _, err := tx.Exec(ctx, qLockAccount, userID); err != nil {
+			return fmt.Errorf("lock account: %w", err)
 		}
 		// Before the membership's row is deleted: an accept of one of
 		// these, holding the invitation, then finds the member still
