@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
@@ -2277,5 +2278,103 @@ func TestPasswordChecksLimitedPerClient(t *testing.T) {
 	if n := e.count(t, `SELECT coalesce(sum(hits), 0)::int FROM rate_limits WHERE key = $1`,
 		ratelimit.Key("password-check", ratelimit.ClientKey(other))); n != 2 {
 		t.Errorf("checks counted for a client refused by its failures' budget: %d, want 2", n)
+	}
+}
+
+// TestSweepHandoversBesideTheSessionsSweep: the sweep of expired hand-over
+// codes passes over the codes another transaction holds, so it cannot
+// deadlock with the sweep of ended sessions, whose cascade deletes the
+// codes of each session it deletes, session after session, while the
+// hand-over sweep took them by expiry: each held a code the other waited
+// for, and PostgreSQL failed one of them.
+func TestSweepHandoversBesideTheSessionsSweep(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	ten := e.SeedTenant(t, "Acme")
+	uid := e.SeedUser(t, "ada@example.test", "Ada")
+	// Two sessions revoked long ago, the one revoked first written first,
+	// and a live one.
+	var first, second, live string
+	for _, s := range []struct {
+		id      *string
+		revoked string // how long ago ("": live)
+	}{{&first, "3 hours"}, {&second, "2 hours"}, {&live, ""}} {
+		if err := e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at, revoked_at)
+VALUES ($1, $2, now() + interval '1 day', now() - NULLIF($3, '')::interval) RETURNING id::text`, uid, ten.ID, s.revoked).Scan(s.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Expired codes, by expiry (and in the table's order): the second
+	// session's, the live one's, the first session's.
+	ofSecond, ofLive, ofFirst := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 32)
+	for _, h := range []struct {
+		hash    []byte
+		session string
+		ago     string
+	}{{ofSecond, second, "30 minutes"}, {ofLive, live, "20 minutes"}, {ofFirst, first, "10 minutes"}} {
+		if _, err := e.DB.Pool.Exec(ctx, `INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at)
+VALUES ($1, $2, $3, now() - $4::interval)`, h.hash, uid, h.session, h.ago); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM oauth_handovers WHERE code_hash = $1 FOR UPDATE`, ofLive); err != nil {
+		t.Fatal(err)
+	}
+	// waitOrDone waits until n sessions wait on a lock or done answers.
+	waitOrDone := func(n int, done <-chan error) (error, bool) {
+		for deadline := time.Now().Add(10 * time.Second); e.count(t, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`) < n; time.Sleep(5 * time.Millisecond) {
+			select {
+			case err := <-done:
+				return err, true
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the sweep neither ended nor waits")
+			}
+		}
+		return nil, false
+	}
+	codes := make(chan error, 1)
+	go func() {
+		_, err := e.svc.SweepHandovers(ctx)
+		codes <- err
+	}()
+	codesErr, codesDone := waitOrDone(1, codes)
+	swept := make(chan error, 1)
+	go func() {
+		_, err := e.svc.Sessions().Sweep(ctx, time.Hour)
+		swept <- err
+	}()
+	n := 2
+	if codesDone {
+		n = 1
+	}
+	sweptErr, sweptDone := waitOrDone(n, swept)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !codesDone {
+		codesErr = <-codes
+	}
+	if !sweptDone {
+		sweptErr = <-swept
+	}
+	if codesErr != nil {
+		t.Errorf("SweepHandovers beside the sessions sweep = %v", codesErr)
+	}
+	if sweptErr != nil {
+		t.Errorf("sessions sweep beside SweepHandovers = %v", sweptErr)
+	}
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, uid); n != 1 {
+		t.Errorf("%d sessions left, want the live one", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM oauth_handovers WHERE session_id IN ($1, $2)`, first, second); n != 0 {
+		t.Errorf("%d codes of the swept sessions left, want 0", n)
 	}
 }

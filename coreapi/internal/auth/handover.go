@@ -164,9 +164,17 @@ func verifierMatches(verifier, challenge string) bool {
 	return subtle.ConstantTimeCompare([]byte(oauth2.S256ChallengeFromVerifier(verifier)), []byte(challenge)) == 1
 }
 
-// SweepHandovers deletes expired hand-over codes.
+// SweepHandovers deletes expired hand-over codes. It skips the codes
+// another transaction holds: the sweep of ended sessions (sessions.Store.
+// Sweep) deletes them by session, through its cascade, and a sweep
+// deleting them by expiry could hold one while waiting for another the
+// sessions sweep held (a deadlock PostgreSQL ended by failing one of
+// them). A code skipped is taken next time.
 func (s *Service) SweepHandovers(ctx context.Context) (int64, error) {
-	const q = `DELETE FROM oauth_handovers WHERE expires_at < now()`
+	const q = `
+DELETE FROM oauth_handovers WHERE code_hash IN (
+    SELECT code_hash FROM oauth_handovers WHERE expires_at < now()
+    FOR UPDATE SKIP LOCKED)`
 	tag, err := s.pool.Exec(ctx, q)
 	if err != nil {
 		return 0, fmt.Errorf("sweep hand-over codes: %w", err)
