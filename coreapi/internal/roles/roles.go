@@ -442,10 +442,14 @@ RETURNING ` + roleCols
 		if r, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role]); err != nil {
 			return mapErr(err)
 		}
+		changed := !slices.Equal(r.Permissions, stored)
 		s.effective(&r)
-		// Holders' projections carry the role's name and permissions.
+		// Holders' projections carry the role's name and permissions: a
+		// change of the stored ones is announced even when this catalog
+		// shows none, as a replica with another catalog (a rollout) may
+		// declare a permission this one drops, and grant it.
 		var announce []outbox.Row
-		if r.Name != old.Name || !slices.Equal(r.Permissions, old.Permissions) {
+		if r.Name != old.Name || changed {
 			announce = append(announce, outbox.Row{Subject: invalidation.TenantSubject(tenantID), Reason: invalidation.ReasonRoleUpdated})
 		}
 		// The row says what changed, as user.email_changed does: the
