@@ -69,6 +69,9 @@ var (
 func New(v *verify.Verifier) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		get := func(name string) string { return c.Get(name) }
+		if c.App().Config().DisableHeaderNormalizing {
+			get = func(name string) string { return anyCase(c, name) }
+		}
 		if !verify.Signed(get) {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMissing)
 			return write(c, errUnsigned)
@@ -131,6 +134,21 @@ func repeated(c *fiber.Ctx) bool {
 		}
 		return n
 	})
+}
+
+// anyCase is c.Get of an app that keeps header names as sent
+// (DisableHeaderNormalizing), whose Peek finds a name in the spelling
+// asked for only: the value of the first line of name in any letter case,
+// as every other reader of the request reads it ("" when there is none).
+// Read in its canonical spelling only, a signed header sent as
+// "x-auth-roles" was verified as absent.
+func anyCase(c *fiber.Ctx, name string) string {
+	for k, v := range c.Request().Header.All() {
+		if bytes.EqualFold(k, []byte(name)) {
+			return string(v)
+		}
+	}
+	return ""
 }
 
 // readBody returns the body as sent: c.Body() would decode a

@@ -707,3 +707,50 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestSignedHeaderInOtherCase: an app with DisableHeaderNormalizing keeps
+// header names as sent, but a header's name is the same in any letter
+// case, to the net/http middleware, to Node and to every other reader of
+// the request. A signed header sent once, in another spelling than the
+// canonical one, is read: a role added as "x-auth-roles" to a request
+// signed without roles breaks the signature (read as empty, it passed,
+// while the app's own lookup in that spelling read "admin"), and a request
+// whose every name is in lower case (as an HTTP/2 hop writes them)
+// verifies.
+func TestSignedHeaderInOtherCase(t *testing.T) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, DisableHeaderNormalizing: true})
+	app.Use(fiberid.New(v))
+	app.Post("/echo", func(c *fiber.Ctx) error {
+		return c.SendString(strings.Join(fiberid.MustFrom(c).Roles, ","))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	const body = "hello"
+	key := identity.Identity{Principal: identity.PrincipalAPIKey, UserID: "user-bob", TenantID: "tenant-1", Permissions: []string{"notes:read"}}
+	sign := func(id identity.Identity) *http.Request {
+		return req(t, signer(t, appKey), id, time.Now(), "POST", "http://app/echo", body)
+	}
+	if status, b := rawChunked(t, ln.Addr().String(), sign(key), nil, body, nil); status != 200 || b != "" {
+		t.Fatalf("baseline: %d %s", status, b)
+	}
+	if status, b := rawChunked(t, ln.Addr().String(), sign(key), []string{"x-auth-roles: admin"}, body, nil); status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
+		t.Errorf("a role the proxy did not sign, as x-auth-roles: %d %s, want 401", status, b)
+	}
+	r := sign(bob)
+	var lower []string
+	for name := range r.Header {
+		lower = append(lower, strings.ToLower(name)+": "+r.Header.Get(name))
+	}
+	r.Header = http.Header{}
+	if status, b := rawChunked(t, ln.Addr().String(), r, lower, body, nil); status != 200 || b != "member" {
+		t.Errorf("every name in lower case: %d %s, want 200 member", status, b)
+	}
+}
