@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
@@ -1485,33 +1486,17 @@ func TestSweepBesideARevocation(t *testing.T) {
 			t.Fatal("the revocation is not waiting for the key held")
 		}
 	}
-	swept := make(chan error, 1)
-	go func() {
+	swept := dbtest.AnsweredOrWaitingFor(t, x.DB, 2, func() error {
 		_, err := x.svc.Store().Sweep(ctx, apikeys.SweepKeep)
-		swept <- err
-	}()
-	var sweepErr error
-	sweepDone := false
-	for deadline := time.Now().Add(10 * time.Second); !sweepDone && waiters() < 2; time.Sleep(10 * time.Millisecond) {
-		select {
-		case sweepErr = <-swept:
-			sweepDone = true
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sweep neither ended nor waits")
-		}
-	}
+		return err
+	})
 	if err := hold.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-revoked; err != nil {
 		t.Errorf("RevokeUserKeys beside the sweep = %v", err)
 	}
-	if !sweepDone {
-		sweepErr = <-swept
-	}
-	if sweepErr != nil {
+	if sweepErr := swept(); sweepErr != nil {
 		t.Errorf("Sweep beside a revocation = %v", sweepErr)
 	}
 	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`, admin.UserID); n != 0 {

@@ -1564,31 +1564,14 @@ SELECT sha256(i::text::bytea), $1, $2, now() + interval '5 minutes' FROM generat
 		})
 	}()
 	e.DB.WaitForLockWaiters(t, 1)
-	swept := make(chan error, 1)
-	go func() {
+	swept := dbtest.AnsweredOrWaitingFor(t, e.DB, 2, func() error {
 		_, err := e.svc.SweepChallenges(ctx)
-		swept <- err
-	}()
-	var sweepErr error
-	sweepDone := false
-	for deadline := time.Now().Add(10 * time.Second); !sweepDone && e.count(t, `SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'`) < 2; time.Sleep(5 * time.Millisecond) {
-		select {
-		case sweepErr = <-swept:
-			sweepDone = true
-		default:
-		}
-		if !sweepDone && time.Now().After(deadline) {
-			t.Fatal("the sweep neither ended nor waits")
-		}
-	}
+		return err
+	})
 	if err := hold.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !sweepDone {
-		sweepErr = <-swept
-	}
-	if sweepErr != nil {
+	if sweepErr := swept(); sweepErr != nil {
 		t.Errorf("SweepChallenges beside a revocation = %v", sweepErr)
 	}
 	if err := <-revoked; err != nil {

@@ -95,16 +95,29 @@ func (d *DB) WaitForLockWaiters(t testing.TB, n int) {
 // (after the test released what it holds).
 func AnsweredOrWaiting[T any](t testing.TB, d *DB, send func() T) func() T {
 	t.Helper()
+	return AnsweredOrWaitingFor(t, d, 1, send)
+}
+
+// AnsweredOrWaitingFor is AnsweredOrWaiting returning once send has
+// returned or at least n sessions wait on a lock (for a test that has
+// queued n-1 behind what it holds already), failing the test when
+// neither happens within 10 s.
+func AnsweredOrWaitingFor[T any](t testing.TB, d *DB, n int, send func() T) func() T {
+	t.Helper()
 	done := make(chan T, 1)
 	go func() { done <- send() }()
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
 		case r := <-done:
 			return func() T { return r }
 		default:
 		}
-		if d.lockWaiters(t) > 0 {
+		if d.lockWaiters(t) >= n {
 			return func() T { return <-done }
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("neither answered nor waiting on a lock (%d sessions wait, want %d)", d.lockWaiters(t), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

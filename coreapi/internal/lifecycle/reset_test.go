@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
@@ -688,38 +689,14 @@ SELECT sha256(i::text::bytea), 'verify_email', $1, 'bob@example.test', now() + i
 		})
 	}()
 	x.DB.WaitForLockWaiters(t, 1)
-	swept := make(chan error, 1)
-	go func() {
+	swept := dbtest.AnsweredOrWaitingFor(t, x.DB, 2, func() error {
 		_, err := x.lc.Sweep(ctx)
-		swept <- err
-	}()
-	var sweepErr error
-	sweepDone := false
-	for deadline := time.Now().Add(10 * time.Second); !sweepDone; time.Sleep(5 * time.Millisecond) {
-		var w int
-		if err := x.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err != nil {
-			t.Fatal(err)
-		}
-		if w >= 2 {
-			break
-		}
-		select {
-		case sweepErr = <-swept:
-			sweepDone = true
-		default:
-		}
-		if !sweepDone && time.Now().After(deadline) {
-			t.Fatal("the sweep neither ended nor waits")
-		}
-	}
+		return err
+	})
 	if err := hold.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !sweepDone {
-		sweepErr = <-swept
-	}
-	if sweepErr != nil {
+	if sweepErr := swept(); sweepErr != nil {
 		t.Errorf("Sweep beside a revocation = %v", sweepErr)
 	}
 	if err := <-revoked; err != nil {
