@@ -226,6 +226,31 @@ func TestAPIKeyRefused(t *testing.T) {
 	}
 }
 
+// TestAPIKeyBesideASecondAuthorizationField: X-API-Key is refused beside an
+// Authorization field with a value wherever it stands, also after an empty
+// one: the key was taken, and the bearer of the second field (another
+// user's token) dropped unseen, as if the request held one credential.
+func TestAPIKeyBesideASecondAuthorizationField(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n  - {prefix: /opt, upstream: notes, access: optional}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	jwt := e.token(nil)
+	for _, path := range []string{"/notes", "/opt"} {
+		for _, fields := range []string{
+			"Authorization: \r\nAuthorization: Bearer " + jwt,
+			"Authorization: \r\nAuthorization: Basic dTpw",
+		} {
+			e.reset()
+			r := e.raw("GET " + path + " HTTP/1.1\r\nHost: x\r\nX-API-Key: " + secret + "\r\n" + fields + "\r\nConnection: close\r\n\r\n")
+			e.wantKeyProblem(r, 400, problem.CodeAmbiguousCredentials, "not both")
+			e.wantNothingForwarded()
+		}
+	}
+	// An empty Authorization field alone carries no credential: the key
+	// goes on.
+	e.wantStatus(e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nX-API-Key: "+secret+"\r\nAuthorization: \r\nConnection: close\r\n\r\n"), 200)
+	e.wantKeyIdentity(e.up, "app-notes", "tenant:read")
+}
+
 // TestAPIKeyWrongSecret: wrong secrets are refused (a warm key: without a
 // fetch), counted, and after DefaultAPIKeyFailures from one client IP that
 // IP gets 429 for the key, the right secret included; another IP still

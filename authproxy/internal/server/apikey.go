@@ -111,7 +111,13 @@ func (s *Server) apiKeyHeader(h *fasthttp.RequestHeader, st *state) error {
 	} else {
 		st.xkey = append(st.xkey, v[:apikey.Len+1]...)
 	}
-	if n > 1 || len(h.Peek(fiber.HeaderAuthorization)) > 0 {
+	// Every Authorization field: the first may be empty and a later one
+	// hold a bearer.
+	ambiguous := n > 1
+	for _, a := range h.PeekAll(fiber.HeaderAuthorization) {
+		ambiguous = ambiguous || len(a) > 0
+	}
+	if ambiguous {
 		st.outcome = "ambiguous_credentials"
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("ambiguous").Inc()
 		return errKeyAmbiguous
