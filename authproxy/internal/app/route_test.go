@@ -11,11 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -642,6 +644,70 @@ func TestCaseVariantOfAPrefixRefused(t *testing.T) {
 		e.wantStatus(e.do("GET", "/notes/1/ATTACHMENTS", tok, nil), 200)
 		e.wantSignedAt(e.up, testenv.AppKey.ID)
 		e.wantStatus(e.do("GET", "/Other/Path", "", nil), 200)
+	})
+}
+
+// Routers that ignore case as Unicode does (Python's re.IGNORECASE, as in
+// Django's "(?i)" patterns; Java's String.equalsIgnoreCase and Spring's
+// PathPattern when not case sensitive; Windows file names) take four
+// letters outside ASCII for ASCII ones: "ı" (U+0131) and "İ" (U+0130) for
+// i, "ſ" (U+017F) for s, the Kelvin sign (U+212A) for k. A path spelling a
+// prefix with one of them is that prefix to such an app, so it is refused
+// as another case of the prefix is, never sent to a shorter prefix's route.
+func TestUnicodeCaseVariantOfAPrefixRefused(t *testing.T) {
+	prefixes := []string{"/notes/public", "/admin", "/notes", "/keys", "/"}
+	// How such an app reads a path: unescaped, each character of a
+	// prefix matching one equal to it in upper or in lower case.
+	readAs := func(path string) string {
+		p, err := url.PathUnescape(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fold := func(r rune) rune { return unicode.ToLower(unicode.ToUpper(r)) }
+		for _, pre := range prefixes {
+			rs, ps := []rune(p), []rune(pre)
+			if pre == "/" || len(rs) < len(ps) || len(rs) > len(ps) && rs[len(ps)] != '/' {
+				continue
+			}
+			same := true
+			for i := range ps {
+				same = same && (rs[i] == ps[i] || fold(rs[i]) == fold(ps[i]))
+			}
+			if same {
+				return pre
+			}
+		}
+		return "/"
+	}
+	e := start(t, envOpt{rules: appUpstream + "routes:\n" +
+		"  - {prefix: /admin, upstream: notes, access: protected}\n" +
+		"  - {prefix: /keys, upstream: notes, access: protected}\n" +
+		"  - {prefix: /notes, upstream: notes, access: protected}\n" +
+		"  - {prefix: /notes/public, upstream: notes, access: public}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	for _, tc := range []struct{ path, app string }{
+		{"/adm%C4%B1n", "/admin"},
+		{"/adm%c4%b0n/x", "/admin"},
+		{"/%E2%84%AAeys/1", "/keys"},
+		{"/note%C5%BF/1", "/notes"},
+		{"/note\xc5\xbf", "/notes"},
+		{"/notes/publ%C4%B1c/1", "/notes/public"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			if p := readAs(tc.path); p != tc.app {
+				t.Fatalf("such an app reads %s under %s, want %s", tc.path, p, tc.app)
+			}
+			e := e.with(t)
+			e.reset()
+			e.wantProblem(e.raw("GET "+tc.path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 404, problem.CodeNotFound)
+			e.wantNothingForwarded()
+		})
+	}
+	t.Run("other letters pass", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.raw("GET /d%C4%B1%C5%9F/admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200)
+		e.wantAnonymousAt(e.up, testenv.AppKey.ID)
 	})
 }
 

@@ -19,6 +19,8 @@ func FuzzParse(f *testing.F) {
 		{notesFile, "/Reports/x"},
 		{notesFile, "/reports/x"},
 		{notesFile, "/notes-admin"},
+		{notesFile, "/note%C5%BF/1"},
+		{ups + "routes: [{prefix: '/adm%C4%B1n', upstream: notes, access: protected}, {prefix: /admin/x, upstream: notes, access: public}, {prefix: /, upstream: notes, access: public}]", "/admin/x/y"},
 		{notesFile, "/notes/publicity"},
 		{notesFile, "/INTERNAL/x"},
 		{ups + "routes: [{prefix: '/caf%C3%A9/~menu', upstream: notes, access: protected}, {prefix: /, upstream: notes, access: public}]", "/caf%C3%A9/~menu/x"},
@@ -73,12 +75,12 @@ func FuzzParse(f *testing.F) {
 		g, _ := tb.Match([]byte(path), make([]byte, 0, 4))
 		want := ""
 		for _, p := range prefixes {
-			lp, lpath := strings.ToLower(p), strings.ToLower(path)
-			if (p == "/" && strings.HasPrefix(path, "/") || lpath == lp || strings.HasPrefix(lpath, lp+"/")) && len(p) > len(want) {
+			lp, lpath := foldKey(p), foldKey(path)
+			if (p == "/" && strings.HasPrefix(path, "/") || lpath == lp || strings.HasPrefix(lpath, lp+"/")) && len(lp) > len(foldKey(want)) {
 				want = p
 			}
 		}
-		if IsInternal([]byte(path)) || want != "" && !strings.HasPrefix(path, want) {
+		if IsInternal([]byte(foldKey(path))) || want != "" && !strings.HasPrefix(path, want) {
 			want = "" // refused: internal, or the prefix spelled in another case
 		}
 		switch {

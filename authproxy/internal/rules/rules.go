@@ -16,6 +16,7 @@
 package rules
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -652,7 +653,7 @@ func Compile(f File, env Env) (*Table, error) {
 
 // add puts r into its prefix group, refusing exact duplicates.
 func (t *Table) add(r *Route, where string) error {
-	key := strings.ToLower(r.Prefix)
+	key := foldKey(r.Prefix)
 	g := t.groups[key]
 	if g == nil {
 		g = &Group{Prefix: r.Prefix, upper: key != r.Prefix}
@@ -865,10 +866,14 @@ func IsInternal(path []byte) bool {
 // matching prefix it spells in another case than the route's is refused
 // (nil) too: an upstream that compares case (Go's ServeMux, Python's
 // frameworks, Spring) reads "/notes/PUBLIC" under its "/notes/" handler,
-// not under the route "/notes/public".
+// not under the route "/notes/public". The letters outside ASCII that
+// some upstreams read as ASCII ones (unicodeFolds) count as those.
 func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	if IsInternal(path) {
 		return nil, scratch
+	}
+	if hasUnicodeFold(path) {
+		return t.matchFolded(path), scratch
 	}
 	// No prefix is longer than maxLen: only that much (and the byte after
 	// it, to see a segment boundary) needs lower-casing.
@@ -883,10 +888,67 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 		}
 	}
 	g := t.match(lp, len(path))
-	if g != nil && (lowered || g.upper) && string(path[:len(g.Prefix)]) != g.Prefix {
+	if g != nil && (lowered || g.upper) && !spells(path, g.Prefix) {
 		return nil, scratch
 	}
 	return g, scratch
+}
+
+// unicodeFolds are the letters outside ASCII, percent-encoded as pathnorm
+// writes them, that upstreams ignoring case as Unicode does (Python's
+// re.IGNORECASE, as in Django's "(?i)" patterns; Java's
+// String.equalsIgnoreCase and Spring's PathPattern when not case
+// sensitive; Windows file names) read as ASCII letters: "İ" (U+0130) and
+// "ı" (U+0131) as i, "ſ" (U+017F) as s, the Kelvin sign (U+212A) as k.
+// Such an app reads "/adm%C4%B1n" as /admin.
+var unicodeFolds = [...]struct{ esc, ascii string }{
+	{"%C4%B0", "i"}, {"%C4%B1", "i"}, {"%C5%BF", "s"}, {"%E2%84%AA", "k"},
+}
+
+// foldKey is the key a prefix or path is looked up by: in lower case, the
+// letters of unicodeFolds as their ASCII ones.
+func foldKey(p string) string {
+	for _, f := range unicodeFolds {
+		p = strings.ReplaceAll(p, f.esc, f.ascii)
+	}
+	return strings.ToLower(p)
+}
+
+// hasUnicodeFold reports whether the normalized path holds a letter of
+// unicodeFolds.
+func hasUnicodeFold(path []byte) bool {
+	if bytes.IndexByte(path, '%') < 0 {
+		return false
+	}
+	for _, f := range unicodeFolds {
+		if bytes.Contains(path, []byte(f.esc)) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchFolded is Match for a path holding a letter of unicodeFolds: the
+// group of the longest prefix the path is under with those letters read as
+// ASCII ones, nil unless the path spells that prefix as the route does.
+// Out of line: rare.
+//
+//go:noinline
+func (t *Table) matchFolded(path []byte) *Group {
+	lp := []byte(foldKey(string(path)))
+	if IsInternal(lp) {
+		return nil
+	}
+	g := t.match(lp, len(lp))
+	if g != nil && !spells(path, g.Prefix) {
+		return nil
+	}
+	return g
+}
+
+// spells reports whether path starts with prefix, byte for byte.
+func spells(path []byte, prefix string) bool {
+	return len(path) >= len(prefix) && string(path[:len(prefix)]) == prefix
 }
 
 // match is Match on the lower-cased lp, the start of a path of n bytes.
