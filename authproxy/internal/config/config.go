@@ -330,6 +330,12 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 			p.fail("TRUSTED_PROXY_CIDRS", s, "want CIDRs like 10.0.0.0/8")
 			continue
 		}
+		// The proxy compares peers and X-Forwarded-For hops in their
+		// IPv4 form: an IPv4-mapped prefix (::ffff:10.0.0.0/104) is the
+		// IPv4 one it names, else it would match nothing.
+		if pf.Addr().Is4In6() && pf.Bits() >= 96 {
+			pf = netip.PrefixFrom(pf.Addr().Unmap(), pf.Bits()-96)
+		}
 		c.TrustedCIDRs = append(c.TrustedCIDRs, pf.Masked())
 		cidrs = append(cidrs, pf.Masked().String())
 		if pf.Bits() == 0 {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -647,5 +648,28 @@ func TestStreamDrainLongerThanShutdown(t *testing.T) {
 	c, err = Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "STREAM_DRAIN_TIMEOUT": "5s", "SHUTDOWN_TIMEOUT": "15s"}))
 	if err != nil || len(c.Warnings) != 0 {
 		t.Errorf("shorter drain: warnings %q, %v; want none", c.Warnings, err)
+	}
+}
+
+// A CIDR written in its IPv4-mapped IPv6 form (::ffff:10.0.0.0/104, as a
+// dual-stack host's tools print an IPv4 peer) covers the IPv4 addresses
+// it names: the proxy compares peers and X-Forwarded-For hops as IPv4.
+func TestTrustedProxyCIDRsMappedIPv4(t *testing.T) {
+	c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "TRUSTED_PROXY_CIDRS": "::ffff:10.0.0.0/104, ::ffff:192.168.1.7/128"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"10.1.2.3", "192.168.1.7"} {
+		ip := netip.MustParseAddr(a)
+		found := false
+		for _, p := range c.TrustedCIDRs {
+			found = found || p.Contains(ip)
+		}
+		if !found {
+			t.Errorf("TRUSTED_PROXY_CIDRS %v does not cover %s", c.TrustedCIDRs, a)
+		}
+	}
+	if got := c.String(); !strings.Contains(got, "TRUSTED_PROXY_CIDRS=10.0.0.0/8,192.168.1.7/32\n") {
+		t.Errorf("printout:\n%s", got)
 	}
 }
