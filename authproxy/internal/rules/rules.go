@@ -514,7 +514,8 @@ func jsonFields(t reflect.Type) []string {
 // methods is any method and for permissions and require_* is nothing
 // asked; and a field name is matched ignoring case, so "Require_MFA:
 // false" beside "require_mfa: true" would be a duplicate that one of
-// them silently wins.
+// them silently wins. A max_body_bytes of 0 reads as one left out too
+// (MAX_BODY_BYTES), neither no body nor no limit.
 func writtenFields(probe map[string]any) []error {
 	var errs []error
 	check := func(where string, m map[string]any, fields []string) {
@@ -545,6 +546,9 @@ func writtenFields(probe map[string]any) []error {
 			if r, ok := r.(map[string]any); ok {
 				prefix, _ := r["prefix"].(string)
 				check(fmt.Sprintf("route %d (%s): ", i+1, prefix), r, routeFields)
+				if n, ok := r["max_body_bytes"].(float64); ok && n == 0 {
+					errs = append(errs, fmt.Errorf("route %d (%s): max_body_bytes 0: want 1 to %d (leave it out for MAX_BODY_BYTES)", i+1, prefix, MaxRouteBodyBytes))
+				}
 			}
 		}
 	}

@@ -528,3 +528,18 @@ func TestUpstreamURLCredentialsNotShown(t *testing.T) {
 		t.Errorf("userinfo: %v, want it masked and named", err)
 	}
 }
+
+// max_body_bytes: 0 is no limit of 1 to 1 GiB: read as left out, a route
+// meant to take no body (or any) would take MAX_BODY_BYTES.
+func TestMaxBodyBytesZeroRefused(t *testing.T) {
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\n"
+	for _, v := range []string{"0", "0.0", "-0"} {
+		_, err := Parse([]byte(ups+"routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: "+v+"}]"), testEnv)
+		if err == nil || !strings.Contains(err.Error(), "route 1 (/a): max_body_bytes 0: want 1 to 1073741824") {
+			t.Errorf("max_body_bytes: %s: Parse = %v, want refused", v, err)
+		}
+	}
+	if _, err := Parse([]byte(ups+"routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: 1}]"), testEnv); err != nil {
+		t.Fatal(err)
+	}
+}
