@@ -584,9 +584,14 @@ func (p *parser) corsOrigins() []string {
 			p.fail("CORS_ALLOWED_ORIGINS", envconfig.ProblemURL(o), "the host must be written in ASCII as browsers send it in Origin (an internationalized name in its xn-- form)")
 			continue
 		}
-		host := strings.ToLower(u.Host)
-		if (u.Scheme == "https" && u.Port() == "443") || (u.Scheme == "http" && u.Port() == "80") {
-			host = strings.ToLower(u.Hostname())
+		// As browsers send it: an IPv6 address in brackets and in its
+		// shortest form, no default port.
+		host := strings.ToLower(u.Hostname())
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+			host = "[" + ip.String() + "]"
+		}
+		if port := u.Port(); port != "" && !(u.Scheme == "https" && port == "443") && !(u.Scheme == "http" && port == "80") {
+			host += ":" + port
 		}
 		out = append(out, u.Scheme+"://"+host)
 	}

@@ -195,6 +195,28 @@ func TestCORSOrigins(t *testing.T) {
 	}
 }
 
+// TestCORSOriginsIPv6: an origin on an IPv6 address is kept as browsers
+// send it in Origin (RFC 6454, the URL standard): in brackets, in its
+// shortest lower-case form, without its scheme's default port.
+func TestCORSOriginsIPv6(t *testing.T) {
+	for origins, want := range map[string]string{
+		"http://[::1]:80":                    "http://[::1]",
+		"https://[2001:DB8::1]:443":          "https://[2001:db8::1]",
+		"https://[2001:db8:0:0:0:0:0:1]":     "https://[2001:db8::1]",
+		"http://[2001:db8:0:0:0:0:0:1]:8080": "http://[2001:db8::1]:8080",
+		"http://[::1]:3000":                  "http://[::1]:3000",
+	} {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "CORS_ALLOWED_ORIGINS": origins}))
+		if err != nil {
+			t.Errorf("%q: %v", origins, err)
+			continue
+		}
+		if got := strings.Join(c.CORSOrigins, ","); got != want {
+			t.Errorf("%q: origins %q, want %q", origins, got, want)
+		}
+	}
+}
+
 // TestCORSHeaderNames: the extra allowed and exposed headers are header
 // names, kept as written, without the built-in ones or repeats.
 func TestCORSHeaderNames(t *testing.T) {
