@@ -72,3 +72,28 @@ func TestKeysChangedEvent(t *testing.T) {
 		return nil
 	})
 }
+
+// TestUnknownKidWhileKeySetUnreachable: a token of a key the proxy does
+// not hold yet, while coreapi's key set cannot be fetched, is 503 with
+// Retry-After (whether the key is coreapi's new one cannot be known), not
+// only for the request whose refetch failed but for those that follow
+// within the refetch cooldown, which try no fetch of their own; once the
+// set is fetched again the token is served.
+func TestUnknownKidWhileKeySetUnreachable(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"JWKS_REFETCH_COOLDOWN": "1m", "JWKS_REFRESH_INTERVAL": "1h"}})
+	next := testenv.NewKey(t, "20260201T000000Z-0000bbbb", jwa.EdDSA)
+	tok := testenv.Sign(t, next, testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+	e.core.SetJWKSStatus(500)
+	e.clock.Advance(2 * time.Minute) // past the cooldown of the start's fetch
+	for i := range 3 {
+		r := e.do("GET", "/api/v1/users/me", tok, nil)
+		if r.status != 503 || r.prob.Code != problem.CodeUpstreamDown || r.header.Get("Retry-After") == "" {
+			t.Fatalf("request %d: status %d, code %q, Retry-After %q; want 503, %s and Retry-After",
+				i, r.status, r.prob.Code, r.header.Get("Retry-After"), problem.CodeUpstreamDown)
+		}
+	}
+	e.core.SetJWKSStatus(200)
+	e.core.Publish(e.key, next)
+	e.clock.Advance(2 * time.Minute) // the cooldown is over
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+}

@@ -47,6 +47,10 @@ var (
 	ErrRedirect = errors.New("jwks: the key set URL redirects; redirects are not followed")
 )
 
+// errLastFetchFailed: an unknown kid within the refetch cooldown, the
+// last fetch having failed.
+var errLastFetchFailed = errors.New("jwks: the last fetch failed; the next one is due after the refetch cooldown")
+
 // maxBody bounds a JWKS response.
 const maxBody = 1 << 20
 
@@ -102,6 +106,9 @@ type Client struct {
 	m     *metrics.Metrics
 	cur   atomic.Pointer[Set]
 	last  atomic.Int64 // unix nanos of the last fetch attempt
+	// failed: the last fetch that ended failed, so the current set may
+	// lack a key coreapi serves now (see Lookup).
+	failed atomic.Bool
 	// started numbers fetches; stored is the number of the fetch whose
 	// set is current. A fetch that started before another but finished
 	// after it must not put back the older set.
@@ -186,7 +193,9 @@ func ValidKid(kid string) bool {
 }
 
 // Lookup returns the key for kid. An unknown kid triggers one refetch,
-// shared by all concurrent callers and at most once per cooldown.
+// shared by all concurrent callers and at most once per cooldown; within
+// the cooldown after a fetch that failed it is ErrNotLoaded, not
+// ErrUnknownKid.
 func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 	if !ValidKid(kid) {
 		return nil, ErrBadKid
@@ -201,6 +210,11 @@ func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 	// waits for it instead of being refused by the cooldown it started.
 	_, err, _ := c.sf.Do("refresh", func() (any, error) {
 		if c.opt.Now().Sub(time.Unix(0, c.last.Load())) < c.opt.Cooldown {
+			if c.failed.Load() {
+				// The set could not be fetched: the kid may be in the
+				// one coreapi serves now.
+				return nil, errLastFetchFailed
+			}
 			return nil, nil
 		}
 		return nil, c.fetch(context.WithoutCancel(ctx))
@@ -308,6 +322,7 @@ func (c *Client) fetch(ctx context.Context) error {
 	seq := c.started.Add(1)
 	c.last.Store(c.opt.Now().UnixNano())
 	s, err := c.download(ctx)
+	c.failed.Store(err != nil)
 	if err != nil {
 		c.m.JWKSFetches.WithLabelValues("error").Inc()
 		return err
