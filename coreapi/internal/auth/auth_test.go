@@ -1428,6 +1428,53 @@ func TestPasswordChange(t *testing.T) {
 	}
 }
 
+// TestPasswordChangeOfAnInactiveAccount: a disabled account, or one
+// disabled in the session's tenant (or of a suspended tenant), cannot
+// change its password with a bearer that a proxy which has not yet heard
+// of the change still forwards: whoever held the session and the password
+// would choose the password the account comes back with once enabled, and
+// get fresh tokens for a sign-in the password grant refuses. Nothing
+// changes: the password, the other sessions and the refresh token stand.
+func TestPasswordChangeOfAnInactiveAccount(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	tk := e.signup(t, "inactive-change@example.com", "I")
+	other := e.login(t, "inactive-change@example.com")
+	id := e.identityFor(t, tk)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := e.DB.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	change := func(newPW string) apitest.Response {
+		return e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": newPW})
+	}
+	for _, tc := range []struct {
+		name, off, on string
+	}{
+		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
+		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
+		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
+			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
+	} {
+		exec(tc.off, id.UserID)
+		wantStatus(t, "password change of a "+tc.name, change("chosen while "+tc.name), http.StatusForbidden, "user_disabled")
+		exec(tc.on, id.UserID)
+		if n := e.count(t, `SELECT token_version FROM users WHERE id = $1`, id.UserID); n != 0 {
+			t.Fatalf("%s: token version %d, want 0: the refused change moved it on", tc.name, n)
+		}
+	}
+	if r := e.refresh(t, other.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("the other session was ended by a refused change: %d %s", r.Status, r.Body)
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("the session's refresh token was reissued by a refused change: %d %s", r.Status, r.Body)
+	}
+	e.login(t, "inactive-change@example.com") // the password is the one it was
+	wantStatus(t, "password change once active", change("chosen while active"), http.StatusOK, "")
+}
+
 // TestPasswordChangeRacingReset: a change checks the current password
 // before its transaction. A reset that commits in between (the account's
 // owner locking out whoever knew the old password) must stand: the change,

@@ -113,6 +113,20 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 				return err
 			}
 		}
+		// An account that could not sign in now (disabled, disabled or
+		// removed in the session's tenant, or of a suspended tenant) is
+		// refused, as its step-up is: a proxy that has not yet heard of
+		// the change still forwards its bearer, and whoever held it would
+		// choose the password the account comes back with, and get tokens
+		// the sign-in refuses. Read with the account's row locked
+		// (SetPassword), as a disabling takes it.
+		tid := id.TenantID
+		if tok != "" {
+			tid = tenantID
+		}
+		if _, err := activeAccount(ctx, tx, id.UserID, tid); err != nil {
+			return err
+		}
 		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserPasswordChanged, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid}); err != nil {
 			return err
