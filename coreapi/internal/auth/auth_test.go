@@ -1475,6 +1475,37 @@ func TestPasswordChangeOfAnInactiveAccount(t *testing.T) {
 	wantStatus(t, "password change once active", change("chosen while active"), http.StatusOK, "")
 }
 
+// TestPasswordChangeOfAStaleSession: a session stamped with an older token
+// version than the account's (opened by a sign-in that raced a sign-out
+// everywhere or a reset, after they ended the others) is no live session:
+// its bearer, which a proxy that has not yet heard of the new version
+// still forwards, cannot change the password, and the change must not
+// stamp the session anew (its refresh token would refresh again) nor end
+// the sessions the owner opened since.
+func TestPasswordChangeOfAStaleSession(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "stale-change@example.com", "S")
+	id := e.identityFor(t, tk)
+	// What the race leaves: the version moved on and the sessions seen
+	// were revoked; this one was inserted after, under the old version.
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET token_version = token_version + 1 WHERE id = $1`, id.UserID); err != nil {
+		t.Fatal(err)
+	}
+	owner := e.login(t, "stale-change@example.com")
+	r := e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": "chosen with a stale session"})
+	apitest.WantProblem(t, r, http.StatusUnauthorized, "invalid_token")
+	if n := e.count(t, `SELECT token_version FROM users WHERE id = $1`, id.UserID); n != 1 {
+		t.Errorf("token version %d, want 1: the refused change moved it on", n)
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusBadRequest {
+		t.Errorf("refresh of the stale session after the change: %d %s, want 400", r.Status, r.Body)
+	}
+	if r := e.refresh(t, owner.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("the owner's session was ended by a refused change: %d %s", r.Status, r.Body)
+	}
+	e.login(t, "stale-change@example.com") // the password is the one it was
+}
+
 // TestPasswordChangeRacingReset: a change checks the current password
 // before its transaction. A reset that commits in between (the account's
 // owner locking out whoever knew the old password) must stand: the change,

@@ -50,6 +50,16 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	} else if err != nil {
 		return err
 	}
+	// The caller's session must be live: one stamped with an older token
+	// version than the account's (a sign-in that raced a sign-out
+	// everywhere or a reset) is ended for everything, and the reissue
+	// below would stamp it anew. A revocation committed after this check
+	// the reissue finds.
+	if err := sessions.CheckLive(ctx, s.pool, id.UserID, id.SessionID); errors.Is(err, sessions.ErrEnded) {
+		return httpapi.SessionEnded(c)
+	} else if err != nil {
+		return err
+	}
 	// The current password is a password guess like a sign-in: the same
 	// counters (address and client), reserved before the check. Accounts
 	// created through OAuth have no password: they cannot change one they
