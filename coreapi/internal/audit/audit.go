@@ -217,14 +217,15 @@ FROM audit_events
 WHERE tenant_id = $1 AND ($2::bigint = 0 OR id < $2)
 ORDER BY id DESC
 LIMIT $3`
+	// The total by a subquery PostgreSQL runs once, counting the
+	// tenant's index entries, not by count(*) OVER (), which read and
+	// buffered every event of the tenant, data included, before the first
+	// row: with 297,000 events, 64-86 ms a page against 376-536 ms.
 	const qTotal = `
-SELECT * FROM (
-    SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at,
-           count(*) OVER () AS total
-    FROM audit_events
-    WHERE tenant_id = $1
-) a
-WHERE ($2::bigint = 0 OR id < $2)
+SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at,
+       (SELECT count(*) FROM audit_events WHERE tenant_id = $1) AS total
+FROM audit_events
+WHERE tenant_id = $1 AND ($2::bigint = 0 OR id < $2)
 ORDER BY id DESC
 LIMIT $3`
 	sql := q
