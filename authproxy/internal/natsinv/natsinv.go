@@ -407,6 +407,16 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				s.disconnected()
 				return
 			}
+			if errors.Is(err, nats.ErrMaxSubscriptionsExceeded) {
+				// The server refused one of the subscriptions for its
+				// max_subscriptions limit, without naming it, and the
+				// client sends those of a new connection in no set
+				// order: the one refused may be the invalidations'.
+				log.Error("nats refuses a subscription: maximum subscriptions exceeded; caches are trusted only for the staleness bound: raise the NATS user's or server's max_subscriptions (the proxy takes up to 4)", "err", err)
+				s.denied.Store(true)
+				s.disconnected()
+				return
+			}
 			if errors.Is(err, nats.ErrPermissionViolation) && refused(err, invalidation.SubjectHeartbeat) {
 				// Invalidations still arrive, but the feed is called stale
 				// after HeartbeatTimeout, for good.

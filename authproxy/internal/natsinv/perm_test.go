@@ -211,3 +211,61 @@ func TestRefusedKeysChangedSubscriptionIsAnError(t *testing.T) {
 		t.Fatal("the feed is not live although invalidations are delivered")
 	}
 }
+
+// TestSubscriptionOverTheLimitIsNoFeed: the NATS server refuses one of the
+// proxy's subscriptions for its max_subscriptions limit. Its error names
+// no subject, and the client sends the subscriptions of a new connection
+// in no set order, so at some reconnection the one refused is the
+// subscription to invalidations while the others are served: the proxy
+// read its feed as live, hearing no invalidation, and trusted its caches
+// for their whole TTL with nothing but a warning logged. Whichever is
+// refused, the feed must not read as live: each connection is refused one
+// (two subscriptions, a limit of one), and the test reconnects a dozen
+// times, at some of which the refused one is the invalidations'.
+func TestSubscriptionOverTheLimitIsNoFeed(t *testing.T) {
+	opts := func(port int) *natsserver.Options {
+		return &natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true, MaxSubs: 1}
+	}
+	ns := startServer(t, opts(-1))
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+
+	r := newRecorder(t)
+	var logs logbuffer.Buffer
+	s, err := Connect(Options{URL: url, KeysChanged: func(string) {}, ReconnectWait: 20 * time.Millisecond, MaxReconnect: 50 * time.Millisecond},
+		r, slog.New(slog.NewJSONHandler(&logs, nil)), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	for i := range 12 {
+		if i > 0 {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			ns = startServer(t, opts(port))
+		}
+		testenv.Eventually(t, func() error { return testenv.Want("nats connected", s.nc.IsConnected(), true) })
+		time.Sleep(200 * time.Millisecond) // the server's answers to the subscriptions, and the handlers
+		if !s.Connected() && r.BoundedStaleness() {
+			continue
+		}
+		r.mu.Lock()
+		before := len(r.users)
+		r.mu.Unlock()
+		publish(t, url, invalidation.UserSubject("u1"))
+		time.Sleep(200 * time.Millisecond)
+		r.mu.Lock()
+		after := len(r.users)
+		r.mu.Unlock()
+		if after == before {
+			t.Fatalf("connection %d: connected = %v, bounded staleness = %v, and the invalidation published is not applied: the feed reads live with its subscription refused",
+				i, s.Connected(), r.BoundedStaleness())
+		}
+	}
+	if s.Connected() || !r.BoundedStaleness() {
+		t.Fatalf("connected = %v, bounded staleness = %v: the feed reads live with a subscription refused", s.Connected(), r.BoundedStaleness())
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"nats refuses a subscription: maximum subscriptions exceeded`) {
+		t.Errorf("no error for the refused subscription; log:\n%s", logs.String())
+	}
+}
