@@ -794,6 +794,8 @@ type Seen struct {
 	// field, a method override, a client address). The request is
 	// refused.
 	SpaceInName bool
+	// Fields: how many fields there are (at most MaxFields are served).
+	Fields int
 }
 
 // MaxRemoved bounds the fields Sanitize removes from one request, and the
@@ -803,6 +805,14 @@ type Seen struct {
 // cost milliseconds of CPU per request, thousands of times a plain one's,
 // from anyone on any route. No client needs more than a few.
 const MaxRemoved = 64
+
+// MaxFields bounds the fields of a request (Seen.Fields): fasthttp keeps
+// an entry of 56 bytes (and the name's own allocation) per field in the
+// connection's context, and reuses that table at its largest for every
+// request after, so 16 KiB of tiny fields ("a:", thousands of them) held
+// over ten times their size per connection. Envoy and Apache refuse more
+// than 100 by default.
+const MaxFields = 200
 
 // TooManyRemovals reports whether Sanitize, for a peer trusted or not,
 // would remove more than MaxRemoved fields from the fields s was scanned
@@ -851,6 +861,7 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
 	seenID := false
 	for k, v := range h.All() {
+		s.Fields++
 		if len(k) == 0 {
 			continue
 		}

@@ -347,6 +347,9 @@ type state struct {
 	// linger: refused for a body over its limit, which may still be
 	// arriving; the connection ends after the answer (linger).
 	linger bool
+	// manyFields: refused for more than headers.MaxFields fields, whose
+	// table observe drops (dropFields).
+	manyFields bool
 	// untilClose: an HTTP/1.0 request's answer streamed without a length,
 	// written until the connection closes (closeDelimited).
 	untilClose bool
@@ -750,12 +753,28 @@ func (s *Server) observe(c *fiber.Ctx) error {
 			c.Response().SetConnectionClose()
 		}
 	}
+	if st.manyFields {
+		st.manyFields = false
+		dropFields(&c.Request().Header)
+	}
 	if st.untilClose {
 		st.untilClose = false
 		s.closeDelimited(c)
 	}
 	s.pool.Put(st)
 	return nil
+}
+
+// dropFields gives up the field table of h, which fasthttp's Reset keeps
+// at its largest for the connection's next requests (and, once the
+// connection ends, for another's, the context being pooled). Only its
+// method is still read, by fasthttp (a HEAD's answer has no body).
+func dropFields(h *fasthttp.RequestHeader) {
+	head := h.IsHead()
+	*h = fasthttp.RequestHeader{}
+	if head {
+		h.SetMethod(fasthttp.MethodHead)
+	}
 }
 
 // stages runs the request's stages in order: hygiene, the CORS preflight
@@ -928,6 +947,10 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 // removes.
 func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
+	if st.seen.Fields > headers.MaxFields {
+		st.outcome, st.manyFields = "bad_header", true
+		return errTooManyFields
+	}
 	if st.seen.SpaceInName {
 		st.outcome = "bad_header"
 		return errSpaceInName
@@ -1886,6 +1909,7 @@ var (
 	errNoHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "missing Host field: a request must name the host it is for"}
 	// More fields to remove than headers.MaxRemoved.
 	errTooManyRemovals = &httpError{status: 431, code: problem.CodeBadRequest, detail: "too many connection, identity or forwarding fields"}
+	errTooManyFields   = &httpError{status: 431, code: problem.CodeBadRequest, detail: "too many header fields"}
 	errNotFound        = &httpError{status: 404, code: problem.CodeNotFound, detail: "no such route"}
 	errTooLarge        = &httpError{status: 413, code: problem.CodeBodyTooLarge, detail: "request body too large"}
 	errNoToken         = &httpError{status: 401, code: problem.CodeUnauthenticated, detail: "bearer token required",
