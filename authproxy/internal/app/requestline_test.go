@@ -361,6 +361,26 @@ func TestManyFieldsNotHeld(t *testing.T) {
 	if r := e.raw(many); r.status != 431 || r.prob.Code != problem.CodeBadRequest {
 		t.Fatalf("3000 fields: status %d code %q, want 431 %s", r.status, r.prob.Code, problem.CodeBadRequest)
 	}
+	// The connection ends with the answer (HTTP/1.1, or HTTP/1.0 asking
+	// to be kept alive): the request's header, read again by the server
+	// after the handler, is gone.
+	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
+		conn, br := dialProxy(t, e.addr)
+		_, _ = io.WriteString(conn, "GET /pub/x "+proto+"\r\nHost: a\r\nConnection: keep-alive\r\n"+fields(3000)+"\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 431 || !resp.Close {
+			t.Fatalf("%s, 3000 fields: status %d, connection close %v; want 431, closed", proto, resp.StatusCode, resp.Close)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("%s, 3000 fields: after the answer the connection reads %d bytes, %v; want its end", proto, n, err)
+		}
+	}
 	if got := up.all(); len(got) != n {
 		t.Fatalf("the upstream received %d requests with 3000 fields, want none", len(got)-n)
 	}

@@ -754,8 +754,12 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		}
 	}
 	if st.manyFields {
+		// The connection ends after the answer: the request's header, and
+		// with it its Connection field and HTTP version, which fasthttp
+		// reads after the handler, is gone.
 		st.manyFields = false
 		dropFields(&c.Request().Header)
+		c.Response().SetConnectionClose()
 	}
 	if st.untilClose {
 		st.untilClose = false
