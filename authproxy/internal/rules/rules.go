@@ -834,8 +834,10 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 		}
 	}
 	if sp.MaxAuthAge != "" {
-		if r.MaxAuthAge, err = time.ParseDuration(sp.MaxAuthAge); err != nil || r.MaxAuthAge <= 0 {
-			errs = append(errs, fmt.Errorf("max_auth_age %q: want a positive duration like 5m", sp.MaxAuthAge))
+		// auth_time counts whole seconds: below 1s, the age to check and
+		// to announce (max_age) would be 0.
+		if r.MaxAuthAge, err = time.ParseDuration(sp.MaxAuthAge); err != nil || r.MaxAuthAge < time.Second {
+			errs = append(errs, fmt.Errorf("max_auth_age %q: want a duration of at least 1s like 5m", sp.MaxAuthAge))
 		}
 	}
 	if sp.StripPrefix && sp.Prefix == "/" {

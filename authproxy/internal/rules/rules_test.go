@@ -270,6 +270,10 @@ func TestBadFiles(t *testing.T) {
 		{"comma permission", ups + "routes: [{prefix: /a, upstream: notes, access: protected, permissions: ['a:b,c:d']}]", "resource:action"},
 		{"bad stream_timeout", ups + "routes: [{prefix: /a, upstream: notes, access: protected, stream_timeout: soon}]", "stream_timeout"},
 		{"bad max_auth_age", ups + "routes: [{prefix: /a, upstream: notes, access: protected, max_auth_age: -1m}]", "max_auth_age"},
+		// auth_time is in whole seconds: 500ms would refuse every token
+		// older than the current second, with a challenge naming no
+		// max_age (0 is none).
+		{"max_auth_age below 1s", ups + "routes: [{prefix: /a, upstream: notes, access: protected, max_auth_age: 500ms}]", "max_auth_age"},
 		{"rewrite_host not a bool", "upstreams:\n  notes: {url: 'http://127.0.0.1:8082', key_id: app-notes, rewrite_host: yes please}\nroutes: []\n", "rewrite_host"},
 		{"upstream timeout below 1s", "upstreams:\n  notes: {url: 'http://127.0.0.1:8082', key_id: app-notes, timeout: 500ms}\nroutes: []\n", "timeout"},
 		{"upstream timeout over 1h", "upstreams:\n  notes: {url: 'http://127.0.0.1:8082', key_id: app-notes, timeout: 2h}\nroutes: []\n", "timeout"},
