@@ -19,6 +19,9 @@ import (
 // ca-certificates bundle, openssl's subject= lines) is allowed. Errors
 // name a block by its place in the file, never its contents.
 func AppendCertificates(pool *x509.CertPool, data []byte) error {
+	// A UTF-8 byte order mark, which some editors write first, hid the
+	// first block from pem.Decode (its BEGIN line no longer starts a line).
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	var (
 		certs []*x509.Certificate
 		rest  = data

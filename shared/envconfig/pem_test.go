@@ -52,14 +52,25 @@ func TestAppendCertificates(t *testing.T) {
 			t.Errorf("%s: the error quotes the file: %v", tc.name, err)
 		}
 	}
-	// Comments between blocks, as ca-certificates bundles have, are fine.
-	pool := x509.NewCertPool()
+	// Comments between blocks, as ca-certificates bundles have, are fine;
+	// so are CRLF line ends and a UTF-8 byte order mark before the first
+	// block (which pem.Decode alone skipped, with the block after it).
 	bundle := join([]byte("# Issuer: CN=A\n"), a.PEM, []byte("subject=CN = B\n"), b.PEM)
-	if err := envconfig.AppendCertificates(pool, bundle); err != nil {
-		t.Fatalf("a bundle of two certificates with comments: %v", err)
-	}
-	if _, err := leafB.Cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "b.internal"}); err != nil {
-		t.Fatalf("the second certificate of the bundle is not in the pool: %v", err)
+	leafA := a.Issue(t, "a.internal")
+	for name, data := range map[string][]byte{
+		"with comments": bundle,
+		"with CRLF":     bytes.ReplaceAll(bundle, []byte("\n"), []byte("\r\n")),
+		"after a BOM":   append([]byte("\xef\xbb\xbf"), join(a.PEM, b.PEM)...),
+	} {
+		pool := x509.NewCertPool()
+		if err := envconfig.AppendCertificates(pool, data); err != nil {
+			t.Fatalf("a bundle of two certificates %s: %v", name, err)
+		}
+		for _, leaf := range []*testca.Leaf{leafA, leafB} {
+			if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: leaf.Cert.DNSNames[0]}); err != nil {
+				t.Fatalf("a bundle %s: a certificate of it is not in the pool: %v", name, err)
+			}
+		}
 	}
 }
 
