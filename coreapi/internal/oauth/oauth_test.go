@@ -1579,6 +1579,20 @@ func TestCallbackClientIP(t *testing.T) {
 	}
 }
 
+// refusedAsLookAlike signs in as the provider's subject with its verified
+// email and wants 409: an address the provider vouched for that is not
+// the one coreapi would look up.
+func (x *env) refusedAsLookAlike(t *testing.T, subject, email, what string) {
+	t.Helper()
+	x.idp.mu.Lock()
+	x.idp.Subject, x.idp.Email, x.idp.Verified = subject, email, true
+	x.idp.mu.Unlock()
+	b := x.begin(t, "")
+	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
+		t.Errorf("sign-in for %s: %d %s, want 409", what, r.Status, r.Body)
+	}
+}
+
 // TestNoLinkByUnicodeCaseVariant: an address that PostgreSQL's lower()
 // and NFC fold onto an account's (KELVIN SIGN U+212A lowers to "k", and
 // NFC replaces it with "K") is another address; the provider vouching for
@@ -1590,13 +1604,7 @@ func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
 		t.Fatal(err)
 	}
-	x.idp.mu.Lock()
-	x.idp.Subject, x.idp.Email, x.idp.Verified = "attacker", "\u212Aate@example.com", true
-	x.idp.mu.Unlock()
-	b := x.begin(t, "")
-	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
-		t.Errorf("sign-in for a Unicode variant of a verified account's address: %d %s, want 409", r.Status, r.Body)
-	}
+	x.refusedAsLookAlike(t, "attacker", "\u212Aate@example.com", "a Unicode variant of a verified account's address")
 	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
 		t.Errorf("%d identities linked to the account of another address", n)
 	}
@@ -1605,13 +1613,7 @@ func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 	}
 	// Nor is an account of the replacement created for it: NFC turns
 	// KELVIN SIGN into "K", and the provider did not vouch for "Kim".
-	x.idp.mu.Lock()
-	x.idp.Subject, x.idp.Email = "attacker", "\u212Aim@example.com"
-	x.idp.mu.Unlock()
-	b = x.begin(t, "")
-	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
-		t.Errorf("sign-in for an address with KELVIN SIGN and no account: %d %s, want 409", r.Status, r.Body)
-	}
+	x.refusedAsLookAlike(t, "attacker", "\u212Aim@example.com", "an address with KELVIN SIGN and no account")
 	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
 		t.Errorf("%d accounts, want only kate's", n)
 	}
@@ -1636,23 +1638,11 @@ func TestNoLinkByADomainItsLowerCaseRenames(t *testing.T) {
 	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
 		t.Fatal(err)
 	}
-	x.idp.mu.Lock()
-	x.idp.Subject, x.idp.Email, x.idp.Verified = "attacker", "ada@STRA\u1E9EE.example", true
-	x.idp.mu.Unlock()
-	b := x.begin(t, "")
-	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
-		t.Errorf("sign-in for a capital sharp s spelling of another domain: %d %s, want 409", r.Status, r.Body)
-	}
+	x.refusedAsLookAlike(t, "attacker", "ada@STRA\u1E9EE.example", "a capital sharp s spelling of another domain")
 	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
 		t.Errorf("%d identities linked to the account of another domain", n)
 	}
-	x.idp.mu.Lock()
-	x.idp.Subject, x.idp.Email = "attacker", "kim@STRA\u1E9EE.example"
-	x.idp.mu.Unlock()
-	b = x.begin(t, "")
-	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
-		t.Errorf("sign-in for a capital sharp s domain and no account: %d %s, want 409", r.Status, r.Body)
-	}
+	x.refusedAsLookAlike(t, "attacker", "kim@STRA\u1E9EE.example", "a capital sharp s domain and no account")
 	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
 		t.Errorf("%d accounts, want only ada's", n)
 	}
@@ -1700,13 +1690,7 @@ func TestLinksAddressByItsNFCForm(t *testing.T) {
 	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
 		t.Fatal(err)
 	}
-	x.idp.mu.Lock()
-	x.idp.Subject, x.idp.Email, x.idp.Verified = "other", "JOSE\u0301@example.com", true
-	x.idp.mu.Unlock()
-	b := x.begin(t, "")
-	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
-		t.Errorf("sign-in for a non-ASCII letter-case variant (\u00c9 for \u00e9): %d %s, want 409", r.Status, r.Body)
-	}
+	x.refusedAsLookAlike(t, "other", "JOSE\u0301@example.com", "a non-ASCII letter-case variant (\u00c9 for \u00e9)")
 	x.idp.mu.Lock()
 	x.idp.Subject, x.idp.Email = "jose", "Jose\u0301@Example.com"
 	x.idp.mu.Unlock()
