@@ -2,9 +2,15 @@ package envconfig_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/testca"
@@ -81,4 +87,48 @@ func fmtErr(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestAppendCertificatesWholeButRefusedByGo: a bundle of a distribution
+// (Debian 11's ca-certificates.crt among them) holds a root whose serial
+// number is negative (EC-ACC), which x509.ParseCertificate refuses since
+// Go 1.23. The certificate is whole, not damaged: it is skipped, as
+// AppendCertsFromPEM skips it, and the bundle's others are taken.
+func TestAppendCertificatesWholeButRefusedByGo(t *testing.T) {
+	a, b := testca.New(t, "A"), testca.New(t, "B")
+	leafA, leafB := a.Issue(t, "a.internal"), b.Issue(t, "b.internal")
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x7e), Subject: pkix.Name{CommonName: "negative"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The serial 0x7e (02 01 7e, after the version) made -2 (02 01 fe):
+	// the same length, so the DER stays whole.
+	neg := bytes.Replace(der, []byte{0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x7e}, []byte{0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0xfe}, 1)
+	if bytes.Equal(neg, der) {
+		t.Fatal("no serial 0x7e to change")
+	}
+	if _, err := x509.ParseCertificate(neg); err == nil || !strings.Contains(err.Error(), "negative serial") {
+		t.Fatalf("ParseCertificate of a negative serial: %v, want it refused", err)
+	}
+	negPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: neg})
+	pool := x509.NewCertPool()
+	if err := envconfig.AppendCertificates(pool, join(a.PEM, negPEM, b.PEM)); err != nil {
+		t.Fatalf("a bundle with a whole certificate of a negative serial: %v", err)
+	}
+	if _, err := leafA.Cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "a.internal"}); err != nil {
+		t.Errorf("the first certificate is not in the pool: %v", err)
+	}
+	if _, err := leafB.Cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "b.internal"}); err != nil {
+		t.Errorf("the last certificate is not in the pool: %v", err)
+	}
+	// Alone, it is no certificate the file could be used for.
+	if err := envconfig.AppendCertificates(x509.NewCertPool(), negPEM); err == nil {
+		t.Error("a file of only a certificate Go refuses is taken")
+	}
 }
