@@ -63,6 +63,12 @@ var (
 // sign up and own a tenant.
 var MailLimit = ratelimit.Limit{N: 3, Window: time.Hour}
 
+// InboxMailLimit bounds the invitation mails one inbox gets over every
+// tenant together: MailLimit is one tenant's, and anyone can sign up, as
+// often as the sign-up limit allows and without proving an address, and
+// own a tenant, each a fresh MailLimit for the same mailbox.
+var InboxMailLimit = ratelimit.Limit{N: 10, Window: time.Hour}
+
 // DefaultTenantMailsPerHour is TenantMailLimit's default
 // (TENANT_MAILS_PER_HOUR).
 const DefaultTenantMailsPerHour = 200
@@ -77,13 +83,18 @@ const DefaultTenantMailsPerHour = 200
 var TenantMailLimit = ratelimit.Limit{N: DefaultTenantMailsPerHour, Window: time.Hour}
 
 // countMail counts, in tx, one invitation mail from tenantID to email's
-// inbox (mail.Inbox: a "+tag" is no other inbox) against MailLimit (a
-// *ratelimit.Refused above it: nothing is written or mailed). The hit
-// commits with the mail, and a caller refused rolls back, so only mails
-// sent are counted.
+// inbox (mail.Inbox: a "+tag" is no other inbox) against MailLimit and,
+// over every tenant, InboxMailLimit (a *ratelimit.Refused above either:
+// nothing is written or mailed). The hit commits with the mail, and a
+// caller refused rolls back, so only mails sent are counted.
 func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
-	key := ratelimit.Key("invitation-mail", tenantID, mail.Inbox(email))
+	inbox := mail.Inbox(email)
+	key := ratelimit.Key("invitation-mail", tenantID, inbox)
 	if err := ratelimit.CheckIn(ctx, tx, key, MailLimit, "too many invitation mails to this address"); err != nil {
+		return err
+	}
+	if err := ratelimit.CheckIn(ctx, tx, ratelimit.Key("invitation-inbox-mail", inbox), InboxMailLimit,
+		"too many invitation mails to this address"); err != nil {
 		return err
 	}
 	return CountTenantMail(ctx, tx, tenantID)

@@ -1206,6 +1206,40 @@ func TestInvitationMailsLimited(t *testing.T) {
 	x.invite(t, other.id, "victim@example.com")
 }
 
+// TestInvitationMailsPerInboxLimited: MailLimit bounds the invitation
+// mails one tenant sends to an address, but anyone can sign up, without
+// proving an address, and own a tenant: each tenant signed up was a fresh
+// budget for one mailbox, so accounts signed up at the sign-up limit's
+// pace mailed it more invitations every hour, without bound. Now the
+// invitation mails to one inbox (mail.Inbox: a "+tag" is no other inbox),
+// over every tenant, stop at invitations.InboxMailLimit per window: the
+// next gets 429 with Retry-After and nothing is written or mailed;
+// another inbox is not held back.
+func TestInvitationMailsPerInboxLimited(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	n := invitations.InboxMailLimit.N
+	var last account
+	for i := range n + 1 {
+		last = x.signup(t, fmt.Sprintf("owner%d@spam.test", i))
+		r := x.Send(t, &last.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": fmt.Sprintf("victim+%d@example.com", i)})
+		if i < n {
+			wantStatus(t, r, http.StatusCreated)
+			continue
+		}
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		if r.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
+	if got := x.count(t, `SELECT count(*) FROM invitations WHERE email LIKE 'victim+%@example.com'`); got != n {
+		t.Fatalf("%d invitations to one inbox, want %d (nothing written past the limit)", got, n)
+	}
+	if got := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'invitation' AND to_address LIKE 'victim+%@example.com'`); got != n {
+		t.Fatalf("%d invitation mails to one inbox, want %d", got, n)
+	}
+	x.invite(t, last.id, "someone@example.com")
+}
+
 // TestNewMembersPerInboxLimited: a tenant's POST /users of a new account
 // mails a verification link to an address nobody there has proven, and
 // each "+tag" of one inbox is a new account: those mails count against
