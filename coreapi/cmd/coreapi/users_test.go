@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
@@ -135,4 +137,70 @@ func sortedPair(a, b string) []string {
 	s := []string{a, b}
 	slices.Sort(s)
 	return s
+}
+
+// TestUsersResetMFAJoinedMeanwhile: an account that joins another tenant
+// while the reset waits for its row (an invitation accepted there holds it)
+// is audited in that tenant too: the tenants are read once the row is held,
+// not as they were when the reset began waiting.
+func TestUsersResetMFAJoinedMeanwhile(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	q := func(sql string, args ...any) string {
+		t.Helper()
+		var s string
+		if err := db.Pool.QueryRow(ctx, sql, args...).Scan(&s); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return s
+	}
+	ta := q(`INSERT INTO tenants (name) VALUES ('A') RETURNING id::text`)
+	tb := q(`INSERT INTO tenants (name) VALUES ('B') RETURNING id::text`)
+	uid := q(`INSERT INTO users (email) VALUES ('lost@example.com') RETURNING id::text`)
+	q(`INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2) RETURNING user_id::text`, ta, uid)
+	q(`INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now()) RETURNING user_id::text`, uid)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+
+	join, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = join.Rollback(ctx) }()
+	if _, err := join.Exec(ctx, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, tb, uid); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg     sync.WaitGroup
+		out    bytes.Buffer
+		runErr error
+	)
+	wg.Go(func() { runErr = run(ctx, []string{"users", "reset-mfa", uid}, env, &out) })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%FROM users%FOR UPDATE%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reset does not wait for the account's row")
+		}
+	}
+	if err := join.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if runErr != nil {
+		t.Fatalf("users reset-mfa: %v", runErr)
+	}
+	var r auth.Reset
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || !slices.Equal(r.Tenants, sortedPair(ta, tb)) {
+		t.Errorf("printed %q (%v), want both tenants", out.String(), err)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND target_id = $2 AND action = 'user.mfa_reset'`, tb, uid).Scan(&n); err != nil || n != 1 {
+		t.Errorf("audit events in the tenant joined meanwhile: %d (%v), want 1", n, err)
+	}
 }

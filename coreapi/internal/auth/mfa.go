@@ -1334,14 +1334,21 @@ type Reset struct {
 // factor enrolled and never confirmed for none (ErrNoFactor): the account
 // signs in without it, and nothing is ended, audited or mailed.
 func ResetMFA(ctx context.Context, pool *pgxpool.Pool, ss *sessions.Store, userID, requestID string) (Reset, error) {
+	const qLock = `SELECT true FROM users WHERE id = $1 FOR UPDATE`
 	const qUser = `
-SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = u.id AND status = 'active'),
-       ARRAY(SELECT tenant_id::text FROM memberships WHERE user_id = u.id ORDER BY tenant_id)
-FROM users u WHERE u.id = $1 FOR UPDATE`
+SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active'),
+       ARRAY(SELECT tenant_id::text FROM memberships WHERE user_id = $1 ORDER BY tenant_id)`
 	r := Reset{UserID: userID}
 	err := removeFactor(ctx, pool, userID, func(tx pgx.Tx) error {
+		// The account's row first, then what it has, in a statement of its
+		// own: it sees what committed while the lock was waited for (a
+		// membership added in another tenant holds the row until it
+		// commits), which the locking statement's snapshot would not.
 		var has bool
-		err := tx.QueryRow(ctx, qUser, userID).Scan(&has, &r.Tenants)
+		err := tx.QueryRow(ctx, qLock, userID).Scan(&has)
+		if err == nil {
+			err = tx.QueryRow(ctx, qUser, userID).Scan(&has, &r.Tenants)
+		}
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return ErrNoSuchUser
