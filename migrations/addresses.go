@@ -11,6 +11,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/tollgate-auth/tollgate/shared/address"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 // AddressesVersion is migration 00044, in Go (PostgreSQL cannot do IDNA):
@@ -30,7 +31,8 @@ import (
 // a row whose canonical form has become another row's address (as the
 // unique indexes compare them, with lower()) is left exactly as it is and
 // reported with a WARNING, which `coreapi migrate up` prints and the
-// server log records. It does not fail on such a row: which of two
+// server log records. Each account rewritten is announced in the outbox
+// (user.email_changed): the proxies' cached projections carry its address. It does not fail on such a row: which of two
 // accounts of one mailbox to keep is the operator's decision
 // (docs/operations.md). `coreapi migrate addresses` runs the same rewrite
 // again (RewriteAddresses), after a duplicate was resolved and once after
@@ -75,6 +77,10 @@ type addressTable struct {
 	holders string
 	// holdersAre introduces the holders in the report (%s: the list).
 	holdersAre string
+	// subject is the invalidation subject of the row of key (nil: none),
+	// announced in the outbox when its address is rewritten: the proxies'
+	// cached projections carry a user's address.
+	subject func(key string) string
 }
 
 func addressTables() []addressTable {
@@ -84,6 +90,7 @@ ORDER BY email_verified_at IS NULL, created_at, id`,
 		update:     `UPDATE users SET email = $2, updated_at = now() WHERE id = $1::uuid AND email = $3`,
 		holders:    `SELECT string_agg(id::text, ', ') FROM users WHERE lower(email) = lower($2) AND id <> $1::uuid`,
 		holdersAre: "the address of users %s",
+		subject:    invalidation.UserSubject,
 	}, {
 		rows: `SELECT id::text, 'invitations ' || id, email FROM invitations WHERE ` + candidate + `
 ORDER BY created_at, id`,
@@ -119,6 +126,11 @@ func RewriteAddresses(ctx context.Context, tx *sql.Tx) (rewritten, left int, err
 	}
 	return rewritten, left, nil
 }
+
+// qAnnounce queues invalidation $1 for reason $2 in the outbox, as
+// coreapi's outbox.Write does.
+const qAnnounce = `INSERT INTO outbox (subject, payload)
+VALUES ($1, jsonb_build_object('reason', $2::text, 'at', (extract(epoch FROM clock_timestamp()) * 1000)::bigint))`
 
 // addressRow is a candidate row and its address's canonical form.
 type addressRow struct{ key, label, email, canonical string }
@@ -182,6 +194,11 @@ func rewriteTable(ctx context.Context, tx *sql.Tx, t addressTable) (rewritten, l
 		}
 		if err != nil {
 			return rewritten, left, err
+		}
+		if t.subject != nil {
+			if _, err := tx.ExecContext(ctx, qAnnounce, t.subject(r.key), invalidation.ReasonUserEmailChanged); err != nil {
+				return rewritten, left, err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT rewrite_address`); err != nil {
 			return rewritten, left, err

@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 	"github.com/tollgate-auth/tollgate/migrations"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
 // downTo rolls the schema of db back to version (the migrations after it
@@ -541,6 +542,26 @@ func TestMigrateAddressesToOneSpelling(t *testing.T) {
 	if err := schema.Check(ctx, db.Pool); err != nil {
 		t.Errorf("schema after migrate up: %v", err)
 	}
+	// The proxies' cached projections carry the address: each account
+	// rewritten is announced on its subject, as an email change is.
+	announced := func(id string) int {
+		t.Helper()
+		var n int
+		const q = `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`
+		if err := db.Pool.QueryRow(ctx, q, invalidation.UserSubject(id), invalidation.ReasonUserEmailChanged).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, id := range []string{ada, bo, cy, zoeUni, zoePuny, eveOld, eveVerd, plain, under} {
+		want := 0
+		if id == ada || id == bo || id == cy || id == eveVerd || id == under {
+			want = 1
+		}
+		if n := announced(id); n != want {
+			t.Errorf("users %s: %d invalidations after migrate up, want %d", id, n, want)
+		}
+	}
 
 	// The operator resolves a duplicate, then runs the rewrite again.
 	exec(`DELETE FROM users WHERE id = $1`, zoeUni)
@@ -553,6 +574,9 @@ func TestMigrateAddressesToOneSpelling(t *testing.T) {
 	}
 	if got := email(qUser, zoePuny); got != "Zoe@b\u00fccher.example" {
 		t.Errorf("users %s after its duplicate went: %+q", zoePuny, got)
+	}
+	if n := announced(zoePuny); n != 1 {
+		t.Errorf("users %s: %d invalidations after migrate addresses, want 1", zoePuny, n)
 	}
 
 	// Down changes nothing: each canonical spelling is the same address.
