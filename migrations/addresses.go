@@ -32,8 +32,9 @@ import (
 // unique indexes compare them, with lower()) is left exactly as it is and
 // reported with a WARNING, which `coreapi migrate up` prints and the
 // server log records. Each account rewritten is announced in the outbox
-// (user.email_changed): the proxies' cached projections carry its address. It does not fail on such a row: which of two
-// accounts of one mailbox to keep is the operator's decision
+// (user.email_changed): the proxies' cached projections carry its
+// address. It does not fail on such a row: which of two accounts of one
+// mailbox to keep is the operator's decision
 // (docs/operations.md). `coreapi migrate addresses` runs the same rewrite
 // again (RewriteAddresses), after a duplicate was resolved and once after
 // the rollout. The Down migration changes nothing: the earlier spellings
