@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/argon2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
@@ -414,21 +415,7 @@ func TestInviteAcceptWithPasswordRacingReset(t *testing.T) {
 	if _, err := sessions.New(x.DB.Pool, time.Hour, 0).RevokeAll(ctx, reset, victim.c.Sub, "", "password_reset"); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		tk     tokens
-		status int
-		code   string
-	}
-	done := make(chan result, 1)
-	go func() {
-		tk, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw})
-		done <- result{tk, st, code}
-	}()
-	x.DB.WaitForLockWaiters(t, 1) // the accept, at the account's row
-	if err := reset.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got := <-done
+	got := x.acceptBehind(t, reset, map[string]string{"token": tok, "password": pw}) // the accept waits at the account's row
 	if got.status == http.StatusOK {
 		c := claimsOf(t, got.tk.AccessToken)
 		var tv int64
@@ -477,21 +464,7 @@ func TestInviteAcceptWithPasswordRacingConfirmation(t *testing.T) {
 	if _, err := sessions.New(x.DB.Pool, time.Hour, 0).RevokeAll(ctx, confirm, victim.c.Sub, victim.c.Sid, sessions.ReasonMFAEnabled); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		tk     tokens
-		status int
-		code   string
-	}
-	done := make(chan result, 1)
-	go func() {
-		tk, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw})
-		done <- result{tk, st, code}
-	}()
-	x.DB.WaitForLockWaiters(t, 1) // the accept, at the account's row
-	if err := confirm.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got := <-done
+	got := x.acceptBehind(t, confirm, map[string]string{"token": tok, "password": pw}) // the accept waits at the account's row
 	if got.status == http.StatusOK {
 		t.Errorf("accept with the password alone after the factor was confirmed: 200, a session of amr %v", claimsOf(t, got.tk.AccessToken).Amr)
 	} else if got.status != http.StatusUnauthorized || got.code != problem.CodeInsufficientUserAuthentication {
@@ -834,20 +807,7 @@ func TestAcceptRacingRoleEscalation(t *testing.T) {
 	if _, err := hold.Exec(ctx, `UPDATE roles SET permissions = '{audit:read,tenant:write}' WHERE id = $1`, ops.ID); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		status int
-		code   string
-	}
-	done := make(chan result, 1)
-	go func() {
-		_, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"})
-		done <- result{st, code}
-	}()
-	x.DB.WaitForLockWaiters(t, 1)
-	if err := hold.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := <-done; got.status != 403 || got.code != problem.CodeForbidden {
+	if got := x.acceptBehind(t, hold, map[string]string{"token": tok, "password": "a long password"}); got.status != 403 || got.code != problem.CodeForbidden {
 		t.Errorf("accept of a role that now carries tenant:write: %d %s, want 403 %s", got.status, got.code, problem.CodeForbidden)
 	}
 	if x.isMember(t, owner.c.Tid, "newbie@example.com") {
@@ -1660,4 +1620,28 @@ func TestServiceAccountSendsNoInvitation(t *testing.T) {
 	if x.isMember(t, owner.c.Tid, "newbie@example.com") {
 		t.Fatal("the invitee joined")
 	}
+}
+
+// acceptResult is what an invitation's accept answered.
+type acceptResult struct {
+	tk     tokens
+	status int
+	code   string
+}
+
+// acceptBehind sends the accept of body while hold, an open transaction,
+// holds a row it needs: it waits until the accept waits on a lock, then
+// commits hold and returns the accept's answer.
+func (x *env) acceptBehind(t *testing.T, hold pgx.Tx, body map[string]string) acceptResult {
+	t.Helper()
+	done := make(chan acceptResult, 1)
+	go func() {
+		tk, st, code := x.accept(t, nil, body)
+		done <- acceptResult{tk, st, code}
+	}()
+	x.DB.WaitForLockWaiters(t, 1)
+	if err := hold.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return <-done
 }
