@@ -407,8 +407,19 @@ func TestManyFieldsNotHeld(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		return (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / conns
 	}
-	base := held(one)
-	if got := held(many); got > base+16<<10 {
+	// The least of three rounds each: the heap of a process running other
+	// tests moves by tens of KiB a connection between two readings (a
+	// round of one field once read -79 KiB), never down to what the
+	// connections hold.
+	least := func(req string) int64 {
+		m := held(req)
+		for range 2 {
+			m = min(m, held(req))
+		}
+		return m
+	}
+	base := max(least(one), 0)
+	if got := least(many); got > base+32<<10 {
 		t.Fatalf("a connection that sent %d bytes in 3000 fields holds %d KiB, one that sent them in one field %d KiB", len(many), got>>10, base>>10)
 	}
 }
