@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -198,9 +199,16 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 
 // hasMFA reports whether the user has an active second factor.
 func (s *Service) hasMFA(ctx context.Context, userID string) (bool, error) {
+	return HasActiveFactor(ctx, s.pool, userID)
+}
+
+// HasActiveFactor reports, through db (a pool, or a transaction that
+// locked what the caller needs first), whether the user has an active
+// second factor.
+func HasActiveFactor(ctx context.Context, db sqldb.DB, userID string) (bool, error) {
 	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	var ok bool
-	if err := s.pool.QueryRow(ctx, q, userID).Scan(&ok); err != nil {
+	if err := db.QueryRow(ctx, q, userID).Scan(&ok); err != nil {
 		return false, fmt.Errorf("check mfa: %w", err)
 	}
 	return ok, nil
@@ -220,18 +228,11 @@ var errFactorConfirmedMeanwhile = errors.New("second factor confirmed meanwhile"
 // Taken after the session's membership (sessions.Store.CreateAt), in the
 // order of an admin's reset of the factor (users.CheckFactorReset).
 func factorActiveLocked(ctx context.Context, tx pgx.Tx, userID string) (bool, error) {
-	const (
-		qLock   = `SELECT 1 FROM users WHERE id = $1 FOR SHARE`
-		qActive = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
-	)
+	const qLock = `SELECT 1 FROM users WHERE id = $1 FOR SHARE`
 	if _, err := tx.Exec(ctx, qLock, userID); err != nil {
 		return false, fmt.Errorf("lock user: %w", err)
 	}
-	var on bool
-	if err := tx.QueryRow(ctx, qActive, userID).Scan(&on); err != nil {
-		return false, fmt.Errorf("check mfa: %w", err)
-	}
-	return on, nil
+	return HasActiveFactor(ctx, tx, userID)
 }
 
 // factorUse says what a second factor was and who gave it, for the audit.

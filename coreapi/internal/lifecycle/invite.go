@@ -280,7 +280,6 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error)
 	const qAccount = `
 SELECT id::text, lower(email) = lower($2), status, token_version, password_hash IS NOT NULL AND password_set_by_admin
 FROM users WHERE id = $1`
-	const qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	var (
 		userID string
 		tv     int64
@@ -405,11 +404,9 @@ FROM users WHERE id = $1`
 			// before, and the confirmation's end of the other sessions
 			// never saw the session this would open.
 			if checkedTV >= 0 {
-				var factor bool
-				if err := tx.QueryRow(ctx, qFactor, userID).Scan(&factor); err != nil {
-					return fmt.Errorf("find second factor: %w", err)
-				}
-				if factor {
+				if factor, err := auth.HasActiveFactor(ctx, tx, userID); err != nil {
+					return err
+				} else if factor {
 					return httpapi.NeedSecondFactorSignIn(c, errSecondFactorDetail)
 				}
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/text/unicode/norm"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 )
@@ -182,12 +183,7 @@ FOR SHARE`
 // stays, as any link made before a factor, and every sign-in through it
 // asks for the factor.
 func hasSecondFactor(ctx context.Context, db sqldb.DB, userID string) (bool, error) {
-	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
-	var active bool
-	if err := db.QueryRow(ctx, q, userID).Scan(&active); err != nil {
-		return false, fmt.Errorf("find second factor: %w", err)
-	}
-	return active, nil
+	return auth.HasActiveFactor(ctx, db, userID)
 }
 
 // linkedToIssuer reports whether the user is linked to another subject
