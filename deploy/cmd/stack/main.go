@@ -24,7 +24,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-
 	"os"
 	"os/signal"
 	"path/filepath"
