@@ -267,8 +267,8 @@ func isRequestIDVariant(name []byte) bool {
 	return len(name) == len("X-Request-Id") && bytes.IndexByte(name, '_') >= 0 && equalFold(name, "x-request-id")
 }
 
-// removedUntrusted: a forwarding, client-address, trace-context or
-// x-envoy-* header, removed from a peer outside TRUSTED_PROXY_CIDRS.
+// removedUntrusted: a forwarding, client-address, scheme, trace-context
+// or x-envoy-* header, removed from a peer outside TRUSTED_PROXY_CIDRS.
 func removedUntrusted(k []byte) bool {
 	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsTraceContext(k) || IsEnvoy(k)
 }
