@@ -12,10 +12,11 @@ import (
 // AppendCertificates adds the PEM certificates of data (a CA file's
 // contents) to pool, or adds none and says what is wrong. Unlike
 // x509.CertPool.AppendCertsFromPEM, which skips whatever it cannot use,
-// every PEM block must be a certificate that parses: a bundle with one
-// damaged certificate (a line lost in a copy, a missing END line), or a
-// private key pasted in, is refused at the start rather than loaded
-// without it, to fail every TLS handshake with the server that
+// every PEM block must be a whole certificate (one Go refuses to use, a
+// negative serial number, is skipped as AppendCertsFromPEM skips it): a
+// bundle with one damaged certificate (a line lost in a copy, a missing
+// END line), or a private key pasted in, is refused at the start rather
+// than loaded without it, to fail every TLS handshake with the server that
 // certificate vouched for. Text between the blocks (the comments of a
 // ca-certificates bundle, openssl's subject= lines) is allowed. Errors
 // name a block by its place in the file, never its contents.
