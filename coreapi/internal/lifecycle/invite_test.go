@@ -1179,18 +1179,10 @@ func TestInvitationMailsPerInboxLimited(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	n := invitations.InboxMailLimit.N
 	var last account
-	for i := range n + 1 {
+	wantLimited(t, n, func(i int) apitest.Response {
 		last = x.signup(t, fmt.Sprintf("owner%d@spam.test", i))
-		r := x.Send(t, &last.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": fmt.Sprintf("victim+%d@example.com", i)})
-		if i < n {
-			wantStatus(t, r, http.StatusCreated)
-			continue
-		}
-		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
-		if r.Header.Get("Retry-After") == "" {
-			t.Error("429 without Retry-After")
-		}
-	}
+		return x.Send(t, &last.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": fmt.Sprintf("victim+%d@example.com", i)})
+	})
 	if got := x.count(t, `SELECT count(*) FROM invitations WHERE email LIKE 'victim+%@example.com'`); got != n {
 		t.Fatalf("%d invitations to one inbox, want %d (nothing written past the limit)", got, n)
 	}
@@ -1209,17 +1201,9 @@ func TestNewMembersPerInboxLimited(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@tags.test")
 	n := onetime.AddressMailLimit.N
-	for i := range n + 1 {
-		r := x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": fmt.Sprintf("victim+%d@example.org", i)})
-		if i < n {
-			wantStatus(t, r, http.StatusCreated)
-			continue
-		}
-		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
-		if r.Header.Get("Retry-After") == "" {
-			t.Error("429 without Retry-After")
-		}
-	}
+	wantLimited(t, n, func(i int) apitest.Response {
+		return x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": fmt.Sprintf("victim+%d@example.org", i)})
+	})
 	if got := x.count(t, `SELECT count(*) FROM users WHERE email LIKE 'victim+%@example.org'`); got != n {
 		t.Fatalf("%d accounts made, want %d (nothing written past the limit)", got, n)
 	}
@@ -1644,4 +1628,21 @@ func (x *env) acceptBehind(t *testing.T, hold pgx.Tx, body map[string]string) ac
 		t.Fatal(err)
 	}
 	return <-done
+}
+
+// wantLimited sends n+1 requests (send(i) for i from 0): the first n are
+// 201, the last 429 too_many_requests with Retry-After.
+func wantLimited(t *testing.T, n int, send func(i int) apitest.Response) {
+	t.Helper()
+	for i := range n + 1 {
+		r := send(i)
+		if i < n {
+			wantStatus(t, r, http.StatusCreated)
+			continue
+		}
+		wantProblem(t, r, http.StatusTooManyRequests, problem.CodeTooManyRequests)
+		if r.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
 }
