@@ -1,11 +1,14 @@
 // Package sweep runs coreapi's periodic deletes of expired rows (sessions,
 // sign-in attempts and challenges, OAuth states, lifecycle tokens) on one
-// ticker loop.
+// timer loop.
 package sweep
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
 	"time"
 )
 
@@ -17,11 +20,20 @@ type Task struct {
 	Run func(context.Context) (int64, error)
 }
 
-// Every runs the tasks, in order, every interval until ctx ends (then it
-// returns nil). A failure is logged at warn (unless ctx ended) and the
-// loop goes on; rows removed are logged at level.
+// startWithin bounds the random delay before the first round: a process
+// that restarts more often than its interval (a crash loop, frequent
+// rollouts) still sweeps, and replicas started together do not all
+// sweep at the same moment.
+var startWithin = time.Minute
+
+// Every runs the tasks, in order, a random moment within the first minute
+// (or within every, if shorter) and then every interval until ctx ends
+// (then it returns nil). A failure is logged at warn (unless ctx ended)
+// and the loop goes on; a task that panics is logged at error with its
+// stack, and the loop goes on too: a sweep is housekeeping, and its bug
+// must not take the API down with it. Rows removed are logged at level.
 func Every(ctx context.Context, every time.Duration, log *slog.Logger, level slog.Level, tasks ...Task) error {
-	t := time.NewTicker(every)
+	t := time.NewTimer(rand.N(min(every, startWithin)) + 1)
 	defer t.Stop()
 	for {
 		select {
@@ -30,11 +42,23 @@ func Every(ctx context.Context, every time.Duration, log *slog.Logger, level slo
 		case <-t.C:
 		}
 		for _, task := range tasks {
-			if n, err := task.Run(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("sweep "+task.Name, "err", err)
-			} else if n > 0 {
-				log.Log(ctx, level, "swept "+task.Name, "rows", n)
-			}
+			run(ctx, log, level, task)
 		}
+		t.Reset(every)
+	}
+}
+
+// run runs one task and logs what came of it.
+func run(ctx context.Context, log *slog.Logger, level slog.Level, task Task) {
+	defer func() {
+		// Logged whatever ctx says: a panic is a bug, not a shutdown.
+		if p := recover(); p != nil {
+			log.Error("sweep "+task.Name+" panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	if n, err := task.Run(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("sweep "+task.Name, "err", err)
+	} else if n > 0 {
+		log.Log(ctx, level, "swept "+task.Name, "rows", n)
 	}
 }

@@ -60,3 +60,69 @@ func TestEveryRunsEachTaskUntilCancelled(t *testing.T) {
 		t.Errorf("a task that removed nothing was logged:\n%s", out)
 	}
 }
+
+// runsOf returns a task that sends its name on runs each time it runs,
+// after calling do (which may panic).
+func runsOf(name string, runs chan<- string, do func()) sweep.Task {
+	return sweep.Task{Name: name, Run: func(ctx context.Context) (int64, error) {
+		select {
+		case runs <- name:
+		case <-ctx.Done():
+		}
+		do()
+		return 0, nil
+	}}
+}
+
+// next waits for the next run a test expects.
+func next(t *testing.T, runs <-chan string, want string) {
+	t.Helper()
+	select {
+	case got := <-runs:
+		if got != want {
+			t.Fatalf("ran %s, want %s", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not run", want)
+	}
+}
+
+// The first round does not wait a whole interval: a coreapi restarted
+// more often than its sweeps' interval would otherwise never sweep.
+func TestEveryFirstRoundWithinStartBound(t *testing.T) {
+	defer sweep.SetStartWithin(10 * time.Millisecond)()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runs := make(chan string)
+	go sweep.Every(ctx, time.Hour, slog.New(slog.DiscardHandler), slog.LevelInfo, runsOf("first", runs, func() {}))
+	next(t, runs, "first")
+}
+
+// A task that panics is logged with its stack; the tasks after it and
+// the next rounds still run, and the process goes on.
+func TestEveryTaskPanicLoggedNotFatal(t *testing.T) {
+	defer sweep.SetStartWithin(time.Millisecond)()
+	var logs testkit.LogBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	runs := make(chan string)
+	done := make(chan error, 1)
+	go func() {
+		done <- sweep.Every(ctx, time.Millisecond, log, slog.LevelInfo,
+			runsOf("broken", runs, func() { panic("nil map write") }), runsOf("after", runs, func() {}))
+	}()
+	for range 2 {
+		next(t, runs, "broken")
+		next(t, runs, "after")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Every = %v", err)
+	}
+	out := logs.String()
+	for _, want := range []string{`level=ERROR msg="sweep broken panicked" panic="nil map write" stack=`, "sweep_test.go"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
