@@ -53,6 +53,13 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		}
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	// SIGHUP reloads the rules file (it is also watched). Registered before
+	// anything else is read, so that a signal sent while the proxy starts
+	// (a config reloader seeing the file change just then) is a reload
+	// once it serves, never the default action, which ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := config.Load(getenv)
 	// The rules file is checked even when the variables are not, so that
 	// one run reports every problem.
@@ -103,10 +110,6 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		a.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
-	// SIGHUP reloads the rules file (it is also watched).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {

@@ -51,3 +51,70 @@ func TestSIGHUPReloadsRules(t *testing.T) {
 	}
 	testenv.Eventually(t, func() error { return testenv.Contains("the log", read(), `"msg":"rules reloaded"`) })
 }
+
+// A SIGHUP that comes while the proxy is still starting (here, while it
+// reads its rules file) is a reload once it serves: it had the default
+// action, which ended the process (this test's with it).
+func TestSIGHUPWhileStarting(t *testing.T) {
+	core := testenv.NewCore(t)
+	core.Publish(testenv.NewKey(t, "20260101T000000Z-0000aaaa", jwa.EdDSA))
+	nats := testenv.StartNATS(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "rules.yaml")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	read := func() string { b, _ := os.ReadFile(out); return string(b) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, envFrom(map[string]string{
+			"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "IDENTITY_URL": core.URL(), "NATS_URL": nats.URL(),
+			"PROXY_LISTEN_ADDR": "127.0.0.1:0", "PROXY_ADMIN_ADDR": "127.0.0.1:0", "RULES_FILE": p,
+		}), f)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run = %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("run did not return")
+		}
+	}()
+	// Opening the pipe to write returns once the proxy has opened it to
+	// read: it is starting, and has read no rule yet.
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// The rules, then a plain file with them in the pipe's place for the
+	// reload to read, before the proxy sees the end of the pipe.
+	const rules = "routes: []\n"
+	if _, err := w.WriteString(rules); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "rules.tmp")
+	if err := os.WriteFile(plain, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(plain, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, func() error { return testenv.Contains("the log", read(), `"msg":"listening"`) })
+	testenv.Eventually(t, func() error { return testenv.Contains("the log", read(), `"msg":"rules reloaded"`) })
+}

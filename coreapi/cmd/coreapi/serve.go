@@ -9,7 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,6 +55,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	// SIGHUP reloads the signing keys at once. Registered before anything
+	// else, so that a signal sent while coreapi starts (waiting for its
+	// database, say) is a reload once the keys' watch runs, never the
+	// default action, which ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := config.Load(getenv)
 	if *checkOnly {
 		// Beyond the variables: the signing keys can be read.
@@ -158,7 +168,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// Sign-in (auth, keys, sessions, oauth, outbox relay) plugs in here:
 	// it appends to opts.Register and opts.ErrorMappers, and starts its
 	// background workers and the outbox relay on g below.
-	bg, relay, signInReady, err := wireSignIn(startCtx, cfg, log, pool, reg, hasher, &opts)
+	bg, relay, signInReady, err := wireSignIn(startCtx, cfg, log, pool, reg, hasher, hup, &opts)
 	if err != nil {
 		return err
 	}

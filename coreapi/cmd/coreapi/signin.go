@@ -7,11 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,7 +51,7 @@ const (
 // code; the tenant API needs nothing from it. ctx bounds its start's
 // database steps (the signing keys' first sightings).
 func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool,
-	reg prometheus.Registerer, hasher *password.Hasher, opts *httpapi.Options) ([]worker, worker, func() error, error) {
+	reg prometheus.Registerer, hasher *password.Hasher, hup <-chan os.Signal, opts *httpapi.Options) ([]worker, worker, func() error, error) {
 	ring, err := keys.LoadContext(ctx, cfg.SigningKeysDir, cfg.SigningAlg, keys.WithActivationDelay(cfg.SigningKeyActivation),
 		keys.WithSightings(keys.PGSightings(pool)))
 	if err != nil {
@@ -124,13 +122,8 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// SIGHUP reloads the signing keys at once (registered here, before
-	// serving, so that a signal never finds the default action).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	workers := []worker{
 		func(ctx context.Context) error {
-			defer signal.Stop(hup)
 			ring.Watch(ctx, keys.WatchOptions{Every: keysReloadEvery, Reload: hup, Log: log, Changed: announceKeysChanged(pool, ring), AtStart: true})
 			return nil
 		},

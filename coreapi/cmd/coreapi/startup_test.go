@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,5 +180,45 @@ func TestWaitChecked(t *testing.T) {
 		if !waitChecked(ended, checked) {
 			t.Fatal("checked, shutting down: want true")
 		}
+	}
+}
+
+// TestSIGHUPWhileStarting: a SIGHUP that comes while coreapi waits for its
+// database at the start is a reload of the signing keys once their watch
+// runs. It had the default action until the keys were wired, which ended
+// the process (this test's with it).
+func TestSIGHUPWhileStarting(t *testing.T) {
+	db := dbtest.New(t)
+	var down atomic.Bool
+	down.Store(true)
+	var out testkit.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, envOf(serveEnv(t, silentDatabase(t, db, &down))), &out) }()
+	eventually.Within(t, 20*time.Second, func() error {
+		if !strings.Contains(out.String(), `"msg":"starting"`) {
+			return errors.New("not starting yet")
+		}
+		return nil
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(false)
+	eventually.Within(t, 30*time.Second, func() error {
+		if !strings.Contains(out.String(), `"msg":"reloading signing keys","signal":"hangup"`) {
+			return errors.New("no reload logged for the SIGHUP")
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after cancel = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
 	}
 }
