@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -14,13 +15,14 @@ import (
 )
 
 // Pinger is what readiness checks: the database (a DBProbe in serve,
-// which does not queue behind the requests for a pool connection).
+// which does not queue behind the requests for a pool connection, and
+// answers ErrReadOnly for a database that refuses writes).
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
 // Admin is the operations server: /healthz (the process is alive),
-// /readyz (the database answers, its schema is recent enough, the other
+// /readyz (the database answers and takes writes, its schema is recent enough, the other
 // checks pass, and shutdown has not begun) and /metrics.
 type Admin struct {
 	srv      *http.Server
@@ -65,6 +67,10 @@ func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := a.db.Ping(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
+		if errors.Is(err, ErrReadOnly) {
+			_, _ = w.Write([]byte(ErrReadOnly.Error() + "\n"))
+			return
+		}
 		_, _ = w.Write([]byte("database unreachable\n"))
 		return
 	}

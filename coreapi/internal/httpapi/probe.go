@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -69,9 +70,30 @@ func (p *DBProbe) try(ctx context.Context, f func(ctx context.Context, c *pgx.Co
 	return false, nil
 }
 
-// Ping implements Pinger.
+// ErrReadOnly is Ping's answer when the database answers but its
+// transactions are read-only: a hot standby (a primary demoted by a
+// failover, or a replica the database address reaches before DNS moved
+// on) or default_transaction_read_only set on the server or database.
+// Every write would be answered 503, so the pod is not ready.
+var ErrReadOnly = errors.New("database is read-only")
+
+// Ping implements Pinger: the database answers and takes writes. A
+// connection found read-only is closed (and one new connection tried at
+// once), so that a later probe connects again and finds the server the
+// address reaches then, as the pool's new connections do.
 func (p *DBProbe) Ping(ctx context.Context) error {
-	return p.Do(ctx, func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) })
+	return p.Do(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		const q = `SELECT current_setting('transaction_read_only')`
+		var readOnly string
+		if err := c.QueryRow(ctx, q).Scan(&readOnly); err != nil {
+			return err
+		}
+		if readOnly != "off" {
+			_ = c.Close(ctx)
+			return ErrReadOnly
+		}
+		return nil
+	})
 }
 
 // Close closes the probe's connection, if any.
