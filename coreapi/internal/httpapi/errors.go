@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
@@ -103,7 +104,7 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):
 		// tell clients and the proxy to come back, rather than a 500.
-		s.logFailure(c.UserContext(), slog.LevelWarn, "database unavailable", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
+		s.logFailure(c.UserContext(), slog.LevelWarn, "database unavailable", failureAttrs(c, err)...)
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "the database is unavailable; retry shortly")
 	}
@@ -134,8 +135,33 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 			return problem.New(fe.Code, problem.CodeBadRequest, http.StatusText(fe.Code))
 		}
 	}
-	s.logFailure(c.UserContext(), slog.LevelError, "request failed", "request_id", RequestIDOf(c), "method", methodName(c.Method()), "path", logging.ClipPath(c.Path()), "err", err)
+	s.logFailure(c.UserContext(), slog.LevelError, "request failed", failureAttrs(c, err)...)
 	return problem.New(fiber.StatusInternalServerError, problem.CodeInternal, "")
+}
+
+// failureAttrs are the attributes of a line about a request that err
+// failed ("request failed", "database unavailable"): the request, its
+// route, and err without the values it may quote. PostgreSQL's messages
+// quote the statement's values (invalid input syntax for type uuid:
+// "someone@example.com"), as pgx's and the features' errors may, so the
+// text is redacted (logging.Redact: quoted text dropped, cut to 512
+// bytes); what an operator needs of a PostgreSQL error is kept beside it
+// as the server sent it apart: its SQLSTATE and the constraint, table and
+// column it names (never its DETAIL, which holds the row's values).
+func failureAttrs(c *fiber.Ctx, err error) []any {
+	attrs := []any{"request_id", RequestIDOf(c), "method", methodName(c.Method()),
+		"path", logging.ClipPath(c.Path()), "route", routeOf(c), "err", logging.Redact(err.Error())}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return attrs
+	}
+	attrs = append(attrs, "sqlstate", pe.Code)
+	for _, a := range [...]struct{ key, v string }{{"constraint", pe.ConstraintName}, {"table", pe.TableName}, {"column", pe.ColumnName}} {
+		if a.v != "" {
+			attrs = append(attrs, a.key, a.v)
+		}
+	}
+	return attrs
 }
 
 // NeedRecentSignIn is the RFC 9470 refusal of an act that needs the

@@ -31,6 +31,9 @@ type localKey int
 const (
 	keyRequestID localKey = iota
 	keyIdentity
+	// keyEarly marks a request answered by handleEarly, outside the
+	// router, where c.Route() is the request's own path.
+	keyEarly
 )
 
 // RequestIDOf returns the request's id (set by the first middleware).
@@ -89,12 +92,21 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		}
 	}
 	setInvalidated(c, &rc.writes)
-	route := c.Route().Path
-	if route == "/" { // only middleware matched: keep metric labels bounded
-		route = "unmatched"
-	}
-	s.record(c, start, route, counter)
+	s.record(c, start, routeOf(c), counter)
 	return nil
+}
+
+// routeOf is the route template the request matched, "unmatched" when
+// none did (only middleware matched, or the request was refused before
+// routing: handleEarly): a bounded metric label.
+func routeOf(c *fiber.Ctx) string {
+	if early, _ := c.Locals(keyEarly).(bool); early {
+		return "unmatched"
+	}
+	if route := c.Route().Path; route != "/" {
+		return route
+	}
+	return "unmatched"
 }
 
 // setInvalidated names in the answer what the request invalidated
@@ -122,6 +134,7 @@ func (s *Server) handleEarly(c *fiber.Ctx, err error) error {
 	// it, so that the answer's id is the one the proxy signed and logged.
 	// The header fields may not have been read (431): a new id then.
 	setRequestID(c)
+	c.Locals(keyEarly, true)
 	var span trace.Span
 	if s.tracer != nil {
 		span = s.tracer.start(c)
