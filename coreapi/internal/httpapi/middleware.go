@@ -77,13 +77,16 @@ func (rc *requestContext) Value(key any) any {
 	return rc.Context.Value(key)
 }
 
-// accessLog times the whole request, counts its database round trips, turns
+// accessLog gives the request its deadline (Options.RequestTimeout), times
+// the whole request, counts its database round trips, turns
 // a returned error into the response (so the status is final), names what
 // the request invalidated (setInvalidated), then logs, records metrics and
 // reports to Options.Observe.
 func (s *Server) accessLog(c *fiber.Ctx) error {
 	start := time.Now()
-	rc := &requestContext{Context: c.UserContext()}
+	ctx, cancel := context.WithDeadline(c.UserContext(), start.Add(s.timeout))
+	defer cancel()
+	rc := &requestContext{Context: ctx}
 	c.SetUserContext(rc)
 	counter := &rc.queries
 	if err := c.Next(); err != nil {

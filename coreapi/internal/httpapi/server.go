@@ -82,6 +82,10 @@ type Options struct {
 	ProjectionMaxInFlight int
 	ProjectionMaxWait     time.Duration
 
+	// RequestTimeout bounds each request's work (its context's deadline);
+	// 0 means DefaultRequestTimeout.
+	RequestTimeout time.Duration
+
 	// Register adds the features' routes (the tenant API, sign-in, JWKS,
 	// sessions...). Each is called once, in order; register a static path
 	// (/users/me) before a parameter at the same place (/users/:id).
@@ -180,7 +184,20 @@ type Server struct {
 	// budgets are closed by Shutdown: failureLogs and the features'
 	// (Routes.CloseAtShutdown).
 	budgets []*logging.Budget
+	// timeout is each request's deadline (Options.RequestTimeout).
+	timeout time.Duration
 }
+
+// DefaultRequestTimeout bounds the work of one request: a statement that
+// waits on a lock nobody releases (a migration's ACCESS EXCLUSIVE lock, a
+// forgotten transaction) or on a database that stopped answering without
+// closing the connection (a partition, a failover to a stale address)
+// fails with 503 and Retry-After at this deadline instead of holding its
+// pool connection until TCP gives up (many minutes), the pool filling up
+// behind it. It is below the proxy's default UPSTREAM_TIMEOUT (30 s), so
+// coreapi answers, with its problem and access line, before the proxy
+// gives up on it; and within the server's WriteTimeout.
+const DefaultRequestTimeout = 25 * time.Second
 
 // New builds the server and its routes.
 func New(o Options) (*Server, error) {
@@ -215,6 +232,9 @@ func New(o Options) (*Server, error) {
 	if o.Catalog == nil {
 		o.Catalog = permissions.Builtin()
 	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
 	replays := replay.New(o.ReplayCacheSize)
 	m, err := newMetrics(o.Registerer, replays)
 	if err != nil {
@@ -234,6 +254,7 @@ func New(o Options) (*Server, error) {
 		projLimit:    newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
 		projector:    projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
 		failureLogs:  logging.Budget{PerSecond: FailureLogsPerSecond},
+		timeout:      o.RequestTimeout,
 	}
 	s.failureLogs.Report = logging.CountLine(s.log, "request failures not logged", FailureLogsPerSecond)
 	s.app = fiber.New(fiber.Config{
