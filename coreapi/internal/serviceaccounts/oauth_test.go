@@ -824,6 +824,49 @@ func TestIntrospectionOfAnExpiredSession(t *testing.T) {
 	}
 }
 
+// TestIntrospectionUnderTheMFAPolicy: a tenant that requires a second
+// factor confines a member who has none to enrolling one (the proxy
+// answers 403 mfa_enrollment_required on every other route), so
+// introspection, the same checks for an app that asks coreapi instead,
+// answers such a member's token inactive: it used to describe it active
+// with every permission of the member's roles. A member with an active
+// factor, and a service account (which has none to enrol), are described
+// as before, and so is the member once the policy is lifted.
+func TestIntrospectionUnderTheMFAPolicy(t *testing.T) {
+	e := start(t, startOpts{})
+	ownerTk, owner := e.owner(t, "owner@example.com")
+	a := e.createAccount(t, owner, "introspector")
+	s := e.createSecret(t, owner, a.ID)
+	svcTk := e.clientToken(t, s, "")
+	policy := func(on bool) {
+		t.Helper()
+		if r := e.Send(t, owner, http.MethodPatch, "/api/v1/tenant", map[string]any{"require_mfa": on}); r.Status != http.StatusOK {
+			t.Fatalf("require_mfa %v: %d %s", on, r.Status, r.Body)
+		}
+	}
+	policy(true)
+	if got := e.introspect(t, s, ownerTk.AccessToken); got["active"] != false {
+		t.Fatalf("token of a member without a second factor under the policy: %v", got)
+	}
+	if got := e.introspect(t, s, svcTk.AccessToken); got["active"] != true {
+		t.Fatalf("service account's token under the policy: %v", got)
+	}
+	if _, err := e.DB.Pool.Exec(context.Background(),
+		`INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, owner.UserID); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.introspect(t, s, ownerTk.AccessToken); got["active"] != true || got["scope"] != strings.Join(owner.Permissions, " ") {
+		t.Fatalf("token of a member with a second factor under the policy: %v", got)
+	}
+	if _, err := e.DB.Pool.Exec(context.Background(), `DELETE FROM mfa_totp WHERE user_id = $1`, owner.UserID); err != nil {
+		t.Fatal(err)
+	}
+	policy(false)
+	if got := e.introspect(t, s, ownerTk.AccessToken); got["active"] != true {
+		t.Fatalf("token once the policy is lifted: %v", got)
+	}
+}
+
 // TestBurstOfRightSecretsLeavesTheClientIn: client authentications are
 // reserved before the secret is checked, so more at once than
 // ClientLimit.N are refused beyond it (429); but only failures may add

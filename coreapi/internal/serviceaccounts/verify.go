@@ -43,9 +43,9 @@ func looksLikeJWT(tok string) bool {
 // no key-bearing headers, a published kid whose algorithm is the header's,
 // the signature, issuer, audience, exp/nbf/iat with leeway, lifetime, id
 // claims, principal) and then checks it against the database as the
-// proxy's projection does (user, membership and tenant active, token
-// version, session not revoked: here any revoked or expired session, not
-// only recently revoked ones). Any failure is errInactive; other errors are the
+// proxy's projection does (user, membership and tenant active, the
+// tenant's MFA policy, token version, session not revoked: here any
+// revoked or expired session, not only recently revoked ones). Any failure is errInactive; other errors are the
 // database's.
 func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	if len(tok) > maxToken || !looksLikeJWT(tok) {
@@ -122,6 +122,14 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 		return tokenInfo{}, errInactive
 	}
 	if info.Principal == identity.PrincipalUser {
+		// A tenant that requires a second factor confines a member who
+		// has none to enrolling one, as the proxy does (403
+		// mfa_enrollment_required on every other route): the token is
+		// good for nothing an app serves. A service account has no
+		// factor to enrol and is exempt, as at the proxy.
+		if pr.TenantRequireMFA && !pr.MFAEnabled {
+			return tokenInfo{}, errInactive
+		}
 		live, err := s.sessionLive(ctx, p.Sid, p.Sub)
 		if err != nil {
 			return tokenInfo{}, err
