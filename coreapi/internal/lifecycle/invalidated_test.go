@@ -143,6 +143,12 @@ func TestAnswerNamesWhatItInvalidated(t *testing.T) {
 	check("PATCH /tenant without a change of MFA policy", http.StatusOK, false, func() apitest.Response {
 		return x.Send(t, &owner.id, http.MethodPatch, "/api/v1/tenant", map[string]any{"name": "Acme renamed"})
 	})
+	// The owner holds a second factor, so the policy leaves them their
+	// permissions (the invitation below).
+	if _, err := x.DB.Pool.Exec(t.Context(),
+		`INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, owner.id.UserID); err != nil {
+		t.Fatal(err)
+	}
 	check("PATCH /tenant requiring a second factor", http.StatusOK, true, func() apitest.Response {
 		return x.Send(t, &owner.id, http.MethodPatch, "/api/v1/tenant", map[string]any{"require_mfa": true})
 	})

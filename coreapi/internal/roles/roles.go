@@ -260,7 +260,10 @@ func (a Actor) Covers(perms []string) bool {
 // qLive reads the permissions user $2 holds in tenant $1 now, under the
 // catalog whose arrays all and member are $3 and $4 (CatalogArgs): none
 // unless the membership, the account and the tenant are active, as the
-// projection the proxy authorizes with gives none.
+// projection the proxy authorizes with gives none; and none for a person
+// without an active second factor in a tenant that requires one, whom
+// the proxy confines to enrolling one (a service account has none to
+// enrol and is exempt, as at the proxy).
 var qLive = `
 SELECT ARRAY(
     SELECT DISTINCT p
@@ -271,6 +274,8 @@ SELECT ARRAY(
     JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
     CROSS JOIN LATERAL unnest(` + PermissionsSQL("r", "$3::text[]", "$4::text[]") + `) AS p
     WHERE m.tenant_id = $1 AND m.user_id = $2::uuid AND m.status = 'active' AND p = ANY($3::text[])
+      AND (NOT t.require_mfa OR u.kind = 'service'
+           OR EXISTS (SELECT 1 FROM mfa_totp f WHERE f.user_id = u.id AND f.status = 'active'))
     ORDER BY p)`
 
 // Live returns a with its permissions narrowed, in tx, to those its user
@@ -279,7 +284,9 @@ SELECT ARRAY(
 // projection the proxy authorized the request with: a request in flight
 // as its caller is demoted, or authorized from a projection the
 // demotion's invalidation has not reached yet, carries what the caller
-// no longer holds. Read after the tenant's lock (LockTenant), which every
+// no longer holds; so does one of a person the tenant's MFA policy
+// confines since (qLive), which the policy's change, locking the tenant's
+// row, is ordered with. Read after the tenant's lock (LockTenant), which every
 // change that can demote a member takes (a grant, a revocation, a role's
 // edit or deletion, a member's disabling or removal), it sees every such
 // change committed before this one: two admins demoting each other at once cannot both

@@ -81,3 +81,13 @@ func wantNoChange(t *testing.T, w *world, as *identity.Identity, path string, bo
 		t.Errorf("PATCH %s %v changed nothing but wrote %d audit rows", path, body, m-n)
 	}
 }
+
+// giveFactor gives the user an active second factor (a TOTP row, never
+// used for a code): what the tenant's MFA policy asks of its members.
+func giveFactor(t *testing.T, w *world, userID string) {
+	t.Helper()
+	const q = `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`
+	if _, err := w.E.DB.Pool.Exec(t.Context(), q, userID); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -155,3 +155,33 @@ AND role_id = (SELECT id FROM roles WHERE tenant_id = $1 AND name = 'admin')`
 	r := answer()
 	apitest.WantProblem(t, r, 403, "forbidden")
 }
+
+// TestActorConfinedByTheMFAPolicyRefused: once the tenant requires a
+// second factor, a member without one holds nothing but the enrolment
+// routes (the proxy answers 403 mfa_enrollment_required everywhere
+// else), so a request signed with the permissions it held before the
+// policy (one in flight as the policy commits, or one a proxy authorized
+// from a projection the policy's invalidation has not reached yet) must
+// not act with them, as a demoted member's must not: an admin without a
+// factor went on granting roles and adding members. A member with an
+// active factor acts as before.
+func TestActorConfinedByTheMFAPolicyRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	stale := w.E.SeedUserIn(t, w.A, "nofactor@acme.test", "admin")
+	enrolled := w.E.SeedUserIn(t, w.A, "factor@acme.test", "admin")
+	giveFactor(t, w, enrolled.UserID)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/tenant", map[string]any{"require_mfa": true}), 200)
+
+	apitest.WantProblem(t, w.E.Send(t, &stale, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/admin", nil), 403, "forbidden")
+	apitest.WantProblem(t, w.E.Send(t, &stale, "POST", "/api/v1/users", map[string]any{"email": "crony@acme.test", "roles": []string{"admin"}}), 403, "forbidden")
+	apitest.WantProblem(t, w.E.Send(t, &stale, "POST", "/api/v1/roles", map[string]any{"name": "sneaky", "permissions": []string{"users:write"}}), 403, "forbidden")
+	var m tenantapi.Member
+	r := w.E.Get(t, &w.Owner, "/api/v1/users/"+w.Member.UserID)
+	apitest.WantStatus(t, r, 200)
+	r.JSON(t, &m)
+	if slices.Contains(m.Roles, "admin") {
+		t.Fatal("an admin confined by the MFA policy granted a role")
+	}
+	apitest.WantStatus(t, w.E.Send(t, &enrolled, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/admin", nil), 200)
+}

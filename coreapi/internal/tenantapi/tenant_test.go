@@ -140,6 +140,9 @@ func TestTenantRequireMFA(t *testing.T) {
 	if got, want := w.E.OutboxSubjects(t), []string{invalidation.TenantSubject(w.A)}; !slices.Equal(got, want) {
 		t.Fatalf("outbox = %v, want %v", got, want)
 	}
+	// The policy now confines the owner, who has no second factor, to
+	// enrolling one: with one, the same patch changes nothing.
+	giveFactor(t, w, w.Owner.UserID)
 	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/tenant", map[string]any{"require_mfa": true}), 200)
 	if got := w.E.OutboxSubjects(t); len(got) != 1 {
 		t.Fatalf("an unchanged policy wrote outbox rows: %v", got)
@@ -168,6 +171,9 @@ func TestTenantRequireMFA(t *testing.T) {
 func TestTenantUpdateAudited(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
+	// The owner turns the MFA policy off again below: one the policy
+	// confines (no second factor) may not.
+	giveFactor(t, w, w.Owner.UserID)
 	type state struct {
 		Name       string `json:"name"`
 		RequireMFA bool   `json:"require_mfa"`
