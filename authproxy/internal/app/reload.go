@@ -22,8 +22,10 @@ const reloadSettle = 100 * time.Millisecond
 // ReloadRules reads RULES_FILE again and, if the whole file is valid,
 // swaps the new route table in atomically; requests already routed keep
 // the table they started with. A bad file keeps the current table, logs
-// every problem and counts authproxy_rules_reload_failures_total; a good
-// one bumps authproxy_rules_generation.
+// every problem, counts authproxy_rules_reload_failures_total and sets
+// authproxy_rules_reload_refused (an alert holds on it for as long as the
+// file stays refused); a good one bumps authproxy_rules_generation and
+// clears authproxy_rules_reload_refused.
 func (a *App) ReloadRules() error {
 	if a.cfg.RulesFile == "" {
 		a.log.Info("rules reload: no RULES_FILE, nothing to reload")
@@ -39,11 +41,13 @@ func (a *App) ReloadRules() error {
 			// A table that parses may still name what the proxy cannot
 			// serve (an upstream without a key): refused the same way.
 			if err = a.swap(t); err == nil {
+				a.Metrics.RulesReloadRefused.Set(0)
 				return nil
 			}
 		}
 	}
 	a.Metrics.RulesReloadFailed.Inc()
+	a.Metrics.RulesReloadRefused.Set(1)
 	for _, p := range problems(err) {
 		a.log.Error("rules reload: problem", "file", a.cfg.RulesFile, "problem", p.Error())
 	}

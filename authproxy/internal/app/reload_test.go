@@ -23,6 +23,9 @@ func (e *env) generation() float64 { return testutil.ToFloat64(e.app.Metrics.Rul
 func (e *env) reloadFailures() float64 {
 	return testutil.ToFloat64(e.app.Metrics.RulesReloadFailed)
 }
+func (e *env) reloadRefused() float64 {
+	return testutil.ToFloat64(e.app.Metrics.RulesReloadRefused)
+}
 
 // writeRules replaces the rules file the way an editor does: a new file
 // renamed over the old one.
@@ -109,8 +112,8 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 	} {
 		e.writeRules(bad)
 		testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), float64(i+1)) })
-		if g := e.generation(); g != 1 {
-			t.Fatalf("generation = %v after a bad file, want 1", g)
+		if g, r := e.generation(), e.reloadRefused(); g != 1 || r != 1 {
+			t.Fatalf("generation = %v, reload refused = %v after a bad file, want 1 and 1", g, r)
 		}
 		// The previous rules still serve.
 		e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
@@ -122,8 +125,16 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 	testenv.Eventually(t, func() error {
 		return testenv.Contains("the log", e.logs.String(), `unknown upstream \"nope\"`, `access \"sometimes\"`, "the previous rules stay in force")
 	})
+	// Still refused, however long ago the refusal was counted: an alert
+	// on the count's increase would have ended while the file stays bad.
+	if r := e.reloadRefused(); r != 1 {
+		t.Fatalf("reload refused = %v with the bad file in place, want 1", r)
+	}
 	e.writeRules(rulesB)
 	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	if r := e.reloadRefused(); r != 0 {
+		t.Fatalf("reload refused = %v after a good file loaded, want 0", r)
+	}
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
 }
 

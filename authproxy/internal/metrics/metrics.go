@@ -63,6 +63,7 @@ type Metrics struct {
 	HeartbeatTimeoutShort prometheus.Gauge
 	Decisions             *CounterVec // outcome
 	RulesGeneration       prometheus.Gauge
+	RulesReloadRefused    prometheus.Gauge
 	RulesReloadFailed     prometheus.Counter
 	UntrustedXFF          prometheus.Counter
 	// APIKeyRefusals counts API keys refused at the proxy, by reason:
@@ -149,6 +150,9 @@ func New() *Metrics {
 		RulesGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authproxy_rules_generation", Help: "Route tables loaded: 1 at start, +1 per successful reload.",
 		}),
+		RulesReloadRefused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_rules_reload_refused", Help: "1 while the last reload of the rules file was refused: the file differs from the route table in force (the previous table stays) until a reload succeeds.",
+		}),
 		RulesReloadFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
 		}),
@@ -173,7 +177,7 @@ func New() *Metrics {
 		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
 	})
 	buildInfo.Set(1)
-	r.MustRegister(m.RulesGeneration, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals, m.APIKeyUsesDropped, m.APIKeyUsesRefused)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadRefused, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals, m.APIKeyUsesDropped, m.APIKeyUsesRefused)
 	for _, r := range []string{"malformed", "not_a_key", "in_query", "ambiguous", "unknown", "wrong_secret", "revoked", "rate_limited", "unknown_rate_limited"} {
 		m.APIKeyRefusals.WithLabelValues(r)
 	}
