@@ -30,14 +30,61 @@ func NewProvider(db *sql.DB) (*goose.Provider, error) {
 	return p, nil
 }
 
-// Up applies every pending migration.
+// Up applies every pending migration. It first checks what migration
+// 00012 needs of the server, so that a database it cannot run on is left
+// as it was rather than migrated up to 00011 (see checkServer).
 func Up(ctx context.Context, db *sql.DB) error {
 	p, err := NewProvider(db)
 	if err != nil {
 		return err
 	}
+	if err := checkServer(ctx, db); err != nil {
+		return fmt.Errorf("migrations up: %w", err)
+	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("migrations up: %w", err)
+	}
+	return nil
+}
+
+// nfcVersion is migration 00012, the first that needs PostgreSQL 13 or
+// later and a UTF8 database (normalize() and IS NFC NORMALIZED).
+const nfcVersion = 12
+
+// checkServer refuses, with migration 00012's own words, a server or
+// database 00012 would stop on, while the schema is still behind it. goose
+// applies each migration in a transaction of its own, so the migrations
+// before 00012 would be applied and kept: from the first release's schema,
+// 00003 among them, which drops the table the first release's pods still
+// read for every sign-in of an unknown address, while the new pods, their
+// init container failing, never start.
+func checkServer(ctx context.Context, db *sql.DB) error {
+	var known bool
+	if err := db.QueryRowContext(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&known); err != nil {
+		return fmt.Errorf("schema version: %w", err)
+	}
+	if known {
+		var v int64
+		if err := db.QueryRowContext(ctx, VersionQuery).Scan(&v); err != nil {
+			return fmt.Errorf("schema version: %w", err)
+		}
+		if v >= nfcVersion {
+			return nil
+		}
+	}
+	const q = `SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_setting('server_encoding')`
+	var (
+		num               int
+		version, encoding string
+	)
+	if err := db.QueryRowContext(ctx, q).Scan(&num, &version, &encoding); err != nil {
+		return fmt.Errorf("server version: %w", err)
+	}
+	if num < 130000 {
+		return fmt.Errorf("migration 00012 cannot run, nothing was applied: Tollgate needs PostgreSQL 13 or later (Unicode normalization of email addresses); this server is %s", version)
+	}
+	if encoding != "UTF8" {
+		return fmt.Errorf("migration 00012 cannot run, nothing was applied: Tollgate needs a UTF8 database (Unicode normalization of email addresses); this one is %s", encoding)
 	}
 	return nil
 }

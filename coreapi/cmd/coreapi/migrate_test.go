@@ -229,18 +229,19 @@ WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
 	}
 }
 
-// TestMigrateUpConcurrently: several `coreapi migrate up` on one empty
-// database at once (the init containers of a rollout) all succeed and apply
-// each migration once, because they take turns under an advisory lock.
-func TestMigrateUpConcurrently(t *testing.T) {
+// emptyDatabase creates a database with no schema, named prefix and a
+// random suffix, CREATE DATABASE taking with (such as an ENCODING), dropped
+// in t.Cleanup, and returns its URL.
+func emptyDatabase(t *testing.T, prefix, with string) string {
+	t.Helper()
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, dbtest.AdminURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	name := "coreapi_migrate_race_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	name := prefix + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+with); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -256,7 +257,16 @@ func TestMigrateUpConcurrently(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Path = "/" + name
-	env := envOf(map[string]string{"DATABASE_URL": u.String()})
+	return u.String()
+}
+
+// TestMigrateUpConcurrently: several `coreapi migrate up` on one empty
+// database at once (the init containers of a rollout) all succeed and apply
+// each migration once, because they take turns under an advisory lock.
+func TestMigrateUpConcurrently(t *testing.T) {
+	ctx := context.Background()
+	dbURL := emptyDatabase(t, "coreapi_migrate_race_", "")
+	env := envOf(map[string]string{"DATABASE_URL": dbURL})
 
 	const n = 8
 	errs := make(chan error, n)
@@ -273,7 +283,7 @@ func TestMigrateUpConcurrently(t *testing.T) {
 			t.Errorf("concurrent migrate up: %v", err)
 		}
 	}
-	pool, err := pgxpool.New(ctx, u.String())
+	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +312,49 @@ func TestMigrateUpConcurrently(t *testing.T) {
 	}
 	if applied != distinct || applied != all {
 		t.Errorf("goose_db_version has %d rows for %d versions, want each of the %d migrations once", applied, distinct, all)
+	}
+}
+
+// TestMigrateUpRefusesANonUTF8Database: migration 00012 needs a UTF8
+// database (a cluster made by initdb in the C locale has SQL_ASCII ones).
+// On another, `migrate up` from the first release's schema (00002) stops
+// before it applies anything: applied one by one up to 00012, migrations
+// 00003 to 00011 would stay, 00003 among them, which drops the table the
+// first release's sign-in uses, while its pods keep serving and the new
+// ones cannot start.
+func TestMigrateUpRefusesANonUTF8Database(t *testing.T) {
+	ctx := context.Background()
+	dbURL := emptyDatabase(t, "coreapi_migrate_ascii_", " TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	defer sqlDB.Close()
+	p, err := migrations.NewProvider(sqlDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 2); err != nil {
+		t.Fatalf("up to the first release's schema: %v", err)
+	}
+
+	var out bytes.Buffer
+	err = run(ctx, []string{"migrate", "up"}, envOf(map[string]string{"DATABASE_URL": dbURL}), &out)
+	if err == nil || !strings.Contains(err.Error(), "Tollgate needs a UTF8 database") || !strings.Contains(err.Error(), "SQL_ASCII") {
+		t.Fatalf("migrate up on a SQL_ASCII database = %v, want the refusal naming UTF8 and SQL_ASCII\n%s", err, out.String())
+	}
+	var version int64
+	if err := pool.QueryRow(ctx, migrations.VersionQuery).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	var kept bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('login_failures') IS NOT NULL`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if version != 2 || !kept {
+		t.Errorf("after the refusal: schema version %d, login_failures kept %v; want 2 and true (nothing applied)", version, kept)
 	}
 }
 
