@@ -41,10 +41,16 @@ CREATE INDEX mfa_challenges_user_id_idx ON mfa_challenges (user_id);
 CREATE INDEX mfa_challenges_tenant_id_idx ON mfa_challenges (tenant_id);
 
 -- How the session's holder last authenticated: access tokens carry these
--- as amr / auth_time, and a refresh keeps them.
+-- as amr / auth_time, and a refresh keeps them. A session of an earlier
+-- release was authenticated when it was created (its refreshes and tenant
+-- switches authenticate no one), not when this runs: a route's
+-- max_auth_age would take one signed in weeks ago for a fresh sign-in.
+-- The ALTER holds the table until the commit, so every row updated here
+-- is such a session.
 ALTER TABLE sessions
     ADD COLUMN amr       text[] NOT NULL DEFAULT '{pwd}',
     ADD COLUMN auth_time timestamptz NOT NULL DEFAULT now();
+UPDATE sessions SET auth_time = created_at;
 
 -- A tenant may require every member to have a second factor.
 ALTER TABLE tenants ADD COLUMN require_mfa boolean NOT NULL DEFAULT false;

@@ -358,6 +358,48 @@ func TestMigrateUpRefusesANonUTF8Database(t *testing.T) {
 	}
 }
 
+// TestMigrateKeepsWhenSessionsSignedIn: migration 00007 gives the sessions
+// of an older release the time their holder signed in (the session's
+// creation: a refresh or a tenant switch authenticates no one), which their
+// access tokens carry as auth_time from then on and routes with a
+// max_auth_age compare; not the time of the migration, which made a
+// session signed in weeks before pass as signed in just now.
+func TestMigrateKeepsWhenSessionsSignedIn(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	downTo(t, db, 5)
+	const (
+		tenant  = "00000000-0000-0000-0000-0000000000aa"
+		user    = "00000000-0000-0000-0000-000000000001"
+		session = "00000000-0000-0000-0000-0000000000c1"
+	)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO tenants (id, name) VALUES ($1, 'T')`, []any{tenant}},
+		{`INSERT INTO users (id, email) VALUES ($1, 'ada@example.com')`, []any{user}},
+		{`INSERT INTO sessions (id, user_id, tenant_id, created_at, last_used_at, expires_at)
+VALUES ($1, $2, $3, now() - interval '20 days', now() - interval '1 minute', now() + interval '10 days')`, []any{session, user, tenant}},
+	} {
+		if _, err := db.Pool.Exec(ctx, q.sql, q.args...); err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+	}
+	if err := run(ctx, []string{"migrate", "up"}, env, io.Discard); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	var signedIn bool
+	var authTime string
+	if err := db.Pool.QueryRow(ctx, `SELECT auth_time = created_at, auth_time::text FROM sessions WHERE id = $1`, session).Scan(&signedIn, &authTime); err != nil {
+		t.Fatal(err)
+	}
+	if !signedIn {
+		t.Errorf("session's auth_time after the migration: %s, want its creation, 20 days ago", authTime)
+	}
+}
+
 // addressRig is the rig of a migration that rewrites stored addresses,
 // on a database taken down to the version before it.
 type addressRig struct {
