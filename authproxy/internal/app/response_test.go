@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -409,6 +410,37 @@ func statusRules(url string) string {
 		"  - {prefix: /, upstream: notes, access: public}\n" +
 		"  - {prefix: /s, upstream: notes, access: public, stream_timeout: 10s, strip_prefix: true}\n" +
 		"  - {prefix: /ws, upstream: notes, access: public, websocket: true, strip_prefix: true}\n"
+}
+
+// TestHTTP10ClientSeesCutShortAnswerCutShort: an HTTP/1.0 client reads an
+// answer without a length until the connection closes, so a close is all
+// that tells it the body ended. When the upstream cut its answer short (its
+// connection closed before the last chunk), the proxy closed the client's
+// connection as cleanly as after a whole answer: a truncated download, or
+// half a JSON document, read as whole. The connection is reset instead, as
+// the last chunk is withheld from an HTTP/1.1 client
+// (TestStreamCutShortIsCutShortForTheClient); a whole answer still ends with
+// a clean close. Routes of both kinds: forwarded, and stream routes.
+func TestHTTP10ClientSeesCutShortAnswerCutShort(t *testing.T) {
+	answers := map[string]string{
+		"/cut":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+		"/whole": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	}
+	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
+	for _, path := range []string{"/cut", "/whole", "/s/cut", "/s/whole"} {
+		t.Run(path, func(t *testing.T) {
+			conn, _ := dialProxy(t, e.addr)
+			fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path)
+			raw, err := io.ReadAll(conn)
+			if _, body, _ := strings.Cut(string(raw), "\r\n\r\n"); body != "hello" {
+				t.Fatalf("answer %q, want the upstream's body %q", raw, "hello")
+			}
+			cut := strings.HasSuffix(path, "/cut")
+			if reset := errors.Is(err, syscall.ECONNRESET); reset != cut || !cut && err != nil {
+				t.Fatalf("read ended with %v, want a reset %v (an answer cut short), else a clean close", err, cut)
+			}
+		})
+	}
 }
 
 // The status line a client gets is the proxy's: HTTP/1.1 and the code's

@@ -2,10 +2,13 @@ package server
 
 import (
 	"bufio"
+	"errors"
+	"io"
 	"net"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/valyala/fasthttp"
 )
 
@@ -30,7 +33,8 @@ func (s *Server) closeDelimited(c *fiber.Ctx) {
 
 // writeUntilClose writes resp's header, without a length or chunks and
 // with "Connection: close", then its body stream as it is read, each
-// write within timeout (0: none), and closes the body stream.
+// write within timeout (0: none), and closes the body stream. A body the
+// upstream cut short ends with the connection reset (streams.Reset).
 func writeUntilClose(resp *fasthttp.Response, conn net.Conn, timeout time.Duration) {
 	body := resp.BodyStream()
 	defer func() { _ = resp.CloseBodyStream() }() // the connection closes either way
@@ -63,6 +67,12 @@ func writeUntilClose(resp *fasthttp.Response, conn net.Conn, timeout time.Durati
 		}
 		if err != nil {
 			_ = w.Flush()
+			if !errors.Is(err, io.EOF) {
+				// The upstream cut its answer short (its connection closed
+				// before the last chunk, or failed): the close that follows
+				// would end the body as whole for the client.
+				streams.Reset(conn)
+			}
 			return
 		}
 	}

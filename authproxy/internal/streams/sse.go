@@ -292,9 +292,14 @@ func (m *Manager) relayStream(c *Conn, out *sseClient, body io.Reader, head []by
 	// answer the upstream cut short (a connection closed before its
 	// Content-Length or its last chunk) is cut short for the client too:
 	// the connection closes without the last chunk, so that a download is
-	// not taken for whole.
-	if !cut && !unchunked { // unchunked: the close ends it
+	// not taken for whole; to an HTTP/1.0 client, which reads the body
+	// until the close, the connection is reset instead.
+	switch {
+	case !cut && !unchunked: // unchunked: the close ends it
 		_ = out.write([]byte("0\r\n\r\n"))
+	case cut && unchunked:
+		// The close would end the body as whole: a reset says it is not.
+		Reset(cli)
 	}
 	return c.Reason()
 }

@@ -851,6 +851,24 @@ func closeUpstream(c net.Conn, reason string) {
 	fasttransport.Abandon(c)
 }
 
+// Reset ends a client's connection c with a reset (RST) instead of the
+// orderly close (FIN) that ends a body read until the close: an HTTP/1.0
+// client reading an answer without a length learns that way that it was
+// cut short, where a close would have it take what came for the whole
+// body. c is fasthttp's hijacked connection; one whose TCP connection it
+// cannot reach is closed as usual.
+func Reset(c net.Conn) {
+	raw := c
+	if u, ok := raw.(interface{ UnsafeConn() net.Conn }); ok {
+		raw = u.UnsafeConn()
+	}
+	if l, ok := raw.(interface{ SetLinger(sec int) error }); ok && l.SetLinger(0) == nil {
+		_ = raw.Close()
+		return
+	}
+	_ = c.Close()
+}
+
 type metricSet struct {
 	open    *prometheus.GaugeVec   // kind, route
 	closed  *prometheus.CounterVec // kind, reason
