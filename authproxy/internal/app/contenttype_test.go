@@ -1,6 +1,8 @@
 package app
 
 import (
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,6 +39,51 @@ func TestNoContentTypeAdded(t *testing.T) {
 			}
 			if hreq.ContentLength != 3 && tt.name != "large" {
 				t.Fatalf("Content-Length %d, want 3", hreq.ContentLength)
+			}
+		})
+	}
+}
+
+// TestNoContentTypeAddedToAnswers: an upstream's answer with a body and no
+// Content-Type reaches the client without one, as it came, on every kind
+// of route (and to a HEAD, whose answer announces a body). fasthttp's
+// writer named it "text/plain; charset=utf-8": a client then read a binary
+// download as UTF-8 text, or took the body for text where it would have
+// sniffed its type or refused it. One the upstream sent reaches the client
+// unchanged.
+func TestNoContentTypeAddedToAnswers(t *testing.T) {
+	answers := map[string]string{
+		"/bare":  "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"/typed": "HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Length: 3\r\n\r\nabc",
+	}
+	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
+	const upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	for _, tt := range []struct {
+		name, method, path, hdr, want string
+	}{
+		{name: "plain", method: "GET", path: "/bare"},
+		{name: "plain HEAD", method: "HEAD", path: "/bare"},
+		{name: "stream", method: "GET", path: "/s/bare"},
+		{name: "refused upgrade", method: "GET", path: "/ws/bare", hdr: upgrade},
+		{name: "sent", method: "GET", path: "/typed", want: "application/pdf"},
+		{name: "sent on a stream", method: "GET", path: "/s/typed", want: "application/pdf"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, br := dialProxy(t, e.addr)
+			if _, err := io.WriteString(conn, tt.method+" "+tt.path+" HTTP/1.1\r\nHost: x\r\n"+tt.hdr+"Connection: close\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, &http.Request{Method: tt.method})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || tt.method == "GET" && string(body) != "abc" {
+				t.Fatalf("answer %d %q, want the upstream's 200 abc", resp.StatusCode, body)
+			}
+			if ct := resp.Header.Values("Content-Type"); strings.Join(ct, ",") != tt.want {
+				t.Fatalf("Content-Type %q, want %q", ct, tt.want)
 			}
 		})
 	}

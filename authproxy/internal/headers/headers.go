@@ -361,8 +361,11 @@ func IsClientAddress(name []byte) bool {
 // is every X-Auth-Invalidated (invalidation.HeaderInvalidated), which
 // coreapi's answers carry for the proxy alone (read before this from
 // coreapi's answers only) and an app's must not pass off as coreapi's to
-// a proxy in front.
+// a proxy in front. Nothing is added either: an answer without a
+// Content-Type goes on without one, where fasthttp's writer would name it
+// "text/plain; charset=utf-8" (a binary download read as UTF-8 text).
 func SanitizeResponse(h *fasthttp.ResponseHeader) {
+	h.SetNoDefaultContentType(true)
 	if !h.IsHTTP11() || len(h.StatusMessage()) > 0 {
 		ownStatusLine(h)
 	}
