@@ -285,6 +285,44 @@ func TestUserinfoInHostRefused(t *testing.T) {
 	}
 }
 
+// TestMalformedHostRefused: a Host with a byte no host holds (a quote,
+// angle brackets, a backslash, a path, a query or a fragment, a byte that
+// is not ASCII) is refused with 400 on every route, nothing forwarded: the
+// proxy forwarded it as Host and X-Forwarded-Host, where an app that builds
+// its links or redirects from them wrote it into its pages. Every form a
+// host takes (a name with a port, an IP literal, a Punycode name, an
+// underscore) is served.
+func TestMalformedHostRefused(t *testing.T) {
+	e, up := startRawApp(t)
+	tok := e.token(nil)
+	send := func(target, host string) result {
+		req := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n"
+		if target == "/notes/a" {
+			req += "Authorization: Bearer " + tok + "\r\n"
+		}
+		return e.raw(req + "Connection: close\r\n\r\n")
+	}
+	for _, host := range []string{"a", "a:8080", "[::1]:80", "127.0.0.1", "xn--bcher-kva.example", "a_b.example"} {
+		for _, target := range []string{"/notes/a", "/pub/x"} {
+			if r := send(target, host); r.status != 200 {
+				t.Fatalf("%s, Host %q: status %d, want 200", target, host, r.status)
+			}
+		}
+	}
+	n := len(up.all())
+	for _, host := range []string{`a"><script>x</script>`, "a<b", "a\\b", "a/b", "a?b", "a#b", "b\u00fccher.example", "a`b", "a{b}", "a|b", "a^b"} {
+		for _, target := range []string{"/notes/a", "/pub/x"} {
+			r := send(target, host)
+			if r.status != 400 || r.prob.Code != problem.CodeBadRequest {
+				t.Errorf("%s, Host %q: status %d code %q, want 400 %s", target, host, r.status, r.prob.Code, problem.CodeBadRequest)
+			}
+		}
+	}
+	if got := up.all(); len(got) != n {
+		t.Fatalf("the upstream received %d requests with a malformed Host, want none: %q", len(got)-n, got[n:])
+	}
+}
+
 // TestTooManyFieldsToRemoveRefused: a request with more fields for the
 // clean-up to remove than headers.MaxRemoved (identity fields of distinct
 // names, forwarding fields from an untrusted peer, names listed in

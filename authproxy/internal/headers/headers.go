@@ -1101,3 +1101,29 @@ func APIKey(h *fasthttp.RequestHeader) (v []byte, n int) {
 func DelAPIKey(h *fasthttp.RequestHeader) {
 	delFields(h, func(k, _ []byte) bool { return len(k) == len(APIKeyHeader) && equalFold(k, APIKeyHeader) })
 }
+
+// hostBytes are the bytes a Host value may hold (RFC 9110 section 7.2:
+// uri-host [":" port], RFC 3986 section 3.2.2): a reg-name's unreserved
+// letters, digits and "-._~", its percent-encoding and sub-delims, an IP
+// literal's brackets and the port's colon.
+var hostBytes = func() (t [256]bool) {
+	for _, b := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]") {
+		t[b] = true
+	}
+	return t
+}()
+
+// ValidHost reports whether host holds only the bytes a Host value may:
+// no userinfo ("u:p@a", which fasthttp reads as the target's and its
+// client writes to the upstream as "Authorization: Basic"), no quote,
+// angle bracket, backslash, space, control or non-ASCII byte, which an app
+// that builds links or redirects from Host or X-Forwarded-Host would
+// write into its pages, and no "/", "?" or "#", which end a host in a URL.
+func ValidHost(host []byte) bool {
+	for _, b := range host {
+		if !hostBytes[b] {
+			return false
+		}
+	}
+	return true
+}

@@ -943,7 +943,7 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 }
 
 // hygiene refuses a field name with a space, an HTTP/1.0 request without
-// Host, userinfo in Host, trailers, h2c and more fields to remove than
+// Host, a Host with a byte no host holds (userinfo among them), trailers, h2c and more fields to remove than
 // headers.MaxRemoved, takes a
 // WebSocket's bearer from its subprotocols, and cleans the client's fields
 // (headers.Sanitize). What headers.Scan saw decides which of these have
@@ -968,13 +968,14 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		st.outcome = "bad_header"
 		return errNoHost
 	}
-	// Userinfo in Host ("u:p@a"), which no Host value holds (RFC 9110
-	// section 7.2): fasthttp reads it as the target's, and its client
-	// writes that as "Authorization: Basic" to the upstream, after the
-	// client's own field was removed.
-	if bytes.IndexByte(host, '@') >= 0 {
+	// A byte no Host value holds (RFC 9110 section 7.2): userinfo
+	// ("u:p@a"), which fasthttp reads as the target's and its client
+	// writes as "Authorization: Basic" to the upstream, after the client's
+	// own field was removed; markup or a path, forwarded in Host and
+	// X-Forwarded-Host to an app that builds its links from them.
+	if !headers.ValidHost(host) {
 		st.outcome = "bad_header"
-		return errHostUserinfo
+		return errBadHost
 	}
 	if st.seen.Hops > 0 && headers.HasTrailers(h) { // a trailer announcement is a hop-by-hop field
 		st.outcome = "trailers"
@@ -1907,7 +1908,7 @@ var (
 	// A field name with a space (headers.Seen.SpaceInName).
 	errSpaceInName = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed header field name"}
 	// A Host field with userinfo ("u:p@a").
-	errHostUserinfo = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
+	errBadHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
 	// An HTTP/1.0 request without a Host field (fasthttp refuses an
 	// HTTP/1.1 one).
 	errNoHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "missing Host field: a request must name the host it is for"}
