@@ -588,6 +588,12 @@ func (p *parser) corsOrigins() []string {
 		// shortest form, no default port.
 		host := strings.ToLower(u.Hostname())
 		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+			if ip.Zone() != "" {
+				// A browser's Origin never names the interface: as
+				// written it would never match.
+				p.fail("CORS_ALLOWED_ORIGINS", envconfig.ProblemURL(o), "an IPv6 zone (%25...) is never in a browser's Origin: leave it out")
+				continue
+			}
 			host = "[" + ip.String() + "]"
 		}
 		if port := u.Port(); port != "" && !(u.Scheme == "https" && port == "443") && !(u.Scheme == "http" && port == "80") {

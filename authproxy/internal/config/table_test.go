@@ -177,6 +177,10 @@ func TestCORSOrigins(t *testing.T) {
 		// this one would never match.
 		{"https://bücher.example", "", "error"},
 		{"https://xn--bcher-kva.example", "", "https://xn--bcher-kva.example"},
+		// A zone (an interface) is never in a browser's Origin: this one
+		// would never match either.
+		{"http://[fe80::1%25eth0]:3000", "", "error"},
+		{"https://[fe80::1%25eth0]", "", "error"},
 	} {
 		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "CORS_ALLOWED_ORIGINS": tc.origins, "CORS_ALLOW_CREDENTIALS": tc.creds}))
 		if tc.want == "error" {
