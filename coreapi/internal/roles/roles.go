@@ -502,7 +502,9 @@ func auditedOf(r Role) auditedRole {
 // its key lock), a service account's creation and the creation and
 // deletion of its secrets (package serviceaccounts, before the account's
 // row), an invitation's creation, resending and withdrawal (package
-// invitations, before the invitation's row).
+// invitations, before the invitation's row), and a change of the tenant
+// itself (PATCH /tenant, tenants.Store.UpdateAsMember; the operator's
+// suspension locks the row in the same mode).
 func LockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	const q = `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`
 	if _, err := tx.Exec(ctx, q, tenantID); err != nil {

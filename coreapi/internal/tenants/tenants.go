@@ -191,17 +191,16 @@ func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patc
 
 // UpdateAsMember is Update for a member of the tenant (PATCH /tenant),
 // decided on what actor holds when it runs, not on what its request was
-// signed with: the tenant's row is locked first (FOR UPDATE, which
-// orders it after every demotion, each holding the tenant's lock,
-// roles.LockTenant), then actor's permissions are narrowed to those its
-// membership grants now (roles.Live, under the catalog whose arrays are
-// all and member), and without tenant:write it is roles.ErrEscalation: an
-// owner demoted meanwhile neither renames the tenant nor changes its MFA
-// policy.
+// signed with: the tenant's lock is taken first (roles.LockTenant, which
+// orders it after every demotion, each holding that lock), then actor's
+// permissions are narrowed to those its membership grants now
+// (roles.Live, under the catalog whose arrays are all and member), and
+// without tenant:write it is roles.ErrEscalation: an owner demoted
+// meanwhile neither renames the tenant nor changes its MFA policy.
 func (s *Store) UpdateAsMember(ctx context.Context, id string, actor roles.Actor, p Patch, all, member string) (Tenant, bool, error) {
 	return s.update(ctx, id, actor, p, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE`, id); err != nil {
-			return fmt.Errorf("lock tenant: %w", err)
+		if err := roles.LockTenant(ctx, tx, id); err != nil {
+			return err
 		}
 		_, err := roles.Live(ctx, tx, all, member, id, actor, roles.TenantWrite)
 		return err
@@ -212,9 +211,12 @@ func (s *Store) update(ctx context.Context, id string, actor roles.Actor, p Patc
 	// The UPDATE runs only when a value differs: a no-op leaves the row,
 	// and its updated_at, as they were. The locking read "old" is what the
 	// audit's "from" records, so a concurrent change cannot slip in
-	// between.
+	// between. It takes the tenant's lock (FOR NO KEY UPDATE, as
+	// roles.LockTenant): the id is never changed, and FOR UPDATE held back
+	// the foreign-key check of every insert referencing the tenant (a
+	// sign-in's session, a new member, an audit event) until it committed.
 	const q = `
-WITH old AS (SELECT ` + tenantCols + ` FROM tenants WHERE id = $1 FOR UPDATE),
+WITH old AS (SELECT ` + tenantCols + ` FROM tenants WHERE id = $1 FOR NO KEY UPDATE),
 new AS (
     UPDATE tenants t SET
         name = COALESCE($2, t.name),

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -184,5 +187,110 @@ func TestUpdateAuditsEveryChange(t *testing.T) {
 	}
 	if _, _, err := s.Update(ctx, "00000000-0000-0000-0000-000000000001", roles.Actor{}, Patch{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("update of no tenant = %v, want ErrNotFound", err)
+	}
+}
+
+// TestChangeLeavesInsertsIntoTheTenantAlone: a change of the tenant, a
+// member's (PATCH /tenant) or the operator's (a suspension), locks the
+// tenant's row FOR NO KEY UPDATE, as roles.LockTenant does: the foreign-key
+// check of an insert referencing the tenant (FOR KEY SHARE: a sign-in's
+// session, a new member) does not wait for it. Locked FOR UPDATE, every
+// sign-in to the tenant waited for the change to commit. The change is
+// held, its row locks taken, at its outbox row (the test holds the outbox
+// table) while the insert runs.
+func TestChangeLeavesInsertsIntoTheTenantAlone(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	all, member := roles.CatalogArgs(permissions.Builtin())
+	yes, suspended := true, identity.StatusSuspended
+	var n int
+	newUser := func(t *testing.T) string {
+		t.Helper()
+		n++
+		var id string
+		if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email) VALUES ('u' || $1::int || '@x.test') RETURNING id::text`, n).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	s := NewStore(db.Pool)
+	changes := []struct {
+		name   string
+		change func(tenantID, ownerID string) error
+	}{
+		{"member's change", func(tenantID, ownerID string) error {
+			a := roles.Actor{UserID: ownerID, Permissions: []string{roles.TenantWrite}, RequestID: "r"}
+			_, _, err := s.UpdateAsMember(ctx, tenantID, a, Patch{RequireMFA: &yes}, all, member)
+			return err
+		}},
+		{"operator's suspension", func(tenantID, _ string) error {
+			_, _, err := s.Update(ctx, tenantID, roles.Actor{RequestID: "r"}, Patch{Status: &suspended})
+			return err
+		}},
+	}
+	inserts := []struct {
+		name string
+		// insert inserts a row referencing the tenant, of its member or
+		// of an account joining it.
+		insert func(tenantID, member, joining string) error
+	}{
+		{"session", func(tenantID, member, _ string) error {
+			_, err := sessions.New(db.Pool, time.Hour, 10*time.Second).Create(ctx, db.Pool, member, tenantID, "ua", "127.0.0.1")
+			return err
+		}},
+		{"member", func(tenantID, _, joining string) error {
+			return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return AddMember(ctx, tx, tenantID, joining, roles.Member) })
+		}},
+	}
+	for _, c := range changes {
+		for _, in := range inserts {
+			t.Run(c.name+", "+in.name, func(t *testing.T) {
+				owner, signingIn, joining := newUser(t), newUser(t), newUser(t)
+				var ten Tenant
+				err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+					var err error
+					if ten, err = Create(ctx, tx, "Acme"); err != nil {
+						return err
+					}
+					if err := AddMember(ctx, tx, ten.ID, owner, roles.Owner); err != nil {
+						return err
+					}
+					return AddMember(ctx, tx, ten.ID, signingIn, roles.Member)
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				hold, err := db.Pool.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = hold.Rollback(ctx) }()
+				if _, err := hold.Exec(ctx, `LOCK TABLE outbox IN SHARE MODE`); err != nil {
+					t.Fatal(err)
+				}
+				changed := make(chan error, 1)
+				go func() { changed <- c.change(ten.ID, owner) }()
+				db.WaitForLockWaiters(t, 1) // the change, at its outbox row
+				inserted := make(chan struct{})
+				insert := dbtest.AnsweredOrWaitingFor(t, db, 2, func() error {
+					defer close(inserted)
+					return in.insert(ten.ID, signingIn, joining)
+				})
+				select {
+				case <-inserted:
+				default:
+					t.Error("the insert waits for the tenant's change to commit")
+				}
+				if err := hold.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if err := insert(); err != nil {
+					t.Errorf("insert: %v", err)
+				}
+				if err := <-changed; err != nil {
+					t.Errorf("change: %v", err)
+				}
+			})
+		}
 	}
 }
