@@ -27,6 +27,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
@@ -1176,6 +1177,68 @@ func TestPasswordGrantRacingRemoval(t *testing.T) {
 	apitest.WantProblem(t, r, http.StatusForbidden, "forbidden")
 	if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND tenant_id = $2`, uid, second.ID); n != 0 {
 		t.Errorf("sessions in the tenant left = %d, want 0", n)
+	}
+}
+
+// TestPasswordGrantWithoutTenantRacingRemoval: a sign-in naming no tenant
+// lands in the user's oldest active membership; when the user is removed
+// from that tenant between the pick and the session's creation, it lands
+// in the next one, as a sign-in just after the removal does, and with
+// none left it is answered as such a sign-in is (403 no_membership). It
+// answered 403 forbidden naming the tenant it had picked, which the
+// client never asked for.
+func TestPasswordGrantWithoutTenantRacingRemoval(t *testing.T) {
+	for _, another := range []bool{true, false} {
+		name := "no other tenant"
+		if another {
+			name = "another tenant"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			e := start(t, cheap)
+			tk := e.signup(t, "leaving@example.com", "First")
+			uid := claims(t, tk.AccessToken)["sub"].(string)
+			second := e.SeedTenant(t, "Second")
+			if another {
+				e.SeedMember(t, second.ID, uid, "member")
+			}
+
+			// The removal from the oldest tenant (as DELETE /users/{id}
+			// runs it), held uncommitted.
+			remove, err := e.DB.Pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = remove.Rollback(ctx) }()
+			if _, err := remove.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, tk.TenantID, uid); err != nil {
+				t.Fatal(err)
+			}
+			if err := sessions.RevokeInTenant(ctx, remove, uid, tk.TenantID); err != nil {
+				t.Fatal(err)
+			}
+			signIn := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response { // at the membership's row
+				return e.token(t, map[string]string{"grant_type": "password", "email": "leaving@example.com", "password": pw})
+			})
+			if err := remove.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := signIn()
+			if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL`, uid, tk.TenantID); n != 0 {
+				t.Errorf("live sessions in the tenant left = %d, want 0", n)
+			}
+			if !another {
+				apitest.WantProblem(t, r, http.StatusForbidden, "no_membership")
+				return
+			}
+			if r.Status != http.StatusOK {
+				t.Fatalf("sign-in: %d %s, want 200 in the other tenant", r.Status, r.Body)
+			}
+			var got tokens
+			r.JSON(t, &got)
+			if got.TenantID != second.ID || claims(t, got.AccessToken)["tid"] != second.ID {
+				t.Errorf("signed in to %s, want the other tenant %s", got.TenantID, second.ID)
+			}
+		})
 	}
 }
 

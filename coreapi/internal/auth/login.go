@@ -19,6 +19,9 @@ import (
 var (
 	errBadCredentials  = problem.New(400, problem.CodeInvalidGrant, "invalid email or password")
 	errPasswordTooLong = problem.New(400, problem.CodeInvalidRequest, password.ErrTooLong.Error())
+	// errNoMembership answers a sign-in naming no tenant of an account
+	// with no active membership in an active tenant.
+	errNoMembership = problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
 )
 
 func tooManyAttempts(retryAfter int) *problem.Problem {
@@ -57,7 +60,7 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 		if tenantID != "" {
 			return users.Credentials{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
 		}
-		return users.Credentials{}, problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
+		return users.Credentials{}, errNoMembership
 	}
 	return a, nil
 }

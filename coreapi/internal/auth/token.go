@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -188,21 +189,37 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		return TokenResponse{}, err
 	}
 	var issued sessions.Issued
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		if issued, err = s.sessions.CreateAt(ctx, tx, a.UserID, *a.TenantID, ua, ip, a.TokenVersion); err != nil {
-			return err
+	for {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var err error
+			if issued, err = s.sessions.CreateAt(ctx, tx, a.UserID, *a.TenantID, ua, ip, a.TokenVersion); err != nil {
+				return err
+			}
+			// A factor confirmed since passwordSecondFactor looked ended the
+			// account's other sessions before this one existed: the sign-in
+			// asks for it instead (factorActiveLocked).
+			if on, err := factorActiveLocked(ctx, tx, a.UserID); err != nil {
+				return err
+			} else if on {
+				return errFactorConfirmedMeanwhile
+			}
+			return nil
+		})
+		if !errors.Is(err, sessions.ErrNoMembership) || req.TenantID != "" {
+			break
 		}
-		// A factor confirmed since passwordSecondFactor looked ended the
-		// account's other sessions before this one existed: the sign-in
-		// asks for it instead (factorActiveLocked).
-		if on, err := factorActiveLocked(ctx, tx, a.UserID); err != nil {
-			return err
-		} else if on {
-			return errFactorConfirmedMeanwhile
+		// The user was removed from the tenant this sign-in, naming none,
+		// picked: it lands in the next one, as a sign-in after the
+		// removal does, and with none left it is answered as that one is.
+		next, perr := users.SignInTenant(ctx, s.pool, a.UserID)
+		if errors.Is(perr, users.ErrNotFound) {
+			return TokenResponse{}, errNoMembership
 		}
-		return nil
-	})
+		if perr != nil {
+			return TokenResponse{}, perr
+		}
+		a.TenantID = &next
+	}
 	if errors.Is(err, errFactorConfirmedMeanwhile) {
 		return TokenResponse{}, s.challenge(ctx, a, amrPassword)
 	}

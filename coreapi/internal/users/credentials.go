@@ -48,6 +48,25 @@ WHERE lower(u.email) = lower($1)`
 	return c, nil
 }
 
+// SignInTenant returns the tenant a sign-in of userID naming none lands
+// in, as CredentialsByEmail picks it: the oldest active membership in an
+// active tenant; ErrNotFound for none.
+func SignInTenant(ctx context.Context, db sqldb.DB, userID string) (string, error) {
+	const q = `
+SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+WHERE m.user_id = $1 AND m.status = 'active' AND t.status = 'active'
+ORDER BY m.created_at, m.tenant_id LIMIT 1`
+	var tid string
+	err := db.QueryRow(ctx, q, userID).Scan(&tid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("pick tenant: %w", err)
+	}
+	return tid, nil
+}
+
 // Password is what a check of a user's password needs.
 type Password struct {
 	Hash         string // "" for an account without a password
