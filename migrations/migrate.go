@@ -3,10 +3,14 @@ package migrations
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
@@ -45,6 +49,69 @@ func Up(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrations up: %w", err)
 	}
 	return nil
+}
+
+// Retry paces UpRetrying's attempts after a migration gave up waiting for
+// a lock.
+type Retry struct {
+	// Pause is the first pause; each next one is twice the one before, up
+	// to MaxPause.
+	Pause, MaxPause time.Duration
+	// Waited, if set, is told before each pause which migration waited
+	// (its file name, or its version and name for one in Go) and for how
+	// long the next attempt is put off.
+	Waited func(migration string, pause time.Duration)
+}
+
+// UpRetrying is Up for a database that serves while it is migrated, on
+// connections with a lock_timeout. A migration whose statement waited for
+// a lock longer than that (another session's long transaction holds the
+// table) fails with lock_not_available and is rolled back: goose applies
+// each migration, those in Go too (RunTx), in a transaction of its own,
+// and ends Up there, which releases its advisory lock. UpRetrying then
+// pauses, the queries that queued behind the waiting statement going
+// through meanwhile (and another migrate up taking its turn), and runs Up
+// again, which applies what is still pending. It does so until Up
+// succeeds, fails otherwise, or ctx ends.
+func UpRetrying(ctx context.Context, db *sql.DB, r Retry) error {
+	pause := r.Pause
+	for {
+		err := Up(ctx, db)
+		migration, waited := lockWaited(err)
+		if !waited {
+			return err
+		}
+		if r.Waited != nil {
+			r.Waited(migration, pause)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w; not retried: %w", err, context.Cause(ctx))
+		case <-t.C:
+		}
+		pause = min(2*pause, r.MaxPause)
+	}
+}
+
+// lockWaited reports whether err is a statement's wait for a lock given up
+// after lock_timeout (55P03, lock_not_available), and names the migration
+// it was in ("" when it was none).
+func lockWaited(err error) (migration string, waited bool) {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "55P03" {
+		return "", false
+	}
+	var partial *goose.PartialError
+	if errors.As(err, &partial) && partial.Failed != nil && partial.Failed.Source != nil {
+		src := partial.Failed.Source
+		if src.Type == goose.TypeGo {
+			return fmt.Sprintf("%05d (Go) %s", src.Version, goMigrationName(src.Version)), true
+		}
+		return filepath.Base(src.Path), true
+	}
+	return "", true
 }
 
 // nfcVersion is migration 00012, the first that needs PostgreSQL 13 or

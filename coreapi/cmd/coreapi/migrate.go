@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -16,7 +19,30 @@ import (
 	"github.com/tollgate-auth/tollgate/migrations"
 )
 
+// lockWait is how `migrate up` waits for the locks its migrations take
+// on a database that serves meanwhile.
+type lockWait struct {
+	// timeout is the lock_timeout of its connections, unless DATABASE_URL
+	// sets one: how long the queries on a table queue behind a migration's
+	// statement that waits for a lock on it.
+	timeout time.Duration
+	// pause and maxPause pace the attempts after a migration gave up
+	// waiting (migrations.Retry).
+	pause, maxPause time.Duration
+}
+
+// defaultLockWait: a statement waits at most 5 s for its lock, then the
+// migration is tried again after 1 s, 2 s, 4 s, ... at most 30 s.
+func defaultLockWait() lockWait {
+	return lockWait{timeout: 5 * time.Second, pause: time.Second, maxPause: 30 * time.Second}
+}
+
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	return migrateWith(ctx, args, getenv, stdout, defaultLockWait())
+}
+
+// migrateWith is migrate with the waits for locks of `migrate up` given.
+func migrateWith(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, lw lockWait) error {
 	if len(args) == 0 {
 		return fmt.Errorf("migrate: want up, down, status or addresses")
 	}
@@ -45,11 +71,28 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, "%s: %s\n", n.Severity, n.Message)
 	}
+	// A migration's ALTER TABLE that waits for its lock behind a long
+	// transaction (a session idle in transaction, a long report, a request
+	// of a pod still serving) holds every later query on that table in
+	// the queue behind it: the API would stall for as long as that
+	// transaction lasts. With a lock_timeout the migration gives up
+	// instead, and is tried again after a pause (UpRetrying).
+	if action == "up" && !setsLockTimeout(cc) {
+		cc.RuntimeParams["lock_timeout"] = fmt.Sprintf("%dms", lw.timeout.Milliseconds())
+	}
 	db := stdlib.OpenDB(*cc)
 	defer func(db *sql.DB) { _ = db.Close() }(db)
 	switch action {
 	case "up":
-		if err := migrations.Up(ctx, db); err != nil {
+		retry := migrations.Retry{Pause: lw.pause, MaxPause: lw.maxPause, Waited: func(migration string, pause time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			if migration == "" {
+				migration = "a statement"
+			}
+			fmt.Fprintf(stdout, "migrate up: %s waited longer than lock_timeout for a lock another session's transaction holds, and was rolled back; retrying in %s\n", migration, pause)
+		}}
+		if err := migrations.UpRetrying(ctx, db, retry); err != nil {
 			return err
 		}
 	case "down":
@@ -68,6 +111,14 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("migrate: unknown action %q (want up, down, status or addresses)", action)
 	}
 	return migrations.Status(ctx, db, stdout)
+}
+
+// setsLockTimeout reports whether the connection string sets lock_timeout,
+// as a parameter of its own or in options (-c lock_timeout=...; also from
+// PGOPTIONS).
+func setsLockTimeout(cc *pgx.ConnConfig) bool {
+	_, ok := cc.RuntimeParams["lock_timeout"]
+	return ok || strings.Contains(cc.RuntimeParams["options"], "lock_timeout")
 }
 
 // rewriteAddresses runs migrations.RewriteAddresses in a transaction of its

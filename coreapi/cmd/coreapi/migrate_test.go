@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -17,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 	"github.com/tollgate-auth/tollgate/migrations"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -859,5 +864,139 @@ FROM invitation_roles WHERE invitation_id = $1`, inv).Scan(&ids); err != nil {
 		if got != want {
 			t.Errorf("after down, invitation %s names %s, want %s", inv, got, want)
 		}
+	}
+}
+
+// TestMigrateUpGivesWayToALongTransaction: a migration's ALTER TABLE that
+// waits for a lock a long transaction holds (a session idle in
+// transaction, a long report, a request of an old pod) gives up after
+// lock_timeout and is tried again after a pause, so the other sessions'
+// queries on that table, which queue behind the waiting ALTER, get
+// through meanwhile instead of stalling for as long as the long
+// transaction lasts. Two migrate up at once (the init containers of a
+// rollout) take turns; one whose context ends stops. Once the long
+// transaction ends, migrate up applies everything, each migration once.
+func TestMigrateUpGivesWayToALongTransaction(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	downTo(t, db, 23) // 00024 alters oauth_states
+
+	hold, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `SELECT count(*) FROM oauth_states`); err != nil {
+		t.Fatal(err)
+	}
+
+	// The command's waits, shortened: 100 ms for a lock, then pauses of
+	// 10 ms to 100 ms.
+	lw := lockWait{timeout: 100 * time.Millisecond, pause: 10 * time.Millisecond, maxPause: 100 * time.Millisecond}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // before the database is dropped, after hold ended
+	type migrateUp struct {
+		out  bytes.Buffer
+		err  error
+		done chan struct{}
+	}
+	start := func(ctx context.Context) *migrateUp {
+		m := &migrateUp{done: make(chan struct{})}
+		wg.Go(func() {
+			defer close(m.done)
+			m.err = migrateWith(ctx, []string{"up"}, env, &m.out, lw)
+		})
+		return m
+	}
+	first, second := start(ctx), start(ctx)
+	stopCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	stopped := start(stopCtx)
+	db.WaitForLockWaiters(t, 1) // an ALTER TABLE waits behind hold
+
+	// Each probe waits for the table at most 1 s (far longer than the
+	// migration's lock_timeout here), and fails with lock_not_available
+	// while it queues behind an ALTER that waits for ever.
+	eventually.Within(t, 30*time.Second, func() error {
+		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '1s'`); err != nil {
+				return err
+			}
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM oauth_states`).Scan(&n); err != nil {
+				return fmt.Errorf("a query on oauth_states while the migration waits: %w", err)
+			}
+			return nil
+		})
+	})
+
+	// The one whose context ends stops, while hold still holds the table.
+	stop()
+	<-stopped.done
+	if !errors.Is(stopped.err, context.Canceled) {
+		t.Errorf("migrate up whose context ended = %v, want context.Canceled", stopped.err)
+	}
+
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, m := range []*migrateUp{first, second} {
+		if m.err != nil {
+			t.Fatalf("migrate up: %v\n%s", m.err, m.out.String())
+		}
+	}
+	var version int64
+	if err := db.Pool.QueryRow(ctx, migrations.VersionQuery).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version != migrations.Latest() {
+		t.Errorf("schema version %d after migrate up, want %d\n%s", version, migrations.Latest(), first.out.String())
+	}
+	if err := schema.Check(ctx, db.Pool); err != nil {
+		t.Errorf("schema after migrate up: %v", err)
+	}
+	var applied, distinct int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT version_id) FROM goose_db_version WHERE version_id > 0`).Scan(&applied, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if applied != distinct {
+		t.Errorf("goose_db_version has %d rows for %d versions, want each migration once", applied, distinct)
+	}
+	// The probe got through when a waiting ALTER gave up, which the
+	// migrate up that ran it reported.
+	outs := first.out.String() + second.out.String() + stopped.out.String()
+	if want := "migrate up: 00024_oauth_max_age.sql waited longer than lock_timeout for a lock"; !strings.Contains(outs, want) {
+		t.Errorf("migrate up output lacks %q:\n%s", want, outs)
+	}
+}
+
+// TestSetsLockTimeout: migrate up keeps a lock_timeout that DATABASE_URL
+// sets, as a parameter of its own or in options (PGOPTIONS too), and sets
+// its own otherwise.
+func TestSetsLockTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name, url, pgoptions string
+		want                 bool
+	}{
+		{"none", "postgres://u@db/tollgate", "", false},
+		{"another option", "postgres://u@db/tollgate?options=-c%20statement_timeout%3D1min", "", false},
+		{"parameter", "postgres://u@db/tollgate?lock_timeout=30s", "", true},
+		{"off", "postgres://u@db/tollgate?lock_timeout=0", "", true},
+		{"options", "postgres://u@db/tollgate?options=-c%20lock_timeout%3D30s", "", true},
+		{"keywords", "host=db user=u dbname=tollgate lock_timeout=30s", "", true},
+		{"PGOPTIONS", "postgres://u@db/tollgate", "-c lock_timeout=30s", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PGOPTIONS", tc.pgoptions)
+			cc, err := pgx.ParseConfig(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := setsLockTimeout(cc); got != tc.want {
+				t.Errorf("setsLockTimeout(%s) = %v, want %v", tc.url, got, tc.want)
+			}
+		})
 	}
 }
