@@ -180,6 +180,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	if testHooks.server != nil {
+		testHooks.server(srv)
+	}
 	// Readiness asks the database on a connection of its own: probes never
 	// wait behind requests for a pool connection (httpapi.DBProbe).
 	probe := httpapi.NewDBProbe(pool)
@@ -390,15 +393,17 @@ func shutdown(log *slog.Logger, timeout time.Duration, admin *httpapi.Admin, srv
 }
 
 // testHooks lets tests take part in serve: writer runs beside the
-// background workers, and step is told when a shutdown reaches a step
+// background workers, step is told when a shutdown reaches a step
 // ("writers stopping": they were told to stop and are waited for, the
-// relay still running; "relay stopped": its Run returned). Unset in
-// production.
+// relay still running; "relay stopped": its Run returned), and server is
+// handed the public server once built, its routes all registered. Unset
+// in production.
 var testHooks hooks
 
 type hooks struct {
 	writer worker
 	step   func(string)
+	server func(*httpapi.Server)
 }
 
 func (h hooks) at(step string) {
