@@ -5,6 +5,7 @@ package problem
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 )
 
 // ContentType is the media type of a problem body.
@@ -315,6 +316,17 @@ var known = map[string]struct{}{
 func Known(code string) bool {
 	_, ok := known[code]
 	return ok
+}
+
+// Codes returns every code of this package, sorted: the list the OpenAPI
+// document gives clients to switch on.
+func Codes() []string {
+	out := make([]string, 0, len(known))
+	for c := range known {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func title(status int) string {

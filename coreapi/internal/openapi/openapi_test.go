@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 func TestDocumentLoadsAndValidates(t *testing.T) {
@@ -234,4 +236,40 @@ func keysInOrder(t *testing.T, obj json.RawMessage) []string {
 		}
 	}
 	return keys
+}
+
+// TestProblemCodesDocumented: the Problem schema's code lists exactly the
+// codes of shared/problem, the ones coreapi and the proxy answer (every
+// problem is made with one of its constants), so a client generated from
+// the document can switch on every code it may meet, and the contract
+// tests, which validate each problem answered against the schema, fail on
+// a code the document does not list.
+func TestProblemCodesDocumented(t *testing.T) {
+	var d struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					Enum []string `json:"enum"`
+				} `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(Document(), &d); err != nil {
+		t.Fatal(err)
+	}
+	got := d.Components.Schemas["Problem"].Properties["code"].Enum
+	want := problem.Codes()
+	for _, c := range want {
+		if !slices.Contains(got, c) {
+			t.Errorf("Problem.code does not list %q", c)
+		}
+	}
+	for _, c := range got {
+		if !problem.Known(c) {
+			t.Errorf("Problem.code lists %q, which is no code of shared/problem", c)
+		}
+	}
+	if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+		t.Errorf("Problem.code lists its codes out of order or twice: %v", got)
+	}
 }
