@@ -273,3 +273,36 @@ func TestProblemCodesDocumented(t *testing.T) {
 		t.Errorf("Problem.code lists its codes out of order or twice: %v", got)
 	}
 }
+
+// TestJSONBodiesClosed: every JSON request body's schema refuses members
+// it does not name (additionalProperties: false), as httpapi.DecodeJSON
+// does (422 unknown_field), so a generated client does not offer a body
+// the server refuses. The token request is the one exception: its form
+// (RFC 6749 section 3.2) ignores unknown parameters, and one schema
+// describes both.
+func TestJSONBodiesClosed(t *testing.T) {
+	all, err := openapi3.NewLoader().LoadFromData(Document())
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := map[string]bool{"issueToken": true}
+	n := 0
+	for path, item := range all.Paths.Map() {
+		for method, op := range item.Operations() {
+			if op.RequestBody == nil || op.RequestBody.Value == nil || open[op.OperationID] {
+				continue
+			}
+			mt := op.RequestBody.Value.Content.Get("application/json")
+			if mt == nil || mt.Schema == nil || mt.Schema.Value == nil {
+				continue
+			}
+			n++
+			if ap := mt.Schema.Value.AdditionalProperties; ap.Has == nil || *ap.Has {
+				t.Errorf("%s %s (%s): the JSON body's schema %s does not refuse unknown members", method, path, op.OperationID, mt.Schema.Ref)
+			}
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d JSON bodies found: the walk is broken", n)
+	}
+}
