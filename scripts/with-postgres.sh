@@ -295,6 +295,29 @@ as_pg "$PG_CTL" -D "$PGDATA" -w -l "$BASE/postgres.log" \
 	-o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c fsync=off -c max_connections=300" start >/dev/null ||
 	{ tail -n 30 "$BASE/postgres.log" >&2; exit 1; }
 
+# A kept cluster (make run) outlived a run killed before its EXIT trap:
+# its postmaster held the port and memory until the next run or reset. A
+# watchdog as above stops it (kept, not removed) once this shell is gone.
+# It signals this run's postmaster only, and only while postmaster.pid still
+# names it: a clean exit has stopped it already, and a later run may have
+# started the cluster again since. SIGINT is PostgreSQL's fast shutdown.
+if [[ $KEEP -eq 1 ]]; then
+	PM=$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null || true)
+	if [[ $PM =~ ^[0-9]+$ ]]; then
+		keeper() {
+			trap '' INT TERM HUP
+			while kill -0 "$1" 2>/dev/null; do sleep 1; done
+			[[ $(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null) == "$2" ]] || exit 0
+			kill -INT "$2" 2>/dev/null
+		}
+		if command -v setsid >/dev/null 2>&1; then
+			setsid bash -c "$(declare -f keeper); $(declare -p PGDATA); keeper $$ $PM" </dev/null >/dev/null 2>&1 &
+		else
+			(keeper $$ "$PM") </dev/null >/dev/null 2>&1 &
+		fi
+	fi
+fi
+
 export DATABASE_URL="postgres://postgres:$PW@127.0.0.1:$PORT/postgres?sslmode=disable"
 [[ $KEEP -eq 0 ]] || PG_LOCAL_CLUSTER=$BASE
 set +e

@@ -404,16 +404,28 @@ func stopLeftover(t *testing.T, pd string) {
 }
 
 // TestWithPostgresClusterLeftRunning: a kept cluster (`make run`) that a
-// killed run (kill -9, a crash) left running is stopped and started again
-// by the next run; every later `make run` and `make reset` failed with
-// "another server might be running" until it was stopped by hand.
+// killed run left running (kill -9 of the run and of the watchdog that
+// stops it, as the OOM killer may do) is stopped and started again by the
+// next run; every later `make run` and `make reset` failed with "another
+// server might be running" until it was stopped by hand.
 func TestWithPostgresClusterLeftRunning(t *testing.T) {
 	needServer(t)
+	if _, err := exec.LookPath("ps"); err != nil {
+		t.Skip("no ps to find the watchdog with")
+	}
 	pd := persistDir(t)
 	stopLeftover(t, pd)
-	// The command kills the script (its parent) as kill -9 would: no trap runs.
-	cmd, _ := startScript(t, `kill -9 $PPID`, "PG_PERSIST_DIR="+pd)
+	// The command kills the watchdog (its command line ends with "keeper
+	// RUN-PID POSTMASTER-PID") and the script (its parent) as kill -9
+	// would: no trap runs. The watchdog may not have started bash yet.
+	cmd, errf := startScript(t, `for i in $(seq 100); do
+		k=$(ps -eo pid=,args= | awk -v p="$PPID" '/keeper/ && $(NF-1) == p { print $1 }')
+		[ -n "$k" ] && break; sleep 0.1; done
+	kill -9 $k $PPID`, "PG_PERSIST_DIR="+pd)
 	_ = cmd.Wait()
+	if !strings.Contains(readFile(t, errf), "starting PostgreSQL") {
+		t.Fatalf("the run did not start the cluster:\n%s", readFile(t, errf))
+	}
 	portb, err := os.ReadFile(filepath.Join(pd, "port"))
 	if err != nil {
 		t.Fatal(err)
@@ -435,6 +447,37 @@ func TestWithPostgresClusterLeftRunning(t *testing.T) {
 	}
 	if listening(port) {
 		t.Errorf("the cluster still runs on port %s after the run", port)
+	}
+}
+
+// TestWithPostgresKeptClusterStopsAfterAKilledRun: a kept cluster (`make
+// run`) whose run is killed before its EXIT trap (kill -9) is stopped once
+// the run is gone, and kept; its postmaster ran on, holding its port and
+// memory, until the next run or reset.
+func TestWithPostgresKeptClusterStopsAfterAKilledRun(t *testing.T) {
+	needServer(t)
+	pd := persistDir(t)
+	stopLeftover(t, pd)
+	// The command kills the script (its parent) as kill -9 would: no trap runs.
+	cmd, errf := startScript(t, `kill -9 $PPID`, "PG_PERSIST_DIR="+pd)
+	_ = cmd.Wait()
+	portb, err := os.ReadFile(filepath.Join(pd, "port"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, readFile(t, errf))
+	}
+	port := strings.TrimSpace(string(portb))
+	eventually.Within(t, time.Minute, func() error {
+		if listening(port) {
+			return fmt.Errorf("the killed run's cluster still listens on port %s", port)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(pd, "data", "PG_VERSION")); err != nil {
+		t.Errorf("the kept cluster is gone: %v", err)
+	}
+	url, stderr, err := withPostgres(t, "PG_PERSIST_DIR="+pd)
+	if err != nil || !localURL.MatchString(url) {
+		t.Errorf("run after the killed run: %q, %v\n%s", url, err, stderr)
 	}
 }
 
