@@ -173,11 +173,20 @@ owner_alive() {
 if [[ $KEEP -eq 1 ]] && pg_running; then
 	owner=$(cat "$owner_file" 2>/dev/null || true)
 	if [[ "$owner" =~ ^[0-9]+$ ]] && [[ "$owner" != "$$" ]] && owner_alive "$owner"; then
-		cat >&2 <<MSG
+		# A reset (the stack's -reset) must wait for the run: another
+		# cluster would not hold the database it is to drop.
+		if [[ " $* " == *" -reset "* ]]; then
+			cat >&2 <<MSG
+with-postgres: the PostgreSQL cluster in $PGDATA is in use by another run (pid $owner),
+  most likely \`make run\` in another terminal: stop that one first (Ctrl-C), then reset again.
+MSG
+		else
+			cat >&2 <<MSG
 with-postgres: the PostgreSQL cluster in $PGDATA is in use by another run (pid $owner),
   most likely \`make run\` in another terminal: stop that one first (Ctrl-C), or give this one
   a cluster of its own with PG_PERSIST_DIR=DIR (or DATABASE_URL).
 MSG
+		fi
 		exit 1
 	fi
 	log "stopping the cluster in $PGDATA that an earlier run left running"

@@ -528,6 +528,22 @@ func TestWithPostgresClusterInUse(t *testing.T) {
 	if !listening(port) {
 		t.Errorf("the first run's cluster (port %s) was stopped by the second run", port)
 	}
+	// A reset (make reset: the stack's -reset) is told to wait for the
+	// run, not to take a cluster of its own, which would not hold the
+	// database it is to drop.
+	reset := exec.Command("bash", script, "sh", "-c", "exit 0", "-reset")
+	reset.Env = append(os.Environ(), "PG_LOCAL=1", "DATABASE_URL=", "PG_PERSIST_DIR="+pd)
+	var resetErr bytes.Buffer
+	reset.Stderr = &resetErr
+	if err := reset.Run(); err == nil {
+		t.Errorf("a reset on a cluster in use succeeded:\n%s", resetErr.String())
+	}
+	if msg := resetErr.String(); !strings.Contains(msg, "then reset again") || strings.Contains(msg, "PG_PERSIST_DIR") {
+		t.Errorf("a reset on a cluster in use is not told to stop the run and reset again:\n%s", msg)
+	}
+	if !listening(port) {
+		t.Errorf("the first run's cluster (port %s) was stopped by the reset", port)
+	}
 	os.WriteFile(release, nil, 0o644)
 	if err := <-done; err != nil {
 		t.Errorf("first run: %v\n%s", err, readFile(t, firstErr))
