@@ -1017,29 +1017,39 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 		} else if err != nil {
 			return err
 		}
-		var status string
-		g.TenantID, status, g.TokenVersion, err = signInTenant(ctx, tx, g.UserID, in.TenantID)
-		if errors.Is(err, errNoRow) {
-			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
-		}
-		if err != nil {
-			return err
-		}
-		if status != identity.StatusActive {
-			return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
-		}
 		// The provider vouched for the user: no password was given here,
 		// and the user authenticated when the provider says, which may be
 		// long before this sign-in (the provider's own session).
 		amr := []string{auth.AMRFederated}
 		var issued sessions.Issued
-		if in.AuthTime != nil {
-			issued, err = s.sessions.CreateAuthenticatedAt(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr, *in.AuthTime)
-		} else {
-			issued, err = s.sessions.CreateWithAMR(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr)
-		}
-		if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since signInTenant
-			return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
+		for {
+			var status string
+			g.TenantID, status, g.TokenVersion, err = signInTenant(ctx, tx, g.UserID, in.TenantID)
+			if errors.Is(err, errNoRow) {
+				return noMembership(in.TenantID)
+			}
+			if err != nil {
+				return err
+			}
+			if status != identity.StatusActive {
+				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
+			}
+			if in.AuthTime != nil {
+				issued, err = s.sessions.CreateAuthenticatedAt(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr, *in.AuthTime)
+			} else {
+				issued, err = s.sessions.CreateWithAMR(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr)
+			}
+			if !errors.Is(err, sessions.ErrNoMembership) {
+				break
+			}
+			// Removed from the tenant since signInTenant. A sign-in naming
+			// none picks again, as the password grant does: the statement
+			// sees the removal that committed, so it lands in the user's
+			// next active tenant, as a sign-in after the removal does, or
+			// is answered as that one is.
+			if in.TenantID != nil {
+				return noMembership(in.TenantID)
+			}
 		}
 		if err != nil {
 			return err
@@ -1056,6 +1066,16 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 		return auth.Grant{}, err
 	}
 	return g, nil
+}
+
+// noMembership answers a sign-in that finds no active membership in an
+// active tenant: of the tenant it requested, or of any when it requested
+// none.
+func noMembership(tenantID *string) error {
+	if tenantID == nil {
+		return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "this account has no active membership in any tenant")
+	}
+	return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
 }
 
 // createAccount creates a user (without a password) and a personal tenant

@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
@@ -1315,6 +1316,74 @@ func TestHandoverRefusedAfterMembershipEnds(t *testing.T) {
 			r := x.exchange(t, c)
 			if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeForbidden {
 				t.Fatalf("exchange: %d %s, want 403 %s", r.Status, r.Body, problem.CodeForbidden)
+			}
+		})
+	}
+}
+
+// TestSignInWithoutTenantRacingRemoval: a provider's sign-in naming no
+// tenant lands in the user's oldest active membership; when the user is
+// removed from that tenant between the pick and the session's creation,
+// it lands in the next one, as a sign-in just after the removal does, and
+// with none left it is answered as such a sign-in is (403
+// no_membership), as the password grant does. It answered 403
+// no_membership "in the requested tenant" though the user had another,
+// and had requested none.
+func TestSignInWithoutTenantRacingRemoval(t *testing.T) {
+	for _, another := range []bool{true, false} {
+		name := "no other tenant"
+		if another {
+			name = "another tenant"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			x := start(t)
+			first := x.finish(t, x.begin(t, ""))
+			uid := sub(t, first.AccessToken)
+			second := x.SeedTenant(t, "Second")
+			if another {
+				x.SeedMember(t, second.ID, uid, "member")
+			}
+
+			// The removal from the oldest tenant (as DELETE /users/{id}
+			// runs it), held uncommitted.
+			remove, err := x.DB.Pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = remove.Rollback(ctx) }()
+			if _, err := remove.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, first.TenantID, uid); err != nil {
+				t.Fatal(err)
+			}
+			if err := sessions.RevokeInTenant(ctx, remove, uid, first.TenantID); err != nil {
+				t.Fatal(err)
+			}
+			st := x.begin(t, "")
+			back := x.approve(t, st)
+			callback := dbtest.AnsweredOrWaiting(t, x.DB, func() apitest.Response { // at the membership's row
+				return x.callback(t, back, st.cookie)
+			})
+			if err := remove.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := callback()
+			if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL`, uid, first.TenantID); n != 0 {
+				t.Errorf("live sessions in the tenant left = %d, want 0", n)
+			}
+			if !another {
+				if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeNoMembership {
+					t.Fatalf("callback: %d %s, want 403 %s", r.Status, r.Body, problem.CodeNoMembership)
+				}
+				return
+			}
+			ex := x.exchange(t, handover(t, r))
+			if ex.Status != http.StatusOK {
+				t.Fatalf("exchange: %d %s, want 200 in the other tenant", ex.Status, ex.Body)
+			}
+			var got tokens
+			ex.JSON(t, &got)
+			if got.TenantID != second.ID {
+				t.Errorf("signed in to %s, want the other tenant %s", got.TenantID, second.ID)
 			}
 		})
 	}
