@@ -39,17 +39,19 @@ var errHandoverVerifier = problem.New(400, problem.CodeInvalidGrant,
 // code's SHA-256 is stored. challenge is the app's S256 code_challenge
 // given at the start of the sign-in ("" for none): the exchange then
 // needs its code_verifier (RFC 7636), so that only the app that started
-// the flow can use the code.
-func (s *Service) CreateHandover(ctx context.Context, userID, sessionID, challenge string) (string, error) {
+// the flow can use the code. tenantRequested: the sign-in was started for
+// the session's tenant (a second factor asked for at the exchange then
+// binds the sign-in to it, as the password grant's does).
+func (s *Service) CreateHandover(ctx context.Context, userID, sessionID, challenge string, tenantRequested bool) (string, error) {
 	const q = `
-INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at, code_challenge)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)`
+INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at, code_challenge, tenant_requested)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)`
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("read random: %w", err)
 	}
 	code := base64.RawURLEncoding.EncodeToString(b[:])
-	if _, err := s.pool.Exec(ctx, q, handoverHash(code), userID, sessionID, HandoverTTL.Seconds(), challenge); err != nil {
+	if _, err := s.pool.Exec(ctx, q, handoverHash(code), userID, sessionID, HandoverTTL.Seconds(), challenge, tenantRequested); err != nil {
 		return "", fmt.Errorf("store hand-over code: %w", err)
 	}
 	return code, nil
@@ -78,9 +80,9 @@ func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	const q = `
 WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
-    RETURNING user_id, session_id, code_challenge, expires_at > now() AS live
+    RETURNING user_id, session_id, code_challenge, tenant_requested, expires_at > now() AS live
 )
-SELECT h.user_id::text, h.session_id::text, h.code_challenge, s.tenant_id::text, u.token_version,
+SELECT h.user_id::text, h.session_id::text, h.code_challenge, h.tenant_requested, s.tenant_id::text, u.token_version,
        h.live AND u.status = 'active' AND s.revoked_at IS NULL AND s.expires_at > now()
            AND NOT coalesce(s.token_version < u.token_version, false),
        coalesce(m.status, '') = 'active' AND t.status = 'active',
@@ -101,11 +103,11 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		return TokenResponse{}, errHandoverVerifier
 	}
 	var (
-		g          Grant
-		challenge  string
-		ok, member bool
+		g                     Grant
+		challenge             string
+		requested, ok, member bool
 	)
-	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &challenge, &g.TenantID, &g.TokenVersion, &ok, &member, &g.AMR, &g.AuthTime)
+	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &g.TenantID, &g.TokenVersion, &ok, &member, &g.AMR, &g.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
 		return TokenResponse{}, errBadHandover
 	}
@@ -123,7 +125,7 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	// A user with a second factor gives it here too: the external
 	// sign-in stands for the password, and the session it opened is
 	// replaced by the one the mfa_otp grant creates.
-	if err := s.externalSecondFactor(ctx, g); err != nil {
+	if err := s.externalSecondFactor(ctx, g, requested); err != nil {
 		return TokenResponse{}, err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

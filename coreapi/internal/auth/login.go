@@ -24,6 +24,12 @@ var (
 	errNoMembership = problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
 )
 
+// errNotMemberOf answers a sign-in naming tenantID, where the account has
+// no active membership or the tenant is not active.
+func errNotMemberOf(tenantID string) error {
+	return problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
+}
+
 func tooManyAttempts(retryAfter int) *problem.Problem {
 	return problem.New(429, problem.CodeTooManyRequests,
 		"too many failed sign-in attempts; retry after "+strconv.Itoa(retryAfter)+" s")
@@ -58,7 +64,7 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 	}
 	if a.TenantID == nil {
 		if tenantID != "" {
-			return users.Credentials{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
+			return users.Credentials{}, errNotMemberOf(tenantID)
 		}
 		return users.Credentials{}, errNoMembership
 	}

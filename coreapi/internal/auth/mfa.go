@@ -197,6 +197,34 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 	return tv, nil
 }
 
+// signInTenantNow is where a sign-in of userID whose second factor was
+// just given lands, now that the account, its membership in tenantID or
+// the tenant is not active (activeAccount), answered as the password
+// grant answers such a sign-in: a disabled account is errInactive (403
+// user_disabled); one that named tenantID (requested) is 403 forbidden;
+// one that named none lands in the user's oldest active membership in an
+// active tenant (users.SignInTenant), or, with none, is errNoMembership.
+func signInTenantNow(ctx context.Context, tx pgx.Tx, userID, tenantID string, requested bool) (string, error) {
+	const qStatus = `SELECT status FROM users WHERE id = $1`
+	var status string
+	if err := tx.QueryRow(ctx, qStatus, userID).Scan(&status); errors.Is(err, pgx.ErrNoRows) {
+		return "", errInactive
+	} else if err != nil {
+		return "", fmt.Errorf("load account: %w", err)
+	}
+	if status != identity.StatusActive {
+		return "", errInactive
+	}
+	if requested {
+		return "", errNotMemberOf(tenantID)
+	}
+	next, err := users.SignInTenant(ctx, tx, userID)
+	if errors.Is(err, users.ErrNotFound) {
+		return "", errNoMembership
+	}
+	return next, err
+}
+
 // hasMFA reports whether the user has an active second factor.
 func (s *Service) hasMFA(ctx context.Context, userID string) (bool, error) {
 	return HasActiveFactor(ctx, s.pool, userID)
@@ -576,18 +604,20 @@ func (e *mfaRequiredError) render(c *fiber.Ctx) error {
 // password reset or change raced it, and ended the pending sign-ins), no
 // challenge is stored and the answer is errBadCredentials. The user row
 // is share-locked so that a concurrent reset either waits for this insert
-// (and then deletes the row) or is seen by it.
-func (s *Service) challenge(ctx context.Context, a users.Credentials, amr []string) error {
+// (and then deletes the row) or is seen by it. requested: the sign-in
+// named its tenant, a.TenantID (else the code lands where a sign-in naming
+// none would then: mfaGrant).
+func (s *Service) challenge(ctx context.Context, a users.Credentials, amr []string, requested bool) error {
 	const q = `
-INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at, amr)
-SELECT $1, u.id, $3, now() + make_interval(secs => $4), $6
+INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, expires_at, amr, tenant_requested)
+SELECT $1, u.id, $3, now() + make_interval(secs => $4), $6, $7
 FROM users u WHERE u.id = $2 AND u.token_version = $5
 FOR SHARE`
 	tok, hash, err := mfa.NewToken()
 	if err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, q, hash, a.UserID, *a.TenantID, ChallengeTTL.Seconds(), a.TokenVersion, amr)
+	tag, err := s.pool.Exec(ctx, q, hash, a.UserID, *a.TenantID, ChallengeTTL.Seconds(), a.TokenVersion, amr, requested)
 	if err != nil {
 		return fmt.Errorf("store mfa challenge: %w", err)
 	}
@@ -598,19 +628,21 @@ FOR SHARE`
 }
 
 // passwordSecondFactor is the password grant's MFA hook: nil when the user
-// has no second factor, else the mfa_required answer.
-func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials) error {
+// has no second factor, else the mfa_required answer. requested: the
+// sign-in named its tenant.
+func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials, requested bool) error {
 	on, err := s.hasMFA(ctx, a.UserID)
 	if err != nil || !on {
 		return err
 	}
-	return s.challenge(ctx, a, amrPassword)
+	return s.challenge(ctx, a, amrPassword, requested)
 }
 
 // externalSecondFactor is the OAuth hand-over's MFA hook: nil when the
 // user has no second factor; else the session the callback opened is
-// ended and the answer is mfa_required.
-func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
+// ended and the answer is mfa_required. requested: the sign-in was started
+// for its tenant.
+func (s *Service) externalSecondFactor(ctx context.Context, g Grant, requested bool) error {
 	on, err := s.hasMFA(ctx, g.UserID)
 	if err != nil || !on {
 		return err
@@ -621,7 +653,7 @@ func (s *Service) externalSecondFactor(ctx context.Context, g Grant) error {
 	tid := g.TenantID
 	// The challenge completes the sign-in the callback's session recorded
 	// (its amr, ["fed"]: sessions.amr is never empty).
-	err = s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid, TokenVersion: g.TokenVersion}, g.AMR)
+	err = s.challenge(ctx, users.Credentials{UserID: g.UserID, TenantID: &tid, TokenVersion: g.TokenVersion}, g.AMR, requested)
 	if errors.Is(err, errBadCredentials) { // signed out everywhere in between
 		return errBadHandover
 	}
@@ -648,7 +680,7 @@ func (s *Service) mfaGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error
 	const qClaim = `
 UPDATE mfa_challenges SET attempts = attempts + 1
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
-RETURNING user_id::text, tenant_id::text, amr`
+RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
 	const qRefund = `UPDATE mfa_challenges SET attempts = attempts - 1 WHERE token_hash = $1 AND used_at IS NULL AND attempts > 0`
 	// qHeld locks the challenge a recovery code claimed: a password reset
@@ -659,8 +691,9 @@ RETURNING user_id::text, tenant_id::text, amr`
 	var (
 		userID, tenantID string
 		firstAMR         []string // the sign-in the code completes
+		requested        bool     // it named its tenant
 	)
-	err := s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID, &firstAMR)
+	err := s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID, &firstAMR, &requested)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return TokenResponse{}, errBadMFAToken
 	}
@@ -715,15 +748,27 @@ RETURNING user_id::text, tenant_id::text, amr`
 		} else if err != nil {
 			return fmt.Errorf("hold mfa challenge: %w", err)
 		}
-		if g.TokenVersion, err = activeAccount(ctx, tx, userID, tenantID); err != nil {
+		for {
+			g.TokenVersion, err = activeAccount(ctx, tx, userID, g.TenantID)
+			if err == nil {
+				sd, err = s.sessions.CreateWithAMR(ctx, tx, userID, g.TenantID, ua, ip, firstAMR)
+				if !errors.Is(err, sessions.ErrNoMembership) {
+					break
+				}
+				// Removed from the tenant since the check.
+			} else if !errors.Is(err, errInactive) {
+				return err
+			}
+			// Answered as the password grant would answer the sign-in now:
+			// one naming no tenant lands in the user's next active one.
+			if g.TenantID, err = signInTenantNow(ctx, tx, userID, g.TenantID, requested); err != nil {
+				return err
+			}
+		}
+		if err != nil {
 			return err
 		}
-		if sd, err = s.sessions.CreateWithAMR(ctx, tx, userID, tenantID, ua, ip, firstAMR); errors.Is(err, sessions.ErrNoMembership) {
-			return errInactive // removed from the tenant since the check
-		} else if err != nil {
-			return err
-		}
-		g.AMR, g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID, tenantID)
+		g.AMR, g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID, g.TenantID)
 		return err
 	})
 	if err != nil {

@@ -287,6 +287,82 @@ func TestMFASignIn(t *testing.T) {
 	wantStatus(t, "form-encoded", fr, http.StatusOK, "")
 }
 
+// TestMFAStepAfterTheTenantIsLeft: a sign-in waiting for its second factor
+// is answered, once the code is given, as its password sign-in would be
+// then. One naming no tenant was bound to the tenant its password step
+// picked: removed from it (or disabled there) before the code, the user
+// got 403 user_disabled though they belonged to other tenants, and with
+// none left, where the password grant answers 403 no_membership. It now
+// lands in the user's next active tenant, as the password grant does; one
+// naming its tenant is 403 forbidden, as the password grant answers, and
+// a disabled account 403 user_disabled.
+func TestMFAStepAfterTheTenantIsLeft(t *testing.T) {
+	const (
+		qRemove  = `DELETE FROM memberships WHERE tenant_id = $2 AND user_id = $1`
+		qDisable = `UPDATE memberships SET status = 'disabled' WHERE tenant_id = $2 AND user_id = $1`
+		qAccount = `UPDATE users SET status = 'disabled' WHERE id = $1 AND $2::uuid IS NOT NULL`
+	)
+	for _, tt := range []struct {
+		name           string
+		leave          string
+		another, named bool
+		status         int
+		code           string
+	}{
+		{"removed, another tenant", qRemove, true, false, http.StatusOK, ""},
+		{"disabled, another tenant", qDisable, true, false, http.StatusOK, ""},
+		{"removed, no other tenant", qRemove, false, false, http.StatusForbidden, problem.CodeNoMembership},
+		{"removed from the tenant named", qRemove, true, true, http.StatusForbidden, problem.CodeForbidden},
+		{"account disabled", qAccount, true, false, http.StatusForbidden, problem.CodeUserDisabled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := start(t, cheap)
+			tk, secret, _ := e.mfaUser(t, "leaving@example.com")
+			uid := claims(t, tk.AccessToken)["sub"].(string)
+			second := e.SeedTenant(t, "Second")
+			if tt.another {
+				e.SeedMember(t, second.ID, uid, "member")
+			}
+			body := map[string]string{"grant_type": "password", "email": "leaving@example.com", "password": pw}
+			if tt.named {
+				body["tenant_id"] = tk.TenantID
+			}
+			r := e.token(t, body)
+			wantStatus(t, "password step", r, http.StatusUnauthorized, problem.CodeMFARequired)
+			var m mfaRequired
+			r.JSON(t, &m)
+
+			if _, err := e.DB.Pool.Exec(ctx, tt.leave, uid, tk.TenantID); err != nil {
+				t.Fatal(err)
+			}
+			if err := sessions.RevokeInTenant(ctx, e.DB.Pool, uid, tk.TenantID); err != nil {
+				t.Fatal(err)
+			}
+			// What the password grant answers now, the second factor aside.
+			if !tt.named && tt.status != http.StatusOK {
+				wantStatus(t, "password sign-in now", e.token(t, body), tt.status, tt.code)
+			}
+			r = e.mfaOTP(t, m.MFAToken, codeAt(t, secret, time.Now().Add(30*time.Second)))
+			wantStatus(t, "code", r, tt.status, tt.code)
+			if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL`, uid, tk.TenantID); n != 0 {
+				t.Errorf("live sessions in the tenant left = %d, want 0", n)
+			}
+			if tt.status != http.StatusOK {
+				return
+			}
+			var got tokens
+			r.JSON(t, &got)
+			if got.TenantID != second.ID || claims(t, got.AccessToken)["tid"] != second.ID {
+				t.Errorf("signed in to %s, want the other tenant %s", got.TenantID, second.ID)
+			}
+			if amr, acr, _ := amrOf(t, got.AccessToken); !slices.Equal(amr, []string{"pwd", "otp"}) || acr != "mfa" {
+				t.Errorf("amr %v acr %s, want [pwd otp] mfa", amr, acr)
+			}
+		})
+	}
+}
+
 func TestMFAChallengeLimits(t *testing.T) {
 	e := start(t, cheap)
 	_, secret, _ := e.mfaUser(t, "lim@example.com")

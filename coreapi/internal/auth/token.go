@@ -185,7 +185,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	if err := s.passwordSecondFactor(ctx, a); err != nil {
+	if err := s.passwordSecondFactor(ctx, a, req.TenantID != ""); err != nil {
 		return TokenResponse{}, err
 	}
 	var issued sessions.Issued
@@ -221,10 +221,10 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		a.TenantID = &next
 	}
 	if errors.Is(err, errFactorConfirmedMeanwhile) {
-		return TokenResponse{}, s.challenge(ctx, a, amrPassword)
+		return TokenResponse{}, s.challenge(ctx, a, amrPassword, req.TenantID != "")
 	}
 	if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since the check
-		return TokenResponse{}, problem.New(fiber.StatusForbidden, problem.CodeForbidden, "no active membership in tenant "+*a.TenantID)
+		return TokenResponse{}, errNotMemberOf(*a.TenantID)
 	}
 	if err != nil {
 		return TokenResponse{}, err

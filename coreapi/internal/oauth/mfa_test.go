@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // TestExternalSignInAsksForTheSecondFactor: an OIDC sign-in of a user with
@@ -115,6 +116,69 @@ func TestHandoverOfAnEndedSessionAsksForNothing(t *testing.T) {
 			}
 			if n := x.count(t, `SELECT count(*) FROM mfa_challenges WHERE user_id = $1`, uid); n != 0 {
 				t.Fatalf("%d challenges stored for an ended session", n)
+			}
+		})
+	}
+}
+
+// TestExternalMFAStepAfterTheTenantIsLeft: an OIDC sign-in waiting for
+// its second factor, whose user is removed from the session's tenant
+// before the code, is answered as the password grant's is: started for no
+// tenant, it lands in the user's next active tenant; started for that
+// tenant, it is 403 forbidden. It was bound to the tenant the callback
+// picked either way (403 user_disabled).
+func TestExternalMFAStepAfterTheTenantIsLeft(t *testing.T) {
+	for _, named := range []bool{false, true} {
+		name := "no tenant asked"
+		if named {
+			name = "tenant asked"
+		}
+		t.Run(name, func(t *testing.T) {
+			x := start(t)
+			first := x.finish(t, x.begin(t, ""))
+			uid := sub(t, first.AccessToken)
+			second := x.SeedTenant(t, "Second")
+			x.SeedMember(t, second.ID, uid, "member")
+			ctx := context.Background()
+			if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, 'k', '\x00', 'active')`, uid); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := x.DB.Pool.Exec(ctx, `INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)`, uid, mfa.HashRecovery(uid, "abcde-fghij")); err != nil {
+				t.Fatal(err)
+			}
+			query := ""
+			if named {
+				query = "?tenant_id=" + first.TenantID
+			}
+			st := x.begin(t, query)
+			r := x.exchange(t, handover(t, x.callback(t, x.approve(t, st), st.cookie)))
+			var ch struct {
+				MFAToken string `json:"mfa_token"`
+			}
+			r.JSON(t, &ch)
+			if r.Status != http.StatusUnauthorized || ch.MFAToken == "" {
+				t.Fatalf("exchange of an MFA user: %d %s, want 401 mfa_required", r.Status, r.Body)
+			}
+			if _, err := x.DB.Pool.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, first.TenantID, uid); err != nil {
+				t.Fatal(err)
+			}
+			r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "mfa_token": ch.MFAToken, "code": "abcde-fghij"})
+			if named {
+				if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeForbidden {
+					t.Fatalf("mfa_otp: %d %s, want 403 %s", r.Status, r.Body, problem.CodeForbidden)
+				}
+				return
+			}
+			if r.Status != http.StatusOK {
+				t.Fatalf("mfa_otp: %d %s, want 200 in the other tenant", r.Status, r.Body)
+			}
+			var tk tokens
+			r.JSON(t, &tk)
+			if tk.TenantID != second.ID {
+				t.Errorf("signed in to %s, want the other tenant %s", tk.TenantID, second.ID)
+			}
+			if amr, acr := amrOf(t, tk.AccessToken); !slices.Equal(amr, []string{"fed", "otp"}) || acr != "mfa" {
+				t.Errorf("amr %v acr %s, want [fed otp] mfa", amr, acr)
 			}
 		})
 	}

@@ -756,7 +756,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	// Tokens never go into a page or a URL: the browser carries a
 	// one-time code to the app, which exchanges it at the token endpoint.
-	handover, err := s.auth.CreateHandover(ctx, g.UserID, g.SessionID, f.AppChallenge)
+	handover, err := s.auth.CreateHandover(ctx, g.UserID, g.SessionID, f.AppChallenge, f.TenantID != nil)
 	if err != nil {
 		return err
 	}
