@@ -1023,17 +1023,21 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 		amr := []string{auth.AMRFederated}
 		var issued sessions.Issued
 		for {
-			var status string
-			g.TenantID, status, g.TokenVersion, err = signInTenant(ctx, tx, g.UserID, in.TenantID)
-			if errors.Is(err, errNoRow) {
-				return noMembership(in.TenantID)
-			}
+			var (
+				tid    *string
+				status string
+			)
+			tid, status, g.TokenVersion, err = signInTenant(ctx, tx, g.UserID, in.TenantID)
 			if err != nil {
 				return err
 			}
 			if status != identity.StatusActive {
 				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 			}
+			if tid == nil {
+				return noMembership(in.TenantID)
+			}
+			g.TenantID = *tid
 			if in.AuthTime != nil {
 				issued, err = s.sessions.CreateAuthenticatedAt(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr, *in.AuthTime)
 			} else {
@@ -1068,14 +1072,15 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 	return g, nil
 }
 
-// noMembership answers a sign-in that finds no active membership in an
-// active tenant: of the tenant it requested, or of any when it requested
-// none.
+// noMembership answers a sign-in of an active account that finds no
+// active membership in an active tenant, as the password grant does: of
+// the tenant it requested (403 forbidden), or of any when it requested
+// none (403 no_membership).
 func noMembership(tenantID *string) error {
 	if tenantID == nil {
 		return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "this account has no active membership in any tenant")
 	}
-	return problem.New(fiber.StatusForbidden, problem.CodeNoMembership, "no active membership in the requested tenant")
+	return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "no active membership in tenant "+*tenantID)
 }
 
 // createAccount creates a user (without a password) and a personal tenant

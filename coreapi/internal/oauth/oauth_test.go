@@ -1389,6 +1389,68 @@ func TestSignInWithoutTenantRacingRemoval(t *testing.T) {
 	}
 }
 
+// TestSignInAnsweredAsThePasswordGrant: a provider's sign-in that may not
+// land is refused as a password sign-in of the same account is: a
+// disabled account 403 user_disabled, whatever its memberships and the
+// tenant asked for; a sign-in started for a tenant where the user is no
+// active member, or that is suspended, 403 forbidden; one started for
+// none, with no active membership in an active tenant, 403 no_membership.
+// A disabled account without a membership, or one asking for another
+// tenant, was 403 no_membership, and so was every sign-in started for a
+// tenant the user could not enter.
+func TestSignInAnsweredAsThePasswordGrant(t *testing.T) {
+	const (
+		qDisableAccount    = `UPDATE users SET status = 'disabled' WHERE id = $1`
+		qDisableMembership = `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`
+		qRemove            = `DELETE FROM memberships WHERE user_id = $1`
+		qSuspend           = `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`
+	)
+	for _, tt := range []struct {
+		name   string
+		change []string
+		asked  string // "own", "other" or "" (none)
+		status int
+		code   string
+	}{
+		{"disabled account", []string{qDisableAccount}, "", http.StatusForbidden, problem.CodeUserDisabled},
+		{"disabled account without a membership", []string{qDisableAccount, qRemove}, "", http.StatusForbidden, problem.CodeUserDisabled},
+		{"disabled account asking for another tenant", []string{qDisableAccount}, "other", http.StatusForbidden, problem.CodeUserDisabled},
+		{"no membership", []string{qRemove}, "", http.StatusForbidden, problem.CodeNoMembership},
+		{"disabled member", []string{qDisableMembership}, "", http.StatusForbidden, problem.CodeNoMembership},
+		{"suspended tenant", []string{qSuspend}, "", http.StatusForbidden, problem.CodeNoMembership},
+		{"another tenant asked", nil, "other", http.StatusForbidden, problem.CodeForbidden},
+		{"disabled member of the tenant asked", []string{qDisableMembership}, "own", http.StatusForbidden, problem.CodeForbidden},
+		{"suspended tenant asked", []string{qSuspend}, "own", http.StatusForbidden, problem.CodeForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			x := start(t)
+			first := x.finish(t, x.begin(t, ""))
+			uid := sub(t, first.AccessToken)
+			other := x.SeedTenant(t, "Other")
+			for _, q := range tt.change {
+				if _, err := x.DB.Pool.Exec(context.Background(), q, uid); err != nil {
+					t.Fatal(err)
+				}
+			}
+			query := ""
+			switch tt.asked {
+			case "own":
+				query = "?tenant_id=" + first.TenantID
+			case "other":
+				query = "?tenant_id=" + other.ID
+			}
+			st := x.begin(t, query)
+			r := x.callback(t, x.approve(t, st), st.cookie)
+			if r.Status != tt.status || r.Problem(t).Code != tt.code {
+				t.Fatalf("callback: %d %s, want %d %s", r.Status, r.Body, tt.status, tt.code)
+			}
+			if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL`, uid); n != 1 {
+				t.Errorf("%d live sessions, want the first sign-in's only", n)
+			}
+		})
+	}
+}
+
 func TestCallbackBadInput(t *testing.T) {
 	x := start(t)
 	st := x.begin(t, "")

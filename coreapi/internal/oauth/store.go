@@ -272,22 +272,21 @@ func linkIdentity(ctx context.Context, db sqldb.DB, userID, provider, issuer, su
 
 // signInTenant picks the tenant a sign-in lands in: the oldest active
 // membership in an active tenant (tenantID's, when not nil). It returns
-// the tenant, the user's status and token version; errNoRow for none.
-func signInTenant(ctx context.Context, db sqldb.DB, userID string, tenantID *string) (tid, status string, tv int64, err error) {
+// the tenant (nil for none), the user's status and token version, the
+// status whatever the memberships: a disabled account is refused as such
+// before its memberships are looked at, as the password grant does.
+func signInTenant(ctx context.Context, db sqldb.DB, userID string, tenantID *string) (tid *string, status string, tv int64, err error) {
 	const q = `
-SELECT m.tenant_id::text, u.status, u.token_version
+SELECT (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+        WHERE m.user_id = u.id AND m.status = 'active' AND t.status = 'active'
+          AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
+        ORDER BY m.created_at, m.tenant_id LIMIT 1),
+       u.status, u.token_version
 FROM users u
-JOIN memberships m ON m.user_id = u.id AND m.status = 'active'
-JOIN tenants t ON t.id = m.tenant_id AND t.status = 'active'
-WHERE u.id = $1 AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
-ORDER BY m.created_at, m.tenant_id
-LIMIT 1`
+WHERE u.id = $1`
 	err = db.QueryRow(ctx, q, userID, tenantID).Scan(&tid, &status, &tv)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", 0, errNoRow
-	}
 	if err != nil {
-		return "", "", 0, fmt.Errorf("pick tenant: %w", err)
+		return nil, "", 0, fmt.Errorf("pick tenant: %w", err)
 	}
 	return tid, status, tv, nil
 }
