@@ -968,6 +968,30 @@ func TestSwitchTenant(t *testing.T) {
 	}
 }
 
+// TestSwitchTenantOfADisabledAccount: a tenant switch of a disabled
+// account, whose bearer a proxy that has not yet heard of it still
+// forwards, is refused with the answer its sign-in gets (403
+// user_disabled), as a step-up and a password change are; it was 403
+// forbidden "no active membership in that tenant", though the account
+// was a member there. The session stays where it was.
+func TestSwitchTenantOfADisabledAccount(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "off@example.com", "First")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	if _, err := e.DB.Pool.Exec(context.Background(), `UPDATE users SET status = 'disabled' WHERE id = $1`, id.UserID); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "sign-in", e.token(t, map[string]string{"grant_type": "password", "email": "off@example.com", "password": pw, "tenant_id": second.ID}),
+		http.StatusForbidden, "user_disabled")
+	r := e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
+	apitest.WantProblem(t, r, http.StatusForbidden, "user_disabled")
+	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND tenant_id = $2`, id.SessionID, tk.TenantID); n != 1 {
+		t.Error("a refused switch moved the session")
+	}
+}
+
 // TestSwitchedAwayTokenEndsWithItsSession: a tenant switch keeps the
 // session (the same sid), so the access token issued for the tenant the
 // caller left stays valid there until it expires. Signing the session out

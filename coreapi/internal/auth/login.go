@@ -3,14 +3,18 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lockout"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
@@ -22,7 +26,23 @@ var (
 	// errNoMembership answers a sign-in naming no tenant of an account
 	// with no active membership in an active tenant.
 	errNoMembership = problem.New(403, problem.CodeNoMembership, "this account has no active membership in any tenant")
+	// errAccountDisabled answers a sign-in of a disabled account, whatever
+	// its memberships.
+	errAccountDisabled = problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 )
+
+// accountDisabled reports whether userID's account is not active (or no
+// longer exists): what a sign-in answers errAccountDisabled.
+func accountDisabled(ctx context.Context, q sessions.DB, userID string) (bool, error) {
+	const qStatus = `SELECT status FROM users WHERE id = $1`
+	var status string
+	if err := q.QueryRow(ctx, qStatus, userID).Scan(&status); errors.Is(err, pgx.ErrNoRows) {
+		return true, nil
+	} else if err != nil {
+		return false, fmt.Errorf("load account: %w", err)
+	}
+	return status != identity.StatusActive, nil
+}
 
 // errNotMemberOf answers a sign-in naming tenantID, where the account has
 // no active membership or the tenant is not active.
@@ -60,7 +80,7 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 		s.rehash(ctx, a.UserID, a.Hash, pw)
 	}
 	if a.Status != identity.StatusActive {
-		return users.Credentials{}, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
+		return users.Credentials{}, errAccountDisabled
 	}
 	if a.TenantID == nil {
 		if tenantID != "" {

@@ -205,14 +205,9 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 // one that named none lands in the user's oldest active membership in an
 // active tenant (users.SignInTenant), or, with none, is errNoMembership.
 func signInTenantNow(ctx context.Context, tx pgx.Tx, userID, tenantID string, requested bool) (string, error) {
-	const qStatus = `SELECT status FROM users WHERE id = $1`
-	var status string
-	if err := tx.QueryRow(ctx, qStatus, userID).Scan(&status); errors.Is(err, pgx.ErrNoRows) {
-		return "", errInactive
-	} else if err != nil {
-		return "", fmt.Errorf("load account: %w", err)
-	}
-	if status != identity.StatusActive {
+	if off, err := accountDisabled(ctx, tx, userID); err != nil {
+		return "", err
+	} else if off {
 		return "", errInactive
 	}
 	if requested {

@@ -149,6 +149,14 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if tv, err = users.ActiveMembership(ctx, tx, id.UserID, tid); errors.Is(err, users.ErrNotFound) {
+			// A disabled account (whose bearer a proxy that has not yet
+			// heard of it forwards) gets its sign-in's answer, as a
+			// step-up and a password change do.
+			if off, err := accountDisabled(ctx, tx, id.UserID); err != nil {
+				return err
+			} else if off {
+				return errAccountDisabled
+			}
 			return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "no active membership in that tenant")
 		} else if err != nil {
 			return err
