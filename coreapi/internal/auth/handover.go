@@ -66,8 +66,8 @@ func handoverHash(code string) []byte {
 // the code is consumed (DELETE … RETURNING) whatever happens next, the
 // session must still be live (not revoked or expired, and stamped with the
 // account's current token version: a password reset or a global sign-out
-// since the callback ended it), the membership and the tenant must still
-// be active, and the session gets a fresh refresh token (the one made at
+// since the callback ended it), the account, the membership and the tenant
+// must still be active (else the password grant's refusals), and the session gets a fresh refresh token (the one made at
 // the callback was never shown to anyone). The liveness is checked before
 // the second-factor hook, which must not turn an ended sign-in into an
 // mfa_token. A code made for a flow with a code_challenge is exchanged
@@ -83,9 +83,9 @@ WITH h AS (
     RETURNING user_id, session_id, code_challenge, tenant_requested, expires_at > now() AS live
 )
 SELECT h.user_id::text, h.session_id::text, h.code_challenge, h.tenant_requested, s.tenant_id::text, u.token_version,
-       h.live AND u.status = 'active' AND s.revoked_at IS NULL AND s.expires_at > now()
+       h.live AND s.revoked_at IS NULL AND s.expires_at > now()
            AND NOT coalesce(s.token_version < u.token_version, false),
-       coalesce(m.status, '') = 'active' AND t.status = 'active',
+       u.status = 'active', coalesce(m.status, '') = 'active' AND t.status = 'active',
        s.amr, floor(extract(epoch FROM s.auth_time))::bigint
 FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id
 JOIN tenants t ON t.id = s.tenant_id
@@ -103,11 +103,11 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		return TokenResponse{}, errHandoverVerifier
 	}
 	var (
-		g                     Grant
-		challenge             string
-		requested, ok, member bool
+		g                             Grant
+		challenge                     string
+		requested, ok, active, member bool
 	)
-	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &g.TenantID, &g.TokenVersion, &ok, &member, &g.AMR, &g.AuthTime)
+	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
 		return TokenResponse{}, errBadHandover
 	}
@@ -116,6 +116,10 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	}
 	if !verifierMatches(req.CodeVerifier, challenge) {
 		return TokenResponse{}, errHandoverVerifier
+	}
+	// Disabled since the callback: its sign-in's answer.
+	if !active {
+		return TokenResponse{}, errAccountDisabled
 	}
 	// Removed from the tenant, or the tenant suspended, since the
 	// callback: the password grant's refusal.

@@ -1299,12 +1299,15 @@ func TestHandoverRacingSignOut(t *testing.T) {
 
 // TestHandoverRefusedAfterMembershipEnds: a member removed, or a tenant
 // suspended, between the callback and the exchange gets no tokens (the
-// password grant's refusal).
+// password grant's refusal, 403 forbidden), nor does an account disabled
+// meanwhile, with the answer its sign-in gets (403 user_disabled; it was
+// 400 invalid_grant, as for an unknown code).
 func TestHandoverRefusedAfterMembershipEnds(t *testing.T) {
 	const qSession = `(SELECT session_id FROM oauth_handovers WHERE code_hash = sha256(convert_to($1, 'UTF8')))`
-	for _, tt := range []struct{ name, q string }{
-		{"membership removed", `DELETE FROM memberships m USING sessions s WHERE s.id = ` + qSession + ` AND m.tenant_id = s.tenant_id AND m.user_id = s.user_id`},
-		{"tenant suspended", `UPDATE tenants SET status = 'suspended' WHERE id = (SELECT tenant_id FROM sessions WHERE id = ` + qSession + `)`},
+	for _, tt := range []struct{ name, q, code string }{
+		{"membership removed", `DELETE FROM memberships m USING sessions s WHERE s.id = ` + qSession + ` AND m.tenant_id = s.tenant_id AND m.user_id = s.user_id`, problem.CodeForbidden},
+		{"tenant suspended", `UPDATE tenants SET status = 'suspended' WHERE id = (SELECT tenant_id FROM sessions WHERE id = ` + qSession + `)`, problem.CodeForbidden},
+		{"account disabled", `UPDATE users SET status = 'disabled' WHERE id = (SELECT user_id FROM sessions WHERE id = ` + qSession + `)`, problem.CodeUserDisabled},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			x := start(t)
@@ -1314,8 +1317,8 @@ func TestHandoverRefusedAfterMembershipEnds(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := x.exchange(t, c)
-			if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeForbidden {
-				t.Fatalf("exchange: %d %s, want 403 %s", r.Status, r.Body, problem.CodeForbidden)
+			if r.Status != http.StatusForbidden || r.Problem(t).Code != tt.code {
+				t.Fatalf("exchange: %d %s, want 403 %s", r.Status, r.Body, tt.code)
 			}
 		})
 	}
