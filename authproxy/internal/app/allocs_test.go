@@ -14,23 +14,35 @@ import (
 // a streamed answer (forward.NewHostClient now sets shared/fasttransport).
 //
 // The same from a peer in TRUSTED_PROXY_CIDRS (an ingress), whose
-// X-Forwarded-For the proxy extends.
+// X-Forwarded-For the proxy extends; and on a route with strip_prefix,
+// whose X-Forwarded-Prefix the proxy writes (after a trusted peer's own).
 func TestWarmRequestAllocatesNothing(t *testing.T) {
-	t.Run("untrusted peer", func(t *testing.T) { warmRequestAllocs(t, envOpt{}, "") })
+	const core = "/api/v1/users/bench?limit=10"
+	trusted := envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}}
+	stripped := appUpstream + "routes:\n  - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}\n"
+	t.Run("untrusted peer", func(t *testing.T) { warmRequestAllocs(t, envOpt{}, core, nil) })
 	t.Run("trusted peer", func(t *testing.T) {
-		warmRequestAllocs(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}}, "203.0.113.7, 198.51.100.2")
+		warmRequestAllocs(t, trusted, core, map[string]string{"X-Forwarded-For": "203.0.113.7, 198.51.100.2"})
+	})
+	t.Run("strip_prefix, untrusted peer", func(t *testing.T) {
+		warmRequestAllocs(t, envOpt{rules: stripped}, "/billing/bench?limit=10", nil)
+	})
+	t.Run("strip_prefix, trusted peer", func(t *testing.T) {
+		trusted.rules = stripped
+		warmRequestAllocs(t, trusted, "/billing/bench?limit=10",
+			map[string]string{"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Prefix": "/shop"})
 	})
 }
 
-func warmRequestAllocs(t *testing.T, o envOpt, xff string) {
+func warmRequestAllocs(t *testing.T, o envOpt, path string, hdr map[string]string) {
 	e := start(t, o)
 	req := &fasthttp.Request{}
-	req.SetRequestURI("/api/v1/users/bench?limit=10")
+	req.SetRequestURI(path)
 	req.Header.SetHost("proxy.local")
 	req.Header.Set("Authorization", "Bearer "+e.token(nil))
 	req.Header.Set("Accept", "application/json")
-	if xff != "" {
-		req.Header.Set("X-Forwarded-For", xff)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
 	}
 	h := e.app.Server.Handler()
 	var ctx fasthttp.RequestCtx

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 // xffServer trusts 10.0.0.0/8 and fd00::/8, the trusted peer being
@@ -86,4 +88,39 @@ func FuzzForwardedClient(f *testing.F) {
 			t.Fatalf("forwardedClient(%q) = %v, want %v", xff, got, want)
 		}
 	})
+}
+
+// A trusted peer's X-Forwarded-Prefix value is a list of paths, joined
+// into one in order; a stripped route's prefix then follows.
+func TestAppendOuterPrefixes(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"/", ""},
+		{"/shop", "/shop"},
+		{"/shop/", "/shop"},
+		{"/shop//", "/shop"},
+		{"shop", "/shop"},
+		{"/eu,/shop", "/eu/shop"},
+		{" /eu , /shop/ ", "/eu/shop"},
+		{"/eu,,/,\t,/shop", "/eu/shop"},
+		{"/a/b,c/", "/a/b/c"},
+	} {
+		if got := string(appendOuterPrefixes([]byte("x"), []byte(tc.in))); got != "x"+tc.want {
+			t.Errorf("appendOuterPrefixes(%q) = %q, want %q", tc.in, got, "x"+tc.want)
+		}
+	}
+}
+
+// From a trusted peer, its X-Forwarded-Prefix lines and the stripped
+// prefix become one line.
+func TestForwardedPrefixTrustedLines(t *testing.T) {
+	var h fasthttp.RequestHeader
+	if err := h.Read(bufioReader("GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Prefix: /eu\r\nx-forwarded-prefix: /shop/\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	h.DisableNormalizing() // as forward does
+	(&Server{}).setForwardedPrefix(&h, &state{trusted: true}, []byte("/billing"), false)
+	if got := h.PeekAll("X-Forwarded-Prefix"); len(got) != 1 || string(got[0]) != "/eu/shop/billing" {
+		t.Fatalf("X-Forwarded-Prefix lines %q, want one: /eu/shop/billing", got)
+	}
 }

@@ -80,6 +80,28 @@ func TestIdentityBlockMatchesHeaders(t *testing.T) {
 				t.Fatalf("forwarded host header %q", v)
 			}
 
+			// On a strip_prefix route the block has one more forwarding
+			// line: the same bytes as X-Forwarded-Prefix set on its own.
+			var onePrefix, blockPrefix fasthttp.RequestHeader
+			for _, h := range []*fasthttp.RequestHeader{&onePrefix, &blockPrefix} {
+				h.SetRequestURI("/notes")
+				h.SetHost("app.local")
+				h.Set("Accept", "application/json")
+			}
+			prefix := []byte("/billing")
+			setForwardedOnce(&onePrefix, st.ip, "https")
+			onePrefix.SetCanonical(requestIDKey, reqID)
+			(&Server{}).setForwardedPrefix(&onePrefix, st, prefix, false)
+			setIdentity(&onePrefix, signer.KeyID(), cl, w, st)
+			st.hdr = forwardedLines(st.hdr[:0], st.ip, "https", blockPrefix.Host(), reqID)
+			(&Server{}).setForwardedPrefix(&blockPrefix, st, prefix, true)
+			st.hdr = identityBlock(st.hdr, w, st)
+			blockPrefix.SetCanonical(st.hdr, st.sig)
+			want2, got2 := onePrefix.AppendBytes(nil), blockPrefix.AppendBytes(nil)
+			if !bytes.Equal(got2, want2) || !bytes.Contains(got2, []byte("\r\nX-Forwarded-Prefix: /billing\r\n")) {
+				t.Fatalf("block with X-Forwarded-Prefix writes\n%q\nheaders one by one write\n%q", got2, want2)
+			}
+
 			// From a trusted peer the forwarding headers are set one by
 			// one and the identity headers alone form the block: the
 			// same bytes again.

@@ -18,7 +18,7 @@ import (
 // differ from a normalized one.
 func TestForwardHeaderNamesCanonical(t *testing.T) {
 	for _, name := range []string{
-		"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", requestid.Header, fiber.HeaderAuthorization,
+		"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Prefix", requestid.Header, fiber.HeaderAuthorization,
 		identity.HeaderKeyID, identity.HeaderPrincipal, identity.HeaderUserID, identity.HeaderTenantID,
 		identity.HeaderSessionID, identity.HeaderRoles, identity.HeaderPermissions, identity.HeaderAMR,
 		identity.HeaderAuthTime, identity.HeaderEmailVerified, identity.HeaderClientIP, identity.HeaderTimestamp,

@@ -316,6 +316,7 @@ type state struct {
 	hdr       []byte            // the identity block (identityBlock)
 	hdrFwd    int               // the forwarding lines' length at the start of hdr
 	xff       []byte            // a trusted peer's X-Forwarded-For, extended (setForwarded)
+	xfp       []byte            // a trusted peer's X-Forwarded-Prefix, extended (setForwardedPrefix)
 	line      []byte            // the access line (accessLine)
 	times     logging.TimeCache // the access line's time, formatted once a second
 	sentReqID bool              // the client sent an X-Request-Id
@@ -1519,6 +1520,9 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	if fwdBlock {
 		st.hdr = forwardedLines(st.hdr, st.ip, scheme(c), h.Host(), st.reqID)
 	}
+	if route.StripPrefix {
+		s.setForwardedPrefix(h, st, st.path[:len(route.Prefix)], fwdBlock)
+	}
 	st.hdrFwd = len(st.hdr)
 	s.sign(c, st, w, cl, nil)
 	up := &rt.Table.Upstreams[route.Upstream]
@@ -1867,6 +1871,66 @@ func setForwardedOnce(h *fasthttp.RequestHeader, ip []byte, proto string) {
 func forwardedLines(dst, ip []byte, proto string, host, reqID []byte) []byte {
 	return identity.AppendParts(dst, "X-Forwarded-For: ", b2s(ip), "\r\nX-Forwarded-Proto: ", proto,
 		"\r\nX-Forwarded-Host: ", b2s(host), "\r\n"+requestid.Header+": ", b2s(reqID), "\r\n")
+}
+
+// setForwardedPrefix tells the app behind a strip_prefix route which
+// prefix the proxy removed (prefix: the normalized path's start, as the
+// route matched it, never ending in "/"), in X-Forwarded-Prefix, the
+// name Traefik's StripPrefix writes and Spring, ASP.NET Core and
+// Werkzeug's ProxyFix read, so that it can write its external links and
+// redirects. With block (an untrusted peer, the usual case), as one more
+// line of st.hdr's forwarding lines; from an untrusted peer otherwise,
+// set once (hygiene removed the client's). From a trusted peer, an outer
+// proxy that stripped a prefix of its own: the app's base is that prefix
+// followed by ours, written as one value (appendOuterPrefixes). Out of
+// line: routes without strip_prefix pay one test of the flag.
+//
+//go:noinline
+func (s *Server) setForwardedPrefix(h *fasthttp.RequestHeader, st *state, prefix []byte, block bool) {
+	switch {
+	case block:
+		st.hdr = identity.AppendParts(st.hdr, "X-Forwarded-Prefix: ", b2s(prefix), "\r\n")
+	case !st.trusted:
+		h.SetCanonical(s2b("X-Forwarded-Prefix"), prefix)
+	default:
+		v := st.xfp[:0] // the state's buffer: no allocation per request
+		for _, line := range h.PeekAll("X-Forwarded-Prefix") {
+			v = appendOuterPrefixes(v, line)
+		}
+		v = append(v, prefix...)
+		st.xfp = v
+		h.Del("X-Forwarded-Prefix")
+		h.SetCanonical(s2b("X-Forwarded-Prefix"), v)
+	}
+}
+
+// appendOuterPrefixes appends the prefixes of a trusted peer's
+// X-Forwarded-Prefix value to dst, one path after the other: each element
+// of the comma list, in order, without the spaces around it and its
+// trailing slashes, with a "/" in front when it has none; an empty
+// element (or "/") adds nothing. "/eu, /shop/" appends "/eu/shop": the
+// app then gets one value, the whole base, and reads it alike whether it
+// takes the last value of a list (Werkzeug's ProxyFix, ASP.NET Core) or
+// joins them all (Spring).
+func appendOuterPrefixes(dst, v []byte) []byte {
+	for len(v) > 0 {
+		el := v
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			el, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
+		el = bytes.Trim(el, " \t")
+		el = bytes.TrimRight(el, "/")
+		if len(el) == 0 {
+			continue
+		}
+		if el[0] != '/' {
+			dst = append(dst, '/')
+		}
+		dst = append(dst, el...)
+	}
+	return dst
 }
 
 // scheme is the scheme the client used.
