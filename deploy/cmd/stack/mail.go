@@ -117,6 +117,20 @@ func mailpitEnv(env []string, password string) []string {
 	return append(env, "MP_UI_AUTH="+mailpitUser+":"+password)
 }
 
+// moduleCacheProxy is the module cache as a GOPROXY (file://...), or ""
+// when go does not name one that holds Mailpit.
+func moduleCacheProxy(ctx context.Context, gobin string) string {
+	b, err := exec.CommandContext(ctx, gobin, "env", "GOMODCACHE").Output()
+	if err != nil {
+		return ""
+	}
+	dl := filepath.Join(strings.TrimSpace(string(b)), "cache", "download")
+	if _, err := os.Stat(filepath.Join(dl, filepath.FromSlash(mailpitModule), "@v", mailpitVersion+".zip")); err != nil {
+		return ""
+	}
+	return "file://" + filepath.ToSlash(dl)
+}
+
 // ensureMailpit builds Mailpit into dir once (about a minute the first
 // time) and returns the binary's path; a binary of this version already
 // there is reused.
@@ -146,6 +160,25 @@ func ensureMailpit(ctx context.Context, dir string, logs io.Writer) (string, err
 	cmd.Stdout, cmd.Stderr = out, out
 	err = cmd.Run()
 	out.Flush()
+	if err != nil && ctx.Err() == nil {
+		// Offline (the module proxy unreachable): go install still asks
+		// it for the module's deprecation, even with every module in the
+		// cache, as after a `make reset` that removed the binary. The
+		// module cache is itself a proxy of what it holds, whose
+		// checksums were verified when it was filled.
+		if cache := moduleCacheProxy(ctx, gobin); cache != "" {
+			fmt.Fprintf(logs, "mailpit   | the module proxy did not answer: building Mailpit from the module cache\n")
+			retry := exec.CommandContext(ctx, gobin, "install", mailpitModule+"@"+mailpitVersion)
+			retry.Dir = tmp
+			retry.Env = append(environ("GOBIN", "GOWORK", "GOPROXY", "GOSUMDB"), "GOBIN="+tmp, "GOWORK=off",
+				"GOPROXY="+cache, "GOSUMDB=off")
+			retry.Stdout, retry.Stderr = out, out
+			if retry.Run() == nil {
+				err = nil
+			}
+			out.Flush()
+		}
+	}
 	if err != nil && ctx.Err() == nil {
 		return "", fmt.Errorf("build mailpit %s from the Go module proxy: %w (its output is above); "+
 			"to run without it, set SMTP_URL to a mail server of yours (smtp://[user:pass@]host[:port]) and run make run again", mailpitVersion, err)

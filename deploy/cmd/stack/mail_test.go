@@ -57,6 +57,16 @@ func TestMailpit(t *testing.T) {
 	if again, err := ensureMailpit(ctx, dir, io.Discard); err != nil || again != path {
 		t.Errorf("second ensure = %q, %v; want the built binary reused", again, err)
 	}
+	// Offline (make run after a make reset, without a network): built
+	// from the module cache, which the build above filled; go install
+	// alone asks the module proxy even then.
+	t.Run("offline", func(t *testing.T) {
+		t.Setenv("GOPROXY", "http://127.0.0.1:1")
+		var offline strings.Builder
+		if _, err := ensureMailpit(ctx, t.TempDir(), &lockedWriter{w: &offline}); err != nil {
+			t.Fatalf("offline build: %v\n%s", err, offline.String())
+		}
+	})
 	o := options{mailSMTPAddr: freeAddr(t), mailUIAddr: freeAddr(t)}
 	p := planMail("", o)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
