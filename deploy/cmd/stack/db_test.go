@@ -399,18 +399,23 @@ func TestResetDropsOnlyTheDatabaseRunUsed(t *testing.T) {
 func TestNoteDatabase(t *testing.T) {
 	data := t.TempDir()
 	ctx := context.Background()
-	if _, err := noteDatabase(ctx, data, adminURL(), "stack_a", true, "", 30*time.Second); err != nil {
+	if _, _, err := noteDatabase(ctx, data, adminURL(), "stack_a", true, "", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := noteDatabase(ctx, data, adminURL(), "stack_a", false, "/x/.data/postgres", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	rec, forgotten, err := noteDatabase(ctx, data, adminURL(), "stack_a", false, "/x/.data/postgres", 30*time.Second)
+	if err != nil || forgotten.Created {
+		t.Fatalf("second run on the same database: forgotten %+v, %v; want none", forgotten, err)
 	}
 	if got, err := readUsedDB(data); err != nil || got != rec || !got.Created || got.Local != "/x/.data/postgres" || got.ServerID != thisServerID(t) {
 		t.Errorf("second run's record %+v, %v; want stack_a created, this server, the cluster named", got, err)
 	}
-	if rec, err := noteDatabase(ctx, data, adminURL(), "stack_b", false, "", 30*time.Second); err != nil || rec.Created {
-		t.Errorf("record of another database %+v, %v; want it not created by the stack", rec, err)
+	// A run on another database (another server's, as after a run on
+	// 5432 and one with PG_LOCAL=1) replaces the record: the database the
+	// stack created is named, for make run to warn that make reset will
+	// not drop it.
+	if rec, forgotten, err := noteDatabase(ctx, data, adminURL(), "stack_b", false, "", 30*time.Second); err != nil || rec.Created ||
+		!forgotten.Created || forgotten.Database != "stack_a" {
+		t.Errorf("record of another database %+v, forgotten %+v, %v; want it not created by the stack, stack_a forgotten", rec, forgotten, err)
 	}
 	if err := os.WriteFile(filepath.Join(data, recordFile), []byte("created=true\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -435,7 +440,7 @@ func thisServerID(t *testing.T) string {
 func recordRun(t *testing.T, name string, created bool) string {
 	t.Helper()
 	data := t.TempDir()
-	if _, err := noteDatabase(context.Background(), data, adminURL(), name, created, "", 30*time.Second); err != nil {
+	if _, _, err := noteDatabase(context.Background(), data, adminURL(), name, created, "", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return data

@@ -166,8 +166,15 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	}
 	logger.Info("database", "database", o.database, "created", created)
 	// make reset drops this database, on this server, and no other.
-	if _, err := noteDatabase(ctx, o.dataDir, serverURL, o.database, created, os.Getenv("PG_LOCAL_CLUSTER"), o.readyWait); err != nil {
+	_, forgotten, err := noteDatabase(ctx, o.dataDir, serverURL, o.database, created, os.Getenv("PG_LOCAL_CLUSTER"), o.readyWait)
+	if err != nil {
 		return fmt.Errorf("record the database: %w", err)
+	}
+	if forgotten.Created {
+		logger.Warn("an earlier make run created the database "+forgotten.Database+" on another server ("+forgotten.Server+
+			"), which this run does not use: make reset drops only this run's database, so drop that one yourself "+
+			"(DROP DATABASE "+forgotten.Database+" on that server) if you no longer want it",
+			"database", forgotten.Database, "server", forgotten.Server, "system_identifier", forgotten.ServerID)
 	}
 
 	bin := filepath.Join(o.dataDir, "bin")

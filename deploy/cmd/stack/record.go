@@ -56,27 +56,35 @@ func serverHost(serverURL string) string {
 
 // noteDatabase records in dataDir that the stack uses database name on
 // the server of serverURL (created: this run created it). A run again on
-// the same server and database keeps an earlier run's created.
-func noteDatabase(ctx context.Context, dataDir, serverURL, name string, created bool, local string, wait time.Duration) (usedDB, error) {
+// the same server and database keeps an earlier run's created. forgotten
+// is the record it replaced when that named a database the stack created
+// on another server, or under another name (Created false otherwise):
+// make reset, which drops only the recorded one, will not drop that one,
+// so the caller says so.
+func noteDatabase(ctx context.Context, dataDir, serverURL, name string, created bool, local string, wait time.Duration) (rec, forgotten usedDB, err error) {
 	id, err := serverID(ctx, serverURL, wait)
 	if err != nil {
-		return usedDB{}, err
+		return usedDB{}, usedDB{}, err
 	}
-	rec := usedDB{Database: name, Server: serverHost(serverURL), ServerID: id, Local: local, Created: created}
-	if old, err := readUsedDB(dataDir); err == nil && old.ServerID == id && old.Database == name {
-		rec.Created = rec.Created || old.Created
+	rec = usedDB{Database: name, Server: serverHost(serverURL), ServerID: id, Local: local, Created: created}
+	if old, err := readUsedDB(dataDir); err == nil {
+		if old.ServerID == id && old.Database == name {
+			rec.Created = rec.Created || old.Created
+		} else if old.Created {
+			forgotten = old
+		}
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return usedDB{}, err
+		return usedDB{}, usedDB{}, err
 	}
 	body := fmt.Sprintf("# Written by make run (deploy/cmd/stack): the database it uses. make reset drops this\n"+
 		"# database only, on the server of this system identifier, and only if make run created it.\n"+
 		"database=%s\nserver=%s\nsystem_identifier=%s\nlocal=%s\ncreated=%t\n", rec.Database, rec.Server, rec.ServerID, rec.Local, rec.Created)
 	tmp := filepath.Join(dataDir, recordFile+".tmp")
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
-		return usedDB{}, err
+		return usedDB{}, usedDB{}, err
 	}
-	return rec, os.Rename(tmp, filepath.Join(dataDir, recordFile))
+	return rec, forgotten, os.Rename(tmp, filepath.Join(dataDir, recordFile))
 }
 
 // readUsedDB reads dataDir's record (fs.ErrNotExist when there is none).
