@@ -19,3 +19,10 @@ func TestDocumentedMetricsExist(t *testing.T) {
 func TestNoDeadMetrics(t *testing.T) {
 	metricslint.CheckDead(t, "../..", "coreapi_", 15)
 }
+
+// TestAlertsQueryExportedMetrics: every coreapi_ metric the suggested
+// alerts of docs/operations.md query is one coreapi exports, under the
+// name its kind exports (a histogram's _bucket, _count, _sum).
+func TestAlertsQueryExportedMetrics(t *testing.T) {
+	metricslint.CheckAlerts(t, "../../../docs/operations.md", "coreapi_", "../..", 10)
+}
