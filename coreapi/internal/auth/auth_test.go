@@ -1266,6 +1266,75 @@ func TestPasswordGrantWithoutTenantRacingRemoval(t *testing.T) {
 	}
 }
 
+// TestPasswordGrantRacingMemberDisable: a sign-in whose tenant pick read
+// the membership active just before the member was disabled there is
+// answered as a sign-in just after the disable: 403 forbidden when it
+// named the tenant; naming none, it lands in the user's next active
+// tenant, or with none is 403 no_membership. It got a session and tokens
+// in the tenant that the proxy and the refresh then refused. The disable
+// (as PATCH /users/{id} runs it) is held uncommitted while the session is
+// created.
+func TestPasswordGrantRacingMemberDisable(t *testing.T) {
+	for _, c := range []struct {
+		name           string
+		named, another bool
+		status         int
+		code           string
+	}{
+		{"tenant named", true, true, http.StatusForbidden, "forbidden"},
+		{"no tenant named, another tenant", false, true, http.StatusOK, ""},
+		{"no tenant named, no other tenant", false, false, http.StatusForbidden, "no_membership"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := start(t, cheap)
+			tk := e.signup(t, "disabled@example.com", "First")
+			uid := claims(t, tk.AccessToken)["sub"].(string)
+			second := e.SeedTenant(t, "Second")
+			if c.another {
+				e.SeedMember(t, second.ID, uid, "member")
+			}
+			body := map[string]string{"grant_type": "password", "email": "disabled@example.com", "password": pw}
+			left, other := tk.TenantID, second.ID
+			if c.named {
+				body["tenant_id"] = second.ID
+				left, other = second.ID, tk.TenantID
+			}
+			disable, err := e.DB.Pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = disable.Rollback(ctx) }()
+			if _, err := disable.Exec(ctx, `UPDATE memberships SET status = 'disabled' WHERE tenant_id = $1 AND user_id = $2`, left, uid); err != nil {
+				t.Fatal(err)
+			}
+			signIn := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response { // at the membership's row
+				return e.token(t, body)
+			})
+			if err := disable.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := signIn()
+			if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND tenant_id = $2 AND id <> $3`,
+				uid, left, claims(t, tk.AccessToken)["sid"]); n != 0 {
+				t.Errorf("sign-in sessions in the tenant the member was disabled in = %d, want 0", n)
+			}
+			if c.status != http.StatusOK {
+				apitest.WantProblem(t, r, c.status, c.code)
+				return
+			}
+			if r.Status != http.StatusOK {
+				t.Fatalf("sign-in: %d %s, want 200 in the other tenant", r.Status, r.Body)
+			}
+			var got tokens
+			r.JSON(t, &got)
+			if got.TenantID != other || claims(t, got.AccessToken)["tid"] != other {
+				t.Errorf("signed in to %s, want the other tenant %s", got.TenantID, other)
+			}
+		})
+	}
+}
+
 func TestSessionsListAndRevoke(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "m@example.com", "M")

@@ -747,10 +747,12 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 			g.TokenVersion, err = activeAccount(ctx, tx, userID, g.TenantID)
 			if err == nil {
 				sd, err = s.sessions.CreateWithAMR(ctx, tx, userID, g.TenantID, ua, ip, firstAMR)
-				if !errors.Is(err, sessions.ErrNoMembership) {
+				if !errors.Is(err, sessions.ErrNoMembership) && !errors.Is(err, sessions.ErrAccountDisabled) {
 					break
 				}
-				// Removed from the tenant since the check.
+				// Removed or disabled in the tenant, the tenant suspended
+				// or the account disabled since the check (signInTenantNow
+				// reads the account again).
 			} else if !errors.Is(err, errInactive) {
 				return err
 			}

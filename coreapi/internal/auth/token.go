@@ -208,9 +208,10 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		if !errors.Is(err, sessions.ErrNoMembership) || req.TenantID != "" {
 			break
 		}
-		// The user was removed from the tenant this sign-in, naming none,
-		// picked: it lands in the next one, as a sign-in after the
-		// removal does, and with none left it is answered as that one is.
+		// The user was removed or disabled in the tenant this sign-in,
+		// naming none, picked (or the tenant was suspended): it lands in
+		// the next one, as a sign-in after the change does, and with none
+		// left it is answered as that one is.
 		next, perr := users.SignInTenant(ctx, s.pool, a.UserID)
 		if errors.Is(perr, users.ErrNotFound) {
 			return TokenResponse{}, errNoMembership
@@ -223,7 +224,10 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if errors.Is(err, errFactorConfirmedMeanwhile) {
 		return TokenResponse{}, s.challenge(ctx, a, amrPassword, req.TenantID != "")
 	}
-	if errors.Is(err, sessions.ErrNoMembership) { // removed from the tenant since the check
+	if errors.Is(err, sessions.ErrAccountDisabled) { // disabled since the check
+		return TokenResponse{}, errAccountDisabled
+	}
+	if errors.Is(err, sessions.ErrNoMembership) { // removed or disabled in the tenant since the check
 		return TokenResponse{}, errNotMemberOf(*a.TenantID)
 	}
 	if err != nil {

@@ -1032,7 +1032,7 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				return err
 			}
 			if status != identity.StatusActive {
-				return problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
+				return errAccountDisabled
 			}
 			if tid == nil {
 				return noMembership(in.TenantID)
@@ -1043,14 +1043,18 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			} else {
 				issued, err = s.sessions.CreateWithAMR(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr)
 			}
+			if errors.Is(err, sessions.ErrAccountDisabled) { // disabled since signInTenant
+				return errAccountDisabled
+			}
 			if !errors.Is(err, sessions.ErrNoMembership) {
 				break
 			}
-			// Removed from the tenant since signInTenant. A sign-in naming
-			// none picks again, as the password grant does: the statement
-			// sees the removal that committed, so it lands in the user's
-			// next active tenant, as a sign-in after the removal does, or
-			// is answered as that one is.
+			// Removed or disabled in the tenant, or the tenant suspended,
+			// since signInTenant. A sign-in naming none picks again, as
+			// the password grant does: the statement sees the change that
+			// committed, so it lands in the user's next active tenant, as
+			// a sign-in after the change does, or is answered as that one
+			// is.
 			if in.TenantID != nil {
 				return noMembership(in.TenantID)
 			}
@@ -1071,6 +1075,10 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 	}
 	return g, nil
 }
+
+// errAccountDisabled answers a sign-in of a disabled account, as the
+// password grant does.
+var errAccountDisabled = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
 
 // noMembership answers a sign-in of an active account that finds no
 // active membership in an active tenant, as the password grant does: of

@@ -47,9 +47,14 @@ var (
 	ErrReused       = errors.New("refresh token reused after rotation; session revoked")
 	ErrInactive     = errors.New("user, membership or tenant is not active")
 	ErrNotFound     = errors.New("session not found")
-	// ErrNoMembership: Create or CreateAt found no membership of the user
-	// in the tenant (removed since the caller checked it).
-	ErrNoMembership = errors.New("no membership of the user in the tenant")
+	// ErrNoMembership: Create or CreateAt found no active membership of
+	// the user in the tenant, or the tenant is not active (the user was
+	// removed or disabled there, or the tenant suspended, since the caller
+	// checked it).
+	ErrNoMembership = errors.New("no active membership of the user in an active tenant")
+	// ErrAccountDisabled: Create or CreateAt found the user's account not
+	// active (disabled since the caller checked it).
+	ErrAccountDisabled = errors.New("the account is not active")
 )
 
 // Revocation reasons stored in sessions.revoked_reason.
@@ -170,6 +175,16 @@ func secs(d time.Duration) float64 { return d.Seconds() }
 // delete it) either finds the new session and ends it, or ends first and
 // leaves nothing to create: ErrNoMembership. A session bound to a tenant
 // the user has left would refresh again once the user is added back.
+//
+// Only what a sign-in admits gets a session: an active account
+// (else ErrAccountDisabled) with an active membership in an active
+// tenant (else ErrNoMembership). The membership's status is read under
+// its lock, so a member disabled since the caller's check is seen; the
+// account's and the tenant's as the statement starts: disabling either
+// ends no session, so a change committed after that is one the new
+// session precedes, as any earlier sign-in's does. Without it, a sign-in
+// racing such a change answered tokens the proxy and the refresh refuse,
+// where one just after the change is refused.
 func (s *Store) Create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string) (Issued, error) {
 	return s.create(ctx, q, userID, tenantID, userAgent, ip, nil, nil, nil)
 }
@@ -199,8 +214,13 @@ func (s *Store) CreateAt(ctx context.Context, q DB, userID, tenantID, userAgent,
 // create inserts the session; a nil authTime is now (the sign-in's own).
 func (s *Store) create(ctx context.Context, q DB, userID, tenantID, userAgent, ip string, tv *int64, amr []string, authTime *time.Time) (Issued, error) {
 	const qCreate = `
-WITH m AS (
-    SELECT user_id, tenant_id FROM memberships WHERE user_id = $1 AND tenant_id = $2 FOR SHARE
+WITH a AS (
+    SELECT coalesce((SELECT status = 'active' FROM users WHERE id = $1), false) AS active
+), m AS (
+    SELECT m.user_id, m.tenant_id FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+    WHERE m.user_id = $1 AND m.tenant_id = $2 AND m.status = 'active' AND t.status = 'active'
+      AND (SELECT active FROM a)
+    FOR SHARE OF m
 ), s AS (
     INSERT INTO sessions (user_id, tenant_id, user_agent, ip, expires_at, token_version, amr, auth_time)
     SELECT user_id, tenant_id, $3, $4, now() + make_interval(secs => least($6::float8, $10::float8)),
@@ -208,23 +228,31 @@ WITH m AS (
            coalesce($8::text[], '{pwd}'), least(coalesce($9::timestamptz, now()), now())
     FROM m
     RETURNING id
+), r AS (
+    INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
+    SELECT id, $5, now() + make_interval(secs => least($6::float8, $10::float8)) FROM s
+    RETURNING session_id
 )
-INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
-SELECT id, $5, now() + make_interval(secs => least($6::float8, $10::float8)) FROM s
-RETURNING session_id`
+SELECT (SELECT active FROM a), (SELECT session_id::text FROM r)`
 	tok, hash, err := newToken()
 	if err != nil {
 		return Issued{}, err
 	}
-	var sid string
-	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr, authTime, s.maxAgeSecs()).Scan(&sid)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Issued{}, ErrNoMembership
-	}
+	var (
+		active bool
+		sid    *string
+	)
+	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr, authTime, s.maxAgeSecs()).Scan(&active, &sid)
 	if err != nil {
 		return Issued{}, fmt.Errorf("create session: %w", err)
 	}
-	return Issued{SessionID: sid, RefreshToken: tok}, nil
+	switch {
+	case !active:
+		return Issued{}, ErrAccountDisabled
+	case sid == nil:
+		return Issued{}, ErrNoMembership
+	}
+	return Issued{SessionID: *sid, RefreshToken: tok}, nil
 }
 
 // Rotation is the outcome of a successful refresh.

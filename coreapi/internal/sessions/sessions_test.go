@@ -904,3 +904,40 @@ func TestTokenThatNamesNoMethod(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateRefusesWhatASignInRefuses: a session is created only for an
+// active account with an active membership in an active tenant, as the
+// sign-in that asks for it checked a moment before: a member disabled in
+// the tenant, a tenant suspended or an account disabled since that check
+// got a session and refresh token, answered with tokens the proxy and the
+// refresh then refused, where a sign-in just after the change is refused.
+// The disabled account is told apart (ErrAccountDisabled), since the
+// sign-ins answer it whatever the memberships.
+func TestCreateRefusesWhatASignInRefuses(t *testing.T) {
+	for _, c := range []struct {
+		name, change, undo string
+		want               error
+	}{
+		{"membership disabled", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1 AND tenant_id = $2`,
+			`UPDATE memberships SET status = 'active' WHERE user_id = $1 AND tenant_id = $2`, ErrNoMembership},
+		{"tenant suspended", `UPDATE tenants SET status = 'suspended' WHERE id = $2 AND $1::uuid IS NOT NULL`,
+			`UPDATE tenants SET status = 'active' WHERE id = $2 AND $1::uuid IS NOT NULL`, ErrNoMembership},
+		{"account disabled", `UPDATE users SET status = 'disabled' WHERE id = $1 AND $2::uuid IS NOT NULL`,
+			`UPDATE users SET status = 'active' WHERE id = $1 AND $2::uuid IS NOT NULL`, ErrAccountDisabled},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := setup(t)
+			f.exec(t, c.change, f.user, f.tenant)
+			_, err := f.store.CreateAt(ctx, f.pool, f.user, f.tenant, "ua", "ip", 0)
+			if !errors.Is(err, c.want) {
+				t.Errorf("CreateAt = %v, want %v", err, c.want)
+			}
+			if n := f.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, f.user); n != 0 {
+				t.Errorf("sessions = %d, want 0", n)
+			}
+			f.exec(t, c.undo, f.user, f.tenant)
+			f.create(t) // active again: a session, as before
+		})
+	}
+}
