@@ -65,9 +65,10 @@ func handoverHash(code string) []byte {
 // handoverGrant exchanges a hand-over code for the tokens of its session:
 // the code is consumed (DELETE … RETURNING) whatever happens next, the
 // session must still be live (not revoked or expired, and stamped with the
-// account's current token version: a password reset or a global sign-out
-// since the callback ended it), the account, the membership and the tenant
-// must still be active (else the password grant's refusals), and the session gets a fresh refresh token (the one made at
+// account's current token version: a password reset, a global sign-out or
+// the member's removal from the tenant since the callback ended it), the
+// account, the membership and the tenant must still be active (else the
+// password grant's refusals), and the session gets a fresh refresh token (the one made at
 // the callback was never shown to anyone). The liveness is checked before
 // the second-factor hook, which must not turn an ended sign-in into an
 // mfa_token. A code made for a flow with a code_challenge is exchanged
@@ -121,8 +122,9 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if !active {
 		return TokenResponse{}, errAccountDisabled
 	}
-	// Removed from the tenant, or the tenant suspended, since the
-	// callback: the password grant's refusal.
+	// Disabled in the tenant, or the tenant suspended, since the
+	// callback (a removal ended the session: errBadHandover above): the
+	// password grant's refusal of a sign-in naming the tenant.
 	if !member {
 		return TokenResponse{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+g.TenantID)
 	}

@@ -30,9 +30,12 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -1297,28 +1300,58 @@ func TestHandoverRacingSignOut(t *testing.T) {
 	}
 }
 
-// TestHandoverRefusedAfterMembershipEnds: a member removed, or a tenant
-// suspended, between the callback and the exchange gets no tokens (the
-// password grant's refusal, 403 forbidden), nor does an account disabled
-// meanwhile, with the answer its sign-in gets (403 user_disabled; it was
-// 400 invalid_grant, as for an unknown code).
+// TestHandoverRefusedAfterMembershipEnds: a sign-in whose standing in its
+// tenant ended between the callback and the exchange gets no tokens. A
+// member's removal (DELETE /users/{id}, through the store) ends the
+// member's sessions in the tenant, the callback's among them: 400
+// invalid_grant, as for any session ended since the callback. A member
+// disabled there or a tenant suspended, which end no session, get the
+// password grant's refusal of that tenant, 403 forbidden; an account
+// disabled meanwhile the answer its sign-in gets (403 user_disabled; it
+// was 400 invalid_grant, as for an unknown code). The removal was made
+// with a raw DELETE of the membership, which left the session live and
+// answered 403 forbidden, never what a real removal answers.
 func TestHandoverRefusedAfterMembershipEnds(t *testing.T) {
-	const qSession = `(SELECT session_id FROM oauth_handovers WHERE code_hash = sha256(convert_to($1, 'UTF8')))`
-	for _, tt := range []struct{ name, q, code string }{
-		{"membership removed", `DELETE FROM memberships m USING sessions s WHERE s.id = ` + qSession + ` AND m.tenant_id = s.tenant_id AND m.user_id = s.user_id`, problem.CodeForbidden},
-		{"tenant suspended", `UPDATE tenants SET status = 'suspended' WHERE id = (SELECT tenant_id FROM sessions WHERE id = ` + qSession + `)`, problem.CodeForbidden},
-		{"account disabled", `UPDATE users SET status = 'disabled' WHERE id = (SELECT user_id FROM sessions WHERE id = ` + qSession + `)`, problem.CodeUserDisabled},
+	disabled := identity.StatusDisabled
+	for _, tt := range []struct {
+		name   string
+		change func(t *testing.T, x *env, members *users.Store, admin roles.Actor, userID, tenantID string)
+		status int
+		code   string
+	}{
+		{"membership removed", func(t *testing.T, _ *env, members *users.Store, admin roles.Actor, userID, tenantID string) {
+			if err := members.Remove(t.Context(), tenantID, userID, admin); err != nil {
+				t.Fatal(err)
+			}
+		}, http.StatusBadRequest, problem.CodeInvalidGrant},
+		{"membership disabled", func(t *testing.T, _ *env, members *users.Store, admin roles.Actor, userID, tenantID string) {
+			if _, err := members.Update(t.Context(), tenantID, userID, admin, users.Patch{Status: &disabled}); err != nil {
+				t.Fatal(err)
+			}
+		}, http.StatusForbidden, problem.CodeForbidden},
+		{"tenant suspended", func(t *testing.T, x *env, _ *users.Store, _ roles.Actor, _, tenantID string) {
+			x.Suspend(t, tenantID)
+		}, http.StatusForbidden, problem.CodeForbidden},
+		{"account disabled", func(t *testing.T, x *env, _ *users.Store, _ roles.Actor, userID, _ string) {
+			// No route disables an account: an operator's change.
+			if _, err := x.DB.Pool.Exec(t.Context(), `UPDATE users SET status = 'disabled' WHERE id = $1`, userID); err != nil {
+				t.Fatal(err)
+			}
+		}, http.StatusForbidden, problem.CodeUserDisabled},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			x := start(t)
-			st := x.begin(t, "")
+			uid := sub(t, x.finish(t, x.begin(t, "")).AccessToken)
+			team := x.SeedTenant(t, "Team")
+			owner := x.SeedUserIn(t, team.ID, "owner@example.com", "owner")
+			x.SeedMember(t, team.ID, uid, "member")
+			st := x.begin(t, "?tenant_id="+team.ID)
 			c := handover(t, x.callback(t, x.approve(t, st), st.cookie))
-			if _, err := x.DB.Pool.Exec(context.Background(), tt.q, c); err != nil {
-				t.Fatal(err)
-			}
+			tt.change(t, x, users.NewStore(x.DB.Pool, nil, nil),
+				roles.Actor{UserID: owner.UserID, Permissions: owner.Permissions, RequestID: "test"}, uid, team.ID)
 			r := x.exchange(t, c)
-			if r.Status != http.StatusForbidden || r.Problem(t).Code != tt.code {
-				t.Fatalf("exchange: %d %s, want 403 %s", r.Status, r.Body, tt.code)
+			if r.Status != tt.status || r.Problem(t).Code != tt.code {
+				t.Fatalf("exchange: %d %s, want %d %s", r.Status, r.Body, tt.status, tt.code)
 			}
 		})
 	}
