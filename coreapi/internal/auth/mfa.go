@@ -173,9 +173,10 @@ RETURNING amr, floor(extract(epoch FROM auth_time))::bigint`
 	return amr, at, nil
 }
 
-// errInactive refuses a second factor of an account that is disabled, or
-// no longer an active member of an active tenant: a sign-in's second step
-// and a step-up alike, whatever the code.
+// errInactive refuses a second factor of an account that is disabled
+// (a sign-in's second step, signInTenantNow), and a step-up of one that is
+// disabled or no longer an active member of an active tenant, whatever
+// the code.
 var errInactive = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
 
 // activeAccount returns the token version of userID if the account, its
@@ -801,11 +802,15 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	} else if !live {
 		return TokenResponse{}, httpapi.SessionEnded(c)
 	}
-	// A disabled account, or one disabled or removed in the session's
-	// tenant (or of a suspended tenant), is refused as its sign-in is, and
-	// spends no code: a proxy that has not yet heard of the change still
-	// forwards its bearer, and the step-up would mint a fresh auth_time
-	// and a refresh token for it. Checked again in the transaction.
+	// A disabled account, or one disabled in the session's tenant (or of
+	// a suspended tenant), is refused (errInactive, 403 user_disabled for
+	// all three) and spends no code: a proxy that has not yet heard of the
+	// change still forwards its bearer, and the step-up would mint a fresh
+	// auth_time and a refresh token for it. Only the disabled account's is
+	// its sign-in's answer: a sign-in naming the tenant answers the other
+	// two 403 forbidden, but a step-up names no tenant, it asks for its
+	// session. (A removal ended the session: refused above.) Checked again
+	// in the transaction.
 	if _, err := activeAccount(ctx, s.pool, id.UserID, id.TenantID); err != nil {
 		return TokenResponse{}, err
 	}

@@ -577,10 +577,10 @@ func TestStepUpRevokedSession(t *testing.T) {
 }
 
 // TestStepUpOfAnInactiveAccount: a step-up mints a fresh auth_time (and a
-// refresh token) for its session, so an account that could not sign in
-// now cannot step up either, with the answer its sign-in gets (403
-// user_disabled): a disabled account, a member disabled in the session's
-// tenant, a suspended tenant. A proxy that has not yet heard of the
+// refresh token) for its session, so an account that may not use its
+// session now cannot step up either, 403 user_disabled (for the account,
+// its sign-in's answer): a disabled account, a member disabled in the
+// session's tenant, a suspended tenant. A proxy that has not yet heard of the
 // change still forwards the bearer. The refused code is not spent, the
 // session's auth_time does not move, and once active again the same code
 // steps up.
