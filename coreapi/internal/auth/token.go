@@ -254,6 +254,10 @@ func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, e
 	r, err := s.sessions.Rotate(ctx, req.RefreshToken,
 		sessions.Presenter{RequestID: strings.Clone(httpapi.RequestIDOf(c)), IP: httpapi.ClientIP(c)})
 	switch {
+	// An inactive account, membership or tenant (ErrInactive) is 400
+	// invalid_grant too, not a sign-in's 403: RFC 6749 section 5.2 answers
+	// a refresh token that may not be used so, and clients take it as
+	// "sign in again", where the sign-in tells why.
 	case errors.Is(err, sessions.ErrInvalidToken), errors.Is(err, sessions.ErrExpired),
 		errors.Is(err, sessions.ErrRevoked), errors.Is(err, sessions.ErrReused), errors.Is(err, sessions.ErrInactive):
 		return TokenResponse{}, problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, err.Error())
