@@ -228,7 +228,10 @@ func (s *Service) acceptInvitation(c *fiber.Ctx) error {
 			return formError(c, PageAcceptInvitation, b.Token, err)
 		}
 	}
-	resp, err := s.accept(c, b)
+	// The page's form ends in a redirect to the page, which shows no
+	// token: a session opened for it could never be used, and would stay
+	// listed among the account's sessions until it expired.
+	resp, err := s.accept(c, b, !isForm(c))
 	if err != nil {
 		if secs, ok := auth.RetryAfter(err); ok {
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
@@ -256,7 +259,9 @@ func usable(p invitations.Pending) error {
 	return nil
 }
 
-func (s *Service) accept(c *fiber.Ctx, b acceptBody) (auth.TokenResponse, error) {
+// accept accepts the invitation b names; with issue, it also signs the
+// account in there (a session and its tokens).
+func (s *Service) accept(c *fiber.Ctx, b acceptBody, issue bool) (auth.TokenResponse, error) {
 	ctx := c.UserContext()
 	id := httpapi.IdentityOf(c)
 	rid := strings.Clone(httpapi.RequestIDOf(c))
@@ -438,6 +443,9 @@ FROM users WHERE id = $1`
 			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonMemberAdded}); err != nil {
 			return err
 		}
+		if !issue {
+			return nil
+		}
 		issued, err := s.auth.Sessions().CreateAt(ctx, tx, userID, p.TenantID, ua, ip, tv)
 		if err != nil {
 			return err
@@ -462,7 +470,7 @@ FROM users WHERE id = $1`
 	if errors.Is(err, sessions.ErrNotFound) {
 		return auth.TokenResponse{}, ended()
 	}
-	if err != nil {
+	if err != nil || !issue {
 		return auth.TokenResponse{}, err
 	}
 	// The membership stays: a session signed out meanwhile (a sign-out

@@ -1646,3 +1646,40 @@ func wantLimited(t *testing.T, n int, send func(i int) apitest.Response) {
 		}
 	}
 }
+
+// TestInviteAcceptFormOpensNoSession: the page's form ends in a redirect
+// to the page, which shows no token, so accepting there opens no session.
+// It opened one and threw its tokens away: a session nobody could use,
+// listed among the account's sessions until it expired. The account then
+// signs in as any other; the API's accept still signs in at once.
+func TestInviteAcceptFormOpensNoSession(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@example.com")
+	x.invite(t, owner.id, "newcomer@example.com")
+	tok := x.mail(t, "newcomer@example.com", "You are invited").Token()
+	r := postForm(t, x, "/api/v1/invitations/accept", form("token", tok, "password", strings.ReplaceAll(pw, " ", "+")))
+	if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || loc != "/accept-invitation?done=1" {
+		t.Fatalf("accept form: %d Location %q", r.Status, loc)
+	}
+	if !x.isMember(t, owner.c.Tid, "newcomer@example.com") {
+		t.Fatal("accepted through the form, but not a member")
+	}
+	const q = `SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = 'newcomer@example.com'`
+	if n := x.count(t, q); n != 0 {
+		t.Errorf("%d sessions opened by the form's accept, want none", n)
+	}
+	wantStatus(t, x.token(t, "newcomer@example.com", pw), http.StatusOK)
+	if n := x.count(t, q); n != 1 {
+		t.Errorf("%d sessions after the sign-in, want 1", n)
+	}
+
+	// The API's accept signs the account in.
+	x.invite(t, owner.id, "apiuser@example.com")
+	tok = x.mail(t, "apiuser@example.com", "You are invited").Token()
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusOK {
+		t.Fatalf("API accept: %d %s", st, code)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = 'apiuser@example.com'`); n != 1 {
+		t.Errorf("%d sessions after the API's accept, want 1", n)
+	}
+}
