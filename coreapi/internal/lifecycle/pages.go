@@ -129,7 +129,7 @@ func render(c *fiber.Ctx, p page) error {
 	// without CSP level 2's frame-ancestors).
 	httpapi.PrivateHeaders(c)
 	c.Set(fiber.HeaderXFrameOptions, "DENY")
-	c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
 	return c.Send(buf.Bytes())
 }

@@ -57,7 +57,7 @@ func TestPages(t *testing.T) {
 					t.Errorf("%s = %q, want %q", h, got, want)
 				}
 			}
-			if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "form-action 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+			if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "form-action 'self'") || !strings.Contains(csp, "base-uri 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 				t.Errorf("CSP = %q", csp)
 			}
 		})
