@@ -11,10 +11,9 @@ import (
 )
 
 // batchTimeout bounds each shared round trip. It carries several
-// requests' reads, so no one request's cancellation ends it; but nothing
-// waits for it longer than the API server would still write an answer
-// (its WriteTimeout), so a PostgreSQL that stops answering cannot hold a
-// runner's slot for good.
+// requests' reads, so no one request's deadline ends it (each read's
+// caller waits for it only until its own); but a PostgreSQL that stops
+// answering cannot hold a runner's slot for good.
 const batchTimeout = 30 * time.Second
 
 // reply is where a queued read is answered: each kind of read embeds it
@@ -109,17 +108,19 @@ func (b *batcher[T, P]) alone() bool {
 	return len(b.pending) == 0 && b.free()
 }
 
-// queue adds c to the next batch. When a runner's slot is free the caller
-// takes it and sends batches, on ctx without its cancellation (a batch
-// carries other reads), until c is answered. The caller then waits for
-// c's reply.
-func (b *batcher[T, P]) queue(ctx context.Context, c *T) {
+// queue adds c to the next batch. When a runner's slot is free it starts
+// that runner, in a goroutine of its own as finish does, which sends what
+// is queued. The caller then waits for c's reply, or for its request's
+// deadline: a batch carries other reads and waits up to batchTimeout for
+// its round trip, which is no deadline of the caller's (a caller that sent
+// it itself answered its request only when the round trip ended).
+func (b *batcher[T, P]) queue(c *T) {
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	lead := b.free()
 	b.mu.Unlock()
 	if lead {
-		b.run(context.WithoutCancel(ctx), c)
+		go b.run(context.Background())
 	}
 }
 
@@ -137,13 +138,12 @@ func (b *batcher[T, P]) finish() {
 		return
 	}
 	b.mu.Unlock()
-	go b.run(context.Background(), nil)
+	go b.run(context.Background())
 }
 
-// run sends queued reads, a batch per round trip, until own (when not
-// nil) is answered, then hands the rest on (finish); with own nil, until
-// none is queued.
-func (b *batcher[T, P]) run(ctx context.Context, own *T) {
+// run sends queued reads, a batch per round trip, until none is queued,
+// then gives its runner's slot back.
+func (b *batcher[T, P]) run(ctx context.Context) {
 	for {
 		b.mu.Lock()
 		if len(b.pending) == 0 {
@@ -166,14 +166,6 @@ func (b *batcher[T, P]) run(ctx context.Context, own *T) {
 		b.spare = batch[:0]
 		b.moved()
 		b.mu.Unlock()
-		if own != nil {
-			select {
-			case <-P(own).answer().done:
-				b.finish()
-				return
-			default:
-			}
-		}
 	}
 }
 

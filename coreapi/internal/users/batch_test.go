@@ -29,7 +29,7 @@ func queueAll(t *testing.T, b *batcher[testCall, *testCall], n int) []*testCall 
 	calls := make([]*testCall, n)
 	for i := range calls {
 		calls[i] = &testCall{newReply()}
-		b.queue(context.Background(), calls[i]) // the slot is held: queued only
+		b.queue(calls[i]) // the slot is held: queued only
 	}
 	b.finish()
 	for _, c := range calls {
@@ -170,7 +170,7 @@ func TestBatcherExtraRunnerAfterAStall(t *testing.T) {
 	}
 	first := &testCall{newReply()}
 	advance(49 * time.Millisecond)
-	b.queue(context.Background(), first) // not yet a stall: queued only
+	b.queue(first) // not yet a stall: queued only
 	waitState(t, b, 1, 1)
 	if b.alone() {
 		t.Fatal("a read went alone before the round trip in flight stalled")
@@ -178,7 +178,7 @@ func TestBatcherExtraRunnerAfterAStall(t *testing.T) {
 
 	advance(time.Millisecond) // stallAfter since the hung round trip started
 	second := &testCall{newReply()}
-	b.queue(context.Background(), second) // starts the extra runner, sends both
+	b.queue(second) // starts the extra runner, sends both
 	for _, c := range []*testCall{first, second} {
 		select {
 		case <-c.done:
@@ -191,7 +191,7 @@ func TestBatcherExtraRunnerAfterAStall(t *testing.T) {
 	}
 	waitState(t, b, 1, 0) // the hung one still holds its slot
 	third := &testCall{newReply()}
-	b.queue(context.Background(), third) // the extra runner just moved: queued
+	b.queue(third) // the extra runner just moved: queued
 	waitState(t, b, 1, 1)
 
 	b.finish() // the hung round trip ends: its runner sends what is queued
@@ -220,7 +220,7 @@ func TestBatcherNoExtraRunnerByDefault(t *testing.T) {
 	}
 	time.Sleep(2 * time.Millisecond)
 	c := &testCall{newReply()}
-	b.queue(context.Background(), c)
+	b.queue(c)
 	waitState(t, b, 1, 1)
 	b.finish()
 	<-c.done
@@ -246,7 +246,7 @@ func TestBatcherExtraRunnersBounded(t *testing.T) {
 	}
 	now = now.Add(time.Hour)
 	c := &testCall{newReply()}
-	b.queue(context.Background(), c)
+	b.queue(c)
 	waitState(t, b, 2, 1)
 	b.finish() // one held round trip ends: its runner sends the queued read
 	<-c.done

@@ -86,7 +86,7 @@ func (l *listLoader) load(ctx context.Context, c *listCall) ([]Member, int64, er
 		return out, total, err
 	}
 	c.reply = newReply()
-	l.b.queue(ctx, c)
+	l.b.queue(c)
 	select {
 	case <-c.done:
 		return c.out, c.total, c.err

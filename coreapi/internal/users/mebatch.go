@@ -66,7 +66,7 @@ func (l *meLoader) load(ctx context.Context, id string, me *Me) error {
 		return err
 	}
 	c := &meCall{id: id, key: key, reply: newReply()}
-	l.b.queue(ctx, c)
+	l.b.queue(c)
 	select {
 	case <-c.done:
 		if c.err == nil {

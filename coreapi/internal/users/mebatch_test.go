@@ -3,10 +3,12 @@ package users
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -166,6 +168,78 @@ RETURNING id::text`)
 			waitState(t, &s.me.b, 0, 0)
 		})
 	}
+}
+
+// TestMeReadPastItsDeadlineWaitsForNoBatch: a /users/me read whose
+// request deadline has passed is answered with that deadline, whatever
+// round trip its batch waits for. A read that found others queued and a
+// runner's slot free (the one in flight stalled) sent their batch itself,
+// on a context without its deadline (the batch carries the others' reads),
+// and so waited for that round trip, up to batchTimeout, past the request's
+// deadline (httpapi.Options.RequestTimeout) and the proxy's
+// UPSTREAM_TIMEOUT: a database that stopped answering held such requests
+// for 30 s instead of answering them 503 at their deadline. The batch is
+// still sent, and the reads queued before it are answered.
+func TestMeReadPastItsDeadlineWaitsForNoBatch(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	ids := insertedIDs(t, db.Pool, `
+INSERT INTO users (email, display_name) SELECT 'd' || g || '@x.test', 'D' || g FROM generate_series(1, 3) g
+RETURNING id::text`)
+	var q queryCounter
+	pool := onePool(t, db, pgx.QueryExecModeCacheStatement, &q)
+	s := NewStore(pool, nil, nil)
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	s.me.b.clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	held, err := pool.Acquire(ctx) // the round trips wait for the connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if held != nil {
+			held.Release()
+		}
+	}()
+	type answer struct {
+		me  Me
+		err error
+	}
+	read := func(ctx context.Context, id string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			me, err := s.Me(ctx, identity.Identity{UserID: id})
+			ch <- answer{me, err}
+		}()
+		return ch
+	}
+	first := read(ctx, ids[0]) // alone: the round trip that stalls
+	waitState(t, &s.me.b, 1, 0)
+	queued := read(ctx, ids[1]) // before the stall: queued
+	waitState(t, &s.me.b, 1, 1)
+	mu.Lock()
+	now = now.Add(s.me.b.stallAfter) // the round trip in flight stalled
+	mu.Unlock()
+
+	late, cancel := context.WithDeadline(ctx, time.Now()) // its request's deadline has passed
+	defer cancel()
+	select {
+	case a := <-read(late, ids[2]):
+		if !errors.Is(a.err, context.DeadlineExceeded) {
+			t.Errorf("read past its deadline: %+v, %v; want context.DeadlineExceeded", a.me, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a read past its deadline waited for the round trip of its batch")
+	}
+
+	held.Release()
+	held = nil
+	for i, ch := range []<-chan answer{first, queued} {
+		if a := <-ch; a.err != nil || a.me.Email != "d"+strconv.Itoa(i+1)+"@x.test" {
+			t.Errorf("read %d: %+v, %v", i, a.me, a.err)
+		}
+	}
+	waitState(t, &s.me.b, 0, 0)
 }
 
 // TestMeBatchWithAnUnreadableRowReadsEachAlone: a batch holding a row it
