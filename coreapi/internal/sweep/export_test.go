@@ -1,11 +1,12 @@
 package sweep
 
-import "time"
+import (
+	"context"
+	"log/slog"
+	"time"
+)
 
-// SetStartWithin bounds the first round's delay for a test and returns
-// the restore.
-func SetStartWithin(d time.Duration) (restore func()) {
-	old := startWithin
-	startWithin = d
-	return func() { startWithin = old }
+// EveryStartingWithin is Every with its first round within start.
+func EveryStartingWithin(ctx context.Context, every, start time.Duration, log *slog.Logger, level slog.Level, tasks ...Task) error {
+	return everyStartingWithin(ctx, every, start, log, level, tasks...)
 }

@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
 // Task is one periodic delete.
@@ -24,7 +26,7 @@ type Task struct {
 // that restarts more often than its interval (a crash loop, frequent
 // rollouts) still sweeps, and replicas started together do not all
 // sweep at the same moment.
-var startWithin = time.Minute
+const startWithin = time.Minute
 
 // Every runs the tasks, in order, a random moment within the first minute
 // (or within every, if shorter) and then every interval until ctx ends
@@ -33,7 +35,12 @@ var startWithin = time.Minute
 // stack, and the loop goes on too: a sweep is housekeeping, and its bug
 // must not take the API down with it. Rows removed are logged at level.
 func Every(ctx context.Context, every time.Duration, log *slog.Logger, level slog.Level, tasks ...Task) error {
-	t := time.NewTimer(rand.N(min(every, startWithin)) + 1)
+	return everyStartingWithin(ctx, every, startWithin, log, level, tasks...)
+}
+
+// everyStartingWithin is Every with the first round within start.
+func everyStartingWithin(ctx context.Context, every, start time.Duration, log *slog.Logger, level slog.Level, tasks ...Task) error {
+	t := time.NewTimer(rand.N(min(every, start)) + 1)
 	defer t.Stop()
 	for {
 		select {
@@ -53,7 +60,7 @@ func run(ctx context.Context, log *slog.Logger, level slog.Level, task Task) {
 	defer func() {
 		// Logged whatever ctx says: a panic is a bug, not a shutdown.
 		if p := recover(); p != nil {
-			log.Error("sweep "+task.Name+" panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			log.Error("sweep "+task.Name+" panicked", "panic", logging.Redact(fmt.Sprint(p)), "stack", logging.ClipStack(debug.Stack()))
 		}
 	}()
 	if n, err := task.Run(ctx); err != nil && ctx.Err() == nil {
