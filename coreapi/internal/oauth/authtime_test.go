@@ -55,9 +55,9 @@ func (x *env) identityFor(t *testing.T, tk tokens) *identity.Identity {
 func TestSessionAuthTimeIsTheProviders(t *testing.T) {
 	x := start(t)
 	signedIn := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.SignedInAt = signedIn
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	tk := x.finish(t, x.begin(t, ""))
 	if _, _, _, at := claimsOf(t, tk.AccessToken); at != signedIn.Unix() {
 		t.Fatalf("auth_time = %d, want the provider's %d (%v ago)", at, signedIn.Unix(), time.Since(time.Unix(at, 0)).Round(time.Second))
@@ -69,9 +69,9 @@ func TestSessionAuthTimeIsTheProviders(t *testing.T) {
 	// The app asks for a recent authentication: the provider is asked
 	// for it, authenticates the user again, and says so.
 	tk = x.finish(t, x.begin(t, "?max_age=300"))
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	asked := x.idp.MaxAges[len(x.idp.MaxAges)-1]
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if asked != "300" {
 		t.Errorf("max_age asked of the provider = %q, want 300", asked)
 	}
@@ -93,18 +93,18 @@ func TestSessionAuthTimeIsTheProviders(t *testing.T) {
 // invalid_request before anything is stored.
 func TestMaxAgeChecked(t *testing.T) {
 	x := start(t)
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.IgnoreMaxAge = true
 	x.idp.SignedInAt = time.Now().Add(-time.Hour)
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	st := x.begin(t, "?max_age=300")
 	r := x.callback(t, x.approve(t, st), st.cookie)
 	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
 		t.Fatalf("provider ignoring max_age: %d %s, want 502 %s", r.Status, r.Body, problem.CodeInvalidIDToken)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.SignedInAt = time.Time{} // no auth_time
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	st = x.begin(t, "?max_age=0")
 	r = x.callback(t, x.approve(t, st), st.cookie)
 	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
@@ -114,24 +114,24 @@ func TestMaxAgeChecked(t *testing.T) {
 		t.Fatalf("sessions = %d, want 0", n)
 	}
 	// Within max_age (and its leeway): signed in.
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.SignedInAt = time.Now().Add(-30 * time.Second).Truncate(time.Second)
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	tk := x.finish(t, x.begin(t, "?max_age=0"))
 	if _, _, _, at := claimsOf(t, tk.AccessToken); time.Since(time.Unix(at, 0)) < 29*time.Second {
 		t.Errorf("auth_time %v ago, want the provider's (30 s ago)", time.Since(time.Unix(at, 0)).Round(time.Second))
 	}
 
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.SignedInAt = time.Time{}
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	tk = x.finish(t, x.begin(t, ""))
 	if _, _, _, at := claimsOf(t, tk.AccessToken); time.Since(time.Unix(at, 0)) > time.Minute {
 		t.Errorf("no auth_time, no max_age: auth_time %v ago, want now", time.Since(time.Unix(at, 0)).Round(time.Second))
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.SignedInAt = time.Now().Add(time.Hour)
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	tk = x.finish(t, x.begin(t, ""))
 	if _, _, _, at := claimsOf(t, tk.AccessToken); at > time.Now().Unix() {
 		t.Errorf("auth_time ahead of the clock: %v from now, want now", time.Until(time.Unix(at, 0)).Round(time.Second))

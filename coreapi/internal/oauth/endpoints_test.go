@@ -35,9 +35,9 @@ func TestProviderEndpointsOverHTTPS(t *testing.T) {
 	} {
 		t.Run(tt.member, func(t *testing.T) {
 			x := start(t, anyHost)
-			x.idp.mu.Lock()
+			x.idp.Mu.Lock()
 			x.idp.Endpoints = map[string]string{tt.member: tt.url}
-			x.idp.mu.Unlock()
+			x.idp.Mu.Unlock()
 			r := x.authorize(t, "", "198.51.100.1")
 			if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderUnavailable {
 				t.Fatalf("authorize with %s %s: %d %s %s, want 502 %s", tt.member, tt.url, r.Status, r.Header.Get("Location"), r.Body, problem.CodeProviderUnavailable)
@@ -49,10 +49,10 @@ func TestProviderEndpointsOverHTTPS(t *testing.T) {
 	}
 	t.Run("redirect to http", func(t *testing.T) {
 		x := start(t, anyHost)
-		x.idp.mu.Lock()
+		x.idp.Mu.Lock()
 		x.idp.Endpoints = map[string]string{"jwks_uri": x.idp.URL + "/moved"}
 		x.idp.MovedTo = "http://keys.example.net/jwks"
-		x.idp.mu.Unlock()
+		x.idp.Mu.Unlock()
 		st := x.beginFrom(t, "", "198.51.100.2")
 		r := x.callback(t, x.approve(t, st), st.cookie)
 		if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
@@ -63,9 +63,9 @@ func TestProviderEndpointsOverHTTPS(t *testing.T) {
 		}
 		// A redirect on a loopback host (the fake provider's own) is
 		// followed, as the issuer there may be http.
-		x.idp.mu.Lock()
+		x.idp.Mu.Lock()
 		x.idp.MovedTo = x.idp.URL + "/jwks"
-		x.idp.mu.Unlock()
+		x.idp.Mu.Unlock()
 		x.finish(t, x.beginFrom(t, "", "198.51.100.3"))
 	})
 }

@@ -40,7 +40,7 @@ func TestIDTokenChecks(t *testing.T) {
 	}
 	_ = otherKey.Set(jwk.KeyIDKey, "idp-key") // the provider's kid
 	var priv rsa.PrivateKey
-	if err := x.idp.key.Raw(&priv); err != nil {
+	if err := x.idp.Key.Raw(&priv); err != nil {
 		t.Fatal(err)
 	}
 	pubDER, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
@@ -83,9 +83,9 @@ func TestIDTokenChecks(t *testing.T) {
 		{name: "no nonce", claims: map[string]any{"nonce": nil}, code: problem.CodeNonceMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			x.idp.mu.Lock()
+			x.idp.Mu.Lock()
 			x.idp.Claims, x.idp.Sign = tc.claims, tc.sign
-			x.idp.mu.Unlock()
+			x.idp.Mu.Unlock()
 			st := x.begin(t, "")
 			r := x.callback(t, x.approve(t, st), st.cookie)
 			status, code := http.StatusBadGateway, problem.CodeInvalidIDToken
@@ -101,8 +101,8 @@ func TestIDTokenChecks(t *testing.T) {
 		})
 	}
 	// The same provider, with its own claims and key, signs in.
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Claims, x.idp.Sign = nil, nil
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	x.finish(t, x.begin(t, ""))
 }

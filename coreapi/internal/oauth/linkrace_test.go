@@ -90,9 +90,9 @@ func TestConcurrentLinksKeepOne(t *testing.T) {
 			var paths [2]string
 			var begun [2]started
 			for i, s := range tt.subjects {
-				x.idp.mu.Lock()
+				x.idp.Mu.Lock()
 				x.idp.Subject = s
-				x.idp.mu.Unlock()
+				x.idp.Mu.Unlock()
 				begun[i] = x.begin(t, "")
 				paths[i] = x.approve(t, begun[i])
 			}

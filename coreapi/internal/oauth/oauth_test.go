@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth/oidctest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -45,7 +46,7 @@ const redirectURL = "http://localhost:8080/api/v1/auth/oauth/fake/callback"
 
 type env struct {
 	*apitest.Env
-	idp       *fakeIDP
+	idp       *oidctest.Provider
 	configure func(*httpapi.Options)
 	svc       *oauth.Service
 	noFollow  *http.Client
@@ -62,7 +63,7 @@ func start(t *testing.T, opts ...func(*oauth.Options)) *env {
 // unavailable).
 func startWith(t *testing.T, sealer *mfa.Sealer, opts ...func(*oauth.Options)) *env {
 	t.Helper()
-	idp := newFakeIDP(t)
+	idp := oidctest.New(t)
 	dir := t.TempDir()
 	if _, err := keys.Generate(dir, keys.AlgEdDSA, time.Now()); err != nil {
 		t.Fatal(err)
@@ -89,8 +90,8 @@ func startWith(t *testing.T, sealer *mfa.Sealer, opts ...func(*oauth.Options)) *
 		// x.idp, not idp: an instance started later (second) may be given
 		// another provider under the same name.
 		oo := oauth.Options{Logger: o.Logger, Pool: o.Pool, Auth: a, Sessions: store,
-			Providers: []config.OIDCProvider{{Name: "fake", Issuer: x.idp.URL, ClientID: x.idp.clientID,
-				ClientSecret: x.idp.secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"}}}}
+			Providers: []config.OIDCProvider{{Name: "fake", Issuer: x.idp.URL, ClientID: x.idp.ClientID,
+				ClientSecret: x.idp.Secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"}}}}
 		for _, f := range opts {
 			f(&oo)
 		}
@@ -439,9 +440,9 @@ func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 		t.Errorf("%d identity_linked audit events, want 1", n)
 	}
 
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email, x.idp.Verified = "other-subject", "unverified@example.com", false
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	b := x.begin(t, "")
 	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusForbidden {
 		t.Errorf("unverified email: %d %s", r.Status, r.Body)
@@ -575,9 +576,9 @@ func TestNoLinkToAnAccountWithASecondFactor(t *testing.T) {
 func TestNoSecondSubjectOfAProviderByAddress(t *testing.T) {
 	x := start(t)
 	owner := sub(t, x.finish(t, x.begin(t, "")).AccessToken)
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject = "idp-user-2" // the same address, now someone else's
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	b := x.begin(t, "")
 	r := x.callback(t, x.approve(t, b), b.cookie)
 	if r.Status != http.StatusConflict || r.Problem(t).Code != problem.CodeOtherSubjectLinked {
@@ -589,9 +590,9 @@ func TestNoSecondSubjectOfAProviderByAddress(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, owner); n != 1 {
 		t.Errorf("the account has %d sessions, want its owner's 1", n)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject = "idp-user-1"
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if got := sub(t, x.finish(t, x.begin(t, "")).AccessToken); got != owner {
 		t.Errorf("the linked subject signed in as %s, want %s", got, owner)
 	}
@@ -624,9 +625,9 @@ func TestStateBoundToBrowser(t *testing.T) {
 	if r := x.callback(t, "/api/v1/auth/oauth/fake/callback?error=access_denied&state="+url.QueryEscape(victim.state), nil); r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeStateNotBound {
 		t.Fatalf("provider error without the cookie: %d %s", r.Status, r.Body)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	exchanges := x.idp.Exchanges
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if exchanges != 0 {
 		t.Errorf("code exchanges = %d, want 0 (unbound callbacks must not reach the provider)", exchanges)
 	}
@@ -714,9 +715,9 @@ func TestReplayedState(t *testing.T) {
 	if r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_state" {
 		t.Errorf("replayed callback: %d %s", r.Status, r.Body)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	exchanges := x.idp.Exchanges
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if exchanges != 1 {
 		t.Errorf("code exchanges = %d, want 1 (the replay must not reach the provider)", exchanges)
 	}
@@ -740,9 +741,9 @@ func TestExpiredState(t *testing.T) {
 
 func TestWrongNonce(t *testing.T) {
 	x := start(t)
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.NonceOverride = "not-the-nonce-of-this-flow"
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	st := x.begin(t, "")
 	r := x.callback(t, x.approve(t, st), st.cookie)
 	if r.Status != http.StatusBadRequest || r.Problem(t).Code != "nonce_mismatch" {
@@ -861,7 +862,7 @@ func TestCodeExchangeRefusals(t *testing.T) {
 			if len(line.Err) > 512+len("...") {
 				t.Errorf("logged %d bytes of the provider's answer, want at most 515", len(line.Err))
 			}
-			for _, secret := range []string{x.idp.secret, code} {
+			for _, secret := range []string{x.idp.Secret, code} {
 				if code == "" || strings.Contains(logs.String(), secret) {
 					t.Errorf("the log holds %q (the client secret or the code): %.600s", secret, logs)
 				}
@@ -910,7 +911,7 @@ func TestSubjectOfAnotherIssuer(t *testing.T) {
 	// The same provider name, now another issuer, whose user has the
 	// same subject (and an address of their own).
 	first := x.idp
-	x.idp = newFakeIDP(t)
+	x.idp = oidctest.New(t)
 	x.idp.Email = "someone-else@example.com"
 	other := x.second(t)
 	signIn := func(t *testing.T) (*http.Response, []byte) {
@@ -1751,9 +1752,9 @@ func TestCallbackClientIP(t *testing.T) {
 // the one coreapi would look up.
 func (x *env) refusedAsLookAlike(t *testing.T, subject, email, what string) {
 	t.Helper()
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email, x.idp.Verified = subject, email, true
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	b := x.begin(t, "")
 	if r := x.callback(t, x.approve(t, b), b.cookie); r.Status != http.StatusConflict {
 		t.Errorf("sign-in for %s: %d %s, want 409", what, r.Status, r.Body)
@@ -1785,9 +1786,9 @@ func TestNoLinkByUnicodeCaseVariant(t *testing.T) {
 		t.Errorf("%d accounts, want only kate's", n)
 	}
 	// The account's own address in another letter case still links.
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email = "kate", "Kate@Example.com"
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
 		t.Errorf("sign-in with a letter-case variant: user %s, want %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
 	}
@@ -1814,9 +1815,9 @@ func TestNoLinkByADomainItsLowerCaseRenames(t *testing.T) {
 		t.Errorf("%d accounts, want only ada's", n)
 	}
 	// The account's domain in capitals still links.
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email = "ada", "ada@STRASSE.Example"
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
 		t.Errorf("sign-in with the domain in capitals: user %s, want %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
 	}
@@ -1832,9 +1833,9 @@ func TestLinksAddressByItsDomainSpelling(t *testing.T) {
 	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
 		t.Fatal(err)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email, x.idp.Verified = "ada", "ada@xn--bcher-kva.example.", true
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
 		t.Errorf("sign-in with the Punycode spelling: user %s, want the account %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
 	}
@@ -1858,9 +1859,9 @@ func TestLinksAddressByItsNFCForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	x.refusedAsLookAlike(t, "other", "JOSE\u0301@example.com", "a non-ASCII letter-case variant (\u00c9 for \u00e9)")
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email = "jose", "Jose\u0301@Example.com"
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if tk := x.finish(t, x.begin(t, "")); sub(t, tk.AccessToken) != sub(t, st.AccessToken) {
 		t.Errorf("sign-in with the NFD spelling: user %s, want the account %s", sub(t, tk.AccessToken), sub(t, st.AccessToken))
 	}
@@ -1873,9 +1874,9 @@ func TestLinksAddressByItsNFCForm(t *testing.T) {
 	}
 
 	// A new address given decomposed is stored composed.
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email = "zoe", "zoe\u0308@example.com"
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	tk := x.finish(t, x.begin(t, ""))
 	if n := x.count(t, `SELECT count(*) FROM users WHERE id = $1 AND email = $2`, sub(t, tk.AccessToken), "zo\u00eb@example.com"); n != 1 {
 		t.Errorf("the account created for an NFD address is not stored in NFC")
@@ -1900,9 +1901,9 @@ func TestIDTokenForAnotherClient(t *testing.T) {
 		{"azp ours", map[string]any{"azp": "tollgate-client"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			x.idp.mu.Lock()
+			x.idp.Mu.Lock()
 			x.idp.Claims = tc.claims
-			x.idp.mu.Unlock()
+			x.idp.Mu.Unlock()
 			users := x.count(t, `SELECT count(*) FROM users`)
 			st := x.begin(t, "")
 			r := x.callback(t, x.approve(t, st), st.cookie)
@@ -1931,9 +1932,9 @@ func TestIDTokenWithoutSubject(t *testing.T) {
 	x := start(t)
 	for _, claims := range []map[string]any{{"sub": nil}, {"sub": ""}, {"sub": strings.Repeat("s", 256)},
 		{"sub": "idp-user\x00"}, {"sub": "idp\nuser"}, {"sub": "idp\u0085user"}} {
-		x.idp.mu.Lock()
+		x.idp.Mu.Lock()
 		x.idp.Claims = claims
-		x.idp.mu.Unlock()
+		x.idp.Mu.Unlock()
 		st := x.begin(t, "")
 		r := x.callback(t, x.approve(t, st), st.cookie)
 		if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
@@ -1960,9 +1961,9 @@ func TestProviderAddressMustBeOnePlainAddress(t *testing.T) {
 		"eve@example.com\r\nBcc: victim@example.com",
 		strings.Repeat("e", 250) + "@example.com",
 	} {
-		x.idp.mu.Lock()
+		x.idp.Mu.Lock()
 		x.idp.Subject, x.idp.Email, x.idp.Verified = "subject-"+strconv.Itoa(i), email, true
-		x.idp.mu.Unlock()
+		x.idp.Mu.Unlock()
 		st := x.begin(t, "")
 		r := x.callback(t, x.approve(t, st), st.cookie)
 		if r.Status != http.StatusUnprocessableEntity || r.Problem(t).Code != problem.CodeValidation {
@@ -1984,9 +1985,9 @@ func TestProviderAddressMustBeOnePlainAddress(t *testing.T) {
 func TestDiscoveryOfAHungProvider(t *testing.T) {
 	const timeout = 400 * time.Millisecond
 	x := start(t, func(o *oauth.Options) { o.HTTPClient = &http.Client{Timeout: timeout} })
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.DiscoveryStall = time.Minute
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	const n = 8
 	var (
 		wg      sync.WaitGroup
@@ -2013,10 +2014,10 @@ func TestDiscoveryOfAHungProvider(t *testing.T) {
 	if slowest > 3*timeout {
 		t.Errorf("slowest of %d concurrent sign-ins took %v, want about one provider timeout (%v)", n, slowest, timeout)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	tries := x.idp.Discoveries
 	x.idp.DiscoveryStall = 0
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	if tries > 2 {
 		t.Errorf("discovery requests = %d for %d concurrent sign-ins, want them to share one", tries, n)
 	}
@@ -2032,17 +2033,17 @@ func TestDiscoveryOfAHungProvider(t *testing.T) {
 // invalid_id_token); nothing is signed in. Answers up to the bound pass.
 func TestProviderAnswersBounded(t *testing.T) {
 	x := start(t)
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.DiscoveryPadding = oauth.MaxProviderResponse
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	r := x.authorize(t, "", "198.51.100.1")
 	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderUnavailable {
 		t.Fatalf("authorize with a discovery document over the bound: %d %s, want 502 %s", r.Status, r.Body, problem.CodeProviderUnavailable)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.DiscoveryPadding = oauth.MaxProviderResponse - 2048 // the document itself is under 1 KiB
 	x.idp.KeysPadding = oauth.MaxProviderResponse
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	st := x.beginFrom(t, "", "198.51.100.2")
 	r = x.callback(t, x.approve(t, st), st.cookie)
 	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeInvalidIDToken {
@@ -2051,9 +2052,9 @@ func TestProviderAnswersBounded(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM users`); n != 0 {
 		t.Errorf("users = %d, want 0", n)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.KeysPadding = oauth.MaxProviderResponse - 4096
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	x.finish(t, x.beginFrom(t, "", "198.51.100.3"))
 }
 
@@ -2064,9 +2065,9 @@ func TestProviderAnswersBounded(t *testing.T) {
 func TestEmailVerifiedNotABoolean(t *testing.T) {
 	x := start(t)
 	for _, v := range []any{"true", "false", 1} {
-		x.idp.mu.Lock()
+		x.idp.Mu.Lock()
 		x.idp.Claims = map[string]any{"email_verified": v}
-		x.idp.mu.Unlock()
+		x.idp.Mu.Unlock()
 		st := x.begin(t, "")
 		r := x.callback(t, x.approve(t, st), st.cookie)
 		if r.Status != http.StatusForbidden || r.Problem(t).Code != problem.CodeEmailNotVerified {
@@ -2076,14 +2077,14 @@ func TestEmailVerifiedNotABoolean(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM users`); n != 0 {
 		t.Fatalf("users = %d, want 0", n)
 	}
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.Claims = nil
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	uid := sub(t, x.finish(t, x.begin(t, "")).AccessToken)
 	for _, v := range []any{"true", "false", 1} {
-		x.idp.mu.Lock()
+		x.idp.Mu.Lock()
 		x.idp.Claims = map[string]any{"email_verified": v}
-		x.idp.mu.Unlock()
+		x.idp.Mu.Unlock()
 		if got := sub(t, x.finish(t, x.begin(t, "")).AccessToken); got != uid {
 			t.Errorf("linked identity with email_verified %#v: user %s, want %s", v, got, uid)
 		}
@@ -2165,9 +2166,9 @@ func TestProviderFailureLoggedCut(t *testing.T) {
 	x := start(t, func(o *oauth.Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})
-	x.idp.mu.Lock()
+	x.idp.Mu.Lock()
 	x.idp.DiscoveryError = "<html>" + strings.Repeat("x", 64<<10) + "</html>"
-	x.idp.mu.Unlock()
+	x.idp.Mu.Unlock()
 	r := x.authorize(t, "", "198.51.100.7")
 	if r.Status != http.StatusBadGateway || r.Problem(t).Code != problem.CodeProviderUnavailable {
 		t.Fatalf("authorize while discovery fails: %d %s", r.Status, r.Body)

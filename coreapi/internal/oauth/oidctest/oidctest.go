@@ -1,4 +1,6 @@
-package oauth_test
+// Package oidctest runs a fake OpenID Connect provider on loopback for
+// tests of the sign-in through a provider.
+package oidctest
 
 import (
 	"bytes"
@@ -22,19 +24,23 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 )
 
-// fakeIDP is a minimal OpenID Connect provider on loopback: discovery,
+// Provider is a minimal OpenID Connect provider on loopback: discovery,
 // an authorization endpoint that approves at once (as the configured user)
 // and redirects back, a token endpoint that checks the client, the
 // redirect_uri and PKCE, and a JWKS.
-type fakeIDP struct {
-	t        testing.TB
-	URL      string
-	clientID string
-	secret   string
-	key      jwk.Key
-	pub      jwk.Set
+type Provider struct {
+	t   testing.TB
+	URL string
+	// ClientID and Secret are the one client the provider knows.
+	ClientID string
+	Secret   string
+	// Key signs the ID tokens (RS256).
+	Key jwk.Key
+	pub jwk.Set
 
-	mu    sync.Mutex
+	// Mu guards the fields below, which a test may change between
+	// sign-ins.
+	Mu    sync.Mutex
 	codes map[string]grant
 	// What the next approval says about the user.
 	Subject, Email, Name string
@@ -84,7 +90,9 @@ type grant struct {
 	authTime                                         time.Time
 }
 
-func newFakeIDP(t testing.TB) *fakeIDP {
+// New starts a provider, stopped when t ends. It approves as idp-user-1,
+// oidc@example.com, verified, until told otherwise.
+func New(t testing.TB) *Provider {
 	t.Helper()
 	raw, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -99,7 +107,7 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 	pubKey, _ := jwk.PublicKeyOf(key)
 	pub := jwk.NewSet()
 	_ = pub.AddKey(pubKey)
-	f := &fakeIDP{t: t, clientID: "tollgate-client", secret: "s3cret", key: key, pub: pub, codes: map[string]grant{},
+	f := &Provider{t: t, ClientID: "tollgate-client", Secret: "s3cret", Key: key, pub: pub, codes: map[string]grant{},
 		Subject: "idp-user-1", Email: "oidc@example.com", Name: "Oidc User", Verified: true}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,15 +120,15 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 	mux.HandleFunc("GET /authorize", f.authorize)
 	mux.HandleFunc("POST /token", f.token)
 	mux.HandleFunc("GET /moved", func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
+		f.Mu.Lock()
 		to := f.MovedTo
-		f.mu.Unlock()
+		f.Mu.Unlock()
 		http.Redirect(w, r, to, http.StatusFound)
 	})
 	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
-		f.mu.Lock()
+		f.Mu.Lock()
 		pad := f.KeysPadding
-		f.mu.Unlock()
+		f.Mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(f.pub)
 		_, _ = w.Write(bytes.Repeat([]byte{' '}, pad))
@@ -131,12 +139,12 @@ func newFakeIDP(t testing.TB) *fakeIDP {
 	return f
 }
 
-func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
+func (f *Provider) discovery(w http.ResponseWriter, r *http.Request) {
+	f.Mu.Lock()
 	f.Discoveries++
 	stall, pad, failure := f.DiscoveryStall, f.DiscoveryPadding, f.DiscoveryError
 	endpoints := maps.Clone(f.Endpoints)
-	f.mu.Unlock()
+	f.Mu.Unlock()
 	if failure != "" {
 		http.Error(w, failure, http.StatusInternalServerError)
 		return
@@ -166,16 +174,16 @@ func (f *fakeIDP) discovery(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(bytes.Repeat([]byte{' '}, pad))
 }
 
-func (f *fakeIDP) authorize(w http.ResponseWriter, r *http.Request) {
+func (f *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if q.Get("client_id") != f.clientID || q.Get("response_type") != "code" || q.Get("code_challenge_method") != "S256" {
+	if q.Get("client_id") != f.ClientID || q.Get("response_type") != "code" || q.Get("code_challenge_method") != "S256" {
 		http.Error(w, "bad authorization request", http.StatusBadRequest)
 		return
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	code := base64.RawURLEncoding.EncodeToString(b[:])
-	f.mu.Lock()
+	f.Mu.Lock()
 	f.MaxAges = append(f.MaxAges, q.Get("max_age"))
 	if v := q.Get("max_age"); v != "" && !f.IgnoreMaxAge {
 		if age, err := strconv.Atoi(v); err != nil || f.SignedInAt.IsZero() || time.Since(f.SignedInAt) > time.Duration(age)*time.Second {
@@ -184,7 +192,7 @@ func (f *fakeIDP) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	f.codes[code] = grant{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"),
 		subject: f.Subject, email: f.Email, name: f.Name, verified: f.Verified, authTime: f.SignedInAt}
-	f.mu.Unlock()
+	f.Mu.Unlock()
 	back, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil {
 		http.Error(w, "bad redirect_uri", http.StatusBadRequest)
@@ -197,20 +205,20 @@ func (f *fakeIDP) authorize(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, back.String(), http.StatusFound)
 }
 
-func (f *fakeIDP) tokenError(w http.ResponseWriter, code string) {
+func (f *Provider) tokenError(w http.ResponseWriter, code string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadRequest)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code})
 }
 
-func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
+func (f *Provider) token(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		f.tokenError(w, "invalid_request")
 		return
 	}
-	f.mu.Lock()
+	f.Mu.Lock()
 	answer := f.TokenAnswer
-	f.mu.Unlock()
+	f.Mu.Unlock()
 	if answer != nil {
 		status, ct, body := answer(r)
 		w.Header().Set("Content-Type", ct)
@@ -222,21 +230,21 @@ func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
-	if id != f.clientID || secret != f.secret {
+	if id != f.ClientID || secret != f.Secret {
 		f.tokenError(w, "invalid_client")
 		return
 	}
 	code := r.PostForm.Get("code")
-	f.mu.Lock()
+	f.Mu.Lock()
 	g, found := f.codes[code]
 	delete(f.codes, code) // single use
 	f.Exchanges++
 	override := f.NonceOverride
 	extra := maps.Clone(f.Claims)
 	sign := f.Sign
-	f.mu.Unlock()
+	f.Mu.Unlock()
 	if sign == nil {
-		sign = func(tok jwt.Token) ([]byte, error) { return jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.key)) }
+		sign = func(tok jwt.Token) ([]byte, error) { return jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.Key)) }
 	}
 	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
 	switch {
@@ -255,7 +263,7 @@ func (f *fakeIDP) token(w http.ResponseWriter, r *http.Request) {
 		nonce = override
 	}
 	now := time.Now()
-	tok, err := jwt.NewBuilder().Issuer(f.URL).Audience([]string{f.clientID}).Subject(g.subject).
+	tok, err := jwt.NewBuilder().Issuer(f.URL).Audience([]string{f.ClientID}).Subject(g.subject).
 		IssuedAt(now).Expiration(now.Add(5*time.Minute)).
 		Claim("nonce", nonce).Claim("email", g.email).Claim("email_verified", g.verified).Claim("name", g.name).Build()
 	if err != nil {
