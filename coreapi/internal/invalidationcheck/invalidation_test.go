@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -17,10 +18,13 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth/oidctest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/openapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
@@ -37,24 +41,35 @@ const pw = "correct horse battery"
 // proxy caches, and are therefore not run below, each with why. An
 // operation that writes is either a row of operations or listed here.
 var untouched = map[string]string{
+	"oauthAuthorize":    "stores the started sign-in (its state, PKCE verifier and nonce), which nothing cached holds",
 	"reportAPIKeysUsed": "the proxies' own report; records last_used_at, which no lookup returns",
 	"resolveAPIKey":     "the proxies' own lookup; writes only the audit row of a revoked key's use",
 }
 
-// env is the full API: tenant API, sign-in, account lifecycle, API keys,
-// service accounts and TOTP.
+// writingReads are the documented GET operations that write, each with
+// what it writes: their method does not tell them from the reads, so they
+// are named here, and each is then a row of operations or untouched.
+var writingReads = map[string]string{
+	"oauthAuthorize": "the started sign-in",
+	"oauthCallback":  "an account, an identity linked to one, a session",
+}
+
+// env is the full API: tenant API, sign-in (also through an OpenID
+// Connect provider, idp), account lifecycle, API keys, service accounts
+// and TOTP.
 type env struct {
 	*apitest.Env
 	keys *apikeys.Service
 	lc   *lifecycle.Service
 	proj *projection.Store
+	idp  *oidctest.Provider
 }
 
 func start(t *testing.T) *env {
 	t.Helper()
 	h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
 	ring, _ := keytest.Ring(t)
-	x := &env{}
+	x := &env{idp: oidctest.New(t)}
 	x.Env = apitest.Start(t, apitest.Options{Passwords: h, Configure: func(o *httpapi.Options) {
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		ks, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: []byte("0123456789abcdef0123456789abcdef")})
@@ -85,8 +100,15 @@ func start(t *testing.T) *env {
 		if err != nil {
 			t.Fatal(err)
 		}
+		oa, err := oauth.New(oauth.Options{Logger: o.Logger, Pool: o.Pool, Auth: svc, Sessions: store,
+			Providers: []config.OIDCProvider{{Name: "fake", Issuer: x.idp.URL, ClientID: x.idp.ClientID,
+				ClientSecret: x.idp.Secret, RedirectURL: "http://localhost:8080/api/v1/auth/oauth/fake/callback",
+				Scopes: []string{"openid", "email", "profile"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
 		x.keys, x.lc = ks, lc
-		o.Register = append(o.Register, ks.Register, sa.Register, svc.Register, lc.Register)
+		o.Register = append(o.Register, ks.Register, sa.Register, svc.Register, lc.Register, oa.Register)
 		o.ErrorMappers = append(o.ErrorMappers, apikeys.MapError, serviceaccounts.ErrorProblem, lifecycle.MapError)
 	}})
 	t.Cleanup(x.lc.WaitResets)
@@ -158,6 +180,45 @@ func (x *env) signup(t *testing.T, email, tenant string) *account {
 	a.tokens(t, want2xx(t, "signup "+email, x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
 		map[string]string{"email": email, "password": pw, "tenant_name": tenant})))
 	return a
+}
+
+// providerSignIn signs in through the provider as a browser does, as the
+// provider's user subject with the verified address email: the start, the
+// provider's approval, the callback (oauthCallback), and the exchange of
+// the hand-over code, whose answer it returns.
+func (x *env) providerSignIn(t *testing.T, subject, email string) apitest.Response {
+	t.Helper()
+	x.idp.Mu.Lock()
+	x.idp.Subject, x.idp.Email, x.idp.Verified = subject, email, true
+	x.idp.Mu.Unlock()
+	r := x.Get(t, nil, "/api/v1/auth/oauth/fake/authorize")
+	loc, err := url.Parse(r.Header.Get("Location"))
+	if r.Status != http.StatusFound || err != nil {
+		t.Fatalf("authorize: %d %s", r.Status, r.Body)
+	}
+	state := loc.Query().Get("state")
+	var cookie *http.Cookie
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.Name == oauth.CookieName(state) {
+			cookie = c
+		}
+	}
+	if cookie == nil {
+		t.Fatalf("authorize set no binding cookie: %v", r.Header.Values("Set-Cookie"))
+	}
+	resp, err := x.Client.Get(loc.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	back, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || err != nil {
+		t.Fatalf("provider authorize: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	r = want2xx(t, "callback", x.Do(t, apitest.Request{Method: http.MethodGet, Path: back.RequestURI(),
+		Header: http.Header{"Cookie": {cookie.Name + "=" + cookie.Value}}}))
+	return x.Send(t, nil, http.MethodPost, "/api/v1/auth/token",
+		map[string]string{"grant_type": "oauth_handover", "code": jsonField(t, r, "code")})
 }
 
 func (x *env) signIn(t *testing.T, email, password string) *account {
@@ -242,6 +303,11 @@ type world struct {
 	roleAuditors, roleWriters                                                      string
 	invNew, invSpare                                                               string
 	keys                                                                           []key
+
+	// fed signed up through the provider (as idp-fed) and has a second
+	// factor, with these recovery codes.
+	fed         *account
+	fedRecovery []string
 }
 
 // seed builds two tenants A and B: owners, an admin, a member, a member
@@ -326,6 +392,11 @@ func seed(t *testing.T, x *env) *world {
 		w.keys = append(w.keys, key{jsonField(t, r, "id"), jsonField(t, r, "secret")})
 	}
 	x.enrol(t, w.squat)
+
+	// An account made through the provider, with a second factor.
+	w.fed = &account{email: "fed@f.test"}
+	w.fed.tokens(t, want2xx(t, "provider sign-in", x.providerSignIn(t, "idp-fed", "fed@f.test")))
+	w.fedRecovery = x.enrol(t, w.fed)
 
 	// An account that never verified its address, invited to A.
 	x.signup(t, "solo@s.test", "S")
@@ -519,6 +590,12 @@ func operations() []operation {
 			send(t, x, nil, http.MethodPost, "/api/v1/auth/password/reset", map[string]string{"token": x.mailToken(t, "password_reset", "both@c.test"), "new_password": pw + " 3"})
 			w.both = x.signIn(t, "both@c.test", pw+" 3")
 		}},
+		{"oauthCallback", "link a provider's account to an existing account (its address proven by the reset)", true, func(t *testing.T, x *env, w *world) {
+			want2xx(t, "provider sign-in", x.providerSignIn(t, "idp-both", "both@c.test"))
+		}},
+		{"oauthCallback", "create an account through a provider", true, func(t *testing.T, x *env, w *world) {
+			want2xx(t, "provider sign-in", x.providerSignIn(t, "idp-new", "fed-new@x.test"))
+		}},
 		{"forgotPassword", "ask for a reset link to an address never proven", true, func(t *testing.T, x *env, w *world) {
 			send(t, x, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "squat@q.test"})
 		}},
@@ -530,6 +607,18 @@ func operations() []operation {
 		}},
 		{"issueToken", "refresh", true, func(t *testing.T, x *env, w *world) {
 			w.member.tokens(t, send(t, x, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": w.member.refresh}))
+		}},
+		{"issueToken", "present a rotated refresh token after the grace window", false, func(t *testing.T, x *env, w *world) {
+			a := x.signIn(t, w.admin.email, w.admin.password) // a sign-in changes no projection
+			rotated := a.refresh
+			a.tokens(t, send(t, x, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": rotated}))
+			if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, sessions.Hash(rotated)); err != nil {
+				t.Fatal(err)
+			}
+			r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": rotated})
+			if r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+				t.Fatalf("reuse after the grace window: %d %s, want 400 invalid_grant", r.Status, r.Body)
+			}
 		}},
 		{"issueToken", "client credentials", true, func(t *testing.T, x *env, w *world) {
 			send(t, x, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "client_credentials", "client_id": w.saClient, "client_secret": w.saSecret})
@@ -751,7 +840,8 @@ func keysOf(m map[string]bool) []string {
 }
 
 // writingOperations are the documented operations (the public document
-// and the internal one) whose method is not GET, HEAD or OPTIONS.
+// and the internal one) whose method is not GET, HEAD or OPTIONS, and the
+// GET operations of writingReads.
 func writingOperations(t *testing.T) []string {
 	t.Helper()
 	doc, err := openapi.Internal()
@@ -765,10 +855,11 @@ func writingOperations(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	var out []string
+	reads := map[string]bool{}
 	for _, item := range d.Paths {
 		for method, raw := range item {
 			switch method {
-			case "get", "head", "options", "parameters", "summary", "description", "servers":
+			case "parameters", "summary", "description", "servers":
 				continue
 			}
 			var op struct {
@@ -777,7 +868,19 @@ func writingOperations(t *testing.T) []string {
 			if err := json.Unmarshal(raw, &op); err != nil {
 				t.Fatal(err)
 			}
+			switch method {
+			case "get", "head", "options":
+				if _, ok := writingReads[op.OperationID]; !ok {
+					continue
+				}
+				reads[op.OperationID] = true
+			}
 			out = append(out, op.OperationID)
+		}
+	}
+	for op := range writingReads {
+		if !reads[op] {
+			t.Errorf("writingReads names %s, which is no documented GET operation", op)
 		}
 	}
 	slices.Sort(out)
