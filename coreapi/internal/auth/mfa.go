@@ -637,13 +637,23 @@ func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials,
 // externalSecondFactor is the OAuth hand-over's MFA hook: nil when the
 // user has no second factor; else the session the callback opened is
 // ended and the answer is mfa_required. requested: the sign-in was started
-// for its tenant.
+// for its tenant. The ended session joins the user's revoked sessions in
+// the projection, so the user's entries are invalidated, as for any
+// revocation: no token of that session was ever issued, but a proxy's
+// copy would otherwise differ from what coreapi serves.
 func (s *Service) externalSecondFactor(ctx context.Context, g Grant, requested bool) error {
 	on, err := s.hasMFA(ctx, g.UserID)
 	if err != nil || !on {
 		return err
 	}
-	if _, err := s.sessions.Revoke(ctx, s.pool, g.UserID, g.SessionID, sessions.ReasonMFAPending); err != nil {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		n, err := s.sessions.Revoke(ctx, tx, g.UserID, g.SessionID, sessions.ReasonMFAPending)
+		if err != nil || n == 0 {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(g.UserID), Reason: invalidation.ReasonSessionRevoked})
+	})
+	if err != nil {
 		return err
 	}
 	tid := g.TenantID

@@ -596,6 +596,14 @@ func operations() []operation {
 		{"oauthCallback", "create an account through a provider", true, func(t *testing.T, x *env, w *world) {
 			want2xx(t, "provider sign-in", x.providerSignIn(t, "idp-new", "fed-new@x.test"))
 		}},
+		{"oauthCallback", "sign in through a provider with a second factor", false, func(t *testing.T, x *env, w *world) {
+			r := x.providerSignIn(t, "idp-fed", "fed@f.test")
+			if r.Status != http.StatusUnauthorized {
+				t.Fatalf("exchange of a user with a second factor: %d %s, want 401 mfa_required", r.Status, r.Body)
+			}
+			send(t, x, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp",
+				"mfa_token": jsonField(t, r, "mfa_token"), "code": w.fedRecovery[0]})
+		}},
 		{"forgotPassword", "ask for a reset link to an address never proven", true, func(t *testing.T, x *env, w *world) {
 			send(t, x, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "squat@q.test"})
 		}},
