@@ -338,7 +338,7 @@ func seed(t *testing.T, x *env) *world {
 
 	// A person of both tenants (their own, C, and A).
 	w.both = x.signup(t, "both@c.test", "C")
-	r = want2xx(t, "invite both", x.Send(t, o, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "both@c.test", "roles": []string{"member"}}))
+	want2xx(t, "invite both", x.Send(t, o, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "both@c.test", "roles": []string{"member"}}))
 	want2xx(t, "accept", x.Send(t, x.as(t, w.both), http.MethodPost, "/api/v1/invitations/accept",
 		map[string]string{"token": x.mailToken(t, "invitation", "both@c.test")}))
 	// And of B, through POST /users's invitation.
