@@ -35,16 +35,18 @@ func SeedWorld(t testing.TB, e *Env) *World {
 // OutboxSubjects returns the subjects written to the outbox so far, in order.
 func (e *Env) OutboxSubjects(t testing.TB) []string {
 	t.Helper()
-	return e.strings(t, `SELECT subject FROM outbox ORDER BY id`)
+	return e.Strings(t, `SELECT subject FROM outbox ORDER BY id`)
 }
 
 // AuditActions returns the tenant's audit actions, oldest first.
 func (e *Env) AuditActions(t testing.TB, tenantID string) []string {
 	t.Helper()
-	return e.strings(t, `SELECT action FROM audit_events WHERE tenant_id = $1 ORDER BY id`, tenantID)
+	return e.Strings(t, `SELECT action FROM audit_events WHERE tenant_id = $1 ORDER BY id`, tenantID)
 }
 
-func (e *Env) strings(t testing.TB, q string, args ...any) []string {
+// Strings runs q, a query of one text column, on the test database and
+// returns its rows.
+func (e *Env) Strings(t testing.TB, q string, args ...any) []string {
 	t.Helper()
 	rows, err := e.DB.Pool.Query(context.Background(), q, args...)
 	if err != nil {

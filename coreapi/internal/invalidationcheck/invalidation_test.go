@@ -427,10 +427,10 @@ func (x *env) snapshot(t *testing.T, w *world) snapshot {
 	ctx := context.Background()
 	s := snapshot{users: map[string]bool{}, tenants: map[string]bool{}, proj: map[[2]string]string{},
 		keys: map[string]string{}, keyOwner: map[string][2]string{}}
-	for _, u := range x.strings(t, `SELECT id::text FROM users`) {
+	for _, u := range x.Strings(t, `SELECT id::text FROM users`) {
 		s.users[u] = true
 	}
-	for _, tid := range x.strings(t, `SELECT id::text FROM tenants`) {
+	for _, tid := range x.Strings(t, `SELECT id::text FROM tenants`) {
 		s.tenants[tid] = true
 	}
 	for u := range s.users {
@@ -469,27 +469,6 @@ func describe(t *testing.T, v any, err error, expected ...error) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func (x *env) strings(t *testing.T, q string, args ...any) []string {
-	t.Helper()
-	rows, err := x.DB.Pool.Query(context.Background(), q, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func (x *env) lastOutboxID(t *testing.T) int64 {
@@ -778,7 +757,7 @@ func TestEveryCachedChangeIsInvalidated(t *testing.T) {
 			o.run(t, x, w)
 			x.settle(t)
 			subjects := map[string]bool{}
-			for _, s := range x.strings(t, `SELECT subject FROM outbox WHERE id > $1`, from) {
+			for _, s := range x.Strings(t, `SELECT subject FROM outbox WHERE id > $1`, from) {
 				subjects[s] = true
 			}
 			after := x.snapshot(t, w)

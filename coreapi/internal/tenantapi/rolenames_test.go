@@ -20,23 +20,7 @@ CROSS JOIN LATERAL (SELECT ARRAY(
     SELECT r.name FROM membership_roles mr JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
     WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id ORDER BY r.name) AS names) src
 WHERE m.role_names IS DISTINCT FROM src.names`
-	rows, err := e.DB.Pool.Query(context.Background(), q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return e.Strings(t, q)
 }
 
 // TestRoleNamesFollowEveryRoleChange: the role names stored on each
