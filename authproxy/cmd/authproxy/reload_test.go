@@ -12,38 +12,49 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 )
 
-// SIGHUP makes the running proxy reload its rules file.
-func TestSIGHUPReloadsRules(t *testing.T) {
+// runProxy runs the proxy command with the rules file rules, a coreapi
+// stand-in and a NATS server, until the test ends (when run must return
+// nil), and returns a reader of its log.
+func runProxy(t *testing.T, rules string) (log func() string) {
+	t.Helper()
 	core := testenv.NewCore(t)
 	core.Publish(testenv.NewKey(t, "20260101T000000Z-0000aaaa", jwa.EdDSA))
 	nats := testenv.StartNATS(t)
-	p := filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(p, []byte("routes: []\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(t.TempDir(), "out")
 	f, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	read := func() string { b, _ := os.ReadFile(out); return string(b) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, nil, envFrom(map[string]string{
 			"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "IDENTITY_URL": core.URL(), "NATS_URL": nats.URL(),
-			"PROXY_LISTEN_ADDR": "127.0.0.1:0", "PROXY_ADMIN_ADDR": "127.0.0.1:0", "RULES_FILE": p,
+			"PROXY_LISTEN_ADDR": "127.0.0.1:0", "PROXY_ADMIN_ADDR": "127.0.0.1:0", "RULES_FILE": rules,
 		}), f)
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run = %v", err)
+			}
 		case <-time.After(20 * time.Second):
 			t.Error("run did not return")
 		}
-	}()
+		f.Close()
+	})
+	return func() string { b, _ := os.ReadFile(out); return string(b) }
+}
+
+// SIGHUP makes the running proxy reload its rules file.
+func TestSIGHUPReloadsRules(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(p, []byte("routes: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := runProxy(t, p)
 	// The handler is installed before the proxy says it listens.
 	testenv.Eventually(t, func() error { return testenv.Contains("the log", read(), `"msg":"listening"`) })
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
@@ -56,40 +67,12 @@ func TestSIGHUPReloadsRules(t *testing.T) {
 // reads its rules file) is a reload once it serves: it had the default
 // action, which ended the process (this test's with it).
 func TestSIGHUPWhileStarting(t *testing.T) {
-	core := testenv.NewCore(t)
-	core.Publish(testenv.NewKey(t, "20260101T000000Z-0000aaaa", jwa.EdDSA))
-	nats := testenv.StartNATS(t)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "rules.yaml")
 	if err := syscall.Mkfifo(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "out")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	read := func() string { b, _ := os.ReadFile(out); return string(b) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, nil, envFrom(map[string]string{
-			"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "IDENTITY_URL": core.URL(), "NATS_URL": nats.URL(),
-			"PROXY_LISTEN_ADDR": "127.0.0.1:0", "PROXY_ADMIN_ADDR": "127.0.0.1:0", "RULES_FILE": p,
-		}), f)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run = %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("run did not return")
-		}
-	}()
+	read := runProxy(t, p)
 	// Opening the pipe to write returns once the proxy has opened it to
 	// read: it is starting, and has read no rule yet.
 	w, err := os.OpenFile(p, os.O_WRONLY, 0)
