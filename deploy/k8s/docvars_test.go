@@ -84,21 +84,14 @@ func docVars(t *testing.T) []docVar {
 			out = append(out, docVar{b.Where(), m[1]})
 		}
 	}
-	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	docs, err := docblock.Files(root, "benchmarks.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range append(docs, filepath.Join(root, "README.md")) {
-		if filepath.Base(f) == "benchmarks.md" {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name, _ := filepath.Rel(root, f)
+	for _, d := range docs {
+		name := d.Name
 		for _, re := range []*regexp.Regexp{inlineSet, tableName} {
-			for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			for _, m := range re.FindAllStringSubmatch(d.Text, -1) {
 				out = append(out, docVar{name, m[1]})
 			}
 		}

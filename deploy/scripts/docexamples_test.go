@@ -2,7 +2,6 @@ package scripts
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -129,20 +128,13 @@ func TestDocJSONExamplesParse(t *testing.T) {
 			}
 		}
 	}
-	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	docs, err := docblock.Files(root, "benchmarks.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range append(docs, filepath.Join(root, "README.md")) {
-		if filepath.Base(f) == "benchmarks.md" {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name, _ := filepath.Rel(root, f)
-		for _, m := range jsonSpan.FindAllStringSubmatch(string(b), -1) {
+	for _, d := range docs {
+		name := d.Name
+		for _, m := range jsonSpan.FindAllStringSubmatch(d.Text, -1) {
 			check(name, m[1])
 		}
 	}

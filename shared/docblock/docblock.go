@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -22,16 +23,25 @@ type Block struct {
 // Where is "file:line", for messages.
 func (b Block) Where() string { return fmt.Sprintf("%s:%d", b.File, b.Line) }
 
-// Docs returns the blocks of README.md and docs/*.md under the repository
-// root, in file order.
-func Docs(root string) ([]Block, error) {
+// A Doc is one Markdown doc.
+type Doc struct {
+	Name string // its path relative to the repository root, e.g. docs/operations.md
+	Text string
+}
+
+// Files returns README.md and docs/*.md under the repository root, in
+// that order, but those whose base name is in skip.
+func Files(root string, skip ...string) ([]Doc, error) {
 	files, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
 	if err != nil {
 		return nil, err
 	}
 	files = append([]string{filepath.Join(root, "README.md")}, files...)
-	var out []Block
+	var out []Doc
 	for _, f := range files {
+		if slices.Contains(skip, filepath.Base(f)) {
+			continue
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, err
@@ -40,7 +50,21 @@ func Docs(root string) ([]Block, error) {
 		if err != nil {
 			return nil, err
 		}
-		blocks, err := Parse(filepath.ToSlash(name), string(b))
+		out = append(out, Doc{Name: filepath.ToSlash(name), Text: string(b)})
+	}
+	return out, nil
+}
+
+// Docs returns the blocks of README.md and docs/*.md under the repository
+// root, in file order.
+func Docs(root string) ([]Block, error) {
+	docs, err := Files(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []Block
+	for _, d := range docs {
+		blocks, err := Parse(d.Name, d.Text)
 		if err != nil {
 			return nil, err
 		}
