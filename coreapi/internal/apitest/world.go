@@ -4,7 +4,10 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -121,4 +124,25 @@ func WantProblem(t testing.TB, r Response, status int, code string) {
 	if code == problem.CodeValidation && len(p.Errors) == 0 {
 		t.Fatalf("validation_failed names no field in errors: %s", r.Body)
 	}
+}
+
+// HoldRemoval removes userID from tenantID as DELETE /users/{id} does
+// (the membership, and the member's sessions there revoked) in a
+// transaction it leaves open, for a test to race something against the
+// removal; the test commits it, or it is rolled back when the test ends.
+func (e *Env) HoldRemoval(t testing.TB, tenantID, userID string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := e.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, tenantID, userID); err != nil {
+		t.Fatal(err)
+	}
+	if err := sessions.RevokeInTenant(ctx, tx, userID, tenantID); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

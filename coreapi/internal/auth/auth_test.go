@@ -1173,17 +1173,7 @@ func TestPasswordGrantRacingRemoval(t *testing.T) {
 	e.SeedMember(t, second.ID, uid, "member")
 
 	// The removal (as DELETE /users/{id} runs it), held uncommitted.
-	remove, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = remove.Rollback(ctx) }()
-	if _, err := remove.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, second.ID, uid); err != nil {
-		t.Fatal(err)
-	}
-	if err := sessions.RevokeInTenant(ctx, remove, uid, second.ID); err != nil {
-		t.Fatal(err)
-	}
+	remove := e.HoldRemoval(t, second.ID, uid)
 	var (
 		wg   sync.WaitGroup
 		r    apitest.Response
@@ -1229,17 +1219,7 @@ func TestPasswordGrantWithoutTenantRacingRemoval(t *testing.T) {
 
 			// The removal from the oldest tenant (as DELETE /users/{id}
 			// runs it), held uncommitted.
-			remove, err := e.DB.Pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = remove.Rollback(ctx) }()
-			if _, err := remove.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, tk.TenantID, uid); err != nil {
-				t.Fatal(err)
-			}
-			if err := sessions.RevokeInTenant(ctx, remove, uid, tk.TenantID); err != nil {
-				t.Fatal(err)
-			}
+			remove := e.HoldRemoval(t, tk.TenantID, uid)
 			signIn := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response { // at the membership's row
 				return e.token(t, map[string]string{"grant_type": "password", "email": "leaving@example.com", "password": pw})
 			})

@@ -1384,17 +1384,7 @@ func TestSignInWithoutTenantRacingRemoval(t *testing.T) {
 
 			// The removal from the oldest tenant (as DELETE /users/{id}
 			// runs it), held uncommitted.
-			remove, err := x.DB.Pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = remove.Rollback(ctx) }()
-			if _, err := remove.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, first.TenantID, uid); err != nil {
-				t.Fatal(err)
-			}
-			if err := sessions.RevokeInTenant(ctx, remove, uid, first.TenantID); err != nil {
-				t.Fatal(err)
-			}
+			remove := x.HoldRemoval(t, first.TenantID, uid)
 			st := x.begin(t, "")
 			back := x.approve(t, st)
 			callback := dbtest.AnsweredOrWaiting(t, x.DB, func() apitest.Response { // at the membership's row
