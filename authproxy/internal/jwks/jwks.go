@@ -113,8 +113,12 @@ type Client struct {
 	// set is current. A fetch that started before another but finished
 	// after it must not put back the older set.
 	started atomic.Uint64
-	// inFlight counts the fetches under way (see KeysAnnounced).
+	// inFlight counts the fetches under way (see KeysAnnounced and
+	// Lookup); it changes under flightMu, and idle is signalled when it
+	// drops to zero.
 	inFlight atomic.Int64
+	flightMu sync.Mutex
+	idle     *sync.Cond
 	storeMu  sync.Mutex
 	stored   uint64
 	// handMu guards handing sets to OnSet: handing is true while a
@@ -154,6 +158,7 @@ func New(opt Options, log *slog.Logger, m *metrics.Metrics) *Client {
 		}
 	}
 	c := &Client{opt: opt, algs: map[jwa.SignatureAlgorithm]bool{}, log: log, m: m, loaded: make(chan struct{}), retry: make(chan struct{}, 1)}
+	c.idle = sync.NewCond(&c.flightMu)
 	c.shown = opt.URL
 	if u, err := url.Parse(opt.URL); err == nil {
 		c.shown = u.Redacted()
@@ -209,8 +214,14 @@ func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 	// Always join the flight: a caller arriving while a refetch is running
 	// waits for it instead of being refused by the cooldown it started.
 	_, err, _ := c.sf.Do("refresh", func() (any, error) {
-		if c.opt.Now().Sub(time.Unix(0, c.last.Load())) < c.opt.Cooldown {
-			if c.failed.Load() {
+		// A fetch outside the flight (an announced key change's, the
+		// first NATS connection's) may be reading the set that holds the
+		// kid: its start counts for the cooldown, and its outcome is not
+		// known yet, so wait for it rather than answer from the set it
+		// is replacing (the kid unknown: 401 for a token of a key just
+		// announced).
+		if within, failed := c.lastFetch(); within {
+			if failed {
 				// The set could not be fetched: the kid may be in the
 				// one coreapi serves now.
 				return nil, errLastFetchFailed
@@ -316,9 +327,31 @@ func (c *Client) KeysAnnounced(ctx context.Context, digest string) (fetched bool
 	return true, c.KeysChanged(ctx)
 }
 
+// lastFetch waits until no fetch is under way (each ends within its
+// download's timeout), then reports whether the last one started within
+// the cooldown and whether it failed. Read under flightMu with none under
+// way, the two belong to the same, finished, fetch: a fetch that starts
+// after this counts itself in flight before it stores its start.
+func (c *Client) lastFetch() (within, failed bool) {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	for c.inFlight.Load() > 0 {
+		c.idle.Wait()
+	}
+	return c.opt.Now().Sub(time.Unix(0, c.last.Load())) < c.opt.Cooldown, c.failed.Load()
+}
+
 func (c *Client) fetch(ctx context.Context) error {
+	c.flightMu.Lock()
 	c.inFlight.Add(1)
-	defer c.inFlight.Add(-1)
+	c.flightMu.Unlock()
+	defer func() {
+		c.flightMu.Lock()
+		if c.inFlight.Add(-1) == 0 {
+			c.idle.Broadcast()
+		}
+		c.flightMu.Unlock()
+	}()
 	seq := c.started.Add(1)
 	c.last.Store(c.opt.Now().UnixNano())
 	s, err := c.download(ctx)

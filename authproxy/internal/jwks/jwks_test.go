@@ -771,3 +771,51 @@ func TestDuplicateKidDroppedWhateverTheOtherCopy(t *testing.T) {
 		t.Errorf("keys = %v, want only good", got)
 	}
 }
+
+// TestLookupWaitsForAFetchUnderWay: a token of a key just announced
+// (auth.keys.changed) that arrives while the change's fetch is under way
+// waits for that fetch, whose set holds its kid. Lookup counted that
+// fetch's start for the cooldown and found it not failed (it had not
+// ended), so it answered ErrUnknownKid from the set being replaced: 401
+// for a token of the new key.
+func TestLookupWaitsForAFetchUnderWay(t *testing.T) {
+	a, b := testenv.NewKey(t, "a", jwa.EdDSA), testenv.NewKey(t, "b", jwa.EdDSA)
+	var body atomic.Value
+	body.Store(keySet(t, a))
+	gate := make(chan struct{})
+	var block atomic.Bool
+	entered := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if block.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-gate
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body.Load().([]byte))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(srv.URL, time.Now)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	body.Store(keySet(t, a, b))
+	block.Store(true)
+	changed := make(chan error, 1)
+	go func() { changed <- c.KeysChanged(context.Background()) }()
+	<-entered // the change's fetch is under way
+	looked := make(chan error, 1)
+	go func() { _, err := c.Lookup(context.Background(), "b"); looked <- err }()
+	select {
+	case err := <-looked:
+		close(gate)
+		t.Fatalf("lookup of the announced kid answered %v while the change's fetch was under way, want it to wait for the fetch", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(gate)
+	if err := <-changed; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-looked; err != nil {
+		t.Fatalf("lookup of the announced kid after the change's fetch: %v", err)
+	}
+}
