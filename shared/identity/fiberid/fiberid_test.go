@@ -477,35 +477,21 @@ func rawChunked(t *testing.T, addr string, r *http.Request, extra []string, body
 // after the headers were checked; it must refuse the request all the same.
 // Replays are allowed, so that the refusals are the repeats'.
 func TestRepeatedInTrailer(t *testing.T) {
-	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const body = "a body over the app's BodyLimit"
 	for _, stream := range []bool{false, true} {
-		cfg := fiber.Config{DisableStartupMessage: true, StreamRequestBody: stream}
+		cfg := fiber.Config{StreamRequestBody: stream}
 		if stream {
 			cfg.BodyLimit = 8 // the body is streamed, not read before the handlers
 		}
-		app := fiber.New(cfg)
-		app.Use(fiberid.New(v))
-		app.Post("/echo", func(c *fiber.Ctx) error {
-			return c.SendString(strings.Join(fiberid.MustFrom(c).Permissions, ","))
-		})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = app.Listener(ln) }()
-		t.Cleanup(func() { _ = app.Shutdown() })
+		addr := echoApp(t, cfg, func(id *verify.Identity) string { return strings.Join(id.Permissions, ",") })
 		sign := func() *http.Request {
 			return req(t, signer(t, appKey), bob, time.Now(), "POST", "http://app/echo", body)
 		}
-		if status, b := rawChunked(t, ln.Addr().String(), sign(), nil, body, []string{"X-Trace: 1"}); status != 200 || b != "notes:read" {
+		if status, b := rawChunked(t, addr, sign(), nil, body, []string{"X-Trace: 1"}); status != 200 || b != "notes:read" {
 			t.Fatalf("stream %v, baseline with an unsigned trailer: %d %s", stream, status, b)
 		}
 		for _, line := range []string{"X-Auth-Permissions: notes:read,notes:write", "x-auth-permissions: notes:write", "X-Auth-Signature: v2=x"} {
-			status, b := rawChunked(t, ln.Addr().String(), sign(), nil, body, []string{line})
+			status, b := rawChunked(t, addr, sign(), nil, body, []string{line})
 			if status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
 				t.Errorf("stream %v, trailer %q: %d %s, want 401", stream, line, status, b)
 			}
@@ -520,26 +506,12 @@ func TestRepeatedInTrailer(t *testing.T) {
 // it to every other reader of the request, and is refused. Replays are
 // allowed, so that the refusals are the repeats'.
 func TestRepeatedInOtherCase(t *testing.T) {
-	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, DisableHeaderNormalizing: true})
-	app.Use(fiberid.New(v))
-	app.Post("/echo", func(c *fiber.Ctx) error {
-		return c.SendString(strings.Join(fiberid.MustFrom(c).Permissions, ","))
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Listener(ln) }()
-	t.Cleanup(func() { _ = app.Shutdown() })
+	addr := echoApp(t, fiber.Config{DisableHeaderNormalizing: true}, func(id *verify.Identity) string { return strings.Join(id.Permissions, ",") })
 	const body = "hello"
 	sign := func() *http.Request {
 		return req(t, signer(t, appKey), bob, time.Now(), "POST", "http://app/echo", body)
 	}
-	if status, b := rawChunked(t, ln.Addr().String(), sign(), []string{"x-trace: 1"}, body, nil); status != 200 || b != "notes:read" {
+	if status, b := rawChunked(t, addr, sign(), []string{"x-trace: 1"}, body, nil); status != 200 || b != "notes:read" {
 		t.Fatalf("baseline: %d %s", status, b)
 	}
 	for _, c := range []struct{ extra, trailer []string }{
@@ -548,7 +520,7 @@ func TestRepeatedInOtherCase(t *testing.T) {
 		{extra: []string{"x-request-id: rid-8"}},
 		{trailer: []string{"x-auth-permissions: notes:write"}},
 	} {
-		status, b := rawChunked(t, ln.Addr().String(), sign(), c.extra, body, c.trailer)
+		status, b := rawChunked(t, addr, sign(), c.extra, body, c.trailer)
 		if status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
 			t.Errorf("%q in the headers, %q in the trailer: %d %s, want 401", c.extra, c.trailer, status, b)
 		}
@@ -718,30 +690,16 @@ func (s *syncBuffer) String() string {
 // whose every name is in lower case (as an HTTP/2 hop writes them)
 // verifies.
 func TestSignedHeaderInOtherCase(t *testing.T) {
-	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, DisableHeaderNormalizing: true})
-	app.Use(fiberid.New(v))
-	app.Post("/echo", func(c *fiber.Ctx) error {
-		return c.SendString(strings.Join(fiberid.MustFrom(c).Roles, ","))
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Listener(ln) }()
-	t.Cleanup(func() { _ = app.Shutdown() })
+	addr := echoApp(t, fiber.Config{DisableHeaderNormalizing: true}, func(id *verify.Identity) string { return strings.Join(id.Roles, ",") })
 	const body = "hello"
 	key := identity.Identity{Principal: identity.PrincipalAPIKey, UserID: "user-bob", TenantID: "tenant-1", Permissions: []string{"notes:read"}}
 	sign := func(id identity.Identity) *http.Request {
 		return req(t, signer(t, appKey), id, time.Now(), "POST", "http://app/echo", body)
 	}
-	if status, b := rawChunked(t, ln.Addr().String(), sign(key), nil, body, nil); status != 200 || b != "" {
+	if status, b := rawChunked(t, addr, sign(key), nil, body, nil); status != 200 || b != "" {
 		t.Fatalf("baseline: %d %s", status, b)
 	}
-	if status, b := rawChunked(t, ln.Addr().String(), sign(key), []string{"x-auth-roles: admin"}, body, nil); status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
+	if status, b := rawChunked(t, addr, sign(key), []string{"x-auth-roles: admin"}, body, nil); status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
 		t.Errorf("a role the proxy did not sign, as x-auth-roles: %d %s, want 401", status, b)
 	}
 	r := sign(bob)
@@ -750,7 +708,30 @@ func TestSignedHeaderInOtherCase(t *testing.T) {
 		lower = append(lower, strings.ToLower(name)+": "+r.Header.Get(name))
 	}
 	r.Header = http.Header{}
-	if status, b := rawChunked(t, ln.Addr().String(), r, lower, body, nil); status != 200 || b != "member" {
+	if status, b := rawChunked(t, addr, r, lower, body, nil); status != 200 || b != "member" {
 		t.Errorf("every name in lower case: %d %s, want 200 member", status, b)
 	}
+}
+
+// echoApp serves POST /echo behind fiberid (replays allowed, so that
+// refusals are the tests' own) with cfg, answering answer of the request's
+// identity, on a loopback listener until the test ends, and returns its
+// address.
+func echoApp(t *testing.T, cfg fiber.Config, answer func(*verify.Identity) string) string {
+	t.Helper()
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DisableStartupMessage = true
+	app := fiber.New(cfg)
+	app.Use(fiberid.New(v))
+	app.Post("/echo", func(c *fiber.Ctx) error { return c.SendString(answer(fiberid.MustFrom(c))) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	return ln.Addr().String()
 }
