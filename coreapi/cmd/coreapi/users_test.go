@@ -23,22 +23,8 @@ import (
 func TestUsersResetMFA(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
-	q := func(sql string, args ...any) string {
-		t.Helper()
-		var s string
-		if err := db.Pool.QueryRow(ctx, sql, args...).Scan(&s); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return s
-	}
-	count := func(sql string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := db.Pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return n
-	}
+	q := func(sql string, args ...any) string { t.Helper(); return scanOne[string](t, db, sql, args...) }
+	count := func(sql string, args ...any) int { t.Helper(); return scanOne[int](t, db, sql, args...) }
 	ta := q(`INSERT INTO tenants (name) VALUES ('A') RETURNING id::text`)
 	tb := q(`INSERT INTO tenants (name) VALUES ('B') RETURNING id::text`)
 	seed := func(email string) string {
@@ -146,14 +132,7 @@ func sortedPair(a, b string) []string {
 func TestUsersResetMFAJoinedMeanwhile(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
-	q := func(sql string, args ...any) string {
-		t.Helper()
-		var s string
-		if err := db.Pool.QueryRow(ctx, sql, args...).Scan(&s); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return s
-	}
+	q := func(sql string, args ...any) string { t.Helper(); return scanOne[string](t, db, sql, args...) }
 	ta := q(`INSERT INTO tenants (name) VALUES ('A') RETURNING id::text`)
 	tb := q(`INSERT INTO tenants (name) VALUES ('B') RETURNING id::text`)
 	uid := q(`INSERT INTO users (email) VALUES ('lost@example.com') RETURNING id::text`)
@@ -203,4 +182,14 @@ func TestUsersResetMFAJoinedMeanwhile(t *testing.T) {
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE tenant_id = $1 AND target_id = $2 AND action = 'user.mfa_reset'`, tb, uid).Scan(&n); err != nil || n != 1 {
 		t.Errorf("audit events in the tenant joined meanwhile: %d (%v), want 1", n, err)
 	}
+}
+
+// scanOne is the one value sql's one row holds.
+func scanOne[T any](t *testing.T, db *dbtest.DB, sql string, args ...any) T {
+	t.Helper()
+	var v T
+	if err := db.Pool.QueryRow(context.Background(), sql, args...).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
 }
