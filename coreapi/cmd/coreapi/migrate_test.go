@@ -882,14 +882,7 @@ func TestMigrateUpGivesWayToALongTransaction(t *testing.T) {
 	ctx := context.Background()
 	downTo(t, db, 23) // 00024 alters oauth_states
 
-	hold, err := db.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(ctx) }()
-	if _, err := hold.Exec(ctx, `SELECT count(*) FROM oauth_states`); err != nil {
-		t.Fatal(err)
-	}
+	hold := db.Hold(t, `SELECT count(*) FROM oauth_states`)
 
 	// The command's waits, shortened: 100 ms for a lock, then pauses of
 	// 10 ms to 100 ms.

@@ -140,14 +140,7 @@ func TestUsersResetMFAJoinedMeanwhile(t *testing.T) {
 	q(`INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now()) RETURNING user_id::text`, uid)
 	env := envOf(map[string]string{"DATABASE_URL": db.URL})
 
-	join, err := db.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = join.Rollback(ctx) }()
-	if _, err := join.Exec(ctx, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, tb, uid); err != nil {
-		t.Fatal(err)
-	}
+	join := db.Hold(t, `INSERT INTO memberships (tenant_id, user_id) VALUES ($1, $2)`, tb, uid)
 	var (
 		wg     sync.WaitGroup
 		out    bytes.Buffer

@@ -132,16 +132,8 @@ func WantProblem(t testing.TB, r Response, status int, code string) {
 // removal; the test commits it, or it is rolled back when the test ends.
 func (e *Env) HoldRemoval(t testing.TB, tenantID, userID string) pgx.Tx {
 	t.Helper()
-	ctx := context.Background()
-	tx, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tx.Rollback(ctx) })
-	if _, err := tx.Exec(ctx, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, tenantID, userID); err != nil {
-		t.Fatal(err)
-	}
-	if err := sessions.RevokeInTenant(ctx, tx, userID, tenantID); err != nil {
+	tx := e.DB.Hold(t, `DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2`, tenantID, userID)
+	if err := sessions.RevokeInTenant(context.Background(), tx, userID, tenantID); err != nil {
 		t.Fatal(err)
 	}
 	return tx

@@ -1115,14 +1115,7 @@ func TestSwitchTenantRacingRemoval(t *testing.T) {
 	admin := e.SeedUserIn(t, second.ID, "admin@example.com", "owner")
 	e.SeedMember(t, second.ID, id.UserID, "member")
 
-	hold, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(ctx) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, id.SessionID); err != nil {
-		t.Fatal(err)
-	}
+	hold := e.DB.Hold(t, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, id.SessionID)
 	var (
 		wg      sync.WaitGroup
 		sw, rm  apitest.Response
@@ -1280,14 +1273,7 @@ func TestPasswordGrantRacingMemberDisable(t *testing.T) {
 				body["tenant_id"] = second.ID
 				left, other = second.ID, tk.TenantID
 			}
-			disable, err := e.DB.Pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = disable.Rollback(ctx) }()
-			if _, err := disable.Exec(ctx, `UPDATE memberships SET status = 'disabled' WHERE tenant_id = $1 AND user_id = $2`, left, uid); err != nil {
-				t.Fatal(err)
-			}
+			disable := e.DB.Hold(t, `UPDATE memberships SET status = 'disabled' WHERE tenant_id = $1 AND user_id = $2`, left, uid)
 			signIn := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response { // at the membership's row
 				return e.token(t, body)
 			})
@@ -1665,14 +1651,7 @@ func TestPasswordChangeRacingReset(t *testing.T) {
 		}
 		// The reset (as POST /auth/password/reset runs it), holding the
 		// account's row.
-		reset, err := e.DB.Pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = reset.Rollback(ctx) }()
-		if _, err := reset.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id.UserID); err != nil {
-			t.Fatal(err)
-		}
+		reset := e.DB.Hold(t, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id.UserID)
 		var (
 			wg   sync.WaitGroup
 			r    apitest.Response
@@ -2531,14 +2510,7 @@ VALUES ($1, $2, $3, now() - $4::interval)`, h.hash, uid, h.session, h.ago); err 
 			t.Fatal(err)
 		}
 	}
-	hold, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(ctx) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM oauth_handovers WHERE code_hash = $1 FOR UPDATE`, ofLive); err != nil {
-		t.Fatal(err)
-	}
+	hold := e.DB.Hold(t, `SELECT 1 FROM oauth_handovers WHERE code_hash = $1 FOR UPDATE`, ofLive)
 	// waitOrDone waits until n sessions wait on a lock or done answers.
 	waitOrDone := func(n int, done <-chan error) (error, bool) {
 		for deadline := time.Now().Add(10 * time.Second); e.count(t, `SELECT count(*) FROM pg_stat_activity

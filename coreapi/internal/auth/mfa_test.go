@@ -1624,14 +1624,7 @@ SELECT sha256(i::text::bytea), $1, $2, now() + interval '5 minutes' FROM generat
 	if _, err := e.DB.Pool.Exec(ctx, `ANALYZE mfa_challenges`); err != nil {
 		t.Fatal(err)
 	}
-	hold, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(ctx) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM mfa_challenges WHERE token_hash = $1 FOR UPDATE`, later); err != nil {
-		t.Fatal(err)
-	}
+	hold := e.DB.Hold(t, `SELECT 1 FROM mfa_challenges WHERE token_hash = $1 FOR UPDATE`, later)
 	revoked := make(chan error, 1)
 	go func() {
 		revoked <- pgx.BeginFunc(ctx, e.DB.Pool, func(tx pgx.Tx) error {

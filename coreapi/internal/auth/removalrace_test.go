@@ -56,14 +56,7 @@ func TestRemovalRacingPasswordChange(t *testing.T) {
 VALUES ('\x01', 'password_reset', $1, 'leaving@example.com', now() + interval '1 hour')`, uid); err != nil {
 				t.Fatal(err)
 			}
-			hold, err := e.DB.Pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = hold.Rollback(ctx) }()
-			if _, err := hold.Exec(ctx, `SELECT 1 FROM action_tokens WHERE user_id = $1 FOR UPDATE`, uid); err != nil {
-				t.Fatal(err)
-			}
+			hold := e.DB.Hold(t, `SELECT 1 FROM action_tokens WHERE user_id = $1 FOR UPDATE`, uid)
 			var (
 				wg         sync.WaitGroup
 				change, rm apitest.Response

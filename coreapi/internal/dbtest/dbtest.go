@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/migrations/dbsetup"
@@ -57,6 +58,24 @@ func Create(ctx context.Context, prefix string) (*DB, func(), error) {
 		return nil, nil, fmt.Errorf("open pool: %w", err)
 	}
 	return &DB{Name: name, URL: dbURL, Pool: pool}, func() { pool.Close(); drop() }, nil
+}
+
+// Hold runs sql (a locking statement: SELECT ... FOR UPDATE, LOCK TABLE,
+// an UPDATE) in a transaction it leaves open, for a test to race work
+// against what it holds; the test commits or rolls it back, or it is
+// rolled back when the test ends.
+func (d *DB) Hold(t testing.TB, sql string, args ...any) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := d.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return tx
 }
 
 // lockWaiters is how many sessions of the database wait on a lock.

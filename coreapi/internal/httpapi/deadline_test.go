@@ -27,14 +27,7 @@ func TestRequestDeadline(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	lock, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Rollback(ctx)
-	if _, err := lock.Exec(ctx, `LOCK TABLE users IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lock := e.DB.Hold(t, `LOCK TABLE users IN ACCESS EXCLUSIVE MODE`)
 	const n = 12 // more than the test server's pool (8 connections)
 	answers := make(chan apitest.Response, n)
 	var wg sync.WaitGroup

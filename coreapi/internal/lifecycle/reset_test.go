@@ -507,14 +507,7 @@ func TestEmailChangeRacingReset(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "kai-race@example.com")
 	const intruder = "intruder-race@example.net"
-	reset, err := x.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = reset.Rollback(ctx) }()
-	if _, err := reset.Exec(ctx, `UPDATE users SET token_version = token_version + 1 WHERE id = $1`, a.c.Sub); err != nil {
-		t.Fatal(err)
-	}
+	reset := x.DB.Hold(t, `UPDATE users SET token_version = token_version + 1 WHERE id = $1`, a.c.Sub)
 	if _, err := sessions.New(x.DB.Pool, time.Hour, 0).RevokeAll(ctx, reset, a.c.Sub, "", "password_reset"); err != nil {
 		t.Fatal(err)
 	}
@@ -674,14 +667,7 @@ VALUES ($1, 'password_reset', $3, 'ada@example.test', now() - interval '2 hours'
 	x.exec(t, `INSERT INTO action_tokens (token_hash, purpose, user_id, email, expires_at)
 SELECT sha256(i::text::bytea), 'verify_email', $1, 'bob@example.test', now() + interval '1 day' FROM generate_series(1, 5000) i`, other)
 	x.exec(t, `ANALYZE action_tokens`)
-	hold, err := x.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(ctx) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM action_tokens WHERE token_hash = $1 FOR UPDATE`, newer); err != nil {
-		t.Fatal(err)
-	}
+	hold := x.DB.Hold(t, `SELECT 1 FROM action_tokens WHERE token_hash = $1 FOR UPDATE`, newer)
 	revoked := make(chan error, 1)
 	go func() {
 		revoked <- pgx.BeginFunc(ctx, x.DB.Pool, func(tx pgx.Tx) error {

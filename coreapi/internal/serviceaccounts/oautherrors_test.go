@@ -74,14 +74,7 @@ func TestClientCheckDatabaseFailure(t *testing.T) {
 	tok := e.clientToken(t, s, "")
 
 	for _, path := range []string{"/api/v1/auth/introspect", "/api/v1/auth/revoke"} {
-		hold, err := e.DB.Pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = hold.Rollback(ctx) }()
-		if _, err := hold.Exec(ctx, `LOCK TABLE mfa_totp IN ACCESS EXCLUSIVE MODE`); err != nil {
-			t.Fatal(err)
-		}
+		hold := e.DB.Hold(t, `LOCK TABLE mfa_totp IN ACCESS EXCLUSIVE MODE`)
 		answer := make(chan apitest.Response, 1)
 		go func() {
 			answer <- e.form(t, path, url.Values{"token": {tok.AccessToken}}, basic(s.ClientID, s.ClientSecret))

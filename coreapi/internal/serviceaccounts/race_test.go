@@ -44,14 +44,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err 
 		}
 	}
 
-	hold, err := e.DB.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(ctx) }()
-	if _, err := hold.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('api_keys:' || $1, 0))`, owner.TenantID); err != nil {
-		t.Fatal(err)
-	}
+	hold := e.DB.Hold(t, `SELECT pg_advisory_xact_lock(hashtextextended('api_keys:' || $1, 0))`, owner.TenantID)
 	deleted := make(chan apitest.Response, 1)
 	go func() {
 		deleted <- e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID+"/secrets/"+leaked.ID, nil)

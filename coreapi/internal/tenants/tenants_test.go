@@ -260,14 +260,7 @@ func TestChangeLeavesInsertsIntoTheTenantAlone(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				hold, err := db.Pool.Begin(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer func() { _ = hold.Rollback(ctx) }()
-				if _, err := hold.Exec(ctx, `LOCK TABLE outbox IN SHARE MODE`); err != nil {
-					t.Fatal(err)
-				}
+				hold := db.Hold(t, `LOCK TABLE outbox IN SHARE MODE`)
 				changed := make(chan error, 1)
 				go func() { changed <- c.change(ten.ID, owner) }()
 				db.WaitForLockWaiters(t, 1) // the change, at its outbox row
