@@ -943,13 +943,13 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 	return errPanic
 }
 
-// hygiene refuses a field name with a space, an HTTP/1.0 request without
-// Host, a Host with a byte no host holds (userinfo among them), trailers, h2c and more fields to remove than
-// headers.MaxRemoved, takes a
-// WebSocket's bearer from its subprotocols, and cleans the client's fields
-// (headers.Sanitize). What headers.Scan saw decides which of these have
-// anything to do: most requests carry no field any of them reads or
-// removes.
+// hygiene refuses more than headers.MaxFields fields, a field name with a
+// space, an HTTP/1.0 request without Host, a Host with a byte no host
+// holds (userinfo among them), trailers, h2c and more fields to remove
+// than headers.MaxRemoved, takes a WebSocket's bearer from its
+// subprotocols, and cleans the client's fields (headers.Sanitize). What
+// headers.Scan saw decides which of these have anything to do: most
+// requests carry no field any of them reads or removes.
 func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
 	if st.seen.Fields > headers.MaxFields {
