@@ -17,7 +17,10 @@
 // A connection is called live (the caches purged and trusted again) only
 // once the server has confirmed the subscription on it, and never while
 // the server refuses it (its subject permissions): until then events
-// could be lost.
+// could be lost. Nor while its permissions deny a kind of invalidation
+// under the subscription's wildcard: the server accepts the subscription
+// and drops those events without a word, so each connection also asks
+// for a subscription to each kind, dropped at once, whose refusal says so.
 //
 // A live connection is not enough: coreapi's relays may be unable to
 // publish (their NATS credentials refused, their link to another node of
@@ -239,6 +242,50 @@ func refused(err error, subject string) bool {
 	return strings.Contains(strings.ToLower(err.Error()), "subscription to \""+subject+"\"")
 }
 
+// kindSubjects are the kinds of invalidation the proxy acts on, each as a
+// subscription that covers it: a server whose permissions deny a subject
+// under auth.invalidate.> (a deny of auth.invalidate.tenant.>) accepts the
+// subscription to auth.invalidate.> and then drops the denied subjects'
+// messages without a word, while the heartbeats keep coming. A
+// subscription to the kind itself is refused with a permissions
+// violation: each connection asks for these and drops them at once
+// (probe), and a refusal is one of the invalidations'.
+func kindSubjects() []string {
+	return []string{
+		invalidation.UserSubject("*"),
+		invalidation.TenantSubject("*"),
+		invalidation.APIKeySubject("*"),
+		invalidation.SubjectAll,
+	}
+}
+
+// refusedKind returns the subject of kindSubjects whose subscription err,
+// a permissions violation, refuses ("" if none).
+func refusedKind(err error) string {
+	for _, subject := range kindSubjects() {
+		if refused(err, subject) {
+			return subject
+		}
+	}
+	return ""
+}
+
+// probe asks the server of nc for a subscription to each kind of
+// invalidation, and drops each at once (kindSubjects): a refusal comes
+// before the answer to the flush that follows, and the error handler
+// takes it for a refusal of the invalidations. On a connection being
+// replaced nothing is sent: the next one is probed.
+func (s *Subscriber) probe(nc *nats.Conn) {
+	for _, subject := range kindSubjects() {
+		sub, err := nc.Subscribe(subject, func(*nats.Msg) {})
+		if err != nil {
+			s.log.Debug("nats probe subscription", "subject", subject, "err", err)
+			return
+		}
+		_ = sub.Unsubscribe()
+	}
+}
+
 // maxPingsOut is how many pings may be unanswered before the next one
 // declares the link dead.
 const maxPingsOut = 2
@@ -407,13 +454,31 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				s.disconnected()
 				return
 			}
+			if kind := refusedKind(err); kind != "" && errors.Is(err, nats.ErrPermissionViolation) {
+				// The subscription to auth.invalidate.> was accepted, but
+				// the server drops this kind's events: the feed is down
+				// for it, and which entries they name is unknown. One
+				// error per connection: the other kinds' probes, or the
+				// invalidations' own subscription, may be refused too.
+				if s.denied.Swap(true) {
+					return
+				}
+				log.Error("nats denies this proxy a kind of invalidation under "+invalidation.SubjectWildcard+
+					" (a deny under it drops those events without a word); caches are trusted only for the staleness bound: allow the whole "+
+					invalidation.SubjectWildcard+" with no deny under it", "subject", kind, "err", err)
+				s.disconnected()
+				return
+			}
 			if errors.Is(err, nats.ErrMaxSubscriptionsExceeded) {
 				// The server refused one of the subscriptions for its
 				// max_subscriptions limit, without naming it, and the
 				// client sends those of a new connection in no set
-				// order: the one refused may be the invalidations'.
-				log.Error("nats refuses a subscription: maximum subscriptions exceeded; caches are trusted only for the staleness bound: raise the NATS user's or server's max_subscriptions (the proxy takes up to 4)", "err", err)
-				s.denied.Store(true)
+				// order: the one refused may be the invalidations'. One
+				// error per connection (the probes may be refused too).
+				if s.denied.Swap(true) {
+					return
+				}
+				log.Error("nats refuses a subscription: maximum subscriptions exceeded; caches are trusted only for the staleness bound: raise the NATS user's or server's max_subscriptions (the proxy takes up to 5: 4, and one at a time at each connection to check the kinds of invalidation)", "err", err)
 				s.disconnected()
 				return
 			}
@@ -489,6 +554,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	go s.watchDrops(sub, ks, o.DropCheck)
 	flushed := false
 	if nc.IsConnected() {
+		s.probe(nc)
 		// Make sure the server has the subscription before calling the
 		// feed live.
 		if err := nc.FlushTimeout(2 * time.Second); err != nil {
@@ -582,10 +648,13 @@ func (s *Subscriber) endStale() {
 // connection: the client sends them again before it runs its handlers,
 // but does not wait for the server to act on them, and an event published
 // before it has would be lost, after the caches were purged and refilled
-// as if the feed were live. It reports false if the connection ends or
+// as if the feed were live. The server is asked first for the probes of
+// the kinds of invalidation (probe), whose refusal it answers before the
+// flush. It reports false if the connection ends or
 // the subscriber closes first. Each wait is twice the last (from 2 s, at
 // most 30 s): on a path slower than a wait, every flush would time out.
 func (s *Subscriber) subscribed(nc *nats.Conn) bool {
+	s.probe(nc)
 	for wait := 2 * time.Second; ; wait = min(2*wait, 30*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		go func() { // Close does not wait out a flush

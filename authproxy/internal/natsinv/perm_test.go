@@ -269,3 +269,58 @@ func TestSubscriptionOverTheLimitIsNoFeed(t *testing.T) {
 		t.Errorf("no error for the refused subscription; log:\n%s", logs.String())
 	}
 }
+
+// TestDeniedKindOfInvalidationIsNoFeed: the NATS server's permissions let
+// the proxy subscribe to auth.invalidate.> but deny a kind under it (here
+// auth.invalidate.tenant.>, a deny meant for another client or a narrowed
+// grant). The server accepts the wildcard subscription without a word and
+// drops every tenant event at delivery, while the other kinds (and the
+// heartbeats) keep coming: the proxy read its feed as live and kept a
+// suspended tenant's projections for their whole TTL, with nothing logged
+// or counted. The feed must not read as live, and the refusal is an error
+// naming the kind, once per connection.
+func TestDeniedKindOfInvalidationIsNoFeed(t *testing.T) {
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{{Username: "proxy", Password: "pw", Permissions: &natsserver.Permissions{
+			Subscribe: &natsserver.SubjectPermission{
+				Allow: []string{invalidation.SubjectWildcard, invalidation.SubjectKeysChanged, "_INBOX.>"},
+				Deny:  []string{invalidation.SubjectPrefix + "tenant.>"},
+			},
+		}}}}
+	ns := startServer(t, opts)
+
+	c, err := projection.New(projection.Options{Size: 100, TTL: time.Minute, MaxStaleness: time.Second}, nil, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	m := metrics.New()
+	var logs logbuffer.Buffer
+	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func(string) {}}, c,
+		slog.New(slog.NewJSONHandler(&logs, nil)), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	const line = `"level":"ERROR","msg":"nats denies this proxy a kind of invalidation under auth.invalidate.>`
+	testenv.Eventually(t, func() error {
+		if err := testenv.Want("connected", s.Connected(), false); err != nil {
+			return err
+		}
+		if err := testenv.Want("bounded staleness", c.BoundedStaleness(), true); err != nil {
+			return err
+		}
+		if err := testenv.Want("authproxy_nats_connected", testutil.ToFloat64(m.NATSConnected), 0.0); err != nil {
+			return err
+		}
+		return testenv.Want("errors naming the denied kind", strings.Count(logs.String(), line), 1)
+	})
+	if !strings.Contains(logs.String(), `"subject":"auth.invalidate.tenant.*"`) {
+		t.Errorf("the error does not name the denied kind; log:\n%s", logs.String())
+	}
+	// And it stays so: nothing on this connection reports it live.
+	time.Sleep(200 * time.Millisecond)
+	if s.Connected() || !c.BoundedStaleness() {
+		t.Fatalf("connected = %v, bounded staleness = %v: the feed reads live with tenant events dropped by the server", s.Connected(), c.BoundedStaleness())
+	}
+}
