@@ -448,3 +448,27 @@ func TestQueryParamsBounded(t *testing.T) {
 		Unsigned: true, Undocumented: true})
 	apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_query")
 }
+
+// TestPageLimitPlainDigits: a list's limit is plain decimal digits from 1
+// to 200, one spelling per page size. strconv.Atoi took "%2B5" (+5) and
+// "05" as 5, so one page had many URLs, which a cache or a log keyed on
+// the URL counts apart; each is 400 invalid_query naming limit, on every
+// list, as a sign, a space, a fraction or a huge number already was.
+func TestPageLimitPlainDigits(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	// Every list reads its page through httpapi.ParsePage.
+	for _, path := range []string{"/api/v1/users", "/api/v1/roles", "/api/v1/audit-events", "/api/v1/users/me/tenants"} {
+		for _, limit := range []string{"%2B5", "05", "005", "00", "0", "-5", "+5", "%205", "5%20", "5.0", "5e0", "0x5", "1_0",
+			"%EF%BC%95", "201", "1000", "99999999999999999999"} {
+			r := w.E.Get(t, &w.Owner, path+"?limit="+limit)
+			apitest.WantProblem(t, r, 400, "invalid_query")
+			if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "limit" {
+				t.Errorf("%s?limit=%s: errors %+v, want one naming limit", path, limit, p.Errors)
+			}
+		}
+		for _, limit := range []string{"1", "5", "10", "200"} {
+			apitest.WantStatus(t, w.E.Get(t, &w.Owner, path+"?limit="+limit), 200)
+		}
+	}
+}

@@ -165,9 +165,9 @@ func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 	}
 	q := PageQuery{Limit: defaultLimit, Cursor: strings.Clone(c.Query("cursor"))}
 	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxLimit {
-			v.Add("limit", "an integer from 1 to "+strconv.Itoa(maxLimit))
+		n, ok := parseLimit(s)
+		if !ok {
+			v.Add("limit", "an integer from 1 to "+strconv.Itoa(maxLimit)+", in plain digits")
 		}
 		q.Limit = n
 	}
@@ -188,6 +188,24 @@ func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 		return q, p
 	}
 	return q, nil
+}
+
+// parseLimit reads a page size written as plain decimal digits, without
+// a sign or a leading zero, from 1 to maxLimit. strconv.Atoi also takes
+// "+5" (sent as %2B5) and "05": each page size would have many spellings,
+// which a cache or a log keyed on the URL would count as other pages.
+func parseLimit(s string) (int, bool) {
+	if len(s) > len(strconv.Itoa(maxLimit)) || s[0] == '0' {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, n <= maxLimit
 }
 
 // countArg counts the values of name in args (without allocating).
