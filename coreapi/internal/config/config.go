@@ -751,7 +751,7 @@ func (l loader) mail(c Config) {
 		}
 		l.mailedBase(c)
 	}
-	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || strings.ContainsAny(c.MailFrom, "\r\n") || !mail.ValidAddress(a.Address) {
+	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || strings.ContainsAny(c.MailFrom, "\r\n") || !mail.ValidSender(a.Address) {
 		l.Problem("MAIL_FROM: want an address like \"Tollgate <no-reply@example.com>\", got %q", c.MailFrom)
 	}
 	l.linkURL("PUBLIC_BASE_URL", c.PublicBaseURL, false)

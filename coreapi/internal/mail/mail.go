@@ -208,9 +208,24 @@ func inboxDomain(d string) string {
 // mail reaches it; service accounts' addresses are under it, and no person
 // may hold one), and without a character that shows as nothing or as a
 // space (a space, control or format character: U+00A0, U+200B, U+2060...),
-// with which one address would pass for another in a member list. It is
-// the one check of an address a user gives.
-func ValidAddress(s string) bool {
+// with which one address would pass for another in a member list. Its
+// domain is a host name of two labels or more (mailDomain): not an address
+// literal ("ada@[192.0.2.1]", "ada@[::1]"), whose mail goes straight to
+// that IP past any policy of the mail system on domains, nor a single
+// label ("ada@localhost", "root@mailrelay"), which a relay delivers on its
+// own host or its local network. Its local part is at most 64 octets (RFC
+// 5321 4.5.3.1.1), unquoted (quotes are refused above, comments by the
+// parsed address having to be s itself). It is the one check of an
+// address a user gives, and of every address mailed.
+func ValidAddress(s string) bool { return validAddress(s, false) }
+
+// ValidSender is ValidAddress for MAIL_FROM, the sender of the mails: a
+// single-label domain is taken there ("no-reply@localhost", the default,
+// for a relay on the same host); the sender receives no mail from
+// coreapi.
+func ValidSender(s string) bool { return validAddress(s, true) }
+
+func validAddress(s string, singleLabel bool) bool {
 	if len(s) < 3 || len(s) > MaxAddress || strings.ContainsAny(s, "\r\n\x00,;<>\"") {
 		return false
 	}
@@ -223,8 +238,38 @@ func ValidAddress(s string) bool {
 	if err != nil || a.Address != s || a.Name != "" {
 		return false
 	}
-	domain := s[strings.LastIndexByte(s, '@')+1:]
-	return !strings.EqualFold(domain, "invalid") && !hasSuffixFold(domain, ".invalid")
+	at := strings.LastIndexByte(s, '@')
+	domain := s[at+1:]
+	return at <= maxLocalPart && mailDomain(domain, singleLabel) &&
+		!strings.EqualFold(domain, "invalid") && !hasSuffixFold(domain, ".invalid")
+}
+
+// maxLocalPart is the longest local part SMTP carries (RFC 5321
+// 4.5.3.1.1), in octets.
+const maxLocalPart = 64
+
+// mailDomain reports whether d is a domain mail can be addressed to: a
+// host name whose ASCII form (IDNA's lookup: letters, digits and inner
+// hyphens in each label, a Unicode label as Punycode) has labels of 1 to
+// 63 octets, 253 in all, a top-level label that is not all digits (so
+// "ada@192.0.2.1" is no address either), and, unless singleLabel, two
+// labels or more. An address literal, an underscore or any other
+// character a host name cannot hold is refused.
+func mailDomain(d string, singleLabel bool) bool {
+	ascii, err := idna.Lookup.ToASCII(d)
+	if err != nil || ascii == "" || len(ascii) > 253 {
+		return false
+	}
+	labels := strings.Split(ascii, ".")
+	if len(labels) < 2 && !singleLabel {
+		return false
+	}
+	for _, l := range labels {
+		if len(l) < 1 || len(l) > 63 {
+			return false
+		}
+	}
+	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
 }
 
 // hasSuffixFold is strings.HasSuffix ignoring ASCII case.

@@ -1049,11 +1049,28 @@ func TestLinks(t *testing.T) {
 }
 
 func TestValidAddress(t *testing.T) {
-	longest := strings.Repeat("a", 64) + "@" + strings.Repeat("b", mail.MaxAddress-64-1-len(".test")) + ".test"
+	t.Run("sender", func(t *testing.T) {
+		// MAIL_FROM may name a relay's own host; nothing else changes.
+		for _, s := range []string{"no-reply@localhost", "no-reply@example.com"} {
+			if !mail.ValidSender(s) {
+				t.Errorf("ValidSender(%q) = false", s)
+			}
+		}
+		for _, s := range []string{"no-reply@[127.0.0.1]", "no-reply@192.0.2.1", "no-reply@exa_mple.com", "no-reply@x.invalid", "Jo <jo@example.com>"} {
+			if mail.ValidSender(s) {
+				t.Errorf("ValidSender(%q) = true", s)
+			}
+		}
+	})
+
+	// 64 octets of local part, a domain of labels of at most 63.
+	label := strings.Repeat("b", 63)
+	longest := strings.Repeat("a", 64) + "@" + label + "." + label + "." + strings.Repeat("c", mail.MaxAddress-64-1-2*64-len(".test")) + ".test"
 	if len(longest) != mail.MaxAddress {
 		t.Fatalf("test address is %d octets", len(longest))
 	}
-	for _, s := range []string{"a@b", "jo@example.com", longest, "jo@invalid.example.com", "jo@notinvalid", "jos\u00e9@example.com", "\u7530\u4e2d@example.jp"} {
+	for _, s := range []string{"a@b.c", "jo@example.com", longest, "jo@invalid.example.com", "jo@x.notinvalid", "jos\u00e9@example.com", "\u7530\u4e2d@example.jp",
+		"jo@b\u00fccher.example", "jo@xn--bcher-kva.example", "jo@123.example", "jo@a-b.example", "jo+tag@example.com", "o'hara@example.com"} {
 		if !mail.ValidAddress(s) {
 			t.Errorf("ValidAddress(%q) = false", s)
 		}
@@ -1061,6 +1078,15 @@ func TestValidAddress(t *testing.T) {
 	for _, s := range []string{"", "a@", "not an email", "Jo <jo@example.com>", "jo@example.com\r\n", "jo@exa\x00mple.com",
 		"x" + longest, // 255 octets: over RFC 5321's path limit
 		strings.Repeat("a", 64) + "@" + strings.Repeat("b", 251) + ".test", // the 320 of local part + domain
+		strings.Repeat("a", 65) + "@example.com",                           // a local part over RFC 5321's 64 octets
+		// A domain that is not a host name of two labels or more: an
+		// address literal sends the mail straight to an IP, a single
+		// label to the relay's own host or network.
+		"ada@[127.0.0.1]", "ada@[::1]", "ada@[IPv6:::1]", "ada@[192.0.2.1]", "ada@192.0.2.1", "ada@b", "ada@localhost", "jo@notinvalid",
+		"ada@exa_mple.com", "ada@exa!mple.com", "ada@exa{mple.com", "ada@-example.com", "ada@example-.com", "ada@xn--zz.example",
+		"ada@" + strings.Repeat("x", 64) + ".example", "ada@example.com.", "ada@.example.com", "ada@example..com",
+		// Quoted local parts and comments.
+		`"ada"@example.com`, `"a b"@example.com`, "ada(x)@example.com", "ada@example.com(x)", "ada@(x)example.com",
 		// RFC 2606's reserved .invalid, where service accounts' addresses are.
 		"0190a0b2-7c4e-7d3a-9f00-000000000001@service-accounts.invalid", "x@SERVICE-ACCOUNTS.INVALID", "x@invalid", "x@a.b.Invalid",
 		// Characters that show as nothing or as a space: one address
