@@ -14,7 +14,7 @@ import (
 // keysCmd is `coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]`.
 func keysCmd(_ context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "generate" {
-		return fmt.Errorf("keys: want `keys generate -dir DIR [-alg EdDSA|ES256|RS256]`")
+		return usageErrorf("keys: want `keys generate -dir DIR [-alg EdDSA|ES256|RS256]`")
 	}
 	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
 	// SIGNING_KEYS_DIR and SIGNING_ALG read as serve reads them (trimmed);

@@ -2,7 +2,8 @@
 // the internal projection endpoint, behind authproxy.
 //
 //	coreapi [serve] [-check-config]
-//	coreapi migrate up|down|status|addresses [-all]
+//	coreapi migrate up|status|addresses
+//	coreapi migrate down [-all]
 //	coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]
 //	coreapi tenants suspend|reactivate ID
 //	coreapi users reset-mfa USER_ID
@@ -28,7 +29,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "coreapi:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -60,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		return fmt.Errorf("unknown command %q (want serve, migrate, keys, tenants, users or mfa)", name)
+		return usageErrorf("unknown command %q (want serve, migrate, keys, tenants, users or mfa)", name)
 	}
 	// -h or -help prints the command's usage and succeeds, as a Go
 	// program's flags do.
@@ -73,6 +74,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // errUsage is returned by flag parsing with -h: the usage was printed.
 var errUsage = errors.New("usage")
 
+// usageError is a command line that means nothing: an unknown command,
+// action or flag, an argument left over, a flag its action does not take.
+// The program exits with status 2 for it, as the flag package's own
+// programs do, so that a script can tell a mistyped command from one that
+// ran and failed (status 1).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// exitCode is the exit status for the error run returned.
+func exitCode(err error) int {
+	var u *usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+// flagSet reports whether the flag name was given on fs's command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // parseFlags parses a command's flags; the commands that parse flags take
 // no other argument, so one left over is refused rather than ignored:
 // `serve check-config` would start serving instead of checking, and
@@ -83,7 +113,7 @@ func parseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return errUsage
 		}
-		return err
+		return &usageError{msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
 		return unexpectedArg(fs)
@@ -96,7 +126,7 @@ func parseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
 func unexpectedArg(fs *flag.FlagSet) error {
 	arg := fs.Arg(0)
 	if f := fs.Lookup(arg); f != nil {
-		return fmt.Errorf("%s: unexpected argument %q: did you mean -%s?", fs.Name(), arg, f.Name)
+		return usageErrorf("%s: unexpected argument %q: did you mean -%s?", fs.Name(), arg, f.Name)
 	}
-	return fmt.Errorf("%s: unexpected argument %q", fs.Name(), arg)
+	return usageErrorf("%s: unexpected argument %q", fs.Name(), arg)
 }

@@ -333,6 +333,54 @@ func TestLeftoverArgumentsRefused(t *testing.T) {
 	}
 }
 
+// TestMeaninglessFlagsRefused: a flag given to an action it means nothing
+// to is refused before anything connects, naming the flag and where it
+// belongs: `migrate up -all` and `migrate status -all` ran as if -all
+// were not there, and `migrate -all down` took -all for the action. A
+// command line that means nothing exits with status 2 (a leftover
+// argument, an unknown flag or command too), one that ran and failed
+// with 1.
+func TestMeaninglessFlagsRefused(t *testing.T) {
+	// Nothing listens there: a command that connected would fail otherwise.
+	env := envOf(map[string]string{"DATABASE_URL": "postgres://app:hunter2@127.0.0.1:1/tollgate?connect_timeout=1"})
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"migrate", "up", "-all"}, "migrate up: -all applies to down only (migrate down -all rolls back every migration)"},
+		{[]string{"migrate", "up", "-all=false"}, "migrate up: -all applies to down only (migrate down -all rolls back every migration)"},
+		{[]string{"migrate", "status", "-all"}, "migrate status: -all applies to down only (migrate down -all rolls back every migration)"},
+		{[]string{"migrate", "addresses", "-all"}, "migrate addresses: -all applies to down only (migrate down -all rolls back every migration)"},
+		{[]string{"migrate", "-all", "down"}, `migrate: the action comes first, then its flags (migrate down -all), got "-all"`},
+		{[]string{"migrate", "sideways"}, `migrate: unknown action "sideways" (want up, down, status or addresses)`},
+		{[]string{"migrate"}, "migrate: want up, down, status or addresses"},
+		{[]string{"migrate", "down", "-al"}, "flag provided but not defined: -al"},
+		{[]string{"migrate", "down", "all"}, `migrate down: unexpected argument "all": did you mean -all?`},
+		{[]string{"serve", "check-config"}, `serve: unexpected argument "check-config": did you mean -check-config?`},
+		{[]string{"sideways"}, `unknown command "sideways" (want serve, migrate, keys, tenants, users or mfa)`},
+		{[]string{"keys"}, "keys: want `keys generate -dir DIR [-alg EdDSA|ES256|RS256]`"},
+		{[]string{"tenants", "suspend"}, tenantsUsage},
+		{[]string{"users", "reset-mfa"}, usersUsage},
+		{[]string{"mfa"}, mfaUsage},
+	} {
+		var out bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := run(ctx, tc.args, env, &out)
+		cancel()
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("run(%q) = %v, want %s", tc.args, err, tc.want)
+		}
+		if code := exitCode(err); code != 2 {
+			t.Errorf("run(%q): exit status %d, want 2", tc.args, code)
+		}
+	}
+	// A command that ran and failed is status 1.
+	err := run(context.Background(), []string{"migrate", "down", "-all"}, env, io.Discard)
+	if err == nil || exitCode(err) != 1 {
+		t.Errorf("migrate down -all against no database = %v, exit status %d; want a failure, status 1", err, exitCode(err))
+	}
+}
+
 // TestHelpSucceeds: -h prints a command's flags and succeeds, as a Go
 // program's flags do; it failed with "usage" (exit status 1).
 func TestHelpSucceeds(t *testing.T) {

@@ -21,7 +21,7 @@ const mfaUsage = "mfa: want `mfa reseal`"
 // and fails when a secret could not be read (they are listed).
 func mfaCmd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) != 1 || args[0] != "reseal" {
-		return errors.New(mfaUsage)
+		return usageErrorf("%s", mfaUsage)
 	}
 	cfg, err := config.LoadCommand("mfa", getenv)
 	if err != nil {

@@ -44,13 +44,34 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 // migrateWith is migrate with the waits for locks of `migrate up` given.
 func migrateWith(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, lw lockWait) error {
 	if len(args) == 0 {
-		return fmt.Errorf("migrate: want up, down, status or addresses")
+		return usageErrorf("migrate: want up, down, status or addresses")
 	}
 	action := args[0]
-	fs := flag.NewFlagSet("migrate "+action, flag.ContinueOnError)
+	name := "migrate " + action
+	if strings.HasPrefix(action, "-") {
+		name = "migrate"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	all := fs.Bool("all", false, "with down: roll back every migration")
+	switch action {
+	case "-h", "-help", "--h", "--help":
+		return parseFlags(fs, args[:1], stdout)
+	case "up", "down", "status", "addresses":
+	default:
+		if strings.HasPrefix(action, "-") {
+			// `migrate -all down` took "-all" for the action.
+			return usageErrorf("migrate: the action comes first, then its flags (migrate down -all), got %q", action)
+		}
+		return usageErrorf("migrate: unknown action %q (want up, down, status or addresses)", action)
+	}
 	if err := parseFlags(fs, args[1:], stdout); err != nil {
 		return err
+	}
+	// -all means something to down only; elsewhere it was ignored, and
+	// `migrate status -all` or `migrate up -all` ran as if it meant
+	// something.
+	if flagSet(fs, "all") && action != "down" {
+		return usageErrorf("migrate %s: -all applies to down only (migrate down -all rolls back every migration)", action)
 	}
 	url, err := config.DatabaseURLFrom(getenv)
 	if err != nil {
@@ -108,7 +129,7 @@ func migrateWith(ctx context.Context, args []string, getenv func(string) string,
 		}
 	case "status":
 	default:
-		return fmt.Errorf("migrate: unknown action %q (want up, down, status or addresses)", action)
+		return usageErrorf("migrate: unknown action %q (want up, down, status or addresses)", action)
 	}
 	return migrations.Status(ctx, db, stdout)
 }

@@ -28,11 +28,11 @@ const tenantsUsage = "tenants: want `tenants suspend ID` or `tenants reactivate 
 // "unchanged": true, so a script can tell.
 func tenantsCmd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) != 2 {
-		return errors.New(tenantsUsage)
+		return usageErrorf("%s", tenantsUsage)
 	}
 	status, ok := map[string]string{"suspend": identity.StatusSuspended, "reactivate": identity.StatusActive}[args[0]]
 	if !ok {
-		return errors.New(tenantsUsage)
+		return usageErrorf("%s", tenantsUsage)
 	}
 	id, ok := ids.Parse(args[1])
 	if !ok {

@@ -24,7 +24,7 @@ const usersUsage = "users: want `users reset-mfa USER_ID`"
 // tenants). See auth.ResetMFA; it prints what was done as JSON.
 func usersCmd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) != 2 || args[0] != "reset-mfa" {
-		return errors.New(usersUsage)
+		return usageErrorf("%s", usersUsage)
 	}
 	id, ok := ids.Parse(args[1])
 	if !ok {
