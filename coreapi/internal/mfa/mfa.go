@@ -67,11 +67,9 @@ func ParseKeys(text string) ([]Key, error) {
 			return nil, fmt.Errorf("mfa keys: key id %q listed twice", id)
 		}
 		seen[id] = true
-		b, err := base64.StdEncoding.DecodeString(secret)
+		b, err := decodeSecret(secret)
 		if err != nil {
-			if b, err = base64.RawURLEncoding.DecodeString(secret); err != nil {
-				return nil, fmt.Errorf("mfa keys: entry %d (%s): not base64", i+1, id)
-			}
+			return nil, fmt.Errorf("mfa keys: entry %d (%s): not base64", i+1, id)
 		}
 		if len(b) != 32 {
 			return nil, fmt.Errorf("mfa keys: entry %d (%s): %d bytes, want 32 (AES-256)", i+1, id, len(b))
@@ -79,6 +77,24 @@ func ParseKeys(text string) ([]Key, error) {
 		keys = append(keys, Key{ID: id, Secret: b})
 	}
 	return keys, nil
+}
+
+// decodeSecret decodes a key's base64 in either alphabet, padded or not,
+// as the identity keys and the API key pepper are read: `base64` and
+// `openssl rand -base64` write standard padded, `basenc --base64url` URL
+// padded, and tools that drop the padding either alphabet. Standard
+// unpadded and URL padded were refused, so a key of one of those
+// spellings stopped coreapi at start. No string decodes in two of them to
+// different bytes.
+func decodeSecret(s string) ([]byte, error) {
+	var err error
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		var b []byte
+		if b, err = enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, err
 }
 
 // LoadKeys returns the key list from value if set, else from the file at

@@ -42,6 +42,34 @@ func TestParseKeysRejects(t *testing.T) {
 	}
 }
 
+// TestParseKeysBase64Spellings: a key is read in either base64 alphabet,
+// padded or not; standard unpadded and URL padded were refused, so such a
+// MFA_ENCRYPTION_KEYS stopped coreapi at start. Another length than 32
+// bytes is still refused in every spelling.
+func TestParseKeysBase64Spellings(t *testing.T) {
+	// 0xfb 0xff 0xbf is "+/+/" in the standard alphabet, "-_-_" in the
+	// URL one; 32 bytes end in padding.
+	secret := bytes.Repeat([]byte{0xfb, 0xff, 0xbf}, 11)[:32]
+	encodings := map[string]*base64.Encoding{"standard padded": base64.StdEncoding, "standard unpadded": base64.RawStdEncoding,
+		"URL padded": base64.URLEncoding, "URL unpadded": base64.RawURLEncoding}
+	for name, enc := range encodings {
+		ks, err := mfa.ParseKeys("k1:" + enc.EncodeToString(secret))
+		if err != nil || len(ks) != 1 || !bytes.Equal(ks[0].Secret, secret) {
+			t.Errorf("%s: ParseKeys = %+v, %v; want the secret", name, ks, err)
+		}
+		for _, n := range []int{31, 33, 16} {
+			if ks, err := mfa.ParseKeys("k1:" + enc.EncodeToString(bytes.Repeat([]byte{0xfb}, n))); err == nil {
+				t.Errorf("%s: a key of %d bytes accepted: %+v", name, n, ks)
+			}
+		}
+	}
+	for _, bad := range []string{"k1:" + base64.StdEncoding.EncodeToString(secret) + "=", "k1:" + strings.Replace(base64.StdEncoding.EncodeToString(secret), "+", "-", 1)} {
+		if ks, err := mfa.ParseKeys(bad); err == nil {
+			t.Errorf("ParseKeys(%q) = %+v, want an error", bad, ks)
+		}
+	}
+}
+
 func sealer(t *testing.T, text string) *mfa.Sealer {
 	t.Helper()
 	ks, err := mfa.ParseKeys(text)
