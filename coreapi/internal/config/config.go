@@ -304,7 +304,7 @@ func Load(getenv func(string) string) (Config, error) {
 		l.Failf("DB_EXEC_MODE", "want cache_statement, cache_describe, describe_exec, exec or simple_protocol, got %q", c.DBExecMode)
 	}
 	l.url("NATS_URL", c.NATSURL, "nats", "tls")
-	l.url("TOKEN_ISSUER", c.TokenIssuer, "http", "https")
+	l.tokenIssuer(c.TokenIssuer, c.PublicBaseURL)
 	if c.TokenAudience == "" {
 		l.Failf("TOKEN_AUDIENCE", "must not be empty")
 	}
@@ -614,6 +614,41 @@ func (l loader) url(name, v string, schemes ...string) {
 		}
 	}
 	l.Problem("%s: scheme %q not one of %s", name, u.Scheme, strings.Join(schemes, ", "))
+}
+
+// tokenIssuer checks TOKEN_ISSUER, the iss of every access token and the
+// issuer of the discovery documents: an issuer identifier (RFC 8414
+// section 2), so an absolute https URL (http only on a loopback host, for
+// development, as PUBLIC_BASE_URL) without a query or a fragment, which
+// clients would carry into the discovery URL they build from it, and
+// without user information, which every token would carry. A path is
+// taken: a deployment served under one (an ingress's prefix) has one in
+// its public URL. Unset while PUBLIC_BASE_URL names a public host, the
+// default http://localhost:8080 is refused: every token would name it,
+// and the discovery documents served at that host would name an issuer
+// other than the one they are fetched from (RFC 8414 section 3.3), which
+// clients refuse.
+func (l loader) tokenIssuer(v, publicBase string) {
+	const name = "TOKEN_ISSUER"
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https":
+		l.Problem("%s: want an absolute http or https URL, got %q", name, envconfig.ProblemURL(v))
+		return
+	case u.User != nil:
+		l.Problem("%s: %q: want a URL without user information: every token would carry it", name, envconfig.ProblemURL(v))
+	case strings.ContainsAny(v, "?#"):
+		l.Problem("%s: %q: want a URL without query or fragment (RFC 8414): the discovery documents' URL is built from it", name, envconfig.ProblemURL(v))
+	case !HTTPSOrLoopback(u):
+		l.Problem("%s: %q: want https (http only for localhost)", name, envconfig.ProblemURL(v))
+	}
+	if l.Raw(name) != "" {
+		return
+	}
+	if b, err := url.Parse(publicBase); err == nil && b.Host != "" && !isLoopback(b.Hostname()) {
+		l.Failf(name, "unset while PUBLIC_BASE_URL is %s: every token and the discovery documents would name %s as the issuer; "+
+			"set it to the public URL (usually PUBLIC_BASE_URL's value), on coreapi and every proxy", envconfig.ProblemURL(publicBase), DefaultTokenIssuer)
+	}
 }
 
 // returnURLs reads OAUTH_ALLOWED_RETURN_URLS (see codeURL).

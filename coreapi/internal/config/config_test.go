@@ -39,6 +39,7 @@ func production() map[string]string {
 	delete(m, "MAIL_TO_LOG")
 	m["SMTP_URL"] = "smtp://mail.example.com:587"
 	m["PUBLIC_BASE_URL"] = "https://auth.example.com"
+	m["TOKEN_ISSUER"] = "https://auth.example.com"
 	return m
 }
 
@@ -450,6 +451,7 @@ func TestMailSettings(t *testing.T) {
 	} {
 		m := minimal()
 		m[name] = good
+		m["TOKEN_ISSUER"] = "https://acme.example/auth"
 		if _, err := Load(env(m)); err != nil {
 			t.Errorf("%s=%s: Load() = %v", name, good, err)
 		}
@@ -614,6 +616,76 @@ func TestPublicBaseURLWithAMailServer(t *testing.T) {
 				t.Errorf("problems = %q, want the one", ce.Problems)
 			}
 		})
+	}
+}
+
+// TestTokenIssuer: TOKEN_ISSUER is an issuer identifier (RFC 8414): an
+// absolute https URL (http on a loopback host), a path if the deployment
+// has one, never a query, a fragment or user information; left at its
+// localhost default while PUBLIC_BASE_URL names a public host, it is
+// refused. Each of these loaded, and the tokens and discovery documents
+// named that issuer.
+func TestTokenIssuer(t *testing.T) {
+	for _, good := range []string{"https://auth.example.com", "https://auth.example.com/", "https://example.com/auth", "https://auth.example.com:8443",
+		"http://localhost:8080", "http://127.0.0.1:8080", "http://[::1]:8080/auth"} {
+		m := production()
+		m["TOKEN_ISSUER"] = good
+		if c, err := Load(env(m)); err != nil || c.TokenIssuer != good {
+			t.Errorf("TOKEN_ISSUER=%s: Load() = %v, issuer %q", good, err, c.TokenIssuer)
+		}
+	}
+	for _, tt := range []struct{ value, want string }{
+		{"auth.example.com", "want an absolute http or https URL"},
+		{"localhost:8080", "want an absolute http or https URL"},
+		{"ftp://auth.example.com", "want an absolute http or https URL"},
+		{"https://", "want an absolute http or https URL"},
+		{"https://auth.example.com/?tenant=acme", "without query or fragment"},
+		{"https://auth.example.com?", "without query or fragment"},
+		{"https://auth.example.com/#x", "without query or fragment"},
+		{"https://auth.example.com#", "without query or fragment"},
+		{"https://issuer:secretpw@auth.example.com", "without user information"},
+		{"http://auth.example.com", "want https"},
+		{"http://localhost.example.com", "want https"},
+	} {
+		m := production()
+		m["TOKEN_ISSUER"] = tt.value
+		_, err := Load(env(m))
+		var ce *Error
+		if !errors.As(err, &ce) || len(ce.Problems) != 1 || !strings.Contains(err.Error(), "TOKEN_ISSUER: ") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("TOKEN_ISSUER=%s: Load() = %v, want the one problem naming it (%q)", tt.value, err, tt.want)
+		} else if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("TOKEN_ISSUER=%s: the problem shows the credential: %v", tt.value, err)
+		}
+	}
+	// Left at the default: refused under a public PUBLIC_BASE_URL, taken
+	// in development (no PUBLIC_BASE_URL, or a loopback one), and set to
+	// the default on purpose it is taken.
+	for _, tt := range []struct {
+		base, issuer string
+		refused      bool
+	}{
+		{"https://auth.example.com", "", true},
+		{"https://example.com/auth", "", true},
+		{"http://127.0.0.1:8080", "", false},
+		{"http://localhost:18080/", "", false},
+		{"", "", false},
+		{"https://auth.example.com", DefaultTokenIssuer, false},
+	} {
+		m := minimal()
+		if tt.base != "" {
+			m["PUBLIC_BASE_URL"] = tt.base
+		}
+		if tt.issuer != "" {
+			m["TOKEN_ISSUER"] = tt.issuer
+		}
+		_, err := Load(env(m))
+		want := "TOKEN_ISSUER: unset while PUBLIC_BASE_URL is " + tt.base
+		if tt.refused && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("PUBLIC_BASE_URL=%s, TOKEN_ISSUER=%q: Load() = %v, want %q", tt.base, tt.issuer, err, want)
+		}
+		if !tt.refused && err != nil {
+			t.Errorf("PUBLIC_BASE_URL=%s, TOKEN_ISSUER=%q: Load() = %v", tt.base, tt.issuer, err)
+		}
 	}
 }
 
