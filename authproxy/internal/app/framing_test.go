@@ -129,6 +129,47 @@ func TestContentLengthAndChunked(t *testing.T) {
 	}
 }
 
+// TestTransferEncodingNotChunkedRefused: a request whose Transfer-Encoding
+// does not end in chunked has no length that can be determined (RFC 9112
+// section 6.3): it is refused with 400 and its connection closed, whatever
+// the coding and the field's spelling, with a Content-Length or without,
+// on a public or a protected route; nothing is forwarded, and nothing
+// after its header is read as a request. fasthttp refuses every coding
+// but identity, and took "Transfer-Encoding: identity" for no field at
+// all: the body read by its Content-Length (the connection closed after
+// it), or none without one, and the bytes after the header, which a front
+// proxy may have sent as this request's body, read and forwarded as the
+// next request.
+func TestTransferEncodingNotChunkedRefused(t *testing.T) {
+	e := start(t, envOpt{rules: framingRules})
+	tok := e.token(nil)
+	for _, field := range []string{"Transfer-Encoding: identity", "transfer-encoding: Identity", "TRANSFER-ENCODING: IDENTITY",
+		"Transfer-Encoding: gzip", "Transfer-Encoding: chunked, identity", "Transfer-Encoding: identity, chunked"} {
+		for _, route := range []string{"/forms/a", "/uploads/a"} {
+			for _, length := range []string{"", fmt.Sprintf("Content-Length: %d\r\n", len(smuggled))} {
+				name := fmt.Sprintf("%s %s %q", route, field, length)
+				t.Run(name, func(t *testing.T) {
+					e := e.with(t)
+					e.reset()
+					auth := ""
+					if route == "/uploads/a" {
+						auth = "Authorization: Bearer " + tok + "\r\n"
+					}
+					conn, br := dialProxy(t, e.addr)
+					fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\n%s%s\r\n%s\r\n%s", route, auth, field, length, smuggled)
+					if resp := readAnswers(t, br, []string{"POST"}, []int{400})[0]; !resp.Close {
+						t.Fatal("connection kept")
+					}
+					if _, err := br.ReadByte(); err != io.EOF {
+						t.Fatalf("after the answer: %v, want the end of the connection", err)
+					}
+					e.wantNothingForwarded()
+				})
+			}
+		}
+	}
+}
+
 // TestHTTP10Bodies: an HTTP/1.0 request's body is read by its
 // Content-Length, on a connection kept when it asks for it; one with
 // Transfer-Encoding (which HTTP/1.0 does not have) is refused and its

@@ -533,6 +533,39 @@ func framesAnswer(tok []byte) bool {
 		equalFold(tok, "transfer-encoding") || equalFold(tok, "content-type")
 }
 
+// TransferNotChunked reports whether the request has a Transfer-Encoding
+// field whose coding is not chunked. fasthttp refuses every other coding
+// but identity (gzip, "chunked, identity", two such fields: 400), and
+// takes "Transfer-Encoding: identity" for no field at all: the body is
+// then read by its Content-Length, or taken as empty without one, so the
+// bytes that follow the header are read as the next request, where a
+// front proxy may have read them as this one's body. RFC 9112 section 6.3:
+// a request whose final coding is not chunked has no length that can be
+// determined reliably, and is refused with 400, its connection closed.
+// The field is not among the parsed ones: it is looked for in the header
+// as it was read (RawHeaders). A chunked request (the one coding fasthttp
+// keeps, exactly "chunked") is not read again.
+func TransferNotChunked(h *fasthttp.RequestHeader) bool {
+	if h.ContentLength() == -1 {
+		return false
+	}
+	const name = "transfer-encoding"
+	raw := h.RawHeaders()
+	for len(raw) > len(name) {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		// fasthttp refuses a name followed by a space before the colon.
+		if len(line) > len(name) && line[0]|0x20 == 't' && line[len(name)] == ':' && asciiFold(line[:len(name)], name) {
+			return true
+		}
+	}
+	return false
+}
+
 // HasTrailers reports whether the client announced (Trailer) or sent a
 // trailer section. fasthttp keeps trailer fields beside the header fields,
 // outside what Sanitize iterates, and a Peek on either side of the proxy

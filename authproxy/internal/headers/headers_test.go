@@ -354,6 +354,59 @@ func TestTrailers(t *testing.T) {
 	}
 }
 
+// TestTransferNotChunked: fasthttp keeps no trace of "Transfer-Encoding:
+// identity" among the parsed fields (the body read by its Content-Length,
+// or none); TransferNotChunked finds it in the header as read, in any case
+// of the name and value, and only it: a chunked body, other fields naming
+// an encoding and the '_' spelling (a plain field, which Sanitize removes)
+// are not it.
+func TestTransferNotChunked(t *testing.T) {
+	for _, tt := range []struct {
+		name, fields string
+		want         bool
+	}{
+		{"identity", "Transfer-Encoding: identity\r\n", true},
+		{"identity, length", "Content-Length: 1\r\nTransfer-Encoding: identity\r\n", true},
+		{"cased", "tRANSFER-eNCODING: IDENTITY\r\n", true},
+		{"last field", "Accept: */*\r\nTransfer-Encoding: identity\r\n", true},
+		{"chunked", "Transfer-Encoding: chunked\r\n", false},
+		{"length", "Content-Length: 1\r\n", false},
+		{"none", "", false},
+		{"other encodings", "Accept-Encoding: gzip\r\nContent-Encoding: gzip\r\nTE: trailers\r\nTrailer: x\r\nContent-Length: 1\r\n", false},
+		{"underscore", "Transfer_Encoding: identity\r\n", false},
+		{"longer name", "Transfer-Encodings: identity\r\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := ""
+			if strings.Contains(tt.fields, "Length: 1") {
+				body = "a"
+			} else if strings.Contains(tt.fields, "chunked") {
+				body = "1\r\na\r\n0\r\n\r\n"
+			}
+			req := parse(t, "POST /x HTTP/1.1\r\nHost: h\r\n"+tt.fields+"\r\n"+body)
+			if got := TransferNotChunked(&req.Header); got != tt.want {
+				t.Fatalf("TransferNotChunked = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkTransferNotChunked: the look every request's header (but a
+// chunked one's) gets, for a browser's usual fields.
+func BenchmarkTransferNotChunked(b *testing.B) {
+	req := parse(b, "GET /notes/7?x=1 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"+
+		"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5\r\n"+
+		"Accept-Encoding: gzip, deflate, br, zstd\r\nAuthorization: Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln\r\n"+
+		"Referer: https://app.example.com/notes\r\nCookie: a=b; c=d\r\nSec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\n"+
+		"Sec-Fetch-Site: same-origin\r\nPriority: u=0, i\r\nConnection: keep-alive\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if TransferNotChunked(&req.Header) {
+			b.Fatal("found")
+		}
+	}
+}
+
 func TestUpgradeOf(t *testing.T) {
 	tests := []struct {
 		name string

@@ -944,8 +944,9 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 }
 
 // hygiene refuses more than headers.MaxFields fields, a field name with a
-// space, an HTTP/1.0 request without Host, a Host with a byte no host
-// holds (userinfo among them), trailers, h2c and more fields to remove
+// space, a Transfer-Encoding other than chunked, an HTTP/1.0 request
+// without Host, a Host with a byte no host holds (userinfo among them),
+// trailers, h2c and more fields to remove
 // than headers.MaxRemoved, takes a WebSocket's bearer from its
 // subprotocols, and cleans the client's fields (headers.Sanitize). What
 // headers.Scan saw decides which of these have anything to do: most
@@ -959,6 +960,12 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 	if st.seen.SpaceInName {
 		st.outcome = "bad_header"
 		return errSpaceInName
+	}
+	if headers.TransferNotChunked(h) {
+		// The body's end is not known: nothing after the header is read
+		// as a request.
+		st.outcome, st.closeConn = "bad_header", true
+		return errTransferCoding
 	}
 	host := h.Host()
 	// No Host: fasthttp refuses an HTTP/1.1 request without one, not an
@@ -1973,6 +1980,9 @@ var (
 	errSpaceInName = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed header field name"}
 	// A Host field with userinfo ("u:p@a").
 	errBadHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
+	// A Transfer-Encoding whose coding is not chunked
+	// (headers.TransferNotChunked).
+	errTransferCoding = &httpError{status: 400, code: problem.CodeBadRequest, detail: "unsupported Transfer-Encoding: only chunked is accepted"}
 	// An HTTP/1.0 request without a Host field (fasthttp refuses an
 	// HTTP/1.1 one).
 	errNoHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "missing Host field: a request must name the host it is for"}
