@@ -118,8 +118,11 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 			"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
 			ok + "Content-Length: 5\r\n\r\nhello"), 200, "hello"},
 		{"interim-with-body", "GET", write("HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhello" + ok + "Content-Length: 5\r\n\r\nhello"), 502, ""},
-		// Bodies: cut short, broken chunking, trailers.
-		{"shorter-than-length", "GET", thenClose(ok + "Content-Length: 100\r\n\r\nabc"), 0, ""},
+		// Bodies: cut short, broken chunking, trailers. A body of up to
+		// 4 KiB is read whole before the answer goes out: cut short, it
+		// is 502 (it was an empty reply); a longer one goes out cut short.
+		{"shorter-than-length", "GET", thenClose(ok + "Content-Length: 100\r\n\r\nabc"), 502, ""},
+		{"long-shorter-than-length", "GET", thenClose(ok + "Content-Length: 100000\r\n\r\n" + strings.Repeat("l", 50000)), 0, ""},
 		{"cut-mid-chunk", "GET", thenClose(chunked + "10\r\nabc"), 0, ""},
 		{"cut-after-chunk", "GET", thenClose(chunked + "3\r\nabc\r\n"), 0, ""},
 		{"chunk-size-not-hex", "GET", write(chunked + "zz\r\nabc\r\n0\r\n\r\n"), 0, ""},
@@ -133,8 +136,8 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 		{"head-with-chunks", "HEAD", write(chunked + "5\r\nhello\r\n0\r\n\r\n" + stray), 200, ""},
 		// Slow upstreams: what comes after UPSTREAM_TIMEOUT goes nowhere.
 		{"no-answer", "GET", pause("", stray), 504, ""},
-		{"header-then-silence", "GET", pause(ok+"Content-Length: 10\r\n\r\nabc", "defghij"+stray), 0, ""},
-		{"half-a-header", "GET", pause(ok+"Content-Le", "ngth: 5\r\n\r\nhello"+stray), 504, ""}, // timed out, as with no answer
+		{"header-then-silence", "GET", pause(ok+"Content-Length: 10\r\n\r\nabc", "defghij"+stray), 504, ""}, // a short body: read whole first
+		{"half-a-header", "GET", pause(ok+"Content-Le", "ngth: 5\r\n\r\nhello"+stray), 504, ""},             // timed out, as with no answer
 	}
 	late := map[string]bool{"no-answer": true, "header-then-silence": true, "half-a-header": true}
 	answers := map[string]func(net.Conn) bool{}

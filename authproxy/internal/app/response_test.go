@@ -582,3 +582,81 @@ func TestHTTP10ClientGetsUnchunkedBody(t *testing.T) {
 	r := e.raw("GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	e.wantStatus(r, 200)
 }
+
+// TestUpstreamAnswerCutShort: an upstream answer whose body ends before its
+// Content-Length (the upstream's connection closed early). A short one
+// (up to the 4 KiB the proxy's write buffer holds, so nothing of it had
+// gone out) is refused with 502, as any other failed forward: the client
+// got an empty reply, its connection closed with nothing written (fasthttp
+// failed on the body after writing the header into its buffer). A longer
+// one, streamed, reaches the client cut short: the bytes the upstream sent,
+// never more, then the end of the connection, never a body padded or
+// completed. Whole answers, short and long, pass, and the client's
+// connection goes on after a 502.
+func TestUpstreamAnswerCutShort(t *testing.T) {
+	large := strings.Repeat("0123456789abcdef", 200_000/16)
+	head := func(n int) string {
+		return "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-App: kept\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n"
+	}
+	answers := map[string]string{
+		"/small":        head(100) + "abc",
+		"/small-none":   head(100),
+		"/edge":         head(4096) + large[:4000],
+		"/small-whole":  head(3) + "abc",
+		"/large":        head(len(large)) + large[:len(large)/2],
+		"/large-whole":  head(len(large)) + large,
+		"/after-502/ok": head(2) + "ok",
+	}
+	e := start(t, envOpt{rules: statusRules(scriptedUpstream(t, func(path string) string { return answers[path] }))})
+	fetch := func(t *testing.T, conn net.Conn, br *bufio.Reader, path string) (*http.Response, []byte, error) {
+		t.Helper()
+		if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, body, err
+	}
+	for _, path := range []string{"/small", "/small-none", "/edge"} {
+		t.Run(path, func(t *testing.T) {
+			conn, br := dialProxy(t, e.addr)
+			resp, body, err := fetch(t, conn, br, path)
+			if err != nil || resp.StatusCode != 502 || resp.Header.Get("Content-Type") != problem.ContentType || resp.Header.Get("X-App") != "" {
+				t.Fatalf("status %d, header %v, body %.200q (%v); want a 502 problem without the upstream's fields", resp.StatusCode, resp.Header, body, err)
+			}
+			if !strings.Contains(string(body), `"code":"`+problem.CodeUpstreamDown+`"`) {
+				t.Fatalf("body %s, want code %s", body, problem.CodeUpstreamDown)
+			}
+			if resp, body, err := fetch(t, conn, br, "/after-502/ok"); err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("the next request on the connection: %d %q (%v)", resp.StatusCode, body, err)
+			}
+		})
+	}
+	for _, path := range []string{"/small-whole", "/large-whole"} {
+		t.Run(path, func(t *testing.T) {
+			conn, br := dialProxy(t, e.addr)
+			resp, body, err := fetch(t, conn, br, path)
+			want := answers[path][strings.Index(answers[path], "\r\n\r\n")+4:]
+			if err != nil || resp.StatusCode != 200 || string(body) != want || resp.Header.Get("X-App") != "kept" {
+				t.Fatalf("status %d, %d bytes (%v), want 200 and the %d bytes sent", resp.StatusCode, len(body), err, len(want))
+			}
+		})
+	}
+	t.Run("/large", func(t *testing.T) {
+		conn, br := dialProxy(t, e.addr)
+		resp, body, err := fetch(t, conn, br, "/large")
+		if resp.StatusCode != 200 || resp.ContentLength != int64(len(large)) {
+			t.Fatalf("status %d, Content-Length %d: want the upstream's 200 and length", resp.StatusCode, resp.ContentLength)
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) || len(body) > len(large)/2 || string(body) != large[:len(body)] {
+			t.Fatalf("read %d bytes (%v), want at most the %d the upstream sent, then the connection's end", len(body), err, len(large)/2)
+		}
+	})
+	if n := metricCount(t, e, `authproxy_upstream_errors_total{kind="transport",target="forward"}`); n != 3 {
+		t.Fatalf("upstream errors = %v, want 3 (the short answers cut short)", n)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"runtime/debug"
@@ -354,8 +355,10 @@ type state struct {
 	// untilClose: an HTTP/1.0 request's answer streamed without a length,
 	// written until the connection closes (closeDelimited).
 	untilClose bool
-	route      string
-	outcome    string
+	// answer holds a short streamed answer body readAnswer read (reused).
+	answer  []byte
+	route   string
+	outcome string
 	// Who the request was for, for the access log and the span: the
 	// principal, and the claims its user and tenant ids are read from
 	// (ids), only when a line is written: a warm request does not read
@@ -1562,9 +1565,55 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		s.coreAnswered(st, &resp.Header)
 	}
 	headers.SanitizeResponse(&resp.Header) // and X-Auth-Invalidated, whoever sent it
-	if !h.IsHTTP11() && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
-		st.untilClose = true // fasthttp would chunk it (closeDelimited)
+	if resp.IsBodyStream() {
+		if n := resp.Header.ContentLength(); n > 0 && n <= answerReadAhead {
+			if err := s.readAnswer(st, resp, n); err != nil {
+				return s.forwardFailed(st, resp, err)
+			}
+		} else if n < 0 && !h.IsHTTP11() {
+			st.untilClose = true // fasthttp would chunk it (closeDelimited)
+		}
 	}
+	return nil
+}
+
+// answerReadAhead bounds the answers whose body, streamed because it had
+// not all arrived with the header, readAnswer reads whole before the
+// answer goes out: the listener's write buffer (fasthttp's default, which
+// Fiber keeps). fasthttp writes such an answer into that buffer, which
+// goes out when full or once the answer is complete, so the client saw
+// nothing of it before its last byte anyway.
+const answerReadAhead = 4 << 10
+
+// readAnswer reads the streamed body of n bytes of an upstream's answer
+// (n at most answerReadAhead) before the answer goes out. An answer the
+// upstream cuts short (its connection closed or reset before the
+// Content-Length) is then a 502, as any other failed forward, where it was
+// an empty reply: fasthttp wrote its header into the listener's buffer,
+// failed on the body, and closed the connection with nothing sent. (A
+// longer body is streamed: what went out of it is the client's, and the
+// client's connection is closed when the upstream's body ends early, so
+// that the client sees it cut short, as nginx and Envoy do.) A timeout
+// is answered 504.
+//
+//go:noinline
+func (s *Server) readAnswer(st *state, resp *fasthttp.Response, n int) error {
+	if cap(st.answer) < n {
+		st.answer = make([]byte, 0, answerReadAhead) // kept in the pooled state
+	}
+	b := st.answer[:n]
+	got, err := io.ReadFull(resp.BodyStream(), b)
+	if err != nil {
+		if errors.Is(err, fasthttp.ErrTimeout) {
+			return err
+		}
+		// Not wrapped: a reset after the header is no stale connection
+		// (forward.Classify's 503), but an answer that failed (502).
+		return fmt.Errorf("answer cut short: %d of its %d bytes: %s", got, n, err.Error())
+	}
+	// Copied into the answer's pooled buffer; the stream, read to its end,
+	// gives its connection back.
+	resp.SetBody(b)
 	return nil
 }
 
