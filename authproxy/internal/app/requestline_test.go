@@ -291,13 +291,16 @@ func TestUserinfoInHostRefused(t *testing.T) {
 // proxy forwarded it as Host and X-Forwarded-Host, where an app that builds
 // its links or redirects from them wrote it into its pages. Every form a
 // host takes (a name with a port, an IP literal, a Punycode name, an
-// underscore) is served.
+// underscore) is served. So is the authority of an absolute-form target,
+// which the proxy forwards as Host: fasthttp's parse of it lets quotes and
+// angle brackets through and decodes percent-encoded bytes outside ASCII,
+// which reached the app, the Host field checked alone.
 func TestMalformedHostRefused(t *testing.T) {
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	send := func(target, host string) result {
 		req := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n"
-		if target == "/notes/a" {
+		if strings.HasSuffix(target, "/notes/a") {
 			req += "Authorization: Bearer " + tok + "\r\n"
 		}
 		return e.raw(req + "Connection: close\r\n\r\n")
@@ -309,12 +312,27 @@ func TestMalformedHostRefused(t *testing.T) {
 			}
 		}
 	}
+	for _, authority := range []string{"a:8080", "[::1]:80", "xn--bcher-kva.example"} {
+		for _, path := range []string{"/notes/a", "/pub/x"} {
+			if r := send("http://"+authority+path, "a"); r.status != 200 {
+				t.Fatalf("http://%s%s: status %d, want 200", authority, path, r.status)
+			}
+		}
+	}
 	n := len(up.all())
 	for _, host := range []string{`a"><script>x</script>`, "a<b", "a\\b", "a/b", "a?b", "a#b", "b\u00fccher.example", "a`b", "a{b}", "a|b", "a^b"} {
 		for _, target := range []string{"/notes/a", "/pub/x"} {
 			r := send(target, host)
 			if r.status != 400 || r.prob.Code != problem.CodeBadRequest {
 				t.Errorf("%s, Host %q: status %d code %q, want 400 %s", target, host, r.status, r.prob.Code, problem.CodeBadRequest)
+			}
+		}
+	}
+	for _, authority := range []string{`a"b`, "a<b>", "a'\"><b", "b%C3%BCcher.example"} {
+		for _, path := range []string{"/notes/a", "/pub/x"} {
+			target := "http://" + authority + path
+			if r := send(target, "a"); r.status != 400 || r.prob.Code != problem.CodeBadRequest {
+				t.Errorf("%s: status %d code %q, want 400 %s", target, r.status, r.prob.Code, problem.CodeBadRequest)
 			}
 		}
 	}

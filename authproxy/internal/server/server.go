@@ -984,7 +984,7 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 	// writes as "Authorization: Basic" to the upstream, after the client's
 	// own field was removed; markup or a path, forwarded in Host and
 	// X-Forwarded-Host to an app that builds its links from them.
-	if !headers.ValidHost(host) {
+	if !headers.ValidHost(host) || !validTargetHost(c.Request()) {
 		st.outcome = "bad_header"
 		return errBadHost
 	}
@@ -1011,6 +1011,21 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		s.untrustedXFF(c, st)
 	}
 	return nil
+}
+
+// validTargetHost reports whether the authority of a request target in
+// absolute form ("GET http://a.example/x"), which the proxy forwards as
+// the request's Host (absoluteHost), holds only what headers.ValidHost
+// lets a Host field hold. fasthttp's parse of it lets a comma, a quote and
+// angle brackets through, and decodes percent-encoded bytes outside ASCII:
+// checked in the Host field alone, they reached the app in Host and
+// X-Forwarded-Host from the target. Any other target's host is the Host
+// field's, checked before.
+func validTargetHost(req *fasthttp.Request) bool {
+	if raw := req.Header.RequestURI(); len(raw) == 0 || raw[0] == '/' {
+		return true
+	}
+	return headers.ValidHost(req.URI().Host())
 }
 
 // untrustedXFF counts a request whose X-Forwarded-For came from a peer
