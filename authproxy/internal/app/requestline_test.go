@@ -341,6 +341,40 @@ func TestMalformedHostRefused(t *testing.T) {
 	}
 }
 
+// TestCommaInHostRefused: a Host holding a comma ("evil.example,app.example"),
+// which no host name holds (RFC 9110 section 7.2: Host is one uri-host and
+// port), is refused with 400 on every route, nothing forwarded, whether it
+// comes in the Host field or as an absolute-form target's authority (which
+// the proxy forwards as Host). It was forwarded as Host and as
+// X-Forwarded-Host, a list field apps split at commas to take one element
+// of (the first, or the last): one host to the proxy and to a front that
+// matched it whole, another to the app building its links from it.
+func TestCommaInHostRefused(t *testing.T) {
+	e, up := startRawApp(t)
+	tok := e.token(nil)
+	n := len(up.all())
+	for _, tc := range []struct{ target, host string }{
+		{"/notes/a", "evil.example,app.example"},
+		{"/pub/x", "evil.example,app.example"},
+		{"/pub/x", "app.example:443,evil.example"},
+		{"/pub/x", "app.example,"},
+		{"http://evil.example,app.example/pub/x", "app.example"},
+		{"http://evil.example,app.example/notes/a", "app.example"},
+		{"http://app.example:80,evil.example/pub/x", "app.example"},
+	} {
+		req := "GET " + tc.target + " HTTP/1.1\r\nHost: " + tc.host + "\r\n"
+		if strings.Contains(tc.target, "/notes/") {
+			req += "Authorization: Bearer " + tok + "\r\n"
+		}
+		if r := e.raw(req + "Connection: close\r\n\r\n"); r.status != 400 || r.prob.Code != problem.CodeBadRequest {
+			t.Errorf("%s, Host %q: status %d code %q, want 400 %s", tc.target, tc.host, r.status, r.prob.Code, problem.CodeBadRequest)
+		}
+	}
+	if got := up.all(); len(got) != n {
+		t.Fatalf("the upstream received %d requests with a comma in their host, want none: %q", len(got)-n, got[n:])
+	}
+}
+
 // TestTooManyFieldsToRemoveRefused: a request with more fields for the
 // clean-up to remove than headers.MaxRemoved (identity fields of distinct
 // names, forwarding fields from an untrusted peer, names listed in

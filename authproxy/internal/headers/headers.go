@@ -1137,10 +1137,15 @@ func DelAPIKey(h *fasthttp.RequestHeader) {
 
 // hostBytes are the bytes a Host value may hold (RFC 9110 section 7.2:
 // uri-host [":" port], RFC 3986 section 3.2.2): a reg-name's unreserved
-// letters, digits and "-._~", its percent-encoding and sub-delims, an IP
-// literal's brackets and the port's colon.
+// letters, digits and "-._~", its percent-encoding and sub-delims but the
+// comma, an IP literal's brackets and the port's colon. Host is one
+// uri-host, never a list, but the proxy forwards it as X-Forwarded-Host
+// too, a list field whose elements apps split at commas and of which
+// they take one (the first, or the last): "evil.example,app.example"
+// was one host to the proxy and a front that matched it whole, and
+// either of two to the app. No host name holds a comma.
 var hostBytes = func() (t [256]bool) {
-	for _, b := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]") {
+	for _, b := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+;=:[]") {
 		t[b] = true
 	}
 	return t
@@ -1151,7 +1156,8 @@ var hostBytes = func() (t [256]bool) {
 // client writes to the upstream as "Authorization: Basic"), no quote,
 // angle bracket, backslash, space, control or non-ASCII byte, which an app
 // that builds links or redirects from Host or X-Forwarded-Host would
-// write into its pages, and no "/", "?" or "#", which end a host in a URL.
+// write into its pages, no "/", "?" or "#", which end a host in a URL, and
+// no ",", which makes it a list in X-Forwarded-Host.
 func ValidHost(host []byte) bool {
 	for _, b := range host {
 		if !hostBytes[b] {
