@@ -117,6 +117,53 @@ func TestForwardedPrefixTrustedOuter(t *testing.T) {
 	}
 }
 
+// TestForwardingFieldsWithUnderscoresRemoved: an X-Forwarded-* field
+// spelled with '_' (X_Forwarded_Prefix, x_forwarded_for) never reaches the
+// app, from a trusted peer as from any other: CGI-style servers (WSGI,
+// PHP) file it under the same name as the dashed field the proxy writes or
+// extends (HTTP_X_FORWARDED_PREFIX), and from a trusted peer, which the
+// proxy reads and extends under the dashed names alone, it went on beside
+// the proxy's value, a base path, client address, scheme or host of the
+// client's choosing that a peer cleaning the dashed names let through.
+// The peer's dashed fields are read and extended as before.
+func TestForwardingFieldsWithUnderscoresRemoved(t *testing.T) {
+	for _, trusted := range []bool{false, true} {
+		var vars map[string]string
+		if trusted {
+			vars = map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}
+		}
+		e := start(t, envOpt{rules: prefixRules, vars: vars})
+		tok := e.token(nil)
+		for _, path := range []string{"/billing/x", "/notes/x"} {
+			e.reset()
+			e.wantStatus(e.raw("GET "+path+" HTTP/1.1\r\nHost: app.example\r\nAuthorization: Bearer "+tok+"\r\n"+
+				"X_Forwarded_Prefix: /evil\r\nx_forwarded_for: 203.0.113.66\r\nX_FORWARDED_PROTO: https\r\n"+
+				"X_Forwarded_Host: evil.example\r\nX_Forwarded-Port: 1\r\nX-Forwarded-Prefix: /shop\r\nConnection: close\r\n\r\n"), 200)
+			r := e.up.Last(t)
+			for k, v := range r.Headers {
+				if strings.Contains(k, "_") && strings.HasPrefix(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "x-forwarded-") {
+					t.Errorf("trusted %v, %s: %s: %q reached the app", trusted, path, k, v)
+				}
+			}
+			wantPrefix := map[bool][]string{false: {"/billing"}, true: {"/shop/billing"}}[trusted]
+			if path == "/notes/x" {
+				wantPrefix = map[bool][]string{false: nil, true: {"/shop"}}[trusted]
+			}
+			if got := forwardedPrefix(t, e); !slices.Equal(got, wantPrefix) {
+				t.Errorf("trusted %v, %s: X-Forwarded-Prefix %q, want %q", trusted, path, got, wantPrefix)
+			}
+			if got := r.Headers["X-Auth-Client-Ip"]; !slices.Equal(got, []string{"127.0.0.1"}) {
+				t.Errorf("trusted %v, %s: X-Auth-Client-Ip %q, want the peer's address", trusted, path, got)
+			}
+			for name, want := range map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "app.example"} {
+				if got := r.Headers[name]; !slices.Equal(got, []string{want}) {
+					t.Errorf("trusted %v, %s: %s %q, want %q", trusted, path, name, got, want)
+				}
+			}
+		}
+	}
+}
+
 // TestStreamForwardedPrefix: the upgrade of a WebSocket and the request of
 // an event stream on routes with strip_prefix carry X-Forwarded-Prefix as
 // other requests do (a client's own removed; a trusted peer's outer

@@ -1,8 +1,8 @@
 // Package headers cleans the request headers a client sent before anything
 // else reads them: hop-by-hop headers and those named in Connection are
 // removed, every identity header (identity.IsIdentityHeader),
-// method-override header (X-HTTP-Method-Override...) and Expect is
-// removed, and
+// method-override header (X-HTTP-Method-Override...), Expect and the '_'
+// spellings of X-Request-Id and X-Forwarded-* are removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
 // (IsClientAddress), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
@@ -156,7 +156,8 @@ const maxDeletes = 16
 
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
-// headers (isMethodOverride), Expect (isExpect), and (unless trustForwarded)
+// headers (isMethodOverride), Expect (isExpect), the '_' spellings of
+// X-Request-Id and of X-Forwarded-* (isForwardedVariant), and (unless trustForwarded)
 // X-Forwarded-*, Forwarded, the client-address and scheme headers, the trace context
 // and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
 // closed, since removing Connection forgets that, and
@@ -242,10 +243,12 @@ func removed(k []byte, trustForwarded bool) bool {
 	return removedAlways(k) || !trustForwarded && removedUntrusted(k)
 }
 
-// removedAlways: a hop-by-hop, identity or method-override header, or
-// Expect, removed from every peer.
+// removedAlways: a hop-by-hop, identity or method-override header,
+// Expect, or an X-Request-Id or X-Forwarded-* field spelled with '_',
+// removed from every peer.
 func removedAlways(k []byte) bool {
-	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k) || isExpect(k)
+	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k) || isExpect(k) ||
+		isForwardedVariant(k)
 }
 
 // isExpect reports whether name is Expect. Its one expectation,
@@ -265,6 +268,21 @@ func isExpect(name []byte) bool {
 // proxy signed.
 func isRequestIDVariant(name []byte) bool {
 	return len(name) == len("X-Request-Id") && bytes.IndexByte(name, '_') >= 0 && equalFold(name, "x-request-id")
+}
+
+// isForwardedVariant reports whether name is an X-Forwarded-* field
+// spelled with '_' for '-' (X_Forwarded_Prefix, x_forwarded_for). A
+// trusted peer's forwarding fields are read and extended under their
+// dashed names (X-Forwarded-For, -Proto, -Host, -Prefix) and others pass
+// as the peer sent them; CGI-style servers (WSGI, PHP) file the '_'
+// spelling under the same name (HTTP_X_FORWARDED_PREFIX), so such a field
+// a client sent through a peer that cleans the dashed names only stood
+// beside the proxy's value, and an app could take it for the base path,
+// scheme, host or client address. Proxies write these names with '-'
+// (nginx drops any field with '_' in its name): from every peer, the '_'
+// spellings are removed.
+func isForwardedVariant(name []byte) bool {
+	return hasPrefixFold(name, "x-forwarded-") && bytes.IndexByte(name, '_') >= 0
 }
 
 // removedUntrusted: a forwarding, client-address, scheme, trace-context
@@ -816,7 +834,8 @@ type Seen struct {
 	Upgrade, WSProtocol, APIKey bool
 	// Hops: how many fields Sanitize removes from every peer (a
 	// hop-by-hop one, Connection and a trailer announcement included, an
-	// identity header, a method override or Expect); Forwardeds: how many
+	// identity header, a method override, Expect, or an X-Request-Id or
+	// X-Forwarded-* spelled with '_'); Forwardeds: how many
 	// it removes from an untrusted peer only (X-Forwarded-*, Forwarded,
 	// trace context, x-envoy-*). With neither, Sanitize would remove
 	// nothing and HasTrailers is false; their sum bounds the removals

@@ -90,7 +90,7 @@ func TestSanitize(t *testing.T) {
 		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
 			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade",
 			"x-http-method-override", "x_http_method", "x-method-override", "x-original-url", "x_rewrite_url",
-			"x_request_id", "x-request_id", "expect"} {
+			"x_request_id", "x-request_id", "expect", "x_forwarded_host"} {
 			if _, ok := got[gone]; ok {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
@@ -100,9 +100,10 @@ func TestSanitize(t *testing.T) {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
 		}
-		// The trace context is a trusted peer's to give, like X-Forwarded-*.
-		// So are the client-address headers other than X-Forwarded-For.
-		for _, fwd := range []string{"x-forwarded-for", "x_forwarded_host", "forwarded", "traceparent", "tracestate", "baggage",
+		// The trace context is a trusted peer's to give, like X-Forwarded-*
+		// (under its dashed names: X_Forwarded_Host is gone above). So are
+		// the client-address headers other than X-Forwarded-For.
+		for _, fwd := range []string{"x-forwarded-for", "forwarded", "traceparent", "tracestate", "baggage",
 			"x-real-ip", "true-client-ip", "cf_connecting_ip", "client-ip", "x-forwarded", "forwarded_for", "via"} {
 			if _, ok := got[fwd]; ok != trust {
 				t.Errorf("trust=%v: header %q present = %v, want %v", trust, fwd, ok, trust)
@@ -606,6 +607,7 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Remote-Addr", "True-Client-IP", "CF-Connecting-IP", "Cf-Connecting-Ix", "Fastly-Client-IP", "X-Originating-IP",
 		"X-Cluster-Client-IP", "Connecting-IP", "Forwarded-For", "forwarded_for", "Forwarded-Fox", "Via", "VIA", "Vias", "Vi",
 		"X_Forwarded", "X-Forwarder", "X_Request_Id", "X-Request_Id", "X_Request_Ix",
+		"X_Forwarded_Prefix", "x_forwarded_for", "X-Forwarded_Proto", "X_Forwarded-Host", "X_Forwarded_", "X_Forwarded_Ssl",
 		"Expect", "expect", "EXPECT", "Expects", "Expec", "Exp-ct", "Etag", "Baggage", "baggage", "BAGGAGE", "Baggages", "Bagage",
 		"X-Original-Forwarded-For", "x_original_forwarded_for", "X-Original-Forwarded-Fox", "X-Appengine-User-Ip",
 		"Fly-Client-IP", "fly_client_ip", "Fly-Client-IQ", "Do-Connecting-Ip", "DO_CONNECTING_IP", "Do-Connecting-Iq", "Dnt",
