@@ -44,7 +44,7 @@ var isolationAllowlist = map[string]string{
 	"getOpenIDConfiguration":         "static metadata",
 	"pageVerifyEmail":                "an HTML form; the token is posted to verifyEmail",
 	"pageResetPassword":              "an HTML form; the token is posted to resetPassword",
-	"pageAcceptInvitation":           "an HTML form; the token is posted to acceptInvitation",
+	"pageAcceptInvitation":           "takes a one-time token, not an id: shows its invitation's tenant, as acceptInvitation acts on it",
 	"oauthAuthorize":                 "{provider} names a configured provider, not a tenant's row",
 	"oauthCallback":                  "{provider} names a configured provider; the state is one-time and bound to the browser",
 	"createAccount":                  "signup makes a new tenant",

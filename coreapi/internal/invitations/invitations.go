@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 )
 
 // TTL is how long an invitation can be accepted.
@@ -611,18 +612,28 @@ type Pending struct {
 // a resend, or tampered with).
 var ErrInvalidToken = errors.New("the invitation link is not valid")
 
-// Lock finds the invitation of a raw token and locks it (FOR UPDATE).
-func Lock(ctx context.Context, tx pgx.Tx, raw string) (Pending, error) {
-	const q = `
+// The lookup of an invitation by its token, Lock's and Preview's: a
+// Pending's columns, then (Preview) the extra ones, then the invitation's
+// row found by the token's digest.
+const (
+	qPendingCols = `
 SELECT i.id::text, i.tenant_id::text, i.email, i.roles, i.status, i.expires_at <= now(), i.invited_by::text,
-       t.status = 'active'
+       t.status = 'active'`
+	qByToken = `
 FROM invitations i JOIN tenants t ON t.id = i.tenant_id
-WHERE i.token_hash = $1 FOR UPDATE OF i`
+WHERE i.token_hash = $1`
+)
+
+// find reads the invitation of a raw token with q (the columns of
+// qPendingCols, then those extra points to), digested as mailed tokens
+// are; ErrInvalidToken when no invitation has it.
+func find(ctx context.Context, db sqldb.DB, q, raw string, extra ...any) (Pending, error) {
 	if !onetime.Plausible(raw) {
 		return Pending{}, ErrInvalidToken
 	}
 	var p Pending
-	err := tx.QueryRow(ctx, q, onetime.Hash(raw)).Scan(&p.ID, &p.TenantID, &p.Email, &p.Roles, &p.Status, &p.Expired, &p.InvitedBy, &p.TenantActive)
+	dst := append([]any{&p.ID, &p.TenantID, &p.Email, &p.Roles, &p.Status, &p.Expired, &p.InvitedBy, &p.TenantActive}, extra...)
+	err := db.QueryRow(ctx, q, onetime.Hash(raw)).Scan(dst...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Pending{}, ErrInvalidToken
 	}
@@ -631,6 +642,38 @@ WHERE i.token_hash = $1 FOR UPDATE OF i`
 	}
 	p.Email = mail.Canonical(p.Email)
 	return p, nil
+}
+
+// Lock finds the invitation of a raw token and locks it (FOR UPDATE).
+func Lock(ctx context.Context, tx pgx.Tx, raw string) (Pending, error) {
+	return find(ctx, tx, qPendingCols+qByToken+` FOR UPDATE OF i`, raw)
+}
+
+// Preview is an invitation as the page its link opens shows it, before
+// anything is accepted (Store.Preview).
+type Preview struct {
+	Pending
+	// TenantName is the inviting tenant's name, as stored.
+	TenantName string
+	// InviterName is the display name the invitation's sender
+	// (invited_by) has now (the mail named them as they were then): ""
+	// when the invitation records no sender or the sender has no name.
+	InviterName string
+}
+
+// Preview finds the invitation of a raw token as the accept finds it
+// (Lock: the same plausibility check, digest and index, the same
+// ErrInvalidToken), without locking it or writing anything, for the page
+// the link opens: whoever holds the link, which an accept takes as proof
+// of the mailbox, reads what its mail told them, and of a token they do
+// not hold learns what the accept would answer. The caller decides (usable,
+// as the accept does) whether it can still be accepted.
+func (s *Store) Preview(ctx context.Context, raw string) (Preview, error) {
+	const extra = `, t.name, coalesce((SELECT u.display_name FROM users u WHERE u.id = i.invited_by), '')`
+	var v Preview
+	p, err := find(ctx, s.pool, qPendingCols+extra+qByToken, raw, &v.TenantName, &v.InviterName)
+	v.Pending = p
+	return v, err
 }
 
 // qGrantable reads, for GrantableRoles, the invitation's roles (those it

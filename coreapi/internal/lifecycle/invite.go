@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -242,6 +243,19 @@ func (s *Service) acceptInvitation(c *fiber.Ctx) error {
 	return done(c, PageAcceptInvitation, fiber.StatusOK, resp)
 }
 
+// hasAccount reports whether an account has the invited address email
+// (invitations.Pending's): an accept without a bearer then needs its
+// password, else creates it. The invitation's page asks for what this
+// says.
+func (s *Service) hasAccount(ctx context.Context, email string) (bool, error) {
+	const q = `SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))`
+	var exists bool
+	if err := s.pool.QueryRow(ctx, q, email).Scan(&exists); err != nil {
+		return false, fmt.Errorf("find account: %w", err)
+	}
+	return exists, nil
+}
+
 // usable refuses an invitation that can no longer be accepted.
 func usable(p invitations.Pending) error {
 	switch {
@@ -297,9 +311,9 @@ FROM users WHERE id = $1`
 	case id.UserID != "":
 		userID = id.UserID
 	default:
-		var exists bool
-		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))`, email).Scan(&exists); err != nil {
-			return auth.TokenResponse{}, fmt.Errorf("find account: %w", err)
+		exists, err := s.hasAccount(ctx, email)
+		if err != nil {
+			return auth.TokenResponse{}, err
 		}
 		switch {
 		case exists && (b.Password == nil || *b.Password == ""):

@@ -217,12 +217,9 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	if err == nil || !isForm(c) {
 		return err
 	}
-	code := problem.CodeInternal
-	var p *problem.Problem
-	if errors.As(err, &p) {
-		code = p.Code
-	} else if mp := MapError(err); mp != nil {
-		code = mp.Code
+	code := refusalCode(err)
+	if code == "" {
+		code = problem.CodeInternal
 	}
 	// The page shows the code; a challenge or a wait set for an API
 	// client's answer is no part of a browser's redirect.
@@ -233,6 +230,19 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 		q += "&token=" + url.QueryEscape(token)
 	}
 	return seeOther(c, page+q)
+}
+
+// refusalCode is the problem code of err when it is a refusal (a
+// problem, or an error MapError maps), else "".
+func refusalCode(err error) string {
+	var p *problem.Problem
+	if errors.As(err, &p) {
+		return p.Code
+	}
+	if mp := MapError(err); mp != nil {
+		return mp.Code
+	}
+	return ""
 }
 
 // clientIP is the caller's address: the proxy's signed client IP (see

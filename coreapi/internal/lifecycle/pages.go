@@ -7,6 +7,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -21,21 +22,36 @@ const (
 // page is what the template shows: a form posting to Action (form
 // encoded, no JavaScript), or the outcome of the last post.
 type page struct {
-	Title   string
-	Intro   string // above the form: what it asks for and why
-	Action  string
-	Token   string
-	Done    bool
-	Sent    bool
-	Error   string
+	Title string
+	// Invitation is what the invitation link's page accepts (nil on the
+	// other pages, and when the link cannot be accepted).
+	Invitation *invitationView
+	Intro      string // above the form: what it asks for and why
+	Action     string
+	Token      string
+	Done       bool
+	Sent       bool
+	Error      string
+	// NoForm: the page shows Error and no form (a link that cannot be
+	// used: posting it could only be refused again).
+	NoForm  bool
 	Message string
 	Fields  []field
 	Submit  string
 }
 
+// invitationView names who invites whom where, as the mail did (names
+// without bidirectional controls: mail.ShownName).
+type invitationView struct {
+	TenantName, InviterName, Email string
+}
+
 type field struct {
 	Name, Label, Type, Autocomplete string
-	Required                        bool
+	// Value is the field's value as the page fills it in; ReadOnly
+	// fields show one the form cannot change.
+	Value              string
+	Required, ReadOnly bool
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
@@ -48,14 +64,15 @@ label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem}button{m
 <body><h1>{{.Title}}</h1>
 {{if .Done}}<p>{{.Message}}</p>
 {{else}}{{if .Error}}<p class="error">{{.Error}}</p>{{end}}
-{{if .Intro}}<p>{{.Intro}}</p>{{end}}
+{{if not .NoForm}}{{with .Invitation}}<p>{{if .InviterName}}<bdi>{{.InviterName}}</bdi> invites you{{else}}You are invited{{end}} to join <strong><bdi>{{.TenantName}}</bdi></strong> as <bdi>{{.Email}}</bdi>.</p>
+{{end}}{{if .Intro}}<p>{{.Intro}}</p>{{end}}
 {{if .Sent}}<p>If an account has this address, a link to reset its password is on its way.</p>{{end}}
 <form method="post" action="{{.Action}}">
 {{if .Token}}<input type="hidden" name="token" value="{{.Token}}">{{end}}
 {{range .Fields}}<label for="{{.Name}}">{{.Label}}</label>
-<input id="{{.Name}}" name="{{.Name}}" type="{{.Type}}" autocomplete="{{.Autocomplete}}"{{if .Required}} required{{end}}>
+<input id="{{.Name}}" name="{{.Name}}" type="{{.Type}}" autocomplete="{{.Autocomplete}}"{{if .Value}} value="{{.Value}}"{{end}}{{if .ReadOnly}} readonly{{end}}{{if .Required}} required{{end}}>
 {{end}}<button type="submit">{{.Submit}}</button>
-</form>{{end}}
+</form>{{end}}{{end}}
 </body></html>
 `))
 
@@ -97,8 +114,13 @@ var errorText = map[string]string{
 // token.
 const actionForgot = "/api/v1/auth/password/forgot"
 
+// render writes p, with the link's token, its outcome (done) and the
+// error of its last post from the query; an Error p already holds (the
+// page's own finding) is shown instead of the query's.
 func render(c *fiber.Ctx, p page) error {
-	p.Token = c.Query("token")
+	if !p.NoForm {
+		p.Token = c.Query("token")
+	}
 	if len(p.Token) > onetime.MaxLen {
 		p.Token = ""
 	}
@@ -106,7 +128,7 @@ func render(c *fiber.Ctx, p page) error {
 	// Only the forgot form says a link is on its way: another page does
 	// not take sent=1 from a link of anyone's making.
 	p.Sent = p.Action == actionForgot && c.Query("sent") == "1"
-	if code := c.Query("error"); code != "" {
+	if code := c.Query("error"); code != "" && p.Error == "" {
 		p.Error = errorText[code]
 		switch {
 		case p.Error != "":
@@ -157,11 +179,66 @@ func (s *Service) pageResetPassword(c *fiber.Ctx) error {
 	return render(c, p)
 }
 
+// pageAcceptInvitation shows what the link's invitation is (the tenant,
+// who sent it, the address it was sent to) and a form for what accepting
+// it takes: an existing account's password, or a new account's. A link
+// that cannot be accepted (unknown, withdrawn, used, expired, its tenant
+// suspended) shows the accept's refusal, as the page after a refused post
+// does, and no form. It reads the invitation as the accept does
+// (invitations.Preview, usable), without locking or writing anything, and
+// tells whoever holds the link nothing the accept would not: the address
+// and names are its mail's, and whether an account has the address is
+// what an accept without a password answers (account_exists or
+// validation_failed). Nothing is rate limited here, as the accept limits
+// only the passwords it checks or hashes, which the page does not.
 func (s *Service) pageAcceptInvitation(c *fiber.Ctx) error {
-	return render(c, page{Title: "Accept the invitation", Action: "/api/v1/invitations/accept", Submit: "Accept",
-		Message: "You joined. Sign in to start.",
-		Fields: []field{
-			{Name: "password", Label: "Password (of your account, or a new one if you have none)", Type: "password", Autocomplete: "current-password"},
-			{Name: "display_name", Label: "Your name (new accounts)", Type: "text", Autocomplete: "name"},
-		}})
+	p := page{Title: "Accept the invitation", Action: "/api/v1/invitations/accept", Submit: "Accept",
+		Message: "You joined. Sign in to start."}
+	if c.Query("done") == "1" {
+		return render(c, p)
+	}
+	ctx := c.UserContext()
+	tok := c.Query("token")
+	if tok == "" && c.Query("error") != "" {
+		// A refused post that dropped the link (link_invalid,
+		// link_expired, a form without a token): its error, no form.
+		p.NoForm = true
+		return render(c, p)
+	}
+	v, err := s.invitations.Preview(ctx, tok)
+	if err == nil {
+		err = usable(v.Pending)
+	}
+	if err != nil {
+		code := refusalCode(err)
+		if code == "" {
+			return err
+		}
+		p.Error, p.NoForm = errorText[code], true
+		return render(c, p)
+	}
+	exists, err := s.hasAccount(ctx, v.Email)
+	if err != nil {
+		return err
+	}
+	email := mail.ShownName(v.Email)
+	p.Invitation = &invitationView{TenantName: mail.ShownName(v.TenantName), InviterName: mail.ShownName(v.InviterName), Email: email}
+	// The address, read-only, for password managers to pair with the
+	// password (posted with the form, and ignored: the invitation names
+	// the address).
+	username := field{Name: "username", Label: "Email address", Type: "email", Autocomplete: "username", Value: email, ReadOnly: true}
+	if exists {
+		// Not "enter its password": an account with a second factor
+		// cannot accept with it alone (the error after such a post).
+		p.Intro = "An account has this address: accept with its password. " +
+			"An account with a second factor, or one you sign in to through another service, accepts the invitation from the app, signed in."
+		p.Fields = []field{username,
+			{Name: "password", Label: "Password of your account", Type: "password", Autocomplete: "current-password", Required: true}}
+		return render(c, p)
+	}
+	p.Intro = "No account has this address yet: choose a password to create one and join."
+	p.Fields = []field{username,
+		{Name: "password", Label: "New password (at least 8 characters)", Type: "password", Autocomplete: "new-password", Required: true},
+		{Name: "display_name", Label: "Your name", Type: "text", Autocomplete: "name"}}
+	return render(c, p)
 }

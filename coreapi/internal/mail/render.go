@@ -125,8 +125,8 @@ func (l Links) Render(k Kind, to, token string, d Data) (Rendered, error) {
 	v := view{Data: d, To: to, Link: strings.ReplaceAll(l.of(k), "{token}", url.QueryEscape(token))}
 	// Names come from users: no line breaks may reach a header, and
 	// none may show in another order than stored.
-	v.DisplayName, v.TenantName, v.InviterName = shownName(v.DisplayName), shownName(v.TenantName), shownName(v.InviterName)
-	v.NewAddress = shownName(v.NewAddress)
+	v.DisplayName, v.TenantName, v.InviterName = ShownName(v.DisplayName), ShownName(v.TenantName), ShownName(v.InviterName)
+	v.NewAddress = ShownName(v.NewAddress)
 	var subj, text, html bytes.Buffer
 	if err := t.subject.Execute(&subj, v); err != nil {
 		return Rendered{}, err
@@ -140,12 +140,13 @@ func (l Links) Render(k Kind, to, token string, d Data) (Rendered, error) {
 	return Rendered{To: to, Subject: oneLine(subj.String()), Text: text.String(), HTML: html.String()}, nil
 }
 
-// shownName is a name as a mail shows it: on one line (oneLine) and
+// ShownName is a name as a mail shows it: on one line (oneLine) and
 // without bidirectional embeddings, overrides and isolates (U+202A-U+202E,
 // U+2066-U+2069), with which "Acme" + U+202E + "moc.live" reads as
 // "Acmeevil.com". The API refuses them in names (httpapi.PlainText), but
 // a name stored before it did, by the first release, still holds them.
-func shownName(s string) string {
+// The pages the mailed links open show names the same way.
+func ShownName(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 {
 			return -1
