@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -661,6 +662,15 @@ WHERE k.id = used.id`
 	return tag.RowsAffected(), nil
 }
 
+// qSweep is Sweep's statement.
+const qSweep = `
+DELETE FROM api_keys
+WHERE id IN (
+    SELECT id FROM api_keys
+    WHERE revoked_at < now() - make_interval(secs => $1) OR expires_at < now() - make_interval(secs => $1)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+
 // Sweep deletes the keys revoked or expired more than keep ago. Such a key
 // is refused either way (an unknown key is refused as a revoked one is),
 // and every use, revocation and expiry is in the audit log; without the
@@ -670,17 +680,12 @@ WHERE k.id = used.id`
 // them in the order of their ids, and a sweep deleting in table order
 // could hold a key the revocation waited for while waiting for one the
 // revocation held (a deadlock PostgreSQL ended by failing one of them, a
-// member's removal among them). A key skipped is swept next time.
+// member's removal among them). A key skipped is swept next time. It
+// deletes in batches (sweep.InBatches).
 func (s *Store) Sweep(ctx context.Context, keep time.Duration) (int64, error) {
-	const q = `
-DELETE FROM api_keys
-WHERE id IN (
-    SELECT id FROM api_keys
-    WHERE revoked_at < now() - make_interval(secs => $1) OR expires_at < now() - make_interval(secs => $1)
-    FOR UPDATE SKIP LOCKED)`
-	tag, err := s.pool.Exec(ctx, q, keep.Seconds())
+	n, err := sweep.InBatches(ctx, s.pool, qSweep, keep.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("sweep api keys: %w", err)
+		return n, fmt.Errorf("sweep api keys: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

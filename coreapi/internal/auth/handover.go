@@ -15,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -177,15 +178,17 @@ func verifierMatches(verifier, challenge string) bool {
 // Sweep) deletes them by session, through its cascade, and a sweep
 // deleting them by expiry could hold one while waiting for another the
 // sessions sweep held (a deadlock PostgreSQL ended by failing one of
-// them). A code skipped is taken next time.
+// them). A code skipped is taken next time. It deletes in batches
+// (sweep.InBatches).
 func (s *Service) SweepHandovers(ctx context.Context) (int64, error) {
 	const q = `
 DELETE FROM oauth_handovers WHERE code_hash IN (
     SELECT code_hash FROM oauth_handovers WHERE expires_at < now()
+    LIMIT $1
     FOR UPDATE SKIP LOCKED)`
-	tag, err := s.pool.Exec(ctx, q)
+	n, err := sweep.InBatches(ctx, s.pool, q)
 	if err != nil {
-		return 0, fmt.Errorf("sweep hand-over codes: %w", err)
+		return n, fmt.Errorf("sweep hand-over codes: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -853,17 +854,18 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 // sweep deleting them by expiry could hold one while waiting for another
 // the revocation held (a deadlock PostgreSQL ended by failing one of
 // them, a password change with a 500). A challenge skipped is taken next
-// time.
+// time. It deletes in batches (sweep.InBatches).
 func (s *Service) SweepChallenges(ctx context.Context) (int64, error) {
 	const q = `
 DELETE FROM mfa_challenges WHERE token_hash IN (
     SELECT token_hash FROM mfa_challenges WHERE expires_at < now()
+    LIMIT $1
     FOR UPDATE SKIP LOCKED)`
-	tag, err := s.pool.Exec(ctx, q)
+	n, err := sweep.InBatches(ctx, s.pool, q)
 	if err != nil {
-		return 0, fmt.Errorf("sweep mfa challenges: %w", err)
+		return n, fmt.Errorf("sweep mfa challenges: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // --- enrolment ---

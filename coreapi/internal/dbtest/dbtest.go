@@ -170,3 +170,37 @@ func (d *DB) QueueBehindUser(t testing.TB, userID string, sends ...func()) {
 	}
 	wg.Wait()
 }
+
+// DeletesPerTransaction records, from now on, how many rows of table each
+// transaction deletes (a statement-level trigger reading the statement's
+// deleted rows), and returns a function that reports the most rows one
+// transaction deleted and how many transactions deleted any: a sweep over
+// more rows than its batch must not delete them all in one.
+func (d *DB) DeletesPerTransaction(t testing.TB, table string) func() (most, transactions int) {
+	t.Helper()
+	ctx := context.Background()
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS dbtest_deletes (xid bigint NOT NULL, tbl text NOT NULL, n bigint NOT NULL)`,
+		`CREATE OR REPLACE FUNCTION dbtest_count_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO dbtest_deletes SELECT txid_current(), TG_TABLE_NAME, count(*) FROM gone;
+    RETURN NULL;
+END $$`,
+		`CREATE TRIGGER dbtest_count_deletes AFTER DELETE ON ` + pgx.Identifier{table}.Sanitize() +
+			` REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION dbtest_count_deletes()`,
+	} {
+		if _, err := d.Pool.Exec(ctx, q); err != nil {
+			t.Fatalf("count deletes of %s: %v", table, err)
+		}
+	}
+	return func() (most, transactions int) {
+		t.Helper()
+		const q = `
+SELECT coalesce(max(n), 0), count(*)
+FROM (SELECT sum(n) AS n FROM dbtest_deletes WHERE tbl = $1 GROUP BY xid HAVING sum(n) > 0) per`
+		if err := d.Pool.QueryRow(ctx, q, table).Scan(&most, &transactions); err != nil {
+			t.Fatalf("deletes of %s per transaction: %v", table, err)
+		}
+		return most, transactions
+	}
+}

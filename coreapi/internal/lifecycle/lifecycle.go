@@ -265,18 +265,20 @@ func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestI
 // tokens (onetime.Revoke) reaches them by user, newest first, and a sweep
 // deleting them by expiry could hold one while waiting for another the
 // revocation held (a deadlock PostgreSQL ended by failing one of them, a
-// password reset with a 500). A token skipped is taken next time.
+// password reset with a 500). A token skipped is taken next time. Both
+// delete in batches (sweep.InBatches).
 func (s *Service) Sweep(ctx context.Context) (int64, error) {
 	const q = `
 DELETE FROM action_tokens WHERE token_hash IN (
     SELECT token_hash FROM action_tokens WHERE expires_at < now()
+    LIMIT $1
     FOR UPDATE SKIP LOCKED)`
-	tag, err := s.pool.Exec(ctx, q)
+	tokens, err := sweep.InBatches(ctx, s.pool, q)
 	if err != nil {
-		return 0, fmt.Errorf("sweep tokens: %w", err)
+		return tokens, fmt.Errorf("sweep tokens: %w", err)
 	}
 	n, err := s.limiter.Sweep(ctx, 24*time.Hour)
-	return tag.RowsAffected() + n, err
+	return tokens + n, err
 }
 
 // RunSweeper sweeps every interval until ctx ends, then waits for the

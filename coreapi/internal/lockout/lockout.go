@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 )
 
 // Policy is the failed-guess backoff.
@@ -128,7 +129,8 @@ WHERE a.email_hash = $1 AND a.client_ip = locked.client_ip`
 // rows another transaction holds: a Reserve locks the key's row, then
 // the pair's, and a sweep deleting in table order could hold the pair's
 // while waiting for the key's (a deadlock PostgreSQL ends by failing the
-// sign-in). A row skipped is in use, so it is not stale anyway.
+// sign-in). A row skipped is in use, so it is not stale anyway. It
+// deletes in batches (sweep.InBatches).
 func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	const q = `
 DELETE FROM login_attempts a
@@ -136,14 +138,15 @@ USING (
     SELECT email_hash, client_ip FROM login_attempts
     WHERE last_attempt < now() - make_interval(secs => $1)
       AND (locked_until IS NULL OR locked_until < now() - make_interval(secs => $1))
+    LIMIT $2
     FOR UPDATE SKIP LOCKED
 ) stale
 WHERE a.email_hash = stale.email_hash AND a.client_ip = stale.client_ip`
-	tag, err := s.pool.Exec(ctx, q, s.policy.Window.Seconds())
+	n, err := sweep.InBatches(ctx, s.pool, q, s.policy.Window.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("sweep login attempts: %w", err)
+		return n, fmt.Errorf("sweep login attempts: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // clientKey names a client in login_attempts (the empty name is the key's

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/clip"
 )
 
@@ -353,15 +354,19 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 
 // Prune deletes sent rows older than Retain and parked rows queued more
 // than RetainParked ago: a parked row keeps its address and error for the
-// operator (and an alert names them), not for ever.
+// operator (and an alert names them), not for ever. It deletes in batches
+// (sweep.InBatches).
 func (s *Sender) Prune(ctx context.Context) (int64, error) {
 	const q = `
-DELETE FROM mail_queue
-WHERE status = 'sent' AND sent_at < now() - make_interval(secs => $1)
-   OR status = 'parked' AND created_at < now() - make_interval(secs => $2)`
-	tag, err := s.o.Pool.Exec(ctx, q, s.o.Retain.Seconds(), s.o.RetainParked.Seconds())
+DELETE FROM mail_queue WHERE id IN (
+    SELECT id FROM mail_queue
+    WHERE status = 'sent' AND sent_at < now() - make_interval(secs => $1)
+       OR status = 'parked' AND created_at < now() - make_interval(secs => $2)
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED)`
+	n, err := sweep.InBatches(ctx, s.o.Pool, q, s.o.Retain.Seconds(), s.o.RetainParked.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("prune mail: %w", err)
+		return n, fmt.Errorf("prune mail: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 )
 
 // The store's errors; the handlers answer them with problems.
@@ -94,14 +95,19 @@ RETURNING code_verifier, nonce, redirect_uri, return_to, app_challenge, tenant_i
 	return f, nil
 }
 
-// sweepStates deletes expired states.
+// sweepStates deletes expired states, in batches (sweep.InBatches),
+// skipping those a sign-in's callback holds as it consumes them.
 func sweepStates(ctx context.Context, db sqldb.DB) (int64, error) {
-	const q = `DELETE FROM oauth_states WHERE expires_at < now()`
-	tag, err := db.Exec(ctx, q)
+	const q = `
+DELETE FROM oauth_states WHERE state_hash IN (
+    SELECT state_hash FROM oauth_states WHERE expires_at < now()
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)`
+	n, err := sweep.InBatches(ctx, db, q)
 	if err != nil {
-		return 0, fmt.Errorf("sweep oauth states: %w", err)
+		return n, fmt.Errorf("sweep oauth states: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // identityUser returns the user a provider identity (the provider's

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -1090,16 +1091,22 @@ func (r *Relay) beatDirect(w *dbWatch) {
 	}
 }
 
-// Prune deletes rows published more than Retain ago.
+// Prune deletes rows published more than Retain ago, in batches
+// (sweep.InBatches): a relay that was stopped for a while, or a burst of
+// changes, leaves more than one statement should hold.
 func (r *Relay) Prune(ctx context.Context) (int64, error) {
-	const q = `DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)`
-	tag, err := r.pool.Exec(ctx, q, r.o.Retain.Seconds())
+	const q = `
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+	n, err := sweep.InBatches(ctx, r.pool, q, r.o.Retain.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("prune outbox: %w", err)
+		return n, fmt.Errorf("prune outbox: %w", err)
 	}
 	// Relays gone without deleting their row (a crash, a killed pod).
 	if _, err := r.pool.Exec(ctx, `DELETE FROM outbox_relays WHERE seen_at < now() - make_interval(secs => $1)`, r.o.Retain.Seconds()); err != nil {
-		return 0, fmt.Errorf("prune outbox relays: %w", err)
+		return n, fmt.Errorf("prune outbox relays: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/clientkey"
 )
 
@@ -229,15 +230,17 @@ WHERE r.key = locked.key`
 // key's row and then its inner key's, and a sweep deleting in the table's
 // order could hold the inner one while waiting for the outer (a deadlock
 // PostgreSQL ended by failing one of them, the request with a 500). A
-// counter skipped is in use, so it is not stale anyway.
+// counter skipped is in use, so it is not stale anyway. It deletes in
+// batches (sweep.InBatches).
 func (r *Limiter) Sweep(ctx context.Context, olderThan time.Duration) (int64, error) {
 	const q = `
 DELETE FROM rate_limits WHERE key IN (
     SELECT key FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)
+    LIMIT $2
     FOR UPDATE SKIP LOCKED)`
-	tag, err := r.pool.Exec(ctx, q, olderThan.Seconds())
+	n, err := sweep.InBatches(ctx, r.pool, q, olderThan.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("sweep rate limits: %w", err)
+		return n, fmt.Errorf("sweep rate limits: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/clip"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -839,17 +840,25 @@ type Cursor struct {
 	ID        string
 }
 
-// Sweep deletes sessions (and, by cascade, their refresh tokens) that
-// expired or were revoked more than keep ago. Revoked sessions must outlive
-// the access-token lifetime so the projection still lists them.
+// Sweep deletes sessions (and, by cascade, their refresh tokens and
+// hand-over codes) that expired or were revoked more than keep ago, in
+// batches (sweep.InBatches). Revoked sessions must outlive the
+// access-token lifetime so the projection still lists them. It skips the
+// sessions another transaction holds (a revocation of a user's sessions,
+// a refresh): it neither waits for them, holding the batch's other rows
+// meanwhile, nor deadlocks with a revocation that takes them in another
+// order. A session skipped is swept next time.
 func (s *Store) Sweep(ctx context.Context, keep time.Duration) (int64, error) {
 	const qSweep = `
-DELETE FROM sessions
-WHERE expires_at < now() - make_interval(secs => $1)
-   OR revoked_at < now() - make_interval(secs => $1)`
-	tag, err := s.pool.Exec(ctx, qSweep, secs(keep))
+DELETE FROM sessions WHERE id IN (
+    SELECT id FROM sessions
+    WHERE expires_at < now() - make_interval(secs => $1)
+       OR revoked_at < now() - make_interval(secs => $1)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+	n, err := sweep.InBatches(ctx, s.pool, qSweep, secs(keep))
 	if err != nil {
-		return 0, fmt.Errorf("sweep sessions: %w", err)
+		return n, fmt.Errorf("sweep sessions: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -939,5 +940,125 @@ func TestCreateRefusesWhatASignInRefuses(t *testing.T) {
 			f.exec(t, c.undo, f.user, f.tenant)
 			f.create(t) // active again: a session, as before
 		})
+	}
+}
+
+// insertSessions inserts n sessions of the fixture's user, expiring at
+// now() + expires and revoked at now() + revoked ("": not revoked).
+func (f *fixture) insertSessions(t *testing.T, n int, expires, revoked string) {
+	t.Helper()
+	f.exec(t, `
+INSERT INTO sessions (user_id, tenant_id, expires_at, revoked_at)
+SELECT $1, $2, now() + $3::interval, now() + NULLIF($4, '')::interval FROM generate_series(1, $5)`,
+		f.user, f.tenant, expires, revoked, n)
+}
+
+// TestSweepInBatches: a sweep over more ended sessions than a batch
+// deletes all of them, and their refresh tokens, each batch in a
+// transaction of its own, none larger than sweep.Batch; the live
+// sessions, those revoked or expired within keep among them, stay.
+func TestSweepInBatches(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	live := f.create(t).SessionID
+	f.insertSessions(t, 2*sweep.Batch, "-2 hours", "")
+	f.insertSessions(t, 500, "1 day", "-3 hours")
+	f.insertSessions(t, 7, "-10 minutes", "")
+	f.insertSessions(t, 5, "1 day", "-10 minutes")
+	ended := f.create(t).SessionID
+	f.exec(t, `UPDATE sessions SET expires_at = now() - interval '2 hours' WHERE id = $1`, ended)
+	deletes := f.db.DeletesPerTransaction(t, "sessions")
+
+	n, err := f.store.Sweep(ctx, time.Hour)
+	if want := int64(2*sweep.Batch + 500 + 1); err != nil || n != want {
+		t.Fatalf("Sweep = %d, %v; want %d", n, err, want)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions`); c != 1+7+5 {
+		t.Errorf("%d sessions left, want the live one and the 12 ended within keep", c)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1`, live); c != 1 {
+		t.Error("the live session was swept")
+	}
+	if c := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE session_id = $1`, ended); c != 0 {
+		t.Errorf("%d refresh tokens of a swept session left", c)
+	}
+	most, txs := deletes()
+	if most > sweep.Batch || txs < 3 {
+		t.Errorf("one transaction deleted %d sessions (%d transactions), want at most %d each", most, txs, sweep.Batch)
+	}
+	if n, err := f.store.Sweep(ctx, time.Hour); err != nil || n != 0 {
+		t.Errorf("second Sweep = %d, %v; want 0", n, err)
+	}
+}
+
+// TestSweepHoldsOnlyItsBatch: while a batch of the sweep is under way, it
+// holds the rows of that batch and no other: an UPDATE of a live session
+// goes through, and the ended sessions not in the batch can be locked by
+// anyone. A single statement over every ended session held them all
+// until the last was deleted.
+func TestSweepHoldsOnlyItsBatch(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	live := f.create(t).SessionID
+	const ended = 2*sweep.Batch + 10
+	f.insertSessions(t, ended, "-2 hours", "")
+	// The first batch's statement, its rows deleted, waits for an
+	// advisory lock the test holds, before it commits.
+	f.exec(t, `CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_advisory_xact_lock(4747); RETURN NULL; END $$`)
+	f.exec(t, `CREATE TRIGGER stall AFTER DELETE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION stall()`)
+	hold := f.db.Hold(t, `SELECT pg_advisory_xact_lock(4747)`)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.store.Sweep(ctx, time.Hour)
+		done <- err
+	}()
+	f.db.WaitForLockWaiters(t, 1)
+
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE sessions SET last_used_at = now() WHERE id = $1`, live); err != nil {
+		t.Errorf("UPDATE of a live session beside the sweep: %v", err)
+	}
+	var free int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM sessions
+WHERE expires_at < now() - interval '1 hour' FOR UPDATE SKIP LOCKED) free`).Scan(&free); err != nil {
+		t.Fatal(err)
+	}
+	if want := ended - sweep.Batch; free != want {
+		t.Errorf("%d ended sessions free while the first batch is under way, want %d (all but the batch's)", free, want)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions`); c != 1 {
+		t.Errorf("%d sessions left, want the live one", c)
+	}
+}
+
+// TestSweepStopsWhenCancelled: a sweep whose context ends runs no
+// further batch.
+func TestSweepStopsWhenCancelled(t *testing.T) {
+	f := setup(t)
+	f.insertSessions(t, 2*sweep.Batch, "-2 hours", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n, err := f.store.Sweep(ctx, time.Hour); !errors.Is(err, context.Canceled) || n != 0 {
+		t.Errorf("Sweep with its context ended = %d, %v; want 0, context.Canceled", n, err)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions`); c != 2*sweep.Batch {
+		t.Errorf("%d sessions left, want %d", c, 2*sweep.Batch)
 	}
 }

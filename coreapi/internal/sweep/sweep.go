@@ -1,6 +1,6 @@
 // Package sweep runs coreapi's periodic deletes of expired rows (sessions,
 // sign-in attempts and challenges, OAuth states, lifecycle tokens) on one
-// timer loop.
+// timer loop, each delete in batches of its own transaction (InBatches).
 package sweep
 
 import (
@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
@@ -67,5 +68,40 @@ func run(ctx context.Context, log *slog.Logger, level slog.Level, task Task) {
 		log.Warn("sweep "+task.Name, "err", err)
 	} else if n > 0 {
 		log.Log(ctx, level, "swept "+task.Name, "rows", n)
+	}
+}
+
+// Batch is how many rows one statement of a sweep deletes at most. A
+// sweep over more (a tenant that signs in all day, a sweep that was off
+// for a week) runs several statements, each its own short transaction:
+// none holds the locks of, or writes the WAL of, every expired row at
+// once, and each commits (its rows gone, its locks released) before the
+// next starts.
+const Batch = 1000
+
+// InBatches deletes with q until a statement deletes fewer than Batch rows
+// (or ctx ends: it runs no statement after that), and returns how many
+// rows it deleted in all. q is a DELETE of at most Batch rows, which it
+// takes as its last parameter, after args (`DELETE ... WHERE id IN (SELECT
+// id ... LIMIT $n FOR UPDATE SKIP LOCKED)`); db is a pool, so that each
+// statement commits by itself (in a transaction, they would all hold
+// their locks until it ends). A batch cut short by rows another
+// transaction holds (SKIP LOCKED) ends the sweep too: those rows, and any
+// behind them, are taken the next time.
+func InBatches(ctx context.Context, db sqldb.DB, q string, args ...any) (int64, error) {
+	args = append(args[:len(args):len(args)], Batch)
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		tag, err := db.Exec(ctx, q, args...)
+		if err != nil {
+			return total, err
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < Batch {
+			return total, nil
+		}
 	}
 }
