@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -1501,5 +1502,45 @@ func TestSweepBesideARevocation(t *testing.T) {
 	}
 	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`, admin.UserID); n != 0 {
 		t.Errorf("%d keys neither revoked nor swept", n)
+	}
+}
+
+// TestSweepReadsItsIndexes: the sweep finds the keys revoked or expired
+// long ago through the partial indexes of revoked_at and expires_at
+// (migration 00047); with none, it read every key of every tenant each
+// round, however few it deleted.
+func TestSweepReadsItsIndexes(t *testing.T) {
+	x := start(t, pepper)
+	ctx := context.Background()
+	ten := x.SeedTenant(t, "Acme")
+	x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
+	old := (apikeys.SweepKeep + time.Hour).Seconds()
+	// 20,000 live keys, 10 revoked and 10 expired long ago.
+	x.exec(t, `
+INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, secret_hash, revoked_at, expires_at)
+SELECT lpad(to_hex(i), 16, '0'), m.tenant_id, m.user_id, 'tenant', 'k', sha256(i::text::bytea),
+       CASE WHEN i <= 10 THEN now() - make_interval(secs => $2) END,
+       CASE WHEN i BETWEEN 11 AND 20 THEN now() - make_interval(secs => $2) END
+FROM generate_series(1, 20020) i, (SELECT tenant_id, user_id FROM memberships WHERE tenant_id = $1 LIMIT 1) m`, ten.ID, old)
+	x.exec(t, `ANALYZE api_keys`)
+	rows, err := x.DB.Pool.Query(ctx, `EXPLAIN `+apikeys.QSweep, apikeys.SweepKeep.Seconds(), sweep.Batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	for _, idx := range []string{"api_keys_revoked_at_idx", "api_keys_expires_at_idx"} {
+		if !strings.Contains(plan, idx) {
+			t.Errorf("the sweep's plan does not read %s:\n%s", idx, plan)
+		}
+	}
+	if strings.Contains(plan, "Seq Scan on api_keys") {
+		t.Errorf("the sweep's plan reads the whole table:\n%s", plan)
+	}
+	if n, err := x.svc.Store().Sweep(ctx, apikeys.SweepKeep); err != nil || n != 20 {
+		t.Errorf("Sweep = %d, %v; want the 20 keys ended long ago", n, err)
 	}
 }

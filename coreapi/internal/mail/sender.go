@@ -355,7 +355,8 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 // Prune deletes sent rows older than Retain and parked rows queued more
 // than RetainParked ago: a parked row keeps its address and error for the
 // operator (and an alert names them), not for ever. It deletes in batches
-// (sweep.InBatches).
+// (sweep.InBatches), finding the parked rows through their partial index
+// (migration 00047).
 func (s *Sender) Prune(ctx context.Context) (int64, error) {
 	const q = `
 DELETE FROM mail_queue WHERE id IN (
