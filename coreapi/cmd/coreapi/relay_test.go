@@ -134,6 +134,67 @@ func TestRelayStartWaitsOnNoSilentServer(t *testing.T) {
 	expectRelayed(t, good, db, 15*time.Second, "with silent servers beside the one that answers")
 }
 
+// TestRefusedPublicationsAreLoggedOncePerSubject: NATS's permissions refuse
+// a subject the relay publishes (auth.keys.changed, to a user granted
+// auth.invalidate.> only). The connection's error handler logged every
+// refused message as a warning, and the relay tried the batch again at
+// every notification and poll: 40 pending rows of that subject wrote 40
+// lines at each attempt, for as long as the refusal lasted. The refusal
+// is now the relay's to report, at error level (the events are not
+// delivered), naming each refused subject once per attempt, and the
+// attempts back off (1 s, then 2 s, ...).
+func TestRefusedPublicationsAreLoggedOncePerSubject(t *testing.T) {
+	db := dbtest.New(t)
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{{Username: "coreapi", Password: "pw", Permissions: &natsserver.Permissions{
+			Publish: &natsserver.SubjectPermission{Allow: []string{invalidation.SubjectWildcard}},
+		}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	var buf testkit.LogBuffer
+	run, err := startRelay(config.Config{NATSURL: "nats://coreapi:pw@" + ns.Addr().String()},
+		slog.New(slog.NewJSONHandler(&buf, nil)), db.Pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	rows := make([]outbox.Row, 40)
+	for i := range rows {
+		rows[i] = outbox.Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged}
+	}
+	if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return outbox.Write(context.Background(), tx, rows...)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Attempts at once, 1 s and 3 s later.
+	time.Sleep(3500 * time.Millisecond)
+	var refusals, atError int
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if !strings.Contains(line, invalidation.SubjectKeysChanged) {
+			continue
+		}
+		refusals++
+		if strings.Contains(line, `"level":"ERROR"`) {
+			atError++
+		}
+	}
+	if refusals == 0 || refusals > 3 || atError != refusals {
+		t.Fatalf("%d lines name the refused subject in 3.5 s (%d of them errors), want 1 to 3, all errors (once an attempt):\n%s",
+			refusals, atError, buf.String())
+	}
+}
+
 // expectRelayed subscribes to the invalidations on the NATS server at url,
 // writes one outbox row for user u1 and fails the test (saying when: what)
 // unless the relay publishes it there within wait.

@@ -222,9 +222,16 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 			}
 			log.Warn("nats disconnected", "err", err)
 		}),
-		// Into the log (a refused reconnection, a refused publish): the
-		// client's default handler prints to stderr, outside it.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats", "err", err) }),
+		// Into the log (a refused reconnection): the client's default
+		// handler prints to stderr, outside it. A refused publication is
+		// the relay's to log, once a subject and failed batch: the server
+		// refuses each message, up to a batch's 256 at each attempt.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if r := ready.Load(); r != nil && r.Refused(err) {
+				return
+			}
+			log.Warn("nats", "err", err)
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
@@ -239,6 +246,9 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "coreapi_outbox_publish_failures_total", Help: "Outbox batches that could not be published (NATS down, database error).",
 			}, func() float64 { return float64(relay.Stats().Failures) })),
+			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "coreapi_outbox_publish_refused_total", Help: "Outbox batches that could not be published because NATS's permissions refused a subject (also counted in coreapi_outbox_publish_failures_total).",
+			}, func() float64 { return float64(relay.Stats().Refused) })),
 			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "coreapi_outbox_undeliverable_total", Help: "Outbox rows published as auth.invalidate.all because NATS cannot deliver their subject or no proxy can act on it.",
 			}, func() float64 { return float64(relay.Stats().Undeliverable) })),

@@ -14,6 +14,7 @@ var MetricsAllowedZero = map[string]string{
 	"coreapi_mail_failures_total":                   "failed mail deliveries",
 	"coreapi_mail_parked_total":                     "mails given up on",
 	"coreapi_outbox_publish_failures_total":         "outbox batches NATS did not take",
+	"coreapi_outbox_publish_refused_total":          "outbox batches NATS's permissions refused",
 	"coreapi_outbox_undeliverable_total":            "outbox rows with a subject NATS cannot deliver (Write refuses them)",
 	"coreapi_overload_shed_total":                   "requests refused 503 under overload",
 }

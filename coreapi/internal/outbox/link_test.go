@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
@@ -283,6 +284,107 @@ func TestPublishRefusedByPermissionsStaysPending(t *testing.T) {
 	if got := pendingCount(t, db.Pool); got != 0 {
 		t.Fatalf("pending rows = %d, want 0", got)
 	}
+}
+
+// refusingNATS runs a server whose user core may publish the subjects under
+// auth.invalidate.> only (auth.keys.changed refused) and whose user watch
+// may do anything, and returns it with a function that grants core the
+// refused subject by reloading the server's configuration (the
+// connections stay open).
+func refusingNATS(t *testing.T) (ns *server.Server, grant func()) {
+	t.Helper()
+	opts := func(allow ...string) *server.Options {
+		return &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+			Users: []*server.User{
+				{Username: "core", Password: "pw", Permissions: &server.Permissions{
+					Publish: &server.SubjectPermission{Allow: allow},
+				}},
+				{Username: "watch", Password: "pw"},
+			}}
+	}
+	ns = natstest.StartWith(t, opts(invalidation.SubjectWildcard))
+	return ns, func() {
+		t.Helper()
+		if err := ns.ReloadOptions(opts(invalidation.SubjectWildcard, invalidation.SubjectKeysChanged)); err != nil {
+			t.Fatalf("reload the NATS server's permissions: %v", err)
+		}
+	}
+}
+
+// TestARefusedPublicationBacksOff: the NATS server's permissions refuse one
+// subject the relay publishes (auth.keys.changed). The batch fails and
+// stays pending, and the relay tried it again at every commit's
+// notification and every poll: a denied subject kept NATS and PostgreSQL
+// busy for as long as it lasted, and the batch's other rows, which the
+// server accepts, went out again at each attempt. After a batch NATS did
+// not take, the relay waits before the next (1 s, then twice as long at
+// each failure, up to 30 s); once the subject is granted, the rows go out
+// at the next attempt, without a restart.
+func TestARefusedPublicationBacksOff(t *testing.T) {
+	db := dbtest.New(t)
+	ns, grant := refusingNATS(t)
+	// The attempts, seen as the arrivals of the batch's row the server
+	// accepts.
+	var mu sync.Mutex
+	var attempts []time.Time
+	var keys int
+	watch := connect(t, "nats://watch:pw@"+ns.Addr().String())
+	for _, subject := range []string{invalidation.SubjectWildcard, invalidation.SubjectKeysChanged} {
+		if _, err := watch.Subscribe(subject, func(m *nats.Msg) {
+			mu.Lock()
+			defer mu.Unlock()
+			if m.Subject == invalidation.SubjectKeysChanged {
+				keys++
+			} else {
+				attempts = append(attempts, time.Now())
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	seen := func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(attempts)
+	}
+
+	// A poll every 20 ms: without a backoff, an attempt every 20 ms.
+	startRelay(t, db.Pool, connect(t, "nats://core:pw@"+ns.Addr().String()), RelayOptions{Poll: 20 * time.Millisecond})
+	insert(t, db.Pool,
+		Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged},
+		Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
+	eventually.Within(t, wait, func() error { return want(len(seen()) > 0, "no attempt to publish the batch") })
+	// Attempts 1 s and 3 s after the first; the next is due 7 s after it.
+	time.Sleep(3500 * time.Millisecond)
+	got := seen()
+	if len(got) < 2 || len(got) > 4 {
+		t.Fatalf("%d attempts in the 3.5 s after the first, want 2 or 3 (1 s, then 2 s apart)", len(got)-1)
+	}
+	for i := 1; i < len(got); i++ {
+		least := time.Duration(1<<(i-1)) * time.Second * 9 / 10
+		if gap := got[i].Sub(got[i-1]); gap < least {
+			t.Errorf("attempt %d came %v after the one before, want at least %v", i+1, gap.Round(time.Millisecond), least)
+		}
+	}
+	if n := pendingCount(t, db.Pool); n != 2 {
+		t.Fatalf("%d rows pending with auth.keys.changed refused, want 2", n)
+	}
+
+	grant()
+	granted := time.Now()
+	eventually.Within(t, 30*time.Second, func() error {
+		n := pendingCount(t, db.Pool)
+		return want(n == 0, "%d rows pending %v after auth.keys.changed was granted", n, time.Since(granted).Round(time.Millisecond))
+	})
+	t.Logf("published %v after the grant", time.Since(granted).Round(time.Millisecond))
+	eventually.Within(t, wait, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return want(keys == 1, "auth.keys.changed arrived %d times, want once", keys)
+	})
 }
 
 // listenPorts are the client ports of the relays' LISTEN connections to the

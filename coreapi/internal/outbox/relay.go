@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,16 @@ type RelayOptions struct {
 	// sets it, 2 s by default). Every look also publishes the relay's
 	// own beat (auth.outbox.relay) straight to NATS.
 	Heartbeat time.Duration
+	// Backoff is how long the relay waits before it tries again after a
+	// batch NATS did not take (a subject its permissions refuse, a
+	// confirmation that did not come, a connection replaced before it
+	// came) (default 1s); the wait doubles at each failure after, up to
+	// MaxBackoff (default 30s), and a batch NATS takes starts it over.
+	// Commits' notifications and polls do not cut it short (a subject
+	// refused for good had the batch, and its log lines, repeated at each);
+	// a reconnection of NATS does.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
 	// ID names the relay in its beats and in outbox_relays (default: the
 	// host name and 8 random hex digits, unique to the process). It should
 	// stay the same when the process restarts (the pod's name and
@@ -102,6 +113,13 @@ func (o *RelayOptions) defaults() {
 	if o.ListenPing <= 0 {
 		o.ListenPing = 5 * time.Second
 	}
+	if o.Backoff <= 0 {
+		o.Backoff = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	o.MaxBackoff = max(o.MaxBackoff, o.Backoff)
 	if o.ID == "" {
 		host, err := os.Hostname()
 		if err != nil || host == "" {
@@ -133,7 +151,11 @@ type Relay struct {
 
 	published     atomic.Int64
 	failures      atomic.Int64
+	refused       atomic.Int64
 	undeliverable atomic.Int64
+	// refusals are the subjects NATS refused since the relay last reported
+	// them (Refused).
+	refusals refusals
 	// notes counts the notifications listen heard (and its LISTENs, after
 	// which rows committed meanwhile may be waiting): a commit since.
 	notes atomic.Int64
@@ -171,6 +193,9 @@ func NewRelay(pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger, o RelayOption
 type RelayStats struct {
 	Published int64 // rows published and marked
 	Failures  int64 // batches that could not be published
+	// Refused counts the failures that were a refusal of NATS's
+	// permissions (a subject coreapi's NATS user may not publish).
+	Refused int64
 	// Undeliverable counts the publications of rows whose subject
 	// invalidation.CheckSubject refuses, sent as auth.invalidate.all
 	// instead.
@@ -179,11 +204,13 @@ type RelayStats struct {
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() RelayStats {
-	return RelayStats{Published: r.published.Load(), Failures: r.failures.Load(), Undeliverable: r.undeliverable.Load()}
+	return RelayStats{Published: r.published.Load(), Failures: r.failures.Load(), Refused: r.refused.Load(),
+		Undeliverable: r.undeliverable.Load()}
 }
 
 // Wake asks the relay to look for pending rows now (e.g. from a NATS
-// reconnect handler). It never blocks.
+// reconnect handler), unless it is waiting after a batch NATS did not take
+// (RelayOptions.Backoff) on the same connection. It never blocks.
 func (r *Relay) Wake() {
 	select {
 	case r.wake <- struct{}{}:
@@ -192,7 +219,9 @@ func (r *Relay) Wake() {
 }
 
 // Run publishes pending rows until ctx ends: at start, on every
-// notification, on every poll tick, and prunes old published rows. When
+// notification, on every poll tick (after a batch NATS did not take, only
+// once RelayOptions.Backoff's wait is over, or NATS reconnected), and
+// prunes old published rows. When
 // ctx ends it publishes what is still pending once more (within
 // FlushTimeout, and only while NATS is connected): rows committed by the
 // last requests before a shutdown, whose notification may not have been
@@ -216,29 +245,22 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	failing, beatFailing := false, false
 	w := dbWatch{cover: r.publishHeard}
+	b := backoff{first: r.o.Backoff, max: r.o.MaxBackoff}
+	var retry <-chan time.Time
 	for {
-		notes := r.notes.Load()
-		held, err := r.drain(ctx, r.heard.upTo(notes))
-		if err == nil {
-			r.heard.forget(notes, held)
-		}
-		w.drained(err, notes, r.notes.Load())
-		switch {
-		case err != nil && ctx.Err() == nil:
-			r.failures.Add(1)
-			if !failing { // log the outage once, not on every poll
-				r.log.Warn("outbox relay cannot publish; rows stay pending", "err", err)
-				failing = true
+		if !b.holds(r.nc) {
+			r.drainAndTell(ctx, &w, &b, &failing)
+			retry = nil
+			if b.holds(r.nc) {
+				retry = time.After(time.Until(b.until))
 			}
-		case err == nil && failing:
-			r.log.Info("outbox relay publishing again")
-			failing = false
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.wake:
 		case <-poll.C:
+		case <-retry:
 		case <-beat:
 			r.beatRelay()
 			// The row's trigger wakes the relays (this one too): it is
@@ -267,6 +289,160 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// drainAndTell is one of Run's drains: it publishes the pending rows,
+// keeps w and b up to date, and logs what changed (failing: the relay
+// already said it cannot publish). A batch NATS did not take has b hold
+// the next drain back.
+func (r *Relay) drainAndTell(ctx context.Context, w *dbWatch, b *backoff, failing *bool) {
+	notes := r.notes.Load()
+	held, err := r.drain(ctx, r.heard.upTo(notes))
+	if err == nil {
+		r.heard.forget(notes, held)
+		b.reset()
+		r.refusals.take() // reported by the connection too late for the last failure
+	}
+	w.drained(err, notes, r.notes.Load())
+	switch {
+	case err != nil && ctx.Err() == nil:
+		r.failures.Add(1)
+		refused := errors.Is(err, nats.ErrPermissionViolation)
+		if errors.Is(err, errPublish) {
+			wait := b.failed(r.nc)
+			if refused {
+				r.refused.Add(1)
+				r.reportRefused(err, wait)
+			}
+		}
+		if !*failing && !refused { // log the outage once, not on every poll
+			r.log.Warn("outbox relay cannot publish; rows stay pending", "err", err)
+		}
+		*failing = true
+	case err == nil && *failing:
+		r.log.Info("outbox relay publishing again")
+		*failing = false
+	}
+}
+
+// backoff is how long Run waits before its next drain after a batch NATS
+// did not take (RelayOptions.Backoff, MaxBackoff).
+type backoff struct {
+	first, max time.Duration
+	// next is the wait after the next failure (0: first); until is when
+	// the current wait ends (zero: none), unless the connection, whose
+	// count of reconnections was reconnects then, is replaced before.
+	next       time.Duration
+	until      time.Time
+	reconnects uint64
+}
+
+// failed starts a wait after a failure on nc, and returns how long it is.
+func (b *backoff) failed(nc *nats.Conn) time.Duration {
+	d := b.next
+	if d == 0 {
+		d = b.first
+	}
+	b.next = min(2*d, b.max)
+	b.until = time.Now().Add(d)
+	b.reconnects = nc.Stats().Reconnects
+	return d
+}
+
+// reset ends the wait, and the next failure's starts over.
+func (b *backoff) reset() { b.next, b.until = 0, time.Time{} }
+
+// holds reports whether the next drain must wait still: the wait has not
+// ended, and nc is the connection the failure was on (a new one may be to
+// a server that takes the batch: the reconnect handler's Wake drains).
+func (b *backoff) holds(nc *nats.Conn) bool {
+	return !b.until.IsZero() && time.Now().Before(b.until) && nc.Stats().Reconnects == b.reconnects
+}
+
+// maxRefusalsKept bounds the refused subjects a relay keeps to report: a
+// deny that covers a kind (auth.invalidate.user.>) refuses a subject a
+// row.
+const maxRefusalsKept = 16
+
+// refusals are the subjects NATS refused the relay, in the order it did,
+// and how many refusals of other subjects came after maxRefusalsKept.
+type refusals struct {
+	mu       sync.Mutex
+	subjects []string
+	others   int
+}
+
+func (f *refusals) add(subject string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case slices.Contains(f.subjects, subject):
+	case len(f.subjects) < maxRefusalsKept:
+		f.subjects = append(f.subjects, subject)
+	default:
+		f.others++
+	}
+}
+
+// take returns the subjects and the count of the other refusals, and
+// forgets them.
+func (f *refusals) take() ([]string, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	subjects, others := f.subjects, f.others
+	f.subjects, f.others = nil, 0
+	return subjects, others
+}
+
+// Refused takes an asynchronous error of the relay's NATS connection (give
+// it every one, from the connection's nats.ErrorHandler) and reports
+// whether it is the relay's to log: a publication the server's
+// permissions refused. The relay logs the refused subjects itself, once
+// a subject at each failed batch, and its batches back off: the server
+// refuses every message, up to a batch's 256 rows at each attempt, and
+// a handler that logged each flooded the log for as long as the refusal
+// lasted. A refusal of the relay's own beat (auth.outbox.relay) is logged
+// once by the beat.
+func (r *Relay) Refused(err error) bool {
+	subject, ok := refusedPublication(err)
+	if !ok {
+		return false
+	}
+	if subject != invalidation.SubjectRelay {
+		r.refusals.add(subject)
+	}
+	return true
+}
+
+// refusedPublication returns the subject of a publication NATS's
+// permissions refused, as the client reports it (`nats: permissions
+// violation: Permissions Violation for Publish to "auth.keys.changed"`),
+// and whether err is one.
+func refusedPublication(err error) (string, bool) {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return "", false
+	}
+	const to = `for publish to "`
+	msg := err.Error()
+	i := strings.Index(strings.ToLower(msg), to)
+	if i < 0 {
+		return "", false
+	}
+	subject, _, _ := strings.Cut(msg[i+len(to):], `"`)
+	return truncate(subject, 2*invalidation.MaxSubjectLen), true
+}
+
+// reportRefused logs a batch that failed with err, a refusal of NATS's
+// permissions, after which the relay waits for wait: one line naming
+// the subjects refused since the last report (err names the last one:
+// those the connection reports after the batch failed go into the next).
+func (r *Relay) reportRefused(err error, wait time.Duration) {
+	subjects, others := r.refusals.take()
+	if subject, ok := refusedPublication(err); ok && !slices.Contains(subjects, subject) {
+		subjects = append(subjects, subject)
+	}
+	r.log.Error("nats refuses outbox publications: their events are not delivered, and their batch and every row after it stay pending; grant coreapi's NATS user publish on these subjects",
+		"subjects", subjects, "other_refusals", others, "retry_in", wait, "err", err)
 }
 
 // flush is Run's last publication, after ctx (Run's) ended.

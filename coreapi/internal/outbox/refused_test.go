@@ -1,0 +1,143 @@
+package outbox
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
+)
+
+// TestRefusedBatchesAreCountedAndBackOffUpToTheCap: the refusals are
+// counted apart from the other failures (coreapi_outbox_publish_refused_total),
+// the waits stop growing at MaxBackoff, and the refused subjects are
+// reported by the relay, not the connection's handler.
+func TestRefusedBatchesAreCountedAndBackOffUpToTheCap(t *testing.T) {
+	db := dbtest.New(t)
+	ns, grant := refusingNATS(t)
+	var logs logbuffer.Buffer
+	var ready atomic.Pointer[Relay]
+	var handed atomic.Int64
+	nc, err := nats.Connect("nats://core:pw@"+ns.Addr().String(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if r := ready.Load(); r != nil && r.Refused(err) {
+			return
+		}
+		handed.Add(1)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	r := NewRelay(db.Pool, nc, slog.New(slog.NewJSONHandler(&logs, nil)),
+		RelayOptions{Poll: 10 * time.Millisecond, Backoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond})
+	ready.Store(r)
+	startRun(t, r)
+	rows := make([]Row, 30)
+	for i := range rows {
+		rows[i] = Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged}
+	}
+	insert(t, db.Pool, rows...)
+	// 20, 40 and 80 ms, then 80 ms each: about 12 attempts a second.
+	eventually.Within(t, wait, func() error { s := r.Stats(); return want(s.Refused >= 6, "%d batches refused", s.Refused) })
+	began, before := time.Now(), r.Stats().Refused
+	time.Sleep(time.Second)
+	n, took := r.Stats().Refused-before, time.Since(began)
+	if most := int64(took/(80*time.Millisecond)) + 1; n > most {
+		t.Errorf("%d attempts in %v, want at most %d (80 ms apart)", n, took.Round(time.Millisecond), most)
+	} else if n < 3 {
+		t.Errorf("%d attempts in %v, want the waits capped at 80 ms", n, took.Round(time.Millisecond))
+	}
+	if s := r.Stats(); s.Refused != s.Failures {
+		t.Errorf("%d failures, %d of them refusals, want all", s.Failures, s.Refused)
+	}
+	if n := handed.Load(); n != 0 {
+		t.Errorf("%d refusals left to the connection's handler", n)
+	}
+	if n, lines := r.Stats().Refused, strings.Count(logs.String(), "nats refuses outbox publications"); int64(lines) > n || lines == 0 {
+		t.Errorf("%d refusal lines for %d refused batches of %d rows each, want one a batch:\n%s", lines, n, len(rows), logs.String())
+	}
+	grant()
+	eventually.Within(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows pending after the grant", n) })
+}
+
+// TestRefusedTakesPublicationRefusals: the relay takes from the
+// connection's handler the refusals of its publications, keeps a bounded
+// number of their subjects to report, and leaves every other error (a
+// refused subscription, an authorization error) to the handler; the
+// refusal of its own beat is the beat's to report.
+func TestRefusedTakesPublicationRefusals(t *testing.T) {
+	r := NewRelay(nil, nil, quiet(), RelayOptions{})
+	refusal := func(what, subject string) error {
+		return fmt.Errorf("%w: Permissions Violation for %s to %q", nats.ErrPermissionViolation, what, subject)
+	}
+	for _, err := range []error{
+		refusal("Subscription", invalidation.SubjectWildcard),
+		nats.ErrAuthorization,
+		fmt.Errorf("nats: Permissions Violation for Publish to %q", invalidation.SubjectKeysChanged),
+	} {
+		if r.Refused(err) {
+			t.Errorf("Refused(%v) = true, want it left to the handler", err)
+		}
+	}
+	if !r.Refused(refusal("Publish", invalidation.SubjectRelay)) {
+		t.Error("the refusal of the relay's beat left to the handler")
+	}
+	for i := range maxRefusalsKept + 4 {
+		for range 3 {
+			if !r.Refused(refusal("Publish", invalidation.UserSubject(fmt.Sprint("u", i)))) {
+				t.Fatal("a refused publication left to the handler")
+			}
+		}
+	}
+	subjects, others := r.refusals.take()
+	if len(subjects) != maxRefusalsKept || others != 12 || subjects[0] != invalidation.UserSubject("u0") {
+		t.Fatalf("kept %q and %d other refusals, want the first %d subjects once each and the 12 refusals of the 4 others",
+			subjects, others, maxRefusalsKept)
+	}
+	if subjects, others := r.refusals.take(); len(subjects) != 0 || others != 0 {
+		t.Fatalf("kept %q and %d other refusals after they were taken", subjects, others)
+	}
+}
+
+// TestBackoff: the waits double from Backoff up to MaxBackoff and start over
+// after a success; a reconnection ends a wait.
+func TestBackoff(t *testing.T) {
+	ns := startNATS(t, -1, "")
+	nc := connect(t, ns.ClientURL())
+	b := backoff{first: 100 * time.Millisecond, max: 350 * time.Millisecond}
+	if b.holds(nc) {
+		t.Fatal("a wait before any failure")
+	}
+	for _, d := range []time.Duration{100, 200, 350, 350} {
+		if got := b.failed(nc); got != d*time.Millisecond {
+			t.Fatalf("wait %v, want %v", got, d*time.Millisecond)
+		}
+	}
+	if !b.holds(nc) {
+		t.Fatal("no wait after a failure")
+	}
+	b.reset()
+	if b.holds(nc) {
+		t.Fatal("a wait after a success")
+	}
+	if got := b.failed(nc); got != 100*time.Millisecond {
+		t.Fatalf("wait %v after a success and a failure, want 100ms", got)
+	}
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, wait, func() error {
+		return want(nc.IsConnected() && nc.Stats().Reconnects == 1, "connection %v, %d reconnections", nc.Status(), nc.Stats().Reconnects)
+	})
+	if b.holds(nc) {
+		t.Fatal("a wait across a reconnection")
+	}
+}
