@@ -108,6 +108,12 @@ type Options struct {
 	// projection cache, which then trusts an entry only for a bounded
 	// staleness (DownRecheckFor). 0: never.
 	DownRecheck time.Duration
+	// Refresh: every open stream is decided again this often, through
+	// the projection cache, which holds an entry for its TTL at most (an
+	// entry past it is fetched again): a stream does not keep what a
+	// projection allowed longer than a request may trust that
+	// projection, whether or not an event said it changed. 0: never.
+	Refresh time.Duration
 	// RecheckFor bounds how long a recheck the projection cache cannot
 	// answer is tried again before the stream is closed
 	// (ReasonUnavailable): an event said its user's access changed, and
@@ -145,6 +151,11 @@ type Manager struct {
 	// running); guarded by downMu.
 	downMu   sync.Mutex
 	downStop chan struct{}
+	// refreshOnce starts the periodic rechecks (Options.Refresh) at the
+	// first authenticated stream; stopRefresh, closed by Drain, ends them.
+	refreshOnce sync.Once
+	stopOnce    sync.Once
+	stopRefresh chan struct{}
 	// routeMu orders the route changes of a stream: Reroute's, and its
 	// registration's (a stream routed by a table that is no longer
 	// current), so that a stream ends on the route of the newest table.
@@ -173,7 +184,7 @@ func New(o Options, proj Projections, log *slog.Logger, reg prometheus.Registere
 	}
 	m := &Manager{o: o, log: log, proj: proj, m: newMetrics(reg), all: map[*Conn]struct{}{},
 		users: map[string]map[*Conn]struct{}{}, ips: map[string]map[*Conn]struct{}{}, tens: map[string]map[*Conn]struct{}{},
-		done: make(chan struct{}), netDial: (&net.Dialer{}).DialContext}
+		done: make(chan struct{}), stopRefresh: make(chan struct{}), netDial: (&net.Dialer{}).DialContext}
 	m.pool.New = func() any { b := make([]byte, o.BufferBytes); return &b }
 	return m
 }
@@ -356,6 +367,7 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		// Deciding once more sees an invalidation (a cache hit, the
 		// decision's own entry, when there was none).
 		m.schedule(c)
+		m.startRefresh()
 	}
 	return c, nil
 }
@@ -552,6 +564,41 @@ func DownRecheckFor(maxStaleness time.Duration) time.Duration {
 // stayed away, whatever the event that asked for the recheck had changed.
 func RecheckForStaleness(maxStaleness time.Duration) time.Duration {
 	return max(maxStaleness, recheckRetryMin)
+}
+
+// RefreshFor is Options.Refresh for a projection cache whose entries live
+// for ttl (PROJECTION_CACHE_TTL): a tenth of it, at least a second. A
+// stream then loses what its projection allowed at most that long after
+// the user's requests do, when no event reached the proxy (a change
+// answered by a replica still on an older permission catalog after the
+// new one's auth.invalidate.all, an outbox that cannot publish while no
+// heartbeat is watched). Decided again only on events, it kept it until
+// its token expired.
+func RefreshFor(ttl time.Duration) time.Duration {
+	return max(ttl/10, time.Second)
+}
+
+// startRefresh starts deciding every stream again each Refresh, until
+// Drain: at the first authenticated stream, so that a proxy that carries
+// none runs nothing for it.
+func (m *Manager) startRefresh() {
+	if m.o.Refresh <= 0 {
+		return
+	}
+	m.refreshOnce.Do(func() { go m.refreshEvery(m.o.Refresh) })
+}
+
+func (m *Manager) refreshEvery(d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stopRefresh:
+			return
+		case <-t.C:
+			m.recheck(m.snapshot(nil, ""))
+		}
+	}
 }
 
 // feedDown starts deciding every stream again each DownRecheck, until
@@ -757,6 +804,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 	empty := len(m.all) == 0
 	m.mu.Unlock()
 	m.feedUp()
+	m.stopOnce.Do(func() { close(m.stopRefresh) })
 	if empty {
 		m.closeDone()
 	}
