@@ -1084,6 +1084,82 @@ func TestResetMFARacingJoinElsewhere(t *testing.T) {
 	}
 }
 
+// TestResetMFARacingTheFactorsChange: an admin's reset waits for the
+// account's row while the member's own change of the factor holds it (a
+// disable removing it, a confirmation activating it), and is decided on
+// the factor as that change left it. The reset read the factor in the
+// statement that took the lock, whose snapshot is older than the change:
+// a factor the member had just disabled was "reset" (every session ended,
+// the token version moved on, user.mfa_reset audited and mailed) though
+// there was none left, and one just confirmed was answered 404 "no active
+// second factor".
+func TestResetMFARacingTheFactorsChange(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		confirm bool // else a disable
+		status  int
+		code    string
+	}{
+		{"disabled meanwhile", false, http.StatusNotFound, "not_found"},
+		{"confirmed meanwhile", true, http.StatusNoContent, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := start(t, cheap)
+			ctx := context.Background()
+			var ownerAs *identity.Identity
+			var member identity.Identity
+			if c.confirm {
+				ownerAs = e.identityFor(t, e.signup(t, "owner@example.com", "Acme"))
+				member = e.SeedUserIn(t, ownerAs.TenantID, "member@example.com", "member")
+				if err := e.DB.Pool.QueryRow(ctx, `INSERT INTO sessions (user_id, tenant_id, expires_at) VALUES ($1, $2, now() + interval '1 hour') RETURNING id`,
+					member.UserID, ownerAs.TenantID).Scan(&member.SessionID); err != nil {
+					t.Fatal(err)
+				}
+				e.enrol(t, &member)
+			} else {
+				_, ownerAs, member = e.ownerAndEnrolledMember(t)
+			}
+			var tv int64
+			if err := e.DB.Pool.QueryRow(ctx, `SELECT token_version FROM users WHERE id = $1`, member.UserID).Scan(&tv); err != nil {
+				t.Fatal(err)
+			}
+			// The member's change, as DELETE /users/me/mfa/totp and the
+			// confirmation make it: the account's row, then the factor.
+			change := e.DB.Hold(t, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, member.UserID)
+			if c.confirm {
+				if _, err := change.Exec(ctx, `UPDATE mfa_totp SET status = 'active', confirmed_at = now() WHERE user_id = $1`, member.UserID); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := auth.DeleteFactor(ctx, change, member.UserID); err != nil {
+				t.Fatal(err)
+			}
+			answer := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response { // at the account's row
+				return e.Send(t, ownerAs, http.MethodDelete, "/api/v1/users/"+member.UserID+"/mfa", nil)
+			})
+			if err := change.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			wantStatus(t, "reset", answer(), c.status, c.code)
+			reset := 0
+			if c.confirm {
+				reset = 1
+			}
+			if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.mfa_reset' AND target_id = $1`, member.UserID); n != reset {
+				t.Errorf("%d user.mfa_reset audit events, want %d", n, reset)
+			}
+			if n := e.count(t, `SELECT count(*) FROM users WHERE id = $1 AND token_version = $2`, member.UserID, tv+int64(reset)); n != 1 {
+				t.Errorf("token version moved on by other than %d", reset)
+			}
+			if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_reason = 'mfa_reset'`, member.UserID); (n > 0) != c.confirm {
+				t.Errorf("%d sessions ended by the reset", n)
+			}
+			if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, member.UserID); n != 0 {
+				t.Errorf("%d factors left, want none", n)
+			}
+		})
+	}
+}
+
 // A sign-in that checked the old password and waits for its second factor
 // ends with a password change: its mfa_token no longer opens a session.
 func TestPasswordChangeEndsPendingSecondFactorSignIn(t *testing.T) {

@@ -929,7 +929,8 @@ var ErrNoActiveFactor = errors.New("the member has no active second factor")
 // ErrNotFound: no such member.
 func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID, userID string, a roles.Actor) error {
 	const qElsewhere = `SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id <> $2)`
-	const qLockAccount = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = u.id AND status = 'active') FROM users u WHERE u.id = $1 FOR UPDATE OF u`
+	const qLockAccount = `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`
+	const qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	all, member := roles.CatalogArgs(c)
 	// Ordered with every other change of a member (the tenant's lock),
 	// and decided on what the actor holds now (roles.Live).
@@ -946,13 +947,20 @@ func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, te
 	}
 	// The account's row, locked, holds back a membership being added in
 	// another tenant (an invitation accepted there: its foreign key check
-	// shares the row), and the look below, a statement of its own, sees
+	// shares the row), and the looks below, statements of their own, see
 	// one that committed while this waited. Unlocked, a join committing
 	// just after the look let the factor be removed from an account that
-	// belongs to another tenant by then.
-	var active bool
-	if err := tx.QueryRow(ctx, qLockAccount, userID).Scan(&active); err != nil {
+	// belongs to another tenant by then. So does the factor's own look:
+	// the member's disable or confirmation holds the row while it changes
+	// the factor, and the locking statement's snapshot, older than that
+	// change, reset a factor already disabled (ending every session) and
+	// found none in one just confirmed.
+	if _, err := tx.Exec(ctx, qLockAccount, userID); err != nil {
 		return fmt.Errorf("lock account: %w", err)
+	}
+	var active bool
+	if err := tx.QueryRow(ctx, qFactor, userID).Scan(&active); err != nil {
+		return fmt.Errorf("look for the factor: %w", err)
 	}
 	if !active {
 		return ErrNoActiveFactor
