@@ -69,8 +69,11 @@ func handoverHash(code string) []byte {
 // account's current token version: a password reset, a global sign-out or
 // the member's removal from the tenant since the callback ended it), the
 // account, the membership and the tenant must still be active (else the
-// password grant's refusals), and the session gets a fresh refresh token (the one made at
-// the callback was never shown to anyone). The liveness is checked before
+// password grant's refusals: read again after the session's step, with
+// the membership share-locked, so a change committed before the tokens'
+// session was renewed is never answered with tokens), and the session
+// gets a fresh refresh token (the one made at the callback was never
+// shown to anyone). The liveness is checked before
 // the second-factor hook, which must not turn an ended sign-in into an
 // mfa_token. A code made for a flow with a code_challenge is exchanged
 // only with its code_verifier, and one made without only without: a
@@ -119,15 +122,8 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if !verifierMatches(req.CodeVerifier, challenge) {
 		return TokenResponse{}, errHandoverVerifier
 	}
-	// Disabled since the callback: its sign-in's answer.
-	if !active {
-		return TokenResponse{}, errAccountDisabled
-	}
-	// Disabled in the tenant, or the tenant suspended, since the
-	// callback (a removal ended the session: errBadHandover above): the
-	// password grant's refusal of a sign-in naming the tenant.
-	if !member {
-		return TokenResponse{}, problem.New(403, problem.CodeForbidden, "no active membership in tenant "+g.TenantID)
+	if err := refuseInactive(g.TenantID, active, member); err != nil {
+		return TokenResponse{}, err
 	}
 	// A user with a second factor gives it here too: the external
 	// sign-in stands for the password, and the session it opened is
@@ -136,9 +132,23 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		return TokenResponse{}, err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The membership first, share-locked until the tokens' session is
+		// renewed, as sessions.Store.Create holds it (a removal locks it,
+		// then the sessions); then the statuses again, in a statement
+		// after the reissue: a member disabled, an account disabled or a
+		// tenant suspended since the code was consumed is seen, or comes
+		// after the renewed session.
+		if _, err := tx.Exec(ctx, qHoldMembership, g.UserID, g.TenantID); err != nil {
+			return fmt.Errorf("hold membership: %w", err)
+		}
 		var err error
-		g.RefreshToken, err = s.sessions.Reissue(ctx, tx, g.UserID, g.SessionID)
-		return err
+		if g.RefreshToken, err = s.sessions.Reissue(ctx, tx, g.UserID, g.SessionID); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, qStanding, g.UserID, g.TenantID).Scan(&active, &member); err != nil {
+			return fmt.Errorf("read standing: %w", err)
+		}
+		return refuseInactive(g.TenantID, active, member)
 	})
 	if errors.Is(err, sessions.ErrNotFound) { // signed out in between
 		return TokenResponse{}, errBadHandover
@@ -147,6 +157,32 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		return TokenResponse{}, err
 	}
 	return s.Issue(ctx, g, func() error { return errBadHandover }) // signed out since the reissue
+}
+
+// qHoldMembership and qStanding: see handoverGrant's reissue.
+const (
+	qHoldMembership = `SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id = $2 FOR SHARE`
+	qStanding       = `
+SELECT u.status = 'active', coalesce(m.status = 'active' AND t.status = 'active', false)
+FROM users u JOIN tenants t ON t.id = $2
+LEFT JOIN memberships m ON m.user_id = u.id AND m.tenant_id = t.id
+WHERE u.id = $1`
+)
+
+// refuseInactive answers a hand-over whose account (active), membership
+// or tenant (member) is no longer active as a sign-in is answered then:
+// a disabled account is its sign-in's answer; a member disabled in the
+// tenant, or the tenant suspended, the password grant's refusal of a
+// sign-in naming the tenant (a removal ended the session:
+// errBadHandover).
+func refuseInactive(tenantID string, active, member bool) error {
+	if !active {
+		return errAccountDisabled
+	}
+	if !member {
+		return problem.New(403, problem.CodeForbidden, "no active membership in tenant "+tenantID)
+	}
+	return nil
 }
 
 // validVerifier reports whether v is a code_verifier as RFC 7636 section

@@ -33,6 +33,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
@@ -1353,6 +1354,90 @@ func TestHandoverRefusedAfterMembershipEnds(t *testing.T) {
 			r := x.exchange(t, c)
 			if r.Status != tt.status || r.Problem(t).Code != tt.code {
 				t.Fatalf("exchange: %d %s, want %d %s", r.Status, r.Body, tt.status, tt.code)
+			}
+		})
+	}
+}
+
+// TestHandoverRacingTheMembersStanding: the exchange read the account's,
+// the membership's and the tenant's statuses as it consumed the code, then
+// reissued the session's refresh token in a later transaction: a member
+// disabled, an account disabled or a tenant suspended in between got the
+// session's tokens, its step taken after the change committed. The test
+// holds the session's row, where the reissue waits, while the change is
+// made. A change that committed before the session's step is answered as
+// one made before the exchange (403); a member's disable may instead wait
+// for the exchange (its membership held until the exchange commits), which
+// then precedes it: 200.
+func TestHandoverRacingTheMembersStanding(t *testing.T) {
+	disabled := identity.StatusDisabled
+	for _, tt := range []struct {
+		name   string
+		change func(t *testing.T, x *env, members *users.Store, admin roles.Actor, userID, tenantID string)
+		// waits: the change may wait for the exchange (else it never does).
+		waits bool
+		code  string
+	}{
+		{"membership disabled", func(t *testing.T, _ *env, members *users.Store, admin roles.Actor, userID, tenantID string) {
+			if _, err := members.Update(context.Background(), tenantID, userID, admin, users.Patch{Status: &disabled}); err != nil {
+				t.Error(err)
+			}
+		}, true, problem.CodeForbidden},
+		{"tenant suspended", func(t *testing.T, x *env, _ *users.Store, _ roles.Actor, _, tenantID string) {
+			st := identity.StatusSuspended
+			if _, _, err := tenants.NewStore(x.DB.Pool).Update(context.Background(), tenantID, roles.Actor{RequestID: "operator-test"}, tenants.Patch{Status: &st}); err != nil {
+				t.Error(err)
+			}
+		}, false, problem.CodeForbidden},
+		{"account disabled", func(t *testing.T, x *env, _ *users.Store, _ roles.Actor, userID, _ string) {
+			if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET status = 'disabled' WHERE id = $1`, userID); err != nil {
+				t.Error(err)
+			}
+		}, false, problem.CodeUserDisabled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			x := start(t)
+			uid := sub(t, x.finish(t, x.begin(t, "")).AccessToken)
+			team := x.SeedTenant(t, "Team")
+			owner := x.SeedUserIn(t, team.ID, "owner@example.com", "owner")
+			x.SeedMember(t, team.ID, uid, "member")
+			st := x.begin(t, "?tenant_id="+team.ID)
+			c := handover(t, x.callback(t, x.approve(t, st), st.cookie))
+			var sid string
+			if err := x.DB.Pool.QueryRow(ctx, `SELECT session_id::text FROM oauth_handovers`).Scan(&sid); err != nil {
+				t.Fatal(err)
+			}
+			hold := x.DB.Hold(t, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, sid)
+			exchange := dbtest.AnsweredOrWaiting(t, x.DB, func() apitest.Response { return x.exchange(t, c) })
+			changed := dbtest.AnsweredOrWaitingFor(t, x.DB, 2, func() struct{} {
+				tt.change(t, x, users.NewStore(x.DB.Pool, nil, nil),
+					roles.Actor{UserID: owner.UserID, Permissions: owner.Permissions, RequestID: "test"}, uid, team.ID)
+				return struct{}{}
+			})
+			// Committed before the exchange's session step, or waiting for
+			// the exchange.
+			first := x.count(t, `SELECT count(*) FROM users u JOIN memberships m ON m.user_id = u.id JOIN tenants t ON t.id = m.tenant_id
+WHERE u.id = $1 AND t.id = $2 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'`, uid, team.ID) == 0
+			if !first && !tt.waits {
+				t.Fatal("the change waits for the exchange")
+			}
+			if err := hold.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := exchange()
+			changed()
+			if first {
+				if r.Status != http.StatusForbidden || r.Problem(t).Code != tt.code {
+					t.Fatalf("exchange after the change: %d %s, want 403 %s", r.Status, r.Body, tt.code)
+				}
+				if n := x.count(t, `SELECT count(*) FROM refresh_tokens WHERE session_id = $1`, sid); n != 1 {
+					t.Errorf("%d refresh tokens of the session, want the callback's alone", n)
+				}
+				return
+			}
+			if r.Status != http.StatusOK {
+				t.Fatalf("exchange before the change: %d %s, want 200", r.Status, r.Body)
 			}
 		})
 	}
