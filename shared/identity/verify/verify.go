@@ -75,6 +75,12 @@ const (
 // proxy's own default MAX_BODY_BYTES is 1 MiB.
 const DefaultMaxBodyBytes = 1 << 20
 
+// MaxReplayCacheSize is the largest Config.ReplayCacheSize New takes (16
+// GiB of slots, coreapi's bound on IDENTITY_REPLAY_CACHE_SIZE): the memory
+// is allocated whole by New, and a larger size, a mistyped one say, panicked
+// in New or asked for that much memory at start.
+const MaxReplayCacheSize = 1 << 30
+
 // Identity is the verified caller of one request.
 type Identity struct {
 	// Principal is the kind of caller: identity.PrincipalUser,
@@ -131,7 +137,8 @@ type Config struct {
 	// requests a second per process with the 30 s window. Beyond that,
 	// signatures are forgotten before their window ends (their replay is
 	// then accepted), which ReplayEvictions counts: raise it when that
-	// grows. Sizes are rounded down to a multiple of 256.
+	// grows. Sizes are rounded down to a multiple of 256; one above
+	// MaxReplayCacheSize is an error of New.
 	ReplayCacheSize int
 	// AllowReplays turns the replay filter off: the middlewares (and
 	// CheckOnce) then accept a signed request as often as it comes within
@@ -155,6 +162,9 @@ func New(cfg Config) (*Verifier, error) {
 	iv, err := identity.NewVerifier(cfg.Keys, cfg.Window)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if cfg.ReplayCacheSize > MaxReplayCacheSize {
+		return nil, fmt.Errorf("verify: ReplayCacheSize %d: at most %d", cfg.ReplayCacheSize, MaxReplayCacheSize)
 	}
 	v := &Verifier{v: iv, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, now: cfg.Now}
 	if v.maxBody <= 0 {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -670,6 +671,26 @@ func TestReplayMemoryFull(t *testing.T) {
 	}
 	if got := v.ReplayEvictions(); got != n-256+1 {
 		t.Fatalf("ReplayEvictions() = %d after one more, want %d", got, n-256+1)
+	}
+}
+
+// TestReplayCacheSizeBounded: the replay memory is allocated whole by
+// New, so a size past MaxReplayCacheSize (a mistyped one) is New's error;
+// it panicked in New (makeslice: len out of range) or, smaller, asked
+// for that much memory at start.
+func TestReplayCacheSizeBounded(t *testing.T) {
+	for _, n := range []int{verify.MaxReplayCacheSize + 1, 1 << 50, math.MaxInt} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("ReplayCacheSize %d: New panicked: %v", n, p)
+				}
+			}()
+			if _, err := verify.New(verify.Config{Keys: []identity.Key{curKey}, ReplayCacheSize: n}); err == nil ||
+				!strings.Contains(err.Error(), "ReplayCacheSize") {
+				t.Errorf("ReplayCacheSize %d: %v, want an error naming it", n, err)
+			}
+		}()
 	}
 }
 

@@ -8,8 +8,8 @@
 //	LOG_LEVEL                    info             debug logs every rejected signature
 //	SHUTDOWN_TIMEOUT             10s              drain time on SIGTERM
 //	NOTES_REPLAY_CACHE_SIZE      262144           signatures remembered to refuse replays (16 bytes each,
-//	                                              at least 256); "off" accepts replays (load tests
-//	                                              that resend pre-signed requests)
+//	                                              256 to 1073741824); "off" accepts replays (load
+//	                                              tests that resend pre-signed requests)
 //
 // `notes -check-config` validates the configuration and exits; `notes --version`
 // prints the version, commit and Go version.
@@ -100,9 +100,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if v := getenv("NOTES_REPLAY_CACHE_SIZE"); v == "off" {
 		c.allowReplays = true
 	} else if v != "" {
+		// Above the bound, verify.New refuses it: the memory is allocated
+		// at start, and -check-config must say so.
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 256 {
-			errs = append(errs, fmt.Errorf(`NOTES_REPLAY_CACHE_SIZE: want a number of at least 256, or "off", got %q`, v))
+		if err != nil || n < 256 || n > verify.MaxReplayCacheSize {
+			errs = append(errs, fmt.Errorf(`NOTES_REPLAY_CACHE_SIZE: want a number from 256 to %d, or "off", got %q`, verify.MaxReplayCacheSize, v))
 		}
 		c.replays = n
 	}

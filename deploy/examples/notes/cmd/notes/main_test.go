@@ -80,6 +80,23 @@ func TestConfigErrorsReportedTogether(t *testing.T) {
 	}
 }
 
+// TestReplayCacheSizeBounded: -check-config refuses a replay memory
+// larger than verify.New takes; it passed one, which then panicked at
+// start or asked for that much memory.
+func TestReplayCacheSizeBounded(t *testing.T) {
+	keys := "app-notes:" + base64.StdEncoding.EncodeToString(secret)
+	for _, v := range []string{"1073741825", "1099511627776", "9223372036854775807"} {
+		err := run(context.Background(), envOf(map[string]string{"TOLLGATE_IDENTITY_KEYS": keys, "NOTES_REPLAY_CACHE_SIZE": v}), true, io.Discard, nil)
+		if err == nil || !strings.Contains(err.Error(), "NOTES_REPLAY_CACHE_SIZE") {
+			t.Errorf("NOTES_REPLAY_CACHE_SIZE=%s: %v, want refused", v, err)
+		}
+	}
+	c, err := loadConfig(envOf(map[string]string{"TOLLGATE_IDENTITY_KEYS": keys, "NOTES_REPLAY_CACHE_SIZE": "1073741824"}))
+	if err != nil || c.replays != 1<<30 {
+		t.Fatalf("NOTES_REPLAY_CACHE_SIZE=1073741824: %+v, %v", c, err)
+	}
+}
+
 // TestRun starts the command as it runs in production, from the
 // environment, serves a signed request and an unsigned one, and stops on
 // cancel.
