@@ -219,6 +219,14 @@ func start(t testing.TB, o envOpt) *env {
 		testenv.Eventually(t, func() error {
 			return testenv.Want("NATS connected", a.Subscriber != nil && a.Subscriber.Connected(), true)
 		})
+		// The first connection refetches the key set (an auth.keys.changed
+		// may have been missed before it) in the background, after it
+		// reports itself connected: wait for that fetch too, or it lands in
+		// a test that counts the fetches its own tokens cause.
+		testenv.Eventually(t, func() error {
+			done := testutil.ToFloat64(a.Metrics.JWKSFetches.WithLabelValues("ok")) + testutil.ToFloat64(a.Metrics.JWKSFetches.WithLabelValues("error"))
+			return testenv.Want("key set fetches finished (the start's and the first connection's)", done >= 2, true)
+		})
 	}
 	return e
 }
