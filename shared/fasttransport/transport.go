@@ -14,7 +14,8 @@
 // or delimited by the connection's end) is streamed through a pooled
 // reader, as fasthttp does: it gives the connection back once the server
 // has written the body out and closes it instead when the body was not read
-// to its end.
+// to its end. Its Await waits for the body's first bytes, so that a body
+// that fails before them can still be answered with an error.
 //
 // It keeps everything else of fasthttp's transport: the HostClient's
 // connection pool, its read and write timeouts (a timeout is
@@ -456,6 +457,60 @@ func (b *body[C]) Read(p []byte) (int, error) {
 		err = timeout(err)
 	}
 	return n, err
+}
+
+// Await waits until the first bytes of the body have arrived (for a
+// chunked body: its first chunk's size line, then the first byte of that
+// chunk's data), or until it is known to end there, so that the next Read
+// returns bytes or io.EOF without waiting on the upstream. It consumes
+// nothing of the body's data. It returns the error that Read would have
+// met first: the upstream's connection closed (io.ErrUnexpectedEOF) or
+// reset before any of the body, a malformed chunk size line, or
+// fasthttp.ErrTimeout past the connection's read deadline (the client's
+// ReadTimeout from when the request was sent). After an error the body
+// is failed, as after a failed Read.
+//
+// A server writes an answer's header into its buffer and sends it with
+// the first bytes of the body: when the first read of the body fails,
+// the client gets nothing at all, where, waited for first, the failure
+// can still be answered.
+func (b *body[C]) Await() error {
+	if !b.open {
+		return io.ErrClosedPipe
+	}
+	if b.eof {
+		return nil
+	}
+	var err error
+	switch {
+	case b.chunked != nil:
+		// An empty read reads the chunk's size line and no data: io.EOF
+		// for the last chunk, whose trailer section then ends the body.
+		if _, err = b.chunked.Read(nil); err == io.EOF {
+			if err = skipTrailer(b.br); err == nil {
+				b.eof = true
+				return nil
+			}
+		} else if err == nil {
+			_, err = b.br.Peek(1)
+		}
+	case b.remaining == 0:
+		return nil
+	default:
+		if _, err = b.br.Peek(1); err == io.EOF && b.remaining < 0 {
+			// A body delimited by the connection's end: an empty one.
+			b.eof = true
+			return nil
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	b.failed = true
+	return timeout(err)
 }
 
 // CloseWithError ends the body: the connection goes back to the pool when

@@ -1124,3 +1124,80 @@ func (c *watchedConn) Close() error {
 	c.closed.Store(true)
 	return c.TCPConn.Close()
 }
+
+// TestAwait: a streamed body's Await returns once its first bytes have
+// arrived (of a chunked body, the first chunk's data), or its end, and
+// takes nothing of the data: the body reads whole after it, and its
+// connection is reused. A body whose first bytes never come (closed in
+// or after the header or its first size line, a malformed size line)
+// fails, as its first Read would, and its connection is closed.
+func TestAwait(t *testing.T) {
+	const chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	long := "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+	answers := map[string]string{
+		"/chunked":             chunked + "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+		"/chunked-empty":       chunked + "0\r\nX-T: 1\r\n\r\n",
+		"/long":                long + strings.Repeat("l", 100000),
+		"/until-close-empty":   "HTTP/1.1 200 OK\r\n\r\n",
+		"/chunked-none":        chunked,
+		"/chunked-size-only":   chunked + "5\r\n",
+		"/chunked-not-hex":     chunked + "zz\r\nabc\r\n0\r\n\r\n",
+		"/chunked-no-trailer":  chunked + "0\r\n",
+		"/long-none":           long,
+		"/until-close-partial": "HTTP/1.1 200 OK\r\n\r\nabc",
+	}
+	u := startUpstream(t, func(r *http.Request, w *bufio.Writer) bool {
+		w.WriteString(answers[r.URL.Path])
+		return strings.Contains(r.URL.Path, "-none") || strings.HasPrefix(r.URL.Path, "/until-close") ||
+			strings.HasSuffix(r.URL.Path, "-only") || strings.HasSuffix(r.URL.Path, "-trailer")
+	})
+	hc := client(u.addr())
+	for _, tc := range []struct {
+		path, body string
+		fails      bool
+	}{
+		{"/chunked", "hello world", false},
+		{"/chunked", "hello world", false}, // on the same connection
+		{"/chunked-empty", "", false},
+		{"/long", strings.Repeat("l", 100000), false},
+		{"/until-close-empty", "", false},
+		{"/until-close-partial", "abc", false},
+		{"/chunked-none", "", true},
+		{"/chunked-size-only", "", true},
+		{"/chunked-not-hex", "", true},
+		{"/chunked-no-trailer", "", true},
+		{"/long-none", "", true},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			accepted := u.accepted.Load()
+			resp, err := get(t, hc, "GET", tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, ok := resp.BodyStream().(interface{ Await() error })
+			if !ok {
+				t.Fatalf("body %T has no Await", resp.BodyStream())
+			}
+			err = a.Await()
+			if tc.fails {
+				if err == nil {
+					t.Fatal("Await: nil, want the failure a Read meets")
+				}
+				if _, rerr := resp.BodyStream().Read(make([]byte, 8)); rerr == nil {
+					t.Fatal("Read after a failed Await: nil error")
+				}
+				_ = resp.CloseBodyStream()
+				return
+			}
+			if err != nil {
+				t.Fatalf("Await: %v", err)
+			}
+			if got := string(resp.Body()); got != tc.body {
+				t.Fatalf("body %.40q (%d bytes), want %.40q (%d)", got, len(got), tc.body, len(tc.body))
+			}
+			if tc.path == "/chunked" && u.accepted.Load() > max(accepted, 1) {
+				t.Fatal("the connection was not reused after an awaited body")
+			}
+		})
+	}
+}

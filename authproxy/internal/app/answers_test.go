@@ -84,6 +84,16 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 	thenClose := func(raw string) func(net.Conn) bool {
 		return func(c net.Conn) bool { _, _ = io.WriteString(c, raw); return true }
 	}
+	// thenReset writes raw and, once the proxy has had time to read it,
+	// resets the connection.
+	thenReset := func(raw string) func(net.Conn) bool {
+		return func(c net.Conn) bool {
+			_, _ = io.WriteString(c, raw)
+			time.Sleep(100 * time.Millisecond)
+			_ = c.(*net.TCPConn).SetLinger(0)
+			return true
+		}
+	}
 	const ok = "HTTP/1.1 200 OK\r\n"
 	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
 	chunked := ok + "Transfer-Encoding: chunked\r\n\r\n"
@@ -125,10 +135,23 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 		{"long-shorter-than-length", "GET", thenClose(ok + "Content-Length: 100000\r\n\r\n" + strings.Repeat("l", 50000)), 0, ""},
 		{"cut-mid-chunk", "GET", thenClose(chunked + "10\r\nabc"), 0, ""},
 		{"cut-after-chunk", "GET", thenClose(chunked + "3\r\nabc\r\n"), 0, ""},
-		{"chunk-size-not-hex", "GET", write(chunked + "zz\r\nabc\r\n0\r\n\r\n"), 0, ""},
-		{"chunk-size-overflow", "GET", write(chunked + "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"), 0, ""},
-		{"chunk-size-negative", "GET", write(chunked + "-3\r\nabc\r\n0\r\n\r\n"), 0, ""},
 		{"chunk-without-crlf", "GET", write(chunked + "3\r\nabcXX0\r\n\r\n"), 0, ""},
+		// A streamed body (chunked, or longer than 4 KiB) that fails before
+		// its first bytes: nothing of the answer has gone out, and it is
+		// 502 (504 when they do not come in time), where the client got an
+		// empty reply (fasthttp wrote the header into its buffer, failed
+		// on the first read of the body and closed the connection).
+		{"chunked-cut-before-first-chunk", "GET", thenClose(chunked), 502, ""},
+		{"chunked-reset-before-first-chunk", "GET", thenReset(chunked), 502, ""},
+		{"chunked-cut-in-size-line", "GET", thenClose(chunked + "5"), 502, ""},
+		{"chunked-cut-after-size-line", "GET", thenClose(chunked + "5\r\n"), 502, ""},
+		{"long-cut-before-body", "GET", thenClose(ok + "Content-Length: 100000\r\n\r\n"), 502, ""},
+		{"long-reset-before-body", "GET", thenReset(ok + "Content-Length: 100000\r\n\r\n"), 502, ""},
+		{"chunk-size-not-hex", "GET", write(chunked + "zz\r\nabc\r\n0\r\n\r\n"), 502, ""},
+		{"chunk-size-overflow", "GET", write(chunked + "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"), 502, ""},
+		{"chunk-size-negative", "GET", write(chunked + "-3\r\nabc\r\n0\r\n\r\n"), 502, ""},
+		{"chunked-empty", "GET", write(chunked + "0\r\n\r\n"), 200, ""},
+		{"until-close-empty", "GET", thenClose(ok + "\r\n"), 200, ""},
 		{"trailer-fields", "GET", write(chunked + "3\r\nabc\r\n0\r\nX-Auth-User-Id: u\r\nSet-Cookie: t=1\r\n\r\n"), 200, "abc"},
 		// Answers to HEAD carry no body to the client (this one longer
 		// than the proxy's read buffer: the rest waits on the connection).
@@ -138,8 +161,9 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 		{"no-answer", "GET", pause("", stray), 504, ""},
 		{"header-then-silence", "GET", pause(ok+"Content-Length: 10\r\n\r\nabc", "defghij"+stray), 504, ""}, // a short body: read whole first
 		{"half-a-header", "GET", pause(ok+"Content-Le", "ngth: 5\r\n\r\nhello"+stray), 504, ""},             // timed out, as with no answer
+		{"chunked-header-then-silence", "GET", pause(chunked, "5\r\nhello\r\n0\r\n\r\n"+stray), 504, ""},    // nothing of the body in time
 	}
-	late := map[string]bool{"no-answer": true, "header-then-silence": true, "half-a-header": true}
+	late := map[string]bool{"no-answer": true, "header-then-silence": true, "half-a-header": true, "chunked-header-then-silence": true}
 	answers := map[string]func(net.Conn) bool{}
 	for _, c := range cases {
 		answers["/"+c.name] = c.answer
@@ -227,5 +251,72 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 	}
 	if strings.Contains(logs, tok[strings.LastIndexByte(tok, '.')+1:]) {
 		t.Fatalf("the token's signature is in the log: %s", logs)
+	}
+}
+
+// TestChunkedAnswerNotHeldBack: waiting for a chunked answer's first bytes
+// before its header goes out (TestMalformedUpstreamAnswers: an answer cut
+// before them is 502) holds nothing back that the client would have had:
+// an event stream on a forwarded route whose first event comes with its
+// header, or after a pause, reaches the client as soon as the event
+// arrives, while the upstream holds the stream open for its next event;
+// and so does an HTTP/1.0 client's.
+func TestChunkedAnswerNotHeldBack(t *testing.T) {
+	const head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+	const event = "data: first\n\n"
+	chunk := strconv.FormatInt(int64(len(event)), 16) + "\r\n" + event + "\r\n"
+	const pause = 300 * time.Millisecond
+	sent := make(chan time.Time, 4) // when the upstream wrote the first event
+	hold := make(chan struct{})
+	answers := map[string]func(net.Conn) bool{
+		"/with-header": func(c net.Conn) bool {
+			sent <- time.Now()
+			_, _ = io.WriteString(c, head+chunk)
+			<-hold
+			return true
+		},
+		"/after-a-pause": func(c net.Conn) bool {
+			_, _ = io.WriteString(c, head)
+			time.Sleep(pause)
+			sent <- time.Now()
+			_, _ = io.WriteString(c, chunk)
+			<-hold
+			return true
+		},
+	}
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + keptUpstream(t, answers) + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	t.Cleanup(func() { close(hold) })
+	for _, path := range []string{"/with-header", "/after-a-pause"} {
+		for _, version := range []string{"HTTP/1.1", "HTTP/1.0"} {
+			t.Run(path+" "+version, func(t *testing.T) {
+				conn, br := dialProxy(t, e.addr)
+				if _, err := io.WriteString(conn, "GET "+path+" "+version+"\r\nHost: x\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				got := make([]byte, len(event))
+				if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != event {
+					t.Fatalf("status %d, read %q (%v), want the first event %q", resp.StatusCode, got, err, event)
+				}
+				at := time.Now()
+				var wrote time.Time
+				select {
+				case wrote = <-sent:
+				default:
+					t.Fatal("the upstream wrote no event")
+				}
+				// Loopback: the event arrives within milliseconds; 100 ms is a
+				// bound no scheduling delay of the test reaches, far below
+				// the stream's next event (never) or UPSTREAM_TIMEOUT (30 s).
+				if d := at.Sub(wrote); d > 100*time.Millisecond {
+					t.Fatalf("the first event reached the client %v after the upstream wrote it", d)
+				}
+			})
+		}
 	}
 }

@@ -1581,15 +1581,55 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 	}
 	headers.SanitizeResponse(&resp.Header) // and X-Auth-Invalidated, whoever sent it
 	if resp.IsBodyStream() {
-		if n := resp.Header.ContentLength(); n > 0 && n <= answerReadAhead {
+		n := resp.Header.ContentLength()
+		if n > 0 && n <= answerReadAhead {
 			if err := s.readAnswer(st, resp, n); err != nil {
 				return s.forwardFailed(st, resp, err)
 			}
-		} else if n < 0 && !h.IsHTTP11() {
+			return nil
+		}
+		if err := awaitAnswer(resp); err != nil {
+			return s.forwardFailed(st, resp, err)
+		}
+		if n < 0 && !h.IsHTTP11() {
 			st.untilClose = true // fasthttp would chunk it (closeDelimited)
 		}
 	}
 	return nil
+}
+
+// awaiter is a streamed answer body that can wait for its first bytes
+// (fasttransport's).
+type awaiter interface{ Await() error }
+
+// awaitAnswer waits until the first bytes of an answer's streamed body
+// (chunked, delimited by the connection's end, or longer than
+// answerReadAhead) have arrived, or its end, before the answer goes out;
+// the upstream's read deadline (UPSTREAM_TIMEOUT) bounds the wait. Its
+// header is written with those bytes anyway (fasthttp sends it with the
+// first chunk, closeDelimited with the first bytes), so nothing reaches
+// the client later for it: an event stream's first event goes out as it
+// arrives. An answer that fails before them (its connection closed or
+// reset, a malformed chunk size line) is then a 502, as one cut short
+// within readAnswer's reach, and one whose first bytes do not come in
+// time a 504, where the client got an empty reply: fasthttp wrote the
+// header into the listener's buffer, failed on the first read of the body
+// and closed the connection with nothing sent. Once bytes have gone out,
+// an answer cut short reaches the client cut short (readAnswer).
+//
+//go:noinline
+func awaitAnswer(resp *fasthttp.Response) error {
+	a, ok := resp.BodyStream().(awaiter)
+	if !ok {
+		return nil
+	}
+	err := a.Await()
+	if err == nil || errors.Is(err, fasthttp.ErrTimeout) {
+		return err
+	}
+	// Not wrapped: a reset after the header is no stale connection
+	// (forward.Classify's 503), but an answer that failed (502).
+	return fmt.Errorf("answer cut short before its body: %s", err.Error())
 }
 
 // answerReadAhead bounds the answers whose body, streamed because it had
@@ -1606,7 +1646,8 @@ const answerReadAhead = 4 << 10
 // Content-Length) is then a 502, as any other failed forward, where it was
 // an empty reply: fasthttp wrote its header into the listener's buffer,
 // failed on the body, and closed the connection with nothing sent. (A
-// longer body is streamed: what went out of it is the client's, and the
+// longer body is streamed, once its first bytes have come (awaitAnswer):
+// what went out of it is the client's, and the
 // client's connection is closed when the upstream's body ends early, so
 // that the client sees it cut short, as nginx and Envoy do.) A timeout
 // is answered 504.
