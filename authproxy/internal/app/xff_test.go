@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -160,7 +161,8 @@ func TestTrustedForwardedForLines(t *testing.T) {
 // (X-Real-IP, True-Client-IP, CF-Connecting-IP...) reach the upstream only
 // from a peer in TRUSTED_PROXY_CIDRS: from any other they are the client's
 // own claim, and an app that reads one of them first would take it for
-// the client's address.
+// the client's address. Spelled with '_' (X_Cluster_Client_IP), they reach
+// it from no peer (TestUnderscoreSpellingsRemovedFromEveryPeer).
 func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 	sent := map[string]string{"X-Real-IP": "10.9.9.9", "True-Client-IP": "10.9.9.9", "CF-Connecting-IP": "10.9.9.9",
 		"X-Client-IP": "10.9.9.9", "Fastly-Client-IP": "10.9.9.9", "X_Cluster_Client_IP": "10.9.9.9", "Client-IP": "10.9.9.9",
@@ -189,8 +191,8 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 					for k := range got {
 						ok = ok || norm(k) == norm(name)
 					}
-					if ok != trusted {
-						t.Errorf("%s %s: reached the upstream %v, want %v", route, name, ok, trusted)
+					if want := trusted && !strings.Contains(name, "_"); ok != want {
+						t.Errorf("%s %s: reached the upstream %v, want %v", route, name, ok, want)
 					}
 				}
 				if ip := got["X-Auth-Client-Ip"]; len(ip) != 1 || ip[0] != "127.0.0.1" {
@@ -238,5 +240,58 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestUnderscoreSpellingsRemovedFromEveryPeer: a field the proxy sets,
+// removes or trusts (client-address, scheme, forwarding, trace-context
+// and x-envoy-* fields) spelled with '_' for '-' never reaches the app,
+// from a trusted peer either: CGI-style servers (WSGI, PHP) file
+// X_Real_IP under the same name as X-Real-IP (HTTP_X_REAL_IP), so a
+// client's '_' spelling that a trusted load balancer passed on stood
+// beside the balancer's dashed field, and an app reading that name could
+// take the client's address or scheme for the balancer's word. The
+// dashed spellings keep their rule: removed from an untrusted peer, passed
+// on from a trusted one.
+func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
+	underscored := []string{"X_Real_IP", "x_real_ip", "X-Real_IP", "Client_IP", "True_Client_IP", "CF_Connecting_IP",
+		"Fastly_Client_IP", "X_Cluster_Client_IP", "Forwarded_For", "X_Original_Forwarded_For", "X_Client_IP",
+		"X_Scheme", "X_Url_Scheme", "Front_End_Https", "X_Forwarded_Ssl", "X_Forwarded_Proto",
+		"X_B3_TraceId", "uber_trace_id", "X_Amzn_Trace_Id", "X_Cloud_Trace_Context", "sw8_correlation",
+		"x_envoy_retry_on", "X_Envoy_Internal"}
+	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal"}
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted %v", trusted), func(t *testing.T) {
+			var vars map[string]string
+			if trusted {
+				vars = map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}
+			}
+			e := start(t, envOpt{rules: prefixRules, vars: vars})
+			tok := e.token(nil)
+			var fields strings.Builder
+			for _, name := range underscored {
+				fmt.Fprintf(&fields, "%s: client-%s\r\n", name, strings.ToLower(name))
+			}
+			for _, name := range dashed {
+				fmt.Fprintf(&fields, "%s: peer-%s\r\n", name, strings.ToLower(name))
+			}
+			e.wantStatus(e.raw("GET /notes/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\n"+fields.String()+
+				"Connection: close\r\n\r\n"), 200)
+			r := e.up.Last(t)
+			for k, v := range r.Headers {
+				if strings.Contains(k, "_") {
+					t.Errorf("%s: %q reached the app", k, v)
+				}
+			}
+			for _, name := range dashed {
+				got := r.Headers[http.CanonicalHeaderKey(name)]
+				if kept := len(got) == 1 && got[0] == "peer-"+strings.ToLower(name); kept != trusted {
+					t.Errorf("%s: %q reached the app, want it kept %v (its rule for the peer)", name, got, trusted)
+				}
+			}
+			if r.VerifyErr != nil || !r.Signed {
+				t.Fatalf("signature %v (signed %v)", r.VerifyErr, r.Signed)
+			}
+		})
 	}
 }

@@ -2,7 +2,7 @@
 // else reads them: hop-by-hop headers and those named in Connection are
 // removed, every identity header (identity.IsIdentityHeader),
 // method-override header (X-HTTP-Method-Override...), Expect and the '_'
-// spellings of X-Request-Id and X-Forwarded-* are removed, and
+// spellings of X-Request-Id and of the fields below are removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
 // (IsClientAddress), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
@@ -157,7 +157,7 @@ const maxDeletes = 16
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), Expect (isExpect), the '_' spellings of
-// X-Request-Id and of X-Forwarded-* (isForwardedVariant), and (unless trustForwarded)
+// X-Request-Id and of the fields below (isUnderscoreVariant), and (unless trustForwarded)
 // X-Forwarded-*, Forwarded, the client-address and scheme headers, the trace context
 // and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
 // closed, since removing Connection forgets that, and
@@ -244,11 +244,11 @@ func removed(k []byte, trustForwarded bool) bool {
 }
 
 // removedAlways: a hop-by-hop, identity or method-override header,
-// Expect, or an X-Request-Id or X-Forwarded-* field spelled with '_',
-// removed from every peer.
+// Expect, or an X-Request-Id field or one removedUntrusted names spelled
+// with '_', removed from every peer.
 func removedAlways(k []byte) bool {
 	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k) || isExpect(k) ||
-		isForwardedVariant(k)
+		isUnderscoreVariant(k)
 }
 
 // isExpect reports whether name is Expect. Its one expectation,
@@ -270,19 +270,21 @@ func isRequestIDVariant(name []byte) bool {
 	return len(name) == len("X-Request-Id") && bytes.IndexByte(name, '_') >= 0 && equalFold(name, "x-request-id")
 }
 
-// isForwardedVariant reports whether name is an X-Forwarded-* field
-// spelled with '_' for '-' (X_Forwarded_Prefix, x_forwarded_for). A
-// trusted peer's forwarding fields are read and extended under their
-// dashed names (X-Forwarded-For, -Proto, -Host, -Prefix) and others pass
-// as the peer sent them; CGI-style servers (WSGI, PHP) file the '_'
-// spelling under the same name (HTTP_X_FORWARDED_PREFIX), so such a field
-// a client sent through a peer that cleans the dashed names only stood
-// beside the proxy's value, and an app could take it for the base path,
-// scheme, host or client address. Proxies write these names with '-'
-// (nginx drops any field with '_' in its name): from every peer, the '_'
-// spellings are removed.
-func isForwardedVariant(name []byte) bool {
-	return hasPrefixFold(name, "x-forwarded-") && bytes.IndexByte(name, '_') >= 0
+// isUnderscoreVariant reports whether name is one of the fields the
+// proxy removes from an untrusted peer and passes on from a trusted one
+// (removedUntrusted: X-Forwarded-*, the client-address and scheme
+// fields, the trace context, x-envoy-*) spelled with '_' for '-'
+// (X_Forwarded_Prefix, X_Real_IP, X_Scheme, uber_trace_id). A trusted
+// peer's fields are read, extended or passed on under their dashed names;
+// CGI-style servers (WSGI, PHP) file the '_' spelling under the same name
+// (HTTP_X_REAL_IP), so such a field a client sent through a peer that
+// sets or cleans the dashed names only stood beside the peer's value,
+// and an app could take it for the base path, scheme, host or client
+// address. Proxies write these names with '-' (nginx drops any field
+// with '_' in its name): from every peer, the '_' spellings are removed.
+// (Forwarded, traceparent and the other names without a '-' have none.)
+func isUnderscoreVariant(name []byte) bool {
+	return bytes.IndexByte(name, '_') >= 0 && removedUntrusted(name)
 }
 
 // removedUntrusted: a forwarding, client-address, scheme, trace-context
@@ -835,7 +837,7 @@ type Seen struct {
 	// Hops: how many fields Sanitize removes from every peer (a
 	// hop-by-hop one, Connection and a trailer announcement included, an
 	// identity header, a method override, Expect, or an X-Request-Id or
-	// X-Forwarded-* spelled with '_'); Forwardeds: how many
+	// a field Forwardeds counts spelled with '_'); Forwardeds: how many
 	// it removes from an untrusted peer only (X-Forwarded-*, Forwarded,
 	// trace context, x-envoy-*). With neither, Sanitize would remove
 	// nothing and HasTrailers is false; their sum bounds the removals
