@@ -277,3 +277,80 @@ func TestExpectContinueTooLargeLogged(t *testing.T) {
 		t.Fatalf("access line %v, want route /uploads and outcome refused", line)
 	}
 }
+
+// TestExpectContinueHygieneFirst: a request that waits for "100 Continue"
+// with fields hygiene refuses (a Transfer-Encoding other than chunked, a
+// Host no host has, in the field or an absolute-form target, a field
+// name with a space, trailers announced, an h2c upgrade, more fields or
+// more fields to remove than are served) is refused from its headers,
+// before the 100 (RFC 9110 section 10.1.1), with the handler's answer
+// (the same status and problem), its connection closed without the body
+// being waited for, nothing forwarded: with a valid token on a protected
+// route, and on a public one. It was told to continue, sent its body,
+// and was refused then.
+func TestExpectContinueHygieneFirst(t *testing.T) {
+	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
+	tok := e.token(nil)
+	e.wantStatus(e.do("POST", "/uploads/warm", tok, nil), 200) // cached: the hook would continue it
+	many := strings.Repeat("X-Many: 1\r\n", 200)
+	removals := ""
+	for i := range 70 {
+		removals += fmt.Sprintf("X-Auth-Extra-%d: 1\r\n", i)
+	}
+	for _, tc := range []struct {
+		name, target, host, fields string
+		status                     int
+	}{
+		{"Transfer-Encoding identity", "", "x", "Transfer-Encoding: identity\r\n", 400},
+		{"Host with a comma", "", "a.example,b.example", "", 400},
+		{"Host with a quote", "", `a"b`, "", 400},
+		{"absolute-form target with a bad host", "http://a%22b", "x", "", 400},
+		{"a space in a field name", "", "x", "X Y: 1\r\n", 400},
+		{"trailers announced", "", "x", "Trailer: X-Check\r\n", 400},
+		{"h2c", "", "x", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n", 400},
+		{"too many fields", "", "x", many, 431},
+		{"too many fields to remove", "", "x", removals, 431},
+	} {
+		for _, route := range []string{"/uploads/a", "/forms/a"} {
+			t.Run(tc.name+" "+route, func(t *testing.T) {
+				e := e.with(t)
+				e.reset()
+				auth := ""
+				if route == "/uploads/a" {
+					auth = "Authorization: Bearer " + tok + "\r\n"
+				}
+				head := fmt.Sprintf("POST %s%s HTTP/1.1\r\nHost: %s\r\n%s%s", tc.target, route, tc.host, auth, tc.fields)
+				conn, br := dialProxy(t, e.addr)
+				fmt.Fprintf(conn, "%sContent-Length: 50000\r\nExpect: 100-continue\r\n\r\n", head)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("no answer before the body: %v", err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != tc.status {
+					t.Fatalf("%d %s, want %d without a 100 Continue", resp.StatusCode, b, tc.status)
+				}
+				var p problem.Problem
+				if err := json.Unmarshal(b, &p); err != nil || p.RequestID == "" || p.RequestID != resp.Header.Get("X-Request-Id") {
+					t.Fatalf("%s, want a problem with its request id", b)
+				}
+				if _, err := br.ReadByte(); !resp.Close || err != io.EOF {
+					t.Fatalf("after the answer: close %v, read %v; want the connection closed without the body", resp.Close, err)
+				}
+				e.wantNothingForwarded()
+				// The handler's answer to the same request, its body sent.
+				r := e.raw(head + "Content-Length: 5\r\nConnection: close\r\n\r\nhello")
+				if r.status != resp.StatusCode || r.prob.Code != p.Code || r.prob.Detail != p.Detail {
+					t.Fatalf("from the headers: %d %+v; the handler's: %d %+v", resp.StatusCode, p, r.status, r.prob)
+				}
+				e.wantNothingForwarded()
+				hook, handler := accessLineOf(t, e, p.RequestID), accessLineOf(t, e, r.prob.RequestID)
+				for _, k := range []string{"status", "route", "outcome"} {
+					if hook[k] != handler[k] {
+						t.Fatalf("access line %s: %v from the headers, %v from the handler", k, hook[k], handler[k])
+					}
+				}
+			})
+		}
+	}
+}

@@ -458,6 +458,10 @@ func New(d Deps, o Options) *Server {
 // when they decide the answer, as for a request whose body was read (the
 // same problem, request id, metrics and access line), the body never
 // sent; fasthttp then closes the connection:
+//   - what hygiene refuses from the fields as sent (fieldsRefused: a
+//     Transfer-Encoding other than chunked, a Host no host has, a field
+//     name with a space, trailers, h2c, too many fields or fields to
+//     remove): 400 or 431, as the handler answers it;
 //   - an API key in the query string: 400, as keyHygiene answers it;
 //   - a Content-Length over its route's limit (or MAX_BODY_BYTES): 413;
 //   - on a protected or optional route, what authorize would answer the
@@ -476,10 +480,18 @@ func New(d Deps, o Options) *Server {
 // is continued and judged again by the handler, from the caches the hook
 // filled.
 func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
+	c := s.app.AcquireCtx(ctx)
+	defer s.app.ReleaseCtx(c)
+	st := s.pool.Get().(*state)
+	s.beginOutside(c, st, nil)
+	if err := s.expectFields(c, st); err != nil {
+		return s.expectRefused(c, st, err)
+	}
 	h := &ctx.Request.Header
 	if q := ctx.URI().QueryString(); len(q) > 0 && keyInQuery(q) {
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
-		return s.answerNow(ctx, nil, errKeyInQuery, "api_key_in_query")
+		st.outcome = "api_key_in_query"
+		return s.expectRefused(c, st, errKeyInQuery)
 	}
 	// The request is routed here, on the router of the moment, and the
 	// handler takes the same one (routerOf): a reload between the two
@@ -488,39 +500,63 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	rt := s.router.Load()
 	ctx.SetUserValue(expectRouter{}, rt)
 	route := s.expectRoute(rt, h)
+	if route != nil {
+		st.route = route.Prefix
+	}
 	n := h.ContentLength() // -1 chunked: refused while read, past the limit
 	limit := s.o.MaxBodyBytes
 	if n > 0 && route != nil && route.MaxBodyBytes > 0 {
 		limit = route.MaxBodyBytes
 	}
 	if n > limit {
-		return s.answerNow(ctx, route, errTooLarge, "refused")
+		st.outcome = "refused"
+		return s.expectRefused(c, st, errTooLarge)
 	}
 	if route == nil || route.Access != rules.Protected && route.Access != rules.Optional || route.IgnoreBadBearer {
 		// A refused credential on a route that ignores it goes on as
 		// anonymous: the handler judges it, once.
-		return fasthttp.StatusContinue
+		return s.expectContinued(st)
 	}
-	return s.expectCredential(ctx, route)
+	if err := s.expectJudged(c, st, route); err != nil {
+		return s.expectRefused(c, st, err)
+	}
+	return s.expectContinued(st)
 }
 
-// expectCredential answers a request on route from its credential, as
-// authorize would (expectAuth), or tells it to continue.
+// expectContinued gives back the state of a request the hook tells to
+// continue (the handler begins it anew).
+func (s *Server) expectContinued(st *state) int {
+	st.seen.Authorization, st.claims = nil, nil // not kept in the pooled state
+	st.manyFields = false
+	s.pool.Put(st)
+	return fasthttp.StatusContinue
+}
+
+// expectRefused answers err from the headers of a request waiting for
+// "100 Continue", as observe would, and returns the status; fasthttp
+// closes the connection. A request refused for its number of fields gives
+// up their table, as observe has it do.
 //
 //go:noinline
-func (s *Server) expectCredential(ctx *fasthttp.RequestCtx, route *rules.Route) int {
-	c := s.app.AcquireCtx(ctx)
-	defer s.app.ReleaseCtx(c)
-	st := s.pool.Get().(*state)
-	s.beginOutside(c, st, route)
-	err := s.expectJudged(c, st, route)
-	if err == nil {
-		st.seen.Authorization, st.claims = nil, nil // not kept in the pooled state
-		s.pool.Put(st)
-		return fasthttp.StatusContinue
-	}
+func (s *Server) expectRefused(c *fiber.Ctx, st *state, err error) int {
+	many := st.manyFields
+	st.manyFields = false // the pooled state: not the next request's
 	s.respond(c, st, err)
+	if many {
+		dropFields(&c.Request().Header)
+	}
 	return c.Response().StatusCode()
+}
+
+// expectFields runs fieldsRefused, turning a panic into a 500, as
+// expectJudged does.
+func (s *Server) expectFields(c *fiber.Ctx, st *state) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = s.panicked(c, st, r)
+		}
+	}()
+	return s.fieldsRefused(c, st)
 }
 
 // expectJudged runs expectAuth, turning a panic into a 500, as next does
@@ -603,16 +639,6 @@ func (s *Server) expectDecision(c *fiber.Ctx, st *state, route *rules.Route, w *
 	st.outcome = out.String()
 	s.decided(out)
 	return s.refusal(c, st, out, invalid)
-}
-
-// answerNow answers a request on route (nil: none found, or not yet
-// matched, as for keyHygiene's refusals) from its headers
-// (expectContinue) with err, as observe would, and returns the status.
-func (s *Server) answerNow(ctx *fasthttp.RequestCtx, route *rules.Route, err error, outcome string) int {
-	c := s.app.AcquireCtx(ctx)
-	defer s.app.ReleaseCtx(c)
-	s.answer(c, route, err, outcome)
-	return c.Response().StatusCode()
 }
 
 // beginOutside is begin for a request answered outside observe (the
@@ -946,15 +972,41 @@ func (s *Server) panicked(c *fiber.Ctx, st *state, r any) error {
 	return errPanic
 }
 
-// hygiene refuses more than headers.MaxFields fields, a field name with a
+// hygiene refuses what fieldsRefused refuses, takes a WebSocket's bearer
+// from its subprotocols (protocolBearer), and cleans the client's fields
+// (headers.Sanitize). What headers.Scan saw decides which of these have
+// anything to do: most requests carry no field any of them reads or
+// removes.
+func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
+	if err := s.fieldsRefused(c, st); err != nil {
+		return err
+	}
+	h := &c.Request().Header
+	if st.seen.WSProtocol {
+		s.protocolBearer(h, st)
+	}
+	if !st.seen.NeedsSanitize(st.trusted) {
+		st.closeConn = h.ConnectionClose()
+		return nil
+	}
+	st.edited = true
+	var droppedXFF bool
+	st.closeConn, droppedXFF = headers.Sanitize(h, st.trusted)
+	if droppedXFF {
+		s.untrustedXFF(c, st)
+	}
+	return nil
+}
+
+// fieldsRefused refuses, from the fields as the client sent them and
+// changing none, more than headers.MaxFields fields, a field name with a
 // space, a Transfer-Encoding other than chunked, an HTTP/1.0 request
 // without Host, a Host with a byte no host holds (userinfo among them),
-// trailers, h2c and more fields to remove
-// than headers.MaxRemoved, takes a WebSocket's bearer from its
-// subprotocols, and cleans the client's fields (headers.Sanitize). What
-// headers.Scan saw decides which of these have anything to do: most
-// requests carry no field any of them reads or removes.
-func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
+// trailers, h2c and more fields to remove than headers.MaxRemoved; it
+// notes the request's upgrade and whether its peer is trusted. Both the
+// handler (hygiene) and the expectation hook (expectContinue) refuse so,
+// the hook before a "100 Continue".
+func (s *Server) fieldsRefused(c *fiber.Ctx, st *state) error {
 	h := &c.Request().Header
 	if st.seen.Fields > headers.MaxFields {
 		st.outcome, st.manyFields = "bad_header", true
@@ -992,23 +1044,13 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 		st.outcome = "trailers"
 		return errTrailers
 	}
-	if err := s.upgradeHygiene(c, st); err != nil {
+	if err := s.upgradeRefused(h, st); err != nil {
 		return err
 	}
 	st.trusted = s.trusted(c)
-	if !st.seen.NeedsSanitize(st.trusted) {
-		st.closeConn = h.ConnectionClose()
-		return nil
-	}
-	if st.seen.TooManyRemovals(h, st.trusted) {
+	if st.seen.NeedsSanitize(st.trusted) && st.seen.TooManyRemovals(h, st.trusted) {
 		st.outcome = "bad_header"
 		return errTooManyRemovals
-	}
-	st.edited = true
-	var droppedXFF bool
-	st.closeConn, droppedXFF = headers.Sanitize(h, st.trusted)
-	if droppedXFF {
-		s.untrustedXFF(c, st)
 	}
 	return nil
 }
@@ -2191,7 +2233,7 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 }
 
 // answer answers a request on route (nil: none found, or not matched)
-// with err outside observe (errorHandler, answerNow), as observe would,
+// with err outside observe (errorHandler), as observe would,
 // with outcome (or the one render sets).
 func (s *Server) answer(c *fiber.Ctx, route *rules.Route, err error, outcome string) {
 	st := s.pool.Get().(*state)

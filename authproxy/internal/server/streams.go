@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/valyala/fasthttp"
 )
 
 var (
@@ -25,16 +26,11 @@ var (
 	errStreamsIP    = &httpError{status: 429, code: problem.CodeTooManyRequests, detail: "too many open streams from this address", retryAfter: true}
 )
 
-// upgradeHygiene runs before the headers are sanitized (which removes
-// Upgrade): it notes a WebSocket upgrade, refuses h2c, and takes a bearer
-// offered as a WebSocket subprotocol ("bearer.<token>") out of
-// Sec-WebSocket-Protocol, on every request, so that it never reaches an
-// upstream; on a WebSocket upgrade without Authorization it becomes the
-// request's bearer.
-func (s *Server) upgradeHygiene(c *fiber.Ctx, st *state) error {
-	h := &c.Request().Header
-	// Both lookups run only when the fields they read are present
-	// (headers.Scan): most requests have neither.
+// upgradeRefused runs before the headers are sanitized (which removes
+// Upgrade): it notes a WebSocket upgrade and refuses h2c.
+func (s *Server) upgradeRefused(h *fasthttp.RequestHeader, st *state) error {
+	// The lookup runs only when the field it reads is present
+	// (headers.Scan): most requests have none.
 	if st.seen.Upgrade {
 		st.upgrade = headers.UpgradeOf(h)
 	}
@@ -42,15 +38,20 @@ func (s *Server) upgradeHygiene(c *fiber.Ctx, st *state) error {
 		st.outcome = "h2c"
 		return errH2C
 	}
-	if !st.seen.WSProtocol {
-		return nil
-	}
+	return nil
+}
+
+// protocolBearer takes a bearer offered as a WebSocket subprotocol
+// ("bearer.<token>") out of Sec-WebSocket-Protocol, on every request
+// that has one, before the headers are sanitized, so that it never
+// reaches an upstream; on a WebSocket upgrade without Authorization it
+// becomes the request's bearer.
+func (s *Server) protocolBearer(h *fasthttp.RequestHeader, st *state) {
 	tok := headers.TakeProtocolBearer(h)
 	if tok != nil && st.upgrade == headers.UpgradeWebSocket && len(h.PeekAll(fiber.HeaderAuthorization)) == 0 {
 		h.Set(fiber.HeaderAuthorization, "Bearer "+string(tok))
 		st.wsBearer = true
 	}
-	return nil
 }
 
 // stream hands a WebSocket upgrade (on a route with websocket: true) or a
