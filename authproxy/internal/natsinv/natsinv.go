@@ -72,6 +72,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/natsauth"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
 
@@ -158,7 +159,7 @@ type Subscriber struct {
 	refetchedAt int
 	done        chan struct{} // closed by Close
 	stop        sync.Once
-	watcher     sync.WaitGroup // watchDrops, and Connect's wait for a late confirmation
+	watcher     sync.WaitGroup // watchDrops, the watch of the first connection's refusals, and Connect's wait for a late confirmation
 	// dead is DeadAfter(PingInterval): how far back the start of an
 	// outage is put when it is noticed.
 	dead time.Duration
@@ -378,6 +379,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	// returned held the start 2 s for each server that accepts and never
 	// answers.
 	dial := natsdial.New(0)
+	// A refusal of the credentials, reported by the client at every
+	// attempt (up to one each MaxReconnect), is logged once, then at most
+	// once a minute, until a connection is made.
+	refusals := natsauth.New(log, "set the password of the proxy's NATS user in NATS_URL as the server has it (authproxy_nats_connected is 0 meanwhile)", o.Now)
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
 		nats.SetCustomDialer(dial),
@@ -395,6 +400,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			return reconnectDelay(attempts, o.ReconnectWait, o.MaxReconnect, o.Rand())
 		})),
 		nats.ConnectHandler(func(nc *nats.Conn) {
+			refusals.Admitted()
 			log.Info("nats connected")
 			// The first connection is made in the background: one made
 			// before Connect has subscribed and flushed is reported by
@@ -417,6 +423,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			refusals.Admitted()
 			log.Info("nats reconnected; purging caches and refetching keys")
 			// The subscriptions are asked for anew. The client queues this
 			// handler before it reads the server's answer to them, so a
@@ -509,6 +516,9 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				s.relaysNotWatched()
 				return
 			}
+			if refusals.Refused(err) {
+				return
+			}
 			log.Warn("nats", "err", err)
 		}),
 	)
@@ -550,8 +560,11 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		s.rl.Store(rl)
 	}
 	s.nc = nc
-	s.watcher.Add(1)
+	s.watcher.Add(2)
 	go s.watchDrops(sub, ks, o.DropCheck)
+	// The client reports no refusal of the credentials before the first
+	// connection: they are read from it meanwhile.
+	go func() { defer s.watcher.Done(); refusals.WatchFirst(nc, o.DropCheck, s.done) }()
 	flushed := false
 	if nc.IsConnected() {
 		s.probe(nc)

@@ -225,3 +225,88 @@ func expectRelayed(t *testing.T, url string, db *dbtest.DB, wait time.Duration, 
 		t.Fatalf("published %s %s, want %s", msg.Subject, what, invalidation.UserSubject("u1"))
 	}
 }
+
+// TestRefusedCredentialsLoggedOnce: NATS refuses the relay's credentials
+// (a password rotated on one side only), at the start and after a
+// restart. The client reports the refusal at every reconnection attempt,
+// about two a second forever, and the connection's handler logged each
+// as a warning; at the start, before any connection, it reported none,
+// and nothing said why the relay could not publish. The refusal is now
+// one error naming it and what to fix (reminders at most once a minute),
+// and its end one line.
+func TestRefusedCredentialsLoggedOnce(t *testing.T) {
+	db := dbtest.New(t)
+	t.Run("after a restart", func(t *testing.T) {
+		ns, port := startAuthNATS(t, -1, "pw")
+		url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
+		logs := runRelayLogged(t, url, db)
+		expectRelayed(t, url, db, 10*time.Second, "before the restart")
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		refusing, _ := startAuthNATS(t, port, "another")
+		// Some six attempts in 3 s.
+		time.Sleep(3 * time.Second)
+		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+			t.Fatalf("%d lines name the refusal in 3 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
+		}
+		refusing.Shutdown()
+		refusing.WaitForShutdown()
+		ns, _ = startAuthNATS(t, port, "pw")
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		expectRelayed(t, url, db, 10*time.Second, "after NATS admitted the relay again")
+		if _, _, ended := refusalLines(logs); ended != 1 {
+			t.Fatalf("%d lines say the refusal ended, want 1:\n%s", ended, logs.String())
+		}
+	})
+	t.Run("from the start", func(t *testing.T) {
+		refusing, port := startAuthNATS(t, -1, "another")
+		url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
+		logs := runRelayLogged(t, url, db)
+		time.Sleep(3 * time.Second)
+		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+			t.Fatalf("%d lines name the refusal in 3 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
+		}
+		refusing.Shutdown()
+		refusing.WaitForShutdown()
+		ns, _ := startAuthNATS(t, port, "pw")
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		expectRelayed(t, url, db, 10*time.Second, "after NATS admitted the relay")
+		if _, _, ended := refusalLines(logs); ended != 1 {
+			t.Fatalf("%d lines say the refusal ended, want 1:\n%s", ended, logs.String())
+		}
+	})
+}
+
+// runRelayLogged runs the relay of url until the test ends, and returns
+// its log.
+func runRelayLogged(t *testing.T, url string, db *dbtest.DB) *testkit.LogBuffer {
+	t.Helper()
+	logs := &testkit.LogBuffer{}
+	run, err := startRelay(config.Config{NATSURL: url}, slog.New(slog.NewJSONHandler(logs, nil)), db.Pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return logs
+}
+
+// refusalLines counts the lines of logs that name a refusal of the
+// credentials, those of them at error level saying what to fix, and the
+// lines that say a refusal ended.
+func refusalLines(logs *testkit.LogBuffer) (refusals, errs, ended int) {
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(strings.ToLower(line), "authorization violation") {
+			refusals++
+			if strings.Contains(line, `"level":"ERROR"`) && strings.Contains(line, "NATS_URL") {
+				errs++
+			}
+		}
+		if strings.Contains(line, "admits this service's credentials again") {
+			ended++
+		}
+	}
+	return refusals, errs, ended
+}

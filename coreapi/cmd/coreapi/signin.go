@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/natsauth"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
 
@@ -193,6 +194,10 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 	dial := natsdial.New(0)
 	connected := make(chan struct{})
 	firstConnected := sync.OnceFunc(func() { close(connected) })
+	// A refusal of the credentials, reported by the client at every
+	// attempt (about one a second), is logged once, then at most once a
+	// minute, until a connection is made.
+	refusals := natsauth.New(log, "set the password of coreapi's NATS user in NATS_URL as the server has it (coreapi_nats_connected is 0 meanwhile)", nil)
 	jitter := nats.GetDefaultOptions().ReconnectJitter
 	if strings.Contains(cfg.NATSURL, "tls://") {
 		jitter = nats.GetDefaultOptions().ReconnectJitterTLS
@@ -213,8 +218,8 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		nats.CustomReconnectDelay(dial.Delay(func(int) time.Duration {
 			return 500*time.Millisecond + rand.N(jitter)
 		})),
-		nats.ConnectHandler(func(*nats.Conn) { log.Info("nats connected"); firstConnected(); wake() }),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected"); wake() }),
+		nats.ConnectHandler(func(*nats.Conn) { refusals.Admitted(); log.Info("nats connected"); firstConnected(); wake() }),
+		nats.ReconnectHandler(func(*nats.Conn) { refusals.Admitted(); log.Info("nats reconnected"); wake() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil { // the client's own Close or Drain (shutdown)
 				log.Info("nats connection closed")
@@ -228,6 +233,9 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		// refuses each message, up to a batch's 256 at each attempt.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if r := ready.Load(); r != nil && r.Refused(err) {
+				return
+			}
+			if refusals.Refused(err) {
 				return
 			}
 			log.Warn("nats", "err", err)
@@ -270,6 +278,12 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		// The relay's first drain waits for the first connection, made in
 		// the background, as long as the client's own pass waited on one
 		// server: else every start warned that the relay cannot publish.
+		// The client reports no refusal of the credentials before that
+		// connection: they are read from it meanwhile.
+		watched := make(chan struct{})
+		stopWatch := make(chan struct{})
+		go func() { defer close(watched); refusals.WatchFirst(nc, 100*time.Millisecond, stopWatch) }()
+		defer func() { close(stopWatch); <-watched }()
 		select {
 		case <-connected:
 		case <-ctx.Done():

@@ -1,0 +1,107 @@
+package natsinv
+
+import (
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
+)
+
+// startUserServer runs a NATS server on port (-1: a free one) that admits
+// user authproxy with password pw only, and returns it with its port.
+func startUserServer(t *testing.T, port int, pw string) (*natsserver.Server, int) {
+	t.Helper()
+	ns := startServer(t, &natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{{Username: "authproxy", Password: pw}}})
+	return ns, ns.Addr().(*net.TCPAddr).Port
+}
+
+// TestRefusedCredentialsLoggedOnce: NATS refuses the proxy's credentials
+// (a password rotated on one side only), at the start and after a
+// restart. The client reports the refusal at every reconnection attempt
+// and the connection's handler logged each as a warning, forever (one
+// each MaxReconnect, here 100 ms); at the start, before any connection,
+// it reported none, and nothing said why the feed was down. The refusal
+// is now one error naming it and what to fix (reminders at most once a
+// minute), and its end one line; authproxy_nats_connected stays the
+// signal.
+func TestRefusedCredentialsLoggedOnce(t *testing.T) {
+	t.Run("after a restart", func(t *testing.T) {
+		ns, port := startUserServer(t, -1, "pw")
+		s, logs := connectRefusable(t, port)
+		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		refusing, _ := startUserServer(t, port, "another")
+		// Some twenty attempts in 2 s.
+		time.Sleep(2 * time.Second)
+		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+			t.Fatalf("%d lines name the refusal in 2 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
+		}
+		refusing.Shutdown()
+		refusing.WaitForShutdown()
+		startUserServer(t, port, "pw")
+		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+		testenv.Eventually(t, func() error {
+			_, _, ended := refusalLines(logs)
+			return testenv.Want("lines saying the refusal ended", ended, 1)
+		})
+	})
+	t.Run("from the start", func(t *testing.T) {
+		refusing, port := startUserServer(t, -1, "another")
+		s, logs := connectRefusable(t, port)
+		time.Sleep(2 * time.Second)
+		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+			t.Fatalf("%d lines name the refusal in 2 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
+		}
+		refusing.Shutdown()
+		refusing.WaitForShutdown()
+		startUserServer(t, port, "pw")
+		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+		testenv.Eventually(t, func() error {
+			_, _, ended := refusalLines(logs)
+			return testenv.Want("lines saying the refusal ended", ended, 1)
+		})
+	})
+}
+
+// connectRefusable connects a subscriber as authproxy with password pw to
+// the server on port, trying again every 100 ms at most, and returns it
+// with its log.
+func connectRefusable(t *testing.T, port int) (*Subscriber, *logbuffer.Buffer) {
+	t.Helper()
+	logs := &logbuffer.Buffer{}
+	s, err := Connect(Options{URL: "nats://authproxy:pw@127.0.0.1:" + strconv.Itoa(port),
+		ReconnectWait: 50 * time.Millisecond, MaxReconnect: 100 * time.Millisecond, DropCheck: 10 * time.Millisecond},
+		newRecorder(t), slog.New(slog.NewJSONHandler(logs, nil)), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	return s, logs
+}
+
+// refusalLines counts the lines of logs that name a refusal of the
+// credentials, those of them at error level saying what to fix, and the
+// lines that say a refusal ended.
+func refusalLines(logs *logbuffer.Buffer) (refusals, errs, ended int) {
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(strings.ToLower(line), "authorization violation") {
+			refusals++
+			if strings.Contains(line, `"level":"ERROR"`) && strings.Contains(line, "NATS_URL") {
+				errs++
+			}
+		}
+		if strings.Contains(line, "admits this service's credentials again") {
+			ended++
+		}
+	}
+	return refusals, errs, ended
+}

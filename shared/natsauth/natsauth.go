@@ -1,0 +1,138 @@
+// Package natsauth reports a NATS server's refusal of a service's
+// credentials in its log without flooding it.
+//
+// The services reconnect forever, through refused credentials too
+// (nats.IgnoreAuthErrorAbort): a server restarting before its account
+// resolver or auth callout is ready, a password rotated on one side only.
+// The client reports the refusal at every attempt, about one a second
+// for as long as it lasts, and a handler that logged each wrote that many
+// lines. A Reporter logs one error when the refusal starts, naming it and
+// what to fix, a reminder at most every Remind while it lasts, and one
+// line when a connection is made again; the service's connected gauge is
+// the signal meanwhile.
+package natsauth
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Remind is the least time between two lines about one refusal.
+const Remind = time.Minute
+
+// Refusal reports whether err is a server's refusal of the credentials:
+// an authorization violation, or an authentication expired or revoked.
+// The client's asynchronous errors are its sentinels; the last error of
+// a connection refused before it ever connected is the server's text.
+func Refusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	for _, e := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
+		if strings.HasSuffix(msg, strings.TrimPrefix(e.Error(), "nats: ")) {
+			return true
+		}
+	}
+	return false
+}
+
+// Reporter logs the refusals of one connection's credentials.
+type Reporter struct {
+	log *slog.Logger
+	fix string
+	now func() time.Time
+
+	mu    sync.Mutex
+	since time.Time // when the refusal started (zero: none going on)
+	said  time.Time // the last line about it
+	times int       // refusals seen since
+}
+
+// New returns a Reporter logging to log; fix tells the operator what to
+// do (which user, where its password is set). now is the clock (nil:
+// time.Now).
+func New(log *slog.Logger, fix string, now func() time.Time) *Reporter {
+	if now == nil {
+		now = time.Now
+	}
+	return &Reporter{log: log, fix: fix, now: now}
+}
+
+// Refused takes an error of the connection (every one its
+// nats.ErrorHandler is given) and reports whether it is a refusal of the
+// credentials, which the Reporter has logged or counted.
+func (r *Reporter) Refused(err error) bool {
+	if !Refusal(err) {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.times++
+	switch {
+	case r.since.IsZero():
+		r.since, r.said, r.times = now, now, 1
+		r.log.Error("nats refuses this service's credentials; reconnecting until it admits them: "+r.fix, "err", err)
+	case now.Sub(r.said) >= Remind:
+		r.said = now
+		r.log.Error("nats still refuses this service's credentials: "+r.fix,
+			"since", r.since, "refusals", r.times, "err", err)
+	}
+	return true
+}
+
+// Admitted is told of each connection made (the connect and reconnect
+// handlers): it logs the end of a refusal going on.
+func (r *Reporter) Admitted() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.since.IsZero() {
+		return
+	}
+	r.log.Info("nats admits this service's credentials again", "refused_for", r.now().Sub(r.since).Round(time.Millisecond), "refusals", r.times)
+	r.since, r.said, r.times = time.Time{}, time.Time{}, 0
+}
+
+// WatchFirst reports the refusals of nc's first connection, read from
+// its last error every poll, until it is made, nc is closed or stop is
+// closed. The client gives its handlers no authorization error before it
+// has connected once (nats.RetryOnFailedConnect), so a service started
+// with credentials the server refuses said nothing of it. Each refusal
+// leaves the error there until the next attempt, at least the reconnect
+// wait later.
+func (r *Reporter) WatchFirst(nc *nats.Conn, poll time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	var last error
+	for {
+		// Read before the state: an error read after the connection was
+		// made would be reported after the connect handler's Admitted.
+		err := nc.LastError()
+		if nc.IsConnected() || nc.IsClosed() {
+			return
+		}
+		// A refusal is counted once however many polls find it; the next
+		// attempt clears the error (a refused dial) or sets it anew.
+		if err != last {
+			last = err
+			if err != nil {
+				r.Refused(err)
+			}
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
