@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // gatedUpstream answers each request, its header read, only once gate is
@@ -40,11 +41,12 @@ func gatedUpstream(t *testing.T, answer string) (url string, asked <-chan struct
 }
 
 // An event stream closed while its upstream had not answered yet (here:
-// its member disabled meanwhile) relays nothing of the upstream's body:
+// its member disabled meanwhile) relays nothing of the upstream's answer:
 // the events that came along with the answer's header, read with it, were
 // relayed after the close all the same (and so, on a stream closed later,
 // was whatever the relay had read ahead), to a member who no longer had
-// access. The client gets the answer's header and the stream's end.
+// access. Nothing having gone to the client yet, it gets what a request of
+// the member gets now: 401 invalid_token.
 func TestEventStreamClosedBeforeItsAnswerRelaysNothing(t *testing.T) {
 	url, asked, gate := gatedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+
 		"15\r\nevent: note\ndata: x\n\n\r\n")
@@ -87,8 +89,8 @@ func TestEventStreamClosedBeforeItsAnswerRelaysNothing(t *testing.T) {
 	close(gate)
 	select {
 	case a := <-got:
-		if a.err != nil || a.status != 200 || a.body != "" {
-			t.Fatalf("client got %d %q (%v); want the header and the end, no event", a.status, a.body, a.err)
+		if a.err != nil || a.status != 401 || !strings.Contains(a.body, `"code":"`+problem.CodeInvalidToken+`"`) || strings.Contains(a.body, "note") {
+			t.Fatalf("client got %d %q (%v); want 401 invalid_token, no event", a.status, a.body, a.err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream did not end")

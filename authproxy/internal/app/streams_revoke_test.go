@@ -2,10 +2,14 @@ package app
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +19,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -705,8 +710,8 @@ func (e *env) holdProjection() (started <-chan struct{}, release func()) {
 
 // dialHeld opens a WebSocket whose request waits at its projection fetch
 // (holdProjection) while during runs, then goes on; it returns the
-// connection once open.
-func (e *env) dialHeld(t *testing.T, path, tok string, during func()) *websocket.Conn {
+// connection once open, or the proxy's refusal of the upgrade.
+func (e *env) dialHeld(t *testing.T, path, tok string, during func()) (*websocket.Conn, *http.Response) {
 	t.Helper()
 	started, release := e.holdProjection()
 	type dialed struct {
@@ -729,22 +734,42 @@ func (e *env) dialHeld(t *testing.T, path, tok string, during func()) *websocket
 	release()
 	d := <-res
 	if d.err != nil {
+		if errors.Is(d.err, websocket.ErrBadHandshake) && d.resp != nil {
+			return nil, d.resp
+		}
 		t.Fatalf("dial: %v (%v)", d.err, d.resp)
 	}
 	t.Cleanup(func() { d.c.Close() })
-	return d.c
+	return d.c, nil
+}
+
+// wantUpgradeRefused checks a refusal of a WebSocket upgrade (resp; c, the
+// connection had it opened) against status and problem code.
+func wantUpgradeRefused(t *testing.T, c *websocket.Conn, resp *http.Response, status int, code string) {
+	t.Helper()
+	if c != nil {
+		t.Fatalf("upgrade accepted, want %d %s", status, code)
+	}
+	var p problem.Problem
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &p)
+	if resp.StatusCode != status || p.Code != code {
+		t.Fatalf("upgrade refused %d %s, want %d %s", resp.StatusCode, b, status, code)
+	}
 }
 
 // TestStreamOfAKeyRemovedWhileItsRequestWasDecided: a token verified just
 // before its key left the set, whose stream registered just after (the
-// request waited for its projection meanwhile), is closed as it registers
-// (1008 key_removed). The streams were held to a new key set only when it
-// became current: that one stayed open until the token expired, though
-// requests with the token were refused from then on.
+// request waited for its projection meanwhile), is closed as it registers,
+// before anything reached the upstream or the client: refused 401
+// invalid_token, as a request with the token is. The streams were held to
+// a new key set only when it became current: that one stayed open until
+// the token expired, though requests with the token were refused from
+// then on.
 func TestStreamOfAKeyRemovedWhileItsRequestWasDecided(t *testing.T) {
-	e, _ := startStreams(t, map[string]string{"JWKS_REFETCH_COOLDOWN": "1h", "JWKS_REFRESH_INTERVAL": "1h", "PROJECTION_TIMEOUT": heldFetch})
+	e, a := startStreams(t, map[string]string{"JWKS_REFETCH_COOLDOWN": "1h", "JWKS_REFRESH_INTERVAL": "1h", "PROJECTION_TIMEOUT": heldFetch})
 	tok := e.token(nil)
-	c := e.dialHeld(t, "/notes/ws", tok, func() {
+	c, resp := e.dialHeld(t, "/notes/ws", tok, func() {
 		e.core.Publish(testenv.NewKey(t, "20260201T000000Z-0000bbbb", jwa.EdDSA))
 		e.publish(invalidation.SubjectKeysChanged)
 		// (A request with the token would wait for the held fetch.)
@@ -752,8 +777,12 @@ func TestStreamOfAKeyRemovedWhileItsRequestWasDecided(t *testing.T) {
 			return testenv.Want("token's key in the current set", e.app.Keys.Current().Keys[e.key.Kid] != nil, false)
 		})
 	})
-	if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "key_removed" {
-		t.Fatalf("close = %d %q", code, text)
+	wantUpgradeRefused(t, c, resp, 401, problem.CodeInvalidToken)
+	if n := a.count(); n != 0 {
+		t.Fatalf("the app got %d requests", n)
+	}
+	if n := e.app.Streams.Open(); n != 0 {
+		t.Fatalf("open streams = %d", n)
 	}
 }
 
@@ -761,10 +790,13 @@ func TestStreamOfAKeyRemovedWhileItsRequestWasDecided(t *testing.T) {
 // routed by the table a reload replaced, and that registered after the
 // reload had routed the open streams again, is routed again as it
 // registers: closed when the new table no longer routes it the way it
-// was opened (route_changed), decided under its new route otherwise (here
-// one that needs a permission the caller lacks). It kept its old route
-// for good: even an invalidation decided it under the permissions the
-// rules no longer asked for.
+// was opened (route_changed: refused 503 with Retry-After, nothing having
+// reached the upstream or the client, so that the request sent again is
+// routed by the new table), decided under its new route otherwise (here
+// one that needs a permission the caller lacks: refused 403 if that
+// decision came before the upstream's answer, closed 1008 once open if
+// after). It kept its old route for good: even an invalidation decided it
+// under the permissions the rules no longer asked for.
 func TestStreamRoutedBeforeAReloadRegisteredAfter(t *testing.T) {
 	e, a := startStreams(t, map[string]string{"PROJECTION_TIMEOUT": heldFetch})
 	tok := e.token(nil)
@@ -776,18 +808,118 @@ func TestStreamRoutedBeforeAReloadRegisteredAfter(t *testing.T) {
 			testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
 		}
 	}
-	dropped := e.dialHeld(t, "/notes/ws", tok, reload(
+	dropped, resp := e.dialHeld(t, "/notes/ws", tok, reload(
 		"  - {prefix: /notes, methods: [GET], upstream: notes, access: protected, permissions: [notes:read]}\n"))
-	if code, text := wantClosed(t, dropped, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
-		t.Fatalf("route without websocket: close = %d %q", code, text)
+	wantUpgradeRefused(t, dropped, resp, 503, problem.CodeUpstreamDown)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("route changed: no Retry-After")
 	}
-	dropped.Close()
+	if n := a.count(); n != 0 {
+		t.Fatalf("the app got %d requests", n)
+	}
 	testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
 	reload(a.rules("")[len(upstream)+len("routes:\n"):])()
 	e.publishAndWait("auth.invalidate.user." + userID) // the next request fetches its projection
-	tightened := e.dialHeld(t, "/notes/ws", tok, reload(
+	tightened, resp := e.dialHeld(t, "/notes/ws", tok, reload(
 		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:write], websocket: true}\n"))
-	if code, text := wantClosed(t, tightened, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
+	if tightened == nil {
+		wantUpgradeRefused(t, tightened, resp, 403, problem.CodeInsufficientScope)
+	} else if code, text := wantClosed(t, tightened, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
 		t.Fatalf("route now needing notes:write: close = %d %q", code, text)
+	}
+}
+
+// TestStreamRevokedDuringItsHandshake: a WebSocket or event stream whose
+// user loses access while its upstream has not answered the upgrade or
+// the stream's request yet is refused at once, as a new request of that
+// user is then (401 invalid_token for a disabled user, 403
+// insufficient_scope for a permission taken out), and its upstream
+// connection is closed then. Closed before its transport existed, the
+// stream was only marked closed: the proxy kept its upstream connection,
+// and the client waiting, until the upstream answered or its timeout (here
+// UPSTREAM_TIMEOUT, 30 s; up to an hour with a route's timeout) passed.
+func TestStreamRevokedDuringItsHandshake(t *testing.T) {
+	// The upstream reads the request and never answers; it reports when
+	// the proxy closes the connection (or an error, its own wait over).
+	held := make(chan chan error, 4)
+	addr := serveRaw(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		closed := make(chan error, 1)
+		held <- closed
+		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+		_, err := c.Read(make([]byte, 1))
+		closed <- err
+	})
+	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "30s"}, rules: `
+upstreams:
+  slow: {url: "http://` + addr + `", key_id: app-notes}
+routes:
+  - {prefix: /ws, methods: [GET], upstream: slow, access: protected, permissions: [notes:read], websocket: true}
+  - {prefix: /events, methods: [GET], upstream: slow, access: protected, permissions: [notes:read], stream_timeout: 1m}
+`})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	for _, kind := range []struct{ name, req string }{
+		{"websocket", strings.Replace(wsUpgrade("/ws"), "\r\n\r\n", "\r\nAuthorization: Bearer "+tok+"\r\n\r\n", 1)},
+		{"event stream", "GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer " + tok + "\r\n\r\n"},
+	} {
+		for _, tc := range []struct {
+			name   string
+			change func(p *identity.Projection)
+			status int
+			code   string
+		}{
+			{"user disabled", func(p *identity.Projection) { p.UserStatus = "disabled" }, 401, problem.CodeInvalidToken},
+			{"permission removed", func(p *identity.Projection) { p.Permissions = []string{"tenant:read"} }, 403, problem.CodeInsufficientScope},
+		} {
+			t.Run(kind.name+", "+tc.name, func(t *testing.T) {
+				defer func() {
+					e.core.SetProjection(notesProjection())
+					e.publishAndWait("auth.invalidate.user." + userID)
+				}()
+				conn, br := dialProxy(t, e.addr)
+				_ = conn.SetDeadline(time.Now().Add(time.Minute))
+				if _, err := io.WriteString(conn, kind.req); err != nil {
+					t.Fatal(err)
+				}
+				answered := make(chan result, 1)
+				go func() {
+					var r result
+					if resp, err := http.ReadResponse(br, nil); err == nil {
+						r.status, r.header = resp.StatusCode, resp.Header
+						r.body, _ = io.ReadAll(resp.Body)
+						_ = json.Unmarshal(r.body, &r.prob)
+					}
+					answered <- r
+				}()
+				var closed chan error
+				select {
+				case closed = <-held:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the request did not reach the upstream")
+				}
+				p := notesProjection()
+				tc.change(&p)
+				e.core.SetProjection(p)
+				e.publish("auth.invalidate.user." + userID)
+				select {
+				case err := <-closed:
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatal("upstream connection still open after a minute")
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("upstream connection still open 5 s after the revocation")
+				}
+				select {
+				case r := <-answered:
+					e.wantProblem(r, tc.status, tc.code)
+				case <-time.After(5 * time.Second):
+					t.Fatal("no answer 5 s after the revocation")
+				}
+				testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+			})
+		}
 	}
 }

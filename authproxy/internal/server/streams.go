@@ -3,8 +3,10 @@ package server
 import (
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/decide"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
@@ -91,9 +93,12 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 	} else {
 		err = s.d.Streams.ServeStream(r)
 	}
+	var closed *streams.ClosedError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &closed):
+		return s.closedRefusal(c, st, closed)
 	case errors.Is(err, streams.ErrHandshake):
 		st.outcome = "bad_upgrade"
 		return errHandshake
@@ -120,4 +125,33 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 		return &httpError{status: 504, code: problem.CodeUpstreamDown, detail: "upstream timed out"}
 	}
 	return &httpError{status: 502, code: problem.CodeUpstreamDown, detail: "upstream failed"}
+}
+
+// closedRefusal answers a stream closed before its upstream answered
+// (streams.ClosedError: revoked, expired, its key removed, shut down),
+// to which nothing was sent yet: as a request refused for the same reason
+// is answered, which the client's next attempt gets too. A stream whose
+// route a reload changed is answered 503 with Retry-After: its request,
+// sent again, is routed by the new rules.
+func (s *Server) closedRefusal(c *fiber.Ctx, st *state, e *streams.ClosedError) error {
+	st.outcome = e.Reason
+	switch e.Reason {
+	case decide.DenyScope.String():
+		return errScope
+	case decide.DenyEmailUnverified.String():
+		return errEmailUnverified
+	case decide.DenyMFAEnrollment.String():
+		return errMFAEnrollment
+	case decide.DenyStepUp.String():
+		return authnError(decide.DenyStepUp, int64(e.MaxAuthAge/time.Second))
+	case decide.DenyInactive.String(), decide.DenyTokenVersion.String(), decide.DenySessionRevoked.String(),
+		streams.ReasonNoMembership, streams.ReasonTokenExpired, streams.ReasonKeyRemoved:
+		s.logInvalid(c, st, errors.New("stream closed before its upstream answered: "+e.Reason))
+		return errInvalidToken
+	case streams.ReasonUnavailable:
+		return unavailable("identity service unavailable")
+	case streams.ReasonShutdown:
+		return unavailable("shutting down")
+	}
+	return unavailable("route changed")
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,69 +31,107 @@ func (unavailable) Get(context.Context, string, string, string) (*projection.Ent
 	return nil, projection.ErrUnavailable
 }
 
+// revocable is a projection cache that cannot answer (a stream's recheck
+// is tried again, the stream stays open) until revoked, then finds no
+// membership.
+type revocable struct{ revoked atomic.Bool }
+
+func (p *revocable) Get(context.Context, string, string, string) (*projection.Entry, error) {
+	if p.revoked.Load() {
+		return nil, projection.ErrNoMembership
+	}
+	return nil, projection.ErrUnavailable
+}
+
 // A stream revoked (or drained) while the upstream has not answered yet is
-// closed once it starts, and the proxy does not fall over meanwhile.
+// refused at once, WebSocket and event stream alike: Serve returns a
+// ClosedError with the reason (nothing went to the client), its upstream
+// connection is closed and it no longer counts. The close only marked it
+// closed: the handshake went on until the upstream answered or
+// HandshakeTimeout passed.
 func TestClosedDuringHandshake(t *testing.T) {
+	rev := &revocable{}
 	for _, tc := range []struct {
 		name  string
 		proj  Projections
 		close func(m *Manager)
 		want  string
 	}{
-		{"recheck", noMembership{}, func(m *Manager) { m.RecheckUser("alice") }, ReasonNoMembership},
+		{"recheck", rev, func(m *Manager) {
+			rev.revoked.Store(true)
+			m.RecheckUser("alice")
+		}, ReasonNoMembership},
 		// The projection cache cannot answer the recheck on opening: the
 		// drain closes the stream.
 		{"drain", unavailable{}, func(m *Manager) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_ = m.Drain(ctx)
+			if err := m.Drain(ctx); err != nil {
+				t.Errorf("drain: %v", err)
+			}
 		}, ReasonShutdown},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			got, answer := make(chan net.Conn, 1), make(chan struct{})
-			go func() {
-				c, err := ln.Accept()
+		for _, kind := range []string{"sse", "websocket"} {
+			t.Run(tc.name+" "+kind, func(t *testing.T) {
+				rev.revoked.Store(false)
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
-					return
+					t.Fatal(err)
 				}
-				_, _ = c.Read(make([]byte, 4096))
-				got <- c
-				<-answer
-				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"))
-			}()
-			m := New(Options{HandshakeTimeout: time.Second}, tc.proj, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-			rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
-			ctx := &fasthttp.RequestCtx{}
-			ctx.Request.SetRequestURI("/x/events")
-			ctx.Request.Header.SetHost("app")
-			done := make(chan error, 1)
-			go func() {
-				done <- m.ServeStream(Request{Ctx: ctx, Addr: ln.Addr().String(), Route: rt, RequestID: "r",
-					Claims: &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s", Exp: time.Now().Add(time.Hour).Unix()}, Path: "/x/events", Method: "GET"})
-			}()
-			up := <-got
-			defer up.Close()
-			tc.close(m)
-			time.Sleep(50 * time.Millisecond) // the recheck runs
-			close(answer)
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			// The stream was closed before it started: its upstream connection
-			// is closed at once.
-			_ = up.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if _, err := up.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-				t.Fatalf("upstream connection: %v, want closed", err)
-			}
-			cs := m.snapshot(nil, "")
-			if len(cs) != 1 || cs[0].Reason() != tc.want {
-				t.Fatalf("streams %d, reason %q", len(cs), cs[0].Reason())
-			}
-		})
+				defer ln.Close()
+				// The upstream reads the request and never answers.
+				got := make(chan net.Conn, 1)
+				go func() {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					_, _ = c.Read(make([]byte, 4096))
+					got <- c
+				}()
+				m := New(Options{HandshakeTimeout: time.Minute}, tc.proj, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+				rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute, Websocket: kind == "websocket"}
+				ctx := &fasthttp.RequestCtx{}
+				ctx.Request.SetRequestURI("/x/events")
+				ctx.Request.Header.SetHost("app")
+				r := Request{Ctx: ctx, Addr: ln.Addr().String(), Route: rt, RequestID: "r",
+					Claims: &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s", Exp: time.Now().Add(time.Hour).Unix()}, Path: "/x/events", Method: "GET"}
+				serve := m.ServeStream
+				if kind == "websocket" {
+					ctx.Request.Header.Set("Sec-WebSocket-Version", "13")
+					ctx.Request.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+					serve = m.ServeWebSocket
+				}
+				done := make(chan error, 1)
+				go func() { done <- serve(r) }()
+				var up net.Conn
+				select {
+				case up = <-got:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the request did not reach the upstream")
+				}
+				defer up.Close()
+				tc.close(m)
+				select {
+				case err := <-done:
+					var ce *ClosedError
+					if !errors.As(err, &ce) || ce.Reason != tc.want {
+						t.Fatalf("serve = %v, want a ClosedError %q", err, tc.want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("serve still waiting for the upstream's answer 5 s after the close")
+				}
+				if ctx.Response.StatusCode() != fasthttp.StatusOK || len(ctx.Response.Header.Peek("Upgrade")) != 0 || ctx.IsBodyStream() {
+					t.Fatalf("response set: %s", ctx.Response.Header.Header())
+				}
+				_ = up.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, err := up.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("upstream connection: %v, want closed", err)
+				}
+				if n := m.Open(); n != 0 {
+					t.Fatalf("open streams = %d, want 0", n)
+				}
+			})
+		}
 	}
 }

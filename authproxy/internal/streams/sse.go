@@ -31,13 +31,18 @@ func (m *Manager) ServeStream(r Request) error {
 	if err != nil {
 		return err
 	}
-	up, err := m.dial(r.Addr, r.TLS)
+	if c.Reason() != "" { // closed as it registered
+		return m.refuse(c, nil)
+	}
+	up, err := m.dial(c, r.Addr, r.TLS, m.handshakeTimeout(&r))
 	if err != nil {
+		if c.Reason() != "" {
+			return m.refuse(c, nil)
+		}
 		m.release(c, ReasonError)
 		return err
 	}
 	ctx := r.Ctx
-	_ = up.SetDeadline(m.o.Now().Add(m.handshakeTimeout(&r)))
 	// One request per connection: the stream owns it to the end.
 	ctx.Request.Header.SetConnectionClose()
 	bw := bufio.NewWriterSize(up, 4<<10)
@@ -45,6 +50,9 @@ func (m *Manager) ServeStream(r Request) error {
 		err = bw.Flush()
 	}
 	if err != nil {
+		if c.Reason() != "" { // closed: the write was woken
+			return m.refuse(c, up)
+		}
 		fasttransport.Abandon(up)
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, err)
@@ -67,8 +75,14 @@ func (m *Manager) ServeStream(r Request) error {
 		resp.StreamBody = true // read as it is relayed
 		err = resp.ReadBody(bufio.NewReaderSize(after(rest, ic), bodyReaderBytes), 0)
 	}
-	if err != nil {
+	if err != nil || c.Reason() != "" {
 		fasthttp.ReleaseResponse(resp)
+		if c.Reason() != "" {
+			// Closed before the upstream answered (the read was woken),
+			// or as it did: nothing went to the client yet, which is
+			// refused as a new request would be.
+			return m.refuse(c, up)
+		}
 		fasttransport.Abandon(up)
 		m.release(c, ReasonError)
 		return errors.Join(ErrUpstream, err)

@@ -79,6 +79,22 @@ var (
 	ErrUpstream = errors.New("streams: upstream failed")
 )
 
+// ClosedError is what Serve returns for a stream closed (Conn.Close)
+// before anything was sent to the client: during its upstream handshake,
+// or as it registered. Its upstream connection is closed; the client is
+// to be answered as a request refused for Reason would be (the stream's
+// request was allowed, the user's requests no longer are).
+type ClosedError struct {
+	Reason string
+	// MaxAuthAge is the max_auth_age of the stream's route, announced
+	// with an insufficient_user_authentication refusal.
+	MaxAuthAge time.Duration
+}
+
+func (e *ClosedError) Error() string {
+	return "streams: closed before the upstream answered: " + e.Reason
+}
+
 // Projections is the projection cache (re-evaluation reads through it; an
 // invalidation has already made the entry a miss).
 type Projections interface {
@@ -239,8 +255,9 @@ func (c *Conn) Reason() string {
 }
 
 // Close ends the stream for reason (first call wins). A stream closed
-// before its transport exists (during the upstream handshake) is ended by
-// start.
+// during its upstream handshake wakes it (handshaking): its request is
+// refused (refuse) unless the upstream's answer is in and the stream
+// starts meanwhile, which then ends it (start).
 func (c *Conn) Close(reason string) {
 	c.once.Do(func() {
 		c.reason.Store(&reason)
@@ -252,6 +269,21 @@ func (c *Conn) Close(reason string) {
 			f(reason)
 		}
 	})
+}
+
+// handshaking has a Close until the stream starts wake its upstream
+// handshake on up (a dial, a write of the request, a read of the answer,
+// each bounded only by its timeout, up to a route's hour): up's deadline
+// is set in the past, so whatever waits on it returns at once. Closed
+// already, it is woken now.
+func (c *Conn) handshaking(up net.Conn) {
+	wake := func(string) { _ = up.SetDeadline(time.Unix(1, 0)) }
+	c.smu.Lock()
+	c.shutdown = wake
+	c.smu.Unlock()
+	if c.Reason() != "" {
+		wake("")
+	}
 }
 
 // setRetime sets the transport's retime.
@@ -402,6 +434,17 @@ func (m *Manager) start(c *Conn, shutdown func(string)) {
 		d := time.Unix(c.claims.Exp, 0).Sub(m.o.Now())
 		c.expiry = time.AfterFunc(max(d, 0), func() { c.Close(ReasonTokenExpired) })
 	}
+}
+
+// refuse releases c, closed before anything went to the client (up, its
+// upstream connection, if dialled, is closed), and returns the error that
+// has its request answered as a refusal for its reason.
+func (m *Manager) refuse(c *Conn, up net.Conn) error {
+	if up != nil {
+		fasttransport.Abandon(up)
+	}
+	m.release(c, ReasonError)
+	return &ClosedError{Reason: c.Reason(), MaxAuthAge: c.rt.Load().MaxAuthAge}
 }
 
 // release forgets c; reason labels the closed-streams metric.
@@ -859,12 +902,23 @@ func after(rest []byte, r io.Reader) io.Reader {
 	return io.MultiReader(bytes.NewReader(rest), r) // drops rest once read
 }
 
-// dial connects to the upstream at addr, over TLS when cfg is set (the
-// handshake within the same DialTimeout). A certificate that does not
-// verify is a failed connection, as a refused one is.
-func (m *Manager) dial(addr string, cfg *tls.Config) (net.Conn, error) {
+// dial connects to the upstream at addr for the stream s, over TLS when
+// cfg is set (the handshake within the same DialTimeout). A certificate
+// that does not verify is a failed connection, as a refused one is. The
+// connection's deadline is then set at handshake from now, for the
+// upstream's answer. A Close of s gives up the dial at once; once
+// connected, it wakes the rest of the handshake (Conn.handshaking): the
+// deadline is set before, so that it does not undo a wake.
+func (m *Manager) dial(s *Conn, addr string, cfg *tls.Config, handshake time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.o.DialTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-s.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	c, err := m.netDial(ctx, "tcp", addr)
 	if err == nil && cfg != nil {
 		cfg = cfg.Clone()
@@ -880,6 +934,8 @@ func (m *Manager) dial(addr string, cfg *tls.Config) (net.Conn, error) {
 	if err != nil {
 		return nil, errors.Join(ErrDial, err)
 	}
+	_ = c.SetDeadline(m.o.Now().Add(handshake))
+	s.handshaking(c)
 	return c, nil
 }
 

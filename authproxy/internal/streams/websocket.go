@@ -80,12 +80,22 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	if err != nil {
 		return err
 	}
-	up, br, err := m.handshake(r)
+	if c.Reason() != "" { // closed as it registered
+		return m.refuse(c, nil)
+	}
+	up, br, err := m.handshake(c, r)
+	ctx := r.Ctx
+	if c.Reason() != "" {
+		// Closed before the upstream answered (the handshake was woken),
+		// or as it did: nothing went to the client yet, which is refused
+		// as a new request would be, not given the upstream's answer.
+		ctx.Response.Reset()
+		return m.refuse(c, up)
+	}
 	if err != nil {
 		m.release(c, ReasonError)
 		return err
 	}
-	ctx := r.Ctx
 	if s := ctx.Response.StatusCode(); s < 100 || s > 599 {
 		ctx.Response.Reset()
 		up.Close()
@@ -212,11 +222,12 @@ func switched(h *fasthttp.ResponseHeader) {
 	}
 }
 
-// handshake dials the upstream, writes the upgrade request and reads its
-// answer into r.Ctx.Response (the body too, unless it is a 101). It
-// returns the connection and the reader of what follows a 101.
-func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
-	up, err := m.dial(r.Addr, r.TLS)
+// handshake dials the upstream for the stream c, writes the upgrade
+// request and reads its answer into r.Ctx.Response (the body too, unless
+// it is a 101). It returns the connection and the reader of what follows
+// a 101. A Close of c wakes it (Conn.handshaking).
+func (m *Manager) handshake(c *Conn, r Request) (net.Conn, io.Reader, error) {
+	up, err := m.dial(c, r.Addr, r.TLS, m.handshakeTimeout(&r))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -225,7 +236,6 @@ func (m *Manager) handshake(r Request) (net.Conn, io.Reader, error) {
 	// proxy's own to this upstream connection.
 	h.Set(fasthttp.HeaderConnection, "Upgrade")
 	h.Set("Upgrade", "websocket")
-	_ = up.SetDeadline(m.o.Now().Add(m.handshakeTimeout(&r)))
 	if _, err := up.Write(h.Header()); err != nil {
 		fasttransport.Abandon(up)
 		return nil, nil, errors.Join(ErrUpstream, err)
