@@ -57,3 +57,50 @@ func TestUpstreamRequestIDSwitchingProtocolsIsTheProxys(t *testing.T) {
 		t.Fatalf("X-Request-Id %q, want exactly the proxy's [client-req-1]", ids)
 	}
 }
+
+// The '_' spellings of the fields the proxy removes from an answer (its
+// own X-Request-Id set in their place, coreapi's X-Auth-Invalidated, the
+// hop-by-hop and diagnostic fields) are removed too, in any case: an
+// app's X_Request_Id reached the client beside the proxy's X-Request-Id,
+// under the name a CGI-style reader (a front proxy, a client library)
+// files both as, and an app's X_Auth_Invalidated passed for coreapi's
+// before a proxy in front. Stream routes too.
+func TestUpstreamUnderscoreSpellingsAnswerRemoved(t *testing.T) {
+	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX_Request_Id: app-1\r\nx_request_id: app-2\r\n"+
+		"X-Request_Id: app-3\r\nX_Auth_Invalidated: auth.invalidate.all\r\nx_auth-invalidated: auth.invalidate.all\r\n"+
+		"Server_Timing: db;dur=53\r\nKeep_Alive: timeout=5\r\nX_App: kept\r\n\r\nok")
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	for _, path := range []string{"/x", "/events"} {
+		t.Run(path, func(t *testing.T) {
+			conn, br := dialProxy(t, e.addr)
+			if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-req-1\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X_App") != "kept" {
+				t.Fatalf("status %d, body %q, X_App %q", resp.StatusCode, body, resp.Header.Get("X_App"))
+			}
+			var ids []string
+			for k, v := range resp.Header {
+				switch strings.ToLower(strings.ReplaceAll(k, "_", "-")) {
+				case "x-request-id":
+					for _, id := range v {
+						ids = append(ids, k+": "+id)
+					}
+				case "x-auth-invalidated", "server-timing", "keep-alive":
+					t.Errorf("%s: %v reached the client", k, v)
+				}
+			}
+			if len(ids) != 1 || ids[0] != "X-Request-Id: client-req-1" {
+				t.Errorf("request ids %q, want exactly the proxy's [X-Request-Id: client-req-1]", ids)
+			}
+		})
+	}
+}

@@ -381,7 +381,8 @@ func IsClientAddress(name []byte) bool {
 // is every X-Auth-Invalidated (invalidation.HeaderInvalidated), which
 // coreapi's answers carry for the proxy alone (read before this from
 // coreapi's answers only) and an app's must not pass off as coreapi's to
-// a proxy in front. Nothing is added either: an answer without a
+// a proxy in front. Each of these fields is removed in every spelling
+// ('_' for '-', any case). Nothing is added either: an answer without a
 // Content-Type goes on without one, where fasthttp's writer would name it
 // "text/plain; charset=utf-8" (a binary download read as UTF-8 text).
 func SanitizeResponse(h *fasthttp.ResponseHeader) {
@@ -389,15 +390,15 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if !h.IsHTTP11() || len(h.StatusMessage()) > 0 {
 		ownStatusLine(h)
 	}
-	hops, reqID, inv, diag := 0, false, false, 0
+	hops, own, diag := 0, 0, 0
 	for k := range h.All() {
 		switch {
 		case isHopByHop(k):
 			hops++
-		case len(k) == len("X-Request-Id") && asciiFold(k, "x-request-id"):
-			reqID = true
-		case len(k) == len(invalidation.HeaderInvalidated) && asciiFold(k, "x-auth-invalidated"):
-			inv = true
+		case (len(k) == len("X-Request-Id") || len(k) == len(invalidation.HeaderInvalidated)) && k[0]|0x20 == 'x' && isProxysAnswerField(k):
+			// Length and first letter first: Content-Type has the
+			// length of X-Request-Id, and is in nearly every answer.
+			own++
 		case IsDiagnosticAnswer(k):
 			diag++
 		}
@@ -405,18 +406,34 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 	if hops > 0 {
 		sanitizeResponse(h, hops)
 	}
-	if reqID {
-		h.Del("X-Request-Id")
+	// One name per pass, as the hop-by-hop ones (delFirst): each has
+	// several spellings, which fasthttp keeps apart.
+	for range own {
+		if !delFirst(h, isProxysAnswerField) {
+			break
+		}
 	}
-	if inv {
-		h.Del(invalidation.HeaderInvalidated)
-	}
-	// One name per pass, as the hop-by-hop ones (delFirst).
 	for range diag {
 		if !delFirst(h, IsDiagnosticAnswer) {
 			break
 		}
 	}
+}
+
+// isProxysAnswerField reports whether name, in an upstream's answer, is
+// X-Request-Id or X-Auth-Invalidated in any spelling ('_' for '-', any
+// case): the proxy sets the one and reads the other from coreapi alone.
+// An upstream's X_Request_Id stood beside the proxy's X-Request-Id, and
+// its X_Auth_Invalidated passed on, under the names CGI-style readers
+// (WSGI, PHP, a front proxy that maps '_' to '-') file them as.
+func isProxysAnswerField(name []byte) bool {
+	switch len(name) {
+	case len("X-Request-Id"):
+		return equalFold(name, "x-request-id")
+	case len(invalidation.HeaderInvalidated):
+		return equalFold(name, invalidation.HeaderInvalidated)
+	}
+	return false
 }
 
 // IsDiagnosticAnswer reports whether name, in an upstream's answer, tells

@@ -807,6 +807,7 @@ func TestSanitizeResponseDoesNotAllocate(t *testing.T) {
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\nX-App: 1\r\n\r\nok",
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\r\nok",
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTraceresponse: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nServer-Timing: db;dur=53\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: a\r\nX_Request_Id: b\r\nx_auth_invalidated: auth.invalidate.all\r\n\r\nok",
 	} {
 		resp := parseResponse(t, raw)
 		var clean fasthttp.Response
