@@ -74,6 +74,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/natsauth"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
+	"github.com/tollgate-auth/tollgate/shared/natsreach"
 )
 
 // Evicter is what an invalidation evicts from: the projection cache, and
@@ -159,7 +160,7 @@ type Subscriber struct {
 	refetchedAt int
 	done        chan struct{} // closed by Close
 	stop        sync.Once
-	watcher     sync.WaitGroup // watchDrops, the watch of the first connection's refusals, and Connect's wait for a late confirmation
+	watcher     sync.WaitGroup // watchDrops, the watches of the first connection's refusals and of failed handshakes, and Connect's wait for a late confirmation
 	// dead is DeadAfter(PingInterval): how far back the start of an
 	// outage is put when it is noticed.
 	dead time.Duration
@@ -383,6 +384,11 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	// attempt (up to one each MaxReconnect), is logged once, then at most
 	// once a minute, until a connection is made.
 	refusals := natsauth.New(log, "set the password of the proxy's NATS user in NATS_URL as the server has it (authproxy_nats_connected is 0 meanwhile)", o.Now)
+	// So is a server the attempts cannot reach (refused, a name that does
+	// not resolve, a failed TLS handshake), with its URL: the client gives
+	// a failed dial to the reconnect error handler alone, a failed
+	// handshake to no handler (Watch reads it).
+	unreachable := natsreach.New(log, o.URL, o.Now)
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
 		nats.SetCustomDialer(dial),
@@ -401,6 +407,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		})),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			refusals.Admitted()
+			unreachable.Connected()
 			log.Info("nats connected")
 			// The first connection is made in the background: one made
 			// before Connect has subscribed and flushed is reported by
@@ -424,6 +431,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			refusals.Admitted()
+			unreachable.Connected()
 			log.Info("nats reconnected; purging caches and refetching keys")
 			// The subscriptions are asked for anew. The client queues this
 			// handler before it reads the server's answer to them, so a
@@ -434,6 +442,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				s.connected(nc)
 			}
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { unreachable.Failed(err) }),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
@@ -560,11 +569,13 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		s.rl.Store(rl)
 	}
 	s.nc = nc
-	s.watcher.Add(2)
+	s.watcher.Add(3)
 	go s.watchDrops(sub, ks, o.DropCheck)
 	// The client reports no refusal of the credentials before the first
-	// connection: they are read from it meanwhile.
+	// connection: they are read from it meanwhile. Nor a failed
+	// handshake, ever.
 	go func() { defer s.watcher.Done(); refusals.WatchFirst(nc, o.DropCheck, s.done) }()
+	go func() { defer s.watcher.Done(); unreachable.Watch(nc, o.DropCheck, s.done) }()
 	flushed := false
 	if nc.IsConnected() {
 		s.probe(nc)

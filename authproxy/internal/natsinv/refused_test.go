@@ -78,14 +78,21 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 func connectRefusable(t *testing.T, port int) (*Subscriber, *logbuffer.Buffer) {
 	t.Helper()
 	logs := &logbuffer.Buffer{}
-	s, err := Connect(Options{URL: "nats://authproxy:pw@127.0.0.1:" + strconv.Itoa(port),
+	return connectURL(t, "nats://authproxy:pw@127.0.0.1:"+strconv.Itoa(port), logs), logs
+}
+
+// connectURL connects a subscriber to url, trying again every 100 ms at
+// most, logging to logs.
+func connectURL(t *testing.T, url string, logs *logbuffer.Buffer) *Subscriber {
+	t.Helper()
+	s, err := Connect(Options{URL: url,
 		ReconnectWait: 50 * time.Millisecond, MaxReconnect: 100 * time.Millisecond, DropCheck: 10 * time.Millisecond},
 		newRecorder(t), slog.New(slog.NewJSONHandler(logs, nil)), metrics.New())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close(time.Second) })
-	return s, logs
+	return s
 }
 
 // refusalLines counts the lines of logs that name a refusal of the

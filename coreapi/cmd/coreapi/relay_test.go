@@ -310,3 +310,58 @@ func refusalLines(logs *testkit.LogBuffer) (refusals, errs, ended int) {
 	}
 	return refusals, errs, ended
 }
+
+// TestUnreachableServerLoggedOnce: coreapi starts with no NATS server at
+// its URL (connection refused), then one starts there. The client reports
+// each failed attempt to the reconnect error handler alone, which was not
+// set: the relay's log said "nats not connected", naming neither the
+// server nor the cause. Now one warning names the URL (its password
+// masked) and the cause, reminders come at most once a minute, and one
+// info line names the URL once the connection is made.
+func TestUnreachableServerLoggedOnce(t *testing.T) {
+	db := dbtest.New(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
+	masked := "nats://coreapi:xxxxx@127.0.0.1:" + strconv.Itoa(port)
+	logs := runRelayLogged(t, url, db)
+	// Some six attempts in 3 s.
+	time.Sleep(3 * time.Second)
+	if warns, infos := urlLines(t, logs, masked); warns != 1 || infos != 0 {
+		t.Fatalf("%d warnings and %d info lines name %s with NATS down for 3 s, want 1 and 0:\n%s", warns, infos, masked, logs.String())
+	}
+	if !strings.Contains(logs.String(), "connection refused") {
+		t.Fatalf("the warning does not say why:\n%s", logs.String())
+	}
+	ns, _ := startAuthNATS(t, port, "pw")
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	expectRelayed(t, url, db, 10*time.Second, "once NATS was up")
+	if warns, infos := urlLines(t, logs, masked); warns != 1 || infos != 1 {
+		t.Fatalf("%d warnings and %d info lines name %s, want 1 and 1:\n%s", warns, infos, masked, logs.String())
+	}
+}
+
+// urlLines counts the lines of logs that name url at warning or error
+// level, and at info level; none may hold the password.
+func urlLines(t *testing.T, logs *testkit.LogBuffer, url string) (warns, infos int) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, ":pw@") {
+			t.Fatalf("a line holds the password: %s", line)
+		}
+		if !strings.Contains(line, `"url":"`+url+`"`) {
+			continue
+		}
+		switch {
+		case strings.Contains(line, `"level":"WARN"`), strings.Contains(line, `"level":"ERROR"`):
+			warns++
+		case strings.Contains(line, `"level":"INFO"`):
+			infos++
+		}
+	}
+	return warns, infos
+}

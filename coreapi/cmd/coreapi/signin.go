@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/natsauth"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
+	"github.com/tollgate-auth/tollgate/shared/natsreach"
 )
 
 // worker is a background loop run until ctx ends (e.g. the outbox relay).
@@ -198,6 +199,11 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 	// attempt (about one a second), is logged once, then at most once a
 	// minute, until a connection is made.
 	refusals := natsauth.New(log, "set the password of coreapi's NATS user in NATS_URL as the server has it (coreapi_nats_connected is 0 meanwhile)", nil)
+	// So is a server the attempts cannot reach (refused, a name that does
+	// not resolve, a failed TLS handshake), with its URL: the client gives
+	// a failed dial to the reconnect error handler alone, a failed
+	// handshake to no handler (Watch reads it).
+	unreachable := natsreach.New(log, cfg.NATSURL, nil)
 	jitter := nats.GetDefaultOptions().ReconnectJitter
 	if strings.Contains(cfg.NATSURL, "tls://") {
 		jitter = nats.GetDefaultOptions().ReconnectJitterTLS
@@ -218,8 +224,20 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		nats.CustomReconnectDelay(dial.Delay(func(int) time.Duration {
 			return 500*time.Millisecond + rand.N(jitter)
 		})),
-		nats.ConnectHandler(func(*nats.Conn) { refusals.Admitted(); log.Info("nats connected"); firstConnected(); wake() }),
-		nats.ReconnectHandler(func(*nats.Conn) { refusals.Admitted(); log.Info("nats reconnected"); wake() }),
+		nats.ConnectHandler(func(*nats.Conn) {
+			refusals.Admitted()
+			unreachable.Connected()
+			log.Info("nats connected")
+			firstConnected()
+			wake()
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			refusals.Admitted()
+			unreachable.Connected()
+			log.Info("nats reconnected")
+			wake()
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { unreachable.Failed(err) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil { // the client's own Close or Drain (shutdown)
 				log.Info("nats connection closed")
@@ -279,11 +297,13 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		// the background, as long as the client's own pass waited on one
 		// server: else every start warned that the relay cannot publish.
 		// The client reports no refusal of the credentials before that
-		// connection: they are read from it meanwhile.
-		watched := make(chan struct{})
+		// connection: they are read from it meanwhile. Nor a failed
+		// handshake, ever.
+		var watched sync.WaitGroup
 		stopWatch := make(chan struct{})
-		go func() { defer close(watched); refusals.WatchFirst(nc, 100*time.Millisecond, stopWatch) }()
-		defer func() { close(stopWatch); <-watched }()
+		watched.Go(func() { refusals.WatchFirst(nc, 100*time.Millisecond, stopWatch) })
+		watched.Go(func() { unreachable.Watch(nc, 100*time.Millisecond, stopWatch) })
+		defer func() { close(stopWatch); watched.Wait() }()
 		select {
 		case <-connected:
 		case <-ctx.Done():

@@ -1,0 +1,93 @@
+package natsinv
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
+	"github.com/tollgate-auth/tollgate/shared/logbuffer"
+)
+
+// closedPort returns a port of 127.0.0.1 that nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
+}
+
+// TestUnreachableServerLoggedOnce: the proxy starts with no NATS server
+// at its URL (connection refused), then one starts there. The client
+// reports each failed attempt to the reconnect error handler alone, which
+// was not set: the log named neither the server nor the cause, however
+// long the feed stayed down. Now one warning names the URL (its password
+// masked) and the cause, reminders come at most once a minute, and one
+// info line names the URL once the connection is made.
+func TestUnreachableServerLoggedOnce(t *testing.T) {
+	port := closedPort(t)
+	masked := "nats://authproxy:xxxxx@127.0.0.1:" + strconv.Itoa(port)
+	s, logs := connectRefusable(t, port)
+	// Some twenty attempts in 2 s.
+	time.Sleep(2 * time.Second)
+	if warns, infos := urlLines(t, logs, masked); warns != 1 || infos != 0 {
+		t.Fatalf("%d warnings and %d info lines name %s with NATS down for 2 s, want 1 and 0:\n%s", warns, infos, masked, logs.String())
+	}
+	if !strings.Contains(logs.String(), "connection refused") {
+		t.Fatalf("the warning does not say why:\n%s", logs.String())
+	}
+	startUserServer(t, port, "pw")
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	testenv.Eventually(t, func() error {
+		warns, infos := urlLines(t, logs, masked)
+		return testenv.Want("warnings and info lines naming the URL", [2]int{warns, infos}, [2]int{1, 1})
+	})
+}
+
+// TestFailedHandshakeLoggedOnce: a server is there but the handshake
+// fails (a tls:// URL, a server without TLS), which the client reports to
+// no handler at all. One warning names the URL and the cause.
+func TestFailedHandshakeLoggedOnce(t *testing.T) {
+	_, port := startUserServer(t, -1, "pw")
+	url := "tls://authproxy:pw@127.0.0.1:" + strconv.Itoa(port)
+	logs := &logbuffer.Buffer{}
+	s := connectURL(t, url, logs)
+	time.Sleep(2 * time.Second)
+	if s.Connected() {
+		t.Fatal("connected over tls:// to a server without TLS")
+	}
+	masked := "tls://authproxy:xxxxx@127.0.0.1:" + strconv.Itoa(port)
+	if warns, _ := urlLines(t, logs, masked); warns != 1 {
+		t.Fatalf("%d warnings name %s in 2 s of failed handshakes, want 1:\n%s", warns, masked, logs.String())
+	}
+	if !strings.Contains(logs.String(), "secure connection not available") {
+		t.Fatalf("the warning does not say why:\n%s", logs.String())
+	}
+}
+
+// urlLines counts the lines of logs that name url at warning or error
+// level, and at info level; none may hold the password.
+func urlLines(t *testing.T, logs *logbuffer.Buffer, url string) (warns, infos int) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, ":pw@") {
+			t.Fatalf("a line holds the password: %s", line)
+		}
+		if !strings.Contains(line, `"url":"`+url+`"`) {
+			continue
+		}
+		switch {
+		case strings.Contains(line, `"level":"WARN"`), strings.Contains(line, `"level":"ERROR"`):
+			warns++
+		case strings.Contains(line, `"level":"INFO"`):
+			infos++
+		}
+	}
+	return warns, infos
+}

@@ -1,0 +1,144 @@
+// Package natsreach reports in a service's log a NATS server its
+// connection cannot reach, without flooding it.
+//
+// The services connect in the background and reconnect forever
+// (natsdial, nats.RetryOnFailedConnect). An attempt that fails before the
+// server has read the credentials (the connection refused, a host name
+// that does not resolve, a TLS handshake that fails, a server that does
+// not answer) was named nowhere: the client gives a failed dial to its
+// reconnect error handler alone, which the services did not set, and a
+// failed handshake to no handler at all. A service started with NATS out
+// of reach logged nothing of it (coreapi's relay: "nats not connected",
+// with no server named). A Reporter logs one warning when attempts start
+// failing, naming the server URL (its credentials masked) and the cause,
+// a reminder at most every Remind while they go on, and one line when a
+// connection is made; the service's connected gauge is the signal
+// meanwhile. Refused credentials are natsauth's to report.
+package natsreach
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/tollgate-auth/tollgate/shared/envconfig"
+	"github.com/tollgate-auth/tollgate/shared/natsauth"
+	"github.com/tollgate-auth/tollgate/shared/natsdial"
+)
+
+// Remind is the least time between two lines about one spell of failed
+// attempts.
+const Remind = time.Minute
+
+// Reporter logs the failed connection attempts of one connection.
+type Reporter struct {
+	log *slog.Logger
+	url string // masked
+	now func() time.Time
+
+	mu       sync.Mutex
+	since    time.Time // when the failures started (zero: none going on)
+	said     time.Time // the last line about them
+	failures int       // failed attempts since
+}
+
+// New returns a Reporter logging to log about the server (or
+// comma-separated servers) of url, which it names with each URL masked as
+// the services print a URL setting (envconfig.MaskURL). now is the clock
+// (nil: time.Now).
+func New(log *slog.Logger, url string, now func() time.Time) *Reporter {
+	if now == nil {
+		now = time.Now
+	}
+	return &Reporter{log: log, url: MaskURLs(url), now: now}
+}
+
+// MaskURLs is url, one URL or a comma-separated list (as nats.Connect
+// takes it), with each URL masked by envconfig.MaskURL.
+func MaskURLs(url string) string {
+	parts := strings.Split(url, ",")
+	for i, s := range parts {
+		parts[i] = envconfig.MaskURL(strings.TrimSpace(s))
+	}
+	return strings.Join(parts, ",")
+}
+
+// Failed takes the error of a failed attempt: every one the connection's
+// nats.ReconnectErrHandler is given, and those Watch reads. natsdial's
+// refusal of nats.Connect's own pass is none, nor is a refusal of the
+// credentials (the server was reached: natsauth reports it).
+func (r *Reporter) Failed(err error) {
+	if !failure(err) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.failures++
+	switch {
+	case r.since.IsZero():
+		r.since, r.said, r.failures = now, now, 1
+		r.log.Warn("nats cannot connect to its server; trying again until it can", "url", r.url, "err", err)
+	case now.Sub(r.said) >= Remind:
+		r.said = now
+		r.log.Warn("nats still cannot connect to its server", "url", r.url,
+			"since", r.since, "failures", r.failures, "err", err)
+	}
+}
+
+// failure reports whether err, read from a connection not connected, is
+// an attempt's failure to reach the server.
+func failure(err error) bool {
+	return err != nil && !errors.Is(err, natsdial.ErrNotYet) && !natsauth.Refusal(err) &&
+		!errors.Is(err, nats.ErrPermissionViolation) && !errors.Is(err, nats.ErrMaxSubscriptionsExceeded)
+}
+
+// Connected is told of each connection made (the connect and reconnect
+// handlers): it logs the end of the failures going on.
+func (r *Reporter) Connected() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.since.IsZero() {
+		return
+	}
+	r.log.Info("nats connected to its server after failed attempts", "url", r.url,
+		"failed_for", r.now().Sub(r.since).Round(time.Millisecond), "failures", r.failures)
+	r.since, r.said, r.failures = time.Time{}, time.Time{}, 0
+}
+
+// Watch reports the failed attempts the client gives no handler, read
+// from nc's last error every poll while it is not connected, until nc is
+// closed or stop is closed: a handshake that fails after the dial (TLS,
+// a server that does not answer, one that speaks no NATS) leaves its
+// error there until the next attempt, at least the reconnect wait later.
+// A failed dial goes to the reconnect error handler and leaves none.
+func (r *Reporter) Watch(nc *nats.Conn, poll time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	var last error
+	for {
+		// Read before the state, as natsauth's WatchFirst does; an error
+		// already there while connected (a refused subscription) is no
+		// attempt's.
+		err := nc.LastError()
+		switch {
+		case nc.IsClosed():
+			return
+		case nc.IsConnected():
+			last = err
+		case err != last:
+			// Counted once however many polls find it; the next attempt
+			// clears it (a failed dial) or sets it anew.
+			last = err
+			r.Failed(err)
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
