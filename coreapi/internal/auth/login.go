@@ -193,8 +193,8 @@ func (s *Service) reserveChecks(ctx context.Context, checks []byte) error {
 // ReserveHash counts a password hashed for the client ip (a reset's new
 // password) against its budget of password checks
 // (Options.PasswordChecksPerHour), which every sign-in's check counts
-// against too: ok false, with the time left in the window, when it is
-// spent, and then the password must not be hashed. Each is an argon2
+// against too: ok false, with the time until it allows one again, when
+// it is spent, and then the password must not be hashed. Each is an argon2
 // hash on one of a few hashing slots.
 func (s *Service) ReserveHash(ctx context.Context, ip string) (ok bool, wait time.Duration, err error) {
 	return s.limiter.Allow(ctx, checkClientKey(ip), s.checkLimit)

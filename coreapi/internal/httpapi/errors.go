@@ -197,7 +197,7 @@ func insufficientAuth(c *fiber.Ctx, acr string, maxAge time.Duration, detail str
 	return problem.New(fiber.StatusUnauthorized, problem.CodeInsufficientUserAuthentication, detail)
 }
 
-// TooMany is the 429 answer of a rate limit whose window ends in wait:
+// TooMany is the 429 answer of a rate limit that allows a hit again in wait:
 // Retry-After in whole seconds (at least 1, rounded up), and what was
 // refused in the detail ("too many sign-ups from this address").
 func TooMany(c *fiber.Ctx, wait time.Duration, what string) error {

@@ -277,7 +277,9 @@ DELETE FROM action_tokens WHERE token_hash IN (
 	if err != nil {
 		return tokens, fmt.Errorf("sweep tokens: %w", err)
 	}
-	n, err := s.limiter.Sweep(ctx, 24*time.Hour)
+	// Twice the longest window (24 hours: personal API keys, client
+	// secrets), whose hits count through the day after it.
+	n, err := s.limiter.Sweep(ctx, 48*time.Hour)
 	return tokens + n, err
 }
 

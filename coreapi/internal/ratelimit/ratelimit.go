@@ -1,6 +1,13 @@
-// Package ratelimit counts hits per key in fixed windows stored in
+// Package ratelimit counts hits per key in sliding windows stored in
 // PostgreSQL, so every replica shares the same counters. Keys are hashed
 // before they are stored: a limit on an email address keeps no address.
+//
+// A key's row holds the hits of its current window and those of the
+// window before, which count as much as the sliding window still covers
+// of it: prev × (1 − elapsed/window) + hits. A fixed window starting
+// afresh let N hits just before its end and N more just after through
+// within moments; the weighted count lets at most one more than N
+// through at a boundary.
 package ratelimit
 
 import (
@@ -74,7 +81,8 @@ func Seconds(wait time.Duration) int {
 type Refused struct {
 	// What is the refusal, as a 429's detail says it (without the wait).
 	What string
-	// RetryAfter is the time left in the limit's window.
+	// RetryAfter is the time until the limit's weighted count falls under
+	// its N, when a hit is allowed again.
 	RetryAfter time.Duration
 }
 
@@ -82,37 +90,92 @@ func (e *Refused) Error() string {
 	return e.What + "; retry after " + strconv.Itoa(Seconds(e.RetryAfter)) + " s"
 }
 
-// Allow counts one hit on key and reports whether it is within l; when it
-// is not, retryAfter is the time left in the window. One statement: the
-// row lock serialises concurrent hits, so each is counted exactly once. A
-// hit refused is not counted (the row holds at most l.N+1, which says
+// Allow counts one hit on key and reports whether it is within l: whether
+// the weighted count of the sliding window ending now, the hit left out,
+// is under l.N. When it is not, retryAfter is the time until it is. One
+// statement: the row lock serialises concurrent hits, so each is counted
+// exactly once. A hit refused is not counted (the row's hits are those
+// let through, or l.N+1 when the window's own reached l.N, which says
 // "full, and refused since"), so that a reservation later released
 // (Release) makes room again whatever was refused meanwhile.
 func (r *Limiter) Allow(ctx context.Context, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
 	return AllowIn(ctx, r.pool, key, l)
 }
 
+// windowSQL is, for the key's row r (window_start, hits, prev_hits), the
+// window a hit at now() counts in, under the window parameter win
+// (seconds) and the limit parameter n: its start, the hits of the window
+// before it (prev, at most n: a refusal's n+1 is no hit) and of its own
+// (cur), how far into it now() is (el, seconds), and whether the weighted
+// count is full (at least n, so that the hit is refused). A window that
+// has ended is followed by the next, contiguous with it, whose previous
+// window it is; after two windows nothing stored counts any more, and a
+// window starts at now().
+func windowSQL(win, n string) string {
+	return `SELECT w.start, w.prev, w.cur, w.el, ` + countSQL("w.prev", "w.cur", "w.el", win) + ` >= ` + n + ` AS full FROM (
+    SELECT CASE WHEN x.e < ` + win + ` THEN r.window_start
+                WHEN x.e < 2 * ` + win + ` THEN r.window_start + make_interval(secs => ` + win + `)
+                ELSE now() END AS start,
+           CASE WHEN x.e < ` + win + ` THEN r.prev_hits WHEN x.e < 2 * ` + win + ` THEN least(r.hits, ` + n + `) ELSE 0 END AS prev,
+           CASE WHEN x.e < ` + win + ` THEN r.hits ELSE 0 END AS cur,
+           CASE WHEN x.e < ` + win + ` THEN x.e WHEN x.e < 2 * ` + win + ` THEN x.e - ` + win + ` ELSE 0 END AS el
+    FROM (SELECT extract(epoch FROM now() - r.window_start)::float8 AS e) x) w`
+}
+
+// countSQL is the weighted count of a window el seconds into it, with
+// prev hits in the window before and cur in its own.
+func countSQL(prev, cur, el, win string) string {
+	return `(` + prev + ` * (1 - ` + el + ` / ` + win + `) + ` + cur + `)`
+}
+
+// waitSQL is the seconds until the weighted count of a full window (see
+// countSQL) falls under n: within the window, as its previous one's hits
+// slide out, when its own hits are fewer than n; else once it ends, when
+// they become the previous window's and slide out from its first moment.
+func waitSQL(prev, cur, el, win, n string) string {
+	return `greatest(CASE WHEN ` + cur + ` >= ` + n + ` THEN ` + win + `
+    ELSE coalesce(` + win + ` * (1 - (` + n + ` - ` + cur + `)::float8 / nullif(` + prev + `, 0)), 0) END - ` + el + `, 0)::float8`
+}
+
 // hitSQL is the statement counting one hit: it inserts the row of the key
-// rows gives ("VALUES ($1, now(), 1)", or a SELECT of one) or updates it,
-// starting a new window when the one stored is older than the window
-// parameter win (seconds), the hits held at the limit parameter n plus
-// one (so a refusal is "full, and refused since"), and returns the hits
-// and the seconds left in the window (left_s).
+// rows gives ("VALUES ($1, now(), 1, 0, $3 < 1)", or a SELECT of one: key,
+// window_start, hits, prev_hits, refused) or updates it, under the window
+// parameter win (seconds) and the limit parameter n (windowSQL), counting
+// the hit only when the weighted count is not full. It returns whether the
+// hit was refused and, when it was, the seconds until the count falls
+// under n (wait_s). A refusal leaves the hits as they were, but for the
+// window's own reaching n, held at n+1 as in a fixed window ("full, and
+// refused since", which Release and the next window leave out); refused
+// says whether the hit was counted, since RETURNING sees only the row
+// written.
 func hitSQL(rows, win, n string) string {
-	return `INSERT INTO rate_limits AS r (key, window_start, hits) ` + rows + `
-ON CONFLICT (key) DO UPDATE SET
-    window_start = CASE WHEN r.window_start <= now() - make_interval(secs => ` + win + `) THEN now() ELSE r.window_start END,
-    hits         = CASE WHEN r.window_start <= now() - make_interval(secs => ` + win + `) THEN 1 ELSE least(r.hits + 1, ` + n + ` + 1) END
-RETURNING hits, greatest(extract(epoch FROM r.window_start + make_interval(secs => ` + win + `) - now()), 0)::float8 AS left_s`
+	win, n = win+"::float8", n+"::int"
+	return `INSERT INTO rate_limits AS r (key, window_start, hits, prev_hits, refused) ` + rows + `
+ON CONFLICT (key) DO UPDATE SET (window_start, prev_hits, hits, refused) = (
+    SELECT s.start, s.prev, CASE WHEN NOT s.full THEN s.cur + 1 WHEN s.cur >= ` + n + ` THEN ` + n + ` + 1 ELSE s.cur END, s.full
+    FROM (` + windowSQL(win, n) + `) s)
+RETURNING r.refused, CASE WHEN r.refused THEN ` +
+		waitSQL("r.prev_hits", "r.hits", "extract(epoch FROM now() - r.window_start)::float8", win, n) + ` ELSE 0 END AS wait_s`
 }
 
 var (
-	qAllow = hitSQL("VALUES ($1, now(), 1)", "$2", "$3")
+	qAllow = hitSQL("VALUES ($1, now(), 1, 0, $3 < 1)", "$2", "$3")
 	// qAllowBoth counts $1's hit, then $4's only when $1's is within its
 	// limit.
-	qAllowBoth = `WITH o AS (` + qAllow + `), i AS (` + hitSQL("SELECT $4, now(), 1 FROM o WHERE o.hits <= $3", "$5", "$6") + `)
-SELECT o.hits, o.left_s, coalesce(i.hits, 0), coalesce(i.left_s, 0) FROM o LEFT JOIN i ON true`
+	qAllowBoth = `WITH o AS (` + qAllow + `), i AS (` + hitSQL("SELECT $4, now(), 1, 0, $6 < 1 FROM o WHERE NOT o.refused", "$5", "$6") + `)
+SELECT o.refused, o.wait_s, coalesce(i.refused, false), coalesce(i.wait_s, 0) FROM o LEFT JOIN i ON true`
 )
+
+// WaitSQL is a scalar subquery for a statement that looks at a limit
+// without counting a hit: the seconds until a hit on the key of parameter
+// key would be allowed under the window parameter win (seconds) and the
+// limit parameter n, as Allow counts it; NULL when one would be now.
+func WaitSQL(key, win, n string) string {
+	win, n = win+"::float8", n+"::int"
+	return `(SELECT ` + waitSQL("s.prev", "s.cur", "s.el", win, n) + `
+    FROM rate_limits r, LATERAL (` + windowSQL(win, n) + `) s
+    WHERE r.key = ` + key + ` AND s.full)`
+}
 
 // Querier is what AllowIn counts through: a pool, or a transaction.
 type Querier interface {
@@ -124,50 +187,50 @@ type Querier interface {
 // mail it queues) and rolls back when refused counts only what was done.
 func AllowIn(ctx context.Context, q Querier, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
 	var (
-		hits int
-		left float64
+		refused bool
+		wait    float64
 	)
-	if err := q.QueryRow(ctx, qAllow, key, l.Window.Seconds(), l.N).Scan(&hits, &left); err != nil {
+	if err := q.QueryRow(ctx, qAllow, key, l.Window.Seconds(), l.N).Scan(&refused, &wait); err != nil {
 		return false, 0, fmt.Errorf("rate limit: %w", err)
 	}
-	if hits <= l.N {
+	if !refused {
 		return true, 0, nil
 	}
-	return false, time.Duration(left * float64(time.Second)), nil
+	return false, time.Duration(wait * float64(time.Second)), nil
 }
 
 // AllowBoth counts one hit on outer under lo and one on inner under li,
 // in one statement, and reports whether both are within their limits;
-// when not, retryAfter is the time left in the window of the limit that
-// refused. A hit outer refuses never reaches inner: no row of inner's is
+// when not, retryAfter is the time until the limit that refused allows a
+// hit again. A hit outer refuses never reaches inner: no row of inner's is
 // written for it (outer bounds how many inner keys a client can make,
 // such as a client IP's budget over the ids it names). A hit inner
 // refuses is taken back from outer (one more statement), so a refused
 // hit counts nowhere, as with Allow.
 func (r *Limiter) AllowBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) (ok bool, retryAfter time.Duration, err error) {
 	var (
-		outerHits, innerHits int
-		outerLeft, innerLeft float64
+		outerRefused, innerRefused bool
+		outerWait, innerWait       float64
 	)
 	if err := r.pool.QueryRow(ctx, qAllowBoth, outer, lo.Window.Seconds(), lo.N, inner, li.Window.Seconds(), li.N).
-		Scan(&outerHits, &outerLeft, &innerHits, &innerLeft); err != nil {
+		Scan(&outerRefused, &outerWait, &innerRefused, &innerWait); err != nil {
 		return false, 0, fmt.Errorf("rate limit: %w", err)
 	}
 	switch {
-	case outerHits > lo.N:
-		return false, time.Duration(outerLeft * float64(time.Second)), nil
-	case innerHits > li.N:
+	case outerRefused:
+		return false, time.Duration(outerWait * float64(time.Second)), nil
+	case innerRefused:
 		if err := r.Release(ctx, outer, lo); err != nil {
 			return false, 0, err
 		}
-		return false, time.Duration(innerLeft * float64(time.Second)), nil
+		return false, time.Duration(innerWait * float64(time.Second)), nil
 	}
 	return true, 0, nil
 }
 
 // CheckIn is AllowIn for a write the limit stops: nil when the hit is
 // allowed, else a *Refused saying what (a 429's detail) with the time
-// left in the window.
+// until a hit is allowed again.
 func CheckIn(ctx context.Context, q Querier, key []byte, l Limit, what string) error {
 	ok, wait, err := AllowIn(ctx, q, key, l)
 	if err != nil {
@@ -225,8 +288,10 @@ WHERE r.key = locked.key`
 	return nil
 }
 
-// Sweep deletes counters whose window ended more than olderThan ago. It
-// skips the counters another statement holds: AllowBoth locks its outer
+// Sweep deletes counters whose window started more than olderThan ago.
+// A window's hits count on through the window after it, so olderThan is
+// at least twice the longest window: a counter swept sooner forgets hits
+// that still count, and lets them through again. It skips the counters another statement holds: AllowBoth locks its outer
 // key's row and then its inner key's, and a sweep deleting in the table's
 // order could hold the inner one while waiting for the outer (a deadlock
 // PostgreSQL ended by failing one of them, the request with a 500). A

@@ -213,7 +213,7 @@ func TestPeriod(t *testing.T) {
 }
 
 // TestCheckIn: nil while the hits are within the limit, then a *Refused
-// carrying what the caller said and the time left in the window.
+// carrying what the caller said and the time until a hit is allowed.
 func TestCheckIn(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
@@ -416,5 +416,217 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err 
 	}
 	if err := <-allowed; err != nil {
 		t.Errorf("AllowBoth beside the sweep = %v", err)
+	}
+}
+
+// TestNoDoubleBurstAcrossTheBoundary: the hits of the window just ended
+// still count, weighted by how much of it the sliding window still
+// covers, so N hits just before a window's end and N just after are not
+// 2N within moments: a fixed window started afresh and let the second N
+// through (PASSWORD_CHECKS_PER_HOUR=1000 was 2,000 argon2 hashes in a
+// minute, a per-address mail limit twice its mails). As the previous
+// window slides out of reach its hits give way: half of them halfway
+// through the next window, none once it has passed.
+func TestNoDoubleBurstAcrossTheBoundary(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	lim := ratelimit.Limit{N: 10, Window: time.Hour}
+	k := ratelimit.Key("password-check", "192.0.2.1")
+	allowed := func(n int) (int, time.Duration) {
+		t.Helper()
+		got, wait := 0, time.Duration(0)
+		for range n {
+			ok, retry, err := l.Allow(ctx, k, lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				got++
+			} else {
+				wait = retry
+			}
+		}
+		return got, wait
+	}
+	// start moves the key's window so that it began ago.
+	start := func(ago time.Duration) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = now() - make_interval(secs => $2) WHERE key = $1`,
+			k, ago.Seconds()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := allowed(lim.N); got != lim.N {
+		t.Fatalf("%d of the first %d hits allowed, want all", got, lim.N)
+	}
+	// Those hits were the window's last moments: it ended 10 s ago.
+	start(lim.Window + 10*time.Second)
+	got, wait := allowed(lim.N)
+	if got > 1 {
+		t.Fatalf("%d of %d hits allowed 10 s after a full window ended, want at most 1 (the fixed window let 2N through)", got, lim.N)
+	}
+	// The previous window's 10 hits weigh 9.97 10 s into the next one, so
+	// one hit was allowed; with it, the count falls under 10 once the
+	// previous hits weigh under 9, a tenth of the window (6 minutes) into
+	// it: 350 s from now.
+	if wait < 349*time.Second || wait > 351*time.Second {
+		t.Errorf("retry after %v, want about 350 s (until the weighted count falls under %d)", wait, lim.N)
+	}
+	// The refused hits were not counted: the window's own is the one let
+	// through, the previous one's are kept beside it.
+	var hits, prev int
+	if err := db.Pool.QueryRow(ctx, `SELECT hits, prev_hits FROM rate_limits WHERE key = $1`, k).Scan(&hits, &prev); err != nil {
+		t.Fatal(err)
+	}
+	if hits != 1 || prev != lim.N {
+		t.Errorf("after the refusals: %d hits and %d before, want 1 and %d", hits, prev, lim.N)
+	}
+	// Nearly halfway through the new window a little over half of the
+	// previous one's hits still count: 5.17 + 1, so 4 more are allowed.
+	start(lim.Window/2 - time.Minute)
+	if got, _ := allowed(lim.N); got != 4 {
+		t.Errorf("%d hits allowed 29 minutes into the window after a full one, want 4", got)
+	}
+	// Once the window after has passed too, nothing of them counts.
+	start(2*lim.Window + time.Second)
+	if got, _ := allowed(lim.N); got != lim.N {
+		t.Errorf("%d of %d hits allowed two windows later, want all", got, lim.N)
+	}
+}
+
+// TestAllowBothAcrossTheBoundary: AllowBoth counts both keys in sliding
+// windows: a hit the previous window's weight refuses on the outer key
+// writes nothing of the inner one, and one it refuses on the inner key is
+// taken back from the outer one, each with the wait until its count
+// falls under its limit.
+func TestAllowBothAcrossTheBoundary(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	outer, inner := ratelimit.Key("ip", "192.0.2.1"), ratelimit.Key("client", "c1")
+	lo, li := ratelimit.Limit{N: 4, Window: time.Hour}, ratelimit.Limit{N: 2, Window: 15 * time.Minute}
+	row := func(key []byte) (hits, prev int) {
+		t.Helper()
+		if err := db.Pool.QueryRow(ctx, `SELECT coalesce((SELECT hits FROM rate_limits WHERE key = $1), -1),
+    coalesce((SELECT prev_hits FROM rate_limits WHERE key = $1), -1)`, key).Scan(&hits, &prev); err != nil {
+			t.Fatal(err)
+		}
+		return hits, prev
+	}
+	// The inner key's window, full, ended a minute ago.
+	for range li.N {
+		if ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li); err != nil || !ok {
+			t.Fatalf("hit = %v, %v; want allowed", ok, err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = now() - interval '16 minutes' WHERE key = $1`, inner); err != nil {
+		t.Fatal(err)
+	}
+	ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	// 2 × 14/15 = 1.87 counted: one hit allowed (2.87), under 2 again once
+	// the previous window's weigh under 1, 7.5 minutes into the window.
+	if err != nil || !ok {
+		t.Fatalf("first hit after the inner window = %v, %v; want allowed", ok, err)
+	}
+	ok, retry, err = l.AllowBoth(ctx, outer, lo, inner, li)
+	if err != nil || ok || retry < 6*time.Minute || retry > 7*time.Minute {
+		t.Fatalf("second hit after the inner window = %v, %v, %v; want refused for 6.5 minutes", ok, retry, err)
+	}
+	if o, _ := row(outer); o != 3 {
+		t.Fatalf("outer key: %d hits after the inner refusal, want 3 (taken back)", o)
+	}
+	if i, p := row(inner); i != 1 || p != li.N {
+		t.Fatalf("inner key: %d hits, %d before, want 1 and %d", i, p, li.N)
+	}
+	// The outer key's window, full, ended 10 s ago; a new inner key is let
+	// through once (3.99 + 1 counted), then refused, unwritten, until the
+	// previous window's weigh under 3, a quarter of the window into it.
+	if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = now() - interval '1 hour 10 seconds', hits = $2 WHERE key = $1`,
+		outer, lo.N); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := l.AllowBoth(ctx, outer, lo, ratelimit.Key("client", "c2"), li); err != nil || !ok {
+		t.Fatalf("first hit after the outer window = %v, %v; want allowed", ok, err)
+	}
+	last := ratelimit.Key("client", "c3")
+	ok, retry, err = l.AllowBoth(ctx, outer, lo, last, li)
+	if err != nil || ok || retry < 14*time.Minute || retry > 15*time.Minute {
+		t.Fatalf("second hit after the outer window = %v, %v, %v; want refused for 890 s", ok, retry, err)
+	}
+	if i, _ := row(last); i != -1 {
+		t.Fatalf("a hit the outer limit refused wrote its inner key's row (%d hits)", i)
+	}
+	if o, p := row(outer); o != 1 || p != lo.N {
+		t.Fatalf("outer key: %d hits, %d before, want 1 and %d", o, p, lo.N)
+	}
+}
+
+// TestBesideAFixedWindowReplica: during a rollout, a replica of the
+// previous version counts with its own statement, which knows nothing of
+// the columns migration 00048 adds: its inserts take their defaults, it
+// reads the hits a new replica counted (and its "full, and refused
+// since") as its own, a window a new replica moved on as one not ended,
+// and neither kind lets more than N through in one window.
+func TestBesideAFixedWindowReplica(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	lim := ratelimit.Limit{N: 3, Window: time.Hour}
+	k := ratelimit.Key("signup", "192.0.2.1")
+	// The previous version's statement.
+	const qOld = `INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1)
+ON CONFLICT (key) DO UPDATE SET
+    window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN now() ELSE r.window_start END,
+    hits         = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE least(r.hits + 1, $3 + 1) END
+RETURNING hits`
+	old := func() bool {
+		t.Helper()
+		var hits int
+		if err := db.Pool.QueryRow(ctx, qOld, k, lim.Window.Seconds(), lim.N).Scan(&hits); err != nil {
+			t.Fatalf("the previous version's statement: %v", err)
+		}
+		return hits <= lim.N
+	}
+	allow := func() bool {
+		t.Helper()
+		ok, _, err := l.Allow(ctx, k, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for i, c := range []struct {
+		old, want bool
+	}{{true, true}, {false, true}, {false, true}, {true, false}, {false, false}} {
+		got := allow
+		if c.old {
+			got = old
+		}
+		if ok := got(); ok != c.want {
+			t.Fatalf("hit %d (old replica %v) allowed %v, want %v", i+1, c.old, ok, c.want)
+		}
+	}
+	if err := l.Release(ctx, k, lim); err != nil {
+		t.Fatal(err)
+	}
+	if !old() {
+		t.Fatal("the old replica refused a hit after a release")
+	}
+	// The window ended 10 s ago: a new replica lets one more through
+	// (2.99 + 1) and moves the window on; the old replica counts in that
+	// window, as its own, and lets one more through (its 2 of 3), after
+	// which the new replica's count is full.
+	if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = now() - interval '1 hour 10 seconds' WHERE key = $1`, k); err != nil {
+		t.Fatal(err)
+	}
+	if !allow() {
+		t.Fatal("the new replica refused the first hit after the window")
+	}
+	if !old() {
+		t.Fatal("the old replica refused its first hit in the window the new one moved on")
+	}
+	if allow() {
+		t.Fatal("the new replica allowed a hit over its sliding count")
 	}
 }

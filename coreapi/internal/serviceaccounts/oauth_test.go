@@ -970,10 +970,10 @@ WHERE key = $3 AND hits >= $2`,
 
 // TestMadeUpClientIDsBoundedPerAddress: failed client authentications are
 // counted per client IP too, whatever client ids they name. The counter
-// per (client id, client IP) is a row of rate_limits kept a day after its
-// window, so a client naming a new client id in each request, which that
-// counter never stops, added a row with each, as fast as it could send
-// them (through the proxy: the token endpoint is public). Beyond
+// per (client id, client IP) is a row of rate_limits kept two days after
+// its window started, so a client naming a new client id in each request,
+// which that counter never stops, added a row with each, as fast as it
+// could send them (through the proxy: the token endpoint is public). Beyond
 // ClientIPLimit.N the address gets 429 and no row is written; another
 // address, and the right secret from it, are not affected.
 func TestMadeUpClientIDsBoundedPerAddress(t *testing.T) {

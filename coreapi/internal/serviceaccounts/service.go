@@ -73,9 +73,9 @@ var ClientLimit = ratelimit.Limit{N: 10, Window: 15 * time.Minute}
 // ClientIPLimit is how many failed client authentications one client IP
 // (an IPv6 client: its /64) may make in a window, whatever client ids it
 // names, before it must wait. ClientLimit's counter is a row per (client
-// id, client IP) kept a day after its window: without this one, a client
-// naming a new client id in each request added a row to rate_limits with
-// each, as fast as it could send them.
+// id, client IP) kept two days after its window started: without this
+// one, a client naming a new client id in each request added a row to
+// rate_limits with each, as fast as it could send them.
 var ClientIPLimit = ratelimit.Limit{N: 100, Window: 15 * time.Minute}
 
 // AuditFailureLimit is how many failed client authentications of one

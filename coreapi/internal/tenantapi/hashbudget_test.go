@@ -72,16 +72,26 @@ func TestNewMemberPasswordHashedLast(t *testing.T) {
 	}
 
 	// The tenant's mail limit spent, or the address's verification
-	// mails: refused before the hash, as the transaction would refuse.
+	// mails, in the current window, or by the one before (full, ended
+	// 10 s ago, whose hits count on as the window slides) and one mail
+	// since: refused before the hash, as the transaction would refuse.
 	for _, spent := range []struct {
 		name, detail string
 		key          []byte
+		hits, prev   int
 	}{
-		{"tenant mails", "TENANT_MAILS_PER_HOUR", invitations.TenantMailKey(w.A)},
-		{"address mails", "verification mails", onetime.AddressMailKey("x4+tag@acme.test")},
+		{"tenant mails", "TENANT_MAILS_PER_HOUR", invitations.TenantMailKey(w.A), 1000000, 0},
+		{"address mails", "verification mails", onetime.AddressMailKey("x4+tag@acme.test"), 1000000, 0},
+		{"tenant mails, the window before", "TENANT_MAILS_PER_HOUR", invitations.TenantMailKey(w.A), 1, invitations.TenantMailLimit.N},
+		{"address mails, the window before", "verification mails", onetime.AddressMailKey("x4+tag@acme.test"), 1, onetime.AddressMailLimit.N},
 	} {
-		if _, err := w.E.DB.Pool.Exec(t.Context(), `INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, now(), 1000000)
-			ON CONFLICT (key) DO UPDATE SET window_start = now(), hits = 1000000`, spent.key); err != nil {
+		ago := "0"
+		if spent.prev > 0 {
+			ago = "10 seconds"
+		}
+		if _, err := w.E.DB.Pool.Exec(t.Context(), `INSERT INTO rate_limits (key, window_start, hits, prev_hits) VALUES ($1, now() - $4::interval, $2, $3)
+			ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, hits = excluded.hits, prev_hits = excluded.prev_hits`,
+			spent.key, spent.hits, spent.prev, ago); err != nil {
 			t.Fatal(err)
 		}
 		r := post(&w.Admin, map[string]any{"email": "x4@acme.test", "password": pw})

@@ -730,16 +730,14 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, n Ne
 }
 
 // qPrecheck reads, for a new member: whether its address has an account,
-// how many of its roles the tenant has, and the time left in the windows
-// of the tenant's mail limit and of the address's verification mails when
+// how many of its roles the tenant has, and the time until the tenant's
+// mail limit and the address's verification mails allow one more when
 // they are spent (NULL: not spent), as ratelimit.AllowIn counts them.
-const qPrecheck = `
+var qPrecheck = `
 SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1)),
        (SELECT count(*) FROM roles WHERE tenant_id = $2 AND name = ANY($3::text[])),
-       (SELECT greatest(extract(epoch FROM window_start + make_interval(secs => $5) - now()), 0)::float8
-        FROM rate_limits WHERE key = $4 AND hits >= $6 AND window_start > now() - make_interval(secs => $5)),
-       (SELECT greatest(extract(epoch FROM window_start + make_interval(secs => $8) - now()), 0)::float8
-        FROM rate_limits WHERE key = $7 AND hits >= $9 AND window_start > now() - make_interval(secs => $8))`
+       ` + ratelimit.WaitSQL("$4", "$5", "$6") + `,
+       ` + ratelimit.WaitSQL("$7", "$8", "$9")
 
 // precheck looks for what refuses a new member without a lock or a write,
 // before its password is hashed: an unknown role (tenants.ErrUnknownRole),
