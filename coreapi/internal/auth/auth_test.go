@@ -59,6 +59,9 @@ type env struct {
 	// beforeIssue is the service's BeforeIssue hook (nil: none); set it
 	// with onIssue.
 	beforeIssue atomic.Pointer[func(sessionID string)]
+	// skew moves the service's clock (auth.Options.Now) ahead of this
+	// process's and the database's, in nanoseconds.
+	skew atomic.Int64
 }
 
 // onIssue runs f in every token issue, between the session's step and
@@ -100,6 +103,7 @@ func start(t testing.TB, p password.Params, ringOpts ...keys.Option) *env {
 			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
 			Issuer:   issuer, Audience: audience, AccessTTL: 15 * time.Minute,
 			MFA: testSealer(t, mfaKeys),
+			Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) },
 			BeforeIssue: func(sessionID string) {
 				if f := e.beforeIssue.Load(); f != nil {
 					(*f)(sessionID)
@@ -2562,5 +2566,43 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`) < n; time.Slee
 	}
 	if n := e.count(t, `SELECT count(*) FROM oauth_handovers WHERE session_id IN ($1, $2)`, first, second); n != 0 {
 		t.Errorf("%d codes of the swept sessions left, want 0", n)
+	}
+}
+
+// TestSignInTokenNamesTheSessionsAuthTime: the access token a sign-in
+// issues with a new session names the session's auth_time, the one every
+// refresh of it names, not the signing process's clock. Read from that
+// clock, it was a second past the database's at a second's turn (and the
+// token's recent authentication outlived the session's by as much), and
+// a refresh then named another time than the sign-in's token.
+func TestSignInTokenNamesTheSessionsAuthTime(t *testing.T) {
+	e := start(t, cheap)
+	e.skew.Store(int64(5 * time.Second)) // the service's clock ahead of the database's
+	for _, tc := range []struct {
+		name string
+		get  func() tokens
+	}{
+		{"signup", func() tokens { return e.signup(t, "authtime@example.com", "A") }},
+		{"password grant", func() tokens { return e.login(t, "authtime@example.com") }},
+	} {
+		tk := tc.get()
+		_, _, signedAt := amrOf(t, tk.AccessToken)
+		sid, _ := claims(t, tk.AccessToken)["sid"].(string)
+		var stored int64
+		if err := e.DB.Pool.QueryRow(context.Background(), `SELECT floor(extract(epoch FROM auth_time))::bigint FROM sessions WHERE id = $1`, sid).Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if signedAt != stored {
+			t.Errorf("%s: the token's auth_time is %d, the session's %d", tc.name, signedAt, stored)
+		}
+		r := e.refresh(t, tk.RefreshToken)
+		if r.Status != http.StatusOK {
+			t.Fatalf("%s: refresh: %d %s", tc.name, r.Status, r.Body)
+		}
+		var next tokens
+		r.JSON(t, &next)
+		if _, _, at := amrOf(t, next.AccessToken); at != signedAt {
+			t.Errorf("%s: the refresh names auth_time %d, the sign-in's token %d", tc.name, at, signedAt)
+		}
 	}
 }

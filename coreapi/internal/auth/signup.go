@@ -106,7 +106,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	}
 	// The account stays: signed out before its tokens were issued (by
 	// whoever holds its password already), it signs in.
-	resp, err := s.Issue(ctx, Grant{UserID: user.ID, TenantID: tenant.ID, SessionID: issued.SessionID, RefreshToken: issued.RefreshToken},
+	resp, err := s.Issue(ctx, Grant{UserID: user.ID, TenantID: tenant.ID, SessionID: issued.SessionID, RefreshToken: issued.RefreshToken, AuthTime: issued.AuthTime},
 		func() error { return errSessionEnded })
 	if err != nil {
 		return err

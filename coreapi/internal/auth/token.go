@@ -234,7 +234,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		return TokenResponse{}, err
 	}
 	return s.Issue(ctx, Grant{UserID: a.UserID, TenantID: *a.TenantID, SessionID: issued.SessionID,
-		TokenVersion: a.TokenVersion, RefreshToken: issued.RefreshToken}, func() error { return errSignedOutMeanwhile })
+		TokenVersion: a.TokenVersion, RefreshToken: issued.RefreshToken, AuthTime: issued.AuthTime}, func() error { return errSignedOutMeanwhile })
 }
 
 // errSignedOutMeanwhile answers a sign-in whose new session was signed

@@ -464,7 +464,7 @@ FROM users WHERE id = $1`
 		if err != nil {
 			return err
 		}
-		g = auth.Grant{UserID: userID, TenantID: p.TenantID, SessionID: issued.SessionID, TokenVersion: tv, RefreshToken: issued.RefreshToken}
+		g = auth.Grant{UserID: userID, TenantID: p.TenantID, SessionID: issued.SessionID, TokenVersion: tv, RefreshToken: issued.RefreshToken, AuthTime: issued.AuthTime}
 		if id.UserID != "" {
 			// Signed in, nobody authenticated now: the new session is the
 			// bearer's sign-in (its methods and time, as its access token

@@ -126,6 +126,11 @@ type Session struct {
 type Issued struct {
 	SessionID    string
 	RefreshToken string
+	// AuthTime is the session's auth_time (unix seconds), as a refresh of
+	// it reads it: the access token issued with the session names the
+	// same time, not the clock of the process that signs it, which may be
+	// a second past the database's at a second's turn.
+	AuthTime int64
 }
 
 // newToken returns a fresh random token and its stored hash.
@@ -228,13 +233,13 @@ WITH a AS (
            coalesce($7::bigint, (SELECT token_version FROM users WHERE id = $1)),
            coalesce($8::text[], '{pwd}'), least(coalesce($9::timestamptz, now()), now())
     FROM m
-    RETURNING id
+    RETURNING id, floor(extract(epoch FROM auth_time))::bigint AS auth_time
 ), r AS (
     INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
     SELECT id, $5, now() + make_interval(secs => least($6::float8, $10::float8)) FROM s
     RETURNING session_id
 )
-SELECT (SELECT active FROM a), (SELECT session_id::text FROM r)`
+SELECT (SELECT active FROM a), (SELECT session_id::text FROM r), (SELECT auth_time FROM s)`
 	tok, hash, err := newToken()
 	if err != nil {
 		return Issued{}, err
@@ -242,18 +247,19 @@ SELECT (SELECT active FROM a), (SELECT session_id::text FROM r)`
 	var (
 		active bool
 		sid    *string
+		at     *int64
 	)
-	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr, authTime, s.maxAgeSecs()).Scan(&active, &sid)
+	err = q.QueryRow(ctx, qCreate, userID, tenantID, clip.Text(userAgent, 512), clip.String(ip, 64), hash, secs(s.ttl), tv, amr, authTime, s.maxAgeSecs()).Scan(&active, &sid, &at)
 	if err != nil {
 		return Issued{}, fmt.Errorf("create session: %w", err)
 	}
 	switch {
 	case !active:
 		return Issued{}, ErrAccountDisabled
-	case sid == nil:
+	case sid == nil || at == nil:
 		return Issued{}, ErrNoMembership
 	}
-	return Issued{SessionID: *sid, RefreshToken: tok}, nil
+	return Issued{SessionID: *sid, RefreshToken: tok, AuthTime: *at}, nil
 }
 
 // Rotation is the outcome of a successful refresh.
