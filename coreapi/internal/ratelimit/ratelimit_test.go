@@ -523,13 +523,13 @@ func TestAllowBothAcrossTheBoundary(t *testing.T) {
 	if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = now() - interval '16 minutes' WHERE key = $1`, inner); err != nil {
 		t.Fatal(err)
 	}
-	ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
 	// 2 × 14/15 = 1.87 counted: one hit allowed (2.87), under 2 again once
 	// the previous window's weigh under 1, 7.5 minutes into the window.
 	if err != nil || !ok {
 		t.Fatalf("first hit after the inner window = %v, %v; want allowed", ok, err)
 	}
-	ok, retry, err = l.AllowBoth(ctx, outer, lo, inner, li)
+	ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
 	if err != nil || ok || retry < 6*time.Minute || retry > 7*time.Minute {
 		t.Fatalf("second hit after the inner window = %v, %v, %v; want refused for 6.5 minutes", ok, retry, err)
 	}
