@@ -46,26 +46,71 @@ func Refusal(err error) bool {
 	return false
 }
 
-// Reporter logs the refusals of one connection's credentials.
-type Reporter struct {
-	log *slog.Logger
-	fix string
+// Spell follows a condition that goes on across many attempts of a
+// connection (refused credentials here, a server out of reach in
+// natsreach), so that its reporter logs it when it starts, reminds of it
+// at most every Remind while it lasts, and logs its end.
+type Spell struct {
 	now func() time.Time
 
 	mu    sync.Mutex
-	since time.Time // when the refusal started (zero: none going on)
+	since time.Time // when the spell started (zero: none going on)
 	said  time.Time // the last line about it
-	times int       // refusals seen since
+	times int       // attempts it took since
+}
+
+// NewSpell returns a Spell on the clock now (nil: time.Now).
+func NewSpell(now func() time.Time) *Spell {
+	if now == nil {
+		now = time.Now
+	}
+	return &Spell{now: now}
+}
+
+// Seen counts one more attempt the condition took and tells the caller
+// what to log: first when it starts a spell, remind when a reminder is
+// due; since and times describe the spell.
+func (s *Spell) Seen() (first, remind bool, since time.Time, times int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.times++
+	switch {
+	case s.since.IsZero():
+		s.since, s.said, s.times = now, now, 1
+		first = true
+	case now.Sub(s.said) >= Remind:
+		s.said = now
+		remind = true
+	}
+	return first, remind, s.since, s.times
+}
+
+// End ends the spell going on, if any (ended), reporting how long it
+// lasted and how many attempts it took.
+func (s *Spell) End() (ended bool, lasted time.Duration, times int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.since.IsZero() {
+		return false, 0, 0
+	}
+	lasted, times = s.now().Sub(s.since).Round(time.Millisecond), s.times
+	s.since, s.said, s.times = time.Time{}, time.Time{}, 0
+	return true, lasted, times
+}
+
+// Reporter logs the refusals of one connection's credentials.
+type Reporter struct {
+	log   *slog.Logger
+	fix   string
+	spell *Spell
 }
 
 // New returns a Reporter logging to log; fix tells the operator what to
 // do (which user, where its password is set). now is the clock (nil:
 // time.Now).
 func New(log *slog.Logger, fix string, now func() time.Time) *Reporter {
-	if now == nil {
-		now = time.Now
-	}
-	return &Reporter{log: log, fix: fix, now: now}
+	return &Reporter{log: log, fix: fix, spell: NewSpell(now)}
 }
 
 // Refused takes an error of the connection (every one its
@@ -75,18 +120,12 @@ func (r *Reporter) Refused(err error) bool {
 	if !Refusal(err) {
 		return false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.now()
-	r.times++
-	switch {
-	case r.since.IsZero():
-		r.since, r.said, r.times = now, now, 1
+	switch first, remind, since, times := r.spell.Seen(); {
+	case first:
 		r.log.Error("nats refuses this service's credentials; reconnecting until it admits them: "+r.fix, "err", err)
-	case now.Sub(r.said) >= Remind:
-		r.said = now
+	case remind:
 		r.log.Error("nats still refuses this service's credentials: "+r.fix,
-			"since", r.since, "refusals", r.times, "err", err)
+			"since", since, "refusals", times, "err", err)
 	}
 	return true
 }
@@ -94,13 +133,9 @@ func (r *Reporter) Refused(err error) bool {
 // Admitted is told of each connection made (the connect and reconnect
 // handlers): it logs the end of a refusal going on.
 func (r *Reporter) Admitted() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.since.IsZero() {
-		return
+	if ended, lasted, times := r.spell.End(); ended {
+		r.log.Info("nats admits this service's credentials again", "refused_for", lasted, "refusals", times)
 	}
-	r.log.Info("nats admits this service's credentials again", "refused_for", r.now().Sub(r.since).Round(time.Millisecond), "refusals", r.times)
-	r.since, r.said, r.times = time.Time{}, time.Time{}, 0
 }
 
 // WatchFirst reports the refusals of nc's first connection, read from

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,14 +34,9 @@ const Remind = time.Minute
 
 // Reporter logs the failed connection attempts of one connection.
 type Reporter struct {
-	log *slog.Logger
-	url string // masked
-	now func() time.Time
-
-	mu       sync.Mutex
-	since    time.Time // when the failures started (zero: none going on)
-	said     time.Time // the last line about them
-	failures int       // failed attempts since
+	log   *slog.Logger
+	url   string // masked
+	spell *natsauth.Spell
 }
 
 // New returns a Reporter logging to log about the server (or
@@ -50,10 +44,7 @@ type Reporter struct {
 // the services print a URL setting (envconfig.MaskURL). now is the clock
 // (nil: time.Now).
 func New(log *slog.Logger, url string, now func() time.Time) *Reporter {
-	if now == nil {
-		now = time.Now
-	}
-	return &Reporter{log: log, url: MaskURLs(url), now: now}
+	return &Reporter{log: log, url: MaskURLs(url), spell: natsauth.NewSpell(now)}
 }
 
 // MaskURLs is url, one URL or a comma-separated list (as nats.Connect
@@ -74,18 +65,12 @@ func (r *Reporter) Failed(err error) {
 	if !failure(err) {
 		return
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.now()
-	r.failures++
-	switch {
-	case r.since.IsZero():
-		r.since, r.said, r.failures = now, now, 1
+	switch first, remind, since, times := r.spell.Seen(); {
+	case first:
 		r.log.Warn("nats cannot connect to its server; trying again until it can", "url", r.url, "err", err)
-	case now.Sub(r.said) >= Remind:
-		r.said = now
+	case remind:
 		r.log.Warn("nats still cannot connect to its server", "url", r.url,
-			"since", r.since, "failures", r.failures, "err", err)
+			"since", since, "failures", times, "err", err)
 	}
 }
 
@@ -99,14 +84,10 @@ func failure(err error) bool {
 // Connected is told of each connection made (the connect and reconnect
 // handlers): it logs the end of the failures going on.
 func (r *Reporter) Connected() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.since.IsZero() {
-		return
+	if ended, lasted, times := r.spell.End(); ended {
+		r.log.Info("nats connected to its server after failed attempts", "url", r.url,
+			"failed_for", lasted, "failures", times)
 	}
-	r.log.Info("nats connected to its server after failed attempts", "url", r.url,
-		"failed_for", r.now().Sub(r.since).Round(time.Millisecond), "failures", r.failures)
-	r.since, r.said, r.failures = time.Time{}, time.Time{}, 0
 }
 
 // Watch reports the failed attempts the client gives no handler, read
