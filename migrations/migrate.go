@@ -77,7 +77,7 @@ func UpRetrying(ctx context.Context, db *sql.DB, r Retry) error {
 	pause := r.Pause
 	for {
 		err := Up(ctx, db)
-		migration, waited := lockWaited(err)
+		migration, waited := LockWaited(err)
 		if !waited {
 			return err
 		}
@@ -95,10 +95,10 @@ func UpRetrying(ctx context.Context, db *sql.DB, r Retry) error {
 	}
 }
 
-// lockWaited reports whether err is a statement's wait for a lock given up
+// LockWaited reports whether err is a statement's wait for a lock given up
 // after lock_timeout (55P03, lock_not_available), and names the migration
 // it was in ("" when it was none).
-func lockWaited(err error) (migration string, waited bool) {
+func LockWaited(err error) (migration string, waited bool) {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "55P03" {
 		return "", false

@@ -97,8 +97,10 @@ func migrateWith(ctx context.Context, args []string, getenv func(string) string,
 	// of a pod still serving) holds every later query on that table in
 	// the queue behind it: the API would stall for as long as that
 	// transaction lasts. With a lock_timeout the migration gives up
-	// instead, and is tried again after a pause (UpRetrying).
-	if action == "up" && !setsLockTimeout(cc) {
+	// instead: up tries it again after a pause (UpRetrying); down and
+	// addresses, run by hand, end with an error that says so (lockGaveUp),
+	// their transaction rolled back.
+	if !setsLockTimeout(cc) {
 		cc.RuntimeParams["lock_timeout"] = fmt.Sprintf("%dms", lw.timeout.Milliseconds())
 	}
 	db := stdlib.OpenDB(*cc)
@@ -118,14 +120,14 @@ func migrateWith(ctx context.Context, args []string, getenv func(string) string,
 		}
 	case "down":
 		if err := migrations.Down(ctx, db, *all); err != nil {
-			return err
+			return lockGaveUp(name, err)
 		}
 	case "addresses":
 		// Migration 00044's rewrite again: after the operator resolved a
 		// row it left, and once after the rollout (pods of the previous
 		// release store a domain as it was typed until they are replaced).
 		if err := rewriteAddresses(ctx, db, stdout); err != nil {
-			return err
+			return lockGaveUp(name, err)
 		}
 	case "status":
 	default:
@@ -140,6 +142,23 @@ func migrateWith(ctx context.Context, args []string, getenv func(string) string,
 func setsLockTimeout(cc *pgx.ConnConfig) bool {
 	_, ok := cc.RuntimeParams["lock_timeout"]
 	return ok || strings.Contains(cc.RuntimeParams["options"], "lock_timeout")
+}
+
+// lockGaveUp says of err, when a statement of cmd (migrate down, migrate
+// addresses) gave up waiting for a lock after lock_timeout, what happened
+// and what to do; other errors are returned as they are. Unlike up, these
+// commands are run by hand and are not retried: the operator runs them
+// again once the transaction that holds the lock has ended.
+func lockGaveUp(cmd string, err error) error {
+	migration, waited := migrations.LockWaited(err)
+	if !waited {
+		return err
+	}
+	if migration == "" {
+		migration = "a statement"
+	}
+	return fmt.Errorf("%s: %s waited longer than lock_timeout for a lock another session's transaction holds, and its transaction was rolled back; "+
+		"run the command again once that transaction has ended (pg_stat_activity lists it): %w", cmd, migration, err)
 }
 
 // rewriteAddresses runs migrations.RewriteAddresses in a transaction of its

@@ -997,3 +997,63 @@ func TestSetsLockTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrateDownAndAddressesGiveUpOnALongTransaction: migrate down and
+// migrate addresses run with the lock_timeout of migrate up. A statement
+// of theirs that waits for a lock a long transaction holds (a report on
+// the table a down migration alters, a request that holds an account's
+// row) gives up after it, instead of waiting for as long as that
+// transaction lasts with every later query on the table queued behind
+// it; the command ends with an error that says so, its transaction
+// rolled back.
+func TestMigrateDownAndAddressesGiveUpOnALongTransaction(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	downTo(t, db, 48) // migrate down rolls back 00048, which alters rate_limits
+	const ada = "00000000-0000-0000-0000-000000000001"
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO users (id, email, created_at, updated_at) VALUES ($1, 'ada@Example.COM', now(), now())`, ada); err != nil {
+		t.Fatal(err)
+	}
+	lw := lockWait{timeout: 100 * time.Millisecond, pause: 10 * time.Millisecond, maxPause: 100 * time.Millisecond}
+	for _, tc := range []struct {
+		args []string
+		hold string
+		want string
+	}{
+		{[]string{"down"}, `SELECT count(*) FROM rate_limits`, "migrate down: 00048_rate_limits_sliding.sql waited longer than lock_timeout"},
+		{[]string{"addresses"}, `SELECT id FROM users WHERE id = '` + ada + `' FOR UPDATE`, "migrate addresses: a statement waited longer than lock_timeout"},
+	} {
+		t.Run(tc.args[0], func(t *testing.T) {
+			hold := db.Hold(t, tc.hold)
+			var out bytes.Buffer
+			done := make(chan error, 1)
+			go func() { done <- migrateWith(ctx, tc.args, env, &out, lw) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				// Let it finish before the database is dropped.
+				_ = hold.Rollback(ctx)
+				<-done
+				t.Fatalf("migrate %s still waited for its lock after 10 s, with a lock_timeout of %s", tc.args[0], lw.timeout)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "SQLSTATE 55P03") {
+				t.Fatalf("migrate %s behind a long transaction = %v, want an error saying %q", tc.args[0], err, tc.want)
+			}
+		})
+	}
+	// Nothing was changed: the schema is still at 00048, the address as
+	// it was.
+	var version int64
+	if err := db.Pool.QueryRow(ctx, migrations.VersionQuery).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	var email string
+	if err := db.Pool.QueryRow(ctx, `SELECT email FROM users WHERE id = $1`, ada).Scan(&email); err != nil {
+		t.Fatal(err)
+	}
+	if version != 48 || email != "ada@Example.COM" {
+		t.Errorf("after the commands gave up: schema version %d, address %q; want 48 and the address unchanged", version, email)
+	}
+}
