@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
@@ -72,6 +73,10 @@ type App struct {
 	lastRules    [32]byte                       // SHA-256 of the rules file last read
 	shuttingDown atomic.Bool
 	tracing      *tracing.Provider // nil: off
+	// rulesWatchEvents, when set (tests), stands between the rules file's
+	// watcher and watchRules: given the watcher's events and errors, it
+	// returns those watchRules reads.
+	rulesWatchEvents func(<-chan fsnotify.Event, <-chan error) (<-chan fsnotify.Event, <-chan error)
 }
 
 // Env is what a rules file is validated against under cfg.

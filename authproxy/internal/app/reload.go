@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -142,6 +143,13 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 		a.log.Error("rules watch: not watching; reload with SIGHUP", "file", a.cfg.RulesFile)
 		return
 	}
+	var (
+		events <-chan fsnotify.Event = w.Events
+		errs   <-chan error          = w.Errors
+	)
+	if a.rulesWatchEvents != nil {
+		events, errs = a.rulesWatchEvents(events, errs)
+	}
 	ready <- struct{}{}
 	// A change made before the watch was set (between the first read of
 	// the file and now) sent no event: check the file once right away.
@@ -150,12 +158,21 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 		select {
 		case <-ctx.Done():
 			return
-		case err, ok := <-w.Errors:
+		case err, ok := <-errs:
 			if !ok {
 				return
 			}
+			// The kernel's queue of events overflowed: those dropped may
+			// have been the file's change, and none comes again until the
+			// next one. Read the file again (unchanged, it is not
+			// reloaded).
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				a.log.Warn("rules watch: events were lost; reading the rules file again", "file", a.cfg.RulesFile, "err", err)
+				settle = time.After(reloadSettle)
+				continue
+			}
 			a.log.Warn("rules watch", "err", err)
-		case ev, ok := <-w.Events:
+		case ev, ok := <-events:
 			if !ok {
 				return
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -90,6 +91,41 @@ func TestRulesChangedWhileStartingLoaded(t *testing.T) {
 	e := start(t, envOpt{rules: rulesA, beforeServe: func(e *env) { e.writeRules(rulesB) }})
 	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
+}
+
+// TestRulesReloadAfterEventsOverflow: when the kernel's queue of file
+// events overflows, the events dropped may have been the rules file's
+// change, and no other comes until the next one. The watcher reads the
+// file again on the overflow and loads the change; it logs the overflow.
+// Here the watcher's events never reach it (all dropped) and the
+// overflow is injected.
+func TestRulesReloadAfterEventsOverflow(t *testing.T) {
+	overflow := make(chan error)
+	e := start(t, envOpt{rules: rulesA, beforeServe: func(e *env) {
+		e.app.rulesWatchEvents = func(<-chan fsnotify.Event, <-chan error) (<-chan fsnotify.Event, <-chan error) {
+			return nil, overflow
+		}
+	}})
+	// The first change: the check the watch makes once it is set may load
+	// it, if it comes late enough. Once it is in, that check is done.
+	e.writeRules(rulesB)
+	overflow <- fsnotify.ErrEventOverflow
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
+	// The second change is seen only through the overflow.
+	e.writeRules(rulesA)
+	overflow <- fsnotify.ErrEventOverflow
+	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 3) })
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	e.wantProblem(e.do("GET", "/extra", "", nil), 404, problem.CodeNotFound)
+	testenv.Eventually(t, func() error {
+		return testenv.Contains("the log", e.logs.String(), "rules watch: events were lost; reading the rules file again")
+	})
+	// An overflow with the file unchanged reloads nothing.
+	overflow <- fsnotify.ErrEventOverflow
+	time.Sleep(3 * reloadSettle)
+	if g, f := e.generation(), e.reloadFailures(); g != 3 || f != 0 {
+		t.Fatalf("generation %v, failures %v after an overflow with the file unchanged, want 3 and 0", g, f)
+	}
 }
 
 // An unchanged file is not reloaded when the watch starts.
